@@ -1,7 +1,9 @@
 """What the feedback mover's check for requests another replica already stored costs, under the move lock
-(`pluralign.store.ingest.split_stored`): `--entries` acknowledged requests of `--rows` rows each, every
-other one found stored (a retry that reached two replicas), split into stored and kept; against the list
-scan it replaced (`[e for e in entries if e not in stored]`, one scan of `stored` per entry).
+(`pluralign.store.ingest.split_held`): `--entries` acknowledged requests of `--rows` rows each, every
+other one found stored with the same content (a retry that reached two replicas), split into kept and done row by
+row (each held row's content compared); against `split_stored`, which it replaced in session 44 (an entry any of whose
+ids was held went whole, by id only), and the list scan that one replaced (`[e for e in entries if e not in stored]`,
+one scan of `stored` per entry).
 
     OMP_NUM_THREADS=1 python -m benchmarks.stored_elsewhere                        # 64 and 2,048 one-row requests
     OMP_NUM_THREADS=1 python -m benchmarks.stored_elsewhere --entries 2048 --rows 1
@@ -17,7 +19,7 @@ import time
 
 from pluralign.store import StoredPreference
 from pluralign.store.feedback_log import Entry
-from pluralign.store.ingest import split_stored
+from pluralign.store.ingest import split_held
 
 
 def requests(n: int, rows: int) -> list[Entry]:
@@ -41,6 +43,21 @@ def old_split(entries: list[Entry], held: set[str]) -> list[Entry]:
     return [e for e in entries if e not in stored]
 
 
+def split_stored(entries: list[Entry], held: set[str]) -> tuple[list[Entry], list[Entry], int]:
+    """The mover's split before session 44 (by id, each entry whole)."""
+    stored: list[Entry] = []
+    kept: list[Entry] = []
+    partly = 0
+    for entry in entries:
+        found = sum(r.pref_id in held for r in entry.rows)
+        if found:
+            stored.append(entry)
+            partly += found < len(entry.rows)
+        else:
+            kept.append(entry)
+    return stored, kept, partly
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, nargs="*", default=[64, 2048], help="requests in the batch (each size in turn)")
@@ -50,10 +67,13 @@ def main() -> None:
     for n in args.entries:
         entries = requests(n, args.rows)
         held = {r.pref_id for e in entries[::2] for r in e.rows}
-        assert old_split(entries, held) == split_stored(entries, held)[1]
+        rows = {(r.tenant, r.user_id, r.pref_id): r for e in entries[::2] for r in e.rows}
+        assert old_split(entries, held) == split_stored(entries, held)[1] == split_held(entries, rows)[0]
         old = best_ms(lambda entries=entries, held=held: old_split(entries, held), args.repeat)
-        new = best_ms(lambda entries=entries, held=held: split_stored(entries, held), args.repeat)
-        print(f"{n} requests x {args.rows} rows, half stored: list scan {old:.2f} ms, split_stored {new:.2f} ms")
+        before = best_ms(lambda entries=entries, held=held: split_stored(entries, held), args.repeat)
+        new = best_ms(lambda entries=entries, rows=rows: split_held(entries, rows), args.repeat)
+        print(f"{n} requests x {args.rows} rows, half stored: list scan {old:.2f} ms, split_stored {before:.2f} ms, "
+              f"split_held {new:.2f} ms")
 
 
 if __name__ == "__main__":

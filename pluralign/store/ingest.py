@@ -32,7 +32,7 @@ from pluralign.files import append_durably, fsync_dir, write_atomic
 from pluralign.store.claims import Claim, claim_of, folder_of, named
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
-from pluralign.store.tables import PrefIdConflict, Store, StoredPreference
+from pluralign.store.tables import PrefIdConflict, Store, StoredPreference, differs_but_time
 
 log = logging.getLogger("pluralign.store")
 # rows per worker batch at most (a record holding more goes alone): an import is one record of up to
@@ -109,23 +109,39 @@ def _moves_of(folder) -> _FolderMoves:
         return moves
 
 
-def split_stored(entries: list[Entry], held: set[str]) -> tuple[list[Entry], list[Entry], int]:
-    """(stored, kept, partly) of `entries`, in their order: an entry any of whose rows' `pref_id`s is in
-    `held` is stored, whole, the others kept; `partly` counts the stored entries not all of whose ids are
-    held. One pass with set lookups: picking the kept ones as `e not in stored` was a scan of `stored`
-    per entry (identity checks, `Entry` has no `==`): 2,048 one-row entries half stored, 18-69 ms under the
-    move lock, now 0.6 ms (benchmarks/stored_elsewhere.py)."""
-    stored: list[Entry] = []
+Key = tuple[str, str, str]  # (tenant, user_id, pref_id)
+
+
+def split_held(entries: list[Entry], held: Mapping[Key, StoredPreference]) -> tuple[list[Entry], list[Entry], list[StoredPreference],
+                                                                                     list[tuple[StoredPreference, str]]]:
+    """(kept, done, again, refused) of `entries` against `held` (the rows the table holds, by key): `kept`, in their
+    order, the entries left with a row to store, each holding only its rows of ids not held (the entry itself when
+    all are; else a copy of it with the same `seq`, which `FeedbackLog.done` goes by); `done` the entries with none;
+    `again` the rows held with the same content (`differs_but_time`: already stored); `refused` (row, the first field
+    in which it differs) for the rows whose id is held with other content, left out. One pass with dict lookups.
+    Until session 44 an entry any of whose ids was held went whole, its rows of new ids too: acknowledged rows lost
+    (`split_stored`, 0.6 ms for 2,048 one-row entries half held; benchmarks/stored_elsewhere.py)."""
     kept: list[Entry] = []
-    partly = 0
+    done: list[Entry] = []
+    again: list[StoredPreference] = []
+    refused: list[tuple[StoredPreference, str]] = []
     for entry in entries:
-        found = sum(r.pref_id in held for r in entry.rows)
-        if found:
-            stored.append(entry)
-            partly += found < len(entry.rows)
-        else:
+        left = []
+        for r in entry.rows:
+            stored = held.get((r.tenant, r.user_id, r.pref_id))
+            if stored is None:
+                left.append(r)
+            elif (field := differs_but_time(stored, r)) is None:
+                again.append(r)
+            else:
+                refused.append((r, field))
+        if len(left) == len(entry.rows):
             kept.append(entry)
-    return stored, kept, partly
+        elif left:
+            kept.append(Entry(seq=entry.seq, segment=entry.segment, rows=left))
+        else:
+            done.append(entry)
+    return kept, done, again, refused
 
 
 class Ingestor:
@@ -157,6 +173,7 @@ class Ingestor:
         self._held: dict[tuple[str, str], int] = {}
         self._first_tenant: str | None = None  # whose records led the worker's last batch (`_next_batch`)
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
+        self.left_out = 0  # acknowledged rows left out so far: their id held with other content (`_left_out`, `_refused`)
         # when this Ingestor last committed rows into the table, per tenant and of any (`committed_at`)
         self._committed_at: dict[str, float] = {}
         self._committed_any = 0.0
@@ -526,33 +543,50 @@ class Ingestor:
         offsets = np.cumsum([len(e.rows) for e in entries])
         bad = entries[int(np.searchsorted(offsets, conflict.index, side="right"))]
         log.error("a feedback request of %d row(s) was left out: %s", len(bad.rows), conflict)
+        self.left_out += len(bad.rows)
         self.log.done([bad])
         return [e for e in entries if e is not bad]
 
     def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Path, dict[str, dict[str, Claim]]]]]:
-        """The entries none of whose ids the store holds, and the note of the claims of the others' rows that it
-        holds (`_note_stored`, written before the others are done here, left out whole). A
-        request sent with `Idempotency-Key` that another replica stored while this one still held it (the
-        client's retry reached the other one, which cannot see this log) has its ids drawn from the key:
-        a retry of the same request is held whole, and a request of another number of rows sent with the
-        same key (on one replica a 422, nothing of it stored) only partly; storing its other rows mixed the
-        two requests. The held rows count as received again (`Store.received_again`): a copy an import logged
-        again (`service.users.services.received_again`) keeps its later time. Runs under `_move`."""
-        held = self.store.held_pref_ids([r for e in entries for r in e.rows])
-        if not held:
+        """`entries` without their rows whose ids the store's newest version holds (`split_held`), and the note of the
+        claims of those it holds with the same content (`_note_stored`, written before the entries left with nothing
+        to store are done here). Another replica stored them: a request sent with `Idempotency-Key` whose retry reached
+        the other one (which cannot see this log) has the same ids and rows, its time stamped anew; such rows count as
+        received again (`Store.received_again`: a DELETE begun before this copy came keeps them). A row held with
+        other content (two imports of one id sent to two replicas of a store without claims, `gs://`, `az://`,
+        `abfss://`, both acknowledged; or a request of other rows sent with one key to two replicas, on one a 422) is
+        left out and logged (`_refused`); the entry's other rows are stored (until session 44 the whole entry was
+        left out, its rows of new ids too, with a warning naming an `Idempotency-Key`). The common case (no id held)
+        costs one read of ids (`Store.held_pref_ids`); a read of the held rows' text follows only when one is held
+        (`Store.newest_rows`). Runs under `_move`."""
+        rows = [r for e in entries for r in e.rows]
+        ids = self.store.held_pref_ids(rows)
+        if not ids:
             return entries, []
-        stored, kept, partly = split_stored(entries, held)
-        again: dict[tuple[str, str], list[str]] = {}
-        for r in (r for e in stored for r in e.rows if r.pref_id in held):
-            again.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
-        for (tenant, user_id), ids in again.items():  # received again (a DELETE begun before this copy came keeps them)
-            self.store.received_again(tenant, user_id, ids)
-        if partly:
-            log.warning("%d feedback requests left out: another replica stored a request of other rows under the "
-                        "same Idempotency-Key (each request goes whole or not at all)", partly)
-        notes = self._note_stored([r for e in stored for r in e.rows if r.pref_id in held])
-        self.log.done(stored)
+        held = {(h.tenant, h.user_id, h.pref_id): h for h in self.store.newest_rows([r for r in rows if r.pref_id in ids])}
+        if not held:  # the ids were another user's
+            return entries, []
+        kept, done, again, refused = split_held(entries, held)
+        by_user: dict[tuple[str, str], list[str]] = {}
+        for r in again:
+            by_user.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
+        for (tenant, user_id), same in by_user.items():  # received again (a DELETE begun before this copy came keeps them)
+            self.store.received_again(tenant, user_id, same)
+        self._refused(refused, held)
+        notes = self._note_stored(again)
+        self.log.done(done)
         return kept, notes
+
+    def _refused(self, refused: list[tuple[StoredPreference, str]], held: Mapping[Key, StoredPreference]) -> None:
+        """Logs (an error each) and counts (`left_out`) the acknowledged rows left out because the table holds their
+        id with other content (`refused`: (row, the first field that differs), `held`: the stored rows by key)."""
+        for row, field in refused:
+            stored = held[(row.tenant, row.user_id, row.pref_id)]
+            log.error("an acknowledged row was left out: `pref_id` %r of user %r (tenant %r), received at %.3f, is stored "
+                      "with another `%s` (received at %.3f), by another replica: a pref_id names one preference, and two "
+                      "requests giving it with other content were acknowledged through two replicas", row.pref_id, row.user_id,
+                      row.tenant, row.received(), field, stored.received())
+        self.left_out += len(refused)
 
     def _embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
         """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer

@@ -104,6 +104,8 @@ def scrape_state(app: Litestar) -> list:
          [({}, sum(p["failures"] for p in rt.store.problems.recent()))]),
         ("pluralign_feedback_pending_rows", "gauge", "acknowledged feedback rows still in the log (not yet embedded)", [({}, pending)]),
         ("pluralign_feedback_moved_rows", "counter", "feedback rows embedded and moved into the table since start", [({}, rt.ingest.moved)]),
+        ("pluralign_feedback_left_out_rows", "counter", "acknowledged feedback rows the mover left out since start: their pref_id "
+         "was stored with other content (by another replica, on a store without pref_id claims)", [({}, rt.ingest.left_out)]),
         ("pluralign_exports_in_flight", "gauge", "user exports being sent now, of at most PLURALIGN_MAX_EXPORTS",
          [({}, rt.exports.in_flight)]),
         ("pluralign_exports_refused", "counter", "user exports answered 429 too_many_exports since start", [({}, rt.exports.refused)]),
