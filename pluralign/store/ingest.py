@@ -110,6 +110,13 @@ def _moves_of(folder) -> _FolderMoves:
 
 
 Key = tuple[str, str, str]  # (tenant, user_id, pref_id)
+SETTLE_ATTEMPTS = 3  # reads of ids stored twice after a commit (`Ingestor._one_content_each`) while a compaction moves rows
+
+
+def keeps(copies: list[StoredPreference]) -> StoredPreference:
+    """Of rows stored under one id with other content, the one kept: the earliest-received, then (received at the
+    same instant) the least sha256 of its content (`pluralign.store.claims.claim_of`): the same on every replica."""
+    return min(copies, key=lambda r: (r.received(), claim_of(r, stamped=False).content))
 
 
 def split_held(entries: list[Entry], held: Mapping[Key, StoredPreference]) -> tuple[list[Entry], list[Entry], list[StoredPreference],
@@ -189,6 +196,10 @@ class Ingestor:
         self._notes_lock = threading.Lock()  # a note's removal (the drops' thread) against its rewrite (`forget_user`)
         # a reader's move (`flush_user`) leaves the removal to this thread: the claims are bookkeeping once rows are stored
         self._dropping = None if self._claims is None else ThreadPoolExecutor(1, thread_name_prefix="claims-drop")
+        # shared without claims (gs://, az://, abfss://): each commit's ids read back (`_one_content_each`), a reader's
+        # move's on this thread, not in the reader's request (one more read of the store: 15-20 ms at load 16 on a folder)
+        self._settling = ThreadPoolExecutor(1, thread_name_prefix="ids-settle") if (
+            store.sync_seconds is not None and self._claims is None) else None
         self._drop_already_moved()
         self._drop_left_notes()
         # once per store: what earlier releases left of stored rows' claims, on a thread of its own (until session 44
@@ -368,6 +379,8 @@ class Ingestor:
                     break
                 except PrefIdConflict as exc:  # left in the log it would stop every batch behind it
                     entries = self._left_out(entries, exc)
+            if rows and self._settling is not None and not reading:
+                self._one_content_each(rows)
             if rows:
                 notes += self._note_stored(rows)
                 # stamped before the rows leave the log's pending ones: a `flush` that finds them no longer pending
@@ -380,6 +393,8 @@ class Ingestor:
         self._drop_claims(notes, background=reading)
         if not rows:
             return 0
+        if self._settling is not None and reading:
+            self._settle_later(rows)
         if self.on_moved is not None:
             try:
                 self.on_moved(rows)
@@ -528,24 +543,35 @@ class Ingestor:
 
     def claims_settled(self) -> None:
         """Returns once the start's sweep (`_sweep_stored_claims`) and the removals of stored rows' claims handed to the
-        drops' thread so far are done (at once once closed: those not begun stay noted for the next start)."""
+        drops' thread so far are done (at once once closed: those not begun stay noted for the next start), and, on a
+        store shared without claims, the read-backs of readers' moves handed to the settling thread (`_settle_later`)."""
         if self._sweeping is not None:
             self._sweeping.join()
         if self._dropping is not None:
             with contextlib.suppress(RuntimeError):
                 self._dropping.submit(lambda: None).result()
+        if self._settling is not None:  # and the read-backs of readers' moves (`_settle_later`)
+            with contextlib.suppress(RuntimeError):
+                self._settling.submit(lambda: None).result()
 
     def _left_out(self, entries: list[Entry], conflict: PrefIdConflict) -> list[Entry]:
-        """`entries` without the one holding the row `conflict` names (its index in their rows), which is done
-        here, unstored: a row under a `pref_id` the user's rows hold with other content (the routes refuse
-        one, a 409, its check and log append under the tenant's import lock, and with replicas the id's claim on the
-        store, `pluralign.store.claims`; imports sent to two replicas of a store without claims can both pass it). Runs under `_move`."""
+        """`entries` without the row `conflict` names (its index in their rows), left out here, unstored: a row under a
+        `pref_id` the user's rows hold with other content, or an earlier row of `entries` holds (the routes refuse one,
+        a 409, its check and log append under the tenant's import lock, and with replicas the id's claim on the store,
+        `pluralign.store.claims`; imports sent to two replicas of a store without claims can both pass it, and the row
+        of the other replica can be committed after this mover's look, `_not_stored_elsewhere`). Its entry's other
+        rows stay (until session 44 the whole entry was left out, its rows of other ids too). Runs under `_move`."""
         offsets = np.cumsum([len(e.rows) for e in entries])
-        bad = entries[int(np.searchsorted(offsets, conflict.index, side="right"))]
-        log.error("a feedback request of %d row(s) was left out: %s", len(bad.rows), conflict)
-        self.left_out += len(bad.rows)
-        self.log.done([bad])
-        return [e for e in entries if e is not bad]
+        n = int(np.searchsorted(offsets, conflict.index, side="right"))
+        bad = entries[n]
+        at = conflict.index - (int(offsets[n - 1]) if n else 0)
+        log.error("an acknowledged row was left out (`pref_id` %r, received at %.3f): %s", conflict.pref_id,
+                  bad.rows[at].received(), conflict)
+        self.left_out += 1
+        rest = bad.rows[:at] + bad.rows[at + 1:]
+        if not rest:
+            self.log.done([bad])
+        return [e if e is not bad else Entry(seq=bad.seq, segment=bad.segment, rows=rest) for e in entries if e is not bad or rest]
 
     def _not_stored_elsewhere(self, entries: list[Entry]) -> tuple[list[Entry], list[tuple[Path, dict[str, dict[str, Claim]]]]]:
         """`entries` without their rows whose ids the store's newest version holds (`split_held`), and the note of the
@@ -587,6 +613,53 @@ class Ingestor:
                       "requests giving it with other content were acknowledged through two replicas", row.pref_id, row.user_id,
                       row.tenant, row.received(), field, stored.received())
         self.left_out += len(refused)
+
+    def _one_content_each(self, rows: list[StoredPreference]) -> None:
+        """Right after the commit of `rows` on a store shared without claims (`gs://`, `az://`, `abfss://`): where
+        the newest version holds one of their ids twice with other content (another replica's mover committed it in
+        the same instant, both having looked before either commit: `_not_stored_elsewhere`), the row received later
+        is deleted (`keeps`: the same choice on every replica, whichever of them finds it; the one committing second
+        always does, its read coming after both commits), logged and counted (`left_out`) by the replica that
+        deletes it. Until session 44 both rows stayed under the id for good. Two copies of the same content stay (a
+        copy, not a loss). Costs one read of the batch's keys (`Store.held_twice`); failures are logged, never
+        raised (the rows are committed: they must still leave the log). Runs under `_move`."""
+        for _ in range(SETTLE_ATTEMPTS):  # a compaction meanwhile moves the row ids read: read again
+            try:
+                doubled = self.store.held_twice(rows)
+                deleted = left = 0
+                for copies in doubled.values():
+                    kept = keeps([row for _, row in copies])
+                    for row_id, row in copies:
+                        if (field := differs_but_time(kept, row)) is None:
+                            continue
+                        left += 1
+                        if self.store.delete_copy(row, row_id):
+                            deleted += 1
+                            log.error("an acknowledged row was left out: `pref_id` %r of user %r (tenant %r), received "
+                                      "at %.3f, was stored by two replicas at once with another `%s` (received at %.3f, "
+                                      "kept): a pref_id names one preference, the earliest-received is kept", row.pref_id,
+                                      row.user_id, row.tenant, row.received(), field, kept.received())
+                self.left_out += deleted
+            except Exception as exc:  # noqa: BLE001 (the rows are committed; the next move of the id looks again)
+                log.warning("the read-back of %d committed row(s) for ids stored twice failed (%s)", len(rows), exc)
+                return
+            if deleted == left:
+                return
+        log.warning("rows stored twice under one pref_id were not all deleted after %d reads (compactions meanwhile)",
+                    SETTLE_ATTEMPTS)
+
+    def _settle_later(self, rows: list[StoredPreference]) -> None:
+        """`_one_content_each` of a reader's move, on the settling thread (under `_move`, as the worker's own)."""
+
+        def settle() -> None:
+            with self._move:
+                self._one_content_each(rows)
+
+        try:
+            self._settling.submit(settle)
+        except RuntimeError:  # closed meanwhile (`close`): the next move of these ids looks again
+            log.warning("the read-back of %d committed row(s) for ids stored twice was not made: the service is stopping",
+                        len(rows))
 
     def _embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
         """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer
@@ -637,6 +710,8 @@ class Ingestor:
         self.stop()
         if self._dropping is not None:  # drops not begun stay noted, for the next start
             self._dropping.shutdown(wait=False, cancel_futures=True)
+        if self._settling is not None:
+            self._settling.shutdown(wait=False, cancel_futures=True)
         began = time.monotonic()
         self._thread.join(timeout=timeout)
         if self._sweeping is not None:  # stops before its next user: the next start sweeps again

@@ -18,6 +18,7 @@ import random
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -1071,6 +1072,60 @@ class Store:
             ids_of.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
         self.preferences.checkout_latest()
         return [self._preference(row, t, u) for t, u, row in self._read(lambda: self._read_held(ids_of))]
+
+    @_uses("preferences", "read")
+    def held_twice(self, rows: list[StoredPreference]) -> dict[tuple[str, str, str], list[tuple[int, StoredPreference]]]:
+        """The (tenant, user_id, pref_id) of `rows` that the table's newest version holds more than one row under, each
+        with those rows as (their Lance `_rowid`, the row without vectors): two replicas' movers that committed one id
+        at once on a store without claims (`pluralign.store.ingest`). One look for the newest version and one read of
+        the keys (as `held_pref_ids`); the rows themselves are read only when a key is held twice."""
+        if not rows:
+            return {}
+        wanted = {(r.tenant, r.user_id, r.pref_id) for r in rows}
+        users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys((r.tenant, r.user_id) for r in rows))
+        ids = ", ".join(quote(i) for i in dict.fromkeys(r.pref_id for r in rows))
+        self.preferences.checkout_latest()  # a copy another replica committed a moment ago
+        keys = self._read(lambda: self.preferences.search().where(f"({users}) AND pref_id IN ({ids})")
+                          .select(["tenant", "user_id", "pref_id"]).limit(None).to_arrow())
+        counted = Counter(zip(*(keys.column(name).to_pylist() for name in ("tenant", "user_id", "pref_id")), strict=True))
+        doubled = [key for key, n in counted.items() if n > 1 and key in wanted]
+        if not doubled:
+            return {}
+        columns = self._present("preferences", ["pref_id", "kind", "received_at", *SAME_ROW_FIELDS])
+        found: dict[tuple[str, str, str], list[tuple[int, StoredPreference]]] = {}
+        for t, u, pref_id in doubled:
+            where = f"{owner_filter(t, u)} AND pref_id = {quote(pref_id)}"
+            held = self._read(lambda where=where: self.preferences.search().where(where).select(columns).with_row_id(True)
+                              .limit(None).to_arrow().to_pylist())
+            found[(t, u, pref_id)] = [(row.pop("_rowid"), self._preference(row, t, u)) for row in held]
+        return found
+
+    @_uses("preferences", "written")
+    def delete_copy(self, row: StoredPreference, row_id: int) -> int:
+        """Deletes the one row `row` held at `row_id` (`held_twice`'s): the user's row under its `pref_id`, received at
+        its `received_at`, at that row id; returns 1, or 0 when no row is both (another replica deleted it already, or a
+        compaction meanwhile gave it another row id: `held_twice` again tells). The user's cached history is dropped.
+        A commit that met another's (a compaction's rewrite) is made again on the newest version (`PURGE_ATTEMPTS`)."""
+        received = "received_at IS NULL" if row.received_at is None else f"received_at = {float(row.received_at)!r}"
+        where = f"{owner_filter(row.tenant, row.user_id)} AND pref_id = {quote(row.pref_id)} AND {received} AND _rowid = {int(row_id)}"
+        key = (row.tenant, row.user_id)
+        with self._lock, self.histories.writing([key]):  # as `received_again`: no load of the history lands meanwhile
+            for attempt in range(PURGE_ATTEMPTS):
+                try:
+                    gone = self.preferences.delete(where).num_deleted_rows
+                    break
+                except (OSError, RuntimeError, ValueError) as exc:
+                    retry = _commit_conflict(exc) or (self.sync_seconds is not None and "not found" in str(exc).lower())
+                    if not retry or attempt == PURGE_ATTEMPTS - 1:
+                        raise
+                    log.warning("a delete of a row stored twice met another commit on preferences (%s); again on the newest "
+                                "version", exc)
+                    time.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
+                    self.preferences.checkout_latest()
+            self.histories.invalidate([key])
+            if gone:
+                self._after_write("preferences")
+        return gone
 
     @_uses("preferences", "read")
     def still_holds(self, tenant: str, user_id: str, pref_id: str) -> bool:

@@ -27,7 +27,9 @@ def replicas(tmp_path, monkeypatch):
     for name in ("one", "two"):
         store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
         assert store.claims is None
-        made.append((store, Ingestor(FeedbackLog(tmp_path / f"log-{name}"), store, HashEncoder())))
+        ingest = Ingestor(FeedbackLog(tmp_path / f"log-{name}"), store, HashEncoder())
+        ingest.stop()  # no worker: the tests move the rows (`flush`), in the order they inject
+        made.append((store, ingest))
     yield made
     for _, ingest in made:
         ingest.close()
@@ -67,3 +69,58 @@ def test_the_second_mover_leaves_out_only_the_row_held_with_other_content(replic
     words = " ".join(r.getMessage() for r in caplog.records)
     assert "Idempotency-Key" not in words
     assert "'p-1'" in words and "`chosen`" in words and "'p-0'" not in words, words
+
+
+def test_a_row_stored_by_another_replica_after_the_mover_s_look_leaves_out_only_that_row(replicas):
+    """Replica two stores p-1 ("Coffee.") between replica one's look for held ids and its add: one's add then finds p-1
+    held with other content (`PrefIdConflict`), and the mover left out the whole request (`_left_out`), p-2 too. Now
+    only that row."""
+    (one, ingest_one), (_, ingest_two) = replicas
+    ingest_one.submit(imported(("p-1", "Tea."), ("p-2", "Juice."), received_at=101.0), received_at=101.0)
+    ingest_two.submit(imported(("p-1", "Coffee."), received_at=100.0), received_at=100.0)
+    look = one.held_pref_ids
+
+    def then_two_moves(rows):
+        found = look(rows)
+        one.held_pref_ids = look
+        ingest_two.flush()
+        return found
+
+    one.held_pref_ids = then_two_moves
+    ingest_one.flush()
+    assert rows_of(one) == {"p-1": ["Coffee."], "p-2": ["Juice."]}  # before: no p-2
+    assert (ingest_one.left_out, ingest_one.moved, ingest_two.left_out) == (1, 1, 0)
+
+
+@pytest.mark.parametrize(("one_first", "reader"), [(True, False), (False, False), (False, True)],
+                         ids=["one-received-first", "two-received-first", "two-first-a-reader-s-move"])
+def test_two_movers_committing_one_id_at_once_keep_the_earliest_received_content(replicas, caplog, one_first, reader):
+    """Both movers looked (no p-1 held) before either committed: both rows were stored under p-1, for good. Now each
+    mover reads back the ids it just committed; the later one finds p-1 twice and deletes the row received later
+    (whichever replica stored it), the same choice on every replica; the rest stays. A reader's move (`flush_user`)
+    leaves its read-back to the settling thread (`claims_settled` waits for it), not to the reader's request."""
+    (one, ingest_one), (two, ingest_two) = replicas
+    early, late = (99.0, 100.0) if one_first else (100.0, 99.0)
+    ingest_one.submit(imported(("p-1", "Tea."), ("p-2", "Juice."), received_at=early), received_at=early)
+    ingest_two.submit(imported(("p-1", "Coffee."), ("p-3", "Water."), received_at=late), received_at=late)
+    append = one._append_preferences
+
+    def two_commits_first(kept, vectors):  # one has looked (nothing held) and is about to commit: two moves now
+        one._append_preferences = append
+        ingest_two.flush()
+        return append(kept, vectors)
+
+    one._append_preferences = two_commits_first
+    with caplog.at_level(logging.ERROR, logger="pluralign.store"):
+        if reader:
+            assert ingest_one.flush_user("t", "u") == 2
+            ingest_one.claims_settled()
+        else:
+            ingest_one.flush()
+    kept = "Tea." if one_first else "Coffee."
+    assert rows_of(one) == {"p-1": [kept], "p-2": ["Juice."], "p-3": ["Water."]}  # before: p-1 twice
+    assert ingest_one.left_out == 1 and ingest_two.left_out == 0  # one committed last: it found p-1 twice
+    assert "'p-1'" in " ".join(r.getMessage() for r in caplog.records)
+    ingest_two.submit(imported(("p-4", "Milk."), received_at=102.0), received_at=102.0)
+    ingest_two.flush()  # two's own look finds nothing more to settle
+    assert rows_of(two) == {"p-1": [kept], "p-2": ["Juice."], "p-3": ["Water."], "p-4": ["Milk."]}
