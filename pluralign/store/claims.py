@@ -46,8 +46,13 @@ then refused for other content until the user is deleted (the same content is ac
 replica was killed (its volume lost) with the row still in its log. Stores other than a folder, `memory://` (one
 process) and S3 (`gs://`, `az://`, `abfss://`) make no claims (`claims_for` gives None): two imports of one new id
 with other content sent to two replicas are both acknowledged, and the mover that comes second finds the id in the
-table (`Store.held_pref_ids`) and leaves its whole import out, its rows of other ids too (acknowledged rows lost;
-logged as a warning about an `Idempotency-Key`), or, both committing at once, both rows are stored under the id. A
+table and leaves that row out, logged as an error (the id, the user, the field that differs) and counted
+(`Ingestor.left_out`); the import's rows of other ids are stored (`pluralign.store.ingest.split_held`; until session
+44 its whole import was left out, acknowledged rows lost, with a warning wrongly naming an `Idempotency-Key`). Both
+committing at once, the one committing second reads the ids back and deletes the later-received row (the same
+choice on every replica: `pluralign.store.ingest.keeps`; until session 44 both rows stayed under the id); only a
+replica stopped between that commit and its read-back leaves both. Either way one of the two acknowledged rows is
+lost: only claims refuse the second before its 201. A
 claim left by an earlier release whose row is in the table goes at the first start of session 43's release on the
 store (`sweep_stored`, once: marked by `SWEPT`); until then it stayed until a row of that id was moved again or the
 user was deleted. The mover's removal of stored rows' claims that a kill or a power loss cut short is finished at

@@ -1047,9 +1047,10 @@ class Store:
         version and one read by the users' BITMAP index. With replicas the feedback log's mover asks it
         before each move (`pluralign.store.ingest`): a feedback or import sent with `Idempotency-Key` has
         the same ids on every attempt (`service.feedback.services.idempotent_ids`), and a retry that
-        reached another replica than the first attempt, while the first still waited in that one's
-        log, cannot see it there and is acknowledged again; the copy found stored is left out (whole).
-        Two replicas moving copies in the same instant both commit (Lance appends without a key check)."""
+        log, cannot see it there and is acknowledged again; the copy found stored is not stored again
+        (`Store.newest_rows` then tells same content from other). Two replicas moving one id in the same
+        instant both commit (Lance appends without a key check): on a store without claims the mover reads
+        the ids back after its commit (`held_twice`)."""
         if not rows:
             return set()
         users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys((r.tenant, r.user_id) for r in rows))

@@ -66,13 +66,15 @@ def test_two_replicas_started_with_the_same_index_are_said_loudly_and_deletes_re
         assert acme_a.delete(f"/v1/users/{GONE}").status_code == 200
 
 
-def test_a_key_reused_across_replicas_for_requests_of_different_sizes_never_stores_a_mix(tmp_path, tiny_generator_dir,
-                                                                                        tiny_pal_dir, minilm):
+def test_a_key_reused_across_replicas_for_requests_of_different_sizes_loses_only_the_rows_under_held_ids(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """An import of 3 rows sent with a key to replica a, still in a's backlog when an import of 2 other rows
     with the same key reached replica b (which cannot see a's log: 201, and b moved it). On one replica the
-    second is a 422 and nothing of it is stored. Before: a's move left out its first 2 rows (their ids, drawn
-    from the key, were held) and stored its third: the user held b's 2 rows and a's third, a mix of two
-    requests. Now a request's rows (one feedback-log entry) are stored whole or left out whole."""
+    second is a 422 and nothing of it is stored. Session 37 left a's request out whole (no mix of two requests
+    under one key). Session 44 (gsaz44): acknowledged feedback is never lost where it can be kept, and the mover
+    cannot tell ids drawn from a key from ids a file gave (an import of one id with other content through two
+    replicas of a store without claims lost its rows of other ids the same way): a's rows whose ids b stored with
+    other content are left out (logged, counted), its third row, acknowledged, is stored."""
     from tests.service.test_replica37_idempotency import USER, held
 
     def body(drink: str, n: int) -> bytes:
@@ -91,7 +93,8 @@ def test_a_key_reused_across_replicas_for_requests_of_different_sizes_never_stor
         a.runtime.ingest.flush()
         time.sleep(2 * SYNC_MS / 1000)  # past the replicas' cached histories' staleness
         for client in (acme_a, acme_b):
-            assert held(client) == ["Soda 0?", "Soda 1?"]
+            assert held(client) == ["Juice 2?", "Soda 0?", "Soda 1?"]
+        assert (a.runtime.ingest.left_out, b.runtime.ingest.left_out) == (2, 0)
 
 
 @pytest.mark.slow  # bounds on durations: a loaded machine failed it (CI: 4.2 and 7.9 s for an upper bound of 5.5)
