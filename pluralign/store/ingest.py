@@ -298,9 +298,15 @@ class Ingestor:
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Drop the user's pending rows (from memory and the log's files); none is moved afterwards.
         `before`: only rows received before it (`FeedbackLog.forget_user`). The notes of their stored rows' claims
-        (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims)."""
+        (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims). The
+        rows go whatever the notes' rewrite did: its OSError (a full disk) is raised once they went (until review 44
+        it skipped them, and the worker moved the deleted user's rows into the table after their DELETE)."""
         with self._move:
-            self._forget_noted({folder_of(tenant, user_id): before})
+            try:
+                self._forget_noted({folder_of(tenant, user_id): before})
+            except OSError:
+                self.log.forget_user(tenant, user_id, before)  # its own failure, if any, raised with the notes' as context
+                raise
             return self.log.forget_user(tenant, user_id, before)
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:

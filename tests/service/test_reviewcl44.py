@@ -1,0 +1,56 @@
+"""Review of claims44: the feedback mover with replicas (`pluralign.store.ingest`), on a real folder store with claims
+and a real feedback log: a DELETE whose notes' rewrite fails."""
+
+from __future__ import annotations
+
+import errno
+
+import msgspec
+import pytest
+
+from pluralign.store import Store
+from pluralign.store import ingest as ingest_module
+from pluralign.store.claims import claim_of
+from pluralign.store.feedback_log import FeedbackLog
+from pluralign.store.ingest import STORED_CLAIMS, Ingestor
+from tests.service.test_feedback_log import HashEncoder, feedback
+from tests.service.test_store import DIM
+
+
+def test_a_delete_whose_notes_cannot_be_rewritten_still_forgets_the_user_s_pending_rows(tmp_path, monkeypatch):
+    """`Ingestor.forget_user` (a DELETE's log step; another replica's DELETE applied mid-import) rewrote the notes of
+    stored rows' claims without the user first, then dropped the user's rows from the log. A rewrite that failed (a full
+    disk) skipped the log's step: the deleted user's rows stayed pending and the worker moved them into the table after
+    their DELETE. Since claims44 `forget_if_deleted_since` then removes their claims all the same, so another replica
+    acknowledges other content under their ids, dropped once these rows are moved (acknowledged rows lost). Now the log's
+    rows go whatever the notes' rewrite did, and its failure is raised after that."""
+    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
+    stored = [msgspec.structs.replace(r, received_at=100.0) for r in feedback("u", 0, n=2) + feedback("v", 0)]
+    for user in ("u", "v"):
+        mine = {r.pref_id: claim_of(r, stamped=False) for r in stored if r.user_id == user}
+        assert store.claims.claim("t", user, mine)[0]
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder())
+    store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("the store refused the removal"))
+    try:
+        with ingest.paused():
+            for user in ("u", "v"):
+                ingest.submit([r for r in stored if r.user_id == user], received_at=100.0)
+        ingest.flush()  # a note names u's and v's claims (their removal refused)
+        assert len(list((tmp_path / "log" / STORED_CLAIMS).glob("*.json"))) == 1
+        with ingest.paused():
+            ingest.submit(feedback("u", 1))  # u's row waiting in the log when their DELETE comes
+            assert len(ingest.log.pending_for("t", "u")) == 1
+
+            def no_room(path, data):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+            monkeypatch.setattr(ingest_module, "write_atomic", no_room)  # the note's rewrite without u
+            with pytest.raises(OSError, match="No space left"):
+                ingest.forget_user("t", "u")
+            assert ingest.log.pending_for("t", "u") == []  # before: still pending
+        ingest.flush()
+        assert store.count_preferences("t", "u") == 2  # before: 3, the deleted user's row stored after their DELETE
+    finally:
+        del store.claims.drop_named
+        ingest.close()
+
