@@ -109,8 +109,13 @@ def _moves_of(folder) -> _FolderMoves:
         return moves
 
 
-def split_stored(entries: list[Entry], held: set[str]) -> tuple[list[Entry], list[Entry], int]:
-    """(stored, kept, partly) of `entries`, in their order: an entry any of whose rows' `pref_id`s is in
+def stored_key(row: StoredPreference) -> tuple[str, str, str]:
+    """(tenant, user_id, pref_id): a stored row's key (a `pref_id` is each user's own), as `Store.held_pref_ids` gives it."""
+    return row.tenant, row.user_id, row.pref_id
+
+
+def split_stored(entries: list[Entry], held: set[tuple[str, str, str]]) -> tuple[list[Entry], list[Entry], int]:
+    """(stored, kept, partly) of `entries`, in their order: an entry any of whose rows' keys (`stored_key`) is in
     `held` is stored, whole, the others kept; `partly` counts the stored entries not all of whose ids are
     held. One pass with set lookups: picking the kept ones as `e not in stored` was a scan of `stored`
     per entry (identity checks, `Entry` has no `==`): 2,048 one-row entries half stored, 18-69 ms under the
@@ -119,7 +124,7 @@ def split_stored(entries: list[Entry], held: set[str]) -> tuple[list[Entry], lis
     kept: list[Entry] = []
     partly = 0
     for entry in entries:
-        found = sum(r.pref_id in held for r in entry.rows)
+        found = sum(stored_key(r) in held for r in entry.rows)
         if found:
             stored.append(entry)
             partly += found < len(entry.rows)
@@ -549,14 +554,14 @@ class Ingestor:
             return entries, []
         stored, kept, partly = split_stored(entries, held)
         again: dict[tuple[str, str], list[str]] = {}
-        for r in (r for e in stored for r in e.rows if r.pref_id in held):
+        for r in (r for e in stored for r in e.rows if stored_key(r) in held):
             again.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
         for (tenant, user_id), ids in again.items():  # received again (a DELETE begun before this copy came keeps them)
             self.store.received_again(tenant, user_id, ids)
         if partly:
             log.warning("%d feedback requests left out: another replica stored a request of other rows under the "
                         "same Idempotency-Key (each request goes whole or not at all)", partly)
-        notes = self._note_stored([r for e in stored for r in e.rows if r.pref_id in held])
+        notes = self._note_stored([r for e in stored for r in e.rows if stored_key(r) in held])
         self.log.done(stored)
         return kept, notes
 

@@ -1,5 +1,5 @@
 """Review of claims44: the feedback mover with replicas (`pluralign.store.ingest`), on a real folder store with claims
-and a real feedback log: a DELETE whose notes' rewrite fails."""
+and a real feedback log: a DELETE whose notes' rewrite fails, and a batch of two users using one `pref_id`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import errno
 import msgspec
 import pytest
 
-from pluralign.store import Store
+from pluralign.store import Store, StoredPreference
 from pluralign.store import ingest as ingest_module
 from pluralign.store.claims import claim_of
 from pluralign.store.feedback_log import FeedbackLog
@@ -54,3 +54,30 @@ def test_a_delete_whose_notes_cannot_be_rewritten_still_forgets_the_user_s_pendi
         del store.claims.drop_named
         ingest.close()
 
+
+def test_a_row_whose_pref_id_another_user_of_the_batch_holds_is_stored(tmp_path):
+    """With replicas the mover leaves out a request another replica stored already (`_not_stored_elsewhere`): any of
+    its rows' ids that the table holds for their user. The look (`Store.held_pref_ids`) read the ids the table holds
+    for any user of the batch: user a's import of `p-1` moved in one batch with a row of user b, who holds a `p-1` of
+    their own, was taken for stored, left out whole (and its claim removed): an acknowledged import lost, no line
+    logged. `pref_id`s are each user's own (an import's come from its file: "1", "2", ... for every user)."""
+    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
+
+    def row(user: str, pref_id: str, chosen: str) -> StoredPreference:
+        return StoredPreference(tenant="t", user_id=user, pref_id=pref_id, prompt="Tea or coffee?", chosen=chosen,
+                                rejected="Water.", kind="comparison", created_at=1.0)
+
+    theirs = row("b", "p-1", "Coffee.")
+    vectors = HashEncoder().encode([theirs.prompt])
+    store.add_preferences([theirs], vectors, vectors, vectors)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder())
+    try:
+        with ingest.paused():
+            ingest.submit([row("a", "p-1", "Tea.")])
+            ingest.submit([row("b", "p-2", "Milk.")])
+        ingest.flush()  # one batch of both
+        assert not ingest.log.pending
+        assert [p.chosen for p in store.preferences_for("t", "a")[0]] == ["Tea."]  # before: [], the import dropped
+        assert store.count_preferences("t", "b") == 2
+    finally:
+        ingest.close()
