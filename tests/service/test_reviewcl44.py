@@ -1,18 +1,22 @@
 """Review of claims44: the feedback mover with replicas (`pluralign.store.ingest`), on a real folder store with claims
-and a real feedback log: a DELETE whose notes' rewrite fails, and a batch of two users using one `pref_id`."""
+and a real feedback log: a DELETE whose notes' rewrite fails, a batch of two users using one `pref_id`, and the start's sweep of claims
+when the Ingestor stops."""
 
 from __future__ import annotations
 
 import errno
+import threading
 
 import msgspec
 import pytest
 
 from pluralign.store import Store, StoredPreference
+from pluralign.store import claims as claims_module
 from pluralign.store import ingest as ingest_module
 from pluralign.store.claims import claim_of
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import STORED_CLAIMS, Ingestor
+from tests.service.test_claims44 import left_by_an_earlier_release
 from tests.service.test_feedback_log import HashEncoder, feedback
 from tests.service.test_store import DIM
 
@@ -81,3 +85,42 @@ def test_a_row_whose_pref_id_another_user_of_the_batch_holds_is_stored(tmp_path)
         assert store.count_preferences("t", "b") == 2
     finally:
         ingest.close()
+
+
+def test_a_sweep_under_way_when_the_ingestor_stops_reads_no_further_user_and_the_next_start_sweeps(tmp_path):
+    """claims44 moved the start's sweep of earlier releases' claims (`sweep_stored`) to a thread of its own that stops
+    before its next user once the Ingestor stops (`close`), not marking the store swept; no test held it to that (the
+    check taken out, every test still passed). Here the sweep is held once the table's users are listed, the Ingestor
+    stops, the sweep goes on: no user's rows are read, the store is not marked swept, and the next start sweeps."""
+    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
+    left_by_an_earlier_release(store, ["old1", "old2"])
+    listed, release, read = threading.Event(), threading.Event(), []
+    owners, stored_rows = store.preference_owners, store.stored_rows
+
+    def held_owners():
+        listed.set()
+        release.wait(10)
+        return owners()
+
+    store.preference_owners = held_owners
+    store.stored_rows = lambda tenant, user_id: read.append(user_id) or stored_rows(tenant, user_id)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder())
+    try:
+        assert listed.wait(10)
+        ingest.stop()  # as `close` does first
+        release.set()
+        ingest.claims_settled()
+    finally:
+        release.set()
+        ingest.close()
+        del store.preference_owners
+    assert read == []  # the mutant (no check of the stop): ['old1', 'old2']
+    assert store.claims._get(claims_module.SWEPT) is None
+    assert all(store.claims._names(claims_module._folder("t", user)) for user in ("old1", "old2"))
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder())  # the next start
+    try:
+        ingest.claims_settled()
+    finally:
+        ingest.close()
+    assert read == ["old1", "old2"] and store.claims._get(claims_module.SWEPT) is not None
+    assert not any(store.claims._names(claims_module._folder("t", user)) for user in ("old1", "old2"))
