@@ -501,6 +501,7 @@ class Ingestor:
         """`forget_noted`. Under `_move`."""
         if self._claims is None or not forgotten or not self._notes.is_dir():
             return
+        removed = False
         with self._notes_lock:
             for path in self._notes.glob("*.json"):
                 try:
@@ -516,9 +517,11 @@ class Ingestor:
                         folders[folder] = kept
                 if not folders:
                     path.unlink(missing_ok=True)
+                    removed = True
                     continue
-                write_atomic(path, _encode_note(StoredClaims(folders)))  # whole, on disk
-            fsync_dir(self._notes)  # the notes removed (here and by the drops' thread) stay removed after a power loss
+                write_atomic(path, _encode_note(StoredClaims(folders)))  # whole, on disk, its name too
+            if removed:  # the notes removed here stay removed after a power loss (and those the drops' thread removed)
+                fsync_dir(self._notes)
 
     def claims_settled(self) -> None:
         """Returns once the start's sweep (`_sweep_stored_claims`) and the removals of stored rows' claims handed to the
