@@ -17,7 +17,7 @@ import time
 
 from pluralign.store import StoredPreference
 from pluralign.store.feedback_log import Entry
-from pluralign.store.ingest import split_stored
+from pluralign.store.ingest import split_stored, stored_key
 
 
 def requests(n: int, rows: int) -> list[Entry]:
@@ -35,9 +35,9 @@ def best_ms(run, repeat: int) -> float:
     return min(times) * 1e3
 
 
-def old_split(entries: list[Entry], held: set[str]) -> list[Entry]:
-    stored = [e for e in entries if any(r.pref_id in held for r in e.rows)]
-    sum(1 for e in stored if not all(r.pref_id in held for r in e.rows))
+def old_split(entries: list[Entry], held: set[tuple[str, str, str]]) -> list[Entry]:
+    stored = [e for e in entries if any(stored_key(r) in held for r in e.rows)]
+    sum(1 for e in stored if not all(stored_key(r) in held for r in e.rows))
     return [e for e in entries if e not in stored]
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     for n in args.entries:
         entries = requests(n, args.rows)
-        held = {r.pref_id for e in entries[::2] for r in e.rows}
+        held = {stored_key(r) for e in entries[::2] for r in e.rows}
         assert old_split(entries, held) == split_stored(entries, held)[1]
         old = best_ms(lambda entries=entries, held=held: old_split(entries, held), args.repeat)
         new = best_ms(lambda entries=entries, held=held: split_stored(entries, held), args.repeat)

@@ -47,7 +47,8 @@ replica was killed (its volume lost) with the row still in its log. Stores other
 process) and S3 (`gs://`, `az://`, `abfss://`) make no claims (`claims_for` gives None): two imports of one new id
 with other content sent to two replicas are both acknowledged, and the mover that comes second finds the id in the
 table (`Store.held_pref_ids`) and leaves its whole import out, its rows of other ids too (acknowledged rows lost;
-logged as a warning about an `Idempotency-Key`), or, both committing at once, both rows are stored under the id. A
+logged, as a warning about an `Idempotency-Key`, only when the table holds some of its ids and not all: a one-row
+import goes with no line), or, both committing at once, both rows are stored under the id. A
 claim left by an earlier release whose row is in the table goes at the first start of session 43's release on the
 store (`sweep_stored`, once: marked by `SWEPT`); until then it stayed until a row of that id was moved again or the
 user was deleted. The mover's removal of stored rows' claims that a kill or a power loss cut short is finished at

@@ -109,8 +109,13 @@ def _moves_of(folder) -> _FolderMoves:
         return moves
 
 
-def split_stored(entries: list[Entry], held: set[str]) -> tuple[list[Entry], list[Entry], int]:
-    """(stored, kept, partly) of `entries`, in their order: an entry any of whose rows' `pref_id`s is in
+def stored_key(row: StoredPreference) -> tuple[str, str, str]:
+    """(tenant, user_id, pref_id): a stored row's key (a `pref_id` is each user's own), as `Store.held_pref_ids` gives it."""
+    return row.tenant, row.user_id, row.pref_id
+
+
+def split_stored(entries: list[Entry], held: set[tuple[str, str, str]]) -> tuple[list[Entry], list[Entry], int]:
+    """(stored, kept, partly) of `entries`, in their order: an entry any of whose rows' keys (`stored_key`) is in
     `held` is stored, whole, the others kept; `partly` counts the stored entries not all of whose ids are
     held. One pass with set lookups: picking the kept ones as `e not in stored` was a scan of `stored`
     per entry (identity checks, `Entry` has no `==`): 2,048 one-row entries half stored, 18-69 ms under the
@@ -119,7 +124,7 @@ def split_stored(entries: list[Entry], held: set[str]) -> tuple[list[Entry], lis
     kept: list[Entry] = []
     partly = 0
     for entry in entries:
-        found = sum(r.pref_id in held for r in entry.rows)
+        found = sum(stored_key(r) in held for r in entry.rows)
         if found:
             stored.append(entry)
             partly += found < len(entry.rows)
@@ -298,9 +303,15 @@ class Ingestor:
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Drop the user's pending rows (from memory and the log's files); none is moved afterwards.
         `before`: only rows received before it (`FeedbackLog.forget_user`). The notes of their stored rows' claims
-        (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims)."""
+        (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims). The
+        rows go whatever the notes' rewrite did: its OSError (a full disk) is raised once they went (until review 44
+        it skipped them, and the worker moved the deleted user's rows into the table after their DELETE)."""
         with self._move:
-            self._forget_noted({folder_of(tenant, user_id): before})
+            try:
+                self._forget_noted({folder_of(tenant, user_id): before})
+            except OSError:
+                self.log.forget_user(tenant, user_id, before)  # its own failure, if any, raised with the notes' as context
+                raise
             return self.log.forget_user(tenant, user_id, before)
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:
@@ -490,6 +501,7 @@ class Ingestor:
         """`forget_noted`. Under `_move`."""
         if self._claims is None or not forgotten or not self._notes.is_dir():
             return
+        removed = False
         with self._notes_lock:
             for path in self._notes.glob("*.json"):
                 try:
@@ -505,9 +517,11 @@ class Ingestor:
                         folders[folder] = kept
                 if not folders:
                     path.unlink(missing_ok=True)
+                    removed = True
                     continue
-                write_atomic(path, _encode_note(StoredClaims(folders)))  # whole, on disk
-            fsync_dir(self._notes)  # the notes removed (here and by the drops' thread) stay removed after a power loss
+                write_atomic(path, _encode_note(StoredClaims(folders)))  # whole, on disk, its name too
+            if removed:  # the notes removed here stay removed after a power loss (and those the drops' thread removed)
+                fsync_dir(self._notes)
 
     def claims_settled(self) -> None:
         """Returns once the start's sweep (`_sweep_stored_claims`) and the removals of stored rows' claims handed to the
@@ -543,14 +557,14 @@ class Ingestor:
             return entries, []
         stored, kept, partly = split_stored(entries, held)
         again: dict[tuple[str, str], list[str]] = {}
-        for r in (r for e in stored for r in e.rows if r.pref_id in held):
+        for r in (r for e in stored for r in e.rows if stored_key(r) in held):
             again.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
         for (tenant, user_id), ids in again.items():  # received again (a DELETE begun before this copy came keeps them)
             self.store.received_again(tenant, user_id, ids)
         if partly:
             log.warning("%d feedback requests left out: another replica stored a request of other rows under the "
                         "same Idempotency-Key (each request goes whole or not at all)", partly)
-        notes = self._note_stored([r for e in stored for r in e.rows if r.pref_id in held])
+        notes = self._note_stored([r for e in stored for r in e.rows if stored_key(r) in held])
         self.log.done(stored)
         return kept, notes
 

@@ -1027,9 +1027,11 @@ class Store:
                 self._grow_histories(data, owners)
 
     @_uses("preferences", "read")
-    def held_pref_ids(self, rows: list[StoredPreference]) -> set[str]:
-        """The `pref_id`s of `rows` the table's newest version holds for their user: one look for that
-        version and one read by the users' BITMAP index. With replicas the feedback log's mover asks it
+    def held_pref_ids(self, rows: list[StoredPreference]) -> set[tuple[str, str, str]]:
+        """The (tenant, user_id, pref_id) of those of `rows` the table's newest version holds for their user (a
+        `pref_id` is each user's own: until review 44 the ids any user of `rows` held, and an import's `p-1` was taken
+        for stored when another user of the batch held a `p-1`): one look for that version and one read by the users'
+        BITMAP index. With replicas the feedback log's mover asks it
         before each move (`pluralign.store.ingest`): a feedback or import sent with `Idempotency-Key` has
         the same ids on every attempt (`service.feedback.services.idempotent_ids`), and a retry that
         reached another replica than the first attempt, while the first still waited in that one's
@@ -1041,8 +1043,9 @@ class Store:
         ids = ", ".join(quote(i) for i in dict.fromkeys(r.pref_id for r in rows))
         # a copy another replica committed a moment ago: reads may otherwise be `sync_seconds` stale
         self.preferences.checkout_latest()
-        held = self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["pref_id"]).limit(None).to_arrow()
-        return set(held.column("pref_id").to_pylist())
+        held = self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["tenant", "user_id", "pref_id"]).limit(None).to_arrow()
+        wanted = {(r.tenant, r.user_id, r.pref_id) for r in rows}
+        return wanted.intersection(zip(*(held.column(c).to_pylist() for c in ("tenant", "user_id", "pref_id")), strict=True))
 
     @_uses("preferences", "read")
     def still_holds(self, tenant: str, user_id: str, pref_id: str) -> bool:
