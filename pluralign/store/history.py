@@ -234,25 +234,34 @@ class HistoryCache:
         if self._bytes > self.budget_bytes:
             self.invalidate([])
 
-    def age(self, key: UserKey) -> float:
-        """Seconds since the cached history was loaded or last found to match the table (inf if none)."""
+    def _holds(self, key: UserKey, history: History | None) -> bool:
+        """Whether the user's history is cached (`history`: that one, not another loaded since), under the lock."""
+        found = self._items.get(key)
+        return found is not None and (history is None or found is history)
+
+    def age(self, key: UserKey, history: History | None = None) -> float:
+        """Seconds since the cached history (`history`: that one) was loaded or last found to match the table (inf
+        if none)."""
         with self._lock:
-            checked = self._checked.get(key) if key in self._items else None
+            checked = self._checked.get(key) if self._holds(key, history) else None
         return float("inf") if checked is None else time.monotonic() - checked
 
     def checked(self, key: UserKey, since: float, version: int | None = None, history: History | None = None) -> None:
         """The cached history matched the table as of `since` (a `time.monotonic()` taken before the check) and its
         `version` (read before the check). `history`: the one checked, when the cache may hold another by now."""
         with self._lock:
-            if key in self._items and (history is None or self._items[key] is history):
+            if self._holds(key, history):
                 self._checked[key] = max(self._checked.get(key, since), since)
                 if version is not None:
                     self._versions[key] = version
 
-    def version(self, key: UserKey) -> int | None:
-        """The table version the cached history is known to match, or None."""
+    def version(self, key: UserKey, history: History | None = None) -> int | None:
+        """The table version the cached history (`history`: that one, not another loaded since) is known to match,
+        or None. A reader that took a history from the cache asks of that one: the cache may hold another by then,
+        loaded by a read that found the first stale, whose version says nothing of the first (before review rp44,
+        a read served the stale one unchecked)."""
         with self._lock:
-            return self._versions.get(key) if key in self._items else None
+            return self._versions.get(key) if self._holds(key, history) else None
 
     def invalidate(self, keys) -> None:
         with self._lock:

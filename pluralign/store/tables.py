@@ -1260,11 +1260,11 @@ class Store:
         refits fitted and reranking searched."""
         key = (tenant, user_id)
         history = self.histories.peek(key)
-        if history is None or self.sync_seconds is None or (not any_age and self.histories.age(key) < self.sync_seconds):
+        if history is None or self.sync_seconds is None or (not any_age and self.histories.age(key, history) < self.sync_seconds):
             return history
         since = time.monotonic()
         version = self._read(lambda: self.preferences.version)
-        if version == self.histories.version(key) or _same_rows(history, self._read(lambda: self._row_keys(tenant, user_id))):
+        if version == self.histories.version(key, history) or _same_rows(history, self._read(lambda: self._row_keys(tenant, user_id))):
             self.histories.checked(key, since, version, history)
             return history
         self.histories.invalidate([key])  # another process added, deleted or received again rows of the user

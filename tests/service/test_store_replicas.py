@@ -140,3 +140,35 @@ def test_a_cached_history_is_not_served_after_another_replica_deleted_and_reimpo
     before = b.history("t", "u").meta.column("received_at").to_pylist()
     assert a.received_again("t", "u", ["t-u-5"]) == 1
     assert b.history("t", "u").meta.column("received_at").to_pylist() != before
+
+
+def test_a_history_found_stale_is_not_served_by_a_read_that_peeked_it_before_another_read_reloaded_it(tmp_path):
+    """Review of replicas44. A read of a cached history (`_cached`) took the history, then asked the cache for the
+    table version "the" history was last found to match: when another read of the user had meanwhile found that
+    history stale (another replica's DELETE and an import of as many rows) and loaded it again, that version was the
+    new history's, the table's own, so the first read served the old history unchecked (a deleted row as a chat's
+    nearest shot). The other read is made right after the first took the history, as a concurrent request would."""
+    import threading
+
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    assert len(b.history("t", "u")) == 2  # cached by b
+    a.delete_user("t", "u")
+    later = prefs("t", "u", 2, start=5)
+    a.add_preferences(*later)
+    peek, raced = b.histories.peek, []
+
+    def peek_then_another_read(key):
+        found = peek(key)
+        if not raced:
+            raced.append(True)
+            reader = threading.Thread(target=lambda: raced.append(b.history(*key)))
+            reader.start()
+            reader.join()
+        return found
+
+    b.histories.peek = peek_then_another_read
+    hits = b.search("t", "u", later[1][1], 1)
+    assert sorted(raced[1].meta.column("pref_id").to_pylist()) == ["t-u-5", "t-u-6"]  # the other read reloaded it
+    assert hits[0][0].pref_id == "t-u-6"  # before: t-u-1, a row deleted
