@@ -127,7 +127,8 @@ class HistoryCache:
     beyond their cached history and the loads in flight (a per-user generation counter, kept for
     every user who ever wrote, grew by one entry per user for the life of the process). A history may carry the table
     version it is known to match (`version`: given to `get` or `checked`, read before the load or check; none after
-    an `extend`), so that a check finding the table still at that version needs no look at the user's rows."""
+    an `extend`), so that a check finding the table still at that version needs no look at the user's rows, and one
+    finding that every commit since only added rows needs only their count (`Store._matches`)."""
 
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
