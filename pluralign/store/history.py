@@ -126,8 +126,8 @@ class HistoryCache:
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
     beyond their cached history and the loads in flight (a per-user generation counter, kept for
     every user who ever wrote, grew by one entry per user for the life of the process). A history may carry the table
-    version it is known to match (`version`: given to `get` or `checked`, read before the load or check; none after
-    an `extend`), so that a check finding the table still at that version needs no look at the user's rows, and one
+    version it is known to match (`version`: given to `get` or `checked`, read before the load or check, the history being
+    the table's at that version or a later one; kept by an `extend`, whose rows are an append), so that a check finding the table still at that version needs no look at the user's rows, and one
     finding that every commit since only added rows needs only their count (`Store._matches`)."""
 
     def __init__(self, budget_bytes: int):
@@ -155,7 +155,7 @@ class HistoryCache:
 
     def get(self, key: UserKey, load: Callable[[], History], version: Callable[[], int] | None = None) -> History:
         """The cached history, or `load()`'s, kept when no write came meanwhile. `version`: reads the table's
-        version, called before `load` (the history holds at least what that version held)."""
+        version, called before `load` (the history is the table's at that version or a later one)."""
         with self._lock:
             found = self._items.get(key)
             if found is not None:
@@ -230,7 +230,8 @@ class HistoryCache:
                 return
             grown = found.extended(new_rows())
             self._items[key] = grown
-            self._versions.pop(key, None)  # matches its commit's version, not known here: looked at at the next check
+            # the version it was known to match stays: the rows added are an append, which the next check's count
+            # counts (`Store._matches`; until review rp44 it went, and that check read the user's rows)
             self._bytes += grown.nbytes - found.nbytes
         if self._bytes > self.budget_bytes:
             self.invalidate([])

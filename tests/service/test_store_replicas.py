@@ -229,3 +229,25 @@ def test_a_delete_and_import_landing_while_a_cached_history_is_counted_is_seen(t
 
     table.count_rows = count_after_a_delete_and_an_import
     assert b.search("t", "u", later[1][1], 1)[0][0].pref_id == "t-u-6"  # without the second look: t-u-1, deleted
+
+
+def test_a_history_grown_by_the_replicas_own_write_is_still_checked_by_a_count(tmp_path):
+    """Review of replicas44: a write of the user's rows through this replica (their feedback: with affinity, where
+    their chats go) grew the cached history and dropped the version it was known to match, so the check after it (the
+    user's next chat) read their rows. The rows a write adds are an append, which the check's count counts: the
+    version stays, and while the commits since only added rows no row of the user is read."""
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b.add_preferences(*prefs("t", "u", 2))
+    assert len(b.history("t", "u")) == 2
+    read_rows, row_keys = [], b._row_keys
+    b._row_keys = lambda tenant, user_id: read_rows.append(user_id) or row_keys(tenant, user_id)
+    b.add_preferences(*prefs("t", "u", 1, start=2))  # the user's feedback through b: the cached history grows
+    a.add_preferences(*prefs("t", "other", 2))  # another replica's feedback of another user
+    assert b.count_preferences("t", "u") == 3 and read_rows == []  # before: u's rows read
+    a.add_preferences(*prefs("t", "u", 1, start=3))  # u's row through the other replica: the count differs
+    assert b.count_preferences("t", "u") == 4 and len(b.history("t", "u")) == 4  # dropped, and cached again
+    a.preferences.delete(owner_filter("t", "u") + " AND pref_id = 't-u-0'")  # one deleted and one added there,
+    a.add_preferences(*prefs("t", "u", 1, start=5))
+    b.add_preferences(*prefs("t", "u", 1, start=4))  # one added here: as many rows as the grown history holds
+    assert sorted(b.history("t", "u").meta.column("pref_id").to_pylist()) == [f"t-u-{i}" for i in range(1, 6)]
