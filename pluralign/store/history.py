@@ -126,9 +126,10 @@ class HistoryCache:
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
     beyond their cached history and the loads in flight (a per-user generation counter, kept for
     every user who ever wrote, grew by one entry per user for the life of the process). A history may carry the table
-    version it is known to match (`version`: given to `get` or `checked`, read before the load or check, the history being
-    the table's at that version or a later one; kept by an `extend`, whose rows are an append), so that a check finding the table still at that version needs no look at the user's rows, and one
-    finding that every commit since only added rows needs only their count (`Store._matches`)."""
+    version it is known to match (`version`: given to `get` or `checked`, read before the load or check, the history
+    being the table's at that version or a later one; kept by an `extend`, whose rows are an append), so that a check
+    finding the table still at that version needs no look at the user's rows, and one finding that every commit since
+    only added rows needs only their count (`Store._matches`)."""
 
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes

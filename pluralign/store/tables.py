@@ -339,8 +339,8 @@ class Store:
     connection looks for new table versions that often, and a cached history older than that is
     checked against the table (`_cached`: nothing read when the table is still at the version it was
     found to match; a count of the user's rows when every commit since only added rows; else the user's
-    rows' ids and arrival times, BITMAP-indexed) and reloaded if they differ. Without it (one process), rows written by another process are not seen until the user's
-    history is evicted."""
+    rows' ids and arrival times, BITMAP-indexed) and reloaded if they differ. Without it (one process),
+    rows written by another process are not seen until the user's history is evicted."""
 
     def __init__(
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
@@ -1316,7 +1316,8 @@ class Store:
         """Every preference row of the user with its vectors (cached until their rows change). `latest`: with
         other processes on the store, as the table's newest version holds them, not a view (or a cached
         history) up to `sync_seconds` stale: one more look for that version and a check of the cached history
-        (`_cached`, `_matches`; a refit, whose row must not be drawn from rows another process's DELETE took a moment ago)."""
+        (`_cached`, `_matches`; a refit, whose row must not be drawn from rows another process's DELETE took a
+        moment ago)."""
         if self.sync_seconds is not None:
             if latest:
                 self.preferences.checkout_latest()
