@@ -208,7 +208,7 @@ class Runtime:
     background: DaemonWorker = field(default_factory=lambda: DaemonWorker("refit"))
     pending_refits: set = field(default_factory=set)  # the users (tenant, user_id) whose background refit is queued
     # tenant -> deque of its queued refits (user_id, the context of the request that caused it), oldest first: the
-    # refit thread takes the tenants in turn (`service.users.services.schedule_refit`)
+    # refit thread takes the tenants in turn (`service.users.services.queue_refits`, `_next_refit`)
     refit_turns: dict = field(default_factory=dict)
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued
