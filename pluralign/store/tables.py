@@ -354,7 +354,7 @@ class Store:
         earlier release's tables (`_upgrade`: read as they are; a write to one is a StoreError). `cache_bytes`: the most LanceDB's caches of index pages and
         table metadata hold (`location.cache_session`). `shared_within_s` (without `sync_seconds`, with `finish_purges`):
         seconds within which a replica's clock row (`pluralign.store.clocks`) makes the store shared, and this open a
-        SharedStore error, before anything is purged, marked or indexed. `withdrawn_note` (with `sync_seconds`): a file of
+        SharedStore error, before anything is purged, marked or indexed. `withdrawn_note`: a file of
         this process's own (the service's data folder), there while a row `withdraw_user` deleted waits for its purge:
         a process killed (or stopped) before the purge had its turn leaves it, and the next open on it purges the users
         table in the background (`wait_withdrawn`). It names no one. Raises StoreError
@@ -431,7 +431,8 @@ class Store:
         self._purging: list[threading.Thread] = []  # those started, for `wait_withdrawn`
         self._purge_lock = threading.Lock()  # guards the two above in `withdraw_user`, and `_withdrawing`
         self._withdrawing = 0  # `withdraw_user` calls between their note and their purge queued
-        self._withdrawn_note = Path(withdrawn_note) if withdrawn_note is not None and sync_seconds is not None else None
+        # read alone too: a replica's folder may serve the store alone later (the replica count changed to 1)
+        self._withdrawn_note = Path(withdrawn_note) if withdrawn_note is not None else None
         for name in self.tables:
             if name not in self._older:  # an earlier release's table, only read: not even an index is added
                 self._ensure_indexes(name)

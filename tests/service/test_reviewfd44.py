@@ -1,0 +1,46 @@
+"""Review of flakydj44 (session 44): the note a withdrawn users row's purge leaves for the next start
+(`Store.withdrawn_note`, `service.runtime.WITHDRAWN_NOTE`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pluralign.store import Store, UserRecord, tables
+from tests.files import files_holding
+from tests.service.test_store import DIM
+
+GONE = "zed-r4v"
+
+
+def _row(user_id: str, updated_at: float) -> UserRecord:
+    return UserRecord(tenant="t", user_id=user_id, created_at=1.0, updated_at=updated_at, pal_logits=[0.0, 1.0])
+
+
+@pytest.fixture
+def given_up(tmp_path, monkeypatch):
+    """Replica b withdrew a row whose purge gave up waiting for the lease (its stop's wait over): the row is in
+    the users table's files, and b's note says a purge is owed. Returns (store folder, note)."""
+    monkeypatch.setattr(tables, "READ_MARGIN_S", 0.0)
+    store, note = tmp_path / "store", tmp_path / "b" / "withdrawn-purge-owed"
+    note.parent.mkdir()
+    a = Store(str(store), "enc", DIM, sync_seconds=0)
+    b = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)
+    b.lease.wait_s = 0.0
+    b.put_user(_row(GONE, 2.0))
+    a.put_user(_row("ann", 1.0))
+    with a.lease:  # another replica's turn
+        b.withdraw_user("t", GONE, 2.0)
+        assert b.wait_withdrawn(30)  # given up: no turn
+    assert files_holding(store, GONE) and note.exists()
+    return store, note
+
+
+def test_a_purge_owed_by_a_replica_is_finished_when_its_folder_serves_the_store_alone(given_up):
+    """docs/operations.md, 'Changing the replica count': after scaling down to one process it starts with
+    PLURALIGN_REPLICAS=1 (no `sync_seconds`), on a data folder a replica kept. The note that replica left was read
+    only with `sync_seconds`: alone, the withdrawn row stayed in the users table's files, and the note for good."""
+    store, note = given_up
+    alone = Store(str(store), "enc", DIM, withdrawn_note=note)  # the one process, on b's folder
+    assert alone.wait_withdrawn(30)
+    assert files_holding(store, GONE) == [] and not note.exists()
+    assert alone.get_user("t", "ann") is not None
