@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from pluralign.store import Store, UserRecord, tables
@@ -44,3 +46,38 @@ def test_a_purge_owed_by_a_replica_is_finished_when_its_folder_serves_the_store_
     assert alone.wait_withdrawn(30)
     assert files_holding(store, GONE) == [] and not note.exists()
     assert alone.get_user("t", "ann") is not None
+
+
+def test_a_row_withdrawn_after_a_running_purges_rewrite_keeps_the_note_until_its_own_purge(tmp_path, monkeypatch):
+    """A refit withdraws a row while the purge of an earlier withdrawal is past its rewrite: that purge does not
+    hold the new row's deletion, so the note must stay until the purge queued for it is done (killed before it,
+    the next start purges). Guards `_purge_withdrawn`'s check of `_withdrawing` and `_purge_queued`: without it the
+    first purge removed the note, and a kill then left the second row in the files with nothing saying so."""
+    monkeypatch.setattr(tables, "READ_MARGIN_S", 0.0)
+    store, note = tmp_path / "store", tmp_path / "b" / "withdrawn-purge-owed"
+    note.parent.mkdir()
+    b = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)
+    for user_id in ("first-w1", GONE):
+        b.put_user(_row(user_id, 2.0))
+    purge_tables, gate, reached, purges = b._purge_tables, threading.Event(), threading.Event(), []
+
+    def purge_then_withdraw(names):
+        purges.append(names)
+        if len(purges) == 1:
+            purge_tables(names)
+            b.withdraw_user("t", GONE, 2.0)  # after this purge's rewrite: a second purge is queued for it
+        else:
+            reached.set()
+            assert gate.wait(30)  # the second purge's turn, held as if the process were killed before it
+            purge_tables(names)
+
+    monkeypatch.setattr(b, "_purge_tables", purge_then_withdraw)
+    b.withdraw_user("t", "first-w1", 2.0)
+    first = b._purging[0]
+    first.join(30)
+    assert not first.is_alive() and reached.wait(30)
+    assert files_holding(store, "first-w1") == [] and files_holding(store, GONE)
+    assert note.exists()  # the second row's purge is still owed
+    gate.set()
+    assert b.wait_withdrawn(30)
+    assert files_holding(store, GONE) == [] and not note.exists()
