@@ -43,7 +43,7 @@ def test_a_purge_owed_by_a_replica_is_finished_when_its_folder_serves_the_store_
     only with `sync_seconds`: alone, the withdrawn row stayed in the users table's files, and the note for good."""
     store, note = given_up
     alone = Store(str(store), "enc", DIM, withdrawn_note=note)  # the one process, on b's folder
-    assert alone.wait_withdrawn(30)
+    assert alone.finish_withdrawn() and alone.wait_withdrawn(30)
     assert files_holding(store, GONE) == [] and not note.exists()
     assert alone.get_user("t", "ann") is not None
 
@@ -80,4 +80,36 @@ def test_a_row_withdrawn_after_a_running_purges_rewrite_keeps_the_note_until_its
     assert note.exists()  # the second row's purge is still owed
     gate.set()
     assert b.wait_withdrawn(30)
+    assert files_holding(store, GONE) == [] and not note.exists()
+
+
+def test_a_start_refused_for_its_replica_settings_leaves_the_owed_purge_to_a_start_that_serves(tmp_path, given_up):
+    """Replica b stopped with a withdrawn row's purge owed (its note), and starts again with another
+    PLURALIGN_REPLICAS than the live replica 0: `open_store` refuses it (exit 2; Kubernetes starts it again and
+    again). The Store it opened to look at the clock rows had already started the owed purge, which takes the store's
+    lease: the refused process then exits holding it, and every live replica's DELETE waits the lease's 30 s TTL, at
+    each restart. A refused start must act on nothing; the next start that serves purges."""
+    import types
+
+    from service.runtime import WITHDRAWN_NOTE, open_store
+    from service.settings import Settings
+    from tests.service.test_replicas43_counts import write_row
+
+    store, note = given_up
+    assert note.name == WITHDRAWN_NOTE
+    write_row(str(store), 0, 2, "d:" + "a" * 32 + ":" + "1" * 32)  # replica 0 of 2, live
+    encoder = types.SimpleNamespace(encoder_id="enc", dim=DIM)
+
+    def settings(replicas: int) -> Settings:
+        return Settings(data_dir=str(tmp_path / "b"), store_uri=str(store), replicas=replicas, replica_index=1, store_sync_ms=0)
+
+    started = len([t for t in threading.enumerate() if t.name == "withdrawn-purge"])
+    with pytest.raises(ValueError, match="PLURALIGN_REPLICAS=3"):
+        open_store(settings(3), encoder)
+    purging = [t for t in threading.enumerate() if t.name == "withdrawn-purge"]
+    for thread in purging:
+        thread.join(30)
+    assert len(purging) == started and note.exists() and files_holding(store, GONE)  # nothing done
+    served = open_store(settings(2), encoder)  # started again with the live replicas' count
+    assert served.wait_withdrawn(30)
     assert files_holding(store, GONE) == [] and not note.exists()
