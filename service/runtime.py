@@ -150,6 +150,7 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
             raise SharedStore(settings.lancedb_uri, found, within_s)
         if settings.replicas > 1 and (refused := set_up_unlike(settings, store.recent_clock_rows(within_s), within_s)):
             raise ReplicasDisagree(refused)
+        store.finish_withdrawn()  # not before: a refused start must take no turn (killed holding the lease, others wait)
         return store
     except SharedStore as exc:
         raise StartedAlone(

@@ -358,10 +358,10 @@ class Store:
         earlier release's tables (`_upgrade`: read as they are; a write to one is a StoreError). `cache_bytes`: the most LanceDB's caches of index pages and
         table metadata hold (`location.cache_session`). `shared_within_s` (without `sync_seconds`, with `finish_purges`):
         seconds within which a replica's clock row (`pluralign.store.clocks`) makes the store shared, and this open a
-        SharedStore error, before anything is purged, marked or indexed. `withdrawn_note` (with `sync_seconds`): a file of
+        SharedStore error, before anything is purged, marked or indexed. `withdrawn_note`: a file of
         this process's own (the service's data folder), there while a row `withdraw_user` deleted waits for its purge:
-        a process killed (or stopped) before the purge had its turn leaves it, and the next open on it purges the users
-        table in the background (`wait_withdrawn`). It names no one. Raises StoreError
+        a process killed (or stopped) before the purge had its turn leaves it, and `finish_withdrawn` on the next open
+        on it purges the users table in the background (`wait_withdrawn`). It names no one. Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -437,7 +437,8 @@ class Store:
         self._purging: list[threading.Thread] = []  # those started, for `wait_withdrawn`
         self._purge_lock = threading.Lock()  # guards the two above in `withdraw_user`, and `_withdrawing`
         self._withdrawing = 0  # `withdraw_user` calls between their note and their purge queued
-        self._withdrawn_note = Path(withdrawn_note) if withdrawn_note is not None and sync_seconds is not None else None
+        # read alone too: a replica's folder may serve the store alone later (the replica count changed to 1)
+        self._withdrawn_note = Path(withdrawn_note) if withdrawn_note is not None else None
         for name in self.tables:
             if name not in self._older:  # an earlier release's table, only read: not even an index is added
                 self._ensure_indexes(name)
@@ -448,10 +449,19 @@ class Store:
             except (OSError, RuntimeError) as exc:  # Lance's; the marks stay for the next turn
                 log.warning("the purge a stopped delete left was not finished at open (%s); the next delete or compaction tries again", exc)
             self.marks.drop_old_versions(timedelta(0))
-        if self._withdrawn_note is not None and self._withdrawn_note.exists():  # killed before a withdrawn row's purge
-            log.warning("finishing the purge of a withdrawn users row that a stopped process left (%s)", self._withdrawn_note)
-            with self._purge_lock:
+
+    def finish_withdrawn(self) -> bool:
+        """The purge `withdrawn_note` says a stopped process of this folder owed (a withdrawn users row it had not
+        purged), started in the background (`wait_withdrawn`) when the note is there; returns whether one was. The
+        service calls it once its start is not refused (`service.runtime.open_store`): a refused start exits at once,
+        and its purge, holding the store's lease, would keep every replica's deletes waiting the lease's TTL."""
+        if self._withdrawn_note is None or not self._withdrawn_note.exists():
+            return False
+        log.warning("finishing the purge of a withdrawn users row that a stopped process left (%s)", self._withdrawn_note)
+        with self._purge_lock:
+            if not self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
                 self._start_withdrawn_purge()
+        return True
 
     def recent_replicas(self, within_s: float) -> dict[int, float]:
         """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
@@ -1070,7 +1080,7 @@ class Store:
         the DELETE that took the user's rows had purged before this row came. Not in the caller's turn: a
         refit holds the user's lock, which a DELETE takes after its turn (waiting here for the turn, a
         DELETE of the same user on this process would wait for the refit for good). `withdrawn_note` is written
-        first: a process killed before the purge's turn leaves the purge to its next open."""
+        first: a process killed before the purge's turn leaves the purge to its next start (`finish_withdrawn`)."""
         where = f"{owner_filter(tenant, user_id)} AND updated_at = {float(updated_at)!r}"
         with self._purge_lock:
             self._withdrawing += 1
@@ -1089,7 +1099,7 @@ class Store:
 
     def _note_withdrawn(self) -> None:
         """Before a withdrawal's delete: `withdrawn_note` written, so that a process killed before the purge's turn
-        (a mark is written only in one) has the next open purge. One that cannot be written is logged: the delete
+        (a mark is written only in one) has the next start purge (`finish_withdrawn`). One that cannot be written is logged: the delete
         and its purge go on (a kill meanwhile would leave the row in the files until a later purge)."""
         if self._withdrawn_note is None or self._withdrawn_note.exists():
             return
@@ -1102,7 +1112,7 @@ class Store:
         """Under `_purge_lock`: the purge of the withdrawn rows queued, on a thread of its own."""
         self._purge_queued.set()
         # a daemon: a stop waits for it only so long (`wait_withdrawn`; with replicas its turn may wait up to the
-        # lease's wait); stopped after its mark, the next turn finishes it, before it, the next open (`withdrawn_note`)
+        # lease's wait); stopped after its mark, the next turn finishes it, before it, the next start (`finish_withdrawn`)
         purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
         purging.start()  # before `wait_withdrawn` can see it: a thread not started yet cannot be joined (RuntimeError)
         self._purging = [*(t for t in self._purging if t.is_alive()), purging]
@@ -1120,13 +1130,13 @@ class Store:
                     self._withdrawn_note.unlink(missing_ok=True)
         except Exception:
             self._purge_queued.clear()
-            # marked: the next delete or compaction finishes it; not (no turn): the note, at the next open
+            # marked: the next delete or compaction finishes it; not (no turn): the note, at the next start (`finish_withdrawn`)
             log.exception("the purge of withdrawn users rows failed")
 
     def wait_withdrawn(self, timeout: float | None = None) -> bool:
         """Block until the purges of withdrawn users rows started so far are done, at most `timeout` seconds in all
         (None: however long); returns whether they are (a stop: one that still waits for its turn is not marked
-        yet: the row stays in the users table's files until the next open on `withdrawn_note` purges them)."""
+        yet: the row stays in the users table's files until the next start's `finish_withdrawn` purges them)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for purging in list(self._purging):
             purging.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
