@@ -50,3 +50,20 @@ def test_a_population_snapshot_an_earlier_release_wrote_loses_a_deleted_users_ro
     assert _forget_in_snapshot(snapshot, Forget.of([new_deletion("acme", "gone", began + 1, 1, began_at=began)]), []) == 1
     kept = [json.loads(line) for line in snapshot.read_text().splitlines()]
     assert [(x["user_id"], x["prompt"]) for x in kept] == [("acme/gone", "q2"), ("acme/ann", "Tea?")], kept
+
+
+def test_a_row_given_again_in_milliseconds_is_the_row_stored_so(tmp_path):
+    """Guards rows44's `_differs` line, which no test reached (reverted, every test passed): the store now reads a
+    stored 1.7e12 as its seconds, so the same row given again as it was stored (a library call; a feedback log an
+    earlier release wrote, replayed after its rows were moved) must still be the row held, not a PrefIdConflict naming
+    `created_at`, which the mover logs and drops."""
+    from pluralign.store import StoredPreference
+
+    store = Store(str(tmp_path / "db"), "enc", DIM)
+    row = StoredPreference(tenant="t", user_id="ann", pref_id="p0", prompt="q", chosen="yes", rejected="no", kind="comparison",
+                           created_at=1_700_000_100_123.0)
+    vectors = [[0.5] * DIM]
+    assert store.add_preferences([row], vectors, vectors, vectors) == 1
+    assert Store(str(tmp_path / "db"), "enc", DIM).add_preferences([row], vectors, vectors, vectors) == 0  # read from the table
+    assert store.add_preferences([row], vectors, vectors, vectors) == 0  # from the cached history
+    assert [(p.pref_id, p.created_at) for p in store.preferences_for("t", "ann")[0]] == [("p0", 1_700_000_100.123)]
