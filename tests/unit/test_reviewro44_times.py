@@ -67,3 +67,21 @@ def test_a_row_given_again_in_milliseconds_is_the_row_stored_so(tmp_path):
     assert Store(str(tmp_path / "db"), "enc", DIM).add_preferences([row], vectors, vectors, vectors) == 0  # read from the table
     assert store.add_preferences([row], vectors, vectors, vectors) == 0  # from the cached history
     assert [(p.pref_id, p.created_at) for p in store.preferences_for("t", "ann")[0]] == [("p0", 1_700_000_100.123)]
+
+
+@pytest.mark.parametrize(("given", "said"), [
+    (["--store", "", "--data", "p.jsonl"], "--store '': empty; give the service's store (its data folder, or an object-store URI), or leave --store out"),
+    (["--store", "nowhere", "--data", ""], "--data '': empty; give a preference file (.jsonl or .parquet), or leave --data out"),
+    (["--store", "nowhere", "--path", ""], "--path '': empty; give the folder of the --source data, or leave --path out"),
+])
+def test_an_audits_empty_source_option_is_refused_not_read_as_not_given(tmp_path, capsys, monkeypatch, given, said):
+    """rows44 refused an empty --cache, --user-groups, --pal and --em, but not audit's own sources: `--store "$STORE"`
+    (unset) beside --data audited the file, and beside --store an empty --data or --path was not the "not read with
+    --store" error any other value is (or --data '' beside --source persona audited the population), exit 0."""
+    from tests.unit.clitools import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.jsonl").write_text(json.dumps({**ROW, "attributes": {"segment": "s"}}) + "\n")
+    code, stdout, err = cli(capsys, "audit", "--group-by", "segment", *given)
+    assert code == 2 and stdout == "", err
+    assert err.strip() == f"pluralign: error: {said}", err
