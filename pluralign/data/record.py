@@ -175,13 +175,17 @@ def seconds_meant_of(created_at):
 
     times = np.asarray(created_at, np.float64)
     seconds = times.copy()
-    low = MAX_CREATED_AT
-    for per_second, _ in UNITS:
-        high = MAX_CREATED_AT * per_second
-        held = (times > low) & (times <= high)
+    for past, up_to, per_second in unit_ranges():
+        held = (times > past) & (times <= up_to)
         seconds[held] = times[held] / per_second
-        low = high
     return seconds
+
+
+def unit_ranges() -> list[tuple[float, float, int]]:
+    """The stored times `time_unit` reads as each of UNITS: (past, up to and with, per a second) of each, in order; a
+    unit's range starts where the one before it ends (MAX_CREATED_AT, the end of year 9999, in that unit)."""
+    ends = [MAX_CREATED_AT * per_second for per_second, _ in UNITS]
+    return [(past, end, per_second) for past, end, (per_second, _) in zip([MAX_CREATED_AT, *ends[:-1]], ends, UNITS, strict=True)]
 
 
 def file_time(created_at: float | None) -> float | None:

@@ -32,13 +32,13 @@ from lancedb.index import Bitmap, BTree
 from pluralign.data.io import file_trl
 from pluralign.data.record import (
     MAX_CREATED_AT,
-    UNITS,
     Base,
     TrlRow,
     file_time,
     seconds_meant,
     stand_in_received,
     time_problem,
+    unit_ranges,
 )
 from pluralign.data.text import answer_key
 from pluralign.store import clocks, deletions, lease
@@ -1850,10 +1850,7 @@ def made_before(before: float, now: float | None = None) -> str:
     rows44 the others, and until review ro44 a date to come as that date: dates past any DELETE, so a DELETE finished
     after the user came back (or that took them for back) kept such a row of theirs."""
     latest = min(time.time() if now is None else float(now), MAX_CREATED_AT)
-    floors, low = [("created_at >= 0", 1)], MAX_CREATED_AT  # each unit's range starts past the one before it
-    for per_second, _ in UNITS:
-        floors.append((f"created_at > {low!r}", per_second))
-        low = MAX_CREATED_AT * per_second
+    floors = [("created_at >= 0", 1)] + [(f"created_at > {past!r}", per_second) for past, _, per_second in unit_ranges()]
     meant = [f"{floor} AND created_at <= {latest * per_second!r}" for floor, per_second in floors]  # a time up to now
     earlier = [f"({held} AND created_at < {float(before) * per_second!r})" for held, (_, per_second) in zip(meant, floors, strict=True)]
     no_time = f"isnan(created_at) OR NOT ({' OR '.join(f'({m})' for m in meant)})" if before > 0 else "false"  # 0.0 < before
