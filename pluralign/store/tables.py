@@ -33,13 +33,13 @@ from lancedb.index import Bitmap, BTree
 from pluralign.data.io import file_trl
 from pluralign.data.record import (
     MAX_CREATED_AT,
-    UNITS,
     Base,
     TrlRow,
     file_time,
     seconds_meant,
     stand_in_received,
     time_problem,
+    unit_ranges,
 )
 from pluralign.data.text import answer_key
 from pluralign.files import write_atomic
@@ -215,8 +215,8 @@ class StoredPreference(Base):
         """When the row reached the service: what a DELETE compares with the time it began, since an
         imported row's `created_at` may be older than a DELETE it came after. A row stored before
         `received_at` was kept counts as received when it was made (`stand_in_received`: a time in milli-, micro- or
-        nanoseconds an older version stored as its seconds, one that means no time, such as 1e300, as received before
-        any DELETE; as `received_before` compares it)."""
+        nanoseconds an older version stored as its seconds, one that means no time, such as 1e300, or a date still to
+        come as received before any DELETE; as `received_before` compares it)."""
         return stand_in_received(self.created_at) if self.received_at is None else self.received_at
 
 
@@ -1966,21 +1966,20 @@ def received_before(before: float) -> str:
     return f"(received_at < {float(before)!r} OR (received_at IS NULL AND {made_before(before)}))"
 
 
-def made_before(before: float) -> str:
-    """A filter for rows whose `created_at`, as `stand_in_received` reads it, is before `before` (unix seconds): a time in
-    milli-, micro- or nanoseconds an older version stored (past MAX_CREATED_AT, within the end of year 9999 in that unit)
-    compared as its seconds, and one that means no time in any unit (negative, past that in nanoseconds, infinite or
-    NaN) as 0.0, before any DELETE. Until review rows43 a time in milliseconds was compared as it
-    was, and until session rows44 the others, dates past any DELETE, so a DELETE finished after the user came back kept
-    such a row of theirs."""
-    t = repr(float(before))
-    in_units, low = [], MAX_CREATED_AT
-    for per_second, _ in UNITS:
-        high = MAX_CREATED_AT * per_second
-        in_units.append(f"(created_at > {low!r} AND created_at <= {high!r} AND created_at < {float(before) * per_second!r})")
-        low = high
-    no_time = f"created_at < 0 OR created_at > {low!r} OR isnan(created_at)" if before > 0 else "false"  # 0.0 < before
-    return f"((created_at >= 0 AND created_at < {t}) OR {' OR '.join(in_units)} OR {no_time})"
+def made_before(before: float, now: float | None = None) -> str:
+    """A filter for rows whose `created_at`, as `stand_in_received(created_at, now)` reads it, is before `before` (unix
+    seconds): a time in seconds, or in milli-, micro- or nanoseconds an older version stored (past MAX_CREATED_AT,
+    within the end of year 9999 in that unit), up to `now` (None: the clock's now), compared as its seconds, and one
+    that means no time in any unit (negative, past that in nanoseconds, infinite or NaN) or a later one (a date still
+    to come) as 0.0, before any DELETE. Until review rows43 a time in milliseconds was compared as it was, until session
+    rows44 the others, and until review ro44 a date to come as that date: dates past any DELETE, so a DELETE finished
+    after the user came back (or that took them for back) kept such a row of theirs."""
+    latest = min(time.time() if now is None else float(now), MAX_CREATED_AT)
+    floors = [("created_at >= 0", 1)] + [(f"created_at > {past!r}", per_second) for past, _, per_second in unit_ranges()]
+    meant = [f"{floor} AND created_at <= {latest * per_second!r}" for floor, per_second in floors]  # a time up to now
+    earlier = [f"({held} AND created_at < {float(before) * per_second!r})" for held, (_, per_second) in zip(meant, floors, strict=True)]
+    no_time = f"isnan(created_at) OR NOT ({' OR '.join(f'({m})' for m in meant)})" if before > 0 else "false"  # 0.0 < before
+    return f"({' OR '.join(earlier)} OR {no_time})"
 
 
 def new_created_at() -> float:
