@@ -51,6 +51,9 @@ ATTACH_WAIT_S = 30.0  # the longest a starting runner waits for a running job's 
 # the longest a job sent to Ray holds one of the runner's `workers` while Ray places its actor nowhere (no node has what
 # it asks for free: a GPU no node has, or every GPU busy); then it is queued again, its slot free for the next job
 PLACE_WAIT_S = 10.0
+# the bounds of `place_wait_s` (setting ray_place_wait_s): below a second a Ray actor's process has not started (1-2 s
+# measured here), so every job was given back at each send; the most one send of a job may hold a worker
+MIN_PLACE_WAIT_S, MAX_PLACE_WAIT_S = 1.0, 3600.0
 PLACE_RETRY = 3  # a job given back is sent again PLACE_RETRY times its wait later at the earliest (a worker free then)
 WAITING = "waiting for resources: "  # how the log tail's line about a job given back begins
 
@@ -210,9 +213,9 @@ class RayJobRunner(LocalJobRunner):
         local one. Raises ConnectionError when nothing answers at the address (`check_ray_address`). `place_wait_s`:
         seconds a job sent to Ray holds one of `config.workers` while Ray places it nowhere; then it is queued again
         (`_give_back`) and sent again PLACE_RETRY times as long later at the earliest. Raises ValueError when it is not
-        positive and finite."""
-        if not 0 < place_wait_s < float("inf"):
-            raise ValueError(f"`place_wait_s` must be positive and finite, got {place_wait_s}")
+        MIN_PLACE_WAIT_S to MAX_PLACE_WAIT_S seconds."""
+        if not MIN_PLACE_WAIT_S <= place_wait_s <= MAX_PLACE_WAIT_S:
+            raise ValueError(f"`place_wait_s` must be {MIN_PLACE_WAIT_S:g} to {MAX_PLACE_WAIT_S:g} seconds, got {place_wait_s}")
         self.place_wait_s = place_wait_s
         # job id -> time.monotonic() before which a job given back (`_give_back`) is not sent again (`_may_start`)
         self._given_back: dict[str, float] = {}
