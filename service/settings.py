@@ -143,7 +143,8 @@ class Settings(Base, frozen=True):
     ray_address: str | None = None  # with `ray`: the cluster (`ray://host:10001`); unset: a local Ray
     # with `ray`: seconds (1 to 3600) a job sent to the cluster holds one of the `job_workers` while Ray has not started it
     # (no node has the GPU, CPUs or memory it asks for free); then it is queued again, its worker free for other jobs, and
-    # sent again three times as long later at the earliest (docs/admin.md, "Turns across tenants")
+    # sent again once the cluster has that free, else three times as long later at the earliest; one whose actor Ray
+    # placed but was slow to start waits twice as long at its next send (docs/admin.md, "Turns across tenants")
     ray_place_wait_s: float = 10.0
     # several replicas on one store (deploy/README.md): each its own data_dir volume (feedback log, jobs)
     replicas: int = 1  # API processes sharing store_uri
