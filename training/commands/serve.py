@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 from collections import Counter
@@ -788,12 +789,22 @@ MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its
 
 
 def origin_in_head(head: bytes) -> str | None:
-    """The `Origin` header's value in the bytes of a request's head (its line and headers, or the first of them)."""
+    """The `Origin` header's value in the bytes of a request's head (its line and headers, or the first of them); None
+    when there is none, or when it is not one a browser sends (RFC 6454: visible ASCII only). No HTTP parser has read
+    these bytes: a value holding a bare CR, a NUL or another control byte (which httptools and h11 answer 400) matched a
+    wildcard origin (`https://*.app.example`: Litestar's `.*`) and was echoed as `Access-Control-Allow-Origin`, a bare
+    CR that a client or a proxy may read as a line break (reviewwi44)."""
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() == b"origin":
-            return value.strip().decode("latin-1")
+            value = value.strip(b" \t")
+            return value.decode("ascii") if _VISIBLE_ASCII.fullmatch(value) else None
     return None
+
+
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")
+
+
 CONNECTIONS_RETRY_AFTER = 1  # seconds: `Retry-After` of the 503 of a connection over PLURALIGN_MAX_CONNECTIONS
 
 
