@@ -343,6 +343,28 @@ def test_a_refused_connection_s_origin_with_control_characters_is_not_echoed(cor
     assert sub.status_code == 503 and sub.headers["access-control-allow-origin"] == "https://a.app.example", sub.headers
 
 
+def test_a_refused_connection_waiting_for_its_head_still_gets_its_503_when_its_lingering_slot_is_taken(cors_svc, timed_cors_server,
+                                                                                                    monkeypatch):
+    """reviewwi44: with CORS on, a connection over the limit holds a lingering slot while its head comes (wire44), and
+    one more refused connection, every slot taken, closes the oldest of the busiest peer (`make_room`). One still
+    waiting for its head was closed without a word: its client read an empty answer where, before wire44, its 503
+    was written at once (a flood of connections over the limit from one peer, a proxy, did that to 1 of 40 browsers
+    sending their head 20 ms after connecting). Now it is written its 503 (without CORS: no Origin read) before it
+    is closed. The wait for the head is made long here (30 s) so only the taken slot can end it."""
+    from training.commands import serve
+
+    monkeypatch.setattr(serve, "REFUSED_LINGER_S", 30.0)
+    port = timed_cors_server
+    with contextlib.ExitStack() as held:
+        held.enter_context(socket.create_connection(("127.0.0.1", port)))  # the one connection the server takes
+        waiting = [held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=20))
+                   for _ in range(serve.REFUSED_LINGERING + 1)]  # the last takes the first's slot
+        raw = b""
+        while data := waiting[0].recv(65536):
+            raw += data
+    assert raw.startswith(b"HTTP/1.1 503 ") and b'"too_many_connections"' in raw, raw[:300]
+
+
 def test_pluralign_serve_gives_its_protocol_the_apps_cors_config(cors_svc, monkeypatch):
     """The wiring of the test above in `pluralign serve` (`serve_until_stopped`): the protocol it builds answers with the
     app's own CORS config. The server is not run (its signal handlers need the main thread and a port of its own)."""

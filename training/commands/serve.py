@@ -570,11 +570,16 @@ class TimedRequests:
         """Every lingering slot is taken: the oldest lingering connection of the peer holding the most slots is closed
         (its client had the longest to read its answer). Before, the connection to linger was closed at once instead,
         so one peer holding every slot (connections refused 400 and held open, REFUSED_LINGERING at a time) had every
-        other peer's 400s and 408s reset (tests/e2e/test_wire43_lingering.py); now it loses its own slots first."""
+        other peer's 400s and 408s reset (tests/e2e/test_wire43_lingering.py); now it loses its own slots first. One
+        refused over the limit and still waiting for its head (CORS on) is written its 503 first, without CORS (until
+        reviewwi44 it was closed without a word)."""
         busiest = Counter(self.refusing.values()).most_common(1)[0][0]
         oldest = next(held for held, peer in self.refusing.items() if peer == busiest)  # the dict keeps their order
         del self.refusing[oldest]
         oldest.stop_the_deadline()
+        if oldest.refused_head is not None:  # refused, its head still awaited (CORS on): its 503, not an empty answer
+            oldest.refused_head = None
+            oldest.transport.write(oldest.with_headers(oldest.refusal, None))
         oldest.transport.close()
 
     def data_received(self, data: bytes) -> None:
