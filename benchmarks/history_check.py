@@ -1,17 +1,21 @@
 """What checking a cached history against the table costs with replicas (`Store._cached`, at most every
 `store_sync_ms` per user, and at each refit's `latest` read): the count of the user's rows it compared before review
 44, the table's version (all a check reads while the table is at the version the history matched), and the user's
-rows' ids and arrival times read and compared (a check after any commit to the table). A local store with 20 other
+rows' ids and arrival times read and compared (what a check after any commit to the table read until review rp44),
+and the check itself (`Store._cached`) after another user's row was appended (the table moved on by an append, as
+other users' feedback moves it every moment under load: since review rp44 a count). A local store with 20 other
 users of 50 rows and one user of `--rows` rows each.
 
     OMP_NUM_THREADS=1 python -m benchmarks.history_check --rows 100 5000
 
-Prints one line per size: milliseconds of each (mean of `--repeat`, after one warm-up).
+Prints one line per size: milliseconds of each (mean of `--repeat`, after one warm-up; those after an append each
+time, their median).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -49,8 +53,27 @@ def measure(n: int, repeat: int) -> str:
         count = mean_ms(lambda: store.preferences.count_rows(owner_filter("t", "u")), repeat)
         unchanged = mean_ms(lambda: store._cached("t", "u", any_age=True), repeat)
         compared = mean_ms(lambda: _same_rows(history, store._row_keys("t", "u")), repeat)
+        moved = after_appends(store, history, repeat)
     return (f"rows={n}: count (before) {count:.2f} ms; table unchanged {unchanged:.2f} ms; "
-            f"ids and arrival times read and compared {compared:.2f} ms")
+            f"ids and arrival times read and compared {compared:.2f} ms; after another user's append each time (median): "
+            f"count {moved[0]:.2f} ms, ids and arrival times {moved[1]:.2f} ms, the check {moved[2]:.2f} ms")
+
+
+def after_appends(store: Store, history, repeat: int) -> tuple[float, ...]:
+    """Median ms (a loaded machine's preemptions skew a mean) of, after one row of another user was appended each time
+    (not timed): the count of user u's rows, their ids and arrival times read and compared, and `_cached`'s check of
+    u (the count, since review rp44)."""
+    spent: list[list[float]] = [[], [], []]
+    for i in range(repeat + 1):
+        store.add_preferences(*rows("appender", 1, start=i))
+        for j, call in enumerate((lambda: store.preferences.count_rows(owner_filter("t", "u")),
+                                  lambda: _same_rows(history, store._row_keys("t", "u")),
+                                  lambda: store._cached("t", "u", any_age=True))):
+            began = time.perf_counter()
+            call()
+            if i:  # the first: a warm-up
+                spent[j].append((time.perf_counter() - began) * 1000)
+    return tuple(statistics.median(times) for times in spent)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ the header (with a fresh id), not replaced: a client or gateway that sends ids e
 own in our logs, and a silently swapped one would not be found. The id lives in a context variable
 (`REQUEST_ID`) for the request's task; asyncio tasks, Litestar's worker threads (anyio copies the
 context), the schedulers' tasks (`service.scheduler`) and the background refits
-(`service.users.services.schedule_refit`) carry it on, and feedback moved from the log by the ingest
+(`service.users.services.queue_refits`) carry it on, and feedback moved from the log by the ingest
 worker is handed to the refits and jobs it triggers under the id of the request that sent it
 (`remember`, `per_request`). `RequestIdFilter`
 puts it on every log record as `request_id`; error bodies carry it as `error.request_id`.

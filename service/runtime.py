@@ -150,6 +150,7 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
             raise SharedStore(settings.lancedb_uri, found, within_s)
         if settings.replicas > 1 and (refused := set_up_unlike(settings, store.recent_clock_rows(within_s), within_s)):
             raise ReplicasDisagree(refused)
+        store.finish_withdrawn()  # not before: a refused start must take no turn (killed holding the lease, others wait)
         return store
     except SharedStore as exc:
         raise StartedAlone(
@@ -208,7 +209,7 @@ class Runtime:
     background: DaemonWorker = field(default_factory=lambda: DaemonWorker("refit"))
     pending_refits: set = field(default_factory=set)  # the users (tenant, user_id) whose background refit is queued
     # tenant -> deque of its queued refits (user_id, the context of the request that caused it), oldest first: the
-    # refit thread takes the tenants in turn (`service.users.services.schedule_refit`)
+    # refit thread takes the tenants in turn (`service.users.services.queue_refits`, `_next_refit`)
     refit_turns: dict = field(default_factory=dict)
     refit_lock: threading.Lock = field(default_factory=threading.Lock)
     refits_stopped: threading.Event = field(default_factory=threading.Event)  # the service stops: none runs or is queued

@@ -141,9 +141,10 @@ class Settings(Base, frozen=True):
     job_workers: int = 1  # training/audit jobs running at once (each in its own process)
     job_runner: str = "local"  # `local` (worker processes of this one) or `ray` (detached Ray actors; see deploy/README.md)
     ray_address: str | None = None  # with `ray`: the cluster (`ray://host:10001`); unset: a local Ray
-    # with `ray`: seconds a job sent to the cluster holds one of the `job_workers` while Ray has not started it (no node
-    # has the GPU, CPUs or memory it asks for free); then it is queued again, its worker free for other jobs, and sent
-    # again three times as long later at the earliest (docs/admin.md, "Turns across tenants")
+    # with `ray`: seconds (1 to 3600) a job sent to the cluster holds one of the `job_workers` while Ray has not started it
+    # (no node has the GPU, CPUs or memory it asks for free); then it is queued again, its worker free for other jobs, and
+    # sent again once the cluster has that free, else three times as long later at the earliest; one whose actor Ray
+    # placed but was slow to start waits twice as long at its next send (docs/admin.md, "Turns across tenants")
     ray_place_wait_s: float = 10.0
     # several replicas on one store (deploy/README.md): each its own data_dir volume (feedback log, jobs)
     replicas: int = 1  # API processes sharing store_uri
@@ -431,8 +432,10 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`replica_index` must be in 0..{s.replicas - 1} and `replicas` at least 1"),
     (lambda s: s.replicas > 1 and not s.store_uri, "`store_uri` must name the shared store when `replicas` is above 1"),
     (lambda s: s.job_runner not in ("local", "ray"), lambda s: f"`job_runner` must be `local` or `ray`, got {s.job_runner!r}"),
-    (lambda s: not 0 < s.ray_place_wait_s < float("inf"),
-     lambda s: f"`ray_place_wait_s` must be positive and finite, got {s.ray_place_wait_s}"),
+    # training.jobs.ray_runner's MIN_PLACE_WAIT_S and MAX_PLACE_WAIT_S (not imported: the settings load without training)
+    (lambda s: not 1 <= s.ray_place_wait_s <= 3600,
+     lambda s: f"`ray_place_wait_s` must be 1 to 3600 seconds (below 1 s no Ray actor has started: every job is given "
+               f"back at each send), got {s.ray_place_wait_s}"),
     (lambda s: not 0 < s.deletion_sweep_s < float("inf"),
      lambda s: f"`deletion_sweep_s` must be positive and finite, got {s.deletion_sweep_s}"),
     (lambda s: not MIN_STORE_TIMEOUT_S <= s.store_timeout_s <= 3600,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import re
+import time
 from typing import Any
 
 import msgspec
@@ -154,13 +155,16 @@ def seconds_meant(created_at: float) -> float:
     return created_at / unit[0] if unit else created_at
 
 
-def stand_in_received(created_at: float) -> float:
+def stand_in_received(created_at: float, now: float | None = None) -> float:
     """When a row stored before `received_at` was kept counts as received, by its `created_at`: the seconds it meant
     (`seconds_meant`), or 0.0, before any DELETE began, for a time that means none in any unit (-5, 1e300, inf, NaN: imports
-    before session rows42 stored any number), whose row must not outlive its user's DELETE as sent after it (no release
-    that stored such a row without `received_at` is still receiving). Unix seconds."""
+    before session rows42 stored any number) or one still to come (after `now`, unix seconds; None: the clock's now:
+    2100-01-01 in seconds or milliseconds, which those imports took too, and which until review ro44 counted as
+    received then, after every DELETE), whose row must not outlive its user's DELETE as sent after it (no release that
+    stored such a row without `received_at` is still receiving, and none received a row later than now). Unix seconds."""
     seconds = seconds_meant(created_at)
-    return seconds if 0 <= seconds <= MAX_CREATED_AT else 0.0  # NaN fails the comparison
+    latest = min(time.time() if now is None else now, MAX_CREATED_AT)
+    return seconds if 0 <= seconds <= latest else 0.0  # NaN fails the comparison
 
 
 def seconds_meant_of(created_at):
@@ -171,13 +175,17 @@ def seconds_meant_of(created_at):
 
     times = np.asarray(created_at, np.float64)
     seconds = times.copy()
-    low = MAX_CREATED_AT
-    for per_second, _ in UNITS:
-        high = MAX_CREATED_AT * per_second
-        held = (times > low) & (times <= high)
+    for past, up_to, per_second in unit_ranges():
+        held = (times > past) & (times <= up_to)
         seconds[held] = times[held] / per_second
-        low = high
     return seconds
+
+
+def unit_ranges() -> list[tuple[float, float, int]]:
+    """The stored times `time_unit` reads as each of UNITS: (past, up to and with, per a second) of each, in order; a
+    unit's range starts where the one before it ends (MAX_CREATED_AT, the end of year 9999, in that unit)."""
+    ends = [MAX_CREATED_AT * per_second for per_second, _ in UNITS]
+    return [(past, end, per_second) for past, end, (per_second, _) in zip([MAX_CREATED_AT, *ends[:-1]], ends, UNITS, strict=True)]
 
 
 def file_time(created_at: float | None) -> float | None:

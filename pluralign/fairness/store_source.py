@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 
 import numpy as np
 
@@ -122,8 +123,9 @@ def first_received_from_store(uri: str, tenant: str | None = None, storage_optio
     data = rows.to_pydict()
     first: dict[str, float] = {}
     received = data.get("received_at") or [None] * len(data["created_at"])
+    now = time.time()  # a stand-in time past it (a date to come) means none, as a DELETE reads it
     for t, user, created, got in zip(data["tenant"], data["user_id"], data["created_at"], received, strict=True):
-        key, at = f"{t}/{user}", stand_in_received(created) if got is None else got  # (another unit, or none: an older version's)
+        key, at = f"{t}/{user}", stand_in_received(created, now) if got is None else got  # (another unit, or none: an older version's)
         first[key] = min(first.get(key, at), at)
     return first
 
@@ -161,6 +163,6 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     policy = np.array([policy_outcome(a) for a in attributes], np.int8)
     # a time in milli-, micro- or nanoseconds an older version stored as the seconds it meant: `since` and each user's
     # order read them; one that means no time (-5, 1e300, inf) as NaN, unknown: never at or after a `since`, last in order
-    time = seconds_meant_of(data.column("created_at").to_numpy())
-    time[~((time >= 0) & (time <= MAX_CREATED_AT))] = np.nan
-    return Comparisons(diff=diff, user=user, users=names, group=group, groups=groups, time=time, policy_win=policy, encoder_id=encoder_id)
+    made = seconds_meant_of(data.column("created_at").to_numpy())
+    made[~((made >= 0) & (made <= MAX_CREATED_AT))] = np.nan
+    return Comparisons(diff=diff, user=user, users=names, group=group, groups=groups, time=made, policy_win=policy, encoder_id=encoder_id)

@@ -606,7 +606,8 @@ class FeedbackLog:
                     os.close(fd)
                 os.replace(tmp, self._path(segment))
                 self._segments[segment] = _Segment(live=len(keep), users={e.key for e in keep})
-            fsync_dir(self.folder)
+            if touched:  # a user none of whose records a segment holds changed no name here: nothing to fsync
+                fsync_dir(self.folder)
             return sum(len(mine[seq].rows) for seq in dropped)  # rows, not records: an import is one record of many
 
     @property

@@ -126,8 +126,10 @@ class HistoryCache:
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
     beyond their cached history and the loads in flight (a per-user generation counter, kept for
     every user who ever wrote, grew by one entry per user for the life of the process). A history may carry the table
-    version it is known to match (`version`: given to `get` or `checked`, read before the load or check; none after
-    an `extend`), so that a check finding the table still at that version needs no look at the user's rows."""
+    version it is known to match (`version`: given to `get` or `checked`, read before the load or check, the history
+    being the table's at that version or a later one; kept by an `extend`, whose rows are an append), so that a check
+    finding the table still at that version needs no look at the user's rows, and one finding that every commit since
+    only added rows needs only their count (`Store._matches`)."""
 
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
@@ -154,7 +156,7 @@ class HistoryCache:
 
     def get(self, key: UserKey, load: Callable[[], History], version: Callable[[], int] | None = None) -> History:
         """The cached history, or `load()`'s, kept when no write came meanwhile. `version`: reads the table's
-        version, called before `load` (the history holds at least what that version held)."""
+        version, called before `load` (the history is the table's at that version or a later one)."""
         with self._lock:
             found = self._items.get(key)
             if found is not None:
@@ -229,30 +231,40 @@ class HistoryCache:
                 return
             grown = found.extended(new_rows())
             self._items[key] = grown
-            self._versions.pop(key, None)  # matches its commit's version, not known here: looked at at the next check
+            # the version it was known to match stays: the rows added are an append, which the next check's count
+            # counts (`Store._matches`; until review rp44 it went, and that check read the user's rows)
             self._bytes += grown.nbytes - found.nbytes
         if self._bytes > self.budget_bytes:
             self.invalidate([])
 
-    def age(self, key: UserKey) -> float:
-        """Seconds since the cached history was loaded or last found to match the table (inf if none)."""
+    def _holds(self, key: UserKey, history: History | None) -> bool:
+        """Whether the user's history is cached (`history`: that one, not another loaded since), under the lock."""
+        found = self._items.get(key)
+        return found is not None and (history is None or found is history)
+
+    def age(self, key: UserKey, history: History | None = None) -> float:
+        """Seconds since the cached history (`history`: that one) was loaded or last found to match the table (inf
+        if none)."""
         with self._lock:
-            checked = self._checked.get(key) if key in self._items else None
+            checked = self._checked.get(key) if self._holds(key, history) else None
         return float("inf") if checked is None else time.monotonic() - checked
 
     def checked(self, key: UserKey, since: float, version: int | None = None, history: History | None = None) -> None:
         """The cached history matched the table as of `since` (a `time.monotonic()` taken before the check) and its
         `version` (read before the check). `history`: the one checked, when the cache may hold another by now."""
         with self._lock:
-            if key in self._items and (history is None or self._items[key] is history):
+            if self._holds(key, history):
                 self._checked[key] = max(self._checked.get(key, since), since)
                 if version is not None:
                     self._versions[key] = version
 
-    def version(self, key: UserKey) -> int | None:
-        """The table version the cached history is known to match, or None."""
+    def version(self, key: UserKey, history: History | None = None) -> int | None:
+        """The table version the cached history (`history`: that one, not another loaded since) is known to match,
+        or None. A reader that took a history from the cache asks of that one: the cache may hold another by then,
+        loaded by a read that found the first stale, whose version says nothing of the first (before review rp44,
+        a read served the stale one unchecked)."""
         with self._lock:
-            return self._versions.get(key) if key in self._items else None
+            return self._versions.get(key) if self._holds(key, history) else None
 
     def invalidate(self, keys) -> None:
         with self._lock:

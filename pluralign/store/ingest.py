@@ -326,9 +326,15 @@ class Ingestor:
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Drop the user's pending rows (from memory and the log's files); none is moved afterwards.
         `before`: only rows received before it (`FeedbackLog.forget_user`). The notes of their stored rows' claims
-        (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims)."""
+        (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims). The
+        rows go whatever the notes' rewrite did: its OSError (a full disk) is raised once they went (until review 44
+        it skipped them, and the worker moved the deleted user's rows into the table after their DELETE)."""
         with self._move:
-            self._forget_noted({folder_of(tenant, user_id): before})
+            try:
+                self._forget_noted({folder_of(tenant, user_id): before})
+            except OSError:
+                self.log.forget_user(tenant, user_id, before)  # its own failure, if any, raised with the notes' as context
+                raise
             return self.log.forget_user(tenant, user_id, before)
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:
@@ -522,6 +528,7 @@ class Ingestor:
         """`forget_noted`. Under `_move`."""
         if self._claims is None or not forgotten or not self._notes.is_dir():
             return
+        removed = False
         with self._notes_lock:
             for path in self._notes.glob("*.json"):
                 try:
@@ -537,9 +544,11 @@ class Ingestor:
                         folders[folder] = kept
                 if not folders:
                     path.unlink(missing_ok=True)
+                    removed = True
                     continue
-                write_atomic(path, _encode_note(StoredClaims(folders)))  # whole, on disk
-            fsync_dir(self._notes)  # the notes removed (here and by the drops' thread) stay removed after a power loss
+                write_atomic(path, _encode_note(StoredClaims(folders)))  # whole, on disk, its name too
+            if removed:  # the notes removed here stay removed after a power loss (and those the drops' thread removed)
+                fsync_dir(self._notes)
 
     def claims_settled(self) -> None:
         """Returns once the start's sweep (`_sweep_stored_claims`) and the removals of stored rows' claims handed to the
@@ -589,7 +598,7 @@ class Ingestor:
         ids = self.store.held_pref_ids(rows)
         if not ids:
             return entries, []
-        held = {(h.tenant, h.user_id, h.pref_id): h for h in self.store.newest_rows([r for r in rows if r.pref_id in ids])}
+        held = {(h.tenant, h.user_id, h.pref_id): h for h in self.store.newest_rows([r for r in rows if (r.tenant, r.user_id, r.pref_id) in ids])}
         if not held:  # the ids were another user's
             return entries, []
         kept, done, again, refused = split_held(entries, held)

@@ -34,18 +34,19 @@ from lancedb.index import Bitmap, BTree
 from pluralign.data.io import file_trl
 from pluralign.data.record import (
     MAX_CREATED_AT,
-    UNITS,
     Base,
     TrlRow,
     file_time,
     seconds_meant,
     stand_in_received,
     time_problem,
+    unit_ranges,
 )
 from pluralign.data.text import answer_key
 from pluralign.files import write_atomic
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
+from pluralign.store.commits import AddingCommits
 from pluralign.store.deletions import Deletion
 from pluralign.store.failures import (
     OLD_VERSIONS,
@@ -215,8 +216,8 @@ class StoredPreference(Base):
         """When the row reached the service: what a DELETE compares with the time it began, since an
         imported row's `created_at` may be older than a DELETE it came after. A row stored before
         `received_at` was kept counts as received when it was made (`stand_in_received`: a time in milli-, micro- or
-        nanoseconds an older version stored as its seconds, one that means no time, such as 1e300, as received before
-        any DELETE; as `received_before` compares it)."""
+        nanoseconds an older version stored as its seconds, one that means no time, such as 1e300, or a date still to
+        come as received before any DELETE; as `received_before` compares it)."""
         return stand_in_received(self.created_at) if self.received_at is None else self.received_at
 
 
@@ -319,6 +320,9 @@ def _vectors(array: np.ndarray, dim: int) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(array, type=pa.float32()), dim)
 
 
+TRANSACTION_CACHE_BYTES = 1 << 20  # what the handle reading the preferences table's transactions caches (`_operation_of`)
+
+
 def _same_rows(history: History, stored: pa.Table) -> bool:
     """Whether `stored` (a user's rows as the table holds them: `pref_id`, and `received_at` when it has it) are the
     rows `history` holds: the same ids (one row each), received at the same times."""
@@ -349,9 +353,9 @@ class Store:
     processes writing the same tables), reads see other processes' commits at most that late: the
     connection looks for new table versions that often, and a cached history older than that is
     checked against the table (`_cached`: nothing read when the table is still at the version it was
-    found to match; else the user's rows' ids and arrival times, BITMAP-indexed) and reloaded if they
-    differ. Without it (one process), rows written by another process are not seen until the user's
-    history is evicted."""
+    found to match; a count of the user's rows when every commit since only added rows; else the user's
+    rows' ids and arrival times, BITMAP-indexed) and reloaded if they differ. Without it (one process),
+    rows written by another process are not seen until the user's history is evicted."""
 
     def __init__(
         self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
@@ -369,10 +373,10 @@ class Store:
         earlier release's tables (`_upgrade`: read as they are; a write to one is a StoreError). `cache_bytes`: the most LanceDB's caches of index pages and
         table metadata hold (`location.cache_session`). `shared_within_s` (without `sync_seconds`, with `finish_purges`):
         seconds within which a replica's clock row (`pluralign.store.clocks`) makes the store shared, and this open a
-        SharedStore error, before anything is purged, marked or indexed. `withdrawn_note` (with `sync_seconds`): a file of
+        SharedStore error, before anything is purged, marked or indexed. `withdrawn_note`: a file of
         this process's own (the service's data folder), there while a row `withdraw_user` deleted waits for its purge:
-        a process killed (or stopped) before the purge had its turn leaves it, and the next open on it purges the users
-        table in the background (`wait_withdrawn`). It names no one. Raises StoreError
+        a process killed (or stopped) before the purge had its turn leaves it, and `finish_withdrawn` on the next open
+        on it purges the users table in the background (`wait_withdrawn`). It names no one. Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -439,6 +443,8 @@ class Store:
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
         self.histories = HistoryCache(history_bytes)
+        self._adding_commits = AddingCommits(self._operation_of)  # which preferences commits only added rows (`_matches`)
+        self._transactions = None  # the preferences table as a Lance dataset, for its commits' transactions
         self._warming: set[tuple[str, str]] = set()
         self._warmer = ThreadPoolExecutor(1, thread_name_prefix="history")
         # the purge of the users rows `withdraw_user` deleted, in a turn of its own: one queued at a time
@@ -446,7 +452,8 @@ class Store:
         self._purging: list[threading.Thread] = []  # those started, for `wait_withdrawn`
         self._purge_lock = threading.Lock()  # guards the two above in `withdraw_user`, and `_withdrawing`
         self._withdrawing = 0  # `withdraw_user` calls between their note and their purge queued
-        self._withdrawn_note = Path(withdrawn_note) if withdrawn_note is not None and sync_seconds is not None else None
+        # read alone too: a replica's folder may serve the store alone later (the replica count changed to 1)
+        self._withdrawn_note = Path(withdrawn_note) if withdrawn_note is not None else None
         for name in self.tables:
             if name not in self._older:  # an earlier release's table, only read: not even an index is added
                 self._ensure_indexes(name)
@@ -457,10 +464,19 @@ class Store:
             except (OSError, RuntimeError) as exc:  # Lance's; the marks stay for the next turn
                 log.warning("the purge a stopped delete left was not finished at open (%s); the next delete or compaction tries again", exc)
             self.marks.drop_old_versions(timedelta(0))
-        if self._withdrawn_note is not None and self._withdrawn_note.exists():  # killed before a withdrawn row's purge
-            log.warning("finishing the purge of a withdrawn users row that a stopped process left (%s)", self._withdrawn_note)
-            with self._purge_lock:
+
+    def finish_withdrawn(self) -> bool:
+        """The purge `withdrawn_note` says a stopped process of this folder owed (a withdrawn users row it had not
+        purged), started in the background (`wait_withdrawn`) when the note is there; returns whether one was. The
+        service calls it once its start is not refused (`service.runtime.open_store`): a refused start exits at once,
+        and its purge, holding the store's lease, would keep every replica's deletes waiting the lease's TTL."""
+        if self._withdrawn_note is None or not self._withdrawn_note.exists():
+            return False
+        log.warning("finishing the purge of a withdrawn users row that a stopped process left (%s)", self._withdrawn_note)
+        with self._purge_lock:
+            if not self._purge_queued.is_set():  # one queued purges every row withdrawn before it begins
                 self._start_withdrawn_purge()
+        return True
 
     def recent_replicas(self, within_s: float) -> dict[int, float]:
         """`clocks.recent_replicas` of this store: the replicas whose clock rows were written within `within_s` seconds,
@@ -1042,11 +1058,14 @@ class Store:
                 self._grow_histories(data, owners)
 
     @_uses("preferences", "read")
-    def held_pref_ids(self, rows: list[StoredPreference]) -> set[str]:
-        """The `pref_id`s of `rows` the table's newest version holds for their user: one look for that
-        version and one read by the users' BITMAP index. With replicas the feedback log's mover asks it
+    def held_pref_ids(self, rows: list[StoredPreference]) -> set[tuple[str, str, str]]:
+        """The (tenant, user_id, pref_id) of those of `rows` the table's newest version holds for their user (a
+        `pref_id` is each user's own: until review 44 the ids any user of `rows` held, and an import's `p-1` was taken
+        for stored when another user of the batch held a `p-1`): one look for that version and one read by the users'
+        BITMAP index. With replicas the feedback log's mover asks it
         before each move (`pluralign.store.ingest`): a feedback or import sent with `Idempotency-Key` has
         the same ids on every attempt (`service.feedback.services.idempotent_ids`), and a retry that
+        reached another replica than the first attempt, while the first still waited in that one's
         log, cannot see it there and is acknowledged again; the copy found stored is not stored again
         (`Store.newest_rows` then tells same content from other). Two replicas moving one id in the same
         instant both commit (Lance appends without a key check): on a store without claims the mover reads
@@ -1057,8 +1076,9 @@ class Store:
         ids = ", ".join(quote(i) for i in dict.fromkeys(r.pref_id for r in rows))
         # a copy another replica committed a moment ago: reads may otherwise be `sync_seconds` stale
         self.preferences.checkout_latest()
-        held = self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["pref_id"]).limit(None).to_arrow()
-        return set(held.column("pref_id").to_pylist())
+        held = self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["tenant", "user_id", "pref_id"]).limit(None).to_arrow()
+        wanted = {(r.tenant, r.user_id, r.pref_id) for r in rows}
+        return wanted.intersection(zip(*(held.column(c).to_pylist() for c in ("tenant", "user_id", "pref_id")), strict=True))
 
     @_uses("preferences", "read")
     def newest_rows(self, rows: list[StoredPreference]) -> list[StoredPreference]:
@@ -1145,7 +1165,7 @@ class Store:
         the DELETE that took the user's rows had purged before this row came. Not in the caller's turn: a
         refit holds the user's lock, which a DELETE takes after its turn (waiting here for the turn, a
         DELETE of the same user on this process would wait for the refit for good). `withdrawn_note` is written
-        first: a process killed before the purge's turn leaves the purge to its next open."""
+        first: a process killed before the purge's turn leaves the purge to its next start (`finish_withdrawn`)."""
         where = f"{owner_filter(tenant, user_id)} AND updated_at = {float(updated_at)!r}"
         with self._purge_lock:
             self._withdrawing += 1
@@ -1164,7 +1184,7 @@ class Store:
 
     def _note_withdrawn(self) -> None:
         """Before a withdrawal's delete: `withdrawn_note` written, so that a process killed before the purge's turn
-        (a mark is written only in one) has the next open purge. One that cannot be written is logged: the delete
+        (a mark is written only in one) has the next start purge (`finish_withdrawn`). One that cannot be written is logged: the delete
         and its purge go on (a kill meanwhile would leave the row in the files until a later purge)."""
         if self._withdrawn_note is None or self._withdrawn_note.exists():
             return
@@ -1177,7 +1197,7 @@ class Store:
         """Under `_purge_lock`: the purge of the withdrawn rows queued, on a thread of its own."""
         self._purge_queued.set()
         # a daemon: a stop waits for it only so long (`wait_withdrawn`; with replicas its turn may wait up to the
-        # lease's wait); stopped after its mark, the next turn finishes it, before it, the next open (`withdrawn_note`)
+        # lease's wait); stopped after its mark, the next turn finishes it, before it, the next start (`finish_withdrawn`)
         purging = threading.Thread(target=self._purge_withdrawn, daemon=True, name="withdrawn-purge")
         purging.start()  # before `wait_withdrawn` can see it: a thread not started yet cannot be joined (RuntimeError)
         self._purging = [*(t for t in self._purging if t.is_alive()), purging]
@@ -1195,13 +1215,13 @@ class Store:
                     self._withdrawn_note.unlink(missing_ok=True)
         except Exception:
             self._purge_queued.clear()
-            # marked: the next delete or compaction finishes it; not (no turn): the note, at the next open
+            # marked: the next delete or compaction finishes it; not (no turn): the note, at the next start (`finish_withdrawn`)
             log.exception("the purge of withdrawn users rows failed")
 
     def wait_withdrawn(self, timeout: float | None = None) -> bool:
         """Block until the purges of withdrawn users rows started so far are done, at most `timeout` seconds in all
         (None: however long); returns whether they are (a stop: one that still waits for its turn is not marked
-        yet: the row stays in the users table's files until the next open on `withdrawn_note` purges them)."""
+        yet: the row stays in the users table's files until the next start's `finish_withdrawn` purges them)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for purging in list(self._purging):
             purging.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -1337,22 +1357,52 @@ class Store:
     def _cached(self, tenant: str, user_id: str, any_age: bool = False) -> History | None:
         """The user's cached history, if any and (with `sync_seconds`) not older than that unless it
         still holds the rows the table holds of the user: the table is at the version the history was last
-        found to match (nothing read), or its rows of the user have the history's `pref_id`s, received at
-        the same times (`_same_rows`). Otherwise it is dropped. `any_age`: checked however young it is.
+        found to match (nothing read), or it has as many rows as the table holds of the user and every commit
+        since only added rows, or its rows of the user have the history's `pref_id`s, received at the same times
+        (`_matches`). Otherwise it is dropped. `any_age`: checked however young it is.
         Before, only the count of the user's rows was compared: another replica's DELETE of the user and an
         import of as many rows (or its `received_again`) left a history of the deleted rows cached, which
         refits fitted and reranking searched."""
         key = (tenant, user_id)
         history = self.histories.peek(key)
-        if history is None or self.sync_seconds is None or (not any_age and self.histories.age(key) < self.sync_seconds):
+        if history is None or self.sync_seconds is None or (not any_age and self.histories.age(key, history) < self.sync_seconds):
             return history
         since = time.monotonic()
         version = self._read(lambda: self.preferences.version)
-        if version == self.histories.version(key) or _same_rows(history, self._read(lambda: self._row_keys(tenant, user_id))):
+        if self._matches(tenant, user_id, history, self.histories.version(key, history), version):
             self.histories.checked(key, since, version, history)
             return history
         self.histories.invalidate([key])  # another process added, deleted or received again rows of the user
         return None
+
+    def _matches(self, tenant: str, user_id: str, history: History, known: int | None, version: int) -> bool:
+        """`_cached`'s check of `history`, known to match the table at version `known` (None: not known), against the
+        table, now at `version`. When every commit since `known` only added rows (`AddingCommits`; another user's
+        feedback, a compaction), the user's rows can only have grown: a count of them (BITMAP index, no data page read)
+        tells, made at `version` (the table looked at again after it: not moved on meanwhile). Otherwise their ids and
+        arrival times are read and compared (`_same_rows`, ~3x the count's cost: before review rp44, what every check of
+        a table that had moved paid, a chat of each user idle past `sync_seconds` under load)."""
+        if known is not None and self._adding_commits.only_added(known, version):
+            if known == version:
+                return True
+            count = self._read(lambda: self.preferences.count_rows(owner_filter(tenant, user_id)))
+            if self._read(lambda: self.preferences.version) == version:
+                return count == len(history)
+        return _same_rows(history, self._read(lambda: self._row_keys(tenant, user_id)))
+
+    def _operation_of(self, version: int) -> str | None:
+        """The name of the Lance operation that committed `version` of the preferences table (`AddingCommits`), None
+        when its transaction is not found. Raises OSError (or Lance's RuntimeError, ValueError) when it cannot be read
+        (the version's files removed by a purge). Called one call at a time (`AddingCommits`): the handle read from two
+        threads at once raises "Already borrowed"."""
+        if self._transactions is None:  # one dataset handle, opened once: it reads any version's transaction
+            import lance  # as lancedb's `to_lance` does: not at the top (seconds of imports)
+
+            # its own small caches: Lance's default (1 GiB of metadata) kept every transaction read, ~0.7 KB a version
+            caches = lance.Session(index_cache_size_bytes=0, metadata_cache_size_bytes=TRANSACTION_CACHE_BYTES)
+            self._transactions = self.preferences.to_lance(session=caches)
+        found = self._transactions.read_transaction(version)
+        return None if found is None else type(found.operation).__name__
 
     def _row_keys(self, tenant: str, user_id: str) -> pa.Table:
         """The user's rows' `pref_id` and `received_at` (those of them the table holds), as the table holds them."""
@@ -1363,8 +1413,9 @@ class Store:
     def history(self, tenant: str, user_id: str, latest: bool = False) -> History:
         """Every preference row of the user with its vectors (cached until their rows change). `latest`: with
         other processes on the store, as the table's newest version holds them, not a view (or a cached
-        history) up to `sync_seconds` stale: one more look for that version and a count of the user's rows
-        (a refit, whose row must not be drawn from rows another process's DELETE took a moment ago)."""
+        history) up to `sync_seconds` stale: one more look for that version and a check of the cached history
+        (`_cached`, `_matches`; a refit, whose row must not be drawn from rows another process's DELETE took a
+        moment ago)."""
         if self.sync_seconds is not None:
             if latest:
                 self.preferences.checkout_latest()
@@ -2000,21 +2051,20 @@ def received_before(before: float) -> str:
     return f"(received_at < {float(before)!r} OR (received_at IS NULL AND {made_before(before)}))"
 
 
-def made_before(before: float) -> str:
-    """A filter for rows whose `created_at`, as `stand_in_received` reads it, is before `before` (unix seconds): a time in
-    milli-, micro- or nanoseconds an older version stored (past MAX_CREATED_AT, within the end of year 9999 in that unit)
-    compared as its seconds, and one that means no time in any unit (negative, past that in nanoseconds, infinite or
-    NaN) as 0.0, before any DELETE. Until review rows43 a time in milliseconds was compared as it
-    was, and until session rows44 the others, dates past any DELETE, so a DELETE finished after the user came back kept
-    such a row of theirs."""
-    t = repr(float(before))
-    in_units, low = [], MAX_CREATED_AT
-    for per_second, _ in UNITS:
-        high = MAX_CREATED_AT * per_second
-        in_units.append(f"(created_at > {low!r} AND created_at <= {high!r} AND created_at < {float(before) * per_second!r})")
-        low = high
-    no_time = f"created_at < 0 OR created_at > {low!r} OR isnan(created_at)" if before > 0 else "false"  # 0.0 < before
-    return f"((created_at >= 0 AND created_at < {t}) OR {' OR '.join(in_units)} OR {no_time})"
+def made_before(before: float, now: float | None = None) -> str:
+    """A filter for rows whose `created_at`, as `stand_in_received(created_at, now)` reads it, is before `before` (unix
+    seconds): a time in seconds, or in milli-, micro- or nanoseconds an older version stored (past MAX_CREATED_AT,
+    within the end of year 9999 in that unit), up to `now` (None: the clock's now), compared as its seconds, and one
+    that means no time in any unit (negative, past that in nanoseconds, infinite or NaN) or a later one (a date still
+    to come) as 0.0, before any DELETE. Until review rows43 a time in milliseconds was compared as it was, until session
+    rows44 the others, and until review ro44 a date to come as that date: dates past any DELETE, so a DELETE finished
+    after the user came back (or that took them for back) kept such a row of theirs."""
+    latest = min(time.time() if now is None else float(now), MAX_CREATED_AT)
+    floors = [("created_at >= 0", 1)] + [(f"created_at > {past!r}", per_second) for past, _, per_second in unit_ranges()]
+    meant = [f"{floor} AND created_at <= {latest * per_second!r}" for floor, per_second in floors]  # a time up to now
+    earlier = [f"({held} AND created_at < {float(before) * per_second!r})" for held, (_, per_second) in zip(meant, floors, strict=True)]
+    no_time = f"isnan(created_at) OR NOT ({' OR '.join(f'({m})' for m in meant)})" if before > 0 else "false"  # 0.0 < before
+    return f"({' OR '.join(earlier)} OR {no_time})"
 
 
 def new_created_at() -> float:

@@ -400,7 +400,7 @@ class Admin:
         DELETE's record takes from a snapshot the rows from before it (`_drop_rows`), and an imported
         row's own time may be older than a DELETE it came after. A row stored before `received_at` was kept counts as
         received at its `created_at` as a DELETE reads it (`stand_in_received`: an older version's time in milli-, micro-
-        or nanoseconds as its seconds, -5 or 1e300 as 0.0, before any DELETE); a time no file takes would be null, which
+        or nanoseconds as its seconds, -5, 1e300 or a date still to come as 0.0, before any DELETE); a time no file takes would be null, which
         a DELETE's rewrite drops too. No trainer reads the times."""
         self.rt.ingest.flush()
         with self.rt.population_lock:

@@ -21,7 +21,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavail
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.response import Response, Stream
 
-from pluralign.data.record import Base
+from pluralign.data.record import Base, time_unit
 from pluralign.data.text import shorten
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
@@ -68,15 +68,22 @@ def page_cursor(row: StoredPreference) -> str:
 
 
 def read_cursor(after: str) -> tuple[float, str]:
-    """The (created_at, pref_id) an `after` cursor holds; a 400 naming `after` for one `page_cursor` did not write."""
+    """The (created_at, pref_id) an `after` cursor holds; a 400 naming `after` for one `page_cursor` did not write, and
+    for one a version before rows44 wrote on a row stored in milli-, micro- or nanoseconds (its time as stored)."""
     try:
         created_at, pref_id = _CURSOR.decode(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)))
         created_at = _INFINITE.get(created_at, math.nan) if isinstance(created_at, str) else created_at
-        if not math.isnan(created_at):
-            return created_at, pref_id
     except (ValueError, msgspec.DecodeError):  # binascii.Error is a ValueError
-        pass
-    raise bad_request("after", f"is not a cursor this service wrote (pass on a page's `next_after` as it is), got {shorten(repr(after), 64, '...')}")
+        created_at, pref_id = math.nan, ""
+    if (unit := time_unit(created_at)) is not None:
+        # such a cursor sorted after every row now that the pages order that time as its seconds: an empty last page,
+        # the walk ended short without a word (until review ro44); nor can it be placed in that order (it may have
+        # passed rows that sort after it now)
+        raise bad_request("after", f"is a cursor an earlier version wrote (a time in {unit[1]}, which the pages now order as its "
+                                   "seconds): walk the pages again from the first page (no `after`)")
+    if math.isnan(created_at):
+        raise bad_request("after", f"is not a cursor this service wrote (pass on a page's `next_after` as it is), got {shorten(repr(after), 64, '...')}")
+    return created_at, pref_id
 
 
 class Deleted(msgspec.Struct):

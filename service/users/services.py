@@ -229,23 +229,16 @@ def _deleted_meanwhile(rt: Runtime, history: History, record: UserRecord) -> boo
     return True
 
 
-def schedule_refit(rt: Runtime, tenant: str, user_id: str) -> None:
-    """Refit the user in the background; refits queued for the same user coalesce into one. The refit thread takes
-    the tenants in turn (`_next_refit`), so a tenant's thousands queued at once (every user of theirs moved during a
-    feedback backlog: `service.feedback.services.refit_waiting`) never hold another tenant's few behind them. The
-    refit gathers the attributes of the user's rows (`refit`: the latest win), so none is handed to it.
-
-    Correctness does not hang on it: `user_weights` refits stale weights itself, so the next
-    request of the user uses every acknowledged comparison even if this refit has not run yet."""
-    with rt.refit_lock:
-        queued = queue_refits(rt, [(tenant, user_id)])
-    submit_refits(rt, queued)
-
-
 def queue_refits(rt: Runtime, keys: Iterable[tuple[str, str]]) -> int:
-    """`schedule_refit` of each user of `keys` (tenant, user_id), the caller holding `rt.refit_lock` (so what it
-    does beside it, such as emptying the waiting set, is one step with the queueing: the queue never looks drained
-    in between); returns how many were queued, to be given to `submit_refits` once the lock is let go."""
+    """Queue the background refit of each user of `keys` (tenant, user_id), the caller holding `rt.refit_lock` (so
+    what it does beside it, such as emptying the waiting set, is one step with the queueing: the queue never looks
+    drained in between); returns how many were queued, to be given to `submit_refits` once the lock is let go. A user
+    already queued is not queued twice (their refits coalesce into one), and the refit thread takes the tenants in
+    turn (`_next_refit`), so a tenant's thousands queued at once (every user of theirs moved during a feedback
+    backlog) never hold another tenant's few behind them; each runs under the id of the request that caused it. The
+    caller names the users on disk first (`service.waiting_refits`: `refit_waiting`, `refit_dropped`), so a crash
+    before their refits ran loses none. Correctness does not hang on them: `user_weights` refits stale weights
+    itself, so the next request of the user uses every acknowledged comparison even if their refit has not run yet."""
     queued = 0
     for key in keys:
         if rt.refits_stopped.is_set():  # the service stops (`Runtime.stop_refits`): the next start refits them

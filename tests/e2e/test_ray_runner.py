@@ -51,7 +51,9 @@ def test_a_job_runs_as_a_ray_actor_with_progress_log_and_result(ray_cluster, tmp
         done = runner.get(job.id)
         assert done.state == "succeeded", done
         assert done.attempts == 1 and done.metrics["heldout_accuracy"] == 0.5
-        assert "training done" in done.log_tail and any(line.startswith("on Ray (cpus=1") for line in done.log_tail)
+        assert "training done" in done.log_tail
+        # the send's line opens its log (the record's 30-line tail no longer reaches it: the test worker's script, on it, grew to 33 lines)
+        assert runner.store.path(job.id, "log").read_text().startswith("on Ray (cpus=1")
         assert any(0 < p < 1 for p in seen)  # progress reached the record while it ran
         # the actor is gone once the job is final (detached actors live until killed)
         wait_for(lambda: not _actor_alive(ray_cluster, job.id), 30, "the actor outlived its job")
@@ -545,3 +547,58 @@ def test_a_tenants_many_jobs_ray_cannot_place_take_turns_with_other_tenants_jobs
         for job in gpus:
             assert runner.wait(job.id, timeout=30).state == "cancelled"
         runner.stop()
+
+
+def test_a_job_whose_actor_always_starts_slower_than_the_place_wait_runs_at_a_later_send(ray_cluster, tmp_path, caplog):
+    """reviewjo43 left it: a job whose actor takes longer to start than `place_wait_s` was given back at each send
+    (Ray placed it, its process started, its first call unanswered yet) and sent again with the same wait, for good:
+    it never ran. Now Ray's actor table (a pid while it is created) or the cluster's free CPU (its actor held it) tells
+    it apart from one Ray placed nowhere, and its next send waits twice as long: here 1 s, then 2 s, then 4 s."""
+    import logging
+
+    from training.jobs.ray_runner import JobProcess, RayJobRunner
+
+    class SlowToStart(JobProcess):  # an actor whose start takes 3 s (a node pulling an image, a loaded machine)
+        def __init__(self) -> None:
+            time.sleep(3.0)
+            super().__init__()
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=1), kinds=TEST_KINDS, place_wait_s=1.0)
+    runner._actor_class = ray_cluster.remote(SlowToStart)
+    job = runner.submit("work", {"tenant": "acme"})
+    with caplog.at_level(logging.INFO, logger="training.jobs.ray_runner"):
+        runner.start()
+        try:
+            done = runner.wait(job.id, timeout=90)  # before: given back every second, for good
+        finally:
+            runner.stop()
+    assert (done.state, done.attempts) == ("succeeded", 1), done
+    notes = [r.getMessage() for r in caplog.records if "waiting for resources" in r.getMessage()]
+    assert notes and "(Ray placed it, its actor slow to start)" in notes[0] and "waiting 2 s to be placed" in notes[0], notes
+
+
+def test_a_job_given_back_is_sent_again_once_what_it_waits_for_frees_up_not_after_its_whole_hold(ray_cluster, tmp_path):
+    """reviewjo43 left it: a job given back waited out PLACE_RETRY times `place_wait_s` however soon what it asked for
+    freed up: b, waiting for a's one CPU here, was sent again 15 s after its give-back though a ended 3-4 s after it. Now a
+    job given back when the cluster had not what it asks for free is sent again (a worker free, its turn come) once it
+    has: b's worker begins well before its hold is out, however loaded the machine (before, never before it)."""
+    from training.jobs.ray_runner import PLACE_RETRY, WAITING, RayJobRunner
+
+    place_wait_s = 5.0
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=2), kinds=TEST_KINDS,
+                          place_wait_s=place_wait_s)
+    a = runner.submit("work", {"tenant": "acme", "seconds": 8.0})
+    runner.start()
+    try:
+        wait_for(lambda: runner.get(a.id).progress > 0, 120, "a never ran")  # a holds the cluster's one CPU
+        b = runner.submit("work", {"tenant": "globex"})
+        wait_for(lambda: runner.get(b.id).log_tail[-1:] != [] and runner.get(b.id).log_tail[-1].startswith(WAITING), 60,
+                 "b never given back")
+        gave_back_at = time.time()
+        assert runner.get(a.id).state == "running"  # b was given back while a held the CPU
+        assert "no node had what it asks for free" in runner.get(b.id).log_tail[-1]  # its wait stays 5 s
+        a_done, b_done = runner.wait(a.id, timeout=120), runner.wait(b.id, timeout=120)
+    finally:
+        runner.stop()
+    assert (a_done.state, b_done.state) == ("succeeded", "succeeded"), (a_done, b_done)
+    assert b_done.started_at < gave_back_at + PLACE_RETRY * place_wait_s  # before: 15 s after its give-back at the earliest

@@ -261,3 +261,30 @@ def test_a_walk_by_cursor_passes_rows_an_older_version_stored_with_an_infinite_o
             if (after := r.json()["next_after"]) is None:
                 break
     assert walked == [p["pref_id"] for p in whole["data"]] and sorted(walked) == sorted(r["pref_id"] for r in rows), walked
+
+
+def test_a_cursor_an_earlier_version_wrote_on_a_millisecond_row_is_a_400_not_the_walks_end(svc):
+    """Review ro44. Before rows44 the pages sorted a millisecond time as stored (after every time in seconds) and a
+    cursor held it so; now the pages read it as its seconds, and such a cursor, 1.7e12, sorted after every row: its
+    page was empty with `next_after` null, the end of the walk, so a client walking across the upgrade stopped short
+    of the rows after it, without a word. It cannot be placed in the new order (it may have passed rows that now sort
+    after it): a 400 naming `after` says to walk again from the first page."""
+    import base64
+
+    import msgspec
+
+    rt = svc.runtime
+    times = (1_700_000_000.0, 1_700_000_100_000.0, 1_700_000_200_000.0)  # seconds, then two in milliseconds
+    rows = [StoredPreference(tenant="acme", user_id="oldcursor", pref_id=f"c{i}", prompt=f"Tea {i}?", chosen="Green tea.",
+                             rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate(times)]
+    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    old = base64.urlsafe_b64encode(msgspec.json.encode((times[1], "c1"))).rstrip(b"=").decode()  # as that version wrote it
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/oldcursor/preferences", params={"limit": 1, "after": old})
+        first = c.get("/v1/users/oldcursor/preferences", params={"limit": 2}).json()
+        rest = c.get("/v1/users/oldcursor/preferences", params={"limit": 2, "after": first["next_after"]}).json()
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "after" and "an earlier version" in error["message"] and "first page" in error["message"], error
+    assert [p["pref_id"] for p in first["data"] + rest["data"]] == ["c0", "c1", "c2"] and rest["next_after"] is None

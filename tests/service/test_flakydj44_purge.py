@@ -67,7 +67,7 @@ def test_a_withdrawn_rows_purge_killed_before_its_turn_is_finished_at_the_next_s
     assert a.get_user("t", GONE) is None and files_holding(store, GONE)  # gone from reads, not from the files
     assert note.exists() and files_holding(note.parent, GONE) == []  # the note names no one
     b = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)  # b's next start
-    assert b.wait_withdrawn(30)
+    assert b.finish_withdrawn() and b.wait_withdrawn(30)
     assert files_holding(store, GONE) == [] and not note.exists()
     assert b.get_user("t", "ann") is not None
 
@@ -89,6 +89,6 @@ def test_a_withdrawn_rows_purge_that_never_had_its_turn_is_finished_at_the_next_
     assert "the purge of withdrawn users rows failed" in caplog.text
     assert files_holding(store, GONE) and note.exists()
     again = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)  # b's next start
-    assert again.wait_withdrawn(30)
+    assert again.finish_withdrawn() and again.wait_withdrawn(30)
     assert files_holding(store, GONE) == [] and not note.exists()
     assert again.get_user("t", "ann") is not None

@@ -362,3 +362,44 @@ def test_an_n2_stream_keeps_the_connection_alive_while_its_candidates_are_genera
                       if r.get("response_id") == info["response_id"])
     ranked = sorted(range(len(served["scores"])), key=lambda i: -served["scores"][i])[:2]
     assert [texts[0].strip(), texts[1].strip()] == [served["candidates"][i] for i in ranked]
+
+
+def test_an_n2_stream_that_fails_says_so_by_its_status_or_once_its_headers_went_by_an_error_event(svc, monkeypatch):
+    """wire44's other half, which no test drove (reviewwi44): an n > 1 stream whose generation fails before a keep-alive
+    went is a plain 500 (the openai client raises InternalServerError); once the keep-alive (and so the headers) went,
+    it ends with an error event and `data: [DONE]` (the client raises APIError), not a 200 that ends without a word."""
+    import threading
+
+    import httpx
+    import msgspec
+    import openai
+    from openai import OpenAI
+
+    rt = svc.runtime
+    commented = threading.Event()
+
+    def failing(*args, **kwargs):
+        if rt.settings.sse_keepalive_s < 1:  # fail once the client has read the keep-alive
+            assert commented.wait(30)
+        raise RuntimeError("the generator broke")
+
+    monkeypatch.setattr(rt.generator, "generate", failing)
+    monkeypatch.setattr(rt.generator, "generate_styled", failing, raising=False)
+    watched = _Watched(commented.set)
+    client = OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=120,
+                    http_client=httpx.Client(transport=watched, timeout=120))
+    ask = {"model": "pluralign", "messages": HI, "user": "kai", "n": 2, "max_tokens": 8, "stream": True}
+    with pytest.raises(openai.InternalServerError):  # within sse_keepalive_s (15 s): nothing went, a plain status
+        list(client.chat.completions.create(**ask))
+    assert not watched.read.startswith(b": keep-alive")
+    settings = rt.settings
+    monkeypatch.setattr(rt, "settings", msgspec.structs.replace(settings, sse_keepalive_s=0.05))
+    watched.read.clear()
+    with pytest.raises(openai.APIError) as told:
+        list(client.chat.completions.create(**ask))
+    assert not isinstance(told.value, openai.APIStatusError) and "generation failed: RuntimeError" in told.value.message, told.value
+    assert watched.read.startswith(b": keep-alive\n\n"), bytes(watched.read)
+    commented.clear()  # the whole stream, read as it comes, as the client stopped reading at the error
+    with httpx.Client(transport=_Watched(commented.set), timeout=120) as raw:
+        wire = raw.post(svc.url + "/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {svc.keys['acme']}"}).text
+    assert wire.startswith(": keep-alive\n\n") and '"generation failed: RuntimeError"' in wire and wire.endswith("data: [DONE]\n\n"), wire

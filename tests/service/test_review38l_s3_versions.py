@@ -192,3 +192,28 @@ def test_a_delete_whose_lease_table_tidy_meets_an_s3_error_is_still_answered(s3,
             assert store.delete_user("t", "hal")["preferences"] == 3
         assert "old versions of the maintenance lease table not removed" in caplog.text, caplog.text
         assert not store.marks.pending() and holding(s3, "tidy/", "zq38halmarker") == []
+
+
+def test_a_replica_on_s3_reads_the_commits_transactions_with_the_stores_credentials(s3):
+    """Review of replicas44: a replica checks a cached history by a count while every commit since only added rows,
+    which it reads from the commits' transactions (`Store._operation_of`, a dataset it opens itself): on an object
+    store that dataset must reach the bucket with the store's storage options. Another replica's appends of other
+    users' rows are then checked without reading the user's rows; its DELETE and an import of as many rows are seen."""
+    import msgspec
+
+    from pluralign.store.tables import owner_filter
+
+    a = Store(s3.uri("commits44"), "enc", DIM, storage_options=s3.options, sync_seconds=0.0)
+    b = Store(s3.uri("commits44"), "enc", DIM, storage_options=s3.options, sync_seconds=0.0)
+    a.add_preferences(*rows("ann"))
+    assert len(b.history("t", "ann")) == 3
+    read_rows, row_keys = [], b._row_keys
+    b._row_keys = lambda tenant, user_id: read_rows.append(user_id) or row_keys(tenant, user_id)
+    a.add_preferences(*rows("bob"))
+    assert b.count_preferences("t", "ann") == 3 and read_rows == []
+    assert b._operation_of(b.preferences.version) == "Append"
+    a.preferences.delete(owner_filter("t", "ann"))
+    again = rows("ann")
+    a.add_preferences([msgspec.structs.replace(r, pref_id=r.pref_id + "-again") for r in again[0]], *again[1:])
+    assert sorted(b.history("t", "ann").meta.column("pref_id").to_pylist()) == [f"t-ann-{i}-again" for i in range(3)]
+    assert read_rows == ["ann"]

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import numpy as np
 
 from pluralign.store import Store, UserRecord
+from pluralign.store.tables import owner_filter
 from tests.service.test_store import DIM, prefs
 
 
@@ -140,3 +142,112 @@ def test_a_cached_history_is_not_served_after_another_replica_deleted_and_reimpo
     before = b.history("t", "u").meta.column("received_at").to_pylist()
     assert a.received_again("t", "u", ["t-u-5"]) == 1
     assert b.history("t", "u").meta.column("received_at").to_pylist() != before
+
+
+def test_a_history_found_stale_is_not_served_by_a_read_that_peeked_it_before_another_read_reloaded_it(tmp_path):
+    """Review of replicas44. A read of a cached history (`_cached`) took the history, then asked the cache for the
+    table version "the" history was last found to match: when another read of the user had meanwhile found that
+    history stale (another replica's DELETE and an import of as many rows) and loaded it again, that version was the
+    new history's, the table's own, so the first read served the old history unchecked (a deleted row as a chat's
+    nearest shot). The other read is made right after the first took the history, as a concurrent request would."""
+    import threading
+
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    assert len(b.history("t", "u")) == 2  # cached by b
+    a.preferences.delete(owner_filter("t", "u"))  # another replica's DELETE (its purge not yet made)
+    later = prefs("t", "u", 2, start=5)
+    a.add_preferences(*later)
+    peek, raced = b.histories.peek, []
+
+    def peek_then_another_read(key):
+        found = peek(key)
+        if not raced:
+            raced.append(True)
+            reader = threading.Thread(target=lambda: raced.append(b.history(*key)))
+            reader.start()
+            reader.join()
+        return found
+
+    b.histories.peek = peek_then_another_read
+    hits = b.search("t", "u", later[1][1], 1)
+    assert sorted(raced[1].meta.column("pref_id").to_pylist()) == ["t-u-5", "t-u-6"]  # the other read reloaded it
+    assert hits[0][0].pref_id == "t-u-6"  # before: t-u-1, a row deleted
+
+
+def test_a_cached_history_is_checked_by_a_count_while_other_replicas_only_add_rows_and_by_its_rows_after_a_delete(tmp_path):
+    """Review of replicas44. Under load other users' feedback commits every moment, so the table is never at the
+    version a cached history matched, and each check (a chat of every user idle past `sync_seconds`) read the user's
+    ids and arrival times (~3x a count's cost). While every commit since only added rows, a count tells: no row of the
+    user is read. A commit that deleted or changed rows (a DELETE and an import of as many rows, a `received_again`)
+    still has them read and compared."""
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    assert len(b.history("t", "u")) == 2  # cached by b, at the table's version
+    read_rows, row_keys = [], b._row_keys
+    b._row_keys = lambda tenant, user_id: read_rows.append(user_id) or row_keys(tenant, user_id)
+    for i in range(3):  # another replica's feedback of other users
+        a.add_preferences(*prefs("t", f"other{i}", 2))
+        assert b.count_preferences("t", "u") == 2
+    assert read_rows == []  # before: one read of u's rows per check
+    a.compact(keep_versions_for=timedelta(minutes=5))  # rows rewritten, none changed (read once: Lance's
+    assert b.count_preferences("t", "u") == 2  # ReserveFragments reaches Python as an unnamed operation)
+    read_rows.clear()
+    a.add_preferences(*prefs("t", "other9", 2))
+    assert b.count_preferences("t", "u") == 2 and read_rows == []
+    a.add_preferences(*prefs("t", "u", 1, start=2))  # u's own rows grow: the count differs
+    assert b.count_preferences("t", "u") == 3 and len(b.history("t", "u")) == 3
+
+    a.preferences.delete(owner_filter("t", "u"))  # another replica's DELETE of u (its purge not yet made) ...
+    later = prefs("t", "u", 3, start=5)
+    a.add_preferences(*later)  # ... and an import of as many rows
+    assert b.search("t", "u", later[1][1], 1)[0][0].pref_id == "t-u-6" and read_rows == ["u"]
+    before = b.history("t", "u").meta.column("received_at").to_pylist()
+    assert a.received_again("t", "u", ["t-u-5"]) == 1
+    assert b.history("t", "u").meta.column("received_at").to_pylist() != before
+
+
+def test_a_delete_and_import_landing_while_a_cached_history_is_counted_is_seen(tmp_path):
+    """Review of replicas44: the count of `_matches` stands for the version read before it only if the table did not
+    move on meanwhile; another replica's DELETE and an import of as many rows landing between that look and the
+    count (the count made on the newer version) are caught by looking at the version again and reading the rows."""
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    assert len(b.history("t", "u")) == 2
+    a.add_preferences(*prefs("t", "other", 1))  # the table moves on by an append: b's check counts
+    table, later = b.preferences, prefs("t", "u", 2, start=5)
+    count = table.count_rows
+
+    def count_after_a_delete_and_an_import(where=None):
+        del table.count_rows  # once
+        a.preferences.delete(owner_filter("t", "u"))
+        a.add_preferences(*later)
+        return count(where)
+
+    table.count_rows = count_after_a_delete_and_an_import
+    assert b.search("t", "u", later[1][1], 1)[0][0].pref_id == "t-u-6"  # without the second look: t-u-1, deleted
+
+
+def test_a_history_grown_by_the_replicas_own_write_is_still_checked_by_a_count(tmp_path):
+    """Review of replicas44: a write of the user's rows through this replica (their feedback: with affinity, where
+    their chats go) grew the cached history and dropped the version it was known to match, so the check after it (the
+    user's next chat) read their rows. The rows a write adds are an append, which the check's count counts: the
+    version stays, and while the commits since only added rows no row of the user is read."""
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b.add_preferences(*prefs("t", "u", 2))
+    assert len(b.history("t", "u")) == 2
+    read_rows, row_keys = [], b._row_keys
+    b._row_keys = lambda tenant, user_id: read_rows.append(user_id) or row_keys(tenant, user_id)
+    b.add_preferences(*prefs("t", "u", 1, start=2))  # the user's feedback through b: the cached history grows
+    a.add_preferences(*prefs("t", "other", 2))  # another replica's feedback of another user
+    assert b.count_preferences("t", "u") == 3 and read_rows == []  # before: u's rows read
+    a.add_preferences(*prefs("t", "u", 1, start=3))  # u's row through the other replica: the count differs
+    assert b.count_preferences("t", "u") == 4 and len(b.history("t", "u")) == 4  # dropped, and cached again
+    a.preferences.delete(owner_filter("t", "u") + " AND pref_id = 't-u-0'")  # one deleted and one added there,
+    a.add_preferences(*prefs("t", "u", 1, start=5))
+    b.add_preferences(*prefs("t", "u", 1, start=4))  # one added here: as many rows as the grown history holds
+    assert sorted(b.history("t", "u").meta.column("pref_id").to_pylist()) == [f"t-u-{i}" for i in range(1, 6)]

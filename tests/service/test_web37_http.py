@@ -3,7 +3,9 @@ what may be sniffed (docs/api.md, "Caching")."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import socket
 
 import httpx
 import pytest
@@ -235,11 +237,10 @@ def test_methods_paths_and_accept_answer_as_documented(svc):
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
 
 
-@pytest.fixture()
-def timed_cors_server(cors_svc):
-    """The CORS service's app behind the connection-level protocol `pluralign serve` runs (`timed_http_protocol`: read
-    deadline 0.5 s, one connection), with the app's CORS config as `pluralign serve` gives it, in this process."""
-    import socket
+@contextlib.contextmanager
+def timed_server(app, cors):
+    """`app` behind the connection-level protocol `pluralign serve` runs (`timed_http_protocol`: read deadline 0.5 s,
+    one connection) with CORS config `cors`, in this process; yields its port."""
     import threading
     import time
 
@@ -247,11 +248,9 @@ def timed_cors_server(cors_svc):
 
     from training.commands.serve import timed_http_protocol
 
-    app = cors_svc.server.server.config.app  # started already by the service's own server: no lifespan here
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, http=timed_http_protocol(0.5, 1, cors=app.cors_config), lifespan="off",
-                                           log_level="critical"))
+    server = uvicorn.Server(uvicorn.Config(app, http=timed_http_protocol(0.5, 1, cors=cors), lifespan="off", log_level="critical"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -264,22 +263,34 @@ def timed_cors_server(cors_svc):
         thread.join(10)
 
 
+@pytest.fixture()
+def timed_cors_server(cors_svc):
+    """The CORS service's app behind the connection-level protocol `pluralign serve` runs (`timed_server`), with the
+    app's CORS config as `pluralign serve` gives it."""
+    app = cors_svc.server.server.config.app  # started already by the service's own server: no lifespan here
+    with timed_server(app, app.cors_config) as port:
+        yield port
+
+
 def _cors_of(headers) -> dict[str, str]:
     """An answer's CORS headers (and whether it varies by Origin), names in lower case."""
     cors = {name.lower(): value for name, value in headers.items() if name.lower().startswith("access-control-")}
     return {**cors, "varies by origin": "origin" in [v.strip().lower() for v in headers.get("vary", "").split(",")]}
 
 
-def _answer_on(port: int, request: bytes, before: list | None = None) -> httpx.Response:
-    """The answer the server writes itself on a connection sending `request` (read to the connection's end)."""
-    import socket
-
+def _raw_answer_on(port: int, request: bytes) -> bytes:
+    """The bytes the server writes on a connection sending `request` (read to the connection's end)."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(request)
         raw = b""
         while data := sock.recv(65536):
             raw += data
-    head, _, body = raw.partition(b"\r\n\r\n")
+    return raw
+
+
+def _answer_on(port: int, request: bytes, before: list | None = None) -> httpx.Response:
+    """The answer the server writes itself on a connection sending `request` (read to the connection's end)."""
+    head, _, body = _raw_answer_on(port, request).partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
     headers = httpx.Headers([tuple(part.strip() for part in line.split(":", 1)) for line in lines])
     return httpx.Response(int(status_line.split()[1]), headers=headers, content=body)
@@ -307,6 +318,51 @@ def test_errors_the_server_writes_itself_carry_the_cors_headers_a_listed_origin_
         assert _cors_of(refused.headers) == own and refused.headers["retry-after"] == "1", refused.headers
         plain = _answer_on(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # no Origin: no CORS
         assert plain.status_code == 503 and _cors_of(plain.headers) == {"varies by origin": True}, plain.headers
+
+
+def test_a_refused_connection_s_origin_with_control_characters_is_not_echoed(cors_svc):
+    """reviewwi44: the 503 over PLURALIGN_MAX_CONNECTIONS (CORS on) reads the Origin from the raw head itself
+    (`origin_in_head`: no HTTP parser has seen it), and a listed wildcard origin (`https://*.app.example`, whose `*`
+    Litestar matches with `.*`) took a value holding bare CRs and NULs, echoed as `Access-Control-Allow-Origin`: a
+    header no parser of ours would have let in (httptools and h11 answer such a request 400) went out, a bare CR that
+    an old client or a proxy reads as a line break (a header of the client's choosing in the answer). Such an Origin
+    is now no origin: the 503 carries no CORS; a subdomain's still gets its own."""
+    from litestar.config.cors import CORSConfig
+
+    app = cors_svc.server.server.config.app
+    cors = CORSConfig(allow_origins=["https://*.app.example"], allow_headers=["*"])
+    forged = "https://x\rSet-Cookie: session=forged\r\x00.app.example"
+    assert cors.is_origin_allowed(forged)  # Litestar's own check lets it through
+    with timed_server(app, cors) as port, socket.create_connection(("127.0.0.1", port)):  # the one connection taken
+        refused = _raw_answer_on(port, f"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: {forged}\r\n\r\n".encode())
+        sub = _answer_on(port, b"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: https://a.app.example\r\n\r\n")
+    head = refused.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 503 "), refused[:300]
+    assert head.count(b"\r") == head.count(b"\r\n") and b"\x00" not in head, head  # no bare CR, no NUL
+    assert b"access-control-allow-origin" not in head.lower() and b"Set-Cookie" not in head, head
+    assert sub.status_code == 503 and sub.headers["access-control-allow-origin"] == "https://a.app.example", sub.headers
+
+
+def test_a_refused_connection_waiting_for_its_head_still_gets_its_503_when_its_lingering_slot_is_taken(cors_svc, timed_cors_server,
+                                                                                                    monkeypatch):
+    """reviewwi44: with CORS on, a connection over the limit holds a lingering slot while its head comes (wire44), and
+    one more refused connection, every slot taken, closes the oldest of the busiest peer (`make_room`). One still
+    waiting for its head was closed without a word: its client read an empty answer where, before wire44, its 503
+    was written at once (a flood of connections over the limit from one peer, a proxy, did that to 1 of 40 browsers
+    sending their head 20 ms after connecting). Now it is written its 503 (without CORS: no Origin read) before it
+    is closed. The wait for the head is made long here (30 s) so only the taken slot can end it."""
+    from training.commands import serve
+
+    monkeypatch.setattr(serve, "REFUSED_LINGER_S", 30.0)
+    port = timed_cors_server
+    with contextlib.ExitStack() as held:
+        held.enter_context(socket.create_connection(("127.0.0.1", port)))  # the one connection the server takes
+        waiting = [held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=20))
+                   for _ in range(serve.REFUSED_LINGERING + 1)]  # the last takes the first's slot
+        raw = b""
+        while data := waiting[0].recv(65536):
+            raw += data
+    assert raw.startswith(b"HTTP/1.1 503 ") and b'"too_many_connections"' in raw, raw[:300]
 
 
 def test_pluralign_serve_gives_its_protocol_the_apps_cors_config(cors_svc, monkeypatch):

@@ -126,7 +126,7 @@ def test_a_population_snapshot_an_earlier_release_wrote_loses_a_deleted_users_ro
     from pluralign.store.deletions import Forget, new_deletion
     from service.admin.services import _forget_in_snapshot
 
-    began = time.time()
+    began = time.time() - 60  # a minute ago: the row sent since (began + 5) was received before now
     lines = [{"user_id": "acme/gone", "prompt": f"q{i}", "chosen": "yes", "rejected": "no", "created_at": at}
              for i, at in enumerate((MS, 1e300, -5.0, US, began + 5))] + [{**ROW, "user_id": "acme/ann", "created_at": MS}]
     snapshot = tmp_path / "comparisons-1.jsonl"  # an earlier release's: no users file beside it

@@ -236,10 +236,14 @@ def print_table(report) -> None:
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the audit's imports (torch) take seconds
     check_inputs(args)
-    # an empty path is refused, not read as the option not given (until session rows44 the audit ran without it)
+    # an empty path is refused, not read as the option not given (until session rows44 the audit ran without it; an
+    # empty --store, --data or --path until review ro44: `--store "$STORE"` beside --data audited the file)
     check_cache(args.cache)
     for option, value, what in (("--user-groups", args.user_groups, "the user-groups file (a JSON object user_id -> group name)"),
-                                ("--pal", args.pal, "the PAL checkpoint folder"), ("--em", args.em, "the EM mixture folder")):
+                                ("--pal", args.pal, "the PAL checkpoint folder"), ("--em", args.em, "the EM mixture folder"),
+                                ("--store", args.store, "the service's store (its data folder, or an object-store URI)"),
+                                ("--data", args.data, "a preference file (.jsonl or .parquet)"),
+                                ("--path", args.path, "the folder of the --source data")):
         check_given(option, value, what)
     if args.out is not None:  # before the audit: a report that cannot be written (or an empty --out) costs nothing, nor one that would replace an input
         check_writable_file("--out", args.out, "the report JSON")

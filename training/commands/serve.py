@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 from collections import Counter
@@ -569,11 +570,16 @@ class TimedRequests:
         """Every lingering slot is taken: the oldest lingering connection of the peer holding the most slots is closed
         (its client had the longest to read its answer). Before, the connection to linger was closed at once instead,
         so one peer holding every slot (connections refused 400 and held open, REFUSED_LINGERING at a time) had every
-        other peer's 400s and 408s reset (tests/e2e/test_wire43_lingering.py); now it loses its own slots first."""
+        other peer's 400s and 408s reset (tests/e2e/test_wire43_lingering.py); now it loses its own slots first. One
+        refused over the limit and still waiting for its head (CORS on) is written its 503 first, without CORS (until
+        reviewwi44 it was closed without a word)."""
         busiest = Counter(self.refusing.values()).most_common(1)[0][0]
         oldest = next(held for held, peer in self.refusing.items() if peer == busiest)  # the dict keeps their order
         del self.refusing[oldest]
         oldest.stop_the_deadline()
+        if oldest.refused_head is not None:  # refused, its head still awaited (CORS on): its 503, not an empty answer
+            oldest.refused_head = None
+            oldest.transport.write(oldest.with_headers(oldest.refusal, None))
         oldest.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -788,12 +794,22 @@ MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its
 
 
 def origin_in_head(head: bytes) -> str | None:
-    """The `Origin` header's value in the bytes of a request's head (its line and headers, or the first of them)."""
+    """The `Origin` header's value in the bytes of a request's head (its line and headers, or the first of them); None
+    when there is none, or when it is not one a browser sends (RFC 6454: visible ASCII only). No HTTP parser has read
+    these bytes: a value holding a bare CR, a NUL or another control byte (which httptools and h11 answer 400) matched a
+    wildcard origin (`https://*.app.example`: Litestar's `.*`) and was echoed as `Access-Control-Allow-Origin`, a bare
+    CR that a client or a proxy may read as a line break (reviewwi44)."""
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() == b"origin":
-            return value.strip().decode("latin-1")
+            value = value.strip(b" \t")
+            return value.decode("ascii") if _VISIBLE_ASCII.fullmatch(value) else None
     return None
+
+
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")
+
+
 CONNECTIONS_RETRY_AFTER = 1  # seconds: `Retry-After` of the 503 of a connection over PLURALIGN_MAX_CONNECTIONS
 
 

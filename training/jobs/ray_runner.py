@@ -11,7 +11,7 @@ those files, as the local runner does. The worker is started only once Ray place
 and the job's `started_at` is stamped again then: the record says when it began running, not when it was sent (an audit's
 check compares with it), and a job cancelled while it waits for a node ends at once. A job Ray has not placed in
 `place_wait_s` (10 s: no node has the GPU, CPUs or memory it asks for free) gives its slot among the runner's
-`workers` back and waits queued, its log tail saying for what (`_give_back`): one tenant's GPU jobs never keep
+`workers` back and waits queued until what it asks for is free, its log tail saying for what (`_give_back`): one tenant's GPU jobs never keep
 another tenant's jobs from the workers.
 
 Because the actor is detached, it outlives the service: `stop()` leaves running jobs running, and
@@ -51,7 +51,13 @@ ATTACH_WAIT_S = 30.0  # the longest a starting runner waits for a running job's 
 # the longest a job sent to Ray holds one of the runner's `workers` while Ray places its actor nowhere (no node has what
 # it asks for free: a GPU no node has, or every GPU busy); then it is queued again, its slot free for the next job
 PLACE_WAIT_S = 10.0
-PLACE_RETRY = 3  # a job given back is sent again PLACE_RETRY times its wait later at the earliest (a worker free then)
+# the bounds of `place_wait_s` (setting ray_place_wait_s): below a second a Ray actor's process has not started (1-2 s
+# measured here), so every job was given back at each send; the most one send of a job may hold a worker (the wait of
+# a job whose actor Ray placed but was slow to start doubles per give-back: `_give_back`)
+MIN_PLACE_WAIT_S, MAX_PLACE_WAIT_S = 1.0, 3600.0
+# a job given back is sent again once the cluster has what it asks for free (`_may_start`), else PLACE_RETRY times its
+# wait later at the earliest (a worker free then; an autoscaler sees its demand only while it is sent)
+PLACE_RETRY = 3
 WAITING = "waiting for resources: "  # how the log tail's line about a job given back begins
 
 
@@ -183,6 +189,12 @@ class JobProcess:
             self.process.wait()
 
 
+@dataclass(frozen=True)
+class _Hold:
+    until: float  # time.monotonic() before which a job given back is not sent again, unless what it asks for frees up
+    free: bool  # the cluster had what it asks for free at the give-back (`RayJobRunner._free_for`): none of it freed up since
+
+
 @dataclass
 class _Attached:
     job_id: str
@@ -192,6 +204,8 @@ class _Attached:
     placing: object | None = None
     before: float | None = None  # the job's `started_at` before this attempt: its record's again if it never ran
     sent_at: float = 0.0  # time.monotonic() of its send to Ray (`RayJobRunner.place_wait_s`)
+    wait_s: float = PLACE_WAIT_S  # how long this send may wait for Ray to place it before it is given back (`_give_back`)
+    free_at_send: bool = False  # the cluster had what it asks for free when it was sent (`RayJobRunner._free_for`)
     stamp: bool = True  # `started_at` is stamped when the worker is started (not for one attached to: `_recover`)
     stop_asked_at: float | None = None  # time.monotonic() of the cancel (`RunnerConfig.cancel_grace_s`)
     killed: bool = False  # its worker was sent SIGKILL, the cancel's SIGTERM not acted on
@@ -209,13 +223,18 @@ class RayJobRunner(LocalJobRunner):
         initialized in this process, else the one Ray's own RAY_ADDRESS names (`ray_address_named`), else starts a
         local one. Raises ConnectionError when nothing answers at the address (`check_ray_address`). `place_wait_s`:
         seconds a job sent to Ray holds one of `config.workers` while Ray places it nowhere; then it is queued again
-        (`_give_back`) and sent again PLACE_RETRY times as long later at the earliest. Raises ValueError when it is not
-        positive and finite."""
-        if not 0 < place_wait_s < float("inf"):
-            raise ValueError(f"`place_wait_s` must be positive and finite, got {place_wait_s}")
+        (`_give_back`) and sent again once the cluster has what it asks for free, else PLACE_RETRY times as long later
+        at the earliest; a job whose actor was slow to start waits twice as long at its next send. Raises ValueError
+        when it is not MIN_PLACE_WAIT_S to MAX_PLACE_WAIT_S seconds."""
+        if not MIN_PLACE_WAIT_S <= place_wait_s <= MAX_PLACE_WAIT_S:
+            raise ValueError(f"`place_wait_s` must be {MIN_PLACE_WAIT_S:g} to {MAX_PLACE_WAIT_S:g} seconds, got {place_wait_s}")
         self.place_wait_s = place_wait_s
-        # job id -> time.monotonic() before which a job given back (`_give_back`) is not sent again (`_may_start`)
-        self._given_back: dict[str, float] = {}
+        # job id -> until when a job given back (`_give_back`) is not sent again unless what it asks for frees up (`_may_start`)
+        self._given_back: dict[str, _Hold] = {}
+        # job id -> how long its next send waits to be placed, for a job given back whose actor Ray had placed but was slow
+        # to start (`_give_back`): twice its last wait
+        self._place_waits: dict[str, float] = {}
+        self._free: dict[str, float] | None = None  # `ray.available_resources()` asked in this `_launch` (`_free_for`)
         # tenant -> the turn (`JobStore.turn`'s count) its send to Ray took, kept after the send was given back: the record
         # goes back to before the send, but while this runner runs the tenant ranks as if it had that turn (`_turn`);
         # else its next queued job went first again, and a tenant's PLACE_RETRY + 1 jobs Ray could not place, sent one
@@ -338,6 +357,8 @@ class RayJobRunner(LocalJobRunner):
         running now, `started_at` now (the turn taken: it holds one of the runner's `workers`, for at most `place_wait_s`
         while Ray places it nowhere: `_give_back`), and stamped again when its worker is started."""
         kind, artifact, argv = self._worker_of(job)
+        self._free = None  # as Ray says now, after the sends before it
+        free = self._free_for(kind)
         resources = f"cpus={kind.cpus:g} gpus={kind.gpus:g} memory={kind.memory_mb}MB"
         placed = f"on Ray ({resources}), attempt {job.attempts + 1}: $ " + " ".join(argv[1:])
         self.store.path(job.id, "out").write_bytes(b"")  # a new attempt's output only
@@ -355,17 +376,49 @@ class RayJobRunner(LocalJobRunner):
         except BaseException:
             self._kill_actor(actor)
             raise
-        self._running[job.id] = _Attached(job.id, actor, None, placing=placing, before=job.started_at, sent_at=time.monotonic())
+        self._running[job.id] = _Attached(job.id, actor, None, placing=placing, before=job.started_at, sent_at=time.monotonic(),
+                                          wait_s=self._place_waits.get(job.id, self.place_wait_s), free_at_send=free)
 
     def _may_start(self, job: Job) -> bool:
-        """Whether queued `job` may be sent to Ray now: not while its wait after a give-back (`_give_back`) lasts."""
-        until = self._given_back.get(job.id)
-        if until is None:
+        """Whether queued `job` may be sent to Ray now: not while its hold after a give-back (`_give_back`) lasts, unless
+        the cluster now has what it asks for free (it could be placed: a job that waited for another's GPU goes once
+        that job ends, not PLACE_RETRY times its wait later)."""
+        hold = self._given_back.get(job.id)
+        if hold is None:
             return True
-        if time.monotonic() < until:
+        if time.monotonic() < hold.until and (hold.free or job.kind not in self.kinds or not self._free_for(self.kinds[job.kind])):
             return False
         del self._given_back[job.id]
         return True
+
+    def _actor_started(self, actor) -> bool | None:
+        """Whether Ray placed `actor` and started its process (its GCS actor table row names a pid while it is still
+        being created: its `__init__` or its worker's start is slow), False when it placed it nowhere yet (no pid), None
+        when Ray does not say (a `ray://` client, which reads no GCS table, or another Ray's table layout)."""
+        try:
+            from ray._private import state  # the public `ray.util.state` asks the dashboard, which this Ray may not run
+
+            row = state.actors(actor_id=actor._actor_id.hex())
+            return bool(row.get("Pid")) if isinstance(row, dict) else None
+        except Exception:
+            return None
+
+    def _free_for(self, kind: JobKind) -> bool:
+        """Whether the cluster has free, in all, the CPUs, GPUs and memory a job of `kind` asks for
+        (`ray.available_resources`: over every node, so one node may still lack part of it); False when Ray does not say.
+        Ray is asked once per `_launch` (each of its queued jobs given back asks here)."""
+        if self._free is None:
+            try:
+                self._free = self._ray.available_resources()
+            except Exception:
+                self._free = {}
+        free = self._free
+        asked = (("CPU", kind.cpus), ("GPU", kind.gpus), ("memory", kind.memory_mb * 2**20))
+        return all(free.get(name, 0) >= amount for name, amount in asked if amount > 0)
+
+    def _launch(self) -> None:
+        self._free = None  # the cluster's free resources, as Ray says now (`_free_for`)
+        super()._launch()
 
     def _turn(self, job: Job) -> tuple[int, int, float, str]:
         """As the local runner's (`LocalJobRunner._turn`), but a tenant whose job was given back (`_give_back`) ranks as
@@ -375,21 +428,33 @@ class RayJobRunner(LocalJobRunner):
         return max(turn, self._sent_turns.get(tenant_of(job.params), 0)), priority, created_at, job_id
 
     def _give_back(self, job: Job, attached: _Attached) -> None:
-        """Queue again `job`, sent to Ray `place_wait_s` ago and not placed yet (its actor's first call unanswered: Ray
-        placed it nowhere or, seldom, its process was slow to start; Ray tells the two apart only through its dashboard,
-        or a placement group per job): its actor removed (it runs no worker before it is placed), its slot among the
-        runner's `workers` free for the next queued job (one tenant's job waiting for a GPU kept every other tenant's
-        jobs waiting behind it, CPU-only audits included), its record as before the send (`started_at`, so its tenant's
-        turn in the records, and `attempts`: it never ran; this runner still ranks its tenant after the send: `_turn`),
-        its log tail ending with what it waits for (`WAITING`). Sent again PLACE_RETRY times `place_wait_s` later at the
-        earliest, when a worker is free and its turn comes (`_may_start`)."""
-        retry_s = PLACE_RETRY * self.place_wait_s
-        note = (f"{WAITING}Ray had not started it in {self.place_wait_s:g} s (no node had what it asks for free, or its actor was "
-                f"slow to start); it asks for {self._asked(self.kinds[job.kind])}; queued again, its worker slot given back; "
-                f"sent again in {retry_s:g} s at the earliest")
+        """Queue again `job`, sent to Ray `attached.wait_s` ago and not placed yet (its actor's first call unanswered: Ray
+        placed it nowhere or its process was slow to start): its actor removed (it runs no worker before it is placed),
+        its slot among the runner's `workers` free for the next queued job (one tenant's job waiting for a GPU kept every
+        other tenant's jobs waiting behind it, CPU-only audits included), its record as before the send (`started_at`, so
+        its tenant's turn in the records, and `attempts`: it never ran; this runner still ranks its tenant after the send:
+        `_turn`), its log tail ending with what it waits for (`WAITING`). Sent again, when a worker is free and its turn
+        comes, once the cluster has what it asks for free, else PLACE_RETRY times its wait later at the earliest
+        (`_may_start`; not early when it had that free already at the give-back: no node may have all of it). One whose
+        actor Ray placed but that was slow to start waits twice as long at its next send (at most MAX_PLACE_WAIT_S), so an
+        actor that always starts slower than `place_wait_s` runs at a later send, where until session 44 it was given back
+        at each, for good: Ray's actor table names its process (`_actor_started`), or the cluster had what it asks for
+        free at its send and no longer has (its actor holds it while its process starts). One Ray placed nowhere keeps
+        `place_wait_s`, and holds a worker no longer than that at each send."""
+        kind = self.kinds[job.kind]
+        self._free = None
+        free = self._free_for(kind)  # before its actor goes: what it holds, placed, is not what frees up later
+        slow = bool(self._actor_started(attached.actor)) or (attached.free_at_send and not free)
+        wait_s = min(2 * attached.wait_s, MAX_PLACE_WAIT_S) if slow else self.place_wait_s
+        retry_s = PLACE_RETRY * attached.wait_s
+        why = "Ray placed it, its actor slow to start" if slow else "no node had what it asks for free"
+        note = (f"{WAITING}Ray had not started it in {attached.wait_s:g} s ({why}); it asks for {self._asked(kind)}; queued "
+                f"again, its worker slot given back; sent again once the cluster has that free, else in {retry_s:g} s at the "
+                f"earliest, waiting {wait_s:g} s to be placed")
         log.info("job %s: %s", job.id, note)
         self._detach(job.id)
-        self._given_back[job.id] = time.monotonic() + retry_s
+        self._given_back[job.id] = _Hold(time.monotonic() + retry_s, free)
+        self._place_waits[job.id] = wait_s
         tenant = tenant_of(job.params)  # its send's turn, before the record below undoes it in the store
         self._sent_turns[tenant] = max(self._sent_turns.get(tenant, 0), self.store.turn(tenant))
         tail = [line for line in job.log_tail[:-1] if not line.startswith(WAITING)]  # not the send's line: it never ran
@@ -422,8 +487,8 @@ class RayJobRunner(LocalJobRunner):
             self._never_ran(job, state="cancelled")
             return False
         ready, _ = ray.wait([attached.placing], timeout=0)
-        if not ready:  # waiting for Ray to place the actor: at most `place_wait_s` in one of the runner's `workers`
-            if attached.stamp and time.monotonic() - attached.sent_at > self.place_wait_s:
+        if not ready:  # waiting for Ray to place the actor: at most `wait_s` in one of the runner's `workers`
+            if attached.stamp and time.monotonic() - attached.sent_at > attached.wait_s:
                 self._give_back(job, attached)
             return False
         try:
@@ -437,6 +502,7 @@ class RayJobRunner(LocalJobRunner):
             self._never_ran(job, state="failed", error=f"could not start on Ray: {exc}")
             return False
         attached.placing = None
+        self._place_waits.pop(job.id, None)
         if pid is not None:  # started by the last runner (attached to at `_recover`)
             return True
         if job.cancel_requested:
@@ -514,10 +580,12 @@ class RayJobRunner(LocalJobRunner):
             self._finished(job, code, progress, tail)
 
     def _forget_given_back(self) -> None:
-        """Drop what `_give_back` holds of jobs cancelled or purged meanwhile, and the sent turns of tenants that have
-        started a job since (their turn in the store is later)."""
+        """Drop what `_give_back` holds of jobs cancelled or purged meanwhile (and their grown waits, once they ended), and
+        the sent turns of tenants that have started a job since (their turn in the store is later)."""
         for job_id in [i for i in self._given_back if (j := self.store.get(i)) is None or j.state != "queued"]:
             del self._given_back[job_id]
+        for job_id in [i for i in self._place_waits if (j := self.store.get(i)) is None or j.state not in ACTIVE_STATES]:
+            del self._place_waits[job_id]
         for tenant in [t for t, turn in self._sent_turns.items() if self.store.turn(t) >= turn]:
             del self._sent_turns[tenant]
 

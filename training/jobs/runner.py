@@ -140,7 +140,8 @@ class LocalJobRunner:
         is told each time a job's worker is gone (it ended, failed, was cancelled, killed, purged, or
         stopped with the runner), once it can write nothing more, and for a worker that exited by itself
         before the job's final record is written, so a reader who sees the job ended sees its effect (e.g. the
-        vectors of a user deleted while it ran are removed from the embedding cache again); and when a job ends
+        vectors of a user deleted while it ran are removed from the embedding cache again), and again once that
+        record is written (what was noted for the job while its record still said running goes too); and when a job ends
         or goes with no worker ever started (cancelled or purged while queued, one that could not start, on Ray one
         never placed), once its record says so: nothing of it waits for another job's exit. An exception there is
         logged."""
@@ -236,8 +237,8 @@ class LocalJobRunner:
             return job
 
     def _exited(self, job_id: str) -> None:
-        """Tell `on_exit` that the job's worker is gone: called once it has exited (or was removed), before
-        the job's final record is written, so a reader who sees the job ended sees what `on_exit` did."""
+        """Tell `on_exit` that the job's worker is gone: called once it has exited (or was removed); for a worker that
+        exited by itself before the job's final record is written and again after it (`_ended`)."""
         if self.on_exit is not None:
             try:
                 self.on_exit(job_id)
@@ -455,10 +456,11 @@ class LocalJobRunner:
                 if running.process.poll() is not None and self._running.pop(job_id, None) is not None:
                     running.out.close()
                     running.err.close()
-                    self._exited(job_id)
                     job = self.store.get(job_id)
-                    if job is not None:  # its result never checked: neither its output nor its artifact is kept
-                        self._record(_failed(self._discard_artifact(job), f"the runner could not finish it: {_problem(exc)}"))
+                    if job is None:
+                        self._exited(job_id)
+                    else:  # its result never checked: neither its output nor its artifact is kept
+                        self._ended(_failed(self._discard_artifact(job), f"the runner could not finish it: {_problem(exc)}"))
 
     def _poll_one(self, job_id: str, running: _Running) -> None:
         job = self.store.get(job_id)
@@ -497,9 +499,8 @@ class LocalJobRunner:
         if running.over_memory_mb is not None:
             note = (f"memory cap exceeded: the worker held {running.over_memory_mb:.1f} MB of resident memory, over the cap "
                     f"of {self.config.memory_mb} MB (setting job_memory_mb); it was killed")
-            self._exited(job_id)
-            self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
-                                                                        log_tail=[*tail, note][-self.config.log_lines :])))
+            self._ended(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, finished_at=time.time(), error=note,
+                                                                       log_tail=[*tail, note][-self.config.log_lines :])))
             return
         self._finished(job, code, progress, tail, output)
 
@@ -517,8 +518,16 @@ class LocalJobRunner:
                 self._withdraw_all(final)
             except OSError as exc:
                 log.error("could not take job %s out of promotions.json: %s", job.id, _problem(exc))
-        self._exited(job.id)  # before the final record: whoever sees the job ended sees what on_exit did
+        self._ended(final)
+
+    def _ended(self, final: Job) -> None:
+        """Write `final`, the record of a job whose worker exited, telling `on_exit` before it (whoever sees the job ended
+        sees what `on_exit` did) and again after it: a reader of `active()` in between (a DELETE noting what the job may
+        embed, `Admin.forget_vectors_at_exit`) still saw it running, and what it noted then went only at another job's
+        exit, or the next start, until session 44."""
+        self._exited(final.id)
         self._record(final)
+        self._exited(final.id)
 
     def _record(self, job: Job) -> None:
         """Write the job's record; when that fails (a full disk), hold it in memory, so readers see
