@@ -1298,7 +1298,8 @@ class Store:
     def _operation_of(self, version: int) -> str | None:
         """The name of the Lance operation that committed `version` of the preferences table (`AddingCommits`), None
         when its transaction is not found. Raises OSError (or Lance's RuntimeError, ValueError) when it cannot be read
-        (the version's files removed by a purge). Called one call at a time (`AddingCommits`): the handle read from two
+        (the version's files removed by a purge), TypeError for a compaction's Rewrite that remapped indexes (Lance's
+        binding cannot build its `RewrittenIndex`, lance 14.0.2). Called one call at a time (`AddingCommits`): the handle read from two
         threads at once raises "Already borrowed"."""
         if self._transactions is None:  # one dataset handle, opened once: it reads any version's transaction
             import lance  # as lancedb's `to_lance` does: not at the top (seconds of imports)
