@@ -1027,9 +1027,13 @@ class Store:
         owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)) if name == "preferences" else []
         # a delete of the user cannot fall between the commit and the cache update, nor a load of their history land
         with self._lock, self.histories.writing(owners):
-            self._commit_rows(name, self.tables[name], data)
+            made_again = self._commit_rows(name, self.tables[name], data)
             self._after_write(name)
-            if owners:
+            if made_again:  # the table may hold some of `data` from another writer, which a cached history may hold
+                # too: grown by all of `data` it would hold them twice, a row more than the table, which another
+                # replica's new row of the user evens out for `_matches`' count (review rr44): dropped instead
+                self.histories.invalidate(owners)
+            elif owners:
                 self._grow_histories(data, owners)
 
     @_uses("preferences", "read")
@@ -1157,21 +1161,23 @@ class Store:
                 log.warning("a write to %s met another process's removal of old versions (%s); again on the newest version", name, exc)
                 table.checkout_latest()
 
-    def _commit_rows(self, name: str, table, data: pa.Table) -> None:
+    def _commit_rows(self, name: str, table, data: pa.Table) -> bool:
         """Append `data` in one commit (`_commit`). Made again, it appends only the rows the table
         lacks by their key (`APPEND_KEYS`): the first attempt may have committed (a commit is whole or
         absent), and a batch holds several writers' rows, any of which another replica may have stored
-        meanwhile (an idempotent retry moved by both), so no row is stored twice and none is dropped."""
-        again = False
+        meanwhile (an idempotent retry moved by both), so no row is stored twice and none is dropped.
+        Returns whether it was made again (then which rows of `data` this process appended is not known)."""
+        attempts = 0
 
         def append() -> None:
-            nonlocal again
-            rows = self._lacking(table, name, data) if again else data
-            again = True
+            nonlocal attempts
+            rows = self._lacking(table, name, data) if attempts else data
+            attempts += 1
             if rows.num_rows:
                 table.add(rows)
 
         self._commit(name, table, append)
+        return attempts > 1
 
     @staticmethod
     def _lacking(table, name: str, data: pa.Table) -> pa.Table:

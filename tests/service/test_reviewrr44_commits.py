@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from pluralign.store import Store
 from pluralign.store.tables import owner_filter
+from tests.service.test_left28_store_writes import meets_not_found
 from tests.service.test_store import DIM, prefs
 
 
@@ -47,3 +48,32 @@ def test_a_history_checked_between_a_compactions_two_commits_is_still_served(tmp
     assert b.count_preferences("t", "u") == 2  # before: TypeError out of the chat's search
     assert b._adding_commits.only_added(rewrites[0] - 1, rewrites[0]) is False  # read once, counted as a change
     assert b.count_preferences("t", "u") == 2
+
+
+def test_a_write_made_again_after_another_replica_stored_its_row_leaves_no_history_that_a_count_passes(tmp_path, monkeypatch):
+    """The case reviewrp44 left alone. b's feedback of u (row t-u-2) is found not held; another replica stores the same
+    row (the same feedback moved by both, an idempotent retry); a chat of u on b loads u's history, t-u-2 in it; b's
+    commit meets "Not found" and is made again with only the rows the table lacks (none), yet the cached history was
+    grown by every row of the batch: t-u-2 twice, one more row than the table holds. Once another replica stores a row
+    of u, the counts agree, and since the grown history kept the version it matched and every commit since only added
+    rows, the count passed it: u's new row was never searched, the duplicate was. (Before reviewrp44 the grown history
+    lost its version and the next check read its rows.) A write made again now drops its users' histories."""
+    a = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    b = Store(str(tmp_path), "enc", DIM, sync_seconds=0)
+    a.add_preferences(*prefs("t", "u", 2))
+    both, held = prefs("t", "u", 1, start=2), b.held_preferences
+
+    def held_then_stored_elsewhere(rows):
+        found = held(rows)  # t-u-2 not held yet ...
+        a.add_preferences(*both)  # ... then another replica stores it
+        assert len(b.history("t", "u")) == 3  # and a chat of u on b caches the user's history, t-u-2 in it
+        return found
+
+    monkeypatch.setattr(b, "held_preferences", held_then_stored_elsewhere)
+    calls = meets_not_found(monkeypatch, b.preferences, "add", committed=False)
+    b.add_preferences(*both)
+    assert len(calls) == 1 and b.preferences.count_rows(owner_filter("t", "u")) == 3  # made again: nothing lacking
+    later = prefs("t", "u", 1, start=3)
+    a.add_preferences(*later)  # another replica's new row of u: 4 rows, as many as the history grown twice held
+    assert sorted(b.history("t", "u").meta.column("pref_id").to_pylist()) == [f"t-u-{i}" for i in range(4)]
+    assert b.search("t", "u", later[1][0], 1)[0][0].pref_id == "t-u-3"
