@@ -1289,10 +1289,11 @@ class Store:
     def _matches(self, tenant: str, user_id: str, history: History, known: int | None, version: int) -> bool:
         """`_cached`'s check of `history`, known to match the table at version `known` (None: not known), against the
         table, now at `version`. When every commit since `known` only added rows (`AddingCommits`; another user's
-        feedback, a compaction), the user's rows can only have grown: a count of them (BITMAP index, no data page read)
-        tells, made at `version` (the table looked at again after it: not moved on meanwhile). Otherwise their ids and
-        arrival times are read and compared (`_same_rows`, ~3x the count's cost: before review rp44, what every check of
-        a table that had moved paid, a chat of each user idle past `sync_seconds` under load)."""
+        feedback, an index update; not a compaction, whose ReserveFragments is unnamed), the user's rows can only have
+        grown: a count of them (BITMAP index, no data page read) tells, made at `version` (the table looked at again
+        after it: not moved on meanwhile). Otherwise their ids and arrival times are read and compared (`_same_rows`,
+        ~3x the count's cost: before review rp44, what every check of a table that had moved paid, a chat of each user
+        idle past `sync_seconds` under load)."""
         if known is not None and self._adding_commits.only_added(known, version):
             if known == version:
                 return True
