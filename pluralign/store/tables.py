@@ -1052,9 +1052,13 @@ class Store:
         owners = list(zip(data.column("tenant").to_pylist(), data.column("user_id").to_pylist(), strict=True)) if name == "preferences" else []
         # a delete of the user cannot fall between the commit and the cache update, nor a load of their history land
         with self._lock, self.histories.writing(owners):
-            self._commit_rows(name, self.tables[name], data)
+            made_again = self._commit_rows(name, self.tables[name], data)
             self._after_write(name)
-            if owners:
+            if made_again:  # the table may hold some of `data` from another writer, which a cached history may hold
+                # too: grown by all of `data` it would hold them twice, a row more than the table, which another
+                # replica's new row of the user evens out for `_matches`' count (review rr44): dropped instead
+                self.histories.invalidate(owners)
+            elif owners:
                 self._grow_histories(data, owners)
 
     @_uses("preferences", "read")
@@ -1252,21 +1256,23 @@ class Store:
                 log.warning("a write to %s met another process's removal of old versions (%s); again on the newest version", name, exc)
                 table.checkout_latest()
 
-    def _commit_rows(self, name: str, table, data: pa.Table) -> None:
+    def _commit_rows(self, name: str, table, data: pa.Table) -> bool:
         """Append `data` in one commit (`_commit`). Made again, it appends only the rows the table
         lacks by their key (`APPEND_KEYS`): the first attempt may have committed (a commit is whole or
         absent), and a batch holds several writers' rows, any of which another replica may have stored
-        meanwhile (an idempotent retry moved by both), so no row is stored twice and none is dropped."""
-        again = False
+        meanwhile (an idempotent retry moved by both), so no row is stored twice and none is dropped.
+        Returns whether it was made again (then which rows of `data` this process appended is not known)."""
+        attempts = 0
 
         def append() -> None:
-            nonlocal again
-            rows = self._lacking(table, name, data) if again else data
-            again = True
+            nonlocal attempts
+            rows = self._lacking(table, name, data) if attempts else data
+            attempts += 1
             if rows.num_rows:
                 table.add(rows)
 
         self._commit(name, table, append)
+        return attempts > 1
 
     @staticmethod
     def _lacking(table, name: str, data: pa.Table) -> pa.Table:
@@ -1378,10 +1384,11 @@ class Store:
     def _matches(self, tenant: str, user_id: str, history: History, known: int | None, version: int) -> bool:
         """`_cached`'s check of `history`, known to match the table at version `known` (None: not known), against the
         table, now at `version`. When every commit since `known` only added rows (`AddingCommits`; another user's
-        feedback, a compaction), the user's rows can only have grown: a count of them (BITMAP index, no data page read)
-        tells, made at `version` (the table looked at again after it: not moved on meanwhile). Otherwise their ids and
-        arrival times are read and compared (`_same_rows`, ~3x the count's cost: before review rp44, what every check of
-        a table that had moved paid, a chat of each user idle past `sync_seconds` under load)."""
+        feedback, an index update; not a compaction, whose ReserveFragments is unnamed), the user's rows can only have
+        grown: a count of them (BITMAP index, no data page read) tells, made at `version` (the table looked at again
+        after it: not moved on meanwhile). Otherwise their ids and arrival times are read and compared (`_same_rows`,
+        ~3x the count's cost: before review rp44, what every check of a table that had moved paid, a chat of each user
+        idle past `sync_seconds` under load)."""
         if known is not None and self._adding_commits.only_added(known, version):
             if known == version:
                 return True
@@ -1393,7 +1400,8 @@ class Store:
     def _operation_of(self, version: int) -> str | None:
         """The name of the Lance operation that committed `version` of the preferences table (`AddingCommits`), None
         when its transaction is not found. Raises OSError (or Lance's RuntimeError, ValueError) when it cannot be read
-        (the version's files removed by a purge). Called one call at a time (`AddingCommits`): the handle read from two
+        (the version's files removed by a purge), TypeError for a compaction's Rewrite that remapped indexes (Lance's
+        binding cannot build its `RewrittenIndex`, lance 14.0.2). Called one call at a time (`AddingCommits`): the handle read from two
         threads at once raises "Already borrowed"."""
         if self._transactions is None:  # one dataset handle, opened once: it reads any version's transaction
             import lance  # as lancedb's `to_lance` does: not at the top (seconds of imports)
