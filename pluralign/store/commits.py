@@ -45,7 +45,7 @@ class AddingCommits:
 
     def only_added(self, since: int, to: int) -> bool:
         """Whether every commit of the versions after `since` up to `to` is known to have only added rows (False when
-        one did not, when more than MAX_UNREAD were unknown, or `to` is before `since` or KEPT versions after it)."""
+        one did not, when more than MAX_UNREAD were unknown (none of them then read), or `to` is before `since` or KEPT versions after it)."""
         if to < since or to - since > KEPT:
             return False
         versions = range(since + 1, to + 1)
@@ -54,7 +54,9 @@ class AddingCommits:
         if not all(known.values()):
             return False
         unknown = [version for version in versions if version not in known]
-        return all(self._only_adds(version) for version in unknown[:MAX_UNREAD]) and len(unknown) <= MAX_UNREAD
+        # more unknown than a check reads: none read, the caller reads the rows (its history then matches the newest
+        # version, so its next check starts from there); reading MAX_UNREAD first cost about twice that read (review rr44)
+        return len(unknown) <= MAX_UNREAD and all(self._only_adds(version) for version in unknown)
 
     def _only_adds(self, version: int) -> bool:
         with self._reading:

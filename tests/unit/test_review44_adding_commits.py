@@ -28,8 +28,9 @@ def test_only_commits_that_add_rows_let_a_count_tell_and_each_version_is_read_on
     assert sorted(asked) == list(range(2, 10))  # each once
     assert not seen.only_added(6, 5) and not seen.only_added(9, 10 + KEPT)  # backwards, or too far: not read
     assert len(asked) == 8
-    assert not seen.only_added(9, 10 + MAX_UNREAD)  # one more unknown than a check reads: MAX_UNREAD of them read
-    assert len(asked) == 8 + MAX_UNREAD and seen.only_added(9, 10 + MAX_UNREAD)  # the next check goes on from there
+    assert not seen.only_added(9, 10 + MAX_UNREAD)  # one more unknown than a check reads: none read (the rows are)
+    assert len(asked) == 8  # until the session's end: MAX_UNREAD of them read, then the rows, about twice the rows' read
+    assert seen.only_added(9, 9 + MAX_UNREAD) and len(asked) == 8 + MAX_UNREAD  # as many as a check reads: read
     monkeypatch.setattr(commits, "KEPT", 3)
     assert seen.only_added(30, 32) and len(seen._adding) == 3  # the oldest versions' operations forgotten
 
