@@ -156,19 +156,6 @@ def test_a_feature_of_a_collinear_group_is_not_said_surer_than_the_posterior_is(
     assert p_more["c1"] == NormalDist().cdf(mean[1] / np.sqrt(cov[1, 1])) and 1 - p_more["c1"] <= below, p_more
 
 
-def read_in_full(design, mean, cov, prior_mean, prior_precision, v, points=20_001):
-    """P(v . beta > 0) along the conditional-mean path with the likelihood read at every point (no interpolation)."""
-    var = v @ cov @ v
-    step, s0, sd = cov @ v / var, v @ mean, np.sqrt(var)
-    half = 10 * max(sd, np.sqrt(v @ (v / prior_precision))) + abs(s0)
-    s = np.unique(np.r_[np.linspace(-half, half, points), s0 + np.linspace(-10 * sd, 10 * sd, points), 0.0])
-    margins = design @ mean + (s - s0)[:, None] * (design @ step)
-    betas = mean + (s - s0)[:, None] * step  # (S, D)
-    log_post = -np.logaddexp(0.0, -margins).sum(1) - 0.5 * (((betas - prior_mean) ** 2) * prior_precision).sum(1)
-    density = np.exp(log_post - log_post.max())
-    return np.trapezoid(density[s >= 0], s[s >= 0]) / np.trapezoid(density, s)
-
-
 @pytest.mark.parametrize(("seed", "sampling"), [(4, 0.194), (39, 0.818)])
 def test_a_features_path_narrower_than_its_laplace_spread_is_read_where_its_mass_is(seed, sampling):
     """Feature 0 moved "less" in each of 30 comparisons, feature 1 in about a fifth of them by a few units: along
@@ -176,6 +163,7 @@ def test_a_features_path_narrower_than_its_laplace_spread_is_read_where_its_mass
     likelihood's 33 points were spaced by, so their interpolation misplaced the mass: 0.111 (`likely` less) where
     the path read in full says 0.169 and sampling 0.194 (`uncertain`); 0.879 (`likely` more) against 0.837 and
     0.818. The likelihood is now read again wherever the interpolant misses it."""
+    from benchmarks.joint_direction import read_in_full
     from pluralign.user.collinear import path_probabilities
     from pluralign.user.summary import level
 
