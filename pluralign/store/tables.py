@@ -1533,6 +1533,17 @@ class Store:
             return int(history.meta.column("tie").to_numpy(zero_copy_only=False).astype(bool).sum())
         return self.preferences.count_rows(owner_filter(tenant, user_id) + " AND tie = true")
 
+    @_uses("preferences", "read")
+    def count_unpaired(self, tenant: str, user_id: str) -> int:
+        """How many of the user's rows hold one answer and no tie (a rating of an answer that had no other to
+        compare it with): rows a pairwise reward cannot learn from. With `count_comparisons` and `count_ties`,
+        every row of the user."""
+        history = self._cached(tenant, user_id)
+        if history is not None:
+            tie = history.meta.column("tie").to_numpy(zero_copy_only=False).astype(bool)
+            return int((~tie & ~history.comparison).sum())
+        return self.preferences.count_rows(owner_filter(tenant, user_id) + " AND tie = false AND rejected = ''")
+
     def comparisons(self, tenant: str, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(prompt, chosen, rejected) vectors, each (N, dim), of the user's strict comparisons."""
         return self.history(tenant, user_id).comparison_set()[:3]

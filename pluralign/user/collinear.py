@@ -33,7 +33,7 @@ Shapes: N comparisons, D coefficients, F named features, G features in a group.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from statistics import NormalDist
 
 import numpy as np
@@ -41,11 +41,15 @@ import numpy as np
 from pluralign.data.record import Base
 
 COLLINEAR_COSINE = 0.9  # |cos| between two features' difference columns at which the data cannot separate them
-# where the likelihood is read along a path: around the mode, in Laplace sds (0.5 apart out to 4: a separable
-# feature's cliff, crossed by another feature's path, is missed at 1 apart), and NODES_WIDE points out to the prior's tails
-AROUND = np.r_[-10.0, -8.0, -6.0, np.arange(-4.0, 4.01, 0.5), 6.0, 8.0, 10.0]
+# where the likelihood is first read along a path: around the mode, in Laplace sds, and NODES_WIDE points out to the
+# prior's tails; then between them wherever the interpolant misses it (`_read_likelihood`: a separable feature's
+# cliff, crossed by another feature's path, can make the density along it far narrower than the Laplace sd)
+AROUND = np.r_[-10.0, -8.0, -6.0, np.arange(-4.0, 4.01, 1.0), 6.0, 8.0, 10.0]
 NODES_WIDE = 9
 FINE = 1000  # points of each of the integral's two grids over s (the mode's and the prior's)
+CHECK_TOL = 0.001  # nats: the cubic Hermite interpolant of the log-likelihood, checked at each interval's midpoint
+MASS_NATS = 20.0  # an interval this far below the path's highest log-posterior holds no mass worth checking
+REFINE_ROUNDS = 8  # at most this many halvings of an interval whose midpoint missed (`_read_likelihood`)
 _PHI = NormalDist().cdf
 MIN_MOVED = 1e-9  # a feature whose differences are all below this never moved: it is in no group
 
@@ -110,11 +114,12 @@ def path_probabilities(design: np.ndarray, mean: np.ndarray, cov: np.ndarray, pr
     covariance (D, D), its Gaussian prior's mean (D,) and precision (D,) or (D, D). Returns (M,) each:
     the mode of s, its Laplace sd, and the posterior probability that s > 0, integrated along the
     conditional-mean path (module docstring). The likelihood, the costly part (N terms a point), is
-    read at len(AROUND) + NODES_WIDE + 1 points of each path, with its slope, and put between them by
-    cubic Hermite interpolation; the prior is exact at each of the 2 * FINE points of the integral.
-    Within 5e-4 of a 20,001-point integral on benchmarks/joint_direction.py's cases (1-400
-    comparisons, separable and noisy users, a stated prior), where the 203 points read in full
-    before were within 1.7e-3, at a sixth of the likelihood's cost."""
+    read at len(AROUND) + NODES_WIDE + 1 points of each path, with its slope, and again between them
+    wherever their cubic Hermite interpolant misses it (`_read_likelihood`); the prior is exact at each
+    of the 2 * FINE points of the integral. Session 44 read 33 fixed points, within 5e-4 of a 20,001-point
+    integral on benchmarks/joint_direction.py's cases but up to 0.3 off beside a separable feature whose
+    cliff narrows the path (tests/unit/test_collinear.py; BENCHMARKS.md, reviewpf44); the reads are
+    checked since, ~37 a path for a noisy user of 10,000 comparisons."""
     prec = np.diag(prior_precision) if np.ndim(prior_precision) == 1 else np.asarray(prior_precision)
     directions = np.asarray(directions, np.float64).reshape(len(mean), -1)  # (D, M)
     along = cov @ directions  # (D, M)
@@ -128,24 +133,65 @@ def path_probabilities(design: np.ndarray, mean: np.ndarray, cov: np.ndarray, pr
     p_more = (s0 > 0).astype(np.float64)  # a point mass, where var is 0
     off = mean - prior_mean
     for m in np.flatnonzero(var > 0):
+        step = steps[:, m]
+        # the prior's quadratic along the path, in t = s - s0: off + t step
+        quad = (off @ prec @ off, off @ prec @ step, step @ prec @ step)
+        log_prior = lambda s, m=m, q=quad: -0.5 * (q[0] + 2 * (s - s0[m]) * q[1] + (s - s0[m]) ** 2 * q[2])  # noqa: E731
         # around the mode (the Laplace spread), out to the prior's tails, and 0 itself: the probability is
         # cut there, and a 400-comparison posterior can be narrower than the wide steps
         half = 10.0 * max(sd[m], prior_sd[m]) + abs(s0[m])
         nodes = np.unique(np.concatenate([np.linspace(-half, half, NODES_WIDE), s0[m] + sd[m] * AROUND, [0.0]]))  # (S,)
-        margins = at_mode[None, :] + (nodes - s0[m])[:, None] * per_s[None, :, m]  # (S, N)
-        small = np.exp(-np.abs(margins))
-        # log sigmoid(m) = -(max(-m, 0) + log1p(exp(-|m|))), ~5x faster here than np.logaddexp
-        log_lik = -(np.maximum(-margins, 0.0) + np.log1p(small)).sum(axis=1)  # (S,)
-        slope = (np.where(margins >= 0, small, 1.0) / (1.0 + small) * per_s[None, :, m]).sum(axis=1)  # d log_lik / ds: sigmoid(-m) b
+        nodes, log_lik, slope = _read_likelihood(nodes, at_mode, per_s[:, m], s0[m], log_prior)
         s = np.unique(np.concatenate([np.linspace(-half, half, FINE), s0[m] + np.linspace(-10 * sd[m], 10 * sd[m], FINE), nodes]))
-        t = s - s0[m]  # the prior's quadratic along the path, in t: off + t step
-        step = steps[:, m]
-        log_prior = -0.5 * (off @ prec @ off + 2 * t * (off @ prec @ step) + t**2 * (step @ prec @ step))
-        density = np.exp((log_post := _hermite(nodes, log_lik, slope, s) + log_prior) - log_post.max())
+        density = np.exp((log_post := _hermite(nodes, log_lik, slope, s) + log_prior(s)) - log_post.max())
         total = np.trapezoid(density, s)
         right = s >= 0
         p_more[m] = np.trapezoid(density[right], s[right]) / total if total > 0 else 0.5
     return s0, sd, p_more
+
+
+def _log_likelihood(s: np.ndarray, at_mode: np.ndarray, per_s: np.ndarray, s0: float) -> tuple[np.ndarray, np.ndarray]:
+    """The Bradley-Terry log-likelihood (S,) at points s (S,) of a path whose margins are at_mode + (s - s0) per_s
+    (N,) each, and its slope d/ds (S,)."""
+    margins = at_mode[None, :] + (s - s0)[:, None] * per_s[None, :]  # (S, N)
+    small = np.exp(-np.abs(margins))
+    # log sigmoid(m) = -(max(-m, 0) + log1p(exp(-|m|))), ~5x faster here than np.logaddexp
+    log_lik = -(np.maximum(-margins, 0.0) + np.log1p(small)).sum(axis=1)
+    slope = (np.where(margins >= 0, small, 1.0) / (1.0 + small) * per_s[None, :]).sum(axis=1)  # sigmoid(-m) b
+    return log_lik, slope
+
+
+def _read_likelihood(nodes: np.ndarray, at_mode: np.ndarray, per_s: np.ndarray, s0: float,
+                     log_prior: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The likelihood along a path read at sorted `nodes` (S,) and wherever its cubic Hermite interpolant
+    between them is not yet within CHECK_TOL of it: the midpoint of each interval that may hold posterior
+    mass is read too and kept, and an interval whose midpoint missed is halved again (at most
+    REFINE_ROUNDS times). Where another feature's cliff crosses the path, the density along it can be
+    far narrower than the Laplace sd the nodes are spaced by (a feature moved in a fifth of 30
+    comparisons beside one they all moved one way: 0.111 read off 33 fixed points, 0.169 in full, 0.194
+    by sampling). For a Gaussian-like path the first check passes (a cubic is exact for a quadratic), so
+    a noisy user's path costs ~37 reads. Returns (nodes, log-likelihood, slope), (S',) each."""
+    log_lik, slope = _log_likelihood(nodes, at_mode, per_s, s0)
+    open_ = np.ones(len(nodes) - 1, bool)  # (S - 1,) intervals whose interpolant is not yet checked
+    for _ in range(REFINE_ROUNDS):
+        mid = (nodes[:-1] + nodes[1:]) / 2
+        guess = _hermite(nodes, log_lik, slope, mid)
+        ends = log_lik + log_prior(nodes)
+        top = max(ends.max(), (guess + log_prior(mid)).max())
+        # an interval that may hold mass: either end or the interpolant's midpoint within MASS_NATS of the top
+        held = np.maximum(np.maximum(ends[:-1], ends[1:]), guess + log_prior(mid)) > top - MASS_NATS
+        ask = np.flatnonzero(open_ & held & (mid > nodes[:-1]) & (mid < nodes[1:]))  # (an interval too narrow to halve: done)
+        if not len(ask):
+            break
+        read, read_slope = _log_likelihood(mid[ask], at_mode, per_s, s0)
+        order = np.argsort(np.concatenate([nodes, mid[ask]]), kind="stable")
+        nodes = np.concatenate([nodes, mid[ask]])[order]
+        log_lik, slope = np.concatenate([log_lik, read])[order], np.concatenate([slope, read_slope])[order]
+        halved = np.zeros(len(open_), bool)
+        halved[ask] = True
+        open_[ask] = np.abs(read - guess[ask]) > CHECK_TOL  # both halves of one whose midpoint missed stay open
+        open_ = np.repeat(open_, np.where(halved, 2, 1))
+    return nodes, log_lik, slope
 
 
 def _hermite(x: np.ndarray, y: np.ndarray, slope: np.ndarray, at: np.ndarray) -> np.ndarray:

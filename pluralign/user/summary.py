@@ -51,7 +51,7 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     """One named feature: the user's weight on it and what that means."""
 
     feature: str
-    direction: str | None  # "more" or "less": the sign of the weight; None below z = 0.25 (no preference learned)
+    direction: str | None  # "more" or "less": the likelier sign of the weight; None where `probability` < Phi(0.25) (no preference learned)
     weight: float  # posterior mean (reward per unit of the feature; features move ~1 between answers)
     sd: float  # posterior standard deviation
     confidence: str  # "confident" (probability >= Phi(2)), "likely" (>= Phi(1)) or "uncertain"

@@ -643,8 +643,8 @@ def described_prototypes(rt: Runtime, tenant: str, rewards: UserRewards) -> list
 
 
 def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, comparisons: int, preferences: int | None = None) -> UserSummary:
-    """The user's `UserSummary`; `preferences`: how many preference rows the user has (the profile's count),
-    of which those that are not `comparisons` are said not to be counted (ties, ratings with nothing to compare)."""
+    """The user's `UserSummary`; `preferences`: how many preference rows the user has (the profile's count): where
+    they are more than `comparisons`, its ties and unpaired ratings are counted and said not to be learned from."""
     rewards = weights.rewards or rt.rewards
     stated = weights.stated.preferences
     if weights.state is not None:  # what the comparisons alone say on stated features was fitted with the state
@@ -661,11 +661,13 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         sentences = ["no preference about how answers are written is settled yet"]
     sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
                      + (f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""))
-    others = max(0, (preferences or 0) - comparisons)  # rows the model does not learn from
-    ties = min(others, rt.store.count_ties(tenant, user_id)) if others else 0
-    sentences.append(based_on(comparisons, ties, others - ties))
+    # each kind counted as stored, only for a user with rows past their comparisons: the difference alone took a
+    # comparison stored since the fit (in `preferences`, not in `comparisons`) for a tie or a rating
+    ties, unpaired = (rt.store.count_ties(tenant, user_id), rt.store.count_unpaired(tenant, user_id)) \
+        if (preferences or 0) > comparisons else (0, 0)
+    sentences.append(based_on(comparisons, ties, unpaired))
     return UserSummary(
-        comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint, ties=ties, unpaired_ratings=others - ties,
+        comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint, ties=ties, unpaired_ratings=unpaired,
         nearest_prototype=NearestPrototype(prototype=nearest, weight=round(float(protos[nearest]), 4),
                                            highest=described.highest, lowest=described.lowest),
     )

@@ -763,3 +763,45 @@ def test_the_last_sentence_names_ties_and_lone_ratings_in_number():
                                  "the model learns from comparisons with a winner")
     assert based_on(3, 2, 1) == ("based on 3 comparisons; your 2 ties (neither answer better) and 1 rating of an answer "
                                  "with no other to compare it with are not counted: the model learns from comparisons with a winner")
+
+
+def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc, monkeypatch):
+    """A comparison that lands between the fit a profile read serves and the profile's count of the user's rows
+    (another request's feedback, moved in by the ingest worker meanwhile) is in `counts.preferences` but not in
+    the fit's `comparisons`. The summary took every row past those for a tie or a rating (`ties` as counted, the
+    rest ratings), and told a user who never rated an answer "your 1 tie (...) and 1 rating of an answer with no
+    other to compare it with are not counted"."""
+    import time
+    import uuid
+
+    import numpy as np
+
+    from pluralign.store import StoredPreference
+
+    rt = svc.runtime
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy}
+            for topic, plain, wordy in zip(TOPICS[:2], PLAIN_ANSWERS, WORDY_ANSWERS, strict=False)]
+    rows.append({"prompt": "Tips on sleep?", "chosen": PLAIN_ANSWERS[2], "rejected": WORDY_ANSWERS[2], "tie": True})
+    with svc.client() as c:
+        import_rows(c, "raced", rows)
+        assert c.get("/v1/users/raced").json()["summary"]["ties"] == 1
+    count, landed = rt.store.count_preferences, []
+
+    def after_a_comparison_lands(tenant: str, user_id: str) -> int:
+        if user_id == "raced" and not landed:
+            now = time.time()
+            landed.append(StoredPreference(tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, prompt="Tips on money?",
+                                           chosen=PLAIN_ANSWERS[3], rejected=WORDY_ANSWERS[3], kind="comparison",
+                                           created_at=now, received_at=now))
+            vectors = np.zeros((1, rt.store.dim), np.float32)
+            rt.store.add_preferences(landed, vectors, vectors, vectors)
+        return count(tenant, user_id)
+
+    monkeypatch.setattr(rt.store, "count_preferences", after_a_comparison_lands)
+    with svc.client() as c:
+        profile = c.get("/v1/users/raced").json()
+    summary = profile["summary"]
+    assert landed and profile["counts"]["preferences"] == 4 and summary["comparisons"] == 2, profile
+    assert summary["ties"] == 1 and summary["unpaired_ratings"] == 0, summary
+    assert summary["sentences"][-1] == ("based on 2 comparisons; your 1 tie (neither answer better) is not counted: "
+                                        "the model learns from comparisons with a winner"), summary["sentences"]

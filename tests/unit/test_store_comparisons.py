@@ -31,6 +31,20 @@ def test_a_fit_reads_the_users_strict_comparisons_and_ties_apart(tmp_path):
     assert store.count_preferences("t", "ann") == 4 and store.count_preferences("t", "bob") == 1
 
 
+def test_the_rows_a_fit_does_not_learn_from_are_counted_apart_from_the_table_and_from_the_cache(tmp_path):
+    """Ties (a rating of 3 too) and ratings of an answer with no rival, each counted as it is stored (the
+    summary's `ties` and `unpaired_ratings`), the same from the table as from the cached history."""
+    store = Store(str(tmp_path / "db"), "enc", 2)
+    rows = [row("ann", 1, "r1"), row("ann", 2, "r2", tie=True), row("ann", 3, "", tie=True, kind="rating"),
+            row("ann", 4, "", kind="rating"), row("ann", 5, "", kind="rating"), row("bob", 6, "", kind="rating")]
+    store.add_preferences(rows, np.ones((6, 2), np.float32), np.ones((6, 2), np.float32), np.ones((6, 2), np.float32))
+    assert store.histories.peek(("t", "ann")) is None and store.histories.peek(("t", "bob")) is None
+    for _ in ("the table", "the cached histories"):
+        assert (store.count_comparisons("t", "ann"), store.count_ties("t", "ann"), store.count_unpaired("t", "ann")) == (1, 2, 2)
+        assert (store.count_ties("t", "bob"), store.count_unpaired("t", "bob")) == (0, 1)
+        store.history("t", "ann"), store.history("t", "bob")  # cached from now on
+
+
 def test_the_nearest_shots_are_the_users_own_nearest_first_from_the_table_and_from_the_cache(tmp_path):
     """`search` (a chat's few-shot retrieval): the first read is a LanceDB vector search, later ones
     the cached history's; both give the user's own rows, nearest prompt first, and never another

@@ -39,3 +39,16 @@ def test_comparisons_that_say_nothing_on_a_stated_feature_give_no_direction_eith
     assert beliefs["length"].from_comparisons == "none (uncertain)"
     assert beliefs["length"].text == "prefers shorter answers (confident); you said you prefer shorter answers"
     assert beliefs["list_items"].from_comparisons == "more (confident)"
+
+
+def test_a_belief_resting_on_few_comparisons_says_so_unless_the_user_stated_it():
+    """The integrated probability (`p_more`) is what the sentence reads, not the Laplace Phi(mean / sd) (here 0.80,
+    `uncertain`); a feature fewer than 5 comparisons moved says how few, a stated one rests on the statement."""
+    beliefs = {b.feature: b for b in feature_beliefs(
+        state({"exclamations": (1.0, 1.2), "length": (1.5, 0.5)}, n=13, stated={"length": 1},
+              from_comparisons={"length": [0.5, 1.0]}, p_more={"exclamations": 0.9, "length": 0.999},
+              moved_in={"exclamations": 1, "length": 2}, p_more_from_comparisons={"length": 0.9}), {"length": "more"})}
+    assert beliefs["exclamations"].text == "prefers exclamation marks (likely, from 1 of your 13 comparisons)"
+    assert (beliefs["exclamations"].probability, beliefs["exclamations"].moved_in) == (0.9, 1)
+    assert beliefs["length"].text == "prefers longer answers (confident); you said you prefer longer answers"
+    assert beliefs["length"].from_comparisons == "more (likely)"
