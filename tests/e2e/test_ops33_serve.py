@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
+from tests.e2e.test_crash39_kills import NO_GENERATOR
 from tests.e2e.test_e2e_serve import ServeProcess
 
 UNTRAINED = re.compile(r"^pluralign: warning: .*UNTRAINED", re.M)
@@ -38,17 +39,17 @@ def test_a_start_without_persona_data_prints_one_loud_untrained_line_and_serves(
         proc.stop()
 
 
-def test_the_shared_data_is_found_beside_the_checkout_from_any_working_folder(tmp_path, tiny_generator_dir, monkeypatch):
+def test_the_shared_data_is_found_beside_the_checkout_from_any_working_folder(tmp_path, monkeypatch):
     """Before: the default `../shared/data` was read from the working folder: `pluralign serve` started
     anywhere but the checkout's root served an untrained model although the data lay beside the checkout."""
     monkeypatch.delenv("PLURALIGN_SHARED_DATA", raising=False)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     beside = REPO.parent / "shared" / "data"
-    # generating in its own process: the start reaches the population model without a generation process's
-    # own start (torch and transformers imported again: 5-15 s on two busy cores), which this test does not need
-    proc = ServeProcess(tmp_path / "data", tiny_generator_dir, tmp_path / "data" / "pal", cwd=elsewhere, wait=False,
-                        PLURALIGN_CACHE_DIR=str(tmp_path / "cache"), PLURALIGN_GENERATION_PROCESS="false")
+    # no chat here: a generator loading no model (NO_GENERATOR) lets the start reach the population model without
+    # loading one (transformers imported and the tiny model read: 2.2 s of CPU, 20-25 s under load 18, suite44b)
+    proc = ServeProcess(tmp_path / "data", NO_GENERATOR, tmp_path / "data" / "pal", cwd=elsewhere, wait=False,
+                        PLURALIGN_CACHE_DIR=str(tmp_path / "cache"))
     try:  # the start names the folder it bootstraps from (or, without data there, the one it looked in): the whole line
         deadline = time.time() + 120
         while not re.search(r"(persona data from |UNTRAINED).*\n", log := proc.log.read_text()):
