@@ -1,0 +1,43 @@
+"""A researcher's own preference data (TRL rows with user ids, as Hugging Face `datasets` saves them) through
+pluralign's readers and the file protocol: what session trial44 found going wrong on it."""
+
+from __future__ import annotations
+
+from pluralign.data.io import read_rows
+from pluralign.data.splits import comparison_key, file_protocol
+
+
+def rows(user: str, n: int, prefers_short: bool = True) -> list[dict]:
+    out = []
+    for i in range(n):
+        short, long = f"Yes, at {i}.", f"Here is a longer answer, number {i}, with the reasons for it."
+        out.append({"user_id": user, "prompt": f"When should we meet, option {i}?",
+                    "chosen": short if prefers_short else long, "rejected": long if prefers_short else short})
+    return out
+
+
+def test_a_comparison_given_twice_never_lands_in_train_and_test_both():
+    """Before: a file holding each row twice (two exports concatenated, a retried import) was split row by row:
+    of the 18 test pairs of six users 12 were also training pairs, and `train pal --protocol file` reported
+    their accuracy as held-out. A row judged the other way round is the same comparison asked again too."""
+    data = [row for user, short in (("ann", True), ("bob", True), ("cat", False), ("émile", False)) for row in rows(user, 8, short)]
+    flipped = {**data[3], "chosen": data[3]["rejected"], "rejected": data[3]["chosen"]}
+    records, _ = read_rows(data + data + [flipped])
+    protocol = file_protocol(records)
+    trained = {(r.user_id, comparison_key(r)) for r in protocol.seen.train}
+    held_out = [(r.user_id, comparison_key(r)) for r in protocol.seen.val + protocol.seen.test]
+    assert held_out and not [key for key in held_out if key in trained]
+    validated = {(r.user_id, comparison_key(r)) for r in protocol.seen.val}
+    assert not validated & {(r.user_id, comparison_key(r)) for r in protocol.seen.test}
+    assert len(protocol.seen.train) + len(held_out) == len(records)
+    # without repeats the split is the one it always was: the first records of each user's shuffle to test, by count
+    once = file_protocol(read_rows(data)[0])
+    assert [len(once.seen.train), len(once.seen.val), len(once.seen.test)] == [20, 4, 8]
+
+
+def test_a_user_whose_rows_repeat_a_few_comparisons_is_left_out_as_too_few():
+    """Six copies of two comparisons are two comparisons: below the file protocol's five, the user is left out
+    (counted with their rows), not split into a test of a training pair."""
+    data = rows("ann", 8) + rows("bob", 2) * 3
+    protocol = file_protocol(read_rows(data)[0])
+    assert {r.user_id for r in protocol.seen.train} == {"ann"} and protocol.left_out == {"bob": 6}
