@@ -16,6 +16,7 @@ import gzip
 import io
 import itertools
 import json
+import math
 import os
 import re
 import zlib
@@ -38,6 +39,7 @@ from pluralign.data.record import (
     PreferenceError,
     TrlRow,
     created_at_problem,
+    margin_problem,
     pref_id_problem,
 )
 from pluralign.data.text import (
@@ -460,8 +462,8 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
     """Checks `row`'s margin and created_at, and puts its user_id (`default_user` when it has none, a number
     as a string), tie and attributes in the form `Preference` takes; PreferenceError naming the field."""
     margin = row.get("margin")
-    if isinstance(margin, (int, float)) and not isinstance(margin, bool) and not 0 <= margin <= MAX_MARGIN:
-        raise PreferenceError(line, "margin", "must be >= 0 (how much better `chosen` is) and at most 1e6")
+    if isinstance(margin, (int, float)) and not isinstance(margin, bool) and (problem := margin_problem(margin)) is not None:
+        raise PreferenceError(line, "margin", problem)
     if (problem := created_at_problem(row.get("created_at"))) is not None:  # Parquet's NaN, JSON's 1e999, -5, 1e300, "2024-05-01"
         raise PreferenceError(line, "created_at", problem)
     if (problem := pref_id_problem(row.get("pref_id"))) is not None:
@@ -593,6 +595,9 @@ def _decode_line(number: int, raw: bytes) -> Any:
     except msgspec.DecodeError as exc:
         if (hint := _malformed_hint(raw, str(exc))) is None:
             raise _json_array(number, f"malformed JSON ({exc}); it opens a ") from None
+        if not hint and (constant := _non_json_constant(raw)) is not None:
+            raise PreferenceError(number, constant[0], f"`{constant[1]}` is not JSON (Python's json.dumps writes a float NaN or "
+                                  "infinity so; pandas' to_json writes null): write null, or leave the field out, for no value") from None
         if not hint and (lone := lone_surrogate_escape(raw)) is not None:
             raise PreferenceError(number, _top_field_at(raw, lone[0]), lone_surrogate_problem(lone[1], lone[0] + 1)) from None
         raise PreferenceError(number, None, f"malformed JSON ({exc}){hint}") from None
@@ -630,6 +635,26 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
 
 _JOINED_OBJECTS = re.compile(rb"}\s*{")
 _JOINED_BY_CR = re.compile(rb"}[ \t]*\r[ \t\r]*{")  # rows ended by a lone `\r`: one JSON line to a `\n` splitter
+
+
+def _non_json_constant(raw: bytes) -> tuple[str | None, str] | None:
+    """The top-level field (None: a value nested in one, or the line is no object) and the word (`NaN`, `Infinity`,
+    `-Infinity`) of the first non-JSON number in `raw` that Python's `json` reads, as its `dumps` writes one; None
+    when the line holds none."""
+    found: list[str] = []
+
+    def constant(word: str) -> float:
+        found.append(word)
+        return float(word)
+
+    try:
+        row = json.loads(raw.decode("utf-8"), parse_constant=constant)
+    except (ValueError, RecursionError):
+        return None
+    if not found:
+        return None
+    fields = [key for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)] if isinstance(row, dict) else []
+    return (fields[0] if fields else None), found[0]
 
 
 def _top_field_at(raw: bytes, offset: int) -> str | None:

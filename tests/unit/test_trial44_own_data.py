@@ -41,3 +41,28 @@ def test_a_user_whose_rows_repeat_a_few_comparisons_is_left_out_as_too_few():
     data = rows("ann", 8) + rows("bob", 2) * 3
     protocol = file_protocol(read_rows(data)[0])
     assert {r.user_id for r in protocol.seen.train} == {"ann"} and protocol.left_out == {"bob": 6}
+
+
+def test_a_nan_margin_is_named_as_nan_in_parquet_and_in_a_json_line(tmp_path, capsys):
+    """Before: a Parquet margin of NaN (`datasets.Dataset.from_list` keeps float('nan'); `to_parquet` writes it) was
+    "field `margin`: must be >= 0 ... and at most 1e6", the value unsaid; the same rows written with Python's
+    `json.dumps` (which writes `NaN`, not JSON) were "line 1: malformed JSON (... invalid character (byte 172))",
+    no field named. Now both name `margin` and what is wrong, and `data export` writes nothing."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.unit.clitools import cli
+
+    data = rows("ann", 6)
+    table = pa.Table.from_pylist([{**row, "margin": float("nan") if i == 1 else 1.0} for i, row in enumerate(data)])
+    pq.write_table(table, tmp_path / "prefs.parquet")
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps({**row, "margin": float("nan")}) + "\n" for row in data))
+    for name, where, word in (("prefs.parquet", "row 2", "nan"), ("prefs.jsonl", "line 1", "`NaN` is not JSON")):
+        out = tmp_path / f"out-{name}.jsonl"
+        code, stdout, err = cli(capsys, "data", "export", "--source", name.split(".")[1], "--path", str(tmp_path / name),
+                                "--out", str(out))
+        assert code == 2 and stdout == "" and "Traceback" not in err, err
+        assert f"{where}, field `margin`: " in err and word in err and "null" in err, err
+        assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["prefs.jsonl", "prefs.parquet"]
