@@ -822,16 +822,20 @@ def read_preferences(
     """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
     `row_to_preference`). Parquet is told by its content (the `PAR1` magic bytes), whatever the
     name; anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. A pipe (`--path <(zcat f)`,
-    `/dev/stdin`) is read once, whole, before its format is told. Raises FileNotFoundError when there is no file,
-    IsADirectoryError for a folder, PreferenceError naming the file on the first bad row (unless
+    `/dev/stdin`) is read once, whole, before its format is told. A folder that Hugging Face `Dataset.save_to_disk`
+    wrote is read as its rows (`_saved_dataset`; a `DatasetDict`'s is an error naming its splits). Raises
+    FileNotFoundError when there is no file, IsADirectoryError for another folder, PreferenceError naming the file on the first bad row (unless
     `skip_bad`) or when it holds no row."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "no preference file there", str(path))
+    saved = _saved_dataset(path) if path.is_dir() else None
     source = path if path.is_dir() else _source(path)  # a folder: a Parquet dataset's (pyarrow reads it), else IsADirectoryError
     unit: Literal["line", "row"] = "line"
     ready = False
-    if path.suffix == ".parquet" or _head(source, 4) == b"PAR1":
+    if saved is not None:
+        unit, rows = "row", _table_rows(saved)
+    elif path.suffix == ".parquet" or _head(source, 4) == b"PAR1":
         unit = "row"
         try:
             table = pq.read_table(source if isinstance(source, Path) else pa.BufferReader(source))
@@ -849,6 +853,38 @@ def read_preferences(
     if not records:
         raise PreferenceError(0, None, _nothing_read(report), path=str(path))
     return records, report
+
+
+def _saved_dataset(folder: Path) -> pa.Table | None:
+    """The rows of a folder Hugging Face `datasets` wrote with `Dataset.save_to_disk` (its `state.json` lists the
+    Arrow stream files holding them, in order), read with pyarrow alone; None for any other folder. A
+    `DatasetDict`'s folder (`dataset_dict.json`: one folder per split) raises PreferenceError naming its splits,
+    a state or Arrow file that cannot be read one naming that file."""
+    if (folder / "dataset_dict.json").is_file():
+        try:
+            splits = [str(split) for split in json.loads((folder / "dataset_dict.json").read_text())["splits"]]
+        except (ValueError, KeyError, TypeError):
+            splits = []
+        example = f" ({folder / splits[0]})" if splits else ""
+        raise PreferenceError(0, None, f"a Hugging Face DatasetDict saved with save_to_disk (splits: {', '.join(splits) or 'none'}): "
+                              f"give one split's folder{example}", path=str(folder))
+    if not (folder / "state.json").is_file():
+        return None
+    try:
+        names = [entry["filename"] for entry in json.loads((folder / "state.json").read_text())["_data_files"]]
+        if not all(isinstance(name, str) and name and Path(name).name == name for name in names):
+            raise ValueError("a data file is not a file name in the folder")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PreferenceError(0, None, f"state.json is not the state `datasets` save_to_disk writes ({exc})", path=str(folder)) from None
+    tables = []
+    for name in names:
+        try:
+            with pa.memory_map(str(folder / name)) as stream:
+                tables.append(pa.ipc.open_stream(stream).read_all())
+        except pa.ArrowInvalid as exc:
+            raise PreferenceError(0, None, f"{name}: not a whole Arrow stream file (truncated or another format): {exc}",
+                                  path=str(folder)) from None
+    return pa.concat_tables(tables) if tables else None
 
 
 def _table_rows(table: pa.Table) -> Iterable[tuple[int, Any]]:

@@ -66,3 +66,29 @@ def test_a_nan_margin_is_named_as_nan_in_parquet_and_in_a_json_line(tmp_path, ca
         assert code == 2 and stdout == "" and "Traceback" not in err, err
         assert f"{where}, field `margin`: " in err and word in err and "null" in err, err
         assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["prefs.jsonl", "prefs.parquet"]
+
+
+def test_a_folder_datasets_save_to_disk_wrote_reads_as_its_rows_and_a_dataset_dicts_names_its_splits(tmp_path, capsys, hf):
+    """Before: `--path` a `Dataset.save_to_disk` folder (how `datasets` users keep a set between sessions) was
+    "--path DIR: is a directory, not a file", and a `DatasetDict`'s the same, its splits unsaid. Now the Dataset's
+    folder reads as the rows `to_json` writes (filtered first: save_to_disk writes the kept rows), and the
+    DatasetDict's is an error naming its splits and the folder to give; nothing is written."""
+    from tests.unit.clitools import cli
+
+    data = [{**row, "prompt": [{"role": "user", "content": row["prompt"]}], "chosen": [{"role": "assistant", "content": row["chosen"]}],
+             "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+            for user in ("ann", "émile", "用户🙂") for row in rows(user, 6)]
+    hf.run("d = datasets.Dataset.from_list(rows).filter(lambda r: r['user_id'] != 'ann')\n"
+           "d.save_to_disk(folder + '/saved'); d.to_json(folder + '/saved.jsonl')\n"
+           "datasets.DatasetDict({'train': d, 'test': d.select(range(2))}).save_to_disk(folder + '/splits')",
+           rows=data, folder=str(tmp_path))
+    for path in ("saved", "saved.jsonl"):
+        code, stdout, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", str(tmp_path / path),
+                                "--out", str(tmp_path / f"{path}.out.jsonl"))
+        assert code == 0 and '"records":12' in stdout and '"users":2' in stdout, err
+    assert (tmp_path / "saved.out.jsonl").read_bytes() == (tmp_path / "saved.jsonl.out.jsonl").read_bytes()
+    code, stdout, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", str(tmp_path / "splits"),
+                            "--out", str(tmp_path / "splits.out.jsonl"))
+    assert code == 2 and stdout == "" and not (tmp_path / "splits.out.jsonl").exists(), err
+    assert (f"--path {tmp_path / 'splits'}: a Hugging Face DatasetDict saved with save_to_disk (splits: train, test): "
+            f"give one split's folder ({tmp_path / 'splits' / 'train'})") in err, err
