@@ -79,6 +79,15 @@ def _take(groups: list[list[Preference]], at_least: int, leave: int) -> list[Pre
     return taken
 
 
+def hold_out(pairs: list[Preference], n: int) -> tuple[list[Preference], list[Preference]]:
+    """(held out, rest) of `pairs`, in their order: the first `n` records (a few more where the last comparison
+    taken repeats: `comparison_key`, a repeat goes with the comparison it repeats), and the rest, one comparison at
+    least (so fewer are held out where repeats leave too few different ones). Without repeats: pairs[:n], pairs[n:]."""
+    groups = _repeats_together(pairs)
+    held = _take(groups, n, leave=1)
+    return held, [pair for group in groups for pair in group]
+
+
 def split_seen(
     users: dict[str, list[Preference]], seed: int, val: float = 0.1, test: float = 0.2
 ) -> SeenSplit:

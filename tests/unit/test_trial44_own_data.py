@@ -3,8 +3,12 @@ pluralign's readers and the file protocol: what session trial44 found going wron
 
 from __future__ import annotations
 
+import json
+
 from pluralign.data.io import read_rows
 from pluralign.data.splits import comparison_key, file_protocol
+from tests.service.tiny import tiny_generator_dir  # noqa: F401 (a fixture)
+from tests.unit.clitools import cli, write_jsonl
 
 
 def rows(user: str, n: int, prefers_short: bool = True) -> list[dict]:
@@ -48,12 +52,8 @@ def test_a_nan_margin_is_named_as_nan_in_parquet_and_in_a_json_line(tmp_path, ca
     "field `margin`: must be >= 0 ... and at most 1e6", the value unsaid; the same rows written with Python's
     `json.dumps` (which writes `NaN`, not JSON) were "line 1: malformed JSON (... invalid character (byte 172))",
     no field named. Now both name `margin` and what is wrong, and `data export` writes nothing."""
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from tests.unit.clitools import cli
 
     data = rows("ann", 6)
     table = pa.Table.from_pylist([{**row, "margin": float("nan") if i == 1 else 1.0} for i, row in enumerate(data)])
@@ -73,8 +73,6 @@ def test_a_folder_datasets_save_to_disk_wrote_reads_as_its_rows_and_a_dataset_di
     "--path DIR: is a directory, not a file", and a `DatasetDict`'s the same, its splits unsaid. Now the Dataset's
     folder reads as the rows `to_json` writes (filtered first: save_to_disk writes the kept rows), and the
     DatasetDict's is an error naming its splits and the folder to give; nothing is written."""
-    from tests.unit.clitools import cli
-
     data = [{**row, "prompt": [{"role": "user", "content": row["prompt"]}], "chosen": [{"role": "assistant", "content": row["chosen"]}],
              "rejected": [{"role": "assistant", "content": row["rejected"]}]}
             for user in ("ann", "émile", "用户🙂") for row in rows(user, 6)]
@@ -92,3 +90,16 @@ def test_a_folder_datasets_save_to_disk_wrote_reads_as_its_rows_and_a_dataset_di
     assert code == 2 and stdout == "" and not (tmp_path / "splits.out.jsonl").exists(), err
     assert (f"--path {tmp_path / 'splits'}: a Hugging Face DatasetDict saved with save_to_disk (splits: train, test): "
             f"give one split's folder ({tmp_path / 'splits' / 'train'})") in err, err
+
+
+def test_an_adapter_never_holds_out_a_comparison_it_trains_on(tmp_path, capsys, tiny_generator_dir):  # noqa: F811
+    """`train adapter` holds a fifth of the user's comparisons out and reports (and the service's promotion reads) its
+    accuracy on them. Before: a user's one comparison given five times (a retried choice, a file concatenated) held
+    one copy out and trained on the other four: "held_out": 1, "held_out_acc_after" measured on a trained pair.
+    Now a repeat goes with the comparison it repeats: nothing different is left to hold out, so none is."""
+    data = write_jsonl(tmp_path / "prefs.jsonl", rows("ann", 1) * 5)
+    code, out, err = cli(capsys, "train", "adapter", "--user", "ann", "--data", data, "--base", str(tiny_generator_dir),
+                         "--registry", str(tmp_path / "reg"), "--steps", "1", "--batch-size", "2")
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert (report["comparisons"], report["held_out"]) == (5, 0), report
