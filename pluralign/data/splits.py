@@ -129,8 +129,8 @@ def split_seen(
 def split_unseen(
     users: dict[str, list[Preference]], seed: int, query_fraction: float = 0.3, min_query: int = 10
 ) -> UnseenSplit:
-    """Per user: a fixed query set of max(min_query, round(n * query_fraction)) pairs, and the rest
-    as an ordered support pool. Raises ValueError naming `query_fraction` (not in [0, 1]) or
+    """Per user: a fixed query set of max(min_query, round(n * query_fraction)) pairs (a few more where the
+    last comparison taken repeats: its repeats go with it, `comparison_key`), and the rest as an ordered support pool. Raises ValueError naming `query_fraction` (not in [0, 1]) or
     `min_query` (negative)."""
     if not 0 <= query_fraction <= 1:
         raise ValueError(f"`query_fraction` must be a fraction in [0, 1], got {query_fraction!r}")
@@ -141,8 +141,9 @@ def split_unseen(
         pairs = list(users[user])
         random.Random(f"{seed}:{user}").shuffle(pairs)
         n_query = max(min_query, round(len(pairs) * query_fraction))
-        split.query[user] = pairs[:n_query]
-        split.support[user] = pairs[n_query:]
+        groups = _repeats_together(pairs)  # a comparison asked again is a query or in the pool, never both
+        split.query[user] = _take(groups, n_query, leave=0)
+        split.support[user] = [pair for group in groups for pair in group]
     return split
 
 

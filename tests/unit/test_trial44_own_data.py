@@ -4,9 +4,10 @@ pluralign's readers and the file protocol: what session trial44 found going wron
 from __future__ import annotations
 
 import json
+import random
 
 from pluralign.data.io import read_rows
-from pluralign.data.splits import comparison_key, file_protocol
+from pluralign.data.splits import comparison_key, file_protocol, split_unseen
 from tests.service.tiny import tiny_generator_dir  # noqa: F401 (a fixture)
 from tests.unit.clitools import cli, write_jsonl
 
@@ -37,6 +38,21 @@ def test_a_comparison_given_twice_never_lands_in_train_and_test_both():
     # without repeats the split is the one it always was: the first records of each user's shuffle to test, by count
     once = file_protocol(read_rows(data)[0])
     assert [len(once.seen.train), len(once.seen.val), len(once.seen.test)] == [20, 4, 8]
+
+
+def test_a_new_users_query_comparison_is_never_in_their_support_pool():
+    """The unseen-user protocol scores a user's query set after fitting them on the first k of their support pool.
+    Before: the pool and the query were cut from one shuffled list row by row, so a comparison the user gave twice
+    could be both a shot and a query (UKP's unseen workers: 2 of 1,693 query pairs were in the first 50 shots)."""
+    records, _ = read_rows(rows("ann", 12) * 2)
+    split = split_unseen({"ann": records}, seed=0, min_query=5)
+    asked = {comparison_key(r) for r in split.support["ann"]}
+    assert split.query["ann"] and not [r for r in split.query["ann"] if comparison_key(r) in asked]
+    assert len(split.query["ann"]) + len(split.support["ann"]) == 24
+    single = read_rows(rows("ann", 12))[0]
+    once = split_unseen({"ann": single}, seed=0, min_query=5)  # without repeats: the split by counts, as before
+    random.Random("0:ann").shuffle(single)
+    assert (once.query["ann"], once.support["ann"]) == (single[:5], single[5:])
 
 
 def test_a_user_whose_rows_repeat_a_few_comparisons_is_left_out_as_too_few():
