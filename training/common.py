@@ -496,7 +496,8 @@ def file_protocol_help() -> str:
     from pluralign.data import splits
 
     return ("file: a preference file given by --data (e.g. a snapshot of the service's feedback); its users with "
-            f"fewer than {splits.MIN_FILE_PAIRS} strict comparisons are left out, counted in users_left_out and left_out_pairs")
+            f"fewer than {splits.MIN_FILE_PAIRS} strict comparisons are left out, counted in users_left_out and left_out_pairs "
+            "(a comparison repeated counts once; its repeats are split together, never trained on and tested)")
 
 
 def left_out_users(protocol) -> dict[str, int]:

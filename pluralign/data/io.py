@@ -16,6 +16,7 @@ import gzip
 import io
 import itertools
 import json
+import math
 import os
 import re
 import zlib
@@ -38,6 +39,7 @@ from pluralign.data.record import (
     PreferenceError,
     TrlRow,
     created_at_problem,
+    margin_problem,
     pref_id_problem,
 )
 from pluralign.data.text import (
@@ -460,8 +462,8 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
     """Checks `row`'s margin and created_at, and puts its user_id (`default_user` when it has none, a number
     as a string), tie and attributes in the form `Preference` takes; PreferenceError naming the field."""
     margin = row.get("margin")
-    if isinstance(margin, (int, float)) and not isinstance(margin, bool) and not 0 <= margin <= MAX_MARGIN:
-        raise PreferenceError(line, "margin", "must be >= 0 (how much better `chosen` is) and at most 1e6")
+    if isinstance(margin, (int, float)) and not isinstance(margin, bool) and (problem := margin_problem(margin)) is not None:
+        raise PreferenceError(line, "margin", problem)
     if (problem := created_at_problem(row.get("created_at"))) is not None:  # Parquet's NaN, JSON's 1e999, -5, 1e300, "2024-05-01"
         raise PreferenceError(line, "created_at", problem)
     if (problem := pref_id_problem(row.get("pref_id"))) is not None:
@@ -593,6 +595,9 @@ def _decode_line(number: int, raw: bytes) -> Any:
     except msgspec.DecodeError as exc:
         if (hint := _malformed_hint(raw, str(exc))) is None:
             raise _json_array(number, f"malformed JSON ({exc}); it opens a ") from None
+        if not hint and (constant := _non_json_constant(raw)) is not None:
+            raise PreferenceError(number, constant[0], f"`{constant[1]}` is not JSON (Python's json.dumps writes a float NaN or "
+                                  "infinity so; pandas' to_json writes null): write null, or leave the field out, for no value") from None
         if not hint and (lone := lone_surrogate_escape(raw)) is not None:
             raise PreferenceError(number, _top_field_at(raw, lone[0]), lone_surrogate_problem(lone[1], lone[0] + 1)) from None
         raise PreferenceError(number, None, f"malformed JSON ({exc}){hint}") from None
@@ -630,6 +635,26 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
 
 _JOINED_OBJECTS = re.compile(rb"}\s*{")
 _JOINED_BY_CR = re.compile(rb"}[ \t]*\r[ \t\r]*{")  # rows ended by a lone `\r`: one JSON line to a `\n` splitter
+
+
+def _non_json_constant(raw: bytes) -> tuple[str | None, str] | None:
+    """The top-level field (None: a value nested in one, or the line is no object) and the word (`NaN`, `Infinity`,
+    `-Infinity`) of the first non-JSON number in `raw` that Python's `json` reads, as its `dumps` writes one; None
+    when the line holds none."""
+    found: list[str] = []
+
+    def constant(word: str) -> float:
+        found.append(word)
+        return float(word)
+
+    try:
+        row = json.loads(raw.decode("utf-8"), parse_constant=constant)
+    except (ValueError, RecursionError):
+        return None
+    if not found:
+        return None
+    fields = [key for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)] if isinstance(row, dict) else []
+    return (fields[0] if fields else None), found[0]
 
 
 def _top_field_at(raw: bytes, offset: int) -> str | None:
@@ -797,16 +822,20 @@ def read_preferences(
     """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
     `row_to_preference`). Parquet is told by its content (the `PAR1` magic bytes), whatever the
     name; anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. A pipe (`--path <(zcat f)`,
-    `/dev/stdin`) is read once, whole, before its format is told. Raises FileNotFoundError when there is no file,
-    IsADirectoryError for a folder, PreferenceError naming the file on the first bad row (unless
+    `/dev/stdin`) is read once, whole, before its format is told. A folder that Hugging Face `Dataset.save_to_disk`
+    wrote is read as its rows (`_saved_dataset`; a `DatasetDict`'s is an error naming its splits). Raises
+    FileNotFoundError when there is no file, IsADirectoryError for another folder, PreferenceError naming the file on the first bad row (unless
     `skip_bad`) or when it holds no row."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "no preference file there", str(path))
+    saved = _saved_dataset(path) if path.is_dir() else None
     source = path if path.is_dir() else _source(path)  # a folder: a Parquet dataset's (pyarrow reads it), else IsADirectoryError
     unit: Literal["line", "row"] = "line"
     ready = False
-    if path.suffix == ".parquet" or _head(source, 4) == b"PAR1":
+    if saved is not None:
+        unit, rows = "row", _table_rows(saved)
+    elif path.suffix == ".parquet" or _head(source, 4) == b"PAR1":
         unit = "row"
         try:
             table = pq.read_table(source if isinstance(source, Path) else pa.BufferReader(source))
@@ -824,6 +853,38 @@ def read_preferences(
     if not records:
         raise PreferenceError(0, None, _nothing_read(report), path=str(path))
     return records, report
+
+
+def _saved_dataset(folder: Path) -> pa.Table | None:
+    """The rows of a folder Hugging Face `datasets` wrote with `Dataset.save_to_disk` (its `state.json` lists the
+    Arrow stream files holding them, in order), read with pyarrow alone; None for any other folder. A
+    `DatasetDict`'s folder (`dataset_dict.json`: one folder per split) raises PreferenceError naming its splits,
+    a state or Arrow file that cannot be read one naming that file."""
+    if (folder / "dataset_dict.json").is_file():
+        try:
+            splits = [str(split) for split in json.loads((folder / "dataset_dict.json").read_text())["splits"]]
+        except (ValueError, KeyError, TypeError):
+            splits = []
+        example = f" ({folder / splits[0]})" if splits else ""
+        raise PreferenceError(0, None, f"a Hugging Face DatasetDict saved with save_to_disk (splits: {', '.join(splits) or 'none'}): "
+                              f"give one split's folder{example}", path=str(folder))
+    if not (folder / "state.json").is_file():
+        return None
+    try:
+        names = [entry["filename"] for entry in json.loads((folder / "state.json").read_text())["_data_files"]]
+        if not all(isinstance(name, str) and name and Path(name).name == name for name in names):
+            raise ValueError("a data file is not a file name in the folder")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PreferenceError(0, None, f"state.json is not the state `datasets` save_to_disk writes ({exc})", path=str(folder)) from None
+    tables = []
+    for name in names:
+        try:
+            with pa.memory_map(str(folder / name)) as stream:
+                tables.append(pa.ipc.open_stream(stream).read_all())
+        except pa.ArrowInvalid as exc:
+            raise PreferenceError(0, None, f"{name}: not a whole Arrow stream file (truncated or another format): {exc}",
+                                  path=str(folder)) from None
+    return pa.concat_tables(tables) if tables else None
 
 
 def _table_rows(table: pa.Table) -> Iterable[tuple[int, Any]]:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from pluralign.data.record import Preference
+from pluralign.data.text import answer_key
 
 SHOTS = (1, 2, 5, 10, 20, 50)
 
@@ -55,15 +56,50 @@ def by_user(records: list[Preference]) -> dict[str, list[Preference]]:
     return dict(users)
 
 
+def comparison_key(record: Preference) -> tuple[str, frozenset[str]]:
+    """What makes two of a user's records one comparison: the prompt and the two answers, whichever was
+    chosen (`answer_key`: invisible characters and Unicode forms aside). A row given twice, or the same
+    two answers judged both ways, is one comparison asked again."""
+    return answer_key(record.prompt), frozenset((answer_key(record.chosen), answer_key(record.rejected)))
+
+
+def _repeats_together(pairs: list[Preference]) -> list[list[Preference]]:
+    """`pairs` grouped by `comparison_key`, groups in the order of their first record."""
+    groups: dict[tuple[str, frozenset[str]], list[Preference]] = {}
+    for pair in pairs:
+        groups.setdefault(comparison_key(pair), []).append(pair)
+    return list(groups.values())
+
+
+def _take(groups: list[list[Preference]], at_least: int, leave: int) -> list[Preference]:
+    """Whole groups from the front of `groups` (removed from it) until `at_least` records, keeping `leave` groups."""
+    taken: list[Preference] = []
+    while groups and len(taken) < at_least and len(groups) > leave:
+        taken.extend(groups.pop(0))
+    return taken
+
+
+def hold_out(pairs: list[Preference], n: int) -> tuple[list[Preference], list[Preference]]:
+    """(held out, rest) of `pairs`, in their order: the first `n` records (a few more where the last comparison
+    taken repeats: `comparison_key`, a repeat goes with the comparison it repeats), and the rest, one comparison at
+    least (so fewer are held out where repeats leave too few different ones). Without repeats: pairs[:n], pairs[n:]."""
+    groups = _repeats_together(pairs)
+    held = _take(groups, n, leave=1)
+    return held, [pair for group in groups for pair in group]
+
+
 def split_seen(
     users: dict[str, list[Preference]], seed: int, val: float = 0.1, test: float = 0.2
 ) -> SeenSplit:
     """Split each user's pairs into train/val/test, the same way for the same seed: round(n * test)
     test pairs and round(n * val) validation pairs per user, at least one of each, and the rest
-    (at least one) to train on. Raises ValueError naming `val` or `test` unless both are in [0, 1)
-    with val + test < 1 (else no pair is left to train on), and naming the first user left nothing
-    to train on (fewer than 3 pairs, or more at large fractions): a seen user the model never
-    trains on would be scored with the weights it started from."""
+    (at least one) to train on. The records of one comparison asked again (`comparison_key`: a row
+    given twice, or judged both ways) go to one split together, so no test pair was trained on
+    (a split may then take a few records more than its count). Raises ValueError naming `val` or
+    `test` unless both are in [0, 1) with val + test < 1 (else no pair is left to train on), and
+    naming the first user left nothing to train on (fewer than 3 pairs, or more at large fractions,
+    or fewer than 3 different comparisons): a seen user the model never trains on would be scored
+    with the weights it started from."""
     for name, value in (("val", val), ("test", test)):
         if not 0 <= value < 1:
             raise ValueError(f"`{name}` must be a fraction in [0, 1), got {value!r}")
@@ -79,17 +115,22 @@ def split_seen(
             raise ValueError(f"user {user!r} has {len(pairs)} comparisons: {n_test} go to test and {n_val} to validation, "
                              f"none is left to train on (at least {n_test + n_val + 1} needed); leave the user out "
                              "or fit them as a new user (`fit_user`)")
-        split.test.extend(pairs[:n_test])
-        split.val.extend(pairs[n_test : n_test + n_val])
-        split.train.extend(pairs[n_test + n_val :])
+        groups = _repeats_together(pairs)  # without repeats: one record each, the split as by counts alone
+        if len(groups) < 3:
+            raise ValueError(f"user {user!r} has {len(pairs)} comparisons but only {len(groups)} different ones (the rest "
+                             "repeat them): a test, a validation and a training comparison need 3; leave the user out "
+                             "or fit them as a new user (`fit_user`)")
+        split.test.extend(_take(groups, n_test, leave=2))
+        split.val.extend(_take(groups, n_val, leave=1))
+        split.train.extend(pair for group in groups for pair in group)
     return split
 
 
 def split_unseen(
     users: dict[str, list[Preference]], seed: int, query_fraction: float = 0.3, min_query: int = 10
 ) -> UnseenSplit:
-    """Per user: a fixed query set of max(min_query, round(n * query_fraction)) pairs, and the rest
-    as an ordered support pool. Raises ValueError naming `query_fraction` (not in [0, 1]) or
+    """Per user: a fixed query set of max(min_query, round(n * query_fraction)) pairs (a few more where the
+    last comparison taken repeats: its repeats go with it, `comparison_key`), and the rest as an ordered support pool. Raises ValueError naming `query_fraction` (not in [0, 1]) or
     `min_query` (negative)."""
     if not 0 <= query_fraction <= 1:
         raise ValueError(f"`query_fraction` must be a fraction in [0, 1], got {query_fraction!r}")
@@ -100,8 +141,9 @@ def split_unseen(
         pairs = list(users[user])
         random.Random(f"{seed}:{user}").shuffle(pairs)
         n_query = max(min_query, round(len(pairs) * query_fraction))
-        split.query[user] = pairs[:n_query]
-        split.support[user] = pairs[n_query:]
+        groups = _repeats_together(pairs)  # a comparison asked again is a query or in the pool, never both
+        split.query[user] = _take(groups, n_query, leave=0)
+        split.support[user] = [pair for group in groups for pair in group]
     return split
 
 
@@ -123,14 +165,14 @@ MIN_FILE_PAIRS = 5  # strict comparisons a user of a preference file needs to be
 
 def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = MIN_FILE_PAIRS) -> Protocol:
     """Any preference file (e.g. a snapshot of the service's own feedback): every user with at least
-    `min_pairs` strict comparisons is a seen user, split train/val/test (`split_seen`); there are
+    `min_pairs` different strict comparisons (a repeated one counts once: `comparison_key`) is a seen user, split train/val/test (`split_seen`); there are
     no unseen users; a user with fewer is left out, counted in `left_out`. Raises ValueError naming `min_pairs` below 3 (each seen user needs one
     comparison to test, one to validate and one to train on), and when no user has that many
     (saying how many records are ties)."""
     if min_pairs < 3:
         raise ValueError(f"`min_pairs` must be >= 3 (a test, a validation and a training pair per user), got {min_pairs!r}")
     strict = by_user([r for r in records if not r.tie and r.rejected])
-    users = {u: p for u, p in strict.items() if len(p) >= min_pairs}
+    users = {u: p for u, p in strict.items() if len({comparison_key(r) for r in p}) >= min_pairs}
     if not users:
         ties = sum(r.tie for r in records)
         among = f" (of {len(records)} records, {ties} of them ties: equal answers, which pairwise models leave out)" if ties else ""

@@ -275,7 +275,7 @@ def register(sub) -> None:
     for name, func in (("stats", stats), ("export", export), ("import", import_)):
         p = data_sub.add_parser(name, help=helps[name])
         p.add_argument("--source", required=True, help="ukp_convarg1, jsonl or parquet")
-        p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, or the ukp_convarg1 folder")
+        p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, a folder `datasets` save_to_disk wrote, or the ukp_convarg1 folder")
         p.add_argument("--skip-bad", action="store_true", help="skip malformed rows and report how many")
         p.add_argument("--user", default=None, type=user_id, help="the user of rows without `user_id` (TRL datasets carry none)")
         if name == "stats":

@@ -91,6 +91,7 @@ def fspo_parent(folder: str):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from pluralign.data.splits import hold_out
     from pluralign.policy.adapters import AdapterError, AdapterMeta, AdapterRegistry, data_version, load_adapter
     from pluralign.policy.fspo import FSPOConfig, ReferencePolicy, add_lora, episode, reward_accuracy, train
     from training.commands.train_fspo import load_base
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     comparisons = user_comparisons(args, found)
     random.Random(args.seed).shuffle(comparisons)
     n_test = len(comparisons) // 5 if len(comparisons) >= 5 else 0
-    held_out, train_pairs = comparisons[:n_test], comparisons[n_test:]
+    held_out, train_pairs = hold_out(comparisons, n_test)  # a repeated comparison is never held out against itself
     model, tokenizer, base_id = load_base(args.base)
     shots = min(parent.shots if parent else 0, len(train_pairs) - 1)
     config = FSPOConfig(
