@@ -72,3 +72,22 @@ def test_rows_of_a_delete_whose_rewrite_failed_are_not_replayed(tmp_path, monkey
     ingest = _restart(tmp_path, store)
     assert {r.pref_id for r in store.preferences_for("t", "ann")[0]} == ({"t-ann-3-0"} if another_replicas else set())
     ingest.close()
+
+
+def test_what_a_user_sends_after_a_delete_whose_rewrite_failed_is_replayed(tmp_path, monkeypatch):
+    """The note names only what the DELETE took: feedback the user sends afterwards goes to a later segment and is
+    theirs at the next start (and the note, its segments rewritten at that start, goes)."""
+    log = FeedbackLog(tmp_path)
+    log.append(feedback("ann", 0))
+    log.append(feedback("bob", 0))
+    _no_room_for_rewrites(monkeypatch)
+    with pytest.raises(StoreUnavailable):
+        log.forget_user("t", "ann")
+    monkeypatch.undo()
+    log.append(feedback("ann", 1))  # ann came back
+    log.close()
+    assert (tmp_path / feedback_log_module.FORGOTTEN).exists()
+    log = FeedbackLog(tmp_path)
+    assert sorted(r.pref_id for e in log.pending.values() for r in e.rows) == ["t-ann-1-0", "t-bob-0-0"]
+    assert b"question 0 of ann" not in log_bytes(tmp_path) and not (tmp_path / feedback_log_module.FORGOTTEN).exists()
+    log.close()
