@@ -21,7 +21,11 @@ Records live in numbered segment files; a segment is deleted once none of its re
 At open, the segments left are replayed (a torn record at a segment's end, from a crash mid-write,
 was never acknowledged and is skipped; a whole one this version cannot read, a later version's, stops
 the open and its file stays: `LaterVersionRecord`). Forgetting a user rewrites every segment that ever held one
-of their records, so a deleted user's text does not stay on disk here either.
+of their records, so a deleted user's text does not stay on disk here either. What it forgets is first noted,
+durably, in FORGOTTEN (the user by hash, the cut-off, the last segment it covers), and the note goes once the
+rewrite is done: a rewrite that failed (no room) or a kill before it leaves the note, and the replay at the next
+open honours it (the records it names are not pending again, and their segments are rewritten then). Until
+session 44 the rows left the pending queue only in memory, and the next start moved them into the table.
 
 Frame: payload length and CRC-32 (little-endian uint32 each), then the msgpack list of rows.
 """
@@ -29,6 +33,7 @@ Frame: payload length and CRC-32 (little-endian uint32 each), then the msgpack l
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import os
 import struct
@@ -42,7 +47,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from pluralign.files import fsync_dir
+from pluralign.files import fsync_dir, write_atomic
 from pluralign.store.failures import REWRITTEN, Problems, StoreUnavailable, unavailable
 from pluralign.store.tables import StoredPreference
 
@@ -52,6 +57,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(list[StoredPreference]).decode
 
 UserKey = tuple[str, str]  # (tenant, user_id)
+FORGOTTEN = "forgotten.json"  # in the log's folder: the forgets whose segments may not be rewritten yet (`Forgotten`)
 ENCODE_INLINE_ROWS = 64  # `append_async` encodes a record of more rows in a worker thread (~0.5 us a row)
 
 
@@ -194,6 +200,27 @@ def read_frames(path: Path) -> list[list[StoredPreference]]:
     return out
 
 
+class Forgotten(msgspec.Struct, forbid_unknown_fields=True):
+    """FORGOTTEN's content: {user hash (sha256 hex of `tenant/user_id`, no id in the clear): [[before, upto], ...]}, one
+    pair per `forget_user` not yet rewritten away. Its records in segments numbered `upto` or lower whose rows were all
+    received before `before` (unix seconds; None: whenever) are forgotten; records of theirs written later go to later
+    segments (the one being written is left first) or were received after `before`."""
+
+    users: dict[str, list[tuple[float | None, int]]] = {}
+
+    def covers(self, entry: Entry, user: str) -> bool:
+        """Whether `entry` (of the user whose hash is `user`) is a record this note forgets."""
+        return any(entry.segment <= upto and (before is None or all(r.received() < before for r in entry.rows))
+                   for before, upto in self.users.get(user, ()))
+
+
+def _user_hash(key: UserKey) -> str:
+    return hashlib.sha256(f"{key[0]}/{key[1]}".encode()).hexdigest()
+
+
+_decode_forgotten = msgspec.json.Decoder(Forgotten).decode
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -228,19 +255,95 @@ class FeedbackLog:
         self._segments: dict[int, _Segment] = {}
         self.fsyncs = 0  # for tests and benchmarks: how many fsyncs served how many appends
         self.appends = 0
-        for path in self.folder.glob("*.tmp"):  # a rewrite cut short: the original is still in place
+        for path in [*self.folder.glob("*.tmp"), *self.folder.glob(f".{FORGOTTEN}.*")]:  # a rewrite cut short: the original is still in place
             path.unlink()
-        for path in sorted(self.folder.glob("*.log")):
-            segment = int(path.stem)
-            self._segments[segment] = _Segment()
-            for rows in read_frames(path):
-                self._register(Entry(self._next_seq(), segment, rows))
+        self._forgotten = self._read_forgotten()
+        forgotten_in = self._replay()
         self._current = max(self._segments, default=0) + 1
         self._open(self._current)
         for segment in [s for s, info in self._segments.items() if not info.live and s != self._current]:
             self._remove(segment)
+        self._rewrite_forgotten(forgotten_in)
         self._thread = threading.Thread(target=self._writer, daemon=True, name="feedback-log")
         self._thread.start()
+
+    def _replay(self) -> set[int]:
+        """Register the records of the segment files as pending, but for those FORGOTTEN names (their user still listed
+        in the segment, whose text is there); returns the segments that hold any of those."""
+        hashes: dict[UserKey, str] = {}
+        forgotten_in: set[int] = set()
+        for path in sorted(self.folder.glob("*.log")):
+            segment = int(path.stem)
+            info = self._segments[segment] = _Segment()
+            for rows in read_frames(path):
+                entry = Entry(self._next_seq(), segment, rows)
+                if self._forgotten.users:
+                    user = hashes.get(entry.key) or hashes.setdefault(entry.key, _user_hash(entry.key))
+                    if self._forgotten.covers(entry, user):
+                        info.users.add(entry.key)
+                        forgotten_in.add(segment)
+                        continue
+                self._register(entry)
+        return forgotten_in
+
+    def _read_forgotten(self) -> Forgotten:
+        """FORGOTTEN; raises ValueError naming it when it is damaged (a whole file is written or none, so not by a
+        crash): opening without it would bring back a deleted user's rows."""
+        path = self.folder / FORGOTTEN
+        try:
+            return _decode_forgotten(path.read_bytes())
+        except FileNotFoundError:
+            return Forgotten()
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ValueError(f"{path}: unreadable ({exc}); it names deleted users' records the log must not replay. "
+                             "Restore it, or remove it once every segment file (*.log) beside it holds none of theirs") from None
+
+    def _rewrite_forgotten(self, segments: set[int]) -> None:
+        """At open: rewrite the `segments` that still hold forgotten records, then drop FORGOTTEN. When one cannot be
+        rewritten (no room) the note stays, honoured at each open, and the failure is noted as `forget_user`'s is."""
+        if not self._forgotten.users:
+            return
+        try:
+            with self._io, self._cv:
+                for segment in sorted(s for s in segments if s in self._segments):
+                    self._rewrite(segment)
+                if segments:
+                    fsync_dir(self.folder)
+                self._forgotten = Forgotten()
+                (self.folder / FORGOTTEN).unlink(missing_ok=True)
+        except OSError as exc:
+            failure = unavailable(exc, "the feedback log", str(self.folder), "written")
+            if failure is None:
+                raise
+            self._unrewritten.update(k for s in segments if s in self._segments for k in self._segments[s].users)
+            if self.problems is not None:
+                self.problems.failed(StoreUnavailable(failure.name, failure.where, REWRITTEN, failure.problem, failure.detail,
+                                                      failure.errno))
+
+    def _note_forgotten(self, key: UserKey, before: float | None, upto: int) -> None:
+        """FORGOTTEN names the user's records that `forget_user` drops, before it drops them. Raises OSError (no room)
+        with the note as it was. Under `_io`."""
+        user = _user_hash(key)
+        noted = Forgotten({**self._forgotten.users, user: [*self._forgotten.users.get(user, ()), (before, upto)]})
+        write_atomic(self.folder / FORGOTTEN, msgspec.json.encode(noted))
+        self._forgotten = noted
+
+    def _unnote_forgotten(self, key: UserKey) -> None:
+        """The user's records FORGOTTEN names are in no file any more: their entry goes (the file, when it was the
+        last). A note that stays (no room to write it again, a power loss before the removal reached the disk)
+        names no record that is left. Under `_io`."""
+        user = _user_hash(key)
+        if user not in self._forgotten.users:
+            return
+        left = Forgotten({u: cuts for u, cuts in self._forgotten.users.items() if u != user})
+        try:
+            if left.users:
+                write_atomic(self.folder / FORGOTTEN, msgspec.json.encode(left))
+            else:
+                (self.folder / FORGOTTEN).unlink(missing_ok=True)
+        except OSError:
+            return
+        self._forgotten = left
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -550,8 +653,11 @@ class FeedbackLog:
         (pending or already moved), so none of their text stays in this folder. With `before` (unix
         seconds), only pending records whose rows were all received before it are dropped (those of a
         user deleted by another replica at `before`; `StoredPreference.received`); later ones stay pending. Returns how many
-        pending rows were dropped (an import, a `choice` is one record of several rows). A segment that cannot be rewritten (no room) raises StoreUnavailable
-        naming the log; the records it holds were dropped from what is pending all the same. The failure
+        pending rows were dropped (an import, a `choice` is one record of several rows). What it drops is noted in FORGOTTEN
+        first (module docstring). A segment that cannot be rewritten (no room) raises StoreUnavailable
+        naming the log; the records it holds were dropped from what is pending all the same, and the note makes the next
+        open drop them too and rewrite their segments (where not even the note could be written, they are dropped
+        here only: a restart before `forget_user` of the user succeeds replays them). The failure
         is noted in `problems` as the log not `REWRITTEN` (not as a failed write, which the next record
         written would clear): shown until no user's rewrite is left undone (`forget_user` of each again)."""
         try:
@@ -576,6 +682,20 @@ class FeedbackLog:
     def _forget_user(self, tenant: str, user_id: str, before: float | None) -> int:
         key = (tenant, user_id)
         with self._io, self._cv:
+            touched = sorted(s for s, info in self._segments.items() if key in info.users)
+            unnoted = None
+            if touched:
+                try:
+                    # start a fresh segment: the old one is rewritten below (a closed log's is rewritten as the others),
+                    # and the note covers it whole (their records written from now on go to later ones)
+                    if self._current in touched and self._fd is not None:
+                        old_fd = self._fd
+                        self._open(self._current + 1)  # raises with the old one still open when it cannot
+                        os.close(old_fd)
+                        self._current += 1
+                    self._note_forgotten(key, before, touched[-1])
+                except OSError as exc:  # no room even for the note: dropped from what is pending all the same (below)
+                    unnoted = exc
             mine = self._by_user.pop(key, {})
             dropped = {seq for seq, entry in mine.items() if before is None or all(r.received() < before for r in entry.rows)}
             kept = {seq: entry for seq, entry in mine.items() if seq not in dropped}
@@ -585,30 +705,31 @@ class FeedbackLog:
                 entry = self.pending.pop(seq)
                 self._unlist(entry)
                 self._segments[entry.segment].live -= 1
-            touched = sorted(s for s, info in self._segments.items() if key in info.users)
-            # start a fresh segment: the old one is rewritten below (a closed log's is rewritten as the others)
-            if self._current in touched and self._fd is not None:
-                old_fd = self._fd
-                self._open(self._current + 1)  # raises with the old one still open when it cannot
-                os.close(old_fd)
-                self._current += 1
+            if unnoted is not None:
+                raise unnoted
             for segment in touched:
-                keep = [e for e in self.pending.values() if e.segment == segment]
-                if not keep:
-                    self._remove(segment)
-                    continue
-                tmp = self._path(segment).with_suffix(".tmp")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                try:
-                    _write_all(fd, b"".join(frame(e.rows) for e in keep))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, self._path(segment))
-                self._segments[segment] = _Segment(live=len(keep), users={e.key for e in keep})
+                self._rewrite(segment)
             if touched:  # a user none of whose records a segment holds changed no name here: nothing to fsync
                 fsync_dir(self.folder)
+                self._unnote_forgotten(key)
             return sum(len(mine[seq].rows) for seq in dropped)  # rows, not records: an import is one record of many
+
+    def _rewrite(self, segment: int) -> None:
+        """`segment`'s file written again with only its pending records (removed when none is). Raises OSError (no room)
+        with the file as it was. Under `_io` and `_cv`."""
+        keep = [e for e in self.pending.values() if e.segment == segment]
+        if not keep:
+            self._remove(segment)
+            return
+        tmp = self._path(segment).with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, b"".join(frame(e.rows) for e in keep))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self._path(segment))
+        self._segments[segment] = _Segment(live=len(keep), users={e.key for e in keep})
 
     @property
     def closed(self) -> bool:

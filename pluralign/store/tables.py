@@ -977,25 +977,30 @@ class Store:
         return pa.Table.from_pylist([row], schema=self.schemas["users"])
 
     @_uses("users", "written")
-    def replace_user(self, user: UserRecord) -> bool:
-        """`put_user` for a row drawn from the user's stored row alone (a refit with no comparison to fit: their stated
-        preferences, attributes): it replaces a row of theirs not newer than it, and is not written where the table's
-        newest version holds no row of theirs any more (another process's DELETE took it after it was read: put back,
-        the row, drawn from deleted data, would stay). Returns whether the table holds a row of the user now (this one,
-        or a newer one kept). Raises StoreUnavailable as `put_user` does."""
+    def put_user_if(self, user: UserRecord, read: UserRecord | None) -> bool:
+        """`put_user` for a row drawn from `read`, the user's row as the caller read it (None: they had none): written
+        only where the table's newest version still holds that row (the same `updated_at`; None: still no row of
+        theirs), in one conditional commit. A row committed since (a stated preference PATCHed through another replica,
+        or stamped before `user` and committed after the read) is never replaced by one that does not carry it, and a
+        row another process's DELETE took is not put back. Returns whether it was written; when not, the caller reads
+        the row again and draws its row from that one (`service.users.services._refit`). Raises StoreUnavailable as
+        `put_user` does."""
         data = self._user_rows(user)
-        replaced: list[int] = []
+        written: list[int] = []
+
+        def merge() -> None:
+            merge = self.users.merge_insert(["tenant", "user_id"])
+            if read is None:
+                merge = merge.when_not_matched_insert_all()
+            else:  # float repr round-trips: the stored value exactly (as `withdraw_user`)
+                merge = merge.when_matched_update_all(where=f"target.updated_at = {float(read.updated_at)!r}")
+            result = merge.execute(data)
+            written.append(result.num_inserted_rows + result.num_updated_rows)
+
         with self._lock:
-            self._commit("users", self.users, lambda: replaced.append(
-                self.users.merge_insert(["tenant", "user_id"])
-                .when_matched_update_all(where="target.updated_at <= source.updated_at")
-                .execute(data).num_updated_rows
-            ))
+            self._commit("users", self.users, merge)
             self._after_write("users")
-            if replaced[-1]:
-                return True
-            self.users.checkout_latest()  # not replaced: a newer row of theirs, or none
-            return self.users.count_rows(owner_filter(user.tenant, user.user_id)) > 0
+        return bool(written[-1])
 
     @_uses("stated_changes", "written")
     def add_stated_changes(self, tenant: str, user_id: str, changes: list[dict]) -> None:

@@ -182,28 +182,25 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
         if residual_on(rt) and stated.preferences:  # no comparisons yet, but a stated preference: the prior is the state
             state = rewards.user_model.fit_user(prompt, chosen, rejected, chosen_texts, rejected_texts, logits, now, stated.signs(),
                                                 pooled_prior_of(rt, tenant, rewards))[1]
-    record = UserRecord(
+    fit = UserRecord(
         tenant=tenant,
         user_id=user_id,
-        created_at=record.created_at if record else now,
+        created_at=now,
         updated_at=now,
-        attributes={**(record.attributes if record else {}), **from_feedback},
         pal_logits=None if prior else [float(x) for x in logits],
         pal_version=rewards.version,
-        adapter=record.adapter if record else None,
         n_preferences=int(len(prompt)),
         n_interactions=rt.store.count_interactions(tenant, user_id),
         user_model=state.encode() if state is not None else None,
-        stated=record.stated if record else None,
     )
     try:
         # with no comparison fitted, the row is drawn from their stored row alone (stated preferences, attributes), and
-        # `_deleted_meanwhile` has no row to look for: it only replaces that row, and is not written once it is gone
-        if len(history):
-            rt.store.put_user(record)
-        elif not rt.store.replace_user(record):
+        # `_deleted_meanwhile` has no row to look for: it is not written once that row is gone
+        record = _store_fit(rt, record, fit, from_feedback, fitted_on_rows=bool(len(history)))
+        if record is None:
             return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
     except StoreUnavailable as exc:
+        record = _onto(record, fit, from_feedback)
         if not unsaved_ok:
             raise
         log.error("the fit of a user of tenant %s is served without being stored (fitted again until it is): %s", tenant, exc)
@@ -211,6 +208,42 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
         if _deleted_meanwhile(rt, history, record):
             return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
     return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards, stated=stated)
+
+
+FIT_WRITES = 5  # tries of a refit's conditional write (`_store_fit`), each after a row committed since its read
+
+
+def _onto(read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str]) -> UserRecord:
+    """The users row of a refit: `fit`'s fitted fields (PAL logits, the residual, counts, model version) on the row
+    `read` (None: none), whose stated preferences, adapter and attributes it keeps (the attributes their feedback
+    carried, `from_feedback`, over them)."""
+    if read is None:
+        return msgspec.structs.replace(fit, attributes=dict(from_feedback))
+    return msgspec.structs.replace(fit, created_at=read.created_at, updated_at=max(fit.updated_at, read.updated_at),
+                                   attributes={**read.attributes, **from_feedback}, adapter=read.adapter, stated=read.stated)
+
+
+def _store_fit(rt: Runtime, read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str],
+               fitted_on_rows: bool) -> UserRecord | None:
+    """Write the refit's row (`_onto` the row `read`) only over that row (`Store.put_user_if`): a row committed since
+    the read (a stated preference PATCHed through another replica, stamped before the refit began: until session 44
+    the refit's row replaced it, the PATCH lost) is read again and the fit carried onto it, up to FIT_WRITES times (a
+    stated change the fit did not see makes the next read fit again: the row's version no longer matches). Returns the
+    row written (the last one drawn, unwritten, after FIT_WRITES rows committed in between: the row is a cache, the
+    next read fits again); None when the fit was drawn from their row alone (`fitted_on_rows` False) and that row is
+    gone (a DELETE took it). Raises StoreUnavailable as `put_user` does."""
+    record = _onto(read, fit, from_feedback)
+    for _ in range(FIT_WRITES):
+        if read is None and not fitted_on_rows:
+            return None
+        if rt.store.put_user_if(record, read):
+            return record
+        rt.store.refresh("users")  # the row committed since (with replicas: reads may otherwise lag)
+        read = rt.store.get_user(fit.tenant, fit.user_id)
+        record = _onto(read, fit, from_feedback)
+    log.warning("the refit of a user of tenant %s was not stored: their row changed %d times while it was written",
+                fit.tenant, FIT_WRITES)
+    return record
 
 
 def _deleted_meanwhile(rt: Runtime, history: History, record: UserRecord) -> bool:

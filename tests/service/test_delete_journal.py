@@ -185,16 +185,16 @@ def test_another_replicas_refit_landing_after_the_rows_went_leaves_no_users_row(
             raise Stopped
 
         monkeypatch.setattr(a.runtime.adapters.registry, "delete", stopped)
-        put_user = b.runtime.store.put_user
+        put_user_if = b.runtime.store.put_user_if
 
-        def put_after_the_delete(record):  # b's fit is done, on the history it read before the DELETE
-            monkeypatch.setattr(b.runtime.store, "put_user", put_user)
+        def put_after_the_delete(record, read):  # b's fit is done, on the history it read before the DELETE
+            monkeypatch.setattr(b.runtime.store, "put_user_if", put_user_if)
             with contextlib.suppress(Stopped):
                 services.delete(a.runtime, "acme", GONE)
             assert a.runtime.store.count_preferences("acme", GONE) == 0
-            put_user(record)
+            return put_user_if(record, read)
 
-        monkeypatch.setattr(b.runtime.store, "put_user", put_after_the_delete)
+        monkeypatch.setattr(b.runtime.store, "put_user_if", put_after_the_delete)
         assert services.refit(b.runtime, "acme", GONE).record is None
         a.runtime.store.refresh("users")
         assert a.runtime.store.get_user("acme", GONE) is None
@@ -301,16 +301,16 @@ def test_a_replica_stopped_while_its_withdrawn_row_waits_for_the_lease_leaves_it
             fitted = lambda: (r := b.runtime.store.get_user("acme", GONE)) is not None and r.n_preferences == 2 and not b.runtime.pending_refits
             assert wait_until(fitted), b.runtime.store.get_user("acme", GONE)
             b.runtime.wait_for_background()
-            put_user = b.runtime.store.put_user
+            put_user_if = b.runtime.store.put_user_if
 
-            def put_after_the_delete(record):  # b's fit is done, on the history it read before the DELETE
-                monkeypatch.setattr(b.runtime.store, "put_user", put_user)
+            def put_after_the_delete(record, read):  # b's fit is done, on the history it read before the DELETE
+                monkeypatch.setattr(b.runtime.store, "put_user_if", put_user_if)
                 assert services.delete(a.runtime, "acme", GONE)["users"] == 1  # b's row: the table emptied, its indexes dropped
                 holder.start()
                 assert held.wait(30)
-                put_user(record)
+                return put_user_if(record, read)
 
-            monkeypatch.setattr(b.runtime.store, "put_user", put_after_the_delete)
+            monkeypatch.setattr(b.runtime.store, "put_user_if", put_after_the_delete)
             assert services.refit(b.runtime, "acme", GONE).record is None  # withdrawn; its purge waits for the lease
             threading.Timer(0.5, free.set).start()  # the other turn ends while b stops
         # b has stopped: nothing of it runs on, and no file holds the withdrawn row

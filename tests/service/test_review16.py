@@ -169,7 +169,9 @@ def test_a_profile_read_fits_nothing_and_writes_nothing(svc, monkeypatch):
         fits, writes = [], []
         real_fit, real_put = model.fit_user, rt.store.put_user
         monkeypatch.setattr(model, "fit_user", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+        real_put_if = rt.store.put_user_if  # a refit's write (lost44)
         monkeypatch.setattr(rt.store, "put_user", lambda record: writes.append(record) or real_put(record))
+        monkeypatch.setattr(rt.store, "put_user_if", lambda record, read: writes.append(record) or real_put_if(record, read))
         for _ in range(3):
             again = c.get("/v1/users/reader").json()
             assert again["updated_at"] == first["updated_at"]
