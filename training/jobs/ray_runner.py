@@ -393,16 +393,15 @@ class RayJobRunner(LocalJobRunner):
 
     def _actor_started(self, actor) -> bool | None:
         """Whether Ray placed `actor` and started its process (its GCS actor table row names a pid while it is still
-        being created: its `__init__` or its worker's start is slow), False when it placed it nowhere yet (pid 0), None
-        when Ray does not say (a `ray://` client, which reads no GCS table, or another Ray's table layout: no `Pid`)."""
+        being created: its `__init__` or its worker's start is slow), False when it placed it nowhere yet (no pid), None
+        when Ray does not say (a `ray://` client, which reads no GCS table, or another Ray's table layout)."""
         try:
             from ray._private import state  # the public `ray.util.state` asks the dashboard, which this Ray may not run
 
             row = state.actors(actor_id=actor._actor_id.hex())
+            return bool(row.get("Pid")) if isinstance(row, dict) else None
         except Exception:
             return None
-        pid = row.get("Pid") if isinstance(row, dict) else None
-        return None if pid is None else bool(pid)
 
     def _free_for(self, kind: JobKind) -> bool:
         """Whether the cluster has free, in all, the CPUs, GPUs and memory a job of `kind` asks for
@@ -439,17 +438,17 @@ class RayJobRunner(LocalJobRunner):
         (`_may_start`; not early when it had that free already at the give-back: no node may have all of it). One whose
         actor Ray placed but that was slow to start waits twice as long at its next send (at most MAX_PLACE_WAIT_S), so an
         actor that always starts slower than `place_wait_s` runs at a later send, where until session 44 it was given back
-        at each, for good: Ray's actor table names its process (`_actor_started`), or, where the table does not say (perhaps a
-        `ray://` client, another Ray's layout), the cluster had what it asks for free at its send and no longer has (its
-        actor holds it while its process starts; or another user of the cluster took it). One Ray placed nowhere keeps
+        at each, for good: Ray's actor table names its process (`_actor_started`), or the cluster had what it asks for
+        free at its send and no longer has (its actor holds it while its process starts; or another user of the cluster
+        took it meanwhile, and a job Ray placed nowhere is taken for a slow start). One Ray placed nowhere keeps
         `place_wait_s`, and holds a worker no longer than that at each send."""
         kind = self.kinds[job.kind]
         self._free = None
         free = self._free_for(kind)  # before its actor goes: what it holds, placed, is not what frees up later
-        # Ray's actor table when it says (a pid or none); else the cluster's free resources, which another user of the
-        # cluster (another replica's job) taking them between send and give-back makes look like a slow start
-        started = self._actor_started(attached.actor)
-        slow = started if started is not None else attached.free_at_send and not free
+        # the table names a pid only once the node has started the actor's process; while the node starts that process
+        # (a loaded node: seconds) it has none, and only the resources its lease holds tell it from one placed nowhere;
+        # another user of the cluster (another replica's job) taking them between send and give-back looks the same
+        slow = bool(self._actor_started(attached.actor)) or (attached.free_at_send and not free)
         wait_s = min(2 * attached.wait_s, MAX_PLACE_WAIT_S) if slow else self.place_wait_s
         retry_s = PLACE_RETRY * attached.wait_s
         why = "Ray placed it, its actor slow to start" if slow else "no node had what it asks for free"
