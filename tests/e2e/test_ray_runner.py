@@ -646,3 +646,25 @@ def test_without_rays_actor_table_a_job_placed_nowhere_keeps_its_wait_and_a_slow
         assert "(no node had what it asks for free)" in note and "waiting 1 s to be placed" in note, note
         assert (slow.state, slow.attempts) == ("succeeded", 1), slow
 
+
+def test_a_ray_worker_that_writes_its_last_line_just_before_it_exits_has_it_in_its_error(ray_cluster, tmp_path):
+    """reviewry44: as the local runner's (tests/unit/test_reviewry44_last_log_line.py): the log was read before the actor
+    was asked whether the worker had exited, so a traceback's last line written in between was not in the error."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1), kinds=TEST_KINDS)
+    job = runner.submit("work", {"crash": True})
+    read_log = runner._read_log
+
+    def read_then_exit(job_id: str):  # the worker writes what is left and exits between the runner's read and its poll
+        read = read_log(job_id)
+        wait_for(lambda: ray_cluster.get(runner._running[job_id].actor.poll.remote()) is not None, 60, "never exited")
+        return read
+
+    runner._read_log = read_then_exit
+    runner.start()
+    try:
+        failed = runner.wait(job.id, timeout=90)
+    finally:
+        runner.stop()
+    assert failed.state == "failed" and failed.error == "exit code 1: RuntimeError: the worker fell over", failed.error

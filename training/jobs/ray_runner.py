@@ -561,12 +561,14 @@ class RayJobRunner(LocalJobRunner):
                 except Exception as exc:
                     self._never_ran(job, state="failed", error=f"could not start on Ray: {exc}")
                     continue
-            progress, tail = self._read_log(job_id)
             try:
-                code = ray.get(attached.actor.poll.remote(), timeout=30)
+                code, died = ray.get(attached.actor.poll.remote(), timeout=30), None
             except Exception as exc:  # the actor died with its node: run the job again
+                code, died = None, exc
+            progress, tail = self._read_log(job_id)  # once its exit is known: its last lines in the record (`_poll_one`)
+            if died is not None:
                 self._detach(job_id)
-                note = f"its Ray actor died ({type(exc).__name__}); queued again"  # or cancelled, its cancel asked for
+                note = f"its Ray actor died ({type(died).__name__}); queued again"  # or cancelled, its cancel asked for
                 self._record(self._stopped_record(msgspec.structs.replace(job, log_tail=tail), note))
                 self._exited(job_id)
                 continue
