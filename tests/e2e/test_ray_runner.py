@@ -602,3 +602,69 @@ def test_a_job_given_back_is_sent_again_once_what_it_waits_for_frees_up_not_afte
         runner.stop()
     assert (a_done.state, b_done.state) == ("succeeded", "succeeded"), (a_done, b_done)
     assert b_done.started_at < gave_back_at + PLACE_RETRY * place_wait_s  # before: 15 s after its give-back at the earliest
+
+
+def _first_give_back(runner, job_id: str) -> str:
+    """The log tail's line of `job_id`'s first give-back (`WAITING`), waited for."""
+    from training.jobs.ray_runner import WAITING
+
+    def note():
+        return next((line for line in runner.get(job_id).log_tail if line.startswith(WAITING)), None)
+
+    wait_for(lambda: note() is not None, 60, "never given back")
+    return note()
+
+
+def test_without_rays_actor_table_a_job_placed_nowhere_keeps_its_wait_and_a_slow_start_still_runs(ray_cluster, tmp_path, monkeypatch):
+    """reviewry44: `ray._private.state.actors` is private; where another Ray moved it (raises) or changed its row (no
+    `Pid`), the cluster's free resources still tell: a job Ray placed nowhere (a GPU this cluster lacks) keeps
+    `place_wait_s`, as before ray44, and a slow-starting actor still runs at a later send."""
+    from ray._private import state
+
+    from training.jobs.kinds import JobKind
+    from training.jobs.ray_runner import JobProcess, RayJobRunner
+
+    class SlowToStart(JobProcess):
+        def __init__(self) -> None:
+            time.sleep(3.0)
+            super().__init__()
+
+    for broken in (lambda **_: (_ for _ in ()).throw(AttributeError("moved")), lambda **_: {"State": "PENDING_CREATION"}):
+        monkeypatch.setattr(state, "actors", broken)
+        kinds = {**TEST_KINDS, "gpu": JobKind("gpu", work, gpus=1.0)}  # this cluster has no GPU: never placed
+        runner = RayJobRunner(RunnerConfig(folder=tmp_path / f"jobs{id(broken)}", poll_seconds=0.1, workers=1), kinds=kinds,
+                              place_wait_s=1.0)
+        gpu = runner.submit("gpu", {"tenant": "acme"})
+        runner.start()
+        try:
+            note = _first_give_back(runner, gpu.id)
+            runner.cancel(gpu.id)
+            runner._actor_class = ray_cluster.remote(SlowToStart)
+            slow = runner.wait(runner.submit("work", {"tenant": "globex"}).id, timeout=90)
+        finally:
+            runner.stop()
+        assert "(no node had what it asks for free)" in note and "waiting 1 s to be placed" in note, note
+        assert (slow.state, slow.attempts) == ("succeeded", 1), slow
+
+
+def test_a_ray_worker_that_writes_its_last_line_just_before_it_exits_has_it_in_its_error(ray_cluster, tmp_path):
+    """reviewry44: as the local runner's (tests/unit/test_reviewry44_last_log_line.py): the log was read before the actor
+    was asked whether the worker had exited, so a traceback's last line written in between was not in the error."""
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1), kinds=TEST_KINDS)
+    job = runner.submit("work", {"crash": True})
+    read_log = runner._read_log
+
+    def read_then_exit(job_id: str):  # the worker writes what is left and exits between the runner's read and its poll
+        read = read_log(job_id)
+        wait_for(lambda: ray_cluster.get(runner._running[job_id].actor.poll.remote()) is not None, 60, "never exited")
+        return read
+
+    runner._read_log = read_then_exit
+    runner.start()
+    try:
+        failed = runner.wait(job.id, timeout=90)
+    finally:
+        runner.stop()
+    assert failed.state == "failed" and failed.error == "exit code 1: RuntimeError: the worker fell over", failed.error

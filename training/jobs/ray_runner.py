@@ -439,11 +439,15 @@ class RayJobRunner(LocalJobRunner):
         actor Ray placed but that was slow to start waits twice as long at its next send (at most MAX_PLACE_WAIT_S), so an
         actor that always starts slower than `place_wait_s` runs at a later send, where until session 44 it was given back
         at each, for good: Ray's actor table names its process (`_actor_started`), or the cluster had what it asks for
-        free at its send and no longer has (its actor holds it while its process starts). One Ray placed nowhere keeps
+        free at its send and no longer has (its actor holds it while its process starts; or another user of the cluster
+        took it meanwhile, and a job Ray placed nowhere is taken for a slow start). One Ray placed nowhere keeps
         `place_wait_s`, and holds a worker no longer than that at each send."""
         kind = self.kinds[job.kind]
         self._free = None
         free = self._free_for(kind)  # before its actor goes: what it holds, placed, is not what frees up later
+        # the table names a pid only once the node has started the actor's process; while the node starts that process
+        # (a loaded node: seconds) it has none, and only the resources its lease holds tell it from one placed nowhere;
+        # another user of the cluster (another replica's job) taking them between send and give-back looks the same
         slow = bool(self._actor_started(attached.actor)) or (attached.free_at_send and not free)
         wait_s = min(2 * attached.wait_s, MAX_PLACE_WAIT_S) if slow else self.place_wait_s
         retry_s = PLACE_RETRY * attached.wait_s
@@ -557,12 +561,14 @@ class RayJobRunner(LocalJobRunner):
                 except Exception as exc:
                     self._never_ran(job, state="failed", error=f"could not start on Ray: {exc}")
                     continue
-            progress, tail = self._read_log(job_id)
             try:
-                code = ray.get(attached.actor.poll.remote(), timeout=30)
+                code, died = ray.get(attached.actor.poll.remote(), timeout=30), None
             except Exception as exc:  # the actor died with its node: run the job again
+                code, died = None, exc
+            progress, tail = self._read_log(job_id)  # once its exit is known: its last lines in the record (`_poll_one`)
+            if died is not None:
                 self._detach(job_id)
-                note = f"its Ray actor died ({type(exc).__name__}); queued again"  # or cancelled, its cancel asked for
+                note = f"its Ray actor died ({type(died).__name__}); queued again"  # or cancelled, its cancel asked for
                 self._record(self._stopped_record(msgspec.structs.replace(job, log_tail=tail), note))
                 self._exited(job_id)
                 continue

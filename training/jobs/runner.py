@@ -475,7 +475,6 @@ class LocalJobRunner:
                 shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
                 self._exited(job_id)
             return
-        progress, tail = self._read_log(job_id)
         code = running.process.poll()
         if code is None and running.over_memory_mb is None and self.config.memory_mb is not None:
             held = _resident_mb(running.process.pid)
@@ -484,10 +483,15 @@ class LocalJobRunner:
                 log.warning("job %s holds %.1f MB, over the cap of %d MB: killed", job_id, held, self.config.memory_mb)
                 _kill_group(running.process.pid, signal.SIGKILL)
                 code = running.process.wait()
-        if code is None and (note := self._cancel_overdue(job_id, running.stop_asked_at)) is not None:
+        overdue = self._cancel_overdue(job_id, running.stop_asked_at) if code is None else None
+        if overdue is not None:
             _kill_group(running.process.pid, signal.SIGKILL)
             code = running.process.wait()
-            tail = [*tail, note][-self.config.log_lines :]
+        # read once its exit is known: what a worker wrote just before it exited (a traceback's last line, which the
+        # error names) is in the record (reviewry44: read before, it could be missing)
+        progress, tail = self._read_log(job_id)
+        if overdue is not None:
+            tail = [*tail, overdue][-self.config.log_lines :]
         if code is None:
             if progress != job.progress or tail != job.log_tail:
                 self._record(msgspec.structs.replace(job, progress=progress, log_tail=tail))
