@@ -34,7 +34,15 @@ from service.chat.schemas import (
     ModelList,
     Usage,
 )
-from service.errors import bad_request, error_responses, shown, storage_response, storage_status, stream_error
+from service.errors import (
+    bad_request,
+    error_responses,
+    shown,
+    storage_failure_of,
+    storage_response,
+    storage_status,
+    stream_error,
+)
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
@@ -187,7 +195,11 @@ async def create_chat_completion(
         created = int(time.time())
         n = choices_wanted(data)
         stream_of = sse_events if n == 1 else sse_events_n
-        events = lambda gone: stream_of(rt, plan_checked(rt, tenant, data, sampling, options), sampling, created, include_usage, n, gone)  # noqa: E731
+
+        def events(gone: threading.Event):
+            p = plan_checked(rt, tenant, data, sampling, options)
+            return p.response_id, stream_of(rt, p, sampling, created, include_usage, n, gone)
+
         return Stream(await scheduled_stream(rt, tenant, events, request), media_type="text/event-stream")
     cancel = threading.Event()
     return await scheduled(rt, tenant, lambda: completion(rt, tenant, data, sampling, options, cancel), request, cancel)
@@ -420,27 +432,30 @@ _PLANNED = object()  # put once planning passed: from then on a long silence get
 
 
 def failure_event(rt: Runtime, exc: Exception, response_id: str | None = None) -> bytes:
-    """The `data: {error}` event ending a stream whose headers went before `exc` was raised: a storage failure said as
-    a request's 507 or 503 says it, any other a 500 naming the exception's type; logged and counted."""
+    """The `data: {error}` event ending a stream whose headers went before `exc` was raised, with the status and code
+    the plain answer would have had: a storage failure, the store's or a plain OSError's (ENOSPC from a file the
+    service writes, `storage_failure_of`), as a request's 507 or 503 says it; any other a 500 naming the exception's
+    type. Logged (naming the stream's `response_id` once known) and counted."""
     rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")
     stream = f"stream {response_id}" if response_id else "a stream"
-    if isinstance(exc, StoreUnavailable):  # its table cannot be read or written
-        status, code, message = storage_status(exc)
-        log.error("%s answered %d: %s (docs/operations.md, storage failures)", stream, status, exc)
+    storage = storage_failure_of(rt, exc)
+    if storage is not None:  # its table (or the data folder) cannot be read or written
+        status, code, message = storage_status(storage)
+        log.error("%s answered %d: %s (docs/operations.md, storage failures)", stream, status, storage)
         return b"data: " + CHUNK_ENCODER.encode(stream_error(status, message, code)) + b"\n\n"
     log.error("%s failed", stream, exc_info=exc)
     return b"data: " + CHUNK_ENCODER.encode(stream_error(500, f"generation failed: {type(exc).__name__}")) + b"\n\n"
 
 
 def _produce(rt: Runtime, make_events, gone: threading.Event, put, opening: Opening | None = None) -> None:
-    """Runs on the scheduler: `put`s each event of `make_events(gone)` (then `_END`) for
+    """Runs on the scheduler: `put`s each event of `make_events(gone)` (-> (its response id, its events)), then `_END`, for
     `scheduled_stream` to hand over, and stops once `gone` is set. Planning's errors (a bad request)
     are raised before any event (`_PLANNED` is put once it passed); a chat the service's stop cut, or that failed,
     before the stream's headers went (its first event, or a keep-alive: `opening`) raises (`stopping`: a plain 503;
     a failure: its own status); one cut or failed later ends with an error event and [DONE]."""
     opening = opening or Opening()
     try:
-        events = make_events(gone)  # plans the answer: a bad request raises here, before any event
+        response_id, events = make_events(gone)  # plans the answer: a bad request raises here, before any event
         chat = rt.chats.generating(gone)  # stopped by the service's cut too (its events then say so)
     except BaseException:
         put(_END)
@@ -469,7 +484,7 @@ def _produce(rt: Runtime, make_events, gone: threading.Event, put, opening: Open
         events.close()  # a generation still running is cancelled (Generator.stream's finally)
         sent = opening.end(sent)
         cut = chat.cut and not ended
-        told = (failure_event(rt, failed), b"data: [DONE]\n\n") if failed is not None and sent else ()
+        told = (failure_event(rt, failed, response_id), b"data: [DONE]\n\n") if failed is not None and sent else ()
         for event in (*told, *_cut_ending(rt, cut and failed is None, sent), _END):
             put(event)
         if stopped:
@@ -543,7 +558,7 @@ async def _next_event(queue: asyncio.Queue, keepalive_s: float):
 
 
 async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Request | None = None):
-    """The SSE events of `make_events(gone)` produced on the scheduler and handed over as they come.
+    """The SSE events of `make_events(gone)` (-> (response id, events)) produced on the scheduler and handed over as they come.
     Waits for the first event, so a request that fails planning is still a plain 4xx. `gone` is set
     when the client goes away: while the request waits for its first event (queued, planning; seen
     with `request`) or once the returned async iterator is closed early. The producer then stops:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -364,7 +365,7 @@ def test_an_n2_stream_keeps_the_connection_alive_while_its_candidates_are_genera
     assert [texts[0].strip(), texts[1].strip()] == [served["candidates"][i] for i in ranked]
 
 
-def test_an_n2_stream_that_fails_says_so_by_its_status_or_once_its_headers_went_by_an_error_event(svc, monkeypatch):
+def test_an_n2_stream_that_fails_says_so_by_its_status_or_once_its_headers_went_by_an_error_event(svc, monkeypatch, caplog):
     """wire44's other half, which no test drove (reviewwi44): an n > 1 stream whose generation fails before a keep-alive
     went is a plain 500 (the openai client raises InternalServerError); once the keep-alive (and so the headers) went,
     it ends with an error event and `data: [DONE]` (the client raises APIError), not a 200 that ends without a word."""
@@ -403,3 +404,53 @@ def test_an_n2_stream_that_fails_says_so_by_its_status_or_once_its_headers_went_
     with httpx.Client(transport=_Watched(commented.set), timeout=120) as raw:
         wire = raw.post(svc.url + "/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {svc.keys['acme']}"}).text
     assert wire.startswith(": keep-alive\n\n") and '"generation failed: RuntimeError"' in wire and wire.endswith("data: [DONE]\n\n"), wire
+    # the log line names the stream that failed (wire44b: it said "a stream failed", as if none could be told apart)
+    failed = [r.getMessage() for r in caplog.records if r.name == "pluralign.service" and r.getMessage().endswith(" failed")]
+    assert failed and all(re.fullmatch(r"stream chatcmpl-[0-9a-f]{32} failed", line) for line in failed), failed
+
+
+def _keepalive_client(svc, on_comment):
+    import httpx
+    from openai import OpenAI
+
+    watched = _Watched(on_comment)
+    return watched, OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=120,
+                           http_client=httpx.Client(transport=watched, timeout=120))
+
+
+def test_an_n2_stream_out_of_disk_space_says_507_before_or_after_its_keep_alive(svc, monkeypatch, caplog):
+    """A plain OSError (ENOSPC) raised while an n > 1 stream's candidates are made is the 507 a request answers for
+    it before a keep-alive went; after it the error event said "500 generation failed: OSError" (wire44b: only the
+    store's own error was mapped). Now the event carries the 507, its code and its message, and the log line names
+    the stream."""
+    import errno
+    import threading
+
+    import msgspec
+    import openai
+
+    rt = svc.runtime
+    commented = threading.Event()
+
+    def out_of_space(*args, **kwargs):
+        if rt.settings.sse_keepalive_s < 1:  # fail once the client has read the keep-alive
+            assert commented.wait(30)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rt.generator, "generate", out_of_space)
+    monkeypatch.setattr(rt.generator, "generate_styled", out_of_space, raising=False)
+    watched, client = _keepalive_client(svc, commented.set)
+    ask = {"model": "pluralign", "messages": HI, "user": "kai", "n": 2, "max_tokens": 8, "stream": True}
+    with pytest.raises(openai.APIStatusError) as plain:
+        list(client.chat.completions.create(**ask))
+    assert plain.value.status_code == 507 and plain.value.code == "insufficient_storage", plain.value
+    monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, sse_keepalive_s=0.05))
+    watched.read.clear()
+    caplog.clear()
+    with pytest.raises(openai.APIError) as told:
+        list(client.chat.completions.create(**ask))
+    assert not isinstance(told.value, openai.APIStatusError) and watched.read.startswith(b": keep-alive\n\n"), told.value
+    assert (told.value.code, told.value.message) == (plain.value.code, plain.value.body["message"]), told.value.message
+    assert told.value.body["type"] == plain.value.body["type"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "pluralign.service" and "answered 507" in r.getMessage()]
+    assert len(lines) == 1 and re.match(r"stream chatcmpl-[0-9a-f]{32} answered 507: ", lines[0]), lines

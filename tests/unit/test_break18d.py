@@ -95,10 +95,13 @@ def test_a_stream_read_to_its_end_is_not_counted_as_cancelled():
     rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats(),
                          settings=SimpleNamespace(sse_keepalive_s=15.0))  # the relay reads it (reviewbr43); the default
 
-    def make_events(gone: threading.Event):
+    def events(gone: threading.Event):
         yield b"data: {}\n\n"
         yield b"data: [DONE]\n\n"
         gone.wait(5)  # the producer thread, descheduled after its last event, runs on once the client has left
+
+    def make_events(gone: threading.Event):
+        return "chatcmpl-1", events(gone)  # (its response id, its events)
 
     async def client_reads_everything_then_leaves() -> list[bytes]:
         relay = await scheduled_stream(rt, "acme", make_events)
