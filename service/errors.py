@@ -181,10 +181,10 @@ def from_extra(extra, request: Request | None = None) -> tuple[str | None, str |
     return None, None, None
 
 
-def stream_error(status: int, detail: str, code: str | None = None) -> dict:
+def stream_error(status: int, detail: str, code: str | None = None, param: str | None = None) -> dict:
     """The body of a server-sent error event (a stream's headers are already sent): OpenAI's
     `{"error": {...}}` wrapping this module's error body."""
-    body = error_body(status, detail, code=code)
+    body = error_body(status, detail, param, code)
     return body if "error" in body else {"error": {"message": detail, **body}}
 
 
@@ -404,12 +404,17 @@ def storage_failure(request: Request, exc: BaseException) -> Response | None:
     mount, a damaged LanceDB file; `pluralign.store.failures`): 507 or 503 naming what, and one log
     line naming it with its folder and the cause, for the operator (docs/operations.md). None for
     any other failure."""
-    folder = str(request.app.state.runtime.settings.data_path)
+    failure = storage_failure_of(request.app.state.runtime, exc)
+    return None if failure is None else storage_response(request, failure)
+
+
+def storage_failure_of(rt, exc: BaseException) -> StoreUnavailable | None:
+    """`exc` as the StoreUnavailable its request is answered by (`storage_failure`, a stream's error event): itself, or
+    a plain OSError (ENOSPC, EROFS, EIO) from a file the service writes itself (a job's record) as "the data folder"
+    (`rt.settings.data_path`), then recorded in `rt.store.problems`; None for any other failure."""
     found = storage_problem(exc)
     action = "read or written" if found is not None and found[0] == "unreadable" else "written"  # EIO: either
-    failure = unavailable(exc, "the data folder", folder, action) if isinstance(exc, OSError) else None
-    if failure is None:
-        return None
-    if failure is not exc:  # a plain OSError (ENOSPC, EROFS) from a file the service writes itself (a job's record)
-        request.app.state.runtime.store.problems.failed(failure, watched=False)
-    return storage_response(request, failure)
+    failure = unavailable(exc, "the data folder", str(rt.settings.data_path), action) if isinstance(exc, OSError) else None
+    if failure is not None and failure is not exc:
+        rt.store.problems.failed(failure, watched=False)
+    return failure

@@ -201,8 +201,9 @@ class Settings(Base, frozen=True):
     # response: a client sending a byte at a time (slowloris) held a connection, and a file descriptor, forever
     request_read_timeout_s: float = 60.0
     # seconds a started stream may be silent before an SSE comment line (`: keep-alive`) goes out, which clients skip:
-    # a chat reranking several candidates sends nothing while they are generated (tens of seconds on a CPU), and a
-    # proxy in front closes a connection silent for longer than its read timeout (nginx: 60 s)
+    # a chat reranking several candidates sends nothing while they are generated (tens of seconds on a CPU), nor does
+    # one waiting for a generation slot, and a proxy in front closes a connection silent for longer than its read
+    # timeout (nginx: 60 s). Its headers go with the first comment
     sse_keepalive_s: float = 15.0
     # connections `pluralign serve` (and `serve-embeddings`) keeps open at once, each a file descriptor: idle
     # keep-alive ones, ones whose request is arriving, streaming chats for their whole answer. One more is

@@ -34,7 +34,16 @@ from service.chat.schemas import (
     ModelList,
     Usage,
 )
-from service.errors import bad_request, error_responses, shown, storage_response, storage_status, stream_error
+from service.errors import (
+    bad_request,
+    error_responses,
+    from_extra,
+    shown,
+    storage_failure_of,
+    storage_response,
+    storage_status,
+    stream_error,
+)
 from service.ids import check_user_id
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
@@ -187,7 +196,11 @@ async def create_chat_completion(
         created = int(time.time())
         n = choices_wanted(data)
         stream_of = sse_events if n == 1 else sse_events_n
-        events = lambda gone: stream_of(rt, plan_checked(rt, tenant, data, sampling, options), sampling, created, include_usage, n, gone)  # noqa: E731
+
+        def events(gone: threading.Event):
+            p = plan_checked(rt, tenant, data, sampling, options)
+            return p.response_id, stream_of(rt, p, sampling, created, include_usage, n, gone)
+
         return Stream(await scheduled_stream(rt, tenant, events, request), media_type="text/event-stream")
     cancel = threading.Event()
     return await scheduled(rt, tenant, lambda: completion(rt, tenant, data, sampling, options, cancel), request, cancel)
@@ -364,8 +377,11 @@ async def _unless_stopping(rt: Runtime, answer: asyncio.Future):
 async def _refused(future) -> None:
     """Returns once the scheduler refused `future`'s task (it closed while the task waited), and never
     otherwise (it is cancelled): a task that ran tells its outcome through its events."""
+    outcome = asyncio.wrap_future(future)
+    # read here: a wait cut by a keep-alive's timeout leaves it to end unawaited ("Future exception was never retrieved")
+    outcome.add_done_callback(lambda done: done.cancelled() or done.exception())
     with contextlib.suppress(Exception):  # Stopping among them; not this coroutine's own cancellation
-        await asyncio.shield(asyncio.wrap_future(future))
+        await asyncio.shield(outcome)
     if not isinstance(future.exception(), Stopping):
         await asyncio.Event().wait()
 
@@ -378,6 +394,7 @@ async def _disconnected(request: Request) -> None:
 
 
 _END = object()
+DONE = b"data: [DONE]\n\n"  # a stream's last event
 
 
 def _cut_ending(rt: Runtime, cut: bool, sent: bool) -> tuple[bytes, ...]:
@@ -390,7 +407,7 @@ def _cut_ending(rt: Runtime, cut: bool, sent: bool) -> tuple[bytes, ...]:
     if not sent:  # answered a plain 503 instead (`scheduled_stream`'s producer raises it)
         return ()
     error = stream_error(503, f"{STOPPING}: the answer was stopped before it was finished; send the request again")
-    return b"data: " + CHUNK_ENCODER.encode(error) + b"\n\n", b"data: [DONE]\n\n"
+    return b"data: " + CHUNK_ENCODER.encode(error) + b"\n\n", DONE
 
 
 class Opening:
@@ -416,36 +433,57 @@ class Opening:
             return sent or self._opened
 
 
-_PLANNED = object()  # put once planning passed: from then on a long silence gets keep-alives, headers first
-
-
 def failure_event(rt: Runtime, exc: Exception, response_id: str | None = None) -> bytes:
-    """The `data: {error}` event ending a stream whose headers went before `exc` was raised: a storage failure said as
-    a request's 507 or 503 says it, any other a 500 naming the exception's type; logged and counted."""
+    """The `data: {error}` event ending a stream whose headers went before `exc` was raised, with the status, code
+    and `param` the plain answer would have had: a request's own error (planning's 400 naming its field, the stop's
+    503) as raised; a storage failure, the store's or a plain OSError's (ENOSPC from a file the service writes,
+    `storage_failure_of`), as a request's 507 or 503 says it; any other a 500 naming the exception's type. Logged
+    (naming the stream's `response_id` once known) and counted."""
     rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")
     stream = f"stream {response_id}" if response_id else "a stream"
-    if isinstance(exc, StoreUnavailable):  # its table cannot be read or written
-        status, code, message = storage_status(exc)
-        log.error("%s answered %d: %s (docs/operations.md, storage failures)", stream, status, exc)
+    if isinstance(exc, HTTPException) and exc.status_code != 500:  # planned after its keep-alive went (queued)
+        param, code, _ = from_extra(exc.extra)
+        log.info("%s answered %d after its headers went: %s", stream, exc.status_code, exc.detail)
+        return b"data: " + CHUNK_ENCODER.encode(stream_error(exc.status_code, exc.detail, code, param)) + b"\n\n"
+    storage = storage_failure_of(rt, exc)
+    if storage is not None:  # its table (or the data folder) cannot be read or written
+        status, code, message = storage_status(storage)
+        log.error("%s answered %d: %s (docs/operations.md, storage failures)", stream, status, storage)
         return b"data: " + CHUNK_ENCODER.encode(stream_error(status, message, code)) + b"\n\n"
     log.error("%s failed", stream, exc_info=exc)
     return b"data: " + CHUNK_ENCODER.encode(stream_error(500, f"generation failed: {type(exc).__name__}")) + b"\n\n"
 
 
-def _produce(rt: Runtime, make_events, gone: threading.Event, put, opening: Opening | None = None) -> None:
-    """Runs on the scheduler: `put`s each event of `make_events(gone)` (then `_END`) for
-    `scheduled_stream` to hand over, and stops once `gone` is set. Planning's errors (a bad request)
-    are raised before any event (`_PLANNED` is put once it passed); a chat the service's stop cut, or that failed,
-    before the stream's headers went (its first event, or a keep-alive: `opening`) raises (`stopping`: a plain 503;
-    a failure: its own status); one cut or failed later ends with an error event and [DONE]."""
-    opening = opening or Opening()
+def _planned(rt: Runtime, make_events, gone: threading.Event, put, opening: Opening):
+    """(response id, events, chat) of `make_events(gone)`, which plans the answer; when planning fails (a bad request)
+    it raises, `_END` put, while the stream's headers have not gone; once they went (a keep-alive while it was
+    queued) it puts an error event, [DONE] and `_END` and returns None."""
     try:
-        events = make_events(gone)  # plans the answer: a bad request raises here, before any event
-        chat = rt.chats.generating(gone)  # stopped by the service's cut too (its events then say so)
+        response_id, events = make_events(gone)  # a bad request raises here, before any event
+        return response_id, events, rt.chats.generating(gone)  # stopped by the service's cut too (its events then say so)
+    except Exception as exc:
+        if not opening.end(False):
+            put(_END)
+            raise
+        for event in (failure_event(rt, exc), DONE, _END):
+            put(event)
+        return None
     except BaseException:
         put(_END)
         raise
-    put(_PLANNED)
+
+
+def _produce(rt: Runtime, make_events, gone: threading.Event, put, opening: Opening | None = None) -> None:
+    """Runs on the scheduler: `put`s each event of `make_events(gone)` (-> (its response id, its events)), then `_END`,
+    for `scheduled_stream` to hand over, and stops once `gone` is set. A chat whose planning failed (a bad request), or
+    that the service's stop cut, or that failed, before the stream's headers went (its first event, or a keep-alive
+    while it was queued, planned or generated: `opening`) raises (a 400; `stopping`: a plain 503; a failure: its own
+    status); one that failed or was cut later ends with an error event and [DONE]."""
+    opening = opening or Opening()
+    planned = _planned(rt, make_events, gone, put, opening)
+    if planned is None:
+        return
+    response_id, events, chat = planned
     ended = False  # every event produced: the chat was served whole, whenever its client left
     sent = False  # an event was handed over: the stream's headers go (or went) with it
     failed: Exception | None = None  # raised before the first event (n > 1 generates every candidate first)
@@ -469,7 +507,7 @@ def _produce(rt: Runtime, make_events, gone: threading.Event, put, opening: Open
         events.close()  # a generation still running is cancelled (Generator.stream's finally)
         sent = opening.end(sent)
         cut = chat.cut and not ended
-        told = (failure_event(rt, failed), b"data: [DONE]\n\n") if failed is not None and sent else ()
+        told = (failure_event(rt, failed, response_id), DONE) if failed is not None and sent else ()
         for event in (*told, *_cut_ending(rt, cut and failed is None, sent), _END):
             put(event)
         if stopped:
@@ -518,16 +556,27 @@ async def _first_event(rt: Runtime, future, queue: asyncio.Queue, gone: threadin
 
 async def _opening_event(rt: Runtime, future, queue: asyncio.Queue, gone: threading.Event, request: Request | None,
                          opening: Opening):
-    """The event a stream opens with: the first its task puts once planned, or KEEPALIVE when none came within
-    `sse_keepalive_s` (n > 1: every candidate is generated and reranked first) and the headers may go then
-    (`opening`); `_END` when the task ends without one (planning failed: the error is the response)."""
-    first = await _first_event(rt, future, queue, gone, request)
-    if first is not _PLANNED:
-        return first
+    """The event a stream opens with: the first its task puts, or KEEPALIVE when none came within `sse_keepalive_s`
+    (it waits for a generation slot, or n > 1 generates and reranks every candidate first) and the headers may go
+    then (`opening`); `_END` when the task ends without one (planning failed: the error is the response)."""
     while (first := await _first_event(rt, future, queue, gone, request, rt.settings.sse_keepalive_s)) is None:
         if opening.open():
             return KEEPALIVE
     return first
+
+
+async def _event_after_opening(rt: Runtime, future, queue: asyncio.Queue, gone: threading.Event):
+    """The next event of a stream whose headers went (with a keep-alive) before its first event: that event, or
+    KEEPALIVE after another `sse_keepalive_s`; the error event of the stop's 503 when the scheduler refused the task
+    still waiting for its slot (never begun), [DONE] and `_END` put after it. A client's leaving is the response's to
+    see now (it cancels the relay)."""
+    try:
+        event = await _first_event(rt, future, queue, gone, None, rt.settings.sse_keepalive_s)
+    except HTTPException as refused:  # `not_begun`: the service stops
+        for told in (DONE, _END):
+            queue.put_nowait(told)
+        return failure_event(rt, refused)
+    return KEEPALIVE if event is None else event
 
 
 KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: EventSource and the openai SDKs skip it
@@ -543,14 +592,15 @@ async def _next_event(queue: asyncio.Queue, keepalive_s: float):
 
 
 async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Request | None = None):
-    """The SSE events of `make_events(gone)` produced on the scheduler and handed over as they come.
-    Waits for the first event, so a request that fails planning is still a plain 4xx. `gone` is set
-    when the client goes away: while the request waits for its first event (queued, planning; seen
-    with `request`) or once the returned async iterator is closed early. The producer then stops:
-    a generation still running stops at its next token (the events pass `gone` on as its cancel
-    event), one not started never runs, and the slot is free for the tenant's next chat. Once planned, a
-    stream silent for `sse_keepalive_s` seconds (setting) gets a `: keep-alive` comment line: before its first
-    event too (n > 1 generates and reranks every candidate first), its headers then going with the comment."""
+    """The SSE events of `make_events(gone)` (-> (response id, events), `_produce`) produced on the scheduler and
+    handed over as they come. Waits for the first event, so a request that fails planning within `sse_keepalive_s`
+    is still a plain 4xx. `gone` is set when the client goes away: while the request waits for its first event
+    (queued, planning; seen with `request`) or once the returned async iterator is closed early. The producer then
+    stops: a generation still running stops at its next token (the events pass `gone` on as its cancel event), one
+    not started never runs, and the slot is free for the tenant's next chat. A stream silent for `sse_keepalive_s`
+    seconds (setting) gets a `: keep-alive` comment line: before its first event too (waiting for a generation slot;
+    n > 1 generates and reranks every candidate first), its headers then going with the comment, after which a
+    planning error, a failure or the service's stop is an error event and [DONE]."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     gone = threading.Event()
@@ -574,13 +624,18 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
     async def relay():
         try:
             event = first
+            while event is KEEPALIVE:  # the headers went before the first event: queued, planning or generating
+                yield event
+                event = await _event_after_opening(rt, future, queue, gone)
             while event is not _END:
                 yield event
                 event = await _next_event(queue, rt.settings.sse_keepalive_s)
-            await asyncio.wrap_future(future)
+            with contextlib.suppress(Stopping):  # refused while it waited, after its keep-alive: its event said so
+                await asyncio.wrap_future(future)
         finally:
             gone.set()
-            future.cancel()  # not started yet: it never will
+            if future.cancel():  # not started yet: it never will (one that ran is counted by `_produce`)
+                rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
 
     return relay()
 
@@ -628,7 +683,7 @@ def sse_events(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, 
         raise
     except Exception as exc:  # the headers are sent: the client learns of it from an error event
         yield failure_event(rt, exc, p.response_id)
-    yield b"data: [DONE]\n\n"
+    yield DONE
 
 
 def sse_events_n(rt: Runtime, p: services.Plan, sampling: Sampling, created: int, include_usage: bool, n: int,
@@ -657,7 +712,7 @@ def sse_events_n(rt: Runtime, p: services.Plan, sampling: Sampling, created: int
         tokens = sum(c.tokens for c in chosen)
         yield chunk(None, usage=Usage(prompt_tokens=served.prompt_tokens, completion_tokens=tokens, total_tokens=served.prompt_tokens + tokens))
     rt.metrics.inc("pluralign_chat_completions_total", help="chat completions served", stream="true")
-    yield b"data: [DONE]\n\n"
+    yield DONE
 
 
 @get("/v1/models", sync_to_thread=False, summary="List the models")

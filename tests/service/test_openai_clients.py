@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -364,7 +365,7 @@ def test_an_n2_stream_keeps_the_connection_alive_while_its_candidates_are_genera
     assert [texts[0].strip(), texts[1].strip()] == [served["candidates"][i] for i in ranked]
 
 
-def test_an_n2_stream_that_fails_says_so_by_its_status_or_once_its_headers_went_by_an_error_event(svc, monkeypatch):
+def test_an_n2_stream_that_fails_says_so_by_its_status_or_once_its_headers_went_by_an_error_event(svc, monkeypatch, caplog):
     """wire44's other half, which no test drove (reviewwi44): an n > 1 stream whose generation fails before a keep-alive
     went is a plain 500 (the openai client raises InternalServerError); once the keep-alive (and so the headers) went,
     it ends with an error event and `data: [DONE]` (the client raises APIError), not a 200 that ends without a word."""
@@ -403,3 +404,147 @@ def test_an_n2_stream_that_fails_says_so_by_its_status_or_once_its_headers_went_
     with httpx.Client(transport=_Watched(commented.set), timeout=120) as raw:
         wire = raw.post(svc.url + "/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {svc.keys['acme']}"}).text
     assert wire.startswith(": keep-alive\n\n") and '"generation failed: RuntimeError"' in wire and wire.endswith("data: [DONE]\n\n"), wire
+    # the log line names the stream that failed (wire44b: it said "a stream failed", as if none could be told apart)
+    failed = [r.getMessage() for r in caplog.records if r.name == "pluralign.service" and r.getMessage().endswith(" failed")]
+    assert failed and all(re.fullmatch(r"stream chatcmpl-[0-9a-f]{32} failed", line) for line in failed), failed
+
+
+class _HeldSlots:
+    """Every generation slot held (as chats of another tenant would) until `free()` is called, or for 10 s."""
+
+    def __init__(self, rt):
+        import threading
+
+        self.freed = threading.Event()
+        self.holders = [rt.scheduler.submit("globex", lambda: self.freed.wait(10)) for _ in range(rt.scheduler.workers)]
+
+    def free(self) -> None:
+        self.freed.set()
+
+    def freed_in_time(self) -> bool:
+        """Whether `free()` ended the hold, not its 10 s (frees it first: a test that failed leaves none held)."""
+        ended = all(holder.result(30) for holder in self.holders)
+        self.free()
+        return ended
+
+
+def _keepalive_client(svc, on_comment):
+    import httpx
+    from openai import OpenAI
+
+    watched = _Watched(on_comment)
+    return watched, OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=120,
+                           http_client=httpx.Client(transport=watched, timeout=120))
+
+
+def _while_held(rt, ask):
+    """`ask(slots)` while every generation slot is held until `slots.free()` (the client has read a keep-alive
+    comment): (its answer, whether that freed them, not the hold's 10 s)."""
+    slots = _HeldSlots(rt)
+    try:
+        answer = ask(slots)
+    except BaseException:
+        slots.free()
+        raise
+    return answer, slots.freed_in_time()
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_stream_waiting_for_a_generation_slot_keeps_the_connection_alive(svc, monkeypatch, n):
+    """Before (wire44b): a stream queued behind other chats for a generation slot sent nothing, its headers neither,
+    until a slot freed (keep-alives began only once it was planned), so a proxy's idle timeout cut it. Now after
+    `sse_keepalive_s` of waiting its headers and `: keep-alive` comments go, and the openai client, skipping them,
+    reads the chunks as before. The slots are held until the client has read a comment (10 s at most: before, the
+    hold ran out and only then did n = 2's comment come, while its candidates were made)."""
+    import msgspec
+
+    rt = svc.runtime
+    monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, sse_keepalive_s=0.05))
+
+    def ask(slots):
+        watched, client = _keepalive_client(svc, slots.free)
+        chunks = list(client.chat.completions.create(model="pluralign", messages=HI, n=n, max_tokens=4, seed=4, stream=True,
+                                                     extra_body={"pluralign": {"candidates": n}}))
+        return watched.read, chunks
+
+    (wire, chunks), in_time = _while_held(rt, ask)
+    assert in_time and wire.startswith(b": keep-alive\n\n"), bytes(wire[:200])
+    assert wire.endswith(b"data: [DONE]\n\n"), bytes(wire[-200:])
+    assert [c.choices[0].delta.role for c in chunks[:n]] == ["assistant"] * n
+    finished = {c.choices[0].index: c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason}
+    assert set(finished) == set(range(n)), chunks
+
+
+def test_a_planning_error_after_a_queued_stream_s_keep_alive_is_an_error_event_naming_the_field(svc, monkeypatch):
+    """A request found too long for the prompt budget only once planned (its tokens counted on the generation
+    thread) is a plain 400 naming `messages` when nothing went yet; once a keep-alive went while it was queued the
+    same 400 (status, code, param, message) is its error event, then `data: [DONE]`: the openai client raises
+    APIError with them. Before (wire44b) no keep-alive went while it was queued: the plain 400 came once a slot freed."""
+    import httpx
+    import msgspec
+    import openai
+
+    rt = svc.runtime
+    _, client = _keepalive_client(svc, lambda: None)
+    monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, max_prompt_tokens=3))
+    ask = {"model": "pluralign", "messages": HI, "max_tokens": 4, "stream": True}
+    with pytest.raises(openai.BadRequestError) as plain:  # free slots, the default sse_keepalive_s: planned long before a keep-alive
+        list(client.chat.completions.create(**ask))
+    assert plain.value.param == "messages" and "the prompt is" in plain.value.message, plain.value.message
+    monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, sse_keepalive_s=0.05))
+
+    def through_openai(slots):
+        watched, client = _keepalive_client(svc, slots.free)
+        with pytest.raises(openai.APIError) as told:
+            list(client.chat.completions.create(**ask))
+        return watched.read, told.value
+
+    (wire, error), in_time = _while_held(rt, through_openai)
+    assert in_time and not isinstance(error, openai.APIStatusError), error
+    assert (error.param, error.code, error.message) == (plain.value.param, plain.value.code, plain.value.body["message"])
+    assert error.body["type"] == "invalid_request_error" and wire.startswith(b": keep-alive\n\n"), bytes(wire)
+
+    def raw(slots):  # the whole stream, as the openai client stopped reading at the error
+        with httpx.Client(transport=_Watched(slots.free), timeout=120) as http:
+            return http.post(svc.url + "/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {svc.keys['acme']}"}).text
+
+    wire, in_time = _while_held(rt, raw)
+    assert in_time and wire.startswith(": keep-alive\n\n") and '"param":"messages"' in wire and wire.endswith("data: [DONE]\n\n"), wire
+
+
+def test_an_n2_stream_out_of_disk_space_says_507_before_or_after_its_keep_alive(svc, monkeypatch, caplog):
+    """A plain OSError (ENOSPC) raised while an n > 1 stream's candidates are made is the 507 a request answers for
+    it before a keep-alive went; after it the error event said "500 generation failed: OSError" (wire44b: only the
+    store's own error was mapped). Now the event carries the 507, its code and its message, and the log line names
+    the stream."""
+    import errno
+    import threading
+
+    import msgspec
+    import openai
+
+    rt = svc.runtime
+    commented = threading.Event()
+
+    def out_of_space(*args, **kwargs):
+        if rt.settings.sse_keepalive_s < 1:  # fail once the client has read the keep-alive
+            assert commented.wait(30)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rt.generator, "generate", out_of_space)
+    monkeypatch.setattr(rt.generator, "generate_styled", out_of_space, raising=False)
+    watched, client = _keepalive_client(svc, commented.set)
+    ask = {"model": "pluralign", "messages": HI, "user": "kai", "n": 2, "max_tokens": 8, "stream": True}
+    with pytest.raises(openai.APIStatusError) as plain:
+        list(client.chat.completions.create(**ask))
+    assert plain.value.status_code == 507 and plain.value.code == "insufficient_storage", plain.value
+    monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, sse_keepalive_s=0.05))
+    watched.read.clear()
+    caplog.clear()
+    with pytest.raises(openai.APIError) as told:
+        list(client.chat.completions.create(**ask))
+    assert not isinstance(told.value, openai.APIStatusError) and watched.read.startswith(b": keep-alive\n\n"), told.value
+    assert (told.value.code, told.value.message) == (plain.value.code, plain.value.body["message"]), told.value.message
+    assert told.value.body["type"] == plain.value.body["type"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "pluralign.service" and "answered 507" in r.getMessage()]
+    assert len(lines) == 1 and re.match(r"stream chatcmpl-[0-9a-f]{32} answered 507: ", lines[0]), lines

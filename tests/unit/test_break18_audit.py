@@ -162,16 +162,24 @@ def test_a_user_groups_file_cannot_put_its_users_with_those_it_does_not_name(tmp
     """A group name in the file is read as an attribute's value is (`answer_key`: trimmed), so the file cannot give
     NO_VALUE itself: `" (no value)"` (its leading space) is the group `(no value)`, apart from the users the file does
     not name; and `" a "` is the group `a`, as a client's value `" a "` is. Before (review session 44) the file's
-    `" (no value)"` and the users it did not name were one group, as `unassigned` had been until session 44."""
+    `" (no value)"` and the users it did not name were one group, as `unassigned` had been until session 44.
+    The text table (no `--json`) tells them apart too: a value quoted, NO_VALUE written `(without a value)`; before
+    (wire44b) it wrote `(no value)` for both, the group's one space to the right, and `worst group  (no value)`."""
     from pluralign.fairness.audit import NO_VALUE
 
     data = write_jsonl(tmp_path / "p.jsonl", rows(4))
     groups = tmp_path / "groups.json"
     groups.write_text('{"u0": " (no value)", "u1": "a", "u2": " a "}')  # u3: not named
     code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups),
-                         "--min-comparisons", "1", "--json", *cache)
+                         "--min-comparisons", "1", *cache)
     assert code == 0, err
-    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"(no value)": 1, "a": 2, NO_VALUE: 1}
+    *table, last = out.strip().splitlines()
+    report = json.loads(last)  # the report's JSON, as --json prints it alone
+    assert {g["group"]: g["users"] for g in report["groups"]} == {"(no value)": 1, "a": 2, NO_VALUE: 1}
+    rows_shown = dict(line[2:].rsplit(None, 6)[:2] for line in table[2:-1])  # a group's name as written -> its users
+    assert rows_shown == {'"(no value)"': "1", '"a"': "2", "(without a value)": "1", "all": "4"}, table
+    worst = {NO_VALUE: "(without a value)"}.get(report["worst_group"], f'"{report["worst_group"]}"')
+    assert table[-1].startswith(f"  worst group {worst} "), table
 
 
 # -- 4. a --k larger than the data --------------------------------------------------------------------

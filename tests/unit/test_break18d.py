@@ -95,10 +95,13 @@ def test_a_stream_read_to_its_end_is_not_counted_as_cancelled():
     rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats(),
                          settings=SimpleNamespace(sse_keepalive_s=15.0))  # the relay reads it (reviewbr43); the default
 
-    def make_events(gone: threading.Event):
+    def events(gone: threading.Event):
         yield b"data: {}\n\n"
         yield b"data: [DONE]\n\n"
         gone.wait(5)  # the producer thread, descheduled after its last event, runs on once the client has left
+
+    def make_events(gone: threading.Event):
+        return "chatcmpl-1", events(gone)  # (its response id, its events)
 
     async def client_reads_everything_then_leaves() -> list[bytes]:
         relay = await scheduled_stream(rt, "acme", make_events)
@@ -115,3 +118,43 @@ def test_a_stream_read_to_its_end_is_not_counted_as_cancelled():
         assert rt.metrics.counted.get("pluralign_chat_cancelled_total", 0) == 0, rt.metrics.counted
     finally:
         rt.scheduler.shutdown()
+
+
+def test_a_stream_opened_by_a_keep_alive_while_queued_is_told_by_an_event_when_the_stop_refuses_it():
+    """wire44b: a stream waiting for a generation slot sends its headers and `: keep-alive` after `sse_keepalive_s`;
+    when the service's stop then refuses the waiting chat (never begun), it can no longer be a plain 503: it ends with
+    the 503's error event (`code` unavailable, the stop named) and `data: [DONE]`, and the chat is counted as refused
+    waiting. Before, nothing went while it was queued (the first event was awaited past the 5 s here)."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from service.chat.controllers import KEEPALIVE, scheduled_stream
+    from service.scheduler import FairScheduler
+    from service.stopping import STOPPING, GeneratingChats
+
+    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats(),
+                         settings=SimpleNamespace(sse_keepalive_s=0.05))
+    freed = threading.Event()
+    holder = rt.scheduler.submit("globex", lambda: freed.wait(10))  # the one slot, taken by another tenant's chat
+
+    def make_events(gone: threading.Event):
+        raise AssertionError("a refused chat is never planned")
+
+    async def queued_then_refused() -> list[bytes]:
+        relay = await asyncio.wait_for(scheduled_stream(rt, "acme", make_events), 5)
+        got = [await relay.__anext__()]
+        rt.scheduler.close(STOPPING)
+        got += [event async for event in relay]
+        return got
+
+    try:
+        got = asyncio.run(queued_then_refused())
+    finally:
+        freed.set()
+        holder.result(10)
+        rt.scheduler.shutdown()
+    assert got[0] == KEEPALIVE and set(got[1:-2]) <= {KEEPALIVE} and got[-1] == b"data: [DONE]\n\n", got
+    error = json.loads(got[-2].removeprefix(b"data: "))["error"]
+    assert error["code"] == "unavailable" and error["type"] == "service_unavailable_error" and STOPPING in error["message"], error
+    assert rt.metrics.counted.get("pluralign_chat_stopped_total") == 1, rt.metrics.counted

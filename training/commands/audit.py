@@ -219,18 +219,34 @@ def online_pal(records, encoder, users: list[str], pal_dir: str):
     return OnlinePAL(model, user_weights.prior(), batch.prompt, batch.chosen, batch.rejected, len(users))
 
 
+NO_VALUE_SHOWN = "(without a value)"  # how the table writes the group NO_VALUE (the dashboard: "without a value", in italics)
+
+
+def group_shown(name: str) -> str:
+    """A group's name in the text table: a value quoted as JSON quotes it (its quotation marks and control characters
+    escaped), the group NO_VALUE (`" (no value)"`) in our own words, unquoted, so it reads apart from a value
+    `"(no value)"` or `"(without a value)"`, as the dashboard tells them apart. Until session wire44b both were written
+    bare, one space apart."""
+    from pluralign.fairness.audit import NO_VALUE
+
+    return NO_VALUE_SHOWN if name == NO_VALUE else json.dumps(name, ensure_ascii=False)
+
+
 def print_table(report) -> None:
+    """The report as text: one row a group (its value quoted, `group_shown`), then every comparison's row (`all`,
+    unquoted), then the worst group and the gap. `--json` prints the report alone."""
     print(f"audit by {report.group_by}: {report.users} users, {report.comparisons} comparisons "
           f"({report.ties_skipped} ties skipped, {report.suppressed_groups} groups suppressed), {report.seconds:.1f} s")
-    print(f"  {'group':<16} {'users':>6} {'pairs':>8} {'personal':>9} {'base':>6} {'ECE p/b':>11} {'win':>6}")
-    for g in [*report.groups, *([report.overall] if report.overall else [])]:
+    print(f"  {'group':<18} {'users':>6} {'pairs':>8} {'personal':>9} {'base':>6} {'ECE p/b':>11} {'win':>6}")
+    rows = [(group_shown(g.group), g) for g in report.groups] + ([(report.overall.group, report.overall)] if report.overall else [])
+    for shown, g in rows:
         ece = f"{g.personalized_ece or 0:.3f}/{g.base_ece or 0:.3f}"
         win = f"{g.win_rate:.3f}" if g.win_rate is not None else "-"
         flag = "  (too few comparisons)" if g.too_few_comparisons else ""
-        print(f"  {g.group:<16} {g.users:>6} {g.comparisons:>8} {g.personalized_accuracy:>9.3f} {g.base_accuracy:>6.3f} {ece:>11} {win:>6}{flag}")
+        print(f"  {shown:<18} {g.users:>6} {g.comparisons:>8} {g.personalized_accuracy:>9.3f} {g.base_accuracy:>6.3f} {ece:>11} {win:>6}{flag}")
     if report.worst_group is not None:
-        print(f"  worst group {report.worst_group} {report.worst_group_accuracy:.3f}, gap {report.gap:.3f} "
-              f"(base: worst {report.base_worst_group} {report.base_worst_group_accuracy:.3f}, gap {report.base_gap:.3f})")
+        print(f"  worst group {group_shown(report.worst_group)} {report.worst_group_accuracy:.3f}, gap {report.gap:.3f} "
+              f"(base: worst {group_shown(report.base_worst_group)} {report.base_worst_group_accuracy:.3f}, gap {report.base_gap:.3f})")
 
 
 def run(args: argparse.Namespace) -> int:
