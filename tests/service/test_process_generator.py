@@ -167,7 +167,8 @@ def _children() -> set[int]:
     """This process's child processes (zombies too: waited for by no one), but multiprocessing's resource tracker."""
     pids = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
+        # a thread that ended since the listing has no file (its children, if any, went to another thread of ours)
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{task}/children") as f:
             pids.update(int(pid) for pid in f.read().split())
     def tracker(pid: int) -> bool:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
