@@ -598,7 +598,7 @@ class Ingestor:
         ids = self.store.held_pref_ids(rows)
         if not ids:
             return entries, []
-        held = {(h.tenant, h.user_id, h.pref_id): h for h in self.store.newest_rows([r for r in rows if (r.tenant, r.user_id, r.pref_id) in ids])}
+        held = self._held_once(self.store.newest_rows([r for r in rows if (r.tenant, r.user_id, r.pref_id) in ids]))
         if not held:  # the ids were another user's
             return entries, []
         kept, done, again, refused = split_held(entries, held)
@@ -611,6 +611,20 @@ class Ingestor:
         notes = self._note_stored(again)
         self.log.done(done)
         return kept, notes
+
+    def _held_once(self, found: list[StoredPreference]) -> dict[Key, StoredPreference]:
+        """`found` (`Store.newest_rows`) by key, one row each: of an id held more than once, the row kept (`keeps`).
+        On a store shared without claims an id held twice with other content (a read-back that failed, or a replica
+        stopped between its commit and its read-back: `_one_content_each`) is settled here first, the later-received
+        row deleted (until review gs44 nothing looked at it again: both rows stayed, and a copy of the kept one was
+        compared with whichever row the read gave last, left out as "stored with another" content). Under `_move`."""
+        copies: dict[Key, list[StoredPreference]] = {}
+        for row in found:
+            copies.setdefault((row.tenant, row.user_id, row.pref_id), []).append(row)
+        twice = [rows[0] for rows in copies.values() if len(rows) > 1]
+        if twice and self._settling is not None:
+            self._one_content_each(twice)
+        return {key: rows[0] if len(rows) == 1 else keeps(rows) for key, rows in copies.items()}
 
     def _refused(self, refused: list[tuple[StoredPreference, str]], held: Mapping[Key, StoredPreference]) -> None:
         """Logs (an error each) and counts (`left_out`) the acknowledged rows left out because the table holds their
@@ -649,7 +663,7 @@ class Ingestor:
                                       "kept): a pref_id names one preference, the earliest-received is kept", row.pref_id,
                                       row.user_id, row.tenant, row.received(), field, kept.received())
                 self.left_out += deleted
-            except Exception as exc:  # noqa: BLE001 (the rows are committed; the next move of the id looks again)
+            except Exception as exc:  # noqa: BLE001 (the rows are committed; the next move of the id looks again: `_held_once`)
                 log.warning("the read-back of %d committed row(s) for ids stored twice failed (%s)", len(rows), exc)
                 return
             if deleted == left:

@@ -124,3 +124,33 @@ def test_two_movers_committing_one_id_at_once_keep_the_earliest_received_content
     ingest_two.submit(imported(("p-4", "Milk."), received_at=102.0), received_at=102.0)
     ingest_two.flush()  # two's own look finds nothing more to settle
     assert rows_of(two) == {"p-1": [kept], "p-2": ["Juice."], "p-3": ["Water."], "p-4": ["Milk."]}
+
+
+def test_an_id_left_stored_twice_is_settled_by_the_next_move_of_it(replicas, caplog):
+    """Review gs44: a read-back that failed (the store unreachable a moment) left p-1 stored twice, logged as "the next
+    move of the id looks again". It did not: the next move of p-1 (a retry of the kept row through replica two) compared
+    it with whichever of the two rows the read gave last, and read back only the ids it committed (p-5), so p-1 kept both
+    rows for good (one id, two contents). Now that move deletes the later-received row, as the read-back would have."""
+    (one, ingest_one), (two, ingest_two) = replicas
+    ingest_one.submit(imported(("p-1", "Tea."), received_at=100.0), received_at=100.0)
+    ingest_two.submit(imported(("p-1", "Coffee."), received_at=99.0), received_at=99.0)
+    append, read_back = one._append_preferences, one.held_twice
+
+    def two_commits_first(kept, vectors):  # both looked before either committed (as above)
+        one._append_preferences = append
+        ingest_two.flush()
+        return append(kept, vectors)
+
+    def unreachable(rows):
+        one.held_twice = read_back
+        raise OSError("connection reset")
+
+    one._append_preferences, one.held_twice = two_commits_first, unreachable
+    ingest_one.flush()
+    assert sorted(rows_of(one)["p-1"]) == ["Coffee.", "Tea."]  # the read-back failed: both stay, for now
+    ingest_two.submit(imported(("p-1", "Coffee."), ("p-5", "Milk."), received_at=105.0), received_at=105.0)
+    with caplog.at_level(logging.ERROR, logger="pluralign.store"):
+        ingest_two.flush()
+    assert rows_of(two) == {"p-1": ["Coffee."], "p-5": ["Milk."]}  # before: p-1 twice, for good
+    assert ingest_two.left_out == 1  # the later-received "Tea.", deleted here
+    assert "received at 105" not in " ".join(r.getMessage() for r in caplog.records)  # the retry of "Coffee." is no loss
