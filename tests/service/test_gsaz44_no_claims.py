@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 import pytest
 
 from pluralign.store import Store
@@ -154,3 +155,57 @@ def test_an_id_left_stored_twice_is_settled_by_the_next_move_of_it(replicas, cap
     assert rows_of(two) == {"p-1": ["Coffee."], "p-5": ["Milk."]}  # before: p-1 twice, for good
     assert ingest_two.left_out == 1  # the later-received "Tea.", deleted here
     assert "received at 105" not in " ".join(r.getMessage() for r in caplog.records)  # the retry of "Coffee." is no loss
+
+
+def race(replicas, one_rows: list, two_rows: list, received_at: tuple[float, float]) -> None:
+    """Replica one moves `one_rows`, replica two `two_rows` (each (pref_id, chosen)), both having looked before either
+    committed: two commits first, then one, which reads the ids back."""
+    (one, ingest_one), (_, ingest_two) = replicas
+    ingest_one.submit(imported(*one_rows, received_at=received_at[0]), received_at=received_at[0])
+    ingest_two.submit(imported(*two_rows, received_at=received_at[1]), received_at=received_at[1])
+    append = one._append_preferences
+
+    def two_commits_first(kept, vectors):
+        one._append_preferences = append
+        ingest_two.flush()
+        return append(kept, vectors)
+
+    one._append_preferences = two_commits_first
+    ingest_one.flush()
+
+
+@pytest.mark.parametrize("one_has", ["Tea.", "Coffee."])
+def test_two_rows_received_at_the_same_instant_keep_the_least_content_hash_and_only_one_goes(replicas, one_has):
+    """Review gs44 (a guard nothing checked: either line could go with every test passing): received at the same
+    instant, the row kept is the one whose content has the least sha256, whichever replica committed it first, and the
+    delete names the other by its Lance row id: by key and time alone it deleted both rows."""
+    from pluralign.store.claims import claim_of
+
+    two_has = "Coffee." if one_has == "Tea." else "Tea."
+    race(replicas, [("p-1", one_has)], [("p-1", two_has)], (100.0, 100.0))
+    content = lambda chosen: claim_of(imported(("p-1", chosen), received_at=100.0)[0], stamped=False).content
+    (one, ingest_one), _ = replicas
+    assert rows_of(one) == {"p-1": [min(("Tea.", "Coffee."), key=content)]}
+    assert ingest_one.left_out == 1
+
+
+def test_a_compaction_between_the_read_back_and_its_delete_is_read_again(replicas):
+    """Review gs44 (a guard nothing checked): a compaction after the read-back gives the rows other Lance row ids, so
+    the delete by the id read finds nothing; the mover reads the ids again (`SETTLE_ATTEMPTS`) and deletes then."""
+    (one, ingest_one), (_, ingest_two) = replicas
+    delete = one.delete_copy
+    calls = []
+
+    def compacted_first(row, row_id):
+        if not calls:  # another user's row committed, then the unindexed fragments merged: row ids change
+            other = msgspec.structs.replace(imported(("p-9", "Milk."), received_at=101.0)[0], user_id="v")
+            ingest_two.submit([other], received_at=101.0)
+            ingest_two.flush()
+            one.preferences.optimize()
+        calls.append(delete(row, row_id))
+        return calls[-1]
+
+    one.delete_copy = compacted_first
+    race(replicas, [("p-1", "Coffee."), ("p-2", "Juice.")], [("p-1", "Tea.")], (100.0, 99.0))
+    assert calls == [0, 1]  # the first found no row at the id it read
+    assert rows_of(one) == {"p-1": ["Tea."], "p-2": ["Juice."]} and ingest_one.left_out == 1
