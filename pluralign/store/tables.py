@@ -902,11 +902,7 @@ class Store:
         removes its claim once that id's row is committed, so a claim put after that finds nothing to refuse)."""
         if not rows:
             return
-        ids_of: dict[tuple[str, str], list[str]] = {}
-        for r in rows:
-            ids_of.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
-        self.preferences.checkout_latest()
-        held = {(t, u, row["pref_id"]): self._preference(row, t, u) for t, u, row in self._read(lambda: self._read_held(ids_of))}
+        held = {(h.tenant, h.user_id, h.pref_id): h for h in self._newest_rows(rows)}
         for i, r in enumerate(rows):
             stored = held.get((r.tenant, r.user_id, r.pref_id))
             if stored is not None and (field := _differs(stored, r, untimed)) is not None:
@@ -1076,13 +1072,19 @@ class Store:
         the ids back after its commit (`held_twice`)."""
         if not rows:
             return set()
+        return {(r.tenant, r.user_id, r.pref_id) for r in rows}.intersection(self._newest_keys(rows))
+
+    def _newest_keys(self, rows: list[StoredPreference]) -> list[tuple[str, str, str]]:
+        """The (tenant, user_id, pref_id) of each row the table's newest version holds among the users and ids of `rows`
+        (a key held twice comes twice; a key of one user's id held by another user of `rows` too, which the callers
+        match against their keys): one look for that version and one read of the key columns by the users' BITMAP index.
+        What `held_pref_ids` and `held_twice` read (until review gs44 each its own copy of it)."""
         users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys((r.tenant, r.user_id) for r in rows))
         ids = ", ".join(quote(i) for i in dict.fromkeys(r.pref_id for r in rows))
         # a copy another replica committed a moment ago: reads may otherwise be `sync_seconds` stale
         self.preferences.checkout_latest()
         held = self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["tenant", "user_id", "pref_id"]).limit(None).to_arrow()
-        wanted = {(r.tenant, r.user_id, r.pref_id) for r in rows}
-        return wanted.intersection(zip(*(held.column(c).to_pylist() for c in ("tenant", "user_id", "pref_id")), strict=True))
+        return list(zip(*(held.column(c).to_pylist() for c in ("tenant", "user_id", "pref_id")), strict=True))
 
     @_uses("preferences", "read")
     def newest_rows(self, rows: list[StoredPreference]) -> list[StoredPreference]:
@@ -1090,8 +1092,10 @@ class Store:
         (no vectors), two rows under one key included (two replicas' movers that committed it at once on a store
         without claims, `pluralign.store.ingest`). Not from the users' cached histories, which with replicas may be
         `sync_seconds` old. One look for the newest version and one read (`_read_held`)."""
-        if not rows:
-            return []
+        return self._newest_rows(rows) if rows else []
+
+    def _newest_rows(self, rows: list[StoredPreference]) -> list[StoredPreference]:
+        """`newest_rows`, what `check_newest` reads too (until review gs44 each its own copy of it)."""
         ids_of: dict[tuple[str, str], list[str]] = {}
         for r in rows:
             ids_of.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
@@ -1107,12 +1111,7 @@ class Store:
         if not rows:
             return {}
         wanted = {(r.tenant, r.user_id, r.pref_id) for r in rows}
-        users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys((r.tenant, r.user_id) for r in rows))
-        ids = ", ".join(quote(i) for i in dict.fromkeys(r.pref_id for r in rows))
-        self.preferences.checkout_latest()  # a copy another replica committed a moment ago
-        keys = self._read(lambda: self.preferences.search().where(f"({users}) AND pref_id IN ({ids})")
-                          .select(["tenant", "user_id", "pref_id"]).limit(None).to_arrow())
-        counted = Counter(zip(*(keys.column(name).to_pylist() for name in ("tenant", "user_id", "pref_id")), strict=True))
+        counted = Counter(self._read(lambda: self._newest_keys(rows)))
         doubled = [key for key, n in counted.items() if n > 1 and key in wanted]
         if not doubled:
             return {}
