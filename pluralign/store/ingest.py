@@ -375,6 +375,7 @@ class Ingestor:
             entries = [e for e in entries if self.log.is_pending(e) and e.key not in self._held]
             if self.store.sync_seconds is not None:  # with replicas: rows another replica stored go, their claims noted
                 entries, notes = self._not_stored_elsewhere(entries)
+            again_before = self.store.appends_made_again["preferences"]  # a commit made again meanwhile: `_made_again`
             while True:
                 rows = [r for e in entries for r in e.rows]
                 if not rows:
@@ -385,8 +386,9 @@ class Ingestor:
                     break
                 except PrefIdConflict as exc:  # left in the log it would stop every batch behind it
                     entries = self._left_out(entries, exc)
+            made_again = self.store.appends_made_again["preferences"] != again_before
             if rows and self._settling is not None and not reading:
-                self._one_content_each(rows)
+                self._one_content_each(rows, made_again)
             if rows:
                 notes += self._note_stored(rows)
                 # stamped before the rows leave the log's pending ones: a `flush` that finds them no longer pending
@@ -400,7 +402,7 @@ class Ingestor:
         if not rows:
             return 0
         if self._settling is not None and reading:
-            self._settle_later(rows)
+            self._settle_later(rows, made_again)
         if self.on_moved is not None:
             try:
                 self.on_moved(rows)
@@ -637,7 +639,7 @@ class Ingestor:
                       row.tenant, row.received(), field, stored.received())
         self.left_out += len(refused)
 
-    def _one_content_each(self, rows: list[StoredPreference]) -> None:
+    def _one_content_each(self, rows: list[StoredPreference], made_again: bool = False) -> None:
         """Right after the commit of `rows` on a store shared without claims (`gs://`, `az://`, `abfss://`): where
         the newest version holds one of their ids twice with other content (another replica's mover committed it in
         the same instant, both having looked before either commit: `_not_stored_elsewhere`), the row received later
@@ -645,7 +647,11 @@ class Ingestor:
         always does, its read coming after both commits), logged and counted (`left_out`) by the replica that
         deletes it. Until session 44 both rows stayed under the id for good. Two copies of the same content stay (a
         copy, not a loss). Costs one read of the batch's keys (`Store.held_twice`); failures are logged, never
-        raised (the rows are committed: they must still leave the log). Runs under `_move`."""
+        raised (the rows are committed: they must still leave the log). `made_again`: a commit of this process was made
+        again meanwhile (`Store.appends_made_again`), which appends only the ids the table lacks: `_made_again` reads
+        back what it left out. Runs under `_move`."""
+        if made_again:
+            self._made_again(rows)
         for _ in range(SETTLE_ATTEMPTS):  # a compaction meanwhile moves the row ids read: read again
             try:
                 doubled = self.store.held_twice(rows)
@@ -671,12 +677,28 @@ class Ingestor:
         log.warning("rows stored twice under one pref_id were not all deleted after %d reads (compactions meanwhile)",
                     SETTLE_ATTEMPTS)
 
-    def _settle_later(self, rows: list[StoredPreference]) -> None:
+    def _made_again(self, rows: list[StoredPreference]) -> None:
+        """Logs and counts (`_refused`) the rows of a commit made again (`Store._commit_rows`: it appends only the ids
+        the table lacks then) that the table holds under their id with other content only: another replica stored
+        them between this mover's look and its commit, and the commit left them out (until review gs44 with no line
+        and uncounted). One read of the rows' text (`Store.newest_rows`), only after a commit made again."""
+        try:
+            held: dict[Key, list[StoredPreference]] = {}
+            for row in self.store.newest_rows(rows):
+                held.setdefault((row.tenant, row.user_id, row.pref_id), []).append(row)
+        except Exception as exc:  # noqa: BLE001 (the rows are committed: they must still leave the log)
+            log.warning("the read-back of %d row(s) of a commit made again failed (%s)", len(rows), exc)
+            return
+        lost = [(r, field) for r in rows if (copies := held.get((r.tenant, r.user_id, r.pref_id)))
+                and all(differs_but_time(h, r) is not None for h in copies) and (field := differs_but_time(copies[0], r))]
+        self._refused(lost, {key: copies[0] for key, copies in held.items()})
+
+    def _settle_later(self, rows: list[StoredPreference], made_again: bool = False) -> None:
         """`_one_content_each` of a reader's move, on the settling thread (under `_move`, as the worker's own)."""
 
         def settle() -> None:
             with self._move:
-                self._one_content_each(rows)
+                self._one_content_each(rows, made_again)
 
         try:
             self._settling.submit(settle)

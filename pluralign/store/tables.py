@@ -423,6 +423,9 @@ class Store:
         self._in_flight: dict[tuple[str, str, str], threading.Event] = {}  # (tenant, user_id, pref_id) being added (`_adding`)
         self._appends = {name: GroupCommit(lambda data, name=name: self._commit_append(name, data))
                          for name in ("preferences", "interactions", "stated_changes")}
+        # appends made again so far, by table (`_commit_rows`: only the keys the table lacks then): a row of a key another
+        # replica stored meanwhile, with other content too, is left out there (`pluralign.store.ingest` reads them back)
+        self.appends_made_again = dict.fromkeys(self._appends, 0)
         self._upserts = GroupCommit(self._commit_users)
         self.tables = {name: self._open(name, schema, name in existing) for name, schema in self.schemas.items()}
         # who was deleted, by hash, for other replicas' files (`pluralign.store.deletions`); apart from
@@ -1051,6 +1054,7 @@ class Store:
             made_again = self._commit_rows(name, self.tables[name], data)
             self._after_write(name)
             if made_again:  # the table may hold some of `data` from another writer, which a cached history may hold
+                self.appends_made_again[name] += 1
                 # too: grown by all of `data` it would hold them twice, a row more than the table, which another
                 # replica's new row of the user evens out for `_matches`' count (review rr44): dropped instead
                 self.histories.invalidate(owners)
