@@ -51,7 +51,8 @@ table and leaves that row out, logged as an error (the id, the user, the field t
 44 its whole import was left out, acknowledged rows lost, with a warning wrongly naming an `Idempotency-Key`). Both
 committing at once, the one committing second reads the ids back and deletes the later-received row (the same
 choice on every replica: `pluralign.store.ingest.keeps`; until session 44 both rows stayed under the id); only a
-replica stopped between that commit and its read-back leaves both. Either way one of the two acknowledged rows is
+replica stopped between that commit and its read-back (or whose read-back failed) leaves both, until a row of that id
+is moved again (`Ingestor._held_once`, review gs44). Either way one of the two acknowledged rows is
 lost: only claims refuse the second before its 201. A
 claim left by an earlier release whose row is in the table goes at the first start of session 43's release on the
 store (`sweep_stored`, once: marked by `SWEPT`); until then it stayed until a row of that id was moved again or the

@@ -375,6 +375,7 @@ class Ingestor:
             entries = [e for e in entries if self.log.is_pending(e) and e.key not in self._held]
             if self.store.sync_seconds is not None:  # with replicas: rows another replica stored go, their claims noted
                 entries, notes = self._not_stored_elsewhere(entries)
+            again_before = self.store.appends_made_again["preferences"]  # a commit made again meanwhile: `_made_again`
             while True:
                 rows = [r for e in entries for r in e.rows]
                 if not rows:
@@ -385,8 +386,9 @@ class Ingestor:
                     break
                 except PrefIdConflict as exc:  # left in the log it would stop every batch behind it
                     entries = self._left_out(entries, exc)
+            made_again = self.store.appends_made_again["preferences"] != again_before
             if rows and self._settling is not None and not reading:
-                self._one_content_each(rows)
+                self._one_content_each(rows, made_again)
             if rows:
                 notes += self._note_stored(rows)
                 # stamped before the rows leave the log's pending ones: a `flush` that finds them no longer pending
@@ -400,7 +402,7 @@ class Ingestor:
         if not rows:
             return 0
         if self._settling is not None and reading:
-            self._settle_later(rows)
+            self._settle_later(rows, made_again)
         if self.on_moved is not None:
             try:
                 self.on_moved(rows)
@@ -598,7 +600,7 @@ class Ingestor:
         ids = self.store.held_pref_ids(rows)
         if not ids:
             return entries, []
-        held = {(h.tenant, h.user_id, h.pref_id): h for h in self.store.newest_rows([r for r in rows if (r.tenant, r.user_id, r.pref_id) in ids])}
+        held = self._held_once(self.store.newest_rows([r for r in rows if (r.tenant, r.user_id, r.pref_id) in ids]))
         if not held:  # the ids were another user's
             return entries, []
         kept, done, again, refused = split_held(entries, held)
@@ -612,6 +614,20 @@ class Ingestor:
         self.log.done(done)
         return kept, notes
 
+    def _held_once(self, found: list[StoredPreference]) -> dict[Key, StoredPreference]:
+        """`found` (`Store.newest_rows`) by key, one row each: of an id held more than once, the row kept (`keeps`).
+        On a store shared without claims an id held twice with other content (a read-back that failed, or a replica
+        stopped between its commit and its read-back: `_one_content_each`) is settled here first, the later-received
+        row deleted (until review gs44 nothing looked at it again: both rows stayed, and a copy of the kept one was
+        compared with whichever row the read gave last, left out as "stored with another" content). Under `_move`."""
+        copies: dict[Key, list[StoredPreference]] = {}
+        for row in found:
+            copies.setdefault((row.tenant, row.user_id, row.pref_id), []).append(row)
+        twice = [rows[0] for rows in copies.values() if len(rows) > 1]
+        if twice and self._settling is not None:
+            self._one_content_each(twice)
+        return {key: rows[0] if len(rows) == 1 else keeps(rows) for key, rows in copies.items()}
+
     def _refused(self, refused: list[tuple[StoredPreference, str]], held: Mapping[Key, StoredPreference]) -> None:
         """Logs (an error each) and counts (`left_out`) the acknowledged rows left out because the table holds their
         id with other content (`refused`: (row, the first field that differs), `held`: the stored rows by key)."""
@@ -623,7 +639,7 @@ class Ingestor:
                       row.tenant, row.received(), field, stored.received())
         self.left_out += len(refused)
 
-    def _one_content_each(self, rows: list[StoredPreference]) -> None:
+    def _one_content_each(self, rows: list[StoredPreference], made_again: bool = False) -> None:
         """Right after the commit of `rows` on a store shared without claims (`gs://`, `az://`, `abfss://`): where
         the newest version holds one of their ids twice with other content (another replica's mover committed it in
         the same instant, both having looked before either commit: `_not_stored_elsewhere`), the row received later
@@ -631,7 +647,11 @@ class Ingestor:
         always does, its read coming after both commits), logged and counted (`left_out`) by the replica that
         deletes it. Until session 44 both rows stayed under the id for good. Two copies of the same content stay (a
         copy, not a loss). Costs one read of the batch's keys (`Store.held_twice`); failures are logged, never
-        raised (the rows are committed: they must still leave the log). Runs under `_move`."""
+        raised (the rows are committed: they must still leave the log). `made_again`: a commit of this process was made
+        again meanwhile (`Store.appends_made_again`), which appends only the ids the table lacks: `_made_again` reads
+        back what it left out. Runs under `_move`."""
+        if made_again:
+            self._made_again(rows)
         for _ in range(SETTLE_ATTEMPTS):  # a compaction meanwhile moves the row ids read: read again
             try:
                 doubled = self.store.held_twice(rows)
@@ -649,7 +669,7 @@ class Ingestor:
                                       "kept): a pref_id names one preference, the earliest-received is kept", row.pref_id,
                                       row.user_id, row.tenant, row.received(), field, kept.received())
                 self.left_out += deleted
-            except Exception as exc:  # noqa: BLE001 (the rows are committed; the next move of the id looks again)
+            except Exception as exc:  # noqa: BLE001 (the rows are committed; the next move of the id looks again: `_held_once`)
                 log.warning("the read-back of %d committed row(s) for ids stored twice failed (%s)", len(rows), exc)
                 return
             if deleted == left:
@@ -657,12 +677,28 @@ class Ingestor:
         log.warning("rows stored twice under one pref_id were not all deleted after %d reads (compactions meanwhile)",
                     SETTLE_ATTEMPTS)
 
-    def _settle_later(self, rows: list[StoredPreference]) -> None:
+    def _made_again(self, rows: list[StoredPreference]) -> None:
+        """Logs and counts (`_refused`) the rows of a commit made again (`Store._commit_rows`: it appends only the ids
+        the table lacks then) that the table holds under their id with other content only: another replica stored
+        them between this mover's look and its commit, and the commit left them out (until review gs44 with no line
+        and uncounted). One read of the rows' text (`Store.newest_rows`), only after a commit made again."""
+        try:
+            held: dict[Key, list[StoredPreference]] = {}
+            for row in self.store.newest_rows(rows):
+                held.setdefault((row.tenant, row.user_id, row.pref_id), []).append(row)
+        except Exception as exc:  # noqa: BLE001 (the rows are committed: they must still leave the log)
+            log.warning("the read-back of %d row(s) of a commit made again failed (%s)", len(rows), exc)
+            return
+        lost = [(r, field) for r in rows if (copies := held.get((r.tenant, r.user_id, r.pref_id)))
+                and all(differs_but_time(h, r) is not None for h in copies) and (field := differs_but_time(copies[0], r))]
+        self._refused(lost, {key: copies[0] for key, copies in held.items()})
+
+    def _settle_later(self, rows: list[StoredPreference], made_again: bool = False) -> None:
         """`_one_content_each` of a reader's move, on the settling thread (under `_move`, as the worker's own)."""
 
         def settle() -> None:
             with self._move:
-                self._one_content_each(rows)
+                self._one_content_each(rows, made_again)
 
         try:
             self._settling.submit(settle)

@@ -423,6 +423,9 @@ class Store:
         self._in_flight: dict[tuple[str, str, str], threading.Event] = {}  # (tenant, user_id, pref_id) being added (`_adding`)
         self._appends = {name: GroupCommit(lambda data, name=name: self._commit_append(name, data))
                          for name in ("preferences", "interactions", "stated_changes")}
+        # appends made again so far, by table (`_commit_rows`: only the keys the table lacks then): a row of a key another
+        # replica stored meanwhile, with other content too, is left out there (`pluralign.store.ingest` reads them back)
+        self.appends_made_again = dict.fromkeys(self._appends, 0)
         self._upserts = GroupCommit(self._commit_users)
         self.tables = {name: self._open(name, schema, name in existing) for name, schema in self.schemas.items()}
         # who was deleted, by hash, for other replicas' files (`pluralign.store.deletions`); apart from
@@ -902,11 +905,7 @@ class Store:
         removes its claim once that id's row is committed, so a claim put after that finds nothing to refuse)."""
         if not rows:
             return
-        ids_of: dict[tuple[str, str], list[str]] = {}
-        for r in rows:
-            ids_of.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
-        self.preferences.checkout_latest()
-        held = {(t, u, row["pref_id"]): self._preference(row, t, u) for t, u, row in self._read(lambda: self._read_held(ids_of))}
+        held = {(h.tenant, h.user_id, h.pref_id): h for h in self._newest_rows(rows)}
         for i, r in enumerate(rows):
             stored = held.get((r.tenant, r.user_id, r.pref_id))
             if stored is not None and (field := _differs(stored, r, untimed)) is not None:
@@ -1060,6 +1059,7 @@ class Store:
             made_again = self._commit_rows(name, self.tables[name], data)
             self._after_write(name)
             if made_again:  # the table may hold some of `data` from another writer, which a cached history may hold
+                self.appends_made_again[name] += 1
                 # too: grown by all of `data` it would hold them twice, a row more than the table, which another
                 # replica's new row of the user evens out for `_matches`' count (review rr44): dropped instead
                 self.histories.invalidate(owners)
@@ -1081,13 +1081,19 @@ class Store:
         the ids back after its commit (`held_twice`)."""
         if not rows:
             return set()
+        return {(r.tenant, r.user_id, r.pref_id) for r in rows}.intersection(self._newest_keys(rows))
+
+    def _newest_keys(self, rows: list[StoredPreference]) -> list[tuple[str, str, str]]:
+        """The (tenant, user_id, pref_id) of each row the table's newest version holds among the users and ids of `rows`
+        (a key held twice comes twice; a key of one user's id held by another user of `rows` too, which the callers
+        match against their keys): one look for that version and one read of the key columns by the users' BITMAP index.
+        What `held_pref_ids` and `held_twice` read (until review gs44 each its own copy of it)."""
         users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys((r.tenant, r.user_id) for r in rows))
         ids = ", ".join(quote(i) for i in dict.fromkeys(r.pref_id for r in rows))
         # a copy another replica committed a moment ago: reads may otherwise be `sync_seconds` stale
         self.preferences.checkout_latest()
         held = self.preferences.search().where(f"({users}) AND pref_id IN ({ids})").select(["tenant", "user_id", "pref_id"]).limit(None).to_arrow()
-        wanted = {(r.tenant, r.user_id, r.pref_id) for r in rows}
-        return wanted.intersection(zip(*(held.column(c).to_pylist() for c in ("tenant", "user_id", "pref_id")), strict=True))
+        return list(zip(*(held.column(c).to_pylist() for c in ("tenant", "user_id", "pref_id")), strict=True))
 
     @_uses("preferences", "read")
     def newest_rows(self, rows: list[StoredPreference]) -> list[StoredPreference]:
@@ -1095,8 +1101,10 @@ class Store:
         (no vectors), two rows under one key included (two replicas' movers that committed it at once on a store
         without claims, `pluralign.store.ingest`). Not from the users' cached histories, which with replicas may be
         `sync_seconds` old. One look for the newest version and one read (`_read_held`)."""
-        if not rows:
-            return []
+        return self._newest_rows(rows) if rows else []
+
+    def _newest_rows(self, rows: list[StoredPreference]) -> list[StoredPreference]:
+        """`newest_rows`, what `check_newest` reads too (until review gs44 each its own copy of it)."""
         ids_of: dict[tuple[str, str], list[str]] = {}
         for r in rows:
             ids_of.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
@@ -1112,12 +1120,7 @@ class Store:
         if not rows:
             return {}
         wanted = {(r.tenant, r.user_id, r.pref_id) for r in rows}
-        users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys((r.tenant, r.user_id) for r in rows))
-        ids = ", ".join(quote(i) for i in dict.fromkeys(r.pref_id for r in rows))
-        self.preferences.checkout_latest()  # a copy another replica committed a moment ago
-        keys = self._read(lambda: self.preferences.search().where(f"({users}) AND pref_id IN ({ids})")
-                          .select(["tenant", "user_id", "pref_id"]).limit(None).to_arrow())
-        counted = Counter(zip(*(keys.column(name).to_pylist() for name in ("tenant", "user_id", "pref_id")), strict=True))
+        counted = Counter(self._read(lambda: self._newest_keys(rows)))
         doubled = [key for key, n in counted.items() if n > 1 and key in wanted]
         if not doubled:
             return {}
