@@ -1,0 +1,55 @@
+"""Review of session trial44 (repeats split together, NaN margins, `Dataset.save_to_disk` folders): what broke."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pluralign.data.io import read_rows
+from pluralign.data.record import Preference
+from pluralign.data.splits import file_protocol, hold_out, split_unseen
+from tests.unit.clitools import cli
+
+
+def rows(user: str, n: int) -> list[dict]:
+    return [{"user_id": user, "prompt": f"When should we meet, option {i}?", "chosen": f"Yes, at {i}.",
+             "rejected": f"Here is a longer answer, number {i}."} for i in range(n)]
+
+
+def asked(record: Preference) -> tuple[str, str, frozenset[str]]:
+    """The comparison as the test sees it, apart from the product's `comparison_key`: user, prompt, the two answers."""
+    return record.user_id, record.prompt, frozenset((record.chosen, record.rejected))
+
+
+def test_the_same_two_answers_judged_both_ways_are_one_comparison_in_every_split():
+    """trial44's test checked its flipped row with the product's own `comparison_key`, so a key that kept the order
+    (chosen, rejected) still passed it. Here each comparison is asked once each way: a user's judgment of the two
+    answers never lands on both sides of a split, whichever way round it was given."""
+    data = rows("ann", 10)
+    both_ways = data + [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in data]
+    records, _ = read_rows(both_ways)
+    seen = file_protocol(records).seen
+    parts = [{asked(r) for r in part} for part in (seen.train, seen.val, seen.test)]
+    assert all(parts) and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2]), parts
+    unseen = split_unseen({"ann": records}, seed=0, min_query=5)
+    assert unseen.query["ann"] and not {asked(r) for r in unseen.query["ann"]} & {asked(r) for r in unseen.support["ann"]}
+    held, rest = hold_out(records, 4)
+    assert held and not {asked(r) for r in held} & {asked(r) for r in rest}
+    assert file_protocol(read_rows(rows("bob", 2) + rows("ann", 5) * 2)[0]).left_out == {"bob": 2}
+
+
+@pytest.mark.parametrize("margin", [10**400, -(10**400)])
+def test_a_huge_integer_margin_is_a_row_error_not_a_crash(tmp_path, capsys, margin):
+    """A JSON integer too large for a float (msgspec reads `1000...0`, 400 digits, as a Python int): trial44's NaN hint
+    asked `math.isfinite` of it, an OverflowError, so `data export` ended in a traceback and `Preference(margin=...)`
+    raised OverflowError, not the ValueError naming `margin` it documents."""
+    lines = [json.dumps(row) for row in rows("ann", 3)]
+    lines[1] = lines[1][:-1] + f', "margin": {margin}}}'
+    (tmp_path / "prefs.jsonl").write_text("\n".join(lines) + "\n")
+    code, stdout, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", str(tmp_path / "prefs.jsonl"),
+                            "--out", str(tmp_path / "out.jsonl"))
+    assert code == 2 and stdout == "" and "Traceback" not in err, err
+    assert "line 2, field `margin`: must be a number >= 0" in err and "leave it out" not in err, err
+    with pytest.raises(ValueError, match="`margin` must be a number"):
+        Preference(user_id="ann", prompt="p", chosen="a", rejected="b", margin=margin)
