@@ -857,7 +857,8 @@ def read_preferences(
 
 def _saved_dataset(folder: Path) -> pa.Table | None:
     """The rows of a folder Hugging Face `datasets` wrote with `Dataset.save_to_disk` (its `state.json` lists the
-    Arrow stream files holding them, in order), read with pyarrow alone; None for any other folder. A
+    Arrow stream files holding them, in order, and, as `datasets` before 2.0 wrote it, an indices mapping: the rows
+    it keeps), read with pyarrow alone; None for any other folder. A
     `DatasetDict`'s folder (`dataset_dict.json`: one folder per split) raises PreferenceError naming its splits,
     a state or Arrow file that cannot be read one naming that file."""
     if (folder / "dataset_dict.json").is_file():
@@ -871,11 +872,35 @@ def _saved_dataset(folder: Path) -> pa.Table | None:
     if not (folder / "state.json").is_file():
         return None
     try:
-        names = [entry["filename"] for entry in json.loads((folder / "state.json").read_text())["_data_files"]]
-        if not all(isinstance(name, str) and name and Path(name).name == name for name in names):
-            raise ValueError("a data file is not a file name in the folder")
+        state = json.loads((folder / "state.json").read_text())
+        names = _saved_file_names(state["_data_files"])
+        # datasets before 2.0 saved a filtered, selected or shuffled Dataset whole, with the rows it keeps (in its order)
+        # as an indices mapping; load_from_disk gives those rows
+        index_names = _saved_file_names(state.get("_indices_data_files") or [])
     except (ValueError, KeyError, TypeError) as exc:
         raise PreferenceError(0, None, f"state.json is not the state `datasets` save_to_disk writes ({exc})", path=str(folder)) from None
+    table = _arrow_streams(folder, names)
+    if table is None or not index_names:
+        return table
+    indices = _arrow_streams(folder, index_names)
+    try:
+        return table.take(indices.column(0))
+    except (pa.ArrowException, IndexError, AttributeError) as exc:  # no column, an index past the rows, not integers
+        raise PreferenceError(0, None, f"{index_names[0]}: not an indices mapping of the dataset's rows ({exc})", path=str(folder)) from None
+
+
+def _saved_file_names(entries: Any) -> list[str]:
+    """The file names of a save_to_disk state's `_data_files` (or `_indices_data_files`); ValueError, KeyError or
+    TypeError for anything else, a path out of the folder too."""
+    names = [entry["filename"] for entry in entries]
+    if not all(isinstance(name, str) and name and Path(name).name == name for name in names):
+        raise ValueError("a data file is not a file name in the folder")
+    return names
+
+
+def _arrow_streams(folder: Path, names: list[str]) -> pa.Table | None:
+    """The Arrow stream files `names` in `folder`, one table (None for no file); PreferenceError naming a file that
+    is not a whole Arrow stream."""
     tables = []
     for name in names:
         try:

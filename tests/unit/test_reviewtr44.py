@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
 import pytest
 
-from pluralign.data.io import read_rows
-from pluralign.data.record import Preference
+from pluralign.data.io import read_preferences, read_rows
+from pluralign.data.record import Preference, PreferenceError
 from pluralign.data.splits import file_protocol, hold_out, split_unseen
 from tests.unit.clitools import cli
 
@@ -53,3 +54,23 @@ def test_a_huge_integer_margin_is_a_row_error_not_a_crash(tmp_path, capsys, marg
     assert "line 2, field `margin`: must be a number >= 0" in err and "leave it out" not in err, err
     with pytest.raises(ValueError, match="`margin` must be a number"):
         Preference(user_id="ann", prompt="p", chosen="a", rejected="b", margin=margin)
+def _arrow_stream(path, table: pa.Table) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def test_a_saved_dataset_with_an_indices_mapping_reads_only_the_rows_it_maps(tmp_path):
+    """`datasets` before 2.0 saved a filtered, selected or shuffled Dataset as its whole table (`dataset.arrow`) and an
+    indices mapping (`indices.arrow`, listed in state.json's `_indices_data_files`); `load_from_disk` gives the mapped
+    rows in the mapped order. trial44's reader ignored the mapping: every row of the table, those filtered out too."""
+    data = rows("ann", 6)
+    _arrow_stream(tmp_path / "dataset.arrow", pa.Table.from_pylist(data))
+    _arrow_stream(tmp_path / "indices.arrow", pa.table({"indices": pa.array([4, 0, 2], pa.uint64())}))
+    (tmp_path / "state.json").write_text(json.dumps({"_data_files": [{"filename": "dataset.arrow"}],
+                                                     "_indices_data_files": [{"filename": "indices.arrow"}]}))
+    records, _ = read_preferences(tmp_path)
+    assert [r.prompt for r in records] == [data[i]["prompt"] for i in (4, 0, 2)]
+    (tmp_path / "state.json").write_text(json.dumps({"_data_files": [{"filename": "dataset.arrow"}],
+                                                     "_indices_data_files": [{"filename": "../indices.arrow"}]}))
+    with pytest.raises(PreferenceError, match="state.json is not the state"):
+        read_preferences(tmp_path)
