@@ -172,10 +172,15 @@ def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = MIN
     if min_pairs < 3:
         raise ValueError(f"`min_pairs` must be >= 3 (a test, a validation and a training pair per user), got {min_pairs!r}")
     strict = by_user([r for r in records if not r.tie and r.rejected])
-    users = {u: p for u, p in strict.items() if len({comparison_key(r) for r in p}) >= min_pairs}
+    different = {u: len({comparison_key(r) for r in p}) for u, p in strict.items()}
+    users = {u: p for u, p in strict.items() if different[u] >= min_pairs}
     if not users:
         ties = sum(r.tie for r in records)
-        among = f" (of {len(records)} records, {ties} of them ties: equal answers, which pairwise models leave out)" if ties else ""
+        rows, repeats = sum(map(len, strict.values())), sum(len(p) - different[u] for u, p in strict.items())
+        notes = [f"of {len(records)} records, {ties} of them ties: equal answers, which pairwise models leave out"] if ties else []
+        if repeats:  # a user may have more rows than the threshold in the file: say why they count less
+            notes.append(f"{repeats} of the {rows} strict records repeat a comparison their user gave before, which counts once")
+        among = f" ({'; '.join(notes)})" if notes else ""
         raise ValueError(f"no user has {min_pairs} or more strict comparisons to train on{among}")
     # every user of the file who is not a seen user, one with ties only (0 strict comparisons) too
     left_out = {u: len(strict.get(u, ())) for u in sorted({r.user_id for r in records}) if u not in users}

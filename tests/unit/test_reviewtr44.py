@@ -74,3 +74,12 @@ def test_a_saved_dataset_with_an_indices_mapping_reads_only_the_rows_it_maps(tmp
                                                      "_indices_data_files": [{"filename": "../indices.arrow"}]}))
     with pytest.raises(PreferenceError, match="state.json is not the state"):
         read_preferences(tmp_path)
+
+
+def test_a_file_whose_users_only_repeat_a_few_comparisons_says_so():
+    """Before: a user of 8 strict rows, 2 comparisons each given four times, was "no user has 5 or more strict
+    comparisons to train on": untrue as a count of the rows the user sees in their file; the repeats went unsaid."""
+    data = [{"user_id": "ann", "prompt": f"Where to, option {i % 2}?", "chosen": "North.", "rejected": "South."} for i in range(8)]
+    with pytest.raises(ValueError, match=r"^no user has 5 or more strict comparisons to train on \(6 of the 8 strict "
+                                         r"records repeat a comparison their user gave before, which counts once\)$"):
+        file_protocol(read_rows(data)[0])
