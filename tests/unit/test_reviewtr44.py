@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pyarrow as pa
 import pytest
@@ -83,3 +84,20 @@ def test_a_file_whose_users_only_repeat_a_few_comparisons_says_so():
     with pytest.raises(ValueError, match=r"^no user has 5 or more strict comparisons to train on \(6 of the 8 strict "
                                          r"records repeat a comparison their user gave before, which counts once\)$"):
         file_protocol(read_rows(data)[0])
+
+
+def test_a_support_pool_and_what_is_not_held_out_keep_the_shuffle_order():
+    """The first k of a new user's support pool are their k-shot set (and `train adapter` scores its held-out pairs
+    after `train_pairs[:shots]`). trial44 rebuilt the rest from the repeat groups, each comparison's copies side by
+    side: a user whose file holds every row twice got the 2-shot set [A, A], one comparison, where the shuffle gives
+    two. What is left after the query (or the held-out pairs) is taken keeps the shuffle's order."""
+    records, _ = read_rows(rows("ann", 12) * 2)
+    split = split_unseen({"ann": records}, seed=0, min_query=4)
+    shuffled = list(records)
+    random.Random("0:ann").shuffle(shuffled)
+    queried = {asked(r) for r in split.query["ann"]}
+    assert split.support["ann"] == [r for r in shuffled if asked(r) not in queried]
+    held, rest = hold_out(shuffled, 4)
+    assert rest == [r for r in shuffled if asked(r) not in {asked(h) for h in held}]
+    seen = file_protocol(records).seen
+    assert seen.train == [r for r in shuffled if asked(r) not in {asked(r) for r in seen.test + seen.val}]
