@@ -638,9 +638,9 @@ _JOINED_BY_CR = re.compile(rb"}[ \t]*\r[ \t\r]*{")  # rows ended by a lone `\r`:
 
 
 def _non_json_constant(raw: bytes) -> tuple[str | None, str] | None:
-    """The top-level field (None: a value nested in one, or the line is no object) and the word (`NaN`, `Infinity`,
-    `-Infinity`) of the first non-JSON number in `raw` that Python's `json` reads, as its `dumps` writes one; None
-    when the line holds none."""
+    """The top-level field holding it (None: the line is no object) and the word (`NaN`, `Infinity`, `-Infinity`)
+    of the first non-JSON number in `raw` that Python's `json` reads, as its `dumps` writes one; None when the
+    line holds none."""
     found: list[str] = []
 
     def constant(word: str) -> float:
@@ -653,8 +653,22 @@ def _non_json_constant(raw: bytes) -> tuple[str | None, str] | None:
         return None
     if not found:
         return None
-    fields = [key for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)] if isinstance(row, dict) else []
+    # the field holding the first constant: keys come in the line's order, and a constant may sit inside a field's
+    # value (`attributes`, a message list), so the first field whose value holds any is where found[0] is
+    try:
+        fields = [key for key, value in row.items() if _holds_non_finite(value)] if isinstance(row, dict) else []
+    except RecursionError:  # nested as deep as json reads: the field unnamed
+        fields = []
     return (fields[0] if fields else None), found[0]
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """Whether a value Python's `json` read holds a NaN or an infinity, at any depth."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list) and any(map(_holds_non_finite, value))
 
 
 def _top_field_at(raw: bytes, offset: int) -> str | None:

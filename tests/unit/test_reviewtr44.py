@@ -101,3 +101,13 @@ def test_a_support_pool_and_what_is_not_held_out_keep_the_shuffle_order():
     assert rest == [r for r in shuffled if asked(r) not in {asked(h) for h in held}]
     seen = file_protocol(records).seen
     assert seen.train == [r for r in shuffled if asked(r) not in {asked(r) for r in seen.test + seen.val}]
+
+
+def test_a_nan_inside_a_field_is_named_with_that_field_not_a_later_one(tmp_path):
+    """trial44 named the first top-level field holding a NaN or infinity itself, but the word of the first constant in
+    the line: `"attributes": {"group": NaN}, "margin": Infinity` was "field `margin`: `NaN` is not JSON", a NaN the
+    margin does not hold. The field named is the one the first constant is in."""
+    (tmp_path / "prefs.jsonl").write_text('{"user_id": "ann", "prompt": "p", "chosen": "a", "rejected": "b", '
+                                          '"attributes": {"group": NaN}, "margin": Infinity}\n')
+    with pytest.raises(PreferenceError, match=r"line 1, field `attributes`: `NaN` is not JSON"):
+        read_preferences(tmp_path / "prefs.jsonl")
