@@ -111,3 +111,21 @@ def test_a_nan_inside_a_field_is_named_with_that_field_not_a_later_one(tmp_path)
                                           '"attributes": {"group": NaN}, "margin": Infinity}\n')
     with pytest.raises(PreferenceError, match=r"line 1, field `attributes`: `NaN` is not JSON"):
         read_preferences(tmp_path / "prefs.jsonl")
+
+
+def test_an_adapter_that_held_nothing_out_is_kept_with_a_note_saying_why(tmp_path):
+    """Since trial44 a user whose comparisons repeat too few different ones (20 retried posts of one choice) gets an
+    adapter that held nothing out (`held_out`: 0, `held_out_acc_after`: null), so it is kept, not served. The note
+    said only "the result has none of heldout_accuracy, held_out_acc_after, val_acc": an admin could not tell why."""
+    from tests.e2e.job_kinds import TEST_KINDS
+    from training.jobs.runner import LocalJobRunner, RunnerConfig
+
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), TEST_KINDS)
+    runner.start()
+    try:
+        job = runner.wait(runner.submit("adapter", {"user": "ann", "accuracy": None, "report": {"held_out": 0, "comparisons": 20}}).id)
+    finally:
+        runner.stop()
+    assert job.state == "succeeded" and job.promoted is False, job
+    assert job.promotion_note.startswith("kept, not served: the result has none of heldout_accuracy"), job.promotion_note
+    assert "held no comparison out" in job.promotion_note and "different" in job.promotion_note, job.promotion_note
