@@ -638,9 +638,9 @@ _JOINED_BY_CR = re.compile(rb"}[ \t]*\r[ \t\r]*{")  # rows ended by a lone `\r`:
 
 
 def _non_json_constant(raw: bytes) -> tuple[str | None, str] | None:
-    """The top-level field (None: a value nested in one, or the line is no object) and the word (`NaN`, `Infinity`,
-    `-Infinity`) of the first non-JSON number in `raw` that Python's `json` reads, as its `dumps` writes one; None
-    when the line holds none."""
+    """The top-level field holding it (None: the line is no object) and the word (`NaN`, `Infinity`, `-Infinity`)
+    of the first non-JSON number in `raw` that Python's `json` reads, as its `dumps` writes one; None when the
+    line holds none."""
     found: list[str] = []
 
     def constant(word: str) -> float:
@@ -653,8 +653,22 @@ def _non_json_constant(raw: bytes) -> tuple[str | None, str] | None:
         return None
     if not found:
         return None
-    fields = [key for key, value in row.items() if isinstance(value, float) and not math.isfinite(value)] if isinstance(row, dict) else []
+    # the field holding the first constant: keys come in the line's order, and a constant may sit inside a field's
+    # value (`attributes`, a message list), so the first field whose value holds any is where found[0] is
+    try:
+        fields = [key for key, value in row.items() if _holds_non_finite(value)] if isinstance(row, dict) else []
+    except RecursionError:  # nested as deep as json reads: the field unnamed
+        fields = []
     return (fields[0] if fields else None), found[0]
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """Whether a value Python's `json` read holds a NaN or an infinity, at any depth."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list) and any(map(_holds_non_finite, value))
 
 
 def _top_field_at(raw: bytes, offset: int) -> str | None:
@@ -857,7 +871,8 @@ def read_preferences(
 
 def _saved_dataset(folder: Path) -> pa.Table | None:
     """The rows of a folder Hugging Face `datasets` wrote with `Dataset.save_to_disk` (its `state.json` lists the
-    Arrow stream files holding them, in order), read with pyarrow alone; None for any other folder. A
+    Arrow stream files holding them, in order, and, as `datasets` before 2.0 wrote it, an indices mapping: the rows
+    it keeps), read with pyarrow alone; None for any other folder. A
     `DatasetDict`'s folder (`dataset_dict.json`: one folder per split) raises PreferenceError naming its splits,
     a state or Arrow file that cannot be read one naming that file."""
     if (folder / "dataset_dict.json").is_file():
@@ -871,11 +886,35 @@ def _saved_dataset(folder: Path) -> pa.Table | None:
     if not (folder / "state.json").is_file():
         return None
     try:
-        names = [entry["filename"] for entry in json.loads((folder / "state.json").read_text())["_data_files"]]
-        if not all(isinstance(name, str) and name and Path(name).name == name for name in names):
-            raise ValueError("a data file is not a file name in the folder")
+        state = json.loads((folder / "state.json").read_text())
+        names = _saved_file_names(state["_data_files"])
+        # datasets before 2.0 saved a filtered, selected or shuffled Dataset whole, with the rows it keeps (in its order)
+        # as an indices mapping; load_from_disk gives those rows
+        index_names = _saved_file_names(state.get("_indices_data_files") or [])
     except (ValueError, KeyError, TypeError) as exc:
         raise PreferenceError(0, None, f"state.json is not the state `datasets` save_to_disk writes ({exc})", path=str(folder)) from None
+    table = _arrow_streams(folder, names)
+    if table is None or not index_names:
+        return table
+    indices = _arrow_streams(folder, index_names)
+    try:
+        return table.take(indices.column(0))
+    except (pa.ArrowException, IndexError, AttributeError) as exc:  # no column, an index past the rows, not integers
+        raise PreferenceError(0, None, f"{index_names[0]}: not an indices mapping of the dataset's rows ({exc})", path=str(folder)) from None
+
+
+def _saved_file_names(entries: Any) -> list[str]:
+    """The file names of a save_to_disk state's `_data_files` (or `_indices_data_files`); ValueError, KeyError or
+    TypeError for anything else, a path out of the folder too."""
+    names = [entry["filename"] for entry in entries]
+    if not all(isinstance(name, str) and name and Path(name).name == name for name in names):
+        raise ValueError("a data file is not a file name in the folder")
+    return names
+
+
+def _arrow_streams(folder: Path, names: list[str]) -> pa.Table | None:
+    """The Arrow stream files `names` in `folder`, one table (None for no file); PreferenceError naming a file that
+    is not a whole Arrow stream."""
     tables = []
     for name in names:
         try:

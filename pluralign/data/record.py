@@ -54,7 +54,8 @@ def margin_problem(margin: Any) -> str | None:
         return None
     number = isinstance(margin, int | float) and not isinstance(margin, bool)
     if not number or not 0 <= margin <= MAX_MARGIN:  # NaN fails the comparison
-        hint = "" if not number or math.isfinite(margin) else ": leave it out (or null) for a comparison with no margin"
+        # an int is finite at any size (a JSON integer of 400 digits: math.isfinite would raise OverflowError)
+        hint = ": leave it out (or null) for a comparison with no margin" if isinstance(margin, float) and not math.isfinite(margin) else ""
         return f"must be a number >= 0 (how much better `chosen` is) and at most 1e6 (MAX_MARGIN), got {margin!r}{hint}"
     return None
 

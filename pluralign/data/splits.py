@@ -79,13 +79,19 @@ def _take(groups: list[list[Preference]], at_least: int, leave: int) -> list[Pre
     return taken
 
 
+def _rest(pairs: list[Preference], *taken: list[Preference]) -> list[Preference]:
+    """`pairs` but those `taken`, in their order: the first k of a support pool are the k-shot set, and a
+    comparison's copies kept side by side would make it [A, A] where the shuffle gives two different ones."""
+    gone = {id(pair) for part in taken for pair in part}
+    return [pair for pair in pairs if id(pair) not in gone]
+
+
 def hold_out(pairs: list[Preference], n: int) -> tuple[list[Preference], list[Preference]]:
     """(held out, rest) of `pairs`, in their order: the first `n` records (a few more where the last comparison
     taken repeats: `comparison_key`, a repeat goes with the comparison it repeats), and the rest, one comparison at
     least (so fewer are held out where repeats leave too few different ones). Without repeats: pairs[:n], pairs[n:]."""
-    groups = _repeats_together(pairs)
-    held = _take(groups, n, leave=1)
-    return held, [pair for group in groups for pair in group]
+    held = _take(_repeats_together(pairs), n, leave=1)
+    return held, _rest(pairs, held)
 
 
 def split_seen(
@@ -120,9 +126,11 @@ def split_seen(
             raise ValueError(f"user {user!r} has {len(pairs)} comparisons but only {len(groups)} different ones (the rest "
                              "repeat them): a test, a validation and a training comparison need 3; leave the user out "
                              "or fit them as a new user (`fit_user`)")
-        split.test.extend(_take(groups, n_test, leave=2))
-        split.val.extend(_take(groups, n_val, leave=1))
-        split.train.extend(pair for group in groups for pair in group)
+        test_pairs = _take(groups, n_test, leave=2)
+        val_pairs = _take(groups, n_val, leave=1)
+        split.test.extend(test_pairs)
+        split.val.extend(val_pairs)
+        split.train.extend(_rest(pairs, test_pairs, val_pairs))
     return split
 
 
@@ -141,9 +149,9 @@ def split_unseen(
         pairs = list(users[user])
         random.Random(f"{seed}:{user}").shuffle(pairs)
         n_query = max(min_query, round(len(pairs) * query_fraction))
-        groups = _repeats_together(pairs)  # a comparison asked again is a query or in the pool, never both
-        split.query[user] = _take(groups, n_query, leave=0)
-        split.support[user] = [pair for group in groups for pair in group]
+        # a comparison asked again is a query or in the pool, never both
+        split.query[user] = _take(_repeats_together(pairs), n_query, leave=0)
+        split.support[user] = _rest(pairs, split.query[user])
     return split
 
 
@@ -172,10 +180,15 @@ def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = MIN
     if min_pairs < 3:
         raise ValueError(f"`min_pairs` must be >= 3 (a test, a validation and a training pair per user), got {min_pairs!r}")
     strict = by_user([r for r in records if not r.tie and r.rejected])
-    users = {u: p for u, p in strict.items() if len({comparison_key(r) for r in p}) >= min_pairs}
+    different = {u: len({comparison_key(r) for r in p}) for u, p in strict.items()}
+    users = {u: p for u, p in strict.items() if different[u] >= min_pairs}
     if not users:
         ties = sum(r.tie for r in records)
-        among = f" (of {len(records)} records, {ties} of them ties: equal answers, which pairwise models leave out)" if ties else ""
+        rows, repeats = sum(map(len, strict.values())), sum(len(p) - different[u] for u, p in strict.items())
+        notes = [f"of {len(records)} records, {ties} of them ties: equal answers, which pairwise models leave out"] if ties else []
+        if repeats:  # a user may have more rows than the threshold in the file: say why they count less
+            notes.append(f"{repeats} of the {rows} strict records repeat a comparison their user gave before, which counts once")
+        among = f" ({'; '.join(notes)})" if notes else ""
         raise ValueError(f"no user has {min_pairs} or more strict comparisons to train on{among}")
     # every user of the file who is not a seen user, one with ties only (0 strict comparisons) too
     left_out = {u: len(strict.get(u, ())) for u in sorted({r.user_id for r in records}) if u not in users}

@@ -57,16 +57,18 @@ def test_enough_validation_pairs_contradicting_training_still_stop_it_naming_the
 
 
 def odd_user_rows(n: int = 14) -> list[dict]:
-    """One user's 14 comparisons (3 go to test, 1 to validation, 10 to train): the same question answered
-    tea 13 times and coffee once, the coffee row where `split_seen` (seed 0) puts the validation pair."""
+    """One user's 14 comparisons (3 go to test, 1 to validation, 10 to train): the same question, asked on 14
+    days, answered tea 13 times and coffee once, the coffee row where `split_seen` (seed 0) puts the validation
+    pair. Each day's question is its own comparison: since session trial44 one comparison given 14 times counts
+    once (`comparison_key`), its copies split together, and the file protocol refuses a user of one comparison."""
     for i in range(10_000):
         order = list(range(n))
         random.Random(f"0:odd{i}").shuffle(order)
         if order.index(n - 1) == 3:
             user = f"odd{i}"
             break
-    rows = [{"user_id": user, "prompt": PROMPT, "chosen": TEA, "rejected": COFFEE}] * (n - 1)
-    return rows + [{"user_id": user, "prompt": PROMPT, "chosen": COFFEE, "rejected": TEA}]
+    rows = [{"user_id": user, "prompt": f"{PROMPT} (day {day})", "chosen": TEA, "rejected": COFFEE} for day in range(1, n)]
+    return rows + [{"user_id": user, "prompt": f"{PROMPT} (day {n})", "chosen": COFFEE, "rejected": TEA}]
 
 
 def test_the_cli_trains_pal_on_a_user_whose_one_validation_pair_contradicts_training(tmp_path):

@@ -745,7 +745,11 @@ class LocalJobRunner:
             return job
         accuracy = _heldout(job)
         if accuracy is None:
-            return msgspec.structs.replace(job, promoted=False, promotion_note=f"kept, not served: the result has none of {', '.join(HELDOUT_METRICS)}")
+            note = f"kept, not served: the result has none of {', '.join(HELDOUT_METRICS)}"
+            if job.metrics.get("held_out") == 0:  # train adapter: under 5 comparisons, or repeats of too few different ones
+                note += ("; it held no comparison out to measure it on (fewer than 5, or too few different ones: "
+                         "a comparison given again counts once)")
+            return msgspec.structs.replace(job, promoted=False, promotion_note=note)
         key = kind.promotion_key(job)
         replaced = self.promotions.served(key)
         if replaced is not None and replaced.job_id == job.id:  # its own promotion, cut short and finished again

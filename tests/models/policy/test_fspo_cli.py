@@ -44,7 +44,12 @@ def test_train_fspo_then_a_user_adapter(make_tiny_lm, tokenizer, tmp_path, capsy
     args += ["--registry", str(registry), "--from-fspo", str(fspo), "--base", str(base), "--steps", "2"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["held_out"] == 1 and report["comparisons"] == 7
+    # a fifth held out, 8 // 5 = 1, with its repeats (trial44): user3's rows are 3 comparisons ("no" against "yes!",
+    # "yes." or "yes?"), and the one first in the seed-0 shuffle was given twice: both held out, none trained on
+    mine = [r for r in rows if r.user_id == "user3"]
+    random.Random(0).shuffle(mine)
+    first = [r for r in mine if r.rejected == mine[0].rejected]
+    assert (report["held_out"], report["comparisons"]) == (len(first), 8 - len(first)) == (2, 6), report
     meta = AdapterRegistry(registry).meta("acme", "user3")
     assert (meta.kind, meta.shots, meta.parent, meta.user) == ("user", 2, read_meta(fspo).data_version, "user3")
 
