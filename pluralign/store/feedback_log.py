@@ -315,7 +315,10 @@ class FeedbackLog:
             failure = unavailable(exc, "the feedback log", str(self.folder), "written")
             if failure is None:
                 raise
-            self._unrewritten.update(k for s in segments if s in self._segments for k in self._segments[s].users)
+            # the forgotten users alone: the others listed in those segments were never deleted, and no `forget_user`
+            # of theirs would ever clear the problem (until the lost44 review it stayed shown for good)
+            self._unrewritten.update(k for s in segments if s in self._segments for k in self._segments[s].users
+                                     if _user_hash(k) in self._forgotten.users)
             if self.problems is not None:
                 self.problems.failed(StoreUnavailable(failure.name, failure.where, REWRITTEN, failure.problem, failure.detail,
                                                       failure.errno))

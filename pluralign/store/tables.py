@@ -981,9 +981,12 @@ class Store:
         only where the table's newest version still holds that row (the same `updated_at`; None: still no row of
         theirs), in one conditional commit. A row committed since (a stated preference PATCHed through another replica,
         or stamped before `user` and committed after the read) is never replaced by one that does not carry it, and a
-        row another process's DELETE took is not put back. Returns whether it was written; when not, the caller reads
-        the row again and draws its row from that one (`service.users.services._refit`). Raises StoreUnavailable as
-        `put_user` does."""
+        row another process's DELETE took is not put back. Not for two inserts at once (`read` None in two processes):
+        Lance rebases one onto the other without checking the key, both are written, and `get_user` takes the newer
+        (measured in the lost44 review: 10 of 10 tries with two Stores on one folder); an update over a row read is
+        checked again when its commit meets another (1 of 2 written, 15 of 15 tries). Returns whether it was
+        written; when not, the caller reads the row again and draws its row from that one
+        (`service.users.services._store_fit`, `_write_stated`). Raises StoreUnavailable as `put_user` does."""
         data = self._user_rows(user)
         written: list[int] = []
 

@@ -661,6 +661,8 @@ def patch_stated(
     except services.VersionMismatch as exc:
         return error_response(412, f"`If-Match`: {exc}, not {if_match[:64]}: read them again, then PATCH",
                               "If-Match", headers={"ETag": f'"{exc.current}"'})
+    except Busy as exc:  # other replicas' writes of the user's row kept coming between this one's read and write
+        raise ServiceUnavailableException(detail=str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
 
 
 MAX_POOL_ANSWERS = 64  # answers over the whole pool (64 x 8 of 2 KB took ~60 s of encoding on two loaded cores)

@@ -6,6 +6,7 @@ import contextvars
 import hashlib
 import json
 import logging
+import math
 import shutil
 import sqlite3
 import threading
@@ -541,22 +542,16 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
     next change stores. `if_match`: change only if the current version is one of these (None in it,
     `*`: any version, 0 included), checked under the lock, so two clients that read the same version cannot
     both change it.
-    Raises ValueError naming an unknown feature, VersionMismatch when `if_match` does not hold."""
+    The row is written only over the row read (`_write_stated`): another replica's refit or PATCH committed meanwhile
+    is read again and the change made on it.
+    Raises ValueError naming an unknown feature, VersionMismatch when `if_match` does not hold, Busy when the row
+    changed `STATED_WRITES` times while it was written (nothing stored)."""
     with rt.user_lock(tenant, user_id):
         flush_for_read(rt, tenant, user_id)
-        rt.store.refresh("users", "stated_changes")  # with replicas: start from another's PATCH a moment ago
-        record = rt.store.get_user(tenant, user_id)
-        now = time.time()
-        current = stated_of(record)
-        if if_match is not None and not version_matches(current.version, if_match):
-            raise VersionMismatch(current.version)
-        stated = current.changed(changes, at=now)
+        current, stated = _write_stated(rt, tenant, user_id, changes, if_match)
         if stated is current:  # no new version: no changes to carry, `next_before` pages from the current one
             return StatedPage(version=current.version, preferences=current.preferences, history=[],
                               next_before=current.version + 1 if current.version else None)
-        _store_missing_changes(rt, tenant, user_id, current)
-        base = record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
-        rt.store.put_user(msgspec.structs.replace(base, stated=stated.encode(), updated_at=now))
         try:
             rt.store.add_stated_changes(tenant, user_id, [msgspec.to_builtins(c) for c in stated.history])
         except StoreUnavailable as exc:  # the version is stored, in the row: reads merge it in, the next change appends it
@@ -570,6 +565,40 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
     rt.maybe_compact()  # each change set is a commit to the users and changes tables
     return StatedPage(version=stated.version, preferences=stated.preferences, history=stated.history,
                       next_before=stated.version if stated.version > 1 else None)
+
+
+STATED_WRITES = 5  # tries of a PATCH's conditional write of the users row (`_write_stated`)
+
+
+def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
+                  if_match: list[int | None] | None) -> tuple[StatedPreferences, StatedPreferences]:
+    """Read the user's row, apply `changes` to its stated preferences and write the row only over the row read
+    (`Store.put_user_if`): a row another replica committed since the read (its refit, its PATCH) is read again and
+    the change made on it, `if_match` checked against it, up to STATED_WRITES times. Until the lost44 review the row
+    went through `put_user`, which drops a row older than the stored one: a refit begun after this PATCH stamped its
+    time and committed before its write kept the old version in the row (200 to the client). Returns (the stated
+    preferences read, those written; the same object when the change changes nothing: nothing written). Raises
+    VersionMismatch, ValueError (an unknown feature), StoreUnavailable, Busy (the row changed STATED_WRITES times
+    while it was written: nothing of this change is stored)."""
+    for _ in range(STATED_WRITES):
+        rt.store.refresh("users", "stated_changes")  # with replicas: start from another's PATCH a moment ago
+        record = rt.store.get_user(tenant, user_id)
+        now = time.time()
+        current = stated_of(record)
+        if if_match is not None and not version_matches(current.version, if_match):
+            raise VersionMismatch(current.version)
+        stated = current.changed(changes, at=now)
+        if stated is current:
+            return current, stated
+        _store_missing_changes(rt, tenant, user_id, current)
+        base = record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
+        # later than the row read, even on a clock behind the replica that wrote it: a writer that read that row
+        # must not match this one (`put_user_if` compares `updated_at`)
+        updated_at = now if record is None else max(now, math.nextafter(record.updated_at, math.inf))
+        if rt.store.put_user_if(msgspec.structs.replace(base, stated=stated.encode(), updated_at=updated_at), record):
+            return current, stated
+    raise Busy(f"the user's row changed {STATED_WRITES} times while this change was written: nothing of it is stored; "
+               "send it again", retry_after=1)
 
 
 class PalProfile(msgspec.Struct):

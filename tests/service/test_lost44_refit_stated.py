@@ -29,16 +29,19 @@ def test_a_patch_committed_while_another_replicas_refit_runs_is_kept(tmp_path, t
 
         # a's PATCH of version 2 stamps its time and reads the row, then waits before its write
         stamped, go, committed, done = threading.Event(), threading.Event(), threading.Event(), threading.Event()
-        put_user = a.runtime.store.put_user
+        put_user_if = a.runtime.store.put_user_if
 
-        def held_put_user(user):
+        def held_put_user_if(user, read):
+            if committed.is_set():  # its own refit after: once the test has looked
+                assert done.wait(30)
+                return put_user_if(user, read)
             stamped.set()
             assert go.wait(30)
-            put_user(user)
+            written = put_user_if(user, read)  # the PATCH's row, conditional since the lost44 review
             committed.set()
-            assert done.wait(30)  # its own refit after (which may carry its version again) once the test has looked
+            return written
 
-        monkeypatch.setattr(a.runtime.store, "put_user", held_put_user)
+        monkeypatch.setattr(a.runtime.store, "put_user_if", held_put_user_if)
         patch = threading.Thread(target=services.set_stated, args=(a.runtime, "acme", "ann", {"exclamations": "less"}))
         patch.start()
         assert stamped.wait(30)

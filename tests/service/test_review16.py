@@ -379,3 +379,15 @@ def test_if_match_makes_a_patch_conditional_on_the_version_read(svc):
         # a list matches when any of its tags is the current version (RFC 9110, 13.1.1)
         assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": '"1", "2"'}).status_code == 412
         assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": '"1", "5"'}).status_code == 200
+
+
+def test_a_patch_whose_row_keeps_changing_meanwhile_answers_503_and_stores_nothing(svc, monkeypatch):
+    """(lost44 review) Another replica's write of the user's row between each of the PATCH's reads and its write."""
+    rt = svc.runtime
+    monkeypatch.setattr(rt.store, "put_user_if", lambda record, read: False)
+    with svc.client("acme") as c:
+        r = c.patch("/v1/users/churned/stated-preferences", json={"preferences": {"length": "less"}})
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "send it again" in r.text, r.text
+        monkeypatch.undo()
+        assert c.get("/v1/users/churned/stated-preferences").json()["version"] == 0
+        assert rt.store.stated_changes("acme", "churned", 1) == []
