@@ -412,9 +412,10 @@ def _cut_ending(rt: Runtime, cut: bool, sent: bool) -> tuple[bytes, ...]:
 
 class Opening:
     """Whether a stream's headers went out before its producer's first event (`scheduled_stream` sends them with a
-    keep-alive once one is due while n > 1 candidates are generated), decided once between the event loop and the
-    producer's thread: a chat the service's stop cut, or that failed, before any event is a plain 503 (or its error's
-    status) only while nothing was sent; once the headers went, it ends with an error event and [DONE]."""
+    keep-alive once one is due while the chat waits for a generation slot, is planned, or generates n > 1 candidates),
+    decided once between the event loop and the producer's thread: a chat whose planning failed, that the service's
+    stop cut, or that failed, before any event is a plain 4xx or 503 (or its error's status) only while nothing was
+    sent; once the headers went, it ends with an error event and [DONE]."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

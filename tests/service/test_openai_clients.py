@@ -548,3 +548,65 @@ def test_an_n2_stream_out_of_disk_space_says_507_before_or_after_its_keep_alive(
     assert told.value.body["type"] == plain.value.body["type"]
     lines = [r.getMessage() for r in caplog.records if r.name == "pluralign.service" and "answered 507" in r.getMessage()]
     assert len(lines) == 1 and re.match(r"stream chatcmpl-[0-9a-f]{32} answered 507: ", lines[0]), lines
+
+
+def _metric(svc, name: str) -> float:
+    import httpx
+
+    for line in httpx.get(svc.url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_queued_stream_left_after_its_keep_alive_never_runs_and_gives_its_place_back(svc, monkeypatch, n):
+    """wire44b left it untested (reviewwb44): a client that read the keep-alive of a stream still waiting for a
+    generation slot and then closed its connection. The queued chat leaves the queue (the tenant's place is given
+    back at once), is counted cancelled once, and never runs: once the slots free, nothing is planned or generated
+    for it (a slot handed to a chat nobody reads would hold it for a whole answer)."""
+    import threading
+    import time
+
+    import httpx
+    import msgspec
+
+    from service.chat import controllers
+
+    rt = svc.runtime
+    monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, sse_keepalive_s=0.05))
+    planned = threading.Event()
+    plan_for = controllers.plan_for
+
+    def watched_plan(*args, **kwargs):
+        planned.set()
+        return plan_for(*args, **kwargs)
+
+    monkeypatch.setattr(controllers, "plan_for", watched_plan)
+    cancelled = _metric(svc, "pluralign_chat_cancelled_total")
+    ask = {"model": "pluralign", "messages": HI, "n": n, "max_tokens": 4, "stream": True, "pluralign": {"candidates": n}}
+    slots = _HeldSlots(rt)
+    try:
+        with httpx.Client(timeout=30) as http, \
+                http.stream("POST", svc.url + "/v1/chat/completions", json=ask, headers={"Authorization": f"Bearer {svc.keys['acme']}"}) as r:
+            assert r.status_code == 200
+            read = b""
+            for piece in r.iter_raw():  # leaving the loop closes the connection (httpcore: the body not read whole)
+                read += piece
+                if b": keep-alive\n\n" in read:
+                    assert rt.scheduler.stats()["waiting"] == 1 and not planned.is_set(), rt.scheduler.stats()
+                    break
+            assert read.startswith(b": keep-alive\n\n"), read
+        # the connection is closed here, the chat still queued behind the held slots
+        deadline = time.monotonic() + 20
+        while rt.scheduler.stats()["waiting"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rt.scheduler.stats()["waiting"] == 0, rt.scheduler.stats()
+    finally:
+        slots.free()
+    assert all(holder.result(30) for holder in slots.holders)
+    deadline = time.monotonic() + 20
+    while rt.scheduler.stats()["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not planned.is_set(), "a chat whose client had left was planned once a slot freed"
+    assert _metric(svc, "pluralign_chat_cancelled_total") == cancelled + 1

@@ -158,3 +158,47 @@ def test_a_stream_opened_by_a_keep_alive_while_queued_is_told_by_an_event_when_t
     error = json.loads(got[-2].removeprefix(b"data: "))["error"]
     assert error["code"] == "unavailable" and error["type"] == "service_unavailable_error" and STOPPING in error["message"], error
     assert rt.metrics.counted.get("pluralign_chat_stopped_total") == 1, rt.metrics.counted
+
+
+def test_a_queued_stream_refused_after_several_keep_alives_leaves_no_unretrieved_exception(caplog):
+    """wire44b's `_refused` fix had no test (reviewwb44): each keep-alive's wait wraps the queued chat's future anew;
+    when the stop then refuses the chat (Stopping), every wrap cut by a keep-alive's timeout held that exception
+    unread, and asyncio logged "Future exception was never retrieved" once per keep-alive that had gone."""
+    import asyncio
+    import gc
+    import logging
+    import threading
+    from types import SimpleNamespace
+
+    from service.chat.controllers import KEEPALIVE, scheduled_stream
+    from service.scheduler import FairScheduler
+    from service.stopping import STOPPING, GeneratingChats
+
+    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats(),
+                         settings=SimpleNamespace(sse_keepalive_s=0.01))
+    freed = threading.Event()
+    holder = rt.scheduler.submit("globex", lambda: freed.wait(10))  # the one slot, taken by another tenant's chat
+
+    def make_events(gone: threading.Event):
+        raise AssertionError("a refused chat is never planned")
+
+    async def queued_then_refused() -> list[bytes]:
+        relay = await asyncio.wait_for(scheduled_stream(rt, "acme", make_events), 5)
+        got = [await relay.__anext__() for _ in range(3)]  # three keep-alives: three waits cut by their timeout
+        rt.scheduler.close(STOPPING)
+        got += [event async for event in relay]
+        await asyncio.sleep(0)  # the wraps' callbacks run
+        gc.collect()  # an unread exception is logged as its future is collected
+        return got
+
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    try:
+        got = asyncio.run(queued_then_refused())
+        gc.collect()
+    finally:
+        freed.set()
+        holder.result(10)
+        rt.scheduler.shutdown()
+    assert got[:3] == [KEEPALIVE] * 3 and got[-1] == b"data: [DONE]\n\n", got
+    unread = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not unread, unread
