@@ -68,9 +68,10 @@ def test_one_peer_refused_many_times_does_not_have_another_peers_answer_reset(se
     the oldest slot of the peer holding the most (that peer's client had the longest to read its answer)."""
     monkeypatch.setattr(serve, "REFUSED_LINGER_S", 60.0)
     _, port = served
-    refused = [socket.create_connection(("127.0.0.1", port)) for _ in range(serve.REFUSED_LINGERING)]
+    refused = []
     try:
-        for sock in refused:
+        for _ in range(serve.REFUSED_LINGERING):  # each opened as it sends: one opened early and left idle past the read
+            refused.append(sock := socket.create_connection(("127.0.0.1", port)))  # deadline (0.2 s) is closed unanswered
             sock.sendall(b"\x00\x01 not http\r\n\r\n")
             assert _ended(sock).startswith(b"HTTP/1.1 400 ")  # its 400, then the service's half close: a slot taken
         _a_body_trickled_past_the_deadline_reads_its_408(port, "127.0.0.2")

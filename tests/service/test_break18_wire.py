@@ -141,7 +141,6 @@ OK_ROW = b'{"prompt": "Q", "chosen": "a", "rejected": "b"}'
 
 
 @pytest.mark.parametrize("line", [
-    b'{"prompt": "Q", "chosen": NaN, "rejected": "b"}',
     b'\xef\xbb\xbf{"prompt": "Q", "chosen": "a", "rejected": "b"}',
     b'{"prompt": "Q", "chosen": "a"',
     b'{"prompt": "Q", "chosen": "a", "rejected": "b"} x',
@@ -155,6 +154,17 @@ def test_a_malformed_import_line_is_named_by_its_line(svc, line):
         assert error(r)["message"].startswith("`line 3`: malformed JSON"), r.text
         if line.startswith(b"\xef\xbb\xbf"):
             assert "byte order mark" in error(r)["message"], r.text
+        assert c.get("/v1/users/imp18/preferences").status_code == 404  # nothing of the body stored
+
+
+def test_a_nan_in_an_import_line_is_named_by_its_line_and_field(svc):
+    """As above for a `NaN` (what Python's json.dumps writes for a float NaN): since trial44 and review tr44 the error
+    names the field that holds it (`line 3.chosen`) and says to write null, where it said `line 3`: malformed JSON."""
+    line = b'{"prompt": "Q", "chosen": NaN, "rejected": "b"}'
+    with svc.client() as c:
+        r = c.post("/v1/users/imp18/import", content=OK_ROW + b"\n\n" + line + b"\n", headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 400 and field_named(r) == "line 3.chosen", r.text
+        assert error(r)["message"].startswith("`line 3.chosen`: `NaN` is not JSON"), r.text
         assert c.get("/v1/users/imp18/preferences").status_code == 404  # nothing of the body stored
 
 
