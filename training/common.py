@@ -471,23 +471,36 @@ def read_preference_rows(option: str, path: str, *, skip_bad: bool | None = None
     return records, [f"{load.unit} {n}" for n in load.lines]
 
 
-def load_training_protocol(args: argparse.Namespace):
-    """The protocol a trainer reads (`--protocol`, `--data`, `--data-dir`, `--groups`, `--seed`):
+def check_protocol_data(args: argparse.Namespace) -> None:
+    """`--protocol` and `--data` agree: `file` needs --data, and a --data beside another protocol (which reads
+    --data-dir, so --data would be ignored) is a ValueError naming it. Cheap: commands call it before their
+    imports (torch: seconds); `load_training_protocol` calls it too."""
+    if args.protocol == "file" and not args.data:
+        raise ValueError("--protocol file needs --data PATH: a JSONL or Parquet preference file")
+    if args.protocol != "file" and args.data:
+        raise ValueError(f"--data {args.data}: read only with --protocol file (--protocol {args.protocol} reads its data from --data-dir)")
+
+
+def load_training_protocol(args: argparse.Namespace, **persona_sizes: int):
+    """The protocol a trainer or `eval` reads (`--protocol`, `--data`, `--data-dir`, `--groups`, `--seed`):
     `file` reads `--data` as every command reads a preference file (an error names --data, the line
-    and the field); `ukp` and `persona` read `--data-dir` (a missing file names --data-dir). A
-    `--data` beside another protocol, which would be ignored, is a ValueError naming it."""
+    and the field; a file without a user of `MIN_FILE_PAIRS` strict comparisons names --data too);
+    `ukp` and `persona` read `--data-dir` (a missing file names --data-dir). A `--data` beside another
+    protocol, which would be ignored, is a ValueError naming it (`check_protocol_data`). `persona_sizes`:
+    `EvalConfig`'s persona-only fields (`unseen_users_per_group`, `query_size`), as `eval` gives them."""
     from pluralign.data.splits import MIN_FILE_PAIRS, file_protocol
     from pluralign.evaluation import EvalConfig, load_protocol
 
+    check_protocol_data(args)
     if args.protocol == "file":
-        if not args.data:
-            raise ValueError("--protocol file needs --data PATH: a JSONL or Parquet preference file")
-        # the threshold named here, as `file_protocol_help` and `left_out_users` name it
-        return file_protocol(read_preference_file("--data", args.data), seed=args.seed, min_pairs=MIN_FILE_PAIRS)
-    if args.data:
-        raise ValueError(f"--data {args.data}: read only with --protocol file (--protocol {args.protocol} reads its data from --data-dir)")
+        records = read_preference_file("--data", args.data)
+        try:  # the threshold named here, as `file_protocol_help` and `left_out_users` name it
+            return file_protocol(records, seed=args.seed, min_pairs=MIN_FILE_PAIRS)
+        except ValueError as exc:  # no user with enough comparisons: say which file
+            raise ValueError(f"--data {args.data}: {exc}") from None
     with reading("--data-dir", args.data_dir):
-        return load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed))
+        return load_protocol(EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed,
+                                        **persona_sizes))
 
 
 def file_protocol_help() -> str:

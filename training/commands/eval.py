@@ -6,6 +6,15 @@
     pluralign eval --model pal-b --k 4 --protocol persona --groups 4  # K fixed
     pluralign eval --model pal-a+residual --protocol persona --groups 4 --shots active   # + actively chosen support
     pluralign eval --model pal-a+residual --protocol persona --groups 5 --seed 2 --shots active --unseen-per-group 50 --query-size 50
+    pluralign eval --model per-user-bt --protocol file --data prefs.jsonl --seed 0 --json   # your own users' comparisons
+
+`--protocol file` reads a preference file (JSONL, Parquet or a `datasets` save_to_disk folder, read as the
+trainers read `--data`) and splits it as `train pal|em --protocol file` do (`pluralign.data.splits.file_protocol`):
+every user with at least MIN_FILE_PAIRS (5) different strict comparisons is a seen user, split train/validation/test
+by --seed; the others are left out, counted in the JSON line's `users_left_out` and `left_out_pairs`. Each seen
+user's test accuracy is reported (`seen_user_acc`). A file's users are all seen users: there are no unseen users,
+so `unseen_acc_by_k` is empty, and the options that size or choose unseen users' comparisons (`--shots active`,
+`--unseen-per-group`, `--query-size`) are refused, as `--groups` is.
 
 Without --k, the mixtures (pal-a, pal-b, em) choose K = 1, 2, ... (up to 12, stopping after two K
 without a better held-out log-likelihood on the seen users' validation pairs) and keep the smallest
@@ -38,67 +47,94 @@ from training.common import (
     add_threads_arg,
     cached_encoder,
     check_encoder,
+    check_protocol_data,
+    file_protocol_help,
     k_search,
+    left_out_users,
+    load_training_protocol,
     number,
     persona_groups,
     print_json,
-    reading,
     seed_number,
 )
 
 PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "--query-size"}  # EvalConfig field -> its flag
+UNSEEN_USERS = {  # a protocol's unseen users, as an error refusing persona's sizes or active shots says it
+    "ukp": "UKP's unseen users are its own held-out annotators",
+    "file": "--protocol file has no unseen users: every user of the file with enough comparisons is a seen user, "
+            "split train/validation/test as `train pal|em --protocol file` split them",
+}
 
 
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the imports below (torch, the models) take seconds
     if args.active_target is not None and args.shots != "active":  # it would be ignored: no active figures at all
         raise ValueError(f"--active-target {args.active_target} chooses how --shots active picks; add --shots active (or drop --active-target)")
+    check_protocol_data(args)
     persona_groups(args, "--protocol", args.protocol, 4)
     sizes = {field: getattr(args, field) for field in PERSONA_SIZES if getattr(args, field) is not None}
     if sizes and args.protocol != "persona":
         given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
-        raise ValueError(f"{given}: persona only (UKP's unseen users are its own held-out annotators)")
+        raise ValueError(f"{given}: persona only ({UNSEEN_USERS[args.protocol]})")
+    if args.shots == "active" and args.protocol == "file":  # nothing to choose for: it would report no figure at all
+        raise ValueError(f"--shots active chooses unseen users' comparisons, but {UNSEEN_USERS['file']}; "
+                         "give --protocol ukp or persona for unseen users' k-shot accuracy, or leave --shots out")
     check_encoder(args)
     from tqdm import tqdm
 
-    from pluralign.evaluation import EvalConfig, evaluate, load_protocol
+    from pluralign.evaluation import EvalConfig, evaluate
     from pluralign.reward.registry import build_model
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    config = EvalConfig(protocol=args.protocol, data_dir=args.data_dir, groups=args.groups, seed=args.seed, **sizes)
+    config = EvalConfig(protocol=args.protocol, path=args.data, data_dir=args.data_dir, groups=args.groups, seed=args.seed, **sizes)
     if args.shots == "active":  # issue 16's bar compares 2 and 5 active shots with 4 and 10 random ones
         config = replace(config, shots=tuple(sorted({*config.shots, 4})))
     model = build_model(args.model, k=args.k, seed=args.seed)
     if args.shots == "active" and not hasattr(model, "prob_new_users_active"):
         raise ValueError(f"--shots active needs a user model with a posterior (pal-a+residual, pal-b+residual), not {args.model}")
-    with reading("--data-dir", args.data_dir):
-        protocol = load_protocol(config)
+    protocol = load_training_protocol(args, **sizes)  # `file`: --data, read and split as the trainers read and split it
+    left_out = left_out_users(protocol)  # said before the training, reported after it
     if args.k is not None:  # a fixed K, as the trainers check it: at most the number of training users
         k_search([args.k], None, len({r.user_id for r in protocol.seen.train}))
     encoder = cached_encoder(args)
     active = args.shots == "active"
     bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
     report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update(), active=active,
-                      active_target=args.active_target or "coefficients")
+                      active_target=args.active_target or "coefficients", per_user=protocol.name == "file")
     bar.close()
+    report.update(left_out)
     if not args.json:
         _print_summary(report, model)
     print_json(report)
     return 0
 
 
+USERS_SHOWN = 10  # a file's seen users printed in the summary, the least accurate first
+
+
 def _print_summary(report: dict, model) -> None:
     """The report in lines a person reads (before its JSON line): accuracies seen and unseen per k,
-    per group, the K a mixture selected (its table), ARI and seconds."""
+    a file's users left out and its least accurate users, per group, the K a mixture selected
+    (its table), ARI and seconds."""
     print(f"model {report['model']} on {report['protocol']}: {report['seen_users']} seen, {report['unseen_users']} unseen users")
+    if "users_left_out" in report:
+        users, pairs = report["users_left_out"], report["left_out_pairs"]
+        print(f"  left out         {users} user{'s' * (users != 1)} ({pairs} comparison{'s' * (pairs != 1)}): "
+              "too few strict comparisons to split")
     print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
     print(f"  seen pooled acc  {report['seen_pooled_acc']:.3f}")
     for k, acc in report["unseen_acc_by_k"].items():
         extra = f"   active {report['unseen_active_acc_by_k'][k]:.3f}" if k in report.get("unseen_active_acc_by_k", {}) else ""
         print(f"  unseen k={k:<4}     {acc:.3f}{extra}")
+    if not report["unseen_users"]:
+        print("  unseen users     none in this protocol: no k-shot accuracy")
+    for user, acc in sorted(report.get("seen_user_acc", {}).items(), key=lambda item: item[1])[:USERS_SHOWN]:
+        print(f"  user {user:<12}  {acc:.3f}")
+    if len(report.get("seen_user_acc", {})) > USERS_SHOWN:
+        print(f"  ... {len(report['seen_user_acc']) - USERS_SHOWN} more users (the JSON line's seen_user_acc holds all)")
     for g, acc in report["group_acc"].items():
         print(f"  group {g:<12} {acc:.3f}  ({report['group_pairs'][g]} pairs)")
     print(f"  worst group      {report['worst_group_acc']:.3f}")
@@ -115,8 +151,10 @@ def _print_summary(report: dict, model) -> None:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol")
     p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
-    p.add_argument("--protocol", required=True, choices=["ukp", "persona"],
-                   help="ukp: the UKP ConvArg1 annotators; persona: a synthetic population of --groups groups from anthropic_persona")
+    p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
+                   help="ukp: the UKP ConvArg1 annotators; persona: a synthetic population of --groups groups from anthropic_persona; "
+                        + file_protocol_help() + "; a file has no unseen users")
+    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file (or a Dataset.save_to_disk folder)")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
