@@ -701,7 +701,7 @@ def non_json_constant_refusal(body: bytes, problem: str) -> HTTPException | None
         return None
     field = _path_to_open_string(body[:start] + b'"') or "body"  # the value there, as if a string opened at it
     return bad_request(field, f"`{word.decode()}` is not JSON (Python's json.dumps writes a float NaN or infinity so): "
-                              "send a number, or null or nothing for the field's default", code="invalid_json")
+                              "send a finite number (or leave the field out where it is optional)", code="invalid_json")
 
 
 # objects and arrays one JSON body may open at least (an import's line: at most). A 1 MB body of `[]` opens 240,000, each a
