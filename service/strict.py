@@ -678,7 +678,30 @@ def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError) -> 
                                    "default)", code="invalid_json")
     if (refusal := lone_surrogate_refusal(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
         return refusal
+    if (refusal := non_json_constant_refusal(body, str(exc))) is not None:  # msgspec says "invalid character (byte 93)"
+        return refusal
     return bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json")
+
+
+_INVALID_AT = re.compile(r"invalid character \(byte (\d+)\)")
+_NON_JSON_CONSTANTS = (b"NaN", b"Infinity", b"-Infinity")  # how Python's json.dumps writes a float NaN or infinity
+
+
+def non_json_constant_refusal(body: bytes, problem: str) -> HTTPException | None:
+    """The 400 (`invalid_json`) naming the field (`margin`, `responses[1]`) of a JSON body whose first fault,
+    where msgspec stopped (`problem`: its words, "invalid character (byte N)"), is `NaN`, `Infinity` or
+    `-Infinity`: what Python's `json.dumps` writes for a float that JSON cannot hold (aiohttp's `json=`, urllib with
+    it), as an import's line names it (`pluralign.data.io`); None otherwise. Before (trial45a) it named `body`."""
+    if (found := _INVALID_AT.search(problem)) is None:
+        return None
+    start = int(found.group(1))
+    start -= body[start - 1:start] == b"-"  # msgspec stops past the sign of -Infinity
+    word = next((w for w in _NON_JSON_CONSTANTS if body.startswith(w, start)), None)
+    if word is None:
+        return None
+    field = _path_to_open_string(body[:start] + b'"') or "body"  # the value there, as if a string opened at it
+    return bad_request(field, f"`{word.decode()}` is not JSON (Python's json.dumps writes a float NaN or infinity so): "
+                              "send a finite number (or leave the field out where it is optional)", code="invalid_json")
 
 
 # objects and arrays one JSON body may open at least (an import's line: at most). A 1 MB body of `[]` opens 240,000, each a

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
+import msgspec
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotFoundException
 
@@ -211,13 +212,30 @@ def already_stored(rt: Runtime, tenant: str, user: str, ids: list[str]) -> list[
     return [i for i in ids if i in found]
 
 
+def same_feedback_key(fb: ChoiceFeedback | RatingFeedback | EditFeedback, rows: list[dict]) -> str:
+    """The `Idempotency-Key` a `choice`, `rating` or `edit` sent without one is stored under: drawn from its
+    response and what it states (its rows' texts, as `answer_key` tells answers apart, sides, tie and margin, and
+    its labels), so the same feedback on one response sent again (a button clicked twice, a request resent
+    after a timeout, copies at once) is a replay of the first, not the user's evidence again, while another pick
+    of the same response (another `shown` pair, another rating) is stored. Holds spaces: no key a client sends
+    (`IDEMPOTENCY_KEY`) is one. Before (trial45a), 8 copies of one choice made "based on 8 comparisons"."""
+    facts = sorted(
+        msgspec.json.encode([r["prompt"], answer_key(r["chosen"]), answer_key(r["rejected"]), r["tie"], r["margin"], r["kind"]])
+        for r in rows
+    )
+    labels = msgspec.json.encode([fb.source, sorted((fb.attributes or {}).items())])
+    digest = hashlib.sha256(b"\n".join([labels, *facts])).hexdigest()
+    return f"response {fb.response_id} {digest}"
+
+
 async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: str | None = None) -> tuple[FeedbackReceipt, bool]:
     """Append the rows to the feedback log; returns (receipt, replayed) once they are on disk (one
     fsync shared by the requests that arrived meanwhile). Runs on the event loop: only the kinds
     that look a served response up in LanceDB go to a thread for that.
 
     With an `idempotency_key`, a feedback whose rows are already acknowledged is not stored again:
-    the receipt of the first attempt comes back with replayed=True. Raises a 400 naming
+    the receipt of the first attempt comes back with replayed=True; a `choice`, `rating` or `edit` sent
+    without one is keyed by what it states about its response (`same_feedback_key`). Raises a 400 naming
     `Idempotency-Key` when the key is not 1-255 printable ASCII characters."""
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
@@ -226,6 +244,8 @@ async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: st
         user, rows = rows_for(rt, tenant, fb)
     else:
         user, rows = await sync_to_thread(rows_for, rt, tenant, fb)
+    if idempotency_key is None and not isinstance(fb, ComparisonFeedback):
+        idempotency_key = same_feedback_key(fb, rows)  # the same pick on one response sent again is a retry
     if idempotency_key is None:
         return await _store(rt, tenant, user, fb, rows, [uuid.uuid4().hex for _ in rows]), False
     async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first

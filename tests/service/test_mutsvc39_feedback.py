@@ -97,3 +97,35 @@ def test_a_tie_is_never_a_few_shot_example(svc):
         r = c.post("/v1/feedback", json={**tie, "tie": False})
         assert r.status_code == 201, r.text
         assert c.post("/v1/chat/completions", json=body).json()["pluralign"]["history"] == r.json()["stored"]
+
+
+def test_the_same_feedback_on_one_response_sent_again_is_stored_once(svc):
+    """An app's "which do you prefer?" button clicked twice, or its request sent again without an
+    `Idempotency-Key` (a timeout, two tabs), sends one `choice`, `rating` or `edit` on one response
+    several times, some at once: the user decided once, so it is stored once and the copies are answered
+    as a replay (201, the first receipt, `Idempotent-Replayed: true`). Before (trial45a), every copy
+    stored its rows again: 8 clicks on one choice made "based on 8 comparisons", each counted as the
+    user's evidence. A different pick on the same response (another `shown` pair) is new feedback."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openai import OpenAI
+
+    client = OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=60)
+    reply = client.chat.completions.create(model="pluralign", user="dot", n=4, messages=[{"role": "user", "content": "Which answer?"}],
+                                           extra_body={"pluralign": {"candidates": 4, "shots": 0, "styles": False}})
+    response_id = reply.model_extra["pluralign"]["response_id"]
+    pick = {"type": "choice", "response_id": response_id, "chosen_index": 1, "shown": [0, 1]}
+    with svc.client() as c:
+        first = c.post("/v1/feedback", json=pick)
+        assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers, first.text
+        with ThreadPoolExecutor(4) as pool:  # the same click again, four at once
+            copies = list(pool.map(lambda _: svc.client().post("/v1/feedback", json=pick), range(4)))
+        assert [r.status_code for r in copies] == [201] * 4, [r.text for r in copies]
+        assert all(r.json()["stored"] == first.json()["stored"] and r.headers["Idempotent-Replayed"] == "true" for r in copies)
+        rating = {"type": "rating", "response_id": response_id, "rating": 5}
+        rated = [c.post("/v1/feedback", json=rating) for _ in range(2)]
+        assert rated[1].json()["stored"] == rated[0].json()["stored"] and rated[1].headers["Idempotent-Replayed"] == "true"
+        other = c.post("/v1/feedback", json={**pick, "chosen_index": 3, "shown": [2, 3]})  # another pair shown: new
+        assert other.status_code == 201 and "Idempotent-Replayed" not in other.headers, other.text
+        assert c.get("/v1/users/dot/preferences").json()["total"] == 1 + 3 + 1
+        assert c.get("/v1/users/dot").json()["summary"]["comparisons"] == 5

@@ -69,6 +69,25 @@ def test_a_lone_surrogate_escape_is_a_400_naming_its_field(live, path, body, fie
     assert "lone UTF-16 surrogate escape" in error["message"] and "\\ud" in error["message"], error
 
 
+@pytest.mark.parametrize("path, body, field, word", [
+    ("/v1/feedback", '{"type": "comparison", "user": "r33n", "prompt": "p", "chosen": "a", "rejected": "b", "margin": NaN}', "margin", "NaN"),
+    ("/v1/chat/completions", '{"model": "pluralign", "temperature": Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "temperature", "Infinity"),
+    ("/v1/chat/completions", '{"model": "pluralign", "top_p": -Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "top_p", "-Infinity"),
+    ("/v1/rewards/score", '{"user": "r33n", "prompt": "p", "responses": ["a", NaN]}', "responses[1]", "NaN"),
+])
+def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, body, field, word):
+    """Python's `json.dumps` (and so `aiohttp`'s `json=`, or `urllib` with it) writes a float NaN or
+    infinity as `NaN`, `Infinity`, `-Infinity`, which JSON has not. Before (trial45a): 400 `body`, "JSON
+    is malformed: invalid character (byte 93)", naming no field, while an import's line named it
+    (`line 3.margin`). Now the 400 (`invalid_json`) names the field and the word, as an import does."""
+    with live.client() as c:
+        answer = c.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["param"], error["code"]) == (field, "invalid_json"), error
+    assert f"`{word}` is not JSON" in error["message"], error
+
+
 def test_a_literal_backslash_u_and_a_whole_pair_are_text(live):
     """`"\\\\ud83d"` (a backslash, then `ud83d`) and a whole pair are text: stored, not refused."""
     body = '{"type": "comparison", "user": "r33b", "prompt": "\\\\ud83d", "chosen": "\\ud83d\\ude00", "rejected": "b"}'
