@@ -332,12 +332,17 @@ def other_schema(what: str, found: object, reads: int) -> str:
     return f"{what} schema_version {found!r} is not a schema version (this release reads schema {reads})"
 
 
-def read_description(folder: Path, kind: str, schema: int, struct: type[T], what: str) -> T:
+PAL_CHECKPOINT = "PAL checkpoint"  # the kind of a description that names none: a PAL checkpoint's came before kinds
+
+
+def read_description(folder: Path, kind: str, schema: int, struct: type[T], what: str, *,
+                     description: str = "an artifact description") -> T:
     """The meta.json of an artifact folder whose description names its `kind` (an EM mixture, a MaxMin
-    policy), as `struct`, read before any weights. `what` names the artifact in messages ("a MaxMin policy
-    (maxmin-lora)"). Raises FileNotFoundError when there is none, ValueError naming the file or folder for
-    another kind of artifact (a PAL checkpoint, whose description names no kind, is named so), another schema
-    (`other_schema`: a later release's says so), or a file that is not such a description."""
+    policy; PAL_CHECKPOINT: a PAL checkpoint's, which names none), as `struct`, read before any weights. `what`
+    names the artifact in messages ("a MaxMin policy (maxmin-lora)"), `description` what a file that is not JSON
+    (or not an object) is said not to be. Raises FileNotFoundError when there is none, ValueError naming the
+    file or folder for another kind of artifact (a PAL checkpoint, whose description names no kind, is named
+    so), another schema (`other_schema`: a later release's says so), or a file that is not such a description."""
     import msgspec
 
     path = folder / "meta.json"
@@ -346,9 +351,12 @@ def read_description(folder: Path, kind: str, schema: int, struct: type[T], what
     try:
         raw = msgspec.json.decode(path.read_bytes())
     except msgspec.DecodeError as exc:
-        raise ValueError(f"{path}: not an artifact description: {exc}") from None
-    found = raw.get("kind", "PAL checkpoint" if "variant" in raw else None) if isinstance(raw, dict) else None
-    if found != kind:
+        raise ValueError(f"{path}: not {description}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not {description}: expected a JSON object")
+    found = raw.get("kind", PAL_CHECKPOINT if "variant" in raw else None)
+    # read as a PAL checkpoint, a description without a kind is one (a missing variant is named below, as a field)
+    if found != kind and not (kind == PAL_CHECKPOINT and "kind" not in raw):
         raise ValueError(f"{folder} holds {'a ' + repr(found) if found else 'no'} artifact, not {what}")
     if raw.get("schema_version") != schema:
         raise ValueError(f"{path}: {other_schema(kind, raw.get('schema_version'), schema)}")

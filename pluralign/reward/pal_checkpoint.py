@@ -18,7 +18,7 @@ from safetensors.torch import save
 
 from pluralign.data.record import Base
 from pluralign.device import usable_device
-from pluralign.files import may_hold, other_schema, read_safetensors, write_atomic, writing_artifact
+from pluralign.files import PAL_CHECKPOINT, may_hold, read_description, read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
 
@@ -67,27 +67,12 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
 
 
 def read_meta(folder: str | Path) -> PALMeta:
-    """The checkpoint's `PALMeta`. Raises FileNotFoundError when `folder` has no meta.json (not a
-    checkpoint, or one whose writing stopped part way: meta.json is written last), and ValueError
-    naming the file when it is not JSON, describes another kind of artifact (an EM mixture's
-    `kind`), another schema version, or lacks or mistypes a field."""
-    path = Path(folder) / META_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{folder} is not a PAL checkpoint: no {META_FILE}")
-    try:
-        raw = msgspec.json.decode(path.read_bytes())
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: not a PAL checkpoint description: expected a JSON object")
-    if "kind" in raw:
-        raise ValueError(f"{folder} holds a {raw['kind']!r} artifact, not a PAL checkpoint")
-    if raw.get("schema_version") != PAL_SCHEMA:
-        raise ValueError(f"{path}: {other_schema('PAL checkpoint', raw.get('schema_version'), PAL_SCHEMA)}")
-    try:
-        return msgspec.convert(raw, PALMeta)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"{path}: not a PAL checkpoint description: {exc}") from None
+    """The checkpoint's `PALMeta` (`pluralign.files.read_description`). Raises FileNotFoundError when `folder` has
+    no meta.json (not a checkpoint, or one whose writing stopped part way: meta.json is written last), and
+    ValueError naming the file when it is not JSON, describes another kind of artifact (an EM mixture's `kind`),
+    another schema version, or lacks or mistypes a field."""
+    return read_description(Path(folder), PAL_CHECKPOINT, PAL_SCHEMA, PALMeta, "a PAL checkpoint",
+                            description="a PAL checkpoint description")
 
 
 def load_pal(folder: str | Path, encoder_id: str | None = None, device=None, *, dim: int | None = None) -> tuple[PALModel, UserWeights, PALMeta]:

@@ -986,7 +986,7 @@ class Store:
         (measured in the lost44 review: 10 of 10 tries with two Stores on one folder); an update over a row read is
         checked again when its commit meets another (1 of 2 written, 15 of 15 tries). Returns whether it was
         written; when not, the caller reads the row again and draws its row from that one
-        (`service.users.services._store_fit`, `_write_stated`). Raises StoreUnavailable as `put_user` does."""
+        (`service.users.services._write_over_read`). Raises StoreUnavailable as `put_user` does."""
         data = self._user_rows(user)
         written: list[int] = []
 

@@ -211,7 +211,11 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
     return UserWeights(logits=logits, prior=prior, record=record, state=state, rewards=rewards, stated=stated)
 
 
-FIT_WRITES = 5  # tries of a refit's conditional write (`_store_fit`), each after a row committed since its read
+USER_ROW_WRITES = 5  # tries of a conditional write of a users row (`_write_over_read`), each after a row committed
+# since its read: a refit's (`_store_fit`) and a PATCH's (`_write_stated`)
+
+
+_UNREAD = object()
 
 
 def _onto(read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str]) -> UserRecord:
@@ -224,27 +228,45 @@ def _onto(read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str
                                    attributes={**read.attributes, **from_feedback}, adapter=read.adapter, stated=read.stated)
 
 
+def _write_over_read(rt: Runtime, tenant: str, user_id: str, draw: Callable[[UserRecord | None], UserRecord | None],
+                     give_up: Callable[[UserRecord], UserRecord], *, read: UserRecord | None | object = _UNREAD,
+                     tables: tuple[str, ...] = ("users",)) -> UserRecord | None:
+    """Write the users row `draw` makes from the user's row read (None: they have none) only over that row
+    (`Store.put_user_if`): a row another writer committed since the read is read again (`tables` refreshed first:
+    with replicas, reads may otherwise lag) and drawn again, up to USER_ROW_WRITES times. `read`: the row already
+    read, for the first try (not given: read as the tries after it are). Returns the row written, or None when
+    `draw` gives None (nothing to write; nothing is). After USER_ROW_WRITES refused writes, returns what
+    `give_up(the last row drawn)` returns, or raises what it raises. Raises StoreUnavailable as `put_user` does,
+    and what `draw` raises."""
+    for attempt in range(USER_ROW_WRITES):
+        if attempt or read is _UNREAD:
+            rt.store.refresh(*tables)
+            read = rt.store.get_user(tenant, user_id)
+        row = draw(read)
+        if row is None or rt.store.put_user_if(row, read):
+            return row
+    return give_up(row)
+
+
 def _store_fit(rt: Runtime, read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str],
                fitted_on_rows: bool) -> UserRecord | None:
-    """Write the refit's row (`_onto` the row `read`) only over that row (`Store.put_user_if`): a row committed since
+    """Write the refit's row (`_onto` the row `read`) only over that row (`_write_over_read`): a row committed since
     the read (a stated preference PATCHed through another replica, stamped before the refit began: until session 44
-    the refit's row replaced it, the PATCH lost) is read again and the fit carried onto it, up to FIT_WRITES times (a
-    stated change the fit did not see makes the next read fit again: the row's version no longer matches). Returns the
-    row written (the last one drawn, unwritten, after FIT_WRITES rows committed in between: the row is a cache, the
-    next read fits again); None when the fit was drawn from their row alone (`fitted_on_rows` False) and that row is
-    gone (a DELETE took it). Raises StoreUnavailable as `put_user` does."""
-    record = _onto(read, fit, from_feedback)
-    for _ in range(FIT_WRITES):
-        if read is None and not fitted_on_rows:
-            return None
-        if rt.store.put_user_if(record, read):
-            return record
-        rt.store.refresh("users")  # the row committed since (with replicas: reads may otherwise lag)
-        read = rt.store.get_user(fit.tenant, fit.user_id)
-        record = _onto(read, fit, from_feedback)
-    log.warning("the refit of a user of tenant %s was not stored: their row changed %d times while it was written",
-                fit.tenant, FIT_WRITES)
-    return record
+    the refit's row replaced it, the PATCH lost) is read again and the fit carried onto it, up to USER_ROW_WRITES
+    times (a stated change the fit did not see makes the next read fit again: the row's version no longer matches).
+    Returns the row written (the last one drawn, unwritten, after USER_ROW_WRITES rows committed in between, with a
+    warning: the row is a cache, the next read fits again); None when the fit was drawn from their row alone
+    (`fitted_on_rows` False) and that row is gone (a DELETE took it). Raises StoreUnavailable as `put_user` does."""
+
+    def draw(read: UserRecord | None) -> UserRecord | None:
+        return None if read is None and not fitted_on_rows else _onto(read, fit, from_feedback)
+
+    def give_up(record: UserRecord) -> UserRecord:
+        log.warning("the refit of a user of tenant %s was not stored: their row changed %d times while it was written",
+                    fit.tenant, USER_ROW_WRITES)
+        return record
+
+    return _write_over_read(rt, fit.tenant, fit.user_id, draw, give_up, read=read)
 
 
 def _deleted_meanwhile(rt: Runtime, history: History, record: UserRecord) -> bool:
@@ -545,7 +567,7 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
     The row is written only over the row read (`_write_stated`): another replica's refit or PATCH committed meanwhile
     is read again and the change made on it.
     Raises ValueError naming an unknown feature, VersionMismatch when `if_match` does not hold, Busy when the row
-    changed `STATED_WRITES` times while it was written (nothing stored)."""
+    changed `USER_ROW_WRITES` times while it was written (nothing stored)."""
     with rt.user_lock(tenant, user_id):
         flush_for_read(rt, tenant, user_id)
         current, stated = _write_stated(rt, tenant, user_id, changes, if_match)
@@ -567,38 +589,41 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
                       next_before=stated.version if stated.version > 1 else None)
 
 
-STATED_WRITES = 5  # tries of a PATCH's conditional write of the users row (`_write_stated`)
-
-
 def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
                   if_match: list[int | None] | None) -> tuple[StatedPreferences, StatedPreferences]:
     """Read the user's row, apply `changes` to its stated preferences and write the row only over the row read
-    (`Store.put_user_if`): a row another replica committed since the read (its refit, its PATCH) is read again and
-    the change made on it, `if_match` checked against it, up to STATED_WRITES times. Until the lost44 review the row
+    (`_write_over_read`): a row another replica committed since the read (its refit, its PATCH) is read again and
+    the change made on it, `if_match` checked against it, up to USER_ROW_WRITES times. Until the lost44 review the row
     went through `put_user`, which drops a row older than the stored one: a refit begun after this PATCH stamped its
     time and committed before its write kept the old version in the row (200 to the client). Returns (the stated
     preferences read, those written; the same object when the change changes nothing: nothing written). Raises
-    VersionMismatch, ValueError (an unknown feature), StoreUnavailable, Busy (the row changed STATED_WRITES times
+    VersionMismatch, ValueError (an unknown feature), StoreUnavailable, Busy (the row changed USER_ROW_WRITES times
     while it was written: nothing of this change is stored)."""
-    for _ in range(STATED_WRITES):
-        rt.store.refresh("users", "stated_changes")  # with replicas: start from another's PATCH a moment ago
-        record = rt.store.get_user(tenant, user_id)
+    drawn: list[tuple[StatedPreferences, StatedPreferences]] = []  # (read, changed) of each row read
+
+    def draw(record: UserRecord | None) -> UserRecord | None:
         now = time.time()
         current = stated_of(record)
         if if_match is not None and not version_matches(current.version, if_match):
             raise VersionMismatch(current.version)
         stated = current.changed(changes, at=now)
+        drawn.append((current, stated))
         if stated is current:
-            return current, stated
+            return None
         _store_missing_changes(rt, tenant, user_id, current)
         base = record or UserRecord(tenant=tenant, user_id=user_id, created_at=now, updated_at=now, pal_version=rt.rewards.version)
         # later than the row read, even on a clock behind the replica that wrote it: a writer that read that row
         # must not match this one (`put_user_if` compares `updated_at`)
         updated_at = now if record is None else max(now, math.nextafter(record.updated_at, math.inf))
-        if rt.store.put_user_if(msgspec.structs.replace(base, stated=stated.encode(), updated_at=updated_at), record):
-            return current, stated
-    raise Busy(f"the user's row changed {STATED_WRITES} times while this change was written: nothing of it is stored; "
-               "send it again", retry_after=1)
+        return msgspec.structs.replace(base, stated=stated.encode(), updated_at=updated_at)
+
+    def give_up(_: UserRecord) -> UserRecord:
+        raise Busy(f"the user's row changed {USER_ROW_WRITES} times while this change was written: nothing of it is "
+                   "stored; send it again", retry_after=1)
+
+    # with replicas: each read starts from another's PATCH a moment ago
+    _write_over_read(rt, tenant, user_id, draw, give_up, tables=("users", "stated_changes"))
+    return drawn[-1]
 
 
 class PalProfile(msgspec.Struct):

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 
 from tests.e2e.test_break36_slow_clients import send_the_rest_unreset
-from training.commands.serve import timed_http_protocol
+from tests.serving import timed_server
 
 TIMEOUT_S = 0.2  # the read deadline; the test waits out three of them
 
@@ -75,19 +72,8 @@ def served(request, monkeypatch):
 
         monkeypatch.setattr(auto, "AutoHTTPProtocol", H11Protocol)
     app = HeldAnswers()
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, http=timed_http_protocol(TIMEOUT_S), lifespan="off", log_level="critical"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.005)
-    try:
-        yield app, listening.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with timed_server(app, TIMEOUT_S) as port:
+        yield app, port
 
 
 def test_a_body_pipelined_behind_an_answer_still_going_out_is_not_answered_408_into_it(served):

@@ -13,13 +13,12 @@ import threading
 import msgspec
 import pytest
 
-from pluralign.store import Store
 from pluralign.store import claims as claims_module
 from pluralign.store.claims import claim_of
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import STORED_CLAIMS, Ingestor
-from tests.service.test_feedback_log import HashEncoder, feedback
-from tests.service.test_store import DIM
+from tests.service.test_feedback_log import HashEncoder
+from tests.stores import claimed_store, claims_left
 
 FOLDER = claims_module._folder("t", "u")
 
@@ -27,10 +26,7 @@ FOLDER = claims_module._folder("t", "u")
 @pytest.fixture
 def claimed(tmp_path):
     """A store with claims, two rows of user u an import claimed (their claims made), and the log's folder."""
-    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
-    rows = [msgspec.structs.replace(r, received_at=100.0) for r in feedback("u", 0, n=2)]
-    assert len(store.claims.claim("t", "u", {r.pref_id: claim_of(r, stamped=False) for r in rows})[0]) == 2
-    return store, rows, tmp_path / "log"
+    return claimed_store(tmp_path)
 
 
 def notes(folder) -> list[str]:
@@ -42,17 +38,9 @@ def test_claims_a_move_left_go_at_the_next_start(claimed):
     """The mover commits the rows and the log forgets them; their claims' removal then never happens (a kill there, or a
     store that refused it). Before, the claims stayed for good (nothing moves those rows again). Now the move's note
     stays, and the next start removes the claims and the note."""
-    store, rows, folder = claimed
-    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
-    store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("killed before the claims' removal"))
-    try:
-        with ingest.paused():
-            ingest.submit(rows, received_at=100.0)  # acknowledged
-        ingest.flush()  # the worker may have moved them already, once paused() ended: either way they are moved now
+    store, _, folder = claimed
+    with claims_left(claimed, "killed before the claims' removal") as ingest:  # the rows acknowledged, then moved
         assert store.count_preferences("t", "u") == 2 and not ingest.log.pending
-    finally:
-        del store.claims.drop_named
-        ingest.close()
     assert len(store.claims._names(FOLDER)) == 2 and len(notes(folder)) == 1
     ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())  # the next start
     try:
@@ -67,22 +55,14 @@ def test_a_delete_leaves_nothing_of_the_user_in_the_notes(claimed):
     """A note left (its removal failed) names the user's claims folder by hash; a DELETE of the user (`forget_user`, as
     its steps and other replicas' deletion records call it) rewrites the notes without it: nothing of the user stays in
     this replica's files. Claims received since a DELETE began (its `before`) stay noted."""
-    store, rows, folder = claimed
-    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
-    store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("the store refused the removal"))
-    try:
-        with ingest.paused():
-            ingest.submit(rows, received_at=100.0)
-        ingest.flush()
+    folder = claimed[2]
+    with claims_left(claimed) as ingest:
         [note] = notes(folder)
         assert FOLDER in (folder / STORED_CLAIMS / note).read_text()
         ingest.forget_user("t", "u", before=50.0)  # a DELETE begun before they came: the note keeps them
         assert notes(folder) == [note]
         ingest.forget_user("t", "u")
         assert notes(folder) == []
-    finally:
-        del store.claims.drop_named
-        ingest.close()
 
 
 def test_a_reader_s_move_does_not_wait_for_its_rows_claims_removal(claimed):
@@ -150,17 +130,9 @@ def test_a_note_s_rewrite_cut_short_by_a_kill_leaves_nothing_at_the_next_start(c
     it over the note; a kill between the two left the temporary file for good (only `*.json` notes were read at a
     start): the note's other users' claim hashes in a file nothing removes. Now the next start removes it (the note
     itself is still whole)."""
-    store, rows, folder = claimed
-    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
-    store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError("the store refused the removal"))
-    try:
-        with ingest.paused():
-            ingest.submit(rows, received_at=100.0)
-        ingest.flush()
+    store, _, folder = claimed
+    with claims_left(claimed):
         [note] = notes(folder)
-    finally:
-        del store.claims.drop_named
-        ingest.close()
     cut = folder / STORED_CLAIMS / note.replace(".json", ".tmp")
     cut.write_bytes((folder / STORED_CLAIMS / note).read_bytes()[:20])  # killed while writing the rewrite
     ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())  # the next start

@@ -10,14 +10,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pluralign.store import Store
 from pluralign.store import claims as claims_module
 from pluralign.store.claims import FolderClaims, claim_of
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import STORED_CLAIMS, Ingestor
 from tests.service.test_claims42_cas import USER, claim
-from tests.service.test_feedback_log import HashEncoder, feedback
-from tests.service.test_store import DIM
+from tests.service.test_feedback_log import HashEncoder
+from tests.stores import claimed_store, claims_left_by_an_earlier_release
 from tests.unit.test_edges35_durable_notes import fsyncs_of
 
 FOLDER = claims_module._folder("t", "u")
@@ -51,10 +50,7 @@ def test_a_change_that_makes_the_lock_file_again_mid_delete_leaves_no_folder(tmp
 @pytest.fixture
 def claimed(tmp_path):
     """A store with claims, two rows of user u an import claimed (their claims made), and the log's folder."""
-    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
-    rows = [msgspec.structs.replace(r, received_at=100.0) for r in feedback("u", 0, n=2)]
-    assert len(store.claims.claim("t", "u", {r.pref_id: claim_of(r, stamped=False) for r in rows})[0]) == 2
-    return store, rows, tmp_path / "log"
+    return claimed_store(tmp_path)
 
 
 def test_a_note_is_on_disk_before_the_log_forgets_its_rows(claimed, monkeypatch):
@@ -125,22 +121,13 @@ def test_a_delete_s_rewrite_of_a_note_is_on_disk_and_a_cut_short_one_goes_at_the
         ingest.close()
 
 
-def left_by_an_earlier_release(store, users: list[str]) -> None:
-    """Each of `users` has two rows stored and their claims left (an earlier release's mover killed before removing them)."""
-    for user in users:
-        rows = [msgspec.structs.replace(r, received_at=100.0) for r in feedback(user, 0, n=2)]
-        assert len(store.claims.claim("t", user, {r.pref_id: claim_of(r, stamped=False) for r in rows})[0]) == 2
-        vecs = HashEncoder().encode([r.prompt for r in rows])
-        store.add_preferences(rows, vecs, vecs, vecs)
-
-
 def test_a_move_s_claims_go_while_the_start_s_sweep_is_still_running(claimed):
     """The first start on a store sweeps the claims earlier releases left of stored rows (`sweep_stored`: each claimed
     user's rows read). It ran first on the drops' thread, the one every reader's move hands its claims' removal to:
     with many claimed users every such removal waited behind the whole sweep. Here the sweep is held at its start (the
     table's users listed); a reader's move's claims go meanwhile (before: only once the sweep was let go)."""
     store, rows, folder = claimed
-    left_by_an_earlier_release(store, ["old"])
+    claims_left_by_an_earlier_release(store, ["old"])
     release, listed, dropped = threading.Event(), threading.Event(), threading.Event()
     owners, drop = store.preference_owners, store.claims.drop_named
 
@@ -177,7 +164,7 @@ def test_the_start_s_sweep_leaves_the_histories_cache_as_it_was(claimed):
     history, vectors and all, loaded into the bounded cache, evicting the histories of the users being served. Now it
     reads the rows it compares (text and labels) from the table, and the cache is as it was."""
     store, _, folder = claimed
-    left_by_an_earlier_release(store, ["old1", "old2", "old3"])
+    claims_left_by_an_earlier_release(store, ["old1", "old2", "old3"])
     store.history("t", "old1")  # one user being served
     cached, misses = list(store.histories._items), store.histories.misses
     ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())

@@ -14,6 +14,7 @@ import pytest
 from pluralign.store import Store, UserRecord, tables
 from tests.files import files_holding
 from tests.service.test_store import DIM
+from tests.stores import withdrawn_purge_given_up
 
 GONE = "zed-q7x"
 
@@ -75,19 +76,8 @@ def test_a_withdrawn_rows_purge_killed_before_its_turn_is_finished_at_the_next_s
 def test_a_withdrawn_rows_purge_that_never_had_its_turn_is_finished_at_the_next_open(tmp_path, monkeypatch, caplog):
     """As above in one process: b's purge gives up waiting for the lease (a stop's wait over, the process about to
     end), the row deleted and not purged; the next open of b's store purges it."""
-    monkeypatch.setattr(tables, "READ_MARGIN_S", 0.0)
-    store, note = tmp_path / "store", tmp_path / "b" / "withdrawn-purge"
-    note.parent.mkdir()
-    a = Store(str(store), "enc", DIM, sync_seconds=0)
-    b = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)
-    b.lease.wait_s = 0.0
-    b.put_user(UserRecord(tenant="t", user_id=GONE, created_at=1.0, updated_at=2.0, pal_logits=[0.0, 1.0]))
-    a.put_user(UserRecord(tenant="t", user_id="ann", created_at=1.0, updated_at=1.0, pal_logits=[1.0, 0.0]))
-    with a.lease:  # another replica's turn
-        b.withdraw_user("t", GONE, 2.0)
-        assert b.wait_withdrawn(30)  # given up: no turn
+    store, note = withdrawn_purge_given_up(tmp_path, monkeypatch, GONE)
     assert "the purge of withdrawn users rows failed" in caplog.text
-    assert files_holding(store, GONE) and note.exists()
     again = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)  # b's next start
     assert again.finish_withdrawn() and again.wait_withdrawn(30)
     assert files_holding(store, GONE) == [] and not note.exists()

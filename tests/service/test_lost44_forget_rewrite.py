@@ -4,9 +4,6 @@ the table (until session 44), for this replica's DELETE and for another replica'
 
 from __future__ import annotations
 
-import errno
-import threading
-
 import pytest
 
 from pluralign.store import feedback_log as feedback_log_module
@@ -14,18 +11,7 @@ from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from tests.service.test_feedback_log import HashEncoder, feedback, log_bytes, make
-
-
-def _no_room_for_rewrites(monkeypatch):
-    """Segment rewrites (`forget_user`, on the caller's thread) fail as on a full disk; the writer's appends do not."""
-    real = feedback_log_module._write_all
-
-    def write_all(fd, data):
-        if threading.current_thread().name != "feedback-log":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(fd, data)
-
-    monkeypatch.setattr(feedback_log_module, "_write_all", write_all)
+from tests.stores import forget_without_room, no_room_for_rewrites
 
 
 def _restart(tmp_path, store):
@@ -47,7 +33,7 @@ def test_rows_of_a_delete_whose_rewrite_failed_are_not_replayed(tmp_path, monkey
         if another_replicas:  # a deletion record of a DELETE begun now: ann's rows sent after it stay theirs
             before = ingest.log.clock()
             ingest.submit(feedback("ann", 3))
-        _no_room_for_rewrites(monkeypatch)
+        no_room_for_rewrites(monkeypatch)
         with pytest.raises(StoreUnavailable):
             ingest.forget_user("t", "ann", before=before)
         monkeypatch.undo()
@@ -77,12 +63,7 @@ def test_rows_of_a_delete_whose_rewrite_failed_are_not_replayed(tmp_path, monkey
 def test_what_a_user_sends_after_a_delete_whose_rewrite_failed_is_replayed(tmp_path, monkeypatch):
     """The note names only what the DELETE took: feedback the user sends afterwards goes to a later segment and is
     theirs at the next start (and the note, its segments rewritten at that start, goes)."""
-    log = FeedbackLog(tmp_path)
-    log.append(feedback("ann", 0))
-    log.append(feedback("bob", 0))
-    _no_room_for_rewrites(monkeypatch)
-    with pytest.raises(StoreUnavailable):
-        log.forget_user("t", "ann")
+    log = forget_without_room(tmp_path, monkeypatch)
     monkeypatch.undo()
     log.append(feedback("ann", 1))  # ann came back
     log.close()

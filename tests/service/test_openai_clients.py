@@ -323,34 +323,17 @@ def test_an_n2_stream_keeps_the_connection_alive_while_its_candidates_are_genera
     a long rerank. Now, once a keep-alive is due, the headers and the comment go, and the openai client, skipping the
     comment, reads the stream as before. The generator's lock is held (as a chat ahead of it would) until the comment
     has come; the timer only ends a wait that never sees one."""
-    import threading
-
     import httpx
-    import msgspec
     from openai import OpenAI
 
-    rt = svc.runtime
-    settings, lock = rt.settings, rt.generator._lock
-    released = threading.Lock()
+    from tests.serving import generation_held
 
-    def release() -> None:
-        if released.acquire(blocking=False):
-            lock.release()
-
-    watched = _Watched(release)
-    client = OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=120,
-                    http_client=httpx.Client(transport=watched, timeout=120))
-    rt.settings = msgspec.structs.replace(settings, sse_keepalive_s=0.05)
-    lock.acquire()
-    timer = threading.Timer(10, release)
-    timer.start()
-    try:
+    with generation_held(svc.runtime) as release:
+        watched = _Watched(release)
+        client = OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=120,
+                        http_client=httpx.Client(transport=watched, timeout=120))
         chunks = list(client.chat.completions.create(model="pluralign", messages=HI, user="kai", n=2, max_tokens=8, seed=4,
                                                      stream=True, extra_body={"pluralign": {"candidates": 3}}))
-    finally:
-        release()
-        timer.cancel()
-        rt.settings = settings
     wire = bytes(watched.read).decode()
     assert wire.startswith(": keep-alive\n\n"), wire[:200]  # before any event: the candidates were still generating
     assert [c.choices[0].index for c in chunks[:2]] == [0, 1] and chunks[0].choices[0].delta.role == "assistant"

@@ -391,3 +391,26 @@ def test_a_patch_whose_row_keeps_changing_meanwhile_answers_503_and_stores_nothi
         monkeypatch.undo()
         assert c.get("/v1/users/churned/stated-preferences").json()["version"] == 0
         assert rt.store.stated_changes("acme", "churned", 1) == []
+
+
+def test_a_refit_whose_row_keeps_changing_meanwhile_is_served_unstored_and_logged(svc, monkeypatch, caplog):
+    """(lost44) The refit's side of a PATCH's 503 above: another replica's write of the user's row between each of
+    the refit's reads and its write. The fit is served (the row is a cache: the next read fits again), carried onto
+    the row each try read (its stated preference kept), nothing is written after `USER_ROW_WRITES` tries, and a
+    warning says so; the refit raises nothing."""
+    from service.users import services
+
+    rt = svc.runtime
+    with svc.client("acme") as c:
+        assert c.patch("/v1/users/refitted/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+    rt.wait_for_background()
+    stored = rt.store.get_user("acme", "refitted")
+    tries: list = []
+    monkeypatch.setattr(rt.store, "put_user_if", lambda record, read: tries.append((record, read)) or False)
+    with caplog.at_level("WARNING", logger=services.log.name):
+        fitted = services.refit(rt, "acme", "refitted")
+    assert len(tries) == services.USER_ROW_WRITES and all(read == stored for _, read in tries)
+    assert fitted.record is not None and services.stated_of(fitted.record).preferences == {"length": "less"}
+    assert "was not stored: their row changed 5 times" in caplog.text
+    monkeypatch.undo()
+    assert rt.store.get_user("acme", "refitted") == stored

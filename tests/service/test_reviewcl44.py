@@ -16,9 +16,9 @@ from pluralign.store import ingest as ingest_module
 from pluralign.store.claims import claim_of
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import STORED_CLAIMS, Ingestor
-from tests.service.test_claims44 import left_by_an_earlier_release
 from tests.service.test_feedback_log import HashEncoder, feedback
 from tests.service.test_store import DIM
+from tests.stores import claims_left_by_an_earlier_release
 from tests.unit.test_edges35_durable_notes import fsyncs_of
 
 
@@ -94,7 +94,7 @@ def test_a_sweep_under_way_when_the_ingestor_stops_reads_no_further_user_and_the
     check taken out, every test still passed). Here the sweep is held once the table's users are listed, the Ingestor
     stops, the sweep goes on: no user's rows are read, the store is not marked swept, and the next start sweeps."""
     store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
-    left_by_an_earlier_release(store, ["old1", "old2"])
+    claims_left_by_an_earlier_release(store, ["old1", "old2"])
     listed, release, read = threading.Event(), threading.Event(), []
     owners, stored_rows = store.preference_owners, store.stored_rows
 

@@ -7,34 +7,19 @@ import threading
 
 import pytest
 
-from pluralign.store import Store, UserRecord, tables
+from pluralign.store import Store, tables
 from tests.files import files_holding
 from tests.service.test_store import DIM
+from tests.stores import user_row, withdrawn_purge_given_up
 
 GONE = "zed-r4v"
-
-
-def _row(user_id: str, updated_at: float) -> UserRecord:
-    return UserRecord(tenant="t", user_id=user_id, created_at=1.0, updated_at=updated_at, pal_logits=[0.0, 1.0])
 
 
 @pytest.fixture
 def given_up(tmp_path, monkeypatch):
     """Replica b withdrew a row whose purge gave up waiting for the lease (its stop's wait over): the row is in
     the users table's files, and b's note says a purge is owed. Returns (store folder, note)."""
-    monkeypatch.setattr(tables, "READ_MARGIN_S", 0.0)
-    store, note = tmp_path / "store", tmp_path / "b" / "withdrawn-purge-owed"
-    note.parent.mkdir()
-    a = Store(str(store), "enc", DIM, sync_seconds=0)
-    b = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)
-    b.lease.wait_s = 0.0
-    b.put_user(_row(GONE, 2.0))
-    a.put_user(_row("ann", 1.0))
-    with a.lease:  # another replica's turn
-        b.withdraw_user("t", GONE, 2.0)
-        assert b.wait_withdrawn(30)  # given up: no turn
-    assert files_holding(store, GONE) and note.exists()
-    return store, note
+    return withdrawn_purge_given_up(tmp_path, monkeypatch, GONE)
 
 
 def test_a_purge_owed_by_a_replica_is_finished_when_its_folder_serves_the_store_alone(given_up):
@@ -58,7 +43,7 @@ def test_a_row_withdrawn_after_a_running_purges_rewrite_keeps_the_note_until_its
     note.parent.mkdir()
     b = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)
     for user_id in ("first-w1", GONE):
-        b.put_user(_row(user_id, 2.0))
+        b.put_user(user_row(user_id, 2.0))
     purge_tables, gate, reached, purges = b._purge_tables, threading.Event(), threading.Event(), []
 
     def purge_then_withdraw(names):

@@ -9,11 +9,13 @@ to its name (put-if-absent): it is never seen empty."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 
@@ -401,6 +403,39 @@ def test_a_delete_on_another_replica_takes_the_user_from_this_one_s_waiting_refi
         a.runtime.wait_for_background()
 
 
+@contextlib.contextmanager
+def _deleted_after_a_s_next_claim(a, cb, user: str, swept: bool) -> Iterator[list]:
+    """Within the block, replica a's next claim of an id (an import's) is followed at once, before its rows reach a's
+    log, by a DELETE of `user` through replica b (`cb`: b's client) and, `swept`, by a's deletion sweep applying b's
+    record (and earlier tests'). Yields the list the DELETE's answer is put in."""
+    claims = a.runtime.store.claims
+    deleted: list = []
+
+    def claim_then_delete(*args):
+        found = type(claims).claim(claims, *args)
+        if not deleted:
+            deleted.append(cb.delete(f"/v1/users/{user}"))  # begins after the claim, before the log append
+            if swept:
+                a.runtime.deletion_sweep.run_once()  # a applies b's record (and earlier tests') before the append
+        return found
+
+    claims.claim = claim_then_delete
+    try:
+        yield deleted
+    finally:
+        vars(claims).pop("claim", None)
+
+
+def _rows_once_moved(a, b, cb, user: str) -> list[tuple[str, str]]:
+    """(pref_id, chosen) of each of `user`'s rows as replica b reads them, once both replicas moved their logs' rows."""
+    a.runtime.ingest.flush()
+    b.runtime.ingest.flush()
+    b.runtime.store.refresh("preferences")
+    page = cb.get(f"/v1/users/{user}/preferences")
+    assert page.status_code == 200, page.text
+    return [(r["pref_id"], r["chosen"]) for r in page.json()["data"]]
+
+
 @pytest.mark.parametrize("sent_before", [False, True], ids=["new-row", "row-in-the-log-sent-again"])
 def test_an_import_s_rows_in_the_log_carry_the_time_their_claims_carry(replicas, sent_before):
     """Session 43. An import of p-1 ("Tea.") through a: new, or waiting in a's feedback log already and sent again. A
@@ -415,34 +450,17 @@ def test_an_import_s_rows_in_the_log_carry_the_time_their_claims_carry(replicas,
     with a.client("acme") as ca, b.client("acme") as cb:
         assert ca.post(f"/v1/users/{user}/import", content=line("p-0", "Milk.")).status_code == 201  # a user b can DELETE
         a.runtime.ingest.flush()
-        claims = a.runtime.store.claims
-        deleted: list = []
-
-        def claim_then_delete(*args):
-            found = type(claims).claim(claims, *args)
-            if not deleted:
-                deleted.append(cb.delete(f"/v1/users/{user}"))  # begins after the claim, before the log append
-            return found
-
         with a.runtime.ingest.paused(), b.runtime.ingest.paused():
             if sent_before:
                 assert ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea.")).status_code == 201
-            claims.claim = claim_then_delete
-            try:
+            with _deleted_after_a_s_next_claim(a, cb, user, swept=False) as deleted:
                 tea = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))
-            finally:
-                vars(claims).pop("claim", None)
             assert deleted and deleted[0].status_code == 200, deleted
             assert tea.status_code == 201 and tea.json()["already_stored"] == ["p-1"] * sent_before, tea.text
             assert a.runtime.deletion_sweep.run_once() >= 1  # a applies b's record (and earlier tests') to its log
             coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
             assert coffee.status_code == 201, coffee.text
-        a.runtime.ingest.flush()
-        b.runtime.ingest.flush()
-        b.runtime.store.refresh("preferences")
-        page = cb.get(f"/v1/users/{user}/preferences")
-        assert page.status_code == 200, page.text
-        assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Coffee.")]  # before: Tea. (Coffee. dropped)
+        assert _rows_once_moved(a, b, cb, user) == [("p-1", "Coffee.")]  # before: Tea. (Coffee. dropped)
 
 
 def test_a_delete_record_applied_between_an_import_s_claims_and_its_log_append_removes_its_rows(replicas):
@@ -458,32 +476,14 @@ def test_a_delete_record_applied_between_an_import_s_claims_and_its_log_append_r
     with a.client("acme") as ca, b.client("acme") as cb:
         assert ca.post(f"/v1/users/{user}/import", content=line("p-0", "Milk.")).status_code == 201  # a user b can DELETE
         a.runtime.ingest.flush()
-        claims = a.runtime.store.claims
-        deleted: list = []
-
-        def claim_then_delete(*args):
-            found = type(claims).claim(claims, *args)
-            if not deleted:
-                deleted.append(cb.delete(f"/v1/users/{user}"))  # begins after the claim, before the log append
-                a.runtime.deletion_sweep.run_once()  # a applies b's record (and earlier tests') before the append
-            return found
-
         with a.runtime.ingest.paused(), b.runtime.ingest.paused():
-            claims.claim = claim_then_delete
-            try:
+            with _deleted_after_a_s_next_claim(a, cb, user, swept=True) as deleted:
                 tea = ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))
-            finally:
-                vars(claims).pop("claim", None)
             assert deleted and deleted[0].status_code == 200, deleted
             assert tea.status_code == 201, tea.text
             coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
             assert coffee.status_code == 201, coffee.text
-        a.runtime.ingest.flush()
-        b.runtime.ingest.flush()
-        b.runtime.store.refresh("preferences")
-        page = cb.get(f"/v1/users/{user}/preferences")
-        assert page.status_code == 200, page.text
-        assert [(r["pref_id"], r["chosen"]) for r in page.json()["data"]] == [("p-1", "Coffee.")]  # before: Tea. (Coffee. dropped)
+        assert _rows_once_moved(a, b, cb, user) == [("p-1", "Coffee.")]  # before: Tea. (Coffee. dropped)
 
 
 def test_a_delete_on_another_replica_leaves_no_note_of_the_user_here(replicas):

@@ -324,35 +324,16 @@ def test_a_silent_stream_sends_keep_alive_comments_that_clients_skip(svc):
     timeout on a slow box, and the proxy cut it. Now a comment line goes out every `sse_keepalive_s`. The
     generation is held here by holding the generator's lock (as a chat ahead of it does), so the stream is
     silent for as long as the test needs; the timer only ends a wait that never sees a comment."""
-    import threading
+    from tests.serving import generation_held
 
-    import msgspec
-
-    rt = svc.runtime
-    settings, lock = rt.settings, rt.generator._lock
-    released = threading.Lock()
-
-    def release() -> None:
-        if released.acquire(blocking=False):
-            lock.release()
-
-    rt.settings = msgspec.structs.replace(settings, sse_keepalive_s=0.05)
-    lock.acquire()
-    timer = threading.Timer(10, release)
-    timer.start()
-    try:
-        body = {"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "user": "kate", "stream": True,
-                "pluralign": {"rerank": False}, "max_tokens": 8}
-        with svc.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
-            lines = []
-            for line in r.iter_lines():
-                lines.append(line)
-                if line.startswith(":"):
-                    release()  # a comment came while the generation waited: let it go on
-    finally:
-        release()
-        timer.cancel()
-        rt.settings = settings
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "user": "kate", "stream": True,
+            "pluralign": {"rerank": False}, "max_tokens": 8}
+    with generation_held(svc.runtime) as release, svc.client() as c, c.stream("POST", "/v1/chat/completions", json=body) as r:
+        lines = []
+        for line in r.iter_lines():
+            lines.append(line)
+            if line.startswith(":"):
+                release()  # a comment came while the generation waited: let it go on
     comments = [i for i, line in enumerate(lines) if line.startswith(":")]
     data = [i for i, line in enumerate(lines) if line.startswith("data: ")]
     assert comments and lines[comments[0]] == ": keep-alive", lines

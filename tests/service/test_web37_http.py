@@ -12,6 +12,7 @@ import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.tiny import start_service
+from tests.serving import timed_server
 
 COMPARISON = {"type": "comparison", "user": "alice", "prompt": "Which pet?", "chosen": "A cat", "rejected": "A dog"}
 CHAT = {"model": "pluralign", "user": "alice", "messages": [{"role": "user", "content": "hi"}]}
@@ -237,38 +238,12 @@ def test_methods_paths_and_accept_answer_as_documented(svc):
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
 
 
-@contextlib.contextmanager
-def timed_server(app, cors):
-    """`app` behind the connection-level protocol `pluralign serve` runs (`timed_http_protocol`: read deadline 0.5 s,
-    one connection) with CORS config `cors`, in this process; yields its port."""
-    import threading
-    import time
-
-    import uvicorn
-
-    from training.commands.serve import timed_http_protocol
-
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, http=timed_http_protocol(0.5, 1, cors=cors), lifespan="off", log_level="critical"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.005)
-    try:
-        yield listening.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 @pytest.fixture()
 def timed_cors_server(cors_svc):
     """The CORS service's app behind the connection-level protocol `pluralign serve` runs (`timed_server`), with the
     app's CORS config as `pluralign serve` gives it."""
     app = cors_svc.server.server.config.app  # started already by the service's own server: no lifespan here
-    with timed_server(app, app.cors_config) as port:
+    with timed_server(app, 0.5, 1, cors=app.cors_config) as port:
         yield port
 
 
@@ -333,7 +308,7 @@ def test_a_refused_connection_s_origin_with_control_characters_is_not_echoed(cor
     cors = CORSConfig(allow_origins=["https://*.app.example"], allow_headers=["*"])
     forged = "https://x\rSet-Cookie: session=forged\r\x00.app.example"
     assert cors.is_origin_allowed(forged)  # Litestar's own check lets it through
-    with timed_server(app, cors) as port, socket.create_connection(("127.0.0.1", port)):  # the one connection taken
+    with timed_server(app, 0.5, 1, cors=cors) as port, socket.create_connection(("127.0.0.1", port)):  # the one connection taken
         refused = _raw_answer_on(port, f"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: {forged}\r\n\r\n".encode())
         sub = _answer_on(port, b"GET /health HTTP/1.1\r\nHost: x\r\nOrigin: https://a.app.example\r\n\r\n")
     head = refused.partition(b"\r\n\r\n")[0]

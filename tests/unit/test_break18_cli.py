@@ -276,3 +276,21 @@ def test_export_to_an_unknown_suffix_is_refused_before_writing(tmp_path, capsys)
     data = write_jsonl(tmp_path / "p.jsonl", rows())
     code, _, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", data, "--out", str(tmp_path / "prefs.csv"))
     assert code == 2 and "--out" in err and ".csv" in err and not (tmp_path / "prefs.csv").exists()
+
+
+@pytest.mark.parametrize("artifact", ["pal", "em", "maxmin"])
+@pytest.mark.parametrize(("text", "said"), [("[1, 2]", "expected a JSON object"), ('{"kind": ', "truncated")])
+def test_a_description_that_is_not_one_is_named_as_a_file_by_every_loader(tmp_path, artifact, text, said):
+    """PAL checkpoints, EM mixtures and MaxMin policies read meta.json through one reader (`read_description`). A
+    JSON list there (a damaged file) was `<folder> holds no artifact, not an EM mixture artifact` for an EM mixture
+    or a MaxMin policy, as if the folder were empty of one; every loader now names the file and what is wrong."""
+    from pluralign.policy.maxmin import read_policy_meta
+    from pluralign.reward.em import EMMixture
+    from pluralign.reward.pal import load_pal
+
+    load = {"pal": load_pal, "em": lambda folder: EMMixture.load(folder, MINILM_ID), "maxmin": read_policy_meta}[artifact]
+    (tmp_path / "meta.json").write_text(text)
+    noun = "a PAL checkpoint" if artifact == "pal" else "an artifact"
+    with pytest.raises(ValueError) as error:
+        load(tmp_path)
+    assert str(error.value).startswith(f"{tmp_path / 'meta.json'}: not {noun} description: ") and said in str(error.value), error.value

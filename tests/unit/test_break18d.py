@@ -7,6 +7,7 @@ its errors name lines) printed a traceback where its typed decode had been a one
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -120,40 +121,52 @@ def test_a_stream_read_to_its_end_is_not_counted_as_cancelled():
         rt.scheduler.shutdown()
 
 
+@contextlib.contextmanager
+def _one_slot_taken(keepalive_s: float):
+    """A runtime for `scheduled_stream` whose one generation slot another tenant's chat holds until the block ends (a
+    chat of tenant acme waits in the queue), and whose relay sends `: keep-alive` every `keepalive_s` seconds; yields
+    it. After: the slot freed, the scheduler shut down."""
+    import threading
+    from types import SimpleNamespace
+
+    from service.scheduler import FairScheduler
+    from service.stopping import GeneratingChats
+
+    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats(),
+                         settings=SimpleNamespace(sse_keepalive_s=keepalive_s))
+    freed = threading.Event()
+    holder = rt.scheduler.submit("globex", lambda: freed.wait(10))  # the one slot, taken by another tenant's chat
+    try:
+        yield rt
+    finally:
+        freed.set()
+        holder.result(10)
+        rt.scheduler.shutdown()
+
+
+def _never_planned(gone):
+    raise AssertionError("a refused chat is never planned")
+
+
 def test_a_stream_opened_by_a_keep_alive_while_queued_is_told_by_an_event_when_the_stop_refuses_it():
     """wire44b: a stream waiting for a generation slot sends its headers and `: keep-alive` after `sse_keepalive_s`;
     when the service's stop then refuses the waiting chat (never begun), it can no longer be a plain 503: it ends with
     the 503's error event (`code` unavailable, the stop named) and `data: [DONE]`, and the chat is counted as refused
     waiting. Before, nothing went while it was queued (the first event was awaited past the 5 s here)."""
     import asyncio
-    import threading
-    from types import SimpleNamespace
 
     from service.chat.controllers import KEEPALIVE, scheduled_stream
-    from service.scheduler import FairScheduler
-    from service.stopping import STOPPING, GeneratingChats
+    from service.stopping import STOPPING
 
-    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats(),
-                         settings=SimpleNamespace(sse_keepalive_s=0.05))
-    freed = threading.Event()
-    holder = rt.scheduler.submit("globex", lambda: freed.wait(10))  # the one slot, taken by another tenant's chat
-
-    def make_events(gone: threading.Event):
-        raise AssertionError("a refused chat is never planned")
-
-    async def queued_then_refused() -> list[bytes]:
-        relay = await asyncio.wait_for(scheduled_stream(rt, "acme", make_events), 5)
+    async def queued_then_refused(rt) -> list[bytes]:
+        relay = await asyncio.wait_for(scheduled_stream(rt, "acme", _never_planned), 5)
         got = [await relay.__anext__()]
         rt.scheduler.close(STOPPING)
         got += [event async for event in relay]
         return got
 
-    try:
-        got = asyncio.run(queued_then_refused())
-    finally:
-        freed.set()
-        holder.result(10)
-        rt.scheduler.shutdown()
+    with _one_slot_taken(keepalive_s=0.05) as rt:
+        got = asyncio.run(queued_then_refused(rt))
     assert got[0] == KEEPALIVE and set(got[1:-2]) <= {KEEPALIVE} and got[-1] == b"data: [DONE]\n\n", got
     error = json.loads(got[-2].removeprefix(b"data: "))["error"]
     assert error["code"] == "unavailable" and error["type"] == "service_unavailable_error" and STOPPING in error["message"], error
@@ -167,23 +180,12 @@ def test_a_queued_stream_refused_after_several_keep_alives_leaves_no_unretrieved
     import asyncio
     import gc
     import logging
-    import threading
-    from types import SimpleNamespace
 
     from service.chat.controllers import KEEPALIVE, scheduled_stream
-    from service.scheduler import FairScheduler
-    from service.stopping import STOPPING, GeneratingChats
+    from service.stopping import STOPPING
 
-    rt = SimpleNamespace(scheduler=FairScheduler(workers=1), metrics=_Counts(), chats=GeneratingChats(),
-                         settings=SimpleNamespace(sse_keepalive_s=0.01))
-    freed = threading.Event()
-    holder = rt.scheduler.submit("globex", lambda: freed.wait(10))  # the one slot, taken by another tenant's chat
-
-    def make_events(gone: threading.Event):
-        raise AssertionError("a refused chat is never planned")
-
-    async def queued_then_refused() -> list[bytes]:
-        relay = await asyncio.wait_for(scheduled_stream(rt, "acme", make_events), 5)
+    async def queued_then_refused(rt) -> list[bytes]:
+        relay = await asyncio.wait_for(scheduled_stream(rt, "acme", _never_planned), 5)
         got = [await relay.__anext__() for _ in range(3)]  # three keep-alives: three waits cut by their timeout
         rt.scheduler.close(STOPPING)
         got += [event async for event in relay]
@@ -192,13 +194,9 @@ def test_a_queued_stream_refused_after_several_keep_alives_leaves_no_unretrieved
         return got
 
     caplog.set_level(logging.ERROR, logger="asyncio")
-    try:
-        got = asyncio.run(queued_then_refused())
+    with _one_slot_taken(keepalive_s=0.01) as rt:
+        got = asyncio.run(queued_then_refused(rt))
         gc.collect()
-    finally:
-        freed.set()
-        holder.result(10)
-        rt.scheduler.shutdown()
     assert got[:3] == [KEEPALIVE] * 3 and got[-1] == b"data: [DONE]\n\n", got
     unread = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert not unread, unread

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from pluralign.store import Store
-from tests.unit.test_rows44_times import DIM, ROW, old_table
+from tests.stores import old_preferences_table
+from tests.unit.test_rows44_times import DIM, ROW
 
 YEAR_2100 = 4_102_444_800.0  # 2100-01-01 UTC in seconds: no row stored before `received_at` was kept came then
 
@@ -23,7 +24,7 @@ def test_a_row_of_an_old_table_dated_in_the_future_goes_with_a_finished_delete(t
     dated them in 2100 and `delete_feedback_before(now)` deleted nothing. The row is read in its order all the same."""
     from pluralign.fairness.store_source import first_received_from_store
 
-    old_table(tmp_path, (stored, 1_700_000_000.0))
+    old_preferences_table(tmp_path, (stored, 1_700_000_000.0))
     store = Store(str(tmp_path), "enc", DIM)
     now = time.time()
     rows = store.preferences_for("t", "ann")[0]

@@ -6,33 +6,18 @@ from __future__ import annotations
 
 import time
 
-import lancedb
-import pyarrow as pa
-
 from pluralign.store import Store, StoredPreference
-from pluralign.store.schemas import preference_schema
+from tests.stores import old_preferences_table
 
 DIM = 8
 MS = 1_700_000_000_123.0  # 2023-11-14 in milliseconds, as JavaScript's Date.now() gives it
-
-
-def old_table(folder, times: tuple[float, ...] = (MS, 1_600_000_000.0)) -> None:
-    """A preferences table as a release before `received_at` stored it: no such column, schema_version 1, rows of
-    user `ann` made at `times` (one in milliseconds and one in seconds)."""
-    new = preference_schema("enc", DIM)
-    old = pa.schema([f for f in new if f.name != "received_at"], metadata=new.metadata)
-    vec = [0.5] * DIM
-    rows = [{"tenant": "t", "user_id": "ann", "pref_id": f"old{i}", "prompt": f"q{i}", "chosen": "yes", "rejected": "no",
-             "tie": False, "margin": None, "kind": "comparison", "source": None, "created_at": at, "attributes": "{}",
-             "prompt_vec": vec, "chosen_vec": vec, "rejected_vec": vec, "schema_version": 1} for i, at in enumerate(times)]
-    lancedb.connect(str(folder)).create_table("preferences", pa.Table.from_pylist(rows, schema=old))
 
 
 def test_a_millisecond_time_of_an_old_table_counts_as_the_seconds_it_meant(tmp_path):
     """Before: the row counted as received in the year 55,847: `received_since(now)` held it as sent after any DELETE,
     and a DELETE finished after the user came back (`delete_feedback_before`) kept it; the same row imported again
     with its seconds (what the export writes now) differed in `created_at`."""
-    old_table(tmp_path)
+    old_preferences_table(tmp_path, (MS, 1_600_000_000.0))
     store = Store(str(tmp_path), "enc", DIM)
     (held, _), now = store.preferences_for("t", "ann"), time.time()
     assert sorted(p.received() for p in held) == [1_600_000_000.0, MS / 1000]
@@ -50,6 +35,6 @@ def test_an_audits_first_received_time_of_such_a_row_is_its_seconds(tmp_path):
     any audit, so an audit listing them read as if they were deleted since and came back."""
     from pluralign.fairness.store_source import first_received_from_store
 
-    old_table(tmp_path, (MS,))
+    old_preferences_table(tmp_path, (MS,))
     Store(str(tmp_path), "enc", DIM)  # opened by this release: the received_at column added (null)
     assert first_received_from_store(str(tmp_path)) == {"t/ann": MS / 1000}

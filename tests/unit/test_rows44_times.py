@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import time
 
-import lancedb
-import pyarrow as pa
 import pytest
 
 from pluralign.data.record import MAX_CREATED_AT, created_at_problem
 from pluralign.store import Store
-from pluralign.store.schemas import preference_schema
+from tests.stores import old_preferences_table
 from tests.unit.clitools import cli
 
 DIM = 8
@@ -23,23 +21,11 @@ MS, US, NS = 1_700_000_100_123.0, 1_700_000_200_000_000.0, 1_700_000_300_000_000
 ROW = {"user_id": "ann", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
 
 
-def old_table(folder, times: tuple[float, ...]) -> None:
-    """A preferences table as a release before `received_at` stored it (imports then took any finite number): no such
-    column, schema_version 1, a comparison of user `ann` (tenant `t`) made at each of `times`, pref_id `old<i>`."""
-    new = preference_schema("enc", DIM)
-    old = pa.schema([f for f in new if f.name != "received_at"], metadata=new.metadata)
-    vec = [0.5] * DIM
-    rows = [{"tenant": "t", "user_id": "ann", "pref_id": f"old{i}", "prompt": f"q{i}", "chosen": "yes", "rejected": "no",
-             "tie": False, "margin": None, "kind": "comparison", "source": None, "created_at": at, "attributes": "{}",
-             "prompt_vec": vec, "chosen_vec": vec, "rejected_vec": vec, "schema_version": 1} for i, at in enumerate(times)]
-    lancedb.connect(str(folder)).create_table("preferences", pa.Table.from_pylist(rows, schema=old))
-
-
 def test_a_time_in_micro_or_nanoseconds_of_an_old_table_reads_as_its_seconds_in_order(tmp_path):
     """Before: a page and the streamed read (the full export, the preference file's order) gave a time in milliseconds
     as stored (1.7e12) and sorted it after every time in seconds; micro- and nanoseconds likewise (and the preference
     file wrote those as null). Each is read as the seconds it meant, in their order, the cursor's key included."""
-    old_table(tmp_path, (NS, US, MS, S))
+    old_preferences_table(tmp_path, (NS, US, MS, S))
     store = Store(str(tmp_path), "enc", DIM)
     want = [("old3", S), ("old2", MS / 1e3), ("old1", US / 1e6), ("old0", NS / 1e9)]
     page, total = store.preferences_for("t", "ann")
@@ -59,7 +45,7 @@ def test_a_row_of_an_old_table_with_an_absurd_or_foreign_unit_time_goes_with_a_f
     received at its seconds; one of no unit as before any DELETE (0.0)."""
     from pluralign.fairness.store_source import first_received_from_store
 
-    old_table(tmp_path, (stored,))
+    old_preferences_table(tmp_path, (stored,))
     store = Store(str(tmp_path), "enc", DIM)
     now = time.time()
     assert [p.received() for p in store.preferences_for("t", "ann")[0]] == [received]
@@ -72,7 +58,7 @@ def test_a_row_of_an_old_table_with_an_absurd_or_foreign_unit_time_goes_with_a_f
 
 def test_a_row_of_an_old_table_whose_time_is_not_a_number_goes_with_a_finished_delete(tmp_path):
     """NaN, which no comparison holds: the filter of rows received before a time must still take it."""
-    old_table(tmp_path, (float("nan"),))
+    old_preferences_table(tmp_path, (float("nan"),))
     store = Store(str(tmp_path), "enc", DIM)
     assert not store.received_since("t", "ann", time.time())
     assert store.delete_feedback_before("t", "ann", time.time()) == 1

@@ -1,0 +1,63 @@
+"""Serving in this process: an ASGI app served by uvicorn behind the connection-level protocol `pluralign serve`
+runs (`training.commands.serve.timed_http_protocol`), on a loopback port of its own; a running service's
+generation held back, so that a stream stays silent for as long as a test needs."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+
+@contextlib.contextmanager
+def timed_server(app, timeout_s: float, max_connections: int | None = None, cors=None) -> Iterator[int]:
+    """`app` behind `timed_http_protocol(timeout_s, max_connections, cors=cors)` (read deadline `timeout_s` seconds,
+    at most `max_connections` connections, None: any; CORS config `cors`), without its lifespan; yields its port once
+    uvicorn has started (30 s at most), and stops it after (10 s at most)."""
+    import uvicorn
+
+    from training.commands.serve import timed_http_protocol
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    http = timed_http_protocol(timeout_s, max_connections, cors=cors)
+    server = uvicorn.Server(uvicorn.Config(app, http=http, lifespan="off", log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.005)
+    try:
+        yield listening.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def generation_held(rt, keepalive_s: float = 0.05, at_most_s: float = 10.0) -> Iterator[Callable[[], None]]:
+    """The generation of the service whose Runtime is `rt` held (its generator's lock taken, as a chat ahead of it
+    takes it), with `sse_keepalive_s` set to `keepalive_s`. Yields `release()`, which lets the generation go on (a
+    second call does nothing); a timer calls it after `at_most_s` seconds, so that a wait that never sees what should
+    release it ends. After: released, the timer stopped, the settings as they were."""
+    import msgspec
+
+    settings, lock = rt.settings, rt.generator._lock
+    released = threading.Lock()
+
+    def release() -> None:
+        if released.acquire(blocking=False):
+            lock.release()
+
+    rt.settings = msgspec.structs.replace(settings, sse_keepalive_s=keepalive_s)
+    lock.acquire()
+    timer = threading.Timer(at_most_s, release)
+    timer.start()
+    try:
+        yield release
+    finally:
+        release()
+        timer.cancel()
+        rt.settings = settings

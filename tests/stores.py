@@ -1,0 +1,132 @@
+"""Real stores set up as several test files need them: two replicas' Stores on one folder, one of whose purges of a
+withdrawn users row gave up; a store with claims whose rows an import claimed, and a move that leaves their claims;
+a feedback log whose segment rewrites find no room; a preferences table as a release before `received_at` wrote it.
+Each builds on the temporary folder a test gives it, as the test did before these were shared."""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lancedb
+import msgspec
+import pyarrow as pa
+import pytest
+
+from pluralign.store import Store, UserRecord, tables
+from pluralign.store import feedback_log as feedback_log_module
+from pluralign.store.claims import claim_of
+from pluralign.store.failures import StoreUnavailable
+from pluralign.store.feedback_log import FeedbackLog
+from pluralign.store.ingest import Ingestor
+from pluralign.store.schemas import preference_schema
+from tests.files import files_holding
+from tests.service.test_feedback_log import HashEncoder, feedback
+from tests.service.test_store import DIM
+
+
+def user_row(user_id: str, updated_at: float) -> UserRecord:
+    """A users row of tenant `t`, created at 1.0, with K=2 logits."""
+    return UserRecord(tenant="t", user_id=user_id, created_at=1.0, updated_at=updated_at, pal_logits=[0.0, 1.0])
+
+
+def withdrawn_purge_given_up(tmp_path: Path, monkeypatch, gone: str) -> tuple[Path, Path]:
+    """Replica b (a Store with a withdrawn note, `b/withdrawn-purge-owed`) withdrew user `gone`'s row (updated at
+    2.0) while replica a (another Store on the same folder, `store`, holding user `ann`'s row) had the store's lease:
+    b's purge gave up waiting for it (its stop's wait over), so the row is still in the users table's files and b's
+    note says a purge is owed. Returns (store folder, note)."""
+    monkeypatch.setattr(tables, "READ_MARGIN_S", 0.0)  # no reader to wait for: both stores are here
+    store, note = tmp_path / "store", tmp_path / "b" / "withdrawn-purge-owed"
+    note.parent.mkdir()
+    a = Store(str(store), "enc", DIM, sync_seconds=0)
+    b = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)
+    b.lease.wait_s = 0.0
+    b.put_user(user_row(gone, 2.0))
+    a.put_user(user_row("ann", 1.0))
+    with a.lease:  # another replica's turn
+        b.withdraw_user("t", gone, 2.0)
+        assert b.wait_withdrawn(30)  # given up: no turn
+    assert files_holding(store, gone) and note.exists()
+    return store, note
+
+
+def claimed_rows(store: Store, user: str) -> list:
+    """Two rows of `user` (tenant t, received at 100.0) an import claimed in `store` (their claims made), not stored."""
+    rows = [msgspec.structs.replace(r, received_at=100.0) for r in feedback(user, 0, n=2)]
+    assert len(store.claims.claim("t", user, {r.pref_id: claim_of(r, stamped=False) for r in rows})[0]) == 2
+    return rows
+
+
+def claimed_store(tmp_path: Path) -> tuple[Store, list, Path]:
+    """A store with claims (`db`), two rows of user u an import claimed (`claimed_rows`), and the folder for a
+    feedback log (`log`, not made). Returns (store, rows, log folder)."""
+    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
+    return store, claimed_rows(store, "u"), tmp_path / "log"
+
+
+def claims_left_by_an_earlier_release(store: Store, users: list[str]) -> None:
+    """Each of `users` has two rows stored in `store` and their claims left (an earlier release's mover killed before
+    removing them)."""
+    for user in users:
+        rows = claimed_rows(store, user)
+        vecs = HashEncoder().encode([r.prompt for r in rows])
+        store.add_preferences(rows, vecs, vecs, vecs)
+
+
+@contextmanager
+def claims_left(claimed: tuple[Store, list, Path], why: str = "the store refused the removal") -> Iterator[Ingestor]:
+    """An Ingestor on `claimed` (`claimed_store`) that moved its rows into the table while the store refused the
+    removal of their claims (`drop_named` raising OSError(`why`)): their claims and the move's note of them are left.
+    Yields the Ingestor, the removal still refused; then allows it again and closes the Ingestor."""
+    store, rows, folder = claimed
+    ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError(why))
+    try:
+        with ingest.paused():
+            ingest.submit(rows, received_at=100.0)  # acknowledged
+        ingest.flush()  # the worker may have moved them already, once paused() ended: either way they are moved now
+        yield ingest
+    finally:
+        del store.claims.drop_named
+        ingest.close()
+
+
+def no_room_for_rewrites(monkeypatch) -> None:
+    """Segment rewrites (`forget_user`, on the caller's thread) fail as on a full disk; the writer's appends do not."""
+    real = feedback_log_module._write_all
+
+    def write_all(fd, data):
+        if threading.current_thread().name != "feedback-log":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, data)
+
+    monkeypatch.setattr(feedback_log_module, "_write_all", write_all)
+
+
+def forget_without_room(folder: Path, monkeypatch) -> FeedbackLog:
+    """A feedback log in `folder` holding a comparison of ann and one of bob (tenant t), whose `forget_user` of ann
+    failed (StoreUnavailable) for want of room to rewrite the segment. Returns the log, open; the disk is still
+    full (`no_room_for_rewrites`) until `monkeypatch.undo()`."""
+    log = FeedbackLog(folder)
+    log.append(feedback("ann", 0))
+    log.append(feedback("bob", 0))
+    no_room_for_rewrites(monkeypatch)
+    with pytest.raises(StoreUnavailable):
+        log.forget_user("t", "ann")
+    return log
+
+
+def old_preferences_table(folder: Path, times: tuple[float, ...], dim: int = DIM) -> None:
+    """A preferences table in `folder` as a release before `received_at` stored it (imports then took any finite
+    number): no such column, schema_version 1, a comparison of user `ann` (tenant `t`) made at each of `times`,
+    pref_id `old<i>`, encoder `enc`, vectors of `dim`."""
+    new = preference_schema("enc", dim)
+    old = pa.schema([f for f in new if f.name != "received_at"], metadata=new.metadata)
+    vec = [0.5] * dim
+    rows = [{"tenant": "t", "user_id": "ann", "pref_id": f"old{i}", "prompt": f"q{i}", "chosen": "yes", "rejected": "no",
+             "tie": False, "margin": None, "kind": "comparison", "source": None, "created_at": at, "attributes": "{}",
+             "prompt_vec": vec, "chosen_vec": vec, "rejected_vec": vec, "schema_version": 1} for i, at in enumerate(times)]
+    lancedb.connect(str(folder)).create_table("preferences", pa.Table.from_pylist(rows, schema=old))
