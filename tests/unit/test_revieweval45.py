@@ -3,10 +3,13 @@ running it on their own users' file met that the change's tests did not show."""
 
 from __future__ import annotations
 
+import io
+import sys
+
 import pytest
 
 from tests.unit.clitools import cli, write_jsonl
-from tests.unit.test_eval45_file_protocol import CACHE, RULE_USERS, rows
+from tests.unit.test_eval45_file_protocol import CACHE, RULE_USERS, report_of, rows
 
 
 @pytest.fixture
@@ -26,3 +29,23 @@ def test_active_target_with_a_file_is_refused_for_what_it_is_not_sent_to_shots_a
     assert line.startswith("pluralign: error: --active-target group chooses how --shots active picks unseen users' comparisons, "
                            "but --protocol file has no unseen users"), err
     assert "add --shots active" not in line, err
+
+
+class Terminal(io.StringIO):
+    """stderr as a person's terminal: tqdm draws its bar there (eval shows none where stderr is not a terminal)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_file_eval_on_a_terminal_draws_no_unseen_bar_that_never_moves(capsys, monkeypatch, rule_file):
+    """Before: on a terminal, every `eval --protocol file` drew `per-user-bt unseen k: 0%| | 0/6` while it trained and
+    left it there at 0/6 (a file has no unseen users: no k is ever measured), as if the run had stopped before its
+    first k. Now a protocol without unseen users draws no such bar; the report is the same."""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code, out, _ = cli(capsys, "eval", "--model", "per-user-bt", "--protocol", "file", "--data", rule_file, "--json",
+                       "--threads", "1", *CACHE)
+    assert code == 0, terminal.getvalue()
+    assert report_of(out)["seen_user_acc"] == dict.fromkeys(RULE_USERS, 1.0)
+    assert "unseen k" not in terminal.getvalue() and "0/6" not in terminal.getvalue(), terminal.getvalue()

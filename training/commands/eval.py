@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         k_search([args.k], None, len({r.user_id for r in protocol.seen.train}))
     encoder = cached_encoder(args)
     active = args.shots == "active"
-    bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
+    # a protocol without unseen users (`file`) measures no k: a bar of them would stand at 0 while the model trains
+    bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr,
+               disable=not sys.stderr.isatty() or not protocol.unseen.support)
     report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update(), active=active,
                       active_target=args.active_target or "coefficients", per_user=protocol.name == "file")
     bar.close()
