@@ -49,3 +49,19 @@ def test_a_file_eval_on_a_terminal_draws_no_unseen_bar_that_never_moves(capsys, 
     assert code == 0, terminal.getvalue()
     assert report_of(out)["seen_user_acc"] == dict.fromkeys(RULE_USERS, 1.0)
     assert "unseen k" not in terminal.getvalue() and "0/6" not in terminal.getvalue(), terminal.getvalue()
+
+
+def test_the_summary_lists_the_ten_least_accurate_users_first_and_counts_the_rest(capsys, tmp_path):
+    """eval45's README: "the summary lists the ten least accurate" users. Its tests had four users, each at 1.000: the
+    order and the cut at ten were never seen (either could be undone and every test pass). Twelve users, nine choosing
+    the short answer and three the long one: one reward model for everyone (bt) learns the majority's rule, so the
+    three are the least accurate, listed first, then seven of the nine, and the two not shown are counted."""
+    rules = {f"s{i:02}": "short" for i in range(9)} | {f"l{i}": "long" for i in range(3)}
+    data = write_jsonl(tmp_path / "twelve.jsonl", [r for user, rule in rules.items() for r in rows(user, 8, rule)])
+    code, out, err = cli(capsys, "eval", "--model", "bt", "--protocol", "file", "--data", data, "--threads", "1", *CACHE)
+    assert code == 0, err
+    report = report_of(out)
+    assert report["seen_user_acc"] == {user: 1.0 if rule == "short" else 0.0 for user, rule in rules.items()}, report
+    listed = [line.split() for line in out.splitlines() if line.startswith("  user ")]
+    assert listed == [["user", user, f"{report['seen_user_acc'][user]:.3f}"] for user in ["l0", "l1", "l2", *sorted(rules)[3:10]]], out
+    assert "  ... 2 more users (the JSON line's seen_user_acc holds all)" in out.splitlines(), out
