@@ -65,3 +65,13 @@ def test_the_summary_lists_the_ten_least_accurate_users_first_and_counts_the_res
     listed = [line.split() for line in out.splitlines() if line.startswith("  user ")]
     assert listed == [["user", user, f"{report['seen_user_acc'][user]:.3f}"] for user in ["l0", "l1", "l2", *sorted(rules)[3:10]]], out
     assert "  ... 2 more users (the JSON line's seen_user_acc holds all)" in out.splitlines(), out
+
+
+def test_a_file_with_no_user_left_out_is_not_said_to_have_too_few(capsys, rule_file):
+    """Before: every file whose users all had enough comparisons was summarised "left out  0 users (0 comparisons):
+    too few strict comparisons to split", a reason given for nothing. Now the line says none was left out."""
+    code, out, err = cli(capsys, "eval", "--model", "per-user-bt", "--protocol", "file", "--data", rule_file, "--threads", "1", *CACHE)
+    assert code == 0, err
+    assert report_of(out)["users_left_out"] == 0
+    assert "  left out         none: every user has 5 or more different strict comparisons" in out.splitlines(), out
+    assert "too few" not in out + err, out + err

@@ -134,9 +134,12 @@ def _print_summary(report: dict, model) -> None:
     (its table), ARI and seconds."""
     print(f"model {report['model']} on {report['protocol']}: {report['seen_users']} seen, {report['unseen_users']} unseen users")
     if "users_left_out" in report:
+        from pluralign.data.splits import MIN_FILE_PAIRS
+
         users, pairs = report["users_left_out"], report["left_out_pairs"]
-        print(f"  left out         {users} user{'s' * (users != 1)} ({pairs} comparison{'s' * (pairs != 1)}): "
-              "too few strict comparisons to split")
+        said = (f"{users} user{'s' * (users != 1)} ({pairs} comparison{'s' * (pairs != 1)}): too few strict comparisons to split"
+                if users else f"none: every user has {MIN_FILE_PAIRS} or more different strict comparisons")
+        print(f"  left out         {said}")
     print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
     print(f"  seen pooled acc  {report['seen_pooled_acc']:.3f}")
     for k, acc in report["unseen_acc_by_k"].items():
