@@ -75,3 +75,16 @@ def test_a_file_with_no_user_left_out_is_not_said_to_have_too_few(capsys, rule_f
     assert report_of(out)["users_left_out"] == 0
     assert "  left out         none: every user has 5 or more different strict comparisons" in out.splitlines(), out
     assert "too few" not in out + err, out + err
+
+
+def test_a_user_left_out_for_repeats_is_not_said_to_have_fewer_comparisons_than_counted(capsys, tmp_path):
+    """Before: a user of 3 comparisons each given twice (6 rows: a file concatenated twice) was left out, rightly
+    (3 different ones), but said as "1 user with fewer than 5 strict comparisons left out (6 comparisons)" on stderr
+    and "left out  1 user (6 comparisons): too few strict comparisons to split" in the summary: 6 is not fewer than 5.
+    Both now say the threshold counts different comparisons; the counts (rows left out) are as they were."""
+    data = write_jsonl(tmp_path / "twice.jsonl", [r for user, rule in RULE_USERS.items() for r in rows(user, 8, rule)] + rows("eve", 3) * 2)
+    code, out, err = cli(capsys, "eval", "--model", "per-user-bt", "--protocol", "file", "--data", data, "--threads", "1", *CACHE)
+    assert code == 0, err
+    assert (report_of(out)["users_left_out"], report_of(out)["left_out_pairs"]) == (1, 6)
+    assert "1 user with fewer than 5 different strict comparisons left out (6 comparisons)" in err, err
+    assert "  left out         1 user (6 comparisons): too few different strict comparisons to split" in out.splitlines(), out

@@ -137,7 +137,7 @@ def _print_summary(report: dict, model) -> None:
         from pluralign.data.splits import MIN_FILE_PAIRS
 
         users, pairs = report["users_left_out"], report["left_out_pairs"]
-        said = (f"{users} user{'s' * (users != 1)} ({pairs} comparison{'s' * (pairs != 1)}): too few strict comparisons to split"
+        said = (f"{users} user{'s' * (users != 1)} ({pairs} comparison{'s' * (pairs != 1)}): too few different strict comparisons to split"
                 if users else f"none: every user has {MIN_FILE_PAIRS} or more different strict comparisons")
         print(f"  left out         {said}")
     print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
