@@ -523,7 +523,7 @@ def left_out_users(protocol) -> dict[str, int]:
     if users:
         from pluralign.data.splits import MIN_FILE_PAIRS
 
-        print(f"pluralign: warning: {users} user{'s' * (users != 1)} with fewer than {MIN_FILE_PAIRS} strict comparisons "
+        print(f"pluralign: warning: {users} user{'s' * (users != 1)} with fewer than {MIN_FILE_PAIRS} different strict comparisons "
               f"left out ({pairs} comparison{'s' * (pairs != 1)}): a seen user's are split train/validation/test",
               file=sys.stderr)
     return {"users_left_out": users, "left_out_pairs": pairs}

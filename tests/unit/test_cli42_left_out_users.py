@@ -29,7 +29,7 @@ def test_users_with_fewer_than_five_strict_comparisons_are_counted_in_the_report
     assert code == 0, err
     report = json.loads(out.strip().splitlines()[-1])
     assert (report["users_left_out"], report["left_out_pairs"]) == (2, 5), report
-    assert "2 users with fewer than 5 strict comparisons left out (5 comparisons)" in err, err
+    assert "2 users with fewer than 5 different strict comparisons left out (5 comparisons)" in err, err
 
 
 def test_a_user_with_ties_only_is_counted_as_left_out():

@@ -51,9 +51,9 @@ def test_per_user_bt_learns_each_users_rule_where_one_reward_model_cannot(capsys
         "model": "per-user-bt", "protocol": "file", "seen_users": 4, "unseen_users": 0, "train_pairs": 20, "test_pairs": 8,
         "users_left_out": 1, "left_out_pairs": 2, "unseen_acc_by_k": {}}, report
     assert report["seen_user_acc"] == dict.fromkeys(RULE_USERS, 1.0) and report["seen_macro_acc"] == 1.0, report
-    assert "1 user with fewer than 5 strict comparisons left out (2 comparisons)" in err, err
+    assert "1 user with fewer than 5 different strict comparisons left out (2 comparisons)" in err, err
     summary = out.strip().splitlines()[:-1]
-    assert "  left out         1 user (2 comparisons): too few strict comparisons to split" in summary, out
+    assert "  left out         1 user (2 comparisons): too few different strict comparisons to split" in summary, out
     assert "  user ann           1.000" in summary and "  unseen users     none in this protocol: no k-shot accuracy" in summary, out
 
     code, out, err = cli(capsys, "eval", "--model", "bt", "--protocol", "file", "--data", rule_file, "--seed", "0", "--json", *CACHE)

@@ -47,7 +47,7 @@ def test_the_file_protocols_threshold_in_help_is_the_one_the_command_applies(tmp
     rows = [{**ROWS[0], "user_id": user, "prompt": f"Tea {i}?"} for user, n in (("six", 6), ("eight", 8)) for i in range(n)]
     code, _, err = cli(capsys, "train", trainer, "--protocol", "file", "--data", write_jsonl(tmp_path / "p.jsonl", rows),
                        "--k", "9", "--out", str(tmp_path / "out"))
-    assert code == 2 and "1 user with fewer than 7 strict comparisons left out (6 comparisons)" in err, err
+    assert code == 2 and "1 user with fewer than 7 different strict comparisons left out (6 comparisons)" in err, err
 
 
 def test_an_empty_out_is_refused_not_read_as_the_working_folder(tmp_path, capsys, monkeypatch):

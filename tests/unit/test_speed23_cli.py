@@ -14,6 +14,9 @@ from tests.conftest import REPO
 @pytest.mark.parametrize("flags, said", [
     (["--protocol", "persona", "--active-target", "group"], "--active-target group chooses how --shots active picks"),
     (["--protocol", "ukp", "--query-size", "30"], "--query-size 30: persona only"),
+    # eval45's `check_protocol_data`, said to come before the imports: nothing guarded it (review eval45 took it out of
+    # `run` and every test passed; `load_training_protocol` says it too, after torch)
+    (["--protocol", "file"], "--protocol file needs --data PATH"),
 ])
 def test_eval_usage_errors_come_before_torch_is_imported(flags, said):
     """Before: both errors were printed (exit 2) only after `pluralign.evaluation` and the model

@@ -14,7 +14,7 @@ every user with at least MIN_FILE_PAIRS (5) different strict comparisons is a se
 by --seed; the others are left out, counted in the JSON line's `users_left_out` and `left_out_pairs`. Each seen
 user's test accuracy is reported (`seen_user_acc`). A file's users are all seen users: there are no unseen users,
 so `unseen_acc_by_k` is empty, and the options that size or choose unseen users' comparisons (`--shots active`,
-`--unseen-per-group`, `--query-size`) are refused, as `--groups` is.
+`--active-target`, `--unseen-per-group`, `--query-size`) are refused, as `--groups` is.
 
 Without --k, the mixtures (pal-a, pal-b, em) choose K = 1, 2, ... (up to 12, stopping after two K
 without a better held-out log-likelihood on the seen users' validation pairs) and keep the smallest
@@ -66,19 +66,30 @@ UNSEEN_USERS = {  # a protocol's unseen users, as an error refusing persona's si
 }
 
 
+def check_active_options(args: argparse.Namespace) -> None:
+    """`--shots active` and `--active-target` where they can be read: a ValueError naming the option given with
+    `--protocol file` (no unseen users to choose for: it would report no figure at all; the error does not send a
+    user who gave only --active-target to add --shots active, which is refused there too), and `--active-target`
+    without `--shots active` (it would be ignored)."""
+    if args.protocol == "file" and args.shots == "active":
+        raise ValueError(f"--shots active chooses unseen users' comparisons, but {UNSEEN_USERS['file']}; "
+                         "give --protocol ukp or persona for unseen users' k-shot accuracy, or leave --shots out")
+    if args.protocol == "file" and args.active_target is not None:
+        raise ValueError(f"--active-target {args.active_target} chooses how --shots active picks unseen users' comparisons, "
+                         f"but {UNSEEN_USERS['file']}; give --protocol ukp or persona with --shots active, or leave --active-target out")
+    if args.active_target is not None and args.shots != "active":
+        raise ValueError(f"--active-target {args.active_target} chooses how --shots active picks; add --shots active (or drop --active-target)")
+
+
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the imports below (torch, the models) take seconds
-    if args.active_target is not None and args.shots != "active":  # it would be ignored: no active figures at all
-        raise ValueError(f"--active-target {args.active_target} chooses how --shots active picks; add --shots active (or drop --active-target)")
+    check_active_options(args)
     check_protocol_data(args)
     persona_groups(args, "--protocol", args.protocol, 4)
     sizes = {field: getattr(args, field) for field in PERSONA_SIZES if getattr(args, field) is not None}
     if sizes and args.protocol != "persona":
         given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
         raise ValueError(f"{given}: persona only ({UNSEEN_USERS[args.protocol]})")
-    if args.shots == "active" and args.protocol == "file":  # nothing to choose for: it would report no figure at all
-        raise ValueError(f"--shots active chooses unseen users' comparisons, but {UNSEEN_USERS['file']}; "
-                         "give --protocol ukp or persona for unseen users' k-shot accuracy, or leave --shots out")
     check_encoder(args)
     from tqdm import tqdm
 
@@ -101,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         k_search([args.k], None, len({r.user_id for r in protocol.seen.train}))
     encoder = cached_encoder(args)
     active = args.shots == "active"
-    bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr, disable=not sys.stderr.isatty())
+    # a protocol without unseen users (`file`) measures no k: a bar of them would stand at 0 while the model trains
+    bar = tqdm(total=len(config.shots) * (1 + active), desc=f"{args.model} unseen k", file=sys.stderr,
+               disable=not sys.stderr.isatty() or not protocol.unseen.support)
     report = evaluate(model, protocol, encoder, shots=config.shots, progress=lambda k: bar.update(), active=active,
                       active_target=args.active_target or "coefficients", per_user=protocol.name == "file")
     bar.close()
@@ -121,9 +134,12 @@ def _print_summary(report: dict, model) -> None:
     (its table), ARI and seconds."""
     print(f"model {report['model']} on {report['protocol']}: {report['seen_users']} seen, {report['unseen_users']} unseen users")
     if "users_left_out" in report:
+        from pluralign.data.splits import MIN_FILE_PAIRS
+
         users, pairs = report["users_left_out"], report["left_out_pairs"]
-        print(f"  left out         {users} user{'s' * (users != 1)} ({pairs} comparison{'s' * (pairs != 1)}): "
-              "too few strict comparisons to split")
+        said = (f"{users} user{'s' * (users != 1)} ({pairs} comparison{'s' * (pairs != 1)}): too few different strict comparisons to split"
+                if users else f"none: every user has {MIN_FILE_PAIRS} or more different strict comparisons")
+        print(f"  left out         {said}")
     print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
     print(f"  seen pooled acc  {report['seen_pooled_acc']:.3f}")
     for k, acc in report["unseen_acc_by_k"].items():

@@ -33,6 +33,7 @@ from training.common import (
     check_encoder,
     check_k_options,
     check_out,
+    check_protocol_data,
     file_protocol_help,
     k_search,
     left_out_users,
@@ -46,6 +47,7 @@ from training.common import (
 
 
 def run(args: argparse.Namespace) -> int:
+    check_protocol_data(args)  # --protocol file without --data, or --data beside another: before the imports below
     persona_groups(args, "--protocol", args.protocol, 4)
     check_k_options(args.k, args.k_max)
     check_encoder(args)  # before the imports below (torch: seconds)
