@@ -108,7 +108,12 @@ class OwedVectors:
             files = sorted(self.folder.glob("*.keys")) if self.folder.is_dir() else []
         owed = 0
         for path in files:
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as exc:  # unreadable (its folder's permissions changed): the others are still tried
+                log.error("an owed purge of a deleted user's vectors could not be read (%s): %s", path, exc)
+                owed += 1
+                continue
             left = forget_embedding_keys([data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)], self.wait_s)
             if left:
                 owed += 1
