@@ -35,6 +35,7 @@ from service.settings import ReplicasDisagree, Settings, StartedAlone, unknown_g
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
+from service.users.vectors import OWED_FOLDER, OwedVectors
 from service.waiting_refits import WAITING_REFITS_FILE, WaitingRefits
 
 log = logging.getLogger("pluralign.service")
@@ -249,6 +250,8 @@ class Runtime:
     deletion_sweep: DeletionSweep | None = None
     # DELETEs begun and not finished, on disk, finished at the next start (built in __post_init__)
     delete_journal: DeleteJournal | None = None
+    # purges of deleted users' vectors a busy embedding cache put off (`service.users.vectors`)
+    owed_vectors: OwedVectors | None = None
     # held while population data is written from the store (a snapshot), copied into service or
     # rewritten without a deleted user: a snapshot is taken before a DELETE's rewrite (and rewritten)
     # or after the user's rows left the store, and a promotion copies an artifact before its rewrite
@@ -342,6 +345,8 @@ class Runtime:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
         if self.delete_journal is None:
             self.delete_journal = DeleteJournal(self.settings.data_path / JOURNAL_FOLDER)
+        if self.owed_vectors is None:
+            self.owed_vectors = OwedVectors(self.settings.data_path / OWED_FOLDER)
         # a user's adapter found damaged (or for another base model): they get the fallback, counted once
         self.adapters.on_unusable = lambda tenant, user, error: self.metrics.inc(
             "pluralign_adapters_unusable_total", help=DECLARED_COUNTERS["pluralign_adapters_unusable_total"][0])

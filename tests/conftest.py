@@ -56,6 +56,31 @@ def _one_default_ssl_context() -> None:
 
 _one_default_ssl_context()
 
+
+def _a_home_of_the_suites_own() -> Path:
+    """HOME, for this process and every process it starts (`pluralign serve`, job workers, the CLI), is an empty
+    folder of its own, removed at exit: the embedding cache the CLI and the jobs default to
+    (~/.cache/pluralign/embeddings.sqlite, `pluralign.embed.cache.default_cache_path`) and the one every DELETE
+    cleans (`home_cache_path`) were the developer's real one, shared by both xdist workers and the developer's
+    own runs. A job worker a test stopped there (tests/service/test_break20_delete.py) held its lock, and another
+    worker's DELETE waited a minute on it (full run of session 45). What the suite only reads from the real home
+    stays there, named before HOME moves: the converted models (PLURALIGN_MODEL_CACHE, 1.2 GB, minutes to
+    make) and matplotlib's font list. A variable already set is kept."""
+    import atexit
+    import shutil
+    import tempfile
+
+    real = Path.home()
+    os.environ.setdefault("PLURALIGN_MODEL_CACHE", str(real / ".cache" / "pluralign" / "models"))
+    os.environ.setdefault("MPLCONFIGDIR", str(real / ".cache" / "matplotlib"))
+    home = Path(tempfile.mkdtemp(prefix="pluralign-tests-home-"))
+    os.environ["HOME"] = str(home)
+    atexit.register(shutil.rmtree, home, True)
+    return home
+
+
+SUITE_HOME = _a_home_of_the_suites_own()
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PLURALIGN_SHARED_DATA", REPO.parent / "shared" / "data"))
 

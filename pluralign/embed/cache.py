@@ -1,7 +1,9 @@
 """An on-disk embedding cache keyed by encoder id + text hash, so a second run embeds nothing.
 
 SQLite (standard library) holds one row per (encoder id, sha256 of the text) with the float32
-vector as bytes; writes are batched in one transaction.
+vector as bytes, in WAL mode: readers never wait for a writer. Writes go in transactions of at most
+`PUT_ROWS` rows, so a writer (a training job's worker, which may be stopped, paused or slow at any
+moment) holds the write lock only for one small batch, never while it encodes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,23 @@ import numpy as np
 
 from pluralign.embed.base import Encoder, checked_vectors, text_list
 from pluralign.files import NoHomeFolder, home_folder
+
+PUT_ROWS = 256  # rows a `put` writes per transaction (384-d float32: ~0.4 MB), the longest the write lock is held
+WAIT_S = 60.0  # how long a connection waits for another's lock by default (a job's worker: it has time)
+
+
+class CacheBusy(ValueError):
+    """Another connection held the cache's lock (or, for `forget_keys`, kept the write-ahead log from being
+    folded back into the file) for longer than the wait: a process stopped, paused or hung inside a
+    transaction. Nothing is wrong with the cache; the same call later can succeed."""
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, with any extended code (a recovery, a snapshot)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(exc) or "busy" in str(exc)
+    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def text_key(text: str) -> bytes:
@@ -47,26 +66,35 @@ def home_cache_path() -> Path | None:
 
 
 class EmbeddingCache:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, wait_s: float = WAIT_S):
         """Opens (or creates) the cache at `path`; raises ValueError naming it when it is not one (a
-        folder, another kind of file, a SQLite file whose `embedding` table has other columns). A row
-        whose bytes are not float32 numbers reads as absent: `CachedEncoder` embeds it again."""
+        folder, another kind of file, a SQLite file whose `embedding` table has other columns), CacheBusy
+        (a ValueError) when another connection held its lock for more than `wait_s` seconds, here and in
+        every later call. A row whose bytes are not float32 numbers reads as absent: `CachedEncoder`
+        embeds it again."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.wait_s = wait_s
         self._lock = threading.Lock()
         try:  # several processes may share one cache: a writer waits for another's transaction
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=wait_s)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS embedding (encoder TEXT, key BLOB, vector BLOB, PRIMARY KEY (encoder, key))"
             )
             columns = [row[1] for row in self._db.execute("PRAGMA table_info(embedding)")]
         except sqlite3.Error as exc:  # a folder, another kind of file, a damaged database
+            if _busy(exc):
+                raise self._busy_error("opened") from None
             raise ValueError(f"{self.path}: cannot open it as an embedding cache (a SQLite file): {exc}") from None
         if not {"encoder", "key", "vector"} <= set(columns):  # another tool's SQLite file with a table of that name
             self._db.close()
             raise ValueError(f"{self.path}: not an embedding cache: its `embedding` table has columns {columns}, "
                              "not encoder, key, vector; give another path")
+
+    def _busy_error(self, doing: str) -> CacheBusy:
+        return CacheBusy(f"{self.path}: busy: another process held its lock for over {self.wait_s:g} s (a job's worker "
+                         f"stopped or hung in a transaction), so it could not be {doing}")
 
     def get(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
         found: dict[bytes, np.ndarray] = {}
@@ -84,15 +112,18 @@ class EmbeddingCache:
         return found
 
     def put(self, encoder_id: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
-        """Store `vectors` (N, dim) under `keys` (N `text_key`s) in one transaction; ValueError when
+        """Store `vectors` (N, dim) under `keys` (N `text_key`s), `PUT_ROWS` rows a transaction: the write
+        lock, which a user's DELETE cleaning the cache waits for, is held for one batch at a time (all N in
+        one, a stopped or slow job held it for as long as a large snapshot took to write). ValueError when
         their counts differ (nothing is stored)."""
         if len(keys) != len(vectors):
             raise ValueError(f"`keys` has {len(keys)} keys, `vectors` {len(vectors)} rows: one vector per key")
-        with self._lock, self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO embedding VALUES (?, ?, ?)",
-                [(encoder_id, k, v.astype(np.float32).tobytes()) for k, v in zip(keys, vectors, strict=False)],
-            )
+        with self._lock:
+            for start in range(0, len(keys), PUT_ROWS):
+                rows = [(encoder_id, k, v.astype(np.float32).tobytes())
+                        for k, v in zip(keys[start : start + PUT_ROWS], vectors[start : start + PUT_ROWS], strict=False)]
+                with self._db:
+                    self._db.executemany("INSERT OR REPLACE INTO embedding VALUES (?, ?, ?)", rows)
 
     def forget(self, texts: Sequence[str]) -> int:
         """Remove the vectors of `texts` (under every encoder), overwriting them on disk (secure_delete,
@@ -100,16 +131,26 @@ class EmbeddingCache:
         return self.forget_keys([text_key(t) for t in texts])
 
     def forget_keys(self, keys: Sequence[bytes]) -> int:
-        """`forget` by the texts' keys (`text_key`: 32-byte SHA-256 digests)."""
+        """`forget` by the texts' keys (`text_key`: 32-byte SHA-256 digests). CacheBusy when another
+        connection held the write lock for over `wait_s` (nothing removed), or when the removal is
+        committed but a reader kept the write-ahead log from being folded back into the file (the old
+        copies of the pages are still in it): either way, the same call later finishes it."""
         keys = list(dict.fromkeys(keys))
         gone = 0
         with self._lock:
-            self._db.execute("PRAGMA secure_delete=ON")
-            with self._db:
-                for start in range(0, len(keys), 500):
-                    chunk = keys[start : start + 500]
-                    gone += self._db.execute(f"DELETE FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk).rowcount
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                self._db.execute("PRAGMA secure_delete=ON")
+                with self._db:
+                    for start in range(0, len(keys), 500):
+                        chunk = keys[start : start + 500]
+                        gone += self._db.execute(f"DELETE FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk).rowcount
+                blocked = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if _busy(exc):
+                    raise self._busy_error("cleaned") from None
+                raise
+        if blocked:  # a reader held the log past the wait: the overwritten pages are not in the file yet
+            raise self._busy_error("cleaned to the end (its write-ahead log still holds the old copies)")
         return gone
 
     def __len__(self) -> int:

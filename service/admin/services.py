@@ -46,7 +46,7 @@ from service.errors import bad_request
 from service.replicas import owner
 from service.requestid import current
 from service.runtime import ForgetIncomplete, Runtime
-from service.users.services import READ_INLINE_ROWS, adapter_folder, forget_embedding_keys, forget_embeddings
+from service.users.services import READ_INLINE_ROWS, adapter_folder
 from training.jobs.params import JOB_ENCODERS, JobParamsError, decode_params
 from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param
 from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig, result_metrics
@@ -462,7 +462,7 @@ class Admin:
             # the jobs embedded those rows' texts into their cache (this replica's, for another replica's
             # DELETE too); a job still running may embed them after this, so they go again when it ends
             self.forget_vectors_at_exit(dropped)
-            for name, cache, exc in forget_embeddings(dropped):  # a DELETE answered here warns of it (`_forget_vectors`)
+            for name, cache, exc in self.rt.owed_vectors.forget([text_key(t) for t in dropped]):  # a DELETE answered here warns of it (`_forget_vectors`)
                 log.error("the vectors of a deleted user's texts stay in %s (%s): %s", name, cache, exc)
         if failures:
             raise ForgetIncomplete(rewritten, failures)
@@ -511,8 +511,10 @@ class Admin:
 
     def forget_at_exit(self, job_id: str) -> None:
         """The job's worker is gone (the runner's `on_exit`): the vectors its FORGET_AT_EXIT file names
-        leave the jobs' embedding cache, and the file goes (and so do those of jobs cancelled before they ran)."""
+        leave the jobs' embedding cache, and the file goes (and so do those of jobs cancelled before they ran); the
+        purges a busy cache put off are tried again (the worker that held it may have been this one)."""
         self._forget_ended(lambda job: job.id == job_id or job.state not in ACTIVE_STATES)
+        self.rt.owed_vectors.retry()
 
     def _forget_ended(self, ended) -> None:
         """Apply the FORGET_AT_EXIT files of the jobs `ended(job)` says have no worker (or no record any
@@ -523,7 +525,7 @@ class Admin:
                 if job is not None and not ended(job):
                     continue
                 data = path.read_bytes()
-                left = forget_embedding_keys([data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)])
+                left = self.rt.owed_vectors.forget([data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)])
                 for name, cache, exc in left:
                     log.error("the vectors of a deleted user's texts that job %s may have embedded stay in %s (%s): %s",
                               path.stem, name, cache, exc)

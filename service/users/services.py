@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import shutil
-import sqlite3
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ import msgspec
 import numpy as np
 
 from pluralign.data.text import answer_key, is_blank
+from pluralign.embed.cache import text_key
 from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
     ADAPTER_FILES,
@@ -60,6 +60,7 @@ from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
 from service.settings import POOLED_PRIOR_MAX_USERS
 from service.users.journal import Unfinished
+from service.users.vectors import HOME_CACHE, JOBS_CACHE, forget_embedding_keys, forget_embeddings  # noqa: F401 (imported from here)
 from service.waiting_refits import forget_refits
 
 if TYPE_CHECKING:
@@ -1052,52 +1053,6 @@ class EmbeddingsNotForgotten(RuntimeError):
         self.counts, self.left = counts, left
 
 
-JOBS_CACHE = "the embedding cache the training jobs share"
-HOME_CACHE = "the old embedding cache in the service account's home folder (~/.cache/pluralign)"
-
-
-def forget_embeddings(texts: list[str]) -> list[tuple[str, Path | None, Exception]]:
-    """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
-    fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash), and
-    from the CLI's default cache in ~/.cache, which the service's jobs filled before their cache moved into
-    the data folder (an upgraded install's). Nothing is created where there is no cache; no home folder
-    (HOME unset) is no cache there. Every cache is tried, and each that could not be looked into or
-    rewritten (damaged, its folder or HOME not readable) is returned as (its name in words, its path
-    when known, the error); [] when all were cleaned."""
-    from pluralign.embed.cache import text_key
-
-    return forget_embedding_keys([text_key(t) for t in texts])
-
-
-def forget_embedding_keys(keys: list[bytes]) -> list[tuple[str, Path | None, Exception]]:
-    """`forget_embeddings` by the texts' keys (`pluralign.embed.cache.text_key`)."""
-    from pluralign.embed.cache import EmbeddingCache, default_cache_path, home_cache_path
-
-    if not keys:
-        return []
-    try:
-        jobs = default_cache_path()
-    except ValueError:  # no home folder and no PLURALIGN_CACHE_DIR: the jobs had no cache there either
-        jobs = None
-    left: list[tuple[str, Path | None, Exception]] = []
-    seen: set[Path] = set()
-    for name, path in ((JOBS_CACHE, jobs), (HOME_CACHE, home_cache_path())):
-        if path is None:
-            continue
-        try:
-            if not path.is_file() or path.resolve() in seen:  # is_file raises for a folder it may not look into
-                continue
-            seen.add(path.resolve())
-            cache = EmbeddingCache(path)
-            try:
-                cache.forget_keys(keys)
-            finally:
-                cache.close()
-        except (OSError, ValueError, sqlite3.Error) as exc:
-            left.append((name, path, exc))
-    return left
-
-
 def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None = None,
            began: list[float] | None = None) -> dict[str, int]:
     """Every row, the weights and the adapter files of the user; old table versions are purged too,
@@ -1203,7 +1158,7 @@ def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None
     texts = [t for p in rows if before is None or p.received() < before for t in (p.prompt, p.chosen, p.rejected)]
     for hook in list(rt.vector_hooks):  # jobs that may have read them and embed after this: again once they end
         hook(texts)
-    left = forget_embeddings(texts)
+    left = rt.owed_vectors.forget([text_key(t) for t in texts])  # what a busy cache kept is owed, not waited for
     for name, path, exc in left:
         log.error("the vectors of a deleted user's texts stay in %s (%s): %s", name, path, exc)
         problem = (storage_problem(exc) or ("read-only" if isinstance(exc, PermissionError) else "unreadable", None))[0]
@@ -1295,7 +1250,9 @@ class UnfinishedDeletes(Periodic):
         self._lock = threading.Lock()
 
     def run_once(self) -> int:
-        """Submit the unfinished DELETEs not submitted yet; returns how many were."""
+        """Submit the unfinished DELETEs not submitted yet, after the purges of vectors a busy embedding cache
+        kept (`OwedVectors.retry`); returns how many DELETEs were submitted."""
+        self.rt.owed_vectors.retry()
         submitted = 0
         for entry in self.rt.delete_journal.pending():
             key = (entry.tenant, entry.user_id)

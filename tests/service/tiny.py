@@ -48,8 +48,10 @@ def train_tiny_pal(folder: Path, encoder) -> Path:
     from pluralign.reward.features import embed_pairs
     from pluralign.reward.pal import PALConfig, PALTrainConfig, save_pal, train_pal
 
-    cache_dir = Path(os.environ.get("PLURALIGN_CACHE_DIR") or Path.home() / ".cache" / "pluralign")
-    encoder = CachedEncoder(encoder, EmbeddingCache(cache_dir / "embeddings.sqlite"))  # a rerun embeds nothing
+    # a rerun embeds nothing: the suite's own cache (tests/conftest.py's `minilm`), not the one under HOME (a fresh folder per run)
+    cache = Path(os.environ["PLURALIGN_CACHE_DIR"]) / "embeddings.sqlite" if os.environ.get("PLURALIGN_CACHE_DIR") \
+        else ROOT / ".cache" / "pluralign" / "test-embeddings.sqlite"
+    encoder = CachedEncoder(encoder, EmbeddingCache(cache))
     protocol = build_persona(PersonaConfig(groups=2, users_per_group=4, comparisons_per_user=20, seed=0), SHARED_DATA)
     users = sorted({r.user_id for r in protocol.seen.train})
     train = embed_pairs(protocol.seen.train, encoder, users)

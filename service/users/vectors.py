@@ -1,0 +1,124 @@
+"""The vectors of a deleted user's texts leave the embedding caches: at once when they can, else owed.
+
+A DELETE cleans the cache the training jobs share and the old one under HOME (`forget_embedding_keys`). A
+job's worker writes to the first one; stopped, paused or hung inside a transaction (a SIGSTOP, a debugger,
+a node under memory pressure), it holds the cache's lock, and a DELETE that waited on it (60 s a cache,
+twice in one DELETE) hung its request and then left the vectors behind for good (full run of session 45).
+Now a DELETE waits `PURGE_WAIT_S` at most; the keys of what a busy cache kept are written to disk
+(`OwedVectors`, one fsynced file per purge), and each pass of the unfinished DELETEs (at start and every
+`deletion_sweep_s`) and each job's exit tries them again until the cache lets them go.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from pluralign.embed.cache import CacheBusy, EmbeddingCache, default_cache_path, home_cache_path, text_key
+from pluralign.files import append_durably
+
+log = logging.getLogger("pluralign.service")
+
+JOBS_CACHE = "the embedding cache the training jobs share"
+HOME_CACHE = "the old embedding cache in the service account's home folder (~/.cache/pluralign)"
+# how long a purge waits for a cache another process holds: a live job's worker holds the write lock for one
+# batch (`pluralign.embed.cache.PUT_ROWS` rows, milliseconds); longer is a worker stopped or hung there
+PURGE_WAIT_S = 2.0
+OWED_FOLDER = "vectors-owed"  # under the data folder: the keys (32 bytes each) of vectors a busy cache kept
+
+Left = list[tuple[str, Path | None, Exception]]
+
+
+def forget_embeddings(texts: list[str], wait_s: float = PURGE_WAIT_S) -> Left:
+    """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
+    fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash), and
+    from the CLI's default cache in ~/.cache, which the service's jobs filled before their cache moved into
+    the data folder (an upgraded install's). Nothing is created where there is no cache; no home folder
+    (HOME unset) is no cache there. Every cache is tried, and each that could not be looked into or
+    rewritten (damaged, its folder or HOME not readable; CacheBusy: another process held it for over
+    `wait_s` seconds) is returned as (its name in words, its path when known, the error); [] when all were
+    cleaned."""
+    return forget_embedding_keys([text_key(t) for t in texts], wait_s)
+
+
+def forget_embedding_keys(keys: Sequence[bytes], wait_s: float = PURGE_WAIT_S) -> Left:
+    """`forget_embeddings` by the texts' keys (`pluralign.embed.cache.text_key`)."""
+    if not keys:
+        return []
+    try:
+        jobs = default_cache_path()
+    except ValueError:  # no home folder and no PLURALIGN_CACHE_DIR: the jobs had no cache there either
+        jobs = None
+    left: Left = []
+    seen: set[Path] = set()
+    for name, path in ((JOBS_CACHE, jobs), (HOME_CACHE, home_cache_path())):
+        if path is None:
+            continue
+        try:
+            if not path.is_file() or path.resolve() in seen:  # is_file raises for a folder it may not look into
+                continue
+            seen.add(path.resolve())
+            cache = EmbeddingCache(path, wait_s=wait_s)
+            try:
+                cache.forget_keys(keys)
+            finally:
+                cache.close()
+        except (OSError, ValueError, sqlite3.Error) as exc:
+            left.append((name, path, exc))
+    return left
+
+
+class OwedVectors:
+    """Purges of deleted users' vectors that a busy cache (`CacheBusy`) put off, one file of keys each in
+    `folder`, on disk (fsynced, `append_durably`) before `forget` returns: a crash or a stop still leaves
+    them for `retry` at the next start."""
+
+    def __init__(self, folder: Path, wait_s: float = PURGE_WAIT_S):
+        self.folder = folder
+        self.wait_s = wait_s
+        self._lock = threading.Lock()  # a file is read by `retry` only once written whole
+
+    def forget(self, keys: Sequence[bytes]) -> Left:
+        """Remove the vectors of `keys` (`text_key`s) from the caches, waiting `wait_s` at most for each; those a
+        busy cache kept are owed (written here) and go at a later `retry`. Returns what could not be cleaned and is
+        not owed: a damaged or unreadable cache, or a busy one whose keys could not be written (then that error)."""
+        keys = list(dict.fromkeys(keys))
+        left = forget_embedding_keys(keys, self.wait_s)
+        busy = [(name, path) for name, path, exc in left if isinstance(exc, CacheBusy)]
+        if not busy:
+            return left
+        try:
+            with self._lock:
+                append_durably(self.folder / f"{uuid.uuid4().hex}.keys", b"".join(keys))
+        except OSError as exc:  # a full disk: then they stay, as in a damaged cache, and the DELETE says so
+            log.error("the vectors a busy embedding cache kept could not be noted for a later purge in %s: %s", self.folder, exc)
+            return left
+        for name, path in busy:
+            log.warning("%s (%s) is busy (another process has held its lock for over %g s: a job's worker stopped or hung "
+                        "there): the vectors of a deleted user's texts leave it at the next pass", name, path, self.wait_s)
+        return [entry for entry in left if not isinstance(entry[2], CacheBusy)]
+
+    def retry(self) -> int:
+        """Try each owed purge again; a file goes once every cache let its keys go. Returns the purges still owed."""
+        with self._lock:
+            files = sorted(self.folder.glob("*.keys")) if self.folder.is_dir() else []
+        owed = 0
+        for path in files:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:  # unreadable (its folder's permissions changed): the others are still tried
+                log.error("an owed purge of a deleted user's vectors could not be read (%s): %s", path, exc)
+                owed += 1
+                continue
+            left = forget_embedding_keys([data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)], self.wait_s)
+            if left:
+                owed += 1
+                for name, cache, exc in left:
+                    log.debug("an owed purge of a deleted user's vectors from %s (%s) waits: %s", name, cache, exc)
+            else:
+                path.unlink(missing_ok=True)
+        return owed
