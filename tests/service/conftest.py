@@ -18,7 +18,7 @@ def serve(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):  # n
 # old versions it purged, for a reader on another process that chose one just before (`Store._purge_tables`).
 # A test's replicas are in its own process, and a read that outlives the margin anyway is read again
 # (`READ_ATTEMPTS`): a tenth of a second keeps the wait, the removal after it and the lease held meanwhile,
-# and saves ~1.9 s of each replica DELETE (suite45b: ~40 of them in the default suite's replica tests).
+# and saves ~1.9 s of each replica DELETE (suite45b: 46 of them in the default suite's replica tests).
 SHORT_READ_MARGIN_S = 0.1
 
 
