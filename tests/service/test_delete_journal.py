@@ -10,6 +10,7 @@ import contextlib
 import time
 
 import msgspec
+import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
 from service.users.journal import JOURNAL_FOLDER
@@ -18,6 +19,8 @@ from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.test_delete_stopped import stop_after_the_rows
 from tests.service.test_service_adapters import random_adapter
 from tests.service.tiny import start_service
+
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
 
 LATER = "Pangolin-porridge-26a"  # what the user sends after their DELETE: theirs again
 

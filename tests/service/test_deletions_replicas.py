@@ -19,6 +19,8 @@ from tests.service.test_break20_delete import GONE, KEPT, MARKER, files_holding,
 from tests.service.test_feedback_log import feedback, log_bytes
 from tests.service.tiny import start_replicas
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 
 def wait_until(check, timeout: float = 60.0):
     """Until `check()` is falsy (at most `timeout` seconds, which only a failing check waits); its last value."""

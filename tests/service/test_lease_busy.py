@@ -4,11 +4,14 @@ given a 500, and the DELETE sent again goes through."""
 
 from __future__ import annotations
 
+import pytest
+
 from pluralign.store.lease import Lease
 from tests.service.test_break20_delete import give_comparisons
 from tests.service.tiny import start_service
 
 
+@pytest.mark.usefixtures("short_read_margin")  # its purge's wait for readers: tests/service/conftest.py
 def test_a_delete_while_another_replica_holds_the_lease_is_a_503_then_goes_through(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, store_sync_ms=0)
     with server, svc.client("acme") as acme:
@@ -26,6 +29,7 @@ def test_a_delete_while_another_replica_holds_the_lease_is_a_503_then_goes_throu
         assert r.json()["deleted"]["preferences"] == 2
 
 
+@pytest.mark.usefixtures("short_read_margin")  # its purge's wait for readers: tests/service/conftest.py
 def test_a_delete_whose_lease_another_replica_took_meanwhile_is_a_503_and_the_next_turn_purges(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """Mid-DELETE (rows gone, old versions not yet removed) another replica takes the lease, as it does
     when this one was paused past the TTL: the DELETE stops before its next step with a 503 and

@@ -13,6 +13,8 @@ from pluralign.store import Store
 from pluralign.store.lease import TABLE
 from tests.service.test_store import DIM, prefs
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 
 def damage(store, how: str, tmp_path) -> None:
     if how == "table removed":

@@ -12,8 +12,12 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from pluralign.store import Store
 from tests.service.test_store import DIM
+
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
 
 TTL_S = 1.0
 CHILD = textwrap.dedent("""

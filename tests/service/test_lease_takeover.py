@@ -13,9 +13,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from pluralign.store import Store
 from tests.files import files_holding
 from tests.service.test_store import DIM
+
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
 
 TTL_S = 1.0
 MARKER = b"zebra-marker"

@@ -20,6 +20,8 @@ from pluralign.store.lease import TABLE
 from tests.s3 import FaultyProxy, S3Server
 from tests.service.test_store import DIM, prefs
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 # Lance's words for an object store's failed GET of a manifest (session 38's log), raised as a ValueError
 S3_READ_FAILED = ("LanceError(IO): Generic N/A error: Error performing GET http://127.0.0.1:9/b/s/maintenance_lease.lance/"
                   "_versions/18446744073709551610.manifest in 1.2ms - Server returned non-2xx status code: 500 Internal "

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.test_delete_journal import wait_until
 from tests.service.test_left27b_began import BACK, prompts
 from tests.service.tiny import start_replicas
+
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
 
 SYNC_MS = 200
 SKEW_S = 3.0

@@ -14,6 +14,8 @@ from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_break20_delete import GONE, give_comparisons
 from tests.service.tiny import start_replicas
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 SYNC_MS = 200
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from service.admin.controllers import ADMIN_HANDLERS
 from service.users import services
 from service.users.journal import JOURNAL_FOLDER
@@ -16,6 +18,8 @@ from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.test_delete_journal import wait_until
 from tests.service.test_left27b_began import BACK, stop_before_the_rows_go
 from tests.service.tiny import start_replicas
+
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
 
 SYNC_MS = 200
 LATE = "Bilby-sorbet-27c4"  # sent after both DELETEs began: the user's again

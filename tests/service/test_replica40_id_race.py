@@ -20,6 +20,8 @@ from pluralign.store.claims import _folder as claims_folder
 from tests.s3 import S3Server
 from tests.service.tiny import start_replicas, start_service
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 USER = "race40"
 
 

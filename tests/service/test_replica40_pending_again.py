@@ -15,6 +15,8 @@ import pytest
 
 from tests.service.tiny import start_replicas
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 SYNC_MS = 200
 USER = "again40"
 ROW = json.dumps({"pref_id": "kept-1", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee.",

@@ -20,6 +20,8 @@ from tests.service.test_replica37_clock_skew import compare_clocks, skew
 from tests.service.test_replicas43_counts import write_row
 from tests.service.tiny import start_replicas, start_service
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 SYNC_MS = 200
 
 

@@ -24,6 +24,8 @@ from pluralign.store import claims as claims_module
 from pluralign.store.claims import FolderClaims, claim_of
 from tests.service.tiny import start_replicas
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 
 def claim(pref_id: str, chosen: str) -> dict:
     row = StoredPreference(tenant="acme", user_id="u", pref_id=pref_id, prompt="Tea?", chosen=chosen, rejected="No.",

@@ -7,10 +7,13 @@ import time
 from datetime import timedelta
 
 import numpy as np
+import pytest
 
 from pluralign.store import Store, UserRecord
 from pluralign.store.tables import owner_filter
 from tests.service.test_store import DIM, prefs
+
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
 
 
 def test_a_cached_history_sees_another_stores_rows_within_sync_seconds(tmp_path):

@@ -13,6 +13,8 @@ from pluralign.store.location import options_from_env, options_to_env
 from tests.s3 import S3Server
 from tests.together import at_once
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 DIM = 8
 
 
