@@ -45,8 +45,9 @@ def cache_session(cache_bytes: int):
     quarter for table metadata (manifests, fragment and index descriptions). Lance's own default (6 GiB
     and 1 GiB) fills with every table version's entries as writes go on: a long-lived process grew ~0.1 MB
     a write (benchmarks/long_run.py)."""
-    import lancedb  # here, not at the top: `is_object_store` is asked before any store is opened (2-3 s of imports)
+    from pluralign.store.lance_imports import import_lancedb
 
+    lancedb = import_lancedb()  # here, not at the top: `is_object_store` is asked before any store is opened (2-3 s of imports)
     return lancedb.Session(index_cache_size_bytes=cache_bytes - cache_bytes // 4, metadata_cache_size_bytes=cache_bytes // 4)
 
 
@@ -57,8 +58,9 @@ def connect(uri: str, storage_options: Mapping[str, str] | None = None, read_con
     never look for them, LanceDB's default and right for one process; timedelta(0): look at every
     read, one listing of the table's versions each, which on S3 is a request). `session`: its caches
     (`cache_session`); None: LanceDB's default."""
-    import lancedb
+    from pluralign.store.lance_imports import import_lancedb
 
+    lancedb = import_lancedb()
     kwargs: dict = {"read_consistency_interval": read_consistency} if read_consistency is not None else {}
     if session is not None:
         kwargs["session"] = session

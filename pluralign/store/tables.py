@@ -29,7 +29,6 @@ import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from lancedb.index import Bitmap, BTree
 
 from pluralign.data.io import file_trl
 from pluralign.data.record import (
@@ -58,6 +57,7 @@ from pluralign.store.failures import (
 )
 from pluralign.store.group_commit import GroupCommit
 from pluralign.store.history import History, HistoryCache, stored_seconds, with_stored_seconds
+from pluralign.store.lance_imports import import_lancedb
 from pluralign.store.lease import Lease, LeaseLost, PurgeMarks, open_lease_table
 from pluralign.store.location import cache_session, connect, is_object_store
 from pluralign.store.schemas import (
@@ -72,6 +72,9 @@ from pluralign.store.schemas import (
     user_schema,
 )
 from pluralign.store.versions import compact_with_deletions, remove_old_versions
+
+import_lancedb()  # before lancedb's own modules (`lancedb.index` below): without its REST client's eager validators
+from lancedb.index import Bitmap, BTree  # noqa: E402
 
 log = logging.getLogger("pluralign.store")
 _TRL_ENCODER = msgspec.json.Encoder()  # a preference row's `trl` column: a TrlRow as JSON text

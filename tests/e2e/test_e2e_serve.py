@@ -76,14 +76,17 @@ class ServeProcess:
 
 @pytest.fixture(scope="module", params=["folder", "s3"])
 def store_location(request):
-    """(settings as variables, (uri or None, storage options)): a local folder, or a bucket on moto."""
+    """(settings as variables, (uri or None, storage options)): a local folder (the default generation child), or a
+    bucket on moto (the generator in-process)."""
     if request.param == "folder":
         yield {}, (None, {})
         return
     from tests.s3 import S3Server
 
     with S3Server("pluralign-e2e") as s3:
-        yield s3.env("lancedb"), (s3.uri("lancedb"), s3.options)
+        # the generator in the server's own process: the child it has by default is the folder run's (its start
+        # took about half of each server's, ~5 s on two cores); what this run adds is the tables in a bucket
+        yield {**s3.env("lancedb"), "PLURALIGN_GENERATION_PROCESS": "false"}, (s3.uri("lancedb"), s3.options)
 
 
 @pytest.fixture(scope="module")
