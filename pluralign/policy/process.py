@@ -16,7 +16,12 @@ One call runs at a time (the child serves them in order, as one model on one dev
 `cancel` events work as with `Generator`: the child stops at its next token and the call raises
 `Cancelled`. If the child dies (e.g. killed for memory), calls raise `GeneratorProcessError` and the
 next call starts a new child (with the adapters that were loaded, but one damaged on disk meanwhile: it is
-logged and left out of `adapters`, so the adapter pool loads it afresh or falls back).
+logged and left out of `adapters`, so the adapter pool loads it afresh or falls back). A call whose request
+the child never read (it died as the request was sent: a killed process's threads take a while to end, and
+until they have it counts as alive) is sent again to a new child, as one sent just after it ended is.
+
+Whatever the pipe raises as the child dies or once it is gone (EOFError, BrokenPipeError,
+ConnectionResetError, another OSError) is one of these, never raised as such.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ _ALIVE_S = 0.5  # how often a waiting call without one looks at the child
 
 class GeneratorProcessError(RuntimeError):
     """The generation process failed or exited; the message says how."""
+
+
+class _Unread(GeneratorProcessError):
+    """The child ended with the request unread in its end of the pipe (Linux resets the parent's end then:
+    ConnectionResetError): it never began the call, which a new child can serve."""
 
 
 def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
@@ -170,7 +180,7 @@ class ProcessGenerator:
             raise GeneratorProcessError(f"the generation process did not load {self.folder} within {self.start_timeout_s:g} s")
         try:
             kind, value = self._conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # its end closed: it died while loading
             self._end_child()
             raise GeneratorProcessError(f"the generation process exited while loading {self.folder} (exit code {self._process.exitcode})") from None
         if kind != "ready":
@@ -180,9 +190,14 @@ class ProcessGenerator:
         from pluralign.policy.adapters import AdapterError
 
         for name, folder in list(self._adapters.items()):  # a new child after a crash: the same adapters again
-            self._conn.send(("load_adapter", (name, folder)))
             try:
-                self._reply(self._conn.recv())
+                self._conn.send(("load_adapter", (name, folder)))
+            except OSError:  # the new child died too (the OOM killer again): this call fails, the next starts another
+                self._wait_for_exit()
+                raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) "
+                                            f"while loading adapter {name} again") from None
+            try:
+                self._reply(self._receive(None))
             except (AdapterError, ValueError) as exc:  # damaged since it was loaded: not loaded now (`adapters` says so)
                 log.error("generation process: adapter %s is not loaded again: %s", name, exc)
                 del self._adapters[name]
@@ -208,15 +223,26 @@ class ProcessGenerator:
     # ---- the calls ---------------------------------------------------------------------------
 
     def _send(self, op: str, args: tuple) -> None:
-        """Under the lock: a live child, then the request."""
-        if not self._process.is_alive():
-            log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
-            self._start()
-        self._cancel.clear()
-        self._conn.send((op, args))
+        """Under the lock: a live child, then the request. A child found gone by the send (it ended after
+        `is_alive` said alive: BrokenPipeError and the like) is replaced, and the request sent to the new one;
+        GeneratorProcessError if that one is gone too."""
+        for attempt in range(2):
+            if not self._process.is_alive():
+                log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
+                self._start()
+            self._cancel.clear()
+            try:
+                self._conn.send((op, args))
+                return
+            except OSError as exc:  # its end closed: it is ending or gone
+                self._wait_for_exit()
+                if attempt:
+                    raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) "
+                                                f"before a call was sent ({type(exc).__name__})") from None
 
     def _receive(self, cancel: threading.Event | None):
-        """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set."""
+        """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set.
+        Raises GeneratorProcessError once the child has exited (`_Unread` when it never read the request)."""
         while not self._conn.poll(_ALIVE_S if cancel is None else _POLL_S):
             if cancel is not None and cancel.is_set():
                 self._cancel.set()
@@ -224,8 +250,29 @@ class ProcessGenerator:
                 raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) during a call")
         try:
             return self._conn.recv()
-        except EOFError:
-            raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) during a call") from None
+        except (EOFError, OSError) as exc:  # its end closed (a partial message too): the child is ending or gone
+            self._wait_for_exit()
+            error = _Unread if isinstance(exc, ConnectionResetError) else GeneratorProcessError
+            raise error(f"the generation process exited (code {self._process.exitcode}) during a call") from None
+
+    def _wait_for_exit(self) -> None:
+        """Under the lock: the child whose end of the pipe closed, waited for (its threads may still be ending), so
+        the next call sees it gone and its exit code is known; killed if it has not exited within seconds (it can
+        serve no one without its pipe)."""
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+    def _request(self, op: str, args: tuple, cancel: threading.Event | None):
+        """Under the lock: send the request, then the child's first message in answer. A request the child never
+        read (it died first) goes to a new child, once."""
+        self._send(op, args)
+        try:
+            return self._receive(cancel)
+        except _Unread:  # `_send` logs the exit and starts the new child, as for a child found gone before the call
+            self._send(op, args)
+            return self._receive(cancel)
 
     def _reply(self, message):
         """Under the lock: the result of the child's reply; a child that ends after it (a failed
@@ -254,8 +301,7 @@ class ProcessGenerator:
 
     def _call(self, op: str, *args, cancel: threading.Event | None = None):
         with self._lock:
-            self._send(op, args)
-            return self._reply(self._receive(cancel))
+            return self._reply(self._request(op, args, cancel))
 
     def generate(
         self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None,
@@ -275,16 +321,17 @@ class ProcessGenerator:
         """As `Generator.stream`: text pieces as the child generates them, then the Candidate. Closing
         the iterator early stops the child's generation at its next token."""
         with self._lock:
-            self._send("stream", (list(messages), sampling, adapter))
+            message = self._request("stream", (list(messages), sampling, adapter), None)
             finished = False
             try:
                 while True:
-                    kind, value = self._receive(None)
+                    kind, value = message
                     if kind != "piece":
                         finished = True
                         self._result(kind, value)
                         return
                     yield value
+                    message = self._receive(None)
             finally:
                 if not finished:  # the reader went away: stop the child, then read to its last message
                     self._cancel.set()

@@ -79,11 +79,14 @@ def test_a_cancel_event_stops_the_childs_generation_and_the_next_call_is_served(
     assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=4, seed=2))[0][0].tokens <= 4
 
 
-def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generator_dir, tmp_path, capfd):
+def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generator_dir, tmp_path, capfd, monkeypatch):
     """On the module's child (starting one costs seconds): the crash starts a new one, which the
     tests after this one use, as the service would. The new child writes to this test's stderr (the
     service's log): loading the adapter there says no peft/transformers FutureWarning
-    (`is_gradient_checkpointing`, silenced by `pluralign` commands but, before, not in this child)."""
+    (`is_gradient_checkpointing`, silenced by `pluralign` commands but, before, not in this child).
+    The child dies as the next call's request reaches it (`kill_child`, "after the send"): the call is served by
+    the new child. Before (session 45): the request left unread reset the pipe and the call raised
+    ConnectionResetError (the service: a 500), the dead child unnoticed until the call after it."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -99,11 +102,7 @@ def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generat
         remote.load_adapter("u1", tmp_path / "adapter")
         adapted = remote.generate(MESSAGES, sampling=greedy, adapter="u1")[0][0].text
         assert adapted != plain and remote.adapters == {"u1"}
-        first = remote.pid
-        os.kill(first, signal.SIGKILL)  # e.g. the kernel's OOM killer
-        deadline = time.monotonic() + 30
-        while not killed(first) and time.monotonic() < deadline:  # (was: a 0.5 s sleep)
-            time.sleep(0.01)
+        first = kill_child(remote, monkeypatch, "after the send")  # e.g. the kernel's OOM killer
         assert remote.generate(MESSAGES, sampling=greedy, adapter="u1")[0][0].text == adapted  # a new child, same adapter
         assert remote.pid != first
         assert "is_gradient_checkpointing" not in capfd.readouterr().err
@@ -118,11 +117,62 @@ def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generat
 def killed(pid: int) -> bool:
     """Whether our child `pid` has exited, every thread of it, without reaping it (multiprocessing does). Not its
     /proc state: a killed multithreaded child's main thread shows Z while its other threads still hold the pipe,
-    and a call sent then got ConnectionResetError (seen once, session 45)."""
+    and a call sent then got ConnectionResetError (seen once, session 45; now served by a new child: `kill_child`)."""
     try:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:  # reaped already
         return True
+
+
+def kill_child(remote: ProcessGenerator, monkeypatch, when: str) -> int:
+    """SIGKILL the child `remote` talks to, as the OOM killer would, `when`: "before the call" (now; waited for
+    until every thread of it has exited, as after the 0.5 s sleep this was once), "at the send" (the next request's
+    send, after the parent found the child alive, meets its closed end) or "after the send" (the next request waits
+    unread in the child's end as it dies: its end closes with the request queued and the parent's end resets, as
+    when a killed child's threads still hold the pipe). The OS's own errors on the real pipe: the send is wrapped
+    only to time the death (the child stopped first for "after the send", so it reads nothing more). Returns the
+    child's pid."""
+    assert remote.adapters is not None  # a live child first: one an earlier test's crash left dead starts again here
+    conn, pid, send = remote._conn, remote.pid, remote._conn.send
+
+    def kill() -> None:
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not killed(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def send_as_the_child_dies(message) -> None:
+        if when == "after the send":
+            os.kill(pid, signal.SIGSTOP)
+            os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+            send(message)
+            kill()
+        else:
+            kill()
+            send(message)
+
+    if when == "before the call":
+        kill()
+    else:
+        monkeypatch.setattr(conn, "send", send_as_the_child_dies)
+    return pid
+
+
+@pytest.mark.slow  # each case starts a new child (seconds: torch's imports); the crash test above covers "after the send"
+@pytest.mark.parametrize(("call", "when"), [("generate", "before the call"), ("generate", "at the send"), ("stream", "after the send")])
+def test_a_call_sent_as_the_child_dies_is_served_by_a_new_one(pair, monkeypatch, call, when):
+    """A request that reaches the child as it dies (killed, its threads still ending: `is_alive` says alive) is
+    served by a new child, as one sent after it ended is. Before (session 45): a send to its closed end raised
+    BrokenPipeError, and a stream's request left unread reset the pipe: ConnectionResetError (the service: a
+    stream's error event naming it) while the dead child stayed unnoticed until the next call."""
+    local, remote = pair
+    sampling = Sampling(max_tokens=6, seed=7, temperature=1.0)
+    first = kill_child(remote, monkeypatch, when)
+    if call == "stream":
+        assert list(remote.stream(MESSAGES, sampling=sampling)) == list(local.stream(MESSAGES, sampling=sampling))
+    else:
+        assert remote.generate(MESSAGES, n=2, sampling=sampling) == local.generate(MESSAGES, n=2, sampling=sampling)
+    assert remote.pid != first
 
 
 def test_generation_uses_no_cpu_of_the_calling_process(pair):
