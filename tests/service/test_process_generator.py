@@ -175,6 +175,40 @@ def test_a_call_sent_as_the_child_dies_is_served_by_a_new_one(pair, monkeypatch,
     assert remote.pid != first
 
 
+@pytest.mark.slow  # three children start (seconds each: torch's imports)
+def test_a_new_child_that_dies_loading_the_adapters_again_is_a_generator_process_error(pair, tiny_generator_dir, tmp_path, monkeypatch):
+    """After a crash the new child loads the adapters again; killed as it is sent one (the OOM killer again), the
+    call raises GeneratorProcessError naming the adapter and the next call starts another child, with the adapter.
+    Before (session 45): the send's BrokenPipeError was raised as such (the service: a 500 naming it nowhere)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pluralign.policy.process import GeneratorProcessError
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    _, remote = pair
+    greedy = Sampling(max_tokens=4, temperature=0)
+    await_ready = ProcessGenerator._await_ready
+
+    def ready_then_killed_at_the_first_adapter(self) -> None:
+        monkeypatch.setattr(ProcessGenerator, "_await_ready", await_ready)  # the child after this one starts as usual
+        kill_child(self, monkeypatch, "at the send")
+        await_ready(self)
+
+    try:
+        remote.load_adapter("u2", tmp_path / "adapter")
+        adapted = remote.generate(MESSAGES, sampling=greedy, adapter="u2")[0][0].text
+        kill_child(remote, monkeypatch, "before the call")
+        monkeypatch.setattr(ProcessGenerator, "_await_ready", ready_then_killed_at_the_first_adapter)
+        with pytest.raises(GeneratorProcessError, match="while loading adapter u2 again"):
+            remote.generate(MESSAGES, sampling=greedy, adapter="u2")
+        assert remote.generate(MESSAGES, sampling=greedy, adapter="u2")[0][0].text == adapted and remote.adapters == {"u2"}
+    finally:
+        with contextlib.suppress(Exception):  # the next tests get the child without it
+            remote.drop_adapter("u2")
+
+
 def test_generation_uses_no_cpu_of_the_calling_process(pair):
     """The GIL contention behind slow light reads under a chat flood (issue 13): in-process, the
     generating thread runs the sampling loop itself; with the child process it only waits on a pipe."""
