@@ -1222,7 +1222,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     pending = rt.ingest.forget_user(tenant, user_id, before=before)
     cache_error = _forget_vectors(rt, tenant, user_id, before)  # while the rows still name the texts
     chats = rt.store.count_interactions(tenant, user_id)
-    rows = rt.store.delete_feedback_before(tenant, user_id, before, chats=True)
+    rows = rt.store.delete_feedback_before(tenant, user_id, before, chats_before=before)
     forget_claims(rt, tenant, user_id, before)
     chats -= rt.store.count_interactions(tenant, user_id)
     counts.update(preferences=pending + rows - chats, interactions=chats)
