@@ -8,8 +8,8 @@ and when it was recorded), and every replica's `DeletionSweep` applies new recor
 within `deletion_sweep_s`: the
 users' jobs and job files, their rows and fitted weights in population files (the promoted model's
 too, on disk and in memory), what its feedback log still holds of rows received before the DELETE
-began (and such rows it moved into the store after the DELETE), the chats it stored of the user before it
-could see the record, its cached histories and its cached pooled priors of that tenant.
+began (and such rows it moved into the store after the DELETE), its cached histories and its cached
+pooled priors of that tenant.
 
 The loop is a plain thread with an Event (the compaction thread's pattern): one small query of the
 table every interval needs no job engine.
@@ -72,10 +72,7 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
         # the user's again, though a DELETE finished long after it began (its replica restarting) is recorded late
         before = forget.until_of(f"{tenant}/{user_id}")
         if before is not None:
-            # chats go by the record's writing instead (plus the staleness): one planned before it stores nothing
-            # (`service.chat.services.remember`), but this replica stored those it served before its reads saw it
-            chats_before = forget.made_until_of(f"{tenant}/{user_id}") if (tenant, user_id) in moved else None
-            _forget_rows_before(rt, tenant, user_id, before, chats_before)
+            _forget_rows_before(rt, tenant, user_id, before)
     # the notes of stored rows' claims name users by the records' hash: those of users no longer in the log go too
     rt.ingest.forget_noted({h: forget.until.get(h) for h in forget.hashes})
     # their ids leave the waiting refits' file (`service.waiting_refits`); one who came back keeps theirs
@@ -93,11 +90,11 @@ def _forget_of(rt: Runtime, records: list[Deletion]) -> Forget:
     return Forget.of(records, stale_s=rt.settings.sync_seconds or 0.0)
 
 
-def _forget_rows_before(rt: Runtime, tenant: str, user_id: str, before: float, chats_before: float | None = None) -> None:
+def _forget_rows_before(rt: Runtime, tenant: str, user_id: str, before: float) -> None:
     """The user's rows received before `before` (unix seconds) go from this replica's log, and those this replica
-    moved into the store after the DELETE, before this pass; with `chats_before`, their chats created before it."""
+    moved into the store after the DELETE, before this pass."""
     rt.ingest.forget_user(tenant, user_id, before=before)
-    rt.store.delete_feedback_before(tenant, user_id, before, chats_before=chats_before)
+    rt.store.delete_feedback_before(tenant, user_id, before)
 
 
 def forget_if_deleted_since(rt: Runtime, tenant: str, user_id: str, arrived: float) -> bool:
@@ -145,8 +142,8 @@ class DeletionSweep(Periodic):
                                     replicas=rt.settings.replicas, folder_id=folder_id(rt.settings.data_path))
         self.path = rt.settings.data_path / APPLIED_FILE
         self._lock = threading.Lock()  # orders reads and writes of APPLIED_FILE
-        # users whose feedback this replica moved into the store, or whose chats it stored, lately -> when (unix
-        # seconds): a record of their DELETE may arrive after the move or the chat (`apply_deletions`); kept SLACK_S
+        # users whose feedback this replica moved into the store lately -> when (unix seconds): a record
+        # of their DELETE may arrive after the move (`apply_deletions`); kept SLACK_S
         self._moved: dict[tuple[str, str], float] = {}
         self._moved_lock = threading.Lock()
         rt.moved_hooks.append(self.on_moved)
@@ -162,13 +159,8 @@ class DeletionSweep(Periodic):
             for r in rows:
                 self._moved[(r.tenant, r.user_id)] = now
 
-    def on_chat_stored(self, tenant: str, user_id: str) -> None:
-        """A chat of the user stored (`service.chat.services.remember`): remembered as a move is."""
-        with self._moved_lock:
-            self._moved[(tenant, user_id)] = time.time()
-
     def moved_lately(self) -> set[tuple[str, str]]:
-        """The users whose feedback this replica moved, or whose chats it stored, in the last SLACK_S seconds."""
+        """The users whose feedback this replica moved in the last SLACK_S seconds."""
         since = time.time() - SLACK_S
         with self._moved_lock:
             self._moved = {key: at for key, at in self._moved.items() if at >= since}

@@ -150,15 +150,6 @@ class Forget:
         h = key_hash(key) if self.hashes else None
         return self.until.get(h, math.inf) if h in self.hashes else None
 
-    def made_until_of(self, key: str) -> float | None:
-        """What of user `key` was made before this time (unix seconds) may hold their rows from before the
-        DELETE (a chat another replica stored before it saw the record): inf for one named by key, their
-        record's `made_until` for one named by hash (`until_of` when it has none), None for anyone else."""
-        if key in self.keys:
-            return math.inf
-        h = key_hash(key) if self.hashes else None
-        return self.made_until.get(h, self.until.get(h, math.inf)) if h in self.hashes else None
-
     def user(self, tenant: str, user_id: str) -> bool:
         return self(f"{tenant}/{user_id}")
 

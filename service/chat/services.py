@@ -214,8 +214,6 @@ def remember(rt: Runtime, served: Served) -> None:
                 model=rt.generator.model_id, adapter=p.adapter, returned=p.returned,
             )
         )
-        if rt.deletion_sweep is not None:  # a DELETE's record this replica cannot see yet takes it (service.deletions)
-            rt.deletion_sweep.on_chat_stored(p.tenant, p.user_id)
     p.timings.store_ms = ms(start)
     rt.maybe_compact()
 

@@ -489,17 +489,13 @@ def _delete_storage_failure(request: Request, rt: Runtime, tenant: str, user_id:
 
 
 async def _answer_after_the_slack(rt: Runtime, began: list[float]) -> None:
-    """With replicas, a DELETE (done, its record written) is answered no sooner than twice `store_sync_ms`
-    after its record, and so after it began. Another replica takes the user's rows it received before
-    `began_at` + `store_sync_ms` (the slack for a clock ahead: `pluralign.store.deletions.Forget`), so a DELETE
-    answered sooner (one whose user had few rows) lost feedback the user sent through another replica right
-    after its 200; the second `store_sync_ms` keeps that true for a clock behind by as much (deploy/README.md,
-    "Replica clocks must agree"). Chats go by the record: another replica takes those it stored before
-    `deleted_at` + `store_sync_ms` (it may not see the record sooner: `service.deletions`), so a chat the user
-    has through it right after the 200 stays (until trial45b the wait counted from `began_at`, and those chats
-    were not taken at all)."""
+    """With replicas, a DELETE is answered no sooner than twice `store_sync_ms` after it began. Another
+    replica takes the user's rows it received before `began_at` + `store_sync_ms` (the slack for a clock
+    ahead: `pluralign.store.deletions.Forget`), so a DELETE answered sooner (one whose user had few rows)
+    lost feedback the user sent through another replica right after its 200; the second `store_sync_ms`
+    keeps that true for a clock behind by as much (deploy/README.md, "Replica clocks must agree")."""
     if rt.deletion_sweep is not None and began and rt.settings.sync_seconds:
-        await asyncio.sleep(2 * rt.settings.sync_seconds)
+        await asyncio.sleep(max(0.0, began[0] + 2 * rt.settings.sync_seconds - time.time()))
 
 
 @delete("/v1/users/{user_id:str}", status_code=200, responses=error_responses(404, 429, 503, 507), summary="Delete every trace of a user")

@@ -59,7 +59,7 @@ def test_chats_another_replica_stored_while_a_delete_ran_go_with_it(tmp_path, ti
         assert during, "no chat was sent while the DELETE ran: the test saw nothing"
         # the user back right after the 200, through b, before b applied the record: that chat is theirs
         after = acme_b.post("/v1/chat/completions", json=body).json()["id"]
-        b.runtime.deletion_sweep.run_once()  # b applies the record (within deletion_sweep_s in a service)
+        b.runtime.deletion_sweep.run_once()  # and b applied the record (within deletion_sweep_s in a service)
 
         before_record = {rid for at, rid in sent if at < record.deleted_at}
         stored = _stored_response_ids(b.runtime)
