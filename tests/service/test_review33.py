@@ -88,6 +88,44 @@ def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, 
     assert f"`{word}` is not JSON" in error["message"], error
 
 
+def test_naming_the_field_of_a_large_bodys_nan_stalls_no_other_tenant(live, monkeypatch):
+    """Naming the field of a `NaN` (or of a lone surrogate escape) scans the JSON before it in Python: 0.3-1 s for
+    a 1 MB body (a long chat history sent by aiohttp's `json=`). Before (review of trial45a) that ran on the event
+    loop, so every tenant's requests waited meanwhile. The look is held here (an injected Event, not a timing) while
+    another tenant's request is answered; then the 400 names the field."""
+    import json
+    import threading
+
+    import httpx
+
+    import service.strict
+
+    looking, release = threading.Event(), threading.Event()
+    refusal = service.strict.non_json_constant_refusal
+
+    def held(body, problem):
+        looking.set()
+        assert release.wait(60), "never released"
+        return refusal(body, problem)
+
+    monkeypatch.setattr(service.strict, "non_json_constant_refusal", held)
+    history = [{"role": "user", "content": f"Question {i}: " + "x" * 1000} for i in range(70)]  # ~72 KB
+    body = json.dumps({"model": "pluralign", "messages": history, "temperature": float("nan")})
+    answer: dict[str, httpx.Response] = {}
+    with live.client("acme") as acme, live.client("globex") as globex:
+        sending = threading.Thread(target=lambda: answer.update(r=globex.post(
+            "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})), daemon=True)
+        sending.start()
+        assert looking.wait(60), "the body's NaN was never looked at"
+        try:
+            assert acme.get("/v1/models", timeout=10).status_code == 200  # before: httpx.ReadTimeout
+        finally:
+            release.set()
+        sending.join(60)
+    assert answer["r"].status_code == 400, answer["r"].text
+    assert answer["r"].json()["error"]["param"] == "temperature"
+
+
 def test_a_literal_backslash_u_and_a_whole_pair_are_text(live):
     """`"\\\\ud83d"` (a backslash, then `ud83d`) and a whole pair are text: stored, not refused."""
     body = '{"type": "comparison", "user": "r33b", "prompt": "\\\\ud83d", "chosen": "\\ud83d\\ude00", "rejected": "b"}'
