@@ -69,23 +69,28 @@ def test_a_lone_surrogate_escape_is_a_400_naming_its_field(live, path, body, fie
     assert "lone UTF-16 surrogate escape" in error["message"] and "\\ud" in error["message"], error
 
 
-@pytest.mark.parametrize("path, body, field, word", [
-    ("/v1/feedback", '{"type": "comparison", "user": "r33n", "prompt": "p", "chosen": "a", "rejected": "b", "margin": NaN}', "margin", "NaN"),
-    ("/v1/chat/completions", '{"model": "pluralign", "temperature": Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "temperature", "Infinity"),
-    ("/v1/chat/completions", '{"model": "pluralign", "top_p": -Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "top_p", "-Infinity"),
-    ("/v1/rewards/score", '{"user": "r33n", "prompt": "p", "responses": ["a", NaN]}', "responses[1]", "NaN"),
+@pytest.mark.parametrize("path, body, field, word, advice", [
+    ("/v1/feedback", '{"type": "comparison", "user": "r33n", "prompt": "p", "chosen": "a", "rejected": "b", "margin": NaN}', "margin", "NaN", "number"),
+    ("/v1/chat/completions", '{"model": "pluralign", "temperature": Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "temperature", "Infinity", "number"),
+    ("/v1/chat/completions", '{"model": "pluralign", "top_p": -Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "top_p", "-Infinity", "number"),
+    ("/v1/rewards/score", '{"user": "r33n", "prompt": "p", "responses": ["a", NaN]}', "responses[1]", "NaN", "text"),
+    ("/v1/feedback", '{"type": "comparison", "user": "r33n", "prompt": "p", "chosen": NaN, "rejected": "b"}', "chosen", "NaN", "text"),
 ])
-def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, body, field, word):
+def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, body, field, word, advice):
     """Python's `json.dumps` (and so `aiohttp`'s `json=`, or `urllib` with it) writes a float NaN or
     infinity as `NaN`, `Infinity`, `-Infinity`, which JSON has not. Before (trial45a): 400 `body`, "JSON
     is malformed: invalid character (byte 93)", naming no field, while an import's line named it
-    (`line 3.margin`). Now the 400 (`invalid_json`) names the field and the word, as an import does."""
+    (`line 3.margin`). Now the 400 (`invalid_json`) names the field and the word, as an import does, and
+    says what the field takes: a NaN where text goes (`responses[1]`, `chosen`) is most often pandas' missing
+    value, and "send a finite number" (trial45a's words for every field) sent the developer the wrong way."""
     with live.client() as c:
         answer = c.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert (error["param"], error["code"]) == (field, "invalid_json"), error
     assert f"`{word}` is not JSON" in error["message"], error
+    said = {"number": "send a finite number", "text": "this field takes text"}
+    assert said[advice] in error["message"] and not any(w in error["message"] for a, w in said.items() if a != advice), error
 
 
 def test_naming_the_field_of_a_large_bodys_nan_stalls_no_other_tenant(live, monkeypatch):
@@ -103,10 +108,10 @@ def test_naming_the_field_of_a_large_bodys_nan_stalls_no_other_tenant(live, monk
     looking, release = threading.Event(), threading.Event()
     refusal = service.strict.non_json_constant_refusal
 
-    def held(body, problem):
+    def held(*args):
         looking.set()
         assert release.wait(60), "never released"
-        return refusal(body, problem)
+        return refusal(*args)
 
     monkeypatch.setattr(service.strict, "non_json_constant_refusal", held)
     history = [{"role": "user", "content": f"Question {i}: " + "x" * 1000} for i in range(70)]  # ~72 KB
