@@ -136,7 +136,9 @@ def test_a_pick_sent_again_after_another_pick_of_the_response_is_stored(svc):
     their mind back: the last is their word now, new feedback, stored; a copy of it sent right after is
     still a replay. Before (review of trial45a) the derived key remembered the first A for as long as its
     rows were kept, so the third pick was answered `Idempotent-Replayed: true` with the first one's receipt
-    and nothing stored: the user's history held A once and B once, a tie, where their last word was A."""
+    and nothing stored: the user's history held A once and B once, a tie, where their last word was A.
+    docs/api.md: pluralign_feedback_replayed_total counts each copy answered as a replay."""
+    replayed = counter(svc, "pluralign_feedback_replayed_total")
     with svc.client() as c:
         response_id = chat(c, "ana")["id"]
         a = {"type": "choice", "response_id": response_id, "chosen_index": 0, "shown": [0, 1]}
@@ -149,3 +151,4 @@ def test_a_pick_sent_again_after_another_pick_of_the_response_is_stored(svc):
             stored = [r.json()["stored"] for r in sent]
             assert stored[3] == stored[2] and not set(stored[2]) & set(stored[0]), stored
         assert c.get("/v1/users/ana/preferences").json()["total"] == 3 * 1 + 3 * 3  # a shown pair: 1 row; a rating of 4: 3
+    assert counter(svc, "pluralign_feedback_replayed_total") == replayed + 2
