@@ -103,22 +103,27 @@ class OwedVectors:
         return [entry for entry in left if not isinstance(entry[2], CacheBusy)]
 
     def retry(self) -> int:
-        """Try each owed purge again; a file goes once every cache let its keys go. Returns the purges still owed."""
+        """Try the owed purges again, all in one purge of their keys: a cache still busy is waited for once a pass
+        (`wait_s`), not once an owed purge (each job's exit runs a pass, twice, under the job runner's lock). Every
+        file read goes once every cache let the keys go; one that cannot be read stays (logged), the others are still
+        tried. Returns the purges still owed."""
         with self._lock:
             files = sorted(self.folder.glob("*.keys")) if self.folder.is_dir() else []
-        owed = 0
+        unreadable, read, keys = 0, [], []
         for path in files:
             try:
                 data = path.read_bytes()
             except OSError as exc:  # unreadable (its folder's permissions changed): the others are still tried
                 log.error("an owed purge of a deleted user's vectors could not be read (%s): %s", path, exc)
-                owed += 1
+                unreadable += 1
                 continue
-            left = forget_embedding_keys([data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)], self.wait_s)
-            if left:
-                owed += 1
-                for name, cache, exc in left:
-                    log.debug("an owed purge of a deleted user's vectors from %s (%s) waits: %s", name, cache, exc)
-            else:
-                path.unlink(missing_ok=True)
-        return owed
+            read.append(path)
+            keys += [data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
+        left = forget_embedding_keys(keys, self.wait_s) if keys else []
+        for name, cache, exc in left:
+            log.debug("%d owed purges of deleted users' vectors from %s (%s) wait: %s", len(read), name, cache, exc)
+        if left:
+            return unreadable + len(read)
+        for path in read:
+            path.unlink(missing_ok=True)
+        return unreadable
