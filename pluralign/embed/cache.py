@@ -154,18 +154,13 @@ class EmbeddingCache:
         copies of the pages are still in it): either way, the same call later finishes it."""
         keys = list(dict.fromkeys(keys))
         gone = 0
-        with self._lock:
-            try:
-                self._db.execute("PRAGMA secure_delete=ON")
-                with self._db:
-                    for start in range(0, len(keys), 500):
-                        chunk = keys[start : start + 500]
-                        gone += self._db.execute(f"DELETE FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk).rowcount
-                blocked = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            except sqlite3.OperationalError as exc:
-                if _busy(exc):
-                    raise self._busy_error("cleaned") from None
-                raise
+        with self._lock, self._busy_as("cleaned"):
+            self._db.execute("PRAGMA secure_delete=ON")
+            with self._db:
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start : start + 500]
+                    gone += self._db.execute(f"DELETE FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk).rowcount
+            blocked = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if blocked:  # a reader held the log past the wait: the overwritten pages are not in the file yet
             raise self._busy_error("cleaned to the end (its write-ahead log still holds the old copies)")
         return gone
