@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from pluralign.embed.cache import CacheBusy, EmbeddingCache, default_cache_path, home_cache_path, text_key
+from pluralign.embed.cache import CacheBusy, EmbeddingCache, default_cache_path, home_cache_path
 from pluralign.files import append_durably
 
 log = logging.getLogger("pluralign.service")
@@ -33,20 +33,14 @@ OWED_FOLDER = "vectors-owed"  # under the data folder: the keys (32 bytes each) 
 Left = list[tuple[str, Path | None, Exception]]
 
 
-def forget_embeddings(texts: list[str], wait_s: float = PURGE_WAIT_S) -> Left:
-    """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
-    fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash), and
-    from the CLI's default cache in ~/.cache, which the service's jobs filled before their cache moved into
-    the data folder (an upgraded install's). Nothing is created where there is no cache; no home folder
-    (HOME unset) is no cache there. Every cache is tried, and each that could not be looked into or
-    rewritten (damaged, its folder or HOME not readable; CacheBusy: another process held it for over
-    `wait_s` seconds) is returned as (its name in words, its path when known, the error); [] when all were
-    cleaned."""
-    return forget_embedding_keys([text_key(t) for t in texts], wait_s)
-
-
 def forget_embedding_keys(keys: Sequence[bytes], wait_s: float = PURGE_WAIT_S) -> Left:
-    """`forget_embeddings` by the texts' keys (`pluralign.embed.cache.text_key`)."""
+    """Remove the vectors of a deleted user's texts, by their keys (`pluralign.embed.cache.text_key`), from the
+    embedding cache the admin area's jobs fill (PAL/EM training embeds every snapshot row into it; a vector is keyed
+    by its text's hash), and from the CLI's default cache in ~/.cache, which the service's jobs filled before their
+    cache moved into the data folder (an upgraded install's). Nothing is created where there is no cache; no home
+    folder (HOME unset) is no cache there. Every cache is tried, and each that could not be looked into or rewritten
+    (damaged, its folder or HOME not readable; CacheBusy: another process held it for over `wait_s` seconds) is
+    returned as (its name in words, its path when known, the error); [] when all were cleaned."""
     if not keys:
         return []
     try:
