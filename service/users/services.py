@@ -60,7 +60,6 @@ from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
 from service.settings import POOLED_PRIOR_MAX_USERS
 from service.users.journal import Unfinished
-from service.users.vectors import HOME_CACHE, JOBS_CACHE, forget_embedding_keys, forget_embeddings  # noqa: F401 (imported from here)
 from service.waiting_refits import forget_refits
 
 if TYPE_CHECKING:
@@ -1167,7 +1166,7 @@ def forget_claims(rt: Runtime, tenant: str, user_id: str, before: float) -> None
 
 
 def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None = None) -> list[str]:
-    """`forget_embeddings` of the texts of the user's stored comparisons (received before `before`, when
+    """`OwedVectors.forget` (`service.users.vectors`) of the texts of the user's stored comparisons (received before `before`, when
     given). A cache it cannot look into or rewrite stops no other step of the DELETE: it is logged (with
     its path), noted for /health (`degraded`, as a storage problem) and returned in words, for the
     DELETE's 200 to warn of."""
