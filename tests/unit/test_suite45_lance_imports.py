@@ -100,7 +100,7 @@ class HoldTheFirstImport:
             frame = sys._current_frames().get(self.b.ident)
             where.append(frame and (frame.f_code.co_name, frame.f_lasti))
             time.sleep(0.05)
-        return where[0] == where[1] and where[0][0] == "import_lancedb"
+        return where[0] is not None and where[0] == where[1] and where[0][0] == "import_lancedb"  # (None: B not started yet)
 
 
 def test_two_threads_importing_lancedb_at_once_leave_pydantic_as_it_was(monkeypatch):
