@@ -213,7 +213,10 @@ class ProcessGenerator:
             log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
             self._start()
         self._cancel.clear()
-        self._conn.send((op, args))
+        try:
+            self._conn.send((op, args))
+        except OSError:  # it died since `is_alive` looked (killed, its threads still ending): as `_receive` says it
+            raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) during a call") from None
 
     def _receive(self, cancel: threading.Event | None):
         """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set."""
@@ -224,7 +227,7 @@ class ProcessGenerator:
                 raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) during a call")
         try:
             return self._conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # OSError: the pipe reset by a child killed mid-call (ConnectionResetError)
             raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) during a call") from None
 
     def _reply(self, message):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pluralign.policy.generator import Cancelled, Generator, Sampling
-from pluralign.policy.process import ProcessGenerator
+from pluralign.policy.process import GeneratorProcessError, ProcessGenerator
 
 MESSAGES = [{"role": "user", "content": "Tell me about cats."}]
 # text that spells the chat template's special tokens: read as text in the child and in the counting here alike
@@ -79,7 +79,7 @@ def test_a_cancel_event_stops_the_childs_generation_and_the_next_call_is_served(
     assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=4, seed=2))[0][0].tokens <= 4
 
 
-def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generator_dir, tmp_path, capfd):
+def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generator_dir, tmp_path, capfd, monkeypatch):
     """On the module's child (starting one costs seconds): the crash starts a new one, which the
     tests after this one use, as the service would. The new child writes to this test's stderr (the
     service's log): loading the adapter there says no peft/transformers FutureWarning
@@ -104,6 +104,10 @@ def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generat
         deadline = time.monotonic() + 30
         while not killed(first) and time.monotonic() < deadline:  # (was: a 0.5 s sleep)
             time.sleep(0.01)
+        with monkeypatch.context() as window:  # a call between its death and `is_alive` seeing it (its threads still ending)
+            window.setattr(remote._process, "is_alive", lambda: True)
+            with pytest.raises(GeneratorProcessError, match="exited"):  # as documented: not the pipe's OSError (reviewsuite45)
+                remote.generate(MESSAGES, sampling=greedy, adapter="u1")
         assert remote.generate(MESSAGES, sampling=greedy, adapter="u1")[0][0].text == adapted  # a new child, same adapter
         assert remote.pid != first
         assert "is_gradient_checkpointing" not in capfd.readouterr().err
