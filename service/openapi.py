@@ -94,8 +94,10 @@ RESPONSE_HEADERS = {  # (path, method, status) -> headers it answers, beyond Ret
     ("/v1/users/{user_id}/stated-preferences", "patch", "200"): {"ETag": ETAG},
     ("/v1/users/{user_id}/stated-preferences", "patch", "412"): {"ETag": ETAG},
     **{(path, "post", "201"): {"Idempotent-Replayed": {
-        "description": "`true` when the `Idempotency-Key` was stored already: nothing new was stored, the first receipt is answered",
-        "schema": {"type": "string", "enum": ["true"]}}} for path in ("/v1/feedback", "/v1/users/{user_id}/import")},
+        "description": f"`true` when the `Idempotency-Key` was stored already{also}: nothing new was stored, the first receipt is answered",
+        "schema": {"type": "string", "enum": ["true"]}}} for path, also in (
+        ("/v1/feedback", ", or (sent without one) a `choice`, `rating` or `edit` is the same as the last feedback stored on its response"),
+        ("/v1/users/{user_id}/import", ""))},
     ("/admin/jobs", "post", "201"): {"Location": {"description": "the job queued: `/admin/jobs/{id}`", "schema": {"type": "string"}}},
     ("/admin/jobs", "post", "200"): {"Content-Location": {
         "description": "the queued audit answered (nothing queued): `/admin/jobs/{id}`", "schema": {"type": "string"}}},

@@ -45,7 +45,9 @@ from service.ids import PATTERN_WORDS
 
 _AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
 _NAMED = re.compile(r"field `(?P<name>[^`]+)`")
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|"|[{}\[\],]', re.S)  # a whole string, an unterminated one's quote, or structure
+# a whole string, an unterminated one's quote, or structure. A string's body as runs between escapes (Friedl's
+# unrolled loop): the alternation per character took 0.4 s to pass a 1 MB string, this takes 25 ms (review of trial45a)
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|"|[{}\[\],]', re.S)
 
 
 @lru_cache(maxsize=64)
@@ -665,12 +667,13 @@ def _utf16_hint(body: bytes) -> str:
     return ""
 
 
-def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError) -> HTTPException:
+def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError, body_type: object = None) -> HTTPException:
     """The 400 (`invalid_json`) of a JSON route's `body` (UTF-8, `read_json_body`'s) that msgspec
     could not decode (`exc`, not a ValidationError: that is a field's): the body is empty (what to send), holds a
-    lone surrogate escape (its field named), is nested too deeply, or is not JSON (msgspec's words, and a hint
-    when it looks UTF-16 or UTF-32 sent without its charset). The API service's JSON routes and the embeddings
-    server (`service.embeddings.app`) answer these alike."""
+    lone surrogate escape (its field named), a `NaN` or infinity (its field named, and what the field of the route's
+    `body_type` takes), is nested too deeply, or is not JSON (msgspec's words, and a hint when it looks UTF-16 or
+    UTF-32 sent without its charset). The API service's JSON routes and the embeddings server
+    (`service.embeddings.app`) answer these alike."""
     if isinstance(exc, RecursionError):
         return bad_request("body", "the JSON is nested too deeply", code="invalid_json")
     if not body.strip():  # `curl -X POST URL` alone: "Input data was truncated" would not say what to send
@@ -678,20 +681,35 @@ def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError) -> 
                                    "default)", code="invalid_json")
     if (refusal := lone_surrogate_refusal(body)) is not None:  # msgspec says "truncated" or "surrogate pair", not where
         return refusal
-    if (refusal := non_json_constant_refusal(body, str(exc))) is not None:  # msgspec says "invalid character (byte 93)"
+    if (refusal := non_json_constant_refusal(body, str(exc), body_type)) is not None:  # msgspec: "invalid character (byte 93)"
         return refusal
     return bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json")
+
+
+# a body this long or longer is refused off the event loop (`undecodable_json_off_loop`), as `repeated_key` is looked at
+LOOP_BYTES = 65_536
+
+
+async def undecodable_json_off_loop(body: bytes, exc: msgspec.DecodeError | RecursionError, body_type: object = None) -> HTTPException:
+    """`undecodable_json`, worked out on a thread for a body of LOOP_BYTES or more: naming the field of a `NaN` or of
+    a lone surrogate escape scans the JSON before it in Python (`_path_to_open_string`: 0.3-1 s for a 1 MB body of
+    many short values), which until the review of trial45a ran on the event loop, every tenant's requests waiting."""
+    if len(body) < LOOP_BYTES:
+        return undecodable_json(body, exc, body_type)
+    return await anyio.to_thread.run_sync(undecodable_json, body, exc, body_type)
 
 
 _INVALID_AT = re.compile(r"invalid character \(byte (\d+)\)")
 _NON_JSON_CONSTANTS = (b"NaN", b"Infinity", b"-Infinity")  # how Python's json.dumps writes a float NaN or infinity
 
 
-def non_json_constant_refusal(body: bytes, problem: str) -> HTTPException | None:
+def non_json_constant_refusal(body: bytes, problem: str, body_type: object = None) -> HTTPException | None:
     """The 400 (`invalid_json`) naming the field (`margin`, `responses[1]`) of a JSON body whose first fault,
     where msgspec stopped (`problem`: its words, "invalid character (byte N)"), is `NaN`, `Infinity` or
     `-Infinity`: what Python's `json.dumps` writes for a float that JSON cannot hold (aiohttp's `json=`, urllib with
-    it), as an import's line names it (`pluralign.data.io`); None otherwise. Before (trial45a) it named `body`."""
+    it), as an import's line names it (`pluralign.data.io`), and what the field of `body_type` takes (`_takes_text`);
+    None otherwise. Before (trial45a) it named `body`; until its review it said "send a finite number" of every
+    field, also of one taking text, where a NaN is most often pandas' missing value."""
     if (found := _INVALID_AT.search(problem)) is None:
         return None
     start = int(found.group(1))
@@ -700,8 +718,19 @@ def non_json_constant_refusal(body: bytes, problem: str) -> HTTPException | None
     if word is None:
         return None
     field = _path_to_open_string(body[:start] + b'"') or "body"  # the value there, as if a string opened at it
+    advice = ("this field takes text (pandas writes a missing value as NaN)" if _takes_text(body_type, field)
+              else "send a finite number")
     return bad_request(field, f"`{word.decode()}` is not JSON (Python's json.dumps writes a float NaN or infinity so): "
-                              "send a finite number (or leave the field out where it is optional)", code="invalid_json")
+                              f"{advice} (or leave the field out where it is optional)", code="invalid_json")
+
+
+def _takes_text(body_type: object, field: str) -> bool:
+    """Whether the field at the dotted path `field` (`responses[1]`) of `body_type` takes a string (False when
+    `body_type` is None or holds no such field)."""
+    member = body_type
+    for segment in [int(i) if i else name for i, name in _SEGMENT.findall(field)]:
+        member = _member_type(member, segment)
+    return member is not None and str in _options(member)
 
 
 # objects and arrays one JSON body may open at least (an import's line: at most). A 1 MB body of `[]` opens 240,000, each a
@@ -797,11 +826,11 @@ async def strict_json_body(request: Request) -> None:
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
         raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
     except (msgspec.DecodeError, RecursionError) as exc:
-        raise undecodable_json(body, exc) from None
+        raise await undecodable_json_off_loop(body, exc, data.annotation) from None
     except UnicodeDecodeError as exc:
         field = _utf8_field(body)
         raise bad_request(field, f"is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string)") from None
     # Python's decoder reads ~50 MB/s: a large body's check leaves the event loop (1 MB: ~20 ms)
-    if (field := repeated_key(body) if len(body) < 65_536 else await anyio.to_thread.run_sync(repeated_key, body)) is not None:
+    if (field := repeated_key(body) if len(body) < LOOP_BYTES else await anyio.to_thread.run_sync(repeated_key, body)) is not None:
         raise bad_request(field, "given 2 times in one JSON object; give it once")
     return None

@@ -8,7 +8,9 @@ moment) holds the write lock only for one small batch, never while it encodes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -22,6 +24,8 @@ from pluralign.files import NoHomeFolder, home_folder
 
 PUT_ROWS = 256  # rows a `put` writes per transaction (384-d float32: ~0.4 MB), the longest the write lock is held
 WAIT_S = 60.0  # how long a connection waits for another's lock by default (a job's worker: it has time)
+
+log = logging.getLogger(__name__)
 
 
 class CacheBusy(ValueError):
@@ -97,8 +101,10 @@ class EmbeddingCache:
                          f"stopped or hung in a transaction), so it could not be {doing}")
 
     def get(self, encoder_id: str, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """The vectors cached under `encoder_id` for those of `keys` that have one, by key; CacheBusy when the cache
+        could not be read within `wait_s` (another process held it, as when a checkpoint waits on a stopped reader)."""
         found: dict[bytes, np.ndarray] = {}
-        with self._lock:
+        with self._lock, self._busy_as("read"):
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
@@ -111,14 +117,25 @@ class EmbeddingCache:
                         found[key] = np.frombuffer(blob, dtype=np.float32)  # write): absent, so embedded again and replaced
         return found
 
+    @contextlib.contextmanager
+    def _busy_as(self, doing: str):
+        """SQLite's "database is locked" past `wait_s` inside the block, as CacheBusy naming the file."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise self._busy_error(doing) from None
+            raise
+
     def put(self, encoder_id: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
         """Store `vectors` (N, dim) under `keys` (N `text_key`s), `PUT_ROWS` rows a transaction: the write
         lock, which a user's DELETE cleaning the cache waits for, is held for one batch at a time (all N in
         one, a stopped or slow job held it for as long as a large snapshot took to write). ValueError when
-        their counts differ (nothing is stored)."""
+        their counts differ (nothing is stored); CacheBusy when another process held the write lock for over
+        `wait_s` (the batches before it are stored)."""
         if len(keys) != len(vectors):
             raise ValueError(f"`keys` has {len(keys)} keys, `vectors` {len(vectors)} rows: one vector per key")
-        with self._lock:
+        with self._lock, self._busy_as("written"):
             for start in range(0, len(keys), PUT_ROWS):
                 rows = [(encoder_id, k, v.astype(np.float32).tobytes())
                         for k, v in zip(keys[start : start + PUT_ROWS], vectors[start : start + PUT_ROWS], strict=False)]
@@ -137,18 +154,13 @@ class EmbeddingCache:
         copies of the pages are still in it): either way, the same call later finishes it."""
         keys = list(dict.fromkeys(keys))
         gone = 0
-        with self._lock:
-            try:
-                self._db.execute("PRAGMA secure_delete=ON")
-                with self._db:
-                    for start in range(0, len(keys), 500):
-                        chunk = keys[start : start + 500]
-                        gone += self._db.execute(f"DELETE FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk).rowcount
-                blocked = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            except sqlite3.OperationalError as exc:
-                if _busy(exc):
-                    raise self._busy_error("cleaned") from None
-                raise
+        with self._lock, self._busy_as("cleaned"):
+            self._db.execute("PRAGMA secure_delete=ON")
+            with self._db:
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start : start + 500]
+                    gone += self._db.execute(f"DELETE FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk).rowcount
+            blocked = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if blocked:  # a reader held the log past the wait: the overwritten pages are not in the file yet
             raise self._busy_error("cleaned to the end (its write-ahead log still holds the old copies)")
         return gone
@@ -165,7 +177,9 @@ class CachedEncoder:
     """Wraps an encoder: texts already cached are read back, only new ones are embedded. What the
     encoder returns is checked before it is cached (`checked_vectors`): a ValueError, and nothing
     kept, when it is another shape than (texts, dim) or not finite. A cached row that is not
-    (dim,) finite numbers is embedded again and replaced."""
+    (dim,) finite numbers is embedded again and replaced. A cache another process held past its wait
+    (`CacheBusy` on a write: a job's worker stopped inside one) costs one wait: what was embedded is
+    returned uncached, and this encoder writes no more (a later run embeds those texts again)."""
 
     def __init__(self, encoder: Encoder, cache: EmbeddingCache):
         self.encoder = encoder
@@ -177,6 +191,7 @@ class CachedEncoder:
         self.cache_id = f"{encoder.encoder_id}@{max_length}" if max_length else encoder.encoder_id
         self.dim = encoder.dim
         self.embedded = 0  # texts actually sent to the encoder, for tests and benchmarks
+        self.cache_busy = False  # a write found the cache held past its wait: no more are tried
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         texts = text_list(texts)
@@ -191,10 +206,19 @@ class CachedEncoder:
             for k, t in zip(keys, texts, strict=False):
                 first_text.setdefault(k, t)
             vectors = checked_vectors(self.encoder, self.encoder.encode([first_text[k] for k in missing]), len(missing))
-            self.cache.put(self.cache_id, missing, vectors)
+            self._keep(missing, vectors)
             self.embedded += len(missing)
             found.update(zip(missing, vectors, strict=False))
         out = np.empty((len(texts), self.dim), np.float32)
         for i, k in enumerate(keys):
             out[i] = found[k]
         return out
+
+    def _keep(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        if self.cache_busy:
+            return
+        try:
+            self.cache.put(self.cache_id, keys, vectors)
+        except CacheBusy as exc:  # the vectors in hand are not lost with the run; not waited for again
+            self.cache_busy = True
+            log.warning("%s; what is embedded from now on is not cached", exc)

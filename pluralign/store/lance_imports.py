@@ -18,6 +18,9 @@ import threading
 from collections.abc import Callable
 
 REST_CLIENT = "lance_namespace_urllib3_client"
+# one swap of `pydantic.validate_call` at a time: two threads' imports (a store opened beside an audit's `connect`)
+# would each keep the other's as "the original", and the last to end would leave the deferred one in pydantic
+_SWAPPING = threading.Lock()
 
 
 def validate_call_at_first_call(validate_call: Callable) -> Callable:
@@ -36,7 +39,7 @@ def validate_call_at_first_call(validate_call: Callable) -> Callable:
                 if built is None:
                     with lock:
                         if built is None:
-                            built = validate_call(f, **options)
+                            built = _build(validate_call, f, options)
                 return built(*args, **kwargs)
 
             return call
@@ -46,19 +49,31 @@ def validate_call_at_first_call(validate_call: Callable) -> Callable:
     return deferred
 
 
+def _build(validate_call: Callable, f: Callable, options: dict) -> Callable:
+    # not in `call`: pydantic keeps its caller's frame locals for good (`parent_frame_namespace`, to resolve
+    # annotations), which there are the first call's arguments (the API client, a request body)
+    return validate_call(f, **options)
+
+
 def import_lancedb():
     """The `lancedb` module, its REST client (if this process has not imported it yet) imported with
     `validate_call_at_first_call`; `pydantic.validate_call` is pydantic's own again before this returns."""
     if REST_CLIENT not in sys.modules:
-        import pydantic
-
-        original = pydantic.validate_call
-        pydantic.validate_call = validate_call_at_first_call(original)
-        try:
-            with contextlib.suppress(ImportError):  # a later lancedb without it: nothing to spare
-                __import__(REST_CLIENT)
-        finally:
-            pydantic.validate_call = original
+        with _SWAPPING:
+            if REST_CLIENT not in sys.modules:  # (another thread's import may have ended meanwhile)
+                _import_rest_client()
     import lancedb
 
     return lancedb
+
+
+def _import_rest_client() -> None:
+    import pydantic
+
+    original = pydantic.validate_call
+    pydantic.validate_call = validate_call_at_first_call(original)
+    try:
+        with contextlib.suppress(ImportError):  # a later lancedb without it: nothing to spare
+            __import__(REST_CLIENT)
+    finally:
+        pydantic.validate_call = original

@@ -1879,17 +1879,17 @@ class Store:
             self._purge_tables([n for n, c in counts.items() if c])  # only the tables that held the user
         return counts
 
-    def delete_feedback_before(self, tenant: str, user_id: str, before: float, chats: bool = False) -> int:
+    def delete_feedback_before(self, tenant: str, user_id: str, before: float, chats_before: float | None = None) -> int:
         """Delete the user's feedback rows received before `before` (unix seconds; `received_before`):
         those a process acknowledged before another one answered their DELETE, and moved in after it.
-        `chats`: their chats (interactions) created before it too (a DELETE finished after the user came
-        back; a chat is stored when it is served). Purged as `delete_user` purges; when nothing else of
-        the user is left, every row of theirs goes (the users row a refit of those rows wrote). Returns
-        the rows deleted."""
-        names = ["preferences", *(["interactions"] if chats else [])]
+        `chats_before` (unix seconds): their chats (interactions) created before it too (a chat is stored when
+        it is served: a DELETE finished after the user came back, or chats another replica stored before it
+        saw the DELETE's record). Purged as `delete_user` purges; when nothing else of the user is left, every
+        row of theirs goes (the users row a refit of those rows wrote). Returns the rows deleted."""
+        names = ["preferences", *(["interactions"] if chats_before is not None else [])]
         owner = owner_filter(tenant, user_id)
         wheres = {"preferences": f"{owner} AND {received_before(before)}",
-                  "interactions": f"{owner} AND created_at < {float(before)!r}", "users": owner}
+                  "interactions": f"{owner} AND created_at < {float(chats_before or 0.0)!r}", "users": owner}
         found: dict[str, int] = {}
         with self._maintenance():
             def delete_rows() -> None:

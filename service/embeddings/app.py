@@ -41,7 +41,7 @@ from service.metrics import access_route_of, method_of
 from service.requestid import CLIENT_CLOSED, app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
-from service.strict import DecodedRequest, read_json_body, undecodable_json
+from service.strict import DecodedRequest, read_json_body, undecodable_json_off_loop
 
 log = logging.getLogger("pluralign.embeddings")
 
@@ -115,7 +115,7 @@ async def check_json_body(request: Request) -> None:
             try:
                 msgspec.json.decode(body, type=msgspec.Raw)  # JSON's syntax only, not kept: Litestar decodes the fields
             except (msgspec.DecodeError, RecursionError) as exc:
-                raise undecodable_json(body, exc) from None
+                raise await undecodable_json_off_loop(body, exc) from None
 
 
 def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:

@@ -24,7 +24,9 @@ async def create_feedback(
     reply; a request of the user that comes first moves their rows and refits them itself.
 
     Send `Idempotency-Key` to retry safely: a retry of a feedback already stored (even across a
-    crash) stores nothing and answers 201 with the first receipt and `Idempotent-Replayed: true`."""
+    crash) stores nothing and answers 201 with the first receipt and `Idempotent-Replayed: true`. A `choice`,
+    `rating` or `edit` sent without one that is the same as the last feedback stored on its response (a button
+    clicked twice) is answered so too."""
     rt: Runtime = request.app.state.runtime
     services.one_idempotency_key(request)
     receipt, replayed = await services.record(rt, request.user.tenant, data, idempotency_key)

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable
 
 import msgspec
+import pyarrow.compute as pc
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotFoundException
 
@@ -212,20 +213,61 @@ def already_stored(rt: Runtime, tenant: str, user: str, ids: list[str]) -> list[
     return [i for i in ids if i in found]
 
 
-def same_feedback_key(fb: ChoiceFeedback | RatingFeedback | EditFeedback, rows: list[dict]) -> str:
-    """The `Idempotency-Key` a `choice`, `rating` or `edit` sent without one is stored under: drawn from its
-    response and what it states (its rows' texts, as `answer_key` tells answers apart, sides, tie and margin, and
-    its labels), so the same feedback on one response sent again (a button clicked twice, a request resent
-    after a timeout, copies at once) is a replay of the first, not the user's evidence again, while another pick
-    of the same response (another `shown` pair, another rating) is stored. Holds spaces: no key a client sends
-    (`IDEMPOTENCY_KEY`) is one. Before (trial45a), 8 copies of one choice made "based on 8 comparisons"."""
+def same_feedback_digest(fb: ChoiceFeedback | RatingFeedback | EditFeedback, rows: list[dict]) -> str:
+    """What a `choice`, `rating` or `edit` states about its response, as 64 hex digits: its rows' texts (as
+    `answer_key` tells answers apart), sides, tie and margin, and its labels. Two bodies with one digest store
+    the same evidence."""
     facts = sorted(
         msgspec.json.encode([r["prompt"], answer_key(r["chosen"]), answer_key(r["rejected"]), r["tie"], r["margin"], r["kind"]])
         for r in rows
     )
     labels = msgspec.json.encode([fb.source, sorted((fb.attributes or {}).items())])
-    digest = hashlib.sha256(b"\n".join([labels, *facts])).hexdigest()
-    return f"response {fb.response_id} {digest}"
+    return hashlib.sha256(b"\n".join([labels, *facts])).hexdigest()
+
+
+def response_tag(tenant: str, user: str, response_id: str) -> str:
+    """The 12 hex digits the pref_ids of every `choice`, `rating` or `edit` sent on one response without an
+    `Idempotency-Key` start with (`same_feedback_ids`)."""
+    return hashlib.sha256(f"{tenant}\0{user}\0{response_id}".encode()).hexdigest()[:12]
+
+
+def same_feedback_ids(tenant: str, user: str, response_id: str, digest: str, turn: int, n: int) -> list[str]:
+    """The pref_ids of the `turn`-th feedback (0, 1, ...) stored on a response without an `Idempotency-Key`, of
+    `n` rows stating `digest` (`same_feedback_digest`): the response's tag, the turn (4 or more hex digits), then
+    16 hex digits drawn from all of these and the row's index. The same on every replica and after a restart, so
+    copies that two replicas received are stored once when moved (`pluralign.store.ingest`)."""
+    head = f"{response_tag(tenant, user, response_id)}{turn:04x}"
+    return [head + hashlib.sha256(f"{tenant}\0{user}\0{response_id}\0{digest}\0{turn}\0{i}".encode()).hexdigest()[:16]
+            for i in range(n)]
+
+
+def _turns_on_response(rt: Runtime, tenant: str, user: str, tag: str) -> tuple[int, set[str]]:
+    """(the last turn stored on the response of `tag`, -1 for none; the acknowledged pref_ids starting with `tag`):
+    pending in the log first, then in the table, as `already_stored` looks."""
+    held = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user) for r in e.rows if r.pref_id.startswith(tag)}
+    ids = rt.store.history(tenant, user).meta.column("pref_id")
+    held.update(ids.filter(pc.starts_with(ids, pattern=tag)).to_pylist())
+    turns = [int(found[1], 16) for pref_id in held if (found := _TURN.fullmatch(pref_id, len(tag))) is not None]
+    return max(turns, default=-1), held
+
+
+_TURN = re.compile(r"([0-9a-f]{4,})[0-9a-f]{16}")  # after the response's tag: the turn, then the row's digits
+
+
+def same_feedback_replay(rt: Runtime, tenant: str, user: str, fb: ChoiceFeedback | RatingFeedback | EditFeedback,
+                         rows: list[dict]) -> tuple[list[str], list[str]]:
+    """(ids, found) for a `choice`, `rating` or `edit` sent without an `Idempotency-Key`, as `replay_of` gives them
+    for a key: a copy of the last feedback stored on its response (a button clicked twice, a request resent after a
+    timeout, copies at once) finds that one's ids (a replay); anything else is the response's next turn, stored,
+    a pick repeating an earlier one after another (A, then B, then A again: the user changed their mind back)
+    included. Until review of trial45a the ids were drawn from what the body stated alone, so that third pick was
+    answered as a replay of the first for as long as its rows were kept, and the user's last word was lost. Run in
+    a thread."""
+    digest = same_feedback_digest(fb, rows)
+    last, held = _turns_on_response(rt, tenant, user, response_tag(tenant, user, fb.response_id))
+    if last >= 0 and held.issuperset(ids := same_feedback_ids(tenant, user, fb.response_id, digest, last, len(rows))):
+        return ids, ids
+    return same_feedback_ids(tenant, user, fb.response_id, digest, last + 1, len(rows)), []
 
 
 async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: str | None = None) -> tuple[FeedbackReceipt, bool]:
@@ -235,21 +277,25 @@ async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: st
 
     With an `idempotency_key`, a feedback whose rows are already acknowledged is not stored again:
     the receipt of the first attempt comes back with replayed=True; a `choice`, `rating` or `edit` sent
-    without one is keyed by what it states about its response (`same_feedback_key`). Raises a 400 naming
-    `Idempotency-Key` when the key is not 1-255 printable ASCII characters."""
+    without one that repeats the last feedback stored on its response is answered so too
+    (`same_feedback_replay`). Raises a 400 naming `Idempotency-Key` when the key is not 1-255 printable
+    ASCII characters."""
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     check_labels(rt, fb.source, fb.attributes)
     if isinstance(fb, ComparisonFeedback):
         user, rows = rows_for(rt, tenant, fb)
+        if idempotency_key is None:
+            return await _store(rt, tenant, user, fb, rows, [uuid.uuid4().hex for _ in rows]), False
     else:
         user, rows = await sync_to_thread(rows_for, rt, tenant, fb)
-    if idempotency_key is None and not isinstance(fb, ComparisonFeedback):
-        idempotency_key = same_feedback_key(fb, rows)  # the same pick on one response sent again is a retry
-    if idempotency_key is None:
-        return await _store(rt, tenant, user, fb, rows, [uuid.uuid4().hex for _ in rows]), False
-    async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
-        ids, found = await sync_to_thread(replay_of, rt, tenant, user, idempotency_key, len(rows))
+    # two copies in flight: the second waits, then finds the first. Without a key, one response's feedback
+    # takes turns (a key a client sends holds no space)
+    async with rt.idempotency_lock(tenant, idempotency_key or f"response {fb.response_id}"):
+        if idempotency_key is None:
+            ids, found = await sync_to_thread(same_feedback_replay, rt, tenant, user, fb, rows)
+        else:
+            ids, found = await sync_to_thread(replay_of, rt, tenant, user, idempotency_key, len(rows))
         if found:
             rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
             return FeedbackReceipt(user=user, stored=found), True

@@ -10,9 +10,11 @@ entries it finds at its next start and at every pass after (`services.Unfinished
 
 An entry is one small JSON file in `<data folder>/deletes-in-progress/`, named by the user's hash
 (`pluralign.store.deletions.user_hash`), written whole (temp file, fsync, rename, fsync of the folder).
-It holds the tenant, the user's id and when the DELETE began: the steps need the id (the store's rows
-and the adapter folder are named by it), so an entry keeps it only while that user's DELETE is
-unfinished, and never their texts. The deletions table, which outlives the DELETE, keeps the hash only.
+It holds the tenant, the user's id, when the DELETE began and, with replicas, when its deletion record was
+committed (`Unfinished.recorded_at`, noted by rewriting the entry; a release before it cannot read such an
+entry and leaves it for the operator: let DELETEs finish before going back to one). The steps need the id
+(the store's rows and the adapter folder are named by it), so an entry keeps it only while that user's DELETE
+is unfinished, and never their texts. The deletions table, which outlives the DELETE, keeps the hash only.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ class Unfinished(Base, kw_only=True, frozen=True):
     tenant: str
     user_id: str
     started_at: float  # unix seconds: what the user sent before it is deleted, what they send after is theirs
+    # unix seconds (this replica's clock), with replicas: when its deletion record's commit returned; a DELETE
+    # stopped after it deletes the chats other replicas stored before they saw the record when it is finished
+    # (`services._chats_stored_meanwhile`). None: not recorded yet, or an entry of an earlier release
+    recorded_at: float | None = None
+
+    def same_delete(self, other: Unfinished | None) -> bool:
+        """Whether `other` is the entry of this same DELETE (its user's, begun at the same time), noted as
+        recorded or not."""
+        return other is not None and (other.tenant, other.user_id, other.started_at) == (self.tenant, self.user_id, self.started_at)
 
 
 class DeleteJournal:
@@ -81,7 +92,7 @@ class DeleteJournal:
         entry (finished meanwhile, or replaced by a later DELETE of theirs) or is being run already."""
         key = user_hash(entry.tenant, entry.user_id)
         with self._lock:
-            if key in self._running or self._read(self.path(entry.tenant, entry.user_id)) != entry:
+            if key in self._running or not entry.same_delete(self._read(self.path(entry.tenant, entry.user_id))):
                 return False
             self._running.add(key)
         return True
@@ -93,7 +104,7 @@ class DeleteJournal:
         cannot be removed (a read-only folder) is logged and stays: the DELETE did its work, and a later
         pass, finding nothing left to delete, removes it."""
         path = self.path(entry.tenant, entry.user_id)
-        if self._read(path) == entry:
+        if entry.same_delete(self._read(path)):
             try:
                 for temp in self.folder.glob(f".{glob.escape(path.name)}.*"):
                     temp.unlink(missing_ok=True)
@@ -101,6 +112,15 @@ class DeleteJournal:
                 self._sync_folder()
             except OSError as exc:
                 log.error("the entry of a finished DELETE, %s, could not be removed (a later pass tries again): %s", path, exc)
+
+    def recorded(self, entry: Unfinished, at: float) -> None:
+        """Note in the entry of the DELETE `entry` (running here) that its deletion record was committed at `at`
+        (unix seconds). One that cannot be written is logged: the DELETE goes on (finished from the journal, it
+        then leaves the chats other replicas stored before they saw the record)."""
+        try:
+            self._write(msgspec.structs.replace(entry, recorded_at=at))
+        except OSError as exc:
+            log.error("the DELETE journal entry in %s could not note its deletion record: %s", self.folder, exc)
 
     def release(self, entry: Unfinished) -> None:
         """The DELETE stopped running here (done or not): a later pass may take up its entry."""

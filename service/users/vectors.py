@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from pluralign.embed.cache import CacheBusy, EmbeddingCache, default_cache_path, home_cache_path, text_key
+from pluralign.embed.cache import CacheBusy, EmbeddingCache, default_cache_path, home_cache_path
 from pluralign.files import append_durably
 
 log = logging.getLogger("pluralign.service")
@@ -33,20 +33,14 @@ OWED_FOLDER = "vectors-owed"  # under the data folder: the keys (32 bytes each) 
 Left = list[tuple[str, Path | None, Exception]]
 
 
-def forget_embeddings(texts: list[str], wait_s: float = PURGE_WAIT_S) -> Left:
-    """Remove the vectors of a deleted user's texts from the embedding cache the admin area's jobs
-    fill (PAL/EM training embeds every snapshot row into it; a vector is keyed by its text's hash), and
-    from the CLI's default cache in ~/.cache, which the service's jobs filled before their cache moved into
-    the data folder (an upgraded install's). Nothing is created where there is no cache; no home folder
-    (HOME unset) is no cache there. Every cache is tried, and each that could not be looked into or
-    rewritten (damaged, its folder or HOME not readable; CacheBusy: another process held it for over
-    `wait_s` seconds) is returned as (its name in words, its path when known, the error); [] when all were
-    cleaned."""
-    return forget_embedding_keys([text_key(t) for t in texts], wait_s)
-
-
 def forget_embedding_keys(keys: Sequence[bytes], wait_s: float = PURGE_WAIT_S) -> Left:
-    """`forget_embeddings` by the texts' keys (`pluralign.embed.cache.text_key`)."""
+    """Remove the vectors of a deleted user's texts, by their keys (`pluralign.embed.cache.text_key`), from the
+    embedding cache the admin area's jobs fill (PAL/EM training embeds every snapshot row into it; a vector is keyed
+    by its text's hash), and from the CLI's default cache in ~/.cache, which the service's jobs filled before their
+    cache moved into the data folder (an upgraded install's). Nothing is created where there is no cache; no home
+    folder (HOME unset) is no cache there. Every cache is tried, and each that could not be looked into or rewritten
+    (damaged, its folder or HOME not readable; CacheBusy: another process held it for over `wait_s` seconds) is
+    returned as (its name in words, its path when known, the error); [] when all were cleaned."""
     if not keys:
         return []
     try:
@@ -103,22 +97,27 @@ class OwedVectors:
         return [entry for entry in left if not isinstance(entry[2], CacheBusy)]
 
     def retry(self) -> int:
-        """Try each owed purge again; a file goes once every cache let its keys go. Returns the purges still owed."""
+        """Try the owed purges again, all in one purge of their keys: a cache still busy is waited for once a pass
+        (`wait_s`), not once an owed purge (each job's exit runs a pass, twice, under the job runner's lock). Every
+        file read goes once every cache let the keys go; one that cannot be read stays (logged), the others are still
+        tried. Returns the purges still owed."""
         with self._lock:
             files = sorted(self.folder.glob("*.keys")) if self.folder.is_dir() else []
-        owed = 0
+        unreadable, read, keys = 0, [], []
         for path in files:
             try:
                 data = path.read_bytes()
             except OSError as exc:  # unreadable (its folder's permissions changed): the others are still tried
                 log.error("an owed purge of a deleted user's vectors could not be read (%s): %s", path, exc)
-                owed += 1
+                unreadable += 1
                 continue
-            left = forget_embedding_keys([data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)], self.wait_s)
-            if left:
-                owed += 1
-                for name, cache, exc in left:
-                    log.debug("an owed purge of a deleted user's vectors from %s (%s) waits: %s", name, cache, exc)
-            else:
-                path.unlink(missing_ok=True)
-        return owed
+            read.append(path)
+            keys += [data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
+        left = forget_embedding_keys(keys, self.wait_s) if keys else []
+        for name, cache, exc in left:
+            log.debug("%d owed purges of deleted users' vectors from %s (%s) wait: %s", len(read), name, cache, exc)
+        if left:
+            return unreadable + len(read)
+        for path in read:
+            path.unlink(missing_ok=True)
+        return unreadable

@@ -133,7 +133,7 @@ def test_forget_names_users_by_key_or_by_hash():
 
 
 # 4 users: two DELETEs queued on each replica, all four sent at once, so the store's lease passes between
-# the replicas with the other's DELETE waiting (each waits out a purge's sync_ms + READ_MARGIN_S, 2.2 s);
+# the replicas with the other's DELETE waiting (each waits out a purge's sync_ms + READ_MARGIN_S: here 0.3 s, short_read_margin);
 # 12 (the race met more often, ~30 s) in `make test-all`
 @pytest.mark.parametrize("n_users", [4, pytest.param(12, marks=pytest.mark.slow)])
 def test_deletes_answered_by_two_replicas_at_once_all_succeed(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, n_users):

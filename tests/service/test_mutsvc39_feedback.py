@@ -129,3 +129,26 @@ def test_the_same_feedback_on_one_response_sent_again_is_stored_once(svc):
         assert other.status_code == 201 and "Idempotent-Replayed" not in other.headers, other.text
         assert c.get("/v1/users/dot/preferences").json()["total"] == 1 + 3 + 1
         assert c.get("/v1/users/dot").json()["summary"]["comparisons"] == 5
+
+
+def test_a_pick_sent_again_after_another_pick_of_the_response_is_stored(svc):
+    """A user who picks A, then B, then A again on one response (a rating of 5, then 1, then 5) changed
+    their mind back: the last is their word now, new feedback, stored; a copy of it sent right after is
+    still a replay. Before (review of trial45a) the derived key remembered the first A for as long as its
+    rows were kept, so the third pick was answered `Idempotent-Replayed: true` with the first one's receipt
+    and nothing stored: the user's history held A once and B once, a tie, where their last word was A.
+    docs/api.md: pluralign_feedback_replayed_total counts each copy answered as a replay."""
+    replayed = counter(svc, "pluralign_feedback_replayed_total")
+    with svc.client() as c:
+        response_id = chat(c, "ana")["id"]
+        a = {"type": "choice", "response_id": response_id, "chosen_index": 0, "shown": [0, 1]}
+        b = {**a, "chosen_index": 1}
+        five, one = ({"type": "rating", "response_id": response_id, "rating": r} for r in (5, 1))
+        for first, other in ((a, b), (five, one)):
+            sent = [c.post("/v1/feedback", json=body) for body in (first, other, first, first)]
+            assert [r.status_code for r in sent] == [201] * 4, [r.text for r in sent]
+            assert [r.headers.get("Idempotent-Replayed") for r in sent] == [None, None, None, "true"]
+            stored = [r.json()["stored"] for r in sent]
+            assert stored[3] == stored[2] and not set(stored[2]) & set(stored[0]), stored
+        assert c.get("/v1/users/ana/preferences").json()["total"] == 3 * 1 + 3 * 3  # a shown pair: 1 row; a rating of 4: 3
+    assert counter(svc, "pluralign_feedback_replayed_total") == replayed + 2

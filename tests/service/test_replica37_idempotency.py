@@ -7,7 +7,7 @@ import time
 
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_delete_journal import wait_until
-from tests.service.tiny import start_replicas
+from tests.service.tiny import fixed_answers, start_replicas
 
 SYNC_MS = 200
 USER = "ivy-r37"
@@ -52,6 +52,21 @@ def test_a_key_used_on_one_replica_and_sent_again_to_another_stores_once(tmp_pat
         for client in (acme_a, acme_b):
             assert held(client) == want
             assert client.get(f"/v1/users/{USER}").json()["counts"]["preferences"] == 4
+        # the same choice sent again without a key (review of trial45a): its copy through replica b, which cannot
+        # see a's log, has the same ids (drawn from the response, the pick and its turn on the response): stored once
+        a.runtime.generator.__class__ = fixed_answers(["Tea.", "Coffee."])
+        reply = acme_a.post("/v1/chat/completions", json={"model": "pluralign", "user": USER, "n": 2, "messages": [
+            {"role": "user", "content": "Tea or coffee?"}], "pluralign": {"candidates": 2, "shots": 0, "styles": False}})
+        assert reply.status_code == 200, reply.text
+        time.sleep(2 * SYNC_MS / 1000)  # b sees the response
+        pick = {"type": "choice", "response_id": reply.json()["id"], "chosen_index": 1}
+        with a.runtime.ingest.paused():
+            sent = [client.post("/v1/feedback", json=pick) for client in (acme_a, acme_b)]
+            assert [r.status_code for r in sent] == [201, 201], [r.text for r in sent]
+            assert sent[0].json()["stored"] == sent[1].json()["stored"]
+            b.runtime.ingest.flush()
+        a.runtime.ingest.flush()
+        assert a.runtime.store.tables["preferences"].count_rows(f"user_id = '{USER}'") == 5
 
 
 def test_a_key_sent_again_after_the_users_delete_stores_again(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):

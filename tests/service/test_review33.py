@@ -69,23 +69,66 @@ def test_a_lone_surrogate_escape_is_a_400_naming_its_field(live, path, body, fie
     assert "lone UTF-16 surrogate escape" in error["message"] and "\\ud" in error["message"], error
 
 
-@pytest.mark.parametrize("path, body, field, word", [
-    ("/v1/feedback", '{"type": "comparison", "user": "r33n", "prompt": "p", "chosen": "a", "rejected": "b", "margin": NaN}', "margin", "NaN"),
-    ("/v1/chat/completions", '{"model": "pluralign", "temperature": Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "temperature", "Infinity"),
-    ("/v1/chat/completions", '{"model": "pluralign", "top_p": -Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "top_p", "-Infinity"),
-    ("/v1/rewards/score", '{"user": "r33n", "prompt": "p", "responses": ["a", NaN]}', "responses[1]", "NaN"),
+@pytest.mark.parametrize("path, body, field, word, advice", [
+    ("/v1/feedback", '{"type": "comparison", "user": "r33n", "prompt": "p", "chosen": "a", "rejected": "b", "margin": NaN}', "margin", "NaN", "number"),
+    ("/v1/chat/completions", '{"model": "pluralign", "temperature": Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "temperature", "Infinity", "number"),
+    ("/v1/chat/completions", '{"model": "pluralign", "top_p": -Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "top_p", "-Infinity", "number"),
+    ("/v1/rewards/score", '{"user": "r33n", "prompt": "p", "responses": ["a", NaN]}', "responses[1]", "NaN", "text"),
+    ("/v1/feedback", '{"type": "comparison", "user": "r33n", "prompt": "p", "chosen": NaN, "rejected": "b"}', "chosen", "NaN", "text"),
 ])
-def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, body, field, word):
+def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, body, field, word, advice):
     """Python's `json.dumps` (and so `aiohttp`'s `json=`, or `urllib` with it) writes a float NaN or
     infinity as `NaN`, `Infinity`, `-Infinity`, which JSON has not. Before (trial45a): 400 `body`, "JSON
     is malformed: invalid character (byte 93)", naming no field, while an import's line named it
-    (`line 3.margin`). Now the 400 (`invalid_json`) names the field and the word, as an import does."""
+    (`line 3.margin`). Now the 400 (`invalid_json`) names the field and the word, as an import does, and
+    says what the field takes: a NaN where text goes (`responses[1]`, `chosen`) is most often pandas' missing
+    value, and "send a finite number" (trial45a's words for every field) sent the developer the wrong way."""
     with live.client() as c:
         answer = c.post(path, content=body.encode(), headers={"Content-Type": "application/json"})
     assert answer.status_code == 400, answer.text
     error = answer.json()["error"]
     assert (error["param"], error["code"]) == (field, "invalid_json"), error
     assert f"`{word}` is not JSON" in error["message"], error
+    said = {"number": "send a finite number", "text": "this field takes text"}
+    assert said[advice] in error["message"] and not any(w in error["message"] for a, w in said.items() if a != advice), error
+
+
+def test_naming_the_field_of_a_large_bodys_nan_stalls_no_other_tenant(live, monkeypatch):
+    """Naming the field of a `NaN` (or of a lone surrogate escape) scans the JSON before it in Python: 0.3-1 s for
+    a 1 MB body (a long chat history sent by aiohttp's `json=`). Before (review of trial45a) that ran on the event
+    loop, so every tenant's requests waited meanwhile. The look is held here (an injected Event, not a timing) while
+    another tenant's request is answered; then the 400 names the field."""
+    import json
+    import threading
+
+    import httpx
+
+    import service.strict
+
+    looking, release = threading.Event(), threading.Event()
+    refusal = service.strict.non_json_constant_refusal
+
+    def held(*args):
+        looking.set()
+        assert release.wait(60), "never released"
+        return refusal(*args)
+
+    monkeypatch.setattr(service.strict, "non_json_constant_refusal", held)
+    history = [{"role": "user", "content": f"Question {i}: " + "x" * 1000} for i in range(70)]  # ~72 KB
+    body = json.dumps({"model": "pluralign", "messages": history, "temperature": float("nan")})
+    answer: dict[str, httpx.Response] = {}
+    with live.client("acme") as acme, live.client("globex") as globex:
+        sending = threading.Thread(target=lambda: answer.update(r=globex.post(
+            "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})), daemon=True)
+        sending.start()
+        assert looking.wait(60), "the body's NaN was never looked at"
+        try:
+            assert acme.get("/v1/models", timeout=10).status_code == 200  # before: httpx.ReadTimeout
+        finally:
+            release.set()
+        sending.join(60)
+    assert answer["r"].status_code == 400, answer["r"].text
+    assert answer["r"].json()["error"]["param"] == "temperature"
 
 
 def test_a_literal_backslash_u_and_a_whole_pair_are_text(live):

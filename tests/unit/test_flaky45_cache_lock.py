@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from pluralign.embed.cache import CacheBusy, EmbeddingCache, text_key
+from pluralign.embed.cache import CacheBusy, CachedEncoder, EmbeddingCache, text_key
 
 GONE = text_key("Quokka-marmalade-41x9 is what I drink.")
 
@@ -58,3 +58,54 @@ def test_a_cache_a_writer_holds_is_busy_past_the_wait_and_nothing_is_lost(tmp_pa
     cache.forget_keys([GONE])
     assert cache.get("an-encoder", [GONE]) == {}
     cache.close()
+
+
+def test_a_put_past_the_wait_is_cache_busy_naming_the_cache(tmp_path):
+    """The constructor's promise ("CacheBusy ... here and in every later call"): a `put` that waited past `wait_s` on
+    a stopped writer raised a bare sqlite3.OperationalError ("database is locked", no path: a job's error line, a CLI
+    traceback); now CacheBusy (a ValueError: the CLI's one `pluralign: error:` line) naming the file."""
+    path = tmp_path / "embeddings.sqlite"
+    _cache_with_a_vector_to_forget(path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another job's worker stopped inside a `put`
+    cache = EmbeddingCache(path, wait_s=0.05)
+    try:
+        with pytest.raises(CacheBusy, match=f"{path}: busy"):
+            cache.put("an-encoder", [text_key("new")], np.zeros((1, 64), np.float32))
+    finally:
+        writer.rollback()
+        writer.close()
+    cache.put("an-encoder", [text_key("new")], np.zeros((1, 64), np.float32))  # free again: stored
+    assert len(cache) == 42
+    cache.close()
+
+
+class _Counting:
+    encoder_id, dim, max_length = "counting", 4, None
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts):
+        self.calls += 1
+        return np.stack([np.full(4, len(t), np.float32) for t in texts])
+
+
+def test_an_encoder_behind_a_busy_cache_still_returns_its_vectors(tmp_path):
+    """A training job (or `pluralign eval`) whose cache another job's stopped worker holds: the vectors it embedded
+    are returned, not lost with the job (before: sqlite3.OperationalError after the wait, the job failed); they are
+    not cached, so a later run embeds them again."""
+    path = tmp_path / "embeddings.sqlite"
+    _cache_with_a_vector_to_forget(path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    encoder = CachedEncoder(_Counting(), EmbeddingCache(path, wait_s=0.05))
+    try:
+        out = encoder.encode(["ab", "abcd", "ab"])
+        assert out.tolist() == [[2.0] * 4, [4.0] * 4, [2.0] * 4]
+        assert encoder.embedded == 2
+    finally:
+        writer.rollback()
+        writer.close()
+    assert encoder.cache.get("counting", [text_key("ab")]) == {}  # not cached: embedded again next time
+    encoder.cache.close()

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,6 +125,19 @@ def check_ray_address(address: str, timeout_s: float = 10.0, variable: str = "PL
     except OSError as exc:
         raise ConnectionError(f"{setting}: no Ray cluster answers there ({exc.strerror or exc}); start its head node, "
                               "or fix the address") from None
+
+
+@contextmanager
+def lancedb_fork_warning_quiet() -> Iterator[None]:
+    """Leaves out lancedb's `lancedb fork support is experimental ...` RuntimeWarning in the block: `ray.init` starts
+    Ray's own processes (GCS, raylet, ...) with subprocess and a `preexec_fn`, so each child runs Python's at-fork
+    hooks, lancedb's among them, before it execs a program of its own that never touches lancedb. Each child
+    warned on the service's stderr: five lines at every start of a replica with the Ray runner, naming a deadlock
+    an operator cannot act on (trial45b). A child inherits the filter from this process at its fork; a fork
+    outside the block still warns."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
+        yield
 
 
 @contextmanager
@@ -246,7 +260,7 @@ class RayJobRunner(LocalJobRunner):
             target, variable = ray_address_named(address)
             if target:
                 check_ray_address(target, variable=variable)
-            with signal_handlers_kept():
+            with signal_handlers_kept(), lancedb_fork_warning_quiet():
                 ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, include_dashboard=False)
         self._ray = ray
         self._actor_class = ray.remote(JobProcess)

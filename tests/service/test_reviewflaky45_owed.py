@@ -1,0 +1,70 @@
+"""Purges of deleted users' vectors that a busy embedding cache put off (`service.users.vectors.OwedVectors`, the
+data folder's vectors-owed/): what a pass of them costs while the cache is still held, and that they finish once
+it is free (review of session 45)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+
+import service.users.vectors as vectors
+from pluralign.embed.cache import EmbeddingCache, text_key
+from service.users.vectors import OwedVectors
+
+
+def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purge(tmp_path, monkeypatch):
+    """Each DELETE made while a stopped worker held the jobs' cache owes a purge (a file). A pass (each job's exit,
+    twice, under the job runner's lock; each unfinished-DELETEs pass) tried them one by one, waiting `wait_s` on the
+    held cache for each: 2 s x N DELETEs x 2 at every job's exit, with no job of any tenant started, cancelled or
+    deleted meanwhile. Now one pass purges them all at once: one wait, then each file goes once the cache is free."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no old cache under HOME: only the jobs' one is tried
+    users = [[f"user {u}'s text {i}" for i in range(3)] for u in range(6)]
+    kept = [f"a kept text {i}" for i in range(4)]
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
+    keys = [text_key(t) for texts in users for t in texts] + [text_key(t) for t in kept]
+    cache.put("enc", keys, np.ones((len(keys), 4), np.float32))
+    owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
+    worker = sqlite3.connect(cache.path, isolation_level=None)  # a job's worker stopped inside a write
+    worker.execute("BEGIN IMMEDIATE")
+    tries: list[int] = []
+    real = vectors.forget_embedding_keys
+
+    def counted(keys, wait_s=vectors.PURGE_WAIT_S):
+        tries.append(len(keys))
+        return real(keys, wait_s)
+
+    try:
+        for texts in users:  # one DELETE each: owed, not warned of
+            assert owed.forget([text_key(t) for t in texts]) == []
+        assert len(list(owed.folder.glob("*.keys"))) == len(users)
+        monkeypatch.setattr(vectors, "forget_embedding_keys", counted)
+        assert owed.retry() == len(users)  # still held: every purge still owed, none lost
+        assert tries == [3 * len(users)], tries  # one purge of all their keys: one wait on the held cache
+        assert len(list(owed.folder.glob("*.keys"))) == len(users)
+    finally:
+        worker.rollback()
+        worker.close()
+    assert owed.retry() == 0  # free: all go at once
+    assert list(owed.folder.glob("*.keys")) == []
+    assert sorted(cache.get("enc", keys)) == sorted(text_key(t) for t in kept)
+    cache.close()
+
+
+def test_an_owed_purge_that_cannot_be_read_keeps_only_itself_back(tmp_path, monkeypatch):
+    """A file of vectors-owed/ that cannot be read (its permissions changed) is logged and stays; the others are
+    purged and go."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
+    gone, kept = text_key("a deleted user's text"), text_key("a kept text")
+    cache.put("enc", [gone, kept], np.ones((2, 4), np.float32))
+    folder = tmp_path / "data" / "vectors-owed"
+    folder.mkdir(parents=True)
+    (folder / "a.keys").write_bytes(gone)
+    (folder / "b.keys").mkdir()  # read_bytes: IsADirectoryError, an OSError as an unreadable file's
+    assert OwedVectors(folder, wait_s=0.05).retry() == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["b.keys"]
+    assert sorted(cache.get("enc", [gone, kept])) == [kept]
+    cache.close()
