@@ -11,6 +11,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+# set-up that test files shared moved into these modules (dedupe45): their asserts say what they found, as a test's do
+pytest.register_assert_rewrite("tests.stores", "tests.serving")
+
 
 def _no_current_test_var() -> None:
     """pytest sets, then deletes, PYTEST_CURRENT_TEST at each phase of each test: two environment writes

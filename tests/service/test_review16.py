@@ -6,6 +6,7 @@ and concurrent or hostile PATCHes keep versions dense."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -414,3 +415,75 @@ def test_a_refit_whose_row_keeps_changing_meanwhile_is_served_unstored_and_logge
     assert "was not stored: their row changed 5 times" in caplog.text
     monkeypatch.undo()
     assert rt.store.get_user("acme", "refitted") == stored
+
+
+def _another_write_first(rt, monkeypatch, changes: dict) -> list[bool]:
+    """The next conditional write of a users row (`put_user_if`) is overtaken: another replica's PATCH of `changes`
+    commits over the row that write was drawn from, just before it. Returns the list that other write's result goes
+    in; the writes after it go through as they come."""
+    from service.users import services
+
+    put_user_if, overtaken = rt.store.put_user_if, []
+
+    def overtaken_once(record, read):
+        if not overtaken:
+            theirs = services.stated_of(read).changed(changes, at=time.time())
+            later = math.nextafter(read.updated_at, math.inf)
+            overtaken.append(put_user_if(msgspec.structs.replace(read, stated=theirs.encode(), updated_at=later), read))
+        return put_user_if(record, read)
+
+    monkeypatch.setattr(rt.store, "put_user_if", overtaken_once)
+    return overtaken
+
+
+def test_a_patch_overtaken_by_another_replicas_patch_is_made_on_the_row_read_again(svc, monkeypatch):
+    """(review of dedupe45) `_write_over_read`, the loop a PATCH and a refit share, reads the row again after a refused
+    write and draws its row from that one. No test saw it: with the loop never reading again (its first row kept for
+    every try) every test passed, and a PATCH overtaken once was a 503 after five refused writes."""
+    rt = svc.runtime
+    with svc.client("acme") as c:
+        assert c.patch("/v1/users/overtaken/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 1
+        overtaken = _another_write_first(rt, monkeypatch, {"list_items": "less"})
+        r = c.patch("/v1/users/overtaken/stated-preferences", json={"preferences": {"exclamations": "less"}})
+        monkeypatch.undo()
+        assert overtaken == [True] and r.status_code == 200, r.text
+        now = c.get("/v1/users/overtaken/stated-preferences").json()
+        assert now["version"] == 3 and now["preferences"] == {"length": "less", "list_items": "less", "exclamations": "less"}, now
+
+
+def test_an_if_match_patch_overtaken_by_another_replicas_patch_is_412_and_stores_nothing(svc, monkeypatch):
+    """(review of dedupe45) `If-Match` is checked against each row the PATCH's write is drawn from, not only the first:
+    overtaken by version 2 between its read of version 1 and its write, a PATCH made only if version 1 is current is a
+    412 naming version 2. No test saw it: with `If-Match` checked on the first row read alone every test passed, and
+    this PATCH wrote version 3 over a change its client never saw."""
+    rt = svc.runtime
+    with svc.client("acme") as c:
+        assert c.patch("/v1/users/overtaken-if/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 1
+        overtaken = _another_write_first(rt, monkeypatch, {"list_items": "less"})
+        r = c.patch("/v1/users/overtaken-if/stated-preferences", json={"preferences": {"exclamations": "less"}}, headers={"If-Match": '"1"'})
+        monkeypatch.undo()
+        assert overtaken == [True], overtaken
+        assert r.status_code == 412 and field_named(r) == "If-Match" and "version 2" in r.json()["error"]["message"], r.text
+        now = c.get("/v1/users/overtaken-if/stated-preferences").json()
+        assert now["version"] == 2 and now["preferences"] == {"length": "less", "list_items": "less"}, now
+
+
+def test_a_refit_overtaken_by_another_replicas_patch_is_stored_on_the_row_read_again(svc, monkeypatch):
+    """(review of dedupe45) A refit whose write is refused (a PATCH committed since its read) reads the row again,
+    carries its fit onto it and writes that. No test saw it: with the loop never reading again every test passed, and
+    such a refit was served and never stored (each read fitted again)."""
+    from service.users import services
+
+    rt = svc.runtime
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "refit-overtaken", "prompt": "Tip?", "chosen": "Short.",
+                                        "rejected": "A long answer with many more words in it."})
+        assert r.status_code == 201, r.text
+    rt.wait_for_background()
+    overtaken = _another_write_first(rt, monkeypatch, {"length": "less"})
+    fitted = services.refit(rt, "acme", "refit-overtaken")
+    monkeypatch.undo()
+    assert overtaken == [True] and fitted.record is not None and fitted.record.n_preferences == 1
+    stored = rt.store.get_user("acme", "refit-overtaken")
+    assert stored == fitted.record  # written, on its second try
+    assert services.stated_of(stored).preferences == {"length": "less"}  # the PATCH's change kept in it
