@@ -716,9 +716,10 @@ def non_json_constant_refusal(body: bytes, problem: str, body_type: object = Non
     """The 400 (`invalid_json`) naming the field (`margin`, `responses[1]`) of a JSON body whose first fault,
     where msgspec stopped (`problem`: its words, "invalid character (byte N)"), is `NaN`, `Infinity` or
     `-Infinity`: what Python's `json.dumps` writes for a float that JSON cannot hold (aiohttp's `json=`, urllib with
-    it), as an import's line names it (`pluralign.data.io`), and what the field of `body_type` takes (`_takes_text`);
-    None otherwise. Before (trial45a) it named `body`; until its review it said "send a finite number" of every
-    field, also of one taking text, where a NaN is most often pandas' missing value."""
+    it), as an import's line names it (`pluralign.data.io`), and what the field of `body_type` takes (its choices:
+    `_choices`; text: `_takes_text`; else a number); None otherwise. Before (trial45a) it named `body`; until its review
+    it said "send a finite number" of every field, also of one taking text, where a NaN is most often pandas' missing
+    value; until review rt45 so of a choice of words too (a feedback's `type`, a message's `role`)."""
     if (found := _INVALID_AT.search(problem)) is None:
         return None
     start = int(found.group(1))
@@ -727,8 +728,12 @@ def non_json_constant_refusal(body: bytes, problem: str, body_type: object = Non
     if word is None:
         return None
     field = _path_to_open_string(body[:start] + b'"') or "body"  # the value there, as if a string opened at it
-    advice = ("this field takes text (pandas writes a missing value as NaN)" if _takes_text(body_type, field)
-              else "send a finite number")
+    if choices := _choices(body_type, field):  # a Literal or a union's tag (`type`, `role`): words, not a number
+        advice = f"this field takes one of {', '.join(f'`{c}`' for c in choices)}"
+    elif _takes_text(body_type, field):
+        advice = "this field takes text (pandas writes a missing value as NaN)"
+    else:
+        advice = "send a finite number"
     return bad_request(field, f"`{word.decode()}` is not JSON (Python's json.dumps writes a float NaN or infinity so): "
                               f"{advice} (or leave the field out where it is optional)", code="invalid_json")
 

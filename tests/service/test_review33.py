@@ -75,6 +75,9 @@ def test_a_lone_surrogate_escape_is_a_400_naming_its_field(live, path, body, fie
     ("/v1/chat/completions", '{"model": "pluralign", "top_p": -Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "top_p", "-Infinity", "number"),
     ("/v1/rewards/score", '{"user": "r33n", "prompt": "p", "responses": ["a", NaN]}', "responses[1]", "NaN", "text"),
     ("/v1/feedback", '{"type": "comparison", "user": "r33n", "prompt": "p", "chosen": NaN, "rejected": "b"}', "chosen", "NaN", "text"),
+    # a choice of words (review rt45: "send a finite number", as of a number)
+    ("/v1/feedback", '{"type": NaN, "response_id": "r", "chosen_index": 0}', "type", "NaN", "choice"),
+    ("/v1/chat/completions", '{"model": "pluralign", "messages": [{"role": NaN, "content": "Hi"}]}', "messages[0].role", "NaN", "choice"),
 ])
 def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, body, field, word, advice):
     """Python's `json.dumps` (and so `aiohttp`'s `json=`, or `urllib` with it) writes a float NaN or
@@ -89,7 +92,7 @@ def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, 
     error = answer.json()["error"]
     assert (error["param"], error["code"]) == (field, "invalid_json"), error
     assert f"`{word}` is not JSON" in error["message"], error
-    said = {"number": "send a finite number", "text": "this field takes text"}
+    said = {"number": "send a finite number", "text": "this field takes text", "choice": "this field takes one of `"}
     assert said[advice] in error["message"] and not any(w in error["message"] for a, w in said.items() if a != advice), error
 
 
