@@ -21,10 +21,10 @@ import codecs
 import difflib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from types import UnionType
-from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import anyio
 import msgspec
@@ -686,17 +686,26 @@ def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError, bod
     return bad_request("body", f"the request body is not valid JSON: {exc}{_utf16_hint(body)}", code="invalid_json")
 
 
-# a body this long or longer is refused off the event loop (`undecodable_json_off_loop`), as `repeated_key` is looked at
+# a body this long or longer has its repeated keys looked for off the event loop (`repeated_key`: ~50 MB/s, 1.3 ms)
 LOOP_BYTES = 65_536
+# a body this long or longer has the field of its fault named off the event loop (`_path_to_open_string`: ~1 MB/s,
+# ~2 ms). Until review rt45 LOOP_BYTES: a body just under it held the loop 55-60 ms
+SCAN_LOOP_BYTES = 2_048
+T = TypeVar("T")
+
+
+async def _scan_off_loop(body: bytes, scan: Callable[..., T], *args: object) -> T:
+    """`scan(*args)`, on a thread for a `body` of SCAN_LOOP_BYTES or more."""
+    if len(body) < SCAN_LOOP_BYTES:
+        return scan(*args)
+    return await anyio.to_thread.run_sync(scan, *args)
 
 
 async def undecodable_json_off_loop(body: bytes, exc: msgspec.DecodeError | RecursionError, body_type: object = None) -> HTTPException:
-    """`undecodable_json`, worked out on a thread for a body of LOOP_BYTES or more: naming the field of a `NaN` or of
-    a lone surrogate escape scans the JSON before it in Python (`_path_to_open_string`: 0.3-1 s for a 1 MB body of
+    """`undecodable_json`, worked out on a thread for a body of SCAN_LOOP_BYTES or more: naming the field of a `NaN` or
+    of a lone surrogate escape scans the JSON before it in Python (`_path_to_open_string`: 0.3-1 s for a 1 MB body of
     many short values), which until the review of trial45a ran on the event loop, every tenant's requests waiting."""
-    if len(body) < LOOP_BYTES:
-        return undecodable_json(body, exc, body_type)
-    return await anyio.to_thread.run_sync(undecodable_json, body, exc, body_type)
+    return await _scan_off_loop(body, undecodable_json, body, exc, body_type)
 
 
 _INVALID_AT = re.compile(r"invalid character \(byte (\d+)\)")
@@ -707,9 +716,10 @@ def non_json_constant_refusal(body: bytes, problem: str, body_type: object = Non
     """The 400 (`invalid_json`) naming the field (`margin`, `responses[1]`) of a JSON body whose first fault,
     where msgspec stopped (`problem`: its words, "invalid character (byte N)"), is `NaN`, `Infinity` or
     `-Infinity`: what Python's `json.dumps` writes for a float that JSON cannot hold (aiohttp's `json=`, urllib with
-    it), as an import's line names it (`pluralign.data.io`), and what the field of `body_type` takes (`_takes_text`);
-    None otherwise. Before (trial45a) it named `body`; until its review it said "send a finite number" of every
-    field, also of one taking text, where a NaN is most often pandas' missing value."""
+    it), as an import's line names it (`pluralign.data.io`), and what the field of `body_type` takes (its choices:
+    `_choices`; text: `_takes_text`; else a number); None otherwise. Before (trial45a) it named `body`; until its review
+    it said "send a finite number" of every field, also of one taking text, where a NaN is most often pandas' missing
+    value; until review rt45 so of a choice of words too (a feedback's `type`, a message's `role`)."""
     if (found := _INVALID_AT.search(problem)) is None:
         return None
     start = int(found.group(1))
@@ -718,8 +728,12 @@ def non_json_constant_refusal(body: bytes, problem: str, body_type: object = Non
     if word is None:
         return None
     field = _path_to_open_string(body[:start] + b'"') or "body"  # the value there, as if a string opened at it
-    advice = ("this field takes text (pandas writes a missing value as NaN)" if _takes_text(body_type, field)
-              else "send a finite number")
+    if choices := _choices(body_type, field):  # a Literal or a union's tag (`type`, `role`): words, not a number
+        advice = f"this field takes one of {', '.join(f'`{c}`' for c in choices)}"
+    elif _takes_text(body_type, field):
+        advice = "this field takes text (pandas writes a missing value as NaN)"
+    else:
+        advice = "send a finite number"
     return bad_request(field, f"`{word.decode()}` is not JSON (Python's json.dumps writes a float NaN or infinity so): "
                               f"{advice} (or leave the field out where it is optional)", code="invalid_json")
 
@@ -828,7 +842,7 @@ async def strict_json_body(request: Request) -> None:
     except (msgspec.DecodeError, RecursionError) as exc:
         raise await undecodable_json_off_loop(body, exc, data.annotation) from None
     except UnicodeDecodeError as exc:
-        field = _utf8_field(body)
+        field = await _scan_off_loop(body, _utf8_field, body)  # on the loop until review rt45: 0.6 s for 1 MB
         raise bad_request(field, f"is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string)") from None
     # Python's decoder reads ~50 MB/s: a large body's check leaves the event loop (1 MB: ~20 ms)
     if (field := repeated_key(body) if len(body) < LOOP_BYTES else await anyio.to_thread.run_sync(repeated_key, body)) is not None:

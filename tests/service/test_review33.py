@@ -75,6 +75,9 @@ def test_a_lone_surrogate_escape_is_a_400_naming_its_field(live, path, body, fie
     ("/v1/chat/completions", '{"model": "pluralign", "top_p": -Infinity, "messages": [{"role": "user", "content": "Hi"}]}', "top_p", "-Infinity", "number"),
     ("/v1/rewards/score", '{"user": "r33n", "prompt": "p", "responses": ["a", NaN]}', "responses[1]", "NaN", "text"),
     ("/v1/feedback", '{"type": "comparison", "user": "r33n", "prompt": "p", "chosen": NaN, "rejected": "b"}', "chosen", "NaN", "text"),
+    # a choice of words (review rt45: "send a finite number", as of a number)
+    ("/v1/feedback", '{"type": NaN, "response_id": "r", "chosen_index": 0}', "type", "NaN", "choice"),
+    ("/v1/chat/completions", '{"model": "pluralign", "messages": [{"role": NaN, "content": "Hi"}]}', "messages[0].role", "NaN", "choice"),
 ])
 def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, body, field, word, advice):
     """Python's `json.dumps` (and so `aiohttp`'s `json=`, or `urllib` with it) writes a float NaN or
@@ -89,15 +92,24 @@ def test_a_nan_or_infinity_in_a_json_body_is_a_400_naming_its_field(live, path, 
     error = answer.json()["error"]
     assert (error["param"], error["code"]) == (field, "invalid_json"), error
     assert f"`{word}` is not JSON" in error["message"], error
-    said = {"number": "send a finite number", "text": "this field takes text"}
+    said = {"number": "send a finite number", "text": "this field takes text", "choice": "this field takes one of `"}
     assert said[advice] in error["message"] and not any(w in error["message"] for a, w in said.items() if a != advice), error
 
 
-def test_naming_the_field_of_a_large_bodys_nan_stalls_no_other_tenant(live, monkeypatch):
-    """Naming the field of a `NaN` (or of a lone surrogate escape) scans the JSON before it in Python: 0.3-1 s for
-    a 1 MB body (a long chat history sent by aiohttp's `json=`). Before (review of trial45a) that ran on the event
-    loop, so every tenant's requests waited meanwhile. The look is held here (an injected Event, not a timing) while
-    another tenant's request is answered; then the 400 names the field."""
+@pytest.mark.parametrize("looked_at, turns, fault, field", [
+    ("non_json_constant_refusal", 70, (b"0.5", b"NaN"), "temperature"),  # ~72 KB
+    # ~7 KB: 5-7 ms of scan, 55-60 ms just under 64 KiB (review rt45)
+    ("non_json_constant_refusal", 7, (b"0.5", b"NaN"), "temperature"),
+    # a byte that is not UTF-8 (review rt45: 0.6 s for 1 MB, on the loop)
+    ("_utf8_field", 70, (b"Question 69", b"Question \xff"), "messages[69].content"),
+])
+def test_naming_the_field_of_a_large_bodys_nan_stalls_no_other_tenant(live, monkeypatch, looked_at, turns, fault, field):
+    """Naming the field of a `NaN` (or of a lone surrogate escape, or of a byte that is not UTF-8) scans the JSON
+    before it in Python, ~1 ms per KB: 0.3-1 s for a 1 MB body (a long chat history sent by aiohttp's `json=`).
+    Before (review of trial45a) that ran on the event loop, so every tenant's requests waited meanwhile; until
+    review rt45 a body under 64 KiB (up to ~60 ms each) and one with a byte that is not UTF-8 (any size) still did.
+    The look is held here (an injected Event, not a timing) while another tenant's request is answered; then the
+    400 names the field."""
     import json
     import threading
 
@@ -106,29 +118,30 @@ def test_naming_the_field_of_a_large_bodys_nan_stalls_no_other_tenant(live, monk
     import service.strict
 
     looking, release = threading.Event(), threading.Event()
-    refusal = service.strict.non_json_constant_refusal
+    look = getattr(service.strict, looked_at)
 
     def held(*args):
         looking.set()
         assert release.wait(60), "never released"
-        return refusal(*args)
+        return look(*args)
 
-    monkeypatch.setattr(service.strict, "non_json_constant_refusal", held)
-    history = [{"role": "user", "content": f"Question {i}: " + "x" * 1000} for i in range(70)]  # ~72 KB
-    body = json.dumps({"model": "pluralign", "messages": history, "temperature": float("nan")})
+    monkeypatch.setattr(service.strict, looked_at, held)
+    history = [{"role": "user", "content": f"Question {i}: " + "x" * 1000} for i in range(turns)]
+    body = json.dumps({"model": "pluralign", "messages": history, "temperature": 0.5}).encode()
+    body = body.replace(*fault)
     answer: dict[str, httpx.Response] = {}
     with live.client("acme") as acme, live.client("globex") as globex:
         sending = threading.Thread(target=lambda: answer.update(r=globex.post(
             "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})), daemon=True)
         sending.start()
-        assert looking.wait(60), "the body's NaN was never looked at"
+        assert looking.wait(60), "the body's fault was never looked at"
         try:
             assert acme.get("/v1/models", timeout=10).status_code == 200  # before: httpx.ReadTimeout
         finally:
             release.set()
         sending.join(60)
     assert answer["r"].status_code == 400, answer["r"].text
-    assert answer["r"].json()["error"]["param"] == "temperature"
+    assert answer["r"].json()["error"]["param"] == field
 
 
 def test_a_literal_backslash_u_and_a_whole_pair_are_text(live):
