@@ -43,6 +43,7 @@ from service.requestid import app_logging, with_request_ids
 from service.runtime import Runtime
 from service.scheduler import TenantThreads, request_threads
 from service.settings import Settings
+from service.startup_files import check_startup_files
 from service.stopping import STOPPING, draining
 from service.strict import DecodedRequest, before_request
 from service.system.controllers import health, metrics, scrape_state
@@ -88,7 +89,7 @@ def create_app(
     check_jobs_folder(runtime.settings if runtime else settings)
     if runtime is not None:
         return _assemble(settings, runtime, admin_handlers)
-    Runtime.check_startup_files(settings)
+    check_startup_files(settings)
     runtime = Runtime.build(settings)
     try:
         return _assemble(settings, runtime, admin_handlers)

@@ -16,7 +16,7 @@ from cachetools import TTLCache
 
 from pluralign.embed.base import Encoder
 from pluralign.files import copy_into_place, keep_private
-from pluralign.policy.adapters import AdapterError, AdapterPool, AdapterRegistry, check_files, read_meta
+from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference, clocks
 from pluralign.store.deletions import Forget, user_hash
@@ -397,21 +397,6 @@ class Runtime:
         self.ingest.close()
         if hasattr(self.generator, "close"):  # `ProcessGenerator`: its child process
             self.generator.close()
-
-    @staticmethod
-    def check_startup_files(settings: Settings) -> None:
-        """Read the description of the population model `build` would serve (the promoted one, else
-        `pal_path`) and the FSPO adapter's files (`fspo_adapter`) before any model is loaded: a
-        damaged one is a ValueError naming the file (and the setting) at once, not after the
-        encoder and generator have loaded."""
-        promoted = settings.data_path / PROMOTED_PAL
-        UserRewards.check_description(promoted if (promoted / "meta.json").exists() else settings.pal_path)
-        if settings.fspo_adapter:  # the service's own adapter
-            try:
-                read_meta(settings.fspo_adapter)
-                check_files(settings.fspo_adapter)
-            except AdapterError as exc:
-                raise ValueError(f"PLURALIGN_FSPO_ADAPTER (setting fspo_adapter): {exc}") from None
 
     @classmethod
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:

@@ -77,15 +77,21 @@ def test_serve_with_a_damaged_checkpoint_description_is_one_line_naming_it(tmp_p
 
 def serve_error(data, generator_dir, pal) -> str:
     """The one error line of `pluralign serve` (a real process) on the data folder `data`, which must
-    refuse to start: exit code 2, no traceback, no model loaded first."""
+    refuse to start: exit code 2, no traceback, no model loaded first, nor the store's (lancedb) and the
+    app's modules imported (`-X importtime` lists what the process imported)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PLURALIGN_DATA_DIR": str(data), "PLURALIGN_PAL_DIR": str(pal),
            "PLURALIGN_GENERATOR": str(generator_dir), "PLURALIGN_ENCODER": "minilm", "OMP_NUM_THREADS": "1"}
-    serve = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", str(free_port())], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert serve.returncode == 2 and "Traceback" not in serve.stderr, serve.stderr[-3000:]
-    # at once: before, the encoder and generator loaded first (20 s to a minute on two cores)
-    assert "loading the encoder" not in serve.stderr, serve.stderr[-3000:]
-    (error,) = [line for line in serve.stderr.splitlines() if line.startswith("pluralign: error:")]
+    serve = subprocess.run([sys.executable, "-X", "importtime", "-m", "training.cli", "serve", "--port", str(free_port())], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=300)
+    imported = {line.rpartition("|")[2].strip() for line in serve.stderr.splitlines() if line.startswith("import time:")}
+    stderr = "".join(line for line in serve.stderr.splitlines(keepends=True) if not line.startswith("import time:"))
+    assert serve.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
+    # at once: before, the encoder and generator loaded first (20 s to a minute on two cores); until session 45 a damaged
+    # checkpoint description or FSPO adapter was found only once lancedb and the app had been imported (~2.5 s of CPU
+    # on the shared machine, ~15 s of its wall time at load 12)
+    assert "loading the encoder" not in stderr, stderr[-3000:]
+    assert not imported & {"lancedb", "service.app"}, sorted(imported & {"lancedb", "service.app"})
+    (error,) = [line for line in stderr.splitlines() if line.startswith("pluralign: error:")]
     return error
 
 

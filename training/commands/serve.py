@@ -232,6 +232,11 @@ def start(settings, local_store: list[str]):
         from service.admin.paths import check_jobs_folder
 
         check_jobs_folder(settings)  # a damaged promotions.json: named before the service's imports (seconds)
+        from service.startup_files import check_startup_files
+
+        # a damaged checkpoint description or FSPO adapter: named before the store's and the app's imports (lancedb,
+        # litestar's app: ~2.5 s of CPU; until session 45 create_app found them only after those)
+        check_startup_files(settings)
         from service.app import create_app
 
         app = create_app(settings)  # promotions.json, the population model's description and the FSPO adapter first, then the models
