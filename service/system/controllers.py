@@ -37,6 +37,7 @@ class Health(Base, kw_only=True):
     encoder: str  # the text encoder's id
     pal: dict[str, Any]  # the population model: trained, version, k, kind
     feedback_pending: int  # acknowledged feedback rows not yet embedded into the table
+    vectors_owed: int  # purges of deleted users' vectors a busy embedding cache put off (vectors-owed/), retried each pass
 
 
 @get("/health", sync_to_thread=False, summary="Readiness and what is loaded")
@@ -52,7 +53,7 @@ def health(request: Request) -> Health:
     replicas = rt.deletion_sweep.replicas_problem() if rt.deletion_sweep is not None else None
     return Health(status="degraded" if storage or clocks or replicas else "ok", storage=storage, clocks=clocks, replicas=replicas,
                   generator=_public(rt.generator.model_id), encoder=_public(rt.encoder.encoder_id), pal=pal,
-                  feedback_pending=rt.ingest.log.backlog()[1])
+                  feedback_pending=rt.ingest.log.backlog()[1], vectors_owed=rt.owed_vectors.owed())
 
 
 ROWS_WAIT_S = 2.0  # the longest a scrape waits for the tables' row counts before it reports the last ones
@@ -103,6 +104,8 @@ def scrape_state(app: Litestar) -> list:
         ("pluralign_storage_failures", "gauge", "failures to read or write stored data lately, of what /health lists under storage",
          [({}, sum(p["failures"] for p in rt.store.problems.recent()))]),
         ("pluralign_feedback_pending_rows", "gauge", "acknowledged feedback rows still in the log (not yet embedded)", [({}, pending)]),
+        ("pluralign_vectors_owed", "gauge", "purges of deleted users' vectors a busy embedding cache put off (files in the data "
+         "folder's vectors-owed/), retried each pass of the unfinished DELETEs and at each job's exit", [({}, rt.owed_vectors.owed())]),
         ("pluralign_feedback_moved_rows", "counter", "feedback rows embedded and moved into the table since start", [({}, rt.ingest.moved)]),
         ("pluralign_feedback_left_out_rows", "counter", "acknowledged feedback rows the mover left out since start: their pref_id "
          "was stored with other content (by another replica, on a store without pref_id claims)", [({}, rt.ingest.left_out)]),

@@ -6,7 +6,11 @@ a node under memory pressure), it holds the cache's lock, and a DELETE that wait
 twice in one DELETE) hung its request and then left the vectors behind for good (full run of session 45).
 Now a DELETE waits `PURGE_WAIT_S` at most; the keys of what a busy cache kept are written to disk
 (`OwedVectors`, one fsynced file per purge), and each pass of the unfinished DELETEs (at start and every
-`deletion_sweep_s`) and each job's exit tries them again until the cache lets them go.
+`deletion_sweep_s`) and each job's exit tries them again until the cache lets them go. While purges are owed (the
+last try found a cache busy), a DELETE waits on no cache again: it tries each once and owes what a busy one kept
+(before owed45 every DELETE of any tenant waited its 2 s a cache on the stopped worker, holding the store's maintenance
+lease). Purges owed are counted by /metrics (`pluralign_vectors_owed`) and /health (`vectors_owed`), and a pass that
+still cannot purge one owed for over `OWED_WARN_S` says so at WARNING.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +34,9 @@ HOME_CACHE = "the old embedding cache in the service account's home folder (~/.c
 # batch (`pluralign.embed.cache.PUT_ROWS` rows, milliseconds); longer is a worker stopped or hung there
 PURGE_WAIT_S = 2.0
 OWED_FOLDER = "vectors-owed"  # under the data folder: the keys (32 bytes each) of vectors a busy cache kept
+# a purge owed this long (seconds) names a worker that will not let go by itself (stopped, hung): a pass that still
+# cannot purge it logs a WARNING (at most once this long), where before only a debug line said so
+OWED_WARN_S = 600.0
 
 Left = list[tuple[str, Path | None, Exception]]
 
@@ -75,13 +83,27 @@ class OwedVectors:
         self.folder = folder
         self.wait_s = wait_s
         self._lock = threading.Lock()  # a file is read by `retry` only once written whole
+        self._warned_at = -OWED_WARN_S  # time.monotonic() of the last WARNING of a purge owed for long
+
+    def _files(self) -> list[Path]:
+        return sorted(self.folder.glob("*.keys")) if self.folder.is_dir() else []
+
+    def owed(self) -> int:
+        """How many purges are owed (files in `folder`); 0 when the folder cannot be read or is not there."""
+        try:
+            return len(self._files())
+        except OSError:
+            return 0
 
     def forget(self, keys: Sequence[bytes]) -> Left:
-        """Remove the vectors of `keys` (`text_key`s) from the caches, waiting `wait_s` at most for each; those a
-        busy cache kept are owed (written here) and go at a later `retry`. Returns what could not be cleaned and is
-        not owed: a damaged or unreadable cache, or a busy one whose keys could not be written (then that error)."""
+        """Remove the vectors of `keys` (`text_key`s) from the caches, waiting `wait_s` at most for each, or not at all
+        while purges are owed (the last try found a cache busy: a worker stopped there may hold it for good; `retry`
+        waits for it, once a pass); those a busy cache kept are owed (written here) and go at a later `retry`. Returns
+        what could not be cleaned and is not owed: a damaged or unreadable cache, or a busy one whose keys could not
+        be written (then that error)."""
         keys = list(dict.fromkeys(keys))
-        left = forget_embedding_keys(keys, self.wait_s)
+        wait_s = 0.0 if self.owed() else self.wait_s
+        left = forget_embedding_keys(keys, wait_s)
         busy = [(name, path) for name, path, exc in left if isinstance(exc, CacheBusy)]
         if not busy:
             return left
@@ -93,7 +115,7 @@ class OwedVectors:
             return left
         for name, path in busy:
             log.warning("%s (%s) is busy (another process has held its lock for over %g s: a job's worker stopped or hung "
-                        "there): the vectors of a deleted user's texts leave it at the next pass", name, path, self.wait_s)
+                        "there): the vectors of a deleted user's texts leave it at the next pass", name, path, wait_s)
         return [entry for entry in left if not isinstance(entry[2], CacheBusy)]
 
     def retry(self) -> int:
@@ -102,7 +124,7 @@ class OwedVectors:
         file read goes once every cache let the keys go; one that cannot be read stays (logged), the others are still
         tried. Returns the purges still owed."""
         with self._lock:
-            files = sorted(self.folder.glob("*.keys")) if self.folder.is_dir() else []
+            files = self._files()
         unreadable, read, keys = 0, [], []
         for path in files:
             try:
@@ -114,10 +136,25 @@ class OwedVectors:
             read.append(path)
             keys += [data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
         left = forget_embedding_keys(keys, self.wait_s) if keys else []
-        for name, cache, exc in left:
-            log.debug("%d owed purges of deleted users' vectors from %s (%s) wait: %s", len(read), name, cache, exc)
         if left:
+            self._say_still_owed(read, left)
             return unreadable + len(read)
         for path in read:
             path.unlink(missing_ok=True)
         return unreadable
+
+    def _say_still_owed(self, read: list[Path], left: Left) -> None:
+        """Log the purges a pass could not finish: at debug level, or at WARNING (at most once `OWED_WARN_S`) once the
+        oldest has been owed for over `OWED_WARN_S`: a worker that will not let go by itself holds that cache."""
+        try:
+            age = time.time() - min(path.stat().st_mtime for path in read)
+        except (OSError, ValueError):  # gone meanwhile (another replica's pass), or none read
+            age = 0.0
+        now = time.monotonic()
+        loud = age > OWED_WARN_S and now - self._warned_at >= OWED_WARN_S
+        if loud:
+            self._warned_at = now
+        for name, cache, exc in left:
+            log.log(logging.WARNING if loud else logging.DEBUG,
+                    "%d owed purges of deleted users' vectors from %s (%s) wait, the oldest for %.0f s: %s (find the process "
+                    "holding it with `fuser %s` and end or continue it)", len(read), name, cache, age, exc, cache)

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import time
 
+import httpx
 import msgspec
 
 from pluralign.reward.em import EMMixture
@@ -166,13 +167,26 @@ def test_a_user_deleted_while_a_population_job_trains_is_not_in_its_artifact(tmp
         assert files_holding(data, MARKER, GONE) == []
 
 
-def test_a_delete_waits_not_on_an_embedding_cache_a_stopped_worker_holds_and_its_vectors_go_at_the_next_pass(serve):
+def owed_now(svc) -> tuple[float, int]:
+    """The purges of vectors owed, as an operator reads them: /metrics' `pluralign_vectors_owed` (prometheus_client's
+    parser) and /health's `vectors_owed`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(svc.url + "/metrics").text)}
+    (sample,) = families["pluralign_vectors_owed"].samples
+    return sample.value, httpx.get(svc.url + "/health").json()["vectors_owed"]
+
+
+def test_a_delete_waits_not_on_an_embedding_cache_a_stopped_worker_holds_and_its_vectors_go_at_the_next_pass(serve, monkeypatch):
     """A job's worker stopped, paused or hung inside a write of the jobs' embedding cache holds its lock. Until
     session 45 the DELETE waited 60 s on it (twice, with the admin area: the client gave up at 120 s) and then left
     the user's vectors there for good (a warning in its 200). Now it answers without that wait, the purge is owed,
-    and once the lock is free the next pass of the unfinished DELETEs removes them, and only them."""
+    and once the lock is free the next pass of the unfinished DELETEs removes them, and only them. Until owed45 every
+    later DELETE waited on the held cache again, and what was owed showed only in a debug line: now a DELETE while
+    purges are owed does not wait, and /metrics and /health count them until the pass."""
     import numpy as np
 
+    import service.users.vectors as vectors
     from pluralign.embed.cache import EmbeddingCache, default_cache_path, text_key
     from service.users.services import UnfinishedDeletes
 
@@ -180,12 +194,22 @@ def test_a_delete_waits_not_on_an_embedding_cache_a_stopped_worker_holds_and_its
     svc.runtime.owed_vectors.wait_s = 0.2  # the test's own service: how long a DELETE waits on the held lock
     gone = [f"A drink for morning {i}? {MARKER}" for i in range(2)] + [f"Some tea, number {i}. {MARKER}" for i in range(2)]
     kept = [f"Some coffee, number {i}. {KEPT}" for i in range(2)]
+    later = [f"A drink for morning 0? {MARKER}-cy", "Some tea, number 0. " + f"{MARKER}-cy"]  # the second DELETE's
+
+    class NoLongWait(EmbeddingCache):
+        def __init__(self, path, wait_s):  # SQLite's busy wait is C code no timeout cuts: fail, not hang an hour
+            assert wait_s < 60, f"a DELETE waits {wait_s:g} s on the cache a stopped worker holds"
+            super().__init__(path, wait_s)
+
+    monkeypatch.setattr(vectors, "EmbeddingCache", NoLongWait)
     with server, svc.client("acme") as acme, svc.client("globex") as globex:
+        assert owed_now(svc) == (0, 0)
         give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        give_comparisons(acme, "cy", "tea", f"{MARKER}-cy", n=1)
         give_comparisons(globex, "bea", "coffee", KEPT, n=2)
         assert acme.get(f"/v1/users/{GONE}/preferences").json()["total"] == 2  # moved into the table
         cache = EmbeddingCache(default_cache_path())  # as a PAL job embeds a snapshot of both tenants' rows
-        keys = [text_key(t) for t in gone + kept]
+        keys = [text_key(t) for t in gone + kept + later]
         cache.put("a-job's-encoder", keys, np.full((len(keys), 8), 0.25, np.float32))
         worker = sqlite3.connect(cache.path, isolation_level=None)  # the stopped worker, inside a write
         worker.execute("BEGIN IMMEDIATE")
@@ -195,12 +219,20 @@ def test_a_delete_waits_not_on_an_embedding_cache_a_stopped_worker_holds_and_its
             assert r.status_code == 200 and r.json()["deleted"]["preferences"] == 2, r.text
             assert r.json()["warnings"] == [], r.json()  # owed, not left for good
             assert len(cache.get("a-job's-encoder", keys)) == len(keys)  # the lock is held: nothing could go yet
+            assert owed_now(svc) == (1, 1)
+            svc.runtime.owed_vectors.wait_s = 3600.0  # the worker stays stopped: a DELETE that waited would not answer
+            r = acme.delete("/v1/users/cy")
+            assert r.status_code == 200 and r.json()["warnings"] == [], r.text  # owed at once
+            assert owed_now(svc) == (2, 2)
+            svc.runtime.owed_vectors.wait_s = 0.2
             assert UnfinishedDeletes(svc.runtime, 3600).run_once() == 0  # a pass while it is still held: still owed
             assert len(cache.get("a-job's-encoder", keys)) == len(keys)
+            assert owed_now(svc) == (2, 2)
         finally:
             worker.rollback()  # the worker goes on (or ends)
             worker.close()
         UnfinishedDeletes(svc.runtime, 3600).run_once()  # the next pass (every `deletion_sweep_s`, and at start)
         assert sorted(cache.get("a-job's-encoder", keys)) == sorted(text_key(t) for t in kept)
+        assert owed_now(svc) == (0, 0)
         cache.close()
         assert globex.get("/v1/users/bea/preferences").json()["total"] == 2

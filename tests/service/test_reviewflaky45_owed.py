@@ -4,7 +4,10 @@ it is free (review of session 45)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import time
 
 import numpy as np
 
@@ -67,4 +70,76 @@ def test_an_owed_purge_that_cannot_be_read_keeps_only_itself_back(tmp_path, monk
     assert OwedVectors(folder, wait_s=0.05).retry() == 1
     assert sorted(p.name for p in folder.iterdir()) == ["b.keys"]
     assert sorted(cache.get("enc", [gone, kept])) == [kept]
+    cache.close()
+
+
+def test_a_delete_while_purges_are_owed_does_not_wait_on_the_busy_cache_and_a_free_one_purges_at_once(tmp_path, monkeypatch):
+    """While a stopped worker held the jobs' cache, every DELETE of any tenant waited its `wait_s` on it (2 s a cache,
+    holding the store's maintenance lease all tenants share), though the last try had found it busy already (owed45).
+    Now a DELETE made while purges are owed tries each cache without waiting and owes what a busy one kept; with the
+    cache free again, a DELETE purges at once as before, and the pass still finishes what was owed."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ann, bob, cid, kept = ([text_key(f"{who}'s text {i}") for i in range(2)] for who in ("ann", "bob", "cid", "kept"))
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
+    cache.put("enc", ann + bob + cid + kept, np.ones((8, 4), np.float32))
+    owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
+    worker = sqlite3.connect(cache.path, isolation_level=None)
+    worker.execute("BEGIN IMMEDIATE")
+    waits: list[float] = []
+
+    class Waited(EmbeddingCache):
+        def __init__(self, path, wait_s):
+            waits.append(wait_s)
+            # SQLite's busy wait is C code no test timeout can cut: a DELETE about to wait an hour fails here instead
+            assert wait_s < 60, f"a DELETE waits {wait_s:g} s on the cache a stopped worker holds"
+            super().__init__(path, wait_s)
+
+    monkeypatch.setattr(vectors, "EmbeddingCache", Waited)
+    try:
+        assert owed.forget(ann) == [] and owed.owed() == 1  # found busy after its wait: owed
+        owed.wait_s = 3600.0  # as long as the worker stays stopped: a DELETE that waited would not answer
+        assert owed.forget(bob) == [] and owed.owed() == 2  # owed at once, not waited for
+        assert waits == [0.05, 0.0], waits
+    finally:
+        worker.rollback()
+        worker.close()
+    owed.wait_s = 0.05
+    assert owed.forget(cid) == [] and owed.owed() == 2  # the cache is free: purged at once, nothing more owed
+    assert sorted(cache.get("enc", ann + bob + cid)) == sorted(ann + bob)
+    assert owed.retry() == 0 and owed.owed() == 0  # the next pass: what was owed goes
+    assert sorted(cache.get("enc", ann + bob + cid + kept)) == sorted(kept)
+    cache.close()
+
+
+def test_a_pass_that_still_cannot_purge_one_owed_for_long_warns_once_a_while(tmp_path, monkeypatch, caplog):
+    """A purge owed for good (a worker hung forever) showed only at debug level. Now a pass that finds the oldest owed
+    for over `OWED_WARN_S` says so at WARNING, naming the cache, and not again at the next pass (every job's exit)."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
+    gone = text_key("a deleted user's text")
+    cache.put("enc", [gone], np.ones((1, 4), np.float32))
+    owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
+    worker = sqlite3.connect(cache.path, isolation_level=None)
+    worker.execute("BEGIN IMMEDIATE")
+    try:
+        assert owed.forget([gone]) == []
+        with caplog.at_level(logging.DEBUG, "pluralign.service"):
+            caplog.clear()
+            assert owed.retry() == 1  # owed a moment: not yet a warning
+            assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+            (path,) = owed.folder.glob("*.keys")
+            long_ago = time.time() - vectors.OWED_WARN_S - 60
+            os.utime(path, (long_ago, long_ago))
+            assert owed.retry() == 1
+            warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+            assert len(warned) == 1 and str(cache.path) in warned[0] and "fuser" in warned[0], warned
+            caplog.clear()
+            assert owed.retry() == 1
+            assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []  # once a while, not once a pass
+    finally:
+        worker.rollback()
+        worker.close()
+    assert owed.retry() == 0
     cache.close()
