@@ -18,7 +18,9 @@ One call runs at a time (the child serves them in order, as one model on one dev
 next call starts a new child (with the adapters that were loaded, but one damaged on disk meanwhile: it is
 logged and left out of `adapters`, so the adapter pool loads it afresh or falls back). A call whose request
 the child never read (it died as the request was sent: a killed process's threads take a while to end, and
-until they have it counts as alive) is sent again to a new child, as one sent just after it ended is.
+until they have it counts as alive) is sent again to a new child, as one sent just after it ended is, unless its
+`cancel` is set by then (Cancelled; the next call starts the child). A call whose `cancel` is set before it is sent
+generates nothing, as in-process.
 
 Whatever the pipe raises as the child dies or once it is gone (EOFError, BrokenPipeError,
 ConnectionResetError, another OSError) is one of these, never raised as such.
