@@ -18,7 +18,9 @@ One call runs at a time (the child serves them in order, as one model on one dev
 next call starts a new child (with the adapters that were loaded, but one damaged on disk meanwhile: it is
 logged and left out of `adapters`, so the adapter pool loads it afresh or falls back). A call whose request
 the child never read (it died as the request was sent: a killed process's threads take a while to end, and
-until they have it counts as alive) is sent again to a new child, as one sent just after it ended is.
+until they have it counts as alive) is sent again to a new child, as one sent just after it ended is, unless its
+`cancel` is set by then (Cancelled; the next call starts the child). A call whose `cancel` is set before it is sent
+generates nothing, as in-process.
 
 Whatever the pipe raises as the child dies or once it is gone (EOFError, BrokenPipeError,
 ConnectionResetError, another OSError) is one of these, never raised as such.
@@ -192,12 +194,13 @@ class ProcessGenerator:
         for name, folder in list(self._adapters.items()):  # a new child after a crash: the same adapters again
             try:
                 self._conn.send(("load_adapter", (name, folder)))
-            except OSError:  # the new child died too (the OOM killer again): this call fails, the next starts another
-                self._wait_for_exit()
+                message = self._receive(None)
+            except (OSError, GeneratorProcessError):  # the new child died too (the OOM killer again): this call fails,
+                self._wait_for_exit()  # the next starts another
                 raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) "
                                             f"while loading adapter {name} again") from None
             try:
-                self._reply(self._receive(None))
+                self._reply(message)
             except (AdapterError, ValueError) as exc:  # damaged since it was loaded: not loaded now (`adapters` says so)
                 log.error("generation process: adapter %s is not loaded again: %s", name, exc)
                 del self._adapters[name]
@@ -214,23 +217,24 @@ class ProcessGenerator:
         with self._lock:
             self._closed = True
             if self._process is not None and self._process.is_alive():
-                self._conn.close()
-                self._process.join(5)
-                if self._process.is_alive():
-                    self._process.kill()
-                    self._process.join()
+                self._conn.close()  # the child's `recv` ends: it exits
+                self._wait_for_exit()
 
     # ---- the calls ---------------------------------------------------------------------------
 
-    def _send(self, op: str, args: tuple) -> None:
-        """Under the lock: a live child, then the request. A child found gone by the send (it ended after
-        `is_alive` said alive: BrokenPipeError and the like) is replaced, and the request sent to the new one;
-        GeneratorProcessError if that one is gone too."""
+    def _send(self, op: str, args: tuple, cancel: threading.Event | None = None) -> None:
+        """Under the lock: a live child, then the request, with the child's cancel event set when `cancel` is
+        already (its caller left while it waited: the child generates nothing, as in-process). A child found gone by
+        the send (it ended after `is_alive` said alive: BrokenPipeError and the like) is replaced, and the request
+        sent to the new one; GeneratorProcessError if that one is gone too."""
         for attempt in range(2):
             if not self._process.is_alive():
                 log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
                 self._start()
-            self._cancel.clear()
+            if cancel is not None and cancel.is_set():
+                self._cancel.set()
+            else:
+                self._cancel.clear()
             try:
                 self._conn.send((op, args))
                 return
@@ -240,9 +244,10 @@ class ProcessGenerator:
                     raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) "
                                                 f"before a call was sent ({type(exc).__name__})") from None
 
-    def _receive(self, cancel: threading.Event | None):
-        """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set.
-        Raises GeneratorProcessError once the child has exited (`_Unread` when it never read the request)."""
+    def _receive(self, cancel: threading.Event | None, unread: type[GeneratorProcessError] = GeneratorProcessError):
+        """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set. Raises
+        GeneratorProcessError once the child has exited (`unread` when it never read the request: `_request` passes
+        `_Unread`)."""
         while not self._conn.poll(_ALIVE_S if cancel is None else _POLL_S):
             if cancel is not None and cancel.is_set():
                 self._cancel.set()
@@ -252,13 +257,13 @@ class ProcessGenerator:
             return self._conn.recv()
         except (EOFError, OSError) as exc:  # its end closed (a partial message too): the child is ending or gone
             self._wait_for_exit()
-            error = _Unread if isinstance(exc, ConnectionResetError) else GeneratorProcessError
+            error = unread if isinstance(exc, ConnectionResetError) else GeneratorProcessError
             raise error(f"the generation process exited (code {self._process.exitcode}) during a call") from None
 
     def _wait_for_exit(self) -> None:
-        """Under the lock: the child whose end of the pipe closed, waited for (its threads may still be ending), so
-        the next call sees it gone and its exit code is known; killed if it has not exited within seconds (it can
-        serve no one without its pipe)."""
+        """Under the lock: the child whose end of the pipe closed (or `close` closed), waited for (its threads may
+        still be ending), so the next call sees it gone and its exit code is known; killed if it has not exited
+        within seconds (it can serve no one without its pipe)."""
         self._process.join(5)
         if self._process.is_alive():
             self._process.kill()
@@ -266,12 +271,15 @@ class ProcessGenerator:
 
     def _request(self, op: str, args: tuple, cancel: threading.Event | None):
         """Under the lock: send the request, then the child's first message in answer. A request the child never
-        read (it died first) goes to a new child, once."""
-        self._send(op, args)
+        read (it died first) goes to a new child, once, unless `cancel` is set by then (Cancelled: its caller left, no
+        child is started for it); that one dying unread too is a GeneratorProcessError."""
+        self._send(op, args, cancel)
         try:
-            return self._receive(cancel)
-        except _Unread:  # `_send` logs the exit and starts the new child, as for a child found gone before the call
-            self._send(op, args)
+            return self._receive(cancel, unread=_Unread)
+        except _Unread:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled as the generation process exited, before it began the call") from None
+            self._send(op, args, cancel)  # logs the exit and starts the new child, as for a child found gone before the call
             return self._receive(cancel)
 
     def _reply(self, message):

@@ -76,6 +76,9 @@ def test_a_cancel_event_stops_the_childs_generation_and_the_next_call_is_served(
     stream = remote.stream(MESSAGES, sampling=long)
     next(stream)
     stream.close()  # the reader goes away: the child stops and the pipe is clean for the next call
+    cancel.set()  # set before the call (the client left while it was planned): as in-process, nothing generated
+    with pytest.raises(Cancelled, match="before generation started"):  # before: the child generated until the first
+        remote.generate(MESSAGES, sampling=Sampling(max_tokens=1), cancel=cancel)  # poll (20 ms), served a short one
     assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=4, seed=2))[0][0].tokens <= 4
 
 
@@ -175,11 +178,50 @@ def test_a_call_sent_as_the_child_dies_is_served_by_a_new_one(pair, monkeypatch,
     assert remote.pid != first
 
 
+@pytest.mark.slow  # a new child starts (seconds: torch's imports)
+def test_a_call_whose_caller_left_as_the_child_died_unread_is_cancelled_not_sent_again(pair, monkeypatch):
+    """The caller's cancel is set (its client left, or the service stops) and the child dies with the request unread:
+    the call raises Cancelled and starts no new child for it (the next call does). Before (session 45): a new child
+    was started (seconds, under the lock every chat waits on) and the request sent to it, and served when short."""
+    _, remote = pair
+    cancel = threading.Event()
+    cancel.set()
+    first = kill_child(remote, monkeypatch, "after the send")
+    with pytest.raises(Cancelled):
+        remote.generate(MESSAGES, sampling=Sampling(max_tokens=2), cancel=cancel)
+    assert remote.pid == first
+    assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=2))[0][0].tokens <= 2 and remote.pid != first
+
+
 @pytest.mark.slow  # three children start (seconds each: torch's imports)
-def test_a_new_child_that_dies_loading_the_adapters_again_is_a_generator_process_error(pair, tiny_generator_dir, tmp_path, monkeypatch):
+def test_a_request_two_children_die_without_reading_is_a_generator_process_error(pair, monkeypatch):
+    """The request is sent to a new child once; that one dying unread too ends the call with GeneratorProcessError
+    itself (the service's 500 and stream error event name the type), and the next call starts another child.
+    Before (session 45): the private `_Unread` reached callers ("generation failed: _Unread")."""
+    _, remote = pair
+    await_ready = ProcessGenerator._await_ready
+
+    def ready_then_killed_after_the_send(self) -> None:
+        monkeypatch.setattr(ProcessGenerator, "_await_ready", await_ready)  # the child after this one starts as usual
+        await_ready(self)
+        kill_child(self, monkeypatch, "after the send")
+
+    first = kill_child(remote, monkeypatch, "after the send")
+    monkeypatch.setattr(ProcessGenerator, "_await_ready", ready_then_killed_after_the_send)
+    with pytest.raises(Exception, match="exited") as raised:
+        remote.generate(MESSAGES, sampling=Sampling(max_tokens=2))
+    assert type(raised.value).__name__ == "GeneratorProcessError"
+    second = remote.pid
+    assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=2))[0][0].tokens <= 2 and remote.pid not in (first, second)
+
+
+@pytest.mark.slow  # three children start (seconds each: torch's imports)
+@pytest.mark.parametrize("when", ["at the send", "after the send"])
+def test_a_new_child_that_dies_loading_the_adapters_again_is_a_generator_process_error(pair, tiny_generator_dir, tmp_path, monkeypatch, when):
     """After a crash the new child loads the adapters again; killed as it is sent one (the OOM killer again), the
     call raises GeneratorProcessError naming the adapter and the next call starts another child, with the adapter.
-    Before (session 45): the send's BrokenPipeError was raised as such (the service: a 500 naming it nowhere)."""
+    Before (session 45): the send's BrokenPipeError was raised as such (the service: a 500 naming it nowhere); one
+    killed with the request unread ("after the send") was "exited during a call", naming no adapter (reviewprocgen45)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -193,7 +235,7 @@ def test_a_new_child_that_dies_loading_the_adapters_again_is_a_generator_process
 
     def ready_then_killed_at_the_first_adapter(self) -> None:
         monkeypatch.setattr(ProcessGenerator, "_await_ready", await_ready)  # the child after this one starts as usual
-        kill_child(self, monkeypatch, "at the send")
+        kill_child(self, monkeypatch, when)
         await_ready(self)
 
     try:
