@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pluralign.embed.cache import CacheBusy, EmbeddingCache, default_cache_path, home_cache_path
-from pluralign.files import append_durably
+from pluralign.files import fsync_dir, write_atomic
 
 log = logging.getLogger("pluralign.service")
 
@@ -76,8 +76,9 @@ def forget_embedding_keys(keys: Sequence[bytes], wait_s: float = PURGE_WAIT_S) -
 
 class OwedVectors:
     """Purges of deleted users' vectors that a busy cache (`CacheBusy`) put off, one file of keys each in
-    `folder`, on disk (fsynced, `append_durably`) before `forget` returns: a crash or a stop still leaves
-    them for `retry` at the next start."""
+    `folder`, on disk (fsynced, `write_atomic`) before `forget` returns: a crash or a stop still leaves
+    them for `retry` at the next start. A file is named `*.keys` only once written whole: replicas share `folder`,
+    and another's `retry` that read one half written (empty, just created) purged nothing and removed it."""
 
     def __init__(self, folder: Path, wait_s: float = PURGE_WAIT_S):
         self.folder = folder
@@ -109,7 +110,10 @@ class OwedVectors:
             return left
         try:
             with self._lock:
-                append_durably(self.folder / f"{uuid.uuid4().hex}.keys", b"".join(keys))
+                if not self.folder.is_dir():
+                    self.folder.mkdir(parents=True, exist_ok=True)
+                    fsync_dir(self.folder.parent)  # the folder's name on disk too
+                write_atomic(self.folder / f"{uuid.uuid4().hex}.keys", b"".join(keys))
         except OSError as exc:  # a full disk: then they stay, as in a damaged cache, and the DELETE says so
             log.error("the vectors a busy embedding cache kept could not be noted for a later purge in %s: %s", self.folder, exc)
             return left

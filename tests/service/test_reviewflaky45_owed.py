@@ -143,3 +143,42 @@ def test_a_pass_that_still_cannot_purge_one_owed_for_long_warns_once_a_while(tmp
         worker.close()
     assert owed.retry() == 0
     cache.close()
+
+
+def test_an_owed_purge_is_never_seen_half_written_by_another_replicas_pass(tmp_path, monkeypatch):
+    """Replicas share the data folder's vectors-owed/. A DELETE's owed purge was created under its final name
+    (`*.keys`, empty) and then written: another replica's pass between the two read no keys, found nothing to purge
+    and removed the file, and the keys were then written into the removed file: the DELETE answered, nothing owed,
+    and the user's vectors stayed in the cache for good. Now the file is named `*.keys` only once written whole."""
+    import pluralign.files as files
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
+    gone, kept = text_key("a deleted user's text"), text_key("a kept text")
+    cache.put("enc", [gone, kept], np.ones((2, 4), np.float32))
+    folder = tmp_path / "data" / "vectors-owed"
+    this, other = OwedVectors(folder, wait_s=0.05), OwedVectors(folder, wait_s=0.05)  # two replicas
+    real_open = os.open
+    passes: list[int] = []
+
+    def open_then_other_pass(path, *args, **kwargs):  # the other replica's pass right after a file there is opened
+        fd = real_open(path, *args, **kwargs)
+        if str(path).startswith(str(folder)) and not passes:
+            passes.append(other.retry())
+        return fd
+
+    worker = sqlite3.connect(cache.path, isolation_level=None)  # a job's worker stopped inside a write
+    worker.execute("BEGIN IMMEDIATE")
+    try:
+        monkeypatch.setattr(files.os, "open", open_then_other_pass)
+        assert this.forget([gone]) == []  # owed
+        monkeypatch.setattr(files.os, "open", real_open)
+        assert passes, "no file was opened in vectors-owed/"
+        assert this.owed() == 1  # the purge is still owed, not lost to the other replica's pass
+    finally:
+        worker.rollback()
+        worker.close()
+    assert other.retry() == 0
+    assert sorted(cache.get("enc", [gone, kept])) == [kept]
+    cache.close()
