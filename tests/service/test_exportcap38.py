@@ -118,7 +118,9 @@ def test_no_slot_is_leaked_by_aborted_exports(svc):
         assert scraped(c, "pluralign_exports_in_flight") == 0
         for _ in range(3):  # refused by the handler after the slot was taken (unknown user): the slot comes back too
             assert c.get("/v1/users/nobody38/export").status_code == 404
-        assert rt.exports.in_flight == 0
+        # given back in the export middleware's `finally`, which runs after the answer's last piece went: the
+        # client can read the 404 first (seen once in a full run, session 45: 1 == 0)
+        assert wait_for(lambda: rt.exports.in_flight == 0), rt.exports.in_flight
         for _ in range(3):
             assert c.get("/v1/users/big/export?format=preferences").status_code == 200
 
