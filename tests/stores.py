@@ -83,6 +83,10 @@ def claims_left(claimed: tuple[Store, list, Path], why: str = "the store refused
     Yields the Ingestor, the removal still refused; then allows it again and closes the Ingestor."""
     store, rows, folder = claimed
     ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
+    # the start's sweep (its own thread since session 44) ends first: run after the move, it removes the moved rows'
+    # claims itself, the path under test never taken (CI, session 45: "removed 2 pref_id claims of stored rows that
+    # earlier releases left", then 0 claims where 2 were left)
+    ingest.claims_settled()
     store.claims.drop_named = lambda folders: (_ for _ in ()).throw(OSError(why))
     try:
         with ingest.paused():
