@@ -92,7 +92,9 @@ def create_app(
     check_startup_files(settings)
     runtime = Runtime.build(settings)
     try:
-        return _assemble(settings, runtime, admin_handlers)
+        app = _assemble(settings, runtime, admin_handlers)
+        app.state.owns_runtime = True  # built here: its stop ends what the runtime started (`_close_generator`)
+        return app
     except BaseException:  # a stop (SIGTERM, Ctrl-C) or a failure once the models loaded: what it started ends now
         runtime.close()
         raise
@@ -144,7 +146,8 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
         on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes, _refit_dropped, _freeze_heap],
-        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest, close_admin, _thaw_heap],
+        on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest, close_admin, _close_generator,
+                     _thaw_heap],
         after_exception=[count_unrouted],
     )
     # every answer, routed or not, carries X-Request-Id, and its access-log line is written (service.requestid)
@@ -206,6 +209,16 @@ def _freeze_heap(app: Litestar) -> None:
     """Last of the start: what the service loaded is left out of full garbage collections while it serves
     (`service.heap`): one tenant's body of many JSON arrays made them walk it all, stalling every tenant."""
     app.state.frozen_objects = freeze_started_heap()
+
+
+def _close_generator(app: Litestar) -> None:
+    """The generation process of an app that built its runtime (`pluralign serve`) ends with its stop, once the
+    requests in flight are answered or cut: a call that comes later (a chat's thread the stop cut off, still planning)
+    raises GeneratorClosed (the stop's 503) and starts no process. Before session 46 the process was left to the
+    interpreter's exit, after which such a call started a new one that no one ended. An app around a runtime it was
+    given leaves it to its owner."""
+    if app.state.get("owns_runtime") and hasattr(app.state.runtime.generator, "close"):  # `ProcessGenerator`
+        app.state.runtime.generator.close()
 
 
 def _thaw_heap(app: Litestar) -> None:

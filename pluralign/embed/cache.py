@@ -34,6 +34,32 @@ class CacheBusy(ValueError):
     transaction. Nothing is wrong with the cache; the same call later can succeed."""
 
 
+class CacheDamaged(ValueError):
+    """The cache's file is not a SQLite database, or SQLite found it corrupt (SQLITE_NOTADB, SQLITE_CORRUPT): what it
+    holds cannot be read or removed row by row. It is only a cache: `discard_cache` removes it (what it held is
+    embedded again when next needed)."""
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def discard_cache(path: str | Path) -> list[Path]:
+    """Remove the cache file at `path` with its write-ahead log, shared-memory index and rollback journal (the log
+    may hold copies of its pages), for a damaged cache (`CacheDamaged`) whose rows cannot be removed one by one.
+    Returns the files removed; OSError when one cannot be (its folder not writable)."""
+    path = Path(path)
+    removed = []
+    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+        try:
+            file.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(file)
+    return removed
+
+
 def _busy(exc: sqlite3.Error) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED, with any extended code (a recovery, a snapshot)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -72,7 +98,8 @@ def home_cache_path() -> Path | None:
 class EmbeddingCache:
     def __init__(self, path: str | Path, wait_s: float = WAIT_S):
         """Opens (or creates) the cache at `path`; raises ValueError naming it when it is not one (a
-        folder, another kind of file, a SQLite file whose `embedding` table has other columns), CacheBusy
+        folder, a SQLite file whose `embedding` table has other columns; CacheDamaged: another kind of file, a
+        corrupt database, here or in any later call), CacheBusy
         (a ValueError) when another connection held its lock for more than `wait_s` seconds, here and in
         every later call. A row whose bytes are not float32 numbers reads as absent: `CachedEncoder`
         embeds it again."""
@@ -90,6 +117,8 @@ class EmbeddingCache:
         except sqlite3.Error as exc:  # a folder, another kind of file, a damaged database
             if _busy(exc):
                 raise self._busy_error("opened") from None
+            if _damaged(exc):
+                raise CacheDamaged(f"{self.path}: damaged: not a SQLite database, or a corrupt one: {exc}") from None
             raise ValueError(f"{self.path}: cannot open it as an embedding cache (a SQLite file): {exc}") from None
         if not {"encoder", "key", "vector"} <= set(columns):  # another tool's SQLite file with a table of that name
             self._db.close()
@@ -119,12 +148,17 @@ class EmbeddingCache:
 
     @contextlib.contextmanager
     def _busy_as(self, doing: str):
-        """SQLite's "database is locked" past `wait_s` inside the block, as CacheBusy naming the file."""
+        """SQLite's "database is locked" past `wait_s` inside the block, as CacheBusy naming the file; a corrupt
+        page found there as CacheDamaged."""
         try:
             yield
         except sqlite3.OperationalError as exc:
             if _busy(exc):
                 raise self._busy_error(doing) from None
+            raise
+        except sqlite3.DatabaseError as exc:
+            if _damaged(exc):
+                raise CacheDamaged(f"{self.path}: damaged: a corrupt database ({exc}), so it could not be {doing}") from None
             raise
 
     def put(self, encoder_id: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
@@ -163,6 +197,19 @@ class EmbeddingCache:
             blocked = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if blocked:  # a reader held the log past the wait: the overwritten pages are not in the file yet
             raise self._busy_error("cleaned to the end (its write-ahead log still holds the old copies)")
+        return gone
+
+    def clear(self) -> int:
+        """Remove every vector (under every encoder), overwriting them on disk as `forget_keys` does, for purges whose
+        keys are lost (an owed purge's file that cannot be read). Returns the rows removed; CacheBusy and CacheDamaged as
+        `forget_keys`."""
+        with self._lock, self._busy_as("emptied"):
+            self._db.execute("PRAGMA secure_delete=ON")
+            with self._db:
+                gone = self._db.execute("DELETE FROM embedding").rowcount
+            blocked = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if blocked:
+            raise self._busy_error("emptied to the end (its write-ahead log still holds the old copies)")
         return gone
 
     def __len__(self) -> int:

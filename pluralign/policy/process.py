@@ -14,13 +14,19 @@ without asking the child.
 
 One call runs at a time (the child serves them in order, as one model on one device would anyway).
 `cancel` events work as with `Generator`: the child stops at its next token and the call raises
-`Cancelled`. If the child dies (e.g. killed for memory), calls raise `GeneratorProcessError` and the
+`Cancelled`. If the child dies (e.g. killed for memory), calls raise `GeneratorUnavailable` and the
 next call starts a new child (with the adapters that were loaded, but one damaged on disk meanwhile: it is
 logged and left out of `adapters`, so the adapter pool loads it afresh or falls back). A call whose request
 the child never read (it died as the request was sent: a killed process's threads take a while to end, and
 until they have it counts as alive) is sent again to a new child, as one sent just after it ended is, unless its
 `cancel` is set by then (Cancelled; the next call starts the child). A call whose `cancel` is set before it is sent
 generates nothing, as in-process.
+
+A call no child could serve (it died during the call, or a new one could not be started) raises `GeneratorUnavailable`,
+which says "try again" (the service answers 503 with Retry-After); a failure inside the child's generation (an error
+its model raised) is a plain `GeneratorProcessError`. Once `close()` has run, every call raises `GeneratorClosed` and
+no child is started again. A child that a kill does not end within `_KILL_WAIT_S` (stuck in the kernel: a hung device
+driver or network filesystem) is logged and left to the OS; the next call starts a new one.
 
 Whatever the pipe raises as the child dies or once it is gone (EOFError, BrokenPipeError,
 ConnectionResetError, another OSError) is one of these, never raised as such.
@@ -42,13 +48,24 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.02  # how often a waiting call with a cancel event looks at it (and at the child)
 _ALIVE_S = 0.5  # how often a waiting call without one looks at the child
+_EXIT_WAIT_S = 5.0  # how long a child whose pipe closed is given to exit before it is killed
+_KILL_WAIT_S = 10.0  # how long a killed child is waited for; one still there (stuck in the kernel) is left to the OS
 
 
 class GeneratorProcessError(RuntimeError):
     """The generation process failed or exited; the message says how."""
 
 
-class _Unread(GeneratorProcessError):
+class GeneratorUnavailable(GeneratorProcessError):
+    """No generation process could serve the call: the child exited before or during it (killed, e.g. by the OOM
+    killer), or a new one could not be started. Nothing was generated for it; the same call later starts a new child."""
+
+
+class GeneratorClosed(GeneratorUnavailable):
+    """The generator was closed (its owner stops): no child is started for the call."""
+
+
+class _Unread(GeneratorUnavailable):
     """The child ended with the request unread in its end of the pipe (Linux resets the parent's end then:
     ConnectionResetError): it never began the call, which a new child can serve."""
 
@@ -143,6 +160,7 @@ class ProcessGenerator:
         self._lock = threading.Lock()
         self._context = mp.get_context("spawn")  # no fork of a process with threads and a torch runtime
         self._process = None
+        self._left = False  # the child did not end when killed and was left behind (`_wait_for_exit`)
         self._closed = False
         self.context_tokens: int | None = None
         # the child starts first and loads the model while the tokenizer is parsed here (each takes
@@ -165,13 +183,14 @@ class ProcessGenerator:
         self._process = self._context.Process(target=_serve, args=(child, self._cancel, self.folder, self.model_id),
                                               name="pluralign-generator", daemon=True)
         self._process.start()
+        self._left = False
         child.close()
 
     def _end_child(self) -> None:
         """A start that failed: the child killed and waited for (no zombie left until a later start reaps it), its pipe
         closed. Once more does nothing."""
         self._process.kill()
-        self._process.join()
+        self._process.join(_KILL_WAIT_S)
         self._conn.close()
 
     def _await_ready(self) -> None:
@@ -179,15 +198,15 @@ class ProcessGenerator:
         adapters it had, if this is a new child after a crash."""
         if not self._conn.poll(self.start_timeout_s):
             self._end_child()
-            raise GeneratorProcessError(f"the generation process did not load {self.folder} within {self.start_timeout_s:g} s")
+            raise GeneratorUnavailable(f"the generation process did not load {self.folder} within {self.start_timeout_s:g} s")
         try:
             kind, value = self._conn.recv()
         except (EOFError, OSError):  # its end closed: it died while loading
             self._end_child()
-            raise GeneratorProcessError(f"the generation process exited while loading {self.folder} (exit code {self._process.exitcode})") from None
+            raise GeneratorUnavailable(f"the generation process exited while loading {self.folder} (exit code {self._process.exitcode})") from None
         if kind != "ready":
             self._end_child()  # it ends after saying why
-            raise GeneratorProcessError(f"the generation process could not load {self.folder}: {value}")
+            raise GeneratorUnavailable(f"the generation process could not load {self.folder}: {value}")
         self.context_tokens = value
         from pluralign.policy.adapters import AdapterError
 
@@ -197,14 +216,14 @@ class ProcessGenerator:
                 message = self._receive(None)
             except (OSError, GeneratorProcessError):  # the new child died too (the OOM killer again): this call fails,
                 self._wait_for_exit()  # the next starts another
-                raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) "
-                                            f"while loading adapter {name} again") from None
+                raise GeneratorUnavailable(f"the generation process exited (code {self._process.exitcode}) "
+                                           f"while loading adapter {name} again") from None
             try:
                 self._reply(message)
             except (AdapterError, ValueError) as exc:  # damaged since it was loaded: not loaded now (`adapters` says so)
                 log.error("generation process: adapter %s is not loaded again: %s", name, exc)
                 del self._adapters[name]
-                if not self._process.is_alive():  # the failed load left the child unusable: a clean one, without it
+                if not self._live():  # the failed load left the child unusable: a clean one, without it
                     self._start()
                     return
         log.info("generation process %d serves %s", self._process.pid, self.model_id)
@@ -214,11 +233,20 @@ class ProcessGenerator:
         return self._process.pid if self._process is not None else None
 
     def close(self) -> None:
+        """End the child (its pipe closed: it exits; killed if it has not within `_EXIT_WAIT_S`) and start none
+        again: every later call raises `GeneratorClosed`. Waits for a call in progress (a stream: to its end or
+        its reader's leaving). Once more does nothing."""
         with self._lock:
             self._closed = True
-            if self._process is not None and self._process.is_alive():
-                self._conn.close()  # the child's `recv` ends: it exits
+            if self._process is None:
+                return
+            self._conn.close()  # the child's `recv` ends: it exits
+            if self._live():
                 self._wait_for_exit()
+
+    def _live(self) -> bool:
+        """Under the lock: whether the child can be sent a call (alive, and not one left behind as unkillable)."""
+        return not self._left and self._process.is_alive()
 
     # ---- the calls ---------------------------------------------------------------------------
 
@@ -226,9 +254,11 @@ class ProcessGenerator:
         """Under the lock: a live child, then the request, with the child's cancel event set when `cancel` is
         already (its caller left while it waited: the child generates nothing, as in-process). A child found gone by
         the send (it ended after `is_alive` said alive: BrokenPipeError and the like) is replaced, and the request
-        sent to the new one; GeneratorProcessError if that one is gone too."""
+        sent to the new one; GeneratorUnavailable if that one is gone too, GeneratorClosed once `close` ran."""
         for attempt in range(2):
-            if not self._process.is_alive():
+            if self._closed:  # a late call (the service stopping): no child is started that no one would end
+                raise GeneratorClosed("the generator is closed: no generation process serves calls any more")
+            if not self._live():
                 log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
                 self._start()
             if cancel is not None and cancel.is_set():
@@ -241,38 +271,47 @@ class ProcessGenerator:
             except OSError as exc:  # its end closed: it is ending or gone
                 self._wait_for_exit()
                 if attempt:
-                    raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) "
-                                                f"before a call was sent ({type(exc).__name__})") from None
+                    raise GeneratorUnavailable(f"the generation process exited (code {self._process.exitcode}) "
+                                               f"before a call was sent ({type(exc).__name__})") from None
 
-    def _receive(self, cancel: threading.Event | None, unread: type[GeneratorProcessError] = GeneratorProcessError):
+    def _receive(self, cancel: threading.Event | None, unread: type[GeneratorUnavailable] = GeneratorUnavailable):
         """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set. Raises
-        GeneratorProcessError once the child has exited (`unread` when it never read the request: `_request` passes
+        GeneratorUnavailable once the child has exited (`unread` when it never read the request: `_request` passes
         `_Unread`)."""
         while not self._conn.poll(_ALIVE_S if cancel is None else _POLL_S):
             if cancel is not None and cancel.is_set():
                 self._cancel.set()
-            if not self._process.is_alive():
-                raise GeneratorProcessError(f"the generation process exited (code {self._process.exitcode}) during a call")
+            if not self._live():
+                raise GeneratorUnavailable(f"the generation process exited (code {self._process.exitcode}) during a call")
         try:
             return self._conn.recv()
         except (EOFError, OSError) as exc:  # its end closed (a partial message too): the child is ending or gone
             self._wait_for_exit()
-            error = unread if isinstance(exc, ConnectionResetError) else GeneratorProcessError
+            error = unread if isinstance(exc, ConnectionResetError) else GeneratorUnavailable
             raise error(f"the generation process exited (code {self._process.exitcode}) during a call") from None
 
     def _wait_for_exit(self) -> None:
         """Under the lock: the child whose end of the pipe closed (or `close` closed), waited for (its threads may
         still be ending), so the next call sees it gone and its exit code is known; killed if it has not exited
-        within seconds (it can serve no one without its pipe)."""
-        self._process.join(5)
+        within `_EXIT_WAIT_S` (it can serve no one without its pipe). One a kill does not end within `_KILL_WAIT_S`
+        (stuck in the kernel: a hung device driver or network filesystem) is logged and left behind, its pipe closed:
+        the next call starts a new child rather than every call waiting on it (the lock) for good."""
+        self._process.join(_EXIT_WAIT_S)
+        if not self._process.is_alive():
+            return
+        self._process.kill()
+        self._process.join(_KILL_WAIT_S)
         if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+            log.error("generation process %d did not exit within %g s of SIGKILL (stuck in the kernel: a hung device driver "
+                      "or network filesystem); left behind, its memory held until it ends: a new one serves the next call",
+                      self._process.pid, _KILL_WAIT_S)
+            self._left = True
+            self._conn.close()
 
     def _request(self, op: str, args: tuple, cancel: threading.Event | None):
         """Under the lock: send the request, then the child's first message in answer. A request the child never
         read (it died first) goes to a new child, once, unless `cancel` is set by then (Cancelled: its caller left, no
-        child is started for it); that one dying unread too is a GeneratorProcessError."""
+        child is started for it); that one dying unread too is a GeneratorUnavailable."""
         self._send(op, args, cancel)
         try:
             return self._receive(cancel, unread=_Unread)
@@ -287,7 +326,7 @@ class ProcessGenerator:
         adapter load it could not undo) is waited for, so the next call starts a new one."""
         kind, value = message
         if kind == "failed" and len(value) > 2 and value[2]:
-            self._process.join(30)
+            self._process.join(30)  # it ends on its own after saying so; a later call finds it gone or kills it
         return self._result(kind, value)
 
     @staticmethod
@@ -346,7 +385,7 @@ class ProcessGenerator:
                     try:
                         while self._receive(None)[0] == "piece":
                             pass
-                    except GeneratorProcessError:
+                    except GeneratorUnavailable:
                         pass
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
@@ -366,7 +405,7 @@ class ProcessGenerator:
         if not self._lock.acquire(blocking=False):
             return set(self._adapters)
         try:
-            if self._process is not None and not self._process.is_alive() and not self._closed:
+            if self._process is not None and not self._live() and not self._closed:
                 log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
                 self._start()
             return set(self._adapters)

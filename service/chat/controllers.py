@@ -18,6 +18,7 @@ from litestar.response import Stream
 
 from pluralign.data.text import is_blank
 from pluralign.policy.generator import Cancelled, Sampling
+from pluralign.policy.process import GeneratorClosed, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
 from service.chat import services
 from service.chat.fields import check_combinations, check_neutral_fields, template_messages
@@ -314,6 +315,24 @@ def stopping(detail: str) -> ServiceUnavailableException:
     return ServiceUnavailableException(detail=f"{STOPPING}: {detail}", headers={"Retry-After": str(STOPPING_RETRY_AFTER)})
 
 
+GENERATOR_RETRY_AFTER = 10  # seconds: `Retry-After` of a chat no generation process could serve (a new one starts: seconds)
+
+
+def unavailable_as_503(exc: Exception) -> Exception:
+    """`exc`, unless no generation process could serve the chat (`GeneratorUnavailable`: the child died during it,
+    killed for memory, or a new one could not start): then the 503 with Retry-After that tells a client to send it
+    again (a new child starts with the next chat), its cause logged for the operator; `GeneratorClosed` (a late chat
+    as the service stops) is the stop's 503. Before session 46 both were a 500 `internal error`."""
+    if isinstance(exc, GeneratorClosed):
+        return stopping("the generation process has ended; send the chat again")
+    if not isinstance(exc, GeneratorUnavailable):
+        return exc
+    log.error("a chat was not generated: %s (the next chat starts a new generation process)", exc)
+    return ServiceUnavailableException(
+        detail="generation is unavailable for now: the generation process ended during the chat or could not be started "
+               "(the operator's log says why); the chat was not finished: send it again", headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
+
+
 NOT_BEGUN = "the chat was not begun; send it again"
 STOPPED_HELP = "chats the service's stop ended: waiting (503, never begun) or generating (cut: a 503, a stream's error event)"
 
@@ -367,11 +386,14 @@ async def scheduled(rt: Runtime, tenant: str, fn, request: Request | None = None
 
 
 async def _unless_stopping(rt: Runtime, answer: asyncio.Future):
-    """The answer; 503 (`stopping`) when its task was still waiting as the scheduler closed."""
+    """The answer; 503 (`stopping`) when its task was still waiting as the scheduler closed, and when no generation
+    process could serve it (`unavailable_as_503`)."""
     try:
         return await answer
     except Stopping:
         raise not_begun(rt) from None
+    except GeneratorUnavailable as exc:
+        raise unavailable_as_503(exc) from None
 
 
 async def _refused(future) -> None:
@@ -442,6 +464,7 @@ def failure_event(rt: Runtime, exc: Exception, response_id: str | None = None) -
     (naming the stream's `response_id` once known) and counted."""
     rt.metrics.inc("pluralign_stream_errors_total", help="streams that ended with an error event")
     stream = f"stream {response_id}" if response_id else "a stream"
+    exc = unavailable_as_503(exc)
     if isinstance(exc, HTTPException) and exc.status_code != 500:  # planned after its keep-alive went (queued)
         param, code, _ = from_extra(exc.extra)
         log.info("%s answered %d after its headers went: %s", stream, exc.status_code, exc.detail)
@@ -465,6 +488,8 @@ def _planned(rt: Runtime, make_events, gone: threading.Event, put, opening: Open
     except Exception as exc:
         if not opening.end(False):
             put(_END)
+            if isinstance(exc, GeneratorUnavailable):  # an adapter's load in the generation process, as planned
+                raise unavailable_as_503(exc) from None
             raise
         for event in (failure_event(rt, exc), DONE, _END):
             put(event)
@@ -500,7 +525,7 @@ def _produce(rt: Runtime, make_events, gone: threading.Event, put, opening: Open
     except Cancelled:  # stopped by `gone`: nobody reads the rest (unless the service stops, below)
         pass
     except Exception as exc:  # a plain error status, or an error event once the headers went
-        failed = exc
+        failed = unavailable_as_503(exc)
     finally:
         # read before _END (the relay sets `gone` too once it has read the end); not once every event
         # was produced: a client that read [DONE] and closed before this thread got here left nothing

@@ -11,6 +11,14 @@ last try found a cache busy), a DELETE waits on no cache again: it tries each on
 (before owed45 every DELETE of any tenant waited its 2 s a cache on the stopped worker, holding the store's maintenance
 lease). Purges owed are counted by /metrics (`pluralign_vectors_owed`) and /health (`vectors_owed`), and a pass that
 still cannot purge one owed for over `OWED_WARN_S` says so at WARNING.
+
+Each owed purge names the caches it is owed by (`OwedPurge`), so a pass tries those only (a file from before session
+46, raw keys, is owed by both). A cache that a pass finds damaged (`CacheDamaged`: not a SQLite file, or a corrupt one)
+is removed, with its write-ahead log, rather than kept: it is only a cache (removing it costs the next job the time to
+embed again), and a copy set aside would keep the deleted users' vectors on disk; the purges owed by it are then done
+(before, the owed count stayed above 0 for ever, and the WARNING said to look for a process holding it). A purge's file
+that cannot be read or decoded has lost its keys: the caches it may be owed by are emptied instead (`EmbeddingCache.clear`,
+every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever).
 """
 
 from __future__ import annotations
@@ -23,7 +31,16 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from pluralign.embed.cache import CacheBusy, EmbeddingCache, default_cache_path, home_cache_path
+import msgspec
+
+from pluralign.embed.cache import (
+    CacheBusy,
+    CacheDamaged,
+    EmbeddingCache,
+    default_cache_path,
+    discard_cache,
+    home_cache_path,
+)
 from pluralign.files import fsync_dir, write_atomic
 
 log = logging.getLogger("pluralign.service")
@@ -39,6 +56,33 @@ OWED_FOLDER = "vectors-owed"  # under the data folder: the keys (32 bytes each) 
 OWED_WARN_S = 600.0
 
 Left = list[tuple[str, Path | None, Exception]]
+OWED_VERSION = 1  # of `OwedPurge`, the `*.owed` files; `*.keys` files (raw 32-byte keys, owed by every cache) came before
+
+
+class OwedPurge(msgspec.Struct, forbid_unknown_fields=True):
+    """One `*.owed` file of vectors-owed/: the keys (`text_key`s) of a deleted user's texts that the caches at `caches`
+    (paths) kept, busy when the DELETE tried them."""
+
+    version: int
+    caches: list[str]
+    keys: list[bytes]
+
+
+_OWED_ENCODER = msgspec.json.Encoder()
+_OWED_DECODER = msgspec.json.Decoder(OwedPurge)
+
+
+def _caches() -> list[tuple[str, Path]]:
+    """(name in words, path) of the caches a DELETE cleans (`forget_embedding_keys`), those that have a path here."""
+    try:
+        jobs = default_cache_path()
+    except ValueError:  # no home folder and no PLURALIGN_CACHE_DIR: the jobs had no cache there either
+        jobs = None
+    return [(name, path) for name, path in ((JOBS_CACHE, jobs), (HOME_CACHE, home_cache_path())) if path is not None]
+
+
+def _cache_name(path: Path) -> str:
+    return next((name for name, known in _caches() if known == path), "an embedding cache")
 
 
 def forget_embedding_keys(keys: Sequence[bytes], wait_s: float = PURGE_WAIT_S) -> Left:
@@ -51,15 +95,9 @@ def forget_embedding_keys(keys: Sequence[bytes], wait_s: float = PURGE_WAIT_S) -
     returned as (its name in words, its path when known, the error); [] when all were cleaned."""
     if not keys:
         return []
-    try:
-        jobs = default_cache_path()
-    except ValueError:  # no home folder and no PLURALIGN_CACHE_DIR: the jobs had no cache there either
-        jobs = None
     left: Left = []
     seen: set[Path] = set()
-    for name, path in ((JOBS_CACHE, jobs), (HOME_CACHE, home_cache_path())):
-        if path is None:
-            continue
+    for name, path in _caches():
         try:
             if not path.is_file() or path.resolve() in seen:  # is_file raises for a folder it may not look into
                 continue
@@ -75,10 +113,10 @@ def forget_embedding_keys(keys: Sequence[bytes], wait_s: float = PURGE_WAIT_S) -
 
 
 class OwedVectors:
-    """Purges of deleted users' vectors that a busy cache (`CacheBusy`) put off, one file of keys each in
-    `folder`, on disk (fsynced, `write_atomic`) before `forget` returns: a crash or a stop still leaves
-    them for `retry` at the next start. A file is named `*.keys` only once written whole: replicas share `folder`,
-    and another's `retry` that read one half written (empty, just created) purged nothing and removed it."""
+    """Purges of deleted users' vectors that a busy cache (`CacheBusy`) put off, one file each in `folder` (`OwedPurge`,
+    `*.owed`; `*.keys` from before session 46), on disk (fsynced, `write_atomic`) before `forget` returns: a crash or a
+    stop still leaves them for `retry` at the next start. A file is named `*.owed` only once written whole: replicas
+    share `folder`, and another's `retry` that read one half written (empty, just created) purged nothing and removed it."""
 
     def __init__(self, folder: Path, wait_s: float = PURGE_WAIT_S):
         self.folder = folder
@@ -87,7 +125,7 @@ class OwedVectors:
         self._warned_at = -OWED_WARN_S  # time.monotonic() of the last WARNING of a purge owed for long
 
     def _files(self) -> list[Path]:
-        return sorted(self.folder.glob("*.keys")) if self.folder.is_dir() else []
+        return sorted([*self.folder.glob("*.keys"), *self.folder.glob("*.owed")]) if self.folder.is_dir() else []
 
     def owed(self) -> int:
         """How many purges are owed (files in `folder`); 0 when the folder cannot be read or is not there."""
@@ -99,21 +137,22 @@ class OwedVectors:
     def forget(self, keys: Sequence[bytes]) -> Left:
         """Remove the vectors of `keys` (`text_key`s) from the caches, waiting `wait_s` at most for each, or not at all
         while purges are owed (the last try found a cache busy: a worker stopped there may hold it for good; `retry`
-        waits for it, once a pass); those a busy cache kept are owed (written here) and go at a later `retry`. Returns
-        what could not be cleaned and is not owed: a damaged or unreadable cache, or a busy one whose keys could not
-        be written (then that error)."""
+        waits for it, once a pass); those a busy cache kept are owed (written here, naming that cache) and go at a later
+        `retry`. Returns what could not be cleaned and is not owed: a damaged or unreadable cache, or a busy one whose
+        keys could not be written (then that error)."""
         keys = list(dict.fromkeys(keys))
         wait_s = 0.0 if self.owed() else self.wait_s
         left = forget_embedding_keys(keys, wait_s)
         busy = [(name, path) for name, path, exc in left if isinstance(exc, CacheBusy)]
         if not busy:
             return left
+        purge = OwedPurge(version=OWED_VERSION, caches=[str(path) for _, path in busy], keys=keys)
         try:
             with self._lock:
                 if not self.folder.is_dir():
                     self.folder.mkdir(parents=True, exist_ok=True)
                     fsync_dir(self.folder.parent)  # the folder's name on disk too
-                write_atomic(self.folder / f"{uuid.uuid4().hex}.keys", b"".join(keys))
+                write_atomic(self.folder / f"{uuid.uuid4().hex}.owed", _OWED_ENCODER.encode(purge))
         except OSError as exc:  # a full disk: then they stay, as in a damaged cache, and the DELETE says so
             log.error("the vectors a busy embedding cache kept could not be noted for a later purge in %s: %s", self.folder, exc)
             return left
@@ -123,36 +162,102 @@ class OwedVectors:
         return [entry for entry in left if not isinstance(entry[2], CacheBusy)]
 
     def retry(self) -> int:
-        """Try the owed purges again, all in one purge of their keys: a cache still busy is waited for once a pass
-        (`wait_s`), not once an owed purge (each job's exit runs a pass, twice, under the job runner's lock). Every
-        file read goes once every cache let the keys go; one that cannot be read stays (logged), the others are still
-        tried. Returns the purges still owed."""
+        """Try the owed purges again, each cache once with the keys of every purge it owes (a cache still busy is waited
+        for once a pass, `wait_s`, not once an owed purge: each job's exit runs a pass, twice, under the job runner's
+        lock). A damaged cache is removed (`_discard`), which completes what it owed; the caches a file that cannot be
+        read may be owed by are emptied (its keys are lost). Each file goes once every cache it names let its keys go.
+        Returns the purges still owed."""
         with self._lock:
             files = self._files()
-        unreadable, read, keys = 0, [], []
-        for path in files:
-            try:
-                data = path.read_bytes()
-            except OSError as exc:  # unreadable (its folder's permissions changed): the others are still tried
-                log.error("an owed purge of a deleted user's vectors could not be read (%s): %s", path, exc)
-                unreadable += 1
-                continue
-            read.append(path)
-            keys += [data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
-        left = forget_embedding_keys(keys, self.wait_s) if keys else []
-        if left:
-            self._say_still_owed(read, left)
-            return unreadable + len(read)
-        for path in read:
-            path.unlink(missing_ok=True)
-        return unreadable
+        purges = [(path, *self._read(path)) for path in files]
+        owed_by: dict[Path, set[bytes] | None] = {}  # the keys each cache owes; None: every vector (keys lost)
+        for _, caches, keys in purges:
+            for cache in caches:
+                if keys is None or (cache in owed_by and owed_by[cache] is None):
+                    owed_by[cache] = None
+                else:
+                    owed_by.setdefault(cache, set()).update(keys)
+        failed = {cache: exc for cache, keys in owed_by.items() if (exc := self._purge(cache, keys)) is not None}
+        still = [path for path, caches, _ in purges if any(cache in failed for cache in caches)]
+        for path, caches, keys in purges:
+            if path not in still and not self._remove(path, caches, keys):
+                still.append(path)
+        if failed:
+            self._say_still_owed(still, [(_cache_name(cache), cache, exc) for cache, exc in failed.items()])
+        return len(still)
 
-    def _say_still_owed(self, read: list[Path], left: Left) -> None:
-        """Log the purges a pass could not finish: at debug level, or at WARNING (at most once `OWED_WARN_S`) once the
-        oldest has been owed for over `OWED_WARN_S`: a worker that will not let go by itself holds that cache."""
+    def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None]:
+        """(the caches, the keys) of the owed purge at `path`; keys None when it cannot be read or decoded (then it may
+        be owed by any cache)."""
         try:
-            age = time.time() - min(path.stat().st_mtime for path in read)
-        except (OSError, ValueError):  # gone meanwhile (another replica's pass), or none read
+            data = path.read_bytes()
+            if path.suffix == ".keys":  # before session 46: raw keys, owed by every cache
+                return [cache for _, cache in _caches()], [data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
+            purge = _OWED_DECODER.decode(data)
+            if purge.version != OWED_VERSION:
+                raise ValueError(f"version {purge.version}, this release writes and reads {OWED_VERSION}")
+            return [Path(cache) for cache in purge.caches], purge.keys
+        except (OSError, ValueError, msgspec.DecodeError) as exc:  # its permissions changed, a disk error, cut short
+            log.debug("an owed purge of deleted users' vectors cannot be read (%s): %s", path, exc)
+            return [cache for _, cache in _caches()], None
+
+    def _purge(self, cache: Path, keys: set[bytes] | None) -> Exception | None:
+        """Remove `keys` from `cache` (None: every vector); a damaged cache is removed (`_discard`). The error when it
+        could not be done (busy, not readable), else None."""
+        try:
+            if not cache.is_file():  # no cache there (removed, never made): nothing of theirs in it
+                return None
+            found = EmbeddingCache(cache, wait_s=self.wait_s)
+            try:
+                if keys is None:
+                    found.clear()
+                else:
+                    found.forget_keys(sorted(keys))
+            finally:
+                found.close()
+        except CacheDamaged as exc:
+            return self._discard(cache, exc)
+        except (OSError, ValueError, sqlite3.Error) as exc:  # CacheBusy; its folder not readable; another kind of file
+            return exc
+        return None
+
+    @staticmethod
+    def _discard(cache: Path, damage: CacheDamaged) -> OSError | None:
+        """Remove the damaged `cache` (with its write-ahead log: `discard_cache`), said once at WARNING; the OSError when it
+        could not be removed."""
+        try:
+            discard_cache(cache)
+        except OSError as exc:
+            log.error("%s (%s) is damaged (%s) and could not be removed (%s): the owed purges of deleted users' vectors from "
+                      "it wait until it is; remove it by hand", _cache_name(cache), cache, damage, exc)
+            return exc
+        log.warning("%s (%s) was damaged (%s) and has been removed, so the owed purges of deleted users' vectors from it are "
+                    "done (a copy set aside would have kept those vectors). It is only a cache: the next job embeds again what "
+                    "it needs (once slower); nothing else is lost. Damaged again soon: check the disk it is on",
+                    _cache_name(cache), cache, damage)
+        return None
+
+    @staticmethod
+    def _remove(path: Path, caches: list[Path], keys: list[bytes] | None) -> bool:
+        """Remove the owed purge's file at `path`, done; False (logged) when it cannot be."""
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("an owed purge of deleted users' vectors is done but its file could not be removed (%s: %s); remove it "
+                      "by hand", path, exc)
+            return False
+        if keys is None:
+            log.warning("an owed purge of deleted users' vectors could not be read (%s), so its keys were lost: the caches it "
+                        "may have been owed by (%s) were emptied instead, and it is done. They are only caches: the next job "
+                        "embeds again what it needs (once slower)", path, ", ".join(map(str, caches)) or "none here")
+        return True
+
+    def _say_still_owed(self, still: list[Path], left: Left) -> None:
+        """Log the purges a pass could not finish: at debug level, or at WARNING (at most once `OWED_WARN_S`) once the
+        oldest has been owed for over `OWED_WARN_S`, with what to do for each cache's problem."""
+        try:
+            age = time.time() - min(path.stat().st_mtime for path in still)
+        except (OSError, ValueError):  # gone meanwhile (another replica's pass), or none
             age = 0.0
         now = time.monotonic()
         loud = age > OWED_WARN_S and now - self._warned_at >= OWED_WARN_S
@@ -160,5 +265,14 @@ class OwedVectors:
             self._warned_at = now
         for name, cache, exc in left:
             log.log(logging.WARNING if loud else logging.DEBUG,
-                    "%d owed purges of deleted users' vectors from %s (%s) wait, the oldest for %.0f s: %s (find the process "
-                    "holding it with `fuser %s` and end or continue it)", len(read), name, cache, age, exc, cache)
+                    "%d owed purges of deleted users' vectors from %s (%s) wait, the oldest for %.0f s: %s (%s)", len(still),
+                    name, cache, age, exc, _advice(cache, exc))
+
+
+def _advice(cache: Path | None, exc: Exception) -> str:
+    """What the operator does about `exc`, the reason a purge owed by `cache` still waits."""
+    if isinstance(exc, CacheBusy):
+        return f"find the process holding it with `fuser {cache}` and end or continue it"
+    if isinstance(exc, OSError):
+        return f"this account cannot open it: check the permissions of {cache} and of its folder"
+    return f"not an embedding cache this release can open: move {cache} away if it is not one"

@@ -10,10 +10,31 @@ import sqlite3
 import time
 
 import numpy as np
+import pytest
 
 import service.users.vectors as vectors
 from pluralign.embed.cache import EmbeddingCache, text_key
 from service.users.vectors import OwedVectors
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """The jobs' cache (PLURALIGN_CACHE_DIR), holding the vectors of a deleted user's text (`cache.gone`) and of a
+    kept one (`cache.kept`); no old cache under HOME."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    made = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
+    made.gone, made.kept = text_key("a deleted user's text"), text_key("a kept text")
+    made.put("enc", [made.gone, made.kept], np.ones((2, 4), np.float32))
+    yield made
+    made.close()
+
+
+def held(path):
+    """A job's worker stopped inside a write of the cache at `path` (its connection: `rollback()` and `close()` it)."""
+    worker = sqlite3.connect(path, isolation_level=None)
+    worker.execute("BEGIN IMMEDIATE")
+    return worker
 
 
 def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purge(tmp_path, monkeypatch):
@@ -32,45 +53,111 @@ def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purg
     worker = sqlite3.connect(cache.path, isolation_level=None)  # a job's worker stopped inside a write
     worker.execute("BEGIN IMMEDIATE")
     tries: list[int] = []
-    real = vectors.forget_embedding_keys
 
-    def counted(keys, wait_s=vectors.PURGE_WAIT_S):
-        tries.append(len(keys))
-        return real(keys, wait_s)
+    class Counted(EmbeddingCache):
+        def forget_keys(self, keys):
+            tries.append(len(keys))
+            return super().forget_keys(keys)
 
     try:
         for texts in users:  # one DELETE each: owed, not warned of
             assert owed.forget([text_key(t) for t in texts]) == []
-        assert len(list(owed.folder.glob("*.keys"))) == len(users)
-        monkeypatch.setattr(vectors, "forget_embedding_keys", counted)
+        assert owed.owed() == len(users)
+        monkeypatch.setattr(vectors, "EmbeddingCache", Counted)
         assert owed.retry() == len(users)  # still held: every purge still owed, none lost
         assert tries == [3 * len(users)], tries  # one purge of all their keys: one wait on the held cache
-        assert len(list(owed.folder.glob("*.keys"))) == len(users)
+        assert owed.owed() == len(users)
     finally:
         worker.rollback()
         worker.close()
     assert owed.retry() == 0  # free: all go at once
-    assert list(owed.folder.glob("*.keys")) == []
+    assert owed.owed() == 0
     assert sorted(cache.get("enc", keys)) == sorted(text_key(t) for t in kept)
     cache.close()
 
 
-def test_an_owed_purge_that_cannot_be_read_keeps_only_itself_back(tmp_path, monkeypatch):
-    """A file of vectors-owed/ that cannot be read (its permissions changed) is logged and stays; the others are
-    purged and go."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
-    gone, kept = text_key("a deleted user's text"), text_key("a kept text")
-    cache.put("enc", [gone, kept], np.ones((2, 4), np.float32))
+def test_an_owed_purge_that_cannot_be_read_empties_the_caches_and_goes(cache, tmp_path, monkeypatch, caplog):
+    """A file of vectors-owed/ that cannot be read (a disk error) has lost its keys: it stayed, logged at each pass, and
+    the owed count with it, for ever (session 45). Now the caches it may be owed by are emptied (every vector overwritten:
+    it is only a cache) and it goes, said once at WARNING; a readable one beside it is purged and goes as before."""
+    import errno
+    from pathlib import Path
+
     folder = tmp_path / "data" / "vectors-owed"
     folder.mkdir(parents=True)
-    (folder / "a.keys").write_bytes(gone)
-    (folder / "b.keys").mkdir()  # read_bytes: IsADirectoryError, an OSError as an unreadable file's
-    assert OwedVectors(folder, wait_s=0.05).retry() == 1
-    assert sorted(p.name for p in folder.iterdir()) == ["b.keys"]
-    assert sorted(cache.get("enc", [gone, kept])) == [kept]
+    (folder / "a.keys").write_bytes(cache.gone)  # as session 45 wrote them: raw keys
+    (folder / "b.keys").write_bytes(cache.gone)
+    read_bytes = Path.read_bytes
+
+    def disk_error(path):
+        if path.name == "b.keys":
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", disk_error)
+    owed = OwedVectors(folder, wait_s=0.05)
+    with caplog.at_level(logging.WARNING, "pluralign.service"):
+        assert owed.retry() == 0 and owed.owed() == 0
+    assert list(folder.iterdir()) == []
+    assert cache.get("enc", [cache.gone, cache.kept]) == {}  # emptied: the kept vector is embedded again when needed
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "b.keys" in warned[0] and "emptied" in warned[0] and str(cache.path) in warned[0], warned
+
+
+@pytest.mark.parametrize("damage", ["not a database", "corrupt"])
+def test_a_damaged_cache_is_removed_so_the_purges_it_owes_are_done(cache, tmp_path, caplog, damage):
+    """A purge owed by a busy cache, which is then found damaged (a file that is not a database, or a corrupt one): it
+    stayed owed for ever, the gauge above 0, and the WARNING said to find the process holding it with `fuser` (session
+    45). Now the damaged cache is removed with its write-ahead log (it is only a cache: a copy set aside would keep the
+    deleted user's vectors), said once at WARNING, and the purges it owed are done."""
+    owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
+    worker = held(cache.path)
+    try:
+        assert owed.forget([cache.gone]) == [] and owed.owed() == 1
+    finally:
+        worker.rollback()
+        worker.close()
+    cache.put("enc", [text_key(f"text {i}") for i in range(300)], np.ones((300, 384), np.float32))  # pages to damage
     cache.close()
+    if damage == "not a database":
+        cache.path.write_bytes(b"\x00" * 8192)
+    else:
+        with open(cache.path, "r+b") as f:  # the header whole, a page of the table in the middle overwritten
+            f.seek(cache.path.stat().st_size // 2)
+            f.write(b"\xff" * 8192)
+    caplog.clear()  # the DELETE's "is busy" line
+    with caplog.at_level(logging.DEBUG, "pluralign.service"):
+        assert owed.retry() == 0 and owed.owed() == 0
+        assert owed.retry() == 0
+    assert sorted(p.name for p in cache.path.parent.iterdir()) == []
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and str(cache.path) in warned[0] and "removed" in warned[0] and "fuser" not in warned[0], warned
+    cache.__init__(cache.path)  # made again, empty, as the next job would (for the fixture's close)
+
+
+def test_an_owed_purge_names_the_cache_it_is_owed_by(cache, tmp_path, caplog):
+    """The files did not say which cache kept their keys: every pass tried both, and a damaged old cache under HOME (which
+    the DELETE had warned of) kept every purge owed by the busy jobs' cache owed for ever. Now each file names the caches
+    it is owed by, and a pass tries those only."""
+    import json
+
+    home = tmp_path / "home" / ".cache" / "pluralign" / "embeddings.sqlite"
+    home.parent.mkdir(parents=True)
+    home.write_bytes(b"a damaged old cache")
+    owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
+    worker = held(cache.path)
+    try:
+        left = owed.forget([cache.gone])
+        assert [(name, path) for name, path, _ in left] == [(vectors.HOME_CACHE, home)]  # the DELETE's warning, as before
+        (path,) = owed.folder.iterdir()
+        assert json.loads(path.read_bytes())["caches"] == [str(cache.path)]
+    finally:
+        worker.rollback()
+        worker.close()
+    with caplog.at_level(logging.DEBUG, "pluralign.service"):
+        assert owed.retry() == 0 and owed.owed() == 0
+    assert sorted(cache.get("enc", [cache.gone, cache.kept])) == [cache.kept]
+    assert home.read_bytes() == b"a damaged old cache"  # not this purge's cache: left to the operator the DELETE told
 
 
 def test_a_delete_while_purges_are_owed_does_not_wait_on_the_busy_cache_and_a_free_one_purges_at_once(tmp_path, monkeypatch):
@@ -112,24 +199,18 @@ def test_a_delete_while_purges_are_owed_does_not_wait_on_the_busy_cache_and_a_fr
     cache.close()
 
 
-def test_a_pass_that_still_cannot_purge_one_owed_for_long_warns_once_a_while(tmp_path, monkeypatch, caplog):
+def test_a_pass_that_still_cannot_purge_one_owed_for_long_warns_once_a_while(cache, tmp_path, caplog):
     """A purge owed for good (a worker hung forever) showed only at debug level. Now a pass that finds the oldest owed
     for over `OWED_WARN_S` says so at WARNING, naming the cache, and not again at the next pass (every job's exit)."""
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
-    gone = text_key("a deleted user's text")
-    cache.put("enc", [gone], np.ones((1, 4), np.float32))
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = sqlite3.connect(cache.path, isolation_level=None)
-    worker.execute("BEGIN IMMEDIATE")
+    worker = held(cache.path)
     try:
-        assert owed.forget([gone]) == []
+        assert owed.forget([cache.gone]) == []
         with caplog.at_level(logging.DEBUG, "pluralign.service"):
             caplog.clear()
             assert owed.retry() == 1  # owed a moment: not yet a warning
             assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
-            (path,) = owed.folder.glob("*.keys")
+            (path,) = owed.folder.iterdir()
             long_ago = time.time() - vectors.OWED_WARN_S - 60
             os.utime(path, (long_ago, long_ago))
             assert owed.retry() == 1
@@ -142,21 +223,16 @@ def test_a_pass_that_still_cannot_purge_one_owed_for_long_warns_once_a_while(tmp
         worker.rollback()
         worker.close()
     assert owed.retry() == 0
-    cache.close()
 
 
-def test_an_owed_purge_is_never_seen_half_written_by_another_replicas_pass(tmp_path, monkeypatch):
+def test_an_owed_purge_is_never_seen_half_written_by_another_replicas_pass(cache, tmp_path, monkeypatch):
     """Replicas share the data folder's vectors-owed/. A DELETE's owed purge was created under its final name
     (`*.keys`, empty) and then written: another replica's pass between the two read no keys, found nothing to purge
     and removed the file, and the keys were then written into the removed file: the DELETE answered, nothing owed,
     and the user's vectors stayed in the cache for good. Now the file is named `*.keys` only once written whole."""
     import pluralign.files as files
 
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
-    gone, kept = text_key("a deleted user's text"), text_key("a kept text")
-    cache.put("enc", [gone, kept], np.ones((2, 4), np.float32))
+    gone, kept = cache.gone, cache.kept
     folder = tmp_path / "data" / "vectors-owed"
     this, other = OwedVectors(folder, wait_s=0.05), OwedVectors(folder, wait_s=0.05)  # two replicas
     real_open = os.open
@@ -168,8 +244,7 @@ def test_an_owed_purge_is_never_seen_half_written_by_another_replicas_pass(tmp_p
             passes.append(other.retry())
         return fd
 
-    worker = sqlite3.connect(cache.path, isolation_level=None)  # a job's worker stopped inside a write
-    worker.execute("BEGIN IMMEDIATE")
+    worker = held(cache.path)
     try:
         monkeypatch.setattr(files.os, "open", open_then_other_pass)
         assert this.forget([gone]) == []  # owed
@@ -181,4 +256,3 @@ def test_an_owed_purge_is_never_seen_half_written_by_another_replicas_pass(tmp_p
         worker.close()
     assert other.retry() == 0
     assert sorted(cache.get("enc", [gone, kept])) == [kept]
-    cache.close()
