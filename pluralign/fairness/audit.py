@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from pluralign.checks import at_least
 from pluralign.data.record import Preference
 from pluralign.data.text import answer_key
 from pluralign.embed.base import Encoder, checked_vectors
@@ -32,10 +32,10 @@ from pluralign.fairness.online import (
     OnlineLogisticConfig,
     OnlineUserModel,
     prequential,
+    sigmoid,
     single_threaded,
 )
 from pluralign.fairness.report import AuditReport, GroupMetrics, extremes
-from pluralign.reward.inputs import at_least
 
 # Feedback comparing a personalized and a base response names where each came from.
 CHOSEN_POLICY = "chosen_policy"
@@ -156,52 +156,52 @@ def comparisons_from_records(
     )
 
 
-def principal_whitening(diff: np.ndarray, dims: int, seed: int) -> torch.Tensor:
-    """Top principal directions of the differences, scaled to unit second moment.  # (d, dims)
+def principal_whitening(diff: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    """Top principal directions of the differences, scaled to unit second moment.  # (d, dims) float32
 
     Uncentered, because the sign of a difference is the label. Most informative direction first."""
     rng = np.random.default_rng(seed)
-    sample = torch.from_numpy(diff[rng.choice(len(diff), min(len(diff), 20_000), replace=False)]).double()
-    eigenvalues, eigenvectors = torch.linalg.eigh(sample.T @ sample / len(sample))  # ascending
-    keep = min(dims, int((eigenvalues > 1e-9 * eigenvalues[-1].clamp_min(1e-30)).sum()))
-    top = eigenvectors.flip(1)[:, :keep] / eigenvalues.flip(0)[:keep].sqrt()
-    return top.float()
+    sample = diff[rng.choice(len(diff), min(len(diff), 20_000), replace=False)].astype(np.float64)
+    eigenvalues, eigenvectors = np.linalg.eigh(sample.T @ sample / len(sample))  # ascending
+    keep = min(dims, int((eigenvalues > 1e-9 * max(eigenvalues[-1], 1e-30)).sum()))
+    top = eigenvectors[:, ::-1][:, :keep] / np.sqrt(eigenvalues[::-1][:keep])
+    return top.astype(np.float32)
 
 
-def fit_logistic(z: torch.Tensor, l2: float, steps: int = 25) -> torch.Tensor:
-    """Ridge logistic regression through the origin on rows where the chosen side won (Newton).  # (r,)"""
-    z = z.double()
-    w = torch.zeros(z.shape[1], dtype=torch.float64)
-    eye = torch.eye(z.shape[1], dtype=torch.float64)
+def fit_logistic(z: np.ndarray, l2: float, steps: int = 25) -> np.ndarray:
+    """Ridge logistic regression through the origin on rows where the chosen side won (Newton).  # (r,) float32"""
+    z = z.astype(np.float64)
+    w = np.zeros(z.shape[1])
+    eye = np.eye(z.shape[1])
     for _ in range(steps):
-        p = torch.sigmoid(z @ w)  # (n,)
+        p = sigmoid(z @ w)  # (n,)
         grad = -z.T @ (1.0 - p) + l2 * w
         hessian = (z * (p * (1.0 - p))[:, None]).T @ z + l2 * eye
-        step = torch.linalg.solve(hessian, grad)
+        step = np.linalg.solve(hessian, grad)
         w = w - step
-        if step.abs().max() < 1e-6:
+        if np.abs(step).max() < 1e-6:
             break
-    return w.float()
+    return w.astype(np.float32)
 
 
-def base_margins(c: Comparisons, z: torch.Tensor, config: AuditConfig) -> np.ndarray:
+def base_margins(c: Comparisons, z: np.ndarray, config: AuditConfig) -> np.ndarray:
     """Cross-fitted base margin: each row scored by a model fitted on the other half of the users.  # (N,)"""
     rng = np.random.default_rng(config.seed)
-    half = torch.from_numpy(np.array([zlib.crc32(u.encode()) & 1 for u in c.users], np.int64)[c.user])  # (N,)
-    margin = torch.empty(len(c))
+    half = np.array([zlib.crc32(u.encode()) & 1 for u in c.users], np.int64)[c.user]  # (N,)
+    margin = np.empty(len(c), np.float32)
 
-    def fit(rows: torch.Tensor) -> torch.Tensor:
+    def fit(rows: np.ndarray) -> np.ndarray:
         if len(rows) > config.base_max_rows:
-            rows = rows[torch.from_numpy(rng.choice(len(rows), config.base_max_rows, replace=False))]
+            rows = rows[rng.choice(len(rows), config.base_max_rows, replace=False)]
         return fit_logistic(z[rows], config.base_l2)
 
-    if bool(half.min() == half.max()):  # one half is empty (e.g. a single user): fit on everyone
-        return (z @ fit(torch.arange(len(c)))).double().numpy()
+    if half.min() == half.max():  # one half is empty (e.g. a single user): fit on everyone
+        return (z @ fit(np.arange(len(c)))).astype(np.float64)
     for h in (0, 1):
-        w = fit(torch.nonzero(half != h).squeeze(1))
+        w = fit(np.flatnonzero(half != h))
         mine = half == h
         margin[mine] = z[mine] @ w
-    return margin.double().numpy()
+    return margin.astype(np.float64)
 
 
 def _group_metrics(
@@ -247,13 +247,13 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
         raise ValueError(f"`diff` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf): the embeddings of "
                          "that comparison's answers hold NaN or inf")
     whitening = principal_whitening(c.diff, max(config.base_dim, config.projection_dim), config.seed)  # (d, R)
-    z = torch.from_numpy(c.diff) @ whitening  # (N, R)
+    z = c.diff @ whitening  # (N, R) float32
     # a small audit fits the base model on fewer directions: about ten comparisons per weight
     base_dims = min(config.base_dim, max(2, len(c) // 10))
     base_margin = c.base_margin if c.base_margin is not None else base_margins(c, z[:, :base_dims], config)
     base_name = "given" if c.base_margin is not None else "crossfit-logistic"
     if personalized is None:
-        features = torch.cat([torch.from_numpy(base_margin).float()[:, None], z[:, : config.projection_dim]], dim=1)
+        features = np.concatenate([base_margin.astype(np.float32)[:, None], z[:, : config.projection_dim]], axis=1)
         personalized = OnlineLogistic(features, len(c.users), config.online)
     del z
     model = personalized

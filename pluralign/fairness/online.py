@@ -4,32 +4,43 @@ Users are independent, so the t-th comparison of every user is one batched step:
 T comparisons per user takes T steps however many users it has. The per-user model is a strategy
 (`OnlineUserModel`); `OnlineLogistic` is the default, a Bayesian logistic regression per user
 updated by one extended-Kalman step per comparison (a Laplace approximation in closed form).
+
+numpy only: an audit job's process imports no torch (~1.5 s of CPU at each start, session 46); `OnlinePAL`
+imports it with the PAL model it is given.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import torch
+from threadpoolctl import threadpool_limits
 
 
 class OnlineUserModel(Protocol):
-    """A per-user model that predicts a comparison and then learns from it; rows index its features."""
+    """A per-user model that predicts a comparison and then learns from it; rows index its features.
+    `user` and `rows` are (B,) int64 numpy arrays."""
 
     name: str
 
-    def predict(self, user: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def predict(self, user: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """P(chosen beats rejected) for each (user, row); each user appears at most once.  # (B,)"""
         ...
 
-    def learn(self, user: torch.Tensor, rows: torch.Tensor) -> None:
+    def learn(self, user: np.ndarray, rows: np.ndarray) -> None:
         """Update each user's model with the observation that the row's chosen response won."""
         ...
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) in `x`'s dtype; exp's overflow (x below about -88 in float32) is the exact 0 it gives."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 @dataclass(frozen=True)
@@ -50,16 +61,17 @@ class OnlineLogistic:
 
     name = "online-logistic"
 
-    def __init__(self, features: torch.Tensor, n_users: int, config: OnlineLogisticConfig = OnlineLogisticConfig()):
-        self.features = features.to(torch.float32)  # (N, k); column 0 is the base margin
-        k = features.shape[1]
-        self.mean = torch.zeros(n_users, k)  # (U, k)
+    def __init__(self, features: np.ndarray, n_users: int, config: OnlineLogisticConfig = OnlineLogisticConfig()):
+        """`features`: (N, k) numbers (a numpy array, or a CPU tensor), held as float32."""
+        self.features = np.asarray(features, np.float32)  # (N, k); column 0 is the base margin
+        k = self.features.shape[1]
+        self.mean = np.zeros((n_users, k), np.float32)  # (U, k)
         self.mean[:, 0] = 1.0
-        prior = torch.full((k,), config.prior_variance / max(1, k - 1))
+        prior = np.full(k, config.prior_variance / max(1, k - 1), np.float32)
         prior[0] = config.base_variance
-        self.var = prior.expand(n_users, k).clone()  # (U, k) diagonal of each user's covariance
+        self.var = np.tile(prior, (n_users, 1))  # (U, k) diagonal of each user's covariance
 
-    def _moments(self, user: torch.Tensor, rows: torch.Tensor):
+    def _moments(self, user: np.ndarray, rows: np.ndarray):
         x = self.features[rows]  # (B, k)
         var = self.var[user]  # (B, k)
         mean = self.mean[user]  # (B, k)
@@ -68,14 +80,14 @@ class OnlineLogistic:
         margin_var = (var_x * x).sum(-1)  # (B,)
         return x, mean, var, mu, var_x, margin_var
 
-    def predict(self, user: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def predict(self, user: np.ndarray, rows: np.ndarray) -> np.ndarray:
         _, _, _, mu, _, margin_var = self._moments(user, rows)
         # probit approximation of the predictive probability under weight uncertainty
-        return torch.sigmoid(mu / torch.sqrt(1.0 + math.pi * margin_var / 8.0))
+        return sigmoid(mu / np.sqrt(1.0 + math.pi * margin_var / 8.0))
 
-    def learn(self, user: torch.Tensor, rows: torch.Tensor) -> None:
+    def learn(self, user: np.ndarray, rows: np.ndarray) -> None:
         _, mean, var, mu, var_x, margin_var = self._moments(user, rows)
-        p = torch.sigmoid(mu)
+        p = sigmoid(mu)
         h = p * (1.0 - p)  # curvature of the log-likelihood at the current mean
         shrink = 1.0 / (1.0 + h * margin_var)  # (B,)
         # the diagonal of the rank-one (Sherman-Morrison) covariance update, and a Newton step on the mean
@@ -105,33 +117,32 @@ def prequential(
     """P(chosen wins) for every row, each predicted from its user's strictly earlier rows.  # (N,)"""
     out = np.empty(len(user), np.float64)
     steps = time_steps(user, order)
-    user_t = torch.from_numpy(user.astype(np.int64))
+    user = np.asarray(user, np.int64)
     with single_threaded():
-        _run_steps(model, steps, user_t, out, progress)
+        for i, rows in enumerate(steps):
+            users = user[rows]
+            out[rows] = model.predict(users, rows)
+            model.learn(users, rows)
+            if progress and i % 16 == 0:
+                progress(i / len(steps))
     return out
 
 
 @contextlib.contextmanager
 def single_threaded():
-    """Run torch on one thread: audit steps are small, and on a shared machine thread hand-offs
-    cost far more than they save (a 384 x 384 eigendecomposition took 10 s on 2 busy threads, 0.05 s on one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Run the math libraries (numpy's BLAS; torch's, where a model uses it) on one thread: audit steps are small,
+    and on a shared machine thread hand-offs cost far more than they save (a 384 x 384 eigendecomposition took 10 s
+    on 2 busy threads, 0.05 s on one)."""
+    torch = sys.modules.get("torch")  # imported by whoever uses it (OnlinePAL's model); never imported here
+    threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
     try:
-        yield
+        with threadpool_limits(limits=1):
+            yield
     finally:
-        torch.set_num_threads(threads)
-
-
-def _run_steps(model: OnlineUserModel, steps, user_t, out, progress) -> None:
-    with torch.no_grad():
-        for i, rows in enumerate(steps):
-            rows_t = torch.from_numpy(rows)
-            users = user_t[rows_t]
-            out[rows] = model.predict(users, rows_t).numpy()
-            model.learn(users, rows_t)
-            if progress and i % 16 == 0:
-                progress(i / len(steps))
+        if torch is not None:
+            torch.set_num_threads(threads)
 
 
 class OnlinePAL:
@@ -144,11 +155,12 @@ class OnlinePAL:
 
     name = "online-pal"
 
-    def __init__(self, model, prior_logits: torch.Tensor, prompt: torch.Tensor, chosen: torch.Tensor,
-                 rejected: torch.Tensor, n_users: int, prior_strength: float = 1.0):
+    def __init__(self, model, prior_logits, prompt, chosen, rejected, n_users: int, prior_strength: float = 1.0):
         """Comparisons (N, d) each; raises ValueError naming the argument whose embeddings are not
         (N, input_dim) alike or not finite, `prior_logits` not K finite numbers, or `prior_strength`
         not positive."""
+        import torch
+
         from pluralign.reward.inputs import comparison_rows, logits_row, positive
 
         prior_strength = positive("prior_strength", prior_strength)
@@ -175,13 +187,13 @@ class OnlinePAL:
         terms = self._rows(rows)
         return weights, terms, self.scorer.margin(terms, weights)  # (B,)
 
-    def predict(self, user: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        _, _, margin = self._margin(user.numpy(), rows.numpy())
-        return torch.from_numpy(1.0 / (1.0 + np.exp(-margin)))
+    def predict(self, user: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        _, _, margin = self._margin(user, rows)
+        return 1.0 / (1.0 + np.exp(-margin))
 
-    def learn(self, user: torch.Tensor, rows: torch.Tensor) -> None:
-        u = user.numpy()
-        weights, terms, margin = self._margin(u, rows.numpy())
+    def learn(self, user: np.ndarray, rows: np.ndarray) -> None:
+        u = user
+        weights, terms, margin = self._margin(u, rows)
         dm_dw = self.scorer.margin_grad(terms, weights)  # (B, K)
         g = weights * (dm_dw - (weights * dm_dw).sum(-1, keepdims=True))  # d margin / d logits (B, K)
         p = 1.0 / (1.0 + np.exp(-margin))

@@ -11,6 +11,11 @@ import math
 import numpy as np
 import torch
 
+# the config checks live torch-free in pluralign.checks (the audit's process imports no torch); importable from here too
+from pluralign.checks import above_zero as above_zero
+from pluralign.checks import at_least as at_least
+from pluralign.checks import whole as whole
+
 _INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
@@ -106,28 +111,3 @@ def owners(user, n_rows: int, n_users: int, name: str = "user") -> torch.Tensor:
     return t.long()
 
 
-def whole(owner: str, minimum: int, **fields) -> None:
-    """ValueError naming the first of `fields` (a config's counts: K, widths, epochs, steps, seeds) that
-    is not a whole number >= `minimum` (1.5, True, NaN or "2" would otherwise be kept and fail later,
-    inside range() or a layer's constructor)."""
-    for name, value in fields.items():
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-            raise ValueError(f"{owner}: `{name}` must be a whole number >= {minimum}, got {value!r}")
-
-
-def above_zero(owner: str, **fields) -> None:
-    """ValueError naming the first of `fields` (a config's learning rates, temperatures) that is not a
-    finite number > 0."""
-    for name, value in fields.items():
-        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{owner}: `{name}` must be a finite number > 0, got {value!r}")
-
-
-def at_least(owner: str, minimum: float, **fields) -> None:
-    """ValueError naming the first of `fields` (a config's) that is not a number >= `minimum`;
-    None is allowed only where the caller leaves the field out."""
-    for name, value in fields.items():
-        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value < minimum:
-            raise ValueError(f"{owner}: `{name}` must be a number >= {minimum:g}, got {value!r}")

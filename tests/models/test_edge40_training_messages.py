@@ -7,10 +7,7 @@ test_artifact38_divergence.)"""
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 
 import torch
 
@@ -18,6 +15,7 @@ from pluralign.losses import MIN_JUDGED_VAL_PAIRS
 from pluralign.reward.features import PairBatch
 from pluralign.reward.pal import PALConfig, PALTrainConfig, TrainingDiverged, train_pal
 from tests.conftest import REPO
+from tests.unit.clitools import cli
 
 PROMPT, TEA, COFFEE = "Tea or coffee in the morning?", "Tea, always.", "Coffee, black."
 
@@ -71,22 +69,18 @@ def odd_user_rows(n: int = 14) -> list[dict]:
     return rows + [{"user_id": user, "prompt": f"{PROMPT} (day {n})", "chosen": COFFEE, "rejected": TEA}]
 
 
-def test_the_cli_trains_pal_on_a_user_whose_one_validation_pair_contradicts_training(tmp_path):
+def test_the_cli_trains_pal_on_a_user_whose_one_validation_pair_contradicts_training(tmp_path, capsys):
     """Seen failing before: exit 2, 'PAL training diverged at epoch 1: the model kept scores 7.36e-12
     nats/pair on its training pairs (accuracy 1.000), 25.6 on validation (accuracy 0.000) ... Likely
-    causes: learning rates too high (lr_shared=0.002, lr_user=0.05; defaults 0.002, 0.05)': the defaults."""
+    causes: learning rates too high (lr_shared=0.002, lr_user=0.05; defaults 0.002, 0.05)': the defaults.
+    The CLI runs in-process, as tests/unit/clitools.py's do (until session 46 a `python -m training.cli` of its own:
+    ~20 s of a worker's time, nearly all of it torch's and the CLI's imports, for 0.1 s of training)."""
     data = tmp_path / "odd.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in odd_user_rows()))
     out = tmp_path / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "training.cli", "train", "pal", "--protocol", "file", "--data", str(data), "--k", "1",
-         "--batch-size", "1", "--epochs", "3", "--out", str(out),
-         "--cache", str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+    code, stdout, stderr = cli(capsys, "train", "pal", "--protocol", "file", "--data", str(data), "--k", "1", "--batch-size", "1",
+                               "--epochs", "3", "--out", str(out), "--cache", str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite"))
+    assert code == 0, stderr[-3000:]
+    report = json.loads(stdout)
     assert report["val_pairs"] == 1 and report["train_pairs"] == 10, report
     assert (out / "metrics.json").is_file()
-

@@ -18,6 +18,8 @@ from tests.service.test_break20_delete import GONE, KEPT, MARKER, files_holding,
 from tests.service.test_deletions_replicas import wait_until
 from tests.service.tiny import start_replicas, start_service
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 BACK = "Numbat-pickle-63w1"  # what the deleted user sends once they come back
 
 

@@ -8,10 +8,13 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from pluralign.store.lease import Lease
 from tests.service.test_break20_delete import give_comparisons
 from tests.service.tiny import start_service
+
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a DELETE's wait for readers (store_sync_ms set): tests/service/conftest.py
 
 
 def until(condition, timeout: float = 60.0) -> None:

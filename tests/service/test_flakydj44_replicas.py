@@ -9,6 +9,8 @@ from service.admin.controllers import ADMIN_HANDLERS
 from tests.files import files_holding
 from tests.service.test_break20_delete import GONE
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
+
 
 def test_a_refit_without_comparisons_landing_after_another_replicas_delete_leaves_nothing(tmp_path, tiny_generator_dir, tiny_pal_dir,
                                                                                         minilm, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import msgspec
+import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
 from service.users import services
@@ -19,6 +20,7 @@ from tests.service.test_delete_journal import wait_until
 from tests.service.test_delete_stopped import Stopped
 from tests.service.tiny import start_replicas, start_service
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
 SYNC_MS = 200  # how stale a replica's reads of the store may be
 
 

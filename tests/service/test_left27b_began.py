@@ -21,6 +21,8 @@ from tests.service.test_delete_journal import wait_until
 from tests.service.test_delete_stopped import Stopped
 from tests.service.tiny import start_replicas
 
+pytestmark = pytest.mark.usefixtures("short_read_margin")  # a DELETE's wait for readers (store_sync_ms set): tests/service/conftest.py
+
 SYNC_MS = 200  # how stale a replica's reads of the store may be
 BACK = "Numbat-pickle-63w1"  # what the deleted user sends once they came back
 

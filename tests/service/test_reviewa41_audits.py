@@ -42,6 +42,7 @@ def test_a_report_whose_schema_is_no_number_is_a_damaged_file_and_its_content_is
             _audit_response(admin, admin.runner.get(damaged))
 
 
+@pytest.mark.usefixtures("short_read_margin")  # its two DELETEs' wait for readers: tests/service/conftest.py
 def test_with_replicas_the_deletion_record_withholds_the_unshown_part_the_user_count_cannot_tell(serve, tmp_path):
     """An audit an earlier release stored (no unshown users listed): s1 (ann, bob) and s2 (cal, dee) shown, GONE alone
     in s3 (suppressed). That release's DELETE of ann withheld s1 (its 2 users left the counts), then its DELETE of GONE

@@ -70,3 +70,18 @@ def test_usage_errors_of_the_trainers_and_audit_come_before_torch_is_imported(tm
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]", result.stdout[:500]
     assert not (tmp_path / "out").exists()
+
+
+def test_an_audit_of_the_store_imports_no_torch():
+    """An audit job's process (`pluralign audit --store`, started for every /admin/audits/fairness) imports the CLI's
+    audit command, the store's reader and the audit, and runs the audit: none of it needs torch. Before session 46 the
+    audit's math was torch's: ~1.5 s of CPU of the job's ~2.5 s at each start, for a few small matrix products."""
+    code = ("import sys, training.commands.audit, pluralign.fairness.store_source\n"
+            "from pluralign.fairness.audit import AuditConfig, audit\n"
+            "from pluralign.fairness.synthetic import SyntheticConfig, synthetic_comparisons\n"
+            "report = audit(synthetic_comparisons(SyntheticConfig(users=20, comparisons_per_user=10, dim=16)), 'group', AuditConfig(min_comparisons=1))\n"
+            "assert report.overall.comparisons == 200 and report.groups, report\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", result.stdout[:500]

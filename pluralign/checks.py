@@ -1,0 +1,37 @@
+"""Checks of a config's numbers (counts, rates, bounds), each a ValueError naming the config and the field.
+
+Pure Python and numpy: the fairness audit checks its config with them in a process that never imports torch
+(`pluralign.reward.inputs`, which re-exports them, checks tensors as well)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def whole(owner: str, minimum: int, **fields) -> None:
+    """ValueError naming the first of `fields` (a config's counts: K, widths, epochs, steps, seeds) that
+    is not a whole number >= `minimum` (1.5, True, NaN or "2" would otherwise be kept and fail later,
+    inside range() or a layer's constructor)."""
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+            raise ValueError(f"{owner}: `{name}` must be a whole number >= {minimum}, got {value!r}")
+
+
+def above_zero(owner: str, **fields) -> None:
+    """ValueError naming the first of `fields` (a config's learning rates, temperatures) that is not a
+    finite number > 0."""
+    for name, value in fields.items():
+        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{owner}: `{name}` must be a finite number > 0, got {value!r}")
+
+
+def at_least(owner: str, minimum: float, **fields) -> None:
+    """ValueError naming the first of `fields` (a config's) that is not a number >= `minimum`;
+    None is allowed only where the caller leaves the field out."""
+    for name, value in fields.items():
+        number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < minimum:
+            raise ValueError(f"{owner}: `{name}` must be a number >= {minimum:g}, got {value!r}")
