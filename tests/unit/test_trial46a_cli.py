@@ -22,3 +22,33 @@ def test_eval_refuses_a_persona_population_too_large_to_hold_in_memory(capsys, s
     assert code == 2 and out == ""
     line = err.strip().splitlines()[-1]
     assert line.startswith("pluralign: error: ") and named in line and "comparisons" in line, err
+
+
+@pytest.mark.parametrize(("rows", "named"), [
+    ([{"user_id": "u0", "cluster": 0, "posterior": [-5.0, 6.0]}], r"line 1: posterior \[-5\.0, 6\.0\] is not"),
+    ([{"user_id": "u0", "cluster": 0, "posterior": [0.0, 0.0]}], r"line 1: posterior \[0\.0, 0\.0\] is not"),
+    ([{"user_id": "u0", "cluster": 0, "posterior": [1e308, 1e308]}], "line 1: posterior"),
+    ([{"user_id": "u0", "cluster": 0, "posterior": [1.0, 0.0]}, {"user_id": "u0", "cluster": 1, "posterior": [0.0, 1.0]}],
+     "line 2: user 'u0' again"),
+    ([{"user_id": " ", "cluster": 0, "posterior": [1.0, 0.0]}], "line 1: user_id"),
+])
+def test_an_em_artifact_whose_memberships_are_damaged_is_refused_naming_the_line(tmp_path, rows, named):
+    """An EM artifact's users.jsonl of a posterior that is no distribution over the heads (negative, all zero, or
+    not finite once read), or a user twice, loaded: `prob_seen` then mixed the heads' probabilities with those
+    weights, -5 x p0 + 6 x p1 (a "probability" of 3.4 for a comparison), or 0 for every comparison of the user, and
+    the second row of a user silently replaced the first. Found by damaging a `pluralign train em --out` artifact."""
+    import msgspec
+    import torch
+
+    from pluralign.reward.em import EMMixture
+    from pluralign.reward.features import PairBatch
+    from tests.unit.test_break18_cli import MINILM_ID, tiny_em
+
+    folder = tiny_em(tmp_path / "em", dim=4, encoder_id=MINILM_ID)
+    (folder / "users.jsonl").write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
+    with pytest.raises(ValueError, match=named) as caught:
+        model = EMMixture.load(folder, MINILM_ID)
+        x = torch.ones(1, 4)
+        print(model.prob_seen(PairBatch(prompt=x, chosen=x, rejected=-x, user=torch.zeros(1, dtype=torch.long),
+                                        group=["g"], users=["u0"])))
+    assert "users.jsonl" in str(caught.value)
