@@ -52,3 +52,19 @@ def test_an_em_artifact_whose_memberships_are_damaged_is_refused_naming_the_line
         print(model.prob_seen(PairBatch(prompt=x, chosen=x, rejected=-x, user=torch.zeros(1, dtype=torch.long),
                                         group=["g"], users=["u0"])))
     assert "users.jsonl" in str(caught.value)
+
+
+def test_a_pal_checkpoint_whose_user_logits_overflow_is_refused_naming_the_user(tmp_path):
+    """A user's logits in user_weights.json that are no float32 (1e300: inf once read) loaded; the first reward of that
+    user then failed with "`user_logits` is not finite (NaN or inf)", naming neither the file nor the user."""
+    import json
+
+    from pluralign.reward.pal import load_pal
+    from tests.unit.test_break18_cli import tiny_pal
+
+    folder = tiny_pal(tmp_path / "pal", input_dim=4)
+    table = json.loads((folder / "user_weights.json").read_text())
+    table["users"]["u1"]["logits"] = [1e300, 0.0]
+    (folder / "user_weights.json").write_text(json.dumps(table))
+    with pytest.raises(ValueError, match=r"user_weights\.json: user 'u1'.*not finite"):
+        load_pal(folder)
