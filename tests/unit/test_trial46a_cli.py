@@ -68,3 +68,72 @@ def test_a_pal_checkpoint_whose_user_logits_overflow_is_refused_naming_the_user(
     (folder / "user_weights.json").write_text(json.dumps(table))
     with pytest.raises(ValueError, match=r"user_weights\.json: user 'u1'.*not finite"):
         load_pal(folder)
+
+
+def _ukp_with_a_pair_of_one_text(folder):
+    """A UKPConvArg1 folder of two pairs, each judged by w1 and w2: p1 compares two arguments, p2 one argument with
+    itself (15 of UKP's 16,927 pairs do: 75 judgments, 5 of them not ties, e.g. pair 33187_33186)."""
+    from tests.unit.test_break19 import UKP_PAIR
+
+    def pair(pair_id, arg1, arg2):
+        one = UKP_PAIR.format(arg2=f"<arg2><text>{arg2}</text><stance>s</stance></arg2>")
+        two = one.replace("<value>a1</value><turkID>w1</turkID>", "<value>a2</value><turkID>w1</turkID></mTurkAssignment>"
+                          "<mTurkAssignment><value>equal</value><turkID>w2</turkID>")
+        return two.replace("<id>p1</id>", f"<id>{pair_id}</id>").replace("<text>A</text>", f"<text>{arg1}</text>")
+
+    folder.mkdir()
+    (folder / "topic.xml").write_text(f'<?xml version="1.0"?><list>{pair("p1", "A", "B")}{pair("p2", "Same.", "Same.")}</list>')
+    return str(folder)
+
+
+def test_ukp_export_leaves_out_the_judgments_of_an_argument_against_itself(capsys, tmp_path):
+    """README's own two commands, `pluralign data export --source ukp_convarg1 ... --out ukp.jsonl` and then
+    `pluralign eval --model pal-a+residual --protocol file --data ukp.jsonl --json`, failed: the export wrote UKP's 75
+    judgments of an argument against the same text, and the file reader refuses each (`line 18298, field `rejected`:
+    is the same answer as `chosen``). The export leaves them out and says how many; `data stats` still counts the set
+    as published (84,445 judgments) and says how many of them are such."""
+    ukp = _ukp_with_a_pair_of_one_text(tmp_path / "ukp")
+    code, out, err = cli(capsys, "data", "stats", "--source", "ukp_convarg1", "--path", ukp, "--json")
+    assert code == 0 and '"judgments":4' in out and '"same_answer_judgments":2' in out, out + err
+    for suffix in (".jsonl", ".parquet"):
+        exported = str(tmp_path / f"ukp{suffix}")
+        code, out, err = cli(capsys, "data", "export", "--source", "ukp_convarg1", "--path", ukp, "--out", exported)
+        assert code == 0 and '"records":2' in out and '"left_out_same_answer":2' in out, out + err
+        assert "left out 2 judgments of 1 pair (p2)" in err, err
+        code, out, err = cli(capsys, "data", "stats", "--source", suffix[1:], "--path", exported, "--json")
+        assert code == 0 and '"judgments":2' in out, err
+
+
+def test_ukp_import_does_not_send_an_argument_judged_against_itself(capsys, tmp_path):
+    """`data import --source ukp_convarg1` sent those rows too, and the service refuses each (the stub answers as it)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sent = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            rows = [json.loads(line) for line in self.rfile.read(int(self.headers["Content-Length"])).splitlines() if line]
+            sent.extend(rows)
+            same = next((i for i, r in enumerate(rows, 1) if r["chosen"] == r["rejected"]), None)
+            answer = json.dumps({"error": {"message": f"`line {same}.rejected`: the same answer", "param": f"line {same}.rejected"}}
+                                if same else {"stored": [f"id{i}" for i in range(len(rows))]}).encode()
+            self.send_response(400 if same else 201)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    ukp = _ukp_with_a_pair_of_one_text(tmp_path / "ukp")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, out, err = cli(capsys, "data", "import", "--source", "ukp_convarg1", "--path", ukp,
+                             "--url", f"http://127.0.0.1:{server.server_address[1]}", "--key", "pk-test")
+    finally:
+        server.shutdown()
+    assert code == 0, err
+    assert sorted(r["chosen"] for r in sent) == ["A", "B"] and '"left_out_same_answer":2' in out, (sent, out)
