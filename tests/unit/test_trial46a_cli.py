@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.service.tiny import tiny_generator_dir  # noqa: F401 (a fixture)
 from tests.unit.clitools import cli
 
 
@@ -137,3 +138,25 @@ def test_ukp_import_does_not_send_an_argument_judged_against_itself(capsys, tmp_
         server.shutdown()
     assert code == 0, err
     assert sorted(r["chosen"] for r in sent) == ["A", "B"] and '"left_out_same_answer":2' in out, (sent, out)
+
+
+def test_load_policy_takes_a_str_folder_and_names_a_damaged_adapter(tmp_path, capsys, tiny_generator_dir):  # noqa: F811
+    """`load_policy(folder: str | Path, ...)`, reloading a `pluralign train maxmin --out` policy: a str folder was a
+    TypeError ("unsupported operand type(s) for /: 'str' and 'str'"), and an adapter_model.safetensors cut short was
+    safetensors' own SafetensorError ("incomplete metadata, file not fully covered"), naming no file."""
+    from transformers import AutoModelForCausalLM
+
+    from pluralign.policy.maxmin import load_policy
+    from tests.unit.test_left22a_cli import _pairs
+
+    out = tmp_path / "policy"
+    code, _, err = cli(capsys, "train", "maxmin", "--pairs", _pairs(tmp_path), "--base", str(tiny_generator_dir), "--steps", "1",
+                       "--batch-size", "2", "--lora-r", "2", "--quiet", "--out", str(out))
+    assert code == 0, err
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    _, meta = load_policy(str(out), base, expected_base=str(tiny_generator_dir))
+    assert meta.kind == "maxmin-lora"
+    weights = out / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"policy/adapter: the adapter's weights cannot be loaded \(truncated"):
+        load_policy(out, AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)), expected_base=str(tiny_generator_dir))
