@@ -160,3 +160,21 @@ def test_load_policy_takes_a_str_folder_and_names_a_damaged_adapter(tmp_path, ca
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"policy/adapter: the adapter's weights cannot be loaded \(truncated"):
         load_policy(out, AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)), expected_base=str(tiny_generator_dir))
+
+
+def test_read_rows_takes_numpy_scalars_in_row_dicts_as_a_dataframe_gives_them():
+    """Rows built in a loop over numpy arrays (`{"user_id": ids[i], "margin": margins[i], "tie": ties[i]}`) were refused:
+    "row 1, field `user_id`: Expected `str`, got `numpy.int64`" (so `numpy.bool`, `numpy.float32`), though the same rows
+    as a pandas DataFrame loaded (user 7 as "7"), and a Python int user id loads from a list too."""
+    import numpy as np
+    import pandas as pd
+
+    from pluralign.data.io import read_rows
+
+    rows = [{"user_id": np.int64(7), "prompt": "Which?", "chosen": "Short.", "rejected": "A longer one.", "margin": np.float32(0.5),
+             "tie": np.bool_(False), "score_chosen": np.float64(2.0), "created_at": np.int32(1700000000)}]
+    records, _ = read_rows(rows)
+    as_frame, _ = read_rows(pd.DataFrame(rows))
+    assert records == as_frame
+    assert (records[0].user_id, records[0].margin, records[0].tie, records[0].created_at) == ("7", 0.5, False, 1700000000)
+    assert type(records[0].margin) is float
