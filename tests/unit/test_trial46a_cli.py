@@ -178,3 +178,18 @@ def test_read_rows_takes_numpy_scalars_in_row_dicts_as_a_dataframe_gives_them():
     assert records == as_frame
     assert (records[0].user_id, records[0].margin, records[0].tie, records[0].created_at) == ("7", 0.5, False, 1700000000)
     assert type(records[0].margin) is float
+
+
+@pytest.mark.parametrize(("users", "fraction", "training"), [(10, "0.8", 8 - 6), (10, "0.4", 6), (10, "0.2", 8), (1, "0.2", 1), (2, "0.9", 1)])
+def test_train_fspo_holds_out_the_share_of_users_unseen_fraction_asks_for(capsys, tmp_path, users, fraction, training):
+    """`train fspo --population file --unseen-fraction F` held out every round(1/F)-th user, at least every 2nd: 0.8 (or
+    0.99) held out half the users, 0.4 half too, and a file of one user held it out, leaving no training user ("no
+    training user ... has that many (at most 0, among 0 training users)"). It holds out round(F x users), evenly
+    spread, at least one and never every user. The count is read off the refusal of --shots 50, before any model loads."""
+    from tests.unit.clitools import write_jsonl
+
+    rows = [{"user_id": f"u{u}", "prompt": f"Pick {i}?", "chosen": "yes", "rejected": f"no {i}"} for u in range(users) for i in range(3)]
+    code, out, err = cli(capsys, "train", "fspo", "--population", "file", "--data", write_jsonl(tmp_path / "p.jsonl", rows),
+                         "--unseen-fraction", fraction, "--shots", "50", "--out", str(tmp_path / "fspo"))
+    assert code == 2 and out == "", err
+    assert f"(at most {3 if training else 0}, among {training} training users)" in err, err
