@@ -193,3 +193,20 @@ def test_train_fspo_holds_out_the_share_of_users_unseen_fraction_asks_for(capsys
                          "--unseen-fraction", fraction, "--shots", "50", "--out", str(tmp_path / "fspo"))
     assert code == 2 and out == "", err
     assert f"(at most {3 if training else 0}, among {training} training users)" in err, err
+
+
+@pytest.mark.parametrize("model", ["bt", "per-user-bt"])
+def test_eval_refuses_k_for_a_model_without_components(capsys, tmp_path, model):
+    """`pluralign eval --model bt --k 2 ...` trained and reported as if --k were not given (the registry dropped it);
+    options that would be ignored are usage errors here (--groups with a file, --k-max beside --k). So is `k` to
+    `build_model` for such a model."""
+    from pluralign.reward.registry import build_model
+    from tests.unit.clitools import write_jsonl
+
+    data = write_jsonl(tmp_path / "p.jsonl", [{"user_id": f"u{u}", "prompt": f"Q{i}?", "chosen": "a", "rejected": "b"}
+                                                      for u in range(3) for i in range(6)])
+    code, out, err = cli(capsys, "eval", "--model", model, "--protocol", "file", "--data", data, "--k", "2", "--json")
+    assert code == 2 and out == "" and "--k 2: the number of mixture components" in err and f"--model {model} has none" in err, err
+    with pytest.raises(ValueError, match=rf"`k` \(2\) is a mixture's number of components, and {model} has none"):
+        build_model(model, k=2)
+    assert build_model(model).name == model

@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
         raise ValueError(f"{given}: persona only ({UNSEEN_USERS[args.protocol]})")
     check_persona_size(args, sizes)
+    if args.k is not None and args.model in ("bt", "per-user-bt"):  # pluralign.reward.registry.WITHOUT_COMPONENTS (not imported yet)
+        raise ValueError(f"--k {args.k}: the number of mixture components (pal-a, pal-b, em and their +residual forms), and "
+                         f"--model {args.model} has none: leave --k out")
     check_encoder(args)
     from tqdm import tqdm
 
