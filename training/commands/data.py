@@ -193,7 +193,7 @@ def import_(args: argparse.Namespace) -> int:
     if not (key.isascii() and key.isprintable()) or " " in key:  # an HTTP header's value; before: httpx's "'ascii' codec can't encode"
         raise ValueError(f"{'--key' if args.key else 'PLURALIGN_KEY'}: not an API key (not shown): a key is printable ASCII "
                          "without spaces, as `pluralign keys create` prints it (pk-...)")
-    records, where = _load_located(args)[0::2]
+    records, _, where = _load_located(args)
     records, where, left_out = _comparisons_only(args, records, where)
     by_user = _indexes_by_user(args, records, where)
     stored, users_stored = 0, 0
