@@ -63,7 +63,7 @@ def main() -> None:
     import torch
 
     from pluralign.evaluation import EvalConfig, evaluate, load_protocol
-    from pluralign.reward.registry import build_model
+    from pluralign.reward.registry import WITHOUT_COMPONENTS, build_model
     from training.common import cached_encoder
 
     torch.set_num_threads(args.threads)
@@ -84,7 +84,8 @@ def main() -> None:
                 if seed not in protocols:
                     protocols[seed] = load_protocol(EvalConfig(protocol="ukp", data_dir=args.data_dir, seed=seed))
                 start = time.perf_counter()
-                report = evaluate(build_model(name, k=args.k, seed=seed), protocols[seed], encoder, shots=(), per_user=True)
+                k = None if name in WITHOUT_COMPONENTS else args.k  # the mixtures' K: bt and per-user-bt have none
+                report = evaluate(build_model(name, k=k, seed=seed), protocols[seed], encoder, shots=(), per_user=True)
                 run = {"model": name, "seed": seed, "seen_macro_acc": report["seen_macro_acc"], "seen_pooled_acc": report["seen_pooled_acc"],
                        "k_selected": report.get("k_selected"), "seconds": round(time.perf_counter() - start, 1), "seen_user_acc": report["seen_user_acc"]}
                 done.write_text(json.dumps(run))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import msgspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import regex
@@ -953,11 +954,17 @@ def read_rows(rows: Any, *, skip_bad: bool = False, default_user: str | None = N
     if isinstance(rows, pa.Table):
         numbered = _table_rows(rows)
     else:
-        numbered = ((i, _parquet_row(i, row, frozenset()) if isinstance(row, Mapping) else row) for i, row in enumerate(rows, start=1))
+        numbered = ((i, _parquet_row(i, _native(row), frozenset()) if isinstance(row, Mapping) else row) for i, row in enumerate(rows, start=1))
     records, report = _collect(numbered, skip_bad, default_user, "row")
     if not records:
         raise PreferenceError(0, None, _nothing_read(report))
     return records, report
+
+
+def _native(row: Mapping) -> dict[str, Any]:
+    """`row` with its numpy scalars (np.int64, np.float32, np.bool_, ...: a row built from numpy arrays) as the Python
+    numbers and booleans they hold, as a DataFrame's row is read (through Arrow); other values as they are."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()}
 
 
 def _nothing_read(report: LoadReport) -> str:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from pluralign.data.record import Base
+from pluralign.data.text import is_blank
 from pluralign.device import default_device, usable_device
 from pluralign.files import may_hold, read_description, read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
@@ -393,7 +394,8 @@ class EMMixture:
         Raises FileNotFoundError for a missing file, ValueError naming `device` when this machine
         lacks it (`pluralign.device.usable_device`), and ValueError naming the file for an artifact
         of another kind (a PAL checkpoint), schema, encoder, dimension or features, for a file that
-        is not JSON or truncated, and for tensors whose shapes disagree with meta.json."""
+        is not JSON or truncated, for tensors whose shapes disagree with meta.json, and naming the line of
+        users.jsonl whose user is blank or given twice or whose posterior is not K weights in [0, 1] summing to 1."""
         device = usable_device(device)
         folder = Path(folder)
         meta = _read_meta(folder, encoder_id, dim)
@@ -403,15 +405,36 @@ class EMMixture:
             raise ValueError(f"{folder}: heads.safetensors holds {shapes}, meta.json says K={meta.k}, d={meta.dim} "
                              f"(head_weights ({meta.k}, {2 * meta.dim}), log_mixing ({meta.k},))")
         model = cls.from_heads(tensors["head_weights"], tensors["log_mixing"], EMConfig(k=meta.k, assignment=meta.assignment))
-        rows = []
+        rows, seen = [], set()
         for number, _, row in memberships(folder / USERS_FILE):
-            if len(row.posterior) != meta.k:
-                raise ValueError(f"{folder / USERS_FILE}, line {number}: a posterior of {len(row.posterior)} values, K={meta.k}")
+            _check_membership(folder / USERS_FILE, number, row, meta.k, seen)
             rows.append(row)
         if rows:
             model.users = [r.user_id for r in rows]
             model.fit_result.responsibilities = torch.tensor([r.posterior for r in rows], dtype=torch.float64, device=model.fit_result.head_weights.device)
         return model
+
+
+POSTERIOR_ROUNDING = 1e-6  # save rounds each weight to 6 decimals (within 5e-7): K of them sum to 1 within K x this
+
+
+def _check_membership(path: Path, number: int, row: UserMembership, k: int, seen: set[str]) -> None:
+    """A ValueError naming `path` and line `number` when `row` is no training user's membership: a blank user_id, a
+    user already `seen` (added to it), or a posterior that is not K weights in [0, 1] summing to 1. `prob_seen` mixes
+    the heads by these weights: [-5, 6] gave "probabilities" outside [0, 1], [0, 0] gave 0 for every comparison, and a
+    second row of a user replaced the first (session trial46a)."""
+    if is_blank(row.user_id):
+        raise ValueError(f"{path}, line {number}: user_id {row.user_id!r} has no visible character")
+    if row.user_id in seen:
+        raise ValueError(f"{path}, line {number}: user {row.user_id!r} again (each training user has one membership row)")
+    seen.add(row.user_id)
+    if len(row.posterior) != k:
+        raise ValueError(f"{path}, line {number}: a posterior of {len(row.posterior)} values, K={k}")
+    weights = np.asarray(row.posterior, dtype=np.float64)
+    if not (np.isfinite(weights).all() and (weights >= 0).all() and (weights <= 1).all()
+            and abs(float(weights.sum()) - 1.0) <= k * POSTERIOR_ROUNDING):
+        raise ValueError(f"{path}, line {number}: posterior {row.posterior} is not a distribution over the {k} heads "
+                         "(weights in [0, 1] summing to 1)")
 
 
 def _read_meta(folder: Path, encoder_id: str, dim: int | None) -> EMMeta:

@@ -37,7 +37,15 @@ import numpy as np
 
 from pluralign.reward.features import PairBatch
 
-TIE_TOLERANCE = 1e-6  # relative: totals closer than this are equal (rounding, not evidence)
+TIE_TOLERANCE = 1e-6  # totals closer than this are equal (rounding, not evidence): relative, and in nats below 1 nat
+
+
+def tie_tolerance(best: float) -> float:
+    """How far (nats) a total log-likelihood may fall short of `best` and still be equal to it:
+    TIE_TOLERANCE relative to `best`, and TIE_TOLERANCE nats when |best| is under 1. Two perfect fits
+    of separable data score -3.7e-13 and -8.6e-17 nats (session trial46a): a relative tolerance alone
+    is ~1e-22 nats there, and the larger K won by a difference that is no evidence."""
+    return TIE_TOLERANCE * max(abs(best), 1.0)
 
 
 class TooManyComponents(ValueError):
@@ -131,7 +139,7 @@ def one_standard_error(per_user: dict[int, np.ndarray]) -> KSelection:
     for k, values in per_user.items():
         gap = np.asarray(per_user[k_best], dtype=np.float64) - np.asarray(values, dtype=np.float64)  # (U,)
         se[k] = float(np.std(gap, ddof=1) * math.sqrt(len(gap))) if len(gap) > 1 else 0.0
-    slack = TIE_TOLERANCE * abs(totals[k_best])  # equal fits (e.g. EM heads left empty) differ by rounding only
+    slack = tie_tolerance(totals[k_best])  # equal fits (e.g. EM heads left empty, two perfect fits) differ by rounding only
     k_selected = min(k for k in totals if totals[k_best] - totals[k] <= se[k] + slack)
     return KSelection(k_selected=k_selected, k_best=k_best, criterion=totals, standard_error=se)
 
@@ -174,7 +182,7 @@ def search_k(
         best, since = -math.inf, 0
         for k in range(search.k_min, search.k_max + 1):
             total = visit(k)
-            if not math.isfinite(best) or total > best + TIE_TOLERANCE * abs(best):
+            if not math.isfinite(best) or total > best + tie_tolerance(best):
                 best, since = total, 0
             else:
                 since += 1

@@ -57,8 +57,16 @@ MODELS: dict[str, Callable[[int | None, int], PreferenceModel]] = {
 }
 
 
+WITHOUT_COMPONENTS = frozenset({"bt", "per-user-bt"})  # models of no mixture: a `k` would be ignored
+
+
 def build_model(name: str, k: int | None = None, seed: int = 0) -> PreferenceModel:
-    """A model by name; `k` fixes the mixtures' number of components, None chooses it from the data."""
+    """A model by name; `k` fixes the mixtures' number of components, None chooses it from the data. Raises
+    ValueError for an unknown name, and naming `k` when it is given to a model without components (bt,
+    per-user-bt), which would train as if it were not given."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    if k is not None and name in WITHOUT_COMPONENTS:
+        raise ValueError(f"`k` ({k}) is a mixture's number of components, and {name} has none (pal-a, pal-b, em and "
+                         "their +residual forms have): leave it out")
     return MODELS[name](k, seed)

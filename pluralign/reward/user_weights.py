@@ -157,7 +157,7 @@ class UserWeights:
     @classmethod
     def load(cls, path: str | Path, k: int | None = None) -> UserWeights:
         """Read a table; ValueError naming the file for another schema version, another K when `k` is
-        given, a K or prior that does not fit, or a user's logits of another length than K."""
+        given, a K or prior that does not fit, or a user's logits of another length than K or not finite in float32."""
         try:
             file = _DECODER.decode(Path(path).read_bytes())
         except msgspec.DecodeError as exc:  # not JSON, or not this schema's fields
@@ -174,4 +174,10 @@ class UserWeights:
             if len(row.logits) != file.k:
                 raise ValueError(f"{path}: user {user_id!r} has {len(row.logits)} logits, expected K={file.k}")
             table._rows[user_id] = row
+        if file.users:  # read as float32, as `get` reads them: 1e300 is inf there (one array: a 100,000-user table is ms)
+            with np.errstate(over="ignore"):
+                finite = np.isfinite(np.array([row.logits for row in file.users.values()], dtype=np.float32)).all(axis=1)
+            if not finite.all():
+                user_id = list(file.users)[int(np.flatnonzero(~finite)[0])]
+                raise ValueError(f"{path}: user {user_id!r} has logits that are not finite float32 numbers: {file.users[user_id].logits}")
         return table

@@ -54,7 +54,7 @@ def test_export_reimports_into_another_tenant_and_rebuilds_the_user(svc, tmp_pat
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary == {"url": svc.url, "users": 1, "records": len(PAIRS), "stored": len(PAIRS)}
+    assert summary == {"url": svc.url, "users": 1, "records": len(PAIRS), "stored": len(PAIRS), "left_out_same_answer": 0}
     svc.runtime.wait_for_background()
     with svc.client("globex") as globex:
         after = globex.get("/v1/users/rita").json()

@@ -102,7 +102,7 @@ def test_data_export_prints_its_json_summary_and_keeps_the_trl_form(tmp_path):
     result = run_cli("data", "export", "--source", "jsonl", "--path", str(source), "--user", "ann", "--out", str(out))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary == {"out": str(out), "format": "parquet", "records": 3, "users": 1}
+    assert summary == {"out": str(out), "format": "parquet", "records": 3, "users": 1, "left_out_same_answer": 0}
     help_text = run_cli("data", "--help").stdout
     assert "import" in help_text and "export" in help_text
 

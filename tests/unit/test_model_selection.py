@@ -118,3 +118,21 @@ def test_equal_fits_are_a_tie_that_the_smaller_k_wins():
     tried = []
     search_k(lambda k: tried.append(k) or k, lambda k: per_user.get(k, base + 1e-13), KSearch(k_min=3, k_max=9))
     assert tried == [3, 4, 5, 6]
+
+
+def test_two_perfect_fits_are_a_tie_that_the_smaller_k_wins():
+    """Session trial46a: `pluralign train pal --protocol file` on six users of two opposed groups (short answers
+    against long ones, 10 comparisons each) fitted K=2 and K=3 perfectly: held-out totals -3.7e-13 and -8.6e-17
+    nats, both printed as -0.0 in `k_criterion`. The tolerance was relative to the best total only (about 1e-22
+    nats there), so K=3 was chosen, and the upward search went on to K=5, each K "better" by 1e-13 nats."""
+    per_user = {
+        1: np.array([-0.9, -0.6, -0.8, -0.7, -0.6, -0.8]),
+        2: np.array([-4e-14, -9e-14, -5e-14, -7e-14, -6e-14, -1.2e-13]),
+        3: np.array([-1e-17, -2e-17, -1e-17, -1.5e-17, -1e-17, -3e-17]),
+        4: np.array([-1e-9, -9e-10, -1.1e-9, -8e-10, -1e-9, -1.1e-9]),
+    }
+    assert one_standard_error(per_user).k_selected == 2
+    tried = []
+    _, selection, _ = search_k(lambda k: tried.append(k) or k, lambda k: per_user.get(k, per_user[3]), KSearch(k_max=8))
+    assert selection.k_selected == 2
+    assert tried == [1, 2, 3, 4]  # K=3 and K=4 add nothing: two K without a better score end the search

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import msgspec
@@ -46,6 +47,31 @@ def _load_located(args):
     raise ValueError(f"unknown --source {args.source!r}: expected ukp_convarg1, jsonl or parquet")
 
 
+def _same_answer(records: list) -> list[int]:
+    """Indexes of `records` whose chosen and rejected are one answer (`pluralign.data.text.answer_key`): UKPConvArg1
+    pairs 15 of its arguments with the same text (75 judgments, 70 of them ties). A preference file may not hold
+    such a row (the reader refuses it: a comparison needs two different answers), nor does the service take one."""
+    from pluralign.data.text import answer_key
+
+    return [i for i, r in enumerate(records) if answer_key(r.chosen) == answer_key(r.rejected)]
+
+
+def _comparisons_only(args: argparse.Namespace, records: list, where: list[str]) -> tuple[list, list[str], int]:
+    """(records, where, how many were left out): `records` without those of `_same_answer`, said on stderr with
+    their pairs (only UKP's importer makes them: a preference file's reader refuses each)."""
+    same = _same_answer(records)
+    if not same:
+        return records, where, 0
+    pairs = sorted({records[i].attributes.get("pair_id", where[i]) for i in same})
+    shown = ", ".join(pairs[:5]) + (f", ... ({len(pairs) - 5} more)" if len(pairs) > 5 else "")
+    print(f"--path {args.path}: left out {len(same)} judgments of {len(pairs)} pair{'s' * (len(pairs) != 1)} ({shown}) whose "
+          "two answers are the same text: a comparison needs two different answers (a preference file may not hold one)",
+          file=sys.stderr)
+    left = set(same)
+    kept = [i for i in range(len(records)) if i not in left]
+    return [records[i] for i in kept], [where[i] for i in kept], len(same)
+
+
 def stats(args: argparse.Namespace) -> int:
     records, pairs = _load(args)
     users = {r.user_id for r in records}
@@ -54,6 +80,7 @@ def stats(args: argparse.Namespace) -> int:
     if args.source == "ukp_convarg1":
         from collections import Counter
 
+        report["same_answer_judgments"] = len(_same_answer(records))  # counted above; export and import leave them out
         per_user = Counter(r.user_id for r in records if not r.tie)
         report["users_ge_100_non_tie"] = sum(c >= 100 for c in per_user.values())
         report["users_50_to_99_non_tie"] = sum(50 <= c < 100 for c in per_user.values())
@@ -72,10 +99,12 @@ def export(args: argparse.Namespace) -> int:
     if suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):  # before reading: the format follows the name
         raise ValueError(f"--out {args.out}: expected a .jsonl (or .json, .ndjson) or .parquet file name, got {suffix or 'no suffix'!r}")
     check_writable_file("--out", args.out, "the exported file")
-    records, _ = _load(args)
+    records, _, where = _load_located(args)
+    records, _, left_out = _comparisons_only(args, records, where)
     parquet = suffix == ".parquet"
     n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)
-    print_json({"out": args.out, "format": "parquet" if parquet else "jsonl", "records": n, "users": len({r.user_id for r in records})})
+    print_json({"out": args.out, "format": "parquet" if parquet else "jsonl", "records": n, "users": len({r.user_id for r in records}),
+                "left_out_same_answer": left_out})
     return 0
 
 
@@ -165,6 +194,7 @@ def import_(args: argparse.Namespace) -> int:
         raise ValueError(f"{'--key' if args.key else 'PLURALIGN_KEY'}: not an API key (not shown): a key is printable ASCII "
                          "without spaces, as `pluralign keys create` prints it (pk-...)")
     records, _, where = _load_located(args)
+    records, where, left_out = _comparisons_only(args, records, where)
     by_user = _indexes_by_user(args, records, where)
     stored, users_stored = 0, 0
 
@@ -200,7 +230,7 @@ def import_(args: argparse.Namespace) -> int:
                     stored, user_stored = stored + count, user_stored + count
     except (httpx.TransportError, httpx.InvalidURL) as exc:  # refused, unresolvable, no scheme, timed out
         raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()}; {again})") from None
-    print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored})
+    print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored, "left_out_same_answer": left_out})
     return 0
 
 

@@ -59,6 +59,11 @@ from training.common import (
 )
 
 PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "--query-size"}  # EvalConfig field -> its flag
+# the most comparisons eval's persona population may give its new users (groups x --unseen-per-group x (support pool +
+# --query-size)): each is embedded as three (384,) float32 rows beside its record; 100,000 query comparisons took 1.5 GB
+# and 66 s on two cores (session trial46a), so this is about 3 GB; --query-size 100000 was killed by the kernel
+# (exit 137, no message). The recorded run (benchmarks.active_shots: 4 x 50 x (50 + 50) = 20,000) is a tenth of it.
+MAX_UNSEEN_COMPARISONS = 200_000
 UNSEEN_USERS = {  # a protocol's unseen users, as an error refusing persona's sizes or active shots says it
     "ukp": "UKP's unseen users are its own held-out annotators",
     "file": "--protocol file has no unseen users: every user of the file with enough comparisons is a seen user, "
@@ -81,6 +86,23 @@ def check_active_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--active-target {args.active_target} chooses how --shots active picks; add --shots active (or drop --active-target)")
 
 
+def check_persona_size(args: argparse.Namespace, sizes: dict[str, int]) -> None:
+    """A ValueError naming --groups, --unseen-per-group and --query-size when the persona population they ask for
+    gives its new users more than MAX_UNSEEN_COMPARISONS comparisons (it would not fit in memory)."""
+    from pluralign.data.persona import PersonaConfig
+
+    if args.protocol != "persona":
+        return
+    defaults = PersonaConfig()
+    unseen = sizes.get("unseen_users_per_group", defaults.unseen_users_per_group)
+    query = sizes.get("query_size", defaults.query_size)
+    total = args.groups * unseen * (defaults.support_size + query)
+    if total > MAX_UNSEEN_COMPARISONS:
+        raise ValueError(f"--groups {args.groups}, --unseen-per-group {unseen}, --query-size {query}: {total:,} comparisons of "
+                         f"new users ({args.groups} x {unseen} users x ({defaults.support_size} support + {query} query)), over "
+                         f"the {MAX_UNSEEN_COMPARISONS:,} that fit in a few GB of memory; lower --unseen-per-group or --query-size")
+
+
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the imports below (torch, the models) take seconds
     check_active_options(args)
@@ -90,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
     if sizes and args.protocol != "persona":
         given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
         raise ValueError(f"{given}: persona only ({UNSEEN_USERS[args.protocol]})")
+    check_persona_size(args, sizes)
+    if args.k is not None and args.model in ("bt", "per-user-bt"):  # pluralign.reward.registry.WITHOUT_COMPONENTS (not imported yet)
+        raise ValueError(f"--k {args.k}: the number of mixture components (pal-a, pal-b, em and their +residual forms), and "
+                         f"--model {args.model} has none: leave --k out")
     check_encoder(args)
     from tqdm import tqdm
 
@@ -176,7 +202,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
     p.add_argument("--unseen-per-group", dest="unseen_users_per_group", type=int, action=AtLeastOne, default=None,
                    help="persona: new (unseen) users per group (default 10); the seen users and their model stay the same, more users narrow the intervals")
-    p.add_argument("--query-size", type=int, action=AtLeastOne, default=None, help="persona: held-out query comparisons per unseen user (default 20)")
+    p.add_argument("--query-size", type=int, action=AtLeastOne, default=None, help="persona: held-out query comparisons per unseen user (default 20); the new users' comparisons, "
+                        "--groups x --unseen-per-group x (50 support + --query-size), are at most 200,000")
     p.add_argument("--shots", choices=["random", "active"], default="random",
                    help="unseen users' k support comparisons: the pool's first k (random order), or also chosen by "
                         "expected information gain on the user model's posterior (`active`, +residual models)")

@@ -58,6 +58,15 @@ def load_base(spec: str):
     return model, tokenizer, folder.resolve().name
 
 
+def unseen_users(names: list[str], fraction: float) -> set[str]:
+    """The users of `names` (sorted) held out unseen: round(`fraction` x their number), spread evenly over the
+    order, at least one and never all (the training needs a user). Until session trial46a every round(1 / fraction)-th
+    user, at least every 2nd: 0.8 held out half of them, and a file of one user had no training user left."""
+    n = len(names)
+    m = min(max(1, round(fraction * n)), n - 1)
+    return {names[i * n // m] for i in range(m)} if m > 0 else set()
+
+
 def load_population(args: argparse.Namespace):
     """(training users -> comparisons, unseen support, unseen query) for the chosen population."""
     from pluralign.data.splits import by_user, split_unseen
@@ -71,7 +80,7 @@ def load_population(args: argparse.Namespace):
         records = read_preference_file("--data", args.data)
         users = by_user([r for r in records if not r.tie])
         names = sorted(users)
-        held_out = set(names[:: max(2, round(1 / args.unseen_fraction))])  # every n-th user is unseen
+        held_out = unseen_users(names, args.unseen_fraction)
         unseen = split_unseen({u: users[u] for u in held_out}, args.seed, min_query=1)
         return {u: users[u] for u in names if u not in held_out}, unseen.support, unseen.query
     with reading("--data-dir", args.data_dir):
@@ -196,7 +205,8 @@ def register(sub) -> None:
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of (opposed) groups, 2 to 64 (default 2)")
     p.add_argument("--data", default=None, help="--population file: a preference JSONL/Parquet file")
     p.add_argument("--unseen-fraction", type=number(float, above=0, below=1), default=None,
-                   help="--population file: share of users held out (default 0.2)")
+                   help="--population file: share of users held out unseen (default 0.2): round(share x users), "
+                        "spread evenly, at least one and never all")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=DATA_DIR_HELP)
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
     p.add_argument("--shots", type=number(int, minimum=0), default=4,
