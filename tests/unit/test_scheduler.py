@@ -25,6 +25,23 @@ def test_tenants_are_served_in_turn_whatever_one_of_them_queued():
     assert [x for x in order if x != "b"] == [f"a{i}" for i in range(6)]  # each tenant's own order is kept
 
 
+def test_a_tenant_runs_on_at_most_its_share_of_the_workers_and_another_tenant_finds_one_free():
+    """Session trial46b: turns alone let one tenant's slow tasks take every worker; another tenant's task then
+    waited for one of them to end, however long that took."""
+    scheduler = FairScheduler(workers=4, per_tenant=10, max_waiting=20, running_per_tenant=2)
+    gate, started = threading.Event(), []
+    try:
+        held = [scheduler.submit("a", lambda i=i: (started.append(f"a{i}"), gate.wait(10))) for i in range(4)]
+        assert scheduler.stats() == {"running": 2, "waiting": 2, "tenants": 1}  # a's other two wait for its share
+        assert scheduler.submit("b", lambda: "b ran").result(timeout=10) == "b ran"  # while a's two still run
+        assert started == ["a0", "a1"]
+    finally:
+        gate.set()
+    for f in held:
+        f.result(timeout=10)
+    assert started == ["a0", "a1", "a2", "a3"]  # a's own order is kept
+
+
 def test_a_full_tenant_or_queue_is_busy_with_a_retry_after():
     scheduler = FairScheduler(workers=1, per_tenant=2, max_waiting=3)
     gate = threading.Event()
