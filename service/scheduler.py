@@ -3,8 +3,10 @@
 Generation holds the model for seconds; if it ran on the request thread pool, one tenant's burst
 of chats would leave every light route (profiles, feedback lookups) waiting for a thread. Here
 generation work runs on the scheduler's own `workers` threads. Waiting work is kept per tenant
-and the next task is taken round-robin over the tenants that have work, so a tenant waits behind
-at most one task of each other tenant, however many that tenant queued. A tenant with
+and the next task is the waiting one of the tenant whose latest task started longest ago (or that
+has had none since it last held nothing), so a tenant waits behind at most one task of each other
+tenant (the one running as it came, or, for a tenant that had waited before it, its next), however
+many that tenant queued. A tenant with
 `per_tenant` tasks waiting or running, or a full queue (`max_waiting`), gets `Busy` (the service
 answers 429 with Retry-After) instead of an ever longer wait.
 
@@ -85,6 +87,7 @@ class FairScheduler:
         self._held: Counter[str] = Counter()  # tasks waiting or running, per tenant
         self._running = 0
         self._running_of: Counter[str] = Counter()  # tasks running, per tenant (at most running_per_tenant)
+        self._last_start: dict[str, int] = {}  # per tenant holding tasks: `_started` at its latest start
         self._started = 0  # tasks started so far
         self._seconds = 1.0  # moving average of one task's run time (for Retry-After)
         self._local = threading.local()  # the Waited of the task a worker thread runs
@@ -168,12 +171,15 @@ class FairScheduler:
         return max(1, math.ceil(self._seconds * (ahead + 1) / self.workers))
 
     def _dispatch(self) -> None:
-        """Start waiting tasks while a worker is free, one tenant's turn each, passing over a tenant that runs
-        `running_per_tenant` tasks already: it keeps its place in the round (caller holds the lock)."""
+        """Start waiting tasks while a worker is free, one tenant's turn each: the tenant whose latest task
+        started longest ago (or none while it held work) goes first, so a tenant arriving waits for the
+        tasks running, not also for the next task of a tenant whose task is running; a tenant running
+        `running_per_tenant` tasks already is passed over and keeps its place (caller holds the lock)."""
         while self._running < self.workers:
-            tenant = next((t for t in self._turns if self._running_of[t] < self.running_per_tenant), None)
-            if tenant is None:
+            ready = [t for t in self._turns if self._running_of[t] < self.running_per_tenant]
+            if not ready:
                 return
+            tenant = min(ready, key=lambda t: self._last_start.get(t, -1))  # the first of equals: arrival order
             self._turns.remove(tenant)
             queue = self._waiting[tenant]
             task = queue.popleft()
@@ -186,6 +192,7 @@ class FairScheduler:
                 continue
             self._running += 1
             self._running_of[tenant] += 1
+            self._last_start[tenant] = self._started
             waited = Waited(time.monotonic() - task.submitted, self._started - task.started_before)
             self._started += 1
             if len(self._threads) < self.workers:
@@ -198,6 +205,7 @@ class FairScheduler:
         self._held[tenant] -= 1
         if not self._held[tenant]:
             del self._held[tenant]
+            self._last_start.pop(tenant, None)  # a tenant holding nothing comes back as one never served
 
     def _run(self, task: _Task, waited: Waited) -> None:
         start = time.monotonic()
