@@ -3,8 +3,10 @@
 Generation holds the model for seconds; if it ran on the request thread pool, one tenant's burst
 of chats would leave every light route (profiles, feedback lookups) waiting for a thread. Here
 generation work runs on the scheduler's own `workers` threads. Waiting work is kept per tenant
-and the next task is taken round-robin over the tenants that have work, so a tenant waits behind
-at most one task of each other tenant, however many that tenant queued. A tenant with
+and the next task is the waiting one of the tenant whose latest task started longest ago (or that
+has had none since it last held nothing), so a tenant waits behind at most one task of each other
+tenant (the one running as it came, or, for a tenant that had waited before it, its next), however
+many that tenant queued. A tenant with
 `per_tenant` tasks waiting or running, or a full queue (`max_waiting`), gets `Busy` (the service
 answers 429 with Retry-After) instead of an ever longer wait.
 
@@ -65,11 +67,16 @@ class Waited:
 
 
 class FairScheduler:
-    def __init__(self, workers: int = 1, per_tenant: int = 4, max_waiting: int = 32, what: str = "generations"):
-        """`what` names the work in Busy's message and the worker threads."""
-        if workers < 1 or per_tenant < 1 or max_waiting < 1:
-            raise ValueError("`workers`, `per_tenant` and `max_waiting` must be at least 1")
+    def __init__(self, workers: int = 1, per_tenant: int = 4, max_waiting: int = 32, what: str = "generations",
+                 running_per_tenant: int | None = None):
+        """`what` names the work in Busy's message and the worker threads. `running_per_tenant`: the most
+        workers one tenant's tasks run on at once (default: all of them); its further tasks wait for a
+        worker that leaves another tenant's work one free, however long its running tasks take."""
+        running_per_tenant = workers if running_per_tenant is None else running_per_tenant
+        if workers < 1 or per_tenant < 1 or max_waiting < 1 or running_per_tenant < 1:
+            raise ValueError("`workers`, `per_tenant`, `max_waiting` and `running_per_tenant` must be at least 1")
         self.workers, self.per_tenant, self.max_waiting, self.what = workers, per_tenant, max_waiting, what
+        self.running_per_tenant = min(running_per_tenant, workers)
         # daemon threads, started as needed: a task still running when the process ends (a DELETE waiting
         # minutes for the store's lease) does not hold its exit; `close` already refused what waited
         self._threads: list[threading.Thread] = []
@@ -79,6 +86,8 @@ class FairScheduler:
         self._turns: deque[str] = deque()  # tenants with waiting work, in the order they are served
         self._held: Counter[str] = Counter()  # tasks waiting or running, per tenant
         self._running = 0
+        self._running_of: Counter[str] = Counter()  # tasks running, per tenant (at most running_per_tenant)
+        self._last_start: dict[str, int] = {}  # per tenant holding tasks: `_started` at its latest start
         self._started = 0  # tasks started so far
         self._seconds = 1.0  # moving average of one task's run time (for Retry-After)
         self._local = threading.local()  # the Waited of the task a worker thread runs
@@ -162,9 +171,16 @@ class FairScheduler:
         return max(1, math.ceil(self._seconds * (ahead + 1) / self.workers))
 
     def _dispatch(self) -> None:
-        """Start waiting tasks while a worker is free, one tenant's turn each (caller holds the lock)."""
-        while self._running < self.workers and self._turns:
-            tenant = self._turns.popleft()
+        """Start waiting tasks while a worker is free, one tenant's turn each: the tenant whose latest task
+        started longest ago (or none while it held work) goes first, so a tenant arriving waits for the
+        tasks running, not also for the next task of a tenant whose task is running; a tenant running
+        `running_per_tenant` tasks already is passed over and keeps its place (caller holds the lock)."""
+        while self._running < self.workers:
+            ready = [t for t in self._turns if self._running_of[t] < self.running_per_tenant]
+            if not ready:
+                return
+            tenant = min(ready, key=lambda t: self._last_start.get(t, -1))  # the first of equals: arrival order
+            self._turns.remove(tenant)
             queue = self._waiting[tenant]
             task = queue.popleft()
             if queue:
@@ -175,6 +191,8 @@ class FairScheduler:
                 self._release(tenant)
                 continue
             self._running += 1
+            self._running_of[tenant] += 1
+            self._last_start[tenant] = self._started
             waited = Waited(time.monotonic() - task.submitted, self._started - task.started_before)
             self._started += 1
             if len(self._threads) < self.workers:
@@ -187,6 +205,7 @@ class FairScheduler:
         self._held[tenant] -= 1
         if not self._held[tenant]:
             del self._held[tenant]
+            self._last_start.pop(tenant, None)  # a tenant holding nothing comes back as one never served
 
     def _run(self, task: _Task, waited: Waited) -> None:
         start = time.monotonic()
@@ -200,6 +219,9 @@ class FairScheduler:
             with self._lock:
                 self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - start)
                 self._running -= 1
+                self._running_of[task.tenant] -= 1
+                if not self._running_of[task.tenant]:
+                    del self._running_of[task.tenant]
                 self._release(task.tenant)
                 self._dispatch()
 
@@ -207,6 +229,14 @@ class FairScheduler:
 def request_threads() -> int:
     """How many request threads there are: the event loop's default pool's size (`min(32, cores + 4)`)."""
     return min(32, (os.cpu_count() or 1) + 4)
+
+
+def tenant_share(workers: int) -> int:
+    """The most request threads one caller (a tenant, the admin keys, requests without a key) runs on at
+    once: half of them, rounded up (3 of 6 on two cores). Taking the callers' waiting work in turns alone
+    let one tenant run on every thread: its slow requests (a score of 33 long texts: 12-16 s on two busy
+    cores, longer side by side) then kept another tenant's one-row read waiting 40-57 s for one to end."""
+    return max(1, math.ceil(workers / 2))
 
 
 class DaemonWorker:
@@ -250,7 +280,8 @@ class TenantThreads(ThreadPoolExecutor):
     so one tenant's burst of slow requests queues no other tenant's request behind it, however long it
     is: each piece of work (a sync handler; each chunk of a streamed export and each step of an import or
     feedback is a piece of its own, queued again) waits for the next free thread, behind at most one piece
-    of each other caller's. A queued piece whose client went away still runs: nothing cancels a sync
+    of each other caller's. A caller runs on at most `tenant_share(workers)` threads at once, so a thread is free
+    for another caller's work however long the pieces holding them take. A queued piece whose client went away still runs: nothing cancels a sync
     handler on a disconnect (as with the loop's own pool before).
     Nothing is refused (no bound on what waits: the rate limit and the connection limit bound it).
     `lane()` names the caller of the work being submitted (read in the submitting request's context).
@@ -259,7 +290,8 @@ class TenantThreads(ThreadPoolExecutor):
     def __init__(self, workers: int, lane: Callable[[], str]):
         super().__init__(max_workers=1, thread_name_prefix="unused")
         self.lane = lane
-        self.scheduler = FairScheduler(workers=workers, per_tenant=sys.maxsize, max_waiting=sys.maxsize, what="request-threads")
+        self.scheduler = FairScheduler(workers=workers, per_tenant=sys.maxsize, max_waiting=sys.maxsize, what="request-threads",
+                                       running_per_tenant=tenant_share(workers))
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self.scheduler.submit(self.lane(), partial(fn, *args, **kwargs) if args or kwargs else fn)

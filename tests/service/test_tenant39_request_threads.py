@@ -71,3 +71,76 @@ def test_a_tenants_burst_of_slow_requests_does_not_queue_another_tenants_request
         assert set(encoder.lanes) == {"tenant:acme"} and len(encoder.lanes) == burst, encoder.lanes[:3]
         # behind at most one of acme's requests (SLOW_S), not behind the whole burst (~5 s)
         assert took < 2.5 * SLOW_S, f"globex's request waited {took:.1f} s behind acme's burst of {burst}"
+
+
+HOLD = "trial46b-held"
+
+
+class HeldEncoder:
+    """The real encoder, except that a call with a text holding HOLD waits until `release` is set (a request
+    whose work outlasts everyone else's: a score of 33 long texts, 12-16 s on two busy cores); `held` counts
+    the calls waiting so now, `most` the most that ever did at once."""
+
+    def __init__(self, encoder):
+        self.encoder, self.encoder_id, self.dim = encoder, encoder.encoder_id, encoder.dim
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.held = self.most = 0
+
+    def encode(self, texts):
+        if any(HOLD in t for t in texts):
+            with self.lock:
+                self.held += 1
+                self.most = max(self.most, self.held)
+            try:
+                self.release.wait(120)
+            finally:
+                with self.lock:
+                    self.held -= 1
+            return np.random.default_rng(len(texts)).standard_normal((len(texts), self.dim)).astype(np.float32)
+        return self.encoder.encode(texts)
+
+
+def test_a_tenant_holding_its_share_of_the_request_threads_leaves_another_tenant_a_free_one(
+    tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch,
+):
+    """Session trial46b: taking the waiting work in turns did not keep one tenant from running on every request
+    thread at once. globex's 16 scores of 33 texts of 20,000 characters (each 12-16 s of encoding on two busy
+    cores, longer side by side) held all 6, so acme's stated-preferences GET, which reads one row, waited
+    40 s and its profile 50-57 s for one of them to end. A tenant now runs on at most half the threads
+    (`service.scheduler.tenant_share`); its other requests wait for its turn, and another tenant's request
+    finds a free thread while this one holds its share."""
+    from service.scheduler import request_threads, tenant_share
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    encoder = HeldEncoder(minilm)
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, encoder, deletion_sweep_s=3600)
+    threads = request_threads()
+    share = tenant_share(threads)
+    assert share < threads
+    answers: list[int] = []
+
+    def ask(i: int) -> None:
+        with svc.client("globex") as globex:
+            pool = [{"prompt": f"Question {HOLD} {i}?", "answers": [f"Yes {HOLD} {i}.", f"No, not at all {HOLD} {i}."]}]
+            answers.append(globex.post(f"/v1/users/held{i}/next-comparison", json={"pool": pool}).status_code)
+
+    with server, svc.client("acme") as acme:
+        askers = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(threads + 2)]
+        try:
+            for t in askers:
+                t.start()
+            deadline = time.monotonic() + 60
+            while encoder.held < share and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert encoder.held >= share, f"only {encoder.held} of globex's requests reached the encoder"
+            # globex holds its share (or, before, every thread) and none of it ends until acme is answered:
+            # before, acme's request waited for a thread until this read timed out
+            r = acme.get("/v1/users/nobody", timeout=30)
+            assert r.status_code == 404, r.text
+            assert encoder.held == encoder.most == share, (encoder.held, encoder.most, share)
+        finally:
+            encoder.release.set()
+            for t in askers:
+                t.join(120)
+    assert answers.count(200) == threads + 2, answers

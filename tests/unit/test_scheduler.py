@@ -25,6 +25,53 @@ def test_tenants_are_served_in_turn_whatever_one_of_them_queued():
     assert [x for x in order if x != "b"] == [f"a{i}" for i in range(6)]  # each tenant's own order is kept
 
 
+def test_a_tenant_runs_on_at_most_its_share_of_the_workers_and_another_tenant_finds_one_free():
+    """Session trial46b: turns alone let one tenant's slow tasks take every worker; another tenant's task then
+    waited for one of them to end, however long that took."""
+    scheduler = FairScheduler(workers=4, per_tenant=10, max_waiting=20, running_per_tenant=2)
+    gate, started = threading.Event(), []
+    try:
+        held = [scheduler.submit("a", lambda i=i: (started.append(f"a{i}"), gate.wait(10))) for i in range(4)]
+        assert scheduler.stats() == {"running": 2, "waiting": 2, "tenants": 1}  # a's other two wait for its share
+        assert scheduler.submit("b", lambda: "b ran").result(timeout=10) == "b ran"  # while a's two still run
+        assert started == ["a0", "a1"]
+    finally:
+        gate.set()
+    for f in held:
+        f.result(timeout=10)
+    assert started == ["a0", "a1", "a2", "a3"]  # a's own order is kept
+
+
+def test_a_tenant_arriving_waits_for_the_running_task_of_a_busy_tenant_not_for_its_next_one_too():
+    """Session trial46b: the round put a tenant arriving behind the busy tenant whose task was running, so it
+    waited for that task and the busy tenant's next (acme's chat queued 35-75 s, `queued_behind` 1, behind
+    globex's chats of 21 s each). The tenant served longest ago (or never) now goes first."""
+    scheduler = FairScheduler(workers=1, per_tenant=10, max_waiting=20)
+    gate, order = threading.Event(), []
+    try:
+        first = scheduler.submit("a", gate.wait)
+        flood = [scheduler.submit("a", lambda i=i: order.append(f"a{i}")) for i in range(3)]
+        late = [scheduler.submit(t, lambda t=t: order.append(t)) for t in ("b", "c")]
+    finally:
+        gate.set()
+    for f in [first, *flood, *late]:
+        f.result(timeout=10)
+    assert order == ["b", "c", "a0", "a1", "a2"]  # then in turn: a had the last start before b and c came
+
+
+def test_busy_tenants_still_take_turns_one_start_each():
+    scheduler = FairScheduler(workers=1, per_tenant=10, max_waiting=20)
+    gate, order = threading.Event(), []
+    try:
+        first = scheduler.submit("a", gate.wait)
+        tasks = [scheduler.submit(t, lambda t=t, i=i: order.append(f"{t}{i}")) for i in range(3) for t in ("a", "b")]
+    finally:
+        gate.set()
+    for f in [first, *tasks]:
+        f.result(timeout=10)
+    assert order == ["b0", "a0", "b1", "a1", "b2", "a2"]
+
+
 def test_a_full_tenant_or_queue_is_busy_with_a_retry_after():
     scheduler = FairScheduler(workers=1, per_tenant=2, max_waiting=3)
     gate = threading.Event()
@@ -75,8 +122,8 @@ def test_a_task_knows_how_long_it_waited_and_how_many_started_before_it():
         gate.set()
     assert first.result(timeout=10).behind == 0
     waited = late.result(timeout=10)
-    assert waited.behind == 1 and waited.seconds >= 0.05  # one of a's queued tasks went first, then b
-    assert [f.result(timeout=10).behind for f in flood] == [0, 2, 3, 4]  # a's second waited for b's turn too
+    assert waited.behind == 0 and waited.seconds >= 0.05  # b waited for a's running task only: a had just had its turn
+    assert [f.result(timeout=10).behind for f in flood] == [1, 2, 3, 4]  # a's first queued task waited for b's turn
     assert scheduler.waited() is None  # outside a task
 
 
