@@ -158,8 +158,15 @@ def test_load_policy_takes_a_str_folder_and_names_a_damaged_adapter(tmp_path, ca
     assert meta.kind == "maxmin-lora"
     weights = out / "adapter" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"policy/adapter: the adapter's weights cannot be loaded \(truncated"):
-        load_policy(out, AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)), expected_base=str(tiny_generator_dir))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    with pytest.raises(ValueError, match=r"policy/adapter/adapter_model\.safetensors.*truncated"):
+        load_policy(out, base, expected_base=str(tiny_generator_dir))
+    # session reviewtrial46a: refused before peft touches the model (`adapters.check_files`), not after it had put
+    # 108 LoRA modules into the caller's base model, left there half-made when the weights failed to load
+    assert not [name for name, _ in base.named_modules() if "lora_" in name]
+    (out / "adapter" / "adapter_config.json").unlink()
+    with pytest.raises(ValueError, match=r"policy/adapter lacks adapter_config\.json"):
+        load_policy(out, base, expected_base=str(tiny_generator_dir))
 
 
 def test_read_rows_takes_numpy_scalars_in_row_dicts_as_a_dataframe_gives_them():
