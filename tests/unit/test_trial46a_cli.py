@@ -105,41 +105,6 @@ def test_ukp_export_leaves_out_the_judgments_of_an_argument_against_itself(capsy
         assert code == 0 and '"judgments":2' in out, err
 
 
-def test_ukp_import_does_not_send_an_argument_judged_against_itself(capsys, tmp_path):
-    """`data import --source ukp_convarg1` sent those rows too, and the service refuses each (the stub answers as it)."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    sent = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            rows = [json.loads(line) for line in self.rfile.read(int(self.headers["Content-Length"])).splitlines() if line]
-            sent.extend(rows)
-            same = next((i for i, r in enumerate(rows, 1) if r["chosen"] == r["rejected"]), None)
-            answer = json.dumps({"error": {"message": f"`line {same}.rejected`: the same answer", "param": f"line {same}.rejected"}}
-                                if same else {"stored": [f"id{i}" for i in range(len(rows))]}).encode()
-            self.send_response(400 if same else 201)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args):
-            pass
-
-    ukp = _ukp_with_a_pair_of_one_text(tmp_path / "ukp")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        code, out, err = cli(capsys, "data", "import", "--source", "ukp_convarg1", "--path", ukp,
-                             "--url", f"http://127.0.0.1:{server.server_address[1]}", "--key", "pk-test")
-    finally:
-        server.shutdown()
-    assert code == 0, err
-    assert sorted(r["chosen"] for r in sent) == ["A", "B"] and '"left_out_same_answer":2' in out, (sent, out)
-
-
 def test_load_policy_takes_a_str_folder_and_names_a_damaged_adapter(tmp_path, capsys, tiny_generator_dir):  # noqa: F811
     """`load_policy(folder: str | Path, ...)`, reloading a `pluralign train maxmin --out` policy: a str folder was a
     TypeError ("unsupported operand type(s) for /: 'str' and 'str'"), and an adapter_model.safetensors cut short was
