@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["bt", "per-user-bt"])
     parser.add_argument("--protocols", nargs="+", default=["ukp", "persona:2", "persona:4"])
-    parser.add_argument("--extra", nargs="*", default=[], help="passed to pluralign eval, e.g. --k 4")
+    parser.add_argument("--extra", nargs="*", default=[], help="passed to pluralign eval for every model, e.g. --seed 1 (not --k: bt and per-user-bt refuse it since session trial46a)")
     args = parser.parse_args()
     print("| protocol | model | seen macro | seen pooled | unseen k=1 | k=5 | k=10 | k=50 | worst group | ARI | s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -438,17 +438,18 @@ def read_policy_meta(folder: Path) -> PolicyMeta:
 def load_policy(folder: str | Path, base_model, expected_base: str | None = None):
     """The saved adapter on `base_model`: (peft model, PolicyMeta). Raises FileNotFoundError for a folder
     with no meta.json and ValueError for another kind of artifact, another schema (`read_policy_meta`), an
-    artifact trained on another base model, and (an AdapterError naming OUT/adapter) weights cut short or
-    shaped for another model."""
+    artifact trained on another base model, and an AdapterError naming OUT/adapter (or its file) for peft's files
+    missing, weights cut short (both refused before `base_model` is touched) or shaped for another model."""
     from peft import PeftModel
 
-    from pluralign.policy.adapters import reading_adapter
+    from pluralign.policy.adapters import check_files, reading_adapter
 
     folder = Path(folder)
     meta = read_policy_meta(folder)
     base = expected_base or base_model_id(base_model)
     if meta.base_model != base:
         raise ValueError(f"{folder}: adapter was trained on base model {meta.base_model!r}, not {base!r}")
+    check_files(folder / "adapter")  # peft puts its LoRA layers into base_model before it reads the weights
     with reading_adapter(folder / "adapter"):
         policy = PeftModel.from_pretrained(base_model, str(folder / "adapter"))
     return policy.to(default_device()).eval(), meta

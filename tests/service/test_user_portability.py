@@ -113,3 +113,21 @@ def test_import_errors_name_the_real_line_and_field(svc, body, param):
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
         assert "codec" not in r.json()["error"]["message"]
         assert acme.get("/v1/users/lines/preferences").status_code == 404  # nothing held: unknown
+
+
+def test_ukp_import_stores_every_judgment_but_those_of_an_argument_against_itself(svc, tmp_path, capsys):
+    """`pluralign data import --source ukp_convarg1` into the real service (session reviewtrial46a; trial46a tested it
+    against a stub answering as the service): UKP's judgments of an argument against the same text are left out and
+    counted, the rest stored. Sent, the service refuses the user's whole import (`line 2.rejected`: the same answer)."""
+    from tests.unit.clitools import cli
+    from tests.unit.test_trial46a_cli import _ukp_with_a_pair_of_one_text
+
+    ukp = _ukp_with_a_pair_of_one_text(tmp_path / "ukp")  # w1: B over A, Same. over Same.; w2: both ties
+    code, out, err = cli(capsys, "data", "import", "--source", "ukp_convarg1", "--path", ukp, "--url", svc.url,
+                         "--key", svc.keys["acme"])
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1]) == {"url": svc.url, "users": 2, "records": 2, "stored": 2, "left_out_same_answer": 2}
+    with svc.client("acme") as acme:
+        stored = {user: [(p["chosen"], p["rejected"], p["tie"]) for p in acme.get(f"/v1/users/{user}/preferences").json()["data"]]
+                  for user in ("w1", "w2")}
+    assert stored == {"w1": [("B", "A", False)], "w2": [("A", "B", True)]}
