@@ -65,19 +65,22 @@ def test_a_delete_whose_lease_another_replica_took_meanwhile_is_a_503_and_the_ne
         assert files_holding(tmp_path / "data", "okapi-marker") == []
 
 
-def test_a_delete_of_no_one_does_not_hold_the_replicas_lease(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+def test_a_delete_of_no_one_does_not_hold_the_replicas_lease(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     """A DELETE of a user with no rows (a 404) has nothing to purge: before, with replicas, it still
-    slept `store_sync_ms` + 2 s holding the store-wide lease, so a client sending such DELETEs kept
-    every replica's deletes and compactions waiting."""
+    slept `store_sync_ms` + READ_MARGIN_S (2 s) holding the store-wide lease, so a client sending such
+    DELETEs kept every replica's deletes and compactions waiting. The margin is made 30 s here, so the
+    wait, had it happened, is told apart from a loaded machine's slow DELETE (1.1 s of the 2 s bound seen
+    with the test on one core beside six CPU hogs)."""
     import time
 
-    from pluralign.store.tables import READ_MARGIN_S
+    from pluralign.store import tables
 
+    monkeypatch.setattr(tables, "READ_MARGIN_S", 30.0)
     server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, store_sync_ms=0)
     with server, svc.client("acme") as acme:
         acme.delete("/v1/users/nobody-yet")  # the first request's one-off costs
         began = time.monotonic()
-        r = acme.delete("/v1/users/nobody")
+        r = acme.delete("/v1/users/nobody", timeout=60)
         took = time.monotonic() - began
         assert r.status_code == 404, r.text
-        assert took < READ_MARGIN_S, took
+        assert took < tables.READ_MARGIN_S / 2, took

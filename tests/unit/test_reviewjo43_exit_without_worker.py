@@ -22,8 +22,10 @@ def test_a_job_purged_or_cancelled_while_queued_or_that_could_not_start_is_told_
     broken = runner.submit("broken", {})
     runner.start()
     try:
-        deadline = time.monotonic() + 10
-        while runner.get(broken.id).state == "queued" and time.monotonic() < deadline:
+        # the runner's thread writes the failed record, then tells on_exit: waited for both (read between the two, the
+        # record said failed while `exited` still lacked it: seen with a 0.5 s pause put between them)
+        deadline = time.monotonic() + 30
+        while (runner.get(broken.id).state == "queued" or broken.id not in exited) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert runner.get(broken.id).state == "failed" and runner.get(broken.id).error.startswith("could not start")
         assert exited == [purged.id, cancelled.id, broken.id]  # told once its record said it ended
