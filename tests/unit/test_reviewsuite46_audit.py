@@ -19,3 +19,36 @@ def test_an_audit_of_comparisons_whose_answers_embed_alike_reports_chance_not_a_
     assert report.overall.base_accuracy == report.overall.personalized_accuracy == 0.5, report.overall
     assert report.overall.base_ece == report.overall.personalized_ece == 0.0, report.overall
     assert [g.group for g in report.groups] == ["majority", "minority"]
+
+
+def test_an_audit_runs_numpys_blas_and_torch_on_one_thread_and_gives_the_counts_back():
+    """`single_threaded` (suite46: numpy's BLAS through threadpoolctl, torch's where it is imported) holds for the whole
+    audit, the personalized model's steps included, and the counts are as before once it returns. Until review suite46
+    no test looked at it (none named threadpoolctl, `single_threaded` or BLAS threads): the limit could go unnoticed."""
+    import numpy as np
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pluralign.fairness.online import OnlineLogistic
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    seen = []
+
+    class Recording(OnlineLogistic):
+        def predict(self, user, rows):
+            seen.append((blas_threads(), torch.get_num_threads()))
+            return super().predict(user, rows)
+
+    c = synthetic_comparisons(SyntheticConfig(users=4, comparisons_per_user=3, dim=8))
+    torch_threads = torch.get_num_threads()
+    with threadpool_limits(limits=2, user_api="blas"):  # two, whatever this machine's count: one is then told apart
+        torch.set_num_threads(2)
+        try:
+            audit(c, "group", AuditConfig(min_comparisons=1), personalized=Recording(np.zeros((len(c), 2)), len(c.users)))
+            after = blas_threads(), torch.get_num_threads()
+        finally:
+            torch.set_num_threads(torch_threads)
+    assert blas_threads() and seen and all(s == ({1}, 1) for s in seen), seen
+    assert after == ({2}, 2), after
