@@ -263,7 +263,7 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     del z
     model = personalized
     p_personal = prequential(model, c.user, c.time, progress)
-    p_base = 1.0 / (1.0 + np.exp(-base_margin))
+    p_base = sigmoid(base_margin)
 
     scored = np.ones(len(c), bool) if config.since is None else c.time >= config.since
     order = np.argsort(c.group[scored], kind="stable")
