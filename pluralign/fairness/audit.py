@@ -169,7 +169,12 @@ def principal_whitening(diff: np.ndarray, dims: int, seed: int) -> np.ndarray:
 
 
 def fit_logistic(z: np.ndarray, l2: float, steps: int = 25) -> np.ndarray:
-    """Ridge logistic regression through the origin on rows where the chosen side won (Newton).  # (r,) float32"""
+    """Ridge logistic regression through the origin on rows where the chosen side won (Newton).  # (r,) float32
+
+    No direction (r = 0: every comparison's answers embed alike, `principal_whitening` keeps none) gives no weight,
+    a margin of 0 for every row."""
+    if z.shape[1] == 0:
+        return np.zeros(0, np.float32)
     z = z.astype(np.float64)
     w = np.zeros(z.shape[1])
     eye = np.eye(z.shape[1])
@@ -258,7 +263,7 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     del z
     model = personalized
     p_personal = prequential(model, c.user, c.time, progress)
-    p_base = 1.0 / (1.0 + np.exp(-base_margin))
+    p_base = sigmoid(base_margin)
 
     scored = np.ones(len(c), bool) if config.since is None else c.time >= config.since
     order = np.argsort(c.group[scored], kind="stable")

@@ -189,14 +189,13 @@ class OnlinePAL:
 
     def predict(self, user: np.ndarray, rows: np.ndarray) -> np.ndarray:
         _, _, margin = self._margin(user, rows)
-        return 1.0 / (1.0 + np.exp(-margin))
+        return sigmoid(margin)
 
     def learn(self, user: np.ndarray, rows: np.ndarray) -> None:
-        u = user
-        weights, terms, margin = self._margin(u, rows)
+        weights, terms, margin = self._margin(user, rows)
         dm_dw = self.scorer.margin_grad(terms, weights)  # (B, K)
         g = weights * (dm_dw - (weights * dm_dw).sum(-1, keepdims=True))  # d margin / d logits (B, K)
-        p = 1.0 / (1.0 + np.exp(-margin))
-        precision = self.precision[u] + (p * (1 - p))[:, None, None] * g[:, :, None] * g[:, None, :]
-        self.logits[u] += np.linalg.solve(precision, ((1 - p)[:, None] * g)[:, :, None])[:, :, 0]
-        self.precision[u] = precision
+        p = sigmoid(margin)
+        precision = self.precision[user] + (p * (1 - p))[:, None, None] * g[:, :, None] * g[:, None, :]
+        self.logits[user] += np.linalg.solve(precision, ((1 - p)[:, None] * g)[:, :, None])[:, :, 0]
+        self.precision[user] = precision

@@ -45,7 +45,7 @@ def test_a_refit_without_comparisons_landing_after_another_replicas_delete_leave
 
 
 
-@pytest.mark.slow  # ~8 s (two in-process replicas, a DELETE's 2.2 s purge wait); shows no defect: kept as a guard
+@pytest.mark.slow  # ~4 s (two in-process replicas; the DELETE's purge wait 0.3 s, short_read_margin); shows no defect: kept as a guard
 def test_a_deletion_record_applied_on_a_stale_view_drops_only_the_deleted_users_owed_refit(tmp_path, tiny_generator_dir, tiny_pal_dir,
                                                                                           minilm, monkeypatch):
     """Replica b owes two users background refits (its refit thread busy: both named in its waiting refits' file)

@@ -72,16 +72,38 @@ def test_usage_errors_of_the_trainers_and_audit_come_before_torch_is_imported(tm
     assert not (tmp_path / "out").exists()
 
 
-def test_an_audit_of_the_store_imports_no_torch():
+# tenant acme's 4 users (segments s0, s1; PAL logits each), 6 comparisons each with random vectors, in a store at argv[1]
+STORED_COMPARISONS = """
+import numpy as np
+from pluralign.store import Store, StoredPreference, UserRecord
+store = Store(sys.argv[1], "hash", 8, sync_seconds=None)
+rows = [StoredPreference(tenant="acme", user_id=f"u{i % 4}", pref_id=f"p{i}", prompt=f"Tea {i}?", chosen=f"Yes {i}.",
+                         rejected=f"No {i}.", kind="comparison", created_at=1000.0 + i, attributes={"segment": f"s{i % 2}"})
+        for i in range(24)]
+store.add_preferences(rows, *np.random.default_rng(0).standard_normal((3, 24, 8)).astype(np.float32))
+for u in range(4):
+    store.put_user(UserRecord(tenant="acme", user_id=f"u{u}", created_at=1.0, updated_at=1.0, pal_logits=[0.0, float(u % 2)]))
+"""
+
+
+def test_an_audit_of_the_store_imports_no_torch(tmp_path):
     """An audit job's process (`pluralign audit --store`, started for every /admin/audits/fairness) imports the CLI's
-    audit command, the store's reader and the audit, and runs the audit: none of it needs torch. Before session 46 the
-    audit's math was torch's: ~1.5 s of CPU of the job's ~2.5 s at each start, for a few small matrix products."""
-    code = ("import sys, training.commands.audit, pluralign.fairness.store_source\n"
-            "from pluralign.fairness.audit import AuditConfig, audit\n"
-            "from pluralign.fairness.synthetic import SyntheticConfig, synthetic_comparisons\n"
-            "report = audit(synthetic_comparisons(SyntheticConfig(users=20, comparisons_per_user=10, dim=16)), 'group', AuditConfig(min_comparisons=1))\n"
-            "assert report.overall.comparisons == 200 and report.groups, report\n"
+    audit command, the store's reader and the audit, reads the store and runs the audit: none of it needs torch.
+    Before session 46 the audit's math was torch's: ~1.5 s of CPU of the job's ~2.5 s at each start, for a few small
+    matrix products. (Until review suite46 this test ran the audit on synthetic comparisons and never read a store: a
+    torch import in `comparisons_from_store` passed it.) The store is written in the same process, first (its
+    writer imports what the reader does: lancedb), and is checked to have imported no torch either."""
+    code = ("import contextlib, io, json, sys\n" + STORED_COMPARISONS +
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'torch'], 'writing the store imported torch'\n"
+            "from training.cli import main\n"
+            "for group_by in ('segment', 'pal_prototype'):\n"
+            "    out = io.StringIO()\n"
+            "    with contextlib.redirect_stdout(out):\n"
+            "        code = main(['audit', '--json', '--store', sys.argv[1], '--tenant', 'acme', '--group-by', group_by])\n"
+            "    report = json.loads(out.getvalue())\n"
+            "    assert code == 0 and report['comparisons'] == 24 and len(report['groups']) == 2, (group_by, report)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "store")], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]", result.stdout[:500]
