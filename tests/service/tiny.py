@@ -138,10 +138,14 @@ class LiveServer:
     def __init__(self, app):
         import uvicorn
 
-        self.port = free_port()
+        # bound here and handed to uvicorn, not a port looked up free and bound later by the server's thread: in
+        # that gap (the app's startup, seconds under load) another xdist worker's server or client could take it
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = _prompt_server()(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
         self.after_stop: list = []  # called once the server's thread ended (not when it outlived __exit__'s wait)
 
     def __enter__(self) -> LiveServer:
@@ -165,6 +169,7 @@ class LiveServer:
                           "(an ingest batch being embedded, a job) goes on under the next tests, on the encoder they share",
                           stacklevel=2)
             return
+        self.socket.close()  # uvicorn's listener closed it already, unless the app's startup failed first
         for then in self.after_stop:
             then()
         self.after_stop.clear()
