@@ -256,3 +256,32 @@ def test_an_owed_purge_is_never_seen_half_written_by_another_replicas_pass(cache
         worker.close()
     assert other.retry() == 0
     assert sorted(cache.get("enc", [gone, kept])) == [kept]
+
+
+def test_an_owed_purge_another_pass_finished_meanwhile_does_not_empty_the_caches(cache, tmp_path, monkeypatch, caplog):
+    """Two passes over vectors-owed/ run at once (another replica's; in one service, a job's exit beside the
+    unfinished-DELETEs pass): one lists a file the other then purges and removes. Its read found the file gone, which
+    the pass took for a file that cannot be read: it emptied every cache (each vector another tenant's job had embedded,
+    embedded again at the next training) and warned that the purge's keys were lost. A file gone meanwhile was done by
+    the other pass: this one leaves the caches as they are and says nothing."""
+    folder = tmp_path / "data" / "vectors-owed"
+    this, other = OwedVectors(folder, wait_s=0.05), OwedVectors(folder, wait_s=0.05)  # two replicas (or two passes)
+    worker = held(cache.path)
+    try:
+        assert this.forget([cache.gone]) == [] and this.owed() == 1
+    finally:
+        worker.rollback()
+        worker.close()
+    files = OwedVectors._files
+
+    def listed_then_other_pass(self):  # the other pass runs between this one's listing and its read
+        listed = files(self)
+        assert other.retry() == 0
+        return listed
+
+    monkeypatch.setattr(this, "_files", listed_then_other_pass.__get__(this))
+    caplog.clear()  # the DELETE's "is busy" line
+    with caplog.at_level(logging.WARNING, "pluralign.service"):
+        assert this.retry() == 0 and this.owed() == 0
+    assert sorted(cache.get("enc", [cache.gone, cache.kept])) == [cache.kept]  # the deleted user's gone, the rest kept
+    assert [r.getMessage() for r in caplog.records] == []
