@@ -278,6 +278,8 @@ class ProcessGenerator:
         """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set. Raises
         GeneratorUnavailable once the child has exited (`unread` when it never read the request: `_request` passes
         `_Unread`)."""
+        if self._left:  # its pipe closed as it was left behind: nothing more comes (a stream's clean-up reads on to here)
+            raise GeneratorUnavailable(f"generation process {self._process.pid} was left behind, stuck, during a call")
         while not self._conn.poll(_ALIVE_S if cancel is None else _POLL_S):
             if cancel is not None and cancel.is_set():
                 self._cancel.set()

@@ -516,3 +516,51 @@ def test_the_service_stopped_ends_its_generation_process_and_a_late_call_starts_
         assert unavailable_as_503(raised.value).status_code == 503  # the stop's 503 with Retry-After
     finally:
         generator.close()
+
+
+@pytest.mark.slow  # a new child starts (seconds: torch's imports)
+def test_a_stream_whose_child_a_kill_does_not_end_raises_generator_unavailable(pair, monkeypatch):
+    """A stream's child ends mid-answer (its pipe closed) and the kill does not end it (stuck in the kernel): it is left
+    behind, its pipe closed, and the stream raises GeneratorUnavailable (the service's 503 error event). Before: the
+    stream's clean-up read on to the child's last message from the pipe just closed, and its OSError ("handle is
+    closed") replaced the GeneratorUnavailable: the stream ended with a 500 `generation failed: OSError`."""
+    import pluralign.policy.process as process
+
+    local, remote = pair
+    assert remote.adapters is not None  # a live child first
+    monkeypatch.setattr(process, "_EXIT_WAIT_S", 0.2, raising=False)
+    monkeypatch.setattr(process, "_KILL_WAIT_S", 0.2, raising=False)
+    stuck, pid = remote._process, remote.pid
+    stream = remote.stream(MESSAGES, sampling=Sampling(max_tokens=200, seed=7, temperature=1.0))
+    raised: list[BaseException] = []
+
+    def read_to_the_end() -> None:
+        try:
+            for _ in stream:
+                pass
+        except Exception as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read_to_the_end, daemon=True)
+    try:
+        assert isinstance(next(stream), str)  # the first piece
+        assert remote._conn.poll(30)  # more in the pipe: the read below does not wait on the stopped child
+        os.kill(pid, signal.SIGSTOP)  # it neither writes nor exits
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        monkeypatch.setattr(stuck, "kill", lambda: None)  # a SIGKILL the kernel does not act on yet
+
+        def its_end_closed():
+            raise EOFError
+
+        monkeypatch.setattr(remote._conn, "recv", its_end_closed)
+        reader.start()
+        reader.join(60)
+        assert not reader.is_alive(), "the stream still waits on a child the kill did not end"
+        assert [type(exc).__name__ for exc in raised] == ["GeneratorUnavailable"], raised
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+        stuck.join(30)
+        reader.join(60)
+    sampling = Sampling(max_tokens=6, seed=7, temperature=1.0)
+    assert remote.generate(MESSAGES, sampling=sampling) == local.generate(MESSAGES, sampling=sampling) and remote.pid != pid
