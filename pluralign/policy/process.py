@@ -188,9 +188,22 @@ class ProcessGenerator:
 
     def _end_child(self) -> None:
         """A start that failed: the child killed and waited for (no zombie left until a later start reaps it), its pipe
-        closed. Once more does nothing."""
+        closed; one the kill does not end is left behind (`_leave_if_alive`), so the next call starts a new one at once.
+        Once more does nothing."""
         self._process.kill()
         self._process.join(_KILL_WAIT_S)
+        self._conn.close()
+        self._leave_if_alive()
+
+    def _leave_if_alive(self) -> None:
+        """The child, killed and waited for `_KILL_WAIT_S`, still there (stuck in the kernel: a hung device driver or
+        network filesystem): logged and left behind, its pipe closed; `_live` says no from now on."""
+        if self._left or not self._process.is_alive():  # (left already: `_end_child` once more)
+            return
+        log.error("generation process %d did not exit within %g s of SIGKILL (stuck in the kernel: a hung device driver "
+                  "or network filesystem); left behind, its memory held until it ends: a new one serves the next call",
+                  self._process.pid, _KILL_WAIT_S)
+        self._left = True
         self._conn.close()
 
     def _await_ready(self) -> None:
@@ -303,12 +316,7 @@ class ProcessGenerator:
             return
         self._process.kill()
         self._process.join(_KILL_WAIT_S)
-        if self._process.is_alive():
-            log.error("generation process %d did not exit within %g s of SIGKILL (stuck in the kernel: a hung device driver "
-                      "or network filesystem); left behind, its memory held until it ends: a new one serves the next call",
-                      self._process.pid, _KILL_WAIT_S)
-            self._left = True
-            self._conn.close()
+        self._leave_if_alive()
 
     def _request(self, op: str, args: tuple, cancel: threading.Event | None):
         """Under the lock: send the request, then the child's first message in answer. A request the child never

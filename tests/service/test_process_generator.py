@@ -564,3 +564,49 @@ def test_a_stream_whose_child_a_kill_does_not_end_raises_generator_unavailable(p
         reader.join(60)
     sampling = Sampling(max_tokens=6, seed=7, temperature=1.0)
     assert remote.generate(MESSAGES, sampling=sampling) == local.generate(MESSAGES, sampling=sampling) and remote.pid != pid
+
+
+@pytest.mark.slow  # two children start (seconds each: torch's imports)
+def test_a_new_child_a_kill_does_not_end_as_its_start_fails_is_left_behind_once(pair, monkeypatch, caplog):
+    """A new child that did not load in time (or died loading) is killed; one the kill does not end (stuck in the
+    kernel) is logged and left behind there, and the next call starts another at once. Before: the failed start's
+    kill left it silently, still counted as the live child; the next call sent to its closed pipe, then waited
+    `_EXIT_WAIT_S` + `_KILL_WAIT_S` (15 s, holding the lock every tenant's chat waits on) and killed it again before
+    starting a new one."""
+    import pluralign.policy.process as process
+
+    local, remote = pair
+    assert remote.adapters is not None  # a live child first
+    monkeypatch.setattr(process, "_EXIT_WAIT_S", 0.2, raising=False)
+    monkeypatch.setattr(process, "_KILL_WAIT_S", 0.2, raising=False)
+    _sigkill_and_wait(remote.pid)  # the OOM killer: the next call starts a new child
+    launch, stuck, kills = ProcessGenerator._launch, [], []
+
+    def launched_then_stuck(self) -> None:  # the new child stops before it says it is ready; a kill does not take
+        launch(self)
+        os.kill(self._process.pid, signal.SIGSTOP)
+        os.waitid(os.P_PID, self._process.pid, os.WSTOPPED | os.WNOWAIT)
+        monkeypatch.setattr(self._process, "kill", lambda: kills.append(1))
+        stuck.append(self._process)
+
+    monkeypatch.setattr(ProcessGenerator, "_launch", launched_then_stuck)
+    monkeypatch.setattr(remote, "start_timeout_s", 0.5)
+    sampling = Sampling(max_tokens=6, seed=7, temperature=1.0)
+    try:
+        with caplog.at_level(logging.ERROR, "pluralign.policy.process"):
+            with pytest.raises(Exception, match="did not load") as raised:
+                remote.generate(MESSAGES, sampling=sampling)
+            assert type(raised.value).__name__ == "GeneratorUnavailable"
+            (child,) = stuck
+            assert [r.getMessage() for r in caplog.records if f"generation process {child.pid} did not exit" in r.getMessage()]
+            monkeypatch.setattr(ProcessGenerator, "_launch", launch)
+            monkeypatch.setattr(remote, "start_timeout_s", 600.0)
+            caplog.clear()
+            assert remote.generate(MESSAGES, sampling=sampling) == local.generate(MESSAGES, sampling=sampling)
+            assert remote.pid != child.pid and kills == [1], kills  # killed once, at its failed start
+            assert not [r for r in caplog.records if "did not exit" in r.getMessage()], caplog.text
+    finally:
+        for child in stuck:
+            os.kill(child.pid, signal.SIGKILL)
+            os.kill(child.pid, signal.SIGCONT)
+            child.join(30)
