@@ -427,6 +427,11 @@ class ProcessGenerator:
         self._adapters[name] = str(folder)
 
     def drop_adapter(self, name: str) -> None:
+        """Unload adapter `name` from the child; once `close()` ran, no process holds it: it is only forgotten here (a
+        DELETE or a promotion still running as the service stops drops it, and starts no process)."""
         if name in self._adapters:
-            self._call("drop_adapter", name)
+            try:
+                self._call("drop_adapter", name)
+            except GeneratorClosed:
+                pass
             del self._adapters[name]

@@ -610,3 +610,29 @@ def test_a_new_child_a_kill_does_not_end_as_its_start_fails_is_left_behind_once(
             os.kill(child.pid, signal.SIGKILL)
             os.kill(child.pid, signal.SIGCONT)
             child.join(30)
+
+
+@pytest.mark.slow  # a generation process of its own (seconds: torch's imports)
+def test_an_adapter_dropped_after_close_is_dropped_without_a_process(tmp_path, tiny_generator_dir):
+    """A DELETE (or an adapter's promotion) still running as the service stops drops the user's adapter from memory
+    (`AdapterPool.forget`) after the stop closed the generator. Nothing holds it any more (the process has ended), so
+    the drop is done and starts no process. Before: it raised GeneratorClosed, and the DELETE stopped there (its
+    population files and the rest left to the next start's journal; a promotion failed after its files were copied)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    before = _children()
+    generator = ProcessGenerator(tiny_generator_dir)
+    try:
+        generator.load_adapter("u1", tmp_path / "adapter")
+        assert generator.adapters == {"u1"}
+        generator.close()
+        generator.drop_adapter("u1")
+        assert generator.adapters == set() and _children() <= before
+        with pytest.raises(Exception, match="closed"):  # a load still starts none: GeneratorClosed, the stop's 503
+            generator.load_adapter("u1", tmp_path / "adapter")
+        assert generator.adapters == set() and _children() <= before
+    finally:
+        generator.close()
