@@ -399,7 +399,8 @@ def _sigkill_and_wait(pid: int) -> None:
         time.sleep(0.01)
 
 
-def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(runtime, server, monkeypatch):
+def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(runtime, server, monkeypatch, tmp_path,
+                                                                                tiny_generator_dir):
     """The child dies during a chat (the OOM killer), or a new one cannot be started for it: the client reads "try
     again" in the service's OpenAI error shape, a 503 with Retry-After (a stream whose headers went: an error event of
     503), never a 500 `internal error`. Before (session 45): a 500 for a plain chat and n > 1, and a stream's error
@@ -423,9 +424,19 @@ def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(
         _sigkill_and_wait(self._process.pid)
         await_ready(self)
 
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from service.users.services import register_adapter
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    register_adapter(runtime, "acme", "tuned", tmp_path / "adapter")  # its chats load it into the child as planned
     key = runtime.keys.issue("acme")
     chat = {"model": "pluralign", "messages": MESSAGES}
+    tuned = {**chat, "user": "tuned", "max_tokens": 2, "pluralign": {"rerank": False}}
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+        assert client.post("/v1/chat/completions", json=tuned).status_code == 200  # the adapter is loaded in the child
         monkeypatch.setattr(remote._conn, "recv", recv_then_child_killed)
         one = {**chat, "stream": True, "max_tokens": 400, "pluralign": {"rerank": False}}  # one candidate: streamed as generated
         streamed = client.post("/v1/chat/completions", json=one)
@@ -434,7 +445,9 @@ def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(
         assert (error["type"], error["code"]) == ("service_unavailable_error", "unavailable"), error
         assert "send it again" in error["message"]
         monkeypatch.setattr(ProcessGenerator, "_await_ready", dies_while_loading)
-        for body in (chat, {**chat, "stream": True, "n": 2}):  # n > 1 generates every candidate before its first event
+        # n > 1 generates every candidate before its first event; the tuned user's chat finds the child gone as it is
+        # planned (the adapter pool asks which adapters the child holds: a new child, which dies too)
+        for body in (chat, {**chat, "stream": True, "n": 2}, {**tuned, "stream": True}):
             answer = client.post("/v1/chat/completions", json=body)
             assert answer.status_code == 503, answer.text
             assert answer.headers["Retry-After"] == "10"
