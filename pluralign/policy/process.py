@@ -247,15 +247,33 @@ class ProcessGenerator:
 
     def close(self) -> None:
         """End the child (its pipe closed: it exits; killed if it has not within `_EXIT_WAIT_S`) and start none
-        again: every later call raises `GeneratorClosed`. Waits for a call in progress (a stream: to its end or
-        its reader's leaving). Once more does nothing."""
-        with self._lock:
-            self._closed = True
+        again: every later call raises `GeneratorClosed`. Waits `_EXIT_WAIT_S` for a call in progress (a stream: to
+        its end or its reader's leaving); one still running then (its child hung: it no longer answers, which a cancel
+        cannot end) is ended by killing the child (the call raises GeneratorUnavailable), so a stop never waits on it
+        for good. Once more does nothing."""
+        self._closed = True  # read under the lock by every call: none starts a child from now on
+        if not self._lock.acquire(timeout=_EXIT_WAIT_S):
+            self._end_hung_call()
+            if not self._lock.acquire(timeout=_KILL_WAIT_S):
+                log.error("generation process: a call still holds the generator %g s after its child was killed (stuck in "
+                          "the kernel); closed without it", _KILL_WAIT_S)
+                return
+        try:
             if self._process is None:
                 return
             self._conn.close()  # the child's `recv` ends: it exits
             if self._live():
                 self._wait_for_exit()
+        finally:
+            self._lock.release()
+
+    def _end_hung_call(self) -> None:
+        """Without the lock (a call holds it and its child does not answer): kill the child, so the call finds it gone."""
+        process = self._process
+        if process is not None and process.is_alive():
+            log.error("generation process %d did not finish its call within %g s of the generator's close: killed",
+                      process.pid, _EXIT_WAIT_S)
+            process.kill()
 
     def _live(self) -> bool:
         """Under the lock: whether the child can be sent a call (alive, and not one left behind as unkillable)."""

@@ -649,3 +649,48 @@ def test_an_adapter_dropped_after_close_is_dropped_without_a_process(tmp_path, t
         assert generator.adapters == set() and _children() <= before
     finally:
         generator.close()
+
+
+@pytest.mark.slow  # a generation process of its own (seconds: torch's imports)
+def test_close_ends_a_call_its_hung_child_never_answers(tiny_generator_dir, monkeypatch):
+    """The service stops (`pluralign serve`'s `_close_generator`) while a call waits on a child that no longer answers
+    (hung: a device that does not return, a deadlock; here stopped), which the stop's cut cannot end: close() waited
+    for that call for good, so the service never exited on SIGTERM. Now it waits `_EXIT_WAIT_S` for the call, then
+    kills the child, which ends the call (GeneratorUnavailable), and closes."""
+    import pluralign.policy.process as process
+
+    monkeypatch.setattr(process, "_EXIT_WAIT_S", 0.2, raising=False)
+    before = _children()
+    generator = ProcessGenerator(tiny_generator_dir)
+    pid = generator.pid
+    stream = generator.stream(MESSAGES, sampling=Sampling(max_tokens=400, seed=7, temperature=1.0))
+    raised: list[BaseException] = []
+
+    def read_to_the_end() -> None:  # a chat's thread: it waits on the child for its next piece
+        try:
+            for _ in stream:
+                pass
+        except Exception as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read_to_the_end, daemon=True)
+    closing = threading.Thread(target=generator.close, daemon=True)
+    try:
+        assert isinstance(next(stream), str)  # generating: the call holds the generator
+        os.kill(pid, signal.SIGSTOP)  # hung: it neither answers nor exits (a kill still ends it)
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        reader.start()
+        closing.start()
+        closing.join(60)  # a generous bound for "returns at all": before, it never did
+        assert not closing.is_alive(), "close() still waits on the call its hung child never answers"
+        reader.join(60)
+        assert [type(exc).__name__ for exc in raised] == ["GeneratorUnavailable"], raised
+        assert killed(pid) and _children() <= before
+        with pytest.raises(Exception, match="closed"):
+            generator.generate(MESSAGES, sampling=Sampling(max_tokens=2))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+        closing.join(60)
+        reader.join(60)
