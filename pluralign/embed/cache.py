@@ -187,29 +187,33 @@ class EmbeddingCache:
         committed but a reader kept the write-ahead log from being folded back into the file (the old
         copies of the pages are still in it): either way, the same call later finishes it."""
         keys = list(dict.fromkeys(keys))
-        gone = 0
-        with self._lock, self._busy_as("cleaned"):
-            self._db.execute("PRAGMA secure_delete=ON")
-            with self._db:
-                for start in range(0, len(keys), 500):
-                    chunk = keys[start : start + 500]
-                    gone += self._db.execute(f"DELETE FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk).rowcount
-            blocked = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if blocked:  # a reader held the log past the wait: the overwritten pages are not in the file yet
-            raise self._busy_error("cleaned to the end (its write-ahead log still holds the old copies)")
-        return gone
+
+        def delete(db: sqlite3.Connection) -> int:
+            gone = 0
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                gone += db.execute(f"DELETE FROM embedding WHERE key IN ({','.join('?' * len(chunk))})", chunk).rowcount
+            return gone
+
+        return self._delete_overwriting("cleaned", delete)
 
     def clear(self) -> int:
         """Remove every vector (under every encoder), overwriting them on disk as `forget_keys` does, for purges whose
         keys are lost (an owed purge's file that cannot be read). Returns the rows removed; CacheBusy and CacheDamaged as
         `forget_keys`."""
-        with self._lock, self._busy_as("emptied"):
+        return self._delete_overwriting("emptied", lambda db: db.execute("DELETE FROM embedding").rowcount)
+
+    def _delete_overwriting(self, doing: str, delete) -> int:
+        """`delete(connection)` (-> the rows removed) in one transaction with secure_delete on, then the write-ahead log
+        folded back into the file and truncated, so no copy of a removed row stays on disk; CacheBusy when a reader kept
+        the log (the removal is committed: the same call later finishes it)."""
+        with self._lock, self._busy_as(doing):
             self._db.execute("PRAGMA secure_delete=ON")
             with self._db:
-                gone = self._db.execute("DELETE FROM embedding").rowcount
+                gone = delete(self._db)
             blocked = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        if blocked:
-            raise self._busy_error("emptied to the end (its write-ahead log still holds the old copies)")
+        if blocked:  # a reader held the log past the wait: the overwritten pages are not in the file yet
+            raise self._busy_error(f"{doing} to the end (its write-ahead log still holds the old copies)")
         return gone
 
     def __len__(self) -> int:

@@ -188,9 +188,22 @@ class ProcessGenerator:
 
     def _end_child(self) -> None:
         """A start that failed: the child killed and waited for (no zombie left until a later start reaps it), its pipe
-        closed. Once more does nothing."""
+        closed; one the kill does not end is left behind (`_leave_if_alive`), so the next call starts a new one at once.
+        Once more does nothing."""
         self._process.kill()
         self._process.join(_KILL_WAIT_S)
+        self._conn.close()
+        self._leave_if_alive()
+
+    def _leave_if_alive(self) -> None:
+        """The child, killed and waited for `_KILL_WAIT_S`, still there (stuck in the kernel: a hung device driver or
+        network filesystem): logged and left behind, its pipe closed; `_live` says no from now on."""
+        if self._left or not self._process.is_alive():  # (left already: `_end_child` once more)
+            return
+        log.error("generation process %d did not exit within %g s of SIGKILL (stuck in the kernel: a hung device driver "
+                  "or network filesystem); left behind, its memory held until it ends: a new one serves the next call",
+                  self._process.pid, _KILL_WAIT_S)
+        self._left = True
         self._conn.close()
 
     def _await_ready(self) -> None:
@@ -234,15 +247,33 @@ class ProcessGenerator:
 
     def close(self) -> None:
         """End the child (its pipe closed: it exits; killed if it has not within `_EXIT_WAIT_S`) and start none
-        again: every later call raises `GeneratorClosed`. Waits for a call in progress (a stream: to its end or
-        its reader's leaving). Once more does nothing."""
-        with self._lock:
-            self._closed = True
+        again: every later call raises `GeneratorClosed`. Waits `_EXIT_WAIT_S` for a call in progress (a stream: to
+        its end or its reader's leaving); one still running then (its child hung: it no longer answers, which a cancel
+        cannot end) is ended by killing the child (the call raises GeneratorUnavailable), so a stop never waits on it
+        for good. Once more does nothing."""
+        self._closed = True  # read under the lock by every call: none starts a child from now on
+        if not self._lock.acquire(timeout=_EXIT_WAIT_S):
+            self._end_hung_call()
+            if not self._lock.acquire(timeout=_KILL_WAIT_S):
+                log.error("generation process: a call still holds the generator %g s after its child was killed (stuck in "
+                          "the kernel); closed without it", _KILL_WAIT_S)
+                return
+        try:
             if self._process is None:
                 return
             self._conn.close()  # the child's `recv` ends: it exits
             if self._live():
                 self._wait_for_exit()
+        finally:
+            self._lock.release()
+
+    def _end_hung_call(self) -> None:
+        """Without the lock (a call holds it and its child does not answer): kill the child, so the call finds it gone."""
+        process = self._process
+        if process is not None and process.is_alive():
+            log.error("generation process %d did not finish its call within %g s of the generator's close: killed",
+                      process.pid, _EXIT_WAIT_S)
+            process.kill()
 
     def _live(self) -> bool:
         """Under the lock: whether the child can be sent a call (alive, and not one left behind as unkillable)."""
@@ -278,6 +309,8 @@ class ProcessGenerator:
         """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set. Raises
         GeneratorUnavailable once the child has exited (`unread` when it never read the request: `_request` passes
         `_Unread`)."""
+        if self._left:  # its pipe closed as it was left behind: nothing more comes (a stream's clean-up reads on to here)
+            raise GeneratorUnavailable(f"generation process {self._process.pid} was left behind, stuck, during a call")
         while not self._conn.poll(_ALIVE_S if cancel is None else _POLL_S):
             if cancel is not None and cancel.is_set():
                 self._cancel.set()
@@ -301,12 +334,7 @@ class ProcessGenerator:
             return
         self._process.kill()
         self._process.join(_KILL_WAIT_S)
-        if self._process.is_alive():
-            log.error("generation process %d did not exit within %g s of SIGKILL (stuck in the kernel: a hung device driver "
-                      "or network filesystem); left behind, its memory held until it ends: a new one serves the next call",
-                      self._process.pid, _KILL_WAIT_S)
-            self._left = True
-            self._conn.close()
+        self._leave_if_alive()
 
     def _request(self, op: str, args: tuple, cancel: threading.Event | None):
         """Under the lock: send the request, then the child's first message in answer. A request the child never
@@ -417,6 +445,11 @@ class ProcessGenerator:
         self._adapters[name] = str(folder)
 
     def drop_adapter(self, name: str) -> None:
+        """Unload adapter `name` from the child; once `close()` ran, no process holds it: it is only forgotten here (a
+        DELETE or a promotion still running as the service stops drops it, and starts no process)."""
         if name in self._adapters:
-            self._call("drop_adapter", name)
+            try:
+                self._call("drop_adapter", name)
+            except GeneratorClosed:
+                pass
             del self._adapters[name]

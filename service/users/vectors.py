@@ -169,7 +169,7 @@ class OwedVectors:
         Returns the purges still owed."""
         with self._lock:
             files = self._files()
-        purges = [(path, *self._read(path)) for path in files]
+        purges = [(path, *read) for path in files if (read := self._read(path)) is not None]
         owed_by: dict[Path, set[bytes] | None] = {}  # the keys each cache owes; None: every vector (keys lost)
         for _, caches, keys in purges:
             for cache in caches:
@@ -186,9 +186,10 @@ class OwedVectors:
             self._say_still_owed(still, [(_cache_name(cache), cache, exc) for cache, exc in failed.items()])
         return len(still)
 
-    def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None]:
+    def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None] | None:
         """(the caches, the keys) of the owed purge at `path`; keys None when it cannot be read or decoded (then it may
-        be owed by any cache)."""
+        be owed by any cache); None when it is gone (another pass, here or another replica's, did it since the listing:
+        its keys were not lost, and emptying the caches for it would cost every tenant's next job its embeddings)."""
         try:
             data = path.read_bytes()
             if path.suffix == ".keys":  # before session 46: raw keys, owed by every cache
@@ -197,6 +198,8 @@ class OwedVectors:
             if purge.version != OWED_VERSION:
                 raise ValueError(f"version {purge.version}, this release writes and reads {OWED_VERSION}")
             return [Path(cache) for cache in purge.caches], purge.keys
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError, msgspec.DecodeError) as exc:  # its permissions changed, a disk error, cut short
             log.debug("an owed purge of deleted users' vectors cannot be read (%s): %s", path, exc)
             return [cache for _, cache in _caches()], None

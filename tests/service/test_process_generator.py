@@ -399,7 +399,8 @@ def _sigkill_and_wait(pid: int) -> None:
         time.sleep(0.01)
 
 
-def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(runtime, server, monkeypatch):
+def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(runtime, server, monkeypatch, tmp_path,
+                                                                                tiny_generator_dir):
     """The child dies during a chat (the OOM killer), or a new one cannot be started for it: the client reads "try
     again" in the service's OpenAI error shape, a 503 with Retry-After (a stream whose headers went: an error event of
     503), never a 500 `internal error`. Before (session 45): a 500 for a plain chat and n > 1, and a stream's error
@@ -423,9 +424,19 @@ def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(
         _sigkill_and_wait(self._process.pid)
         await_ready(self)
 
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from service.users.services import register_adapter
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    register_adapter(runtime, "acme", "tuned", tmp_path / "adapter")  # its chats load it into the child as planned
     key = runtime.keys.issue("acme")
     chat = {"model": "pluralign", "messages": MESSAGES}
+    tuned = {**chat, "user": "tuned", "max_tokens": 2, "pluralign": {"rerank": False}}
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+        assert client.post("/v1/chat/completions", json=tuned).status_code == 200  # the adapter is loaded in the child
         monkeypatch.setattr(remote._conn, "recv", recv_then_child_killed)
         one = {**chat, "stream": True, "max_tokens": 400, "pluralign": {"rerank": False}}  # one candidate: streamed as generated
         streamed = client.post("/v1/chat/completions", json=one)
@@ -434,7 +445,9 @@ def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(
         assert (error["type"], error["code"]) == ("service_unavailable_error", "unavailable"), error
         assert "send it again" in error["message"]
         monkeypatch.setattr(ProcessGenerator, "_await_ready", dies_while_loading)
-        for body in (chat, {**chat, "stream": True, "n": 2}):  # n > 1 generates every candidate before its first event
+        # n > 1 generates every candidate before its first event; the tuned user's chat finds the child gone as it is
+        # planned (the adapter pool asks which adapters the child holds: a new child, which dies too)
+        for body in (chat, {**chat, "stream": True, "n": 2}, {**tuned, "stream": True}):
             answer = client.post("/v1/chat/completions", json=body)
             assert answer.status_code == 503, answer.text
             assert answer.headers["Retry-After"] == "10"
@@ -516,3 +529,168 @@ def test_the_service_stopped_ends_its_generation_process_and_a_late_call_starts_
         assert unavailable_as_503(raised.value).status_code == 503  # the stop's 503 with Retry-After
     finally:
         generator.close()
+
+
+@pytest.mark.slow  # a new child starts (seconds: torch's imports)
+def test_a_stream_whose_child_a_kill_does_not_end_raises_generator_unavailable(pair, monkeypatch):
+    """A stream's child ends mid-answer (its pipe closed) and the kill does not end it (stuck in the kernel): it is left
+    behind, its pipe closed, and the stream raises GeneratorUnavailable (the service's 503 error event). Before: the
+    stream's clean-up read on to the child's last message from the pipe just closed, and its OSError ("handle is
+    closed") replaced the GeneratorUnavailable: the stream ended with a 500 `generation failed: OSError`."""
+    import pluralign.policy.process as process
+
+    local, remote = pair
+    assert remote.adapters is not None  # a live child first
+    monkeypatch.setattr(process, "_EXIT_WAIT_S", 0.2, raising=False)
+    monkeypatch.setattr(process, "_KILL_WAIT_S", 0.2, raising=False)
+    stuck, pid = remote._process, remote.pid
+    stream = remote.stream(MESSAGES, sampling=Sampling(max_tokens=200, seed=7, temperature=1.0))
+    raised: list[BaseException] = []
+
+    def read_to_the_end() -> None:
+        try:
+            for _ in stream:
+                pass
+        except Exception as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read_to_the_end, daemon=True)
+    try:
+        assert isinstance(next(stream), str)  # the first piece
+        assert remote._conn.poll(30)  # more in the pipe: the read below does not wait on the stopped child
+        os.kill(pid, signal.SIGSTOP)  # it neither writes nor exits
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        monkeypatch.setattr(stuck, "kill", lambda: None)  # a SIGKILL the kernel does not act on yet
+
+        def its_end_closed():
+            raise EOFError
+
+        monkeypatch.setattr(remote._conn, "recv", its_end_closed)
+        reader.start()
+        reader.join(60)
+        assert not reader.is_alive(), "the stream still waits on a child the kill did not end"
+        assert [type(exc).__name__ for exc in raised] == ["GeneratorUnavailable"], raised
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+        stuck.join(30)
+        reader.join(60)
+    sampling = Sampling(max_tokens=6, seed=7, temperature=1.0)
+    assert remote.generate(MESSAGES, sampling=sampling) == local.generate(MESSAGES, sampling=sampling) and remote.pid != pid
+
+
+@pytest.mark.slow  # two children start (seconds each: torch's imports)
+def test_a_new_child_a_kill_does_not_end_as_its_start_fails_is_left_behind_once(pair, monkeypatch, caplog):
+    """A new child that did not load in time (or died loading) is killed; one the kill does not end (stuck in the
+    kernel) is logged and left behind there, and the next call starts another at once. Before: the failed start's
+    kill left it silently, still counted as the live child; the next call sent to its closed pipe, then waited
+    `_EXIT_WAIT_S` + `_KILL_WAIT_S` (15 s, holding the lock every tenant's chat waits on) and killed it again before
+    starting a new one."""
+    import pluralign.policy.process as process
+
+    local, remote = pair
+    assert remote.adapters is not None  # a live child first
+    monkeypatch.setattr(process, "_EXIT_WAIT_S", 0.2, raising=False)
+    monkeypatch.setattr(process, "_KILL_WAIT_S", 0.2, raising=False)
+    _sigkill_and_wait(remote.pid)  # the OOM killer: the next call starts a new child
+    launch, stuck, kills = ProcessGenerator._launch, [], []
+
+    def launched_then_stuck(self) -> None:  # the new child stops before it says it is ready; a kill does not take
+        launch(self)
+        os.kill(self._process.pid, signal.SIGSTOP)
+        os.waitid(os.P_PID, self._process.pid, os.WSTOPPED | os.WNOWAIT)
+        monkeypatch.setattr(self._process, "kill", lambda: kills.append(1))
+        stuck.append(self._process)
+
+    monkeypatch.setattr(ProcessGenerator, "_launch", launched_then_stuck)
+    monkeypatch.setattr(remote, "start_timeout_s", 0.5)
+    sampling = Sampling(max_tokens=6, seed=7, temperature=1.0)
+    try:
+        with caplog.at_level(logging.ERROR, "pluralign.policy.process"):
+            with pytest.raises(Exception, match="did not load") as raised:
+                remote.generate(MESSAGES, sampling=sampling)
+            assert type(raised.value).__name__ == "GeneratorUnavailable"
+            (child,) = stuck
+            assert [r.getMessage() for r in caplog.records if f"generation process {child.pid} did not exit" in r.getMessage()]
+            monkeypatch.setattr(ProcessGenerator, "_launch", launch)
+            monkeypatch.setattr(remote, "start_timeout_s", 600.0)
+            caplog.clear()
+            assert remote.generate(MESSAGES, sampling=sampling) == local.generate(MESSAGES, sampling=sampling)
+            assert remote.pid != child.pid and kills == [1], kills  # killed once, at its failed start
+            assert not [r for r in caplog.records if "did not exit" in r.getMessage()], caplog.text
+    finally:
+        for child in stuck:
+            os.kill(child.pid, signal.SIGKILL)
+            os.kill(child.pid, signal.SIGCONT)
+            child.join(30)
+
+
+@pytest.mark.slow  # a generation process of its own (seconds: torch's imports)
+def test_an_adapter_dropped_after_close_is_dropped_without_a_process(tmp_path, tiny_generator_dir):
+    """A DELETE (or an adapter's promotion) still running as the service stops drops the user's adapter from memory
+    (`AdapterPool.forget`) after the stop closed the generator. Nothing holds it any more (the process has ended), so
+    the drop is done and starts no process. Before: it raised GeneratorClosed, and the DELETE stopped there (its
+    population files and the rest left to the next start's journal; a promotion failed after its files were copied)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    before = _children()
+    generator = ProcessGenerator(tiny_generator_dir)
+    try:
+        generator.load_adapter("u1", tmp_path / "adapter")
+        assert generator.adapters == {"u1"}
+        generator.close()
+        generator.drop_adapter("u1")
+        assert generator.adapters == set() and _children() <= before
+        with pytest.raises(Exception, match="closed"):  # a load still starts none: GeneratorClosed, the stop's 503
+            generator.load_adapter("u1", tmp_path / "adapter")
+        assert generator.adapters == set() and _children() <= before
+    finally:
+        generator.close()
+
+
+@pytest.mark.slow  # a generation process of its own (seconds: torch's imports)
+def test_close_ends_a_call_its_hung_child_never_answers(tiny_generator_dir, monkeypatch):
+    """The service stops (`pluralign serve`'s `_close_generator`) while a call waits on a child that no longer answers
+    (hung: a device that does not return, a deadlock; here stopped), which the stop's cut cannot end: close() waited
+    for that call for good, so the service never exited on SIGTERM. Now it waits `_EXIT_WAIT_S` for the call, then
+    kills the child, which ends the call (GeneratorUnavailable), and closes."""
+    import pluralign.policy.process as process
+
+    monkeypatch.setattr(process, "_EXIT_WAIT_S", 0.2, raising=False)
+    before = _children()
+    generator = ProcessGenerator(tiny_generator_dir)
+    pid = generator.pid
+    stream = generator.stream(MESSAGES, sampling=Sampling(max_tokens=400, seed=7, temperature=1.0))
+    raised: list[BaseException] = []
+
+    def read_to_the_end() -> None:  # a chat's thread: it waits on the child for its next piece
+        try:
+            for _ in stream:
+                pass
+        except Exception as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read_to_the_end, daemon=True)
+    closing = threading.Thread(target=generator.close, daemon=True)
+    try:
+        assert isinstance(next(stream), str)  # generating: the call holds the generator
+        os.kill(pid, signal.SIGSTOP)  # hung: it neither answers nor exits (a kill still ends it)
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        reader.start()
+        closing.start()
+        closing.join(60)  # a generous bound for "returns at all": before, it never did
+        assert not closing.is_alive(), "close() still waits on the call its hung child never answers"
+        reader.join(60)
+        assert [type(exc).__name__ for exc in raised] == ["GeneratorUnavailable"], raised
+        assert killed(pid) and _children() <= before
+        with pytest.raises(Exception, match="closed"):
+            generator.generate(MESSAGES, sampling=Sampling(max_tokens=2))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+        closing.join(60)
+        reader.join(60)

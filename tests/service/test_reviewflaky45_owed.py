@@ -125,6 +125,10 @@ def test_a_damaged_cache_is_removed_so_the_purges_it_owes_are_done(cache, tmp_pa
         with open(cache.path, "r+b") as f:  # the header whole, a page of the table in the middle overwritten
             f.seek(cache.path.stat().st_size // 2)
             f.write(b"\xff" * 8192)
+    # what a worker killed mid-write leaves beside it: its write-ahead log (copies of pages, the deleted user's vector
+    # among them) and shared-memory index, which a removal of the file alone would leave on disk
+    for suffix in ("-wal", "-shm"):
+        cache.path.with_name(cache.path.name + suffix).write_bytes(cache.gone * 64)
     caplog.clear()  # the DELETE's "is busy" line
     with caplog.at_level(logging.DEBUG, "pluralign.service"):
         assert owed.retry() == 0 and owed.owed() == 0
@@ -256,3 +260,52 @@ def test_an_owed_purge_is_never_seen_half_written_by_another_replicas_pass(cache
         worker.close()
     assert other.retry() == 0
     assert sorted(cache.get("enc", [gone, kept])) == [kept]
+
+
+def test_an_owed_purge_another_pass_finished_meanwhile_does_not_empty_the_caches(cache, tmp_path, monkeypatch, caplog):
+    """Two passes over vectors-owed/ run at once (another replica's; in one service, a job's exit beside the
+    unfinished-DELETEs pass): one lists a file the other then purges and removes. Its read found the file gone, which
+    the pass took for a file that cannot be read: it emptied every cache (each vector another tenant's job had embedded,
+    embedded again at the next training) and warned that the purge's keys were lost. A file gone meanwhile was done by
+    the other pass: this one leaves the caches as they are and says nothing."""
+    folder = tmp_path / "data" / "vectors-owed"
+    this, other = OwedVectors(folder, wait_s=0.05), OwedVectors(folder, wait_s=0.05)  # two replicas (or two passes)
+    worker = held(cache.path)
+    try:
+        assert this.forget([cache.gone]) == [] and this.owed() == 1
+    finally:
+        worker.rollback()
+        worker.close()
+    files = OwedVectors._files
+
+    def listed_then_other_pass(self):  # the other pass runs between this one's listing and its read
+        listed = files(self)
+        assert other.retry() == 0
+        return listed
+
+    monkeypatch.setattr(this, "_files", listed_then_other_pass.__get__(this))
+    caplog.clear()  # the DELETE's "is busy" line
+    with caplog.at_level(logging.WARNING, "pluralign.service"):
+        assert this.retry() == 0 and this.owed() == 0
+    assert sorted(cache.get("enc", [cache.gone, cache.kept])) == [cache.kept]  # the deleted user's gone, the rest kept
+    assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_an_owed_purge_written_before_session_46_is_done_in_both_caches(cache, tmp_path):
+    """An install upgraded with purges still owed: vectors-owed/ holds session 45's `*.keys` files (raw 32-byte keys,
+    not naming their caches), which are owed by both caches. A pass purges their keys from the jobs' cache and the old
+    one under HOME, keeps every other vector, and removes the file; the owed count falls to 0."""
+    home = EmbeddingCache(tmp_path / "home" / ".cache" / "pluralign" / "embeddings.sqlite")
+    other = text_key("another deleted user's text")
+    home.put("enc", [cache.gone, other, cache.kept], np.ones((3, 4), np.float32))
+    cache.put("enc", [other], np.ones((1, 4), np.float32))
+    folder = tmp_path / "data" / "vectors-owed"
+    folder.mkdir(parents=True)
+    (folder / "a.keys").write_bytes(cache.gone)  # as session 45 wrote them
+    (folder / "b.keys").write_bytes(other + b"cut short")  # a partial key at the end is no key
+    owed = OwedVectors(folder, wait_s=0.05)
+    assert owed.owed() == 2
+    assert owed.retry() == 0 and owed.owed() == 0 and list(folder.iterdir()) == []
+    for kept_in in (cache, home):
+        assert sorted(kept_in.get("enc", [cache.gone, other, cache.kept])) == [cache.kept], kept_in.path
+    home.close()
