@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pluralign.policy.generator import Generator
-from tests.service.tiny import LiveServer, Service, field_named
+from tests.service.tiny import LiveServer, Service, burst_within_one_second, field_named
 
 CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "Tell me a long story."}]}
 
@@ -364,14 +364,7 @@ def test_a_tenant_over_its_request_rate_gets_429_and_another_tenant_does_not(lim
     46 answered, the test failed). Now each burst of 21 starts a second, and only one this client saw begin and end
     within that second is judged (another is sent again); its 21st is the one refused."""
     with limited.client("acme") as c:
-        for _ in range(RATE_TRIES):
-            time.sleep(1 - time.time() % 1)  # the start of a second: a window of its own, the last burst's forgotten
-            began = time.time()
-            answers = [c.get("/v1/models") for _ in range(21)]
-            if int(time.time()) == int(began):  # each request was counted in the second it began in
-                break
-        else:
-            pytest.fail(f"none of {RATE_TRIES} bursts of 21 requests began and ended within one second (a machine that slow?)")
+        answers = burst_within_one_second(lambda: c.get("/v1/models"), 21, RATE_TRIES)
         codes = [r.status_code for r in answers]
         assert codes == [200] * 20 + [429], codes
         for r in answers:  # RateLimit-* on every answer, Retry-After on the 429s only (every 200 had it too)
