@@ -24,8 +24,8 @@ generates nothing, as in-process.
 
 A call no child could serve (it died during the call, or a new one could not be started) raises `GeneratorUnavailable`,
 which says "try again" (the service answers 503 with Retry-After); a failure inside the child's generation (an error
-its model raised) is a plain `GeneratorProcessError`. Once `close()` has run, every call raises `GeneratorClosed` and
-no child is started again. A child that a kill does not end within `_KILL_WAIT_S` (stuck in the kernel: a hung device
+its model raised) is a plain `GeneratorProcessError`. Once `close()` has run, every call raises `GeneratorClosed` (but
+`drop_adapter`, which then only forgets the adapter) and no child is started again. A child that a kill does not end within `_KILL_WAIT_S` (stuck in the kernel: a hung device
 driver or network filesystem) is logged and left to the OS; the next call starts a new one.
 
 Whatever the pipe raises as the child dies or once it is gone (EOFError, BrokenPipeError,
@@ -248,9 +248,11 @@ class ProcessGenerator:
     def close(self) -> None:
         """End the child (its pipe closed: it exits; killed if it has not within `_EXIT_WAIT_S`) and start none
         again: every later call raises `GeneratorClosed`. Waits `_EXIT_WAIT_S` for a call in progress (a stream: to
-        its end or its reader's leaving); one still running then (its child hung: it no longer answers, which a cancel
-        cannot end) is ended by killing the child (the call raises GeneratorUnavailable), so a stop never waits on it
-        for good. Once more does nothing."""
+        its end or its reader's leaving); one still running then is ended by killing the child (the call raises
+        GeneratorUnavailable), so a stop never waits for good on a hung child (it no longer answers, which a cancel cannot
+        end). A healthy call still generating then is killed too: the service closes only after uvicorn's graceful wait,
+        whose cut has stopped every chat by then; a library caller ends its calls (their `cancel`) before closing. Once
+        more does nothing."""
         self._closed = True  # read under the lock by every call: none starts a child from now on
         if not self._lock.acquire(timeout=_EXIT_WAIT_S):
             self._end_hung_call()

@@ -694,3 +694,41 @@ def test_close_ends_a_call_its_hung_child_never_answers(tiny_generator_dir, monk
             os.kill(pid, signal.SIGCONT)
         closing.join(60)
         reader.join(60)
+
+
+@pytest.mark.slow  # a generation process of its own (seconds: torch's imports)
+def test_close_lets_a_healthy_call_in_progress_finish_whole(tiny_generator_dir, caplog):
+    """close() while a healthy stream is still being read (a library caller's; in the service the stop's cut has ended
+    every chat before `_close_generator` runs): the call finishes, every piece as an uninterrupted stream gives them,
+    and only then does the child end. Guards the wait before close() kills a child it takes for hung (review of
+    reviewleft46): a close that killed at once, or did not wait for the call, cut the answer (GeneratorUnavailable)."""
+    sampling = Sampling(max_tokens=120, seed=7, temperature=1.0)
+    whole = list(Generator.from_folder(tiny_generator_dir, device=torch.device("cpu")).stream(MESSAGES, sampling=sampling))
+    before = _children()
+    generator = ProcessGenerator(tiny_generator_dir)
+    pid = generator.pid
+    stream = generator.stream(MESSAGES, sampling=sampling)
+    read, raised = [next(stream)], []
+
+    def read_to_the_end() -> None:  # reads on only once close() has begun: the call is in progress then
+        while not generator._closed:
+            time.sleep(0.001)
+        try:
+            for piece in stream:
+                read.append(piece)
+        except Exception as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read_to_the_end, daemon=True)
+    reader.start()
+    try:
+        with caplog.at_level(logging.ERROR, "pluralign.policy.process"):
+            generator.close()
+        reader.join(60)
+        assert not reader.is_alive() and raised == [], raised
+        assert read == whole
+        assert killed(pid) and _children() <= before
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    finally:
+        generator.close()
+        reader.join(60)
