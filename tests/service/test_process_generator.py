@@ -732,3 +732,46 @@ def test_close_lets_a_healthy_call_in_progress_finish_whole(tiny_generator_dir, 
     finally:
         generator.close()
         reader.join(60)
+
+
+@pytest.mark.slow  # a generation process of its own (seconds: torch's imports)
+def test_close_leaves_behind_a_child_its_kill_does_not_end_so_the_exit_does_not_wait_for_it(tiny_generator_dir, monkeypatch):
+    """The service stops while a call waits on a child that a kill does not end (stuck in the kernel: a hung device
+    driver or network filesystem). close() gives up on it after `_KILL_WAIT_S`; the child must then be left behind
+    for real: multiprocessing joins every child it started at the interpreter's exit, with no timeout, so one still in
+    its list held `pluralign serve`'s exit for good (until the orchestrator's SIGKILL: 137), and the call waiting on it
+    (a chat's thread) never ended. Now it is out of that list, and the call ends (GeneratorUnavailable)."""
+    import multiprocessing as mp
+
+    import pluralign.policy.process as process
+
+    monkeypatch.setattr(process, "_EXIT_WAIT_S", 0.2, raising=False)
+    monkeypatch.setattr(process, "_KILL_WAIT_S", 0.2, raising=False)
+    generator = ProcessGenerator(tiny_generator_dir)
+    child, pid = generator._process, generator.pid
+    stream = generator.stream(MESSAGES, sampling=Sampling(max_tokens=400, seed=7, temperature=1.0))
+    raised: list[BaseException] = []
+
+    def read_to_the_end() -> None:  # a chat's thread: it waits on the child for its next piece
+        try:
+            for _ in stream:
+                pass
+        except Exception as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read_to_the_end, daemon=True)
+    try:
+        assert isinstance(next(stream), str)  # generating: the call holds the generator
+        os.kill(pid, signal.SIGSTOP)  # it neither answers nor exits
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        monkeypatch.setattr(child, "kill", lambda: None)  # a SIGKILL the kernel does not act on yet
+        reader.start()
+        generator.close()
+        assert child not in mp.active_children(), "the interpreter's exit would wait for the stuck child for good"
+        reader.join(60)
+        assert [type(exc).__name__ for exc in raised] == ["GeneratorUnavailable"], raised
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+        child.join(30)
+        reader.join(60)
