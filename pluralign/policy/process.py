@@ -24,9 +24,10 @@ generates nothing, as in-process.
 
 A call no child could serve (it died during the call, or a new one could not be started) raises `GeneratorUnavailable`,
 which says "try again" (the service answers 503 with Retry-After); a failure inside the child's generation (an error
-its model raised) is a plain `GeneratorProcessError`. Once `close()` has run, every call raises `GeneratorClosed` and
-no child is started again. A child that a kill does not end within `_KILL_WAIT_S` (stuck in the kernel: a hung device
-driver or network filesystem) is logged and left to the OS; the next call starts a new one.
+its model raised) is a plain `GeneratorProcessError`. Once `close()` has run, every call raises `GeneratorClosed` (but
+`drop_adapter`, which then only forgets the adapter) and no child is started again. A child that a kill does not end within `_KILL_WAIT_S` (stuck in the kernel: a hung device
+driver or network filesystem) is logged and left to the OS (the interpreter's exit does not wait for it); the next
+call starts a new one.
 
 Whatever the pipe raises as the child dies or once it is gone (EOFError, BrokenPipeError,
 ConnectionResetError, another OSError) is one of these, never raised as such.
@@ -203,8 +204,16 @@ class ProcessGenerator:
         log.error("generation process %d did not exit within %g s of SIGKILL (stuck in the kernel: a hung device driver "
                   "or network filesystem); left behind, its memory held until it ends: a new one serves the next call",
                   self._process.pid, _KILL_WAIT_S)
-        self._left = True
+        self._leave()
         self._conn.close()
+
+    def _leave(self) -> None:
+        """The child, one a kill does not end, left behind: `_live` says no from now on (a call waiting on it ends within
+        `_ALIVE_S`: GeneratorUnavailable), and the interpreter's exit does not wait for it. multiprocessing joins every
+        child it started at exit, with no timeout (`multiprocessing.util._exit_function`); it has no public way to let
+        one go, so it is taken out of its list of children (`multiprocessing.process._children`)."""
+        self._left = True
+        mp.process._children.discard(self._process)
 
     def _await_ready(self) -> None:
         """The child's first message: ready (its context size kept), or why it could not load; then the
@@ -248,15 +257,18 @@ class ProcessGenerator:
     def close(self) -> None:
         """End the child (its pipe closed: it exits; killed if it has not within `_EXIT_WAIT_S`) and start none
         again: every later call raises `GeneratorClosed`. Waits `_EXIT_WAIT_S` for a call in progress (a stream: to
-        its end or its reader's leaving); one still running then (its child hung: it no longer answers, which a cancel
-        cannot end) is ended by killing the child (the call raises GeneratorUnavailable), so a stop never waits on it
-        for good. Once more does nothing."""
+        its end or its reader's leaving); one still running then is ended by killing the child (the call raises
+        GeneratorUnavailable), so a stop never waits for good on a hung child (it no longer answers, which a cancel cannot
+        end). A healthy call still generating then is killed too: the service closes only after uvicorn's graceful wait,
+        whose cut has stopped every chat by then; a library caller ends its calls (their `cancel`) before closing. Once
+        more does nothing."""
         self._closed = True  # read under the lock by every call: none starts a child from now on
         if not self._lock.acquire(timeout=_EXIT_WAIT_S):
             self._end_hung_call()
             if not self._lock.acquire(timeout=_KILL_WAIT_S):
                 log.error("generation process: a call still holds the generator %g s after its child was killed (stuck in "
-                          "the kernel); closed without it", _KILL_WAIT_S)
+                          "the kernel); closed without it, the child left behind", _KILL_WAIT_S)
+                self._leave()  # (without the lock: the call holding it sees it and ends; the exit does not wait for it)
                 return
         try:
             if self._process is None:

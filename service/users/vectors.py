@@ -24,6 +24,7 @@ every vector overwritten), then it goes (before, it stayed, and the owed count w
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -189,7 +190,9 @@ class OwedVectors:
     def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None] | None:
         """(the caches, the keys) of the owed purge at `path`; keys None when it cannot be read or decoded (then it may
         be owed by any cache); None when it is gone (another pass, here or another replica's, did it since the listing:
-        its keys were not lost, and emptying the caches for it would cost every tenant's next job its embeddings)."""
+        its keys were not lost, and emptying the caches for it would cost every tenant's next job its embeddings). An
+        entry still there that reads as missing (a symbolic link to nothing) has lost its keys: unreadable, not gone
+        (skipped, it stayed counted by `owed` for ever while `retry` said nothing was owed)."""
         try:
             data = path.read_bytes()
             if path.suffix == ".keys":  # before session 46: raw keys, owed by every cache
@@ -198,9 +201,9 @@ class OwedVectors:
             if purge.version != OWED_VERSION:
                 raise ValueError(f"version {purge.version}, this release writes and reads {OWED_VERSION}")
             return [Path(cache) for cache in purge.caches], purge.keys
-        except FileNotFoundError:
-            return None
         except (OSError, ValueError, msgspec.DecodeError) as exc:  # its permissions changed, a disk error, cut short
+            if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):  # gone; a link to nothing is still there
+                return None
             log.debug("an owed purge of deleted users' vectors cannot be read (%s): %s", path, exc)
             return [cache for _, cache in _caches()], None
 

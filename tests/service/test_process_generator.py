@@ -694,3 +694,84 @@ def test_close_ends_a_call_its_hung_child_never_answers(tiny_generator_dir, monk
             os.kill(pid, signal.SIGCONT)
         closing.join(60)
         reader.join(60)
+
+
+@pytest.mark.slow  # a generation process of its own (seconds: torch's imports)
+def test_close_lets_a_healthy_call_in_progress_finish_whole(tiny_generator_dir, caplog):
+    """close() while a healthy stream is still being read (a library caller's; in the service the stop's cut has ended
+    every chat before `_close_generator` runs): the call finishes, every piece as an uninterrupted stream gives them,
+    and only then does the child end. Guards the wait before close() kills a child it takes for hung (review of
+    reviewleft46): a close that killed at once, or did not wait for the call, cut the answer (GeneratorUnavailable)."""
+    sampling = Sampling(max_tokens=120, seed=7, temperature=1.0)
+    whole = list(Generator.from_folder(tiny_generator_dir, device=torch.device("cpu")).stream(MESSAGES, sampling=sampling))
+    before = _children()
+    generator = ProcessGenerator(tiny_generator_dir)
+    pid = generator.pid
+    stream = generator.stream(MESSAGES, sampling=sampling)
+    read, raised = [next(stream)], []
+
+    def read_to_the_end() -> None:  # reads on only once close() has begun: the call is in progress then
+        while not generator._closed:
+            time.sleep(0.001)
+        try:
+            for piece in stream:
+                read.append(piece)
+        except Exception as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read_to_the_end, daemon=True)
+    reader.start()
+    try:
+        with caplog.at_level(logging.ERROR, "pluralign.policy.process"):
+            generator.close()
+        reader.join(60)
+        assert not reader.is_alive() and raised == [], raised
+        assert read == whole
+        assert killed(pid) and _children() <= before
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    finally:
+        generator.close()
+        reader.join(60)
+
+
+@pytest.mark.slow  # a generation process of its own (seconds: torch's imports)
+def test_close_leaves_behind_a_child_its_kill_does_not_end_so_the_exit_does_not_wait_for_it(tiny_generator_dir, monkeypatch):
+    """The service stops while a call waits on a child that a kill does not end (stuck in the kernel: a hung device
+    driver or network filesystem). close() gives up on it after `_KILL_WAIT_S`; the child must then be left behind
+    for real: multiprocessing joins every child it started at the interpreter's exit, with no timeout, so one still in
+    its list held `pluralign serve`'s exit for good (until the orchestrator's SIGKILL: 137), and the call waiting on it
+    (a chat's thread) never ended. Now it is out of that list, and the call ends (GeneratorUnavailable)."""
+    import multiprocessing as mp
+
+    import pluralign.policy.process as process
+
+    monkeypatch.setattr(process, "_EXIT_WAIT_S", 0.2, raising=False)
+    monkeypatch.setattr(process, "_KILL_WAIT_S", 0.2, raising=False)
+    generator = ProcessGenerator(tiny_generator_dir)
+    child, pid = generator._process, generator.pid
+    stream = generator.stream(MESSAGES, sampling=Sampling(max_tokens=400, seed=7, temperature=1.0))
+    raised: list[BaseException] = []
+
+    def read_to_the_end() -> None:  # a chat's thread: it waits on the child for its next piece
+        try:
+            for _ in stream:
+                pass
+        except Exception as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read_to_the_end, daemon=True)
+    try:
+        assert isinstance(next(stream), str)  # generating: the call holds the generator
+        os.kill(pid, signal.SIGSTOP)  # it neither answers nor exits
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        monkeypatch.setattr(child, "kill", lambda: None)  # a SIGKILL the kernel does not act on yet
+        reader.start()
+        generator.close()
+        assert child not in mp.active_children(), "the interpreter's exit would wait for the stuck child for good"
+        reader.join(60)
+        assert [type(exc).__name__ for exc in raised] == ["GeneratorUnavailable"], raised
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+        child.join(30)
+        reader.join(60)

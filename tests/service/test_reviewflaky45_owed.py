@@ -309,3 +309,22 @@ def test_an_owed_purge_written_before_session_46_is_done_in_both_caches(cache, t
     for kept_in in (cache, home):
         assert sorted(kept_in.get("enc", [cache.gone, other, cache.kept])) == [cache.kept], kept_in.path
     home.close()
+
+
+def test_an_owed_purge_whose_entry_is_a_link_to_nothing_is_not_counted_for_ever(cache, tmp_path, caplog):
+    """An entry of vectors-owed/ that is still there but whose keys are gone (a symbolic link to a file that no longer
+    exists: a data folder restored or moved with links) has lost its keys as a file that cannot be read has: the caches
+    are emptied and it goes. Since the review of session 46 a read's FileNotFoundError was taken for a file another pass
+    had removed: the pass skipped it and reported nothing owed (`retry()` 0) while `owed()` (/health's `vectors_owed`,
+    /metrics) counted it for ever, and every later DELETE waited on no busy cache (it thinks purges are owed)."""
+    folder = tmp_path / "data" / "vectors-owed"
+    folder.mkdir(parents=True)
+    (folder / "a.owed").symlink_to(tmp_path / "elsewhere" / "a.owed")
+    owed = OwedVectors(folder, wait_s=0.05)
+    assert owed.owed() == 1
+    with caplog.at_level(logging.WARNING, "pluralign.service"):
+        assert owed.retry() == 0
+    assert owed.owed() == 0 and list(folder.iterdir()) == []
+    assert cache.get("enc", [cache.gone, cache.kept]) == {}  # its keys lost: emptied, as for a file that cannot be read
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "a.owed" in warned[0] and "emptied" in warned[0], warned
