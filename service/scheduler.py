@@ -3,10 +3,10 @@
 Generation holds the model for seconds; if it ran on the request thread pool, one tenant's burst
 of chats would leave every light route (profiles, feedback lookups) waiting for a thread. Here
 generation work runs on the scheduler's own `workers` threads. Waiting work is kept per tenant
-and the next task is the waiting one of the tenant whose latest task started longest ago (or that
-has had none since it last held nothing), so a tenant waits behind at most one task of each other
-tenant (the one running as it came, or, for a tenant that had waited before it, its next), however
-many that tenant queued. A tenant with
+and the next task is the waiting one of the tenant whose latest task started longest ago (a tenant
+that comes holding nothing ranks as if its latest task had started just before the latest start of
+all), so a tenant waits behind at most one task of each other tenant (the one running as it came,
+or, for a tenant that had waited before it, its next), however many that tenant queued. A tenant with
 `per_tenant` tasks waiting or running, or a full queue (`max_waiting`), gets `Busy` (the service
 answers 429 with Retry-After) instead of an ever longer wait.
 
@@ -87,7 +87,7 @@ class FairScheduler:
         self._held: Counter[str] = Counter()  # tasks waiting or running, per tenant
         self._running = 0
         self._running_of: Counter[str] = Counter()  # tasks running, per tenant (at most running_per_tenant)
-        self._last_start: dict[str, int] = {}  # per tenant holding tasks: `_started` at its latest start
+        self._last_start: dict[str, float] = {}  # per tenant holding tasks: its rank (`_started` at its latest start)
         self._started = 0  # tasks started so far
         self._seconds = 1.0  # moving average of one task's run time (for Retry-After)
         self._local = threading.local()  # the Waited of the task a worker thread runs
@@ -107,6 +107,12 @@ class FairScheduler:
             if waiting >= self.max_waiting:
                 raise Busy(f"{waiting} {self.what} are waiting (at most {self.max_waiting})", self._retry_after(waiting))
             task = _Task(tenant, in_context(fn), started_before=self._started)  # the request's id goes with it
+            if not self._held[tenant]:
+                # just before the tenant whose task started last (it goes before that one's next task), not
+                # before one that has waited since an earlier start: ranked "never served", a tenant sending
+                # its next task once its last was answered went before a tenant with a backlog every time,
+                # and two such tenants kept that one's backlog waiting for as long as they sent
+                self._last_start[tenant] = self._started - 1.5
             self._waiting.setdefault(tenant, deque()).append(task)
             if tenant not in self._turns:
                 self._turns.append(tenant)
@@ -172,14 +178,14 @@ class FairScheduler:
 
     def _dispatch(self) -> None:
         """Start waiting tasks while a worker is free, one tenant's turn each: the tenant whose latest task
-        started longest ago (or none while it held work) goes first, so a tenant arriving waits for the
+        started longest ago (its rank, `_last_start`) goes first, so a tenant arriving waits for the
         tasks running, not also for the next task of a tenant whose task is running; a tenant running
         `running_per_tenant` tasks already is passed over and keeps its place (caller holds the lock)."""
         while self._running < self.workers:
             ready = [t for t in self._turns if self._running_of[t] < self.running_per_tenant]
             if not ready:
                 return
-            tenant = min(ready, key=lambda t: self._last_start.get(t, -1))  # the first of equals: arrival order
+            tenant = min(ready, key=self._last_start.__getitem__)  # the first of equals: arrival order
             self._turns.remove(tenant)
             queue = self._waiting[tenant]
             task = queue.popleft()
@@ -205,7 +211,7 @@ class FairScheduler:
         self._held[tenant] -= 1
         if not self._held[tenant]:
             del self._held[tenant]
-            self._last_start.pop(tenant, None)  # a tenant holding nothing comes back as one never served
+            del self._last_start[tenant]  # ranked afresh when it sends again (`submit`)
 
     def _run(self, task: _Task, waited: Waited) -> None:
         start = time.monotonic()

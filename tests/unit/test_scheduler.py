@@ -72,6 +72,53 @@ def test_busy_tenants_still_take_turns_one_start_each():
     assert order == ["b0", "a0", "b1", "a1", "b2", "a2"]
 
 
+def test_a_tenant_with_work_queued_is_not_starved_by_tenants_that_send_one_task_at_a_time():
+    """Review of trial46b: a tenant that held nothing came back ranked "never served", ahead of every tenant
+    whose task had started once, so two tenants each sending their next task as the last was answered (a user
+    chatting, a client reading page after page) always had one of them waiting ranked first, and a's second
+    task never started: not behind one task of each other tenant, behind all of theirs."""
+    scheduler = FairScheduler(workers=1, per_tenant=10, max_waiting=20)
+    order: list[str] = []
+
+    def held(name: str) -> tuple[threading.Event, threading.Event, object]:
+        started, gate = threading.Event(), threading.Event()
+
+        def task() -> None:
+            order.append(name)
+            started.set()
+            gate.wait(10)
+        return started, gate, task
+
+    a0_started, a0_gate, a0 = held("a0")
+    first = scheduler.submit("a", a0)
+    second = scheduler.submit("a", lambda: order.append("a1"))  # a's backlog: one more task
+    assert a0_started.wait(10)
+    running = {}
+    for t in ("c", "d"):
+        running[t] = held(f"{t}0")
+        scheduler.submit(t, running[t][2])
+    a0_gate.set()
+    first.result(timeout=10)
+    try:
+        for i in range(1, 4):  # c and d in turn: each sends its next task once its last was answered
+            for t, other in (("c", "d"), ("d", "c")):
+                assert running[t][0].wait(10), order
+                running[t][1].set()  # t's task ends: the next one starts (its release came first) ...
+                if "a1" in order:
+                    break
+                assert running[other][0].wait(10), order
+                running[t] = held(f"{t}{i}")
+                scheduler.submit(t, running[t][2])  # ... and t asks again, holding nothing meanwhile
+            if "a1" in order:
+                break
+    finally:
+        for _, gate, _ in running.values():
+            gate.set()
+    second.result(timeout=10)
+    assert order.index("a1") <= 3, order  # behind at most one task of c and one of d
+    assert order[:2] == ["a0", "c0"], order  # c came while a0 ran: it went before a's next (trial46b's order)
+
+
 def test_a_full_tenant_or_queue_is_busy_with_a_retry_after():
     scheduler = FairScheduler(workers=1, per_tenant=2, max_waiting=3)
     gate = threading.Event()
