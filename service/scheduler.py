@@ -3,10 +3,10 @@
 Generation holds the model for seconds; if it ran on the request thread pool, one tenant's burst
 of chats would leave every light route (profiles, feedback lookups) waiting for a thread. Here
 generation work runs on the scheduler's own `workers` threads. Waiting work is kept per tenant
-and the next task is the waiting one of the tenant whose latest task started longest ago (or that
-has had none since it last held nothing), so a tenant waits behind at most one task of each other
-tenant (the one running as it came, or, for a tenant that had waited before it, its next), however
-many that tenant queued. A tenant with
+and the next task is the waiting one of the tenant whose latest task started longest ago (a tenant
+that comes holding nothing ranks as if its latest task had started just before the latest start of
+all), so a tenant waits behind at most one task of each other tenant (the one running as it came,
+or, for a tenant that had waited before it, its next), however many that tenant queued. A tenant with
 `per_tenant` tasks waiting or running, or a full queue (`max_waiting`), gets `Busy` (the service
 answers 429 with Retry-After) instead of an ever longer wait.
 
@@ -70,8 +70,10 @@ class FairScheduler:
     def __init__(self, workers: int = 1, per_tenant: int = 4, max_waiting: int = 32, what: str = "generations",
                  running_per_tenant: int | None = None):
         """`what` names the work in Busy's message and the worker threads. `running_per_tenant`: the most
-        workers one tenant's tasks run on at once (default: all of them); its further tasks wait for a
-        worker that leaves another tenant's work one free, however long its running tasks take."""
+        workers one tenant's tasks start on while another tenant's task waits (default: all of them). With
+        no other tenant's task waiting, a tenant runs on more but leaves one worker free, so a task of
+        another tenant starts at once however long the running ones take; while that one waits or runs, the
+        first tenant's further tasks wait for its running ones to drop below its share."""
         running_per_tenant = workers if running_per_tenant is None else running_per_tenant
         if workers < 1 or per_tenant < 1 or max_waiting < 1 or running_per_tenant < 1:
             raise ValueError("`workers`, `per_tenant`, `max_waiting` and `running_per_tenant` must be at least 1")
@@ -87,7 +89,7 @@ class FairScheduler:
         self._held: Counter[str] = Counter()  # tasks waiting or running, per tenant
         self._running = 0
         self._running_of: Counter[str] = Counter()  # tasks running, per tenant (at most running_per_tenant)
-        self._last_start: dict[str, int] = {}  # per tenant holding tasks: `_started` at its latest start
+        self._last_start: dict[str, float] = {}  # per tenant holding tasks: its rank (`_started` at its latest start)
         self._started = 0  # tasks started so far
         self._seconds = 1.0  # moving average of one task's run time (for Retry-After)
         self._local = threading.local()  # the Waited of the task a worker thread runs
@@ -107,6 +109,12 @@ class FairScheduler:
             if waiting >= self.max_waiting:
                 raise Busy(f"{waiting} {self.what} are waiting (at most {self.max_waiting})", self._retry_after(waiting))
             task = _Task(tenant, in_context(fn), started_before=self._started)  # the request's id goes with it
+            if not self._held[tenant]:
+                # just before the tenant whose task started last (it goes before that one's next task), not
+                # before one that has waited since an earlier start: ranked "never served", a tenant sending
+                # its next task once its last was answered went before a tenant with a backlog every time,
+                # and two such tenants kept that one's backlog waiting for as long as they sent
+                self._last_start[tenant] = self._started - 1.5
             self._waiting.setdefault(tenant, deque()).append(task)
             if tenant not in self._turns:
                 self._turns.append(tenant)
@@ -172,14 +180,17 @@ class FairScheduler:
 
     def _dispatch(self) -> None:
         """Start waiting tasks while a worker is free, one tenant's turn each: the tenant whose latest task
-        started longest ago (or none while it held work) goes first, so a tenant arriving waits for the
+        started longest ago (its rank, `_last_start`) goes first, so a tenant arriving waits for the
         tasks running, not also for the next task of a tenant whose task is running; a tenant running
-        `running_per_tenant` tasks already is passed over and keeps its place (caller holds the lock)."""
+        `running_per_tenant` tasks already is passed over and keeps its place while another tenant's task
+        waits, and otherwise starts one only if a worker stays free after it (caller holds the lock)."""
         while self._running < self.workers:
             ready = [t for t in self._turns if self._running_of[t] < self.running_per_tenant]
+            if not ready and self._running + 1 < self.workers:  # past their share: none other waits, one worker stays free
+                ready = list(self._turns)
             if not ready:
                 return
-            tenant = min(ready, key=lambda t: self._last_start.get(t, -1))  # the first of equals: arrival order
+            tenant = min(ready, key=self._last_start.__getitem__)  # the first of equals: arrival order
             self._turns.remove(tenant)
             queue = self._waiting[tenant]
             task = queue.popleft()
@@ -205,7 +216,7 @@ class FairScheduler:
         self._held[tenant] -= 1
         if not self._held[tenant]:
             del self._held[tenant]
-            self._last_start.pop(tenant, None)  # a tenant holding nothing comes back as one never served
+            del self._last_start[tenant]  # ranked afresh when it sends again (`submit`)
 
     def _run(self, task: _Task, waited: Waited) -> None:
         start = time.monotonic()
@@ -227,13 +238,15 @@ class FairScheduler:
 
 
 def request_threads() -> int:
-    """How many request threads there are: the event loop's default pool's size (`min(32, cores + 4)`)."""
+    """How many request threads one caller alone runs on: the event loop's default pool's size (`min(32, cores + 4)`;
+    `TenantThreads` keeps one more for another caller)."""
     return min(32, (os.cpu_count() or 1) + 4)
 
 
 def tenant_share(workers: int) -> int:
-    """The most request threads one caller (a tenant, the admin keys, requests without a key) runs on at
-    once: half of them, rounded up (3 of 6 on two cores). Taking the callers' waiting work in turns alone
+    """The most request threads one caller (a tenant, the admin keys, requests without a key) starts work on
+    while another caller's work waits: half of them, rounded up (3 of 6 on two cores); alone it runs on all
+    of them, and `TenantThreads` keeps one more for another caller. Taking the callers' waiting work in turns alone
     let one tenant run on every thread: its slow requests (a score of 33 long texts: 12-16 s on two busy
     cores, longer side by side) then kept another tenant's one-row read waiting 40-57 s for one to end."""
     return max(1, math.ceil(workers / 2))
@@ -280,8 +293,10 @@ class TenantThreads(ThreadPoolExecutor):
     so one tenant's burst of slow requests queues no other tenant's request behind it, however long it
     is: each piece of work (a sync handler; each chunk of a streamed export and each step of an import or
     feedback is a piece of its own, queued again) waits for the next free thread, behind at most one piece
-    of each other caller's. A caller runs on at most `tenant_share(workers)` threads at once, so a thread is free
-    for another caller's work however long the pieces holding them take. A queued piece whose client went away still runs: nothing cancels a sync
+    of each other caller's. There are `workers + 1` threads: a caller alone runs on `workers` (as many as the
+    loop's own pool had) and the last is kept for another caller's work, free at once however long the pieces
+    holding the others take; while another caller's work waits, a caller starts work on at most
+    `tenant_share(workers)` of them. A queued piece whose client went away still runs: nothing cancels a sync
     handler on a disconnect (as with the loop's own pool before).
     Nothing is refused (no bound on what waits: the rate limit and the connection limit bound it).
     `lane()` names the caller of the work being submitted (read in the submitting request's context).
@@ -290,7 +305,10 @@ class TenantThreads(ThreadPoolExecutor):
     def __init__(self, workers: int, lane: Callable[[], str]):
         super().__init__(max_workers=1, thread_name_prefix="unused")
         self.lane = lane
-        self.scheduler = FairScheduler(workers=workers, per_tenant=sys.maxsize, max_waiting=sys.maxsize, what="request-threads",
+        # one thread more than a caller alone runs on: a hard cap at half (session trial46b) cost a tenant alone
+        # 23-35% of its requests a second and its imports 2.4-3.2x their time; all but one of `workers` 7-16% and
+        # 1.4-1.8x (benchmarks/tenant_share.py, 2 cores)
+        self.scheduler = FairScheduler(workers=workers + 1, per_tenant=sys.maxsize, max_waiting=sys.maxsize, what="request-threads",
                                        running_per_tenant=tenant_share(workers))
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
