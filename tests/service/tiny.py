@@ -174,7 +174,10 @@ class LiveServer:
                     return self
             except httpx.TransportError:
                 time.sleep(0.05)
-        raise RuntimeError("server did not start" + ("" if self.thread.is_alive() else ": its thread ended (the app's startup failed?)"))
+        if self.thread.is_alive():
+            raise RuntimeError("server did not start")
+        self._ended()  # `with` calls no __exit__ after a failed __enter__: what it would release goes here
+        raise RuntimeError("server did not start: its thread ended (the app's startup failed?)")
 
     def __exit__(self, *exc) -> None:
         self.server.stop()
@@ -184,7 +187,12 @@ class LiveServer:
                           "(an ingest batch being embedded, a job) goes on under the next tests, on the encoder they share",
                           stacklevel=2)
             return
-        self.socket.close()  # uvicorn's listener closed it already, unless the app's startup failed first
+        self._ended()
+
+    def _ended(self) -> None:
+        """Once the server's thread ended: its socket closed (uvicorn's listener closed it already, unless the app's
+        startup failed first) and `after_stop` called."""
+        self.socket.close()
         for then in self.after_stop:
             then()
         self.after_stop.clear()
