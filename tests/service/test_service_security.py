@@ -67,6 +67,9 @@ def test_tenants_cannot_see_or_change_each_other(svc):
 def test_delete_leaves_no_trace(svc):
     marker = "zq7marker"
     with svc.client("acme") as c:
+        # the tenant's other user, made here: `alice` of the test above may live in another xdist worker's module service
+        # (--dist worksteal splits a module), and a full run read her 404 as a delete that took too much
+        assert c.post("/v1/feedback", json=comparison("oskar")).status_code == 201
         for _ in range(2):
             assert c.post("/v1/feedback", json=comparison("olga", marker)).status_code == 201
         c.post("/v1/chat/completions", json={"model": "pluralign", "user": "olga", "messages": [{"role": "user", "content": f"hi {marker}"}]})
@@ -88,7 +91,7 @@ def test_delete_leaves_no_trace(svc):
         assert not adapter.exists()
         assert files_with_marker() == []
         assert c.delete("/v1/users/olga").status_code == 404
-        assert c.get("/v1/users/alice").status_code == 200  # others untouched
+        assert c.get("/v1/users/oskar").json()["counts"]["preferences"] == 1  # others untouched
 
 
 def test_pagination(svc):
