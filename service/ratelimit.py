@@ -83,6 +83,6 @@ class TenantRateLimit(RateLimitMiddleware):
 
 def rate_limit(per_second: int) -> RateLimitConfig:
     return RateLimitConfig(
-        rate_limit=("second", per_second + 1), identifier_for_request=tenant_of, middleware_class=TenantRateLimit,
+        rate_limit=("second", per_second), identifier_for_request=tenant_of, middleware_class=TenantRateLimit,
         exclude=["^/health$", "^/metrics$", "^/schema"],
     )
