@@ -54,7 +54,8 @@ class Principal(Base, frozen=True):
 
 # who the request being handled is from, for the request threads' turns (`service.scheduler.TenantThreads`) and
 # the text encoder's (`pluralign.turns`: the library's variable, so one tenant's texts wait their turn): set once
-# its key is known; "" before that and for requests without a key (the public routes: each thread its own turn)
+# its key is known; "" before that and for requests without a key (the public routes: one lane of the request threads'
+# turns, shared by them all; in the encoder's, each thread a lane of its own, `pluralign.turns.caller`)
 CALLER = turns.CALLER
 
 

@@ -250,7 +250,7 @@ def print_table(report) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # usage errors first: the audit's imports (torch) take seconds
+    # usage errors first: the audit's imports take seconds (an encoder for --data, lancedb for --store, torch for --personalized pal)
     check_inputs(args)
     # an empty path is refused, not read as the option not given (until session rows44 the audit ran without it; an
     # empty --store, --data or --path until review ro44: `--store "$STORE"` beside --data audited the file)
