@@ -328,3 +328,29 @@ def test_an_owed_purge_whose_entry_is_a_link_to_nothing_is_not_counted_for_ever(
     assert cache.get("enc", [cache.gone, cache.kept]) == {}  # its keys lost: emptied, as for a file that cannot be read
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "a.owed" in warned[0] and "emptied" in warned[0], warned
+
+
+def test_an_owed_purge_a_later_release_wrote_is_left_for_it_and_counted(cache, tmp_path, caplog):
+    """A release rolled back to on a data folder where a later one owes purges: a `*.owed` file of a later `version`
+    (with a field this release does not know) was taken for one that cannot be read, so a pass emptied both caches
+    (every tenant's next job embedded all again) and removed the file, the owed count falling to 0 though this release
+    could not tell what the purge owed. Now it is left as it is and counted, the caches are kept, one WARNING a file
+    says a later release wrote it; a purge this release wrote beside it is still done."""
+    import json
+
+    folder = tmp_path / "data" / "vectors-owed"
+    folder.mkdir(parents=True)
+    later = {"version": vectors.OWED_VERSION + 1, "caches": [str(cache.path)], "keys": [], "owed_since": 1.7e9}
+    (folder / "later.owed").write_text(json.dumps(later))
+    mine = text_key("a user deleted under this release")
+    cache.put("enc", [mine], np.ones((1, 4), np.float32))
+    (folder / "mine.owed").write_bytes(vectors._OWED_ENCODER.encode(
+        vectors.OwedPurge(version=vectors.OWED_VERSION, caches=[str(cache.path)], keys=[mine])))
+    owed = OwedVectors(folder, wait_s=0.05)
+    with caplog.at_level(logging.WARNING, "pluralign.service"):
+        assert owed.retry() == 1 and owed.owed() == 1
+        assert owed.retry() == 1
+    assert [p.name for p in folder.iterdir()] == ["later.owed"] and json.loads((folder / "later.owed").read_text()) == later
+    assert sorted(cache.get("enc", [cache.gone, cache.kept, mine])) == sorted([cache.gone, cache.kept])  # not emptied
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "later.owed" in warned[0] and "later release" in warned[0], warned
