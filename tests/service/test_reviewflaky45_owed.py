@@ -354,3 +354,34 @@ def test_an_owed_purge_a_later_release_wrote_is_left_for_it_and_counted(cache, t
     assert sorted(cache.get("enc", [cache.gone, cache.kept, mine])) == sorted([cache.gone, cache.kept])  # not emptied
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and "later.owed" in warned[0] and "later release" in warned[0], warned
+
+
+def test_a_damaged_cache_behind_a_link_is_removed_where_it_is_not_only_its_link(cache, tmp_path):
+    """The jobs' cache kept on another disk: PLURALIGN_CACHE_DIR's embeddings.sqlite is a symbolic link to it (SQLite
+    opens the file the link leads to and writes its logs beside that one, so a DELETE's purge through the link reaches
+    it). Found damaged by an owed pass, it was 'removed' by unlinking the link alone: the file, a deleted user's vector
+    in it and in its write-ahead log, stayed on disk, and no later purge could find it. Now the file the link leads to
+    goes, with its logs; the link stays, for the next job to make the cache again there."""
+    disk = tmp_path / "disk" / "embeddings.sqlite"
+    disk.parent.mkdir()
+    cache.close()
+    cache.path.rename(disk)
+    cache.path.symlink_to(disk)
+    cache.__init__(cache.path)
+    other = text_key("another deleted user's text")
+    cache.put("enc", [other], np.ones((1, 4), np.float32))
+    assert OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05).forget([other]) == []  # through the link
+    assert sorted(EmbeddingCache(disk).get("enc", [cache.gone, other, cache.kept])) == sorted([cache.gone, cache.kept])
+    cache.close()
+    disk.write_bytes(b"\x00" * 8192)  # damaged: not a database
+    disk.with_name(disk.name + "-wal").write_bytes(cache.gone * 64)
+    folder = tmp_path / "data" / "vectors-owed"
+    folder.mkdir(parents=True)
+    (folder / "a.owed").write_bytes(vectors._OWED_ENCODER.encode(
+        vectors.OwedPurge(version=vectors.OWED_VERSION, caches=[str(cache.path)], keys=[cache.gone])))
+    owed = OwedVectors(folder, wait_s=0.05)
+    assert owed.retry() == 0 and owed.owed() == 0
+    assert list(disk.parent.iterdir()) == []  # the file and its log, the deleted user's vector in both, gone
+    assert cache.path.is_symlink()  # the operator's link kept: the cache is made again on that disk
+    cache.__init__(cache.path)  # made again, empty, as the next job would (for the fixture's close)
+    assert disk.is_file() and cache.get("enc", [cache.gone, cache.kept]) == {}
