@@ -5,6 +5,7 @@ with the tables in a local folder, and on an S3-compatible server (moto on loopb
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.service.tiny import free_port
@@ -21,41 +23,72 @@ from tests.service.tiny import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+PORT_TRIES = 5  # starts on another port when `port_from_env`'s was taken before the child bound it
+BIND_FAILED = ("is in use by another process", "address already in use")  # check_listen's words; uvicorn's, Python's
+_STARTS = itertools.count()
+
+
 class ServeProcess:
     """`pluralign serve` in a process of its own; `code`: Python run instead of `-m training.cli` (it
     gets the same `serve ...` arguments; a test patches something in it, then calls `training.cli.main`).
-    `port_from_env`: the port is given as PORT (as the image and the Kubernetes manifest give it), not --port."""
+    `port_from_env`: the port is given as PORT (as the image and the Kubernetes manifest give it), not --port.
+
+    The child listens on a port it chooses (`--port 0`), read off its own listening socket once it is there; `port` and
+    `url` are set once it answers /health (None with `wait=False`). PORT cannot be 0: a port found free is given, only
+    the child's own socket on it counts, and a start that finds it taken is made again on another (`PORT_TRIES`). Until
+    session 47 a port found free was given to the child, and another process (an xdist worker's server or client) could
+    take it before the child bound it, seconds later: the child failed, or, with that other server answering /health,
+    the test went on talking to it."""
 
     def __init__(self, data_dir: Path, generator_dir: Path | str, pal_dir: Path, code: str | None = None, cwd: Path = ROOT,
                  wait: bool = True, port_from_env: bool = False, **extra_env: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir.parent / f"serve-{self.port}.log"
+        self.port: int | None = None
+        self.url: str | None = None
+        self.log = data_dir.parent / f"serve-{os.getpid()}-{next(_STARTS)}.log"
         env = {
             **os.environ, "PLURALIGN_DATA_DIR": str(data_dir), "PLURALIGN_GENERATOR": str(generator_dir),
             "PLURALIGN_PAL_DIR": str(pal_dir), "PLURALIGN_MAX_TOKENS": "12", "HF_HUB_OFFLINE": "1",
             "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra_env,
         }
         env.pop("PORT", None)
-        listen = ["--host", "127.0.0.1"] + ([] if port_from_env else ["--port", str(self.port)])
-        if port_from_env:
-            env["PORT"] = str(self.port)
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, *(["-c", code] if code else ["-m", "training.cli"]), "serve", *listen, "--log-level", "warning"],
-                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )
-        if not wait:  # the caller reads the log itself
-            return
-        deadline = time.time() + 120
+        for _ in range(PORT_TRIES):
+            given = free_port() if port_from_env else None
+            listen = ["--host", "127.0.0.1"] + ([] if port_from_env else ["--port", "0"])
+            with open(self.log, "wb") as out:
+                self.proc = subprocess.Popen(
+                    [sys.executable, *(["-c", code] if code else ["-m", "training.cli"]), "serve", *listen, "--log-level", "warning"],
+                    cwd=cwd, env={**env, "PORT": str(given)} if given else env, stdout=out, stderr=subprocess.STDOUT,
+                )
+            if not wait or self._healthy(given):  # without waiting, the caller reads the log itself
+                return
+        raise RuntimeError(f"serve found its port taken {PORT_TRIES} times:\n" + self.log.read_text())
+
+    def _healthy(self, given: int | None, timeout_s: float = 120) -> bool:
+        """Wait until the child answers /health on its own listening socket (on `given` when not None), then set `port`
+        and `url`: True; False when it stopped on finding `given` taken."""
+        deadline = time.time() + timeout_s
         while time.time() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
+            if self.proc.poll() is not None:
+                if given and any(words in self.log.read_text().lower() for words in BIND_FAILED):
+                    return False
+                raise AssertionError(self.log.read_text())
+            for port in sorted(p for p in self._listening() if given is None or p == given):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                        self.port, self.url = port, f"http://127.0.0.1:{port}"
+                        return True
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.2)
         raise RuntimeError("serve did not become healthy:\n" + self.log.read_text())
+
+    def _listening(self) -> set[int]:
+        """The ports the child listens on at 127.0.0.1 (its own sockets, psutil: none while it starts)."""
+        try:
+            found = psutil.Process(self.proc.pid).net_connections(kind="tcp")
+        except psutil.Error:  # ended meanwhile: the caller's poll() tells
+            return set()
+        return {c.laddr.port for c in found if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1"}
 
     def dev_key(self) -> str | None:
         found = re.search(r"development API key .*: (pk-\S+)", self.log.read_text())
