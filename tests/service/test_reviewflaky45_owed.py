@@ -4,6 +4,7 @@ it is free (review of session 45)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -30,11 +31,22 @@ def cache(tmp_path, monkeypatch):
     made.close()
 
 
+@contextlib.contextmanager
 def held(path):
-    """A job's worker stopped inside a write of the cache at `path` (its connection: `rollback()` and `close()` it)."""
+    """A job's worker stopped inside a write of the cache at `path` for the block's length (then it lets go)."""
     worker = sqlite3.connect(path, isolation_level=None)
     worker.execute("BEGIN IMMEDIATE")
-    return worker
+    try:
+        yield worker
+    finally:
+        worker.rollback()
+        worker.close()
+
+
+def write_owed(path, caches, keys) -> None:
+    """An owed purge of `keys` by the caches at `caches` at `path`, as this release writes one."""
+    path.write_bytes(vectors._OWED_ENCODER.encode(vectors.OwedPurge(version=vectors.OWED_VERSION, caches=list(map(str, caches)),
+                                                                     keys=keys)))
 
 
 def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purge(tmp_path, monkeypatch):
@@ -50,8 +62,6 @@ def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purg
     keys = [text_key(t) for texts in users for t in texts] + [text_key(t) for t in kept]
     cache.put("enc", keys, np.ones((len(keys), 4), np.float32))
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = sqlite3.connect(cache.path, isolation_level=None)  # a job's worker stopped inside a write
-    worker.execute("BEGIN IMMEDIATE")
     tries: list[int] = []
 
     class Counted(EmbeddingCache):
@@ -59,7 +69,7 @@ def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purg
             tries.append(len(keys))
             return super().forget_keys(keys)
 
-    try:
+    with held(cache.path):  # a job's worker stopped inside a write
         for texts in users:  # one DELETE each: owed, not warned of
             assert owed.forget([text_key(t) for t in texts]) == []
         assert owed.owed() == len(users)
@@ -67,9 +77,6 @@ def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purg
         assert owed.retry() == len(users)  # still held: every purge still owed, none lost
         assert tries == [3 * len(users)], tries  # one purge of all their keys: one wait on the held cache
         assert owed.owed() == len(users)
-    finally:
-        worker.rollback()
-        worker.close()
     assert owed.retry() == 0  # free: all go at once
     assert owed.owed() == 0
     assert sorted(cache.get("enc", keys)) == sorted(text_key(t) for t in kept)
@@ -111,12 +118,8 @@ def test_a_damaged_cache_is_removed_so_the_purges_it_owes_are_done(cache, tmp_pa
     45). Now the damaged cache is removed with its write-ahead log (it is only a cache: a copy set aside would keep the
     deleted user's vectors), said once at WARNING, and the purges it owed are done."""
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         assert owed.forget([cache.gone]) == [] and owed.owed() == 1
-    finally:
-        worker.rollback()
-        worker.close()
     cache.put("enc", [text_key(f"text {i}") for i in range(300)], np.ones((300, 384), np.float32))  # pages to damage
     cache.close()
     if damage == "not a database":
@@ -149,15 +152,11 @@ def test_an_owed_purge_names_the_cache_it_is_owed_by(cache, tmp_path, caplog):
     home.parent.mkdir(parents=True)
     home.write_bytes(b"a damaged old cache")
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         left = owed.forget([cache.gone])
         assert [(name, path) for name, path, _ in left] == [(vectors.HOME_CACHE, home)]  # the DELETE's warning, as before
         (path,) = owed.folder.iterdir()
         assert json.loads(path.read_bytes())["caches"] == [str(cache.path)]
-    finally:
-        worker.rollback()
-        worker.close()
     with caplog.at_level(logging.DEBUG, "pluralign.service"):
         assert owed.retry() == 0 and owed.owed() == 0
     assert sorted(cache.get("enc", [cache.gone, cache.kept])) == [cache.kept]
@@ -175,8 +174,6 @@ def test_a_delete_while_purges_are_owed_does_not_wait_on_the_busy_cache_and_a_fr
     cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
     cache.put("enc", ann + bob + cid + kept, np.ones((8, 4), np.float32))
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = sqlite3.connect(cache.path, isolation_level=None)
-    worker.execute("BEGIN IMMEDIATE")
     waits: list[float] = []
 
     class Waited(EmbeddingCache):
@@ -187,14 +184,11 @@ def test_a_delete_while_purges_are_owed_does_not_wait_on_the_busy_cache_and_a_fr
             super().__init__(path, wait_s)
 
     monkeypatch.setattr(vectors, "EmbeddingCache", Waited)
-    try:
+    with held(cache.path):
         assert owed.forget(ann) == [] and owed.owed() == 1  # found busy after its wait: owed
         owed.wait_s = 3600.0  # as long as the worker stays stopped: a DELETE that waited would not answer
         assert owed.forget(bob) == [] and owed.owed() == 2  # owed at once, not waited for
         assert waits == [0.05, 0.0], waits
-    finally:
-        worker.rollback()
-        worker.close()
     owed.wait_s = 0.05
     assert owed.forget(cid) == [] and owed.owed() == 2  # the cache is free: purged at once, nothing more owed
     assert sorted(cache.get("enc", ann + bob + cid)) == sorted(ann + bob)
@@ -207,8 +201,7 @@ def test_a_pass_that_still_cannot_purge_one_owed_for_long_warns_once_a_while(cac
     """A purge owed for good (a worker hung forever) showed only at debug level. Now a pass that finds the oldest owed
     for over `OWED_WARN_S` says so at WARNING, naming the cache, and not again at the next pass (every job's exit)."""
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         assert owed.forget([cache.gone]) == []
         with caplog.at_level(logging.DEBUG, "pluralign.service"):
             caplog.clear()
@@ -223,9 +216,6 @@ def test_a_pass_that_still_cannot_purge_one_owed_for_long_warns_once_a_while(cac
             caplog.clear()
             assert owed.retry() == 1
             assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []  # once a while, not once a pass
-    finally:
-        worker.rollback()
-        worker.close()
     assert owed.retry() == 0
 
 
@@ -248,16 +238,12 @@ def test_an_owed_purge_is_never_seen_half_written_by_another_replicas_pass(cache
             passes.append(other.retry())
         return fd
 
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         monkeypatch.setattr(files.os, "open", open_then_other_pass)
         assert this.forget([gone]) == []  # owed
         monkeypatch.setattr(files.os, "open", real_open)
         assert passes, "no file was opened in vectors-owed/"
         assert this.owed() == 1  # the purge is still owed, not lost to the other replica's pass
-    finally:
-        worker.rollback()
-        worker.close()
     assert other.retry() == 0
     assert sorted(cache.get("enc", [gone, kept])) == [kept]
 
@@ -270,12 +256,8 @@ def test_an_owed_purge_another_pass_finished_meanwhile_does_not_empty_the_caches
     the other pass: this one leaves the caches as they are and says nothing."""
     folder = tmp_path / "data" / "vectors-owed"
     this, other = OwedVectors(folder, wait_s=0.05), OwedVectors(folder, wait_s=0.05)  # two replicas (or two passes)
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         assert this.forget([cache.gone]) == [] and this.owed() == 1
-    finally:
-        worker.rollback()
-        worker.close()
     files = OwedVectors._files
 
     def listed_then_other_pass(self):  # the other pass runs between this one's listing and its read
@@ -344,8 +326,7 @@ def test_an_owed_purge_a_later_release_wrote_is_left_for_it_and_counted(cache, t
     (folder / "later.owed").write_text(json.dumps(later))
     mine = text_key("a user deleted under this release")
     cache.put("enc", [mine], np.ones((1, 4), np.float32))
-    (folder / "mine.owed").write_bytes(vectors._OWED_ENCODER.encode(
-        vectors.OwedPurge(version=vectors.OWED_VERSION, caches=[str(cache.path)], keys=[mine])))
+    write_owed(folder / "mine.owed", [cache.path], [mine])
     owed = OwedVectors(folder, wait_s=0.05)
     with caplog.at_level(logging.WARNING, "pluralign.service"):
         assert owed.retry() == 1 and owed.owed() == 1
@@ -377,8 +358,7 @@ def test_a_damaged_cache_behind_a_link_is_removed_where_it_is_not_only_its_link(
     disk.with_name(disk.name + "-wal").write_bytes(cache.gone * 64)
     folder = tmp_path / "data" / "vectors-owed"
     folder.mkdir(parents=True)
-    (folder / "a.owed").write_bytes(vectors._OWED_ENCODER.encode(
-        vectors.OwedPurge(version=vectors.OWED_VERSION, caches=[str(cache.path)], keys=[cache.gone])))
+    write_owed(folder / "a.owed", [cache.path], [cache.gone])
     owed = OwedVectors(folder, wait_s=0.05)
     assert owed.retry() == 0 and owed.owed() == 0
     assert list(disk.parent.iterdir()) == []  # the file and its log, the deleted user's vector in both, gone
