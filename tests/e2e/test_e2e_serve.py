@@ -15,16 +15,12 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
+from tests.processes import on_a_free_port, wait_listening
 from tests.service.tiny import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-PORT_TRIES = 5  # starts on another port when `port_from_env`'s was taken before the child bound it
-BIND_FAILED = ("is in use by another process", "address already in use")  # check_listen's words; uvicorn's, Python's
 _STARTS = itertools.count()
 
 
@@ -33,12 +29,12 @@ class ServeProcess:
     gets the same `serve ...` arguments; a test patches something in it, then calls `training.cli.main`).
     `port_from_env`: the port is given as PORT (as the image and the Kubernetes manifest give it), not --port.
 
-    The child listens on a port it chooses (`--port 0`), read off its own listening socket once it is there; `port` and
-    `url` are set once it answers /health (None with `wait=False`). PORT cannot be 0: a port found free is given, only
-    the child's own socket on it counts, and a start that finds it taken is made again on another (`PORT_TRIES`). Until
-    session 47 a port found free was given to the child, and another process (an xdist worker's server or client) could
-    take it before the child bound it, seconds later: the child failed, or, with that other server answering /health,
-    the test went on talking to it."""
+    The child listens on a port it chooses (`--port 0`), read off its own listening socket once it is there
+    (`tests.processes.wait_listening`); `port` and `url` are set once it answers /health (None with `wait=False`). PORT
+    cannot be 0: a port found free is given, only the child's own socket on it counts, and a start that finds it taken
+    is made again on another (`tests.processes.on_a_free_port`). Until session 47 a port found free was given to the
+    child, and another process (an xdist worker's server or client) could take it before the child bound it, seconds
+    later: the child failed, or, with that other server answering /health, the test went on talking to it."""
 
     def __init__(self, data_dir: Path, generator_dir: Path | str, pal_dir: Path, code: str | None = None, cwd: Path = ROOT,
                  wait: bool = True, port_from_env: bool = False, **extra_env: str):
@@ -51,44 +47,23 @@ class ServeProcess:
             "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra_env,
         }
         env.pop("PORT", None)
-        for _ in range(PORT_TRIES):
-            given = free_port() if port_from_env else None
-            listen = ["--host", "127.0.0.1"] + ([] if port_from_env else ["--port", "0"])
+
+        def start(port: int) -> subprocess.Popen:  # PORT=port, as the image gives it; 0: --port 0
+            listen = ["--host", "127.0.0.1"] + ([] if port else ["--port", "0"])
             with open(self.log, "wb") as out:
-                self.proc = subprocess.Popen(
+                return subprocess.Popen(
                     [sys.executable, *(["-c", code] if code else ["-m", "training.cli"]), "serve", *listen, "--log-level", "warning"],
-                    cwd=cwd, env={**env, "PORT": str(given)} if given else env, stdout=out, stderr=subprocess.STDOUT,
+                    cwd=cwd, env={**env, "PORT": str(port)} if port else env, stdout=out, stderr=subprocess.STDOUT,
                 )
-            if not wait or self._healthy(given):  # without waiting, the caller reads the log itself
-                return
-        raise RuntimeError(f"serve found its port taken {PORT_TRIES} times:\n" + self.log.read_text())
 
-    def _healthy(self, given: int | None, timeout_s: float = 120) -> bool:
-        """Wait until the child answers /health on its own listening socket (on `given` when not None), then set `port`
-        and `url`: True; False when it stopped on finding `given` taken."""
-        deadline = time.time() + timeout_s
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                if given and any(words in self.log.read_text().lower() for words in BIND_FAILED):
-                    return False
-                raise AssertionError(self.log.read_text())
-            for port in sorted(p for p in self._listening() if given is None or p == given):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                        self.port, self.url = port, f"http://127.0.0.1:{port}"
-                        return True
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.2)
-        raise RuntimeError("serve did not become healthy:\n" + self.log.read_text())
-
-    def _listening(self) -> set[int]:
-        """The ports the child listens on at 127.0.0.1 (its own sockets, psutil: none while it starts)."""
-        try:
-            found = psutil.Process(self.proc.pid).net_connections(kind="tcp")
-        except psutil.Error:  # ended meanwhile: the caller's poll() tells
-            return set()
-        return {c.laddr.port for c in found if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1"}
+        if not wait:  # the caller reads the log itself
+            self.proc = start(free_port() if port_from_env else 0)
+        elif port_from_env:
+            self.proc, self.port = on_a_free_port(start, self.log, timeout=120)
+        else:
+            self.proc = start(0)
+            self.port = wait_listening(self.proc, self.log, timeout=120)
+        self.url = f"http://127.0.0.1:{self.port}" if self.port else None
 
     def dev_key(self) -> str | None:
         found = re.search(r"development API key .*: (pk-\S+)", self.log.read_text())

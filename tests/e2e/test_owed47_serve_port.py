@@ -1,5 +1,5 @@
-"""`ServeProcess` (tests/e2e/test_e2e_serve.py) takes a port no other process can take from it between its choice and
-the bind, and talks only to its own child. A child stands in for `pluralign serve` here (`code`: a few lines of
+"""`ServeProcess` (tests/e2e/test_e2e_serve.py) and `serve_embeddings` (tests/processes.py) take a port no other
+process can take from them between its choice and the bind, or talk only to their own child. A child stands in for `pluralign serve` here (`code`: a few lines of
 http.server, no model, no store): what is tested is how the harness finds the child, in well under a second."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-import tests.e2e.test_e2e_serve as e2e
+import tests.service.tiny as tiny
+from tests.e2e.test_e2e_serve import ServeProcess
 from tests.service.tiny import free_port
 
 # `serve --host 127.0.0.1 --port N` (or PORT=N), as ServeProcess runs it: answers /health naming itself
@@ -46,7 +47,7 @@ def taken(monkeypatch) -> Iterator[int]:
     thread.start()
     port = other.server_address[1]
     ports = iter([port])
-    monkeypatch.setattr(e2e, "free_port", lambda: next(ports, None) or free_port())
+    monkeypatch.setattr(tiny, "free_port", lambda: next(ports, None) or free_port())
     yield port
     other.shutdown()
     other.server_close()
@@ -58,7 +59,7 @@ def test_serve_process_talks_to_its_own_child_when_another_takes_the_port_it_fou
     meanwhile made the child fail, and, answering /health itself, passed for the served app: the test went on against
     it. Now the child binds a port of its own (`--port 0`, read off its socket), or, given PORT (never 0), only the
     child's own socket counts and a start that found it taken is made again on another port."""
-    proc = e2e.ServeProcess(tmp_path / "data", "no-generator", tmp_path / "pal", code=CHILD, port_from_env=port_from_env)
+    proc = ServeProcess(tmp_path / "data", "no-generator", tmp_path / "pal", code=CHILD, port_from_env=port_from_env)
     try:
         assert proc.port != taken and proc.proc.poll() is None
         assert httpx.get(proc.url + "/health").text == "the child"
