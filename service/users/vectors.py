@@ -18,7 +18,8 @@ is removed, with its write-ahead log, rather than kept: it is only a cache (remo
 embed again), and a copy set aside would keep the deleted users' vectors on disk; the purges owed by it are then done
 (before, the owed count stayed above 0 for ever, and the WARNING said to look for a process holding it). A purge's file
 that cannot be read or decoded has lost its keys: the caches it may be owed by are emptied instead (`EmbeddingCache.clear`,
-every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever).
+every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever). A file a later
+release wrote (after going back to this one) is left for that release, and counted: this one cannot tell what it owes.
 """
 
 from __future__ import annotations
