@@ -48,8 +48,11 @@ def _damaged(exc: sqlite3.Error) -> bool:
 def discard_cache(path: str | Path) -> list[Path]:
     """Remove the cache file at `path` with its write-ahead log, shared-memory index and rollback journal (the log
     may hold copies of its pages), for a damaged cache (`CacheDamaged`) whose rows cannot be removed one by one.
+    A `path` that is a symbolic link (the cache kept on another disk) has the file it leads to removed, with the files
+    SQLite keeps beside that one; the link stays, and the next job makes the cache again where it leads (until
+    session 47 the link alone was removed: the file, every vector in it, stayed out of reach of later purges).
     Returns the files removed; OSError when one cannot be (its folder not writable)."""
-    path = Path(path)
+    path = Path(path).resolve()  # SQLite opens the file a link leads to, and writes its logs beside it
     removed = []
     for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
         try:

@@ -18,7 +18,8 @@ is removed, with its write-ahead log, rather than kept: it is only a cache (remo
 embed again), and a copy set aside would keep the deleted users' vectors on disk; the purges owed by it are then done
 (before, the owed count stayed above 0 for ever, and the WARNING said to look for a process holding it). A purge's file
 that cannot be read or decoded has lost its keys: the caches it may be owed by are emptied instead (`EmbeddingCache.clear`,
-every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever).
+every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever). A file a later
+release wrote (after going back to this one) is left for that release, and counted: this one cannot tell what it owes.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ OWED_FOLDER = "vectors-owed"  # under the data folder: the keys (32 bytes each) 
 OWED_WARN_S = 600.0
 
 Left = list[tuple[str, Path | None, Exception]]
-OWED_VERSION = 1  # of `OwedPurge`, the `*.owed` files; `*.keys` files (raw 32-byte keys, owed by every cache) came before
+# of `OwedPurge`, the `*.owed` files; `*.keys` files (raw 32-byte keys, owed by every cache) came before. A later version
+# keeps `version` a top-level number: an earlier release leaves its files as they are (`OwedVectors.retry`)
+OWED_VERSION = 1
 
 
 class OwedPurge(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,8 +72,16 @@ class OwedPurge(msgspec.Struct, forbid_unknown_fields=True):
     keys: list[bytes]
 
 
+class _OwedVersion(msgspec.Struct):
+    """The version of a `*.owed` file, whatever else it holds (a later release's may hold fields this one does not know)."""
+
+    version: int
+
+
 _OWED_ENCODER = msgspec.json.Encoder()
 _OWED_DECODER = msgspec.json.Decoder(OwedPurge)
+_OWED_VERSION_DECODER = msgspec.json.Decoder(_OwedVersion)
+LATER = "later"  # `OwedVectors._read`: a file a later release wrote, left for it
 
 
 def _caches() -> list[tuple[str, Path]]:
@@ -124,6 +135,7 @@ class OwedVectors:
         self.wait_s = wait_s
         self._lock = threading.Lock()  # a file is read by `retry` only once written whole
         self._warned_at = -OWED_WARN_S  # time.monotonic() of the last WARNING of a purge owed for long
+        self._later_said: set[Path] = set()  # the files a later release wrote, said at WARNING once each
 
     def _files(self) -> list[Path]:
         return sorted([*self.folder.glob("*.keys"), *self.folder.glob("*.owed")]) if self.folder.is_dir() else []
@@ -166,11 +178,15 @@ class OwedVectors:
         """Try the owed purges again, each cache once with the keys of every purge it owes (a cache still busy is waited
         for once a pass, `wait_s`, not once an owed purge: each job's exit runs a pass, twice, under the job runner's
         lock). A damaged cache is removed (`_discard`), which completes what it owed; the caches a file that cannot be
-        read may be owed by are emptied (its keys are lost). Each file goes once every cache it names let its keys go.
-        Returns the purges still owed."""
+        read may be owed by are emptied (its keys are lost). Each file goes once every cache it names let its keys go. A
+        file a later release wrote (`version` above `OWED_VERSION`) is left as it is, for that release: this one cannot
+        tell what it owes, and emptying the caches for it would cost every tenant's next job its embeddings. Returns the
+        purges still owed, a later release's among them."""
         with self._lock:
             files = self._files()
-        purges = [(path, *read) for path in files if (read := self._read(path)) is not None]
+        read = [(path, self._read(path)) for path in files]
+        later = sum(found == LATER for _, found in read)
+        purges = [(path, *found) for path, found in read if isinstance(found, tuple)]
         owed_by: dict[Path, set[bytes] | None] = {}  # the keys each cache owes; None: every vector (keys lost)
         for _, caches, keys in purges:
             for cache in caches:
@@ -185,21 +201,27 @@ class OwedVectors:
                 still.append(path)
         if failed:
             self._say_still_owed(still, [(_cache_name(cache), cache, exc) for cache, exc in failed.items()])
-        return len(still)
+        return len(still) + later
 
-    def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None] | None:
+    def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None] | str | None:
         """(the caches, the keys) of the owed purge at `path`; keys None when it cannot be read or decoded (then it may
         be owed by any cache); None when it is gone (another pass, here or another replica's, did it since the listing:
         its keys were not lost, and emptying the caches for it would cost every tenant's next job its embeddings). An
         entry still there that reads as missing (a symbolic link to nothing) has lost its keys: unreadable, not gone
-        (skipped, it stayed counted by `owed` for ever while `retry` said nothing was owed)."""
+        (skipped, it stayed counted by `owed` for ever while `retry` said nothing was owed). `LATER` for a file a later
+        release wrote, said once a file at WARNING (until session 47 it was taken for one that cannot be read: both
+        caches emptied, and the file removed before that release could do it)."""
         try:
             data = path.read_bytes()
             if path.suffix == ".keys":  # before session 46: raw keys, owed by every cache
                 return [cache for _, cache in _caches()], [data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
+            version = _OWED_VERSION_DECODER.decode(data).version
+            if version > OWED_VERSION:
+                self._say_later(path, version)
+                return LATER
+            if version != OWED_VERSION:
+                raise ValueError(f"version {version}, this release writes and reads {OWED_VERSION}")
             purge = _OWED_DECODER.decode(data)
-            if purge.version != OWED_VERSION:
-                raise ValueError(f"version {purge.version}, this release writes and reads {OWED_VERSION}")
             return [Path(cache) for cache in purge.caches], purge.keys
         except (OSError, ValueError, msgspec.DecodeError) as exc:  # its permissions changed, a disk error, cut short
             if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):  # gone; a link to nothing is still there
@@ -242,6 +264,16 @@ class OwedVectors:
                     "it needs (once slower); nothing else is lost. Damaged again soon: check the disk it is on",
                     _cache_name(cache), cache, damage)
         return None
+
+    def _say_later(self, path: Path, version: int) -> None:
+        """Say at WARNING, once a file, that a later release wrote the owed purge at `path` and it is left for it."""
+        if path in self._later_said:
+            return
+        self._later_said.add(path)
+        log.warning("an owed purge of deleted users' vectors (%s) was written by a later release of pluralign (version %d; "
+                    "this one reads %d): it is left as it is, and counted, for that release to do when it runs here again. "
+                    "Until then the vectors it names stay in the embedding caches; staying on this release, remove the "
+                    "caches and the file (docs/operations.md, 'Going back to an earlier version')", path, version, OWED_VERSION)
 
     @staticmethod
     def _remove(path: Path, caches: list[Path], keys: list[bytes] | None) -> bool:
