@@ -104,13 +104,20 @@ def embed_pairs(
 ) -> PairBatch:
     """Embed each distinct text once; `users` fixes the user index order (default: first seen).
     Raises ValueError for a tie (`tie=True`: equal answers, not a pairwise comparison; leave ties
-    out), naming a record's user that `users` leaves out, and (`checked_vectors`) when the encoder
-    returns another shape than (texts, dim) or a vector that is not finite."""
+    out), naming a record's user that `users` leaves out, naming `users` when it names a user twice
+    (the user's pairs would index one row and the model's user table refuse the list after training),
+    TypeError when `users` is one str (each letter would be a user), and (`checked_vectors`) ValueError
+    when the encoder returns another shape than (texts, dim) or a vector that is not finite."""
     tie = next((i for i, r in enumerate(records) if r.tie), None)
     if tie is not None:
         raise ValueError(f"record {tie} (user {records[tie].user_id!r}) is a tie: a pair here says `chosen` won, so "
                          "leave ties out ([r for r in records if not r.tie])")
+    if isinstance(users, str):
+        raise TypeError(f"`users` must be a list of user ids, not one str: users=[{users!r}]")
     users = list(users) if users is not None else list(dict.fromkeys(r.user_id for r in records))
+    twice = next((u for i, u in enumerate(users) if u in users[:i]), None) if len(set(users)) < len(users) else None
+    if twice is not None:
+        raise ValueError(f"`users` names {twice!r} twice: each user is one row of the model's user table")
     user_index = {u: i for i, u in enumerate(users)}
     missing = next((r.user_id for r in records if r.user_id not in user_index), None)
     if missing is not None:

@@ -1,0 +1,96 @@
+"""Session trial47b: pluralign used from Python as a researcher uses it (docs/library.md, the public
+docstrings), each test a call that the library took silently, or answered with a traceback from deep
+inside, where its docstring promised a ValueError naming the argument. Tiny inputs: well under a second
+each (the persona and UKP ones read one or two of the real data set's files)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pluralign.data.record import Preference
+from pluralign.reward.em import EMConfig, EMMixture, fit_em
+from pluralign.reward.features import PairBatch, embed_pairs
+from pluralign.reward.pal import PALModel
+
+
+class _Unused:
+    """An encoder the checks below must refuse before calling."""
+
+    encoder_id, dim = "unused-4", 4
+
+    def encode(self, texts):
+        raise AssertionError("encoded before the arguments were checked")
+
+
+def _pairs(users: list[str], per_user: int = 2, dim: int = 3, seed: int = 0) -> PairBatch:
+    rng = np.random.default_rng(seed)
+    n = len(users) * per_user
+    return PairBatch(prompt=rng.normal(size=(n, dim)), chosen=rng.normal(size=(n, dim)), rejected=rng.normal(size=(n, dim)),
+                     user=torch.arange(len(users)).repeat_interleave(per_user), users=users, group=["g"] * n)
+
+
+# EM (MaxMin-RLHF's first half)
+
+def test_an_em_mixture_from_heads_refuses_mixing_weights_that_are_not_a_distribution():
+    config = EMConfig(k=2)
+    heads = torch.randn(2, 6, generator=torch.Generator().manual_seed(0)) * 3
+    # before: accepted; mixing_weights() said [1, 1] ("summing to 1", its docstring says), and a new user
+    # without support pairs was given P(chosen) = 1.99 (the heads mixed by weights summing to 2)
+    for log_mixing in (torch.zeros(2), torch.tensor([0.5, 0.5]), torch.tensor([-math.inf, -math.inf])):
+        with pytest.raises(ValueError, match=r"`log_mixing` must be log mixing weights.*sums to"):
+            EMMixture.from_heads(heads, log_mixing, config)
+    model = EMMixture.from_heads(heads, np.log([0.25, 0.75]), config)
+    assert model.mixing_weights().sum() == pytest.approx(1.0)
+    assert EMMixture.from_heads(heads, torch.tensor([0.0, -math.inf]), config).mixing_weights().tolist() == [1.0, 0.0]
+    support, query = _pairs(["new"]).select([]), _pairs(["new"])  # no support pairs: the mixing weights stand in
+    p = model.prob_new_users(support, query)
+    assert ((p >= 0) & (p <= 1)).all()
+
+
+def test_an_em_mixture_saved_with_unnormalized_mixing_weights_is_refused_naming_the_file(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = EMMixture.from_heads(torch.zeros(2, 6), np.log([0.5, 0.5]), EMConfig(k=2))
+    model.users = []
+    model.fit_result.responsibilities = torch.zeros(0, 2)
+    out = model.save(tmp_path / "em", encoder_id="enc")
+    tensors = load_file(out / "heads.safetensors")
+    save_file({**tensors, "log_mixing": torch.zeros(2)}, out / "heads.safetensors")  # pi = (1, 1)
+    with pytest.raises(ValueError, match=r"heads\.safetensors: `log_mixing`"):
+        EMMixture.load(out, encoder_id="enc", device="cpu")
+
+
+def test_fit_em_names_a_user_index_outside_the_users():
+    diff = torch.randn(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    # before: IndexError "index 5 is out of bounds for dimension 0 with size 2" from the E-step
+    with pytest.raises(ValueError, match=r"`user` must index the users 0 \.\. 1 \(n_users=2\), got 5"):
+        fit_em(diff, torch.tensor([0, 1, 5]), 2, EMConfig(k=2, restarts=1))
+    with pytest.raises(ValueError, match=r"`user` has 2 rows"):
+        fit_em(diff, torch.tensor([0, 1]), 2, EMConfig(k=2, restarts=1))
+
+
+# embedding pairs
+
+def test_embed_pairs_refuses_a_user_listed_twice_or_one_str_for_the_list():
+    records = [Preference(user_id="ann", prompt="p", chosen="a", rejected="b"),
+               Preference(user_id="bob", prompt="p", chosen="b", rejected="a")]
+    # before: both taken; ann's pairs indexed row 2 of 3, row 0 never trained, and the user table
+    # refused the list only after training ("`users` names a user twice")
+    with pytest.raises(ValueError, match=r"`users` names 'ann' twice"):
+        embed_pairs(records, _Unused(), users=["ann", "bob", "ann"])
+    with pytest.raises(TypeError, match=r"`users` must be a list of user ids, not one str"):
+        embed_pairs(records[:1], _Unused(), users="ann")  # before: "a record of user 'ann' is not in `users` (3 ids)"
+
+
+# PAL's simplex weights
+
+def test_pal_weights_take_numpy_and_refuse_nan():
+    weights = PALModel.weights(np.array([[0, 0], [1, 3]]))  # before: TypeError from torch.softmax on numpy
+    assert weights.shape == (2, 2) and torch.allclose(weights.sum(-1), torch.ones(2))
+    with pytest.raises(ValueError, match=r"`user_logits` is not finite"):  # before: a row of NaN weights
+        PALModel.weights(torch.tensor([math.nan, 0.0]))
+
