@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from pluralign.data.persona import PersonaConfig, build_persona
 from pluralign.data.record import Preference
+from pluralign.data.ukp import load_ukp
 from pluralign.reward.em import EMConfig, EMMixture, fit_em
 from pluralign.reward.features import PairBatch, embed_pairs
 from pluralign.reward.pal import PALModel
@@ -86,6 +88,37 @@ def test_embed_pairs_refuses_a_user_listed_twice_or_one_str_for_the_list():
         embed_pairs(records[:1], _Unused(), users="ann")  # before: "a record of user 'ann' is not in `users` (3 ids)"
 
 
+# the persona population
+
+@pytest.mark.parametrize("fields, error, problem", [
+    ({"test_fraction": 0.0}, ValueError, r"test_fraction must be a number in \(0, 1\)"),  # before: IndexError
+    ({"test_fraction": 1.0}, ValueError, r"test_fraction must be a number in \(0, 1\)"),  # before: IndexError
+    ({"test_fraction": 1e-6}, ValueError, r"test_fraction 1e-06 holds out 0 of trait"),  # before: IndexError
+    ({"group_weights": (0.0, 0.0)}, ValueError, r"group_weights must have one weight above 0"),  # ZeroDivisionError
+    ({"group_weights": (1.0, -0.5)}, ValueError, r"group_weights must be finite numbers >= 0.*-0\.5"),  # taken
+    ({"group_weights": (math.nan, 1.0)}, ValueError, r"group_weights must be finite numbers >= 0.*nan"),
+    ({"comparisons_per_user": 2}, ValueError, r"comparisons_per_user 2 leaves a seen user no comparison to train on"),
+    ({"comparisons_per_user": 0}, ValueError, r"comparisons_per_user must be >= 1, a whole number"),  # taken: 1 val pair
+    ({"groups": 2.0}, ValueError, r"groups must be >= 1, a whole number, got 2\.0"),  # before: TypeError from range()
+    ({"seed": -1}, ValueError, r"seed must be a whole number >= 0"),
+    ({"traits": "narcissism"}, TypeError, r"traits must be a tuple of trait names, not one str"),  # "no file n.jsonl"
+    ({"traits": ("narcissism", "narcissism")}, ValueError, r"traits names 'narcissism' twice"),  # taken
+])
+def test_build_persona_names_the_config_field_that_cannot_build_a_population(shared_data, fields, error, problem):
+    config = PersonaConfig(**{"groups": 2, "users_per_group": 2, "unseen_users_per_group": 1, "comparisons_per_user": 10,
+                              "support_size": 3, "query_size": 2, **fields})
+    with pytest.raises(error, match=rf"PersonaConfig\.{problem}"):
+        build_persona(config, shared_data)
+
+
+def test_build_persona_still_builds_small_and_weighted_populations(shared_data):
+    config = PersonaConfig(groups=2, users_per_group=2, unseen_users_per_group=1, comparisons_per_user=3,
+                           support_size=3, query_size=2, group_weights=(1, 0), seed=np.int64(1))
+    protocol = build_persona(config, shared_data)
+    train_users = {r.user_id for r in protocol.seen.train}
+    assert train_users == set(protocol.true_groups) - set(protocol.unseen.support)  # every seen user trains
+
+
 # PAL's simplex weights
 
 def test_pal_weights_take_numpy_and_refuse_nan():
@@ -94,3 +127,13 @@ def test_pal_weights_take_numpy_and_refuse_nan():
     with pytest.raises(ValueError, match=r"`user_logits` is not finite"):  # before: a row of NaN weights
         PALModel.weights(torch.tensor([math.nan, 0.0]))
 
+
+# UKPConvArg1
+
+def test_load_ukp_reads_one_file_and_refuses_xml_without_argument_pairs(shared_data, tmp_path):
+    one = sorted((shared_data / "ukp_convarg1" / "UKPConvArg1-full-XML").glob("*.xml"))[0]
+    records, pairs = load_ukp(one)  # before: "no UKPConvArg1 XML files under <that file>"
+    assert pairs > 0 and len(records) >= pairs and {r.source for r in records} == {"ukp_convarg1"}
+    (tmp_path / "report.xml").write_text('<?xml version="1.0"?><testsuites><testsuite name="x"/></testsuites>')
+    with pytest.raises(ValueError, match=r"hold no UKPConvArg1 argument pair"):  # before: ([], 0), an empty data set
+        load_ukp(tmp_path)
