@@ -16,7 +16,9 @@ from pluralign.data.record import Preference
 from pluralign.data.ukp import load_ukp
 from pluralign.reward.em import EMConfig, EMMixture, fit_em
 from pluralign.reward.features import PairBatch, embed_pairs
-from pluralign.reward.pal import PALModel
+from pluralign.reward.pal import PALConfig, PALModel
+from pluralign.user.features import response_features
+from pluralign.user.model import UserModel, fit_posterior
 
 
 class _Unused:
@@ -117,6 +119,34 @@ def test_build_persona_still_builds_small_and_weighted_populations(shared_data):
     protocol = build_persona(config, shared_data)
     train_users = {r.user_id for r in protocol.seen.train}
     assert train_users == set(protocol.true_groups) - set(protocol.unseen.support)  # every seen user trains
+
+
+# the user model (Laplace posterior)
+
+def test_fit_posterior_refuses_a_prior_precision_that_is_no_gaussians():
+    design = np.random.default_rng(0).normal(size=(5, 3))
+    # before: a negative precision came back as a "covariance" with negative variances
+    with pytest.raises(ValueError, match=r"`prior_precision` must be > 0.*element 1 is -1\.0"):
+        fit_posterior(design, np.zeros(3), np.array([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"`prior_precision` \(D, D\) is not positive definite"):
+        fit_posterior(design, np.zeros(3), -np.eye(3))
+    with pytest.raises(ValueError, match=r"`steps` must be a whole number >= 0"):
+        fit_posterior(design, np.zeros(3), np.ones(3), steps=-1)
+    mean, cov = fit_posterior(design, np.zeros(3), np.ones(3))
+    assert mean.shape == (3,) and (np.diag(cov) > 0).all()
+
+
+def test_user_model_candidates_need_texts_or_named_features_of_the_right_width():
+    model = PALModel(PALConfig(variant="a", k=2, input_dim=8, latent_dim=4, hidden=8))
+    um = UserModel(model, population="trial47b")
+    rng = np.random.default_rng(0)
+    prompt, response = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
+    with pytest.raises(TypeError, match=r"give the answers' `texts`"):  # before: "object of type 'NoneType' has no len()"
+        um.candidates(prompt, response)
+    with pytest.raises(ValueError, match=r"`named` has shape \(3, 2\)"):  # before: taken, (3, 9) coordinates of a D=14 model
+        um.candidates(prompt, response, named=np.zeros((3, 2)))
+    texts = ["Yes.", "No, not at all!", "- a\n- list"]
+    assert np.array_equal(um.candidates(prompt, response, named=response_features(texts)).x, um.candidates(prompt, response, texts).x)
 
 
 # PAL's simplex weights
