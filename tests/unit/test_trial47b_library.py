@@ -167,3 +167,19 @@ def test_load_ukp_reads_one_file_and_refuses_xml_without_argument_pairs(shared_d
     (tmp_path / "report.xml").write_text('<?xml version="1.0"?><testsuites><testsuite name="x"/></testsuites>')
     with pytest.raises(ValueError, match=r"hold no UKPConvArg1 argument pair"):  # before: ([], 0), an empty data set
         load_ukp(tmp_path)
+
+
+# saving and loading
+
+def test_a_pal_checkpoint_saved_with_a_nan_metric_loads(tmp_path):
+    from pluralign.reward.pal import load_pal, save_pal
+    from pluralign.reward.user_weights import UserWeights
+
+    model = PALModel(PALConfig(variant="a", k=2, input_dim=8, latent_dim=4, hidden=8))
+    users = UserWeights.from_logits(["ann", "bob"], np.zeros((2, 2)))
+    # evaluate_pairs gives NaN for no pairs; msgspec wrote it as null, and load_pal refused the checkpoint it had
+    # just saved: "meta.json: not a description of a PAL checkpoint: Expected `float`, got `null`"
+    save_pal(tmp_path / "pal", model, users, encoder_id="enc",
+             metrics={"test_acc": math.nan, "val_acc": np.float32(0.5), "epochs": 3, "note": "text"})
+    _, loaded, meta = load_pal(tmp_path / "pal", encoder_id="enc", device="cpu")
+    assert meta.metrics == {"val_acc": 0.5, "epochs": 3.0} and loaded.users() == ["ann", "bob"]
