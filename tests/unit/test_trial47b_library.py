@@ -183,3 +183,17 @@ def test_a_pal_checkpoint_saved_with_a_nan_metric_loads(tmp_path):
              metrics={"test_acc": math.nan, "val_acc": np.float32(0.5), "epochs": 3, "note": "text"})
     _, loaded, meta = load_pal(tmp_path / "pal", encoder_id="enc", device="cpu")
     assert meta.metrics == {"val_acc": 0.5, "epochs": 3.0} and loaded.users() == ["ann", "bob"]
+
+
+# choosing K
+
+def test_the_one_standard_error_rule_refuses_scores_of_other_users_per_k():
+    from pluralign.reward.model_selection import one_standard_error
+
+    # before: K=1 scored on one user and K=2 on two: the one user's score was broadcast against both,
+    # and K=1 "won" (-1.0 beside -1.5); three users against two was numpy's broadcasting error
+    with pytest.raises(ValueError, match=r"K=2's held-out log-likelihoods have shape \(2,\), K=1's \(1,\)"):
+        one_standard_error({1: np.array([-1.0]), 2: np.array([-0.5, -1.0])})
+    with pytest.raises(ValueError, match=r"K=1's held-out log-likelihoods have shape \(2, 2\)"):
+        one_standard_error({1: np.ones((2, 2)), 2: np.ones((2, 2))})
+    assert one_standard_error({1: [-1.0, -2.0], 2: [-0.5, -1.0]}).k_selected == 2
