@@ -197,3 +197,36 @@ def test_the_one_standard_error_rule_refuses_scores_of_other_users_per_k():
     with pytest.raises(ValueError, match=r"K=1's held-out log-likelihoods have shape \(2, 2\)"):
         one_standard_error({1: np.ones((2, 2)), 2: np.ones((2, 2))})
     assert one_standard_error({1: [-1.0, -2.0], 2: [-0.5, -1.0]}).k_selected == 2
+
+
+# asking the right question (pluralign.user.active)
+
+def test_the_active_criteria_refuse_nan_posteriors_and_weights_that_are_no_distribution():
+    from pluralign.user.active import (
+        group_information,
+        most_informative_pair,
+        particle_posterior,
+        sample_predictive_information,
+        select_by_group,
+    )
+
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    # before: a NaN posterior gave NaN bits, np.argmax took the first NaN, and the pair was offered: bits=nan
+    with pytest.raises(ValueError, match=r"`mean` is not finite"):
+        most_informative_pair(x, np.full(3, math.nan), np.eye(3))
+    with pytest.raises(ValueError, match=r"`cov` is not finite"):
+        most_informative_pair(x, np.zeros(3), np.full((3, 3), math.nan), target="best")
+    prob, groups = np.full((2, 3), 0.5), np.array([0, 1, 1])
+    prob[0] = [0.9, 0.2, 0.3]
+    # before: weights (2, 3, 5) gave 0 bits for every comparison; probabilities of 1.8 were taken
+    with pytest.raises(ValueError, match=r"`weights` must be weights >= 0 summing to 1, got sum 10"):
+        group_information(prob, np.array([2.0, 3.0, 5.0]), groups)
+    with pytest.raises(ValueError, match=r"`prob` must be probabilities in \[0, 1\]: it holds 1\.8"):
+        group_information(prob * 2, np.full(3, 1 / 3), groups)
+    with pytest.raises(ValueError, match=r"`prob_observed` must be probabilities"):  # before: NaN weights for every user
+        particle_posterior(np.full((1, 3), math.nan))
+    with pytest.raises(ValueError, match=r"`weights` must be weights >= 0 summing to 1, got sum 4"):  # before: 1 bit each
+        sample_predictive_information(np.full((4, 2), 0.3), np.full((4, 3), 0.6), np.ones(4))
+    with pytest.raises(ValueError, match=r"`k` must be a whole number >= 0, got -1"):  # before: [] (select_active refused it)
+        select_by_group(prob, groups, -1)
+    assert group_information(prob, np.full(3, 1 / 3), groups)[0] > 0 and select_by_group(prob, groups, 1) == [0]
