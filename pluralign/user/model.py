@@ -125,7 +125,13 @@ class UserState(Base, kw_only=True):
         return np.asarray(self.cov, np.float64).reshape(d, d)
 
     def coefficient(self, name: str) -> tuple[float, float]:
-        """(posterior mean, posterior standard deviation) of one named coefficient."""
+        """(posterior mean, posterior standard deviation) of one named coefficient (`names`: "length",
+        "prototype_0", "latent_3", ...). Raises ValueError naming `name` and the names there are when the
+        state has no such coefficient (was list.index's "'x' is not in list")."""
+        if name not in self.names:
+            latent = sum(n.startswith("latent_") for n in self.names)
+            shown = ", ".join([n for n in self.names if not n.startswith("latent_")] + ([f"latent_0 .. latent_{latent - 1}"] if latent else []))
+            raise ValueError(f"no coefficient named {name!r} in this state; it has {shown}")
         i = self.names.index(name)
         return float(self.mean[i]), float(np.sqrt(max(self.cov_array()[i, i], 0.0)))
 

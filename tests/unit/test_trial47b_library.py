@@ -230,3 +230,16 @@ def test_the_active_criteria_refuse_nan_posteriors_and_weights_that_are_no_distr
     with pytest.raises(ValueError, match=r"`k` must be a whole number >= 0, got -1"):  # before: [] (select_active refused it)
         select_by_group(prob, groups, -1)
     assert group_information(prob, np.full(3, 1 / 3), groups)[0] > 0 and select_by_group(prob, groups, 1) == [0]
+
+
+def test_a_user_state_names_the_coefficient_it_does_not_have():
+    model = PALModel(PALConfig(variant="a", k=2, input_dim=8, latent_dim=4, hidden=8))
+    um = UserModel(model, population="trial47b")
+    rng = np.random.default_rng(0)
+    _, state = um.fit_user(rng.normal(size=(2, 8)), rng.normal(size=(2, 8)), rng.normal(size=(2, 8)),
+                           ["Yes.", "Sure!"], ["No, I would not.", "- a\n- b"], np.zeros(2))
+    mean, sd = state.coefficient("length")
+    assert math.isfinite(mean) and sd > 0
+    with pytest.raises(ValueError, match=r"no coefficient named 'lenght' in this state; it has pal_origin, prototype_0, "
+                                         r"prototype_1, length, .*latent_0 \.\. latent_3"):  # before: "'lenght' is not in list"
+        state.coefficient("lenght")
