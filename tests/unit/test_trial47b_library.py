@@ -243,3 +243,19 @@ def test_a_user_state_names_the_coefficient_it_does_not_have():
     with pytest.raises(ValueError, match=r"no coefficient named 'lenght' in this state; it has pal_origin, prototype_0, "
                                          r"prototype_1, length, .*latent_0 \.\. latent_3"):  # before: "'lenght' is not in list"
         state.coefficient("lenght")
+
+
+# the embedding cache
+
+def test_the_embedding_cache_takes_array_likes_and_names_vectors_of_another_shape(tmp_path):
+    from pluralign.embed.cache import EmbeddingCache, text_key
+
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    keys = [text_key(t) for t in ("a", "b", "c")]
+    cache.put("enc", keys[:1], [[1.0, 2.0, 3.0]])  # before: AttributeError, 'list' object has no attribute 'astype'
+    assert cache.get("enc", keys[:1])[keys[0]].tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match=r"`vectors` has shape \(3,\): one row per key"):
+        cache.put("enc", keys, np.ones(3))  # before: stored as three one-number vectors
+    assert cache.get("enc", keys[1:]) == {}
+    with pytest.raises(TypeError, match=r"`text` must be a str, got int"):  # before: AttributeError
+        text_key(5)
