@@ -259,3 +259,20 @@ def test_the_embedding_cache_takes_array_likes_and_names_vectors_of_another_shap
     assert cache.get("enc", keys[1:]) == {}
     with pytest.raises(TypeError, match=r"`text` must be a str, got int"):  # before: AttributeError
         text_key(5)
+
+
+# the user table
+
+def test_the_user_table_refuses_a_non_str_id_on_lookup_as_it_does_on_set():
+    from pluralign.reward.pal import user_logits
+    from pluralign.reward.user_weights import UserWeights
+
+    users = UserWeights.from_logits(["5", "6"], np.array([[3.0, 0.0], [0.0, 3.0]]))
+    assert users.lookup("5")[1] is False
+    # before: set(5, ...) was a TypeError, but lookup(5) gave the population prior with is_prior=True for the
+    # user set as "5" (a DataFrame's integer ids), stack([5, "6"]) a prior row, version(5) 0, remove(5) False
+    for call in (lambda: users.lookup(5), lambda: users.get(5), lambda: users.stack([5, "6"]), lambda: users.version(5),
+                 lambda: users.remove(5), lambda: user_logits(users, 5)):
+        with pytest.raises(TypeError, match=r"`user_id` must be a str, got int"):
+            call()
+    assert users.users() == ["5", "6"]
