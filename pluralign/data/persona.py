@@ -126,7 +126,7 @@ def check_config(config: PersonaConfig) -> None:
     n_train = seen_counts(config)[0]
     if n_train < 1:
         raise ValueError(f"PersonaConfig.comparisons_per_user {config.comparisons_per_user} leaves a seen user no comparison "
-                         f"to train on (test_fraction {fraction} of them test, one at least validates): give 3 or more")
+                         f"to train on (test_fraction {fraction} of them test, one at least validates): give more, or a lower test_fraction")
     _check_weights(config)
     if isinstance(config.traits, str):
         raise TypeError(f"PersonaConfig.traits must be a tuple of trait names, not one str: traits=({config.traits!r},)")
