@@ -56,7 +56,27 @@ class PairBatch:
             raise ValueError(f"`{name}.group` has {len(self.group)} labels, the comparisons {n}: one label per comparison")
 
     def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> PairBatch:
-        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        """The pairs at `index`: positions (M,) (any order, repeats allowed, negative from the end) or a
+        boolean mask (N,) such as `pairs.user == 0`. Raises ValueError naming `index` when it is a mask
+        of another length, not 1-D, not integers, or holds a position outside the N pairs. Until session
+        trial47b a mask was read as the positions 0 and 1: `select(pairs.user == 1)` gave N pairs of the
+        first two rows, without a word."""
+        raw = index.detach().cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+        n = len(self)
+        if raw.dtype == np.bool_:
+            if raw.shape != (n,):
+                raise ValueError(f"`index` is a mask of shape {raw.shape}: a boolean mask has one entry per pair, ({n},)")
+            raw = np.flatnonzero(raw)
+        elif raw.size == 0:
+            raw = raw.astype(np.int64)
+        elif not np.issubdtype(raw.dtype, np.integer):
+            raise ValueError(f"`index` holds {raw.dtype}, not positions (integers) or a boolean mask")
+        if raw.ndim != 1:
+            raise ValueError(f"`index` has shape {raw.shape}: positions (M,) or a mask ({n},)")
+        if raw.size and (raw.min() < -n or raw.max() >= n):
+            bad = int(raw[(raw < -n) | (raw >= n)][0])
+            raise ValueError(f"`index` holds position {bad}: these pairs are 0 .. {n - 1}")
+        idx = torch.as_tensor(raw, dtype=torch.long)
         named = lambda t: None if t is None else t[idx]  # noqa: E731
         return PairBatch(
             self.prompt[idx], self.chosen[idx], self.rejected[idx], self.user[idx], self.users,

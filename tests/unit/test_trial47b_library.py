@@ -276,3 +276,17 @@ def test_the_user_table_refuses_a_non_str_id_on_lookup_as_it_does_on_set():
         with pytest.raises(TypeError, match=r"`user_id` must be a str, got int"):
             call()
     assert users.users() == ["5", "6"]
+
+
+def test_pair_batch_select_takes_a_boolean_mask_as_a_mask():
+    pairs = _pairs(["ann", "bob", "cat"], per_user=2)
+    bob = pairs.select(pairs.user == 1)  # before: 6 pairs, rows 0, 0, 0, 0, 1, 1 (the mask read as positions 0 and 1)
+    assert len(bob) == 2 and bob.user.tolist() == [1, 1] and torch.equal(bob.prompt, pairs.prompt[2:4])
+    assert pairs.select(np.array([False] * 6)).user.tolist() == [] and len(pairs.select([])) == 0
+    assert pairs.select([5, -1, 0]).user.tolist() == [2, 2, 0]
+    with pytest.raises(ValueError, match=r"`index` is a mask of shape \(2,\)"):
+        pairs.select([True, False])
+    with pytest.raises(ValueError, match=r"`index` holds position 6: these pairs are 0 \.\. 5"):  # before: IndexError
+        pairs.select([6])
+    with pytest.raises(ValueError, match=r"`index` holds float64"):  # before: truncated to positions 0 and 1
+        pairs.select([0.5, 1.5])
