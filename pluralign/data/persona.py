@@ -73,10 +73,11 @@ class Statement(Base):
     answer_not_matching_behavior: str | None = None
 
 
-def load_trait(data_dir: Path, trait: str) -> list[Statement]:
+def load_trait(data_dir: str | Path, trait: str) -> list[Statement]:
     """The statements of one persona trait, from `data_dir`/persona/`trait`.jsonl (`data_dir`: the
-    `anthropic_persona` folder). Raises FileNotFoundError naming the file when it is missing."""
-    path = data_dir / "persona" / f"{trait}.jsonl"
+    `anthropic_persona` folder, a path or a str: a str was a TypeError from `/` until session trial47b).
+    Raises FileNotFoundError naming the file when it is missing."""
+    path = Path(data_dir) / "persona" / f"{trait}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no persona trait file {path}")
     decoder = msgspec.json.Decoder(Statement)

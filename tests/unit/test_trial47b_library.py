@@ -113,6 +113,14 @@ def test_build_persona_names_the_config_field_that_cannot_build_a_population(sha
         build_persona(config, shared_data)
 
 
+def test_load_trait_takes_the_folder_as_a_str(shared_data):
+    from pluralign.data.persona import load_trait
+
+    folder = shared_data / "anthropic_persona"
+    statements = load_trait(str(folder), "narcissism")  # before: TypeError, unsupported operand type(s) for /
+    assert statements == load_trait(folder, "narcissism") and len(statements) > 0
+
+
 def test_build_persona_still_builds_small_and_weighted_populations(shared_data):
     config = PersonaConfig(groups=2, users_per_group=2, unseen_users_per_group=1, comparisons_per_user=3,
                            support_size=3, query_size=2, group_weights=(1, 0), seed=np.int64(1))
