@@ -72,6 +72,10 @@ def _busy(exc: sqlite3.Error) -> bool:
 
 
 def text_key(text: str) -> bytes:
+    """The cache's key of a text: the 32-byte SHA-256 digest of its UTF-8 bytes (the text exactly as given:
+    no normalization). TypeError for anything but a str (a number would otherwise be an AttributeError)."""
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a str, got {type(text).__name__}")
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
@@ -167,14 +171,21 @@ class EmbeddingCache:
     def put(self, encoder_id: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
         """Store `vectors` (N, dim) under `keys` (N `text_key`s), `PUT_ROWS` rows a transaction: the write
         lock, which a user's DELETE cleaning the cache waits for, is held for one batch at a time (all N in
-        one, a stopped or slow job held it for as long as a large snapshot took to write). ValueError when
-        their counts differ (nothing is stored); CacheBusy when another process held the write lock for over
-        `wait_s` (the batches before it are stored)."""
+        one, a stopped or slow job held it for as long as a large snapshot took to write). `vectors` may be any
+        array-like of numbers (stored as float32). ValueError when they are not (N, dim) numbers (a (dim,) vector
+        under dim keys was stored as dim one-number rows) or their counts differ (nothing is stored); CacheBusy when
+        another process held the write lock for over `wait_s` (the batches before it are stored)."""
+        try:
+            vectors = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError("`vectors` is not an (N, dim) array of numbers") from None
+        if vectors.ndim != 2:
+            raise ValueError(f"`vectors` has shape {vectors.shape}: one row per key, (N, dim)")
         if len(keys) != len(vectors):
             raise ValueError(f"`keys` has {len(keys)} keys, `vectors` {len(vectors)} rows: one vector per key")
         with self._lock, self._busy_as("written"):
             for start in range(0, len(keys), PUT_ROWS):
-                rows = [(encoder_id, k, v.astype(np.float32).tobytes())
+                rows = [(encoder_id, k, v.tobytes())
                         for k, v in zip(keys[start : start + PUT_ROWS], vectors[start : start + PUT_ROWS], strict=False)]
                 with self._db:
                     self._db.executemany("INSERT OR REPLACE INTO embedding VALUES (?, ?, ?)", rows)
