@@ -51,10 +51,13 @@ def discard_cache(path: str | Path) -> list[Path]:
     A `path` that is a symbolic link (the cache kept on another disk) has the file it leads to removed, with the files
     SQLite keeps beside that one; the link stays, and the next job makes the cache again where it leads (until
     session 47 the link alone was removed: the file, every vector in it, stayed out of reach of later purges).
-    Returns the files removed; OSError when one cannot be (its folder not writable)."""
+    The file goes last: a removal stopped part way (OSError, the process killed) leaves it, damaged, for a later call
+    to find and remove with what is left (until review owed47 it went first, and a log left beside no file, the deleted
+    users' vectors in its pages, was taken for no cache at all). Returns the files removed; OSError when one cannot be
+    (its folder not writable)."""
     path = Path(path).resolve()  # SQLite opens the file a link leads to, and writes its logs beside it
     removed = []
-    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+    for file in (*(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal")), path):
         try:
             file.unlink()
         except FileNotFoundError:
