@@ -39,3 +39,27 @@ def test_a_damaged_cache_whose_removal_stops_part_way_stays_owed_until_its_log_i
     assert sorted(p.name for p in cache.path.parent.iterdir()) == []  # the log, the deleted user's vector in it, gone
     cache.__init__(cache.path)  # made again, empty, as the next job would (for the fixture's close)
     assert cache.get("enc", [cache.gone, text_key("a kept text")]) == {}
+
+
+def test_a_damaged_cache_behind_a_link_goes_with_the_logs_beside_the_link_too(cache, tmp_path):  # noqa: F811
+    """The cache moved onto another disk behind a symbolic link after a worker was killed in it: its write-ahead log
+    and shared-memory index stayed beside the link (SQLite, which follows the link, writes new ones beside the file it
+    leads to). Before owed47 a damaged cache's removal took the link with the logs beside it; owed47's took the file the
+    link leads to with the logs beside that, and left these, the deleted user's vector in them, for good. Now both go;
+    the link stays."""
+    disk = tmp_path / "disk" / "embeddings.sqlite"
+    disk.parent.mkdir()
+    cache.close()
+    cache.path.rename(disk)
+    cache.path.symlink_to(disk)
+    disk.write_bytes(b"\x00" * 8192)  # damaged: not a database
+    beside = [cache.path.with_name(cache.path.name + suffix) for suffix in ("-wal", "-shm")]
+    for log in beside:
+        log.write_bytes(cache.gone * 64)
+    folder = tmp_path / "data" / "vectors-owed"
+    folder.mkdir(parents=True)
+    write_owed(folder / "a.owed", [cache.path], [cache.gone])
+    assert OwedVectors(folder, wait_s=0.05).retry() == 0
+    assert not any(log.exists() for log in beside) and list(disk.parent.iterdir()) == []
+    assert cache.path.is_symlink()
+    cache.__init__(cache.path)  # made again, empty, as the next job would (for the fixture's close)
