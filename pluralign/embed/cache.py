@@ -49,12 +49,18 @@ def discard_cache(path: str | Path) -> list[Path]:
     """Remove the cache file at `path` with its write-ahead log, shared-memory index and rollback journal (the log
     may hold copies of its pages), for a damaged cache (`CacheDamaged`) whose rows cannot be removed one by one.
     A `path` that is a symbolic link (the cache kept on another disk) has the file it leads to removed, with the files
-    SQLite keeps beside that one; the link stays, and the next job makes the cache again where it leads (until
-    session 47 the link alone was removed: the file, every vector in it, stayed out of reach of later purges).
-    Returns the files removed; OSError when one cannot be (its folder not writable)."""
-    path = Path(path).resolve()  # SQLite opens the file a link leads to, and writes its logs beside it
+    SQLite keeps beside that one, and those beside the link (left there from before the cache moved behind it); the link
+    stays, and the next job makes the cache again where it leads (until session 47 the link alone was removed: the
+    file, every vector in it, stayed out of reach of later purges).
+    The file goes last: a removal stopped part way (OSError, the process killed) leaves it, damaged, for a later call
+    to find and remove with what is left (until review owed47 it went first, and a log left beside no file, the deleted
+    users' vectors in its pages, was taken for no cache at all). Returns the files removed; OSError when one cannot be
+    (its folder not writable)."""
+    given = Path(path)
+    path = given.resolve()  # SQLite opens the file a link leads to, and writes its logs beside it
+    logs = dict.fromkeys(at.with_name(at.name + suffix) for at in (path, given) for suffix in ("-wal", "-shm", "-journal"))
     removed = []
-    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+    for file in (*logs, path):
         try:
             file.unlink()
         except FileNotFoundError:

@@ -19,7 +19,8 @@ embed again), and a copy set aside would keep the deleted users' vectors on disk
 (before, the owed count stayed above 0 for ever, and the WARNING said to look for a process holding it). A purge's file
 that cannot be read or decoded has lost its keys: the caches it may be owed by are emptied instead (`EmbeddingCache.clear`,
 every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever). A file a later
-release wrote (after going back to this one) is left for that release, and counted: this one cannot tell what it owes.
+release wrote (after going back to this one) is left for that release, and counted: this one cannot tell what it owes,
+so it empties the caches it may be owed by, as for one that cannot be read, once a file (`OwedVectors.retry`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ class _OwedVersion(msgspec.Struct):
 _OWED_ENCODER = msgspec.json.Encoder()
 _OWED_DECODER = msgspec.json.Decoder(OwedPurge)
 _OWED_VERSION_DECODER = msgspec.json.Decoder(_OwedVersion)
-LATER = "later"  # `OwedVectors._read`: a file a later release wrote, left for it
 
 
 def _caches() -> list[tuple[str, Path]]:
@@ -135,7 +135,7 @@ class OwedVectors:
         self.wait_s = wait_s
         self._lock = threading.Lock()  # a file is read by `retry` only once written whole
         self._warned_at = -OWED_WARN_S  # time.monotonic() of the last WARNING of a purge owed for long
-        self._later_said: set[Path] = set()  # the files a later release wrote, said at WARNING once each
+        self._later_done: set[Path] = set()  # the files a later release wrote whose caches this process emptied
 
     def _files(self) -> list[Path]:
         return sorted([*self.folder.glob("*.keys"), *self.folder.glob("*.owed")]) if self.folder.is_dir() else []
@@ -179,15 +179,19 @@ class OwedVectors:
         for once a pass, `wait_s`, not once an owed purge: each job's exit runs a pass, twice, under the job runner's
         lock). A damaged cache is removed (`_discard`), which completes what it owed; the caches a file that cannot be
         read may be owed by are emptied (its keys are lost). Each file goes once every cache it names let its keys go. A
-        file a later release wrote (`version` above `OWED_VERSION`) is left as it is, for that release: this one cannot
-        tell what it owes, and emptying the caches for it would cost every tenant's next job its embeddings. Returns the
-        purges still owed, a later release's among them."""
+        file a later release wrote (`version` above `OWED_VERSION`) is left as it is, for that release, and the caches it
+        may be owed by are emptied, once a file (`_done_for_later`): this one cannot tell which vectors it names, and the
+        users it names were told their DELETE was done (until review owed47 the caches were kept, the vectors with them,
+        for as long as this release ran). Returns the purges still owed, a later release's among them."""
         with self._lock:
             files = self._files()
         read = [(path, self._read(path)) for path in files]
-        later = sum(found == LATER for _, found in read)
+        later = {path: found for path, found in read if isinstance(found, int)}  # a later release's: its version
         purges = [(path, *found) for path, found in read if isinstance(found, tuple)]
-        owed_by: dict[Path, set[bytes] | None] = {}  # the keys each cache owes; None: every vector (keys lost)
+        # the keys each cache owes; None: every vector (keys lost, or a later release's file not done here yet)
+        owed_by: dict[Path, set[bytes] | None] = {}
+        if set(later) - self._later_done:
+            owed_by = dict.fromkeys((cache for _, cache in _caches()), None)
         for _, caches, keys in purges:
             for cache in caches:
                 if keys is None or (cache in owed_by and owed_by[cache] is None):
@@ -199,26 +203,26 @@ class OwedVectors:
         for path, caches, keys in purges:
             if path not in still and not self._remove(path, caches, keys):
                 still.append(path)
+        self._done_for_later(later, failed)
         if failed:
             self._say_still_owed(still, [(_cache_name(cache), cache, exc) for cache, exc in failed.items()])
-        return len(still) + later
+        return len(still) + len(later)
 
-    def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None] | str | None:
+    def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None] | int | None:
         """(the caches, the keys) of the owed purge at `path`; keys None when it cannot be read or decoded (then it may
         be owed by any cache); None when it is gone (another pass, here or another replica's, did it since the listing:
         its keys were not lost, and emptying the caches for it would cost every tenant's next job its embeddings). An
         entry still there that reads as missing (a symbolic link to nothing) has lost its keys: unreadable, not gone
-        (skipped, it stayed counted by `owed` for ever while `retry` said nothing was owed). `LATER` for a file a later
-        release wrote, said once a file at WARNING (until session 47 it was taken for one that cannot be read: both
-        caches emptied, and the file removed before that release could do it)."""
+        (skipped, it stayed counted by `owed` for ever while `retry` said nothing was owed). Its version (an int) for a
+        file a later release wrote (until session 47 it was taken for one that cannot be read: both caches emptied, and
+        the file removed before that release could do it)."""
         try:
             data = path.read_bytes()
             if path.suffix == ".keys":  # before session 46: raw keys, owed by every cache
                 return [cache for _, cache in _caches()], [data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
             version = _OWED_VERSION_DECODER.decode(data).version
             if version > OWED_VERSION:
-                self._say_later(path, version)
-                return LATER
+                return version
             if version != OWED_VERSION:
                 raise ValueError(f"version {version}, this release writes and reads {OWED_VERSION}")
             purge = _OWED_DECODER.decode(data)
@@ -265,15 +269,21 @@ class OwedVectors:
                     _cache_name(cache), cache, damage)
         return None
 
-    def _say_later(self, path: Path, version: int) -> None:
-        """Say at WARNING, once a file, that a later release wrote the owed purge at `path` and it is left for it."""
-        if path in self._later_said:
+    def _done_for_later(self, later: dict[Path, int], failed: dict[Path, Exception]) -> None:
+        """Note the files a later release wrote (`later`: path -> version) as done here once this pass emptied the caches
+        they may be owed by (none `failed`: else the next pass tries again), said at WARNING once a file."""
+        if any(cache in failed for _, cache in _caches()):
             return
-        self._later_said.add(path)
-        log.warning("an owed purge of deleted users' vectors (%s) was written by a later release of pluralign (version %d; "
-                    "this one reads %d): it is left as it is, and counted, for that release to do when it runs here again. "
-                    "Until then the vectors it names stay in the embedding caches; staying on this release, remove the "
-                    "caches and the file (docs/operations.md, 'Going back to an earlier version')", path, version, OWED_VERSION)
+        for path, version in later.items():
+            if path in self._later_done:
+                continue
+            self._later_done.add(path)
+            log.warning("an owed purge of deleted users' vectors (%s) was written by a later release of pluralign (version %d; "
+                        "this one reads %d and cannot tell which vectors it names): the caches it may be owed by (%s) were "
+                        "emptied instead (only caches: the next job embeds again what it needs). It is left as it is, and "
+                        "counted, for that release; staying on this one, remove it (each start empties the caches again while "
+                        "it is there; docs/operations.md, 'Going back to an earlier version')", path, version, OWED_VERSION,
+                        ", ".join(str(cache) for _, cache in _caches()) or "none here")
 
     @staticmethod
     def _remove(path: Path, caches: list[Path], keys: list[bytes] | None) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+import tests.e2e.test_e2e_serve as serve
 import tests.service.tiny as tiny
 from tests.e2e.test_e2e_serve import ServeProcess
 from tests.service.tiny import free_port
@@ -41,13 +42,16 @@ class Other(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def taken(monkeypatch) -> Iterator[int]:
     """A port another process (an xdist worker's server) took just after `free_port` found it free, answering /health
-    200 as a served app would: `free_port` gives it first, then free ones."""
+    200 as a served app would: `free_port` gives it first, then free ones, wherever the harness looks it up (tests.e2e's
+    module bound it at import: patched in tests.service.tiny alone, a ServeProcess that chose its port the old way never
+    met the taken one, and both cases passed on it)."""
     other = http.server.HTTPServer(("127.0.0.1", 0), Other)
     thread = threading.Thread(target=other.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     port = other.server_address[1]
     ports = iter([port])
-    monkeypatch.setattr(tiny, "free_port", lambda: next(ports, None) or free_port())
+    for module in (tiny, serve):
+        monkeypatch.setattr(module, "free_port", lambda: next(ports, None) or free_port())
     yield port
     other.shutdown()
     other.server_close()

@@ -312,12 +312,14 @@ def test_an_owed_purge_whose_entry_is_a_link_to_nothing_is_not_counted_for_ever(
     assert len(warned) == 1 and "a.owed" in warned[0] and "emptied" in warned[0], warned
 
 
-def test_an_owed_purge_a_later_release_wrote_is_left_for_it_and_counted(cache, tmp_path, caplog):
+def test_an_owed_purge_a_later_release_wrote_is_left_for_it_and_counted_its_caches_emptied_once(cache, tmp_path, caplog):
     """A release rolled back to on a data folder where a later one owes purges: a `*.owed` file of a later `version`
     (with a field this release does not know) was taken for one that cannot be read, so a pass emptied both caches
-    (every tenant's next job embedded all again) and removed the file, the owed count falling to 0 though this release
-    could not tell what the purge owed. Now it is left as it is and counted, the caches are kept, one WARNING a file
-    says a later release wrote it; a purge this release wrote beside it is still done."""
+    and removed the file, the owed count falling to 0 though the later release had not done it. Since owed47 it is left
+    as it is and counted, one WARNING a file. Until review owed47 the caches were kept too: the vectors of the users the
+    later release deleted stayed in them for as long as this release ran (their DELETEs had answered 200, with no
+    warning). Now the caches it may be owed by are emptied, as for a file whose keys are lost, once a file (not again
+    each pass: what jobs embed since is kept); a purge this release wrote beside it is still done."""
     import json
 
     folder = tmp_path / "data" / "vectors-owed"
@@ -330,11 +332,13 @@ def test_an_owed_purge_a_later_release_wrote_is_left_for_it_and_counted(cache, t
     owed = OwedVectors(folder, wait_s=0.05)
     with caplog.at_level(logging.WARNING, "pluralign.service"):
         assert owed.retry() == 1 and owed.owed() == 1
+        assert cache.get("enc", [cache.gone, cache.kept, mine]) == {}  # the later release's deleted user's vectors gone
+        cache.put("enc", [cache.kept], np.ones((1, 4), np.float32))  # a job embeds again
         assert owed.retry() == 1
     assert [p.name for p in folder.iterdir()] == ["later.owed"] and json.loads((folder / "later.owed").read_text()) == later
-    assert sorted(cache.get("enc", [cache.gone, cache.kept, mine])) == sorted([cache.gone, cache.kept])  # not emptied
+    assert sorted(cache.get("enc", [cache.kept])) == [cache.kept]  # emptied once, not again each pass
     warned = [r.getMessage() for r in caplog.records]
-    assert len(warned) == 1 and "later.owed" in warned[0] and "later release" in warned[0], warned
+    assert len(warned) == 1 and "later.owed" in warned[0] and "later release" in warned[0] and "emptied" in warned[0], warned
 
 
 def test_a_damaged_cache_behind_a_link_is_removed_where_it_is_not_only_its_link(cache, tmp_path):
