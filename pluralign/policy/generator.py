@@ -341,7 +341,9 @@ class Generator:
                 if not text.strip():
                     continue
                 sent = len(text) - len(text.lstrip())
-            safe = min(len(text) - hold, len(text.rstrip()))
+            # whitespace goes out only with visible text after it: a stop string found later may
+            # begin right after it, and the answer then ends before it
+            safe = len(text[: max(0, len(text) - hold)].rstrip())
             if safe > sent:
                 yield text[sent:safe]
                 sent = safe

@@ -135,3 +135,21 @@ def test_rerank_orders_by_reward_and_keeps_ties_stable():
     candidates = np.array([[0, 1, 0], [3, 0, 0], [0, 1, 0]], np.float32)
     ranked = rerank(lambda p, r: r[:, 0] + r[:, 1], prompt, candidates)
     assert ranked.order == [1, 0, 2] and ranked.best == 1 and ranked.scores == [1.0, 3.0, 1.0]
+
+
+def test_a_streamed_answer_cut_by_a_stop_string_is_the_plain_answer(generator):
+    """A stop string that spans tokens and follows a space: the stream held back only the stop's length
+    less one character, so the space before the stop went out before the stop was seen, and the streamed
+    text ended in a space the plain answer (and the stored one) has not (SmolLM2, `stop: "social,"`:
+    streamed 'Cats are intelligent, ', answered 'Cats are intelligent,')."""
+    greedy, _ = generator.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=24, temperature=0))
+    text = greedy[0].text
+    starts = [i for i in range(1, len(text) - 3) if text[i - 1] == " " and not text[i].isspace()]
+    stops = {text[i : i + 4] for i in starts if text.find(text[i : i + 4]) == i and text[i : i + 4].strip() == text[i : i + 4]}
+    assert len(stops) >= 3, text
+    for stop in sorted(stops):
+        sampling = Sampling(max_tokens=24, temperature=0, stop=(stop,))
+        (cut,), _ = generator.generate(MESSAGES, n=1, sampling=sampling)
+        *pieces, final = generator.stream(MESSAGES, sampling)
+        assert final.finish_reason == cut.finish_reason == "stop", stop
+        assert "".join(pieces) == final.text == cut.text, (stop, pieces)
