@@ -276,7 +276,9 @@ class Generator:
         for style, row in zip(styles, self._sample_rows(ids, mask, sampling, adapter, cancel), strict=True):
             continuation, ended, tokens = self._answer(row, sampling)
             text, cut = style.finish(continuation)
-            candidates.append(Candidate(text=text, finish_reason="stop" if ended or cut else "length", tokens=tokens, style=style.name))
+            text, stopped = cut_at_stop(text, sampling.stop)  # the opening is the answer's text too: no stop string in it
+            reason = "stop" if ended or cut or stopped else "length"
+            candidates.append(Candidate(text=text.strip(), finish_reason=reason, tokens=tokens, style=style.name))
         return candidates, self.prompt_tokens(messages)
 
     def stream(
