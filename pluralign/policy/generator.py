@@ -9,7 +9,7 @@ concurrent generations only slow each other down.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +62,23 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """`text` up to the first stop string, and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def stripped_pieces(pieces: Iterable[str]) -> Iterator[str]:
+    """`pieces` of an answer as pieces that join to the answer stripped, as candidates' texts are: leading
+    whitespace skipped, whitespace held back until visible text follows it; no empty piece."""
+    held, started = "", False
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        body = held + piece
+        visible = body.rstrip()
+        if visible:
+            yield visible
+        held = body[len(visible) :]
 
 
 class Penalties:
