@@ -282,6 +282,7 @@ class Generator:
         as in `generate` (raises Cancelled)."""
         if not styles:
             raise ValueError("no styles given")
+        styles = [style.under_stops(sampling.stop) for style in styles]  # no opening a stop string would cut
         prompts = []
         for style in styles:
             prompts.append(chat_prompt_ids(self.tokenizer, style.messages(list(messages)), suffix=style.opening))

@@ -158,17 +158,20 @@ def test_a_streamed_answer_cut_by_a_stop_string_is_the_plain_answer(generator):
 def test_a_stop_string_in_a_styles_opening_ends_the_answer_there(generator):
     """OpenAI's `stop`: the returned text never holds a stop string. A style's opening is prefilled, not
     generated, so the model's stop never saw it: with SmolLM2, `stop: "\\n"` answered
-    'Certainly. Consider the following:\\n- 3 days at ...' (the formal list's opening), `stop: "."` 'Yes. How ...'."""
+    'Certainly. Consider the following:\\n- 3 days at ...' (the formal list's opening), `stop: "."` 'Yes. How ...'.
+    Cut at the stop instead, 3 of 4 answers to `stop: "."` were the opening's first word (`Certainly`, `Sure thing`):
+    a style whose opening holds a stop string is generated from its instruction alone."""
     from pluralign.policy.styles import ALL_STYLES, AnswerStyle
 
     styles = [*ALL_STYLES[:4], AnswerStyle("detailed", "list", "formal", "no")]
     for stop in ("\n", ".", "!", "thing"):
         sampling = Sampling(max_tokens=6, temperature=0, stop=(stop,))
         candidates, _ = generator.generate_styled(MESSAGES, styles, sampling=sampling)
-        cut = [c for c, s in zip(candidates, styles, strict=True) if stop in s.opening]
+        cut = [(c, s) for c, s in zip(candidates, styles, strict=True) if stop in s.opening]
         assert cut, stop
         for candidate in candidates:
             assert stop not in candidate.text, (stop, candidate)
             assert candidate.text == candidate.text.strip(), candidate
-        for candidate in cut:
-            assert candidate.finish_reason == "stop" and candidate.text, (stop, candidate)
+        for candidate, style in cut:
+            # generated from the style's instruction alone, not its opening cut short (`Certainly`, `Sure`, a lead-in)
+            assert candidate.style == style.name and candidate.text != cut_at_stop(style.opening, (stop,))[0].strip(), (stop, candidate)
