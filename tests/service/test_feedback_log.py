@@ -161,8 +161,9 @@ def test_a_stopped_workers_batch_runs_at_the_stoppers_priority(tmp_path):
     """The worker embeds at nice 19 and `close()` (the service's stop) waits up to 30 s for its batch. On a core
     kept busy by other work a nice-19 thread gets ~1.5% of it: `pluralign serve`'s SIGTERM waited for a batch of an
     import well past 15 s, and once killed (-9) its last thread, still at nice 19, took more than 10 s more to exit
-    (tests/e2e/test_break36_slow_clients.py's server, 5 of 5 runs pinned to one core beside one `yes`). `stop()` now
-    gives the worker the stopper's priority: what the stop waits for is no longer the last thing the machine runs."""
+    (tests/e2e/test_break36_slow_clients.py's server, 6 of 6 runs pinned to one core beside one `yes`); a LiveServer
+    gave up its 10 s wait for the stop before refits-dropped.json was written (test_refit42_backlog, 2 of 5 beside two).
+    `stop()` now gives the worker the stopper's priority: what the stop waits for is no longer the last thing to run."""
     embedding, go_on, nice = threading.Event(), threading.Event(), []
 
     class Held(HashEncoder):
