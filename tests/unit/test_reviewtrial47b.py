@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from pluralign.reward.pal import PALConfig, PALModel, load_pal, save_pal
 from pluralign.reward.user_weights import UserWeights
@@ -33,3 +34,12 @@ def test_a_pal_checkpoint_a_release_before_trial47b_saved_with_a_nan_metric_load
     assert forget_users(folder, lambda u: u == "ann") == 1
     assert read_meta(folder).users == 1 and read_meta(folder).metrics == {"val_acc": 0.5}
     assert "null" not in (folder / "meta.json").read_text()
+
+
+def test_the_user_table_answers_in_for_a_non_str_id_as_it_does_lookup():
+    users = UserWeights.from_logits(["5"], np.zeros((1, 2)))
+    assert "5" in users and "6" not in users
+    # trial47b made lookup(5) a TypeError ("lookup(5) gave the prior for a user set as "5""), but `5 in users`
+    # still said False of that user, and `users.lookup(5) if 5 in users else fit(...)` refitted them
+    with pytest.raises(TypeError, match=r"`user_id` must be a str, got int"):
+        _ = 5 in users
