@@ -144,6 +144,13 @@ class UserState(Base, kw_only=True):
         return _DECODER.decode(raw)
 
 
+PROBABILITY_ROUNDING = 1e-9  # a probability this far past 0 or 1 is that end (a part of a sum can exceed the whole by an ulp)
+
+
+def is_probability(p: float) -> bool:
+    """Whether `p` is a probability in [0, 1], within PROBABILITY_ROUNDING (False for NaN)."""
+    return -PROBABILITY_ROUNDING <= p <= 1.0 + PROBABILITY_ROUNDING
+
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(UserState)
 

@@ -4,6 +4,7 @@ still meets. Tiny inputs, well under a second each."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -43,3 +44,51 @@ def test_the_user_table_answers_in_for_a_non_str_id_as_it_does_lookup():
     # still said False of that user, and `users.lookup(5) if 5 in users else fit(...)` refitted them
     with pytest.raises(TypeError, match=r"`user_id` must be a str, got int"):
         _ = 5 in users
+
+
+def test_posterior_samples_refuse_a_nan_posterior():
+    from pluralign.user.active import posterior_samples
+
+    # trial47b's checks here had no test: removing `_finite("mean", mean)` left the suite green, and the
+    # draws came back all NaN
+    with pytest.raises(ValueError, match=r"`mean` is not finite"):
+        posterior_samples(np.array([0.0, math.nan]), np.eye(2), samples=4)
+    with pytest.raises(ValueError, match=r"`cov` is not finite"):
+        posterior_samples(np.zeros(2), np.array([[1.0, math.inf], [math.inf, 1.0]]), samples=4)
+    assert np.isfinite(posterior_samples(np.zeros(2), np.eye(2), samples=4)).all()
+
+
+# the readable summary (a user's profile: GET /v1/users/{id})
+
+@pytest.mark.parametrize("p", [math.nan, 2.0, -0.5, math.inf])
+def test_the_summary_words_refuse_a_probability_that_is_none(p):
+    from pluralign.user.summary import leaning, level
+
+    # before: leaning(nan) was "less", level(2.0) and level(inf) "confident", leaning(-0.5) "less" and level(nan) "uncertain"
+    with pytest.raises(ValueError, match=r"`p_more` must be a probability in \[0, 1\]"):
+        leaning(p)
+    with pytest.raises(ValueError, match=r"`p` must be a probability in \[0, 1\]"):
+        level(p)
+
+
+def test_the_summary_words_still_read_probabilities_and_their_rounding():
+    from pluralign.user.summary import leaning, level
+
+    assert [leaning(p) for p in (0.0, 0.3, 0.5, 0.9, 1.0)] == ["less", "less", None, "more", "more"]
+    assert [level(p) for p in (0.5, 0.9, 0.99, 1.0)] == ["uncertain", "likely", "confident", "confident"]
+    # a probability integrated along a path can land an ulp past 1 (a part of a sum above the whole)
+    assert leaning(1.0 + 2e-16) == "more" and level(1.0 + 2e-16) == "confident" and leaning(-1e-17) == "less"
+
+
+def test_prototypes_are_described_by_the_answers_they_score_not_by_nan():
+    from pluralign.user.summary import describe_prototypes
+
+    answers = ["one", "two", "three", "four", "five"]
+    scores = np.array([[1.0, 0.0], [math.nan, 1.0], [3.0, math.inf], [2.0, 3.0], [0.5, -math.inf]])
+    # before: the NaN row sorted anywhere and scrambled the order of the rest (prototype 0's highest were
+    # "one" and "two": NaN, then 1.0 above 3.0), and it was shown with score NaN, which JSON writes as null
+    described = describe_prototypes(scores, ["p"] * 5, answers, per_side=2)
+    assert [e.answer for e in described[0].highest] == ["three", "four"] and [e.answer for e in described[0].lowest] == ["five", "one"]
+    assert [e.answer for e in described[1].highest] == ["four"] and [e.answer for e in described[1].lowest] == ["one"]
+    assert all(math.isfinite(e.score) for d in described for e in d.highest + d.lowest)
+    assert describe_prototypes(np.full((2, 1), math.nan), ["p", "q"], ["a", "b"])[0].highest == []
