@@ -135,6 +135,21 @@ class UserState(Base, kw_only=True):
         i = self.names.index(name)
         return float(self.mean[i]), float(np.sqrt(max(self.cov_array()[i, i], 0.0)))
 
+    def readable(self) -> bool:
+        """Whether its numbers say something: the (D,) mean and (D * D,) covariance of its D `names`, and every
+        other number (logits, unpooled moments, what the comparisons alone say, each collinear group's) finite,
+        and every probability (`p_more`, `p_more_from_comparisons`, each group's) in [0, 1] within
+        PROBABILITY_ROUNDING. A state holding NaN decodes, yet read as a profile a NaN `p_more` said "less"
+        (`pluralign.user.summary.leaning` refuses it since); the service refits such a state, as one that does not decode."""
+        d = len(self.names)
+        if len(self.mean) != d or len(self.cov) != d * d:
+            return False
+        numbers = [self.logits, self.mean, self.cov, self.unpooled_mean, self.unpooled_var, *self.from_comparisons.values(),
+                   *([g.mean, g.sd, g.cosine, *g.direction] for g in self.collinear)]
+        probabilities = [*self.p_more.values(), *self.p_more_from_comparisons.values(),
+                         *(p for g in self.collinear for p in (g.p_more, g.p_more_from_comparisons) if p is not None)]
+        return all(np.isfinite(np.asarray(n, np.float64)).all() for n in numbers) and all(is_probability(p) for p in probabilities)
+
     def encode(self) -> bytes:
         return _ENCODER.encode(self)
 

@@ -92,3 +92,24 @@ def test_prototypes_are_described_by_the_answers_they_score_not_by_nan():
     assert [e.answer for e in described[1].highest] == ["four"] and [e.answer for e in described[1].lowest] == ["one"]
     assert all(math.isfinite(e.score) for d in described for e in d.highest + d.lowest)
     assert describe_prototypes(np.full((2, 1), math.nan), ["p", "q"], ["a", "b"])[0].highest == []
+
+
+def test_a_user_state_holding_nan_or_no_probability_is_not_readable():
+    import msgspec
+
+    from pluralign.user.model import UserModel
+
+    um = UserModel(_tiny_pal(), population="reviewtrial47b")
+    rng = np.random.default_rng(0)
+    _, state = um.fit_user(rng.normal(size=(2, 8)), rng.normal(size=(2, 8)), rng.normal(size=(2, 8)),
+                           ["Yes.", "Sure!"], ["No, I would not.", "- a\n- b"], np.zeros(2))
+    assert state.readable() and state.p_more
+    rounded = msgspec.structs.replace(state, p_more={**state.p_more, "length": 1.0 + 2e-16})  # an ulp past 1: stored so
+    assert rounded.readable()
+    mean = list(state.mean)
+    mean[3] = math.nan
+    for damaged in (msgspec.structs.replace(state, p_more={**state.p_more, "length": math.nan}),
+                    msgspec.structs.replace(state, p_more={**state.p_more, "length": 2.0}),
+                    msgspec.structs.replace(state, mean=mean),
+                    msgspec.structs.replace(state, cov=state.cov[:-1])):  # cov_array cannot reshape it
+        assert not damaged.readable()
