@@ -43,6 +43,7 @@ import msgspec
 import numpy as np
 import torch
 
+from pluralign.checks import whole
 from pluralign.data.record import Base
 from pluralign.reward.inputs import comparison_rows, logits_row
 from pluralign.reward.pal_model import PALModel
@@ -201,8 +202,7 @@ def fit_posterior(
     `prior_precision` when it is not a Gaussian's (a variance's inverse > 0 on the diagonal; a full one
     positive definite: a negative precision made the objective concave and came back as a
     "covariance" with negative variances), and `steps` when it is not a whole number >= 0."""
-    if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"`steps` must be a whole number >= 0 (Newton steps), got {steps!r}")
+    whole("fit_posterior", 0, steps=steps)  # Newton steps
     design = np.asarray(design, np.float64)
     if design.ndim != 2:
         raise ValueError(f"`design` has shape {design.shape}, expected (N, D)")
