@@ -374,9 +374,9 @@ def select_active(design: np.ndarray, prior_mean: np.ndarray, prior_precision: n
     a time). `target`: `coefficients` (BALD, `pair_information`) or `predictive` (EPIG with the
     pool as the targets, `predictive_information`); BENCHMARKS.md compares them on persona users. prior_mean, prior_precision (D,) are the user
     model's diagonal Gaussian prior. Returns min(k, P) distinct indices in the order chosen. Raises
-    ValueError on an unknown target or a negative `k` (and, `fit_posterior`, a design that is not finite)."""
-    if k < 0:
-        raise ValueError(f"`k` must be >= 0, got {k!r}")
+    ValueError on an unknown target or a `k` that is not a whole number >= 0 (and, `fit_posterior`, a design that is
+    not finite)."""
+    whole("select_active", 0, k=k)
     from pluralign.user.model import fit_posterior
 
     if target not in ("predictive", "coefficients"):

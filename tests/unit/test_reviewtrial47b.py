@@ -113,3 +113,14 @@ def test_a_user_state_holding_nan_or_no_probability_is_not_readable():
                     msgspec.structs.replace(state, mean=mean),
                     msgspec.structs.replace(state, cov=state.cov[:-1])):  # cov_array cannot reshape it
         assert not damaged.readable()
+
+
+@pytest.mark.parametrize("k", [1.5, True, -1])
+def test_select_active_names_a_k_that_is_no_whole_number_as_select_by_group_does(k):
+    from pluralign.user.active import select_active
+
+    design = np.random.default_rng(0).normal(size=(5, 3))
+    # trial47b's select_by_group docstring says it refuses such a k "as `select_active`"; select_active took True
+    # as 1 and answered 1.5 with range()'s TypeError ("'float' object cannot be interpreted as an integer")
+    with pytest.raises(ValueError, match=r"`k` must be a whole number >= 0"):
+        select_active(design, np.zeros(3), np.ones(3), k)
