@@ -39,7 +39,12 @@ class PALMeta(Base):
     latent_dim: int
     hidden: int
     users: int = 0  # training users in user_weights.json
-    metrics: dict[str, float] = {}
+    # finite numbers only (`save_pal`); a null (a NaN a release before session trial47b wrote) is dropped on reading
+    metrics: dict[str, float | None] = {}
+
+    def __post_init__(self) -> None:
+        if any(v is None for v in self.metrics.values()):  # else load_pal and forget_users refused the checkpoint
+            self.metrics = {k: v for k, v in self.metrics.items() if v is not None}
 
     def config(self) -> PALConfig:
         return PALConfig(variant=self.variant, k=self.k, input_dim=self.input_dim, latent_dim=self.latent_dim, hidden=self.hidden)
@@ -56,7 +61,8 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
     save into `folder` meanwhile is a `pluralign.files.ArtifactBusy` (ValueError) naming it. `metrics`:
     its finite real numbers (numpy scalars too) are recorded in meta.json (`PALMeta.metrics`); the rest is left out: JSON holds no
     NaN or inf (`evaluate_pairs` gives NaN for no pairs), and until session trial47b such a value was written
-    as null, which `load_pal` then refused ("not a description of a PAL checkpoint")."""
+    as null, which `load_pal` then refused ("not a description of a PAL checkpoint"); such a checkpoint loads
+    since session reviewtrial47b, its null left out of `PALMeta.metrics`."""
     if user_weights.k != model.config.k:
         raise ValueError(f"user weights have K={user_weights.k}, the model has K={model.config.k}")
     c = model.config

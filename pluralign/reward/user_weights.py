@@ -157,7 +157,9 @@ class UserWeights:
         return len(self._rows)
 
     def __contains__(self, user_id: str) -> bool:
-        return user_id in self._rows
+        """Whether the user has a row. TypeError when `user_id` is not a str, as `get` (`5 in weights` said
+        False of a user set as "5", beside `lookup(5)`'s TypeError)."""
+        return _user_id(user_id) in self._rows
 
     def save(self, path: str | Path) -> None:
         """Write the table whole (temp file and rename): a crash leaves the old file or the new one."""

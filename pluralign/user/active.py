@@ -58,6 +58,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, ndtr
 
+from pluralign.checks import whole
+
 # `pluralign.compare` is null once the best pair among the returned choices carries less than this
 # many bits about the user (a tenth of a yes/no answer's worth): what they will pick is then either
 # predictable or a coin flip the model already knows to be one. On a simulated 6-feature logistic
@@ -284,8 +286,7 @@ def select_by_group(prob: np.ndarray, groups: np.ndarray, k: int) -> list[int]:
     predictive as likelihood). Returns the min(k, P) distinct indices in the order chosen. Raises
     ValueError on mismatched shapes, naming `prob` when it is not probabilities, and `k` when it is
     not a whole number >= 0 (as `select_active`)."""
-    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 0:
-        raise ValueError(f"`k` must be a whole number >= 0, got {k!r}")
+    whole("select_by_group", 0, k=k)
     prob = np.atleast_2d(_probabilities("prob", prob))
     weights = np.full(prob.shape[1], 1.0 / prob.shape[1])
     chosen: list[int] = []
@@ -373,9 +374,9 @@ def select_active(design: np.ndarray, prior_mean: np.ndarray, prior_precision: n
     a time). `target`: `coefficients` (BALD, `pair_information`) or `predictive` (EPIG with the
     pool as the targets, `predictive_information`); BENCHMARKS.md compares them on persona users. prior_mean, prior_precision (D,) are the user
     model's diagonal Gaussian prior. Returns min(k, P) distinct indices in the order chosen. Raises
-    ValueError on an unknown target or a negative `k` (and, `fit_posterior`, a design that is not finite)."""
-    if k < 0:
-        raise ValueError(f"`k` must be >= 0, got {k!r}")
+    ValueError on an unknown target or a `k` that is not a whole number >= 0 (and, `fit_posterior`, a design that is
+    not finite)."""
+    whole("select_active", 0, k=k)
     from pluralign.user.model import fit_posterior
 
     if target not in ("predictive", "coefficients"):

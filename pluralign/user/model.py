@@ -43,6 +43,7 @@ import msgspec
 import numpy as np
 import torch
 
+from pluralign.checks import whole
 from pluralign.data.record import Base
 from pluralign.reward.inputs import comparison_rows, logits_row
 from pluralign.reward.pal_model import PALModel
@@ -135,6 +136,21 @@ class UserState(Base, kw_only=True):
         i = self.names.index(name)
         return float(self.mean[i]), float(np.sqrt(max(self.cov_array()[i, i], 0.0)))
 
+    def readable(self) -> bool:
+        """Whether its numbers say something: the (D,) mean and (D * D,) covariance of its D `names`, and every
+        other number (logits, unpooled moments, what the comparisons alone say, each collinear group's) finite,
+        and every probability (`p_more`, `p_more_from_comparisons`, each group's) in [0, 1] within
+        PROBABILITY_ROUNDING. A state holding NaN decodes, yet read as a profile a NaN `p_more` said "less"
+        (`pluralign.user.summary.leaning` refuses it since); the service refits such a state, as one that does not decode."""
+        d = len(self.names)
+        if len(self.mean) != d or len(self.cov) != d * d:
+            return False
+        numbers = [self.logits, self.mean, self.cov, self.unpooled_mean, self.unpooled_var, *self.from_comparisons.values(),
+                   *([g.mean, g.sd, g.cosine, *g.direction] for g in self.collinear)]
+        probabilities = [*self.p_more.values(), *self.p_more_from_comparisons.values(),
+                         *(p for g in self.collinear for p in (g.p_more, g.p_more_from_comparisons) if p is not None)]
+        return all(np.isfinite(np.asarray(n, np.float64)).all() for n in numbers) and all(is_probability(p) for p in probabilities)
+
     def encode(self) -> bytes:
         return _ENCODER.encode(self)
 
@@ -143,6 +159,13 @@ class UserState(Base, kw_only=True):
         """Raises msgspec.DecodeError / ValidationError on a malformed state."""
         return _DECODER.decode(raw)
 
+
+PROBABILITY_ROUNDING = 1e-9  # a probability this far past 0 or 1 is that end (a part of a sum can exceed the whole by an ulp)
+
+
+def is_probability(p: float) -> bool:
+    """Whether `p` is a probability in [0, 1], within PROBABILITY_ROUNDING (False for NaN)."""
+    return -PROBABILITY_ROUNDING <= p <= 1.0 + PROBABILITY_ROUNDING
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(UserState)
@@ -179,8 +202,7 @@ def fit_posterior(
     `prior_precision` when it is not a Gaussian's (a variance's inverse > 0 on the diagonal; a full one
     positive definite: a negative precision made the objective concave and came back as a
     "covariance" with negative variances), and `steps` when it is not a whole number >= 0."""
-    if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"`steps` must be a whole number >= 0 (Newton steps), got {steps!r}")
+    whole("fit_posterior", 0, steps=steps)  # Newton steps
     design = np.asarray(design, np.float64)
     if design.ndim != 2:
         raise ValueError(f"`design` has shape {design.shape}, expected (N, D)")

@@ -39,7 +39,7 @@ import numpy as np
 from pluralign.data.text import answer_key, shorten
 from pluralign.user.collinear import CollinearFeatures
 from pluralign.user.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
-from pluralign.user.model import UserState
+from pluralign.user.model import UserState, is_probability
 
 CONFIDENT_Z = 2.0
 LIKELY_Z = 1.0
@@ -84,14 +84,27 @@ class JointBelief(msgspec.Struct, kw_only=True):
 FEW_COMPARISONS = 5  # a feature's sentence says how many comparisons moved it when fewer did (`feature_beliefs`)
 
 
+def _probability(name: str, p: float) -> float:
+    """`p` when it is a probability in [0, 1] (`pluralign.user.model.PROBABILITY_ROUNDING` past either end is taken as that end: an
+    integrated probability can land an ulp past 1); else a ValueError naming `name`: a NaN read as "less"
+    (`leaning`) and 2.0 as "confident" (`level`), said of a user whose state held no probability at all."""
+    if not is_probability(p):
+        raise ValueError(f"`{name}` must be a probability in [0, 1], got {p!r}")
+    return min(max(float(p), 0.0), 1.0)
+
+
 def level(p: float) -> str:
     """The confidence of a direction whose posterior probability is p (of the likelier side): `confident`
-    at p >= Phi(2) (~0.977), `likely` at >= Phi(1) (~0.841), else `uncertain` (a Gaussian's z >= 2, >= 1)."""
+    at p >= Phi(2) (~0.977), `likely` at >= Phi(1) (~0.841), else `uncertain` (a Gaussian's z >= 2, >= 1).
+    Raises ValueError naming `p` when it is not a probability (`_probability`)."""
+    p = _probability("p", p)
     return "confident" if p >= _PHI(CONFIDENT_Z) else "likely" if p >= _PHI(LIKELY_Z) else "uncertain"
 
 
 def leaning(p_more: float) -> str | None:
-    """"more" or "less" by the likelier sign, or None where the posterior hardly leans (either sign below Phi(0.25), ~0.6)."""
+    """"more" or "less" by the likelier sign, or None where the posterior hardly leans (either sign below Phi(0.25), ~0.6).
+    Raises ValueError naming `p_more` when it is not a probability (`_probability`)."""
+    p_more = _probability("p_more", p_more)
     return None if max(p_more, 1.0 - p_more) < _PHI(LEANING_Z) else "more" if p_more >= 0.5 else "less"
 
 
@@ -263,7 +276,9 @@ def describe_prototypes(
     """scores (M, K): each of M stored answers (with its prompt) scored by each prototype's reward.
     Prototype k is described by its `per_side` highest- and lowest-scored answers, among answers
     whose text differs. Rewards are compared within a prototype only (each prototype's scale is its
-    own). Raises ValueError on mismatched lengths."""
+    own), and an answer a prototype scores NaN or +-inf (a reward that overflowed) does not describe it:
+    it cannot be ranked (a NaN scrambled the order of the rest) and JSON has no such number (it was
+    written as null). Raises ValueError on mismatched lengths."""
     scores = np.asarray(scores, np.float64)
     if scores.ndim != 2 or len(prompts) != len(scores) or len(answers) != len(scores):
         raise ValueError(f"scores {scores.shape} for {len(prompts)} prompts and {len(answers)} answers")
@@ -271,7 +286,7 @@ def describe_prototypes(
     cut = lambda t: shorten(t, max_chars)  # noqa: E731  (between graphemes)
     out = []
     for k in range(scores.shape[1]):
-        order = sorted(keep, key=lambda i: -scores[i, k])
+        order = sorted((i for i in keep if np.isfinite(scores[i, k])), key=lambda i: -scores[i, k])
         n = min(per_side, len(order) // 2)
         ex = lambda i: Example(prompt=cut(prompts[i]), answer=cut(answers[i]), score=round(float(scores[i, k]), 4))  # noqa: E731, B023
         out.append(PrototypeDescription(prototype=k, highest=[ex(i) for i in order[:n]],

@@ -83,12 +83,19 @@ def residual_on(rt: Runtime) -> bool:
 
 
 def stored_state(record: UserRecord | None) -> UserState | None:
+    """The user's stored residual state; None (refitted, not served, nor pooled) when there is none, or it does not
+    decode, or it holds NaN or a probability that is none (`UserState.readable`: a profile said "less" of a NaN)."""
     if record is None or record.user_model is None:
         return None
     try:
-        return UserState.decode(record.user_model)
+        state = UserState.decode(record.user_model)
     except (msgspec.DecodeError, msgspec.ValidationError):  # an unreadable state is refitted, not served
         return None
+    if not state.readable():
+        log.warning("the user model of %s/%s holds NaN or inf or a probability outside [0, 1]: refitted, not served",
+                    record.tenant, record.user_id)
+        return None
+    return state
 
 
 def stated_of(record: UserRecord | None) -> StatedPreferences:

@@ -701,6 +701,50 @@ def test_a_user_model_a_later_release_wrote_is_refitted_not_served_nor_a_500(svc
     assert UserState.decode(rt.store.get_user("acme", "rolled-back").user_model).n == len(rows)  # written back readable
 
 
+def test_a_user_model_holding_nan_or_no_probability_is_refitted_not_served(svc):
+    """A stored state decodes with NaN in it (or a probability of 2): before, the profile said of the user
+    "prefers shorter answers" from a NaN (`leaning(nan)` was "less") with `probability` null, or
+    "(confident)" from 2.0; the library now refuses those numbers, and the service reads such a state as
+    unreadable: refitted from the user's comparisons, not served, nor a 500. Nor is it a known user a new one
+    is compared against (`population_particles`, `stored_state`), nor one the tenant's pooled prior is estimated from."""
+    import math
+
+    import msgspec
+
+    from pluralign.user import UserState
+
+    rt = svc.runtime
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": PLAIN_ANSWERS[i % 5], "rejected": WORDY_ANSWERS[i % 5]}
+            for i, topic in enumerate(TOPICS[:6])]
+    pool = [{"prompt": "Tips on travel?", "answers": list(short_and_long("travel"))},
+            {"prompt": "Tips on sleep?", "answers": ["Sleep well at night.", "Rest well at night."]}]
+    with svc.client() as c:
+        import_rows(c, "damaged-state", rows)
+        import_rows(c, "damaged-peer", [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in rows])
+        assert c.get("/v1/users/damaged-state").status_code == 200 and c.get("/v1/users/damaged-peer").status_code == 200
+        rt.wait_for_background()  # the import's own refit, done: it would write over the damaged state
+        fitted = c.get("/v1/users/damaged-state").json()["summary"]["features"]
+        for damage in ({"p_more": math.nan}, {"p_more": 2.0}, {"mean": math.nan}):
+            record = rt.store.get_user("acme", "damaged-state")
+            state = msgspec.msgpack.decode(record.user_model)
+            if "p_more" in damage:
+                state["p_more"]["length"] = damage["p_more"]
+            else:
+                state["mean"][state["names"].index("length")] = damage["mean"]
+            rt.store.put_user(msgspec.structs.replace(record, user_model=msgspec.msgpack.encode(state), updated_at=record.updated_at + 1e-3))
+            if "mean" in damage:  # a new user compared against the tenant's fitted users: a NaN mean among them
+                # made trial47b's `group_information` refuse the predictive, a 500 for every new user of the tenant
+                asked = c.post("/v1/users/damaged-newbie/next-comparison", json={"pool": pool, "target": "population"})
+                assert asked.status_code == 200, asked.text
+            r = c.get("/v1/users/damaged-state")
+            assert r.status_code == 200, (damage, r.text)
+            [length] = [f for f in r.json()["summary"]["features"] if f["feature"] == "length"]
+            assert isinstance(length["probability"], float) and isinstance(length["weight"], float), (damage, length)
+            assert r.json()["summary"]["features"] == fitted, damage  # what the comparisons say, refitted
+            stored = UserState.decode(rt.store.get_user("acme", "damaged-state").user_model)
+            assert stored.readable() and stored.n == len(rows), damage  # written back refitted
+
+
 def import_rows(c, user: str, rows: list[dict]) -> None:
     r = c.post(f"/v1/users/{user}/import", content="\n".join(json.dumps(x) for x in rows).encode(),
                headers={"content-type": "application/x-ndjson"})
