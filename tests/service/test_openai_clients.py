@@ -393,13 +393,14 @@ def test_an_n2_stream_that_fails_says_so_by_its_status_or_once_its_headers_went_
 
 
 class _HeldSlots:
-    """Every generation slot held (as chats of another tenant would) until `free()` is called, or for 10 s."""
+    """Every generation slot held (as chats of other tenants would) until `free()` is called, or for 10 s. One tenant
+    each: one tenant alone leaves a worker free for another's chat (since session 47 there are 4)."""
 
     def __init__(self, rt):
         import threading
 
         self.freed = threading.Event()
-        self.holders = [rt.scheduler.submit("globex", lambda: self.freed.wait(10)) for _ in range(rt.scheduler.workers)]
+        self.holders = [rt.scheduler.submit(f"globex{i}", lambda: self.freed.wait(10)) for i in range(rt.scheduler.workers)]
 
     def free(self) -> None:
         self.freed.set()
