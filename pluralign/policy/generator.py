@@ -14,9 +14,10 @@ split: a long prompt holds the model for its whole prefill. Each generation in f
 (2 x layers x kv-heads x head-dim x (prompt + new tokens) x candidates values: SmolLM2-135M in fp32, 46 KB a
 token a candidate, 0.56 GB for 8 candidates of 500 + 1,024 tokens); the caller bounds how many run at once
 (the service: `generation_workers`). A seeded generation gives the same text interleaved as alone: torch's
-global RNG state is kept across the turns it hands over. Loading or dropping an adapter changes the model's
-layers in place: it waits for the generations in flight to end, and generations that come meanwhile wait
-behind it.
+global RNG state is kept across the turns it hands over. Loading an adapter takes a turn of its own (between two
+token steps of the generations in flight: each generation's rows name their adapter, the base's too, so a new one
+applies to none of them); dropping one waits for the generations in flight to end (one may use it), and generations
+that come meanwhile wait behind it.
 """
 
 from __future__ import annotations
@@ -226,7 +227,10 @@ class Generator:
 
         from pluralign.policy.adapters import AdapterError, reading_adapter
 
-        with self._use.change():
+        # between two token steps of the generations in flight (a turn of its own: none runs meanwhile), not after
+        # them: peft adds the adapter's weights beside the others' and wraps layers in place, and a paused generation,
+        # whose rows name their adapters (the base's too, `_row_adapters`), resumes through the new layers unchanged
+        with self._use.generation(), self._turns.turn(("adapter load", name)):
             try:
                 with reading_adapter(folder):
                     if isinstance(self.model, PeftModel):
@@ -240,6 +244,8 @@ class Generator:
                 self._hook_adapters()
 
     def drop_adapter(self, name: str) -> None:
+        """Unload adapter `name`: waits for the generations in flight to end (one may be using it), and generations that
+        come meanwhile wait behind it."""
         with self._use.change():
             try:
                 self._drop(name)
@@ -267,12 +273,13 @@ class Generator:
             elif self.model.active_adapter not in self.adapters:
                 self.model.set_adapter(next(iter(self.adapters)))
 
-    def _row_adapters(self, adapter: str | None, batch: int) -> list[str] | None:
-        """peft's `adapter_names` for a batch of `batch` rows all for `adapter` (None: the base); None with no
-        adapter loaded. Raises ValueError when `adapter` is not loaded."""
+    def _row_adapters(self, adapter: str | None, batch: int) -> list[str]:
+        """peft's `adapter_names` for a batch of `batch` rows all for `adapter` (None: the base), also with no
+        adapter loaded: an adapter loaded while the generation is paused must not apply to its rows (`load_adapter`).
+        Raises ValueError when `adapter` is not loaded."""
         if adapter is not None and adapter not in self.adapters:
             raise ValueError(f"adapter {adapter!r} is not loaded")
-        return [adapter or BASE_ADAPTER] * batch if self.adapters else None
+        return [adapter or BASE_ADAPTER] * batch
 
     def _generate_in_turns(
         self, lane: Hashable, ids: torch.Tensor, mask: torch.Tensor, sampling: Sampling, adapter: str | None,

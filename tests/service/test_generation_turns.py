@@ -90,12 +90,13 @@ def test_a_seeded_generation_gives_the_same_text_interleaved_as_alone(generator)
     long.join(60)
 
 
-def test_an_adapter_load_waits_for_the_generations_in_flight_and_mixed_adapters_interleave(generator, tiny_generator_dir,
-                                                                                           tmp_path):
-    """peft changes the model's layers in place on a load: it waits for the generation paused between two tokens (which
-    would resume through other layers), and both come out as they would alone. Two generations with different adapters
-    interleaved each get their own (peft's own `adapter_names` hooks are registered on the shared layers for a whole
-    `generate`: in turns, each ran with the other's rows)."""
+def test_an_adapter_loads_between_two_token_steps_of_a_generation_and_a_drop_waits_for_it(generator, tiny_generator_dir,
+                                                                                         tmp_path):
+    """peft wraps the model's layers in place on a first load and adds weights beside the others' on the next: a load
+    takes a turn of its own between two token steps, and the generation paused there resumes unchanged (its rows name
+    the base, so the new layers leave them alone). Two generations with different adapters interleaved each get their
+    own (peft's own `adapter_names` hooks are registered on the shared layers for a whole `generate`: in turns, each ran
+    with the other's rows). A drop (one may use the adapter) waits for the generations in flight."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -111,26 +112,39 @@ def test_an_adapter_load_waits_for_the_generations_in_flight_and_mixed_adapters_
     own = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"))
     greedy = Sampling(max_tokens=LONG.max_tokens, temperature=0)
     short = Sampling(max_tokens=6, temperature=0)
-    try:
-        own.load_adapter("u1", tmp_path / "u1")
-        alone_u1 = own.generate(MESSAGES, sampling=greedy, adapter="u1")
-        alone_base = own.generate(MESSAGES, sampling=short)
-        assert alone_u1[0][0].tokens == greedy.max_tokens  # no end of turn: it runs all its tokens
+    alone_base = own.generate(MESSAGES, sampling=greedy)
+    assert alone_base[0][0].tokens == greedy.max_tokens  # no end of turn: it runs all its tokens
+
+    def long_running(**kwargs) -> tuple[threading.Thread, list, Tokens]:
         tokens = Tokens()
-        long, long_out = in_lane("acme", own.generate, MESSAGES, sampling=greedy, adapter="u1", cancel=tokens)
+        thread, out = in_lane("acme", own.generate, MESSAGES, sampling=greedy, cancel=tokens, **kwargs)
         wait_until(lambda: tokens.count >= 3, "the long generation runs")
-        base, base_out = in_lane("globex", own.generate, MESSAGES, sampling=short)
-        base.join(60)
-        assert base_out == [alone_base] and long.is_alive()  # interleaved, each with its own adapter
-        load, _ = in_lane("admin", own.load_adapter, "u2", tmp_path / "u2")
-        wait_until(lambda: own._use._changes == 1, "the load waits")
-        after, after_out = in_lane("initech", own.generate, MESSAGES, sampling=short)  # comes while the load waits
-        assert long.is_alive() and tokens.count < greedy.max_tokens and own.adapters == {"u1"}
-        long.join(60)
+        return thread, out, tokens
+
+    try:
+        long, long_out, tokens = long_running()  # on the bare model: the first load wraps its layers
+        load, _ = in_lane("admin", own.load_adapter, "u1", tmp_path / "u1")
         load.join(60)
+        assert own.adapters == {"u1"} and long.is_alive() and tokens.count < greedy.max_tokens, "the load waited for it"
+        long.join(60)
+        assert long_out == [alone_base]
+        alone_u1 = own.generate(MESSAGES, sampling=greedy, adapter="u1")
+        assert alone_u1[0][0].text != alone_base[0][0].text
+        alone_short = own.generate(MESSAGES, sampling=short)
+        long, long_out, tokens = long_running(adapter="u1")
+        other, other_out = in_lane("globex", own.generate, MESSAGES, sampling=short)  # the base, interleaved with u1
+        load, _ = in_lane("admin", own.load_adapter, "u2", tmp_path / "u2")
+        other.join(60)
+        load.join(60)
+        assert other_out == [alone_short] and own.adapters == {"u1", "u2"} and long.is_alive()
+        drop, _ = in_lane("admin", own.drop_adapter, "u2")
+        wait_until(lambda: own._use._changes == 1, "the drop waits")
+        after, after_out = in_lane("initech", own.generate, MESSAGES, sampling=short)  # comes while the drop waits
+        assert long.is_alive() and tokens.count < greedy.max_tokens and own.adapters == {"u1", "u2"}
+        long.join(60)
+        drop.join(60)
         after.join(60)
-        assert long_out == [alone_u1] and after_out == [alone_base] and own.adapters == {"u1", "u2"}
-        assert own.generate(MESSAGES, sampling=greedy, adapter="u1") == alone_u1
+        assert long_out == [alone_u1] and after_out == [alone_short] and own.adapters == {"u1"}
     finally:
         for name in list(own.adapters):
             own.drop_adapter(name)
