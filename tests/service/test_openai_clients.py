@@ -268,7 +268,7 @@ def test_the_rate_limit_s_429_says_which_limit_and_when_to_retry(limited):
 def test_a_long_stop_string_is_refused_before_it_reaches_the_generator(client, svc):
     """Before: `stop` took strings of any length, and transformers' stop-string set-up costs ~8 ms of the
     generation process a character (SmolLM2's vocabulary): one request with a 100,000-character stop held
-    the generator, which serves every tenant one generation at a time, for minutes (seen: 4 minutes and
+    the generator, which then served every tenant one generation at a time (until session 47), for minutes (seen: 4 minutes and
     counting, while every other chat queued and then got 429)."""
     import time
 
