@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,3 +35,14 @@ def start_serve(data: Path, port: int, env: dict[str, str], code: Path = ROOT) -
             time.sleep(0.5)
     proc.kill()
     raise SystemExit("serve did not start:\n" + log.read_text()[-3000:])
+
+
+def run_for(threads: list[threading.Thread], seconds: float, stop: threading.Event) -> None:
+    """Start `threads` (a benchmark's clients, each looping until `stop` is set), let them run `seconds`, then set
+    `stop` and wait for every one to finish its request in flight."""
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()

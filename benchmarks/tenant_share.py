@@ -37,7 +37,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serving import start_serve  # noqa: E402
+from benchmarks.serving import run_for, start_serve  # noqa: E402
 from service.auth import KeyRing  # noqa: E402
 
 KINDS = ("feedback", "profile", "score", "import")
@@ -132,12 +132,7 @@ def main() -> None:
                 if args.probe:
                     threads += [threading.Thread(target=probe) for _ in range(args.probe_clients)]
                 load = os.getloadavg()[0]
-                for t in threads:
-                    t.start()
-                time.sleep(args.seconds)
-                stop.set()
-                for t in threads:
-                    t.join()
+                run_for(threads, args.seconds, stop)
                 done = sum(map(len, times.values()))
                 row = {"round": rnd, "server": n, "rps": done / args.seconds, "load": load, "bad": bad[:3], "n_bad": len(bad),
                        "ms": {k: [statistics.median(v), pct(v, 0.9)] if v else None for k, v in times.items()},

@@ -51,7 +51,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.serving import start_serve  # noqa: E402
+from benchmarks.serving import run_for, start_serve  # noqa: E402
 from pluralign.embed.models import MINILM_ID  # noqa: E402
 from pluralign.store import SCHEMA_VERSION, Store  # noqa: E402
 from service.auth import KeyRing  # noqa: E402
@@ -278,12 +278,7 @@ def main() -> None:
                 threads.append(threading.Thread(target=deleter))
             if name == "busy" and args.b_load == "import":
                 threads += [threading.Thread(target=importer, args=(c,)) for c in range(args.import_clients)]
-            for t in threads:
-                t.start()
-            time.sleep(args.seconds)
-            stop.set()
-            for t in threads:
-                t.join()
+            run_for(threads, args.seconds, stop)
 
         for block in range(args.blocks):
             for name in ("quiet", "busy"):

@@ -255,8 +255,13 @@ def _route_hint(request: Request) -> str | None:
         if ratio >= best_ratio:
             best, best_ratio = "/" + "/".join(b if isinstance(b, str) else a for a, b in zip(sent, parts, strict=True)), ratio
     if best is not None and _routes(request, method, best):
-        return f"did you mean `{method} {shorten(best, MAX_PATH + 3, '...')}`? (docs/api.md lists the routes)"
+        return f"did you mean `{method} {shorten(best, MAX_PATH + 3, '...')}`? ({_reference(best)} lists the routes)"
     return None
+
+
+def _reference(path: str) -> str:
+    """The doc that lists a path's routes and fields: the admin area's are in docs/admin.md, not docs/api.md."""
+    return "docs/admin.md" if path == "/admin" or path.startswith("/admin/") else "docs/api.md"
 
 
 def _unrouted(request: Request, exc: HTTPException) -> str | None:
@@ -266,7 +271,7 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     error (ours always carry their own detail)."""
     path = shorten(request.url.path, MAX_PATH + 3, "...")  # between graphemes: never half an emoji
     if exc.status_code == 404 and exc.detail == "Not Found":
-        return f"no route `{request.method} {path}`: {_route_hint(request) or 'docs/api.md lists the routes'}"
+        return f"no route `{request.method} {path}`: {_route_hint(request) or f'{_reference(request.url.path)} lists the routes'}"
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":
         allowed = next((allow_for(request.app, request.url.path, value) for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
         return f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed"
@@ -313,7 +318,7 @@ def _worded(request: Request, exc: HTTPException, param: str | None, code: str |
     if missing:  # Litestar names it only in its message (with the whole URL)
         param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
     if code == "unknown_parameter" and "unknown field" in message:  # msgspec's words for a body's field
-        detail = message = f"`{param}`: unknown field (docs/api.md lists the fields this API takes)"
+        detail = message = f"`{param}`: unknown field ({_reference(request.url.path)} lists the fields this API takes)"
         if request.url.path == "/v1/feedback" and param == "user":  # a comparison takes it, so the body was another kind
             detail = message = ("`user`: a `choice`, `rating` or `edit` takes no `user`: its `response_id` names "
                                 "the chat, and the chat its user (leave it out)")

@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,22 +31,78 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) ->
         time.sleep(0.2)
 
 
-@contextlib.contextmanager
-def serve_embeddings(folder: Path, **extra_env: str) -> Iterator[tuple[str, Path]]:
-    """`pluralign serve-embeddings` (MiniLM) in a process of its own on a free loopback port, its output in
-    `folder`/serve.log, `extra_env` added to its environment: yields (its URL, that log) once /health
-    answers 200; stopped (SIGTERM) on exit."""
+BIND_FAILED = ("is in use by another process", "address already in use")  # check_listen's words; uvicorn's, Python's
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The ports process `pid` listens on at 127.0.0.1 (its own sockets, read with psutil); none once it ended."""
+    try:
+        found = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:  # ended meanwhile: the caller's poll() tells
+        return set()
+    return {c.laddr.port for c in found if c.status == psutil.CONN_LISTEN and c.laddr.ip == "127.0.0.1"}
+
+
+def wait_listening(proc: subprocess.Popen, log: Path, timeout: float, given: int | None = None) -> int | None:
+    """Polls /health on the ports `proc` itself listens on (`given` only, when not None) until one answers 200:
+    that port. A server given `--port 0` binds one of its own, so no other process can take it between a choice and
+    the bind, and none but `proc` is asked (a port found free, then given, could be taken meanwhile by another server,
+    whose /health passed for this one's). None when `proc` exited on finding `given` taken (`BIND_FAILED` in its log);
+    AssertionError with the log when it exited otherwise, or `timeout` seconds passed."""
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            if given is not None and any(words in log.read_text().lower() for words in BIND_FAILED):
+                return None
+            raise AssertionError(f"exited {proc.returncode} before /health answered 200:\n{log.read_text()}")
+        for port in sorted(p for p in listening_ports(proc.pid) if given is None or p == given):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    return port
+            except httpx.TransportError:
+                pass
+        assert time.time() < deadline, f"/health not 200 after {timeout:g} s:\n{log.read_text()}"
+        time.sleep(0.2)
+
+
+PORT_TRIES = 5  # starts of `on_a_free_port` before it gives up: each found its port taken by another process
+
+
+def on_a_free_port(start: Callable[[int], subprocess.Popen], log: Path, timeout: float) -> tuple[subprocess.Popen, int]:
+    """(the process, its port) once `start(port)` (a server told to listen on `port`, its output in `log`) answers
+    /health on a socket of its own there (`wait_listening`); started again on another port when another process took
+    the one `free_port` found before it bound it, up to `PORT_TRIES` times. For a server whose port must be known before
+    it starts (PORT, which cannot be 0; a start line naming its address); else give it `--port 0`."""
     from tests.service.tiny import free_port
 
-    url = f"http://127.0.0.1:{free_port()}"
+    for _ in range(PORT_TRIES):
+        proc = start(port := free_port())
+        try:
+            if wait_listening(proc, log, timeout, given=port) is not None:
+                return proc, port
+        except AssertionError:  # not healthy in time (or it failed otherwise): not left running
+            proc.kill()
+            proc.wait(timeout=15)
+            raise
+    raise AssertionError(f"found its port taken {PORT_TRIES} times:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def serve_embeddings(folder: Path, **extra_env: str) -> Iterator[tuple[str, Path]]:
+    """`pluralign serve-embeddings` (MiniLM) in a process of its own on a free loopback port (`on_a_free_port`: its
+    start line names the port it was given), its output in `folder`/serve.log, `extra_env` added to its environment:
+    yields (its URL, that log) once /health answers 200; stopped (SIGTERM) on exit."""
     log = folder / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra_env}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve-embeddings", "--host", "127.0.0.1",
-                                 "--port", url.rsplit(":", 1)[1]], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def start(port: int) -> subprocess.Popen:
+        with open(log, "wb") as out:
+            return subprocess.Popen([sys.executable, "-m", "training.cli", "serve-embeddings", "--host", "127.0.0.1", "--port", str(port)],
+                                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    proc, port = on_a_free_port(start, log, timeout=120)
     try:
-        wait_healthy(url, proc, log, timeout=120)
-        yield url, log
+        yield f"http://127.0.0.1:{port}", log
     finally:
         proc.terminate()
         proc.wait(timeout=15)

@@ -478,9 +478,10 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
     for field in ("user_id", "source"):
         if isinstance(row.get(field), str) and (problem := surrogate_problem(row[field])):
             raise PreferenceError(line, field, problem)
-    if "tie" in row and row["tie"] is None:  # null as `datasets` writes an absent value (margin, source, created_at take it)
-        del row["tie"]
-    if "attributes" in row and row["attributes"] is not None:
+    for field in ("tie", "attributes"):  # null as `datasets` writes an absent value (margin, source, created_at take it)
+        if field in row and row[field] is None:
+            del row[field]
+    if "attributes" in row:
         row["attributes"] = _attribute_labels(row["attributes"], line)
 
 

@@ -11,6 +11,7 @@ known.
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,11 @@ class Statement(Base):
     answer_not_matching_behavior: str | None = None
 
 
-def load_trait(data_dir: Path, trait: str) -> list[Statement]:
+def load_trait(data_dir: str | Path, trait: str) -> list[Statement]:
     """The statements of one persona trait, from `data_dir`/persona/`trait`.jsonl (`data_dir`: the
-    `anthropic_persona` folder). Raises FileNotFoundError naming the file when it is missing."""
-    path = data_dir / "persona" / f"{trait}.jsonl"
+    `anthropic_persona` folder, a path or a str: a str was a TypeError from `/` until session trial47b).
+    Raises FileNotFoundError naming the file when it is missing."""
+    path = Path(data_dir) / "persona" / f"{trait}.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"no persona trait file {path}")
     decoder = msgspec.json.Decoder(Statement)
@@ -91,6 +93,63 @@ def group_stances(groups: int, n_traits: int) -> list[tuple[int, ...]]:
     return [tuple(-1 if (g >> t) & 1 else 1 for t in range(n_traits)) for g in range(groups)]
 
 
+def seen_counts(config: PersonaConfig) -> tuple[int, int, int]:
+    """(train, val, test) comparisons of each seen user: `test_fraction` of them to test, 15% of the
+    rest (one at least) to validate, the rest to train."""
+    n_test = round(config.comparisons_per_user * config.test_fraction)
+    n_val = max(1, round((config.comparisons_per_user - n_test) * 0.15))
+    return config.comparisons_per_user - n_test - n_val, n_val, n_test
+
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_config(config: PersonaConfig) -> None:
+    """ValueError naming the field of `config` that cannot build a population (`build_persona`), TypeError for
+    `traits` given as one str. Before (session trial47b) `test_fraction=0` or `1` was an IndexError ("Cannot choose
+    from an empty sequence"), `group_weights=(0, 0)` a ZeroDivisionError, negative weights were taken, and
+    `comparisons_per_user=0` gave each seen user one validation comparison and none to train on."""
+    for name in ("groups", "users_per_group", "unseen_users_per_group", "support_size", "query_size", "comparisons_per_user"):
+        value = getattr(config, name)
+        if not _whole(value) or value < 1:
+            raise ValueError(f"PersonaConfig.{name} must be >= 1, a whole number, got {value!r}")
+    if not _whole(config.seed) or config.seed < 0:
+        raise ValueError(f"PersonaConfig.seed must be a whole number >= 0, got {config.seed!r}")
+    fraction = config.test_fraction
+    if not _real(fraction) or not 0 < fraction < 1:
+        raise ValueError(f"PersonaConfig.test_fraction must be a number in (0, 1) (each trait's statements held out for "
+                         f"test comparisons), got {fraction!r}")
+    n_train = seen_counts(config)[0]
+    if n_train < 1:
+        raise ValueError(f"PersonaConfig.comparisons_per_user {config.comparisons_per_user} leaves a seen user no comparison "
+                         f"to train on (test_fraction {fraction} of them test, one at least validates): give more, or a lower test_fraction")
+    _check_weights(config)
+    if isinstance(config.traits, str):
+        raise TypeError(f"PersonaConfig.traits must be a tuple of trait names, not one str: traits=({config.traits!r},)")
+    twice = next((t for i, t in enumerate(config.traits) if t in config.traits[:i]), None)
+    if twice is not None:
+        raise ValueError(f"PersonaConfig.traits names {twice!r} twice: groups holding opposite stances on one trait "
+                         "file would be told apart by nothing")
+
+
+def _check_weights(config: PersonaConfig) -> None:
+    weights = config.group_weights
+    if not weights:
+        return
+    if len(weights) != config.groups:
+        raise ValueError(f"PersonaConfig.group_weights has {len(weights)} entries for {config.groups} groups")
+    bad = next((w for w in weights if not _real(w) or not math.isfinite(w) or w < 0), None)
+    if bad is not None:
+        raise ValueError(f"PersonaConfig.group_weights must be finite numbers >= 0 (relative group sizes), got {bad!r}")
+    if not sum(weights) > 0:
+        raise ValueError(f"PersonaConfig.group_weights must have one weight above 0, got {tuple(weights)}")
+
+
 def _trait_pools(config: PersonaConfig, data_dir: Path, rng: random.Random) -> dict[str, dict[str, dict[str, list[Statement]]]]:
     """Each trait's statements, shuffled by `rng`, as trait -> "train" / "test" -> answer (" Yes",
     " No") -> statements; `config.test_fraction` of each answer's statements go to "test"."""
@@ -102,6 +161,9 @@ def _trait_pools(config: PersonaConfig, data_dir: Path, rng: random.Random) -> d
         for answer in (" Yes", " No"):
             same = [s for s in statements if s.answer_matching_behavior == answer]
             n_test = int(len(same) * config.test_fraction)
+            if not 0 < n_test < len(same):
+                raise ValueError(f"PersonaConfig.test_fraction {config.test_fraction} holds out {n_test} of trait {trait!r}'s "
+                                 f"{len(same)} statements answered{answer!r}: both the training and the test pool need one")
             pools[trait]["test"][answer] = same[:n_test]
             pools[trait]["train"][answer] = same[n_test:]
     return pools
@@ -113,22 +175,21 @@ def build_persona(config: PersonaConfig, data_dir: str | Path) -> Protocol:
     `data_dir` is the folder that holds `anthropic_persona/` (the shared data root, `../shared/data`
     beside the checkout). Returns a `Protocol`: `seen` (train/val/test lists of Preference),
     `unseen` (each new user's ordered support pool and query set) and `true_groups` (user -> group;
-    each record's group is also `attributes["group"]`). Raises ValueError when a count that must
-    name at least one user or comparison is below 1, and FileNotFoundError naming a missing trait
-    file."""
-    for name in ("groups", "users_per_group", "unseen_users_per_group", "support_size", "query_size"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"PersonaConfig.{name} must be >= 1, got {getattr(config, name)}")
+    each record's group is also `attributes["group"]`). Raises ValueError naming the field
+    (`check_config`) when a count is not a whole number >= 1 (`seed` >= 0), `comparisons_per_user` leaves a seen
+    user no comparison to train on, `test_fraction` is not in (0, 1) or leaves a trait's statements
+    of one answer all in one pool, `group_weights` are not finite numbers >= 0 (one above 0), one per
+    group, or `traits` names a trait twice; TypeError when `traits` is one str (each letter would be
+    a trait); FileNotFoundError naming a missing trait file."""
+    check_config(config)
     data_dir = Path(data_dir)
     if (data_dir / "anthropic_persona").is_dir():
         data_dir = data_dir / "anthropic_persona"
-    rng = random.Random(config.seed)
+    rng = random.Random(int(config.seed))  # a numpy integer too: Random takes only Python's
     stances = group_stances(config.groups, config.n_traits)
     pools = _trait_pools(config, data_dir, rng)
 
     weights = config.group_weights or (1.0,) * config.groups
-    if len(weights) != config.groups:
-        raise ValueError(f"group_weights has {len(weights)} entries for {config.groups} groups")
     total = sum(weights)
 
     def users_for(per_group: int, prefix: str) -> list[tuple[str, int]]:
@@ -157,9 +218,7 @@ def build_persona(config: PersonaConfig, data_dir: str | Path) -> Protocol:
 
     seen = SeenSplit(train=[], val=[], test=[])
     groups: dict[str, str] = {}
-    n_test = round(config.comparisons_per_user * config.test_fraction)
-    n_val = max(1, round((config.comparisons_per_user - n_test) * 0.15))
-    n_train = config.comparisons_per_user - n_test - n_val
+    n_train, n_val, n_test = seen_counts(config)
     for user, g in users_for(config.users_per_group, "seen"):
         groups[user] = f"g{g}"
         seen.train.extend(comparison(user, g, "train", "train") for _ in range(n_train))

@@ -38,11 +38,14 @@ def prompt_for(title: str, side: str) -> str:
 
 
 def load_ukp(path: str | os.PathLike) -> tuple[list[Preference], int]:
-    """Return (records, number of argument pairs). Ties are kept with tie=True. A file that is not
-    well-formed XML, or a pair that makes no comparison, is a ValueError naming the file (and the
-    line or the pair)."""
-    folder = _xml_dir(Path(path))
-    files = sorted(folder.glob("*.xml"))
+    """Return (records, number of argument pairs) of the corpus under `path`: the data set's folder, its
+    `UKPConvArg1-full-XML` folder, or one of its `.xml` files (one debate side). Ties are kept with tie=True.
+    Raises FileNotFoundError when `path` holds no XML file, and ValueError naming the file (and the line or
+    the pair) for a file that is not well-formed XML or a pair that makes no comparison, and naming `path`
+    when its XML files hold no argument pair at all (another corpus's XML: until session trial47b it
+    loaded as an empty data set, ([], 0))."""
+    given = Path(path)
+    files = [given] if given.is_file() and given.suffix == ".xml" else sorted(_xml_dir(given).glob("*.xml"))
     if not files:
         raise FileNotFoundError(f"no UKPConvArg1 XML files under {path}")
     records: list[Preference] = []
@@ -68,6 +71,9 @@ def load_ukp(path: str | os.PathLike) -> tuple[list[Preference], int]:
             raise ValueError(f"{file}: line {line}, column {column}: malformed XML ({reason})") from None
         if bad_pair is not None:
             raise bad_pair
+    if not pairs:
+        raise ValueError(f"{path}: its {len(files)} XML file(s) hold no UKPConvArg1 argument pair (`annotatedArgumentPair`): "
+                         "give the folder of UKPConvArg1-full-XML's files, or one of them")
     return records, pairs
 
 

@@ -48,10 +48,19 @@ def _damaged(exc: sqlite3.Error) -> bool:
 def discard_cache(path: str | Path) -> list[Path]:
     """Remove the cache file at `path` with its write-ahead log, shared-memory index and rollback journal (the log
     may hold copies of its pages), for a damaged cache (`CacheDamaged`) whose rows cannot be removed one by one.
-    Returns the files removed; OSError when one cannot be (its folder not writable)."""
-    path = Path(path)
+    A `path` that is a symbolic link (the cache kept on another disk) has the file it leads to removed, with the files
+    SQLite keeps beside that one, and those beside the link (left there from before the cache moved behind it); the link
+    stays, and the next job makes the cache again where it leads (until session 47 the link alone was removed: the
+    file, every vector in it, stayed out of reach of later purges).
+    The file goes last: a removal stopped part way (OSError, the process killed) leaves it, damaged, for a later call
+    to find and remove with what is left (until review owed47 it went first, and a log left beside no file, the deleted
+    users' vectors in its pages, was taken for no cache at all). Returns the files removed; OSError when one cannot be
+    (its folder not writable)."""
+    given = Path(path)
+    path = given.resolve()  # SQLite opens the file a link leads to, and writes its logs beside it
+    logs = dict.fromkeys(at.with_name(at.name + suffix) for at in (path, given) for suffix in ("-wal", "-shm", "-journal"))
     removed = []
-    for file in (path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))):
+    for file in (*logs, path):
         try:
             file.unlink()
         except FileNotFoundError:
@@ -69,6 +78,10 @@ def _busy(exc: sqlite3.Error) -> bool:
 
 
 def text_key(text: str) -> bytes:
+    """The cache's key of a text: the 32-byte SHA-256 digest of its UTF-8 bytes (the text exactly as given:
+    no normalization). TypeError for anything but a str (a number would otherwise be an AttributeError)."""
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a str, got {type(text).__name__}")
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
@@ -164,14 +177,21 @@ class EmbeddingCache:
     def put(self, encoder_id: str, keys: Sequence[bytes], vectors: np.ndarray) -> None:
         """Store `vectors` (N, dim) under `keys` (N `text_key`s), `PUT_ROWS` rows a transaction: the write
         lock, which a user's DELETE cleaning the cache waits for, is held for one batch at a time (all N in
-        one, a stopped or slow job held it for as long as a large snapshot took to write). ValueError when
-        their counts differ (nothing is stored); CacheBusy when another process held the write lock for over
-        `wait_s` (the batches before it are stored)."""
+        one, a stopped or slow job held it for as long as a large snapshot took to write). `vectors` may be any
+        array-like of numbers (stored as float32). ValueError when they are not (N, dim) numbers (a (dim,) vector
+        under dim keys was stored as dim one-number rows) or their counts differ (nothing is stored); CacheBusy when
+        another process held the write lock for over `wait_s` (the batches before it are stored)."""
+        try:
+            vectors = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError("`vectors` is not an (N, dim) array of numbers") from None
+        if vectors.ndim != 2:
+            raise ValueError(f"`vectors` has shape {vectors.shape}: one row per key, (N, dim)")
         if len(keys) != len(vectors):
             raise ValueError(f"`keys` has {len(keys)} keys, `vectors` {len(vectors)} rows: one vector per key")
         with self._lock, self._busy_as("written"):
             for start in range(0, len(keys), PUT_ROWS):
-                rows = [(encoder_id, k, v.astype(np.float32).tobytes())
+                rows = [(encoder_id, k, v.tobytes())
                         for k, v in zip(keys[start : start + PUT_ROWS], vectors[start : start + PUT_ROWS], strict=False)]
                 with self._db:
                     self._db.executemany("INSERT OR REPLACE INTO embedding VALUES (?, ?, ?)", rows)

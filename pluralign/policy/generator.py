@@ -23,7 +23,7 @@ that come meanwhile wait behind it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +78,23 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """`text` up to the first stop string, and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def stripped_pieces(pieces: Iterable[str]) -> Iterator[str]:
+    """`pieces` of an answer as pieces that join to the answer stripped, as candidates' texts are: leading
+    whitespace skipped, whitespace held back until visible text follows it; no empty piece."""
+    held, started = "", False
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        body = held + piece
+        visible = body.rstrip()
+        if visible:
+            yield visible
+        held = body[len(visible) :]
 
 
 class Penalties:
@@ -396,6 +413,7 @@ class Generator:
         as in `generate` (raises Cancelled)."""
         if not styles:
             raise ValueError("no styles given")
+        styles = [style.under_stops(sampling.stop) for style in styles]  # no opening a stop string would cut
         prompts = []
         for style in styles:
             prompts.append(chat_prompt_ids(self.tokenizer, style.messages(list(messages)), suffix=style.opening))
@@ -407,7 +425,9 @@ class Generator:
         for style, row in zip(styles, self._sample_rows(ids, mask, sampling, adapter, cancel), strict=True):
             continuation, ended, tokens = self._answer(row, sampling)
             text, cut = style.finish(continuation)
-            candidates.append(Candidate(text=text, finish_reason="stop" if ended or cut else "length", tokens=tokens, style=style.name))
+            text, stopped = cut_at_stop(text, sampling.stop)  # the opening is the answer's text too: no stop string in it
+            reason = "stop" if ended or cut or stopped else "length"
+            candidates.append(Candidate(text=text.strip(), finish_reason=reason, tokens=tokens, style=style.name))
         return candidates, self.prompt_tokens(messages)
 
     def stream(
@@ -461,7 +481,9 @@ class Generator:
                 if not text.strip():
                     continue
                 sent = len(text) - len(text.lstrip())
-            safe = min(len(text) - hold, len(text.rstrip()))
+            # whitespace goes out only with visible text after it: a stop string found later may
+            # begin right after it, and the answer then ends before it
+            safe = len(text[: max(0, len(text) - hold)].rstrip())
             if safe > sent:
                 yield text[sent:safe]
                 sent = safe

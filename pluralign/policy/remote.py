@@ -25,7 +25,7 @@ import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Resp
 import openai
 
 from pluralign.data.text import shorten
-from pluralign.policy.generator import Cancelled, Candidate, Sampling
+from pluralign.policy.generator import Cancelled, Candidate, Sampling, stripped_pieces
 
 
 class RemoteGeneratorError(RuntimeError):
@@ -147,16 +147,20 @@ class RemoteGenerator:
         request = self._request(messages, 1, sampling, adapter)
         chunks = self._call(lambda: self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
         text, finish, usage = "", "stop", None
-        try:
+
+        def server_pieces() -> Iterator[str]:
+            nonlocal text, finish, usage
             for chunk in chunks:
                 if chunk.usage is not None:
                     usage = chunk.usage
                 for choice in chunk.choices:
                     piece = choice.delta.content or ""
-                    if piece:
-                        text += piece
-                        yield piece
+                    text += piece
+                    yield piece
                     finish = choice.finish_reason or finish
+
+        try:  # sent as the stored answer reads: stripped (a server's answer may open with "\n\n")
+            yield from stripped_pieces(server_pieces())
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise RemoteGeneratorError(f"generation server at {self.base_url} broke off the stream: {exc}") from exc
         finally:

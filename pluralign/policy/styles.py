@@ -33,9 +33,11 @@ question that offers no alternatives: "Should I learn Python or Rust first?" is 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 AXES = (("brief", "detailed"), ("list", "prose"), ("casual", "formal"))
@@ -106,6 +108,7 @@ class AnswerStyle:
     format: str  # "list" | "prose"
     register: str  # "casual" | "formal"
     stance: str | None = None  # "yes" | "no" for a question asking a judgement, else None
+    prefilled: bool = True  # whether the answer starts with the style's opening (False: the instruction alone)
 
     @property
     def name(self) -> str:
@@ -119,10 +122,20 @@ class AnswerStyle:
 
     @property
     def opening(self) -> str:
+        if not self.prefilled:
+            return ""
         if self.stance is None:
             return _OPENINGS[(self.register, self.format)]
         first = _STANCE_OPENINGS[(self.register, self.stance)]
         return f"{first} {_LIST_LEADS[self.register]}" if self.format == "list" else f"{first} "
+
+    def under_stops(self, stop: Sequence[str]) -> AnswerStyle:
+        """The style as generated under a request's stop strings: without its opening when a stop string is in it
+        (the answer would end inside words the model never wrote: `stop: "."` made the formal styles' answers
+        `Certainly`, `stop: "\n"` the list styles' a lead-in with no list), from its instruction alone."""
+        if self.prefilled and any(s and s in self.opening for s in stop):
+            return dataclasses.replace(self, prefilled=False)
+        return self
 
     def messages(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
         """The conversation with the style's instruction appended to its system message (or as one)."""

@@ -37,7 +37,7 @@ from pluralign.device import default_device, usable_device
 from pluralign.files import may_hold, read_description, read_safetensors, write_atomic, writing_artifact
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch, same_users, seen_rows
-from pluralign.reward.inputs import as_numbers, at_least, comparison_rows, first_bad_row, logits_row, whole
+from pluralign.reward.inputs import as_numbers, at_least, comparison_rows, first_bad_row, logits_row, owners, whole
 from pluralign.reward.model_selection import TooManyComponents
 
 SCHEMA_VERSION = 1
@@ -166,8 +166,9 @@ def _initial_assignments(diff, user, n_users, config: EMConfig) -> list[np.ndarr
 
 def fit_em(diff: torch.Tensor, user: torch.Tensor, n_users: int, config: EMConfig = EMConfig(), progress=None) -> EMFit:
     """Run EM with restarts on pair features `diff` (N, F) of users `user` (N,); keep the best J.
-    Raises ValueError when there are no pairs or `diff` holds NaN or inf, and TooManyComponents (a
-    ValueError) when K is more than the n_users users."""
+    Raises ValueError when there are no pairs, `diff` holds NaN or inf, or `user` is not N indices in
+    0 .. n_users - 1 (`owners`: an index past them was an IndexError from deep inside the E-step), and
+    TooManyComponents (a ValueError) when K is more than the n_users users."""
     if len(diff) == 0:
         raise ValueError("`diff` holds no pairs: nothing to fit")
     row = first_bad_row(diff)
@@ -175,7 +176,7 @@ def fit_em(diff: torch.Tensor, user: torch.Tensor, n_users: int, config: EMConfi
         raise ValueError(f"`diff` row {row} is not finite (NaN or inf)")
     if config.k > n_users:
         raise TooManyComponents([config.k], n_users)
-    diff, user = diff.double(), user.long()
+    diff, user = diff.double(), owners(user, len(diff), n_users).to(diff.device)
     hard = config.assignment == "hard"
     best: EMFit | None = None
     curves = []
@@ -240,8 +241,10 @@ class EMMixture:
     @classmethod
     def from_heads(cls, head_weights: torch.Tensor, log_mixing: torch.Tensor, config: EMConfig) -> EMMixture:
         """A mixture from K heads' weights (K, F) over the pair features (`pair_features`) and their log
-        mixing weights (K,) (-inf: a head no training user chose); tensors or numpy arrays. Raises
-        ValueError naming either when its shape does not fit config.k or it is not finite."""
+        mixing weights (K,) (log pi_k, the pi_k summing to 1; -inf: a head no training user chose); tensors
+        or numpy arrays. Raises ValueError naming either when its shape does not fit config.k or it is not
+        finite, and naming `log_mixing` when its pi_k do not sum to 1 (within MIXING_SUM_TOLERANCE): weights
+        given unlogged, or unnormalized, would mix a new user's heads into "probabilities" above 1."""
         k = config.k
         head_weights = as_numbers("head_weights", head_weights, f"({k}, F) head weights")
         if head_weights.dim() != 2 or head_weights.shape[0] != k:
@@ -249,7 +252,11 @@ class EMMixture:
         row = first_bad_row(head_weights)
         if row is not None:
             raise ValueError(f"`head_weights` row {row} is not finite (NaN or inf)")
-        logits_row("log_mixing", log_mixing, k, minus_inf=True)  # the check; the heads' device is kept
+        checked = logits_row("log_mixing", log_mixing, k, minus_inf=True)  # the check; the heads' device is kept
+        total = float(checked.double().exp().sum())
+        if abs(total - 1.0) > MIXING_SUM_TOLERANCE:
+            raise ValueError(f"`log_mixing` must be log mixing weights, log pi_k with the pi_k summing to 1; "
+                             f"exp(log_mixing) sums to {total:.6g}: {checked.tolist()}")
         log_mixing = as_numbers("log_mixing", log_mixing, f"{k} log mixing weights").to(head_weights.device)
         model = cls(config)
         n_heads = head_weights.shape[0]
@@ -394,7 +401,8 @@ class EMMixture:
         Raises FileNotFoundError for a missing file, ValueError naming `device` when this machine
         lacks it (`pluralign.device.usable_device`), and ValueError naming the file for an artifact
         of another kind (a PAL checkpoint), schema, encoder, dimension or features, for a file that
-        is not JSON or truncated, for tensors whose shapes disagree with meta.json, and naming the line of
+        is not JSON or truncated, for tensors whose shapes disagree with meta.json or that are not finite, for log
+        mixing weights whose pi_k do not sum to 1 (`from_heads`), and naming the line of
         users.jsonl whose user is blank or given twice or whose posterior is not K weights in [0, 1] summing to 1
         (`_check_membership`, `_check_posteriors`)."""
         device = usable_device(device)
@@ -405,7 +413,10 @@ class EMMixture:
         if shapes.get("head_weights") != (meta.k, 2 * meta.dim) or shapes.get("log_mixing") != (meta.k,):
             raise ValueError(f"{folder}: heads.safetensors holds {shapes}, meta.json says K={meta.k}, d={meta.dim} "
                              f"(head_weights ({meta.k}, {2 * meta.dim}), log_mixing ({meta.k},))")
-        model = cls.from_heads(tensors["head_weights"], tensors["log_mixing"], EMConfig(k=meta.k, assignment=meta.assignment))
+        try:
+            model = cls.from_heads(tensors["head_weights"], tensors["log_mixing"], EMConfig(k=meta.k, assignment=meta.assignment))
+        except ValueError as exc:
+            raise ValueError(f"{folder / 'heads.safetensors'}: {exc}") from None
         users_file, rows, numbers, seen = folder / USERS_FILE, [], [], set()  # one Path: not one per user
         for number, _, row in memberships(users_file):
             _check_membership(users_file, number, row, meta.k, seen)
@@ -419,6 +430,7 @@ class EMMixture:
         return model
 
 
+MIXING_SUM_TOLERANCE = 1e-4  # float32 on disk: a saved mixture's pi_k sum to 1 within ~1e-7
 POSTERIOR_ROUNDING = 1e-6  # save rounds each weight to 6 decimals (within 5e-7): K of them sum to 1 within K x this
 
 

@@ -56,7 +56,27 @@ class PairBatch:
             raise ValueError(f"`{name}.group` has {len(self.group)} labels, the comparisons {n}: one label per comparison")
 
     def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> PairBatch:
-        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        """The pairs at `index`: positions (M,) (any order, repeats allowed, negative from the end) or a
+        boolean mask (N,) such as `pairs.user == 0`. Raises ValueError naming `index` when it is a mask
+        of another length, not 1-D, not integers, or holds a position outside the N pairs. Until session
+        trial47b a mask was read as the positions 0 and 1: `select(pairs.user == 1)` gave N pairs of the
+        first two rows, without a word."""
+        raw = index.detach().cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
+        n = len(self)
+        if raw.dtype == np.bool_:
+            if raw.shape != (n,):
+                raise ValueError(f"`index` is a mask of shape {raw.shape}: a boolean mask has one entry per pair, ({n},)")
+            raw = np.flatnonzero(raw)
+        elif raw.size == 0:
+            raw = raw.astype(np.int64)
+        elif not np.issubdtype(raw.dtype, np.integer):
+            raise ValueError(f"`index` holds {raw.dtype}, not positions (integers) or a boolean mask")
+        if raw.ndim != 1:
+            raise ValueError(f"`index` has shape {raw.shape}: positions (M,) or a mask ({n},)")
+        if raw.size and (raw.min() < -n or raw.max() >= n):
+            bad = int(raw[(raw < -n) | (raw >= n)][0])
+            raise ValueError(f"`index` holds position {bad}: these pairs are 0 .. {n - 1}")
+        idx = torch.as_tensor(raw, dtype=torch.long)
         named = lambda t: None if t is None else t[idx]  # noqa: E731
         return PairBatch(
             self.prompt[idx], self.chosen[idx], self.rejected[idx], self.user[idx], self.users,
@@ -104,13 +124,20 @@ def embed_pairs(
 ) -> PairBatch:
     """Embed each distinct text once; `users` fixes the user index order (default: first seen).
     Raises ValueError for a tie (`tie=True`: equal answers, not a pairwise comparison; leave ties
-    out), naming a record's user that `users` leaves out, and (`checked_vectors`) when the encoder
-    returns another shape than (texts, dim) or a vector that is not finite."""
+    out), naming a record's user that `users` leaves out, naming `users` when it names a user twice
+    (the user's pairs would index one row and the model's user table refuse the list after training),
+    TypeError when `users` is one str (each letter would be a user), and (`checked_vectors`) ValueError
+    when the encoder returns another shape than (texts, dim) or a vector that is not finite."""
     tie = next((i for i, r in enumerate(records) if r.tie), None)
     if tie is not None:
         raise ValueError(f"record {tie} (user {records[tie].user_id!r}) is a tie: a pair here says `chosen` won, so "
                          "leave ties out ([r for r in records if not r.tie])")
+    if isinstance(users, str):
+        raise TypeError(f"`users` must be a list of user ids, not one str: users=[{users!r}]")
     users = list(users) if users is not None else list(dict.fromkeys(r.user_id for r in records))
+    twice = next((u for i, u in enumerate(users) if u in users[:i]), None) if len(set(users)) < len(users) else None
+    if twice is not None:
+        raise ValueError(f"`users` names {twice!r} twice: each user is one row of the model's user table")
     user_index = {u: i for i, u in enumerate(users)}
     missing = next((r.user_id for r in records if r.user_id not in user_index), None)
     if missing is not None:

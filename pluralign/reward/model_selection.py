@@ -128,16 +128,25 @@ class KSelection:
 
 
 def one_standard_error(per_user: dict[int, np.ndarray]) -> KSelection:
-    """Apply the rule to per-user held-out log-likelihoods {K: (U,)} (the same users, same order)."""
+    """Apply the rule to per-user held-out log-likelihoods {K: (U,)} (the same users, same order).
+    Raises ValueError when no K was scored, when a K's scores are not (U,) for the U users of the first
+    K (the rule compares each user's score across K: another count was broadcast, or an error from
+    numpy's broadcasting, until session trial47b), or when a K's total is not finite."""
     if not per_user:
         raise ValueError("no K was scored")
+    per_user = {k: np.asarray(v, dtype=np.float64) for k, v in per_user.items()}
+    first = next(iter(per_user))
+    for k, values in per_user.items():
+        if values.ndim != 1 or values.shape != per_user[first].shape:
+            raise ValueError(f"K={k}'s held-out log-likelihoods have shape {values.shape}, K={first}'s "
+                             f"{per_user[first].shape}: one per user, (U,), the same users for every K")
     totals = {k: float(np.sum(v)) for k, v in per_user.items()}
     if not all(math.isfinite(t) for t in totals.values()):
         raise ValueError(f"held-out log-likelihood is not finite for some K: {totals}")
     k_best = max(sorted(totals), key=lambda k: totals[k])  # exact ties: the smaller K (max keeps the first)
     se = {}
     for k, values in per_user.items():
-        gap = np.asarray(per_user[k_best], dtype=np.float64) - np.asarray(values, dtype=np.float64)  # (U,)
+        gap = per_user[k_best] - values  # (U,)
         se[k] = float(np.std(gap, ddof=1) * math.sqrt(len(gap))) if len(gap) > 1 else 0.0
     slack = tie_tolerance(totals[k_best])  # equal fits (e.g. EM heads left empty, two perfect fits) differ by rounding only
     k_selected = min(k for k in totals if totals[k_best] - totals[k] <= se[k] + slack)

@@ -10,6 +10,8 @@ weights have the model's K, and refuses a mismatch with a ValueError that says w
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,14 +53,17 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
     checkpoint's files (PAL_FILES), which are replaced; anything else is a ValueError and nothing
     is written (`pluralign.files.check_artifact_folder`). Each file is written whole (temp file and
     rename) and meta.json last, so a write stopped part way leaves no folder `load_pal` takes; another
-    save into `folder` meanwhile is a `pluralign.files.ArtifactBusy` (ValueError) naming it."""
+    save into `folder` meanwhile is a `pluralign.files.ArtifactBusy` (ValueError) naming it. `metrics`:
+    its finite real numbers (numpy scalars too) are recorded in meta.json (`PALMeta.metrics`); the rest is left out: JSON holds no
+    NaN or inf (`evaluate_pairs` gives NaN for no pairs), and until session trial47b such a value was written
+    as null, which `load_pal` then refused ("not a description of a PAL checkpoint")."""
     if user_weights.k != model.config.k:
         raise ValueError(f"user weights have K={user_weights.k}, the model has K={model.config.k}")
     c = model.config
     meta = PALMeta(
         schema_version=PAL_SCHEMA, encoder_id=encoder_id, variant=c.variant, k=c.k, input_dim=c.input_dim,
         latent_dim=c.latent_dim, hidden=c.hidden, users=len(user_weights),
-        metrics={k: float(v) for k, v in (metrics or {}).items() if isinstance(v, int | float)},
+        metrics={k: float(v) for k, v in (metrics or {}).items() if isinstance(v, numbers.Real) and math.isfinite(v)},
     )
     with writing_artifact(folder, PAL_FILES, "PAL checkpoint") as folder:
         write_atomic(folder / MODEL_FILE, save({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}))

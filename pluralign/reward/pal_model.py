@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pluralign.reward.inputs import as_numbers, comparison_rows, one_row, whole
+from pluralign.reward.inputs import as_numbers, comparison_rows, first_bad_row, one_row, whole
 
 VARIANTS = ("a", "b")
 MAX_SCALE = 50.0  # variant b: cap on the cosine's scale, so margins stay finite
@@ -175,6 +175,23 @@ class PALModel(nn.Module):
 
     @staticmethod
     def weights(user_logits: torch.Tensor) -> torch.Tensor:
+        """Users' weights on the K prototypes, a point on the simplex each (PAL's w_u = softmax of the
+        user's logits, Chen et al. 2025): (K,) -> (K,) or (U, K) -> (U, K), each row >= 0 and summing
+        to 1. Tensors or numpy arrays of any real dtype (integers as float32). Raises ValueError naming
+        `user_logits` when they are not numbers, not (K,) or (U, K), or hold NaN or inf (a softmax would
+        carry the NaN into every weight of the row)."""
+        t = as_numbers("user_logits", user_logits, "(K,) or (U, K) logits")
+        if t.dim() not in (1, 2):
+            raise ValueError(f"`user_logits` has shape {tuple(t.shape)}: (K,) for one user or (U, K)")
+        if not t.is_floating_point():
+            t = t.float()
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"`user_logits` is not finite (NaN or inf): row {first_bad_row(t.reshape(-1, t.shape[-1]))}")
+        return torch.softmax(t, dim=-1)
+
+    @staticmethod
+    def _simplex(user_logits: torch.Tensor) -> torch.Tensor:
+        """`weights` of logits already checked (`_user_rows`, or a training step's parameters)."""
         return torch.softmax(user_logits, dim=-1)
 
     def _user_rows(self, user_logits, n: int | None, device: torch.device) -> torch.Tensor:
@@ -201,7 +218,7 @@ class PALModel(nn.Module):
         d = self.config.input_dim
         prompt, response = comparison_rows(d, device, prompt=one_row(prompt, d), response=one_row(response, d))
         user_logits = self._user_rows(user_logits, len(prompt), device)
-        weights = self.weights(user_logits)
+        weights = self._simplex(user_logits)
         if weights.dim() == 1:
             weights = weights.expand(prompt.shape[0], -1)
         return self.scorer.reward(weights, prompt, response)
@@ -211,7 +228,7 @@ class PALModel(nn.Module):
 
     def margin(self, user_logits: torch.Tensor, terms: PairTerms) -> torch.Tensor:
         """r(chosen) - r(rejected) for N comparisons; user_logits (K,) or (N, K) -> (N,)."""
-        weights = self.weights(user_logits)
+        weights = self._simplex(user_logits)
         if weights.dim() == 1:
             weights = weights.expand(terms.pull.shape[0], -1)
         return self.scorer.margin(terms, weights)
@@ -240,4 +257,4 @@ class PALModel(nn.Module):
         if prompt is not None:
             (prompt,) = comparison_rows(self.config.input_dim, device, prompt=prompt)
         rows = self._user_rows(user_logits, len(prompt) if prompt is not None else None, device)
-        return self.scorer.ideal_points(self.weights(rows), prompt)
+        return self.scorer.ideal_points(self._simplex(rows), prompt)

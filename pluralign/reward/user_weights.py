@@ -29,6 +29,13 @@ class UserRow(Base):
     version: int = 1
 
 
+def _user_id(user_id) -> str:
+    """`user_id` when it is a str; TypeError otherwise (the table's ids are str: JSON keys)."""
+    if not isinstance(user_id, str):
+        raise TypeError(f"`user_id` must be a str, got {type(user_id).__name__}")
+    return user_id
+
+
 class UserWeightsFile(Base):
     schema_version: int
     k: int
@@ -100,31 +107,33 @@ class UserWeights:
         self._prior = self._check(logits)
 
     def get(self, user_id: str) -> torch.Tensor | None:
-        row = self._rows.get(user_id)
+        """The user's logits (K,), or None for an unknown user. TypeError when `user_id` is not a str (as
+        `set`, which stores only str ids: `get(5)` said "unknown" of a user set as "5")."""
+        row = self._rows.get(_user_id(user_id))
         return torch.tensor(row.logits, dtype=torch.float32) if row is not None else None
 
     def lookup(self, user_id: str) -> tuple[torch.Tensor, bool]:
-        """(logits, is_prior): the user's logits, or the population prior when the user is unknown."""
+        """(logits, is_prior): the user's logits, or the population prior when the user is unknown.
+        TypeError when `user_id` is not a str (`lookup(5)` gave the prior for a user set as "5")."""
         logits = self.get(user_id)
         return (self.prior(), True) if logits is None else (logits, False)
 
     def version(self, user_id: str) -> int:
-        """The row's version; 0 for an unknown user."""
-        row = self._rows.get(user_id)
+        """The row's version; 0 for an unknown user. TypeError when `user_id` is not a str."""
+        row = self._rows.get(_user_id(user_id))
         return row.version if row is not None else 0
 
     def set(self, user_id: str, logits: torch.Tensor) -> int:
         """Store a user's logits (K,) (tensor or numpy, any real dtype); returns the row's new version.
         Raises ValueError naming the user when they are not K finite numbers ((K,), or one row (1, K)),
         TypeError when `user_id` is not a str (saved as JSON, another type would come back as text)."""
-        if not isinstance(user_id, str):
-            raise TypeError(f"`user_id` must be a str, got {type(user_id).__name__}")
         version = self.version(user_id) + 1
         self._rows[user_id] = UserRow(logits=self._check(logits, f"`logits` of {user_id!r}").tolist(), version=version)
         return version
 
     def remove(self, user_id: str) -> bool:
-        return self._rows.pop(user_id, None) is not None
+        """Drop the user's row; whether there was one. TypeError when `user_id` is not a str."""
+        return self._rows.pop(_user_id(user_id), None) is not None
 
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
         for user_id, row in self._rows.items():
@@ -135,7 +144,8 @@ class UserWeights:
 
     def stack(self, users: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits for many users (U, K), the prior where unknown, and a mask (U,) of who fell back.
-        TypeError when `users` is one string (not a list of user ids: each letter would be a user)."""
+        TypeError when `users` is one string (not a list of user ids: each letter would be a user) or
+        holds an id that is not a str (`get`)."""
         if isinstance(users, str | bytes):
             raise TypeError(f"`users` must be a list of user ids, not one {type(users).__name__}: stack([{users!r}])")
         found = [self.lookup(u) for u in users]

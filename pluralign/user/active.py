@@ -79,15 +79,43 @@ def _entropy_bits(p: np.ndarray) -> np.ndarray:
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 
+def _finite(name: str, value: np.ndarray) -> np.ndarray:
+    """`value` when every element is a finite number; else a ValueError naming `name` (a NaN gave NaN bits, which
+    `np.argmax` takes as the largest: a question chosen on nothing, shown with `bits` NaN)."""
+    if not np.isfinite(value).all():
+        raise ValueError(f"`{name}` is not finite (NaN or inf)")
+    return value
+
+
+def _probabilities(name: str, value) -> np.ndarray:
+    """`value` as float64 when it is finite probabilities in [0, 1]; else a ValueError naming `name`."""
+    value = np.asarray(value, np.float64)
+    if not ((value >= 0) & (value <= 1)).all():  # False for NaN too
+        bad = value[~((value >= 0) & (value <= 1))].flat[0]
+        raise ValueError(f"`{name}` must be probabilities in [0, 1]: it holds {float(bad)}")
+    return value
+
+
+def _distribution(name: str, value) -> np.ndarray:
+    """`value` as float64 when it is finite weights >= 0 summing to 1 (within 1e-6); else a ValueError naming `name`."""
+    value = np.asarray(value, np.float64)
+    if not (value >= 0).all() or not np.isfinite(value).all() or abs(float(value.sum()) - 1.0) > 1e-6:
+        raise ValueError(f"`{name}` must be weights >= 0 summing to 1, got sum {float(value.sum()):.6g} ({value.size} weights)")
+    return value
+
+
 def pair_information(diff: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """Expected information gain, in bits, of asking the user to compare each pair.
 
     diff (P, D): x_a - x_b for each pair (the sign does not matter); mean (D,) and cov (D, D): the
-    user's Gaussian posterior. Returns (P,) values in [0, 1]. Raises ValueError on mismatched shapes."""
+    user's Gaussian posterior. Returns (P,) values in [0, 1]. Raises ValueError on mismatched shapes
+    and naming `diff`, `mean` or `cov` when it holds NaN or inf."""
     diff = np.atleast_2d(np.asarray(diff, np.float64))
     mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
     if diff.shape[1] != mean.shape[0] or cov.shape != (mean.shape[0], mean.shape[0]):
         raise ValueError(f"pairs {diff.shape}, mean {mean.shape} and cov {cov.shape} do not agree")
+    for name, value in (("diff", diff), ("mean", mean), ("cov", cov)):
+        _finite(name, value)
     mu = (diff @ mean) * _PROBIT  # (P,) the margin's posterior mean, on the probit scale
     var = np.maximum(np.einsum("pd,de,pe->p", diff, cov, diff), 0.0) * _PROBIT**2  # (P,) its variance
     marginal = _entropy_bits(ndtr(mu / np.sqrt(1.0 + var)))  # H of the predictive P(a beats b)
@@ -98,10 +126,13 @@ def pair_information(diff: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> np.
 def posterior_samples(mean: np.ndarray, cov: np.ndarray, samples: int = SAMPLES, seed: int = 0) -> np.ndarray:
     """(S, D) draws from N(mean (D,), cov (D, D)), from a fixed generator (`seed`). A covariance that
     is not numerically positive definite gets a small diagonal jitter. Raises ValueError on
-    mismatched shapes."""
+    mismatched shapes, naming `mean` or `cov` when it holds NaN or inf, and when the covariance is
+    not positive definite even with the jitter."""
     mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
     if cov.shape != (mean.shape[0], mean.shape[0]):
         raise ValueError(f"mean {mean.shape} and cov {cov.shape} do not agree")
+    _finite("mean", mean)
+    _finite("cov", cov)
     jitter = 0.0
     for _ in range(6):
         try:
@@ -169,9 +200,11 @@ def sample_predictive_information(p: np.ndarray, q: np.ndarray, weights: np.ndar
     """EPIG from S (weighted) posterior samples' predictives: p (S, P) and q (S, T), each sample's
     probability that the first answer of each candidate and target comparison wins; weights (S,)
     summing to 1 (None: equal), e.g. samples reweighted by an answer not yet given, to plan a
-    question ahead. Returns (P,) bits, averaged over the T targets, in [0, 1]."""
-    p, q = np.atleast_2d(np.asarray(p, np.float64)), np.atleast_2d(np.asarray(q, np.float64))
-    w = np.full(len(p), 1.0 / len(p)) if weights is None else np.asarray(weights, np.float64)
+    question ahead. Returns (P,) bits, averaged over the T targets, in [0, 1]. Raises ValueError on
+    mismatched shapes, naming `p` or `q` when they are not probabilities and `weights` when they are
+    not >= 0 summing to 1 (weights of sum 4 gave 1 bit for every candidate)."""
+    p, q = np.atleast_2d(_probabilities("p", p)), np.atleast_2d(_probabilities("q", q))
+    w = np.full(len(p), 1.0 / len(p)) if weights is None else _distribution("weights", weights)
     if q.shape[0] != len(p) or w.shape != (len(p),):
         raise ValueError(f"predictives {p.shape} and {q.shape} and weights {w.shape} do not agree")
     both = (p * w[:, None]).T @ q  # (P, T) P(y = 1, y* = 1)
@@ -227,8 +260,11 @@ def group_information(prob: np.ndarray, weights: np.ndarray, groups: np.ndarray)
     not the hypothesis itself (the setting of Golovin, Krause and Ray, "Near-Optimal Bayesian Active
     Learning with Noisy Observations", NeurIPS 2010). With every user their own group it is BALD
     over the users. prob (P, U): `particle_predictive`; weights (U,) summing to 1; groups (U,) ints.
-    Returns (P,) values in [0, 1]. Raises ValueError on mismatched shapes."""
-    prob, weights, groups = np.atleast_2d(np.asarray(prob, np.float64)), np.asarray(weights, np.float64), np.asarray(groups)
+    Returns (P,) values in [0, 1]. Raises ValueError on mismatched shapes, naming `prob` when it is
+    not probabilities and `weights` when they are not >= 0 summing to 1 (weights (2, 3, 5) gave 0 bits
+    for every comparison: no question worth asking)."""
+    prob, groups = np.atleast_2d(_probabilities("prob", prob)), np.asarray(groups)
+    weights = _distribution("weights", weights)
     if prob.shape[1] != len(weights) or len(groups) != len(weights):
         raise ValueError(f"predictive {prob.shape}, weights {weights.shape} and groups {groups.shape} do not agree")
     expected = np.zeros(len(prob))
@@ -246,8 +282,11 @@ def select_by_group(prob: np.ndarray, groups: np.ndarray, k: int) -> list[int]:
     rejected), one at a time, each the one with the most `group_information` under the posterior
     over the U known users given the answers chosen before (uniform prior, Bayes' rule with the
     predictive as likelihood). Returns the min(k, P) distinct indices in the order chosen. Raises
-    ValueError on mismatched shapes."""
-    prob = np.atleast_2d(np.asarray(prob, np.float64))
+    ValueError on mismatched shapes, naming `prob` when it is not probabilities, and `k` when it is
+    not a whole number >= 0 (as `select_active`)."""
+    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"`k` must be a whole number >= 0, got {k!r}")
+    prob = np.atleast_2d(_probabilities("prob", prob))
     weights = np.full(prob.shape[1], 1.0 / prob.shape[1])
     chosen: list[int] = []
     left = np.ones(len(prob), bool)
@@ -271,10 +310,11 @@ def particle_posterior(prob_observed: np.ndarray, prob_tied: np.ndarray | None =
     a user who could not tell the two answers apart (p = 1/2), near 0 for one sure of either. So a
     user who answers "no preference" moves towards the known users who are indifferent there,
     where without it a tie told the questionnaire nothing and it asked the same kind of question
-    again. Raises ValueError when the two do not name the same U users."""
-    logp = np.log(np.clip(np.atleast_2d(np.asarray(prob_observed, np.float64)), 1e-12, 1.0)).sum(0)
+    again. Raises ValueError when the two do not name the same U users, and naming either when it is
+    not probabilities in [0, 1] (a NaN made every weight NaN; 3.0 was taken as a likelihood)."""
+    logp = np.log(np.clip(np.atleast_2d(_probabilities("prob_observed", prob_observed)), 1e-12, 1.0)).sum(0)
     if prob_tied is not None and len(prob_tied):
-        tied = np.clip(np.atleast_2d(np.asarray(prob_tied, np.float64)), 1e-12, 1 - 1e-12)
+        tied = np.clip(np.atleast_2d(_probabilities("prob_tied", prob_tied)), 1e-12, 1 - 1e-12)
         if tied.shape[1] != logp.shape[0]:
             raise ValueError(f"observed {np.shape(prob_observed)} and tied {tied.shape} name different known users")
         logp = logp + np.log(2.0 * np.sqrt(tied * (1.0 - tied))).sum(0)

@@ -125,7 +125,13 @@ class UserState(Base, kw_only=True):
         return np.asarray(self.cov, np.float64).reshape(d, d)
 
     def coefficient(self, name: str) -> tuple[float, float]:
-        """(posterior mean, posterior standard deviation) of one named coefficient."""
+        """(posterior mean, posterior standard deviation) of one named coefficient (`names`: "length",
+        "prototype_0", "latent_3", ...). Raises ValueError naming `name` and the names there are when the
+        state has no such coefficient (was list.index's "'x' is not in list")."""
+        if name not in self.names:
+            latent = sum(n.startswith("latent_") for n in self.names)
+            shown = ", ".join([n for n in self.names if not n.startswith("latent_")] + ([f"latent_0 .. latent_{latent - 1}"] if latent else []))
+            raise ValueError(f"no coefficient named {name!r} in this state; it has {shown}")
         i = self.names.index(name)
         return float(self.mean[i]), float(np.sqrt(max(self.cov_array()[i, i], 0.0)))
 
@@ -142,6 +148,23 @@ _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(UserState)
 
 
+def _check_prior(prior_mean: np.ndarray, prec: np.ndarray) -> None:
+    """ValueError naming `prior_mean` or `prior_precision` (D,) or (D, D) when they are not finite, or the
+    precision is no Gaussian's."""
+    for name, value in (("prior_mean", prior_mean), ("prior_precision", prec)):
+        if not np.isfinite(value).all():
+            raise ValueError(f"`{name}` is not finite (NaN or inf)")
+    if prec.ndim == 1:
+        if (prec <= 0).any():
+            i = int(np.flatnonzero(prec <= 0)[0])
+            raise ValueError(f"`prior_precision` must be > 0 (the inverse of a prior variance): element {i} is {float(prec[i])}")
+        return
+    try:
+        np.linalg.cholesky((prec + prec.T) / 2)
+    except np.linalg.LinAlgError:
+        raise ValueError("`prior_precision` (D, D) is not positive definite: not the inverse of a covariance") from None
+
+
 def fit_posterior(
     design: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray, steps: int = 25, tol: float = 1e-8
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -152,7 +175,12 @@ def fit_posterior(
     population's spread). Returns the posterior mode (D,) and covariance (D, D) = inverse Hessian of
     the negative log posterior at the mode. Newton's method on a strictly convex objective, with
     step halving as a safeguard. Raises ValueError naming the argument that is not of these shapes
-    or holds NaN or inf (on a NaN design no step is taken and the prior would come back as a fit)."""
+    or holds NaN or inf (on a NaN design no step is taken and the prior would come back as a fit),
+    `prior_precision` when it is not a Gaussian's (a variance's inverse > 0 on the diagonal; a full one
+    positive definite: a negative precision made the objective concave and came back as a
+    "covariance" with negative variances), and `steps` when it is not a whole number >= 0."""
+    if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"`steps` must be a whole number >= 0 (Newton steps), got {steps!r}")
     design = np.asarray(design, np.float64)
     if design.ndim != 2:
         raise ValueError(f"`design` has shape {design.shape}, expected (N, D)")
@@ -166,9 +194,7 @@ def fit_posterior(
     bad = ~np.isfinite(design).all(-1)
     if bad.any():
         raise ValueError(f"`design` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
-    for name, value in (("prior_mean", prior_mean), ("prior_precision", prec)):
-        if not np.isfinite(value).all():
-            raise ValueError(f"`{name}` is not finite (NaN or inf)")
+    _check_prior(prior_mean, prec)
     beta = prior_mean.copy()
     prec = np.diag(prec) if prec.ndim == 1 else prec
 
@@ -308,7 +334,12 @@ class UserModel:
     ) -> Candidates:
         """prompt (N, d) or (d,), response (N, d), and the answers' texts N (or their named features
         (N, F) already computed) -> their coordinates. Raises ValueError on mismatched lengths, and
-        naming `prompt` or `response` when they are not of the model's width or not finite."""
+        naming `prompt` or `response` when they are not of the model's width or not finite, and `named`
+        when it is not (N, F) finite numbers; TypeError when neither `texts` nor `named` is given (the
+        named features are read from one of them) or `texts` is one str."""
+        if texts is None and named is None:
+            raise TypeError("candidates: give the answers' `texts` (N strings) or their `named` features (N, F): "
+                            "the user model reads the named features from one of them")
         dim, device = self.base.input_dim, self.base.device()
         (response_t,) = comparison_rows(dim, device, response=response)
         prompt = np.asarray(prompt.detach().cpu() if isinstance(prompt, torch.Tensor) else prompt)
@@ -320,6 +351,9 @@ class UserModel:
         named = response_features(texts_of("texts", texts)) if named is None else np.asarray(named, np.float64)
         if len(named) != len(response_t):
             raise ValueError(f"{len(named)} texts for {len(response_t)} response vectors")
+        if named.shape != (len(response_t), len(FEATURE_NAMES)) or not np.isfinite(named).all():
+            raise ValueError(f"`named` has shape {named.shape}: the answers' named features are ({len(response_t)}, "
+                             f"{len(FEATURE_NAMES)}) finite numbers (`pluralign.user.features.response_features`)")
         coords = self.base.coordinates(prompt_t, response_t).double().cpu().numpy()
         return Candidates(x=self._split(coords, named))
 

@@ -18,7 +18,9 @@ is removed, with its write-ahead log, rather than kept: it is only a cache (remo
 embed again), and a copy set aside would keep the deleted users' vectors on disk; the purges owed by it are then done
 (before, the owed count stayed above 0 for ever, and the WARNING said to look for a process holding it). A purge's file
 that cannot be read or decoded has lost its keys: the caches it may be owed by are emptied instead (`EmbeddingCache.clear`,
-every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever).
+every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever). A file a later
+release wrote (after going back to this one) is left for that release, and counted: this one cannot tell what it owes,
+so it empties the caches it may be owed by, as for one that cannot be read, once a file (`OwedVectors.retry`).
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ OWED_FOLDER = "vectors-owed"  # under the data folder: the keys (32 bytes each) 
 OWED_WARN_S = 600.0
 
 Left = list[tuple[str, Path | None, Exception]]
-OWED_VERSION = 1  # of `OwedPurge`, the `*.owed` files; `*.keys` files (raw 32-byte keys, owed by every cache) came before
+# of `OwedPurge`, the `*.owed` files; `*.keys` files (raw 32-byte keys, owed by every cache) came before. A later version
+# keeps `version` a top-level number: an earlier release leaves its files as they are (`OwedVectors.retry`)
+OWED_VERSION = 1
 
 
 class OwedPurge(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,8 +73,15 @@ class OwedPurge(msgspec.Struct, forbid_unknown_fields=True):
     keys: list[bytes]
 
 
+class _OwedVersion(msgspec.Struct):
+    """The version of a `*.owed` file, whatever else it holds (a later release's may hold fields this one does not know)."""
+
+    version: int
+
+
 _OWED_ENCODER = msgspec.json.Encoder()
 _OWED_DECODER = msgspec.json.Decoder(OwedPurge)
+_OWED_VERSION_DECODER = msgspec.json.Decoder(_OwedVersion)
 
 
 def _caches() -> list[tuple[str, Path]]:
@@ -124,6 +135,7 @@ class OwedVectors:
         self.wait_s = wait_s
         self._lock = threading.Lock()  # a file is read by `retry` only once written whole
         self._warned_at = -OWED_WARN_S  # time.monotonic() of the last WARNING of a purge owed for long
+        self._later_done: set[Path] = set()  # the files a later release wrote whose caches this process emptied
 
     def _files(self) -> list[Path]:
         return sorted([*self.folder.glob("*.keys"), *self.folder.glob("*.owed")]) if self.folder.is_dir() else []
@@ -166,12 +178,20 @@ class OwedVectors:
         """Try the owed purges again, each cache once with the keys of every purge it owes (a cache still busy is waited
         for once a pass, `wait_s`, not once an owed purge: each job's exit runs a pass, twice, under the job runner's
         lock). A damaged cache is removed (`_discard`), which completes what it owed; the caches a file that cannot be
-        read may be owed by are emptied (its keys are lost). Each file goes once every cache it names let its keys go.
-        Returns the purges still owed."""
+        read may be owed by are emptied (its keys are lost). Each file goes once every cache it names let its keys go. A
+        file a later release wrote (`version` above `OWED_VERSION`) is left as it is, for that release, and the caches it
+        may be owed by are emptied, once a file (`_done_for_later`): this one cannot tell which vectors it names, and the
+        users it names were told their DELETE was done (until review owed47 the caches were kept, the vectors with them,
+        for as long as this release ran). Returns the purges still owed, a later release's among them."""
         with self._lock:
             files = self._files()
-        purges = [(path, *read) for path in files if (read := self._read(path)) is not None]
-        owed_by: dict[Path, set[bytes] | None] = {}  # the keys each cache owes; None: every vector (keys lost)
+        read = [(path, self._read(path)) for path in files]
+        later = {path: found for path, found in read if isinstance(found, int)}  # a later release's: its version
+        purges = [(path, *found) for path, found in read if isinstance(found, tuple)]
+        # the keys each cache owes; None: every vector (keys lost, or a later release's file not done here yet)
+        owed_by: dict[Path, set[bytes] | None] = {}
+        if set(later) - self._later_done:
+            owed_by = dict.fromkeys((cache for _, cache in _caches()), None)
         for _, caches, keys in purges:
             for cache in caches:
                 if keys is None or (cache in owed_by and owed_by[cache] is None):
@@ -183,23 +203,29 @@ class OwedVectors:
         for path, caches, keys in purges:
             if path not in still and not self._remove(path, caches, keys):
                 still.append(path)
+        self._done_for_later(later, failed)
         if failed:
             self._say_still_owed(still, [(_cache_name(cache), cache, exc) for cache, exc in failed.items()])
-        return len(still)
+        return len(still) + len(later)
 
-    def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None] | None:
+    def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None] | int | None:
         """(the caches, the keys) of the owed purge at `path`; keys None when it cannot be read or decoded (then it may
         be owed by any cache); None when it is gone (another pass, here or another replica's, did it since the listing:
         its keys were not lost, and emptying the caches for it would cost every tenant's next job its embeddings). An
         entry still there that reads as missing (a symbolic link to nothing) has lost its keys: unreadable, not gone
-        (skipped, it stayed counted by `owed` for ever while `retry` said nothing was owed)."""
+        (skipped, it stayed counted by `owed` for ever while `retry` said nothing was owed). Its version (an int) for a
+        file a later release wrote (until session 47 it was taken for one that cannot be read: both caches emptied, and
+        the file removed before that release could do it)."""
         try:
             data = path.read_bytes()
             if path.suffix == ".keys":  # before session 46: raw keys, owed by every cache
                 return [cache for _, cache in _caches()], [data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)]
+            version = _OWED_VERSION_DECODER.decode(data).version
+            if version > OWED_VERSION:
+                return version
+            if version != OWED_VERSION:
+                raise ValueError(f"version {version}, this release writes and reads {OWED_VERSION}")
             purge = _OWED_DECODER.decode(data)
-            if purge.version != OWED_VERSION:
-                raise ValueError(f"version {purge.version}, this release writes and reads {OWED_VERSION}")
             return [Path(cache) for cache in purge.caches], purge.keys
         except (OSError, ValueError, msgspec.DecodeError) as exc:  # its permissions changed, a disk error, cut short
             if isinstance(exc, FileNotFoundError) and not os.path.lexists(path):  # gone; a link to nothing is still there
@@ -242,6 +268,22 @@ class OwedVectors:
                     "it needs (once slower); nothing else is lost. Damaged again soon: check the disk it is on",
                     _cache_name(cache), cache, damage)
         return None
+
+    def _done_for_later(self, later: dict[Path, int], failed: dict[Path, Exception]) -> None:
+        """Note the files a later release wrote (`later`: path -> version) as done here once this pass emptied the caches
+        they may be owed by (none `failed`: else the next pass tries again), said at WARNING once a file."""
+        if any(cache in failed for _, cache in _caches()):
+            return
+        for path, version in later.items():
+            if path in self._later_done:
+                continue
+            self._later_done.add(path)
+            log.warning("an owed purge of deleted users' vectors (%s) was written by a later release of pluralign (version %d; "
+                        "this one reads %d and cannot tell which vectors it names): the caches it may be owed by (%s) were "
+                        "emptied instead (only caches: the next job embeds again what it needs). It is left as it is, and "
+                        "counted, for that release; staying on this one, remove it (each start empties the caches again while "
+                        "it is there; docs/operations.md, 'Going back to an earlier version')", path, version, OWED_VERSION,
+                        ", ".join(str(cache) for _, cache in _caches()) or "none here")
 
     @staticmethod
     def _remove(path: Path, caches: list[Path], keys: list[bytes] | None) -> bool:

@@ -5,6 +5,7 @@ with the tables in a local folder, and on an S3-compatible server (moto on loopb
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -16,46 +17,53 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import on_a_free_port, wait_listening
 from tests.service.tiny import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+_STARTS = itertools.count()
 
 
 class ServeProcess:
     """`pluralign serve` in a process of its own; `code`: Python run instead of `-m training.cli` (it
     gets the same `serve ...` arguments; a test patches something in it, then calls `training.cli.main`).
-    `port_from_env`: the port is given as PORT (as the image and the Kubernetes manifest give it), not --port."""
+    `port_from_env`: the port is given as PORT (as the image and the Kubernetes manifest give it), not --port.
+
+    The child listens on a port it chooses (`--port 0`), read off its own listening socket once it is there
+    (`tests.processes.wait_listening`); `port` and `url` are set once it answers /health (None with `wait=False`). PORT
+    cannot be 0: a port found free is given, only the child's own socket on it counts, and a start that finds it taken
+    is made again on another (`tests.processes.on_a_free_port`). Until session 47 a port found free was given to the
+    child, and another process (an xdist worker's server or client) could take it before the child bound it, seconds
+    later: the child failed, or, with that other server answering /health, the test went on talking to it."""
 
     def __init__(self, data_dir: Path, generator_dir: Path | str, pal_dir: Path, code: str | None = None, cwd: Path = ROOT,
                  wait: bool = True, port_from_env: bool = False, **extra_env: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir.parent / f"serve-{self.port}.log"
+        self.port: int | None = None
+        self.url: str | None = None
+        self.log = data_dir.parent / f"serve-{os.getpid()}-{next(_STARTS)}.log"
         env = {
             **os.environ, "PLURALIGN_DATA_DIR": str(data_dir), "PLURALIGN_GENERATOR": str(generator_dir),
             "PLURALIGN_PAL_DIR": str(pal_dir), "PLURALIGN_MAX_TOKENS": "12", "HF_HUB_OFFLINE": "1",
             "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra_env,
         }
         env.pop("PORT", None)
-        listen = ["--host", "127.0.0.1"] + ([] if port_from_env else ["--port", str(self.port)])
-        if port_from_env:
-            env["PORT"] = str(self.port)
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, *(["-c", code] if code else ["-m", "training.cli"]), "serve", *listen, "--log-level", "warning"],
-                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )
+
+        def start(port: int) -> subprocess.Popen:  # PORT=port, as the image gives it; 0: --port 0
+            listen = ["--host", "127.0.0.1"] + ([] if port else ["--port", "0"])
+            with open(self.log, "wb") as out:
+                return subprocess.Popen(
+                    [sys.executable, *(["-c", code] if code else ["-m", "training.cli"]), "serve", *listen, "--log-level", "warning"],
+                    cwd=cwd, env={**env, "PORT": str(port)} if port else env, stdout=out, stderr=subprocess.STDOUT,
+                )
+
         if not wait:  # the caller reads the log itself
-            return
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("serve did not become healthy:\n" + self.log.read_text())
+            self.proc = start(free_port() if port_from_env else 0)
+        elif port_from_env:
+            self.proc, self.port = on_a_free_port(start, self.log, timeout=120)
+        else:
+            self.proc = start(0)
+            self.port = wait_listening(self.proc, self.log, timeout=120)
+        self.url = f"http://127.0.0.1:{self.port}" if self.port else None
 
     def dev_key(self) -> str | None:
         found = re.search(r"development API key .*: (pk-\S+)", self.log.read_text())

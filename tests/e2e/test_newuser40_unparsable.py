@@ -134,6 +134,32 @@ def test_a_head_past_the_limit_is_a_431_naming_headers_and_one_within_it_is_read
     assert httpx.get(served.url + "/health").status_code == 200
 
 
+
+def test_a_head_past_the_limit_whose_end_comes_in_one_read_is_a_431(served):
+    """Session trial47a: the head was counted before each read was parsed and the count reset once the parser saw the
+    head end, so a head whose last bytes came in one read with its end was never measured past the limit: 140,000 bytes
+    of headers sent by httpx (one header of 140 KB) were answered 200, and a head of up to MAX_HEAD_BYTES plus one read
+    (256 KiB) was served. Here 120,000 bytes (within the limit, no end), then the last 15,000 and the end."""
+    pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + pad * 134 + b"\r\n"  # 134,986 bytes
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(head[:120_000])
+        time.sleep(0.1)  # read by the server (if not, the test still fails before the fix: the end came in that read)
+        sock.sendall(head[120_000:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer, "no answer"
+    status = int(answer.split(b" ", 2)[1])
+    if served.parser == "h11":  # past its own 16 KiB
+        assert status == 400, answer[:300]
+        return
+    assert status == 431, answer[:300]
+    assert b'"param":"headers"' in answer and b'"code":"headers_too_large"' in answer, answer[-300:]
+    assert raw(served, head[: -2 - len(pad) * 60] + b"\r\n").status_code == 401  # 74 KB of the same headers: read by the app
+    error = assert_json_400(raw(served, b"GET /v1/models?q=" + b"a" * 140_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert error["param"] == "url", error  # a URL past the parser's limit is still named as such, whatever its head's size
+
 def test_trailers_past_the_head_limit_are_a_431_naming_headers(served):
     """Review session 42: the head cap counted bytes only until the head ended, but httptools hands a chunked body's
     trailers to uvicorn's `on_header`, which keeps each in the request's header list: 8 MB of trailers after a
@@ -150,6 +176,30 @@ def test_trailers_past_the_head_limit_are_a_431_naming_headers(served):
     within = raw(served, head + b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nkey=x\r\n0\r\n" + pad * 4 + b"\r\n")
     assert within.status_code == 401, (within.status_code, within.text[:300])  # trailers read, the form answered
 
+
+
+def test_trailers_past_the_limit_whose_end_comes_in_one_read_are_a_431(served):
+    """Session trial47a: as a head's, trailers were counted after each read was parsed, and the read that ended the
+    message was not counted, so 134 KB of trailers whose last 15 KB came with their end were read and the form
+    answered (401). They are the 431 now; 74 KB of them are still read."""
+    pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    head = b"POST /admin/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n"
+    request = head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nkey=x\r\n0\r\n" + pad * 134 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(request[:120_000])
+        time.sleep(0.1)  # read by the server (if not, the test still fails before the fix: the end came in that read)
+        sock.sendall(request[120_000:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer, "no answer"
+    status = int(answer.split(b" ", 2)[1])
+    if served.parser == "h11":  # past its own 16 KiB
+        assert status == 400, answer[:300]
+        return
+    assert status == 431, answer[:300]
+    assert b'"param":"headers"' in answer and b'"code":"headers_too_large"' in answer, answer[-300:]
+    assert raw(served, request[: -2 - len(pad) * 60] + b"\r\n").status_code == 401  # 74 KB of trailers: read, the form answered
 
 def test_the_log_line_of_the_parser_s_400_names_its_own_request_id_once(served):
     """Review session 40: under h11, a malformed request pipelined behind a good one is parsed when the good one's

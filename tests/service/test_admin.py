@@ -49,6 +49,23 @@ def test_admin_routes_refuse_tenant_keys_and_missing_keys(svc):
         assert admin.post("/v1/feedback", json={"type": "comparison", "user": "x", "prompt": "p", "chosen": "a", "rejected": "b"}).status_code == 403
 
 
+
+def test_an_admin_routes_errors_point_to_the_admin_doc(svc):
+    """Session trial47a: an admin's job sent with `tenant` beside `kind` (it goes in `params`), or a path no admin
+    route has, was told "docs/api.md lists the fields this API takes" / "... lists the routes": docs/api.md does not
+    list them, docs/admin.md does. A /v1 request's errors still point to docs/api.md."""
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": "audit", "tenant": "acme", "params": {"group_by": "segment"}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "tenant", r.text
+        assert r.json()["error"]["message"] == "`tenant`: unknown field (docs/admin.md lists the fields this API takes)", r.text
+        r = admin.get("/admin/nope")
+        assert r.json()["error"]["message"] == "no route `GET /admin/nope`: docs/admin.md lists the routes", r.text
+        r = admin.get("/admin/jbos")
+        assert r.json()["error"]["message"] == "no route `GET /admin/jbos`: did you mean `GET /admin/jobs`? (docs/admin.md lists the routes)", r.text
+    with svc.client("acme") as tenant:
+        r = tenant.post("/v1/feedback", json={"type": "comparison", "user": "x", "prompt": "p", "chosen": "a", "rejected": "b", "foo": 1})
+        assert r.json()["error"]["message"] == "`foo`: unknown field (docs/api.md lists the fields this API takes)", r.text
+
 def test_an_unknown_job_id_is_repeated_escaped_as_other_errors_repeat_values(svc):
     """Before: the 404 said `no job ` and then the id's characters as sent, a right-to-left override (U+202E)
     included, which turns the rest of the message (and the log line, the terminal) around; every other error

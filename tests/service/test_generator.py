@@ -135,3 +135,43 @@ def test_rerank_orders_by_reward_and_keeps_ties_stable():
     candidates = np.array([[0, 1, 0], [3, 0, 0], [0, 1, 0]], np.float32)
     ranked = rerank(lambda p, r: r[:, 0] + r[:, 1], prompt, candidates)
     assert ranked.order == [1, 0, 2] and ranked.best == 1 and ranked.scores == [1.0, 3.0, 1.0]
+
+
+def test_a_streamed_answer_cut_by_a_stop_string_is_the_plain_answer(generator):
+    """A stop string that spans tokens and follows a space: the stream held back only the stop's length
+    less one character, so the space before the stop went out before the stop was seen, and the streamed
+    text ended in a space the plain answer (and the stored one) has not (SmolLM2, `stop: "social,"`:
+    streamed 'Cats are intelligent, ', answered 'Cats are intelligent,')."""
+    greedy, _ = generator.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=24, temperature=0))
+    text = greedy[0].text
+    starts = [i for i in range(1, len(text) - 3) if text[i - 1] == " " and not text[i].isspace()]
+    stops = {text[i : i + 4] for i in starts if text.find(text[i : i + 4]) == i and text[i : i + 4].strip() == text[i : i + 4]}
+    assert len(stops) >= 3, text
+    for stop in sorted(stops):
+        sampling = Sampling(max_tokens=24, temperature=0, stop=(stop,))
+        (cut,), _ = generator.generate(MESSAGES, n=1, sampling=sampling)
+        *pieces, final = generator.stream(MESSAGES, sampling)
+        assert final.finish_reason == cut.finish_reason == "stop", stop
+        assert "".join(pieces) == final.text == cut.text, (stop, pieces)
+
+
+def test_a_stop_string_in_a_styles_opening_ends_the_answer_there(generator):
+    """OpenAI's `stop`: the returned text never holds a stop string. A style's opening is prefilled, not
+    generated, so the model's stop never saw it: with SmolLM2, `stop: "\\n"` answered
+    'Certainly. Consider the following:\\n- 3 days at ...' (the formal list's opening), `stop: "."` 'Yes. How ...'.
+    Cut at the stop instead, 3 of 4 answers to `stop: "."` were the opening's first word (`Certainly`, `Sure thing`):
+    a style whose opening holds a stop string is generated from its instruction alone."""
+    from pluralign.policy.styles import ALL_STYLES, AnswerStyle
+
+    styles = [*ALL_STYLES[:4], AnswerStyle("detailed", "list", "formal", "no")]
+    for stop in ("\n", ".", "!", "thing"):
+        sampling = Sampling(max_tokens=6, temperature=0, stop=(stop,))
+        candidates, _ = generator.generate_styled(MESSAGES, styles, sampling=sampling)
+        cut = [(c, s) for c, s in zip(candidates, styles, strict=True) if stop in s.opening]
+        assert cut, stop
+        for candidate in candidates:
+            assert stop not in candidate.text, (stop, candidate)
+            assert candidate.text == candidate.text.strip(), candidate
+        for candidate, style in cut:
+            # generated from the style's instruction alone, not its opening cut short (`Certainly`, `Sure`, a lead-in)
+            assert candidate.style == style.name and candidate.text != cut_at_stop(style.opening, (stop,))[0].strip(), (stop, candidate)

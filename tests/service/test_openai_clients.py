@@ -233,6 +233,22 @@ def test_litellm_with_user_in_extra_body(svc):
         litellm.completion(model="openai/pluralign", api_base=svc.url + "/v1", api_key=svc.keys["acme"], messages=HI, temperature=5)
 
 
+
+def test_a_litellm_stream_gives_the_response_id_as_its_chunks_id(svc):
+    """LiteLLM's stream of `n` >= 2 choices drops the `pluralign` object (with one it passes it on), so a LiteLLM app
+    streaming the choices it lets its user pick from never sees `pluralign.response_id` (nor `compare`); docs/api.md
+    says to send feedback with the chunks' `id`, which is the response id (every reply's `id` is its response id)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
+    litellm = pytest.importorskip("litellm")
+
+    chunks = list(litellm.completion(model="openai/pluralign", api_base=svc.url + "/v1", api_key=svc.keys["acme"], messages=HI,
+                                     max_tokens=4, n=2, stream=True, extra_body={"user": "lisa"}))
+    assert not any("response_id" in str(chunk.model_dump()) for chunk in chunks)  # what makes the docs' advice needed
+    (response_id,) = {chunk.id for chunk in chunks}
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": response_id, "chosen_index": 1})
+        assert r.status_code == 201, r.text
+
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(tmp_path_factory.mktemp("limited"), tiny_generator_dir, tiny_pal_dir, minilm, tenant_requests_per_second=5)

@@ -71,3 +71,22 @@ def test_the_cli_reads_a_null_message_key_as_absent(hf, tmp_path):
     skipped = pluralign(tmp_path, "data", "stats", "--source", "jsonl", "--path", str(path), "--user", "ann", "--skip-bad", "--json")
     assert skipped.returncode == 0, skipped.stderr
     assert json.loads(skipped.stdout.strip().splitlines()[-1])["pairs"] == 1, skipped.stdout
+
+
+def test_a_row_without_attributes_in_a_datasets_file_imports_with_none(svc, hf, tmp_path):
+    """Session trial47a: `datasets` writes a row that has no `attributes`, beside rows that have some, as
+    `"attributes": null` (and a label only other rows have as `"group": null`, already read as no label); the
+    import refused the whole file, `line 2.attributes`: Expected `object`, got `null` (the CLI the same). A null
+    `attributes` is none now, as a null `tie` is no tie."""
+    rows = [{"prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee.", "attributes": {"group": "a"}},
+            {"prompt": "Cats or dogs?", "chosen": "Cats.", "rejected": "Dogs.", "attributes": None},
+            {"prompt": "Sea or hills?", "chosen": "Sea.", "rejected": "Hills.", "attributes": {}}]
+    path = tmp_path / "attributes.jsonl"
+    hf.run("datasets.Dataset.from_list(rows).to_json(path)", rows=rows, path=str(path))
+    body = path.read_bytes()
+    assert b'"attributes":null' in body and b'"attributes":{"group":null}' in body, body  # what makes it a test of this
+    with svc.client("acme") as c:
+        r = c.post("/v1/users/ola/import", content=body)
+        assert r.status_code == 201, r.text
+        stored = {row["prompt"]: row["attributes"] for row in c.get("/v1/users/ola/preferences").json()["data"]}
+    assert stored == {"Tea or coffee?": {"group": "a"}, "Cats or dogs?": {}, "Sea or hills?": {}}, stored

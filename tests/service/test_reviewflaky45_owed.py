@@ -4,6 +4,7 @@ it is free (review of session 45)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -30,11 +31,22 @@ def cache(tmp_path, monkeypatch):
     made.close()
 
 
+@contextlib.contextmanager
 def held(path):
-    """A job's worker stopped inside a write of the cache at `path` (its connection: `rollback()` and `close()` it)."""
+    """A job's worker stopped inside a write of the cache at `path` for the block's length (then it lets go)."""
     worker = sqlite3.connect(path, isolation_level=None)
     worker.execute("BEGIN IMMEDIATE")
-    return worker
+    try:
+        yield worker
+    finally:
+        worker.rollback()
+        worker.close()
+
+
+def write_owed(path, caches, keys) -> None:
+    """An owed purge of `keys` by the caches at `caches` at `path`, as this release writes one."""
+    path.write_bytes(vectors._OWED_ENCODER.encode(vectors.OwedPurge(version=vectors.OWED_VERSION, caches=list(map(str, caches)),
+                                                                     keys=keys)))
 
 
 def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purge(tmp_path, monkeypatch):
@@ -50,8 +62,6 @@ def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purg
     keys = [text_key(t) for texts in users for t in texts] + [text_key(t) for t in kept]
     cache.put("enc", keys, np.ones((len(keys), 4), np.float32))
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = sqlite3.connect(cache.path, isolation_level=None)  # a job's worker stopped inside a write
-    worker.execute("BEGIN IMMEDIATE")
     tries: list[int] = []
 
     class Counted(EmbeddingCache):
@@ -59,7 +69,7 @@ def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purg
             tries.append(len(keys))
             return super().forget_keys(keys)
 
-    try:
+    with held(cache.path):  # a job's worker stopped inside a write
         for texts in users:  # one DELETE each: owed, not warned of
             assert owed.forget([text_key(t) for t in texts]) == []
         assert owed.owed() == len(users)
@@ -67,9 +77,6 @@ def test_a_pass_over_many_owed_purges_waits_on_a_busy_cache_once_not_once_a_purg
         assert owed.retry() == len(users)  # still held: every purge still owed, none lost
         assert tries == [3 * len(users)], tries  # one purge of all their keys: one wait on the held cache
         assert owed.owed() == len(users)
-    finally:
-        worker.rollback()
-        worker.close()
     assert owed.retry() == 0  # free: all go at once
     assert owed.owed() == 0
     assert sorted(cache.get("enc", keys)) == sorted(text_key(t) for t in kept)
@@ -111,12 +118,8 @@ def test_a_damaged_cache_is_removed_so_the_purges_it_owes_are_done(cache, tmp_pa
     45). Now the damaged cache is removed with its write-ahead log (it is only a cache: a copy set aside would keep the
     deleted user's vectors), said once at WARNING, and the purges it owed are done."""
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         assert owed.forget([cache.gone]) == [] and owed.owed() == 1
-    finally:
-        worker.rollback()
-        worker.close()
     cache.put("enc", [text_key(f"text {i}") for i in range(300)], np.ones((300, 384), np.float32))  # pages to damage
     cache.close()
     if damage == "not a database":
@@ -149,15 +152,11 @@ def test_an_owed_purge_names_the_cache_it_is_owed_by(cache, tmp_path, caplog):
     home.parent.mkdir(parents=True)
     home.write_bytes(b"a damaged old cache")
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         left = owed.forget([cache.gone])
         assert [(name, path) for name, path, _ in left] == [(vectors.HOME_CACHE, home)]  # the DELETE's warning, as before
         (path,) = owed.folder.iterdir()
         assert json.loads(path.read_bytes())["caches"] == [str(cache.path)]
-    finally:
-        worker.rollback()
-        worker.close()
     with caplog.at_level(logging.DEBUG, "pluralign.service"):
         assert owed.retry() == 0 and owed.owed() == 0
     assert sorted(cache.get("enc", [cache.gone, cache.kept])) == [cache.kept]
@@ -175,8 +174,6 @@ def test_a_delete_while_purges_are_owed_does_not_wait_on_the_busy_cache_and_a_fr
     cache = EmbeddingCache(tmp_path / "cache" / "embeddings.sqlite")
     cache.put("enc", ann + bob + cid + kept, np.ones((8, 4), np.float32))
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = sqlite3.connect(cache.path, isolation_level=None)
-    worker.execute("BEGIN IMMEDIATE")
     waits: list[float] = []
 
     class Waited(EmbeddingCache):
@@ -187,14 +184,11 @@ def test_a_delete_while_purges_are_owed_does_not_wait_on_the_busy_cache_and_a_fr
             super().__init__(path, wait_s)
 
     monkeypatch.setattr(vectors, "EmbeddingCache", Waited)
-    try:
+    with held(cache.path):
         assert owed.forget(ann) == [] and owed.owed() == 1  # found busy after its wait: owed
         owed.wait_s = 3600.0  # as long as the worker stays stopped: a DELETE that waited would not answer
         assert owed.forget(bob) == [] and owed.owed() == 2  # owed at once, not waited for
         assert waits == [0.05, 0.0], waits
-    finally:
-        worker.rollback()
-        worker.close()
     owed.wait_s = 0.05
     assert owed.forget(cid) == [] and owed.owed() == 2  # the cache is free: purged at once, nothing more owed
     assert sorted(cache.get("enc", ann + bob + cid)) == sorted(ann + bob)
@@ -207,8 +201,7 @@ def test_a_pass_that_still_cannot_purge_one_owed_for_long_warns_once_a_while(cac
     """A purge owed for good (a worker hung forever) showed only at debug level. Now a pass that finds the oldest owed
     for over `OWED_WARN_S` says so at WARNING, naming the cache, and not again at the next pass (every job's exit)."""
     owed = OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05)
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         assert owed.forget([cache.gone]) == []
         with caplog.at_level(logging.DEBUG, "pluralign.service"):
             caplog.clear()
@@ -223,9 +216,6 @@ def test_a_pass_that_still_cannot_purge_one_owed_for_long_warns_once_a_while(cac
             caplog.clear()
             assert owed.retry() == 1
             assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []  # once a while, not once a pass
-    finally:
-        worker.rollback()
-        worker.close()
     assert owed.retry() == 0
 
 
@@ -248,16 +238,12 @@ def test_an_owed_purge_is_never_seen_half_written_by_another_replicas_pass(cache
             passes.append(other.retry())
         return fd
 
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         monkeypatch.setattr(files.os, "open", open_then_other_pass)
         assert this.forget([gone]) == []  # owed
         monkeypatch.setattr(files.os, "open", real_open)
         assert passes, "no file was opened in vectors-owed/"
         assert this.owed() == 1  # the purge is still owed, not lost to the other replica's pass
-    finally:
-        worker.rollback()
-        worker.close()
     assert other.retry() == 0
     assert sorted(cache.get("enc", [gone, kept])) == [kept]
 
@@ -270,12 +256,8 @@ def test_an_owed_purge_another_pass_finished_meanwhile_does_not_empty_the_caches
     the other pass: this one leaves the caches as they are and says nothing."""
     folder = tmp_path / "data" / "vectors-owed"
     this, other = OwedVectors(folder, wait_s=0.05), OwedVectors(folder, wait_s=0.05)  # two replicas (or two passes)
-    worker = held(cache.path)
-    try:
+    with held(cache.path):
         assert this.forget([cache.gone]) == [] and this.owed() == 1
-    finally:
-        worker.rollback()
-        worker.close()
     files = OwedVectors._files
 
     def listed_then_other_pass(self):  # the other pass runs between this one's listing and its read
@@ -328,3 +310,62 @@ def test_an_owed_purge_whose_entry_is_a_link_to_nothing_is_not_counted_for_ever(
     assert cache.get("enc", [cache.gone, cache.kept]) == {}  # its keys lost: emptied, as for a file that cannot be read
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "a.owed" in warned[0] and "emptied" in warned[0], warned
+
+
+def test_an_owed_purge_a_later_release_wrote_is_left_for_it_and_counted_its_caches_emptied_once(cache, tmp_path, caplog):
+    """A release rolled back to on a data folder where a later one owes purges: a `*.owed` file of a later `version`
+    (with a field this release does not know) was taken for one that cannot be read, so a pass emptied both caches
+    and removed the file, the owed count falling to 0 though the later release had not done it. Since owed47 it is left
+    as it is and counted, one WARNING a file. Until review owed47 the caches were kept too: the vectors of the users the
+    later release deleted stayed in them for as long as this release ran (their DELETEs had answered 200, with no
+    warning). Now the caches it may be owed by are emptied, as for a file whose keys are lost, once a file (not again
+    each pass: what jobs embed since is kept); a purge this release wrote beside it is still done."""
+    import json
+
+    folder = tmp_path / "data" / "vectors-owed"
+    folder.mkdir(parents=True)
+    later = {"version": vectors.OWED_VERSION + 1, "caches": [str(cache.path)], "keys": [], "owed_since": 1.7e9}
+    (folder / "later.owed").write_text(json.dumps(later))
+    mine = text_key("a user deleted under this release")
+    cache.put("enc", [mine], np.ones((1, 4), np.float32))
+    write_owed(folder / "mine.owed", [cache.path], [mine])
+    owed = OwedVectors(folder, wait_s=0.05)
+    with caplog.at_level(logging.WARNING, "pluralign.service"):
+        assert owed.retry() == 1 and owed.owed() == 1
+        assert cache.get("enc", [cache.gone, cache.kept, mine]) == {}  # the later release's deleted user's vectors gone
+        cache.put("enc", [cache.kept], np.ones((1, 4), np.float32))  # a job embeds again
+        assert owed.retry() == 1
+    assert [p.name for p in folder.iterdir()] == ["later.owed"] and json.loads((folder / "later.owed").read_text()) == later
+    assert sorted(cache.get("enc", [cache.kept])) == [cache.kept]  # emptied once, not again each pass
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "later.owed" in warned[0] and "later release" in warned[0] and "emptied" in warned[0], warned
+
+
+def test_a_damaged_cache_behind_a_link_is_removed_where_it_is_not_only_its_link(cache, tmp_path):
+    """The jobs' cache kept on another disk: PLURALIGN_CACHE_DIR's embeddings.sqlite is a symbolic link to it (SQLite
+    opens the file the link leads to and writes its logs beside that one, so a DELETE's purge through the link reaches
+    it). Found damaged by an owed pass, it was 'removed' by unlinking the link alone: the file, a deleted user's vector
+    in it and in its write-ahead log, stayed on disk, and no later purge could find it. Now the file the link leads to
+    goes, with its logs; the link stays, for the next job to make the cache again there."""
+    disk = tmp_path / "disk" / "embeddings.sqlite"
+    disk.parent.mkdir()
+    cache.close()
+    cache.path.rename(disk)
+    cache.path.symlink_to(disk)
+    cache.__init__(cache.path)
+    other = text_key("another deleted user's text")
+    cache.put("enc", [other], np.ones((1, 4), np.float32))
+    assert OwedVectors(tmp_path / "data" / "vectors-owed", wait_s=0.05).forget([other]) == []  # through the link
+    assert sorted(EmbeddingCache(disk).get("enc", [cache.gone, other, cache.kept])) == sorted([cache.gone, cache.kept])
+    cache.close()
+    disk.write_bytes(b"\x00" * 8192)  # damaged: not a database
+    disk.with_name(disk.name + "-wal").write_bytes(cache.gone * 64)
+    folder = tmp_path / "data" / "vectors-owed"
+    folder.mkdir(parents=True)
+    write_owed(folder / "a.owed", [cache.path], [cache.gone])
+    owed = OwedVectors(folder, wait_s=0.05)
+    assert owed.retry() == 0 and owed.owed() == 0
+    assert list(disk.parent.iterdir()) == []  # the file and its log, the deleted user's vector in both, gone
+    assert cache.path.is_symlink()  # the operator's link kept: the cache is made again on that disk
+    cache.__init__(cache.path)  # made again, empty, as the next job would (for the fixture's close)
+    assert disk.is_file() and cache.get("enc", [cache.gone, cache.kept]) == {}

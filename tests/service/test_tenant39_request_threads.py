@@ -23,6 +23,18 @@ MARKER = "tenant39-slow"
 SLOW_S = 1.0
 
 
+def asker(svc, tenant: str, user: str, marker: str, answers: list[int]):
+    """A thread's target: `i` -> `tenant`'s next-comparison for user `<user><i>` over one prompt whose texts hold
+    `marker` (what the test's encoder slows or holds), its status code appended to `answers`."""
+
+    def ask(i: int) -> None:
+        with svc.client(tenant) as client:
+            pool = [{"prompt": f"Question {marker} {i}?", "answers": [f"Yes {marker} {i}.", f"No, not at all {marker} {i}."]}]
+            answers.append(client.post(f"/v1/users/{user}{i}/next-comparison", json={"pool": pool}).status_code)
+
+    return ask
+
+
 class SlowEncoder:
     """The real encoder, except that texts holding MARKER take SLOW_S to embed (a heavy request); `lanes`:
     whom the encoder's turns took each slow call to be for (`pluralign.turns.caller`)."""
@@ -48,11 +60,7 @@ def test_a_tenants_burst_of_slow_requests_does_not_queue_another_tenants_request
     threads = min(32, (os.cpu_count() or 1) + 4)  # the request threads
     burst = 5 * threads  # ~5 s of acme's work queued at once
     answers: list[int] = []
-
-    def ask(i: int) -> None:
-        with svc.client("acme") as acme:
-            pool = [{"prompt": f"Question {MARKER} {i}?", "answers": [f"Yes {MARKER} {i}.", f"No, not at all {MARKER} {i}."]}]
-            answers.append(acme.post(f"/v1/users/slow{i}/next-comparison", json={"pool": pool}).status_code)
+    ask = asker(svc, "acme", "slow", MARKER, answers)
 
     with server, svc.client("globex") as globex:
         assert globex.get("/v1/users/nobody").status_code == 404  # warm
@@ -121,11 +129,7 @@ def test_a_tenant_on_the_request_threads_leaves_another_tenant_a_free_one(
     share = tenant_share(threads)
     assert share < threads  # globex alone goes past its share
     answers: list[int] = []
-
-    def ask(i: int) -> None:
-        with svc.client("globex") as globex:
-            pool = [{"prompt": f"Question {HOLD} {i}?", "answers": [f"Yes {HOLD} {i}.", f"No, not at all {HOLD} {i}."]}]
-            answers.append(globex.post(f"/v1/users/held{i}/next-comparison", json={"pool": pool}).status_code)
+    ask = asker(svc, "globex", "held", HOLD, answers)
 
     with server, svc.client("acme") as acme:
         askers = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(threads + 2)]

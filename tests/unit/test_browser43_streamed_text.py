@@ -47,3 +47,28 @@ def test_pieces_come_while_generating_and_hold_no_broken_character(tokenizer, te
     assert not any("\ufffd" in piece for piece in pieces), pieces  # a character is sent once its bytes are all there
     sent_early = "".join(before_end)
     assert len(sent_early) >= len(text) * 3 // 4, (text, before_end)  # all but the last token's worth, at most
+
+
+def _sent(pieces: list[str], stop: str) -> tuple[str, tuple[str, bool]]:
+    """What `Generator._pieces` streams of `pieces` under `stop`, and what it returns."""
+    import threading
+
+    from pluralign.policy.generator import Generator, Sampling
+
+    out, sent = Generator._pieces(iter(pieces), threading.Event(), Sampling(stop=(stop,))), []
+    while True:
+        try:
+            sent.append(next(out))
+        except StopIteration as done:
+            return "".join(sent), done.value
+
+
+def test_no_space_goes_out_before_a_stop_string_that_follows_it():
+    """The stop's length less one is held back: the space before a stop string split across tokens
+    went out before the stop was seen, and the stream ended in a space the answer has not."""
+    assert _sent(["Hi there EN", "D more"], "END") == ("Hi there", ("Hi there ", True))
+
+
+def test_a_stop_string_longer_than_the_text_so_far_holds_all_of_it():
+    """Text shorter than the held-back window goes out only once the stop can no longer begin in it."""
+    assert _sent(["Hello", "WORLD"], "elloWORL") == ("H", ("H", True))

@@ -1,0 +1,56 @@
+"""A remote generator's stream, as the text the chat's client reads: the pieces joined are the answer the service
+stores and scores (stripped), as a local generator's are.
+
+Session trial47a: `RemoteGenerator.stream` passed the server's pieces on as they came, while its final answer is
+stripped, so an OpenAI-compatible server (vLLM) opening its answer with "\\n\\n" or ending it with a space streamed
+text the stored answer has not: a client that keeps the streamed text to send an `edit` or show it again held
+other text than the service. Here the server is a few lines of `http.server` on loopback speaking SSE."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from pluralign.policy.generator import Candidate, Sampling
+from pluralign.policy.remote import RemoteGenerator
+
+PIECES = ["", "\n\n", "  Hello", " world", " ", "", "\n", "again.", "  \n"]
+
+
+class _Server(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        for i, piece in enumerate(PIECES):
+            delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n".encode())
+        usage = {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}
+        self.wfile.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_remote_stream_joins_to_the_stored_answer(server_url):
+    *pieces, final = RemoteGenerator(server_url, "m").stream([{"role": "user", "content": "Hi"}], Sampling(max_tokens=9))
+    assert isinstance(final, Candidate) and final.text == "Hello world \nagain." and final.tokens == 9
+    assert "".join(pieces) == final.text, pieces
+    assert all(pieces), pieces  # no empty pieces either
