@@ -60,6 +60,22 @@ class Turns:
         finally:
             self._give()
 
+    def pass_turn(self, lane: Hashable) -> bool:
+        """Held by `lane`'s caller: when another caller waits, hand the turn over and wait for it to come back
+        (behind the lanes waiting now, and behind `lane`'s own earlier waiters); else keep it. Returns whether
+        it was handed over. A long piece of work held in one `turn` calls this between its steps (a generation:
+        after each token), so it takes turns without leaving the block."""
+        with self._lock:
+            if not self._lanes:
+                return False
+        self._give()
+        try:
+            self._take(lane)
+        except BaseException:  # (Ctrl-C in the main thread): the block's exit gives the turn back, so it must be held
+            self._take(lane)
+            raise
+        return True
+
     def _take(self, lane: Hashable) -> None:
         with self._lock:
             if not self._held:

@@ -80,7 +80,7 @@ class Metrics:
         self.state_reader: Callable[[], list] | None = None  # set by the app factory: see StateCollector
         self.registry.register(StateCollector(lambda: self.state_reader() if self.state_reader else []))
         self.generation_queue = self._get(
-            Gauge, "pluralign_generation_queue", "chat requests waiting for or running generation (one runs at a time locally)", ()
+            Gauge, "pluralign_generation_queue", "chat requests waiting for or running generation (up to generation_workers run at once, in turns)", ()
         )
         for name, (help, labels) in DECLARED_COUNTERS.items():
             counter = self._get(Counter, name, help, tuple(labels))

@@ -330,7 +330,9 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.scheduler is None:
             s = self.settings
-            self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue)
+            # one chat of a tenant at a time while another tenant's waits (alone: all but one worker), so another
+            # tenant's chat starts at once and takes the model in turns with the chats running
+            self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue, running_per_tenant=1)
         if self.deletes is None:
             self.deletes = FairScheduler(1, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes")
         if self.exports is None:

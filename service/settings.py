@@ -158,7 +158,9 @@ class Settings(Base, frozen=True):
     # a local generator (`smollm2` or a folder) runs in a child process, so its Python-heavy sampling loop
     # never holds this process's GIL while light routes are served (issue 13: reads' p99 under a chat flood)
     generation_process: bool = True
-    generation_workers: int = 1  # threads that generate (their own: light routes never wait behind generation)
+    # chats generating at once, on threads of their own (light routes never wait behind generation); a local model takes
+    # them in turns a token step at a time (`pluralign.policy.generator`), each holding its KV cache meanwhile
+    generation_workers: int = 4
     tenant_generations: int = 4  # chats one tenant may have waiting or running; more get 429 + Retry-After
     generation_queue: int = 32  # chats waiting across all tenants; more get 429 + Retry-After
     # DELETEs run one at a time on their own thread, tenants in turn (with replicas one may wait minutes

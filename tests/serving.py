@@ -38,21 +38,21 @@ def timed_server(app, timeout_s: float, max_connections: int | None = None, cors
 
 @contextlib.contextmanager
 def generation_held(rt, keepalive_s: float = 0.05, at_most_s: float = 10.0) -> Iterator[Callable[[], None]]:
-    """The generation of the service whose Runtime is `rt` held (its generator's lock taken, as a chat ahead of it
-    takes it), with `sse_keepalive_s` set to `keepalive_s`. Yields `release()`, which lets the generation go on (a
+    """The generation of the service whose Runtime is `rt` held (a turn of its generator's model taken, as a chat ahead
+    of it takes one, and not handed over), with `sse_keepalive_s` set to `keepalive_s`. Yields `release()`, which lets the generation go on (a
     second call does nothing); a timer calls it after `at_most_s` seconds, so that a wait that never sees what should
     release it ends. After: released, the timer stopped, the settings as they were."""
     import msgspec
 
-    settings, lock = rt.settings, rt.generator._lock
+    settings, turns = rt.settings, rt.generator._turns
     released = threading.Lock()
 
     def release() -> None:
         if released.acquire(blocking=False):
-            lock.release()
+            turns._give()
 
     rt.settings = msgspec.structs.replace(settings, sse_keepalive_s=keepalive_s)
-    lock.acquire()
+    turns._take("held by the test")
     timer = threading.Timer(at_most_s, release)
     timer.start()
     try:

@@ -2,14 +2,29 @@
 
 The default policy is SmolLM2-135M-Instruct. Per-user LoRA adapters are picked per request by name
 (peft's mixed-batch `adapter_names`), so one base model serves every user and none of the users'
-identities live in the model. One generation runs at a time (the lock): on a small CPU machine
-concurrent generations only slow each other down.
+identities live in the model.
+
+Generations take the model in turns, one token step at a time (`pluralign.turns.Turns`, one lane per caller:
+`pluralign.turns.caller()`, read in the calling thread). A generation runs alone until another caller's
+waits; then, after each token, it hands the model over (transformers calls the stopping criteria between two
+steps of its loop, with the loop's state, KV cache included, kept) and resumes when its lane is served again.
+So a short answer started while another caller's long one runs ends in about the time it takes alone times
+the number of generations running, not after the long one. The prompt's prefill is one forward and is not
+split: a long prompt holds the model for its whole prefill. Each generation in flight keeps its own KV cache
+(2 x layers x kv-heads x head-dim x (prompt + new tokens) x candidates values: SmolLM2-135M in fp32, 46 KB a
+token a candidate, 0.56 GB for 8 candidates of 500 + 1,024 tokens); the caller bounds how many run at once
+(the service: `generation_workers`). A seeded generation gives the same text interleaved as alone: torch's
+global RNG state is kept across the turns it hands over. Loading an adapter takes a turn of its own (between two
+token steps of the generations in flight: each generation's rows name their adapter, the base's too, so a new one
+applies to none of them); dropping one waits for the generations in flight to end (one may use it), and generations
+that come meanwhile wait behind it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +33,7 @@ import torch
 from pluralign.device import default_device
 from pluralign.embed.models import quiet_loading
 from pluralign.policy.chat_template import chat_prompt_ids
+from pluralign.turns import Turns, caller
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
 
@@ -96,6 +112,84 @@ class Penalties:
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
+class _ModelUse:
+    """Generations share the model; an adapter's load or drop (peft changes the model's layers in place) has it
+    alone: it waits for the generations in flight to end (one paused between two tokens would resume through
+    other layers), and generations that come while it waits wait behind it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generating = 0  # generations in flight
+        self._changes = 0  # changes waiting or running
+        self._changing = False
+
+    @contextmanager
+    def generation(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._changes)
+            self._generating += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._generating -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def change(self) -> Iterator[None]:
+        with self._cond:
+            self._changes += 1
+            try:
+                self._cond.wait_for(lambda: not self._generating and not self._changing)
+            except BaseException:
+                self._changes -= 1
+                self._cond.notify_all()
+                raise
+            self._changing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._changes -= 1
+                self._changing = False
+                self._cond.notify_all()
+
+
+class _InTurns:
+    """A stopping criterion that never stops a generation: between two of its token steps, it hands the model to
+    a generation of another lane that waits (`Turns.pass_turn`) and resumes once its lane is served again. torch's
+    RNG state (the CPU's, and the CUDA device's) is kept across the pause: the generations run meanwhile sample
+    from it too, and a seeded generation must give the same text interleaved as alone."""
+
+    def __init__(self, turns: Turns, lane: Hashable, device: torch.device):
+        self.turns, self.lane, self.device = turns, lane, device
+        self.handed_over = 0  # times the model was handed to another generation
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> bool:
+        if self.turns.waiting():
+            cpu = torch.get_rng_state()
+            cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            if self.turns.pass_turn(self.lane):
+                self.handed_over += 1
+                torch.set_rng_state(cpu)
+                if cuda is not None:
+                    torch.cuda.set_rng_state(cuda, self.device)
+        return False
+
+
+_ROW_ADAPTERS = threading.local()  # `names`: the adapter of each row of the batch the thread generates (peft's adapter_names)
+
+
+def _inject_adapter_names(module, args, kwargs):
+    """A LoRA layer's forward pre-hook: the generating thread's rows' adapters, as peft's `adapter_names`. peft's own
+    hooks (`generate(adapter_names=...)`) are registered on the shared layers for a whole `generate`, so two
+    generations in turns would each run with the other's; this one reads the thread's own."""
+    names = getattr(_ROW_ADAPTERS, "names", None)
+    if names is not None:
+        kwargs["adapter_names"] = names
+    return args, kwargs
+
+
 class Generator:
     """A causal LM and its tokenizer, ready to answer chat messages."""
 
@@ -105,7 +199,9 @@ class Generator:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model_id = model_id
-        self._lock = threading.Lock()
+        self._use = _ModelUse()  # generations share the model; adapter loads and drops have it alone
+        self._turns = Turns()  # generations in flight take the model a token step at a time, round-robin over lanes
+        self._adapter_hooks: list = []  # `_inject_adapter_names` on each LoRA layer
 
     @classmethod
     def from_folder(cls, folder: str | Path, model_id: str | None = None, device: torch.device | None = None) -> Generator:
@@ -148,7 +244,10 @@ class Generator:
 
         from pluralign.policy.adapters import AdapterError, reading_adapter
 
-        with self._lock:
+        # between two token steps of the generations in flight (a turn of its own: none runs meanwhile), not after
+        # them: peft adds the adapter's weights beside the others' and wraps layers in place, and a paused generation,
+        # whose rows name their adapters (the base's too, `_row_adapters`), resumes through the new layers unchanged
+        with self._use.generation(), self._turns.turn(("adapter load", name)):
             try:
                 with reading_adapter(folder):
                     if isinstance(self.model, PeftModel):
@@ -158,10 +257,30 @@ class Generator:
             except AdapterError:
                 self._drop(name)
                 raise
+            finally:
+                self._hook_adapters()
 
     def drop_adapter(self, name: str) -> None:
-        with self._lock:
-            self._drop(name)
+        """Unload adapter `name`: waits for the generations in flight to end (one may be using it), and generations that
+        come meanwhile wait behind it."""
+        with self._use.change():
+            try:
+                self._drop(name)
+            finally:
+                self._hook_adapters()
+
+    def _hook_adapters(self) -> None:
+        """`_inject_adapter_names` on each LoRA layer the model has now (none once it is the bare base again)."""
+        from peft.tuners.lora import LoraLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper
+
+        for handle in self._adapter_hooks:
+            handle.remove()
+        self._adapter_hooks = [
+            module.register_forward_pre_hook(_inject_adapter_names, with_kwargs=True)
+            for module in (self.model.modules() if self.adapters else ())
+            if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper))
+        ]
 
     def _drop(self, name: str) -> None:
         if name in self.adapters:
@@ -171,14 +290,40 @@ class Generator:
             elif self.model.active_adapter not in self.adapters:
                 self.model.set_adapter(next(iter(self.adapters)))
 
-    def _adapter_kwargs(self, adapter: str | None, batch: int) -> dict:
-        if not self.adapters:
-            if adapter is not None:
-                raise ValueError(f"adapter {adapter!r} is not loaded")
-            return {}
+    def _row_adapters(self, adapter: str | None, batch: int) -> list[str]:
+        """peft's `adapter_names` for a batch of `batch` rows all for `adapter` (None: the base), also with no
+        adapter loaded: an adapter loaded while the generation is paused must not apply to its rows (`load_adapter`).
+        Raises ValueError when `adapter` is not loaded."""
         if adapter is not None and adapter not in self.adapters:
             raise ValueError(f"adapter {adapter!r} is not loaded")
-        return {"adapter_names": [adapter or BASE_ADAPTER] * batch}
+        return [adapter or BASE_ADAPTER] * batch
+
+    def _generate_in_turns(
+        self, lane: Hashable, ids: torch.Tensor, mask: torch.Tensor, sampling: Sampling, adapter: str | None,
+        cancel: threading.Event | None = None, **kwargs,
+    ) -> torch.Tensor:
+        """`model.generate` from prompts `ids` (B, T), the model taken in turns with other lanes' generations (see
+        the module); (B, T + new). Raises Cancelled when `cancel` is set before it began (checked at every token
+        after: the caller says what a cancel then means). Raises ValueError for an adapter that is not loaded."""
+        from transformers import StoppingCriteriaList
+
+        stopping = StoppingCriteriaList([_InTurns(self._turns, lane, self.device)])
+        if cancel is not None:
+            stopping.append(lambda *_args, **_kw: cancel.is_set())
+        with self._use.generation(), self._turns.turn(lane), torch.no_grad():
+            if cancel is not None and cancel.is_set():  # gone while waiting for the model
+                raise Cancelled("cancelled before generation started")
+            _ROW_ADAPTERS.names = self._row_adapters(adapter, ids.shape[0])
+            try:
+                if sampling.seed is not None:
+                    torch.manual_seed(sampling.seed)
+                return self.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_tokens, eos_token_id=self._stop_token_ids(),
+                    pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=stopping, **self._stop_kwargs(sampling),
+                    **self._sample_kwargs(sampling, ids.shape[1]), **kwargs,
+                )
+            finally:
+                _ROW_ADAPTERS.names = None
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -218,21 +363,7 @@ class Generator:
     ) -> list[list[int]]:
         """Sample from prompts `ids` (B, T) (left-padded where `mask` is 0); the new tokens of each row.
         Raises Cancelled when `cancel` is set before or during generation (checked at every token)."""
-        stopping = {}
-        if cancel is not None:
-            from transformers import StoppingCriteriaList
-
-            stopping["stopping_criteria"] = StoppingCriteriaList([lambda *_args, **_kw: cancel.is_set()])
-        with self._lock:
-            if cancel is not None and cancel.is_set():  # gone while waiting for the model
-                raise Cancelled("cancelled before generation started")
-            if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            out = self.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_tokens, eos_token_id=self._stop_token_ids(),
-                pad_token_id=self.tokenizer.pad_token_id, **self._stop_kwargs(sampling), **stopping,
-                **self._sample_kwargs(sampling, ids.shape[1]), **self._adapter_kwargs(adapter, ids.shape[0]),
-            )  # (B, T + new)
+        out = self._generate_in_turns(caller(), ids, mask, sampling, adapter, cancel)  # (B, T + new)
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {out.shape[1] - ids.shape[1]} of {sampling.max_tokens} tokens")
         return out[:, ids.shape[1] :].tolist()
@@ -309,27 +440,16 @@ class Generator:
         counter = _TokenCounter()
         cancel = threading.Event()  # set when a stop string ends the answer early
 
-        def run() -> None:
-            from transformers import StoppingCriteriaList
+        self._row_adapters(adapter, 1)  # an adapter that is not loaded: ValueError here, not in the generating thread
+        lane = caller()  # the consumer's: the generation runs on a thread of its own
 
-            with self._lock, torch.no_grad():
-                if sampling.seed is not None:
-                    torch.manual_seed(sampling.seed)
-                try:
-                    self.model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        max_new_tokens=sampling.max_tokens,
-                        eos_token_id=stop_ids,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        streamer=_Both(streamer, counter),
-                        stopping_criteria=StoppingCriteriaList([lambda *_args, **_kw: cancel.is_set()]),
-                        **self._stop_kwargs(sampling),
-                        **self._sample_kwargs(sampling, ids.shape[1]),
-                        **self._adapter_kwargs(adapter, 1),
-                    )
-                finally:
-                    streamer.end()
+        def run() -> None:
+            try:
+                self._generate_in_turns(lane, ids, torch.ones_like(ids), sampling, adapter, cancel, streamer=_Both(streamer, counter))
+            except Cancelled:  # the consumer left before the model was free
+                pass
+            finally:
+                streamer.end()
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()

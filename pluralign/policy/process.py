@@ -12,13 +12,17 @@ without asking the child.
     candidates, prompt_tokens = generator.generate(messages, n=4, sampling=Sampling(max_tokens=64))
     generator.close()
 
-One call runs at a time (the child serves them in order, as one model on one device would anyway).
-`cancel` events work as with `Generator`: the child stops at its next token and the call raises
-`Cancelled`. If the child dies (e.g. killed for memory), calls raise `GeneratorUnavailable` and the
+Several calls run at once: each is tagged with its number on the one pipe and served on a thread of its own in the
+child, where the calls of different lanes (`pluralign.turns.caller()`, read in the calling thread and sent with the
+call) take the model in turns a token step at a time (`pluralign.policy.generator`); until session 47 the child
+served one call at a time, so one tenant's long chat held every other tenant's for its whole length. A waiting call
+reads the pipe for all of them (one reader at a time; a message for another call goes to that call's inbox).
+`cancel` events work as with `Generator`: the child stops that call alone at its next token and the call raises
+`Cancelled`. If the child dies (e.g. killed for memory), every call in flight raises `GeneratorUnavailable` and the
 next call starts a new child (with the adapters that were loaded, but one damaged on disk meanwhile: it is
 logged and left out of `adapters`, so the adapter pool loads it afresh or falls back). A call whose request
-the child never read (it died as the request was sent: a killed process's threads take a while to end, and
-until they have it counts as alive) is sent again to a new child, as one sent just after it ended is, unless its
+the child never read (it died as the request was sent, before saying it began the call: a killed process's threads
+take a while to end, and until they have it counts as alive) is sent again to a new child, as one sent just after it ended is, unless its
 `cancel` is set by then (Cancelled; the next call starts the child). A call whose `cancel` is set before it is sent
 generates nothing, as in-process.
 
@@ -35,15 +39,20 @@ ConnectionResetError, another OSError) is one of these, never raised as such.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import itertools
 import logging
 import multiprocessing as mp
+import os
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pluralign.policy import ignore_peft_deprecation
 from pluralign.policy.generator import Cancelled, Candidate, Generator, Sampling
+from pluralign.turns import CALLER, caller
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +80,10 @@ class _Unread(GeneratorUnavailable):
     ConnectionResetError): it never began the call, which a new child can serve."""
 
 
-def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
-    """The child: load the model, then answer (op, args) requests until the pipe closes."""
+def _serve(conn, folder: str, model_id: str | None) -> None:
+    """The child: load the model, then serve each call on a thread of its own until the pipe closes. A request is
+    (op, args, call id, lane, cancelled); ("cancel", call id) stops that call at its next token. Every message sent
+    back is (kind, value, call id): "began" as soon as the request is read, then the call's pieces and its result."""
     ignore_peft_deprecation()  # a spawned interpreter: the parent's warning filters are not carried over
     try:
         generator = Generator.from_folder(folder, model_id)
@@ -80,33 +91,58 @@ def _serve(conn, cancel, folder: str, model_id: str | None) -> None:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     conn.send(("ready", generator.context_tokens))
+    sending = threading.Lock()  # the calls' threads send on one pipe
+    cancels: dict[int, threading.Event] = {}  # per call in progress
+
+    def send(message) -> None:
+        with sending:
+            conn.send(message)
+
     while True:
         try:
-            op, args = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):  # the parent closed (or went): this process ends, its heap left to the OS (no
             gc.freeze()  # last garbage collections over torch's and the model's objects: a second of CPU and more)
             return
-        try:
-            if op == "stream":
-                _send_stream(conn, generator, cancel, args)
-            elif op == "generate":
-                conn.send(("ok", generator.generate(*args, cancel=cancel)))
-            elif op == "generate_styled":
-                conn.send(("ok", generator.generate_styled(*args, cancel=cancel)))
-            elif op == "load_adapter":
-                if not _load_adapter(conn, generator, args):
-                    return  # the next call starts a clean child
-            elif op == "drop_adapter":
-                conn.send(("ok", generator.drop_adapter(*args)))
-            else:
-                conn.send(("error", f"unknown operation {op!r}"))
-        except Cancelled as exc:
-            conn.send(("cancelled", str(exc)))
-        except Exception as exc:  # the caller sees it; the child carries on
-            conn.send(("failed", (type(exc).__name__, str(exc))))
+        if message[0] == "cancel":
+            if (event := cancels.get(message[1])) is not None:
+                event.set()
+            continue
+        op, args, call, lane, cancelled = message
+        cancels[call] = cancel = threading.Event()
+        if cancelled:  # its caller left before it was sent: nothing is generated, as in-process
+            cancel.set()
+        send(("began", None, call))
+        threading.Thread(target=_serve_call, args=(send, generator, op, args, call, lane, cancel, cancels), daemon=True,
+                         name=f"call-{call}").start()
 
 
-def _send_stream(conn, generator: Generator, cancel, args) -> None:
+def _serve_call(send, generator: Generator, op: str, args, call: int, lane: str, cancel, cancels: dict) -> None:
+    """One call, on its own thread, in its caller's lane of the generator's turns."""
+    CALLER.set(lane)
+    try:
+        if op == "stream":
+            _send_stream(send, generator, cancel, args, call)
+        elif op == "generate":
+            send(("ok", generator.generate(*args, cancel=cancel), call))
+        elif op == "generate_styled":
+            send(("ok", generator.generate_styled(*args, cancel=cancel), call))
+        elif op == "load_adapter":
+            if not _load_adapter(send, generator, args, call):
+                os._exit(0)  # the next call starts a clean child (the calls in progress: GeneratorUnavailable)
+        elif op == "drop_adapter":
+            send(("ok", generator.drop_adapter(*args), call))
+        else:
+            send(("error", f"unknown operation {op!r}", call))
+    except Cancelled as exc:
+        send(("cancelled", str(exc), call))
+    except Exception as exc:  # the caller sees it; the child carries on
+        send(("failed", (type(exc).__name__, str(exc)), call))
+    finally:
+        cancels.pop(call, None)
+
+
+def _send_stream(send, generator: Generator, cancel, args, call: int) -> None:
     """Send each piece of `generator.stream(*args)`, then ("ok", None). Raises `Cancelled` once
     `cancel` is set (the stream's reader went away)."""
     pieces = generator.stream(*args)
@@ -114,22 +150,22 @@ def _send_stream(conn, generator: Generator, cancel, args) -> None:
         for piece in pieces:
             if cancel.is_set():
                 raise Cancelled("the stream's reader went away")
-            conn.send(("piece", piece))
+            send(("piece", piece, call))
     finally:
         pieces.close()  # a generation still running stops at its next token
-    conn.send(("ok", None))
+    send(("ok", None, call))
 
 
-def _load_adapter(conn, generator: Generator, args) -> bool:
+def _load_adapter(send, generator: Generator, args, call: int) -> bool:
     """Load an adapter and send ("ok", name). A failed load whose remains were dropped raises (the
     child carries on); False, its failure sent, when they could not be: the model is in a state no one
     should be served from, so the child ends."""
     try:
-        conn.send(("ok", generator.load_adapter(*args)))
+        send(("ok", generator.load_adapter(*args), call))
     except Exception as exc:
         if _drop_half_loaded(generator, args[0]):
             raise
-        conn.send(("failed", (type(exc).__name__, f"{exc} (the generation process starts again)", True)))
+        send(("failed", (type(exc).__name__, f"{exc} (the generation process starts again)", True), call))
         return False
     return True
 
@@ -147,6 +183,23 @@ def _drop_half_loaded(generator: Generator, name: str) -> bool:
     return True
 
 
+class _Call:
+    """A call sent to a child: the messages it has been sent back, not yet read by its caller."""
+
+    def __init__(self, number: int, conn, process):
+        self.number, self.conn, self.process = number, conn, process
+        self.inbox: deque = deque()
+        self.began = False  # the child read the request (its "began")
+        self.cancel_sent = False
+        self.gone: type[GeneratorUnavailable] | None = None  # its child ended: the error its caller raises
+
+
+def _lane() -> str:
+    """The calling thread's lane of the child's turns (`pluralign.turns.caller`), as text."""
+    lane = caller()
+    return lane if isinstance(lane, str) else f"thread:{lane[1]}"
+
+
 class ProcessGenerator:
     """A `Generator` for the model saved in `folder`, run in a child process (see the module)."""
 
@@ -158,7 +211,15 @@ class ProcessGenerator:
         self.model = None  # the weights live in the child: the adapter pool counts adapter files instead
         self.start_timeout_s = start_timeout_s
         self._adapters: dict[str, str] = {}  # name -> folder, loaded in the child
-        self._lock = threading.Lock()
+        # held to start (or replace) the child and to send a call to it, not while a call waits for its answer;
+        # reentrant: a new child's reloading of the adapters reads its pipe, which may find it gone (`_lost`)
+        self._lock = threading.RLock()
+        self._sending = threading.Lock()  # one message at a time on the pipe (calls and their cancels)
+        self._mail = threading.Condition()  # the calls in progress, their messages, and who reads which pipe
+        self._calls: dict[int, _Call] = {}
+        self._reading: set[int] = set()  # id() of the pipes a waiting call reads now (one reader a pipe)
+        self._numbers = itertools.count()
+        self._active = 0  # calls in progress (under `_mail`), starting a child for them included: `close` waits for them
         self._context = mp.get_context("spawn")  # no fork of a process with threads and a torch runtime
         self._process = None
         self._left = False  # the child did not end when killed and was left behind (`_wait_for_exit`)
@@ -180,8 +241,7 @@ class ProcessGenerator:
 
     def _launch(self) -> None:
         self._conn, child = self._context.Pipe()
-        self._cancel = self._context.Event()
-        self._process = self._context.Process(target=_serve, args=(child, self._cancel, self.folder, self.model_id),
+        self._process = self._context.Process(target=_serve, args=(child, self.folder, self.model_id),
                                               name="pluralign-generator", daemon=True)
         self._process.start()
         self._left = False
@@ -233,13 +293,18 @@ class ProcessGenerator:
         from pluralign.policy.adapters import AdapterError
 
         for name, folder in list(self._adapters.items()):  # a new child after a crash: the same adapters again
+            call = self._register()
             try:
-                self._conn.send(("load_adapter", (name, folder)))
-                message = self._receive(None)
+                with self._sending:
+                    self._conn.send(("load_adapter", (name, folder), call.number, "", False))
+                message = self._receive(call, None)
             except (OSError, GeneratorProcessError):  # the new child died too (the OOM killer again): this call fails,
-                self._wait_for_exit()  # the next starts another
+                self._forget(call)
+                if self._live():
+                    self._wait_for_exit()  # the next starts another
                 raise GeneratorUnavailable(f"the generation process exited (code {self._process.exitcode}) "
                                            f"while loading adapter {name} again") from None
+            self._forget(call)
             try:
                 self._reply(message)
             except (AdapterError, ValueError) as exc:  # damaged since it was loaded: not loaded now (`adapters` says so)
@@ -256,20 +321,22 @@ class ProcessGenerator:
 
     def close(self) -> None:
         """End the child (its pipe closed: it exits; killed if it has not within `_EXIT_WAIT_S`) and start none
-        again: every later call raises `GeneratorClosed`. Waits `_EXIT_WAIT_S` for a call in progress (a stream: to
-        its end or its reader's leaving); one still running then is ended by killing the child (the call raises
+        again: every later call raises `GeneratorClosed`. Waits `_EXIT_WAIT_S` for the calls in progress (a stream: to
+        its end or its reader's leaving); if some still run then, the child is killed, which ends them (they raise
         GeneratorUnavailable), so a stop never waits for good on a hung child (it no longer answers, which a cancel cannot
         end). A healthy call still generating then is killed too: the service closes only after uvicorn's graceful wait,
         whose cut has stopped every chat by then; a library caller ends its calls (their `cancel`) before closing. Once
         more does nothing."""
-        self._closed = True  # read under the lock by every call: none starts a child from now on
-        if not self._lock.acquire(timeout=_EXIT_WAIT_S):
+        self._closed = True  # read by every call as it is sent: none starts a child from now on
+        if not self._idle(_EXIT_WAIT_S):
             self._end_hung_call()
-            if not self._lock.acquire(timeout=_KILL_WAIT_S):
+            if not self._idle(_KILL_WAIT_S) or not self._lock.acquire(timeout=_KILL_WAIT_S):
                 log.error("generation process: a call still holds the generator %g s after its child was killed (stuck in "
                           "the kernel); closed without it, the child left behind", _KILL_WAIT_S)
-                self._leave()  # (without the lock: the call holding it sees it and ends; the exit does not wait for it)
+                self._leave()  # (the calls waiting on it see it and end; the exit does not wait for it)
                 return
+        elif not self._lock.acquire(timeout=_KILL_WAIT_S):  # (a call that ended still replacing its child: not seen)
+            return
         try:
             if self._process is None:
                 return
@@ -279,8 +346,13 @@ class ProcessGenerator:
         finally:
             self._lock.release()
 
+    def _idle(self, timeout: float) -> bool:
+        """Whether no call is in progress within `timeout` seconds."""
+        with self._mail:
+            return self._mail.wait_for(lambda: not self._active, timeout)
+
     def _end_hung_call(self) -> None:
-        """Without the lock (a call holds it and its child does not answer): kill the child, so the call finds it gone."""
+        """Calls in progress that its child does not answer: kill the child, so they find it gone."""
         process = self._process
         if process is not None and process.is_alive():
             log.error("generation process %d did not finish its call within %g s of the generator's close: killed",
@@ -288,59 +360,127 @@ class ProcessGenerator:
             process.kill()
 
     def _live(self) -> bool:
-        """Under the lock: whether the child can be sent a call (alive, and not one left behind as unkillable)."""
+        """Whether the child can be sent a call (alive, and not one left behind as unkillable)."""
         return not self._left and self._process.is_alive()
 
     # ---- the calls ---------------------------------------------------------------------------
+    # Each call is sent, tagged with its number, on the one pipe, and the child serves it on a thread of its own: the
+    # calls of different lanes take the model in turns there. A waiting call reads the pipe for everyone (one reader
+    # a pipe at a time; what it reads for another call goes to that call's inbox), so nothing reads it but callers.
 
-    def _send(self, op: str, args: tuple, cancel: threading.Event | None = None) -> None:
-        """Under the lock: a live child, then the request, with the child's cancel event set when `cancel` is
-        already (its caller left while it waited: the child generates nothing, as in-process). A child found gone by
-        the send (it ended after `is_alive` said alive: BrokenPipeError and the like) is replaced, and the request
-        sent to the new one; GeneratorUnavailable if that one is gone too, GeneratorClosed once `close` ran."""
-        for attempt in range(2):
-            if self._closed:  # a late call (the service stopping): no child is started that no one would end
-                raise GeneratorClosed("the generator is closed: no generation process serves calls any more")
-            if not self._live():
-                log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
-                self._start()
-            if cancel is not None and cancel.is_set():
-                self._cancel.set()
-            else:
-                self._cancel.clear()
-            try:
-                self._conn.send((op, args))
-                return
-            except OSError as exc:  # its end closed: it is ending or gone
-                self._wait_for_exit()
-                if attempt:
-                    raise GeneratorUnavailable(f"the generation process exited (code {self._process.exitcode}) "
-                                               f"before a call was sent ({type(exc).__name__})") from None
+    def _register(self) -> _Call:
+        call = _Call(next(self._numbers), self._conn, self._process)
+        with self._mail:
+            self._calls[call.number] = call
+        return call
 
-    def _receive(self, cancel: threading.Event | None, unread: type[GeneratorUnavailable] = GeneratorUnavailable):
-        """Under the lock: the child's next message; sets the child's cancel event once `cancel` is set. Raises
-        GeneratorUnavailable once the child has exited (`unread` when it never read the request: `_request` passes
-        `_Unread`)."""
-        if self._left:  # its pipe closed as it was left behind: nothing more comes (a stream's clean-up reads on to here)
-            raise GeneratorUnavailable(f"generation process {self._process.pid} was left behind, stuck, during a call")
-        while not self._conn.poll(_ALIVE_S if cancel is None else _POLL_S):
-            if cancel is not None and cancel.is_set():
-                self._cancel.set()
-            if not self._live():
-                raise GeneratorUnavailable(f"the generation process exited (code {self._process.exitcode}) during a call")
+    def _forget(self, call: _Call) -> None:
+        with self._mail:
+            self._calls.pop(call.number, None)
+            self._mail.notify_all()
+
+    def _send(self, op: str, args: tuple, cancel: threading.Event | None = None) -> _Call:
+        """A live child, then the request, marked cancelled when `cancel` is set already (its caller left while it
+        waited: the child generates nothing, as in-process). A child found gone by the send (it ended after
+        `is_alive` said alive: BrokenPipeError and the like) is replaced, and the request sent to the new one;
+        GeneratorUnavailable if that one is gone too, GeneratorClosed once `close` ran."""
+        with self._lock:
+            for attempt in range(2):
+                if self._closed:  # a late call (the service stopping): no child is started that no one would end
+                    raise GeneratorClosed("the generator is closed: no generation process serves calls any more")
+                if not self._live():
+                    log.warning("generation process exited (code %s): starting a new one", self._process.exitcode)
+                    self._start()
+                call = self._register()
+                try:
+                    with self._sending:
+                        self._conn.send((op, args, call.number, _lane(), cancel is not None and cancel.is_set()))
+                    return call
+                except OSError as exc:  # its end closed: it is ending or gone
+                    self._forget(call)
+                    self._wait_for_exit()
+                    if attempt:
+                        raise GeneratorUnavailable(f"the generation process exited (code {self._process.exitcode}) "
+                                                   f"before a call was sent ({type(exc).__name__})") from None
+        raise AssertionError("unreachable")
+
+    def _cancel(self, call: _Call) -> None:
+        """Tell the child to stop `call` at its next token (once); a child gone meanwhile is its reader's to see."""
+        if call.cancel_sent:
+            return
+        call.cancel_sent = True
         try:
-            return self._conn.recv()
-        except (EOFError, OSError) as exc:  # its end closed (a partial message too): the child is ending or gone
-            self._wait_for_exit()
-            error = unread if isinstance(exc, ConnectionResetError) else GeneratorUnavailable
-            raise error(f"the generation process exited (code {self._process.exitcode}) during a call") from None
+            with self._sending:
+                call.conn.send(("cancel", call.number))
+        except OSError:
+            pass
+
+    def _receive(self, call: _Call, cancel: threading.Event | None):
+        """The child's next message for `call`; tells the child to stop it once `cancel` is set. Raises
+        GeneratorUnavailable once its child has exited (`_Unread` when the child never read the request)."""
+        while True:
+            reader = False
+            with self._mail:
+                while call.inbox:
+                    message = call.inbox.popleft()
+                    if message[0] != "began":
+                        return message
+                    call.began = True
+                if call.gone is None and id(call.conn) not in self._reading:
+                    self._reading.add(id(call.conn))
+                    reader = True
+                elif call.gone is None:
+                    self._mail.wait(_POLL_S)  # woken when a message comes for it, or its pipe's reader leaves
+            if call.gone is not None:
+                error = call.gone if not call.began else GeneratorUnavailable
+                raise error(f"the generation process exited (code {call.process.exitcode}) during a call")
+            if cancel is not None and cancel.is_set():
+                self._cancel(call)
+            if reader:
+                try:
+                    self._read(call, cancel)
+                finally:
+                    with self._mail:
+                        self._reading.discard(id(call.conn))
+                        self._mail.notify_all()
+            elif call.process is not self._process:  # replaced: a reader of its pipe saw it end
+                self._gone(call.conn, GeneratorUnavailable)
+
+    def _read(self, call: _Call, cancel: threading.Event | None) -> None:
+        """As the reader of `call`'s pipe: one message (to the inbox of the call it is for), or, after a while
+        without one, a look at the child: one that has exited fails every call sent to it."""
+        try:
+            if call.conn.poll(_ALIVE_S if cancel is None else _POLL_S):
+                kind, value, number = call.conn.recv()
+                with self._mail:
+                    if (to := self._calls.get(number)) is not None:  # (else a stream left already: dropped)
+                        to.inbox.append((kind, value))
+                        self._mail.notify_all()
+                return
+        except (EOFError, OSError) as exc:  # its end closed (a partial message too), or it was closed: gone
+            with self._lock:
+                if call.process is self._process and not self._left:
+                    self._wait_for_exit()
+            # ConnectionResetError: it ended with a request unread; a call it never said it began is sent again
+            self._gone(call.conn, _Unread if isinstance(exc, ConnectionResetError) else GeneratorUnavailable)
+            return
+        if call.process is not self._process or not self._live():
+            self._gone(call.conn, GeneratorUnavailable)
+
+    def _gone(self, conn, error: type[GeneratorUnavailable]) -> None:
+        """The child of `conn` has ended: every call sent to it raises `error` (a call it began: GeneratorUnavailable)."""
+        with self._mail:
+            for call in self._calls.values():
+                if call.conn is conn and call.gone is None:
+                    call.gone = error
+            self._mail.notify_all()
 
     def _wait_for_exit(self) -> None:
         """Under the lock: the child whose end of the pipe closed (or `close` closed), waited for (its threads may
         still be ending), so the next call sees it gone and its exit code is known; killed if it has not exited
         within `_EXIT_WAIT_S` (it can serve no one without its pipe). One a kill does not end within `_KILL_WAIT_S`
         (stuck in the kernel: a hung device driver or network filesystem) is logged and left behind, its pipe closed:
-        the next call starts a new child rather than every call waiting on it (the lock) for good."""
+        the next call starts a new child rather than every call waiting on it for good."""
         self._process.join(_EXIT_WAIT_S)
         if not self._process.is_alive():
             return
@@ -348,25 +488,36 @@ class ProcessGenerator:
         self._process.join(_KILL_WAIT_S)
         self._leave_if_alive()
 
-    def _request(self, op: str, args: tuple, cancel: threading.Event | None):
-        """Under the lock: send the request, then the child's first message in answer. A request the child never
-        read (it died first) goes to a new child, once, unless `cancel` is set by then (Cancelled: its caller left, no
-        child is started for it); that one dying unread too is a GeneratorUnavailable."""
-        self._send(op, args, cancel)
+    def _request(self, op: str, args: tuple, cancel: threading.Event | None) -> tuple[_Call, tuple]:
+        """Send the request, then the child's first message in answer (and the call, for the ones after: the caller
+        `_forget`s it). A request the child never read (it died first) goes to a new child, once, unless `cancel` is
+        set by then (Cancelled: its caller left, no child is started for it); that one dying unread too is a
+        GeneratorUnavailable."""
+        call = self._send(op, args, cancel)
         try:
-            return self._receive(cancel, unread=_Unread)
+            return call, self._receive(call, cancel)
         except _Unread:
+            self._forget(call)
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled as the generation process exited, before it began the call") from None
-            self._send(op, args, cancel)  # logs the exit and starts the new child, as for a child found gone before the call
-            return self._receive(cancel)
+            call = self._send(op, args, cancel)  # logs the exit and starts the new child, as for a child found gone before the call
+            try:
+                return call, self._receive(call, cancel)
+            except _Unread:
+                self._forget(call)
+                raise GeneratorUnavailable(f"the generation process exited (code {call.process.exitcode}) "
+                                           "during a call") from None
+        except BaseException:
+            self._forget(call)
+            raise
 
     def _reply(self, message):
-        """Under the lock: the result of the child's reply; a child that ends after it (a failed
-        adapter load it could not undo) is waited for, so the next call starts a new one."""
+        """The result of the child's reply; a child that ends after it (a failed adapter load it could not undo) is
+        waited for, so the next call starts a new one."""
         kind, value = message
         if kind == "failed" and len(value) > 2 and value[2]:
-            self._process.join(30)  # it ends on its own after saying so; a later call finds it gone or kills it
+            with self._lock:
+                self._process.join(30)  # it ends on its own after saying so; a later call finds it gone or kills it
         return self._result(kind, value)
 
     @staticmethod
@@ -387,8 +538,23 @@ class ProcessGenerator:
         raise GeneratorProcessError(str(value))
 
     def _call(self, op: str, *args, cancel: threading.Event | None = None):
-        with self._lock:
-            return self._reply(self._request(op, args, cancel))
+        with self._in_progress():
+            call, message = self._request(op, args, cancel)
+            try:
+                return self._reply(message)
+            finally:
+                self._forget(call)
+
+    @contextlib.contextmanager
+    def _in_progress(self) -> Iterator[None]:
+        with self._mail:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._mail:
+                self._active -= 1
+                self._mail.notify_all()
 
     def generate(
         self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None,
@@ -407,8 +573,8 @@ class ProcessGenerator:
     def stream(self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None) -> Iterator[str | Candidate]:
         """As `Generator.stream`: text pieces as the child generates them, then the Candidate. Closing
         the iterator early stops the child's generation at its next token."""
-        with self._lock:
-            message = self._request("stream", (list(messages), sampling, adapter), None)
+        with self._in_progress():
+            call, message = self._request("stream", (list(messages), sampling, adapter), None)
             finished = False
             try:
                 while True:
@@ -418,15 +584,16 @@ class ProcessGenerator:
                         self._result(kind, value)
                         return
                     yield value
-                    message = self._receive(None)
+                    message = self._receive(call, None)
             finally:
                 if not finished:  # the reader went away: stop the child, then read to its last message
-                    self._cancel.set()
+                    self._cancel(call)
                     try:
-                        while self._receive(None)[0] == "piece":
+                        while self._receive(call, None)[0] == "piece":
                             pass
                     except GeneratorUnavailable:
                         pass
+                self._forget(call)
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
         """Tokens of the conversation's prompt (chat template applied), counted here."""
@@ -440,8 +607,7 @@ class ProcessGenerator:
     def adapters(self) -> set[str]:
         """The adapters the child holds; a child that died is started again first, so this says what
         the next call can use (one damaged on disk since it was loaded is not loaded again). Never
-        waits for a call in progress (a stream holds the lock to its end): that call starts a new
-        child itself if it needs one."""
+        waits for a call starting a child: that call starts it with the adapters."""
         if not self._lock.acquire(blocking=False):
             return set(self._adapters)
         try:

@@ -82,7 +82,8 @@ def serve(data_dir, generator, pal_dir, encoder, **settings):
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = serve(tmp_path_factory.mktemp("fair"), Generator.from_folder(tiny_generator_dir), tiny_pal_dir, minilm,
-                            tenant_generations=2, generation_queue=8, rerank=False, candidates=1)
+                            tenant_generations=2, generation_queue=8, rerank=False, candidates=1,
+                            generation_workers=1)  # the tests hold the one worker (since session 47 the default runs 4 in turns)
     with server:
         yield service
 

@@ -284,7 +284,7 @@ def test_the_rate_limit_s_429_says_which_limit_and_when_to_retry(limited):
 def test_a_long_stop_string_is_refused_before_it_reaches_the_generator(client, svc):
     """Before: `stop` took strings of any length, and transformers' stop-string set-up costs ~8 ms of the
     generation process a character (SmolLM2's vocabulary): one request with a 100,000-character stop held
-    the generator, which serves every tenant one generation at a time, for minutes (seen: 4 minutes and
+    the generator, which then served every tenant one generation at a time (until session 47), for minutes (seen: 4 minutes and
     counting, while every other chat queued and then got 429)."""
     import time
 
@@ -409,13 +409,14 @@ def test_an_n2_stream_that_fails_says_so_by_its_status_or_once_its_headers_went_
 
 
 class _HeldSlots:
-    """Every generation slot held (as chats of another tenant would) until `free()` is called, or for 10 s."""
+    """Every generation slot held (as chats of other tenants would) until `free()` is called, or for 10 s. One tenant
+    each: one tenant alone leaves a worker free for another's chat (since session 47 there are 4)."""
 
     def __init__(self, rt):
         import threading
 
         self.freed = threading.Event()
-        self.holders = [rt.scheduler.submit("globex", lambda: self.freed.wait(10)) for _ in range(rt.scheduler.workers)]
+        self.holders = [rt.scheduler.submit(f"globex{i}", lambda: self.freed.wait(10)) for i in range(rt.scheduler.workers)]
 
     def free(self) -> None:
         self.freed.set()

@@ -763,3 +763,108 @@ def test_close_leaves_behind_a_child_its_kill_does_not_end_so_the_exit_does_not_
         os.kill(pid, signal.SIGCONT)
         child.join(30)
         reader.join(60)
+
+
+def as_tenant(tenant: str, fn, *args, **kwargs) -> tuple[threading.Thread, list]:
+    """A started thread calling `fn` as tenant `tenant`'s chat would (its lane set), and the list of what it returned
+    or raised."""
+    from pluralign.turns import CALLER
+
+    out: list = []
+
+    def run() -> None:
+        CALLER.set(f"tenant:{tenant}")
+        try:
+            out.append(fn(*args, **kwargs))
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def began(remote: ProcessGenerator, calls: int) -> None:
+    """Waits until the child has read `calls` requests (its "began"): a safety net against a hang, not a timing."""
+    deadline = time.monotonic() + 60
+    while sum(call.began or bool(call.inbox) for call in list(remote._calls.values())) < calls:
+        assert time.monotonic() < deadline, "the child never began the calls"
+        time.sleep(0.002)
+
+
+LONG = Sampling(max_tokens=3000, temperature=1.0, seed=1)  # seconds in the child: cancelled long before its end
+
+
+def test_the_child_serves_another_tenants_short_call_while_a_long_one_runs_and_a_cancel_stops_only_its_call(pair):
+    """Session 47: the child served one call at a time, so globex's 4 tokens waited for all of acme's long answer (the
+    service: a tenant's short chat waited minutes behind another's long ones). Now each call runs on a thread of its own
+    there and the model is taken in turns: the short one ends while the long one runs, and the long one's cancel stops it
+    alone (the short one's call is answered whole; the next call is served)."""
+    local, remote = pair
+    cancel = threading.Event()
+    long, long_out = as_tenant("acme", remote.generate, MESSAGES, sampling=LONG, cancel=cancel)
+    try:
+        began(remote, 1)
+        short_sampling = Sampling(max_tokens=4, seed=3, temperature=1.0)
+        short, short_out = as_tenant("globex", remote.generate, MESSAGES, n=2, sampling=short_sampling, cancel=threading.Event())
+        short.join(60)
+        assert short_out == [local.generate(MESSAGES, n=2, sampling=short_sampling)]  # seeded: as alone, interleaved
+        assert long.is_alive() and not long_out, "the long call had ended before the short one"
+    finally:
+        cancel.set()
+        long.join(60)
+    assert [type(out).__name__ for out in long_out] == ["Cancelled"]
+    assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=2))[0][0].tokens <= 2 and not remote._calls
+
+
+@pytest.mark.slow  # a new child starts (seconds: torch's imports)
+def test_a_child_killed_with_two_calls_in_flight_fails_both_and_the_next_call_is_served(pair):
+    """Both calls the child was serving raise GeneratorUnavailable (the service's 503: send it again), a stream's
+    too, and the next call starts a new child."""
+    local, remote = pair
+    assert remote.adapters is not None  # a live child first
+    pid = remote.pid
+    first, first_out = as_tenant("acme", remote.generate, MESSAGES, sampling=LONG)
+    second, second_out = as_tenant("globex", lambda: list(remote.stream(MESSAGES, sampling=LONG)))
+    began(remote, 2)
+    _sigkill_and_wait(pid)
+    first.join(60)
+    second.join(60)
+    assert [type(out).__name__ for out in first_out + second_out] == ["GeneratorUnavailable"] * 2, first_out + second_out
+    sampling = Sampling(max_tokens=6, seed=7, temperature=1.0)
+    assert remote.generate(MESSAGES, sampling=sampling) == local.generate(MESSAGES, sampling=sampling) and remote.pid != pid
+
+
+def test_a_tenants_short_chat_is_answered_while_another_tenants_long_chat_generates(runtime, server):
+    """Over HTTP, the service built from settings (its generator the module's child): bravo's long chat streams, and
+    acme's short chat is answered before it ends. Before (session 46's hostile-tenant trial): one generation thread
+    and a child serving one call at a time, so acme's chat waited for bravo's whole answer (minutes for 8 x 1,024
+    tokens of SmolLM2)."""
+    keys = {tenant: runtime.keys.issue(tenant) for tenant in ("acme", "bravo")}
+    long = {"model": "pluralign", "stream": True, "max_tokens": 1024, "messages": MESSAGES, "pluralign": {"rerank": False}}
+    short = {"model": "pluralign", "max_tokens": 4, "messages": MESSAGES, "pluralign": {"rerank": False}}
+    seen: list[str] = []
+    first_piece, answered = threading.Event(), threading.Event()
+
+    def read_the_long_chat() -> None:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {keys['bravo']}"}, timeout=120) as b, \
+                b.stream("POST", "/v1/chat/completions", json=long) as response:
+            for line in response.iter_lines():
+                seen.append(line)
+                if '"content"' in line:
+                    first_piece.set()
+                if answered.is_set() or line == "data: [DONE]":
+                    return  # leaves: its chat stops generating
+
+    reader = threading.Thread(target=read_the_long_chat, daemon=True)
+    reader.start()
+    try:
+        assert first_piece.wait(60), seen
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {keys['acme']}"}, timeout=120) as a:
+            response = a.post("/v1/chat/completions", json=short)
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["completion_tokens"] <= 4
+        assert "data: [DONE]" not in seen, "bravo's long chat had ended before acme's short one was answered"
+    finally:
+        answered.set()
+        reader.join(60)

@@ -244,3 +244,24 @@ def test_another_tenants_text_is_encoded_while_a_big_call_is_counted(encoder, mo
     assert got["globex first"] and got["acme"].shape == (6, encoder.dim)
     wait_until(lambda: "globex" in got, "globex's text is encoded")
     assert got["globex"].shape == (1, encoder.dim) and encoder.turns.waiting() == 0
+
+
+def test_pass_turn_keeps_the_turn_when_no_one_waits_and_else_serves_the_other_lanes_first():
+    """A generation calls `pass_turn` after each token: alone it keeps the model (no hand-over, no wait); with another
+    lane waiting, that lane's work runs before the holder's next step, and the holder then goes on in the same block."""
+    turns, ran = Turns(), []
+
+    def globex():
+        with turns.turn("tenant:globex"):
+            ran.append("globex")
+
+    other = threading.Thread(target=globex)
+    with turns.turn("tenant:acme"):
+        assert turns.pass_turn("tenant:acme") is False
+        ran.append("acme 1")
+        other.start()
+        wait_until(lambda: turns.waiting() == 1, "globex waits for its turn")
+        assert turns.pass_turn("tenant:acme") is True
+        ran.append("acme 2")
+    other.join()
+    assert ran == ["acme 1", "globex", "acme 2"] and turns.waiting() == 0

@@ -1,0 +1,150 @@
+"""Generations take the model in turns (session 47): one caller's long answer no longer holds it to its end. Before,
+one lock was held for a whole `model.generate`, and a tenant's short chat waited behind another's 8 x 1,024 tokens
+(not done within ~500 s in session 46's hostile-tenant trial). Now a generation hands the model to another lane's
+after each token (`pluralign.policy.generator._InTurns`). Deterministic: token counts and events, no timings."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from pluralign.policy.generator import Generator, Sampling
+from pluralign.turns import CALLER
+
+MESSAGES = [{"role": "user", "content": "Tell me about cats."}]
+LONG = Sampling(max_tokens=120, temperature=1.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_generator_dir):
+    return Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"))
+
+
+class Tokens:
+    """A `cancel` that never cancels: counts the tokens of the generation it is given to (asked once a token)."""
+
+    def __init__(self):
+        self.count = 0
+
+    def is_set(self) -> bool:
+        self.count += 1
+        return False
+
+
+def wait_until(condition, what: str) -> None:
+    """Polls `condition` (a safety net against a hang, not a timing assertion)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.001)
+
+
+def in_lane(lane: str, fn, *args, **kwargs) -> tuple[threading.Thread, list]:
+    """A started thread running `fn` as tenant `lane`'s request would (CALLER set), and the list its result goes to."""
+    out: list = []
+
+    def run():
+        CALLER.set(f"tenant:{lane}")
+        out.append(fn(*args, **kwargs))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def long_generation(generator, **kwargs) -> tuple[threading.Thread, list, Tokens]:
+    """acme's long generation, started and past its first tokens."""
+    tokens = Tokens()
+    thread, out = in_lane("acme", generator.generate, MESSAGES, sampling=LONG, cancel=tokens, **kwargs)
+    wait_until(lambda: tokens.count >= 3, "the long generation runs")
+    return thread, out, tokens
+
+
+def test_a_short_generation_ends_while_another_lanes_long_one_runs(generator):
+    """Before: globex's 4 tokens waited for all 400 of acme's (the lock); now they are generated between acme's."""
+    long, long_out, tokens = long_generation(generator)
+    short, short_out = in_lane("globex", generator.generate, MESSAGES, sampling=Sampling(max_tokens=4, temperature=0))
+    short.join(60)
+    assert short_out and short_out[0][0][0].tokens <= 4
+    assert tokens.count < LONG.max_tokens and long.is_alive(), f"the long one had generated {tokens.count} tokens"
+    long.join(60)
+    assert long_out[0][0][0].tokens == LONG.max_tokens  # (the tiny model's sampling over 49k tokens: no end of turn)
+
+
+def test_a_seeded_generation_gives_the_same_text_interleaved_as_alone(generator):
+    """torch's global RNG is kept across the turns handed over: the long unseeded generation samples in between."""
+    seeded = Sampling(max_tokens=24, temperature=1.0, seed=11)
+    alone = generator.generate(MESSAGES, n=2, sampling=seeded)
+    streamed_alone = list(generator.stream(MESSAGES, seeded))
+    long, _, tokens = long_generation(generator)
+    interleaved, out = in_lane("globex", generator.generate, MESSAGES, n=2, sampling=seeded)
+    interleaved.join(60)
+    streamed, streamed_out = in_lane("initech", lambda: list(generator.stream(MESSAGES, seeded)))
+    streamed.join(60)
+    assert tokens.count < LONG.max_tokens, "the long generation ended before the seeded ones: they did not interleave"
+    assert out == [alone] and streamed_out == [streamed_alone]
+    long.join(60)
+
+
+def test_an_adapter_loads_between_two_token_steps_of_a_generation_and_a_drop_waits_for_it(generator, tiny_generator_dir,
+                                                                                         tmp_path):
+    """peft wraps the model's layers in place on a first load and adds weights beside the others' on the next: a load
+    takes a turn of its own between two token steps, and the generation paused there resumes unchanged (its rows name
+    the base, so the new layers leave them alone). Two generations with different adapters interleaved each get their
+    own (peft's own `adapter_names` hooks are registered on the shared layers for a whole `generate`: in turns, each ran
+    with the other's rows). A drop (one may use the adapter) waits for the generations in flight."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    for seed, name in enumerate(("u1", "u2")):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+        adapted = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        with torch.no_grad():  # strong enough to change every greedy token it takes part in
+            for parameter_name, parameter in adapted.named_parameters():
+                if "lora_B" in parameter_name:
+                    parameter.mul_(30)
+        adapted.save_pretrained(tmp_path / name)
+    own = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"))
+    greedy = Sampling(max_tokens=LONG.max_tokens, temperature=0)
+    short = Sampling(max_tokens=6, temperature=0)
+    alone_base = own.generate(MESSAGES, sampling=greedy)
+    assert alone_base[0][0].tokens == greedy.max_tokens  # no end of turn: it runs all its tokens
+
+    def long_running(**kwargs) -> tuple[threading.Thread, list, Tokens]:
+        tokens = Tokens()
+        thread, out = in_lane("acme", own.generate, MESSAGES, sampling=greedy, cancel=tokens, **kwargs)
+        wait_until(lambda: tokens.count >= 3, "the long generation runs")
+        return thread, out, tokens
+
+    try:
+        long, long_out, tokens = long_running()  # on the bare model: the first load wraps its layers
+        load, _ = in_lane("admin", own.load_adapter, "u1", tmp_path / "u1")
+        load.join(60)
+        assert own.adapters == {"u1"} and long.is_alive() and tokens.count < greedy.max_tokens, "the load waited for it"
+        long.join(60)
+        assert long_out == [alone_base]
+        alone_u1 = own.generate(MESSAGES, sampling=greedy, adapter="u1")
+        assert alone_u1[0][0].text != alone_base[0][0].text
+        alone_short = own.generate(MESSAGES, sampling=short)
+        long, long_out, tokens = long_running(adapter="u1")
+        other, other_out = in_lane("globex", own.generate, MESSAGES, sampling=short)  # the base, interleaved with u1
+        load, _ = in_lane("admin", own.load_adapter, "u2", tmp_path / "u2")
+        other.join(60)
+        load.join(60)
+        assert other_out == [alone_short] and own.adapters == {"u1", "u2"} and long.is_alive()
+        drop, _ = in_lane("admin", own.drop_adapter, "u2")
+        wait_until(lambda: own._use._changes == 1, "the drop waits")
+        after, after_out = in_lane("initech", own.generate, MESSAGES, sampling=short)  # comes while the drop waits
+        assert long.is_alive() and tokens.count < greedy.max_tokens and own.adapters == {"u1", "u2"}
+        long.join(60)
+        drop.join(60)
+        after.join(60)
+        assert long_out == [alone_u1] and after_out == [alone_short] and own.adapters == {"u1"}
+    finally:
+        for name in list(own.adapters):
+            own.drop_adapter(name)
