@@ -3,6 +3,7 @@ argument that cannot mean what it claims is refused naming it, on tiny data, bef
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pluralign.data.record import Preference
@@ -24,3 +25,32 @@ def test_a_preference_keeps_a_time_a_file_takes_and_a_same_answer_tie(tmp_path):
     write_jsonl(records, tmp_path / "p.jsonl")
     assert [r.created_at for r in read_preferences(tmp_path / "p.jsonl")[0]] == [0, 1.7e9, 253402300799.0]
     assert Preference(**{**ROW, "rejected": "c"}, tie=True, created_at=1.7e9).rejected == "c"  # UKP's same-argument tie
+
+
+def _stored(**changes):
+    from pluralign.store import StoredPreference
+
+    return StoredPreference(**{**dict(tenant="default", user_id="ann", pref_id="p0", prompt="q", chosen="c", rejected="r",
+                                      kind="comparison", created_at=1.7e9), **changes})
+
+
+def test_the_store_refuses_no_encoder_and_rows_of_no_user(tmp_path):
+    from pluralign.store import Interaction, Store, StoreError, UserRecord
+
+    for encoder_id in ("", "  ", None):
+        with pytest.raises(StoreError, match=r"`encoder_id` must name the encoder"):
+            Store(str(tmp_path / "none"), encoder_id=encoder_id, dim=4)  # before: a store whose vectors name no encoder
+    store = Store(str(tmp_path / "lance"), encoder_id="e", dim=4)
+    vectors = (np.ones((1, 4), np.float32),) * 3
+    for field in ("user_id", "tenant"):
+        with pytest.raises(StoreError, match=rf"`{field}` of row 0 \(pref_id 'p0'\) must not be empty"):
+            store.add_preferences([_stored(**{field: ""})], *vectors)  # before: stored, a row no user owns
+    with pytest.raises(StoreError, match=r"`user_id` must not be empty"):
+        store.put_user(UserRecord(tenant="default", user_id=" ", created_at=1.0, updated_at=1.0))
+    with pytest.raises(StoreError, match=r"`user_id` must not be empty"):
+        store.add_interaction(Interaction(tenant="default", user_id="", response_id="r", created_at=1.0, prompt="q", messages=[],
+                                          candidates=["a"], scores=[0.0], chosen_index=0, history=[], model="m"))
+    with pytest.raises(StoreError, match=r"`tenant` must not be empty"):
+        store.add_stated_changes("", "ann", [{"version": 1, "at": 1.0, "feature": "f", "direction": 1}])
+    assert store.add_preferences([_stored()], *vectors) == 1
+    assert [p.user_id for p in store.preferences_for("default", "ann")[0]] == ["ann"]
