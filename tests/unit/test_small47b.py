@@ -54,3 +54,18 @@ def test_the_store_refuses_no_encoder_and_rows_of_no_user(tmp_path):
         store.add_stated_changes("", "ann", [{"version": 1, "at": 1.0, "feature": "f", "direction": 1}])
     assert store.add_preferences([_stored()], *vectors) == 1
     assert [p.user_id for p in store.preferences_for("default", "ann")[0]] == ["ann"]
+
+
+def test_fairness_metrics_refuse_a_table_of_probabilities_for_one_column():
+    from pluralign.evaluation import group_accuracy
+    from pluralign.fairness.metrics import credit, expected_calibration_error
+
+    p = np.array([[0.6, 0.4], [0.5, 0.9]])
+    # credit is per element: the table keeps its shape (before: flattened to (4,))
+    assert credit(p).tolist() == [[1.0, 0.0], [0.5, 1.0]]
+    assert credit([0.6, 0.5]).tolist() == [1.0, 0.5] and credit(0.7).tolist() == [1.0]
+    with pytest.raises(ValueError, match=r"`p` must be one probability per comparison, \(N,\), got shape \(2, 2\)"):
+        expected_calibration_error(p)  # before: one ECE of the four, as if one column
+    with pytest.raises(ValueError, match=r"`correct` must be one credit per comparison, \(N,\), got shape \(2, 2\)"):
+        group_accuracy(credit(p), ["a", "a", "b", "b"])  # before: the rows' credits read in turn against the labels
+    assert group_accuracy(credit(p[0]), ["a", "b"]) == ({"a": 1.0, "b": 0.0}, {"a": 1, "b": 1})
