@@ -69,3 +69,20 @@ def test_fairness_metrics_refuse_a_table_of_probabilities_for_one_column():
     with pytest.raises(ValueError, match=r"`correct` must be one credit per comparison, \(N,\), got shape \(2, 2\)"):
         group_accuracy(credit(p), ["a", "a", "b", "b"])  # before: the rows' credits read in turn against the labels
     assert group_accuracy(credit(p[0]), ["a", "b"]) == ({"a": 1.0, "b": 0.0}, {"a": 1, "b": 1})
+
+
+def test_cluster_points_names_max_clusters_and_points_that_are_no_finite_table():
+    from pluralign.reward.pal_preference import cluster_points
+
+    points = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"cluster_points: `max_clusters` must be a whole number >= 1"):
+            cluster_points(points, max_clusters=bad)  # before: 0 gave one cluster, as 1 does
+    nan = points.copy()
+    nan[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"`points` row 2 is not finite"):
+        cluster_points(nan, max_clusters=2)  # before: sklearn's "Input X contains NaN"
+    with pytest.raises(ValueError, match=r"`points` must be \(N, d\) numbers, got shape \(4,\)"):
+        cluster_points(points[:, 0], max_clusters=2)
+    assert cluster_points(points, max_clusters=2).tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
+    assert cluster_points(points, max_clusters=1).tolist() == [0, 0, 0, 0]
