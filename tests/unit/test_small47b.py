@@ -86,3 +86,15 @@ def test_cluster_points_names_max_clusters_and_points_that_are_no_finite_table()
         cluster_points(points[:, 0], max_clusters=2)
     assert cluster_points(points, max_clusters=2).tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
     assert cluster_points(points, max_clusters=1).tolist() == [0, 0, 0, 0]
+
+
+def test_splits_refuse_counts_and_seeds_that_are_no_whole_numbers():
+    from pluralign.data.splits import file_protocol, split_unseen
+
+    records = [Preference(**{**ROW, "prompt": f"p{i}"}) for i in range(6)]
+    with pytest.raises(ValueError, match=r"split_unseen: `min_query` must be a whole number >= 0, got 1.5"):
+        split_unseen({"ann": records}, seed=0, min_query=1.5)  # before: taken, 1.5 pairs a query set
+    with pytest.raises(ValueError, match=r"file_protocol: `seed` must be a whole number >= 0, got 1.5"):
+        file_protocol(records, seed=1.5)  # before: a split seeded by the text "1.5"
+    assert len(split_unseen({"ann": records}, seed=0, min_query=2).query["ann"]) == 2
+    assert len(file_protocol(records, seed=np.int64(3)).seen.test) == 1
