@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pluralign.data.record import Preference
 
@@ -98,3 +99,16 @@ def test_splits_refuse_counts_and_seeds_that_are_no_whole_numbers():
         file_protocol(records, seed=1.5)  # before: a split seeded by the text "1.5"
     assert len(split_unseen({"ann": records}, seed=0, min_query=2).query["ann"]) == 2
     assert len(file_protocol(records, seed=np.int64(3)).seen.test) == 1
+
+
+def test_ideal_points_of_one_user_s_logits_are_that_user_s_row():
+    from pluralign.reward.pal import PALConfig, PALModel
+
+    # documented (K,) for one user, as reward and preference_prob take it; passed before too (documentation)
+    torch.manual_seed(0)
+    for variant in ("a", "b"):
+        model = PALModel(PALConfig(variant=variant, k=2, input_dim=8, latent_dim=4, hidden=8))
+        logits, prompt = torch.tensor([0.3, -0.2]), torch.randn(3, 8)
+        one = model.ideal_points(logits, None if variant == "a" else prompt)
+        rows = model.ideal_points(logits.expand(3, -1), None if variant == "a" else prompt)
+        torch.testing.assert_close(one, rows[0] if variant == "a" else rows)
