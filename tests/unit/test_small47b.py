@@ -3,6 +3,8 @@ argument that cannot mean what it claims is refused naming it, on tiny data, bef
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +114,20 @@ def test_ideal_points_of_one_user_s_logits_are_that_user_s_row():
         one = model.ideal_points(logits, None if variant == "a" else prompt)
         rows = model.ideal_points(logits.expand(3, -1), None if variant == "a" else prompt)
         torch.testing.assert_close(one, rows[0] if variant == "a" else rows)
+
+
+def test_save_pal_records_a_0d_tensor_metric_and_refuses_other_tensors(tmp_path):
+    from pluralign.reward.pal import PALConfig, PALModel, UserWeights, save_pal
+
+    model = PALModel(PALConfig(k=2, input_dim=8, latent_dim=4, hidden=8))
+    weights = UserWeights.from_logits(["ann"], [[0.0, 1.0]])
+    metrics = {"val_acc": torch.tensor(0.75), "epoch": np.int64(3), "val_loss": np.array(0.5), "test_acc": float("nan"),
+               "missing": None, "note": "text"}  # left out, as before (test_trial47b_library)
+    save_pal(tmp_path / "pal", model, weights, "e", metrics)
+    # before: val_acc and val_loss silently left out
+    assert json.loads((tmp_path / "pal" / "meta.json").read_text())["metrics"] == {"val_acc": 0.75, "epoch": 3.0, "val_loss": 0.5}
+    for bad, shown in ((torch.tensor([0.75, 0.5]), r"Tensor of shape \(2,\)"), (np.zeros((1, 1)), r"ndarray of shape \(1, 1\)"),
+                       (torch.tensor(1 + 2j), r"Tensor of shape \(\) holding \(1\+2j\)")):
+        with pytest.raises(ValueError, match=rf"`metrics\['val_acc'\]` must be a real number \(or a 0-d tensor or array of one\).*{shown}"):
+            save_pal(tmp_path / "pal2", model, weights, "e", {"val_acc": bad})
+        assert not (tmp_path / "pal2" / "meta.json").exists()
