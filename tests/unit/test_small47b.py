@@ -3,8 +3,10 @@ argument that cannot mean what it claims is refused naming it, on tiny data, bef
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import msgspec
 import numpy as np
 import pytest
 import torch
@@ -131,3 +133,26 @@ def test_save_pal_records_a_0d_tensor_metric_and_refuses_other_tensors(tmp_path)
         with pytest.raises(ValueError, match=rf"`metrics\['val_acc'\]` must be a real number \(or a 0-d tensor or array of one\).*{shown}"):
             save_pal(tmp_path / "pal2", model, weights, "e", {"val_acc": bad})
         assert not (tmp_path / "pal2" / "meta.json").exists()
+
+
+class _Statement(msgspec.Struct):
+    statement: str
+    answer_matching_behavior: str
+    label_confidence: float = 1.0
+
+
+def test_a_persona_trait_file_of_one_answer_is_named_not_test_fraction(tmp_path):
+    from pluralign.data.persona import PersonaConfig, build_persona
+
+    folder = tmp_path / "anthropic_persona" / "persona"
+    folder.mkdir(parents=True)
+    for trait, answers in (("yes-only", [" Yes"] * 6), ("one-no", [" Yes"] * 6 + [" No"])):
+        lines = [msgspec.json.encode(_Statement(f"I am {trait} {i}.", a)) for i, a in enumerate(answers)]
+        (folder / f"{trait}.jsonl").write_bytes(b"\n".join(lines))
+    config = PersonaConfig(groups=2, traits=("yes-only",), users_per_group=1, unseen_users_per_group=1, comparisons_per_user=10)
+    # before: "PersonaConfig.test_fraction 0.3 holds out 0 of trait 'yes-only''s 0 statements answered ' No'"
+    with pytest.raises(ValueError, match=r"yes-only\.jsonl holds 0 statements answered ' No' \(of 6\): .*two at least") as caught:
+        build_persona(config, tmp_path)
+    assert "test_fraction" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"one-no\.jsonl holds 1 statement answered ' No' \(of 7\)"):
+        build_persona(dataclasses.replace(config, traits=("one-no",)), tmp_path)
