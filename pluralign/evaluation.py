@@ -65,13 +65,16 @@ def accuracy(p: np.ndarray) -> np.ndarray:
 
 def _same_length(correct, labels, name: str, what: str) -> np.ndarray:
     """`correct` as a float64 array (N,) of credits, checked: ValueError for a value that is not 0,
-    0.5 or 1 (a probability's mean would pass for an accuracy) or `labels` of another length than
-    `correct`, TypeError for labels given as one string (each letter would be a label)."""
+    0.5 or 1 (a probability's mean would pass for an accuracy), `correct` of more than one dimension
+    or `labels` of another length than `correct`, TypeError for labels given as one string (each letter would be a label)."""
     if isinstance(labels, str | bytes):
         raise TypeError(f"`{name}` must be a list of labels, one per comparison, not one {type(labels).__name__}")
     if hasattr(correct, "detach"):  # a torch tensor
         correct = correct.detach().cpu()
-    correct = np.asarray(correct, np.float64).reshape(-1)
+    correct = np.asarray(correct, np.float64)
+    if correct.ndim > 1:  # a table of credits read in turn against the labels: flattened until session small47b
+        raise ValueError(f"`correct` must be one credit per comparison, (N,), got shape {correct.shape}")
+    correct = correct.reshape(-1)
     bad = ~np.isin(correct, (0.0, 0.5, 1.0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -103,7 +106,7 @@ def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, fl
     """({group: mean credit of its pairs}, {group: its pairs}) for `correct` (N,) (`credit(p)`) and
     each pair's group label (N,); the worst group is min(acc, key=acc.get). ValueError naming
     `groups` when it has another length and `correct` when it holds a value that is not a credit
-    (probabilities: pass credit(p)); TypeError when `groups` is one string."""
+    (probabilities: pass credit(p)) or is a table (more than one dimension); TypeError when `groups` is one string."""
     correct = _same_length(correct, groups, "groups", "labels")
     sums: dict[str, list[float]] = defaultdict(list)
     for c, g in zip(correct, groups, strict=False):

@@ -73,11 +73,17 @@ class Statement(Base):
     answer_not_matching_behavior: str | None = None
 
 
+def trait_file(data_dir: str | Path, trait: str) -> Path:
+    """`data_dir`/persona/`trait`.jsonl: the file of one persona trait's statements (`data_dir`: the
+    `anthropic_persona` folder)."""
+    return Path(data_dir) / "persona" / f"{trait}.jsonl"
+
+
 def load_trait(data_dir: str | Path, trait: str) -> list[Statement]:
-    """The statements of one persona trait, from `data_dir`/persona/`trait`.jsonl (`data_dir`: the
-    `anthropic_persona` folder, a path or a str: a str was a TypeError from `/` until session trial47b).
+    """The statements of one persona trait, from `trait_file` (`data_dir`: the `anthropic_persona`
+    folder, a path or a str: a str was a TypeError from `/` until session trial47b).
     Raises FileNotFoundError naming the file when it is missing."""
-    path = Path(data_dir) / "persona" / f"{trait}.jsonl"
+    path = trait_file(data_dir, trait)
     if not path.exists():
         raise FileNotFoundError(f"no persona trait file {path}")
     decoder = msgspec.json.Decoder(Statement)
@@ -160,6 +166,10 @@ def _trait_pools(config: PersonaConfig, data_dir: Path, rng: random.Random) -> d
         pools[trait] = {"train": {" Yes": [], " No": []}, "test": {" Yes": [], " No": []}}
         for answer in (" Yes", " No"):
             same = [s for s in statements if s.answer_matching_behavior == answer]
+            if len(same) < 2:  # no test_fraction splits it: the file is short of statements of this answer
+                raise ValueError(f"persona trait file {trait_file(data_dir, trait)} holds {len(same)} "
+                                 f"statement{'' if len(same) == 1 else 's'} answered {answer!r} (of {len(statements)}): a trait "
+                                 f"needs two at least of each answer, ' Yes' and ' No' (one to train on, one to test)")
             n_test = int(len(same) * config.test_fraction)
             if not 0 < n_test < len(same):
                 raise ValueError(f"PersonaConfig.test_fraction {config.test_fraction} holds out {n_test} of trait {trait!r}'s "
@@ -178,7 +188,7 @@ def build_persona(config: PersonaConfig, data_dir: str | Path) -> Protocol:
     each record's group is also `attributes["group"]`). Raises ValueError naming the field
     (`check_config`) when a count is not a whole number >= 1 (`seed` >= 0), `comparisons_per_user` leaves a seen
     user no comparison to train on, `test_fraction` is not in (0, 1) or leaves a trait's statements
-    of one answer all in one pool, `group_weights` are not finite numbers >= 0 (one above 0), one per
+    of one answer all in one pool, a trait file holds fewer than two statements of an answer (" Yes", " No"), `group_weights` are not finite numbers >= 0 (one above 0), one per
     group, or `traits` names a trait twice; TypeError when `traits` is one str (each letter would be
     a trait); FileNotFoundError naming a missing trait file."""
     check_config(config)

@@ -133,7 +133,8 @@ def _number_hint(text: str) -> str | None:
 def created_at_problem(created_at: Any) -> str | None:
     """Why `created_at` cannot be a preference file's time (None: it can): a number of Unix seconds in
     [0, MAX_CREATED_AT], or None (stamped on receipt). What the readers of files and rows (`pluralign.data.io`)
-    and the service's import take; stored rows and records made in Python need only a finite time (`time_problem`).
+    and the service's import take, and `Preference` (a record made in Python); stored rows need only a finite time
+    (`time_problem`: older releases stored any number).
     The problem gives a hint for a time in milli-, micro- or nanoseconds (`time_unit`) and for a date (its seconds, read as UTC where it names no
     offset: the same on every machine, whatever its time zone)."""
     if created_at is None:
@@ -277,12 +278,14 @@ class Preference(Base):
 
     def __post_init__(self) -> None:
         """Raises TypeError naming a text field that is not a str, ValueError naming an empty one, a
-        `margin` outside [0, MAX_MARGIN] (NaN included) or a `created_at` that is not finite: the rules
-        `read_rows` applies to a row, for a record made in Python."""
+        `margin` outside [0, MAX_MARGIN] (NaN included) or a `created_at` that is not a Unix time in seconds
+        in [0, MAX_CREATED_AT] (`created_at_problem`: -5, 1e300, a time in milliseconds, NaN): the rules
+        `read_rows` applies to a row, for a record made in Python, so what `write_jsonl` writes reads again.
+        `chosen` may equal `rejected` (a tie over one answer: UKP's same-argument pairs)."""
         for name in ("user_id", "prompt", "chosen", "rejected"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"`{name}` must be a str, got {type(getattr(self, name)).__name__}")
-        for name, problem in (("margin", margin_problem(self.margin)), ("created_at", time_problem(self.created_at)),
+        for name, problem in (("margin", margin_problem(self.margin)), ("created_at", created_at_problem(self.created_at)),
                               ("pref_id", pref_id_problem(self.pref_id))):
             if problem:
                 raise ValueError(f"`{name}` {problem}")

@@ -5,24 +5,41 @@ from __future__ import annotations
 import numpy as np
 
 
-def probabilities(p, name: str = "p") -> np.ndarray:
-    """`p` (a numpy array, a list, or a torch tensor as a model returns it, gradient or not) as a
-    float64 array (N,) of probabilities; ValueError naming `name` and the first element that is
-    not a number in [0, 1] (a NaN would otherwise count as a wrong prediction)."""
+def _numbers(p) -> np.ndarray:
+    """`p` (a numpy array, a list, or a torch tensor as a model returns it, gradient or not) as float64, its shape kept."""
     if hasattr(p, "detach"):  # a torch tensor; the library does not import torch here for it
         p = p.detach().cpu()
-    p = np.asarray(p, np.float64).reshape(-1)
-    bad = ~((p >= 0) & (p <= 1))  # NaN fails both comparisons
+    return np.asarray(p, np.float64)
+
+
+def _checked(p: np.ndarray, name: str) -> np.ndarray:
+    """`p` itself; ValueError naming `name` and the first element (flat index) that is not a number in [0, 1]."""
+    flat = p.reshape(-1)
+    bad = ~((flat >= 0) & (flat <= 1))  # NaN fails both comparisons
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"`{name}` must be probabilities in [0, 1]: element {i} is {p[i]!r}")
+        raise ValueError(f"`{name}` must be probabilities in [0, 1]: element {i} is {flat[i]!r}")
     return p
 
 
+def probabilities(p, name: str = "p") -> np.ndarray:
+    """`p` (a numpy array, a list, or a torch tensor as a model returns it, gradient or not) as a
+    float64 array (N,) of probabilities (one number: (1,)); ValueError naming `name` when it has more
+    than one dimension (a table of them is not one per comparison: it was flattened until session
+    small47b) and naming the first element that is not a number in [0, 1] (a NaN would otherwise
+    count as a wrong prediction)."""
+    p = _numbers(p)
+    if p.ndim > 1:
+        raise ValueError(f"`{name}` must be one probability per comparison, (N,), got shape {p.shape}")
+    return _checked(p.reshape(-1), name)
+
+
 def credit(p: np.ndarray) -> np.ndarray:
-    """Per-comparison accuracy credit: 1 when P(chosen) > 0.5, 0.5 on an exact tie, else 0.
-    Raises ValueError when `p` holds a value that is not a probability (NaN included)."""
-    p = probabilities(p)
+    """Per-comparison accuracy credit: 1 when P(chosen) > 0.5, 0.5 on an exact tie, else 0, per
+    element: (N,) -> (N,), a table (U, n) -> (U, n) (one number: (1,)). Raises ValueError when `p`
+    holds a value that is not a probability (NaN included)."""
+    p = _checked(_numbers(p), "p")
+    p = p.reshape(-1) if p.ndim == 0 else p
     return (p > 0.5).astype(np.float64) + 0.5 * (p == 0.5)
 
 
@@ -30,8 +47,9 @@ def expected_calibration_error(p: np.ndarray, bins: int = 10) -> float | None:
     """ECE of the predicted winner: |confidence - accuracy| averaged over equal-width confidence bins.
 
     The outcome is always "chosen won", so confidence is max(p, 1 - p) and a prediction is right when
-    p > 0.5. Returns None when there is nothing to measure. Raises ValueError when `p` holds a value
-    that is not a probability (NaN included) or `bins` is not a whole number >= 1."""
+    p > 0.5. `p`: (N,) probabilities. Returns None when there is nothing to measure. Raises ValueError
+    when `p` has more than one dimension, holds a value that is not a probability (NaN included) or
+    `bins` is not a whole number >= 1."""
     if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 1:
         raise ValueError(f"`bins` must be a whole number >= 1, got {bins!r}")
     p = probabilities(p)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import numpy as np
 from safetensors.torch import save
 
 from pluralign.data.record import Base
@@ -53,13 +54,33 @@ class PALMeta(Base):
 PAL_FILES = (META_FILE, MODEL_FILE, USER_WEIGHTS_FILE, "metrics.json")  # meta.json first: see save_pal
 
 
+def _metric(name: str, value) -> float | None:
+    """A metric as meta.json records it: a real number (numpy's too), or a 0-d tensor or numpy array of one (what
+    `loss.detach()` gives), as a float; None (left out) for NaN, inf and what is no number (None, a note's text).
+    ValueError naming `metrics[name]` for a tensor or array of more than one value or of complex numbers: such a
+    tensor was left out silently until session small47b, a 0-d one too."""
+    if hasattr(value, "detach") or isinstance(value, np.ndarray):
+        shape = tuple(value.shape)
+        held = value.detach().cpu() if hasattr(value, "detach") else value
+        item = held.item() if not shape else None
+        if not isinstance(item, numbers.Real):
+            raise ValueError(f"`metrics[{name!r}]` must be a real number (or a 0-d tensor or array of one), got a "
+                             f"{type(value).__name__} of shape {shape}" + (f" holding {item!r}" if item is not None else ""))
+        value = item
+    if not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, encoder_id: str, metrics: dict | None = None) -> None:
     """Write the checkpoint folder (created if missing). `folder` may hold only an earlier PAL
     checkpoint's files (PAL_FILES), which are replaced; anything else is a ValueError and nothing
     is written (`pluralign.files.check_artifact_folder`). Each file is written whole (temp file and
     rename) and meta.json last, so a write stopped part way leaves no folder `load_pal` takes; another
     save into `folder` meanwhile is a `pluralign.files.ArtifactBusy` (ValueError) naming it. `metrics`:
-    its finite real numbers (numpy scalars too) are recorded in meta.json (`PALMeta.metrics`); the rest is left out: JSON holds no
+    its finite real numbers (numpy scalars, 0-d tensors and arrays too) are recorded in meta.json (`PALMeta.metrics`),
+    NaN, inf and what is no number left out, a tensor or array of more than one value a ValueError naming `metrics[name]`
+    before anything is written: JSON holds no
     NaN or inf (`evaluate_pairs` gives NaN for no pairs), and until session trial47b such a value was written
     as null, which `load_pal` then refused ("not a description of a PAL checkpoint"); such a checkpoint loads
     since session reviewtrial47b, its null left out of `PALMeta.metrics`."""
@@ -69,7 +90,7 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
     meta = PALMeta(
         schema_version=PAL_SCHEMA, encoder_id=encoder_id, variant=c.variant, k=c.k, input_dim=c.input_dim,
         latent_dim=c.latent_dim, hidden=c.hidden, users=len(user_weights),
-        metrics={k: float(v) for k, v in (metrics or {}).items() if isinstance(v, numbers.Real) and math.isfinite(v)},
+        metrics={k: m for k, v in (metrics or {}).items() if (m := _metric(k, v)) is not None},
     )
     with writing_artifact(folder, PAL_FILES, "PAL checkpoint") as folder:
         write_atomic(folder / MODEL_FILE, save({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}))

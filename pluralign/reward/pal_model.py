@@ -248,9 +248,11 @@ class PALModel(nn.Module):
 
     def ideal_points(self, user_logits: torch.Tensor, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """Users' ideal points in the latent space (PAL's a_u = sum_k w_uk p_k, Chen et al. 2025):
-        variant a: user_logits (U, K) -> (U, latent_dim); variant b also needs `prompt` (U, D), one
-        per row, and gives each user's prototype mix for it. Tensors or numpy arrays of any real
-        dtype. Raises ValueError naming `user_logits` (not (U, K) finite numbers) or `prompt`."""
+        variant a: user_logits (U, K) -> (U, latent_dim), or (K,) for one user -> (latent_dim,);
+        variant b also needs `prompt` (U, D), one per row, and gives each user's prototype mix for
+        it: (U, K) logits one row per prompt, or (K,) one user's for every prompt -> (U, latent_dim).
+        (K,) as `reward` and `preference_prob` take it. Tensors or numpy arrays of any real dtype.
+        Raises ValueError naming `user_logits` (not (K,) or (U, K) finite numbers) or `prompt`."""
         device = next(self.parameters()).device
         if prompt is None and self.config.variant == "b":
             raise ValueError("`prompt` is needed: variant b's prototypes depend on the prompt, (U, D) one per row")

@@ -19,6 +19,7 @@ import torch
 
 from pluralign.device import default_device
 from pluralign.reward.features import PairBatch, same_users, seen_rows
+from pluralign.reward.inputs import as_numbers, first_bad_row, whole
 from pluralign.reward.pal_fit import PRIOR_STRENGTH, fit_users
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.pal_train import PALTrainConfig, train_pal
@@ -36,10 +37,19 @@ def user_points(model: PALModel, logits: torch.Tensor) -> np.ndarray:
 
 
 def cluster_points(points: np.ndarray, max_clusters: int, seed: int = 0) -> np.ndarray:
-    """k-means labels, the number of clusters (1..max_clusters) picked by silhouette score."""
+    """k-means labels (N,) of `points` (N, d) finite numbers, the number of clusters (1..max_clusters) picked by
+    silhouette score. Raises ValueError naming `max_clusters` (not a whole number >= 1) or `points` (not (N, d)
+    numbers, or a row holding NaN or inf: sklearn's "Input X contains NaN" until session small47b)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
+    whole("cluster_points", 1, max_clusters=max_clusters)
+    checked = as_numbers("points", points, "(N, d) numbers")
+    if checked.dim() != 2:
+        raise ValueError(f"`points` must be (N, d) numbers, got shape {tuple(checked.shape)}")
+    if len(checked) and (row := first_bad_row(checked)) is not None:
+        raise ValueError(f"`points` row {row} is not finite (NaN or inf)")
+    points = np.asarray(points)
     n = len(points)
     spread = points.std(0).max() if n else 0.0
     if n < 3 or max_clusters < 2 or spread < 1e-6:

@@ -41,7 +41,7 @@ from pluralign.data.record import (
     time_problem,
     unit_ranges,
 )
-from pluralign.data.text import answer_key
+from pluralign.data.text import answer_key, is_blank
 from pluralign.files import write_atomic
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
@@ -152,6 +152,21 @@ def whole_numbers(**fields) -> None:
     for name, value in fields.items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
             raise StoreError(f"`{name}` must be a whole number >= 0, got {value!r}")
+
+
+def owner_problem(tenant, user_id) -> tuple[str, str] | None:
+    """(field, problem) of the first of `tenant`, `user_id` that names no one (not a str, or without a visible
+    character: a row of it is one no user owns, which no route reads or DELETE removes); None when both name one."""
+    for name, value in (("tenant", tenant), ("user_id", user_id)):
+        if not isinstance(value, str) or is_blank(value):
+            return name, f"must not be empty (a str with a visible character), got {value!r}"
+    return None
+
+
+def _check_owner(tenant, user_id) -> None:
+    """StoreError naming `tenant` or `user_id` where one names no one (`owner_problem`)."""
+    if problem := owner_problem(tenant, user_id):
+        raise StoreError(f"`{problem[0]}` {problem[1]}")
 
 
 def refuse_newer(name: str, uri: str, metadata: dict[bytes, bytes] | None) -> None:
@@ -380,10 +395,13 @@ class Store:
         this process's own (the service's data folder), there while a row `withdraw_user` deleted waits for its purge:
         a process killed (or stopped) before the purge had its turn leaves it, and `finish_withdrawn` on the next open
         on it purges the users table in the background (`wait_withdrawn`). It names no one. Raises StoreError
-        when `uri` is a local file (not a folder), `dim` is not >= 1, the tables there were made
+        when `uri` is a local file (not a folder), `dim` is not >= 1, `encoder_id` is empty, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise StoreError(f"`dim` must be the encoder's embedding width (a whole number >= 1), got {dim!r}")
+        if not isinstance(encoder_id, str) or is_blank(encoder_id):  # the tables' metadata records it: vectors of no encoder
+            raise StoreError(f"`encoder_id` must name the encoder whose vectors the tables hold (a str with a visible character), "
+                             f"got {encoder_id!r}")
         if not is_object_store(uri) and "://" not in uri and Path(uri).exists() and not Path(uri).is_dir():
             raise StoreError(f"{uri} is a file, not a folder for the store's tables")
         self.uri = uri
@@ -733,7 +751,8 @@ class Store:
             return 0
         for i, r in enumerate(rows):  # a NaN or infinite time: pages (sorted by it) and a DELETE's cut-off lose their order
             # (the margin is not checked here: a rating without rival keeps its signed score, (rating - 3) / 2)
-            for name, problem in (("created_at", time_problem(r.created_at)), ("received_at", time_problem(r.received_at))):
+            for name, problem in (owner_problem(r.tenant, r.user_id) or (None, None), ("created_at", time_problem(r.created_at)),
+                                  ("received_at", time_problem(r.received_at))):
                 if problem:
                     raise StoreError(f"`{name}` of row {i} (pref_id {r.pref_id!r}) {problem}")
         vectors = self._checked_vectors(len(rows), prompt_vec=prompt_vec, chosen_vec=chosen_vec, rejected_vec=rejected_vec)
@@ -961,6 +980,8 @@ class Store:
 
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
+        """Append one served response. Raises StoreError naming `tenant` or `user_id` when one names no one."""
+        _check_owner(item.tenant, item.user_id)
         row = msgspec.to_builtins(item)
         row["messages"] = json.dumps(item.messages)
         row["schema_version"] = SCHEMA_VERSION
@@ -973,6 +994,7 @@ class Store:
         self._upserts.submit(self._user_rows(user))
 
     def _user_rows(self, user: UserRecord) -> pa.Table:
+        _check_owner(user.tenant, user.user_id)  # put_user, put_user_if
         row = msgspec.to_builtins(user, builtin_types=(bytes,))
         row["attributes"] = json.dumps(user.attributes, sort_keys=True)
         row["schema_version"] = SCHEMA_VERSION
@@ -1010,7 +1032,8 @@ class Store:
     @_uses("stated_changes", "written")
     def add_stated_changes(self, tenant: str, user_id: str, changes: list[dict]) -> None:
         """Append changes of the user's stated preferences (dicts with `version`, `at`, `feature`,
-        `direction`) in one committed version."""
+        `direction`) in one committed version. Raises StoreError naming `tenant` or `user_id` when one names no one."""
+        _check_owner(tenant, user_id)
         if not changes:
             return
         rows = [{"tenant": tenant, "user_id": user_id, "version": c["version"], "at": c["at"], "feature": c["feature"],
