@@ -205,3 +205,29 @@ def test_the_embeddings_server_names_the_field_of_a_lone_surrogate_escape(body, 
     assert answer.status_code == 400 and answer.json()["error"]["param"] == field, answer.text
     assert "lone UTF-16 surrogate escape" in answer.json()["error"]["message"], answer.text
     assert fine.status_code == 200, fine.text
+
+
+@pytest.mark.parametrize("shape, said", [
+    ("Bearer\t{key}", "`Authorization`: a tab between `Bearer` and the key: separate them with a space, `Authorization: Bearer <API key>`"),
+    ("bearer\t\t{key}", "`Authorization`: a tab between `bearer` and the key: separate them with a space, `Authorization: Bearer <API key>`"),
+    ("Bearer", "`Authorization`: `Bearer` without a key: send `Authorization: Bearer <API key>`"),
+    ("{key}", "`Authorization`: a key without its scheme: send `Authorization: Bearer <API key>`"),
+])
+def test_a_401_says_what_the_authorization_header_holds(live, shape, said):
+    """RFC 9110 11.4: the scheme is case-insensitive and is followed by one or more spaces (SP, not a tab). Before:
+    `Bearer<TAB>key` was told "a key without its scheme" (the header was split at its first space only), and a
+    `Bearer` with nothing after it "missing `Authorization: Bearer <API key>` header", though it was there."""
+    secret = live.keys["acme"]
+    with live.client(who="") as c:
+        answer = c.get("/v1/models", headers={"Authorization": shape.format(key=secret)})
+    assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Bearer"), answer.text
+    assert answer.json()["error"]["message"] == said, answer.text
+    assert not [p for p in _pieces(secret) if p in answer.text], answer.text
+
+
+@pytest.mark.parametrize("shape", ["bearer {key}", "BEARER {key}", "Bearer   {key}", "Bearer \t{key}"])
+def test_the_scheme_in_any_case_and_several_spaces_after_it_are_taken(live, shape):
+    """The scheme's case and the spaces after it (1*SP) do not matter (these passed before too: kept so)."""
+    with live.client(who="") as c:
+        answer = c.get("/v1/models", headers={"Authorization": shape.format(key=live.keys["acme"])})
+    assert answer.status_code == 200, answer.text
