@@ -231,3 +231,19 @@ def test_the_scheme_in_any_case_and_several_spaces_after_it_are_taken(live, shap
     with live.client(who="") as c:
         answer = c.get("/v1/models", headers={"Authorization": shape.format(key=live.keys["acme"])})
     assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("sent, got", [
+    ("café".encode(), "got 4 character(s), 1 of them not ASCII (U+00E9)"),
+    ("café".encode("latin-1"), "got 4 byte(s) that are not UTF-8 text"),
+    (b"two words", "got 9 character(s), 1 of them a space or control character"),
+    (b"x" * 129, "got 129 character(s)"),
+])
+def test_a_malformed_request_id_is_told_what_it_holds(live, sent, got):
+    """Before: "café" sent as UTF-8 was counted in latin-1 characters ("got 5 character(s)", its 5 bytes), and the
+    400 said nothing of which characters broke the rule (a space, a non-ASCII one)."""
+    with live.client() as c:
+        answer = c.get("/v1/models", headers=[(b"X-Request-Id", sent)])
+    error = answer.json()["error"]
+    assert answer.status_code == 400 and error["param"] == "X-Request-Id", answer.text
+    assert error["message"] == f"`X-Request-Id`: must be 1-128 visible ASCII characters without spaces, {got}", answer.text
