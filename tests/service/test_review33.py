@@ -247,3 +247,25 @@ def test_a_malformed_request_id_is_told_what_it_holds(live, sent, got):
     error = answer.json()["error"]
     assert answer.status_code == 400 and error["param"] == "X-Request-Id", answer.text
     assert error["message"] == f"`X-Request-Id`: must be 1-128 visible ASCII characters without spaces, {got}", answer.text
+
+
+def test_metrics_honours_name_filters_as_prometheus_client_does(live):
+    """`GET /metrics?name[]=...` (prometheus_client's `make_wsgi_app`/`start_http_server` answer only the series named:
+    `CollectorRegistry.restricted_registry`). Before: every series came back, the filters ignored. A series read at
+    scrape time (`pluralign_table_rows`) and a histogram's (`_bucket`) are filtered as the others; in OpenMetrics too."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+    from prometheus_client.parser import text_string_to_metric_families
+
+    asked = ["pluralign_http_requests_total", "pluralign_table_rows", "process_cpu_seconds_total", "pluralign_http_request_seconds_count"]
+    with live.client() as c:
+        assert c.get("/v1/models").status_code == 200  # one request counted, timed
+        text = c.get("/metrics", params=[("name[]", name) for name in asked])
+        # (a histogram's `_count` without its buckets is no OpenMetrics histogram: its parser refuses one)
+        opened = c.get("/metrics", params=[("name[]", name) for name in asked[:3]], headers={"Accept": "application/openmetrics-text"})
+        nothing = c.get("/metrics", params={"name[]": "no_such_series"})
+    assert text.status_code == 200 and opened.status_code == 200, (text.text, opened.text)
+    got = {s.name for f in text_string_to_metric_families(text.text) for s in f.samples}
+    assert got == set(asked), got
+    got = {s.name for f in openmetrics_families(opened.text) for s in f.samples}
+    assert got == set(asked[:3]), got
+    assert nothing.status_code == 200 and nothing.text == "", nothing.text
