@@ -136,6 +136,16 @@ def write_lock_holds(lancedb: Path, tenant: str, users: list[str]) -> list[tuple
     return out
 
 
+IN_PROCESS = (("delete", 0, "DELETE"), ("write_lock_hold", 1, "longest write-lock hold"), ("drop_old_versions", 2, "in _drop_old_versions"))
+
+
+def in_process_summary(holds: list[tuple[float, float, float]]) -> dict[str, dict[str, float]]:
+    """`write_lock_holds`' times as {name: {"median": ms, "max": ms}} for the JSON line; {} when none were timed
+    (`--lock-deletes 0`)."""
+    return {name: {"median": round(statistics.median(h[c] for h in holds), 1), "max": round(max(h[c] for h in holds), 1)}
+            for name, c, _ in IN_PROCESS} if holds else {}
+
+
 def start_server(data: Path, port: int, generator: str, pal_dir: str | None, code: Path) -> subprocess.Popen:
     return start_serve(data, port, {"PLURALIGN_GENERATOR": generator, **({"PLURALIGN_PAL_DIR": pal_dir} if pal_dir else {})}, code)
 
@@ -143,6 +153,14 @@ def start_server(data: Path, port: int, generator: str, pal_dir: str | None, cod
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def count(text: str) -> int:
+    """An argparse type: a whole number, 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is below 0")
+    return value
 
 
 def main() -> None:
@@ -161,7 +179,7 @@ def main() -> None:
                    help="seconds from the start of one of a client's imports to its next (0: one right after another)")
     p.add_argument("--import-bytes", type=int, default=1_000_000, help="each import's body (the service's limit: max_body_bytes)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
-    p.add_argument("--lock-deletes", type=int, default=8, help="DELETEs timed in this process first, with the write lock's holds")
+    p.add_argument("--lock-deletes", type=count, default=8, help="DELETEs timed in this process first, with the write lock's holds")
     p.add_argument("--port", type=int, default=8791)
     p.add_argument("--code", type=Path, default=ROOT, help="the checkout whose `pluralign serve` runs (another's: before and after)")
     args = p.parse_args()
@@ -174,9 +192,11 @@ def main() -> None:
     rows = prefill(data / "lancedb", [("acme", u, args.a_rows) for u in [*a_users, "aread"]] + [("bravo", u, args.b_rows) for u in b_users + spare])
     print(f"prefilled {rows} rows ({len(b_users + spare)} x {args.b_rows} of B, {args.a_users + 1} x {args.a_rows} of A) in {folder}", flush=True)
     holds = write_lock_holds(data / "lancedb", "bravo", spare)
-    for name, column in (("DELETE", 0), ("longest write-lock hold", 1), ("in _drop_old_versions", 2)):
+    for _, column, name in IN_PROCESS if holds else ():
         values = [h[column] for h in holds]
         print(f"in-process {name} (ms, {len(values)} DELETEs): median {statistics.median(values):.1f}, max {max(values):.1f}", flush=True)
+    if not holds:
+        print("in-process DELETEs: none timed (--lock-deletes 0)", flush=True)
     ring = KeyRing(data / "api_keys.json")
     keys = {"a": ring.issue("acme"), "b": ring.issue("bravo")}
     proc = start_server(data, args.port, args.generator, args.pal_dir, args.code)
@@ -294,8 +314,7 @@ def main() -> None:
     print(f"{'A: ms':<28} {'quiet: n   median   p99      max':<32}   {'B ' + busy_name + ': n   median   p99      max':<36}  p99 ratio")
     result = {"b_load": args.b_load, "import_every": args.import_every, "code": str(args.code), "kinds": {}, "deletes_ms": {}, "failures": failures, "seconds": round(time.time() - started, 1),
               "rows": rows, "load": round(os.getloadavg()[0], 1),
-              "in_process_ms": {name: {"median": round(statistics.median(h[c] for h in holds), 1), "max": round(max(h[c] for h in holds), 1)}
-                                for name, c in (("delete", 0), ("write_lock_hold", 1), ("drop_old_versions", 2))}}
+              "in_process_ms": in_process_summary(holds)}
     for kind in KINDS:
         quiet, busy = times["quiet"][kind], times["busy"][kind]
         ratio = pct(busy, 0.99) / pct(quiet, 0.99) if quiet and busy else float("nan")

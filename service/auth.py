@@ -244,6 +244,32 @@ def _shown_scheme(scheme: str) -> str:
     return "got a first word that is no authentication scheme (not shown: it may be the key; send `Bearer <API key>`)"
 
 
+# RFC 9110 11.4: `credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ]`, the scheme case-insensitive. The
+# header split at its first space or tab: (scheme, that character, the rest)
+_CREDENTIALS = re.compile(r"(?P<scheme>[^ \t]*)(?P<separator>[ \t]?)(?P<rest>.*)", re.S)
+
+
+def split_credentials(header: str) -> tuple[str, str, str]:
+    """(scheme, the character after it: " ", "\\t" or "", the rest) of an `Authorization` value."""
+    found = _CREDENTIALS.fullmatch(header)
+    return found["scheme"], found["separator"], found["rest"]
+
+
+def header_refusal(header: str) -> str | None:
+    """Why an `Authorization` value sent is no `Bearer <key>`, saying what it holds (never the key: a first word that
+    is no known scheme may be it); None when it is one. A tab after the scheme is no separator (RFC 9110: one or more
+    spaces)."""
+    scheme, separator, rest = split_credentials(header)
+    bearer, send = scheme.lower() == "bearer", "`Authorization: Bearer <API key>`"
+    if not rest.strip():  # a bare key: never echoed (it is the secret)
+        return f"`{scheme}` without a key: send {send}" if bearer else f"a key without its scheme: send {send}"
+    if not bearer:  # a key sent as `Basic ...` is not missing
+        return f"the scheme must be `Bearer` (an API key), {_shown_scheme(scheme)}"
+    if separator == "\t":
+        return f"a tab between `{scheme}` and the key: separate them with a space, {send}"
+    return None
+
+
 class BearerAuth(AbstractAuthenticationMiddleware):
     """Resolves `Authorization: Bearer KEY` to a Principal (401 with `WWW-Authenticate` when missing,
     of another scheme, or unknown).
@@ -257,7 +283,6 @@ class BearerAuth(AbstractAuthenticationMiddleware):
 
             raise bad_request("Authorization", f"{len(sent)} `Authorization` headers: send one, `Authorization: Bearer <API key>`")
         header = sent[0] if sent else ""
-        scheme, _, key = header.partition(" ")
         if not header and connection.scope["path"].startswith("/admin/") and SESSION_COOKIE in connection.cookies:
             sessions = connection.app.state.get("admin_sessions")
             if connection.scope["method"] not in SAFE_METHODS:
@@ -267,16 +292,13 @@ class BearerAuth(AbstractAuthenticationMiddleware):
                 raise NotAuthorizedException("the admin session expired or was closed: sign in again at /admin/login", headers=CHALLENGE)
             CALLER.set("admin")
             return AuthenticationResult(user=principal, auth=None)
-        if header.strip() and not key.strip() and scheme.lower() != "bearer":  # a bare key: never echoed (it is the secret)
-            raise NotAuthorizedException("`Authorization`: a key without its scheme: send `Authorization: Bearer <API key>`",
-                                         headers=CHALLENGE)
-        if header.strip() and scheme.lower() != "bearer":  # a key sent as `Basic ...` is not missing
-            raise NotAuthorizedException(f"`Authorization`: the scheme must be `Bearer` (an API key), {_shown_scheme(scheme)}",
-                                         headers=CHALLENGE)
-        if not key.strip():
+        if not header.strip():
             raise NotAuthorizedException("missing `Authorization: Bearer <API key>` header", headers=CHALLENGE)
+        refusal = header_refusal(header)
+        if refusal is not None:
+            raise NotAuthorizedException(f"`Authorization`: {refusal}", headers=CHALLENGE)
         keys: KeyRing = connection.app.state.runtime.keys
-        entry = keys.lookup(key.strip())
+        entry = keys.lookup(split_credentials(header)[2].strip())
         if entry is None:
             raise NotAuthorizedException("unknown API key", headers=INVALID_TOKEN)
         CALLER.set("admin" if entry.admin else f"tenant:{entry.tenant}")  # this request's task and what it runs in threads

@@ -72,7 +72,8 @@ class Metrics:
     label names (a counter's name ends in `_total`); `track` counts requests in a section of code."""
 
     def __init__(self):
-        self.registry = CollectorRegistry(auto_describe=True)
+        # collectors naming no series ahead (StateCollector: read at scrape time) are asked at every `?name[]=` scrape too
+        self.registry = CollectorRegistry(auto_describe=True, support_collectors_without_names=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._lock = threading.Lock()
@@ -117,15 +118,18 @@ class Metrics:
     def set_gauge(self, name: str, value: float, help: str = "", **labels: str) -> None:
         self._child(self._get(Gauge, name, help, sorted(labels)), labels).set(value)
 
-    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+    def render(self, accept: str | None = None, names: Iterable[str] = ()) -> tuple[bytes, str]:
         """The registry in the exposition format an `Accept` header asks for, and its content type:
         OpenMetrics 1.0 (`application/openmetrics-text`, what Prometheus asks for first) or the text
         format (`text/plain; version=1.0.0` asked for, else 0.0.4, `CONTENT_TYPE`), chosen by
-        prometheus_client's own `choose_encoder`."""
+        prometheus_client's own `choose_encoder`. With `names` (sample names: `x_total`, `x_bucket`), only those
+        samples, as prometheus_client's own exposition answers `?name[]=...` (its `restricted_registry`); none
+        of them found: an empty body."""
         encode, content_type = choose_encoder(accept or "")
         if content_type.startswith("text/"):  # Litestar adds the charset to a text type, even one that names it
             content_type = content_type.replace("; charset=utf-8", "")
-        return encode(self.registry), content_type
+        names = set(names)
+        return encode(self.registry.restricted_registry(names) if names else self.registry), content_type
 
 
 class StateCollector(Collector):

@@ -12,13 +12,13 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware, get_remote_address
 from litestar.types import Message, Receive, Scope, Send
 
-from service.auth import KeyRing
+from service.auth import KeyRing, header_refusal, split_credentials
 
 
 def tenant_of(request: Request) -> str:
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    keys: KeyRing = request.app.state.runtime.keys
-    entry = keys.lookup(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+    header = request.headers.get("authorization", "")
+    keys: KeyRing = request.app.state.runtime.keys  # a key only as authentication takes it (`header_refusal`)
+    entry = keys.lookup(split_credentials(header)[2].strip()) if header.strip() and header_refusal(header) is None else None
     if entry is None:
         return "address:" + get_remote_address(request)
     return ("admin:" if entry.admin else "tenant:") + entry.tenant

@@ -112,10 +112,29 @@ def header_problem(values: list[bytes]) -> str | None:
     """Why the request's `X-Request-Id` values cannot be its id; None when there is one valid one."""
     if len(values) > 1:
         return "given more than once"
-    text = values[0].decode("latin-1")
-    if not VALID.fullmatch(text):
-        return f"must be 1-128 visible ASCII characters without spaces, got {len(text)} character(s)"
-    return None
+    if VALID.fullmatch(values[0].decode("latin-1")):
+        return None
+    return f"must be 1-128 visible ASCII characters without spaces, got {_what_it_holds(values[0])}"
+
+
+def _what_it_holds(raw: bytes) -> str:
+    """What a header value holds, as a person reads it: its characters as UTF-8 text (what a client's library sends for
+    a str; counted as latin-1, "café" was 5 characters) and which of them break `VALID`, by code point (a value may be
+    anything: never echoed), or that its bytes are no UTF-8 text."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{len(raw)} byte(s) that are not UTF-8 text"
+    held = f"{len(text)} character(s)"
+    foreign = sum(ord(c) > 0x7F for c in text)
+    if foreign:
+        kinds = sorted({c for c in text if ord(c) > 0x7F})
+        shown = ", ".join(f"U+{ord(c):04X}" for c in kinds[:3]) + (", ..." if len(kinds) > 3 else "")
+        held += f", {foreign} of them not ASCII ({shown})"
+    blank = sum(ord(c) < 0x21 or ord(c) == 0x7F for c in text)
+    if blank:
+        held += f", {blank} of them {'a space or control character' if blank == 1 else 'spaces or control characters'}"
+    return held
 
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": the status counted and logged for a client gone before its answer began

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -87,22 +88,28 @@ def on_a_free_port(start: Callable[[int], subprocess.Popen], log: Path, timeout:
     raise AssertionError(f"found its port taken {PORT_TRIES} times:\n{log.read_text()}")
 
 
+START_LINE = re.compile(r"pluralign serve-embeddings: .* at (?P<url>http://127\.0\.0\.1:(?P<port>\d+))/v1/embeddings")
+
+
 @contextlib.contextmanager
 def serve_embeddings(folder: Path, **extra_env: str) -> Iterator[tuple[str, Path]]:
-    """`pluralign serve-embeddings` (MiniLM) in a process of its own on a free loopback port (`on_a_free_port`: its
-    start line names the port it was given), its output in `folder`/serve.log, `extra_env` added to its environment:
-    yields (its URL, that log) once /health answers 200; stopped (SIGTERM) on exit."""
+    """`pluralign serve-embeddings --port 0` (MiniLM) in a process of its own, its output in `folder`/serve.log,
+    `extra_env` added to its environment: yields (its URL, that log) once /health answers 200 at the URL its start
+    line names, as a user reads it (until small47a that line said `:0`, the port asked for); stopped (SIGTERM) on exit."""
     log = folder / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra_env}
-
-    def start(port: int) -> subprocess.Popen:
-        with open(log, "wb") as out:
-            return subprocess.Popen([sys.executable, "-m", "training.cli", "serve-embeddings", "--host", "127.0.0.1", "--port", str(port)],
-                                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    proc, port = on_a_free_port(start, log, timeout=120)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve-embeddings", "--host", "127.0.0.1", "--port", "0"],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        yield f"http://127.0.0.1:{port}", log
+        deadline = time.time() + 120
+        while (said := START_LINE.search(log.read_text())) is None:
+            assert proc.poll() is None, f"exited {proc.returncode} before its start line:\n{log.read_text()}"
+            assert time.time() < deadline, f"no start line after 120 s:\n{log.read_text()}"
+            time.sleep(0.2)
+        assert said["port"] != "0" and int(said["port"]) in listening_ports(proc.pid), log.read_text()
+        wait_healthy(said["url"], proc, log, timeout=120)
+        yield said["url"], log
     finally:
         proc.terminate()
         proc.wait(timeout=15)

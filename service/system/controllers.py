@@ -157,5 +157,8 @@ def metrics(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     if rt.settings.metrics_admin_only and not request.user.admin:  # the key was checked (it is no public path then)
         raise PermissionDeniedException("`/metrics` needs an admin key here (PLURALIGN_METRICS_ADMIN_ONLY): its totals count every tenant's traffic")
-    body, content_type = rt.metrics.render(request.headers.get("accept"))
+    # `?name[]=x&name[]=y`: those series only, as prometheus_client's own exposition answers (a blank one names none,
+    # as its `parse_qs` drops it)
+    names = [name for name in request.query_params.getall("name[]", []) if name]
+    body, content_type = rt.metrics.render(request.headers.get("accept"), names)
     return Response(body, media_type=content_type, headers={"Vary": "Accept"})

@@ -205,3 +205,67 @@ def test_the_embeddings_server_names_the_field_of_a_lone_surrogate_escape(body, 
     assert answer.status_code == 400 and answer.json()["error"]["param"] == field, answer.text
     assert "lone UTF-16 surrogate escape" in answer.json()["error"]["message"], answer.text
     assert fine.status_code == 200, fine.text
+
+
+@pytest.mark.parametrize("shape, said", [
+    ("Bearer\t{key}", "`Authorization`: a tab between `Bearer` and the key: separate them with a space, `Authorization: Bearer <API key>`"),
+    ("bearer\t\t{key}", "`Authorization`: a tab between `bearer` and the key: separate them with a space, `Authorization: Bearer <API key>`"),
+    ("Bearer", "`Authorization`: `Bearer` without a key: send `Authorization: Bearer <API key>`"),
+    ("{key}", "`Authorization`: a key without its scheme: send `Authorization: Bearer <API key>`"),
+])
+def test_a_401_says_what_the_authorization_header_holds(live, shape, said):
+    """RFC 9110 11.4: the scheme is case-insensitive and is followed by one or more spaces (SP, not a tab). Before:
+    `Bearer<TAB>key` was told "a key without its scheme" (the header was split at its first space only), and a
+    `Bearer` with nothing after it "missing `Authorization: Bearer <API key>` header", though it was there."""
+    secret = live.keys["acme"]
+    with live.client(who="") as c:
+        answer = c.get("/v1/models", headers={"Authorization": shape.format(key=secret)})
+    assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Bearer"), answer.text
+    assert answer.json()["error"]["message"] == said, answer.text
+    assert not [p for p in _pieces(secret) if p in answer.text], answer.text
+
+
+@pytest.mark.parametrize("shape", ["bearer {key}", "BEARER {key}", "Bearer   {key}", "Bearer \t{key}"])
+def test_the_scheme_in_any_case_and_several_spaces_after_it_are_taken(live, shape):
+    """The scheme's case and the spaces after it (1*SP) do not matter (these passed before too: kept so)."""
+    with live.client(who="") as c:
+        answer = c.get("/v1/models", headers={"Authorization": shape.format(key=live.keys["acme"])})
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("sent, got", [
+    ("café".encode(), "got 4 character(s), 1 of them not ASCII (U+00E9)"),
+    ("café".encode("latin-1"), "got 4 byte(s) that are not UTF-8 text"),
+    (b"two words", "got 9 character(s), 1 of them a space or control character"),
+    (b"x" * 129, "got 129 character(s)"),
+])
+def test_a_malformed_request_id_is_told_what_it_holds(live, sent, got):
+    """Before: "café" sent as UTF-8 was counted in latin-1 characters ("got 5 character(s)", its 5 bytes), and the
+    400 said nothing of which characters broke the rule (a space, a non-ASCII one)."""
+    with live.client() as c:
+        answer = c.get("/v1/models", headers=[(b"X-Request-Id", sent)])
+    error = answer.json()["error"]
+    assert answer.status_code == 400 and error["param"] == "X-Request-Id", answer.text
+    assert error["message"] == f"`X-Request-Id`: must be 1-128 visible ASCII characters without spaces, {got}", answer.text
+
+
+def test_metrics_honours_name_filters_as_prometheus_client_does(live):
+    """`GET /metrics?name[]=...` (prometheus_client's `make_wsgi_app`/`start_http_server` answer only the series named:
+    `CollectorRegistry.restricted_registry`). Before: every series came back, the filters ignored. A series read at
+    scrape time (`pluralign_table_rows`) and a histogram's (`_bucket`) are filtered as the others; in OpenMetrics too."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+    from prometheus_client.parser import text_string_to_metric_families
+
+    asked = ["pluralign_http_requests_total", "pluralign_table_rows", "process_cpu_seconds_total", "pluralign_http_request_seconds_count"]
+    with live.client() as c:
+        assert c.get("/v1/models").status_code == 200  # one request counted, timed
+        text = c.get("/metrics", params=[("name[]", name) for name in asked])
+        # (a histogram's `_count` without its buckets is no OpenMetrics histogram: its parser refuses one)
+        opened = c.get("/metrics", params=[("name[]", name) for name in asked[:3]], headers={"Accept": "application/openmetrics-text"})
+        nothing = c.get("/metrics", params={"name[]": "no_such_series"})
+    assert text.status_code == 200 and opened.status_code == 200, (text.text, opened.text)
+    got = {s.name for f in text_string_to_metric_families(text.text) for s in f.samples}
+    assert got == set(asked), got
+    got = {s.name for f in openmetrics_families(opened.text) for s in f.samples}
+    assert got == set(asked[:3]), got
+    assert nothing.status_code == 200 and nothing.text == "", nothing.text

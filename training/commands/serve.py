@@ -290,7 +290,7 @@ def store_problem(settings, exc) -> str:
 def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None, json_logs: bool = False,
                         own_access_log: bool = False, drain_s: float = 0.0, on_drain=None,
                         request_read_timeout_s: float | None = None, max_connections: int | None = None,
-                        connections: ConnectionCounts | None = None) -> tuple[bool, CancelledRequests]:
+                        connections: ConnectionCounts | None = None, on_started=None) -> tuple[bool, CancelledRequests]:
     """Serve `app` with uvicorn on `args.host`/`args.port` until SIGTERM or Ctrl-C, telling it it stops
     (`on_stop`) and that the graceful wait is nearly over (`on_grace_over`). Returns whether it had
     started, and the requests its graceful wait cancelled. With `own_access_log` uvicorn's access lines are
@@ -299,7 +299,8 @@ def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=No
     it keeps listening that long once told to stop, `on_drain(True)` first (the app then answers every request 503).
     With `request_read_timeout_s`, a request must arrive whole that soon, and with `max_connections` (it needs
     `request_read_timeout_s`), a connection beyond that many open is answered 503 (`timed_http_protocol`), and
-    `connections`, when given, counts them (open, refused)."""
+    `connections`, when given, counts them (open, refused). `on_started(port)` is called once it listens, with the port
+    it bound (the one asked for, or the free one `--port 0` was given)."""
     import uvicorn
 
     requests = CancelledRequests(app)
@@ -312,7 +313,7 @@ def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=No
     # serves, as during its start (`training.cli.main`); uvicorn stopped on it regardless. SIGTERM always stops it
     ignored = frozenset({signal.SIGINT}) if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else frozenset()
     server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None), drain_s=drain_s,
-                               on_drain=on_drain or (lambda draining: None), ignored=ignored)
+                               on_drain=on_drain or (lambda draining: None), ignored=ignored, on_started=on_started or (lambda port: None))
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
     # program embedding it learns of it): left to the default, SIGTERM would end the process by the
     # signal (status 143: "Error" to Kubernetes and Docker, though the stop was clean). Its own handler,
@@ -876,14 +877,20 @@ def stopping_server():
 
     class StoppingServer(uvicorn.Server):
         def __init__(self, config: uvicorn.Config, on_stop, on_grace_over, drain_s: float = 0.0, on_drain=lambda draining: None,
-                     ignored: frozenset[int] = frozenset()):
+                     ignored: frozenset[int] = frozenset(), on_started=lambda port: None):
             super().__init__(config)
+            self.on_started = on_started
             self.on_stop, self.on_grace_over, self.drain_s, self.on_drain = on_stop, on_grace_over, drain_s, on_drain
             self.ignored = ignored  # signals that neither stop it nor are handed back once it stopped
 
         def handle_exit(self, sig: int, frame) -> None:
             if sig not in self.ignored:
                 super().handle_exit(sig, frame)
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started:  # listening: the port it bound (`--port 0`: one the system chose)
+                self.on_started(self.servers[0].sockets[0].getsockname()[1])
 
         async def shutdown(self, sockets=None) -> None:
             self.on_stop()  # work still waiting: 503 now, not uvicorn's 500 after its graceful timeout
