@@ -181,3 +181,18 @@ def test_a_stop_string_in_a_styles_opening_ends_the_answer_there(generator):
         for candidate, style in cut:
             # generated from the style's instruction alone, not its opening cut short (`Certainly`, `Sure`, a lead-in)
             assert candidate.style == style.name and candidate.text != cut_at_stop(style.opening, (stop,))[0].strip(), (stop, candidate)
+
+
+def test_a_stop_string_spanning_a_styles_opening_and_its_continuation_cuts_the_answer(generator):
+    """Review session trial47a: the model's stop strings see only the tokens it generates, not the prefilled opening,
+    so a stop made of the opening's last characters and the answer's first ones never ended the generation: the
+    answer is cut at it afterwards (docs/api.md, `stop`). No test failed with that cut removed."""
+    from pluralign.policy.styles import AnswerStyle
+
+    style = AnswerStyle("detailed", "list", "formal")
+    (plain,), _ = generator.generate_styled(MESSAGES, [style], sampling=Sampling(max_tokens=6, temperature=0))
+    assert plain.text.startswith(style.opening) and len(plain.text) > len(style.opening) + 2, plain
+    stop = plain.text[len(style.opening) - 2 : len(style.opening) + 2]  # "- " and the first item's first characters
+    assert stop not in style.opening
+    (cut,), _ = generator.generate_styled(MESSAGES, [style], sampling=Sampling(max_tokens=6, temperature=0, stop=(stop,)))
+    assert cut.text == plain.text[: len(style.opening) - 2].strip() and cut.finish_reason == "stop", (stop, cut)
