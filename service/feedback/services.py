@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 import pyarrow.compute as pc
@@ -21,6 +21,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 
 from pluralign.data.text import answer_key, is_blank
 from pluralign.store import Interaction, StoredPreference
+from pluralign.store.tables import PrefIdConflict
 from service.errors import bad_request, refuse_blank
 from service.feedback.schemas import (
     ChoiceFeedback,
@@ -176,30 +177,41 @@ def idempotent_ids(tenant: str, user: str, key: str, n: int) -> list[str]:
     return [hashlib.sha256(f"{tenant}\0{user}\0{key}\0{i}".encode()).hexdigest()[:32] for i in range(n)]
 
 
-def key_reused(n: int, stored: str) -> HTTPException:
-    """The 422 of an `Idempotency-Key` already used (per tenant and user) for a request of another
-    number of rows: replaying the first receipt would drop this request's extra rows, or answer for
-    rows it does not hold (the IETF httpapi Idempotency-Key draft: 422 for a key reused with another
-    payload). `stored`: how many rows the key's first request holds, in words."""
-    problem = (f"was already used for a request of {stored} of this user; this one has {n}: a retry sends the same "
-               "body with the same key, a different request a new key (nothing of this one was stored)")
+def key_reused(first: str) -> HTTPException:
+    """The 422 of an `Idempotency-Key` already used (per tenant and user) for another request: replaying the first
+    receipt would leave this request's rows unstored, or answer for rows it does not hold (the IETF httpapi
+    Idempotency-Key draft: 422 for a key reused with another payload). `first`: what the key's first request was,
+    in words."""
+    problem = (f"was already used for {first}: a retry sends the same body with the same key, a different request "
+               "a new key (nothing of this one was stored)")
     return HTTPException(status_code=422, detail=f"`Idempotency-Key`: {problem}",
                          extra=[{"key": "Idempotency-Key", "message": problem, "code": "idempotency_key_reused"}])
 
 
-def replay_of(rt: Runtime, tenant: str, user: str, key: str, n: int) -> tuple[list[str], list[str]]:
+def replay_of(rt: Runtime, tenant: str, user: str, key: str, n: int,
+              as_stored: Callable[[list[str]], tuple[list[StoredPreference], frozenset[str]]]) -> tuple[list[str], list[str]]:
     """(ids, found) for a request of `n` rows sent with `Idempotency-Key: key`: the ids to store it
     under, and those of them already acknowledged (empty: not seen before; all `n`: a retry, whose first
-    receipt is `found`). Raises `key_reused`'s 422 when the key's first request held another number of
-    rows: some but not all of the ids are stored, or the id after the last is. Run in a thread."""
+    receipt is `found`). `as_stored(ids)`: the request's rows as they would be stored under `ids`, and the ids
+    of those whose `created_at` is stamped on receipt (not compared). Raises `key_reused`'s 422 when the key's
+    first request held another number of rows (some but not all of the ids are stored, or the id after the last
+    is), or as many with other content (as `Store.new_and_held` tells rows under one id apart: until review
+    session trial47a such a request was replayed, its rows never stored). Run in a thread."""
     ids = idempotent_ids(tenant, user, key, n + 1)  # one more: a first request of more rows holds it
     found = already_stored(rt, tenant, user, ids)
     if not found:
         return ids[:n], []
     if ids[n] in found:
-        raise key_reused(n, f"more than {n} row{'s' if n != 1 else ''}")
+        raise key_reused(f"a request of more than {n} row{'s' if n != 1 else ''} of this user; this one has {n}")
     if len(found) != n:
-        raise key_reused(n, f"{len(found)} row{'s' if len(found) != 1 else ''}")
+        raise key_reused(f"a request of {len(found)} row{'s' if len(found) != 1 else ''} of this user; this one has {n}")
+    rows, untimed = as_stored(ids[:n])
+    pending = [r for e in rt.ingest.log.pending_for(tenant, user) for r in e.rows]
+    try:
+        rt.store.new_and_held(rows, pending, untimed)
+    except PrefIdConflict as exc:
+        field = "form of its TRL columns (`trl`)" if exc.field == "trl" else f"`{exc.field}`"
+        raise key_reused(f"another request of this user (its row {exc.index + 1} had another {field})") from None
     return ids[:n], found
 
 
@@ -295,22 +307,28 @@ async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: st
         if idempotency_key is None:
             ids, found = await sync_to_thread(same_feedback_replay, rt, tenant, user, fb, rows)
         else:
-            ids, found = await sync_to_thread(replay_of, rt, tenant, user, idempotency_key, len(rows))
+            as_stored = lambda ids: (stored_rows(tenant, user, fb, rows, ids), frozenset(ids))  # stamped on receipt
+            ids, found = await sync_to_thread(replay_of, rt, tenant, user, idempotency_key, len(rows), as_stored)
         if found:
             rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
             return FeedbackReceipt(user=user, stored=found), True
         return await _store(rt, tenant, user, fb, rows, ids), False
 
 
-async def _store(rt: Runtime, tenant: str, user: str, fb: FeedbackBody, rows: list[dict], ids: list[str]) -> FeedbackReceipt:
+def stored_rows(tenant: str, user: str, fb: FeedbackBody, rows: list[dict], ids: list[str]) -> list[StoredPreference]:
+    """A feedback's `rows` as stored under `ids`: created and received now, labelled as `fb` says."""
     now = time.time()
-    stored = [
+    return [
         StoredPreference(
             tenant=tenant, user_id=user, pref_id=pref_id, created_at=now + i * 1e-6, received_at=now,
             source=fb.source or "feedback", attributes=fb.attributes, **r,
         )
         for i, (r, pref_id) in enumerate(zip(rows, ids, strict=True))
     ]
+
+
+async def _store(rt: Runtime, tenant: str, user: str, fb: FeedbackBody, rows: list[dict], ids: list[str]) -> FeedbackReceipt:
+    stored = stored_rows(tenant, user, fb, rows, ids)
     remember([s.pref_id for s in stored])  # before: the worker may move them as soon as they are on disk
     await rt.ingest.submit_async(stored)
     rt.metrics.inc("pluralign_feedback_rows_total", len(stored), help="preference rows written", kind=rows[0]["kind"])

@@ -248,7 +248,9 @@ async def import_preferences(
     if not keyed:
         return Response(await _store_imported(rt, tenant, user_id, records, lines), status_code=201)
     async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
-        ids, found = await sync_to_thread(replay_of, rt, tenant, user_id, idempotency_key, len(keyed))
+        as_stored = lambda ids: (services.import_rows(tenant, user_id, keyed, ids),  # times the file gave none of: stamped
+                                 frozenset(i for i, r in zip(ids, keyed, strict=True) if r.created_at is None))
+        ids, found = await sync_to_thread(replay_of, rt, tenant, user_id, idempotency_key, len(keyed), as_stored)
         if found and len(keyed) == len(records):
             rt.metrics.inc("pluralign_feedback_replayed_total", help="feedback retries answered from what was stored")
             return Response(Imported(user=user_id, stored=found), status_code=201, headers={"Idempotent-Replayed": "true"})

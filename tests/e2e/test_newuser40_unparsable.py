@@ -160,6 +160,29 @@ def test_a_head_past_the_limit_whose_end_comes_in_one_read_is_a_431(served):
     error = assert_json_400(raw(served, b"GET /v1/models?q=" + b"a" * 140_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
     assert error["param"] == "url", error  # a URL past the parser's limit is still named as such, whatever its head's size
 
+def test_a_head_past_the_limit_pipelined_behind_a_request_is_a_431(served):
+    """Review session trial47a: the head count is reset when a head ends, so the bytes of a head that began in the read
+    in which the request before it ended were never counted: a GET pipelined before 134,986 bytes of headers (120,000
+    of them in that read, the rest in the next) had both answered, the second 401 (read by the app). Now the second is
+    the 431, after the first's answer."""
+    pad = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    first = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    second = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + pad * 134 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(first + second[:120_000])
+        time.sleep(0.1)  # read by the server (if not, the test still fails before the fix: one read held both)
+        sock.sendall(second[120_000:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    statuses = [int(line.split(b" ", 2)[1]) for line in re.findall(rb"HTTP/1\.1 \d{3} ", answer)]
+    if served.parser == "h11":  # past its own 16 KiB
+        assert statuses == [200, 400], answer[:300]
+        return
+    assert statuses == [200, 431], answer[-600:]
+    assert b'"param":"headers"' in answer and b'"code":"headers_too_large"' in answer, answer[-300:]
+
+
 def test_trailers_past_the_head_limit_are_a_431_naming_headers(served):
     """Review session 42: the head cap counted bytes only until the head ended, but httptools hands a chunked body's
     trailers to uvicorn's `on_header`, which keeps each in the request's header list: 8 MB of trailers after a

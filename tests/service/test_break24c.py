@@ -178,3 +178,39 @@ def test_import_chunks_keep_under_the_byte_budget_and_the_row_cap():
     chunks = import_chunks(lines, max_rows=4, max_bytes=1000)
     assert chunks == [(0, 3), (3, 6), (6, 9), (9, 10), (10, 11), (11, 15), (15, 18)]  # a longer row alone is a chunk
     assert import_chunks([]) == [] and import_chunks([b"a\n"]) == [(0, 1)]
+
+
+def test_a_key_reused_for_another_body_of_as_many_rows_is_a_422_and_stores_nothing(svc):
+    """Review session trial47a: a key's first request was compared with a later one by its number of rows only, so a
+    different feedback (or import) of as many rows sent with the key was answered as a retry (201,
+    `Idempotent-Replayed: true`) and silently not stored. The IETF Idempotency-Key draft and Stripe answer a key
+    reused with another payload with an error: the rows are compared too now (as the store tells rows under one id
+    apart), a retry of the same body is still replayed, whether its rows are still in the feedback log or moved."""
+    from tests.service.test_break28_object_store import wait_until
+
+    comparison = {"type": "comparison", "user": "ike2", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
+    rows = "".join(json.dumps(r) + "\n" for r in _rows("ike2", 2)).encode()
+    with svc.client("acme") as acme:
+        def sent(body, key):
+            if isinstance(body, dict):
+                return acme.post("/v1/feedback", json=body, headers={"Idempotency-Key": key})
+            return acme.post("/v1/users/ike2/import", content=body, headers={"content-type": "application/x-ndjson", "Idempotency-Key": key})
+
+        def refused(body, key, words):
+            r = sent(body, key)
+            assert r.status_code == 422, r.text
+            error = r.json()["error"]
+            assert error["param"] == "Idempotency-Key" and error["code"] == "idempotency_key_reused", error
+            assert words in error["message"], error
+
+        assert sent(comparison, "ike2-fb").status_code == 201 and sent(rows, "ike2-file").status_code == 201
+        for moved in (False, True):  # at once (most often still in the feedback log, as after a crash), then moved
+            if moved:
+                assert wait_until(lambda: acme.get("/health").json()["feedback_pending"] == 0)
+            assert sent(comparison, "ike2-fb").headers.get("Idempotent-Replayed") == "true"  # the same body: a retry
+            assert sent(rows, "ike2-file").headers.get("Idempotent-Replayed") == "true"
+            refused({**comparison, "chosen": "Maybe."}, "ike2-fb", "another `chosen`")
+            refused({**comparison, "source": "survey"}, "ike2-fb", "another `source`")
+            refused(rows.replace(b"Short 1.", b"Brief 1."), "ike2-file", "its row 2 had another `chosen`")
+            refused(rows[: rows.index(b"\n") + 1], "ike2-fb", "its row 1 had another `prompt`")  # feedback and imports share the keys
+        assert acme.get("/v1/users/ike2/preferences").json()["total"] == 3  # none of the refused rows

@@ -97,6 +97,10 @@ def test_a_key_reused_across_replicas_for_requests_of_different_sizes_loses_only
         for client in (acme_a, acme_b):
             assert held(client) == ["Juice 2?", "Soda 0?", "Soda 1?"]
         assert (a.runtime.ingest.left_out, b.runtime.ingest.left_out) == (2, 0)
+        # retries: the key names rows of two bodies, so each is the 422 (review session trial47a: a's was replayed)
+        for client, drink, n, words in ((acme_a, "Juice", 3, "its row 1 had another `prompt`"), (acme_b, "Soda", 2, "more than 2 rows")):
+            r = client.post(f"/v1/users/{USER}/import", content=body(drink, n), headers={"Idempotency-Key": "k"})
+            assert r.status_code == 422 and r.json()["error"]["code"] == "idempotency_key_reused" and words in r.text, r.text
 
 
 @pytest.mark.slow  # bounds on durations: a loaded machine failed it (CI: 4.2 and 7.9 s for an upper bound of 5.5)

@@ -497,8 +497,11 @@ class TimedRequests:
     refused = False  # answered for the last time (the 503 over the limit, the parser's 400): what arrives is dropped
     reading = "nothing"  # of the request now arriving: "nothing" yet, its "headers", its "body"; "done": arrived whole
     head_bytes = 0  # of the head of the request arriving, or of its trailers (httptools), counted to MAX_HEAD_BYTES
-    trailer_bytes = 0  # of the trailers of the request arriving (httptools), as parsed: names, values and line ends
-    trailers_too_large = False  # its trailers went past MAX_HEAD_BYTES (`on_message_complete`)
+    # of the head, then of the trailers, of the request being parsed (httptools), as parsed: its URL, its fields' names,
+    # values and line ends; counted by read (`head_bytes`), a head that began in the read that ended the request before
+    # it was not (the count is reset at that head's end), nor were the bytes of the read that ended a head or trailers
+    parsed_bytes = 0
+    head_past_the_limit = False  # the parser was stopped at a head or trailers past MAX_HEAD_BYTES (`stop_past_the_limit`)
     body_came = False  # whether the bytes being read held any of a body (httptools' `on_body`)
 
     def connection_made(self, transport) -> None:
@@ -644,7 +647,7 @@ class TimedRequests:
         passed; then the connection lingers half closed (`linger`), so a client still sending reads the 400. The 400
         follows the answers of requests pipelined before the bad one (httptools parses ahead of them).
         uvicorn 0.54 documents no such hook: tests/unit/test_review40_uvicorn_hooks.py fails if it goes."""
-        if self.trailers_too_large:  # not the parser's refusal: `on_message_complete` stopped it
+        if self.head_past_the_limit:  # not the parser's refusal: `stop_past_the_limit` stopped it
             self.head_too_large()
             return
         from service.requestid import new_id  # the app's own ids (loaded by now: a request has come)
@@ -720,31 +723,39 @@ class TimedRequests:
             self.reading = self.h11_reading()
             self.time_the_request()
 
+    def stop_past_the_limit(self) -> None:
+        """At a head's or trailers' end: past MAX_HEAD_BYTES as parsed (`parsed_bytes`), the app is not told of the request
+        (or that its body ended), and the parser stops here (uvicorn then calls `send_400_response`: the 431). Until session
+        trial47a trailers whose end came in the read that passed the limit were served; until review session trial47a so
+        was a head pipelined behind another request's end in one read (a GET, then 135 KB of headers: 200, then 401)."""
+        if self.parsed_bytes > MAX_HEAD_BYTES:
+            self.head_past_the_limit = True
+            raise ValueError("a head or trailers past MAX_HEAD_BYTES")
+
     # httptools' parser calls these as the request arrives (h11's state is read in data_received)
     def on_message_begin(self) -> None:
         super().on_message_begin()  # type: ignore[misc]
-        self.reading, self.parsed = "headers", True
+        self.reading, self.parsed, self.parsed_bytes = "headers", True, 0
+
+    def on_url(self, url: bytes) -> None:
+        self.parsed_bytes += len(url)
+        super().on_url(url)  # type: ignore[misc]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.reading == "body":  # a chunked body's trailers, which uvicorn keeps as headers
-            self.trailer_bytes += len(name) + len(value) + 4
+        self.parsed_bytes += len(name) + len(value) + 4  # a head's fields, or a chunked body's trailers (uvicorn keeps both)
         super().on_header(name, value)  # type: ignore[misc]
 
     def on_headers_complete(self) -> None:
+        self.stop_past_the_limit()
         super().on_headers_complete()  # type: ignore[misc]
-        self.reading, self.head_bytes, self.trailer_bytes = "body", 0, 0
+        self.reading, self.head_bytes, self.parsed_bytes = "body", 0, 0
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)  # type: ignore[misc]
         self.body_came = True
 
     def on_message_complete(self) -> None:
-        if self.trailer_bytes > MAX_HEAD_BYTES:
-            # trailers past the limit whose end came in this read (counted by read in `data_received`, they are only
-            # while a read holds none of their end; until session trial47a such a request was served): the app is
-            # not told the body ended, and the parser stops here (uvicorn then calls `send_400_response`: the 431)
-            self.trailers_too_large = True
-            raise ValueError("trailers past MAX_HEAD_BYTES")
+        self.stop_past_the_limit()
         super().on_message_complete()  # type: ignore[misc]
         self.reading, self.parsed = "done", True
 
