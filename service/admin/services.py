@@ -49,7 +49,7 @@ from service.runtime import ForgetIncomplete, Runtime
 from service.users.services import READ_INLINE_ROWS, adapter_folder
 from training.jobs.params import JOB_ENCODERS, JobParamsError, decode_params
 from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param
-from training.jobs.runner import JobRunner, LocalJobRunner, RunnerConfig, result_metrics
+from training.jobs.runner import JobRunner, LocalJobRunner, NotServed, RunnerConfig, result_metrics
 from training.jobs.triggers import AdapterTrigger
 
 log = logging.getLogger("pluralign.service")
@@ -802,8 +802,15 @@ class Admin:
         """A promoted adapter is copied into the serving registry and named in the user's row, under
         the name it is served by (the chat response's `pluralign.adapter`, the vLLM LoRA name),
         under the user's lock: an adapter of a user deleted meanwhile is never installed. A promoted
-        PAL or EM mixture is swapped into the running service (`Runtime.swap_rewards`)."""
-        if job.kind in ("pal", "em") and job.artifact:
+        PAL or EM mixture is swapped into the running service (`Runtime.swap_rewards`), unless the service is one of
+        several replicas: NotServed, since this replica alone would serve it (`<data_dir>/pal-promoted` is its own)."""
+        if job.kind in POPULATION_KINDS and job.artifact:
+            if self.rt.settings.replicas > 1:
+                raise NotServed(
+                    f"with PLURALIGN_REPLICAS={self.rt.settings.replicas}, a population model promoted by one replica "
+                    "would be served by that replica alone, and the replicas would fit users against different models; "
+                    "to serve it, copy its artifact (this job's `artifact`) into the replicas' PLURALIGN_PAL_DIR and "
+                    "restart every replica (deploy/README.md, 'The pieces')")
             self.rt.swap_rewards(Path(job.artifact))
             return
         if job.kind != "adapter" or not job.artifact:

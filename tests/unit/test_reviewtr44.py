@@ -129,3 +129,30 @@ def test_an_adapter_that_held_nothing_out_is_kept_with_a_note_saying_why(tmp_pat
     assert job.state == "succeeded" and job.promoted is False, job
     assert job.promotion_note.startswith("kept, not served: the result has none of heldout_accuracy"), job.promotion_note
     assert "held no comparison out" in job.promotion_note and "different" in job.promotion_note, job.promotion_note
+
+
+def test_an_artifact_the_service_will_not_serve_is_kept_with_its_reason_and_the_next_one_is_compared_with_nothing(tmp_path):
+    """`on_promote` raising NotServed (a replica given a population model, operator47): the job is `promoted: false`
+    with the reason as its note, promotions.json does not name it, and the next candidate is promoted over nothing."""
+    from tests.e2e.job_kinds import TEST_KINDS
+    from training.jobs.runner import LocalJobRunner, NotServed, RunnerConfig
+
+    refused: list[str] = []
+
+    def on_promote(job, key):
+        if not refused:
+            refused.append(job.id)
+            raise NotServed("served by this replica alone")
+
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), TEST_KINDS, on_promote=on_promote)
+    runner.start()
+    try:
+        kept = runner.wait(runner.submit("adapter", {"user": "ann", "accuracy": 0.9}).id)
+        assert runner.promotions.served("adapter/default/ann") is None
+        served = runner.wait(runner.submit("adapter", {"user": "ann", "accuracy": 0.5}).id)  # below the one kept
+    finally:
+        runner.stop()
+    assert refused == [kept.id]
+    assert kept.state == "succeeded" and kept.promoted is False, kept
+    assert kept.promotion_note == "kept, not served: served by this replica alone", kept.promotion_note
+    assert served.promoted is True and runner.promotions.served("adapter/default/ann").job_id == served.id

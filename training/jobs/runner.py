@@ -650,6 +650,8 @@ class LocalJobRunner:
             return
         try:
             self.on_promote(msgspec.structs.replace(before, artifact=served.artifact), key)
+        except NotServed as exc:
+            log.warning("job %s (named in promotions.json for %s) is not put into service again: %s", before.id, key, exc)
         except Exception:
             log.exception("job %s's promotion was cut short and did not finish; putting job %s (named in promotions.json "
                           "for %s) into service again failed", job.id, before.id, key)
@@ -759,6 +761,10 @@ class LocalJobRunner:
         if promoted and self.on_promote is not None:
             try:
                 self.on_promote(job, key)
+            except NotServed as exc:  # a sound artifact this service does not serve: said, with no traceback
+                log.warning("job %s is kept, not served: %s", job.id, exc)
+                self.promotions.withdraw(key, job.id, replaced)
+                note, promoted = f"kept, not served: {exc}", False
             except Exception as exc:  # not served: recorded so, and the earlier artifact stays the one compared with
                 log.exception("putting job %s into service failed", job.id)
                 self.promotions.withdraw(key, job.id, replaced)
@@ -766,6 +772,12 @@ class LocalJobRunner:
                 note = f"kept, not served: putting it into service failed: {_problem(exc)}; {still}"
                 promoted = False
         return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics)
+
+
+class NotServed(Exception):
+    """What `on_promote` raises for an artifact it will not put into service though nothing is wrong with it
+    (its message says why, and how to serve it otherwise): the job is `promoted: false` with the message in its
+    `promotion_note`, logged at WARNING, and what was served before stays the one compared with."""
 
 
 def _heldout(job: Job) -> float | None:
