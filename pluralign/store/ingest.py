@@ -58,22 +58,31 @@ class _Closed(Exception):
     """The Ingestor was closed: the start's sweep of claims stops before its next user (`_sweep_stored_claims`)."""
 
 
-def _lower_priority(nice: int) -> None:
-    """The calling thread runs at `nice` (Linux: a thread's nice value is its own; the request threads keep theirs)."""
+def _run_at(nice: int) -> None:
+    """The calling thread runs at `nice` (Linux: a thread's nice value is its own; the request threads keep theirs).
+    Raising it (a lower value) needs CAP_SYS_NICE or RLIMIT_NICE: without them the thread keeps its nice."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (AttributeError, OSError):
         pass
 
 
-def _priority_of_caller(thread: threading.Thread | None) -> None:
-    """`thread`, when running, runs at the calling thread's priority from now on: the caller waits for it. Raising a
+def _own_nice() -> int | None:
+    """The calling thread's nice value; None where the OS has none (`os.getpriority`: not on Windows)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    except (AttributeError, OSError):
+        return None
+
+
+def _priority_of_caller(thread: threading.Thread | None, nice: int | None) -> None:
+    """`thread`, when running, runs at `nice` (the calling thread's, which waits for it) from now on. Raising a
     thread's priority needs CAP_SYS_NICE or RLIMIT_NICE (root has them; a container's unprivileged user mostly not):
     without them the thread keeps its nice, and the caller waits as long as it takes."""
-    if thread is None or thread.native_id is None or not thread.is_alive():
+    if nice is None or thread is None or thread.native_id is None or not thread.is_alive():
         return
     try:
-        os.setpriority(os.PRIO_PROCESS, thread.native_id, os.getpriority(os.PRIO_PROCESS, 0))
+        os.setpriority(os.PRIO_PROCESS, thread.native_id, nice)
     except (AttributeError, OSError):
         pass
 
@@ -201,6 +210,7 @@ class Ingestor:
         # log's update): whatever the caller derives from their rows may predate them
         self.replayed: frozenset[tuple[str, str]] = frozenset(e.key for e in feedback_log.pending.values())
         self._stop = threading.Event()
+        self._stopper_nice: int | None = None  # the priority of the thread that stopped it (`stop`), set before `_stop`
         # with replicas, the claims of stored rows (`pluralign.store.claims`): each move notes them in a file before the
         # log forgets the rows, and removes the file once they went (a kill between the two: the next start removes them)
         self._claims = getattr(store, "claims", None)
@@ -507,7 +517,7 @@ class Ingestor:
         not read). Each user's rows are read from the table without their vectors and without the histories cache
         (`Store.stored_rows`; until session 44 `preferences_for`: each claimed user's history, vectors and all,
         loaded into the bounded cache, evicting the users being served)."""
-        _lower_priority(self.nice)
+        self._at_low_priority()
 
         def stored(tenant: str, user_id: str) -> dict[str, Claim]:
             if self._stop.is_set():
@@ -732,8 +742,17 @@ class Ingestor:
             chunk = texts[:ENCODE_CHUNK]
             vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
 
+    def _at_low_priority(self) -> None:
+        """The calling thread (the worker's, the sweep's, as it begins) runs at `nice`; one the stop came to first runs
+        at the stopper's priority (`stop`). Until review flaky47 a stop right after the start (a start undone, a
+        SIGTERM during it) could raise the thread's priority before the thread lowered it: lowered after, the sweep
+        listed the table's users at nice 19 while the stop waited for it."""
+        _run_at(self.nice)
+        if self._stop.is_set() and self._stopper_nice is not None:  # else the stop's raise (after its `_stop`) comes after
+            _run_at(self._stopper_nice)
+
     def _run(self) -> None:
-        _lower_priority(self.nice)
+        self._at_low_priority()
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
@@ -761,10 +780,11 @@ class Ingestor:
         this process raise a thread's: `_priority_of_caller`): the caller (`close`, the service's stop) waits for them,
         and a nice-19 thread on cores busy with other work got ~1.5% of one (a stop waited for a batch of an import
         past 15 s, and once killed -9 the process took over 10 s more to exit, flaky47)."""
+        self._stopper_nice = _own_nice()  # before `_stop`: a thread that sees the stop finds it (`_at_low_priority`)
         self._stop.set()
         self.log.wake()
-        _priority_of_caller(self._thread)
-        _priority_of_caller(self._sweeping)
+        _priority_of_caller(self._thread, self._stopper_nice)  # a thread not yet lowered does it itself (`_at_low_priority`)
+        _priority_of_caller(self._sweeping, self._stopper_nice)
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker, waiting at most `timeout` seconds for its batch, then close the log. A worker
