@@ -75,16 +75,30 @@ def _own_nice() -> int | None:
         return None
 
 
-def _priority_of_caller(thread: threading.Thread | None, nice: int | None) -> None:
-    """`thread`, when running, runs at `nice` (the calling thread's, which waits for it) from now on. Raising a
-    thread's priority needs CAP_SYS_NICE or RLIMIT_NICE (root has them; a container's unprivileged user mostly not):
-    without them the thread keeps its nice, and the caller waits as long as it takes."""
-    if nice is None or thread is None or thread.native_id is None or not thread.is_alive():
-        return
+def _threads_at(nice: int) -> list[int]:
+    """The native ids of this process's threads running at `nice` (Linux: /proc/self/task; elsewhere none, where a
+    thread has no nice of its own: `os.setpriority` of a native thread id is Linux's)."""
     try:
-        os.setpriority(os.PRIO_PROCESS, thread.native_id, nice)
-    except (AttributeError, OSError):
-        pass
+        tids = [int(name) for name in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        return []
+    found = []
+    for tid in tids:
+        with contextlib.suppress(OSError):  # ended meanwhile
+            if os.getpriority(os.PRIO_PROCESS, tid) == nice:
+                found.append(tid)
+    return found
+
+
+def _raise_to(nice: int | None, tids: list[int]) -> None:
+    """The threads `tids` run at `nice` from now on (the stopper's, which waits for them). Raising a thread's priority
+    needs CAP_SYS_NICE or RLIMIT_NICE (root has them; a container's unprivileged user mostly not): without them a
+    thread keeps its nice, and the stopper waits as long as it takes."""
+    if nice is None:
+        return
+    for tid in tids:
+        with contextlib.suppress(AttributeError, OSError):  # ended meanwhile, or not allowed
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 class Backlogged(Exception):
@@ -210,7 +224,7 @@ class Ingestor:
         # log's update): whatever the caller derives from their rows may predate them
         self.replayed: frozenset[tuple[str, str]] = frozenset(e.key for e in feedback_log.pending.values())
         self._stop = threading.Event()
-        self._stopper_nice: int | None = None  # the priority of the thread that stopped it (`stop`), set before `_stop`
+        self._stopper_nice: int | None = None  # the priority of the thread that stopped it when above `nice` (`stop`)
         # with replicas, the claims of stored rows (`pluralign.store.claims`): each move notes them in a file before the
         # log forgets the rows, and removes the file once they went (a kill between the two: the next start removes them)
         self._claims = getattr(store, "claims", None)
@@ -777,14 +791,19 @@ class Ingestor:
     def stop(self) -> None:
         """The worker takes no further batch (pending rows stay in the log); an idle one stops waiting. The batch
         under way and the start's sweep of claims go on at the caller's priority, not at `nice` (where the OS lets
-        this process raise a thread's: `_priority_of_caller`): the caller (`close`, the service's stop) waits for them,
-        and a nice-19 thread on cores busy with other work got ~1.5% of one (a stop waited for a batch of an import
-        past 15 s, and once killed -9 the process took over 10 s more to exit, flaky47)."""
-        self._stopper_nice = _own_nice()  # before `_stop`: a thread that sees the stop finds it (`_at_low_priority`)
+        this process raise a thread's: `_raise_to`): the caller (`close`, the service's stop) waits for them, and a
+        nice-19 thread on cores busy with other work got ~1.5% of one (a stop waited for a batch of an import past
+        15 s, and once killed -9 the process took over 10 s more to exit, flaky47). So do the threads they started,
+        born at `nice` (every thread of the process at `nice`: the tokenizer's pool the worker's first encode makes;
+        until review flaky47 they kept nice 19, and the batch's work on them with it)."""
+        stopper = _own_nice()
+        # set before `_stop`: a thread that sees the stop finds it (`_at_low_priority`). None: nothing to raise (a stopper
+        # at `nice` or below it lowers no thread of the process)
+        self._stopper_nice = stopper if stopper is not None and stopper < self.nice else None
         self._stop.set()
         self.log.wake()
-        _priority_of_caller(self._thread, self._stopper_nice)  # a thread not yet lowered does it itself (`_at_low_priority`)
-        _priority_of_caller(self._sweeping, self._stopper_nice)
+        # the worker, the sweep and what they started (one not yet lowered raises itself: `_at_low_priority`)
+        _raise_to(self._stopper_nice, _threads_at(self.nice))
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker, waiting at most `timeout` seconds for its batch, then close the log. A worker

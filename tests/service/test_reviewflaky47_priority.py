@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from pluralign.store import Store
 from pluralign.store import ingest as ingest_module
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
-from tests.service.test_feedback_log import HashEncoder, _can_raise_a_threads_priority
+from tests.service.test_feedback_log import DIM, HashEncoder, _can_raise_a_threads_priority, feedback
 from tests.stores import claimed_store, claims_left_by_an_earlier_release
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "setpriority") or not _can_raise_a_threads_priority(),
@@ -73,3 +75,39 @@ def test_a_sweep_the_stop_came_to_before_it_lowered_itself_runs_at_the_stoppers_
         stopped.set()
         ingest.close()
     assert nice == [os.getpriority(os.PRIO_PROCESS, 0)], nice  # [19] before: lowered after the stop's raise
+
+
+def test_the_threads_the_workers_encoder_started_go_on_at_the_stoppers_priority(tmp_path):
+    """An encoder may hand its work to threads it starts at its first call: the real MiniLM's tokenizer (Hugging Face
+    tokenizers' pool) made 2 threads on the worker's first encode, born at the worker's nice 19 (measured: the
+    worker's task and two new ones at 19 in /proc/self/task). `stop()` raised the worker alone: the batch's work on
+    those threads went on at nice 19 while the stop waited for it. Here the encoder's own pool, made at its first call,
+    embeds the texts."""
+    embedding, go_on, nice = threading.Event(), threading.Event(), []
+
+    class Pooled(HashEncoder):
+        pool = None
+
+        def encode(self, texts):
+            if self.pool is None:  # started by its first caller, as a tokenizer's pool is
+                self.pool = ThreadPoolExecutor(1, thread_name_prefix="encoder-pool")
+            return self.pool.submit(self.on_the_pool, texts).result()
+
+        def on_the_pool(self, texts):
+            embedding.set()
+            assert go_on.wait(30)
+            nice.append(os.getpriority(os.PRIO_PROCESS, 0))  # the pool thread's own
+            return HashEncoder.encode(self, texts)
+
+    encoder = Pooled()
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), Store(str(tmp_path / "db"), "hash", DIM), encoder)
+    try:
+        ingest.submit(feedback("ann", 0))
+        assert embedding.wait(30)  # the batch is being embedded on the pool's thread, born at the worker's nice 19
+        ingest.stop()
+    finally:
+        go_on.set()
+        ingest.close()
+        if encoder.pool is not None:
+            encoder.pool.shutdown()
+    assert nice == [os.getpriority(os.PRIO_PROCESS, 0)], nice  # [19] before: the worker alone was raised
