@@ -58,24 +58,47 @@ class _Closed(Exception):
     """The Ingestor was closed: the start's sweep of claims stops before its next user (`_sweep_stored_claims`)."""
 
 
-def _lower_priority(nice: int) -> None:
-    """The calling thread runs at `nice` (Linux: a thread's nice value is its own; the request threads keep theirs)."""
+def _run_at(nice: int) -> None:
+    """The calling thread runs at `nice` (Linux: a thread's nice value is its own; the request threads keep theirs).
+    Raising it (a lower value) needs CAP_SYS_NICE or RLIMIT_NICE: without them the thread keeps its nice."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (AttributeError, OSError):
         pass
 
 
-def _priority_of_caller(thread: threading.Thread | None) -> None:
-    """`thread`, when running, runs at the calling thread's priority from now on: the caller waits for it. Raising a
-    thread's priority needs CAP_SYS_NICE or RLIMIT_NICE (root has them; a container's unprivileged user mostly not):
-    without them the thread keeps its nice, and the caller waits as long as it takes."""
-    if thread is None or thread.native_id is None or not thread.is_alive():
-        return
+def _own_nice() -> int | None:
+    """The calling thread's nice value; None where the OS has none (`os.getpriority`: not on Windows)."""
     try:
-        os.setpriority(os.PRIO_PROCESS, thread.native_id, os.getpriority(os.PRIO_PROCESS, 0))
+        return os.getpriority(os.PRIO_PROCESS, 0)
     except (AttributeError, OSError):
-        pass
+        return None
+
+
+def _threads_at(nice: int) -> list[int]:
+    """The native ids of this process's threads running at `nice` (Linux: /proc/self/task; elsewhere none, where a
+    thread has no nice of its own: `os.setpriority` of a native thread id is Linux's)."""
+    try:
+        tids = [int(name) for name in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        return []
+    found = []
+    for tid in tids:
+        with contextlib.suppress(OSError):  # ended meanwhile
+            if os.getpriority(os.PRIO_PROCESS, tid) == nice:
+                found.append(tid)
+    return found
+
+
+def _raise_to(nice: int | None, tids: list[int]) -> None:
+    """The threads `tids` run at `nice` from now on (the stopper's, which waits for them). Raising a thread's priority
+    needs CAP_SYS_NICE or RLIMIT_NICE (root has them; a container's unprivileged user mostly not): without them a
+    thread keeps its nice, and the stopper waits as long as it takes."""
+    if nice is None:
+        return
+    for tid in tids:
+        with contextlib.suppress(AttributeError, OSError):  # ended meanwhile, or not allowed
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
 
 
 class Backlogged(Exception):
@@ -201,6 +224,7 @@ class Ingestor:
         # log's update): whatever the caller derives from their rows may predate them
         self.replayed: frozenset[tuple[str, str]] = frozenset(e.key for e in feedback_log.pending.values())
         self._stop = threading.Event()
+        self._stopper_nice: int | None = None  # the priority of the thread that stopped it when above `nice` (`stop`)
         # with replicas, the claims of stored rows (`pluralign.store.claims`): each move notes them in a file before the
         # log forgets the rows, and removes the file once they went (a kill between the two: the next start removes them)
         self._claims = getattr(store, "claims", None)
@@ -507,7 +531,7 @@ class Ingestor:
         not read). Each user's rows are read from the table without their vectors and without the histories cache
         (`Store.stored_rows`; until session 44 `preferences_for`: each claimed user's history, vectors and all,
         loaded into the bounded cache, evicting the users being served)."""
-        _lower_priority(self.nice)
+        self._at_low_priority()
 
         def stored(tenant: str, user_id: str) -> dict[str, Claim]:
             if self._stop.is_set():
@@ -732,8 +756,17 @@ class Ingestor:
             chunk = texts[:ENCODE_CHUNK]
             vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
 
+    def _at_low_priority(self) -> None:
+        """The calling thread (the worker's, the sweep's, as it begins) runs at `nice`; one the stop came to first runs
+        at the stopper's priority (`stop`). Until review flaky47 a stop right after the start (a start undone, a
+        SIGTERM during it) could raise the thread's priority before the thread lowered it: lowered after, the sweep
+        listed the table's users at nice 19 while the stop waited for it."""
+        _run_at(self.nice)
+        if self._stop.is_set() and self._stopper_nice is not None:  # else the stop's raise (after its `_stop`) comes after
+            _run_at(self._stopper_nice)
+
     def _run(self) -> None:
-        _lower_priority(self.nice)
+        self._at_low_priority()
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
@@ -758,13 +791,19 @@ class Ingestor:
     def stop(self) -> None:
         """The worker takes no further batch (pending rows stay in the log); an idle one stops waiting. The batch
         under way and the start's sweep of claims go on at the caller's priority, not at `nice` (where the OS lets
-        this process raise a thread's: `_priority_of_caller`): the caller (`close`, the service's stop) waits for them,
-        and a nice-19 thread on cores busy with other work got ~1.5% of one (a stop waited for a batch of an import
-        past 15 s, and once killed -9 the process took over 10 s more to exit, flaky47)."""
+        this process raise a thread's: `_raise_to`): the caller (`close`, the service's stop) waits for them, and a
+        nice-19 thread on cores busy with other work got ~1.5% of one (a stop waited for a batch of an import past
+        15 s, and once killed -9 the process took over 10 s more to exit, flaky47). So do the threads they started,
+        born at `nice` (every thread of the process at `nice`: the tokenizer's pool the worker's first encode makes;
+        until review flaky47 they kept nice 19, and the batch's work on them with it)."""
+        stopper = _own_nice()
+        # set before `_stop`: a thread that sees the stop finds it (`_at_low_priority`). None: nothing to raise (a stopper
+        # at `nice` or below it lowers no thread of the process)
+        self._stopper_nice = stopper if stopper is not None and stopper < self.nice else None
         self._stop.set()
         self.log.wake()
-        _priority_of_caller(self._thread)
-        _priority_of_caller(self._sweeping)
+        # the worker, the sweep and what they started (one not yet lowered raises itself: `_at_low_priority`)
+        _raise_to(self._stopper_nice, _threads_at(self.nice))
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the worker, waiting at most `timeout` seconds for its batch, then close the log. A worker

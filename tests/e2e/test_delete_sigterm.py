@@ -38,13 +38,14 @@ def test_a_delete_waiting_in_the_queue_at_sigterm_is_answered_503_with_retry_aft
     data, held_at = tmp_path / "data", tmp_path / "held-at"
     proc = ServeProcess(data, tiny_generator_dir, tiny_pal_dir, code=HOLD_ZEDS_DELETE, PLURALIGN_CACHE_DIR=str(tmp_path / "cache"),
                         HELD_AT=str(held_at))
-    answers: dict[str, httpx.Response | Exception] = {}
+    answers: dict[str, httpx.Response | Exception] = {}  # in the order they came
 
     def send_delete(user: str) -> None:
         try:
-            answers[user] = httpx.delete(f"{proc.url}/v1/users/{user}", headers=headers, timeout=60)
+            answer = httpx.delete(f"{proc.url}/v1/users/{user}", headers=headers, timeout=60)
         except httpx.TransportError as exc:
-            answers[user] = exc
+            answer = exc
+        answers[user] = answer
 
     try:
         headers = {"Authorization": f"Bearer {proc.dev_key()}"}
@@ -62,16 +63,17 @@ def test_a_delete_waiting_in_the_queue_at_sigterm_is_answered_503_with_retry_aft
         threads[1].start()  # ann's waits behind it
         time.sleep(1.0)
         assert "ann" not in answers
-        began = time.monotonic()
         proc.proc.terminate()
         threads[1].join(timeout=30)
-        took = time.monotonic() - began
         ann = answers["ann"]
         assert isinstance(ann, httpx.Response), ann
         assert (ann.status_code, "Retry-After" in ann.headers) == (503, True), (ann.status_code, ann.text)
-        assert "nothing of the user was deleted" in ann.text and took < 4.0, (ann.text, took)
+        assert "nothing of the user was deleted" in ann.text, ann.text
         # zed's DELETE never ends: uvicorn's graceful wait cancels it, and the exit status says work was cut off
         assert proc.proc.wait(timeout=30) == 4, proc.log.read_text()
+        threads[0].join(timeout=30)
+        # ann's 503 came at the stop's start, before the graceful wait's end cut zed's DELETE off (not at that end)
+        assert list(answers) == ["ann", "zed"], answers
         assert "stopped with 1 request(s) cut off" in proc.log.read_text()
     finally:
         proc.stop()

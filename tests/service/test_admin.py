@@ -270,10 +270,12 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
                         "rejected": "Coffee.", "attributes": {"segment": segment}}
                 assert c.post("/v1/feedback", json=body).status_code == 201
     reading, answered, original = threading.Event(), threading.Event(), Admin.reports
+    answered_meanwhile = []
 
-    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored: 2 s, or until /health is answered
+    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored: read until /health is answered
         reading.set()
-        answered.wait(2.0)  # read on the event loop, the /health below waits for these 2 s (it cannot be answered first)
+        # read on the event loop, the /health below cannot be answered before this gives up (after 10 s)
+        answered_meanwhile.append(answered.wait(10))
         return original(self, limit, **scope)
 
     monkeypatch.setattr(Admin, "reports", slow_reports)
@@ -288,13 +290,11 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
     thread.start()
     assert reading.wait(180), "the audit job did not end"
     with svc.client("acme") as other:
-        start = time.monotonic()
-        assert other.get("/health").status_code == 200
-        took = time.monotonic() - start
+        assert other.get("/health", timeout=60).status_code == 200
     answered.set()
     thread.join(60)
     assert answer["r"].status_code == 200, answer["r"].text
-    assert took < 1.0, took  # 2 s and more while the reports were read on the event loop
+    assert answered_meanwhile[0], answered_meanwhile  # False while the reports were read on the event loop
 
 
 def test_an_audit_whose_check_fails_keeps_no_report_figures_or_group_names_of_a_user_deleted_since(svc, monkeypatch):
