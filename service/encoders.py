@@ -11,6 +11,21 @@ from pathlib import Path
 from pluralign.embed.base import Encoder
 
 
+def is_model_folder(name: str) -> bool:
+    """Whether the encoder `name` is a folder (of a sentence-transformers model): never "", which pathlib reads as the
+    working folder (an emptied PLURALIGN_ENCODER loaded MiniLM under the encoder id "", which `Store` refuses since
+    session small47b: an unknown encoder, named, since review reviewsmall47b)."""
+    return name != "" and Path(name).is_dir()
+
+
+def folder_encoder_id(name: str) -> str:
+    """The encoder id of the model in folder `name`: the folder's name ("models/minilm/" -> "minilm"), and for a path
+    that ends in none ("." in the model's folder) the name of the folder it is (until review reviewsmall47b "", which
+    `Store` refuses since session small47b)."""
+    path = Path(name)
+    return path.name or path.resolve().name or str(path.resolve())
+
+
 def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None) -> Encoder:
     """`minilm`, `minilm-onnx`, `minilm-onnx-int8`, `smollm2`, a sentence-transformers folder, or
     `openai:URL` for a server speaking OpenAI's /v1/embeddings (`model_id` names its model; default
@@ -24,9 +39,9 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
         from service.requestid import outgoing_headers
 
         return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key, request_headers=outgoing_headers)
-    if Path(name).is_dir():
+    if is_model_folder(name):
         try:
-            return SentenceEncoder(path=name, encoder_id=Path(name).name)
+            return SentenceEncoder(path=name, encoder_id=folder_encoder_id(name))
         except (OSError, ValueError) as exc:  # transformers' words for a folder of something else: "Unrecognized model in ..."
             raise ValueError(f"{name}: not a sentence-transformers model folder ({exc})") from None
     return make_encoder(name)

@@ -474,7 +474,9 @@ def check_encoder_name(name: str, where: str) -> None:
     """`name` is an encoder the service's `make_encoder` can load (`openai:URL`, a folder, or a name
     `pluralign.embed.named` knows); else a ValueError "<where>: unknown encoder ...", before any import of
     torch or a model library."""
-    if name.startswith("openai:") or Path(name).is_dir():
+    from service.encoders import is_model_folder
+
+    if name.startswith("openai:") or is_model_folder(name):
         return
     from pluralign.embed.named import encoder_identity
 

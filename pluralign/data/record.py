@@ -280,8 +280,9 @@ class Preference(Base):
         """Raises TypeError naming a text field that is not a str, ValueError naming an empty one, a
         `margin` outside [0, MAX_MARGIN] (NaN included) or a `created_at` that is not a Unix time in seconds
         in [0, MAX_CREATED_AT] (`created_at_problem`: -5, 1e300, a time in milliseconds, NaN): the rules
-        `read_rows` applies to a row, for a record made in Python, so what `write_jsonl` writes reads again.
-        `chosen` may equal `rejected` (a tie over one answer: UKP's same-argument pairs)."""
+        `read_rows` applies to a row, for a record made in Python. `chosen` may be `rejected`'s answer (a tie over one
+        answer), which a file's row may not be: `read_preferences` refuses the line `write_jsonl` writes of such a record
+        ("is the same answer as `chosen`", `answer_key`)."""
         for name in ("user_id", "prompt", "chosen", "rejected"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"`{name}` must be a str, got {type(getattr(self, name)).__name__}")
