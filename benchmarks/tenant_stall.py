@@ -55,6 +55,7 @@ from benchmarks.serving import run_for, start_serve  # noqa: E402
 from pluralign.embed.models import MINILM_ID  # noqa: E402
 from pluralign.store import SCHEMA_VERSION, Store  # noqa: E402
 from service.auth import KeyRing  # noqa: E402
+from training.common import number  # noqa: E402
 
 DIM = 384
 KINDS = ("feedback", "feedback (Idempotency-Key)", "read back own feedback", "chat completion", "profile GET (nothing pending)")
@@ -155,14 +156,6 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def count(text: str) -> int:
-    """An argparse type: a whole number, 0 or more."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is below 0")
-    return value
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", default="smollm2", help="`smollm2` or a saved causal-LM folder")
@@ -179,7 +172,7 @@ def main() -> None:
                    help="seconds from the start of one of a client's imports to its next (0: one right after another)")
     p.add_argument("--import-bytes", type=int, default=1_000_000, help="each import's body (the service's limit: max_body_bytes)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
-    p.add_argument("--lock-deletes", type=count, default=8, help="DELETEs timed in this process first, with the write lock's holds")
+    p.add_argument("--lock-deletes", type=number(int, minimum=0), default=8, help="DELETEs timed in this process first, with the write lock's holds")
     p.add_argument("--port", type=int, default=8791)
     p.add_argument("--code", type=Path, default=ROOT, help="the checkout whose `pluralign serve` runs (another's: before and after)")
     args = p.parse_args()

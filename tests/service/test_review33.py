@@ -263,9 +263,15 @@ def test_metrics_honours_name_filters_as_prometheus_client_does(live):
         # (a histogram's `_count` without its buckets is no OpenMetrics histogram: its parser refuses one)
         opened = c.get("/metrics", params=[("name[]", name) for name in asked[:3]], headers={"Accept": "application/openmetrics-text"})
         nothing = c.get("/metrics", params={"name[]": "no_such_series"})
+        # docs/api.md (review of small47a: it said "an empty body" for OpenMetrics too, and "a blank `name[]=` names none")
+        nothing_opened = c.get("/metrics", params={"name[]": "no_such_series"}, headers={"Accept": "application/openmetrics-text"})
+        blank = c.get("/metrics", params={"name[]": ""})
     assert text.status_code == 200 and opened.status_code == 200, (text.text, opened.text)
     got = {s.name for f in text_string_to_metric_families(text.text) for s in f.samples}
     assert got == set(asked), got
     got = {s.name for f in openmetrics_families(opened.text) for s in f.samples}
     assert got == set(asked[:3]), got
     assert nothing.status_code == 200 and nothing.text == "", nothing.text
+    assert nothing_opened.status_code == 200 and nothing_opened.text == "# EOF\n", nothing_opened.text
+    got = {s.name for f in text_string_to_metric_families(blank.text) for s in f.samples}
+    assert blank.status_code == 200 and set(asked) < got and "pluralign_personalization_seconds_bucket" in got, got

@@ -26,3 +26,16 @@ def test_lock_deletes_0_goes_on_to_the_server(monkeypatch, tmp_path, capsys, loc
         tenant_stall.main()
     assert said in capsys.readouterr().out
     assert tenant_stall.in_process_summary([]) == {}
+
+
+@pytest.mark.parametrize("lock_deletes, said", [("-1", "argument --lock-deletes: expected an integer >= 0, got -1"),
+                                                ("two", "argument --lock-deletes: expected an integer, got 'two'")])
+def test_lock_deletes_below_0_or_no_number_is_refused_before_anything_runs(monkeypatch, tmp_path, capsys, lock_deletes, said):
+    """Review of small47a: the option takes the CLI's own `training.common.number` (it had a copy of its own, whose name
+    argparse put in the error: "argument --lock-deletes: invalid count value: 'two'"). Nothing is prefilled."""
+    monkeypatch.setattr(tenant_stall.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["tenant_stall.py", "--lock-deletes", lock_deletes])
+    with pytest.raises(SystemExit) as stopped:
+        tenant_stall.main()
+    assert stopped.value.code == 2 and said in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
