@@ -426,13 +426,16 @@ class ProcessGenerator:
                     if message[0] != "began":
                         return message
                     call.began = True
-                if call.gone is None and id(call.conn) not in self._reading:
+                # read with the inbox, not after the wait: a reader may put the call's answer in its inbox, then find its
+                # child ended, before the call wakes; the next round takes the answer first
+                gone = call.gone
+                if gone is None and id(call.conn) not in self._reading:
                     self._reading.add(id(call.conn))
                     reader = True
-                elif call.gone is None:
+                elif gone is None:
                     self._mail.wait(_POLL_S)  # woken when a message comes for it, or its pipe's reader leaves
-            if call.gone is not None:
-                error = call.gone if not call.began else GeneratorUnavailable
+            if gone is not None:
+                error = gone if not call.began else GeneratorUnavailable
                 raise error(f"the generation process exited (code {call.process.exitcode}) during a call")
             if cancel is not None and cancel.is_set():
                 self._cancel(call)

@@ -868,3 +868,43 @@ def test_a_tenants_short_chat_is_answered_while_another_tenants_long_chat_genera
     finally:
         answered.set()
         reader.join(60)
+
+
+def test_an_answer_read_for_a_waiting_call_just_before_its_child_ended_is_its_answer(pair):
+    """A call waits while another call reads the pipe (one reader for all). The reader puts the call's answer in its
+    inbox, then finds the child ended (it answered, then died: the OOM killer, or a load it could not undo) before
+    the waiting call woke. The call returns its answer: it was generated whole. Before (turns47): the waiting call,
+    woken, looked at "its child ended" before its inbox and raised GeneratorUnavailable with its answer in hand (the
+    service: a 503 "send it again" for an answer it had). Here the test holds the reader's part, the child's end
+    marked as the reader marks it (`_gone`), so the module's child lives on."""
+    from pluralign.policy.process import GeneratorUnavailable
+
+    local, remote = pair
+    assert remote.adapters is not None  # a live child first: one an earlier test's crash left dead starts again here
+    conn = remote._conn
+    with remote._mail:
+        remote._reading.add(id(conn))  # the pipe's reader is busy (another call's): the call below only waits
+    sampling = Sampling(max_tokens=3, seed=11, temperature=1.0)
+    thread, out = as_tenant("acme", remote.generate, MESSAGES, sampling=sampling)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the call sent, and its caller waiting on the mail (a safety net against a hang, not a timing)
+            with remote._mail:
+                if remote._calls and remote._mail._waiters:
+                    # held from here: the waiting call wakes only after both of what the reader does below
+                    (call,) = remote._calls.values()
+                    while not any(kind != "began" for kind, _ in call.inbox):
+                        assert time.monotonic() < deadline, "the child never answered"
+                        remote._read(call, None)  # (the mail's lock is reentrant)
+                    remote._gone(conn, GeneratorUnavailable)  # the reader's next read: the child has ended
+                    remote._reading.discard(id(conn))
+                    remote._mail.notify_all()
+                    break
+            assert time.monotonic() < deadline, "the call was never sent"
+            time.sleep(0.002)
+        thread.join(60)
+    finally:
+        with remote._mail:
+            remote._reading.discard(id(conn))
+    assert out == [local.generate(MESSAGES, sampling=sampling)], out
+    assert not remote._calls
