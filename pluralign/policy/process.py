@@ -306,7 +306,7 @@ class ProcessGenerator:
                                            f"while loading adapter {name} again") from None
             self._forget(call)
             try:
-                self._reply(message)
+                self._reply(message, self._process)
             except (AdapterError, ValueError) as exc:  # damaged since it was loaded: not loaded now (`adapters` says so)
                 log.error("generation process: adapter %s is not loaded again: %s", name, exc)
                 del self._adapters[name]
@@ -514,13 +514,14 @@ class ProcessGenerator:
             self._forget(call)
             raise
 
-    def _reply(self, message):
-        """The result of the child's reply; a child that ends after it (a failed adapter load it could not undo) is
-        waited for, so the next call starts a new one."""
+    def _reply(self, message, process):
+        """The result of the child's reply; `process`, the child that sent it, when it ends after it (a failed adapter
+        load it could not undo), is waited for, so the next call starts a new one. That child's, not the current one:
+        calls run at once, and another may have started a new child since (joined, it held every call for 30 s)."""
         kind, value = message
         if kind == "failed" and len(value) > 2 and value[2]:
             with self._lock:
-                self._process.join(30)  # it ends on its own after saying so; a later call finds it gone or kills it
+                process.join(30)  # it ends on its own after saying so; a later call finds it gone or kills it
         return self._result(kind, value)
 
     @staticmethod
@@ -544,7 +545,7 @@ class ProcessGenerator:
         with self._in_progress():
             call, message = self._request(op, args, cancel)
             try:
-                return self._reply(message)
+                return self._reply(message, call.process)
             finally:
                 self._forget(call)
 

@@ -908,3 +908,47 @@ def test_an_answer_read_for_a_waiting_call_just_before_its_child_ended_is_its_an
             remote._reading.discard(id(conn))
     assert out == [local.generate(MESSAGES, sampling=sampling)], out
     assert not remote._calls
+
+
+def test_a_reply_whose_child_ends_after_it_waits_for_that_child_not_the_one_started_since(pair, monkeypatch):
+    """An adapter load the child could not undo: it answers "failed" and ends, and the call waits (up to 30 s) for that
+    child to have exited. Calls now run at once, so another may have started a new child meanwhile. Before (turns47):
+    the call waited for the generator's current child, the new and healthy one, for the whole 30 s and under the lock
+    every call's send takes: every chat stalled 30 s. Now it waits for its own. The module's child answers a real call;
+    the test, holding the pipe's reader's part, hands the caller the "failed, the process starts again" answer instead,
+    from a child that has ended (a finished thread stands in for it)."""
+    from pluralign.policy.process import GeneratorProcessError
+
+    _, remote = pair
+    assert remote.adapters is not None  # a live child first: one an earlier test's crash left dead starts again here
+    conn, current = remote._conn, remote._process
+    joined: list = []
+    monkeypatch.setattr(current, "join", lambda timeout=None: joined.append(timeout))  # (alive: it would wait 30 s)
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    with remote._mail:
+        remote._reading.add(id(conn))  # the pipe's reader is busy (another call's): the call below only waits
+    thread, out = as_tenant("acme", remote._call, "generate", MESSAGES, 1, Sampling(max_tokens=1))
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # a safety net against a hang, not a timing
+            with remote._mail:
+                if remote._calls and remote._mail._waiters:
+                    (call,) = remote._calls.values()
+                    while not any(kind != "began" for kind, _ in call.inbox):
+                        assert time.monotonic() < deadline, "the child never answered"
+                        remote._read(call, None)
+                    call.inbox[-1] = ("failed", ("RuntimeError", "half loaded (the generation process starts again)", True))
+                    call.process = ended  # its child has ended; `current` was started since
+                    remote._reading.discard(id(conn))
+                    remote._mail.notify_all()
+                    break
+            assert time.monotonic() < deadline, "the call was never sent"
+            time.sleep(0.002)
+        thread.join(60)
+    finally:
+        with remote._mail:
+            remote._reading.discard(id(conn))
+    assert [type(exc) for exc in out] == [GeneratorProcessError] and "starts again" in str(out[0])
+    assert joined == [], "waited for the child started since, not the one that ended"
