@@ -212,7 +212,7 @@ class ProcessGenerator:
         self.start_timeout_s = start_timeout_s
         self._adapters: dict[str, str] = {}  # name -> folder, loaded in the child
         # held to start (or replace) the child and to send a call to it, not while a call waits for its answer;
-        # reentrant: a new child's reloading of the adapters reads its pipe, which may find it gone (`_lost`)
+        # reentrant: a new child's reloading of the adapters reads its pipe, which may find it gone (`_read`)
         self._lock = threading.RLock()
         self._sending = threading.Lock()  # one message at a time on the pipe (calls and their cancels)
         self._mail = threading.Condition()  # the calls in progress, their messages, and who reads which pipe

@@ -870,6 +870,15 @@ def test_a_tenants_short_chat_is_answered_while_another_tenants_long_chat_genera
         reader.join(60)
 
 
+def no_calls_in_flight(remote: ProcessGenerator) -> None:
+    """Waits until no call is in flight (an earlier test's chat over HTTP may still stop its stream): a safety net
+    against a hang, not a timing."""
+    deadline = time.monotonic() + 60
+    while remote._calls or remote._active:
+        assert time.monotonic() < deadline, {number: (call.began, list(call.inbox)) for number, call in remote._calls.items()}
+        time.sleep(0.01)
+
+
 def test_an_answer_read_for_a_waiting_call_just_before_its_child_ended_is_its_answer(pair):
     """A call waits while another call reads the pipe (one reader for all). The reader puts the call's answer in its
     inbox, then finds the child ended (it answered, then died: the OOM killer, or a load it could not undo) before
@@ -882,6 +891,7 @@ def test_an_answer_read_for_a_waiting_call_just_before_its_child_ended_is_its_an
     local, remote = pair
     assert remote.adapters is not None  # a live child first: one an earlier test's crash left dead starts again here
     conn = remote._conn
+    no_calls_in_flight(remote)
     with remote._mail:
         remote._reading.add(id(conn))  # the pipe's reader is busy (another call's): the call below only waits
     sampling = Sampling(max_tokens=3, seed=11, temperature=1.0)
@@ -921,6 +931,7 @@ def test_a_reply_whose_child_ends_after_it_waits_for_that_child_not_the_one_star
 
     _, remote = pair
     assert remote.adapters is not None  # a live child first: one an earlier test's crash left dead starts again here
+    no_calls_in_flight(remote)
     conn, current = remote._conn, remote._process
     joined: list = []
     monkeypatch.setattr(current, "join", lambda timeout=None: joined.append(timeout))  # (alive: it would wait 30 s)
