@@ -212,7 +212,7 @@ class ProcessGenerator:
         self.start_timeout_s = start_timeout_s
         self._adapters: dict[str, str] = {}  # name -> folder, loaded in the child
         # held to start (or replace) the child and to send a call to it, not while a call waits for its answer;
-        # reentrant: a new child's reloading of the adapters reads its pipe, which may find it gone (`_lost`)
+        # reentrant: a new child's reloading of the adapters reads its pipe, which may find it gone (`_read`)
         self._lock = threading.RLock()
         self._sending = threading.Lock()  # one message at a time on the pipe (calls and their cancels)
         self._mail = threading.Condition()  # the calls in progress, their messages, and who reads which pipe
@@ -306,7 +306,7 @@ class ProcessGenerator:
                                            f"while loading adapter {name} again") from None
             self._forget(call)
             try:
-                self._reply(message)
+                self._reply(message, self._process)
             except (AdapterError, ValueError) as exc:  # damaged since it was loaded: not loaded now (`adapters` says so)
                 log.error("generation process: adapter %s is not loaded again: %s", name, exc)
                 del self._adapters[name]
@@ -426,13 +426,16 @@ class ProcessGenerator:
                     if message[0] != "began":
                         return message
                     call.began = True
-                if call.gone is None and id(call.conn) not in self._reading:
+                # read with the inbox, not after the wait: a reader may put the call's answer in its inbox, then find its
+                # child ended, before the call wakes; the next round takes the answer first
+                gone = call.gone
+                if gone is None and id(call.conn) not in self._reading:
                     self._reading.add(id(call.conn))
                     reader = True
-                elif call.gone is None:
+                elif gone is None:
                     self._mail.wait(_POLL_S)  # woken when a message comes for it, or its pipe's reader leaves
-            if call.gone is not None:
-                error = call.gone if not call.began else GeneratorUnavailable
+            if gone is not None:
+                error = gone if not call.began else GeneratorUnavailable
                 raise error(f"the generation process exited (code {call.process.exitcode}) during a call")
             if cancel is not None and cancel.is_set():
                 self._cancel(call)
@@ -511,13 +514,14 @@ class ProcessGenerator:
             self._forget(call)
             raise
 
-    def _reply(self, message):
-        """The result of the child's reply; a child that ends after it (a failed adapter load it could not undo) is
-        waited for, so the next call starts a new one."""
+    def _reply(self, message, process):
+        """The result of the child's reply; `process`, the child that sent it, when it ends after it (a failed adapter
+        load it could not undo), is waited for, so the next call starts a new one. That child's, not the current one:
+        calls run at once, and another may have started a new child since (joined, it held every call for 30 s)."""
         kind, value = message
         if kind == "failed" and len(value) > 2 and value[2]:
             with self._lock:
-                self._process.join(30)  # it ends on its own after saying so; a later call finds it gone or kills it
+                process.join(30)  # it ends on its own after saying so; a later call finds it gone or kills it
         return self._result(kind, value)
 
     @staticmethod
@@ -541,7 +545,7 @@ class ProcessGenerator:
         with self._in_progress():
             call, message = self._request(op, args, cancel)
             try:
-                return self._reply(message)
+                return self._reply(message, call.process)
             finally:
                 self._forget(call)
 

@@ -868,3 +868,98 @@ def test_a_tenants_short_chat_is_answered_while_another_tenants_long_chat_genera
     finally:
         answered.set()
         reader.join(60)
+
+
+def no_calls_in_flight(remote: ProcessGenerator) -> None:
+    """Waits until no call is in flight (an earlier test's chat over HTTP may still stop its stream): a safety net
+    against a hang, not a timing."""
+    deadline = time.monotonic() + 60
+    while remote._calls or remote._active:
+        assert time.monotonic() < deadline, {number: (call.began, list(call.inbox)) for number, call in remote._calls.items()}
+        time.sleep(0.01)
+
+
+def test_an_answer_read_for_a_waiting_call_just_before_its_child_ended_is_its_answer(pair):
+    """A call waits while another call reads the pipe (one reader for all). The reader puts the call's answer in its
+    inbox, then finds the child ended (it answered, then died: the OOM killer, or a load it could not undo) before
+    the waiting call woke. The call returns its answer: it was generated whole. Before (turns47): the waiting call,
+    woken, looked at "its child ended" before its inbox and raised GeneratorUnavailable with its answer in hand (the
+    service: a 503 "send it again" for an answer it had). Here the test holds the reader's part, the child's end
+    marked as the reader marks it (`_gone`), so the module's child lives on."""
+    from pluralign.policy.process import GeneratorUnavailable
+
+    local, remote = pair
+    assert remote.adapters is not None  # a live child first: one an earlier test's crash left dead starts again here
+    conn = remote._conn
+    no_calls_in_flight(remote)
+    with remote._mail:
+        remote._reading.add(id(conn))  # the pipe's reader is busy (another call's): the call below only waits
+    sampling = Sampling(max_tokens=3, seed=11, temperature=1.0)
+    thread, out = as_tenant("acme", remote.generate, MESSAGES, sampling=sampling)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the call sent, and its caller waiting on the mail (a safety net against a hang, not a timing)
+            with remote._mail:
+                if remote._calls and remote._mail._waiters:
+                    # held from here: the waiting call wakes only after both of what the reader does below
+                    (call,) = remote._calls.values()
+                    while not any(kind != "began" for kind, _ in call.inbox):
+                        assert time.monotonic() < deadline, "the child never answered"
+                        remote._read(call, None)  # (the mail's lock is reentrant)
+                    remote._gone(conn, GeneratorUnavailable)  # the reader's next read: the child has ended
+                    remote._reading.discard(id(conn))
+                    remote._mail.notify_all()
+                    break
+            assert time.monotonic() < deadline, "the call was never sent"
+            time.sleep(0.002)
+        thread.join(60)
+    finally:
+        with remote._mail:
+            remote._reading.discard(id(conn))
+    assert out == [local.generate(MESSAGES, sampling=sampling)], out
+    assert not remote._calls
+
+
+def test_a_reply_whose_child_ends_after_it_waits_for_that_child_not_the_one_started_since(pair, monkeypatch):
+    """An adapter load the child could not undo: it answers "failed" and ends, and the call waits (up to 30 s) for that
+    child to have exited. Calls now run at once, so another may have started a new child meanwhile. Before (turns47):
+    the call waited for the generator's current child, the new and healthy one, for the whole 30 s and under the lock
+    every call's send takes: every chat stalled 30 s. Now it waits for its own. The module's child answers a real call;
+    the test, holding the pipe's reader's part, hands the caller the "failed, the process starts again" answer instead,
+    from a child that has ended (a finished thread stands in for it)."""
+    from pluralign.policy.process import GeneratorProcessError
+
+    _, remote = pair
+    assert remote.adapters is not None  # a live child first: one an earlier test's crash left dead starts again here
+    no_calls_in_flight(remote)
+    conn, current = remote._conn, remote._process
+    joined: list = []
+    monkeypatch.setattr(current, "join", lambda timeout=None: joined.append(timeout))  # (alive: it would wait 30 s)
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    ended.join()
+    with remote._mail:
+        remote._reading.add(id(conn))  # the pipe's reader is busy (another call's): the call below only waits
+    thread, out = as_tenant("acme", remote._call, "generate", MESSAGES, 1, Sampling(max_tokens=1))
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # a safety net against a hang, not a timing
+            with remote._mail:
+                if remote._calls and remote._mail._waiters:
+                    (call,) = remote._calls.values()
+                    while not any(kind != "began" for kind, _ in call.inbox):
+                        assert time.monotonic() < deadline, "the child never answered"
+                        remote._read(call, None)
+                    call.inbox[-1] = ("failed", ("RuntimeError", "half loaded (the generation process starts again)", True))
+                    call.process = ended  # its child has ended; `current` was started since
+                    remote._reading.discard(id(conn))
+                    remote._mail.notify_all()
+                    break
+            assert time.monotonic() < deadline, "the call was never sent"
+            time.sleep(0.002)
+        thread.join(60)
+    finally:
+        with remote._mail:
+            remote._reading.discard(id(conn))
+    assert [type(exc) for exc in out] == [GeneratorProcessError] and "starts again" in str(out[0])
+    assert joined == [], "waited for the child started since, not the one that ended"
