@@ -159,7 +159,9 @@ class _InTurns:
     """A stopping criterion that never stops a generation: between two of its token steps, it hands the model to
     a generation of another lane that waits (`Turns.pass_turn`) and resumes once its lane is served again. torch's
     RNG state (the CPU's, and the CUDA device's) is kept across the pause: the generations run meanwhile sample
-    from it too, and a seeded generation must give the same text interleaved as alone."""
+    from it too, and a seeded generation must give the same text interleaved as alone. The one that runs next finds
+    the RNG freshly seeded, not at this state: one starting unseeded would otherwise sample the very draws this one
+    takes when it resumes (one random stream for both, shifted)."""
 
     def __init__(self, turns: Turns, lane: Hashable, device: torch.device):
         self.turns, self.lane, self.device = turns, lane, device
@@ -169,8 +171,10 @@ class _InTurns:
         if self.turns.waiting():
             cpu = torch.get_rng_state()
             cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-            if self.turns.pass_turn(self.lane):
-                self.handed_over += 1
+            torch.seed()  # (every device's) for whoever runs next
+            try:
+                self.handed_over += self.turns.pass_turn(self.lane)
+            finally:
                 torch.set_rng_state(cpu)
                 if cuda is not None:
                     torch.cuda.set_rng_state(cuda, self.device)

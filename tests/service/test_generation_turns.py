@@ -148,3 +148,36 @@ def test_an_adapter_loads_between_two_token_steps_of_a_generation_and_a_drop_wai
     finally:
         for name in list(own.adapters):
             own.drop_adapter(name)
+
+
+def test_two_unseeded_generations_interleaved_do_not_sample_from_one_random_stream(tiny_generator_dir):
+    """Before (reviewturns47b): a generation handing the model over kept torch's global RNG where it was, so the one
+    starting next sampled from the very state the first resumed from: their random draws were one stream, shifted by
+    the tokens in between (two chats "sampled" at once got correlated answers, and a tenant's seeded chat fixed the
+    draws of another tenant's unseeded one). On a model whose next token is uniform whatever came before, each token
+    is its draw: the second answer was the first's, shifted."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # every token equally likely, at every step
+    uniform = Generator(model, AutoTokenizer.from_pretrained(str(tiny_generator_dir)), "uniform")
+    ids = uniform.encode_chat(MESSAGES)
+    sampling = Sampling(max_tokens=40, temperature=1.0)
+    tokens, out = Tokens(), {}
+
+    def sample(lane: str, cancel=None):
+        CALLER.set(f"tenant:{lane}")
+        out[lane] = uniform._sample_rows(ids, torch.ones_like(ids), sampling, None, cancel)[0]
+
+    first = threading.Thread(target=sample, args=("acme", tokens), daemon=True)
+    first.start()
+    wait_until(lambda: tokens.count >= 3, "the first generation runs")
+    second = threading.Thread(target=sample, args=("globex",), daemon=True)
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert len(out["acme"]) > 20 and len(out["globex"]) > 20  # (an end of turn is 2 of the 49k tokens: rarely drawn)
+    runs = {tuple(out["acme"][i : i + 6]) for i in range(len(out["acme"]) - 5)}
+    shared = [i for i in range(len(out["globex"]) - 5) if tuple(out["globex"][i : i + 6]) in runs]
+    assert not shared, f"the second generation's tokens from {shared[0]} on are the first's (one random stream)"
