@@ -96,7 +96,10 @@ def test_an_adapter_loads_between_two_token_steps_of_a_generation_and_a_drop_wai
     takes a turn of its own between two token steps, and the generation paused there resumes unchanged (its rows name
     the base, so the new layers leave them alone). Two generations with different adapters interleaved each get their
     own (peft's own `adapter_names` hooks are registered on the shared layers for a whole `generate`: in turns, each ran
-    with the other's rows). A drop (one may use the adapter) waits for the generations in flight."""
+    with the other's rows). A drop takes a turn too and waits only for the generations using its adapter (before,
+    reviewturns47b: for every generation in flight, with the adapter pool's lock held, and every chat that came meanwhile
+    waited behind it: one tenant's DELETE, or a new user's load evicting another's adapter, held every tenant's next
+    chat until the longest chat running, another tenant's in turns, ended)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -137,14 +140,21 @@ def test_an_adapter_loads_between_two_token_steps_of_a_generation_and_a_drop_wai
         other.join(60)
         load.join(60)
         assert other_out == [alone_short] and own.adapters == {"u1", "u2"} and long.is_alive()
-        drop, _ = in_lane("admin", own.drop_adapter, "u2")
-        wait_until(lambda: own._use._changes == 1, "the drop waits")
-        after, after_out = in_lane("initech", own.generate, MESSAGES, sampling=short)  # comes while the drop waits
-        assert long.is_alive() and tokens.count < greedy.max_tokens and own.adapters == {"u1", "u2"}
+        drop, _ = in_lane("admin", own.drop_adapter, "u2")  # used by no generation in flight: between two token steps
+        drop.join(60)
+        assert own.adapters == {"u1"} and long.is_alive() and tokens.count < greedy.max_tokens, "the drop waited for u1's"
+        drop, _ = in_lane("admin", own.drop_adapter, "u1")  # the long generation's own: waits for it to end
+        wait_until(lambda: own._use._dropping["u1"] == 1, "the drop waits")
+        refused: list = []
+        late = threading.Thread(target=lambda: refused.append(pytest.raises(ValueError, own.generate, MESSAGES, adapter="u1")))
+        late.start()  # u1's, while u1's drop waits: behind the drop, then refused (not loaded), never holding the drop
+        after, after_out = in_lane("initech", own.generate, MESSAGES, sampling=short)  # another's: runs meanwhile
+        after.join(60)
+        assert after_out == [alone_short] and long.is_alive() and own.adapters == {"u1"}, "it waited behind u1's drop"
         long.join(60)
         drop.join(60)
-        after.join(60)
-        assert long_out == [alone_u1] and after_out == [alone_short] and own.adapters == {"u1"}
+        late.join(60)
+        assert long_out == [alone_u1] and own.adapters == set() and "not loaded" in str(refused[0].value)
     finally:
         for name in list(own.adapters):
             own.drop_adapter(name)
