@@ -139,6 +139,11 @@ class _ModelUse:
                 self._using[adapter] -= 1
                 self._cond.notify_all()
 
+    def in_use(self) -> set[str]:
+        """The adapters of the generations in flight (the base's None left out)."""
+        with self._cond:
+            return {adapter for adapter, count in self._using.items() if count and adapter is not None}
+
     @contextmanager
     def drop(self, adapter: str) -> Iterator[None]:
         with self._cond:
@@ -241,6 +246,11 @@ class Generator:
     def adapters(self) -> set[str]:
         config = getattr(self.model, "peft_config", None)
         return set(config) if config else set()
+
+    @property
+    def adapters_in_use(self) -> set[str]:
+        """The adapters generations in flight use (a drop of one waits for them: the adapter pool evicts these last)."""
+        return self._use.in_use()
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
         """Load a saved LoRA adapter under `name` (the base model is wrapped on first use). Raises

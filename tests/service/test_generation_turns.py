@@ -191,3 +191,37 @@ def test_two_unseeded_generations_interleaved_do_not_sample_from_one_random_stre
     runs = {tuple(out["acme"][i : i + 6]) for i in range(len(out["acme"]) - 5)}
     shared = [i for i in range(len(out["globex"]) - 5) if tuple(out["globex"][i : i + 6]) in runs]
     assert not shared, f"the second generation's tokens from {shared[0]} on are the first's (one random stream)"
+
+
+def test_the_adapter_pool_evicts_an_idle_adapter_before_one_a_long_generation_uses(tiny_generator_dir, tmp_path):
+    """A long chat's adapter is the least recently used one because its chat runs long. Before (reviewturns47b) a new
+    user's load evicted it, and the drop waited for that chat to end, with the pool's lock held: the new user's chat,
+    and every chat that wanted an adapter meanwhile, waited for another tenant's long chat. The generator says which
+    adapters its generations in flight use (`adapters_in_use`); the pool evicts those last."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pluralign.policy.adapters import AdapterMeta, AdapterPool, AdapterRegistry
+
+    registry = AdapterRegistry(tmp_path)
+    for seed, user in enumerate(("a", "b", "c")):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+        adapted = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        registry.save("t", user, adapted, AdapterMeta(kind="user", base_model="tiny", shots=0, data_version="test", metrics={}))
+    own = Generator.from_folder(tiny_generator_dir, model_id="tiny", device=torch.device("cpu"))
+    pool = AdapterPool(own, registry, "tiny", budget_bytes=1 << 30)
+    a = pool.adapter_for("t", "a")
+    pool.budget_bytes = 2 * pool.bytes_used
+    tokens = Tokens()
+    long, long_out = in_lane("bravo", own.generate, MESSAGES, sampling=Sampling(max_tokens=LONG.max_tokens, temperature=0),
+                             adapter=a, cancel=tokens)
+    wait_until(lambda: tokens.count >= 3, "a's long generation runs")
+    b = pool.adapter_for("t", "b")  # now a is the least recently used
+    assert own.adapters_in_use == {a}
+    c, c_out = in_lane("acme", pool.adapter_for, "t", "c")
+    c.join(60)
+    assert long.is_alive() and tokens.count < LONG.max_tokens, "c's load waited for a's generation (a evicted)"
+    assert set(pool.loaded) == {a, c_out[0]} and b not in own.adapters
+    long.join(60)
+    assert long_out[0][0][0].tokens == LONG.max_tokens and own.adapters_in_use == set()
