@@ -8,8 +8,9 @@ Generations take the model in turns, one token step at a time (`pluralign.turns.
 `pluralign.turns.caller()`, read in the calling thread). A generation runs alone until another caller's
 waits; then, after each token, it hands the model over (transformers calls the stopping criteria between two
 steps of its loop, with the loop's state, KV cache included, kept) and resumes when its lane is served again.
-So a short answer started while another caller's long one runs ends in about the time it takes alone times
-the number of generations running, not after the long one. The prompt's prefill is one forward and is not
+So a short answer started while another caller's long one runs ends after its own steps and one step of each
+other lane's per token of it (a step of many candidates over a long context costs more than its own), not after
+the long one. The prompt's prefill is one forward and is not
 split: a long prompt holds the model for its whole prefill. Each generation in flight keeps its own KV cache
 (2 x layers x kv-heads x head-dim x (prompt + new tokens) x candidates values: SmolLM2-135M in fp32, 46 KB a
 token a candidate, 0.56 GB for 8 candidates of 500 + 1,024 tokens); the caller bounds how many run at once
