@@ -179,7 +179,9 @@ class _InTurns:
         if self.turns.waiting():
             cpu = torch.get_rng_state()
             cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-            torch.seed()  # (every device's) for whoever runs next
+            torch.default_generator.seed()  # a fresh state for whoever runs next (torch.seed(): 0.6 ms, this 10 us)
+            if cuda is not None:
+                torch.cuda.default_generators[self.device.index if self.device.index is not None else torch.cuda.current_device()].seed()
             try:
                 self.handed_over += self.turns.pass_turn(self.lane)
             finally:
