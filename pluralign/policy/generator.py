@@ -138,6 +138,7 @@ class _ModelUse:
         finally:
             with self._cond:
                 self._using[adapter] -= 1
+                self._using += Counter()  # no entry left per adapter ever used
                 self._cond.notify_all()
 
     def in_use(self) -> set[str]:
@@ -153,6 +154,7 @@ class _ModelUse:
                 self._cond.wait_for(lambda: not self._using[adapter])
             except BaseException:
                 self._dropping[adapter] -= 1
+                self._dropping += Counter()
                 self._cond.notify_all()
                 raise
         try:
@@ -160,6 +162,7 @@ class _ModelUse:
         finally:
             with self._cond:
                 self._dropping[adapter] -= 1
+                self._dropping += Counter()
                 self._cond.notify_all()
 
 

@@ -558,6 +558,7 @@ class ProcessGenerator:
             with self._mail:
                 self._active -= 1
                 self._using[adapter] -= adapter is not None
+                self._using += Counter()  # no entry left per adapter ever used
                 self._mail.notify_all()
 
     @property

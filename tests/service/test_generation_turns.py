@@ -225,3 +225,4 @@ def test_the_adapter_pool_evicts_an_idle_adapter_before_one_a_long_generation_us
     assert set(pool.loaded) == {a, c_out[0]} and b not in own.adapters
     long.join(60)
     assert long_out[0][0][0].tokens == LONG.max_tokens and own.adapters_in_use == set()
+    assert not own._use._using, "an entry is kept per adapter ever used (memory growing with the users served)"
