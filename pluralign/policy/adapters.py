@@ -322,7 +322,9 @@ def _one_per_row(users: Sequence, conversations: Sequence) -> None:
 
 
 class AdapterPool:
-    """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`.
+    """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`; those a generation in
+    flight uses (the host's `adapters_in_use`, when it has one) last, since a drop waits for their generations to end
+    (with the pool's lock held: a long chat's adapter, least recently used because it runs long, held every chat).
 
     `fallback` is an adapter folder (e.g. the FSPO adapter) that serves users without their own;
     it stays loaded. Every method is safe to call from several threads (one lock; a forward pass at
@@ -431,7 +433,8 @@ class AdapterPool:
                     self.on_unusable(tenant, user, exc)
                 return self.fallback
             self.loaded[name] = (size, meta.created_at)
-            for victim in [n for n in self.loaded if n not in pinned and n != name]:
+            busy = getattr(self.host, "adapters_in_use", set())  # evicted last: the drop waits for their generations
+            for victim in sorted((n for n in self.loaded if n not in pinned and n != name), key=lambda n: n in busy):
                 if self.bytes_used <= self.budget_bytes:
                     break
                 self.unload(victim)

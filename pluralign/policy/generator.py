@@ -8,21 +8,24 @@ Generations take the model in turns, one token step at a time (`pluralign.turns.
 `pluralign.turns.caller()`, read in the calling thread). A generation runs alone until another caller's
 waits; then, after each token, it hands the model over (transformers calls the stopping criteria between two
 steps of its loop, with the loop's state, KV cache included, kept) and resumes when its lane is served again.
-So a short answer started while another caller's long one runs ends in about the time it takes alone times
-the number of generations running, not after the long one. The prompt's prefill is one forward and is not
+So a short answer started while another caller's long one runs ends after its own steps and one step of each
+other lane's per token of it (a step of many candidates over a long context costs more than its own), not after
+the long one. The prompt's prefill is one forward and is not
 split: a long prompt holds the model for its whole prefill. Each generation in flight keeps its own KV cache
 (2 x layers x kv-heads x head-dim x (prompt + new tokens) x candidates values: SmolLM2-135M in fp32, 46 KB a
 token a candidate, 0.56 GB for 8 candidates of 500 + 1,024 tokens); the caller bounds how many run at once
 (the service: `generation_workers`). A seeded generation gives the same text interleaved as alone: torch's
-global RNG state is kept across the turns it hands over. Loading an adapter takes a turn of its own (between two
-token steps of the generations in flight: each generation's rows name their adapter, the base's too, so a new one
-applies to none of them); dropping one waits for the generations in flight to end (one may use it), and generations
-that come meanwhile wait behind it.
+global RNG state is kept across the turns it hands over (and the next generation finds it freshly seeded).
+Loading an adapter takes a turn of its own (between two token steps of the generations in flight: each generation's
+rows name their adapter, the base's too, so a new one applies to none of them); dropping one waits for the
+generations in flight that use it to end (generations for it that come meanwhile wait behind it), then takes a turn
+of its own: the others go on meanwhile.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -113,45 +116,53 @@ class Penalties:
 
 
 class _ModelUse:
-    """Generations share the model; an adapter's load or drop (peft changes the model's layers in place) has it
-    alone: it waits for the generations in flight to end (one paused between two tokens would resume through
-    other layers), and generations that come while it waits wait behind it."""
+    """The adapter each generation in flight uses: dropping one (peft deletes its weights from the shared layers)
+    waits for the generations using it (one paused between two tokens would resume without it), and generations for
+    it that come meanwhile wait behind the drop (then find it gone); generations for other adapters, and the base's,
+    go on (before: a drop waited for every generation in flight with the adapter pool's lock held, and every
+    generation that came meanwhile waited behind it, so one tenant's DELETE or a new user's load evicting another's
+    adapter held every tenant's chats until the longest chat running, another tenant's, ended)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._generating = 0  # generations in flight
-        self._changes = 0  # changes waiting or running
-        self._changing = False
+        self._using: Counter[str | None] = Counter()  # generations in flight per adapter (None: the base)
+        self._dropping: Counter[str] = Counter()  # drops waiting or running per adapter
 
     @contextmanager
-    def generation(self) -> Iterator[None]:
+    def generation(self, adapter: str | None) -> Iterator[None]:
         with self._cond:
-            self._cond.wait_for(lambda: not self._changes)
-            self._generating += 1
+            self._cond.wait_for(lambda: not self._dropping[adapter])
+            self._using[adapter] += 1
         try:
             yield
         finally:
             with self._cond:
-                self._generating -= 1
+                self._using[adapter] -= 1
+                self._using += Counter()  # no entry left per adapter ever used
                 self._cond.notify_all()
 
-    @contextmanager
-    def change(self) -> Iterator[None]:
+    def in_use(self) -> set[str]:
+        """The adapters of the generations in flight (the base's None left out)."""
         with self._cond:
-            self._changes += 1
+            return {adapter for adapter, count in self._using.items() if count and adapter is not None}
+
+    @contextmanager
+    def drop(self, adapter: str) -> Iterator[None]:
+        with self._cond:
+            self._dropping[adapter] += 1
             try:
-                self._cond.wait_for(lambda: not self._generating and not self._changing)
+                self._cond.wait_for(lambda: not self._using[adapter])
             except BaseException:
-                self._changes -= 1
+                self._dropping[adapter] -= 1
+                self._dropping += Counter()
                 self._cond.notify_all()
                 raise
-            self._changing = True
         try:
             yield
         finally:
             with self._cond:
-                self._changes -= 1
-                self._changing = False
+                self._dropping[adapter] -= 1
+                self._dropping += Counter()
                 self._cond.notify_all()
 
 
@@ -159,7 +170,9 @@ class _InTurns:
     """A stopping criterion that never stops a generation: between two of its token steps, it hands the model to
     a generation of another lane that waits (`Turns.pass_turn`) and resumes once its lane is served again. torch's
     RNG state (the CPU's, and the CUDA device's) is kept across the pause: the generations run meanwhile sample
-    from it too, and a seeded generation must give the same text interleaved as alone."""
+    from it too, and a seeded generation must give the same text interleaved as alone. The one that runs next finds
+    the RNG freshly seeded, not at this state: one starting unseeded would otherwise sample the very draws this one
+    takes when it resumes (one random stream for both, shifted)."""
 
     def __init__(self, turns: Turns, lane: Hashable, device: torch.device):
         self.turns, self.lane, self.device = turns, lane, device
@@ -169,8 +182,12 @@ class _InTurns:
         if self.turns.waiting():
             cpu = torch.get_rng_state()
             cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-            if self.turns.pass_turn(self.lane):
-                self.handed_over += 1
+            torch.default_generator.seed()  # a fresh state for whoever runs next (torch.seed(): 0.6 ms, this 10 us)
+            if cuda is not None:
+                torch.cuda.default_generators[self.device.index if self.device.index is not None else torch.cuda.current_device()].seed()
+            try:
+                self.handed_over += self.turns.pass_turn(self.lane)
+            finally:
                 torch.set_rng_state(cpu)
                 if cuda is not None:
                     torch.cuda.set_rng_state(cuda, self.device)
@@ -199,7 +216,7 @@ class Generator:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model_id = model_id
-        self._use = _ModelUse()  # generations share the model; adapter loads and drops have it alone
+        self._use = _ModelUse()  # the adapter each generation in flight uses: a drop waits for those using it
         self._turns = Turns()  # generations in flight take the model a token step at a time, round-robin over lanes
         self._adapter_hooks: list = []  # `_inject_adapter_names` on each LoRA layer
 
@@ -236,6 +253,11 @@ class Generator:
         config = getattr(self.model, "peft_config", None)
         return set(config) if config else set()
 
+    @property
+    def adapters_in_use(self) -> set[str]:
+        """The adapters generations in flight use (a drop of one waits for them: the adapter pool evicts these last)."""
+        return self._use.in_use()
+
     def load_adapter(self, name: str, folder: str | Path) -> None:
         """Load a saved LoRA adapter under `name` (the base model is wrapped on first use). Raises
         `pluralign.policy.adapters.AdapterError` naming the folder when its files cannot be loaded;
@@ -247,7 +269,7 @@ class Generator:
         # between two token steps of the generations in flight (a turn of its own: none runs meanwhile), not after
         # them: peft adds the adapter's weights beside the others' and wraps layers in place, and a paused generation,
         # whose rows name their adapters (the base's too, `_row_adapters`), resumes through the new layers unchanged
-        with self._use.generation(), self._turns.turn(("adapter load", name)):
+        with self._turns.turn(("adapter", name)):
             try:
                 with reading_adapter(folder):
                     if isinstance(self.model, PeftModel):
@@ -261,9 +283,11 @@ class Generator:
                 self._hook_adapters()
 
     def drop_adapter(self, name: str) -> None:
-        """Unload adapter `name`: waits for the generations in flight to end (one may be using it), and generations that
-        come meanwhile wait behind it."""
-        with self._use.change():
+        """Unload adapter `name`: waits for the generations in flight that use it to end, and generations for it that come
+        meanwhile wait behind it (then raise ValueError: not loaded); then takes a turn between two token steps of the
+        others (peft deletes its weights beside theirs, or gives back the bare base, whose layers their rows go through
+        unchanged as they do after a load)."""
+        with self._use.drop(name), self._turns.turn(("adapter", name)):
             try:
                 self._drop(name)
             finally:
@@ -310,7 +334,7 @@ class Generator:
         stopping = StoppingCriteriaList([_InTurns(self._turns, lane, self.device)])
         if cancel is not None:
             stopping.append(lambda *_args, **_kw: cancel.is_set())
-        with self._use.generation(), self._turns.turn(lane), torch.no_grad():
+        with self._use.generation(adapter), self._turns.turn(lane), torch.no_grad():
             if cancel is not None and cancel.is_set():  # gone while waiting for the model
                 raise Cancelled("cancelled before generation started")
             _ROW_ADAPTERS.names = self._row_adapters(adapter, ids.shape[0])

@@ -46,7 +46,7 @@ import logging
 import multiprocessing as mp
 import os
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -220,6 +220,7 @@ class ProcessGenerator:
         self._reading: set[int] = set()  # id() of the pipes a waiting call reads now (one reader a pipe)
         self._numbers = itertools.count()
         self._active = 0  # calls in progress (under `_mail`), starting a child for them included: `close` waits for them
+        self._using: Counter[str] = Counter()  # generations in progress per adapter (under `_mail`): `adapters_in_use`
         self._context = mp.get_context("spawn")  # no fork of a process with threads and a torch runtime
         self._process = None
         self._left = False  # the child did not end when killed and was left behind (`_wait_for_exit`)
@@ -541,8 +542,8 @@ class ProcessGenerator:
             raise GeneratorProcessError(f"{name}: {text}")
         raise GeneratorProcessError(str(value))
 
-    def _call(self, op: str, *args, cancel: threading.Event | None = None):
-        with self._in_progress():
+    def _call(self, op: str, *args, cancel: threading.Event | None = None, adapter: str | None = None):
+        with self._in_progress(adapter):
             call, message = self._request(op, args, cancel)
             try:
                 return self._reply(message, call.process)
@@ -550,34 +551,44 @@ class ProcessGenerator:
                 self._forget(call)
 
     @contextlib.contextmanager
-    def _in_progress(self) -> Iterator[None]:
+    def _in_progress(self, adapter: str | None = None) -> Iterator[None]:
+        """A call in progress (`close` waits for it); a generation's `adapter` is in use meanwhile."""
         with self._mail:
             self._active += 1
+            self._using[adapter] += adapter is not None
         try:
             yield
         finally:
             with self._mail:
                 self._active -= 1
+                self._using[adapter] -= adapter is not None
+                self._using += Counter()  # no entry left per adapter ever used
                 self._mail.notify_all()
+
+    @property
+    def adapters_in_use(self) -> set[str]:
+        """The adapters of the generations in progress (as `Generator.adapters_in_use`: the adapter pool evicts them last)."""
+        with self._mail:
+            return {adapter for adapter, count in self._using.items() if count}
 
     def generate(
         self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None,
         cancel: threading.Event | None = None,
     ) -> tuple[list[Candidate], int]:
         """As `Generator.generate`, in the child."""
-        return self._call("generate", list(messages), n, sampling, adapter, cancel=cancel)
+        return self._call("generate", list(messages), n, sampling, adapter, cancel=cancel, adapter=adapter)
 
     def generate_styled(
         self, messages: Sequence[dict[str, str]], styles: Sequence, sampling: Sampling = Sampling(), adapter: str | None = None,
         cancel: threading.Event | None = None,
     ) -> tuple[list[Candidate], int]:
         """As `Generator.generate_styled`, in the child."""
-        return self._call("generate_styled", list(messages), list(styles), sampling, adapter, cancel=cancel)
+        return self._call("generate_styled", list(messages), list(styles), sampling, adapter, cancel=cancel, adapter=adapter)
 
     def stream(self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None) -> Iterator[str | Candidate]:
         """As `Generator.stream`: text pieces as the child generates them, then the Candidate. Closing
         the iterator early stops the child's generation at its next token."""
-        with self._in_progress():
+        with self._in_progress(adapter):
             call, message = self._request("stream", (list(messages), sampling, adapter), None)
             finished = False
             try:

@@ -58,7 +58,9 @@ class RemoteGenerator:
             max_retries=policy.max_retries,
         )
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
-        self._prompt_usage: dict[str, int] = {}  # streamed conversations -> the server's prompt_tokens
+        # streamed conversations -> the server's prompt_tokens, one per stream not yet asked (streams of one conversation
+        # may run at once: `generation_workers`)
+        self._prompt_usage: dict[str, list[int]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -168,14 +170,21 @@ class RemoteGenerator:
         if usage is None:
             raise RemoteGeneratorError("the generation server sent no usage (stream_options.include_usage) for a streamed answer")
         with self._lock:
-            self._prompt_usage[_key(messages)] = usage.prompt_tokens
+            self._prompt_usage.setdefault(_key(messages), []).append(usage.prompt_tokens)
         yield Candidate(text=text.strip(), finish_reason=finish, tokens=usage.completion_tokens)
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
         """The server's prompt token count for a conversation just streamed (the OpenAI API has no
         tokenize route); 0 for a conversation it has not answered."""
+        key = _key(messages)
         with self._lock:
-            return self._prompt_usage.pop(_key(messages), 0)
+            counts = self._prompt_usage.get(key)
+            if not counts:
+                return 0
+            count = counts.pop(0)
+            if not counts:
+                del self._prompt_usage[key]
+            return count
 
 
 def _key(messages: Sequence[dict[str, str]]) -> str:

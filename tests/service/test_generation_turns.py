@@ -96,7 +96,10 @@ def test_an_adapter_loads_between_two_token_steps_of_a_generation_and_a_drop_wai
     takes a turn of its own between two token steps, and the generation paused there resumes unchanged (its rows name
     the base, so the new layers leave them alone). Two generations with different adapters interleaved each get their
     own (peft's own `adapter_names` hooks are registered on the shared layers for a whole `generate`: in turns, each ran
-    with the other's rows). A drop (one may use the adapter) waits for the generations in flight."""
+    with the other's rows). A drop takes a turn too and waits only for the generations using its adapter (before,
+    reviewturns47b: for every generation in flight, with the adapter pool's lock held, and every chat that came meanwhile
+    waited behind it: one tenant's DELETE, or a new user's load evicting another's adapter, held every tenant's next
+    chat until the longest chat running, another tenant's in turns, ended)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -137,14 +140,89 @@ def test_an_adapter_loads_between_two_token_steps_of_a_generation_and_a_drop_wai
         other.join(60)
         load.join(60)
         assert other_out == [alone_short] and own.adapters == {"u1", "u2"} and long.is_alive()
-        drop, _ = in_lane("admin", own.drop_adapter, "u2")
-        wait_until(lambda: own._use._changes == 1, "the drop waits")
-        after, after_out = in_lane("initech", own.generate, MESSAGES, sampling=short)  # comes while the drop waits
-        assert long.is_alive() and tokens.count < greedy.max_tokens and own.adapters == {"u1", "u2"}
+        drop, _ = in_lane("admin", own.drop_adapter, "u2")  # used by no generation in flight: between two token steps
+        drop.join(60)
+        assert own.adapters == {"u1"} and long.is_alive() and tokens.count < greedy.max_tokens, "the drop waited for u1's"
+        drop, _ = in_lane("admin", own.drop_adapter, "u1")  # the long generation's own: waits for it to end
+        wait_until(lambda: own._use._dropping["u1"] == 1, "the drop waits")
+        refused: list = []
+        late = threading.Thread(target=lambda: refused.append(pytest.raises(ValueError, own.generate, MESSAGES, adapter="u1")))
+        late.start()  # u1's, while u1's drop waits: behind the drop, then refused (not loaded), never holding the drop
+        after, after_out = in_lane("initech", own.generate, MESSAGES, sampling=short)  # another's: runs meanwhile
+        after.join(60)
+        assert after_out == [alone_short] and long.is_alive() and own.adapters == {"u1"}, "it waited behind u1's drop"
         long.join(60)
         drop.join(60)
-        after.join(60)
-        assert long_out == [alone_u1] and after_out == [alone_short] and own.adapters == {"u1"}
+        late.join(60)
+        assert long_out == [alone_u1] and own.adapters == set() and "not loaded" in str(refused[0].value)
     finally:
         for name in list(own.adapters):
             own.drop_adapter(name)
+
+
+def test_two_unseeded_generations_interleaved_do_not_sample_from_one_random_stream(tiny_generator_dir):
+    """Before (reviewturns47b): a generation handing the model over kept torch's global RNG where it was, so the one
+    starting next sampled from the very state the first resumed from: their random draws were one stream, shifted by
+    the tokens in between (two chats "sampled" at once got correlated answers, and a tenant's seeded chat fixed the
+    draws of another tenant's unseeded one). On a model whose next token is uniform whatever came before, each token
+    is its draw: the second answer was the first's, shifted."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # every token equally likely, at every step
+    uniform = Generator(model, AutoTokenizer.from_pretrained(str(tiny_generator_dir)), "uniform")
+    ids = uniform.encode_chat(MESSAGES)
+    sampling = Sampling(max_tokens=40, temperature=1.0)
+    tokens, out = Tokens(), {}
+
+    def sample(lane: str, cancel=None):
+        CALLER.set(f"tenant:{lane}")
+        out[lane] = uniform._sample_rows(ids, torch.ones_like(ids), sampling, None, cancel)[0]
+
+    first = threading.Thread(target=sample, args=("acme", tokens), daemon=True)
+    first.start()
+    wait_until(lambda: tokens.count >= 3, "the first generation runs")
+    second = threading.Thread(target=sample, args=("globex",), daemon=True)
+    second.start()
+    first.join(60)
+    second.join(60)
+    assert len(out["acme"]) > 20 and len(out["globex"]) > 20  # (an end of turn is 2 of the 49k tokens: rarely drawn)
+    runs = {tuple(out["acme"][i : i + 6]) for i in range(len(out["acme"]) - 5)}
+    shared = [i for i in range(len(out["globex"]) - 5) if tuple(out["globex"][i : i + 6]) in runs]
+    assert not shared, f"the second generation's tokens from {shared[0]} on are the first's (one random stream)"
+
+
+def test_the_adapter_pool_evicts_an_idle_adapter_before_one_a_long_generation_uses(tiny_generator_dir, tmp_path):
+    """A long chat's adapter is the least recently used one because its chat runs long. Before (reviewturns47b) a new
+    user's load evicted it, and the drop waited for that chat to end, with the pool's lock held: the new user's chat,
+    and every chat that wanted an adapter meanwhile, waited for another tenant's long chat. The generator says which
+    adapters its generations in flight use (`adapters_in_use`); the pool evicts those last."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pluralign.policy.adapters import AdapterMeta, AdapterPool, AdapterRegistry
+
+    registry = AdapterRegistry(tmp_path)
+    for seed, user in enumerate(("a", "b", "c")):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+        adapted = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        registry.save("t", user, adapted, AdapterMeta(kind="user", base_model="tiny", shots=0, data_version="test", metrics={}))
+    own = Generator.from_folder(tiny_generator_dir, model_id="tiny", device=torch.device("cpu"))
+    pool = AdapterPool(own, registry, "tiny", budget_bytes=1 << 30)
+    a = pool.adapter_for("t", "a")
+    pool.budget_bytes = 2 * pool.bytes_used
+    tokens = Tokens()
+    long, long_out = in_lane("bravo", own.generate, MESSAGES, sampling=Sampling(max_tokens=LONG.max_tokens, temperature=0),
+                             adapter=a, cancel=tokens)
+    wait_until(lambda: tokens.count >= 3, "a's long generation runs")
+    b = pool.adapter_for("t", "b")  # now a is the least recently used
+    assert own.adapters_in_use == {a}
+    c, c_out = in_lane("acme", pool.adapter_for, "t", "c")
+    c.join(60)
+    assert long.is_alive() and tokens.count < LONG.max_tokens, "c's load waited for a's generation (a evicted)"
+    assert set(pool.loaded) == {a, c_out[0]} and b not in own.adapters
+    long.join(60)
+    assert long_out[0][0][0].tokens == LONG.max_tokens and own.adapters_in_use == set()
+    assert not own._use._using, "an entry is kept per adapter ever used (memory growing with the users served)"

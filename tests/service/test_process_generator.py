@@ -132,6 +132,13 @@ def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generat
         remote.load_adapter("u1", tmp_path / "adapter")
         adapted = remote.generate(MESSAGES, sampling=greedy, adapter="u1")[0][0].text
         assert adapted != plain and remote.adapters == {"u1"}
+        cancel = threading.Event()  # a generation in progress: its adapter is in use (the adapter pool evicts it last)
+        long, long_out = as_tenant("acme", remote.generate, MESSAGES, sampling=LONG, adapter="u1", cancel=cancel)
+        began(remote, 1)
+        in_use = remote.adapters_in_use
+        cancel.set()
+        long.join(60)
+        assert in_use == {"u1"} and remote.adapters_in_use == set() and type(long_out[0]).__name__ == "Cancelled"
         first = kill_child(remote, monkeypatch, "after the send")  # e.g. the kernel's OOM killer
         assert remote.generate(MESSAGES, sampling=greedy, adapter="u1")[0][0].text == adapted  # a new child, same adapter
         assert remote.pid != first
