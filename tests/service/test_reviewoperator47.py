@@ -1,0 +1,40 @@
+"""Review of operator47: with replicas a population job is kept, not served, and deploy/README.md tells the operator
+to copy its artifact into PLURALIGN_PAL_DIR and restart every replica. That artifact holds a per-user row of every
+training user; a DELETE must take the user out of the model served from PLURALIGN_PAL_DIR too."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pluralign.reward.pal_checkpoint import load_pal
+from service.admin.controllers import ADMIN_HANDLERS
+from service.runtime import PROMOTED_PAL
+from tests.service.test_break20_delete import GONE, MARKER, files_holding, give_comparisons, run_job
+from tests.service.tiny import start_service
+
+
+@pytest.mark.slow  # ~20 s (a pal job and two starts): kept out of the default suite for its time (make test-all runs it)
+def test_a_delete_takes_the_user_out_of_a_population_model_served_from_the_pal_dir(
+    tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
+):
+    """A pal job's artifact copied into PLURALIGN_PAL_DIR and the service restarted without `pal-promoted/` (what
+    deploy/README.md says to do with replicas): the user's DELETE rewrites that checkpoint without their row (until
+    this review it rewrote only `<data_dir>/pal-promoted`, and the served checkpoint kept the deleted user's weights)."""
+    data, pal_dir = tmp_path / "data", tmp_path / "shared-pal"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme, svc.client("admin") as admin:
+        give_comparisons(acme, GONE, "tea", MARKER)
+        give_comparisons(acme, "ann", "coffee")
+        pal = run_job(admin, "pal", {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16})
+    shutil.copytree(data / "jobs" / "artifacts" / pal["id"], pal_dir)  # the documented procedure, stopped
+    shutil.rmtree(data / PROMOTED_PAL)
+    server, svc = start_service(data, tiny_generator_dir, pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme:
+        assert svc.runtime.rewards.note == f"loaded from {pal_dir}", svc.runtime.rewards.note
+        assert sorted(load_pal(pal_dir)[1].users()) == ["acme/ann", f"acme/{GONE}"]
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 200
+        assert files_holding(pal_dir, MARKER, GONE) == []
+        assert sorted(load_pal(pal_dir)[1].users()) == ["acme/ann"]
+        assert acme.get("/v1/users/ann").status_code == 200
