@@ -433,6 +433,13 @@ class Runtime:
             promoted = settings.data_path / PROMOTED_PAL
             if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
                 step("loading the promoted population model from %s", promoted)
+                if settings.replicas > 1:  # no replica promotes one since operator47: a leftover, served by this one alone
+                    log.warning(
+                        "with PLURALIGN_REPLICAS=%d this replica serves the population model in %s (promoted into its own "
+                        "data folder by an earlier release, or while it ran alone) over PLURALIGN_PAL_DIR %s, which the "
+                        "other replicas may serve: users would be fitted against different models. With the replicas "
+                        "stopped, copy the one to serve into PLURALIGN_PAL_DIR and remove %s from every replica's data "
+                        "folder (deploy/README.md)", settings.replicas, promoted, settings.pal_path, PROMOTED_PAL)
                 rewards = UserRewards.load(promoted, encoder.encoder_id, encoder.dim)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)

@@ -4,6 +4,7 @@ training user; a DELETE must take the user out of the model served from PLURALIG
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import pytest
@@ -38,3 +39,20 @@ def test_a_delete_takes_the_user_out_of_a_population_model_served_from_the_pal_d
         assert files_holding(pal_dir, MARKER, GONE) == []
         assert sorted(load_pal(pal_dir)[1].users()) == ["acme/ann"]
         assert acme.get("/v1/users/ann").status_code == 200
+
+
+def test_a_replica_that_serves_its_own_promoted_population_model_says_so_at_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A `pal-promoted/` in a replica's data folder (promoted there by a release before operator47, or while it ran
+    alone) is served over PLURALIGN_PAL_DIR at every start, and the other replicas serve another model: the start
+    says so in a WARNING naming both folders and what to do (until this review only deploy/README.md did)."""
+    from tests.service.test_break20_delete_b import logged
+
+    data = tmp_path / "a"
+    shutil.copytree(tiny_pal_dir, data / PROMOTED_PAL)
+    with logged("pluralign.service", logging.WARNING) as records:
+        server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, store_uri=str(tmp_path / "shared-lancedb"),
+                                    replicas=2, replica_index=0, store_sync_ms=200)
+        with server:
+            assert svc.runtime.rewards.note == f"loaded from {data / PROMOTED_PAL}", svc.runtime.rewards.note  # served, as before
+    said = [text for text in records if str(data / PROMOTED_PAL) in text]
+    assert said and "PLURALIGN_REPLICAS=2" in said[0] and str(tiny_pal_dir) in said[0], records
