@@ -14,6 +14,8 @@ from service.admin.controllers import ADMIN_HANDLERS
 from service.runtime import PROMOTED_PAL
 from tests.service.test_break20_delete import GONE, MARKER, files_holding, give_comparisons, run_job
 from tests.service.tiny import start_service
+from training.jobs.record import Job
+from training.jobs.runner import NotServed
 
 
 @pytest.mark.slow  # ~20 s (a pal job and two starts): kept out of the default suite for its time (make test-all runs it)
@@ -50,9 +52,16 @@ def test_a_replica_that_serves_its_own_promoted_population_model_says_so_at_star
     data = tmp_path / "a"
     shutil.copytree(tiny_pal_dir, data / PROMOTED_PAL)
     with logged("pluralign.service", logging.WARNING) as records:
-        server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, store_uri=str(tmp_path / "shared-lancedb"),
-                                    replicas=2, replica_index=0, store_sync_ms=200)
+        server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                    store_uri=str(tmp_path / "shared-lancedb"), replicas=2, replica_index=0, store_sync_ms=200)
         with server:
             assert svc.runtime.rewards.note == f"loaded from {data / PROMOTED_PAL}", svc.runtime.rewards.note  # served, as before
+            # and a population job's artifact is not put into service by this replica (the replica count it reads is the
+            # service's: the default suite had no test of it, test_deletions_replicas is slow-marked)
+            admin, served = svc.server.server.config.app.state.admin, svc.runtime.rewards
+            job = Job(id="pal-1", kind="pal", artifact=str(tiny_pal_dir), created_at=0.0)
+            with pytest.raises(NotServed, match="PLURALIGN_REPLICAS=2"):
+                admin.put_into_service(job, "pal")
+            assert svc.runtime.rewards is served
     said = [text for text in records if str(data / PROMOTED_PAL) in text]
     assert said and "PLURALIGN_REPLICAS=2" in said[0] and str(tiny_pal_dir) in said[0], records
