@@ -433,6 +433,13 @@ class Runtime:
             promoted = settings.data_path / PROMOTED_PAL
             if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
                 step("loading the promoted population model from %s", promoted)
+                if settings.replicas > 1:  # no replica promotes one since operator47: a leftover, served by this one alone
+                    log.warning(
+                        "with PLURALIGN_REPLICAS=%d this replica serves the population model in %s (promoted into its own "
+                        "data folder by an earlier release, or while it ran alone) over PLURALIGN_PAL_DIR %s, which the "
+                        "other replicas may serve: users would be fitted against different models. With the replicas "
+                        "stopped, copy the one to serve into PLURALIGN_PAL_DIR and remove %s from every replica's data "
+                        "folder (deploy/README.md)", settings.replicas, promoted, settings.pal_path, PROMOTED_PAL)
                 rewards = UserRewards.load(promoted, encoder.encoder_id, encoder.dim)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
@@ -481,15 +488,13 @@ class Runtime:
         """For a DELETE, once the user's rows left the store (or for other replicas' deletion
         records): remove the training users `forget` names (`tenant/user`, as population snapshots
         name them, or its hash) from every population file that the `population_hooks` know (the
-        admin area's snapshots and job artifacts), then from the promoted population model's per-user
-        rows, on disk and in memory. The promoted model's version, and so
-        every other user's fit, is kept (`service.rewards.checkpoint_version`); what its shared
+        admin area's snapshots and job artifacts), then from the per-user rows of the promoted population
+        model and of the one in `pal_path` (a job's artifact an operator copied there: deploy/README.md, with
+        replicas), on disk and in memory. The models' versions, and so
+        every other user's fit, are kept (`service.rewards.checkpoint_version`); what their shared
         parameters learned from the user stays until a retrain. Returns the files rewritten. A file
-        that cannot be read or rewritten (damaged, another schema) is left as it is and the others
-        are rewritten still; then ForgetIncomplete names them."""
-        from pluralign.reward.pal_model import PALModel
-        from pluralign.reward.training_users import forget_training_users
-
+        that cannot be read or rewritten (damaged, another schema, a read-only `pal_path` holding the
+        user) is left as it is and the others are rewritten still; then ForgetIncomplete names them."""
         served = self.settings.data_path / PROMOTED_PAL
         rewritten, failures = 0, []
         with self.population_lock:
@@ -499,19 +504,31 @@ class Runtime:
                     rewritten += hook(forget)
                 except ForgetIncomplete as exc:  # the hook went on past them: so do the others
                     rewritten, failures = rewritten + exc.rewritten, failures + exc.failures
-            try:
-                if forget_training_users(served, forget):
-                    rewritten += 1
-                    # a served EM mixture holds the rows in memory too (a PAL model keeps only its prior)
-                    if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(served):
-                        rewards = UserRewards.load(served, self.encoder.encoder_id, self.encoder.dim)
-                        rewards.note = self.rewards.note
-                        self.rewards = rewards
-            except (OSError, ValueError) as exc:
-                failures.append(f"{served}: {exc}")
+            # until reviewoperator47 `pal_path` was left: a job's artifact copied there kept the user's row
+            for folder in (served, self.settings.pal_path):
+                try:
+                    rewritten += self._forget_in_served_model(folder, forget)
+                except (OSError, ValueError) as exc:
+                    failures.append(f"{folder}: {exc}")
         if failures:
             raise ForgetIncomplete(rewritten, failures)
         return rewritten
+
+    def _forget_in_served_model(self, folder: Path, forget: Forget) -> int:
+        """Remove the users `forget` names from the population model at `folder` (a PAL checkpoint or EM mixture; any
+        other folder is left), and reload it when it is the one served and holds its rows in memory (an EM mixture: a
+        PAL model keeps only its prior). Returns 1 when the folder was rewritten, else 0; raises OSError or ValueError
+        when it cannot be read or rewritten. Under `population_lock`."""
+        from pluralign.reward.pal_model import PALModel
+        from pluralign.reward.training_users import forget_training_users
+
+        if not forget_training_users(folder, forget):
+            return 0
+        if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(folder):
+            rewards = UserRewards.load(folder, self.encoder.encoder_id, self.encoder.dim)
+            rewards.note = self.rewards.note
+            self.rewards = rewards
+        return 1
 
     def maybe_compact(self) -> None:
         """Compact in a background thread once enough writes piled up (one compaction at a time)."""

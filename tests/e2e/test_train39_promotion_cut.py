@@ -28,7 +28,7 @@ import pytest
 from tests.conftest import REPO
 from training.jobs.kinds import JobKind
 from training.jobs.promotion import Promotions
-from training.jobs.runner import LocalJobRunner, RunnerConfig
+from training.jobs.runner import LocalJobRunner, NotServed, RunnerConfig
 from training.jobs.store import JobStore
 
 TRAIN = """
@@ -163,6 +163,40 @@ def test_a_cut_promotion_that_fails_when_finished_leaves_promotions_json(tmp_pat
     assert job.metrics["replaced_heldout_accuracy"] == 0.6
     assert Promotions(folder / "promotions.json").served("pal").job_id == first
     assert assert_agreeing(folder, served) == "first"  # cut before its swap: the first job's model, still served
+
+
+def test_a_cut_promotion_finished_by_a_service_that_will_not_serve_it_is_kept_with_its_reason(tmp_path, caplog):
+    """The restart's `on_promote` raises NotServed (a replica given a population model, operator47) for the cut job and
+    for the one promotions.json names again (`_serve_named_again`): the job is kept, not served, with the reason as its
+    note, promotions.json names the job before it, and the log says so in WARNING lines, with no traceback."""
+    folder, served = tmp_path / "jobs", tmp_path / "served"
+    first = first_promoted(folder, served)
+    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "considered", "3"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
+    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+    asked: list[str] = []
+
+    def not_served(job, key):
+        asked.append(job.id)
+        raise NotServed("served by this replica alone")
+
+    with caplog.at_level(logging.WARNING, logger="training.jobs.runner"):
+        runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=not_served)
+        runner.start()
+        try:
+            job = runner.wait(cut.id, timeout=60)
+        finally:
+            runner.stop()
+    assert job.state == "succeeded" and job.promoted is False, job
+    assert job.promotion_note == "kept, not served: served by this replica alone", job.promotion_note
+    assert asked == [cut.id, first]  # the cut job, then the one named again
+    assert Promotions(folder / "promotions.json").served("pal").job_id == first
+    assert assert_agreeing(folder, served) == "first"
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "training.jobs.runner"]
+    assert not [m for level, m in said if level >= logging.ERROR] and not [r for r in caplog.records if r.exc_info], said
+    assert any(f"job {first} (named in promotions.json for pal) is not put into service again: served by this replica alone" in m
+               for _, m in said), said
 
 
 def test_a_cut_promotion_whose_result_is_gone_fails_and_names_what_was_served_before(tmp_path):
