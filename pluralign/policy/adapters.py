@@ -346,6 +346,8 @@ class AdapterPool:
         self.budget_bytes = budget_bytes
         self.loaded: OrderedDict[str, tuple[int, float]] = OrderedDict()  # name -> (bytes, created_at)
         self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)  # `_dropping` changed
+        self._dropping: set[str] = set()  # adapters `forget` is dropping outside the lock (out of `loaded` already)
         self._unusable: dict[str, tuple] = {}  # adapter name -> `_stamp` of its folder when it was found unusable
         # told once of each user's adapter found unusable (until its files change): (tenant, user, error)
         self.on_unusable: Callable[[str, str, AdapterError], None] | None = None
@@ -393,10 +395,26 @@ class AdapterPool:
                 del self.loaded[name]
 
     def forget(self, tenant: str, user: str) -> None:
-        """Drop a user's adapter from memory (call after deleting or retraining it)."""
+        """Drop a user's adapter from memory (call after deleting or retraining it, with this pool's lock not held).
+
+        The drop waits for the user's generations in flight to end (the host's `drop_adapter`); it waits outside the
+        pool's lock, so other users' `adapter_for` go on meanwhile. The adapter leaves the pool's table at once: this
+        user's `adapter_for` meanwhile reads the registry afresh, giving the fallback once their files are deleted, and
+        a retrained adapter is loaded once the drop has ended. Returns once the host holds no adapter of the user's."""
+        name = adapter_name(tenant, user)
         with self._lock:
-            self._unusable.pop(adapter_name(tenant, user), None)  # a new one is tried at the next request
-            self.unload(adapter_name(tenant, user))
+            self._unusable.pop(name, None)  # a new one is tried at the next request
+            self._cond.wait_for(lambda: name not in self._dropping)  # a drop of it already under way ends first
+            if name not in self.loaded:
+                return
+            del self.loaded[name]
+            self._dropping.add(name)
+        try:
+            self.host.drop_adapter(name)
+        finally:
+            with self._lock:
+                self._dropping.discard(name)
+                self._cond.notify_all()
 
     def adapter_for(self, tenant: str, user: str, pinned: frozenset[str] = frozenset()) -> str:
         """The loaded adapter name serving this user (loading it if the registry has one), else the fallback.
@@ -419,6 +437,9 @@ class AdapterPool:
                 if meta is None:
                     self.unload(name)
                     return self.fallback
+                # retrained while `forget` drops its old one: loaded anew once that drop ends (the wait releases the
+                # lock, however deeply held, so other users' chats go on)
+                self._cond.wait_for(lambda: name not in self._dropping)
                 if name in self.loaded and self.loaded[name][1] == meta.created_at and self._held(name):
                     self.loaded.move_to_end(name)
                     return name

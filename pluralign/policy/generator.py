@@ -69,6 +69,11 @@ class Cancelled(Exception):
     """The generation was stopped by its `cancel` event (the client went away); nothing is returned."""
 
 
+class AdapterNotLoaded(ValueError):
+    """The adapter named for a generation is not loaded (never was, or dropped since its name was taken: an adapter
+    pool's eviction, a user's DELETE); raised before any token is generated."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     text: str
@@ -319,7 +324,7 @@ class Generator:
         adapter loaded: an adapter loaded while the generation is paused must not apply to its rows (`load_adapter`).
         Raises ValueError when `adapter` is not loaded."""
         if adapter is not None and adapter not in self.adapters:
-            raise ValueError(f"adapter {adapter!r} is not loaded")
+            raise AdapterNotLoaded(f"adapter {adapter!r} is not loaded")
         return [adapter or BASE_ADAPTER] * batch
 
     def _generate_in_turns(

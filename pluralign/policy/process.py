@@ -51,7 +51,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pluralign.policy import ignore_peft_deprecation
-from pluralign.policy.generator import Cancelled, Candidate, Generator, Sampling
+from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Generator, Sampling
 from pluralign.turns import CALLER, caller
 
 log = logging.getLogger(__name__)
@@ -533,6 +533,8 @@ class ProcessGenerator:
             raise Cancelled(value)
         if kind == "failed":
             name, text = value[:2]
+            if name == "AdapterNotLoaded":  # dropped since its name was taken, as in-process
+                raise AdapterNotLoaded(text)
             if name == "ValueError":  # e.g. an adapter that is not loaded: the caller's mistake, as in-process
                 raise ValueError(text)
             if name == "AdapterError":  # an adapter's files the child could not load, as in-process

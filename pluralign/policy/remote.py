@@ -25,7 +25,7 @@ import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Resp
 import openai
 
 from pluralign.data.text import shorten
-from pluralign.policy.generator import Cancelled, Candidate, Sampling, stripped_pieces
+from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Sampling, stripped_pieces
 
 
 class RemoteGeneratorError(RuntimeError):
@@ -93,7 +93,7 @@ class RemoteGenerator:
 
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
         if adapter is not None and adapter not in self._adapters:
-            raise ValueError(f"adapter {adapter!r} is not loaded")
+            raise AdapterNotLoaded(f"adapter {adapter!r} is not loaded")
         request = {
             "model": adapter or self.model_id,
             "messages": list(messages),

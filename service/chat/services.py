@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pluralign.policy.context import Shot, with_shots
-from pluralign.policy.generator import Cancelled, Candidate, Sampling
+from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
 from pluralign.policy.styles import asks_judgement, choose_styles
@@ -218,6 +218,32 @@ def remember(rt: Runtime, served: Served) -> None:
     rt.maybe_compact()
 
 
+def with_adapter_again(rt: Runtime, p: Plan, generate):
+    """`generate()`'s result; when the plan's adapter was dropped since it was taken (`AdapterNotLoaded`: an
+    eviction by another user's load, or the user's DELETE), `p.adapter` is asked of the pool again and `generate()`
+    tried once more: an evicted adapter is loaded again, a deleted user gets the fallback (their files are gone; a chat
+    racing its user's DELETE is answered and stores nothing, `remember`). Raises AdapterNotLoaded when dropped again."""
+    try:
+        return generate()
+    except AdapterNotLoaded:
+        if p.adapter is None or p.user_id is None:
+            raise
+        p.adapter = load_user_adapter(rt, p.tenant, p.user_id, p.weights)
+        return generate()
+
+
+def _begun(pieces: Iterator) -> Iterator:
+    """`pieces` run to their first (an adapter not loaded raises here, before any token), then all of them (closing
+    the result closes `pieces`, stopping the generation)."""
+    first = next(pieces)
+
+    def rest() -> Iterator:
+        yield first
+        yield from pieces
+
+    return rest()
+
+
 def complete(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | None = None) -> Served:
     """Generate, rerank and remember. `cancel` (set when the client goes away) stops generation at
     its next token and raises `pluralign.policy.generator.Cancelled`; nothing is stored then. Once
@@ -226,9 +252,11 @@ def complete(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event |
     start = time.perf_counter()
     if p.styles and hasattr(rt.generator, "generate_styled"):  # a remote generator samples plain candidates
         styles = choose_styles(p.candidates, sampling.seed, stances=asks_judgement(p.messages))
-        candidates, prompt_tokens = rt.generator.generate_styled(p.context, styles, sampling=sampling, adapter=p.adapter, cancel=cancel)
+        candidates, prompt_tokens = with_adapter_again(rt, p, lambda: rt.generator.generate_styled(
+            p.context, styles, sampling=sampling, adapter=p.adapter, cancel=cancel))
     else:
-        candidates, prompt_tokens = rt.generator.generate(p.context, n=p.candidates, sampling=sampling, adapter=p.adapter, cancel=cancel)
+        candidates, prompt_tokens = with_adapter_again(rt, p, lambda: rt.generator.generate(
+            p.context, n=p.candidates, sampling=sampling, adapter=p.adapter, cancel=cancel))
     p.timings.generation_ms = ms(start)
     texts = [c.text for c in candidates]
     scores, order = score_candidates(rt, p, texts)
@@ -250,7 +278,7 @@ def stream(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | N
     if p.candidates == 1:
         start = time.perf_counter()
         final = None
-        for piece in rt.generator.stream(p.context, sampling=sampling, adapter=p.adapter):
+        for piece in with_adapter_again(rt, p, lambda: _begun(rt.generator.stream(p.context, sampling=sampling, adapter=p.adapter))):
             if isinstance(piece, Candidate):
                 final = piece
             else:

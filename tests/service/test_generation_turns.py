@@ -193,24 +193,29 @@ def test_two_unseeded_generations_interleaved_do_not_sample_from_one_random_stre
     assert not shared, f"the second generation's tokens from {shared[0]} on are the first's (one random stream)"
 
 
-def test_the_adapter_pool_evicts_an_idle_adapter_before_one_a_long_generation_uses(tiny_generator_dir, tmp_path):
-    """A long chat's adapter is the least recently used one because its chat runs long. Before (reviewturns47b) a new
-    user's load evicted it, and the drop waited for that chat to end, with the pool's lock held: the new user's chat,
-    and every chat that wanted an adapter meanwhile, waited for another tenant's long chat. The generator says which
-    adapters its generations in flight use (`adapters_in_use`); the pool evicts those last."""
+def pool_of_users(tiny_generator_dir, tmp_path, users):
+    """A fresh tiny Generator and an AdapterPool on it whose registry holds a LoRA adapter for each user of tenant "t"."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from pluralign.policy.adapters import AdapterMeta, AdapterPool, AdapterRegistry
 
     registry = AdapterRegistry(tmp_path)
-    for seed, user in enumerate(("a", "b", "c")):
+    for seed, user in enumerate(users):
         torch.manual_seed(seed)
         base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
         adapted = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
         registry.save("t", user, adapted, AdapterMeta(kind="user", base_model="tiny", shots=0, data_version="test", metrics={}))
     own = Generator.from_folder(tiny_generator_dir, model_id="tiny", device=torch.device("cpu"))
-    pool = AdapterPool(own, registry, "tiny", budget_bytes=1 << 30)
+    return own, AdapterPool(own, registry, "tiny", budget_bytes=1 << 30)
+
+
+def test_the_adapter_pool_evicts_an_idle_adapter_before_one_a_long_generation_uses(tiny_generator_dir, tmp_path):
+    """A long chat's adapter is the least recently used one because its chat runs long. Before (reviewturns47b) a new
+    user's load evicted it, and the drop waited for that chat to end, with the pool's lock held: the new user's chat,
+    and every chat that wanted an adapter meanwhile, waited for another tenant's long chat. The generator says which
+    adapters its generations in flight use (`adapters_in_use`); the pool evicts those last."""
+    own, pool = pool_of_users(tiny_generator_dir, tmp_path, ("a", "b", "c"))
     a = pool.adapter_for("t", "a")
     pool.budget_bytes = 2 * pool.bytes_used
     tokens = Tokens()
@@ -226,3 +231,36 @@ def test_the_adapter_pool_evicts_an_idle_adapter_before_one_a_long_generation_us
     long.join(60)
     assert long_out[0][0][0].tokens == LONG.max_tokens and own.adapters_in_use == set()
     assert not own._use._using, "an entry is kept per adapter ever used (memory growing with the users served)"
+
+
+def test_a_delete_waiting_for_its_users_generation_holds_no_other_tenants_chat(tiny_generator_dir, tmp_path):
+    """A DELETE drops the user's adapter from the pool, and the drop waits for that user's generations to end. Before
+    (pool47) it waited with the pool's lock held: every other tenant's chat needing `adapter_for` (another user's adapter
+    loaded, or one already loaded) waited until the deleted user's long chat ended. Now the adapter leaves the pool's
+    table under the lock and is dropped outside it; a chat for the deleted user meanwhile gets the fallback, and nothing
+    of theirs is loaded after."""
+    own, pool = pool_of_users(tiny_generator_dir, tmp_path, ("u", "v", "w"))
+    u = pool.adapter_for("t", "u")
+    v = pool.adapter_for("t", "v")
+    tokens = Tokens()
+    long, long_out = in_lane("acme", own.generate, MESSAGES, sampling=Sampling(max_tokens=LONG.max_tokens, temperature=0),
+                             adapter=u, cancel=tokens)
+    wait_until(lambda: tokens.count >= 3, "u's long generation runs")
+
+    def delete_u():
+        pool.registry.delete("t", "u")  # as the service's DELETE: the files first, then the pool
+        pool.forget("t", "u")
+
+    delete, _ = in_lane("acme", delete_u)
+    wait_until(lambda: own._use._dropping[u] == 1, "the drop waits for u's generation")
+    other, other_out = in_lane("globex", lambda: [pool.adapter_for("t", "w"), pool.adapter_for("t", "v"),
+                                                  own.generate(MESSAGES, sampling=Sampling(max_tokens=4, temperature=0),
+                                                               adapter=v)])
+    other.join(60)
+    assert other_out and long.is_alive() and tokens.count < LONG.max_tokens, "globex's chat waited for u's to end"
+    assert pool.adapter_for("t", "u") == pool.fallback  # deleted: never u's adapter again, nor waiting for its drop
+    assert delete.is_alive() and long.is_alive()
+    long.join(60)
+    delete.join(60)
+    assert long_out[0][0][0].tokens == LONG.max_tokens
+    assert u not in own.adapters and u not in pool.loaded and pool.adapter_for("t", "u") == pool.fallback

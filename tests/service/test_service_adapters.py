@@ -75,3 +75,47 @@ def test_an_adapter_for_another_base_model_is_refused(svc, tiny_generator_dir, t
         answers = [chat(c, "otto") for _ in range(2)]
     assert [r.status_code for r in answers] == [200, 200] and answers[0].json()["pluralign"]["adapter"] == "fallback", answers[0].text
     assert sum("trained on base model 'some-other-model'" in rec.getMessage() for rec in caplog.records) == 1
+
+
+def test_a_chat_whose_adapter_is_dropped_before_its_generation_begins_is_answered(svc, tiny_generator_dir, monkeypatch):
+    """A chat takes its adapter's name from the pool, then generates later; an eviction (another user's load needing
+    the room) or the user's DELETE may drop it in between. Before (pool47) the generator refused the name ("not
+    loaded"): a 500. Now the chat asks the pool again: an evicted adapter is loaded again, a deleted user's chat gets
+    the fallback (their files gone: nothing of theirs is loaded again; a chat racing its DELETE stores nothing)."""
+    from service.users.services import register_adapter
+
+    rt = svc.runtime
+    pool = rt.adapters
+    for user, seed in (("nina", 3), ("nils", 4)):
+        register_adapter(rt, "acme", user, random_adapter(tiny_generator_dir, svc.data_dir / f"new-{user}",
+                                                            pool.base_model, "user", seed))
+    resolve = pool.adapter_for
+    dropped: list[str] = []
+
+    def resolved_then_dropped(tenant, user, pinned=frozenset()):
+        name = resolve(tenant, user, pinned)
+        if not dropped and name != pool.fallback:  # the first resolution only: dropped before its generation
+            dropped.append(name)
+            if user == "nina":
+                pool.unload(name)  # evicted
+            else:
+                pool.registry.delete(tenant, user)  # the user's DELETE: files first, then the pool
+                pool.forget(tenant, user)
+        return name
+
+    monkeypatch.setattr(pool, "adapter_for", resolved_then_dropped)
+    with svc.client() as c:
+        evicted = chat(c, "nina")
+        assert evicted.status_code == 200, evicted.text
+        assert evicted.json()["pluralign"]["adapter"] == adapter_name("acme", "nina") in rt.generator.adapters
+        dropped.clear()
+        body = {"model": "pluralign", "messages": [{"role": "user", "content": "Colour?"}], "user": "nina", "stream": True,
+                "max_tokens": 4, **GREEDY}
+        streamed = c.post("/v1/chat/completions", json=body)  # streamed: evicted again before its first token
+        assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text
+        assert '"error"' not in streamed.text and dropped == [adapter_name("acme", "nina")], streamed.text
+        dropped.clear()
+        deleted = chat(c, "nils")
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json()["pluralign"]["adapter"] == "fallback"
+        assert adapter_name("acme", "nils") not in rt.generator.adapters and adapter_name("acme", "nils") not in pool.loaded
