@@ -264,3 +264,28 @@ def test_a_delete_waiting_for_its_users_generation_holds_no_other_tenants_chat(t
     delete.join(60)
     assert long_out[0][0][0].tokens == LONG.max_tokens
     assert u not in own.adapters and u not in pool.loaded and pool.adapter_for("t", "u") == pool.fallback
+
+
+def test_a_delete_whose_drop_failed_drops_the_adapter_when_sent_again(tiny_generator_dir, tmp_path, monkeypatch):
+    """The drop can fail part way (a remote generation server unreachable, a generation process lost mid-call): the
+    DELETE answers an error and is sent again (or finished from its journal). Before (pool47) `forget` took the adapter
+    out of the pool's table before the drop, so the second DELETE's `forget` found nothing to drop and returned: the
+    generator kept the deleted user's weights for good (and a later adapter of that name could not be loaded beside
+    them). Now a drop that fails leaves the adapter in the table, and the next `forget` drops it."""
+    from pluralign.policy.remote import RemoteGeneratorError
+
+    own, pool = pool_of_users(tiny_generator_dir, tmp_path, ("u",))
+    u = pool.adapter_for("t", "u")
+    drop = own.drop_adapter
+
+    def unreachable(name):
+        monkeypatch.setattr(own, "drop_adapter", drop)  # once
+        raise RemoteGeneratorError("generation server at http://gen unreachable (2 retries)")
+
+    monkeypatch.setattr(own, "drop_adapter", unreachable)
+    pool.registry.delete("t", "u")
+    with pytest.raises(RemoteGeneratorError):
+        pool.forget("t", "u")
+    assert pool.adapter_for("t", "u") == pool.fallback  # meanwhile: the files are gone
+    pool.forget("t", "u")  # the DELETE sent again
+    assert u not in own.adapters and u not in pool.loaded and not pool._dropping
