@@ -289,3 +289,23 @@ def test_a_delete_whose_drop_failed_drops_the_adapter_when_sent_again(tiny_gener
     assert pool.adapter_for("t", "u") == pool.fallback  # meanwhile: the files are gone
     pool.forget("t", "u")  # the DELETE sent again
     assert u not in own.adapters and u not in pool.loaded and not pool._dropping
+
+
+def test_a_stream_whose_adapter_is_dropped_before_its_generation_begins_raises_adapter_not_loaded(tiny_generator_dir, tmp_path):
+    """A stream for an adapter whose drop waits for another of its generations: the stream's check passes (still
+    loaded), its generation waits behind the drop, then finds the adapter gone. Before, that AdapterNotLoaded was raised
+    in the generating thread and lost: the stream ended with an empty answer (a chat answered "" and stored), where
+    the service asks the pool again on AdapterNotLoaded (pool47). Now the stream raises it, before any piece."""
+    from pluralign.policy.generator import AdapterNotLoaded
+
+    own, pool = pool_of_users(tiny_generator_dir, tmp_path, ("u",))
+    u = pool.adapter_for("t", "u")
+    long, _, tokens = long_generation(own, adapter=u)
+    drop, _ = in_lane("acme", own.drop_adapter, u)
+    wait_until(lambda: own._use._dropping[u] == 1, "the drop waits for u's generation")
+    pieces = own.stream(MESSAGES, sampling=Sampling(max_tokens=4, temperature=0), adapter=u)
+    CALLER.set("tenant:globex")
+    with pytest.raises(AdapterNotLoaded):
+        next(pieces)
+    long.join(60)
+    drop.join(60)
