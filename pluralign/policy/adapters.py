@@ -397,22 +397,33 @@ class AdapterPool:
     def forget(self, tenant: str, user: str) -> None:
         """Drop a user's adapter from memory (call after deleting or retraining it, with this pool's lock not held).
 
-        The drop waits for the user's generations in flight to end (the host's `drop_adapter`); it waits outside the
+        With a host that tracks its generations (`adapters_in_use`: the service's generators), the drop waits for the
+        user's generations in flight to end (the host's `drop_adapter`); it waits outside the
         pool's lock, so other users' `adapter_for` go on meanwhile. The adapter leaves the pool's table at once: this
         user's `adapter_for` meanwhile reads the registry afresh, giving the fallback once their files are deleted, and
-        a retrained adapter is loaded once the drop has ended. Returns once the host holds no adapter of the user's."""
+        a retrained adapter is loaded once the drop has ended. Returns once the host holds no adapter of the user's.
+        Raises what the host's drop raises; the adapter then stays in the table, dropped by the next `forget`."""
         name = adapter_name(tenant, user)
+        if not hasattr(self.host, "adapters_in_use"):  # e.g. ModelHost: deleted at once, never beside `score`'s forward pass
+            with self._lock:
+                self._unusable.pop(name, None)
+                self.unload(name)
+                return
         with self._lock:
             self._unusable.pop(name, None)  # a new one is tried at the next request
             self._cond.wait_for(lambda: name not in self._dropping)  # a drop of it already under way ends first
             if name not in self.loaded:
                 return
-            del self.loaded[name]
+            entry = self.loaded.pop(name)
             self._dropping.add(name)
+        dropped = False
         try:
             self.host.drop_adapter(name)
+            dropped = True
         finally:
             with self._lock:
+                if not dropped:  # still held (a server unreachable, a process lost): the next forget or eviction drops it
+                    self.loaded[name] = entry
                 self._dropping.discard(name)
                 self._cond.notify_all()
 

@@ -462,7 +462,8 @@ class Generator:
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
     ) -> Iterator[str | Candidate]:
-        """Text pieces as they are generated, then the final Candidate (its full text and reason)."""
+        """Text pieces as they are generated, then the final Candidate (its full text and reason). Raises
+        AdapterNotLoaded, before any piece, when `adapter` is not loaded or is dropped before the generation begins."""
         ids = self.encode_chat(messages)
         stop_ids = self._stop_token_ids()
         streamer = text_streamer(self.tokenizer)
@@ -471,12 +472,15 @@ class Generator:
 
         self._row_adapters(adapter, 1)  # an adapter that is not loaded: ValueError here, not in the generating thread
         lane = caller()  # the consumer's: the generation runs on a thread of its own
+        failed: list[Exception] = []  # raised here, not lost in the generating thread
 
         def run() -> None:
             try:
                 self._generate_in_turns(lane, ids, torch.ones_like(ids), sampling, adapter, cancel, streamer=_Both(streamer, counter))
             except Cancelled:  # the consumer left before the model was free
                 pass
+            except Exception as exc:  # e.g. AdapterNotLoaded: dropped while this waited behind the drop
+                failed.append(exc)
             finally:
                 streamer.end()
 
@@ -487,6 +491,8 @@ class Generator:
         finally:  # also when the consumer stops early (client gone) or the streamer timed out:
             cancel.set()  # the model stops at its next token and lets go of the lock
         worker.join()
+        if failed:  # before any piece for an adapter dropped meanwhile (AdapterNotLoaded): the caller may ask again
+            raise failed[0]
         ended = stopped or counter.last in stop_ids
         tokens = counter.count - (1 if counter.last in stop_ids else 0)
         yield Candidate(text=text.strip(), finish_reason="stop" if ended else "length", tokens=tokens)

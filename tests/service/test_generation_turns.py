@@ -264,3 +264,48 @@ def test_a_delete_waiting_for_its_users_generation_holds_no_other_tenants_chat(t
     delete.join(60)
     assert long_out[0][0][0].tokens == LONG.max_tokens
     assert u not in own.adapters and u not in pool.loaded and pool.adapter_for("t", "u") == pool.fallback
+
+
+def test_a_delete_whose_drop_failed_drops_the_adapter_when_sent_again(tiny_generator_dir, tmp_path, monkeypatch):
+    """The drop can fail part way (a remote generation server unreachable, a generation process lost mid-call): the
+    DELETE answers an error and is sent again (or finished from its journal). Before (pool47) `forget` took the adapter
+    out of the pool's table before the drop, so the second DELETE's `forget` found nothing to drop and returned: the
+    generator kept the deleted user's weights for good (and a later adapter of that name could not be loaded beside
+    them). Now a drop that fails leaves the adapter in the table, and the next `forget` drops it."""
+    from pluralign.policy.remote import RemoteGeneratorError
+
+    own, pool = pool_of_users(tiny_generator_dir, tmp_path, ("u",))
+    u = pool.adapter_for("t", "u")
+    drop = own.drop_adapter
+
+    def unreachable(name):
+        monkeypatch.setattr(own, "drop_adapter", drop)  # once
+        raise RemoteGeneratorError("generation server at http://gen unreachable (2 retries)")
+
+    monkeypatch.setattr(own, "drop_adapter", unreachable)
+    pool.registry.delete("t", "u")
+    with pytest.raises(RemoteGeneratorError):
+        pool.forget("t", "u")
+    assert pool.adapter_for("t", "u") == pool.fallback  # meanwhile: the files are gone
+    pool.forget("t", "u")  # the DELETE sent again
+    assert u not in own.adapters and u not in pool.loaded and not pool._dropping
+
+
+def test_a_stream_whose_adapter_is_dropped_before_its_generation_begins_raises_adapter_not_loaded(tiny_generator_dir, tmp_path):
+    """A stream for an adapter whose drop waits for another of its generations: the stream's check passes (still
+    loaded), its generation waits behind the drop, then finds the adapter gone. Before, that AdapterNotLoaded was raised
+    in the generating thread and lost: the stream ended with an empty answer (a chat answered "" and stored), where
+    the service asks the pool again on AdapterNotLoaded (pool47). Now the stream raises it, before any piece."""
+    from pluralign.policy.generator import AdapterNotLoaded
+
+    own, pool = pool_of_users(tiny_generator_dir, tmp_path, ("u",))
+    u = pool.adapter_for("t", "u")
+    long, _, tokens = long_generation(own, adapter=u)
+    drop, _ = in_lane("acme", own.drop_adapter, u)
+    wait_until(lambda: own._use._dropping[u] == 1, "the drop waits for u's generation")
+    pieces = own.stream(MESSAGES, sampling=Sampling(max_tokens=4, temperature=0), adapter=u)
+    CALLER.set("tenant:globex")
+    with pytest.raises(AdapterNotLoaded):
+        next(pieces)
+    long.join(60)
+    drop.join(60)

@@ -122,3 +122,36 @@ def test_pool_evicts_least_recently_used_within_budget(make_tiny_lm, tokenizer, 
     assert pool.adapter_for("t", "missing") == BASE_ADAPTER
     registry.delete("t", "a")
     assert pool.adapter_for("t", "a") == BASE_ADAPTER and one not in pool.loaded
+
+
+def test_a_forget_drops_a_model_hosts_adapter_with_no_forward_pass_running(make_tiny_lm, tokenizer, tmp_path):
+    """`ModelHost` deletes an adapter's weights from the model's layers at once, and the pool's `score` and `generate`
+    run forward passes with the pool's lock held. Before (pool47) `forget` dropped outside that lock (for the service's
+    Generator, whose drop waits for its own generations): another thread's `score` ran through the layers peft was
+    deleting from. A host that does not track its generations (no `adapters_in_use`) is dropped under the lock."""
+    import threading
+
+    registry = AdapterRegistry(tmp_path)
+    registry.save("t", "a", random_adapter(make_tiny_lm(), 1), meta_for("tiny-llama-a"))
+    host = ModelHost(make_tiny_lm())
+    pool = AdapterPool(host, registry, "tiny-llama-a", budget_bytes=1 << 30)
+    a = pool.adapter_for("t", "a")
+    drop = host.drop_adapter
+    other_got_the_lock: list[bool] = []
+
+    def drop_while_another_thread_scores(name):
+        def try_lock():
+            other_got_the_lock.append(pool._lock.acquire(blocking=False))
+            if other_got_the_lock[-1]:
+                pool._lock.release()
+
+        other = threading.Thread(target=try_lock)
+        other.start()
+        other.join()
+        drop(name)
+
+    host.drop_adapter = drop_while_another_thread_scores
+    registry.delete("t", "a")
+    pool.forget("t", "a")
+    assert other_got_the_lock == [False], "a forward pass could run while the adapter's weights were deleted"
+    assert a not in host.adapters and a not in pool.loaded
