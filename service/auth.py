@@ -270,6 +270,14 @@ def header_refusal(header: str) -> str | None:
     return None
 
 
+def bearer_key(header: str) -> str | None:
+    """The API key of an `Authorization` value that is `Bearer <key>` (`header_refusal` None), else None: the one
+    reading of a key, for authentication and the rate limiter alike."""
+    if not header.strip() or header_refusal(header) is not None:
+        return None
+    return split_credentials(header)[2].strip()
+
+
 class BearerAuth(AbstractAuthenticationMiddleware):
     """Resolves `Authorization: Bearer KEY` to a Principal (401 with `WWW-Authenticate` when missing,
     of another scheme, or unknown).
@@ -298,7 +306,7 @@ class BearerAuth(AbstractAuthenticationMiddleware):
         if refusal is not None:
             raise NotAuthorizedException(f"`Authorization`: {refusal}", headers=CHALLENGE)
         keys: KeyRing = connection.app.state.runtime.keys
-        entry = keys.lookup(split_credentials(header)[2].strip())
+        entry = keys.lookup(bearer_key(header))
         if entry is None:
             raise NotAuthorizedException("unknown API key", headers=INVALID_TOKEN)
         CALLER.set("admin" if entry.admin else f"tenant:{entry.tenant}")  # this request's task and what it runs in threads

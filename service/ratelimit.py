@@ -12,13 +12,14 @@ from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import CacheObject, RateLimitConfig, RateLimitMiddleware, get_remote_address
 from litestar.types import Message, Receive, Scope, Send
 
-from service.auth import KeyRing, header_refusal, split_credentials
+from service.auth import KeyRing, bearer_key
 
 
 def tenant_of(request: Request) -> str:
     header = request.headers.get("authorization", "")
-    keys: KeyRing = request.app.state.runtime.keys  # a key only as authentication takes it (`header_refusal`)
-    entry = keys.lookup(split_credentials(header)[2].strip()) if header.strip() and header_refusal(header) is None else None
+    keys: KeyRing = request.app.state.runtime.keys
+    key = bearer_key(header)  # a key only as authentication takes it
+    entry = keys.lookup(key) if key is not None else None
     if entry is None:
         return "address:" + get_remote_address(request)
     return ("admin:" if entry.admin else "tenant:") + entry.tenant
