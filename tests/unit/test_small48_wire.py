@@ -37,6 +37,8 @@ def test_a_server_on_several_addresses_names_the_port_each_one_bound(caplog):
         deadline = time.monotonic() + 10
         while not started and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
+        if not started and not thread.is_alive():
+            pytest.skip("cannot listen on every interface here (uvicorn's start failed: no IPv6 loopback?)")
         urls = started[0]  # before: one int, the first socket's port
         if len(urls) < 2:
             pytest.skip(f"'' is one address here (no IPv6): {urls}")
