@@ -31,6 +31,17 @@ def test_a_pal_config_refuses_a_seed_its_user_clusters_cannot_take():
     assert PALTrainConfig(seed=2**32 - 1).seed == 2**32 - 1
 
 
+def test_an_em_config_refuses_seeds_its_k_means_restarts_cannot_take():
+    from pluralign.reward.em import EMConfig
+
+    # restart r seeds k-means with seed + r: before, taken, and the fit failed inside sklearn after the per-user fits
+    for seed, restarts in ((2**32, 1), (2**32 - 3, 4)):
+        with pytest.raises(ValueError, match=r"EMConfig: `seed` \+ `restarts` - 1 must be at most 2\*\*32 - 1"):
+            EMConfig(seed=seed, restarts=restarts)
+    assert EMConfig(seed=2**32 - 4, restarts=4).seed == 2**32 - 4
+    assert EMConfig(seed=2**40, init="random").seed == 2**40  # numpy's default_rng takes any seed: no k-means to seed
+
+
 def _made_before_session_47(uri: str) -> None:
     """Tables as `Store(uri, encoder_id='', dim=4)` left them before session small47b refused that id (their schema
     metadata records encoder_id ''), with one row stored."""
