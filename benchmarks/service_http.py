@@ -11,8 +11,6 @@ then runs both measurements against it.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.serving import start_serve  # noqa: E402
 from pluralign.embed.models import MINILM_ID  # noqa: E402
 from pluralign.store import Store, StoredPreference  # noqa: E402
 from service.auth import KeyRing  # noqa: E402
@@ -47,20 +46,6 @@ def prefill(data: Path, rows: int, users: int) -> None:
         vecs = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in vecs]
         store.add_preferences(batch, *vecs)
     store.compact()
-
-
-def start_server(data: Path, port: int, extra_env: dict) -> subprocess.Popen:
-    env = {**os.environ, "PLURALIGN_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-           "PLURALIGN_TENANT_REQUESTS_PER_SECOND": "0", **extra_env}  # throughput figures: no per-tenant rate limit
-    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "wb"))
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.5)
-    raise RuntimeError((data / "serve.log").read_text())
 
 
 def pct(values, q):
@@ -135,7 +120,7 @@ def main() -> None:
     print(f"prefilled {args.rows} rows over {args.users} users in {time.perf_counter() - t:.0f}s")
     key = KeyRing(data / "api_keys.json").issue("default", name="benchmark")
     env = {"PLURALIGN_PAL_DIR": args.pal_dir} if args.pal_dir else {}
-    proc = start_server(data, args.port, env)
+    proc = start_serve(data, args.port, env)
     url = f"http://127.0.0.1:{args.port}"
     try:
         if args.feedback:

@@ -19,6 +19,17 @@ def whole(owner: str, minimum: int, **fields) -> None:
             raise ValueError(f"{owner}: `{name}` must be a whole number >= {minimum}, got {value!r}")
 
 
+SEED_MAX = 2**32 - 1  # numpy's RandomState and sklearn's `random_state` take seeds in [0, 2**32 - 1]
+
+
+def seed_in_range(owner: str, **fields) -> None:
+    """ValueError naming the first of `fields` (seeds that reach sklearn's `random_state`) that is not a whole number in
+    [0, 2**32 - 1]: sklearn refuses a larger one naming its own `random_state`, after the model it clusters trained."""
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value <= SEED_MAX:
+            raise ValueError(f"{owner}: `{name}` must be a whole number in [0, 2**32 - 1], got {value!r}")
+
+
 def above_zero(owner: str, **fields) -> None:
     """ValueError naming the first of `fields` (a config's learning rates, temperatures) that is not a
     finite number > 0."""

@@ -12,9 +12,10 @@ from pluralign.embed.base import Encoder
 
 
 def is_model_folder(name: str) -> bool:
-    """Whether the encoder `name` is a folder (of a sentence-transformers model): never "", which pathlib reads as the
-    working folder (an emptied PLURALIGN_ENCODER loaded MiniLM under the encoder id "", which `Store` refuses since
-    session small47b: an unknown encoder, named, since review reviewsmall47b)."""
+    """Whether the encoder (or generator) `name` is a folder (of a sentence-transformers model, a causal LM): never "",
+    which pathlib reads as the working folder (an emptied PLURALIGN_ENCODER loaded MiniLM under the encoder id "", which
+    `Store` refuses since session small47b: an unknown encoder, named, since review reviewsmall47b; an emptied
+    PLURALIGN_GENERATOR loaded the working folder as a model until session small48)."""
     return name != "" and Path(name).is_dir()
 
 

@@ -31,6 +31,7 @@ import logging
 import re
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -119,8 +120,8 @@ def header_problem(values: list[bytes]) -> str | None:
 
 def _what_it_holds(raw: bytes) -> str:
     """What a header value holds, as a person reads it: its characters as UTF-8 text (what a client's library sends for
-    a str; counted as latin-1, "café" was 5 characters) and which of them break `VALID`, by code point (a value may be
-    anything: never echoed), or that its bytes are no UTF-8 text."""
+    a str; counted as latin-1, "café" was 5 characters) and which of them break `VALID` (`_named`: "'ü' U+00FC"; the
+    value itself may be anything: never echoed), or that its bytes are no UTF-8 text."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -128,13 +129,28 @@ def _what_it_holds(raw: bytes) -> str:
     held = f"{len(text)} character(s)"
     foreign = sum(ord(c) > 0x7F for c in text)
     if foreign:
-        kinds = sorted({c for c in text if ord(c) > 0x7F})
-        shown = ", ".join(f"U+{ord(c):04X}" for c in kinds[:3]) + (", ..." if len(kinds) > 3 else "")
-        held += f", {foreign} of them not ASCII ({shown})"
+        held += f", {foreign} of them not ASCII ({_named({c for c in text if ord(c) > 0x7F})})"
     blank = sum(ord(c) < 0x21 or ord(c) == 0x7F for c in text)
     if blank:
-        held += f", {blank} of them {'a space or control character' if blank == 1 else 'spaces or control characters'}"
+        what = "a space or control character" if blank == 1 else "spaces or control characters"
+        held += f", {blank} of them {what} ({_named({c for c in text if ord(c) < 0x21 or ord(c) == 0x7F})})"
     return held
+
+
+def _named(characters: set[str]) -> str:
+    """The first 3 of `characters` by code point, each as it reads and by code point ("'ü' U+00FC": a tenant's name in a
+    client's ids reads as its letters, and a lookalike, Cyrillic 'а' for 'a', is told by its number). One that does not
+    print alone (a control or format character, a bidi override that would reorder the message, a combining mark that
+    would join the quote) is shown as its escape ('\\u202e'), so the message says what it holds and nothing else."""
+    kinds = sorted(characters)
+    shown = [f"{_quoted(c)} U+{ord(c):04X}" for c in kinds[:3]]
+    return ", ".join(shown) + (", ..." if len(kinds) > 3 else "")
+
+
+def _quoted(character: str) -> str:
+    if character.isprintable() and not unicodedata.category(character).startswith("M"):
+        return repr(character)
+    return "'" + character.encode("unicode_escape").decode("ascii") + "'"
 
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": the status counted and logged for a client gone before its answer began

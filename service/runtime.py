@@ -25,7 +25,7 @@ from pluralign.store.ingest import Ingestor
 from pluralign.store.tables import SharedStore
 from service.auth import KeyRing
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
-from service.encoders import make_encoder
+from service.encoders import is_model_folder, make_encoder
 from service.metrics import DECLARED_COUNTERS, Metrics
 from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
 from service.requestid import per_request
@@ -76,7 +76,7 @@ def make_generator(
 
             return ProcessGenerator(smollm2_dir(), SMOLLM2_ID)  # type: ignore[return-value]
         return Generator.smollm2()
-    if Path(name).is_dir():
+    if is_model_folder(name):  # never "": pathlib's working folder
         if own_process:
             from pluralign.policy.process import ProcessGenerator
 

@@ -230,8 +230,10 @@ class Settings(Base, frozen=True):
         checked without importing torch or loading anything: a mistyped one is the ValueError loading it
         gives (service.runtime.make_encoder, make_generator) at once, not after seconds of imports and an
         encoder's load. What a folder holds is checked as it loads."""
+        from service.encoders import is_model_folder
+
         check_encoder_name(self.encoder, "PLURALIGN_ENCODER (setting encoder)")
-        if not (self.generator.startswith("openai:") or self.generator == "smollm2" or Path(self.generator).is_dir()):
+        if not (self.generator.startswith("openai:") or self.generator == "smollm2" or is_model_folder(self.generator)):
             raise ValueError(unknown_generator(self.generator))
 
     @property
@@ -487,7 +489,9 @@ def check_encoder_name(name: str, where: str) -> None:
 
 
 def unknown_generator(name: str) -> str:
-    return f"setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got {name!r}"
+    """The error for a generator no start can load ('' too: pathlib reads it as the working folder), naming the
+    variable, as an unknown encoder's does."""
+    return f"PLURALIGN_GENERATOR (setting generator): expected `smollm2`, a model folder or `openai:URL`, got {name!r}"
 
 
 def check_variables(environ: dict[str, str] | None = None) -> None:

@@ -90,7 +90,8 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 def stripped_pieces(pieces: Iterable[str]) -> Iterator[str]:
     """`pieces` of an answer as pieces that join to the answer stripped, as candidates' texts are: leading
-    whitespace skipped, whitespace held back until visible text follows it; no empty piece."""
+    whitespace skipped, whitespace held back until visible text follows it; no empty piece. What every stream sends,
+    a local generator's (`Generator.stream`, after its stop strings) and a remote one's."""
     held, started = "", False
     for piece in pieces:
         if not started:
@@ -499,34 +500,29 @@ class Generator:
 
     @staticmethod
     def _pieces(streamer, cancel: threading.Event, sampling: Sampling) -> Iterator[str]:
-        """The streamer's text in pieces; returns (the whole text, whether a stop string ended it)."""
-        # the pieces joined equal the final text (stripped, as `generate` returns it): leading
-        # whitespace is skipped and trailing whitespace held back until more text follows it
-        text, sent, stopped = "", None, False
-        hold = max((len(s) for s in sampling.stop), default=1) - 1  # a stop string may span pieces
-        for piece in streamer:
-            text += piece
-            if sampling.stop:
-                cut, stopped = cut_at_stop(text, sampling.stop)
-                if stopped:
-                    cancel.set()
-                    text = cut
-                    break
-            if sent is None:
-                if not text.strip():
-                    continue
-                sent = len(text) - len(text.lstrip())
-            # whitespace goes out only with visible text after it: a stop string found later may
-            # begin right after it, and the answer then ends before it
-            safe = len(text[: max(0, len(text) - hold)].rstrip())
-            if safe > sent:
+        """The streamer's text in pieces that join to the final text (stripped, as `generate` returns it: the
+        whitespace of `stripped_pieces`, as a remote stream's); returns (the whole text, whether a stop string ended
+        it). A stop string's length less one is held back: it may span pieces, and the answer then ends before it."""
+        text, stopped = "", False
+        hold = max((len(s) for s in sampling.stop if s), default=1) - 1
+
+        def before_any_stop() -> Iterator[str]:  # the text no stop string can begin in any more
+            nonlocal text, stopped
+            sent = 0
+            for piece in streamer:
+                text += piece
+                if sampling.stop:
+                    cut, stopped = cut_at_stop(text, sampling.stop)
+                    if stopped:  # begins after `sent`: were it before, the held-back text had shown it
+                        cancel.set()
+                        text = cut
+                        break
+                safe = max(sent, len(text) - hold)
                 yield text[sent:safe]
                 sent = safe
-        final = text.rstrip()
-        if final.strip():
-            sent = len(text) - len(text.lstrip()) if sent is None else sent
-            if len(final) > sent:
-                yield final[sent:]
+            yield text[sent:]
+
+        yield from stripped_pieces(before_any_stop())
         return text, stopped
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pluralign.checks import SEED_MAX
 from pluralign.data.record import Base
 from pluralign.data.text import is_blank
 from pluralign.device import default_device, usable_device
@@ -67,6 +68,9 @@ class EMConfig:
             raise ValueError(f"init must be `kmeans` or `random`, got {self.init!r}")
         whole("EMConfig", 1, k=self.k, restarts=self.restarts, lbfgs_iter=self.lbfgs_iter)
         whole("EMConfig", 0, max_iter=self.max_iter, seed=self.seed)
+        if self.init == "kmeans" and self.seed + self.restarts - 1 > SEED_MAX:  # (numpy's default_rng takes any seed)
+            raise ValueError(f"EMConfig: `seed` + `restarts` - 1 must be at most 2**32 - 1 (restart r seeds k-means with seed + r, "
+                             f"in sklearn's range), got {self.seed} + {self.restarts} - 1")
         at_least("EMConfig", 0, tol=self.tol, l2=self.l2, init_l2=self.init_l2)
 
 

@@ -14,6 +14,7 @@ import torch
 # the config checks live torch-free in pluralign.checks (the audit's process imports no torch); importable from here too
 from pluralign.checks import above_zero as above_zero
 from pluralign.checks import at_least as at_least
+from pluralign.checks import seed_in_range as seed_in_range
 from pluralign.checks import whole as whole
 
 _INTEGER = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)

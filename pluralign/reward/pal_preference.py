@@ -19,7 +19,7 @@ import torch
 
 from pluralign.device import default_device
 from pluralign.reward.features import PairBatch, same_users, seen_rows
-from pluralign.reward.inputs import as_numbers, first_bad_row, whole
+from pluralign.reward.inputs import as_numbers, first_bad_row, seed_in_range, whole
 from pluralign.reward.pal_fit import PRIOR_STRENGTH, fit_users
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.pal_train import PALTrainConfig, train_pal
@@ -38,12 +38,14 @@ def user_points(model: PALModel, logits: torch.Tensor) -> np.ndarray:
 
 def cluster_points(points: np.ndarray, max_clusters: int, seed: int = 0) -> np.ndarray:
     """k-means labels (N,) of `points` (N, d) finite numbers, the number of clusters (1..max_clusters) picked by
-    silhouette score. Raises ValueError naming `max_clusters` (not a whole number >= 1) or `points` (not (N, d)
-    numbers, or a row holding NaN or inf: sklearn's "Input X contains NaN" until session small47b)."""
+    silhouette score; `seed` seeds k-means. Raises ValueError naming `max_clusters` (not a whole number >= 1), `seed` (not
+    one in [0, 2**32 - 1], sklearn's range) or `points` (not (N, d) numbers, or a row holding NaN or inf: sklearn's
+    "Input X contains NaN" until session small47b)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
     whole("cluster_points", 1, max_clusters=max_clusters)
+    seed_in_range("cluster_points", seed=seed)  # also where no k-means runs (fewer than 3 points): a bad seed is no seed
     checked = as_numbers("points", points, "(N, d) numbers")
     if checked.dim() != 2:
         raise ValueError(f"`points` must be (N, d) numbers, got shape {tuple(checked.shape)}")

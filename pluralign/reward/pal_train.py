@@ -24,7 +24,7 @@ from pluralign.losses import (
     bradley_terry_loss,
 )
 from pluralign.reward.features import PairBatch
-from pluralign.reward.inputs import above_zero, as_numbers, at_least, whole
+from pluralign.reward.inputs import above_zero, as_numbers, at_least, seed_in_range, whole
 from pluralign.reward.model_selection import TooManyComponents
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
@@ -48,7 +48,7 @@ class PALTrainConfig:
     def __post_init__(self) -> None:
         whole("PALTrainConfig", 1, batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
               **({} if self.max_pairs is None else {"max_pairs": self.max_pairs}))
-        whole("PALTrainConfig", 0, seed=self.seed)
+        seed_in_range("PALTrainConfig", seed=self.seed)  # it seeds `user_clusters` k-means too
         at_least("PALTrainConfig", 0, weight_decay=self.weight_decay, init_scale=self.init_scale)
         above_zero("PALTrainConfig", lr_shared=self.lr_shared, lr_user=self.lr_user,
                    **({} if self.max_seconds is None else {"max_seconds": self.max_seconds}))

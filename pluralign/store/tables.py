@@ -356,6 +356,13 @@ def _same_rows(history: History, stored: pa.Table) -> bool:
     return all(ours.column(name).equals(theirs.column(name)) for name in names)
 
 
+def _made_without_encoder(key: bytes, found: dict[bytes, bytes]) -> bool:
+    """Whether the metadata `found` of a table records the encoder id '' (`key` being encoder_id): a Store
+    made with it before session small47b, whose vectors are of the encoder it is opened with now, the only one
+    that can tell."""
+    return key == b"encoder_id" and key in found and is_blank(found[key].decode())
+
+
 def _commit_conflict(exc: BaseException) -> bool:
     """Whether Lance refused a commit because another one on the table came first."""
     words = str(exc).lower()
@@ -396,7 +403,8 @@ class Store:
         a process killed (or stopped) before the purge had its turn leaves it, and `finish_withdrawn` on the next open
         on it purges the users table in the background (`wait_withdrawn`). It names no one. Raises StoreError
         when `uri` is a local file (not a folder), `dim` is not >= 1, `encoder_id` is empty, the tables there were made
-        for another encoder or schema, or one cannot be opened (damaged: named)."""
+        for another encoder or schema, or one cannot be opened (damaged: named). Tables an earlier release made under
+        the encoder id '' are `encoder_id`'s: it is recorded in them (with `finish_purges`; `_check_made_alike`)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise StoreError(f"`dim` must be the encoder's embedding width (a whole number >= 1), got {dim!r}")
         if not isinstance(encoder_id, str) or is_blank(encoder_id):  # the tables' metadata records it: vectors of no encoder
@@ -633,11 +641,12 @@ class Store:
     def _check_made_alike(self, name: str, schema: pa.Schema, found: dict[bytes, bytes]) -> None:
         """Raise StoreError unless the table `name`, whose schema metadata is `found`, is one of ours
         (its schema_version this release's or an earlier one's) made with this store's encoder
-        (encoder_id and dim as in `schema`'s metadata)."""
+        (encoder_id and dim as in `schema`'s metadata). A table made under the encoder id '' (by a release before
+        session small47b, which refuses it) is taken as this store's encoder's: `_upgrade` records it there."""
         refuse_newer(name, self.uri, found)
         for key, want in schema.metadata.items():
             have = found.get(key, b"").decode()
-            if have == want.decode() or key == b"schema_version" and older_schema(have):
+            if have == want.decode() or key == b"schema_version" and older_schema(have) or _made_without_encoder(key, found):
                 continue
             if key == b"schema_version":  # none at all, or one no release writes: not a table of ours
                 raise StoreError(f"table `{name}` at {self.uri} has schema_version={have or 'missing'}, this release "
@@ -681,11 +690,13 @@ class Store:
             return table
         if missing:
             table.add_columns(missing)
-        if found.get(b"schema_version") != mark:
+        marks = {key.decode(): want.decode() for key, want in schema.metadata.items()  # encoder_id: where it was ''
+                 if key in (b"schema_version", b"encoder_id") and found.get(key) != want}  # (`_check_made_alike`)
+        if marks and self._marks:
             # an earlier release's table: its columns are in place (above), so the mark goes last, in
             # one commit; a start stopped before it redoes only this. Releases before this version
             # refuse a marked table at start (their check above wants their own mark).
-            table.to_lance().update_schema_metadata({"schema_version": mark.decode()})
+            table.to_lance().update_schema_metadata(marks)
             table = self.db.open_table(name)
         return table
 

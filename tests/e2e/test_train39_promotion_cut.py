@@ -15,12 +15,14 @@ restart, on the same folders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ import pytest
 from tests.conftest import REPO
 from training.jobs.kinds import JobKind
 from training.jobs.promotion import Promotions
+from training.jobs.record import Job
 from training.jobs.runner import LocalJobRunner, NotServed, RunnerConfig
 from training.jobs.store import JobStore
 
@@ -90,16 +93,31 @@ print("finished: not killed", runner.wait(job.id, timeout=60).state, flush=True)
 """
 
 
-def first_promoted(folder: Path, served: Path) -> str:
-    """A first job promoted and served whole (what was served before the cut-short one)."""
-    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+@contextlib.contextmanager
+def running(folder: Path, on_promote, **config) -> Iterator[LocalJobRunner]:
+    """A `LocalJobRunner` of KINDS on `folder` (`config`: RunnerConfig's other fields), started, and stopped after."""
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05, **config), KINDS, on_promote=on_promote)
     runner.start()
     try:
-        job = runner.wait(runner.submit("pal", {"model": "first", "accuracy": 0.6}).id, timeout=60)
+        yield runner
     finally:
         runner.stop()
+
+
+def first_promoted(folder: Path, served: Path) -> str:
+    """A first job promoted and served whole (what was served before the cut-short one)."""
+    with running(folder, put_into_service(served)) as runner:
+        job = runner.wait(runner.submit("pal", {"model": "first", "accuracy": 0.6}).id, timeout=60)
     assert job.state == "succeeded" and job.promoted is True, job
     return job.id
+
+
+def killed_at(folder: Path, served: Path, step: str, attempts: int) -> tuple[subprocess.CompletedProcess, Job]:
+    """The runner of CHILD (killed right after `step` of the second job's promotion) and that job as it left it."""
+    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), step, str(attempts)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
+    return run, next(j for j in JobStore(folder).all() if j.params["model"] == "second")
 
 
 def assert_agreeing(folder: Path, served: Path) -> str:
@@ -118,18 +136,11 @@ def assert_agreeing(folder: Path, served: Path) -> str:
 def test_a_runner_killed_mid_promotion_leaves_promotions_served_model_and_artifact_agreeing(tmp_path, step, attempts):
     folder, served = tmp_path / "jobs", tmp_path / "served"
     first_promoted(folder, served)
-    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), step, str(attempts)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert run.returncode == -9 and "killed after" in run.stdout, (run.returncode, run.stdout, run.stderr[-2000:])
-    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+    run, cut = killed_at(folder, served, step, attempts)
+    assert "killed after" in run.stdout, (run.returncode, run.stdout, run.stderr[-2000:])
     assert cut.state == "running"  # as the killed runner left it
-    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05, max_attempts=attempts), KINDS,
-                            on_promote=put_into_service(served))
-    runner.start()
-    try:
+    with running(folder, put_into_service(served), max_attempts=attempts) as runner:
         job = runner.wait(cut.id, timeout=60)
-    finally:
-        runner.stop()
     # its worker had finished: the job is finished, not run again nor given up, and what it trained is served
     assert job.state == "succeeded" and job.promoted is True and job.attempts == 1, job
     assert any("promotion was cut short" in line for line in job.log_tail), job.log_tail
@@ -143,20 +154,13 @@ def test_a_cut_promotion_that_fails_when_finished_leaves_promotions_json(tmp_pat
     before it, as its record says), as a promotion that fails uncut does."""
     folder, served = tmp_path / "jobs", tmp_path / "served"
     first = first_promoted(folder, served)
-    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "considered", "3"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
-    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+    _, cut = killed_at(folder, served, "considered", 3)
 
     def refused(job, key):
         raise OSError(28, "No space left on device", str(served))
 
-    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=refused)
-    runner.start()
-    try:
+    with running(folder, refused) as runner:
         job = runner.wait(cut.id, timeout=60)
-    finally:
-        runner.stop()
     assert job.state == "succeeded" and job.promoted is False, job
     assert job.promotion_note.startswith("kept, not served: putting it into service failed: No space left on device"), job.promotion_note
     assert job.promotion_note.endswith(f"job {first} still served"), job.promotion_note
@@ -171,23 +175,15 @@ def test_a_cut_promotion_finished_by_a_service_that_will_not_serve_it_is_kept_wi
     note, promotions.json names the job before it, and the log says so in WARNING lines, with no traceback."""
     folder, served = tmp_path / "jobs", tmp_path / "served"
     first = first_promoted(folder, served)
-    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "considered", "3"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
-    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+    _, cut = killed_at(folder, served, "considered", 3)
     asked: list[str] = []
 
     def not_served(job, key):
         asked.append(job.id)
         raise NotServed("served by this replica alone")
 
-    with caplog.at_level(logging.WARNING, logger="training.jobs.runner"):
-        runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=not_served)
-        runner.start()
-        try:
-            job = runner.wait(cut.id, timeout=60)
-        finally:
-            runner.stop()
+    with caplog.at_level(logging.WARNING, logger="training.jobs.runner"), running(folder, not_served) as runner:
+        job = runner.wait(cut.id, timeout=60)
     assert job.state == "succeeded" and job.promoted is False, job
     assert job.promotion_note == "kept, not served: served by this replica alone", job.promotion_note
     assert asked == [cut.id, first]  # the cut job, then the one named again

@@ -886,6 +886,40 @@ def no_calls_in_flight(remote: ProcessGenerator) -> None:
         time.sleep(0.01)
 
 
+@contextlib.contextmanager
+def reader_held(remote: ProcessGenerator):
+    """The pipe's reader busy (another call's, as the test plays it) while in the block: a call made there only waits
+    on the mail. Yields the pipe."""
+    conn = remote._conn
+    with remote._mail:
+        remote._reading.add(id(conn))
+    try:
+        yield conn
+    finally:
+        with remote._mail:
+            remote._reading.discard(id(conn))
+
+
+def read_for_the_waiting_call(remote: ProcessGenerator, conn, then) -> None:
+    """Once the one call is sent and its caller waits on the mail: does the held reader's part, under the mail's lock
+    (the waiting call wakes only after all of it): reads the call's answer into its inbox, `then(call)`, lets the
+    pipe go and wakes the waiting. Its deadline is a safety net against a hang, not a timing."""
+    deadline = time.monotonic() + 60
+    while True:
+        with remote._mail:
+            if remote._calls and remote._mail._waiters:
+                (call,) = remote._calls.values()
+                while not any(kind != "began" for kind, _ in call.inbox):
+                    assert time.monotonic() < deadline, "the child never answered"
+                    remote._read(call, None)  # (the mail's lock is reentrant)
+                then(call)
+                remote._reading.discard(id(conn))
+                remote._mail.notify_all()
+                return
+        assert time.monotonic() < deadline, "the call was never sent"
+        time.sleep(0.002)
+
+
 def test_an_answer_read_for_a_waiting_call_just_before_its_child_ended_is_its_answer(pair):
     """A call waits while another call reads the pipe (one reader for all). The reader puts the call's answer in its
     inbox, then finds the child ended (it answered, then died: the OOM killer, or a load it could not undo) before
@@ -897,32 +931,13 @@ def test_an_answer_read_for_a_waiting_call_just_before_its_child_ended_is_its_an
 
     local, remote = pair
     assert remote.adapters is not None  # a live child first: one an earlier test's crash left dead starts again here
-    conn = remote._conn
     no_calls_in_flight(remote)
-    with remote._mail:
-        remote._reading.add(id(conn))  # the pipe's reader is busy (another call's): the call below only waits
     sampling = Sampling(max_tokens=3, seed=11, temperature=1.0)
-    thread, out = as_tenant("acme", remote.generate, MESSAGES, sampling=sampling)
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # the call sent, and its caller waiting on the mail (a safety net against a hang, not a timing)
-            with remote._mail:
-                if remote._calls and remote._mail._waiters:
-                    # held from here: the waiting call wakes only after both of what the reader does below
-                    (call,) = remote._calls.values()
-                    while not any(kind != "began" for kind, _ in call.inbox):
-                        assert time.monotonic() < deadline, "the child never answered"
-                        remote._read(call, None)  # (the mail's lock is reentrant)
-                    remote._gone(conn, GeneratorUnavailable)  # the reader's next read: the child has ended
-                    remote._reading.discard(id(conn))
-                    remote._mail.notify_all()
-                    break
-            assert time.monotonic() < deadline, "the call was never sent"
-            time.sleep(0.002)
+    with reader_held(remote) as conn:
+        thread, out = as_tenant("acme", remote.generate, MESSAGES, sampling=sampling)
+        # the answer read, then the reader's next read: the child has ended
+        read_for_the_waiting_call(remote, conn, lambda call: remote._gone(conn, GeneratorUnavailable))
         thread.join(60)
-    finally:
-        with remote._mail:
-            remote._reading.discard(id(conn))
     assert out == [local.generate(MESSAGES, sampling=sampling)], out
     assert not remote._calls
 
@@ -939,34 +954,20 @@ def test_a_reply_whose_child_ends_after_it_waits_for_that_child_not_the_one_star
     _, remote = pair
     assert remote.adapters is not None  # a live child first: one an earlier test's crash left dead starts again here
     no_calls_in_flight(remote)
-    conn, current = remote._conn, remote._process
+    current = remote._process
     joined: list = []
     monkeypatch.setattr(current, "join", lambda timeout=None: joined.append(timeout))  # (alive: it would wait 30 s)
     ended = threading.Thread(target=lambda: None)
     ended.start()
     ended.join()
-    with remote._mail:
-        remote._reading.add(id(conn))  # the pipe's reader is busy (another call's): the call below only waits
-    thread, out = as_tenant("acme", remote._call, "generate", MESSAGES, 1, Sampling(max_tokens=1))
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # a safety net against a hang, not a timing
-            with remote._mail:
-                if remote._calls and remote._mail._waiters:
-                    (call,) = remote._calls.values()
-                    while not any(kind != "began" for kind, _ in call.inbox):
-                        assert time.monotonic() < deadline, "the child never answered"
-                        remote._read(call, None)
-                    call.inbox[-1] = ("failed", ("RuntimeError", "half loaded (the generation process starts again)", True))
-                    call.process = ended  # its child has ended; `current` was started since
-                    remote._reading.discard(id(conn))
-                    remote._mail.notify_all()
-                    break
-            assert time.monotonic() < deadline, "the call was never sent"
-            time.sleep(0.002)
+
+    def failed_and_ended(call) -> None:
+        call.inbox[-1] = ("failed", ("RuntimeError", "half loaded (the generation process starts again)", True))
+        call.process = ended  # its child has ended; `current` was started since
+
+    with reader_held(remote) as conn:
+        thread, out = as_tenant("acme", remote._call, "generate", MESSAGES, 1, Sampling(max_tokens=1))
+        read_for_the_waiting_call(remote, conn, failed_and_ended)
         thread.join(60)
-    finally:
-        with remote._mail:
-            remote._reading.discard(id(conn))
     assert [type(exc) for exc in out] == [GeneratorProcessError] and "starts again" in str(out[0])
     assert joined == [], "waited for the child started since, not the one that ended"

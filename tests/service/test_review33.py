@@ -234,14 +234,20 @@ def test_the_scheme_in_any_case_and_several_spaces_after_it_are_taken(live, shap
 
 
 @pytest.mark.parametrize("sent, got", [
-    ("café".encode(), "got 4 character(s), 1 of them not ASCII (U+00E9)"),
+    ("café".encode(), "got 4 character(s), 1 of them not ASCII ('é' U+00E9)"),
     ("café".encode("latin-1"), "got 4 byte(s) that are not UTF-8 text"),
-    (b"two words", "got 9 character(s), 1 of them a space or control character"),
+    (b"two words", "got 9 character(s), 1 of them a space or control character (' ' U+0020)"),
     (b"x" * 129, "got 129 character(s)"),
+    # a tenant's name in a client's ids: its letters as they read, what would hide or reorder the message escaped
+    ("zürich-\u202eacme\t42".encode(), "got 15 character(s), 2 of them not ASCII ('ü' U+00FC, '\\u202e' U+202E), "
+                                       "1 of them a space or control character ('\\t' U+0009)"),
+    ("Ωmega-e\u0301-ÅÅ".encode(), "got 11 character(s), 4 of them not ASCII ('Å' U+00C5, '\\u0301' U+0301, 'Ω' U+03A9)"),
 ])
 def test_a_malformed_request_id_is_told_what_it_holds(live, sent, got):
     """Before: "café" sent as UTF-8 was counted in latin-1 characters ("got 5 character(s)", its 5 bytes), and the
-    400 said nothing of which characters broke the rule (a space, a non-ASCII one)."""
+    400 said nothing of which characters broke the rule (a space, a non-ASCII one). Until session small48 those were
+    shown as code points alone ("U+00FC" for the ü of a tenant's name in the id): now as they read too, each one that
+    would not print alone (a control or format character, a combining mark) as its escape."""
     with live.client() as c:
         answer = c.get("/v1/models", headers=[(b"X-Request-Id", sent)])
     error = answer.json()["error"]

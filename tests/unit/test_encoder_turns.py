@@ -35,17 +35,23 @@ def as_tenant(tenant: str, fn, *args):
     return threading.Thread(target=run)
 
 
-def test_the_caller_that_waited_goes_before_the_holders_next_turn():
-    turns, ran = Turns(), []
-
+def globex_waiting(turns: Turns, ran: list) -> threading.Thread:
+    """globex's caller, started (while another lane holds the turn), once it waits for its turn; it appends "globex" to
+    `ran` when its turn comes."""
     def globex():
         with turns.turn("tenant:globex"):
             ran.append("globex")
 
     other = threading.Thread(target=globex)
+    other.start()
+    wait_until(lambda: turns.waiting() == 1, "globex waits for its turn")
+    return other
+
+
+def test_the_caller_that_waited_goes_before_the_holders_next_turn():
+    turns, ran = Turns(), []
     with turns.turn("tenant:acme"):
-        other.start()
-        wait_until(lambda: turns.waiting() == 1, "globex waits for its turn")
+        other = globex_waiting(turns, ran)
     with turns.turn("tenant:acme"):  # acme's next piece, asked for at once
         ran.append("acme")
     other.join()
@@ -250,17 +256,10 @@ def test_pass_turn_keeps_the_turn_when_no_one_waits_and_else_serves_the_other_la
     """A generation calls `pass_turn` after each token: alone it keeps the model (no hand-over, no wait); with another
     lane waiting, that lane's work runs before the holder's next step, and the holder then goes on in the same block."""
     turns, ran = Turns(), []
-
-    def globex():
-        with turns.turn("tenant:globex"):
-            ran.append("globex")
-
-    other = threading.Thread(target=globex)
     with turns.turn("tenant:acme"):
         assert turns.pass_turn("tenant:acme") is False
         ran.append("acme 1")
-        other.start()
-        wait_until(lambda: turns.waiting() == 1, "globex waits for its turn")
+        other = globex_waiting(turns, ran)
         assert turns.pass_turn("tenant:acme") is True
         ran.append("acme 2")
     other.join()

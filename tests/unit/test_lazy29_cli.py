@@ -74,7 +74,7 @@ ENCODERS = "expected `minilm`, `minilm-onnx`, `minilm-onnx-int8` or `smollm2`"
 @pytest.mark.parametrize("argv, env, said", [
     (["serve"], {"PLURALIGN_STORE_RETRIES": "abc"}, "PLURALIGN_STORE_RETRIES (setting store_retries): expected `int`, got `str` 'abc'"),
     (["serve"], {"PLURALIGN_ENCODER": "minilm-onx"}, f"PLURALIGN_ENCODER (setting encoder): unknown encoder 'minilm-onx': {ENCODERS}"),
-    (["serve"], {"PLURALIGN_GENERATOR": "smollm3"}, "setting `generator`: expected `smollm2`, a model folder or `openai:URL`, got 'smollm3'"),
+    (["serve"], {"PLURALIGN_GENERATOR": "smollm3"}, "PLURALIGN_GENERATOR (setting generator): expected `smollm2`, a model folder or `openai:URL`, got 'smollm3'"),
     (["serve-embeddings", "--encoder", "minilm-onx"], {}, f"--encoder minilm-onx: unknown encoder 'minilm-onx': {ENCODERS}"),
     (["eval", "--model", "bt", "--protocol", "persona", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
     (["train", "pal", "--protocol", "persona", "--out", "pal", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),

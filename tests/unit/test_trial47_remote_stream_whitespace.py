@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pluralign.policy.generator import Candidate, Sampling
+from pluralign.policy.generator import Candidate, Generator, Sampling
 from pluralign.policy.remote import RemoteGenerator
 
 PIECES = ["", "\n\n", "  Hello", " world", " ", "", "\n", "again.", "  \n"]
@@ -64,3 +64,27 @@ def test_two_streams_of_one_conversation_at_once_each_get_the_servers_prompt_tok
     first, second = list(remote.stream(hi, Sampling(max_tokens=9))), list(remote.stream(hi, Sampling(max_tokens=9)))
     assert first[-1] == second[-1]
     assert [remote.prompt_tokens(hi), remote.prompt_tokens(hi), remote.prompt_tokens(hi)] == [5, 5, 0]
+
+
+def _local(pieces: list[str], sampling: Sampling) -> tuple[list[str], tuple[str, bool]]:
+    """What a local `Generator.stream` sends of a streamer's `pieces` (its `_pieces`), and what it returns."""
+    out, sent = Generator._pieces(iter(pieces), threading.Event(), sampling), []
+    while True:
+        try:
+            sent.append(next(out))
+        except StopIteration as done:
+            return sent, done.value
+
+
+def test_a_local_stream_sends_the_pieces_a_remote_one_does(server_url):
+    """Session 48: one whitespace hold-back (`stripped_pieces`) serves both streams, piece for piece."""
+    *remote, _ = RemoteGenerator(server_url, "m").stream([{"role": "user", "content": "Hi"}], Sampling(max_tokens=9))
+    local, (text, stopped) = _local(PIECES, Sampling())
+    assert local == remote == ["Hello", " world", " \nagain."]
+    assert (text, stopped) == ("".join(PIECES), False)
+
+
+def test_a_local_stream_holds_whitespace_and_a_stop_strings_start_back():
+    """A stop string's length less one is held back (it may span pieces), and the whitespace before it."""
+    pieces, (text, stopped) = _local(["\n\n", "  Hello", " world", " ", "EN", "D again"], Sampling(stop=("END",)))
+    assert pieces == ["Hel", "lo wor", "l", "d"] and (text, stopped) == ("\n\n  Hello world ", True)

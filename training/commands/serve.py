@@ -299,8 +299,8 @@ def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=No
     it keeps listening that long once told to stop, `on_drain(True)` first (the app then answers every request 503).
     With `request_read_timeout_s`, a request must arrive whole that soon, and with `max_connections` (it needs
     `request_read_timeout_s`), a connection beyond that many open is answered 503 (`timed_http_protocol`), and
-    `connections`, when given, counts them (open, refused). `on_started(port)` is called once it listens, with the port
-    it bound (the one asked for, or the free one `--port 0` was given)."""
+    `connections`, when given, counts them (open, refused). `on_started(urls)` is called once it listens, with the base
+    URL of each address it listens on (`listening_urls`: the port bound, the free one `--port 0` was given on each)."""
     import uvicorn
 
     requests = CancelledRequests(app)
@@ -313,7 +313,7 @@ def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=No
     # serves, as during its start (`training.cli.main`); uvicorn stopped on it regardless. SIGTERM always stops it
     ignored = frozenset({signal.SIGINT}) if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else frozenset()
     server = stopping_server()(config, on_stop=on_stop, on_grace_over=on_grace_over or (lambda: None), drain_s=drain_s,
-                               on_drain=on_drain or (lambda draining: None), ignored=ignored, on_started=on_started or (lambda port: None))
+                               on_drain=on_drain or (lambda draining: None), ignored=ignored, on_started=on_started or (lambda urls: None))
     # uvicorn, once stopped, raises the signal it caught again for the handler it found (so that a
     # program embedding it learns of it): left to the default, SIGTERM would end the process by the
     # signal (status 143: "Error" to Kubernetes and Docker, though the stop was clean). Its own handler,
@@ -880,6 +880,15 @@ def over_limit_answer(max_connections: int) -> bytes:
             b"\r\n\r\n" + body)
 
 
+def listening_urls(host: str, sockets) -> list[str]:
+    """The base URL (`http://host:port`) of each of a server's listening `sockets`, its port the one bound (`--port 0`:
+    the one the system chose). One socket: under `host` as given; several (a name that resolves to more than one address,
+    `localhost` as 127.0.0.1 and ::1 on many machines): each under its own address, for under `--port 0` each address
+    has a port of its own (until session small48 only the first one's port was printed, under the name)."""
+    named = [(host, sockets[0].getsockname()[1])] if len(sockets) == 1 else [sock.getsockname()[:2] for sock in sockets]
+    return [f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}" for address, port in named]
+
+
 def stopping_server():
     """uvicorn's Server, telling the app it is stopping (`on_stop`) before it waits for requests in flight,
     and that the wait is nearly over (`on_grace_over`, CUT_EARLY_S before its graceful timeout). A signal
@@ -888,7 +897,7 @@ def stopping_server():
 
     class StoppingServer(uvicorn.Server):
         def __init__(self, config: uvicorn.Config, on_stop, on_grace_over, drain_s: float = 0.0, on_drain=lambda draining: None,
-                     ignored: frozenset[int] = frozenset(), on_started=lambda port: None):
+                     ignored: frozenset[int] = frozenset(), on_started=lambda urls: None):
             super().__init__(config)
             self.on_started = on_started
             self.on_stop, self.on_grace_over, self.drain_s, self.on_drain = on_stop, on_grace_over, drain_s, on_drain
@@ -898,10 +907,20 @@ def stopping_server():
             if sig not in self.ignored:
                 super().handle_exit(sig, frame)
 
+        def urls(self) -> list[str]:
+            return listening_urls(self.config.host, [sock for server in self.servers for sock in server.sockets])
+
+        def _log_started_message(self, listeners) -> None:
+            # uvicorn's names the first socket's port alone: under `--port 0` each address has a port of its own
+            if self.config.fd is not None or self.config.uds is not None:
+                super()._log_started_message(listeners)
+                return
+            logging.getLogger("uvicorn.error").info("Uvicorn running on %s (Press CTRL+C to quit)", " and ".join(self.urls()))
+
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets)
-            if self.started:  # listening: the port it bound (`--port 0`: one the system chose)
-                self.on_started(self.servers[0].sockets[0].getsockname()[1])
+            if self.started:  # listening: the ports it bound (`--port 0`: ones the system chose)
+                self.on_started(self.urls())
 
         async def shutdown(self, sockets=None) -> None:
             self.on_stop()  # work still waiting: 503 now, not uvicorn's 500 after its graceful timeout

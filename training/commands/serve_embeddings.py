@@ -65,10 +65,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--encoder {args.encoder}: {exc}") from None
     app = create_embeddings_app(encoder)
     # its log level (warning) hides uvicorn's "running on" line: without this one, nothing said it was up, or where. Once
-    # it listens, with the port bound: `--port 0` (any free port) printed `:0`, no address to send to
-    def say_where(port: int) -> None:
-        print(f"pluralign serve-embeddings: {encoder.encoder_id} ({encoder.dim} dimensions) at http://{args.host}:{port}/v1/embeddings",
-              file=sys.stderr, flush=True)
+    # it listens, with the port bound: `--port 0` (any free port) printed `:0`, no address to send to; a host of several
+    # addresses: each one's URL (each has a port of its own under `--port 0`)
+    def say_where(urls: list[str]) -> None:
+        where = " and ".join(f"{url}/v1/embeddings" for url in urls)
+        print(f"pluralign serve-embeddings: {encoder.encoder_id} ({encoder.dim} dimensions) at {where}", file=sys.stderr, flush=True)
 
     started, requests = serve_until_stopped(app, args, on_stop=partial(stop_taking_encodes, app), on_started=say_where,
                                             request_read_timeout_s=settings.request_read_timeout_s, max_connections=max_connections)
