@@ -100,25 +100,40 @@ def write_removal(data_path: Path, removal: TenantRemoval) -> None:
         os.close(fd)
 
 
+class KeysKeptElsewhere(ValueError):
+    """The tenant still has keys in a key file this service must not rewrite: a link (replicas share one file, a
+    link to a Secret's, deploy/README.md; a write would put a file of its own in place of the link). Nothing was
+    removed: revoke them where the keys are kept, then send the removal again."""
+
+
+def tenant_keys(keys: KeyRing, tenant: str) -> list:
+    """The keys of `tenant` that are no admin keys, as the key file says now."""
+    return [k for k in keys.list() if k.tenant == tenant and not k.admin]
+
+
 def revoke_tenant_keys(keys: KeyRing, tenant: str) -> int:
-    """Revoke every key of `tenant` that is no admin key; returns how many. One read-modify-write of the key
-    file under its lock (a running service refuses them at its next request)."""
-    with keys._exclusive():
-        gone = [k for k in keys.keys.values() if k.tenant == tenant and not k.admin]
-        for entry in gone:
-            del keys.keys[entry.sha256]
-        if gone:
-            keys._write()
-    return len(gone)
+    """Revoke every key of `tenant` that is no admin key (`KeyRing.revoke_tenant`); returns how many. A running
+    service refuses them at its next request. A key file that is a link is never rewritten (`KeysKeptElsewhere`):
+    0, its keys left to the operator."""
+    if keys.path.is_symlink():
+        return 0
+    return len(keys.revoke_tenant(tenant))
 
 
 def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRemoval, bool]:
     """Record a removal of `tenant` and revoke its keys (steps 1 of the module docstring), or find the one running:
     (the record, whether it was begun now). What the CLI does; the service runs the steps after (`TenantRemovals`).
-    Raises OSError when the record cannot be written (then nothing was removed)."""
+    Raises OSError when the record cannot be written, KeysKeptElsewhere when the tenant's keys are in a key file
+    that is a link (then nothing was removed)."""
     running = read_removal(data_path, tenant)
     if running is not None and running.state == "running":
         return running, False
+    if keys.path.is_symlink() and (kept := tenant_keys(keys, tenant)):
+        from service.auth import key_id
+
+        raise KeysKeptElsewhere(f"tenant {tenant} still has {len(kept)} keys ({', '.join(key_id(k) for k in kept)}) in "
+                                f"{keys.path.name}, a link this service does not rewrite (the replicas' shared key file, "
+                                "deploy/README.md): revoke them where the keys are kept, then send the removal again")
     removal = TenantRemoval(tenant=tenant, state="running", started_at=time.time())
     write_removal(data_path, removal)
     revoked = revoke_tenant_keys(keys, tenant)

@@ -19,9 +19,9 @@ from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Response
 
 from pluralign.store.tenants import MAX_PAGE, TenantUser, tenant_users
-from service.errors import bad_request, error_responses
+from service.errors import bad_request, error_response, error_responses
 from service.ids import tenant_problem
-from service.tenants import TenantRemoval, TenantRemovals, read_removal
+from service.tenants import KeysKeptElsewhere, TenantRemoval, TenantRemovals, read_removal
 
 
 class TenantUserPage(msgspec.Struct, kw_only=True):
@@ -81,12 +81,13 @@ def _removals(request: Request) -> TenantRemovals:
     return request.app.state.tenant_removals
 
 
-@post("/tenants/{tenant:str}/removal", sync_to_thread=True, status_code=202, responses=error_responses(503),
+@post("/tenants/{tenant:str}/removal", sync_to_thread=True, status_code=202, responses=error_responses(409, 503),
       summary="Remove every trace of a tenant")
 def remove_tenant(request: Request, tenant: FromPath[str]) -> Response[TenantRemoval]:
     """202 with the removal begun (its keys revoked at once; the rest in the background, `Location` to poll);
-    200 with the one running when there is one. 503 with Retry-After when DELETEs are refused (replicas' clocks
-    disagree) or the record cannot be written: nothing was removed."""
+    200 with the one running when there is one. 409 (`tenant_keys_kept_elsewhere`) when the tenant's keys are in a
+    key file that is a link (replicas); 503 with Retry-After when DELETEs are refused (replicas' clocks disagree) or
+    the record cannot be written: nothing was removed."""
     tenant = _tenant(tenant)
     rt = request.app.state.runtime
     sweep = rt.deletion_sweep
@@ -95,6 +96,8 @@ def remove_tenant(request: Request, tenant: FromPath[str]) -> Response[TenantRem
                                           headers={"Retry-After": "60"})
     try:
         removal, begun = _removals(request).begin(tenant)
+    except KeysKeptElsewhere as exc:
+        return error_response(409, str(exc), param="tenant", code="tenant_keys_kept_elsewhere")
     except OSError as exc:
         raise ServiceUnavailableException(detail=f"the removal could not be recorded ({exc.strerror or exc}): nothing of the "
                                           "tenant was removed; send it again", headers={"Retry-After": "10"}) from None

@@ -16,6 +16,7 @@ from tests.files import files_holding
 from tests.service.test_break20_delete import KEPT, MARKER, give_comparisons
 from tests.service.test_service_adapters import random_adapter
 from tests.service.tiny import start_service
+from training.cli import main
 
 pytestmark = pytest.mark.usefixtures("short_read_margin")
 
@@ -55,6 +56,7 @@ def acme_and_globex(svc, acme, globex, tiny_generator_dir) -> None:
     registry = svc.runtime.adapters.registry
     for tenant, user, seed in (("acme", "ann", 1), ("globex", "bea", 2)):
         random_adapter(tiny_generator_dir, registry.folder(tenant, user), tiny_generator_dir.name, "user", seed)
+    svc.runtime.wait_for_background()  # the refits of their rows ran: globex's rows change no more of themselves
 
 
 def test_an_operator_lists_a_tenants_users_and_removes_the_tenant(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
@@ -115,7 +117,7 @@ def test_an_operator_lists_a_tenants_users_and_removes_the_tenant(tmp_path, tiny
         assert rows_of(rt, "globex") == kept_rows
 
 
-def test_a_removal_stopped_part_way_is_finished_at_the_next_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+def test_a_removal_stopped_part_way_is_finished_at_the_next_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, capsys):
     """The process stops after the first user's DELETE (here its second DELETE fails, as a kill would leave it: the
     record `running`, one user removed); the next start finishes the removal without the operator sending it again,
     and a job for the tenant is refused while it runs."""
@@ -148,6 +150,12 @@ def test_a_removal_stopped_part_way_is_finished_at_the_next_start(tmp_path, tiny
     monkeypatch.setattr(TenantRemovals, "_delete_user", delete_user)
     (entry,) = (data / REMOVALS_FOLDER).iterdir()
     assert b"ann" not in entry.read_bytes() and b"bob" not in entry.read_bytes()  # the record names no user
+    # the CLI lists the users left and, sent again, answers the removal running (nothing begun twice)
+    assert main(["tenants", "users", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    lines = [msgspec.json.decode(line) for line in capsys.readouterr().out.splitlines()]
+    assert [u["user"] for u in lines[:-1]] == ["bob", "cat"] and lines[-1] == {"users": 2, "next": None}, lines
+    assert main(["tenants", "remove", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    assert msgspec.json.decode(capsys.readouterr().out)["started_at"] == removal["started_at"]
 
     again, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
     with again, svc.client("admin") as admin:  # the removal is never sent again
@@ -157,3 +165,42 @@ def test_a_removal_stopped_part_way_is_finished_at_the_next_start(tmp_path, tiny
         assert all(rows == [] for rows in rows_of(svc.runtime, "acme").values())
         assert not [k for k in svc.runtime.keys.list() if k.tenant == "acme"]  # the key this start issued too
         assert rows_of(svc.runtime, "globex") == kept_rows
+
+
+def test_the_cli_records_a_removal_and_revokes_the_tenants_keys_only(tmp_path, capsys):
+    """`pluralign tenants remove` revokes the tenant's keys at once (not another tenant's, nor an admin key labelled
+    with it) and records the removal for the service; `status` prints it; a tenant's users on a folder with no
+    store yet are none, and no store is made for asking."""
+    from service.auth import KeyRing
+
+    data = tmp_path / "data"
+    keys = KeyRing(data / "api_keys.json")
+    keys.issue("acme"), keys.issue("acme", name="second"), keys.issue("acme", admin=True, name="ops"), keys.issue("globex")
+    assert main(["tenants", "remove", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    removal = msgspec.json.decode(capsys.readouterr().out)
+    assert removal["state"] == "running" and removal["keys_revoked"] == 2, removal
+    assert sorted((k.tenant, k.admin) for k in keys.list()) == [("acme", True), ("globex", False)]
+    assert main(["tenants", "status", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    assert msgspec.json.decode(capsys.readouterr().out) == removal
+    assert main(["tenants", "status", "--tenant", "globex", "--data-dir", str(data)]) != 0
+    assert "no removal of tenant globex" in capsys.readouterr().err
+    assert main(["tenants", "users", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().out == '{"users":0,"next":null}\n' and not (data / "lancedb").exists()
+
+
+def test_a_removal_is_refused_while_the_tenants_keys_are_in_a_linked_key_file(tmp_path):
+    """Replicas share one key file, a link to a Secret's (deploy/README.md): the removal never rewrites it (a write
+    would put a file of its own in place of the link), so a tenant with keys there is refused, nothing removed."""
+    from service.auth import KeyRing
+    from service.tenants import KeysKeptElsewhere, begin_removal, read_removal
+
+    data, secret = tmp_path / "data", tmp_path / "secret"
+    secret.mkdir(), data.mkdir()
+    KeyRing(secret / "api_keys.json").issue("acme")
+    (data / "api_keys.json").symlink_to(secret / "api_keys.json")
+    keys = KeyRing(data / "api_keys.json")
+    with pytest.raises(KeysKeptElsewhere, match="still has 1 keys"):
+        begin_removal(data, keys, "acme")
+    assert read_removal(data, "acme") is None and (data / "api_keys.json").is_symlink()
+    removal, begun = begin_removal(data, keys, "globex")  # a tenant with no key there: begun
+    assert begun and removal.keys_revoked == 0
