@@ -41,6 +41,7 @@ import msgspec
 
 from pluralign.data.record import Base
 from pluralign.files import write_atomic
+from service.metrics import DECLARED_COUNTERS
 from service.scheduler import Busy, Stopping
 
 if TYPE_CHECKING:
@@ -274,7 +275,7 @@ class TenantRemovals:
                    keys_revoked=removal.keys_revoked + revoked, error=None)
         log.warning("removed tenant %s: %d users, %d jobs, %d keys", tenant, removal.users_removed,
                     removal.jobs_removed + jobs, removal.keys_revoked + revoked)
-        self.rt.metrics.inc("pluralign_tenants_removed_total", help="tenants removed (every user, job and key of theirs)")
+        self.rt.metrics.inc("pluralign_tenants_removed_total", help=DECLARED_COUNTERS["pluralign_tenants_removed_total"][0])
         return True
 
     def _purge_jobs(self, tenant: str) -> int:
