@@ -62,7 +62,7 @@ class TenantRemoval(Base, kw_only=True, frozen=True):
     state: Literal["running", "done"]
     started_at: float  # unix seconds
     finished_at: float | None = None  # unix seconds, once done
-    users_removed: int = 0  # users deleted so far
+    users_removed: int = 0  # users deleted so far (whose DELETE removed anything: one a DELETE finished first is not counted)
     keys_revoked: int = 0
     jobs_removed: int = 0  # the tenant's jobs purged with their files, apart from those its users' DELETEs purged
     counts: dict[str, int] = {}  # what the users' DELETEs removed, summed by kind (as a DELETE's `deleted`)
@@ -214,28 +214,43 @@ class TenantRemovals:
 
     def run(self, removal: TenantRemoval) -> bool:
         """Go on with `removal` until the tenant holds nothing (True) or a step fails or the service stops (False:
-        the record says how far it went and why; the next pass goes on)."""
+        the record says how far it went and why; the next pass goes on). A look that finds only users whose DELETE
+        in this pass removed nothing (something keeps naming them that a DELETE does not clean) stops the pass with
+        an error naming how many, rather than deleting them again and again."""
         tenant = removal.tenant
         removal = self._note(removal, keys_revoked=removal.keys_revoked + revoke_tenant_keys(self.rt.keys, tenant))
+        emptied: set[str] = set()  # users whose DELETE in this pass removed nothing
         while not self._stop.is_set():
             users = sorted(self.users_of(tenant))
             if not users:
                 return self._finish(removal)
+            if emptied.issuperset(users):
+                log.error("removing tenant %s: %d users are still found after their DELETE removed nothing (tried again "
+                          "at the next pass)", tenant, len(users))
+                self._note(removal, error=f"{len(users)} users are still found after their DELETE removed nothing")
+                return False
             for user_id in users[:USERS_PER_LOOK]:
                 if self._stop.is_set():
                     return False
-                try:
-                    counts = self._delete_user(tenant, user_id)
-                except (Busy, Stopping) as exc:  # the DELETEs' queue is full, or the service stops: the next pass
-                    self._note(removal, error=f"waiting for a turn of the DELETEs: {exc}")
+                counts = self._step(removal, tenant, user_id)
+                if counts is None:
                     return False
-                except Exception as exc:  # noqa: BLE001 (a user's DELETE failed: logged, the record says so, tried again)
-                    log.error("removing tenant %s: a user's DELETE failed (tried again at the next pass): %s", tenant, exc)
-                    self._note(removal, error=f"a user's DELETE failed: {exc}")
-                    return False
+                if not any(counts.values()):
+                    emptied.add(user_id)
                 summed = {k: removal.counts.get(k, 0) + counts.get(k, 0) for k in {*removal.counts, *counts}}
-                removal = self._note(removal, users_removed=removal.users_removed + 1, counts=summed, error=None)
+                removal = self._note(removal, users_removed=removal.users_removed + (user_id not in emptied), counts=summed, error=None)
         return False
+
+    def _step(self, removal: TenantRemoval, tenant: str, user_id: str) -> dict[str, int] | None:
+        """One user's DELETE: its counts, or None when it failed (logged, noted in the record)."""
+        try:
+            return self._delete_user(tenant, user_id)
+        except (Busy, Stopping) as exc:  # the DELETEs' queue is full, or the service stops: the next pass
+            self._note(removal, error=f"waiting for a turn of the DELETEs: {exc}")
+        except Exception as exc:  # noqa: BLE001 (a user's DELETE failed: logged, the record says so, tried again)
+            log.error("removing tenant %s: a user's DELETE failed (tried again at the next pass): %s", tenant, exc)
+            self._note(removal, error=f"a user's DELETE failed: {exc}")
+        return None
 
     def _delete_user(self, tenant: str, user_id: str) -> dict[str, int]:
         from service.users.services import EmbeddingsNotForgotten, delete

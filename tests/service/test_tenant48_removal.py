@@ -116,6 +116,18 @@ def test_an_operator_lists_a_tenants_users_and_removes_the_tenant(tmp_path, tiny
         assert [j for j in admin.get("/admin/jobs").json()["jobs"] if j["params"].get("tenant") == "acme"] == []
         assert rows_of(rt, "globex") == kept_rows
 
+        # a user something keeps naming that their DELETE does not clean stops the pass with an error, not a loop
+        from service.tenants import TenantRemovals
+
+        users_of = TenantRemovals.users_of
+        monkeypatch.setattr(TenantRemovals, "users_of", lambda self, tenant: {"ghost"} if tenant == "initech" else users_of(self, tenant))
+        assert admin.post("/admin/tenants/initech/removal").status_code == 202
+        deadline = time.monotonic() + 30
+        while (stuck := admin.get("/admin/tenants/initech/removal").json())["error"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stuck["state"] == "running" and "1 users are still found" in stuck["error"], stuck
+        assert stuck["users_removed"] == 0
+
 
 def test_a_removal_stopped_part_way_is_finished_at_the_next_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, capsys):
     """The process stops after the first user's DELETE (here its second DELETE fails, as a kill would leave it: the
