@@ -216,3 +216,31 @@ def test_a_removal_is_refused_while_the_tenants_keys_are_in_a_linked_key_file(tm
     assert read_removal(data, "acme") is None and (data / "api_keys.json").is_symlink()
     removal, begun = begin_removal(data, keys, "globex")  # a tenant with no key there: begun
     assert begun and removal.keys_revoked == 0
+
+
+@pytest.mark.slow  # two replicas (~15 s on two shared cores): make test-tenant-removal
+def test_a_removal_through_one_replica_leaves_nothing_of_the_tenant_in_the_others_folder(tmp_path, tiny_generator_dir,
+                                                                                         tiny_pal_dir, minilm):
+    """Replica b moved acme's feedback into the shared store and its own feedback log still holds the texts; the
+    removal is sent to replica a. Each user's DELETE records a deletion that b's sweep applies: nothing of acme is left
+    in b's folder or in the store, and globex's rows are untouched."""
+    from tests.service.test_delete_journal import wait_until
+    from tests.service.tiny import start_replicas
+
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
+    folder_b = tmp_path / "b"
+    with first, second, b.client("acme") as acme_b, b.client("globex") as globex_b, a.client("admin") as admin_a:
+        give_comparisons(acme_b, "ann", "tea", MARKER, n=2)
+        give_comparisons(acme_b, "bob", "coffee", MARKER, n=2)
+        give_comparisons(globex_b, "bea", "tea", KEPT, n=2)
+        b.runtime.wait_for_background()
+        assert files_holding(folder_b, MARKER)
+        assert wait_until(lambda: len(admin_a.get("/admin/tenants/acme/users").json()["users"]) == 2)
+        kept = rows_of(b.runtime, "globex")
+        assert admin_a.post("/admin/tenants/acme/removal").status_code == 202
+        removal = wait_removed(admin_a, "acme")
+        assert removal["users_removed"] == 2, removal
+        assert wait_until(lambda: files_holding(folder_b, MARKER) == []), files_holding(folder_b, MARKER)
+        assert files_holding(tmp_path / "a", MARKER) == [] and files_holding(tmp_path / "shared-lancedb", MARKER) == []
+        assert rows_of(b.runtime, "globex") == kept
