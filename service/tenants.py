@@ -264,11 +264,9 @@ class TenantRemovals:
     def users_of(self, tenant: str) -> set[str]:
         """Every user of `tenant` anything here holds: rows in the store's tables, feedback in the log (pending
         or moved), an adapter folder, an unfinished DELETE."""
-        from pluralign.store.tenants import tenant_user_ids
-
         rt = self.rt
         rt.store.refresh(*rt.store.tables)  # with replicas: rows another replica committed a moment ago
-        users = tenant_user_ids(rt.store.tables, tenant)
+        users = rt.store.tenant_user_ids(tenant)
         users |= {u for t, u in rt.ingest.log.users() if t == tenant}
         users |= {e.user_id for e in rt.delete_journal.pending() if e.tenant == tenant}
         folder = rt.adapters.registry.root / tenant

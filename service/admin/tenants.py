@@ -18,7 +18,7 @@ from litestar.exceptions import NotFoundException, ServiceUnavailableException
 from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Response
 
-from pluralign.store.tenants import MAX_PAGE, TenantUser, tenant_users
+from pluralign.store.tenants import MAX_PAGE, TenantUser
 from service.errors import bad_request, error_response, error_responses
 from service.ids import tenant_problem
 from service.tenants import KeysKeptElsewhere, TenantRemoval, TenantRemovals, read_removal
@@ -51,7 +51,7 @@ def user_page(request: Request, tenant: str, after: str | None, limit: int) -> T
     """The page (`TenantUserPage`) of `tenant`'s users after `after`; the pending rows of the feedback log are
     counted for the users in its range."""
     rt = request.app.state.runtime
-    users, more = tenant_users(rt.store.tables, tenant, after, limit)
+    users, more = rt.store.tenant_users(tenant, after, limit)
     last = users[-1].user if more else None
     in_range = lambda u: (after is None or u > after) and (last is None or u <= last)  # noqa: E731
     pending = {}
