@@ -27,6 +27,7 @@ from litestar.types import ControllerRouterHandler
 from service.admin.controllers import ADMIN_HANDLERS, close_admin, start_admin, stop_admin
 from service.admin.paths import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
+from service.admin.tenants import list_users
 from service.auth import BearerAuth, admin_guard, caller_lane, public_paths, tenant_guard
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
 from service.docs_page import SwaggerPage, docs_router_hook
@@ -66,7 +67,7 @@ log = logging.getLogger("pluralign.service")
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
     get_user, list_preferences, export_user, import_preferences, delete_user, score_responses,
-    get_stated, patch_stated, next_comparison,
+    get_stated, patch_stated, next_comparison, list_users,
 )
 
 

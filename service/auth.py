@@ -191,6 +191,17 @@ class KeyRing:
             self._write()
         return gone
 
+    def revoke_tenant(self, tenant: str) -> list[ApiKey]:
+        """Remove every key of `tenant` that is no admin key (an admin key's tenant only labels it: it is the
+        operator's); returns them, none when it has none. For a tenant's removal (`service.tenants`)."""
+        with self._exclusive():
+            gone = [k for k in self.keys.values() if k.tenant == tenant and not k.admin]
+            for entry in gone:
+                del self.keys[entry.sha256]
+            if gone:
+                self._write()
+        return gone
+
     def reload(self) -> None:
         with self._lock:
             self._load()

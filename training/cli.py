@@ -5,6 +5,7 @@
     pluralign train pal --variant a --protocol persona --groups 4 --out artifacts/pal-a
     pluralign serve --host 127.0.0.1 --port 8000
     pluralign keys create --tenant acme --name "web app"
+    pluralign tenants remove --tenant acme
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
 COMMANDS = (
     "training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.serve_embeddings",
-    "training.commands.audit", "training.commands.keys",
+    "training.commands.audit", "training.commands.keys", "training.commands.tenants",
 )
 TRAINERS: tuple[str, ...] = (
     "training.commands.train_pal",

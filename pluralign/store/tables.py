@@ -1842,6 +1842,21 @@ class Store:
         row["attributes"] = json.loads(row["attributes"])
         return msgspec.convert(row, UserRecord)
 
+    def tenant_users(self, tenant: str, after: str | None = None, limit: int = 100):
+        """`pluralign.store.tenants.tenant_users` over this store's tables: a page of the tenant's users and whether
+        more follow. Read again on the newest version when a DELETE's removal of old versions met it (`_read`): a
+        tenant's removal purges them user after user while an operator pages."""
+        from pluralign.store.tenants import tenant_users
+
+        return self._read(lambda: tenant_users(self.tables, tenant, after, limit))
+
+    def tenant_user_ids(self, tenant: str) -> set[str]:
+        """Every user id of `tenant` with a row in any table (`pluralign.store.tenants.tenant_user_ids`), read as
+        `tenant_users` is."""
+        from pluralign.store.tenants import tenant_user_ids
+
+        return self._read(lambda: tenant_user_ids(self.tables, tenant))
+
     @_uses("users", "read")
     def fitted_users(self, tenant: str, limit: int, pal_version: str | None = None, min_preferences: int = 0) -> list[UserRecord]:
         """Up to `limit` users of the tenant with a fitted user model (a stored state), in storage

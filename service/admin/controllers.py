@@ -7,6 +7,7 @@
     POST /admin/jobs/{id}/cancel
     GET  /admin/audits/fairness?group_by=segment&since=1764000000&tenant=acme&min_group_size=5&min_comparisons=50&wait=60
     GET  /admin/dashboard                HTML: per-group accuracy, worst group over time, jobs
+    GET  /admin/tenants/{tenant}/users   a tenant's users; POST/GET /admin/tenants/{tenant}/removal (service.admin.tenants)
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from service.admin.dashboard import render_dashboard
 from service.admin.schemas import QUEUED_AUDIT_EXAMPLE, RUNNING_AUDIT_EXAMPLE, AuditPending, JobList, JobRequest
 from service.admin.services import Admin, QuotaExceeded, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
+from service.admin.tenants import TENANT_ADMIN_HANDLERS
 from service.errors import bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID
 from service.openapi import example
+from service.tenants import TenantRemovals
 from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState, tenant_of
@@ -66,6 +69,10 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
         decode_params(data.kind, checked, from_client=True)
     except JobParamsError as exc:
         raise bad_request(exc.field, exc.problem, code="unknown_parameter" if exc.unknown else "invalid_value") from None
+    removals: TenantRemovals = request.app.state.tenant_removals
+    if (tenant := tenant_of(params)) and removals.removing(tenant):  # its users' data is being removed: none is trained on
+        return error_response(409, f"tenant {tenant} is being removed (GET /admin/tenants/{tenant}/removal): no job for it is queued",
+                              param="params.tenant", code="tenant_being_removed")
     try:
         admin = _admin(request)
         job, created = admin.submit(data.kind, params)
@@ -253,7 +260,7 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
                     media_type="text/html", headers=PAGE_HEADERS)
 
 
-ADMIN_HANDLERS = (create_job, list_jobs, get_job, get_job_report, cancel_job, fairness_audit, dashboard)
+ADMIN_HANDLERS = (create_job, list_jobs, get_job, get_job_report, cancel_job, fairness_audit, dashboard, *TENANT_ADMIN_HANDLERS)
 
 
 def start_admin(app: Litestar) -> None:
@@ -264,9 +271,15 @@ def start_admin(app: Litestar) -> None:
     admin.runner.start()
     if admin.retention is not None:
         admin.retention.start()
+    # removals of whole tenants (service.tenants): begun by a stopped process or `pluralign tenants remove` too
+    app.state.tenant_removals = TenantRemovals(app.state.runtime, app.state.runtime.settings.deletion_sweep_s, admin)
+    app.state.tenant_removals.start()
 
 
 def stop_admin(app: Litestar) -> None:
+    removals: TenantRemovals | None = app.state.get("tenant_removals")
+    if removals is not None:
+        removals.stop()
     admin: Admin | None = app.state.get("admin")
     if admin is not None:
         if admin.on_moved in app.state.runtime.moved_hooks:

@@ -1,0 +1,115 @@
+"""A tenant's users, and the removal of a whole tenant (docs/admin.md, "Tenants"):
+
+    GET  /admin/tenants/{tenant}/users?after=&limit=   a page of the tenant's users: ids, row counts, last activity
+    POST /admin/tenants/{tenant}/removal               remove every trace of the tenant (202; 200: one is running)
+    GET  /admin/tenants/{tenant}/removal               its progress
+    GET  /v1/users?after=&limit=                       a tenant key: its own tenant's users, the same page
+
+The listing reads the store (`pluralign.store.tenants`); the removal runs in the background (`service.tenants`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Request, get, post
+from litestar.exceptions import NotFoundException, ServiceUnavailableException
+from litestar.params import FromPath, FromQuery, Parameter
+from litestar.response import Response
+
+from pluralign.store.tenants import MAX_PAGE, TenantUser
+from service.errors import bad_request, error_response, error_responses
+from service.ids import tenant_problem
+from service.tenants import KeysKeptElsewhere, TenantRemoval, TenantRemovals, read_removal
+
+
+class TenantUserPage(msgspec.Struct, kw_only=True):
+    """A page of a tenant's users in user-id order; `next`: the `after` of the next page, null on the last."""
+
+    tenant: str
+    users: list[TenantUser]
+    pending: dict[str, int]  # user -> feedback rows acknowledged and not yet in the store (of this page's users and
+    # of users with nothing stored yet, whose ids fall in the page's range)
+    next: str | None
+
+
+def _tenant(tenant: str) -> str:
+    problem = tenant_problem(tenant)
+    if problem:
+        raise bad_request("tenant", problem)
+    return tenant
+
+
+def _after(after: str | None) -> str | None:
+    if after is not None and not 1 <= len(after) <= 256:
+        raise bad_request("after", "a user id from the `next` of the page before (1-256 characters)")
+    return after
+
+
+def user_page(request: Request, tenant: str, after: str | None, limit: int) -> TenantUserPage:
+    """The page (`TenantUserPage`) of `tenant`'s users after `after`; the pending rows of the feedback log are
+    counted for the users in its range."""
+    rt = request.app.state.runtime
+    users, more = rt.store.tenant_users(tenant, after, limit)
+    last = users[-1].user if more else None
+    in_range = lambda u: (after is None or u > after) and (last is None or u <= last)  # noqa: E731
+    pending = {}
+    for t, u in sorted(rt.ingest.log.users()):
+        if t == tenant and in_range(u):
+            rows = sum(len(e.rows) for e in rt.ingest.log.pending_for(t, u))
+            if rows:
+                pending[u] = rows
+    return TenantUserPage(tenant=tenant, users=users, pending=pending, next=last)
+
+
+@get("/tenants/{tenant:str}/users", sync_to_thread=True, responses=error_responses(404), summary="A page of a tenant's users")
+def list_tenant_users(request: Request, tenant: FromPath[str], after: FromQuery[str | None] = None,
+                      limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100) -> TenantUserPage:
+    """Any tenant's users (an admin key); 400 naming `tenant` for a name no tenant can have."""
+    return user_page(request, _tenant(tenant), _after(after), limit)
+
+
+@get("/v1/users", sync_to_thread=True, summary="A page of your tenant's users")
+def list_users(request: Request, after: FromQuery[str | None] = None,
+               limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100) -> TenantUserPage:
+    """The users of the key's own tenant; no parameter reaches another tenant's."""
+    return user_page(request, request.user.tenant, _after(after), limit)
+
+
+def _removals(request: Request) -> TenantRemovals:
+    return request.app.state.tenant_removals
+
+
+@post("/tenants/{tenant:str}/removal", sync_to_thread=True, status_code=202, responses=error_responses(409, 503),
+      summary="Remove every trace of a tenant")
+def remove_tenant(request: Request, tenant: FromPath[str]) -> Response[TenantRemoval]:
+    """202 with the removal begun (its keys revoked at once; the rest in the background, `Location` to poll);
+    200 with the one running when there is one. 409 (`tenant_keys_kept_elsewhere`) when the tenant's keys are in a
+    key file that is a link (replicas); 503 with Retry-After when DELETEs are refused (replicas' clocks disagree) or
+    the record cannot be written: nothing was removed."""
+    tenant = _tenant(tenant)
+    rt = request.app.state.runtime
+    sweep = rt.deletion_sweep
+    if sweep is not None and (problem := sweep.clocks_problem()) is not None:
+        raise ServiceUnavailableException(detail=f"DELETEs are refused while {problem}: nothing of the tenant was removed",
+                                          headers={"Retry-After": "60"})
+    try:
+        removal, begun = _removals(request).begin(tenant)
+    except KeysKeptElsewhere as exc:
+        return error_response(409, str(exc), param="tenant", code="tenant_keys_kept_elsewhere")
+    except OSError as exc:
+        raise ServiceUnavailableException(detail=f"the removal could not be recorded ({exc.strerror or exc}): nothing of the "
+                                          "tenant was removed; send it again", headers={"Retry-After": "10"}) from None
+    return Response(removal, status_code=202 if begun else 200, headers={"Location": request.url.path})
+
+
+@get("/tenants/{tenant:str}/removal", sync_to_thread=False, responses=error_responses(404), summary="A tenant's removal: its progress")
+def get_tenant_removal(request: Request, tenant: FromPath[str]) -> TenantRemoval:
+    removal = read_removal(request.app.state.runtime.settings.data_path, _tenant(tenant))
+    if removal is None:
+        raise NotFoundException(f"no removal of tenant {tenant} was begun")
+    return removal
+
+
+TENANT_ADMIN_HANDLERS = (list_tenant_users, remove_tenant, get_tenant_removal)

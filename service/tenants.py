@@ -1,0 +1,313 @@
+"""Removing a whole tenant: every user's data, the tenant's jobs and files, and its keys, as an operator's
+offboarding asks (`POST /admin/tenants/{tenant}/removal`, `pluralign tenants remove`; docs/admin.md).
+
+A removal is a record in `<data folder>/tenant-removals/<sha256 of the tenant>.json` (`TenantRemoval`), written
+whole (temp file, fsync, rename, fsync of the folder) before anything is removed, and rewritten after each
+step with its progress. The steps:
+
+1. the tenant's keys are revoked (admin keys labelled with it stay: they are the operator's, not the tenant's),
+   so nothing new of the tenant arrives through this replica;
+2. each user of the tenant is deleted exactly as `DELETE /v1/users/{id}` deletes them
+   (`service.users.services.delete`: their journal entry, rows in every table and old versions purged, feedback
+   still in the log, claims, waiting refits, embedding-cache vectors, adapter, jobs and job files, rows in
+   population snapshots and the promoted PAL/EM model, and with replicas the deletion record the others apply),
+   one user per turn of the DELETEs' own thread (`Runtime.deletes`, tenants in turn): other tenants' DELETEs
+   take turns with it, and their requests never wait for more than one user's DELETE. The users are looked up
+   again after each batch (in the store's tables, the feedback log, the adapter folder, the DELETE journal)
+   until none is left: rows acknowledged just before the keys went are found at the next look;
+3. what is the tenant's and no user's: its remaining jobs (audits of the tenant, whose reports name its groups)
+   with every file of them, its folders of job snapshots and adapters, its cached pooled priors; the keys are
+   revoked once more (one issued meanwhile by `pluralign keys create`).
+
+Stopped part way (the process killed), the record stays `running` and the next start takes it up where the
+store stands (a user's DELETE cut short is finished by its own journal entry, or begun again here); a record
+that is `done` is kept (the tenant's name, when, and the counts: no user id or text) as the operator's trace of
+the removal. Sending the removal again while one runs answers that one; after it is done, it starts a new one,
+which finds nothing left to remove.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import msgspec
+
+from pluralign.data.record import Base
+from pluralign.files import write_atomic
+from service.metrics import DECLARED_COUNTERS
+from service.scheduler import Busy, Stopping
+
+if TYPE_CHECKING:
+    from service.auth import KeyRing
+    from service.runtime import Runtime
+
+log = logging.getLogger("pluralign.service")
+
+REMOVALS_FOLDER = "tenant-removals"  # under the data folder
+USERS_PER_LOOK = 64  # users deleted between two looks at what the tenant still holds (a record written after each)
+
+
+class TenantRemoval(Base, kw_only=True, frozen=True):
+    """A removal of every trace of one tenant (the module docstring), as `GET /admin/tenants/{tenant}/removal`
+    shows it."""
+
+    tenant: str
+    state: Literal["running", "done"]
+    started_at: float  # unix seconds
+    finished_at: float | None = None  # unix seconds, once done
+    users_removed: int = 0  # users deleted so far (whose DELETE removed anything: one a DELETE finished first is not counted)
+    keys_revoked: int = 0
+    jobs_removed: int = 0  # the tenant's jobs purged with their files, apart from those its users' DELETEs purged
+    counts: dict[str, int] = {}  # what the users' DELETEs removed, summed by kind (as a DELETE's `deleted`)
+    error: str | None = None  # the last step that failed (tried again at the next pass), None once it went through
+
+
+def removal_path(data_path: Path, tenant: str) -> Path:
+    """Where the removal record of `tenant` is kept: named by the sha256 (hex) of the tenant's name."""
+    return data_path / REMOVALS_FOLDER / f"{hashlib.sha256(tenant.encode()).hexdigest()}.json"
+
+
+def read_removal(data_path: Path, tenant: str) -> TenantRemoval | None:
+    """The tenant's removal record, or None when there is none (or it is unreadable: logged)."""
+    return _read(removal_path(data_path, tenant))
+
+
+def _read(path: Path) -> TenantRemoval | None:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=TenantRemoval)
+    except FileNotFoundError:
+        return None
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.error("%s is not a tenant removal record (left for the operator): %s", path, exc)
+        return None
+
+
+def write_removal(data_path: Path, removal: TenantRemoval) -> None:
+    """Write the record whole and durably (its rename survives a power loss). Raises OSError."""
+    path = removal_path(data_path, removal.tenant)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(path, msgspec.json.encode(removal))
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class KeysKeptElsewhere(ValueError):
+    """The tenant still has keys in a key file this service must not rewrite: a link (replicas share one file, a
+    link to a Secret's, deploy/README.md; a write would put a file of its own in place of the link). Nothing was
+    removed: revoke them where the keys are kept, then send the removal again."""
+
+
+def tenant_keys(keys: KeyRing, tenant: str) -> list:
+    """The keys of `tenant` that are no admin keys, as the key file says now."""
+    return [k for k in keys.list() if k.tenant == tenant and not k.admin]
+
+
+def revoke_tenant_keys(keys: KeyRing, tenant: str) -> int:
+    """Revoke every key of `tenant` that is no admin key (`KeyRing.revoke_tenant`); returns how many. A running
+    service refuses them at its next request. A key file that is a link is never rewritten (`KeysKeptElsewhere`):
+    0, its keys left to the operator."""
+    if keys.path.is_symlink():
+        return 0
+    return len(keys.revoke_tenant(tenant))
+
+
+def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRemoval, bool]:
+    """Record a removal of `tenant` and revoke its keys (steps 1 of the module docstring), or find the one running:
+    (the record, whether it was begun now). What the CLI does; the service runs the steps after (`TenantRemovals`).
+    Raises OSError when the record cannot be written, KeysKeptElsewhere when the tenant's keys are in a key file
+    that is a link (then nothing was removed)."""
+    running = read_removal(data_path, tenant)
+    if running is not None and running.state == "running":
+        return running, False
+    if keys.path.is_symlink() and (kept := tenant_keys(keys, tenant)):
+        from service.auth import key_id
+
+        raise KeysKeptElsewhere(f"tenant {tenant} still has {len(kept)} keys ({', '.join(key_id(k) for k in kept)}) in "
+                                f"{keys.path.name}, a link this service does not rewrite (the replicas' shared key file, "
+                                "deploy/README.md): revoke them where the keys are kept, then send the removal again")
+    removal = TenantRemoval(tenant=tenant, state="running", started_at=time.time())
+    write_removal(data_path, removal)
+    revoked = revoke_tenant_keys(keys, tenant)
+    removal = msgspec.structs.replace(removal, keys_revoked=revoked)
+    write_removal(data_path, removal)
+    return removal, True
+
+
+def running_removals(data_path: Path) -> list[TenantRemoval]:
+    """The removals begun and not done, oldest first."""
+    folder = data_path / REMOVALS_FOLDER
+    if not folder.is_dir():
+        return []
+    found = [r for p in sorted(folder.glob("*.json")) if (r := _read(p)) is not None and r.state == "running"]
+    return sorted(found, key=lambda r: r.started_at)
+
+
+class TenantRemovals:
+    """Runs the removals the data folder records (`running_removals`): at start, every `interval_s` seconds, and
+    at once when one is begun through the service (`wake`). On a daemon thread of its own; one removal at a time,
+    each user's DELETE on the DELETEs' thread in the tenant's turn. `admin`: the admin area (its jobs folder),
+    None when the app has none."""
+
+    def __init__(self, rt: Runtime, interval_s: float, admin=None):
+        self.rt, self.interval_s, self.admin = rt, interval_s, admin
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._begin_lock = threading.Lock()  # two removals of one tenant begun at once: one record
+        self._thread: threading.Thread | None = None
+
+    @property
+    def data_path(self) -> Path:
+        return self.rt.settings.data_path
+
+    def begin(self, tenant: str) -> tuple[TenantRemoval, bool]:
+        """`begin_removal`, then wake the thread."""
+        with self._begin_lock:
+            removal, begun = begin_removal(self.data_path, self.rt.keys, tenant)
+        self._wake.set()
+        return removal, begun
+
+    def removing(self, tenant: str) -> bool:
+        """Whether a removal of `tenant` is running (jobs for it are refused meanwhile)."""
+        removal = read_removal(self.data_path, tenant)
+        return removal is not None and removal.state == "running"
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, daemon=True, name="tenant-removals")
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception:  # the store unreachable, a full disk: tried again at the next pass
+                log.exception("removing tenants failed")
+            self._wake.wait(self.interval_s)
+
+    def run_once(self) -> int:
+        """Take every running removal as far as it goes; returns how many were finished."""
+        finished = 0
+        for removal in running_removals(self.data_path):
+            if self._stop.is_set():
+                break
+            finished += self.run(removal)
+        return finished
+
+    def run(self, removal: TenantRemoval) -> bool:
+        """Go on with `removal` until the tenant holds nothing (True) or a step fails or the service stops (False:
+        the record says how far it went and why; the next pass goes on). A look that finds only users whose DELETE
+        in this pass removed nothing (something keeps naming them that a DELETE does not clean) stops the pass with
+        an error naming how many, rather than deleting them again and again."""
+        tenant = removal.tenant
+        removal = self._note(removal, keys_revoked=removal.keys_revoked + revoke_tenant_keys(self.rt.keys, tenant))
+        emptied: set[str] = set()  # users whose DELETE in this pass removed nothing
+        while not self._stop.is_set():
+            users = sorted(self.users_of(tenant))
+            if not users:
+                return self._finish(removal)
+            if emptied.issuperset(users):
+                log.error("removing tenant %s: %d users are still found after their DELETE removed nothing (tried again "
+                          "at the next pass)", tenant, len(users))
+                self._note(removal, error=f"{len(users)} users are still found after their DELETE removed nothing")
+                return False
+            for user_id in users[:USERS_PER_LOOK]:
+                if self._stop.is_set():
+                    return False
+                counts = self._step(removal, tenant, user_id)
+                if counts is None:
+                    return False
+                if not any(counts.values()):
+                    emptied.add(user_id)
+                summed = {k: removal.counts.get(k, 0) + counts.get(k, 0) for k in {*removal.counts, *counts}}
+                removal = self._note(removal, users_removed=removal.users_removed + (user_id not in emptied), counts=summed, error=None)
+        return False
+
+    def _step(self, removal: TenantRemoval, tenant: str, user_id: str) -> dict[str, int] | None:
+        """One user's DELETE: its counts, or None when it failed (logged, noted in the record)."""
+        try:
+            return self._delete_user(tenant, user_id)
+        except (Busy, Stopping) as exc:  # the DELETEs' queue is full, or the service stops: the next pass
+            self._note(removal, error=f"waiting for a turn of the DELETEs: {exc}")
+        except Exception as exc:  # noqa: BLE001 (a user's DELETE failed: logged, the record says so, tried again)
+            log.error("removing tenant %s: a user's DELETE failed (tried again at the next pass): %s", tenant, exc)
+            self._note(removal, error=f"a user's DELETE failed: {exc}")
+        return None
+
+    def _delete_user(self, tenant: str, user_id: str) -> dict[str, int]:
+        from service.users.services import EmbeddingsNotForgotten, delete
+
+        future = self.rt.deletes.submit(tenant, lambda: delete(self.rt, tenant, user_id))
+        try:
+            return future.result()
+        except EmbeddingsNotForgotten as exc:  # every step ran; the cache's failure is logged and shown on /health
+            return exc.counts
+
+    def users_of(self, tenant: str) -> set[str]:
+        """Every user of `tenant` anything here holds: rows in the store's tables, feedback in the log (pending
+        or moved), an adapter folder, an unfinished DELETE."""
+        rt = self.rt
+        rt.store.refresh(*rt.store.tables)  # with replicas: rows another replica committed a moment ago
+        users = rt.store.tenant_user_ids(tenant)
+        users |= {u for t, u in rt.ingest.log.users() if t == tenant}
+        users |= {e.user_id for e in rt.delete_journal.pending() if e.tenant == tenant}
+        folder = rt.adapters.registry.root / tenant
+        if folder.is_dir():
+            users |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        return users
+
+    def _finish(self, removal: TenantRemoval) -> bool:
+        """Step 3 of the module docstring, then the record is `done`."""
+        tenant = removal.tenant
+        jobs = self._purge_jobs(tenant)
+        for folder in (self.rt.adapters.registry.root / tenant,
+                       *([self.admin.folder / "data" / tenant] if self.admin is not None else [])):
+            if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
+                shutil.rmtree(folder)
+        self.rt.forget_pooled(tenant)
+        revoked = revoke_tenant_keys(self.rt.keys, tenant)
+        self._note(removal, state="done", finished_at=time.time(), jobs_removed=removal.jobs_removed + jobs,
+                   keys_revoked=removal.keys_revoked + revoked, error=None)
+        log.warning("removed tenant %s: %d users, %d jobs, %d keys", tenant, removal.users_removed,
+                    removal.jobs_removed + jobs, removal.keys_revoked + revoked)
+        self.rt.metrics.inc("pluralign_tenants_removed_total", help=DECLARED_COUNTERS["pluralign_tenants_removed_total"][0])
+        return True
+
+    def _purge_jobs(self, tenant: str) -> int:
+        """Purge every job whose params name `tenant` (an audit of the tenant, an adapter job a user's DELETE did not
+        reach): stopped if running, every file of it removed. Returns how many."""
+        if self.admin is None:
+            return 0
+        from training.jobs.record import tenant_of
+
+        runner = self.admin.runner
+        jobs = [j for j in runner.store.all() if tenant_of(j.params) == tenant]
+        for job in jobs:
+            runner.purge(job.id)
+        return len(jobs)
+
+    def _note(self, removal: TenantRemoval, **changes) -> TenantRemoval:
+        removal = msgspec.structs.replace(removal, **changes)
+        try:
+            write_removal(self.data_path, removal)
+        except OSError as exc:  # its progress is in memory: the next pass looks again at what is left
+            log.error("the record of tenant %s's removal could not be written: %s", removal.tenant, exc)
+        return removal

@@ -1,0 +1,246 @@
+"""An operator lists a tenant's users and removes a whole tenant (`/admin/tenants/{tenant}/...`,
+`service.tenants`): every user's rows in every table, their adapters, their feedback still in the log, the
+tenant's jobs and folders, and its keys go; another tenant's rows stay byte for byte. Before session 48 there
+was no way to list a tenant's users, and revoking a tenant's keys left every row of it."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from service.tenants import REMOVALS_FOLDER
+from tests.files import files_holding
+from tests.service.test_break20_delete import KEPT, MARKER, give_comparisons
+from tests.service.test_service_adapters import random_adapter
+from tests.service.tiny import start_service
+from training.cli import main
+
+pytestmark = pytest.mark.usefixtures("short_read_margin")
+
+
+def wait_removed(admin, tenant: str, timeout: float = 90.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        removal = admin.get(f"/admin/tenants/{tenant}/removal").json()
+        if removal.get("state") == "done":
+            return removal
+        time.sleep(0.05)
+    raise AssertionError(f"the removal of {tenant} did not finish: {removal}")
+
+
+def rows_of(rt, tenant: str) -> dict[str, list]:
+    """Every row of `tenant` in every table of the store, every column, in a fixed order."""
+    out = {}
+    for name, table in rt.store.tables.items():
+        rows = table.search().where(f"tenant = '{tenant}'").limit(None).to_arrow().to_pylist()
+        out[name] = sorted(rows, key=lambda r: msgspec.json.encode(r, order="sorted"))
+    return out
+
+
+def folder_bytes(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def acme_and_globex(svc, acme, globex, tiny_generator_dir) -> None:
+    """acme: ann and bob with comparisons (ann's texts carry MARKER), cat with a stated preference only, and an
+    adapter for ann; globex: bea with comparisons (KEPT) and an adapter."""
+    give_comparisons(acme, "ann", "tea", MARKER, n=2)
+    give_comparisons(acme, "bob", "coffee", MARKER, n=2)
+    assert acme.patch("/v1/users/cat/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+    give_comparisons(globex, "bea", "tea", KEPT, n=2)
+    assert acme.get("/v1/users/ann/preferences").json()["total"] == 2  # moved into the table
+    assert globex.get("/v1/users/bea/preferences").json()["total"] == 2
+    registry = svc.runtime.adapters.registry
+    for tenant, user, seed in (("acme", "ann", 1), ("globex", "bea", 2)):
+        random_adapter(tiny_generator_dir, registry.folder(tenant, user), tiny_generator_dir.name, "user", seed)
+    svc.runtime.wait_for_background()  # the refits of their rows ran: globex's rows change no more of themselves
+
+
+def test_an_operator_lists_a_tenants_users_and_removes_the_tenant(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
+        acme_and_globex(svc, acme, globex, tiny_generator_dir)
+
+        # the listing pages through acme's users in id order, with their counts and last activity
+        first = admin.get("/admin/tenants/acme/users", params={"limit": 2}).json()
+        assert [u["user"] for u in first["users"]] == ["ann", "bob"] and first["next"] == "bob", first
+        assert first["users"][0]["preferences"] == 2 and first["users"][0]["has_profile"]
+        assert first["users"][0]["last_activity"] > time.time() - 600
+        rest = admin.get("/admin/tenants/acme/users", params={"after": "bob"}).json()
+        assert [u["user"] for u in rest["users"]] == ["cat"] and rest["next"] is None, rest
+        assert rest["users"][0]["stated_changes"] == 1 and rest["users"][0]["preferences"] == 0
+        # a tenant key sees its own tenant's users only, never another's
+        assert acme.get("/admin/tenants/globex/users").status_code == 403
+        own = acme.get("/v1/users", params={"tenant": "globex"})
+        assert own.status_code in (200, 400) and "bea" not in own.text
+        assert [u["user"] for u in acme.get("/v1/users").json()["users"]] == ["ann", "bob", "cat"]
+        assert admin.get("/admin/tenants/a%2Fb/users").status_code in (400, 404)
+        assert admin.get("/admin/tenants/-x/users").json()["error"]["param"] == "tenant"
+
+        kept_rows, kept_adapter = rows_of(rt, "globex"), folder_bytes(rt.adapters.registry.folder("globex", "bea"))
+        kept_export = globex.get("/v1/users/bea/export").content
+        assert files_holding(data, MARKER)
+
+        r = admin.post("/admin/tenants/acme/removal")
+        assert r.status_code == 202, r.text
+        assert r.json()["keys_revoked"] == 1 and r.json()["state"] == "running"
+        assert acme.get("/v1/users/ann/preferences").status_code == 401  # its key is refused at once
+        removal = wait_removed(admin, "acme")
+        assert removal["users_removed"] == 3 and removal["counts"]["preferences"] == 4, removal
+        assert removal["counts"]["adapter_files"] > 0 and removal["error"] is None
+
+        # nothing of acme is left: no row, no text, no adapter, no folder named for it
+        assert all(rows == [] for rows in rows_of(rt, "acme").values())
+        assert files_holding(data, MARKER) == []
+        assert not (rt.adapters.registry.root / "acme").exists()
+        assert admin.get("/admin/tenants/acme/users").json()["users"] == []
+        assert not [k for k in rt.keys.list() if k.tenant == "acme"]
+        queued = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "tenant": "acme"}})
+        assert queued.status_code == 201, queued.text  # an audit of the tenant (no longer being removed)
+        # globex's rows, adapter and export are as they were, byte for byte
+        assert rows_of(rt, "globex") == kept_rows
+        assert folder_bytes(rt.adapters.registry.folder("globex", "bea")) == kept_adapter
+        assert globex.get("/v1/users/bea/export").content == kept_export
+
+        # sent again: a new removal, which finds nothing left (the job queued meanwhile goes with it)
+        again = admin.post("/admin/tenants/acme/removal")
+        assert again.status_code == 202
+        done = wait_removed(admin, "acme")
+        assert done["users_removed"] == 0 and done["jobs_removed"] == 1, done
+        assert [j for j in admin.get("/admin/jobs").json()["jobs"] if j["params"].get("tenant") == "acme"] == []
+        assert rows_of(rt, "globex") == kept_rows
+
+        # a user something keeps naming that their DELETE does not clean stops the pass with an error, not a loop
+        from service.tenants import TenantRemovals
+
+        users_of = TenantRemovals.users_of
+        monkeypatch.setattr(TenantRemovals, "users_of", lambda self, tenant: {"ghost"} if tenant == "initech" else users_of(self, tenant))
+        assert admin.post("/admin/tenants/initech/removal").status_code == 202
+        deadline = time.monotonic() + 30
+        while (stuck := admin.get("/admin/tenants/initech/removal").json())["error"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stuck["state"] == "running" and "1 users are still found" in stuck["error"], stuck
+        assert stuck["users_removed"] == 0
+
+
+def test_a_removal_stopped_part_way_is_finished_at_the_next_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, capsys):
+    """The process stops after the first user's DELETE (here its second DELETE fails, as a kill would leave it: the
+    record `running`, one user removed); the next start finishes the removal without the operator sending it again,
+    and a job for the tenant is refused while it runs."""
+    from service.tenants import TenantRemovals
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    delete_user = TenantRemovals._delete_user
+    calls = []
+
+    def killed_after_one(self, tenant, user_id):
+        calls.append(user_id)
+        if len(calls) > 1:
+            raise OSError("killed")
+        return delete_user(self, tenant, user_id)
+
+    monkeypatch.setattr(TenantRemovals, "_delete_user", killed_after_one)
+    with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
+        acme_and_globex(svc, acme, globex, tiny_generator_dir)
+        kept_rows = rows_of(svc.runtime, "globex")
+        assert admin.post("/admin/tenants/acme/removal").status_code == 202
+        deadline = time.monotonic() + 60
+        while (removal := admin.get("/admin/tenants/acme/removal").json())["error"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert removal["state"] == "running" and removal["users_removed"] == 1, removal
+        refused = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "bob"}})
+        assert refused.status_code == 409 and refused.json()["error"]["param"] == "params.tenant", refused.text
+        assert files_holding(data, MARKER)  # bob's texts are still there
+    monkeypatch.setattr(TenantRemovals, "_delete_user", delete_user)
+    (entry,) = (data / REMOVALS_FOLDER).iterdir()
+    assert b"ann" not in entry.read_bytes() and b"bob" not in entry.read_bytes()  # the record names no user
+    # the CLI lists the users left and, sent again, answers the removal running (nothing begun twice)
+    assert main(["tenants", "users", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    lines = [msgspec.json.decode(line) for line in capsys.readouterr().out.splitlines()]
+    assert [u["user"] for u in lines[:-1]] == ["bob", "cat"] and lines[-1] == {"users": 2, "next": None}, lines
+    assert main(["tenants", "remove", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    assert msgspec.json.decode(capsys.readouterr().out)["started_at"] == removal["started_at"]
+
+    again, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+    with again, svc.client("admin") as admin:  # the removal is never sent again
+        removal = wait_removed(admin, "acme")
+        assert removal["users_removed"] == 3, removal
+        assert files_holding(data, MARKER) == []
+        assert all(rows == [] for rows in rows_of(svc.runtime, "acme").values())
+        assert not [k for k in svc.runtime.keys.list() if k.tenant == "acme"]  # the key this start issued too
+        assert rows_of(svc.runtime, "globex") == kept_rows
+
+
+def test_the_cli_records_a_removal_and_revokes_the_tenants_keys_only(tmp_path, capsys):
+    """`pluralign tenants remove` revokes the tenant's keys at once (not another tenant's, nor an admin key labelled
+    with it) and records the removal for the service; `status` prints it; a tenant's users on a folder with no
+    store yet are none, and no store is made for asking."""
+    from service.auth import KeyRing
+
+    data = tmp_path / "data"
+    keys = KeyRing(data / "api_keys.json")
+    keys.issue("acme"), keys.issue("acme", name="second"), keys.issue("acme", admin=True, name="ops"), keys.issue("globex")
+    assert main(["tenants", "remove", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    removal = msgspec.json.decode(capsys.readouterr().out)
+    assert removal["state"] == "running" and removal["keys_revoked"] == 2, removal
+    assert sorted((k.tenant, k.admin) for k in keys.list()) == [("acme", True), ("globex", False)]
+    assert main(["tenants", "status", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    assert msgspec.json.decode(capsys.readouterr().out) == removal
+    assert main(["tenants", "status", "--tenant", "globex", "--data-dir", str(data)]) != 0
+    assert "no removal of tenant globex" in capsys.readouterr().err
+    assert main(["tenants", "users", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().out == '{"users":0,"next":null}\n' and not (data / "lancedb").exists()
+
+
+def test_a_removal_is_refused_while_the_tenants_keys_are_in_a_linked_key_file(tmp_path):
+    """Replicas share one key file, a link to a Secret's (deploy/README.md): the removal never rewrites it (a write
+    would put a file of its own in place of the link), so a tenant with keys there is refused, nothing removed."""
+    from service.auth import KeyRing
+    from service.tenants import KeysKeptElsewhere, begin_removal, read_removal
+
+    data, secret = tmp_path / "data", tmp_path / "secret"
+    secret.mkdir(), data.mkdir()
+    KeyRing(secret / "api_keys.json").issue("acme")
+    (data / "api_keys.json").symlink_to(secret / "api_keys.json")
+    keys = KeyRing(data / "api_keys.json")
+    with pytest.raises(KeysKeptElsewhere, match="still has 1 keys"):
+        begin_removal(data, keys, "acme")
+    assert read_removal(data, "acme") is None and (data / "api_keys.json").is_symlink()
+    removal, begun = begin_removal(data, keys, "globex")  # a tenant with no key there: begun
+    assert begun and removal.keys_revoked == 0
+
+
+@pytest.mark.slow  # two replicas (~15 s on two shared cores): make test-tenant-removal
+def test_a_removal_through_one_replica_leaves_nothing_of_the_tenant_in_the_others_folder(tmp_path, tiny_generator_dir,
+                                                                                         tiny_pal_dir, minilm):
+    """Replica b moved acme's feedback into the shared store and its own feedback log still holds the texts; the
+    removal is sent to replica a. Each user's DELETE records a deletion that b's sweep applies: nothing of acme is left
+    in b's folder or in the store, and globex's rows are untouched."""
+    from tests.service.test_delete_journal import wait_until
+    from tests.service.tiny import start_replicas
+
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
+    folder_b = tmp_path / "b"
+    with first, second, b.client("acme") as acme_b, b.client("globex") as globex_b, a.client("admin") as admin_a:
+        give_comparisons(acme_b, "ann", "tea", MARKER, n=2)
+        give_comparisons(acme_b, "bob", "coffee", MARKER, n=2)
+        give_comparisons(globex_b, "bea", "tea", KEPT, n=2)
+        b.runtime.wait_for_background()
+        assert files_holding(folder_b, MARKER)
+        assert wait_until(lambda: len(admin_a.get("/admin/tenants/acme/users").json()["users"]) == 2)
+        kept = rows_of(b.runtime, "globex")
+        assert admin_a.post("/admin/tenants/acme/removal").status_code == 202
+        removal = wait_removed(admin_a, "acme")
+        assert removal["users_removed"] == 2, removal
+        assert wait_until(lambda: files_holding(folder_b, MARKER) == []), files_holding(folder_b, MARKER)
+        assert files_holding(tmp_path / "a", MARKER) == [] and files_holding(tmp_path / "shared-lancedb", MARKER) == []
+        assert rows_of(b.runtime, "globex") == kept

@@ -1,0 +1,92 @@
+"""`pluralign tenants`: list a tenant's users, remove a whole tenant, and follow its removal.
+
+    pluralign tenants users --tenant acme --limit 100 [--after bob]
+    pluralign tenants remove --tenant acme
+    pluralign tenants status --tenant acme
+
+The folder is PLURALIGN_DATA_DIR (default ./data) unless --data-dir is given; the store is PLURALIGN_STORE_URI
+(default its `lancedb/`). `users` reads the store (a running service may be serving it) and prints one JSON line
+per user (`user`, row counts by table, `has_profile`, `last_activity` in unix seconds), then
+`{"users": N, "next": <the --after of the next page, or null>}`. `remove` revokes the tenant's keys at once
+and records the removal in the data folder; the service (running, or at its next start) removes every trace
+of the tenant in the background (docs/admin.md, "Tenants") and `status` prints how far it went. It prints the
+removal's record (`state`: running or done); sent again while one runs, that one. A tenant whose keys are in a
+key file that is a link (replicas' shared Secret) is refused (exit 1): revoke them there first.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.common import print_json, tenant_name
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("tenants", help="list a tenant's users, remove a whole tenant", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="action", required=True)
+    users = sub.add_parser("users", help="a page of the tenant's users: ids, row counts, last activity")
+    users.add_argument("--after", default=None, help="the last user id of the page before (its `next`)")
+    users.add_argument("--limit", type=_limit, default=100, help="users in the page (1-1000, default 100)")
+    remove = sub.add_parser("remove", help="revoke the tenant's keys and remove every trace of it (the service runs it)")
+    status = sub.add_parser("status", help="how far the tenant's removal went")
+    for command in (users, remove, status):
+        command.add_argument("--tenant", required=True, type=tenant_name, help="the tenant")
+        command.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
+    parser.set_defaults(func=run)
+
+
+def _limit(text: str) -> int:
+    from pluralign.store.tenants import MAX_PAGE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of users, 1-{MAX_PAGE}") from None
+    if not 1 <= value <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"{value}: a page holds 1-{MAX_PAGE} users")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    from service.settings import Settings
+
+    settings = Settings.load() if args.data_dir is None else None
+    folder = Path(args.data_dir) if args.data_dir else settings.data_path
+    option = "--data-dir" if args.data_dir else "PLURALIGN_DATA_DIR (setting data_dir)"
+    if not folder.is_dir():  # run from the wrong directory: not "no users"
+        raise ValueError(f"{option} {folder}: no such folder: give the service's data folder with --data-dir "
+                         "(or PLURALIGN_DATA_DIR)")
+    if args.action == "users":
+        return _users(args, settings, folder)
+    from service.auth import KeyRing
+    from service.tenants import begin_removal, read_removal
+
+    if args.action == "remove":
+        removal, _ = begin_removal(folder, KeyRing(folder / "api_keys.json"), args.tenant)
+    else:
+        removal = read_removal(folder, args.tenant)
+        if removal is None:
+            raise ValueError(f"no removal of tenant {args.tenant} was begun in {folder}")
+    print_json(removal)
+    return 0
+
+
+def _users(args: argparse.Namespace, settings, folder: Path) -> int:
+    import msgspec
+
+    from pluralign.store.location import connect, is_object_store
+    from pluralign.store.tenants import TIME_COLUMNS, tenant_users
+
+    uri = settings.lancedb_uri if settings is not None else str(folder / "lancedb")
+    tables = {}
+    if is_object_store(uri) or Path(uri).is_dir():  # a folder not made yet holds no user (and is not made here)
+        db = connect(uri, settings.storage_options if settings is not None else None)
+        names = set(db.list_tables().tables)
+        tables = {name: db.open_table(name) for name in TIME_COLUMNS if name in names}
+    users, more = tenant_users(tables, args.tenant, args.after, args.limit)
+    for user in users:
+        print_json(msgspec.to_builtins(user))
+    print_json({"users": len(users), "next": users[-1].user if more else None})
+    return 0
