@@ -331,7 +331,9 @@ class AdapterPool:
     users' `adapter_for` go on meanwhile (before pool48 an eviction dropped under the lock: with every loaded adapter
     in use, every user's chat waited for the evicted adapter's chat to end). Until then its weights stay in the host's
     memory beside the budget: at most one adapter per generation in flight. A host without it (ModelHost) deletes an
-    adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward pass.
+    adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward pass; nor do their own
+    evictions with any host (`_for_forward`). Those two take no turn of a generator's model: with a host that runs
+    generations of its own (a `Generator`), call them while it runs none.
 
     `fallback` is an adapter folder (e.g. the FSPO adapter) that serves users without their own;
     it stays loaded. Every method is safe to call from several threads (one lock; a forward pass at
@@ -408,13 +410,13 @@ class AdapterPool:
                 self.host.drop_adapter(name)
                 del self.loaded[name]
 
-    def _retire(self, name: str) -> None:
+    def _retire(self, name: str, now: bool = False) -> None:
         """Take `name` out of the table and drop it from the host (under the pool's lock): at once with a host that
-        does not track its generations; else on a thread of its own, once the generations using it end (`_dropping`
-        meanwhile), so the lock is never held while it waits."""
+        does not track its generations, or when `now` (a forward pass of this pool's follows); else on a thread of its
+        own, once the generations using it end (`_dropping` meanwhile), so the lock is never held while it waits."""
         if name not in self.loaded:
             return
-        if not self._tracks_generations():
+        if now or not self._tracks_generations():
             self.unload(name)
             return
         self._dropping[name] = self.loaded.pop(name)
@@ -490,16 +492,26 @@ class AdapterPool:
                 self._cond.wait()
             return names
 
-    def _resolved(self, users: Sequence[tuple[str, str] | None], pinned: frozenset[str]) -> list[str] | None:
+    def _for_forward(self, users: Sequence[tuple[str, str] | None]) -> list[str]:
+        """`adapters_for` for a forward pass of this pool's (`score`, `generate`: under the pool's lock alone, beside
+        no drop, whose weights peft deletes from the layers it runs through): a drop under way ends before any row is
+        resolved, and the call's own evictions drop at once."""
+        with self._lock:
+            pinned = frozenset(adapter_name(*key) for key in users if key is not None)
+            while self._dropping or (names := self._resolved(users, pinned, now=True)) is None:
+                self._cond.wait()
+            return names
+
+    def _resolved(self, users: Sequence[tuple[str, str] | None], pinned: frozenset[str], now: bool = False) -> list[str] | None:
         names: list[str] = []
         for key in users:
-            name = self.fallback if key is None else self._resolve(*key, pinned)
+            name = self.fallback if key is None else self._resolve(*key, pinned, now)
             if name is None:
                 return None
             names.append(name)
         return names
 
-    def _resolve(self, tenant: str, user: str, pinned: frozenset[str]) -> str | None:
+    def _resolve(self, tenant: str, user: str, pinned: frozenset[str], now: bool = False) -> str | None:
         """`adapter_for`'s answer, under the pool's lock, never waiting: None when the user's retrained adapter must
         wait for the drop of their old one (the caller waits on `_cond`, then asks again)."""
         name = adapter_name(tenant, user)
@@ -511,12 +523,12 @@ class AdapterPool:
         try:
             meta = self.registry.meta(tenant, user)
             if meta is None:
-                self._retire(name)  # deleted: its weights go once its generations end
+                self._retire(name, now)  # deleted: its weights go once its generations end
                 return self.fallback
             if name in self.loaded and self.loaded[name][1] == meta.created_at and self._held(name):
                 self.loaded.move_to_end(name)
                 return name
-            self._retire(name)  # retrained since it was loaded (or no longer held by the host)
+            self._retire(name, now)  # retrained since it was loaded (or no longer held by the host)
             if name in self._dropping:  # loaded anew under its name once the old one's drop ends
                 return None
             folder, meta = self.registry.require(tenant, user, self.base_model)
@@ -529,19 +541,19 @@ class AdapterPool:
                 self.on_unusable(tenant, user, exc)
             return self.fallback
         self.loaded[name] = (size, meta.created_at)
-        self._make_room(name, size, pinned)
+        self._make_room(name, size, pinned, now)
         return name
 
-    def _make_room(self, name: str, size: int, pinned: frozenset[str]) -> None:
+    def _make_room(self, name: str, size: int, pinned: frozenset[str], now: bool = False) -> None:
         """Evict least recently used adapters (but `name` and `pinned`; those in use last) until the table fits the
         budget; AdapterError (`name` dropped again) when it cannot."""
         busy = getattr(self.host, "adapters_in_use", set())  # evicted last: their drop waits for their generations
         for victim in sorted((n for n in self.loaded if n not in pinned and n != name), key=lambda n: n in busy):
             if self.bytes_used <= self.budget_bytes:
                 break
-            self._retire(victim)
+            self._retire(victim, now)
         if self.bytes_used > self.budget_bytes:
-            self._retire(name)
+            self._retire(name, now)
             raise AdapterError(
                 f"adapters needed at once exceed the pool's budget of {self.budget_bytes} bytes "
                 f"(this one alone is {size} bytes)"
@@ -553,7 +565,7 @@ class AdapterPool:
         `responses` have other lengths."""
         _one_per_row(users, conversations)
         with self._lock, torch.no_grad():
-            names = self.adapters_for(users)
+            names = self._for_forward(users)
             batch = encode_responses(tokenizer, conversations, responses, **encode_kwargs)
             return sequence_logprobs(self.model, batch, names if self._is_peft() else None).cpu()
 
@@ -565,7 +577,7 @@ class AdapterPool:
         if not len(conversations):
             return []
         with self._lock, torch.no_grad():
-            names = self.adapters_for(users)
+            names = self._for_forward(users)
             prompts = [prompt_ids(tokenizer, messages) for messages in conversations]
             width = max(len(p) for p in prompts)
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

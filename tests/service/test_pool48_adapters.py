@@ -167,3 +167,21 @@ def test_a_call_for_several_users_never_hands_out_an_adapter_dropped_while_it_wa
         thread.join(60)
     assert not batch_failed, f"the call generated with an adapter dropped while it waited: {batch_failed[0]!r}"
     assert len(batch_out[0]) == 2 and {a, b} <= own.adapters and type(long_failed[0]).__name__ == "Cancelled"
+
+
+def test_a_forward_pass_of_the_pool_runs_beside_no_drop(own, pool, monkeypatch):
+    """`generate` and `score` run their forward pass on the host's model under the pool's lock alone, and peft deletes a
+    dropped adapter's weights from the layers they run through. So their own evictions are dropped at once, in their
+    thread, before the forward pass (the service's `adapter_for` drops on a thread of its own: its generations take the
+    model in turns, a drop's included); a drop under way (another user's `forget`) ends before any row is resolved."""
+    a = pool.adapter_for("t", "a")
+    pool.budget_bytes = pool.bytes_used
+    drop, dropped_in = own.drop_adapter, []
+
+    def recorded(name):
+        dropped_in.append((name, threading.current_thread().name))
+        drop(name)
+
+    monkeypatch.setattr(own, "drop_adapter", recorded)
+    assert len(pool.generate([("t", "b")], [MESSAGES], own.tokenizer, max_new_tokens=2)) == 1  # evicts a
+    assert dropped_in == [(a, threading.current_thread().name)] and a not in own.adapters and not pool._dropping
