@@ -28,10 +28,14 @@ def saved(tiny_generator_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("adapters")
     registry = AdapterRegistry(root)
-    for seed, user in enumerate(USERS):
+    adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)),
+                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    for seed, user in enumerate(USERS):  # one model, its LoRA weights drawn anew for each user
         torch.manual_seed(seed)
-        base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
-        adapted = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        with torch.no_grad():
+            for name, weight in adapted.named_parameters():
+                if "lora_" in name:
+                    weight.normal_(std=0.02)
         registry.save("t", user, adapted, AdapterMeta(kind="user", base_model="tiny", shots=0, data_version="test", metrics={}))
     return root
 
@@ -95,15 +99,19 @@ def test_an_eviction_waiting_for_a_busy_adapters_generation_holds_no_other_users
     thread of its own once its generations end: the load and the others' chats go on."""
     a = pool.adapter_for("t", "a")
     pool.budget_bytes = pool.bytes_used  # room for one adapter: a, in use below
-    long, long_out, _, tokens = long_generation(own, a)
+    long, _, long_failed, tokens = long_generation(own, a)
     c, c_out, _ = started("globex", pool.adapter_for, "t", "c")  # evicts a, busy: its drop waits for a's generation
     c.join(60)
     other, other_out, _ = started("initech", pool.adapter_for, "t", "nobody")  # a user without an adapter
     other.join(60)
     assert long.is_alive() and tokens.count < LONG.max_tokens, "the eviction's drop held the pool until a's chat ended"
     assert c_out == [adapter_name("t", "c")] and other_out == [pool.fallback] and set(pool.loaded) == {c_out[0]}
+    evicted_at = tokens.count
+    wait_until(lambda: tokens.count > evicted_at + 3 or not long.is_alive(), "a's generation goes on after the eviction")
+    assert a in own.adapters, "a was dropped under its generation"
+    tokens.stop.set()  # its client leaves: the generation ends, then a's drop
     long.join(60)
-    assert long_out[0][0][0].tokens == LONG.max_tokens, "a's generation lost its adapter before its end"
+    assert type(long_failed[0]).__name__ == "Cancelled", long_failed  # not peft's error for an adapter dropped under it
     wait_until(lambda: a not in own.adapters and not pool._dropping, "a is dropped once its generation ended")
     assert own.adapters == {c_out[0]} and pool.adapter_for("t", "a") == a  # a's next chat loads it again (c evicted)
 
@@ -112,15 +120,13 @@ def test_an_eviction_whose_drop_failed_leaves_the_adapter_for_the_next_one_to_dr
     """The drop can fail (a remote generation server unreachable, a generation process lost): the evicted adapter goes
     back in the pool's table, first in line, so the next eviction (or `forget`) drops it, not left in the host's
     memory unaccounted."""
-    from pluralign.policy.remote import RemoteGeneratorError
-
     a = pool.adapter_for("t", "a")
     pool.budget_bytes = pool.bytes_used
     drop = own.drop_adapter
 
     def unreachable(name):
         monkeypatch.setattr(own, "drop_adapter", drop)  # once
-        raise RemoteGeneratorError("generation server at http://gen unreachable (2 retries)")
+        raise ConnectionError("generation server at http://gen unreachable")  # (the openai client: seconds to import)
 
     monkeypatch.setattr(own, "drop_adapter", unreachable)
     b = pool.adapter_for("t", "b")  # evicts a: its drop fails
