@@ -323,8 +323,17 @@ def _one_per_row(users: Sequence, conversations: Sequence) -> None:
 
 class AdapterPool:
     """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`; those a generation in
-    flight uses (the host's `adapters_in_use`, when it has one) last, since a drop waits for their generations to end
-    (with the pool's lock held: a long chat's adapter, least recently used because it runs long, held every chat).
+    flight uses (the host's `adapters_in_use`, when it has one) last, since their drop waits for their generations.
+
+    With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
+    pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
+    thread of its own once the generations using it end (a `forget` waits for its own drop, outside the lock), so other
+    users' `adapter_for` go on meanwhile (before pool48 an eviction dropped under the lock: with every loaded adapter
+    in use, every user's chat waited for the evicted adapter's chat to end). Until then its weights stay in the host's
+    memory beside the budget: at most one adapter per generation in flight. A host without it (ModelHost) deletes an
+    adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward pass; nor do their own
+    evictions with any host (`_for_forward`). Those two take no turn of a generator's model: with a host that runs
+    generations of its own (a `Generator`), call them while it runs none.
 
     `fallback` is an adapter folder (e.g. the FSPO adapter) that serves users without their own;
     it stays loaded. Every method is safe to call from several threads (one lock; a forward pass at
@@ -347,7 +356,8 @@ class AdapterPool:
         self.loaded: OrderedDict[str, tuple[int, float]] = OrderedDict()  # name -> (bytes, created_at)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # `_dropping` changed
-        self._dropping: set[str] = set()  # adapters `forget` is dropping outside the lock (out of `loaded` already)
+        # adapters being dropped outside the lock (out of `loaded` already) -> their `loaded` entry, put back if it fails
+        self._dropping: dict[str, tuple[int, float]] = {}
         self._unusable: dict[str, tuple] = {}  # adapter name -> `_stamp` of its folder when it was found unusable
         # told once of each user's adapter found unusable (until its files change): (tenant, user, error)
         self.on_unusable: Callable[[str, str, AdapterError], None] | None = None
@@ -365,6 +375,7 @@ class AdapterPool:
 
     @property
     def bytes_used(self) -> int:
+        """Bytes of the adapters in the table (not those being dropped, whose generations still use them)."""
         return sum(size for size, _ in self.loaded.values())
 
     def _is_peft(self) -> bool:
@@ -388,11 +399,50 @@ class AdapterPool:
         adapters = getattr(self.host, "adapters", None)
         return adapters is None or name in adapters
 
+    def _tracks_generations(self) -> bool:
+        return hasattr(self.host, "adapters_in_use")
+
     def unload(self, name: str) -> None:
+        """Drop adapter `name` now, under the pool's lock (with a host that tracks its generations, this waits for
+        theirs: the pool's own evictions and `forget` never do)."""
         with self._lock:
             if name in self.loaded:
                 self.host.drop_adapter(name)
                 del self.loaded[name]
+
+    def _retire(self, name: str, now: bool = False) -> None:
+        """Take `name` out of the table and drop it from the host (under the pool's lock): at once with a host that
+        does not track its generations, or when `now` (a forward pass of this pool's follows); else on a thread of its
+        own, once the generations using it end (`_dropping` meanwhile), so the lock is never held while it waits."""
+        if name not in self.loaded:
+            return
+        if now or not self._tracks_generations():
+            self.unload(name)
+            return
+        self._dropping[name] = self.loaded.pop(name)
+        threading.Thread(target=self._drop_logged, args=(name,), name="adapter-drop", daemon=True).start()
+
+    def _drop_logged(self, name: str) -> None:
+        try:
+            self._drop(name)
+        except Exception as exc:  # e.g. a remote server unreachable: back in the table, first in line
+            log.error("adapter %s could not be dropped (the next eviction or forget drops it): %s", name, exc)
+
+    def _drop(self, name: str) -> None:
+        """The host's drop of `name`, taken out of the table into `_dropping` (called without the pool's lock). Raises
+        what the host's drop raises; the adapter then goes back in the table, the least recently used, so the next
+        eviction or `forget` drops it."""
+        dropped = False
+        try:
+            self.host.drop_adapter(name)
+            dropped = True
+        finally:
+            with self._lock:
+                entry = self._dropping.pop(name)
+                if not dropped:  # still held (a server unreachable, a process lost)
+                    self.loaded[name] = entry
+                    self.loaded.move_to_end(name, last=False)
+                self._cond.notify_all()
 
     def forget(self, tenant: str, user: str) -> None:
         """Drop a user's adapter from memory (call after deleting or retraining it, with this pool's lock not held).
@@ -404,87 +454,110 @@ class AdapterPool:
         a retrained adapter is loaded once the drop has ended. Returns once the host holds no adapter of the user's.
         Raises what the host's drop raises; the adapter then stays in the table, dropped by the next `forget`."""
         name = adapter_name(tenant, user)
-        if not hasattr(self.host, "adapters_in_use"):  # e.g. ModelHost: deleted at once, never beside `score`'s forward pass
-            with self._lock:
-                self._unusable.pop(name, None)
-                self.unload(name)
-                return
         with self._lock:
             self._unusable.pop(name, None)  # a new one is tried at the next request
+            if not self._tracks_generations():  # e.g. ModelHost: deleted at once, never beside `score`'s forward pass
+                self.unload(name)
+                return
             self._cond.wait_for(lambda: name not in self._dropping)  # a drop of it already under way ends first
             if name not in self.loaded:
                 return
-            entry = self.loaded.pop(name)
-            self._dropping.add(name)
-        dropped = False
-        try:
-            self.host.drop_adapter(name)
-            dropped = True
-        finally:
-            with self._lock:
-                if not dropped:  # still held (a server unreachable, a process lost): the next forget or eviction drops it
-                    self.loaded[name] = entry
-                self._dropping.discard(name)
-                self._cond.notify_all()
+            self._dropping[name] = self.loaded.pop(name)
+        self._drop(name)
 
     def adapter_for(self, tenant: str, user: str, pinned: frozenset[str] = frozenset()) -> str:
-        """The loaded adapter name serving this user (loading it if the registry has one), else the fallback.
+        """The loaded adapter name serving this user (loading it if the registry has one), else the fallback; none of
+        `pinned` is evicted to make room.
 
         A user's adapter that cannot be used (damaged: its description or peft's files missing, cut
         short, unreadable or refused by the OS; or built for another base model) is never half loaded: the user gets
         the fallback, and the adapter is reported once (an error logged, `on_unusable(tenant, user,
         error)` called) and not read again until its files change (a retrained
-        or promoted adapter is tried at once). Raises AdapterError only when the adapters needed at
-        once exceed the budget."""
+        or promoted adapter is tried at once). A retrained adapter whose old one is being dropped is loaded once that
+        drop ends (the wait releases the pool's lock, however deeply held: a caller needing several users' adapters
+        asks `adapters_for`). Raises AdapterError only when the adapters needed at once exceed the budget."""
         with self._lock:
-            name = adapter_name(tenant, user)
-            folder = self.registry.folder(tenant, user)
-            stamp = _stamp(folder)
-            if self._unusable.get(name) == stamp:
-                return self.fallback
-            self._unusable.pop(name, None)
-            try:
-                meta = self.registry.meta(tenant, user)
-                if meta is None:
-                    self.unload(name)
-                    return self.fallback
-                # retrained while `forget` drops its old one: loaded anew once that drop ends (the wait releases the
-                # lock, however deeply held, so other users' chats go on)
-                self._cond.wait_for(lambda: name not in self._dropping)
-                if name in self.loaded and self.loaded[name][1] == meta.created_at and self._held(name):
-                    self.loaded.move_to_end(name)
-                    return name
-                self.unload(name)  # absent, or retrained since it was loaded
-                folder, meta = self.registry.require(tenant, user, self.base_model)
-                size = self._load(name, folder)
-            except AdapterError as exc:
-                self._unusable[name] = stamp
-                log.error("the adapter of user %r of tenant %r cannot be used; they are served by the fallback until "
-                          "its files change: %s", user, tenant, exc)
-                if self.on_unusable is not None:
-                    self.on_unusable(tenant, user, exc)
-                return self.fallback
-            self.loaded[name] = (size, meta.created_at)
-            busy = getattr(self.host, "adapters_in_use", set())  # evicted last: the drop waits for their generations
-            for victim in sorted((n for n in self.loaded if n not in pinned and n != name), key=lambda n: n in busy):
-                if self.bytes_used <= self.budget_bytes:
-                    break
-                self.unload(victim)
-            if self.bytes_used > self.budget_bytes:
-                self.unload(name)
-                raise AdapterError(
-                    f"adapters needed at once exceed the pool's budget of {self.budget_bytes} bytes "
-                    f"(this one alone is {size} bytes)"
-                )
+            while (name := self._resolve(tenant, user, pinned)) is None:
+                self._cond.wait()
             return name
 
     def adapters_for(self, users: Sequence[tuple[str, str] | None]) -> list[str]:
-        """One adapter name per row; None rows (anonymous users) get the fallback."""
+        """One adapter name per row; None rows (anonymous users) get the fallback. Resolved in one hold of the pool's
+        lock, none evicting another's: a row whose adapter must wait for a drop to end waits before any row is
+        resolved, then they are all resolved again (before pool48 the wait, which releases the lock, came after the
+        rows before it: an adapter of theirs dropped meanwhile was handed out)."""
         with self._lock:
-            names: list[str] = []
-            for key in users:
-                names.append(self.fallback if key is None else self.adapter_for(*key, pinned=frozenset(names)))
+            pinned = frozenset(adapter_name(*key) for key in users if key is not None)
+            while (names := self._resolved(users, pinned)) is None:
+                self._cond.wait()
             return names
+
+    def _for_forward(self, users: Sequence[tuple[str, str] | None]) -> list[str]:
+        """`adapters_for` for a forward pass of this pool's (`score`, `generate`: under the pool's lock alone, beside
+        no drop, whose weights peft deletes from the layers it runs through): a drop under way ends before any row is
+        resolved, and the call's own evictions drop at once."""
+        with self._lock:
+            pinned = frozenset(adapter_name(*key) for key in users if key is not None)
+            while self._dropping or (names := self._resolved(users, pinned, now=True)) is None:
+                self._cond.wait()
+            return names
+
+    def _resolved(self, users: Sequence[tuple[str, str] | None], pinned: frozenset[str], now: bool = False) -> list[str] | None:
+        names: list[str] = []
+        for key in users:
+            name = self.fallback if key is None else self._resolve(*key, pinned, now)
+            if name is None:
+                return None
+            names.append(name)
+        return names
+
+    def _resolve(self, tenant: str, user: str, pinned: frozenset[str], now: bool = False) -> str | None:
+        """`adapter_for`'s answer, under the pool's lock, never waiting: None when the user's retrained adapter must
+        wait for the drop of their old one (the caller waits on `_cond`, then asks again)."""
+        name = adapter_name(tenant, user)
+        folder = self.registry.folder(tenant, user)
+        stamp = _stamp(folder)
+        if self._unusable.get(name) == stamp:
+            return self.fallback
+        self._unusable.pop(name, None)
+        try:
+            meta = self.registry.meta(tenant, user)
+            if meta is None:
+                self._retire(name, now)  # deleted: its weights go once its generations end
+                return self.fallback
+            if name in self.loaded and self.loaded[name][1] == meta.created_at and self._held(name):
+                self.loaded.move_to_end(name)
+                return name
+            self._retire(name, now)  # retrained since it was loaded (or no longer held by the host)
+            if name in self._dropping:  # loaded anew under its name once the old one's drop ends
+                return None
+            folder, meta = self.registry.require(tenant, user, self.base_model)
+            size = self._load(name, folder)
+        except AdapterError as exc:
+            self._unusable[name] = stamp
+            log.error("the adapter of user %r of tenant %r cannot be used; they are served by the fallback until "
+                      "its files change: %s", user, tenant, exc)
+            if self.on_unusable is not None:
+                self.on_unusable(tenant, user, exc)
+            return self.fallback
+        self.loaded[name] = (size, meta.created_at)
+        self._make_room(name, size, pinned, now)
+        return name
+
+    def _make_room(self, name: str, size: int, pinned: frozenset[str], now: bool = False) -> None:
+        """Evict least recently used adapters (but `name` and `pinned`; those in use last) until the table fits the
+        budget; AdapterError (`name` dropped again) when it cannot."""
+        busy = getattr(self.host, "adapters_in_use", set())  # evicted last: their drop waits for their generations
+        for victim in sorted((n for n in self.loaded if n not in pinned and n != name), key=lambda n: n in busy):
+            if self.bytes_used <= self.budget_bytes:
+                break
+            self._retire(victim, now)
+        if self.bytes_used > self.budget_bytes:
+            self._retire(name, now)
+            raise AdapterError(
+                f"adapters needed at once exceed the pool's budget of {self.budget_bytes} bytes "
+                f"(this one alone is {size} bytes)"
+            )
 
     def score(self, users, conversations, responses, tokenizer, **encode_kwargs) -> torch.Tensor:
         """(N,) log pi(response | conversation) with each row's own adapter: `users` holds one
@@ -492,7 +565,7 @@ class AdapterPool:
         `responses` have other lengths."""
         _one_per_row(users, conversations)
         with self._lock, torch.no_grad():
-            names = self.adapters_for(users)
+            names = self._for_forward(users)
             batch = encode_responses(tokenizer, conversations, responses, **encode_kwargs)
             return sequence_logprobs(self.model, batch, names if self._is_peft() else None).cpu()
 
@@ -504,7 +577,7 @@ class AdapterPool:
         if not len(conversations):
             return []
         with self._lock, torch.no_grad():
-            names = self.adapters_for(users)
+            names = self._for_forward(users)
             prompts = [prompt_ids(tokenizer, messages) for messages in conversations]
             width = max(len(p) for p in prompts)
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

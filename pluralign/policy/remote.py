@@ -4,7 +4,8 @@ Past one machine, the API replicas keep retrieval, context building and rerankin
 generation to a GPU server. A user's LoRA adapter is addressed as the request's `model` (vLLM serves
 each `--lora-modules name=path` under its name, and loads more at run time through
 `/v1/load_lora_adapter` when `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`). The interface matches the
-local `Generator`: `generate`, `stream`, `prompt_tokens`, `load_adapter`, `drop_adapter`, `adapters`.
+local `Generator`: `generate`, `stream`, `prompt_tokens`, `load_adapter`, `drop_adapter`, `adapters`, `adapters_in_use`
+(a drop waits for the requests in flight using the adapter).
 
 The official `openai` client speaks the protocol (server-sent events included). Timeouts and
 retries follow `RemotePolicy`: a request that cannot connect, times out, or is answered 408, 409,
@@ -25,7 +26,7 @@ import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Resp
 import openai
 
 from pluralign.data.text import shorten
-from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Sampling, stripped_pieces
+from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Sampling, _ModelUse, stripped_pieces
 
 
 class RemoteGeneratorError(RuntimeError):
@@ -62,10 +63,19 @@ class RemoteGenerator:
         # may run at once: `generation_workers`)
         self._prompt_usage: dict[str, list[int]] = {}
         self._lock = threading.Lock()
+        # the adapter each request in flight uses: a drop waits for them, so the server never unloads one under a
+        # request (a server may abort those: a stream cut after its first piece)
+        self._use = _ModelUse()
 
     @property
     def adapters(self) -> set[str]:
         return set(self._adapters)
+
+    @property
+    def adapters_in_use(self) -> set[str]:
+        """The adapters of the requests in flight (a drop of one waits for them: the adapter pool evicts these last, and
+        drops outside its lock)."""
+        return self._use.in_use()
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
         """Ask the server to load a peft adapter folder (a path the server can read) under `name`."""
@@ -74,10 +84,14 @@ class RemoteGenerator:
         self._adapters[name] = str(folder)
 
     def drop_adapter(self, name: str) -> None:
-        if name in self._adapters:
-            self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx2.Response,
-                                                 options={"headers": dict(self.request_headers())}))
-            del self._adapters[name]
+        """Ask the server to unload adapter `name`, once the requests in flight using it have ended (requests for it
+        that come meanwhile wait behind the drop, then raise AdapterNotLoaded). Raises RemoteGeneratorError when the
+        server cannot be asked; the adapter is then still counted as loaded."""
+        with self._use.drop(name):
+            if name in self._adapters:
+                self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx2.Response,
+                                                     options={"headers": dict(self.request_headers())}))
+                del self._adapters[name]
 
     def _call(self, request):
         try:
@@ -127,7 +141,8 @@ class RemoteGenerator:
             raise ValueError(f"`n` must be at least 1, got {n}")
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled before the request was sent")
-        completion = self._call(lambda: self._client.chat.completions.create(**self._request(messages, n, sampling, adapter)))
+        with self._use.generation(adapter):
+            completion = self._call(lambda: self._client.chat.completions.create(**self._request(messages, n, sampling, adapter)))
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while the server generated")
         choices = sorted(completion.choices or [], key=lambda c: c.index)
@@ -145,7 +160,12 @@ class RemoteGenerator:
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
     ) -> Iterator[str | Candidate]:
-        """Text pieces as the server sends them, then the final Candidate (tokens from the server's usage)."""
+        """Text pieces as the server sends them, then the final Candidate (tokens from the server's usage). The adapter
+        is in use until the stream ends or is closed."""
+        with self._use.generation(adapter):
+            yield from self._stream(messages, sampling, adapter)
+
+    def _stream(self, messages: Sequence[dict[str, str]], sampling: Sampling, adapter: str | None) -> Iterator[str | Candidate]:
         request = self._request(messages, 1, sampling, adapter)
         chunks = self._call(lambda: self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
         text, finish, usage = "", "stop", None

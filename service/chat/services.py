@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -22,6 +23,8 @@ from pluralign.user.model import Candidates
 from service.chat.schemas import PluralignInfo, Timings
 from service.runtime import Runtime
 from service.users.services import READ_INLINE_ROWS, UserWeights, pooled_prior_of, residual_on, user_weights
+
+log = logging.getLogger("pluralign.service")
 
 
 @dataclass
@@ -220,16 +223,34 @@ def remember(rt: Runtime, served: Served) -> None:
 
 def with_adapter_again(rt: Runtime, p: Plan, generate):
     """`generate()`'s result; when the plan's adapter was dropped since it was taken (`AdapterNotLoaded`: an
-    eviction by another user's load, or the user's DELETE), `p.adapter` is asked of the pool again and `generate()`
-    tried once more: an evicted adapter is loaded again, a deleted user gets the fallback (their files are gone; a chat
-    racing its user's DELETE is answered and stores nothing, `remember`). Raises AdapterNotLoaded when dropped again."""
+    eviction by another user's load, a promotion, or the user's DELETE), `p.adapter` is asked of the pool again and
+    `generate()` tried once more: an evicted adapter is loaded again, a promoted one is the new one, a deleted user gets
+    the fallback (their files are gone; a chat racing its user's DELETE is answered and stores nothing, `remember`).
+    Dropped again before its generation began (a second promotion or DELETE, or evictions thrashing a pool whose budget
+    is too small for the users served at once), it is tried a last time with the pool's fallback (the FSPO adapter, or
+    the base model), which is never dropped: `p.adapter` says which served (before pool48, a 500). A generation that
+    has begun keeps its adapter to its end (a drop waits for it)."""
     try:
         return generate()
     except AdapterNotLoaded:
         if p.adapter is None or p.user_id is None:
             raise
-        p.adapter = load_user_adapter(rt, p.tenant, p.user_id, p.weights)
+    p.adapter = load_user_adapter(rt, p.tenant, p.user_id, p.weights)
+    try:
         return generate()
+    except AdapterNotLoaded:
+        fallback = load_fallback(rt)
+        if p.adapter == fallback:
+            raise
+        log.warning("the adapter of user %r of tenant %r was dropped twice before chat %s began: answered by the "
+                    "fallback (%s)", p.user_id, p.tenant, p.response_id, fallback or "the base model")
+    p.adapter = fallback
+    return generate()
+
+
+def load_fallback(rt: Runtime) -> str | None:
+    """The adapter serving users without their own: the FSPO adapter when configured, else None (the base model)."""
+    return None if rt.adapters.fallback == BASE_ADAPTER else rt.adapters.fallback
 
 
 def _begun(pieces: Iterator) -> Iterator:

@@ -119,3 +119,106 @@ def test_a_chat_whose_adapter_is_dropped_before_its_generation_begins_is_answere
         assert deleted.status_code == 200, deleted.text
         assert deleted.json()["pluralign"]["adapter"] == "fallback"
         assert adapter_name("acme", "nils") not in rt.generator.adapters and adapter_name("acme", "nils") not in pool.loaded
+
+
+class Pauses:
+    """The pool's `adapter_for` for `user`, paused once it resolved their own adapter: the chat's thread says so
+    (`arrived`) and waits until the test lets it go (`go`), the test meanwhile changing the user's adapter as another
+    request would. Other users', and `user`'s fallback, are not paused."""
+
+    def __init__(self, pool, user: str):
+        import threading
+
+        self.pool, self.user, self.resolve = pool, user, pool.adapter_for
+        self.arrived, self.proceed = threading.Semaphore(0), threading.Semaphore(0)
+
+    def adapter_for(self, tenant, user, pinned=frozenset()):
+        name = self.resolve(tenant, user, pinned)
+        if user == self.user and name != self.pool.fallback:
+            self.arrived.release()
+            assert self.proceed.acquire(timeout=60), "the test never let the chat go on"
+        return name
+
+    def next(self) -> None:
+        assert self.arrived.acquire(timeout=60), "the chat never asked the pool for the user's adapter"
+
+    def go(self) -> None:
+        self.proceed.release()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["chat", "stream"])
+def test_a_chat_whose_adapter_is_dropped_twice_before_its_generation_begins_is_answered_by_the_fallback(
+        svc, tiny_generator_dir, monkeypatch, stream):
+    """A chat takes its user's adapter from the pool, and generates later; a promotion (new files, the old weights
+    dropped) comes in between, so the chat asks the pool again (pool47) and takes the new adapter; then the user's
+    DELETE drops that one too, before the generation begins. Before (pool48) the second AdapterNotLoaded was a 500
+    (streamed: before any event, a 500 too). Now the chat is answered by the fallback, which is never dropped
+    (`pluralign.adapter` says so), and, as a chat racing its user's DELETE, stores nothing."""
+    import threading
+
+    from service.users.services import register_adapter
+
+    rt, user = svc.runtime, f"otto-{stream}"
+    pool = rt.adapters
+    register_adapter(rt, "acme", user, random_adapter(tiny_generator_dir, svc.data_dir / f"{user}-1", pool.base_model, "user", 5))
+    pauses = Pauses(pool, user)
+    monkeypatch.setattr(pool, "adapter_for", pauses.adapter_for)
+    answer: list = []
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": "Colour?"}], "user": user, "max_tokens": 4,
+            "stream": stream, **GREEDY}
+    with svc.client() as c, svc.client() as other:
+        sent = threading.Thread(target=lambda: answer.append(c.post("/v1/chat/completions", json=body)), daemon=True)
+        sent.start()
+        pauses.next()  # planned with the user's adapter
+        register_adapter(rt, "acme", user, random_adapter(tiny_generator_dir, svc.data_dir / f"{user}-2", pool.base_model,
+                                                          "user", 6))  # promoted: the old one dropped
+        pauses.go()
+        pauses.next()  # asked again: the promoted one
+        assert other.delete(f"/v1/users/{user}").status_code == 200  # its files and weights gone
+        pauses.go()
+        sent.join(60)
+    assert answer and answer[0].status_code == 200, answer[0].text if answer else "no answer"
+    if stream:
+        assert answer[0].text.rstrip().endswith("data: [DONE]") and '"error"' not in answer[0].text, answer[0].text
+        assert '"adapter":"fallback"' in answer[0].text.replace(" ", ""), answer[0].text
+    else:
+        assert answer[0].json()["pluralign"]["adapter"] == "fallback"
+    assert adapter_name("acme", user) not in rt.generator.adapters and adapter_name("acme", user) not in pool.loaded
+    assert rt.store.count_interactions("acme", user) == 0
+
+
+def test_a_stream_whose_users_delete_comes_after_its_first_piece_ends_whole(svc, tiny_generator_dir, monkeypatch):
+    """A DELETE (or a promotion) dropping the adapter of a stream already generating: the drop waits for that
+    generation, so the stream is answered whole by the adapter it began with, ending with [DONE] and no error event,
+    and, as a chat racing its user's DELETE, stores nothing. Held here between its first text piece and the next."""
+    import threading
+
+    from service.users.services import register_adapter
+
+    rt, user = svc.runtime, "stella"
+    register_adapter(rt, "acme", user, random_adapter(tiny_generator_dir, svc.data_dir / user, rt.adapters.base_model, "user", 7))
+    first, proceed = threading.Event(), threading.Event()
+    stream = rt.generator.stream
+
+    def held_after_its_first_piece(*args, **kwargs):
+        pieces = stream(*args, **kwargs)
+        yield next(pieces)
+        first.set()
+        assert proceed.wait(60), "the test never let the stream go on"
+        yield from pieces
+
+    monkeypatch.setattr(rt.generator, "stream", held_after_its_first_piece)
+    answer: list = []
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": "Colour?"}], "user": user, "max_tokens": 8,
+            "stream": True, **GREEDY}
+    with svc.client() as c, svc.client() as other:
+        sent = threading.Thread(target=lambda: answer.append(c.post("/v1/chat/completions", json=body)), daemon=True)
+        sent.start()
+        assert first.wait(60), "the stream never sent its first piece"
+        assert other.delete(f"/v1/users/{user}").status_code == 200
+        proceed.set()
+        sent.join(60)
+    text = answer[0].text
+    assert answer[0].status_code == 200 and text.rstrip().endswith("data: [DONE]") and '"error"' not in text, text
+    assert f'"adapter":"{adapter_name("acme", user)}"' in text.replace(" ", ""), text
+    assert adapter_name("acme", user) not in rt.generator.adapters and rt.store.count_interactions("acme", user) == 0
