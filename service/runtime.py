@@ -330,9 +330,11 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.scheduler is None:
             s = self.settings
-            # one chat of a tenant at a time while another tenant's waits (alone: all but one worker), so another
-            # tenant's chat starts at once and takes the model in turns with the chats running
-            self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue, running_per_tenant=1)
+            # one chat of a tenant at a time while another tenant's waits; alone, a tenant leaves half the workers free
+            # (4: 2), so a second and a third tenant's chats start at once and take the model in turns with the chats
+            # running. (It costs a tenant alone no throughput: its chats take the one model in turns either way.)
+            self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue, running_per_tenant=1,
+                                           kept_free=s.generation_workers // 2)
         if self.deletes is None:
             self.deletes = FairScheduler(1, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes")
         if self.exports is None:
