@@ -309,3 +309,73 @@ def test_a_stream_whose_adapter_is_dropped_before_its_generation_begins_raises_a
         next(pieces)
     long.join(60)
     drop.join(60)
+
+
+LONG_PROMPT = [{"role": "user", "content": "Tell me about cats, dogs and the sea. " * 60}]  # ~600 tokens: many slices of 48
+
+
+def test_a_long_prompt_s_prefill_takes_turns_with_another_lane_s_short_generation(tiny_generator_dir):
+    """Session 47's close: a prompt's prefill was one forward in one turn (4 candidates of 1,600 prompt tokens held the
+    model ~21 s on two cores), and every other lane's token waited for all of it. Now the prompt is forwarded in slices
+    into the KV cache, the model handed to a waiting lane between two: globex's 4 tokens are generated between acme's
+    slices, before acme's prefill ends."""
+    own = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"), prefill_slice_tokens=48)
+    prompt_tokens = own.prompt_tokens(LONG_PROMPT)
+    forwards: list[tuple[str, int]] = []  # (lane, tokens forwarded), in the order the model ran them
+    short: list = []
+
+    def record(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        forwards.append((CALLER.get(), int(ids.shape[1])))
+        if CALLER.get() == "tenant:acme" and not short:  # acme's first forward: globex's chat comes and waits
+            short.extend(in_lane("globex", own.generate, MESSAGES, sampling=Sampling(max_tokens=4, temperature=0)))
+            wait_until(lambda: own._turns.waiting() >= 1, "globex waits for the model")
+
+    handle = own.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        long, long_out = in_lane("acme", own.generate, LONG_PROMPT, n=2, sampling=Sampling(max_tokens=3, temperature=0))
+        long.join(60)
+        short[0].join(60)
+    finally:
+        handle.remove()
+    assert long_out and short[1] and short[1][0][0][0].tokens <= 4
+    acme = [i for i, (lane, _) in enumerate(forwards) if lane == "tenant:acme"]
+    fed, prefill_end = 0, None
+    for i in acme:
+        fed += forwards[i][1]
+        if fed >= prompt_tokens:
+            prefill_end = i
+            break
+    globex = [i for i, (lane, _) in enumerate(forwards) if lane == "tenant:globex"]
+    assert globex and max(globex) < prefill_end, f"globex's steps waited for acme's whole prefill: {forwards}"
+
+
+def test_a_prompt_prefilled_in_slices_gives_the_same_tokens_as_in_one_forward(tiny_generator_dir, tmp_path):
+    """Seeded and greedy answers, n candidates of one prompt (forwarded once, the cache repeated), left-padded styled
+    rows, a stream and an adapter's rows: the same tokens prefilled in slices as in one forward."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pluralign.policy.styles import choose_styles
+
+    torch.manual_seed(0)
+    adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)),
+                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapted.save_pretrained(tmp_path / "u1")
+    sliced = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"), prefill_slice_tokens=48)
+    whole = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"), prefill_slice_tokens=1 << 20)
+    seeded = Sampling(max_tokens=8, temperature=1.0, seed=5)
+    greedy = Sampling(max_tokens=8, temperature=0)
+    styles = choose_styles(2, seed=1)
+
+    def answers(gen):
+        return [gen.generate(LONG_PROMPT, n=2, sampling=seeded), gen.generate(LONG_PROMPT, n=2, sampling=greedy),
+                gen.generate_styled(LONG_PROMPT, styles, sampling=seeded), list(gen.stream(LONG_PROMPT, seeded)),
+                gen.generate(LONG_PROMPT, n=2, sampling=seeded, adapter="u1")]
+
+    for gen in (sliced, whole):
+        gen.load_adapter("u1", tmp_path / "u1")
+    ours, theirs = answers(sliced), answers(whole)
+    assert sliced.prompt_tokens(LONG_PROMPT) > 8 * 48
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert a == b, f"answer {i} differs"
