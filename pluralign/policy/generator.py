@@ -10,8 +10,13 @@ waits; then, after each token, it hands the model over (transformers calls the s
 steps of its loop, with the loop's state, KV cache included, kept) and resumes when its lane is served again.
 So a short answer started while another caller's long one runs ends after its own steps and one step of each
 other lane's per token of it (a step of many candidates over a long context costs more than its own), not after
-the long one. The prompt's prefill is one forward and is not
-split: a long prompt holds the model for its whole prefill. Each generation in flight keeps its own KV cache
+the long one. A long prompt's prefill takes turns too (since session 48): the prompt but its last token is forwarded
+into the KV cache in slices of at most `prefill_slice_tokens` (128) tokens x rows, the model handed to another lane's
+generation that waits between two, and `model.generate` goes on from that cache (before, the prefill was one forward
+in one turn: 4 candidates of 1,600 prompt tokens held the model ~21 s on two cores). The n rows of one prompt (`n`
+candidates) are forwarded once and the cache repeated per row, so a lone long prompt costs one row's prefill, not n;
+the tokens are the ones a one-forward prefill gives. transformers' stop-string set-up (~1 s: it reads the tokenizer's
+whole vocabulary) is done before the turn is taken, once per stop strings. Each generation in flight keeps its own KV cache
 (2 x layers x kv-heads x head-dim x (prompt + new tokens) x candidates values: SmolLM2-135M in fp32, 46 KB a
 token a candidate, 0.56 GB for 8 candidates of 500 + 1,024 tokens); the caller bounds how many run at once
 (the service: `generation_workers`). A seeded generation gives the same text interleaved as alone: torch's
