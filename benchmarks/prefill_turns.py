@@ -3,10 +3,10 @@ the prefill in slices taking turns (session 48), side by side in one run, on one
 generation child runs), the modes' order rotated each round.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/prefill_turns.py
-    python benchmarks/prefill_turns.py --prompt-tokens 1600 --n 4 --slice 128 --rounds 2
+    python benchmarks/prefill_turns.py --prompt-tokens 1600 --n 4 --slices 32,64,128 --rounds 1
 
-"off": `prefill_slice_tokens` past the prompt (one forward of n rows x the prompt, as before); "on": `--slice` (the
-prompt forwarded once for its n identical rows, in slices of `--slice` tokens, another lane's step between two).
+"off": `prefill_slice_tokens` past the prompt (one forward of n rows x the prompt, as before); "on<k>": k (the prompt
+forwarded once for its n identical rows, in slices of k tokens, another lane's step between two).
 
 1. Victim: tenant bravo sends one chat of `--n` candidates x `--long-tokens` tokens with a prompt of ~`--prompt-tokens`
    tokens; once it holds the model, tenant acme sends one chat of 1 x `--short-tokens` tokens: acme's latency (s), and
@@ -36,8 +36,9 @@ ONE_FORWARD = 1 << 30
 def long_messages(generator, tokens: int) -> list[dict[str, str]]:
     """A user message whose chat prompt is about `tokens` tokens long."""
     sentence = "The lighthouse keeper walked along the cliffs and counted the ships in the bay. "
-    words = max(1, tokens // max(1, generator.prompt_tokens([{"role": "user", "content": sentence}]) - 20))
-    return [{"role": "user", "content": sentence * words + "Tell the story of that night."}]
+    one, two = (generator.prompt_tokens([{"role": "user", "content": sentence * k}]) for k in (1, 2))
+    repeats = max(1, (tokens - one) // max(1, two - one) + 1)
+    return [{"role": "user", "content": sentence * repeats + "Tell the story of that night."}]
 
 
 def in_lane(tenant: str, fn):
@@ -58,7 +59,7 @@ def in_lane(tenant: str, fn):
 def round_of(generator, mode: str, messages, args) -> dict:
     from pluralign.policy.generator import Sampling
 
-    generator.prefill_slice_tokens = args.slice if mode == "on" else ONE_FORWARD
+    generator.prefill_slice_tokens = ONE_FORWARD if mode == "off" else int(mode.removeprefix("on"))
     short = Sampling(max_tokens=args.short_tokens, temperature=0)
     long = Sampling(max_tokens=args.long_tokens, temperature=0)
     thread, alone_short = in_lane("acme", lambda: generator.generate(SHORT, sampling=short))
@@ -90,7 +91,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=1600)
     parser.add_argument("--long-tokens", type=int, default=16)
     parser.add_argument("--short-tokens", type=int, default=16)
-    parser.add_argument("--slice", type=int, default=128, help="prefill_slice_tokens in mode on")
+    parser.add_argument("--slices", default="128", help="prefill_slice_tokens of the modes on<slice>, separated by commas")
     args = parser.parse_args()
 
     import torch
@@ -101,18 +102,20 @@ def main() -> None:
     generator = Generator.from_folder(args.model or smollm2_dir(), device=torch.device("cpu"))
     messages = long_messages(generator, args.prompt_tokens)
     generator.generate(SHORT, sampling=Sampling(max_tokens=4, temperature=0))  # warm
-    results: dict[str, list[dict]] = {"off": [], "on": []}
+    modes = ["off", *(f"on{int(size)}" for size in args.slices.split(","))]
+    results: dict[str, list[dict]] = {mode: [] for mode in modes}
     texts: dict[str, list] = {}
     for r in range(args.rounds):
-        for mode in (["off", "on"] if r % 2 == 0 else ["on", "off"]):
+        for mode in (modes if r % 2 == 0 else modes[::-1]):
             row = {"round": r + 1, "mode": mode, **round_of(generator, mode, messages, args)}
             texts.setdefault(mode, row.pop("tokens"))
             results[mode].append(row)
             print(json.dumps(row), flush=True)
     summary = {mode: {key: statistics.median(row[key] for row in rows) for key in ("acme_s", "acme_alone_s", "bravo_alone_s", "bravo_s")}
                for mode, rows in results.items()}
-    print(json.dumps({"summary": summary, "same_tokens": texts["off"] == texts["on"], "prompt_tokens": generator.prompt_tokens(messages),
-                      "n": args.n, "long_tokens": args.long_tokens, "short_tokens": args.short_tokens, "slice": args.slice}), flush=True)
+    same = all(texts[mode] == texts["off"] for mode in modes)
+    print(json.dumps({"summary": summary, "same_tokens": same, "prompt_tokens": generator.prompt_tokens(messages),
+                      "n": args.n, "long_tokens": args.long_tokens, "short_tokens": args.short_tokens}), flush=True)
 
 
 if __name__ == "__main__":

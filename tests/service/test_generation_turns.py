@@ -351,8 +351,8 @@ def test_a_long_prompt_s_prefill_takes_turns_with_another_lane_s_short_generatio
 
 
 def test_a_prompt_prefilled_in_slices_gives_the_same_tokens_as_in_one_forward(tiny_generator_dir, tmp_path):
-    """Seeded and greedy answers, n candidates of one prompt (forwarded once, the cache repeated), left-padded styled
-    rows, a stream and an adapter's rows: the same tokens prefilled in slices as in one forward."""
+    """A seeded answer's n candidates of one prompt (forwarded once, the cache repeated), left-padded styled rows
+    (greedy), and a seeded stream through an adapter: the same tokens prefilled in slices as in one forward."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -362,20 +362,18 @@ def test_a_prompt_prefilled_in_slices_gives_the_same_tokens_as_in_one_forward(ti
     adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)),
                              LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     adapted.save_pretrained(tmp_path / "u1")
-    sliced = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"), prefill_slice_tokens=48)
-    whole = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"), prefill_slice_tokens=1 << 20)
+    own = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"), prefill_slice_tokens=48)
+    own.load_adapter("u1", tmp_path / "u1")
     seeded = Sampling(max_tokens=8, temperature=1.0, seed=5)
     greedy = Sampling(max_tokens=8, temperature=0)
     styles = choose_styles(2, seed=1)
 
-    def answers(gen):
-        return [gen.generate(LONG_PROMPT, n=2, sampling=seeded), gen.generate(LONG_PROMPT, n=2, sampling=greedy),
-                gen.generate_styled(LONG_PROMPT, styles, sampling=seeded), list(gen.stream(LONG_PROMPT, seeded)),
-                gen.generate(LONG_PROMPT, n=2, sampling=seeded, adapter="u1")]
+    def answers(slice_tokens: int):
+        own.prefill_slice_tokens = slice_tokens
+        return [own.generate(LONG_PROMPT, n=2, sampling=seeded), own.generate_styled(LONG_PROMPT, styles, sampling=greedy),
+                list(own.stream(LONG_PROMPT, seeded, adapter="u1"))]
 
-    for gen in (sliced, whole):
-        gen.load_adapter("u1", tmp_path / "u1")
-    ours, theirs = answers(sliced), answers(whole)
-    assert sliced.prompt_tokens(LONG_PROMPT) > 8 * 48
+    ours, theirs = answers(48), answers(1 << 20)  # in slices; in one forward (the prompt fits one slice)
+    assert own.prompt_tokens(LONG_PROMPT) > 8 * 48
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         assert a == b, f"answer {i} differs"
