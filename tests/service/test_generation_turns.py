@@ -377,3 +377,30 @@ def test_a_prompt_prefilled_in_slices_gives_the_same_tokens_as_in_one_forward(ti
     assert own.prompt_tokens(LONG_PROMPT) > 8 * 48
     for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         assert a == b, f"answer {i} differs"
+
+
+def test_stop_strings_are_set_up_before_the_generation_takes_its_turn(generator):
+    """transformers' stop-string set-up reads the tokenizer's whole vocabulary (~1 s for SmolLM2's 49k tokens). Passed as
+    `generate(stop_strings=...)` it ran inside the generation's turn, and every other lane's token waited for it; now it
+    is done before the turn is taken (and kept per stop strings): done while the model is still held by another."""
+    from transformers.generation.stopping_criteria import STOP_STRING_EMBEDDING_CACHE
+
+    stop = ("zqxunlikely48",)  # (ASCII letters: matched as these bytes by a byte-level tokenizer)
+    held, free = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with generator._turns.turn("holder"):
+            held.set()
+            free.wait(60)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    held.wait(60)
+    try:
+        waiting, _ = in_lane("globex", generator.generate, MESSAGES, sampling=Sampling(max_tokens=2, temperature=0, stop=stop))
+        wait_until(lambda: generator._turns.waiting() >= 1, "the generation waits for the model")
+        assert any(stop[0].encode() in key[2] for key in STOP_STRING_EMBEDDING_CACHE), "set up inside the turn, not before it"
+    finally:
+        free.set()
+    waiting.join(60)
+    holder.join(60)
