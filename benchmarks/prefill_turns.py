@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=1600)
     parser.add_argument("--long-tokens", type=int, default=16)
     parser.add_argument("--short-tokens", type=int, default=16)
-    parser.add_argument("--slices", default="128", help="prefill_slice_tokens of the modes on<slice>, separated by commas")
+    parser.add_argument("--slices", default="64", help="prefill_slice_tokens of the modes on<slice>, separated by commas")
     args = parser.parse_args()
 
     import torch

@@ -11,7 +11,7 @@ steps of its loop, with the loop's state, KV cache included, kept) and resumes w
 So a short answer started while another caller's long one runs ends after its own steps and one step of each
 other lane's per token of it (a step of many candidates over a long context costs more than its own), not after
 the long one. A long prompt's prefill takes turns too (since session 48): the prompt but its last token is forwarded
-into the KV cache in slices of at most `prefill_slice_tokens` (128) tokens x rows, the model handed to another lane's
+into the KV cache in slices of at most `prefill_slice_tokens` (64) tokens x rows, the model handed to another lane's
 generation that waits between two, and `model.generate` goes on from that cache (before, the prefill was one forward
 in one turn: 4 candidates of 1,600 prompt tokens held the model ~21 s on two cores). The n rows of one prompt (`n`
 candidates) are forwarded once and the cache repeated per row, so a lone long prompt costs one row's prefill, not n;
@@ -220,7 +220,7 @@ def _inject_adapter_names(module, args, kwargs):
 class Generator:
     """A causal LM and its tokenizer, ready to answer chat messages."""
 
-    def __init__(self, model, tokenizer, model_id: str, prefill_slice_tokens: int = 128):
+    def __init__(self, model, tokenizer, model_id: str, prefill_slice_tokens: int = 64):
         """`prefill_slice_tokens`: prompt tokens x rows forwarded in one turn of a long prompt's prefill (see the module);
         a smaller slice lets another lane's token in sooner, at the cost of more forwards."""
         if prefill_slice_tokens < 1:
@@ -238,7 +238,7 @@ class Generator:
 
     @classmethod
     def from_folder(cls, folder: str | Path, model_id: str | None = None, device: torch.device | None = None,
-                    prefill_slice_tokens: int = 128) -> Generator:
+                    prefill_slice_tokens: int = 64) -> Generator:
         """A model saved with `save_pretrained` (weights + tokenizer) in `folder`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
