@@ -1,7 +1,7 @@
 """A third tenant's chat starts at once while two others keep every chat they may hold running or waiting, over real
 HTTP with the default `generation_workers` (4). Before (session 47's close): a tenant alone took 3 of the 4 workers,
 a second tenant's chat the last one, and a third tenant's chat waited for one of theirs to end (minutes with long
-chats)."""
+chats). And the limit on a hung generation process (`generation_stall_s`) refuses what it cannot honour."""
 
 from __future__ import annotations
 
@@ -62,3 +62,18 @@ def test_a_third_tenant_s_chat_starts_while_two_tenants_hold_all_they_may(svc):
     for thread in threads:
         thread.join(60)
     assert [r.status_code for who in ("acme", "globex") for r in answers[who]] == [200] * 8
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"PLURALIGN_GENERATION_STALL_S": "1"}, "`generation_stall_s` must be at least 5 and at most 3600 seconds, got 1.0"),
+    ({"PLURALIGN_GENERATION_STALL_S": "nan"}, "`generation_stall_s` must be at least 5"),
+    ({"PLURALIGN_GENERATION_STALL_S": "soon"}, "PLURALIGN_GENERATION_STALL_S (setting generation_stall_s): expected `float`"),
+])
+def test_a_bad_generation_stall_limit_is_refused_naming_the_setting(env, said):
+    """The limit on a hung generation process (session 48): below 5 s a healthy child, heard from every second at best,
+    could be killed as hung under load."""
+    from service.settings import Settings
+
+    with pytest.raises(ValueError) as refused:
+        Settings.load(env)
+    assert said in str(refused.value), str(refused.value)
