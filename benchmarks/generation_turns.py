@@ -55,7 +55,7 @@ def submit(scheduler, tenant: str, fn):
 def victim(generator, workers: int, args) -> dict:
     from service.scheduler import Busy, FairScheduler
 
-    scheduler = FairScheduler(workers, 4, 32, running_per_tenant=1)
+    scheduler = FairScheduler(workers, 4, 32, running_per_tenant=1, kept_free=workers // 2)  # as `Runtime` builds it
     stop, ended = threading.Event(), []
     started = time.perf_counter()
     submit(scheduler, "acme", lambda: chat(generator, SHORT, 1, args.short_tokens, threading.Event())).result()
@@ -95,7 +95,8 @@ def victim(generator, workers: int, args) -> dict:
 def lone(generator, workers: int, args) -> dict:
     from service.scheduler import FairScheduler
 
-    scheduler = FairScheduler(workers, args.lone_chats, 32, running_per_tenant=1)
+    kept_free = workers // 2 if args.kept_free is None else args.kept_free
+    scheduler = FairScheduler(workers, args.lone_chats, 32, running_per_tenant=1, kept_free=kept_free)
     started = time.perf_counter()
     futures = [submit(scheduler, "acme", lambda: chat(generator, MESSAGES, args.n, args.lone_tokens, threading.Event()))
                for _ in range(args.lone_chats)]
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--lone-tokens", type=int, default=64)
     parser.add_argument("--workers-off", type=int, default=1)
     parser.add_argument("--workers-on", type=int, default=4)
+    parser.add_argument("--kept-free", type=int, default=None,
+                        help="workers a tenant alone leaves free in the lone test (default: half, as `Runtime` since session 48)")
     args = parser.parse_args()
 
     from pluralign.embed.models import smollm2_dir

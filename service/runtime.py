@@ -55,11 +55,12 @@ class ForgetIncomplete(RuntimeError):
 
 def make_generator(
     name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2,
-    own_process: bool = False,
+    own_process: bool = False, stall_s: float = 60.0,
 ) -> Generator:
     """`smollm2`, a model folder, or `openai:URL` for an OpenAI-compatible server (e.g. vLLM).
     `own_process`: a local model runs in a child process (`pluralign.policy.process`), so
-    generation never holds this process's GIL while light requests are served."""
+    generation never holds this process's GIL while light requests are served; `stall_s`: its
+    `stall_timeout_s` (a child making no progress that long is killed and replaced)."""
     if name.startswith("openai:"):
         from pluralign.embed.models import SMOLLM2_ID
         from pluralign.policy.remote import RemoteGenerator, RemotePolicy
@@ -74,13 +75,13 @@ def make_generator(
             from pluralign.embed.models import SMOLLM2_ID, smollm2_dir
             from pluralign.policy.process import ProcessGenerator
 
-            return ProcessGenerator(smollm2_dir(), SMOLLM2_ID)  # type: ignore[return-value]
+            return ProcessGenerator(smollm2_dir(), SMOLLM2_ID, stall_timeout_s=stall_s)  # type: ignore[return-value]
         return Generator.smollm2()
     if is_model_folder(name):  # never "": pathlib's working folder
         if own_process:
             from pluralign.policy.process import ProcessGenerator
 
-            return ProcessGenerator(name)  # type: ignore[return-value]
+            return ProcessGenerator(name, stall_timeout_s=stall_s)  # type: ignore[return-value]
         return Generator.from_folder(name)
     raise ValueError(unknown_generator(name))  # (Settings.check_models: the same, before anything loads)
 
@@ -330,9 +331,11 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.scheduler is None:
             s = self.settings
-            # one chat of a tenant at a time while another tenant's waits (alone: all but one worker), so another
-            # tenant's chat starts at once and takes the model in turns with the chats running
-            self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue, running_per_tenant=1)
+            # one chat of a tenant at a time while another tenant's waits; alone, a tenant leaves half the workers free
+            # (4: 2), so a second and a third tenant's chats start at once and take the model in turns with the chats
+            # running. (It costs a tenant alone no throughput: its chats take the one model in turns either way.)
+            self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue, running_per_tenant=1,
+                                           kept_free=s.generation_workers // 2)
         if self.deletes is None:
             self.deletes = FairScheduler(1, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes")
         if self.exports is None:
@@ -418,7 +421,7 @@ class Runtime:
         own_generator = generator is None
         generator = generator or make_generator(
             settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries,
-            own_process=settings.generation_process,
+            own_process=settings.generation_process, stall_s=settings.generation_stall_s,
         )
         ingest: Ingestor | None = None
         try:

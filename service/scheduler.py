@@ -68,17 +68,24 @@ class Waited:
 
 class FairScheduler:
     def __init__(self, workers: int = 1, per_tenant: int = 4, max_waiting: int = 32, what: str = "generations",
-                 running_per_tenant: int | None = None):
+                 running_per_tenant: int | None = None, kept_free: int = 1):
         """`what` names the work in Busy's message and the worker threads. `running_per_tenant`: the most
         workers one tenant's tasks start on while another tenant's task waits (default: all of them). With
-        no other tenant's task waiting, a tenant runs on more but leaves one worker free, so a task of
-        another tenant starts at once however long the running ones take; while that one waits or runs, the
-        first tenant's further tasks wait for its running ones to drop below its share."""
+        no other tenant's task waiting, a tenant runs on more but leaves `kept_free` workers free, so a task of
+        each of `kept_free` other tenants starts at once however long the running ones take; while another's waits
+        or runs, the first tenant's further tasks wait for its running ones to drop below its share. With
+        `running_per_tenant` 1, a tenant with no task running finds a worker free while at most `kept_free` tenants
+        have tasks running (the service's generation scheduler keeps half free: with 4 workers a third tenant's task
+        starts at once while two others saturate theirs; with 1 kept free, the first tenant ran on 3, the second
+        took the last, and a third's waited for one of theirs to end)."""
         running_per_tenant = workers if running_per_tenant is None else running_per_tenant
         if workers < 1 or per_tenant < 1 or max_waiting < 1 or running_per_tenant < 1:
             raise ValueError("`workers`, `per_tenant`, `max_waiting` and `running_per_tenant` must be at least 1")
+        if kept_free < 0:
+            raise ValueError(f"`kept_free` must be at least 0, got {kept_free}")
         self.workers, self.per_tenant, self.max_waiting, self.what = workers, per_tenant, max_waiting, what
         self.running_per_tenant = min(running_per_tenant, workers)
+        self.kept_free = kept_free
         # daemon threads, started as needed: a task still running when the process ends (a DELETE waiting
         # minutes for the store's lease) does not hold its exit; `close` already refused what waited
         self._threads: list[threading.Thread] = []
@@ -183,10 +190,10 @@ class FairScheduler:
         started longest ago (its rank, `_last_start`) goes first, so a tenant arriving waits for the
         tasks running, not also for the next task of a tenant whose task is running; a tenant running
         `running_per_tenant` tasks already is passed over and keeps its place while another tenant's task
-        waits, and otherwise starts one only if a worker stays free after it (caller holds the lock)."""
+        waits, and otherwise starts one only if `kept_free` workers stay free after it (caller holds the lock)."""
         while self._running < self.workers:
             ready = [t for t in self._turns if self._running_of[t] < self.running_per_tenant]
-            if not ready and self._running + 1 < self.workers:  # past their share: none other waits, one worker stays free
+            if not ready and self._running + 1 + self.kept_free <= self.workers:  # past their share: none other waits, `kept_free` stay free
                 ready = list(self._turns)
             if not ready:
                 return

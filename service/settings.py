@@ -161,6 +161,9 @@ class Settings(Base, frozen=True):
     # chats generating at once, on threads of their own (light routes never wait behind generation); a local model takes
     # them in turns a token step at a time (`pluralign.policy.generator`), each holding its KV cache meanwhile
     generation_workers: int = 4
+    # seconds a chat waits on a generation process that makes no progress (no forward pass of any chat, no message):
+    # hung; it is killed, the chats it held answered 503, and the next chat starts a new one
+    generation_stall_s: float = 60.0
     tenant_generations: int = 4  # chats one tenant may have waiting or running; more get 429 + Retry-After
     generation_queue: int = 32  # chats waiting across all tenants; more get 429 + Retry-After
     # DELETEs run one at a time on their own thread, tenants in turn (with replicas one may wait minutes
@@ -454,6 +457,8 @@ RULES: tuple[Rule, ...] = (
                                      "max_attribute_name_chars", "max_attribute_value_chars")),
     (lambda s: not 1 <= s.max_exports_per_tenant <= s.max_exports,
      lambda s: f"`max_exports_per_tenant` must be at least 1 and at most `max_exports` ({s.max_exports}), got {s.max_exports_per_tenant}"),
+    (lambda s: not 5 <= s.generation_stall_s <= 3600,
+     lambda s: f"`generation_stall_s` must be at least 5 and at most 3600 seconds, got {s.generation_stall_s}"),
     (lambda s: not 0 < s.export_send_timeout_s <= 3600,
      lambda s: f"`export_send_timeout_s` must be above 0 and at most 3600 seconds, got {s.export_send_timeout_s}"),
     (lambda s: s.tenant_requests_per_second < 0, "`tenant_requests_per_second` must be 0 (no limit) or more"),

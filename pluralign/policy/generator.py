@@ -10,8 +10,13 @@ waits; then, after each token, it hands the model over (transformers calls the s
 steps of its loop, with the loop's state, KV cache included, kept) and resumes when its lane is served again.
 So a short answer started while another caller's long one runs ends after its own steps and one step of each
 other lane's per token of it (a step of many candidates over a long context costs more than its own), not after
-the long one. The prompt's prefill is one forward and is not
-split: a long prompt holds the model for its whole prefill. Each generation in flight keeps its own KV cache
+the long one. A long prompt's prefill takes turns too (since session 48): the prompt but its last token is forwarded
+into the KV cache in slices of at most `prefill_slice_tokens` (64) tokens x rows, the model handed to another lane's
+generation that waits between two, and `model.generate` goes on from that cache (before, the prefill was one forward
+in one turn: 4 candidates of 1,600 prompt tokens held the model ~21 s on two cores). The n rows of one prompt (`n`
+candidates) are forwarded once and the cache repeated per row, so a lone long prompt costs one row's prefill, not n;
+the tokens are the ones a one-forward prefill gives. transformers' stop-string set-up (~1 s: it reads the tokenizer's
+whole vocabulary) is done before the turn is taken, once per stop strings. Each generation in flight keeps its own KV cache
 (2 x layers x kv-heads x head-dim x (prompt + new tokens) x candidates values: SmolLM2-135M in fp32, 46 KB a
 token a candidate, 0.56 GB for 8 candidates of 500 + 1,024 tokens); the caller bounds how many run at once
 (the service: `generation_workers`). A seeded generation gives the same text interleaved as alone: torch's
@@ -216,8 +221,13 @@ def _inject_adapter_names(module, args, kwargs):
 class Generator:
     """A causal LM and its tokenizer, ready to answer chat messages."""
 
-    def __init__(self, model, tokenizer, model_id: str):
+    def __init__(self, model, tokenizer, model_id: str, prefill_slice_tokens: int = 64):
+        """`prefill_slice_tokens`: prompt tokens x rows forwarded in one turn of a long prompt's prefill (see the module);
+        a smaller slice lets another lane's token in sooner, at the cost of more forwards."""
+        if prefill_slice_tokens < 1:
+            raise ValueError(f"`prefill_slice_tokens` must be at least 1, got {prefill_slice_tokens}")
         self.model = model.eval()
+        self.prefill_slice_tokens = prefill_slice_tokens
         self.tokenizer = tokenizer
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -225,16 +235,18 @@ class Generator:
         self._use = _ModelUse()  # the adapter each generation in flight uses: a drop waits for those using it
         self._turns = Turns()  # generations in flight take the model a token step at a time, round-robin over lanes
         self._adapter_hooks: list = []  # `_inject_adapter_names` on each LoRA layer
+        self._stop_criteria: dict[tuple[str, ...], object] = {}  # transformers' StopStringCriteria per stop strings (~1 s each)
 
     @classmethod
-    def from_folder(cls, folder: str | Path, model_id: str | None = None, device: torch.device | None = None) -> Generator:
+    def from_folder(cls, folder: str | Path, model_id: str | None = None, device: torch.device | None = None,
+                    prefill_slice_tokens: int = 64) -> Generator:
         """A model saved with `save_pretrained` (weights + tokenizer) in `folder`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         with quiet_loading():
             model = AutoModelForCausalLM.from_pretrained(str(folder)).to(device or default_device())
-        return cls(model, tokenizer, model_id or Path(folder).name)
+        return cls(model, tokenizer, model_id or Path(folder).name, prefill_slice_tokens)
 
     @classmethod
     def smollm2(cls, device: torch.device | None = None) -> Generator:
@@ -337,7 +349,8 @@ class Generator:
         after: the caller says what a cancel then means). Raises ValueError for an adapter that is not loaded."""
         from transformers import StoppingCriteriaList
 
-        stopping = StoppingCriteriaList([_InTurns(self._turns, lane, self.device)])
+        in_turns = _InTurns(self._turns, lane, self.device)
+        stopping = StoppingCriteriaList([in_turns, *self._stop_strings(sampling)])  # (set up before the turn: ~1 s)
         if cancel is not None:
             stopping.append(lambda *_args, **_kw: cancel.is_set())
         with self._use.generation(adapter), self._turns.turn(lane), torch.no_grad():
@@ -347,13 +360,49 @@ class Generator:
             try:
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
+                cache = self._prefill_in_slices(ids, mask, in_turns, cancel)
                 return self.model.generate(
                     input_ids=ids, attention_mask=mask, max_new_tokens=sampling.max_tokens, eos_token_id=self._stop_token_ids(),
-                    pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=stopping, **self._stop_kwargs(sampling),
+                    pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=stopping, past_key_values=cache,
                     **self._sample_kwargs(sampling, ids.shape[1]), **kwargs,
                 )
             finally:
                 _ROW_ADAPTERS.names = None
+
+    def _prefill_in_slices(self, ids: torch.Tensor, mask: torch.Tensor, in_turns: _InTurns, cancel: threading.Event | None):
+        """The KV cache of prompts `ids` (B, T) (left-padded where `mask` is 0) but their last token, forwarded in
+        slices of at most `prefill_slice_tokens` tokens x rows, the model handed to another lane's generation that waits
+        between two (`in_turns`): `model.generate` goes on from it with the last token, as from its own prefill
+        (transformers forwards only the tokens past the cache). None when the prompt fits one slice: `generate`
+        prefills it in its one forward. Rows that are all the same prompt (n candidates) are forwarded once and the
+        cache repeated per row. Raises Cancelled when `cancel` is set between two slices. Positions as `generate`
+        gives them: (cumulative mask - 1), 1 on padding."""
+        from transformers import DynamicCache
+
+        rows, row_mask = ids, mask
+        if ids.shape[0] > 1 and bool((ids == ids[:1]).all()) and bool((mask == mask[:1]).all()):
+            rows, row_mask = ids[:1], mask[:1]  # (1, T)
+        prefix = ids.shape[1] - 1
+        width = max(1, self.prefill_slice_tokens // rows.shape[0])
+        if prefix <= width:
+            return None
+        positions = (row_mask.long().cumsum(-1) - 1).masked_fill(row_mask == 0, 1)  # (b, T)
+        cache = DynamicCache(config=self.model.config)
+        names, _ROW_ADAPTERS.names = _ROW_ADAPTERS.names, _ROW_ADAPTERS.names[: rows.shape[0]]
+        try:
+            for start in range(0, prefix, width):
+                if start:
+                    in_turns(ids, None)  # another lane's turn, if one waits
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled(f"cancelled after {start} of {prefix + 1} prompt tokens' prefill")
+                end = min(prefix, start + width)
+                self.model(input_ids=rows[:, start:end], attention_mask=row_mask[:, :end], position_ids=positions[:, start:end],
+                           past_key_values=cache, use_cache=True, logits_to_keep=1)
+        finally:
+            _ROW_ADAPTERS.names = names
+        if rows.shape[0] != ids.shape[0]:
+            cache.batch_repeat_interleave(ids.shape[0])
+        return cache
 
     # ---- generation -------------------------------------------------------------------------
 
@@ -376,10 +425,22 @@ class Generator:
             )
         return kwargs
 
-    def _stop_kwargs(self, sampling: Sampling) -> dict:
-        """transformers' `stop_strings`: each row's generation ends once its text holds a stop string
-        (the tokens that spell it are generated, and cut from the text afterwards)."""
-        return {"stop_strings": list(sampling.stop), "tokenizer": self.tokenizer} if sampling.stop else {}
+    def _stop_strings(self, sampling: Sampling) -> list:
+        """transformers' `StopStringCriteria` for `sampling.stop` (none without): each row's generation ends once its
+        text holds a stop string (the tokens that spell it are generated, and cut from the text afterwards). Setting
+        one up reads the tokenizer's whole vocabulary (~1 s for SmolLM2's 49k tokens): built here, before the
+        generation takes its turn (passed as `stop_strings`, `generate` built it inside the turn, and every other
+        lane waited), and kept per stop strings (it holds no state of a generation)."""
+        if not sampling.stop:
+            return []
+        if (criteria := self._stop_criteria.get(sampling.stop)) is None:
+            from transformers import StopStringCriteria
+
+            criteria = StopStringCriteria(self.tokenizer, list(sampling.stop))
+            if len(self._stop_criteria) >= 32:
+                self._stop_criteria.pop(next(iter(self._stop_criteria)), None)
+            self._stop_criteria[sampling.stop] = criteria
+        return [criteria]
 
     def _stop_token_ids(self) -> list[int]:
         ids = {self.tokenizer.eos_token_id}

@@ -26,6 +26,13 @@ take a while to end, and until they have it counts as alive) is sent again to a 
 `cancel` is set by then (Cancelled; the next call starts the child). A call whose `cancel` is set before it is sent
 generates nothing, as in-process.
 
+A child that hangs with its pipe open (a device that never returns, a deadlock, a stopped process) would hold every
+call on it for good: while calls are in progress the child says every `_BEAT_S` how many forward passes it has run,
+and a call that waits `stall_timeout_s` (default 60; the service's `generation_stall_s`) from its send without the
+child making progress (no new forward pass, no message) kills it: that call and every other call it held raise
+`GeneratorStalled` (a `GeneratorUnavailable`: the service's 503), and the next call starts a new child. A healthy
+child's forward passes take well under a second (a long prompt's prefill is sliced), so only a hang passes the limit.
+
 A call no child could serve (it died during the call, or a new one could not be started) raises `GeneratorUnavailable`,
 which says "try again" (the service answers 503 with Retry-After); a failure inside the child's generation (an error
 its model raised) is a plain `GeneratorProcessError`. Once `close()` has run, every call raises `GeneratorClosed` (but
@@ -46,6 +53,7 @@ import logging
 import multiprocessing as mp
 import os
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -60,6 +68,7 @@ _POLL_S = 0.02  # how often a waiting call with a cancel event looks at it (and 
 _ALIVE_S = 0.5  # how often a waiting call without one looks at the child
 _EXIT_WAIT_S = 5.0  # how long a child whose pipe closed is given to exit before it is killed
 _KILL_WAIT_S = 10.0  # how long a killed child is waited for; one still there (stuck in the kernel) is left to the OS
+_BEAT_S = 1.0  # how often the child says how many forward passes it has run (its progress, `stall_timeout_s`)
 
 
 class GeneratorProcessError(RuntimeError):
@@ -69,6 +78,16 @@ class GeneratorProcessError(RuntimeError):
 class GeneratorUnavailable(GeneratorProcessError):
     """No generation process could serve the call: the child exited before or during it (killed, e.g. by the OOM
     killer), or a new one could not be started. Nothing was generated for it; the same call later starts a new child."""
+
+
+class GeneratorStalled(GeneratorUnavailable):
+    """The child made no progress (no forward pass, no message) for `stall_timeout_s` while the call waited on it: hung
+    (a device that does not return, a deadlock, a stopped process). It was killed, so the call and every other call it
+    held raise this; the next call starts a new child."""
+
+    def __init__(self, message: str, stall_s: float):
+        super().__init__(message)
+        self.stall_s = stall_s  # the limit it passed (`ProcessGenerator.stall_timeout_s`)
 
 
 class GeneratorClosed(GeneratorUnavailable):
@@ -98,6 +117,8 @@ def _serve(conn, folder: str, model_id: str | None) -> None:
         with sending:
             conn.send(message)
 
+    threading.Thread(target=_beat, args=(send, generator, cancels), daemon=True, name="beat").start()
+
     while True:
         try:
             message = conn.recv()
@@ -115,6 +136,30 @@ def _serve(conn, folder: str, model_id: str | None) -> None:
         send(("began", None, call))
         threading.Thread(target=_serve_call, args=(send, generator, op, args, call, lane, cancel, cancels), daemon=True,
                          name=f"call-{call}").start()
+
+
+def _beat(send, generator: Generator, cancels: dict) -> None:
+    """Every `_BEAT_S` while a call is in progress (`cancels`; idle, nothing is read: the pipe would fill): ("alive",
+    forward passes run so far, None), the child's progress for the parent's stall limit. The
+    passes are counted at the output layer (every forward reaches it, a prefill slice's too, through any adapter: peft
+    wraps the layers around it, not it). A hung child sends none (stopped, or stuck in C code holding the GIL) or the same
+    count again (a deadlock in Python)."""
+    passes = [0]
+
+    def count(*_args) -> None:
+        passes[0] += 1
+
+    output = generator.model.get_output_embeddings()
+    if output is not None:
+        output.register_forward_pre_hook(count)
+    while True:
+        time.sleep(_BEAT_S)
+        if not cancels:
+            continue
+        try:
+            send(("alive", passes[0], None))
+        except (OSError, ValueError):  # the pipe closed: the process is ending
+            return
 
 
 def _serve_call(send, generator: Generator, op: str, args, call: int, lane: str, cancel, cancels: dict) -> None:
@@ -192,6 +237,7 @@ class _Call:
         self.began = False  # the child read the request (its "began")
         self.cancel_sent = False
         self.gone: type[GeneratorUnavailable] | None = None  # its child ended: the error its caller raises
+        self.sent_at = time.monotonic()  # its request sent: no progress of its child since then for the stall limit fails it
 
 
 def _lane() -> str:
@@ -203,8 +249,18 @@ def _lane() -> str:
 class ProcessGenerator:
     """A `Generator` for the model saved in `folder`, run in a child process (see the module)."""
 
-    def __init__(self, folder: str | Path, model_id: str | None = None, start_timeout_s: float = 600.0):
+    def __init__(self, folder: str | Path, model_id: str | None = None, start_timeout_s: float = 600.0,
+                 stall_timeout_s: float = 60.0):
+        """`stall_timeout_s`: how long a call waits on a child that makes no progress (no forward pass of any call, no
+        message) before the child is killed and the call raises `GeneratorStalled`; a healthy child's forward passes
+        (a prefill slice, a token step) take well under a second, an adapter's load seconds."""
         from transformers import AutoTokenizer
+
+        if stall_timeout_s < 2 * _BEAT_S:  # a healthy child is heard from every `_BEAT_S` at best
+            raise ValueError(f"`stall_timeout_s` must be at least {2 * _BEAT_S:g} s, got {stall_timeout_s}")
+        self.stall_timeout_s = stall_timeout_s
+        self._passes: int | None = None  # the child's forward passes as last heard (its "alive")
+        self._progress_at = time.monotonic()  # when the child was last heard to make progress
 
         self.folder = str(folder)
         self.model_id = model_id or Path(folder).name
@@ -246,6 +302,7 @@ class ProcessGenerator:
                                               name="pluralign-generator", daemon=True)
         self._process.start()
         self._left = False
+        self._passes, self._progress_at = None, time.monotonic()
         child.close()
 
     def _end_child(self) -> None:
@@ -436,6 +493,9 @@ class ProcessGenerator:
                 elif gone is None:
                     self._mail.wait(_POLL_S)  # woken when a message comes for it, or its pipe's reader leaves
             if gone is not None:
+                if gone is GeneratorStalled:
+                    raise GeneratorStalled(f"the generation process made no progress for {self.stall_timeout_s:g} s during "
+                                           "the call (hung): it was killed, and the next call starts a new one", self.stall_timeout_s)
                 error = gone if not call.began else GeneratorUnavailable
                 raise error(f"the generation process exited (code {call.process.exitcode}) during a call")
             if cancel is not None and cancel.is_set():
@@ -456,11 +516,13 @@ class ProcessGenerator:
         try:
             if call.conn.poll(_ALIVE_S if cancel is None else _POLL_S):
                 kind, value, number = call.conn.recv()
-                with self._mail:
-                    if (to := self._calls.get(number)) is not None:  # (else a stream left already: dropped)
-                        to.inbox.append((kind, value))
-                        self._mail.notify_all()
-                return
+                self._progressed(call.process, value if kind == "alive" else None)
+                if kind != "alive":
+                    with self._mail:
+                        if (to := self._calls.get(number)) is not None:  # (else a stream left already: dropped)
+                            to.inbox.append((kind, value))
+                            self._mail.notify_all()
+                    return
         except (EOFError, OSError) as exc:  # its end closed (a partial message too), or it was closed: gone
             with self._lock:
                 if call.process is self._process and not self._left:
@@ -470,6 +532,26 @@ class ProcessGenerator:
             return
         if call.process is not self._process or not self._live():
             self._gone(call.conn, GeneratorUnavailable)
+        elif time.monotonic() - max(call.sent_at, self._progress_at) > self.stall_timeout_s:
+            self._end_stalled(call)
+
+    def _progressed(self, process, passes: int | None) -> None:
+        """A message from `process`: progress, unless it is its "alive" with the forward passes heard last time."""
+        if process is self._process and (passes is None or passes != self._passes):
+            self._passes = passes if passes is not None else self._passes
+            self._progress_at = time.monotonic()
+
+    def _end_stalled(self, call: _Call) -> None:
+        """`call`'s child made no progress for `stall_timeout_s` since the call was sent: killed, and every call it held
+        raises GeneratorStalled (the next call starts a new child). One a kill does not end is left behind."""
+        with self._lock:
+            if call.process is self._process and self._live():
+                log.error("generation process %d made no progress (no forward pass, no message) for %g s while a call "
+                          "waited on it: hung; killed, a new one serves the next call", call.process.pid, self.stall_timeout_s)
+                self._process.kill()
+                self._process.join(_KILL_WAIT_S)
+                self._leave_if_alive()
+        self._gone(call.conn, GeneratorStalled)
 
     def _gone(self, conn, error: type[GeneratorUnavailable]) -> None:
         """The child of `conn` has ended: every call sent to it raises `error` (a call it began: GeneratorUnavailable)."""

@@ -18,7 +18,7 @@ from litestar.response import Stream
 
 from pluralign.data.text import is_blank
 from pluralign.policy.generator import Cancelled, Sampling
-from pluralign.policy.process import GeneratorClosed, GeneratorUnavailable
+from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
 from service.chat import services
 from service.chat.fields import check_combinations, check_neutral_fields, template_messages
@@ -328,6 +328,11 @@ def unavailable_as_503(exc: Exception) -> Exception:
     if not isinstance(exc, GeneratorUnavailable):
         return exc
     log.error("a chat was not generated: %s (the next chat starts a new generation process)", exc)
+    if isinstance(exc, GeneratorStalled):
+        return ServiceUnavailableException(
+            detail=f"generation is unavailable for now: the generation process made no progress for {exc.stall_s:g} s "
+                   "(generation_stall_s) and was replaced; the chat was not finished: send it again",
+            headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
     return ServiceUnavailableException(
         detail="generation is unavailable for now: the generation process ended during the chat or could not be started "
                "(the operator's log says why); the chat was not finished: send it again", headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})

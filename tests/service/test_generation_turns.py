@@ -310,3 +310,98 @@ def test_a_stream_whose_adapter_is_dropped_before_its_generation_begins_raises_a
         next(pieces)
     long.join(60)
     drop.join(60)
+
+
+LONG_PROMPT = [{"role": "user", "content": "Tell me about cats, dogs and the sea. " * 60}]  # ~600 tokens: many slices of 48
+
+
+def test_a_long_prompt_s_prefill_takes_turns_with_another_lane_s_short_generation(tiny_generator_dir):
+    """Session 47's close: a prompt's prefill was one forward in one turn (4 candidates of 1,600 prompt tokens held the
+    model ~21 s on two cores), and every other lane's token waited for all of it. Now the prompt is forwarded in slices
+    into the KV cache, the model handed to a waiting lane between two: globex's 4 tokens are generated between acme's
+    slices, before acme's prefill ends."""
+    own = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"), prefill_slice_tokens=48)
+    prompt_tokens = own.prompt_tokens(LONG_PROMPT)
+    forwards: list[tuple[str, int]] = []  # (lane, tokens forwarded), in the order the model ran them
+    short: list = []
+
+    def record(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        forwards.append((CALLER.get(), int(ids.shape[1])))
+        if CALLER.get() == "tenant:acme" and not short:  # acme's first forward: globex's chat comes and waits
+            short.extend(in_lane("globex", own.generate, MESSAGES, sampling=Sampling(max_tokens=4, temperature=0)))
+            wait_until(lambda: own._turns.waiting() >= 1, "globex waits for the model")
+
+    handle = own.model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        long, long_out = in_lane("acme", own.generate, LONG_PROMPT, n=2, sampling=Sampling(max_tokens=3, temperature=0))
+        long.join(60)
+        short[0].join(60)
+    finally:
+        handle.remove()
+    assert long_out and short[1] and short[1][0][0][0].tokens <= 4
+    acme = [i for i, (lane, _) in enumerate(forwards) if lane == "tenant:acme"]
+    fed, prefill_end = 0, None
+    for i in acme:
+        fed += forwards[i][1]
+        if fed >= prompt_tokens:
+            prefill_end = i
+            break
+    globex = [i for i, (lane, _) in enumerate(forwards) if lane == "tenant:globex"]
+    assert globex and max(globex) < prefill_end, f"globex's steps waited for acme's whole prefill: {forwards}"
+
+
+def test_a_prompt_prefilled_in_slices_gives_the_same_tokens_as_in_one_forward(tiny_generator_dir, tmp_path):
+    """A seeded answer's n candidates of one prompt (forwarded once, the cache repeated), left-padded styled rows
+    (greedy), and a seeded stream through an adapter: the same tokens prefilled in slices as in one forward."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pluralign.policy.styles import choose_styles
+
+    torch.manual_seed(0)
+    adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)),
+                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapted.save_pretrained(tmp_path / "u1")
+    own = Generator.from_folder(tiny_generator_dir, device=torch.device("cpu"), prefill_slice_tokens=48)
+    own.load_adapter("u1", tmp_path / "u1")
+    seeded = Sampling(max_tokens=8, temperature=1.0, seed=5)
+    greedy = Sampling(max_tokens=8, temperature=0)
+    styles = choose_styles(2, seed=1)
+
+    def answers(slice_tokens: int):
+        own.prefill_slice_tokens = slice_tokens
+        return [own.generate(LONG_PROMPT, n=2, sampling=seeded), own.generate_styled(LONG_PROMPT, styles, sampling=greedy),
+                list(own.stream(LONG_PROMPT, seeded, adapter="u1"))]
+
+    ours, theirs = answers(48), answers(1 << 20)  # in slices; in one forward (the prompt fits one slice)
+    assert own.prompt_tokens(LONG_PROMPT) > 8 * 48
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert a == b, f"answer {i} differs"
+
+
+def test_stop_strings_are_set_up_before_the_generation_takes_its_turn(generator):
+    """transformers' stop-string set-up reads the tokenizer's whole vocabulary (~1 s for SmolLM2's 49k tokens). Passed as
+    `generate(stop_strings=...)` it ran inside the generation's turn, and every other lane's token waited for it; now it
+    is done before the turn is taken (and kept per stop strings): done while the model is still held by another."""
+    from transformers.generation.stopping_criteria import STOP_STRING_EMBEDDING_CACHE
+
+    stop = ("zqxunlikely48",)  # (ASCII letters: matched as these bytes by a byte-level tokenizer)
+    held, free = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with generator._turns.turn("holder"):
+            held.set()
+            free.wait(60)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    held.wait(60)
+    try:
+        waiting, _ = in_lane("globex", generator.generate, MESSAGES, sampling=Sampling(max_tokens=2, temperature=0, stop=stop))
+        wait_until(lambda: generator._turns.waiting() >= 1, "the generation waits for the model")
+        assert any(stop[0].encode() in key[2] for key in STOP_STRING_EMBEDDING_CACHE), "set up inside the turn, not before it"
+    finally:
+        free.set()
+    waiting.join(60)
+    holder.join(60)

@@ -971,3 +971,51 @@ def test_a_reply_whose_child_ends_after_it_waits_for_that_child_not_the_one_star
         thread.join(60)
     assert [type(exc) for exc in out] == [GeneratorProcessError] and "starts again" in str(out[0])
     assert joined == [], "waited for the child started since, not the one that ended"
+
+
+@pytest.mark.slow  # a new child starts (seconds: torch's imports); make test-all
+def test_chats_on_a_hung_child_are_a_503_after_the_stall_limit_and_the_next_chat_gets_a_new_child(runtime, server, monkeypatch):
+    """Session 47's close: a child that hangs with its pipe open (a device that never returns, a deadlock; here
+    stopped with SIGSTOP) held every chat on it for good, and every later one, since nothing but its death ended a call.
+    Now a call that waits `generation_stall_s` without the child making progress (no forward pass, no message) kills
+    it: the chats it held are 503s saying so, light routes were answered meanwhile, and the next chat starts a new one."""
+    remote = runtime.generator
+    assert remote.adapters is not None  # a live child first
+    monkeypatch.setattr(remote, "stall_timeout_s", 1.5, raising=False)
+    pid = remote.pid
+    key = runtime.keys.issue("acme")
+    other = runtime.keys.issue("globex")
+    chat = {"model": "pluralign", "messages": MESSAGES, "max_tokens": 4, "pluralign": {"rerank": False}}
+    answers: list = []
+
+    def send(who: str, body: dict) -> None:
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {who}"}, timeout=30) as client:
+            try:
+                answers.append(client.post("/v1/chat/completions", json=body))
+            except httpx.TimeoutException as exc:
+                answers.append(exc)
+
+    os.kill(pid, signal.SIGSTOP)  # hung: it neither answers nor exits
+    try:
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        chats = [threading.Thread(target=send, args=(who, body), daemon=True)
+                 for who, body in ((key, chat), (other, {**chat, "stream": True}))]
+        for thread in chats:
+            thread.start()
+        assert httpx.get(server.url + "/health", timeout=10).status_code == 200  # light routes meanwhile
+        for thread in chats:
+            thread.join(40)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+    assert len(answers) == 2 and not any(isinstance(a, Exception) for a in answers), f"a chat waited on the hung child: {answers}"
+    plain = next(a for a in answers if not a.text.startswith("data:"))
+    assert plain.status_code == 503 and plain.headers["Retry-After"] == "10", plain.text
+    assert "no progress" in plain.json()["error"]["message"] and "generation_stall_s" in plain.json()["error"]["message"]
+    streamed = next(a for a in answers if a is not plain)
+    assert streamed.status_code in (200, 503) and "no progress" in streamed.text, streamed.text  # an error event once its headers went
+    assert killed(pid)
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+        assert client.post("/v1/chat/completions", json=chat).status_code == 200
+    assert remote.pid != pid

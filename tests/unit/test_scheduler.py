@@ -226,3 +226,27 @@ def test_a_task_still_running_does_not_hold_the_process_exit():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
                           cwd=Path(__file__).resolve().parents[2])
     assert (done.returncode, done.stdout) == (0, "running\n"), done.stderr
+
+
+def test_with_half_the_workers_kept_free_a_third_tenant_starts_while_two_saturate_theirs():
+    """The generation scheduler as `Runtime` builds it (session 48): a tenant alone runs on 2 of 4 workers, a second
+    tenant's first task takes a third, and a third tenant's task the fourth, with neither of theirs ended. With one kept
+    free (before), a took 3, b the last, and c waited for one of them to end."""
+    scheduler = FairScheduler(workers=4, per_tenant=10, max_waiting=20, running_per_tenant=1, kept_free=2)
+    gates, started = {}, []
+
+    def held(name: str):
+        gates[name] = threading.Event()
+        return lambda: (started.append(name), gates[name].wait(10))
+
+    try:
+        futures = [scheduler.submit("a", held(f"a{i}")) for i in range(4)]
+        assert until(lambda: len(started) == 2) and scheduler.stats()["running"] == 2  # alone: half kept free
+        futures += [scheduler.submit("b", held(f"b{i}")) for i in range(4)]
+        futures.append(scheduler.submit("c", held("c0")))
+        assert until(lambda: len(started) == 4) and started[2:] == ["b0", "c0"], started
+    finally:
+        for gate in list(gates.values()):
+            gate.set()
+    for future in futures:
+        future.result(timeout=10)
