@@ -877,3 +877,21 @@ def test_a_joint_belief_on_length_and_exclamations_reads_as_one_sentence(svc):
     assert joint["text"].startswith(f"prefers shorter answers with no exclamation marks ({joint['confidence']}): "
                                     "length and exclamations moved together in your 6 comparisons"), joint["text"]
     assert summary["sentences"][0] == joint["text"]
+
+
+def test_a_user_with_stated_preferences_alone_is_ranked_by_them_not_by_maxmin(svc):
+    """trial48a: docs/api.md said a user with `"prior": true` is served the MaxMin candidate; one who has only stated
+    preferences is `"prior": true` too, and is ranked by their model, whose prior the statements shaped (as their
+    reward scores are). Pins the documented exception: the top choice follows the statement."""
+    tops = {}
+    with svc.client() as c:
+        for direction in ("more", "less"):
+            user = f"stated-only48-{direction}"
+            assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": direction}}).status_code == 200
+            reply = chat(c, user, n=4)
+            texts = [choice["message"]["content"] for choice in reply["choices"]]
+            scores = c.post("/v1/rewards/score", json={"user": user, "prompt": "Any tips on cooking?", "responses": texts}).json()["scores"]
+            assert reply["pluralign"]["prior"] is True
+            assert scores == sorted(scores, reverse=True), (direction, texts, scores)  # ranked by the user's model
+            tops[direction] = texts[0]
+    assert len(tops["more"].split()) > len(tops["less"].split()), tops
