@@ -238,6 +238,12 @@ def test_a_job_whose_record_cannot_be_written_is_a_507_and_is_not_created(tmp_pa
             disk.setattr(job_store, "write_atomic", full)
             r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "min_comparisons": 0}})
             storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
+            # trial48a: so is the audit route's job, and both operations declare it (they declared 503 alone)
+            r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "min_comparisons": 0, "wait": 0})
+            storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
+        paths = admin.get("/schema/openapi.json").json()["paths"]
+        for path, method in (("/admin/jobs", "post"), ("/admin/audits/fairness", "get")):
+            assert "507" in paths[path][method]["responses"], (path, method, sorted(paths[path][method]["responses"]))
         assert admin.get("/admin/jobs").json()["jobs"] == []
         assert admin.get("/health").json()["storage"][0]["what"] == "the data folder"
 
