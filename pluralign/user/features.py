@@ -47,6 +47,17 @@ FEATURE_DESCRIPTIONS = {
     "second_person": ("addressing the reader as 'you'", "not addressing the reader as 'you'"),
     "affirmation": ("answers that open with yes (agreeing)", "answers that open with no (disagreeing)"),
 }
+# what an answer has, (more, less), said after "with" where a sentence names features together ("prefers shorter
+# answers with no exclamation marks"): each of FEATURE_DESCRIPTIONS' phrases is one of its own, not a thing an answer has
+FEATURE_TRAITS = {
+    "length": ("more words", "fewer words"),
+    "list_items": ("list formatting", "no lists"),
+    "exclamations": ("exclamation marks", "no exclamation marks"),
+    "contractions": ("contractions (a casual register)", "no contractions (a formal register)"),
+    "word_length": ("longer words (a formal register)", "shorter, plainer words"),
+    "second_person": ("'you' addressing the reader", "no 'you' addressing the reader"),
+    "affirmation": ("an opening yes (agreeing)", "an opening no (disagreeing)"),
+}
 
 _ASCII_WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")  # the English definition (and a faster pass for ASCII text)
 # in ASCII this finds exactly what _ASCII_WORD does; ideographs and kana one by one

@@ -38,7 +38,7 @@ import numpy as np
 
 from pluralign.data.text import answer_key, shorten
 from pluralign.user.collinear import CollinearFeatures
-from pluralign.user.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES
+from pluralign.user.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES, FEATURE_TRAITS
 from pluralign.user.model import UserState, is_probability
 
 CONFIDENT_Z = 2.0
@@ -143,8 +143,7 @@ def _comparisons(n: int, verb: str = "") -> str:
 
 
 def _together(names: Sequence[str]) -> str:
-    words = [spoken(n) for n in names]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    return _listed([spoken(n) for n in names])
 
 
 def settled_by_comparisons(state: UserState, name: str) -> bool:
@@ -191,11 +190,22 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
             direction, text = None, f"no preference learned yet along {_together(group.features)} together: {why}"
         else:
             direction = {f: "more" if sign * v > 0 else "less" for f, v in zip(group.features, group.direction, strict=True)}
-            said = [FEATURE_DESCRIPTIONS[f][0 if d == "more" else 1] for f, d in direction.items()]
-            text = f"prefers {said[0]} with {' and '.join(said[1:])} ({said_level}): {why}"
+            text = f"prefers {_answers_with(direction)} ({said_level}): {why}"
         out.append(JointBelief(features=list(group.features), direction=direction, probability=round(p, 4),
                                confidence=said_level, cosine=group.cosine, text=text))
     return out
+
+
+def _answers_with(direction: Mapping[str, str]) -> str:
+    """The answers a joint belief prefers, in words: "shorter answers with no exclamation marks", or "answers
+    with list formatting and exclamation marks" where `length` is not one of its features."""
+    side = {f: 0 if d == "more" else 1 for f, d in direction.items()}
+    head = FEATURE_DESCRIPTIONS["length"][side.pop("length")] if "length" in side else "answers"
+    return f"{head} with {_listed([FEATURE_TRAITS[f][s] for f, s in side.items()])}"
+
+
+def _listed(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def written_sentences(beliefs: Sequence[FeatureBelief], joint: Sequence[JointBelief]) -> list[str]:

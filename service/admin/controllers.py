@@ -53,7 +53,7 @@ def _admin(request: Request) -> Admin:
 
 
 @post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)", responses={
-    **error_responses(429, 503),
+    **error_responses(429, 503, 507),
     200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued, or running since the last feedback it audits was stored: that job, nothing queued",
                       generate_examples=False, examples=[example("an audit still queued", QUEUED_AUDIT_EXAMPLE)]),
 })
@@ -144,7 +144,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
         raise NotFoundException(f"no job {shown(job_id)}") from None
 
 
-@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422, 503), 200: REPORT_RESPONSE, 202: ResponseSpec(
+@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422, 503, 507), 200: REPORT_RESPONSE, 202: ResponseSpec(
     data_container=AuditPending, description="The audit job is still running after `wait` seconds", generate_examples=False,
     examples=[example("the audit job, running", RUNNING_AUDIT_EXAMPLE)])}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(

@@ -109,7 +109,7 @@ def _user(request: Request, user_id: str) -> tuple[Runtime, str, str]:
     return request.app.state.runtime, request.user.tenant, check_user_id(user_id, "user_id")
 
 
-@get("/v1/users/{user_id:str}", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="A user's profile")
+@get("/v1/users/{user_id:str}", sync_to_thread=True, responses=error_responses(404, 429, 503, 507), summary="A user's profile")
 def get_user(request: Request, user_id: FromPath[str]) -> services.UserProfile:
     rt, tenant, user_id = _user(request, user_id)
     found = services.profile(rt, tenant, user_id)
@@ -118,7 +118,7 @@ def get_user(request: Request, user_id: FromPath[str]) -> services.UserProfile:
     return found
 
 
-@get("/v1/users/{user_id:str}/preferences", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="A user's preferences, oldest first")
+@get("/v1/users/{user_id:str}/preferences", sync_to_thread=True, responses=error_responses(404, 429, 503, 507), summary="A user's preferences, oldest first")
 def list_preferences(
     request: Request,
     user_id: FromPath[str],
@@ -147,7 +147,7 @@ def list_preferences(
                           next_after=page_cursor(rows[-1]) if more else None)
 
 
-@get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429, 503), summary="Everything held about a user, as JSONL",
+@get("/v1/users/{user_id:str}/export", sync_to_thread=True, responses=error_responses(404, 429, 503, 507), summary="Everything held about a user, as JSONL",
      middleware=[exports.export_guard])
 def export_user(
     request: Request, user_id: FromPath[str], export_format: Annotated[Literal["all", "preferences"], QueryParameter(name="format")] = "all"
@@ -559,7 +559,7 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     return Deleted(user=user_id, deleted=counts, warnings=warnings)
 
 
-@post("/v1/rewards/score", sync_to_thread=True, status_code=200, responses=error_responses(413, 429, 503), summary="Score responses with a user's reward")
+@post("/v1/rewards/score", sync_to_thread=True, status_code=200, responses=error_responses(413, 429, 503, 507), summary="Score responses with a user's reward")
 def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResponse:
     rt: Runtime = request.app.state.runtime
     user = check_user_id(data.user)
@@ -685,7 +685,7 @@ class NextComparisonRequest(NullMeansDefault):
     target: Literal["coefficients", "population", "predictive"] | None = "coefficients"  # null: not given (NullMeansDefault)
 
 
-@post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429, 503), summary="The most informative comparison to ask a user next")
+@post("/v1/users/{user_id:str}/next-comparison", sync_to_thread=True, status_code=200, responses=error_responses(429, 503, 507), summary="The most informative comparison to ask a user next")
 def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[NextComparisonRequest]) -> services.NextComparison:
     """For onboarding questionnaires: the pair of answers (to one prompt) whose comparison would
     teach the user's model most, chosen by expected information gain on their posterior (the same

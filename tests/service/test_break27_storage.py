@@ -180,6 +180,21 @@ def test_a_full_disk_under_the_tables_is_a_507_naming_the_table_and_loses_nothin
             for i in range(3):
                 assert acme.post("/v1/feedback", json=comparison("bob", i)).status_code == 201
             storage_error(acme.get("/v1/users/bob/preferences"), 507, "insufficient_storage", "table `preferences` cannot be written", data)
+            # trial48a, a client generated from /schema/openapi.json: every read that moves the user's feedback first
+            # answers the same 507, and its operation declares it (they declared 503 alone: "never a 507")
+            paths = acme.get("/schema/openapi.json").json()["paths"]
+            reads = {
+                ("/v1/users/{user_id}/preferences", "get"): None,
+                ("/v1/users/{user_id}", "get"): lambda: acme.get("/v1/users/bob"),
+                ("/v1/users/{user_id}/export", "get"): lambda: acme.get("/v1/users/bob/export"),
+                ("/v1/rewards/score", "post"): lambda: acme.post("/v1/rewards/score", json={
+                    "user": "bob", "prompt": "Which drink?", "responses": ["Tea.", "Coffee."]}),
+                ("/v1/users/{user_id}/next-comparison", "post"): lambda: acme.post("/v1/users/bob/next-comparison", json={}),
+            }
+            for (path, method), read in reads.items():
+                if read is not None:
+                    storage_error(read(), 507, "insufficient_storage", "table `preferences` cannot be written", data)
+                assert "507" in paths[path][method]["responses"], (path, method, sorted(paths[path][method]["responses"]))
             assert wait_until(lambda: any("moving feedback from the log into the table failed" in r.getMessage() for r in service_log.records))
             assert acme.get("/health").json()["feedback_pending"] == 3
         rt.wait_for_background()
@@ -223,6 +238,12 @@ def test_a_job_whose_record_cannot_be_written_is_a_507_and_is_not_created(tmp_pa
             disk.setattr(job_store, "write_atomic", full)
             r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "min_comparisons": 0}})
             storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
+            # trial48a: so is the audit route's job, and both operations declare it (they declared 503 alone)
+            r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "min_comparisons": 0, "wait": 0})
+            storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
+        paths = admin.get("/schema/openapi.json").json()["paths"]
+        for path, method in (("/admin/jobs", "post"), ("/admin/audits/fairness", "get")):
+            assert "507" in paths[path][method]["responses"], (path, method, sorted(paths[path][method]["responses"]))
         assert admin.get("/admin/jobs").json()["jobs"] == []
         assert admin.get("/health").json()["storage"][0]["what"] == "the data folder"
 
@@ -596,3 +617,4 @@ def test_a_stated_preference_kept_in_the_user_s_row_is_not_refused(serve, monkey
         assert r.status_code == 200, r.text
         history = acme.get("/v1/users/ann/stated-preferences").json()["history"]
         assert sorted(c["version"] for c in history) == [1, 2], history  # the missing version was stored after
+

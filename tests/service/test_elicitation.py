@@ -853,3 +853,45 @@ def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc,
     assert summary["ties"] == 1 and summary["unpaired_ratings"] == 0, summary
     assert summary["sentences"][-1] == ("based on 2 comparisons; your 1 tie (neither answer better) is not counted: "
                                         "the model learns from comparisons with a winner"), summary["sentences"]
+
+
+def test_a_joint_belief_on_length_and_exclamations_reads_as_one_sentence(svc):
+    """trial48a, a profile page built on the API: a user who chose the short answer without exclamation marks
+    over a long one with them, six times, moved `length` and `exclamations` together. The summary's sentence
+    put the second feature's noun phrase after "with": "prefers shorter answers with answers without
+    exclamation marks (confident)". A joint sentence now names what the answers have after "with"."""
+    pairs = [("Rest.", "Go for a long walk in the park! Then call a friend!"),
+             ("Tea.", "Make a big pot of green tea! Add honey and lemon!"),
+             ("Read.", "Pick up a novel you love! Read a chapter before bed!"),
+             ("Cook.", "Try a new recipe tonight! Invite some friends over!"),
+             ("Sleep.", "Go to bed early tonight! Turn off every screen first!"),
+             ("Walk.", "Take the dog out for a run! Explore a new trail!")]
+    with svc.client() as c:
+        for i, (plain, loud) in enumerate(pairs):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "quiet48", "prompt": f"What should I do now {i}?",
+                                             "chosen": plain, "rejected": loud})
+            assert r.status_code == 201, r.text
+        summary = c.get("/v1/users/quiet48").json()["summary"]
+    (joint,) = summary["joint"]
+    assert joint["features"] == ["length", "exclamations"] and joint["direction"] == {"length": "less", "exclamations": "less"}
+    assert joint["text"].startswith(f"prefers shorter answers with no exclamation marks ({joint['confidence']}): "
+                                    "length and exclamations moved together in your 6 comparisons"), joint["text"]
+    assert summary["sentences"][0] == joint["text"]
+
+
+def test_a_user_with_stated_preferences_alone_is_ranked_by_them_not_by_maxmin(svc):
+    """trial48a: docs/api.md said a user with `"prior": true` is served the MaxMin candidate; one who has only stated
+    preferences is `"prior": true` too, and is ranked by their model, whose prior the statements shaped (as their
+    reward scores are). Pins the documented exception: the top choice follows the statement."""
+    tops = {}
+    with svc.client() as c:
+        for direction in ("more", "less"):
+            user = f"stated-only48-{direction}"
+            assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": direction}}).status_code == 200
+            reply = chat(c, user, n=4)
+            texts = [choice["message"]["content"] for choice in reply["choices"]]
+            scores = c.post("/v1/rewards/score", json={"user": user, "prompt": "Any tips on cooking?", "responses": texts}).json()["scores"]
+            assert reply["pluralign"]["prior"] is True
+            assert scores == sorted(scores, reverse=True), (direction, texts, scores)  # ranked by the user's model
+            tops[direction] = texts[0]
+    assert len(tops["more"].split()) > len(tops["less"].split()), tops

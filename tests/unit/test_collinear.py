@@ -178,3 +178,19 @@ def test_a_features_path_narrower_than_its_laplace_spread_is_read_where_its_mass
     p_more = path_probabilities(design, mean, cov, prior_mean, prior_precision, v[:, None])[2][0]
     assert p_more == pytest.approx(read_in_full(design, mean, cov, prior_mean, prior_precision, v), abs=1e-3)
     assert level(max(p_more, 1 - p_more)) == level(max(sampling, 1 - sampling)) == "uncertain", p_more
+
+
+def test_a_joint_belief_names_what_the_answers_have_after_with():
+    """trial48a: the second feature's own noun phrase followed "with" ("prefers shorter answers with answers
+    without exclamation marks"); without `length` in the group the first one's did too ("prefers answers in
+    prose, without lists with no contractions (a formal register)")."""
+    cases = (
+        (["length", "exclamations"], [0.7, 0.7], "prefers shorter answers with no exclamation marks (confident)"),
+        (["list_items", "contractions"], [0.7, 0.7], "prefers answers with no lists and no contractions (a formal register) (confident)"),
+        (["list_items", "exclamations", "second_person"], [0.6, -0.6, 0.5],
+         "prefers answers with no lists, exclamation marks and no 'you' addressing the reader (confident)"),
+    )
+    for features, direction, said in cases:
+        groups = [CollinearFeatures(features=features, direction=direction, cosine=0.95, mean=-1.4, sd=1.5, p_more=1e-9)]
+        (joint,) = joint_beliefs(state({}, n=40, collinear=groups))
+        assert joint.text.startswith(said + ": "), joint.text
