@@ -44,3 +44,63 @@ def test_a_store_audit_counts_the_ties_it_skipped_as_a_file_audit_does(tmp_path,
     code, out, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segment", "--min-comparisons", "0", "--json")
     assert code == 0, err
     assert json.loads(out.splitlines()[-1])["ties_skipped"] == 16  # every tenant's
+
+
+def _store_of_two_alike_groups(folder, users_per_group: int = 15, per_user: int = 20) -> None:
+    """Two groups whose users are drawn alike: each comparison's chosen-minus-rejected vector is a shared direction
+    plus noise, so the one-size-fits-all model is right about 70% of the time in both groups; the groups differ by chance."""
+    from pluralign.store import Store, StoredPreference
+
+    rng = np.random.default_rng(7)
+    store = Store(str(folder), "enc", 8)
+    stored, diffs = [], []
+    for g in range(2):
+        for u in range(users_per_group):
+            for i in range(per_user):
+                stored.append(StoredPreference(tenant="acme", user_id=f"g{g}u{u}", pref_id=f"p{g}{u}{i}", prompt=f"q{i}",
+                                               chosen=f"a{g}{u}{i}", rejected=f"b{g}{u}{i}", kind="comparison",
+                                               created_at=float(i), attributes={"segment": f"s{g}"}))
+                diffs.append(np.r_[0.5, np.zeros(7)] + rng.standard_normal(8))
+    diff = np.asarray(diffs, np.float32)
+    store.add_preferences(stored, diff, diff, np.zeros_like(diff))
+
+
+def test_an_audit_says_how_sure_it_is_of_each_group_and_of_the_gap(tmp_path, capsys):
+    """On UKPConvArg1 by `worker_stance` the audit named a worst group ("same", 0.696) and a gap of 1 point between
+    groups of 9,000 to 31,000 comparisons with no interval anywhere: its groups' accuracies differ by less than their
+    sampling error, and a reader could not tell. Each group's accuracies now carry a 95% interval over its users
+    (resampled: a user's comparisons are not independent), and the gap the interval of the named best group's accuracy
+    minus the named worst's. Two groups drawn alike: the gap's interval holds 0. Failed before: no such fields."""
+    _store_of_two_alike_groups(tmp_path / "db")
+    code, out, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segment", "--min-comparisons", "0", "--json")
+    assert code == 0, err
+    report = json.loads(out.splitlines()[-1])
+    assert report["schema_version"] == 3
+    for g in report["groups"] + [report["overall"]]:
+        for name in ("personalized_accuracy", "base_accuracy"):
+            lo, hi = g[f"{name}_interval"]
+            assert 0 <= lo <= g[name] <= hi <= 1, (g["group"], name, lo, hi)
+            # no narrower than a binomial interval over the group's users' worth of comparisons would be, and far from 0
+            naive = 1.96 * (g[name] * (1 - g[name]) / g["comparisons"]) ** 0.5
+            assert 1.2 * naive < hi - lo < 0.5, (g["group"], name, lo, hi, naive)
+    groups = {g["group"]: g for g in report["groups"]}
+    worst, best = report["worst_group"], ({"s0", "s1"} - {report["worst_group"]}).pop()
+    lo, hi = report["gap_interval"]
+    assert lo < 0 < hi and lo <= report["gap"] <= hi  # drawn alike: the audit cannot say which group is served worse
+    assert report["gap"] == groups[best]["personalized_accuracy"] - groups[worst]["personalized_accuracy"]
+    assert report["base_gap_interval"][0] <= report["base_gap"] <= report["base_gap_interval"][1]
+    # the text table says so too
+    code, out, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segment", "--min-comparisons", "0")
+    assert code == 0, err
+    assert "95% interval" in out and "cannot tell the groups apart" in out, out
+    # and the dashboard shows them: each accuracy's interval, and the gap's with what it means
+    from pluralign.fairness.report import decode_report
+    from service.admin.dashboard import render_dashboard
+
+    page = render_dashboard(decode_report(out.splitlines()[-1].encode()), [], [])
+    lo_s0, hi_s0 = groups["s0"]["personalized_accuracy_interval"]
+    assert f"{groups['s0']['personalized_accuracy']:.3f} <span class=\"muted\">({lo_s0:.3f} to {hi_s0:.3f})</span>" in page
+    assert f"95% interval {lo:.3f} to {hi:.3f}: the audit cannot tell these groups apart" in page
+    # the same inputs and seed: the same intervals
+    code, again, _ = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segment", "--min-comparisons", "0", "--json")
+    assert json.loads(again.splitlines()[-1])["gap_interval"] == report["gap_interval"]
