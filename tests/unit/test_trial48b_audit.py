@@ -134,3 +134,19 @@ def test_the_ukp_audit_by_stance_counts_what_the_xml_holds_and_does_not_rank_gro
     assert {g["group"]: (g["users"], g["comparisons"]) for g in report["groups"]} == {s: (len(users[s]), pairs[s]) for s in users}
     lo, hi = report["gap_interval"]
     assert lo < 0 < hi and report["gap"] < 0.02, report
+
+
+def test_the_interval_resamples_users_not_comparisons_and_one_user_by_their_comparisons():
+    """A group of two users, one always right and one always wrong, 50 comparisons each: resampling comparisons would
+    call 0.5 sure to +-0.1; over users it is anything from 0 to 1. One user alone: over their comparisons."""
+    from pluralign.fairness.metrics import percentile_interval, resampled_means
+
+    right = np.r_[np.ones(50), np.zeros(50)]
+    users = np.r_[np.zeros(50, int), np.ones(50, int)]
+    lo, hi = percentile_interval(resampled_means(right, users, 1000, np.random.default_rng(0)))
+    assert (lo, hi) == (0.0, 1.0)
+    alone = np.r_[np.ones(30), np.zeros(20)]
+    lo, hi = percentile_interval(resampled_means(alone, np.zeros(50, int), 1000, np.random.default_rng(0)))
+    assert 0.4 < lo < 0.6 < hi < 0.8  # 0.6 +- 1.96 * sqrt(0.24 / 50) = [0.46, 0.74]
+    with pytest.raises(ValueError, match="non-empty and of one length"):
+        resampled_means(np.zeros(0), np.zeros(0, int), 10, np.random.default_rng(0))
