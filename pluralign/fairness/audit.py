@@ -26,7 +26,13 @@ from pluralign.checks import at_least
 from pluralign.data.record import Preference
 from pluralign.data.text import answer_key
 from pluralign.embed.base import Encoder, checked_vectors
-from pluralign.fairness.metrics import credit, expected_calibration_error, win_rate
+from pluralign.fairness.metrics import (
+    credit,
+    expected_calibration_error,
+    percentile_interval,
+    resampled_means,
+    win_rate,
+)
 from pluralign.fairness.online import (
     OnlineLogistic,
     OnlineLogisticConfig,
@@ -57,13 +63,14 @@ class AuditConfig:
     base_l2: float = 1.0  # ridge strength of the cross-fitted base model
     base_max_rows: int = 20_000  # base model fitted on at most this many rows per fold
     ece_bins: int = 10
+    resamples: int = 1000  # bootstrap resamples of each group's users for the 95% intervals
     since: float | None = None  # score only comparisons at or after this time (all are learned from)
     seed: int = 0
     online: OnlineLogisticConfig = OnlineLogisticConfig()
 
     def __post_init__(self) -> None:
         at_least("AuditConfig", 1, min_group_size=self.min_group_size, projection_dim=self.projection_dim,
-                 base_dim=self.base_dim, base_max_rows=self.base_max_rows, ece_bins=self.ece_bins)
+                 base_dim=self.base_dim, base_max_rows=self.base_max_rows, ece_bins=self.ece_bins, resamples=self.resamples)
         at_least("AuditConfig", 0, min_comparisons=self.min_comparisons, base_l2=self.base_l2)
 
 
@@ -210,22 +217,41 @@ def base_margins(c: Comparisons, z: np.ndarray, config: AuditConfig) -> np.ndarr
 
 
 def _group_metrics(
-    name: str, rows: np.ndarray, c: Comparisons, p_personal: np.ndarray, p_base: np.ndarray, config: AuditConfig
+    name: str, rows: np.ndarray, c: Comparisons, p_personal: np.ndarray, p_base: np.ndarray, config: AuditConfig,
+    resampled: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> GroupMetrics:
+    """The group's figures; its accuracies' bootstrap resamples (personalized, base), each (resamples,), go in
+    `resampled[name]`, drawn from a generator seeded by `config.seed` and the group's name (the same in every audit)."""
     pp, pb = p_personal[rows], p_base[rows]
     policy = c.policy_win[rows]
+    right_personal, right_base = credit(pp), credit(pb)  # (n,) each
+    rng = np.random.default_rng([config.seed, zlib.crc32(name.encode())])
+    resampled[name] = (resampled_means(right_personal, c.user[rows], config.resamples, rng),
+                       resampled_means(right_base, c.user[rows], config.resamples, rng))
     return GroupMetrics(
         group=name,
         users=int(np.unique(c.user[rows]).size),
         comparisons=int(rows.size),
-        personalized_accuracy=float(credit(pp).mean()),
-        base_accuracy=float(credit(pb).mean()),
+        personalized_accuracy=float(right_personal.mean()),
+        base_accuracy=float(right_base.mean()),
+        personalized_accuracy_interval=percentile_interval(resampled[name][0]),
+        base_accuracy_interval=percentile_interval(resampled[name][1]),
         personalized_ece=expected_calibration_error(pp, config.ece_bins),
         base_ece=expected_calibration_error(pb, config.ece_bins),
         win_rate=win_rate(policy[policy != 0] > 0),
         win_comparisons=int((policy != 0).sum()),
         too_few_comparisons=bool(rows.size < config.min_comparisons),
     )
+
+
+def _gap_interval(groups: list[GroupMetrics], worst: str | None, resampled: dict, which: int) -> list[float] | None:
+    """95% interval of the best group's accuracy minus `worst`'s (the groups `extremes` named; `which`: 0 personalized,
+    1 base), from each group's own resamples (a user in both groups is resampled in each on its own). None: no gap."""
+    if worst is None:
+        return None
+    accuracy = (lambda g: g.personalized_accuracy) if which == 0 else (lambda g: g.base_accuracy)
+    best = max([g for g in groups if not g.too_few_comparisons] or groups, key=accuracy).group
+    return percentile_interval(resampled[best][which] - resampled[worst][which])
 
 
 def audit(
@@ -269,7 +295,7 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     order = np.argsort(c.group[scored], kind="stable")
     rows_scored = np.flatnonzero(scored)[order]
     bounds = np.r_[0, np.cumsum(np.bincount(c.group[rows_scored], minlength=len(c.groups)))]
-    groups, suppressed = [], 0
+    groups, suppressed, resampled = [], 0, {}
     for g, name in enumerate(c.groups):
         rows = rows_scored[bounds[g] : bounds[g + 1]]
         if rows.size == 0:
@@ -277,10 +303,12 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
         if np.unique(c.user[rows]).size < config.min_group_size:
             suppressed += 1
             continue
-        groups.append(_group_metrics(name, rows, c, p_personal, p_base, config))
-    overall = _group_metrics("all", np.flatnonzero(scored), c, p_personal, p_base, config) if scored.any() else None
+        groups.append(_group_metrics(name, rows, c, p_personal, p_base, config, resampled))
+    overall = _group_metrics("all", np.flatnonzero(scored), c, p_personal, p_base, config, {}) if scored.any() else None
     worst, worst_acc, gap = extremes(groups, lambda g: g.personalized_accuracy)
     base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)
+    gap_interval = _gap_interval(groups, worst, resampled, 0)
+    base_gap_interval = _gap_interval(groups, base_worst, resampled, 1)
     return AuditReport(
         group_by=group_by,
         created_at=time.time(),
@@ -302,5 +330,7 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
         base_worst_group=base_worst,
         base_worst_group_accuracy=base_worst_acc,
         base_gap=base_gap,
+        gap_interval=gap_interval,
+        base_gap_interval=base_gap_interval,
         seconds=round(time.perf_counter() - start, 3),
     )

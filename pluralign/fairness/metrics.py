@@ -78,3 +78,34 @@ def win_rate(personalized_chosen: np.ndarray) -> float | None:
             raise ValueError(f"`personalized_chosen` must be booleans (or 0/1), one per comparison: element {i} is {values[i]!r}")
     personalized_chosen = values.astype(bool)
     return float(personalized_chosen.mean()) if personalized_chosen.size else None
+
+
+def resampled_means(values: np.ndarray, unit: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Cluster (percentile) bootstrap of a mean over correlated rows (Efron & Tibshirani 1993, ch. 13; Field & Welsh
+    2007, "Bootstrapping clustered data"): the units (e.g. users) are drawn with replacement, each bringing all of its
+    rows, and the mean of the rows drawn is taken; a single unit's rows are drawn one by one instead (there is no
+    spread across units to see). `values` (N,) numbers, `unit` (N,) each row's unit (any integers). Returns
+    (resamples,) float64 means; ValueError when `values` is empty or the two differ in length."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    unit = np.asarray(unit).reshape(-1)
+    if values.size == 0 or values.size != unit.size:
+        raise ValueError(f"`values` and `unit` must be non-empty and of one length, got {values.size} and {unit.size}")
+    _, which = np.unique(unit, return_inverse=True)
+    if which.max() == 0:  # one unit: its rows are the units
+        which = np.arange(values.size)
+    sums = np.bincount(which, weights=values)  # (U,)
+    counts = np.bincount(which).astype(np.float64)  # (U,)
+    units = sums.size
+    means = np.empty(resamples)
+    chunk = max(1, 4_000_000 // units)  # bounds the (chunk, U) draw's memory on large groups
+    for start in range(0, resamples, chunk):
+        drawn = rng.integers(0, units, size=(min(chunk, resamples - start), units), dtype=np.int64)  # (b, U)
+        means[start : start + drawn.shape[0]] = sums[drawn].sum(1) / counts[drawn].sum(1)
+    return means
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> list[float]:
+    """[low, high]: the central `level` share of `samples` (B,) (the percentile bootstrap interval)."""
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(np.asarray(samples, np.float64), [tail, 100 - tail])
+    return [float(low), float(high)]

@@ -6,10 +6,11 @@ import msgspec
 
 from pluralign.data.record import Base
 
-# 1: the first report; 2: `withheld_groups` (a report of schema 1 reads as one with none withheld). A release
+# 1: the first report; 2: `withheld_groups` (a report of schema 1 reads as one with none withheld); 3: the 95% intervals
+# (`*_interval`: a report of schema 1 or 2 reads as one with none, null). A release
 # reads every schema up to its own and refuses a later one by its number, before its fields (which
 # `forbid_unknown_fields` would refuse as an "unknown field", as if the file were damaged).
-AUDIT_SCHEMA_VERSION = 2
+AUDIT_SCHEMA_VERSION = 3
 
 
 class GroupMetrics(Base, kw_only=True):
@@ -25,6 +26,10 @@ class GroupMetrics(Base, kw_only=True):
     win_rate: float | None = None  # personalized response preferred over the base response
     win_comparisons: int = 0  # comparisons between a personalized and a base response
     too_few_comparisons: bool = False  # reported, but not ranked as worst or best
+    # [low, high]: 95% percentile-bootstrap intervals over the group's users (each resampled with all of their
+    # comparisons, which are not independent; a group of one user: over its comparisons); null in reports before schema 3
+    personalized_accuracy_interval: list[float] | None = None
+    base_accuracy_interval: list[float] | None = None
 
     @property
     def gain(self) -> float:
@@ -60,6 +65,11 @@ class AuditReport(Base, kw_only=True):
     base_worst_group: str | None = None
     base_worst_group_accuracy: float | None = None
     base_gap: float | None = None
+    # [low, high]: 95% interval of the named best group's accuracy minus the named worst's, each group's users resampled
+    # on their own (`GroupMetrics`); holding 0, the audit cannot tell those groups apart. Null for no gap, in reports
+    # before schema 3, and once a DELETE withheld a group (`without_groups`: the resamples are not kept)
+    gap_interval: list[float] | None = None
+    base_gap_interval: list[float] | None = None
     seconds: float = 0.0
     # change since the previous audit by the same attribute (filled by `since_previous`)
     previous_created_at: float | None = None
@@ -84,7 +94,8 @@ def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
     `withheld_groups`, their users and comparisons leave the report's counts (never below 0), and the
     overall figures, drawn from their comparisons too, are withheld (None): with them, the overall
     and the groups left would give a withheld group's figures back by subtraction. The worst groups and
-    gaps are drawn again from the groups left. `names` holding none of its groups: the report unchanged."""
+    gaps are drawn again from the groups left, without intervals (`gap_interval` None: the resamples are not kept; each
+    group's own interval stands). `names` holding none of its groups: the report unchanged."""
     gone = [g for g in report.groups if g.group in names]
     if not gone:
         return report
@@ -93,7 +104,7 @@ def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
     base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)
     return msgspec.structs.replace(
         report, groups=groups, worst_group=worst, worst_group_accuracy=worst_acc, gap=gap, base_worst_group=base_worst,
-        base_worst_group_accuracy=base_worst_acc, base_gap=base_gap, overall=None, withheld_groups=report.withheld_groups + len(gone),
+        base_worst_group_accuracy=base_worst_acc, base_gap=base_gap, gap_interval=None, base_gap_interval=None, overall=None, withheld_groups=report.withheld_groups + len(gone),
         users=max(0, report.users - sum(g.users for g in gone)), comparisons=max(0, report.comparisons - sum(g.comparisons for g in gone)))
 
 

@@ -182,17 +182,33 @@ def flag_note(report: AuditReport) -> str:
     return f"{fewer}: ranked all the same (every group has)" if every_group_flagged(report) else f"{fewer}: not ranked"
 
 
+def _with_interval(value: float, bounds: list[float] | None) -> str:
+    """An accuracy and, where the report has one, its 95% interval over the group's users (`GroupMetrics`)."""
+    return f"{value:.3f}" if bounds is None else f'{value:.3f} <span class="muted">({bounds[0]:.3f} to {bounds[1]:.3f})</span>'
+
+
+def gap_said(gap: float | None, bounds: list[float] | None) -> str:
+    """The gap and, where the report has one, its 95% interval and whether it tells the two groups apart."""
+    if bounds is None:
+        return f"gap {(gap or 0):.3f}"
+    apart = "the audit cannot tell these groups apart" if bounds[0] <= 0 <= bounds[1] else "the groups differ"
+    return f"gap {(gap or 0):.3f}, 95% interval {bounds[0]:.3f} to {bounds[1]:.3f}: {apart}"
+
+
 def group_table(report: AuditReport) -> str:
-    """The bar chart's numbers, one row per group."""
+    """The bar chart's numbers, one row per group, each accuracy with its 95% interval (in a report that has them)."""
     note = flag_note(report)
     rows = "".join(
-        f'<tr><th scope="row">{_group(g.group)}</th><td>{g.users}</td><td>{g.personalized_accuracy:.3f}</td><td>{g.base_accuracy:.3f}</td>'
+        f'<tr><th scope="row">{_group(g.group)}</th><td>{g.users}</td>'
+        f'<td>{_with_interval(g.personalized_accuracy, g.personalized_accuracy_interval)}</td>'
+        f'<td>{_with_interval(g.base_accuracy, g.base_accuracy_interval)}</td>'
         f'<td>{g.comparisons}</td><td>{note if g.too_few_comparisons else ""}</td></tr>'
         for g in report.groups
     )
     head = ('<thead><tr><th scope="col">group</th><th scope="col">users</th><th scope="col">personalized</th>'
             '<th scope="col">one-size-fits-all</th><th scope="col">comparisons</th><th scope="col">note</th></tr></thead>')
-    caption = '<caption id="group-accuracy-numbers-caption">Accuracy per group: the chart\'s numbers</caption>'
+    intervals = ", each with its 95% interval over the group's users" if any(g.personalized_accuracy_interval for g in report.groups) else ""
+    caption = f'<caption id="group-accuracy-numbers-caption">Accuracy per group: the chart\'s numbers{intervals}</caption>'
     body = rows or '<tr><td colspan="6">no group to show</td></tr>'
     return _scroll(f'<table id="group-accuracy-numbers">{caption}{head}<tbody>{body}</tbody></table>', "group-accuracy-numbers-caption")
 
@@ -414,8 +430,9 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         else:
             summary += (
                 f". Worst group <b>{_group(report.worst_group)}</b> "
-                f"{(report.worst_group_accuracy or 0):.3f} personalized (gap {(report.gap or 0):.3f}); one-size-fits-all worst "
-                f"<b>{_group(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} (gap {(report.base_gap or 0):.3f})."
+                f"{(report.worst_group_accuracy or 0):.3f} personalized ({gap_said(report.gap, report.gap_interval)}); one-size-fits-all worst "
+                f"<b>{_group(report.base_worst_group)}</b> {(report.base_worst_group_accuracy or 0):.3f} "
+                f"({gap_said(report.base_gap, report.base_gap_interval)})."
             )
         flagged = any(g.too_few_comparisons for g in report.groups)
         note = f'<p class="muted">* flagged: {flag_note(report)}</p>' if flagged else ""

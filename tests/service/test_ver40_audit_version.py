@@ -16,7 +16,7 @@ from tests.service.test_break20_delete_b import logged
 from tests.service.test_scale37_delete_audits import groups_of, stored_audits
 from tests.service.test_upgrade29 import upgraded  # noqa: F401
 
-SCHEMA_3 = "audit report schema 3, written by a later release of pluralign (this one reads schemas 1-2)"
+SCHEMA_LATER = "audit report schema 4, written by a later release of pluralign (this one reads schemas 1-3)"
 
 
 def test_a_delete_names_the_schema_of_an_audit_report_a_later_release_wrote(serve):
@@ -29,32 +29,32 @@ def test_a_delete_names_the_schema_of_an_audit_report_a_later_release_wrote(serv
     first = stored_audits(jobs, n=2)  # GONE alone in one group of it; the second, made a second later, readable
     path = jobs / f"{first}.result.json"
     later = msgspec.json.decode(path.read_bytes())
-    path.write_bytes(msgspec.json.encode({**later, "schema_version": 3, "from_a_later_release": 1}))
+    path.write_bytes(msgspec.json.encode({**later, "schema_version": 4, "from_a_later_release": 1}))
     with server, svc.client("acme") as acme, svc.client("admin") as admin_http:
         with logged("pluralign.service") as records:
             r = acme.delete(f"/v1/users/{GONE}")
         assert r.status_code == 500, r.text  # the report may still hold them: the DELETE is tried again, as for any such file
         assert r.json()["error"]["code"] == "population_not_rewritten", r.text
         said = " ".join(records)
-        assert SCHEMA_3 in said, said
+        assert SCHEMA_LATER in said, said
         assert "unknown field" not in said, said
 
         page = admin_http.get("/admin/dashboard")
         assert page.status_code == 200, page.text
         assert "1 stored audit report cannot be read by this release" in page.text, page.text
-        assert f"audit job {first}: its report cannot be read: {SCHEMA_3}" in page.text, page.text
+        assert f"audit job {first}: its report cannot be read: {SCHEMA_LATER}" in page.text, page.text
         admin = server.server.config.app.state.admin
         answer = _audit_response(admin, admin.runner.get(first))  # the route's answer for that job's report
         assert answer.status_code == 500
         assert answer.content["error"]["code"] == "audit_report_unreadable", answer.content
-        assert SCHEMA_3 in answer.content["error"]["message"], answer.content
+        assert SCHEMA_LATER in answer.content["error"]["message"], answer.content
         second = next(j for j in admin.runner.list(kind="audit") if j.id != first)
         newer = msgspec.structs.replace(admin.report(second), created_at=second.created_at + 3600)
         assert _since_previous(newer, admin.reports()).previous_created_at is not None  # the readable second: the latest earlier
         with logged("pluralign.service", logging.WARNING) as warnings:
             shown = _since_previous(admin.report(second), admin.reports())
         assert shown.previous_created_at is None and shown.gap_change is None  # the unreadable one comes between
-        assert any(SCHEMA_3 in w for w in warnings), warnings
+        assert any(SCHEMA_LATER in w for w in warnings), warnings
         # a damaged one: listed too, but what its decode said (it may quote the file) only in the log
         (jobs / f"{second.id}.result.json").write_bytes(b'{"schema_version": 2, "group_by": "secret-value-7f3"')
         with logged("pluralign.service") as records:
@@ -78,5 +78,6 @@ def test_a_report_of_schema_1_reads_and_is_written_back_as_schema_2(upgraded):  
         assert r.status_code == 200, r.text
     for name in ("result.json", "out"):
         stored = msgspec.json.decode((jobs / f"{audit}.{name}").read_bytes())
-        assert (stored["schema_version"], stored["withheld_groups"]) == (2, 1), name
+        # this release's schema (3 since trial48b: the intervals, null in a report read from schema 1)
+        assert (stored["schema_version"], stored["withheld_groups"], stored["gap_interval"]) == (3, 1, None), name
     assert groups_of(jobs, audit) == {"b"}

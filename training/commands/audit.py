@@ -232,21 +232,37 @@ def group_shown(name: str) -> str:
     return NO_VALUE_SHOWN if name == NO_VALUE else json.dumps(name, ensure_ascii=False)
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return "-" if bounds is None else f"{bounds[0]:.3f}-{bounds[1]:.3f}"
+
+
+def _gap_said(gap: float, bounds: list[float] | None) -> str:
+    if bounds is None:
+        return f"{gap:.3f}"
+    apart = "cannot tell the groups apart" if bounds[0] <= 0 <= bounds[1] else "the groups differ"
+    return f"{gap:.3f} (95% interval {bounds[0]:.3f} to {bounds[1]:.3f}: {apart})"
+
+
 def print_table(report) -> None:
     """The report as text: one row a group (its value quoted, `group_shown`), then every comparison's row (`all`,
-    unquoted), then the worst group and the gap. `--json` prints the report alone."""
+    unquoted), then the worst group and the gap. Each accuracy is followed by its 95% interval over the group's users
+    (`-` in a report before them), and the gap by its own, saying whether it tells the groups apart. `--json` prints
+    the report alone."""
     print(f"audit by {report.group_by}: {report.users} users, {report.comparisons} comparisons "
           f"({report.ties_skipped} ties skipped, {report.suppressed_groups} groups suppressed), {report.seconds:.1f} s")
-    print(f"  {'group':<18} {'users':>6} {'pairs':>8} {'personal':>9} {'base':>6} {'ECE p/b':>11} {'win':>6}")
+    print(f"  {'group':<18} {'users':>6} {'pairs':>8} {'personal':>9} {'95% interval':>13} {'base':>6} {'95% interval':>13} "
+          f"{'ECE p/b':>11} {'win':>6}")
     rows = [(group_shown(g.group), g) for g in report.groups] + ([(report.overall.group, report.overall)] if report.overall else [])
     for shown, g in rows:
         ece = f"{g.personalized_ece or 0:.3f}/{g.base_ece or 0:.3f}"
         win = f"{g.win_rate:.3f}" if g.win_rate is not None else "-"
         flag = "  (too few comparisons)" if g.too_few_comparisons else ""
-        print(f"  {shown:<18} {g.users:>6} {g.comparisons:>8} {g.personalized_accuracy:>9.3f} {g.base_accuracy:>6.3f} {ece:>11} {win:>6}{flag}")
+        print(f"  {shown:<18} {g.users:>6} {g.comparisons:>8} {g.personalized_accuracy:>9.3f} {_interval(g.personalized_accuracy_interval):>13} "
+              f"{g.base_accuracy:>6.3f} {_interval(g.base_accuracy_interval):>13} {ece:>11} {win:>6}{flag}")
     if report.worst_group is not None:
-        print(f"  worst group {group_shown(report.worst_group)} {report.worst_group_accuracy:.3f}, gap {report.gap:.3f} "
-              f"(base: worst {group_shown(report.base_worst_group)} {report.base_worst_group_accuracy:.3f}, gap {report.base_gap:.3f})")
+        print(f"  worst group {group_shown(report.worst_group)} {report.worst_group_accuracy:.3f}, gap {_gap_said(report.gap, report.gap_interval)} "
+              f"(base: worst {group_shown(report.base_worst_group)} {report.base_worst_group_accuracy:.3f}, "
+              f"gap {_gap_said(report.base_gap, report.base_gap_interval)})")
 
 
 def run(args: argparse.Namespace) -> int:
