@@ -3,9 +3,10 @@
 A worker thread embeds the oldest pending records in batches (one encoder call over their distinct
 texts: far cheaper per text than one call per feedback) and appends them in one LanceDB commit; each
 batch takes the tenants' records in turn (`Ingestor._next_batch`), so one tenant's backlog of imports
-keeps another's records waiting for at most one batch. It
-runs at a lower CPU priority (nice) than the request threads, so under load the backlog grows
-instead of request latency. A reader that needs a user's history calls `flush_user` first: that
+keeps another's records waiting for at most one batch. Its embedding runs at a lower CPU
+priority (nice) than the request threads, so under load the backlog grows instead of request latency;
+what the request paths wait for (the commit into the table under the lock a DELETE takes, the hooks
+that take a user's lock) runs at the priority of the thread that opened it (`Ingestor._run`). A reader that needs a user's history calls `flush_user` first: that
 user's few pending rows are embedded and moved at once, so nothing acknowledged is ever missing
 from a search or a refit.
 """
@@ -15,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -99,6 +101,36 @@ def _raise_to(nice: int | None, tids: list[int]) -> None:
     for tid in tids:
         with contextlib.suppress(AttributeError, OSError):  # ended meanwhile, or not allowed
             os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
+class _Lowered:
+    """One daemon thread that runs the calls given to it (`run`), one at a time, after `begin` (which lowers its
+    priority: `Ingestor._at_low_priority`). Daemon, unlike a ThreadPoolExecutor's, so an encoder call that does not
+    return keeps no process from exiting (as the worker's own thread before session 48)."""
+
+    def __init__(self, name: str, begin: Callable[[], None]):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, args=(begin,), daemon=True, name=name)
+        self._thread.start()
+
+    def run(self, fn: Callable, *args):
+        """`fn(*args)` on this thread: its result, or its exception raised here."""
+        done: Future = Future()
+        self._calls.put((fn, args, done))
+        return done.result()
+
+    def close(self) -> None:
+        """The thread ends after the call under way, if any."""
+        self._calls.put(None)
+
+    def _serve(self, begin: Callable[[], None]) -> None:
+        begin()
+        while (call := self._calls.get()) is not None:
+            fn, args, done = call
+            try:
+                done.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread, `run`)
+                done.set_exception(exc)
 
 
 class Backlogged(Exception):
@@ -210,7 +242,8 @@ class Ingestor:
         # this process (the log opened again while a closed one's worker was still in a store call)
         self._moves = _moves_of(feedback_log.folder)
         self._move = self._moves.lock
-        self._worker = threading.Lock()  # held by the worker over a whole batch, hook included
+        # held by the worker over a batch's commit and its hooks (not its embedding: `_run`), by `flush` and `paused`
+        self._worker = threading.Lock()
         # users whose rows stay in the log for now (`held`): replaced, never changed in place, under `_move`
         self._held: dict[tuple[str, str], int] = {}
         self._first_tenant: str | None = None  # whose records led the worker's last batch (`_next_batch`)
@@ -244,6 +277,8 @@ class Ingestor:
             target=self._sweep_stored_claims, daemon=True, name="claims-sweep")
         if self._sweeping is not None:
             self._sweeping.start()
+        # the worker's embedding, at `nice`; the worker's own thread (the commit, the hooks) keeps this thread's priority
+        self._low = _Lowered("ingest-embed", self._at_low_priority)
         self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
         self._thread.start()
 
@@ -308,7 +343,8 @@ class Ingestor:
 
     def flush(self, tenant: str | None = None, deadline: float | None = None) -> int:
         """Move everything pending when called (of `tenant` only, when given), in the caller's
-        thread (after the worker's current batch); feedback acknowledged meanwhile is left to the
+        thread (after the worker's commit under way, if any: not its embedding, which its commit's check of what is
+        still pending makes moot); feedback acknowledged meanwhile is left to the
         worker, so a steady stream of it cannot keep the caller waiting. Returns how many rows moved; once the
         log is closed (the service stopping) none: what is pending stays in its files for the next start.
 
@@ -334,7 +370,9 @@ class Ingestor:
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """The worker moves nothing meanwhile (readers still move their own user's rows)."""
+        """The worker moves nothing meanwhile (readers still move their own user's rows). Entered once a commit of the
+        worker's under way and its hooks are done (its embedding is not waited for: the worker waits for the pause
+        before it commits)."""
         with self._worker:
             yield
 
@@ -397,11 +435,12 @@ class Ingestor:
         taken = [queues[t][i] for i in range(self.batch) for t in order if i < len(queues[t])]
         return self._bounded(taken[: self.batch])
 
-    def _move_entries(self, entries: list[Entry], reading: bool = False) -> int:
+    def _move_entries(self, entries: list[Entry], reading: bool = False, vectors: dict[str, np.ndarray] | None = None) -> int:
         """Moves `entries` into the table; returns how many rows. `reading`: a reader's move (`flush_user`), which
         leaves the removal of the rows' claims to the drops' thread (on S3 ~14 ms a row: 7 s for 500 rows, until
-        session 43 inside the reader's request)."""
-        vectors = self._embed(entries)  # the slow part, outside the lock
+        session 43 inside the reader's request). `vectors`: their texts' (`_embed`), embedded already (the worker's,
+        at `nice`); None: embedded here, in the caller's thread."""
+        vectors = self._embed(entries) if vectors is None else vectors  # the slow part, outside the lock
         zero = np.zeros(self.encoder.dim, np.float32)
         notes: list[tuple[Path, dict[str, dict[str, Claim]]]] = []
         with self._move:
@@ -742,12 +781,15 @@ class Ingestor:
             log.warning("the read-back of %d committed row(s) for ids stored twice was not made: the service is stopping",
                         len(rows))
 
-    def _embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
+    def _embed(self, entries: list[Entry], known: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer
         pending (a DELETE of their user dropped them) are not embedded past the chunk under way, so an
         import of a user deleted meanwhile does not keep the worker (and every tenant's feedback behind it)
-        busy for minutes."""
+        busy for minutes. `known`: vectors of texts embedded already, taken from it (only those of `entries`)."""
         vectors: dict[str, np.ndarray] = {}
+        if known:
+            texts = {t for e in entries for r in e.rows for t in (r.prompt, r.chosen, r.rejected) if t}
+            vectors = {t: v for t, v in known.items() if t in texts}
         while True:
             rows = [r for e in entries if self.log.is_pending(e) for r in e.rows]
             texts = [t for t in dict.fromkeys(t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t) if t not in vectors]
@@ -766,16 +808,21 @@ class Ingestor:
             _run_at(self._stopper_nice)
 
     def _run(self) -> None:
-        self._at_low_priority()
+        """The worker: takes a batch (`_next_batch`), has it embedded at `nice` (`_low`) holding nothing a request
+        waits for, then commits it and runs the hooks under `_worker` at this thread's priority, the one of the thread
+        that opened the Ingestor. Until session 48 this thread ran at nice 19 and held `_worker` over the whole batch:
+        an audit's or an export's `flush` waited for a nice-19 encoder call (~1.5% of a busy core), and a DELETE
+        (`forget_user`, `held`) for a nice-19 commit; raising a thread's priority needs CAP_SYS_NICE, which the
+        shipped containers lack. A `flush` meanwhile moves the batch's rows itself; the commit then stores only what
+        is still pending."""
+        given_up: dict[str, np.ndarray] = {}  # the vectors of a batch given up for a flush or a pause (`_batch`)
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
                 continue
             try:
-                with self._worker:
-                    entries = [] if self._stop.is_set() else self._next_batch()
-                    if entries:
-                        self._move_entries(entries)
+                entries = [] if self._stop.is_set() else self._next_batch()
+                given_up = self._batch(entries, given_up) if entries else {}
                 if not entries:  # only rows of users held in the log (`held`) wait: look again shortly
                     self._stop.wait(0.05)
             except StoreUnavailable as exc:  # no room, a damaged table: said once a minute, not with every retry
@@ -787,6 +834,22 @@ class Ingestor:
             except Exception:  # the records stay pending (and durable); try again shortly
                 log.exception("moving feedback from the log failed")
                 self._stop.wait(1.0)
+
+    def _batch(self, entries: list[Entry], known: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The worker's batch `entries`: embedded at `nice` (`known`: vectors of its texts embedded already), then
+        committed, unless a flush or a pause holds `_worker` by then: the batch is given up (a flush moved its rows, a
+        pause wants none moved) and taken anew after it; returns its vectors, for that batch ({} once committed, or
+        stopped meanwhile: the batch stays in the log)."""
+        vectors = self._low.run(self._embed, entries, known)
+        if not self._worker.acquire(blocking=False):
+            with self._worker:
+                return vectors
+        try:
+            if not self._stop.is_set():
+                self._move_entries(entries, vectors=vectors)
+        finally:
+            self._worker.release()
+        return {}
 
     def stop(self) -> None:
         """The worker takes no further batch (pending rows stay in the log); an idle one stops waiting. The batch
@@ -816,6 +879,7 @@ class Ingestor:
             self._settling.shutdown(wait=False, cancel_futures=True)
         began = time.monotonic()
         self._thread.join(timeout=timeout)
+        self._low.close()  # after the worker's embedding under way, if any
         if self._sweeping is not None:  # stops before its next user: the next start sweeps again
             self._sweeping.join(timeout=max(0.0, timeout - (time.monotonic() - began)))
         if self._thread.is_alive():
