@@ -32,6 +32,7 @@ from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
 from pluralign.files import append_durably, fsync_dir, write_atomic
 from pluralign.store.claims import Claim, claim_of, folder_of, named
+from pluralign.store.dead_letter import DeadLetters
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
 from pluralign.store.tables import PrefIdConflict, Store, StoredPreference, differs_but_time
@@ -43,6 +44,12 @@ log = logging.getLogger("pluralign.store")
 INGEST_BATCH_ROWS = 2048
 ENCODE_CHUNK = 1024  # texts a batch is embedded by at a time, its rows checked still pending between (a DELETE drops them)
 STORED_CLAIMS = "stored-claims"  # in the log's folder: a note a move, of the claims to remove once its rows are stored
+DEAD_LETTER = "dead-letter"  # in the log's folder: the records set aside (`pluralign.store.dead_letter`)
+SET_ASIDE_AFTER = 3  # failures of a record on its own (a row's error: ROW_ERRORS) before it is set aside
+# a row's error: the store refusing a row's content (`StoreError`: a blank owner, a non-finite time), an encoder its
+# text; the same on every try. Any other failure (`StoreUnavailable`, an OSError, a bug) is retried, never set aside
+ROW_ERRORS = (ValueError, TypeError)
+RETRY_S = 1.0  # the worker's pause after a failed batch, before it tries again
 
 
 class StoredClaims(Base, frozen=True):
@@ -230,6 +237,7 @@ class Ingestor:
         batch_rows: int = INGEST_BATCH_ROWS,
         nice: int = 19,  # the lowest CPU priority: the request threads of this process come first
         on_moved: Callable[[list[StoredPreference]], None] | None = None,
+        tries: int = SET_ASIDE_AFTER,  # failures of a record on its own before it is set aside (`_failed`)
     ):
         self.log = feedback_log
         self.store = store
@@ -249,6 +257,11 @@ class Ingestor:
         self._first_tenant: str | None = None  # whose records led the worker's last batch (`_next_batch`)
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
         self.left_out = 0  # acknowledged rows left out so far: their id held with other content (`_left_out`, `_refused`)
+        # records whose rows fail on their own (`_move_checked`) go there after `tries` failures: kept, not lost
+        self.dead_letters = DeadLetters(Path(feedback_log.folder) / DEAD_LETTER)
+        self.tries = tries
+        self._failures: dict[int, int] = {}  # a record's `seq` -> its failures on its own so far (under `_move`)
+        self.set_aside = 0  # rows set aside so far (for metrics)
         # when this Ingestor last committed rows into the table, per tenant and of any (`committed_at`)
         self._committed_at: dict[str, float] = {}
         self._committed_any = 0.0
@@ -319,7 +332,7 @@ class Ingestor:
         entries = [] if (tenant, user_id) in self._held else self.log.pending_for(tenant, user_id)
         if at_most is not None and (rows := sum(len(e.rows) for e in entries)) > at_most:
             raise Backlogged(rows, at_most)
-        return self._move_entries(entries, reading=True) if entries else 0
+        return self._move_checked(entries, reading=True)[0] if entries else 0
 
     def flush_some(self, tenant: str | None, at_most: int) -> int:
         """`flush_user` for every user of `tenant` (None: every tenant): their pending rows moved now, without
@@ -327,7 +340,7 @@ class Ingestor:
         entries = self.log.oldest(at_most + 1, tenant, skip=self._held)  # a record holds one row at least
         if (rows := sum(len(e.rows) for e in entries)) > at_most:
             raise Backlogged(rows, at_most)
-        return self._move_entries(entries, reading=True) if entries else 0
+        return self._move_checked(entries, reading=True)[0] if entries else 0
 
     def committed_at(self, tenant: str | None = None) -> float:
         """When this Ingestor last committed rows of `tenant` (None: of any tenant) into the table: Unix seconds,
@@ -359,11 +372,14 @@ class Ingestor:
                 raise StillMoving(rows)            # leaves `pending` only once committed): nothing to wait for
             return 0
         try:
-            upto = self.log.last_seq()
-            while upto is not None and not self.log.closed and (entries := self._bounded(self.log.oldest(self.batch, tenant, upto, self._held))):
+            upto, failed = self.log.last_seq(), set()  # failed: the records whose rows failed here (`_move_checked`)
+            while upto is not None and not self.log.closed and (entries := self._bounded(
+                    [e for e in self.log.oldest(self.batch + len(failed), tenant, upto, self._held) if e.seq not in failed])):
                 if total and deadline is not None and time.monotonic() >= deadline:
                     raise StillMoving(self.pending_rows(tenant))
-                total += self._move_entries(entries)
+                moved, failing = self._move_checked(entries)
+                total += moved
+                failed.update(e.seq for e in failing)
         finally:
             self._worker.release()
         return total
@@ -409,7 +425,9 @@ class Ingestor:
             except OSError:
                 self.log.forget_user(tenant, user_id, before)  # its own failure, if any, raised with the notes' as context
                 raise
-            return self.log.forget_user(tenant, user_id, before)
+            forgotten = self.log.forget_user(tenant, user_id, before)
+            self.dead_letters.forget_user(tenant, user_id, before)  # the records set aside of theirs too
+            return forgotten
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:
         """The first of `entries` (oldest first) up to `batch_rows` rows in all; at least the first."""
@@ -840,16 +858,93 @@ class Ingestor:
         committed, unless a flush or a pause holds `_worker` by then: the batch is given up (a flush moved its rows, a
         pause wants none moved) and taken anew after it; returns its vectors, for that batch ({} once committed, or
         stopped meanwhile: the batch stays in the log)."""
-        vectors = self._low.run(self._embed, entries, known)
+        try:
+            vectors = self._low.run(self._embed, entries, known)
+        except ROW_ERRORS:  # an encoder refusing a text: each half embedded as it is moved (`_move_checked`)
+            vectors = None
         if not self._worker.acquire(blocking=False):
             with self._worker:
-                return vectors
+                return vectors or {}
         try:
-            if not self._stop.is_set():
-                self._move_entries(entries, vectors=vectors)
+            failed = [] if self._stop.is_set() else self._move_checked(entries, vectors)[1]
         finally:
             self._worker.release()
+        if failed:  # tried again after a pause (the rest of the batch is moved)
+            self._stop.wait(RETRY_S)
         return {}
+
+    def _move_checked(self, entries: list[Entry], vectors: dict[str, np.ndarray] | None = None,
+                      reading: bool = False) -> tuple[int, list[Entry]]:
+        """`_move_entries`; where it raises a row's error (ROW_ERRORS), `entries` moved in halves, and so on down to
+        single records (`_halves`): every record that can be stored is, and those that fail on their own are
+        counted (`_failed`), set aside after `tries` failures each. Until session 48 one record whose rows the store
+        refused (a blank owner, a non-finite time: a damaged or hand-edited log, an older release's) failed every
+        batch for ever, and every tenant's feedback waited behind it. Returns (rows moved, the records that failed)."""
+        try:
+            return self._move_entries(entries, reading, vectors), []
+        except ROW_ERRORS as exc:
+            moved, failed = self._halves(entries, vectors, reading, exc)
+        if len(failed) == len(entries) > 1:  # every record fails, each on its own: not theirs (a schema, a bug)
+            log.error("moving feedback failed for each of %d records on its own (%s: %s); they stay in the log and are "
+                      "tried again", len(entries), type(failed[0][1]).__name__, failed[0][1])
+        else:
+            self._failed(failed)
+        return moved, [entry for entry, _ in failed]
+
+    def _halves(self, entries: list[Entry], vectors: dict[str, np.ndarray] | None, reading: bool,
+                error: Exception) -> tuple[int, list[tuple[Entry, Exception]]]:
+        """`entries`, which failed together with `error`, moved in halves, each failing half halved again: (rows
+        moved, [(a record that failed on its own, its error)])."""
+        if len(entries) == 1:
+            return 0, [(entries[0], error)]
+        moved, failed = 0, []
+        half = len(entries) // 2
+        for part in (entries[:half], entries[half:]):
+            try:
+                moved += self._move_entries(part, reading, vectors)
+            except ROW_ERRORS as exc:
+                more, fails = self._halves(part, vectors, reading, exc)
+                moved, failed = moved + more, failed + fails
+        return moved, failed
+
+    def _failed(self, failed: list[tuple[Entry, Exception]]) -> None:
+        """Counts each record's failure on its own; one that failed `tries` times is set aside: written to the dead
+        letters (`pluralign.store.dead_letter`, on disk) and then dropped from the log, logged (its tenant and the
+        letter's name: no user id), counted (`set_aside`). A letter that cannot be written leaves the record in the
+        log, tried again."""
+        with self._move:
+            for entry, error in failed:
+                if self.log.pending.get(entry.seq) is None:  # moved or forgotten meanwhile (a copy of it: the same seq)
+                    continue
+                tries = self._failures[entry.seq] = self._failures.get(entry.seq, 0) + 1
+                if tries < self.tries:
+                    log.warning("a feedback record of tenant %r failed on its own (try %d of %d): %s: %s", entry.key[0],
+                                tries, self.tries, type(error).__name__, error)
+                    continue
+                try:
+                    name = self.dead_letters.put(entry.rows, f"{type(error).__name__}: {error}", tries, time.time())
+                except OSError as exc:
+                    log.error("a feedback record that failed %d times could not be set aside (%s): it stays in the log",
+                              tries, exc)
+                    continue
+                self.log.done([entry])
+                del self._failures[entry.seq]
+                self.set_aside += len(entry.rows)
+                log.error("a feedback record of tenant %r (%d row(s)) failed %d times on its own and was set aside as "
+                          "dead letter %s (kept: an admin lists it, puts it back or discards it): %s: %s", entry.key[0],
+                          len(entry.rows), tries, name, type(error).__name__, error)
+            if len(self._failures) > 4 * self.batch:  # of records moved or forgotten since
+                self._failures = {seq: n for seq, n in self._failures.items() if self.log.pending.get(seq) is not None}
+
+    def requeue(self, name: str) -> int:
+        """Puts the dead letter `name` back in the log (as one record, received when it first was, where that time is
+        finite), then removes it; returns its rows. KeyError: no such letter. A kill between the two leaves both (the
+        rows moved twice are one: an id stored with the same content is not stored again)."""
+        letter = self.dead_letters.read(name)
+        received = letter.rows[0].received_at if letter.rows else None
+        self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None)
+        self.dead_letters.discard(name)
+        return len(letter.rows)
 
     def stop(self) -> None:
         """The worker takes no further batch (pending rows stay in the log); an idle one stops waiting. The batch
