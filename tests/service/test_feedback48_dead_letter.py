@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -134,3 +135,44 @@ def test_a_kill_between_the_letter_and_the_log_loses_nothing_and_doubles_nothing
         assert all(math.isfinite(r.received()) for r in rows)
     finally:
         ingest.close()
+
+
+@pytest.mark.slow  # ~11 s at load 15 on 2 cores (a service of its own, started on the damaged log): make test-all
+def test_an_admin_lists_requeues_and_discards_a_dead_letter_over_http(serve, tmp_path, monkeypatch):
+    """The real app with the admin routes over a feedback log holding a refused record (a damaged log the service
+    starts on): both tenants' good rows are stored; GET /admin/feedback/dead-letter lists the record, /metrics counts
+    its rows; a requeue puts it back (set aside again); a DELETE discards it (404 the second time); tenant keys get
+    403."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from service.admin.controllers import ADMIN_HANDLERS
+
+    monkeypatch.setattr(ingest_module, "RETRY_S", 0.01)
+    poison = damaged_log(tmp_path / "data" / "feedback-log")  # the folder `serve` starts the service on
+    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    rt = svc.runtime
+
+    def dead_rows() -> float:
+        families = {f.name: f for f in text_string_to_metric_families(httpx.get(svc.url + "/metrics").text)}
+        (sample,) = families["pluralign_feedback_dead_letter_rows"].samples
+        return sample.value
+
+    with server, svc.client("admin") as admin, svc.client("acme") as acme:
+        wait_for(lambda: rt.ingest.set_aside == 2)
+        assert rt.store.count_preferences("t1", "ann") == 1 and rt.store.count_preferences("t2", "bob") == 2
+        listed = admin.get("/admin/feedback/dead-letter").json()
+        assert listed["rows"] == 2 and [letter["tenant"] for letter in listed["letters"]] == ["t1"]
+        [letter] = listed["letters"]
+        assert [r["pref_id"] for r in letter["rows"]] == [r.pref_id for r in poison] and letter["tries"] == 3
+        assert "user_id" in letter["error"] and dead_rows() == 2
+        assert acme.get("/admin/feedback/dead-letter").status_code == 403
+
+        r = admin.post(f"/admin/feedback/dead-letter/{letter['name']}/requeue")
+        assert r.status_code == 200 and r.json() == {"name": letter["name"], "rows": 2}, r.text
+        wait_for(lambda: rt.ingest.set_aside == 4)  # refused again, set aside again
+        assert [x["name"] for x in admin.get("/admin/feedback/dead-letter").json()["letters"]] == [letter["name"]]
+
+        assert admin.delete(f"/admin/feedback/dead-letter/{letter['name']}").status_code == 204
+        assert admin.delete(f"/admin/feedback/dead-letter/{letter['name']}").status_code == 404
+        assert admin.post(f"/admin/feedback/dead-letter/{letter['name']}/requeue").status_code == 404
+        assert admin.get("/admin/feedback/dead-letter").json() == {"letters": [], "rows": 0} and dead_rows() == 0
