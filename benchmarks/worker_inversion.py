@@ -11,8 +11,9 @@ from a thread at nice 0, one sample at a time:
 - delete: a DELETE's steps on the log for a user of tenant b with one pending row (`held`, then `forget_user`);
 - flush:  an audit's `flush("c")` of tenant c's one pending row (an export's `flush()` waits the same way).
 
-"before" is `pluralign/store/ingest.py` as of `--before` (git), loaded beside the working tree's. Prints one JSON
-line per version: p50/p90/max milliseconds of each, and the load average.
+"before" is `pluralign/store/ingest.py` as of `--before` (git), loaded beside the working tree's; `--rounds` pairs,
+alternating which goes first. Prints one JSON line per version and round: p50/p90/max milliseconds of each, the
+rows of tenant a the worker moved a second meanwhile, and the load average.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def measure(module, args, folder: Path) -> dict:
         ingest.submit(rows("a", f"importer{i % 4}", f"a{i}", args.rows))
     time.sleep(1.0)  # the worker's first batch under way
     deletes, flushes = [], []
+    began, waiting = time.monotonic(), ingest.pending_rows("a")
     for i in range(args.samples):
         ingest.submit(rows("b", f"leaving{i}", f"b{i}", 1))
         start = time.perf_counter()
@@ -105,11 +107,12 @@ def measure(module, args, folder: Path) -> dict:
         flushes.append(time.perf_counter() - start)
         time.sleep(args.gap)
     pending = ingest.pending_rows("a")
+    rate = (waiting - pending) / (time.monotonic() - began)
     ingest.close(timeout=60.0)  # its batch under way at the stopper's priority (`Ingestor.stop`)
     ms = lambda values, q: round(float(np.percentile(np.array(values) * 1000, q)), 1)  # noqa: E731
     return {"delete_ms": {"p50": ms(deletes, 50), "p90": ms(deletes, 90), "max": ms(deletes, 100)},
             "flush_ms": {"p50": ms(flushes, 50), "p90": ms(flushes, 90), "max": ms(flushes, 100)},
-            "backlog_rows_left": pending, "load": round(os.getloadavg()[0], 1)}
+            "worker_rows_per_s": round(rate, 1), "load": round(os.getloadavg()[0], 1)}
 
 
 def main() -> None:
@@ -123,6 +126,7 @@ def main() -> None:
     parser.add_argument("--ms-per-text", type=float, default=1.0, help="CPU milliseconds the encoder spends per text")
     parser.add_argument("--gap", type=float, default=0.3, help="seconds between samples")
     parser.add_argument("--deadline", type=float, default=120.0, help="a flush's deadline, seconds")
+    parser.add_argument("--rounds", type=int, default=1, help="before/after pairs, alternating which goes first")
     args = parser.parse_args()
     from pluralign.store import ingest as after
 
@@ -131,11 +135,12 @@ def main() -> None:
     for p in hogs:
         p.start()
     try:
-        for name, module in versions.items():
-            with tempfile.TemporaryDirectory(prefix="pluralign-inversion-") as folder:
-                result = measure(module, args, Path(folder))
-            print(json.dumps({"benchmark": "worker_inversion", "version": name, "hogs": args.hogs,
-                              "cores": os.cpu_count(), "samples": args.samples, **result}), flush=True)
+        for round_ in range(args.rounds):
+            for name in (("before", "after") if round_ % 2 == 0 else ("after", "before")):
+                with tempfile.TemporaryDirectory(prefix="pluralign-inversion-") as folder:
+                    result = measure(versions[name], args, Path(folder))
+                print(json.dumps({"benchmark": "worker_inversion", "version": name, "round": round_, "hogs": args.hogs,
+                                  "cores": os.cpu_count(), "samples": args.samples, **result}), flush=True)
     finally:
         for p in hogs:
             p.kill()

@@ -839,6 +839,8 @@ class Ingestor:
             if not self.log.wait(timeout=0.5, until=self._stop):
                 continue
             try:
+                with self._worker:  # a flush or a pause under way: the batch is taken after it (not embedded twice)
+                    pass
                 entries = [] if self._stop.is_set() else self._next_batch()
                 given_up = self._batch(entries, given_up) if entries else {}
                 if not entries:  # only rows of users held in the log (`held`) wait: look again shortly
