@@ -110,3 +110,25 @@ def test_the_worker_commits_at_the_callers_priority_and_embeds_at_nice_19(tmp_pa
     assert committed and set(committed) == {mine}, committed  # [19] before
     assert np.isfinite(store.count_preferences("t", "ann"))
     ingest.close()
+
+
+def test_the_hooks_and_the_threads_they_start_run_at_the_openers_priority(tmp_path):
+    """The service's hooks (`on_moved`) take a user's lock (the adapter trigger), and start threads: a compaction,
+    which holds the store's maintenance turn a DELETE waits for, and the refit worker at its first refit. Run on the
+    nice-19 worker, they and every thread they started ran at nice 19 (a thread's nice is its creator's)."""
+    mine, seen, started = os.getpriority(os.PRIO_PROCESS, 0), [], threading.Event()
+
+    def hook(rows):
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))
+
+        def compaction():
+            seen.append(os.getpriority(os.PRIO_PROCESS, 0))
+            started.set()
+
+        threading.Thread(target=compaction).start()
+
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), Store(str(tmp_path / "db"), "hash", DIM), HashEncoder(), on_moved=hook)
+    ingest.submit(feedback("ann", 0))
+    assert started.wait(30)
+    ingest.close()
+    assert seen == [mine, mine], seen  # [19, 19] before
