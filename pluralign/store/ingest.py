@@ -365,7 +365,9 @@ class Ingestor:
         waiting for the worker's batch or before a further batch of its own, with rows still pending (none
         pending when the worker's lock is not had in time: 0, nothing to wait for). A
         batch it began (at most `batch_rows` rows: one encoder call and one commit) is not cut short, so
-        the call may end that long after the deadline."""
+        the call may end that long after the deadline. A record whose rows fail on their own (a row's error:
+        `_move_checked`) is passed over and stays pending, set aside after `tries` failures: since session 48 the
+        others are moved and the call returns (before, it raised that error at every call)."""
         total = 0
         if not self._worker.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
             if rows := self.pending_rows(tenant):  # none: the worker holds its lock with nothing left (a row

@@ -111,7 +111,7 @@ time.sleep(60)
 """
 
 
-@pytest.mark.slow  # ~10 s on 2 cores (a child process importing the store): make test-all runs it
+@pytest.mark.slow  # 1.5-10 s on 2 cores by load (a child process importing the store): make test-all runs it
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kill -9 is POSIX")
 def test_a_kill_between_the_letter_and_the_log_loses_nothing_and_doubles_nothing(tmp_path, monkeypatch):
     """A process killed -9 right after it wrote the dead letter, before the log forgot the record: the next start
@@ -137,7 +137,7 @@ def test_a_kill_between_the_letter_and_the_log_loses_nothing_and_doubles_nothing
         ingest.close()
 
 
-@pytest.mark.slow  # ~11 s at load 15 on 2 cores (a service of its own, started on the damaged log): make test-all
+@pytest.mark.slow  # 2.3-11 s on 2 cores by load (a service of its own, on the damaged log): make test-all
 def test_an_admin_lists_requeues_and_discards_a_dead_letter_over_http(serve, tmp_path, monkeypatch):
     """The real app with the admin routes over a feedback log holding a refused record (a damaged log the service
     starts on): both tenants' good rows are stored; GET /admin/feedback/dead-letter lists the record, /metrics counts
