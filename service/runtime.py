@@ -534,7 +534,10 @@ class Runtime:
         return 1
 
     def maybe_compact(self) -> None:
-        """Compact in a background thread once enough writes piled up (one compaction at a time)."""
+        """Compact in a background thread once enough writes piled up (one compaction at a time). The thread runs at
+        its starter's priority: the feedback worker's hooks (`after_move`) run at the service's since session 48;
+        before, at nice 19, and so did the compactions they started, holding the store's maintenance turn a DELETE
+        waits for (`Store.maintenance`)."""
         if self.store.writes_since_compaction < self.settings.compact_every or not self._compacting.acquire(blocking=False):
             return
 

@@ -3,9 +3,10 @@
 A worker thread embeds the oldest pending records in batches (one encoder call over their distinct
 texts: far cheaper per text than one call per feedback) and appends them in one LanceDB commit; each
 batch takes the tenants' records in turn (`Ingestor._next_batch`), so one tenant's backlog of imports
-keeps another's records waiting for at most one batch. It
-runs at a lower CPU priority (nice) than the request threads, so under load the backlog grows
-instead of request latency. A reader that needs a user's history calls `flush_user` first: that
+keeps another's records waiting for at most one batch. Its embedding runs at a lower CPU
+priority (nice) than the request threads, so under load the backlog grows instead of request latency;
+what the request paths wait for (the commit into the table under the lock a DELETE takes, the hooks
+that take a user's lock) runs at the priority of the thread that opened it (`Ingestor._run`). A reader that needs a user's history calls `flush_user` first: that
 user's few pending rows are embedded and moved at once, so nothing acknowledged is ever missing
 from a search or a refit.
 """
@@ -15,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -30,6 +32,7 @@ from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
 from pluralign.files import append_durably, fsync_dir, write_atomic
 from pluralign.store.claims import Claim, claim_of, folder_of, named
+from pluralign.store.dead_letter import DeadLetters
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
 from pluralign.store.tables import PrefIdConflict, Store, StoredPreference, differs_but_time
@@ -41,6 +44,12 @@ log = logging.getLogger("pluralign.store")
 INGEST_BATCH_ROWS = 2048
 ENCODE_CHUNK = 1024  # texts a batch is embedded by at a time, its rows checked still pending between (a DELETE drops them)
 STORED_CLAIMS = "stored-claims"  # in the log's folder: a note a move, of the claims to remove once its rows are stored
+DEAD_LETTER = "dead-letter"  # in the log's folder: the records set aside (`pluralign.store.dead_letter`)
+SET_ASIDE_AFTER = 3  # failures of a record on its own (a row's error: ROW_ERRORS) before it is set aside
+# a row's error: the store refusing a row's content (`StoreError`: a blank owner, a non-finite time), an encoder its
+# text; the same on every try. Any other failure (`StoreUnavailable`, an OSError, a bug) is retried, never set aside
+ROW_ERRORS = (ValueError, TypeError)
+RETRY_S = 1.0  # the worker's pause after a failed batch, before it tries again
 
 
 class StoredClaims(Base, frozen=True):
@@ -99,6 +108,36 @@ def _raise_to(nice: int | None, tids: list[int]) -> None:
     for tid in tids:
         with contextlib.suppress(AttributeError, OSError):  # ended meanwhile, or not allowed
             os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
+class _Lowered:
+    """One daemon thread that runs the calls given to it (`run`), one at a time, after `begin` (which lowers its
+    priority: `Ingestor._at_low_priority`). Daemon, unlike a ThreadPoolExecutor's, so an encoder call that does not
+    return keeps no process from exiting (as the worker's own thread before session 48)."""
+
+    def __init__(self, name: str, begin: Callable[[], None]):
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, args=(begin,), daemon=True, name=name)
+        self._thread.start()
+
+    def run(self, fn: Callable, *args):
+        """`fn(*args)` on this thread: its result, or its exception raised here."""
+        done: Future = Future()
+        self._calls.put((fn, args, done))
+        return done.result()
+
+    def close(self) -> None:
+        """The thread ends after the call under way, if any."""
+        self._calls.put(None)
+
+    def _serve(self, begin: Callable[[], None]) -> None:
+        begin()
+        while (call := self._calls.get()) is not None:
+            fn, args, done = call
+            try:
+                done.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread, `run`)
+                done.set_exception(exc)
 
 
 class Backlogged(Exception):
@@ -198,6 +237,7 @@ class Ingestor:
         batch_rows: int = INGEST_BATCH_ROWS,
         nice: int = 19,  # the lowest CPU priority: the request threads of this process come first
         on_moved: Callable[[list[StoredPreference]], None] | None = None,
+        tries: int = SET_ASIDE_AFTER,  # failures of a record on its own before it is set aside (`_failed`)
     ):
         self.log = feedback_log
         self.store = store
@@ -210,12 +250,18 @@ class Ingestor:
         # this process (the log opened again while a closed one's worker was still in a store call)
         self._moves = _moves_of(feedback_log.folder)
         self._move = self._moves.lock
-        self._worker = threading.Lock()  # held by the worker over a whole batch, hook included
+        # held by the worker over a batch's commit and its hooks (not its embedding: `_run`), by `flush` and `paused`
+        self._worker = threading.Lock()
         # users whose rows stay in the log for now (`held`): replaced, never changed in place, under `_move`
         self._held: dict[tuple[str, str], int] = {}
         self._first_tenant: str | None = None  # whose records led the worker's last batch (`_next_batch`)
         self.moved = 0  # rows moved so far (for metrics and benchmarks)
         self.left_out = 0  # acknowledged rows left out so far: their id held with other content (`_left_out`, `_refused`)
+        # records whose rows fail on their own (`_move_checked`) go there after `tries` failures: kept, not lost
+        self.dead_letters = DeadLetters(Path(feedback_log.folder) / DEAD_LETTER)
+        self.tries = tries
+        self._failures: dict[int, int] = {}  # a record's `seq` -> its failures on its own so far (under `_move`)
+        self.set_aside = 0  # rows set aside so far (for metrics)
         # when this Ingestor last committed rows into the table, per tenant and of any (`committed_at`)
         self._committed_at: dict[str, float] = {}
         self._committed_any = 0.0
@@ -244,6 +290,8 @@ class Ingestor:
             target=self._sweep_stored_claims, daemon=True, name="claims-sweep")
         if self._sweeping is not None:
             self._sweeping.start()
+        # the worker's embedding, at `nice`; the worker's own thread (the commit, the hooks) keeps this thread's priority
+        self._low = _Lowered("ingest-embed", self._at_low_priority)
         self._thread = threading.Thread(target=self._run, daemon=True, name="ingest")
         self._thread.start()
 
@@ -284,7 +332,7 @@ class Ingestor:
         entries = [] if (tenant, user_id) in self._held else self.log.pending_for(tenant, user_id)
         if at_most is not None and (rows := sum(len(e.rows) for e in entries)) > at_most:
             raise Backlogged(rows, at_most)
-        return self._move_entries(entries, reading=True) if entries else 0
+        return self._move_checked(entries, reading=True)[0] if entries else 0
 
     def flush_some(self, tenant: str | None, at_most: int) -> int:
         """`flush_user` for every user of `tenant` (None: every tenant): their pending rows moved now, without
@@ -292,7 +340,7 @@ class Ingestor:
         entries = self.log.oldest(at_most + 1, tenant, skip=self._held)  # a record holds one row at least
         if (rows := sum(len(e.rows) for e in entries)) > at_most:
             raise Backlogged(rows, at_most)
-        return self._move_entries(entries, reading=True) if entries else 0
+        return self._move_checked(entries, reading=True)[0] if entries else 0
 
     def committed_at(self, tenant: str | None = None) -> float:
         """When this Ingestor last committed rows of `tenant` (None: of any tenant) into the table: Unix seconds,
@@ -308,7 +356,8 @@ class Ingestor:
 
     def flush(self, tenant: str | None = None, deadline: float | None = None) -> int:
         """Move everything pending when called (of `tenant` only, when given), in the caller's
-        thread (after the worker's current batch); feedback acknowledged meanwhile is left to the
+        thread (after the worker's commit under way, if any: not its embedding, which its commit's check of what is
+        still pending makes moot); feedback acknowledged meanwhile is left to the
         worker, so a steady stream of it cannot keep the caller waiting. Returns how many rows moved; once the
         log is closed (the service stopping) none: what is pending stays in its files for the next start.
 
@@ -316,25 +365,32 @@ class Ingestor:
         waiting for the worker's batch or before a further batch of its own, with rows still pending (none
         pending when the worker's lock is not had in time: 0, nothing to wait for). A
         batch it began (at most `batch_rows` rows: one encoder call and one commit) is not cut short, so
-        the call may end that long after the deadline."""
+        the call may end that long after the deadline. A record whose rows fail on their own (a row's error:
+        `_move_checked`) is passed over and stays pending, set aside after `tries` failures: since session 48 the
+        others are moved and the call returns (before, it raised that error at every call)."""
         total = 0
         if not self._worker.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
             if rows := self.pending_rows(tenant):  # none: the worker holds its lock with nothing left (a row
                 raise StillMoving(rows)            # leaves `pending` only once committed): nothing to wait for
             return 0
         try:
-            upto = self.log.last_seq()
-            while upto is not None and not self.log.closed and (entries := self._bounded(self.log.oldest(self.batch, tenant, upto, self._held))):
+            upto, failed = self.log.last_seq(), set()  # failed: the records whose rows failed here (`_move_checked`)
+            while upto is not None and not self.log.closed and (entries := self._bounded(
+                    [e for e in self.log.oldest(self.batch + len(failed), tenant, upto, self._held) if e.seq not in failed])):
                 if total and deadline is not None and time.monotonic() >= deadline:
                     raise StillMoving(self.pending_rows(tenant))
-                total += self._move_entries(entries)
+                moved, failing = self._move_checked(entries)
+                total += moved
+                failed.update(e.seq for e in failing)
         finally:
             self._worker.release()
         return total
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
-        """The worker moves nothing meanwhile (readers still move their own user's rows)."""
+        """The worker moves nothing meanwhile (readers still move their own user's rows). Entered once a commit of the
+        worker's under way and its hooks are done (its embedding is not waited for: the worker waits for the pause
+        before it commits)."""
         with self._worker:
             yield
 
@@ -371,7 +427,9 @@ class Ingestor:
             except OSError:
                 self.log.forget_user(tenant, user_id, before)  # its own failure, if any, raised with the notes' as context
                 raise
-            return self.log.forget_user(tenant, user_id, before)
+            forgotten = self.log.forget_user(tenant, user_id, before)
+            self.dead_letters.forget_user(tenant, user_id, before)  # the records set aside of theirs too
+            return forgotten
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:
         """The first of `entries` (oldest first) up to `batch_rows` rows in all; at least the first."""
@@ -397,11 +455,12 @@ class Ingestor:
         taken = [queues[t][i] for i in range(self.batch) for t in order if i < len(queues[t])]
         return self._bounded(taken[: self.batch])
 
-    def _move_entries(self, entries: list[Entry], reading: bool = False) -> int:
+    def _move_entries(self, entries: list[Entry], reading: bool = False, vectors: dict[str, np.ndarray] | None = None) -> int:
         """Moves `entries` into the table; returns how many rows. `reading`: a reader's move (`flush_user`), which
         leaves the removal of the rows' claims to the drops' thread (on S3 ~14 ms a row: 7 s for 500 rows, until
-        session 43 inside the reader's request)."""
-        vectors = self._embed(entries)  # the slow part, outside the lock
+        session 43 inside the reader's request). `vectors`: their texts' (`_embed`), embedded already (the worker's,
+        at `nice`); None: embedded here, in the caller's thread."""
+        vectors = self._embed(entries) if vectors is None else vectors  # the slow part, outside the lock
         zero = np.zeros(self.encoder.dim, np.float32)
         notes: list[tuple[Path, dict[str, dict[str, Claim]]]] = []
         with self._move:
@@ -742,12 +801,15 @@ class Ingestor:
             log.warning("the read-back of %d committed row(s) for ids stored twice was not made: the service is stopping",
                         len(rows))
 
-    def _embed(self, entries: list[Entry]) -> dict[str, np.ndarray]:
+    def _embed(self, entries: list[Entry], known: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer
         pending (a DELETE of their user dropped them) are not embedded past the chunk under way, so an
         import of a user deleted meanwhile does not keep the worker (and every tenant's feedback behind it)
-        busy for minutes."""
+        busy for minutes. `known`: vectors of texts embedded already, taken from it (only those of `entries`)."""
         vectors: dict[str, np.ndarray] = {}
+        if known:
+            texts = {t for e in entries for r in e.rows for t in (r.prompt, r.chosen, r.rejected) if t}
+            vectors = {t: v for t, v in known.items() if t in texts}
         while True:
             rows = [r for e in entries if self.log.is_pending(e) for r in e.rows]
             texts = [t for t in dict.fromkeys(t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t) if t not in vectors]
@@ -766,16 +828,23 @@ class Ingestor:
             _run_at(self._stopper_nice)
 
     def _run(self) -> None:
-        self._at_low_priority()
+        """The worker: takes a batch (`_next_batch`), has it embedded at `nice` (`_low`) holding nothing a request
+        waits for, then commits it and runs the hooks under `_worker` at this thread's priority, the one of the thread
+        that opened the Ingestor. Until session 48 this thread ran at nice 19 and held `_worker` over the whole batch:
+        an audit's or an export's `flush` waited for a nice-19 encoder call (~1.5% of a busy core), and a DELETE
+        (`forget_user`, `held`) for a nice-19 commit; raising a thread's priority needs CAP_SYS_NICE, which the
+        shipped containers lack. A `flush` meanwhile moves the batch's rows itself; the commit then stores only what
+        is still pending."""
+        given_up: dict[str, np.ndarray] = {}  # the vectors of a batch given up for a flush or a pause (`_batch`)
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
                 continue
             try:
-                with self._worker:
-                    entries = [] if self._stop.is_set() else self._next_batch()
-                    if entries:
-                        self._move_entries(entries)
+                with self._worker:  # a flush or a pause under way: the batch is taken after it (not embedded twice)
+                    pass
+                entries = [] if self._stop.is_set() else self._next_batch()
+                given_up = self._batch(entries, given_up) if entries else {}
                 if not entries:  # only rows of users held in the log (`held`) wait: look again shortly
                     self._stop.wait(0.05)
             except StoreUnavailable as exc:  # no room, a damaged table: said once a minute, not with every retry
@@ -787,6 +856,99 @@ class Ingestor:
             except Exception:  # the records stay pending (and durable); try again shortly
                 log.exception("moving feedback from the log failed")
                 self._stop.wait(1.0)
+
+    def _batch(self, entries: list[Entry], known: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The worker's batch `entries`: embedded at `nice` (`known`: vectors of its texts embedded already), then
+        committed, unless a flush or a pause holds `_worker` by then: the batch is given up (a flush moved its rows, a
+        pause wants none moved) and taken anew after it; returns its vectors, for that batch ({} once committed, or
+        stopped meanwhile: the batch stays in the log)."""
+        try:
+            vectors = self._low.run(self._embed, entries, known)
+        except ROW_ERRORS:  # an encoder refusing a text: each half embedded as it is moved (`_move_checked`)
+            vectors = None
+        if not self._worker.acquire(blocking=False):
+            with self._worker:
+                return vectors or {}
+        try:
+            failed = [] if self._stop.is_set() else self._move_checked(entries, vectors)[1]
+        finally:
+            self._worker.release()
+        if failed:  # tried again after a pause (the rest of the batch is moved)
+            self._stop.wait(RETRY_S)
+        return {}
+
+    def _move_checked(self, entries: list[Entry], vectors: dict[str, np.ndarray] | None = None,
+                      reading: bool = False) -> tuple[int, list[Entry]]:
+        """`_move_entries`; where it raises a row's error (ROW_ERRORS), `entries` moved in halves, and so on down to
+        single records (`_halves`): every record that can be stored is, and those that fail on their own are
+        counted (`_failed`), set aside after `tries` failures each. Until session 48 one record whose rows the store
+        refused (a blank owner, a non-finite time: a damaged or hand-edited log, an older release's) failed every
+        batch for ever, and every tenant's feedback waited behind it. Returns (rows moved, the records that failed)."""
+        try:
+            return self._move_entries(entries, reading, vectors), []
+        except ROW_ERRORS as exc:
+            moved, failed = self._halves(entries, vectors, reading, exc)
+        if len(failed) == len(entries) > 1:  # every record fails, each on its own: not theirs (a schema, a bug)
+            log.error("moving feedback failed for each of %d records on its own (%s: %s); they stay in the log and are "
+                      "tried again", len(entries), type(failed[0][1]).__name__, failed[0][1])
+        else:
+            self._failed(failed)
+        return moved, [entry for entry, _ in failed]
+
+    def _halves(self, entries: list[Entry], vectors: dict[str, np.ndarray] | None, reading: bool,
+                error: Exception) -> tuple[int, list[tuple[Entry, Exception]]]:
+        """`entries`, which failed together with `error`, moved in halves, each failing half halved again: (rows
+        moved, [(a record that failed on its own, its error)])."""
+        if len(entries) == 1:
+            return 0, [(entries[0], error)]
+        moved, failed = 0, []
+        half = len(entries) // 2
+        for part in (entries[:half], entries[half:]):
+            try:
+                moved += self._move_entries(part, reading, vectors)
+            except ROW_ERRORS as exc:
+                more, fails = self._halves(part, vectors, reading, exc)
+                moved, failed = moved + more, failed + fails
+        return moved, failed
+
+    def _failed(self, failed: list[tuple[Entry, Exception]]) -> None:
+        """Counts each record's failure on its own; one that failed `tries` times is set aside: written to the dead
+        letters (`pluralign.store.dead_letter`, on disk) and then dropped from the log, logged (its tenant and the
+        letter's name: no user id), counted (`set_aside`). A letter that cannot be written leaves the record in the
+        log, tried again."""
+        with self._move:
+            for entry, error in failed:
+                if self.log.pending.get(entry.seq) is None:  # moved or forgotten meanwhile (a copy of it: the same seq)
+                    continue
+                tries = self._failures[entry.seq] = self._failures.get(entry.seq, 0) + 1
+                if tries < self.tries:
+                    log.warning("a feedback record of tenant %r failed on its own (try %d of %d): %s: %s", entry.key[0],
+                                tries, self.tries, type(error).__name__, error)
+                    continue
+                try:
+                    name = self.dead_letters.put(entry.rows, f"{type(error).__name__}: {error}", tries, time.time())
+                except OSError as exc:
+                    log.error("a feedback record that failed %d times could not be set aside (%s): it stays in the log",
+                              tries, exc)
+                    continue
+                self.log.done([entry])
+                del self._failures[entry.seq]
+                self.set_aside += len(entry.rows)
+                log.error("a feedback record of tenant %r (%d row(s)) failed %d times on its own and was set aside as "
+                          "dead letter %s (kept: an admin lists it, puts it back or discards it): %s: %s", entry.key[0],
+                          len(entry.rows), tries, name, type(error).__name__, error)
+            if len(self._failures) > 4 * self.batch:  # of records moved or forgotten since
+                self._failures = {seq: n for seq, n in self._failures.items() if self.log.pending.get(seq) is not None}
+
+    def requeue(self, name: str) -> int:
+        """Puts the dead letter `name` back in the log (as one record, received when it first was, where that time is
+        finite), then removes it; returns its rows. KeyError: no such letter. A kill between the two leaves both (the
+        rows moved twice are one: an id stored with the same content is not stored again)."""
+        letter = self.dead_letters.read(name)
+        received = letter.rows[0].received_at if letter.rows else None
+        self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None)
+        self.dead_letters.discard(name)
+        return len(letter.rows)
 
     def stop(self) -> None:
         """The worker takes no further batch (pending rows stay in the log); an idle one stops waiting. The batch
@@ -816,6 +978,7 @@ class Ingestor:
             self._settling.shutdown(wait=False, cancel_futures=True)
         began = time.monotonic()
         self._thread.join(timeout=timeout)
+        self._low.close()  # after the worker's embedding under way, if any
         if self._sweeping is not None:  # stops before its next user: the next start sweeps again
             self._sweeping.join(timeout=max(0.0, timeout - (time.monotonic() - began)))
         if self._thread.is_alive():

@@ -8,6 +8,9 @@
     GET  /admin/audits/fairness?group_by=segment&since=1764000000&tenant=acme&min_group_size=5&min_comparisons=50&wait=60
     GET  /admin/dashboard                HTML: per-group accuracy, worst group over time, jobs
     GET  /admin/tenants/{tenant}/users   a tenant's users; POST/GET /admin/tenants/{tenant}/removal (service.admin.tenants)
+    GET  /admin/feedback/dead-letter     feedback records set aside (rows the store refused, `pluralign.store.dead_letter`)
+    POST /admin/feedback/dead-letter/{name}/requeue   put one back in the feedback log
+    DELETE /admin/feedback/dead-letter/{name}         discard one for good
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import logging
 import math
 from typing import Annotated
 
-from litestar import Litestar, Request, get, post
+import msgspec
+from litestar import Litestar, Request, delete, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import NotFoundException, ServiceUnavailableException, TooManyRequestsException
 from litestar.openapi.datastructures import ResponseSpec
@@ -27,7 +31,16 @@ from pluralign.data.record import MAX_CREATED_AT
 from pluralign.fairness.report import AuditReport, audit_settings, since_previous
 from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
-from service.admin.schemas import QUEUED_AUDIT_EXAMPLE, RUNNING_AUDIT_EXAMPLE, AuditPending, JobList, JobRequest
+from service.admin.schemas import (
+    QUEUED_AUDIT_EXAMPLE,
+    RUNNING_AUDIT_EXAMPLE,
+    AuditPending,
+    DeadLetterList,
+    DeadLetterView,
+    JobList,
+    JobRequest,
+    Requeued,
+)
 from service.admin.services import Admin, QuotaExceeded, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.admin.tenants import TENANT_ADMIN_HANDLERS
@@ -260,7 +273,49 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
                     media_type="text/html", headers=PAGE_HEADERS)
 
 
-ADMIN_HANDLERS = (create_job, list_jobs, get_job, get_job_report, cancel_job, fairness_audit, dashboard, *TENANT_ADMIN_HANDLERS)
+@get("/feedback/dead-letter", sync_to_thread=True, summary="Feedback records set aside: rows the store refused")
+def list_dead_letters(request: Request) -> DeadLetterList:
+    """The feedback records the worker set aside, oldest first: each failed `tries` times on its own with a row's
+    error (a blank owner, a non-finite time: a damaged or hand-edited feedback log, an older release's), so it no
+    longer holds up every tenant's feedback. Kept until requeued or discarded (docs/admin.md, "Dead letters")."""
+    letters, rows = [], 0
+    dead = request.app.state.runtime.ingest.dead_letters
+    for name in dead.names():
+        try:
+            letter = dead.read(name)
+        except KeyError:  # discarded or requeued meanwhile
+            continue
+        except (OSError, msgspec.DecodeError) as exc:
+            log.warning("dead letter %s cannot be read (%s): left out of the list", name, exc)
+            continue
+        tenant = letter.rows[0].tenant if letter.rows else ""
+        letters.append(DeadLetterView(name=name, tenant=tenant, rows=letter.rows, error=letter.error, tries=letter.tries,
+                                      set_aside_at=letter.set_aside_at))
+        rows += len(letter.rows)
+    return DeadLetterList(letters=letters, rows=rows)
+
+
+@post("/feedback/dead-letter/{name:str}/requeue", sync_to_thread=True, status_code=200, responses=error_responses(404),
+      summary="Put a set-aside feedback record back in the feedback log")
+def requeue_dead_letter(request: Request, name: FromPath[str]) -> Requeued:
+    """The letter's rows are appended to the feedback log again (received when they first were) and the letter goes;
+    the worker tries them anew (refused again, they are set aside again after as many tries). 404: no such letter."""
+    try:
+        return Requeued(name=name, rows=request.app.state.runtime.ingest.requeue(name))
+    except KeyError:
+        raise NotFoundException(f"no dead letter {shown(name)}") from None
+
+
+@delete("/feedback/dead-letter/{name:str}", sync_to_thread=True, status_code=204, responses=error_responses(404),
+        summary="Discard a set-aside feedback record for good")
+def discard_dead_letter(request: Request, name: FromPath[str]) -> None:
+    """The letter is removed for good (its rows were never stored). 404: no such letter."""
+    if not request.app.state.runtime.ingest.dead_letters.discard(name):
+        raise NotFoundException(f"no dead letter {shown(name)}")
+
+
+ADMIN_HANDLERS = (create_job, list_jobs, get_job, get_job_report, cancel_job, fairness_audit, dashboard,
+                  list_dead_letters, requeue_dead_letter, discard_dead_letter, *TENANT_ADMIN_HANDLERS)
 
 
 def start_admin(app: Litestar) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from pluralign.store.tables import StoredPreference
 from service.nulls import NullMeansDefault
 from training.jobs.record import Job, Param
 
@@ -41,3 +42,30 @@ RUNNING_AUDIT_EXAMPLE = AuditPending(job=msgspec.structs.replace(
     QUEUED_AUDIT_EXAMPLE, state="running", progress=0.4, attempts=1, pid=48213, started_at=1764930001.5,
     log_tail=["pluralign: job 19aee0694fd-3f9a1c07 started by request request_id=req_5b0e7c1d9a2f4e3b8c6d0a1f2e3d4c5b"],
 ))
+
+
+class DeadLetterView(msgspec.Struct):
+    """One feedback record set aside (`pluralign.store.dead_letter`): `name` (what the requeue and discard routes
+    take), its `tenant`, its `rows` as the feedback log held them (a non-finite time shows as null), the `error` of its
+    last try, how many `tries` failed, and when it was set aside (`set_aside_at`, unix seconds)."""
+
+    name: str
+    tenant: str
+    rows: list[StoredPreference]
+    error: str
+    tries: int
+    set_aside_at: float
+
+
+class DeadLetterList(msgspec.Struct):
+    """GET /admin/feedback/dead-letter: the records set aside, oldest first, and their `rows` in all."""
+
+    letters: list[DeadLetterView]
+    rows: int
+
+
+class Requeued(msgspec.Struct):
+    """POST /admin/feedback/dead-letter/{name}/requeue: the letter's rows are back in the feedback log."""
+
+    name: str
+    rows: int

@@ -107,6 +107,11 @@ def scrape_state(app: Litestar) -> list:
         ("pluralign_vectors_owed", "gauge", "purges of deleted users' vectors a busy embedding cache put off (files in the data "
          "folder's vectors-owed/), retried each pass of the unfinished DELETEs and at each job's exit", [({}, rt.owed_vectors.owed())]),
         ("pluralign_feedback_moved_rows", "counter", "feedback rows embedded and moved into the table since start", [({}, rt.ingest.moved)]),
+        ("pluralign_feedback_dead_letter_rows", "gauge", "acknowledged feedback rows set aside after failing on their own "
+         "(GET /admin/feedback/dead-letter: rows the store refused), kept until requeued or discarded",
+         [({}, rt.ingest.dead_letters.rows())]),
+        ("pluralign_feedback_set_aside_rows", "counter", "feedback rows the worker set aside as dead letters since start",
+         [({}, rt.ingest.set_aside)]),
         ("pluralign_feedback_left_out_rows", "counter", "acknowledged feedback rows the mover left out since start: their pref_id "
          "was stored with other content (by another replica, on a store without pref_id claims)", [({}, rt.ingest.left_out)]),
         ("pluralign_exports_in_flight", "gauge", "user exports being sent now, of at most PLURALIGN_MAX_EXPORTS",

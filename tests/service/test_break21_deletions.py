@@ -161,10 +161,10 @@ def test_feedback_one_replica_moves_after_another_answered_the_delete_leaves_the
     entered, release = threading.Event(), threading.Event()
     real = b.runtime.ingest._move_entries
 
-    def held(entries):
+    def held(entries, *args, **kwargs):  # (the worker's: its vectors, embedded at nice 19, since session 48)
         entered.set()
         assert release.wait(60)
-        return real(entries)
+        return real(entries, *args, **kwargs)
 
     with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
         give_comparisons(acme_a, GONE, "tea", n=2)

@@ -56,6 +56,9 @@ def test_metrics_parse_with_full_routes_and_types(svc):
     assert families["pluralign_feedback_pending_rows"].type == "gauge"
     left_out = families["pluralign_feedback_left_out_rows"]  # session 44: rows the mover left out, 0 from the start
     assert left_out.type == "counter" and samples(left_out, "_total")[()] == 0
+    dead = families["pluralign_feedback_dead_letter_rows"]  # session 48: records set aside, none from the start
+    assert dead.type == "gauge" and samples(dead)[()] == 0
+    assert samples(families["pluralign_feedback_set_aside_rows"], "_total")[()] == 0
     assert families["pluralign_generation_queue"].type == "gauge" and samples(families["pluralign_generation_queue"])[()] == 0
     jobs = families["pluralign_jobs"]
     assert jobs.type == "gauge" and samples(jobs)[(("kind", "audit"), ("state", "queued"))] == 0

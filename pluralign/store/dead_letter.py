@@ -1,0 +1,130 @@
+"""Feedback records set aside: acknowledged rows the mover could not store however often it tried.
+
+A record of the feedback log whose rows fail deterministically (a blank `user_id` or `tenant`, a non-finite time:
+what a damaged or hand-edited log, an older release or a replica's log may hold; the service's routes refuse
+them) was retried by the worker for ever, and every tenant's feedback waited behind it. After `Ingestor`'s
+`tries` failures on its own it is written here, one file a record, then leaves the log: kept, not lost. An admin
+lists them (`GET /admin/feedback/dead-letter`), puts one back in the log (`.../{name}/requeue`: once the cause is
+fixed, a release that stores it) or discards it (`DELETE .../{name}`). A DELETE of a user forgets their rows here too.
+
+A file is named by the sha256 of its rows (msgpack, which keeps a non-finite time as it is, where JSON makes it
+null): the same record set aside twice (a kill -9 between the file's write and the log's forgetting of it: the
+record is pending again at the next start) is one file. Written whole and fsynced, name and all, before the
+log forgets the record (`pluralign.files.write_atomic`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import threading
+from pathlib import Path
+
+import msgspec
+
+from pluralign.data.record import Base
+from pluralign.files import fsync_dir, write_atomic
+from pluralign.store.tables import StoredPreference
+
+SUFFIX = ".msgpack"
+NAME = re.compile(r"[0-9a-f]{32}")  # a letter's name: the first 32 hex digits of its rows' sha256
+
+
+class DeadLetter(Base, frozen=True):
+    """One feedback record set aside: its `rows` (one user's, as the log held them), the `error` of its last try
+    (the exception's type and words), how many `tries` failed, and when it was set aside (`set_aside_at`, unix s)."""
+
+    rows: list[StoredPreference]
+    error: str
+    tries: int
+    set_aside_at: float
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(DeadLetter).decode
+
+
+def name_of(rows: list[StoredPreference]) -> str:
+    """The name of the letter holding `rows`: the first 32 hex digits of the sha256 of their msgpack."""
+    return hashlib.sha256(_encode(rows)).hexdigest()[:32]
+
+
+class DeadLetters:
+    """The letters of one feedback log, in `folder` (made at the first one)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._lock = threading.Lock()  # a rewrite (`forget_user`) against a removal (`discard`)
+
+    def put(self, rows: list[StoredPreference], error: str, tries: int, at: float) -> str:
+        """Writes the letter of `rows` (whole, fsynced, its name too) and returns its name. OSError: not written."""
+        name = name_of(rows)
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.folder / (name + SUFFIX), _encode(DeadLetter(rows=rows, error=error, tries=tries, set_aside_at=at)))
+        return name
+
+    def names(self) -> list[str]:
+        """The letters' names, oldest first (by the time their file was written)."""
+        if not self.folder.is_dir():
+            return []
+        paths = [p for p in self.folder.iterdir() if p.suffix == SUFFIX and NAME.fullmatch(p.stem)]
+        return [p.stem for p in sorted(paths, key=lambda p: (p.stat().st_mtime, p.name))]
+
+    def read(self, name: str) -> DeadLetter:
+        """The letter `name`. KeyError: no such letter (or no valid name); OSError, msgspec.DecodeError: unreadable."""
+        if not NAME.fullmatch(name):
+            raise KeyError(name)
+        try:
+            return _decode((self.folder / (name + SUFFIX)).read_bytes())
+        except FileNotFoundError:
+            raise KeyError(name) from None
+
+    def rows(self) -> int:
+        """How many rows the letters hold in all (unreadable ones counted as none)."""
+        total = 0
+        for name in self.names():
+            try:
+                total += len(self.read(name).rows)
+            except (KeyError, OSError, msgspec.DecodeError):
+                continue
+        return total
+
+    def discard(self, name: str) -> bool:
+        """Removes the letter `name` for good; False when there is none."""
+        if not NAME.fullmatch(name):
+            return False
+        with self._lock:
+            try:
+                (self.folder / (name + SUFFIX)).unlink()
+            except FileNotFoundError:
+                return False
+            fsync_dir(self.folder)
+        return True
+
+    def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
+        """The user's rows leave the letters (received before `before` only, unix seconds; None: all; a row whose
+        time is not finite counts as received before any); a letter left with none is removed. Returns how many
+        rows went. OSError: a rewrite failed (that letter keeps them)."""
+        gone = 0
+        with self._lock:
+            for name in self.names():
+                path = self.folder / (name + SUFFIX)
+                try:
+                    letter = _decode(path.read_bytes())
+                except (OSError, msgspec.DecodeError):
+                    continue
+                kept = [r for r in letter.rows if not (r.tenant == tenant and r.user_id == user_id and (
+                    before is None or not math.isfinite(r.received()) or r.received() < before))]
+                if len(kept) == len(letter.rows):
+                    continue
+                gone += len(letter.rows) - len(kept)
+                if kept:
+                    write_atomic(path, _encode(msgspec.structs.replace(letter, rows=kept)))
+                else:
+                    os.unlink(path)
+            if gone:
+                fsync_dir(self.folder)
+        return gone
