@@ -10,6 +10,8 @@ from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_admin import wait_job
 from tests.service.tiny import start_service
 
+CHAT_PAUSE_S = 0.05  # between the chats a chatter sends while a population job trains
+
 
 def test_a_promoted_pal_job_serves_the_next_request_without_a_restart(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
@@ -25,16 +27,18 @@ def test_a_promoted_pal_job_serves_the_next_request_without_a_restart(tmp_path, 
         old_profile = c.get("/v1/users/ann").json()
         assert old_profile["pal"]["version"] == before and len(old_profile["pal"]["logits"]) == 2
 
-        # chats keep being served while the job trains and its model is swapped in
-        failures, stop = [], threading.Event()
+        # chats keep being served while the job trains and its model is swapped in: one at a time, each after a pause
+        # of `CHAT_PAUSE_S` (back to back, they took a core from the job's training for its whole run, suite48)
+        failures, served, stop = [], [], threading.Event()
 
         def chatter():
             with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {svc.keys['acme']}"}, timeout=60) as cc:
-                while not stop.is_set():
+                while not stop.wait(CHAT_PAUSE_S):
                     r = cc.post("/v1/chat/completions", json={"model": "pluralign", "user": "ann", "max_tokens": 3,
                                                               "messages": [{"role": "user", "content": "Morning drink?"}]})
                     if r.status_code != 200:
                         failures.append(r.text)
+                    served.append(rt.rewards.version)  # the population model in service once it was answered
 
         thread = threading.Thread(target=chatter)
         thread.start()
@@ -47,7 +51,7 @@ def test_a_promoted_pal_job_serves_the_next_request_without_a_restart(tmp_path, 
         finally:
             stop.set()
             thread.join()
-        assert failures == []
+        assert failures == [] and before in served, served  # chats were answered while the job trained
         assert rt.rewards.version != before and rt.rewards.k == 3
         body = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "ann", "max_tokens": 3,
                                                      "messages": [{"role": "user", "content": "Morning drink?"}]}).json()

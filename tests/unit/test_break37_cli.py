@@ -28,6 +28,21 @@ def pluralign(*argv: str, cwd=None, timeout: float = 120) -> tuple[int, str, str
     return done.returncode, done.stdout, done.stderr
 
 
+def usage_error(capsys, *argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `pluralign argv...` run by `training.cli.main` in this process: for a usage error,
+    which argparse raises (SystemExit 2, its line on stderr) before the command does anything. A fresh process for each
+    (`pluralign`) cost ~1 s of the default suite's time apiece, 32 of them here (suite48); the key-name test below
+    still sees a usage error through a real `python -m training.cli`."""
+    from training.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as stopped:
+        code = stopped.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def last_line(err: str) -> str:
     return err.strip().splitlines()[-1] if err.strip() else ""
 
@@ -37,8 +52,8 @@ SEEDED = (("train", "pal"), ("train", "em"), ("train", "maxmin"), ("train", "fsp
 
 @pytest.mark.parametrize("command", SEEDED, ids=lambda c: " ".join(c))
 @pytest.mark.parametrize("seed", ["-1", str(2**31), "99999999999999999999999"])
-def test_a_seed_out_of_range_is_a_usage_error_naming_seed(command, seed):
-    code, out, err = pluralign(*command, f"--seed={seed}")
+def test_a_seed_out_of_range_is_a_usage_error_naming_seed(command, seed, capsys):
+    code, out, err = usage_error(capsys, *command, f"--seed={seed}")
     line = last_line(err)
     assert code == 2 and out == "" and "Traceback" not in err, err
     assert line.startswith("pluralign: error: argument --seed: expected an integer") and seed in line, line
@@ -87,8 +102,8 @@ def test_audit_out_equal_to_an_input_is_refused_and_the_input_kept(inputs, tmp_p
     ("1,2,3", "3 weights for --groups 2"),
     ("", "expected comma-separated numbers"),
 ])
-def test_audit_group_weights_bad_is_a_usage_error_naming_it(weights, problem):
-    code, out, err = pluralign("audit", "--source", "persona", "--groups", "2", f"--group-weights={weights}", "--group-by", "group", "--json")
+def test_audit_group_weights_bad_is_a_usage_error_naming_it(weights, problem, capsys):
+    code, out, err = usage_error(capsys, "audit", "--source", "persona", "--groups", "2", f"--group-weights={weights}", "--group-by", "group", "--json")
     line = last_line(err)
     assert code == 2 and out == "" and "Traceback" not in err, err
     assert "--group-weights" in line and problem in line, line
@@ -193,11 +208,11 @@ def test_a_trainer_stopped_mid_training_ends_on_its_error_line_not_its_progress_
 @pytest.mark.parametrize("command", [("eval", "--model", "bt", "--protocol", "persona"), ("train", "pal", "--protocol", "persona"),
                                      ("train", "em", "--protocol", "persona"), ("train", "fspo", "--population", "persona"),
                                      ("audit", "--source", "persona", "--group-by", "group")], ids=lambda c: " ".join(c[:2]))
-def test_a_persona_population_of_more_groups_than_a_job_may_ask_is_a_usage_error(command):
+def test_a_persona_population_of_more_groups_than_a_job_may_ask_is_a_usage_error(command, capsys):
     """Before: `pluralign eval --protocol persona --groups 99999999` began building 2.5 billion synthetic users
     (still running, memory growing, when stopped after 120 s); a job's `groups` param is 2 to 64. Now the
     command line takes the same range, refused before anything loads."""
-    code, out, err = pluralign(*command, "--groups", "99999999", timeout=60)
+    code, out, err = usage_error(capsys, *command, "--groups", "99999999")
     line = last_line(err)
     assert code == 2 and out == "" and "Traceback" not in err, err
     assert line.startswith("pluralign: error: argument --groups: expected an integer < 65, got 99999999"), line
