@@ -434,11 +434,11 @@ class AdapterPool:
     def _drop(self, name: str) -> None:
         """The host's drop of `name`, taken out of the table into `_dropping` (called without the pool's lock). Raises
         what the host's drop raises; the adapter then goes back in the table, the least recently used, so the next
-        eviction or `forget` drops it."""
-        failed: Exception | None = None
+        eviction or `forget` drops it, and the failure is noted (`_drop_failed`) for the calls that waited for it."""
+        failed: BaseException | None = None
         try:
             self.host.drop_adapter(name)
-        except Exception as exc:
+        except BaseException as exc:
             failed = exc
             raise
         finally:
@@ -448,7 +448,8 @@ class AdapterPool:
                 if failed is not None:  # still held (a server unreachable, a process lost)
                     self.loaded[name] = entry
                     self.loaded.move_to_end(name, last=False)
-                    self._drop_failed[name] = (time.monotonic(), failed)
+                    if isinstance(failed, Exception):  # the host's error, not an interrupt of this thread's
+                        self._drop_failed[name] = (time.monotonic(), failed)
                 self._cond.notify_all()
 
     def forget(self, tenant: str, user: str) -> None:
