@@ -481,7 +481,8 @@ class AdapterPool:
         short, unreadable or refused by the OS; or built for another base model) is never half loaded: the user gets
         the fallback, and the adapter is reported once (an error logged, `on_unusable(tenant, user,
         error)` called) and not read again until its files change (a retrained
-        or promoted adapter is tried at once). A retrained adapter whose old one is being dropped is loaded once that
+        or promoted adapter is tried at once); so is one larger than the whole budget (`budget_bytes`: no eviction makes
+        room for it). A retrained adapter whose old one is being dropped is loaded once that
         drop ends (the wait releases the pool's lock, however deeply held: a caller needing several users' adapters
         asks `adapters_for`). Raises AdapterError only when the adapters needed at once exceed the budget, and what the
         host's drop raised when the old adapter's drop this call waited for failed (the old one is still held: the
@@ -549,6 +550,11 @@ class AdapterPool:
                 return None
             folder, meta = self.registry.require(tenant, user, self.base_model)
             size = self._load(name, folder)
+            if size > self.budget_bytes:  # no eviction makes room for it: unusable, as a damaged one (before, an error)
+                self.loaded[name] = (size, meta.created_at)
+                self._retire(name, now)
+                raise AdapterError(f"{folder}: the adapter takes {size} bytes, more than the whole adapter budget of "
+                                   f"{self.budget_bytes} bytes (adapter_budget_mb)")
         except AdapterError as exc:
             self._unusable[name] = stamp
             log.error("the adapter of user %r of tenant %r cannot be used; they are served by the fallback until "
