@@ -33,7 +33,11 @@ class _Server(BaseHTTPRequestHandler):
         elif self.path.endswith("/unload_lora_adapter"):
             self.unloads.append(body["lora_name"])
             status = self.unload_status
-            if status == 200:
+            if status == 200 and body["lora_name"] not in self.held:  # vLLM's answer for an adapter it does not hold
+                status = 404
+                answer = json.dumps({"object": "error", "message": f"The lora adapter '{body['lora_name']}' cannot be "
+                                     "found.", "type": "NotFoundError", "code": 404}).encode()
+            elif status == 200:
                 self.held.discard(body["lora_name"])
             else:
                 answer = json.dumps({"object": "error", "message": "the server cannot unload adapters now",
@@ -109,3 +113,21 @@ def test_a_retrained_adapter_whose_old_ones_drop_fails_is_an_error_for_its_chat_
     assert len(out) == 1 and isinstance(out[0], RemoteGeneratorError) and "503" in str(out[0]), out
     assert pool.adapter_for("t", "u") == name and handler.unloads == [name, name] and handler.held == {name}
     assert pool.loaded[name][1] == read_meta(registry.folder("t", "u")).created_at and not pool._dropping
+
+
+def test_a_users_delete_after_the_generation_server_restarted_forgets_the_adapter_it_no_longer_holds(server, tmp_path):
+    """The generation server restarted (or its operator unloaded an adapter): it holds none of the adapters the service
+    loaded at run time, and answers their unload 404 (vLLM: "The lora adapter '...' cannot be found"). Before (review of
+    pool48) the drop raised on that answer and the adapter stayed counted as loaded: the user's DELETE, whose `forget`
+    comes before its last steps (population files, the note that stops their chats in flight from storing), failed
+    at each try, and an eviction of it failed at each load. Now a 404 means the server holds no such adapter: it is
+    forgotten here too."""
+    url, handler = server
+    registry = AdapterRegistry(tmp_path / "adapters")
+    user_adapter(registry, "t", "u")
+    pool = AdapterPool(RemoteGenerator(url, "m", policy=RemotePolicy(max_retries=0)), registry, "m", budget_bytes=1 << 30)
+    name = pool.adapter_for("t", "u")
+    handler.held.clear()  # the server restarted
+    registry.delete("t", "u")  # the user's DELETE: their files, then their adapter in memory
+    pool.forget("t", "u")
+    assert handler.unloads == [name] and name not in pool.loaded and pool.host.adapters == set() and not pool._dropping
