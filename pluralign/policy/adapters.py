@@ -358,6 +358,9 @@ class AdapterPool:
         self._cond = threading.Condition(self._lock)  # `_dropping` changed
         # adapters being dropped outside the lock (out of `loaded` already) -> their `loaded` entry, put back if it fails
         self._dropping: dict[str, tuple[int, float]] = {}
+        # adapter -> (time.monotonic() it failed, the host's error) of its last drop that failed: a call that waited for
+        # that drop and would drop it again (retrained) raises the error instead of trying again and again
+        self._drop_failed: dict[str, tuple[float, Exception]] = {}
         self._unusable: dict[str, tuple] = {}  # adapter name -> `_stamp` of its folder when it was found unusable
         # told once of each user's adapter found unusable (until its files change): (tenant, user, error)
         self.on_unusable: Callable[[str, str, AdapterError], None] | None = None
@@ -431,17 +434,22 @@ class AdapterPool:
     def _drop(self, name: str) -> None:
         """The host's drop of `name`, taken out of the table into `_dropping` (called without the pool's lock). Raises
         what the host's drop raises; the adapter then goes back in the table, the least recently used, so the next
-        eviction or `forget` drops it."""
-        dropped = False
+        eviction or `forget` drops it, and the failure is noted (`_drop_failed`) for the calls that waited for it."""
+        failed: BaseException | None = None
         try:
             self.host.drop_adapter(name)
-            dropped = True
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
             with self._lock:
                 entry = self._dropping.pop(name)
-                if not dropped:  # still held (a server unreachable, a process lost)
+                self._drop_failed.pop(name, None)
+                if failed is not None:  # still held (a server unreachable, a process lost)
                     self.loaded[name] = entry
                     self.loaded.move_to_end(name, last=False)
+                    if isinstance(failed, Exception):  # the host's error, not an interrupt of this thread's
+                        self._drop_failed[name] = (time.monotonic(), failed)
                 self._cond.notify_all()
 
     def forget(self, tenant: str, user: str) -> None:
@@ -473,11 +481,15 @@ class AdapterPool:
         short, unreadable or refused by the OS; or built for another base model) is never half loaded: the user gets
         the fallback, and the adapter is reported once (an error logged, `on_unusable(tenant, user,
         error)` called) and not read again until its files change (a retrained
-        or promoted adapter is tried at once). A retrained adapter whose old one is being dropped is loaded once that
+        or promoted adapter is tried at once); so is one larger than the whole budget (`budget_bytes`: no eviction makes
+        room for it). A retrained adapter whose old one is being dropped is loaded once that
         drop ends (the wait releases the pool's lock, however deeply held: a caller needing several users' adapters
-        asks `adapters_for`). Raises AdapterError only when the adapters needed at once exceed the budget."""
+        asks `adapters_for`). Raises AdapterError only when the adapters needed at once exceed the budget, and what the
+        host's drop raised when the old adapter's drop this call waited for failed (the old one is still held: the
+        next call tries its drop again; before review of pool48, the call tried again and again without end)."""
         with self._lock:
-            while (name := self._resolve(tenant, user, pinned)) is None:
+            since = time.monotonic()
+            while (name := self._resolve(tenant, user, pinned, since=since)) is None:
                 self._cond.wait()
             return name
 
@@ -487,8 +499,8 @@ class AdapterPool:
         resolved, then they are all resolved again (before pool48 the wait, which releases the lock, came after the
         rows before it: an adapter of theirs dropped meanwhile was handed out)."""
         with self._lock:
-            pinned = frozenset(adapter_name(*key) for key in users if key is not None)
-            while (names := self._resolved(users, pinned)) is None:
+            pinned, since = frozenset(adapter_name(*key) for key in users if key is not None), time.monotonic()
+            while (names := self._resolved(users, pinned, since=since)) is None:
                 self._cond.wait()
             return names
 
@@ -497,23 +509,26 @@ class AdapterPool:
         no drop, whose weights peft deletes from the layers it runs through): a drop under way ends before any row is
         resolved, and the call's own evictions drop at once."""
         with self._lock:
-            pinned = frozenset(adapter_name(*key) for key in users if key is not None)
-            while self._dropping or (names := self._resolved(users, pinned, now=True)) is None:
+            pinned, since = frozenset(adapter_name(*key) for key in users if key is not None), time.monotonic()
+            while self._dropping or (names := self._resolved(users, pinned, now=True, since=since)) is None:
                 self._cond.wait()
             return names
 
-    def _resolved(self, users: Sequence[tuple[str, str] | None], pinned: frozenset[str], now: bool = False) -> list[str] | None:
+    def _resolved(self, users: Sequence[tuple[str, str] | None], pinned: frozenset[str], now: bool = False,
+                  since: float = float("inf")) -> list[str] | None:
         names: list[str] = []
         for key in users:
-            name = self.fallback if key is None else self._resolve(*key, pinned, now)
+            name = self.fallback if key is None else self._resolve(*key, pinned, now, since)
             if name is None:
                 return None
             names.append(name)
         return names
 
-    def _resolve(self, tenant: str, user: str, pinned: frozenset[str], now: bool = False) -> str | None:
+    def _resolve(self, tenant: str, user: str, pinned: frozenset[str], now: bool = False,
+                 since: float = float("inf")) -> str | None:
         """`adapter_for`'s answer, under the pool's lock, never waiting: None when the user's retrained adapter must
-        wait for the drop of their old one (the caller waits on `_cond`, then asks again)."""
+        wait for the drop of their old one (the caller waits on `_cond`, then asks again). Raises what the host's drop
+        raised when a drop of the old one failed since `since` (the caller's `time.monotonic()` when it began)."""
         name = adapter_name(tenant, user)
         folder = self.registry.folder(tenant, user)
         stamp = _stamp(folder)
@@ -528,11 +543,18 @@ class AdapterPool:
             if name in self.loaded and self.loaded[name][1] == meta.created_at and self._held(name):
                 self.loaded.move_to_end(name)
                 return name
+            if name in self.loaded and (failed := self._drop_failed.get(name)) is not None and failed[0] >= since:
+                raise failed[1]  # the drop this call waited for failed: not tried again and again
             self._retire(name, now)  # retrained since it was loaded (or no longer held by the host)
             if name in self._dropping:  # loaded anew under its name once the old one's drop ends
                 return None
             folder, meta = self.registry.require(tenant, user, self.base_model)
             size = self._load(name, folder)
+            if size > self.budget_bytes:  # no eviction makes room for it: unusable, as a damaged one (before, an error)
+                self.loaded[name] = (size, meta.created_at)
+                self._retire(name, now)
+                raise AdapterError(f"{folder}: the adapter takes {size} bytes, more than the whole adapter budget of "
+                                   f"{self.budget_bytes} bytes (adapter_budget_mb)")
         except AdapterError as exc:
             self._unusable[name] = stamp
             log.error("the adapter of user %r of tenant %r cannot be used; they are served by the fallback until "

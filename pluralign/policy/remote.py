@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ import openai
 
 from pluralign.data.text import shorten
 from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Sampling, _ModelUse, stripped_pieces
+
+log = logging.getLogger(__name__)
 
 
 class RemoteGeneratorError(RuntimeError):
@@ -86,11 +89,20 @@ class RemoteGenerator:
     def drop_adapter(self, name: str) -> None:
         """Ask the server to unload adapter `name`, once the requests in flight using it have ended (requests for it
         that come meanwhile wait behind the drop, then raise AdapterNotLoaded). Raises RemoteGeneratorError when the
-        server cannot be asked; the adapter is then still counted as loaded."""
+        server cannot be asked, or refuses; the adapter is then still counted as loaded. A 404 (the server holds no such
+        adapter: restarted since) is no error: the adapter is forgotten here too."""
         with self._use.drop(name):
             if name in self._adapters:
-                self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx2.Response,
-                                                     options={"headers": dict(self.request_headers())}))
+                try:
+                    self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx2.Response,
+                                                         options={"headers": dict(self.request_headers())}))
+                except RemoteGeneratorError as exc:
+                    # 404: the server holds no adapter of that name (vLLM: "cannot be found"; restarted since it was
+                    # loaded, or unloaded by its operator), so there is nothing to unload (before review of pool48, an
+                    # error at each try: a user's DELETE failed until the service restarted)
+                    if not isinstance(exc.__cause__, openai.NotFoundError):
+                        raise
+                    log.warning("adapter %s was not loaded on the generation server (it answered 404): forgotten here", name)
                 del self._adapters[name]
 
     def _call(self, request):

@@ -222,3 +222,25 @@ def test_a_stream_whose_users_delete_comes_after_its_first_piece_ends_whole(svc,
     assert answer[0].status_code == 200 and text.rstrip().endswith("data: [DONE]") and '"error"' not in text, text
     assert f'"adapter":"{adapter_name("acme", user)}"' in text.replace(" ", ""), text
     assert adapter_name("acme", user) not in rt.generator.adapters and rt.store.count_interactions("acme", user) == 0
+
+
+def test_an_adapter_larger_than_the_whole_budget_is_served_by_the_fallback_not_a_500(svc, tiny_generator_dir, monkeypatch):
+    """`adapter_budget_mb` smaller than one user's adapter: no eviction can make room for it. Before (review of
+    pool48) every chat of that user was a 500 ("internal error": AdapterError "adapters needed at once exceed the pool's
+    budget"), the adapter loaded and dropped again at each; docs/api.md's row promised the fallback for a budget too
+    small. Now the adapter is reported once as unusable (logged, `pluralign_adapters_unusable_total`) and the user is
+    served by the fallback, as for a damaged adapter, until its files change."""
+    from service.users.services import register_adapter
+    from tests.service.test_generation_turns import wait_until
+
+    rt, user = svc.runtime, "bruno"
+    register_adapter(rt, "acme", user, random_adapter(tiny_generator_dir, svc.data_dir / f"{user}-src", rt.adapters.base_model, "user", 8))
+    monkeypatch.setattr(rt.adapters, "budget_bytes", 1024)  # 1 KB: smaller than any adapter
+    with svc.client() as c:
+        for _ in range(2):
+            r = chat(c, user)
+            assert r.status_code == 200, r.text
+            assert r.json()["pluralign"]["adapter"] == "fallback"
+        assert "pluralign_adapters_unusable_total" in c.get("/metrics").text
+    wait_until(lambda: not rt.adapters._dropping, "its weights, loaded to be measured, are dropped")
+    assert adapter_name("acme", user) not in rt.generator.adapters and adapter_name("acme", user) not in rt.adapters.loaded

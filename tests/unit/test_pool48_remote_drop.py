@@ -57,7 +57,7 @@ class _Server(BaseHTTPRequestHandler):
 def server():
     handler = type("Handler", (_Server,), {"unloaded": [], "go": threading.Event()})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", handler
     handler.go.set()
