@@ -26,6 +26,7 @@ import openai
 
 from pluralign.data.text import shorten
 from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Sampling, stripped_pieces
+from pluralign.urls import check_base_url
 
 
 class RemoteGeneratorError(RuntimeError):
@@ -43,10 +44,13 @@ class RemotePolicy:
 
 class RemoteGenerator:
     """`request_headers()` is asked at each request for headers to send with it (the service passes the
-    `X-Request-Id` of the chat the answer is generated for, so the generation server's log names it)."""
+    `X-Request-Id` of the chat the answer is generated for, so the generation server's log names it). Raises ValueError
+    naming `base_url` when it is no http(s) URL of a host (`pluralign.urls.check_base_url`: the client takes '', and
+    each request then failed as "Connection error.")."""
 
     def __init__(self, base_url: str, model_id: str, api_key: str | None = None, policy: RemotePolicy = RemotePolicy(),
                  request_headers: Callable[[], Mapping[str, str]] = dict):
+        check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.request_headers = request_headers
         self.model_id = model_id
