@@ -42,3 +42,29 @@ def test_a_server_url_is_still_taken(tmp_path):
         Settings.load({"PLURALIGN_GENERATOR": f"openai:{url}", "PLURALIGN_ENCODER": f"openai:{url}",
                        "PLURALIGN_DATA_DIR": str(tmp_path / "data")}).check_models()
         assert make_generator(f"openai:{url}").base_url == url.rstrip("/")
+
+
+def test_two_encoders_opening_a_store_made_under_no_encoder_at_once_are_not_both_taken(tmp_path, monkeypatch):
+    """small48 opens tables an earlier release made under the encoder id '' as the opening encoder's and records it there.
+    Two processes with different encoders (a rolling change of PLURALIGN_ENCODER, replicas started together) each
+    found '' and went on to record theirs: the second one's record raced the first's, Lance refused it, and the retry
+    (`_upgrade_retrying`) wrote it over the first's without looking at what it now said. Both served, each writing its
+    own encoder's vectors into the one store. Now the second is refused as any open with another encoder is. The
+    interleaving is played in one process: `other` opens whole between the second's check and its record."""
+    from pluralign.store import Store, StoreError, tables
+    from tests.unit.test_small48_library import _encoder_ids, _made_before_session_47
+
+    uri = str(tmp_path / "lancedb")
+    _made_before_session_47(uri)
+    upgrade, played = tables.Store._upgrade, []
+
+    def other_opens_first(self, name, schema, table):
+        if not played and self.encoder_id == "second":  # `table` was read before `other` recorded its id
+            played.append(Store(uri, encoder_id="other", dim=4))
+        return upgrade(self, name, schema, table)
+
+    monkeypatch.setattr(tables.Store, "_upgrade", other_opens_first)
+    with pytest.raises(StoreError, match=r"table `preferences` at .* was made with encoder_id=other, and is opened with "
+                                         r"encoder_id=second"):
+        Store(uri, encoder_id="second", dim=4)
+    assert played and _encoder_ids(uri) == {"other"}  # before: {'second', 'other'}: preferences overwritten
