@@ -25,12 +25,15 @@ import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Resp
 import openai
 
 from pluralign.data.text import shorten
-from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Sampling, stripped_pieces
+from pluralign.policy.generator import (
+    AdapterNotLoaded,
+    Cancelled,
+    Candidate,
+    RemoteGeneratorError,
+    Sampling,
+    stripped_pieces,
+)
 from pluralign.urls import check_base_url
-
-
-class RemoteGeneratorError(RuntimeError):
-    """The generation server failed, could not be reached in time, or answered something that is not a chat completion."""
 
 
 @dataclass(frozen=True)
