@@ -68,3 +68,20 @@ def test_two_encoders_opening_a_store_made_under_no_encoder_at_once_are_not_both
                                          r"encoder_id=second"):
         Store(uri, encoder_id="second", dim=4)
     assert played and _encoder_ids(uri) == {"other"}  # before: {'second', 'other'}: preferences overwritten
+
+
+def test_an_em_config_counts_a_numpy_seed_as_the_number_it_is():
+    """small48's bound (seed + restarts - 1 at most 2**32 - 1) was summed in the seed's own type: a numpy uint32 seed
+    wrapped around (2**32 - 1 + 1 is 0, with numpy's overflow warning) and was taken, restart 1 then seeding k-means
+    with 0. Counted as a Python int, it is refused as the same int seed is."""
+    import warnings
+
+    import numpy as np
+
+    from pluralign.reward.em import EMConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way
+        with pytest.raises(ValueError, match=r"EMConfig: `seed` \+ `restarts` - 1 must be at most 2\*\*32 - 1"):
+            EMConfig(seed=np.uint32(2**32 - 1), restarts=2)
+        assert EMConfig(seed=np.uint32(2**32 - 2), restarts=2).seed == 2**32 - 2
