@@ -31,7 +31,14 @@ from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promo
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
 from service.scheduler import DaemonWorker, FairScheduler
-from service.settings import ReplicasDisagree, Settings, StartedAlone, unknown_generator
+from service.settings import (
+    GENERATOR_SETTING,
+    ReplicasDisagree,
+    Settings,
+    StartedAlone,
+    check_server_url,
+    unknown_generator,
+)
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
@@ -64,6 +71,8 @@ def make_generator(
     if name.startswith("openai:"):
         from pluralign.embed.models import SMOLLM2_ID
         from pluralign.policy.remote import RemoteGenerator, RemotePolicy
+
+        check_server_url(name, GENERATOR_SETTING)  # (Settings.check_models: the same, before anything loads)
 
         policy = RemotePolicy(timeout_s=timeout_s, max_retries=retries)
         from service.requestid import outgoing_headers

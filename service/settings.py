@@ -232,10 +232,11 @@ class Settings(Base, frozen=True):
         """`encoder` and `generator` name what a start can load (a name it knows, a folder, `openai:URL`),
         checked without importing torch or loading anything: a mistyped one is the ValueError loading it
         gives (service.runtime.make_encoder, make_generator) at once, not after seconds of imports and an
-        encoder's load. What a folder holds is checked as it loads."""
+        encoder's load. What a folder holds is checked as it loads; an `openai:URL`'s server, at the first request."""
         from service.encoders import is_model_folder
 
         check_encoder_name(self.encoder, "PLURALIGN_ENCODER (setting encoder)")
+        check_server_url(self.generator, GENERATOR_SETTING)
         if not (self.generator.startswith("openai:") or self.generator == "smollm2" or is_model_folder(self.generator)):
             raise ValueError(unknown_generator(self.generator))
 
@@ -483,6 +484,7 @@ def check_encoder_name(name: str, where: str) -> None:
     torch or a model library."""
     from service.encoders import is_model_folder
 
+    check_server_url(name, where)
     if name.startswith("openai:") or is_model_folder(name):
         return
     from pluralign.embed.named import encoder_identity
@@ -493,10 +495,24 @@ def check_encoder_name(name: str, where: str) -> None:
         raise ValueError(f"{where}: {exc}") from None
 
 
+GENERATOR_SETTING = "PLURALIGN_GENERATOR (setting generator)"
+
+
 def unknown_generator(name: str) -> str:
     """The error for a generator no start can load ('' too: pathlib reads it as the working folder), naming the
     variable, as an unknown encoder's does."""
-    return f"PLURALIGN_GENERATOR (setting generator): expected `smollm2`, a model folder or `openai:URL`, got {name!r}"
+    return f"{GENERATOR_SETTING}: expected `smollm2`, a model folder or `openai:URL`, got {name!r}"
+
+
+def check_server_url(name: str, where: str) -> None:
+    """An encoder's or generator's `name` of the form `openai:URL` has a URL the `openai` client can reach (an http(s)
+    one naming its host: `pluralign.urls.base_url_problem`); else a ValueError "<where>: ...". The client takes
+    anything: `openai:` alone (`openai:$VLLM_URL`, the variable unset) started a service whose every chat was a 500."""
+    from pluralign.urls import base_url_problem
+
+    if name.startswith("openai:") and (problem := base_url_problem(name.removeprefix("openai:"))):
+        raise ValueError(f"{where}: `openai:URL` needs the server's http:// or https:// URL (`openai:http://127.0.0.1:8000/v1`), "
+                         f"got {name!r}: {problem}")
 
 
 def check_variables(environ: dict[str, str] | None = None) -> None:

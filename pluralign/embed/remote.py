@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from pluralign.embed.base import text_list
+from pluralign.urls import check_base_url
 
 
 class RemoteEncoderError(RuntimeError):
@@ -22,7 +23,8 @@ class RemoteEncoder:
     """`encode(texts)` -> (N, dim) float32, L2-normalized, in `batch_size` texts per request.
 
     Ready once constructed: one request at construction learns `dim` (and fails early, with
-    `RemoteEncoderError`, when the server is down or serves no such model). `request_headers()` is
+    `RemoteEncoderError`, when the server is down or serves no such model; a ValueError naming `base_url`, before it,
+    for one that is no http(s) URL of a host: `pluralign.urls.check_base_url`). `request_headers()` is
     asked at each request for headers to send with it (the service passes the `X-Request-Id` of the
     request the texts are embedded for, so the embeddings server's log names it)."""
 
@@ -32,6 +34,7 @@ class RemoteEncoder:
     ):
         from openai import OpenAI
 
+        check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.encoder_id = model
         self.batch_size = batch_size  # TEI's default --max-client-batch-size is 32

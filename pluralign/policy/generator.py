@@ -74,6 +74,12 @@ class Cancelled(Exception):
     """The generation was stopped by its `cancel` event (the client went away); nothing is returned."""
 
 
+class RemoteGeneratorError(RuntimeError):
+    """The generation server failed, could not be reached in time, or answered something that is not a chat completion
+    (`pluralign.policy.remote.RemoteGenerator`'s, importable from there; here, so that the service tells it apart
+    without importing the `openai` client)."""
+
+
 class AdapterNotLoaded(ValueError):
     """The adapter named for a generation is not loaded (never was, or dropped since its name was taken: an adapter
     pool's eviction, a user's DELETE); raised before any token is generated."""

@@ -27,13 +27,18 @@ import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Resp
 import openai
 
 from pluralign.data.text import shorten
-from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Sampling, _ModelUse, stripped_pieces
+from pluralign.policy.generator import (
+    AdapterNotLoaded,
+    Cancelled,
+    Candidate,
+    RemoteGeneratorError,
+    Sampling,
+    _ModelUse,
+    stripped_pieces,
+)
+from pluralign.urls import check_base_url
 
 log = logging.getLogger(__name__)
-
-
-class RemoteGeneratorError(RuntimeError):
-    """The generation server failed, could not be reached in time, or answered something that is not a chat completion."""
 
 
 @dataclass(frozen=True)
@@ -47,10 +52,13 @@ class RemotePolicy:
 
 class RemoteGenerator:
     """`request_headers()` is asked at each request for headers to send with it (the service passes the
-    `X-Request-Id` of the chat the answer is generated for, so the generation server's log names it)."""
+    `X-Request-Id` of the chat the answer is generated for, so the generation server's log names it). Raises ValueError
+    naming `base_url` when it is no http(s) URL of a host (`pluralign.urls.check_base_url`: the client takes '', and
+    each request then failed as "Connection error.")."""
 
     def __init__(self, base_url: str, model_id: str, api_key: str | None = None, policy: RemotePolicy = RemotePolicy(),
                  request_headers: Callable[[], Mapping[str, str]] = dict):
+        check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.request_headers = request_headers
         self.model_id = model_id

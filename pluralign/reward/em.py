@@ -68,7 +68,8 @@ class EMConfig:
             raise ValueError(f"init must be `kmeans` or `random`, got {self.init!r}")
         whole("EMConfig", 1, k=self.k, restarts=self.restarts, lbfgs_iter=self.lbfgs_iter)
         whole("EMConfig", 0, max_iter=self.max_iter, seed=self.seed)
-        if self.init == "kmeans" and self.seed + self.restarts - 1 > SEED_MAX:  # (numpy's default_rng takes any seed)
+        # a Python int: a numpy uint32 seed's sum wrapped around (2**32 - 1 + 1 is 0) and was taken
+        if self.init == "kmeans" and int(self.seed) + self.restarts - 1 > SEED_MAX:  # (numpy's default_rng takes any seed)
             raise ValueError(f"EMConfig: `seed` + `restarts` - 1 must be at most 2**32 - 1 (restart r seeds k-means with seed + r, "
                              f"in sklearn's range), got {self.seed} + {self.restarts} - 1")
         at_least("EMConfig", 0, tol=self.tol, l2=self.l2, init_l2=self.init_l2)
@@ -157,13 +158,13 @@ def _initial_assignments(diff, user, n_users, config: EMConfig) -> list[np.ndarr
     from sklearn.cluster import KMeans
 
     if config.init == "random":
-        return [np.random.default_rng(config.seed + r).integers(0, config.k, n_users) for r in range(config.restarts)]
+        return [np.random.default_rng(int(config.seed) + r).integers(0, config.k, n_users) for r in range(config.restarts)]
 
     per_user = fit_user_logistic(diff.float(), user, n_users, config.init_l2)  # (U, F)
     per_user = F.normalize(per_user, dim=1).cpu().numpy()
     k = min(config.k, n_users)
     return [
-        KMeans(n_clusters=k, n_init=1, random_state=config.seed + r).fit_predict(per_user)
+        KMeans(n_clusters=k, n_init=1, random_state=int(config.seed) + r).fit_predict(per_user)
         for r in range(config.restarts)
     ]
 

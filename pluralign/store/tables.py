@@ -674,6 +674,9 @@ class Store:
                     raise StoreError(f"table `{name}` at {self.uri} could not be upgraded to this release's columns "
                                      f"and schema_version (another process kept committing to it: {exc})") from None
                 table = self.db.open_table(name)
+                # what the winner recorded: its encoder's id where the table was made under '' (`_made_without_encoder`),
+                # another encoder's than ours when it raced us, is refused as any other, not written over
+                self._check_made_alike(name, schema, table.schema.metadata or {})
         raise AssertionError("unreachable")
 
     def _upgrade(self, name: str, schema: pa.Schema, table):

@@ -17,7 +17,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from pluralign.data.text import is_blank
-from pluralign.policy.generator import Cancelled, Sampling
+from pluralign.policy.generator import Cancelled, RemoteGeneratorError, Sampling
 from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
 from service.chat import services
@@ -322,9 +322,16 @@ def unavailable_as_503(exc: Exception) -> Exception:
     """`exc`, unless no generation process could serve the chat (`GeneratorUnavailable`: the child died during it,
     killed for memory, or a new one could not start): then the 503 with Retry-After that tells a client to send it
     again (a new child starts with the next chat), its cause logged for the operator; `GeneratorClosed` (a late chat
-    as the service stops) is the stop's 503. Before session 46 both were a 500 `internal error`."""
+    as the service stops) is the stop's 503. Before session 46 both were a 500 `internal error`. A remote generation
+    server's failure (`RemoteGeneratorError`: down, timed out after its retries, an error answer) is such a 503 too,
+    its address and words in the log only (a 500 `internal error` until the review of session small48)."""
     if isinstance(exc, GeneratorClosed):
         return stopping("the generation process has ended; send the chat again")
+    if isinstance(exc, RemoteGeneratorError):
+        log.error("a chat was not generated: %s", exc)
+        return ServiceUnavailableException(
+            detail="generation is unavailable for now: the generation server failed or could not be reached (the operator's "
+                   "log says why); the chat was not finished: send it again", headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
     if not isinstance(exc, GeneratorUnavailable):
         return exc
     log.error("a chat was not generated: %s (the next chat starts a new generation process)", exc)
@@ -397,7 +404,7 @@ async def _unless_stopping(rt: Runtime, answer: asyncio.Future):
         return await answer
     except Stopping:
         raise not_begun(rt) from None
-    except GeneratorUnavailable as exc:
+    except (GeneratorUnavailable, RemoteGeneratorError) as exc:
         raise unavailable_as_503(exc) from None
 
 
@@ -493,7 +500,7 @@ def _planned(rt: Runtime, make_events, gone: threading.Event, put, opening: Open
     except Exception as exc:
         if not opening.end(False):
             put(_END)
-            if isinstance(exc, GeneratorUnavailable):  # an adapter's load in the generation process, as planned
+            if isinstance(exc, GeneratorUnavailable | RemoteGeneratorError):  # an adapter's load there, as planned
                 raise unavailable_as_503(exc) from None
             raise
         for event in (failure_event(rt, exc), DONE, _END):

@@ -69,12 +69,17 @@ def test_the_cached_rerun_of_the_documented_eval_never_imports_the_encoders_libr
 
 HEAVY = ("torch", "lancedb", "litestar", "service.app", "transformers", "uvicorn")  # seconds of imports before a server starts
 ENCODERS = "expected `minilm`, `minilm-onnx`, `minilm-onnx-int8` or `smollm2`"
+NO_URL = "`openai:URL` needs the server's http:// or https:// URL (`openai:http://127.0.0.1:8000/v1`),"
 
 
 @pytest.mark.parametrize("argv, env, said", [
     (["serve"], {"PLURALIGN_STORE_RETRIES": "abc"}, "PLURALIGN_STORE_RETRIES (setting store_retries): expected `int`, got `str` 'abc'"),
     (["serve"], {"PLURALIGN_ENCODER": "minilm-onx"}, f"PLURALIGN_ENCODER (setting encoder): unknown encoder 'minilm-onx': {ENCODERS}"),
     (["serve"], {"PLURALIGN_GENERATOR": "smollm3"}, "PLURALIGN_GENERATOR (setting generator): expected `smollm2`, a model folder or `openai:URL`, got 'smollm3'"),
+    # review of small48: `openai:$VLLM_URL` with the variable unset (before: served, every chat a 500)
+    (["serve"], {"PLURALIGN_GENERATOR": "openai:"}, f"PLURALIGN_GENERATOR (setting generator): {NO_URL} got 'openai:': it has no scheme"),
+    (["serve-embeddings", "--encoder", "openai:localhost:8001/v1"], {},
+     f"--encoder openai:localhost:8001/v1: {NO_URL} got 'openai:localhost:8001/v1': its scheme is 'localhost'"),
     (["serve-embeddings", "--encoder", "minilm-onx"], {}, f"--encoder minilm-onx: unknown encoder 'minilm-onx': {ENCODERS}"),
     (["eval", "--model", "bt", "--protocol", "persona", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
     (["train", "pal", "--protocol", "persona", "--out", "pal", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
