@@ -943,11 +943,14 @@ class Ingestor:
     def requeue(self, name: str) -> int:
         """Puts the dead letter `name` back in the log (as one record, received when it first was, where that time is
         finite), then removes it; returns its rows. KeyError: no such letter. A kill between the two leaves both (the
-        rows moved twice are one: an id stored with the same content is not stored again)."""
-        letter = self.dead_letters.read(name)
-        received = letter.rows[0].received_at if letter.rows else None
-        self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None)
-        self.dead_letters.discard(name)
+        rows moved twice are one: an id stored with the same content is not stored again). Under `_move`, as a
+        DELETE's `forget_user`: until review 48 a DELETE of the letter's user between the read and the append forgot
+        the letter and the log's rows, and the append then put the deleted user's rows back in the log."""
+        with self._move:
+            letter = self.dead_letters.read(name)
+            received = letter.rows[0].received_at if letter.rows else None
+            self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None)
+            self.dead_letters.discard(name)
         return len(letter.rows)
 
     def stop(self) -> None:
