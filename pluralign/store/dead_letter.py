@@ -20,6 +20,7 @@ import math
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -108,7 +109,17 @@ class DeadLetters:
         """The user's rows leave the letters (received before `before` only, unix seconds; None: all; a row whose
         time is not finite counts as received before any); a letter left with none is removed. Returns how many
         rows went. OSError: a rewrite failed (that letter keeps them)."""
-        gone = 0
+        return self._forget(lambda r: r.tenant == tenant and r.user_id == user_id and (
+            before is None or not math.isfinite(r.received()) or r.received() < before))
+
+    def forget_tenant(self, tenant: str) -> int:
+        """Every row of `tenant` leaves the letters, whoever's (a blank `user_id` too, which no DELETE names): what a
+        tenant's removal does last (`service.tenants`). Returns how many rows went. OSError: as `forget_user`."""
+        return self._forget(lambda r: r.tenant == tenant)
+
+    def _forget(self, gone: Callable[[StoredPreference], bool]) -> int:
+        """The rows `gone` picks leave the letters, each letter rewritten whole (or removed, left with none)."""
+        count = 0
         with self._lock:
             for name in self.names():
                 path = self.folder / (name + SUFFIX)
@@ -116,15 +127,14 @@ class DeadLetters:
                     letter = _decode(path.read_bytes())
                 except (OSError, msgspec.DecodeError):
                     continue
-                kept = [r for r in letter.rows if not (r.tenant == tenant and r.user_id == user_id and (
-                    before is None or not math.isfinite(r.received()) or r.received() < before))]
+                kept = [r for r in letter.rows if not gone(r)]
                 if len(kept) == len(letter.rows):
                     continue
-                gone += len(letter.rows) - len(kept)
+                count += len(letter.rows) - len(kept)
                 if kept:
                     write_atomic(path, _encode(msgspec.structs.replace(letter, rows=kept)))
                 else:
                     os.unlink(path)
-            if gone:
+            if count:
                 fsync_dir(self.folder)
-        return gone
+        return count

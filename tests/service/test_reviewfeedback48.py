@@ -6,12 +6,13 @@ from __future__ import annotations
 import threading
 
 import msgspec
+import pytest
 
 from pluralign.store import Store
 from pluralign.store import ingest as ingest_module
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
-from tests.service.test_feedback48_dead_letter import wait_for
+from tests.service.test_feedback48_dead_letter import damaged_log, wait_for
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
 
 
@@ -68,3 +69,25 @@ def test_a_requeue_during_the_users_delete_does_not_bring_their_rows_back(tmp_pa
             assert ingest.log.pending_for("t1", "ann") == [] and ingest.dead_letters.names() == []
     finally:
         ingest.close()
+
+
+@pytest.mark.slow  # a service of its own on a damaged log (3-10 s on 2 shared cores): make test-tenant-removal
+def test_a_tenants_removal_leaves_none_of_its_dead_letters(serve, tmp_path, monkeypatch):
+    """A tenant whose refused record (a blank owner: no user a DELETE names) was set aside is removed: none of its
+    letters is left, another tenant's letter stays. Until review 48 the removal looked for users in the store, the
+    log, the adapters and the DELETE journal only, and the letter (the tenant's rows, their text) stayed for good."""
+    from service.admin.controllers import ADMIN_HANDLERS
+    from tests.service.test_tenant48_removal import wait_removed
+
+    monkeypatch.setattr(ingest_module, "RETRY_S", 0.01)
+    damaged_log(tmp_path / "data" / "feedback-log")  # t1's refused record first, then good rows of t1 and t2
+    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    dead = svc.runtime.ingest.dead_letters
+    dead.put([msgspec.structs.replace(r, user_id="") for r in feedback("cy", 0, tenant="t2")], "StoreError", 3, 0.0)
+    with server, svc.client("admin") as admin:
+        wait_for(lambda: svc.runtime.ingest.set_aside == 2)
+        assert admin.post("/admin/tenants/t1/removal").status_code == 202
+        removal = wait_removed(admin, "t1")
+        assert removal["error"] is None and removal["counts"]["preferences"] == 3, removal  # ann's row, the letter's 2
+        assert [r.tenant for name in dead.names() for r in dead.read(name).rows] == ["t2"]
+        assert admin.get("/admin/feedback/dead-letter").json()["rows"] == 1
