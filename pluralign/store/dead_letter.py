@@ -134,6 +134,11 @@ class DeadLetters:
         """How many rows the letters hold in all (unreadable ones counted as none)."""
         return sum(summary.rows for summary in self._summaries().values())
 
+    def owners(self) -> set[tuple[str, str]]:
+        """The (tenant, user_id) of the letters' rows (of readable letters): whom a deletion record applied here may name
+        (`service.deletions.apply_deletions`)."""
+        return {owner for summary in self._summaries().values() for owner in summary.owners}
+
     def discard(self, name: str) -> bool:
         """Removes the letter `name` for good; False when there is none."""
         if not NAME.fullmatch(name):

@@ -4,6 +4,7 @@ left. Real feedback logs and a real LanceDB folder; the worker and the admin's c
 from __future__ import annotations
 
 import threading
+import time
 
 import msgspec
 import pytest
@@ -109,3 +110,21 @@ def test_a_count_and_a_delete_read_a_letter_only_when_they_need_to(tmp_path, mon
     assert reads == []
     assert dead.forget_user("t", "u1") == 3 and len(reads) == 1  # u1's letter only
     assert dead.rows() == 12 and len(reads) == 1 and len(dead.names()) == 4
+
+
+@pytest.mark.slow  # a service of its own (3-10 s on 2 shared cores): make test-scaleout
+def test_another_replicas_deletion_record_removes_the_users_dead_letters(serve):
+    """A user's record set aside on this replica (its letter: their texts) and their DELETE through another replica,
+    whose deletion record this one applies (`service.deletions.apply_deletions`): the letter goes, another user's
+    stays. Until review 48 the pass forgot the rows of the users it found in the feedback log (and moved lately) only,
+    and the deleted user's letter stayed on every replica but the one the DELETE was sent to."""
+    from pluralign.store.deletions import new_deletion
+    from service.deletions import apply_deletions
+
+    _, server, svc = serve()
+    dead = svc.runtime.ingest.dead_letters
+    with server:
+        dead.put(feedback("zoe", 0, tenant="acme", n=2), "StoreError: then", 3, 0.0)
+        dead.put(feedback("yan", 0, tenant="acme"), "StoreError: then", 3, 0.0)
+        apply_deletions(svc.runtime, [new_deletion("acme", "zoe", time.time() + 5, replica=1)])
+        assert [r.user_id for name in dead.names() for r in dead.read(name).rows] == ["yan"]
