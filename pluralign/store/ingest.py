@@ -810,11 +810,14 @@ class Ingestor:
             log.warning("the read-back of %d committed row(s) for ids stored twice was not made: the service is stopping",
                         len(rows))
 
-    def _embed(self, entries: list[Entry], known: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def _embed(self, entries: list[Entry], known: Mapping[str, np.ndarray] | None = None,
+               until: threading.Event | None = None) -> dict[str, np.ndarray]:
         """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer
         pending (a DELETE of their user dropped them) are not embedded past the chunk under way, so an
         import of a user deleted meanwhile does not keep the worker (and every tenant's feedback behind it)
-        busy for minutes. `known`: vectors of texts embedded already, taken from it (only those of `entries`)."""
+        busy for minutes. `known`: vectors of texts embedded already, taken from it (only those of `entries`).
+        `until` (the worker's stop): once set, no further chunk, and the vectors are not all there (the worker commits
+        nothing once stopped; until review 48 a stop waited for every chunk of the batch, at nice 19)."""
         vectors: dict[str, np.ndarray] = {}
         if known:
             texts = {t for e in entries for r in e.rows for t in (r.prompt, r.chosen, r.rejected) if t}
@@ -822,7 +825,7 @@ class Ingestor:
         while True:
             rows = [r for e in entries if self.log.is_pending(e) for r in e.rows]
             texts = [t for t in dict.fromkeys(t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t) if t not in vectors]
-            if not texts:
+            if not texts or (until is not None and until.is_set()):
                 return vectors
             chunk = texts[:ENCODE_CHUNK]
             vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
@@ -872,7 +875,7 @@ class Ingestor:
         pause wants none moved) and taken anew after it; returns its vectors, for that batch ({} once committed, or
         stopped meanwhile: the batch stays in the log)."""
         try:
-            vectors = self._low.run(self._embed, entries, known)
+            vectors = self._low.run(self._embed, entries, known, self._stop)
         except ROW_ERRORS:  # an encoder refusing a text: each half embedded as it is moved (`_move_checked`)
             vectors = None
         if not self._worker.acquire(blocking=False):

@@ -128,3 +128,25 @@ def test_another_replicas_deletion_record_removes_the_users_dead_letters(serve):
         dead.put(feedback("yan", 0, tenant="acme"), "StoreError: then", 3, 0.0)
         apply_deletions(svc.runtime, [new_deletion("acme", "zoe", time.time() + 5, replica=1)])
         assert [r.user_id for name in dead.names() for r in dead.read(name).rows] == ["yan"]
+
+
+def test_a_stop_ends_the_workers_embedding_after_the_chunk_under_way(tmp_path, monkeypatch):
+    """A stop (the service's SIGTERM) while the worker embeds a batch of many chunks: the worker embeds no further
+    chunk (the batch is not committed once stopped: it stays in the log for the next start), so the close returns
+    without waiting for the rest at nice 19, which a container without CAP_SYS_NICE cannot raise. Until review 48 it
+    embedded every chunk of the batch first; a close that gave up after 30 s left the process to exit with the
+    embedding thread inside ONNX Runtime (trial48b: exit 134)."""
+    from tests.service.test_feedback48_worker import HeldInTheWorker
+
+    monkeypatch.setattr(ingest_module, "ENCODE_CHUNK", 2)
+    encoder = HeldInTheWorker(threading.get_ident())
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), Store(str(tmp_path / "db"), "hash", DIM), encoder)
+    ingest.submit(feedback("ann", 0, tenant="t1", n=10))  # 21 texts: 11 chunks
+    assert encoder.embedding.wait(30)  # in the first chunk
+    ingest.stop()
+    encoder.go_on.set()
+    ingest.close()
+    assert len(encoder.calls) == 1, encoder.calls  # 11 before
+    reopened = FeedbackLog(tmp_path / "log")
+    assert reopened.backlog() == (1, 10)  # the batch is in the log, for the next start
+    reopened.close()
