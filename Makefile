@@ -51,7 +51,7 @@ test-slow-loop: $(STAMP)
 
 # past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder and a remote generator (slow-marked; ~5.5 min here)
 test-scaleout: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/service/test_review37b_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py tests/service/test_trial45_delete_chats.py tests/service/test_reviewtrial45b_delete_chats.py tests/e2e/test_trial45_ray_start.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/service/test_review37b_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py tests/service/test_trial45_delete_chats.py tests/service/test_reviewtrial45b_delete_chats.py tests/e2e/test_trial45_ray_start.py tests/service/test_reviewfeedback48.py
 
 # training artifacts and jobs under failure (diverging runs, damaged artifacts, killed workers): real tiny runs, slow-marked
 test-artifacts: $(STAMP)
@@ -60,7 +60,7 @@ test-artifacts: $(STAMP)
 # a tenant's removal killed (SIGKILL) inside a user's DELETE and finished by the next start, through `pluralign serve`
 # (slow-marked: two starts, ~2 min on two shared cores); the fast tests of the same path are in the default suite
 test-tenant-removal: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_reviewfeedback48.py
 
 # Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES per operation, default 30: 600 served 4,909 requests; FUZZ_MAX_SECONDS its time budget)
 fuzz: $(STAMP)

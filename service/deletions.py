@@ -67,7 +67,9 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     forget = _forget_of(rt, records)
     files = sum(hook(forget) for hook in list(rt.delete_hooks))
     moved = rt.deletion_sweep.moved_lately() if rt.deletion_sweep is not None else set()
-    for tenant, user_id in sorted(rt.ingest.log.users() | moved):
+    # and the users of the records set aside here (until review 48 a deleted user's letter stayed on every replica but
+    # the one the DELETE was sent to): `forget_user` forgets their rows in the letters too
+    for tenant, user_id in sorted(rt.ingest.log.users() | moved | rt.ingest.dead_letters.owners()):
         # only rows received before the DELETE began (`Deletion.began`, plus the staleness): later ones are
         # the user's again, though a DELETE finished long after it began (its replica restarting) is recorded late
         before = forget.until_of(f"{tenant}/{user_id}")

@@ -283,9 +283,13 @@ class TenantRemovals:
             if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
                 shutil.rmtree(folder)
         self.rt.forget_pooled(tenant)
+        # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter
+        # names no user the look above finds (until review 48 they stayed, the tenant's texts with them)
+        set_aside = self.rt.ingest.dead_letters.forget_tenant(tenant)
+        counts = {**removal.counts, "preferences": removal.counts.get("preferences", 0) + set_aside} if set_aside else removal.counts
         revoked = revoke_tenant_keys(self.rt.keys, tenant)
         self._note(removal, state="done", finished_at=time.time(), jobs_removed=removal.jobs_removed + jobs,
-                   keys_revoked=removal.keys_revoked + revoked, error=None)
+                   keys_revoked=removal.keys_revoked + revoked, counts=counts, error=None)
         log.warning("removed tenant %s: %d users, %d jobs, %d keys", tenant, removal.users_removed,
                     removal.jobs_removed + jobs, removal.keys_revoked + revoked)
         self.rt.metrics.inc("pluralign_tenants_removed_total", help=DECLARED_COUNTERS["pluralign_tenants_removed_total"][0])

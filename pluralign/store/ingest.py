@@ -261,6 +261,9 @@ class Ingestor:
         self.dead_letters = DeadLetters(Path(feedback_log.folder) / DEAD_LETTER)
         self.tries = tries
         self._failures: dict[int, int] = {}  # a record's `seq` -> its failures on its own so far (under `_move`)
+        # the worker's: records of a batch each of which failed on its own (not counted: `_move_checked`), passed over by
+        # its next batches until the store stores other rows (then counted) or nothing else waits (`_next_batch`)
+        self._passed_over: dict[int, tuple[Entry, Exception]] = {}
         self.set_aside = 0  # rows set aside so far (for metrics)
         # when this Ingestor last committed rows into the table, per tenant and of any (`committed_at`)
         self._committed_at: dict[str, float] = {}
@@ -381,7 +384,7 @@ class Ingestor:
                     raise StillMoving(self.pending_rows(tenant))
                 moved, failing = self._move_checked(entries)
                 total += moved
-                failed.update(e.seq for e in failing)
+                failed.update(e.seq for e, _ in failing)
         finally:
             self._worker.release()
         return total
@@ -445,7 +448,13 @@ class Ingestor:
         oldest first, the first tenant one after the last batch's first (by name, wrapping round). A tenant's
         backlog (imports of thousands of rows, each a batch of its own) no longer keeps another tenant's
         feedback waiting until all of it is moved: that waits for at most one batch of each other tenant's."""
-        queues = self.log.oldest_per_tenant(self.batch, skip=self._held)
+        passed = self._passed_over
+        queues = self.log.oldest_per_tenant(self.batch + len(passed), skip=self._held)
+        if passed:  # those the last batches passed over (`_pass_over`), unless nothing else waits: then tried again
+            queues = {t: kept for t, entries in queues.items() if (kept := [e for e in entries if e.seq not in passed])}
+            if not queues:
+                self._passed_over = {}
+                return self._next_batch()
         if not queues:
             return []
         tenants = sorted(queues)
@@ -801,11 +810,14 @@ class Ingestor:
             log.warning("the read-back of %d committed row(s) for ids stored twice was not made: the service is stopping",
                         len(rows))
 
-    def _embed(self, entries: list[Entry], known: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def _embed(self, entries: list[Entry], known: Mapping[str, np.ndarray] | None = None,
+               until: threading.Event | None = None) -> dict[str, np.ndarray]:
         """The vectors of the texts of `entries`, ENCODE_CHUNK texts at a time: the texts of entries no longer
         pending (a DELETE of their user dropped them) are not embedded past the chunk under way, so an
         import of a user deleted meanwhile does not keep the worker (and every tenant's feedback behind it)
-        busy for minutes. `known`: vectors of texts embedded already, taken from it (only those of `entries`)."""
+        busy for minutes. `known`: vectors of texts embedded already, taken from it (only those of `entries`).
+        `until` (the worker's stop): once set, no further chunk, and the vectors are not all there (the worker commits
+        nothing once stopped; until review 48 a stop waited for every chunk of the batch, at nice 19)."""
         vectors: dict[str, np.ndarray] = {}
         if known:
             texts = {t for e in entries for r in e.rows for t in (r.prompt, r.chosen, r.rejected) if t}
@@ -813,7 +825,7 @@ class Ingestor:
         while True:
             rows = [r for e in entries if self.log.is_pending(e) for r in e.rows]
             texts = [t for t in dict.fromkeys(t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t) if t not in vectors]
-            if not texts:
+            if not texts or (until is not None and until.is_set()):
                 return vectors
             chunk = texts[:ENCODE_CHUNK]
             vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
@@ -863,27 +875,41 @@ class Ingestor:
         pause wants none moved) and taken anew after it; returns its vectors, for that batch ({} once committed, or
         stopped meanwhile: the batch stays in the log)."""
         try:
-            vectors = self._low.run(self._embed, entries, known)
+            vectors = self._low.run(self._embed, entries, known, self._stop)
         except ROW_ERRORS:  # an encoder refusing a text: each half embedded as it is moved (`_move_checked`)
             vectors = None
         if not self._worker.acquire(blocking=False):
             with self._worker:
                 return vectors or {}
         try:
-            failed = [] if self._stop.is_set() else self._move_checked(entries, vectors)[1]
+            moved, failed = (0, []) if self._stop.is_set() else self._move_checked(entries, vectors)
+            self._pass_over(entries, moved, failed)
         finally:
             self._worker.release()
         if failed:  # tried again after a pause (the rest of the batch is moved)
             self._stop.wait(RETRY_S)
         return {}
 
+    def _pass_over(self, entries: list[Entry], moved: int, failed: list[tuple[Entry, Exception]]) -> None:
+        """After a worker's batch `entries`: where each of its records failed on its own (`_move_checked` counts none of
+        them: maybe not theirs), the next batches pass them over (`_next_batch`), so that the records behind them move;
+        once the store has stored rows of a later batch, their failures were theirs: counted (`_failed`), and they are
+        tried again. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
+        the store refused (a deployment with one tenant: every tenant) had none of its feedback stored again."""
+        if len(failed) == len(entries) > 1:
+            self._passed_over = {**self._passed_over, **{entry.seq: (entry, error) for entry, error in failed}}
+        elif moved and self._passed_over:
+            passed, self._passed_over = list(self._passed_over.values()), {}
+            self._failed(passed)
+
     def _move_checked(self, entries: list[Entry], vectors: dict[str, np.ndarray] | None = None,
-                      reading: bool = False) -> tuple[int, list[Entry]]:
+                      reading: bool = False) -> tuple[int, list[tuple[Entry, Exception]]]:
         """`_move_entries`; where it raises a row's error (ROW_ERRORS), `entries` moved in halves, and so on down to
         single records (`_halves`): every record that can be stored is, and those that fail on their own are
         counted (`_failed`), set aside after `tries` failures each. Until session 48 one record whose rows the store
         refused (a blank owner, a non-finite time: a damaged or hand-edited log, an older release's) failed every
-        batch for ever, and every tenant's feedback waited behind it. Returns (rows moved, the records that failed)."""
+        batch for ever, and every tenant's feedback waited behind it. Returns (rows moved, [(a record that failed, its
+        error)])."""
         try:
             return self._move_entries(entries, reading, vectors), []
         except ROW_ERRORS as exc:
@@ -893,7 +919,7 @@ class Ingestor:
                       "tried again", len(entries), type(failed[0][1]).__name__, failed[0][1])
         else:
             self._failed(failed)
-        return moved, [entry for entry, _ in failed]
+        return moved, failed
 
     def _halves(self, entries: list[Entry], vectors: dict[str, np.ndarray] | None, reading: bool,
                 error: Exception) -> tuple[int, list[tuple[Entry, Exception]]]:
@@ -943,11 +969,14 @@ class Ingestor:
     def requeue(self, name: str) -> int:
         """Puts the dead letter `name` back in the log (as one record, received when it first was, where that time is
         finite), then removes it; returns its rows. KeyError: no such letter. A kill between the two leaves both (the
-        rows moved twice are one: an id stored with the same content is not stored again)."""
-        letter = self.dead_letters.read(name)
-        received = letter.rows[0].received_at if letter.rows else None
-        self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None)
-        self.dead_letters.discard(name)
+        rows moved twice are one: an id stored with the same content is not stored again). Under `_move`, as a
+        DELETE's `forget_user`: until review 48 a DELETE of the letter's user between the read and the append forgot
+        the letter and the log's rows, and the append then put the deleted user's rows back in the log."""
+        with self._move:
+            letter = self.dead_letters.read(name)
+            received = letter.rows[0].received_at if letter.rows else None
+            self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None)
+            self.dead_letters.discard(name)
         return len(letter.rows)
 
     def stop(self) -> None:
