@@ -79,8 +79,8 @@ def test_a_restarted_replica_applying_records_again_keeps_what_a_returning_user_
             (record,) = b.runtime.store.deletions_since(0)
             time.sleep(max(0.0, record.deleted_at + 0.2 - time.time()))  # past store_sync_ms: nothing stale is read
             give_comparisons(acme_b, GONE, "coffee", BACK)  # the user comes back
-            em = run_job(admin_b, "em", {"k": 2, "restarts": 1})
-            assert f"acme/{GONE}" in b.runtime.rewards.model.users
+            em = run_job(admin_b, "em", {"k": 2, "restarts": 1})  # with replicas kept, not served (session 47): its artifact
+            assert f"acme/{GONE}" in EMMixture.load(folder_b / "jobs" / "artifacts" / em["id"], minilm.encoder_id).users
         (folder_b / APPLIED_FILE).unlink()
         second, b = start_service(folder_b, tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS,
                                   store_uri=str(tmp_path / "shared-lancedb"), replicas=2, replica_index=1,
