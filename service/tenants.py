@@ -269,16 +269,13 @@ class TenantRemovals:
         users = rt.store.tenant_user_ids(tenant)
         users |= {u for t, u in rt.ingest.log.users() if t == tenant}
         users |= {e.user_id for e in rt.delete_journal.pending() if e.tenant == tenant}
-        folder = rt.adapters.registry.root / tenant
-        if folder.is_dir():
-            users |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
-        return users
+        return users | rt.adapters.registry.holders(tenant)
 
     def _finish(self, removal: TenantRemoval) -> bool:
         """Step 3 of the module docstring, then the record is `done`."""
         tenant = removal.tenant
         jobs = self._purge_jobs(tenant)
-        for folder in (self.rt.adapters.registry.root / tenant,
+        for folder in (self.rt.adapters.registry.tenant_folder(tenant),
                        *([self.admin.folder / "data" / tenant] if self.admin is not None else [])):
             if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
                 shutil.rmtree(folder)
