@@ -229,7 +229,7 @@ class TenantRemovals:
                           "at the next pass)", tenant, len(users))
                 self._note(removal, error=f"{len(users)} users are still found after their DELETE removed nothing")
                 return False
-            for user_id in users[:USERS_PER_LOOK]:
+            for user_id in [u for u in users if u not in emptied][:USERS_PER_LOOK]:  # those emptied do not take the turns
                 if self._stop.is_set():
                     return False
                 counts = self._step(removal, tenant, user_id)

@@ -267,3 +267,30 @@ def test_a_removal_finds_the_adapters_of_tenants_and_users_whose_folder_names_ar
             assert removal["users_removed"] == users and removal["counts"]["adapter_files"] > 0, removal
         assert sorted(p.name for p in registry.root.iterdir()) == ["globex"]
         assert registry.users("globex") == ["fay@x.com"] and folder_bytes(registry.folder("globex", "fay@x.com")) == kept
+
+
+def test_users_a_look_keeps_finding_after_an_empty_delete_never_keep_the_others_from_their_turn(tmp_path, tiny_generator_dir,
+                                                                                                  tiny_pal_dir, minilm, monkeypatch):
+    """A look deletes up to USERS_PER_LOOK users (here 2) in id order. Two users something keeps naming that their
+    DELETE does not clean (`ghost` users, sorted first) are not deleted again at each look while zed waits: zed's
+    adapter goes, then the pass stops with its error. Before session 48's review each look took the same two ghosts
+    again, zed never had a turn and the pass never ended (no error, the removal `running` for ever)."""
+    from service import tenants
+    from service.tenants import TenantRemovals
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tenants, "USERS_PER_LOOK", 2)
+    users_of = TenantRemovals.users_of
+    monkeypatch.setattr(TenantRemovals, "users_of", lambda self, tenant: users_of(self, tenant) | {"a1", "a2"})
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                deletion_sweep_s=3600)
+    registry = svc.runtime.adapters.registry
+    random_adapter(tiny_generator_dir, registry.folder("initech", "zed"), tiny_generator_dir.name, "user", 1)
+    with server, svc.client("admin") as admin:
+        assert admin.post("/admin/tenants/initech/removal").status_code == 202
+        deadline = time.monotonic() + 20
+        while (stuck := admin.get("/admin/tenants/initech/removal").json())["error"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stuck["state"] == "running" and "2 users are still found" in (stuck["error"] or ""), stuck
+        assert stuck["users_removed"] == 1 and stuck["counts"]["adapter_files"] > 0, stuck
+        assert registry.users("initech") == []
