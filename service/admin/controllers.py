@@ -272,7 +272,8 @@ def start_admin(app: Litestar) -> None:
     if admin.retention is not None:
         admin.retention.start()
     # removals of whole tenants (service.tenants): begun by a stopped process or `pluralign tenants remove` too
-    app.state.tenant_removals = TenantRemovals(app.state.runtime, app.state.runtime.settings.deletion_sweep_s, admin)
+    app.state.tenant_removals = TenantRemovals(app.state.runtime, app.state.runtime.settings.deletion_sweep_s, admin,
+                                               app.state.get("tenant_requests"))
     app.state.tenant_removals.start()
 
 

@@ -294,3 +294,38 @@ def test_users_a_look_keeps_finding_after_an_empty_delete_never_keep_the_others_
         assert stuck["state"] == "running" and "2 users are still found" in (stuck["error"] or ""), stuck
         assert stuck["users_removed"] == 1 and stuck["counts"]["adapter_files"] > 0, stuck
         assert registry.users("initech") == []
+
+
+def test_a_chat_being_answered_when_the_removal_begins_leaves_nothing_of_the_tenant(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                    minilm, monkeypatch):
+    """dan chats for the first time with acme's key; their chat is authenticated, then waits for the generator while
+    the removal begins and finds nothing of dan. The removal's last look waits for acme's requests being handled to end
+    (`TenantRequests`), so the interaction dan's chat stores as it ends is found and deleted: nothing of acme is left
+    once the removal is `done`. Before session 48's review it was done before the chat ended, and dan's interaction
+    (their prompt, the answers) stayed in the store."""
+    import threading
+
+    from tests.serving import generation_held
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                deletion_sweep_s=3600)
+    rt, answered = svc.runtime, {}
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": MARKER}], "user": "dan", "temperature": 0}
+    with server, svc.client("acme") as acme, svc.client("admin") as admin:
+        with generation_held(rt, at_most_s=20) as release:
+            chat = threading.Thread(target=lambda: answered.update(r=acme.post("/v1/chat/completions", json=body, timeout=30)))
+            chat.start()
+            deadline = time.monotonic() + 10
+            while not (rt.scheduler.stats()["running"] or rt.scheduler.stats()["waiting"]) and time.monotonic() < deadline:  # its generation began
+                time.sleep(0.02)
+            assert admin.post("/admin/tenants/acme/removal").status_code == 202
+            time.sleep(0.5)  # the removal's look has found nothing; it waits for the chat
+            release()
+            chat.join(30)
+            removal = wait_removed(admin, "acme", timeout=30)
+        assert answered["r"].status_code == 200, answered["r"].text
+        assert removal["users_removed"] == 1 and removal["counts"]["interactions"] == 1, removal
+        rt.wait_for_background()
+        assert all(rows == [] for rows in rows_of(rt, "acme").values())
+        assert admin.get("/admin/tenants/acme/users").json()["users"] == []
