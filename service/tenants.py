@@ -130,7 +130,7 @@ def revoke_tenant_keys(keys: KeyRing, tenant: str) -> int:
 def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRemoval, bool]:
     """Record a removal of `tenant` and revoke its keys (steps 1 of the module docstring), or find the one running:
     (the record, whether it was begun now). What the CLI does; the service runs the steps after (`TenantRemovals`).
-    Raises OSError when the record cannot be written, KeysKeptElsewhere when the tenant's keys are in a key file
+    Raises OSError when the record or the key file cannot be written (then no record is left), KeysKeptElsewhere when the tenant's keys are in a key file
     that is a link (then nothing was removed)."""
     running = read_removal(data_path, tenant)
     if running is not None and running.state == "running":
@@ -143,7 +143,11 @@ def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRe
                                 "deploy/README.md): revoke them where the keys are kept, then send the removal again")
     removal = TenantRemoval(tenant=tenant, state="running", started_at=time.time())
     write_removal(data_path, removal)
-    revoked = revoke_tenant_keys(keys, tenant)
+    try:
+        revoked = revoke_tenant_keys(keys, tenant)
+    except OSError:  # the key file cannot be rewritten: nothing was removed, and no pass takes the removal up unasked
+        removal_path(data_path, tenant).unlink(missing_ok=True)
+        raise
     removal = msgspec.structs.replace(removal, keys_revoked=revoked)
     write_removal(data_path, removal)
     return removal, True
@@ -274,7 +278,13 @@ class TenantRemovals:
         in this pass removed nothing (something keeps naming them that a DELETE does not clean) stops the pass with
         an error naming how many, rather than deleting them again and again."""
         tenant = removal.tenant
-        removal = self._note(removal, keys_revoked=removal.keys_revoked + revoke_tenant_keys(self.rt.keys, tenant))
+        try:
+            revoked = revoke_tenant_keys(self.rt.keys, tenant)
+        except OSError as exc:  # a full disk, a read-only key file: the record says so; the next pass tries again
+            log.error("removing tenant %s: its keys could not be revoked (tried again at the next pass): %s", tenant, exc)
+            self._note(removal, error=f"its keys could not be revoked: {exc}")
+            return False
+        removal = self._note(removal, keys_revoked=removal.keys_revoked + revoked)
         emptied: set[str] = set()  # users whose DELETE in this pass removed nothing
         while not self._stop.is_set():
             users = sorted(self.users_of(tenant))

@@ -329,3 +329,34 @@ def test_a_chat_being_answered_when_the_removal_begins_leaves_nothing_of_the_ten
         rt.wait_for_background()
         assert all(rows == [] for rows in rows_of(rt, "acme").values())
         assert admin.get("/admin/tenants/acme/users").json()["users"] == []
+
+
+def test_a_removal_whose_keys_cannot_be_revoked_is_not_begun_and_a_pass_says_why(tmp_path, monkeypatch):
+    """The key file cannot be rewritten (here a full disk; a read-only mount of it alike) while the removal's record
+    can: the removal is refused with nothing begun (`begin_removal` raises OSError; the route's 503 says nothing of the
+    tenant was removed, and so it is: no record left for a pass to take up behind the operator's back). A running
+    record (one a stopped process began) whose keys cannot be revoked says so in its `error`. Before session 48's
+    review the record stayed `running` after the 503, and every pass failed at the keys with the record's error null."""
+    import errno
+    from types import SimpleNamespace
+
+    from service import auth
+    from service.auth import KeyRing
+    from service.tenants import TenantRemoval, TenantRemovals, begin_removal, read_removal, write_removal
+
+    data = tmp_path / "data"
+    keys = KeyRing(data / "api_keys.json")
+    keys.issue("acme")
+
+    def full(path, payload):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(auth, "write_atomic", full)
+    with pytest.raises(OSError, match="No space"):
+        begin_removal(data, keys, "acme")
+    assert read_removal(data, "acme") is None and [k.tenant for k in keys.list()] == ["acme"]
+
+    write_removal(data, TenantRemoval(tenant="acme", state="running", started_at=time.time()))
+    removals = TenantRemovals(SimpleNamespace(keys=keys, settings=SimpleNamespace(data_path=data)), 3600)
+    assert removals.run(read_removal(data, "acme")) is False
+    assert "No space left on device" in read_removal(data, "acme").error
