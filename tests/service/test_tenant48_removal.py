@@ -59,6 +59,7 @@ def acme_and_globex(svc, acme, globex, tiny_generator_dir) -> None:
     svc.runtime.wait_for_background()  # the refits of their rows ran: globex's rows change no more of themselves
 
 
+@pytest.mark.slow  # 3-7 s at load 10 (feedback, refits, three users' DELETEs): make test-tenant-removal
 def test_an_operator_lists_a_tenants_users_and_removes_the_tenant(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
     data = tmp_path / "data"
@@ -129,6 +130,7 @@ def test_an_operator_lists_a_tenants_users_and_removes_the_tenant(tmp_path, tiny
         assert stuck["users_removed"] == 0
 
 
+@pytest.mark.slow  # 3-7 s at load 10 (feedback, refits, three users' DELETEs): make test-tenant-removal
 def test_a_removal_stopped_part_way_is_finished_at_the_next_start(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, capsys):
     """The process stops after the first user's DELETE (here its second DELETE fails, as a kill would leave it: the
     record `running`, one user removed); the next start finishes the removal without the operator sending it again,
@@ -360,3 +362,24 @@ def test_a_removal_whose_keys_cannot_be_revoked_is_not_begun_and_a_pass_says_why
     removals = TenantRemovals(SimpleNamespace(keys=keys, settings=SimpleNamespace(data_path=data)), 3600)
     assert removals.run(read_removal(data, "acme")) is False
     assert "No space left on device" in read_removal(data, "acme").error
+
+
+def test_an_operator_and_a_tenant_page_through_the_tenants_users_over_http(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
+                                                                           monkeypatch):
+    """The default suite's look at the listing routes (the full flow with feedback is slow-marked): an admin key pages
+    through any tenant's users in id order, a tenant key through its own only (`GET /v1/users`), never another's."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                deletion_sweep_s=3600)
+    for tenant, user in (("acme", "cat"), ("acme", "ann@x.com"), ("globex", "bea")):  # rows as a stated preference leaves
+        svc.runtime.store.add_stated_changes(tenant, user, [{"version": 1, "at": time.time(), "feature": "length", "direction": "less"}])
+    with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
+        first = admin.get("/admin/tenants/acme/users", params={"limit": 1}).json()
+        assert [u["user"] for u in first["users"]] == ["ann@x.com"] and first["next"] == "ann@x.com", first
+        assert first["users"][0]["stated_changes"] == 1 and first["users"][0]["last_activity"] > time.time() - 600
+        rest = admin.get("/admin/tenants/acme/users", params={"after": first["next"]}).json()
+        assert [u["user"] for u in rest["users"]] == ["cat"] and rest["next"] is None, rest
+        assert [u["user"] for u in acme.get("/v1/users").json()["users"]] == ["ann@x.com", "cat"]
+        assert [u["user"] for u in globex.get("/v1/users").json()["users"]] == ["bea"]
+        assert acme.get("/admin/tenants/globex/users").status_code == 403
+        assert admin.get("/admin/tenants/-x/users").json()["error"]["param"] == "tenant"
