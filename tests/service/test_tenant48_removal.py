@@ -383,3 +383,28 @@ def test_an_operator_and_a_tenant_page_through_the_tenants_users_over_http(tmp_p
         assert [u["user"] for u in globex.get("/v1/users").json()["users"]] == ["bea"]
         assert acme.get("/admin/tenants/globex/users").status_code == 403
         assert admin.get("/admin/tenants/-x/users").json()["error"]["param"] == "tenant"
+
+
+def test_an_audit_of_a_tenant_being_removed_is_refused_as_its_jobs_are(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
+                                                                      monkeypatch):
+    """While initech's removal runs (kept running here by a user every look finds), `GET /admin/audits/fairness?tenant=
+    initech`, which queues an audit job of it, is a 409 naming `tenant`, as `POST /admin/jobs` for it is: no report of
+    its groups is computed from users being deleted. Another tenant's audit is queued. Before session 48's review the
+    GET queued the audit of initech (202/400 from its worker, never 409)."""
+    from service.tenants import TenantRemovals
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    users_of = TenantRemovals.users_of
+    monkeypatch.setattr(TenantRemovals, "users_of", lambda self, tenant: {"ghost"} if tenant == "initech" else users_of(self, tenant))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                deletion_sweep_s=3600)
+    with server, svc.client("admin") as admin:
+        assert admin.post("/admin/tenants/initech/removal").status_code == 202
+        audit = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "initech", "wait": 0})
+        assert audit.status_code == 409 and audit.json()["error"]["param"] == "tenant", audit.text
+        assert audit.json()["error"]["code"] == "tenant_being_removed"
+        job = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "tenant": "initech"}})
+        assert job.status_code == 409, job.text
+        assert [j for j in admin.get("/admin/jobs").json()["jobs"] if j["params"].get("tenant") == "initech"] == []
+        other = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "wait": 0})
+        assert other.status_code != 409, other.text
