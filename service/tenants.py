@@ -25,7 +25,7 @@ Stopped part way (the process killed), the record stays `running` and the next s
 store stands (a user's DELETE cut short is finished by its own journal entry, or begun again here); a record
 that is `done` is kept (the tenant's name, when, and the counts: no user id or text) as the operator's trace of
 the removal. Sending the removal again while one runs answers that one; after it is done, it starts a new one,
-which finds nothing left to remove.
+which finds nothing left to remove (the done record is kept beside it, `kept_path`).
 """
 
 from __future__ import annotations
@@ -78,6 +78,13 @@ class TenantRemoval(Base, kw_only=True, frozen=True):
 def removal_path(data_path: Path, tenant: str) -> Path:
     """Where the removal record of `tenant` is kept: named by the sha256 (hex) of the tenant's name."""
     return data_path / REMOVALS_FOLDER / f"{hashlib.sha256(tenant.encode()).hexdigest()}.json"
+
+
+def kept_path(data_path: Path, removal: TenantRemoval) -> Path:
+    """Where a done removal is kept once the tenant's removal is sent again: beside `removal_path`, its name followed
+    by when it began (unix milliseconds)."""
+    path = removal_path(data_path, removal.tenant)
+    return path.with_name(f"{path.stem}.{int(removal.started_at * 1000)}.json")
 
 
 def read_removal(data_path: Path, tenant: str) -> TenantRemoval | None:
@@ -141,12 +148,17 @@ def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRe
         raise KeysKeptElsewhere(f"tenant {tenant} still has {len(kept)} keys ({', '.join(key_id(k) for k in kept)}) in "
                                 f"{keys.path.name}, a link this service does not rewrite (the replicas' shared key file, "
                                 "deploy/README.md): revoke them where the keys are kept, then send the removal again")
+    if running is not None:  # a done one: kept beside the new one, the operator's trace of it (`kept_path`)
+        os.replace(removal_path(data_path, tenant), kept_path(data_path, running))
     removal = TenantRemoval(tenant=tenant, state="running", started_at=time.time())
     write_removal(data_path, removal)
     try:
         revoked = revoke_tenant_keys(keys, tenant)
     except OSError:  # the key file cannot be rewritten: nothing was removed, and no pass takes the removal up unasked
-        removal_path(data_path, tenant).unlink(missing_ok=True)
+        if running is not None:  # the done one is the tenant's record again
+            os.replace(kept_path(data_path, running), removal_path(data_path, tenant))
+        else:
+            removal_path(data_path, tenant).unlink(missing_ok=True)
         raise
     removal = msgspec.structs.replace(removal, keys_revoked=revoked)
     write_removal(data_path, removal)

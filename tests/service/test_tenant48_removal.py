@@ -408,3 +408,21 @@ def test_an_audit_of_a_tenant_being_removed_is_refused_as_its_jobs_are(tmp_path,
         assert [j for j in admin.get("/admin/jobs").json()["jobs"] if j["params"].get("tenant") == "initech"] == []
         other = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "wait": 0})
         assert other.status_code != 409, other.text
+
+
+def test_a_removal_sent_again_after_it_was_done_keeps_the_first_ones_record(tmp_path, capsys):
+    """The done record is the operator's trace of the removal (docs/admin.md: when, and how many). Sent again (as
+    deploy/README.md advises once every replica's backlog is empty), the new removal's record does not take its place:
+    the first one's is kept beside it, and `status` shows the newest. Before session 48's review the new record was
+    written over it: the trace said 0 users removed, from the later time."""
+    from service.tenants import REMOVALS_FOLDER, TenantRemoval, read_removal, write_removal
+
+    data = tmp_path / "data"
+    data.mkdir()
+    first = TenantRemoval(tenant="acme", state="done", started_at=1000.0, finished_at=1010.0, users_removed=3, keys_revoked=1)
+    write_removal(data, first)
+    assert main(["tenants", "remove", "--tenant", "acme", "--data-dir", str(data)]) == 0
+    again = msgspec.json.decode(capsys.readouterr().out, type=TenantRemoval)
+    assert again.state == "running" and again.started_at > first.started_at and read_removal(data, "acme") == again
+    kept = [msgspec.json.decode(p.read_bytes(), type=TenantRemoval) for p in sorted((data / REMOVALS_FOLDER).iterdir())]
+    assert first in kept and again in kept and len(kept) == 2, kept
