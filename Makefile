@@ -58,7 +58,8 @@ test-artifacts: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/models/test_artifact38_divergence.py tests/service/test_artifact38_divergence.py tests/service/test_artifact38_damaged.py tests/e2e/test_artifact38_killed.py
 
 # a tenant's removal killed (SIGKILL) inside a user's DELETE and finished by the next start, through `pluralign serve`
-# (slow-marked: two starts, ~2 min on two shared cores); the fast tests of the same path are in the default suite
+# (slow-marked: two starts, ~2 min on two shared cores), and the slow-marked full flows of tests/service/test_tenant48_removal.py;
+# the fast tests of the same path (quoted names, a chat in flight, keys that cannot be revoked) are in the default suite
 test-tenant-removal: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_reviewfeedback48.py
 

@@ -48,6 +48,7 @@ from service.startup_files import check_startup_files
 from service.stopping import STOPPING, draining
 from service.strict import DecodedRequest, before_request
 from service.system.controllers import health, metrics, scrape_state
+from service.tenants import TenantRequests, tenant_requests_middleware
 from service.users.controllers import (
     delete_user,
     export_user,
@@ -120,6 +121,7 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
             metrics_middleware,
             *([rate_limit(settings.tenant_requests_per_second).middleware] if settings.tenant_requests_per_second else []),
             DefineMiddleware(BearerAuth, exclude=public_paths(settings.metrics_admin_only)),
+            tenant_requests_middleware,  # inside the key's check: each tenant's requests being handled (a removal's last look)
         ],
         # a ValueError is no client's error unless raised as `bad_request` (service.errors): it is a 500
         exception_handlers={HTTPException: internal_error_handler, Exception: internal_error_handler},
@@ -167,6 +169,7 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
         around_refusal=with_cors or (lambda refusal: refusal),
     )), public_paths(settings.metrics_admin_only), cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
+    app.state.tenant_requests = TenantRequests()  # `tenant_requests_middleware` counts them; a tenant's removal waits on them
     app.state.admin_sessions = AdminSessions(settings.admin_session_s, still_admin=runtime.keys.is_admin)
     runtime.metrics.state_reader = partial(scrape_state, app)  # gauges read at scrape time
     install_openapi(app)

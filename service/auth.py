@@ -193,13 +193,17 @@ class KeyRing:
 
     def revoke_tenant(self, tenant: str) -> list[ApiKey]:
         """Remove every key of `tenant` that is no admin key (an admin key's tenant only labels it: it is the
-        operator's); returns them, none when it has none. For a tenant's removal (`service.tenants`)."""
+        operator's); returns them, none when it has none. For a tenant's removal (`service.tenants`). Raises OSError
+        when the file cannot be rewritten: then every key stays, here as in the file."""
         with self._exclusive():
             gone = [k for k in self.keys.values() if k.tenant == tenant and not k.admin]
-            for entry in gone:
-                del self.keys[entry.sha256]
             if gone:
-                self._write()
+                held, self.keys = self.keys, {h: k for h, k in self.keys.items() if k not in gone}
+                try:
+                    self._write()
+                except OSError:
+                    self.keys = held
+                    raise
         return gone
 
     def reload(self) -> None:

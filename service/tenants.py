@@ -14,7 +14,9 @@ step with its progress. The steps:
    one user per turn of the DELETEs' own thread (`Runtime.deletes`, tenants in turn): other tenants' DELETEs
    take turns with it, and their requests never wait for more than one user's DELETE. The users are looked up
    again after each batch (in the store's tables, the feedback log, the adapter folder, the DELETE journal)
-   until none is left: rows acknowledged just before the keys went are found at the next look;
+   until none is left: rows acknowledged just before the keys went are found at the next look, and the last look
+   waits for the tenant's requests being handled to end (`TenantRequests`: a chat authenticated before its keys went
+   stores its interaction as it ends);
 3. what is the tenant's and no user's: its remaining jobs (audits of the tenant, whose reports name its groups)
    with every file of them, its folders of job snapshots and adapters, its cached pooled priors; the keys are
    revoked once more (one issued meanwhile by `pluralign keys create`).
@@ -23,21 +25,24 @@ Stopped part way (the process killed), the record stays `running` and the next s
 store stands (a user's DELETE cut short is finished by its own journal entry, or begun again here); a record
 that is `done` is kept (the tenant's name, when, and the counts: no user id or text) as the operator's trace of
 the removal. Sending the removal again while one runs answers that one; after it is done, it starts a new one,
-which finds nothing left to remove.
+which finds nothing left to remove (the done record is kept beside it, `kept_path`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pluralign.data.record import Base
 from pluralign.files import write_atomic
@@ -52,6 +57,7 @@ log = logging.getLogger("pluralign.service")
 
 REMOVALS_FOLDER = "tenant-removals"  # under the data folder
 USERS_PER_LOOK = 64  # users deleted between two looks at what the tenant still holds (a record written after each)
+REQUESTS_WAIT_S = 30.0  # how long the last look waits for the tenant's requests being handled to end (else: the next pass)
 
 
 class TenantRemoval(Base, kw_only=True, frozen=True):
@@ -72,6 +78,13 @@ class TenantRemoval(Base, kw_only=True, frozen=True):
 def removal_path(data_path: Path, tenant: str) -> Path:
     """Where the removal record of `tenant` is kept: named by the sha256 (hex) of the tenant's name."""
     return data_path / REMOVALS_FOLDER / f"{hashlib.sha256(tenant.encode()).hexdigest()}.json"
+
+
+def kept_path(data_path: Path, removal: TenantRemoval) -> Path:
+    """Where a done removal is kept once the tenant's removal is sent again: beside `removal_path`, its name followed
+    by when it began (unix milliseconds)."""
+    path = removal_path(data_path, removal.tenant)
+    return path.with_name(f"{path.stem}.{int(removal.started_at * 1000)}.json")
 
 
 def read_removal(data_path: Path, tenant: str) -> TenantRemoval | None:
@@ -124,7 +137,7 @@ def revoke_tenant_keys(keys: KeyRing, tenant: str) -> int:
 def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRemoval, bool]:
     """Record a removal of `tenant` and revoke its keys (steps 1 of the module docstring), or find the one running:
     (the record, whether it was begun now). What the CLI does; the service runs the steps after (`TenantRemovals`).
-    Raises OSError when the record cannot be written, KeysKeptElsewhere when the tenant's keys are in a key file
+    Raises OSError when the record or the key file cannot be written (then no record is left), KeysKeptElsewhere when the tenant's keys are in a key file
     that is a link (then nothing was removed)."""
     running = read_removal(data_path, tenant)
     if running is not None and running.state == "running":
@@ -135,9 +148,18 @@ def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRe
         raise KeysKeptElsewhere(f"tenant {tenant} still has {len(kept)} keys ({', '.join(key_id(k) for k in kept)}) in "
                                 f"{keys.path.name}, a link this service does not rewrite (the replicas' shared key file, "
                                 "deploy/README.md): revoke them where the keys are kept, then send the removal again")
+    if running is not None:  # a done one: kept beside the new one, the operator's trace of it (`kept_path`)
+        os.replace(removal_path(data_path, tenant), kept_path(data_path, running))
     removal = TenantRemoval(tenant=tenant, state="running", started_at=time.time())
     write_removal(data_path, removal)
-    revoked = revoke_tenant_keys(keys, tenant)
+    try:
+        revoked = revoke_tenant_keys(keys, tenant)
+    except OSError:  # the key file cannot be rewritten: nothing was removed, and no pass takes the removal up unasked
+        if running is not None:  # the done one is the tenant's record again
+            os.replace(kept_path(data_path, running), removal_path(data_path, tenant))
+        else:
+            removal_path(data_path, tenant).unlink(missing_ok=True)
+        raise
     removal = msgspec.structs.replace(removal, keys_revoked=revoked)
     write_removal(data_path, removal)
     return removal, True
@@ -152,14 +174,64 @@ def running_removals(data_path: Path) -> list[TenantRemoval]:
     return sorted(found, key=lambda r: r.started_at)
 
 
+class TenantRequests:
+    """How many requests of each tenant's keys are being handled now (`tenant_requests_middleware` counts them, from
+    the key's check to the last byte of the answer, whatever it stores meanwhile). A removal's last look waits until the
+    tenant has none: one authenticated before its keys went (a chat of a user it never found, storing their interaction
+    as it ends) would store what no look saw."""
+
+    def __init__(self):
+        self._running: dict[str, int] = {}
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def held(self, tenant: str) -> Iterator[None]:
+        with self._changed:
+            self._running[tenant] = self._running.get(tenant, 0) + 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                left = self._running.pop(tenant) - 1
+                if left:
+                    self._running[tenant] = left
+                self._changed.notify_all()
+
+    def wait_none(self, tenant: str, timeout_s: float, until: threading.Event | None = None) -> int:
+        """Wait up to `timeout_s` seconds (or until `until` is set) for `tenant` to have no request being handled;
+        returns how many it still has (0: none)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while self._running.get(tenant, 0) and (left := deadline - time.monotonic()) > 0 and not (until and until.is_set()):
+                self._changed.wait(min(left, 0.1))
+            return self._running.get(tenant, 0)
+
+
+def tenant_requests_middleware(app: ASGIApp) -> ASGIApp:
+    """Counts the requests of each tenant's keys being handled (`TenantRequests`, the app's `state.tenant_requests`):
+    inside the authentication middleware, which has put the key's principal in the scope; admin keys and requests
+    without a key are not counted."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        user = scope.get("user")
+        if scope["type"] != "http" or user is None or getattr(user, "admin", True):
+            await app(scope, receive, send)
+            return
+        with scope["litestar_app"].state.tenant_requests.held(user.tenant):
+            await app(scope, receive, send)
+
+    return middleware
+
+
 class TenantRemovals:
     """Runs the removals the data folder records (`running_removals`): at start, every `interval_s` seconds, and
     at once when one is begun through the service (`wake`). On a daemon thread of its own; one removal at a time,
     each user's DELETE on the DELETEs' thread in the tenant's turn. `admin`: the admin area (its jobs folder),
     None when the app has none."""
 
-    def __init__(self, rt: Runtime, interval_s: float, admin=None):
+    def __init__(self, rt: Runtime, interval_s: float, admin=None, requests: TenantRequests | None = None):
         self.rt, self.interval_s, self.admin = rt, interval_s, admin
+        self.requests = requests  # the app's requests being handled (None: no app, as for a removal run from a script)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._begin_lock = threading.Lock()  # two removals of one tenant begun at once: one record
@@ -218,18 +290,30 @@ class TenantRemovals:
         in this pass removed nothing (something keeps naming them that a DELETE does not clean) stops the pass with
         an error naming how many, rather than deleting them again and again."""
         tenant = removal.tenant
-        removal = self._note(removal, keys_revoked=removal.keys_revoked + revoke_tenant_keys(self.rt.keys, tenant))
+        try:
+            revoked = revoke_tenant_keys(self.rt.keys, tenant)
+        except OSError as exc:  # a full disk, a read-only key file: the record says so; the next pass tries again
+            log.error("removing tenant %s: its keys could not be revoked (tried again at the next pass): %s", tenant, exc)
+            self._note(removal, error=f"its keys could not be revoked: {exc}")
+            return False
+        removal = self._note(removal, keys_revoked=removal.keys_revoked + revoked)
         emptied: set[str] = set()  # users whose DELETE in this pass removed nothing
         while not self._stop.is_set():
             users = sorted(self.users_of(tenant))
-            if not users:
+            if not users and (busy := self._requests_running(tenant)):
+                log.warning("removing tenant %s: %d of its requests are still being handled (tried again at the next pass)", tenant, busy)
+                self._note(removal, error=f"{busy} requests of the tenant were still being handled after {REQUESTS_WAIT_S:g} s")
+                return False
+            if not users and not self.users_of(tenant):  # looked at again once none of its requests is being handled
                 return self._finish(removal)
+            if not users:
+                continue
             if emptied.issuperset(users):
                 log.error("removing tenant %s: %d users are still found after their DELETE removed nothing (tried again "
                           "at the next pass)", tenant, len(users))
                 self._note(removal, error=f"{len(users)} users are still found after their DELETE removed nothing")
                 return False
-            for user_id in users[:USERS_PER_LOOK]:
+            for user_id in [u for u in users if u not in emptied][:USERS_PER_LOOK]:  # those emptied do not take the turns
                 if self._stop.is_set():
                     return False
                 counts = self._step(removal, tenant, user_id)
@@ -240,6 +324,10 @@ class TenantRemovals:
                 summed = {k: removal.counts.get(k, 0) + counts.get(k, 0) for k in {*removal.counts, *counts}}
                 removal = self._note(removal, users_removed=removal.users_removed + (user_id not in emptied), counts=summed, error=None)
         return False
+
+    def _requests_running(self, tenant: str) -> int:
+        """Wait (REQUESTS_WAIT_S at most) for the tenant's requests being handled to end; how many still are."""
+        return 0 if self.requests is None else self.requests.wait_none(tenant, REQUESTS_WAIT_S, self._stop)
 
     def _step(self, removal: TenantRemoval, tenant: str, user_id: str) -> dict[str, int] | None:
         """One user's DELETE: its counts, or None when it failed (logged, noted in the record)."""
@@ -269,16 +357,13 @@ class TenantRemovals:
         users = rt.store.tenant_user_ids(tenant)
         users |= {u for t, u in rt.ingest.log.users() if t == tenant}
         users |= {e.user_id for e in rt.delete_journal.pending() if e.tenant == tenant}
-        folder = rt.adapters.registry.root / tenant
-        if folder.is_dir():
-            users |= {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
-        return users
+        return users | rt.adapters.registry.holders(tenant)
 
     def _finish(self, removal: TenantRemoval) -> bool:
         """Step 3 of the module docstring, then the record is `done`."""
         tenant = removal.tenant
         jobs = self._purge_jobs(tenant)
-        for folder in (self.rt.adapters.registry.root / tenant,
+        for folder in (self.rt.adapters.registry.tenant_folder(tenant),
                        *([self.admin.folder / "data" / tenant] if self.admin is not None else [])):
             if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
                 shutil.rmtree(folder)

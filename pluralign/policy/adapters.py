@@ -263,11 +263,23 @@ class AdapterRegistry:
             return []
         return sorted(p for p in folder.parent.iterdir() if p.name.startswith(prefix) and "." not in p.name[len(prefix):] and p.is_dir())
 
+    def tenant_folder(self, tenant: str) -> Path:
+        """The folder of every adapter of `tenant`: its name quoted, as `folder` names it (`org:1` is `org%3A1`)."""
+        return self.root / _key_part(tenant, "tenant")
+
     def users(self, tenant: str) -> list[str]:
-        folder = self.root / _key_part(tenant, "tenant")
+        folder = self.tenant_folder(tenant)
         if not folder.is_dir():
             return []
         return sorted(unquote(p.name) for p in folder.iterdir() if (p / META_FILE).exists())
+
+    def holders(self, tenant: str) -> set[str]:
+        """Every user of `tenant` with a folder here, a whole adapter or not (their ids unquoted: `dan@x.com`, not
+        the folder's `dan%40x.com`); a folder a killed swap left (`.<user>.<suffix>`, `leftovers`) names none."""
+        folder = self.tenant_folder(tenant)
+        if not folder.is_dir():
+            return set()
+        return {unquote(p.name) for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
 def _stamp(folder: Path) -> tuple:

@@ -65,8 +65,18 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
+def _being_removed(request: Request, tenant: str | None, param: str) -> Response | None:
+    """The 409 for a job of a tenant whose removal runs (its users' data is being removed: none is trained on or audited),
+    else None."""
+    removals: TenantRemovals = request.app.state.tenant_removals
+    if tenant and removals.removing(tenant):
+        return error_response(409, f"tenant {tenant} is being removed (GET /admin/tenants/{tenant}/removal): no job for it is queued",
+                              param=param, code="tenant_being_removed")
+    return None
+
+
 @post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)", responses={
-    **error_responses(429, 503, 507),
+    **error_responses(409, 429, 503, 507),
     200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued, or running since the last feedback it audits was stored: that job, nothing queued",
                       generate_examples=False, examples=[example("an audit still queued", QUEUED_AUDIT_EXAMPLE)]),
 })
@@ -82,10 +92,8 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
         decode_params(data.kind, checked, from_client=True)
     except JobParamsError as exc:
         raise bad_request(exc.field, exc.problem, code="unknown_parameter" if exc.unknown else "invalid_value") from None
-    removals: TenantRemovals = request.app.state.tenant_removals
-    if (tenant := tenant_of(params)) and removals.removing(tenant):  # its users' data is being removed: none is trained on
-        return error_response(409, f"tenant {tenant} is being removed (GET /admin/tenants/{tenant}/removal): no job for it is queued",
-                              param="params.tenant", code="tenant_being_removed")
+    if (refusal := _being_removed(request, tenant_of(params), "params.tenant")) is not None:
+        return refusal
     try:
         admin = _admin(request)
         job, created = admin.submit(data.kind, params)
@@ -157,7 +165,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
         raise NotFoundException(f"no job {shown(job_id)}") from None
 
 
-@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(422, 503, 507), 200: REPORT_RESPONSE, 202: ResponseSpec(
+@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(409, 422, 503, 507), 200: REPORT_RESPONSE, 202: ResponseSpec(
     data_container=AuditPending, description="The audit job is still running after `wait` seconds", generate_examples=False,
     examples=[example("the audit job, running", RUNNING_AUDIT_EXAMPLE)])}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(
@@ -183,6 +191,8 @@ async def fairness_audit(
         decode_params("audit", params, from_client=True)
     except JobParamsError as exc:  # query parameters: named without the `params.` of a job request
         raise bad_request(exc.field.removeprefix("params."), exc.problem) from None
+    if (refusal := _being_removed(request, tenant, "tenant")) is not None:
+        return refusal
     admin = _admin(request)
     try:
         job = await admin.audit(params, wait)
@@ -327,7 +337,8 @@ def start_admin(app: Litestar) -> None:
     if admin.retention is not None:
         admin.retention.start()
     # removals of whole tenants (service.tenants): begun by a stopped process or `pluralign tenants remove` too
-    app.state.tenant_removals = TenantRemovals(app.state.runtime, app.state.runtime.settings.deletion_sweep_s, admin)
+    app.state.tenant_removals = TenantRemovals(app.state.runtime, app.state.runtime.settings.deletion_sweep_s, admin,
+                                               app.state.get("tenant_requests"))
     app.state.tenant_removals.start()
 
 

@@ -5,7 +5,8 @@ without the operator sending it again: nothing of the tenant is left in the data
 another tenant's rows are the same, byte for byte.
 
 Slow (two starts of `pluralign serve`, ~60 s on two shared cores): `make test-tenant-removal`. The fast tests of
-the same path (a removal stopped part way, finished at the next start) are in tests/service/test_tenant48_removal.py."""
+the same path (a removal stopped part way, finished at the next start: slow-marked too, ~4 s) are in
+tests/service/test_tenant48_removal.py."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from tests.serving import timed_server
 
 COMPARISON = {"type": "comparison", "user": "alice", "prompt": "Which pet?", "chosen": "A cat", "rejected": "A dog"}
 CHAT = {"model": "pluralign", "user": "alice", "messages": [{"role": "user", "content": "hi"}]}
-PATH_VALUES = {"{user_id}": "alice", "{job_id}": "job_nope", "{model_id}": "pluralign"}
+PATH_VALUES = {"{user_id}": "alice", "{job_id}": "job_nope", "{model_id}": "pluralign", "{tenant}": "acme"}
 
 
 @pytest.fixture(scope="module")

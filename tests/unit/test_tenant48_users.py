@@ -49,3 +49,18 @@ def test_a_page_that_meets_a_purges_removal_of_old_versions_is_read_again(store,
 
     monkeypatch.setattr(tenants, "tenant_users", removed_meanwhile)
     assert [u.user for u in store.tenant_users("acme")[0]] == ["ann", "bob", "cat"] and len(calls) == 2
+
+
+def test_the_cli_lists_the_users_of_the_store_the_service_is_set_to_with_a_data_dir_given(store, tmp_path, monkeypatch, capsys):
+    """Replicas keep their store apart from each one's data folder (PLURALIGN_STORE_URI, deploy/README.md): `pluralign
+    tenants users --data-dir` reads that store, as the command's docstring says, not a `lancedb/` the data folder never
+    held. Before session 48's review it printed `{"users":0,"next":null}`: no users, before a removal of them all."""
+    from training.cli import main
+
+    data = tmp_path / "replica-a"
+    data.mkdir()
+    monkeypatch.setenv("PLURALIGN_STORE_URI", str(tmp_path))
+    assert main(["tenants", "users", "--tenant", "acme", "--data-dir", str(data), "--limit", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == ['{"user":"ann"', '{"user":"bob"', '{"users":2']
+    assert lines[-1] == '{"users":2,"next":"bob"}' and not (data / "lancedb").exists()

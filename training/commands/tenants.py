@@ -52,8 +52,9 @@ def _limit(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from service.settings import Settings
 
-    settings = Settings.load() if args.data_dir is None else None
-    folder = Path(args.data_dir) if args.data_dir else settings.data_path
+    # --data-dir wins over PLURALIGN_DATA_DIR only: PLURALIGN_STORE_URI (replicas' shared store) still names the store
+    settings = Settings.load(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    folder = settings.data_path
     option = "--data-dir" if args.data_dir else "PLURALIGN_DATA_DIR (setting data_dir)"
     if not folder.is_dir():  # run from the wrong directory: not "no users"
         raise ValueError(f"{option} {folder}: no such folder: give the service's data folder with --data-dir "
@@ -79,10 +80,10 @@ def _users(args: argparse.Namespace, settings, folder: Path) -> int:
     from pluralign.store.location import connect, is_object_store
     from pluralign.store.tenants import TIME_COLUMNS, tenant_users
 
-    uri = settings.lancedb_uri if settings is not None else str(folder / "lancedb")
+    uri = settings.lancedb_uri
     tables = {}
     if is_object_store(uri) or Path(uri).is_dir():  # a folder not made yet holds no user (and is not made here)
-        db = connect(uri, settings.storage_options if settings is not None else None)
+        db = connect(uri, settings.storage_options)
         names = set(db.list_tables().tables)
         tables = {name: db.open_table(name) for name in TIME_COLUMNS if name in names}
     users, more = tenant_users(tables, args.tenant, args.after, args.limit)
