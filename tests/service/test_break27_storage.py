@@ -230,14 +230,23 @@ def test_a_job_whose_record_cannot_be_written_is_a_507_and_is_not_created(tmp_pa
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
-    with server, svc.client("admin") as admin:
+    with server, svc.client("admin") as admin, svc.client("acme") as acme:
         def full(path, data):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
+        give_comparisons(acme, "ann", "tea", n=2)
         with monkeypatch.context() as disk:
             disk.setattr(job_store, "write_atomic", full)
             r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "min_comparisons": 0}})
             storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
+            # reviewtrial48a: an adapter job (a copy of the user's comparisons) and a population job (a copy of every
+            # stored comparison) write their snapshot before the record: it was left behind by each 507, a retry loop
+            # filling the disk that has no room with copies of the store
+            for kind, params in (("adapter", {"tenant": "acme", "user": "ann"}), ("pal", {})):
+                r = admin.post("/admin/jobs", json={"kind": kind, "params": params})
+                storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
+                left = sorted(str(p.relative_to(data)) for p in (data / "jobs" / "data").rglob("*") if p.is_file())
+                assert left == [], (kind, left)  # snapshots and a population snapshot's users file
             # trial48a: so is the audit route's job, and both operations declare it (they declared 503 alone)
             r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "min_comparisons": 0, "wait": 0})
             storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
