@@ -256,6 +256,21 @@ def test_a_job_whose_record_cannot_be_written_is_a_507_and_is_not_created(tmp_pa
         assert admin.get("/admin/jobs").json()["jobs"] == []
         assert admin.get("/health").json()["storage"][0]["what"] == "the data folder"
 
+        # reviewtrial48a: the operator's dashboard with no room for the preferences table. It moves the feedback waiting
+        # in the log first, and answered a JSON 507 (undeclared) instead of the page: the operator lost the page when
+        # the disk filled. As with a large import's backlog, it is described by what is stored, and says why
+        with monkeypatch.context() as disk:
+            no_room(svc.runtime.store.preferences, disk)
+            assert acme.post("/v1/feedback", json=comparison("bob", 0)).status_code == 201
+            for url in ("/admin/dashboard", "/admin/dashboard?tenant=acme"):
+                r = admin.get(url)
+                assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (url, r.status_code, r.text[:300])
+                assert "acknowledged comparisons cannot be stored yet (table `preferences` cannot be written: no space left" in r.text
+                assert "described by what is stored so far" in r.text and str(data) not in r.text
+            assert admin.get("/health").json()["feedback_pending"] == 1  # nothing acknowledged was lost
+        svc.runtime.wait_for_background()
+        assert "cannot be stored yet" not in admin.get("/admin/dashboard").text
+
 
 def test_health_shows_a_failed_write_until_one_succeeds_and_a_failed_read_for_a_while():
     from pluralign.store.failures import Problems, StoreUnavailable
