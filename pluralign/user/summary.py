@@ -198,10 +198,13 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
 
 def _answers_with(direction: Mapping[str, str]) -> str:
     """The answers a joint belief prefers, in words: "shorter answers with no exclamation marks", or "answers
-    with list formatting and exclamation marks" where `length` is not one of its features."""
+    with list formatting and exclamation marks" where `length` is not one of its features. What the answers
+    have comes before what they lack ("longer answers with exclamation marks and no lists"): after a "no" the
+    list reads as lacked too ("with no lists and exclamation marks" says no exclamation marks either)."""
     side = {f: 0 if d == "more" else 1 for f, d in direction.items()}
     head = FEATURE_DESCRIPTIONS["length"][side.pop("length")] if "length" in side else "answers"
-    return f"{head} with {_listed([FEATURE_TRAITS[f][s] for f, s in side.items()])}"
+    traits = [FEATURE_TRAITS[f][s] for f, s in side.items()]
+    return f"{head} with {_listed(sorted(traits, key=lambda t: t.startswith('no ')))}"  # stable: FEATURE_NAMES order within each
 
 
 def _listed(words: Sequence[str]) -> str:

@@ -29,6 +29,7 @@ from litestar.response import Response
 
 from pluralign.data.record import MAX_CREATED_AT
 from pluralign.fairness.report import AuditReport, audit_settings, since_previous
+from pluralign.store.failures import StoreUnavailable
 from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
 from service.admin.schemas import (
@@ -252,7 +253,8 @@ def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
 def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Response:
     """`tenant`: that tenant's audits and jobs, and the prototypes described by its stored answers (default: every tenant's);
     feedback acknowledged before the request is moved out of the log first, so it counts, unless more than
-    READ_INLINE_ROWS rows wait there (a large import being stored): the page then says so."""
+    READ_INLINE_ROWS rows wait there (a large import being stored) or the table cannot take them (no room, a
+    read-only folder): the page then says so, and is described by what is stored."""
     from service.users.services import prototype_descriptions
 
     if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
@@ -266,11 +268,14 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     line = admin.reports(like=stored.jobs[0]).readable if history else []
     signed_in = "authorization" not in request.headers  # reached with the session cookie
     rt = request.app.state.runtime
+    unmoved = ""
     try:  # feedback acknowledged before this request describes the prototypes too, unless a large import's
         rt.ingest.flush_some(tenant, READ_INLINE_ROWS)  # backlog waits (minutes to move): then what is stored, said so
         backlog = 0
     except Backlogged:
         backlog = READ_INLINE_ROWS
+    except StoreUnavailable as exc:  # nor when the table cannot take it (a full disk): the page the operator needs then
+        backlog, unmoved = 0, exc.public  # is still served, saying so (the ingest worker logs the failure and retries)
     prototypes = prototype_descriptions(rt, tenant)
     # a tenant's page: its own jobs only, those whose turn is its turn (until session 44 the newest 200 of every tenant,
     # so acme's page named globex's users, parameters and errors), chosen before the limit (the records are in memory)
@@ -278,7 +283,7 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     if tenant is not None:
         jobs = [j for j in jobs if tenant_of(j.params) == tenant][:DASHBOARD_JOBS]
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in jobs], signed_in, prototypes,
-                                     rt.rewards.version, backlog, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
+                                     rt.rewards.version, backlog, unmoved=unmoved, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
                                      tenants=stored.tenants, line=line, jobs_of=tenant),
                     media_type="text/html", headers=PAGE_HEADERS)
 

@@ -331,10 +331,14 @@ SIGN_OUT = (
 )
 
 
-def prototype_section(prototypes: Sequence[PrototypeDescription], population: str = "", backlog: int = 0) -> str:
+def prototype_section(prototypes: Sequence[PrototypeDescription], population: str = "", backlog: int = 0, unmoved: str = "") -> str:
     """The population's prototypes, each shown by the stored answers it scores highest and lowest
     (`pluralign.user.summary.describe_prototypes`): the same description a user's profile gives.
-    `backlog`: more than this many acknowledged comparisons are still being stored (0: none)."""
+    `backlog`: more than this many acknowledged comparisons are still being stored (0: none); `unmoved`: why the
+    acknowledged comparisons waiting in the feedback log cannot be moved into the table ("": they can)."""
+    if unmoved:
+        return (f'<p class="muted">acknowledged comparisons cannot be stored yet ({_e(unmoved)}): described by what '
+                'is stored so far</p>') + prototype_section(prototypes, population, backlog)
     if backlog:
         return (f'<p class="muted">more than {backlog} comparisons are still being stored (an import): described by what '
                 'is stored so far</p>') + prototype_section(prototypes, population)
@@ -405,12 +409,13 @@ def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: S
 
 
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
-                     prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0,
+                     prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0, unmoved: str = "",
                      unreadable: Sequence[str] = (), tenants: Sequence[str | None] = (), line: Sequence[AuditReport] | None = None,
                      jobs_of: str | None = None) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
-    more than this many comparisons still being stored, 0 for none); `unreadable`, why each stored audit report
+    more than this many comparisons still being stored, 0 for none; `unmoved`: why those waiting in the feedback log
+    cannot be moved into the table, "" when they can); `unreadable`, why each stored audit report
     this release cannot read is left out (`unreadable_reports`); `tenants`, the tenant each of `history` audited
     (None: every tenant; `report` is one of `history`): the page names it, and draws over time only the audits of
     the latest one's tenant and settings (until session 42 one line ran through every tenant's audits); `line`, those
@@ -454,6 +459,6 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{unreadable_reports(unreadable)}{legend()}{bars}</section>'
         f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{drawn(report, history, tenants)}{worst_group_over_time(comparable(report, history, tenants) if line is None else line)}{worst_group_table(history, tenants)}</section>'
         f'<section aria-labelledby="h-jobs"><h2 id="h-jobs">Jobs</h2>{job_states(jobs)}{job_table(jobs, tenant=jobs_of)}</section>'
-        f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population, backlog)}</section>'
+        f'<section aria-labelledby="h-prototypes"><h2 id="h-prototypes">The population\'s prototypes</h2>{prototype_section(prototypes, population, backlog, unmoved)}</section>'
         "</main></body></html>"
     )

@@ -12,6 +12,7 @@ import math
 import os
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
@@ -351,19 +352,39 @@ class Admin:
                     raise QuotaExceeded(f"tenant {tenant!r} has {queued} adapter jobs queued or running (at most "
                                         f"{self.rt.settings.tenant_queued_jobs}, `tenant_queued_jobs`): retry once one has ended")
                 params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
-                params["data"] = str(self.snapshot(tenant, user))
-                return self.runner.submit(kind, params, request_id=current())
+                snapshot = self.snapshot(tenant, user)
+                params["data"] = str(snapshot)
+                return self._submit_on(snapshot, kind, params, nullcontext())  # a DELETE of the user waits for the user's lock
         return self.runner.submit(kind, params, request_id=current())  # the request that caused it (or the feedback's, for a trigger)
 
     def _submit_population(self, kind: str, params: dict[str, Param]) -> Job:
+        snapshot = None
         if params.get("protocol", "file") == "file":
             # retrain the population model on the service's own feedback (every tenant's users)
-            params.update(protocol="file", data=str(self.population_snapshot()))
+            snapshot = self.population_snapshot()
+            params.update(protocol="file", data=str(snapshot))
         if self.rt.settings.encoder in JOB_ENCODERS:
             # embed with the encoder this service embeds with: its model is served against those vectors
             # (a folder or a remote encoder: the trainer's default, MiniLM)
             params["encoder"] = self.rt.settings.encoder
-        return self.runner.submit(kind, params, request_id=current())
+        if snapshot is None:
+            return self.runner.submit(kind, params, request_id=current())
+        return self._submit_on(snapshot, kind, params, self.rt.population_lock)  # a DELETE rewrites the snapshots under it
+
+    def _submit_on(self, snapshot: Path, kind: str, params: dict[str, Param], lock: AbstractContextManager) -> Job:
+        """Queue a job that trains on `snapshot`, written for it; when the job is not queued (its record cannot be
+        written: a full disk's 507) the snapshot and its users file are removed, under `lock`: no job reads them,
+        and each retry wrote another copy of the user's (a population job: every) stored comparisons."""
+        try:
+            return self.runner.submit(kind, params, request_id=current())
+        except BaseException:
+            with lock:
+                for path in (snapshot, snapshot_users_path(snapshot)):
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError as exc:
+                        log.error("the snapshot %s of a job not queued cannot be removed: %s", path, exc)
+            raise
 
     def active_adapter_jobs(self, tenant: str) -> int:
         return sum(1 for j in self.runner.active() if j.kind == "adapter" and str(j.params.get("tenant", "default")) == tenant)
@@ -415,7 +436,11 @@ class Admin:
             path = self.population_folder / f"comparisons-{int(time.time() * 1000)}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             write_jsonl(records, path)
-            _write_snapshot_users(path, {r.user_id for r in records})  # then: one missing or out of step is not trusted
+            try:
+                _write_snapshot_users(path, {r.user_id for r in records})  # then: one missing or out of step is not trusted
+            except BaseException:  # no room for it: no job is queued on the snapshot, which is not left behind
+                path.unlink(missing_ok=True)
+                raise
         return path
 
     @property

@@ -230,14 +230,23 @@ def test_a_job_whose_record_cannot_be_written_is_a_507_and_is_not_created(tmp_pa
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
-    with server, svc.client("admin") as admin:
+    with server, svc.client("admin") as admin, svc.client("acme") as acme:
         def full(path, data):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
+        give_comparisons(acme, "ann", "tea", n=2)
         with monkeypatch.context() as disk:
             disk.setattr(job_store, "write_atomic", full)
             r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "min_comparisons": 0}})
             storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
+            # reviewtrial48a: an adapter job (a copy of the user's comparisons) and a population job (a copy of every
+            # stored comparison) write their snapshot before the record: it was left behind by each 507, a retry loop
+            # filling the disk that has no room with copies of the store
+            for kind, params in (("adapter", {"tenant": "acme", "user": "ann"}), ("pal", {})):
+                r = admin.post("/admin/jobs", json={"kind": kind, "params": params})
+                storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
+                left = sorted(str(p.relative_to(data)) for p in (data / "jobs" / "data").rglob("*") if p.is_file())
+                assert left == [], (kind, left)  # snapshots and a population snapshot's users file
             # trial48a: so is the audit route's job, and both operations declare it (they declared 503 alone)
             r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "min_comparisons": 0, "wait": 0})
             storage_error(r, 507, "insufficient_storage", "the data folder cannot be written: no space left", data)
@@ -246,6 +255,21 @@ def test_a_job_whose_record_cannot_be_written_is_a_507_and_is_not_created(tmp_pa
             assert "507" in paths[path][method]["responses"], (path, method, sorted(paths[path][method]["responses"]))
         assert admin.get("/admin/jobs").json()["jobs"] == []
         assert admin.get("/health").json()["storage"][0]["what"] == "the data folder"
+
+        # reviewtrial48a: the operator's dashboard with no room for the preferences table. It moves the feedback waiting
+        # in the log first, and answered a JSON 507 (undeclared) instead of the page: the operator lost the page when
+        # the disk filled. As with a large import's backlog, it is described by what is stored, and says why
+        with monkeypatch.context() as disk:
+            no_room(svc.runtime.store.preferences, disk)
+            assert acme.post("/v1/feedback", json=comparison("bob", 0)).status_code == 201
+            for url in ("/admin/dashboard", "/admin/dashboard?tenant=acme"):
+                r = admin.get(url)
+                assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (url, r.status_code, r.text[:300])
+                assert "acknowledged comparisons cannot be stored yet (table `preferences` cannot be written: no space left" in r.text
+                assert "described by what is stored so far" in r.text and str(data) not in r.text
+            assert admin.get("/health").json()["feedback_pending"] == 1  # nothing acknowledged was lost
+        svc.runtime.wait_for_background()
+        assert "cannot be stored yet" not in admin.get("/admin/dashboard").text
 
 
 def test_health_shows_a_failed_write_until_one_succeeds_and_a_failed_read_for_a_while():

@@ -895,3 +895,25 @@ def test_a_user_with_stated_preferences_alone_is_ranked_by_them_not_by_maxmin(sv
             assert scores == sorted(scores, reverse=True), (direction, texts, scores)  # ranked by the user's model
             tops[direction] = texts[0]
     assert len(tops["more"].split()) > len(tops["less"].split()), tops
+
+
+def test_a_joint_belief_on_features_of_both_signs_says_what_the_answers_have_before_what_they_lack(svc):
+    """reviewtrial48a: a user who chose a long answer in prose with exclamation marks over a short list without
+    them, six times, moved `length`, `list_items` and `exclamations` together. The joint sentence read "prefers
+    longer answers with no lists and exclamation marks", which a reader takes as no exclamation marks either:
+    the opposite of the user's direction on them. What the answers have now comes first, what they lack last."""
+    pairs = [("Go for a long walk in the park! Then call a friend!", "- Rest\n- Tea"),
+             ("Make a big pot of green tea! Add honey and lemon!", "- Tea\n- Honey"),
+             ("Pick up a novel you love! Read a chapter before bed!", "- Book\n- Bed"),
+             ("Try a new recipe tonight! Invite some friends over!", "- Cook\n- Eat"),
+             ("Go to bed early tonight! Turn off every screen first!", "- Bed\n- Sleep"),
+             ("Take the dog out for a run! Explore a new trail!", "- Dog\n- Run")]
+    with svc.client() as c:
+        for i, (loud, plain) in enumerate(pairs):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "loud48", "prompt": f"What should I do later {i}?",
+                                             "chosen": loud, "rejected": plain})
+            assert r.status_code == 201, r.text
+        summary = c.get("/v1/users/loud48").json()["summary"]
+    (joint,) = summary["joint"]
+    assert joint["direction"] == {"length": "more", "list_items": "less", "exclamations": "more"}, joint
+    assert joint["text"].startswith(f"prefers longer answers with exclamation marks and no lists ({joint['confidence']}): "), joint["text"]

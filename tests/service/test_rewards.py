@@ -32,12 +32,33 @@ def test_without_persona_data_the_model_is_untrained_and_says_so(tmp_path, minil
     assert rewards.score(rewards.prior(), np.zeros((2, 384), np.float32), np.ones((2, 384), np.float32)).shape == (2,)
 
 
+WEEKEND = ["Hike on Saturday.", "- Saturday: hike\n- Sunday: rest",
+           "Saturday: a long hike in the hills. Sunday: brunch with friends, then a film."]
+
+
 @pytest.mark.slow
-def test_first_start_bootstraps_a_checkpoint_from_persona_data(tmp_path, minilm):
+def test_first_start_bootstraps_a_checkpoint_from_persona_data(tmp_path, minilm, tiny_generator_dir, monkeypatch):
+    """(`make test-all`.) Served, the bootstrapped checkpoint asks a new user docs/api.md's onboarding question
+    (trial48a corrected it by hand, against a fresh `pluralign serve`: the list against the long answer)."""
+    from tests.service.tiny import start_service
+
     rewards = UserRewards.load_or_bootstrap(tmp_path / "pal", minilm, SHARED_DATA)
     assert rewards.trained and "bootstrapped" in rewards.note and any((tmp_path / "pal").iterdir())
     again = UserRewards.load_or_bootstrap(tmp_path / "pal", minilm, SHARED_DATA)
     assert again.version == rewards.version and "loaded" in again.note
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tmp_path / "pal", minilm)
+    with server, svc.client() as c:
+        pool = [{"prompt": "Suggest a weekend plan.", "answers": WEEKEND}]
+        first = c.post("/v1/users/bob/next-comparison", json={"pool": pool}).json()
+        assert first["answers"] == WEEKEND[1:] and round(first["bits"], 2) == 0.84 and first["pairs"] == 3, first
+        assert first["worth_asking"] is True and first["pool"] == "supplied" and first["criterion"] == "coefficients"
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "bob", "prompt": "Suggest a weekend plan.",
+                                         "chosen": WEEKEND[1], "rejected": WEEKEND[2]})
+        assert r.status_code == 201, r.text
+        again = c.post("/v1/users/bob/next-comparison", json={"pool": pool}).json()  # that pair is answered: another one
+        assert again["answers"] != WEEKEND[1:] and again["pairs"] == 2, again
 
 
 def test_a_bootstrap_killed_part_way_is_trained_again_at_the_next_start(tmp_path, tiny_pal_dir, minilm, monkeypatch):

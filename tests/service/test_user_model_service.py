@@ -78,10 +78,17 @@ def test_a_preference_for_lists_needs_the_residual(tmp_path, tiny_generator_dir,
             for listed, prose in (listed_and_prose(t) for t in TOPICS[12:])
         )
         profile = c.get("/v1/users/lee").json()
+        # reviewtrial48a, docs/api.md: a stated preference is the user model's prior, so under `prototypes` it shapes no score
+        assert c.patch("/v1/users/sol/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        texts = ["Tea.", "A pot of green tea, steeped for three minutes, with honey and a slice of lemon."]
+        stated, nobody = (c.post("/v1/rewards/score", json={"user": u, "prompt": "A drink?", "responses": texts}).json()["scores"]
+                          for u in ("sol", "nobody"))
     if user_model == "residual":
         assert wins == len(TOPICS[12:]) and profile["user_model"]["features"]["list_items"]["weight"] > 0
+        assert stated[0] - stated[1] > nobody[0] - nobody[1], (stated, nobody)  # the statement moved the short answer up
     else:
         assert wins <= len(TOPICS[12:]) // 2 and profile["user_model"] is None
+        assert stated == nobody  # the population prior's scores: the statement is stored, and shapes nothing
 
 
 def test_a_refit_uses_one_snapshot_when_feedback_lands_meanwhile(svc, caplog):

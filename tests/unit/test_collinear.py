@@ -187,10 +187,36 @@ def test_a_joint_belief_names_what_the_answers_have_after_with():
     cases = (
         (["length", "exclamations"], [0.7, 0.7], "prefers shorter answers with no exclamation marks (confident)"),
         (["list_items", "contractions"], [0.7, 0.7], "prefers answers with no lists and no contractions (a formal register) (confident)"),
+        # what the answers have first, what they lack last: "with no lists, exclamation marks" read as no exclamation marks
         (["list_items", "exclamations", "second_person"], [0.6, -0.6, 0.5],
-         "prefers answers with no lists, exclamation marks and no 'you' addressing the reader (confident)"),
+         "prefers answers with exclamation marks, no lists and no 'you' addressing the reader (confident)"),
     )
     for features, direction, said in cases:
         groups = [CollinearFeatures(features=features, direction=direction, cosine=0.95, mean=-1.4, sd=1.5, p_more=1e-9)]
         (joint,) = joint_beliefs(state({}, n=40, collinear=groups))
         assert joint.text.startswith(said + ": "), joint.text
+
+
+def test_a_joint_belief_never_puts_what_the_answers_have_after_a_no():
+    """reviewtrial48a: "prefers longer answers with no lists and exclamation marks" reads as answers with no
+    exclamation marks either (the "no" distributes over the list): the opposite of the user's direction on
+    `exclamations`. Every mixed direction of every pair and triple of features: the traits the answers have come
+    first, each "no ..." after them, so nothing follows a "no" that the answers have."""
+    import itertools
+
+    from pluralign.user.features import FEATURE_NAMES, FEATURE_TRAITS
+
+    for k in (2, 3):
+        for features in itertools.combinations(FEATURE_NAMES, k):
+            for signs in itertools.product((1.0, -1.0), repeat=k):
+                groups = [CollinearFeatures(features=list(features), direction=[0.6 * s for s in signs], cosine=0.95,
+                                            mean=-1.4, sd=1.5, p_more=1e-9)]
+                (joint,) = joint_beliefs(state({}, n=40, collinear=groups))
+                said = joint.text.split(" (confident): ")[0].split(" with ", 1)[1]
+                traits = [FEATURE_TRAITS[f][0 if d == "more" else 1] for f, d in joint.direction.items() if f != "length"]
+                at = sorted((said.index(t), t) for t in traits)
+                lacked = [i for i, (_, t) in enumerate(at) if t.startswith("no ")]
+                assert not lacked or lacked == list(range(lacked[0], len(at))), joint.text
+    (joint,) = joint_beliefs(state({}, n=40, collinear=[CollinearFeatures(
+        features=["length", "list_items", "exclamations"], direction=[0.6, -0.6, 0.5], cosine=0.95, mean=1.4, sd=1.5, p_more=1 - 1e-9)]))
+    assert joint.text.startswith("prefers longer answers with exclamation marks and no lists (confident): "), joint.text
