@@ -245,12 +245,16 @@ def _group_metrics(
 
 
 def _gap_interval(groups: list[GroupMetrics], worst: str | None, resampled: dict, which: int) -> list[float] | None:
-    """95% interval of the best group's accuracy minus `worst`'s (the groups `extremes` named; `which`: 0 personalized,
-    1 base), from each group's own resamples (a user in both groups is resampled in each on its own). None: no gap."""
-    if worst is None:
+    """95% interval of the best group's accuracy minus `worst`'s (the groups `extremes` ranked; `which`: 0 personalized,
+    1 base), from each group's own resamples (a user in both groups is resampled in each on its own). The best is
+    another group than `worst` (of the same accuracy when all are equal: `extremes` names one group both worst and
+    best then, and until review session trial48b the interval was that group's resamples minus themselves, [0, 0]).
+    None: no gap, or a single group ranked (there is no second group to tell it from)."""
+    others = [g for g in ([g for g in groups if not g.too_few_comparisons] or groups) if g.group != worst]
+    if worst is None or not others:
         return None
     accuracy = (lambda g: g.personalized_accuracy) if which == 0 else (lambda g: g.base_accuracy)
-    best = max([g for g in groups if not g.too_few_comparisons] or groups, key=accuracy).group
+    best = max(others, key=accuracy).group
     return percentile_interval(resampled[best][which] - resampled[worst][which])
 
 

@@ -66,8 +66,8 @@ class AuditReport(Base, kw_only=True):
     base_worst_group_accuracy: float | None = None
     base_gap: float | None = None
     # [low, high]: 95% interval of the named best group's accuracy minus the named worst's, each group's users resampled
-    # on their own (`GroupMetrics`); holding 0, the audit cannot tell those groups apart. Null for no gap, in reports
-    # before schema 3, and once a DELETE withheld a group (`without_groups`: the resamples are not kept)
+    # on their own (`GroupMetrics`); holding 0, the audit cannot tell those groups apart. Null for no gap, for a single
+    # group ranked (none to tell it from), in reports before schema 3, and once a DELETE withheld a group (`without_groups`: the resamples are not kept)
     gap_interval: list[float] | None = None
     base_gap_interval: list[float] | None = None
     seconds: float = 0.0
