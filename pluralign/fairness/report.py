@@ -173,8 +173,8 @@ _version_decoder = msgspec.json.Decoder(_Versioned)
 def decode_report(data: bytes) -> AuditReport:
     """The AuditReport of a report's JSON `data`, of any schema up to AUDIT_SCHEMA_VERSION, read as this one's
     (its `schema_version` set to it: written back, it holds this schema's fields). Raises ReportSchemaError (a
-    ValueError) naming the schemas for a report a later release wrote ("audit report schema 3, written by a later
-    release of pluralign (this one reads schemas 1-2)"), ValueError for one of no known schema (its message quotes the
+    ValueError) naming the schemas for a report a later release wrote ("audit report schema 4, written by a later
+    release of pluralign (this one reads schemas 1-3)"), ValueError for one of no known schema (its message quotes the
     file's `schema_version`: for the log, not a client), and msgspec.DecodeError (a ValueError too) for one that is
     not a report (damaged, or not JSON)."""
     version = _version_decoder.decode(data).schema_version
