@@ -109,3 +109,19 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> list[float]
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(np.asarray(samples, np.float64), [tail, 100 - tail])
     return [float(low), float(high)]
+
+
+def range_half_width(resampled: np.ndarray, estimates: np.ndarray, level: float = 0.95) -> float:
+    """Half-width h of simultaneous intervals for every pairwise difference of K statistics (e.g. K groups' accuracies):
+    estimate_i - estimate_j +- h holds all K(K-1)/2 true differences at once with probability about `level`, so it still
+    holds for a pair picked after looking (the best and the worst), where one pair's own interval is too narrow. The
+    single-step max-T bootstrap (Romano & Wolf 2005, "Exact and approximate stepdown methods for multiple hypothesis
+    testing"; Westfall & Young 1993): h is the `level` quantile over the resamples of the range, max_k - min_k, of the
+    deviations resampled - estimate. `resampled` (K, B): each statistic's B bootstrap resamples, drawn independently;
+    `estimates` (K,): the statistics on the data. ValueError when K < 2, B < 1 or the shapes disagree."""
+    resampled = np.asarray(resampled, np.float64)
+    estimates = np.asarray(estimates, np.float64).reshape(-1)
+    if resampled.ndim != 2 or resampled.shape[0] != estimates.size or estimates.size < 2 or resampled.shape[1] < 1:
+        raise ValueError(f"`resampled` must be (K, B) with K >= 2 and B >= 1 and `estimates` (K,), got {resampled.shape} and {estimates.shape}")
+    deviations = resampled - estimates[:, None]  # (K, B)
+    return float(np.quantile(deviations.max(0) - deviations.min(0), level))

@@ -65,8 +65,9 @@ class AuditReport(Base, kw_only=True):
     base_worst_group: str | None = None
     base_worst_group_accuracy: float | None = None
     base_gap: float | None = None
-    # [low, high]: 95% interval of the named best group's accuracy minus the named worst's, each group's users resampled
-    # on their own (`GroupMetrics`); holding 0, the audit cannot tell those groups apart. Null for no gap, for a single
+    # [low, high]: 95% interval of the gap, the named best group's accuracy minus the named worst's, simultaneous over
+    # every pair of ranked groups (they are named after looking: `pluralign.fairness.metrics.range_half_width`), each
+    # group's users resampled on their own (`GroupMetrics`); holding 0, the audit cannot tell those groups apart. Null for no gap, for a single
     # group ranked (none to tell it from), in reports before schema 3, and once a DELETE withheld a group (`without_groups`: the resamples are not kept)
     gap_interval: list[float] | None = None
     base_gap_interval: list[float] | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.unit.clitools import cli
 
@@ -29,10 +30,12 @@ def _store(folder, groups: int, users: int = 4, per_user: int = 6) -> None:
     Store(str(folder), "enc", 8).add_preferences(stored, diff, diff, np.zeros_like(diff))
 
 
-def _audit(capsys, folder, *more: str):
-    code, out, err = cli(capsys, "audit", "--store", str(folder), "--group-by", "segment", "--min-comparisons", "0", *more)
+def _audit(capsys, folder) -> tuple[str, dict]:
+    """(the table `pluralign audit --store` prints, the report: its JSON, the last line)."""
+    code, out, err = cli(capsys, "audit", "--store", str(folder), "--group-by", "segment", "--min-comparisons", "0")
     assert code == 0, err
-    return out
+    *table, last = out.strip().splitlines()
+    return "\n".join(table), json.loads(last)
 
 
 def test_two_groups_of_equal_accuracy_get_the_interval_of_their_difference_not_zero(tmp_path, capsys):
@@ -41,7 +44,7 @@ def test_two_groups_of_equal_accuracy_get_the_interval_of_their_difference_not_z
     that the groups are served alike. It is the interval of one group's accuracy minus the other's: about +-0.3 for
     groups this small. Failed before: [0.0, 0.0] for both models."""
     _store(tmp_path / "db", groups=2)
-    report = json.loads(_audit(capsys, tmp_path / "db", "--json").splitlines()[-1])
+    _, report = _audit(capsys, tmp_path / "db")
     s0, s1 = report["groups"]
     assert s0["personalized_accuracy"] == s1["personalized_accuracy"] and s0["base_accuracy"] == s1["base_accuracy"], report
     for name in ("gap_interval", "base_gap_interval"):
@@ -54,8 +57,56 @@ def test_one_group_has_no_gap_interval_and_is_not_said_to_be_told_apart_from_its
     second group to tell it from; the report said [0, 0] and the table 'cannot tell the groups apart'. Now no interval
     (null), as for no gap, and the table says the gap alone. Failed before: [0.0, 0.0]."""
     _store(tmp_path / "db", groups=1)
-    report = json.loads(_audit(capsys, tmp_path / "db", "--json").splitlines()[-1])
+    table, report = _audit(capsys, tmp_path / "db")
     assert (report["gap"], report["gap_interval"], report["base_gap_interval"]) == (0.0, None, None), report
     assert report["groups"][0]["personalized_accuracy_interval"] is not None  # the group's own interval stands
-    table = _audit(capsys, tmp_path / "db")
     assert "cannot tell" not in table and "gap 0.000 (base:" in table, table
+
+
+def _store_of_many_groups(folder, groups: int, worse: int | None = None, users: int = 15, per_user: int = 20) -> None:
+    """`groups` segments of `users` users each, every comparison drawn alike (a shared direction plus noise: the
+    one-size-fits-all model right about 70% of the time); `worse`: that group's users choose at random (about 50%)."""
+    from pluralign.store import Store, StoredPreference
+
+    rng = np.random.default_rng(1)
+    stored, diffs = [], []
+    for g in range(groups):
+        for u in range(users):
+            for i in range(per_user):
+                stored.append(StoredPreference(tenant="acme", user_id=f"g{g}u{u}", pref_id=f"p{g}-{u}-{i}", prompt=f"q{i}",
+                                               chosen=f"a{g}-{u}-{i}", rejected=f"b{g}-{u}-{i}", kind="comparison",
+                                               created_at=float(i), attributes={"segment": f"s{g:02d}"}))
+                flip = -1.0 if g == worse and rng.random() < 0.5 else 1.0
+                diffs.append(flip * (np.r_[0.5, np.zeros(7)] + rng.standard_normal(8)))
+    diff = np.asarray(diffs, np.float32)
+    Store(str(folder), "enc", 8).add_preferences(stored, diff, diff, np.zeros_like(diff))
+
+
+def test_of_twenty_groups_drawn_alike_the_audit_does_not_say_the_named_worst_and_best_differ(tmp_path, capsys):
+    """20 groups of 15 users whose comparisons are all drawn alike: the worst and best are picked after looking at
+    all 190 pairs, and the interval of that one pair's difference (as if it had been chosen beforehand) excluded 0:
+    the table and the dashboard said "the groups differ" for both models (a 0.14 gap, "95% interval 0.060 to 0.220").
+    The gap's interval is now simultaneous over every pair of ranked groups (the range of the groups' bootstrap
+    deviations), so it holds 0 here; a group that truly chooses at random is still told apart from the rest.
+    Failed before: "the groups differ"."""
+    _store_of_many_groups(tmp_path / "alike", groups=20)
+    table, report = _audit(capsys, tmp_path / "alike")
+    for gap, name in (("gap", "gap_interval"), ("base_gap", "base_gap_interval")):
+        lo, hi = report[name]
+        assert lo < 0 < hi and lo <= report[gap] <= hi, (name, report[gap], lo, hi)
+    assert "cannot tell the groups apart" in table and "the groups differ" not in table, table
+    _store_of_many_groups(tmp_path / "one-worse", groups=20, worse=3)
+    table, report = _audit(capsys, tmp_path / "one-worse")
+    assert report["worst_group"] == "s03" and report["gap_interval"][0] > 0, report
+    assert "the groups differ" in table, table
+
+
+def test_the_simultaneous_half_width_is_the_quantile_of_the_deviations_range_and_refuses_a_single_group():
+    """Two groups: the range of the deviations is |d0 - d1|; with resamples 0.1 and 0.2 away from their estimates in
+    opposite directions, every resample's range is 0.3. One group: no pair, refused."""
+    from pluralign.fairness.metrics import range_half_width
+
+    resampled = np.array([[0.6, 0.8] * 50, [0.8, 0.4] * 50])  # (2, 100): deviations +-0.1 and +-0.2, opposite
+    assert range_half_width(resampled, np.array([0.7, 0.6])) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="K >= 2"):
+        range_half_width(resampled[:1], np.array([0.7]))
