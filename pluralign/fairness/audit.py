@@ -235,8 +235,8 @@ def _group_metrics(
         comparisons=int(rows.size),
         personalized_accuracy=float(right_personal.mean()),
         base_accuracy=float(right_base.mean()),
-        personalized_accuracy_interval=percentile_interval(resampled[name][0]),
-        base_accuracy_interval=percentile_interval(resampled[name][1]),
+        personalized_accuracy_interval=tuple(percentile_interval(resampled[name][0])),
+        base_accuracy_interval=tuple(percentile_interval(resampled[name][1])),
         personalized_ece=expected_calibration_error(pp, config.ece_bins),
         base_ece=expected_calibration_error(pb, config.ece_bins),
         win_rate=win_rate(policy[policy != 0] > 0),
@@ -245,7 +245,7 @@ def _group_metrics(
     )
 
 
-def _gap_interval(groups: list[GroupMetrics], gap: float | None, resampled: dict, which: int) -> list[float] | None:
+def _gap_interval(groups: list[GroupMetrics], gap: float | None, resampled: dict, which: int) -> tuple[float, float] | None:
     """95% interval of `gap`, the best minus the worst ranked group's accuracy (`extremes`; `which`: 0 personalized,
     1 base): gap +- the half-width that holds every pair of ranked groups' differences at once (`range_half_width` over
     each group's own resamples; a user in two groups is resampled in each on its own). The worst and the best are
@@ -257,7 +257,7 @@ def _gap_interval(groups: list[GroupMetrics], gap: float | None, resampled: dict
         return None
     accuracy = np.array([g.personalized_accuracy if which == 0 else g.base_accuracy for g in ranked])  # (K,)
     half = range_half_width(np.stack([resampled[g.group][which] for g in ranked]), accuracy)  # from (K, resamples)
-    return [gap - half, gap + half]
+    return gap - half, gap + half
 
 
 def audit(

@@ -27,9 +27,11 @@ class GroupMetrics(Base, kw_only=True):
     win_comparisons: int = 0  # comparisons between a personalized and a base response
     too_few_comparisons: bool = False  # reported, but not ranked as worst or best
     # [low, high]: 95% percentile-bootstrap intervals over the group's users (each resampled with all of their
-    # comparisons, which are not independent; a group of one user: over its comparisons); null in reports before schema 3
-    personalized_accuracy_interval: list[float] | None = None
-    base_accuracy_interval: list[float] | None = None
+    # comparisons, which are not independent; a group of one user: over its comparisons); null in reports before schema 3.
+    # A pair, decoded as one: a stored list of another length is a damaged report (until review session trial48b it
+    # decoded, and the dashboard's render of it answered 500)
+    personalized_accuracy_interval: tuple[float, float] | None = None
+    base_accuracy_interval: tuple[float, float] | None = None
 
     @property
     def gain(self) -> float:
@@ -69,8 +71,8 @@ class AuditReport(Base, kw_only=True):
     # every pair of ranked groups (they are named after looking: `pluralign.fairness.metrics.range_half_width`), each
     # group's users resampled on their own (`GroupMetrics`); holding 0, the audit cannot tell those groups apart. Null for no gap, for a single
     # group ranked (none to tell it from), in reports before schema 3, and once a DELETE withheld a group (`without_groups`: the resamples are not kept)
-    gap_interval: list[float] | None = None
-    base_gap_interval: list[float] | None = None
+    gap_interval: tuple[float, float] | None = None
+    base_gap_interval: tuple[float, float] | None = None
     seconds: float = 0.0
     # change since the previous audit by the same attribute (filled by `since_previous`)
     previous_created_at: float | None = None

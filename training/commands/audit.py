@@ -232,11 +232,11 @@ def group_shown(name: str) -> str:
     return NO_VALUE_SHOWN if name == NO_VALUE else json.dumps(name, ensure_ascii=False)
 
 
-def _interval(bounds: list[float] | None) -> str:
+def _interval(bounds: tuple[float, float] | None) -> str:
     return "-" if bounds is None else f"{bounds[0]:.3f}-{bounds[1]:.3f}"
 
 
-def _gap_said(gap: float, bounds: list[float] | None) -> str:
+def _gap_said(gap: float, bounds: tuple[float, float] | None) -> str:
     if bounds is None:
         return f"{gap:.3f}"
     apart = "cannot tell the groups apart" if bounds[0] <= 0 <= bounds[1] else "the groups differ"
