@@ -130,3 +130,22 @@ def test_resampling_one_user_with_many_comparisons_costs_what_their_distinct_cre
     assert took < 2.0, took
     assert means.shape == (1000,) and abs(means.mean() - right.mean()) < 1e-4
     assert np.std(means) == pytest.approx((right.mean() * (1 - right.mean()) / n) ** 0.5, rel=0.1)
+
+
+def test_a_store_audit_counts_only_the_ties_of_the_users_it_audits(tmp_path, capsys):
+    """A DELETE withholds a report's `ties_skipped` when the report holds the user (its members file lists the users
+    of its non-tie comparisons). A user who gave only ties is in no members file, so their DELETE touches no report,
+    and the count of ties the store audit gave since trial48b kept theirs, to be given back by a new audit's
+    subtraction. The store's audit now counts the ties of the users it audits. Failed before: 8 (3 of them eve's)."""
+    from pluralign.store import Store, StoredPreference
+
+    stored = []
+    for user, pairs, ties in (("ann", 4, 2), ("bob", 4, 3), ("eve", 0, 3)):
+        for i in range(pairs + ties):
+            stored.append(StoredPreference(tenant="acme", user_id=user, pref_id=f"{user}{i}", prompt=f"q{i}", chosen=f"a{user}{i}",
+                                           rejected=f"b{user}{i}", kind="comparison", tie=i >= pairs, created_at=float(i),
+                                           attributes={"segment": "s"}))
+    vectors = np.random.default_rng(0).standard_normal((len(stored), 4)).astype(np.float32)
+    Store(str(tmp_path / "db"), "enc", 4).add_preferences(stored, vectors, vectors, -vectors)
+    _, report = _audit(capsys, tmp_path / "db")
+    assert (report["users"], report["comparisons"], report["ties_skipped"]) == (2, 8, 5), report
