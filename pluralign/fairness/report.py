@@ -27,9 +27,11 @@ class GroupMetrics(Base, kw_only=True):
     win_comparisons: int = 0  # comparisons between a personalized and a base response
     too_few_comparisons: bool = False  # reported, but not ranked as worst or best
     # [low, high]: 95% percentile-bootstrap intervals over the group's users (each resampled with all of their
-    # comparisons, which are not independent; a group of one user: over its comparisons); null in reports before schema 3
-    personalized_accuracy_interval: list[float] | None = None
-    base_accuracy_interval: list[float] | None = None
+    # comparisons, which are not independent; a group of one user: over its comparisons); null in reports before schema 3.
+    # A pair, decoded as one: a stored list of another length is a damaged report (until review session trial48b it
+    # decoded, and the dashboard's render of it answered 500)
+    personalized_accuracy_interval: tuple[float, float] | None = None
+    base_accuracy_interval: tuple[float, float] | None = None
 
     @property
     def gain(self) -> float:
@@ -47,7 +49,9 @@ class AuditReport(Base, kw_only=True):
     base_model: str
     users: int
     comparisons: int
-    ties_skipped: int = 0
+    # stored ties, every user's: withheld (None) once a DELETE takes a user out of the report (`without_groups`,
+    # `without_unshown`): they are not counted by user, and a new audit's count would give the user's back by subtraction
+    ties_skipped: int | None = 0
     since: float | None = None  # only comparisons at or after this time are scored
     # groups with fewer users are suppressed (not reported at all); their users and comparisons are in `users`,
     # `comparisons` and `overall` all the same, until a DELETE of one of their users (`without_unshown`)
@@ -65,11 +69,12 @@ class AuditReport(Base, kw_only=True):
     base_worst_group: str | None = None
     base_worst_group_accuracy: float | None = None
     base_gap: float | None = None
-    # [low, high]: 95% interval of the named best group's accuracy minus the named worst's, each group's users resampled
-    # on their own (`GroupMetrics`); holding 0, the audit cannot tell those groups apart. Null for no gap, in reports
-    # before schema 3, and once a DELETE withheld a group (`without_groups`: the resamples are not kept)
-    gap_interval: list[float] | None = None
-    base_gap_interval: list[float] | None = None
+    # [low, high]: 95% interval of the gap, the named best group's accuracy minus the named worst's, simultaneous over
+    # every pair of ranked groups (they are named after looking: `pluralign.fairness.metrics.range_half_width`), each
+    # group's users resampled on their own (`GroupMetrics`); holding 0, the audit cannot tell those groups apart. Null for no gap, for a single
+    # group ranked (none to tell it from), in reports before schema 3, and once a DELETE withheld a group (`without_groups`: the resamples are not kept)
+    gap_interval: tuple[float, float] | None = None
+    base_gap_interval: tuple[float, float] | None = None
     seconds: float = 0.0
     # change since the previous audit by the same attribute (filled by `since_previous`)
     previous_created_at: float | None = None
@@ -95,7 +100,8 @@ def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
     overall figures, drawn from their comparisons too, are withheld (None): with them, the overall
     and the groups left would give a withheld group's figures back by subtraction. The worst groups and
     gaps are drawn again from the groups left, without intervals (`gap_interval` None: the resamples are not kept; each
-    group's own interval stands). `names` holding none of its groups: the report unchanged."""
+    group's own interval stands). The ties skipped are withheld (None): the deleted user's are among them, not told
+    apart (until review session trial48b the count stood). `names` holding none of its groups: the report unchanged."""
     gone = [g for g in report.groups if g.group in names]
     if not gone:
         return report
@@ -104,7 +110,7 @@ def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
     base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)
     return msgspec.structs.replace(
         report, groups=groups, worst_group=worst, worst_group_accuracy=worst_acc, gap=gap, base_worst_group=base_worst,
-        base_worst_group_accuracy=base_worst_acc, base_gap=base_gap, gap_interval=None, base_gap_interval=None, overall=None, withheld_groups=report.withheld_groups + len(gone),
+        base_worst_group_accuracy=base_worst_acc, base_gap=base_gap, gap_interval=None, base_gap_interval=None, overall=None, ties_skipped=None, withheld_groups=report.withheld_groups + len(gone),
         users=max(0, report.users - sum(g.users for g in gone)), comparisons=max(0, report.comparisons - sum(g.comparisons for g in gone)))
 
 
@@ -112,10 +118,11 @@ def without_unshown(report: AuditReport, shown_users: int) -> AuditReport:
     """The report without what the groups it does not show added to it (those suppressed, with fewer than
     `min_group_size` users, and those none of whose comparisons was scored): once a user in one of them is deleted,
     the overall figures, over their comparisons too, are withheld (None), `comparisons` counts the shown groups'
-    alone, and `users` at most `shown_users` (the users the shown groups hold). The groups and their figures stand:
-    they hold none of the unshown groups' comparisons. The same call again leaves the report as it is."""
+    alone, `users` at most `shown_users` (the users the shown groups hold), and the ties skipped, the deleted user's
+    among them, are withheld (None). The groups and their figures stand: they hold none of the unshown groups'
+    comparisons. The same call again leaves the report as it is."""
     shown = sum(g.comparisons for g in report.groups)
-    return msgspec.structs.replace(report, overall=None, comparisons=min(report.comparisons, shown),
+    return msgspec.structs.replace(report, overall=None, ties_skipped=None, comparisons=min(report.comparisons, shown),
                                    users=min(report.users, shown_users))
 
 
@@ -173,8 +180,8 @@ _version_decoder = msgspec.json.Decoder(_Versioned)
 def decode_report(data: bytes) -> AuditReport:
     """The AuditReport of a report's JSON `data`, of any schema up to AUDIT_SCHEMA_VERSION, read as this one's
     (its `schema_version` set to it: written back, it holds this schema's fields). Raises ReportSchemaError (a
-    ValueError) naming the schemas for a report a later release wrote ("audit report schema 3, written by a later
-    release of pluralign (this one reads schemas 1-2)"), ValueError for one of no known schema (its message quotes the
+    ValueError) naming the schemas for a report a later release wrote ("audit report schema 4, written by a later
+    release of pluralign (this one reads schemas 1-3)"), ValueError for one of no known schema (its message quotes the
     file's `schema_version`: for the log, not a client), and msgspec.DecodeError (a ValueError too) for one that is
     not a report (damaged, or not JSON)."""
     version = _version_decoder.decode(data).schema_version

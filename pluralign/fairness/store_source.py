@@ -10,6 +10,7 @@ import json
 import time
 
 import numpy as np
+import pyarrow.compute as pc
 
 from pluralign.data.record import MAX_CREATED_AT, seconds_meant_of, stand_in_received
 from pluralign.data.text import answer_key
@@ -134,9 +135,14 @@ class NoStore(ValueError):
     """The store URI holds no pluralign tables (a mistyped prefix): nothing to audit there."""
 
 
+def _user_keys(rows):
+    """Each row's `tenant` and `user_id` as one string (a NUL between: in neither), (N,) pyarrow."""
+    return pc.binary_join_element_wise(rows.column("tenant"), rows.column("user_id"), "\x00")
+
+
 def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, storage_options: dict[str, str] | None = None) -> Comparisons:
-    """Every stored non-tie comparison (of one tenant, or all), users named `tenant/user`, the stored ties counted in
-    `ties_skipped`. An object
+    """Every stored non-tie comparison (of one tenant, or all), users named `tenant/user`, the stored ties of those
+    users counted in `ties_skipped` (not those of a user who gave only ties: no audit's members file lists them). An object
     store is reached with `storage_options`, default those named by `PLURALIGN_STORE_*` variables.
     Raises NoStore (a ValueError naming `uri`) when `uri` holds no `preferences` table."""
     options = options_from_env() if storage_options is None else storage_options
@@ -153,8 +159,10 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
         mine = f" AND tenant = {quote(tenant)}" if tenant else ""
         columns = ["tenant", "user_id", "created_at", "attributes", "chosen_vec", "rejected_vec"]
         data = table.search().where("tie = false AND rejected != ''" + mine).select(columns).limit(None).to_arrow()
-        # counted as an audit of a file counts them (until trial48b a store's audit said 0 whatever it had skipped)
-        ties = table.count_rows("tie = true AND rejected != ''" + mine)
+        tied = table.search().where("tie = true AND rejected != ''" + mine).select(["tenant", "user_id"]).limit(None).to_arrow()
+    # the audited users' ties (until trial48b a store's audit said 0 whatever it had skipped): a user of ties alone is in
+    # no audit's members file, so their DELETE rewrites no report, and their ties counted here would stay in it
+    ties = int(pc.sum(pc.is_in(_user_keys(tied), value_set=_user_keys(data).unique())).as_py() or 0)
     if data.num_rows == 0:
         raise ValueError("no stored comparisons to audit" + (f" for tenant {tenant}" if tenant else ""))
     dim = data.schema.field("chosen_vec").type.list_size

@@ -182,12 +182,12 @@ def flag_note(report: AuditReport) -> str:
     return f"{fewer}: ranked all the same (every group has)" if every_group_flagged(report) else f"{fewer}: not ranked"
 
 
-def _with_interval(value: float, bounds: list[float] | None) -> str:
+def _with_interval(value: float, bounds: tuple[float, float] | None) -> str:
     """An accuracy and, where the report has one, its 95% interval over the group's users (`GroupMetrics`)."""
     return f"{value:.3f}" if bounds is None else f'{value:.3f} <span class="muted">({bounds[0]:.3f} to {bounds[1]:.3f})</span>'
 
 
-def gap_said(gap: float | None, bounds: list[float] | None) -> str:
+def gap_said(gap: float | None, bounds: tuple[float, float] | None) -> str:
     """The gap and, where the report has one, its 95% interval and whether it tells the two groups apart."""
     if bounds is None:
         return f"gap {(gap or 0):.3f}"

@@ -63,6 +63,14 @@ def test_a_delete_names_the_schema_of_an_audit_report_a_later_release_wrote(serv
         assert f"audit job {second.id}: its report cannot be read: its file is missing or damaged" in page.text, page.text
         assert "secret-value-7f3" not in page.text and "truncated" not in page.text.lower()
         assert any(second.id in r and "DecodeError" in r for r in records), records
+        # one whose 95% intervals (trial48b) are no [low, high] pairs: before review session trial48b it decoded (a list
+        # of any length) and the dashboard's render of it took `bounds[1]`: a 500 for the whole page
+        report = {**later, "schema_version": 3, "gap_interval": []}
+        report["groups"][0]["personalized_accuracy_interval"] = [0.5]
+        (jobs / f"{second.id}.result.json").write_bytes(msgspec.json.encode(report))
+        page = admin_http.get("/admin/dashboard")
+        assert page.status_code == 200, page.text
+        assert f"audit job {second.id}: its report cannot be read: its file is missing or damaged" in page.text, page.text
 
 
 def test_a_report_of_schema_1_reads_and_is_written_back_as_schema_2(upgraded):  # noqa: F811

@@ -113,7 +113,8 @@ def test_the_ukp_audit_by_stance_counts_what_the_xml_holds_and_does_not_rank_gro
     """The real set, audited by `worker_stance` as docs/admin.md's example runs it: each group's users and comparisons
     are those a plain reading of the XML finds (non-tie judgments by stance; an absent stance is UKP's importer's
     `unknown`), and the 1-point gap between the worst and best stance lies inside its 95% interval, which the report
-    now says (measured in trial48b: gap 0.010, interval [-0.008, 0.029])."""
+    now says (measured in trial48b: gap 0.010, interval [-0.008, 0.029] of that pair alone; simultaneous over the four
+    stances since its review session: [-0.012, 0.031])."""
     import collections
     import xml.etree.ElementTree as ET
 

@@ -232,11 +232,11 @@ def group_shown(name: str) -> str:
     return NO_VALUE_SHOWN if name == NO_VALUE else json.dumps(name, ensure_ascii=False)
 
 
-def _interval(bounds: list[float] | None) -> str:
+def _interval(bounds: tuple[float, float] | None) -> str:
     return "-" if bounds is None else f"{bounds[0]:.3f}-{bounds[1]:.3f}"
 
 
-def _gap_said(gap: float, bounds: list[float] | None) -> str:
+def _gap_said(gap: float, bounds: tuple[float, float] | None) -> str:
     if bounds is None:
         return f"{gap:.3f}"
     apart = "cannot tell the groups apart" if bounds[0] <= 0 <= bounds[1] else "the groups differ"
@@ -249,7 +249,7 @@ def print_table(report) -> None:
     (`-` in a report before them), and the gap by its own, saying whether it tells the groups apart. `--json` prints
     the report alone."""
     print(f"audit by {report.group_by}: {report.users} users, {report.comparisons} comparisons "
-          f"({report.ties_skipped} ties skipped, {report.suppressed_groups} groups suppressed), {report.seconds:.1f} s")
+          f"({'withheld' if report.ties_skipped is None else report.ties_skipped} ties skipped, {report.suppressed_groups} groups suppressed), {report.seconds:.1f} s")
     print(f"  {'group':<18} {'users':>6} {'pairs':>8} {'personal':>9} {'95% interval':>13} {'base':>6} {'95% interval':>13} "
           f"{'ECE p/b':>11} {'win':>6}")
     rows = [(group_shown(g.group), g) for g in report.groups] + ([(report.overall.group, report.overall)] if report.overall else [])
