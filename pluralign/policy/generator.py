@@ -236,6 +236,10 @@ class Generator:
         self._turns = Turns()  # generations in flight take the model a token step at a time, round-robin over lanes
         self._adapter_hooks: list = []  # `_inject_adapter_names` on each LoRA layer
         self._stop_criteria: dict[tuple[str, ...], object] = {}  # transformers' StopStringCriteria per stop strings (~1 s each)
+        # stop-string set-ups running now (seconds of CPU each, no forward pass): a child process reports them as its
+        # progress (`pluralign.policy.process`), so they are not taken for a hang
+        self.setting_up = 0
+        self._setting_up_lock = threading.Lock()
 
     @classmethod
     def from_folder(cls, folder: str | Path, model_id: str | None = None, device: torch.device | None = None,
@@ -436,7 +440,13 @@ class Generator:
         if (criteria := self._stop_criteria.get(sampling.stop)) is None:
             from transformers import StopStringCriteria
 
-            criteria = StopStringCriteria(self.tokenizer, list(sampling.stop))
+            with self._setting_up_lock:
+                self.setting_up += 1
+            try:
+                criteria = StopStringCriteria(self.tokenizer, list(sampling.stop))
+            finally:
+                with self._setting_up_lock:
+                    self.setting_up -= 1
             if len(self._stop_criteria) >= 32:
                 self._stop_criteria.pop(next(iter(self._stop_criteria)), None)
             self._stop_criteria[sampling.stop] = criteria

@@ -1019,3 +1019,36 @@ def test_chats_on_a_hung_child_are_a_503_after_the_stall_limit_and_the_next_chat
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
         assert client.post("/v1/chat/completions", json=chat).status_code == 200
     assert remote.pid != pid
+
+
+@pytest.mark.slow  # two stop-string set-ups of 256 characters (seconds each on two cores); make test-all
+def test_chats_whose_stop_strings_are_being_set_up_are_not_taken_for_a_hung_child(runtime, server, monkeypatch):
+    """Review 48: transformers' stop-string set-up reads the tokenizer's whole vocabulary (~8 ms a character of `stop`,
+    4 x 64 allowed: seconds) before the chat takes its turn, and runs no forward pass: with `generation_stall_s` at
+    its documented minimum (5), one chat with 4 stop strings of 64 characters was answered 503 "no progress" and the
+    healthy child killed; at the default 60, a few such chats at once on a slower host. A set-up is CPU work that
+    always ends: it counts as progress (a hang elsewhere is still found once it ends)."""
+    import random
+    import string
+
+    remote = runtime.generator
+    assert remote.adapters is not None  # a live child first
+    monkeypatch.setattr(remote, "stall_timeout_s", 2.5, raising=False)  # (below the two set-ups' time before the fix)
+    pid = remote.pid
+    rnd = random.Random()  # new stop strings every run: the child keeps the set-ups it made
+    answers: list = []
+
+    def send(who: str) -> None:
+        stop = ["".join(rnd.choice(string.ascii_letters) for _ in range(64)) for _ in range(4)]
+        key = runtime.keys.issue(who)
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+            answers.append(client.post("/v1/chat/completions", json={
+                "model": "pluralign", "messages": MESSAGES, "max_tokens": 2, "stop": stop, "pluralign": {"rerank": False}}))
+
+    chats = [threading.Thread(target=send, args=(who,), daemon=True) for who in ("acme", "globex")]
+    for thread in chats:
+        thread.start()
+    for thread in chats:
+        thread.join(120)
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert remote.pid == pid, "the healthy child was killed as hung"
