@@ -1052,3 +1052,39 @@ def test_chats_whose_stop_strings_are_being_set_up_are_not_taken_for_a_hung_chil
         thread.join(120)
     assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
     assert remote.pid == pid, "the healthy child was killed as hung"
+
+
+@pytest.mark.slow  # a new child starts (seconds: torch's imports); make test-all
+def test_a_call_too_big_for_the_pipe_of_a_hung_child_is_stalled_not_held_for_good(pair, monkeypatch):
+    """Review 48: a request is sent under the generator's lock, and a hung child reads none of it: one larger than the
+    pipe's buffer (~200 KB: a long conversation, e.g. `max_prompt_tokens` None) blocked its send for good, the lock held,
+    so the stall limit never ended it, nor any other call (the one killing a hung child takes that lock). Now a send
+    that the child has not taken within `stall_timeout_s` kills it: GeneratorStalled, and the next call starts a new one."""
+    from pluralign.policy.process import GeneratorStalled
+
+    _, remote = pair
+    assert remote.adapters is not None  # a live child first
+    monkeypatch.setattr(remote, "stall_timeout_s", 1.5, raising=False)
+    pid = remote.pid
+    out: list = []
+
+    def call() -> None:
+        try:
+            out.append(remote.generate([{"role": "user", "content": "cat " * 500_000}], sampling=Sampling(max_tokens=2)))
+        except Exception as exc:  # noqa: BLE001 (what it raised is the answer)
+            out.append(exc)
+
+    os.kill(pid, signal.SIGSTOP)  # hung: it neither reads nor exits
+    try:
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        sender = threading.Thread(target=call, daemon=True)
+        sender.start()
+        sender.join(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+    assert out, "the call's send to the hung child still blocks"
+    assert isinstance(out[0], GeneratorStalled), out
+    assert killed(pid)
+    assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=2))[0] and remote.pid != pid
