@@ -265,7 +265,7 @@ class ProcessGenerator:
         (a prefill slice, a token step) take well under a second, an adapter's load seconds."""
         from transformers import AutoTokenizer
 
-        if stall_timeout_s < 2 * _BEAT_S:  # a healthy child is heard from every `_BEAT_S` at best
+        if not stall_timeout_s >= 2 * _BEAT_S:  # a healthy child is heard from every `_BEAT_S` at best (nan: refused)
             raise ValueError(f"`stall_timeout_s` must be at least {2 * _BEAT_S:g} s, got {stall_timeout_s}")
         self.stall_timeout_s = stall_timeout_s
         self._passes: int | None = None  # the child's forward passes as last heard (its "alive")

@@ -1088,3 +1088,12 @@ def test_a_call_too_big_for_the_pipe_of_a_hung_child_is_stalled_not_held_for_goo
     assert isinstance(out[0], GeneratorStalled), out
     assert killed(pid)
     assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=2))[0] and remote.pid != pid
+
+
+def test_a_stall_limit_that_is_not_a_number_is_refused_before_any_child_starts(tiny_generator_dir):
+    """Review 48: `stall_timeout_s=nan` passed the check (`nan < 2` is false) and no stall was ever found (every
+    comparison with nan is false): a library caller's hung child held its calls for good."""
+    before = _children()
+    with pytest.raises(ValueError, match="stall_timeout_s"):
+        ProcessGenerator(tiny_generator_dir, stall_timeout_s=float("nan"))
+    assert _children() == before
