@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -342,9 +343,13 @@ class Runtime:
             s = self.settings
             # one chat of a tenant at a time while another tenant's waits; alone, a tenant leaves half the workers free
             # (4: 2), so a second and a third tenant's chats start at once and take the model in turns with the chats
-            # running. (It costs a tenant alone no throughput: its chats take the one model in turns either way.)
+            # running. (It costs a tenant alone no throughput: its chats take the one model in turns either way.) An
+            # `openai:URL` server batches the calls it is sent at once: there a tenant alone leaves one free, as before
+            # session 48 (half kept free halved a lone tenant's throughput; review 48)
+            remote = sys.modules.get("pluralign.policy.remote")  # (loaded where a RemoteGenerator was made: no openai import)
+            kept_free = 1 if remote is not None and isinstance(self.generator, remote.RemoteGenerator) else s.generation_workers // 2
             self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue, running_per_tenant=1,
-                                           kept_free=s.generation_workers // 2)
+                                           kept_free=kept_free)
         if self.deletes is None:
             self.deletes = FairScheduler(1, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes")
         if self.exports is None:

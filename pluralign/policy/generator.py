@@ -211,6 +211,21 @@ class _InTurns:
         return False
 
 
+def _keys_and_values_cached(config) -> bool:
+    """Whether every layer of the model of `config` caches attention keys and values (transformers' `DynamicLayer`,
+    sliding window included), so its prefill can be forwarded in slices into a `DynamicCache`. Not a state-space or
+    linear-attention layer (Mamba's `LinearAttentionLayer`), nor a config transformers cannot build a cache for."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, LinearAttentionCacheLayerMixin
+
+    try:
+        layers = DynamicCache(config=config).layers
+    except Exception:  # noqa: BLE001 (an architecture transformers builds no such cache for: one forward, as `generate`)
+        return False
+    return bool(layers) and all(isinstance(layer, DynamicLayer) and not isinstance(layer, LinearAttentionCacheLayerMixin)
+                                for layer in layers)
+
+
 _ROW_ADAPTERS = threading.local()  # `names`: the adapter of each row of the batch the thread generates (peft's adapter_names)
 
 
@@ -242,6 +257,11 @@ class Generator:
         self._turns = Turns()  # generations in flight take the model a token step at a time, round-robin over lanes
         self._adapter_hooks: list = []  # `_inject_adapter_names` on each LoRA layer
         self._stop_criteria: dict[tuple[str, ...], object] = {}  # transformers' StopStringCriteria per stop strings (~1 s each)
+        self._sliceable = _keys_and_values_cached(model.config)  # (a state-space model's prefill is one forward)
+        # stop-string set-ups running now (seconds of CPU each, no forward pass): a child process reports them as its
+        # progress (`pluralign.policy.process`), so they are not taken for a hang
+        self.setting_up = 0
+        self._setting_up_lock = threading.Lock()
 
     @classmethod
     def from_folder(cls, folder: str | Path, model_id: str | None = None, device: torch.device | None = None,
@@ -379,8 +399,9 @@ class Generator:
         """The KV cache of prompts `ids` (B, T) (left-padded where `mask` is 0) but their last token, forwarded in
         slices of at most `prefill_slice_tokens` tokens x rows, the model handed to another lane's generation that waits
         between two (`in_turns`): `model.generate` goes on from it with the last token, as from its own prefill
-        (transformers forwards only the tokens past the cache). None when the prompt fits one slice: `generate`
-        prefills it in its one forward. Rows that are all the same prompt (n candidates) are forwarded once and the
+        (transformers forwards only the tokens past the cache). None when the prompt fits one slice, or the model
+        caches no keys and values (a state-space model, Mamba: its cache cannot be continued by a slice of several
+        tokens; review 48): `generate` prefills it in its one forward. Rows that are all the same prompt (n candidates) are forwarded once and the
         cache repeated per row. Raises Cancelled when `cancel` is set between two slices. Positions as `generate`
         gives them: (cumulative mask - 1), 1 on padding."""
         from transformers import DynamicCache
@@ -390,7 +411,7 @@ class Generator:
             rows, row_mask = ids[:1], mask[:1]  # (1, T)
         prefix = ids.shape[1] - 1
         width = max(1, self.prefill_slice_tokens // rows.shape[0])
-        if prefix <= width:
+        if prefix <= width or not self._sliceable:
             return None
         positions = (row_mask.long().cumsum(-1) - 1).masked_fill(row_mask == 0, 1)  # (b, T)
         cache = DynamicCache(config=self.model.config)
@@ -442,7 +463,13 @@ class Generator:
         if (criteria := self._stop_criteria.get(sampling.stop)) is None:
             from transformers import StopStringCriteria
 
-            criteria = StopStringCriteria(self.tokenizer, list(sampling.stop))
+            with self._setting_up_lock:
+                self.setting_up += 1
+            try:
+                criteria = StopStringCriteria(self.tokenizer, list(sampling.stop))
+            finally:
+                with self._setting_up_lock:
+                    self.setting_up -= 1
             if len(self._stop_criteria) >= 32:
                 self._stop_criteria.pop(next(iter(self._stop_criteria)), None)
             self._stop_criteria[sampling.stop] = criteria

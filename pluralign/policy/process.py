@@ -90,6 +90,10 @@ class GeneratorStalled(GeneratorUnavailable):
         self.stall_s = stall_s  # the limit it passed (`ProcessGenerator.stall_timeout_s`)
 
 
+class _SendStalled(OSError):
+    """A request the child took none of within `stall_timeout_s` (hung): it was killed (`ProcessGenerator._send_watched`)."""
+
+
 class GeneratorClosed(GeneratorUnavailable):
     """The generator was closed (its owner stops): no child is started for the call."""
 
@@ -142,8 +146,11 @@ def _beat(send, generator: Generator, cancels: dict) -> None:
     """Every `_BEAT_S` while a call is in progress (`cancels`; idle, nothing is read: the pipe would fill): ("alive",
     forward passes run so far, None), the child's progress for the parent's stall limit. The
     passes are counted at the output layer (every forward reaches it, a prefill slice's too, through any adapter: peft
-    wraps the layers around it, not it). A hung child sends none (stopped, or stuck in C code holding the GIL) or the same
-    count again (a deadlock in Python)."""
+    wraps the layers around it, not it). A beat while a stop-string set-up runs (`Generator.setting_up`: seconds of CPU
+    over the vocabulary before a chat takes its turn, no forward pass; it always ends) counts as one too: before review
+    48 four stop strings of 64 characters, or a few chats' at once, passed the limit and the healthy child was killed.
+    A hung child sends none (stopped, or stuck in C code holding the GIL) or the same count again (a deadlock in Python;
+    a device call that never returns), once any set-up running then has ended."""
     passes = [0]
 
     def count(*_args) -> None:
@@ -154,6 +161,8 @@ def _beat(send, generator: Generator, cancels: dict) -> None:
         output.register_forward_pre_hook(count)
     while True:
         time.sleep(_BEAT_S)
+        if generator.setting_up:
+            passes[0] += 1
         if not cancels:
             continue
         try:
@@ -256,7 +265,7 @@ class ProcessGenerator:
         (a prefill slice, a token step) take well under a second, an adapter's load seconds."""
         from transformers import AutoTokenizer
 
-        if stall_timeout_s < 2 * _BEAT_S:  # a healthy child is heard from every `_BEAT_S` at best
+        if not stall_timeout_s >= 2 * _BEAT_S:  # a healthy child is heard from every `_BEAT_S` at best (nan: refused)
             raise ValueError(f"`stall_timeout_s` must be at least {2 * _BEAT_S:g} s, got {stall_timeout_s}")
         self.stall_timeout_s = stall_timeout_s
         self._passes: int | None = None  # the child's forward passes as last heard (its "alive")
@@ -452,8 +461,13 @@ class ProcessGenerator:
                 call = self._register()
                 try:
                     with self._sending:
-                        self._conn.send((op, args, call.number, _lane(), cancel is not None and cancel.is_set()))
+                        self._send_watched((op, args, call.number, _lane(), cancel is not None and cancel.is_set()))
                     return call
+                except _SendStalled:
+                    self._forget(call)
+                    self._wait_for_exit()
+                    raise GeneratorStalled(f"the generation process read none of a call for {self.stall_timeout_s:g} s (hung): "
+                                           "it was killed, and the next call starts a new one", self.stall_timeout_s) from None
                 except OSError as exc:  # its end closed: it is ending or gone
                     self._forget(call)
                     self._wait_for_exit()
@@ -461,6 +475,39 @@ class ProcessGenerator:
                         raise GeneratorUnavailable(f"the generation process exited (code {self._process.exitcode}) "
                                                    f"before a call was sent ({type(exc).__name__})") from None
         raise AssertionError("unreachable")
+
+    def _send_watched(self, message) -> None:
+        """`self._conn.send(message)` (under `_lock` and `_sending`), the child killed if it has not taken the message
+        within `stall_timeout_s`: a hung child reads nothing, and a message larger than the pipe's buffer (~200 KB: a
+        long conversation) would block the send for good, the lock held, so no call could end it (`_end_stalled` takes
+        that lock). Raises `_SendStalled` then (every call sent to that child raises GeneratorStalled), OSError when
+        the child was gone already. (Until review 48 such a send blocked every call for good.)"""
+        process, conn, guard, state = self._process, self._conn, threading.Lock(), {"sent": False, "expired": False}
+
+        def expire() -> None:
+            with guard:
+                if state["sent"]:
+                    return
+                state["expired"] = True
+            log.error("generation process %d read none of a call for %g s (hung): killed, a new one serves the next call",
+                      process.pid, self.stall_timeout_s)
+            process.kill()  # (not under `_lock`: the sender holds it) its end closes, so the send fails
+            self._gone(conn, GeneratorStalled)
+
+        timer = threading.Timer(self.stall_timeout_s, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            conn.send(message)
+        except OSError:
+            with guard:
+                if state["expired"]:
+                    raise _SendStalled() from None
+            raise
+        finally:
+            with guard:
+                state["sent"] = True
+            timer.cancel()
 
     def _cancel(self, call: _Call) -> None:
         """Tell the child to stop `call` at its next token (once); a child gone meanwhile is its reader's to see."""

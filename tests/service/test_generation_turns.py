@@ -405,3 +405,19 @@ def test_stop_strings_are_set_up_before_the_generation_takes_its_turn(generator)
         free.set()
     waiting.join(60)
     holder.join(60)
+
+
+def test_a_model_with_no_attention_cache_prefills_a_long_prompt_in_one_forward(generator):
+    """Review 48: the sliced prefill forwards a prompt in pieces into a KV cache, which a state-space model folder
+    (Mamba: transformers' LinearAttentionLayer, no keys and values) cannot continue: every prompt past one slice was a
+    RuntimeError where it was answered before session 48. Such a model's prefill is one forward, as before."""
+    from transformers import AutoModelForCausalLM, MambaConfig
+
+    tokenizer = generator.tokenizer  # (the module's: read only)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(MambaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, state_size=4))
+    own = Generator(model, tokenizer, "mamba", prefill_slice_tokens=16)
+    seeded = Sampling(max_tokens=3, temperature=1.0, seed=5)
+    messages = [{"role": "user", "content": "Tell me about cats, dogs and the sea. " * 6}]
+    candidates, prompt_tokens = own.generate(messages, n=2, sampling=seeded)
+    assert prompt_tokens > 16 and len(candidates) == 2 and all(1 <= c.tokens <= 3 for c in candidates)

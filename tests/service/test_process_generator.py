@@ -1019,3 +1019,81 @@ def test_chats_on_a_hung_child_are_a_503_after_the_stall_limit_and_the_next_chat
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
         assert client.post("/v1/chat/completions", json=chat).status_code == 200
     assert remote.pid != pid
+
+
+@pytest.mark.slow  # two stop-string set-ups of 256 characters (seconds each on two cores); make test-all
+def test_chats_whose_stop_strings_are_being_set_up_are_not_taken_for_a_hung_child(runtime, server, monkeypatch):
+    """Review 48: transformers' stop-string set-up reads the tokenizer's whole vocabulary (~8 ms a character of `stop`,
+    4 x 64 allowed: seconds) before the chat takes its turn, and runs no forward pass: with `generation_stall_s` at
+    its documented minimum (5), one chat with 4 stop strings of 64 characters was answered 503 "no progress" and the
+    healthy child killed; at the default 60, a few such chats at once on a slower host. A set-up is CPU work that
+    always ends: it counts as progress (a hang elsewhere is still found once it ends)."""
+    import random
+    import string
+
+    remote = runtime.generator
+    assert remote.adapters is not None  # a live child first
+    monkeypatch.setattr(remote, "stall_timeout_s", 2.5, raising=False)  # (below the two set-ups' time before the fix)
+    pid = remote.pid
+    rnd = random.Random()  # new stop strings every run: the child keeps the set-ups it made
+    answers: list = []
+
+    def send(who: str) -> None:
+        stop = ["".join(rnd.choice(string.ascii_letters) for _ in range(64)) for _ in range(4)]
+        key = runtime.keys.issue(who)
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
+            answers.append(client.post("/v1/chat/completions", json={
+                "model": "pluralign", "messages": MESSAGES, "max_tokens": 2, "stop": stop, "pluralign": {"rerank": False}}))
+
+    chats = [threading.Thread(target=send, args=(who,), daemon=True) for who in ("acme", "globex")]
+    for thread in chats:
+        thread.start()
+    for thread in chats:
+        thread.join(120)
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert remote.pid == pid, "the healthy child was killed as hung"
+
+
+@pytest.mark.slow  # a new child starts (seconds: torch's imports); make test-all
+def test_a_call_too_big_for_the_pipe_of_a_hung_child_is_stalled_not_held_for_good(pair, monkeypatch):
+    """Review 48: a request is sent under the generator's lock, and a hung child reads none of it: one larger than the
+    pipe's buffer (~200 KB: a long conversation, e.g. `max_prompt_tokens` None) blocked its send for good, the lock held,
+    so the stall limit never ended it, nor any other call (the one killing a hung child takes that lock). Now a send
+    that the child has not taken within `stall_timeout_s` kills it: GeneratorStalled, and the next call starts a new one."""
+    from pluralign.policy.process import GeneratorStalled
+
+    _, remote = pair
+    assert remote.adapters is not None  # a live child first
+    monkeypatch.setattr(remote, "stall_timeout_s", 1.5, raising=False)
+    pid = remote.pid
+    out: list = []
+
+    def call() -> None:
+        try:
+            out.append(remote.generate([{"role": "user", "content": "cat " * 500_000}], sampling=Sampling(max_tokens=2)))
+        except Exception as exc:  # noqa: BLE001 (what it raised is the answer)
+            out.append(exc)
+
+    os.kill(pid, signal.SIGSTOP)  # hung: it neither reads nor exits
+    try:
+        os.waitid(os.P_PID, pid, os.WSTOPPED | os.WNOWAIT)
+        sender = threading.Thread(target=call, daemon=True)
+        sender.start()
+        sender.join(30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+    assert out, "the call's send to the hung child still blocks"
+    assert isinstance(out[0], GeneratorStalled), out
+    assert killed(pid)
+    assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=2))[0] and remote.pid != pid
+
+
+def test_a_stall_limit_that_is_not_a_number_is_refused_before_any_child_starts(tiny_generator_dir):
+    """Review 48: `stall_timeout_s=nan` passed the check (`nan < 2` is false) and no stall was ever found (every
+    comparison with nan is false): a library caller's hung child held its calls for good."""
+    before = _children()
+    with pytest.raises(ValueError, match="stall_timeout_s"):
+        ProcessGenerator(tiny_generator_dir, stall_timeout_s=float("nan"))
+    assert _children() == before
