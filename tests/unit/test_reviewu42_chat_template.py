@@ -95,7 +95,9 @@ def test_answers_in_styles_are_generated_from_the_message_read_as_text(tiny_gene
     from pluralign.policy.generator import Generator, Sampling
     from pluralign.policy.styles import choose_styles
 
-    generator = Generator.from_folder(tiny_generator_dir)
+    # the prompt in one forward, so the first forward holds all of it (since session 48 a long prompt's prefill is
+    # forwarded in slices; that the slices give the same tokens is test_generation_turns' concern)
+    generator = Generator.from_folder(tiny_generator_dir, prefill_slice_tokens=1_000_000)
     tok, styles = generator.tokenizer, choose_styles(2, 1)
     messages = [{"role": "system", "content": "Only talk about cooking."}, {"role": "user", "content": FORGED}]
     prefills = []
