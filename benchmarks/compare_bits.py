@@ -1,0 +1,213 @@
+"""Why `pluralign.compare` almost never disappears with the real models (issue 16, session 48).
+
+Simulated users with known rules (`benchmarks.closed_loop.RULES`) answer n comparisons of real
+generated answers (the closed loop's cached generations, `--generation-cache`), in the real user
+model's coordinates (MiniLM, a PAL checkpoint trained as the service bootstraps it, the named
+features and PAL's latent direction). After n = 0, 10, 25, 50, 100, 200 answers the user's Laplace
+posterior is fitted (`fit_posterior`, the model's prior) and, on held-out candidate sets of the same
+kind (4 answers each, 6 pairs), the script records:
+
+- `bits`: the median and 90th percentile over the held-out sets of the best pair's bits, by the
+  criterion `most_informative_pair` uses (`--target`), the figure chat's `compare_min_bits` (0.1) reads;
+- `asked`: the share of held-out sets whose best pair carries at least 0.1 bits (chat would show `compare`);
+- `share`: of the best pairs' margin variance z' S z, the part each block of coefficients carries
+  (`prototypes`: pal_origin and the K prototype weights, `features`: the named features, `latent`:
+  PAL's latent direction, `cross`: the covariances between blocks), summed over the held-out sets;
+- `tied`: the share of those best pairs whose two answers the user's rule scores alike (the user
+  has no preference between them: in the closed loop such a pair gets no choice);
+- `curvature`: the mean of p (1 - p) over the n answered comparisons at the posterior mode, what
+  each answer adds to the posterior precision (times z z'); 0.25 for an answer the model could not
+  predict, near 0 for one it already predicted;
+- `feature_sd`: the median posterior sd of the named features' weights (prior: `feature_scale`, 5);
+- `prior_share`: the same split of the best pairs' margin variance under the prior (n = 0), and
+  `latent_left`: the latent block's variance along the best pairs' latent differences after n
+  answers as a fraction of its prior value (1.0: the answers taught nothing in those directions).
+
+With `--ties` the user also answers the pairs their rule scores alike, as ties (`ties_answered`),
+and the posterior is fitted with Davidson's tie likelihood (`fit_with_ties`): a measurement of a
+proposed change, since the library's `fit_posterior` has no tie term and chat's `choice` feedback
+names a winner. `--target best` reads `best_information` (chat's `compare_target = best`) instead of BALD.
+
+    OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python -m benchmarks.compare_bits \\
+        --generation-cache runs/gen_fast.pkl --pal runs/pal --json            # add --target best, --ties
+
+The PAL checkpoint is trained into `--pal` when that folder is empty (about a minute, as the
+service's first start). The last line with `--json` is `{"rules": {RULE: {n: {...}}}}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+COUNTS = (0, 10, 25, 50, 100, 200)
+RULE_NAMES = ("short", "lists", "formal", "persona_majority")
+
+
+def candidate_sets(cache: Path) -> dict[str, list[tuple[str, list[str]]]]:
+    """{"style": [(prompt, 4 texts)], "persona": [...]} from the closed loop's generation cache."""
+    entries = pickle.loads(cache.read_bytes())
+    out: dict[str, list[tuple[str, list[str]]]] = {"style": [], "persona": []}
+    for key, value in entries.items():
+        if key[0] != "styled":
+            continue
+        prompt = json.loads(key[1])[-1]["content"]
+        texts = [c.text for c in value[0]]
+        kind = "persona" if prompt.startswith("Do you agree") else "style"
+        out[kind].append((prompt, texts))
+    return out
+
+
+def blocks(names: list[str]) -> dict[str, np.ndarray]:
+    from pluralign.user.features import FEATURE_NAMES
+
+    named = np.array([n in FEATURE_NAMES for n in names])
+    latent = np.array([n.startswith("latent_") for n in names])
+    return {"prototypes": ~named & ~latent, "features": named, "latent": latent}
+
+
+def variance_split(z: np.ndarray, cov: np.ndarray, parts: dict[str, np.ndarray]) -> dict[str, float]:
+    """z (D,) a pair's difference: z' S z split into each block's own z_B' S_BB z_B and the rest (`cross`)."""
+    total = float(z @ cov @ z)
+    out = {name: float(z[m] @ cov[np.ix_(m, m)] @ z[m]) for name, m in parts.items()}
+    out["cross"] = total - sum(out.values())
+    return out
+
+
+def fit_with_ties(design: np.ndarray, tied: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray):
+    """The Laplace posterior (mean (D,), cov (D, D)) of `fit_posterior` with ties: strict rows design (N, D)
+    (chosen minus rejected) and tied rows tied (M, D) (either order), a tie's likelihood Davidson's
+    2 sqrt(p (1 - p)) (JASA 1970, nu = 1; as `pluralign.user.active.particle_posterior` reads ties).
+    A measurement of a proposed change only (`--ties`): the library's `fit_posterior` has no tie term."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    prec = np.diag(prior_precision)
+
+    def objective(b):
+        fa, ft, d = design @ b, tied @ b, b - prior_mean
+        value = np.logaddexp(0, -fa).sum() + 0.5 * (np.logaddexp(0, -ft) + np.logaddexp(0, ft)).sum() + 0.5 * d @ prec @ d
+        return value, -design.T @ (1 - expit(fa)) + tied.T @ (expit(ft) - 0.5) + prec @ d
+
+    mean = minimize(objective, prior_mean.copy(), jac=True, method="L-BFGS-B", options={"maxiter": 2000, "gtol": 1e-9}).x
+    p, q = expit(design @ mean), expit(tied @ mean)
+    hessian = (design.T * (p * (1 - p))) @ design + (tied.T * (q * (1 - q))) @ tied + prec  # a tie's curvature: q (1 - q)
+    return mean, np.linalg.inv(hessian)
+
+
+def answered(sets_x, sets_score, held: int, count: int, seed: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(strict rows (N, D), tied rows (M, D)): `count` comparisons drawn with replacement from the pairs of
+    the sets after the first `held`; without `ties` only pairs the rule does not score alike (as the
+    closed loop sends no choice for them), with `ties` every pair, a tie answered as a tie."""
+    from pluralign.user.active import all_pairs
+
+    pairs = [(s, i, j) for s in range(held, len(sets_x)) for i, j in zip(*all_pairs(4), strict=True)
+             if ties or sets_score[s][i] != sets_score[s][j]]
+    rng = random.Random(seed)
+    order = [pairs[rng.randrange(len(pairs))] for _ in range(count)]
+    dim = sets_x[0].shape[1]
+    strict = [(sets_x[s][i] - sets_x[s][j]) * (1 if sets_score[s][i] > sets_score[s][j] else -1)
+              for s, i, j in order if sets_score[s][i] != sets_score[s][j]]
+    tied = [sets_x[s][i] - sets_x[s][j] for s, i, j in order if sets_score[s][i] == sets_score[s][j]]
+    return np.array(strict).reshape(-1, dim), np.array(tied).reshape(-1, dim)
+
+
+def measure(model, sets_x: list[np.ndarray], sets_score: list[list[float]], rule_seed: int, counts, target: str,
+            ties: bool = False) -> dict[int, dict]:
+    """For one rule: the figures after each count of answers (module docstring)."""
+    from scipy.special import expit
+
+    from pluralign.user.active import most_informative_pair
+    from pluralign.user.model import fit_posterior
+
+    held = len(sets_x) // 3
+    parts = blocks(model.names)
+    mean0, prec0 = model.prior_mean(), model.prior_precision()
+    cov0 = np.diag(1.0 / prec0)
+    out = {}
+    for n in counts:
+        strict, tied = answered(sets_x, sets_score, held, n, rule_seed, ties)
+        if not n:
+            mean, cov = mean0, cov0
+        elif ties:
+            mean, cov = fit_with_ties(strict, tied, mean0, prec0)
+        else:
+            mean, cov = fit_posterior(strict, mean0, prec0)
+        bits, split, prior_split, lat_now, lat_prior = [], dict.fromkeys((*parts, "cross"), 0.0), dict.fromkeys((*parts, "cross"), 0.0), 0.0, 0.0
+        on_tied = []
+        for x, score in zip(sets_x[:held], sets_score[:held], strict=True):
+            choice = most_informative_pair(x, mean, cov, 0.0, target)
+            if choice is None:
+                bits.append(0.0)
+                continue
+            bits.append(choice.bits)
+            on_tied.append(score[choice.first] == score[choice.second])
+            z = x[choice.first] - x[choice.second]
+            for k, v in variance_split(z, cov, parts).items():
+                split[k] += v
+            for k, v in variance_split(z, cov0, parts).items():
+                prior_split[k] += v
+            m = parts["latent"]
+            lat_now += float(z[m] @ cov[np.ix_(m, m)] @ z[m])
+            lat_prior += float(z[m] @ cov0[np.ix_(m, m)] @ z[m])
+        total, ptotal = sum(split.values()) or 1.0, sum(prior_split.values()) or 1.0
+        b = np.array(bits)
+        fitted = expit(strict @ mean)  # (N,) P(the answer given) at the mode
+        out[n] = {"bits_median": round(float(np.median(b)), 3), "bits_p90": round(float(np.quantile(b, 0.9)), 3),
+                  "asked": round(float((b >= 0.1).mean()), 2),
+                  "share": {k: round(v / total, 2) for k, v in split.items()},
+                  "prior_share": {k: round(v / ptotal, 2) for k, v in prior_split.items()},
+                  "latent_left": round(lat_now / lat_prior, 2) if lat_prior else None,
+                  "tied": round(float(np.mean(on_tied)), 2) if on_tied else None,
+                  "ties_answered": len(tied),
+                  "curvature": round(float((fitted * (1 - fitted)).mean()), 4) if len(strict) else None,
+                  "feature_sd": round(float(np.median(np.sqrt(np.diag(cov)[parts["features"]]))), 2),
+                  "train_acc": round(float((fitted > 0.5).mean()), 2) if len(strict) else None}
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--generation-cache", type=Path, required=True, help="the closed loop's cached generations (pickle)")
+    parser.add_argument("--pal", type=Path, required=True, help="a PAL checkpoint folder (trained there when empty)")
+    parser.add_argument("--shared-data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--rules", nargs="+", default=list(RULE_NAMES))
+    parser.add_argument("--target", default="coefficients", help="`most_informative_pair`'s criterion")
+    parser.add_argument("--ties", action="store_true",
+                        help="the user also answers pairs their rule scores alike, as ties (Davidson's tie likelihood, `fit_with_ties`)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    from benchmarks.closed_loop import RULES
+    from pluralign.embed.encoders import SentenceEncoder
+    from service.rewards import UserRewards
+
+    start = time.time()
+    encoder = SentenceEncoder()
+    model = UserRewards.load_or_bootstrap(args.pal, encoder, args.shared_data).user_model
+    sets = candidate_sets(args.generation_cache)
+    coords = {}
+    for kind, items in sets.items():
+        prompts = encoder.encode([p for p, _ in items])
+        answers = encoder.encode([t for _, texts in items for t in texts]).reshape(len(items), 4, -1)
+        coords[kind] = [model.candidates(prompts[i], answers[i], texts).x for i, (_, texts) in enumerate(items)]
+    result = {}
+    for r, rule in enumerate(args.rules):
+        kind = "persona" if rule.startswith("persona") else "style"
+        scores = [[RULES[rule](t) for t in texts] for _, texts in sets[kind]]
+        result[rule] = measure(model, coords[kind], scores, r, COUNTS, args.target, args.ties)
+        for n, row in result[rule].items():
+            print(f"{rule:18s} n={n:3d} {json.dumps(row)}")
+    print(f"# {time.time() - start:.0f} s, {sum(map(len, sets.values()))} candidate sets, target {args.target}, ties {args.ties}")
+    if args.json:
+        print(json.dumps({"rules": result}))
+
+
+if __name__ == "__main__":
+    main()
