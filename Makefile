@@ -28,15 +28,17 @@ install: $(STAMP)
 serve: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/pluralign serve --host $${HOST:-127.0.0.1}
 
-# two workers of one torch thread each (PYTEST_WORKERS=0 runs in one process): on two cores torch's own
-# threads spin against each other, and much of the suite waits on servers and child processes. Three workers
-# were faster (515 s against 588 s, session 41) but one run of four then failed three load-sensitive tests.
+# three workers of one torch thread each (PYTEST_WORKERS=0 runs in one process; PYTEST_WORKERS=2 as before session 48):
+# on two cores torch's own threads spin against each other, and much of the suite waits on servers and child
+# processes, so a third worker fills that waiting. Three were faster in session 41 (515 s against 588 s) and in
+# session 48, when the suite had grown to 3,362 tests and two workers came near the 10-minute bound (696 s at load
+# 3-6; three: 541 s, every test passed); one run of four workers (session 41) failed three load-sensitive tests.
 # Work stealing: a worker that runs out takes the rest of another's queue instead of waiting on one long module.
 # PYTHONDONTWRITEBYTECODE empty is unset to Python: where the environment sets it, no __pycache__ was written, so
 # each xdist worker rewrote every test module's asserts again (~9.6 s of CPU each, every run) and every process a
 # test starts (jobs, CLI runs, serves) compiled the project again (~0.24 s of CPU each); .gitignore has __pycache__/
 test: $(STAMP)
-	PYTHONDONTWRITEBYTECODE= HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $${PYTEST_WORKERS:-2} --dist worksteal
+	PYTHONDONTWRITEBYTECODE= HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $${PYTEST_WORKERS:-3} --dist worksteal
 
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m ""
