@@ -46,8 +46,10 @@ def test_hostile_labels_and_answers_run_no_script_and_keep_the_layout(svc, brows
                     "type": "comparison", "user": f"h{u}", "prompt": f"{HOSTILE[(u + i) % len(HOSTILE)]} q{i}",
                     "chosen": f"{HOSTILE[(u + 1) % len(HOSTILE)]} good {i}", "rejected": f"bad {i} {'W' * 5000}", "attributes": {"seg": group}})
                 assert r.status_code == 201, r.text
-        r = admin.get("/admin/audits/fairness", params={"group_by": "seg", "wait": 120, "min_comparisons": 1})
-        assert r.status_code == 200 and len(r.json()["groups"]) == len(HOSTILE), r.text
+        # one audit of every tenant (the page) and one of acme (?tenant=acme shows acme's audits only, since 095c82f1)
+        for tenant in ({}, {"tenant": "acme"}):
+            r = admin.get("/admin/audits/fairness", params={"group_by": "seg", "wait": 120, "min_comparisons": 1, **tenant})
+            assert r.status_code == 200 and len(r.json()["groups"]) == len(HOSTILE), r.text
     browser.get(local(svc, "/admin/login"))
     browser.find_element(By.ID, "key").send_keys(svc.keys["admin"])
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
