@@ -15,6 +15,7 @@ from typing import Annotated
 import msgspec
 from litestar import Request, get, post
 from litestar.exceptions import NotFoundException, ServiceUnavailableException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Response
 
@@ -81,8 +82,11 @@ def _removals(request: Request) -> TenantRemovals:
     return request.app.state.tenant_removals
 
 
-@post("/tenants/{tenant:str}/removal", sync_to_thread=True, status_code=202, responses=error_responses(409, 503),
-      summary="Remove every trace of a tenant")
+@post("/tenants/{tenant:str}/removal", sync_to_thread=True, status_code=202, responses={
+    **error_responses(409, 503),
+    200: ResponseSpec(data_container=TenantRemoval, generate_examples=False,
+                      description="A removal of the tenant is running already: that one, nothing begun again"),
+}, summary="Remove every trace of a tenant")
 def remove_tenant(request: Request, tenant: FromPath[str]) -> Response[TenantRemoval]:
     """202 with the removal begun (its keys revoked at once; the rest in the background, `Location` to poll);
     200 with the one running when there is one. 409 (`tenant_keys_kept_elsewhere`) when the tenant's keys are in a

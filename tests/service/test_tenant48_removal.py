@@ -400,6 +400,10 @@ def test_an_audit_of_a_tenant_being_removed_is_refused_as_its_jobs_are(tmp_path,
                                 deletion_sweep_s=3600)
     with server, svc.client("admin") as admin:
         assert admin.post("/admin/tenants/initech/removal").status_code == 202
+        again = admin.post("/admin/tenants/initech/removal")  # the one running: a 200 the schema declares (the fuzz
+        assert again.status_code == 200 and again.json()["state"] == "running", again.text  # found it undeclared)
+        declared = admin.get("/schema/openapi.json").json()["paths"]["/admin/tenants/{tenant}/removal"]["post"]["responses"]
+        assert {"200", "202"} <= set(declared), sorted(declared)
         audit = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "initech", "wait": 0})
         assert audit.status_code == 409 and audit.json()["error"]["param"] == "tenant", audit.text
         assert audit.json()["error"]["code"] == "tenant_being_removed"
