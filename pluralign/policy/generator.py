@@ -132,7 +132,7 @@ class Penalties:
         return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
 
 
-class _ModelUse:
+class ModelUse:
     """The adapter each generation in flight uses: dropping one (peft deletes its weights from the shared layers)
     waits for the generations using it (one paused between two tokens would resume without it), and generations for
     it that come meanwhile wait behind the drop (then find it gone); generations for other adapters, and the base's,
@@ -253,7 +253,7 @@ class Generator:
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.model_id = model_id
-        self._use = _ModelUse()  # the adapter each generation in flight uses: a drop waits for those using it
+        self._use = ModelUse()  # the adapter each generation in flight uses: a drop waits for those using it
         self._turns = Turns()  # generations in flight take the model a token step at a time, round-robin over lanes
         self._adapter_hooks: list = []  # `_inject_adapter_names` on each LoRA layer
         self._stop_criteria: dict[tuple[str, ...], object] = {}  # transformers' StopStringCriteria per stop strings (~1 s each)

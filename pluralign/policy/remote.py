@@ -31,9 +31,9 @@ from pluralign.policy.generator import (
     AdapterNotLoaded,
     Cancelled,
     Candidate,
+    ModelUse,
     RemoteGeneratorError,
     Sampling,
-    _ModelUse,
     stripped_pieces,
 )
 from pluralign.urls import check_base_url
@@ -76,7 +76,7 @@ class RemoteGenerator:
         self._lock = threading.Lock()
         # the adapter each request in flight uses: a drop waits for them, so the server never unloads one under a
         # request (a server may abort those: a stream cut after its first piece)
-        self._use = _ModelUse()
+        self._use = ModelUse()
 
     @property
     def adapters(self) -> set[str]:
