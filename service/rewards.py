@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pluralign.embed.base import Encoder
-from pluralign.files import stopped_artifact
+from pluralign.files import folder_lock, stopped_artifact
 from pluralign.reward.em import USERS_FILE, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
 from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE, read_meta
@@ -98,10 +98,22 @@ class UserRewards:
         so. Raises ValueError or FileNotFoundError (naming the file) for a folder holding anything
         else that is not a whole checkpoint."""
         folder = Path(folder)
+        if _holds_more_than_a_stopped_bootstrap(folder):
+            return cls.load(folder, encoder.encoder_id, encoder.dim)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # replicas starting together on one empty PLURALIGN_PAL_DIR: one trains, the others wait and load its checkpoint
+        # (before session 49 each trained its own, and each served its own while the folder held the last one saved)
+        with folder_lock(folder):
+            if _holds_more_than_a_stopped_bootstrap(folder):
+                log.info("%s: loading the PAL checkpoint another process bootstrapped there while this one waited", folder)
+                return cls.load(folder, encoder.encoder_id, encoder.dim)
+            return cls._bootstrap(folder, encoder, shared_data)
+
+    @classmethod
+    def _bootstrap(cls, folder: Path, encoder: Encoder, shared_data: str | Path) -> UserRewards:
+        """`load_or_bootstrap`'s training, under the folder's lock."""
         if stopped_artifact(folder, PAL_FILES):
             log.warning("%s holds what a stopped PAL bootstrap left (no %s): training it again", folder, PAL_FILES[0])
-        elif folder.exists() and any(folder.iterdir()):
-            return cls.load(folder, encoder.encoder_id, encoder.dim)
         log.info("no PAL checkpoint in %s: training one on persona data from %s (first start only, about a minute)", folder, shared_data)
         try:
             bootstrap(folder, encoder, Path(shared_data))
@@ -139,6 +151,12 @@ class UserRewards:
 
     def describe(self) -> dict:
         return {"trained": self.trained, "version": self.version, "k": self.k, "kind": self.kind, "note": self.note}
+
+
+def _holds_more_than_a_stopped_bootstrap(folder: Path) -> bool:
+    """Whether `folder` holds something `UserRewards.load` reads (or refuses, naming it): not missing, not empty, and
+    not what a stopped bootstrap left (`stopped_artifact`)."""
+    return folder.is_dir() and any(folder.iterdir()) and not stopped_artifact(folder, PAL_FILES)
 
 
 def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:

@@ -539,7 +539,8 @@ class Runtime:
         from pluralign.reward.pal_model import PALModel
         from pluralign.reward.training_users import forget_training_users
 
-        if not forget_training_users(folder, forget):
+        # `pal_path` is shared by replicas: their rewrites take turns (`folder_lock`; before session 49 one undid another's)
+        if not forget_training_users(folder, forget, shared=folder == self.settings.pal_path):
             return 0
         if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(folder):
             rewards = UserRewards.load(folder, self.encoder.encoder_id, self.encoder.dim)
