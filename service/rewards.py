@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from pluralign.embed.base import Encoder
-from pluralign.files import folder_lock, stopped_artifact
-from pluralign.reward.em import USERS_FILE, EMMixture
+from pluralign.files import folder_lock, read_description, stopped_artifact
+from pluralign.reward.em import SCHEMA_VERSION as EM_SCHEMA
+from pluralign.reward.em import USERS_FILE, EMMeta, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
 from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE, read_meta
 from pluralign.reward.training_users import artifact_kind
+from pluralign.reward.user_weights import UserWeights
 from pluralign.user import UserModel
 
 log = logging.getLogger("pluralign.service")
@@ -74,6 +76,22 @@ class UserRewards:
         folder = Path(folder)
         if (folder / META_FILE).exists() and artifact_kind(folder) != "em":
             read_meta(folder)
+
+    @staticmethod
+    def check_rewritable(folder: str | Path) -> None:
+        """Check the descriptions of the population model at `folder` that a DELETE rewrites without being served
+        (PLURALIGN_PAL_DIR while a promoted model is: `Runtime.forget_population_users`): a PAL checkpoint's meta.json
+        and the header of its user_weights.json, an EM mixture's meta.json. Raises ValueError naming the file, its
+        schema and the one this release reads (`pluralign.files.other_schema`) when it is of another schema or damaged.
+        A folder without meta.json passes (nothing there to rewrite)."""
+        folder = Path(folder)
+        if not (folder / META_FILE).exists():
+            return
+        if artifact_kind(folder) == "em":
+            read_description(folder, "em-bt-mixture", EM_SCHEMA, EMMeta, "an EM mixture artifact (em-bt-mixture)")
+            return
+        meta = read_meta(folder)
+        UserWeights.check_header(folder / USER_WEIGHTS_FILE, k=meta.k)
 
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> UserRewards:

@@ -40,6 +40,7 @@ from service.settings import (
     check_server_url,
     unknown_generator,
 )
+from service.startup_files import check_pal_dir_rewritable
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
@@ -457,6 +458,7 @@ class Runtime:
                         "other replicas may serve: users would be fitted against different models. With the replicas "
                         "stopped, copy the one to serve into PLURALIGN_PAL_DIR and remove %s from every replica's data "
                         "folder (deploy/README.md)", settings.replicas, promoted, settings.pal_path, PROMOTED_PAL)
+                check_pal_dir_rewritable(settings)
                 rewards = UserRewards.load(promoted, encoder.encoder_id, encoder.dim)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
