@@ -28,6 +28,7 @@ from service.auth import KeyRing
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
 from service.encoders import is_model_folder, make_encoder
 from service.metrics import DECLARED_COUNTERS, Metrics
+from service.pal_dir import PalDirWatch
 from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
@@ -260,6 +261,8 @@ class Runtime:
     vector_hooks: list[Callable[[list[str]], None]] = field(default_factory=list)
     # with several replicas: other replicas' DELETEs applied to this one's files (built in __post_init__)
     deletion_sweep: DeletionSweep | None = None
+    # with several replicas: a new population model put into the shared `pal_path` served once it settles (`service.pal_dir`)
+    pal_dir_watch: PalDirWatch | None = None
     # DELETEs begun and not finished, on disk, finished at the next start (built in __post_init__)
     delete_journal: DeleteJournal | None = None
     # purges of deleted users' vectors a busy embedding cache put off (`service.users.vectors`)
@@ -363,6 +366,8 @@ class Runtime:
             self.waiting_refits = WaitingRefits(self.settings.data_path / WAITING_REFITS_FILE)
         if self.deletion_sweep is None and self.settings.replicas > 1:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
+        if self.pal_dir_watch is None and self.settings.replicas > 1:
+            self.pal_dir_watch = PalDirWatch(self, self.settings.deletion_sweep_s)
         if self.delete_journal is None:
             self.delete_journal = DeleteJournal(self.settings.data_path / JOURNAL_FOLDER)
         if self.owed_vectors is None:
