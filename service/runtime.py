@@ -468,7 +468,7 @@ class Runtime:
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
-            keys = KeyRing(settings.data_path / "api_keys.json")
+            keys = KeyRing(settings.keys_path)
             adapters = AdapterPool(
                 generator, AdapterRegistry(settings.adapters_path), generator.model_id,
                 budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
