@@ -66,7 +66,8 @@ class PalDirWatch(Periodic):
         if stamp != self._pending:  # changed since the last look: a copy may be under way
             self._pending = stamp
             return False
-        with folder_lock(self.folder), self.rt.population_lock:
+        # population_lock first, as a DELETE takes them (`Runtime.forget_population_users`): the other order could deadlock
+        with self.rt.population_lock, folder_lock(self.folder):
             self._seen, self._pending = folder_stamp(self.folder), None
             version = checkpoint_version(self.folder)
             if version == self.rt.rewards.version:

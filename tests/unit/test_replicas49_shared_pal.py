@@ -17,7 +17,7 @@ from pluralign.files import lock_file
 from pluralign.reward.pal import PALConfig, PALModel, UserWeights, load_pal, save_pal
 from pluralign.reward.training_users import forget_training_users
 
-USERS = 25  # per process
+USERS = 15  # per process
 
 
 def remove_one_by_one(folder: str, prefix: str, start) -> None:
