@@ -22,7 +22,7 @@ def check_pal_dir_rewritable(settings: Settings) -> None:
     each DELETE of a user it could not rewrite answered 500 `population_not_rewritten`."""
     try:
         UserRewards.check_rewritable(settings.pal_path)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:  # (a meta.json without its user_weights.json: damaged)
         raise ValueError(f"PLURALIGN_PAL_DIR (setting pal_dir), whose training users' rows each DELETE rewrites though the "
                          f"promoted model in {settings.data_path / PROMOTED_PAL} is served: {exc}; put a checkpoint this "
                          "release reads there (or empty it) and start again") from None

@@ -29,3 +29,13 @@ def test_a_start_serving_a_promoted_model_refuses_an_earlier_schema_in_pal_dir_n
     said = str(caught.value)
     assert said.startswith("PLURALIGN_PAL_DIR (setting pal_dir), whose training users' rows each DELETE rewrites"), said
     assert f"{pal / name}: " in said and "schema 0, an earlier format this release does not read (it reads schema 1)" in said, said
+
+
+def test_a_pal_dir_missing_its_user_weights_is_named_with_the_setting_too(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """Before, FileNotFoundError from the first DELETE (or, once the check was added, from the start without the setting)."""
+    data, pal = tmp_path / "data", tmp_path / "pal"
+    shutil.copytree(tiny_pal_dir, data / "pal-promoted")
+    shutil.copytree(tiny_pal_dir, pal)
+    (pal / "user_weights.json").unlink()
+    with pytest.raises(ValueError, match=r"^PLURALIGN_PAL_DIR \(setting pal_dir\).*user_weights\.json"):
+        start_service(data, tiny_generator_dir, pal, minilm)
