@@ -206,6 +206,37 @@ def writing_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: st
         os.close(fd)  # and with it the lock
 
 
+def lock_file(folder: str | os.PathLike) -> Path:
+    """The lock file `folder_lock` takes for `folder`: ".<name>.lock" beside it."""
+    folder = Path(folder)
+    return folder.with_name(f".{folder.name}.lock")
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock for reading and rewriting the artifact at `folder` that other processes rewrite too
+    (replicas sharing PLURALIGN_PAL_DIR, each removing deleted users' rows from it), waiting for the process that
+    holds it. Without it, two read-modify-write rewrites of one file interleave and the second writes back what the
+    first removed (a deleted user's row came back). The lock is `flock` on `lock_file(folder)`, created when missing:
+    a file, not the folder, since NFS (the shared volume replicas mount) takes an exclusive flock only on a file opened
+    for writing; flock reaches every process on one machine, and every machine of a local-lock-free NFSv4 mount.
+    Where the folder's parent cannot be written (`folder` itself a read-only or separate mount point), the folder's
+    own descriptor is locked instead, which orders the processes of one machine. Raises OSError naming the lock
+    file when neither can be opened. The folder may be missing (a first start bootstraps it under the lock)."""
+    path = lock_file(folder)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM) or not Path(folder).is_dir():
+            raise OSError(exc.errno, f"cannot open the lock file of {folder}: {exc.strerror}", str(path)) from None
+        fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 def _artifact_file(name: str, files: tuple[str, ...]) -> bool:
     """`name` is one of `files`, or `atomic_writer`'s temp file for one (".<file>.<random>"), which a
     killed write leaves behind."""

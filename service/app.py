@@ -232,16 +232,17 @@ def _thaw_heap(app: Litestar) -> None:
 
 def _start_deletion_sweep(app: Litestar) -> None:
     """With several replicas: apply other replicas' DELETEs to this one's files (service.deletions),
-    after the admin area has hooked its jobs folder in."""
-    sweep = app.state.runtime.deletion_sweep
-    if sweep is not None:
-        sweep.start()
+    after the admin area has hooked its jobs folder in; and serve a new population model put into the shared
+    PLURALIGN_PAL_DIR (service.pal_dir)."""
+    for periodic in (app.state.runtime.deletion_sweep, app.state.runtime.pal_dir_watch):
+        if periodic is not None:
+            periodic.start()
 
 
 def _stop_deletion_sweep(app: Litestar) -> None:
-    sweep = app.state.runtime.deletion_sweep
-    if sweep is not None:
-        sweep.stop()
+    for periodic in (app.state.runtime.deletion_sweep, app.state.runtime.pal_dir_watch):
+        if periodic is not None:
+            periodic.stop()
 
 
 def _start_unfinished_deletes(app: Litestar) -> None:

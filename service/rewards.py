@@ -16,11 +16,13 @@ import numpy as np
 import torch
 
 from pluralign.embed.base import Encoder
-from pluralign.files import stopped_artifact
-from pluralign.reward.em import USERS_FILE, EMMixture
+from pluralign.files import folder_lock, read_description, stopped_artifact
+from pluralign.reward.em import SCHEMA_VERSION as EM_SCHEMA
+from pluralign.reward.em import USERS_FILE, EMMeta, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
 from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE, read_meta
 from pluralign.reward.training_users import artifact_kind
+from pluralign.reward.user_weights import UserWeights
 from pluralign.user import UserModel
 
 log = logging.getLogger("pluralign.service")
@@ -75,6 +77,22 @@ class UserRewards:
         if (folder / META_FILE).exists() and artifact_kind(folder) != "em":
             read_meta(folder)
 
+    @staticmethod
+    def check_rewritable(folder: str | Path) -> None:
+        """Check the descriptions of the population model at `folder` that a DELETE rewrites without being served
+        (PLURALIGN_PAL_DIR while a promoted model is: `Runtime.forget_population_users`): a PAL checkpoint's meta.json
+        and the header of its user_weights.json, an EM mixture's meta.json. Raises ValueError naming the file, its
+        schema and the one this release reads (`pluralign.files.other_schema`) when it is of another schema or damaged.
+        A folder without meta.json passes (nothing there to rewrite)."""
+        folder = Path(folder)
+        if not (folder / META_FILE).exists():
+            return
+        if artifact_kind(folder) == "em":
+            read_description(folder, "em-bt-mixture", EM_SCHEMA, EMMeta, "an EM mixture artifact (em-bt-mixture)")
+            return
+        meta = read_meta(folder)
+        UserWeights.check_header(folder / USER_WEIGHTS_FILE, k=meta.k)
+
     @classmethod
     def load(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> UserRewards:
         """A PAL checkpoint or an EM mixture artifact (told apart by its meta.json); raises
@@ -98,10 +116,22 @@ class UserRewards:
         so. Raises ValueError or FileNotFoundError (naming the file) for a folder holding anything
         else that is not a whole checkpoint."""
         folder = Path(folder)
+        if _holds_more_than_a_stopped_bootstrap(folder):
+            return cls.load(folder, encoder.encoder_id, encoder.dim)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        # replicas starting together on one empty PLURALIGN_PAL_DIR: one trains, the others wait and load its checkpoint
+        # (before session 49 each trained its own, and each served its own while the folder held the last one saved)
+        with folder_lock(folder):
+            if _holds_more_than_a_stopped_bootstrap(folder):
+                log.info("%s: loading the PAL checkpoint another process bootstrapped there while this one waited", folder)
+                return cls.load(folder, encoder.encoder_id, encoder.dim)
+            return cls._bootstrap(folder, encoder, shared_data)
+
+    @classmethod
+    def _bootstrap(cls, folder: Path, encoder: Encoder, shared_data: str | Path) -> UserRewards:
+        """`load_or_bootstrap`'s training, under the folder's lock."""
         if stopped_artifact(folder, PAL_FILES):
             log.warning("%s holds what a stopped PAL bootstrap left (no %s): training it again", folder, PAL_FILES[0])
-        elif folder.exists() and any(folder.iterdir()):
-            return cls.load(folder, encoder.encoder_id, encoder.dim)
         log.info("no PAL checkpoint in %s: training one on persona data from %s (first start only, about a minute)", folder, shared_data)
         try:
             bootstrap(folder, encoder, Path(shared_data))
@@ -139,6 +169,12 @@ class UserRewards:
 
     def describe(self) -> dict:
         return {"trained": self.trained, "version": self.version, "k": self.k, "kind": self.kind, "note": self.note}
+
+
+def _holds_more_than_a_stopped_bootstrap(folder: Path) -> bool:
+    """Whether `folder` holds something `UserRewards.load` reads (or refuses, naming it): not missing, not empty, and
+    not what a stopped bootstrap left (`stopped_artifact`)."""
+    return folder.is_dir() and any(folder.iterdir()) and not stopped_artifact(folder, PAL_FILES)
 
 
 def bootstrap(folder: Path, encoder: Encoder, shared_data: Path) -> None:

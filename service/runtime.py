@@ -28,6 +28,7 @@ from service.auth import KeyRing
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
 from service.encoders import is_model_folder, make_encoder
 from service.metrics import DECLARED_COUNTERS, Metrics
+from service.pal_dir import PalDirWatch
 from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
 from service.requestid import per_request
 from service.rewards import UserRewards, checkpoint_version
@@ -40,6 +41,7 @@ from service.settings import (
     check_server_url,
     unknown_generator,
 )
+from service.startup_files import check_pal_dir_rewritable
 from service.stopping import GeneratingChats
 from service.users.exports import ExportSlots
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal
@@ -259,6 +261,8 @@ class Runtime:
     vector_hooks: list[Callable[[list[str]], None]] = field(default_factory=list)
     # with several replicas: other replicas' DELETEs applied to this one's files (built in __post_init__)
     deletion_sweep: DeletionSweep | None = None
+    # with several replicas: a new population model put into the shared `pal_path` served once it settles (`service.pal_dir`)
+    pal_dir_watch: PalDirWatch | None = None
     # DELETEs begun and not finished, on disk, finished at the next start (built in __post_init__)
     delete_journal: DeleteJournal | None = None
     # purges of deleted users' vectors a busy embedding cache put off (`service.users.vectors`)
@@ -362,6 +366,8 @@ class Runtime:
             self.waiting_refits = WaitingRefits(self.settings.data_path / WAITING_REFITS_FILE)
         if self.deletion_sweep is None and self.settings.replicas > 1:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
+        if self.pal_dir_watch is None and self.settings.replicas > 1:
+            self.pal_dir_watch = PalDirWatch(self, self.settings.deletion_sweep_s)
         if self.delete_journal is None:
             self.delete_journal = DeleteJournal(self.settings.data_path / JOURNAL_FOLDER)
         if self.owed_vectors is None:
@@ -457,11 +463,12 @@ class Runtime:
                         "other replicas may serve: users would be fitted against different models. With the replicas "
                         "stopped, copy the one to serve into PLURALIGN_PAL_DIR and remove %s from every replica's data "
                         "folder (deploy/README.md)", settings.replicas, promoted, settings.pal_path, PROMOTED_PAL)
+                check_pal_dir_rewritable(settings)
                 rewards = UserRewards.load(promoted, encoder.encoder_id, encoder.dim)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
-            keys = KeyRing(settings.data_path / "api_keys.json")
+            keys = KeyRing(settings.keys_path)
             adapters = AdapterPool(
                 generator, AdapterRegistry(settings.adapters_path), generator.model_id,
                 budget_bytes=settings.adapter_budget_mb << 20, fallback=settings.fspo_adapter,
@@ -539,7 +546,8 @@ class Runtime:
         from pluralign.reward.pal_model import PALModel
         from pluralign.reward.training_users import forget_training_users
 
-        if not forget_training_users(folder, forget):
+        # `pal_path` is shared by replicas: their rewrites take turns (`folder_lock`; before session 49 one undid another's)
+        if not forget_training_users(folder, forget, shared=folder == self.settings.pal_path):
             return 0
         if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(folder):
             rewards = UserRewards.load(folder, self.encoder.encoder_id, self.encoder.dim)

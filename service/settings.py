@@ -102,6 +102,10 @@ class Settings(Base, frozen=True):
     encoder_model: str | None = None  # with `openai:URL`: the model's name on that server (default MiniLM's id)
     encoder_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
     pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
+    # the API key file; default <data_dir>/api_keys.json. Replicas: one file all of them read and write (on a shared
+    # volume), so a key revoked through any of them (a tenant's removal, `pluralign keys revoke`) is refused by every
+    # replica at its next request (each checks the file with one stat per request: service.auth.KeyRing)
+    keys_file: str | None = None
     # persona data a PAL checkpoint is bootstrapped from; default `../shared/data` beside the checkout
     # (`pluralign.data.shared`), wherever the service is started from
     shared_data: str | None = None
@@ -265,6 +269,10 @@ class Settings(Base, frozen=True):
             options.update(timeout=f"{ms}ms", connect_timeout=f"{min(ms, 5000)}ms", client_max_retries=str(self.store_retries),
                            client_retry_timeout=str(max(1, math.ceil(self.store_timeout_s))))
         return {k: v for k, v in options.items() if v}
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(self.keys_file) if self.keys_file else self.data_path / "api_keys.json"
 
     @property
     def pal_path(self) -> Path:

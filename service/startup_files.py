@@ -15,13 +15,30 @@ if TYPE_CHECKING:
     from service.settings import Settings
 
 
+def check_pal_dir_rewritable(settings: Settings) -> None:
+    """`pal_path` while the promoted model is served: every DELETE rewrites its training users' rows still
+    (`Runtime.forget_population_users`), so one of another schema is refused at start (`UserRewards.check_rewritable`),
+    a ValueError naming the setting and the file. Before session 49 it was not looked at: the start went on, and
+    each DELETE of a user it could not rewrite answered 500 `population_not_rewritten`."""
+    try:
+        UserRewards.check_rewritable(settings.pal_path)
+    except (ValueError, FileNotFoundError) as exc:  # (a meta.json without its user_weights.json: damaged)
+        raise ValueError(f"PLURALIGN_PAL_DIR (setting pal_dir), whose training users' rows each DELETE rewrites though the "
+                         f"promoted model in {settings.data_path / PROMOTED_PAL} is served: {exc}; put a checkpoint this "
+                         "release reads there (or empty it) and start again") from None
+
+
 def check_startup_files(settings: Settings) -> None:
     """Read the description of the population model `Runtime.build` would serve (the promoted one,
     else `pal_path`) and the FSPO adapter's files (`fspo_adapter`) before any model is loaded: a
     damaged one is a ValueError naming the file (and the setting) at once, not after the encoder and
     generator have loaded."""
     promoted = settings.data_path / PROMOTED_PAL
-    UserRewards.check_description(promoted if (promoted / "meta.json").exists() else settings.pal_path)
+    if (promoted / "meta.json").exists():
+        UserRewards.check_description(promoted)
+        check_pal_dir_rewritable(settings)
+    else:
+        UserRewards.check_description(settings.pal_path)
     if settings.fspo_adapter:  # the service's own adapter
         try:
             read_meta(settings.fspo_adapter)

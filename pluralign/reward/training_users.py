@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from pluralign.files import stopped_artifact
+from pluralign.files import folder_lock, stopped_artifact
 from pluralign.reward import em, pal_checkpoint
 
 
@@ -28,11 +28,18 @@ def artifact_kind(folder: str | Path) -> str | None:
     return "pal" if "variant" in meta and "kind" not in meta else None
 
 
-def forget_training_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
+def forget_training_users(folder: str | Path, forget: Callable[[str], bool], *, shared: bool = False) -> int:
     """Remove the per-user rows of the training users `forget(user_id)` picks from the PAL
     checkpoint or EM mixture at `folder` (`pal_checkpoint.forget_users`, `em.forget_users`); any
     other folder is left alone. What the shared parameters learned from those users stays: only a
-    retrain without them removes it. Returns the rows removed."""
+    retrain without them removes it. Returns the rows removed.
+
+    `shared`: other processes rewrite `folder` too (PLURALIGN_PAL_DIR, which replicas share): the read and the
+    rewrite are made under `pluralign.files.folder_lock`, so they take turns. Until session 49 they did not, and two
+    replicas each removing a user rewrote the file from what each had read: one put the other's user back."""
+    if shared and artifact_kind(folder) is not None:  # (no lock file is made beside a folder holding no model)
+        with folder_lock(folder):
+            return forget_training_users(folder, forget)
     kind = artifact_kind(folder)
     if kind == "pal":
         return pal_checkpoint.forget_users(folder, forget)

@@ -292,9 +292,11 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
 def list_dead_letters(request: Request) -> DeadLetterList:
     """The feedback records the worker set aside, oldest first: each failed `tries` times on its own with a row's
     error (a blank owner, a non-finite time: a damaged or hand-edited feedback log, an older release's), so it no
-    longer holds up every tenant's feedback. Kept until requeued or discarded (docs/admin.md, "Dead letters")."""
+    longer holds up every tenant's feedback. Kept until requeued or discarded (docs/admin.md, "Dead letters"). With
+    replicas, the answering replica's letters only (`replica` says which): each sets aside its own log's records."""
     letters, rows = [], 0
-    dead = request.app.state.runtime.ingest.dead_letters
+    rt = request.app.state.runtime
+    dead = rt.ingest.dead_letters
     for name in dead.names():
         try:
             letter = dead.read(name)
@@ -307,7 +309,7 @@ def list_dead_letters(request: Request) -> DeadLetterList:
         letters.append(DeadLetterView(name=name, tenant=tenant, rows=letter.rows, error=letter.error, tries=letter.tries,
                                       set_aside_at=letter.set_aside_at))
         rows += len(letter.rows)
-    return DeadLetterList(letters=letters, rows=rows)
+    return DeadLetterList(letters=letters, rows=rows, replica=rt.settings.replica_index if rt.settings.replicas > 1 else None)
 
 
 @post("/feedback/dead-letter/{name:str}/requeue", sync_to_thread=True, status_code=200, responses=error_responses(404),

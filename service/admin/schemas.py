@@ -58,10 +58,13 @@ class DeadLetterView(msgspec.Struct):
 
 
 class DeadLetterList(msgspec.Struct):
-    """GET /admin/feedback/dead-letter: the records set aside, oldest first, and their `rows` in all."""
+    """GET /admin/feedback/dead-letter: the records set aside, oldest first, and their `rows` in all. They are the
+    answering replica's own (each replica sets aside the records of its own feedback log): `replica` is its index
+    (PLURALIGN_REPLICA_INDEX) with PLURALIGN_REPLICAS over 1, null for a service alone; ask each replica for its own."""
 
     letters: list[DeadLetterView]
     rows: int
+    replica: int | None = None
 
 
 class Requeued(msgspec.Struct):

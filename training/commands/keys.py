@@ -13,6 +13,7 @@ revoked key is refused at once. Rotation: create a new key, move the client to i
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from training.common import print_json, tenant_name
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action != "create" and not folder.exists():  # run from the wrong directory: not "no keys"
         raise ValueError(f"{option} {given}: no such folder ({folder.absolute()}), so no keys there: give the "
                          "service's data folder with --data-dir (or PLURALIGN_DATA_DIR; `pluralign serve` creates it)")
-    keys = KeyRing(folder / "api_keys.json")
+    # PLURALIGN_KEYS_FILE (setting keys_file): the file replicas share, wherever the data folder is
+    keys = KeyRing(settings.keys_path if settings else Path(os.environ.get("PLURALIGN_KEYS_FILE") or folder / "api_keys.json"))
     describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
     if args.action == "create":
         key = keys.issue(args.tenant, admin=args.admin, name=args.name)

@@ -220,7 +220,7 @@ def start(settings, local_store: list[str]):
     # what other commands write into the data folder while it starts (minutes, the models loading), under locks of their
     # own, is theirs: a key `pluralign keys create` printed once, an adapter `pluralign train adapter` saved. What the start
     # itself writes there is the key file only at its end, once it can serve (the key it prints stays good too)
-    keys_file = settings.data_path / "api_keys.json"
+    keys_file = settings.keys_path
     others = (keys_file, keys_file.with_name(keys_file.name + ".lock"), settings.adapters_path)
     from service.settings import ReplicasDisagree, StartedAlone
 
@@ -228,7 +228,7 @@ def start(settings, local_store: list[str]):
     # are not its to undo
     with left_as_found(settings.data_path, keep=others), left_as_found(*local_store, unless=(StartedAlone, ReplicasDisagree)):
         settings.data_path.mkdir(parents=True, exist_ok=True)
-        keys = KeyRing(settings.data_path / "api_keys.json")  # a damaged key file: an error naming it
+        keys = KeyRing(keys_file)  # a damaged key file: an error naming it
         from service.admin.paths import check_jobs_folder
 
         check_jobs_folder(settings)  # a damaged promotions.json: named before the service's imports (seconds)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from service.tenants import begin_removal, read_removal
 
     if args.action == "remove":
-        removal, _ = begin_removal(folder, KeyRing(folder / "api_keys.json"), args.tenant)
+        removal, _ = begin_removal(folder, KeyRing(settings.keys_path), args.tenant)
     else:
         removal = read_removal(folder, args.tenant)
         if removal is None:

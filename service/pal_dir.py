@@ -1,0 +1,87 @@
+"""PLURALIGN_PAL_DIR as replicas share it: a replica serving it takes up a new population model put there while it runs.
+
+An operator puts a pal or em job's artifact into PLURALIGN_PAL_DIR (deploy/README.md); until session 49 each replica
+served the model it had loaded at start until it was restarted, so replicas restarted one by one (a rolling restart)
+fitted users against two population models meanwhile, and one not restarted kept the old one for good. Now each
+replica looks at the folder every `deletion_sweep_s` seconds (`PalDirWatch`) and serves the new model once the folder
+has not changed for one whole pass (a copy under way is let finish), loaded under the folder's lock
+(`pluralign.files.folder_lock`: no DELETE rewrites it meanwhile). A rewrite that only removed training users' rows
+(a DELETE's) keeps the population version (`service.rewards.checkpoint_version`) and is not loaded again. A model
+that cannot be served (another schema, encoder or vector size, a damaged file) is logged once, naming the file, and
+the served one stays: no request fails for it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pluralign.files import folder_lock
+from pluralign.reward.pal_checkpoint import META_FILE
+from service.periodic import Periodic
+from service.promoted import PROMOTED_PAL
+from service.rewards import UserRewards, checkpoint_version
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
+
+log = logging.getLogger("pluralign.service")
+
+Stamp = tuple[tuple[str, int, int, int], ...]
+
+
+def folder_stamp(folder: Path) -> Stamp | None:
+    """(name, inode, mtime in ns, size) of each file in `folder`, by name; None without a meta.json (no model there,
+    or one whose write has not finished: its description is written last)."""
+    if not (folder / META_FILE).is_file():
+        return None
+    stamp = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):  # (temp files of a write)
+                st = entry.stat(follow_symlinks=False)
+                stamp.append((entry.name, st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(sorted(stamp))
+
+
+class PalDirWatch(Periodic):
+    """Serves the population model in `pal_path` once it changed and settled (the module's docstring)."""
+
+    def __init__(self, rt: Runtime, interval_s: float):
+        super().__init__(interval_s, "pal-dir-watch", "looking for a new population model in PLURALIGN_PAL_DIR")
+        self.rt = rt
+        self.folder = rt.settings.pal_path
+        self._seen = folder_stamp(self.folder)  # what the start loaded (or about): nothing new yet
+        self._pending: Stamp | None = None
+
+    def run_once(self) -> bool:
+        """One look; True when a new model is served from now on."""
+        if (self.rt.settings.data_path / PROMOTED_PAL / META_FILE).exists():
+            return False  # the promoted model is served, over pal_path (a leftover: Runtime.build warns of it)
+        stamp = folder_stamp(self.folder)
+        if stamp is None or stamp == self._seen:
+            self._pending = None
+            return False
+        if stamp != self._pending:  # changed since the last look: a copy may be under way
+            self._pending = stamp
+            return False
+        # population_lock first, as a DELETE takes them (`Runtime.forget_population_users`): the other order could deadlock
+        with self.rt.population_lock, folder_lock(self.folder):
+            self._seen, self._pending = folder_stamp(self.folder), None
+            version = checkpoint_version(self.folder)
+            if version == self.rt.rewards.version:
+                return False  # only training users' rows removed (a DELETE), or the same model copied again
+            try:
+                rewards = UserRewards.load(self.folder, self.rt.encoder.encoder_id, self.rt.encoder.dim)
+            except (OSError, ValueError) as exc:
+                log.error("PLURALIGN_PAL_DIR %s holds a new population model this replica cannot serve: %s; it serves "
+                          "%s still (put a model it can serve there)", self.folder, exc, self.rt.rewards.version)
+                return False
+            rewards.note = f"taken up from {self.folder} while serving"
+            before, self.rt.rewards = self.rt.rewards.version, rewards
+        self.rt.metrics.inc("pluralign_population_swaps_total", help="population reward models swapped in while serving")
+        log.info("now serving population model %s (%s, K=%d) from PLURALIGN_PAL_DIR %s, put there while this replica "
+                 "served %s: users are refitted against it at their next request", rewards.version, rewards.kind,
+                 rewards.k, self.folder, before)
+        return True

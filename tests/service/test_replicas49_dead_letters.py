@@ -1,0 +1,43 @@
+"""What an admin sees of dead letters with two replicas on one store (docs/admin.md, "Dead letters").
+
+Each replica sets aside the records of its own feedback log, in its own data folder: `GET /admin/feedback/dead-letter`
+lists the answering replica's letters, and since session 49 says which replica that is (`replica`; before, nothing
+in the answer told an admin behind a load balancer whose letters they were reading, nor that another replica's were
+left out). Another replica's letter is a 404 to requeue or discard there; a user's DELETE through any replica removes
+their rows from every replica's letters (each applies the deletion record)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.test_feedback_log import feedback
+from tests.service.tiny import start_replicas
+
+pytestmark = pytest.mark.slow  # two replica starts: ~10 s on two busy cores (`make test-scaleout`)
+
+
+def test_each_replica_lists_its_own_letters_saying_which_and_a_delete_through_the_other_clears_them(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, short_read_margin):
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
+    b.keys["admin"] = b.runtime.keys.issue("ops", admin=True)
+    with first, second, a.client("admin") as admin_a, b.client("admin") as admin_b, b.client("acme") as acme_b:
+        letter = a.runtime.ingest.dead_letters.put(feedback("zoe", 0, tenant="acme", n=2), "StoreError: then", 3, 0.0)
+        r = acme_b.post("/v1/feedback", json={"type": "comparison", "user": "zoe", "prompt": "Tea?", "chosen": "Yes", "rejected": "No"})
+        assert r.status_code == 201, r.text
+
+        listed_a, listed_b = admin_a.get("/admin/feedback/dead-letter").json(), admin_b.get("/admin/feedback/dead-letter").json()
+        assert (listed_a["replica"], listed_a["rows"], [x["name"] for x in listed_a["letters"]]) == (0, 2, [letter])
+        assert listed_b == {"letters": [], "rows": 0, "replica": 1}  # replica 0's letter is not b's to list
+        assert admin_b.post(f"/admin/feedback/dead-letter/{letter}/requeue").status_code == 404
+        assert admin_b.delete(f"/admin/feedback/dead-letter/{letter}").status_code == 404
+        assert a.runtime.ingest.dead_letters.names() == [letter]  # untouched by b's 404s
+
+        assert acme_b.delete("/v1/users/zoe").status_code == 200  # through b: a applies its deletion record
+        deadline = time.monotonic() + 15
+        while admin_a.get("/admin/feedback/dead-letter").json()["rows"]:
+            assert time.monotonic() < deadline, "replica 0 kept the deleted user's letter"
+            time.sleep(0.1)
