@@ -322,7 +322,8 @@ class Ingestor:
 
     def submit(self, rows: list[StoredPreference], received_at: float | None = None) -> None:
         """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival
-        time, kept (`FeedbackLog.append`); None: stamped by the log's writer."""
+        time, kept (`FeedbackLog.append`); None: stamped by the log's writer. Raises TenantBacklog (nothing written)
+        past the log's bound on one tenant's pending rows (`FeedbackLog.tenant_rows`)."""
         self.log.append(rows, received_at)
 
     async def submit_async(self, rows: list[StoredPreference]) -> None:
@@ -975,7 +976,8 @@ class Ingestor:
         with self._move:
             letter = self.dead_letters.read(name)
             received = letter.rows[0].received_at if letter.rows else None
-            self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None)
+            self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None,
+                            bounded=False)  # acknowledged already: not refused for its tenant's backlog
             self.dead_letters.discard(name)
         return len(letter.rows)
 
