@@ -2,7 +2,8 @@
 
 A record of the feedback log whose rows fail deterministically (a blank `user_id` or `tenant`, a non-finite time:
 what a damaged or hand-edited log, an older release or a replica's log may hold; the service's routes refuse
-them) was retried by the worker for ever, and every tenant's feedback waited behind it. After `Ingestor`'s
+them; `RowRefused`, or a text the encoder refuses, `TextRefused`: `pluralign.store.ingest.ROW_ERRORS`, no other
+failure) was retried by the worker for ever, and every tenant's feedback waited behind it. After `Ingestor`'s
 `tries` failures on its own it is written here, one file a record, then leaves the log: kept, not lost. An admin
 lists them (`GET /admin/feedback/dead-letter`), puts one back in the log (`.../{name}/requeue`: once the cause is
 fixed, a release that stores it) or discards it (`DELETE .../{name}`). A DELETE of a user forgets their rows here too.

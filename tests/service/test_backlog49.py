@@ -7,12 +7,17 @@ from __future__ import annotations
 import time
 
 import msgspec
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pluralign.store import Store
+from pluralign.store import ingest as ingest_module
 from pluralign.store.feedback_log import FeedbackLog, TenantBacklog
+from pluralign.store.ingest import Ingestor
+from pluralign.store.tables import RowRefused
 from service.admin.controllers import ADMIN_HANDLERS
-from tests.service.test_feedback_log import feedback
+from tests.service.test_feedback_log import DIM, HashEncoder, feedback
 from tests.service.tiny import start_service
 
 BOUND = 3  # rows of one tenant that may wait in the feedback log (setting tenant_feedback_backlog_rows)
@@ -107,3 +112,95 @@ def test_a_flooding_tenant_gets_503_while_another_tenants_feedback_is_stored(svc
         assert acme.post("/v1/feedback", json=comparison("flood", BOUND)).status_code == 201
         wait_for(lambda: rt.store.count_preferences("acme", "flood") == BOUND + 1)
         assert rt.store.count_preferences("acme", "other") == 0
+
+
+class FailingFirst:
+    """Raises `error` on the first `times` calls of `call`, then calls it: a store or an encoder failing for a while."""
+
+    def __init__(self, call, times: int, error: Exception):
+        self.call, self.left, self.error, self.calls = call, times, error, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            raise self.error
+        return self.call(*args, **kwargs)
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(ingest_module, "RETRY_S", 0.01)
+    monkeypatch.setattr(ingest_module, "MAX_RETRY_S", 0.04)
+
+
+def test_a_store_failure_that_is_not_the_records_is_retried_not_set_aside(tmp_path, quick_retries):
+    """A quiet service's one record (a batch of one) meets a ValueError of the store's that names no row, five times
+    in a row: it is retried with backoff and stored once the store works again, never set aside. Until session 49
+    any ValueError or TypeError counted as the record's, and the good record was a dead letter after three tries."""
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    store._append = failing = FailingFirst(store._append, 5, ValueError("lance error: a commit conflict (injected)"))
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
+    try:
+        ingest.submit(feedback("ann", 0, tenant="t1", n=2))
+        wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=10.0)
+        assert store.count_preferences("t1", "ann") == 2
+        assert failing.calls == 6 and ingest.set_aside == 0 and ingest.dead_letters.names() == []
+    finally:
+        ingest.close()
+
+
+def test_an_encoder_failing_for_every_text_sets_nothing_aside(tmp_path, quick_retries):
+    """The encoder raises a ValueError for every text for a while (its model not loaded, a device error): the record is
+    retried, not set aside, and stored once the encoder works again."""
+    encoder = HashEncoder()
+    encoder.encode = FailingFirst(encoder.encode, 20, ValueError("the model is not loaded (injected)"))
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, encoder, tries=3)
+    try:
+        ingest.submit(feedback("ann", 0, tenant="t1"))
+        wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=10.0)
+        assert store.count_preferences("t1", "ann") == 1 and ingest.set_aside == 0 and ingest.dead_letters.names() == []
+    finally:
+        ingest.close()
+
+
+class PickyEncoder(HashEncoder):
+    """Refuses any text holding "\x7f" (as a tokenizer may refuse a text): what a damaged or older log may hold."""
+
+    def encode(self, texts):
+        if any("\x7f" in t for t in texts):
+            raise ValueError("a text this encoder cannot read")
+        return super().encode(texts)
+
+
+def test_a_text_the_encoder_refuses_is_set_aside_and_the_rest_stored(tmp_path, quick_retries):
+    """A record whose text the encoder refuses while it embeds another text (`PROBE_TEXT`) is its own fault
+    (`TextRefused`): set aside after three tries, the other tenant's record stored."""
+    log = FeedbackLog(tmp_path / "log")
+    log.append([msgspec.structs.replace(r, prompt="broken \x7f text") for r in feedback("ann", 0, tenant="t1")])
+    log.append(feedback("bob", 0, tenant="t2"))
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, PickyEncoder(), tries=3)
+    try:
+        wait_for(lambda: ingest.set_aside == 1, timeout=10.0)
+        assert store.count_preferences("t2", "bob") == 1 and store.count_preferences("t1", "ann") == 0
+        [name] = ingest.dead_letters.names()
+        assert "refused a text" in ingest.dead_letters.read(name).error
+    finally:
+        ingest.close()
+
+
+def test_the_store_names_a_row_arrow_cannot_hold(tmp_path):
+    """`Store.add_preferences` refuses a row whose text Arrow cannot hold with RowRefused naming it (its position),
+    nothing written: the store's own word that the row, not the store, is at fault."""
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    rows = feedback("ann", 0, tenant="t1", n=3)
+    rows[1] = msgspec.structs.replace(rows[1], chosen="lone \udfff surrogate", received_at=time.time())
+    rows = [msgspec.structs.replace(r, received_at=time.time()) for r in rows]
+    vectors = np.ones((3, DIM), np.float32)
+    with pytest.raises(RowRefused) as refused:
+        store.add_preferences(rows, vectors, vectors, vectors)
+    assert refused.value.index == 1 and "row 1" in str(refused.value)
+    assert store.count_preferences("t1", "ann") == 0
