@@ -153,6 +153,17 @@ class RowRefused(StoreError):
         self.index, self.field = index, field
 
 
+def _row_refused(i: int, row: StoredPreference) -> RowRefused | None:
+    """RowRefused naming row `i` (`row`) where its owner names no one or its `created_at` or `received_at` is not a
+    finite time (pages, sorted by it, and a DELETE's cut-off would lose their order); None otherwise. The margin is not
+    checked: a rating without rival keeps its signed score, (rating - 3) / 2."""
+    for name, problem in (owner_problem(row.tenant, row.user_id) or (None, None), ("created_at", time_problem(row.created_at)),
+                          ("received_at", time_problem(row.received_at))):
+        if problem:
+            return RowRefused(f"`{name}` of row {i} (pref_id {row.pref_id!r}) {problem}", i, name)
+    return None
+
+
 class DeletedMeanwhile(RuntimeError):
     """A streamed read (`Store.preferences_in_order`, `Store.interactions_in_order`) stopped part way:
     the version it read was removed (a purge, a compaction) and rows it had still to read are no longer
@@ -777,12 +788,9 @@ class Store:
         written when it raises."""
         if not rows:
             return 0
-        for i, r in enumerate(rows):  # a NaN or infinite time: pages (sorted by it) and a DELETE's cut-off lose their order
-            # (the margin is not checked here: a rating without rival keeps its signed score, (rating - 3) / 2)
-            for name, problem in (owner_problem(r.tenant, r.user_id) or (None, None), ("created_at", time_problem(r.created_at)),
-                                  ("received_at", time_problem(r.received_at))):
-                if problem:
-                    raise RowRefused(f"`{name}` of row {i} (pref_id {r.pref_id!r}) {problem}", i, name)
+        for i, r in enumerate(rows):
+            if (refused := _row_refused(i, r)) is not None:
+                raise refused
         vectors = self._checked_vectors(len(rows), prompt_vec=prompt_vec, chosen_vec=chosen_vec, rejected_vec=rejected_vec)
         columns = self._row_columns(rows)  # before any read or write: RowRefused for a row Arrow cannot hold
         first = self._first_of_each(rows)
@@ -796,6 +804,27 @@ class Store:
         for (tenant, user_id), ids in later.items():  # a DELETE begun before the copy came keeps the row
             self.received_again(tenant, user_id, ids)
         return len(new)
+
+    def refused_rows(self, rows: list[StoredPreference]) -> dict[int, RowRefused]:
+        """The rows of `rows` that `add_preferences` refuses for their own content, each looked at on its own (their
+        vectors aside), by position: {i: RowRefused naming row i}; {} for none. No read or write: the same answer on
+        every try, whatever the store's state (what the feedback mover sets aside of a record, `Ingestor._set_aside`)."""
+        refused = {i: problem for i, r in enumerate(rows) if (problem := _row_refused(i, r)) is not None}
+        rest = [i for i in range(len(rows)) if i not in refused]
+        try:
+            self._row_columns([rows[i] for i in rest])
+            return refused
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            pass
+        for i in rest:  # one at a time only when they fail together
+            try:
+                self._row_columns([rows[i]])
+            except RowRefused as exc:
+                refused[i] = RowRefused(f"row {i} (pref_id {rows[i].pref_id!r}) cannot be stored: {str(exc).split(': ', 1)[-1]}",
+                                        i, exc.field)
+            except (pa.ArrowException, ValueError, TypeError, OverflowError):
+                continue  # not this row's own (it fails with others only)
+        return refused
 
     _ROW_COLUMNS = ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at",
                     "received_at", "attributes", "trl")
