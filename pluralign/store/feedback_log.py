@@ -411,11 +411,8 @@ class FeedbackLog:
         with self._cv:
             if self._closed:
                 raise RuntimeError("the feedback log is closed")
-            if bounded and self.tenant_rows is not None:
-                rows = self._tenant_pending.get(tenant, 0) + self._tenant_queued.get(tenant, 0)
-                if rows and rows + adding > self.tenant_rows:
-                    self.refused += 1
-                    raise TenantBacklog(tenant, rows, adding, self.tenant_rows)
+            if bounded:
+                self._check_room(tenant, adding)
             self._tenant_queued[tenant] = self._tenant_queued.get(tenant, 0) + adding
             self._queue.append(ticket)
             self.appends += 1
@@ -629,6 +626,20 @@ class FeedbackLog:
         (8-17 ms at 100,000 records, under the lock every append waits on), for a caller that asks at each move."""
         with self._cv:
             return bool(self.pending)
+
+    def check_room(self, tenant: str, adding: int) -> None:
+        """TenantBacklog (counted in `refused`) when `adding` rows of `tenant` would be refused now (`tenant_rows`): what
+        a caller asks before the steps that come before its append (an import's claims and rows received again), so a
+        refusal leaves nothing half done. The append checks again (another request may have come meanwhile)."""
+        with self._cv:
+            self._check_room(tenant, adding)
+
+    def _check_room(self, tenant: str, adding: int) -> None:
+        """`check_room`, under `_cv`."""
+        rows = self._tenant_pending.get(tenant, 0) + self._tenant_queued.get(tenant, 0)
+        if self.tenant_rows is not None and rows and rows + adding > self.tenant_rows:
+            self.refused += 1
+            raise TenantBacklog(tenant, rows, adding, self.tenant_rows)
 
     def tenant_backlog(self, tenant: str) -> int:
         """`tenant`'s rows pending or queued for the writer: what its bound (`tenant_rows`) counts. O(1)."""

@@ -332,11 +332,12 @@ class Ingestor:
         self._drop_claims(note)  # a crash between the commit and the claims' removal
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
 
-    def submit(self, rows: list[StoredPreference], received_at: float | None = None) -> None:
+    def submit(self, rows: list[StoredPreference], received_at: float | None = None, bounded: bool = True) -> None:
         """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival
         time, kept (`FeedbackLog.append`); None: stamped by the log's writer. Raises TenantBacklog (nothing written)
-        past the log's bound on one tenant's pending rows (`FeedbackLog.tenant_rows`)."""
-        self.log.append(rows, received_at)
+        past the log's bound on one tenant's pending rows (`FeedbackLog.tenant_rows`), unless not `bounded` (copies of
+        rows acknowledged already)."""
+        self.log.append(rows, received_at, bounded)
 
     async def submit_async(self, rows: list[StoredPreference]) -> None:
         await self.log.append_async(rows)

@@ -1061,7 +1061,8 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str], rece
         raise HeldRowsGone
     if logged:
         at = time.time() if received_at is None else received_at
-        rt.ingest.submit([msgspec.structs.replace(row, received_at=at) for row in logged.values()], received_at)
+        # copies of rows acknowledged already: not refused for the tenant's backlog (`_claim_and_log` asked first)
+        rt.ingest.submit([msgspec.structs.replace(row, received_at=at) for row in logged.values()], received_at, bounded=False)
 
 
 class EmbeddingsNotForgotten(RuntimeError):
