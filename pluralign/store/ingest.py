@@ -47,7 +47,7 @@ STORED_CLAIMS = "stored-claims"  # in the log's folder: a note a move, of the cl
 DEAD_LETTER = "dead-letter"  # in the log's folder: the records set aside (`pluralign.store.dead_letter`)
 SET_ASIDE_AFTER = 3  # failures of a record on its own (a row's error: ROW_ERRORS) before it is set aside
 RETRY_S = 1.0  # the worker's pause after a failed batch, before it tries again; doubled after each failure in a row
-MAX_RETRY_S = 30.0  # up to this (`_pause`)
+MAX_RETRY_S = 5.0  # up to this (`_pause`): a store back after an outage is written to within 5 s
 PROBE_TEXT = "a probe of the encoder"  # embedded after the encoder refused texts: whether it refuses those only (`_embed`)
 
 
