@@ -36,11 +36,12 @@ SUFFIX = ".msgpack"
 NAME = re.compile(r"[0-9a-f]{32}")  # a letter's name: the first 32 hex digits of its rows' sha256
 
 
-class DeadLetter(Base, frozen=True):
+class DeadLetter(Base, frozen=True, omit_defaults=True):
     """One feedback record set aside: its `rows` (one user's, as the log held them), the `error` of its last try
     (the exception's type and words), how many `tries` failed, and when it was set aside (`set_aside_at`, unix s).
     `row_numbers`: where only some rows of the record were refused (the rest stored), their positions in it, from 1
-    (an import's rows in its file's order); None: the whole record."""
+    (an import's rows in its file's order); None: the whole record, written without the field (a release before
+    session 49 reads such a letter; one with `row_numbers` it leaves out as unreadable, and a DELETE there leaves it)."""
 
     rows: list[StoredPreference]
     error: str
