@@ -30,7 +30,7 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER
 
 from pluralign.data.record import USER_ID, USER_ID_RULE
 from pluralign.data.text import MAX_SHOWN, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
-from pluralign.store.failures import StoreUnavailable, storage_problem, unavailable
+from pluralign.store.failures import StoreUnavailable, TenantBacklog, storage_problem, unavailable
 from service.head import allow_for
 from service.metrics import route_of
 from service.requestid import CLIENT_CLOSED, client_gone
@@ -373,10 +373,25 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
     storage = storage_failure(request, exc)
     if storage is not None:
         return storage
+    if isinstance(exc, TenantBacklog):
+        return backlog_response(exc)
     if hung_up(request, exc):  # no one reads this answer: its status is what is counted and logged
         return error_response(CLIENT_CLOSED, HUNG_UP, "body", "client_closed_request")
     log.exception("unhandled error on %s %s", request.method, route_of(request.scope), exc_info=exc)  # the template: no user id
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+
+
+BACKLOG_RETRY_AFTER = 5  # seconds: `Retry-After` of a 503 `feedback_backlog` (the worker moves ~2,048 rows a batch)
+
+
+def backlog_response(exc: TenantBacklog) -> Response:
+    """The 503 `feedback_backlog` of a feedback or import refused because its tenant's rows waiting in the feedback log
+    are at their bound (`TenantBacklog`, setting `tenant_feedback_backlog_rows`), with Retry-After; counted in
+    `pluralign_feedback_refused_total{reason="feedback_backlog"}` (`FeedbackLog.refused`). Nothing of the request was
+    acknowledged."""
+    message = (f"this tenant has {exc.rows} feedback rows waiting to be stored (at most {exc.limit}); this request's "
+               f"{exc.adding} were not acknowledged: send them again after `Retry-After` seconds")
+    return error_response(503, message, code="feedback_backlog", headers={"Retry-After": str(BACKLOG_RETRY_AFTER)})
 
 
 STORAGE_RETRY_AFTER = 60  # seconds: `Retry-After` of a 503 for a table that cannot be read or written

@@ -450,7 +450,8 @@ class Runtime:
             hooks: list[Callable[[list[StoredPreference]], None]] = []
             step("replaying the feedback log")
             ingest = Ingestor(
-                FeedbackLog(settings.data_path / "feedback-log", problems=store.problems), store, encoder, batch=settings.ingest_batch,
+                FeedbackLog(settings.data_path / "feedback-log", problems=store.problems,
+                            tenant_rows=settings.tenant_feedback_backlog_rows), store, encoder, batch=settings.ingest_batch,
                 on_moved=partial(per_request, hooks),  # each request's rows under its X-Request-Id
             )
             promoted = settings.data_path / PROMOTED_PAL

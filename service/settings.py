@@ -136,6 +136,10 @@ class Settings(Base, frozen=True):
     max_attribute_name_chars: int = 64  # one label's name; longer: 400 naming `attributes`
     max_attribute_value_chars: int = 256  # one label's value; longer: 400 naming `attributes.<name>`
     compact_every: int = 50  # table commits between background compactions (rows appended since are outside the BITMAP index and scanned)
+    # one tenant's acknowledged feedback rows waiting in the feedback log to be moved into the table (and in memory): past
+    # it that tenant's new feedback and imports get 503 `feedback_backlog` with Retry-After, other tenants' are taken as
+    # ever; a tenant with none waiting may send one import of any size (docs/operations.md, "One tenant's backlog")
+    tenant_feedback_backlog_rows: int = 50_000
     ingest_batch: int = 64  # feedback records embedded and moved into the preferences table per batch (at most 2,048 rows: `pluralign.store.ingest.INGEST_BATCH_ROWS`)
     history_cache_mb: int = 512  # users' histories (rows + vectors, ~470 KiB per 100 rows at 384-d) kept for retrieval and refits
     # LanceDB's caches of index pages and table metadata (Lance's default, 7 GiB, fills with every table
@@ -445,6 +449,7 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`store_cache_mb` must be at least 1 and at most {MAX_STORE_CACHE_MB} (1 PiB; LanceDB counts "
                f"its caches' bytes in 64 bits), got {s.store_cache_mb}"),
     (lambda s: s.ingest_batch < 1, "`ingest_batch` must be at least 1"),
+    (lambda s: s.tenant_feedback_backlog_rows < 1, "`tenant_feedback_backlog_rows` must be at least 1"),
     (lambda s: s.replicas < 1 or not 0 <= s.replica_index < s.replicas,
      lambda s: f"`replica_index` must be in 0..{s.replicas - 1} and `replicas` at least 1"),
     (lambda s: s.replicas > 1 and not s.store_uri, "`store_uri` must name the shared store when `replicas` is above 1"),

@@ -2,7 +2,8 @@
 
 A record of the feedback log whose rows fail deterministically (a blank `user_id` or `tenant`, a non-finite time:
 what a damaged or hand-edited log, an older release or a replica's log may hold; the service's routes refuse
-them) was retried by the worker for ever, and every tenant's feedback waited behind it. After `Ingestor`'s
+them; `RowRefused`, or a text the encoder refuses, `TextRefused`: `pluralign.store.ingest.ROW_ERRORS`, no other
+failure) was retried by the worker for ever, and every tenant's feedback waited behind it. After `Ingestor`'s
 `tries` failures on its own it is written here, one file a record, then leaves the log: kept, not lost. An admin
 lists them (`GET /admin/feedback/dead-letter`), puts one back in the log (`.../{name}/requeue`: once the cause is
 fixed, a release that stores it) or discards it (`DELETE .../{name}`). A DELETE of a user forgets their rows here too.
@@ -35,14 +36,18 @@ SUFFIX = ".msgpack"
 NAME = re.compile(r"[0-9a-f]{32}")  # a letter's name: the first 32 hex digits of its rows' sha256
 
 
-class DeadLetter(Base, frozen=True):
+class DeadLetter(Base, frozen=True, omit_defaults=True):
     """One feedback record set aside: its `rows` (one user's, as the log held them), the `error` of its last try
-    (the exception's type and words), how many `tries` failed, and when it was set aside (`set_aside_at`, unix s)."""
+    (the exception's type and words), how many `tries` failed, and when it was set aside (`set_aside_at`, unix s).
+    `row_numbers`: where only some rows of the record were refused (the rest stored), their positions in it, from 1
+    (an import's rows in its file's order); None: the whole record, written without the field (a release before
+    session 49 reads such a letter; one with `row_numbers` it leaves out as unreadable, and a DELETE there leaves it)."""
 
     rows: list[StoredPreference]
     error: str
     tries: int
     set_aside_at: float
+    row_numbers: list[int] | None = None
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -60,6 +65,7 @@ class _Summary(NamedTuple):
     stat: tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns) of the file summed up
     rows: int
     owners: frozenset[tuple[str, str]]  # (tenant, user_id) of its rows
+    set_aside_at: float  # the letter's (`page`'s order)
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -78,15 +84,16 @@ class DeadLetters:
         self._lock = threading.RLock()
         self._known: dict[str, _Summary] = {}
 
-    def put(self, rows: list[StoredPreference], error: str, tries: int, at: float) -> str:
-        """Writes the letter of `rows` (whole, fsynced, its name too) and returns its name. OSError: not written."""
+    def put(self, rows: list[StoredPreference], error: str, tries: int, at: float, row_numbers: list[int] | None = None) -> str:
+        """Writes the letter of `rows` (whole, fsynced, its name too) and returns its name. OSError: not written.
+        `row_numbers`: `DeadLetter`'s."""
         name = name_of(rows)
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / (name + SUFFIX)
-            write_atomic(path, _encode(DeadLetter(rows=rows, error=error, tries=tries, set_aside_at=at)))
+            write_atomic(path, _encode(DeadLetter(rows=rows, error=error, tries=tries, set_aside_at=at, row_numbers=row_numbers)))
             with contextlib.suppress(OSError):
-                self._known[name] = _Summary(_stat_key(path.stat()), len(rows), frozenset((r.tenant, r.user_id) for r in rows))
+                self._known[name] = _Summary(_stat_key(path.stat()), len(rows), frozenset((r.tenant, r.user_id) for r in rows), at)
         return name
 
     def _stats(self) -> list[tuple[str, os.stat_result]]:
@@ -112,7 +119,8 @@ class DeadLetters:
                         letter = _decode((self.folder / (name + SUFFIX)).read_bytes())
                     except (OSError, msgspec.DecodeError):
                         continue
-                    summary = _Summary(_stat_key(st), len(letter.rows), frozenset((r.tenant, r.user_id) for r in letter.rows))
+                    summary = _Summary(_stat_key(st), len(letter.rows), frozenset((r.tenant, r.user_id) for r in letter.rows),
+                                       letter.set_aside_at)
                 known[name] = summary
             self._known = known
             return dict(known)
@@ -129,6 +137,36 @@ class DeadLetters:
             return _decode((self.folder / (name + SUFFIX)).read_bytes())
         except FileNotFoundError:
             raise KeyError(name) from None
+
+    def page(self, tenant: str | None = None, after: tuple[float, str] | None = None,
+             limit: int = 100) -> tuple[list[str], int, tuple[float, str] | None]:
+        """(names, rows, next) of a page of the letters, oldest first by when they were set aside (then by name): up to
+        `limit` names of letters holding rows of `tenant` (None: any), after the letter whose (set_aside_at, name) is
+        `after` (None: from the first); `rows`, the rows of every letter of `tenant` (each page's the same); `next`, the
+        `after` of the next page (None: this is the last). A letter rewritten meanwhile (a DELETE took some of its rows)
+        keeps its place; one set aside meanwhile comes on a later page. Unreadable letters are left out."""
+        mine = sorted((summary.set_aside_at, name, summary.rows) for name, summary in self._summaries().items()
+                      if tenant is None or any(owner[0] == tenant for owner in summary.owners))
+        later = [(at, name) for at, name, _ in mine if after is None or (at, name) > after]
+        page = later[:limit]
+        return [name for _, name in page], sum(rows for *_, rows in mine), page[-1] if len(later) > limit else None
+
+    def rows_of(self, tenant: str, user_id: str) -> list[tuple[str, DeadLetter]]:
+        """[(name, letter)] of the letters holding rows of the user, oldest first, each letter left with the user's rows
+        only (their `row_numbers` with them): what an export of the user adds to their stored rows. Only the letters
+        whose summary names the user are read; an unreadable one (or one discarded meanwhile) is left out."""
+        found = []
+        for name, summary in sorted(self._summaries().items(), key=lambda item: (item[1].set_aside_at, item[0])):
+            if (tenant, user_id) not in summary.owners:
+                continue
+            try:
+                letter = self.read(name)
+            except (KeyError, OSError, msgspec.DecodeError):
+                continue
+            mine = [i for i, r in enumerate(letter.rows) if r.tenant == tenant and r.user_id == user_id]
+            numbers = None if letter.row_numbers is None else [letter.row_numbers[i] for i in mine]
+            found.append((name, msgspec.structs.replace(letter, rows=[letter.rows[i] for i in mine], row_numbers=numbers)))
+        return found
 
     def rows(self) -> int:
         """How many rows the letters hold in all (unreadable ones counted as none)."""
@@ -176,12 +214,14 @@ class DeadLetters:
                     letter = _decode(path.read_bytes())
                 except (OSError, msgspec.DecodeError):
                     continue
-                kept = [r for r in letter.rows if not gone(r)]
-                if len(kept) == len(letter.rows):
+                keep = [i for i, r in enumerate(letter.rows) if not gone(r)]
+                if len(keep) == len(letter.rows):
                     continue
-                count += len(letter.rows) - len(kept)
-                if kept:
-                    write_atomic(path, _encode(msgspec.structs.replace(letter, rows=kept)))
+                count += len(letter.rows) - len(keep)
+                if keep:
+                    numbers = None if letter.row_numbers is None else [letter.row_numbers[i] for i in keep]
+                    write_atomic(path, _encode(msgspec.structs.replace(letter, rows=[letter.rows[i] for i in keep],
+                                                                       row_numbers=numbers)))
                 else:
                     os.unlink(path)
             if count:

@@ -23,6 +23,22 @@ from urllib.parse import urlsplit
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room: disk, quota, file size limit
 READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 UNREADABLE = frozenset({errno.EIO, errno.ESTALE, errno.ENOTCONN})  # a disk error; a network or FUSE mount gone
+
+
+class TenantBacklog(Exception):
+    """A feedback record of `tenant` refused, nothing of it written: the tenant's rows pending in the feedback log (and
+    queued for its writer) are `rows`, and `adding` more would pass its bound `limit` (`tenant_rows` of
+    `pluralign.store.feedback_log.FeedbackLog`; defined here, which imports no table, for the service's error handling).
+    The tenant's feedback is taken again once the worker has moved enough of its backlog into the table, other tenants'
+    meanwhile as ever: what a loop posting one tenant's feedback or imports meets, instead of every tenant's feedback
+    waiting behind its backlog and the process's memory holding all of it."""
+
+    def __init__(self, tenant: str, rows: int, adding: int, limit: int):
+        super().__init__(f"tenant {tenant!r} has {rows} feedback rows waiting to be stored (at most {limit}); this one "
+                         f"adds {adding}")
+        self.tenant, self.rows, self.adding, self.limit = tenant, rows, adding, limit
+
+
 PROBLEMS = {  # kind -> words for it
     "full": "no space left (the disk is full, or a quota or file size limit is reached)",
     "read-only": "the folder is read-only or not permitted",

@@ -48,7 +48,7 @@ import msgspec
 import numpy as np
 
 from pluralign.files import fsync_dir, write_atomic
-from pluralign.store.failures import REWRITTEN, Problems, StoreUnavailable, unavailable
+from pluralign.store.failures import REWRITTEN, Problems, StoreUnavailable, TenantBacklog, unavailable
 from pluralign.store.tables import StoredPreference
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
@@ -232,11 +232,15 @@ class FeedbackLog:
     `pending` until `done(entries)`."""
 
     def __init__(self, folder: str | Path, segment_bytes: int = 8 << 20, problems: Problems | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, tenant_rows: int | None = None):
         """`problems`: where a write that failed for want of room (or a read-only folder) is noted,
         and cleared by the next that succeeds (`pluralign.store.failures`). `clock`: what stamps
-        `received_at` (unix seconds; a test skews one replica's clock with it)."""
+        `received_at` (unix seconds; a test skews one replica's clock with it). `tenant_rows`: the bound on one
+        tenant's rows pending or queued (None: none): an append (`bounded`) of a tenant that has some and would pass
+        it raises TenantBacklog, nothing written (a tenant with none pending may append one record of any size: an
+        import larger than the bound is taken alone)."""
         self.folder = Path(folder)
+        self.tenant_rows = tenant_rows
         self.clock = clock
         self.problems = problems
         self._unrewritten: set[UserKey] = set()  # users whose `forget_user` could not rewrite the segments holding their records
@@ -252,7 +256,11 @@ class FeedbackLog:
         self.pending: dict[int, Entry] = {}  # by seq, oldest first
         self._by_user: dict[UserKey, dict[int, Entry]] = {}
         self._by_tenant: dict[str, dict[int, Entry]] = {}  # each oldest first: the ingest worker's turns (`oldest_per_tenant`)
+        # rows per tenant: pending (`_register`, `_unlist`) and queued for the writer (`_enqueue`, `_write`): `tenant_rows`
+        self._tenant_pending: dict[str, int] = {}
+        self._tenant_queued: dict[str, int] = {}
         self._segments: dict[int, _Segment] = {}
+        self.refused = 0  # appends refused past a tenant's bound (`tenant_rows`), for metrics
         self.fsyncs = 0  # for tests and benchmarks: how many fsyncs served how many appends
         self.appends = 0
         for path in [*self.folder.glob("*.tmp"), *self.folder.glob(f".{FORGOTTEN}.*")]:  # a rewrite cut short: the original is still in place
@@ -369,10 +377,20 @@ class FeedbackLog:
         self._fd: int | None = fd
         self._size = size
 
+    def _unqueue(self, ticket: _Ticket) -> None:
+        """`ticket`'s rows are no longer queued for the writer (pending now, or not written). Under `_cv`."""
+        tenant = ticket.rows[0].tenant
+        left = self._tenant_queued[tenant] - len(ticket.rows)
+        if left:
+            self._tenant_queued[tenant] = left
+        else:
+            del self._tenant_queued[tenant]
+
     def _register(self, entry: Entry) -> None:
         self.pending[entry.seq] = entry
         self._by_user.setdefault(entry.key, {})[entry.seq] = entry
         self._by_tenant.setdefault(entry.key[0], {})[entry.seq] = entry
+        self._tenant_pending[entry.key[0]] = self._tenant_pending.get(entry.key[0], 0) + len(entry.rows)
         info = self._segments[entry.segment]
         info.live += 1
         info.users.add(entry.key)
@@ -388,22 +406,28 @@ class FeedbackLog:
             raise ValueError("a log record holds the rows of one feedback: at least one row, all of one user")
         return _Ticket.of(rows, future, received)
 
-    def _enqueue(self, ticket: _Ticket) -> None:
+    def _enqueue(self, ticket: _Ticket, bounded: bool = True) -> None:
+        tenant, adding = ticket.rows[0].tenant, len(ticket.rows)
         with self._cv:
             if self._closed:
                 raise RuntimeError("the feedback log is closed")
+            if bounded:
+                self._check_room(tenant, adding)
+            self._tenant_queued[tenant] = self._tenant_queued.get(tenant, 0) + adding
             self._queue.append(ticket)
             self.appends += 1
             self._work.notify()
 
-    def append(self, rows: list[StoredPreference], received_at: float | None = None) -> Entry:
+    def append(self, rows: list[StoredPreference], received_at: float | None = None, bounded: bool = True) -> Entry:
         """Append one feedback's rows (all of one user) and return once they are on disk. `received_at` (unix
         seconds): their arrival time as the caller took it, kept instead of the writer's stamp: an import's whose
         pref_id claims carry that time (`pluralign.store.claims`), taken under the user's lock that a DELETE of the
         user on this replica takes too (`service.users.controllers._claim_and_log`). Until session 43 the stamp, later
-        than the claims' time: a DELETE on another replica begun between the two removed the claims and kept the rows."""
+        than the claims' time: a DELETE on another replica begun between the two removed the claims and kept the rows.
+        `bounded`: refused (TenantBacklog, nothing written) past the tenant's bound (`tenant_rows`); False for rows
+        acknowledged already (a dead letter put back)."""
         ticket = self._ticket(rows, received=received_at)
-        self._enqueue(ticket)
+        self._enqueue(ticket, bounded)
         with self._cv:
             self._cv.wait_for(lambda: ticket.done)
         if ticket.error is not None:
@@ -412,7 +436,8 @@ class FeedbackLog:
         return ticket.entry
 
     async def append_async(self, rows: list[StoredPreference]) -> Entry:
-        """`append` for a coroutine: awaits the round that makes the rows durable, blocking no thread."""
+        """`append` for a coroutine: awaits the round that makes the rows durable, blocking no thread. TenantBacklog
+        past the tenant's bound (`tenant_rows`), nothing written."""
         future = asyncio.get_running_loop().create_future()
         if len(rows) > ENCODE_INLINE_ROWS:  # an import's thousands of rows are encoded off the event loop
             ticket = await asyncio.to_thread(self._ticket, rows, future)
@@ -451,6 +476,7 @@ class FeedbackLog:
                 with self._cv:
                     for t in batch:
                         t.entry = Entry(self._next_seq(), self._current, t.rows)
+                        self._unqueue(t)
                         self._register(t.entry)
         except BaseException as exc:  # every writer of the round sees the failure
             error = self._round_failure(exc)
@@ -458,6 +484,8 @@ class FeedbackLog:
             self.problems.succeeded("the feedback log", "written")
         with self._cv:
             for t in batch:
+                if t.entry is None:  # not written: no longer queued either
+                    self._unqueue(t)
                 t.done, t.error = True, error
             self.fsyncs += 1
             self._cv.notify_all()
@@ -599,6 +627,25 @@ class FeedbackLog:
         with self._cv:
             return bool(self.pending)
 
+    def check_room(self, tenant: str, adding: int) -> None:
+        """TenantBacklog (counted in `refused`) when `adding` rows of `tenant` would be refused now (`tenant_rows`): what
+        a caller asks before the steps that come before its append (an import's claims and rows received again), so a
+        refusal leaves nothing half done. The append checks again (another request may have come meanwhile)."""
+        with self._cv:
+            self._check_room(tenant, adding)
+
+    def _check_room(self, tenant: str, adding: int) -> None:
+        """`check_room`, under `_cv`."""
+        rows = self._tenant_pending.get(tenant, 0) + self._tenant_queued.get(tenant, 0)
+        if self.tenant_rows is not None and rows and rows + adding > self.tenant_rows:
+            self.refused += 1
+            raise TenantBacklog(tenant, rows, adding, self.tenant_rows)
+
+    def tenant_backlog(self, tenant: str) -> int:
+        """`tenant`'s rows pending or queued for the writer: what its bound (`tenant_rows`) counts. O(1)."""
+        with self._cv:
+            return self._tenant_pending.get(tenant, 0) + self._tenant_queued.get(tenant, 0)
+
     def backlog(self) -> tuple[int, int]:
         """(pending feedback records, pending rows)."""
         with self._cv:
@@ -623,9 +670,9 @@ class FeedbackLog:
         with self._io, self._cv:
             if self._closed:
                 return
-            for entry in entries:
-                if self.pending.pop(entry.seq, None) is None:
-                    continue
+            for done in entries:
+                if (entry := self.pending.pop(done.seq, None)) is None:
+                    continue  # `entry`: the one pending (`done` may be a copy of it left with fewer rows: `split_held`)
                 mine = self._by_user.get(entry.key)
                 if mine is not None:
                     mine.pop(entry.seq, None)
@@ -639,7 +686,13 @@ class FeedbackLog:
                         self._remove(entry.segment)
 
     def _unlist(self, entry: Entry) -> None:
-        """Drop a no longer pending `entry` from the per-tenant index (caller holds `_cv`)."""
+        """Drop a no longer pending `entry` (as it was registered) from the per-tenant index and count (caller holds
+        `_cv`)."""
+        left = self._tenant_pending.get(entry.key[0], 0) - len(entry.rows)
+        if left > 0:
+            self._tenant_pending[entry.key[0]] = left
+        else:
+            self._tenant_pending.pop(entry.key[0], None)
         mine = self._by_tenant.get(entry.key[0])
         if mine is not None:
             mine.pop(entry.seq, None)

@@ -35,7 +35,7 @@ from pluralign.store.claims import Claim, claim_of, folder_of, named
 from pluralign.store.dead_letter import DeadLetters
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
-from pluralign.store.tables import PrefIdConflict, Store, StoredPreference, differs_but_time
+from pluralign.store.tables import PrefIdConflict, RowRefused, Store, StoredPreference, differs_but_time
 
 log = logging.getLogger("pluralign.store")
 # rows per worker batch at most (a record holding more goes alone): an import is one record of up to
@@ -46,10 +46,22 @@ ENCODE_CHUNK = 1024  # texts a batch is embedded by at a time, its rows checked 
 STORED_CLAIMS = "stored-claims"  # in the log's folder: a note a move, of the claims to remove once its rows are stored
 DEAD_LETTER = "dead-letter"  # in the log's folder: the records set aside (`pluralign.store.dead_letter`)
 SET_ASIDE_AFTER = 3  # failures of a record on its own (a row's error: ROW_ERRORS) before it is set aside
-# a row's error: the store refusing a row's content (`StoreError`: a blank owner, a non-finite time), an encoder its
-# text; the same on every try. Any other failure (`StoreUnavailable`, an OSError, a bug) is retried, never set aside
-ROW_ERRORS = (ValueError, TypeError)
-RETRY_S = 1.0  # the worker's pause after a failed batch, before it tries again
+RETRY_S = 1.0  # the worker's pause after a failed batch, before it tries again; doubled after each failure in a row
+MAX_RETRY_S = 5.0  # up to this (`_pause`): a store back after an outage is written to within 5 s
+PROBE_TEXT = "a probe of the encoder"  # embedded after the encoder refused texts: whether it refuses those only (`_embed`)
+
+
+class TextRefused(ValueError):
+    """The encoder refused the texts of records (a ValueError or TypeError on them) while it embeds another text
+    (`PROBE_TEXT`) at once: their content, the same on every try (`_embed`)."""
+
+
+# a row's error, the same on every try: the store refusing a row's own content (`RowRefused`: a blank owner, a time or
+# a vector that is not finite, a value Arrow cannot hold) or the encoder its text (`TextRefused`). Any other failure (a
+# StoreUnavailable, an OSError, a ValueError of the store's that names no row, a bug) is the store's or the encoder's:
+# retried with backoff (`_pause`), never set aside. Until session 49 any ValueError or TypeError counted, and a one-record
+# batch in a quiet service met by a store's passing error three times was set aside, a good record
+ROW_ERRORS = (RowRefused, TextRefused)
 
 
 class StoredClaims(Base, frozen=True):
@@ -320,10 +332,12 @@ class Ingestor:
         self._drop_claims(note)  # a crash between the commit and the claims' removal
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
 
-    def submit(self, rows: list[StoredPreference], received_at: float | None = None) -> None:
+    def submit(self, rows: list[StoredPreference], received_at: float | None = None, bounded: bool = True) -> None:
         """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival
-        time, kept (`FeedbackLog.append`); None: stamped by the log's writer."""
-        self.log.append(rows, received_at)
+        time, kept (`FeedbackLog.append`); None: stamped by the log's writer. Raises TenantBacklog (nothing written)
+        past the log's bound on one tenant's pending rows (`FeedbackLog.tenant_rows`), unless not `bounded` (copies of
+        rows acknowledged already)."""
+        self.log.append(rows, received_at, bounded)
 
     async def submit_async(self, rows: list[StoredPreference]) -> None:
         await self.log.append_async(rows)
@@ -828,7 +842,20 @@ class Ingestor:
             if not texts or (until is not None and until.is_set()):
                 return vectors
             chunk = texts[:ENCODE_CHUNK]
-            vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
+            try:
+                vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
+            except (ValueError, TypeError) as exc:
+                if not self._encoder_works():
+                    raise  # the encoder's failure, not the texts': retried
+                raise TextRefused(f"the encoder refused a text of these records: {type(exc).__name__}: {exc}") from exc
+
+    def _encoder_works(self) -> bool:
+        """Whether the encoder embeds `PROBE_TEXT` (after it refused texts: were they at fault, or is it failing?)."""
+        try:
+            self.encoder.encode([PROBE_TEXT])
+        except Exception:  # noqa: BLE001 (its failure, whatever it is: the texts it refused are not set aside for it)
+            return False
+        return True
 
     def _at_low_priority(self) -> None:
         """The calling thread (the worker's, the sweep's, as it begins) runs at `nice`; one the stop came to first runs
@@ -848,6 +875,7 @@ class Ingestor:
         shipped containers lack. A `flush` meanwhile moves the batch's rows itself; the commit then stores only what
         is still pending."""
         given_up: dict[str, np.ndarray] = {}  # the vectors of a batch given up for a flush or a pause (`_batch`)
+        failing = 0  # batches failed in a row by the store or the encoder (`_pause`)
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
@@ -859,15 +887,28 @@ class Ingestor:
                 given_up = self._batch(entries, given_up) if entries else {}
                 if not entries:  # only rows of users held in the log (`held`) wait: look again shortly
                     self._stop.wait(0.05)
+                failing = 0
             except StoreUnavailable as exc:  # no room, a damaged table: said once a minute, not with every retry
                 if (exc.name, exc.action, exc.problem) != last or time.monotonic() - said > 60:
                     log.error("moving feedback from the log into the table failed: %s; the rows stay in the log "
                               "(acknowledged, replayed at a restart) and are moved once the table can be written", exc)
                     last, said = (exc.name, exc.action, exc.problem), time.monotonic()
-                self._stop.wait(1.0)
-            except Exception:  # the records stay pending (and durable); try again shortly
-                log.exception("moving feedback from the log failed")
-                self._stop.wait(1.0)
+                failing = self._pause(failing)
+            except Exception:  # the records stay pending (and durable), none set aside for it: tried again after a pause
+                log.exception("moving feedback from the log failed (the store's or the encoder's failure, not a row's: "
+                              "its rows stay in the log and are tried again in %.3g s)", self._pause_s(failing + 1))
+                failing = self._pause(failing)
+
+    @staticmethod
+    def _pause_s(failing: int) -> float:
+        """The worker's pause after `failing` batches failed in a row: RETRY_S, doubled each time, at most MAX_RETRY_S."""
+        return min(MAX_RETRY_S, RETRY_S * 2 ** min(failing - 1, 32))
+
+    def _pause(self, failing: int) -> int:
+        """The worker's pause after one more failed batch (`_pause_s`, ended by a stop); returns the failures in a row."""
+        failing += 1
+        self._stop.wait(self._pause_s(failing))
+        return failing
 
     def _batch(self, entries: list[Entry], known: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The worker's batch `entries`: embedded at `nice` (`known`: vectors of its texts embedded already), then
@@ -951,20 +992,40 @@ class Ingestor:
                     log.warning("a feedback record of tenant %r failed on its own (try %d of %d): %s: %s", entry.key[0],
                                 tries, self.tries, type(error).__name__, error)
                     continue
-                try:
-                    name = self.dead_letters.put(entry.rows, f"{type(error).__name__}: {error}", tries, time.time())
-                except OSError as exc:
-                    log.error("a feedback record that failed %d times could not be set aside (%s): it stays in the log",
-                              tries, exc)
-                    continue
-                self.log.done([entry])
-                del self._failures[entry.seq]
-                self.set_aside += len(entry.rows)
-                log.error("a feedback record of tenant %r (%d row(s)) failed %d times on its own and was set aside as "
-                          "dead letter %s (kept: an admin lists it, puts it back or discards it): %s: %s", entry.key[0],
-                          len(entry.rows), tries, name, type(error).__name__, error)
+                self._set_aside(entry, error, tries)
             if len(self._failures) > 4 * self.batch:  # of records moved or forgotten since
                 self._failures = {seq: n for seq, n in self._failures.items() if self.log.pending.get(seq) is not None}
+
+    def _set_aside(self, entry: Entry, error: Exception, tries: int) -> None:
+        """`entry`, failed `tries` times on its own with `error`, set aside (`_failed`): only its rows the store refuses
+        on their own content (`Store.refused_rows`) where it names some but not all, the others put back in the log as a
+        record of their own (received when they were) and moved as any; else all of them. The letter is written (with
+        the rows' positions in the record: an import's, its rows in the file's order) before the rest is logged and
+        before the log forgets the record: a kill between finds the record pending again, set aside again as the same
+        letter, and its rows moved twice are stored once. Until session 49 one bad row of an 8,000-row import set the
+        whole import aside. Under `_move`."""
+        refused = self.store.refused_rows(entry.rows) if isinstance(error, RowRefused) and len(entry.rows) > 1 else {}
+        bad = sorted(refused) if 0 < len(refused) < len(entry.rows) else list(range(len(entry.rows)))
+        words = f"{type(error).__name__}: {error}" if len(bad) == len(entry.rows) else "; ".join(
+            f"{type(refused[i]).__name__}: {refused[i]}" for i in bad[:8]) + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")
+        try:
+            name = self.dead_letters.put([entry.rows[i] for i in bad], words, tries, time.time(),
+                                         row_numbers=[i + 1 for i in bad] if len(bad) < len(entry.rows) else None)
+            if len(bad) < len(entry.rows):
+                kept = set(bad)
+                received = entry.rows[0].received_at
+                self.log.append([r for i, r in enumerate(entry.rows) if i not in kept],
+                                received if received is not None and np.isfinite(received) else None, bounded=False)
+        except (OSError, StoreUnavailable) as exc:  # the letter, or the rest's record, not written: tried again
+            log.error("a feedback record that failed %d times could not be set aside (%s): it stays in the log", tries, exc)
+            return
+        self.log.done([entry])
+        del self._failures[entry.seq]
+        self.set_aside += len(bad)
+        log.error("%d of the %d row(s) of a feedback record of tenant %r failed %d times on their own and were set aside as "
+                  "dead letter %s (kept: an admin lists it, puts it back or discards it)%s: %s", len(bad), len(entry.rows),
+                  entry.key[0], tries, name, "" if len(bad) == len(entry.rows) else "; the record's other rows are stored",
+                  words)
 
     def requeue(self, name: str) -> int:
         """Puts the dead letter `name` back in the log (as one record, received when it first was, where that time is
@@ -975,7 +1036,8 @@ class Ingestor:
         with self._move:
             letter = self.dead_letters.read(name)
             received = letter.rows[0].received_at if letter.rows else None
-            self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None)
+            self.log.append(list(letter.rows), received if received is not None and np.isfinite(received) else None,
+                            bounded=False)  # acknowledged already: not refused for its tenant's backlog
             self.dead_letters.discard(name)
         return len(letter.rows)
 

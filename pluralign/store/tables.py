@@ -141,6 +141,29 @@ class PrefIdConflict(StoreError):
         self.pref_id, self.index, self.field, self.earlier = pref_id, index, field, earlier
 
 
+class RowRefused(StoreError):
+    """A row whose own content the preferences table cannot hold, whatever the store's state: a blank owner, a time
+    or a vector that is not finite, a value Arrow cannot put in its column (a lone surrogate in a text). `index`: its
+    position in the call's rows; `field`: the column at fault (`row` where Arrow does not say which). The same on
+    every try: what a feedback log's mover sets aside as a dead letter (`pluralign.store.ingest`), where any other
+    failure of a write is the store's, retried."""
+
+    def __init__(self, message: str, index: int, field: str):
+        super().__init__(message)
+        self.index, self.field = index, field
+
+
+def _row_refused(i: int, row: StoredPreference) -> RowRefused | None:
+    """RowRefused naming row `i` (`row`) where its owner names no one or its `created_at` or `received_at` is not a
+    finite time (pages, sorted by it, and a DELETE's cut-off would lose their order); None otherwise. The margin is not
+    checked: a rating without rival keeps its signed score, (rating - 3) / 2."""
+    for name, problem in (owner_problem(row.tenant, row.user_id) or (None, None), ("created_at", time_problem(row.created_at)),
+                          ("received_at", time_problem(row.received_at))):
+        if problem:
+            return RowRefused(f"`{name}` of row {i} (pref_id {row.pref_id!r}) {problem}", i, name)
+    return None
+
+
 class DeletedMeanwhile(RuntimeError):
     """A streamed read (`Store.preferences_in_order`, `Store.interactions_in_order`) stopped part way:
     the version it read was removed (a purge, a compaction) and rows it had still to read are no longer
@@ -759,22 +782,22 @@ class Store:
 
         Raises PrefIdConflict (a StoreError) naming the row, its `pref_id` and the first field that
         differs when a row's id is held (or given twice in `rows`) with other content; StoreError
-        naming the vector column that is not (N, dim) numbers or holds NaN or inf, or the row whose
-        `created_at` or `received_at` is not a finite time. Nothing is written when it raises."""
+        naming the vector column that is not (N, dim) numbers; RowRefused (a StoreError: the row's own
+        content) naming the row whose owner is blank, whose `created_at` or `received_at` is not a finite
+        time, whose vector holds NaN or inf, or which Arrow cannot hold in the table's columns. Nothing is
+        written when it raises."""
         if not rows:
             return 0
-        for i, r in enumerate(rows):  # a NaN or infinite time: pages (sorted by it) and a DELETE's cut-off lose their order
-            # (the margin is not checked here: a rating without rival keeps its signed score, (rating - 3) / 2)
-            for name, problem in (owner_problem(r.tenant, r.user_id) or (None, None), ("created_at", time_problem(r.created_at)),
-                                  ("received_at", time_problem(r.received_at))):
-                if problem:
-                    raise StoreError(f"`{name}` of row {i} (pref_id {r.pref_id!r}) {problem}")
+        for i, r in enumerate(rows):
+            if (refused := _row_refused(i, r)) is not None:
+                raise refused
         vectors = self._checked_vectors(len(rows), prompt_vec=prompt_vec, chosen_vec=chosen_vec, rejected_vec=rejected_vec)
+        columns = self._row_columns(rows)  # before any read or write: RowRefused for a row Arrow cannot hold
         first = self._first_of_each(rows)
         with self._adding([(r.tenant, r.user_id, r.pref_id) for r in (rows[i] for i in first)]):
             new, _, since = self._held_apart(rows, first)
             if new:
-                self._append_preferences([rows[i] for i in new], {name: array[new] for name, array in vectors.items()})
+                self._append_preferences(columns.take(new), {name: array[new] for name, array in vectors.items()})
         later: dict[tuple[str, str], list[str]] = {}  # held with the same content, received again since
         for i in since:
             later.setdefault((rows[i].tenant, rows[i].user_id), []).append(rows[i].pref_id)
@@ -782,18 +805,60 @@ class Store:
             self.received_again(tenant, user_id, ids)
         return len(new)
 
-    def _append_preferences(self, kept: list[StoredPreference], vectors: dict[str, np.ndarray]) -> None:
-        """`add_preferences`' commit of its new rows with their vectors (by column name, rows in `kept`'s order)."""
-        columns = {
-            name: [getattr(r, name) for r in kept]
-            for name in ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at",
-                         "received_at")
-        }
-        columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in kept]
-        columns["trl"] = [None if r.trl is None else _TRL_ENCODER.encode(r.trl).decode() for r in kept]
+    def refused_rows(self, rows: list[StoredPreference]) -> dict[int, RowRefused]:
+        """The rows of `rows` that `add_preferences` refuses for their own content, each looked at on its own (their
+        vectors aside), by position: {i: RowRefused naming row i}; {} for none. No read or write: the same answer on
+        every try, whatever the store's state (what the feedback mover sets aside of a record, `Ingestor._set_aside`)."""
+        refused = {i: problem for i, r in enumerate(rows) if (problem := _row_refused(i, r)) is not None}
+        rest = [i for i in range(len(rows)) if i not in refused]
+        try:
+            self._row_columns([rows[i] for i in rest])
+            return refused
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            pass
+        for i in rest:  # one at a time only when they fail together
+            try:
+                self._row_columns([rows[i]])
+            except RowRefused as exc:
+                refused[i] = RowRefused(f"row {i} (pref_id {rows[i].pref_id!r}) cannot be stored: {str(exc).split(': ', 1)[-1]}",
+                                        i, exc.field)
+            except (pa.ArrowException, ValueError, TypeError, OverflowError):
+                continue  # not this row's own (it fails with others only)
+        return refused
+
+    _ROW_COLUMNS = ("tenant", "user_id", "pref_id", "prompt", "chosen", "rejected", "tie", "margin", "kind", "source", "created_at",
+                    "received_at", "attributes", "trl")
+
+    def _row_columns(self, rows: list[StoredPreference]) -> pa.Table:
+        """`rows`' columns but their vectors, as the preferences table holds them. Raises RowRefused naming the first
+        row that Arrow cannot hold on its own (looked for one row at a time only when the whole call fails), and the
+        call's error itself where each row alone converts (not a row's fault)."""
+        schema = pa.schema([self.schemas["preferences"].field(name) for name in self._ROW_COLUMNS])
+
+        def converted(part: list[StoredPreference]) -> pa.Table:
+            columns = {name: [getattr(r, name) for r in part] for name in self._ROW_COLUMNS[:-2]}
+            columns["attributes"] = [json.dumps(r.attributes, sort_keys=True) for r in part]
+            columns["trl"] = [None if r.trl is None else _TRL_ENCODER.encode(r.trl).decode() for r in part]
+            return pa.table(columns, schema=schema)
+
+        try:
+            return converted(rows)
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
+            for i, r in enumerate(rows):
+                try:
+                    converted([r])
+                except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+                    raise RowRefused(f"row {i} (pref_id {r.pref_id!r}) cannot be stored: {type(exc).__name__}: {exc}", i,
+                                     "row") from None
+            raise
+
+    def _append_preferences(self, kept: pa.Table, vectors: dict[str, np.ndarray]) -> None:
+        """`add_preferences`' commit of its new rows (`_row_columns`) with their vectors (by column name, in `kept`'s
+        order)."""
+        columns = {name: kept.column(name) for name in self._ROW_COLUMNS}
         for name, array in vectors.items():
             columns[name] = _vectors(array, self.dim)
-        columns["schema_version"] = [SCHEMA_VERSION] * len(kept)
+        columns["schema_version"] = [SCHEMA_VERSION] * kept.num_rows
         self._append("preferences", pa.table(columns, schema=self.schemas["preferences"]))
 
     def _checked_vectors(self, n: int, **arrays) -> dict[str, np.ndarray]:
@@ -808,8 +873,8 @@ class Store:
             if array.shape != (n, self.dim):
                 raise StoreError(f"`{name}` has shape {array.shape}, expected ({n}, {self.dim})")
             bad = ~np.isfinite(array).all(-1)
-            if bad.any():
-                raise StoreError(f"`{name}` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
+            if bad.any():  # the vector of that row's text: the same on every try
+                raise RowRefused(f"`{name}` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)", int(np.flatnonzero(bad)[0]), name)
             vectors[name] = array
         return vectors
 

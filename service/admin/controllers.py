@@ -8,7 +8,8 @@
     GET  /admin/audits/fairness?group_by=segment&since=1764000000&tenant=acme&min_group_size=5&min_comparisons=50&wait=60
     GET  /admin/dashboard                HTML: per-group accuracy, worst group over time, jobs
     GET  /admin/tenants/{tenant}/users   a tenant's users; POST/GET /admin/tenants/{tenant}/removal (service.admin.tenants)
-    GET  /admin/feedback/dead-letter     feedback records set aside (rows the store refused, `pluralign.store.dead_letter`)
+    GET  /admin/feedback/dead-letter?tenant=&after=&limit=   feedback records set aside (rows the store refused,
+                                         `pluralign.store.dead_letter`), a page oldest first
     POST /admin/feedback/dead-letter/{name}/requeue   put one back in the feedback log
     DELETE /admin/feedback/dead-letter/{name}         discard one for good
 """
@@ -29,6 +30,7 @@ from litestar.response import Response
 
 from pluralign.data.record import MAX_CREATED_AT
 from pluralign.fairness.report import AuditReport, audit_settings, since_previous
+from pluralign.store.dead_letter import NAME as DEAD_LETTER_NAME
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.ingest import Backlogged, StillMoving
 from service.admin.dashboard import render_dashboard
@@ -47,7 +49,7 @@ from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.admin.tenants import TENANT_ADMIN_HANDLERS
 from service.errors import bad_request, error_response, error_responses, shown
 from service.head import NO_HEAD
-from service.ids import USER_ID
+from service.ids import USER_ID, tenant_problem
 from service.openapi import example
 from service.tenants import TenantRemovals
 from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
@@ -288,16 +290,43 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
                     media_type="text/html", headers=PAGE_HEADERS)
 
 
-@get("/feedback/dead-letter", sync_to_thread=True, summary="Feedback records set aside: rows the store refused")
-def list_dead_letters(request: Request) -> DeadLetterList:
+def dead_letter_cursor(after: str | None) -> tuple[float, str] | None:
+    """The (set_aside_at, name) an `after` cursor holds (`DeadLetterList.next`: `<set_aside_at>~<name>`); a 400 naming
+    `after` for one the list did not write."""
+    if after is None:
+        return None
+    at, _, name = after.partition("~")
+    try:
+        when = float(at)
+    except ValueError:
+        when = math.nan
+    if not (math.isfinite(when) and DEAD_LETTER_NAME.fullmatch(name)):
+        raise bad_request("after", f"is not a cursor this list wrote (pass on a page's `next` as it is), got {shown(after)}")
+    return when, name
+
+
+@get("/feedback/dead-letter", sync_to_thread=True, responses=error_responses(400),
+     summary="Feedback records set aside: rows the store refused, a page oldest first")
+def list_dead_letters(
+    request: Request,
+    tenant: Annotated[str | None, QueryParameter(max_length=256, description="only letters holding rows of this tenant")] = None,
+    after: Annotated[str | None, QueryParameter(max_length=128, description="the `next` of the page before")] = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> DeadLetterList:
     """The feedback records the worker set aside, oldest first: each failed `tries` times on its own with a row's
     error (a blank owner, a non-finite time: a damaged or hand-edited feedback log, an older release's), so it no
     longer holds up every tenant's feedback. Kept until requeued or discarded (docs/admin.md, "Dead letters"). With
-    replicas, the answering replica's letters only (`replica` says which): each sets aside its own log's records."""
-    letters, rows = [], 0
+    replicas, the answering replica's letters only (`replica` says which): each sets aside its own log's records.
+    `limit` letters a page (1-1000, 100); `next`, the `after` of the next page (null on the last); `tenant`, only the
+    letters holding that tenant's rows; `rows`, the rows of every letter listed (all pages). 400 naming `tenant` or
+    `after` for a name no tenant can have or a cursor the list did not write."""
+    if tenant is not None and (problem := tenant_problem(tenant)):
+        raise bad_request("tenant", problem)
+    letters = []
     rt = request.app.state.runtime
     dead = rt.ingest.dead_letters
-    for name in dead.names():
+    names, rows, following = dead.page(tenant, dead_letter_cursor(after), limit)
+    for name in names:
         try:
             letter = dead.read(name)
         except KeyError:  # discarded or requeued meanwhile
@@ -305,11 +334,12 @@ def list_dead_letters(request: Request) -> DeadLetterList:
         except (OSError, msgspec.DecodeError) as exc:
             log.warning("dead letter %s cannot be read (%s): left out of the list", name, exc)
             continue
-        tenant = letter.rows[0].tenant if letter.rows else ""
-        letters.append(DeadLetterView(name=name, tenant=tenant, rows=letter.rows, error=letter.error, tries=letter.tries,
-                                      set_aside_at=letter.set_aside_at))
-        rows += len(letter.rows)
-    return DeadLetterList(letters=letters, rows=rows, replica=rt.settings.replica_index if rt.settings.replicas > 1 else None)
+        letters.append(DeadLetterView(name=name, tenant=letter.rows[0].tenant if letter.rows else "", rows=letter.rows,
+                                      error=letter.error, tries=letter.tries, set_aside_at=letter.set_aside_at,
+                                      row_numbers=letter.row_numbers))
+    return DeadLetterList(letters=letters, rows=rows,
+                          next=None if following is None else f"{following[0]!r}~{following[1]}",
+                          replica=rt.settings.replica_index if rt.settings.replicas > 1 else None)
 
 
 @post("/feedback/dead-letter/{name:str}/requeue", sync_to_thread=True, status_code=200, responses=error_responses(404),

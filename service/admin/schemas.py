@@ -47,7 +47,9 @@ RUNNING_AUDIT_EXAMPLE = AuditPending(job=msgspec.structs.replace(
 class DeadLetterView(msgspec.Struct):
     """One feedback record set aside (`pluralign.store.dead_letter`): `name` (what the requeue and discard routes
     take), its `tenant`, its `rows` as the feedback log held them (a non-finite time shows as null), the `error` of its
-    last try, how many `tries` failed, and when it was set aside (`set_aside_at`, unix seconds)."""
+    last try, how many `tries` failed, and when it was set aside (`set_aside_at`, unix seconds). `row_numbers`: where
+    only some rows of a record were refused (its other rows stored), their positions in it, from 1 (an import's rows
+    in its file's order); null: the whole record."""
 
     name: str
     tenant: str
@@ -55,15 +57,18 @@ class DeadLetterView(msgspec.Struct):
     error: str
     tries: int
     set_aside_at: float
+    row_numbers: list[int] | None = None
 
 
 class DeadLetterList(msgspec.Struct):
-    """GET /admin/feedback/dead-letter: the records set aside, oldest first, and their `rows` in all. They are the
+    """GET /admin/feedback/dead-letter: a page of the records set aside, oldest first; `rows`, the rows of every letter
+    listed (of `tenant` when asked, all pages); `next`, the `after` of the next page (null on the last). They are the
     answering replica's own (each replica sets aside the records of its own feedback log): `replica` is its index
     (PLURALIGN_REPLICA_INDEX) with PLURALIGN_REPLICAS over 1, null for a service alone; ask each replica for its own."""
 
     letters: list[DeadLetterView]
     rows: int
+    next: str | None = None
     replica: int | None = None
 
 

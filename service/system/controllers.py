@@ -112,6 +112,9 @@ def scrape_state(app: Litestar) -> list:
          [({}, rt.ingest.dead_letters.rows())]),
         ("pluralign_feedback_set_aside_rows", "counter", "feedback rows the worker set aside as dead letters since start",
          [({}, rt.ingest.set_aside)]),
+        ("pluralign_feedback_refused", "counter", "feedback requests and imports refused since start, by reason (feedback_backlog: "
+         "the tenant's rows waiting in the feedback log were at PLURALIGN_TENANT_FEEDBACK_BACKLOG_ROWS)",
+         [({"reason": "feedback_backlog"}, rt.ingest.log.refused)]),
         ("pluralign_feedback_left_out_rows", "counter", "acknowledged feedback rows the mover left out since start: their pref_id "
          "was stored with other content (by another replica, on a store without pref_id claims)", [({}, rt.ingest.left_out)]),
         ("pluralign_exports_in_flight", "gauge", "user exports being sent now, of at most PLURALIGN_MAX_EXPORTS",

@@ -335,8 +335,10 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
     it alike: until session 43 the claims carried the request's arrival and the log its later stamp (a new row's at
     its append, a held row's logged again at that step), and a DELETE on another replica begun between the two removed
     the claims and kept the rows (the log's copies, received after it), so the ids took other content there.
-    A refusal or failure gives the claims back. Raises the 409 and 503 of `_claim_ids`, and a 503 when held rows
-    were deleted meanwhile. Run in a thread, under the tenant's import lock."""
+    A refusal or failure gives the claims back. Raises the 409 and 503 of `_claim_ids`, a 503 when held rows
+    were deleted meanwhile, and TenantBacklog (a 503 `feedback_backlog`) past the tenant's bound on waiting rows. Run in a thread, under the tenant's import lock."""
+    if stored:  # TenantBacklog (a 503) before any claim is made or any held row received again: nothing half done
+        rt.ingest.log.check_room(tenant, len(stored))
     with rt.user_lock(tenant, user_id) if rt.store.claims is not None else contextlib.nullcontext():
         arrived = None
         if rt.store.claims is not None:  # one time for the claims and the log (a DELETE here waits for this lock)

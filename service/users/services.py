@@ -880,18 +880,34 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
             stated, format=STATED_VERSION, history=stated_history(rt, tenant, user_id, stated)))
     preferences = rt.store.preferences_in_order(tenant, user_id)
     interactions = rt.store.interactions_in_order(tenant, user_id)
+    set_aside = rt.ingest.dead_letters.rows_of(tenant, user_id)
     if record is not None:
         yield encode({"type": "user", **line}) + b"\n"
     for row in preferences:
         yield encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n"
+    yield from set_aside_lines(set_aside)
     for item in interactions:
         yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
 
 
+def set_aside_lines(letters: list) -> Iterator[bytes]:
+    """The export's lines of the user's rows set aside as dead letters (`DeadLetters.rows_of`: [(name, letter)]): a
+    `preference` line each, as stored rows' are (a time that is not finite as null), with `learned_from: false` (never
+    stored, so nothing was learned from it) and `set_aside` ({letter, error, set_aside_at}: an admin may put it back
+    once its cause is fixed, docs/admin.md "Dead letters"). Until session 49 an export left them out."""
+    for name, letter in letters:
+        why = {"letter": name, "error": letter.error, "set_aside_at": letter.set_aside_at}
+        for row in letter.rows:
+            yield msgspec.json.encode({"type": "preference", **msgspec.to_builtins(row), "learned_from": False,
+                                       "set_aside": why}) + b"\n"
+
+
 def anything_held(rt: Runtime, tenant: str, user_id: str) -> bool:
     """Whether an export of the user holds anything (a user row, a preference or an interaction, or their
-    acknowledged feedback still pending in the log, which is not moved for it): counts, not rows."""
-    return bool(rt.ingest.log.pending_for(tenant, user_id)) or held_in_store(rt, tenant, user_id)
+    acknowledged feedback still pending in the log, which is not moved for it, or set aside as a dead letter): counts,
+    not rows."""
+    return (bool(rt.ingest.log.pending_for(tenant, user_id)) or held_in_store(rt, tenant, user_id)
+            or (tenant, user_id) in rt.ingest.dead_letters.owners())
 
 
 def held_in_store(rt: Runtime, tenant: str, user_id: str) -> bool:
@@ -979,7 +995,7 @@ def export_has_lines(rt: Runtime, tenant: str, user_id: str, export_format: str)
     first the file keeps (the first one, for nearly every user). Call after `flush_for_read`; raises
     StoreUnavailable as the export does."""
     if export_format == "all":
-        return held_in_store(rt, tenant, user_id)
+        return held_in_store(rt, tenant, user_id) or (tenant, user_id) in rt.ingest.dead_letters.owners()
     return any(in_preference_file(row) for row in rt.store.preferences_in_order(tenant, user_id, EXPORT_PROBE_ROWS))
 
 
@@ -1045,7 +1061,8 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str], rece
         raise HeldRowsGone
     if logged:
         at = time.time() if received_at is None else received_at
-        rt.ingest.submit([msgspec.structs.replace(row, received_at=at) for row in logged.values()], received_at)
+        # copies of rows acknowledged already: not refused for the tenant's backlog (`_claim_and_log` asked first)
+        rt.ingest.submit([msgspec.structs.replace(row, received_at=at) for row in logged.values()], received_at, bounded=False)
 
 
 class EmbeddingsNotForgotten(RuntimeError):

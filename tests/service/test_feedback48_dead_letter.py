@@ -106,8 +106,8 @@ folder = Path(sys.argv[1])
 ingest_module.RETRY_S = 0.01
 put = DeadLetters.put
 
-def put_then_killed(self, *args):  # killed -9 between the letter's write and the log's forgetting of the record
-    put(self, *args)
+def put_then_killed(self, *args, **kwargs):  # killed -9 between the letter's write and the log's forgetting of the record
+    put(self, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)
 
 DeadLetters.put = put_then_killed
@@ -180,4 +180,4 @@ def test_an_admin_lists_requeues_and_discards_a_dead_letter_over_http(serve, tmp
         assert admin.delete(f"/admin/feedback/dead-letter/{letter['name']}").status_code == 204
         assert admin.delete(f"/admin/feedback/dead-letter/{letter['name']}").status_code == 404
         assert admin.post(f"/admin/feedback/dead-letter/{letter['name']}/requeue").status_code == 404
-        assert admin.get("/admin/feedback/dead-letter").json() == {"letters": [], "rows": 0} and dead_rows() == 0
+        assert admin.get("/admin/feedback/dead-letter").json() == {"letters": [], "rows": 0, "next": None} and dead_rows() == 0

@@ -1,0 +1,303 @@
+"""Session 49: one tenant's backlog of feedback is bounded, and the dead letters keep only what is a record's own fault.
+Over HTTP with the real app (one service for the module, its bound on a tenant's waiting rows set low), a real
+LanceDB folder and a real feedback log."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pluralign.store import Store
+from pluralign.store import ingest as ingest_module
+from pluralign.store.feedback_log import FeedbackLog, TenantBacklog
+from pluralign.store.ingest import Ingestor
+from pluralign.store.tables import RowRefused
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.test_feedback_log import DIM, HashEncoder, feedback
+from tests.service.tiny import start_service
+
+BOUND = 3  # rows of one tenant that may wait in the feedback log (setting tenant_feedback_backlog_rows)
+
+
+def comparison(user: str, i: int) -> dict:
+    return {"type": "comparison", "user": user, "prompt": f"Question {i} of {user}?", "chosen": f"Short answer {i}.",
+            "rejected": f"A long and rambling answer number {i}."}
+
+
+def import_body(user: str, n: int, start: int = 0) -> bytes:
+    return b"\n".join(msgspec.json.encode({k: v for k, v in comparison(user, i).items() if k not in ("type", "user")})
+                      for i in range(start, start + n))
+
+
+def wait_for(what, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    data = tmp_path_factory.mktemp("data")
+    server, service = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                    deletion_sweep_s=3600, tenant_feedback_backlog_rows=BOUND)
+    with server:
+        yield service
+
+
+def refused_total(svc) -> float:
+    with svc.client("acme") as c:
+        families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
+    family = families.get("pluralign_feedback_refused")
+    return sum(s.value for s in family.samples if s.labels.get("reason") == "feedback_backlog") if family else 0.0
+
+
+def test_the_log_refuses_a_tenant_past_its_bound_and_takes_it_again_once_moved(tmp_path):
+    """The library's bound: a tenant with rows waiting is refused past it (nothing written), another tenant is not, a
+    tenant with none waiting may append one record larger than the bound, and rows done free the room."""
+    log = FeedbackLog(tmp_path, tenant_rows=3)
+    try:
+        first = log.append(feedback("ann", 0, tenant="a", n=2))
+        log.append(feedback("ann", 1, tenant="a"))
+        with pytest.raises(TenantBacklog) as refused:
+            log.append(feedback("ann", 2, tenant="a"))
+        assert (refused.value.tenant, refused.value.rows, refused.value.adding, refused.value.limit) == ("a", 3, 1, 3)
+        assert log.backlog() == (2, 3) and log.tenant_backlog("a") == 3
+        log.append(feedback("bob", 0, tenant="b", n=5))  # alone and larger than the bound: taken
+        with pytest.raises(TenantBacklog):
+            log.append(feedback("bob", 1, tenant="b"))
+        log.done([first])
+        assert log.tenant_backlog("a") == 1
+        log.append(feedback("ann", 2, tenant="a", n=2))
+        log.append(feedback("ann", 3, tenant="a"), bounded=False)  # rows acknowledged already (a dead letter put back)
+        assert log.tenant_backlog("a") == 4 and log.tenant_backlog("b") == 5
+    finally:
+        log.close()
+    # replayed: counted again (the record done is still in the segment being written: the Ingestor's start drops
+    # what of the replay the table holds, `_drop_already_moved`)
+    assert FeedbackLog(tmp_path, tenant_rows=3).tenant_backlog("a") == 6
+
+
+def test_a_flooding_tenant_gets_503_while_another_tenants_feedback_is_stored(svc):
+    """acme's user `flood` is held in the log (`Ingestor.held`: as a worker that has not reached acme's rows yet), so
+    acme's backlog stays at the bound: its next feedback and its import are refused, 503 `feedback_backlog` with
+    Retry-After, counted in /metrics, and nothing of them is stored; globex's feedback meanwhile is acknowledged and
+    reaches the table. Once acme's backlog is moved, acme's feedback is taken again. Before the bound, every post of
+    acme was acknowledged and kept in memory and in the log, and every tenant's feedback waited behind it."""
+    rt = svc.runtime
+    before = refused_total(svc)
+    with svc.client("acme") as acme, svc.client("globex") as globex:
+        with rt.ingest.held("acme", "flood"):
+            for i in range(BOUND):
+                assert acme.post("/v1/feedback", json=comparison("flood", i)).status_code == 201
+            r = acme.post("/v1/feedback", json=comparison("flood", BOUND))
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "feedback_backlog" and r.headers["Retry-After"].isdigit(), r.text
+            assert f"{BOUND} feedback rows waiting" in r.json()["error"]["message"], r.text
+            imported = acme.post("/v1/users/other/import", content=import_body("other", 2))
+            assert imported.status_code == 503 and imported.json()["error"]["code"] == "feedback_backlog", imported.text
+            assert rt.ingest.log.tenant_backlog("acme") == BOUND
+            for burst in range(2):  # another tenant: taken, and stored by the worker meanwhile (a burst at its own bound)
+                for i in range(burst * BOUND, (burst + 1) * BOUND):
+                    assert globex.post("/v1/feedback", json=comparison("calm", i)).status_code == 201
+                wait_for(lambda: rt.ingest.log.tenant_backlog("globex") == 0)  # its rows stored, out of the log
+                assert rt.store.count_preferences("globex", "calm") == (burst + 1) * BOUND
+            assert rt.store.count_preferences("acme", "flood") == 0
+            assert refused_total(svc) == before + 2
+        wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0)  # moved once no longer held
+        assert acme.post("/v1/feedback", json=comparison("flood", BOUND)).status_code == 201
+        wait_for(lambda: rt.store.count_preferences("acme", "flood") == BOUND + 1)
+        assert rt.store.count_preferences("acme", "other") == 0
+
+
+class FailingFirst:
+    """Raises `error` on the first `times` calls of `call`, then calls it: a store or an encoder failing for a while."""
+
+    def __init__(self, call, times: int, error: Exception):
+        self.call, self.left, self.error, self.calls = call, times, error, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.left:
+            self.left -= 1
+            raise self.error
+        return self.call(*args, **kwargs)
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(ingest_module, "RETRY_S", 0.01)
+    monkeypatch.setattr(ingest_module, "MAX_RETRY_S", 0.04)
+
+
+def test_a_store_failure_that_is_not_the_records_is_retried_not_set_aside(tmp_path, quick_retries):
+    """A quiet service's one record (a batch of one) meets a ValueError of the store's that names no row, five times
+    in a row: it is retried with backoff and stored once the store works again, never set aside. Until session 49
+    any ValueError or TypeError counted as the record's, and the good record was a dead letter after three tries."""
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    store._append = failing = FailingFirst(store._append, 5, ValueError("lance error: a commit conflict (injected)"))
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
+    try:
+        ingest.submit(feedback("ann", 0, tenant="t1", n=2))
+        wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=10.0)
+        assert store.count_preferences("t1", "ann") == 2
+        assert failing.calls == 6 and ingest.set_aside == 0 and ingest.dead_letters.names() == []
+    finally:
+        ingest.close()
+
+
+def test_an_encoder_failing_for_every_text_sets_nothing_aside(tmp_path, quick_retries):
+    """The encoder raises a ValueError for every text for a while (its model not loaded, a device error): the record is
+    retried, not set aside, and stored once the encoder works again."""
+    encoder = HashEncoder()
+    encoder.encode = FailingFirst(encoder.encode, 20, ValueError("the model is not loaded (injected)"))
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, encoder, tries=3)
+    try:
+        ingest.submit(feedback("ann", 0, tenant="t1"))
+        wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=10.0)
+        assert store.count_preferences("t1", "ann") == 1 and ingest.set_aside == 0 and ingest.dead_letters.names() == []
+    finally:
+        ingest.close()
+
+
+class PickyEncoder(HashEncoder):
+    """Refuses any text holding "\x7f" (as a tokenizer may refuse a text): what a damaged or older log may hold."""
+
+    def encode(self, texts):
+        if any("\x7f" in t for t in texts):
+            raise ValueError("a text this encoder cannot read")
+        return super().encode(texts)
+
+
+def test_a_text_the_encoder_refuses_is_set_aside_and_the_rest_stored(tmp_path, quick_retries):
+    """A record whose text the encoder refuses while it embeds another text (`PROBE_TEXT`) is its own fault
+    (`TextRefused`): set aside after three tries, the other tenant's record stored."""
+    log = FeedbackLog(tmp_path / "log")
+    log.append([msgspec.structs.replace(r, prompt="broken \x7f text") for r in feedback("ann", 0, tenant="t1")])
+    log.append(feedback("bob", 0, tenant="t2"))
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, PickyEncoder(), tries=3)
+    try:
+        wait_for(lambda: ingest.set_aside == 1, timeout=10.0)
+        assert store.count_preferences("t2", "bob") == 1 and store.count_preferences("t1", "ann") == 0
+        [name] = ingest.dead_letters.names()
+        assert "refused a text" in ingest.dead_letters.read(name).error
+    finally:
+        ingest.close()
+
+
+def test_the_store_names_a_row_arrow_cannot_hold(tmp_path):
+    """`Store.add_preferences` refuses a row whose text Arrow cannot hold with RowRefused naming it (its position),
+    nothing written: the store's own word that the row, not the store, is at fault."""
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    rows = feedback("ann", 0, tenant="t1", n=3)
+    rows[1] = msgspec.structs.replace(rows[1], chosen="lone \udfff surrogate", received_at=time.time())
+    rows = [msgspec.structs.replace(r, received_at=time.time()) for r in rows]
+    vectors = np.ones((3, DIM), np.float32)
+    with pytest.raises(RowRefused) as refused:
+        store.add_preferences(rows, vectors, vectors, vectors)
+    assert refused.value.index == 1 and "row 1" in str(refused.value)
+    assert store.count_preferences("t1", "ann") == 0
+
+
+def test_one_bad_row_of_an_import_record_sets_aside_that_row_only(tmp_path, quick_retries):
+    """An import's record of 6 rows in the log, rows 2 and 5 with a time that is not finite (a damaged log or an older
+    release's: the import route refuses them): once it failed three times, its 4 good rows are stored and only rows 2
+    and 5 are set aside, the letter naming their positions. Until session 49 the whole record (up to 8,000 rows) was."""
+    log = FeedbackLog(tmp_path / "log")
+    rows = feedback("ann", 0, tenant="t1", n=6)
+    rows[1] = msgspec.structs.replace(rows[1], created_at=float("nan"))
+    rows[4] = msgspec.structs.replace(rows[4], created_at=float("inf"))
+    log.append(rows)
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
+    try:
+        wait_for(lambda: ingest.set_aside == 2 and ingest.log.backlog() == (0, 0), timeout=10.0)
+        stored = sorted(r.pref_id for r in store.stored_rows("t1", "ann"))
+        assert stored == sorted(rows[i].pref_id for i in (0, 2, 3, 5))
+        [name] = ingest.dead_letters.names()
+        letter = ingest.dead_letters.read(name)
+        assert [r.pref_id for r in letter.rows] == [rows[1].pref_id, rows[4].pref_id] and letter.row_numbers == [2, 5]
+        assert "created_at" in letter.error and "row 1" in letter.error and "row 4" in letter.error
+        assert ingest.forget_user("t1", "ann") == 0 and ingest.dead_letters.names() == []
+    finally:
+        ingest.close()
+
+
+def put_letters(rt, tenant: str, user: str, n: int, at: float) -> list[str]:
+    """`n` dead letters of `user`'s rows (as the worker writes them: `DeadLetters.put`), set aside 1 s apart from `at`."""
+    names = []
+    for i in range(n):
+        rows = [msgspec.structs.replace(r, created_at=float("nan"), received_at=at) for r in feedback(user, i, tenant=tenant)]
+        names.append(rt.ingest.dead_letters.put(rows, f"RowRefused: `created_at` of row 0 is not finite ({i})", 3, at + i))
+    return names
+
+
+def test_the_dead_letter_list_pages_and_filters_by_tenant(svc):
+    """GET /admin/feedback/dead-letter pages by `limit` and `after` (each page's `next`), oldest first, and `tenant`
+    keeps that tenant's letters only; `rows` counts every letter listed; the parameters are in the OpenAPI schema, and
+    a cursor the list did not write or a tenant name no tenant can have is a 400 naming it. Before: every letter of
+    every tenant in one answer, and `limit`, `after` and `tenant` a 400 as unknown parameters."""
+    rt = svc.runtime
+    acme = put_letters(rt, "acme", "lettered", 3, 1_000.0)
+    globex = put_letters(rt, "globex", "lettered", 2, 1_000.5)
+    try:
+        with svc.client("admin") as admin:
+            pages, after = [], None
+            while True:
+                r = admin.get("/admin/feedback/dead-letter", params={"limit": 2, **({"after": after} if after else {})})
+                assert r.status_code == 200, r.text
+                pages.append([x["name"] for x in r.json()["letters"]])
+                assert r.json()["rows"] == 5
+                if (after := r.json()["next"]) is None:
+                    break
+            assert pages == [[acme[0], globex[0]], [acme[1], globex[1]], [acme[2]]]
+            r = admin.get("/admin/feedback/dead-letter", params={"tenant": "acme", "limit": 2})
+            assert [x["name"] for x in r.json()["letters"]] == acme[:2] and r.json()["rows"] == 3
+            r = admin.get("/admin/feedback/dead-letter", params={"tenant": "acme", "limit": 2, "after": r.json()["next"]})
+            assert [x["name"] for x in r.json()["letters"]] == acme[2:] and r.json()["next"] is None
+            assert all(x["tenant"] == "acme" for x in r.json()["letters"])
+            for params, field in (({"after": "nonsense"}, "after"), ({"tenant": "no/such"}, "tenant")):
+                r = admin.get("/admin/feedback/dead-letter", params=params)
+                assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+            schema = admin.get("/schema/openapi.json").json()
+            declared = {p.get("name") for p in schema["paths"]["/admin/feedback/dead-letter"]["get"]["parameters"]}
+            assert {"tenant", "after", "limit"} <= declared
+    finally:
+        for name in acme + globex:
+            rt.ingest.dead_letters.discard(name)
+
+
+def test_a_users_export_holds_their_rows_set_aside_marked_not_learned_from(svc):
+    """GET /v1/users/{id}/export (format all): the user's stored preference and, after it, their rows set aside as a
+    dead letter, each a `preference` line with `learned_from: false` and `set_aside` naming the letter and its error;
+    another user's letter is not in it. A user whose only rows are set aside has an export (200, not 404). Before:
+    the rows set aside were left out, and such a user was a 404."""
+    rt = svc.runtime
+    with svc.client("acme") as acme:
+        assert acme.post("/v1/feedback", json=comparison("dana", 0)).status_code == 201
+        [mine] = put_letters(rt, "acme", "dana", 1, 2_000.0)
+        [other] = put_letters(rt, "acme", "erin", 1, 2_000.0)
+        try:
+            r = acme.get("/v1/users/dana/export")
+            assert r.status_code == 200, r.text
+            lines = [msgspec.json.decode(line) for line in r.content.splitlines()]
+            stored = [x for x in lines if x["type"] == "preference" and "learned_from" not in x]
+            set_aside = [x for x in lines if x.get("learned_from") is False]
+            assert len(stored) == 1 and stored[0]["prompt"] == "Question 0 of dana?"
+            assert [x["pref_id"] for x in set_aside] == ["acme-dana-0-0"] and set_aside[0]["created_at"] is None
+            assert set_aside[0]["set_aside"]["letter"] == mine and "created_at" in set_aside[0]["set_aside"]["error"]
+            r = acme.get("/v1/users/erin/export")
+            assert r.status_code == 200, r.text
+            assert [msgspec.json.decode(line)["pref_id"] for line in r.content.splitlines()] == ["acme-erin-0-0"]
+            assert acme.head("/v1/users/erin/export").status_code == 200
+        finally:
+            rt.ingest.dead_letters.discard(mine)
+            rt.ingest.dead_letters.discard(other)
