@@ -80,6 +80,16 @@ class RemoteGeneratorError(RuntimeError):
     without importing the `openai` client)."""
 
 
+class GenerationRefused(RemoteGeneratorError):
+    """The generation server refused a chat as the client's fault (400, 413 or 422: e.g. its messages and max_tokens
+    exceed the model's context). Sending it again gets the same answer: the service answers it with a 400 naming
+    `param` (the request's field the server named, else "messages") and the server's `reason`."""
+
+    def __init__(self, reason: str, param: str = "messages"):
+        super().__init__(reason)
+        self.reason, self.param = reason, param
+
+
 class AdapterNotLoaded(ValueError):
     """The adapter named for a generation is not loaded (never was, or dropped since its name was taken: an adapter
     pool's eviction, a user's DELETE); raised before any token is generated."""

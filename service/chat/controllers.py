@@ -17,7 +17,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from pluralign.data.text import is_blank
-from pluralign.policy.generator import Cancelled, RemoteGeneratorError, Sampling
+from pluralign.policy.generator import Cancelled, GenerationRefused, RemoteGeneratorError, Sampling
 from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
 from service.chat import services
@@ -324,7 +324,12 @@ def unavailable_as_503(exc: Exception) -> Exception:
     again (a new child starts with the next chat), its cause logged for the operator; `GeneratorClosed` (a late chat
     as the service stops) is the stop's 503. Before session 46 both were a 500 `internal error`. A remote generation
     server's failure (`RemoteGeneratorError`: down, timed out after its retries, an error answer) is such a 503 too,
-    its address and words in the log only (a 500 `internal error` until the review of session small48)."""
+    its address and words in the log only (a 500 `internal error` until the review of session small48), except its
+    refusal of the chat as the client's fault (`GenerationRefused`: messages too long for its model's context), a 400
+    naming the field, with the server's words (until remote49 a 503 "send it again", which a client retries for ever)."""
+    if isinstance(exc, GenerationRefused):
+        log.info("the generation server refused a chat as the client's fault: %s", exc)
+        return bad_request(exc.param, exc.reason)
     if isinstance(exc, GeneratorClosed):
         return stopping("the generation process has ended; send the chat again")
     if isinstance(exc, RemoteGeneratorError):
