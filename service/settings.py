@@ -182,8 +182,9 @@ class Settings(Base, frozen=True):
     # worker, and a disconnect is only seen between tokens (4 candidates of 1,600 tokens: ~21 s on two
     # cores); retrieved shots are left out first; None: only the context limit
     max_prompt_tokens: int | None = 1024
-    # prompt tokens one chat may prefill, summed over its candidates (each prefills the prompt): beyond
-    # it fewer candidates are generated, down to the `n` returned; None: no bound
+    # prompt tokens one chat may prefill, as its generator prefills them (plain candidates of one prompt share one
+    # prefill; styled ones each prefill their own): beyond it styled candidates are cut, then generated plainly, or
+    # fewer generated, down to the `n` returned (service.chat.controllers.fit_prefill); None: no bound
     max_prefill_tokens: int | None = 4096
     tenant_requests_per_second: int = 200  # requests per second per tenant (429 + Retry-After beyond); 0: no limit
     tenant_queued_jobs: int = 8  # adapter jobs one tenant may have queued or running (the trigger waits beyond)

@@ -300,6 +300,14 @@ class Generator:
         """Tokens the model attends over (prompt + answer), from its config; None if it does not say."""
         return int(getattr(self.model.config, "max_position_embeddings", 0)) or None
 
+    @property
+    def shared_prefill(self) -> bool:
+        """Whether the `n` candidates of one prompt (`generate`) share one prefill: a prompt past one slice is forwarded
+        once and its cache repeated per row (`_prefill_in_slices`). False for a model that caches no attention keys and
+        values (Mamba): `model.generate` forwards every row. Styled candidates (`generate_styled`) are different
+        prompts: each prefills its own."""
+        return self._sliceable
+
     # ---- adapters ---------------------------------------------------------------------------
 
     @property

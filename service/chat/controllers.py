@@ -273,11 +273,9 @@ def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> Non
 
 def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, options: ChatOptions) -> services.Plan:
     """The plan, once its context (messages and retrieved shots) is known to fit the prompt budget
-    and its candidates the prefill budget. Retrieved shots are left out, farthest first, until the
-    prompt fits; messages that do not fit alone are a 400 naming `messages`. Then fewer candidates
-    are generated while their prefill (candidates x prompt tokens) is over `max_prefill_tokens`,
-    down to the `n` returned; `n` copies over it are a 400 naming `n` (`messages` for one). Runs
-    on the scheduler: the plan's timings record how the request waited for its turn."""
+    and its candidates the prefill budget (`fit_prefill`). Retrieved shots are left out, farthest first, until the
+    prompt fits; messages that do not fit alone are a 400 naming `messages`. Runs on the scheduler: the plan's timings
+    record how the request waited for its turn."""
     p = plan_for(rt, tenant, data, options)
     waited = rt.scheduler.waited()
     if waited is not None:
@@ -295,18 +293,35 @@ def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling
                 tokens = rt.generator.prompt_tokens(p.context)
         if tokens > budget:
             raise bad_request("messages", f"the prompt is {tokens} tokens; {why}")
-    prefill = rt.settings.max_prefill_tokens
-    if prefill is not None:
-        tokens = rt.generator.prompt_tokens(p.context) if tokens is None else tokens
-        fits = prefill // max(tokens, 1)
-        if fits < p.returned:
-            raise bad_request("n" if p.returned > 1 else "messages",
-                              f"the prompt is {tokens} tokens and {p.returned} choices prefill {tokens * p.returned}; "
-                              f"this service prefills at most {prefill} tokens a chat (`max_prefill_tokens`)")
-        if fits < p.candidates:
-            p.candidates = fits
-            p.rerank, p.styles = p.rerank and fits > 1, p.styles and fits > 1
+    if rt.settings.max_prefill_tokens is not None:
+        fit_prefill(rt, p, rt.generator.prompt_tokens(p.context) if tokens is None else tokens, rt.settings.max_prefill_tokens)
     return p
+
+
+def fit_prefill(rt: Runtime, p: services.Plan, tokens: int, prefill: int) -> None:
+    """Fits plan `p`'s candidates of a `tokens`-token prompt to `prefill` tokens (`max_prefill_tokens`) of prefill, as
+    its generator prefills them: plain candidates of a generator whose `shared_prefill` says so share one prefill of
+    the prompt (the local generator's sliced prefill: one row forwarded, its cache repeated; since session 48), so any
+    number fit once the prompt does; styled candidates (each style's own prompt), and those of a generator that does
+    not say (Mamba's one forward of every row; a remote server), prefill it once each. Styled candidates over it are
+    cut, down to the `n` returned (and 2), then generated plainly when that generator shares its prefill; else fewer
+    candidates are generated, down to the `n` returned. A prompt over it alone is a 400 naming `messages`; `n` copies
+    over it (not shared) a 400 naming `n`. Until session remote49 every candidate counted, shared or not: `n: 4` of a
+    prompt that fit once but not 4 times was a 400."""
+    fits = prefill // max(tokens, 1)  # copies of the prompt prefilled one by one that fit
+    if fits >= p.candidates:
+        return
+    why = f"this service prefills at most {prefill} tokens a chat (`max_prefill_tokens`)"
+    if fits == 0:
+        raise bad_request("messages", f"the prompt is {tokens} tokens; {why}")
+    styled = p.styles and hasattr(rt.generator, "generate_styled")
+    if getattr(rt.generator, "shared_prefill", False) and (not styled or fits < max(p.returned, 2)):
+        p.styles = False  # plain candidates: one prefill, however many
+        return
+    if fits < p.returned:
+        raise bad_request("n", f"the prompt is {tokens} tokens and {p.returned} choices prefill {tokens * p.returned}; {why}")
+    p.candidates = fits
+    p.rerank, p.styles = p.rerank and fits > 1, p.styles and fits > 1
 
 
 def stopping(detail: str) -> ServiceUnavailableException:
