@@ -40,7 +40,7 @@ from pluralign.policy.generator import (
     Sampling,
     stripped_pieces,
 )
-from pluralign.urls import check_base_url
+from pluralign.urls import check_base_url, redacted
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class RemoteGenerator:
                  request_headers: Callable[[], Mapping[str, str]] = dict):
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redacted(self.base_url)  # in errors and logs: no password of the URL's
         self.request_headers = request_headers
         self.model_id = model_id
         self.policy = policy
@@ -182,13 +183,14 @@ class RemoteGenerator:
         try:
             return request()
         except openai.APIStatusError as exc:
-            raise RemoteGeneratorError(f"generation server at {self.base_url} answered {exc.status_code}: {shorten(exc.message, 300)}") from exc
+            raise RemoteGeneratorError(f"generation server at {self.shown_url} answered {exc.status_code}: {shorten(exc.message, 300)}") from exc
         except openai.APITimeoutError as exc:
             raise RemoteGeneratorError(
-                f"generation server at {self.base_url} timed out after {self.policy.timeout_s:g} s ({self.policy.max_retries} retries)"
+                f"generation server at {self.shown_url} timed out after {self.policy.timeout_s:g} s ({self.policy.max_retries} retries)"
             ) from exc
         except openai.APIConnectionError as exc:
-            raise RemoteGeneratorError(f"generation server at {self.base_url} unreachable ({self.policy.max_retries} retries): {exc}") from exc
+            raise RemoteGeneratorError(
+                f"generation server at {self.shown_url} unreachable ({self.policy.max_retries} retries): {redacted(str(exc))}") from exc
 
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
         if adapter is not None and adapter not in self._adapters:
@@ -270,7 +272,7 @@ class RemoteGenerator:
         try:  # sent as the stored answer reads: stripped (a server's answer may open with "\n\n")
             yield from stripped_pieces(server_pieces())
         except (openai.APIError, httpx2.HTTPError) as exc:
-            raise RemoteGeneratorError(f"generation server at {self.base_url} broke off the stream: {exc}") from exc
+            raise RemoteGeneratorError(f"generation server at {self.shown_url} broke off the stream: {redacted(str(exc))}") from exc
         finally:
             chunks.close()
         if usage is None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import socket
 import subprocess
 import sys
 import time
@@ -141,3 +143,23 @@ def test_a_prompt_the_generation_server_finds_too_long_is_a_400_naming_messages(
                 assert "Retry-After" not in answer.headers
             assert error["param"] == "messages" and "maximum context length" in error["message"], error
             assert server.url not in error["message"] and str(server.port) not in error["message"]
+
+
+def test_a_start_and_a_failed_chat_log_no_password_of_the_generation_servers_url(tmp_path, tiny_pal_dir, minilm, caplog, capfd):  # noqa: F811
+    """`PLURALIGN_GENERATOR=openai:http://user:PASSWORD@host/v1`, as `make serve` starts it (the generator made from
+    the settings): the start's log line and a failed chat's error line name the server with `user:***@` (remote49;
+    before, the password was logged whole at every start and every failed chat)."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://pluralign:hunter2-pw@127.0.0.1:{closed.getsockname()[1]}/v1"
+    config = Settings(data_dir=str(tmp_path / "data"), generator=f"openai:{url}", generator_model=BASE, generator_retries=0,
+                      generator_timeout_s=5, pal_dir=str(tiny_pal_dir), max_tokens=4)
+    caplog.set_level(logging.INFO)
+    runtime = Runtime.build(config, encoder=minilm)
+    service = Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")})
+    with service.server, service.client("acme") as c:
+        assert c.post("/v1/chat/completions", json={**CHAT, "user": None}).status_code == 503
+    # the start's lines in caplog; the chat's on stderr (the app's logging set-up gives the root logger its own handler)
+    logged = "\n".join(r.getMessage() for r in caplog.records) + capfd.readouterr().err
+    assert "loading the generator openai:http://pluralign:***@127.0.0.1" in logged and "generation server at http://pluralign:***@" in logged
+    assert "hunter2-pw" not in logged, logged

@@ -274,8 +274,9 @@ def store_problem(settings, exc) -> str:
     """One line for a start whose store cannot be opened: the setting to check first, the store, what is
     wrong, and the cause's words (no credentials: `pluralign.store.failures.scrub`)."""
     from pluralign.store.failures import PROBLEMS, scrub, secrets_of
+    from pluralign.urls import redacted
 
-    where = settings.lancedb_uri
+    where = redacted(settings.lancedb_uri)  # a URI's own credentials (the detail's are scrubbed already)
     setting = STORE_SETTINGS.get(exc.problem, "PLURALIGN_STORE_URI (setting store_uri)")
     if exc.problem == "unreachable":
         endpoint = scrub(settings.store_endpoint or "", secrets_of(settings.storage_options))  # a password in its URL
