@@ -163,3 +163,22 @@ def test_a_start_and_a_failed_chat_log_no_password_of_the_generation_servers_url
     logged = "\n".join(r.getMessage() for r in caplog.records) + capfd.readouterr().err
     assert "loading the generator openai:http://pluralign:***@127.0.0.1" in logged and "generation server at http://pluralign:***@" in logged
     assert "hunter2-pw" not in logged, logged
+
+
+def test_two_replicas_sharing_a_server_both_serve_the_adapter_before_and_after_its_restart(tmp_path):
+    """Two API replicas send generation to one server and name a user's adapter alike (`adapter_name`). The second
+    replica's load of the adapter the first loaded is answered vLLM's 400 "has already been loaded": that counts as
+    loaded (before remote49 it was the failed load's 503 for each chat of the user there). After the server restarted,
+    the replica whose chat comes first loads it again, and the other's chat finds it."""
+    server = GenerationServer(tmp_path / "generation.log")
+    try:
+        first, second = (RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=10, max_retries=0)) for _ in range(2))
+        first.load_adapter("u1", "/adapters/u1")
+        second.load_adapter("u1", "/adapters/u1")  # before: RemoteGeneratorError (400)
+        server.restart()
+        messages = [{"role": "user", "content": "Hi"}]
+        assert second.generate(messages, adapter="u1")[0][0].text == "answered by u1"
+        assert first.generate(messages, adapter="u1")[0][0].text == "answered by u1"
+        assert first.adapters == second.adapters == {"u1"}
+    finally:
+        server.stop()
