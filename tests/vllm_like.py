@@ -1,6 +1,6 @@
 """A generation server that answers as vLLM's OpenAI-compatible server does where pluralign's remote generator
 (`PLURALIGN_GENERATOR=openai:URL`) depends on its behaviour, run as a process of its own:
-`python -m tests.vllm_like PORT [--refuse-loads | --lose-adapters]`. vLLM needs a GPU; this runs on the test machine's CPU.
+`python -m tests.vllm_like PORT [--refuse-loads | --lose-adapters]` (PORT 0: any free one, said on stdout). vLLM needs a GPU; this runs on the test machine's CPU.
 
 What it copies from vLLM (`vllm/entrypoints/openai/serving_engine.py`, `serving_models.py`):
 - adapters loaded at run time (`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`) live in the process's memory
@@ -104,8 +104,9 @@ class Handler(BaseHTTPRequestHandler):
 
 def main(argv: list[str]) -> None:
     Handler.refuse_loads, Handler.lose_adapters = "--refuse-loads" in argv, "--lose-adapters" in argv
-    server = ThreadingHTTPServer(("127.0.0.1", int(argv[0])), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", int(argv[0])), Handler)  # port 0: one of the system's choosing
     server.daemon_threads = True
+    print(f"listening on port {server.server_address[1]}", flush=True)
     server.serve_forever(poll_interval=0.05)
 
 

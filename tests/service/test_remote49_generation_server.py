@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -24,30 +25,39 @@ from pluralign.policy.remote import RemoteGenerator, RemotePolicy
 from service.app import create_app
 from service.runtime import Runtime
 from service.settings import Settings
-from tests.processes import REPO, on_a_free_port
+from tests.processes import REPO
 from tests.service.tiny import LiveServer, Service, minilm, tiny_pal_dir  # noqa: F401
 from tests.vllm_like import BASE, CONTEXT
 
 
 class GenerationServer:
-    """`python -m tests.vllm_like PORT` in a process of its own, its output in `log`; `restart()` stops it (SIGTERM:
-    whatever it loaded is gone) and starts it again on the same port."""
+    """`python -m tests.vllm_like 0` in a process of its own, its output in `log`, on the port it says it bound;
+    `restart()` stops it (SIGTERM: whatever it loaded is gone) and starts it again on that port."""
 
     def __init__(self, log: Path):
         self.log = log
-        self.proc, self.port = on_a_free_port(self._start, log, timeout=30)
+        self.proc = self._start(0)
+        deadline = time.monotonic() + 30
+        while (said := re.search(r"listening on port (\d+)", log.read_text())) is None:
+            assert self.proc.poll() is None and time.monotonic() < deadline, f"no port said:\n{log.read_text()}"
+            time.sleep(0.01)
+        self.port = int(said[1])
         self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._wait_healthy()
 
     def _start(self, port: int, *flags: str) -> subprocess.Popen:
-        with open(self.log, "ab") as out:
+        with open(self.log, "ab") as out:  # -S: stdlib only, no site-packages to read
             return subprocess.Popen([sys.executable, "-S", "-m", "tests.vllm_like", str(port), *flags], cwd=REPO,
                                     stdout=out, stderr=subprocess.STDOUT)
 
     def restart(self, *flags: str) -> None:
         self.stop()
         self.proc = self._start(self.port, *flags)
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
         deadline = time.monotonic() + 30
-        while True:  # polled closely (`wait_listening` waits 0.2 s a try): a restart is a few tens of ms
+        while True:  # polled closely (`tests.processes.wait_listening` waits 0.2 s a try): a restart is tens of ms
             assert self.proc.poll() is None, f"exited {self.proc.returncode} (its port taken meanwhile?):\n{self.log.read_text()}"
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
@@ -66,7 +76,7 @@ def front_on(tmp_path: Path, tiny_pal_dir: Path, minilm, **settings) -> Iterator
     server = GenerationServer(tmp_path / "generation.log")
     try:
         config = Settings(data_dir=str(tmp_path / "data"), generator=f"openai:{server.url}", pal_dir=str(tiny_pal_dir),
-                          max_tokens=4, **settings)
+                          max_tokens=4, **{"rerank": False, "candidates": 1, **settings})  # one candidate: no reranking to wait for
         runtime = Runtime.build(config, generator=RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=10, max_retries=0)),
                                 encoder=minilm)
         user_adapter(runtime.adapters.registry, "acme", "rae")
