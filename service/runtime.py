@@ -24,6 +24,7 @@ from pluralign.store.deletions import Forget, user_hash
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from pluralign.store.tables import SharedStore
+from pluralign.urls import redacted
 from service.auth import KeyRing
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
 from service.encoders import is_model_folder, make_encoder
@@ -431,13 +432,14 @@ class Runtime:
         keep_private(settings.data_path)  # users' texts, keys and jobs: no other account (but a shared folder's group) may read them
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
-        step("loading the encoder %s", settings.encoder if encoder is None else encoder.encoder_id)
+        step("loading the encoder %s", redacted(settings.encoder) if encoder is None else encoder.encoder_id)
         if encoder is None:
             try:
                 encoder = make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
             except ValueError as exc:
                 raise ValueError(f"PLURALIGN_ENCODER (setting encoder): {exc}") from None
-        step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)", settings.generator if generator is None else generator.model_id)
+        step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)",
+             redacted(settings.generator) if generator is None else generator.model_id)
         own_generator = generator is None
         generator = generator or make_generator(
             settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries,

@@ -18,6 +18,7 @@ import idna
 import msgspec
 
 from pluralign.data.record import Base
+from pluralign.urls import redacted
 
 ENV_PREFIX = "PLURALIGN_"
 # PLURALIGN_* variables that are not settings, read elsewhere (name -> who reads it). Every other
@@ -190,8 +191,9 @@ class Settings(Base, frozen=True):
     # worker, and a disconnect is only seen between tokens (4 candidates of 1,600 tokens: ~21 s on two
     # cores); retrieved shots are left out first; None: only the context limit
     max_prompt_tokens: int | None = 1024
-    # prompt tokens one chat may prefill, summed over its candidates (each prefills the prompt): beyond
-    # it fewer candidates are generated, down to the `n` returned; None: no bound
+    # prompt tokens one chat may prefill, as its generator prefills them (plain candidates of one prompt share one
+    # prefill; styled ones each prefill their own): beyond it styled candidates are cut, then generated plainly, or
+    # fewer generated, down to the `n` returned (service.chat.controllers.fit_prefill); None: no bound
     max_prefill_tokens: int | None = 4096
     tenant_requests_per_second: int = 200  # requests per second per tenant (429 + Retry-After beyond); 0: no limit
     tenant_queued_jobs: int = 8  # adapter jobs one tenant may have queued or running (the trigger waits beyond)
@@ -314,8 +316,8 @@ class Settings(Base, frozen=True):
                 environ.pop(old_name, None)
                 continue
             if environ.get(new_name, environ[old_name]) != environ[old_name]:
-                raise ValueError(f"{old_name} ({environ[old_name]}) and {new_name} ({environ[new_name]}) differ: "
-                                 f"{old_name} is deprecated, unset it and keep {new_name}")
+                raise ValueError(redacted(f"{old_name} ({environ[old_name]}) and {new_name} ({environ[new_name]}) differ: "
+                                          f"{old_name} is deprecated, unset it and keep {new_name}"))
             warnings.warn(f"{old_name} is deprecated: use {new_name}", DeprecatedVariable, stacklevel=2)
             environ[new_name] = environ.pop(old_name)
         values: dict = {}
@@ -339,11 +341,21 @@ class Settings(Base, frozen=True):
             named = [path.rstrip("`")] if path else re.findall(r"`(\w+)`", problem)  # __post_init__'s errors name settings so
             field = next((name for name in named if name in origin), None)
             if field is None:
-                raise ValueError(f"bad setting: {exc}") from None
+                raise ValueError(redacted(f"bad setting: {exc}", secret_values(values))) from None
             problem = problem[:1].lower() + problem[1:]
-            if problem.startswith("expected "):  # a type error: the value given, as given
-                problem += f" {values[field]!r}"
-            raise ValueError(f"{origin[field].format(field)}: {problem}") from None
+            if problem.startswith("expected "):  # a type error: the value given, as given (a secret's withheld)
+                problem += " (its value withheld: a credential)" if field in SECRET_SETTINGS else f" {values[field]!r}"
+            raise ValueError(redacted(f"{origin[field].format(field)}: {problem}", secret_values(values))) from None
+
+
+# settings holding a credential: a refusal never repeats their values (nor the password of any URL: `redacted`)
+SECRET_SETTINGS = ("store_access_key_id", "store_secret_access_key", "generator_api_key", "encoder_api_key")
+
+
+def secret_values(values) -> list[str]:
+    """The credentials among settings `values` (a mapping of setting names, or a Settings), for `redacted`."""
+    get = values.get if isinstance(values, dict) else lambda name: getattr(values, name, None)
+    return [str(get(name)) for name in SECRET_SETTINGS if get(name) is not None]
 
 
 LIST_SETTINGS = ("cors_origins",)  # a list: in a variable, its items separated by commas (a TOML file: an array)
@@ -365,17 +377,17 @@ def origin_fault(origin: str) -> str | None:
         return None
     parts = urlsplit(origin)
     if not parts.scheme or not parts.netloc:
-        return f"{origin!r} is not an origin: write scheme://host[:port], as `https://app.example`"
+        return f"{redacted(repr(origin))} is not an origin: write scheme://host[:port], as `https://app.example`"
     try:
         port = parts.port
     except ValueError:
-        return f"{origin!r} is not an origin: its port is not a number from 0 to 65535"
+        return f"{redacted(repr(origin))} is not an origin: its port is not a number from 0 to 65535"
     scheme, host = parts.scheme.lower(), _browser_host(parts.hostname or "")
     if host is None:
-        return f"{origin!r} is not an origin: its host is not a name a browser can send (`*` only as a whole first label: `https://*.app.example`)"
+        return f"{redacted(repr(origin))} is not an origin: its host is not a name a browser can send (`*` only as a whole first label: `https://*.app.example`)"
     meant = f"{scheme}://{host}" + (f":{port}" if port is not None and port != _DEFAULT_PORTS.get(scheme) else "")
     if origin != meant or parts.username or parts.password:
-        return (f"{origin!r} is never a browser's Origin (scheme and host in lower case, a non-ASCII name in punycode, an IP "
+        return (f"{redacted(repr(origin))} is never a browser's Origin (scheme and host in lower case, a non-ASCII name in punycode, an IP "
                 f"address in its short form, no default port, no path or trailing slash): `{meant}`")
     return None
 
@@ -505,7 +517,7 @@ def check_encoder_name(name: str, where: str) -> None:
     try:
         encoder_identity(name)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise ValueError(f"{where}: {redacted(str(exc))}") from None
 
 
 GENERATOR_SETTING = "PLURALIGN_GENERATOR (setting generator)"
@@ -514,7 +526,7 @@ GENERATOR_SETTING = "PLURALIGN_GENERATOR (setting generator)"
 def unknown_generator(name: str) -> str:
     """The error for a generator no start can load ('' too: pathlib reads it as the working folder), naming the
     variable, as an unknown encoder's does."""
-    return f"{GENERATOR_SETTING}: expected `smollm2`, a model folder or `openai:URL`, got {name!r}"
+    return f"{GENERATOR_SETTING}: expected `smollm2`, a model folder or `openai:URL`, got {redacted(repr(name))}"
 
 
 def check_server_url(name: str, where: str) -> None:
@@ -525,7 +537,7 @@ def check_server_url(name: str, where: str) -> None:
 
     if name.startswith("openai:") and (problem := base_url_problem(name.removeprefix("openai:"))):
         raise ValueError(f"{where}: `openai:URL` needs the server's http:// or https:// URL (`openai:http://127.0.0.1:8000/v1`), "
-                         f"got {name!r}: {problem}")
+                         f"got {redacted(repr(name))}: {problem}")
 
 
 def check_variables(environ: dict[str, str] | None = None) -> None:

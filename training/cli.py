@@ -24,6 +24,7 @@ import threading
 import warnings
 
 from pluralign.policy import ignore_peft_deprecation
+from pluralign.urls import redacted
 
 # No hub at run time (models come from packages, see README). Offline mode, set before anything
 # imports huggingface_hub, also stops peft from asking the hub for a base model's config each time
@@ -283,8 +284,8 @@ def _run(args: argparse.Namespace) -> int:
     except Stopped:
         _held.ended = True
         return _signalled(signal.SIGTERM)
-    except ValueError as exc:
-        _error(f"pluralign: error: {exc}")
+    except ValueError as exc:  # a refusal may repeat a value as given: a URL's password is not printed (`redacted`)
+        _error(f"pluralign: error: {redacted(str(exc))}")
         return 2
     except OSError as exc:  # a path the command cannot read or write: a folder given for a file, no permission, ...
         _error(f"pluralign: error: {_os_problem(exc)}")

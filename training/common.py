@@ -424,20 +424,34 @@ def check_listen(host: str, port: int, port_named: str | None = None) -> None:
     """Bind `host`:`port` once, as uvicorn will, before the server loads anything: a host that does
     not resolve or an address taken by another process is a ValueError naming --host or the port as
     `port_named` says it was given (default `--port N`), not uvicorn's error after the models have
-    loaded (a minute at a first start)."""
+    loaded (a minute at a first start). Every address `host` resolves to is bound, as asyncio's `create_server` (which
+    uvicorn serves with) binds them: `localhost` as 127.0.0.1 and ::1 on many machines, '' as every interface (0.0.0.0
+    and ::); until session remote49 only the first was tried (another process on ::1 failed the start after the models
+    loaded) and '' was refused ("not an address")."""
     port_named = port_named or f"--port {port}"
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    try:  # asyncio's reading of '': every interface
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         raise ValueError(f"--host {host}: not an address this machine can listen on ({getattr(exc, 'strerror', None) or exc})") from None
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own socket
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ValueError(f"{port_named}: {host}:{port} is in use by another process; choose another port") from None
-            raise ValueError(f"--host {host} {port_named}: cannot listen there ({exc.strerror})") from None
+    with contextlib.ExitStack() as bound:  # held together: two of them on one port are what uvicorn will hold
+        for family, kind, proto, _, address in dict.fromkeys(found):
+            sock = bound.enter_context(socket.socket(family, kind, proto))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own socket
+            if family == socket.AF_INET6:  # as asyncio's: `::` beside 0.0.0.0 takes IPv6 alone
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                at = host_port(address[0], port)
+                if exc.errno == errno.EADDRINUSE:
+                    raise ValueError(f"{port_named}: {at} is in use by another process; choose another port") from None
+                raise ValueError(f"--host {host} {port_named}: cannot listen on {at} ({exc.strerror})") from None
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port` as a URL's authority writes it (RFC 3986, 3.2.2; RFC 6874): an IPv6 address in brackets, its zone
+    id's `%` as `%25` (`[fe80::1%25eth0]:8000`)."""
+    return f"[{host.replace('%', '%25')}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def read_preference_file(option: str, path: str, *, skip_bad: bool | None = None, default_user: str | None = None):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from pluralign.embed.base import text_list
-from pluralign.urls import check_base_url
+from pluralign.urls import check_base_url, redacted
 
 
 class RemoteEncoderError(RuntimeError):
@@ -36,6 +36,7 @@ class RemoteEncoder:
 
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redacted(self.base_url)  # in errors and logs: no password of the URL's
         self.encoder_id = model
         self.batch_size = batch_size  # TEI's default --max-client-batch-size is 32
         self.request_headers = request_headers
@@ -49,13 +50,13 @@ class RemoteEncoder:
             response = self._client.embeddings.create(model=self.encoder_id, input=texts, encoding_format="float",
                                                       extra_headers=dict(self.request_headers()))
         except openai.APIError as exc:
-            raise RemoteEncoderError(f"embeddings server at {self.base_url}: {exc}") from exc
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
         items = sorted(response.data, key=lambda d: d.index)
         if len(items) != len(texts):
-            raise RemoteEncoderError(f"embeddings server at {self.base_url} returned {len(items)} vectors for {len(texts)} texts")
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned {len(items)} vectors for {len(texts)} texts")
         vectors = np.asarray([d.embedding for d in items], np.float32)  # (n, dim)
         if vectors.ndim != 2 or (hasattr(self, "dim") and vectors.shape[1] != self.dim):
-            raise RemoteEncoderError(f"embeddings server at {self.base_url} returned vectors of shape {vectors.shape}")
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned vectors of shape {vectors.shape}")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 

@@ -80,6 +80,16 @@ class RemoteGeneratorError(RuntimeError):
     without importing the `openai` client)."""
 
 
+class GenerationRefused(RemoteGeneratorError):
+    """The generation server refused a chat as the client's fault (400, 413 or 422: e.g. its messages and max_tokens
+    exceed the model's context). Sending it again gets the same answer: the service answers it with a 400 naming
+    `param` (the request's field the server named, else "messages") and the server's `reason`."""
+
+    def __init__(self, reason: str, param: str = "messages"):
+        super().__init__(reason)
+        self.reason, self.param = reason, param
+
+
 class AdapterNotLoaded(ValueError):
     """The adapter named for a generation is not loaded (never was, or dropped since its name was taken: an adapter
     pool's eviction, a user's DELETE); raised before any token is generated."""
@@ -289,6 +299,14 @@ class Generator:
     def context_tokens(self) -> int | None:
         """Tokens the model attends over (prompt + answer), from its config; None if it does not say."""
         return int(getattr(self.model.config, "max_position_embeddings", 0)) or None
+
+    @property
+    def shared_prefill(self) -> bool:
+        """Whether the `n` candidates of one prompt (`generate`) share one prefill: a prompt past one slice is forwarded
+        once and its cache repeated per row (`_prefill_in_slices`). False for a model that caches no attention keys and
+        values (Mamba): `model.generate` forwards every row. Styled candidates (`generate_styled`) are different
+        prompts: each prefills its own."""
+        return self._sliceable
 
     # ---- adapters ---------------------------------------------------------------------------
 

@@ -113,7 +113,7 @@ def _serve(conn, folder: str, model_id: str | None) -> None:
     except BaseException as exc:  # the parent reports it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", generator.context_tokens))
+    conn.send(("ready", (generator.context_tokens, generator.shared_prefill)))
     sending = threading.Lock()  # the calls' threads send on one pipe
     cancels: dict[int, threading.Event] = {}  # per call in progress
 
@@ -291,6 +291,7 @@ class ProcessGenerator:
         self._left = False  # the child did not end when killed and was left behind (`_wait_for_exit`)
         self._closed = False
         self.context_tokens: int | None = None
+        self.shared_prefill = False  # `Generator.shared_prefill` of the child's model (told once it is ready)
         # the child starts first and loads the model while the tokenizer is parsed here (each takes
         # seconds: torch's and transformers' imports, the weights, tokenizer.json), ready once both are
         self._launch()
@@ -356,7 +357,7 @@ class ProcessGenerator:
         if kind != "ready":
             self._end_child()  # it ends after saying why
             raise GeneratorUnavailable(f"the generation process could not load {self.folder}: {value}")
-        self.context_tokens = value
+        self.context_tokens, self.shared_prefill = value
         from pluralign.policy.adapters import AdapterError
 
         for name, folder in list(self._adapters.items()):  # a new child after a crash: the same adapters again

@@ -10,7 +10,10 @@ local `Generator`: `generate`, `stream`, `prompt_tokens`, `load_adapter`, `drop_
 The official `openai` client speaks the protocol (server-sent events included). Timeouts and
 retries follow `RemotePolicy`: a request that cannot connect, times out, or is answered 408, 409,
 429 or 5xx is retried with exponential backoff (the client's own policy, `Retry-After` honoured);
-any other 4xx fails at once. Token counts are the server's `usage`, never estimated here.
+any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`GenerationRefused`: its messages too
+long for the model's context), and a chat's 404 for an adapter says the server no longer holds it (restarted since it
+was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
+Token counts are the server's `usage`, never estimated here.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ from pluralign.policy.generator import (
     AdapterNotLoaded,
     Cancelled,
     Candidate,
+    GenerationRefused,
     ModelUse,
     RemoteGeneratorError,
     Sampling,
     stripped_pieces,
 )
-from pluralign.urls import check_base_url
+from pluralign.urls import check_base_url, redacted
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,7 @@ class RemoteGenerator:
                  request_headers: Callable[[], Mapping[str, str]] = dict):
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redacted(self.base_url)  # in errors and logs: no password of the URL's
         self.request_headers = request_headers
         self.model_id = model_id
         self.policy = policy
@@ -70,6 +75,10 @@ class RemoteGenerator:
             max_retries=policy.max_retries,
         )
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
+        # adapter name -> its loads again after the server answered a chat for it 404 (restarted): chats that found it
+        # gone at once load it once (`_load_again`)
+        self._reloads: dict[str, int] = {}
+        self._reload_lock = threading.Lock()
         # streamed conversations -> the server's prompt_tokens, one per stream not yet asked (streams of one conversation
         # may run at once: `generation_workers`)
         self._prompt_usage: dict[str, list[int]] = {}
@@ -89,10 +98,34 @@ class RemoteGenerator:
         return self._use.in_use()
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
-        """Ask the server to load a peft adapter folder (a path the server can read) under `name`."""
-        self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": str(folder)}, cast_to=httpx2.Response,
-                                             options={"headers": dict(self.request_headers())}))
+        """Ask the server to load a peft adapter folder (a path the server can read) under `name`. Raises
+        RemoteGeneratorError when the server cannot be asked, or refuses."""
+        self._load(name, str(folder))
         self._adapters[name] = str(folder)
+
+    def _load(self, name: str, folder: str) -> None:
+        try:
+            self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": folder}, cast_to=httpx2.Response,
+                                                 options={"headers": dict(self.request_headers())}))
+        except RemoteGeneratorError as exc:
+            # vLLM's 400 for a name it holds (`serving_models.py`): another replica of the service, sharing the server,
+            # loaded it since the server restarted (the names are the users': the same on every replica)
+            cause = exc.__cause__
+            if not (isinstance(cause, openai.BadRequestError) and "already been loaded" in _server_words(cause)):
+                raise
+
+    def _load_again(self, name: str, seen: int) -> None:
+        """Load adapter `name` again from the folder it was loaded from, unless it was loaded again since `seen` (its
+        count of `_reloads` when the caller's request was sent). AdapterNotLoaded when it was dropped meanwhile."""
+        with self._reload_lock:
+            if self._reloads.get(name, 0) != seen:
+                return
+            folder = self._adapters.get(name)
+            if folder is None:
+                raise AdapterNotLoaded(f"adapter {name!r} is not loaded")
+            log.warning("the generation server holds no adapter %s (restarted since it was loaded?): loading it again", name)
+            self._load(name, folder)
+            self._reloads[name] = seen + 1
 
     def drop_adapter(self, name: str) -> None:
         """Ask the server to unload adapter `name`, once the requests in flight using it have ended (requests for it
@@ -112,18 +145,52 @@ class RemoteGenerator:
                         raise
                     log.warning("adapter %s was not loaded on the generation server (it answered 404): forgotten here", name)
                 del self._adapters[name]
+                self._reloads.pop(name, None)
+
+    def _chat(self, send: Callable, adapter: str | None):
+        """`send()`'s answer (a chat request): when the server answers 404 for `adapter` (it no longer holds it), the
+        adapter is loaded again and the chat sent once more; when it answers 404 again, the adapter is forgotten here
+        and AdapterNotLoaded raised (the service asks its adapter pool again: a load anew, or the fallback). Raises
+        GenerationRefused for a 400, 413 or 422 (the client's fault), RemoteGeneratorError for any other failure (the
+        load again's included)."""
+        seen = self._reloads.get(adapter, 0) if adapter is not None else 0
+        try:
+            return self._sent(send)
+        except RemoteGeneratorError as exc:
+            if adapter is None or not isinstance(exc.__cause__, openai.NotFoundError):
+                raise
+        self._load_again(adapter, seen)
+        try:
+            return self._sent(send)
+        except RemoteGeneratorError as exc:
+            if not isinstance(exc.__cause__, openai.NotFoundError):
+                raise
+            with self._reload_lock:
+                self._adapters.pop(adapter, None)
+            raise AdapterNotLoaded(f"adapter {adapter!r} is not held by the generation server, even loaded again") from exc
+
+    def _sent(self, send: Callable):
+        try:
+            return self._call(send)
+        except RemoteGeneratorError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, openai.APIStatusError) and cause.status_code in (400, 413, 422):
+                param = cause.param if cause.param in CHAT_FIELDS else "messages"
+                raise GenerationRefused(f"the generation server refused it: {shorten(_server_words(cause), 300)}", param) from exc
+            raise
 
     def _call(self, request):
         try:
             return request()
         except openai.APIStatusError as exc:
-            raise RemoteGeneratorError(f"generation server at {self.base_url} answered {exc.status_code}: {shorten(exc.message, 300)}") from exc
+            raise RemoteGeneratorError(f"generation server at {self.shown_url} answered {exc.status_code}: {shorten(exc.message, 300)}") from exc
         except openai.APITimeoutError as exc:
             raise RemoteGeneratorError(
-                f"generation server at {self.base_url} timed out after {self.policy.timeout_s:g} s ({self.policy.max_retries} retries)"
+                f"generation server at {self.shown_url} timed out after {self.policy.timeout_s:g} s ({self.policy.max_retries} retries)"
             ) from exc
         except openai.APIConnectionError as exc:
-            raise RemoteGeneratorError(f"generation server at {self.base_url} unreachable ({self.policy.max_retries} retries): {exc}") from exc
+            raise RemoteGeneratorError(
+                f"generation server at {self.shown_url} unreachable ({self.policy.max_retries} retries): {redacted(str(exc))}") from exc
 
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
         if adapter is not None and adapter not in self._adapters:
@@ -162,7 +229,7 @@ class RemoteGenerator:
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled before the request was sent")
         with self._use.generation(adapter):
-            completion = self._call(lambda: self._client.chat.completions.create(**self._request(messages, n, sampling, adapter)))
+            completion = self._chat(lambda: self._client.chat.completions.create(**self._request(messages, n, sampling, adapter)), adapter)
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while the server generated")
         choices = sorted(completion.choices or [], key=lambda c: c.index)
@@ -187,7 +254,8 @@ class RemoteGenerator:
 
     def _stream(self, messages: Sequence[dict[str, str]], sampling: Sampling, adapter: str | None) -> Iterator[str | Candidate]:
         request = self._request(messages, 1, sampling, adapter)
-        chunks = self._call(lambda: self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+        chunks = self._chat(lambda: self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}),
+                            adapter)
         text, finish, usage = "", "stop", None
 
         def server_pieces() -> Iterator[str]:
@@ -204,7 +272,7 @@ class RemoteGenerator:
         try:  # sent as the stored answer reads: stripped (a server's answer may open with "\n\n")
             yield from stripped_pieces(server_pieces())
         except (openai.APIError, httpx2.HTTPError) as exc:
-            raise RemoteGeneratorError(f"generation server at {self.base_url} broke off the stream: {exc}") from exc
+            raise RemoteGeneratorError(f"generation server at {self.shown_url} broke off the stream: {redacted(str(exc))}") from exc
         finally:
             chunks.close()
         if usage is None:
@@ -225,6 +293,20 @@ class RemoteGenerator:
             if not counts:
                 del self._prompt_usage[key]
             return count
+
+
+# the fields of a chat request a server's 400 may name (`GenerationRefused.param`); the service forwards them as sent
+CHAT_FIELDS = frozenset({"messages", "n", "max_tokens", "temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty"})
+
+
+def _server_words(exc: openai.APIStatusError) -> str:
+    """The error's own message (vLLM's and OpenAI's `{"message": ...}` or `{"error": {"message": ...}}`), not the
+    client's "Error code: 400 - {...}" around it."""
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    said = body.get("message") if isinstance(body, dict) else None
+    return said if isinstance(said, str) else exc.message
 
 
 def _key(messages: Sequence[dict[str, str]]) -> str:

@@ -17,7 +17,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
 from pluralign.data.text import is_blank
-from pluralign.policy.generator import Cancelled, RemoteGeneratorError, Sampling
+from pluralign.policy.generator import Cancelled, GenerationRefused, RemoteGeneratorError, Sampling
 from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
 from service.chat import services
@@ -273,11 +273,9 @@ def check_prompt_size(rt: Runtime, data: ChatRequest, sampling: Sampling) -> Non
 
 def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, options: ChatOptions) -> services.Plan:
     """The plan, once its context (messages and retrieved shots) is known to fit the prompt budget
-    and its candidates the prefill budget. Retrieved shots are left out, farthest first, until the
-    prompt fits; messages that do not fit alone are a 400 naming `messages`. Then fewer candidates
-    are generated while their prefill (candidates x prompt tokens) is over `max_prefill_tokens`,
-    down to the `n` returned; `n` copies over it are a 400 naming `n` (`messages` for one). Runs
-    on the scheduler: the plan's timings record how the request waited for its turn."""
+    and its candidates the prefill budget (`fit_prefill`). Retrieved shots are left out, farthest first, until the
+    prompt fits; messages that do not fit alone are a 400 naming `messages`. Runs on the scheduler: the plan's timings
+    record how the request waited for its turn."""
     p = plan_for(rt, tenant, data, options)
     waited = rt.scheduler.waited()
     if waited is not None:
@@ -295,18 +293,35 @@ def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling
                 tokens = rt.generator.prompt_tokens(p.context)
         if tokens > budget:
             raise bad_request("messages", f"the prompt is {tokens} tokens; {why}")
-    prefill = rt.settings.max_prefill_tokens
-    if prefill is not None:
-        tokens = rt.generator.prompt_tokens(p.context) if tokens is None else tokens
-        fits = prefill // max(tokens, 1)
-        if fits < p.returned:
-            raise bad_request("n" if p.returned > 1 else "messages",
-                              f"the prompt is {tokens} tokens and {p.returned} choices prefill {tokens * p.returned}; "
-                              f"this service prefills at most {prefill} tokens a chat (`max_prefill_tokens`)")
-        if fits < p.candidates:
-            p.candidates = fits
-            p.rerank, p.styles = p.rerank and fits > 1, p.styles and fits > 1
+    if rt.settings.max_prefill_tokens is not None:
+        fit_prefill(rt, p, rt.generator.prompt_tokens(p.context) if tokens is None else tokens, rt.settings.max_prefill_tokens)
     return p
+
+
+def fit_prefill(rt: Runtime, p: services.Plan, tokens: int, prefill: int) -> None:
+    """Fits plan `p`'s candidates of a `tokens`-token prompt to `prefill` tokens (`max_prefill_tokens`) of prefill, as
+    its generator prefills them: plain candidates of a generator whose `shared_prefill` says so share one prefill of
+    the prompt (the local generator's sliced prefill: one row forwarded, its cache repeated; since session 48), so any
+    number fit once the prompt does; styled candidates (each style's own prompt), and those of a generator that does
+    not say (Mamba's one forward of every row; a remote server), prefill it once each. Styled candidates over it are
+    cut, down to the `n` returned (and 2), then generated plainly when that generator shares its prefill; else fewer
+    candidates are generated, down to the `n` returned. A prompt over it alone is a 400 naming `messages`; `n` copies
+    over it (not shared) a 400 naming `n`. Until session remote49 every candidate counted, shared or not: `n: 4` of a
+    prompt that fit once but not 4 times was a 400."""
+    fits = prefill // max(tokens, 1)  # copies of the prompt prefilled one by one that fit
+    if fits >= p.candidates:
+        return
+    why = f"this service prefills at most {prefill} tokens a chat (`max_prefill_tokens`)"
+    if fits == 0:
+        raise bad_request("messages", f"the prompt is {tokens} tokens; {why}")
+    styled = p.styles and hasattr(rt.generator, "generate_styled")
+    if getattr(rt.generator, "shared_prefill", False) and (not styled or fits < max(p.returned, 2)):
+        p.styles = False  # plain candidates: one prefill, however many
+        return
+    if fits < p.returned:
+        raise bad_request("n", f"the prompt is {tokens} tokens and {p.returned} choices prefill {tokens * p.returned}; {why}")
+    p.candidates = fits
+    p.rerank, p.styles = p.rerank and fits > 1, p.styles and fits > 1
 
 
 def stopping(detail: str) -> ServiceUnavailableException:
@@ -324,7 +339,12 @@ def unavailable_as_503(exc: Exception) -> Exception:
     again (a new child starts with the next chat), its cause logged for the operator; `GeneratorClosed` (a late chat
     as the service stops) is the stop's 503. Before session 46 both were a 500 `internal error`. A remote generation
     server's failure (`RemoteGeneratorError`: down, timed out after its retries, an error answer) is such a 503 too,
-    its address and words in the log only (a 500 `internal error` until the review of session small48)."""
+    its address and words in the log only (a 500 `internal error` until the review of session small48), except its
+    refusal of the chat as the client's fault (`GenerationRefused`: messages too long for its model's context), a 400
+    naming the field, with the server's words (until remote49 a 503 "send it again", which a client retries for ever)."""
+    if isinstance(exc, GenerationRefused):
+        log.info("the generation server refused a chat as the client's fault: %s", exc)
+        return bad_request(exc.param, exc.reason)
     if isinstance(exc, GeneratorClosed):
         return stopping("the generation process has ended; send the chat again")
     if isinstance(exc, RemoteGeneratorError):

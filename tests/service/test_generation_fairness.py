@@ -221,17 +221,34 @@ def test_the_prompt_budget_bounds_one_chat_for_every_tenant(svc):
 
 
 def test_a_chat_prefills_at_most_max_prefill_tokens_over_its_candidates(svc):
-    """Each candidate prefills the prompt again: 8 candidates of a 700-token prompt are cut to the 5
-    that fit 4,096 prefill tokens (8 candidates of 2,006 tokens held another tenant's chat for
-    130 s), and 8 returned choices that cannot fit are a 400 naming `n`."""
+    """Styled candidates each prefill their own prompt: 8 of a 700-token prompt are cut to the 5 that fit 4,096
+    prefill tokens (8 candidates of 2,006 tokens held another tenant's chat for 130 s). Plain candidates of one prompt
+    share one prefill (session 48's sliced prefill): `n` 8, or 4 of a prompt that fits the budget once but not 4
+    times, is served by plain candidates (until remote49 a 400 naming `n`); a prompt over the budget alone is a 400
+    naming `messages`."""
+    import msgspec
+
     prompt = [{"role": "user", "content": "hello " * 700}]
+    rt = svc.runtime
     with svc.client("acme") as c:
-        tokens = svc.runtime.generator.prompt_tokens([{"role": "user", "content": "hello " * 700}])
+        tokens = rt.generator.prompt_tokens([{"role": "user", "content": "hello " * 700}])
+        assert rt.generator.shared_prefill and tokens > rt.generator.prefill_slice_tokens
         r = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1, "messages": prompt, "pluralign": {"candidates": 8}})
         assert r.status_code == 200, r.text
-        assert r.json()["pluralign"]["candidates"] == 4096 // tokens < 8, (r.json()["pluralign"], tokens)
+        assert r.json()["pluralign"]["candidates"] == 4096 // tokens < 8 and r.json()["pluralign"]["styles"], (r.json()["pluralign"], tokens)
         n8 = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1, "n": 8, "messages": prompt})
-        assert n8.status_code == 400 and field_named(n8) == "n" and "`max_prefill_tokens`" in n8.text, n8.text
+        assert n8.status_code == 200 and len(n8.json()["choices"]) == n8.json()["pluralign"]["candidates"] == 8, n8.text
+        settings = rt.settings
+        try:
+            rt.settings = msgspec.structs.replace(settings, max_prefill_tokens=3 * tokens)  # once, not 4 times
+            n4 = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1, "n": 4, "messages": prompt})
+            assert n4.status_code == 200 and len(n4.json()["choices"]) == 4, n4.text  # before: 400 naming `n`
+            assert n4.json()["pluralign"]["styles"] is None  # plain: styled ones would prefill 4 prompts
+            rt.settings = msgspec.structs.replace(settings, max_prefill_tokens=tokens - 1)
+            over = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1, "n": 4, "messages": prompt})
+            assert over.status_code == 400 and field_named(over) == "messages" and "`max_prefill_tokens`" in over.text, over.text
+        finally:
+            rt.settings = settings
 
 
 def test_retrieved_shots_give_way_to_the_prompt_budget(svc):

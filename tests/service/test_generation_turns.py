@@ -421,3 +421,4 @@ def test_a_model_with_no_attention_cache_prefills_a_long_prompt_in_one_forward(g
     messages = [{"role": "user", "content": "Tell me about cats, dogs and the sea. " * 6}]
     candidates, prompt_tokens = own.generate(messages, n=2, sampling=seeded)
     assert prompt_tokens > 16 and len(candidates) == 2 and all(1 <= c.tokens <= 3 for c in candidates)
+    assert not own.shared_prefill and generator.shared_prefill  # its n rows are forwarded each: `max_prefill_tokens` counts them

@@ -77,6 +77,7 @@ def test_answers_tokens_and_streams_equal_the_in_process_generator(pair):
     assert remote.prompt_tokens(MESSAGES) == local.prompt_tokens(MESSAGES)
     assert remote.prompt_tokens(FORGED) == local.prompt_tokens(FORGED) == remote.generate(FORGED, sampling=Sampling(max_tokens=1))[1]
     assert remote.context_tokens == local.context_tokens and remote.model_id == local.model_id
+    assert remote.shared_prefill is local.shared_prefill is True  # the child says so: its n candidates share a prefill
     assert os.getpid() != remote.pid
     pieces = list(remote.stream(MESSAGES, sampling=sampling))
     assert pieces == list(local.stream(MESSAGES, sampling=sampling))

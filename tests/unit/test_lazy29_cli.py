@@ -81,6 +81,12 @@ NO_URL = "`openai:URL` needs the server's http:// or https:// URL (`openai:http:
     (["serve-embeddings", "--encoder", "openai:localhost:8001/v1"], {},
      f"--encoder openai:localhost:8001/v1: {NO_URL} got 'openai:localhost:8001/v1': its scheme is 'localhost'"),
     (["serve-embeddings", "--encoder", "minilm-onx"], {}, f"--encoder minilm-onx: unknown encoder 'minilm-onx': {ENCODERS}"),
+    # remote49: a refusal repeats no credential of a URL (before: `user:s3cret-pw@`, `tok3n-abc@` printed whole)
+    (["serve"], {"PLURALIGN_GENERATOR": "openai:https://user:s3cret-pw@vllm.internal:80x/v1"},
+     f"PLURALIGN_GENERATOR (setting generator): {NO_URL} got 'openai:https://user:***@vllm.internal:80x/v1': "
+     "Port could not be cast to integer value as '80x'"),
+    (["serve-embeddings", "--encoder", "openai:https://tok3n-abc@/v1?api_key=k3y-123"], {},
+     f"--encoder openai:https://***@/v1?api_key=***: {NO_URL} got 'openai:https://***@/v1?api_key=***': it names no host"),
     (["eval", "--model", "bt", "--protocol", "persona", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
     (["train", "pal", "--protocol", "persona", "--out", "pal", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
     (["train", "em", "--protocol", "persona", "--out", "em", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
@@ -115,3 +121,16 @@ def test_a_port_in_use_is_refused_before_anything_heavy_is_imported(tmp_path):
     assert (result.returncode, lines) == (2, [f"pluralign: error: --port {port}: 127.0.0.1:{port} is in use by another process; choose another port"])
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert not imported & set(HEAVY)
+
+
+def test_a_credential_setting_of_the_wrong_type_is_refused_without_its_value(tmp_path):
+    """remote49: a PLURALIGN_CONFIG file giving `store_secret_access_key` a number was refused as "expected `str | null`,
+    got `int` 4815162342", the secret printed on the terminal and in a start's log; now the value is withheld."""
+    config = tmp_path / "pluralign.toml"
+    config.write_text("store_secret_access_key = 4815162342\n")
+    result = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", "0"], cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO), "PLURALIGN_CONFIG": str(config),
+                                 "PLURALIGN_DATA_DIR": str(tmp_path / "data")}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "4815162342" not in result.stderr, result.stderr
+    assert result.stderr.strip().endswith("(setting store_secret_access_key): expected `str | null`, got `int` (its value withheld: "
+                                          "a credential)"), result.stderr

@@ -21,8 +21,8 @@ def test_a_server_on_several_addresses_names_the_port_each_one_bound(caplog):
     """`--port 0` with a host of several addresses (`localhost` as 127.0.0.1 and ::1 on many machines): each address gets
     a free port of its own. Before, `serve`'s start line (uvicorn's) and `serve-embeddings`' (`on_started`) named the
     first socket's port alone, under the host's name: a client that reached the other address found another port.
-    Here the host '' (every interface: 0.0.0.0 and ::) is the several addresses; the CLI's `check_listen` refuses it,
-    so `stopping_server` (what both commands run) is driven directly, on loopback."""
+    Here the host '' (every interface: 0.0.0.0 and ::) is the several addresses (the CLI's `check_listen` refused it until
+    remote49), and `stopping_server` (what both commands run) is driven directly, on loopback."""
     import uvicorn
 
     from training.commands.serve import stopping_server
@@ -63,3 +63,49 @@ def test_one_socket_is_named_by_the_host_as_given():
         port = ipv4.getsockname()[1]
         assert listening_urls("localhost", [ipv4]) == [f"http://localhost:{port}"]
         assert listening_urls("::1", [ipv4]) == [f"http://[::1]:{port}"]  # before: http://::1:PORT, no URL
+
+
+def test_an_ipv6_zone_id_is_written_as_a_url_writes_it():
+    """remote49: a link-local address's zone id (`fe80::1%eth0`) was printed with a bare `%`, which no URL parser takes
+    (RFC 6874 writes it `%25`): the start line named no URL a client could use."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from training.commands.serve import listening_urls
+
+    with socket.socket() as ipv4:
+        ipv4.bind(("127.0.0.1", 0))
+        port = ipv4.getsockname()[1]
+        [url] = listening_urls("fe80::1%eth0", [ipv4])
+    assert url == f"http://[fe80::1%25eth0]:{port}" and urlsplit(url).port == port, url
+
+
+def test_check_listen_binds_every_address_the_host_names(tmp_path):
+    """remote49: `check_listen` bound only the first address the host resolved to, and refused '' (every interface, which
+    uvicorn serves as asyncio does: 0.0.0.0 and ::). A port taken on one of the others passed the check, and the start
+    failed at uvicorn's bind, after the models had loaded. Now every address is bound: '' with the port free on both is
+    accepted, and with the port taken on :: alone the start is refused at once, naming [::]:PORT, by the real CLI."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.processes import REPO
+    from training.common import check_listen
+
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            taken.bind(("::", 0))
+        except OSError:
+            pytest.skip("no IPv6 here")
+        taken.listen()
+        port = taken.getsockname()[1]
+        check_listen("127.0.0.1", port)  # the IPv4 address alone is free
+        with pytest.raises(ValueError, match=rf"^--port {port}: \[::\]:{port} is in use by another process"):
+            check_listen("", port)  # before: "--host : not an address this machine can listen on"
+        result = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--host", "", "--port", str(port)], cwd=REPO,
+                                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PLURALIGN_DATA_DIR": str(tmp_path / "data")},
+                                capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr.strip()) == (
+        2, f"pluralign: error: --port {port}: [::]:{port} is in use by another process; choose another port"), result.stderr
+    check_listen("", 0)  # every interface, any free port: accepted

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterable
 from functools import partial
 
-from training.common import add_listen_args, check_listen, fit_open_files, listen_port
+from training.common import add_listen_args, check_listen, fit_open_files, host_port, listen_port
 
 
 def register(subparsers) -> None:
@@ -274,8 +274,9 @@ def store_problem(settings, exc) -> str:
     """One line for a start whose store cannot be opened: the setting to check first, the store, what is
     wrong, and the cause's words (no credentials: `pluralign.store.failures.scrub`)."""
     from pluralign.store.failures import PROBLEMS, scrub, secrets_of
+    from pluralign.urls import redacted
 
-    where = settings.lancedb_uri
+    where = redacted(settings.lancedb_uri)  # a URI's own credentials (the detail's are scrubbed already)
     setting = STORE_SETTINGS.get(exc.problem, "PLURALIGN_STORE_URI (setting store_uri)")
     if exc.problem == "unreachable":
         endpoint = scrub(settings.store_endpoint or "", secrets_of(settings.storage_options))  # a password in its URL
@@ -884,9 +885,10 @@ def listening_urls(host: str, sockets) -> list[str]:
     """The base URL (`http://host:port`) of each of a server's listening `sockets`, its port the one bound (`--port 0`:
     the one the system chose). One socket: under `host` as given; several (a name that resolves to more than one address,
     `localhost` as 127.0.0.1 and ::1 on many machines): each under its own address, for under `--port 0` each address
-    has a port of its own (until session small48 only the first one's port was printed, under the name)."""
+    has a port of its own (until session small48 only the first one's port was printed, under the name). An IPv6
+    zone id is written `%25` (`http://[fe80::1%25eth0]:8000`, RFC 6874; until session remote49 `%`, no URL)."""
     named = [(host, sockets[0].getsockname()[1])] if len(sockets) == 1 else [sock.getsockname()[:2] for sock in sockets]
-    return [f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}" for address, port in named]
+    return [f"http://{host_port(address, port)}" for address, port in named]
 
 
 def stopping_server():

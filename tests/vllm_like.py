@@ -1,0 +1,114 @@
+"""A generation server that answers as vLLM's OpenAI-compatible server does where pluralign's remote generator
+(`PLURALIGN_GENERATOR=openai:URL`) depends on its behaviour, run as a process of its own:
+`python -m tests.vllm_like PORT [--refuse-loads | --lose-adapters]` (PORT 0: any free one, said on stdout). vLLM needs a GPU; this runs on the test machine's CPU.
+
+What it copies from vLLM (`vllm/entrypoints/openai/serving_engine.py`, `serving_models.py`):
+- adapters loaded at run time (`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`) live in the process's memory
+  only: a restart forgets them; a second load of one loaded is a 400 ("has already been loaded");
+- a chat for a model it does not hold (neither the base, `BASE`, nor a loaded adapter) is a 404 NotFoundError,
+  "The model `x` does not exist.";
+- a chat whose messages and max_tokens exceed the context (`CONTEXT` tokens; a token is 4 characters here) is a 400
+  BadRequestError, "This model's maximum context length is ...".
+An answer says which model wrote it (`answered by <model>`); `--refuse-loads` answers every adapter load 500;
+`--lose-adapters` answers loads 200 and holds nothing (a server whose loads do not take)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BASE = "base"
+CONTEXT = 512  # tokens
+
+
+def tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+class Handler(BaseHTTPRequestHandler):
+    adapters: dict[str, str] = {}  # adapter name -> the path it was loaded from
+    refuse_loads = False
+    lose_adapters = False
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.answer(200 if self.path == "/health" else 404, {})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if self.path == "/v1/load_lora_adapter":
+            self.load(body["lora_name"], body["lora_path"])
+        elif self.path == "/v1/unload_lora_adapter":
+            if self.adapters.pop(body["lora_name"], None) is None:
+                self.error(404, "NotFoundError", f"The lora adapter '{body['lora_name']}' cannot be found.")
+            else:
+                self.answer(200, {})
+        elif self.path == "/v1/chat/completions":
+            self.chat(body)
+        else:
+            self.error(404, "NotFoundError", f"no route {self.path}")
+
+    def load(self, name: str, path: str) -> None:
+        if self.refuse_loads:
+            self.error(500, "InternalServerError", "adapters cannot be loaded now")
+        elif name in self.adapters:
+            self.error(400, "BadRequestError", f"The lora adapter '{name}' has already been loaded.")
+        else:
+            if not self.lose_adapters:
+                self.adapters[name] = path
+            self.answer(200, {})
+
+    def chat(self, body: dict) -> None:
+        model = body["model"]
+        if model != BASE and model not in self.adapters:
+            return self.error(404, "NotFoundError", f"The model `{model}` does not exist.")
+        prompt = tokens("".join(m["content"] for m in body["messages"]))
+        wanted = prompt + body.get("max_tokens", 16)
+        if wanted > CONTEXT:
+            return self.error(400, "BadRequestError", f"This model's maximum context length is {CONTEXT} tokens. However, "
+                              f"you requested {wanted} tokens ({prompt} in the messages, {wanted - prompt} in the completion). "
+                              "Please reduce the length of the messages or completion.")
+        text = f"answered by {model}"
+        n = body.get("n", 1)
+        usage = {"prompt_tokens": prompt, "completion_tokens": 3 * n, "total_tokens": prompt + 3 * n}
+        base = {"id": "chatcmpl-1", "created": 0, "model": model}
+        if not body.get("stream"):
+            choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"} for i in range(n)]
+            return self.answer(200, {**base, "object": "chat.completion", "choices": choices, "usage": usage})
+        pieces = [word if i == 0 else f" {word}" for i, word in enumerate(text.split(" "))]
+        chunks = [{"index": 0, "delta": {"content": piece}, "finish_reason": None} for piece in pieces]
+        events = [{**base, "object": "chat.completion.chunk", "choices": [c]} for c in chunks]
+        events.append({**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        events.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": {**usage, "completion_tokens": 3}})
+        payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def error(self, status: int, kind: str, message: str) -> None:
+        self.answer(status, {"object": "error", "message": message, "type": kind, "param": None, "code": status})
+
+    def answer(self, status: int, body: dict) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def main(argv: list[str]) -> None:
+    Handler.refuse_loads, Handler.lose_adapters = "--refuse-loads" in argv, "--lose-adapters" in argv
+    server = ThreadingHTTPServer(("127.0.0.1", int(argv[0])), Handler)  # port 0: one of the system's choosing
+    server.daemon_threads = True
+    print(f"listening on port {server.server_address[1]}", flush=True)
+    server.serve_forever(poll_interval=0.05)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
