@@ -60,3 +60,33 @@ def test_a_tenant_of_many_users_is_removed_a_batch_at_a_time_and_one_that_holds_
         assert wait_removed(admin, "initech")["users_removed"] == 0
         assert removed_total(admin) == 1
 
+
+def test_a_removal_on_a_full_disk_is_a_507_and_a_tenant_that_holds_nothing_is_an_empty_page(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
+                                                                          monkeypatch):
+    """No room for the removal's record: a 507 `insufficient_storage`, as every route answers a full disk (before
+    session 49 a 503 with Retry-After, which tells a client the service is down), with nothing removed (no record, the
+    tenant's key still answers). The listing of a tenant that holds nothing is an empty page, not a 404 (the route
+    declared a 404 of its own it never answered; the schema keeps the 404 every keyed route declares, for a path the
+    router matches to none)."""
+    import errno
+
+    from service import tenants
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                deletion_sweep_s=3600)
+
+    def full(path, payload):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with server, svc.client("admin") as admin, svc.client("acme") as acme:
+        with monkeypatch.context() as m:
+            m.setattr(tenants, "write_atomic", full)
+            r = admin.post("/admin/tenants/acme/removal")
+        assert r.status_code == 507 and r.json()["error"]["code"] == "insufficient_storage", r.text
+        assert "nothing of the tenant was removed" in r.json()["error"]["message"], r.text
+        assert admin.get("/admin/tenants/acme/removal").status_code == 404
+        assert acme.get("/v1/users").status_code == 200  # its key was not revoked
+        paths = admin.get("/schema/openapi.json").json()["paths"]
+        assert "507" in paths["/admin/tenants/{tenant}/removal"]["post"]["responses"]
+        assert admin.get("/admin/tenants/nobody/users").json() == {"tenant": "nobody", "users": [], "pending": {}, "next": None}
