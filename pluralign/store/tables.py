@@ -1867,16 +1867,20 @@ class Store:
     def tenant_users(self, tenant: str, after: str | None = None, limit: int = 100):
         """`pluralign.store.tenants.tenant_users` over this store's tables: a page of the tenant's users and whether
         more follow. Read again on the newest version when a DELETE's removal of old versions met it (`_read`): a
-        tenant's removal purges them user after user while an operator pages."""
-        from pluralign.store.tenants import tenant_users
+        tenant's removal purges them user after user while an operator pages. With replicas, the tables are looked at
+        on their newest versions first (`refresh`): another replica's commit of a moment ago is listed (until session 49
+        a page could be up to `sync_seconds` stale)."""
+        from pluralign.store.tenants import TIME_COLUMNS, tenant_users
 
+        self.refresh(*(name for name in TIME_COLUMNS if name in self.tables))
         return self._read(lambda: tenant_users(self.tables, tenant, after, limit))
 
     def tenant_user_ids(self, tenant: str) -> set[str]:
         """Every user id of `tenant` with a row in any table (`pluralign.store.tenants.tenant_user_ids`), read as
-        `tenant_users` is."""
-        from pluralign.store.tenants import tenant_user_ids
+        `tenant_users` is (its tables' newest versions first)."""
+        from pluralign.store.tenants import TIME_COLUMNS, tenant_user_ids
 
+        self.refresh(*(name for name in TIME_COLUMNS if name in self.tables))
         return self._read(lambda: tenant_user_ids(self.tables, tenant))
 
     @_uses("users", "read")
