@@ -7,13 +7,14 @@ step with its progress. The steps:
 
 1. the tenant's keys are revoked (admin keys labelled with it stay: they are the operator's, not the tenant's),
    so nothing new of the tenant arrives through this replica;
-2. each user of the tenant is deleted exactly as `DELETE /v1/users/{id}` deletes them
-   (`service.users.services.delete`: their journal entry, rows in every table and old versions purged, feedback
-   still in the log, claims, waiting refits, embedding-cache vectors, adapter, jobs and job files, rows in
-   population snapshots and the promoted PAL/EM model, and with replicas the deletion record the others apply),
-   one user per turn of the DELETEs' own thread (`Runtime.deletes`, tenants in turn): other tenants' DELETEs
-   take turns with it, and their requests never wait for more than one user's DELETE. The users are looked up
-   again after each batch (in the store's tables, the feedback log, the adapter folder, the DELETE journal)
+2. the tenant's users are deleted a batch of USERS_PER_LOOK at a time (`service.users.services.delete_batch`), each
+   as `DELETE /v1/users/{id}` deletes one (their journal entry, rows in every table and old versions purged,
+   feedback still in the log, claims, waiting refits, embedding-cache vectors, adapter, jobs and job files, rows in
+   population snapshots and the promoted PAL/EM model, and with replicas the deletion records the others apply),
+   every step taking the whole batch at once: one predicate per table and one purge of the store, not one a user
+   (session 48 deleted them one by one: ~0.9 s a user). One batch per turn of the DELETEs' thread (`Runtime.deletes`,
+   tenants in turn): other tenants' DELETEs take turns with it, and wait for one batch at most. The users are looked
+   up again after each batch (in the store's tables, the feedback log, the adapter folder, the DELETE journal)
    until none is left: rows acknowledged just before the keys went are found at the next look, and the last look
    waits for the tenant's requests being handled to end (`TenantRequests`: a chat authenticated before its keys went
    stores its interaction as it ends);
@@ -22,7 +23,7 @@ step with its progress. The steps:
    revoked once more (one issued meanwhile by `pluralign keys create`).
 
 Stopped part way (the process killed), the record stays `running` and the next start takes it up where the
-store stands (a user's DELETE cut short is finished by its own journal entry, or begun again here); a record
+store stands (the users of a batch cut short are finished by their own journal entries, or begun again here); a record
 that is `done` is kept (the tenant's name, when, and the counts: no user id or text) as the operator's trace of
 the removal. Sending the removal again while one runs answers that one; after it is done, it starts a new one,
 which finds nothing left to remove (the done record is kept beside it, `kept_path`).
