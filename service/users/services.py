@@ -1132,14 +1132,10 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
     with rt.store.maintenance(), contextlib.ExitStack() as locks:  # the store's turn first, as `delete`
         for user_id in users:  # in one order (every batch sorts): two batches never wait for each other's locks
             locks.enter_context(rt.user_lock(tenant, user_id))
-        started_at = time.time()
-        entries: list[Unfinished] = []
+        entries = journal.begin_many(tenant, users, time.time())
         try:
-            for user_id in users:
-                entries.append(journal.begin(tenant, user_id, started_at))
             counts, cache_error = _delete_batch_steps(rt, tenant, users, entries)
-            for entry in entries:
-                journal.done(entry)
+            journal.done_many(entries)
         finally:
             for entry in entries:
                 journal.release(entry)
