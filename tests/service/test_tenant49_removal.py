@@ -16,7 +16,7 @@ from tests.service.tiny import start_service
 
 pytestmark = pytest.mark.usefixtures("short_read_margin")
 
-USERS = 12
+USERS = 8
 
 
 def removed_total(client) -> float:
@@ -24,9 +24,10 @@ def removed_total(client) -> float:
     return sum(s.value for s in families["pluralign_tenants_removed"].samples if s.name.endswith("_total"))
 
 
+@pytest.mark.slow  # 2.2-3.7 s at load 7-10 (a real purge of the store): make test-tenant-removal
 def test_a_tenant_of_many_users_is_removed_a_batch_at_a_time_and_one_that_holds_nothing_is_not_counted(
         tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
-    """acme's 12 users (a stated preference each) go in one batch: the store is purged once,
+    """acme's 8 users (a stated preference each) go in one batch: the store is purged once,
     not once a user; nothing of acme is left and globex's rows are the same byte for byte. The removal
     counts in `pluralign_tenants_removed_total`; a removal of a tenant that holds nothing does not (before session 49
     every removal that reached `done` was counted)."""
@@ -45,12 +46,11 @@ def test_a_tenant_of_many_users_is_removed_a_batch_at_a_time_and_one_that_holds_
     purge = Store._purge_tables
     monkeypatch.setattr(Store, "_purge_tables", lambda self, names: (purges.append(list(names)), purge(self, names))[1])
     with server, svc.client("admin") as admin:
-        assert len(admin.get("/admin/tenants/acme/users", params={"limit": 1000}).json()["users"]) == USERS
         assert admin.post("/admin/tenants/acme/removal").status_code == 202
         removal = wait_removed(admin, "acme", timeout=60)
         assert removal["users_removed"] == USERS and removal["counts"]["stated_changes"] == USERS, removal
         assert removal["error"] is None, removal
-        assert len([p for p in purges if p]) <= 2, purges  # one a batch (one user at a time: 12)
+        assert len([p for p in purges if p]) <= 2, purges  # one a batch (one user at a time: 8)
         assert all(rows == [] for rows in rows_of(rt, "acme").values())
         assert list((rt.settings.data_path / "deletes-in-progress").glob("*.json")) == []
         assert rows_of(rt, "globex") == kept_rows
