@@ -59,11 +59,12 @@ test-scaleout: $(STAMP)
 test-artifacts: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/models/test_artifact38_divergence.py tests/service/test_artifact38_divergence.py tests/service/test_artifact38_damaged.py tests/e2e/test_artifact38_killed.py
 
-# a tenant's removal killed (SIGKILL) inside a user's DELETE and finished by the next start, through `pluralign serve`
-# (slow-marked: two starts, ~2 min on two shared cores), and the slow-marked full flows of tests/service/test_tenant48_removal.py;
-# the fast tests of the same path (quoted names, a chat in flight, keys that cannot be revoked) are in the default suite
+# a tenant's removal killed (SIGKILL) inside its first batch of users' DELETEs and finished by the next start, through
+# `pluralign serve` (slow-marked: two starts, ~1-2 min on two shared cores), and the slow-marked full flows of
+# tests/service/test_tenant48_removal.py; the fast tests of the same path (quoted names, a chat in flight, keys that cannot be
+# revoked, a batch of many users, a full disk) are in the default suite and run here too
 test-tenant-removal: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_reviewfeedback48.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_tenant49_removal.py tests/service/test_reviewfeedback48.py
 
 # Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES per operation, default 30: 600 served 4,909 requests; FUZZ_MAX_SECONDS its time budget)
 fuzz: $(STAMP)

@@ -181,10 +181,15 @@ class DeletionSweep(Periodic):
         """A DELETE answered here (its own steps clean this replica's files), begun at `began_at` (unix
         seconds: what the user sent before it is deleted), its rows just gone from the store: recorded
         now for the other replicas, and noted as applied here."""
-        deletion = new_deletion(tenant, user_id, time.time(), self.rt.settings.replica_index, began_at=began_at)
-        self.rt.store.record_deletion(deletion)
-        self._note_applied([deletion])
-        return deletion
+        return self.record_many(tenant, [user_id], began_at)[0]
+
+    def record_many(self, tenant: str, user_ids: list[str], began_at: float) -> list[Deletion]:
+        """`record` for each of `user_ids` (a batch of a tenant's removal), in one commit."""
+        now = time.time()
+        records = [new_deletion(tenant, u, now, self.rt.settings.replica_index, began_at=began_at) for u in user_ids]
+        self.rt.store.record_deletion(*records)
+        self._note_applied(records)
+        return records
 
     def run_once(self) -> int:
         """Apply the records not applied yet; returns how many. A record whose files could not all be

@@ -59,7 +59,8 @@ DECLARED_COUNTERS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "pluralign_population_swaps_total": ("population reward models swapped in while serving", {}),
     "pluralign_deletions_applied_total": ("other replicas' user deletions applied to this replica's files", {}),
     "pluralign_unfinished_deletes_finished_total": ("DELETEs a stopped process left unfinished, finished from the journal", {}),
-    "pluralign_tenants_removed_total": ("tenants removed whole (every user, job and key of theirs: `POST /admin/tenants/{tenant}/removal`)", {}),
+    "pluralign_tenants_removed_total": ("tenants removed whole (every user, job and key of theirs: `POST /admin/tenants/{tenant}/removal`; "
+                                        "one that found nothing is not counted)", {}),
     "pluralign_jobs_pruned_total": ("finished jobs whose files the job retention removed", {}),
     "pluralign_exports_stalled_total": ("exports cut because their client took no piece of the body for export_send_timeout_s", {}),
     "pluralign_adapters_unusable_total": ("users' adapters found damaged or built for another base model (each once, until its files "

@@ -22,7 +22,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import NamedTuple
 
@@ -193,7 +193,11 @@ class DeadLetters:
         """The user's rows leave the letters (received before `before` only, unix seconds; None: all; a row whose
         time is not finite counts as received before any); a letter left with none is removed. Returns how many
         rows went. OSError: a rewrite failed (that letter keeps them)."""
-        return self._forget(lambda owner: owner == (tenant, user_id), lambda r: r.tenant == tenant and r.user_id == user_id and (
+        return self.forget_users(tenant, {user_id}, before)
+
+    def forget_users(self, tenant: str, user_ids: Collection[str], before: float | None = None) -> int:
+        """`forget_user` of each of `user_ids` (of `tenant`), every letter read and rewritten once."""
+        return self._forget(lambda owner: owner[0] == tenant and owner[1] in user_ids, lambda r: r.tenant == tenant and r.user_id in user_ids and (
             before is None or not math.isfinite(r.received()) or r.received() < before))
 
     def forget_tenant(self, tenant: str) -> int:

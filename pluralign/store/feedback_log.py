@@ -40,7 +40,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -331,22 +331,25 @@ class FeedbackLog:
                 self.problems.failed(StoreUnavailable(failure.name, failure.where, REWRITTEN, failure.problem, failure.detail,
                                                       failure.errno))
 
-    def _note_forgotten(self, key: UserKey, before: float | None, upto: int) -> None:
-        """FORGOTTEN names the user's records that `forget_user` drops, before it drops them. Raises OSError (no room)
-        with the note as it was. Under `_io`."""
-        user = _user_hash(key)
-        noted = Forgotten({**self._forgotten.users, user: [*self._forgotten.users.get(user, ()), (before, upto)]})
+    def _note_forgotten(self, keys: list[UserKey], before: float | None, upto: int) -> None:
+        """FORGOTTEN names the users' records that `forget_users` drops, before it drops them (one write for all of
+        them). Raises OSError (no room) with the note as it was. Under `_io`."""
+        users = {**self._forgotten.users}
+        for key in keys:
+            user = _user_hash(key)
+            users[user] = [*users.get(user, ()), (before, upto)]
+        noted = Forgotten(users)
         write_atomic(self.folder / FORGOTTEN, msgspec.json.encode(noted))
         self._forgotten = noted
 
-    def _unnote_forgotten(self, key: UserKey) -> None:
-        """The user's records FORGOTTEN names are in no file any more: their entry goes (the file, when it was the
+    def _unnote_forgotten(self, keys: list[UserKey]) -> None:
+        """The users' records FORGOTTEN names are in no file any more: their entries go (the file, when they were the
         last). A note that stays (no room to write it again, a power loss before the removal reached the disk)
         names no record that is left. Under `_io`."""
-        user = _user_hash(key)
-        if user not in self._forgotten.users:
+        users = {_user_hash(key) for key in keys} & self._forgotten.users.keys()
+        if not users:
             return
-        left = Forgotten({u: cuts for u, cuts in self._forgotten.users.items() if u != user})
+        left = Forgotten({u: cuts for u, cuts in self._forgotten.users.items() if u not in users})
         try:
             if left.users:
                 write_atomic(self.folder / FORGOTTEN, msgspec.json.encode(left))
@@ -716,29 +719,38 @@ class FeedbackLog:
         here only: a restart before `forget_user` of the user succeeds replays them). The failure
         is noted in `problems` as the log not `REWRITTEN` (not as a failed write, which the next record
         written would clear): shown until no user's rewrite is left undone (`forget_user` of each again)."""
+        return self.forget_users(tenant, [user_id], before)
+
+    def forget_users(self, tenant: str, user_ids: Iterable[str], before: float | None = None) -> int:
+        """`forget_user` of each of `user_ids` (of `tenant`) at once: one note in FORGOTTEN for all of them, and each
+        segment that held a record of any of them rewritten once (a tenant's removal forgets its users a batch at a
+        time: one by one, a segment holding a hundred of them was rewritten a hundred times). Returns the pending rows
+        dropped, all of them together; raises as `forget_user`."""
+        keys = sorted({(tenant, u) for u in user_ids})
         try:
-            dropped = self._forget_user(tenant, user_id, before)
+            dropped = self._forget_users(keys, before)
         except OSError as exc:
             failure = unavailable(exc, "the feedback log", str(self.folder), "written")
             if failure is None:
                 raise
             with self._io:
-                self._unrewritten.add((tenant, user_id))
+                self._unrewritten.update(keys)
             if self.problems is not None:
                 self.problems.failed(StoreUnavailable(failure.name, failure.where, REWRITTEN, failure.problem, failure.detail,
                                                       failure.errno))
             raise failure from exc
         with self._io:
-            self._unrewritten.discard((tenant, user_id))
+            self._unrewritten.difference_update(keys)
             done = not self._unrewritten
         if done and self.problems is not None:
             self.problems.succeeded("the feedback log", REWRITTEN)
         return dropped
 
-    def _forget_user(self, tenant: str, user_id: str, before: float | None) -> int:
-        key = (tenant, user_id)
+    def _forget_users(self, keys: list[UserKey], before: float | None) -> int:
+        wanted = set(keys)
         with self._io, self._cv:
-            touched = sorted(s for s, info in self._segments.items() if key in info.users)
+            touched = sorted(s for s, info in self._segments.items() if not wanted.isdisjoint(info.users))
+            held = [key for key in keys if any(key in self._segments[s].users for s in touched)]
             unnoted = None
             if touched:
                 try:
@@ -749,26 +761,29 @@ class FeedbackLog:
                         self._open(self._current + 1)  # raises with the old one still open when it cannot
                         os.close(old_fd)
                         self._current += 1
-                    self._note_forgotten(key, before, touched[-1])
+                    self._note_forgotten(held, before, touched[-1])
                 except OSError as exc:  # no room even for the note: dropped from what is pending all the same (below)
                     unnoted = exc
-            mine = self._by_user.pop(key, {})
-            dropped = {seq for seq, entry in mine.items() if before is None or all(r.received() < before for r in entry.rows)}
-            kept = {seq: entry for seq, entry in mine.items() if seq not in dropped}
-            if kept:
-                self._by_user[key] = kept
-            for seq in dropped:
-                entry = self.pending.pop(seq)
-                self._unlist(entry)
-                self._segments[entry.segment].live -= 1
+            rows = 0
+            for key in keys:
+                mine = self._by_user.pop(key, {})
+                dropped = {seq for seq, entry in mine.items() if before is None or all(r.received() < before for r in entry.rows)}
+                kept = {seq: entry for seq, entry in mine.items() if seq not in dropped}
+                if kept:
+                    self._by_user[key] = kept
+                for seq in dropped:
+                    entry = self.pending.pop(seq)
+                    self._unlist(entry)
+                    self._segments[entry.segment].live -= 1
+                rows += sum(len(mine[seq].rows) for seq in dropped)  # rows, not records: an import is one record of many
             if unnoted is not None:
                 raise unnoted
             for segment in touched:
                 self._rewrite(segment)
             if touched:  # a user none of whose records a segment holds changed no name here: nothing to fsync
                 fsync_dir(self.folder)
-                self._unnote_forgotten(key)
-            return sum(len(mine[seq].rows) for seq in dropped)  # rows, not records: an import is one record of many
+                self._unnote_forgotten(held)
+            return rows
 
     def _rewrite(self, segment: int) -> None:
         """`segment`'s file written again with only its pending records (removed when none is). Raises OSError (no room)

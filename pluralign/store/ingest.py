@@ -438,14 +438,21 @@ class Ingestor:
         (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims). The
         rows go whatever the notes' rewrite did: its OSError (a full disk) is raised once they went (until review 44
         it skipped them, and the worker moved the deleted user's rows into the table after their DELETE)."""
+        return self.forget_users(tenant, [user_id], before)
+
+    def forget_users(self, tenant: str, user_ids: list[str], before: float | None = None) -> int:
+        """`forget_user` of each of `user_ids` at once: the claims' notes read once, each log segment holding any of
+        them rewritten once (`FeedbackLog.forget_users`), the letters set aside read once. A tenant's removal forgets
+        its users a batch at a time. Returns the pending rows dropped, all together; raises as `forget_user`."""
+        users = set(user_ids)
         with self._move:
             try:
-                self._forget_noted({folder_of(tenant, user_id): before})
+                self._forget_noted({folder_of(tenant, u): before for u in users})
             except OSError:
-                self.log.forget_user(tenant, user_id, before)  # its own failure, if any, raised with the notes' as context
+                self.log.forget_users(tenant, users, before)  # its own failure, if any, raised with the notes' as context
                 raise
-            forgotten = self.log.forget_user(tenant, user_id, before)
-            self.dead_letters.forget_user(tenant, user_id, before)  # the records set aside of theirs too
+            forgotten = self.log.forget_users(tenant, users, before)
+            self.dead_letters.forget_users(tenant, users, before)  # the records set aside of theirs too
             return forgotten
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:

@@ -20,7 +20,7 @@ from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Response
 
 from pluralign.store.tenants import MAX_PAGE, TenantUser
-from service.errors import bad_request, error_response, error_responses
+from service.errors import bad_request, error_response, error_responses, storage_failure_of, storage_response
 from service.ids import tenant_problem
 from service.tenants import KeysKeptElsewhere, TenantRemoval, TenantRemovals, read_removal
 
@@ -64,10 +64,12 @@ def user_page(request: Request, tenant: str, after: str | None, limit: int) -> T
     return TenantUserPage(tenant=tenant, users=users, pending=pending, next=last)
 
 
-@get("/tenants/{tenant:str}/users", sync_to_thread=True, responses=error_responses(404), summary="A page of a tenant's users")
+@get("/tenants/{tenant:str}/users", sync_to_thread=True, summary="A page of a tenant's users")
 def list_tenant_users(request: Request, tenant: FromPath[str], after: FromQuery[str | None] = None,
                       limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100) -> TenantUserPage:
-    """Any tenant's users (an admin key); 400 naming `tenant` for a name no tenant can have."""
+    """Any tenant's users (an admin key); 400 naming `tenant` for a name no tenant can have. A tenant that holds
+    nothing (never seen, or removed) is an empty page, not a 404: the store cannot tell it from one whose users all
+    went (until session 49 the route declared a 404 it never answered)."""
     return user_page(request, _tenant(tenant), _after(after), limit)
 
 
@@ -83,15 +85,16 @@ def _removals(request: Request) -> TenantRemovals:
 
 
 @post("/tenants/{tenant:str}/removal", sync_to_thread=True, status_code=202, responses={
-    **error_responses(409, 503),
+    **error_responses(409, 503, 507),
     200: ResponseSpec(data_container=TenantRemoval, generate_examples=False,
                       description="A removal of the tenant is running already: that one, nothing begun again"),
 }, summary="Remove every trace of a tenant")
 def remove_tenant(request: Request, tenant: FromPath[str]) -> Response[TenantRemoval]:
     """202 with the removal begun (its keys revoked at once; the rest in the background, `Location` to poll);
     200 with the one running when there is one. 409 (`tenant_keys_kept_elsewhere`) when the tenant's keys are in a
-    key file that is a link (replicas); 503 with Retry-After when DELETEs are refused (replicas' clocks disagree) or
-    the record cannot be written: nothing was removed."""
+    key file that is a link (replicas); 507 (`insufficient_storage`) when the record or the key file cannot be
+    written for a full disk, as every route answers one; 503 with Retry-After when DELETEs are refused (replicas'
+    clocks disagree) or the record cannot be written otherwise (a read-only folder): nothing was removed."""
     tenant = _tenant(tenant)
     rt = request.app.state.runtime
     sweep = rt.deletion_sweep
@@ -103,6 +106,8 @@ def remove_tenant(request: Request, tenant: FromPath[str]) -> Response[TenantRem
     except KeysKeptElsewhere as exc:
         return error_response(409, str(exc), param="tenant", code="tenant_keys_kept_elsewhere")
     except OSError as exc:
+        if (failure := storage_failure_of(rt, exc)) is not None and failure.problem == "full":  # until session 49 a 503
+            return storage_response(request, failure, done="nothing of the tenant was removed; send it again once there is room")
         raise ServiceUnavailableException(detail=f"the removal could not be recorded ({exc.strerror or exc}): nothing of the "
                                           "tenant was removed; send it again", headers={"Retry-After": "10"}) from None
     return Response(removal, status_code=202 if begun else 200, headers={"Location": request.url.path})

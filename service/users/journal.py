@@ -83,6 +83,31 @@ class DeleteJournal:
             self._running.add(user_hash(tenant, user_id))
         return entry
 
+    def begin_many(self, tenant: str, user_ids: list[str], started_at: float) -> list[Unfinished]:
+        """`begin` of each of `user_ids` (of `tenant`: a batch of a tenant's removal), each entry written whole and
+        fsynced, their folder fsynced once after all of them (one by one, two fsyncs an entry were most of a batch's
+        time). Noted as running here before the first is written, so no pass takes one up meanwhile. Raises
+        DeleteNotRecorded as `begin` does, the entries written by then removed: then nothing may be deleted."""
+        entries = [Unfinished(tenant=tenant, user_id=u, started_at=started_at) for u in user_ids]
+        keys = {user_hash(tenant, u) for u in user_ids}
+        with self._lock:
+            self._running.update(keys)
+        written: list[Unfinished] = []
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for entry in entries:
+                write_atomic(self.path(entry.tenant, entry.user_id), msgspec.json.encode(entry))
+                written.append(entry)
+            self._sync_folder()
+        except OSError as exc:
+            for entry in written:
+                self.path(entry.tenant, entry.user_id).unlink(missing_ok=True)
+            with self._lock:
+                self._running.difference_update(keys)
+            log.error("a batch of DELETEs was refused: its entries in %s could not be written: %s", self.folder, exc)
+            raise DeleteNotRecorded(exc.errno, "the journal of DELETEs in progress cannot be written") from exc
+        return entries
+
     def unfinished(self, tenant: str, user_id: str) -> Unfinished | None:
         """The user's entry: a DELETE of theirs begun and not finished (running here or stopped), or None."""
         return self._read(self.path(tenant, user_id))
@@ -103,15 +128,26 @@ class DeleteJournal:
         the id too; no other write of the user's entry is in flight: this DELETE is theirs). One that
         cannot be removed (a read-only folder) is logged and stays: the DELETE did its work, and a later
         pass, finding nothing left to delete, removes it."""
-        path = self.path(entry.tenant, entry.user_id)
-        if entry.same_delete(self._read(path)):
+        self.done_many([entry])
+
+    def done_many(self, entries: list[Unfinished]) -> None:
+        """`done` of each of `entries` (a batch's), their folder fsynced once after all of them."""
+        removed = False
+        for entry in entries:
+            path = self.path(entry.tenant, entry.user_id)
+            if entry.same_delete(self._read(path)):
+                try:
+                    for temp in self.folder.glob(f".{glob.escape(path.name)}.*"):
+                        temp.unlink(missing_ok=True)
+                    path.unlink(missing_ok=True)
+                    removed = True
+                except OSError as exc:
+                    log.error("the entry of a finished DELETE, %s, could not be removed (a later pass tries again): %s", path, exc)
+        if removed:
             try:
-                for temp in self.folder.glob(f".{glob.escape(path.name)}.*"):
-                    temp.unlink(missing_ok=True)
-                path.unlink(missing_ok=True)
                 self._sync_folder()
             except OSError as exc:
-                log.error("the entry of a finished DELETE, %s, could not be removed (a later pass tries again): %s", path, exc)
+                log.error("the folder of finished DELETEs' entries, %s, could not be synced: %s", self.folder, exc)
 
     def recorded(self, entry: Unfinished, at: float) -> None:
         """Note in the entry of the DELETE `entry` (running here) that its deletion record was committed at `at`

@@ -1,6 +1,7 @@
 """A tenant's removal (`POST /admin/tenants/{tenant}/removal`, `service.tenants`) through `pluralign serve`, the
-process SIGKILLed in the middle of it: inside the second user's DELETE, right after the store deleted that user's
-rows (their adapter, their journal entry and the other users not reached yet). The next start finishes the removal
+process SIGKILLed in the middle of it: inside the first batch of its users' DELETEs (ann and bob, `delete_batch`),
+right after the store deleted their rows (their claims, deletion records, adapters, population rows, journal
+entries and the other users not reached yet). The next start finishes the removal
 without the operator sending it again: nothing of the tenant is left in the data folder, its keys are refused, and
 another tenant's rows are the same, byte for byte.
 
@@ -19,21 +20,21 @@ import pytest
 
 from tests.files import files_holding
 
-KILLED_IN_THE_SECOND_USERS_DELETE = r"""
+KILLED_IN_THE_FIRST_BATCH = r"""
 import os, signal, sys
+import service.tenants
 from pluralign.store.tables import Store
 
-delete_user = Store.delete_user
-deleted = []
+service.tenants.USERS_PER_LOOK = 2  # the removal's batches: ann and bob, then cat and dan
+delete_users = Store.delete_users
 
-def killed(self, tenant, user_id):
-    counts = delete_user(self, tenant, user_id)
-    deleted.append(user_id)
-    if tenant == "acme" and len(deleted) == 2:  # the rows are gone; everything after them in the DELETE is not done
+def killed(self, tenant, user_ids):
+    counts = delete_users(self, tenant, user_ids)
+    if tenant == "acme" and len(user_ids) == 2:  # the batch's rows are gone; everything after them in it is not done
         os.kill(os.getpid(), signal.SIGKILL)
     return counts
 
-Store.delete_user = killed
+Store.delete_users = killed
 from training.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
@@ -73,7 +74,7 @@ def test_a_removal_killed_inside_a_users_delete_is_finished_at_the_next_start(tm
     keys = KeyRing(data / "api_keys.json")
     acme_key, globex_key, admin_key = keys.issue("acme"), keys.issue("globex"), keys.issue("ops", admin=True)
     auth = lambda key: {"Authorization": f"Bearer {key}"}  # noqa: E731
-    proc = ServeProcess(data, NO_GENERATOR, tiny_pal_dir, code=KILLED_IN_THE_SECOND_USERS_DELETE, **env)
+    proc = ServeProcess(data, NO_GENERATOR, tiny_pal_dir, code=KILLED_IN_THE_FIRST_BATCH, **env)
     try:
         with (httpx.Client(base_url=proc.url, timeout=60) as c, httpx.Client(base_url=proc.url, headers=auth(acme_key), timeout=60) as acme,
               httpx.Client(base_url=proc.url, headers=auth(globex_key), timeout=60) as globex):
@@ -95,7 +96,7 @@ def test_a_removal_killed_inside_a_users_delete_is_finished_at_the_next_start(tm
     finally:
         proc.stop()
     removal = msgspec.json.decode(next((data / "tenant-removals").iterdir()).read_bytes())
-    assert removal["state"] == "running" and removal["users_removed"] == 1, removal
+    assert removal["state"] == "running" and removal["users_removed"] == 0, removal
     assert files_holding(data, MARKER)  # killed part way: acme's texts are still there
     kept = globex_rows(data)
     assert kept == before
@@ -107,7 +108,7 @@ def test_a_removal_killed_inside_a_users_delete_is_finished_at_the_next_start(tm
             while (removal := c.get("/admin/tenants/acme/removal", headers=auth(admin_key)).json())["state"] != "done":
                 assert time.monotonic() < deadline, removal
                 time.sleep(0.2)
-            assert removal["users_removed"] >= 3, removal  # the killed DELETE's user may be finished by its journal
+            assert removal["users_removed"] >= 2, removal  # the killed batch's users are finished by their journal entries
             assert c.get("/admin/tenants/acme/users", headers=auth(admin_key)).json()["users"] == []
             assert c.get("/v1/users/ann/preferences", headers=auth(acme_key)).status_code == 401
             assert c.get("/v1/users/bea/export", headers=auth(globex_key)).content == export

@@ -135,21 +135,23 @@ def test_a_removal_stopped_part_way_is_finished_at_the_next_start(tmp_path, tiny
     """The process stops after the first user's DELETE (here its second DELETE fails, as a kill would leave it: the
     record `running`, one user removed); the next start finishes the removal without the operator sending it again,
     and a job for the tenant is refused while it runs."""
+    from service import tenants
     from service.tenants import TenantRemovals
 
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tenants, "USERS_PER_LOOK", 1)  # batches of one user: the second batch is stopped
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
-    delete_user = TenantRemovals._delete_user
+    delete_users = TenantRemovals._delete_users
     calls = []
 
-    def killed_after_one(self, tenant, user_id):
-        calls.append(user_id)
+    def killed_after_one(self, tenant, users):
+        calls.append(users)
         if len(calls) > 1:
             raise OSError("killed")
-        return delete_user(self, tenant, user_id)
+        return delete_users(self, tenant, users)
 
-    monkeypatch.setattr(TenantRemovals, "_delete_user", killed_after_one)
+    monkeypatch.setattr(TenantRemovals, "_delete_users", killed_after_one)
     with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
         acme_and_globex(svc, acme, globex, tiny_generator_dir)
         kept_rows = rows_of(svc.runtime, "globex")
@@ -161,7 +163,8 @@ def test_a_removal_stopped_part_way_is_finished_at_the_next_start(tmp_path, tiny
         refused = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "bob"}})
         assert refused.status_code == 409 and refused.json()["error"]["param"] == "params.tenant", refused.text
         assert files_holding(data, MARKER)  # bob's texts are still there
-    monkeypatch.setattr(TenantRemovals, "_delete_user", delete_user)
+    monkeypatch.setattr(TenantRemovals, "_delete_users", delete_users)
+    monkeypatch.setattr(tenants, "USERS_PER_LOOK", 256)
     (entry,) = (data / REMOVALS_FOLDER).iterdir()
     assert b"ann" not in entry.read_bytes() and b"bob" not in entry.read_bytes()  # the record names no user
     # the CLI lists the users left and, sent again, answers the removal running (nothing begun twice)
