@@ -368,6 +368,7 @@ class TenantRemovals:
             if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
                 shutil.rmtree(folder)
         self.rt.forget_pooled(tenant)
+        self.rt.chat_keys.forget_tenant(tenant)  # its chats' answers kept for their Idempotency-Keys
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter
         # names no user the look above finds (until review 48 they stayed, the tenant's texts with them)
         set_aside = self.rt.ingest.dead_letters.forget_tenant(tenant)
