@@ -719,3 +719,53 @@ def test_a_chat_key_in_use_or_reused_for_another_chat_is_refused_naming_it(svc):
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "Idempotency-Key"
         two = c.post("/v1/chat/completions", json=body, headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")])
         assert two.status_code == 400 and two.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_a_tenants_flood_of_keyed_feedback_does_not_delay_another_tenants(svc, monkeypatch):
+    """Keyed feedback takes the tenant's turn on the request threads as the rest of feedback's checks do
+    (`service.scheduler.TenantThreads`): acme's flood of keyed comparisons, five per request thread, each held in its
+    look for what the key stored (the user's history: a slow store), leaves globex's keyed and unkeyed feedback answered
+    at once, while every one of acme's still waits. (Reuses this module's service: the only one started with the
+    tiny models at hand.)"""
+    import threading
+
+    from service.scheduler import request_threads
+
+    store, release, held = svc.runtime.store, threading.Event(), []
+    history = store.history
+
+    def slow_history(tenant, user, *args, **kwargs):
+        if tenant == "acme" and user.startswith("flood"):
+            held.append(user)
+            release.wait(60)
+        return history(tenant, user, *args, **kwargs)
+
+    monkeypatch.setattr(store, "history", slow_history)
+    flood, answers = 5 * request_threads(), []
+
+    def send(i: int) -> None:
+        with svc.client("acme") as acme:
+            answers.append(acme.post("/v1/feedback", headers={"Idempotency-Key": f"flood-{i}"}, json={
+                "type": "comparison", "user": f"flood{i}", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}).status_code)
+
+    senders = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(flood)]
+    try:
+        for t in senders:
+            t.start()
+        for _ in range(500):  # until acme's flood holds the threads it may take
+            if len(held) >= request_threads() // 2:
+                break
+            threading.Event().wait(0.02)
+        with svc.client("globex") as globex:
+            body = {"type": "comparison", "user": "gil", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
+            keyed = globex.post("/v1/feedback", json=body, headers={"Idempotency-Key": "gil-1"}, timeout=10)
+            plain = globex.post("/v1/feedback", json=body, timeout=10)
+        meanwhile = (len(answers), len(held))
+    finally:
+        release.set()
+        for t in senders:
+            t.join(60)
+    assert keyed.status_code == plain.status_code == 201, (keyed.text, plain.text)
+    # answered while acme's flood still held the threads it may take (`tenant_share`) and queued the rest
+    assert meanwhile[0] == 0 and meanwhile[1] < flood, meanwhile
+    assert answers.count(201) == flood, answers
