@@ -225,7 +225,8 @@ async def keyed(rt: Runtime, request: Request, key: str, data: ChatRequest, opti
         rt.chat_keys.failed(tenant, options.user, key)
         raise
     if isinstance(response.content, ChatCompletion):
-        rt.chat_keys.answered(tenant, options.user, key, response.content)
+        chars = sum(len(c.message.content or "") for c in response.content.choices)
+        rt.chat_keys.answered(tenant, options.user, key, response.content, chars)
     else:  # the store known down: not tried (a 503)
         rt.chat_keys.failed(tenant, options.user, key)
     return response

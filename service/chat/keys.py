@@ -22,7 +22,9 @@ from cachetools import TTLCache
 from litestar.exceptions import HTTPException
 
 WINDOW_S = 24 * 3600  # how long an answered chat's key is remembered (Stripe's 24 hours)
-PER_TENANT = 1000  # the most keys one tenant's chats hold at once (the oldest forgotten first): ~one answer each
+PER_TENANT = 1000  # the most keys one tenant's chats hold at once (the oldest forgotten first)
+PER_TENANT_CHARS = 16 << 20  # and the most characters of answers they hold (a key counts KEY_CHARS more): ~16-64 MB
+KEY_CHARS = 1024
 IN_USE_RETRY_AFTER = 1  # seconds: the 409's Retry-After while the first copy runs
 
 
@@ -30,6 +32,11 @@ IN_USE_RETRY_AFTER = 1  # seconds: the 409's Retry-After while the first copy ru
 class _Entry:
     digest: str  # the request's body, as `request_digest` draws it
     answer: object | None = None  # the first copy's answer (a ChatCompletion) once answered; None while it runs
+    chars: int = KEY_CHARS  # what it holds, counted against PER_TENANT_CHARS
+
+
+def _chars(entry: _Entry) -> int:
+    return entry.chars
 
 
 def request_digest(body: msgspec.Struct) -> str:
@@ -51,6 +58,7 @@ class ChatKeys:
 
     window_s: float = WINDOW_S
     per_tenant: int = PER_TENANT
+    per_tenant_chars: int = PER_TENANT_CHARS
     _tenants: dict[str, TTLCache] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -65,9 +73,12 @@ class ChatKeys:
         with self._lock:
             keys = self._tenants.get(tenant)
             if keys is None:
-                keys = self._tenants[tenant] = TTLCache(maxsize=self.per_tenant, ttl=self.window_s)
+                # sized by characters held: at most `per_tenant` keys, and `per_tenant_chars` of their answers
+                keys = self._tenants[tenant] = TTLCache(maxsize=self.per_tenant_chars, ttl=self.window_s, getsizeof=_chars)
             entry = keys.get((user or "", key))
             if entry is None:
+                while len(keys) >= self.per_tenant:
+                    keys.popitem()  # the least recently used
                 keys[(user or "", key)] = _Entry(digest)
                 return None
         if entry.digest != digest:
@@ -76,13 +87,18 @@ class ChatKeys:
             raise in_use()
         return entry.answer
 
-    def answered(self, tenant: str, user: str | None, key: str, answer: object) -> None:
-        """The running copy of `key` was answered: its retries get `answer`. Nothing is kept when the key was
-        forgotten meanwhile (the user's DELETE)."""
+    def answered(self, tenant: str, user: str | None, key: str, answer: object, chars: int) -> None:
+        """The running copy of `key` was answered: its retries get `answer` (holding `chars` characters of text). Nothing
+        is kept when the key was forgotten meanwhile (the user's DELETE), nor an answer past `per_tenant_chars` alone."""
         with self._lock:
-            entry = (keys := self._tenants.get(tenant)) is not None and keys.get((user or "", key))
-            if entry and entry.answer is None:
-                entry.answer = answer
+            keys = self._tenants.get(tenant)
+            entry = None if keys is None else keys.get((user or "", key))
+            if entry is None or entry.answer is not None:
+                return
+            del keys[(user or "", key)]
+            if KEY_CHARS + chars <= self.per_tenant_chars:
+                entry.answer, entry.chars = answer, KEY_CHARS + chars
+                keys[(user or "", key)] = entry  # sized again: older keys of the tenant make room
 
     def failed(self, tenant: str, user: str | None, key: str) -> None:
         """The running copy of `key` was not answered: the key is free, a retry generates."""
