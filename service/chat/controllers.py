@@ -188,7 +188,7 @@ async def create_chat_completion(
     when the prompt and max_tokens exceed the model's context. A stream whose client goes
     away stops generating; a stream that fails ends with an error event, then `[DONE]`. 503 with
     Retry-After once the service is stopping (`service.app.stop_taking_work`, `cut_running`).
-    A chat (not a stream) sent with `Idempotency-Key` is answered once: its retry gets the first answer
+    A chat (not a stream, nor `store: false`) sent with `Idempotency-Key` is answered once: its retry gets the first answer
     (`Idempotent-Replayed: true`), a 409 with Retry-After while the first runs (`service.chat.keys`).
     Annotated as a Response so each response keeps its own media type (JSON or server-sent events)."""
     rt: Runtime = request.app.state.runtime
@@ -197,7 +197,8 @@ async def create_chat_completion(
     options = chat_options(rt, data)  # before the scheduler: a 400 now, not after the wait (nor a 429 while it is full)
     check_prompt_size(rt, data, sampling)
     check_idempotency_key(request, idempotency_key)
-    if idempotency_key is not None and not data.stream:  # a stream's answer goes out as it is made: not kept
+    # a stream's answer goes out as it is made, and `store: false` asks that nothing of the chat be kept: not remembered
+    if idempotency_key is not None and not data.stream and data.store is not False:
         return await keyed(rt, request, idempotency_key, data, options, lambda: answer_chat(rt, request, data, sampling, options))
     return await answer_chat(rt, request, data, sampling, options)
 

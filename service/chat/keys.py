@@ -8,7 +8,8 @@ that comes while the first still runs is a 409 with Retry-After (`idempotency_ke
 it was answered gets its answer (`Idempotent-Replayed: true`), and the same key with another body is the 422 of
 `service.feedback.services.key_reused`. A chat that was not answered (an error, its client gone, the service
 stopping) is forgotten: its retry generates. A user's DELETE and a tenant's removal forget what was remembered
-of them (`ChatKeys.forget_user`, `forget_tenant`). Streams are not remembered (their answer goes out as it is made)."""
+of them (`ChatKeys.forget_user`, `forget_tenant`). Streams (their answer goes out as it is made) and chats sent with
+`store: false` (nothing of them kept) are not remembered."""
 
 from __future__ import annotations
 

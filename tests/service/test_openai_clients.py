@@ -679,6 +679,11 @@ def test_a_chat_retried_with_its_idempotency_key_is_answered_once(svc):
         again = c.post("/v1/chat/completions", headers={"Idempotency-Key": "ivy-chat-1"},
                        json={"model": "pluralign", "messages": HI, "user": "ivy", "max_tokens": 4})
     assert again.status_code == 200 and "idempotent-replayed" not in again.headers and again.json()["id"] != completion.id
+    with svc.client() as c:  # `store: false`: nothing of the chat kept, its answer not remembered either
+        unkept = [c.post("/v1/chat/completions", headers={"Idempotency-Key": "ivy-unkept"}, json={
+            "model": "pluralign", "messages": HI, "user": "ivy", "max_tokens": 4, "store": False}) for _ in range(2)]
+    assert [r.status_code for r in unkept] == [200, 200] and unkept[0].json()["id"] != unkept[1].json()["id"]
+    assert "idempotent-replayed" not in unkept[1].headers
 
 
 def test_a_chat_key_in_use_or_reused_for_another_chat_is_refused_naming_it(svc):
