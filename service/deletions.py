@@ -82,6 +82,7 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
         held = rt.store.users_with_preferences(owed)
         forget_refits(rt, [key for key in owed if key not in held])
     rt.store.histories.invalidate_where(lambda key: forget.user(*key))
+    rt.chat_keys.forget_where(forget.user)  # the answers kept for their chats' Idempotency-Keys
     for tenant in sorted({r.tenant for r in records}):
         rt.forget_pooled(tenant)
     return files + rt.forget_population_users(forget)

@@ -54,6 +54,8 @@ DECLARED_COUNTERS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "pluralign_stream_errors_total": ("streams that ended with an error event", {}),
     "pluralign_feedback_rows_total": ("preference rows written", {"kind": ("comparison", "choice", "rating", "edit", "import")}),
     "pluralign_feedback_replayed_total": ("feedback retries answered from what was stored", {}),
+    "pluralign_chat_replayed_total": ("chats sent again with an Idempotency-Key already answered: the first answer given, "
+                                      "nothing generated", {}),
     "pluralign_users_deleted_total": ("users deleted", {}),
     "pluralign_compactions_total": ("background table compactions", {}),
     "pluralign_population_swaps_total": ("population reward models swapped in while serving", {}),

@@ -76,7 +76,8 @@ PUBLIC = {"/health", "/metrics", "/admin/login", "/admin/logout"}
 # /metrics' errors where the setting `metrics_admin_only` asks for an admin key (none without it): not ERRORS' words for
 # every route ("admin keys: /admin only" is the opposite of what it then takes)
 METRICS_ERRORS = {
-    401: "no key, or an unknown key, where the setting `metrics_admin_only` asks for an admin key",
+    401: "a scrape from another machine (or through a proxy) without the setting `metrics_token`'s bearer token or an admin "
+         "key, a wrong token, or no key or an unknown key where the setting `metrics_admin_only` asks for an admin key",
     403: "a tenant key, where the setting `metrics_admin_only` asks for an admin key (the totals count every tenant's traffic)",
 }
 MEDIA = {  # (path, method) -> the media types the 200 really answers
@@ -245,7 +246,7 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
     public = path in PUBLIC or path.startswith("/schema")
     if not public:
         op["security"] = [{"apiKey": []}, {"adminSession": []}] if path.startswith("/admin") else [{"apiKey": []}]
-    elif path == "/metrics":  # no key, or an admin key where the setting `metrics_admin_only` asks for one (401, 403)
+    elif path == "/metrics":  # no key from this machine; else `metrics_token`'s token or an admin key (401, 403)
         op["security"] = [{}, {"apiKey": []}]
     # 413 whatever the method: any body a request declares is read before its route runs (service.strict.body_arrived),
     # a GET's or DELETE's too, and one over the limit is refused (until fuzz43 declared for POST, PUT and PATCH only)

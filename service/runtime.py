@@ -26,6 +26,7 @@ from pluralign.store.ingest import Ingestor
 from pluralign.store.tables import SharedStore
 from pluralign.urls import redacted
 from service.auth import KeyRing
+from service.chat.keys import ChatKeys
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
 from service.encoders import is_model_folder, make_encoder
 from service.metrics import DECLARED_COUNTERS, Metrics
@@ -279,6 +280,7 @@ class Runtime:
     # when a chat answered "not tried" (the store known down) was last logged: once a minute, not every chat
     not_tried_said: OncePer = field(default_factory=lambda: OncePer(NOT_TRIED_LOG_S))
     chats: GeneratingChats = field(default_factory=GeneratingChats)  # the chats generating now (stopped by `cut` as the service stops)
+    chat_keys: ChatKeys = field(default_factory=ChatKeys)  # chats sent with Idempotency-Key, answered or running (service.chat.keys)
     _user_locks: KeyedLocks = field(default_factory=lambda: KeyedLocks(threading.RLock))
     # (tenant, user_id) -> time.monotonic() of their latest DELETE, kept DELETE_MEMORY_S: a chat planned
     # before it (their history read, generating meanwhile) then stores nothing of them
@@ -318,6 +320,7 @@ class Runtime:
             for key in [k for k, at in self._deleted_at.items() if now - at > DELETE_MEMORY_S]:
                 del self._deleted_at[key]
             self._deleted_at[(tenant, user_id)] = now
+        self.chat_keys.forget_user(tenant, user_id)  # their chats' answers are not given again
 
     def forget_pooled(self, tenant: str) -> None:
         """Drop the tenant's cached pooled priors and prototype descriptions (a user of theirs was

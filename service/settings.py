@@ -71,6 +71,7 @@ POOLED_PRIOR_MAX_USERS = 128  # a tenant's pooled prior is estimated from at mos
 # milliseconds even on loopback, so a value below this (0.0001: a unit slip) failed every request as "did not answer"
 MIN_STORE_TIMEOUT_S = 0.1
 MAX_STORE_CACHE_MB = 1 << 30  # `store_cache_mb`: LanceDB takes its cache sizes as 64-bit counts of bytes
+METRICS_TOKEN = re.compile(r"[\x21-\x7e]{16,255}")  # `metrics_token`: printable ASCII, no spaces, long enough not to guess
 MAX_CONNECTIONS = 1 << 20  # `max_connections`: more than any open-files limit a kernel is set to
 POOLED_PRIOR_MAX_SPREAD = 100.0  # sd 10x a user's own posterior's: far wider than the model's own prior already
 
@@ -231,6 +232,11 @@ class Settings(Base, frozen=True):
     # GET /metrics needs an admin key (a scraper sends `Authorization: Bearer <admin key>`): its totals count every
     # tenant's traffic, so one tenant's own subtracted leaves the others'. False: no key, as /health (service.auth)
     metrics_admin_only: bool = False
+    # the bearer token a scraper sends for GET /metrics (`Authorization: Bearer <token>`; Prometheus'
+    # `authorization: {credentials: ...}`): a credential that reads /metrics alone, not an admin key. Unset: /metrics
+    # answers without a key only a scrape from this machine (a loopback peer, no proxy's forwarding header), an admin
+    # key from anywhere (service.system.controllers.metrics)
+    metrics_token: str | None = None
     log_format: str = "text"  # `pluralign serve`'s log lines: `text` or `json` (one object a line, for a log shipper)
 
     def __post_init__(self) -> None:
@@ -442,6 +448,10 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`max_prefill_tokens` must be at least 1, got {s.max_prefill_tokens}"),
     (lambda s: s.admin_session_s < 1, "`admin_session_s` must be at least 1"),
     (lambda s: s.log_format not in ("text", "json"), lambda s: f"`log_format` must be `text` or `json`, got {s.log_format!r}"),
+    (lambda s: s.metrics_token is not None and s.metrics_admin_only,
+     "`metrics_token` and `metrics_admin_only` exclude each other: with `metrics_admin_only` /metrics takes an admin key alone"),
+    (lambda s: s.metrics_token is not None and not METRICS_TOKEN.fullmatch(s.metrics_token),
+     "`metrics_token` must be 16-255 printable ASCII characters without spaces (a bearer token: `openssl rand -hex 32`)"),
     # the user model
     (lambda s: not 0.0 <= s.compare_min_bits, lambda s: f"`compare_min_bits` must be >= 0, got {s.compare_min_bits}"),
     (lambda s: not (s.pooled_prior_users == 0 or 2 <= s.pooled_prior_users <= POOLED_PRIOR_MAX_USERS),

@@ -381,6 +381,7 @@ class TenantRemovals:
                 shutil.rmtree(folder)
                 folders += 1
         self.rt.forget_pooled(tenant)
+        self.rt.chat_keys.forget_tenant(tenant)  # its chats' answers kept for their Idempotency-Keys
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter
         # names no user the look above finds (until review 48 they stayed, the tenant's texts with them)
         set_aside = self.rt.ingest.dead_letters.forget_tenant(tenant)

@@ -8,12 +8,14 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from litestar import Request, Response, get, post
 from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavailableException, TooManyRequestsException
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.response import Stream
 
 from pluralign.data.text import is_blank
@@ -22,6 +24,7 @@ from pluralign.policy.process import GeneratorClosed, GeneratorStalled, Generato
 from pluralign.store.failures import StoreUnavailable
 from service.chat import services
 from service.chat.fields import check_combinations, check_neutral_fields, template_messages
+from service.chat.keys import request_digest
 from service.chat.schemas import (
     CHUNK_ENCODER,
     AssistantMessage,
@@ -45,7 +48,9 @@ from service.errors import (
     storage_status,
     stream_error,
 )
+from service.feedback.services import IDEMPOTENCY_KEY, one_idempotency_key
 from service.ids import check_user_id
+from service.metrics import DECLARED_COUNTERS
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
@@ -169,10 +174,11 @@ def choices_wanted(data: ChatRequest) -> int:
     return 1 if data.n is None else data.n
 
 
-@post("/v1/chat/completions", status_code=200, responses=error_responses(413, 429, 503, 507), summary="Create a personalized chat completion",
-      opt={CONTAINERS_BY_BODY_LIMIT: True})  # its messages are bounded by the body limit alone
+@post("/v1/chat/completions", status_code=200, responses=error_responses(409, 413, 422, 429, 503, 507),
+      summary="Create a personalized chat completion", opt={CONTAINERS_BY_BODY_LIMIT: True})  # its messages are bounded by the body limit alone
 async def create_chat_completion(
-    request: Request, data: JSONBody[ChatRequest]
+    request: Request, data: JSONBody[ChatRequest],
+    idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key", max_length=255)] = None,
 ) -> Response[ChatCompletion]:
     """OpenAI-compatible; `user` (or `safety_identifier`) names the end user whose history and reward apply.
 
@@ -182,13 +188,54 @@ async def create_chat_completion(
     when the prompt and max_tokens exceed the model's context. A stream whose client goes
     away stops generating; a stream that fails ends with an error event, then `[DONE]`. 503 with
     Retry-After once the service is stopping (`service.app.stop_taking_work`, `cut_running`).
+    A chat (not a stream, nor `store: false`) sent with `Idempotency-Key` is answered once: its retry gets the first answer
+    (`Idempotent-Replayed: true`), a 409 with Retry-After while the first runs (`service.chat.keys`).
     Annotated as a Response so each response keeps its own media type (JSON or server-sent events)."""
     rt: Runtime = request.app.state.runtime
-    tenant = request.user.tenant
     check_combinations(data)
     sampling = sampling_for(rt, data)
     options = chat_options(rt, data)  # before the scheduler: a 400 now, not after the wait (nor a 429 while it is full)
     check_prompt_size(rt, data, sampling)
+    check_idempotency_key(request, idempotency_key)
+    # a stream's answer goes out as it is made, and `store: false` asks that nothing of the chat be kept: not remembered
+    if idempotency_key is not None and not data.stream and data.store is not False:
+        return await keyed(rt, request, idempotency_key, data, options, lambda: answer_chat(rt, request, data, sampling, options))
+    return await answer_chat(rt, request, data, sampling, options)
+
+
+def check_idempotency_key(request: Request, key: str | None) -> None:
+    """A 400 naming `Idempotency-Key` for two of them, or one that is not 1-255 printable ASCII characters."""
+    one_idempotency_key(request)
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
+
+
+async def keyed(rt: Runtime, request: Request, key: str, data: ChatRequest, options: ChatOptions,
+                answer: Callable[[], Awaitable[Response]]) -> Response:
+    """`answer()` for a chat sent with `Idempotency-Key: key`, unless the tenant's chat of that user (or of none) and key
+    was answered already: then that answer, with `Idempotent-Replayed: true`, and nothing generated or stored. Raises the
+    409 of `service.chat.keys.in_use` while that chat runs, and a 422 naming the key when it had another body."""
+    tenant = request.user.tenant
+    first = rt.chat_keys.begin(tenant, options.user, key, request_digest(data))
+    if first is not None:
+        rt.metrics.inc("pluralign_chat_replayed_total", help=DECLARED_COUNTERS["pluralign_chat_replayed_total"][0])
+        return Response(first, headers={"Idempotent-Replayed": "true"})
+    try:
+        response = await answer()
+    except BaseException:
+        rt.chat_keys.failed(tenant, options.user, key)
+        raise
+    if isinstance(response.content, ChatCompletion):
+        chars = sum(len(c.message.content or "") for c in response.content.choices)
+        rt.chat_keys.answered(tenant, options.user, key, response.content, chars)
+    else:  # the store known down: not tried (a 503)
+        rt.chat_keys.failed(tenant, options.user, key)
+    return response
+
+
+async def answer_chat(rt: Runtime, request: Request, data: ChatRequest, sampling: Sampling, options: ChatOptions) -> Response:
+    """The chat's answer (JSON) or stream, once its request was checked (`create_chat_completion`)."""
+    tenant = request.user.tenant
     down = store_down(rt) if (data.safety_identifier or data.user) is not None else None  # naming no user: nothing stored is read or written
     if down is not None:
         return storage_response(request, down, NOT_TRIED, logged=rt.not_tried_said.due((down.name, down.action, down.problem)))

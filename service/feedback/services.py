@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 import msgspec
+import pyarrow as pa
 import pyarrow.compute as pc
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotFoundException
@@ -276,10 +277,40 @@ def same_feedback_replay(rt: Runtime, tenant: str, user: str, fb: ChoiceFeedback
     answered as a replay of the first for as long as its rows were kept, and the user's last word was lost. Run in
     a thread."""
     digest = same_feedback_digest(fb, rows)
-    last, held = _turns_on_response(rt, tenant, user, response_tag(tenant, user, fb.response_id))
-    if last >= 0 and held.issuperset(ids := same_feedback_ids(tenant, user, fb.response_id, digest, last, len(rows))):
+    tag = response_tag(tenant, user, fb.response_id)
+    last, held = _turns_on_response(rt, tenant, user, tag)
+    if last >= 0 and held.issuperset(ids := same_feedback_ids(tenant, user, fb.response_id, digest, last, len(rows))) \
+            and not _keyed_on_response_since(rt, tenant, user, tag, rows[0]["prompt"], ids):
         return ids, ids
     return same_feedback_ids(tenant, user, fb.response_id, digest, last + 1, len(rows)), []
+
+
+RESPONSE_KINDS = ("choice", "rating", "edit")  # the feedback that names a served response
+
+
+def _keyed_on_response_since(rt: Runtime, tenant: str, user: str, tag: str, prompt: str, ids: list[str]) -> bool:
+    """Whether the user's feedback holds a `choice`, `rating` or `edit` on a response of `prompt` that is none of the
+    response's turns (its ids do not start with `tag`: one sent with an `Idempotency-Key`, whose ids its key draws)
+    received after the rows `ids` (the response's last turn): then that keyed feedback is the user's latest word on it,
+    and a copy of the turn before it is their word again, stored. Until session older49 it was answered as a replay (A
+    without a key, B with one, A again: the last A lost). A keyed feedback on another response of the same prompt
+    counts too (a copy then stored twice, rather than a word lost). Pending in the log first, then in the table."""
+    wanted = set(ids)
+    pending = [r for e in rt.ingest.log.pending_for(tenant, user) for r in e.rows]
+    meta = rt.store.history(tenant, user).meta
+    if "received_at" not in meta.column_names:  # a table of a release that kept no time of receipt
+        meta = meta.slice(0, 0).append_column("received_at", pa.array([], pa.float64()))
+    turn = meta.filter(pc.is_in(meta.column("pref_id"), value_set=pa.array(ids)))
+    since = max([r.received() for r in pending if r.pref_id in wanted]
+                + [t for t in turn.column("received_at").to_pylist() if t is not None], default=None)
+    if since is None:  # rows of a release that kept no time of receipt: nothing tells what came after
+        return False
+    if any(r.kind in RESPONSE_KINDS and r.prompt == prompt and not r.pref_id.startswith(tag) and r.received() > since
+           for r in pending):
+        return True
+    later = pc.and_(pc.and_(pc.is_in(meta.column("kind"), value_set=pa.array(RESPONSE_KINDS)), pc.equal(meta.column("prompt"), prompt)),
+                    pc.and_(pc.invert(pc.starts_with(meta.column("pref_id"), pattern=tag)), pc.greater(meta.column("received_at"), since)))
+    return bool(pc.any(later).as_py())
 
 
 async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: str | None = None) -> tuple[FeedbackReceipt, bool]:

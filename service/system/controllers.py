@@ -1,10 +1,13 @@
-"""GET /health and GET /metrics (no key needed; /metrics an admin key with the setting `metrics_admin_only`).
+"""GET /health (no key needed) and GET /metrics (`check_scraper`: from this machine no key; from elsewhere the setting
+`metrics_token`'s bearer token or an admin key; with the setting `metrics_admin_only` an admin key alone).
 
 What they show to whom (docs/operations.md, "What one tenant sees of another"): the service's state and totals, never a
 tenant's name, a user id or a job id, nor a figure of one tenant."""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import threading
 from collections import Counter
 from concurrent.futures import Future
@@ -13,10 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from litestar import Litestar, Request, get
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.response import Response
 
 from pluralign.data.record import Base
+from service.auth import CHALLENGE, INVALID_TOKEN, bearer_key
 from service.metrics import CONTENT_TYPE
 from service.runtime import Runtime
 
@@ -160,11 +164,50 @@ def scrape_state(app: Litestar) -> list:
     return state
 
 
+# headers a proxy adds to what it passes on: a request carrying one came through a proxy, from wherever its client is
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-envoy-external-address")
+
+
+def from_this_machine(request: Request) -> bool:
+    """Whether the request's peer is a loopback address and no proxy says it passed it on (`FORWARDING_HEADERS`)."""
+    host = request.client.host if request.client is not None else None
+    try:
+        loopback = host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:  # not an address (a unix socket's peer, a test client's name)
+        loopback = False
+    return loopback and not any(name in request.headers for name in FORWARDING_HEADERS)
+
+
+def check_scraper(request: Request, rt: Runtime) -> None:
+    """Who may read /metrics (its totals count every tenant's traffic: with two tenants, the totals less one's own are
+    the other's). A scraper sending `Authorization: Bearer <metrics_token>` or an admin key; without the setting
+    `metrics_token`, also a scrape from this machine without a key (`from_this_machine`: `make serve`, a Prometheus or
+    agent beside the service). Raises a 401 with `WWW-Authenticate: Bearer` saying which setting to use."""
+    token = rt.settings.metrics_token
+    sent = bearer_key(request.headers.get("authorization", ""))
+    if sent is not None and token is not None and hmac.compare_digest(sent.encode(), token.encode()):
+        return
+    if sent is not None and (entry := rt.keys.lookup(sent)) is not None and entry.admin:
+        return
+    if sent is None and token is None and from_this_machine(request):
+        return
+    if token is None:
+        problem = ("`/metrics` answers a scrape from another machine (or through a proxy) with `Authorization: Bearer "
+                   "<PLURALIGN_METRICS_TOKEN>` or an admin key: its totals count every tenant's traffic. Set "
+                   "PLURALIGN_METRICS_TOKEN on the service and give the scraper the same token")
+    else:
+        problem = ("`/metrics` needs `Authorization: Bearer <PLURALIGN_METRICS_TOKEN>` (the scraper's token set on the "
+                   "service) or an admin key: its totals count every tenant's traffic")
+    raise NotAuthorizedException(problem, headers=CHALLENGE if sent is None else INVALID_TOKEN)
+
+
 @get("/metrics", sync_to_thread=True, summary="Prometheus text format, or OpenMetrics when `Accept` asks for it", media_type=CONTENT_TYPE)
 def metrics(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     if rt.settings.metrics_admin_only and not request.user.admin:  # the key was checked (it is no public path then)
         raise PermissionDeniedException("`/metrics` needs an admin key here (PLURALIGN_METRICS_ADMIN_ONLY): its totals count every tenant's traffic")
+    if not rt.settings.metrics_admin_only:
+        check_scraper(request, rt)
     # `?name[]=x&name[]=y`: those series only, as prometheus_client's own exposition answers (a blank one names none,
     # as its `parse_qs` drops it)
     names = [name for name in request.query_params.getall("name[]", []) if name]

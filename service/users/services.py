@@ -1338,6 +1338,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     forget = Forget.of([new_deletion(tenant, user_id, before, rt.settings.replica_index)])  # by hash, with `until`
     counts = no_counts(rt)
     counts["job_files"] = sum(hook(forget) for hook in list(rt.delete_hooks))  # only jobs queued before it
+    rt.chat_keys.forget_user(tenant, user_id)  # answers kept for their chats' Idempotency-Keys (those since too: kept in memory only)
     pending = rt.ingest.forget_user(tenant, user_id, before=before)
     cache_error = _forget_vectors(rt, tenant, user_id, before)  # while the rows still name the texts
     chats = rt.store.count_interactions(tenant, user_id)

@@ -254,3 +254,20 @@ def test_a_request_pipelined_before_a_malformed_one_is_answered_first(served):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
     assert answer.count(b"HTTP/1.1 400 ") == 1 and b'"code":"invalid_http"' in answer, answer[-400:]
+
+
+def test_a_client_that_half_closes_after_its_request_reads_the_answer(served):
+    """Session older49: a client that shuts its sending side once its request is sent (`nc -N`, some proxies) got no
+    answer from `pluralign serve` (uvicorn took the EOF as the client gone and dropped the answer; the feedback was
+    stored all the same). Now it reads the 201, and the connection closes after it
+    (`training.commands.serve.TimedRequests.eof_received`)."""
+    body = b'{"type": "comparison", "user": "hal", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}'
+    request = (b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (served.dev_key().encode(), len(body), body))
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):  # to the server's close
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 201 ") and b'"stored":["' in answer, answer[:300]

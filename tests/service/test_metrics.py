@@ -105,3 +105,39 @@ def test_openmetrics_is_served_to_a_scraper_that_asks_for_it(svc, accept):
     text = httpx.get(svc.url + "/metrics", headers={"Accept": "text/plain;version=1.0.0;escaping=allow-utf-8"})
     assert sorted(text.headers["content-type"].split("; ")) == ["charset=utf-8", "escaping=allow-utf-8", "text/plain", "version=1.0.0"]
     assert "pluralign_feedback_rows" in {f.name for f in text_string_to_metric_families(text.text)}
+
+
+def test_a_scrape_from_elsewhere_needs_the_metrics_token_or_an_admin_key(svc):
+    """/metrics' totals count every tenant's traffic (with two tenants, the totals less one's own are the other's).
+    Until session older49 anyone who reached the port read them. Now a scrape without a key is answered only from this
+    machine (a loopback peer that no proxy passed on: `make serve`, an agent beside the service); through a proxy (here:
+    `X-Forwarded-For`), or with PLURALIGN_METRICS_TOKEN set, it takes that token as a bearer (Prometheus'
+    `authorization: {credentials: <token>}`) or an admin key, and is a 401 naming the setting otherwise."""
+    import msgspec
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
+    proxied = {"X-Forwarded-For": "203.0.113.9"}
+    key = {who: {"Authorization": f"Bearer {svc.keys[who]}"} for who in ("acme", "admin")}
+    anonymous = httpx.get(svc.url + "/metrics", headers=proxied)
+    tenant = httpx.get(svc.url + "/metrics", headers={**proxied, **key["acme"]})
+    admin = httpx.get(svc.url + "/metrics", headers={**proxied, **key["admin"]})
+    for refused in (anonymous, tenant):
+        assert refused.status_code == 401 and "PLURALIGN_METRICS_TOKEN" in refused.json()["error"]["message"], refused.text
+        assert "pluralign_" not in refused.text and refused.headers["www-authenticate"].startswith("Bearer")
+    assert admin.status_code == 200 and "pluralign_table_rows" in admin.text
+    token = "scrape-" + "7f3a9c" * 6
+    settings = svc.runtime.settings
+    svc.runtime.settings = msgspec.structs.replace(settings, metrics_token=token)
+    try:
+        local = httpx.get(svc.url + "/metrics")
+        wrong = httpx.get(svc.url + "/metrics", headers={"Authorization": "Bearer " + token[:-1] + "0"})
+        scraped = httpx.get(svc.url + "/metrics", headers={**proxied, "Authorization": f"Bearer {token}"})
+        openmetrics = httpx.get(svc.url + "/metrics", headers={"Authorization": f"Bearer {token}",
+                                                                "Accept": "application/openmetrics-text; version=1.0.0"})
+    finally:
+        svc.runtime.settings = settings
+    assert local.status_code == 401 and "PLURALIGN_METRICS_TOKEN" in local.text, local.text  # the token set: asked of every scrape
+    assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["www-authenticate"], wrong.headers
+    assert scraped.status_code == 200, scraped.text
+    assert "pluralign_table_rows" in {f.name for f in text_string_to_metric_families(scraped.text)}
+    assert "pluralign_table_rows" in {f.name for f in openmetrics_families(openmetrics.text)}

@@ -176,3 +176,26 @@ def test_the_last_pick_is_found_once_its_rows_left_the_feedback_log(svc):
         stored = [r.json()["stored"] for r in sent]
         assert stored[1] == stored[0] and stored[4] == stored[3] and len({*stored[0], *stored[2], *stored[3]}) == 3, stored
         assert c.get("/v1/users/moe/preferences").json()["total"] == 3
+
+
+def test_a_pick_sent_again_after_a_keyed_pick_of_the_response_is_stored(svc):
+    """A without a key, B with an `Idempotency-Key`, then A again without: the user changed their mind back, and the last
+    A is their word, stored (a copy of it right after is a replay). Until session older49 a keyed feedback took no turn
+    of its response: the last A was answered as a replay of the first, nothing stored, and the user's last word was B.
+    Checked with the rows still in the feedback log and once they are in the table."""
+    ingest = svc.runtime.ingest
+    with svc.client() as c:
+        for user, flush in (("kai", False), ("kim", True)):
+            response_id = chat(c, user)["id"]
+            a = {"type": "choice", "response_id": response_id, "chosen_index": 0, "shown": [0, 1]}
+            sent = []
+            for body, key in ((a, None), ({**a, "chosen_index": 1}, f"{user}-b"), (a, None), (a, None)):
+                sent.append(c.post("/v1/feedback", json=body, headers={"Idempotency-Key": key} if key else {}))
+                assert sent[-1].status_code == 201, sent[-1].text
+                if flush:
+                    ingest.flush()
+            assert [r.headers.get("Idempotent-Replayed") for r in sent] == [None, None, None, "true"], user
+            stored = [r.json()["stored"] for r in sent]
+            assert stored[3] == stored[2] and not set(stored[2]) & set(stored[0]), stored
+            rows = [(p["chosen"], p["rejected"]) for p in c.get(f"/v1/users/{user}/preferences").json()["data"]]
+            assert sorted(rows) == sorted([("Answer A.", "Answer B."), ("Answer B.", "Answer A."), ("Answer A.", "Answer B.")]), rows

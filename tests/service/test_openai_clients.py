@@ -618,3 +618,159 @@ def test_a_queued_stream_left_after_its_keep_alive_never_runs_and_gives_its_plac
         time.sleep(0.01)
     assert not planned.is_set(), "a chat whose client had left was planned once a slot freed"
     assert _metric(svc, "pluralign_chat_cancelled_total") == cancelled + 1
+
+
+class _LosesFirstAnswer:
+    """An httpx transport that hands the first chat's request on to the service, reads its whole answer, and then
+    raises ReadTimeout: the answer lost on its way back, as a client times out just as it comes."""
+
+    def __init__(self):
+        import httpx
+
+        self.inner, self.lost, self.sent = httpx.HTTPTransport(), [], []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def handle_request(self, request):
+        import httpx
+
+        response = self.inner.handle_request(request)
+        response.read()
+        self.sent.append((dict(request.headers), response.status_code, dict(response.headers)))
+        if request.url.path.endswith("/chat/completions") and not self.lost:
+            self.lost.append(json.loads(response.content))
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
+
+
+def _interactions(svc, tenant: str, user: str) -> int:
+    return len(svc.runtime.store.interactions_for(tenant, user))
+
+
+def test_a_chat_retried_with_its_idempotency_key_is_answered_once(svc):
+    """The openai client retries a chat whose answer was lost (here: read, then a timeout) with the same request and
+    the headers it was given: sent with `Idempotency-Key`, the retry gets the first answer and nothing is generated or
+    stored again. Before session older49 the key was ignored: a second generation, a second interaction stored."""
+    import httpx
+    from openai import OpenAI
+
+    lossy = _LosesFirstAnswer()
+    client = OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=2, timeout=120,
+                    http_client=httpx.Client(transport=lossy))
+    generated = svc.runtime.metrics.registry.get_sample_value("pluralign_chat_completions_total", {"stream": "false"})
+    before = _interactions(svc, "acme", "ivy")
+    raw = client.chat.completions.with_raw_response.create(
+        model="pluralign", messages=HI, user="ivy", max_tokens=4, extra_headers={"Idempotency-Key": "ivy-chat-1"})
+    completion = raw.parse()
+    assert [s[0]["idempotency-key"] for s in lossy.sent] == ["ivy-chat-1", "ivy-chat-1"]  # the client sent it twice
+    assert completion.id == lossy.lost[0]["id"] and completion.choices[0].message.content == lossy.lost[0]["choices"][0]["message"]["content"]
+    assert raw.headers.get("idempotent-replayed") == "true"
+    assert _interactions(svc, "acme", "ivy") == before + 1
+    assert svc.runtime.metrics.registry.get_sample_value("pluralign_chat_completions_total", {"stream": "false"}) == generated + 1
+    # another tenant's chat of a user of the same name with the same key is its own
+    other = OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["globex"], max_retries=0, timeout=120)
+    theirs = other.chat.completions.with_raw_response.create(
+        model="pluralign", messages=HI, user="ivy", max_tokens=4, extra_headers={"Idempotency-Key": "ivy-chat-1"})
+    assert theirs.parse().id != completion.id and theirs.headers.get("idempotent-replayed") is None
+    assert _interactions(svc, "globex", "ivy") == 1
+    with svc.client() as c:  # the user's DELETE forgets their chats' answers: the key then asks a new chat
+        assert c.delete("/v1/users/ivy").status_code == 200
+        again = c.post("/v1/chat/completions", headers={"Idempotency-Key": "ivy-chat-1"},
+                       json={"model": "pluralign", "messages": HI, "user": "ivy", "max_tokens": 4})
+    assert again.status_code == 200 and "idempotent-replayed" not in again.headers and again.json()["id"] != completion.id
+    with svc.client() as c:  # `store: false`: nothing of the chat kept, its answer not remembered either
+        unkept = [c.post("/v1/chat/completions", headers={"Idempotency-Key": "ivy-unkept"}, json={
+            "model": "pluralign", "messages": HI, "user": "ivy", "max_tokens": 4, "store": False}) for _ in range(2)]
+    assert [r.status_code for r in unkept] == [200, 200] and unkept[0].json()["id"] != unkept[1].json()["id"]
+    assert "idempotent-replayed" not in unkept[1].headers
+
+
+def test_a_chat_key_in_use_or_reused_for_another_chat_is_refused_naming_it(svc):
+    """A copy sent while the first still runs is a 409 with Retry-After (nothing begun), and the openai client's own
+    retries then get the first answer; the same key with another body is a 422; two keys, or a bad one, a 400."""
+    import threading
+
+    import openai
+    from openai import OpenAI
+
+    from tests.serving import generation_held
+
+    key = {"Idempotency-Key": "jo-chat-1"}
+    body = {"model": "pluralign", "messages": HI, "user": "jo", "max_tokens": 4}
+    first: list = []
+    with generation_held(svc.runtime) as release, svc.client() as c:
+        runner = threading.Thread(target=lambda: first.append(svc.client().post("/v1/chat/completions", json=body, headers=key, timeout=60)))
+        runner.start()
+        for _ in range(200):  # until the first copy holds the key
+            if svc.runtime.metrics.generation_queue._value.get() > 0:
+                break
+            threading.Event().wait(0.02)
+        copy = c.post("/v1/chat/completions", json=body, headers=key)
+        assert copy.status_code == 409 and copy.headers["retry-after"] == "1", copy.text
+        assert copy.json()["error"]["param"] == "Idempotency-Key" and copy.json()["error"]["code"] == "idempotency_key_in_use"
+        threading.Timer(0.3, release).start()
+        # the openai client retries the 409 after its Retry-After, by then answered
+        retried = OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=3, timeout=60).chat.completions.create(
+            extra_headers=key, **body)
+        runner.join(60)
+    assert first[0].status_code == 200 and retried.id == first[0].json()["id"]
+    with pytest.raises(openai.UnprocessableEntityError) as reused:
+        OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0).chat.completions.create(
+            extra_headers=key, **{**body, "max_tokens": 5})
+    assert reused.value.param == "Idempotency-Key" and reused.value.code == "idempotency_key_reused"
+    with svc.client() as c:
+        bad = c.post("/v1/chat/completions", json=body, headers={"Idempotency-Key": "two words"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "Idempotency-Key"
+        two = c.post("/v1/chat/completions", json=body, headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")])
+        assert two.status_code == 400 and two.json()["error"]["param"] == "Idempotency-Key"
+
+
+def test_a_tenants_flood_of_keyed_feedback_does_not_delay_another_tenants(svc, monkeypatch):
+    """Keyed feedback takes the tenant's turn on the request threads as the rest of feedback's checks do
+    (`service.scheduler.TenantThreads`): acme's flood of keyed comparisons, five per request thread, each held in its
+    look for what the key stored (the user's history: a slow store), leaves globex's keyed and unkeyed feedback answered
+    at once, while every one of acme's still waits. (Reuses this module's service: the only one started with the
+    tiny models at hand.)"""
+    import threading
+
+    from service.scheduler import request_threads
+
+    store, release, held = svc.runtime.store, threading.Event(), []
+    history = store.history
+
+    def slow_history(tenant, user, *args, **kwargs):
+        if tenant == "acme" and user.startswith("flood"):
+            held.append(user)
+            release.wait(60)
+        return history(tenant, user, *args, **kwargs)
+
+    monkeypatch.setattr(store, "history", slow_history)
+    flood, answers = 5 * request_threads(), []
+
+    def send(i: int) -> None:
+        with svc.client("acme") as acme:
+            answers.append(acme.post("/v1/feedback", headers={"Idempotency-Key": f"flood-{i}"}, json={
+                "type": "comparison", "user": f"flood{i}", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}).status_code)
+
+    senders = [threading.Thread(target=send, args=(i,), daemon=True) for i in range(flood)]
+    try:
+        for t in senders:
+            t.start()
+        for _ in range(500):  # until acme's flood holds the threads it may take
+            if len(held) >= request_threads() // 2:
+                break
+            threading.Event().wait(0.02)
+        with svc.client("globex") as globex:
+            body = {"type": "comparison", "user": "gil", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
+            keyed = globex.post("/v1/feedback", json=body, headers={"Idempotency-Key": "gil-1"}, timeout=10)
+            plain = globex.post("/v1/feedback", json=body, timeout=10)
+        meanwhile = (len(answers), len(held))
+    finally:
+        release.set()
+        for t in senders:
+            t.join(60)
+    assert keyed.status_code == plain.status_code == 201, (keyed.text, plain.text)
+    # answered while acme's flood still held the threads it may take (`tenant_share`) and queued the rest
+    assert meanwhile[0] == 0 and meanwhile[1] < flood, meanwhile
+    assert answers.count(201) == flood, answers

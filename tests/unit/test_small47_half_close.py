@@ -1,6 +1,9 @@
-"""docs/api.md's note on half-closed connections: a client that shuts its sending side after a whole request gets no
-answer from `pluralign serve`'s protocol (uvicorn's `eof_received` lets asyncio close the connection; the service's own
-`TimedRequests` adds nothing). RFC 9112 would let a server answer; if uvicorn starts to, this fails: the note must change."""
+"""A client that shuts its sending side after a whole request (`shutdown(SHUT_WR)`, `nc -N`, some proxies) reads its
+answer from `pluralign serve`'s protocol, and the connection closes after it (RFC 9112 9.6: a half-close says only that
+nothing more will be sent). uvicorn's own `eof_received` returns None, so asyncio closed the connection and the answer
+was dropped while the request still ran (session small47 pinned that and documented it as uvicorn's); the service's
+`TimedRequests.eof_received` now keeps the connection open for the answer. A chat (`WATCHES_ITS_CLIENT`) is still
+taken as its client gone: a half-close cannot be told from a close, and a chat's generation stops when its client goes."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ import pytest
 from tests.serving import timed_server
 
 
-@pytest.mark.parametrize("http", ["h11", "httptools"])
-def test_a_request_whose_client_half_closed_is_taken_as_its_client_gone(monkeypatch, http):
+def _half_closed_exchange(http: str, monkeypatch, request: bytes) -> tuple[bytes, list[str]]:
+    """`request` sent to an app behind `timed_http_protocol` on uvicorn's `http` parser, the client's side shut at once;
+    (what the client read until the connection closed, what the app's `receive` gave after the body)."""
     from uvicorn.protocols.http import auto, h11_impl, httptools_impl
 
     parser = {"h11": h11_impl.H11Protocol, "httptools": httptools_impl.HttpToolsProtocol}[http]
@@ -22,17 +26,33 @@ def test_a_request_whose_client_half_closed_is_taken_as_its_client_gone(monkeypa
 
     async def app(scope, receive, send) -> None:
         await receive()  # the (empty) body
-        try:
-            seen.append((await asyncio.wait_for(receive(), 10))["type"])  # what the server makes of the client's EOF
+        try:  # what the server makes of the client's EOF: a disconnect, or nothing until the answer
+            seen.append((await asyncio.wait_for(receive(), 0.3))["type"])
         except TimeoutError:
             seen.append("nothing")
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
     with timed_server(app, timeout_s=30) as port, socket.create_connection(("127.0.0.1", port), timeout=20) as client:
-        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.sendall(request)
         client.shutdown(socket.SHUT_WR)
         answer = b""
-        while chunk := client.recv(4096):
+        while chunk := client.recv(4096):  # to the server's close
             answer += chunk
+    return answer, seen
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_request_whose_client_half_closed_is_answered_then_closed(monkeypatch, http):
+    """Before: (b'', ['http.disconnect']) with both parsers."""
+    answer, seen = _half_closed_exchange(http, monkeypatch, b"GET /v1/users/ann HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nok"), answer
+    assert seen == ["nothing"], seen
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_chat_whose_client_half_closed_is_taken_as_its_client_gone(monkeypatch, http):
+    body = b"{}"
+    answer, seen = _half_closed_exchange(http, monkeypatch, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     assert (answer, seen) == (b"", ["http.disconnect"]), (answer, seen)

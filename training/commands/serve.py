@@ -504,6 +504,7 @@ class TimedRequests:
     parsed_bytes = 0
     head_past_the_limit = False  # the parser was stopped at a head or trailers past MAX_HEAD_BYTES (`stop_past_the_limit`)
     body_came = False  # whether the bytes being read held any of a body (httptools' `on_body`)
+    half_closed = False  # the client shut its sending side after a whole request (`eof_received`)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -713,6 +714,10 @@ class TimedRequests:
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
+        if self.half_closed:  # `eof_received`: closed once the answers of what arrived are out
+            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+                self.transport.close()  # after what it still holds is written
+            return
         if self.last_answer is not None and self.cycle.response_complete and not self.transport.is_closing():
             self.transport.write(self.last_answer)  # the parser's 400, after the answers pipelined before it
             self.last_answer = None
@@ -759,6 +764,21 @@ class TimedRequests:
         self.stop_past_the_limit()
         super().on_message_complete()  # type: ignore[misc]
         self.reading, self.parsed = "done", True
+
+    def eof_received(self) -> bool | None:
+        """The client shut its sending side (`shutdown(SHUT_WR)`, `nc -N`, a proxy passing a client's half-close on).
+        RFC 9112 (9.6) lets it still read the answer; uvicorn's protocols return None here, so asyncio closed the
+        connection and the answer of a request that had arrived whole was dropped (the request still ran: feedback
+        stored, its 201 lost). Now the connection stays open for the answers of the requests that arrived whole, and
+        closes after the last (`on_response_complete`). A half-close cannot be told from a close (both are the
+        client's FIN), so a chat (`WATCHES_ITS_CLIENT`: a generation is stopped when its client goes, freeing its
+        slot) is still taken as its client gone, as is a request still arriving (nothing more of it will come)."""
+        cycle = self.cycle
+        if self.refused or self.reading != "done" or cycle is None or cycle.response_complete \
+                or (cycle.scope["method"], cycle.scope["path"]) in WATCHES_ITS_CLIENT:
+            return None  # asyncio closes the connection: uvicorn's way
+        self.half_closed = True
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.refusing.pop(self, None)
@@ -840,6 +860,9 @@ class CutAnswersAbort:
             self._transport.close()
 
 
+# requests whose handlers stop their work when the client goes (an `http.disconnect`): a client's half-close is taken
+# as its going for these (`TimedRequests.eof_received`)
+WATCHES_ITS_CLIENT = frozenset({("POST", "/v1/chat/completions")})
 REFUSED_LINGER_S = 2.0  # the longest a connection refused (over PLURALIGN_MAX_CONNECTIONS, a 400, a 408) stays, reading what its client still sends
 REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more closes the busiest peer's oldest
 MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its Origin (CORS on): a browser's fits

@@ -1,0 +1,126 @@
+"""Chats sent with `Idempotency-Key`: a retry of a chat already answered gets that answer, not a second generation.
+
+The openai client (and most HTTP clients) retries a request after a timeout or a lost connection; a chat whose
+answer was generated and stored but lost on its way back was generated (and stored, a second interaction of the
+user) again. A chat sent with `Idempotency-Key` is remembered per tenant, user (or none: anonymous) and key for
+`WINDOW_S`, in this process's memory, as Stripe's and the IETF httpapi Idempotency-Key draft's keys are: a copy
+that comes while the first still runs is a 409 with Retry-After (`idempotency_key_in_use`), one that comes after
+it was answered gets its answer (`Idempotent-Replayed: true`), and the same key with another body is the 422 of
+`service.feedback.services.key_reused`. A chat that was not answered (an error, its client gone, the service
+stopping) is forgotten: its retry generates. A user's DELETE and a tenant's removal forget what was remembered
+of them (`ChatKeys.forget_user`, `forget_tenant`). Streams (their answer goes out as it is made) and chats sent with
+`store: false` (nothing of them kept) are not remembered."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+from cachetools import TTLCache
+from litestar.exceptions import HTTPException
+
+WINDOW_S = 24 * 3600  # how long an answered chat's key is remembered (Stripe's 24 hours)
+PER_TENANT = 1000  # the most keys one tenant's chats hold at once (the oldest forgotten first)
+PER_TENANT_CHARS = 16 << 20  # and the most characters of answers they hold (a key counts KEY_CHARS more): ~16-64 MB
+KEY_CHARS = 1024
+IN_USE_RETRY_AFTER = 1  # seconds: the 409's Retry-After while the first copy runs
+
+
+@dataclass
+class _Entry:
+    digest: str  # the request's body, as `request_digest` draws it
+    answer: object | None = None  # the first copy's answer (a ChatCompletion) once answered; None while it runs
+    chars: int = KEY_CHARS  # what it holds, counted against PER_TENANT_CHARS
+
+
+def _chars(entry: _Entry) -> int:
+    return entry.chars
+
+
+def request_digest(body: msgspec.Struct) -> str:
+    """The sha256 of a decoded chat request, re-encoded: the same request sent with its keys in another order, other
+    white space or escapes has the same digest."""
+    return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
+
+
+def in_use() -> HTTPException:
+    problem = ("a chat sent with this key is still being answered: send it again in a moment for its answer "
+               "(nothing of this copy was begun)")
+    return HTTPException(status_code=409, detail=f"`Idempotency-Key`: {problem}", headers={"Retry-After": str(IN_USE_RETRY_AFTER)},
+                         extra=[{"key": "Idempotency-Key", "message": problem, "code": "idempotency_key_in_use"}])
+
+
+@dataclass
+class ChatKeys:
+    """The keys of chats answered or running, per tenant: (user or "", key) -> what the first copy sent and its answer."""
+
+    window_s: float = WINDOW_S
+    per_tenant: int = PER_TENANT
+    per_tenant_chars: int = PER_TENANT_CHARS
+    _tenants: dict[str, TTLCache] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def begin(self, tenant: str, user: str | None, key: str, digest: str) -> object | None:
+        """The first copy's answer when `key` was answered for this tenant and user with the same body; None when it
+        is new (it is then recorded as running: `answered` or `failed` ends it). Raises the 409 of `in_use` while the
+        first copy runs, and `key_reused`'s 422 for a body other than the first's."""
+        from service.feedback.services import (
+            key_reused,  # the 422 feedback and imports answer (it imports the Runtime, which holds this)
+        )
+
+        with self._lock:
+            keys = self._tenants.get(tenant)
+            if keys is None:
+                # sized by characters held: at most `per_tenant` keys, and `per_tenant_chars` of their answers
+                keys = self._tenants[tenant] = TTLCache(maxsize=self.per_tenant_chars, ttl=self.window_s, getsizeof=_chars)
+            entry = keys.get((user or "", key))
+            if entry is None:
+                while len(keys) >= self.per_tenant:
+                    keys.popitem()  # the least recently used
+                keys[(user or "", key)] = _Entry(digest)
+                return None
+        if entry.digest != digest:
+            raise key_reused("another chat of this user")
+        if entry.answer is None:
+            raise in_use()
+        return entry.answer
+
+    def answered(self, tenant: str, user: str | None, key: str, answer: object, chars: int) -> None:
+        """The running copy of `key` was answered: its retries get `answer` (holding `chars` characters of text). Nothing
+        is kept when the key was forgotten meanwhile (the user's DELETE), nor an answer past `per_tenant_chars` alone."""
+        with self._lock:
+            keys = self._tenants.get(tenant)
+            entry = None if keys is None else keys.get((user or "", key))
+            if entry is None or entry.answer is not None:
+                return
+            del keys[(user or "", key)]
+            if KEY_CHARS + chars <= self.per_tenant_chars:
+                entry.answer, entry.chars = answer, KEY_CHARS + chars
+                keys[(user or "", key)] = entry  # sized again: older keys of the tenant make room
+
+    def failed(self, tenant: str, user: str | None, key: str) -> None:
+        """The running copy of `key` was not answered: the key is free, a retry generates."""
+        with self._lock:
+            keys = self._tenants.get(tenant)
+            entry = None if keys is None else keys.get((user or "", key))
+            if entry is not None and entry.answer is None:
+                del keys[(user or "", key)]
+
+    def forget_user(self, tenant: str, user: str) -> None:
+        """The user's keys go (their DELETE): no answer of theirs is given again, and a chat of theirs running now
+        keeps nothing."""
+        self.forget_where(lambda t, u: (t, u) == (tenant, user))
+
+    def forget_where(self, deleted: Callable[[str, str], bool]) -> None:
+        """The keys of every user for whom `deleted(tenant, user_id)` holds go (another replica's DELETEs)."""
+        with self._lock:
+            for tenant, keys in self._tenants.items():
+                for held in [k for k in list(keys.keys()) if k[0] and deleted(tenant, k[0])]:
+                    keys.pop(held, None)
+
+    def forget_tenant(self, tenant: str) -> None:
+        with self._lock:
+            self._tenants.pop(tenant, None)

@@ -1,0 +1,59 @@
+"""`service.chat.keys.ChatKeys`: the answers of chats sent with `Idempotency-Key`, per tenant, user and key, bounded per
+tenant by keys and by characters held, forgotten for a DELETE and a tenant's removal. (Over HTTP with the openai
+client: tests/service/test_openai_clients.py.)"""
+
+from __future__ import annotations
+
+import pytest
+from litestar.exceptions import HTTPException
+
+from service.chat.keys import KEY_CHARS, ChatKeys
+
+
+def test_a_key_is_answered_once_per_tenant_and_user():
+    keys = ChatKeys()
+    assert keys.begin("acme", "ann", "k", "d1") is None
+    with pytest.raises(HTTPException) as running:
+        keys.begin("acme", "ann", "k", "d1")
+    assert running.value.status_code == 409 and running.value.headers["Retry-After"] == "1"
+    keys.answered("acme", "ann", "k", "first", 5)
+    assert keys.begin("acme", "ann", "k", "d1") == "first"
+    with pytest.raises(HTTPException) as reused:
+        keys.begin("acme", "ann", "k", "d2")
+    assert reused.value.status_code == 422
+    # another user, anonymous, another tenant: their own
+    assert keys.begin("acme", "bob", "k", "d1") is None and keys.begin("acme", None, "k", "d1") is None
+    assert keys.begin("globex", "ann", "k", "d1") is None
+
+
+def test_a_chat_not_answered_frees_its_key_and_a_delete_forgets_what_was_kept():
+    keys = ChatKeys()
+    keys.begin("acme", "ann", "k", "d")
+    keys.failed("acme", "ann", "k")
+    assert keys.begin("acme", "ann", "k", "d") is None  # generated again
+    keys.answered("acme", "ann", "k", "a", 1)
+    keys.begin("acme", "ann", "running", "d")
+    keys.begin("globex", "ann", "k", "d")
+    keys.answered("globex", "ann", "k", "theirs", 1)
+    keys.forget_user("acme", "ann")
+    keys.answered("acme", "ann", "running", "late", 1)  # answered after the DELETE: not kept
+    assert keys.begin("acme", "ann", "k", "d") is None and keys.begin("acme", "ann", "running", "d") is None
+    assert keys.begin("globex", "ann", "k", "d") == "theirs"
+    keys.forget_tenant("globex")
+    assert keys.begin("globex", "ann", "k", "d") is None
+
+
+def test_a_tenants_keys_are_bounded_by_count_and_by_characters_the_oldest_going_first():
+    keys = ChatKeys(per_tenant=3, per_tenant_chars=4 * KEY_CHARS)
+    for i in range(4):
+        keys.begin("acme", "ann", f"k{i}", "d")
+        keys.answered("acme", "ann", f"k{i}", f"a{i}", 1)
+    assert keys.begin("acme", "ann", "k0", "d") is None  # the oldest went for the fourth
+    assert keys.begin("acme", "ann", "k3", "d") == "a3"
+    keys.begin("acme", "ann", "big", "d")
+    keys.answered("acme", "ann", "big", "long answer", 2 * KEY_CHARS)  # makes room by forgetting older ones
+    assert keys.begin("acme", "ann", "big", "d") == "long answer"
+    keys.begin("acme", "ann", "huge", "d")
+    keys.answered("acme", "ann", "huge", "too long", 4 * KEY_CHARS)  # past the bound alone: not kept
+    assert keys.begin("acme", "ann", "huge", "d") is None
+    assert keys.begin("globex", "ann", "k3", "d") is None  # another tenant's bound is its own
