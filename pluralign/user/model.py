@@ -192,6 +192,30 @@ def _check_prior(prior_mean: np.ndarray, prec: np.ndarray) -> None:
         raise ValueError("`prior_precision` (D, D) is not positive definite: not the inverse of a covariance") from None
 
 
+def _checked(design, tied, prior_mean, prior_precision) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`fit_posterior`'s arguments as float64 arrays (tied (0, D) when None), or a ValueError naming the one that is
+    not of its shape or not finite (or, the prior, no Gaussian's)."""
+    design = np.asarray(design, np.float64)
+    if design.ndim != 2:
+        raise ValueError(f"`design` has shape {design.shape}, expected (N, D)")
+    d = design.shape[1]
+    prior_mean = np.asarray(prior_mean, np.float64)
+    prec = np.asarray(prior_precision, np.float64)
+    if prior_mean.shape != (d,):
+        raise ValueError(f"`prior_mean` has {prior_mean.size} values (shape {prior_mean.shape}), the design has D={d} columns")
+    if prec.shape not in ((d,), (d, d)):
+        raise ValueError(f"`prior_precision` has shape {prec.shape}, expected ({d},) or ({d}, {d})")
+    tied = np.zeros((0, d)) if tied is None else np.asarray(tied, np.float64)
+    if tied.ndim != 2 or tied.shape[1] != d:
+        raise ValueError(f"`tied` has shape {tied.shape}, expected (M, {d}): one row x_a - x_b per tie")
+    for name, rows in (("design", design), ("tied", tied)):
+        bad = ~np.isfinite(rows).all(-1)
+        if bad.any():
+            raise ValueError(f"`{name}` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
+    _check_prior(prior_mean, prec)
+    return design, tied, prior_mean, prec
+
+
 def fit_posterior(
     design: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray, steps: int = 25, tol: float = 1e-8,
     tied: np.ndarray | None = None,
@@ -211,24 +235,7 @@ def fit_posterior(
     positive definite: a negative precision made the objective concave and came back as a
     "covariance" with negative variances), and `steps` when it is not a whole number >= 0."""
     whole("fit_posterior", 0, steps=steps)  # Newton steps
-    design = np.asarray(design, np.float64)
-    if design.ndim != 2:
-        raise ValueError(f"`design` has shape {design.shape}, expected (N, D)")
-    d = design.shape[1]
-    prior_mean = np.asarray(prior_mean, np.float64)
-    prec = np.asarray(prior_precision, np.float64)
-    if prior_mean.shape != (d,):
-        raise ValueError(f"`prior_mean` has {prior_mean.size} values (shape {prior_mean.shape}), the design has D={d} columns")
-    if prec.shape not in ((d,), (d, d)):
-        raise ValueError(f"`prior_precision` has shape {prec.shape}, expected ({d},) or ({d}, {d})")
-    tied = np.zeros((0, d)) if tied is None else np.asarray(tied, np.float64)
-    if tied.ndim != 2 or tied.shape[1] != d:
-        raise ValueError(f"`tied` has shape {tied.shape}, expected (M, {d}): one row x_a - x_b per tie")
-    for name, rows in (("design", design), ("tied", tied)):
-        bad = ~np.isfinite(rows).all(-1)
-        if bad.any():
-            raise ValueError(f"`{name}` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
-    _check_prior(prior_mean, prec)
+    design, tied, prior_mean, prec = _checked(design, tied, prior_mean, prior_precision)
     beta = prior_mean.copy()
     prec = np.diag(prec) if prec.ndim == 1 else prec
 
