@@ -41,7 +41,13 @@ weights over the seen users after their answers. On persona users (stance shared
 two answers chosen this way predict at least as well as four random ones, and five as well as ten
 (BENCHMARKS.md, issue 16); `pluralign eval --shots active --active-target group` measures it. The
 onboarding route offers it as `"target": "population"`, each of the tenant's fitted users their own
-group (no clustering at request time); chat's `compare` still asks by BALD.
+group (no clustering at request time); chat's `compare` still chooses its pair by BALD (`compare_target`).
+
+Whether chat asks at all is decided by `best_information` (`most_informative_pair`'s `gate`): BALD keeps
+finding bits in coefficients that can no longer change which answer is best, and with the real models a
+consistent user was asked about most responses after 200 answers; with the user's ties fitted too
+(`pluralign.user.model.fit_posterior`), the gate lets `compare` go once the user is known (BENCHMARKS.md,
+sessions 48 and 49).
 
 Shapes: P pairs, N candidates, D coefficients, S posterior samples, T target pairs, U seen users.
 Units: bits.
@@ -62,7 +68,8 @@ from pluralign.checks import whole
 
 # `pluralign.compare` is null once the best pair among the returned choices carries less than this
 # many bits about the user (a tenth of a yes/no answer's worth): what they will pick is then either
-# predictable or a coin flip the model already knows to be one. On a simulated 6-feature logistic
+# predictable or a coin flip the model already knows to be one. (Chat reads it by `best_information`
+# since session 49; the figures below are BALD's.) On a simulated 6-feature logistic
 # user (tests/unit/test_active.py) the best of 8 candidates' 28 pairs carries 0.87 bits for a new
 # user, 0.41 after 30 comparisons, 0.12 after 100 and 0.085 after 300 (the median pair: 0.72, 0.17,
 # 0.02, 0.002): at 0.1 a user stops being asked after a few hundred comparisons, and far fewer

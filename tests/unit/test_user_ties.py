@@ -83,3 +83,23 @@ def test_a_bad_tie_row_is_refused_by_name():
         fit_posterior(np.zeros((1, 3)), np.zeros(3), np.ones(3), tied=np.zeros((2, 4)))
     with pytest.raises(ValueError, match="`tied` row 1 is not finite"):
         fit_posterior(np.zeros((1, 3)), np.zeros(3), np.ones(3), tied=np.array([[0, 0, 1.0], [np.nan, 0, 0]]))
+
+
+def test_the_best_gate_stops_asking_about_pairs_that_cannot_change_the_best_answer():
+    """Candidate 0 is the best for every posterior sample (a settled feature); candidates 1 and 2 differ only along a
+    feature the user model knows nothing about. BALD still finds ~0.8 bits in comparing 1 and 2, so `compare` stayed;
+    gated by `best` (information about which candidate is best) nothing is worth asking and no pair is returned."""
+    from pluralign.user.active import most_informative_pair
+
+    mean, cov = np.array([5.0, 0.0]), np.diag([0.01, 25.0])  # feature 0 settled, feature 1 unknown
+    x = np.array([[3.0, 0.0], [0.0, 0.3], [0.0, -0.3]])
+    bald = most_informative_pair(x, mean, cov, 0.1)
+    assert bald is not None and {bald.first, bald.second} == {1, 2} and bald.bits > 0.5
+    assert most_informative_pair(x, mean, cov, 0.1, gate="best") is None
+    assert most_informative_pair(x, mean, cov, 0.1, target="best") is None
+    # where the best answer is still open, the gate lets BALD's pair through
+    open_ = np.array([[0.0, 0.3], [0.0, -0.3], [-3.0, 0.0]])
+    choice = most_informative_pair(open_, mean, cov, 0.1, gate="best")
+    assert choice is not None and {choice.first, choice.second} == {0, 1}
+    with pytest.raises(ValueError, match="gate must be one of"):
+        most_informative_pair(x, mean, cov, 0.1, gate="bald")
