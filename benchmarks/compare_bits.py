@@ -151,6 +151,52 @@ def measure(model, sets_x: list[np.ndarray], sets_score: list[list[float]], rule
     return out
 
 
+LOOP_CHECKS = (5, 10, 20, 40)  # rounds after which `active_loop` reads the held-out pick rate
+
+
+def active_loop(model, sets_x: list[np.ndarray], sets_score: list[list[float]], chooser: str, seed: int,
+                rounds: int = max(LOOP_CHECKS)) -> dict:
+    """Chat's `compare` offline, one simulated user: each round a set of the last two thirds (in an order drawn
+    from `seed`) is served, the pair `chooser` names is shown (`coefficients` or `best`: `most_informative_pair`
+    gated by `best` at 0.1 bits, as chat asks; `random`: two at random, always asked), and the user answers it by
+    their rule, "no preference" (a tie) where it scores the two alike; the posterior is refitted with the ties
+    (`fit_posterior`). Returns, after each of LOOP_CHECKS rounds, the held-out pick rate (the share of the first
+    third's sets, all-tied ones left out, whose best-scored answer under the posterior mean is one the rule
+    scores highest), the answers given, how many of them were ties, and how many rounds asked."""
+    from pluralign.user.active import most_informative_pair
+    from pluralign.user.model import fit_posterior
+
+    held = len(sets_x) // 3
+    rng = random.Random(seed)
+    train = list(range(held, len(sets_x)))
+    rng.shuffle(train)
+    mean0, prec0 = model.prior_mean(), model.prior_precision()
+    mean, cov = mean0, np.diag(1.0 / prec0)
+    strict, tied, asked, out = [], [], 0, {}
+    scored = [s for s in range(held) if max(sets_score[s]) != min(sets_score[s])]
+    for rnd in range(1, rounds + 1):
+        s = train[(rnd - 1) % len(train)]
+        x, score = sets_x[s], sets_score[s]
+        if chooser == "random":
+            pair = tuple(rng.sample(range(len(x)), 2))
+        else:
+            choice = most_informative_pair(x, mean, cov, 0.1, chooser, gate="best")
+            pair = None if choice is None else (choice.first, choice.second)
+        if pair is not None:
+            asked += 1
+            i, j = pair
+            if score[i] == score[j]:
+                tied.append(x[i] - x[j])
+            else:
+                strict.append((x[i] - x[j]) * (1 if score[i] > score[j] else -1))
+            dim = x.shape[1]
+            mean, cov = fit_posterior(np.array(strict).reshape(-1, dim), mean0, prec0, tied=np.array(tied).reshape(-1, dim))
+        if rnd in LOOP_CHECKS:
+            hits = [sets_score[h][int(np.argmax(sets_x[h] @ mean))] == max(sets_score[h]) for h in scored]
+            out[rnd] = {"pick_rate": round(float(np.mean(hits)), 3), "answers": len(strict) + len(tied), "ties": len(tied), "asked": asked}
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generation-cache", type=Path, required=True, help="the closed loop's cached generations (pickle)")
@@ -162,6 +208,8 @@ def main(argv=None) -> None:
                         help="the user also answers pairs their rule scores alike, as ties (Davidson's tie likelihood, `fit_posterior`'s `tied`)")
     parser.add_argument("--gate", default=None, choices=("best", "coefficients"),
                         help="the criterion `bits` and `asked` read (chat's: best); default: --target's")
+    parser.add_argument("--loop", type=int, default=0,
+                        help="instead: chat's compare offline (`active_loop`) for this many simulated users per rule and chooser")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -179,6 +227,20 @@ def main(argv=None) -> None:
         answers = encoder.encode([t for _, texts in items for t in texts]).reshape(len(items), 4, -1)
         coords[kind] = [model.candidates(prompts[i], answers[i], texts).x for i, (_, texts) in enumerate(items)]
     result = {}
+    if args.loop:
+        for rule in args.rules:
+            kind = "persona" if rule.startswith("persona") else "style"
+            scores = [[RULES[rule](t) for t in texts] for _, texts in sets[kind]]
+            result[rule] = {}
+            for chooser in ("coefficients", "best", "random"):
+                runs = [active_loop(model, coords[kind], scores, chooser, seed) for seed in range(args.loop)]
+                result[rule][chooser] = {n: {k: round(float(np.mean([r[n][k] for r in runs])), 3) for k in runs[0][n]} for n in LOOP_CHECKS}
+                print(f"{rule:18s} {chooser:12s} " + "  ".join(f"{n}: {v['pick_rate']:.2f} ({v['ties']:.1f} ties, asked {v['asked']:.1f})"
+                                                           for n, v in result[rule][chooser].items()))
+        print(f"# {time.time() - start:.0f} s, loop of {args.loop} users per rule and chooser")
+        if args.json:
+            print(json.dumps({"loop": result}))
+        return
     for r, rule in enumerate(args.rules):
         kind = "persona" if rule.startswith("persona") else "style"
         scores = [[RULES[rule](t) for t in texts] for _, texts in sets[kind]]
