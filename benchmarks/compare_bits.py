@@ -33,6 +33,11 @@ pair, as chat's `compare` decides whether to ask since session 49 (without it, b
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python -m benchmarks.compare_bits \\
         --generation-cache runs/gen_fast.pkl --pal runs/pal --json            # add --target best, --ties, --gate best
 
+`--loop U` runs chat's `compare` offline instead (`active_loop`): U simulated users per rule and pair
+chooser (BALD, best, random), each answering the pair shown every round (a tie as "no preference"),
+asked only while the best gate lets `compare` through, with the held-out pick rate after 5, 10, 20
+and 40 rounds: which criterion should pick the pair (BENCHMARKS.md, session 49).
+
 The PAL checkpoint is trained into `--pal` when that folder is empty (about a minute, as the
 service's first start). The last line with `--json` is `{"rules": {RULE: {n: {...}}}}`.
 """
