@@ -24,12 +24,19 @@ kind (4 answers each, 6 pairs), the script records:
   answers as a fraction of its prior value (1.0: the answers taught nothing in those directions).
 
 With `--ties` the user also answers the pairs their rule scores alike, as ties (`ties_answered`),
-and the posterior is fitted with Davidson's tie likelihood (`fit_with_ties`): a measurement of a
-proposed change, since the library's `fit_posterior` has no tie term and chat's `choice` feedback
-names a winner. `--target best` reads `best_information` (chat's `compare_target = best`) instead of BALD.
+and the posterior is fitted on them too (`fit_posterior`'s `tied`, Davidson's tie likelihood, as a
+refit fits a user's stored ties since session 49; session 48 measured the same with a scipy fit of
+its own). `--target best` chooses the pair by `best_information` (chat's `compare_target = best`)
+instead of BALD; `--gate best` reads `bits` and `asked` by `best_information` whatever chose the
+pair, as chat's `compare` decides whether to ask since session 49 (without it, by `--target`).
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python -m benchmarks.compare_bits \\
-        --generation-cache runs/gen_fast.pkl --pal runs/pal --json            # add --target best, --ties
+        --generation-cache runs/gen_fast.pkl --pal runs/pal --json            # add --target best, --ties, --gate best
+
+`--loop U` runs chat's `compare` offline instead (`active_loop`): U simulated users per rule and pair
+chooser (BALD, best, random), each answering the pair shown every round (a tie as "no preference"),
+asked only while the best gate lets `compare` through, with the held-out pick rate after 5, 10, 20
+and 40 rounds: which criterion should pick the pair (BENCHMARKS.md, session 49).
 
 The PAL checkpoint is trained into `--pal` when that folder is empty (about a minute, as the
 service's first start). The last line with `--json` is `{"rules": {RULE: {n: {...}}}}`.
@@ -80,27 +87,6 @@ def variance_split(z: np.ndarray, cov: np.ndarray, parts: dict[str, np.ndarray])
     return out
 
 
-def fit_with_ties(design: np.ndarray, tied: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray):
-    """The Laplace posterior (mean (D,), cov (D, D)) of `fit_posterior` with ties: strict rows design (N, D)
-    (chosen minus rejected) and tied rows tied (M, D) (either order), a tie's likelihood Davidson's
-    2 sqrt(p (1 - p)) (JASA 1970, nu = 1; as `pluralign.user.active.particle_posterior` reads ties).
-    A measurement of a proposed change only (`--ties`): the library's `fit_posterior` has no tie term."""
-    from scipy.optimize import minimize
-    from scipy.special import expit
-
-    prec = np.diag(prior_precision)
-
-    def objective(b):
-        fa, ft, d = design @ b, tied @ b, b - prior_mean
-        value = np.logaddexp(0, -fa).sum() + 0.5 * (np.logaddexp(0, -ft) + np.logaddexp(0, ft)).sum() + 0.5 * d @ prec @ d
-        return value, -design.T @ (1 - expit(fa)) + tied.T @ (expit(ft) - 0.5) + prec @ d
-
-    mean = minimize(objective, prior_mean.copy(), jac=True, method="L-BFGS-B", options={"maxiter": 2000, "gtol": 1e-9}).x
-    p, q = expit(design @ mean), expit(tied @ mean)
-    hessian = (design.T * (p * (1 - p))) @ design + (tied.T * (q * (1 - q))) @ tied + prec  # a tie's curvature: q (1 - q)
-    return mean, np.linalg.inv(hessian)
-
-
 def answered(sets_x, sets_score, held: int, count: int, seed: int, ties: bool) -> tuple[np.ndarray, np.ndarray]:
     """(strict rows (N, D), tied rows (M, D)): `count` comparisons drawn with replacement from the pairs of
     the sets after the first `held`; without `ties` only pairs the rule does not score alike (as the
@@ -119,11 +105,11 @@ def answered(sets_x, sets_score, held: int, count: int, seed: int, ties: bool) -
 
 
 def measure(model, sets_x: list[np.ndarray], sets_score: list[list[float]], rule_seed: int, counts, target: str,
-            ties: bool = False) -> dict[int, dict]:
+            ties: bool = False, gate: str | None = None) -> dict[int, dict]:
     """For one rule: the figures after each count of answers (module docstring)."""
     from scipy.special import expit
 
-    from pluralign.user.active import most_informative_pair
+    from pluralign.user.active import all_pairs, best_information, most_informative_pair
     from pluralign.user.model import fit_posterior
 
     held = len(sets_x) // 3
@@ -135,10 +121,8 @@ def measure(model, sets_x: list[np.ndarray], sets_score: list[list[float]], rule
         strict, tied = answered(sets_x, sets_score, held, n, rule_seed, ties)
         if not n:
             mean, cov = mean0, cov0
-        elif ties:
-            mean, cov = fit_with_ties(strict, tied, mean0, prec0)
         else:
-            mean, cov = fit_posterior(strict, mean0, prec0)
+            mean, cov = fit_posterior(strict, mean0, prec0, tied=tied)
         bits, split, prior_split, lat_now, lat_prior = [], dict.fromkeys((*parts, "cross"), 0.0), dict.fromkeys((*parts, "cross"), 0.0), 0.0, 0.0
         on_tied = []
         for x, score in zip(sets_x[:held], sets_score[:held], strict=True):
@@ -146,7 +130,7 @@ def measure(model, sets_x: list[np.ndarray], sets_score: list[list[float]], rule
             if choice is None:
                 bits.append(0.0)
                 continue
-            bits.append(choice.bits)
+            bits.append(choice.bits if gate in (None, target) else float(best_information(x, *all_pairs(len(x)), mean, cov).max()))
             on_tied.append(score[choice.first] == score[choice.second])
             z = x[choice.first] - x[choice.second]
             for k, v in variance_split(z, cov, parts).items():
@@ -172,6 +156,52 @@ def measure(model, sets_x: list[np.ndarray], sets_score: list[list[float]], rule
     return out
 
 
+LOOP_CHECKS = (5, 10, 20, 40)  # rounds after which `active_loop` reads the held-out pick rate
+
+
+def active_loop(model, sets_x: list[np.ndarray], sets_score: list[list[float]], chooser: str, seed: int,
+                rounds: int = max(LOOP_CHECKS)) -> dict:
+    """Chat's `compare` offline, one simulated user: each round a set of the last two thirds (in an order drawn
+    from `seed`) is served, the pair `chooser` names is shown (`coefficients` or `best`: `most_informative_pair`
+    gated by `best` at 0.1 bits, as chat asks; `random`: two at random, always asked), and the user answers it by
+    their rule, "no preference" (a tie) where it scores the two alike; the posterior is refitted with the ties
+    (`fit_posterior`). Returns, after each of LOOP_CHECKS rounds, the held-out pick rate (the share of the first
+    third's sets, all-tied ones left out, whose best-scored answer under the posterior mean is one the rule
+    scores highest), the answers given, how many of them were ties, and how many rounds asked."""
+    from pluralign.user.active import most_informative_pair
+    from pluralign.user.model import fit_posterior
+
+    held = len(sets_x) // 3
+    rng = random.Random(seed)
+    train = list(range(held, len(sets_x)))
+    rng.shuffle(train)
+    mean0, prec0 = model.prior_mean(), model.prior_precision()
+    mean, cov = mean0, np.diag(1.0 / prec0)
+    strict, tied, asked, out = [], [], 0, {}
+    scored = [s for s in range(held) if max(sets_score[s]) != min(sets_score[s])]
+    for rnd in range(1, rounds + 1):
+        s = train[(rnd - 1) % len(train)]
+        x, score = sets_x[s], sets_score[s]
+        if chooser == "random":
+            pair = tuple(rng.sample(range(len(x)), 2))
+        else:
+            choice = most_informative_pair(x, mean, cov, 0.1, chooser, gate="best")
+            pair = None if choice is None else (choice.first, choice.second)
+        if pair is not None:
+            asked += 1
+            i, j = pair
+            if score[i] == score[j]:
+                tied.append(x[i] - x[j])
+            else:
+                strict.append((x[i] - x[j]) * (1 if score[i] > score[j] else -1))
+            dim = x.shape[1]
+            mean, cov = fit_posterior(np.array(strict).reshape(-1, dim), mean0, prec0, tied=np.array(tied).reshape(-1, dim))
+        if rnd in LOOP_CHECKS:
+            hits = [sets_score[h][int(np.argmax(sets_x[h] @ mean))] == max(sets_score[h]) for h in scored]
+            out[rnd] = {"pick_rate": round(float(np.mean(hits)), 3), "answers": len(strict) + len(tied), "ties": len(tied), "asked": asked}
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generation-cache", type=Path, required=True, help="the closed loop's cached generations (pickle)")
@@ -180,7 +210,11 @@ def main(argv=None) -> None:
     parser.add_argument("--rules", nargs="+", default=list(RULE_NAMES))
     parser.add_argument("--target", default="coefficients", help="`most_informative_pair`'s criterion")
     parser.add_argument("--ties", action="store_true",
-                        help="the user also answers pairs their rule scores alike, as ties (Davidson's tie likelihood, `fit_with_ties`)")
+                        help="the user also answers pairs their rule scores alike, as ties (Davidson's tie likelihood, `fit_posterior`'s `tied`)")
+    parser.add_argument("--gate", default=None, choices=("best", "coefficients"),
+                        help="the criterion `bits` and `asked` read (chat's: best); default: --target's")
+    parser.add_argument("--loop", type=int, default=0,
+                        help="instead: chat's compare offline (`active_loop`) for this many simulated users per rule and chooser")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -198,13 +232,28 @@ def main(argv=None) -> None:
         answers = encoder.encode([t for _, texts in items for t in texts]).reshape(len(items), 4, -1)
         coords[kind] = [model.candidates(prompts[i], answers[i], texts).x for i, (_, texts) in enumerate(items)]
     result = {}
+    if args.loop:
+        for rule in args.rules:
+            kind = "persona" if rule.startswith("persona") else "style"
+            scores = [[RULES[rule](t) for t in texts] for _, texts in sets[kind]]
+            result[rule] = {}
+            for chooser in ("coefficients", "best", "random"):
+                runs = [active_loop(model, coords[kind], scores, chooser, seed) for seed in range(args.loop)]
+                result[rule][chooser] = {n: {k: round(float(np.mean([r[n][k] for r in runs])), 3) for k in runs[0][n]} for n in LOOP_CHECKS}
+                print(f"{rule:18s} {chooser:12s} " + "  ".join(f"{n}: {v['pick_rate']:.2f} ({v['ties']:.1f} ties, asked {v['asked']:.1f})"
+                                                           for n, v in result[rule][chooser].items()))
+        print(f"# {time.time() - start:.0f} s, loop of {args.loop} users per rule and chooser")
+        if args.json:
+            print(json.dumps({"loop": result}))
+        return
     for r, rule in enumerate(args.rules):
         kind = "persona" if rule.startswith("persona") else "style"
         scores = [[RULES[rule](t) for t in texts] for _, texts in sets[kind]]
-        result[rule] = measure(model, coords[kind], scores, r, COUNTS, args.target, args.ties)
+        result[rule] = measure(model, coords[kind], scores, r, COUNTS, args.target, args.ties, args.gate)
         for n, row in result[rule].items():
             print(f"{rule:18s} n={n:3d} {json.dumps(row)}")
-    print(f"# {time.time() - start:.0f} s, {sum(map(len, sets.values()))} candidate sets, target {args.target}, ties {args.ties}")
+    print(f"# {time.time() - start:.0f} s, {sum(map(len, sets.values()))} candidate sets, target {args.target}, ties {args.ties}, "
+          f"gate {args.gate or args.target}")
     if args.json:
         print(json.dumps({"rules": result}))
 

@@ -85,3 +85,21 @@ def ipo_loss(
            ref_chosen_logp=ref_chosen_logp, ref_rejected_logp=ref_rejected_logp)
     margin = (policy_chosen_logp - ref_chosen_logp) - (policy_rejected_logp - ref_rejected_logp)
     return (margin - 1.0 / (2.0 * beta)) ** 2
+
+
+def davidson_tie_nll(margin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A tie's negative log-likelihood under Davidson's model, with its first and second derivatives in the margin,
+    for a Laplace (Newton) step. margin (M,): beta . (x_a - x_b) of each tied pair, in nats (either order: the value
+    is even in it). Returns (value, gradient, curvature), (M,) each.
+
+    P(tie) = 2 sqrt(p (1 - p)), p = sigmoid(margin): Davidson's tie term ("On extending the Bradley-Terry model to
+    accommodate ties in paired comparison experiments", JASA 1970) with nu = 1 and without its normaliser, so a
+    strict answer keeps its Bradley-Terry likelihood (as `pluralign.user.active.particle_posterior` reads ties).
+    -log P(tie) = (softplus(-m) + softplus(m)) / 2 - log 2: 0 at m = 0, growing like |m| / 2, i.e. half a
+    comparison won each way. Its gradient is p - 1/2 (it pulls the margin towards 0: the user is indifferent
+    there) and its curvature p (1 - p), largest (1/4) at m = 0, where the pairs a user has no preference between
+    sit; convex, so a posterior with ties keeps a single mode."""
+    margin = np.asarray(margin, np.float64)
+    p = 1.0 / (1.0 + np.exp(-margin))
+    value = 0.5 * (np.logaddexp(0.0, -margin) + np.logaddexp(0.0, margin)) - math.log(2.0)
+    return value, p - 0.5, p * (1.0 - p)

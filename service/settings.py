@@ -117,9 +117,10 @@ class Settings(Base, frozen=True):
     user_model: str = "residual"  # `residual`: PAL's prototypes plus a per-user Bayesian residual; `prototypes`: PAL weights only
     maxmin_new_users: bool = True  # users still on the prior get the candidate best for the worst-off PAL prototype
     # `pluralign.compare` (two returned choices worth showing side by side) is offered while the best
-    # pair carries at least this many bits about the user (`pluralign.user.active`); 1.0 or more turns it off
+    # pair's answer carries at least this many bits about which returned choice is best for the user
+    # (`pluralign.user.active.best_information`, whatever `compare_target` chose the pair by); 1.0 or more turns it off
     compare_min_bits: float = 0.1
-    # what chat's `compare` asks about (`pluralign.user.active`): `coefficients` (BALD on the user
+    # how chat's `compare` chooses its pair (`pluralign.user.active`): `coefficients` (BALD on the user
     # model's coefficients, as the onboarding route does) or `best` (which returned choice is best for
     # the user); on the closed loop neither beat the other or random pairs clearly (BENCHMARKS.md)
     compare_target: str = "coefficients"

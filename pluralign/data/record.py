@@ -257,7 +257,8 @@ class TrlRow(Base):
 class Preference(Base):
     """One user's judgment that `chosen` is better than `rejected` as an answer to `prompt`.
 
-    `tie=True` records that the user found both equal (kept, but not used for pairwise training).
+    `tie=True` records that the user found both equal (kept; not used for pairwise training: PAL, EM and adapters
+    learn from winners; the per-user model fits a tie of two answers with Davidson's tie term, `pluralign.user.model`).
     `attributes` holds free labels such as group names used by fairness audits. `prompt`, `chosen`
     and `rejected` are always plain text (what the models read); `trl` keeps a TRL row's own form.
     """

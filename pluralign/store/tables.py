@@ -1669,6 +1669,16 @@ class Store:
         return self.preferences.count_rows(owner_filter(tenant, user_id) + " AND tie = true")
 
     @_uses("preferences", "read")
+    def count_paired_ties(self, tenant: str, user_id: str) -> int:
+        """How many of the user's ties name two answers (`History.tie_set`; not a rating of 3, which names one):
+        the ties the user model learns from (`pluralign.user.model.fit_posterior`)."""
+        history = self._cached(tenant, user_id)
+        if history is not None:
+            tie = history.meta.column("tie").to_numpy(zero_copy_only=False).astype(bool)
+            return int((tie & pc.not_equal(history.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool)).sum())
+        return self.preferences.count_rows(owner_filter(tenant, user_id) + " AND tie = true AND rejected != ''")
+
+    @_uses("preferences", "read")
     def count_unpaired(self, tenant: str, user_id: str) -> int:
         """How many of the user's rows hold one answer and no tie (a rating of an answer that had no other to
         compare it with): rows a pairwise reward cannot learn from. With `count_comparisons` and `count_ties`,

@@ -41,7 +41,13 @@ weights over the seen users after their answers. On persona users (stance shared
 two answers chosen this way predict at least as well as four random ones, and five as well as ten
 (BENCHMARKS.md, issue 16); `pluralign eval --shots active --active-target group` measures it. The
 onboarding route offers it as `"target": "population"`, each of the tenant's fitted users their own
-group (no clustering at request time); chat's `compare` still asks by BALD.
+group (no clustering at request time); chat's `compare` still chooses its pair by BALD (`compare_target`).
+
+Whether chat asks at all is decided by `best_information` (`most_informative_pair`'s `gate`): BALD keeps
+finding bits in coefficients that can no longer change which answer is best, and with the real models a
+consistent user was asked about most responses after 200 answers; with the user's ties fitted too
+(`pluralign.user.model.fit_posterior`), the gate lets `compare` go once the user is known (BENCHMARKS.md,
+sessions 48 and 49).
 
 Shapes: P pairs, N candidates, D coefficients, S posterior samples, T target pairs, U seen users.
 Units: bits.
@@ -62,7 +68,8 @@ from pluralign.checks import whole
 
 # `pluralign.compare` is null once the best pair among the returned choices carries less than this
 # many bits about the user (a tenth of a yes/no answer's worth): what they will pick is then either
-# predictable or a coin flip the model already knows to be one. On a simulated 6-feature logistic
+# predictable or a coin flip the model already knows to be one. (Chat reads it by `best_information`
+# since session 49; the figures below are BALD's.) On a simulated 6-feature logistic
 # user (tests/unit/test_active.py) the best of 8 candidates' 28 pairs carries 0.87 bits for a new
 # user, 0.41 after 30 comparisons, 0.12 after 100 and 0.085 after 300 (the median pair: 0.72, 0.17,
 # 0.02, 0.002): at 0.1 a user stops being asked after a few hundred comparisons, and far fewer
@@ -339,15 +346,19 @@ class PairChoice:
 
 
 def most_informative_pair(x: np.ndarray, mean: np.ndarray, cov: np.ndarray, min_bits: float = 0.0,
-                          target: str = "coefficients") -> PairChoice | None:
+                          target: str = "coefficients", gate: str | None = None) -> PairChoice | None:
     """The most informative of the pairs of N candidates with coordinates x (N, D) for a user with
     posterior N(mean (D,), cov (D, D)); None when N < 2 or when even the best pair carries fewer
-    than `min_bits` (the user is well known on these candidates). `target`: `coefficients` (BALD,
-    `pair_information`) or `best` (information about which candidate is best,
-    `best_information`). Identical candidates (a zero difference) carry nothing and are never
-    chosen. Raises ValueError on an unknown target and on candidates that are not finite."""
-    if target not in CRITERIA:
-        raise ValueError(f"target must be one of {CRITERIA}, got {target!r}")
+    than `min_bits` (the user is well known on these candidates) by the `gate` criterion (None: `target`
+    itself). `target` and `gate`: `coefficients` (BALD, `pair_information`) or `best` (information about
+    which candidate is best, `best_information`). Chat's `compare` gates by `best`: variance of the
+    coefficients that cannot change which answer is best for the user (pairs they are indifferent
+    between, once their ties are fitted) does not keep them being asked (BENCHMARKS.md, session 49).
+    Identical candidates (a zero difference) carry nothing and are never chosen. Raises ValueError on
+    an unknown target or gate and on candidates that are not finite."""
+    for name, value in (("target", target), ("gate", gate if gate is not None else target)):
+        if value not in CRITERIA:
+            raise ValueError(f"{name} must be one of {CRITERIA}, got {value!r}")
     x = np.asarray(x, np.float64)
     bad = ~np.isfinite(x.reshape(len(x), -1)).all(-1) if x.ndim else np.array([])
     if bad.any():
@@ -355,15 +366,22 @@ def most_informative_pair(x: np.ndarray, mean: np.ndarray, cov: np.ndarray, min_
     if len(x) < 2:
         return None
     first, second = all_pairs(len(x))
-    if target == "best":
-        bits = best_information(x, first, second, mean, cov)  # (P,)
-        bits[np.all(x[first] == x[second], axis=1)] = 0.0
-    else:
-        bits = pair_information(x[first] - x[second], mean, cov)  # (P,)
+    bits = _pair_bits(target, x, first, second, mean, cov)  # (P,)
     best = int(np.argmax(bits))
-    if bits[best] <= 0.0 or bits[best] < min_bits:
+    asked = bits if gate in (None, target) else _pair_bits(gate, x, first, second, mean, cov)
+    if bits[best] <= 0.0 or asked.max() <= 0.0 or asked.max() < min_bits:
         return None
     return PairChoice(first=int(first[best]), second=int(second[best]), bits=float(bits[best]))
+
+
+def _pair_bits(criterion: str, x: np.ndarray, first: np.ndarray, second: np.ndarray, mean: np.ndarray,
+               cov: np.ndarray) -> np.ndarray:
+    """(P,) bits of each pair (first, second) of candidates x (N, D) by `criterion` (`CRITERIA`)."""
+    if criterion == "best":
+        bits = best_information(x, first, second, mean, cov)
+        bits[np.all(x[first] == x[second], axis=1)] = 0.0
+        return bits
+    return pair_information(x[first] - x[second], mean, cov)
 
 
 def select_active(design: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray, k: int,

@@ -108,10 +108,13 @@ def collinear_groups(named: np.ndarray) -> list[tuple[list[int], np.ndarray, flo
 
 
 def path_probabilities(design: np.ndarray, mean: np.ndarray, cov: np.ndarray, prior_mean: np.ndarray,
-                       prior_precision: np.ndarray, directions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       prior_precision: np.ndarray, directions: np.ndarray,
+                       tied: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The posterior of s = v . beta along each of M directions v (the columns of `directions`, (D, M))
     for a Bayesian logistic (Bradley-Terry) model: design (N, D), its Laplace posterior mode (D,) and
-    covariance (D, D), its Gaussian prior's mean (D,) and precision (D,) or (D, D). Returns (M,) each:
+    covariance (D, D), its Gaussian prior's mean (D,) and precision (D,) or (D, D); `tied` (M', D) the
+    ties it was fitted on too (`pluralign.user.model.fit_posterior`: Davidson's term, which is half a
+    comparison won each way, so each tie is read as its two directions at weight 1/2). Returns (M,) each:
     the mode of s, its Laplace sd, and the posterior probability that s > 0, integrated along the
     conditional-mean path (module docstring). The likelihood, the costly part (N terms a point), is
     read at len(AROUND) + NODES_WIDE + 1 points of each path, with its slope, and again between them
@@ -121,6 +124,10 @@ def path_probabilities(design: np.ndarray, mean: np.ndarray, cov: np.ndarray, pr
     cliff narrows the path (tests/unit/test_collinear.py; BENCHMARKS.md, reviewpf44); the reads are
     checked since, ~37 a path for a noisy user of 10,000 comparisons."""
     prec = np.diag(prior_precision) if np.ndim(prior_precision) == 1 else np.asarray(prior_precision)
+    weights = None
+    if tied is not None and len(tied):  # -log 2 sqrt(p (1 - p)) = (-log p - log (1 - p)) / 2 + const
+        design = np.concatenate([design, tied, -np.asarray(tied)])
+        weights = np.r_[np.ones(len(design) - 2 * len(tied)), np.full(2 * len(tied), 0.5)]  # (N + 2M',)
     directions = np.asarray(directions, np.float64).reshape(len(mean), -1)  # (D, M)
     along = cov @ directions  # (D, M)
     var = np.einsum("dm,dm->m", directions, along)  # (M,)
@@ -141,7 +148,7 @@ def path_probabilities(design: np.ndarray, mean: np.ndarray, cov: np.ndarray, pr
         # cut there, and a 400-comparison posterior can be narrower than the wide steps
         half = 10.0 * max(sd[m], prior_sd[m]) + abs(s0[m])
         nodes = np.unique(np.concatenate([np.linspace(-half, half, NODES_WIDE), s0[m] + sd[m] * AROUND, [0.0]]))  # (S,)
-        nodes, log_lik, slope = _read_likelihood(nodes, at_mode, per_s[:, m], s0[m], log_prior)
+        nodes, log_lik, slope = _read_likelihood(nodes, at_mode, per_s[:, m], s0[m], log_prior, weights)
         s = np.unique(np.concatenate([np.linspace(-half, half, FINE), s0[m] + np.linspace(-10 * sd[m], 10 * sd[m], FINE), nodes]))
         density = np.exp((log_post := _hermite(nodes, log_lik, slope, s) + log_prior(s)) - log_post.max())
         total = np.trapezoid(density, s)
@@ -150,19 +157,23 @@ def path_probabilities(design: np.ndarray, mean: np.ndarray, cov: np.ndarray, pr
     return s0, sd, p_more
 
 
-def _log_likelihood(s: np.ndarray, at_mode: np.ndarray, per_s: np.ndarray, s0: float) -> tuple[np.ndarray, np.ndarray]:
+def _log_likelihood(s: np.ndarray, at_mode: np.ndarray, per_s: np.ndarray, s0: float,
+                    weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The Bradley-Terry log-likelihood (S,) at points s (S,) of a path whose margins are at_mode + (s - s0) per_s
-    (N,) each, and its slope d/ds (S,)."""
+    (N,) each (each row's term times its weight (N,), when given), and its slope d/ds (S,)."""
     margins = at_mode[None, :] + (s - s0)[:, None] * per_s[None, :]  # (S, N)
     small = np.exp(-np.abs(margins))
     # log sigmoid(m) = -(max(-m, 0) + log1p(exp(-|m|))), ~5x faster here than np.logaddexp
-    log_lik = -(np.maximum(-margins, 0.0) + np.log1p(small)).sum(axis=1)
-    slope = (np.where(margins >= 0, small, 1.0) / (1.0 + small) * per_s[None, :]).sum(axis=1)  # sigmoid(-m) b
-    return log_lik, slope
+    terms = -(np.maximum(-margins, 0.0) + np.log1p(small))  # (S, N)
+    slopes = np.where(margins >= 0, small, 1.0) / (1.0 + small) * per_s[None, :]  # sigmoid(-m) b
+    if weights is not None:
+        terms, slopes = terms * weights, slopes * weights
+    return terms.sum(axis=1), slopes.sum(axis=1)
 
 
 def _read_likelihood(nodes: np.ndarray, at_mode: np.ndarray, per_s: np.ndarray, s0: float,
-                     log_prior: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     log_prior: Callable[[np.ndarray], np.ndarray],
+                     weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The likelihood along a path read at sorted `nodes` (S,) and wherever its cubic Hermite interpolant
     between them is not yet within CHECK_TOL of it: the midpoint of each interval that may hold posterior
     mass is read too and kept, and an interval whose midpoint missed is halved again (at most
@@ -171,7 +182,7 @@ def _read_likelihood(nodes: np.ndarray, at_mode: np.ndarray, per_s: np.ndarray, 
     comparisons beside one they all moved one way: 0.111 read off 33 fixed points, 0.169 in full, 0.194
     by sampling). For a Gaussian-like path the first check passes (a cubic is exact for a quadratic), so
     a noisy user's path costs ~37 reads. Returns (nodes, log-likelihood, slope), (S',) each."""
-    log_lik, slope = _log_likelihood(nodes, at_mode, per_s, s0)
+    log_lik, slope = _log_likelihood(nodes, at_mode, per_s, s0, weights)
     open_ = np.ones(len(nodes) - 1, bool)  # (S - 1,) intervals whose interpolant is not yet checked
     for _ in range(REFINE_ROUNDS):
         mid = (nodes[:-1] + nodes[1:]) / 2
@@ -183,7 +194,7 @@ def _read_likelihood(nodes: np.ndarray, at_mode: np.ndarray, per_s: np.ndarray, 
         ask = np.flatnonzero(open_ & held & (mid > nodes[:-1]) & (mid < nodes[1:]))  # (an interval too narrow to halve: done)
         if not len(ask):
             break
-        read, read_slope = _log_likelihood(mid[ask], at_mode, per_s, s0)
+        read, read_slope = _log_likelihood(mid[ask], at_mode, per_s, s0, weights)
         order = np.argsort(np.concatenate([nodes, mid[ask]]), kind="stable")
         nodes = np.concatenate([nodes, mid[ask]])[order]
         log_lik, slope = np.concatenate([log_lik, read])[order], np.concatenate([slope, read_slope])[order]
@@ -205,18 +216,19 @@ def _hermite(x: np.ndarray, y: np.ndarray, slope: np.ndarray, at: np.ndarray) ->
 
 
 def direction_probability(design: np.ndarray, mean: np.ndarray, cov: np.ndarray, prior_mean: np.ndarray,
-                          prior_precision: np.ndarray, v: np.ndarray) -> tuple[float, float, float]:
+                          prior_precision: np.ndarray, v: np.ndarray, tied: np.ndarray | None = None) -> tuple[float, float, float]:
     """`path_probabilities` along one direction v (D,): (mode of s, Laplace sd of s, posterior
     probability that s > 0)."""
-    s0, sd, p_more = path_probabilities(design, mean, cov, prior_mean, prior_precision, np.asarray(v, np.float64)[:, None])
+    s0, sd, p_more = path_probabilities(design, mean, cov, prior_mean, prior_precision, np.asarray(v, np.float64)[:, None], tied)
     return float(s0[0]), float(sd[0]), float(p_more[0])
 
 
 def feature_signs(design: np.ndarray, names: Sequence[str], feature_names: Sequence[str], mean: np.ndarray, cov: np.ndarray,
                   prior_mean: np.ndarray, prior_precision: np.ndarray, only: Sequence[str] | None = None,
-                  grouped: Collection[str] = ()) -> tuple[dict[str, float], dict[str, int]]:
+                  grouped: Collection[str] = (), tied: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, int]]:
     """Of each named feature (`feature_names`, of the design's (N, D) columns `names`; `only` those): the
-    posterior probability that the user's weight on it is positive, and how many comparisons moved it.
+    posterior probability that the user's weight on it is positive, and how many comparisons moved it (and
+    ties, `tied` (M, D): the posterior was fitted on them too, `path_probabilities`).
     The probability is integrated along the feature's axis as a group's is along its direction: for a user
     whose comparisons all agree, the Laplace z of a feature stays near 1 however many there are (the
     likelihood is flat on the chosen side). Under a diagonal prior (the model's own) a feature no
@@ -229,31 +241,34 @@ def feature_signs(design: np.ndarray, names: Sequence[str], feature_names: Seque
     comparisons settle (benchmarks/joint_direction.py --features, BENCHMARKS.md)."""
     wanted = list(feature_names if only is None else only)
     cols = [list(names).index(f) for f in wanted]
-    moved = (np.abs(design[:, cols]) > MIN_MOVED).sum(axis=0) if len(design) else np.zeros(len(cols), int)  # (F,)
+    answers = design if tied is None else np.concatenate([design, tied])  # (N + M, D)
+    moved = (np.abs(answers[:, cols]) > MIN_MOVED).sum(axis=0) if len(answers) else np.zeros(len(cols), int)  # (F,)
     sd = np.sqrt(np.maximum(np.diag(cov)[cols], 0.0))
     p_more = np.array([_PHI(mean[c] / s) if s > 0 else float(mean[c] > 0) for c, s in zip(cols, sd, strict=True)])
     integrate = (moved > 0 if np.ndim(prior_precision) == 1 else np.ones(len(cols), bool)) & ~np.isin(wanted, list(grouped))
-    if len(design) and integrate.any():
+    if len(answers) and integrate.any():
         axes = np.zeros((len(names), int(integrate.sum())))
         axes[[c for c, k in zip(cols, integrate, strict=True) if k], np.arange(axes.shape[1])] = 1.0
-        p_more[integrate] = path_probabilities(design, mean, cov, prior_mean, prior_precision, axes)[2]
+        p_more[integrate] = path_probabilities(design, mean, cov, prior_mean, prior_precision, axes, tied)[2]
     return ({f: float(p) for f, p in zip(wanted, p_more, strict=True)},
             {f: int(k) for f, k in zip(wanted, moved, strict=True)})
 
 
 def joint_beliefs(design: np.ndarray, names: Sequence[str], feature_names: Sequence[str], mean: np.ndarray,
-                  cov: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray) -> list[CollinearFeatures]:
-    """The collinear groups of the named features in a user's design (N, D) (columns `names`, the
-    named ones `feature_names`), each with the posterior along its joint direction."""
-    if not len(design):
+                  cov: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray,
+                  tied: np.ndarray | None = None) -> list[CollinearFeatures]:
+    """The collinear groups of the named features in a user's design (N, D) and ties (M, D) (columns `names`,
+    the named ones `feature_names`), each with the posterior along its joint direction."""
+    answers = design if tied is None else np.concatenate([design, tied])  # (N + M, D)
+    if not len(answers):
         return []
     cols = [list(names).index(f) for f in feature_names]
     out = []
-    for members, v_group, cosine in collinear_groups(design[:, cols]):
+    for members, v_group, cosine in collinear_groups(answers[:, cols]):
         v = np.zeros(len(names))
         v[[cols[i] for i in members]] = v_group
-        s0, sd, p_more = direction_probability(design, mean, cov, prior_mean, prior_precision, v)
-        moved_in = int((np.abs(design[:, [cols[i] for i in members]]) > MIN_MOVED).any(axis=1).sum())
+        s0, sd, p_more = direction_probability(design, mean, cov, prior_mean, prior_precision, v, tied)
+        moved_in = int((np.abs(answers[:, [cols[i] for i in members]]) > MIN_MOVED).any(axis=1).sum())
         out.append(CollinearFeatures(features=[feature_names[i] for i in members], direction=[round(float(x), 6) for x in v_group],
                                      cosine=round(cosine, 4), mean=s0, sd=sd, p_more=p_more, moved_in=moved_in))
     return out

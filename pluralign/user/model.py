@@ -45,6 +45,7 @@ import torch
 
 from pluralign.checks import whole
 from pluralign.data.record import Base
+from pluralign.losses import davidson_tie_nll
 from pluralign.reward.inputs import comparison_rows, logits_row
 from pluralign.reward.pal_model import PALModel
 from pluralign.user.collinear import CollinearFeatures, feature_signs, joint_beliefs
@@ -93,7 +94,10 @@ class UserState(Base, kw_only=True):
     logits: list[float]  # (K,) the user's PAL logits (PAL's own few-shot fit, shown in the profile)
     mean: list[float]  # (D,) posterior mean of beta
     cov: list[float]  # (D * D,) posterior covariance, row-major
-    n: int  # comparisons fitted on
+    n: int  # comparisons fitted on (with a winner)
+    # ties fitted on too (answers naming no winner, two answers each: Davidson's term, `fit_posterior`); 0 in a state
+    # stored before ties were fitted, which the service refits once the user has ties
+    ties: int = 0
     fitted_at: float
     stated: dict[str, int] = {}  # the stated preferences in the prior it was fitted with: feature -> +1 (more) / -1 (less)
     # for each stated feature (when n > 0): [posterior mean, sd] of its weight fitted on the same
@@ -188,21 +192,9 @@ def _check_prior(prior_mean: np.ndarray, prec: np.ndarray) -> None:
         raise ValueError("`prior_precision` (D, D) is not positive definite: not the inverse of a covariance") from None
 
 
-def fit_posterior(
-    design: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray, steps: int = 25, tol: float = 1e-8
-) -> tuple[np.ndarray, np.ndarray]:
-    """Laplace approximation of Bayesian logistic regression without intercept.
-
-    design (N, D): x_c - x_r of each comparison (the chosen answer's features minus the rejected's);
-    prior_mean (D,), prior_precision (D,) (a diagonal Gaussian prior) or (D, D) (a full one, e.g. a
-    population's spread). Returns the posterior mode (D,) and covariance (D, D) = inverse Hessian of
-    the negative log posterior at the mode. Newton's method on a strictly convex objective, with
-    step halving as a safeguard. Raises ValueError naming the argument that is not of these shapes
-    or holds NaN or inf (on a NaN design no step is taken and the prior would come back as a fit),
-    `prior_precision` when it is not a Gaussian's (a variance's inverse > 0 on the diagonal; a full one
-    positive definite: a negative precision made the objective concave and came back as a
-    "covariance" with negative variances), and `steps` when it is not a whole number >= 0."""
-    whole("fit_posterior", 0, steps=steps)  # Newton steps
+def _checked(design, tied, prior_mean, prior_precision) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`fit_posterior`'s arguments as float64 arrays (tied (0, D) when None), or a ValueError naming the one that is
+    not of its shape or not finite (or, the prior, no Gaussian's)."""
     design = np.asarray(design, np.float64)
     if design.ndim != 2:
         raise ValueError(f"`design` has shape {design.shape}, expected (N, D)")
@@ -213,16 +205,49 @@ def fit_posterior(
         raise ValueError(f"`prior_mean` has {prior_mean.size} values (shape {prior_mean.shape}), the design has D={d} columns")
     if prec.shape not in ((d,), (d, d)):
         raise ValueError(f"`prior_precision` has shape {prec.shape}, expected ({d},) or ({d}, {d})")
-    bad = ~np.isfinite(design).all(-1)
-    if bad.any():
-        raise ValueError(f"`design` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
+    tied = np.zeros((0, d)) if tied is None else np.asarray(tied, np.float64)
+    if tied.ndim != 2 or tied.shape[1] != d:
+        raise ValueError(f"`tied` has shape {tied.shape}, expected (M, {d}): one row x_a - x_b per tie")
+    for name, rows in (("design", design), ("tied", tied)):
+        bad = ~np.isfinite(rows).all(-1)
+        if bad.any():
+            raise ValueError(f"`{name}` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
     _check_prior(prior_mean, prec)
+    return design, tied, prior_mean, prec
+
+
+def fit_posterior(
+    design: np.ndarray, prior_mean: np.ndarray, prior_precision: np.ndarray, steps: int = 25, tol: float = 1e-8,
+    tied: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Laplace approximation of Bayesian logistic regression without intercept.
+
+    design (N, D): x_c - x_r of each comparison (the chosen answer's features minus the rejected's);
+    tied (M, D) or None: x_a - x_b of each tie (an answer naming no winner, either order), whose likelihood is
+    Davidson's 2 sqrt(p (1 - p)) (`pluralign.losses.davidson_tie_nll`): it pulls the pair's margin towards 0
+    and adds p (1 - p) z z' of curvature, most where the model cannot tell the two apart;
+    prior_mean (D,), prior_precision (D,) (a diagonal Gaussian prior) or (D, D) (a full one, e.g. a
+    population's spread). Returns the posterior mode (D,) and covariance (D, D) = inverse Hessian of
+    the negative log posterior at the mode. Newton's method on a strictly convex objective, with
+    step halving as a safeguard. Raises ValueError naming the argument that is not of these shapes
+    or holds NaN or inf (on a NaN design no step is taken and the prior would come back as a fit),
+    `prior_precision` when it is not a Gaussian's (a variance's inverse > 0 on the diagonal; a full one
+    positive definite: a negative precision made the objective concave and came back as a
+    "covariance" with negative variances), and `steps` when it is not a whole number >= 0."""
+    whole("fit_posterior", 0, steps=steps)  # Newton steps
+    design, tied, prior_mean, prec = _checked(design, tied, prior_mean, prior_precision)
     beta = prior_mean.copy()
     prec = np.diag(prec) if prec.ndim == 1 else prec
 
     def objective(b: np.ndarray) -> float:
         d = b - prior_mean
-        return float(np.logaddexp(0.0, -(design @ b)).sum() + 0.5 * d @ prec @ d)
+        value = np.logaddexp(0.0, -(design @ b)).sum() + 0.5 * d @ prec @ d
+        return float(value + davidson_tie_nll(tied @ b)[0].sum() if len(tied) else value)
+
+    def tie_terms(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ties' gradient (D,) and Hessian (D, D) at b."""
+        _, slope, curvature = davidson_tie_nll(tied @ b)  # (M,) each
+        return tied.T @ slope, (tied.T * curvature) @ tied
 
     loss = objective(beta)
     hessian = prec
@@ -230,6 +255,9 @@ def fit_posterior(
         p = 1.0 / (1.0 + np.exp(-(design @ beta)))  # (N,) P(chosen beats rejected)
         grad = -design.T @ (1.0 - p) + prec @ (beta - prior_mean)  # (D,)
         hessian = (design.T * (p * (1.0 - p))) @ design + prec  # (D, D)
+        if len(tied):
+            tie_grad, tie_hessian = tie_terms(beta)
+            grad, hessian = grad + tie_grad, hessian + tie_hessian
         step = np.linalg.solve(hessian, grad)
         size = 1.0
         for _ in range(20):
@@ -245,7 +273,22 @@ def fit_posterior(
             break
     p = 1.0 / (1.0 + np.exp(-(design @ beta)))
     hessian = (design.T * (p * (1.0 - p))) @ design + prec
+    if len(tied):
+        hessian = hessian + tie_terms(beta)[1]
     return beta, np.linalg.inv(hessian)
+
+
+@dataclass(frozen=True)
+class Ties:
+    """A user's M ties, answers that named no winner between two answers, in the form of their comparisons
+    (`pluralign.store.history.History.tie_set`): prompt, first and second answer embeddings (M, d) each, and the
+    two answers' texts (M each). Which answer is first does not matter."""
+
+    prompt: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    first_texts: Sequence[str]
+    second_texts: Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -405,7 +448,7 @@ class UserModel:
     def fit_user(
         self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, chosen_texts: Sequence[str],
         rejected_texts: Sequence[str], prior_logits: np.ndarray, fitted_at: float = 0.0,
-        stated: Mapping[str, int] | None = None, pooled: PooledPrior | None = None,
+        stated: Mapping[str, int] | None = None, pooled: PooledPrior | None = None, ties: Ties | None = None,
     ) -> tuple[np.ndarray, UserState]:
         """A whole refit from the user's N comparisons (embeddings (N, d) each, answer texts): the
         population model's K logits around `prior_logits`, and the posterior, from one pass of the
@@ -414,20 +457,33 @@ class UserModel:
         keeps the posterior under the model's own prior (`UserState.unpooled_mean`). Raises ValueError
         on mismatched lengths, and naming the argument whose embeddings are not (N, d) or not finite,
         or `prior_logits` when they are not K finite numbers, a stated sign that is not +1 or -1, and
-        TypeError naming a text list given as one string."""
+        TypeError naming a text list given as one string. `ties`: the user's M ties (`Ties`), which the
+        posterior is fitted on too (Davidson's term, `fit_posterior`); PAL's own logits are fitted on the
+        comparisons alone."""
         chosen_texts, rejected_texts = texts_of("chosen_texts", chosen_texts), texts_of("rejected_texts", rejected_texts)
         if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
             raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
         prior_logits = logits_row("prior_logits", prior_logits, self.k, minus_inf=True).double().numpy()
+        tied = self.tie_design(ties)
         if not len(prompt):
-            return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at, stated, pooled)
+            return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at, stated, pooled, tied)
         p, c, r, diff = self._diff(prompt, chosen, rejected)
         logits = self.base.fit_logits(p, c, r, diff, prior_logits)
         named = response_features(chosen_texts) - response_features(rejected_texts)  # (N, F)
-        return logits, self._posterior(logits, self._split(diff, named), fitted_at, stated, pooled)
+        return logits, self._posterior(logits, self._split(diff, named), fitted_at, stated, pooled, tied)
+
+    def tie_design(self, ties: Ties | None) -> np.ndarray:
+        """(M, D) first-minus-second coordinates of the user's M ties (none: (0, D)). Raises ValueError on
+        mismatched lengths and as `design` does; TypeError naming a text list given as one string."""
+        if ties is None or not len(ties.prompt):
+            return np.zeros((0, self.dim))
+        first_texts, second_texts = texts_of("ties.first_texts", ties.first_texts), texts_of("ties.second_texts", ties.second_texts)
+        if not (len(ties.prompt) == len(ties.first) == len(ties.second) == len(first_texts) == len(second_texts)):
+            raise ValueError("a tie's prompt, first and second answers and both text lists must have one row per tie")
+        return self.design(ties.prompt, ties.first, ties.second, response_features(first_texts), response_features(second_texts))
 
     def _posterior(self, logits: np.ndarray, design: np.ndarray, fitted_at: float, stated: Mapping[str, int] | None = None,
-                   pooled: PooledPrior | None = None) -> UserState:
+                   pooled: PooledPrior | None = None, tied: np.ndarray | None = None) -> UserState:
         p = self.prior
         stated = dict(stated or {})
         unknown = sorted(set(stated) - set(FEATURE_NAMES))
@@ -436,38 +492,40 @@ class UserModel:
         for name, sign in stated.items():  # a sign (StatedPreferences.signs): another number scales the prior's mean
             if isinstance(sign, bool) or sign not in (1, -1):
                 raise ValueError(f"stated preference on {name!r} must be +1 or -1 (more or less), got {sign!r}")
+        tied = np.zeros((0, self.dim)) if tied is None else tied
+        answered = len(design) + len(tied)
         prior = self.prior_for(stated, pooled)
-        mean, cov = fit_posterior(design, *prior, p.newton_steps, p.tol)
+        mean, cov = fit_posterior(design, *prior, p.newton_steps, p.tol, tied=tied)
         alone, own = {}, None
-        if (stated or pooled is not None) and len(design):  # the same comparisons under the model's prior alone
-            own = fit_posterior(design, self.prior_mean(), self.prior_precision(), p.newton_steps, p.tol)
-        if stated and len(design):  # what the comparisons alone say on each stated feature
+        if (stated or pooled is not None) and answered:  # the same comparisons under the model's prior alone
+            own = fit_posterior(design, self.prior_mean(), self.prior_precision(), p.newton_steps, p.tol, tied=tied)
+        if stated and answered:  # what the comparisons alone say on each stated feature
             alone = {name: [float(own[0][i]), float(np.sqrt(max(own[1][i, i], 0.0)))] for name in sorted(stated) for i in [self.names.index(name)]}
         unpooled_mean, unpooled_var = [], []
         if pooled is not None and own is not None and not stated:  # what a later pooled prior is estimated from
             unpooled_mean, unpooled_var = own[0].tolist(), np.diag(own[1]).tolist()
-        collinear = self._collinear(design, mean, cov, prior, own if stated else None)
+        collinear = self._collinear(design, mean, cov, prior, own if stated else None, tied)
         grouped = {f for group in collinear for f in group.features}
-        p_more, moved_in = feature_signs(design, self.names, FEATURE_NAMES, mean, cov, *prior, grouped=grouped)
+        p_more, moved_in = feature_signs(design, self.names, FEATURE_NAMES, mean, cov, *prior, grouped=grouped, tied=tied)
         p_alone = {} if not alone else feature_signs(design, self.names, FEATURE_NAMES, *own, self.prior_mean(),
-                                                     self.prior_precision(), only=sorted(stated), grouped=grouped)[0]
+                                                     self.prior_precision(), only=sorted(stated), grouped=grouped, tied=tied)[0]
         return UserState(
             population=self.population, features=FEATURES_VERSION, names=list(self.names),
-            logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design),
+            logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design), ties=len(tied),
             fitted_at=fitted_at, stated=stated, from_comparisons=alone,
             pooled_users=0 if pooled is None else pooled.users, unpooled_mean=unpooled_mean, unpooled_var=unpooled_var,
             collinear=collinear, p_more=p_more, moved_in=moved_in, p_more_from_comparisons=p_alone,
         )
 
     def _collinear(self, design: np.ndarray, mean: np.ndarray, cov: np.ndarray, prior: tuple[np.ndarray, np.ndarray],
-                   own: tuple[np.ndarray, np.ndarray] | None) -> list[CollinearFeatures]:
-        """The named features the design (N, D) moved together, with the posterior along each group
+                   own: tuple[np.ndarray, np.ndarray] | None, tied: np.ndarray | None = None) -> list[CollinearFeatures]:
+        """The named features the design (N, D) and ties (M, D) moved together, with the posterior along each group
         (`pluralign.user.collinear`); with `own` (the posterior under the model's prior alone, fitted
         for stated preferences) also what the comparisons alone say along it."""
-        groups = joint_beliefs(design, self.names, FEATURE_NAMES, mean, cov, *prior)
+        groups = joint_beliefs(design, self.names, FEATURE_NAMES, mean, cov, *prior, tied=tied)
         if own is None or not groups:
             return groups
-        alone = joint_beliefs(design, self.names, FEATURE_NAMES, *own, self.prior_mean(), self.prior_precision())
+        alone = joint_beliefs(design, self.names, FEATURE_NAMES, *own, self.prior_mean(), self.prior_precision(), tied=tied)
         return [msgspec.structs.replace(g, p_more_from_comparisons=a.p_more) for g, a in zip(groups, alone, strict=True)]
 
     def fit(
@@ -511,4 +569,4 @@ class UserModel:
         stated = dict(stated or {})
         return state is not None and state.population == self.population and state.features == FEATURES_VERSION \
             and state.names == self.names and state.version == STATE_VERSION and state.stated == stated \
-            and set(state.from_comparisons) == (set(stated) if state.n else set())
+            and set(state.from_comparisons) == (set(stated) if state.n or state.ties else set())

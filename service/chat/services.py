@@ -174,8 +174,9 @@ def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> 
     on their posterior; with `compare_target = best` the information about which returned choice is
     best for them, `best_information`), as indices into `choices`; None for anonymous requests,
     requests with `store: false` (a `choice` on them cannot be recorded), fewer than 2 returned
-    choices, `user_model = prototypes` (no posterior), or once the best pair carries fewer than
-    `compare_min_bits` bits (the user is well known)."""
+    choices, `user_model = prototypes` (no posterior), or once no pair's answer carries
+    `compare_min_bits` bits about which returned choice is best for them (the user is well known on these
+    choices, whichever `compare_target` chose the pair: BENCHMARKS.md, session 49)."""
     if p.user_id is None or not p.store or p.weights is None or p.returned < 2 or not residual_on(rt):
         return None
     start = time.perf_counter()
@@ -189,7 +190,7 @@ def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> 
         x = model.candidates(prompt_vec, vectors[shown], [texts[i] for i in shown]).x
     pooled = pooled_prior_of(rt, p.tenant, p.weights.rewards or rt.rewards) if p.weights.state is None else None
     mean, cov = model.posterior(p.weights.state, p.weights.stated.signs(), pooled)
-    choice = most_informative_pair(x, mean, cov, rt.settings.compare_min_bits, rt.settings.compare_target)
+    choice = most_informative_pair(x, mean, cov, rt.settings.compare_min_bits, rt.settings.compare_target, gate="best")
     p.timings.compare_ms = ms(start)
     return choice
 

@@ -30,11 +30,13 @@ class Feedback(NullMeansDefault, tag_field="type", kw_only=True):
 class ChoiceFeedback(Feedback, tag="choice", kw_only=True):
     """The user picked `choices[chosen_index]` of a served response (requested with `n` > 1); it beats
     every other returned choice, or with `shown` every other choice the user was shown (e.g. the
-    response's `pluralign.compare` pair). Indices are those of `choices` as returned, best-ranked first."""
+    response's `pluralign.compare` pair). Indices are those of `choices` as returned, best-ranked first.
+    With `tie` the user had no preference: `choices[chosen_index]` ties with each other shown choice."""
 
     response_id: ResponseId
     chosen_index: Annotated[int, msgspec.Meta(ge=0)]
     shown: Annotated[list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=2, max_length=64)] | None = None
+    tie: bool | None = False  # "no preference" between the shown choices (e.g. `pluralign.compare`'s pair)
 
 
 class ComparisonFeedback(Feedback, tag="comparison", kw_only=True):

@@ -110,7 +110,8 @@ def _comparison_rows(fb: ComparisonFeedback) -> list[dict]:
 
 
 def _choice_rows(item: Interaction, fb: ChoiceFeedback) -> list[dict]:
-    """The pick beats every other choice the user was shown (`shown`, else every returned choice)."""
+    """The pick beats every other choice the user was shown (`shown`, else every returned choice); with `tie`
+    (no preference) it ties with each of them instead."""
     shown = item.choice_texts()  # `chosen_index` indexes the response's `choices` as returned
     if len(shown) < 2:
         raise bad_request("response_id", "this response returned a single choice (request `n` > 1 to offer a choice): send a `comparison`, a `rating` or an `edit`")
@@ -128,7 +129,7 @@ def _choice_rows(item: Interaction, fb: ChoiceFeedback) -> list[dict]:
             raise bad_request("chosen_index", "must be one of the `shown` choices")
         shown = [shown[i] for i in fb.shown]
     rows = [  # the pick beats every other choice the user was shown, not candidates never returned (nor blank ones)
-        dict(prompt=item.prompt, chosen=chosen, rejected=other, tie=False, margin=None, kind="choice")
+        dict(prompt=item.prompt, chosen=chosen, rejected=other, tie=bool(fb.tie), margin=None, kind="choice")
         for other in _rivals(shown, chosen)
     ]
     if not rows:

@@ -41,7 +41,7 @@ from pluralign.store.deletions import Forget, new_deletion, user_hash
 from pluralign.store.failures import StoreUnavailable, storage_problem
 from pluralign.store.history import History
 from pluralign.store.tables import DeletedMeanwhile
-from pluralign.user import FEATURE_NAMES, UserState
+from pluralign.user import FEATURE_NAMES, Ties, UserState
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
 from pluralign.user.summary import (
@@ -166,6 +166,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
     # fitted on, made a row `_deleted_meanwhile` withdraws, and with it a stated preference set since
     history = rt.store.history(tenant, user_id, latest=True)
     prompt, chosen, rejected, chosen_texts, rejected_texts = history.comparison_set()  # (N, d) x 3, N texts x 2
+    ties = Ties(*history.tie_set()) if residual_on(rt) else None  # (M, d) x 3, M texts x 2: the user model fits them too
     from_feedback: dict[str, str] = {}
     for row in sorted(history.rows, key=lambda r: r["created_at"]):  # the seconds each meant (`History.meta`)
         from_feedback.update(json.loads(row["attributes"]))
@@ -175,12 +176,12 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
     now = time.time()
     rewards = rewards or rt.rewards  # one model for the whole refit, even if a new one is swapped in meanwhile
     state = None
-    if len(prompt):
+    if len(prompt) or (ties is not None and len(ties.prompt)):
         prior = False
-        if residual_on(rt):  # PAL's logits and the residual in one pass
+        if residual_on(rt):  # PAL's logits (from the comparisons with a winner) and the residual in one pass
             logits, state = rewards.user_model.fit_user(
                 prompt, chosen, rejected, chosen_texts, rejected_texts, prior_logits=rewards.prior(), fitted_at=now,
-                stated=stated.signs(), pooled=pooled_prior_of(rt, tenant, rewards),
+                stated=stated.signs(), pooled=pooled_prior_of(rt, tenant, rewards), ties=ties,
             )
         else:
             logits = rewards.fit(prompt, chosen, rejected)
@@ -459,6 +460,8 @@ def user_weights(rt: Runtime, tenant: str, user_id: str, flush: bool = True) -> 
         return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     stated = stated_of(record)
     state = stored_state(record) if residual_on(rt) else None
+    if residual_on(rt) and (0 if state is None else state.ties) != rt.store.count_paired_ties(tenant, user_id):
+        return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)  # a tie stored since the fit (or before ties were fitted)
     if record.pal_logits is None and not (residual_on(rt) and stated.preferences):
         return UserWeights(logits=rewards.prior(), prior=True, record=record, rewards=rewards, stated=stated)
     if residual_on(rt) and not rewards.user_model.fits(state, stated.signs()):  # an older model, feature set or stated prior
@@ -656,6 +659,7 @@ class UserModelProfile(msgspec.Struct):
     comparisons: int
     population: str  # the population checkpoint the residual was fitted against
     pooled_users: int = 0  # fitted under the tenant's pooled prior from this many of its users (0: the model's own prior)
+    ties: int = 0  # ties (two answers, neither better) fitted beside the comparisons (Davidson's tie term)
 
 
 def model_profile(state: UserState | None) -> UserModelProfile | None:
@@ -665,7 +669,7 @@ def model_profile(state: UserState | None) -> UserModelProfile | None:
     return UserModelProfile(
         prototypes=[belief(n) for n in state.names if n.startswith("prototype_")],
         features={name: belief(name) for name in FEATURE_NAMES}, comparisons=state.n,
-        population=state.population, pooled_users=state.pooled_users,
+        population=state.population, pooled_users=state.pooled_users, ties=state.ties,
     )
 
 
@@ -687,11 +691,14 @@ class UserSummary(msgspec.Struct, kw_only=True):
     # named features the user's comparisons moved together (they cannot tell which one the user cares
     # about), with the posterior probability of the user's direction along them jointly
     joint: list[JointBelief] = []
-    # the user's stored preferences the model does not learn from, beside `comparisons` (the three add up to
-    # the profile's counts.preferences): ties (neither answer better; a rating of 3), and ratings of an
-    # answer that had no other to compare it with
+    # the user's other stored preferences, beside `comparisons` (the three add up to the profile's
+    # counts.preferences): ties (neither answer better; a rating of 3), and ratings of an answer that had no
+    # other to compare it with, which no model learns from
     ties: int = 0
     unpaired_ratings: int = 0
+    # of `ties`, those the user's own model learned from (two answers, neither better: Davidson's tie term;
+    # not a rating of 3, which names one answer; none under `user_model = prototypes`, whose PAL fit reads winners)
+    ties_learned: int = 0
 
 
 DESCRIBED_PAIRS = 200  # stored pairs drawn to describe the prototypes (`Store.answers_sample`)
@@ -760,26 +767,38 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
     # comparison stored since the fit (in `preferences`, not in `comparisons`) for a tie or a rating
     ties, unpaired = (rt.store.count_ties(tenant, user_id), rt.store.count_unpaired(tenant, user_id)) \
         if (preferences or 0) > comparisons else (0, 0)
-    sentences.append(based_on(comparisons, ties, unpaired))
+    learned = min(weights.state.ties, ties) if weights.state is not None else 0
+    sentences.append(based_on(comparisons, ties, unpaired, learned, learns_ties=weights.state is not None))
     return UserSummary(
         comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint, ties=ties, unpaired_ratings=unpaired,
+        ties_learned=learned,
         nearest_prototype=NearestPrototype(prototype=nearest, weight=round(float(protos[nearest]), 4),
                                            highest=described.highest, lowest=described.lowest),
     )
 
 
-def based_on(comparisons: int, ties: int, unpaired_ratings: int) -> str:
-    """The summary's last sentence: "based on 12 comparisons", and the rows it is not based on, so that it
-    reads true beside counts.preferences: "based on 0 comparisons; your 5 ties (neither answer better) are
-    not counted: the model learns from comparisons with a winner"."""
-    said = f"based on {comparisons} comparison{'s' if comparisons != 1 else ''}"
-    left = [f"{n} {word}{'s' if n != 1 else ''}{why}" for n, word, why in (
-        (ties, "tie", " (neither answer better)"), (unpaired_ratings, "rating", " of an answer with no other to compare it with"),
+def based_on(comparisons: int, ties: int, unpaired_ratings: int, ties_learned: int = 0, learns_ties: bool = False) -> str:
+    """The summary's last sentence: "based on 12 comparisons" (and "and 3 ties (neither answer better)", those the
+    user's own model learned from, `ties_learned`), and the rows it is not based on, so that it reads true beside
+    counts.preferences. With `learns_ties` (the user's own model, which fits ties of two answers) the ties left are
+    ratings of 3: "based on 4 comparisons and 2 ties (neither answer better); your 1 rating of 3 (one answer, no
+    other named) is not counted: the model learns from two answers compared"; without (PAL's weights alone):
+    "based on 0 comparisons; your 5 ties (neither answer better) are not counted: the model learns from
+    comparisons with a winner"."""
+    plural = lambda n, word: f"{n} {word}{'s' if n != 1 else ''}"  # noqa: E731
+    said = f"based on {plural(comparisons, 'comparison')}"
+    if ties_learned:
+        said += f" and {plural(ties_learned, 'tie')} (neither answer better)"
+    other_ties = ties - ties_learned
+    left = [f"{plural(n, word)}{why}" for n, word, why in (
+        (other_ties, "rating" if learns_ties else "tie", " of 3 (one answer, no other named)" if learns_ties else " (neither answer better)"),
+        (unpaired_ratings, "rating", " of an answer with no other to compare it with"),
     ) if n]
     if not left:
         return said
-    verb = "is" if ties + unpaired_ratings == 1 else "are"
-    return f"{said}; your {' and '.join(left)} {verb} not counted: the model learns from comparisons with a winner"
+    verb = "is" if other_ties + unpaired_ratings == 1 else "are"
+    why = "the model learns from two answers compared" if learns_ties else "the model learns from comparisons with a winner"
+    return f"{said}; your {' and '.join(left)} {verb} not counted: {why}"
 
 
 class Counts(msgspec.Struct):

@@ -62,12 +62,14 @@ def test_bad_shown_is_a_400_naming_the_field(svc, body, field):
 
 
 def test_compare_disappears_once_the_user_is_well_known(svc):
-    """A user who answers every `compare` (picking the shorter of the two, a `choice` with `shown`)
-    is asked while new; as their posterior narrows the pairs carry less, and once the best pair
-    carries fewer than `compare_min_bits` (0.1) bits `compare` is null. A new user is still asked.
-    In a tenant of its own on the module's service (it had a service of its own)."""
+    """A user who answers every `compare` (picking the shorter of the two, a `choice` with `shown`; "no
+    preference", `tie`, between two of one length) is asked while new; as their posterior narrows the
+    pairs carry less, and once no pair carries `compare_min_bits` (0.1) bits about which returned choice
+    is best `compare` is null. A new user is still asked. In a tenant of its own on the module's service.
+    Until session 49 ties were not fitted and BALD's bits decided whether to ask: `compare` first stayed
+    null from round 34 (of 90); since, by round 12 or so."""
     svc.keys.setdefault("well-known", svc.runtime.keys.issue("well-known"))
-    bits, nulls = [], 0
+    bits, nulls, ties = [], 0, 0
     with svc.client("well-known") as c:
         for rnd in range(90):
             out = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "known", "n": 4, "seed": rnd, "messages": [
@@ -82,12 +84,55 @@ def test_compare_disappears_once_the_user_is_well_known(svc):
             texts = [ch["message"]["content"] for ch in out["choices"]]
             a, b = compare
             if texts[a] != texts[b]:
+                tie = len(texts[a]) == len(texts[b])  # the rule cannot tell them apart: no preference
+                ties += tie
                 pick = a if len(texts[a]) < len(texts[b]) else b
-                r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": compare})
+                r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": compare,
+                                                 "tie": tie})
                 assert r.status_code == 201, r.text
         assert nulls == 3, f"still asked after 90 rounds: bits {bits[-5:]}"
+        assert rnd + 1 <= 20, f"compare stayed null only from round {rnd + 1} (34 before ties were fitted and best gated it)"
         assert min(bits[-3:]) >= 0.1 and bits[0] > 2 * max(bits[-3:])  # asked only above the threshold; the gain fell
         assert chat(c, "stranger")["pluralign"]["compare"] is not None
+        print(f"rounds {rnd + 1}, ties {ties}, bits {bits}")
+
+
+def test_no_preference_between_the_compare_pair_reaches_the_users_model(svc):
+    """A `choice` with `tie` (no preference between the shown pair) is stored as a tie and fitted at once: the
+    next read of the user (before any background refit could run) has a model fitted on it, which says so,
+    and the pair's margin and its variance both shrank. Until session 49 a client had no way to say "no
+    preference" to a `compare` pair, and a tie (a `comparison` with `tie: true`) was stored but never fitted."""
+    import numpy as np
+
+    from service.users.services import user_weights
+
+    rt = svc.runtime
+    with svc.client() as c:
+        for i, topic in enumerate(TOPICS[:3]):  # a few comparisons first: the user likes shorter answers
+            short, long_ = short_and_long(topic)
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "indifferent", "prompt": f"Tips on {topic} {i}?",
+                                                "chosen": short, "rejected": long_}).status_code == 201
+        out = chat(c, "indifferent")
+        texts = [ch["message"]["content"] for ch in out["choices"]]
+        a, b = next((i, j) for i in range(4) for j in range(i + 1, 4) if texts[i] != texts[j])
+        before = user_weights(rt, "acme", "indifferent")
+        assert before.state is not None and before.state.ties == 0 and before.state.n == 3
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": a, "shown": [a, b], "tie": True})
+        assert r.status_code == 201 and len(r.json()["stored"]) == 1, r.text
+        rows = c.get("/v1/users/indifferent/preferences").json()["data"]
+        assert [(x["chosen"], x["rejected"], x["tie"]) for x in rows if x["tie"]] == [(texts[a], texts[b], True)]
+        profile = c.get("/v1/users/indifferent").json()
+    assert profile["user_model"]["ties"] == 1 and profile["user_model"]["comparisons"] == 3, profile["user_model"]
+    assert profile["summary"]["sentences"][-1] == "based on 3 comparisons and 1 tie (neither answer better)"
+    after = user_weights(rt, "acme", "indifferent")
+    model = after.rewards.user_model
+    x = model.candidates(rt.encoder.encode(["Any tips on cooking?"])[0],
+                         rt.encoder.encode([texts[a], texts[b]]), [texts[a], texts[b]]).x
+    z = x[0] - x[1]
+    margin = lambda s: float(z @ s.mean_array())  # noqa: E731
+    variance = lambda s: float(z @ s.cov_array() @ z)  # noqa: E731
+    assert abs(margin(after.state)) < abs(margin(before.state)) and variance(after.state) < variance(before.state)
+    assert np.isfinite(after.state.mean_array()).all()
 
 
 def test_a_stated_preference_changes_the_next_ranking_and_enough_contrary_feedback_overrides_it(svc):
@@ -790,7 +835,8 @@ def test_a_belief_that_rests_on_one_comparison_says_so(svc):
 
 def test_a_user_of_ties_alone_reads_what_the_summary_is_based_on(svc):
     """Five ties (neither answer better) and no comparison with a winner: the summary said "based on 0
-    comparisons" beside `counts.preferences` 5, as if nothing had been sent."""
+    comparisons" beside `counts.preferences` 5, as if nothing had been sent; until session 49 it said the ties
+    were not counted (the user model did not fit them), since it is based on them."""
     rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy, "tie": True}
             for topic, plain, wordy in zip(TOPICS[:5], PLAIN_ANSWERS, WORDY_ANSWERS, strict=True)]
     with svc.client() as c:
@@ -798,19 +844,25 @@ def test_a_user_of_ties_alone_reads_what_the_summary_is_based_on(svc):
         profile = c.get("/v1/users/ties-only").json()
     summary = profile["summary"]
     assert profile["counts"]["preferences"] == 5 and summary["comparisons"] == 0, profile
-    assert summary["sentences"][-1] == ("based on 0 comparisons; your 5 ties (neither answer better) are not counted: "
-                                        "the model learns from comparisons with a winner"), summary["sentences"]
-    assert summary["ties"] == 5 and summary["unpaired_ratings"] == 0, summary
+    assert summary["sentences"][-1] == "based on 0 comparisons and 5 ties (neither answer better)", summary["sentences"]
+    assert summary["ties"] == 5 and summary["ties_learned"] == 5 and summary["unpaired_ratings"] == 0, summary
+    assert profile["user_model"]["ties"] == 5 and profile["user_model"]["comparisons"] == 0, profile["user_model"]
 
 
 def test_the_last_sentence_names_ties_and_lone_ratings_in_number():
     from service.users.services import based_on
 
     assert based_on(12, 0, 0) == "based on 12 comparisons"
+    # PAL's weights alone (`user_model = prototypes`) learn from winners only
     assert based_on(1, 1, 0) == ("based on 1 comparison; your 1 tie (neither answer better) is not counted: "
                                  "the model learns from comparisons with a winner")
     assert based_on(3, 2, 1) == ("based on 3 comparisons; your 2 ties (neither answer better) and 1 rating of an answer "
                                  "with no other to compare it with are not counted: the model learns from comparisons with a winner")
+    # the user's own model learns from ties of two answers too; a rating of 3 names one answer
+    assert based_on(1, 1, 0, 1, learns_ties=True) == "based on 1 comparison and 1 tie (neither answer better)"
+    assert based_on(3, 3, 1, 2, learns_ties=True) == (
+        "based on 3 comparisons and 2 ties (neither answer better); your 1 rating of 3 (one answer, no other named) and 1 rating "
+        "of an answer with no other to compare it with are not counted: the model learns from two answers compared")
 
 
 def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc, monkeypatch):
@@ -832,7 +884,7 @@ def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc,
     rows.append({"prompt": "Tips on sleep?", "chosen": PLAIN_ANSWERS[2], "rejected": WORDY_ANSWERS[2], "tie": True})
     with svc.client() as c:
         import_rows(c, "raced", rows)
-        assert c.get("/v1/users/raced").json()["summary"]["ties"] == 1
+        assert c.get("/v1/users/raced").json()["summary"]["ties_learned"] == 1
     count, landed = rt.store.count_preferences, []
 
     def after_a_comparison_lands(tenant: str, user_id: str) -> int:
@@ -851,8 +903,7 @@ def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc,
     summary = profile["summary"]
     assert landed and profile["counts"]["preferences"] == 4 and summary["comparisons"] == 2, profile
     assert summary["ties"] == 1 and summary["unpaired_ratings"] == 0, summary
-    assert summary["sentences"][-1] == ("based on 2 comparisons; your 1 tie (neither answer better) is not counted: "
-                                        "the model learns from comparisons with a winner"), summary["sentences"]
+    assert summary["sentences"][-1] == "based on 2 comparisons and 1 tie (neither answer better)", summary["sentences"]
 
 
 def test_a_joint_belief_on_length_and_exclamations_reads_as_one_sentence(svc):
