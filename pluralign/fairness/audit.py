@@ -207,8 +207,9 @@ def fit_logistic(z: np.ndarray, l2: float, max_steps: int = 500) -> np.ndarray:
         value = np.logaddexp(0.0, -margin).sum() + 0.5 * l2 * (w @ w)
         return float(value), -(z.T @ sigmoid(-margin)) + l2 * w
 
-    fitted = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_steps, "gtol": 1e-6, "ftol": 1e-12})
+    # scipy's own tolerances: on UKPConvArg1's 20,000 rows a fold, 381 directions, 12 steps, the objective within 1e-10
+    # of a fit to gtol 1e-6 (15 steps, ~3x the time), no margin of the 65,340 of another sign (at most 7e-4 apart)
+    fitted = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": max_steps})
     return fitted.x.astype(np.float32)
 
 
