@@ -125,7 +125,7 @@ def withheld_notes(report: AuditReport) -> list[str]:
     notes = []
     minimum = report.interval_min_users
     if any(g.users < minimum for g in report.groups + ([report.overall] if report.overall else [])):
-        notes.append(f"no 95% interval for a group of fewer than {minimum} users: its ends would be its users' own accuracies")
+        notes.append(f"intervals withheld for groups of fewer than {minimum} users: their ends would be their users' own accuracies")
     if report.overall is None and report.suppressed_groups and report.withheld_groups == 0 and report.ties_skipped is not None:
         shown_from = max(report.min_group_size, MIN_SHOWN_USERS)
         notes.append(f"overall figures withheld: the suppressed groups hold fewer than {shown_from} users, whose figures "

@@ -53,7 +53,7 @@ def test_group_by_an_attribute_some_comparisons_lack_reports_them_as_of_no_value
     assert all(g["personalized_accuracy_interval"] is None and g["base_accuracy_interval"] is None for g in report["groups"])
     assert report["overall"] is None and report["gap_interval"] is None and report["base_gap_interval"] is None
     assert "(no interval: fewer than 5 users)" in page, page
-    assert "No 95% interval for a group of fewer than 5 users: its ends would be its users&#x27; own accuracies." in page, page
+    assert "Intervals withheld for groups of fewer than 5 users: their ends would be their users&#x27; own accuracies." in page, page
     assert "Overall figures withheld: the suppressed groups hold fewer than 2 users" in page, page
     assert "<bdi>west</bdi>" not in page
 

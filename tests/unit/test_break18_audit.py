@@ -176,10 +176,11 @@ def test_a_user_groups_file_cannot_put_its_users_with_those_it_does_not_name(tmp
     *table, last = out.strip().splitlines()
     report = json.loads(last)  # the report's JSON, as --json prints it alone
     assert {g["group"]: g["users"] for g in report["groups"]} == {"(no value)": 2, "a": 2, NO_VALUE: 2}
-    rows_shown = dict(line[2:].rsplit(None, 8)[:2] for line in table[2:-1])  # a group's name as written -> its users
+    shown = table[2 : 2 + len(report["groups"]) + 1]  # the groups' rows and `all` (the worst group and notes follow)
+    rows_shown = dict(line[2:].rsplit(None, 8)[:2] for line in shown)  # a group's name as written -> its users
     assert rows_shown == {'"(no value)"': "2", '"a"': "2", "(without a value)": "2", "all": "6"}, table
     worst = {NO_VALUE: "(without a value)"}.get(report["worst_group"], f'"{report["worst_group"]}"')
-    assert table[-1].startswith(f"  worst group {worst} "), table
+    assert table[2 + len(report["groups"]) + 1].startswith(f"  worst group {worst} "), table
 
 
 # -- 4. a --k larger than the data --------------------------------------------------------------------

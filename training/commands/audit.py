@@ -235,7 +235,7 @@ def group_shown(name: str) -> str:
 
 def _interval(bounds: tuple[float, float] | None, users: int, minimum: int) -> str:
     if bounds is None:
-        return f"<{minimum} users" if users < minimum else "-"  # withheld (`INTERVAL_MIN_USERS`); or a report before them
+        return "withheld" if users < minimum else "-"  # fewer than `minimum` users (`withheld_notes`); or a report before them
     return f"{bounds[0]:.3f}-{bounds[1]:.3f}"
 
 
