@@ -4,12 +4,14 @@ Per group: users, comparisons, prequential accuracy of each user's personalized 
 of the one-size-fits-all (base) model on the same comparisons, calibration error of both, and the
 win rate of personalized over base responses where feedback compares them. Across groups: the
 worst group and the best-minus-worst gap. Groups with fewer than `min_group_size` users are
-suppressed so an audit never exposes individuals; groups with too few comparisons are flagged.
+suppressed, a group of one user always (`MIN_SHOWN_USERS`), so an audit never exposes individuals, nor do its overall
+figures by subtraction (`overall` withheld while the suppressed groups hold too few users); groups with too few
+comparisons are flagged. Intervals are given for groups (and the overall) of `INTERVAL_MIN_USERS` users or more only.
 
-The base model is a ridge logistic regression on the top principal directions of the response-
-embedding differences, cross-fitted by
-user (users in one half are scored by the model fitted on the other half) unless a base margin is
-given. Groups come from a record attribute or from a user -> group mapping (e.g. each user's nearest
+The base model is a ridge logistic regression on every principal direction of the response-embedding
+differences (whitened; until session 49 the top 64 only, which understated it by 4.4 points on UKPConvArg1), fitted
+by L-BFGS (scipy), cross-fitted by user (users in one half are scored by the model fitted on the other half) unless a
+base margin is given. Groups come from a record attribute or from a user -> group mapping (e.g. each user's nearest
 PAL prototype or EM cluster).
 """
 
@@ -42,7 +44,7 @@ from pluralign.fairness.online import (
     sigmoid,
     single_threaded,
 )
-from pluralign.fairness.report import AuditReport, GroupMetrics, extremes
+from pluralign.fairness.report import INTERVAL_MIN_USERS, MIN_SHOWN_USERS, AuditReport, GroupMetrics, extremes
 
 # Feedback comparing a personalized and a base response names where each came from.
 CHOSEN_POLICY = "chosen_policy"
@@ -60,7 +62,10 @@ class AuditConfig:
     min_group_size: int = 1  # suppress groups with fewer users than this
     min_comparisons: int = 50  # flag groups with fewer scored comparisons than this
     projection_dim: int = 32  # personal models see the top principal directions of the differences
-    base_dim: int = 64  # the base model sees this many principal directions (fewer on small audits)
+    # the base model sees this many principal directions (fewer on small audits: ten comparisons a weight); None:
+    # every one the differences span (384 for MiniLM). Until session 49 64, which understated the one-size-fits-all
+    # model by 4.4 points on UKPConvArg1 (0.702 against 0.746) and so inflated the personalization gain
+    base_dim: int | None = None
     base_l2: float = 1.0  # ridge strength of the cross-fitted base model
     base_max_rows: int = 20_000  # base model fitted on at most this many rows per fold
     ece_bins: int = 10
@@ -71,7 +76,9 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         at_least("AuditConfig", 1, min_group_size=self.min_group_size, projection_dim=self.projection_dim,
-                 base_dim=self.base_dim, base_max_rows=self.base_max_rows, ece_bins=self.ece_bins, resamples=self.resamples)
+                 base_max_rows=self.base_max_rows, ece_bins=self.ece_bins, resamples=self.resamples)
+        if self.base_dim is not None:
+            at_least("AuditConfig", 1, base_dim=self.base_dim)
         at_least("AuditConfig", 0, min_comparisons=self.min_comparisons, base_l2=self.base_l2)
 
 
@@ -89,6 +96,10 @@ class Comparisons:
     encoder_id: str
     base_margin: np.ndarray | None = None  # (N,) a given one-size-fits-all model's margin
     ties_skipped: int = 0
+    # (ties_skipped,) float64: when each tie skipped was made (NaN: unknown), so that an audit with `since` counts only
+    # those at or after it, as it scores only those comparisons (until session 49 it counted every tie). None: unknown
+    # (a caller's Comparisons of before), every tie counted
+    tie_time: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.user)
@@ -158,9 +169,11 @@ def comparisons_from_records(
     stamps = [r.created_at for r in pairs]
     order = np.array(stamps, np.float64) if all(s is not None for s in stamps) else np.arange(len(pairs), dtype=np.float64)
     policy = np.array([policy_outcome(r.attributes) for r in pairs], np.int8)
+    tie_time = np.array([np.nan if r.created_at is None else r.created_at for r in records if r.tie], np.float64)
     return Comparisons(
         diff=vectors[chosen] - vectors[rejected], user=user, users=users, group=group, groups=groups,
         time=order, policy_win=policy, encoder_id=encoder.encoder_id, ties_skipped=len(records) - len(pairs),
+        tie_time=tie_time,
     )
 
 
@@ -176,44 +189,50 @@ def principal_whitening(diff: np.ndarray, dims: int, seed: int) -> np.ndarray:
     return top.astype(np.float32)
 
 
-def fit_logistic(z: np.ndarray, l2: float, steps: int = 25) -> np.ndarray:
-    """Ridge logistic regression through the origin on rows where the chosen side won (Newton).  # (r,) float32
+def fit_logistic(z: np.ndarray, l2: float, max_steps: int = 500) -> np.ndarray:
+    """Ridge logistic regression through the origin on rows where the chosen side won.  # (r,) float32
 
-    No direction (r = 0: every comparison's answers embed alike, `principal_whitening` keeps none) gives no weight,
-    a margin of 0 for every row."""
+    Minimizes sum_n log(1 + exp(-z_n . w)) + l2 / 2 |w|^2 by L-BFGS (scipy's L-BFGS-B, Nocedal & Wright 2006, ch. 7):
+    each step costs two (n, r) products, where Newton's (until session 49) cost an (r, r) Hessian, n r^2, a step, which
+    kept the base model to 64 directions. `z`: (n, r) numbers. No direction (r = 0: every comparison's answers embed
+    alike, `principal_whitening` keeps none) gives no weight, a margin of 0 for every row."""
     if z.shape[1] == 0:
         return np.zeros(0, np.float32)
-    z = z.astype(np.float64)
-    w = np.zeros(z.shape[1])
-    eye = np.eye(z.shape[1])
-    for _ in range(steps):
-        p = sigmoid(z @ w)  # (n,)
-        grad = -z.T @ (1.0 - p) + l2 * w
-        hessian = (z * (p * (1.0 - p))[:, None]).T @ z + l2 * eye
-        step = np.linalg.solve(hessian, grad)
-        w = w - step
-        if np.abs(step).max() < 1e-6:
-            break
-    return w.astype(np.float32)
+    from scipy.optimize import minimize  # scipy.optimize: ~0.1 s to import, at the first audit of a process
+
+    z = np.ascontiguousarray(z, np.float64)
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        margin = z @ w  # (n,)
+        value = np.logaddexp(0.0, -margin).sum() + 0.5 * l2 * (w @ w)
+        return float(value), -(z.T @ sigmoid(-margin)) + l2 * w
+
+    # scipy's own tolerances: on UKPConvArg1's 20,000 rows a fold, 381 directions, 12 steps, the objective within 1e-10
+    # of a fit to gtol 1e-6 (15 steps, ~3x the time), no margin of the 65,340 of another sign (at most 7e-4 apart)
+    fitted = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B", options={"maxiter": max_steps})
+    return fitted.x.astype(np.float32)
 
 
-def base_margins(c: Comparisons, z: np.ndarray, config: AuditConfig) -> np.ndarray:
-    """Cross-fitted base margin: each row scored by a model fitted on the other half of the users.  # (N,)"""
+def base_margins(c: Comparisons, whitening: np.ndarray, config: AuditConfig) -> np.ndarray:
+    """Cross-fitted base margin: each row scored by a model fitted on the other half of the users.  # (N,)
+
+    `whitening` (d, r): the directions the model sees. Only the rows fitted on are projected onto them (at most
+    `base_max_rows` a fold); every row's margin is its difference times one (d,) vector, so no (N, r) table is held."""
     rng = np.random.default_rng(config.seed)
     half = np.array([zlib.crc32(u.encode()) & 1 for u in c.users], np.int64)[c.user]  # (N,)
     margin = np.empty(len(c), np.float32)
 
-    def fit(rows: np.ndarray) -> np.ndarray:
+    def fit(rows: np.ndarray) -> np.ndarray:  # (d,): the fitted weights as a direction in embedding space
         if len(rows) > config.base_max_rows:
             rows = rows[rng.choice(len(rows), config.base_max_rows, replace=False)]
-        return fit_logistic(z[rows], config.base_l2)
+        return whitening @ fit_logistic(c.diff[rows] @ whitening, config.base_l2)
 
     if half.min() == half.max():  # one half is empty (e.g. a single user): fit on everyone
-        return (z @ fit(np.arange(len(c)))).astype(np.float64)
+        return (c.diff @ fit(np.arange(len(c)))).astype(np.float64)
     for h in (0, 1):
-        w = fit(np.flatnonzero(half != h))
+        direction = fit(np.flatnonzero(half != h))
         mine = half == h
-        margin[mine] = z[mine] @ w
+        margin[mine] = c.diff[mine] @ direction
     return margin.astype(np.float64)
 
 
@@ -222,21 +241,27 @@ def _group_metrics(
     resampled: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> GroupMetrics:
     """The group's figures; its accuracies' bootstrap resamples (personalized, base), each (resamples,), go in
-    `resampled[name]`, drawn from a generator seeded by `config.seed` and the group's name (the same in every audit)."""
+    `resampled[name]`, drawn from a generator seeded by `config.seed` and the group's name (the same in every audit).
+    A group of fewer than INTERVAL_MIN_USERS users has no intervals (None) and no resamples: their ends would be its
+    users' own accuracies (`INTERVAL_MIN_USERS`)."""
     pp, pb = p_personal[rows], p_base[rows]
     policy = c.policy_win[rows]
     right_personal, right_base = credit(pp), credit(pb)  # (n,) each
-    rng = np.random.default_rng([config.seed, zlib.crc32(name.encode())])
-    resampled[name] = (resampled_means(right_personal, c.user[rows], config.resamples, rng),
-                       resampled_means(right_base, c.user[rows], config.resamples, rng))
+    users = int(np.unique(c.user[rows]).size)
+    intervals: tuple[tuple[float, float] | None, tuple[float, float] | None] = (None, None)
+    if users >= INTERVAL_MIN_USERS:
+        rng = np.random.default_rng([config.seed, zlib.crc32(name.encode())])
+        resampled[name] = (resampled_means(right_personal, c.user[rows], config.resamples, rng),
+                           resampled_means(right_base, c.user[rows], config.resamples, rng))
+        intervals = tuple(percentile_interval(resampled[name][0])), tuple(percentile_interval(resampled[name][1]))
     return GroupMetrics(
         group=name,
-        users=int(np.unique(c.user[rows]).size),
+        users=users,
         comparisons=int(rows.size),
         personalized_accuracy=float(right_personal.mean()),
         base_accuracy=float(right_base.mean()),
-        personalized_accuracy_interval=tuple(percentile_interval(resampled[name][0])),
-        base_accuracy_interval=tuple(percentile_interval(resampled[name][1])),
+        personalized_accuracy_interval=intervals[0],
+        base_accuracy_interval=intervals[1],
         personalized_ece=expected_calibration_error(pp, config.ece_bins),
         base_ece=expected_calibration_error(pb, config.ece_bins),
         win_rate=win_rate(policy[policy != 0] > 0),
@@ -251,13 +276,22 @@ def _gap_interval(groups: list[GroupMetrics], gap: float | None, resampled: dict
     each group's own resamples; a user in two groups is resampled in each on its own). The worst and the best are
     picked after looking, so the interval of that one pair's difference, as trial48b gave it, is too narrow: of 20 groups
     drawn alike it called the named two different (review session trial48b). None: no gap, or a single group ranked
-    (there is none to tell it from: until that session [0, 0], as for groups of equal accuracy)."""
+    (there is none to tell it from: until that session [0, 0], as for groups of equal accuracy), or a ranked group of
+    fewer than INTERVAL_MIN_USERS users (it has no resamples: the bound over every ranked pair cannot be drawn)."""
     ranked = [g for g in groups if not g.too_few_comparisons] or groups
-    if gap is None or len(ranked) < 2:
+    if gap is None or len(ranked) < 2 or any(g.group not in resampled for g in ranked):
         return None
     accuracy = np.array([g.personalized_accuracy if which == 0 else g.base_accuracy for g in ranked])  # (K,)
     half = range_half_width(np.stack([resampled[g.group][which] for g in ranked]), accuracy)  # from (K, resamples)
     return gap - half, gap + half
+
+
+def _ties_skipped(c: Comparisons, since: float | None) -> int:
+    """The ties skipped among the comparisons the audit scores: every one, or those made at or after `since` (a tie of
+    unknown time is not counted then, as a comparison of unknown time is not scored)."""
+    if since is None or c.tie_time is None:
+        return c.ties_skipped
+    return int((c.tie_time >= since).sum())
 
 
 def audit(
@@ -283,16 +317,16 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     if bad.any():
         raise ValueError(f"`diff` row {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf): the embeddings of "
                          "that comparison's answers hold NaN or inf")
-    whitening = principal_whitening(c.diff, max(config.base_dim, config.projection_dim), config.seed)  # (d, R)
-    z = c.diff @ whitening  # (N, R) float32
+    base_dim = c.diff.shape[1] if config.base_dim is None else config.base_dim
+    whitening = principal_whitening(c.diff, max(base_dim, config.projection_dim), config.seed)  # (d, R)
     # a small audit fits the base model on fewer directions: about ten comparisons per weight
-    base_dims = min(config.base_dim, max(2, len(c) // 10))
-    base_margin = c.base_margin if c.base_margin is not None else base_margins(c, z[:, :base_dims], config)
+    base_dims = min(base_dim, max(2, len(c) // 10))
+    base_margin = c.base_margin if c.base_margin is not None else base_margins(c, whitening[:, :base_dims], config)
     base_name = "given" if c.base_margin is not None else "crossfit-logistic"
     if personalized is None:
-        features = np.concatenate([base_margin.astype(np.float32)[:, None], z[:, : config.projection_dim]], axis=1)
+        z = c.diff @ whitening[:, : config.projection_dim]  # (N, projection_dim) float32
+        features = np.concatenate([base_margin.astype(np.float32)[:, None], z], axis=1)
         personalized = OnlineLogistic(features, len(c.users), config.online)
-    del z
     model = personalized
     p_personal = prequential(model, c.user, c.time, progress)
     p_base = sigmoid(base_margin)
@@ -301,16 +335,23 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     order = np.argsort(c.group[scored], kind="stable")
     rows_scored = np.flatnonzero(scored)[order]
     bounds = np.r_[0, np.cumsum(np.bincount(c.group[rows_scored], minlength=len(c.groups)))]
-    groups, suppressed, resampled = [], 0, {}
+    groups, suppressed, resampled, hidden = [], 0, {}, []
+    shown_from = max(config.min_group_size, MIN_SHOWN_USERS)
     for g, name in enumerate(c.groups):
         rows = rows_scored[bounds[g] : bounds[g + 1]]
         if rows.size == 0:
             continue
-        if np.unique(c.user[rows]).size < config.min_group_size:
+        if np.unique(c.user[rows]).size < shown_from:
             suppressed += 1
+            hidden.append(rows)
             continue
         groups.append(_group_metrics(name, rows, c, p_personal, p_base, config, resampled))
-    overall = _group_metrics("all", np.flatnonzero(scored), c, p_personal, p_base, config, {}) if scored.any() else None
+    # the overall figures less the groups shown are the suppressed groups' together: withheld while those hold fewer
+    # users than a group shown must (until session 49 one suppressed user's accuracy came back by subtraction)
+    hidden_users = np.unique(c.user[np.concatenate(hidden)]).size if hidden else 0
+    overall = None
+    if scored.any() and not 0 < hidden_users < shown_from:
+        overall = _group_metrics("all", np.flatnonzero(scored), c, p_personal, p_base, config, {})
     worst, worst_acc, gap = extremes(groups, lambda g: g.personalized_accuracy)
     base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)
     gap_interval = _gap_interval(groups, gap, resampled, 0)
@@ -323,7 +364,7 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
         base_model=base_name,
         users=len(c.users),
         comparisons=int(scored.sum()),
-        ties_skipped=c.ties_skipped,
+        ties_skipped=_ties_skipped(c, config.since),
         since=config.since,
         min_group_size=config.min_group_size,
         min_comparisons=config.min_comparisons,

@@ -7,10 +7,25 @@ import msgspec
 from pluralign.data.record import Base
 
 # 1: the first report; 2: `withheld_groups` (a report of schema 1 reads as one with none withheld); 3: the 95% intervals
-# (`*_interval`: a report of schema 1 or 2 reads as one with none, null). A release
+# (`*_interval`: a report of schema 1 or 2 reads as one with none, null); 4: `interval_min_users` (a report of schema 3
+# reads with its intervals of smaller groups withheld, `small_intervals_withheld`). A release
 # reads every schema up to its own and refuses a later one by its number, before its fields (which
 # `forbid_unknown_fields` would refuse as an "unknown field", as if the file were damaged).
-AUDIT_SCHEMA_VERSION = 3
+AUDIT_SCHEMA_VERSION = 4
+
+# Groups (and the overall) of fewer users carry no 95% interval. Of n users a percentile bootstrap over users draws a
+# resample of one user's comparisons alone with chance n * n**-n (50% at 2 users, 11% at 3, 1.6% at 4, 0.13% at 5):
+# at 2 or 3 users the interval's 2.5% and 97.5% ends are exactly the worst and the best user's own accuracy, and at 4
+# they are resamples three quarters one user's. A cluster bootstrap of so few clusters also has few distinct resamples
+# (35 at 4 users) and covers far less than 95% (Cameron, Gelbach & Miller 2008, "Bootstrap-based improvements for
+# inference with clustered errors"): the interval would tell an admin about individuals and little about the group.
+# 5 is also the smallest cell that statistical agencies commonly publish. Fixed, not a request's setting: it protects
+# the users audited from whoever asks for the audit (session 49; trial48b gave intervals to groups of any size).
+INTERVAL_MIN_USERS = 5
+# A group of one user is suppressed whatever `min_group_size` says: its figures (accuracy, ECE, win rate) are that
+# user's own. From two users on a group's figures are means over several users (until session 49 the default
+# `min_group_size` of 1 showed a one-user group's, and a tenant of one user's overall figures were that user's)
+MIN_SHOWN_USERS = 2
 
 
 class GroupMetrics(Base, kw_only=True):
@@ -29,7 +44,8 @@ class GroupMetrics(Base, kw_only=True):
     # [low, high]: 95% percentile-bootstrap intervals over the group's users (each resampled with all of their
     # comparisons, which are not independent; a group of one user: over its comparisons); null in reports before schema 3.
     # A pair, decoded as one: a stored list of another length is a damaged report (until review session trial48b it
-    # decoded, and the dashboard's render of it answered 500)
+    # decoded, and the dashboard's render of it answered 500). Null too for a group of fewer than the report's
+    # `interval_min_users` users: the ends would be its users' own accuracies (INTERVAL_MIN_USERS)
     personalized_accuracy_interval: tuple[float, float] | None = None
     base_accuracy_interval: tuple[float, float] | None = None
 
@@ -53,8 +69,10 @@ class AuditReport(Base, kw_only=True):
     # `without_unshown`): they are not counted by user, and a new audit's count would give the user's back by subtraction
     ties_skipped: int | None = 0
     since: float | None = None  # only comparisons at or after this time are scored
-    # groups with fewer users are suppressed (not reported at all); their users and comparisons are in `users`,
-    # `comparisons` and `overall` all the same, until a DELETE of one of their users (`without_unshown`)
+    # groups with fewer users are suppressed (not reported at all), a group of one user always (MIN_SHOWN_USERS); their
+    # users and comparisons are in `users`, `comparisons` and `overall` all the same, until a DELETE of one of their
+    # users (`without_unshown`). `overall` is null (withheld) when they hold fewer users than a group shown must: the
+    # overall less the groups shown would give their figures away (`withheld_notes`)
     min_group_size: int = 1
     min_comparisons: int = 0  # groups with fewer comparisons are flagged too_few_comparisons
     suppressed_groups: int = 0
@@ -72,9 +90,14 @@ class AuditReport(Base, kw_only=True):
     # [low, high]: 95% interval of the gap, the named best group's accuracy minus the named worst's, simultaneous over
     # every pair of ranked groups (they are named after looking: `pluralign.fairness.metrics.range_half_width`), each
     # group's users resampled on their own (`GroupMetrics`); holding 0, the audit cannot tell those groups apart. Null for no gap, for a single
-    # group ranked (none to tell it from), in reports before schema 3, and once a DELETE withheld a group (`without_groups`: the resamples are not kept)
+    # group ranked (none to tell it from), in reports before schema 3, and once a DELETE withheld a group (`without_groups`: the resamples are not kept).
+    # Null too when a ranked group has fewer than `interval_min_users` users (it has no interval, so no bound over every
+    # ranked pair can be drawn)
     gap_interval: tuple[float, float] | None = None
     base_gap_interval: tuple[float, float] | None = None
+    # groups (and the overall) of fewer users have no intervals (null), lest their ends give individual users'
+    # accuracies away (INTERVAL_MIN_USERS; a report before schema 4 is read with them withheld so)
+    interval_min_users: int = INTERVAL_MIN_USERS
     seconds: float = 0.0
     # change since the previous audit by the same attribute (filled by `since_previous`)
     previous_created_at: float | None = None
@@ -92,6 +115,22 @@ def extremes(groups: list[GroupMetrics], accuracy) -> tuple[str | None, float | 
     worst = min(ranked, key=accuracy)
     best = max(ranked, key=accuracy)
     return worst.group, accuracy(worst), accuracy(best) - accuracy(worst)
+
+
+def withheld_notes(report: AuditReport) -> list[str]:
+    """What `report` withholds to protect the users audited, and why, one sentence each (the CLI's table and the
+    dashboard say them): the intervals of groups (or the overall) of fewer than `interval_min_users` users, and the
+    overall figures of an audit whose suppressed groups hold fewer users than a group shown must. (The overall figures a
+    DELETE withheld, `without_groups` / `without_unshown`, are said where the report says so: `withheld_groups`.)"""
+    notes = []
+    minimum = report.interval_min_users
+    if any(g.users < minimum for g in report.groups + ([report.overall] if report.overall else [])):
+        notes.append(f"intervals withheld for groups of fewer than {minimum} users: their ends would be their users' own accuracies")
+    if report.overall is None and report.suppressed_groups and report.withheld_groups == 0 and report.ties_skipped is not None:
+        shown_from = max(report.min_group_size, MIN_SHOWN_USERS)
+        notes.append(f"overall figures withheld: the suppressed groups hold fewer than {shown_from} users, whose figures "
+                     "the overall less the groups shown would give away")
+    return notes
 
 
 def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
@@ -191,4 +230,26 @@ def decode_report(data: bytes) -> AuditReport:
     if not (type(version) is int and 1 <= version <= AUDIT_SCHEMA_VERSION):
         raise ValueError(f"audit report schema {version!r} (this one reads schemas 1-{AUDIT_SCHEMA_VERSION})")  # damaged
     report = report_decoder.decode(data)
-    return report if version == AUDIT_SCHEMA_VERSION else msgspec.structs.replace(report, schema_version=AUDIT_SCHEMA_VERSION)
+    if version == AUDIT_SCHEMA_VERSION:
+        return report
+    return msgspec.structs.replace(small_intervals_withheld(report), schema_version=AUDIT_SCHEMA_VERSION)
+
+
+def _no_small_interval(group: GroupMetrics, minimum: int) -> GroupMetrics:
+    if group.users >= minimum or (group.personalized_accuracy_interval is None and group.base_accuracy_interval is None):
+        return group
+    return msgspec.structs.replace(group, personalized_accuracy_interval=None, base_accuracy_interval=None)
+
+
+def small_intervals_withheld(report: AuditReport) -> AuditReport:
+    """`report` with no interval for a group (or the overall) of fewer than INTERVAL_MIN_USERS users, nor for a gap
+    among whose ranked groups there is one (a report stored before schema 4, by trial48b's release, gave them: their ends
+    were individual users' accuracies). Its `interval_min_users` set to INTERVAL_MIN_USERS."""
+    minimum = INTERVAL_MIN_USERS
+    groups = [_no_small_interval(g, minimum) for g in report.groups]
+    ranked = [g for g in groups if not g.too_few_comparisons] or groups
+    small = any(g.users < minimum for g in ranked)
+    overall = None if report.overall is None else _no_small_interval(report.overall, minimum)
+    return msgspec.structs.replace(
+        report, groups=groups, overall=overall, interval_min_users=minimum,
+        gap_interval=None if small else report.gap_interval, base_gap_interval=None if small else report.base_gap_interval)

@@ -140,6 +140,13 @@ def _user_keys(rows):
     return pc.binary_join_element_wise(rows.column("tenant"), rows.column("user_id"), "\x00")
 
 
+def _times(created_at: np.ndarray) -> np.ndarray:
+    """Stored `created_at` values as the seconds they mean (NaN: a value that means no time).  # (N,) float64"""
+    made = seconds_meant_of(created_at)
+    made[~((made >= 0) & (made <= MAX_CREATED_AT))] = np.nan
+    return made
+
+
 def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, storage_options: dict[str, str] | None = None) -> Comparisons:
     """Every stored non-tie comparison (of one tenant, or all), users named `tenant/user`, the stored ties of those
     users counted in `ties_skipped` (not those of a user who gave only ties: no audit's members file lists them). An object
@@ -159,10 +166,12 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
         mine = f" AND tenant = {quote(tenant)}" if tenant else ""
         columns = ["tenant", "user_id", "created_at", "attributes", "chosen_vec", "rejected_vec"]
         data = table.search().where("tie = false AND rejected != ''" + mine).select(columns).limit(None).to_arrow()
-        tied = table.search().where("tie = true AND rejected != ''" + mine).select(["tenant", "user_id"]).limit(None).to_arrow()
+        tied = table.search().where("tie = true AND rejected != ''" + mine).select(["tenant", "user_id", "created_at"]).limit(None).to_arrow()
     # the audited users' ties (until trial48b a store's audit said 0 whatever it had skipped): a user of ties alone is in
-    # no audit's members file, so their DELETE rewrites no report, and their ties counted here would stay in it
-    ties = int(pc.sum(pc.is_in(_user_keys(tied), value_set=_user_keys(data).unique())).as_py() or 0)
+    # no audit's members file, so their DELETE rewrites no report, and their ties counted here would stay in it. Their
+    # times too: an audit with `since` counts those at or after it (until session 49 it counted every one)
+    tied = tied.filter(pc.is_in(_user_keys(tied), value_set=_user_keys(data).unique()))
+    ties = tied.num_rows
     if data.num_rows == 0:
         raise ValueError("no stored comparisons to audit" + (f" for tenant {tenant}" if tenant else ""))
     dim = data.schema.field("chosen_vec").type.list_size
@@ -174,7 +183,6 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     policy = np.array([policy_outcome(a) for a in attributes], np.int8)
     # a time in milli-, micro- or nanoseconds an older version stored as the seconds it meant: `since` and each user's
     # order read them; one that means no time (-5, 1e300, inf) as NaN, unknown: never at or after a `since`, last in order
-    made = seconds_meant_of(data.column("created_at").to_numpy())
-    made[~((made >= 0) & (made <= MAX_CREATED_AT))] = np.nan
+    made = _times(data.column("created_at").to_numpy())
     return Comparisons(diff=diff, user=user, users=names, group=group, groups=groups, time=made, policy_win=policy, encoder_id=encoder_id,
-                       ties_skipped=ties)
+                       ties_skipped=ties, tie_time=_times(tied.column("created_at").to_numpy()))

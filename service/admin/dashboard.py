@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from pluralign.data.text import shorten
 from pluralign.fairness.audit import NO_VALUE
-from pluralign.fairness.report import AuditReport, audit_settings
+from pluralign.fairness.report import AuditReport, audit_settings, withheld_notes
 from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
 
@@ -182,9 +182,12 @@ def flag_note(report: AuditReport) -> str:
     return f"{fewer}: ranked all the same (every group has)" if every_group_flagged(report) else f"{fewer}: not ranked"
 
 
-def _with_interval(value: float, bounds: tuple[float, float] | None) -> str:
-    """An accuracy and, where the report has one, its 95% interval over the group's users (`GroupMetrics`)."""
-    return f"{value:.3f}" if bounds is None else f'{value:.3f} <span class="muted">({bounds[0]:.3f} to {bounds[1]:.3f})</span>'
+def _with_interval(value: float, bounds: tuple[float, float] | None, users: int = 0, minimum: int = 0) -> str:
+    """An accuracy and, where the report has one, its 95% interval over the group's users (`GroupMetrics`); for a group
+    of fewer than `minimum` users (the report's `interval_min_users`) why it has none."""
+    if bounds is None:
+        return f'{value:.3f} <span class="muted">(no interval: fewer than {minimum} users)</span>' if users < minimum else f"{value:.3f}"
+    return f'{value:.3f} <span class="muted">({bounds[0]:.3f} to {bounds[1]:.3f})</span>'
 
 
 def gap_said(gap: float | None, bounds: tuple[float, float] | None) -> str:
@@ -200,8 +203,8 @@ def group_table(report: AuditReport) -> str:
     note = flag_note(report)
     rows = "".join(
         f'<tr><th scope="row">{_group(g.group)}</th><td>{g.users}</td>'
-        f'<td>{_with_interval(g.personalized_accuracy, g.personalized_accuracy_interval)}</td>'
-        f'<td>{_with_interval(g.base_accuracy, g.base_accuracy_interval)}</td>'
+        f'<td>{_with_interval(g.personalized_accuracy, g.personalized_accuracy_interval, g.users, report.interval_min_users)}</td>'
+        f'<td>{_with_interval(g.base_accuracy, g.base_accuracy_interval, g.users, report.interval_min_users)}</td>'
         f'<td>{g.comparisons}</td><td>{note if g.too_few_comparisons else ""}</td></tr>'
         for g in report.groups
     )
@@ -441,6 +444,8 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
             )
         flagged = any(g.too_few_comparisons for g in report.groups)
         note = f'<p class="muted">* flagged: {flag_note(report)}</p>' if flagged else ""
+        # what the audit withholds to protect the users audited, and why (`withheld_notes`)
+        note += "".join(f'<p class="muted">{_e(n[:1].upper() + n[1:])}.</p>' for n in withheld_notes(report))
         bars = group_bars(report) + note + group_table(report)
     else:
         # stored reports this release cannot read (listed below) are audits that were run

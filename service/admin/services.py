@@ -66,7 +66,7 @@ FORGET_AT_EXIT = "forget-at-exit"
 # in a succeeded audit job's artifact folder: each report group's users, by hash (`Admin.keep_audit_members`)
 AUDIT_MEMBERS = "members.json"
 # in AUDIT_MEMBERS, one list of the users of the groups the report does not show (suppressed: fewer than its
-# `min_group_size` users; or none of their comparisons scored: all before its `since`), whose comparisons are in its
+# `min_group_size` users, or one user; or none of their comparisons scored: all before its `since`), whose comparisons are in its
 # counts and overall figures all the same; absent when there are none. No group is called so: a value's label never
 # starts with a space (`answer_key`), and the one group named so, `NO_VALUE`, is another name
 UNSHOWN = " unshown"

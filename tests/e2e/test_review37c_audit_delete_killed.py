@@ -38,6 +38,8 @@ from training.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
 USERS = ("zed", "ann", "bob")
+# zed's group and ann and bob's (a group of one user is suppressed since session 49, and its users listed apart, so a
+# DELETE of one withholds every suppressed group's part): zoe shares zed's, and leaves the members file with it
 
 
 def index_keys(data) -> set[int]:
@@ -62,10 +64,10 @@ def test_a_serve_killed_between_the_members_file_and_the_index_leaves_nothing_of
     proc = ServeProcess(data, tiny_generator_dir, tiny_pal_dir, code=STOP_BEFORE_THE_INDEX, STOPPED_AT=str(stopped_at), **env)
     try:
         with httpx.Client(base_url=proc.url, headers=tenant, timeout=120) as client:
-            for user in USERS:  # a group each: a group a deleted user was in is withheld whole (privacy40)
+            for user, segment in (("zed", "s-z"), ("zoe", "s-z"), ("ann", "s-ab"), ("bob", "s-ab")):  # a group a deleted user was in is withheld whole (privacy40)
                 for i in range(2):
                     r = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Drink {i}?", "chosen": f"Tea {i}.",
-                                                          "rejected": f"Coffee {i}.", "attributes": {"segment": f"s-{user}"}})
+                                                          "rejected": f"Coffee {i}.", "attributes": {"segment": segment}})
                     assert r.status_code == 201, r.text
             audit = client.get("/admin/audits/fairness", headers=admin,
                                params={"group_by": "segment", "tenant": "acme", "min_comparisons": 1, "wait": 120})
@@ -99,7 +101,11 @@ def test_a_serve_killed_between_the_members_file_and_the_index_leaves_nothing_of
         again.stop()
     kept = {h for users in msgspec.json.decode(members.read_bytes()).values() for h in users}
     assert kept == {hashes["ann"], hashes["bob"]}  # every other user still in the audit
-    assert index_keys(data) == {hash_key(hashes["ann"]), hash_key(hashes["bob"])}  # and found by the index
+    # and found by the index; zoe, who left the file with zed's group before the kill, keeps an entry the replay (which
+    # finds the file already without her) does not drop: an entry naming an audit she is no longer in, as
+    # `AuditMembers.drop` allows after a crash (a needless look at that audit by her DELETE), never the reverse
+    zoe = hash_key(key_hash("acme/zoe"))
+    assert index_keys(data) - {zoe} == {hash_key(hashes["ann"]), hash_key(hashes["bob"])}
     assert holders(data, hashes["zed"].encode()) == []
     assert holders(data, bytes.fromhex(hashes["zed"][:16])) == []
     assert holders(data, bytes.fromhex(hashes["ann"][:16])) != []  # the grep finds what is there

@@ -151,7 +151,7 @@ def test_the_triggered_adapter_is_trained_promoted_and_served(svc):
 
 @pytest.fixture(scope="module")
 def audited(svc):
-    """globex's persona users (a 25% minority holding the opposite stance) and umbrella's two, each tenant audited once
+    """globex's persona users (a 25% minority holding the opposite stance) and umbrella's four, each tenant audited once
     by `segment` (umbrella first): (globex's records, globex's first report). A fixture, not the first test's side
     effect: xdist may run this module's later tests on another worker, which then audits on its own service."""
     protocol = build_persona(PersonaConfig(groups=2, group_weights=(0.75, 0.25), users_per_group=4, comparisons_per_user=12, seed=2), SHARED_DATA)
@@ -167,7 +167,8 @@ def audited(svc):
     svc.keys.setdefault("umbrella", svc.runtime.keys.issue("umbrella"))
     with svc.client("umbrella") as c:
         for i in range(3):
-            for user, segment in (("kim", "a"), ("lee", "b")):
+            # two users a segment: a group of one user is suppressed (session 49), and an audit of no group shown has no row
+            for user, segment in (("kim", "a"), ("kay", "a"), ("lee", "b"), ("lou", "b")):
                 body = {"type": "comparison", "user": user, "prompt": f"Tea or coffee, round {i}?", "chosen": "Tea.",
                         "rejected": "Water.", "attributes": {"segment": segment}}
                 assert c.post("/v1/feedback", json=body).status_code == 201

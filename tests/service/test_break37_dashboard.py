@@ -41,9 +41,9 @@ def browser(tmp_path_factory):
 def test_hostile_labels_and_answers_run_no_script_and_keep_the_layout(svc, browser):
     with svc.client("acme") as c, svc.client("admin") as admin:
         for u, group in enumerate(HOSTILE):
-            for i in range(3):
+            for user, i in ((user, i) for user in (f"h{u}", f"h{u}b") for i in range(3)):  # two a group: one is suppressed (session 49)
                 r = c.post("/v1/feedback", json={
-                    "type": "comparison", "user": f"h{u}", "prompt": f"{HOSTILE[(u + i) % len(HOSTILE)]} q{i}",
+                    "type": "comparison", "user": user, "prompt": f"{HOSTILE[(u + i) % len(HOSTILE)]} q{i}",
                     "chosen": f"{HOSTILE[(u + 1) % len(HOSTILE)]} good {i}", "rejected": f"bad {i} {'W' * 5000}", "attributes": {"seg": group}})
                 assert r.status_code == 201, r.text
         # one audit of every tenant (the page) and one of acme (?tenant=acme shows acme's audits only, since 095c82f1)

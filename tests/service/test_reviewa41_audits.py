@@ -85,7 +85,7 @@ def test_with_replicas_the_deletion_record_withholds_the_unshown_part_the_user_c
 
 
 def test_the_start_goes_on_past_a_later_release_s_report_it_cannot_rewrite(serve):
-    """`audit-later`: a later release's report (schema 4: one past this release's), its members file listing `zed`, deleted since (the report
+    """`audit-later`: a later release's report (schema 5: one past this release's), its members file listing `zed`, deleted since (the report
     cannot be rewritten here: a later release's). `audit-before`: an earlier release's, GONE alone in a suppressed
     group, deleted since. Before: the start's pass stopped at `audit-later` (its `_prune_audit` raised) and checked no
     audit after it, so `audit-before` kept its overall figures over GONE's comparisons, at every start."""
@@ -111,7 +111,7 @@ def test_the_start_goes_on_past_a_later_release_s_report_it_cannot_rewrite(serve
         old_form_audit(jobs, uri, "audit-later", msgspec.structs.replace(report, created_at=report.created_at + 1),
                        {**s1, " unshown": [key_hash("acme/zed")]})
         later = jobs / "audit-later.result.json"
-        later.write_bytes(msgspec.json.encode({**msgspec.json.decode(later.read_bytes()), "schema_version": 4}))
+        later.write_bytes(msgspec.json.encode({**msgspec.json.decode(later.read_bytes()), "schema_version": 5}))
         assert acme.delete(f"/v1/users/{GONE}").status_code == 200  # the index knows neither audit yet
     index = sqlite3.connect(jobs / AUDIT_MEMBERS_INDEX)  # as the release before audit41 left it
     index.execute("PRAGMA user_version = 1")
@@ -120,4 +120,4 @@ def test_the_start_goes_on_past_a_later_release_s_report_it_cannot_rewrite(serve
     with server:
         before = decode_report((jobs / "audit-before.result.json").read_bytes())
         assert before.overall is None and (before.users, before.comparisons) == (2, 4), before
-        assert msgspec.json.decode(later.read_bytes())["schema_version"] == 4  # left as the later release wrote it
+        assert msgspec.json.decode(later.read_bytes())["schema_version"] == 5  # left as the later release wrote it

@@ -16,7 +16,7 @@ from tests.service.test_break20_delete_b import logged
 from tests.service.test_scale37_delete_audits import groups_of, stored_audits
 from tests.service.test_upgrade29 import upgraded  # noqa: F401
 
-SCHEMA_LATER = "audit report schema 4, written by a later release of pluralign (this one reads schemas 1-3)"
+SCHEMA_LATER = "audit report schema 5, written by a later release of pluralign (this one reads schemas 1-4)"
 
 
 def test_a_delete_names_the_schema_of_an_audit_report_a_later_release_wrote(serve):
@@ -29,7 +29,7 @@ def test_a_delete_names_the_schema_of_an_audit_report_a_later_release_wrote(serv
     first = stored_audits(jobs, n=2)  # GONE alone in one group of it; the second, made a second later, readable
     path = jobs / f"{first}.result.json"
     later = msgspec.json.decode(path.read_bytes())
-    path.write_bytes(msgspec.json.encode({**later, "schema_version": 4, "from_a_later_release": 1}))
+    path.write_bytes(msgspec.json.encode({**later, "schema_version": 5, "from_a_later_release": 1}))
     with server, svc.client("acme") as acme, svc.client("admin") as admin_http:
         with logged("pluralign.service") as records:
             r = acme.delete(f"/v1/users/{GONE}")
@@ -86,6 +86,6 @@ def test_a_report_of_schema_1_reads_and_is_written_back_as_schema_2(upgraded):  
         assert r.status_code == 200, r.text
     for name in ("result.json", "out"):
         stored = msgspec.json.decode((jobs / f"{audit}.{name}").read_bytes())
-        # this release's schema (3 since trial48b: the intervals, null in a report read from schema 1)
-        assert (stored["schema_version"], stored["withheld_groups"], stored["gap_interval"]) == (3, 1, None), name
+        # this release's schema (3 since trial48b: the intervals, null in a report read from schema 1; 4 since session 49)
+        assert (stored["schema_version"], stored["withheld_groups"], stored["gap_interval"]) == (4, 1, None), name
     assert groups_of(jobs, audit) == {"b"}

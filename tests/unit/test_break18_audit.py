@@ -149,13 +149,13 @@ def test_a_good_user_groups_file_groups_the_users_it_names_and_the_rest_have_no_
     may give (here u1's): the two kinds of users were one group."""
     from pluralign.fairness.audit import NO_VALUE
 
-    data = write_jsonl(tmp_path / "p.jsonl", rows(3))
+    data = write_jsonl(tmp_path / "p.jsonl", rows(6))  # two users a group: a group of one is suppressed (session 49)
     groups = tmp_path / "groups.json"
-    groups.write_text('{"u0": "a", "u1": "unassigned", "someone-else": "c"}')
+    groups.write_text('{"u0": "a", "u3": "a", "u1": "unassigned", "u4": "unassigned", "someone-else": "c"}')
     code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups),
                          "--min-comparisons", "1", "--json", *cache)
     assert code == 0, err
-    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 1, "unassigned": 1, NO_VALUE: 1}
+    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 2, "unassigned": 2, NO_VALUE: 2}
 
 
 def test_a_user_groups_file_cannot_put_its_users_with_those_it_does_not_name(tmp_path, capsys, cache):
@@ -167,19 +167,20 @@ def test_a_user_groups_file_cannot_put_its_users_with_those_it_does_not_name(tmp
     (wire44b) it wrote `(no value)` for both, the group's one space to the right, and `worst group  (no value)`."""
     from pluralign.fairness.audit import NO_VALUE
 
-    data = write_jsonl(tmp_path / "p.jsonl", rows(4))
+    data = write_jsonl(tmp_path / "p.jsonl", rows(6))  # two users a group: a group of one is suppressed (session 49)
     groups = tmp_path / "groups.json"
-    groups.write_text('{"u0": " (no value)", "u1": "a", "u2": " a "}')  # u3: not named
+    groups.write_text('{"u0": " (no value)", "u4": " (no value)", "u1": "a", "u2": " a "}')  # u3, u5: not named
     code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups),
                          "--min-comparisons", "1", *cache)
     assert code == 0, err
     *table, last = out.strip().splitlines()
     report = json.loads(last)  # the report's JSON, as --json prints it alone
-    assert {g["group"]: g["users"] for g in report["groups"]} == {"(no value)": 1, "a": 2, NO_VALUE: 1}
-    rows_shown = dict(line[2:].rsplit(None, 8)[:2] for line in table[2:-1])  # a group's name as written -> its users
-    assert rows_shown == {'"(no value)"': "1", '"a"': "2", "(without a value)": "1", "all": "4"}, table
+    assert {g["group"]: g["users"] for g in report["groups"]} == {"(no value)": 2, "a": 2, NO_VALUE: 2}
+    shown = table[2 : 2 + len(report["groups"]) + 1]  # the groups' rows and `all` (the worst group and notes follow)
+    rows_shown = dict(line[2:].rsplit(None, 8)[:2] for line in shown)  # a group's name as written -> its users
+    assert rows_shown == {'"(no value)"': "2", '"a"': "2", "(without a value)": "2", "all": "6"}, table
     worst = {NO_VALUE: "(without a value)"}.get(report["worst_group"], f'"{report["worst_group"]}"')
-    assert table[-1].startswith(f"  worst group {worst} "), table
+    assert table[2 + len(report["groups"]) + 1].startswith(f"  worst group {worst} "), table
 
 
 # -- 4. a --k larger than the data --------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_an_audit_says_how_sure_it_is_of_each_group_and_of_the_gap(tmp_path, cap
     code, out, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segment", "--min-comparisons", "0", "--json")
     assert code == 0, err
     report = json.loads(out.splitlines()[-1])
-    assert report["schema_version"] == 3
+    assert report["schema_version"] == 4
     for g in report["groups"] + [report["overall"]]:
         for name in ("personalized_accuracy", "base_accuracy"):
             lo, hi = g[f"{name}_interval"]

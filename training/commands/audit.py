@@ -15,7 +15,8 @@ groups learned elsewhere (nearest PAL prototype, EM cluster); otherwise `--group
 attribute; `--group-by pal_prototype --pal DIR` and `--group-by em_cluster --em DIR` group users by
 a trained mixture's components. `--store` audits the service's LanceDB tables (its data folder or the `lancedb/` folder in it; stored vectors, user attributes, and
 `--group-by pal_prototype` for each user's nearest PAL prototype; the file and learned-component
-options are refused with it). Groups with fewer than `--min-group-size` users are suppressed.
+options are refused with it). Groups with fewer than `--min-group-size` users are suppressed, a group of one user
+always; groups of fewer than 5 users have no 95% intervals (their ends would be individual users' accuracies).
 A `--data` file loads as for `data stats`: a bad row is an error naming its line and field, unless
 `--skip-bad` skips bad rows (and says how many). A `--group-by` no comparison has is an error.
 """
@@ -232,8 +233,10 @@ def group_shown(name: str) -> str:
     return NO_VALUE_SHOWN if name == NO_VALUE else json.dumps(name, ensure_ascii=False)
 
 
-def _interval(bounds: tuple[float, float] | None) -> str:
-    return "-" if bounds is None else f"{bounds[0]:.3f}-{bounds[1]:.3f}"
+def _interval(bounds: tuple[float, float] | None, users: int, minimum: int) -> str:
+    if bounds is None:
+        return "withheld" if users < minimum else "-"  # fewer than `minimum` users (`withheld_notes`); or a report before them
+    return f"{bounds[0]:.3f}-{bounds[1]:.3f}"
 
 
 def _gap_said(gap: float, bounds: tuple[float, float] | None) -> str:
@@ -257,12 +260,18 @@ def print_table(report) -> None:
         ece = f"{g.personalized_ece or 0:.3f}/{g.base_ece or 0:.3f}"
         win = f"{g.win_rate:.3f}" if g.win_rate is not None else "-"
         flag = "  (too few comparisons)" if g.too_few_comparisons else ""
-        print(f"  {shown:<18} {g.users:>6} {g.comparisons:>8} {g.personalized_accuracy:>9.3f} {_interval(g.personalized_accuracy_interval):>13} "
-              f"{g.base_accuracy:>6.3f} {_interval(g.base_accuracy_interval):>13} {ece:>11} {win:>6}{flag}")
+        least = report.interval_min_users
+        print(f"  {shown:<18} {g.users:>6} {g.comparisons:>8} {g.personalized_accuracy:>9.3f} "
+              f"{_interval(g.personalized_accuracy_interval, g.users, least):>13} {g.base_accuracy:>6.3f} "
+              f"{_interval(g.base_accuracy_interval, g.users, least):>13} {ece:>11} {win:>6}{flag}")
     if report.worst_group is not None:
         print(f"  worst group {group_shown(report.worst_group)} {report.worst_group_accuracy:.3f}, gap {_gap_said(report.gap, report.gap_interval)} "
               f"(base: worst {group_shown(report.base_worst_group)} {report.base_worst_group_accuracy:.3f}, "
               f"gap {_gap_said(report.base_gap, report.base_gap_interval)})")
+    from pluralign.fairness.report import withheld_notes
+
+    for note in withheld_notes(report):
+        print(f"  {note}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -409,7 +418,7 @@ def register(sub) -> None:
     p.add_argument("--em", help="EM mixture artifact folder, for --group-by em_cluster")
     p.add_argument("--user-groups", help="JSON object user_id -> group name (learned components); overrides attributes; "
                    "users it does not name: ' (no value)'; each user once; group names are trimmed (a blank key or group is an error)")
-    p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users")
+    p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users (a group of one user is suppressed always)")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
     p.add_argument("--since", type=number(float, minimum=0, maximum=MAX_CREATED_AT), default=None,
                    help="score only comparisons created at or after this time (Unix seconds, up to the end of year 9999: the times imports take)")
