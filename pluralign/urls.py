@@ -10,9 +10,13 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 HIDDEN = "***"
-# RFC 3986's authority: scheme "://" [userinfo "@"] host; the userinfo's characters (no "/", "?", "#" or space; nor a
-# quote, which ends a value that `repr` printed). A password runs to the authority's last "@", as `urlsplit` reads it
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/?#@:'\"]*)(?P<password>:[^\s/?#'\"]*)?@")
+# RFC 3986's authority: scheme "://" [userinfo "@"] host. The userinfo is read as running to the last "@" before a space,
+# not as RFC 3986 bounds it (no "/", "?" or "#"; `urlsplit` likewise): a password or token holding one unencoded (base64's
+# "/", a "#") is what a user gives and what makes the URL refused, so what is printed (review remote49: such a password
+# was printed whole, the RFC's reading finding no userinfo). An "@" in a URL's path or query hides its host too: the
+# safe side
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>\S*)@")
+_NOT_A_USER = re.compile(r"[/?#'\"\\]")  # a user name shown before the hidden password holds none of these
 # a query parameter that carries a credential: `?api_key=`, `access_token=`, S3's presigned `X-Amz-Signature=` and
 # `X-Amz-Credential=`, Azure's SAS `sig=`
 _QUERY_SECRET = re.compile(r"(?P<name>[?&](?:[\w.-]*(?:key|token|secret|password|passwd|signature|credential)|sig)=)(?P<value>[^&#:,;()\s'\"]*)",
@@ -24,12 +28,24 @@ def redacted(text: str, secrets: Iterable[str | None] = ()) -> str:
     (`https://user:secret@host` -> `https://user:***@host`), a user name alone (`https://token@host`: a token as
     GitHub's are given), a query parameter named for a key, token, secret, password, signature or credential; and each
     of `secrets` of 4 characters or more (a setting's key given on its own) replaced by `***`."""
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{HIDDEN}@" if m["password"] else f"{m['scheme']}{HIDDEN}@", text)
+    text = _USERINFO.sub(_hide_userinfo, text)
     text = _QUERY_SECRET.sub(lambda m: m["name"] + HIDDEN, text)
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, HIDDEN)
     return text
+
+
+def _hide_userinfo(match: re.Match) -> str:
+    user, colon, _ = match["userinfo"].partition(":")
+    shown = f"{user}:" if colon and not _NOT_A_USER.search(user) else ""
+    return f"{match['scheme']}{shown}{HIDDEN}@"
+
+
+# a port that is no number, in a URL whose userinfo a "/", "?" or "#" cut short: `https://user:ab/cd@host` reads as host
+# `user`, port `ab` (the password's start), so the port's value is not repeated (review remote49)
+PORT_OR_PASSWORD = ("its port is not a number, or its user name or password holds a character a URL cannot hold there: "
+                    "write / ? # @ as %2F %3F %23 %40")
 
 
 def base_url_problem(url: str) -> str | None:
@@ -42,7 +58,9 @@ def base_url_problem(url: str) -> str | None:
         parts = urlsplit(url)
         _ = parts.port  # ValueError for a port that is no number, or out of range
     except ValueError as exc:  # "Invalid IPv6 URL", "Port could not be cast to integer value as 'x'"
-        return str(exc)
+        authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]  # as `urlsplit` reads it
+        cut = "@" in url and "@" not in authority  # its userinfo cut short: the "port" may be a password's start
+        return PORT_OR_PASSWORD if cut and str(exc).startswith("Port could not be cast") else str(exc)
     if parts.scheme.lower() not in ("http", "https"):
         return f"its scheme is {parts.scheme!r}" if parts.scheme else "it has no scheme"
     if not parts.hostname:

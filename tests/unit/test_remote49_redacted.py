@@ -14,9 +14,26 @@ from pluralign.urls import redacted
     ("https://ghp_t0ken@github.com/o/r and s3://bucket/path", "https://***@github.com/o/r and s3://bucket/path"),
     ("https://h/v1?model=m&api_key=k3y&X-Amz-Signature=abc#f", "https://h/v1?model=m&api_key=***&X-Amz-Signature=***#f"),
     ("http://127.0.0.1:8000/v1, mail a@b.example", "http://127.0.0.1:8000/v1, mail a@b.example"),  # nothing to hide
+    # review remote49: a password (or a token given as the user) holding a character a URL's userinfo cannot hold
+    # unencoded (base64's `/`, a `#`, `?`, a quote) was printed whole: the very URLs `urlsplit` misreads, so refused
+    ("got 'openai:https://user:ab/cd+ef==@vllm/v1': its", "got 'openai:https://user:***@vllm/v1': its"),
+    ("got 'openai:https://user:pa#ss@vllm/v1': its", "got 'openai:https://user:***@vllm/v1': its"),
+    ("got 'https://user:pa?ss@vllm/v1'", "got 'https://user:***@vllm/v1'"),
+    ("got \"openai:https://user:it's@vllm/v1\": its", "got \"openai:https://user:***@vllm/v1\": its"),
+    ("https://ab/cd+ef==@vllm/v1 down", "https://***@vllm/v1 down"),
 ])
 def test_credentials_of_urls_are_hidden(text, shown):
     assert redacted(text) == shown
+
+
+def test_a_refused_url_does_not_echo_its_password_as_a_port():
+    """review remote49: `https://user:ab/cd@host/v1` (a password's `/` not written %2F) reads as host `user`, port `ab`:
+    the refusal said "Port could not be cast to integer value as 'ab'", the password's start."""
+    from pluralign.urls import base_url_problem
+
+    problem = base_url_problem("https://user:ab/cd+ef==@vllm/v1")
+    assert problem is not None and "ab" not in problem and "%2F" in problem, problem
+    assert base_url_problem("https://vllm:80x/v1") == "Port could not be cast to integer value as '80x'"  # no '@': as before
 
 
 def test_secrets_given_are_hidden_wherever_they_appear():
