@@ -109,3 +109,36 @@ def test_check_listen_binds_every_address_the_host_names(tmp_path):
     assert (result.returncode, result.stderr.strip()) == (
         2, f"pluralign: error: --port {port}: [::]:{port} is in use by another process; choose another port"), result.stderr
     check_listen("", 0)  # every interface, any free port: accepted
+
+
+def test_check_listen_passes_a_host_whose_ipv6_address_this_kernel_cannot_open(monkeypatch):
+    """review remote49: on a kernel without IPv6 (`ipv6.disable=1`, some containers) `socket(AF_INET6)` fails
+    (EAFNOSUPPORT) though `getaddrinfo` still names `::` for '' (and `::1` for `localhost` where /etc/hosts says so).
+    asyncio's `create_server`, which uvicorn serves with, skips an address whose socket cannot be made and serves the
+    others; `check_listen` let the OSError out, so `pluralign serve --host ''` was refused where uvicorn would serve.
+    Both are run here with IPv6 sockets refused as such a kernel refuses them: they agree."""
+    import asyncio
+    import errno
+    import socket
+
+    from training.common import check_listen
+
+    made = socket.socket
+
+    class NoIPv6(made):
+        def __init__(self, family=-1, *args, **kwargs):
+            if family == socket.AF_INET6:
+                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+            super().__init__(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", NoIPv6)
+
+    async def served() -> list:
+        server = await asyncio.get_running_loop().create_server(asyncio.Protocol, host="", port=0)
+        names = [sock.getsockname()[0] for sock in server.sockets]
+        server.close()
+        await server.wait_closed()
+        return names
+
+    assert asyncio.run(served()) == ["0.0.0.0"]  # uvicorn's server: IPv4 alone
+    check_listen("", 0)  # before: OSError [Errno 97] Address family not supported by protocol
