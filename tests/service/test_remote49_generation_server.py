@@ -192,3 +192,40 @@ def test_two_replicas_sharing_a_server_both_serve_the_adapter_before_and_after_i
         assert first.adapters == second.adapters == {"u1"}
     finally:
         server.stop()
+
+
+def test_a_users_adapter_loading_slowly_again_holds_up_no_other_tenants_chat(tmp_path):
+    """review remote49: after the server's restart each user's adapter is loaded again at their next chat, and those
+    loads went one at a time, all adapters under one lock: while tenant acme's user's load took long (a large adapter,
+    a slow disk; up to `generator_timeout_s` x its tries, 6 min by default), tenant beta's user's chat waited behind it.
+    Now each adapter's load again waits only for its own: beta's chat is answered while acme's load is still held."""
+    import threading
+
+    from pluralign.policy.adapters import adapter_name
+
+    server = GenerationServer(tmp_path / "generation.log")
+    held = tmp_path / "release"
+    try:
+        generator = RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=30, max_retries=0))
+        slow, other = adapter_name("acme", "rae"), adapter_name("beta", "bo")
+        generator.load_adapter(slow, "/adapters/rae")
+        generator.load_adapter(other, "/adapters/bo")
+        server.restart("--hold-load", f"{slow}:{held}")
+        messages = [{"role": "user", "content": "Hi"}]
+        answers: dict[str, str] = {}
+        waiting = threading.Thread(target=lambda: answers.update(slow=generator.generate(messages, adapter=slow)[0][0].text))
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while f"holding the load of {slow}" not in server.log.read_text():
+            assert waiting.is_alive() and time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.01)
+        beside = threading.Thread(target=lambda: answers.update(other=generator.generate(messages, adapter=other)[0][0].text))
+        beside.start()
+        beside.join(timeout=10)  # before: still waiting on the lock acme's load held
+        assert answers.get("other") == f"answered by {other}" and "slow" not in answers, answers
+        held.touch()
+        waiting.join(timeout=30)
+        assert answers["slow"] == f"answered by {slow}", answers
+    finally:
+        held.touch()
+        server.stop()
