@@ -37,13 +37,18 @@ class GenerationServer:
     def __init__(self, log: Path):
         self.log = log
         self.proc = self._start(0)
-        deadline = time.monotonic() + 30
-        while (said := re.search(r"listening on port (\d+)", log.read_text())) is None:
-            assert self.proc.poll() is None and time.monotonic() < deadline, f"no port said:\n{log.read_text()}"
-            time.sleep(0.01)
-        self.port = int(said[1])
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._wait_healthy()
+        try:  # a server that never said its port or never answered is not left running (review remote49)
+            deadline = time.monotonic() + 30
+            while (said := re.search(r"listening on port (\d+)", log.read_text())) is None:
+                assert self.proc.poll() is None and time.monotonic() < deadline, f"no port said:\n{log.read_text()}"
+                time.sleep(0.01)
+            self.port = int(said[1])
+            self.url = f"http://127.0.0.1:{self.port}/v1"
+            self._wait_healthy()
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+            raise
 
     def _start(self, port: int, *flags: str) -> subprocess.Popen:
         with open(self.log, "ab") as out:  # -S: stdlib only, no site-packages to read
