@@ -10,9 +10,15 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 HIDDEN = "***"
-# RFC 3986's authority: scheme "://" [userinfo "@"] host; the userinfo's characters (no "/", "?", "#" or space; nor a
-# quote, which ends a value that `repr` printed). A password runs to the authority's last "@", as `urlsplit` reads it
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/?#@:'\"]*)(?P<password>:[^\s/?#'\"]*)?@")
+# RFC 3986's authority: scheme "://" [userinfo "@"] host. The userinfo is read as running to the last "@" before a space,
+# not as RFC 3986 bounds it (no "/", "?" or "#"; `urlsplit` likewise): a password or token holding one unencoded (base64's
+# "/", a "#") is what a user gives and what makes the URL refused, so what is printed (review remote49: such a password
+# was printed whole, the RFC's reading finding no userinfo). An "@" in a URL's path or query hides its host too: the
+# safe side. Found by plain scans, each character looked at a bounded number of times: a regular expression for it
+# (`\b[A-Za-z][A-Za-z0-9+.-]*://\S*@`) backtracks over the rest of the text at each possible scheme: 11-20 s for 64 KB
+_SCHEME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-")
+_SPACES = re.compile(r"(\s+)")
+_NOT_A_USER = re.compile(r"[/?#'\"\\]")  # a user name shown before the hidden password holds none of these
 # a query parameter that carries a credential: `?api_key=`, `access_token=`, S3's presigned `X-Amz-Signature=` and
 # `X-Amz-Credential=`, Azure's SAS `sig=`
 _QUERY_SECRET = re.compile(r"(?P<name>[?&](?:[\w.-]*(?:key|token|secret|password|passwd|signature|credential)|sig)=)(?P<value>[^&#:,;()\s'\"]*)",
@@ -24,12 +30,37 @@ def redacted(text: str, secrets: Iterable[str | None] = ()) -> str:
     (`https://user:secret@host` -> `https://user:***@host`), a user name alone (`https://token@host`: a token as
     GitHub's are given), a query parameter named for a key, token, secret, password, signature or credential; and each
     of `secrets` of 4 characters or more (a setting's key given on its own) replaced by `***`."""
-    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{HIDDEN}@" if m["password"] else f"{m['scheme']}{HIDDEN}@", text)
+    text = "".join(_hide_userinfo(part) for part in _SPACES.split(text))
     text = _QUERY_SECRET.sub(lambda m: m["name"] + HIDDEN, text)
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, HIDDEN)
     return text
+
+
+def _hide_userinfo(token: str) -> str:
+    """`token` (no space in it) with the userinfo of its first URL, `scheme://` to the token's last "@", hidden."""
+    at = token.rfind("@")
+    start = 0
+    while at >= 0 and (sep := token.find("://", start, at)) >= 0:
+        begin = sep
+        while begin > start and token[begin - 1] in _SCHEME_CHARS:
+            begin -= 1
+        # as `\b[A-Za-z]`: the scheme's first letter, no letter, digit or "_" before it
+        first = next((i for i in range(begin, sep) if token[i].isascii() and token[i].isalpha()
+                      and (i == 0 or not (token[i - 1].isalnum() or token[i - 1] == "_"))), None)
+        if first is not None:
+            user, colon, _ = token[sep + 3:at].partition(":")
+            shown = f"{user}:" if colon and not _NOT_A_USER.search(user) else ""
+            return f"{token[:sep + 3]}{shown}{HIDDEN}{token[at:]}"
+        start = sep + 3
+    return token
+
+
+# a port that is no number, in a URL whose userinfo a "/", "?" or "#" cut short: `https://user:ab/cd@host` reads as host
+# `user`, port `ab` (the password's start), so the port's value is not repeated (review remote49)
+PORT_OR_PASSWORD = ("its port is not a number, or its user name or password holds a character a URL cannot hold there: "
+                    "write / ? # @ as %2F %3F %23 %40")
 
 
 def base_url_problem(url: str) -> str | None:
@@ -42,7 +73,9 @@ def base_url_problem(url: str) -> str | None:
         parts = urlsplit(url)
         _ = parts.port  # ValueError for a port that is no number, or out of range
     except ValueError as exc:  # "Invalid IPv6 URL", "Port could not be cast to integer value as 'x'"
-        return str(exc)
+        authority = re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]  # as `urlsplit` reads it
+        cut = "@" in url and "@" not in authority  # its userinfo cut short: the "port" may be a password's start
+        return PORT_OR_PASSWORD if cut and str(exc).startswith("Port could not be cast") else str(exc)
     if parts.scheme.lower() not in ("http", "https"):
         return f"its scheme is {parts.scheme!r}" if parts.scheme else "it has no scheme"
     if not parts.hostname:

@@ -10,12 +10,16 @@ What it copies from vLLM (`vllm/entrypoints/openai/serving_engine.py`, `serving_
 - a chat whose messages and max_tokens exceed the context (`CONTEXT` tokens; a token is 4 characters here) is a 400
   BadRequestError, "This model's maximum context length is ...".
 An answer says which model wrote it (`answered by <model>`); `--refuse-loads` answers every adapter load 500;
-`--lose-adapters` answers loads 200 and holds nothing (a server whose loads do not take)."""
+`--lose-adapters` answers loads 200 and holds nothing (a server whose loads do not take); `--hold-load NAME:PATH` answers
+the load of adapter NAME only once file PATH exists (a load that takes long: a large adapter on a slow disk), saying
+"holding the load of NAME" when it begins."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BASE = "base"
@@ -30,6 +34,7 @@ class Handler(BaseHTTPRequestHandler):
     adapters: dict[str, str] = {}  # adapter name -> the path it was loaded from
     refuse_loads = False
     lose_adapters = False
+    hold_load: tuple[str, str] | None = None  # (adapter name, the file whose existence lets its load go on)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         self.answer(200 if self.path == "/health" else 404, {})
@@ -54,6 +59,10 @@ class Handler(BaseHTTPRequestHandler):
         elif name in self.adapters:
             self.error(400, "BadRequestError", f"The lora adapter '{name}' has already been loaded.")
         else:
+            if self.hold_load is not None and name == self.hold_load[0]:
+                print(f"holding the load of {name}", flush=True)
+                while not os.path.exists(self.hold_load[1]):
+                    time.sleep(0.01)
             if not self.lose_adapters:
                 self.adapters[name] = path
             self.answer(200, {})
@@ -104,6 +113,9 @@ class Handler(BaseHTTPRequestHandler):
 
 def main(argv: list[str]) -> None:
     Handler.refuse_loads, Handler.lose_adapters = "--refuse-loads" in argv, "--lose-adapters" in argv
+    if "--hold-load" in argv:
+        name, _, path = argv[argv.index("--hold-load") + 1].partition(":")
+        Handler.hold_load = (name, path)
     server = ThreadingHTTPServer(("127.0.0.1", int(argv[0])), Handler)  # port 0: one of the system's choosing
     server.daemon_threads = True
     print(f"listening on port {server.server_address[1]}", flush=True)

@@ -427,15 +427,21 @@ def check_listen(host: str, port: int, port_named: str | None = None) -> None:
     loaded (a minute at a first start). Every address `host` resolves to is bound, as asyncio's `create_server` (which
     uvicorn serves with) binds them: `localhost` as 127.0.0.1 and ::1 on many machines, '' as every interface (0.0.0.0
     and ::); until session remote49 only the first was tried (another process on ::1 failed the start after the models
-    loaded) and '' was refused ("not an address")."""
+    loaded) and '' was refused ("not an address"). An address whose socket this kernel cannot make (IPv6 disabled:
+    EAFNOSUPPORT) is skipped, as asyncio skips it (until the review of remote49 the OSError refused the start)."""
     port_named = port_named or f"--port {port}"
     try:  # asyncio's reading of '': every interface
         found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
         raise ValueError(f"--host {host}: not an address this machine can listen on ({getattr(exc, 'strerror', None) or exc})") from None
+    made = 0
     with contextlib.ExitStack() as bound:  # held together: two of them on one port are what uvicorn will hold
         for family, kind, proto, _, address in dict.fromkeys(found):
-            sock = bound.enter_context(socket.socket(family, kind, proto))
+            try:
+                sock = bound.enter_context(socket.socket(family, kind, proto))
+            except OSError:  # as asyncio's: a family this kernel lacks (IPv6 disabled) is skipped (review remote49)
+                continue
+            made += 1
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own socket
             if family == socket.AF_INET6:  # as asyncio's: `::` beside 0.0.0.0 takes IPv6 alone
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -446,6 +452,8 @@ def check_listen(host: str, port: int, port_named: str | None = None) -> None:
                 if exc.errno == errno.EADDRINUSE:
                     raise ValueError(f"{port_named}: {at} is in use by another process; choose another port") from None
                 raise ValueError(f"--host {host} {port_named}: cannot listen on {at} ({exc.strerror})") from None
+        if not made:  # as asyncio's, which then fails at its bind
+            raise ValueError(f"--host {host}: not an address this machine can listen on (no socket of its address family)")
 
 
 def host_port(host: str, port: int) -> str:

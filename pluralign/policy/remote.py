@@ -76,9 +76,11 @@ class RemoteGenerator:
         )
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
         # adapter name -> its loads again after the server answered a chat for it 404 (restarted): chats that found it
-        # gone at once load it once (`_load_again`)
+        # gone at once load it once (`_load_again`), under that adapter's own lock: another's load again, which may take
+        # `timeout_s` x its tries, holds up no other adapter's (until the review of remote49, one lock for all: every
+        # tenant's chat waited behind one user's slow load)
         self._reloads: dict[str, int] = {}
-        self._reload_lock = threading.Lock()
+        self._reload_locks: dict[str, threading.Lock] = {}
         # streamed conversations -> the server's prompt_tokens, one per stream not yet asked (streams of one conversation
         # may run at once: `generation_workers`)
         self._prompt_usage: dict[str, list[int]] = {}
@@ -117,7 +119,7 @@ class RemoteGenerator:
     def _load_again(self, name: str, seen: int) -> None:
         """Load adapter `name` again from the folder it was loaded from, unless it was loaded again since `seen` (its
         count of `_reloads` when the caller's request was sent). AdapterNotLoaded when it was dropped meanwhile."""
-        with self._reload_lock:
+        with self._reload_lock(name):
             if self._reloads.get(name, 0) != seen:
                 return
             folder = self._adapters.get(name)
@@ -126,6 +128,10 @@ class RemoteGenerator:
             log.warning("the generation server holds no adapter %s (restarted since it was loaded?): loading it again", name)
             self._load(name, folder)
             self._reloads[name] = seen + 1
+
+    def _reload_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._reload_locks.setdefault(name, threading.Lock())
 
     def drop_adapter(self, name: str) -> None:
         """Ask the server to unload adapter `name`, once the requests in flight using it have ended (requests for it
@@ -146,6 +152,8 @@ class RemoteGenerator:
                     log.warning("adapter %s was not loaded on the generation server (it answered 404): forgotten here", name)
                 del self._adapters[name]
                 self._reloads.pop(name, None)
+                with self._lock:
+                    self._reload_locks.pop(name, None)
 
     def _chat(self, send: Callable, adapter: str | None):
         """`send()`'s answer (a chat request): when the server answers 404 for `adapter` (it no longer holds it), the
@@ -165,7 +173,7 @@ class RemoteGenerator:
         except RemoteGeneratorError as exc:
             if not isinstance(exc.__cause__, openai.NotFoundError):
                 raise
-            with self._reload_lock:
+            with self._reload_lock(adapter):
                 self._adapters.pop(adapter, None)
             raise AdapterNotLoaded(f"adapter {adapter!r} is not held by the generation server, even loaded again") from exc
 

@@ -37,13 +37,18 @@ class GenerationServer:
     def __init__(self, log: Path):
         self.log = log
         self.proc = self._start(0)
-        deadline = time.monotonic() + 30
-        while (said := re.search(r"listening on port (\d+)", log.read_text())) is None:
-            assert self.proc.poll() is None and time.monotonic() < deadline, f"no port said:\n{log.read_text()}"
-            time.sleep(0.01)
-        self.port = int(said[1])
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self._wait_healthy()
+        try:  # a server that never said its port or never answered is not left running (review remote49)
+            deadline = time.monotonic() + 30
+            while (said := re.search(r"listening on port (\d+)", log.read_text())) is None:
+                assert self.proc.poll() is None and time.monotonic() < deadline, f"no port said:\n{log.read_text()}"
+                time.sleep(0.01)
+            self.port = int(said[1])
+            self.url = f"http://127.0.0.1:{self.port}/v1"
+            self._wait_healthy()
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+            raise
 
     def _start(self, port: int, *flags: str) -> subprocess.Popen:
         with open(self.log, "ab") as out:  # -S: stdlib only, no site-packages to read
@@ -191,4 +196,41 @@ def test_two_replicas_sharing_a_server_both_serve_the_adapter_before_and_after_i
         assert first.generate(messages, adapter="u1")[0][0].text == "answered by u1"
         assert first.adapters == second.adapters == {"u1"}
     finally:
+        server.stop()
+
+
+def test_a_users_adapter_loading_slowly_again_holds_up_no_other_tenants_chat(tmp_path):
+    """review remote49: after the server's restart each user's adapter is loaded again at their next chat, and those
+    loads went one at a time, all adapters under one lock: while tenant acme's user's load took long (a large adapter,
+    a slow disk; up to `generator_timeout_s` x its tries, 6 min by default), tenant beta's user's chat waited behind it.
+    Now each adapter's load again waits only for its own: beta's chat is answered while acme's load is still held."""
+    import threading
+
+    from pluralign.policy.adapters import adapter_name
+
+    server = GenerationServer(tmp_path / "generation.log")
+    held = tmp_path / "release"
+    try:
+        generator = RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=30, max_retries=0))
+        slow, other = adapter_name("acme", "rae"), adapter_name("beta", "bo")
+        generator.load_adapter(slow, "/adapters/rae")
+        generator.load_adapter(other, "/adapters/bo")
+        server.restart("--hold-load", f"{slow}:{held}")
+        messages = [{"role": "user", "content": "Hi"}]
+        answers: dict[str, str] = {}
+        waiting = threading.Thread(target=lambda: answers.update(slow=generator.generate(messages, adapter=slow)[0][0].text))
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while f"holding the load of {slow}" not in server.log.read_text():
+            assert waiting.is_alive() and time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.01)
+        beside = threading.Thread(target=lambda: answers.update(other=generator.generate(messages, adapter=other)[0][0].text))
+        beside.start()
+        beside.join(timeout=10)  # before: still waiting on the lock acme's load held
+        assert answers.get("other") == f"answered by {other}" and "slow" not in answers, answers
+        held.touch()
+        waiting.join(timeout=30)
+        assert answers["slow"] == f"answered by {slow}", answers
+    finally:
+        held.touch()
         server.stop()

@@ -69,6 +69,8 @@ def test_the_cached_rerun_of_the_documented_eval_never_imports_the_encoders_libr
 
 HEAVY = ("torch", "lancedb", "litestar", "service.app", "transformers", "uvicorn")  # seconds of imports before a server starts
 ENCODERS = "expected `minilm`, `minilm-onnx`, `minilm-onnx-int8` or `smollm2`"
+PORT_OR_PASSWORD = ("its port is not a number, or its user name or password holds a character a URL cannot hold there: "
+                    "write / ? # @ as %2F %3F %23 %40")
 NO_URL = "`openai:URL` needs the server's http:// or https:// URL (`openai:http://127.0.0.1:8000/v1`),"
 
 
@@ -85,6 +87,9 @@ NO_URL = "`openai:URL` needs the server's http:// or https:// URL (`openai:http:
     (["serve"], {"PLURALIGN_GENERATOR": "openai:https://user:s3cret-pw@vllm.internal:80x/v1"},
      f"PLURALIGN_GENERATOR (setting generator): {NO_URL} got 'openai:https://user:***@vllm.internal:80x/v1': "
      "Port could not be cast to integer value as '80x'"),
+    # review remote49: a password holding an unencoded `/` (base64) was printed whole, its start as the "port"
+    (["serve"], {"PLURALIGN_GENERATOR": "openai:https://user:s3cr/et+pw==@vllm.internal/v1"},
+     f"PLURALIGN_GENERATOR (setting generator): {NO_URL} got 'openai:https://user:***@vllm.internal/v1': {PORT_OR_PASSWORD}"),
     (["serve-embeddings", "--encoder", "openai:https://tok3n-abc@/v1?api_key=k3y-123"], {},
      f"--encoder openai:https://***@/v1?api_key=***: {NO_URL} got 'openai:https://***@/v1?api_key=***': it names no host"),
     (["eval", "--model", "bt", "--protocol", "persona", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),

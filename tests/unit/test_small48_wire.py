@@ -109,3 +109,77 @@ def test_check_listen_binds_every_address_the_host_names(tmp_path):
     assert (result.returncode, result.stderr.strip()) == (
         2, f"pluralign: error: --port {port}: [::]:{port} is in use by another process; choose another port"), result.stderr
     check_listen("", 0)  # every interface, any free port: accepted
+
+
+def test_check_listen_passes_a_host_whose_ipv6_address_this_kernel_cannot_open(monkeypatch):
+    """review remote49: on a kernel without IPv6 (`ipv6.disable=1`, some containers) `socket(AF_INET6)` fails
+    (EAFNOSUPPORT) though `getaddrinfo` still names `::` for '' (and `::1` for `localhost` where /etc/hosts says so).
+    asyncio's `create_server`, which uvicorn serves with, skips an address whose socket cannot be made and serves the
+    others; `check_listen` let the OSError out, so `pluralign serve --host ''` was refused where uvicorn would serve.
+    Both are run here with IPv6 sockets refused as such a kernel refuses them: they agree."""
+    import asyncio
+    import errno
+    import socket
+
+    from training.common import check_listen
+
+    made = socket.socket
+
+    class NoIPv6(made):
+        def __init__(self, family=-1, *args, **kwargs):
+            if family == socket.AF_INET6:
+                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+            super().__init__(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", NoIPv6)
+
+    async def served() -> list:
+        server = await asyncio.get_running_loop().create_server(asyncio.Protocol, host="", port=0)
+        names = [sock.getsockname()[0] for sock in server.sockets]
+        server.close()
+        await server.wait_closed()
+        return names
+
+    assert asyncio.run(served()) == ["0.0.0.0"]  # uvicorn's server: IPv4 alone
+    check_listen("", 0)  # before: OSError [Errno 97] Address family not supported by protocol
+
+
+def test_every_interface_served_on_one_address_is_named_by_that_address(monkeypatch, caplog):
+    """review remote49: `--host ''` (every interface, accepted since remote49) on a kernel without IPv6 is served on one
+    socket, 0.0.0.0; `listening_urls` names one socket by the host as given, so the start line said `http://:PORT`, no
+    URL. Now it names the socket's address, as for several."""
+    import errno
+    import socket
+
+    import uvicorn
+
+    from training.commands.serve import stopping_server
+
+    made = socket.socket
+
+    class NoIPv6(made):
+        def __init__(self, family=-1, *args, **kwargs):
+            if family == socket.AF_INET6:
+                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+            super().__init__(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", NoIPv6)
+    started: list = []
+    # asyncio's loop: uvloop's create_server skips a socket it cannot make alike (its loop.pyx), but makes it with the
+    # `socket.socket` it imported, which no patch here reaches
+    config = uvicorn.Config(_ok, host="", port=0, lifespan="off", log_config=None, log_level="info", loop="asyncio")
+    server = stopping_server()(config, on_stop=lambda: None, on_grace_over=lambda: None, on_started=started.append)
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        [url] = started[0]
+        assert url.startswith("http://0.0.0.0:"), url  # before: http://:PORT
+        assert httpx.get(f"http://127.0.0.1:{url.rsplit(':', 1)[1]}/", timeout=5).text == "ok"
+        assert f"Uvicorn running on {url} (Press CTRL+C to quit)" in [r.getMessage() for r in caplog.records]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

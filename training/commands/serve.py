@@ -909,8 +909,11 @@ def listening_urls(host: str, sockets) -> list[str]:
     the one the system chose). One socket: under `host` as given; several (a name that resolves to more than one address,
     `localhost` as 127.0.0.1 and ::1 on many machines): each under its own address, for under `--port 0` each address
     has a port of its own (until session small48 only the first one's port was printed, under the name). An IPv6
-    zone id is written `%25` (`http://[fe80::1%25eth0]:8000`, RFC 6874; until session remote49 `%`, no URL)."""
-    named = [(host, sockets[0].getsockname()[1])] if len(sockets) == 1 else [sock.getsockname()[:2] for sock in sockets]
+    zone id is written `%25` (`http://[fe80::1%25eth0]:8000`, RFC 6874; until session remote49 `%`, no URL). The host ''
+    (every interface) is named by each socket's address, one socket too (a kernel without IPv6: 0.0.0.0 alone; until the
+    review of remote49 `http://:8000`, no URL)."""
+    one = len(sockets) == 1 and host
+    named = [(host, sockets[0].getsockname()[1])] if one else [sock.getsockname()[:2] for sock in sockets]
     return [f"http://{host_port(address, port)}" for address, port in named]
 
 
