@@ -57,3 +57,24 @@ def test_a_tenants_keys_are_bounded_by_count_and_by_characters_the_oldest_going_
     keys.answered("acme", "ann", "huge", "too long", 4 * KEY_CHARS)  # past the bound alone: not kept
     assert keys.begin("acme", "ann", "huge", "d") is None
     assert keys.begin("globex", "ann", "k3", "d") is None  # another tenant's bound is its own
+
+
+def test_a_copy_sent_after_a_delete_while_the_first_still_runs_gets_neither_its_answer_nor_a_second_generation():
+    """A user's DELETE while a keyed chat of theirs runs: a copy sent before that chat ends is the 409 (the key is still
+    in use), and once it ends nothing of it is kept, its key free. Until the review of session older49 the DELETE freed
+    the key at once: the copy began a second generation beside the first (no 409), the first's answer (planned before the
+    DELETE: its interaction never stored) then took the copy's place for every later retry, and a first that failed freed
+    the copy's key while the copy still ran."""
+    keys = ChatKeys()
+    assert keys.begin("acme", "ann", "k", "d") is None  # the first copy runs
+    keys.forget_user("acme", "ann")  # their DELETE
+    with pytest.raises(HTTPException) as running:
+        keys.begin("acme", "ann", "k", "d")
+    assert running.value.status_code == 409
+    keys.answered("acme", "ann", "k", "planned before the delete", 1)
+    assert keys.begin("acme", "ann", "k", "d") is None  # nothing of it kept: the retry is generated
+    keys.forget_where(lambda tenant, user: (tenant, user) == ("acme", "ann"))  # another replica's DELETE
+    with pytest.raises(HTTPException):
+        keys.begin("acme", "ann", "k", "d")
+    keys.failed("acme", "ann", "k")
+    assert keys.begin("acme", "ann", "k", "d") is None
