@@ -43,9 +43,10 @@ def _chars(entry: _Entry) -> int:
 
 
 def request_digest(body: msgspec.Struct) -> str:
-    """The sha256 of a decoded chat request, re-encoded: the same request sent with its keys in another order, other
-    white space or escapes has the same digest."""
-    return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
+    """The sha256 of a decoded chat request, re-encoded with every object's keys sorted (msgspec's `order="sorted"`): the
+    same request sent with its keys in another order (its objects' too: `metadata`), other white space or escapes has
+    the same digest."""
+    return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
 
 
 def in_use() -> HTTPException:

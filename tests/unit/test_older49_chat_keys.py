@@ -78,3 +78,19 @@ def test_a_copy_sent_after_a_delete_while_the_first_still_runs_gets_neither_its_
         keys.begin("acme", "ann", "k", "d")
     keys.failed("acme", "ann", "k")
     assert keys.begin("acme", "ann", "k", "d") is None
+
+
+def test_a_chat_sent_again_with_its_keys_in_another_order_has_the_same_digest():
+    """`request_digest` says so for a retry whose JSON was written again (another client library, a proxy): until the
+    review of session older49 it held for the request's own fields only, and one whose `metadata` (or another object
+    field) listed its keys in another order was a 422 `idempotency_key_reused` rather than its answer."""
+    import msgspec
+
+    from service.chat.keys import request_digest
+    from service.chat.schemas import ChatRequest
+
+    first = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {"app": "web", "ab": "b"}}'
+    again = b'{"metadata": {"ab": "b", "app": "web"}, "messages": [{"content": "hi", "role": "user"}], "model": "m"}'
+    other = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {"app": "web", "ab": "c"}}'
+    digest = [request_digest(msgspec.json.decode(body, type=ChatRequest)) for body in (first, again, other)]
+    assert digest[0] == digest[1] != digest[2]
