@@ -715,7 +715,11 @@ class TimedRequests:
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
         if self.half_closed:  # `eof_received`: closed once the answers of what arrived are out
-            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            if hasattr(self, "conn"):  # h11 parses a request pipelined behind this answer only now: arrived whole?
+                self.reading = self.h11_reading()
+            # a request not whole by now never will be (its client sends nothing more): until the review of session
+            # older49 one left by h11 kept the connection, with no read deadline, and its app waiting, for good
+            if (self.cycle is None or self.cycle.response_complete or self.reading != "done") and not self.transport.is_closing():
                 self.transport.close()  # after what it still holds is written
             return
         if self.last_answer is not None and self.cycle.response_complete and not self.transport.is_closing():
