@@ -356,7 +356,7 @@ class Settings(Base, frozen=True):
 
 
 # settings holding a credential: a refusal never repeats their values (nor the password of any URL: `redacted`)
-SECRET_SETTINGS = ("store_access_key_id", "store_secret_access_key", "generator_api_key", "encoder_api_key")
+SECRET_SETTINGS = ("store_access_key_id", "store_secret_access_key", "generator_api_key", "encoder_api_key", "metrics_token")
 
 
 def secret_values(values) -> list[str]:

@@ -34,6 +34,8 @@ class _Entry:
     digest: str  # the request's body, as `request_digest` draws it
     answer: object | None = None  # the first copy's answer (a ChatCompletion) once answered; None while it runs
     chars: int = KEY_CHARS  # what it holds, counted against PER_TENANT_CHARS
+    # its user's DELETE came while it ran: its key stays in use until it ends, and nothing of it is kept then
+    forgotten: bool = False
 
 
 def _chars(entry: _Entry) -> int:
@@ -41,9 +43,10 @@ def _chars(entry: _Entry) -> int:
 
 
 def request_digest(body: msgspec.Struct) -> str:
-    """The sha256 of a decoded chat request, re-encoded: the same request sent with its keys in another order, other
-    white space or escapes has the same digest."""
-    return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
+    """The sha256 of a decoded chat request, re-encoded with every object's keys sorted (msgspec's `order="sorted"`): the
+    same request sent with its keys in another order (its objects' too: `metadata`), other white space or escapes has
+    the same digest."""
+    return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
 
 
 def in_use() -> HTTPException:
@@ -66,7 +69,8 @@ class ChatKeys:
     def begin(self, tenant: str, user: str | None, key: str, digest: str) -> object | None:
         """The first copy's answer when `key` was answered for this tenant and user with the same body; None when it
         is new (it is then recorded as running: `answered` or `failed` ends it). Raises the 409 of `in_use` while the
-        first copy runs, and `key_reused`'s 422 for a body other than the first's."""
+        first copy runs (one its user's DELETE forgot too, whatever the body: `forget_user`), and `key_reused`'s 422 for
+        a body other than the first's."""
         from service.feedback.services import (
             key_reused,  # the 422 feedback and imports answer (it imports the Runtime, which holds this)
         )
@@ -77,6 +81,8 @@ class ChatKeys:
                 # sized by characters held: at most `per_tenant` keys, and `per_tenant_chars` of their answers
                 keys = self._tenants[tenant] = TTLCache(maxsize=self.per_tenant_chars, ttl=self.window_s, getsizeof=_chars)
             entry = keys.get((user or "", key))
+            if entry is not None and entry.forgotten:
+                raise in_use()
             if entry is None:
                 while len(keys) >= self.per_tenant:
                     keys.popitem()  # the least recently used
@@ -97,7 +103,7 @@ class ChatKeys:
             if entry is None or entry.answer is not None:
                 return
             del keys[(user or "", key)]
-            if KEY_CHARS + chars <= self.per_tenant_chars:
+            if not entry.forgotten and KEY_CHARS + chars <= self.per_tenant_chars:
                 entry.answer, entry.chars = answer, KEY_CHARS + chars
                 keys[(user or "", key)] = entry  # sized again: older keys of the tenant make room
 
@@ -111,7 +117,9 @@ class ChatKeys:
 
     def forget_user(self, tenant: str, user: str) -> None:
         """The user's keys go (their DELETE): no answer of theirs is given again, and a chat of theirs running now
-        keeps nothing."""
+        keeps nothing; its key stays in use until it ends (a copy is the 409 meanwhile, then generated). Until the review
+        of session older49 its key was freed at once: a copy began a second generation beside the first, and the first's
+        answer (planned before the DELETE, nothing of it stored) was then kept for the copy's retries."""
         self.forget_where(lambda t, u: (t, u) == (tenant, user))
 
     def forget_where(self, deleted: Callable[[str, str], bool]) -> None:
@@ -119,7 +127,11 @@ class ChatKeys:
         with self._lock:
             for tenant, keys in self._tenants.items():
                 for held in [k for k in list(keys.keys()) if k[0] and deleted(tenant, k[0])]:
-                    keys.pop(held, None)
+                    entry = keys.get(held)
+                    if entry is not None and entry.answer is None:
+                        entry.forgotten = True  # running: `answered` keeps nothing of it, `failed` frees its key
+                    else:
+                        keys.pop(held, None)
 
     def forget_tenant(self, tenant: str) -> None:
         with self._lock:

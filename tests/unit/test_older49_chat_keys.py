@@ -57,3 +57,40 @@ def test_a_tenants_keys_are_bounded_by_count_and_by_characters_the_oldest_going_
     keys.answered("acme", "ann", "huge", "too long", 4 * KEY_CHARS)  # past the bound alone: not kept
     assert keys.begin("acme", "ann", "huge", "d") is None
     assert keys.begin("globex", "ann", "k3", "d") is None  # another tenant's bound is its own
+
+
+def test_a_copy_sent_after_a_delete_while_the_first_still_runs_gets_neither_its_answer_nor_a_second_generation():
+    """A user's DELETE while a keyed chat of theirs runs: a copy sent before that chat ends is the 409 (the key is still
+    in use), and once it ends nothing of it is kept, its key free. Until the review of session older49 the DELETE freed
+    the key at once: the copy began a second generation beside the first (no 409), the first's answer (planned before the
+    DELETE: its interaction never stored) then took the copy's place for every later retry, and a first that failed freed
+    the copy's key while the copy still ran."""
+    keys = ChatKeys()
+    assert keys.begin("acme", "ann", "k", "d") is None  # the first copy runs
+    keys.forget_user("acme", "ann")  # their DELETE
+    with pytest.raises(HTTPException) as running:
+        keys.begin("acme", "ann", "k", "d")
+    assert running.value.status_code == 409
+    keys.answered("acme", "ann", "k", "planned before the delete", 1)
+    assert keys.begin("acme", "ann", "k", "d") is None  # nothing of it kept: the retry is generated
+    keys.forget_where(lambda tenant, user: (tenant, user) == ("acme", "ann"))  # another replica's DELETE
+    with pytest.raises(HTTPException):
+        keys.begin("acme", "ann", "k", "d")
+    keys.failed("acme", "ann", "k")
+    assert keys.begin("acme", "ann", "k", "d") is None
+
+
+def test_a_chat_sent_again_with_its_keys_in_another_order_has_the_same_digest():
+    """`request_digest` says so for a retry whose JSON was written again (another client library, a proxy): until the
+    review of session older49 it held for the request's own fields only, and one whose `metadata` (or another object
+    field) listed its keys in another order was a 422 `idempotency_key_reused` rather than its answer."""
+    import msgspec
+
+    from service.chat.keys import request_digest
+    from service.chat.schemas import ChatRequest
+
+    first = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {"app": "web", "ab": "b"}}'
+    again = b'{"metadata": {"ab": "b", "app": "web"}, "messages": [{"content": "hi", "role": "user"}], "model": "m"}'
+    other = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "metadata": {"app": "web", "ab": "c"}}'
+    digest = [request_digest(msgspec.json.decode(body, type=ChatRequest)) for body in (first, again, other)]
+    assert digest[0] == digest[1] != digest[2]

@@ -50,9 +50,40 @@ def test_a_request_whose_client_half_closed_is_answered_then_closed(monkeypatch,
     assert seen == ["nothing"], seen
 
 
-@pytest.mark.parametrize("http", ["h11", "httptools"])
-def test_a_chat_whose_client_half_closed_is_taken_as_its_client_gone(monkeypatch, http):
+@pytest.mark.parametrize(("http", "path"), [("h11", "/v1/chat/completions"), ("httptools", "/v1/chat/completions"),
+                                           ("httptools", "/v1/chat/completions/"), ("h11", "//v1//chat/completions")])
+def test_a_chat_whose_client_half_closed_is_taken_as_its_client_gone(monkeypatch, http, path):
+    """Litestar routes `/v1/chat/completions/` and `//v1//chat/completions` to the chat too (its `normalize_path`); until
+    the review of session older49 their client's end of input was not taken as its going (the path was matched as
+    sent): a chat whose client had closed its connection kept generating, holding its slot, to its last token."""
     body = b"{}"
-    answer, seen = _half_closed_exchange(http, monkeypatch, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    answer, seen = _half_closed_exchange(http, monkeypatch, b"POST %s HTTP/1.1\r\nHost: x\r\n"
+                                         b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
     assert (answer, seen) == (b"", ["http.disconnect"]), (answer, seen)
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_request_pipelined_in_part_before_a_half_close_ends_the_connection(monkeypatch, http):
+    """A whole GET, then a POST whose body stops short, then the client's half-close: nothing more of the POST can come,
+    so the connection ends (an app waiting for that body reads a disconnect). h11 parses the POST only once the GET was
+    answered; until the review of session older49 `on_response_complete` then kept the half-closed connection open for
+    it with no read deadline (it returned before arming one): the connection, and the app waiting for a body that
+    could not come, stayed for good (still open 8 s on, with a 2 s deadline)."""
+    from uvicorn.protocols.http import auto, h11_impl, httptools_impl
+
+    monkeypatch.setattr(auto, "AutoHTTPProtocol", {"h11": h11_impl.H11Protocol, "httptools": httptools_impl.HttpToolsProtocol}[http])
+
+    async def app(scope, receive, send) -> None:
+        while (message := await receive())["type"] == "http.request" and message.get("more_body"):
+            pass
+        await asyncio.sleep(0.3)  # the GET answered after the client's half-close came
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with timed_server(app, timeout_s=30) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := client.recv(4096):  # to the server's close (a TimeoutError: still open after 5 s)
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 ") <= 1, answer  # the GET's answer (h11), never one for the POST

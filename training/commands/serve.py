@@ -715,7 +715,11 @@ class TimedRequests:
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
         if self.half_closed:  # `eof_received`: closed once the answers of what arrived are out
-            if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            if hasattr(self, "conn"):  # h11 parses a request pipelined behind this answer only now: arrived whole?
+                self.reading = self.h11_reading()
+            # a request not whole by now never will be (its client sends nothing more): until the review of session
+            # older49 one left by h11 kept the connection, with no read deadline, and its app waiting, for good
+            if (self.cycle is None or self.cycle.response_complete or self.reading != "done") and not self.transport.is_closing():
                 self.transport.close()  # after what it still holds is written
             return
         if self.last_answer is not None and self.cycle.response_complete and not self.transport.is_closing():
@@ -775,7 +779,7 @@ class TimedRequests:
         slot) is still taken as its client gone, as is a request still arriving (nothing more of it will come)."""
         cycle = self.cycle
         if self.refused or self.reading != "done" or cycle is None or cycle.response_complete \
-                or (cycle.scope["method"], cycle.scope["path"]) in WATCHES_ITS_CLIENT:
+                or (cycle.scope["method"], routed_path(cycle.scope["path"])) in WATCHES_ITS_CLIENT:
             return None  # asyncio closes the connection: uvicorn's way
         self.half_closed = True
         return True
@@ -863,6 +867,16 @@ class CutAnswersAbort:
 # requests whose handlers stop their work when the client goes (an `http.disconnect`): a client's half-close is taken
 # as its going for these (`TimedRequests.eof_received`)
 WATCHES_ITS_CLIENT = frozenset({("POST", "/v1/chat/completions")})
+
+
+def routed_path(path: str) -> str:
+    """`path` as Litestar's router reads it (`litestar.utils.normalize_path`: no slash at its end, runs of slashes as one):
+    `/v1/chat/completions/` and `//v1//chat/completions` are the chat's route too (until the review of session older49
+    `WATCHES_ITS_CLIENT` was matched against the path as sent, and such a chat's closed client was not seen)."""
+    return "/" + MULTI_SLASH.sub("/", path.strip("/"))
+
+
+MULTI_SLASH = re.compile(r"//+")
 REFUSED_LINGER_S = 2.0  # the longest a connection refused (over PLURALIGN_MAX_CONNECTIONS, a 400, a 408) stays, reading what its client still sends
 REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more closes the busiest peer's oldest
 MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its Origin (CORS on): a browser's fits
