@@ -72,7 +72,9 @@ class AuditReport(Base, kw_only=True):
     # groups with fewer users are suppressed (not reported at all), a group of one user always (MIN_SHOWN_USERS); their
     # users and comparisons are in `users`, `comparisons` and `overall` all the same, until a DELETE of one of their
     # users (`without_unshown`). `overall` is null (withheld) when they hold fewer users than a group shown must: the
-    # overall less the groups shown would give their figures away (`withheld_notes`)
+    # overall less the groups shown would give their figures away (`withheld_notes`); and whatever `min_group_size` says
+    # when the groups of one user hold one user: less the groups an audit with `min_group_size` 1 shows, the overall
+    # would be theirs (until review session 49 an audit asking 3 showed it)
     min_group_size: int = 1
     min_comparisons: int = 0  # groups with fewer comparisons are flagged too_few_comparisons
     suppressed_groups: int = 0
@@ -120,7 +122,8 @@ def extremes(groups: list[GroupMetrics], accuracy) -> tuple[str | None, float | 
 def withheld_notes(report: AuditReport) -> list[str]:
     """What `report` withholds to protect the users audited, and why, one sentence each (the CLI's table and the
     dashboard say them): the intervals of groups (or the overall) of fewer than `interval_min_users` users, and the
-    overall figures of an audit whose suppressed groups hold fewer users than a group shown must. (The overall figures a
+    overall figures of an audit whose suppressed groups hold fewer users than a group shown must, or whose groups of one
+    user hold one user (an audit of the same comparisons with `min_group_size` 1 shows every other group). (The overall figures a
     DELETE withheld, `without_groups` / `without_unshown`, are said where the report says so: `withheld_groups`.)"""
     notes = []
     minimum = report.interval_min_users
@@ -128,8 +131,13 @@ def withheld_notes(report: AuditReport) -> list[str]:
         notes.append(f"intervals withheld for groups of fewer than {minimum} users: their ends would be their users' own accuracies")
     if report.overall is None and report.suppressed_groups and report.withheld_groups == 0 and report.ties_skipped is not None:
         shown_from = max(report.min_group_size, MIN_SHOWN_USERS)
-        notes.append(f"overall figures withheld: the suppressed groups hold fewer than {shown_from} users, whose figures "
-                     "the overall less the groups shown would give away")
+        if shown_from == MIN_SHOWN_USERS:
+            notes.append(f"overall figures withheld: the suppressed groups hold fewer than {shown_from} users, whose figures "
+                         "the overall less the groups shown would give away")
+        else:  # or withheld for the one-user floor: less the groups an audit with min_group_size 1 shows (`_overall_gives_away`)
+            notes.append(f"overall figures withheld: the suppressed groups hold fewer than {shown_from} users, or one user "
+                         "alone is in a group of their own, whose figures the overall less the groups shown (by this audit, "
+                         "or by one with min_group_size 1) would give away")
     return notes
 
 

@@ -1,0 +1,31 @@
+"""Review of session 49's audits: what two audits of one store give away together. The CLI tests drive
+`pluralign audit --store` (`main`, in this process, as the admin route's audit job runs it) on a real LanceDB store in a
+temp folder (`tests/unit/test_audit49.py`'s store)."""
+
+from __future__ import annotations
+
+from tests.unit.test_audit49 import _audit, _store
+
+
+def _correct(g: dict, which: str = "personalized_accuracy") -> float:
+    return g[which] * g["comparisons"]
+
+
+def test_no_min_group_size_shows_the_overall_that_less_the_groups_shown_is_one_users(tmp_path, capsys):
+    """By segment, solo's one user is suppressed and the overall withheld (big's 6 and pair's 2 users are shown). The
+    same audit asked with `--min-group-size 3` suppresses pair too: 3 users, as many as it asks, so it showed its
+    overall, over the same comparisons, and that less big and pair (as the first audit shows them) was solo's own
+    accuracy, as the first one's withheld overall would have given. The one-user floor holds whatever a request asks:
+    an overall is withheld in every audit while the groups of fewer than 2 users hold one user. Failed before: the
+    second audit showed its overall (3 users suppressed, 3 asked)."""
+    _store(tmp_path / "db", {"big": 6, "pair": 2, "solo": 1})
+    _, first = _audit(capsys, tmp_path / "db")
+    assert [g["group"] for g in first["groups"]] == ["big", "pair"] and first["overall"] is None
+    for size in ("3", "9"):  # pair + solo (3 users), or every group (9 users): none of them shows the overall
+        table, second = _audit(capsys, tmp_path / "db", "--min-group-size", size)
+        assert second["overall"] is None, (size, second["overall"])
+        assert "or one user alone is in a group of their own" in "\n".join(table), table  # the table says why
+    # a group of two users beside it (solo is no longer alone in the groups under the floor): the overall is shown
+    _store(tmp_path / "db2", {"big": 6, "pair": 2, "solo": 1, "other": 1})
+    _, third = _audit(capsys, tmp_path / "db2", "--min-group-size", "3")
+    assert third["overall"] is not None and third["overall"]["users"] == 10
