@@ -4,6 +4,8 @@ temp folder (`tests/unit/test_audit49.py`'s store)."""
 
 from __future__ import annotations
 
+import msgspec
+
 from tests.unit.test_audit49 import _audit, _store
 
 
@@ -29,3 +31,23 @@ def test_no_min_group_size_shows_the_overall_that_less_the_groups_shown_is_one_u
     _store(tmp_path / "db2", {"big": 6, "pair": 2, "solo": 1, "other": 1})
     _, third = _audit(capsys, tmp_path / "db2", "--min-group-size", "3")
     assert third["overall"] is not None and third["overall"]["users"] == 10
+
+
+def test_the_dashboard_says_at_what_size_groups_were_suppressed_and_what_would_show_them(tmp_path, capsys):
+    """A group of one user is suppressed whatever `min_group_size` says (session 49), but the dashboard went on saying
+    the request's: "1 group of fewer than 1 users suppressed", and for a tenant of one user "lower min_group_size to see
+    small groups", which no setting can. Failed before: both sentences, on the page rendered from the real audit."""
+    from pluralign.fairness.report import AuditReport
+    from service.admin.dashboard import render_dashboard
+
+    _store(tmp_path / "db", {"big": 2, "solo": 1})
+    _, report = _audit(capsys, tmp_path / "db")
+    report = msgspec.convert(report, AuditReport)
+    page = render_dashboard(report, [report], [], tenants=["acme"])
+    assert "1 group of fewer than 2 users suppressed" in page, page
+    assert "groups of at least 2 users" in page, page  # the chart's settings: what a group shown holds
+    _store(tmp_path / "one", {"solo": 1})
+    _, report = _audit(capsys, tmp_path / "one")
+    page = render_dashboard(msgspec.convert(report, AuditReport), [], [])
+    assert "1 group of fewer than 2 users suppressed: no worst group to show (a group of one user is never shown)." in page, page
+    assert "lower <code>min_group_size</code>" not in page
