@@ -8,7 +8,8 @@ from pluralign.data.record import Base
 
 # 1: the first report; 2: `withheld_groups` (a report of schema 1 reads as one with none withheld); 3: the 95% intervals
 # (`*_interval`: a report of schema 1 or 2 reads as one with none, null); 4: `interval_min_users` (a report of schema 3
-# reads with its intervals of smaller groups withheld, `small_intervals_withheld`). A release
+# reads with its intervals of smaller groups withheld, `small_intervals_withheld`, and one of schema 1-3 with its groups
+# of one user suppressed, `one_user_groups_suppressed`). A release
 # reads every schema up to its own and refuses a later one by its number, before its fields (which
 # `forbid_unknown_fields` would refuse as an "unknown field", as if the file were damaged).
 AUDIT_SCHEMA_VERSION = 4
@@ -240,7 +241,27 @@ def decode_report(data: bytes) -> AuditReport:
     report = report_decoder.decode(data)
     if version == AUDIT_SCHEMA_VERSION:
         return report
-    return msgspec.structs.replace(small_intervals_withheld(report), schema_version=AUDIT_SCHEMA_VERSION)
+    return msgspec.structs.replace(small_intervals_withheld(one_user_groups_suppressed(report)), schema_version=AUDIT_SCHEMA_VERSION)
+
+
+def one_user_groups_suppressed(report: AuditReport) -> AuditReport:
+    """`report` (stored before schema 4) as an audit now gives it: its groups of fewer than MIN_SHOWN_USERS users (one
+    user: their figures are that user's) suppressed, counted in `suppressed_groups`, the worst groups and gaps drawn
+    from the groups left (without gap intervals: the resamples are not kept), and the overall figures withheld (less the
+    groups shown they would give those users' back; which users the groups held the report does not say, so whenever
+    one goes). Its counts stand, as a new audit's do: a DELETE of such a user takes their part out (the members file
+    lists them with the groups not shown, `without_unshown`). Until review session 49 read as stored: the dashboard's
+    table of every stored audit named such a group, with its user's accuracy, for as long as the report was kept."""
+    alone = [g for g in report.groups if g.users < MIN_SHOWN_USERS]
+    if not alone:
+        return report
+    groups = [g for g in report.groups if g.users >= MIN_SHOWN_USERS]
+    worst, worst_acc, gap = extremes(groups, lambda g: g.personalized_accuracy)
+    base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)
+    return msgspec.structs.replace(
+        report, groups=groups, suppressed_groups=report.suppressed_groups + len(alone), overall=None, worst_group=worst,
+        worst_group_accuracy=worst_acc, gap=gap, base_worst_group=base_worst, base_worst_group_accuracy=base_worst_acc,
+        base_gap=base_gap, gap_interval=None, base_gap_interval=None)
 
 
 def _no_small_interval(group: GroupMetrics, minimum: int) -> GroupMetrics:

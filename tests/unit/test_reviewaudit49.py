@@ -51,3 +51,36 @@ def test_the_dashboard_says_at_what_size_groups_were_suppressed_and_what_would_s
     page = render_dashboard(msgspec.convert(report, AuditReport), [], [])
     assert "1 group of fewer than 2 users suppressed: no worst group to show (a group of one user is never shown)." in page, page
     assert "lower <code>min_group_size</code>" not in page
+
+
+def test_a_report_stored_before_schema_4_shows_no_group_of_one_user_nor_the_overall_that_gives_it_back():
+    """A report of schema 3 named groups of one user (the default `min_group_size` of 1 suppressed none): read now, as a
+    new audit gives, such a group is suppressed (counted, not shown), the worst group and gaps are drawn from the groups
+    left, and the overall is withheld (less the groups shown it would be that user's). Until review session 49 they were
+    read as stored: the dashboard's table of every stored audit named `solo` as the worst group with its one user's
+    accuracy, however many audits came since (docs/admin.md said to run the audit again: that adds an audit, it replaces
+    none). Failed before: `solo` on the page, 0.300."""
+    from pluralign.fairness.report import AuditReport, GroupMetrics, decode_report
+    from service.admin.dashboard import render_dashboard
+
+    def group(name, users, accuracy):
+        return GroupMetrics(group=name, users=users, comparisons=10 * users, personalized_accuracy=accuracy,
+                            base_accuracy=accuracy - 0.05, personalized_ece=0.1, base_ece=0.1)
+
+    report = AuditReport(group_by="segment", created_at=1.0, encoder_id="e", personalized_model="online-logistic",
+                         base_model="crossfit-logistic", users=9, comparisons=90, suppressed_groups=0,
+                         groups=[group("big", 6, 0.7), group("pair", 2, 0.6), group("solo", 1, 0.3)], overall=group("all", 9, 0.63),
+                         worst_group="solo", worst_group_accuracy=0.3, gap=0.4, base_worst_group="solo", base_worst_group_accuracy=0.25,
+                         base_gap=0.4)
+    old = msgspec.json.encode({k: v for k, v in msgspec.to_builtins(report).items() if k != "interval_min_users"} | {"schema_version": 3})
+    read = decode_report(old)
+    assert [g.group for g in read.groups] == ["big", "pair"] and read.suppressed_groups == 1 and read.overall is None
+    assert (read.worst_group, read.worst_group_accuracy, read.base_worst_group) == ("pair", 0.6, "pair")
+    assert abs(read.gap - 0.1) < 1e-9 and abs(read.base_gap - 0.1) < 1e-9
+    assert (read.users, read.comparisons, read.withheld_groups) == (9, 90, 0)  # the counts stand, as a new audit's do
+    page = render_dashboard(read, [read], [])
+    assert "solo" not in page and "0.300" not in page, page
+    # a schema-3 report without such a group reads as it was (its intervals aside)
+    kept = msgspec.structs.replace(report, groups=report.groups[:2], worst_group="pair", worst_group_accuracy=0.6, gap=0.1)
+    old = msgspec.json.encode({k: v for k, v in msgspec.to_builtins(kept).items() if k != "interval_min_users"} | {"schema_version": 3})
+    assert decode_report(old).overall == report.overall and decode_report(old).worst_group == "pair"
