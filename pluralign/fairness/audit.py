@@ -286,6 +286,18 @@ def _gap_interval(groups: list[GroupMetrics], gap: float | None, resampled: dict
     return gap - half, gap + half
 
 
+def _overall_gives_away(c: Comparisons, hidden: list[np.ndarray], least: int) -> bool:
+    """Whether the overall figures less those of the groups shown would be the figures of fewer than `least` users:
+    `hidden`, the rows of the groups not shown, hold 1 to `least` - 1 users. Asked of the groups this audit suppresses
+    (`least`: its `min_group_size`, at least MIN_SHOWN_USERS), and of the groups of fewer than MIN_SHOWN_USERS users
+    whatever it asks: an audit of the same comparisons with the default `min_group_size` shows every other group, so
+    an overall any audit shows less those gives the user of a one-user group away (until review session 49 an audit
+    with `min_group_size` 3 showed the overall an audit with 1 withheld, and with that one's groups it gave the user
+    away: one suppressed user's accuracy came back by subtraction; until session 49 from a single audit)."""
+    users = np.unique(c.user[np.concatenate(hidden)]).size if hidden else 0
+    return 0 < users < least
+
+
 def _ties_skipped(c: Comparisons, since: float | None) -> int:
     """The ties skipped among the comparisons the audit scores: every one, or those made at or after `since` (a tie of
     unknown time is not counted then, as a comparison of unknown time is not scored)."""
@@ -335,22 +347,22 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     order = np.argsort(c.group[scored], kind="stable")
     rows_scored = np.flatnonzero(scored)[order]
     bounds = np.r_[0, np.cumsum(np.bincount(c.group[rows_scored], minlength=len(c.groups)))]
-    groups, suppressed, resampled, hidden = [], 0, {}, []
+    groups, suppressed, resampled, hidden, alone = [], 0, {}, [], []
     shown_from = max(config.min_group_size, MIN_SHOWN_USERS)
     for g, name in enumerate(c.groups):
         rows = rows_scored[bounds[g] : bounds[g + 1]]
         if rows.size == 0:
             continue
-        if np.unique(c.user[rows]).size < shown_from:
+        users = np.unique(c.user[rows]).size
+        if users < MIN_SHOWN_USERS:
+            alone.append(rows)
+        if users < shown_from:
             suppressed += 1
             hidden.append(rows)
             continue
         groups.append(_group_metrics(name, rows, c, p_personal, p_base, config, resampled))
-    # the overall figures less the groups shown are the suppressed groups' together: withheld while those hold fewer
-    # users than a group shown must (until session 49 one suppressed user's accuracy came back by subtraction)
-    hidden_users = np.unique(c.user[np.concatenate(hidden)]).size if hidden else 0
     overall = None
-    if scored.any() and not 0 < hidden_users < shown_from:
+    if scored.any() and not _overall_gives_away(c, hidden, shown_from) and not _overall_gives_away(c, alone, MIN_SHOWN_USERS):
         overall = _group_metrics("all", np.flatnonzero(scored), c, p_personal, p_base, config, {})
     worst, worst_acc, gap = extremes(groups, lambda g: g.personalized_accuracy)
     base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)

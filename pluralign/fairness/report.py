@@ -8,7 +8,8 @@ from pluralign.data.record import Base
 
 # 1: the first report; 2: `withheld_groups` (a report of schema 1 reads as one with none withheld); 3: the 95% intervals
 # (`*_interval`: a report of schema 1 or 2 reads as one with none, null); 4: `interval_min_users` (a report of schema 3
-# reads with its intervals of smaller groups withheld, `small_intervals_withheld`). A release
+# reads with its intervals of smaller groups withheld, `small_intervals_withheld`, and one of schema 1-3 with its groups
+# of one user suppressed, `one_user_groups_suppressed`). A release
 # reads every schema up to its own and refuses a later one by its number, before its fields (which
 # `forbid_unknown_fields` would refuse as an "unknown field", as if the file were damaged).
 AUDIT_SCHEMA_VERSION = 4
@@ -72,7 +73,9 @@ class AuditReport(Base, kw_only=True):
     # groups with fewer users are suppressed (not reported at all), a group of one user always (MIN_SHOWN_USERS); their
     # users and comparisons are in `users`, `comparisons` and `overall` all the same, until a DELETE of one of their
     # users (`without_unshown`). `overall` is null (withheld) when they hold fewer users than a group shown must: the
-    # overall less the groups shown would give their figures away (`withheld_notes`)
+    # overall less the groups shown would give their figures away (`withheld_notes`); and whatever `min_group_size` says
+    # when the groups of one user hold one user: less the groups an audit with `min_group_size` 1 shows, the overall
+    # would be theirs (until review session 49 an audit asking 3 showed it)
     min_group_size: int = 1
     min_comparisons: int = 0  # groups with fewer comparisons are flagged too_few_comparisons
     suppressed_groups: int = 0
@@ -120,7 +123,8 @@ def extremes(groups: list[GroupMetrics], accuracy) -> tuple[str | None, float | 
 def withheld_notes(report: AuditReport) -> list[str]:
     """What `report` withholds to protect the users audited, and why, one sentence each (the CLI's table and the
     dashboard say them): the intervals of groups (or the overall) of fewer than `interval_min_users` users, and the
-    overall figures of an audit whose suppressed groups hold fewer users than a group shown must. (The overall figures a
+    overall figures of an audit whose suppressed groups hold fewer users than a group shown must, or whose groups of one
+    user hold one user (an audit of the same comparisons with `min_group_size` 1 shows every other group). (The overall figures a
     DELETE withheld, `without_groups` / `without_unshown`, are said where the report says so: `withheld_groups`.)"""
     notes = []
     minimum = report.interval_min_users
@@ -128,8 +132,13 @@ def withheld_notes(report: AuditReport) -> list[str]:
         notes.append(f"intervals withheld for groups of fewer than {minimum} users: their ends would be their users' own accuracies")
     if report.overall is None and report.suppressed_groups and report.withheld_groups == 0 and report.ties_skipped is not None:
         shown_from = max(report.min_group_size, MIN_SHOWN_USERS)
-        notes.append(f"overall figures withheld: the suppressed groups hold fewer than {shown_from} users, whose figures "
-                     "the overall less the groups shown would give away")
+        if shown_from == MIN_SHOWN_USERS:
+            notes.append(f"overall figures withheld: the suppressed groups hold fewer than {shown_from} users, whose figures "
+                         "the overall less the groups shown would give away")
+        else:  # or withheld for the one-user floor: less the groups an audit with min_group_size 1 shows (`_overall_gives_away`)
+            notes.append(f"overall figures withheld: the suppressed groups hold fewer than {shown_from} users, or one user "
+                         "alone is in a group of their own, whose figures the overall less the groups shown (by this audit, "
+                         "or by one with min_group_size 1) would give away")
     return notes
 
 
@@ -232,7 +241,27 @@ def decode_report(data: bytes) -> AuditReport:
     report = report_decoder.decode(data)
     if version == AUDIT_SCHEMA_VERSION:
         return report
-    return msgspec.structs.replace(small_intervals_withheld(report), schema_version=AUDIT_SCHEMA_VERSION)
+    return msgspec.structs.replace(small_intervals_withheld(one_user_groups_suppressed(report)), schema_version=AUDIT_SCHEMA_VERSION)
+
+
+def one_user_groups_suppressed(report: AuditReport) -> AuditReport:
+    """`report` (stored before schema 4) as an audit now gives it: its groups of fewer than MIN_SHOWN_USERS users (one
+    user: their figures are that user's) suppressed, counted in `suppressed_groups`, the worst groups and gaps drawn
+    from the groups left (without gap intervals: the resamples are not kept), and the overall figures withheld (less the
+    groups shown they would give those users' back; which users the groups held the report does not say, so whenever
+    one goes). Its counts stand, as a new audit's do: a DELETE of such a user takes their part out (the members file
+    lists them with the groups not shown, `without_unshown`). Until review session 49 read as stored: the dashboard's
+    table of every stored audit named such a group, with its user's accuracy, for as long as the report was kept."""
+    alone = [g for g in report.groups if g.users < MIN_SHOWN_USERS]
+    if not alone:
+        return report
+    groups = [g for g in report.groups if g.users >= MIN_SHOWN_USERS]
+    worst, worst_acc, gap = extremes(groups, lambda g: g.personalized_accuracy)
+    base_worst, base_worst_acc, base_gap = extremes(groups, lambda g: g.base_accuracy)
+    return msgspec.structs.replace(
+        report, groups=groups, suppressed_groups=report.suppressed_groups + len(alone), overall=None, worst_group=worst,
+        worst_group_accuracy=worst_acc, gap=gap, base_worst_group=base_worst, base_worst_group_accuracy=base_worst_acc,
+        base_gap=base_gap, gap_interval=None, base_gap_interval=None)
 
 
 def _no_small_interval(group: GroupMetrics, minimum: int) -> GroupMetrics:

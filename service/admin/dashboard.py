@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from pluralign.data.text import shorten
 from pluralign.fairness.audit import NO_VALUE
-from pluralign.fairness.report import AuditReport, audit_settings, withheld_notes
+from pluralign.fairness.report import MIN_SHOWN_USERS, AuditReport, audit_settings, withheld_notes
 from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
 
@@ -400,13 +400,19 @@ def comparable(report: AuditReport | None, history: Sequence[AuditReport], tenan
     return [r for r, t in zip(history, tenants, strict=True) if audit_settings(r) == settings and t == mine]
 
 
+def _shown_from(report: AuditReport) -> int:
+    """The fewest users a group the audit shows holds: its `min_group_size`, and 2 whatever that says (MIN_SHOWN_USERS;
+    until review session 49 the page said the request's, "1 group of fewer than 1 users suppressed")."""
+    return max(report.min_group_size, MIN_SHOWN_USERS)
+
+
 def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: Sequence[str | None]) -> str:
     """Which audits the line chart draws, said above it (`comparable`), when the page knows their tenants."""
     if report is None or not tenants:
         return ""
     since = f"comparisons since {_when(report.since)}" if report.since is not None else "every comparison"
     return (f'<p class="muted">Drawn: the audits of {_audited(tenant_of(report, history, tenants))} by {_bdi(report.group_by)} '
-            f"with the latest one's settings ({since}, groups of at least {_count(report.min_group_size, 'user')}, ranked from "
+            f"with the latest one's settings ({since}, groups of at least {_count(_shown_from(report), 'user')}, ranked from "
             f"{_count(report.min_comparisons, 'comparison')}, {_e(report.personalized_model)}), those it is compared with; "
             "the numbers of every stored audit are below.</p>")
 
@@ -430,11 +436,12 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         summary = (
             f"Audit {of}by <b>{_bdi(report.group_by)}</b> at {_when(report.created_at)}: {_count(report.users, 'user')}, "
             f"{_count(report.comparisons, 'comparison')}"
-            + (f", {_count(suppressed, 'group')} of fewer than {report.min_group_size} users suppressed" if suppressed else "")
+            + (f", {_count(suppressed, 'group')} of fewer than {_shown_from(report)} users suppressed" if suppressed else "")
             + (f", {_count(report.withheld_groups, 'group')} withheld (users in them were deleted after the audit)" if report.withheld_groups else "")
         )
         if report.worst_group is None:  # every group suppressed (or none at all): nothing is ranked
-            summary += ": no worst group to show (lower <code>min_group_size</code> to see small groups)."
+            summary += (": no worst group to show (a group of one user is never shown)." if report.min_group_size <= MIN_SHOWN_USERS
+                        else ": no worst group to show (lower <code>min_group_size</code> to see small groups; a group of one user is never shown).")
         else:
             summary += (
                 f". Worst group <b>{_group(report.worst_group)}</b> "

@@ -38,7 +38,8 @@ def test_a_delete_takes_the_group_of_its_user_out_of_an_audit_a_release_before_m
     expected, data, service = upgraded("b7168d1")
     jobs = data / "jobs"
     audit = next(j for j in expected["jobs"]["jobs"] if j["kind"] == "audit")["id"]
-    assert groups_in(jobs, audit) == {"a", "b"}
+    # `a` is read suppressed (a group of one user: review session 49), but the file still names it until the DELETE
+    assert groups_in(jobs, audit) == {"b"} and files_holding(jobs, '"group":"a"') != []
     with service.client("default") as default:
         r = default.delete("/v1/users/alice")
         assert r.status_code == 200, r.text

@@ -80,12 +80,13 @@ def test_a_report_of_schema_1_reads_and_is_written_back_as_schema_2(upgraded):  
     jobs = data / "jobs"
     audit = next(j for j in expected["jobs"]["jobs"] if j["kind"] == "audit")["id"]
     assert msgspec.json.decode((jobs / f"{audit}.result.json").read_bytes())["schema_version"] == 1
-    assert groups_of(jobs, audit) == {"a", "b"}  # read as schema 2
+    assert groups_of(jobs, audit) == {"b"}  # read as schema 4: `a`, alice's alone, suppressed (review session 49)
     with service.client("default") as default:
         r = default.delete("/v1/users/alice")
         assert r.status_code == 200, r.text
     for name in ("result.json", "out"):
         stored = msgspec.json.decode((jobs / f"{audit}.{name}").read_bytes())
-        # this release's schema (3 since trial48b: the intervals, null in a report read from schema 1; 4 since session 49)
-        assert (stored["schema_version"], stored["withheld_groups"], stored["gap_interval"]) == (4, 1, None), name
+        # this release's schema (3 since trial48b: the intervals, null in a report read from schema 1; 4 since session 49).
+        # No group withheld: `a` was read suppressed, and alice's DELETE took the unshown part out (`without_unshown`)
+        assert (stored["schema_version"], stored["withheld_groups"], stored["gap_interval"], stored["overall"]) == (4, 0, None, None), name
     assert groups_of(jobs, audit) == {"b"}

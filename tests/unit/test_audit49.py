@@ -68,16 +68,17 @@ def test_no_group_of_the_audit_gives_one_users_own_figures_away(tmp_path, capsys
 
 
 def test_the_overall_figures_stand_when_the_suppressed_groups_hold_enough_users(tmp_path, capsys):
-    """`min_group_size` 3 suppresses pair (2 users) and solo (1): together 3 users, as many as a group shown must hold, so
-    the overall (over them too) is shown, with its interval (12 users). `min_group_size` 7 suppresses every group: the
-    overall, over all 12 users, is shown."""
-    _store(tmp_path / "db", {"big": 6, "pair": 2, "trio": 3, "solo": 1})
+    """`min_group_size` 3 suppresses pair (2 users), solo and lone (1 each): together 4 users, more than a group shown
+    must hold, so the overall (over them too) is shown, with its interval (13 users). `min_group_size` 7 suppresses every
+    group: the overall, over all 13 users, is shown. (With solo alone under 2 users, neither is: review session 49,
+    tests/unit/test_reviewaudit49.py.)"""
+    _store(tmp_path / "db", {"big": 6, "pair": 2, "trio": 3, "solo": 1, "lone": 1})
     _, report = _audit(capsys, tmp_path / "db", "--min-group-size", "3")
-    assert [g["group"] for g in report["groups"]] == ["big", "trio"] and report["suppressed_groups"] == 2
-    assert report["overall"] is not None and report["overall"]["users"] == 12
+    assert [g["group"] for g in report["groups"]] == ["big", "trio"] and report["suppressed_groups"] == 3
+    assert report["overall"] is not None and report["overall"]["users"] == 13
     assert report["overall"]["personalized_accuracy_interval"] is not None
     _, report = _audit(capsys, tmp_path / "db", "--min-group-size", "7")
-    assert report["groups"] == [] and report["suppressed_groups"] == 4 and report["overall"]["users"] == 12
+    assert report["groups"] == [] and report["suppressed_groups"] == 5 and report["overall"]["users"] == 13
 
 
 def test_a_tenant_of_one_user_shows_no_figure_of_theirs(tmp_path, capsys):
