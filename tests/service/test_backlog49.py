@@ -301,3 +301,27 @@ def test_a_users_export_holds_their_rows_set_aside_marked_not_learned_from(svc):
         finally:
             rt.ingest.dead_letters.discard(mine)
             rt.ingest.dead_letters.discard(other)
+
+
+def test_an_import_sent_again_while_its_rows_wait_is_refused_past_the_bound(svc):
+    """An import whose rows carry their ids (an export's preference file), sent again while those rows still wait in
+    the log: each resend logs a copy of every held row (received again), so it counts against the tenant's bound as
+    new rows do. Past it the resend is 503 `feedback_backlog` and nothing of it is logged; once the rows are moved it
+    is answered `already_stored`. Before, `_claim_and_log` asked for room only for new rows: every resend of the same
+    file was acknowledged and logged another copy of all its rows, and one tenant's backlog grew without bound."""
+    rt = svc.runtime
+    body = b"\n".join(msgspec.json.encode({**{k: v for k, v in comparison("again", i).items() if k not in ("type", "user")},
+                                           "pref_id": f"again-{i}"}) for i in range(BOUND))
+    wait_for(lambda: rt.ingest.log.tenant_backlog("globex") == 0)
+    with svc.client("globex") as globex:
+        with rt.ingest.held("globex", "again"):
+            first = globex.post("/v1/users/again/import", content=body)
+            assert first.status_code == 201 and len(first.json()["stored"]) == BOUND, first.text
+            for _ in range(3):
+                r = globex.post("/v1/users/again/import", content=body)
+                assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", r.text
+            assert rt.ingest.log.tenant_backlog("globex") == BOUND
+        wait_for(lambda: rt.ingest.log.tenant_backlog("globex") == 0)
+        r = globex.post("/v1/users/again/import", content=body)
+        assert r.status_code == 201 and sorted(r.json()["already_stored"]) == [f"again-{i}" for i in range(BOUND)], r.text
+        assert rt.store.count_preferences("globex", "again") == BOUND
