@@ -4,6 +4,8 @@ LanceDB folder and a real feedback log."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import msgspec
@@ -325,3 +327,32 @@ def test_an_import_sent_again_while_its_rows_wait_is_refused_past_the_bound(svc)
         r = globex.post("/v1/users/again/import", content=body)
         assert r.status_code == 201 and sorted(r.json()["already_stored"]) == [f"again-{i}" for i in range(BOUND)], r.text
         assert rt.store.count_preferences("globex", "again") == BOUND
+
+
+def test_the_cli_import_waits_out_a_tenants_backlog_rather_than_giving_up(svc, tmp_path, capsys, monkeypatch):
+    """`pluralign data import` of two users while the first one's rows wait in the log (held, as behind a slow
+    worker): the second user's chunk is 503 `feedback_backlog` until they are moved, and the command sends it again
+    until it is taken (the service's Retry-After shortened to 0.1 s here; 5 s in service). Before, a 503 counted as
+    any other: after 5 retries (~25 s at Retry-After 5) the command failed, so a file larger than the tenant's bound
+    (50,000 rows by default) could not be imported against a worker slower than it (~70 rows/s on a CPU)."""
+    from service import errors
+    from tests.unit.clitools import cli, write_jsonl
+
+    monkeypatch.setattr(errors, "BACKLOG_RETRY_AFTER", 0.1)
+    rt = svc.runtime
+    rows = [{**{k: v for k, v in comparison(user, i).items() if k not in ("type", "user")}, "user_id": user}
+            for user in ("cli-first", "cli-second") for i in range(BOUND)]
+    path = write_jsonl(tmp_path / "prefs.jsonl", rows)
+    wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0)
+    hold = rt.ingest.held("acme", "cli-first")
+    hold.__enter__()
+    release = threading.Timer(0.8, hold.__exit__, (None, None, None))
+    release.start()
+    try:
+        code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", path, "--url", svc.url,
+                             "--key", svc.keys["acme"])
+    finally:
+        release.join()
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["stored"] == 2 * BOUND
+    wait_for(lambda: rt.store.count_preferences("acme", "cli-second") == BOUND)
