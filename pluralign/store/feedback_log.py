@@ -671,19 +671,46 @@ class FeedbackLog:
             if self._closed:
                 return
             for done in entries:
-                if (entry := self.pending.pop(done.seq, None)) is None:
-                    continue  # `entry`: the one pending (`done` may be a copy of it left with fewer rows: `split_held`)
-                mine = self._by_user.get(entry.key)
-                if mine is not None:
-                    mine.pop(entry.seq, None)
-                    if not mine:
-                        del self._by_user[entry.key]
-                self._unlist(entry)
+                if (entry := self._unpend(done)) is None:
+                    continue
                 info = self._segments.get(entry.segment)
-                if info is not None:
-                    info.live -= 1
-                    if not info.live and entry.segment != self._current:
-                        self._remove(entry.segment)
+                if info is not None and not info.live and entry.segment != self._current:
+                    self._remove(entry.segment)
+
+    def _unpend(self, done: Entry) -> Entry | None:
+        """The pending entry of `done`'s seq (`done` may be a copy of it left with fewer rows: `split_held`) dropped from
+        what is pending, its segment's live count less one; None when none is pending. Under `_io` and `_cv`."""
+        if (entry := self.pending.pop(done.seq, None)) is None:
+            return None
+        mine = self._by_user.get(entry.key)
+        if mine is not None:
+            mine.pop(entry.seq, None)
+            if not mine:
+                del self._by_user[entry.key]
+        self._unlist(entry)
+        if (info := self._segments.get(entry.segment)) is not None:
+            info.live -= 1
+        return entry
+
+    def set_aside(self, done: Entry) -> None:
+        """`done` for a record that leaves the log without being moved (set aside as a dead letter, its letter written
+        first: `pluralign.store.ingest.Ingestor`): dropped from what is pending and cut from its segment's file too
+        (rewritten with only what is pending; the segment being written is closed first and a fresh one begun), so no
+        later start replays it. Until the review of backlog49 it was `done` only: the record stayed in its file while
+        that segment held other feedback waiting (or was the one being written), and each start set it aside again, a
+        letter an admin had discarded coming back and the stored rows of a partial one logged again. Raises OSError when
+        the file cannot be rewritten (no room): the record is no longer pending all the same, and a later start replays
+        it and sets it aside again, as after a kill between the letter and this."""
+        with self._io, self._cv:
+            if self._closed or (entry := self._unpend(done)) is None or entry.segment not in self._segments:
+                return
+            if entry.segment == self._current and self._fd is not None:
+                old_fd = self._fd
+                self._open(self._current + 1)  # raises with the old one still open when it cannot
+                os.close(old_fd)
+                self._current += 1
+            self._rewrite(entry.segment)
+            fsync_dir(self.folder)
 
     def _unlist(self, entry: Entry) -> None:
         """Drop a no longer pending `entry` (as it was registered) from the per-tenant index and count (caller holds

@@ -1019,7 +1019,11 @@ class Ingestor:
         except (OSError, StoreUnavailable) as exc:  # the letter, or the rest's record, not written: tried again
             log.error("a feedback record that failed %d times could not be set aside (%s): it stays in the log", tries, exc)
             return
-        self.log.done([entry])
+        try:  # out of the log's files too: no later start replays it (and sets it aside again)
+            self.log.set_aside(entry)
+        except OSError as exc:
+            log.error("a feedback record set aside as dead letter %s could not be cut from the feedback log's file (%s): the "
+                      "next start sets it aside again", name, exc)
         del self._failures[entry.seq]
         self.set_aside += len(bad)
         log.error("%d of the %d row(s) of a feedback record of tenant %r failed %d times on their own and were set aside as "

@@ -356,3 +356,35 @@ def test_the_cli_import_waits_out_a_tenants_backlog_rather_than_giving_up(svc, t
     assert code == 0, err
     assert json.loads(out.strip().splitlines()[-1])["stored"] == 2 * BOUND
     wait_for(lambda: rt.store.count_preferences("acme", "cli-second") == BOUND)
+
+
+@pytest.mark.parametrize("bad", [[1], [0, 1, 2]], ids=["one-row-of-three", "the-whole-record"])
+def test_a_record_set_aside_is_not_replayed_at_the_next_start(tmp_path, quick_retries, bad):
+    """A record set aside (some of its rows, or all) leaves the log's files too, not only what is pending: the next
+    start (a deploy, not a crash) does not replay it, so a letter an admin discarded does not come back, and the rows
+    of it that were stored are not logged and received again. Before, `done` left the record in its segment (the one
+    being written, or one holding other feedback still waiting), and every start set it aside again."""
+    log = FeedbackLog(tmp_path / "log")
+    rows = feedback("ann", 0, tenant="t1", n=3)
+    for i in bad:
+        rows[i] = msgspec.structs.replace(rows[i], created_at=float("nan"))
+    log.append(rows)
+    log.append(feedback("bob", 0, tenant="t2"))  # still waiting at the stop: its segment stays
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
+    try:
+        with ingest.held("t2", "bob"):  # as a user whose DELETE is under way, or a worker that has not reached it
+            wait_for(lambda: ingest.set_aside == len(bad) and ingest.log.backlog() == (1, 1), timeout=10.0)
+            [name] = ingest.dead_letters.names()
+            assert ingest.dead_letters.discard(name)
+    finally:
+        ingest.close()
+    again = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
+    try:
+        assert [e.key for e in again.log.pending.values()] == [("t2", "bob")]  # the record set aside is not replayed
+        wait_for(lambda: again.log.backlog() == (0, 0), timeout=10.0)
+        assert again.dead_letters.names() == [] and again.set_aside == 0
+        assert store.count_preferences("t1", "ann") == 3 - len(bad) and store.count_preferences("t2", "bob") == 1
+    finally:
+        again.close()
