@@ -692,24 +692,29 @@ class FeedbackLog:
             info.live -= 1
         return entry
 
-    def set_aside(self, done: Entry) -> None:
-        """`done` for a record that leaves the log without being moved (set aside as a dead letter, its letter written
-        first: `pluralign.store.ingest.Ingestor`): dropped from what is pending and cut from its segment's file too
-        (rewritten with only what is pending; the segment being written is closed first and a fresh one begun), so no
-        later start replays it. Until the review of backlog49 it was `done` only: the record stayed in its file while
-        that segment held other feedback waiting (or was the one being written), and each start set it aside again, a
-        letter an admin had discarded coming back and the stored rows of a partial one logged again. Raises OSError when
-        the file cannot be rewritten (no room): the record is no longer pending all the same, and a later start replays
-        it and sets it aside again, as after a kill between the letter and this."""
+    def set_aside(self, entries: list[Entry]) -> None:
+        """`done` for records that leave the log without being moved (set aside as dead letters, their letters written
+        first: `pluralign.store.ingest.Ingestor`): dropped from what is pending and cut from their segments' files too
+        (each rewritten once with only what is pending; the segment being written is closed first and a fresh one
+        begun), so no later start replays them. Until the review of backlog49 it was `done` only: a record stayed in its
+        file while that segment held other feedback waiting (or was the one being written), and each start set it aside
+        again, a letter an admin had discarded coming back and the stored rows of a partial one logged again. Raises
+        OSError when a file cannot be rewritten (no room): the records are no longer pending all the same, and a later
+        start replays them and sets them aside again, as after a kill between their letters and this."""
         with self._io, self._cv:
-            if self._closed or (entry := self._unpend(done)) is None or entry.segment not in self._segments:
+            if self._closed:
                 return
-            if entry.segment == self._current and self._fd is not None:
+            touched = sorted({entry.segment for done in entries if (entry := self._unpend(done)) is not None
+                              and entry.segment in self._segments})
+            if not touched:
+                return
+            if touched[-1] == self._current and self._fd is not None:
                 old_fd = self._fd
                 self._open(self._current + 1)  # raises with the old one still open when it cannot
                 os.close(old_fd)
                 self._current += 1
-            self._rewrite(entry.segment)
+            for segment in touched:
+                self._rewrite(segment)
             fsync_dir(self.folder)
 
     def _unlist(self, entry: Entry) -> None:
