@@ -354,6 +354,7 @@ def test_the_cli_import_waits_out_a_tenants_backlog_rather_than_giving_up(svc, t
     finally:
         release.join()
     assert code == 0, err
+    assert "still storing this tenant's earlier feedback" in err and err.count("waiting for it") == 1, err
     assert json.loads(out.strip().splitlines()[-1])["stored"] == 2 * BOUND
     wait_for(lambda: rt.store.count_preferences("acme", "cli-second") == BOUND)
 

@@ -260,7 +260,10 @@ def _post_retrying(client, url: str, body: bytes, headers: dict[str, str]):
         if wait is None:
             return r
         if r.status_code == 503 and _code(r) == "feedback_backlog":
-            backlog_until = backlog_until or time.monotonic() + IMPORT_BACKLOG_WAIT_S
+            if backlog_until is None:  # said once a chunk: minutes of silence would look like a hang
+                print(f"pluralign: the service is still storing this tenant's earlier feedback ({_message(r)}); waiting "
+                      f"for it, up to {IMPORT_BACKLOG_WAIT_S:g} s", file=sys.stderr)
+                backlog_until = time.monotonic() + IMPORT_BACKLOG_WAIT_S
             if time.monotonic() + wait > backlog_until:
                 return r
         elif (tries := tries + 1) > IMPORT_RETRIES:
