@@ -64,6 +64,18 @@ class TextRefused(ValueError):
 ROW_ERRORS = (RowRefused, TextRefused)
 
 
+# the fields `Store.add_preferences` checks on each row alone before any read or write (`tables._row_refused`)
+OWN_CONTENT_FIELDS = frozenset({"tenant", "user_id", "created_at", "received_at"})
+
+
+def _own_content(error: Exception) -> bool:
+    """Whether `error` is the store refusing a row for its own content, a check of that row alone before any read or
+    write (`RowRefused` naming its owner or a time: OWN_CONTENT_FIELDS). Not a vector (the encoder's output, which a
+    broken model makes NaN for every text), nor a value Arrow cannot hold (`row`: a schema the release does not match
+    fails every row so), nor a text the encoder refused (`TextRefused`, told by a probe)."""
+    return isinstance(error, RowRefused) and error.field in OWN_CONTENT_FIELDS
+
+
 class StoredClaims(Base, frozen=True):
     """A move's note (`Ingestor._note_stored`): the claims of the rows it stored, {user folder: {id hash: the claim of
     the stored copy}} (`pluralign.store.claims.named`: hashes, no user id or pref_id in the clear)."""
@@ -935,10 +947,18 @@ class Ingestor:
         """After a worker's batch `entries`: where each of its records failed on its own (`_move_checked` counts none of
         them: maybe not theirs), the next batches pass them over (`_next_batch`), so that the records behind them move;
         once the store has stored rows of a later batch, their failures were theirs: counted (`_failed`), and they are
-        tried again. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
+        tried again. Those refused for their own content (`_own_content`) are counted at once instead. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
         the store refused (a deployment with one tenant: every tenant) had none of its feedback stored again."""
         if len(failed) == len(entries) > 1:
-            self._passed_over = {**self._passed_over, **{entry.seq: (entry, error) for entry, error in failed}}
+            # a row's own content the store refuses before any read or write (a blank owner, a time that is not finite,
+            # a value its columns cannot hold): theirs whatever the store's state, counted now. Until the review of
+            # backlog49 only once other feedback was stored: a tenant's refused records alone in the log, filling its
+            # backlog bound (`FeedbackLog.tenant_rows`) so that none of its feedback could be, held it refused for good
+            own = [(entry, error) for entry, error in failed if _own_content(error)]
+            if own:
+                self._failed(own)
+            self._passed_over = {**self._passed_over, **{entry.seq: (entry, error) for entry, error in failed
+                                                          if not _own_content(error)}}
         elif moved and self._passed_over:
             passed, self._passed_over = list(self._passed_over.values()), {}
             self._failed(passed)

@@ -389,3 +389,26 @@ def test_a_record_set_aside_is_not_replayed_at_the_next_start(tmp_path, quick_re
         assert store.count_preferences("t1", "ann") == 3 - len(bad) and store.count_preferences("t2", "bob") == 1
     finally:
         again.close()
+
+
+def test_a_tenants_refused_records_alone_in_the_log_do_not_hold_it_at_its_bound(tmp_path, quick_retries):
+    """Two records of one tenant whose rows the store refuses for their own content (a blank time: a damaged log),
+    alone in the log and at the tenant's bound: they are set aside after their tries, and the tenant's feedback is
+    taken again. Before, a batch whose every record failed on its own was passed over, counted only once other
+    feedback was stored: nothing else could be (the tenant's was refused for its backlog, which those rows filled),
+    so a deployment of one tenant answered it 503 `feedback_backlog` for good."""
+    log = FeedbackLog(tmp_path / "log")
+    for i in range(2):
+        log.append([msgspec.structs.replace(r, created_at=float("nan")) for r in feedback(f"u{i}", 0, tenant="t1", n=2)])
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log", tenant_rows=4), store, HashEncoder(), tries=3)
+    try:
+        with pytest.raises(TenantBacklog):
+            ingest.submit(feedback("good", 0, tenant="t1"))
+        wait_for(lambda: ingest.set_aside == 4 and ingest.log.backlog() == (0, 0), timeout=10.0)
+        ingest.submit(feedback("good", 0, tenant="t1"))
+        wait_for(lambda: store.count_preferences("t1", "good") == 1, timeout=10.0)
+        assert len(ingest.dead_letters.names()) == 2
+    finally:
+        ingest.close()
