@@ -157,7 +157,10 @@ def retrieval(data: Path, users: int, searches: int) -> None:
 
 def start_server(data: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "PLURALIGN_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "OMP_NUM_THREADS": "1",
-           "PLURALIGN_TENANT_REQUESTS_PER_SECOND": "0"}  # a throughput figure: the per-tenant rate limit would cap it
+           "PLURALIGN_TENANT_REQUESTS_PER_SECOND": "0",  # a throughput figure: the per-tenant rate limit would cap it
+           # and so would the bound on one tenant's rows waiting to be embedded (50,000: the load is one tenant's, and
+           # the worker embeds ~40-70 rows/s here, so a faster acknowledger meets it within a run: 503s, not 201s)
+           "PLURALIGN_TENANT_FEEDBACK_BACKLOG_ROWS": str(10**9)}
     proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--log-level", "warning"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "wb"))
     for _ in range(600):

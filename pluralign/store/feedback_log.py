@@ -674,19 +674,51 @@ class FeedbackLog:
             if self._closed:
                 return
             for done in entries:
-                if (entry := self.pending.pop(done.seq, None)) is None:
-                    continue  # `entry`: the one pending (`done` may be a copy of it left with fewer rows: `split_held`)
-                mine = self._by_user.get(entry.key)
-                if mine is not None:
-                    mine.pop(entry.seq, None)
-                    if not mine:
-                        del self._by_user[entry.key]
-                self._unlist(entry)
+                if (entry := self._unpend(done)) is None:
+                    continue
                 info = self._segments.get(entry.segment)
-                if info is not None:
-                    info.live -= 1
-                    if not info.live and entry.segment != self._current:
-                        self._remove(entry.segment)
+                if info is not None and not info.live and entry.segment != self._current:
+                    self._remove(entry.segment)
+
+    def _unpend(self, done: Entry) -> Entry | None:
+        """The pending entry of `done`'s seq (`done` may be a copy of it left with fewer rows: `split_held`) dropped from
+        what is pending, its segment's live count less one; None when none is pending. Under `_io` and `_cv`."""
+        if (entry := self.pending.pop(done.seq, None)) is None:
+            return None
+        mine = self._by_user.get(entry.key)
+        if mine is not None:
+            mine.pop(entry.seq, None)
+            if not mine:
+                del self._by_user[entry.key]
+        self._unlist(entry)
+        if (info := self._segments.get(entry.segment)) is not None:
+            info.live -= 1
+        return entry
+
+    def set_aside(self, entries: list[Entry]) -> None:
+        """`done` for records that leave the log without being moved (set aside as dead letters, their letters written
+        first: `pluralign.store.ingest.Ingestor`): dropped from what is pending and cut from their segments' files too
+        (each rewritten once with only what is pending; the segment being written is closed first and a fresh one
+        begun), so no later start replays them. Until the review of backlog49 it was `done` only: a record stayed in its
+        file while that segment held other feedback waiting (or was the one being written), and each start set it aside
+        again, a letter an admin had discarded coming back and the stored rows of a partial one logged again. Raises
+        OSError when a file cannot be rewritten (no room): the records are no longer pending all the same, and a later
+        start replays them and sets them aside again, as after a kill between their letters and this."""
+        with self._io, self._cv:
+            if self._closed:
+                return
+            touched = sorted({entry.segment for done in entries if (entry := self._unpend(done)) is not None
+                              and entry.segment in self._segments})
+            if not touched:
+                return
+            if touched[-1] == self._current and self._fd is not None:
+                old_fd = self._fd
+                self._open(self._current + 1)  # raises with the old one still open when it cannot
+                os.close(old_fd)
+                self._current += 1
+            for segment in touched:
+                self._rewrite(segment)
+            fsync_dir(self.folder)
 
     def _unlist(self, entry: Entry) -> None:
         """Drop a no longer pending `entry` (as it was registered) from the per-tenant index and count (caller holds

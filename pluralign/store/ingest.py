@@ -64,6 +64,18 @@ class TextRefused(ValueError):
 ROW_ERRORS = (RowRefused, TextRefused)
 
 
+# the fields `Store.add_preferences` checks on each row alone before any read or write (`tables._row_refused`)
+OWN_CONTENT_FIELDS = frozenset({"tenant", "user_id", "created_at", "received_at"})
+
+
+def _own_content(error: Exception) -> bool:
+    """Whether `error` is the store refusing a row for its own content, a check of that row alone before any read or
+    write (`RowRefused` naming its owner or a time: OWN_CONTENT_FIELDS). Not a vector (the encoder's output, which a
+    broken model makes NaN for every text), nor a value Arrow cannot hold (`row`: a schema the release does not match
+    fails every row so), nor a text the encoder refused (`TextRefused`, told by a probe)."""
+    return isinstance(error, RowRefused) and error.field in OWN_CONTENT_FIELDS
+
+
 class StoredClaims(Base, frozen=True):
     """A move's note (`Ingestor._note_stored`): the claims of the rows it stored, {user folder: {id hash: the claim of
     the stored copy}} (`pluralign.store.claims.named`: hashes, no user id or pref_id in the clear)."""
@@ -942,10 +954,18 @@ class Ingestor:
         """After a worker's batch `entries`: where each of its records failed on its own (`_move_checked` counts none of
         them: maybe not theirs), the next batches pass them over (`_next_batch`), so that the records behind them move;
         once the store has stored rows of a later batch, their failures were theirs: counted (`_failed`), and they are
-        tried again. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
+        tried again. Those refused for their own content (`_own_content`) are counted at once instead. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
         the store refused (a deployment with one tenant: every tenant) had none of its feedback stored again."""
         if len(failed) == len(entries) > 1:
-            self._passed_over = {**self._passed_over, **{entry.seq: (entry, error) for entry, error in failed}}
+            # a row's own content the store refuses before any read or write (a blank owner, a time that is not finite,
+            # a value its columns cannot hold): theirs whatever the store's state, counted now. Until the review of
+            # backlog49 only once other feedback was stored: a tenant's refused records alone in the log, filling its
+            # backlog bound (`FeedbackLog.tenant_rows`) so that none of its feedback could be, held it refused for good
+            own = [(entry, error) for entry, error in failed if _own_content(error)]
+            if own:
+                self._failed(own)
+            self._passed_over = {**self._passed_over, **{entry.seq: (entry, error) for entry, error in failed
+                                                          if not _own_content(error)}}
         elif moved and self._passed_over:
             passed, self._passed_over = list(self._passed_over.values()), {}
             self._failed(passed)
@@ -991,26 +1011,45 @@ class Ingestor:
         letter's name: no user id), counted (`set_aside`). A letter that cannot be written leaves the record in the
         log, tried again."""
         with self._move:
-            for entry, error in failed:
-                if self.log.pending.get(entry.seq) is None:  # moved or forgotten meanwhile (a copy of it: the same seq)
-                    continue
-                tries = self._failures[entry.seq] = self._failures.get(entry.seq, 0) + 1
-                if tries < self.tries:
-                    log.warning("a feedback record of tenant %r failed on its own (try %d of %d): %s: %s", entry.key[0],
-                                tries, self.tries, type(error).__name__, error)
-                    continue
-                self._set_aside(entry, error, tries)
+            aside: list[Entry] = []
+            try:
+                for entry, error in failed:
+                    if self.log.pending.get(entry.seq) is None:  # moved or forgotten meanwhile (a copy of it: the same seq)
+                        continue
+                    tries = self._failures[entry.seq] = self._failures.get(entry.seq, 0) + 1
+                    if tries < self.tries:
+                        log.warning("a feedback record of tenant %r failed on its own (try %d of %d): %s: %s", entry.key[0],
+                                    tries, self.tries, type(error).__name__, error)
+                        continue
+                    if self._set_aside(entry, error, tries):
+                        aside.append(entry)
+            finally:
+                self._drop_set_aside(aside)
             if len(self._failures) > 4 * self.batch:  # of records moved or forgotten since
                 self._failures = {seq: n for seq, n in self._failures.items() if self.log.pending.get(seq) is not None}
 
-    def _set_aside(self, entry: Entry, error: Exception, tries: int) -> None:
+    def _drop_set_aside(self, aside: list[Entry]) -> None:
+        """The records set aside (`_set_aside`, their letters written) dropped from the log: from what is pending and
+        from its files, each segment rewritten once (`FeedbackLog.set_aside`), so no later start replays them and sets
+        them aside again. One that cannot be cut from its file (no room) is dropped from what is pending all the same:
+        the next start sets it aside again, as after a kill."""
+        if not aside:
+            return
+        try:
+            self.log.set_aside(aside)
+        except OSError as exc:
+            log.error("%d feedback record(s) set aside could not be cut from the feedback log's files (%s): the next start "
+                      "sets them aside again", len(aside), exc)
+
+    def _set_aside(self, entry: Entry, error: Exception, tries: int) -> bool:
         """`entry`, failed `tries` times on its own with `error`, set aside (`_failed`): only its rows the store refuses
         on their own content (`Store.refused_rows`) where it names some but not all, the others put back in the log as a
         record of their own (received when they were) and moved as any; else all of them. The letter is written (with
         the rows' positions in the record: an import's, its rows in the file's order) before the rest is logged and
         before the log forgets the record: a kill between finds the record pending again, set aside again as the same
         letter, and its rows moved twice are stored once. Until session 49 one bad row of an 8,000-row import set the
-        whole import aside. Under `_move`."""
+        whole import aside. Returns whether it was set aside (the caller then drops it from the log: `FeedbackLog.set_aside`,
+        once for all the records of a call). Under `_move`."""
         refused = self.store.refused_rows(entry.rows) if isinstance(error, RowRefused) and len(entry.rows) > 1 else {}
         bad = sorted(refused) if 0 < len(refused) < len(entry.rows) else list(range(len(entry.rows)))
         words = f"{type(error).__name__}: {error}" if len(bad) == len(entry.rows) else "; ".join(
@@ -1025,14 +1064,14 @@ class Ingestor:
                                 received if received is not None and np.isfinite(received) else None, bounded=False)
         except (OSError, StoreUnavailable) as exc:  # the letter, or the rest's record, not written: tried again
             log.error("a feedback record that failed %d times could not be set aside (%s): it stays in the log", tries, exc)
-            return
-        self.log.done([entry])
+            return False
         del self._failures[entry.seq]
         self.set_aside += len(bad)
         log.error("%d of the %d row(s) of a feedback record of tenant %r failed %d times on their own and were set aside as "
                   "dead letter %s (kept: an admin lists it, puts it back or discards it)%s: %s", len(bad), len(entry.rows),
                   entry.key[0], tries, name, "" if len(bad) == len(entry.rows) else "; the record's other rows are stored",
                   words)
+        return True
 
     def requeue(self, name: str) -> int:
         """Puts the dead letter `name` back in the log (as one record, received when it first was, where that time is

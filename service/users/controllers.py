@@ -337,8 +337,12 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
     the claims and kept the rows (the log's copies, received after it), so the ids took other content there.
     A refusal or failure gives the claims back. Raises the 409 and 503 of `_claim_ids`, a 503 when held rows
     were deleted meanwhile, and TenantBacklog (a 503 `feedback_backlog`) past the tenant's bound on waiting rows. Run in a thread, under the tenant's import lock."""
-    if stored:  # TenantBacklog (a 503) before any claim is made or any held row received again: nothing half done
-        rt.ingest.log.check_room(tenant, len(stored))
+    # TenantBacklog (a 503) before any claim is made or any held row received again: nothing half done. The held rows
+    # still waiting in the log count too, each logged again as received now (`received_again`): until the review of
+    # backlog49 only new rows did, and the same file sent again and again while its rows waited logged a copy of them
+    # all each time, past any bound
+    if adding := len(stored) + services.held_in_log(rt, tenant, user_id, held):
+        rt.ingest.log.check_room(tenant, adding)
     with rt.user_lock(tenant, user_id) if rt.store.claims is not None else contextlib.nullcontext():
         arrived = None
         if rt.store.claims is not None:  # one time for the claims and the log (a DELETE here waits for this lock)

@@ -1074,15 +1074,27 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str], rece
     claim (received before it) and kept the copy (received after), and the id took other content there beside it.
     Raises HeldRowsGone when some went from the table meanwhile. Run in a thread, under the tenant's import lock (with replicas, and the user's lock:
     `service.users.controllers._claim_and_log`)."""
-    wanted = set(held)
-    logged = {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted}
+    logged = _logged(rt, tenant, user_id, held)
     in_table = [i for i in dict.fromkeys(held) if i not in logged]
     if in_table and rt.store.received_again(tenant, user_id, in_table) < len(in_table):
         raise HeldRowsGone
     if logged:
         at = time.time() if received_at is None else received_at
-        # copies of rows acknowledged already: not refused for the tenant's backlog (`_claim_and_log` asked first)
-        rt.ingest.submit([msgspec.structs.replace(row, received_at=at) for row in logged.values()], received_at, bounded=False)
+        # copies of rows acknowledged already, but copies all the same: they wait in the log as new rows do, so they count
+        # against the tenant's bound (TenantBacklog; `_claim_and_log` asked first, `held_in_log`)
+        rt.ingest.submit([msgspec.structs.replace(row, received_at=at) for row in logged.values()], received_at)
+
+
+def _logged(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> dict[str, StoredPreference]:
+    """{pref_id: row} of the `held` ids whose rows wait in this replica's feedback log (not yet moved)."""
+    wanted = set(held)
+    return {r.pref_id: r for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows if r.pref_id in wanted} if wanted else {}
+
+
+def held_in_log(rt: Runtime, tenant: str, user_id: str, held: list[str]) -> int:
+    """How many of an import's `held` rows wait in the feedback log: the copies `received_again` logs, which count
+    against the tenant's bound on waiting rows (`FeedbackLog.check_room`) as its new rows do."""
+    return len(_logged(rt, tenant, user_id, held))
 
 
 class EmbeddingsNotForgotten(RuntimeError):

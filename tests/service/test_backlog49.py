@@ -4,6 +4,8 @@ LanceDB folder and a real feedback log."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import msgspec
@@ -301,3 +303,112 @@ def test_a_users_export_holds_their_rows_set_aside_marked_not_learned_from(svc):
         finally:
             rt.ingest.dead_letters.discard(mine)
             rt.ingest.dead_letters.discard(other)
+
+
+def test_an_import_sent_again_while_its_rows_wait_is_refused_past_the_bound(svc):
+    """An import whose rows carry their ids (an export's preference file), sent again while those rows still wait in
+    the log: each resend logs a copy of every held row (received again), so it counts against the tenant's bound as
+    new rows do. Past it the resend is 503 `feedback_backlog` and nothing of it is logged; once the rows are moved it
+    is answered `already_stored`. Before, `_claim_and_log` asked for room only for new rows: every resend of the same
+    file was acknowledged and logged another copy of all its rows, and one tenant's backlog grew without bound."""
+    rt = svc.runtime
+    body = b"\n".join(msgspec.json.encode({**{k: v for k, v in comparison("again", i).items() if k not in ("type", "user")},
+                                           "pref_id": f"again-{i}"}) for i in range(BOUND))
+    wait_for(lambda: rt.ingest.log.tenant_backlog("globex") == 0)
+    with svc.client("globex") as globex:
+        with rt.ingest.held("globex", "again"):
+            first = globex.post("/v1/users/again/import", content=body)
+            assert first.status_code == 201 and len(first.json()["stored"]) == BOUND, first.text
+            for _ in range(3):
+                r = globex.post("/v1/users/again/import", content=body)
+                assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", r.text
+            assert rt.ingest.log.tenant_backlog("globex") == BOUND
+        wait_for(lambda: rt.ingest.log.tenant_backlog("globex") == 0)
+        r = globex.post("/v1/users/again/import", content=body)
+        assert r.status_code == 201 and sorted(r.json()["already_stored"]) == [f"again-{i}" for i in range(BOUND)], r.text
+        assert rt.store.count_preferences("globex", "again") == BOUND
+
+
+def test_the_cli_import_waits_out_a_tenants_backlog_rather_than_giving_up(svc, tmp_path, capsys, monkeypatch):
+    """`pluralign data import` of two users while the first one's rows wait in the log (held, as behind a slow
+    worker): the second user's chunk is 503 `feedback_backlog` until they are moved, and the command sends it again
+    until it is taken (the service's Retry-After shortened to 0.1 s here; 5 s in service). Before, a 503 counted as
+    any other: after 5 retries (~25 s at Retry-After 5) the command failed, so a file larger than the tenant's bound
+    (50,000 rows by default) could not be imported against a worker slower than it (~70 rows/s on a CPU)."""
+    from service import errors
+    from tests.unit.clitools import cli, write_jsonl
+
+    monkeypatch.setattr(errors, "BACKLOG_RETRY_AFTER", 0.1)
+    rt = svc.runtime
+    rows = [{**{k: v for k, v in comparison(user, i).items() if k not in ("type", "user")}, "user_id": user}
+            for user in ("cli-first", "cli-second") for i in range(BOUND)]
+    path = write_jsonl(tmp_path / "prefs.jsonl", rows)
+    wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0)
+    hold = rt.ingest.held("acme", "cli-first")
+    hold.__enter__()
+    release = threading.Timer(0.8, hold.__exit__, (None, None, None))
+    release.start()
+    try:
+        code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", path, "--url", svc.url,
+                             "--key", svc.keys["acme"])
+    finally:
+        release.join()
+    assert code == 0, err
+    assert "still storing this tenant's earlier feedback" in err and err.count("waiting for it") == 1, err
+    assert json.loads(out.strip().splitlines()[-1])["stored"] == 2 * BOUND
+    wait_for(lambda: rt.store.count_preferences("acme", "cli-second") == BOUND)
+
+
+@pytest.mark.parametrize("bad", [[1], [0, 1, 2]], ids=["one-row-of-three", "the-whole-record"])
+def test_a_record_set_aside_is_not_replayed_at_the_next_start(tmp_path, quick_retries, bad):
+    """A record set aside (some of its rows, or all) leaves the log's files too, not only what is pending: the next
+    start (a deploy, not a crash) does not replay it, so a letter an admin discarded does not come back, and the rows
+    of it that were stored are not logged and received again. Before, `done` left the record in its segment (the one
+    being written, or one holding other feedback still waiting), and every start set it aside again."""
+    log = FeedbackLog(tmp_path / "log")
+    rows = feedback("ann", 0, tenant="t1", n=3)
+    for i in bad:
+        rows[i] = msgspec.structs.replace(rows[i], created_at=float("nan"))
+    log.append(rows)
+    log.append(feedback("bob", 0, tenant="t2"))  # still waiting at the stop: its segment stays
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
+    try:
+        with ingest.held("t2", "bob"):  # as a user whose DELETE is under way, or a worker that has not reached it
+            wait_for(lambda: ingest.set_aside == len(bad) and ingest.log.backlog() == (1, 1), timeout=10.0)
+            [name] = ingest.dead_letters.names()
+            assert ingest.dead_letters.discard(name)
+    finally:
+        ingest.close()
+    again = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
+    try:
+        assert [e.key for e in again.log.pending.values()] == [("t2", "bob")]  # the record set aside is not replayed
+        wait_for(lambda: again.log.backlog() == (0, 0), timeout=10.0)
+        assert again.dead_letters.names() == [] and again.set_aside == 0
+        assert store.count_preferences("t1", "ann") == 3 - len(bad) and store.count_preferences("t2", "bob") == 1
+    finally:
+        again.close()
+
+
+def test_a_tenants_refused_records_alone_in_the_log_do_not_hold_it_at_its_bound(tmp_path, quick_retries):
+    """Two records of one tenant whose rows the store refuses for their own content (a blank time: a damaged log),
+    alone in the log and at the tenant's bound: they are set aside after their tries, and the tenant's feedback is
+    taken again. Before, a batch whose every record failed on its own was passed over, counted only once other
+    feedback was stored: nothing else could be (the tenant's was refused for its backlog, which those rows filled),
+    so a deployment of one tenant answered it 503 `feedback_backlog` for good."""
+    log = FeedbackLog(tmp_path / "log")
+    for i in range(2):
+        log.append([msgspec.structs.replace(r, created_at=float("nan")) for r in feedback(f"u{i}", 0, tenant="t1", n=2)])
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log", tenant_rows=4), store, HashEncoder(), tries=3)
+    try:
+        with pytest.raises(TenantBacklog):
+            ingest.submit(feedback("good", 0, tenant="t1"))
+        wait_for(lambda: ingest.set_aside == 4 and ingest.log.backlog() == (0, 0), timeout=10.0)
+        ingest.submit(feedback("good", 0, tenant="t1"))
+        wait_for(lambda: store.count_preferences("t1", "good") == 1, timeout=10.0)
+        assert len(ingest.dead_letters.names()) == 2
+    finally:
+        ingest.close()

@@ -177,7 +177,8 @@ def import_(args: argparse.Namespace) -> int:
     stored before it (those rows stay stored). Each chunk carries an `Idempotency-Key` drawn from
     its place and content, so the same command run again (after the file is mended, or a request
     timed out) does not store a chunk the service already holds; a chunk answered 429 or 503 with
-    a short `Retry-After` is sent again after it (up to IMPORT_RETRIES times), and one answered 413 (too
+    a short `Retry-After` is sent again after it (up to IMPORT_RETRIES times; a 503 `feedback_backlog`, the
+    tenant's rows waiting to be stored at their bound, for up to IMPORT_BACKLOG_WAIT_S), and one answered 413 (too
     large) or 408 (too slow to arrive in time: a slow link) in two halves."""
     import hashlib
     import os
@@ -238,19 +239,36 @@ IMPORT_RETRIES = 5  # a chunk answered 429 or 503 with a Retry-After is sent aga
 IMPORT_MAX_WAIT_S = 60.0  # a longer Retry-After is not waited for: the error says so, and the same command resumes
 
 
+# a chunk refused because the tenant's feedback waiting to be stored is at its bound (503 `feedback_backlog`: the
+# service's worker has yet to embed it, docs/operations.md "One tenant's feedback backlog") is sent again after each
+# Retry-After for this long, not IMPORT_RETRIES times: a file larger than the bound goes in at the worker's pace
+IMPORT_BACKLOG_WAIT_S = 600.0
+
+
 def _post_retrying(client, url: str, body: bytes, headers: dict[str, str]):
     """POST `body`; a 429 or 503 with a short `Retry-After` (`_retry_after`) is waited out and the
-    same request sent again, up to IMPORT_RETRIES times (its Idempotency-Key stores it once).
-    Returns the last response."""
+    same request sent again, up to IMPORT_RETRIES times (its Idempotency-Key stores it once); a 503
+    `feedback_backlog` for up to IMPORT_BACKLOG_WAIT_S seconds instead (until the review of session 49
+    it gave up after IMPORT_RETRIES, ~25 s, while a tenant's backlog of 50,000 rows takes minutes to
+    embed). Returns the last response."""
     import time
 
-    for _ in range(IMPORT_RETRIES):
+    tries, backlog_until = 0, None
+    while True:
         r = client.post(url, content=body, headers=headers)
         wait = _retry_after(r)
         if wait is None:
             return r
+        if r.status_code == 503 and _code(r) == "feedback_backlog":
+            if backlog_until is None:  # said once a chunk: minutes of silence would look like a hang
+                print(f"pluralign: the service is still storing this tenant's earlier feedback ({_message(r)}); waiting "
+                      f"for it, up to {IMPORT_BACKLOG_WAIT_S:g} s", file=sys.stderr)
+                backlog_until = time.monotonic() + IMPORT_BACKLOG_WAIT_S
+            if time.monotonic() + wait > backlog_until:
+                return r
+        elif (tries := tries + 1) > IMPORT_RETRIES:
+            return r
         time.sleep(wait)
-    return client.post(url, content=body, headers=headers)
 
 
 def _retry_after(response) -> float | None:
@@ -263,6 +281,14 @@ def _retry_after(response) -> float | None:
     except ValueError:
         return None
     return wait if 0 <= wait <= IMPORT_MAX_WAIT_S else None
+
+
+def _code(response) -> str | None:
+    """The `error.code` of a pluralign (OpenAI-shaped) error body; None for another body."""
+    try:
+        return msgspec.json.decode(response.content)["error"]["code"]
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return None
 
 
 def _message(response) -> str:
