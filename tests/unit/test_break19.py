@@ -85,10 +85,10 @@ def store(tmp_path) -> str:
     db = Store(str(tmp_path / "db"), "enc", 4)
     stored = [
         StoredPreference(tenant="acme", user_id=f"u{u}", pref_id=f"p{u}{i}", prompt=f"q{i}", chosen="yes", rejected="no",
-                         kind="comparison", created_at=float(i), attributes={"segment": f"s{u}"})
-        for u in range(2) for i in range(3)
+                         kind="comparison", created_at=float(i), attributes={"segment": f"s{u % 2}"})
+        for u in range(4) for i in range(3)  # two users a segment: an audit shows no group of one user (session 49)
     ]
-    vectors = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    vectors = np.random.default_rng(0).standard_normal((12, 4)).astype(np.float32)
     db.add_preferences(stored, vectors, vectors, -vectors)
     return str(tmp_path / "db")
 

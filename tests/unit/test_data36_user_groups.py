@@ -36,12 +36,13 @@ def test_user_ids_outside_the_api_rule_that_the_audited_file_holds_are_grouped(t
     from tests.unit.clitools import cli, write_jsonl
     from tests.unit.test_break18_audit import rows
 
-    names = {"u0": "bob smith", "u1": "../x", "u2": "ann"}
-    data = write_jsonl(tmp_path / "p.jsonl", [{**r, "user_id": names[r["user_id"]]} for r in rows(3)])
+    # two users a group: an audit shows no group of one user (session 49)
+    names = {"u0": "bob smith", "u1": "../x", "u2": "ann", "u3": "bob  jones", "u4": "../y", "u5": "cat"}
+    data = write_jsonl(tmp_path / "p.jsonl", [{**r, "user_id": names[r["user_id"]]} for r in rows(6)])
     groups = tmp_path / "groups.json"
-    groups.write_text('{"bob smith": "a", "../x": "b"}')
+    groups.write_text('{"bob smith": "a", "bob  jones": "a", "../x": "b", "../y": "b"}')
     cache = str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite")
     code, out, err = cli(capsys, "audit", "--data", data, "--group-by", "cluster", "--user-groups", str(groups),
                          "--min-comparisons", "1", "--json", "--cache", cache)
     assert code == 0, err
-    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 1, "b": 1, " (no value)": 1}
+    assert {g["group"]: g["users"] for g in json.loads(out.strip().splitlines()[-1])["groups"]} == {"a": 2, "b": 2, " (no value)": 2}
