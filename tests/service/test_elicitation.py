@@ -833,6 +833,35 @@ def test_a_belief_that_rests_on_one_comparison_says_so(svc):
         assert feature["text"] in summary["sentences"], summary["sentences"]
 
 
+def test_a_belief_moved_by_ties_counts_them_as_ties_not_comparisons(svc):
+    """Since session 49 the user model learns from ties, and a feature's `moved_in` (and a group's) counts the ties
+    that moved it too, but the sentences went on calling them all comparisons: "prefers exclamation marks (likely,
+    from 3 of your 2 comparisons)", "length and word length moved together in 1 of your 2 comparisons" (a tie moved
+    them, no comparison did), and for a user of ties alone "... in your 0 comparisons"; a stated feature of such a
+    user had no `from_comparisons`, though the state holds what their ties alone say about it."""
+    tie = {"prompt": "Tips on sleep?", "chosen": "Rest well!", "rejected": "Rest well, and keep a regular bedtime through the whole of the week.",
+           "tie": True}
+    mixed = [{"prompt": "Tips on cooking?", "chosen": "Cook slowly!", "rejected": "Cook slowly."},
+             {"prompt": "Tips on travel?", "chosen": "Pack light!", "rejected": "Pack light."}, tie]
+    ties = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy, "tie": True}
+            for topic, plain, wordy in zip(TOPICS[:5], PLAIN_ANSWERS, WORDY_ANSWERS, strict=True)]
+    with svc.client() as c:
+        import_rows(c, "tied-mixed", mixed)
+        import_rows(c, "tied-only", ties)
+        assert c.patch("/v1/users/tied-only/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        summary, alone = (c.get(f"/v1/users/{u}").json()["summary"] for u in ("tied-mixed", "tied-only"))
+    exclamations = next(f for f in summary["features"] if f["feature"] == "exclamations")
+    assert exclamations["moved_in"] == 3 and exclamations["confidence"] == "likely", exclamations
+    assert exclamations["text"] == "prefers exclamation marks (likely, from your 2 comparisons and 1 tie)", exclamations
+    [group] = summary["joint"]
+    assert group["features"] == ["length", "word_length"] and "moved together in 1 of your 2 comparisons and 1 tie," in group["text"], group
+    [group] = alone["joint"]
+    assert "moved together in your 5 ties," in group["text"], group
+    length = next(f for f in alone["features"] if f["feature"] == "length")
+    assert length["stated"] == "less" and length["from_comparisons"] is not None, length
+    assert all("comparison" not in f["text"] for f in alone["features"]) and "comparison" not in group["text"], alone
+
+
 def test_a_user_of_ties_alone_reads_what_the_summary_is_based_on(svc):
     """Five ties (neither answer better) and no comparison with a winner: the summary said "based on 0
     comparisons" beside `counts.preferences` 5, as if nothing had been sent; until session 49 it said the ties
