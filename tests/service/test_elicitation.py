@@ -935,6 +935,45 @@ def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc,
     assert summary["sentences"][-1] == "based on 2 comparisons and 1 tie (neither answer better)", summary["sentences"]
 
 
+def test_a_tie_stored_while_a_profile_is_read_is_not_called_a_rating_of_3(svc, monkeypatch):
+    """The same race for a tie of two answers ("no preference" between a `compare` pair): it lands after the fit the
+    read serves, so the fit's `ties` are one short of the stored ties, and the summary took the difference for ratings
+    of 3 ("your 1 rating of 3 (one answer, no other named) is not counted") for a user who never rated an answer."""
+    import time
+    import uuid
+
+    import numpy as np
+
+    from pluralign.store import StoredPreference
+
+    rt = svc.runtime
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy}
+            for topic, plain, wordy in zip(TOPICS[:2], PLAIN_ANSWERS, WORDY_ANSWERS, strict=False)]
+    rows.append({"prompt": "Tips on sleep?", "chosen": PLAIN_ANSWERS[2], "rejected": WORDY_ANSWERS[2], "tie": True})
+    with svc.client() as c:
+        import_rows(c, "tie-raced", rows)
+        assert c.get("/v1/users/tie-raced").json()["summary"]["ties_learned"] == 1
+    count, landed = rt.store.count_preferences, []
+
+    def after_a_tie_lands(tenant: str, user_id: str) -> int:
+        if user_id == "tie-raced" and not landed:
+            now = time.time()
+            landed.append(StoredPreference(tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, prompt="Tips on money?",
+                                           chosen=PLAIN_ANSWERS[3], rejected=WORDY_ANSWERS[3], tie=True, kind="choice",
+                                           created_at=now, received_at=now))
+            vectors = np.zeros((1, rt.store.dim), np.float32)
+            rt.store.add_preferences(landed, vectors, vectors, vectors)
+        return count(tenant, user_id)
+
+    monkeypatch.setattr(rt.store, "count_preferences", after_a_tie_lands)
+    with svc.client() as c:
+        profile = c.get("/v1/users/tie-raced").json()
+    summary = profile["summary"]
+    assert landed and profile["counts"]["preferences"] == 4 and summary["comparisons"] == 2, profile
+    assert summary["ties"] == 2 and summary["ties_learned"] == 1 and summary["unpaired_ratings"] == 0, summary
+    assert summary["sentences"][-1] == "based on 2 comparisons and 1 tie (neither answer better)", summary["sentences"]
+
+
 def test_a_joint_belief_on_length_and_exclamations_reads_as_one_sentence(svc):
     """trial48a, a profile page built on the API: a user who chose the short answer without exclamation marks
     over a long one with them, six times, moved `length` and `exclamations` together. The summary's sentence
