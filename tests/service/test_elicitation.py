@@ -135,6 +135,27 @@ def test_no_preference_between_the_compare_pair_reaches_the_users_model(svc):
     assert np.isfinite(after.state.mean_array()).all()
 
 
+def test_no_preference_sent_again_naming_the_other_of_the_pair_is_stored_once(svc):
+    """docs/api.md has a client send "no preference" with `chosen_index` either of the pair: the same answer sent
+    again (a button clicked twice, a retry) naming the other one states the same tie, but it was drawn another digest
+    and stored as a new turn: 'no preference' clicked three times (0, 2, 0) stored three ties of one pair, which the
+    user model fitted as three answers. A pick after it is still the user's next word, stored."""
+    with svc.client() as c:
+        out = chat(c, "undecided")
+        texts = [ch["message"]["content"] for ch in out["choices"]]
+        a, b = next((i, j) for i in range(4) for j in range(i + 1, 4) if texts[i] != texts[j])
+        receipts = []
+        for pick in (a, b, a):
+            r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": [a, b], "tie": True})
+            assert r.status_code in (200, 201), r.text
+            receipts.append(r.json()["stored"])
+        assert receipts[1] == receipts[0] and receipts[2] == receipts[0], receipts
+        assert c.get("/v1/users/undecided").json()["counts"]["preferences"] == 1
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": b, "shown": [a, b]})
+        assert r.status_code == 201 and r.json()["stored"] != receipts[0], r.text
+        assert c.get("/v1/users/undecided").json()["counts"]["preferences"] == 2
+
+
 def test_a_stated_preference_changes_the_next_ranking_and_enough_contrary_feedback_overrides_it(svc):
     short, long_ = short_and_long("music")
     with svc.client() as c:
