@@ -150,10 +150,10 @@ def test_no_preference_sent_again_naming_the_other_of_the_pair_is_stored_once(sv
             assert r.status_code in (200, 201), r.text
             receipts.append(r.json()["stored"])
         assert receipts[1] == receipts[0] and receipts[2] == receipts[0], receipts
-        assert c.get("/v1/users/undecided").json()["counts"]["preferences"] == 1
+        assert len(c.get("/v1/users/undecided/preferences").json()["data"]) == 1
         r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": b, "shown": [a, b]})
         assert r.status_code == 201 and r.json()["stored"] != receipts[0], r.text
-        assert c.get("/v1/users/undecided").json()["counts"]["preferences"] == 2
+        assert len(c.get("/v1/users/undecided/preferences").json()["data"]) == 2
 
 
 def test_a_stated_preference_changes_the_next_ranking_and_enough_contrary_feedback_overrides_it(svc):
