@@ -899,6 +899,21 @@ def test_a_user_of_ties_alone_reads_what_the_summary_is_based_on(svc):
     assert profile["user_model"]["ties"] == 5 and profile["user_model"]["comparisons"] == 0, profile["user_model"]
 
 
+def test_a_user_of_ratings_of_3_alone_is_told_what_the_model_learns_from(svc):
+    """A rating of 3 (one answer, no other named) is the only tie the user's own model does not learn from. A user who
+    sent only such ratings has no fitted state yet, and the summary then read as under PAL's weights alone: "your 1
+    tie (neither answer better) is not counted: the model learns from comparisons with a winner", though the model
+    learns from ties of two answers since session 49 and this is a rating."""
+    with svc.client() as c:
+        out = chat(c, "rater-of-3", n=1)
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": out["id"], "rating": 3})
+        assert r.status_code == 201, r.text
+        summary = c.get("/v1/users/rater-of-3").json()["summary"]
+    assert summary["ties"] == 1 and summary["ties_learned"] == 0, summary
+    assert summary["sentences"][-1] == ("based on 0 comparisons; your 1 rating of 3 (one answer, no other named) is not counted: "
+                                        "the model learns from two answers compared"), summary["sentences"]
+
+
 def test_the_last_sentence_names_ties_and_lone_ratings_in_number():
     from service.users.services import based_on
 
