@@ -93,8 +93,9 @@ def davidson_tie_nll(margin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     is even in it). Returns (value, gradient, curvature), (M,) each.
 
     P(tie) = 2 sqrt(p (1 - p)), p = sigmoid(margin): Davidson's tie term ("On extending the Bradley-Terry model to
-    accommodate ties in paired comparison experiments", JASA 1970) with nu = 1 and without its normaliser, so a
-    strict answer keeps its Bradley-Terry likelihood (as `pluralign.user.active.particle_posterior` reads ties).
+    accommodate ties in paired comparison experiments", JASA 1970), nu sqrt(p (1 - p)) / (1 + nu sqrt(p (1 - p))),
+    without its normaliser, so a strict answer keeps its Bradley-Terry likelihood, and with nu = 2, which makes the
+    value 0 at m = 0 (nu shifts the value only, never the fit); as `pluralign.user.active.particle_posterior` reads ties.
     -log P(tie) = (softplus(-m) + softplus(m)) / 2 - log 2: 0 at m = 0, growing like |m| / 2, i.e. half a
     comparison won each way. Its gradient is p - 1/2 (it pulls the margin towards 0: the user is indifferent
     there) and its curvature p (1 - p), largest (1/4) at m = 0, where the pairs a user has no preference between

@@ -313,8 +313,8 @@ def particle_posterior(prob_observed: np.ndarray, prob_tied: np.ndarray | None =
     many comparisons do not underflow). With N = M = 0 the weights are uniform.
 
     A tie's likelihood under a known user is 2 sqrt(p (1 - p)): Davidson's tie term ("On extending
-    the Bradley-Terry model to accommodate ties in paired comparison experiments", JASA 1970, with
-    nu = 1 and without its normaliser, so a strict answer keeps its Bradley-Terry likelihood): 1 for
+    the Bradley-Terry model to accommodate ties in paired comparison experiments", JASA 1970, its
+    nu sqrt(p (1 - p)) with nu = 2 and without its normaliser, so a strict answer keeps its Bradley-Terry likelihood): 1 for
     a user who could not tell the two answers apart (p = 1/2), near 0 for one sure of either. So a
     user who answers "no preference" moves towards the known users who are indifferent there,
     where without it a tie told the questionnaire nothing and it asked the same kind of question

@@ -66,7 +66,7 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     # posterior probability of `direction` (of the likelier sign when it is None), integrated along the
     # feature's axis at the fit (`UserState.p_more`); a state fitted before it was kept: Phi(|weight| / sd)
     probability: float = 0.5
-    # how many of the user's comparisons moved this feature (None: a state fitted before it was kept)
+    # how many of the user's comparisons (and ties, since session 49) moved this feature (None: a state fitted before it was kept)
     moved_in: int | None = None
 
 
@@ -136,10 +136,25 @@ def spoken(name: str) -> str:
     return name.replace("_", " ")
 
 
-def _comparisons(n: int, verb: str = "") -> str:
-    """ "1 comparison", "400 comparisons"; with a verb, agreeing: "1 comparison points", "2 comparisons point"."""
+def _comparisons(n: int, verb: str = "", ties: int = 0) -> str:
+    """ "1 comparison", "400 comparisons"; with a verb, agreeing: "1 comparison points", "2 comparisons point". With
+    `ties` (fitted beside the comparisons since session 49, `UserState.ties`), those too: "2 comparisons and 1 tie",
+    "5 ties" (none with a winner), "1 comparison and 1 tie point"."""
     counted = f"{n} comparison" if n == 1 else f"{n} comparisons"
-    return counted if not verb else f"{counted} {verb}s" if n == 1 else f"{counted} {verb}"
+    if ties:
+        tied = f"{ties} tie" if ties == 1 else f"{ties} ties"
+        counted = f"{counted} and {tied}" if n else tied
+    return counted if not verb else f"{counted} {verb}s" if n + ties == 1 else f"{counted} {verb}"
+
+
+def _answers(state: UserState, verb: str = "") -> str:
+    """The user's fitted answers in words, `_comparisons` of the state's comparisons and ties: "your" reads before it."""
+    return _comparisons(state.n, verb, state.ties)
+
+
+def _answer_kinds(state: UserState) -> str:
+    """ "comparisons", "comparisons and ties" or "ties": what the state was fitted on, without numbers."""
+    return "comparisons and ties" if state.n and state.ties else "ties" if state.ties else "comparisons"
 
 
 def _together(names: Sequence[str]) -> str:
@@ -183,7 +198,8 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
         p = max(group.p_more, 1.0 - group.p_more)
         said_level = level(p)
         sign = 1.0 if group.p_more >= 0.5 else -1.0
-        among = f"{group.moved_in} of your {_comparisons(state.n)}" if 0 < group.moved_in < state.n else f"your {_comparisons(state.n)}"
+        # `moved_in` counts the ties that moved the features too (`pluralign.user.collinear.joint_beliefs`)
+        among = f"{group.moved_in} of your {_answers(state)}" if 0 < group.moved_in < state.n + state.ties else f"your {_answers(state)}"
         why = (f"{_together(group.features)} moved together in {among}, "
                f"so they cannot tell which of {'the two' if len(group.features) == 2 else 'these'} you care about")
         if p < _PHI(LEANING_Z):
@@ -245,25 +261,26 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     more, less = FEATURE_DESCRIPTIONS[name]
     rests_on = ""
     if sign is not None and said_level != "uncertain" and name not in stated and moved is not None and 0 < moved < FEW_COMPARISONS:
-        rests_on = f", from your {_comparisons(moved)}" if moved == state.n else f", from {moved} of your {_comparisons(state.n)}"
+        # `moved` counts the ties that moved it too (`pluralign.user.collinear.feature_signs`)
+        rests_on = f", from your {_answers(state)}" if moved >= state.n + state.ties else f", from {moved} of your {_answers(state)}"
     text = f"no preference learned yet between {more} and {less}" if sign is None else \
         f"prefers {more if sign == 'more' else less} ({said_level}{rests_on})"
     own = None
-    alone = p_more_from_comparisons(state, name) if state.n else None
+    alone = p_more_from_comparisons(state, name) if state.n or state.ties else None
     if name in stated and alone is not None:
         own = f"{leaning(alone) or 'none'} ({level(max(alone, 1.0 - alone))})"
         said = FEATURE_DESCRIPTIONS[name][0 if stated[name] == "more" else 1]
         against = alone if stated[name] == "less" else 1.0 - alone  # the comparisons' probability of the other sign
         if against >= _PHI(LIKELY_Z):
-            text += f"; you said you prefer {said}, but your {_comparisons(state.n, 'point')} the other way"
+            text += f"; you said you prefer {said}, but your {_answers(state, 'point')} the other way"
         else:
             text += f"; you said you prefer {said}"
     elif name in stated:
         text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
     if together:
-        text += f"; your comparisons moved it together with {_together(together)}, so they cannot tell them apart"
+        text += f"; your {_answer_kinds(state)} moved it together with {_together(together)}, so they cannot tell them apart"
         if name in stated and "point the other way" not in text and _group_contradicts(state, name, stated[name]):
-            text += f", and along them together your {_comparisons(state.n, 'point')} the other way"
+            text += f", and along them together your {_answers(state, 'point')} the other way"
     return FeatureBelief(
         feature=name, direction=sign, weight=round(weight, 4), sd=round(sd, 4), confidence=said_level,
         stated=stated.get(name), from_comparisons=own, text=text, collinear_with=together,

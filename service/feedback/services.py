@@ -230,11 +230,13 @@ def already_stored(rt: Runtime, tenant: str, user: str, ids: list[str]) -> list[
 def same_feedback_digest(fb: ChoiceFeedback | RatingFeedback | EditFeedback, rows: list[dict]) -> str:
     """What a `choice`, `rating` or `edit` states about its response, as 64 hex digits: its rows' texts (as
     `answer_key` tells answers apart), sides, tie and margin, and its labels. Two bodies with one digest store
-    the same evidence."""
-    facts = sorted(
-        msgspec.json.encode([r["prompt"], answer_key(r["chosen"]), answer_key(r["rejected"]), r["tie"], r["margin"], r["kind"]])
-        for r in rows
-    )
+    the same evidence, and a `choice` with `tie` names its two answers in either order ("no preference" with
+    `chosen_index` either of the pair; until session reviewcompare49 the other index was another turn, stored again)."""
+    def sides(r: dict) -> list[str]:
+        answers = [answer_key(r["chosen"]), answer_key(r["rejected"])]
+        return sorted(answers) if r["tie"] and r["kind"] == "choice" else answers
+
+    facts = sorted(msgspec.json.encode([r["prompt"], *sides(r), r["tie"], r["margin"], r["kind"]]) for r in rows)
     labels = msgspec.json.encode([fb.source, sorted((fb.attributes or {}).items())])
     return hashlib.sha256(b"\n".join([labels, *facts])).hexdigest()
 

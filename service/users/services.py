@@ -767,8 +767,13 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
     # comparison stored since the fit (in `preferences`, not in `comparisons`) for a tie or a rating
     ties, unpaired = (rt.store.count_ties(tenant, user_id), rt.store.count_unpaired(tenant, user_id)) \
         if (preferences or 0) > comparisons else (0, 0)
-    learned = min(weights.state.ties, ties) if weights.state is not None else 0
-    sentences.append(based_on(comparisons, ties, unpaired, learned, learns_ties=weights.state is not None))
+    learned, said = 0, ties
+    if residual_on(rt) and ties:  # a tie of two answers stored since the fit is no rating of 3, nor learned yet: the
+        paired = rt.store.count_paired_ties(tenant, user_id)  # sentence leaves it out (the next read fits it), as a comparison
+        learned = min(weights.state.ties, paired) if weights.state is not None else 0  # no state: ratings of 3 alone
+        said = learned + max(ties - paired, 0)  # the ties learned and the ratings of 3
+    # the user's own model learns from ties of two answers, with a state or not yet (ratings of 3 alone fit none)
+    sentences.append(based_on(comparisons, said, unpaired, learned, learns_ties=residual_on(rt)))
     return UserSummary(
         comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint, ties=ties, unpaired_ratings=unpaired,
         ties_learned=learned,

@@ -135,6 +135,27 @@ def test_no_preference_between_the_compare_pair_reaches_the_users_model(svc):
     assert np.isfinite(after.state.mean_array()).all()
 
 
+def test_no_preference_sent_again_naming_the_other_of_the_pair_is_stored_once(svc):
+    """docs/api.md has a client send "no preference" with `chosen_index` either of the pair: the same answer sent
+    again (a button clicked twice, a retry) naming the other one states the same tie, but it was drawn another digest
+    and stored as a new turn: 'no preference' clicked three times (0, 2, 0) stored three ties of one pair, which the
+    user model fitted as three answers. A pick after it is still the user's next word, stored."""
+    with svc.client() as c:
+        out = chat(c, "undecided")
+        texts = [ch["message"]["content"] for ch in out["choices"]]
+        a, b = next((i, j) for i in range(4) for j in range(i + 1, 4) if texts[i] != texts[j])
+        receipts = []
+        for pick in (a, b, a):
+            r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": [a, b], "tie": True})
+            assert r.status_code in (200, 201), r.text
+            receipts.append(r.json()["stored"])
+        assert receipts[1] == receipts[0] and receipts[2] == receipts[0], receipts
+        assert len(c.get("/v1/users/undecided/preferences").json()["data"]) == 1
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": b, "shown": [a, b]})
+        assert r.status_code == 201 and r.json()["stored"] != receipts[0], r.text
+        assert len(c.get("/v1/users/undecided/preferences").json()["data"]) == 2
+
+
 def test_a_stated_preference_changes_the_next_ranking_and_enough_contrary_feedback_overrides_it(svc):
     short, long_ = short_and_long("music")
     with svc.client() as c:
@@ -833,6 +854,35 @@ def test_a_belief_that_rests_on_one_comparison_says_so(svc):
         assert feature["text"] in summary["sentences"], summary["sentences"]
 
 
+def test_a_belief_moved_by_ties_counts_them_as_ties_not_comparisons(svc):
+    """Since session 49 the user model learns from ties, and a feature's `moved_in` (and a group's) counts the ties
+    that moved it too, but the sentences went on calling them all comparisons: "prefers exclamation marks (likely,
+    from 3 of your 2 comparisons)", "length and word length moved together in 1 of your 2 comparisons" (a tie moved
+    them, no comparison did), and for a user of ties alone "... in your 0 comparisons"; a stated feature of such a
+    user had no `from_comparisons`, though the state holds what their ties alone say about it."""
+    tie = {"prompt": "Tips on sleep?", "chosen": "Rest well!", "rejected": "Rest well, and keep a regular bedtime through the whole of the week.",
+           "tie": True}
+    mixed = [{"prompt": "Tips on cooking?", "chosen": "Cook slowly!", "rejected": "Cook slowly."},
+             {"prompt": "Tips on travel?", "chosen": "Pack light!", "rejected": "Pack light."}, tie]
+    ties = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy, "tie": True}
+            for topic, plain, wordy in zip(TOPICS[:5], PLAIN_ANSWERS, WORDY_ANSWERS, strict=True)]
+    with svc.client() as c:
+        import_rows(c, "tied-mixed", mixed)
+        import_rows(c, "tied-only", ties)
+        assert c.patch("/v1/users/tied-only/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        summary, alone = (c.get(f"/v1/users/{u}").json()["summary"] for u in ("tied-mixed", "tied-only"))
+    exclamations = next(f for f in summary["features"] if f["feature"] == "exclamations")
+    assert exclamations["moved_in"] == 3 and exclamations["confidence"] == "likely", exclamations
+    assert exclamations["text"] == "prefers exclamation marks (likely, from your 2 comparisons and 1 tie)", exclamations
+    [group] = summary["joint"]
+    assert group["features"] == ["length", "word_length"] and "moved together in 1 of your 2 comparisons and 1 tie," in group["text"], group
+    [group] = alone["joint"]
+    assert "moved together in your 5 ties," in group["text"], group
+    length = next(f for f in alone["features"] if f["feature"] == "length")
+    assert length["stated"] == "less" and length["from_comparisons"] is not None, length
+    assert all("comparison" not in f["text"] for f in alone["features"]) and "comparison" not in group["text"], alone
+
+
 def test_a_user_of_ties_alone_reads_what_the_summary_is_based_on(svc):
     """Five ties (neither answer better) and no comparison with a winner: the summary said "based on 0
     comparisons" beside `counts.preferences` 5, as if nothing had been sent; until session 49 it said the ties
@@ -847,6 +897,21 @@ def test_a_user_of_ties_alone_reads_what_the_summary_is_based_on(svc):
     assert summary["sentences"][-1] == "based on 0 comparisons and 5 ties (neither answer better)", summary["sentences"]
     assert summary["ties"] == 5 and summary["ties_learned"] == 5 and summary["unpaired_ratings"] == 0, summary
     assert profile["user_model"]["ties"] == 5 and profile["user_model"]["comparisons"] == 0, profile["user_model"]
+
+
+def test_a_user_of_ratings_of_3_alone_is_told_what_the_model_learns_from(svc):
+    """A rating of 3 (one answer, no other named) is the only tie the user's own model does not learn from. A user who
+    sent only such ratings has no fitted state yet, and the summary then read as under PAL's weights alone: "your 1
+    tie (neither answer better) is not counted: the model learns from comparisons with a winner", though the model
+    learns from ties of two answers since session 49 and this is a rating."""
+    with svc.client() as c:
+        out = chat(c, "rater-of-3", n=1)
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": out["id"], "rating": 3})
+        assert r.status_code == 201, r.text
+        summary = c.get("/v1/users/rater-of-3").json()["summary"]
+    assert summary["ties"] == 1 and summary["ties_learned"] == 0, summary
+    assert summary["sentences"][-1] == ("based on 0 comparisons; your 1 rating of 3 (one answer, no other named) is not counted: "
+                                        "the model learns from two answers compared"), summary["sentences"]
 
 
 def test_the_last_sentence_names_ties_and_lone_ratings_in_number():
@@ -903,6 +968,45 @@ def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc,
     summary = profile["summary"]
     assert landed and profile["counts"]["preferences"] == 4 and summary["comparisons"] == 2, profile
     assert summary["ties"] == 1 and summary["unpaired_ratings"] == 0, summary
+    assert summary["sentences"][-1] == "based on 2 comparisons and 1 tie (neither answer better)", summary["sentences"]
+
+
+def test_a_tie_stored_while_a_profile_is_read_is_not_called_a_rating_of_3(svc, monkeypatch):
+    """The same race for a tie of two answers ("no preference" between a `compare` pair): it lands after the fit the
+    read serves, so the fit's `ties` are one short of the stored ties, and the summary took the difference for ratings
+    of 3 ("your 1 rating of 3 (one answer, no other named) is not counted") for a user who never rated an answer."""
+    import time
+    import uuid
+
+    import numpy as np
+
+    from pluralign.store import StoredPreference
+
+    rt = svc.runtime
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy}
+            for topic, plain, wordy in zip(TOPICS[:2], PLAIN_ANSWERS, WORDY_ANSWERS, strict=False)]
+    rows.append({"prompt": "Tips on sleep?", "chosen": PLAIN_ANSWERS[2], "rejected": WORDY_ANSWERS[2], "tie": True})
+    with svc.client() as c:
+        import_rows(c, "tie-raced", rows)
+        assert c.get("/v1/users/tie-raced").json()["summary"]["ties_learned"] == 1
+    count, landed = rt.store.count_preferences, []
+
+    def after_a_tie_lands(tenant: str, user_id: str) -> int:
+        if user_id == "tie-raced" and not landed:
+            now = time.time()
+            landed.append(StoredPreference(tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, prompt="Tips on money?",
+                                           chosen=PLAIN_ANSWERS[3], rejected=WORDY_ANSWERS[3], tie=True, kind="choice",
+                                           created_at=now, received_at=now))
+            vectors = np.zeros((1, rt.store.dim), np.float32)
+            rt.store.add_preferences(landed, vectors, vectors, vectors)
+        return count(tenant, user_id)
+
+    monkeypatch.setattr(rt.store, "count_preferences", after_a_tie_lands)
+    with svc.client() as c:
+        profile = c.get("/v1/users/tie-raced").json()
+    summary = profile["summary"]
+    assert landed and profile["counts"]["preferences"] == 4 and summary["comparisons"] == 2, profile
+    assert summary["ties"] == 2 and summary["ties_learned"] == 1 and summary["unpaired_ratings"] == 0, summary
     assert summary["sentences"][-1] == "based on 2 comparisons and 1 tie (neither answer better)", summary["sentences"]
 
 
