@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from pluralign.data.text import shorten
 from pluralign.fairness.audit import NO_VALUE
-from pluralign.fairness.report import AuditReport, audit_settings, withheld_notes
+from pluralign.fairness.report import MIN_SHOWN_USERS, AuditReport, audit_settings, withheld_notes
 from pluralign.user.summary import PrototypeDescription
 from training.jobs.record import Job
 
@@ -406,7 +406,7 @@ def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: S
         return ""
     since = f"comparisons since {_when(report.since)}" if report.since is not None else "every comparison"
     return (f'<p class="muted">Drawn: the audits of {_audited(tenant_of(report, history, tenants))} by {_bdi(report.group_by)} '
-            f"with the latest one's settings ({since}, groups of at least {_count(report.min_group_size, 'user')}, ranked from "
+            f"with the latest one's settings ({since}, groups of at least {_count(max(report.min_group_size, MIN_SHOWN_USERS), 'user')}, ranked from "
             f"{_count(report.min_comparisons, 'comparison')}, {_e(report.personalized_model)}), those it is compared with; "
             "the numbers of every stored audit are below.</p>")
 
@@ -426,15 +426,18 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
     `jobs_of`: the tenant whose jobs `jobs` are (a tenant's page), said in the job table's caption; None: every job."""
     if report is not None:
         suppressed = report.suppressed_groups
+        shown_from = max(report.min_group_size, MIN_SHOWN_USERS)  # a group of one user is suppressed whatever it says
         of = f"of {_audited(tenant_of(report, history, tenants))} " if tenants else ""
         summary = (
             f"Audit {of}by <b>{_bdi(report.group_by)}</b> at {_when(report.created_at)}: {_count(report.users, 'user')}, "
             f"{_count(report.comparisons, 'comparison')}"
-            + (f", {_count(suppressed, 'group')} of fewer than {report.min_group_size} users suppressed" if suppressed else "")
+            + (f", {_count(suppressed, 'group')} of fewer than {shown_from} users suppressed" if suppressed else "")
             + (f", {_count(report.withheld_groups, 'group')} withheld (users in them were deleted after the audit)" if report.withheld_groups else "")
         )
         if report.worst_group is None:  # every group suppressed (or none at all): nothing is ranked
-            summary += ": no worst group to show (lower <code>min_group_size</code> to see small groups)."
+            # lowering min_group_size shows groups of 2 users and more, never one of one user (audit49)
+            lower = " (lower <code>min_group_size</code> to see small groups)" if report.min_group_size > MIN_SHOWN_USERS else ""
+            summary += f": no worst group to show{lower}."
         else:
             summary += (
                 f". Worst group <b>{_group(report.worst_group)}</b> "
