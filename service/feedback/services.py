@@ -230,13 +230,21 @@ def already_stored(rt: Runtime, tenant: str, user: str, ids: list[str]) -> list[
 def same_feedback_digest(fb: ChoiceFeedback | RatingFeedback | EditFeedback, rows: list[dict]) -> str:
     """What a `choice`, `rating` or `edit` states about its response, as 64 hex digits: its rows' texts (as
     `answer_key` tells answers apart), sides, tie and margin, and its labels. Two bodies with one digest store
-    the same evidence."""
+    the same evidence: a `choice`'s tie ("no preference", `chosen_index` either of the two) states its two answers in
+    either order (until trial49 naming the other side was new feedback, and the one tie counted twice)."""
     facts = sorted(
-        msgspec.json.encode([r["prompt"], answer_key(r["chosen"]), answer_key(r["rejected"]), r["tie"], r["margin"], r["kind"]])
+        msgspec.json.encode([r["prompt"], *_sides(r), r["tie"], r["margin"], r["kind"]])
         for r in rows
     )
     labels = msgspec.json.encode([fb.source, sorted((fb.attributes or {}).items())])
     return hashlib.sha256(b"\n".join([labels, *facts])).hexdigest()
+
+
+def _sides(row: dict) -> list[str]:
+    """A row's (chosen, rejected) answers as `answer_key` tells them apart; a `choice`'s tie in a fixed order (a rating
+    of 3 keeps its own: its answer against none)."""
+    sides = [answer_key(row["chosen"]), answer_key(row["rejected"])]
+    return sorted(sides) if row["tie"] and row["kind"] == "choice" else sides
 
 
 def response_tag(tenant: str, user: str, response_id: str) -> str:
