@@ -191,7 +191,11 @@ def check_scraper(request: Request, rt: Runtime) -> None:
         return
     if sent is None and token is None and from_this_machine(request):
         return
-    if token is None:
+    if sent is not None and token is None and from_this_machine(request):  # a tenant's key, a revoked or mistyped one
+        problem = ("`/metrics`: the bearer sent is neither PLURALIGN_METRICS_TOKEN's token (none is set) nor an admin key "
+                   "(a tenant's key reads its own tenant's data, not every tenant's totals); from this machine scrape "
+                   "without a key")
+    elif token is None:
         problem = ("`/metrics` answers a scrape from another machine (or through a proxy) with `Authorization: Bearer "
                    "<PLURALIGN_METRICS_TOKEN>` or an admin key: its totals count every tenant's traffic. Set "
                    "PLURALIGN_METRICS_TOKEN on the service and give the scraper the same token")

@@ -141,3 +141,16 @@ def test_a_scrape_from_elsewhere_needs_the_metrics_token_or_an_admin_key(svc):
     assert scraped.status_code == 200, scraped.text
     assert "pluralign_table_rows" in {f.name for f in text_string_to_metric_families(scraped.text)}
     assert "pluralign_table_rows" in {f.name for f in openmetrics_families(openmetrics.text)}
+
+
+def test_a_local_scrape_sending_a_tenant_key_is_told_what_is_wrong_with_it(svc):
+    """Trial 49: from the service's own machine without PLURALIGN_METRICS_TOKEN, a scrape without a key is answered; one
+    that sends a tenant's key (a scrape job given the app's key) was refused with "`/metrics` answers a scrape from
+    another machine (or through a proxy) ...": about a machine it was not on, not the key it sent. Now the 401 says the
+    key sent is neither the metrics token nor an admin key, and that this machine needs none. Failed before (seen)."""
+    refused = httpx.get(svc.url + "/metrics", headers={"Authorization": f"Bearer {svc.keys['acme']}"})
+    assert refused.status_code == 401 and "pluralign_" not in refused.text
+    message = refused.json()["error"]["message"]
+    assert "another machine" not in message and "neither" in message and "admin key" in message, message
+    assert "without a key" in message, message  # what works from here
+    assert httpx.get(svc.url + "/metrics").status_code == 200
