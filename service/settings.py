@@ -468,6 +468,9 @@ RULES: tuple[Rule, ...] = (
     (lambda s: s.user_model not in ("residual", "prototypes"),
      lambda s: f"`user_model` must be `residual` or `prototypes`, got {s.user_model!r}"),
     # the store and replicas
+    # a folder (the shared volume's mount point itself) would be read at the first key lookup as `Is a directory`
+    (lambda s: bool(s.keys_file) and Path(s.keys_file).is_dir(),
+     lambda s: f"`keys_file` {s.keys_file} is a folder: name the key file in it (as {Path(s.keys_file) / 'api_keys.json'})"),
     (lambda s: not 1 <= s.store_cache_mb <= MAX_STORE_CACHE_MB,
      lambda s: f"`store_cache_mb` must be at least 1 and at most {MAX_STORE_CACHE_MB} (1 PiB; LanceDB counts "
                f"its caches' bytes in 64 bits), got {s.store_cache_mb}"),

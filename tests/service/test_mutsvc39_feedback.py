@@ -199,3 +199,22 @@ def test_a_pick_sent_again_after_a_keyed_pick_of_the_response_is_stored(svc):
             assert stored[3] == stored[2] and not set(stored[2]) & set(stored[0]), stored
             rows = [(p["chosen"], p["rejected"]) for p in c.get(f"/v1/users/{user}/preferences").json()["data"]]
             assert sorted(rows) == sorted([("Answer A.", "Answer B."), ("Answer B.", "Answer A."), ("Answer A.", "Answer B.")]), rows
+
+
+def test_a_no_preference_sent_again_naming_the_other_choice_is_stored_once(svc):
+    """Trial 49: a "no preference" between the two shown choices (`tie`, compare49) may name either of them as
+    `chosen_index` (docs/api.md). Sent again naming the other one (an app's second click, its retry from another screen
+    that names the other side) it states the same tie of the same two answers: a replay, as any copy. Before, it was a
+    new turn with its own rows: the user's model counted the one "no preference" twice (`ties` 2). Failed before (seen)."""
+    with svc.client() as c:
+        response_id = chat(c, "noa")["id"]
+        tie = {"type": "choice", "response_id": response_id, "chosen_index": 0, "shown": [0, 1], "tie": True}
+        first = c.post("/v1/feedback", json=tie)
+        again = c.post("/v1/feedback", json={**tie, "chosen_index": 1})
+        assert first.status_code == again.status_code == 201, (first.text, again.text)
+        assert again.headers.get("Idempotent-Replayed") == "true" and again.json()["stored"] == first.json()["stored"], again.text
+        assert c.get("/v1/users/noa").json()["user_model"]["ties"] == 1
+        # a tie of another pair, or a pick with a winner, is new feedback
+        other = c.post("/v1/feedback", json={**tie, "chosen_index": 2, "shown": [1, 2]})
+        assert other.status_code == 201 and "Idempotent-Replayed" not in other.headers, other.text
+        assert c.get("/v1/users/noa").json()["user_model"]["ties"] == 2

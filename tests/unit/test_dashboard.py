@@ -165,3 +165,18 @@ def test_a_clients_value_without_a_value_reads_apart_from_the_group_without_one_
     for tips in (re.findall(r'<rect class="bar personalized"[^>]*><title>(.*?)</title>', svg),
                  re.findall(r'<text class="group-label"[^>]*><title>(.*?)</title>', svg)):
         assert len(tips) == 3 and len({htmllib.unescape(t).translate(strip) for t in tips}) == 3, tips
+
+
+def test_a_suppressed_group_of_one_user_is_said_as_the_audit_suppressed_it():
+    """Trial 49: since audit49 a group of one user is suppressed whatever `min_group_size` says (1 by default). The page
+    read "1 group of fewer than 1 users suppressed" (no group has fewer than 1 user), and with every group of one user
+    suppressed it advised "lower min_group_size to see small groups", which shows none of them. Failed before."""
+    solo = AuditReport(group_by="segment", created_at=1_764_000_000, encoder_id="e", personalized_model="online-logistic",
+                       base_model="crossfit-logistic", users=2, comparisons=40, groups=[], suppressed_groups=2, min_group_size=1)
+    html = render_dashboard(solo, [solo], [])
+    assert "fewer than 1 users" not in html and "lower <code>min_group_size</code>" not in html, re.search(r"Audit by.{0,400}", html)[0]
+    assert "2 groups of fewer than 2 users suppressed" in html and "no worst group" in html
+    assert "groups of at least 2 users," in render_dashboard(solo, [solo], [], tenants=["acme"])  # the line chart's caption, not "1 user"
+    five = AuditReport(group_by="segment", created_at=1_764_000_000, encoder_id="e", personalized_model="online-logistic",
+                       base_model="crossfit-logistic", users=8, comparisons=40, groups=[], suppressed_groups=2, min_group_size=5)
+    assert "lower <code>min_group_size</code>" in render_dashboard(five, [five], [])  # 2 to 4 users' groups would show

@@ -5,7 +5,9 @@
     pluralign keys list
     pluralign keys revoke 3f9a1c2b7d4e
 
-The folder is PLURALIGN_DATA_DIR (default ./data) unless --data-dir is given. Keys are stored
+The folder is PLURALIGN_DATA_DIR (default ./data) unless --data-dir is given, and the key file
+<folder>/api_keys.json unless PLURALIGN_KEYS_FILE (or `keys_file` in a PLURALIGN_CONFIG file) names
+another: the file replicas share (deploy/README.md), with --data-dir too. Keys are stored
 hashed; `create` prints the key once. Each prints JSON lines (`list`: one per key, then a count). A running service sees a change at its next request, so a
 revoked key is refused at once. Rotation: create a new key, move the client to it, revoke the old.
 """
@@ -13,7 +15,6 @@ revoked key is refused at once. Rotation: create a new key, move the client to i
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from training.common import print_json, tenant_name
@@ -56,17 +57,19 @@ def run(args: argparse.Namespace) -> int:
     from service.auth import KeyRing, key_id
     from service.settings import Settings
 
-    settings = None if args.data_dir else Settings.load()
+    # --data-dir wins over PLURALIGN_DATA_DIR only, as for `serve` and `tenants`: a `keys_file` a PLURALIGN_CONFIG file
+    # names (replicas' shared file) is still the file (until trial49 `--data-dir` read <dir>/api_keys.json instead)
+    settings = Settings.load(**({"data_dir": args.data_dir} if args.data_dir else {}))
     folder = Path(args.data_dir) if args.data_dir else settings.data_path  # absolute (session 39)
     given = Path(args.data_dir or settings.data_dir)  # as the user wrote it, for the messages
     option = "--data-dir" if args.data_dir else "PLURALIGN_DATA_DIR (setting data_dir)"
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {given}: a file, not a folder")
-    if args.action != "create" and not folder.exists():  # run from the wrong directory: not "no keys"
+    if args.action != "create" and not settings.keys_file and not folder.exists():  # the wrong directory: not "no keys"
         raise ValueError(f"{option} {given}: no such folder ({folder.absolute()}), so no keys there: give the "
                          "service's data folder with --data-dir (or PLURALIGN_DATA_DIR; `pluralign serve` creates it)")
     # PLURALIGN_KEYS_FILE (setting keys_file): the file replicas share, wherever the data folder is
-    keys = KeyRing(settings.keys_path if settings else Path(os.environ.get("PLURALIGN_KEYS_FILE") or folder / "api_keys.json"))
+    keys = KeyRing(settings.keys_path)
     describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
     if args.action == "create":
         key = keys.issue(args.tenant, admin=args.admin, name=args.name)
