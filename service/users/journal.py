@@ -22,13 +22,14 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 
 import msgspec
 
 from pluralign.data.record import Base
-from pluralign.files import write_atomic
+from pluralign.files import write_atomic, writing_to
 from pluralign.store.deletions import user_hash
 
 log = logging.getLogger("pluralign.service")
@@ -84,24 +85,40 @@ class DeleteJournal:
         return entry
 
     def begin_many(self, tenant: str, user_ids: list[str], started_at: float) -> list[Unfinished]:
-        """`begin` of each of `user_ids` (of `tenant`: a batch of a tenant's removal), each entry written whole and
-        fsynced, their folder fsynced once after all of them (one by one, two fsyncs an entry were most of a batch's
-        time). Noted as running here before the first is written, so no pass takes one up meanwhile. Raises
-        DeleteNotRecorded as `begin` does, the entries written by then removed: then nothing may be deleted."""
+        """`begin` of each of `user_ids` (of `tenant`: a batch of a tenant's removal): every entry written whole to a
+        temp file beside its place and fsynced, then all renamed into place and their folder fsynced once (one by one,
+        the folder's fsyncs were most of a batch's time). Noted as running here before the first is written, so no
+        pass takes one up meanwhile. Raises DeleteNotRecorded as `begin` does: then nothing may be deleted. The
+        entries are as they were (an earlier stopped DELETE's of a user of the batch stays, to be finished) unless a
+        rename failed part way: then those renamed over an earlier entry stay (each covers what that one did) and the
+        others are removed."""
         entries = [Unfinished(tenant=tenant, user_id=u, started_at=started_at) for u in user_ids]
         keys = {user_hash(tenant, u) for u in user_ids}
         with self._lock:
             self._running.update(keys)
-        written: list[Unfinished] = []
+        temps: list[tuple[str, Path, bool]] = []  # (temp file, entry's path, whether an earlier entry is there)
+        renamed: list[tuple[Path, bool]] = []
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for entry in entries:
-                write_atomic(self.path(entry.tenant, entry.user_id), msgspec.json.encode(entry))
-                written.append(entry)
+            for entry in entries:  # a full disk fails here, before any entry is replaced
+                path = self.path(entry.tenant, entry.user_id)
+                with writing_to(path):
+                    fd, temp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.")  # as `write_atomic`'s
+                    temps.append((temp, path, path.exists()))
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(msgspec.json.encode(entry))
+                        f.flush()
+                        os.fsync(f.fileno())
+            for temp, path, earlier in temps:
+                os.replace(temp, path)
+                renamed.append((path, earlier))
             self._sync_folder()
         except OSError as exc:
-            for entry in written:
-                self.path(entry.tenant, entry.user_id).unlink(missing_ok=True)
+            for temp, _, _ in temps:
+                Path(temp).unlink(missing_ok=True)
+            for path, earlier in renamed:
+                if not earlier:
+                    path.unlink(missing_ok=True)
             with self._lock:
                 self._running.difference_update(keys)
             log.error("a batch of DELETEs was refused: its entries in %s could not be written: %s", self.folder, exc)
