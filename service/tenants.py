@@ -143,8 +143,9 @@ def revoke_tenant_keys(keys: KeyRing, tenant: str) -> int:
 def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRemoval, bool]:
     """Record a removal of `tenant` and revoke its keys (steps 1 of the module docstring), or find the one running:
     (the record, whether it was begun now). What the CLI does; the service runs the steps after (`TenantRemovals`).
-    Raises OSError when the record or the key file cannot be written (then no record is left), KeysKeptElsewhere when the tenant's keys are in a key file
-    that is a link (then nothing was removed)."""
+    Raises OSError when the record or the key file cannot be written (then no new record is left: a done one is the
+    tenant's record again; a record written that cannot note the keys revoked is logged, the removal begun all the
+    same), KeysKeptElsewhere when the tenant's keys are in a key file that is a link (then nothing was removed)."""
     running = read_removal(data_path, tenant)
     if running is not None and running.state == "running":
         return running, False
@@ -157,17 +158,23 @@ def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRe
     if running is not None:  # a done one: kept beside the new one, the operator's trace of it (`kept_path`)
         os.replace(removal_path(data_path, tenant), kept_path(data_path, running))
     removal = TenantRemoval(tenant=tenant, state="running", started_at=time.time())
-    write_removal(data_path, removal)
     try:
+        write_removal(data_path, removal)
         revoked = revoke_tenant_keys(keys, tenant)
-    except OSError:  # the key file cannot be rewritten: nothing was removed, and no pass takes the removal up unasked
+    except OSError:  # the record or the key file cannot be written (a full disk): nothing was removed, no pass takes
+        # the removal up unasked, and a done one is the tenant's record again (until review 49 a record that could
+        # not be written left the done one moved aside: GET answered 404)
         if running is not None:  # the done one is the tenant's record again
             os.replace(kept_path(data_path, running), removal_path(data_path, tenant))
         else:
             removal_path(data_path, tenant).unlink(missing_ok=True)
         raise
     removal = msgspec.structs.replace(removal, keys_revoked=revoked)
-    write_removal(data_path, removal)
+    try:
+        write_removal(data_path, removal)
+    except OSError as exc:  # begun all the same (its keys are revoked, its record `running`): only the count is not
+        # in the record (until review 49 the caller was told nothing was removed)
+        log.error("the removal of tenant %s is begun, but its record could not note the %d keys it revoked: %s", tenant, revoked, exc)
     return removal, True
 
 
