@@ -313,19 +313,17 @@ class TenantRemovals:
             return False
         removal = self._note(removal, keys_revoked=removal.keys_revoked + revoked)
         tries: dict[str, int] = {}  # user -> their batches' DELETEs in this pass (one found again after a chat in
-        batch: list[str] = []  # flight stored it gets a second; after that they do not take the turns)
+        # flight stored it gets a second; after that they do not take the turns)
+        users = self.users_of(tenant)
         while not self._stop.is_set():
-            users = self.users_of(tenant)
-            if batch:
-                removal = self._note(removal, users_removed=removal.users_removed + len(set(batch) - users))
-                batch = []
             if not users and (busy := self._requests_running(tenant)):
                 log.warning("removing tenant %s: %d of its requests are still being handled (tried again at the next pass)", tenant, busy)
                 self._note(removal, error=f"{busy} requests of the tenant were still being handled after {REQUESTS_WAIT_S:g} s")
                 return False
-            if not users and not self.users_of(tenant):  # looked at again once none of its requests is being handled
-                return self._finish(removal)
             if not users:
+                users = self.users_of(tenant)  # looked at again once none of its requests is being handled
+                if not users:
+                    return self._finish(removal)
                 continue
             left = [u for u in users if tries.get(u, 0) < 2]
             if not left:
@@ -340,7 +338,13 @@ class TenantRemovals:
             if counts is None:
                 return False
             summed = {k: removal.counts.get(k, 0) + counts.get(k, 0) for k in {*removal.counts, *counts}}
-            removal = self._note(removal, counts=summed, error=None)
+            try:  # the next look, noted with the batch's counts: a stop before the loop's next turn loses neither
+                # (until review 49 the batch's users were counted at the next turn, which a stop meanwhile never took)
+                users = self.users_of(tenant)
+            except Exception:
+                self._note(removal, counts=summed)
+                raise
+            removal = self._note(removal, users_removed=removal.users_removed + len(set(batch) - users), counts=summed, error=None)
         return False
 
     def _requests_running(self, tenant: str) -> int:
