@@ -1178,8 +1178,7 @@ def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: lis
     if rt.deletion_sweep is not None:  # other replicas' files: their sweeps read these records
         rt.deletion_sweep.record_many(tenant, users, began_at=started_at)
         recorded_at = time.time()
-        for entry in entries:
-            rt.delete_journal.recorded(entry, recorded_at)
+        rt.delete_journal.recorded_many(entries, recorded_at)
         # the chats other replicas stored before they saw the records (`_chats_stored_meanwhile`): every row of the
         # batch's users goes (none of theirs is kept: the tenant's keys are revoked), after one wait for them all
         sync = rt.settings.sync_seconds or 0.0

@@ -57,3 +57,26 @@ def test_a_batch_of_entries_fsyncs_their_folder_once(tmp_path, monkeypatch):
     assert (folders.count(True), folders.count(False)) == (1, 8), folders
     assert [journal.unfinished("acme", u) for u in users] == entries
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_batchs_deletion_records_are_noted_in_its_entries_with_one_fsync_of_their_folder(tmp_path, monkeypatch):
+    """With replicas, a batch notes its deletion record's commit in each of its users' entries
+    (`DeleteJournal.recorded_many`, `delete_batch`): 8 entries rewritten and fsynced, their folder once (one by one,
+    `recorded` fsynced it twice an entry)."""
+    journal = DeleteJournal(tmp_path / JOURNAL_FOLDER)
+    users = [f"u{i}" for i in range(8)]
+    entries = journal.begin_many("acme", users, 5.0)
+    fsync = os.fsync
+    folders = []
+
+    def counted(fd: int) -> None:
+        folders.append(os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    journal.recorded_many(entries, 7.0)
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert (folders.count(True), folders.count(False)) == (1, 8), folders
+    assert [journal.unfinished("acme", u).recorded_at for u in users] == [7.0] * 8
+    journal.done_many(entries)  # a noted entry is still the same DELETE's
+    assert list((tmp_path / JOURNAL_FOLDER).iterdir()) == []
