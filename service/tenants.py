@@ -23,7 +23,8 @@ step with its progress. The steps:
    revoked once more (one issued meanwhile by `pluralign keys create`).
 
 Stopped part way (the process killed), the record stays `running` and the next start takes it up where the
-store stands (the users of a batch cut short are finished by their own journal entries, or begun again here); a record
+store stands (the users of a batch cut short are found by their journal entries and deleted in the next batch:
+`UnfinishedDeletes` leaves a tenant whose removal runs here to it, `Runtime.removal_runs`); a record
 that is `done` is kept (the tenant's name, when, and the counts: no user id or text) as the operator's trace of
 the removal. Sending the removal again while one runs answers that one; after it is done, it starts a new one,
 which finds nothing left to remove (the done record is kept beside it, `kept_path`).

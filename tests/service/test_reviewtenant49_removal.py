@@ -52,3 +52,32 @@ def test_a_service_stopped_while_a_batch_runs_counts_its_users_removed(tmp_path,
         removal = read_removal(rt.settings.data_path, "acme")
         assert removal.state == "running" and removal.users_removed == 3 and removal.counts["adapter_files"] == 3, removal
         assert rt.adapters.registry.holders("acme") == set()
+
+
+def test_a_batch_killed_before_a_restart_is_finished_by_the_removal_in_one_batch(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                 minilm, monkeypatch):
+    """A process killed inside a batch of acme's removal leaves a journal entry for each of its users (12 here, more
+    than the 8 DELETEs a tenant may have waiting; an adapter folder each, no row: no purge, a fast test). At the next
+    start the running removal takes them up in one batch and is done. Before: the journal's pass submitted each of
+    them as a DELETE of its own, the tenant's 8 places in the DELETEs' queue were full, and the removal waited
+    ('waiting for a turn of the DELETEs') until a later pass of both (`deletion_sweep_s`); with rows, a killed
+    256-user batch took minutes, one user's purge after another."""
+    from service.tenants import begin_removal
+    from tests.service.test_tenant48_removal import wait_removed
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                deletion_sweep_s=3600)
+    rt = svc.runtime
+    users = [f"u{i:02d}" for i in range(12)]
+    for user in users:
+        folder = rt.adapters.registry.folder("acme", user)
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text("{}")
+    begin_removal(rt.settings.data_path, rt.keys, "acme")
+    for entry in rt.delete_journal.begin_many("acme", users, time.time()):  # what the killed process left
+        rt.delete_journal.release(entry)
+    with server, svc.client("admin") as admin:
+        removal = wait_removed(admin, "acme", timeout=20)
+        assert removal["users_removed"] == 12 and removal["counts"]["adapter_files"] == 12, removal
+        assert rt.delete_journal.pending() == [] and rt.adapters.registry.holders("acme") == set()
