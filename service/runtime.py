@@ -265,6 +265,9 @@ class Runtime:
     deletion_sweep: DeletionSweep | None = None
     # with several replicas: a new population model put into the shared `pal_path` served once it settles (`service.pal_dir`)
     pal_dir_watch: PalDirWatch | None = None
+    # whether a removal of the tenant runs in this process (the admin area's `TenantRemovals.removing`, None without
+    # one): its batches finish the tenant's unfinished DELETEs, which `UnfinishedDeletes` then leaves to it
+    removal_runs: Callable[[str], bool] | None = None
     # DELETEs begun and not finished, on disk, finished at the next start (built in __post_init__)
     delete_journal: DeleteJournal | None = None
     # purges of deleted users' vectors a busy embedding cache put off (`service.users.vectors`)

@@ -377,11 +377,13 @@ def start_admin(app: Litestar) -> None:
     app.state.tenant_removals = TenantRemovals(app.state.runtime, app.state.runtime.settings.deletion_sweep_s, admin,
                                                app.state.get("tenant_requests"))
     app.state.tenant_removals.start()
+    app.state.runtime.removal_runs = app.state.tenant_removals.removing  # its batches finish its users' unfinished DELETEs
 
 
 def stop_admin(app: Litestar) -> None:
     removals: TenantRemovals | None = app.state.get("tenant_removals")
     if removals is not None:
+        app.state.runtime.removal_runs = None
         removals.stop()
     admin: Admin | None = app.state.get("admin")
     if admin is not None:

@@ -22,13 +22,14 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 
 import msgspec
 
 from pluralign.data.record import Base
-from pluralign.files import write_atomic
+from pluralign.files import write_atomic, writing_to
 from pluralign.store.deletions import user_hash
 
 log = logging.getLogger("pluralign.service")
@@ -84,24 +85,25 @@ class DeleteJournal:
         return entry
 
     def begin_many(self, tenant: str, user_ids: list[str], started_at: float) -> list[Unfinished]:
-        """`begin` of each of `user_ids` (of `tenant`: a batch of a tenant's removal), each entry written whole and
-        fsynced, their folder fsynced once after all of them (one by one, two fsyncs an entry were most of a batch's
-        time). Noted as running here before the first is written, so no pass takes one up meanwhile. Raises
-        DeleteNotRecorded as `begin` does, the entries written by then removed: then nothing may be deleted."""
+        """`begin` of each of `user_ids` (of `tenant`: a batch of a tenant's removal): every entry written whole to a
+        temp file beside its place and fsynced, then all renamed into place and their folder fsynced once (one by one,
+        the folder's fsyncs were most of a batch's time). Noted as running here before the first is written, so no
+        pass takes one up meanwhile. Raises DeleteNotRecorded as `begin` does: then nothing may be deleted. The
+        entries are as they were (an earlier stopped DELETE's of a user of the batch stays, to be finished) unless a
+        rename failed part way: then those renamed over an earlier entry stay (each covers what that one did) and the
+        others are removed."""
         entries = [Unfinished(tenant=tenant, user_id=u, started_at=started_at) for u in user_ids]
         keys = {user_hash(tenant, u) for u in user_ids}
         with self._lock:
             self._running.update(keys)
-        written: list[Unfinished] = []
+        earlier = {path for entry in entries if (path := self.path(entry.tenant, entry.user_id)).exists()}
+        renamed: list[Path] = []
         try:
-            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for entry in entries:
-                write_atomic(self.path(entry.tenant, entry.user_id), msgspec.json.encode(entry))
-                written.append(entry)
-            self._sync_folder()
+            self._write_many(entries, renamed)
         except OSError as exc:
-            for entry in written:
-                self.path(entry.tenant, entry.user_id).unlink(missing_ok=True)
+            for path in renamed:
+                if path not in earlier:
+                    path.unlink(missing_ok=True)
             with self._lock:
                 self._running.difference_update(keys)
             log.error("a batch of DELETEs was refused: its entries in %s could not be written: %s", self.folder, exc)
@@ -158,6 +160,15 @@ class DeleteJournal:
         except OSError as exc:
             log.error("the DELETE journal entry in %s could not note its deletion record: %s", self.folder, exc)
 
+    def recorded_many(self, entries: list[Unfinished], at: float) -> None:
+        """`recorded` of each of `entries` (a batch's, `service.users.services.delete_batch`), their folder fsynced once
+        (one by one, three fsyncs an entry: a batch of 256 with replicas wrote 768). One that cannot be written is
+        logged, as `recorded`'s."""
+        try:
+            self._write_many([msgspec.structs.replace(e, recorded_at=at) for e in entries], [])
+        except OSError as exc:
+            log.error("the DELETE journal entries in %s could not note their deletion records: %s", self.folder, exc)
+
     def release(self, entry: Unfinished) -> None:
         """The DELETE stopped running here (done or not): a later pass may take up its entry."""
         with self._lock:
@@ -189,6 +200,32 @@ class DeleteJournal:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(self.path(entry.tenant, entry.user_id), msgspec.json.encode(entry))
         self._sync_folder()  # the rename (or, in `done`, the unlink) survives a power loss too
+
+    def _write_many(self, entries: list[Unfinished], renamed: list[Path]) -> None:
+        """Each of `entries` written whole to a temp file beside its place and fsynced (a full disk fails here, before
+        any entry is replaced), then all renamed into place (each path appended to `renamed` once it is) and the
+        folder fsynced once: one by one (`_write`), the folder's fsyncs were most of a batch's time. Raises OSError
+        with the temp files removed."""
+        temps: list[tuple[str, Path]] = []
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for entry in entries:
+                path = self.path(entry.tenant, entry.user_id)
+                with writing_to(path):
+                    fd, temp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.")  # as `write_atomic`'s
+                    temps.append((temp, path))
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(msgspec.json.encode(entry))
+                        f.flush()
+                        os.fsync(f.fileno())
+            for temp, path in temps:
+                os.replace(temp, path)
+                renamed.append(path)
+            self._sync_folder()
+        except OSError:
+            for temp, _ in temps:
+                Path(temp).unlink(missing_ok=True)
+            raise
 
     def _sync_folder(self) -> None:
         fd = os.open(self.folder, os.O_RDONLY)

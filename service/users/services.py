@@ -1172,8 +1172,9 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
     cost ~0.9 s, nearly all of it the store's purge of every table (session 48: hours for 10,000 users).
 
     The guarantees are `delete`'s: each user's journal entry is written before the first destructive step and goes
-    once every step finished, so a batch stopped part way (the process killed) is finished user by user by
-    `UnfinishedDeletes` at the next start (and the removal's next look finds what is left). What it does not do that
+    once every step finished, so a batch stopped part way (the process killed) is finished at the next start: by the removal's next
+    batch, whose look finds the entries (`UnfinishedDeletes` leaves them to a removal running here), else user by
+    user by `UnfinishedDeletes`. What it does not do that
     `delete` does: look whether a user came back since (their tenant's keys are revoked before a removal deletes
     anyone: nothing they send after it began is theirs to keep), nor count the stated changes only a users row of an
     earlier format held (they go with the row, uncounted). Returns counts by kind, summed over the batch, as `delete`
@@ -1214,8 +1215,7 @@ def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: lis
     if rt.deletion_sweep is not None:  # other replicas' files: their sweeps read these records
         rt.deletion_sweep.record_many(tenant, users, began_at=started_at)
         recorded_at = time.time()
-        for entry in entries:
-            rt.delete_journal.recorded(entry, recorded_at)
+        rt.delete_journal.recorded_many(entries, recorded_at)
         # the chats other replicas stored before they saw the records (`_chats_stored_meanwhile`): every row of the
         # batch's users goes (none of theirs is kept: the tenant's keys are revoked), after one wait for them all
         sync = rt.settings.sync_seconds or 0.0
@@ -1417,7 +1417,8 @@ class UnfinishedDeletes(Periodic):
     """Finishes the DELETEs the journal holds that no thread here runs (`service.users.journal`): at
     start (a DELETE the last process was killed in) and every `interval_s` seconds (one whose population
     file could not be rewritten). Each runs as a DELETE does, on the DELETEs' own thread, tenants in
-    turn (`Runtime.deletes`); one that fails stays in the journal for the next pass."""
+    turn (`Runtime.deletes`); one that fails stays in the journal for the next pass. Those of a tenant whose removal
+    runs here (`Runtime.removal_runs`) are left to it: its next batch deletes their users, entries and all."""
 
     def __init__(self, rt: Runtime, interval_s: float):
         super().__init__(interval_s, "unfinished-deletes", "finishing unfinished DELETEs")
@@ -1430,8 +1431,14 @@ class UnfinishedDeletes(Periodic):
         kept (`OwedVectors.retry`); returns how many DELETEs were submitted."""
         self.rt.owed_vectors.retry()
         submitted = 0
+        removed: dict[str, bool] = {}  # tenant -> whether its removal runs here
         for entry in self.rt.delete_journal.pending():
             key = (entry.tenant, entry.user_id)
+            runs = self.rt.removal_runs
+            if runs is not None and removed.setdefault(entry.tenant, runs(entry.tenant)):
+                # the removal's next batch takes it up with the others (a killed batch left up to 256): one by one
+                # they filled the tenant's places in the DELETEs' queue, and the removal waited (until review 49)
+                continue
             with self._lock:
                 if key in self._queued:
                     continue

@@ -90,3 +90,32 @@ def test_a_removal_on_a_full_disk_is_a_507_and_a_tenant_that_holds_nothing_is_an
         paths = admin.get("/schema/openapi.json").json()["paths"]
         assert "507" in paths["/admin/tenants/{tenant}/removal"]["post"]["responses"]
         assert admin.get("/admin/tenants/nobody/users").json() == {"tenant": "nobody", "users": [], "pending": {}, "next": None}
+
+        # a removal done before: sent again on a full disk, the 507 leaves it the tenant's record (review of session 49:
+        # it had been moved aside for the new one, and GET answered 404 until a removal was sent again with room)
+        assert admin.post("/admin/tenants/initech/removal").status_code == 202
+        done = wait_removed(admin, "initech")
+        with monkeypatch.context() as m:
+            m.setattr(tenants, "write_atomic", full)
+            assert admin.post("/admin/tenants/initech/removal").status_code == 507
+        assert admin.get("/admin/tenants/initech/removal").json() == done
+        assert [p.name for p in (svc.runtime.settings.data_path / tenants.REMOVALS_FOLDER).iterdir()] == [
+            tenants.removal_path(svc.runtime.settings.data_path, "initech").name]
+
+        # room for the record, none left to note the keys it revoked in it: the removal is begun (its keys are refused
+        # and it runs), so a 202, not a 507 saying nothing was removed (review of session 49)
+        written = []
+        write_atomic = tenants.write_atomic
+
+        def full_once_written(path, payload):
+            written.append(path)
+            if len(written) > 1:
+                full(path, payload)
+            write_atomic(path, payload)
+
+        with monkeypatch.context() as m:
+            m.setattr(tenants, "write_atomic", full_once_written)
+            r = admin.post("/admin/tenants/acme/removal")
+        assert r.status_code == 202, r.text
+        assert acme.get("/v1/users").status_code == 401
+        assert wait_removed(admin, "acme")["error"] is None
