@@ -5,7 +5,8 @@
     pluralign keys list
     pluralign keys revoke 3f9a1c2b7d4e
 
-The folder is PLURALIGN_DATA_DIR (default ./data) unless --data-dir is given. Keys are stored
+The folder is PLURALIGN_DATA_DIR (default ./data) unless --data-dir is given; the key file is its
+api_keys.json unless PLURALIGN_KEYS_FILE (or keys_file in PLURALIGN_CONFIG) names the one replicas share. Keys are stored
 hashed; `create` prints the key once. Each prints JSON lines (`list`: one per key, then a count). A running service sees a change at its next request, so a
 revoked key is refused at once. Rotation: create a new key, move the client to it, revoke the old.
 """
@@ -13,7 +14,6 @@ revoked key is refused at once. Rotation: create a new key, move the client to i
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from training.common import print_json, tenant_name
@@ -56,17 +56,22 @@ def run(args: argparse.Namespace) -> int:
     from service.auth import KeyRing, key_id
     from service.settings import Settings
 
-    settings = None if args.data_dir else Settings.load()
-    folder = Path(args.data_dir) if args.data_dir else settings.data_path  # absolute (session 39)
+    # --data-dir wins over PLURALIGN_DATA_DIR only: keys_file (PLURALIGN_KEYS_FILE or PLURALIGN_CONFIG's, the file
+    # replicas share) names the key file still, wherever the data folder is. Until session reviewreplicas49 the TOML
+    # file's keys_file was not read with --data-dir: keys went into a file no replica read
+    settings = Settings.load(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    folder = settings.data_path  # absolute (session 39)
     given = Path(args.data_dir or settings.data_dir)  # as the user wrote it, for the messages
     option = "--data-dir" if args.data_dir else "PLURALIGN_DATA_DIR (setting data_dir)"
+    if settings.keys_file:  # the data folder holds no keys: the file's folder is the one to find
+        folder, given, option = settings.keys_path.parent, Path(settings.keys_file).parent, "PLURALIGN_KEYS_FILE's (setting keys_file) folder"
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {given}: a file, not a folder")
     if args.action != "create" and not folder.exists():  # run from the wrong directory: not "no keys"
-        raise ValueError(f"{option} {given}: no such folder ({folder.absolute()}), so no keys there: give the "
-                         "service's data folder with --data-dir (or PLURALIGN_DATA_DIR; `pluralign serve` creates it)")
-    # PLURALIGN_KEYS_FILE (setting keys_file): the file replicas share, wherever the data folder is
-    keys = KeyRing(settings.keys_path if settings else Path(os.environ.get("PLURALIGN_KEYS_FILE") or folder / "api_keys.json"))
+        hint = ("the replicas' shared key file with PLURALIGN_KEYS_FILE" if settings.keys_file else
+                "the service's data folder with --data-dir (or PLURALIGN_DATA_DIR; `pluralign serve` creates it)")
+        raise ValueError(f"{option} {given}: no such folder ({folder.absolute()}), so no keys there: give {hint}")
+    keys = KeyRing(settings.keys_path)
     describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
     if args.action == "create":
         key = keys.issue(args.tenant, admin=args.admin, name=args.name)

@@ -1,0 +1,43 @@
+"""`pluralign keys` with a shared key file (setting keys_file, session 49) named in the settings file (PLURALIGN_CONFIG).
+
+Replicas read the key file their settings name, from the environment or from PLURALIGN_CONFIG alike. In session 49
+`pluralign keys --data-dir DIR` read PLURALIGN_KEYS_FILE from the environment only: with keys_file in the TOML file, the
+key `create` printed went into DIR/api_keys.json, which no replica reads (a 401 everywhere), and `revoke` of a key the
+replicas do read found nothing (or a stale copy) there, leaving it working on every replica. And `list`/`revoke` with
+a key file outside a data folder that does not exist on the admin's machine were refused, "no keys there"."""
+
+from __future__ import annotations
+
+import json
+
+from service.auth import KeyRing
+from tests.unit.clitools import cli
+
+
+def keys(capsys, *argv: str) -> tuple[int, list[dict], str]:
+    code, out, err = cli(capsys, "keys", *argv)
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+def test_keys_created_listed_and_revoked_in_the_key_file_the_settings_file_names(tmp_path, capsys, monkeypatch):
+    shared = tmp_path / "shared" / "api_keys.json"
+    config = tmp_path / "pluralign.toml"
+    config.write_text(f'keys_file = "{shared}"\n')
+    monkeypatch.setenv("PLURALIGN_CONFIG", str(config))
+    monkeypatch.delenv("PLURALIGN_KEYS_FILE", raising=False)
+    data = tmp_path / "data"
+
+    code, created, err = keys(capsys, "--data-dir", str(data), "create", "--tenant", "acme", "--name", "web")
+    assert code == 0, err
+    key = created[0]["key"]
+    assert KeyRing(shared).lookup(key) is not None  # before: in data/api_keys.json, which the replicas do not read
+    assert not (data / "api_keys.json").exists()
+
+    absent = tmp_path / "no-such-data"  # an admin's machine with the shared volume only
+    code, listed, err = keys(capsys, "--data-dir", str(absent), "list")
+    assert code == 0, err  # before: "no such folder ..., so no keys there"
+    assert listed[-1] == {"keys": 1} and listed[0]["name"] == "web"
+    code, _, err = keys(capsys, "--data-dir", str(absent), "revoke", "web")
+    assert code == 0, err
+    assert KeyRing(shared).lookup(key) is None
+    assert not absent.exists()
