@@ -512,6 +512,22 @@ def unknown_generator(name: str) -> str:
     return f"{GENERATOR_SETTING}: expected `smollm2`, a model folder or `openai:URL`, got {name!r}"
 
 
+def check_keys_file(settings: Settings) -> None:
+    """The key file `keys_file` names (PLURALIGN_KEYS_FILE: the one replicas share on a volume), before a start or
+    `pluralign keys` reads or makes it: its folder must be there and it must not be a folder itself. Else a ValueError
+    naming the setting and the path. Until session reviewreplicas49 a start made the folder (an unmounted volume, a
+    typo), found no keys and printed a new development key: every client key was refused by that replica. Without
+    `keys_file` (the data folder's api_keys.json, made with the data folder) nothing is checked."""
+    if not settings.keys_file:
+        return
+    path, where = settings.keys_path, f"PLURALIGN_KEYS_FILE (setting keys_file) {settings.keys_file}"
+    if path.is_dir():
+        raise ValueError(f"{where}: a folder, not a key file: name the file in it (e.g. {path / 'api_keys.json'})")
+    if not path.parent.is_dir():
+        raise ValueError(f"{where}: no such folder as {path.parent.absolute()} (the shared volume not mounted there?): "
+                         "name a key file in a folder that is there (the one every replica names)")
+
+
 def check_server_url(name: str, where: str) -> None:
     """An encoder's or generator's `name` of the form `openai:URL` has a URL the `openai` client can reach (an http(s)
     one naming its host: `pluralign.urls.base_url_problem`); else a ValueError "<where>: ...". The client takes

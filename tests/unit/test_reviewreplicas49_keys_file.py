@@ -26,6 +26,10 @@ def test_keys_created_listed_and_revoked_in_the_key_file_the_settings_file_names
     monkeypatch.setenv("PLURALIGN_CONFIG", str(config))
     monkeypatch.delenv("PLURALIGN_KEYS_FILE", raising=False)
     data = tmp_path / "data"
+    code, _, err = keys(capsys, "--data-dir", str(data), "create", "--tenant", "acme")
+    assert code == 2 and err.startswith(f"pluralign: error: PLURALIGN_KEYS_FILE (setting keys_file) {shared}: no such folder"), err
+    assert not shared.parent.exists()  # the volume not mounted: no key file of its own made there
+    shared.parent.mkdir()
 
     code, created, err = keys(capsys, "--data-dir", str(data), "create", "--tenant", "acme", "--name", "web")
     assert code == 0, err

@@ -54,7 +54,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from service.auth import KeyRing, key_id
-    from service.settings import Settings
+    from service.settings import Settings, check_keys_file
 
     # --data-dir wins over PLURALIGN_DATA_DIR only: keys_file (PLURALIGN_KEYS_FILE or PLURALIGN_CONFIG's, the file
     # replicas share) names the key file still, wherever the data folder is. Until session reviewreplicas49 the TOML
@@ -63,14 +63,13 @@ def run(args: argparse.Namespace) -> int:
     folder = settings.data_path  # absolute (session 39)
     given = Path(args.data_dir or settings.data_dir)  # as the user wrote it, for the messages
     option = "--data-dir" if args.data_dir else "PLURALIGN_DATA_DIR (setting data_dir)"
-    if settings.keys_file:  # the data folder holds no keys: the file's folder is the one to find
-        folder, given, option = settings.keys_path.parent, Path(settings.keys_file).parent, "PLURALIGN_KEYS_FILE's (setting keys_file) folder"
-    if folder.exists() and not folder.is_dir():
+    if settings.keys_file:  # the data folder holds no keys: the file's folder is to be there (a start checks the same)
+        check_keys_file(settings)
+    elif folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {given}: a file, not a folder")
-    if args.action != "create" and not folder.exists():  # run from the wrong directory: not "no keys"
-        hint = ("the replicas' shared key file with PLURALIGN_KEYS_FILE" if settings.keys_file else
-                "the service's data folder with --data-dir (or PLURALIGN_DATA_DIR; `pluralign serve` creates it)")
-        raise ValueError(f"{option} {given}: no such folder ({folder.absolute()}), so no keys there: give {hint}")
+    elif args.action != "create" and not folder.exists():  # run from the wrong directory: not "no keys"
+        raise ValueError(f"{option} {given}: no such folder ({folder.absolute()}), so no keys there: give the "
+                         "service's data folder with --data-dir (or PLURALIGN_DATA_DIR; `pluralign serve` creates it)")
     keys = KeyRing(settings.keys_path)
     describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
     if args.action == "create":
