@@ -7,8 +7,10 @@ replica looks at the folder every `deletion_sweep_s` seconds (`PalDirWatch`) and
 has not changed for one whole pass (a copy under way is let finish), loaded under the folder's lock
 (`pluralign.files.folder_lock`: no DELETE rewrites it meanwhile). A rewrite that only removed training users' rows
 (a DELETE's) keeps the population version (`service.rewards.checkpoint_version`) and is not loaded again. A model
-that cannot be served (another schema, encoder or vector size, a damaged file) is logged once, naming the file, and
-the served one stays: no request fails for it."""
+that cannot be served (another schema, encoder or vector size, a damaged file) is logged, naming the file, and the
+served one stays: no chat or fit fails for it. A DELETE of one of its training users does (500
+population_not_rewritten: the row cannot be taken out of a file this release cannot read) until a model it reads is
+put there; since session reviewreplicas49 only theirs (`pal_checkpoint.forget_users` looks at the rows' bytes first)."""
 
 from __future__ import annotations
 

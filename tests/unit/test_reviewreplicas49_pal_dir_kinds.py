@@ -34,3 +34,20 @@ def test_a_delete_removes_the_users_row_from_what_the_earlier_model_left_in_the_
     assert holding(pal, '"u0"') == []  # before: the earlier model's file kept u0's row
     assert len(holding(pal, '"u1"')) == 2  # the others' rows stay
     assert artifact_kind(pal) == artifact_kind(artifact)
+
+
+def test_a_model_the_replicas_cannot_serve_fails_only_the_deletes_of_its_own_training_users(tmp_path):
+    """A checkpoint of an earlier schema put into PLURALIGN_PAL_DIR while replicas run: each logs it and serves the model
+    before (service.pal_dir, "no request fails for it"). In session 49 every DELETE answered 500
+    population_not_rewritten meanwhile, of users it does not hold too (its meta.json was read before its rows' bytes
+    were looked at); now only those whose rows it may hold, which cannot be removed until a readable model is put there."""
+    import json
+
+    from pluralign.store.deletions import Forget
+
+    pal = tiny_pal(tmp_path / "pal", k=2, input_dim=4)  # training users u0 and u1
+    meta = json.loads((pal / "meta.json").read_text())
+    (pal / "meta.json").write_text(json.dumps({**meta, "schema_version": 0}))
+    assert forget_training_users(pal, Forget.key("acme/zoe"), shared=True) == 0  # before: ValueError, a 500
+    with pytest.raises(ValueError, match="meta.json: PAL checkpoint schema 0"):
+        forget_training_users(pal, Forget.key("u0"), shared=True)
