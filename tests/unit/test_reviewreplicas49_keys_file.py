@@ -45,3 +45,10 @@ def test_keys_created_listed_and_revoked_in_the_key_file_the_settings_file_names
     assert code == 0, err
     assert KeyRing(shared).lookup(key) is None
     assert not absent.exists()
+
+
+def test_a_folder_named_as_the_key_file_is_refused_naming_the_setting(tmp_path, capsys, monkeypatch):
+    """Before: "Is a directory", naming no setting (and `pluralign serve` the same, service.settings.check_keys_file)."""
+    monkeypatch.setenv("PLURALIGN_KEYS_FILE", str(tmp_path))
+    code, _, err = keys(capsys, "--data-dir", str(tmp_path / "data"), "list")
+    assert code == 2 and err.startswith(f"pluralign: error: PLURALIGN_KEYS_FILE (setting keys_file) {tmp_path}: a folder, not a key file"), err
