@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -38,7 +39,14 @@ def in_child(body) -> int:
             status = body()
         finally:
             os._exit(status)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    deadline = time.monotonic() + 60
+    while not (ended := os.waitpid(pid, os.WNOHANG))[0]:
+        if time.monotonic() > deadline:  # (hung: never the suite's 10 minutes)
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the child was still running after 60 s")
+        time.sleep(0.01)
+    return os.waitstatus_to_exitcode(ended[1])
 
 
 def test_a_checkpoint_saved_under_the_folders_own_lock_is_saved():
@@ -68,10 +76,12 @@ def test_a_checkpoint_saved_under_the_folders_own_lock_is_saved():
             read, write = os.pipe()
             holder = os.fork()
             if holder == 0:  # pragma: no cover
+                os.close(read)
                 with folder_lock(pal):
-                    os.write(write, b"x")
-                    os.read(read, 1)  # (never comes: held until killed)
+                    os.close(write)  # the parent's read ends (end of file) once the lock is held
+                    time.sleep(60)  # held until killed
                 os._exit(0)
+            os.close(write)
             os.read(read, 1)
             try:
                 save_pal(pal, *checkpoint(["u3"]), "enc")
