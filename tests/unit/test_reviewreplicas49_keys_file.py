@@ -52,3 +52,15 @@ def test_a_folder_named_as_the_key_file_is_refused_naming_the_setting(tmp_path, 
     monkeypatch.setenv("PLURALIGN_KEYS_FILE", str(tmp_path))
     code, _, err = keys(capsys, "--data-dir", str(tmp_path / "data"), "list")
     assert code == 2 and err.startswith(f"pluralign: error: PLURALIGN_KEYS_FILE (setting keys_file) {tmp_path}: a folder, not a key file"), err
+
+
+def test_a_tenants_removal_with_the_shared_key_file_not_there_is_refused_and_begins_nothing(tmp_path, capsys, monkeypatch):
+    """`pluralign tenants remove` revokes the tenant's keys in the key file the settings name. In session 49, with
+    PLURALIGN_KEYS_FILE in a folder not there (the shared volume not mounted where the command ran), it made the
+    folder and an empty key file, began the removal and said so: the tenant's keys, in the replicas' file, kept working."""
+    data, shared = tmp_path / "data", tmp_path / "shared" / "api_keys.json"
+    data.mkdir()
+    monkeypatch.setenv("PLURALIGN_KEYS_FILE", str(shared))
+    code, _, err = cli(capsys, "tenants", "remove", "--tenant", "acme", "--data-dir", str(data))
+    assert code == 2 and err.startswith(f"pluralign: error: PLURALIGN_KEYS_FILE (setting keys_file) {shared}: no such folder"), err
+    assert not shared.parent.exists() and sorted(p.name for p in data.rglob("*")) == []
