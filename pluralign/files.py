@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -194,6 +195,9 @@ def writing_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: st
     (Folders written whole beside the target, `staged_folder`, need no lock: the last one wins.)"""
     folder = check_artifact_folder(folder, files, what)
     folder.mkdir(parents=True, exist_ok=True)
+    if _holds_by_descriptor(folder):  # this thread's `folder_lock` holds this very flock (its fallback): a second
+        yield begin_artifact(folder, files, what)  # descriptor's would be refused (a bootstrap failed so in session 49)
+        return
     fd = os.open(folder, os.O_RDONLY)
     try:
         try:
@@ -221,20 +225,35 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     a file, not the folder, since NFS (the shared volume replicas mount) takes an exclusive flock only on a file opened
     for writing; flock reaches every process on one machine, and every machine of a local-lock-free NFSv4 mount.
     Where the folder's parent cannot be written (`folder` itself a read-only or separate mount point), the folder's
-    own descriptor is locked instead, which orders the processes of one machine. Raises OSError naming the lock
+    own descriptor is locked instead, which orders the processes of one machine: the flock `writing_artifact` takes,
+    so this thread's `writing_artifact` into the folder inside the block (a first start's bootstrap) goes on under it
+    (until session reviewreplicas49 it was refused, ArtifactBusy), and another process's is refused. Raises OSError naming the lock
     file when neither can be opened. The folder may be missing (a first start bootstraps it under the lock)."""
-    path = lock_file(folder)
+    path, own = lock_file(folder), None
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM) or not Path(folder).is_dir():
             raise OSError(exc.errno, f"cannot open the lock file of {folder}: {exc.strerror}", str(path)) from None
-        fd = os.open(folder, os.O_RDONLY)
+        fd, own = os.open(folder, os.O_RDONLY), os.path.realpath(folder)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        if own is not None:  # `writing_artifact` into the folder meanwhile (a bootstrap's save) is this thread's to make
+            _by_descriptor.held = getattr(_by_descriptor, "held", frozenset()) | {own}
         yield
     finally:
+        if own is not None:
+            _by_descriptor.held = getattr(_by_descriptor, "held", frozenset()) - {own}
         os.close(fd)  # and with it the lock
+
+
+# the folders this thread holds `folder_lock` on through their own descriptor (its fallback): the flock
+# `writing_artifact` takes, which a second descriptor of this process could not take
+_by_descriptor = threading.local()
+
+
+def _holds_by_descriptor(folder: str | os.PathLike) -> bool:
+    return os.path.realpath(folder) in getattr(_by_descriptor, "held", frozenset())
 
 
 def _artifact_file(name: str, files: tuple[str, ...]) -> bool:

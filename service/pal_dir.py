@@ -3,12 +3,14 @@
 An operator puts a pal or em job's artifact into PLURALIGN_PAL_DIR (deploy/README.md); until session 49 each replica
 served the model it had loaded at start until it was restarted, so replicas restarted one by one (a rolling restart)
 fitted users against two population models meanwhile, and one not restarted kept the old one for good. Now each
-replica looks at the folder every `deletion_sweep_s` seconds (`PalDirWatch`) and serves the new model once the folder
-has not changed for one whole pass (a copy under way is let finish), loaded under the folder's lock
+replica looks at the folder every `deletion_sweep_s` seconds (`PalDirWatch`, from its start: a copy that ended while it
+started counts too) and serves the new model once the folder has not changed for one whole pass (a copy under way is let finish), loaded under the folder's lock
 (`pluralign.files.folder_lock`: no DELETE rewrites it meanwhile). A rewrite that only removed training users' rows
 (a DELETE's) keeps the population version (`service.rewards.checkpoint_version`) and is not loaded again. A model
-that cannot be served (another schema, encoder or vector size, a damaged file) is logged once, naming the file, and
-the served one stays: no request fails for it."""
+that cannot be served (another schema, encoder or vector size, a damaged file) is logged, naming the file, and the
+served one stays: no chat or fit fails for it. A DELETE of one of its training users does (500
+population_not_rewritten: the row cannot be taken out of a file this release cannot read) until a model it reads is
+put there; since session reviewreplicas49 only theirs (`pal_checkpoint.forget_users` looks at the rows' bytes first)."""
 
 from __future__ import annotations
 
@@ -52,7 +54,10 @@ class PalDirWatch(Periodic):
         super().__init__(interval_s, "pal-dir-watch", "looking for a new population model in PLURALIGN_PAL_DIR")
         self.rt = rt
         self.folder = rt.settings.pal_path
-        self._seen = folder_stamp(self.folder)  # what the start loaded (or about): nothing new yet
+        # what was looked at and found served (or unservable): nothing yet, so the first passes compare the folder's
+        # version with the one served. Until session reviewreplicas49 the folder as found here counted as served: a
+        # copy that ended between the start's read and this went unseen, the model read served for good
+        self._seen: Stamp | None = None
         self._pending: Stamp | None = None
 
     def run_once(self) -> bool:

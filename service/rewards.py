@@ -34,9 +34,11 @@ def checkpoint_version(folder: Path) -> str:
     """A short hash of the population model in the checkpoint: user logits record it and are
     refitted when it changes. The training users' own rows are left out (PAL's user_weights.json
     rows, of which only K and the prior are hashed; EM's users.jsonl; meta.json's `users` count), so
-    a DELETE removing one of them (`pluralign.reward.training_users`) makes no other user's fit stale."""
+    a DELETE removing one of them (`pluralign.reward.training_users`) makes no other user's fit stale. Hidden files
+    (a rewrite's temp file, ".<file>.<random>", under way or left by a kill) are no part of the model: until session
+    reviewreplicas49 they were hashed, and a replica started beside one served the model under another version."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         if path.name == USERS_FILE:
             continue
         data = path.read_bytes()

@@ -468,9 +468,6 @@ RULES: tuple[Rule, ...] = (
     (lambda s: s.user_model not in ("residual", "prototypes"),
      lambda s: f"`user_model` must be `residual` or `prototypes`, got {s.user_model!r}"),
     # the store and replicas
-    # a folder (the shared volume's mount point itself) would be read at the first key lookup as `Is a directory`
-    (lambda s: bool(s.keys_file) and Path(s.keys_file).is_dir(),
-     lambda s: f"`keys_file` {s.keys_file} is a folder: name the key file in it (as {Path(s.keys_file) / 'api_keys.json'})"),
     (lambda s: not 1 <= s.store_cache_mb <= MAX_STORE_CACHE_MB,
      lambda s: f"`store_cache_mb` must be at least 1 and at most {MAX_STORE_CACHE_MB} (1 PiB; LanceDB counts "
                f"its caches' bytes in 64 bits), got {s.store_cache_mb}"),
@@ -541,6 +538,22 @@ def unknown_generator(name: str) -> str:
     """The error for a generator no start can load ('' too: pathlib reads it as the working folder), naming the
     variable, as an unknown encoder's does."""
     return f"{GENERATOR_SETTING}: expected `smollm2`, a model folder or `openai:URL`, got {redacted(repr(name))}"
+
+
+def check_keys_file(settings: Settings) -> None:
+    """The key file `keys_file` names (PLURALIGN_KEYS_FILE: the one replicas share on a volume), before a start or
+    `pluralign keys` reads or makes it: its folder must be there and it must not be a folder itself. Else a ValueError
+    naming the setting and the path. Until session reviewreplicas49 a start made the folder (an unmounted volume, a
+    typo), found no keys and printed a new development key: every client key was refused by that replica. Without
+    `keys_file` (the data folder's api_keys.json, made with the data folder) nothing is checked."""
+    if not settings.keys_file:
+        return
+    path, where = settings.keys_path, f"PLURALIGN_KEYS_FILE (setting keys_file) {settings.keys_file}"
+    if path.is_dir():
+        raise ValueError(f"{where}: a folder, not a key file: name the file in it (e.g. {path / 'api_keys.json'})")
+    if not path.parent.is_dir():
+        raise ValueError(f"{where}: no such folder as {path.parent.absolute()} (the shared volume not mounted there?): "
+                         "name a key file in a folder that is there (the one every replica names)")
 
 
 def check_server_url(name: str, where: str) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from pluralign.policy.adapters import AdapterError, check_files, read_meta
 from service.promoted import PROMOTED_PAL
 from service.rewards import UserRewards
+from service.settings import check_keys_file
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -32,7 +33,8 @@ def check_startup_files(settings: Settings) -> None:
     """Read the description of the population model `Runtime.build` would serve (the promoted one,
     else `pal_path`) and the FSPO adapter's files (`fspo_adapter`) before any model is loaded: a
     damaged one is a ValueError naming the file (and the setting) at once, not after the encoder and
-    generator have loaded."""
+    generator have loaded. And the key file a `keys_file` names (`service.settings.check_keys_file`)."""
+    check_keys_file(settings)
     promoted = settings.data_path / PROMOTED_PAL
     if (promoted / "meta.json").exists():
         UserRewards.check_description(promoted)

@@ -149,8 +149,12 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     from them too and stay until a retrain. user_weights.json is rewritten whole (temp file and
     rename), then meta.json with the new `users` count, so the checkpoint loads at every step.
     Returns the rows removed (0: nothing written). Raises what `read_meta` and `UserWeights.load` do
-    for a folder that is not a whole PAL checkpoint."""
+    for a folder that is not a whole PAL checkpoint, once its user_weights.json's bytes may hold a user `forget` picks
+    (`may_hold`): a checkpoint this release cannot read (put into PLURALIGN_PAL_DIR, not served) fails the DELETEs of
+    its own training users only (until session reviewreplicas49, every DELETE's: meta.json was read first)."""
     folder = Path(folder)
+    if (folder / USER_WEIGHTS_FILE).is_file() and not may_hold(forget, folder / USER_WEIGHTS_FILE):
+        return 0
     meta = read_meta(folder)
     gone, left = forget_weight_rows(folder / USER_WEIGHTS_FILE, forget, k=meta.k)
     if gone:

@@ -30,8 +30,8 @@ def artifact_kind(folder: str | Path) -> str | None:
 
 def forget_training_users(folder: str | Path, forget: Callable[[str], bool], *, shared: bool = False) -> int:
     """Remove the per-user rows of the training users `forget(user_id)` picks from the PAL
-    checkpoint or EM mixture at `folder` (`pal_checkpoint.forget_users`, `em.forget_users`); any
-    other folder is left alone. What the shared parameters learned from those users stays: only a
+    checkpoint or EM mixture at `folder` (`pal_checkpoint.forget_users`, `em.forget_users`), and from the other kind's
+    per-user file an earlier model copied there left beside it (`_forget_left_behind`); any other folder is left alone. What the shared parameters learned from those users stays: only a
     retrain without them removes it. Returns the rows removed.
 
     `shared`: other processes rewrite `folder` too (PLURALIGN_PAL_DIR, which replicas share): the read and the
@@ -42,10 +42,23 @@ def forget_training_users(folder: str | Path, forget: Callable[[str], bool], *, 
             return forget_training_users(folder, forget)
     kind = artifact_kind(folder)
     if kind == "pal":
-        return pal_checkpoint.forget_users(folder, forget)
+        return pal_checkpoint.forget_users(folder, forget) + _forget_left_behind(folder, em.USERS_FILE, forget)
     if kind == "em":
-        return em.forget_users(folder, forget)
+        return em.forget_users(folder, forget) + _forget_left_behind(folder, pal_checkpoint.USER_WEIGHTS_FILE, forget)
     return 0
+
+
+def _forget_left_behind(folder: str | Path, per_user: str, forget: Callable[[str], bool]) -> int:
+    """The other kind's per-user file in `folder`, left by the model served there before (an EM mixture copied over
+    a PAL checkpoint leaves its user_weights.json, a PAL checkpoint over an EM mixture its users.jsonl: deploy/README.md
+    copies a job's artifact into PLURALIGN_PAL_DIR with `cp artifact/*`), rewritten without the users `forget` picks as
+    the served one is: until session reviewreplicas49 a DELETE left a training user's row there. Returns the rows removed."""
+    path = Path(folder) / per_user
+    if not path.is_file():
+        return 0
+    if per_user == em.USERS_FILE:
+        return em.forget_users(folder, forget)
+    return pal_checkpoint.forget_weight_rows(path, forget)[0]
 
 
 def forget_stopped_users(folder: str | Path, forget: Callable[[str], bool]) -> int:

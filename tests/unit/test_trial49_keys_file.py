@@ -22,6 +22,7 @@ def test_keys_with_data_dir_use_the_keys_file_of_the_config(tmp_path, monkeypatc
     """Before: created into <data>/api_keys.json, so the shared file held none and `list` showed none of it."""
     _clean_env(monkeypatch)
     shared = tmp_path / "shared" / "keys.json"
+    shared.parent.mkdir()  # the shared volume, mounted (a key file's folder that is not there is refused: reviewreplicas49)
     config = tmp_path / "pluralign.toml"
     config.write_text(f'keys_file = "{shared}"\n')
     monkeypatch.setenv("PLURALIGN_CONFIG", str(config))

@@ -5,9 +5,8 @@
     pluralign keys list
     pluralign keys revoke 3f9a1c2b7d4e
 
-The folder is PLURALIGN_DATA_DIR (default ./data) unless --data-dir is given, and the key file
-<folder>/api_keys.json unless PLURALIGN_KEYS_FILE (or `keys_file` in a PLURALIGN_CONFIG file) names
-another: the file replicas share (deploy/README.md), with --data-dir too. Keys are stored
+The folder is PLURALIGN_DATA_DIR (default ./data) unless --data-dir is given; the key file is its
+api_keys.json unless PLURALIGN_KEYS_FILE (or keys_file in PLURALIGN_CONFIG) names the one replicas share. Keys are stored
 hashed; `create` prints the key once. Each prints JSON lines (`list`: one per key, then a count). A running service sees a change at its next request, so a
 revoked key is refused at once. Rotation: create a new key, move the client to it, revoke the old.
 """
@@ -55,20 +54,22 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from service.auth import KeyRing, key_id
-    from service.settings import Settings
+    from service.settings import Settings, check_keys_file
 
-    # --data-dir wins over PLURALIGN_DATA_DIR only, as for `serve` and `tenants`: a `keys_file` a PLURALIGN_CONFIG file
-    # names (replicas' shared file) is still the file (until trial49 `--data-dir` read <dir>/api_keys.json instead)
+    # --data-dir wins over PLURALIGN_DATA_DIR only: keys_file (PLURALIGN_KEYS_FILE or PLURALIGN_CONFIG's, the file
+    # replicas share) names the key file still, wherever the data folder is. Until session reviewreplicas49 the TOML
+    # file's keys_file was not read with --data-dir: keys went into a file no replica read
     settings = Settings.load(**({"data_dir": args.data_dir} if args.data_dir else {}))
-    folder = Path(args.data_dir) if args.data_dir else settings.data_path  # absolute (session 39)
+    folder = settings.data_path  # absolute (session 39)
     given = Path(args.data_dir or settings.data_dir)  # as the user wrote it, for the messages
     option = "--data-dir" if args.data_dir else "PLURALIGN_DATA_DIR (setting data_dir)"
-    if folder.exists() and not folder.is_dir():
+    if settings.keys_file:  # the data folder holds no keys: the file's folder is to be there (a start checks the same)
+        check_keys_file(settings)
+    elif folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {given}: a file, not a folder")
-    if args.action != "create" and not settings.keys_file and not folder.exists():  # the wrong directory: not "no keys"
+    elif args.action != "create" and not folder.exists():  # run from the wrong directory: not "no keys"
         raise ValueError(f"{option} {given}: no such folder ({folder.absolute()}), so no keys there: give the "
                          "service's data folder with --data-dir (or PLURALIGN_DATA_DIR; `pluralign serve` creates it)")
-    # PLURALIGN_KEYS_FILE (setting keys_file): the file replicas share, wherever the data folder is
     keys = KeyRing(settings.keys_path)
     describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
     if args.action == "create":

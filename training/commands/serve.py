@@ -49,7 +49,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     args.port, port_named = listen_port(args.port, "PORT", 8000)  # PORT: what the image's liveness probes read
     check_listen(args.host, args.port, port_named)  # before a data folder, a key, a model or the service's imports (seconds)
-    from service.settings import Settings
+    from service.settings import Settings, check_keys_file
     from training.common import check_writable, setup_logging
 
     setup_logging()
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     max_connections = fit_open_files(settings.max_connections)  # the limit in force (unset: fits the open-files limit)
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     check_writable(option, str(settings.data_path))
+    check_keys_file(settings)  # before anything is made: an unmounted shared volume is not a fresh key file
     from pluralign.files import group_shared
 
     # an fsGroup volume: the group's other accounts (vLLM, a backup) read it. A data folder not made yet is

@@ -50,7 +50,7 @@ def _limit(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.settings import Settings
+    from service.settings import Settings, check_keys_file
 
     # --data-dir wins over PLURALIGN_DATA_DIR only: PLURALIGN_STORE_URI (replicas' shared store) still names the store
     settings = Settings.load(**({"data_dir": args.data_dir} if args.data_dir else {}))
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from service.tenants import begin_removal, read_removal
 
     if args.action == "remove":
+        check_keys_file(settings)  # the replicas' shared key file not there: not an empty one of its own (reviewreplicas49)
         removal, _ = begin_removal(folder, KeyRing(settings.keys_path), args.tenant)
     else:
         removal = read_removal(folder, args.tenant)
