@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgspec
-from cachetools import TTLCache
+from cachetools import Cache, TTLCache
 from litestar.exceptions import HTTPException
 
 WINDOW_S = 24 * 3600  # how long an answered chat's key is remembered (Stripe's 24 hours)
@@ -133,10 +133,20 @@ class ChatKeys:
         self.forget_where(lambda t, u: (t, u) == (tenant, user))
 
     def forget_where(self, deleted: Callable[[str, str], bool]) -> None:
-        """The keys of every user for whom `deleted(tenant, user_id)` holds go (another replica's DELETEs)."""
+        """The keys of every user for whom `deleted(tenant, user_id)` holds go (another replica's DELETEs). `deleted` is
+        asked once per user held, outside the lock: another replica's records name users by hash, so it hashes each
+        (`pluralign.store.deletions.Forget.user`), and under the lock every chat sent with a key, any tenant's, waited
+        for all of them (until session keys50: 16 tenants of 1,000 keys, ~0.2 s). A key a user of those gains meanwhile
+        goes too."""
+        with self._lock:  # copies of the caches' slots (their dicts' keys: TTLCache's own iteration reads a clock per key)
+            slots = [(tenant, list(Cache.__iter__(keys))) for tenant, keys in self._tenants.items()]
+        users = {(tenant, slot[0]) for tenant, held in slots for slot in held if slot[0]}
+        gone = {pair for pair in users if deleted(*pair)}
+        if not gone:
+            return
         with self._lock:
             for tenant, keys in self._tenants.items():
-                for held in [k for k in list(keys.keys()) if k[0] and deleted(tenant, k[0])]:
+                for held in [k for k in list(Cache.__iter__(keys)) if (tenant, k[0]) in gone]:
                     entry = keys.get(held)
                     if entry is not None and entry.answer is None:
                         entry.forgotten = True  # running: `answered` keeps nothing of it, `failed` frees its key
