@@ -22,6 +22,7 @@ from pluralign.data.text import is_blank
 from pluralign.policy.generator import Cancelled, GenerationRefused, RemoteGeneratorError, Sampling
 from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
+from service.auth import ApiKey, key_id
 from service.chat import services
 from service.chat.fields import check_combinations, check_neutral_fields, template_messages
 from service.chat.keys import request_digest
@@ -212,24 +213,25 @@ def check_idempotency_key(request: Request, key: str | None) -> None:
 
 async def keyed(rt: Runtime, request: Request, key: str, data: ChatRequest, options: ChatOptions,
                 answer: Callable[[], Awaitable[Response]]) -> Response:
-    """`answer()` for a chat sent with `Idempotency-Key: key`, unless the tenant's chat of that user (or of none) and key
-    was answered already: then that answer, with `Idempotent-Replayed: true`, and nothing generated or stored. Raises the
+    """`answer()` for a chat sent with `Idempotency-Key: key`, unless the tenant's chat of that user (or, naming none, of
+    the same API key) and key was answered already: then that answer, with `Idempotent-Replayed: true`, and nothing generated or stored. Raises the
     409 of `service.chat.keys.in_use` while that chat runs, and a 422 naming the key when it had another body."""
     tenant = request.user.tenant
-    first = rt.chat_keys.begin(tenant, options.user, key, request_digest(data))
+    caller = key_id(request.auth) if isinstance(request.auth, ApiKey) else ""  # a chat naming no user: its API key's
+    first = rt.chat_keys.begin(tenant, options.user, key, request_digest(data), caller)
     if first is not None:
         rt.metrics.inc("pluralign_chat_replayed_total", help=DECLARED_COUNTERS["pluralign_chat_replayed_total"][0])
         return Response(first, headers={"Idempotent-Replayed": "true"})
     try:
         response = await answer()
     except BaseException:
-        rt.chat_keys.failed(tenant, options.user, key)
+        rt.chat_keys.failed(tenant, options.user, key, caller)
         raise
     if isinstance(response.content, ChatCompletion):
         chars = sum(len(c.message.content or "") for c in response.content.choices)
-        rt.chat_keys.answered(tenant, options.user, key, response.content, chars)
+        rt.chat_keys.answered(tenant, options.user, key, response.content, chars, caller)
     else:  # the store known down: not tried (a 503)
-        rt.chat_keys.failed(tenant, options.user, key)
+        rt.chat_keys.failed(tenant, options.user, key, caller)
     return response
 
 

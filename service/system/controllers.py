@@ -169,12 +169,16 @@ FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-
 
 
 def from_this_machine(request: Request) -> bool:
-    """Whether the request's peer is a loopback address and no proxy says it passed it on (`FORWARDING_HEADERS`)."""
+    """Whether the request's peer is a loopback address and no proxy says it passed it on (`FORWARDING_HEADERS`). An
+    IPv4 peer of a dual-stack listener (`--host ::`) is seen as its IPv4-mapped address (`::ffff:127.0.0.1`, RFC 4291
+    2.5.5.2), read as the IPv4 address it maps (`ipaddress`'s `ipv4_mapped`): until session keys50 it was not loopback."""
     host = request.client.host if request.client is not None else None
     try:
-        loopback = host is not None and ipaddress.ip_address(host).is_loopback
+        peer = ipaddress.ip_address(host) if host is not None else None
     except ValueError:  # not an address (a unix socket's peer, a test client's name)
-        loopback = False
+        peer = None
+    mapped = getattr(peer, "ipv4_mapped", None)
+    loopback = peer is not None and (mapped or peer).is_loopback
     return loopback and not any(name in request.headers for name in FORWARDING_HEADERS)
 
 

@@ -154,3 +154,37 @@ def test_a_scrape_from_this_machine_is_answered_whatever_key_it_carries(svc):
         assert local.status_code == 200 and "pluralign_table_rows" in local.text, local.text
         proxied = httpx.get(svc.url + "/metrics", headers={**headers, "X-Forwarded-For": "203.0.113.9"})
         assert proxied.status_code == 401 and "pluralign_" not in proxied.text, proxied.text
+
+
+def test_a_scrape_from_this_machine_through_a_dual_stack_listener_is_answered(svc):
+    """`pluralign serve --host ::` listens on IPv6 and IPv4 alike (a dual-stack socket): a scrape from 127.0.0.1 reaches
+    the app from `::ffff:127.0.0.1`, the IPv4-mapped loopback. Before: 401 "answers a scrape from another machine" (the
+    address was not read as the IPv4 address it maps). Through a proxy it still needs the token or an admin key."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    listening = socket.socket(socket.AF_INET6)
+    try:
+        listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listening.bind(("::", 0))
+    except OSError as e:  # no IPv6 on this machine
+        listening.close()
+        pytest.skip(f"no dual-stack socket here: {e}")
+    # the module's app (its runtime started by `svc`'s server) behind a second listener, without a second lifespan
+    server = uvicorn.Server(uvicorn.Config(svc.server.server.config.app, lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            threading.Event().wait(0.005)
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}/metrics"
+        local = httpx.get(url, timeout=30)
+        proxied = httpx.get(url, headers={"X-Forwarded-For": "203.0.113.9"}, timeout=30)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listening.close()
+    assert local.status_code == 200 and "pluralign_table_rows" in local.text, local.text
+    assert proxied.status_code == 401 and "pluralign_" not in proxied.text, proxied.text

@@ -686,6 +686,29 @@ def test_a_chat_retried_with_its_idempotency_key_is_answered_once(svc):
     assert "idempotent-replayed" not in unkept[1].headers
 
 
+def test_anonymous_chats_of_two_api_keys_of_one_tenant_do_not_share_their_idempotency_keys(svc):
+    """A chat naming no user is remembered per API key: two clients of one tenant (each its own key) that send the same
+    key with the same body (an SDK's fixed key, a counter from 1) each get their own answer, and each one's retry its
+    own. Before session keys50 the tenant's anonymous chats shared one key space: the second client was answered the
+    first's chat (`Idempotent-Replayed: true`), nothing generated for it."""
+    from openai import OpenAI
+
+    from service.auth import hash_key, key_id
+
+    second_key = svc.runtime.keys.issue("acme", name="keys50-second-app")
+    try:
+        body = {"model": "pluralign", "messages": HI, "max_tokens": 1, "extra_headers": {"Idempotency-Key": "chat-1"}}
+        ours, theirs = (OpenAI(base_url=svc.url + "/v1", api_key=k, max_retries=0, timeout=120) for k in (svc.keys["acme"], second_key))
+        first = ours.chat.completions.with_raw_response.create(**body)
+        other = theirs.chat.completions.with_raw_response.create(**body)
+        assert other.headers.get("idempotent-replayed") is None and other.parse().id != first.parse().id
+        for client, answer in ((ours, first), (theirs, other)):  # each one's retry: its own answer
+            again = client.chat.completions.with_raw_response.create(**body)
+            assert again.headers.get("idempotent-replayed") == "true" and again.parse().id == answer.parse().id
+    finally:
+        svc.runtime.keys.revoke(key_id(svc.runtime.keys.keys[hash_key(second_key)]))
+
+
 def test_a_chat_key_in_use_or_reused_for_another_chat_is_refused_naming_it(svc):
     """A copy sent while the first still runs is a 409 with Retry-After (nothing begun), and the openai client's own
     retries then get the first answer; the same key with another body is a 422; two keys, or a bad one, a 400."""

@@ -506,6 +506,7 @@ class TimedRequests:
     head_past_the_limit = False  # the parser was stopped at a head or trailers past MAX_HEAD_BYTES (`stop_past_the_limit`)
     body_came = False  # whether the bytes being read held any of a body (httptools' `on_body`)
     half_closed = False  # the client shut its sending side after a whole request (`eof_received`)
+    answering = None  # httptools: the request cycle running (its `cycle` is the newest, perhaps queued behind this one)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -714,8 +715,22 @@ class TimedRequests:
             self.deadline = None
 
     def on_response_complete(self) -> None:
+        answered, queued = self.cycle, getattr(self, "pipeline", None)
+        following = queued[-1][0] if queued else None  # httptools: the request pipelined next, started now
         super().on_response_complete()  # type: ignore[misc]
+        if hasattr(self, "conn"):  # h11 parses (and starts) a request pipelined behind this answer only now
+            following = self.cycle if self.cycle is not answered else None
+        elif following is not None and queued and queued[-1][0] is following:
+            following = None  # not started: the connection is closing
+        if following is not None:
+            self.answering = following
         if self.half_closed:  # `eof_received`: closed once the answers of what arrived are out
+            if following is not None and watches_its_client(following):
+                # a chat pipelined behind the answers the half-close waited for: its client is taken as gone, as it is
+                # when the chat was the one running (`eof_received`); nothing after it is answered
+                cut_off(following)
+                self.transport.close()
+                return
             if hasattr(self, "conn"):  # h11 parses a request pipelined behind this answer only now: arrived whole?
                 self.reading = self.h11_reading()
             # a request not whole by now never will be (its client sends nothing more): until the review of session
@@ -759,6 +774,8 @@ class TimedRequests:
     def on_headers_complete(self) -> None:
         self.stop_past_the_limit()
         super().on_headers_complete()  # type: ignore[misc]
+        if not self.pipeline or self.pipeline[0][0] is not self.cycle:  # begun at once, not queued behind an answer
+            self.answering = self.cycle
         self.reading, self.head_bytes, self.parsed_bytes = "body", 0, 0
 
     def on_body(self, body: bytes) -> None:
@@ -778,10 +795,17 @@ class TimedRequests:
         closes after the last (`on_response_complete`). A half-close cannot be told from a close (both are the
         client's FIN), so a chat (`WATCHES_ITS_CLIENT`: a generation is stopped when its client goes, freeing its
         slot) is still taken as its client gone, as is a request still arriving (nothing more of it will come)."""
-        cycle = self.cycle
-        if self.refused or self.reading != "done" or cycle is None or cycle.response_complete \
-                or (cycle.scope["method"], routed_path(cycle.scope["path"])) in WATCHES_ITS_CLIENT:
+        running = self.cycle if hasattr(self, "conn") else self.answering  # httptools' `cycle` may be one queued behind it
+        if self.refused or self.reading != "done" or running is None or running.response_complete:
             return None  # asyncio closes the connection: uvicorn's way
+        if watches_its_client(running):
+            # uvicorn's `connection_lost` tells its newest cycle alone, which under httptools may be a request queued
+            # behind this chat: the chat is told here
+            cut_off(running)
+            return None
+        # the answers of the requests that arrived whole are written; a chat among them is cut when it begins
+        # (`on_response_complete`). Until session keys50 a chat queued behind a GET (httptools) was taken for the one
+        # running: the connection was closed and the GET's answer, written after, lost
         self.half_closed = True
         return True
 
@@ -868,6 +892,18 @@ class CutAnswersAbort:
 # requests whose handlers stop their work when the client goes (an `http.disconnect`): a client's half-close is taken
 # as its going for these (`TimedRequests.eof_received`)
 WATCHES_ITS_CLIENT = frozenset({("POST", "/v1/chat/completions")})
+
+
+def watches_its_client(cycle) -> bool:
+    """Whether uvicorn's request `cycle` is one of WATCHES_ITS_CLIENT (by its method and its path as routed)."""
+    return (cycle.scope["method"], routed_path(cycle.scope["path"])) in WATCHES_ITS_CLIENT
+
+
+def cut_off(cycle) -> None:
+    """uvicorn's request `cycle` reads its client gone (an `http.disconnect`) and what it sends is dropped."""
+    if not cycle.response_complete:
+        cycle.disconnected = True
+        cycle.message_event.set()
 
 
 def routed_path(path: str) -> str:
