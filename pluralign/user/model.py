@@ -122,6 +122,12 @@ class UserState(Base, kw_only=True):
     moved_in: dict[str, int] = {}
     p_more_from_comparisons: dict[str, float] = {}
 
+    @property
+    def answers(self) -> int:
+        """The answers it was fitted on: comparisons with a winner and ties of two answers (a ties-only user's
+        posterior has moved too: towards indifference on the pairs they tied)."""
+        return self.n + self.ties
+
     def mean_array(self) -> np.ndarray:
         return np.asarray(self.mean, np.float64)
 
