@@ -1679,6 +1679,17 @@ class Store:
         return self.preferences.count_rows(owner_filter(tenant, user_id) + " AND tie = true AND rejected != ''")
 
     @_uses("preferences", "read")
+    def count_paired(self, tenant: str, user_id: str) -> int:
+        """How many of the user's rows name two answers, with a winner or tied (`count_comparisons` plus
+        `count_paired_ties`): everything the user model fits, in one count (a users row's staleness check,
+        `service.users.services.user_weights`, made the two counts until session 50; reading the rows' `tie` column
+        to have both from one query took twice as long as the two counts, benchmarks/user_counts.py)."""
+        history = self._cached(tenant, user_id)
+        if history is not None:
+            return int(pc.not_equal(history.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool).sum())
+        return self.preferences.count_rows(owner_filter(tenant, user_id) + " AND rejected != ''")
+
+    @_uses("preferences", "read")
     def count_unpaired(self, tenant: str, user_id: str) -> int:
         """How many of the user's rows hold one answer and no tie (a rating of an answer that had no other to
         compare it with): rows a pairwise reward cannot learn from. With `count_comparisons` and `count_ties`,

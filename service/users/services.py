@@ -456,13 +456,16 @@ def user_weights(rt: Runtime, tenant: str, user_id: str, flush: bool = True) -> 
         if rt.store.count_preferences(tenant, user_id) == 0:
             return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
         return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
-    stale = record.pal_version != rewards.version or record.n_preferences != rt.store.count_comparisons(tenant, user_id)
-    if stale:
+    if record.pal_version != rewards.version:
         return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     stated = stated_of(record)
     state = stored_state(record) if residual_on(rt) else None
-    if residual_on(rt) and (0 if state is None else state.ties) != rt.store.count_paired_ties(tenant, user_id):
-        return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)  # a tie stored since the fit (or before ties were fitted)
+    # what the fit learned from against the user's rows, in one store count (two until session 50): comparisons, and with
+    # the user model ties of two answers too (a state from before ties were fitted counts none: refitted once)
+    fitted, count = (record.n_preferences + (0 if state is None else state.ties), rt.store.count_paired) if residual_on(rt) \
+        else (record.n_preferences, rt.store.count_comparisons)
+    if fitted != count(tenant, user_id):  # rows stored since the fit (a crash between a write and its refit)
+        return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     if record.pal_logits is None and not (residual_on(rt) and stated.preferences):
         return UserWeights(logits=rewards.prior(), prior=True, record=record, rewards=rewards, stated=stated)
     if residual_on(rt) and not rewards.user_model.fits(state, stated.signs()):  # an older model, feature set or stated prior
