@@ -782,30 +782,42 @@ def test_features_that_moved_in_one_comparison_of_many_are_said_to_have_moved_in
     assert f"moved together in 1 of your {len(rows)} comparisons, so" in joint["text"], joint["text"]
 
 
-def test_a_user_model_a_later_release_wrote_is_refitted_not_served_nor_a_500(svc):
-    """A release that shares the schema version but knows fewer state fields (before profile43's
-    `collinear`, before `moved_in`) reads a later release's user model as unreadable: it refits the user
-    from their comparisons at their next request (docs/operations.md, going back to an earlier version)."""
+def test_a_user_model_a_later_release_wrote_is_served_as_it_is_and_a_later_version_refitted(svc):
+    """A later release that shares the state's `version` but adds a field (as profile43 added `collinear`, session 49
+    `ties`) writes a user model this release reads as it is, without that field: served, not refitted. Until session 50
+    such a state did not decode here (every struct forbade unknown fields) and the user was refitted at each read,
+    and the later release, reading that refit without its field, refitted again: during a rolling update each read
+    on the other release refitted the user (docs/operations.md). A state of a later `version` (whose fields may mean
+    something else) is refitted from the user's comparisons, as before."""
     import msgspec
 
     from pluralign.user import UserState
+    from pluralign.user.model import STATE_VERSION
 
     rt = svc.runtime
     with svc.client() as c:
         rows = [{"prompt": f"Tips on {topic}?", "chosen": PLAIN_ANSWERS[i % 5], "rejected": WORDY_ANSWERS[i % 5]}
                 for i, topic in enumerate(TOPICS)]
-        assert c.post("/v1/users/rolled-back/import", content="\n".join(json.dumps(x) for x in rows).encode(),
-                      headers={"content-type": "application/x-ndjson"}).status_code == 201
+        import_rows(c, "rolled-back", rows)
         assert c.get("/v1/users/rolled-back").status_code == 200
         rt.wait_for_background()  # the import's own refit, done: it would write over the later state
-        record = rt.store.get_user("acme", "rolled-back")
-        later = {**msgspec.msgpack.decode(record.user_model), "a_later_field": [1.0]}
-        rt.store.put_user(msgspec.structs.replace(record, user_model=msgspec.msgpack.encode(later), updated_at=record.updated_at + 1e-3))
-        assert b"a_later_field" in rt.store.get_user("acme", "rolled-back").user_model
+
+        def written_by_a_later_release(**changes) -> UserState:
+            record = rt.store.get_user("acme", "rolled-back")
+            later = {**msgspec.msgpack.decode(record.user_model), **changes}
+            rt.store.put_user(msgspec.structs.replace(record, user_model=msgspec.msgpack.encode(later), updated_at=record.updated_at + 1e-3))
+            return UserState.decode(record.user_model)
+
+        fitted = written_by_a_later_release(a_later_field=[1.0])
         r = c.get("/v1/users/rolled-back")
-    assert r.status_code == 200, r.text
-    assert r.json()["user_model"]["comparisons"] == len(rows) and r.json()["summary"]["joint"], r.json()["summary"]
-    assert UserState.decode(rt.store.get_user("acme", "rolled-back").user_model).n == len(rows)  # written back readable
+        assert r.status_code == 200, r.text
+        assert r.json()["user_model"]["comparisons"] == len(rows) and r.json()["summary"]["joint"], r.json()["summary"]
+        kept = rt.store.get_user("acme", "rolled-back").user_model
+        assert b"a_later_field" in kept and UserState.decode(kept).fitted_at == fitted.fitted_at  # served, not refitted
+        written_by_a_later_release(version=STATE_VERSION + 1)
+        assert c.get("/v1/users/rolled-back").status_code == 200
+    refitted = UserState.decode(rt.store.get_user("acme", "rolled-back").user_model)
+    assert refitted.version == STATE_VERSION and refitted.n == len(rows) and refitted.fitted_at > fitted.fitted_at
 
 
 def test_a_user_model_holding_nan_or_no_probability_is_refitted_not_served(svc):
