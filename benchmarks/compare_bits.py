@@ -10,6 +10,10 @@ kind (4 answers each, 6 pairs), the script records:
 - `bits`: the median and 90th percentile over the held-out sets of the best pair's bits, by the
   criterion `most_informative_pair` uses (`--target`), the figure chat's `compare_min_bits` (0.1) reads;
 - `asked`: the share of held-out sets whose best pair carries at least 0.1 bits (chat would show `compare`);
+- `pool_bits`: onboarding's `worth_asking` read with the held-out sets as a supplied `pool` (each set an item of 4
+  answers to its prompt; `worth_asking` is the figure >= 0.1): `bald`, the bits of BALD's best pair of the pool (the
+  rule until session 50), `best`, the most any pair carries about which answer of its own set is best
+  (`best_information`, chat's gate; the rule since);
 - `share`: of the best pairs' margin variance z' S z, the part each block of coefficients carries
   (`prototypes`: pal_origin and the K prototype weights, `features`: the named features, `latent`:
   PAL's latent direction, `cross`: the covariances between blocks), summed over the held-out sets;
@@ -109,7 +113,7 @@ def measure(model, sets_x: list[np.ndarray], sets_score: list[list[float]], rule
     """For one rule: the figures after each count of answers (module docstring)."""
     from scipy.special import expit
 
-    from pluralign.user.active import all_pairs, best_information, most_informative_pair
+    from pluralign.user.active import all_pairs, best_information, most_informative_pair, pair_information
     from pluralign.user.model import fit_posterior
 
     held = len(sets_x) // 3
@@ -124,8 +128,10 @@ def measure(model, sets_x: list[np.ndarray], sets_score: list[list[float]], rule
         else:
             mean, cov = fit_posterior(strict, mean0, prec0, tied=tied)
         bits, split, prior_split, lat_now, lat_prior = [], dict.fromkeys((*parts, "cross"), 0.0), dict.fromkeys((*parts, "cross"), 0.0), 0.0, 0.0
-        on_tied = []
+        on_tied, pool_bald, pool_best = [], 0.0, 0.0
         for x, score in zip(sets_x[:held], sets_score[:held], strict=True):
+            pool_bald = max(pool_bald, float(pair_information(x[all_pairs(len(x))[0]] - x[all_pairs(len(x))[1]], mean, cov).max()))
+            pool_best = max(pool_best, float(best_information(x, *all_pairs(len(x)), mean, cov).max()))
             choice = most_informative_pair(x, mean, cov, 0.0, target)
             if choice is None:
                 bits.append(0.0)
@@ -145,6 +151,7 @@ def measure(model, sets_x: list[np.ndarray], sets_score: list[list[float]], rule
         fitted = expit(strict @ mean)  # (N,) P(the answer given) at the mode
         out[n] = {"bits_median": round(float(np.median(b)), 3), "bits_p90": round(float(np.quantile(b, 0.9)), 3),
                   "asked": round(float((b >= 0.1).mean()), 2),
+                  "pool_bits": {"bald": round(pool_bald, 3), "best": round(pool_best, 3)},
                   "share": {k: round(v / total, 2) for k, v in split.items()},
                   "prior_share": {k: round(v / ptotal, 2) for k, v in prior_split.items()},
                   "latent_left": round(lat_now / lat_prior, 2) if lat_prior else None,

@@ -1679,6 +1679,17 @@ class Store:
         return self.preferences.count_rows(owner_filter(tenant, user_id) + " AND tie = true AND rejected != ''")
 
     @_uses("preferences", "read")
+    def count_paired(self, tenant: str, user_id: str) -> int:
+        """How many of the user's rows name two answers, with a winner or tied (`count_comparisons` plus
+        `count_paired_ties`): everything the user model fits, in one count (a users row's staleness check,
+        `service.users.services.user_weights`, made the two counts until session 50; reading the rows' `tie` column
+        to have both from one query took twice as long as the two counts, benchmarks/user_counts.py)."""
+        history = self._cached(tenant, user_id)
+        if history is not None:
+            return int(pc.not_equal(history.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool).sum())
+        return self.preferences.count_rows(owner_filter(tenant, user_id) + " AND rejected != ''")
+
+    @_uses("preferences", "read")
     def count_unpaired(self, tenant: str, user_id: str) -> int:
         """How many of the user's rows hold one answer and no tie (a rating of an answer that had no other to
         compare it with): rows a pairwise reward cannot learn from. With `count_comparisons` and `count_ties`,
@@ -1959,21 +1970,23 @@ class Store:
         return self._read(lambda: tenant_user_ids(self.tables, tenant))
 
     @_uses("users", "read")
-    def fitted_users(self, tenant: str, limit: int, pal_version: str | None = None, min_preferences: int = 0) -> list[UserRecord]:
+    def fitted_users(self, tenant: str, limit: int, pal_version: str | None = None, answered: bool = False) -> list[UserRecord]:
         """Up to `limit` users of the tenant with a fitted user model (a stored state), in storage
         order, the newest row of each: the population a new user is compared against when onboarding
         asks which of them the user is like. One query, bounded by `limit` (rows of a user written
         twice by two processes count twice). With `pal_version`, only rows fitted against that
         population checkpoint: users not back since a retrain must not fill the bound. With
-        `min_preferences`, only users fitted on at least that many comparisons: users who only stated
-        preferences (a model from no comparisons) must not fill it either."""
+        `answered`, only users fitted on at least one answer, a comparison or a tie of two answers (their
+        row's PAL logits are set; a refit of none leaves them null): users who only stated preferences (a model
+        from no answer) must not fill it either. (Until session 50 `min_preferences` counted comparisons alone,
+        `n_preferences`, and a user who had answered only "no preference" was left out.)"""
         if limit <= 0 or not self._present("users", ["user_model"]):  # an earlier release's table without user models
             return []
         where = f"tenant = {quote(tenant)} AND user_model IS NOT NULL"
         if pal_version is not None:
             where += f" AND pal_version = {quote(pal_version)}"
-        if min_preferences > 0:
-            where += f" AND n_preferences >= {int(min_preferences)}"
+        if answered:
+            where += " AND pal_logits IS NOT NULL"
         rows = self.users.search().where(where).limit(int(limit)).to_arrow().to_pylist()
         newest: dict[str, dict] = {}
         for row in rows:

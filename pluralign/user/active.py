@@ -43,7 +43,8 @@ two answers chosen this way predict at least as well as four random ones, and fi
 onboarding route offers it as `"target": "population"`, each of the tenant's fitted users their own
 group (no clustering at request time); chat's `compare` still chooses its pair by BALD (`compare_target`).
 
-Whether chat asks at all is decided by `best_information` (`most_informative_pair`'s `gate`): BALD keeps
+Whether chat asks at all is decided by `best_information` (`most_informative_pair`'s `gate`), and so is the
+onboarding route's `worth_asking` since session 50 (each prompt of its pool a set of candidates, `sets`): BALD keeps
 finding bits in coefficients that can no longer change which answer is best, and with the real models a
 consistent user was asked about most responses after 200 answers; with the user's ties fitted too
 (`pluralign.user.model.fit_posterior`), the gate lets `compare` go once the user is known (BENCHMARKS.md,
@@ -165,23 +166,63 @@ def _normal_draws(samples: int, dim: int, seed: int) -> np.ndarray:
 
 
 def best_information(x: np.ndarray, first: np.ndarray, second: np.ndarray, mean: np.ndarray, cov: np.ndarray,
-                     samples: int = SAMPLES, seed: int = 0) -> np.ndarray:
+                     samples: int = SAMPLES, seed: int = 0, sets: np.ndarray | None = None) -> np.ndarray:
     """Information, in bits, that the user's answer to each pair carries about which of the N
     candidates is best for them: I(y; argmax_n beta . x_n) with y ~ Bernoulli(sigmoid(beta . (x_a -
     x_b))) and beta ~ N(mean, cov), estimated with S posterior samples (plug-in over the samples'
     argmax groups).
 
     x (N, D) candidate coordinates; first, second (P,) candidate indices of the pairs; mean (D,),
-    cov (D, D). Returns (P,) values in [0, min(1, log2 N)]; all 0 when every sample agrees on the
-    best candidate. Raises ValueError on mismatched shapes."""
+    cov (D, D). `sets` (N,) ints, or None (one set): the candidates fall into sets, each the answers to
+    one prompt (onboarding's pool), and each pair is asked about the best of its own set (the same
+    posterior samples for every set). Returns (P,) values in [0, min(1, log2 N)]; all 0 when every
+    sample agrees on the best candidate (of each set). Raises ValueError on mismatched shapes and
+    naming `sets` when it is not one int per candidate or a pair joins two sets."""
     x = np.atleast_2d(np.asarray(x, np.float64))
     if x.shape[1] != np.asarray(mean).shape[0]:
         raise ValueError(f"candidates {x.shape} and mean {np.asarray(mean).shape} do not agree")
+    first, second = np.asarray(first), np.asarray(second)
     draws = posterior_samples(mean, cov, samples, seed)  # (S, D)
     reward = draws @ x.T  # (S, N)
+    win = expit(reward[:, first] - reward[:, second])  # (S, P) P(a beats b | sample)
+    if sets is None:
+        return _information_about_best(reward, win)
+    sets = np.asarray(sets)
+    if sets.shape != (len(x),) or not np.issubdtype(sets.dtype, np.integer):
+        raise ValueError(f"`sets` must be one int per candidate ({len(x)}), got shape {sets.shape} of {sets.dtype}")
+    pair_set = sets[first]  # (P,)
+    if (pair_set != sets[second]).any():
+        k = int(np.flatnonzero(pair_set != sets[second])[0])
+        raise ValueError(f"`sets`: pair {k} joins candidates of two sets ({int(pair_set[k])} and {int(sets[second][k])})")
+    return _information_about_best_of_sets(reward, win, sets, pair_set)
+
+
+def _information_about_best_of_sets(reward: np.ndarray, win: np.ndarray, sets: np.ndarray, pair_set: np.ndarray) -> np.ndarray:
+    """`_information_about_best` of each pair about the best of its own set, for every set at once (a pool of 200
+    stored pairs, each its own set, took 50 ms set by set): G sets of at most L candidates, laid out (G, L)."""
+    labels, inverse = np.unique(sets, return_inverse=True)  # (G,), (N,) each candidate's set
+    size = np.bincount(inverse, minlength=len(labels))  # (G,)
+    order = np.argsort(inverse, kind="stable")
+    slot = np.arange(len(sets)) - np.concatenate([[0], np.cumsum(size)[:-1]])[inverse[order]]
+    members = np.full((len(labels), size.max()), -1)
+    members[inverse[order], slot] = order  # (G, L) each set's candidates, in index order; -1 past its size
+    valid = members >= 0
+    set_reward = np.where(valid, reward[:, np.where(valid, members, 0)], -np.inf)  # (S, G, L)
+    best = members[np.arange(len(labels)), set_reward.argmax(2)]  # (S, G) each sample's best of each set
+    onehot = np.zeros_like(reward)
+    onehot[np.arange(len(reward))[:, None], best] = 1.0  # (S, N)
+    of_pair = np.searchsorted(labels, pair_set)  # (P,) each pair's set, as an index into `labels`
+    held = onehot[:, np.where(valid[of_pair], members[of_pair], 0)] * valid[of_pair]  # (S, P, L) best = each member
+    count = held.sum(0)  # (P, L)
+    within = np.einsum("spl,sp->pl", held, win) / np.maximum(count, 1.0)  # (P, L) P(a beats b | best = member)
+    expected = (count / len(reward) * _entropy_bits(within)).sum(1)  # (P,)
+    return np.clip(_entropy_bits(win.mean(0)) - expected, 0.0, 1.0)
+
+
+def _information_about_best(reward: np.ndarray, win: np.ndarray) -> np.ndarray:
+    """(P,) I(y; best) from S samples' rewards (S, N) of one set of candidates and their pairs' P(a beats b) (S, P)."""
     onehot = np.zeros_like(reward)
     onehot[np.arange(len(reward)), reward.argmax(1)] = 1.0  # (S, N) each sample's best candidate
-    win = expit(reward[:, first] - reward[:, second])  # (S, P) P(a beats b | sample)
     count = onehot.sum(0)  # (N,)
     seen = count > 0
     within = (onehot[:, seen].T @ win) / count[seen, None]  # (G, P) P(a beats b | best = g)

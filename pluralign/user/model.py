@@ -84,8 +84,14 @@ class ResidualPrior:
             raise ValueError("prior scales must be positive")
 
 
-class UserState(Base, kw_only=True):
-    """A user's residual posterior, as stored in the users table (msgpack) and exported (JSON)."""
+class UserState(Base, kw_only=True, forbid_unknown_fields=False):
+    """A user's residual posterior, as stored in the users table (msgpack) and exported (JSON).
+
+    Unlike every other pluralign struct it reads a field it does not know (one a later release added without a
+    bump of `version`) by leaving it out, instead of refusing the whole state: it is only ever read from the
+    service's own store, where replicas of two releases share rows during a rolling update, and a refusal made
+    each release refit the user the other had just fitted (docs/operations.md; until session 50). A change in what
+    a field means bumps `version`, which `UserModel.fits` refuses."""
 
     version: int = STATE_VERSION
     population: str  # version of the population (PAL) checkpoint it was fitted against
@@ -121,6 +127,12 @@ class UserState(Base, kw_only=True):
     p_more: dict[str, float] = {}
     moved_in: dict[str, int] = {}
     p_more_from_comparisons: dict[str, float] = {}
+
+    @property
+    def answers(self) -> int:
+        """The answers it was fitted on: comparisons with a winner and ties of two answers (a ties-only user's
+        posterior has moved too: towards indifference on the pairs they tied)."""
+        return self.n + self.ties
 
     def mean_array(self) -> np.ndarray:
         return np.asarray(self.mean, np.float64)

@@ -696,8 +696,9 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     """For onboarding questionnaires: the pair of answers (to one prompt) whose comparison would
     teach the user's model most, chosen by expected information gain on their posterior (the same
     criterion as chat's `pluralign.compare`). The client shows it and sends the user's pick as a
-    `comparison` feedback; ask again for the next one. `worth_asking` turns false once the best pair
-    carries fewer than `compare_min_bits` bits. With `target` `population` the pair is the one whose
+    `comparison` feedback; ask again for the next one. `worth_asking` turns false once no pair carries
+    `compare_min_bits` bits about which answer of its prompt is best for the user (chat's rule for
+    `pluralign.compare`, whatever the target). With `target` `population` the pair is the one whose
     answer tells most about which of the tenant's fitted users this user is like (their models only,
     never their texts); `criterion` says which criterion chose."""
     rt, tenant, user_id = _user(request, user_id)

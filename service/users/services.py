@@ -115,8 +115,9 @@ _MISSING = object()
 
 def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPrior | None:
     """The tenant's pooled prior for new users (`pluralign.user.pooled`): estimated from up to
-    `POOLED_PRIOR_MAX_USERS` of its users fitted on at least one comparison against `rewards`' population model
-    and without stated preferences (their states hold their own statements), once at least
+    `POOLED_PRIOR_MAX_USERS` of its users fitted on at least one answer (a comparison, or a tie of two answers: a
+    user who only ever said "no preference" is a kind of user too; until session 50 left out) against `rewards`'
+    population model and without stated preferences (their states hold their own statements), once at least
     `pooled_prior_users` are; None below that, with the setting at 0, or without the residual user
     model. Only that tenant's users are read (one tenant's prior never comes from another's users);
     the estimate is reused `pooled_prior_ttl_s` seconds, until a user of the tenant is deleted
@@ -131,8 +132,8 @@ def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPri
     if cached is not _MISSING:
         return cached
     model = rewards.user_model
-    states = [state for record in rt.store.fitted_users(tenant, POOLED_PRIOR_MAX_USERS, pal_version=rewards.version, min_preferences=1)
-              for state in [stored_state(record)] if state is not None and state.n > 0 and model.fits(state)]
+    states = [state for record in rt.store.fitted_users(tenant, POOLED_PRIOR_MAX_USERS, pal_version=rewards.version, answered=True)
+              for state in [stored_state(record)] if state is not None and state.answers > 0 and model.fits(state)]
     prior = pooled_prior(states, model.names, s.pooled_prior_spread) if len(states) >= s.pooled_prior_users else None
     with rt.pooled_lock:
         if rt.pooled_generation.get(tenant, 0) == generation:  # no user of the tenant was deleted meanwhile
@@ -455,13 +456,16 @@ def user_weights(rt: Runtime, tenant: str, user_id: str, flush: bool = True) -> 
         if rt.store.count_preferences(tenant, user_id) == 0:
             return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
         return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
-    stale = record.pal_version != rewards.version or record.n_preferences != rt.store.count_comparisons(tenant, user_id)
-    if stale:
+    if record.pal_version != rewards.version:
         return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     stated = stated_of(record)
     state = stored_state(record) if residual_on(rt) else None
-    if residual_on(rt) and (0 if state is None else state.ties) != rt.store.count_paired_ties(tenant, user_id):
-        return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)  # a tie stored since the fit (or before ties were fitted)
+    # what the fit learned from against the user's rows, in one store count (two until session 50): comparisons, and with
+    # the user model ties of two answers too (a state from before ties were fitted counts none: refitted once)
+    fitted, count = (record.n_preferences + (0 if state is None else state.ties), rt.store.count_paired) if residual_on(rt) \
+        else (record.n_preferences, rt.store.count_comparisons)
+    if fitted != count(tenant, user_id):  # rows stored since the fit (a crash between a write and its refit)
+        return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     if record.pal_logits is None and not (residual_on(rt) and stated.preferences):
         return UserWeights(logits=rewards.prior(), prior=True, record=record, rewards=rewards, stated=stated)
     if residual_on(rt) and not rewards.user_model.fits(state, stated.signs()):  # an older model, feature set or stated prior
@@ -1475,7 +1479,7 @@ class NextComparison(msgspec.Struct, kw_only=True):
     prompt: str
     answers: list[str]  # the two answers to show; send the pick as `comparison` feedback
     bits: float  # expected information of the user's answer (about their model, which known user they are like, or their other answers)
-    worth_asking: bool  # false once even this pair carries fewer than `compare_min_bits` bits (about their model, with `predictive`)
+    worth_asking: bool  # false once no pair's answer carries `compare_min_bits` bits about which answer of its prompt is best
     pool: str  # "supplied" (the request's calibration pool) or "stored" (the tenant's stored comparisons)
     pairs: int  # candidate pairs considered
     criterion: str = "coefficients"  # what `bits` is about: "coefficients" (BALD), "population" or "predictive" (EPIG)
@@ -1506,15 +1510,17 @@ def pair_shown_first(seed: int, x: str, y: str) -> str:
 
 def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Particles:
     """Up to `POPULATION_USERS` of the tenant's other users whose stored user model belongs to the
-    current population model (`UserModel.fits`), each their own group; there may be none. Only their
+    current population model (`UserModel.fits`) and was fitted on at least one answer (comparisons or ties: a user
+    of ties alone is one of the indifferent ones a new user's tie weighs towards), each their own group; there may
+    be none. Only their
     fitted coefficients are read, never their texts (the pair asked comes from the pool)."""
     from pluralign.user.active import Particles
 
     model = rewards.user_model
     states = []
-    for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1, pal_version=rewards.version, min_preferences=1):  # stale rows never fill the bound, nor stated-only ones
+    for record in rt.store.fitted_users(tenant, POPULATION_USERS + 1, pal_version=rewards.version, answered=True):  # stale rows never fill the bound, nor stated-only ones
         state = stored_state(record)
-        if record.user_id != user_id and state is not None and state.n > 0 and model.fits(state, stated_of(record).signs()):
+        if record.user_id != user_id and state is not None and state.answers > 0 and model.fits(state, stated_of(record).signs()):
             states.append(state)
     states = states[:POPULATION_USERS]
     dim = len(model.names)
@@ -1532,8 +1538,8 @@ def _distinct(answers: list[str]) -> list[str]:
 
 def _supplied_pairs(rt: Runtime, pool: list[tuple[str, list[str]]]):
     """A supplied pool laid out for `next_comparison`: (prompts, answers, prompt_vec (M, d),
-    answer_vec (M, d), first, second), one row per answer, and each pair of an item's answers as
-    indices (first[k], second[k]) into those rows."""
+    answer_vec (M, d), first, second, items), one row per answer, each pair of an item's answers as
+    indices (first[k], second[k]) into those rows, and items (M,) the pool item of each row."""
     from pluralign.user.active import all_pairs
 
     # each answer of an item once (answer_key: NFC and NFD, invisible characters): two spellings of one
@@ -1550,7 +1556,8 @@ def _supplied_pairs(rt: Runtime, pool: list[tuple[str, list[str]]]):
         first += (a + start).tolist()
         second += (b + start).tolist()
         start += len(item)
-    return prompts, answers, prompt_vec, answer_vec, first, second
+    items = np.repeat(np.arange(len(pool)), [len(a) for _, a in pool])  # (M,)
+    return prompts, answers, prompt_vec, answer_vec, first, second, items
 
 
 def _population_bits(rt: Runtime, tenant: str, user_id: str, model, particles: Particles, diffs: np.ndarray) -> np.ndarray:
@@ -1589,17 +1596,21 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     (all of them, asked or not: the comparisons this user's model is for), EPIG
     (`predictive_information`, Bickford Smith et al. 2023). BALD's most informative pair is the one
     farthest apart in the model's features, however unlike the rest of the pool it is; EPIG asks about
-    pairs that tell most about the others. `worth_asking` still reads BALD's best pair, so it keeps
-    its meaning (whether the user's model is still uncertain).
+    pairs that tell most about the others.
+    `worth_asking`, whatever the target: whether some askable pair's answer carries `compare_min_bits` about
+    which answer of its pool item (a supplied prompt's answers; a stored pair) is best for the user
+    (`best_information` on their own posterior), the gate chat's `compare` reads over its returned choices, so a
+    user chat no longer asks is not asked here either (until session 50 BALD's best pair decided: variance of
+    coefficients that no longer change which answer is best kept a well-known user being asked).
     Raises a 400 naming `pool` when there is nothing to choose from."""
-    from pluralign.user.active import pair_information, predictive_information
+    from pluralign.user.active import best_information, pair_information, predictive_information
     from service.errors import bad_request
 
     weights = user_weights(rt, tenant, user_id)
     rewards = weights.rewards or rt.rewards
     model = rewards.user_model
     if pool is not None:
-        prompts, answers, prompt_vec, answer_vec, first, second = _supplied_pairs(rt, pool)
+        prompts, answers, prompt_vec, answer_vec, first, second, items = _supplied_pairs(rt, pool)
         source = "supplied"
     done = {frozenset((answer_key(r["chosen"]), answer_key(r["rejected"]))) for r in rt.store.history(tenant, user_id).rows}
     # two answers a person can tell apart (an answer stored before blank ones were refused is never shown),
@@ -1608,18 +1619,19 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
                              and frozenset((answer_key(x), answer_key(y))) not in done)
     stored = lambda: rt.store.answers_sample(  # noqa: E731
         tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
-    def stored_pairs() -> tuple[list[int], list[int]]:
-        """Each stored pair (laid out chosen, rejected) in the order it is shown (`pair_shown_first`)."""
+    def stored_pairs() -> tuple[list[int], list[int], np.ndarray]:
+        """Each stored pair (laid out chosen, rejected) in the order it is shown (`pair_shown_first`), and the item
+        (M,) of each answer: each pair is an item of its own."""
         seed, first, second = stored_seed(tenant, user_id), [], []
         for k in range(0, len(answers), 2):
             flip = pair_shown_first(seed, answers[k], answers[k + 1]) != answers[k]
             first.append(k + flip)
             second.append(k + 1 - flip)
-        return first, second
+        return first, second, np.arange(len(answers)) // 2
 
     if pool is None:
         prompts, answers, prompt_vec, answer_vec = stored()
-        first, second = stored_pairs()
+        first, second, items = stored_pairs()
         source = "stored"
 
     askable = lambda: [(a, b) for a, b in zip(first, second, strict=True)  # noqa: E731
@@ -1643,7 +1655,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
                        f"retry after {FLUSH_RETRY_AFTER} seconds, or send a calibration `pool`",
                 headers={"Retry-After": str(FLUSH_RETRY_AFTER)}) from None
         prompts, answers, prompt_vec, answer_vec = stored()
-        first, second = stored_pairs()
+        first, second, items = stored_pairs()
         keep = askable()
     if not keep:
         raise bad_request("pool", "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each")
@@ -1657,19 +1669,20 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
             criterion = "population"
         else:  # the known users cannot tell this user apart: ask about the user's own model
             bits = None
-    worth = None
+    pooled = pooled_prior_of(rt, tenant, rewards) if weights.state is None else None  # a fitted user's posterior holds it
+    mean, cov = model.posterior(weights.state, weights.stated.signs(), pooled)
     if bits is None:
-        pooled = pooled_prior_of(rt, tenant, rewards) if weights.state is None else None  # a fitted user's posterior holds it
-        mean, cov = model.posterior(weights.state, weights.stated.signs(), pooled)
         bits = pair_information(x[a] - x[b], mean, cov)
         if target == "predictive":
-            worth = bool(bits.max() >= rt.settings.compare_min_bits)
             targets = x[np.asarray(first)] - x[np.asarray(second)]  # (T, D) every pair of the pool
             bits, criterion = predictive_information(x[a] - x[b], targets, mean, cov), "predictive"
+    # whether to ask at all, whatever chose the pair: chat's gate (`most_informative_pair`'s `gate="best"`), each pool
+    # item (a prompt's answers; a stored pair) taken as a chat's returned choices
+    worth = best_information(x, a, b, mean, cov, sets=items).max() >= rt.settings.compare_min_bits
     best = int(np.argmax(bits))
     i, j = int(a[best]), int(b[best])
     return NextComparison(
         user=user_id, prompt=prompts[i], answers=[answers[i], answers[j]], bits=round(float(bits[best]), 4),
-        worth_asking=bool(bits[best] >= rt.settings.compare_min_bits) if worth is None else worth, pool=source, pairs=len(keep),
+        worth_asking=bool(worth), pool=source, pairs=len(keep),
         criterion=criterion, population_users=len(particles) if criterion == "population" else 0,
     )

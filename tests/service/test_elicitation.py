@@ -67,21 +67,40 @@ def test_compare_disappears_once_the_user_is_well_known(svc):
     pairs carry less, and once no pair carries `compare_min_bits` (0.1) bits about which returned choice
     is best `compare` is null. A new user is still asked. In a tenant of its own on the module's service.
     Until session 49 ties were not fitted and BALD's bits decided whether to ask: `compare` first stayed
-    null from round 34 (of 90); since, by round 12 or so."""
-    svc.keys.setdefault("well-known", svc.runtime.keys.issue("well-known"))
-    bits, nulls, ties = [], 0, 0
+    null from round 34 (of 90); since, by round 12 or so.
+
+    Onboarding agrees: asked about the very answers chat no longer asks about (a `pool` of them), the
+    well-known user is not worth asking, a stranger is. Until session 50 `next-comparison` read BALD's bits
+    (`compare_bits`, which stay above 0.1 here) and told an app to keep asking this user. Until then this test
+    also checked those bits where its words say the best gate (`best_information`), which it now computes."""
+    from pluralign.user.active import all_pairs, best_information
+    from service.users.services import user_weights
+
+    rt = svc.runtime
+    svc.keys.setdefault("well-known", rt.keys.issue("well-known"))
+
+    def best_gate(prompt: str, texts: list[str]) -> float:
+        """The most any pair of the returned choices tells about which is best, on the posterior chat read."""
+        weights = user_weights(rt, "well-known", "known")
+        model = weights.rewards.user_model
+        x = model.candidates(rt.encoder.encode([prompt])[0], rt.encoder.encode(texts), texts).x
+        return float(best_information(x, *all_pairs(len(texts)), *model.posterior(weights.state)).max())
+
+    bits, gates, nulls, ties = [], [], [], 0
     with svc.client("well-known") as c:
         for rnd in range(90):
+            prompt = f"Tip number {rnd}?"
             out = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "known", "n": 4, "seed": rnd, "messages": [
-                {"role": "user", "content": f"Tip number {rnd}?"}]}).json()
+                {"role": "user", "content": prompt}]}).json()
             compare = out["pluralign"]["compare"]
+            texts = [ch["message"]["content"] for ch in out["choices"]]
             if compare is None:
-                nulls += 1
-                if nulls == 3:
+                nulls.append((prompt, texts, best_gate(prompt, texts)))
+                if len(nulls) == 3:
                     break
                 continue
             bits.append(out["pluralign"]["compare_bits"])
-            texts = [ch["message"]["content"] for ch in out["choices"]]
+            gates.append(best_gate(prompt, texts))
             a, b = compare
             if texts[a] != texts[b]:
                 tie = len(texts[a]) == len(texts[b])  # the rule cannot tell them apart: no preference
@@ -90,11 +109,20 @@ def test_compare_disappears_once_the_user_is_well_known(svc):
                 r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": compare,
                                                  "tie": tie})
                 assert r.status_code == 201, r.text
-        assert nulls == 3, f"still asked after 90 rounds: bits {bits[-5:]}"
+        assert len(nulls) == 3, f"still asked after 90 rounds: bits {bits[-5:]}"
         assert rnd + 1 <= 20, f"compare stayed null only from round {rnd + 1} (34 before ties were fitted and best gated it)"
-        assert min(bits[-3:]) >= 0.1 and bits[0] > 2 * max(bits[-3:])  # asked only above the threshold; the gain fell
+        # asked only while some pair tells 0.1 bits about the best choice (the encoder's batch may move the 4th decimal)
+        assert min(gates) >= 0.1 - 1e-3 and max(g for _, _, g in nulls) < 0.1 + 1e-3, (gates, nulls)
+        assert gates[0] > 2 * max(g for _, _, g in nulls)  # the gain about the best choice fell
         assert chat(c, "stranger")["pluralign"]["compare"] is not None
-        print(f"rounds {rnd + 1}, ties {ties}, bits {bits}")
+        prompt, texts, _ = nulls[-1]
+        pool = [{"prompt": prompt, "answers": texts}]
+        known = c.post("/v1/users/known/next-comparison", json={"pool": pool})
+        stranger = c.post("/v1/users/stranger/next-comparison", json={"pool": pool})
+        assert known.status_code == 200 and stranger.status_code == 200, (known.text, stranger.text)
+        assert not known.json()["worth_asking"], known.json()  # BALD's `bits` may still be above 0.1: not what decides
+        assert stranger.json()["worth_asking"], stranger.json()
+        print(f"rounds {rnd + 1}, ties {ties}, bits {bits}, gates {gates}, onboarding bits {known.json()['bits']}")
 
 
 def test_no_preference_between_the_compare_pair_reaches_the_users_model(svc):
@@ -361,14 +389,25 @@ def test_an_answer_with_no_visible_character_is_refused_and_never_offered(svc):
 
 def test_onboarding_by_predictive_information_asks_about_the_pool_and_keeps_worth_asking(svc, monkeypatch):
     """`target: predictive` (EPIG): the pair whose answer tells most about the user's answers to the
-    pool's pairs. `bits` is that information; `worth_asking` still reads BALD's best pair, so it
-    turns false when, and only when, the coefficients' criterion does."""
+    pool's pairs. `bits` is that information; `worth_asking` is chat's gate whatever the target: whether
+    some pair tells `compare_min_bits` about which answer of its prompt is best for the user, so it turns
+    false when, and only when, that does, for both criteria (until session 50 it read BALD's best pair)."""
     import msgspec
+
+    from pluralign.user.active import best_information
+    from service.users.services import user_weights
 
     short, long_ = short_and_long("gardens")
     pool = [{"prompt": "Tips on gardens?", "answers": [short, long_, "- Water.\n- Weed.\n- Wait."]},
             {"prompt": "Tips on baking?", "answers": ["Bake.", "Weigh the flour, preheat the oven, and let the dough rest overnight."]}]
     texts = {(item["prompt"], a) for item in pool for a in item["answers"]}
+    rt = svc.runtime
+    weights = user_weights(rt, "acme", "asker")
+    model = weights.rewards.user_model
+    answers = [a for item in pool for a in item["answers"]]
+    prompts = rt.encoder.encode([item["prompt"] for item in pool for _ in item["answers"]])
+    x = model.candidates(prompts, rt.encoder.encode(answers), answers).x
+    gate = float(best_information(x, [0, 0, 1, 3], [1, 2, 2, 4], *model.posterior(weights.state), sets=[0, 0, 0, 1, 1]).max())
     with svc.client() as c:
         epig = c.post("/v1/users/asker/next-comparison", json={"pool": pool, "target": "predictive"})
         bald = c.post("/v1/users/asker/next-comparison", json={"pool": pool}).json()
@@ -377,13 +416,15 @@ def test_onboarding_by_predictive_information_asks_about_the_pool_and_keeps_wort
         assert out["criterion"] == "predictive" and out["pool"] == "supplied" and out["pairs"] == 4
         assert all((out["prompt"], a) in texts for a in out["answers"]) and out["answers"][0] != out["answers"][1]
         assert 0 < out["bits"] <= 1 and out["worth_asking"] and bald["worth_asking"]
-        # above BALD's best pair, neither criterion finds the user worth asking about
-        monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, compare_min_bits=bald["bits"] + 0.01))
+        assert bald["bits"] > gate + 0.02, (bald, gate)  # BALD finds more than the gate: what decided until session 50
+        # above the gate, neither criterion finds the user worth asking about, though BALD's best pair is above it
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, compare_min_bits=gate + 0.01))
         again = c.post("/v1/users/asker/next-comparison", json={"pool": pool, "target": "predictive"}).json()
         assert not again["worth_asking"] and not c.post("/v1/users/asker/next-comparison", json={"pool": pool}).json()["worth_asking"]
         # below it, both do, though EPIG's own bits (about other answers) may be smaller than the threshold
-        monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, compare_min_bits=bald["bits"] - 0.01))
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, compare_min_bits=gate - 0.01))
         assert c.post("/v1/users/asker/next-comparison", json={"pool": pool, "target": "predictive"}).json()["worth_asking"]
+        assert c.post("/v1/users/asker/next-comparison", json={"pool": pool}).json()["worth_asking"]
 
 
 def test_onboarding_by_population_asks_which_known_user_the_new_one_is_like(svc, monkeypatch):
@@ -741,30 +782,42 @@ def test_features_that_moved_in_one_comparison_of_many_are_said_to_have_moved_in
     assert f"moved together in 1 of your {len(rows)} comparisons, so" in joint["text"], joint["text"]
 
 
-def test_a_user_model_a_later_release_wrote_is_refitted_not_served_nor_a_500(svc):
-    """A release that shares the schema version but knows fewer state fields (before profile43's
-    `collinear`, before `moved_in`) reads a later release's user model as unreadable: it refits the user
-    from their comparisons at their next request (docs/operations.md, going back to an earlier version)."""
+def test_a_user_model_a_later_release_wrote_is_served_as_it_is_and_a_later_version_refitted(svc):
+    """A later release that shares the state's `version` but adds a field (as profile43 added `collinear`, session 49
+    `ties`) writes a user model this release reads as it is, without that field: served, not refitted. Until session 50
+    such a state did not decode here (every struct forbade unknown fields) and the user was refitted at each read,
+    and the later release, reading that refit without its field, refitted again: during a rolling update each read
+    on the other release refitted the user (docs/operations.md). A state of a later `version` (whose fields may mean
+    something else) is refitted from the user's comparisons, as before."""
     import msgspec
 
     from pluralign.user import UserState
+    from pluralign.user.model import STATE_VERSION
 
     rt = svc.runtime
     with svc.client() as c:
         rows = [{"prompt": f"Tips on {topic}?", "chosen": PLAIN_ANSWERS[i % 5], "rejected": WORDY_ANSWERS[i % 5]}
                 for i, topic in enumerate(TOPICS)]
-        assert c.post("/v1/users/rolled-back/import", content="\n".join(json.dumps(x) for x in rows).encode(),
-                      headers={"content-type": "application/x-ndjson"}).status_code == 201
+        import_rows(c, "rolled-back", rows)
         assert c.get("/v1/users/rolled-back").status_code == 200
         rt.wait_for_background()  # the import's own refit, done: it would write over the later state
-        record = rt.store.get_user("acme", "rolled-back")
-        later = {**msgspec.msgpack.decode(record.user_model), "a_later_field": [1.0]}
-        rt.store.put_user(msgspec.structs.replace(record, user_model=msgspec.msgpack.encode(later), updated_at=record.updated_at + 1e-3))
-        assert b"a_later_field" in rt.store.get_user("acme", "rolled-back").user_model
+
+        def written_by_a_later_release(**changes) -> UserState:
+            record = rt.store.get_user("acme", "rolled-back")
+            later = {**msgspec.msgpack.decode(record.user_model), **changes}
+            rt.store.put_user(msgspec.structs.replace(record, user_model=msgspec.msgpack.encode(later), updated_at=record.updated_at + 1e-3))
+            return UserState.decode(record.user_model)
+
+        fitted = written_by_a_later_release(a_later_field=[1.0])
         r = c.get("/v1/users/rolled-back")
-    assert r.status_code == 200, r.text
-    assert r.json()["user_model"]["comparisons"] == len(rows) and r.json()["summary"]["joint"], r.json()["summary"]
-    assert UserState.decode(rt.store.get_user("acme", "rolled-back").user_model).n == len(rows)  # written back readable
+        assert r.status_code == 200, r.text
+        assert r.json()["user_model"]["comparisons"] == len(rows) and r.json()["summary"]["joint"], r.json()["summary"]
+        kept = rt.store.get_user("acme", "rolled-back").user_model
+        assert b"a_later_field" in kept and UserState.decode(kept).fitted_at == fitted.fitted_at  # served, not refitted
+        written_by_a_later_release(version=STATE_VERSION + 1)
+        assert c.get("/v1/users/rolled-back").status_code == 200
+    refitted = UserState.decode(rt.store.get_user("acme", "rolled-back").user_model)
+    assert refitted.version == STATE_VERSION and refitted.n == len(rows) and refitted.fitted_at > fitted.fitted_at
 
 
 def test_a_user_model_holding_nan_or_no_probability_is_refitted_not_served(svc):
@@ -1072,3 +1125,34 @@ def test_a_joint_belief_on_features_of_both_signs_says_what_the_answers_have_bef
     (joint,) = summary["joint"]
     assert joint["direction"] == {"length": "more", "list_items": "less", "exclamations": "more"}, joint
     assert joint["text"].startswith(f"prefers longer answers with exclamation marks and no lists ({joint['confidence']}): "), joint["text"]
+
+
+def test_a_user_who_only_answered_no_preference_counts_among_the_tenants_users(svc, monkeypatch):
+    """A user whose every answer was a tie ("no preference", fitted by Davidson's term) has a model that moved: towards
+    indifference on the pairs they tied. They are one of the tenant's kinds of users, the very one a newcomer's tie
+    weighs towards: `target: population` compares a newcomer with them, and the pooled prior is estimated from them
+    too. Until session 50 both counted only users fitted on comparisons with a winner (`state.n > 0`,
+    `n_preferences >= 1`), and left them out while their own requests were served from their fit (`prior` false)."""
+    import msgspec
+
+    rt = svc.runtime
+    svc.keys.setdefault("shruggers", rt.keys.issue("shruggers"))
+    pool = [{"prompt": "Tips on travel?", "answers": list(short_and_long("travel"))},
+            {"prompt": "Tips on sleep?", "answers": list(short_and_long("sleep"))}]
+    with svc.client("shruggers") as c:
+        for user, answer in (("picks-short", "short"), ("picks-long", "long"), ("no-preference", "tie")):
+            import_rows(c, user, [{"prompt": f"Tips on {topic}?", "chosen": pair[answer == "long"], "rejected": pair[answer != "long"],
+                                   "tie": answer == "tie"} for topic in TOPICS[:4] for pair in [short_and_long(topic)]])
+        rt.wait_for_background()  # each import's refit
+        shrug = c.get("/v1/users/no-preference").json()["user_model"]
+        assert (shrug["comparisons"], shrug["ties"]) == (0, 4), shrug
+        scored = c.post("/v1/rewards/score", json={"user": "no-preference", "prompt": "Tips?", "responses": list(short_and_long("music"))})
+        assert scored.json()["prior"] is False  # served from their own fit
+        asked = c.post("/v1/users/newcomer/next-comparison", json={"pool": pool, "target": "population"}).json()
+        assert asked["criterion"] == "population" and asked["population_users"] == 3, asked
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, pooled_prior_users=3))
+        s, l_ = short_and_long("hiking")
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "newcomer", "prompt": "Tips on hiking?", "chosen": s,
+                                            "rejected": l_}).status_code == 201
+        fitted = c.get("/v1/users/newcomer").json()["user_model"]
+    assert fitted["pooled_users"] == 3, fitted  # fitted under the prior of all three

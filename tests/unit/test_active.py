@@ -291,3 +291,30 @@ def test_a_tie_weighs_towards_the_known_users_who_could_not_tell_the_answers_apa
     np.testing.assert_allclose(both, particle_posterior(strict) * w / (particle_posterior(strict) * w).sum())
     with pytest.raises(ValueError):
         particle_posterior(strict, np.array([[0.5, 0.5]]))
+
+
+def test_best_information_of_sets_asks_each_pair_about_the_best_of_its_own_set():
+    """Onboarding's pool is many prompts, each with its own answers: each pair's answer is about the best answer to its
+    own prompt. Laid out in sets (in any order of the candidates), every pair gets what it gets alone with its set's
+    candidates, from the same posterior samples; a pair that joins two sets is refused, naming `sets`."""
+    rng = np.random.default_rng(1)
+    mean, cov = rng.normal(size=5), np.eye(5) * 2.0
+    x = rng.normal(size=(9, 5))
+    sets = np.array([2, 0, 2, 0, 5, 2, 0, 5, 2])  # sets of 4, 3 and 2 candidates, interleaved
+    first, second = [], []
+    for s in np.unique(sets):
+        members = np.flatnonzero(sets == s)
+        a, b = all_pairs(len(members))
+        first += members[a].tolist()
+        second += members[b].tolist()
+    bits = best_information(x, first, second, mean, cov, sets=sets)
+    for k, (i, j) in enumerate(zip(first, second, strict=True)):
+        members = np.flatnonzero(sets == sets[i]).tolist()
+        alone = best_information(x[members], [members.index(i)], [members.index(j)], mean, cov)[0]
+        assert bits[k] == pytest.approx(alone, abs=1e-12)
+    one = best_information(x, first, second, mean, cov, sets=np.zeros(9, int))
+    assert np.allclose(one, best_information(x, first, second, mean, cov), rtol=0, atol=1e-12)  # one set: chat's figure
+    with pytest.raises(ValueError, match="sets"):
+        best_information(x, [0], [1], mean, cov, sets=sets)  # candidates 0 and 1 answer two prompts
+    with pytest.raises(ValueError, match="sets"):
+        best_information(x, [0], [2], mean, cov, sets=sets[:4])

@@ -42,6 +42,8 @@ def test_the_rows_a_fit_does_not_learn_from_are_counted_apart_from_the_table_and
     for _ in ("the table", "the cached histories"):
         assert (store.count_comparisons("t", "ann"), store.count_ties("t", "ann"), store.count_unpaired("t", "ann")) == (1, 2, 2)
         assert (store.count_ties("t", "bob"), store.count_unpaired("t", "bob")) == (0, 1)
+        # what the user model fits, in one count: the comparison and the tie of two answers, not the rating of 3
+        assert (store.count_paired_ties("t", "ann"), store.count_paired("t", "ann"), store.count_paired("t", "bob")) == (1, 2, 0)
         store.history("t", "ann"), store.history("t", "bob")  # cached from now on
 
 
