@@ -134,6 +134,40 @@ def append_durably(path: str | os.PathLike, data: bytes) -> None:
             fsync_dir(folder.parent)
 
 
+class FilesDiffer(ValueError):
+    """An artifact's file is not the one its description (meta.json, written last) records: a copy into the folder
+    under way (`cp artifact/*` copies meta.json first), what two copies at once mixed, or a damaged file."""
+
+
+def file_digests(folder: str | os.PathLike, names: Collection[str]) -> dict[str, str]:
+    """{name: sha256 hex digest} of the files `names` in `folder`, as an artifact's description records them
+    (`check_digests`). Raises FileNotFoundError naming a missing one."""
+    return {name: _sha256(Path(folder) / name) for name in names}
+
+
+def check_digests(folder: str | os.PathLike, digests: dict[str, str], description: str = "meta.json") -> None:
+    """Raise FilesDiffer naming the first file in `folder` (by name) that is missing or whose sha256 is not the one
+    `digests` records (`file_digests`); `description` names the file that records them. {} (an artifact written
+    before digests were recorded, session replicas50) checks nothing."""
+    for name, digest in sorted(digests.items()):
+        path = Path(folder) / name
+        try:
+            found = _sha256(path)
+        except FileNotFoundError:
+            found = None
+        if found != digest:
+            raise FilesDiffer(f"{path}: {'missing' if found is None else 'not the file'} {description} records "
+                              f"(sha256 {digest[:12]}..., found {'none' if found is None else found[:12] + '...'}): a "
+                              "copy into the folder under way, two copies mixed, or a damaged file")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
     """The tensors of a safetensors file, by name (torch tensors on `device`).
 
