@@ -261,15 +261,22 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     Where the folder's parent cannot be written (`folder` itself a read-only or separate mount point), the folder's
     own descriptor is locked instead, which orders the processes of one machine: the flock `writing_artifact` takes,
     so this thread's `writing_artifact` into the folder inside the block (a first start's bootstrap) goes on under it
-    (until session reviewreplicas49 it was refused, ArtifactBusy), and another process's is refused. Raises OSError naming the lock
-    file when neither can be opened. The folder may be missing (a first start bootstraps it under the lock)."""
+    (until session reviewreplicas49 it was refused, ArtifactBusy), and another process's is refused. Only where the lock
+    file is not there: one this process cannot open for writing (another uid's, mode 0640) is locked opened read-only
+    (a local volume's flock takes it so), and one it cannot open at all is an OSError naming it, since the processes
+    that opened it take turns on it (until session replicas50 the folder was locked instead, and a replica of another
+    uid rewrote it while the others held their lock). Raises OSError naming the lock file when it cannot be opened nor
+    the folder's own lock taken. The folder may be missing (a first start bootstraps it under the lock)."""
     path, own = lock_file(folder), None
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM) or not Path(folder).is_dir():
             raise OSError(exc.errno, f"cannot open the lock file of {folder}: {exc.strerror}", str(path)) from None
-        fd, own = os.open(folder, os.O_RDONLY), os.path.realpath(folder)
+        if os.path.lexists(path):  # others take turns on it: locking anything else would let both rewrite at once
+            fd = _open_lock_read_only(path, folder, exc)
+        else:
+            fd, own = os.open(folder, os.O_RDONLY), os.path.realpath(folder)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if own is not None:  # `writing_artifact` into the folder meanwhile (a bootstrap's save) is this thread's to make
@@ -279,6 +286,20 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         if own is not None:
             _by_descriptor.held = getattr(_by_descriptor, "held", frozenset()) - {own}
         os.close(fd)  # and with it the lock
+
+
+def _open_lock_read_only(path: Path, folder: str | os.PathLike, refused: OSError) -> int:
+    """`folder_lock`'s lock file `path`, there already but refused for writing (`refused`), opened read-only; an OSError
+    naming it, its owner and mode, and this process's uid when that is refused too."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        st = os.stat(path)
+        raise OSError(refused.errno, f"cannot open the lock file of {folder}, by which the processes rewriting it take "
+                      f"turns ({refused.strerror}: it is uid {st.st_uid}'s, gid {st.st_gid}, mode {st.st_mode & 0o777:04o}; "
+                      f"this process runs as uid {os.geteuid()}): locking anything else would let two of them rewrite it at "
+                      "once; make it readable and writable by every uid that runs pluralign on this folder (chmod 0666, or "
+                      "one group and 0660), or run them as one uid", str(path)) from None
 
 
 # the folders this thread holds `folder_lock` on through their own descriptor (its fallback): the flock
