@@ -288,6 +288,48 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         os.close(fd)  # and with it the lock
 
 
+def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, description: str = "meta.json",
+                 check: Callable[[Path], None] | None = None) -> list[str]:
+    """Put the artifact at `source` (a folder of plain files, `description` among them) in place of the one in `folder`,
+    a folder other processes read and rewrite under `folder_lock` (replicas sharing PLURALIGN_PAL_DIR), as one turn under
+    that lock: each file copied beside its target under a hidden temp name (".<name>.<random>", which readers pass
+    over) and fsynced, `check(folder)` (which raises to refuse: a compare-and-swap), then the copies renamed over their
+    targets, `description` last, and the files `source` lacks removed (an earlier model's of another kind). Promotions
+    into one folder at once take turns, so it ends holding one of them whole, never a mix; a reader under the lock
+    sees the one before or this one; one killed part way leaves a mix whose description's digests do not match
+    (`check_digests`), which a reader refuses, until the next promotion. Returns the names put in place. Raises
+    ValueError naming `source` when it holds no `description` or anything but plain files, and what `check` raises."""
+    source, folder = Path(source), Path(folder)
+    names = sorted(p.name for p in source.iterdir() if not p.name.startswith(".")) if source.is_dir() else []
+    if description not in names:
+        raise ValueError(f"{source}: no {description}: not an artifact folder")
+    if any(not (source / name).is_file() or (source / name).is_symlink() for name in names):
+        raise ValueError(f"{source}: holds something other than plain files: not an artifact folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder):
+        copies: dict[str, Path] = {}
+        try:
+            for name in names:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+                copies[name] = Path(tmp)
+                with writing_to(folder / name), os.fdopen(fd, "wb") as out, open(source / name, "rb") as src:
+                    shutil.copyfileobj(src, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+            if check is not None:
+                check(folder)
+            for name in [n for n in names if n != description] + [description]:
+                os.replace(copies.pop(name), folder / name)
+        finally:
+            for tmp in copies.values():
+                tmp.unlink(missing_ok=True)
+        for path in folder.iterdir():
+            if not path.name.startswith(".") and path.name not in names and path.is_file():
+                path.unlink()
+        fsync_dir(folder)
+    return names
+
+
 def _open_lock_read_only(path: Path, folder: str | os.PathLike, refused: OSError) -> int:
     """`folder_lock`'s lock file `path`, there already but refused for writing (`refused`), opened read-only; an OSError
     naming it, its owner and mode, and this process's uid when that is refused too."""
