@@ -134,6 +134,40 @@ def append_durably(path: str | os.PathLike, data: bytes) -> None:
             fsync_dir(folder.parent)
 
 
+class FilesDiffer(ValueError):
+    """An artifact's file is not the one its description (meta.json, written last) records: a copy into the folder
+    under way (`cp artifact/*` copies meta.json first), what two copies at once mixed, or a damaged file."""
+
+
+def file_digests(folder: str | os.PathLike, names: Collection[str]) -> dict[str, str]:
+    """{name: sha256 hex digest} of the files `names` in `folder`, as an artifact's description records them
+    (`check_digests`). Raises FileNotFoundError naming a missing one."""
+    return {name: _sha256(Path(folder) / name) for name in names}
+
+
+def check_digests(folder: str | os.PathLike, digests: dict[str, str], description: str = "meta.json") -> None:
+    """Raise FilesDiffer naming the first file in `folder` (by name) that is missing or whose sha256 is not the one
+    `digests` records (`file_digests`); `description` names the file that records them. {} (an artifact written
+    before digests were recorded, session replicas50) checks nothing."""
+    for name, digest in sorted(digests.items()):
+        path = Path(folder) / name
+        try:
+            found = _sha256(path)
+        except FileNotFoundError:
+            found = None
+        if found != digest:
+            raise FilesDiffer(f"{path}: {'missing' if found is None else 'not the file'} {description} records "
+                              f"(sha256 {digest[:12]}..., found {'none' if found is None else found[:12] + '...'}): a "
+                              "copy into the folder under way, two copies mixed, or a damaged file")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict:
     """The tensors of a safetensors file, by name (torch tensors on `device`).
 
@@ -227,15 +261,22 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     Where the folder's parent cannot be written (`folder` itself a read-only or separate mount point), the folder's
     own descriptor is locked instead, which orders the processes of one machine: the flock `writing_artifact` takes,
     so this thread's `writing_artifact` into the folder inside the block (a first start's bootstrap) goes on under it
-    (until session reviewreplicas49 it was refused, ArtifactBusy), and another process's is refused. Raises OSError naming the lock
-    file when neither can be opened. The folder may be missing (a first start bootstraps it under the lock)."""
+    (until session reviewreplicas49 it was refused, ArtifactBusy), and another process's is refused. Only where the lock
+    file is not there: one this process cannot open for writing (another uid's, mode 0640) is locked opened read-only
+    (a local volume's flock takes it so), and one it cannot open at all is an OSError naming it, since the processes
+    that opened it take turns on it (until session replicas50 the folder was locked instead, and a replica of another
+    uid rewrote it while the others held their lock). Raises OSError naming the lock file when it cannot be opened nor
+    the folder's own lock taken. The folder may be missing (a first start bootstraps it under the lock)."""
     path, own = lock_file(folder), None
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o660)
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM) or not Path(folder).is_dir():
             raise OSError(exc.errno, f"cannot open the lock file of {folder}: {exc.strerror}", str(path)) from None
-        fd, own = os.open(folder, os.O_RDONLY), os.path.realpath(folder)
+        if os.path.lexists(path):  # others take turns on it: locking anything else would let both rewrite at once
+            fd = _open_lock_read_only(path, folder, exc)
+        else:
+            fd, own = os.open(folder, os.O_RDONLY), os.path.realpath(folder)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if own is not None:  # `writing_artifact` into the folder meanwhile (a bootstrap's save) is this thread's to make
@@ -245,6 +286,62 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         if own is not None:
             _by_descriptor.held = getattr(_by_descriptor, "held", frozenset()) - {own}
         os.close(fd)  # and with it the lock
+
+
+def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, description: str = "meta.json",
+                 check: Callable[[Path], None] | None = None) -> list[str]:
+    """Put the artifact at `source` (a folder of plain files, `description` among them) in place of the one in `folder`,
+    a folder other processes read and rewrite under `folder_lock` (replicas sharing PLURALIGN_PAL_DIR), as one turn under
+    that lock: each file copied beside its target under a hidden temp name (".<name>.<random>", which readers pass
+    over) and fsynced, `check(folder)` (which raises to refuse: a compare-and-swap), then the copies renamed over their
+    targets, `description` last, and the files `source` lacks removed (an earlier model's of another kind). Promotions
+    into one folder at once take turns, so it ends holding one of them whole, never a mix; a reader under the lock
+    sees the one before or this one; one killed part way leaves a mix whose description's digests do not match
+    (`check_digests`), which a reader refuses, until the next promotion. Returns the names put in place. Raises
+    ValueError naming `source` when it holds no `description` or anything but plain files, and what `check` raises."""
+    source, folder = Path(source), Path(folder)
+    names = sorted(p.name for p in source.iterdir() if not p.name.startswith(".")) if source.is_dir() else []
+    if description not in names:
+        raise ValueError(f"{source}: no {description}: not an artifact folder")
+    if any(not (source / name).is_file() or (source / name).is_symlink() for name in names):
+        raise ValueError(f"{source}: holds something other than plain files: not an artifact folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder):
+        copies: dict[str, Path] = {}
+        try:
+            for name in names:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+                copies[name] = Path(tmp)
+                with writing_to(folder / name), os.fdopen(fd, "wb") as out, open(source / name, "rb") as src:
+                    shutil.copyfileobj(src, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+            if check is not None:
+                check(folder)
+            for name in [n for n in names if n != description] + [description]:
+                os.replace(copies.pop(name), folder / name)
+        finally:
+            for tmp in copies.values():
+                tmp.unlink(missing_ok=True)
+        for path in folder.iterdir():
+            if not path.name.startswith(".") and path.name not in names and path.is_file():
+                path.unlink()
+        fsync_dir(folder)
+    return names
+
+
+def _open_lock_read_only(path: Path, folder: str | os.PathLike, refused: OSError) -> int:
+    """`folder_lock`'s lock file `path`, there already but refused for writing (`refused`), opened read-only; an OSError
+    naming it, its owner and mode, and this process's uid when that is refused too."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        st = os.stat(path)
+        raise OSError(refused.errno, f"cannot open the lock file of {folder}, by which the processes rewriting it take "
+                      f"turns ({refused.strerror}: it is uid {st.st_uid}'s, gid {st.st_gid}, mode {st.st_mode & 0o777:04o}; "
+                      f"this process runs as uid {os.geteuid()}): locking anything else would let two of them rewrite it at "
+                      "once; make it readable and writable by every uid that runs pluralign on this folder (chmod 0666, or "
+                      "one group and 0660), or run them as one uid", str(path)) from None
 
 
 # the folders this thread holds `folder_lock` on through their own descriptor (its fallback): the flock

@@ -161,11 +161,22 @@ class KeyRing:
         problem = tenant_problem(tenant)
         if problem:
             raise ValueError(f"tenant {shown(tenant)}: {problem}")
+        with self._exclusive():
+            return self._add(tenant, admin, name)
+
+    def issue_first(self, tenant: str, name: str = "") -> str | None:
+        """A key reaching `tenant` when the file holds no key (a first start's development key), else None: the look
+        and the write are one turn under `<file>.lock`, so of replicas starting together on one empty shared key file
+        one issues it (until session replicas50 each found it empty before the lock and each issued and printed one)."""
+        with self._exclusive():
+            return None if self.keys else self._add(tenant, False, name)
+
+    def _add(self, tenant: str, admin: bool, name: str) -> str:
+        """Issue a key (under `_exclusive`)."""
         key = KEY_PREFIX + secrets.token_urlsafe(24)
         entry = ApiKey(sha256=hash_key(key), tenant=tenant, admin=admin, name=name, created_at=time.time())
-        with self._exclusive():
-            self.keys[entry.sha256] = entry
-            self._write()
+        self.keys[entry.sha256] = entry
+        self._write()
         return key
 
     def revoke(self, key_id: str) -> list[ApiKey]:

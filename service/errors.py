@@ -43,7 +43,7 @@ log = logging.getLogger("pluralign.service")
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
     405: "invalid_request_error", 409: "conflict_error", 412: "invalid_request_error", 413: "invalid_request_error",
-    415: "invalid_request_error",
+    415: "invalid_request_error", 421: "invalid_request_error",
     422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable_error",
 }
 # `error.code` per status, when the raiser gave none: a stable machine-readable word
@@ -76,6 +76,7 @@ _WHY = {
     409: "Conflict",
     412: "Precondition failed: `If-Match` names another version than the current one (its `ETag` is in the answer)",
     413: "Request body too large",
+    421: "Misdirected: another replica than the one `replica` names answered; ask that one at its own address",
     429: "Too many requests: retry after `Retry-After` seconds",
     503: "Unavailable for now: retry after `Retry-After` seconds",
     507: "Insufficient storage: the service's disk is full; nothing this request sent was acknowledged",

@@ -8,7 +8,10 @@ started counts too) and serves the new model once the folder has not changed for
 (`pluralign.files.folder_lock`: no DELETE rewrites it meanwhile). A rewrite that only removed training users' rows
 (a DELETE's) keeps the population version (`service.rewards.checkpoint_version`) and is not loaded again. A model
 that cannot be served (another schema, encoder or vector size, a damaged file) is logged, naming the file, and the
-served one stays: no chat or fit fails for it. A DELETE of one of its training users does (500
+served one stays: no chat or fit fails for it. Nor is a copy under way or a mix of two copies served, though the
+folder did not change for a pass (a copy paused between files: until session replicas50, meta.json copied first beside
+the model before of the same shapes was served): the model's meta.json records the sha256 of its other files and
+loading checks them (`pluralign.files.FilesDiffer`, a WARNING naming the file while the model before is served). A DELETE of one of its training users does (500
 population_not_rewritten: the row cannot be taken out of a file this release cannot read) until a model it reads is
 put there; since session reviewreplicas49 only theirs (`pal_checkpoint.forget_users` looks at the rows' bytes first)."""
 
@@ -19,7 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pluralign.files import folder_lock
+from pluralign.files import FilesDiffer, folder_lock
 from pluralign.reward.pal_checkpoint import META_FILE
 from service.periodic import Periodic
 from service.promoted import PROMOTED_PAL
@@ -79,6 +82,11 @@ class PalDirWatch(Periodic):
                 return False  # only training users' rows removed (a DELETE), or the same model copied again
             try:
                 rewards = UserRewards.load(self.folder, self.rt.encoder.encoder_id, self.rt.encoder.dim)
+            except FilesDiffer as exc:  # looked at again once the folder changes: the copy's end
+                log.warning("PLURALIGN_PAL_DIR %s holds a new population model whose files are not all the ones its "
+                            "meta.json records, so it is not served: %s; it serves %s still", self.folder, exc,
+                            self.rt.rewards.version)
+                return False
             except (OSError, ValueError) as exc:
                 log.error("PLURALIGN_PAL_DIR %s holds a new population model this replica cannot serve: %s; it serves "
                           "%s still (put a model it can serve there)", self.folder, exc, self.rt.rewards.version)

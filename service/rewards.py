@@ -33,7 +33,8 @@ BOOTSTRAP_GROUPS = 4  # persona groups (and PAL prototypes) of the bootstrap che
 def checkpoint_version(folder: Path) -> str:
     """A short hash of the population model in the checkpoint: user logits record it and are
     refitted when it changes. The training users' own rows are left out (PAL's user_weights.json
-    rows, of which only K and the prior are hashed; EM's users.jsonl; meta.json's `users` count), so
+    rows, of which only K and the prior are hashed; EM's users.jsonl; meta.json's `users` count and `files` digests,
+    the files being hashed themselves), so
     a DELETE removing one of them (`pluralign.reward.training_users`) makes no other user's fit stale. Hidden files
     (a rewrite's temp file, ".<file>.<random>", under way or left by a kill) are no part of the model: until session
     reviewreplicas49 they were hashed, and a replica started beside one served the model under another version."""
@@ -50,7 +51,7 @@ def checkpoint_version(folder: Path) -> str:
             if isinstance(decoded, dict) and path.name == USER_WEIGHTS_FILE:
                 data = msgspec.json.encode({"k": decoded.get("k"), "prior": decoded.get("prior")})
             elif isinstance(decoded, dict):
-                data = msgspec.json.encode({k: v for k, v in decoded.items() if k != "users"}, order="sorted")
+                data = msgspec.json.encode({k: v for k, v in decoded.items() if k not in ("users", "files")}, order="sorted")
         digest.update(path.name.encode())
         digest.update(data)
     return digest.hexdigest()[:16]
@@ -119,7 +120,8 @@ class UserRewards:
         else that is not a whole checkpoint."""
         folder = Path(folder)
         if _holds_more_than_a_stopped_bootstrap(folder):
-            return cls.load(folder, encoder.encoder_id, encoder.dim)
+            with folder_lock(folder):  # no DELETE's rewrite of its user weights half done (meta.json's digest after them)
+                return cls.load(folder, encoder.encoder_id, encoder.dim)
         folder.parent.mkdir(parents=True, exist_ok=True)
         # replicas starting together on one empty PLURALIGN_PAL_DIR: one trains, the others wait and load its checkpoint
         # (before session 49 each trained its own, and each served its own while the folder held the last one saved)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 from cachetools import TTLCache
 
 from pluralign.embed.base import Encoder
-from pluralign.files import copy_into_place, keep_private
+from pluralign.files import copy_into_place, folder_lock, keep_private
 from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
 from pluralign.store import Store, StoredPreference, clocks
@@ -556,10 +557,13 @@ class Runtime:
         from pluralign.reward.training_users import forget_training_users
 
         # `pal_path` is shared by replicas: their rewrites take turns (`folder_lock`; before session 49 one undid another's)
-        if not forget_training_users(folder, forget, shared=folder == self.settings.pal_path):
+        shared = folder == self.settings.pal_path
+        if not forget_training_users(folder, forget, shared=shared):
             return 0
         if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(folder):
-            rewards = UserRewards.load(folder, self.encoder.encoder_id, self.encoder.dim)
+            # under the folder's lock: another replica's rewrite half done (users.jsonl, then meta.json's digest of it)
+            with folder_lock(folder) if shared else contextlib.nullcontext():
+                rewards = UserRewards.load(folder, self.encoder.encoder_id, self.encoder.dim)
             rewards.note = self.rewards.note
             self.rewards = rewards
         return 1

@@ -38,7 +38,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # Each module defines `register(subparsers)`; `train` modules define `register(train_subparsers)`.
 COMMANDS = (
     "training.commands.data", "training.commands.eval", "training.commands.serve", "training.commands.serve_embeddings",
-    "training.commands.audit", "training.commands.keys", "training.commands.tenants",
+    "training.commands.audit", "training.commands.keys", "training.commands.tenants", "training.commands.promote",
 )
 TRAINERS: tuple[str, ...] = (
     "training.commands.train_pal",

@@ -35,7 +35,15 @@ from pluralign.checks import SEED_MAX
 from pluralign.data.record import Base
 from pluralign.data.text import is_blank
 from pluralign.device import default_device, usable_device
-from pluralign.files import may_hold, read_description, read_safetensors, write_atomic, writing_artifact
+from pluralign.files import (
+    check_digests,
+    file_digests,
+    may_hold,
+    read_description,
+    read_safetensors,
+    write_atomic,
+    writing_artifact,
+)
 from pluralign.reward.bt import fit_user_logistic
 from pluralign.reward.features import PairBatch, same_users, seen_rows
 from pluralign.reward.inputs import as_numbers, at_least, comparison_rows, first_bad_row, logits_row, owners, whole
@@ -225,6 +233,9 @@ class EMMeta(Base):
     dim: int  # the encoder's embedding size d (heads have 2d weights)
     features: str
     assignment: str
+    # sha256 of heads.safetensors and users.jsonl as written (a DELETE's rewrite records the new users.jsonl's); `load`
+    # refuses files that differ (`pluralign.files.FilesDiffer`, as PALMeta.files). {}: written before session replicas50
+    files: dict[str, str] = {}
 
 
 class UserMembership(Base):
@@ -395,6 +406,7 @@ class EMMixture:
         with writing_artifact(out, EM_FILES, "em-bt-mixture artifact") as out:
             write_atomic(out / "heads.safetensors", save({"head_weights": W.float().cpu().contiguous(), "log_mixing": log_pi.float().cpu().contiguous()}))
             write_atomic(out / USERS_FILE, b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
+            meta = msgspec.structs.replace(meta, files=file_digests(out, ("heads.safetensors", USERS_FILE)))
             write_atomic(out / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
         return out
 
@@ -409,7 +421,8 @@ class EMMixture:
         is not JSON or truncated, for tensors whose shapes disagree with meta.json or that are not finite, for log
         mixing weights whose pi_k do not sum to 1 (`from_heads`), and naming the line of
         users.jsonl whose user is blank or given twice or whose posterior is not K weights in [0, 1] summing to 1
-        (`_check_membership`, `_check_posteriors`)."""
+        (`_check_membership`, `_check_posteriors`); `pluralign.files.FilesDiffer` (a ValueError) naming the file
+        that is not the one meta.json records (a copy under way, two copies mixed)."""
         device = usable_device(device)
         folder = Path(folder)
         meta = _read_meta(folder, encoder_id, dim)
@@ -432,6 +445,7 @@ class EMMixture:
             _check_posteriors(users_file, numbers, posterior)
             model.users = [r.user_id for r in rows]
             model.fit_result.responsibilities = torch.from_numpy(posterior).to(model.fit_result.head_weights.device)
+        check_digests(folder, meta.files)  # last: a damaged file is named for what is wrong with it first
         return model
 
 
@@ -498,8 +512,8 @@ def memberships(path: Path) -> list[tuple[int, bytes, UserMembership]]:
 def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     """Remove from an EM artifact's users.jsonl the membership rows of the training users
     `forget(user_id)` picks, for a DELETE. The heads and mixing weights were fitted on them too and
-    stay until a retrain. The file is rewritten whole (temp file and rename); meta.json holds no
-    count of users, so it is left as it is. Returns the rows removed (0: nothing written). Raises
+    stay until a retrain. The file is rewritten whole (temp file and rename), then meta.json with its digest
+    (`EMMeta.files`) where it recorded the file's before. Returns the rows removed (0: nothing written). Raises
     FileNotFoundError without users.jsonl and ValueError naming the line that is not a membership.
     When `forget` says which names it may be written as (`may_name`: a DELETE's
     `pluralign.store.deletions.Forget`) and the file's bytes hold none of them, no line is decoded (as
@@ -507,6 +521,10 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     path = Path(folder) / USERS_FILE
     if not may_hold(forget, path):
         return 0
+    meta = _described(Path(folder))
+    recorded = meta.files.get(USERS_FILE) if meta is not None else None
+    # recorded anew only for the file meta.json describes (`pal_checkpoint.forget_users`): never for a mix
+    matched = recorded is not None and file_digests(folder, (USERS_FILE,))[USERS_FILE] == recorded
     kept, removed = [], 0
     for _, line, row in memberships(path):
         if forget(row.user_id):
@@ -515,4 +533,16 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
             kept.append(line + b"\n")
     if removed:
         write_atomic(path, b"".join(kept))
+        if matched:
+            meta = msgspec.structs.replace(meta, files={**meta.files, **file_digests(folder, (USERS_FILE,))})
+            write_atomic(Path(folder) / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
     return removed
+
+
+def _described(folder: Path) -> EMMeta | None:
+    """The EM mixture's description at `folder`; None where there is none (a PAL checkpoint's meta.json beside the
+    users.jsonl an earlier mixture left: `training_users._forget_left_behind`)."""
+    try:
+        return read_description(folder, "em-bt-mixture", SCHEMA_VERSION, EMMeta, "an EM mixture artifact (em-bt-mixture)")
+    except (OSError, ValueError):
+        return None

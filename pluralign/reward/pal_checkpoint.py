@@ -1,7 +1,8 @@
 """A PAL checkpoint is a folder:
 
     model.safetensors    shared parameters only
-    meta.json            msgspec `PALMeta`: schema version, encoder id, variant, K, sizes, metrics
+    meta.json            msgspec `PALMeta`: schema version, encoder id, variant, K, sizes, metrics, and the sha256
+                         of model.safetensors and user_weights.json (written last: `load_pal` checks them)
     user_weights.json    the `UserWeights` table of the training users, with the population prior
 
 Loading checks the schema version, the encoder id (when the caller names one) and that the user
@@ -21,7 +22,16 @@ from safetensors.torch import save
 
 from pluralign.data.record import Base
 from pluralign.device import usable_device
-from pluralign.files import PAL_CHECKPOINT, may_hold, read_description, read_safetensors, write_atomic, writing_artifact
+from pluralign.files import (
+    PAL_CHECKPOINT,
+    check_digests,
+    file_digests,
+    may_hold,
+    read_description,
+    read_safetensors,
+    write_atomic,
+    writing_artifact,
+)
 from pluralign.reward.pal_model import PALConfig, PALModel
 from pluralign.reward.user_weights import UserWeights
 
@@ -42,6 +52,10 @@ class PALMeta(Base):
     users: int = 0  # training users in user_weights.json
     # finite numbers only (`save_pal`); a null (a NaN a release before session trial47b wrote) is dropped on reading
     metrics: dict[str, float | None] = {}
+    # sha256 of model.safetensors and user_weights.json as written (a DELETE's rewrite records the new user_weights.json's);
+    # `load_pal` refuses files that differ (`pluralign.files.FilesDiffer`): a replica watching PLURALIGN_PAL_DIR never
+    # serves a copy under way (`cp` writes meta.json first) or a mix of two. {}: written before session replicas50
+    files: dict[str, str] = {}
 
     def __post_init__(self) -> None:
         if any(v is None for v in self.metrics.values()):  # else load_pal and forget_users refused the checkpoint
@@ -95,6 +109,7 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
     with writing_artifact(folder, PAL_FILES, "PAL checkpoint") as folder:
         write_atomic(folder / MODEL_FILE, save({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}))
         user_weights.save(folder / USER_WEIGHTS_FILE)
+        meta = msgspec.structs.replace(meta, files=file_digests(folder, (MODEL_FILE, USER_WEIGHTS_FILE)))
         write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(meta)))
 
 
@@ -115,7 +130,9 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None, *, 
     this machine lacks it (`pluralign.device.usable_device`), and ValueError naming the file for
     any other mismatch: another encoder, vectors of another size than `dim` (the encoder's: a
     checkpoint of input_dim 768 would fail every score on 384-d vectors), a truncated
-    model.safetensors, weights whose shapes disagree with meta.json, user weights of another K."""
+    model.safetensors, weights whose shapes disagree with meta.json, user weights of another K; and
+    `pluralign.files.FilesDiffer` (a ValueError) naming the file that is not the one meta.json records (a copy under way,
+    two copies mixed: before session replicas50 a model.safetensors of the same shapes loaded beside another's meta.json)."""
     device = usable_device(device)
     folder = Path(folder)
     meta = read_meta(folder)
@@ -139,6 +156,7 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None, *, 
             f"latent_dim={meta.latent_dim}, hidden={meta.hidden}): {problem}"
         ) from None
     user_weights = UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k)
+    check_digests(folder, meta.files)  # last: a damaged file is named for what is wrong with it first
     return model.to(device).eval(), user_weights, meta
 
 
@@ -156,9 +174,14 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     if (folder / USER_WEIGHTS_FILE).is_file() and not may_hold(forget, folder / USER_WEIGHTS_FILE):
         return 0
     meta = read_meta(folder)
+    recorded = meta.files.get(USER_WEIGHTS_FILE)
+    # its digest is recorded anew only for the file meta.json describes: a DELETE must not make a mix (another
+    # checkpoint's user_weights.json beside this meta.json, a copy under way) load
+    matched = recorded is not None and file_digests(folder, (USER_WEIGHTS_FILE,))[USER_WEIGHTS_FILE] == recorded
     gone, left = forget_weight_rows(folder / USER_WEIGHTS_FILE, forget, k=meta.k)
     if gone:
-        write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=left))))
+        files = {**meta.files, **file_digests(folder, (USER_WEIGHTS_FILE,))} if matched else meta.files
+        write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=left, files=files))))
     return gone
 
 

@@ -23,7 +23,7 @@ from typing import Annotated
 import msgspec
 from litestar import Litestar, Request, delete, get, post
 from litestar.concurrency import sync_to_thread
-from litestar.exceptions import NotFoundException, ServiceUnavailableException, TooManyRequestsException
+from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavailableException, TooManyRequestsException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import Response
@@ -305,13 +305,36 @@ def dead_letter_cursor(after: str | None) -> tuple[float, str] | None:
     return when, name
 
 
-@get("/feedback/dead-letter", sync_to_thread=True, responses=error_responses(400),
+REPLICA_PARAMETER = Parameter(ge=0, le=10_000, description="the replica (PLURALIGN_REPLICA_INDEX) meant: another answering is a 421")
+
+
+def answering_replica(rt, replica: int | None) -> None:
+    """A 421 (Misdirected Request) naming `replica` when the replica answering is not the one the admin meant: each
+    replica keeps the dead letters of its own feedback log, so through a load balancer a listing, a requeue or a discard
+    meant for one would read or change another's (session replicas50; before, nothing could say which was meant)."""
+    index = rt.settings.replica_index if rt.settings.replicas > 1 else 0
+    if replica is not None and replica != index:
+        problem = (f"is {replica}, but replica {index} of {rt.settings.replicas} answered: each replica keeps the dead "
+                   "letters of its own feedback log; ask replica {replica} at its own address, not through the load balancer")
+        raise HTTPException(status_code=421, detail=f"`replica`: {problem.format(replica=replica)}",
+                            extra=[{"key": "replica", "message": problem.format(replica=replica), "code": "other_replica"}])
+
+
+def no_letter(rt, name: str) -> NotFoundException:
+    """The 404 for a letter `name` this replica does not hold, saying that letters are per replica when there are several."""
+    where = (f" on replica {rt.settings.replica_index} (each replica keeps the letters of its own feedback log: ask the one "
+             "whose listing names it)") if rt.settings.replicas > 1 else ""
+    return NotFoundException(f"no dead letter {shown(name)}{where}")
+
+
+@get("/feedback/dead-letter", sync_to_thread=True, responses=error_responses(400, 421),
      summary="Feedback records set aside: rows the store refused, a page oldest first")
 def list_dead_letters(
     request: Request,
     tenant: Annotated[str | None, QueryParameter(max_length=256, description="only letters holding rows of this tenant")] = None,
     after: Annotated[str | None, QueryParameter(max_length=128, description="the `next` of the page before")] = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    replica: Annotated[int | None, REPLICA_PARAMETER] = None,
 ) -> DeadLetterList:
     """The feedback records the worker set aside, oldest first: each failed `tries` times on its own with a row's
     error (a blank owner, a non-finite time: a damaged or hand-edited feedback log, an older release's), so it no
@@ -319,11 +342,13 @@ def list_dead_letters(
     replicas, the answering replica's letters only (`replica` says which): each sets aside its own log's records.
     `limit` letters a page (1-1000, 100); `next`, the `after` of the next page (null on the last); `tenant`, only the
     letters holding that tenant's rows; `rows`, the rows of every letter listed (all pages). 400 naming `tenant` or
-    `after` for a name no tenant can have or a cursor the list did not write."""
+    `after` for a name no tenant can have or a cursor the list did not write; 421 naming `replica` when another replica
+    than the one it names answered (`answering_replica`)."""
     if tenant is not None and (problem := tenant_problem(tenant)):
         raise bad_request("tenant", problem)
     letters = []
     rt = request.app.state.runtime
+    answering_replica(rt, replica)
     dead = rt.ingest.dead_letters
     names, rows, following = dead.page(tenant, dead_letter_cursor(after), limit)
     for name in names:
@@ -342,23 +367,30 @@ def list_dead_letters(
                           replica=rt.settings.replica_index if rt.settings.replicas > 1 else None)
 
 
-@post("/feedback/dead-letter/{name:str}/requeue", sync_to_thread=True, status_code=200, responses=error_responses(404),
+@post("/feedback/dead-letter/{name:str}/requeue", sync_to_thread=True, status_code=200, responses=error_responses(404, 421),
       summary="Put a set-aside feedback record back in the feedback log")
-def requeue_dead_letter(request: Request, name: FromPath[str]) -> Requeued:
+def requeue_dead_letter(request: Request, name: FromPath[str],
+                        replica: Annotated[int | None, REPLICA_PARAMETER] = None) -> Requeued:
     """The letter's rows are appended to the feedback log again (received when they first were) and the letter goes;
-    the worker tries them anew (refused again, they are set aside again after as many tries). 404: no such letter."""
+    the worker tries them anew (refused again, they are set aside again after as many tries). 404: no such letter
+    (on this replica); 421 naming `replica` when another replica answered (`answering_replica`)."""
+    rt = request.app.state.runtime
+    answering_replica(rt, replica)
     try:
-        return Requeued(name=name, rows=request.app.state.runtime.ingest.requeue(name))
+        return Requeued(name=name, rows=rt.ingest.requeue(name))
     except KeyError:
-        raise NotFoundException(f"no dead letter {shown(name)}") from None
+        raise no_letter(rt, name) from None
 
 
-@delete("/feedback/dead-letter/{name:str}", sync_to_thread=True, status_code=204, responses=error_responses(404),
+@delete("/feedback/dead-letter/{name:str}", sync_to_thread=True, status_code=204, responses=error_responses(404, 421),
         summary="Discard a set-aside feedback record for good")
-def discard_dead_letter(request: Request, name: FromPath[str]) -> None:
-    """The letter is removed for good (its rows were never stored). 404: no such letter."""
-    if not request.app.state.runtime.ingest.dead_letters.discard(name):
-        raise NotFoundException(f"no dead letter {shown(name)}")
+def discard_dead_letter(request: Request, name: FromPath[str], replica: Annotated[int | None, REPLICA_PARAMETER] = None) -> None:
+    """The letter is removed for good (its rows were never stored). 404: no such letter (on this replica); 421 naming
+    `replica` when another replica answered (`answering_replica`)."""
+    rt = request.app.state.runtime
+    answering_replica(rt, replica)
+    if not rt.ingest.dead_letters.discard(name):
+        raise no_letter(rt, name)
 
 
 ADMIN_HANDLERS = (create_job, list_jobs, get_job, get_job_report, cancel_job, fairness_audit, dashboard,

@@ -3,7 +3,9 @@
 Each replica sets aside the records of its own feedback log, in its own data folder: `GET /admin/feedback/dead-letter`
 lists the answering replica's letters, and since session 49 says which replica that is (`replica`; before, nothing
 in the answer told an admin behind a load balancer whose letters they were reading, nor that another replica's were
-left out). Another replica's letter is a 404 to requeue or discard there; a user's DELETE through any replica removes
+left out). Another replica's letter is a 404 to requeue or discard there (its message says letters are per replica), and since session replicas50 an admin can name
+the replica meant (`?replica=N` on the three routes): another answering is a 421 naming `replica`, not its own letters
+read or changed as if they were the ones meant. A user's DELETE through any replica removes
 their rows from every replica's letters (each applies the deletion record)."""
 
 from __future__ import annotations
@@ -33,8 +35,21 @@ def test_each_replica_lists_its_own_letters_saying_which_and_a_delete_through_th
         assert (listed_a["replica"], listed_a["rows"], [x["name"] for x in listed_a["letters"]]) == (0, 2, [letter])
         assert listed_b == {"letters": [], "rows": 0, "next": None, "replica": 1}  # replica 0's letter is not b's to list
         assert admin_b.post(f"/admin/feedback/dead-letter/{letter}/requeue").status_code == 404
-        assert admin_b.delete(f"/admin/feedback/dead-letter/{letter}").status_code == 404
+        gone = admin_b.delete(f"/admin/feedback/dead-letter/{letter}")
+        assert gone.status_code == 404 and "on replica 1 (each replica keeps" in gone.json()["error"]["message"]
         assert a.runtime.ingest.dead_letters.names() == [letter]  # untouched by b's 404s
+
+        # session replicas50: an admin names the replica meant (`replica`), and another answering (a load balancer's
+        # choice) is a 421 naming it, not another replica's letters read or changed as if they were the ones meant
+        assert admin_a.get("/admin/feedback/dead-letter?replica=0").json()["letters"][0]["name"] == letter
+        for misdirected in (admin_b.get("/admin/feedback/dead-letter?replica=0"),  # before: 200, b's empty list
+                            admin_b.post(f"/admin/feedback/dead-letter/{letter}/requeue?replica=0"),
+                            admin_b.delete(f"/admin/feedback/dead-letter/{letter}?replica=0")):
+            error = misdirected.json()["error"]
+            assert (misdirected.status_code, error["param"], error["code"]) == (421, "replica", "other_replica"), misdirected.text
+            assert "replica 1 of 2 answered" in error["message"]
+        assert admin_b.get("/admin/feedback/dead-letter?replica=-1").status_code == 400
+        assert a.runtime.ingest.dead_letters.names() == [letter]
 
         assert acme_b.delete("/v1/users/zoe").status_code == 200  # through b: a applies its deletion record
         deadline = time.monotonic() + 15

@@ -243,10 +243,16 @@ def start(settings, local_store: list[str]):
         # create_app reads promotions.json, the description and the adapter again (for callers that build the app alone;
         # the second read of a tiny adapter: 0.6 ms of CPU), then loads the models
         app = create_app(settings)
-        if len(keys) == 0:  # only once the service can start: a key printed for a service that never ran is lost
-            key = keys.issue("default", name="development key")
-            print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
+        print_development_key(keys)  # only once the service can start: a key printed for a service that never ran is lost
     return app
+
+
+def print_development_key(keys) -> None:
+    """A first start's key: issued and printed (stderr) when the key file `keys` (a `service.auth.KeyRing`) holds none,
+    found so under its lock (`KeyRing.issue_first`: replicas starting together on one shared file print one)."""
+    key = keys.issue_first("default", name="development key")
+    if key is not None:
+        print(f"development API key for tenant `default` (shown once, stored hashed): {key}", file=sys.stderr, flush=True)
 
 
 def untrained_line(settings) -> str:

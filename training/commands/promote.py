@@ -1,0 +1,73 @@
+"""`pluralign promote`: serve a pal or em job's artifact from PLURALIGN_PAL_DIR, which replicas share.
+
+    pluralign promote data/jobs/<job id>/artifact
+    pluralign promote ARTIFACT --pal-dir /var/lib/pluralign/shared/pal --if-version 1eaeee231c2a4ef4
+
+Copies the artifact into the folder as one turn under its lock (`.pal.lock`, the one replicas' DELETEs and take-ups
+hold), each file beside its target under a hidden name, then renamed over it, meta.json last; files the artifact
+lacks (an earlier model's of the other kind) are removed (`pluralign.files.promote_into`). Two promotions at once take
+turns, and the folder ends holding one of them whole. Each replica serves it within two passes of
+PLURALIGN_DELETION_SWEEP_S (`service.pal_dir`). `--if-version V`: promote only while the folder holds population
+version V (`/health`'s `pal.version`; `none` for an empty folder), a compare-and-swap: nothing changed when
+another promotion came first (exit 2, as every refusal). Prints one JSON line: the folder, the artifact's kind, its population version and files.
+The folder is PLURALIGN_PAL_DIR (or PLURALIGN_CONFIG's pal_dir; default <data dir>/pal) unless --pal-dir is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from training.common import print_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("promote", help="serve a pal or em job's artifact from PLURALIGN_PAL_DIR (replicas take it up)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("artifact", help="the artifact folder (a PAL checkpoint or an EM mixture: a pal or em job's artifact)")
+    parser.add_argument("--pal-dir", default=None, help="the folder served (default PLURALIGN_PAL_DIR, else <data dir>/pal)")
+    parser.add_argument("--if-version", default=None, help="promote only while the folder holds this population version "
+                        "(/health's pal.version; `none`: no model there)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pluralign.files import promote_into
+    from pluralign.reward.em import EMMixture
+    from pluralign.reward.pal import load_pal
+    from pluralign.reward.training_users import artifact_kind
+    from service.rewards import checkpoint_version
+
+    artifact = Path(args.artifact)
+    if args.pal_dir is not None:
+        folder, option = Path(args.pal_dir), "--pal-dir"
+    else:
+        from service.settings import Settings
+
+        folder, option = Settings.load().pal_path, "PLURALIGN_PAL_DIR (setting pal_dir)"
+    kind = artifact_kind(artifact)
+    if kind is None:
+        raise ValueError(f"{artifact}: not a PAL checkpoint or an EM mixture (a pal or em job's artifact): no meta.json "
+                         "describing one")
+    if kind == "pal":  # whole and readable (its digests included) before anything is copied
+        load_pal(artifact, device="cpu")
+    else:
+        from pluralign.files import read_description
+        from pluralign.reward.em import SCHEMA_VERSION, EMMeta
+
+        meta = read_description(artifact, "em-bt-mixture", SCHEMA_VERSION, EMMeta, "an EM mixture artifact (em-bt-mixture)")
+        EMMixture.load(artifact, meta.encoder_id, device="cpu")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option} {folder}: a file, not a folder")
+
+    def same_version(served: Path) -> None:
+        if args.if_version is None:
+            return
+        found = checkpoint_version(served) if (served / "meta.json").is_file() else "none"
+        if found != args.if_version:
+            raise ValueError(f"{option} {folder} holds population version {found}, not {args.if_version} (--if-version): "
+                             "another promotion came first; nothing was changed")
+
+    names = promote_into(artifact, folder, check=same_version)
+    print_json({"pal_dir": str(folder), "kind": kind, "version": checkpoint_version(folder), "files": names})
+    return 0
