@@ -168,6 +168,10 @@ class DeadLetters:
             found.append((name, msgspec.structs.replace(letter, rows=[letter.rows[i] for i in mine], row_numbers=numbers)))
         return found
 
+    def rows_for(self, tenant: str, user_id: str) -> int:
+        """How many rows of the user the letters hold (only the letters whose summary names the user are read)."""
+        return sum(len(letter.rows) for _, letter in self.rows_of(tenant, user_id))
+
     def rows(self) -> int:
         """How many rows the letters hold in all (unreadable ones counted as none)."""
         return sum(summary.rows for summary in self._summaries().values())

@@ -475,3 +475,27 @@ def test_an_imports_row_the_encoder_fails_on_is_set_aside_alone(svc, quick_retri
             assert [x["chosen"] for x in lines if x.get("learned_from") is False] == [rows[3]["chosen"]]
         finally:
             rt.ingest.dead_letters.discard(name)
+
+
+def test_a_user_whose_only_rows_are_set_aside_has_a_profile_that_learned_nothing(svc):
+    """A user whose only rows are set aside as a dead letter: the profile is 200, as the export, and says what the user
+    model knows: the population's prior, no comparison learned, `counts.set_aside` their rows set aside, and a sentence
+    saying they are not learned from. Once the letter is discarded the user is a 404 again. Before, the profile was a
+    404 while the export of the same user was a 200."""
+    rt = svc.runtime
+    [name] = put_letters(rt, "acme", "aside-only", 1, 3_000.0)
+    try:
+        with svc.client("acme") as acme:
+            r = acme.get("/v1/users/aside-only")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["counts"] == {"preferences": 0, "interactions": 0, "set_aside": 1}, body
+            assert body["pal"]["prior"] is True and body["summary"]["comparisons"] == 0 and body["user_model"] is None
+            assert "1 row set aside" in body["summary"]["sentences"][-1], body["summary"]["sentences"]
+            assert acme.get("/v1/users/aside-only/export").status_code == 200
+            assert acme.get("/v1/users/aside-only/preferences").json()["total"] == 0
+    finally:
+        rt.ingest.dead_letters.discard(name)
+    with svc.client("acme") as acme:
+        assert acme.get("/v1/users/aside-only").status_code == 404
+        assert acme.get("/v1/users/aside-only/export").status_code == 404
