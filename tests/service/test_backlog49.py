@@ -5,6 +5,7 @@ LanceDB folder and a real feedback log."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 
@@ -356,13 +357,14 @@ def test_an_import_sent_again_while_its_rows_wait_is_refused_past_the_bound(svc)
 def test_the_cli_import_waits_out_a_tenants_backlog_rather_than_giving_up(svc, tmp_path, capsys, monkeypatch):
     """`pluralign data import` of two users while the first one's rows wait in the log (held, as behind a slow
     worker): the second user's chunk is 503 `feedback_backlog` until they are moved, and the command sends it again
-    until it is taken (the service's Retry-After shortened to 0.1 s here; 5 s in service). Before, a 503 counted as
+    until it is taken (the service's Retry-After shortened to 0.1 s here; 1-60 s in service). Before, a 503 counted as
     any other: after 5 retries (~25 s at Retry-After 5) the command failed, so a file larger than the tenant's bound
     (50,000 rows by default) could not be imported against a worker slower than it (~70 rows/s on a CPU)."""
     from service import errors
     from tests.unit.clitools import cli, write_jsonl
 
     monkeypatch.setattr(errors, "BACKLOG_RETRY_AFTER", 0.1)
+    monkeypatch.setattr(errors, "BACKLOG_RETRY_AFTER_RANGE", (0.1, 0.1))  # measured or not (session 50)
     rt = svc.runtime
     rows = [{**{k: v for k, v in comparison(user, i).items() if k not in ("type", "user")}, "user_id": user}
             for user in ("cli-first", "cli-second") for i in range(BOUND)]
@@ -499,3 +501,29 @@ def test_a_user_whose_only_rows_are_set_aside_has_a_profile_that_learned_nothing
     with svc.client("acme") as acme:
         assert acme.get("/v1/users/aside-only").status_code == 404
         assert acme.get("/v1/users/aside-only/export").status_code == 404
+
+
+def test_retry_after_of_a_tenants_backlog_grows_with_what_must_drain(svc):
+    """A fresh tenant whose rows were stored one by one (its drain rate measured), then held at its bound: a feedback of
+    1 row is told a shorter `Retry-After` than an import of 400 rows, each the seconds its rows take to drain at that
+    rate (1 to 60 s), the message naming the rate. Before, both were told 5 s, whatever the backlog and the rate."""
+    rt = svc.runtime
+    svc.keys["drain50"] = rt.keys.issue("drain50")
+    with svc.client("drain50") as c:
+        for i in range(4):
+            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
+            wait_for(lambda: rt.ingest.log.tenant_backlog("drain50") == 0, timeout=60.0)
+        with rt.ingest.held("drain50", "slow"):
+            for i in range(BOUND):
+                assert c.post("/v1/feedback", json=comparison("slow", i)).status_code == 201
+            one = c.post("/v1/feedback", json=comparison("slow", BOUND))
+            before = rt.ingest.log.drain.rate("drain50")  # falls as time passes with none of its rows leaving
+            many = c.post("/v1/users/slow/import", content=import_body("slow", 400))
+            after = rt.ingest.log.drain.rate("drain50")
+    for r in (one, many):
+        assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", r.text
+        assert "rows/s lately" in r.json()["error"]["message"], r.text
+    short, long = float(one.headers["Retry-After"]), float(many.headers["Retry-After"])
+    assert 1 <= short < long <= 60, (short, long, before, after)
+    assert min(60, math.ceil(400 / before)) <= long <= min(60, math.ceil(400 / after)), (long, before, after)
+    wait_for(lambda: rt.ingest.log.tenant_backlog("drain50") == 0, timeout=60.0)

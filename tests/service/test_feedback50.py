@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pluralign.store import Store
-from pluralign.store.feedback_log import FeedbackLog, TenantBacklog
+from pluralign.store.feedback_log import DrainRates, FeedbackLog, TenantBacklog
 from pluralign.store.ingest import Ingestor
 from tests.service.test_backlog49 import quick_retries, wait_for  # noqa: F401 (a fixture)
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
@@ -76,3 +76,44 @@ def test_an_encoder_making_every_vector_nan_sets_nothing_aside(tmp_path, quick_r
         assert store.count_preferences("t1", "u0") == store.count_preferences("t1", "u1") == 1 and ingest.set_aside == 0
     finally:
         ingest.close()
+
+
+def test_a_tenant_refused_for_its_backlog_is_told_how_long_it_drains(tmp_path):
+    """The log's drain rate of a tenant (`DrainRates`, a test clock): rows done at t=100 and t=102 (1 row after the
+    first departure, over 2 s at t=102: 0.5 rows/s), so a record of 1 row past the bound of 3 waits 2 s and one of 5
+    rows 10 s (`TenantBacklog.wait_s`); past the window the rate is no longer measured (None). Before, the refusal
+    carried no rate, and the service said 5 s to every one."""
+    now = [100.0]
+    log = FeedbackLog(tmp_path, tenant_rows=3, drain=DrainRates(window=60.0, clock=lambda: now[0]))
+    try:
+        first, second = log.append(feedback("ann", 0, tenant="a")), log.append(feedback("ann", 1, tenant="a"))
+        log.done([first])
+        now[0] = 101.0
+        log.done([second])
+        for i in range(3):
+            log.append(feedback("bob", i, tenant="a"))
+        now[0] = 102.0
+        waits = []
+        for n in (1, 5):
+            with pytest.raises(TenantBacklog) as refused:
+                log.append(feedback("cid", n, tenant="a", n=n))
+            waits.append((refused.value.drain_rate, refused.value.wait_s()))
+        assert waits == [(0.5, 2.0), (0.5, 10.0)]
+        now[0] = 161.5  # the first departure out of the window: one left, nothing to measure between
+        with pytest.raises(TenantBacklog) as refused:
+            log.append(feedback("cid", 9, tenant="a"))
+        assert refused.value.drain_rate is None and refused.value.wait_s() is None
+    finally:
+        log.close()
+
+
+def test_retry_after_is_the_drain_time_rounded_up_and_bounded():
+    """The service's Retry-After of a 503 `feedback_backlog`: the drain time rounded up, at least 1 s, at most 60 s;
+    5 s where no rate is measured."""
+    from service.errors import backlog_retry_after
+
+    def wait(rate, rows=10, adding=1, limit=10):
+        return backlog_retry_after(TenantBacklog("t", rows, adding, limit, rate))
+
+    assert [wait(None), wait(0.5), wait(0.3), wait(100.0), wait(0.001)] == [5, 2, 4, 1, 60]
+    assert wait(2.0, adding=9) == 5 and wait(2.0, adding=40) == 20
