@@ -40,11 +40,12 @@ class TenantBacklog(Exception):
         self.drain_rate = drain_rate  # rows/s the tenant's rows left the log at lately; None: not measured (`DrainRates`)
 
     def wait_s(self) -> float | None:
-        """Seconds until enough of the tenant's rows have left the log for this record to fit, at `drain_rate`
-        (`rows + adding - limit` rows to go); None when the rate is not measured."""
+        """Seconds until enough of the tenant's rows have left the log for this record to fit, at `drain_rate`:
+        `rows + adding - limit` rows to go, or all `rows` where fewer (a tenant with none waiting may append a record
+        larger than its bound); None when the rate is not measured."""
         if not self.drain_rate:
             return None
-        return (self.rows + self.adding - self.limit) / self.drain_rate
+        return min(self.rows, self.rows + self.adding - self.limit) / self.drain_rate
 
 
 PROBLEMS = {  # kind -> words for it

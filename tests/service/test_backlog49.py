@@ -504,15 +504,18 @@ def test_a_user_whose_only_rows_are_set_aside_has_a_profile_that_learned_nothing
 
 
 def test_retry_after_of_a_tenants_backlog_grows_with_what_must_drain(svc):
-    """A fresh tenant whose rows were stored one by one (its drain rate measured), then held at its bound: a feedback of
-    1 row is told a shorter `Retry-After` than an import of 400 rows, each the seconds its rows take to drain at that
-    rate (1 to 60 s), the message naming the rate. Before, both were told 5 s, whatever the backlog and the rate."""
+    """A fresh tenant whose rows were stored one by one (its drain rate measured, under 2.5 rows/s once a second passed),
+    then held at its bound of 3: a feedback of 1 row is told a shorter `Retry-After` than an import of 400 rows (which
+    waits for all 3 waiting rows to go), each the seconds those rows take to drain at that rate (1 to 60 s), the message
+    naming the rate. Before, both were told 5 s, whatever the backlog and the rate."""
     rt = svc.runtime
     svc.keys["drain50"] = rt.keys.issue("drain50")
     with svc.client("drain50") as c:
         for i in range(4):
             assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
             wait_for(lambda: rt.ingest.log.tenant_backlog("drain50") == 0, timeout=60.0)
+        # 3 rows after the first over more than 1.2 s: 1 row takes at most 1 s, 3 rows more (ceil differs)
+        wait_for(lambda: rt.ingest.log.drain.rate("drain50") < 2.5, timeout=60.0)
         with rt.ingest.held("drain50", "slow"):
             for i in range(BOUND):
                 assert c.post("/v1/feedback", json=comparison("slow", i)).status_code == 201
@@ -525,5 +528,5 @@ def test_retry_after_of_a_tenants_backlog_grows_with_what_must_drain(svc):
         assert "rows/s lately" in r.json()["error"]["message"], r.text
     short, long = float(one.headers["Retry-After"]), float(many.headers["Retry-After"])
     assert 1 <= short < long <= 60, (short, long, before, after)
-    assert min(60, math.ceil(400 / before)) <= long <= min(60, math.ceil(400 / after)), (long, before, after)
+    assert min(60, math.ceil(BOUND / before)) <= long <= min(60, math.ceil(BOUND / after)), (long, before, after)
     wait_for(lambda: rt.ingest.log.tenant_backlog("drain50") == 0, timeout=60.0)

@@ -80,8 +80,8 @@ def test_an_encoder_making_every_vector_nan_sets_nothing_aside(tmp_path, quick_r
 
 def test_a_tenant_refused_for_its_backlog_is_told_how_long_it_drains(tmp_path):
     """The log's drain rate of a tenant (`DrainRates`, a test clock): rows done at t=100 and t=102 (1 row after the
-    first departure, over 2 s at t=102: 0.5 rows/s), so a record of 1 row past the bound of 3 waits 2 s and one of 5
-    rows 10 s (`TenantBacklog.wait_s`); past the window the rate is no longer measured (None). Before, the refusal
+    first departure, over 2 s at t=102: 0.5 rows/s), so with 3 rows waiting at the bound of 3 a record of 1 row waits
+    2 s, one of 2 rows 4 s, one of 5 rows (taken once none waits) 6 s (`TenantBacklog.wait_s`); past the window the rate is no longer measured (None). Before, the refusal
     carried no rate, and the service said 5 s to every one."""
     now = [100.0]
     log = FeedbackLog(tmp_path, tenant_rows=3, drain=DrainRates(window=60.0, clock=lambda: now[0]))
@@ -94,11 +94,11 @@ def test_a_tenant_refused_for_its_backlog_is_told_how_long_it_drains(tmp_path):
             log.append(feedback("bob", i, tenant="a"))
         now[0] = 102.0
         waits = []
-        for n in (1, 5):
+        for n in (1, 2, 5):
             with pytest.raises(TenantBacklog) as refused:
                 log.append(feedback("cid", n, tenant="a", n=n))
             waits.append((refused.value.drain_rate, refused.value.wait_s()))
-        assert waits == [(0.5, 2.0), (0.5, 10.0)]
+        assert waits == [(0.5, 2.0), (0.5, 4.0), (0.5, 6.0)]  # 5 rows (more than the bound) wait for all 3 to go
         now[0] = 161.5  # the first departure out of the window: one left, nothing to measure between
         with pytest.raises(TenantBacklog) as refused:
             log.append(feedback("cid", 9, tenant="a"))
@@ -116,4 +116,4 @@ def test_retry_after_is_the_drain_time_rounded_up_and_bounded():
         return backlog_retry_after(TenantBacklog("t", rows, adding, limit, rate))
 
     assert [wait(None), wait(0.5), wait(0.3), wait(100.0), wait(0.001)] == [5, 2, 4, 1, 60]
-    assert wait(2.0, adding=9) == 5 and wait(2.0, adding=40) == 20
+    assert wait(2.0, adding=9) == 5 and wait(2.0, adding=19) == 5  # an import larger than the bound waits for all 10 rows
