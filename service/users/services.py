@@ -945,7 +945,7 @@ def anything_held(rt: Runtime, tenant: str, user_id: str) -> bool:
     acknowledged feedback still pending in the log, which is not moved for it, or set aside as a dead letter): counts,
     not rows."""
     return (bool(rt.ingest.log.pending_for(tenant, user_id)) or held_in_store(rt, tenant, user_id)
-            or (tenant, user_id) in rt.ingest.dead_letters.owners())
+            or rt.ingest.dead_letters.holds(tenant, user_id))
 
 
 def held_in_store(rt: Runtime, tenant: str, user_id: str) -> bool:
@@ -1033,7 +1033,7 @@ def export_has_lines(rt: Runtime, tenant: str, user_id: str, export_format: str)
     first the file keeps (the first one, for nearly every user). Call after `flush_for_read`; raises
     StoreUnavailable as the export does."""
     if export_format == "all":
-        return held_in_store(rt, tenant, user_id) or (tenant, user_id) in rt.ingest.dead_letters.owners()
+        return held_in_store(rt, tenant, user_id) or rt.ingest.dead_letters.holds(tenant, user_id)
     return any(in_preference_file(row) for row in rt.store.preferences_in_order(tenant, user_id, EXPORT_PROBE_ROWS))
 
 
