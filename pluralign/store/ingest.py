@@ -955,17 +955,15 @@ class Ingestor:
     def _rows_at_fault(self, entry: Entry, error: Exception) -> dict[int, Exception]:
         """{i: the error of row i} of `entry`'s rows at fault for `error` (a row's error it failed with `tries` times):
         those the store refuses on their own content (`Store.refused_rows`), and where `error` comes from its texts
-        (`_by_texts`) those a text of which the encoder refuses or embeds as NaN (`_texts_at_fault`, embedded at the
-        worker's `nice` on the worker's thread, in the caller's otherwise). Raises as `_texts_at_fault`."""
+        (`_by_texts`) those a text of which the encoder refuses or embeds as NaN (`_texts_at_fault`, in the caller's
+        thread: the worker's own holds `_worker` then, which a flush waits for, so not at `nice` (the inversion session
+        48 undid), as the rest of a failed batch's embedding). Raises as `_texts_at_fault`."""
         refused = self.store.refused_rows(entry.rows) if len(entry.rows) > 1 else {}
         if not _by_texts(error) or len(entry.rows) == 1:
             return refused
         texts = list(dict.fromkeys(t for i, r in enumerate(entry.rows) if i not in refused
                                    for t in (r.prompt, r.chosen, r.rejected) if t))
-        if threading.current_thread() is self._thread:
-            bad = self._low.run(self._texts_at_fault, texts, self._stop)
-        else:
-            bad = self._texts_at_fault(texts, self._stop)
+        bad = self._texts_at_fault(texts, self._stop)
         for i, r in enumerate(entry.rows):
             name = next((name for name in ("prompt", "chosen", "rejected") if getattr(r, name) in bad), None)
             if i not in refused and name is not None:

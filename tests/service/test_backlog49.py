@@ -453,14 +453,14 @@ def test_a_tenants_refused_records_alone_in_the_log_do_not_hold_it_at_its_bound(
 
 @pytest.mark.parametrize("marker", [REFUSED, NOT_FINITE], ids=["a-text-the-encoder-refuses", "a-vector-not-finite"])
 def test_an_imports_row_the_encoder_fails_on_is_set_aside_alone(svc, quick_retries, marker):
-    """An import of 8 rows whose 4th has a `chosen` the encoder refuses (a ValueError while it embeds other texts), or
-    embeds as NaN: once the record failed its tries, its 7 other rows are stored and the 4th alone is set aside, its
-    letter naming its line (4) and why; the export shows 7 stored rows and the one set aside. Until session 50 only the
+    """An import of 4 rows whose 3rd has a `chosen` the encoder refuses (a ValueError while it embeds other texts), or
+    embeds as NaN: once the record failed its tries, its 3 other rows are stored and the 3rd alone is set aside, its
+    letter naming its line (3) and why; the export shows 3 stored rows and the one set aside. Until session 50 only the
     store's row refusals were split by row: the whole import (8,000 rows at most) was one dead letter."""
     rt = svc.runtime
     user = f"picky-{len(marker)}"
-    rows = [{k: v for k, v in comparison(user, i).items() if k not in ("type", "user")} for i in range(8)]
-    rows[3]["chosen"] = f"An answer the encoder fails on: {marker}."
+    rows = [{k: v for k, v in comparison(user, i).items() if k not in ("type", "user")} for i in range(4)]
+    rows[2]["chosen"] = f"An answer the encoder fails on: {marker}."
     wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0, timeout=60.0)
     with svc.client("acme") as acme:
         r = acme.post(f"/v1/users/{user}/import", content=b"\n".join(msgspec.json.encode(row) for row in rows))
@@ -469,12 +469,12 @@ def test_an_imports_row_the_encoder_fails_on_is_set_aside_alone(svc, quick_retri
                  timeout=60.0)
         [(name, letter)] = rt.ingest.dead_letters.rows_of("acme", user)
         try:
-            assert [r.chosen for r in letter.rows] == [rows[3]["chosen"]] and letter.row_numbers == [4], letter
-            assert "row 3" in letter.error and "chosen" in letter.error, letter.error
-            assert rt.store.count_preferences("acme", user) == 7
+            assert [r.chosen for r in letter.rows] == [rows[2]["chosen"]] and letter.row_numbers == [3], letter
+            assert "row 2" in letter.error and "chosen" in letter.error, letter.error
+            assert rt.store.count_preferences("acme", user) == 3
             lines = [msgspec.json.decode(line) for line in acme.get(f"/v1/users/{user}/export").content.splitlines()]
-            assert sum(x["type"] == "preference" and "learned_from" not in x for x in lines) == 7
-            assert [x["chosen"] for x in lines if x.get("learned_from") is False] == [rows[3]["chosen"]]
+            assert sum(x["type"] == "preference" and "learned_from" not in x for x in lines) == 3
+            assert [x["chosen"] for x in lines if x.get("learned_from") is False] == [rows[2]["chosen"]]
         finally:
             rt.ingest.dead_letters.discard(name)
 
