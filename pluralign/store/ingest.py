@@ -1048,14 +1048,15 @@ class Ingestor:
         """After a worker's batch `entries`: where each of its records failed on its own (`_move_checked` counts none of
         them: maybe not theirs), the next batches pass them over (`_next_batch`), so that the records behind them move;
         once the store has stored rows of a later batch, their failures were theirs: counted (`_failed`), and they are
-        tried again. Those refused for their own content (`_own_content`) are counted at once instead. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
+        tried again. Those whose error a probe shows to be theirs (`_theirs`: their own content, a vector not finite
+        while the probe's is, a value Arrow cannot hold while it holds a plain row, a text refused) are counted at once
+        instead. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
         the store refused (a deployment with one tenant: every tenant) had none of its feedback stored again."""
         if len(failed) == len(entries) > 1:
-            # a row's own content the store refuses before any read or write (a blank owner, a time that is not finite,
-            # a value its columns cannot hold): theirs whatever the store's state, counted now. Until the review of
-            # backlog49 only once other feedback was stored: a tenant's refused records alone in the log, filling its
-            # backlog bound (`FeedbackLog.tenant_rows`) so that none of its feedback could be, held it refused for good
-            # (until session 50 of those refused for their own content only: `_theirs`, one probe a kind of error)
+            # theirs whatever the store's state: counted now. Until the review of backlog49 only once other feedback was
+            # stored: a tenant's refused records alone in the log, filling its backlog bound (`FeedbackLog.tenant_rows`)
+            # so that none of its feedback could be, held it refused for good; until session 50 so did those refused
+            # for a vector or an Arrow value (`_theirs`, one probe a kind of error: `_kind`)
             theirs = {kind: self._theirs(error) for kind, error in {_kind(error): error for _, error in failed}.items()}
             own = [(entry, error) for entry, error in failed if theirs[_kind(error)]]
             if own:
