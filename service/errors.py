@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import re
 from urllib.parse import quote
 
@@ -382,17 +383,33 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
-BACKLOG_RETRY_AFTER = 5  # seconds: `Retry-After` of a 503 `feedback_backlog` (the worker moves ~2,048 rows a batch)
+BACKLOG_RETRY_AFTER = 5  # seconds: `Retry-After` of a 503 `feedback_backlog` where the tenant's drain rate is not measured
+BACKLOG_RETRY_AFTER_RANGE = (1, 60)  # seconds: the least and the most a measured one says (`backlog_retry_after`)
+
+
+def backlog_retry_after(exc: TenantBacklog) -> float:
+    """`Retry-After` (seconds) of a 503 `feedback_backlog`: the time the tenant's backlog takes to drain enough for the
+    request to fit at the rate its rows left the log lately (`TenantBacklog.wait_s`, `DrainRates`), rounded up and held
+    within BACKLOG_RETRY_AFTER_RANGE; BACKLOG_RETRY_AFTER where that rate is not measured (fewer than two departures of
+    the tenant's rows in the last minute). Until session 50 always 5 s: a client told to come back in 5 s where the
+    worker needed minutes sent it again a dozen times, and one told 5 s where it needed 0.2 s waited for nothing."""
+    wait = exc.wait_s()
+    if wait is None:
+        return BACKLOG_RETRY_AFTER
+    least, most = BACKLOG_RETRY_AFTER_RANGE
+    return min(max(math.ceil(wait), least), most)
 
 
 def backlog_response(exc: TenantBacklog) -> Response:
     """The 503 `feedback_backlog` of a feedback or import refused because its tenant's rows waiting in the feedback log
-    are at their bound (`TenantBacklog`, setting `tenant_feedback_backlog_rows`), with Retry-After; counted in
-    `pluralign_feedback_refused_total{reason="feedback_backlog"}` (`FeedbackLog.refused`). Nothing of the request was
-    acknowledged."""
-    message = (f"this tenant has {exc.rows} feedback rows waiting to be stored (at most {exc.limit}); this request's "
-               f"{exc.adding} were not acknowledged: send them again after `Retry-After` seconds")
-    return error_response(503, message, code="feedback_backlog", headers={"Retry-After": str(BACKLOG_RETRY_AFTER)})
+    are at their bound (`TenantBacklog`, setting `tenant_feedback_backlog_rows`), with Retry-After (`backlog_retry_after`);
+    counted in `pluralign_feedback_refused_total{reason="feedback_backlog"}` (`FeedbackLog.refused`). Nothing of the
+    request was acknowledged."""
+    wait = backlog_retry_after(exc)
+    rate = "" if exc.drain_rate is None else f" (they are stored at ~{exc.drain_rate:.3g} rows/s lately)"
+    message = (f"this tenant has {exc.rows} feedback rows waiting to be stored (at most {exc.limit}){rate}; this "
+               f"request's {exc.adding} were not acknowledged: send them again after `Retry-After` seconds ({wait:g})")
+    return error_response(503, message, code="feedback_backlog", headers={"Retry-After": f"{wait:g}"})
 
 
 STORAGE_RETRY_AFTER = 60  # seconds: `Retry-After` of a 503 for a table that cannot be read or written

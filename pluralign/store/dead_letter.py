@@ -16,12 +16,14 @@ log forgets the record (`pluralign.files.write_atomic`).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import math
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import NamedTuple
@@ -72,17 +74,53 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+# a folder changed less than this before it was listed may change again within the same tick of its mtime (the
+# kernel's coarse clock) unseen: listed again at the next look (`DeadLetters._summaries`; git's "racily clean" entries)
+RACY_S = 2.0
+
+
+class _Index(NamedTuple):
+    """What the letters' summaries give a page, a count or a user's look at once (`DeadLetters._index`), built once per
+    listing of the folder."""
+
+    order: list[tuple[float, str]]  # (set_aside_at, name) of each letter, in `page`'s order
+    tenants: dict[str, tuple[int, list[int]]]  # tenant -> (its letters' rows, their positions in `order`)
+    owners: dict[tuple[str, str], list[str]]  # (tenant, user_id) -> names of the letters holding their rows, oldest first
+    rows: int
+
+
+def _index(known: dict[str, _Summary]) -> _Index:
+    order = sorted((summary.set_aside_at, name) for name, summary in known.items())
+    tenants: dict[str, tuple[int, list[int]]] = {}
+    owners: dict[tuple[str, str], list[str]] = {}
+    for at, (_, name) in enumerate(order):
+        summary = known[name]
+        for tenant in {owner[0] for owner in summary.owners}:
+            rows, where = tenants.get(tenant, (0, []))
+            where.append(at)
+            tenants[tenant] = (rows + summary.rows, where)
+        for owner in summary.owners:
+            owners.setdefault(owner, []).append(name)
+    return _Index(order, tenants, owners, sum(summary.rows for summary in known.values()))
+
+
 class DeadLetters:
     """The letters of one feedback log, in `folder` (made at the first one). Each letter is decoded once while its file
     is unchanged (`_summaries`): until review 48 every /metrics scrape (`rows`) and every user's DELETE
     (`forget_user`, under the lock the feedback worker's commits and users' reads wait for) decoded every letter, 1.5 s
-    for 20 letters of an 8,000-row import each (49 MB) at load ~20."""
+    for 20 letters of an 8,000-row import each (49 MB) at load ~20. And the folder is listed, each letter's file
+    stat'ed, only once it changed (its own mtime: a letter written, rewritten or removed renames or unlinks a name in
+    it; `RACY_S`): until session 50 every look did, a page of 100 of 5,000 letters ~120 ms, a profile's count of the
+    user's ~200 ms at load ~16 (benchmarks/dead_letters.py). A letter's file changed in place, not through a rename (by
+    hand), is seen at the folder's next change."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         # a rewrite (`forget_user`) against a removal (`discard`); and the summaries (`_summaries`)
         self._lock = threading.RLock()
         self._known: dict[str, _Summary] = {}
+        self._listed: tuple[int, int] | None = None  # (st_ino, st_mtime_ns) of the folder when `_known` was listed
+        self._indexed: _Index = _index({})
 
     def put(self, rows: list[StoredPreference], error: str, tries: int, at: float, row_numbers: list[int] | None = None) -> str:
         """Writes the letter of `rows` (whole, fsynced, its name too) and returns its name. OSError: not written.
@@ -92,8 +130,9 @@ class DeadLetters:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / (name + SUFFIX)
             write_atomic(path, _encode(DeadLetter(rows=rows, error=error, tries=tries, set_aside_at=at, row_numbers=row_numbers)))
-            with contextlib.suppress(OSError):
-                self._known[name] = _Summary(_stat_key(path.stat()), len(rows), frozenset((r.tenant, r.user_id) for r in rows), at)
+            with contextlib.suppress(OSError):  # replaced, not changed: a look outside the lock keeps the one it took
+                self._known = {**self._known, name: _Summary(_stat_key(path.stat()), len(rows),
+                                                             frozenset((r.tenant, r.user_id) for r in rows), at)}
         return name
 
     def _stats(self) -> list[tuple[str, os.stat_result]]:
@@ -109,21 +148,41 @@ class DeadLetters:
 
     def _summaries(self) -> dict[str, _Summary]:
         """name -> summary of each readable letter, oldest first; only a letter new or changed since its last summary is
-        read (an unreadable one is left out, and read again at the next call)."""
+        read (an unreadable one is left out, and read again at the next listing). The folder is listed again only when
+        it changed since (or had changed less than RACY_S before its last listing)."""
+        return dict(self._refreshed()[0])
+
+    def _index(self) -> _Index:
+        """The letters' `_Index`, as of `_summaries`."""
+        return self._refreshed()[1]
+
+    def _refreshed(self) -> tuple[dict[str, _Summary], _Index]:
         with self._lock:
-            known = {}
-            for name, st in self._stats():
+            try:
+                st = os.stat(self.folder)  # before the listing: a change during it is seen at the next look
+            except FileNotFoundError:
+                st = None
+            stamp = None if st is None else (st.st_ino, st.st_mtime_ns)
+            if stamp is not None and stamp == self._listed:
+                return self._known, self._indexed
+            listed_at = time.time()
+            known, unreadable = {}, False
+            for name, st_letter in self._stats():
                 summary = self._known.get(name)
-                if summary is None or summary.stat != _stat_key(st):
+                if summary is None or summary.stat != _stat_key(st_letter):
                     try:
                         letter = _decode((self.folder / (name + SUFFIX)).read_bytes())
                     except (OSError, msgspec.DecodeError):
+                        unreadable = True
                         continue
-                    summary = _Summary(_stat_key(st), len(letter.rows), frozenset((r.tenant, r.user_id) for r in letter.rows),
-                                       letter.set_aside_at)
+                    summary = _Summary(_stat_key(st_letter), len(letter.rows),
+                                       frozenset((r.tenant, r.user_id) for r in letter.rows), letter.set_aside_at)
                 known[name] = summary
-            self._known = known
-            return dict(known)
+            self._known, self._indexed = known, _index(known)
+            # trusted until the folder changes, unless it changed just before (`RACY_S`) or a letter was unreadable
+            settled = st is not None and listed_at - st.st_mtime > RACY_S and not unreadable
+            self._listed = stamp if settled else None
+            return self._known, self._indexed
 
     def names(self) -> list[str]:
         """The letters' names, oldest first (by the time their file was written)."""
@@ -145,20 +204,21 @@ class DeadLetters:
         `after` (None: from the first); `rows`, the rows of every letter of `tenant` (each page's the same); `next`, the
         `after` of the next page (None: this is the last). A letter rewritten meanwhile (a DELETE took some of its rows)
         keeps its place; one set aside meanwhile comes on a later page. Unreadable letters are left out."""
-        mine = sorted((summary.set_aside_at, name, summary.rows) for name, summary in self._summaries().items()
-                      if tenant is None or any(owner[0] == tenant for owner in summary.owners))
-        later = [(at, name) for at, name, _ in mine if after is None or (at, name) > after]
-        page = later[:limit]
-        return [name for _, name in page], sum(rows for *_, rows in mine), page[-1] if len(later) > limit else None
+        index = self._index()
+        if tenant is None:
+            rows, where = index.rows, range(len(index.order))
+        else:
+            rows, where = index.tenants.get(tenant, (0, []))
+        first = 0 if after is None else bisect.bisect_right(where, bisect.bisect_right(index.order, after) - 1)
+        page = [index.order[i] for i in where[first : first + limit + 1]]  # one more: is there a next page?
+        return [name for _, name in page[:limit]], rows, page[limit - 1] if len(page) > limit else None
 
     def rows_of(self, tenant: str, user_id: str) -> list[tuple[str, DeadLetter]]:
         """[(name, letter)] of the letters holding rows of the user, oldest first, each letter left with the user's rows
         only (their `row_numbers` with them): what an export of the user adds to their stored rows. Only the letters
         whose summary names the user are read; an unreadable one (or one discarded meanwhile) is left out."""
         found = []
-        for name, summary in sorted(self._summaries().items(), key=lambda item: (item[1].set_aside_at, item[0])):
-            if (tenant, user_id) not in summary.owners:
-                continue
+        for name in self._index().owners.get((tenant, user_id), []):
             try:
                 letter = self.read(name)
             except (KeyError, OSError, msgspec.DecodeError):
@@ -168,14 +228,22 @@ class DeadLetters:
             found.append((name, msgspec.structs.replace(letter, rows=[letter.rows[i] for i in mine], row_numbers=numbers)))
         return found
 
+    def rows_for(self, tenant: str, user_id: str) -> int:
+        """How many rows of the user the letters hold (only the letters whose summary names the user are read)."""
+        return sum(len(letter.rows) for _, letter in self.rows_of(tenant, user_id))
+
     def rows(self) -> int:
         """How many rows the letters hold in all (unreadable ones counted as none)."""
-        return sum(summary.rows for summary in self._summaries().values())
+        return self._index().rows
 
     def owners(self) -> set[tuple[str, str]]:
         """The (tenant, user_id) of the letters' rows (of readable letters): whom a deletion record applied here may name
         (`service.deletions.apply_deletions`)."""
-        return {owner for summary in self._summaries().values() for owner in summary.owners}
+        return set(self._index().owners)
+
+    def holds(self, tenant: str, user_id: str) -> bool:
+        """Whether a readable letter holds a row of the user (`owners`, without building the set)."""
+        return (tenant, user_id) in self._index().owners
 
     def discard(self, name: str) -> bool:
         """Removes the letter `name` for good; False when there is none."""

@@ -33,10 +33,19 @@ class TenantBacklog(Exception):
     meanwhile as ever: what a loop posting one tenant's feedback or imports meets, instead of every tenant's feedback
     waiting behind its backlog and the process's memory holding all of it."""
 
-    def __init__(self, tenant: str, rows: int, adding: int, limit: int):
+    def __init__(self, tenant: str, rows: int, adding: int, limit: int, drain_rate: float | None = None):
         super().__init__(f"tenant {tenant!r} has {rows} feedback rows waiting to be stored (at most {limit}); this one "
                          f"adds {adding}")
         self.tenant, self.rows, self.adding, self.limit = tenant, rows, adding, limit
+        self.drain_rate = drain_rate  # rows/s the tenant's rows left the log at lately; None: not measured (`DrainRates`)
+
+    def wait_s(self) -> float | None:
+        """Seconds until enough of the tenant's rows have left the log for this record to fit, at `drain_rate`:
+        `rows + adding - limit` rows to go, or all `rows` where fewer (a tenant with none waiting may append a record
+        larger than its bound); None when the rate is not measured."""
+        if not self.drain_rate:
+            return None
+        return min(self.rows, self.rows + self.adding - self.limit) / self.drain_rate
 
 
 PROBLEMS = {  # kind -> words for it

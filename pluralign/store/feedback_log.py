@@ -33,6 +33,7 @@ Frame: payload length and CRC-32 (little-endian uint32 each), then the msgpack l
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import itertools
 import os
@@ -221,6 +222,48 @@ def _user_hash(key: UserKey) -> str:
 _decode_forgotten = msgspec.json.Decoder(Forgotten).decode
 
 
+DRAIN_WINDOW_S = 60.0  # the recent past a tenant's drain rate is measured over (`DrainRates`)
+
+
+class DrainRates:
+    """How fast each tenant's rows have left the feedback log lately (moved into the table, set aside, or dropped by a
+    DELETE): what a record refused for its tenant's backlog is told to wait (`TenantBacklog.drain_rate`, the service's
+    `Retry-After`). Each departure is noted with its time (`clock`: monotonic seconds) and kept for `window` seconds;
+    the rate is the rows that left after the window's first departure over the time since it, in rows per second: a
+    worker that stalled meanwhile lowers it as the time passes. None with fewer than two departures in the window
+    (nothing to measure between), whatever the backlog. O(departures in the window) a read; under the log's lock."""
+
+    def __init__(self, window: float = DRAIN_WINDOW_S, clock: Callable[[], float] = time.monotonic):
+        self.window, self.clock = window, clock
+        self._left: dict[str, collections.deque[list]] = {}  # tenant -> [[when, rows], ...], oldest first
+
+    def left(self, tenant: str, rows: int) -> None:
+        """`rows` of `tenant` left the log now (those of one call, a few ms apart, noted as one departure)."""
+        now = self.clock()
+        mine = self._left.setdefault(tenant, collections.deque())
+        if mine and now - mine[-1][0] < 0.01:
+            mine[-1][1] += rows
+        else:
+            mine.append([now, rows])
+        self._forget_before(tenant, now)
+
+    def rate(self, tenant: str) -> float | None:
+        """Rows of `tenant` per second that left the log lately (the class's docstring); None: not measured."""
+        now = self.clock()
+        self._forget_before(tenant, now)
+        mine = self._left.get(tenant)
+        if not mine or len(mine) < 2 or now <= mine[0][0]:
+            return None
+        return sum(rows for _, rows in itertools.islice(mine, 1, None)) / (now - mine[0][0])
+
+    def _forget_before(self, tenant: str, now: float) -> None:
+        mine = self._left.get(tenant)
+        while mine and mine[0][0] < now - self.window:
+            mine.popleft()
+        if mine is not None and not mine:
+            del self._left[tenant]
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -232,15 +275,17 @@ class FeedbackLog:
     `pending` until `done(entries)`."""
 
     def __init__(self, folder: str | Path, segment_bytes: int = 8 << 20, problems: Problems | None = None,
-                 clock: Callable[[], float] = time.time, tenant_rows: int | None = None):
+                 clock: Callable[[], float] = time.time, tenant_rows: int | None = None, drain: DrainRates | None = None):
         """`problems`: where a write that failed for want of room (or a read-only folder) is noted,
         and cleared by the next that succeeds (`pluralign.store.failures`). `clock`: what stamps
         `received_at` (unix seconds; a test skews one replica's clock with it). `tenant_rows`: the bound on one
         tenant's rows pending or queued (None: none): an append (`bounded`) of a tenant that has some and would pass
         it raises TenantBacklog, nothing written (a tenant with none pending may append one record of any size: an
-        import larger than the bound is taken alone)."""
+        import larger than the bound is taken alone), its `drain_rate` how fast that tenant's rows left lately (`drain`:
+        the log's own `DrainRates` when None)."""
         self.folder = Path(folder)
         self.tenant_rows = tenant_rows
+        self.drain = DrainRates() if drain is None else drain
         self.clock = clock
         self.problems = problems
         self._unrewritten: set[UserKey] = set()  # users whose `forget_user` could not rewrite the segments holding their records
@@ -642,7 +687,7 @@ class FeedbackLog:
         rows = self._tenant_pending.get(tenant, 0) + self._tenant_queued.get(tenant, 0)
         if self.tenant_rows is not None and rows and rows + adding > self.tenant_rows:
             self.refused += 1
-            raise TenantBacklog(tenant, rows, adding, self.tenant_rows)
+            raise TenantBacklog(tenant, rows, adding, self.tenant_rows, self.drain.rate(tenant))
 
     def tenant_backlog(self, tenant: str) -> int:
         """`tenant`'s rows pending or queued for the writer: what its bound (`tenant_rows`) counts. O(1)."""
@@ -723,6 +768,7 @@ class FeedbackLog:
     def _unlist(self, entry: Entry) -> None:
         """Drop a no longer pending `entry` (as it was registered) from the per-tenant index and count (caller holds
         `_cv`)."""
+        self.drain.left(entry.key[0], len(entry.rows))
         left = self._tenant_pending.get(entry.key[0], 0) - len(entry.rows)
         if left > 0:
             self._tenant_pending[entry.key[0]] = left

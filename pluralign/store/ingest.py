@@ -76,6 +76,22 @@ def _own_content(error: Exception) -> bool:
     return isinstance(error, RowRefused) and error.field in OWN_CONTENT_FIELDS
 
 
+def _by_texts(error: Exception) -> bool:
+    """Whether `error` comes from a record's texts as the encoder embeds them: a text it refused (`TextRefused`), or a
+    vector of one that is not finite (`RowRefused` naming a vector column). Which rows are at fault is then found by
+    embedding the record's texts again (`Ingestor._texts_at_fault`), not by the store's look at each row
+    (`Store.refused_rows`, which has no vector)."""
+    return isinstance(error, TextRefused) or (isinstance(error, RowRefused) and error.field.endswith("_vec"))
+
+
+def _kind(error: Exception) -> tuple[str, str]:
+    """What a probe of `Ingestor._theirs` tells apart: the error's type and, for a RowRefused, its kind of field (a
+    vector's, an owner's or time's, or a value Arrow cannot hold)."""
+    if not isinstance(error, RowRefused):
+        return type(error).__name__, ""
+    return "RowRefused", "vector" if error.field.endswith("_vec") else "own" if error.field in OWN_CONTENT_FIELDS else error.field
+
+
 class StoredClaims(Base, frozen=True):
     """A move's note (`Ingestor._note_stored`): the claims of the rows it stored, {user folder: {id hash: the claim of
     the stored copy}} (`pluralign.store.claims.named`: hashes, no user id or pref_id in the clear)."""
@@ -88,7 +104,11 @@ _decode_note = msgspec.json.Decoder(StoredClaims).decode
 
 
 class _Closed(Exception):
-    """The Ingestor was closed: the start's sweep of claims stops before its next user (`_sweep_stored_claims`)."""
+    """The Ingestor was closed: the start's sweep of claims stops before its next user (`_sweep_stored_claims`), a look
+    for the texts at fault before its next chunk (`Ingestor._texts_at_fault`)."""
+
+
+_UNKNOWN = object()  # the rows at fault of a record could not be told (`Ingestor._faults`)
 
 
 def _run_at(nice: int) -> None:
@@ -869,12 +889,86 @@ class Ingestor:
                 raise TextRefused(f"the encoder refused a text of these records: {type(exc).__name__}: {exc}") from exc
 
     def _encoder_works(self) -> bool:
-        """Whether the encoder embeds `PROBE_TEXT` (after it refused texts: were they at fault, or is it failing?)."""
+        """Whether the encoder embeds `PROBE_TEXT`, to a finite vector (after it refused texts, or embedded them as NaN:
+        were they at fault, or is it failing?)."""
         try:
-            self.encoder.encode([PROBE_TEXT])
+            return bool(np.isfinite(np.asarray(self.encoder.encode([PROBE_TEXT]), np.float32)).all())
         except Exception:  # noqa: BLE001 (its failure, whatever it is: the texts it refused are not set aside for it)
             return False
-        return True
+
+    def _store_takes_a_row(self) -> bool:
+        """Whether the store's columns hold a plain row (`PROBE_TEXT` in each text, times of now): after rows that
+        Arrow could not hold, each on its own (`RowRefused` of field `row`), were they at fault, or does the table's
+        schema fail every row? No read or write (`Store.refused_rows`)."""
+        now = time.time()
+        probe = StoredPreference(tenant="probe", user_id="probe", pref_id="probe", prompt=PROBE_TEXT, chosen=PROBE_TEXT,
+                                 rejected=PROBE_TEXT, kind="comparison", created_at=now, received_at=now)
+        try:
+            return not self.store.refused_rows([probe])
+        except Exception:  # noqa: BLE001 (the store's failure: the rows are not set aside for it)
+            return False
+
+    def _theirs(self, error: Exception) -> bool:
+        """Whether `error`, met by every record of a batch each on its own (`_pass_over`), is each record's own fault
+        rather than the store's or the encoder's, which would fail every row so: a row's own content (`_own_content`);
+        a text the encoder refused while it embedded `PROBE_TEXT` (`TextRefused`: probed when raised); a vector not
+        finite while `PROBE_TEXT`'s is (`_encoder_works`); a value Arrow cannot hold while it holds a plain row
+        (`_store_takes_a_row`). Until session 50 only the first counted: records refused for vectors or Arrow values,
+        alone in a quiet log at their tenant's backlog bound, held it refused (503 `feedback_backlog`) for good."""
+        if _own_content(error) or isinstance(error, TextRefused):
+            return True
+        if isinstance(error, RowRefused):
+            return self._encoder_works() if error.field.endswith("_vec") else self._store_takes_a_row()
+        return False
+
+    def _texts_at_fault(self, texts: list[str], until: threading.Event | None = None) -> dict[str, str]:
+        """{text: why} for the texts of `texts` (distinct) the encoder refuses (a ValueError or TypeError) or embeds as a
+        vector that is not finite: embedded ENCODE_CHUNK at a time, a chunk that fails halved, and so on down to single
+        texts (one bad text of a chunk of n costs ~2n texts embedded). Raises ValueError when every text failed while
+        `PROBE_TEXT` fails too (the encoder's failure, not theirs), `_Closed` once `until` is set (the worker's stop),
+        and what else the encoder raises."""
+        found: dict[str, str] = {}
+
+        def look(part: list[str]) -> None:
+            if until is not None and until.is_set():
+                raise _Closed
+            try:
+                vectors = np.asarray(self.encoder.encode(part), np.float32)
+            except (ValueError, TypeError) as exc:
+                if len(part) == 1:
+                    found[part[0]] = f"the encoder refused it ({type(exc).__name__}: {exc})"
+                    return
+                half = len(part) // 2
+                look(part[:half])
+                look(part[half:])
+                return
+            for text, vector in zip(part, vectors, strict=True):
+                if not np.isfinite(vector).all():
+                    found[text] = "the encoder embedded it as a vector that is not finite (NaN or inf)"
+
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            look(texts[start : start + ENCODE_CHUNK])
+        if len(found) == len(texts) and not self._encoder_works():
+            raise ValueError("the encoder fails on every text, a probe's too: not the record's texts")
+        return found
+
+    def _rows_at_fault(self, entry: Entry, error: Exception) -> dict[int, Exception]:
+        """{i: the error of row i} of `entry`'s rows at fault for `error` (a row's error it failed with `tries` times):
+        those the store refuses on their own content (`Store.refused_rows`), and where `error` comes from its texts
+        (`_by_texts`) those a text of which the encoder refuses or embeds as NaN (`_texts_at_fault`, in the caller's
+        thread: the worker's own holds `_worker` then, which a flush waits for, so not at `nice` (the inversion session
+        48 undid), as the rest of a failed batch's embedding). Raises as `_texts_at_fault`."""
+        refused = self.store.refused_rows(entry.rows) if len(entry.rows) > 1 else {}
+        if not _by_texts(error) or len(entry.rows) == 1:
+            return refused
+        texts = list(dict.fromkeys(t for i, r in enumerate(entry.rows) if i not in refused
+                                   for t in (r.prompt, r.chosen, r.rejected) if t))
+        bad = self._texts_at_fault(texts, self._stop)
+        for i, r in enumerate(entry.rows):
+            name = next((name for name in ("prompt", "chosen", "rejected") if getattr(r, name) in bad), None)
+            if i not in refused and name is not None:
+                refused[i] = TextRefused(f"`{name}` of row {i} (pref_id {r.pref_id!r}): {bad[getattr(r, name)]}")
+        return refused
 
     def _at_low_priority(self) -> None:
         """The calling thread (the worker's, the sweep's, as it begins) runs at `nice`; one the stop came to first runs
@@ -954,18 +1048,21 @@ class Ingestor:
         """After a worker's batch `entries`: where each of its records failed on its own (`_move_checked` counts none of
         them: maybe not theirs), the next batches pass them over (`_next_batch`), so that the records behind them move;
         once the store has stored rows of a later batch, their failures were theirs: counted (`_failed`), and they are
-        tried again. Those refused for their own content (`_own_content`) are counted at once instead. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
+        tried again. Those whose error a probe shows to be theirs (`_theirs`: their own content, a vector not finite
+        while the probe's is, a value Arrow cannot hold while it holds a plain row, a text refused) are counted at once
+        instead. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
         the store refused (a deployment with one tenant: every tenant) had none of its feedback stored again."""
         if len(failed) == len(entries) > 1:
-            # a row's own content the store refuses before any read or write (a blank owner, a time that is not finite,
-            # a value its columns cannot hold): theirs whatever the store's state, counted now. Until the review of
-            # backlog49 only once other feedback was stored: a tenant's refused records alone in the log, filling its
-            # backlog bound (`FeedbackLog.tenant_rows`) so that none of its feedback could be, held it refused for good
-            own = [(entry, error) for entry, error in failed if _own_content(error)]
+            # theirs whatever the store's state: counted now. Until the review of backlog49 only once other feedback was
+            # stored: a tenant's refused records alone in the log, filling its backlog bound (`FeedbackLog.tenant_rows`)
+            # so that none of its feedback could be, held it refused for good; until session 50 so did those refused
+            # for a vector or an Arrow value (`_theirs`, one probe a kind of error: `_kind`)
+            theirs = {kind: self._theirs(error) for kind, error in {_kind(error): error for _, error in failed}.items()}
+            own = [(entry, error) for entry, error in failed if theirs[_kind(error)]]
             if own:
                 self._failed(own)
             self._passed_over = {**self._passed_over, **{entry.seq: (entry, error) for entry, error in failed
-                                                          if not _own_content(error)}}
+                                                          if not theirs[_kind(error)]}}
         elif moved and self._passed_over:
             passed, self._passed_over = list(self._passed_over.values()), {}
             self._failed(passed)
@@ -1009,7 +1106,10 @@ class Ingestor:
         """Counts each record's failure on its own; one that failed `tries` times is set aside: written to the dead
         letters (`pluralign.store.dead_letter`, on disk) and then dropped from the log, logged (its tenant and the
         letter's name: no user id), counted (`set_aside`). A letter that cannot be written leaves the record in the
-        log, tried again."""
+        log, tried again. The rows at fault of a record its failure sets aside are found first (`_rows_at_fault`: an
+        encoder's look at its texts takes seconds for an import), before `_move`, which readers and DELETEs wait for."""
+        faults = {entry.seq: self._faults(entry, error) for entry, error in failed
+                  if self._failures.get(entry.seq, 0) + 1 >= self.tries}
         with self._move:
             aside: list[Entry] = []
             try:
@@ -1021,12 +1121,27 @@ class Ingestor:
                         log.warning("a feedback record of tenant %r failed on its own (try %d of %d): %s: %s", entry.key[0],
                                     tries, self.tries, type(error).__name__, error)
                         continue
-                    if self._set_aside(entry, error, tries):
+                    found = faults.get(entry.seq)
+                    if found is None:  # its count reached `tries` meanwhile (a reader's move): looked at under `_move`
+                        found = self._faults(entry, error)
+                    if found is not _UNKNOWN and self._set_aside(entry, error, tries, found):
                         aside.append(entry)
             finally:
                 self._drop_set_aside(aside)
             if len(self._failures) > 4 * self.batch:  # of records moved or forgotten since
                 self._failures = {seq: n for seq, n in self._failures.items() if self.log.pending.get(seq) is not None}
+
+    def _faults(self, entry: Entry, error: Exception) -> dict[int, Exception] | object:
+        """`_rows_at_fault`, or _UNKNOWN where they could not be told (the encoder failing on every text, a stop, a
+        failure of the store's): the record is then not set aside this time, tried again."""
+        try:
+            return self._rows_at_fault(entry, error)
+        except _Closed:
+            return _UNKNOWN
+        except Exception as exc:  # noqa: BLE001 (not the record's: it stays in the log)
+            log.warning("the rows at fault of a feedback record of tenant %r could not be told (%s: %s): it stays in the "
+                        "log and is tried again", entry.key[0], type(exc).__name__, exc)
+            return _UNKNOWN
 
     def _drop_set_aside(self, aside: list[Entry]) -> None:
         """The records set aside (`_set_aside`, their letters written) dropped from the log: from what is pending and
@@ -1041,16 +1156,17 @@ class Ingestor:
             log.error("%d feedback record(s) set aside could not be cut from the feedback log's files (%s): the next start "
                       "sets them aside again", len(aside), exc)
 
-    def _set_aside(self, entry: Entry, error: Exception, tries: int) -> bool:
-        """`entry`, failed `tries` times on its own with `error`, set aside (`_failed`): only its rows the store refuses
-        on their own content (`Store.refused_rows`) where it names some but not all, the others put back in the log as a
+    def _set_aside(self, entry: Entry, error: Exception, tries: int, refused: Mapping[int, Exception]) -> bool:
+        """`entry`, failed `tries` times on its own with `error`, set aside (`_failed`): only its rows at fault (`refused`:
+        those the store refuses on their own content, or a text of which the encoder refuses or embeds as NaN) where
+        they are some but not all, the others put back in the log as a
         record of their own (received when they were) and moved as any; else all of them. The letter is written (with
         the rows' positions in the record: an import's, its rows in the file's order) before the rest is logged and
         before the log forgets the record: a kill between finds the record pending again, set aside again as the same
         letter, and its rows moved twice are stored once. Until session 49 one bad row of an 8,000-row import set the
-        whole import aside. Returns whether it was set aside (the caller then drops it from the log: `FeedbackLog.set_aside`,
-        once for all the records of a call). Under `_move`."""
-        refused = self.store.refused_rows(entry.rows) if isinstance(error, RowRefused) and len(entry.rows) > 1 else {}
+        whole import aside; until session 50 one text the encoder refused, or embedded as NaN, did still. `refused`: the
+        rows at fault (`_rows_at_fault`), by position. Returns whether it was set aside (the caller then drops it from the
+        log: `FeedbackLog.set_aside`, once for all the records of a call). Under `_move`."""
         bad = sorted(refused) if 0 < len(refused) < len(entry.rows) else list(range(len(entry.rows)))
         words = f"{type(error).__name__}: {error}" if len(bad) == len(entry.rows) else "; ".join(
             f"{type(refused[i]).__name__}: {refused[i]}" for i in bad[:8]) + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")

@@ -748,9 +748,11 @@ def described_prototypes(rt: Runtime, tenant: str, rewards: UserRewards) -> list
     return described
 
 
-def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, comparisons: int, preferences: int | None = None) -> UserSummary:
+def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, comparisons: int, preferences: int | None = None,
+            set_aside: int = 0) -> UserSummary:
     """The user's `UserSummary`; `preferences`: how many preference rows the user has (the profile's count): where
-    they are more than `comparisons`, its ties and unpaired ratings are counted and said not to be learned from."""
+    they are more than `comparisons`, its ties and unpaired ratings are counted and said not to be learned from;
+    `set_aside`: their rows set aside as dead letters, said not to be learned from."""
     rewards = weights.rewards or rt.rewards
     stated = weights.stated.preferences
     if weights.state is not None:  # what the comparisons alone say on stated features was fitted with the state
@@ -778,6 +780,10 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         said = learned + max(ties - paired, 0)  # the ties learned and the ratings of 3
     # the user's own model learns from ties of two answers, with a state or not yet (ratings of 3 alone fit none)
     sentences.append(based_on(comparisons, said, unpaired, learned, learns_ties=residual_on(rt)))
+    if set_aside:
+        sentences.append(f"{set_aside} row{'s' * (set_aside != 1)} set aside (acknowledged, but the service could not store "
+                         f"{'them' if set_aside != 1 else 'it'}: an admin may put {'them' if set_aside != 1 else 'it'} back) "
+                         f"{'are' if set_aside != 1 else 'is'} not learned from; the export holds {'them' if set_aside != 1 else 'it'}")
     return UserSummary(
         comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint, ties=ties, unpaired_ratings=unpaired,
         ties_learned=learned,
@@ -813,6 +819,9 @@ def based_on(comparisons: int, ties: int, unpaired_ratings: int, ties_learned: i
 class Counts(msgspec.Struct):
     preferences: int
     interactions: int
+    # the user's rows set aside as dead letters (acknowledged, never stored: nothing learned from them; the export
+    # holds them, `learned_from: false`)
+    set_aside: int = 0
 
 
 class UserProfile(msgspec.Struct):
@@ -830,12 +839,16 @@ class UserProfile(msgspec.Struct):
 
 
 def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
+    """The user's profile; None (a 404) when nothing is held about them. A user whose only rows are set aside as dead
+    letters has one, as an export (`anything_held`): the population's prior, nothing learned, `counts.set_aside`
+    (until session 50 a 404 beside the export's 200)."""
     weights = user_weights(rt, tenant, user_id)
     counts = Counts(
         preferences=rt.store.count_preferences(tenant, user_id),
         interactions=rt.store.count_interactions(tenant, user_id),
+        set_aside=rt.ingest.dead_letters.rows_for(tenant, user_id),
     )
-    if weights.record is None and counts.preferences == 0 and counts.interactions == 0:
+    if weights.record is None and counts.preferences == 0 and counts.interactions == 0 and counts.set_aside == 0:
         return None
     logits = np.asarray(weights.logits, np.float64)
     mix = np.exp(logits - logits.max())
@@ -854,7 +867,7 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         updated_at=record.updated_at if record else None,
         user_model=model_profile(weights.state),
         summary=summary(rt, tenant, user_id, weights, weights.state.n if weights.state is not None else int(record.n_preferences if record else 0),
-                        counts.preferences),
+                        counts.preferences, counts.set_aside),
         stated=weights.stated.latest(),
     )
 
@@ -936,7 +949,7 @@ def anything_held(rt: Runtime, tenant: str, user_id: str) -> bool:
     acknowledged feedback still pending in the log, which is not moved for it, or set aside as a dead letter): counts,
     not rows."""
     return (bool(rt.ingest.log.pending_for(tenant, user_id)) or held_in_store(rt, tenant, user_id)
-            or (tenant, user_id) in rt.ingest.dead_letters.owners())
+            or rt.ingest.dead_letters.holds(tenant, user_id))
 
 
 def held_in_store(rt: Runtime, tenant: str, user_id: str) -> bool:
@@ -1024,7 +1037,7 @@ def export_has_lines(rt: Runtime, tenant: str, user_id: str, export_format: str)
     first the file keeps (the first one, for nearly every user). Call after `flush_for_read`; raises
     StoreUnavailable as the export does."""
     if export_format == "all":
-        return held_in_store(rt, tenant, user_id) or (tenant, user_id) in rt.ingest.dead_letters.owners()
+        return held_in_store(rt, tenant, user_id) or rt.ingest.dead_letters.holds(tenant, user_id)
     return any(in_preference_file(row) for row in rt.store.preferences_in_order(tenant, user_id, EXPORT_PROBE_ROWS))
 
 

@@ -5,6 +5,7 @@ LanceDB folder and a real feedback log."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 
@@ -42,10 +43,34 @@ def wait_for(what, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+REFUSED = "UNREADABLE-BY-THE-ENCODER"  # a text holding it is refused by the module's encoder (`Picky`)
+NOT_FINITE = "EMBEDDED-AS-NAN"  # and one holding this is embedded as NaN
+
+
+class Picky:
+    """The real encoder, but for a text holding REFUSED (a ValueError, as a tokenizer or a remote encoder may refuse
+    one) and one holding NOT_FINITE (embedded as NaN, as a model that overflows on a text): what session 50's tests of
+    the rows set aside send in an import."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def __getattr__(self, name):
+        return getattr(self.encoder, name)
+
+    def encode(self, texts):
+        texts = list(texts)
+        if any(REFUSED in t for t in texts):
+            raise ValueError("a text this encoder cannot read")
+        vectors = np.array(self.encoder.encode(texts), np.float32)
+        vectors[[NOT_FINITE in t for t in texts]] = np.nan
+        return vectors
+
+
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     data = tmp_path_factory.mktemp("data")
-    server, service = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+    server, service = start_service(data, tiny_generator_dir, tiny_pal_dir, Picky(minilm), admin_handlers=ADMIN_HANDLERS,
                                     deletion_sweep_s=3600, tenant_feedback_backlog_rows=BOUND)
     with server:
         yield service
@@ -332,13 +357,14 @@ def test_an_import_sent_again_while_its_rows_wait_is_refused_past_the_bound(svc)
 def test_the_cli_import_waits_out_a_tenants_backlog_rather_than_giving_up(svc, tmp_path, capsys, monkeypatch):
     """`pluralign data import` of two users while the first one's rows wait in the log (held, as behind a slow
     worker): the second user's chunk is 503 `feedback_backlog` until they are moved, and the command sends it again
-    until it is taken (the service's Retry-After shortened to 0.1 s here; 5 s in service). Before, a 503 counted as
+    until it is taken (the service's Retry-After shortened to 0.1 s here; 1-60 s in service). Before, a 503 counted as
     any other: after 5 retries (~25 s at Retry-After 5) the command failed, so a file larger than the tenant's bound
     (50,000 rows by default) could not be imported against a worker slower than it (~70 rows/s on a CPU)."""
     from service import errors
     from tests.unit.clitools import cli, write_jsonl
 
     monkeypatch.setattr(errors, "BACKLOG_RETRY_AFTER", 0.1)
+    monkeypatch.setattr(errors, "BACKLOG_RETRY_AFTER_RANGE", (0.1, 0.1))  # measured or not (session 50)
     rt = svc.runtime
     rows = [{**{k: v for k, v in comparison(user, i).items() if k not in ("type", "user")}, "user_id": user}
             for user in ("cli-first", "cli-second") for i in range(BOUND)]
@@ -423,3 +449,84 @@ def test_a_tenants_refused_records_alone_in_the_log_do_not_hold_it_at_its_bound(
         assert len(ingest.dead_letters.names()) == 2
     finally:
         ingest.close()
+
+
+@pytest.mark.parametrize("marker", [REFUSED, NOT_FINITE], ids=["a-text-the-encoder-refuses", "a-vector-not-finite"])
+def test_an_imports_row_the_encoder_fails_on_is_set_aside_alone(svc, quick_retries, marker):
+    """An import of 4 rows whose 3rd has a `chosen` the encoder refuses (a ValueError while it embeds other texts), or
+    embeds as NaN: once the record failed its tries, its 3 other rows are stored and the 3rd alone is set aside, its
+    letter naming its line (3) and why; the export shows 3 stored rows and the one set aside. Until session 50 only the
+    store's row refusals were split by row: the whole import (8,000 rows at most) was one dead letter."""
+    rt = svc.runtime
+    user = f"picky-{len(marker)}"
+    rows = [{k: v for k, v in comparison(user, i).items() if k not in ("type", "user")} for i in range(4)]
+    rows[2]["chosen"] = f"An answer the encoder fails on: {marker}."
+    wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0, timeout=60.0)
+    with svc.client("acme") as acme:
+        r = acme.post(f"/v1/users/{user}/import", content=b"\n".join(msgspec.json.encode(row) for row in rows))
+        assert r.status_code == 201, r.text
+        wait_for(lambda: not rt.ingest.log.pending_for("acme", user) and rt.ingest.dead_letters.rows_of("acme", user),
+                 timeout=60.0)
+        [(name, letter)] = rt.ingest.dead_letters.rows_of("acme", user)
+        try:
+            assert [r.chosen for r in letter.rows] == [rows[2]["chosen"]] and letter.row_numbers == [3], letter
+            assert "row 2" in letter.error and "chosen" in letter.error, letter.error
+            assert rt.store.count_preferences("acme", user) == 3
+            lines = [msgspec.json.decode(line) for line in acme.get(f"/v1/users/{user}/export").content.splitlines()]
+            assert sum(x["type"] == "preference" and "learned_from" not in x for x in lines) == 3
+            assert [x["chosen"] for x in lines if x.get("learned_from") is False] == [rows[2]["chosen"]]
+        finally:
+            rt.ingest.dead_letters.discard(name)
+
+
+def test_a_user_whose_only_rows_are_set_aside_has_a_profile_that_learned_nothing(svc):
+    """A user whose only rows are set aside as a dead letter: the profile is 200, as the export, and says what the user
+    model knows: the population's prior, no comparison learned, `counts.set_aside` their rows set aside, and a sentence
+    saying they are not learned from. Once the letter is discarded the user is a 404 again. Before, the profile was a
+    404 while the export of the same user was a 200."""
+    rt = svc.runtime
+    [name] = put_letters(rt, "acme", "aside-only", 1, 3_000.0)
+    try:
+        with svc.client("acme") as acme:
+            r = acme.get("/v1/users/aside-only")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["counts"] == {"preferences": 0, "interactions": 0, "set_aside": 1}, body
+            assert body["pal"]["prior"] is True and body["summary"]["comparisons"] == 0 and body["user_model"] is None
+            assert "1 row set aside" in body["summary"]["sentences"][-1], body["summary"]["sentences"]
+            assert acme.get("/v1/users/aside-only/export").status_code == 200
+            assert acme.get("/v1/users/aside-only/preferences").json()["total"] == 0
+    finally:
+        rt.ingest.dead_letters.discard(name)
+    with svc.client("acme") as acme:
+        assert acme.get("/v1/users/aside-only").status_code == 404
+        assert acme.get("/v1/users/aside-only/export").status_code == 404
+
+
+def test_retry_after_of_a_tenants_backlog_grows_with_what_must_drain(svc):
+    """A fresh tenant whose rows were stored one by one (its drain rate measured, under 2.85 rows/s once 0.35 s passed),
+    then held at its bound of 3: a feedback of 1 row is told a shorter `Retry-After` than an import of 400 rows (which
+    waits for all 3 waiting rows to go), each the seconds those rows take to drain at that rate (1 to 60 s), the message
+    naming the rate. Before, both were told 5 s, whatever the backlog and the rate."""
+    rt = svc.runtime
+    svc.keys["drain50"] = rt.keys.issue("drain50")
+    with svc.client("drain50") as c:
+        for i in range(2):
+            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
+            wait_for(lambda: rt.ingest.log.tenant_backlog("drain50") == 0, timeout=60.0)
+        # 1 row after the first over more than 0.35 s: 3 rows take more than 1 s, and 1 row a third of that (ceil differs)
+        wait_for(lambda: rt.ingest.log.drain.rate("drain50") < 2.85, timeout=60.0)
+        with rt.ingest.held("drain50", "slow"):
+            for i in range(BOUND):
+                assert c.post("/v1/feedback", json=comparison("slow", i)).status_code == 201
+            one = c.post("/v1/feedback", json=comparison("slow", BOUND))
+            before = rt.ingest.log.drain.rate("drain50")  # falls as time passes with none of its rows leaving
+            many = c.post("/v1/users/slow/import", content=import_body("slow", 400))
+            after = rt.ingest.log.drain.rate("drain50")
+    for r in (one, many):
+        assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", r.text
+        assert "rows/s lately" in r.json()["error"]["message"], r.text
+    short, long = float(one.headers["Retry-After"]), float(many.headers["Retry-After"])
+    assert 1 <= short < long <= 60, (short, long, before, after)
+    assert min(60, math.ceil(BOUND / before)) <= long <= min(60, math.ceil(BOUND / after)), (long, before, after)
+    wait_for(lambda: rt.ingest.log.tenant_backlog("drain50") == 0, timeout=60.0)

@@ -1,0 +1,158 @@
+"""Session 50: the feedback set aside and the backlog, with a real feedback log and a real LanceDB folder (the HTTP
+tests of the same are in test_backlog49.py, on its module's service)."""
+
+from __future__ import annotations
+
+import threading
+
+import msgspec
+import numpy as np
+import pytest
+
+from pluralign.store import Store
+from pluralign.store.feedback_log import DrainRates, FeedbackLog, TenantBacklog
+from pluralign.store.ingest import Ingestor
+from tests.service.test_backlog49 import quick_retries, wait_for  # noqa: F401 (a fixture)
+from tests.service.test_feedback_log import DIM, HashEncoder, feedback
+
+NOT_FINITE = "embedded-as-nan"
+
+
+class NanEncoder(HashEncoder):
+    """Embeds a text holding NOT_FINITE as NaN (a model overflowing on it): no error, a vector the store refuses."""
+
+    def encode(self, texts):
+        vectors = super().encode(texts)
+        vectors[[NOT_FINITE in t for t in texts]] = np.nan
+        return vectors
+
+
+def test_records_refused_for_their_vectors_alone_in_the_log_do_not_hold_the_tenant_at_its_bound(tmp_path, quick_retries):  # noqa: F811
+    """Two records of one tenant whose texts the encoder embeds as NaN (the store refuses the vectors), alone in the log
+    and at the tenant's bound: the encoder embeds another text finite (a probe), so the vectors are the texts' own; they
+    are set aside after their tries and the tenant's feedback is taken again. Before, a batch whose every record failed
+    on its own for a vector was passed over and counted only once other feedback was stored: none could be (the tenant
+    was refused for the backlog those rows filled), so its 503 `feedback_backlog` lasted for good."""
+    log = FeedbackLog(tmp_path / "log")
+    for i in range(2):
+        log.append([msgspec.structs.replace(r, chosen=f"{NOT_FINITE} {r.chosen}") for r in feedback(f"u{i}", 0, tenant="t1", n=2)])
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log", tenant_rows=4), store, NanEncoder(), tries=3)
+    try:
+        with pytest.raises(TenantBacklog):
+            ingest.submit(feedback("good", 0, tenant="t1"))
+        wait_for(lambda: ingest.set_aside == 4 and ingest.log.backlog() == (0, 0), timeout=60.0)
+        ingest.submit(feedback("good", 0, tenant="t1"))
+        wait_for(lambda: store.count_preferences("t1", "good") == 1, timeout=60.0)
+        assert len(ingest.dead_letters.names()) == 2
+    finally:
+        ingest.close()
+
+
+def test_an_encoder_making_every_vector_nan_sets_nothing_aside(tmp_path, quick_retries):  # noqa: F811
+    """The encoder embeds every text as NaN for a while (a broken model: the probe's vector is NaN too): two records
+    of a tenant alone in the log are retried, not set aside, and stored once it embeds again."""
+    broken = threading.Event()
+    broken.set()
+
+    class Broken(HashEncoder):
+        def encode(self, texts):
+            vectors = super().encode(texts)
+            return vectors * np.nan if broken.is_set() else vectors
+
+    log = FeedbackLog(tmp_path / "log")
+    for i in range(2):
+        log.append(feedback(f"u{i}", 0, tenant="t1"))
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    encoder = Broken()
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, encoder, tries=3)
+    try:
+        wait_for(lambda: len(encoder.calls) >= 12, timeout=60.0)  # well past 3 tries of each
+        assert ingest.set_aside == 0 and ingest.log.backlog() == (2, 2)
+        broken.clear()
+        wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=60.0)
+        assert store.count_preferences("t1", "u0") == store.count_preferences("t1", "u1") == 1 and ingest.set_aside == 0
+    finally:
+        ingest.close()
+
+
+def test_a_tenant_refused_for_its_backlog_is_told_how_long_it_drains(tmp_path):
+    """The log's drain rate of a tenant (`DrainRates`, a test clock): rows done at t=100 and t=102 (1 row after the
+    first departure, over 2 s at t=102: 0.5 rows/s), so with 3 rows waiting at the bound of 3 a record of 1 row waits
+    2 s, one of 2 rows 4 s, one of 5 rows (taken once none waits) 6 s (`TenantBacklog.wait_s`); past the window the rate is no longer measured (None). Before, the refusal
+    carried no rate, and the service said 5 s to every one."""
+    now = [100.0]
+    log = FeedbackLog(tmp_path, tenant_rows=3, drain=DrainRates(window=60.0, clock=lambda: now[0]))
+    try:
+        first, second = log.append(feedback("ann", 0, tenant="a")), log.append(feedback("ann", 1, tenant="a"))
+        log.done([first])
+        now[0] = 101.0
+        log.done([second])
+        for i in range(3):
+            log.append(feedback("bob", i, tenant="a"))
+        now[0] = 102.0
+        waits = []
+        for n in (1, 2, 5):
+            with pytest.raises(TenantBacklog) as refused:
+                log.append(feedback("cid", n, tenant="a", n=n))
+            waits.append((refused.value.drain_rate, refused.value.wait_s()))
+        assert waits == [(0.5, 2.0), (0.5, 4.0), (0.5, 6.0)]  # 5 rows (more than the bound) wait for all 3 to go
+        now[0] = 161.5  # the first departure out of the window: one left, nothing to measure between
+        with pytest.raises(TenantBacklog) as refused:
+            log.append(feedback("cid", 9, tenant="a"))
+        assert refused.value.drain_rate is None and refused.value.wait_s() is None
+    finally:
+        log.close()
+
+
+def test_retry_after_is_the_drain_time_rounded_up_and_bounded():
+    """The service's Retry-After of a 503 `feedback_backlog`: the drain time rounded up, at least 1 s, at most 60 s;
+    5 s where no rate is measured."""
+    from service.errors import backlog_retry_after
+
+    def wait(rate, rows=10, adding=1, limit=10):
+        return backlog_retry_after(TenantBacklog("t", rows, adding, limit, rate))
+
+    assert [wait(None), wait(0.5), wait(0.3), wait(100.0), wait(0.001)] == [5, 2, 4, 1, 60]
+    assert wait(2.0, adding=9) == 5 and wait(2.0, adding=19) == 5  # an import larger than the bound waits for all 10 rows
+
+
+def test_the_dead_letters_are_listed_again_only_once_their_folder_changed(tmp_path, monkeypatch):
+    """Looks at the letters (a page, the count, a user's rows, whether a user has any) list the folder, stat'ing every
+    letter, once while it is unchanged (and settled: changed more than RACY_S before), and see at once a letter written
+    or removed by another writer (another process's, as after a restart) or by hand. Before, every look listed it:
+    ~130-210 ms a look at 5,000 letters (benchmarks/dead_letters.py)."""
+    import os
+    import time
+
+    from pluralign.store import dead_letter
+    from pluralign.store.dead_letter import DeadLetters
+
+    def put(writer: DeadLetters, user: str, at: float) -> str:
+        rows = [msgspec.structs.replace(r, created_at=float("nan")) for r in feedback(user, 0, tenant="t1")]
+        return writer.put(rows, "RowRefused: `created_at` of row 0 is not finite", 3, at)
+
+    folder = tmp_path / "dead-letter"
+    first = put(DeadLetters(folder), "ann", 1.0)
+    settle = lambda: os.utime(folder, (time.time() - 10 * dead_letter.RACY_S,) * 2)  # noqa: E731 (changed a while ago)
+    settle()
+    reader = DeadLetters(folder)
+    listings = []
+    stats = reader._stats
+    monkeypatch.setattr(reader, "_stats", lambda: listings.append(1) or stats())
+    assert reader.page() == ([first], 1, None) and reader.rows() == 1 and reader.holds("t1", "ann")
+    assert reader.rows_for("t1", "ann") == 1 and not reader.holds("t1", "bob")
+    assert len(listings) == 1
+    second = put(DeadLetters(folder), "bob", 2.0)  # another writer's: the folder changed
+    assert reader.page("t1") == ([first, second], 2, None)  # just changed (RACY_S): listed at each look meanwhile
+    assert reader.holds("t1", "bob") and len(listings) == 3
+    settle()
+    assert reader.page("t1", after=(1.0, first)) == ([second], 2, None) and reader.rows() == 2 and len(listings) == 4
+    (folder / f"{first}.msgpack").unlink()  # by hand
+    settle()
+    assert reader.page() == ([second], 1, None) and not reader.holds("t1", "ann") and reader.rows_for("t1", "ann") == 0
+    for _ in range(3):
+        assert reader.rows() == 1
+    assert len(listings) == 5, listings  # once after each change settled
