@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.tiny import field_named, start_service
 
 CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "A weekend plan?"}], "max_tokens": 4,
@@ -13,7 +14,9 @@ CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "A weeken
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("trial50-data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    # no job worker: a queued adapter job stays queued (nothing trains); a job every 3 new comparisons of a user
+    server, service = start_service(tmp_path_factory.mktemp("trial50-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS, adapter_every=3, job_workers=0)
     with server:
         yield service
 
@@ -29,3 +32,36 @@ def test_feedback_on_a_deleted_users_response_says_the_user_was_deleted(svc):
         r = c.post("/v1/feedback", json={"type": "rating", "response_id": r.json()["id"], "rating": 5})
         assert r.status_code == 404 and field_named(r) == "response_id", r.text
         assert "DELETE removes their responses" in r.json()["error"]["message"], r.text
+
+
+def _adapter_jobs(admin, user: str) -> list[dict]:
+    r = admin.get("/admin/jobs", params={"kind": "adapter", "limit": 100})
+    assert r.status_code == 200, r.text
+    return [j for j in r.json()["jobs"] if j["params"].get("user") == user]
+
+
+def test_an_adapter_job_whose_snapshot_moves_the_users_pending_feedback_is_queued_once(svc):
+    """Found after `pluralign data import` of 1,500 comparisons a user: the user had two adapter jobs queued
+    110 ms apart, on the same rows (`/admin/jobs`, the dashboard), each to train for minutes. The job's
+    snapshot first moves the user's rows still waiting in the feedback log into the table; those rows reached
+    `adapter_every`, so the trigger, called back from that move in the same thread (the user's lock is
+    re-entrant), found no job queued yet and queued one; then the first job was queued as well. Here an
+    admin queues the user's job while 3 of their comparisons wait in the log (the worker paused)."""
+    with svc.client() as c, svc.client("admin") as admin:
+        for i in range(2):  # stored: below adapter_every, no job
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "twice50", "prompt": f"Q{i}?",
+                                              "chosen": f"Yes {i}.", "rejected": f"No {i}."})
+            assert r.status_code == 201, r.text
+        assert c.get("/v1/users/twice50").status_code == 200  # moves them: the trigger has counted 2
+        with svc.runtime.ingest.paused():
+            for i in range(2, 5):  # acknowledged, still in the log: the trigger's count would reach 3 when moved
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": "twice50", "prompt": f"Q{i}?",
+                                                  "chosen": f"Yes {i}.", "rejected": f"No {i}."})
+                assert r.status_code == 201, r.text
+            r = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "twice50"}})
+            assert r.status_code in (200, 201), r.text
+        jobs = _adapter_jobs(admin, "twice50")
+        assert [j["state"] for j in jobs] == ["queued"], jobs
+        assert jobs[0]["id"] == r.json()["id"], (jobs, r.text)
+        for job in jobs:
+            admin.post(f"/admin/jobs/{job['id']}/cancel")
