@@ -65,3 +65,23 @@ def test_an_adapter_job_whose_snapshot_moves_the_users_pending_feedback_is_queue
         assert jobs[0]["id"] == r.json()["id"], (jobs, r.text)
         for job in jobs:
             admin.post(f"/admin/jobs/{job['id']}/cancel")
+
+
+def test_if_match_with_an_entity_tag_this_service_never_gave_is_a_412_not_a_400(svc):
+    """An `If-Match` tag is opaque (RFC 9110, 8.8.3): `"3-gzip"` (the tag Apache's mod_deflate hands a client for
+    a compressed `"3"`), `"abc"`, a number past any version, or `""` is well-formed and names no current version,
+    so the PATCH's precondition fails: a 412 with the current `ETag`, nothing written, as docs/api.md says of any tag
+    whose quotes pair. It was a 400 'must be version tags', which a client takes for a bug in its request rather than
+    a sign to read the preferences again."""
+    url = "/v1/users/tagged50/stated-preferences"
+    with svc.client() as c:
+        assert c.patch(url, json={"preferences": {"length": "less"}}).status_code == 200  # version 1
+        for tag in ('"1-gzip"', '"abc"', '"99999999999999999999999"', '""', 'W/"abc"', '"abc", W/"x"'):
+            r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": tag})
+            assert r.status_code == 412 and field_named(r) == "If-Match" and r.headers["etag"] == '"1"', (tag, r.text)
+        assert c.get(url).json()["version"] == 1  # none of them wrote
+        r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": '"1-gzip", "1"'})
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+        for bad in ('"1', 'abc', '"a"b"'):  # quotes without their pair, or none around a word: still malformed
+            r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
+            assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
