@@ -286,6 +286,9 @@ class Admin:
         self._forget_ended(lambda job: job.state != "running")
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
         self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
+        # the users whose adapter job this thread is queueing: its snapshot moves their pending feedback, whose
+        # `on_moved` calls the trigger back in this thread (the user's lock is re-entrant) before the job is queued
+        self._queueing = threading.local()
 
     def submit(self, kind: str, params: dict[str, Param], deadline: float | None = None) -> tuple[Job, bool]:
         """Queue a job of `kind`: (the job, True). An audit whose params are those of an audit still queued, or of one
@@ -352,7 +355,14 @@ class Admin:
                     raise QuotaExceeded(f"tenant {tenant!r} has {queued} adapter jobs queued or running (at most "
                                         f"{self.rt.settings.tenant_queued_jobs}, `tenant_queued_jobs`): retry once one has ended")
                 params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
-                snapshot = self.snapshot(tenant, user)
+                # the snapshot moves the user's pending rows first: the trigger those rows call back (`on_feedback`, in this
+                # thread) leaves them to this job, which trains on them (until session trial50 it queued a second job)
+                queueing = self._queueing.__dict__.setdefault("users", set())
+                queueing.add((tenant, user))
+                try:
+                    snapshot = self.snapshot(tenant, user)
+                finally:
+                    queueing.discard((tenant, user))
                 params["data"] = str(snapshot)
                 return self._submit_on(snapshot, kind, params, nullcontext())  # a DELETE of the user waits for the user's lock
         return self.runner.submit(kind, params, request_id=current())  # the request that caused it (or the feedback's, for a trigger)
@@ -930,6 +940,8 @@ class Admin:
         """Queue an adapter job when the user has enough new comparisons; never fails the feedback.
         With the tenant at `tenant_queued_jobs` the user is checked again at their next strict
         comparison (a warning line, no traceback: the quota doing its job is no error)."""
+        if (tenant, user) in getattr(self._queueing, "users", ()):
+            return  # called back from the snapshot of the job this thread is queueing for the user: that job covers them
         try:
             with self.rt.user_lock(tenant, user):  # one check-then-queue at a time per user
                 comparisons = self.rt.store.count_comparisons(tenant, user)

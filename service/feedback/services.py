@@ -50,7 +50,8 @@ def served(rt: Runtime, tenant: str, response_id: str) -> Interaction:
     item = rt.store.get_interaction(tenant, response_id)
     if item is None:  # another tenant's response ids are invisible, exactly like unknown ones
         problem = (f"response {response_id} is not stored for this tenant: responses to anonymous chats (no `user`) "
-                   "and to chats sent with store: false are not kept, so they take no feedback")
+                   "and to chats sent with store: false are not kept, and a user's DELETE removes their responses (a "
+                   "chat still running then keeps none), so they take no feedback")
         raise NotFoundException(f"`response_id`: {problem}", extra=[{"key": "response_id", "message": problem, "code": "not_found"}])
     return item
 

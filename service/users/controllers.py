@@ -614,15 +614,19 @@ def _tagged(page: services.StatedPage) -> Response[services.StatedPage]:
     return Response(page, headers={"ETag": f'"{page.version}"'})
 
 
-_TAG = re.compile(r'^(W/)?"(\d{1,18})"$|^(\d{1,18})$')  # "3", W/"3" or a bare 3: quotes come in pairs
+# an entity-tag (RFC 9110, 8.8.3: opaque, any visible characters but `"` between the quotes, W/ before a weak one), or a
+# bare 3; this service's tags are versions ("3"), and another well-formed tag ("3-gzip", from a proxy) names none of them
+_TAG = re.compile(r'^(W/)?"([\x21\x23-\x7e\x80-\xff]*)"$|^(\d{1,18})$')
+_VERSION = re.compile(r"\d{1,18}")
 
 
 def _if_match(value: str | None) -> list[int | None] | None:
     """An `If-Match` header: a list of version tags (`"3"`, `W/"3"` or `3`) or `*` alone. If-Match
-    compares strongly (RFC 9110, 13.1.1), so a weak tag `W/"3"` never matches: it is left out, and a
-    list of weak tags only is a 412. Empty list elements (`"5" ,`) are ignored (RFC 9110, 5.6.1).
-    Raises a 400 naming `If-Match` when an element is none of these (`"3` or `3"`: a quote without
-    its pair), when `*` comes with tags, or when there is no element at all."""
+    compares strongly (RFC 9110, 13.1.1), so a weak tag `W/"3"` never matches: it is left out, and so is
+    a well-formed tag that is no version (`"3-gzip"`, `"abc"`: entity-tags are opaque), so a list of
+    such tags only is a 412 (until session trial50 a 400). Empty list elements (`"5" ,`) are ignored
+    (RFC 9110, 5.6.1). Raises a 400 naming `If-Match` when an element is none of these (`"3` or `3"`: a
+    quote without its pair; `abc`), when `*` comes with tags, or when there is no element at all."""
     if value is None:
         return None
     elements = [e.strip() for e in value.split(",") if e.strip()]
@@ -635,8 +639,8 @@ def _if_match(value: str | None) -> list[int | None] | None:
             wanted.append(None)
         elif found is None:
             raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
-        elif found.group(1) is None:  # a weak tag matches nothing under the strong comparison
-            wanted.append(int(found.group(2) or found.group(3)))
+        elif found.group(1) is None and _VERSION.fullmatch(tag := found.group(2) or found.group(3) or ""):
+            wanted.append(int(tag))  # a weak tag matches nothing under the strong comparison, nor a tag that is no version
     if not elements:
         raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
     return wanted

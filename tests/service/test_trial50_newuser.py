@@ -1,0 +1,87 @@
+"""Session trial50: a new user and a hostile client of the whole product, over real HTTP on the real app
+(each test drives what that user did and saw go wrong)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import field_named, start_service
+
+CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "A weekend plan?"}], "max_tokens": 4,
+        "pluralign": {"candidates": 1}}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    # no job worker: a queued adapter job stays queued (nothing trains); a job every 3 new comparisons of a user
+    server, service = start_service(tmp_path_factory.mktemp("trial50-data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS, adapter_every=3, job_workers=0)
+    with server:
+        yield service
+
+
+def test_feedback_on_a_deleted_users_response_says_the_user_was_deleted(svc):
+    """A user chatted, was deleted (their DELETE removes their responses), and the app then sent the rating of
+    that chat: the 404 named `response_id` but blamed an anonymous chat or `store: false`, neither of which
+    this chat was, so the app's developer went looking for a missing `user` field."""
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "user": "gone50"})
+        assert r.status_code == 200, r.text
+        assert c.delete("/v1/users/gone50").status_code == 200
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": r.json()["id"], "rating": 5})
+        assert r.status_code == 404 and field_named(r) == "response_id", r.text
+        assert "DELETE removes their responses" in r.json()["error"]["message"], r.text
+
+
+def _adapter_jobs(admin, user: str) -> list[dict]:
+    r = admin.get("/admin/jobs", params={"kind": "adapter", "limit": 100})
+    assert r.status_code == 200, r.text
+    return [j for j in r.json()["jobs"] if j["params"].get("user") == user]
+
+
+def test_an_adapter_job_whose_snapshot_moves_the_users_pending_feedback_is_queued_once(svc):
+    """Found after `pluralign data import` of 1,500 comparisons a user: the user had two adapter jobs queued
+    110 ms apart, on the same rows (`/admin/jobs`, the dashboard), each to train for minutes. The job's
+    snapshot first moves the user's rows still waiting in the feedback log into the table; those rows reached
+    `adapter_every`, so the trigger, called back from that move in the same thread (the user's lock is
+    re-entrant), found no job queued yet and queued one; then the first job was queued as well. Here an
+    admin queues the user's job while 3 of their comparisons wait in the log (the worker paused)."""
+    with svc.client() as c, svc.client("admin") as admin:
+        for i in range(2):  # stored: below adapter_every, no job
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "twice50", "prompt": f"Q{i}?",
+                                              "chosen": f"Yes {i}.", "rejected": f"No {i}."})
+            assert r.status_code == 201, r.text
+        assert c.get("/v1/users/twice50").status_code == 200  # moves them: the trigger has counted 2
+        with svc.runtime.ingest.paused():
+            for i in range(2, 5):  # acknowledged, still in the log: the trigger's count would reach 3 when moved
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": "twice50", "prompt": f"Q{i}?",
+                                                  "chosen": f"Yes {i}.", "rejected": f"No {i}."})
+                assert r.status_code == 201, r.text
+            r = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "twice50"}})
+            assert r.status_code in (200, 201), r.text
+        jobs = _adapter_jobs(admin, "twice50")
+        assert [j["state"] for j in jobs] == ["queued"], jobs
+        assert jobs[0]["id"] == r.json()["id"], (jobs, r.text)
+        for job in jobs:
+            admin.post(f"/admin/jobs/{job['id']}/cancel")
+
+
+def test_if_match_with_an_entity_tag_this_service_never_gave_is_a_412_not_a_400(svc):
+    """An `If-Match` tag is opaque (RFC 9110, 8.8.3): `"3-gzip"` (the tag Apache's mod_deflate hands a client for
+    a compressed `"3"`), `"abc"`, a number past any version, or `""` is well-formed and names no current version,
+    so the PATCH's precondition fails: a 412 with the current `ETag`, nothing written, as docs/api.md says of any tag
+    whose quotes pair. It was a 400 'must be version tags', which a client takes for a bug in its request rather than
+    a sign to read the preferences again."""
+    url = "/v1/users/tagged50/stated-preferences"
+    with svc.client() as c:
+        assert c.patch(url, json={"preferences": {"length": "less"}}).status_code == 200  # version 1
+        for tag in ('"1-gzip"', '"abc"', '"99999999999999999999999"', '""', 'W/"abc"', '"abc", W/"x"'):
+            r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": tag})
+            assert r.status_code == 412 and field_named(r) == "If-Match" and r.headers["etag"] == '"1"', (tag, r.text)
+        assert c.get(url).json()["version"] == 1  # none of them wrote
+        r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": '"1-gzip", "1"'})
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+        for bad in ('"1', 'abc', '"a"b"'):  # quotes without their pair, or none around a word: still malformed
+            r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
+            assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
