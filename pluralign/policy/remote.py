@@ -14,6 +14,13 @@ any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`Ge
 long for the model's context), and a chat's 404 for an adapter says the server no longer holds it (restarted since it
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
 Token counts are the server's `usage`, never estimated here.
+
+The name an adapter has on the server is not the caller's: it carries this generator's `replica` and its weights'
+version (`<name>-<replica>-<version>`, `served_name`), so that replicas of the service sharing one server never unload
+each other's adapters (each evicts its own), and a retrained adapter is a new name, whose load is of the new weights
+(never vLLM's "already loaded" for the old ones). Until session remote50 both were the caller's name alone: one replica's
+eviction unloaded the adapter another was about to use (a 404, a load again, the fallback when it happened twice), and
+a retrained adapter loaded by a replica after another had loaded the old one was served with the old weights.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +38,9 @@ import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Resp
 import openai
 
 from pluralign.data.text import shorten
+from pluralign.policy.adapters import PEFT_FILES
 from pluralign.policy.generator import (
+    AdapterNotKept,
     AdapterNotLoaded,
     Cancelled,
     Candidate,
@@ -58,11 +68,15 @@ class RemoteGenerator:
     """`request_headers()` is asked at each request for headers to send with it (the service passes the
     `X-Request-Id` of the chat the answer is generated for, so the generation server's log names it). Raises ValueError
     naming `base_url` when it is no http(s) URL of a host (`pluralign.urls.check_base_url`: the client takes '', and
-    each request then failed as "Connection error.")."""
+    each request then failed as "Connection error.").
+
+    `replica`: this generator's part of the names its adapters have on the server (`served_name`; default 8 random hex
+    digits, new at each start): generators sharing a server must have different ones."""
 
     def __init__(self, base_url: str, model_id: str, api_key: str | None = None, policy: RemotePolicy = RemotePolicy(),
-                 request_headers: Callable[[], Mapping[str, str]] = dict):
+                 request_headers: Callable[[], Mapping[str, str]] = dict, replica: str | None = None):
         check_base_url(base_url)
+        self.replica = replica or secrets.token_hex(4)
         self.base_url = base_url.rstrip("/")
         self.shown_url = redacted(self.base_url)  # in errors and logs: no password of the URL's
         self.request_headers = request_headers
@@ -75,6 +89,7 @@ class RemoteGenerator:
             max_retries=policy.max_retries,
         )
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
+        self._served: dict[str, str] = {}  # adapter name -> its name on the server (`served_name`)
         # adapter name -> its loads again after the server answered a chat for it 404 (restarted): chats that found it
         # gone at once load it once (`_load_again`), under that adapter's own lock: another's load again, which may take
         # `timeout_s` x its tries, holds up no other adapter's (until the review of remote49, one lock for all: every
@@ -102,19 +117,34 @@ class RemoteGenerator:
     def load_adapter(self, name: str, folder: str | Path) -> None:
         """Ask the server to load a peft adapter folder (a path the server can read) under `name`. Raises
         RemoteGeneratorError when the server cannot be asked, or refuses."""
-        self._load(name, str(folder))
+        self._served[name] = self._load(name, str(folder))
         self._adapters[name] = str(folder)
 
-    def _load(self, name: str, folder: str) -> None:
+    def served_name(self, name: str, folder: str | Path) -> str:
+        """The name adapter `name`, loaded from `folder`, has on the server: `<name>-<replica>-<version>`, the version
+        the first 12 hex digits of the sha256 of its peft files (adapter_config.json, adapter_model.safetensors) as they
+        are now, of the folder's path when this process cannot read them (the server may read paths this one cannot)."""
+        digest = hashlib.sha256()
+        for file in PEFT_FILES:
+            try:
+                digest.update((Path(folder) / file).read_bytes())
+            except OSError:
+                digest.update(f"{folder}/{file}".encode())
+        return f"{name}-{self.replica}-{digest.hexdigest()[:12]}"
+
+    def _load(self, name: str, folder: str) -> str:
+        """Load `folder` on the server under its served name (`served_name`), which it returns."""
+        served = self.served_name(name, folder)
         try:
-            self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": folder}, cast_to=httpx2.Response,
+            self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": served, "lora_path": folder}, cast_to=httpx2.Response,
                                                  options={"headers": dict(self.request_headers())}))
         except RemoteGeneratorError as exc:
-            # vLLM's 400 for a name it holds (`serving_models.py`): another replica of the service, sharing the server,
-            # loaded it since the server restarted (the names are the users': the same on every replica)
+            # vLLM's 400 for a name it holds (`serving_models.py`): this replica's own load of these weights, whose
+            # answer was lost (a timeout: tried again), or a process of the same `replica` before a restart
             cause = exc.__cause__
             if not (isinstance(cause, openai.BadRequestError) and "already been loaded" in _server_words(cause)):
                 raise
+        return served
 
     def _load_again(self, name: str, seen: int) -> None:
         """Load adapter `name` again from the folder it was loaded from, unless it was loaded again since `seen` (its
@@ -126,7 +156,7 @@ class RemoteGenerator:
             if folder is None:
                 raise AdapterNotLoaded(f"adapter {name!r} is not loaded")
             log.warning("the generation server holds no adapter %s (restarted since it was loaded?): loading it again", name)
-            self._load(name, folder)
+            self._served[name] = self._load(name, folder)
             self._reloads[name] = seen + 1
 
     def _reload_lock(self, name: str) -> threading.Lock:
@@ -140,8 +170,9 @@ class RemoteGenerator:
         adapter: restarted since) is no error: the adapter is forgotten here too."""
         with self._use.drop(name):
             if name in self._adapters:
+                served = self._served[name]
                 try:
-                    self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx2.Response,
+                    self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": served}, cast_to=httpx2.Response,
                                                          options={"headers": dict(self.request_headers())}))
                 except RemoteGeneratorError as exc:
                     # 404: the server holds no adapter of that name (vLLM: "cannot be found"; restarted since it was
@@ -151,6 +182,7 @@ class RemoteGenerator:
                         raise
                     log.warning("adapter %s was not loaded on the generation server (it answered 404): forgotten here", name)
                 del self._adapters[name]
+                self._served.pop(name, None)
                 self._reloads.pop(name, None)
                 with self._lock:
                     self._reload_locks.pop(name, None)
@@ -160,7 +192,9 @@ class RemoteGenerator:
         adapter is loaded again and the chat sent once more; when it answers 404 again, the adapter is forgotten here
         and AdapterNotLoaded raised (the service asks its adapter pool again: a load anew, or the fallback). Raises
         GenerationRefused for a 400, 413 or 422 (the client's fault), RemoteGeneratorError for any other failure (the
-        load again's included)."""
+        load again's included). The second 404 raises AdapterNotKept (an AdapterNotLoaded): the server answered the load
+        and then did not hold what it loaded, so asking again is of no use (the service answers with the fallback at
+        once; until session remote50 it was asked again: 3 loads and 4 chats before the fallback)."""
         seen = self._reloads.get(adapter, 0) if adapter is not None else 0
         try:
             return self._sent(send)
@@ -175,7 +209,8 @@ class RemoteGenerator:
                 raise
             with self._reload_lock(adapter):
                 self._adapters.pop(adapter, None)
-            raise AdapterNotLoaded(f"adapter {adapter!r} is not held by the generation server, even loaded again") from exc
+                self._served.pop(adapter, None)
+            raise AdapterNotKept(f"adapter {adapter!r} is not held by the generation server, even just loaded again") from exc
 
     def _sent(self, send: Callable):
         try:
@@ -204,7 +239,7 @@ class RemoteGenerator:
         if adapter is not None and adapter not in self._adapters:
             raise AdapterNotLoaded(f"adapter {adapter!r} is not loaded")
         request = {
-            "model": adapter or self.model_id,
+            "model": self._served.get(adapter, adapter) if adapter is not None else self.model_id,
             "messages": list(messages),
             "n": n,
             "temperature": sampling.temperature,
