@@ -40,6 +40,7 @@ from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget, key_hash
 from pluralign.store.ingest import Backlogged
 from pluralign.store.location import options_to_env
+from pluralign.urls import redacted
 from service.admin.audit_members import AuditMembersIndex
 from service.admin.paths import PublicPaths, jobs_folder
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
@@ -351,7 +352,9 @@ class Admin:
                 if queued >= self.rt.settings.tenant_queued_jobs:
                     raise QuotaExceeded(f"tenant {tenant!r} has {queued} adapter jobs queued or running (at most "
                                         f"{self.rt.settings.tenant_queued_jobs}, `tenant_queued_jobs`): retry once one has ended")
-                params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
+                # adapt the model this service generates with; an `openai:URL`'s credentials never in the job's record,
+                # its log or its worker's command line (`redacted`; until session remote50 kept whole)
+                params.setdefault("base", redacted(self.rt.settings.generator))
                 snapshot = self.snapshot(tenant, user)
                 params["data"] = str(snapshot)
                 return self._submit_on(snapshot, kind, params, nullcontext())  # a DELETE of the user waits for the user's lock

@@ -126,3 +126,36 @@ def test_a_server_that_keeps_no_adapter_loaded_again_is_left_for_the_fallback_af
         logged = capfd.readouterr().err
         assert "dropped twice" not in logged, logged
         assert re.search(r"the generation server did not keep the adapter of user 'rae' of tenant 'acme'.*answered by the fallback", logged), logged
+
+
+@pytest.mark.slow  # the job's worker starts and fails (~20 s on two busy cores): `make test-scaleout`
+def test_an_adapter_jobs_record_shows_no_password_of_the_generation_servers_url(tmp_path, tiny_pal_dir, minilm, capfd):  # noqa: F811
+    """`PLURALIGN_GENERATOR=openai:http://user:PASSWORD@host/v1`: an adapter job's `base` is the generator setting (the
+    model the service generates with). Before (remote50) the job's record kept the URL whole: the record on disk, the
+    admin routes' answers and the job's error and log lines (its worker's `--base=...`) all named the password. Now the
+    record is written with it hidden (`pluralign.urls.redacted`), and so are what the routes show of records written
+    before."""
+    import socket
+
+    from service.admin.controllers import ADMIN_HANDLERS
+    from tests.service.test_admin import wait_job
+
+    with socket.socket() as closed:  # a port nothing listens on: the job never reaches the server
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://pluralign:hunter2-pw@127.0.0.1:{closed.getsockname()[1]}/v1"
+    config = Settings(data_dir=str(tmp_path / "data"), generator=f"openai:{url}", generator_model=BASE, generator_retries=0,
+                      generator_timeout_s=5, pal_dir=str(tiny_pal_dir), max_tokens=4)
+    runtime = Runtime.build(config, encoder=minilm)
+    service = Service(LiveServer(create_app(runtime=runtime, admin_handlers=ADMIN_HANDLERS)), runtime,
+                      {"acme": runtime.keys.issue("acme"), "admin": runtime.keys.issue("ops", admin=True)})
+    with service.server, service.client("acme") as c, service.client("admin") as admin:
+        feedback = {"type": "comparison", "user": "rae", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+        assert c.post("/v1/feedback", json=feedback).status_code == 201
+        created = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"user": "rae", "tenant": "acme"}})
+        assert created.status_code == 201, created.text
+        assert created.json()["params"]["base"] == f"openai:{url.replace('hunter2-pw', '***')}"
+        ended = wait_job(admin, created.json()["id"])
+        assert ended["state"] == "failed", ended  # an `openai:` base is no model a worker trains on
+        records = "".join(p.read_text() for p in (tmp_path / "data" / "jobs").glob("*.json"))
+        shown = admin.get("/admin/jobs").text + admin.get(f"/admin/jobs/{ended['id']}").text
+        assert "hunter2-pw" not in records + shown + json.dumps(ended) + capfd.readouterr().err, (ended, records)
