@@ -170,22 +170,43 @@ class RemoteGenerator:
         adapter: restarted since) is no error: the adapter is forgotten here too."""
         with self._use.drop(name):
             if name in self._adapters:
-                served = self._served[name]
-                try:
-                    self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": served}, cast_to=httpx2.Response,
-                                                         options={"headers": dict(self.request_headers())}))
-                except RemoteGeneratorError as exc:
-                    # 404: the server holds no adapter of that name (vLLM: "cannot be found"; restarted since it was
-                    # loaded, or unloaded by its operator), so there is nothing to unload (before review of pool48, an
-                    # error at each try: a user's DELETE failed until the service restarted)
-                    if not isinstance(exc.__cause__, openai.NotFoundError):
-                        raise
+                # 404: the server holds no adapter of that name (vLLM: "cannot be found"; restarted since it was loaded, or
+                # unloaded by its operator), so there is nothing to unload (before review of pool48, an error at each try:
+                # a user's DELETE failed until the service restarted)
+                if not self._unload(self._served[name]):
                     log.warning("adapter %s was not loaded on the generation server (it answered 404): forgotten here", name)
                 del self._adapters[name]
                 self._served.pop(name, None)
                 self._reloads.pop(name, None)
                 with self._lock:
                     self._reload_locks.pop(name, None)
+
+    def _unload(self, served: str) -> bool:
+        """Ask the server to unload the adapter it holds as `served`: False when it holds none of that name (404)."""
+        try:
+            self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": served}, cast_to=httpx2.Response,
+                                                 options={"headers": dict(self.request_headers())}))
+        except RemoteGeneratorError as exc:
+            if not isinstance(exc.__cause__, openai.NotFoundError):
+                raise
+            return False
+        return True
+
+    def purge_adapter(self, name: str) -> int:
+        """Ask the server to unload every adapter it holds under a name of adapter `name`'s (`<name>-...`, as its list of
+        models shows them: those other replicas of the service loaded, and this replica's of an earlier start), after
+        the user's adapter was deleted: the server keeps no copy of theirs. Returns how many it unloaded; a failure to
+        ask it is logged, not raised (called on a thread of its own: `AdapterPool.forget`; another replica's copy is then
+        unloaded at that replica's next chat of the user, or its eviction)."""
+        gone = 0
+        try:
+            listed = self._call(lambda: self._client.models.list(extra_headers=dict(self.request_headers())))
+            for model in listed.data:
+                if model.id.startswith(f"{name}-"):
+                    gone += self._unload(model.id)
+        except RemoteGeneratorError as exc:
+            log.warning("the copies of deleted adapter %s on the generation server could not all be unloaded: %s", name, exc)
+        return gone
 
     def _chat(self, send: Callable, adapter: str | None):
         """`send()`'s answer (a chat request): when the server answers 404 for `adapter` (it no longer holds it), the

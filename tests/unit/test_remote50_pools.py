@@ -77,3 +77,29 @@ def test_an_adapter_retrained_after_another_replica_loaded_it_is_loaded_with_its
     assert new != old
     assert text(b, b.adapter_for("acme", "rae")).endswith(new)  # before: the old weights
     assert text(a, a.adapter_for("acme", "rae")).endswith(new)
+
+
+def test_a_users_delete_on_one_replica_unloads_every_replicas_copy_of_their_adapter(server, tmp_path):
+    """Since each replica loads its own copy of an adapter (remote50), a DELETE answered by a unloaded a's copy alone: b's
+    stayed on the server until b's pool met the user again or evicted it. Now a's `forget` of the deleted adapter has
+    the server unload every copy of it (its list of models), and b, meeting the user next, answers with the fallback and
+    forgets its own (the server's 404 for it)."""
+    import httpx
+
+    registry = AdapterRegistry(tmp_path / "adapters")
+    registered(registry, "rae", 1.0)
+    registered(registry, "sam", 2.0)
+    a, b = pools(server, registry)
+    name = a.adapter_for("acme", "rae")
+    assert b.adapter_for("acme", "rae") == name and b.adapter_for("acme", "sam") != name  # b's budget: sam's evicts rae's there
+    b.adapter_for("acme", "rae")  # rae's loaded on b again, sam's evicted
+    held = lambda: {m["id"] for m in httpx.get(f"{server.url}/models").json()["data"]}  # noqa: E731
+    assert sum(model.startswith(f"{name}-") for model in held()) == 2, held()
+    registry.delete("acme", "rae")  # the DELETE answered by a: the files, then the adapter in memory
+    a.forget("acme", "rae")
+    deadline = time.monotonic() + 10
+    while any(model.startswith(f"{name}-") for model in held()):  # before: b's copy stayed
+        assert time.monotonic() < deadline, held()
+        time.sleep(0.01)
+    assert b.adapter_for("acme", "rae") == b.fallback
+    assert text(b, b.adapter_for("acme", "sam")).endswith(digest(str(registry.folder("acme", "sam"))))
