@@ -317,9 +317,10 @@ class RemoteGenerator:
             yield from self._stream(messages, sampling, adapter)
 
     def _stream(self, messages: Sequence[dict[str, str]], sampling: Sampling, adapter: str | None) -> Iterator[str | Candidate]:
-        request = self._request(messages, 1, sampling, adapter)
-        chunks = self._chat(lambda: self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}),
-                            adapter)
+        # the request made at each send: one sent again after the adapter's load again names it as loaded again (its
+        # weights' version may be new: `served_name`)
+        chunks = self._chat(lambda: self._client.chat.completions.create(**self._request(messages, 1, sampling, adapter), stream=True,
+                                                                         stream_options={"include_usage": True}), adapter)
         text, finish, usage = "", "stop", None
 
         def server_pieces() -> Iterator[str]:

@@ -103,3 +103,17 @@ def test_a_users_delete_on_one_replica_unloads_every_replicas_copy_of_their_adap
         time.sleep(0.01)
     assert b.adapter_for("acme", "rae") == b.fallback
     assert text(b, b.adapter_for("acme", "sam")).endswith(digest(str(registry.folder("acme", "sam"))))
+
+
+def test_a_stream_sent_again_after_a_load_again_names_the_adapter_as_loaded_again(server, tmp_path):
+    """The server restarted, and the adapter's files changed since it was loaded (retrained: the pool has not met the
+    user since): a streamed chat's 404 loads it again, under its new weights' name. Before (remote50, served names) the
+    stream's request was made once, and sent again naming the old weights' name: a second 404, and the fallback."""
+    registry = AdapterRegistry(tmp_path / "adapters")
+    registered(registry, "rae", 1.0)
+    remote = RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=10, max_retries=0))
+    remote.load_adapter("rae", registry.folder("acme", "rae"))
+    server.restart()
+    new = registered(registry, "rae", 4.0)
+    *_, final = remote.stream(HI, adapter="rae")
+    assert final.text.endswith(f"with weights {new}"), final.text
