@@ -13,7 +13,8 @@ An answer says which model wrote it (`answered by <model>`) and, for an adapter 
 weights, which weights (`answered by <model> with weights <first 8 hex digits of the weights file's sha256>`, read at the
 load as vLLM reads them: a file changed since is not what it serves); `GET /v1/models` lists the base and the adapters
 (as vLLM's, each adapter's `root` its path); each load, unload and chat is said on stdout (`load NAME 200`,
-`unload NAME 404`, `chat MODEL 200`), for a test to count them. `--refuse-loads` answers every adapter load 500;
+`unload NAME 404`, `chat MODEL 200`), for a test to count them; `POST /tokenize` (beside /v1, as vLLM's) counts a
+chat's prompt as its chats do. `--refuse-loads` answers every adapter load 500;
 `--lose-adapters` answers loads 200 and holds nothing (a server whose loads do not take); `--hold-load NAME:PATH` answers
 the load of adapter NAME only once file PATH exists (a load that takes long: a large adapter on a slow disk), saying
 "holding the load of NAME" when it begins."""
@@ -61,6 +62,9 @@ class Handler(BaseHTTPRequestHandler):
             print(f"unload {body['lora_name']} {self.status}", flush=True)
         elif self.path == "/v1/chat/completions":
             self.chat(body)
+        elif self.path == "/tokenize":  # vLLM's, beside /v1: the prompt's tokens as a chat of `messages` is prefilled
+            count = tokens("".join(m["content"] for m in body["messages"]))
+            self.answer(200, {"count": count, "max_model_len": CONTEXT, "tokens": list(range(count))})
         else:
             self.error(404, "NotFoundError", f"no route {self.path}")
 

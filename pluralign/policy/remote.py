@@ -13,7 +13,8 @@ retries follow `RemotePolicy`: a request that cannot connect, times out, or is a
 any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`GenerationRefused`: its messages too
 long for the model's context), and a chat's 404 for an adapter says the server no longer holds it (restarted since it
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
-Token counts are the server's `usage`, never estimated here.
+Token counts are the server's `usage`, never estimated here; a prompt's count before its chat is the server tokenizer's
+(vLLM's `POST /tokenize`: `prompt_tokens`), none where it has no such route.
 
 The name an adapter has on the server is not the caller's: it carries this generator's `replica` and its weights'
 version (`<name>-<replica>-<version>`, `served_name`), so that replicas of the service sharing one server never unload
@@ -99,6 +100,7 @@ class RemoteGenerator:
         # streamed conversations -> the server's prompt_tokens, one per stream not yet asked (streams of one conversation
         # may run at once: `generation_workers`)
         self._prompt_usage: dict[str, list[int]] = {}
+        self._tokenize_route = True  # until the server shows it has no vLLM `/tokenize` (`prompt_tokens`)
         self._lock = threading.Lock()
         # the adapter each request in flight uses: a drop waits for them, so the server never unloads one under a
         # request (a server may abort those: a stream cut after its first piece)
@@ -346,18 +348,47 @@ class RemoteGenerator:
             self._prompt_usage.setdefault(_key(messages), []).append(usage.prompt_tokens)
         yield Candidate(text=text.strip(), finish_reason=finish, tokens=usage.completion_tokens)
 
+    @property
+    def shared_prefill(self) -> bool:
+        """The `n` candidates of one chat share one prefill of its prompt (vLLM's parallel sampling: one request, its
+        prompt's cached blocks shared by the `n` sequences), so `max_prefill_tokens` bounds the prompt once."""
+        return True
+
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
-        """The server's prompt token count for a conversation just streamed (the OpenAI API has no
-        tokenize route); 0 for a conversation it has not answered."""
+        """The server's prompt token count for a conversation just streamed (its `usage`); else the count its tokenizer
+        gives (vLLM's `POST /tokenize` at the server's root, the chat template applied as for a chat: since session
+        remote50, so the service's `max_prompt_tokens` and `max_prefill_tokens` bound a chat before it is sent); 0 when
+        the server has no such route (the OpenAI API has none: asked once) or cannot answer it now (the chat's own
+        request then says why)."""
         key = _key(messages)
         with self._lock:
             counts = self._prompt_usage.get(key)
-            if not counts:
+            if counts:
+                count = counts.pop(0)
+                if not counts:
+                    del self._prompt_usage[key]
+                return count
+        return self._tokenized(messages) if self._tokenize_route else 0
+
+    def _tokenized(self, messages: Sequence[dict[str, str]]) -> int:
+        root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
+        try:
+            answer = self._client.post(f"{root}/tokenize", cast_to=httpx2.Response, options={"headers": dict(self.request_headers()), "max_retries": 0},
+                                       body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True})
+            count = answer.json().get("count")
+        except (ValueError, AttributeError):  # not vLLM's answer (no JSON object)
+            count = None
+        except openai.APIError as exc:  # a 4xx: no such route (404, 405), or not vLLM's; down, timed out, a 5xx: not now
+            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
+                count = None
+            else:
+                log.info("the generation server's tokenizer could not count a prompt: %s", redacted(str(exc)))
                 return 0
-            count = counts.pop(0)
-            if not counts:
-                del self._prompt_usage[key]
-            return count
+        if not isinstance(count, int) or isinstance(count, bool):
+            log.info("the generation server at %s counts no prompt tokens (no vLLM /tokenize): chats are sent uncounted", self.shown_url)
+            self._tokenize_route = False
+            return 0
+        return count
 
 
 # the fields of a chat request a server's 400 may name (`GenerationRefused.param`); the service forwards them as sent

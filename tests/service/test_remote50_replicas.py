@@ -159,3 +159,17 @@ def test_an_adapter_jobs_record_shows_no_password_of_the_generation_servers_url(
         records = "".join(p.read_text() for p in (tmp_path / "data" / "jobs").glob("*.json"))
         shown = admin.get("/admin/jobs").text + admin.get(f"/admin/jobs/{ended['id']}").text
         assert "hunter2-pw" not in records + shown + json.dumps(ended) + capfd.readouterr().err, (ended, records)
+
+
+def test_a_prompt_beyond_max_prefill_tokens_is_refused_before_the_generation_server_is_asked(tmp_path, tiny_pal_dir, minilm):  # noqa: F811
+    """Before (remote50) the remote generator counted no prompt tokens up front: `max_prefill_tokens` bounded nothing,
+    and a prompt of any length was sent to the server. Now it asks the server's tokenizer (vLLM's `/tokenize`): a prompt
+    beyond the bound is the 400 naming `messages` that a local generator's is, and no chat reaches the server."""
+    with front_on(tmp_path, tiny_pal_dir, minilm, max_prefill_tokens=40) as (service, server), service.client("acme") as c:
+        mark = len(said(server))
+        long = c.post("/v1/chat/completions", json={**CHAT, "user": None, "messages": [{"role": "user", "content": "word " * 60}]})
+        assert long.status_code == 400, long.text  # before: 200, sent to the server
+        assert long.json()["error"]["param"] == "messages" and "max_prefill_tokens" in long.json()["error"]["message"], long.text
+        assert said(server, mark) == [], said(server, mark)
+        short = c.post("/v1/chat/completions", json={**CHAT, "user": None, "n": 3})  # 3 candidates share one prefill
+        assert short.status_code == 200 and len(short.json()["choices"]) == 3, short.text

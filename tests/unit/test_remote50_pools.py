@@ -117,3 +117,35 @@ def test_a_stream_sent_again_after_a_load_again_names_the_adapter_as_loaded_agai
     new = registered(registry, "rae", 4.0)
     *_, final = remote.stream(HI, adapter="rae")
     assert final.text.endswith(f"with weights {new}"), final.text
+
+
+def test_the_prompt_is_counted_by_the_servers_tokenizer_and_a_server_without_one_is_asked_once(server):
+    """Before (remote50) `prompt_tokens` was 0 for any conversation not streamed yet: nothing bounded a remote chat's
+    prompt up front. Now vLLM's `/tokenize` counts it; a server without that route (404: the OpenAI API) is asked once,
+    then counts none (0), as before."""
+    import http.server
+    import threading
+
+    remote = RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=10, max_retries=0))
+    assert remote.prompt_tokens([{"role": "user", "content": "word " * 20}]) == 25 and remote.shared_prefill
+    asked: list[str] = []
+
+    class NoTokenizer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            asked.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NoTokenizer)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        plain = RemoteGenerator(f"http://127.0.0.1:{other.server_port}/v1", BASE, policy=RemotePolicy(timeout_s=10, max_retries=0))
+        assert [plain.prompt_tokens(HI) for _ in range(3)] == [0, 0, 0] and asked == ["/tokenize"], asked
+    finally:
+        other.shutdown()
+        other.server_close()
