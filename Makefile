@@ -53,7 +53,7 @@ test-slow-loop: $(STAMP)
 
 # past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder and a remote generator (slow-marked; ~8 min here)
 test-scaleout: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/service/test_review37b_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py tests/service/test_trial45_delete_chats.py tests/service/test_reviewtrial45b_delete_chats.py tests/e2e/test_trial45_ray_start.py tests/service/test_reviewfeedback48.py tests/service/test_replicas49_pal_pickup.py tests/service/test_replicas49_dead_letters.py tests/service/test_replicas49_bootstrap.py tests/service/test_replicas49_keys.py tests/service/test_reviewreplicas49_pal_take_up.py tests/service/test_replicas50_pal_copy.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/service/test_review37b_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py tests/service/test_trial45_delete_chats.py tests/service/test_reviewtrial45b_delete_chats.py tests/e2e/test_trial45_ray_start.py tests/service/test_reviewfeedback48.py tests/service/test_replicas49_pal_pickup.py tests/service/test_replicas49_dead_letters.py tests/service/test_replicas49_bootstrap.py tests/service/test_replicas49_keys.py tests/service/test_reviewreplicas49_pal_take_up.py tests/service/test_replicas50_pal_copy.py tests/service/test_remote50_replicas.py
 
 # training artifacts and jobs under failure (diverging runs, damaged artifacts, killed workers): real tiny runs, slow-marked
 test-artifacts: $(STAMP)

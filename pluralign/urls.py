@@ -31,10 +31,15 @@ def redacted(text: str, secrets: Iterable[str | None] = ()) -> str:
     GitHub's are given), a query parameter named for a key, token, secret, password, signature or credential; and each
     of `secrets` of 4 characters or more (a setting's key given on its own) replaced by `***`."""
     text = "".join(_hide_userinfo(part) for part in _SPACES.split(text))
-    text = _QUERY_SECRET.sub(lambda m: m["name"] + HIDDEN, text)
+    return without_secrets(_QUERY_SECRET.sub(lambda m: m["name"] + HIDDEN, text), secrets)
+
+
+def without_secrets(text: str, secrets: Iterable[str | None], marker: str = HIDDEN) -> str:
+    """`text` with each of `secrets` of 4 characters or more replaced by `marker` (shorter ones would hide common
+    words: a key set to "abc"); `redacted`'s last step, and `pluralign.store.failures.scrub`'s with its own marker."""
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, HIDDEN)
+            text = text.replace(secret, marker)
     return text
 
 

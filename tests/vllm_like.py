@@ -9,13 +9,19 @@ What it copies from vLLM (`vllm/entrypoints/openai/serving_engine.py`, `serving_
   "The model `x` does not exist.";
 - a chat whose messages and max_tokens exceed the context (`CONTEXT` tokens; a token is 4 characters here) is a 400
   BadRequestError, "This model's maximum context length is ...".
-An answer says which model wrote it (`answered by <model>`); `--refuse-loads` answers every adapter load 500;
+An answer says which model wrote it (`answered by <model>`) and, for an adapter loaded from a folder holding peft's
+weights, which weights (`answered by <model> with weights <first 8 hex digits of the weights file's sha256>`, read at the
+load as vLLM reads them: a file changed since is not what it serves); `GET /v1/models` lists the base and the adapters
+(as vLLM's, each adapter's `root` its path); each load, unload and chat is said on stdout (`load NAME 200`,
+`unload NAME 404`, `chat MODEL 200`), for a test to count them; `POST /tokenize` (beside /v1, as vLLM's) counts a
+chat's prompt as its chats do. `--refuse-loads` answers every adapter load 500;
 `--lose-adapters` answers loads 200 and holds nothing (a server whose loads do not take); `--hold-load NAME:PATH` answers
 the load of adapter NAME only once file PATH exists (a load that takes long: a large adapter on a slow disk), saying
 "holding the load of NAME" when it begins."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -32,11 +38,16 @@ def tokens(text: str) -> int:
 
 class Handler(BaseHTTPRequestHandler):
     adapters: dict[str, str] = {}  # adapter name -> the path it was loaded from
+    weights: dict[str, str] = {}  # adapter name -> the digest of the weights it read at its load ('' for none)
     refuse_loads = False
     lose_adapters = False
     hold_load: tuple[str, str] | None = None  # (adapter name, the file whose existence lets its load go on)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/v1/models":
+            models = [{"id": BASE, "object": "model", "root": BASE, "parent": None}]
+            models += [{"id": name, "object": "model", "root": path, "parent": BASE} for name, path in list(self.adapters.items())]
+            return self.answer(200, {"object": "list", "data": models})
         self.answer(200 if self.path == "/health" else 404, {})
 
     def do_POST(self) -> None:  # noqa: N802
@@ -48,12 +59,20 @@ class Handler(BaseHTTPRequestHandler):
                 self.error(404, "NotFoundError", f"The lora adapter '{body['lora_name']}' cannot be found.")
             else:
                 self.answer(200, {})
+            print(f"unload {body['lora_name']} {self.status}", flush=True)
         elif self.path == "/v1/chat/completions":
             self.chat(body)
+        elif self.path == "/tokenize":  # vLLM's, beside /v1: the prompt's tokens as a chat of `messages` is prefilled
+            count = tokens("".join(m["content"] for m in body["messages"]))
+            self.answer(200, {"count": count, "max_model_len": CONTEXT, "tokens": list(range(count))})
         else:
             self.error(404, "NotFoundError", f"no route {self.path}")
 
     def load(self, name: str, path: str) -> None:
+        self.loading(name, path)
+        print(f"load {name} {self.status}", flush=True)
+
+    def loading(self, name: str, path: str) -> None:
         if self.refuse_loads:
             self.error(500, "InternalServerError", "adapters cannot be loaded now")
         elif name in self.adapters:
@@ -65,9 +84,14 @@ class Handler(BaseHTTPRequestHandler):
                     time.sleep(0.01)
             if not self.lose_adapters:
                 self.adapters[name] = path
+                self.weights[name] = digest(path)
             self.answer(200, {})
 
     def chat(self, body: dict) -> None:
+        self.chatting(body)
+        print(f"chat {body['model']} {self.status}", flush=True)
+
+    def chatting(self, body: dict) -> None:
         model = body["model"]
         if model != BASE and model not in self.adapters:
             return self.error(404, "NotFoundError", f"The model `{model}` does not exist.")
@@ -77,7 +101,7 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(400, "BadRequestError", f"This model's maximum context length is {CONTEXT} tokens. However, "
                               f"you requested {wanted} tokens ({prompt} in the messages, {wanted - prompt} in the completion). "
                               "Please reduce the length of the messages or completion.")
-        text = f"answered by {model}"
+        text = f"answered by {model}" + (f" with weights {self.weights[model]}" if self.weights.get(model) else "")
         n = body.get("n", 1)
         usage = {"prompt_tokens": prompt, "completion_tokens": 3 * n, "total_tokens": prompt + 3 * n}
         base = {"id": "chatcmpl-1", "created": 0, "model": model}
@@ -90,6 +114,7 @@ class Handler(BaseHTTPRequestHandler):
         events.append({**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         events.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": {**usage, "completion_tokens": 3}})
         payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+        self.status = 200
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("content-length", str(len(payload)))
@@ -101,6 +126,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def answer(self, status: int, body: dict) -> None:
         payload = json.dumps(body).encode()
+        self.status = status
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
@@ -109,6 +135,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+
+def digest(folder: str) -> str:
+    """The first 8 hex digits of the sha256 of the peft weights in `folder`, '' when there are none to read."""
+    try:
+        with open(os.path.join(folder, "adapter_model.safetensors"), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()[:8]
+    except OSError:
+        return ""
 
 
 def main(argv: list[str]) -> None:

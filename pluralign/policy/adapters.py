@@ -472,7 +472,11 @@ class AdapterPool:
         pool's lock, so other users' `adapter_for` go on meanwhile. The adapter leaves the pool's table at once: this
         user's `adapter_for` meanwhile reads the registry afresh, giving the fallback once their files are deleted, and
         a retrained adapter is loaded once the drop has ended. Returns once the host holds no adapter of the user's.
-        Raises what the host's drop raises; the adapter then stays in the table, dropped by the next `forget`."""
+        Raises what the host's drop raises; the adapter then stays in the table, dropped by the next `forget`.
+
+        A host shared with other pools (`purge_adapter`: a remote generation server that other replicas of the service
+        load their own copies into) is asked, once the user's adapter files are gone (a DELETE), to unload every copy of
+        theirs, on a thread of its own (the server may be slow or down: its failure is logged)."""
         name = adapter_name(tenant, user)
         with self._lock:
             self._unusable.pop(name, None)  # a new one is tried at the next request
@@ -480,10 +484,14 @@ class AdapterPool:
                 self.unload(name)
                 return
             self._cond.wait_for(lambda: name not in self._dropping)  # a drop of it already under way ends first
-            if name not in self.loaded:
-                return
-            self._dropping[name] = self.loaded.pop(name)
-        self._drop(name)
+            held = name in self.loaded
+            if held:
+                self._dropping[name] = self.loaded.pop(name)
+        if held:
+            self._drop(name)
+        purge = getattr(self.host, "purge_adapter", None)
+        if purge is not None and not (self.registry.folder(tenant, user) / META_FILE).exists():
+            threading.Thread(target=purge, args=(name,), name="adapter-purge", daemon=True).start()
 
     def adapter_for(self, tenant: str, user: str, pinned: frozenset[str] = frozenset()) -> str:
         """The loaded adapter name serving this user (loading it if the registry has one), else the fallback; none of

@@ -95,6 +95,11 @@ class AdapterNotLoaded(ValueError):
     pool's eviction, a user's DELETE); raised before any token is generated."""
 
 
+class AdapterNotKept(AdapterNotLoaded):
+    """A remote generation server answered a chat for the adapter as for one it does not hold, even just after it
+    loaded it again (`pluralign.policy.remote`): asking the adapter pool again only loads it again in vain."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     text: str

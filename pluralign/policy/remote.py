@@ -13,7 +13,15 @@ retries follow `RemotePolicy`: a request that cannot connect, times out, or is a
 any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`GenerationRefused`: its messages too
 long for the model's context), and a chat's 404 for an adapter says the server no longer holds it (restarted since it
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
-Token counts are the server's `usage`, never estimated here.
+Token counts are the server's `usage`, never estimated here; a prompt's count before its chat is the server tokenizer's
+(vLLM's `POST /tokenize`: `prompt_tokens`), none where it has no such route.
+
+The name an adapter has on the server is not the caller's: it carries this generator's `replica` and its weights'
+version (`<name>-<replica>-<version>`, `served_name`), so that replicas of the service sharing one server never unload
+each other's adapters (each evicts its own), and a retrained adapter is a new name, whose load is of the new weights
+(never vLLM's "already loaded" for the old ones). Until session remote50 both were the caller's name alone: one replica's
+eviction unloaded the adapter another was about to use (a 404, a load again, the fallback when it happened twice), and
+a retrained adapter loaded by a replica after another had loaded the old one was served with the old weights.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +39,9 @@ import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Resp
 import openai
 
 from pluralign.data.text import shorten
+from pluralign.policy.adapters import PEFT_FILES
 from pluralign.policy.generator import (
+    AdapterNotKept,
     AdapterNotLoaded,
     Cancelled,
     Candidate,
@@ -58,11 +69,15 @@ class RemoteGenerator:
     """`request_headers()` is asked at each request for headers to send with it (the service passes the
     `X-Request-Id` of the chat the answer is generated for, so the generation server's log names it). Raises ValueError
     naming `base_url` when it is no http(s) URL of a host (`pluralign.urls.check_base_url`: the client takes '', and
-    each request then failed as "Connection error.")."""
+    each request then failed as "Connection error.").
+
+    `replica`: this generator's part of the names its adapters have on the server (`served_name`; default 8 random hex
+    digits, new at each start): generators sharing a server must have different ones."""
 
     def __init__(self, base_url: str, model_id: str, api_key: str | None = None, policy: RemotePolicy = RemotePolicy(),
-                 request_headers: Callable[[], Mapping[str, str]] = dict):
+                 request_headers: Callable[[], Mapping[str, str]] = dict, replica: str | None = None):
         check_base_url(base_url)
+        self.replica = replica or secrets.token_hex(4)
         self.base_url = base_url.rstrip("/")
         self.shown_url = redacted(self.base_url)  # in errors and logs: no password of the URL's
         self.request_headers = request_headers
@@ -75,6 +90,7 @@ class RemoteGenerator:
             max_retries=policy.max_retries,
         )
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
+        self._served: dict[str, str] = {}  # adapter name -> its name on the server (`served_name`)
         # adapter name -> its loads again after the server answered a chat for it 404 (restarted): chats that found it
         # gone at once load it once (`_load_again`), under that adapter's own lock: another's load again, which may take
         # `timeout_s` x its tries, holds up no other adapter's (until the review of remote49, one lock for all: every
@@ -84,6 +100,7 @@ class RemoteGenerator:
         # streamed conversations -> the server's prompt_tokens, one per stream not yet asked (streams of one conversation
         # may run at once: `generation_workers`)
         self._prompt_usage: dict[str, list[int]] = {}
+        self._tokenize_route = True  # until the server shows it has no vLLM `/tokenize` (`prompt_tokens`)
         self._lock = threading.Lock()
         # the adapter each request in flight uses: a drop waits for them, so the server never unloads one under a
         # request (a server may abort those: a stream cut after its first piece)
@@ -102,19 +119,34 @@ class RemoteGenerator:
     def load_adapter(self, name: str, folder: str | Path) -> None:
         """Ask the server to load a peft adapter folder (a path the server can read) under `name`. Raises
         RemoteGeneratorError when the server cannot be asked, or refuses."""
-        self._load(name, str(folder))
+        self._served[name] = self._load(name, str(folder))
         self._adapters[name] = str(folder)
 
-    def _load(self, name: str, folder: str) -> None:
+    def served_name(self, name: str, folder: str | Path) -> str:
+        """The name adapter `name`, loaded from `folder`, has on the server: `<name>-<replica>-<version>`, the version
+        the first 12 hex digits of the sha256 of its peft files (adapter_config.json, adapter_model.safetensors) as they
+        are now, of the folder's path when this process cannot read them (the server may read paths this one cannot)."""
+        digest = hashlib.sha256()
+        for file in PEFT_FILES:
+            try:
+                digest.update((Path(folder) / file).read_bytes())
+            except OSError:
+                digest.update(f"{folder}/{file}".encode())
+        return f"{name}-{self.replica}-{digest.hexdigest()[:12]}"
+
+    def _load(self, name: str, folder: str) -> str:
+        """Load `folder` on the server under its served name (`served_name`), which it returns."""
+        served = self.served_name(name, folder)
         try:
-            self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": name, "lora_path": folder}, cast_to=httpx2.Response,
+            self._call(lambda: self._client.post("/load_lora_adapter", body={"lora_name": served, "lora_path": folder}, cast_to=httpx2.Response,
                                                  options={"headers": dict(self.request_headers())}))
         except RemoteGeneratorError as exc:
-            # vLLM's 400 for a name it holds (`serving_models.py`): another replica of the service, sharing the server,
-            # loaded it since the server restarted (the names are the users': the same on every replica)
+            # vLLM's 400 for a name it holds (`serving_models.py`): this replica's own load of these weights, whose
+            # answer was lost (a timeout: tried again), or a process of the same `replica` before a restart
             cause = exc.__cause__
             if not (isinstance(cause, openai.BadRequestError) and "already been loaded" in _server_words(cause)):
                 raise
+        return served
 
     def _load_again(self, name: str, seen: int) -> None:
         """Load adapter `name` again from the folder it was loaded from, unless it was loaded again since `seen` (its
@@ -126,7 +158,7 @@ class RemoteGenerator:
             if folder is None:
                 raise AdapterNotLoaded(f"adapter {name!r} is not loaded")
             log.warning("the generation server holds no adapter %s (restarted since it was loaded?): loading it again", name)
-            self._load(name, folder)
+            self._served[name] = self._load(name, folder)
             self._reloads[name] = seen + 1
 
     def _reload_lock(self, name: str) -> threading.Lock:
@@ -140,27 +172,52 @@ class RemoteGenerator:
         adapter: restarted since) is no error: the adapter is forgotten here too."""
         with self._use.drop(name):
             if name in self._adapters:
-                try:
-                    self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": name}, cast_to=httpx2.Response,
-                                                         options={"headers": dict(self.request_headers())}))
-                except RemoteGeneratorError as exc:
-                    # 404: the server holds no adapter of that name (vLLM: "cannot be found"; restarted since it was
-                    # loaded, or unloaded by its operator), so there is nothing to unload (before review of pool48, an
-                    # error at each try: a user's DELETE failed until the service restarted)
-                    if not isinstance(exc.__cause__, openai.NotFoundError):
-                        raise
+                # 404: the server holds no adapter of that name (vLLM: "cannot be found"; restarted since it was loaded, or
+                # unloaded by its operator), so there is nothing to unload (before review of pool48, an error at each try:
+                # a user's DELETE failed until the service restarted)
+                if not self._unload(self._served[name]):
                     log.warning("adapter %s was not loaded on the generation server (it answered 404): forgotten here", name)
                 del self._adapters[name]
+                self._served.pop(name, None)
                 self._reloads.pop(name, None)
                 with self._lock:
                     self._reload_locks.pop(name, None)
+
+    def _unload(self, served: str) -> bool:
+        """Ask the server to unload the adapter it holds as `served`: False when it holds none of that name (404)."""
+        try:
+            self._call(lambda: self._client.post("/unload_lora_adapter", body={"lora_name": served}, cast_to=httpx2.Response,
+                                                 options={"headers": dict(self.request_headers())}))
+        except RemoteGeneratorError as exc:
+            if not isinstance(exc.__cause__, openai.NotFoundError):
+                raise
+            return False
+        return True
+
+    def purge_adapter(self, name: str) -> int:
+        """Ask the server to unload every adapter it holds under a name of adapter `name`'s (`<name>-...`, as its list of
+        models shows them: those other replicas of the service loaded, and this replica's of an earlier start), after
+        the user's adapter was deleted: the server keeps no copy of theirs. Returns how many it unloaded; a failure to
+        ask it is logged, not raised (called on a thread of its own: `AdapterPool.forget`; another replica's copy is then
+        unloaded at that replica's next chat of the user, or its eviction)."""
+        gone = 0
+        try:
+            listed = self._call(lambda: self._client.models.list(extra_headers=dict(self.request_headers())))
+            for model in listed.data:
+                if model.id.startswith(f"{name}-"):
+                    gone += self._unload(model.id)
+        except RemoteGeneratorError as exc:
+            log.warning("the copies of deleted adapter %s on the generation server could not all be unloaded: %s", name, exc)
+        return gone
 
     def _chat(self, send: Callable, adapter: str | None):
         """`send()`'s answer (a chat request): when the server answers 404 for `adapter` (it no longer holds it), the
         adapter is loaded again and the chat sent once more; when it answers 404 again, the adapter is forgotten here
         and AdapterNotLoaded raised (the service asks its adapter pool again: a load anew, or the fallback). Raises
         GenerationRefused for a 400, 413 or 422 (the client's fault), RemoteGeneratorError for any other failure (the
-        load again's included)."""
+        load again's included). The second 404 raises AdapterNotKept (an AdapterNotLoaded): the server answered the load
+        and then did not hold what it loaded, so asking again is of no use (the service answers with the fallback at
+        once; until session remote50 it was asked again: 3 loads and 4 chats before the fallback)."""
         seen = self._reloads.get(adapter, 0) if adapter is not None else 0
         try:
             return self._sent(send)
@@ -175,7 +232,8 @@ class RemoteGenerator:
                 raise
             with self._reload_lock(adapter):
                 self._adapters.pop(adapter, None)
-            raise AdapterNotLoaded(f"adapter {adapter!r} is not held by the generation server, even loaded again") from exc
+                self._served.pop(adapter, None)
+            raise AdapterNotKept(f"adapter {adapter!r} is not held by the generation server, even just loaded again") from exc
 
     def _sent(self, send: Callable):
         try:
@@ -204,7 +262,7 @@ class RemoteGenerator:
         if adapter is not None and adapter not in self._adapters:
             raise AdapterNotLoaded(f"adapter {adapter!r} is not loaded")
         request = {
-            "model": adapter or self.model_id,
+            "model": self._served.get(adapter, adapter) if adapter is not None else self.model_id,
             "messages": list(messages),
             "n": n,
             "temperature": sampling.temperature,
@@ -261,9 +319,10 @@ class RemoteGenerator:
             yield from self._stream(messages, sampling, adapter)
 
     def _stream(self, messages: Sequence[dict[str, str]], sampling: Sampling, adapter: str | None) -> Iterator[str | Candidate]:
-        request = self._request(messages, 1, sampling, adapter)
-        chunks = self._chat(lambda: self._client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}),
-                            adapter)
+        # the request made at each send: one sent again after the adapter's load again names it as loaded again (its
+        # weights' version may be new: `served_name`)
+        chunks = self._chat(lambda: self._client.chat.completions.create(**self._request(messages, 1, sampling, adapter), stream=True,
+                                                                         stream_options={"include_usage": True}), adapter)
         text, finish, usage = "", "stop", None
 
         def server_pieces() -> Iterator[str]:
@@ -289,18 +348,47 @@ class RemoteGenerator:
             self._prompt_usage.setdefault(_key(messages), []).append(usage.prompt_tokens)
         yield Candidate(text=text.strip(), finish_reason=finish, tokens=usage.completion_tokens)
 
+    @property
+    def shared_prefill(self) -> bool:
+        """The `n` candidates of one chat share one prefill of its prompt (vLLM's parallel sampling: one request, its
+        prompt's cached blocks shared by the `n` sequences), so `max_prefill_tokens` bounds the prompt once."""
+        return True
+
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
-        """The server's prompt token count for a conversation just streamed (the OpenAI API has no
-        tokenize route); 0 for a conversation it has not answered."""
+        """The server's prompt token count for a conversation just streamed (its `usage`); else the count its tokenizer
+        gives (vLLM's `POST /tokenize` at the server's root, the chat template applied as for a chat: since session
+        remote50, so the service's `max_prompt_tokens` and `max_prefill_tokens` bound a chat before it is sent); 0 when
+        the server has no such route (the OpenAI API has none: asked once) or cannot answer it now (the chat's own
+        request then says why)."""
         key = _key(messages)
         with self._lock:
             counts = self._prompt_usage.get(key)
-            if not counts:
+            if counts:
+                count = counts.pop(0)
+                if not counts:
+                    del self._prompt_usage[key]
+                return count
+        return self._tokenized(messages) if self._tokenize_route else 0
+
+    def _tokenized(self, messages: Sequence[dict[str, str]]) -> int:
+        root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
+        try:
+            answer = self._client.post(f"{root}/tokenize", cast_to=httpx2.Response, options={"headers": dict(self.request_headers()), "max_retries": 0},
+                                       body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True})
+            count = answer.json().get("count")
+        except (ValueError, AttributeError):  # not vLLM's answer (no JSON object)
+            count = None
+        except openai.APIError as exc:  # a 4xx: no such route (404, 405), or not vLLM's; down, timed out, a 5xx: not now
+            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
+                count = None
+            else:
+                log.info("the generation server's tokenizer could not count a prompt: %s", redacted(str(exc)))
                 return 0
-            count = counts.pop(0)
-            if not counts:
-                del self._prompt_usage[key]
-            return count
+        if not isinstance(count, int) or isinstance(count, bool):
+            log.info("the generation server at %s counts no prompt tokens (no vLLM /tokenize): chats are sent uncounted", self.shown_url)
+            self._tokenize_route = False
+            return 0
+        return count
 
 
 # the fields of a chat request a server's 400 may name (`GenerationRefused.param`); the service forwards them as sent

@@ -20,6 +20,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from pluralign.urls import without_secrets
+
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no room: disk, quota, file size limit
 READ_ONLY = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 UNREADABLE = frozenset({errno.EIO, errno.ESTALE, errno.ENOTCONN})  # a disk error; a network or FUSE mount gone
@@ -195,11 +197,7 @@ def secrets_of(storage_options) -> tuple[str, ...]:
 def scrub(text: str, secrets=()) -> str:
     """`text` without what an S3 error body repeats of the request (the access key id, the signed string)
     and without any of `secrets` (the store's credentials), for a log line or an error."""
-    text = _ECHOED.sub(lambda m: f"<{m.group(1)}>(hidden)</{m.group(1)}>", text)
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "(hidden)")
-    return text
+    return without_secrets(_ECHOED.sub(lambda m: f"<{m.group(1)}>(hidden)</{m.group(1)}>", text), secrets, "(hidden)")
 
 
 def unavailable(exc: BaseException, name: str, where: str, action: str, secrets=()) -> StoreUnavailable | None:

@@ -1,7 +1,8 @@
 """Paths of the server's disk as the HTTP API shows them: one in the data folder relative to it
 (`jobs/<id>.result.json`), one elsewhere by its name (as /health names a model folder), in a field or in
 a text (a job's error, log tail: a worker's paths too); a name or a URI (`smollm2`, `s3://bucket/x`,
-`openai:URL`) as it is. The records on disk and the CLI keep the paths."""
+`openai:URL`) as it is, the credentials of a URL hidden (`pluralign.urls.redacted`: records written before session
+remote50 kept an adapter job's `openai:` base whole). The records on disk and the CLI keep the paths."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from pluralign.urls import redacted
 from training.jobs.promotion import Promotions
 from training.jobs.record import Job
 
@@ -50,7 +52,7 @@ class PublicPaths:
 
     def path(self, value: str) -> str:
         if "://" in value or value.startswith("openai:"):
-            return value
+            return redacted(value)
         absolute = Path(os.path.abspath(value))
         for root in self.roots:
             if absolute.is_relative_to(root):
@@ -58,8 +60,9 @@ class PublicPaths:
         return absolute.name if Path(value).is_absolute() else value
 
     def text(self, text: str) -> str:
-        """`text` with a path in the data folder relative to it, and any other absolute path by its name."""
-        text = self._in_text.sub(lambda m: "" if m.group(1) else ".", text)
+        """`text` with a path in the data folder relative to it, any other absolute path by its name, and no URL's
+        credentials."""
+        text = self._in_text.sub(lambda m: "" if m.group(1) else ".", redacted(text))
         return _ELSEWHERE.sub(lambda m: PurePosixPath(m.group(0)).name, text)
 
     def job(self, job: Job) -> Job:

@@ -40,6 +40,7 @@ from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget, key_hash
 from pluralign.store.ingest import Backlogged
 from pluralign.store.location import options_to_env
+from pluralign.urls import redacted
 from service.admin.audit_members import AuditMembersIndex
 from service.admin.paths import PublicPaths, jobs_folder
 from service.admin.retention import JobRetention, snapshot_named, snapshot_taken
@@ -354,7 +355,9 @@ class Admin:
                 if queued >= self.rt.settings.tenant_queued_jobs:
                     raise QuotaExceeded(f"tenant {tenant!r} has {queued} adapter jobs queued or running (at most "
                                         f"{self.rt.settings.tenant_queued_jobs}, `tenant_queued_jobs`): retry once one has ended")
-                params.setdefault("base", self.rt.settings.generator)  # adapt the model this service generates with
+                # adapt the model this service generates with; an `openai:URL`'s credentials never in the job's record,
+                # its log or its worker's command line (`redacted`; until session remote50 kept whole)
+                params.setdefault("base", redacted(self.rt.settings.generator))
                 # the snapshot moves the user's pending rows first: the trigger those rows call back (`on_feedback`, in this
                 # thread) leaves them to this job, which trains on them (until session trial50 it queued a second job)
                 queueing = self._queueing.__dict__.setdefault("users", set())

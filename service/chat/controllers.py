@@ -352,8 +352,9 @@ def fit_prefill(rt: Runtime, p: services.Plan, tokens: int, prefill: int) -> Non
     its generator prefills them: plain candidates of a generator whose `shared_prefill` says so share one prefill of
     the prompt (the local generator's sliced prefill: one row forwarded, its cache repeated; since session 48), so any
     number fit once the prompt does; styled candidates (each style's own prompt), and those of a generator that does
-    not say (Mamba's one forward of every row), prefill it once each (a remote server's too, but it counts no tokens up
-    front: `tokens` 0, nothing cut). Styled candidates over it are
+    not say (Mamba's one forward of every row), prefill it once each (a remote vLLM server's share theirs, its prompt
+    counted by its tokenizer since session remote50; a server without one counts no tokens up front: `tokens` 0, nothing
+    cut). Styled candidates over it are
     cut, down to the `n` returned (and 2), then generated plainly when that generator shares its prefill; else fewer
     candidates are generated, down to the `n` returned. A prompt over it alone is a 400 naming `messages`; `n` copies
     over it (not shared) a 400 naming `n`. Until session remote49 every candidate counted, shared or not: `n: 4` of a

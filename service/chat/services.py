@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pluralign.policy.context import Shot, with_shots
-from pluralign.policy.generator import AdapterNotLoaded, Cancelled, Candidate, Sampling
+from pluralign.policy.generator import AdapterNotKept, AdapterNotLoaded, Cancelled, Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
 from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
 from pluralign.policy.styles import asks_judgement, choose_styles
@@ -229,20 +229,30 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
     the fallback (their files are gone; a chat racing its user's DELETE is answered and stores nothing, `remember`).
     Dropped again before its generation began (a second promotion or DELETE, or evictions thrashing a pool whose budget
     is too small for the users served at once), it is tried a last time with the pool's fallback (the FSPO adapter, or
-    the base model), which is never dropped: `p.adapter` says which served (before pool48, a 500). A generation that
-    has begun keeps its adapter to its end (a drop waits for it)."""
+    the base model), which is never dropped: `p.adapter` says which served (before pool48, a 500). So is a chat whose
+    remote generation server did not keep the adapter it loaded again (`AdapterNotKept`), at once, the warning saying so
+    (until session remote50 the pool was asked again, a load in vain, and the warning said "dropped twice"). A
+    generation that has begun keeps its adapter to its end (a drop waits for it)."""
     try:
         return generate()
-    except AdapterNotLoaded:
+    except AdapterNotLoaded as exc:
         if p.adapter is None or p.user_id is None:
             raise
-    p.adapter = load_user_adapter(rt, p.tenant, p.user_id, p.weights)
-    try:
-        return generate()
-    except AdapterNotLoaded:
-        fallback = load_fallback(rt)
-        if p.adapter == fallback:
-            raise
+        lost = exc
+    if not isinstance(lost, AdapterNotKept):
+        p.adapter = load_user_adapter(rt, p.tenant, p.user_id, p.weights)
+        try:
+            return generate()
+        except AdapterNotLoaded as exc:
+            lost = exc
+    fallback = load_fallback(rt)
+    if p.adapter == fallback:
+        raise lost
+    if isinstance(lost, AdapterNotKept):
+        log.warning("the generation server did not keep the adapter of user %r of tenant %r (it answered a chat for it 404 "
+                    "just after loading it again): chat %s answered by the fallback (%s)", p.user_id, p.tenant, p.response_id,
+                    fallback or "the base model")
+    else:
         log.warning("the adapter of user %r of tenant %r was dropped twice before chat %s began: answered by the "
                     "fallback (%s)", p.user_id, p.tenant, p.response_id, fallback or "the base model")
     p.adapter = fallback

@@ -123,17 +123,18 @@ def test_a_restarted_generation_server_is_given_the_users_adapter_again(tmp_path
     with front_on(tmp_path, tiny_pal_dir, minilm) as (service, server), service.client("acme") as c:
         name = adapter_name("acme", "rae")
         first = c.post("/v1/chat/completions", json=CHAT)
-        assert first.status_code == 200 and first.json()["choices"][0]["message"]["content"] == f"answered by {name}", first.text
+        # the server's name of the adapter: `name`, the replica's and the weights' version (remote50)
+        assert first.status_code == 200 and first.json()["choices"][0]["message"]["content"].startswith(f"answered by {name}-"), first.text
         server.restart()
         streamed = c.post("/v1/chat/completions", json={**CHAT, "pluralign": {"candidates": 1}, "stream": True})
-        assert streamed.status_code == 200 and streamed_text(streamed) == f"answered by {name}", streamed.text  # before: an error event
+        assert streamed.status_code == 200 and streamed_text(streamed).startswith(f"answered by {name}-"), streamed.text  # before: an error event
         server.restart("--refuse-loads")
         refused = c.post("/v1/chat/completions", json=CHAT)
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "10", refused.text
         server.restart()
         again = c.post("/v1/chat/completions", json=CHAT)
         assert again.status_code == 200, again.text  # before: 503 "generation is unavailable for now"
-        assert again.json()["choices"][0]["message"]["content"] == f"answered by {name}" and again.json()["pluralign"]["adapter"] == name
+        assert again.json()["choices"][0]["message"]["content"].startswith(f"answered by {name}-") and again.json()["pluralign"]["adapter"] == name
         server.restart("--lose-adapters")
         fallback = c.post("/v1/chat/completions", json=CHAT)
         assert fallback.status_code == 200, fallback.text
@@ -181,10 +182,10 @@ def test_a_start_and_a_failed_chat_log_no_password_of_the_generation_servers_url
 
 
 def test_two_replicas_sharing_a_server_both_serve_the_adapter_before_and_after_its_restart(tmp_path):
-    """Two API replicas send generation to one server and name a user's adapter alike (`adapter_name`). The second
-    replica's load of the adapter the first loaded is answered vLLM's 400 "has already been loaded": that counts as
-    loaded (before remote49 it was the failed load's 503 for each chat of the user there). After the server restarted,
-    the replica whose chat comes first loads it again, and the other's chat finds it."""
+    """Two API replicas send generation to one server and name a user's adapter alike (`adapter_name`). Until remote50
+    the second replica's load of the adapter the first loaded was answered vLLM's 400 "has already been loaded", counted
+    as loaded (before remote49 it was the failed load's 503 for each chat of the user there); since, each loads its own
+    (`served_name`: the replica's part in it). After the server restarted, each loads its own again at its chat."""
     server = GenerationServer(tmp_path / "generation.log")
     try:
         first, second = (RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=10, max_retries=0)) for _ in range(2))
@@ -192,8 +193,8 @@ def test_two_replicas_sharing_a_server_both_serve_the_adapter_before_and_after_i
         second.load_adapter("u1", "/adapters/u1")  # before: RemoteGeneratorError (400)
         server.restart()
         messages = [{"role": "user", "content": "Hi"}]
-        assert second.generate(messages, adapter="u1")[0][0].text == "answered by u1"
-        assert first.generate(messages, adapter="u1")[0][0].text == "answered by u1"
+        assert second.generate(messages, adapter="u1")[0][0].text == f"answered by {second.served_name('u1', '/adapters/u1')}"
+        assert first.generate(messages, adapter="u1")[0][0].text == f"answered by {first.served_name('u1', '/adapters/u1')}"
         assert first.adapters == second.adapters == {"u1"}
     finally:
         server.stop()
@@ -215,22 +216,22 @@ def test_a_users_adapter_loading_slowly_again_holds_up_no_other_tenants_chat(tmp
         slow, other = adapter_name("acme", "rae"), adapter_name("beta", "bo")
         generator.load_adapter(slow, "/adapters/rae")
         generator.load_adapter(other, "/adapters/bo")
-        server.restart("--hold-load", f"{slow}:{held}")
+        server.restart("--hold-load", f"{generator.served_name(slow, '/adapters/rae')}:{held}")
         messages = [{"role": "user", "content": "Hi"}]
         answers: dict[str, str] = {}
         waiting = threading.Thread(target=lambda: answers.update(slow=generator.generate(messages, adapter=slow)[0][0].text))
         waiting.start()
         deadline = time.monotonic() + 30
-        while f"holding the load of {slow}" not in server.log.read_text():
+        while f"holding the load of {slow}-" not in server.log.read_text():
             assert waiting.is_alive() and time.monotonic() < deadline, server.log.read_text()
             time.sleep(0.01)
         beside = threading.Thread(target=lambda: answers.update(other=generator.generate(messages, adapter=other)[0][0].text))
         beside.start()
         beside.join(timeout=10)  # before: still waiting on the lock acme's load held
-        assert answers.get("other") == f"answered by {other}" and "slow" not in answers, answers
+        assert answers.get("other", "").startswith(f"answered by {other}-") and "slow" not in answers, answers
         held.touch()
         waiting.join(timeout=30)
-        assert answers["slow"] == f"answered by {slow}", answers
+        assert answers["slow"].startswith(f"answered by {slow}-"), answers
     finally:
         held.touch()
         server.stop()

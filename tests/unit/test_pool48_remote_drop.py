@@ -100,4 +100,4 @@ def test_a_remote_adapters_drop_waits_for_the_stream_using_it(server):
     assert isinstance(final, Candidate) and "".join(["Hello", *rest]) == final.text == "Hello world."
     drop.join(60)
     later.join(60)
-    assert handler.unloaded == ["u"] and remote.adapters == set() and remote.adapters_in_use == set() and late
+    assert handler.unloaded == [remote.served_name("u", "/adapters/u")] and remote.adapters == set() and remote.adapters_in_use == set() and late
