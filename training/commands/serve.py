@@ -887,7 +887,10 @@ class CutAnswersAbort:
         return getattr(self._transport, name)
 
     def close(self) -> None:
-        cycle = getattr(self._protocol, "cycle", None)
+        protocol = self._protocol
+        # the answer going out: h11's one cycle; httptools' `cycle` is its newest, perhaps a request queued behind that
+        # answer (until the review of session keys50 a cut answer with a request pipelined behind it held its connection)
+        cycle = getattr(protocol, "cycle", None) if hasattr(protocol, "conn") else getattr(protocol, "answering", None)
         cut = cycle is not None and cycle.response_started and not cycle.response_complete
         if cut and self._transport.get_write_buffer_size():
             self._transport.abort()
