@@ -690,8 +690,7 @@ class TimedRequests:
                 self.refused, self.last_answer = True, answer  # written by on_response_complete once they are out
                 self.stop_the_deadline()
                 return
-            cycle.disconnected = True  # a body cut by the bad bytes: the app reads a disconnect, as when a client goes
-            cycle.message_event.set()
+            cut_off(cycle)  # a body cut by the bad bytes: the app reads a disconnect, as when a client goes
         self.transport.write(answer)
         self.linger()  # closed now, with the rest of a long head unread, the client would read a reset, not the 400
 
@@ -866,9 +865,7 @@ class TimedRequests:
         cycle = self.cycle
         if cycle is None:
             return False
-        if not cycle.response_complete:
-            cycle.disconnected = True
-            cycle.message_event.set()
+        cut_off(cycle)
         return cycle.response_started
 
 
