@@ -12,17 +12,18 @@ from collections.abc import Callable, Iterator
 
 
 @contextlib.contextmanager
-def timed_server(app, timeout_s: float, max_connections: int | None = None, cors=None) -> Iterator[int]:
-    """`app` behind `timed_http_protocol(timeout_s, max_connections, cors=cors)` (read deadline `timeout_s` seconds,
-    at most `max_connections` connections, None: any; CORS config `cors`), without its lifespan; yields its port once
-    uvicorn has started (30 s at most), and stops it after (10 s at most)."""
+def timed_server(app, timeout_s: float, max_connections: int | None = None, cors=None, connections=None) -> Iterator[int]:
+    """`app` behind `timed_http_protocol(timeout_s, max_connections, connections, cors=cors)` (read deadline `timeout_s`
+    seconds, at most `max_connections` connections, None: any; CORS config `cors`; `connections`, a ConnectionCounts,
+    counts them), without its lifespan; yields its port once uvicorn has started (30 s at most), and stops it after
+    (10 s at most)."""
     import uvicorn
 
     from training.commands.serve import timed_http_protocol
 
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
-    http = timed_http_protocol(timeout_s, max_connections, cors=cors)
+    http = timed_http_protocol(timeout_s, max_connections, connections, cors=cors)
     server = uvicorn.Server(uvicorn.Config(app, http=http, lifespan="off", log_level="critical"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
     thread.start()

@@ -170,8 +170,10 @@ FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-
 
 def from_this_machine(request: Request) -> bool:
     """Whether the request's peer is a loopback address and no proxy says it passed it on (`FORWARDING_HEADERS`). An
-    IPv4 peer of a dual-stack listener (`--host ::`) is seen as its IPv4-mapped address (`::ffff:127.0.0.1`, RFC 4291
-    2.5.5.2), read as the IPv4 address it maps (`ipaddress`'s `ipv4_mapped`): until session keys50 it was not loopback."""
+    IPv4 peer of a dual-stack socket (IPV6_V6ONLY off: one handed to the app by whatever embeds it; `pluralign serve
+    --host ::` is IPv6 alone, asyncio sets IPV6_V6ONLY) is seen as its IPv4-mapped address (`::ffff:127.0.0.1`, RFC
+    4291 2.5.5.2), read as the IPv4 address it maps (`ipaddress`'s `ipv4_mapped`): until session keys50 it was not
+    loopback."""
     host = request.client.host if request.client is not None else None
     try:
         peer = ipaddress.ip_address(host) if host is not None else None

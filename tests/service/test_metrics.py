@@ -157,8 +157,8 @@ def test_a_scrape_from_this_machine_is_answered_whatever_key_it_carries(svc):
 
 
 def test_a_scrape_from_this_machine_through_a_dual_stack_listener_is_answered(svc):
-    """`pluralign serve --host ::` listens on IPv6 and IPv4 alike (a dual-stack socket): a scrape from 127.0.0.1 reaches
-    the app from `::ffff:127.0.0.1`, the IPv4-mapped loopback. Before: 401 "answers a scrape from another machine" (the
+    """A dual-stack socket (IPV6_V6ONLY off; not `pluralign serve --host ::`, which asyncio binds IPv6 alone) handed to
+    the app: a scrape from 127.0.0.1 reaches it from `::ffff:127.0.0.1`, the IPv4-mapped loopback. Before: 401 "answers a scrape from another machine" (the
     address was not read as the IPv4 address it maps). Through a proxy it still needs the token or an admin key."""
     import socket
     import threading
