@@ -54,8 +54,12 @@ _PHI = NormalDist().cdf
 MIN_MOVED = 1e-9  # a feature whose differences are all below this never moved: it is in no group
 
 
-class CollinearFeatures(Base, kw_only=True):
-    """Named features a user's comparisons moved together, and the user's posterior along them jointly."""
+class CollinearFeatures(Base, kw_only=True, forbid_unknown_fields=False):
+    """Named features a user's comparisons moved together, and the user's posterior along them jointly.
+
+    Stored inside `UserState` (its `collinear`), it reads a field it does not know by leaving it out, as the state
+    does (a later release adds fields to it too: profile44 added `moved_in`); refused, it made the whole state
+    unreadable, and replicas of two releases refitted each other's users at each read (until session 51)."""
 
     features: list[str]  # (G,) in FEATURE_NAMES order
     direction: list[float]  # (G,) unit vector v over `features`: how the comparisons moved them (first entry > 0)

@@ -90,8 +90,9 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     Unlike every other pluralign struct it reads a field it does not know (one a later release added without a
     bump of `version`) by leaving it out, instead of refusing the whole state: it is only ever read from the
     service's own store, where replicas of two releases share rows during a rolling update, and a refusal made
-    each release refit the user the other had just fitted (docs/operations.md; until session 50). A change in what
-    a field means bumps `version`, which `UserModel.fits` refuses."""
+    each release refit the user the other had just fitted (docs/operations.md; until session 50). So does the struct
+    inside it, `CollinearFeatures` (until session 51 it refused, and the whole state with it). A change in what a
+    field means bumps `version`, which `UserModel.fits` refuses."""
 
     version: int = STATE_VERSION
     population: str  # version of the population (PAL) checkpoint it was fitted against

@@ -57,7 +57,7 @@ def unpooled(state: UserState) -> tuple[np.ndarray, np.ndarray]:
 
 def pooled_prior(states: Sequence[UserState], names: Sequence[str], spread: float = SPREAD) -> PooledPrior:
     """The empirical-Bayes prior of the module docstring from fitted users' states (each fitted on at
-    least one comparison, on the coefficients `names`). Raises ValueError with fewer than 2 states, a
+    least one answer, a comparison or a tie of two answers, `UserState.answers`; on the coefficients `names`). Raises ValueError with fewer than 2 states, a
     state on other coefficients, or a negative or infinite `spread`."""
     if len(states) < 2:
         raise ValueError(f"a pooled prior needs at least 2 fitted users, got {len(states)}")

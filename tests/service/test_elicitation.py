@@ -787,8 +787,9 @@ def test_a_user_model_a_later_release_wrote_is_served_as_it_is_and_a_later_versi
     `ties`) writes a user model this release reads as it is, without that field: served, not refitted. Until session 50
     such a state did not decode here (every struct forbade unknown fields) and the user was refitted at each read,
     and the later release, reading that refit without its field, refitted again: during a rolling update each read
-    on the other release refitted the user (docs/operations.md). A state of a later `version` (whose fields may mean
-    something else) is refitted from the user's comparisons, as before."""
+    on the other release refitted the user (docs/operations.md). So is a field added to a struct inside the state (a
+    collinear group's). A state of a later `version` (whose fields may mean something else) is refitted from the
+    user's comparisons, as before."""
     import msgspec
 
     from pluralign.user import UserState
@@ -812,6 +813,14 @@ def test_a_user_model_a_later_release_wrote_is_served_as_it_is_and_a_later_versi
         r = c.get("/v1/users/rolled-back")
         assert r.status_code == 200, r.text
         assert r.json()["user_model"]["comparisons"] == len(rows) and r.json()["summary"]["joint"], r.json()["summary"]
+        kept = rt.store.get_user("acme", "rolled-back").user_model
+        assert b"a_later_field" in kept and UserState.decode(kept).fitted_at == fitted.fitted_at  # served, not refitted
+        # a field a later release adds to a struct inside the state (as profile44 added `moved_in` to each collinear
+        # group): served too (until session 51 the group refused it, so the whole state, and the user was refitted)
+        groups = msgspec.msgpack.decode(kept)["collinear"]
+        assert groups, "the rows move length and word length together: a collinear group"
+        written_by_a_later_release(collinear=[{**g, "a_later_field": 1.0} for g in groups])
+        assert c.get("/v1/users/rolled-back").json()["summary"]["joint"]
         kept = rt.store.get_user("acme", "rolled-back").user_model
         assert b"a_later_field" in kept and UserState.decode(kept).fitted_at == fitted.fitted_at  # served, not refitted
         written_by_a_later_release(version=STATE_VERSION + 1)
