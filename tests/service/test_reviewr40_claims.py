@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import types
 from collections import Counter
 from collections.abc import Iterator
 
@@ -597,3 +598,70 @@ def test_a_user_back_while_a_delete_record_is_applied_keeps_their_owed_refit(rep
             assert user in (rt.settings.data_path / "refits-waiting.jsonl").read_text()
         rt.wait_for_background()
     assert store.get_user("acme", user).n_preferences == 1
+
+
+
+def test_one_tenants_delete_waiting_for_the_replicas_stalls_no_other_tenant(replicas, monkeypatch):
+    """Session 50. With replicas a DELETE's purge removes the old versions it left only once every replica looks past
+    them (`sync_seconds` + READ_MARGIN_S later; here 0 + 1.0 s). Before, that wait ran inside the store's maintenance
+    turn, on the DELETEs' one thread: while tenant acme's DELETE waited, globex's DELETEs (even of a user it never
+    had) waited behind it. Now the wait holds neither (`Store._drop_when_due`, `service.runtime.DELETE_WORKERS`):
+    globex's DELETE of no one answers at once, so does its profile read, and its DELETE of a user removes their rows
+    while acme's still waits."""
+    from pluralign.store import tables
+
+    wait_s = 1.0
+    monkeypatch.setattr(tables, "READ_MARGIN_S", wait_s)  # this module's replicas: store_sync_ms 0
+    a, _ = replicas
+    waiting = threading.Event()
+
+    def watched_sleep(seconds: float) -> None:
+        if seconds > wait_s / 2 and threading.current_thread().name.startswith("deletes"):  # a purge's wait
+            waiting.set()
+        time.sleep(seconds)
+
+    clock = types.SimpleNamespace(time=time.time, monotonic=time.monotonic, sleep=watched_sleep)
+    monkeypatch.setattr(tables, "time", clock)
+    a.keys["globex"] = a.keys.get("globex") or a.runtime.keys.issue("globex")
+    with a.client("acme") as acme, a.client("globex") as globex:
+        for client, user in ((acme, "acme50"), (globex, "globex50")):
+            for i in range(2):
+                assert client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tea {i}?",
+                                                         "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        a.runtime.ingest.flush()
+        assert a.runtime.store.count_preferences("globex", "globex50") == 2
+        answered: dict[str, int] = {}
+        first = threading.Thread(target=lambda: answered.update(acme=acme.delete("/v1/users/acme50").status_code))
+        first.start()
+        try:
+            assert waiting.wait(30), "acme's DELETE never began its purge's wait"
+            took: dict[str, float] = {}
+            for what, send, code in (("DELETE of no one", lambda: globex.delete("/v1/users/nobody50"), 404),
+                                     ("profile", lambda: globex.get("/v1/users/globex50"), 200)):
+                start = time.monotonic()
+                r = send()
+                took[what] = time.monotonic() - start
+                assert r.status_code == code, (what, r.text)
+            second = threading.Thread(target=lambda: answered.update(globex=globex.delete("/v1/users/globex50").status_code))
+            start = time.monotonic()
+            second.start()
+            try:
+                assert wait_until(lambda: a.runtime.store.count_preferences("globex", "globex50") == 0, 10)
+                took["DELETE's rows gone"] = time.monotonic() - start
+                assert first.is_alive(), took  # acme's still waits (else the times above tell nothing)
+            finally:
+                second.join(30)
+            assert all(s < wait_s / 2 for s in took.values()), took  # before: the first ~1.5 s (acme's wait and steps)
+        finally:
+            first.join(30)
+        assert answered == {"acme": 200, "globex": 200}, answered
+
+
+def wait_until(check, timeout: float) -> bool:
+    """Whether `check()` came true within `timeout` seconds (looked at every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
