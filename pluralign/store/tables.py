@@ -1639,6 +1639,14 @@ class Store:
                 .select(["prompt", "chosen", "rejected"]).limit(None).to_arrow())
         return [t for name in ("prompt", "chosen", "rejected") for t in rows.column(name).to_pylist() if t is not None]
 
+    @_uses("preferences", "read")
+    def count_of(self, tenant: str, user_ids: list[str]) -> int:
+        """How many preference rows `user_ids` (of `tenant`) have: one count by the BITMAP indexes, no row read (what
+        tells a tenant's removal whether the texts it read before the store's turn, `texts_of`, are still all)."""
+        if not user_ids:
+            return 0
+        return self.preferences.count_rows(owners_filter(tenant, sorted(set(user_ids))))
+
     def warm(self, tenant: str, user_id: str) -> None:
         """Load the user's history into the cache in the background (once at a time per user)."""
         key = (tenant, user_id)

@@ -1142,36 +1142,34 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
     if unfinished is not None and unfinished.recorded_at is not None:
         seen_by_every_replica(rt, unfinished.recorded_at)  # before the turn: its wait holds no other DELETE's
     recorded: list[float] = []
-    # the store's maintenance turn first (with replicas it may wait minutes for the lease), then the
-    # user's lock: their chats and refits never wait that long
-    with rt.store.maintenance(), rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
-        if unfinished is None:
-            entry = journal.begin(tenant, user_id, time.time())
-            if began is not None:
-                began.append(entry.started_at)
-        elif journal.resume(unfinished):
-            entry = unfinished
-        else:  # finished meanwhile, replaced by a later DELETE of theirs, or being run
-            return no_counts(rt)
-        try:
+    entry: Unfinished | None = None
+    try:
+        # the store's maintenance turn first (with replicas it may wait minutes for the lease), then the
+        # user's lock: their chats and refits never wait that long
+        with rt.store.maintenance(), rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
+            if unfinished is None:
+                entry = journal.begin(tenant, user_id, time.time())
+                if began is not None:
+                    began.append(entry.started_at)
+            elif journal.resume(unfinished):
+                entry = unfinished
+            else:  # finished meanwhile, replaced by a later DELETE of theirs, or being run
+                return no_counts(rt)
             if unfinished is None:
                 counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at, recorded)
             else:  # their rows stay in the log from the look on: moved into the table meanwhile, the store's step
                 with rt.ingest.held(tenant, user_id):  # would delete what they sent since, with the rest
                     counts, cache_error = _finish_steps(rt, unfinished, recorded)
-        except BaseException:
-            journal.release(entry)
-            raise
-    # the turn ended (with replicas the store removed the old versions its purge left once every replica looks past
-    # them, outside the turn: `Store._maintenance`); the wait for the record, and its step, hold no other DELETE either
-    try:
+        # the turn ended (with replicas the store removed the old versions its purge left once every replica looks past
+        # them, outside the turn: `Store._maintenance`); the wait for the record, and its step, hold no other DELETE either
         if recorded:
             seen_by_every_replica(rt, recorded[0])
             with rt.store.maintenance(), rt.user_lock(tenant, user_id):
                 counts["interactions"] += _chats_stored_meanwhile(rt, tenant, user_id, recorded[0])
         journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
     finally:
-        journal.release(entry)
+        if entry is not None:
+            journal.release(entry)
     if cache_error:
         raise EmbeddingsNotForgotten(counts, cache_error)
     return counts
@@ -1197,17 +1195,18 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
     if not users:
         return no_counts(rt)
     recorded: list[float] = []
-    with rt.store.maintenance(), contextlib.ExitStack() as locks:  # the store's turn first, as `delete`
-        for user_id in users:  # in one order (every batch sorts): two batches never wait for each other's locks
-            locks.enter_context(rt.user_lock(tenant, user_id))
-        entries = journal.begin_many(tenant, users, time.time())
-        try:
-            counts, cache_error = _delete_batch_steps(rt, tenant, users, entries, recorded)
-        except BaseException:
-            for entry in entries:
-                journal.release(entry)
-            raise
-    try:  # as `delete`: the waits after the turn hold no other tenant's DELETE
+    # their texts, for the embedding caches, read before the turn (256 users' rows: no other DELETE waits for it), the
+    # count first: a row moved into the table meanwhile changes it, and the texts are read again in the turn
+    counted = rt.store.count_of(tenant, users)
+    texts = rt.store.texts_of(tenant, users)
+    entries: list[Unfinished] = []
+    try:
+        with rt.store.maintenance(), contextlib.ExitStack() as locks:  # the store's turn first, as `delete`
+            for user_id in users:  # in one order (every batch sorts): two batches never wait for each other's locks
+                locks.enter_context(rt.user_lock(tenant, user_id))
+            entries = journal.begin_many(tenant, users, time.time())
+            counts, cache_error = _delete_batch_steps(rt, tenant, users, entries, recorded, (texts, counted))
+        # as `delete`: the waits after the turn hold no other tenant's DELETE
         if recorded:
             # the chats other replicas stored before they saw the records (`_chats_stored_meanwhile`): every row of the
             # batch's users goes (none of theirs is kept: the tenant's keys are revoked), after one wait for them all
@@ -1227,17 +1226,19 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
 
 
 def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: list[Unfinished],
-                        recorded: list[float]) -> tuple[dict[str, int], list[str]]:
+                        recorded: list[float], read: tuple[list[str], int]) -> tuple[dict[str, int], list[str]]:
     """`_delete_steps` for a batch of a tenant's users (`delete_batch`), each step for all of them at once, in the
-    same order: jobs, the feedback log, the embedding caches' vectors (while the rows still name the texts), the
-    store's rows, claims, waiting refits, deletion records (with replicas; when their commit returned is appended to
-    `recorded`, for `delete_batch`'s step after the turn), adapters, population files. Returns the summed counts and
-    the embedding cache's error if any."""
+    same order: jobs, the feedback log, the embedding caches' vectors (of `read`'s texts, which `delete_batch` read
+    before the turn with their rows' count, read again when that count changed; while the rows still name the texts),
+    the store's rows, claims, waiting refits, deletion records (with replicas; when their commit returned is appended
+    to `recorded`, for `delete_batch`'s step after the turn), adapters, population files. Returns the summed counts
+    and the embedding cache's error if any."""
     started_at = entries[0].started_at
     forget = Forget(keys=frozenset(f"{tenant}/{u}" for u in users))
     job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
     pending = rt.ingest.forget_users(tenant, users)
-    cache_error = _forget_texts(rt, rt.store.texts_of(tenant, users))
+    texts, counted = read
+    cache_error = _forget_texts(rt, texts if rt.store.count_of(tenant, users) == counted else rt.store.texts_of(tenant, users))
     counts = rt.store.delete_users(tenant, users)
     for user_id in users:
         forget_claims(rt, tenant, user_id, started_at)

@@ -657,6 +657,77 @@ def test_one_tenants_delete_waiting_for_the_replicas_stalls_no_other_tenant(repl
         assert answered == {"acme": 200, "globex": 200}, answered
 
 
+
+def test_a_removal_batch_reading_its_users_texts_keeps_no_other_tenants_delete_waiting(replicas, monkeypatch):
+    """Session 50. A tenant's removal batch (`delete_batch`, 256 users) read every text of its users for the embedding
+    caches inside the store's maintenance turn: another tenant's DELETE waited for that read. Now it is read before the
+    turn (a count in the turn says whether rows came meanwhile): here the read is made to take 1 s, and globex's
+    DELETE answers in well under it; the batch still forgets its users' texts and deletes their rows."""
+    from service.users.services import delete_batch
+
+    a, _ = replicas
+    rt = a.runtime
+    reading = threading.Event()
+    read = rt.store.texts_of
+
+    def slow_read(tenant, user_ids):
+        reading.set()
+        time.sleep(1.0)
+        return read(tenant, user_ids)
+
+    monkeypatch.setattr(rt.store, "texts_of", slow_read)
+    forgotten: list[str] = []
+    monkeypatch.setattr(rt, "vector_hooks", [*rt.vector_hooks, forgotten.extend])
+    a.keys["globex"] = a.keys.get("globex") or rt.keys.issue("globex")
+    users = ["batch50a", "batch50b"]
+    with a.client("acme") as acme, a.client("globex") as globex:
+        for user in users:
+            assert acme.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tea for {user}?",
+                                                   "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+        batch = rt.deletes.submit("acme", lambda: delete_batch(rt, "acme", users))  # as a removal's pass does
+        assert reading.wait(30)
+        start = time.monotonic()
+        assert globex.delete("/v1/users/nobody50b").status_code == 404
+        took = time.monotonic() - start
+        counts = batch.result(60)
+    assert took < 0.5, took  # before: ~1 s, the batch's read in the turn
+    assert counts["preferences"] == 2 and {"Tea for batch50a?", "Tea for batch50b?"} <= set(forgotten), (counts, forgotten)
+    assert rt.store.count_of("acme", users) == 0
+
+
+
+def test_a_delete_whose_removal_of_old_versions_fails_after_its_turn_is_left_to_the_journals_pass(replicas, monkeypatch):
+    """Session 50. With replicas the removal of the old versions a DELETE's purge left is made after the store's turn,
+    where an early version of that change released the DELETE's journal entry only inside the turn: a removal that
+    failed (no room) left the entry taken for good, and neither the journal's pass nor the DELETE sent again could
+    take it up. Now the DELETE answers the storage failure and its entry is free for the next pass, which finishes it."""
+    from pluralign.store import tables
+    from pluralign.store.failures import StoreUnavailable
+
+    a, _ = replicas
+    rt = a.runtime
+    user = "full50"
+    with a.client("acme") as acme:
+        assert acme.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                               "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def no_room(self, names, purged_at):
+            raise StoreUnavailable("table `preferences`", self.uri, "written", "full", "No space left on device")
+
+        with monkeypatch.context() as full:
+            full.setattr(tables.Store, "_drop_old_versions", no_room)
+            r = acme.delete(f"/v1/users/{user}")
+            assert r.status_code == 507, r.text
+        entry = rt.delete_journal.unfinished("acme", user)
+        assert entry is not None and rt.delete_journal.resume(entry)  # before: False, taken for good
+        rt.delete_journal.release(entry)
+        # sent again: nothing of theirs left in the tables (a 404), and its turn finished the purge from its mark
+        assert acme.delete(f"/v1/users/{user}").status_code == 404
+        assert rt.delete_journal.unfinished("acme", user) is None and not rt.store.purges_left()
+
+
 def wait_until(check, timeout: float) -> bool:
     """Whether `check()` came true within `timeout` seconds (looked at every 20 ms)."""
     deadline = time.monotonic() + timeout
