@@ -53,6 +53,8 @@ from service.waiting_refits import WAITING_REFITS_FILE, WaitingRefits
 
 log = logging.getLogger("pluralign.service")
 
+# tenants whose DELETEs run at once (`Runtime.deletes`): with replicas each waits ~`store_sync_ms` + 2 s on its thread
+DELETE_WORKERS = 8
 DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests that began before it (longer than any chat)
 
 
@@ -279,7 +281,7 @@ class Runtime:
     # (the served copy is rewritten too) or after
     population_lock: threading.RLock = field(default_factory=threading.RLock)
     scheduler: FairScheduler | None = None  # generation's own threads, tenants in turn (built from settings)
-    deletes: FairScheduler | None = None  # DELETEs' own thread, tenants in turn (built from settings)
+    deletes: FairScheduler | None = None  # DELETEs' own threads, tenants in turn, one each at a time (built from settings)
     exports: ExportSlots | None = None  # exports being sent, per tenant and in all (built from settings)
     # when a chat answered "not tried" (the store known down) was last logged: once a minute, not every chat
     not_tried_said: OncePer = field(default_factory=lambda: OncePer(NOT_TRIED_LOG_S))
@@ -363,7 +365,11 @@ class Runtime:
             self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue, running_per_tenant=1,
                                            kept_free=kept_free)
         if self.deletes is None:
-            self.deletes = FairScheduler(1, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes")
+            # one DELETE (or removal batch) of a tenant at a time, as on the one thread before session 50, and up to
+            # DELETE_WORKERS tenants' at once: their store steps take the store's turn in turn, and their waits for the
+            # replicas (`seen_by_every_replica`, the store's removal of old versions) hold a thread of theirs only
+            self.deletes = FairScheduler(DELETE_WORKERS, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes",
+                                         running_per_tenant=1, kept_free=DELETE_WORKERS - 1)
         if self.exports is None:
             self.exports = ExportSlots(self.settings.max_exports_per_tenant, self.settings.max_exports)
         if self.pooled_priors is None:

@@ -12,7 +12,7 @@ step with its progress. The steps:
    feedback still in the log, claims, waiting refits, embedding-cache vectors, adapter, jobs and job files, rows in
    population snapshots and the promoted PAL/EM model, and with replicas the deletion records the others apply),
    every step taking the whole batch at once: one predicate per table and one purge of the store, not one a user
-   (session 48 deleted them one by one: ~0.9 s a user). One batch per turn of the DELETEs' thread (`Runtime.deletes`,
+   (session 48 deleted them one by one: ~0.9 s a user). One batch per turn of the DELETEs' threads (`Runtime.deletes`,
    tenants in turn): other tenants' DELETEs take turns with it, and wait for one batch at most. The users are looked
    up again after each batch (in the store's tables, the feedback log, the adapter folder, the DELETE journal)
    until none is left: rows acknowledged just before the keys went are found at the next look, and the last look
@@ -240,7 +240,7 @@ def tenant_requests_middleware(app: ASGIApp) -> ASGIApp:
 class TenantRemovals:
     """Runs the removals the data folder records (`running_removals`): at start, every `interval_s` seconds, and
     at once when one is begun through the service (`wake`). On a daemon thread of its own; one removal at a time,
-    each user's DELETE on the DELETEs' thread in the tenant's turn. `admin`: the admin area (its jobs folder),
+    each user's DELETE on the DELETEs' threads in the tenant's turn. `admin`: the admin area (its jobs folder),
     None when the app has none."""
 
     def __init__(self, rt: Runtime, interval_s: float, admin=None, requests: TenantRequests | None = None):

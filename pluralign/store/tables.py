@@ -501,6 +501,12 @@ class Store:
         # table (its lease row stays free), so a killed process's purge is finished on its next start
         self.marks: PurgeMarks = self.lease or PurgeMarks(open_lease_table(self.db, lease.TABLE in existing), alone=True)
         self._turns = 0  # open `_maintenance` blocks of this process (1: its outermost turn)
+        # with replicas, the removals of old versions this turn's purges owe once every process looks past them:
+        # (tables, purged_at), each made when the turn ends, outside it (`_drop_when_due`), so that the wait
+        # (`sync_seconds` + READ_MARGIN_S) holds no other delete's turn
+        self._owed: list[tuple[list[str], float]] = []
+        self._dropping: Counter[str] = Counter()  # by table: owed removals not made yet (their marks stay till then)
+        self._unpurged: set[str] = set()  # tables marked for a delete and not purged since (a turn stopped part way)
         self.writes_since_compaction = 0
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
         self._indexed: set[str] = set()
@@ -564,24 +570,62 @@ class Store:
         left (`PurgeMarks`): one whose process was killed (with replicas, this or another; alone, this
         one's, before it started again), or whose purge raised."""
         self._refuse_older(*self._older)
-        with self._maintenance_lock, self.lease or contextlib.nullcontext():
-            self._turns += 1
-            try:
-                if self._turns == 1 and (self.lease is None or self.lease.depth == 1):
-                    left = sorted(self.marks.pending() & set(self.tables))
-                    if left:
-                        log.warning("finishing the purge of %s that a stopped delete left", ", ".join(left))
-                        self.refresh(*left)
-                        self._purge_tables(left)
-                yield
-            finally:
-                self._turns -= 1
+        owed: list[tuple[list[str], float]] = []
+        try:
+            with self._maintenance_lock, self.lease or contextlib.nullcontext():
+                self._turns += 1
+                try:
+                    if self._turns == 1 and (self.lease is None or self.lease.depth == 1):
+                        # not those whose purge a turn of this process made and whose old versions wait for their removal
+                        left = sorted(self.marks.pending() & set(self.tables) - set(+self._dropping))
+                        if left:
+                            log.warning("finishing the purge of %s that a stopped delete left", ", ".join(left))
+                            self.refresh(*left)
+                            self._purge_tables(left)
+                    yield
+                finally:
+                    self._turns -= 1
+                    if not self._turns and self._owed:
+                        owed, self._owed = self._owed, []
+                        if self.lease is not None:  # held through the wait: no other replica's purge meets these marks
+                            self.lease.__enter__()
+        finally:
+            if owed:
+                self._drop_when_due(owed)
+
+    def _drop_when_due(self, owed: list[tuple[list[str], float]]) -> None:
+        """After a turn (its lock let go): each of `owed`'s removals of old versions (`_purge_tables`), once every
+        process on the store looks at a version after its purge (`sync_seconds` + READ_MARGIN_S after `purged_at`),
+        under the maintenance lock only for the removal itself; then the marks of the tables no other purge of
+        this process still owes a removal. Other deletes and compactions of this process take their turns
+        meanwhile (before session 50 the wait held the turn: a DELETE of one tenant kept every other tenant's
+        waiting behind it). With replicas the store's lease stays held (taken once more by `_maintenance`) until
+        the last removal, so no other replica purges beside them. Raises as `_drop_old_versions`, after which the
+        tables' marks stay (the next turn purges them again)."""
+        done = 0
+        try:
+            for names, purged_at in owed:
+                wait = self.sync_seconds + READ_MARGIN_S
+                time.sleep(max(0.0, min(wait, purged_at + wait - time.time())))  # at most `wait`: a clock set back meanwhile
+                with self._maintenance_lock:
+                    self._retried(lambda names=names, purged_at=purged_at: self._drop_old_versions(names, purged_at))
+                    self._dropping.subtract(names)
+                    done += 1
+                    self.marks.clear([n for n in names if self._dropping[n] <= 0 and n not in self._unpurged])
+        finally:
+            with self._maintenance_lock:
+                for names, _ in owed[done:]:  # not made: their marks stay for the next turn
+                    self._dropping.subtract(names)
+                if self.lease is not None:
+                    self.lease.__exit__(None, None, None)
 
     def maintenance(self) -> contextlib.AbstractContextManager:
         """This process's turn at deletes and compactions (re-entrant; `delete_user` and `compact` take
         it themselves). A caller that holds other locks across a delete takes the turn first, so that
         while it waits for the turn (with replicas, for the store's lease: up to 10 minutes, then
-        TimeoutError) it holds nothing else."""
+        TimeoutError) it holds nothing else. With replicas, the removals of old versions its purges owe are made
+        as it ends (`_drop_when_due`): the `with` block's exit waits for them holding no turn, so a caller should
+        hold no other lock across that exit."""
         return self._maintenance()
 
     @contextlib.contextmanager
@@ -621,6 +665,7 @@ class Store:
         turn stop before their purge, the next turn (with replicas, the lease's next holder; alone, this
         process's next, or its next start) purges them."""
         if names:
+            self._unpurged.update(names)
             self.marks.mark(names)
 
     def purges_left(self) -> set[str]:
@@ -1594,6 +1639,14 @@ class Store:
                 .select(["prompt", "chosen", "rejected"]).limit(None).to_arrow())
         return [t for name in ("prompt", "chosen", "rejected") for t in rows.column(name).to_pylist() if t is not None]
 
+    @_uses("preferences", "read")
+    def count_of(self, tenant: str, user_ids: list[str]) -> int:
+        """How many preference rows `user_ids` (of `tenant`) have: one count by the BITMAP indexes, no row read (what
+        tells a tenant's removal whether the texts it read before the store's turn, `texts_of`, are still all)."""
+        if not user_ids:
+            return 0
+        return self.preferences.count_rows(owners_filter(tenant, sorted(set(user_ids))))
+
     def warm(self, tenant: str, user_id: str) -> None:
         """Load the user's history into the cache in the background (once at a time per user)."""
         key = (tenant, user_id)
@@ -2025,7 +2078,8 @@ class Store:
         (`tenant = .. AND user_id IN (..)`), one delete of each table that holds any of them, then one purge
         (`_purge_tables`: each fragment rewritten and each index rebuilt once, old versions removed once, with
         replicas one wait for the others' reads). What a tenant's removal does a batch of users at a time: one by
-        one, each user cost a whole purge of every table (~0.9 s). Returns the rows deleted by table, summed."""
+        one, each user cost a whole purge of every table (~0.9 s). Returns the rows deleted by table, summed. Called
+        inside a caller's turn (`maintenance()`), with replicas the old versions go once that turn ends (`_drop_when_due`)."""
         users = sorted(set(user_ids))
         if not users:
             return dict.fromkeys(self.tables, 0)
@@ -2097,19 +2151,20 @@ class Store:
     def _purge_tables(self, names: list[str]) -> None:
         """`_purge` each named table, then remove their old versions (the caller holds the maintenance
         lock). With other processes on the store, which may read a version from before the purge until
-        they next look for a newer one, the old versions go `sync_seconds` + READ_MARGIN_S later.
+        they next look for a newer one, the old versions go `sync_seconds` + READ_MARGIN_S later: once the
+        turn ends, after it (`_drop_when_due`), so that the wait holds no other delete's turn.
         No table named: nothing to wait for (a DELETE of no one keeps no replica waiting)."""
         if not names:
             return
         for name in names:
             self._retried(lambda name=name: self._purge(name))  # `_purge` names the table it fails on
+        self._unpurged.difference_update(names)
         if self.sync_seconds is None:  # alone on the store: no one else reads an older version
             self._retried(lambda: self._drop_old_versions(names, None))
-        else:
-            purged_at = time.time()
-            time.sleep(self.sync_seconds + READ_MARGIN_S)
-            self._retried(lambda: self._drop_old_versions(names, purged_at))
-        self.marks.clear(names)
+            self.marks.clear(names)
+        else:  # made when the turn ends, outside it (`_drop_when_due`)
+            self._owed.append((list(names), time.time()))
+            self._dropping.update(names)
 
     def _retried(self, step: Callable[[], None]) -> None:
         """Run a maintenance step, again on the newest versions when it failed: another process's

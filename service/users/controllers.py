@@ -457,7 +457,7 @@ def _pref_id_conflict(field: str, problem: str) -> HTTPException:
 
 
 async def _finish_unfinished_delete(rt: Runtime, tenant: str, user_id: str) -> None:
-    """A DELETE of the user stopped part way is finished first, on the DELETEs' thread, and the import
+    """A DELETE of the user stopped part way is finished first, on the DELETEs' threads, and the import
     stored after it: what the user sees once the import is acknowledged is what they imported, never
     rows the DELETE was to remove beside it. (Finished later, the DELETE would keep the import too: it
     tells what came after it began by when the rows were received, `StoredPreference.received`.)
@@ -508,7 +508,7 @@ async def _answer_after_the_slack(rt: Runtime, began: list[float]) -> None:
 
 @delete("/v1/users/{user_id:str}", status_code=200, responses=error_responses(404, 429, 503, 507), summary="Delete every trace of a user")
 async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
-    """Runs on the DELETEs' own thread, tenants in turn (`rt.deletes`): waiting for it holds no request
+    """Runs on the DELETEs' own threads, one of a tenant at a time, tenants in turn (`rt.deletes`): waiting for it holds no request
     thread, so one tenant's DELETEs waiting for the store's lease never stall another tenant's
     requests. 429 with Retry-After past `tenant_deletes` of the tenant's (or `delete_queue` of
     everyone's) waiting. 503 with Retry-After when, with replicas, the store's maintenance lease stays with another

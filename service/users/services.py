@@ -1156,25 +1156,36 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
     Raises TimeoutError when, with replicas, the store's maintenance lease is not free within its wait;
     OSError when the journal entry cannot be written (then nothing was deleted)."""
     journal = rt.delete_journal
-    # the store's maintenance turn first (with replicas it may wait minutes for the lease), then the
-    # user's lock: their chats and refits never wait that long
-    with rt.store.maintenance(), rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
-        if unfinished is None:
-            entry = journal.begin(tenant, user_id, time.time())
-            if began is not None:
-                began.append(entry.started_at)
-        elif journal.resume(unfinished):
-            entry = unfinished
-        else:  # finished meanwhile, replaced by a later DELETE of theirs, or being run
-            return no_counts(rt)
-        try:
+    if unfinished is not None and unfinished.recorded_at is not None:
+        seen_by_every_replica(rt, unfinished.recorded_at)  # before the turn: its wait holds no other DELETE's
+    recorded: list[float] = []
+    entry: Unfinished | None = None
+    try:
+        # the store's maintenance turn first (with replicas it may wait minutes for the lease), then the
+        # user's lock: their chats and refits never wait that long
+        with rt.store.maintenance(), rt.user_lock(tenant, user_id):  # no refit or adapter promotion of the user runs meanwhile
             if unfinished is None:
-                counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at)
+                entry = journal.begin(tenant, user_id, time.time())
+                if began is not None:
+                    began.append(entry.started_at)
+            elif journal.resume(unfinished):
+                entry = unfinished
+            else:  # finished meanwhile, replaced by a later DELETE of theirs, or being run
+                return no_counts(rt)
+            if unfinished is None:
+                counts, cache_error = _delete_steps(rt, tenant, user_id, entry.started_at, recorded)
             else:  # their rows stay in the log from the look on: moved into the table meanwhile, the store's step
                 with rt.ingest.held(tenant, user_id):  # would delete what they sent since, with the rest
-                    counts, cache_error = _finish_steps(rt, unfinished)
-            journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
-        finally:
+                    counts, cache_error = _finish_steps(rt, unfinished, recorded)
+        # the turn ended (with replicas the store removed the old versions its purge left once every replica looks past
+        # them, outside the turn: `Store._maintenance`); the wait for the record, and its step, hold no other DELETE either
+        if recorded:
+            seen_by_every_replica(rt, recorded[0])
+            with rt.store.maintenance(), rt.user_lock(tenant, user_id):
+                counts["interactions"] += _chats_stored_meanwhile(rt, tenant, user_id, recorded[0])
+        journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
+    finally:
+        if entry is not None:
             journal.release(entry)
     if cache_error:
         raise EmbeddingsNotForgotten(counts, cache_error)
@@ -1200,31 +1211,51 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
     users = sorted(set(user_ids))
     if not users:
         return no_counts(rt)
-    with rt.store.maintenance(), contextlib.ExitStack() as locks:  # the store's turn first, as `delete`
-        for user_id in users:  # in one order (every batch sorts): two batches never wait for each other's locks
-            locks.enter_context(rt.user_lock(tenant, user_id))
-        entries = journal.begin_many(tenant, users, time.time())
-        try:
-            counts, cache_error = _delete_batch_steps(rt, tenant, users, entries)
-            journal.done_many(entries)
-        finally:
-            for entry in entries:
-                journal.release(entry)
+    recorded: list[float] = []
+    # their texts, for the embedding caches, read before the turn (256 users' rows: no other DELETE waits for it), the
+    # count first: a row moved into the table meanwhile changes it, and the texts are read again in the turn
+    counted = rt.store.count_of(tenant, users)
+    texts = rt.store.texts_of(tenant, users)
+    entries: list[Unfinished] = []
+    try:
+        with rt.store.maintenance(), contextlib.ExitStack() as locks:  # the store's turn first, as `delete`
+            for user_id in users:  # in one order (every batch sorts): two batches never wait for each other's locks
+                locks.enter_context(rt.user_lock(tenant, user_id))
+            entries = journal.begin_many(tenant, users, time.time())
+            counts, cache_error = _delete_batch_steps(rt, tenant, users, entries, recorded, (texts, counted))
+        # as `delete`: the waits after the turn hold no other tenant's DELETE
+        if recorded:
+            # the chats other replicas stored before they saw the records (`_chats_stored_meanwhile`): every row of the
+            # batch's users goes (none of theirs is kept: the tenant's keys are revoked), after one wait for them all
+            seen_by_every_replica(rt, recorded[0])
+            with rt.store.maintenance(), contextlib.ExitStack() as locks:
+                for user_id in users:
+                    locks.enter_context(rt.user_lock(tenant, user_id))
+                late = rt.store.delete_users(tenant, users)
+            counts = {k: counts.get(k, 0) + late.get(k, 0) for k in {*counts, *late}}
+        journal.done_many(entries)
+    finally:
+        for entry in entries:
+            journal.release(entry)
     if cache_error:
         raise EmbeddingsNotForgotten(counts, cache_error)
     return counts
 
 
-def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: list[Unfinished]) -> tuple[dict[str, int], list[str]]:
+def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: list[Unfinished],
+                        recorded: list[float], read: tuple[list[str], int]) -> tuple[dict[str, int], list[str]]:
     """`_delete_steps` for a batch of a tenant's users (`delete_batch`), each step for all of them at once, in the
-    same order: jobs, the feedback log, the embedding caches' vectors (while the rows still name the texts), the
-    store's rows, claims, waiting refits, deletion records (with replicas, then the chats stored meanwhile), adapters,
-    population files. Returns the summed counts and the embedding cache's error if any."""
+    same order: jobs, the feedback log, the embedding caches' vectors (of `read`'s texts, which `delete_batch` read
+    before the turn with their rows' count, read again when that count changed; while the rows still name the texts),
+    the store's rows, claims, waiting refits, deletion records (with replicas; when their commit returned is appended
+    to `recorded`, for `delete_batch`'s step after the turn), adapters, population files. Returns the summed counts
+    and the embedding cache's error if any."""
     started_at = entries[0].started_at
     forget = Forget(keys=frozenset(f"{tenant}/{u}" for u in users))
     job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
     pending = rt.ingest.forget_users(tenant, users)
-    cache_error = _forget_texts(rt, rt.store.texts_of(tenant, users))
+    texts, counted = read
+    cache_error = _forget_texts(rt, texts if rt.store.count_of(tenant, users) == counted else rt.store.texts_of(tenant, users))
     counts = rt.store.delete_users(tenant, users)
     for user_id in users:
         forget_claims(rt, tenant, user_id, started_at)
@@ -1233,12 +1264,7 @@ def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: lis
         rt.deletion_sweep.record_many(tenant, users, began_at=started_at)
         recorded_at = time.time()
         rt.delete_journal.recorded_many(entries, recorded_at)
-        # the chats other replicas stored before they saw the records (`_chats_stored_meanwhile`): every row of the
-        # batch's users goes (none of theirs is kept: the tenant's keys are revoked), after one wait for them all
-        sync = rt.settings.sync_seconds or 0.0
-        time.sleep(max(0.0, min(sync, recorded_at + sync - time.time())))
-        late = rt.store.delete_users(tenant, users)
-        counts = {k: counts.get(k, 0) + late.get(k, 0) for k in {*counts, *late}}
+        recorded.append(recorded_at)
     counts["preferences"] += pending  # acknowledged rows, wherever they were
     counts["adapter_files"] = 0
     for user_id in users:
@@ -1254,11 +1280,12 @@ def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: lis
     return counts, cache_error
 
 
-def _finish_steps(rt: Runtime, unfinished: Unfinished) -> tuple[dict[str, int], list[str]]:
+def _finish_steps(rt: Runtime, unfinished: Unfinished, recorded: list[float]) -> tuple[dict[str, int], list[str]]:
     """`delete`'s steps finishing the journal's `unfinished` DELETE: first, when it was stopped after its record
-    (`Unfinished.recorded_at`), the chats other replicas stored before they saw it (`_chats_stored_meanwhile`: not
-    the user coming back); then what the user sent before it began, when they came back since (`forget_before`),
-    else every step (`_delete_steps`). Returns its counts and the embedding cache's error as they do."""
+    (`Unfinished.recorded_at`, waited for by `delete` before the turn), the chats other replicas stored before they
+    saw it (`_chats_stored_meanwhile`: not the user coming back); then what the user sent before it began, when they
+    came back since (`forget_before`), else every step (`_delete_steps`, which appends to `recorded` as it says).
+    Returns its counts and the embedding cache's error as they do."""
     tenant, user_id = unfinished.tenant, unfinished.user_id
     chats = 0
     if rt.deletion_sweep is not None and unfinished.recorded_at is not None:
@@ -1266,7 +1293,7 @@ def _finish_steps(rt: Runtime, unfinished: Unfinished) -> tuple[dict[str, int], 
     if came_back(rt, tenant, user_id, unfinished.started_at):
         counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at)
     else:
-        counts, cache_error = _delete_steps(rt, tenant, user_id, unfinished.started_at, finishing=True)
+        counts, cache_error = _delete_steps(rt, tenant, user_id, unfinished.started_at, recorded, finishing=True)
     counts["interactions"] += chats
     return counts, cache_error
 
@@ -1285,18 +1312,30 @@ def _chats_stored_meanwhile(rt: Runtime, tenant: str, user_id: str, recorded_at:
     store takes a while over) and the cut-off had no room for clocks: a chat the other replica stored just before it
     saw the record stayed; and a DELETE stopped before this step (killed in its wait, or the store failing) was
     finished from the journal as if the user had come back with those chats, which stayed, with their users row.
-    Not covered: a chat committed in the instant this step counts, its replica not seeing the record yet."""
+    Not covered: a chat committed in the instant this step counts, its replica not seeing the record yet.
+    Called under the store's turn and the user's lock, once `seen_by_every_replica(recorded_at)` returned (before
+    session 50 it waited here, under the turn, and every other tenant's DELETE waited with it)."""
     sync = rt.settings.sync_seconds or 0.0
-    time.sleep(max(0.0, min(sync, recorded_at + sync - time.time())))  # at most `sync`: a clock set back meanwhile
     # before=0: no feedback row is received before 1970; feedback moved in late is the sweeps' (service.deletions)
     return rt.store.delete_feedback_before(tenant, user_id, 0.0, chats_before=recorded_at + 2 * sync)
 
 
-def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, finishing: bool = False) -> tuple[dict[str, int], list[str]]:
+def seen_by_every_replica(rt: Runtime, recorded_at: float) -> None:
+    """Block until every replica's reads see a deletion record whose commit returned at `recorded_at` (unix
+    seconds): `store_sync_ms` after it, at most that long (a clock set back meanwhile). Called holding no store turn
+    and no user's lock: the wait is the DELETE's own."""
+    sync = rt.settings.sync_seconds or 0.0
+    time.sleep(max(0.0, min(sync, recorded_at + sync - time.time())))
+
+
+def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, recorded: list[float],
+                  finishing: bool = False) -> tuple[dict[str, int], list[str]]:
     """`delete`'s steps, under its turn and the user's lock, for a DELETE begun at `started_at` (unix
     seconds): the counts, and the embedding cache's error if any. `finishing`: a DELETE from the journal
     of a user who had not come back when it looked (`came_back`): their feedback acknowledged since, while
-    it runs, is theirs, and stays in the log (only rows received before `started_at` go from it)."""
+    it runs, is theirs, and stays in the log (only rows received before `started_at` go from it). With replicas,
+    the deletion record's step: when its commit returned is appended to `recorded`, whose chats step
+    (`_chats_stored_meanwhile`) `delete` runs after its wait, outside the turn."""
     forget = Forget.key(f"{tenant}/{user_id}")
     job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
     pending = rt.ingest.forget_user(tenant, user_id, before=started_at if finishing else None)
@@ -1313,7 +1352,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, fin
         rt.deletion_sweep.record(tenant, user_id, began_at=started_at)
         recorded_at = time.time()
         rt.delete_journal.recorded(Unfinished(tenant=tenant, user_id=user_id, started_at=started_at), recorded_at)
-        counts["interactions"] += _chats_stored_meanwhile(rt, tenant, user_id, recorded_at)
+        recorded.append(recorded_at)
     counts["preferences"] += pending  # acknowledged rows, wherever they were
     counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
     counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
@@ -1433,7 +1472,7 @@ def recorded_since(rt: Runtime, tenant: str, user_id: str, since: float) -> bool
 class UnfinishedDeletes(Periodic):
     """Finishes the DELETEs the journal holds that no thread here runs (`service.users.journal`): at
     start (a DELETE the last process was killed in) and every `interval_s` seconds (one whose population
-    file could not be rewritten). Each runs as a DELETE does, on the DELETEs' own thread, tenants in
+    file could not be rewritten). Each runs as a DELETE does, on the DELETEs' own threads, tenants in
     turn (`Runtime.deletes`); one that fails stays in the journal for the next pass. Those of a tenant whose removal
     runs here (`Runtime.removal_runs`) are left to it: its next batch deletes their users, entries and all."""
 

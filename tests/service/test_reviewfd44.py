@@ -44,19 +44,22 @@ def test_a_row_withdrawn_after_a_running_purges_rewrite_keeps_the_note_until_its
     b = Store(str(store), "enc", DIM, sync_seconds=0, withdrawn_note=note)
     for user_id in ("first-w1", GONE):
         b.put_user(user_row(user_id, 2.0))
-    purge_tables, gate, reached, purges = b._purge_tables, threading.Event(), threading.Event(), []
+    purge_tables, purge_withdrawn, gate, reached, purges = b._purge_tables, b._purge_withdrawn, threading.Event(), threading.Event(), []
 
     def purge_then_withdraw(names):
         purges.append(names)
+        purge_tables(names)
         if len(purges) == 1:
-            purge_tables(names)
             b.withdraw_user("t", GONE, 2.0)  # after this purge's rewrite: a second purge is queued for it
-        else:
-            reached.set()
-            assert gate.wait(30)  # the second purge's turn, held as if the process were killed before it
-            purge_tables(names)
+
+    def held_before_its_turn():
+        if purges:  # the second purge, held before its turn as if the process were killed before it (session 50:
+            reached.set()  # held in its turn, it kept the first from its removal of old versions, made after the turn)
+            assert gate.wait(30)
+        purge_withdrawn()
 
     monkeypatch.setattr(b, "_purge_tables", purge_then_withdraw)
+    monkeypatch.setattr(b, "_purge_withdrawn", held_before_its_turn)
     b.withdraw_user("t", "first-w1", 2.0)
     first = b._purging[0]
     first.join(30)

@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import types
 from collections import Counter
 from collections.abc import Iterator
 
@@ -597,3 +598,141 @@ def test_a_user_back_while_a_delete_record_is_applied_keeps_their_owed_refit(rep
             assert user in (rt.settings.data_path / "refits-waiting.jsonl").read_text()
         rt.wait_for_background()
     assert store.get_user("acme", user).n_preferences == 1
+
+
+
+def test_one_tenants_delete_waiting_for_the_replicas_stalls_no_other_tenant(replicas, monkeypatch):
+    """Session 50. With replicas a DELETE's purge removes the old versions it left only once every replica looks past
+    them (`sync_seconds` + READ_MARGIN_S later; here 0 + 1.0 s). Before, that wait ran inside the store's maintenance
+    turn, on the DELETEs' one thread: while tenant acme's DELETE waited, globex's DELETEs (even of a user it never
+    had) waited behind it. Now the wait holds neither (`Store._drop_when_due`, `service.runtime.DELETE_WORKERS`):
+    globex's DELETE of no one answers at once, so does its profile read, and its DELETE of a user removes their rows
+    while acme's still waits."""
+    from pluralign.store import tables
+
+    wait_s = 1.0
+    monkeypatch.setattr(tables, "READ_MARGIN_S", wait_s)  # this module's replicas: store_sync_ms 0
+    a, _ = replicas
+    waiting = threading.Event()
+
+    def watched_sleep(seconds: float) -> None:
+        if seconds > wait_s / 2 and threading.current_thread().name.startswith("deletes"):  # a purge's wait
+            waiting.set()
+        time.sleep(seconds)
+
+    clock = types.SimpleNamespace(time=time.time, monotonic=time.monotonic, sleep=watched_sleep)
+    monkeypatch.setattr(tables, "time", clock)
+    a.keys["globex"] = a.keys.get("globex") or a.runtime.keys.issue("globex")
+    with a.client("acme") as acme, a.client("globex") as globex:
+        for client, user in ((acme, "acme50"), (globex, "globex50")):
+            for i in range(2):
+                assert client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tea {i}?",
+                                                         "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        a.runtime.ingest.flush()
+        assert a.runtime.store.count_preferences("globex", "globex50") == 2
+        answered: dict[str, int] = {}
+        first = threading.Thread(target=lambda: answered.update(acme=acme.delete("/v1/users/acme50").status_code))
+        first.start()
+        try:
+            assert waiting.wait(30), "acme's DELETE never began its purge's wait"
+            took: dict[str, float] = {}
+            for what, send, code in (("DELETE of no one", lambda: globex.delete("/v1/users/nobody50"), 404),
+                                     ("profile", lambda: globex.get("/v1/users/globex50"), 200)):
+                start = time.monotonic()
+                r = send()
+                took[what] = time.monotonic() - start
+                assert r.status_code == code, (what, r.text)
+            second = threading.Thread(target=lambda: answered.update(globex=globex.delete("/v1/users/globex50").status_code))
+            start = time.monotonic()
+            second.start()
+            try:
+                assert wait_until(lambda: a.runtime.store.count_preferences("globex", "globex50") == 0, 10)
+                took["DELETE's rows gone"] = time.monotonic() - start
+                assert first.is_alive(), took  # acme's still waits (else the times above tell nothing)
+            finally:
+                second.join(30)
+            assert all(s < wait_s / 2 for s in took.values()), took  # before: the first ~1.5 s (acme's wait and steps)
+        finally:
+            first.join(30)
+        assert answered == {"acme": 200, "globex": 200}, answered
+
+
+
+def test_a_removal_batch_reading_its_users_texts_keeps_no_other_tenants_delete_waiting(replicas, monkeypatch):
+    """Session 50. A tenant's removal batch (`delete_batch`, 256 users) read every text of its users for the embedding
+    caches inside the store's maintenance turn: another tenant's DELETE waited for that read. Now it is read before the
+    turn (a count in the turn says whether rows came meanwhile): here the read is made to take 1 s, and globex's
+    DELETE answers in well under it; the batch still forgets its users' texts and deletes their rows."""
+    from service.users.services import delete_batch
+
+    a, _ = replicas
+    rt = a.runtime
+    reading = threading.Event()
+    read = rt.store.texts_of
+
+    def slow_read(tenant, user_ids):
+        reading.set()
+        time.sleep(1.0)
+        return read(tenant, user_ids)
+
+    monkeypatch.setattr(rt.store, "texts_of", slow_read)
+    forgotten: list[str] = []
+    monkeypatch.setattr(rt, "vector_hooks", [*rt.vector_hooks, forgotten.extend])
+    a.keys["globex"] = a.keys.get("globex") or rt.keys.issue("globex")
+    users = ["batch50a", "batch50b"]
+    with a.client("acme") as acme, a.client("globex") as globex:
+        for user in users:
+            assert acme.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tea for {user}?",
+                                                   "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+        batch = rt.deletes.submit("acme", lambda: delete_batch(rt, "acme", users))  # as a removal's pass does
+        assert reading.wait(30)
+        start = time.monotonic()
+        assert globex.delete("/v1/users/nobody50b").status_code == 404
+        took = time.monotonic() - start
+        counts = batch.result(60)
+    assert took < 0.5, took  # before: ~1 s, the batch's read in the turn
+    assert counts["preferences"] == 2 and {"Tea for batch50a?", "Tea for batch50b?"} <= set(forgotten), (counts, forgotten)
+    assert rt.store.count_of("acme", users) == 0
+
+
+
+def test_a_delete_whose_removal_of_old_versions_fails_after_its_turn_is_left_to_the_journals_pass(replicas, monkeypatch):
+    """Session 50. With replicas the removal of the old versions a DELETE's purge left is made after the store's turn,
+    where an early version of that change released the DELETE's journal entry only inside the turn: a removal that
+    failed (no room) left the entry taken for good, and neither the journal's pass nor the DELETE sent again could
+    take it up. Now the DELETE answers the storage failure and its entry is free for the next pass, which finishes it."""
+    from pluralign.store import tables
+    from pluralign.store.failures import StoreUnavailable
+
+    a, _ = replicas
+    rt = a.runtime
+    user = "full50"
+    with a.client("acme") as acme:
+        assert acme.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                               "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def no_room(self, names, purged_at):
+            raise StoreUnavailable("table `preferences`", self.uri, "written", "full", "No space left on device")
+
+        with monkeypatch.context() as full:
+            full.setattr(tables.Store, "_drop_old_versions", no_room)
+            r = acme.delete(f"/v1/users/{user}")
+            assert r.status_code == 507, r.text
+        entry = rt.delete_journal.unfinished("acme", user)
+        assert entry is not None and rt.delete_journal.resume(entry)  # before: False, taken for good
+        rt.delete_journal.release(entry)
+        # sent again: nothing of theirs left in the tables (a 404), and its turn finished the purge from its mark
+        assert acme.delete(f"/v1/users/{user}").status_code == 404
+        assert rt.delete_journal.unfinished("acme", user) is None and not rt.store.purges_left()
+
+
+def wait_until(check, timeout: float) -> bool:
+    """Whether `check()` came true within `timeout` seconds (looked at every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
