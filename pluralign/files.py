@@ -161,6 +161,28 @@ def check_digests(folder: str | os.PathLike, digests: dict[str, str], descriptio
                               "copy into the folder under way, two copies mixed, or a damaged file")
 
 
+def rewritten_after_description(folder: str | os.PathLike, digests: dict[str, str], rewritten: str,
+                                description: str = "meta.json") -> bool:
+    """Whether `rewritten` (a per-user file a DELETE rewrites) is the only file in `folder` that `digests` records
+    (`file_digests`) and that differs, and was written after `description` (mtime not earlier): what a DELETE of
+    a release before replicas50 leaves (it rewrote the file and left meta.json, its digest included, as it was), or one
+    of this release killed between its two writes (the per-user file, then meta.json). A copy under way differs the
+    other way (`cp artifact/*` copies meta.json first: the per-user file there is the model before's, older), or in
+    another file too. Only meaningful under `folder_lock` (no `promote_into` under way); raises OSError for a file
+    that cannot be read."""
+    folder = Path(folder)
+    differ = []
+    for name, digest in digests.items():
+        try:
+            if _sha256(folder / name) == digest:
+                continue
+        except FileNotFoundError:
+            return False
+        differ.append(name)
+    return differ == [rewritten] and \
+        (folder / rewritten).stat().st_mtime_ns >= (folder / description).stat().st_mtime_ns
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
