@@ -311,7 +311,7 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
 
 
 def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, description: str = "meta.json",
-                 check: Callable[[Path], None] | None = None) -> list[str]:
+                 check: Callable[[Path], None] | None = None, replaces: Collection[str] = ()) -> list[str]:
     """Put the artifact at `source` (a folder of plain files, `description` among them) in place of the one in `folder`,
     a folder other processes read and rewrite under `folder_lock` (replicas sharing PLURALIGN_PAL_DIR), as one turn under
     that lock: each file copied beside its target under a hidden temp name (".<name>.<random>", which readers pass
@@ -319,8 +319,12 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
     targets, `description` last, and the files `source` lacks removed (an earlier model's of another kind). Promotions
     into one folder at once take turns, so it ends holding one of them whole, never a mix; a reader under the lock
     sees the one before or this one; one killed part way leaves a mix whose description's digests do not match
-    (`check_digests`), which a reader refuses, until the next promotion. Returns the names put in place. Raises
-    ValueError naming `source` when it holds no `description` or anything but plain files, and what `check` raises."""
+    (`check_digests`), which a reader refuses, until the next promotion. `replaces`: the names, besides `source`'s,
+    that `folder` may hold (the files of any artifact of the kinds promoted there): a folder holding another plain file
+    is no such artifact's (a mistyped folder, a data folder) and nothing is done (until session reviewreplicas50 its
+    files were removed). Returns the names put in place. Raises ValueError naming `source` when it holds no
+    `description` or anything but plain files, naming `folder` and the file when it holds one `replaces` does not name,
+    and what `check` raises."""
     source, folder = Path(source), Path(folder)
     names = sorted(p.name for p in source.iterdir() if not p.name.startswith(".")) if source.is_dir() else []
     if description not in names:
@@ -329,6 +333,11 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
         raise ValueError(f"{source}: holds something other than plain files: not an artifact folder")
     folder.mkdir(parents=True, exist_ok=True)
     with folder_lock(folder):
+        foreign = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
+                         and p.name not in names and p.name not in replaces)
+        if foreign:
+            raise ValueError(f"{folder}: holds {foreign[0]}, which is no part of a model this promotion replaces (it holds "
+                             f"{', '.join(sorted(set(names) | set(replaces)))}): not the folder of one; nothing was changed")
         copies: dict[str, Path] = {}
         try:
             for name in names:

@@ -5,7 +5,8 @@
 
 Copies the artifact into the folder as one turn under its lock (`.pal.lock`, the one replicas' DELETEs and take-ups
 hold), each file beside its target under a hidden name, then renamed over it, meta.json last; files the artifact
-lacks (an earlier model's of the other kind) are removed (`pluralign.files.promote_into`). Two promotions at once take
+lacks (an earlier model's of the other kind) are removed (`pluralign.files.promote_into`); a folder holding any
+other file (a data folder named by mistake) is refused, exit 2, nothing changed. Two promotions at once take
 turns, and the folder ends holding one of them whole. Each replica serves it within two passes of
 PLURALIGN_DELETION_SWEEP_S (`service.pal_dir`). `--if-version V`: promote only while the folder holds population
 version V (`/health`'s `pal.version`; `none` for an empty folder), a compare-and-swap: nothing changed when
@@ -33,8 +34,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pluralign.files import promote_into
-    from pluralign.reward.em import EMMixture
+    from pluralign.reward.em import EM_FILES, EMMixture
     from pluralign.reward.pal import load_pal
+    from pluralign.reward.pal_checkpoint import PAL_FILES
     from pluralign.reward.training_users import artifact_kind
     from service.rewards import checkpoint_version
 
@@ -68,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{option} {folder} holds population version {found}, not {args.if_version} (--if-version): "
                              "another promotion came first; nothing was changed")
 
-    names = promote_into(artifact, folder, check=same_version)
+    try:
+        names = promote_into(artifact, folder, check=same_version, replaces=(*PAL_FILES, *EM_FILES))
+    except ValueError as exc:
+        if not str(exc).startswith(f"{folder}: holds "):
+            raise
+        raise ValueError(f"{option} {exc} (a data folder, or another than the one the replicas serve?)") from None
     print_json({"pal_dir": str(folder), "kind": kind, "version": checkpoint_version(folder), "files": names})
     return 0
