@@ -164,12 +164,13 @@ def check_digests(folder: str | os.PathLike, digests: dict[str, str], descriptio
 def rewritten_after_description(folder: str | os.PathLike, digests: dict[str, str], rewritten: str,
                                 description: str = "meta.json") -> bool:
     """Whether `rewritten` (a per-user file a DELETE rewrites) is the only file in `folder` that `digests` records
-    (`file_digests`) and that differs, and was written after `description` (mtime not earlier): what a DELETE of
-    a release before replicas50 leaves (it rewrote the file and left meta.json, its digest included, as it was), or one
-    of this release killed between its two writes (the per-user file, then meta.json). A copy under way differs the
-    other way (`cp artifact/*` copies meta.json first: the per-user file there is the model before's, older), or in
-    another file too. Only meaningful under `folder_lock` (no `promote_into` under way); raises OSError for a file
-    that cannot be read."""
+    (`file_digests`) and that differs, and was put there after `description` (its inode's change time, ctime, not
+    earlier): what a DELETE of a release before replicas50 leaves (it rewrote the file and left meta.json, its digest
+    included, as it was), or one of this release killed between its two writes (the per-user file, then meta.json). A
+    copy under way differs the other way (`cp artifact/*` copies meta.json first: the per-user file there is the model
+    before's, changed before), or in another file too. The change time, not the modification time, which `cp -p` and
+    `rsync -t` set to the artifact's (older than a DELETE's rewrite in the folder since): a copy sets the change time.
+    Only meaningful under `folder_lock` (no `promote_into` under way); raises OSError for a file that cannot be read."""
     folder = Path(folder)
     differ = []
     for name, digest in digests.items():
@@ -180,7 +181,7 @@ def rewritten_after_description(folder: str | os.PathLike, digests: dict[str, st
             return False
         differ.append(name)
     return differ == [rewritten] and \
-        (folder / rewritten).stat().st_mtime_ns >= (folder / description).stat().st_mtime_ns
+        (folder / rewritten).stat().st_ctime_ns >= (folder / description).stat().st_ctime_ns
 
 
 def _sha256(path: Path) -> str:

@@ -8,12 +8,13 @@ killed between its two writes (the per-user file, then meta.json). Until this re
 that folder (the start's load raised FilesDiffer) until someone promoted again, and every DELETE of one of the mixture's
 training users answered 500 and kept the user's row in the mixture served from memory. Now the start (under the
 folder's lock, no promotion under way) re-records the digest of a per-user file written after meta.json when every
-other file is the one meta.json records, with a WARNING naming the file; a copy under way (its per-user file older
-than the meta.json copied first) is still refused."""
+other file is the one meta.json records, with a WARNING naming the file; a copy under way (its per-user file changed
+before the meta.json copied first, by ctime) is still refused."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 
 import msgspec
 import pytest
@@ -23,6 +24,7 @@ from pluralign.files import FilesDiffer, write_atomic
 from pluralign.reward.em import USERS_FILE, EMConfig, EMMixture, memberships
 from pluralign.reward.pal import PALConfig, PALModel, UserWeights, load_pal, save_pal
 from pluralign.reward.pal_checkpoint import USER_WEIGHTS_FILE, forget_weight_rows
+from pluralign.reward.training_users import forget_training_users
 from tests.service.test_break20_delete_b import logged
 from tests.service.tiny import start_service
 
@@ -78,20 +80,22 @@ def test_a_start_takes_up_a_pal_checkpoint_whose_delete_was_killed_between_its_t
     assert load_pal(pal)[1].users() == ["acme/ann", "acme/cid"]
 
 
-def test_a_start_still_refuses_a_copy_under_way(tmp_path, tiny_generator_dir, minilm):
+@pytest.mark.parametrize("copy", [shutil.copy, shutil.copy2])
+def test_a_start_still_refuses_a_copy_under_way(tmp_path, tiny_generator_dir, minilm, copy):
     """`cp artifact/*` paused after meta.json (copied first, by name): the per-user file there is the model before's,
-    older than meta.json; no start serves that mix."""
-    import shutil
-
-    pal = em_mixture(tmp_path / "pal", minilm.dim, minilm.encoder_id)
+    changed before meta.json was; no start serves that mix. `cp -p` (shutil.copy2) keeps the artifact's times, its
+    meta.json's older than the users.jsonl a DELETE rewrote in the folder since: told apart by the inode's change time,
+    which a copy sets (by mtime alone that mix was taken for a DELETE's rewrite and served)."""
     artifact = tmp_path / "artifact"
     torch.manual_seed(1)
     mixture = EMMixture.from_heads(torch.randn(2, 2 * minilm.dim), torch.log(torch.tensor([0.5, 0.5])), EMConfig(k=2))
     mixture.users = ["acme/zed"]
     mixture.fit_result.responsibilities = torch.full((1, 2), 0.5, dtype=torch.float64)
-    mixture.save(artifact, minilm.encoder_id)
+    mixture.save(artifact, minilm.encoder_id)  # trained before the DELETE below
+    pal = em_mixture(tmp_path / "pal", minilm.dim, minilm.encoder_id)
+    assert forget_training_users(pal, lambda user: user == "acme/bob") == 1  # this release's DELETE, whole
     for name in ("heads.safetensors", "meta.json"):
-        shutil.copy(artifact / name, pal / name)
+        copy(artifact / name, pal / name)
     before = msgspec.json.decode((pal / "meta.json").read_bytes())
     with pytest.raises(FilesDiffer, match=USERS_FILE):
         start_service(tmp_path / "data", tiny_generator_dir, pal, minilm)
