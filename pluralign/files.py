@@ -312,7 +312,8 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
 
 
 def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, description: str = "meta.json",
-                 check: Callable[[Path], None] | None = None, replaces: Collection[str] = ()) -> list[str]:
+                 check: Callable[[Path], None] | None = None, replaces: Collection[str] = (),
+                 recorded: Callable[[Path], dict[str, str]] | None = None) -> list[str]:
     """Put the artifact at `source` (a folder of plain files, `description` among them) in place of the one in `folder`,
     a folder other processes read and rewrite under `folder_lock` (replicas sharing PLURALIGN_PAL_DIR), as one turn under
     that lock: each file copied beside its target under a hidden temp name (".<name>.<random>", which readers pass
@@ -323,9 +324,12 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
     (`check_digests`), which a reader refuses, until the next promotion. `replaces`: the names, besides `source`'s,
     that `folder` may hold (the files of any artifact of the kinds promoted there): a folder holding another plain file
     is no such artifact's (a mistyped folder, a data folder) and nothing is done (until session reviewreplicas50 its
-    files were removed). Returns the names put in place. Raises ValueError naming `source` when it holds no
-    `description` or anything but plain files, naming `folder` and the file when it holds one `replaces` does not name,
-    and what `check` raises."""
+    files were removed). `recorded(copy of the description)`: the digests it records (`file_digests`), against which
+    each copy is checked before anything is renamed: a source rewritten while it was copied (a DELETE rewriting a job's
+    artifact, its per-user file then its description, under no lock of this folder) is refused, FilesDiffer naming
+    the file, nothing changed (until session reviewreplicas50 the mix was put in place, which no reader loads).
+    Returns the names put in place. Raises ValueError naming `source` when it holds no `description` or anything but
+    plain files, naming `folder` and the file when it holds one `replaces` does not name, and what `check` raises."""
     source, folder = Path(source), Path(folder)
     names = sorted(p.name for p in source.iterdir() if not p.name.startswith(".")) if source.is_dir() else []
     if description not in names:
@@ -348,6 +352,12 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
                     shutil.copyfileobj(src, out)
                     out.flush()
                     os.fsync(out.fileno())
+            if recorded is not None:
+                for name, digest in sorted(recorded(copies[description]).items()):
+                    if name not in copies or _sha256(copies[name]) != digest:
+                        raise FilesDiffer(f"{source / name}: changed while it was copied (not the file the {description} "
+                                          "copied with it records: a DELETE rewriting the artifact meanwhile?); nothing was "
+                                          "changed, promote it again")
             if check is not None:
                 check(folder)
             for name in [n for n in names if n != description] + [description]:

@@ -6,7 +6,8 @@
 Copies the artifact into the folder as one turn under its lock (`.pal.lock`, the one replicas' DELETEs and take-ups
 hold), each file beside its target under a hidden name, then renamed over it, meta.json last; files the artifact
 lacks (an earlier model's of the other kind) are removed (`pluralign.files.promote_into`); a folder holding any
-other file (a data folder named by mistake) is refused, exit 2, nothing changed. Two promotions at once take
+other file (a data folder named by mistake) is refused, exit 2, nothing changed, and so is an artifact rewritten
+while it was copied (a DELETE of one of its training users: each copy is checked against the copied meta.json). Two promotions at once take
 turns, and the folder ends holding one of them whole. Each replica serves it within two passes of
 PLURALIGN_DELETION_SWEEP_S (`service.pal_dir`). `--if-version V`: promote only while the folder holds population
 version V (`/health`'s `pal.version`; `none` for an empty folder), a compare-and-swap: nothing changed when
@@ -30,6 +31,16 @@ def register(subparsers) -> None:
     parser.add_argument("--if-version", default=None, help="promote only while the folder holds this population version "
                         "(/health's pal.version; `none`: no model there)")
     parser.set_defaults(func=run)
+
+
+def recorded_digests(description: Path) -> dict[str, str]:
+    """The sha256 of each file a PAL checkpoint's or EM mixture's meta.json records (`files`; none before session
+    replicas50), so a copy of an artifact rewritten meanwhile is refused (`pluralign.files.promote_into`)."""
+    import msgspec
+
+    meta = msgspec.json.decode(description.read_bytes())
+    files = meta.get("files") if isinstance(meta, dict) else None
+    return files if isinstance(files, dict) else {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                              "another promotion came first; nothing was changed")
 
     try:
-        names = promote_into(artifact, folder, check=same_version, replaces=(*PAL_FILES, *EM_FILES))
+        names = promote_into(artifact, folder, check=same_version, replaces=(*PAL_FILES, *EM_FILES), recorded=recorded_digests)
     except ValueError as exc:
         if not str(exc).startswith(f"{folder}: holds "):
             raise
