@@ -73,3 +73,22 @@ def test_an_artifact_a_delete_rewrites_while_it_is_copied_is_refused_not_promote
     assert checkpoint_version(folder) == served and load_pal(folder, encoder_id="enc")[1].users() == \
         load_pal(other, encoder_id="enc")[1].users()
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_an_artifact_of_another_encoder_than_the_model_served_is_refused(tmp_path, capsys):
+    """Replicas refuse to take up a model trained on another encoder than theirs (an ERROR, the model before served)
+    and to start on it: promoted all the same until this review (exit 0), it stopped every replica's next start."""
+    import torch
+
+    from pluralign.reward.pal import PALConfig, PALModel, UserWeights, save_pal
+
+    folder = tmp_path / "pal"
+    assert main(["promote", str(pal(tmp_path / "served", 1, 2)), "--pal-dir", str(folder)]) == 0  # encoder "enc"
+    served = checkpoint_version(folder)
+    torch.manual_seed(3)
+    save_pal(tmp_path / "other", PALModel(PALConfig(k=2, input_dim=4, latent_dim=4, hidden=8)),
+             UserWeights.from_logits(["x"], torch.randn(1, 2)), "another-encoder")
+    capsys.readouterr()
+    code, _, err = cli(capsys, "promote", str(tmp_path / "other"), "--pal-dir", str(folder))
+    assert code == 2 and "'enc'" in err and "'another-encoder'" in err, (code, err)
+    assert checkpoint_version(folder) == served and not [p for p in folder.iterdir() if p.name.startswith(".")]
