@@ -338,11 +338,7 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
         raise ValueError(f"{source}: holds something other than plain files: not an artifact folder")
     folder.mkdir(parents=True, exist_ok=True)
     with folder_lock(folder):
-        foreign = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
-                         and p.name not in names and p.name not in replaces)
-        if foreign:
-            raise ValueError(f"{folder}: holds {foreign[0]}, which is no part of a model this promotion replaces (it holds "
-                             f"{', '.join(sorted(set(names) | set(replaces)))}): not the folder of one; nothing was changed")
+        _refuse_foreign_files(folder, {*names, *replaces})
         copies: dict[str, Path] = {}
         try:
             for name in names:
@@ -353,11 +349,7 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
                     out.flush()
                     os.fsync(out.fileno())
             if recorded is not None:
-                for name, digest in sorted(recorded(copies[description]).items()):
-                    if name not in copies or _sha256(copies[name]) != digest:
-                        raise FilesDiffer(f"{source / name}: changed while it was copied (not the file the {description} "
-                                          "copied with it records: a DELETE rewriting the artifact meanwhile?); nothing was "
-                                          "changed, promote it again")
+                _check_copies(source, copies, recorded(copies[description]), description)
             if check is not None:
                 check(folder)
             for name in [n for n in names if n != description] + [description]:
@@ -370,6 +362,23 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
                 path.unlink()
         fsync_dir(folder)
     return names
+
+
+def _refuse_foreign_files(folder: Path, allowed: Collection[str]) -> None:
+    """`promote_into`'s refusal of a folder holding a plain file not `allowed` (ValueError naming it)."""
+    foreign = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and p.name not in allowed)
+    if foreign:
+        raise ValueError(f"{folder}: holds {foreign[0]}, which is no part of a model this promotion replaces (it holds "
+                         f"{', '.join(sorted(allowed))}): not the folder of one; nothing was changed")
+
+
+def _check_copies(source: Path, copies: dict[str, Path], digests: dict[str, str], description: str) -> None:
+    """`promote_into`'s check of each copy against the `digests` its copied `description` records: FilesDiffer naming
+    the source file that changed while it was copied."""
+    for name, digest in sorted(digests.items()):
+        if name not in copies or _sha256(copies[name]) != digest:
+            raise FilesDiffer(f"{source / name}: changed while it was copied (not the file the {description} copied with "
+                              "it records: a DELETE rewriting the artifact meanwhile?); nothing was changed, promote it again")
 
 
 def _open_lock_read_only(path: Path, folder: str | os.PathLike, refused: OSError) -> int:
