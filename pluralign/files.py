@@ -161,6 +161,29 @@ def check_digests(folder: str | os.PathLike, digests: dict[str, str], descriptio
                               "copy into the folder under way, two copies mixed, or a damaged file")
 
 
+def rewritten_after_description(folder: str | os.PathLike, digests: dict[str, str], rewritten: str,
+                                description: str = "meta.json") -> bool:
+    """Whether `rewritten` (a per-user file a DELETE rewrites) is the only file in `folder` that `digests` records
+    (`file_digests`) and that differs, and was put there after `description` (its inode's change time, ctime, not
+    earlier): what a DELETE of a release before replicas50 leaves (it rewrote the file and left meta.json, its digest
+    included, as it was), or one of this release killed between its two writes (the per-user file, then meta.json). A
+    copy under way differs the other way (`cp artifact/*` copies meta.json first: the per-user file there is the model
+    before's, changed before), or in another file too. The change time, not the modification time, which `cp -p` and
+    `rsync -t` set to the artifact's (older than a DELETE's rewrite in the folder since): a copy sets the change time.
+    Only meaningful under `folder_lock` (no `promote_into` under way); raises OSError for a file that cannot be read."""
+    folder = Path(folder)
+    differ = []
+    for name, digest in digests.items():
+        try:
+            if _sha256(folder / name) == digest:
+                continue
+        except FileNotFoundError:
+            return False
+        differ.append(name)
+    return differ == [rewritten] and \
+        (folder / rewritten).stat().st_ctime_ns >= (folder / description).stat().st_ctime_ns
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -289,7 +312,8 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
 
 
 def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, description: str = "meta.json",
-                 check: Callable[[Path], None] | None = None) -> list[str]:
+                 check: Callable[[Path], None] | None = None, replaces: Collection[str] = (),
+                 recorded: Callable[[Path], dict[str, str]] | None = None) -> list[str]:
     """Put the artifact at `source` (a folder of plain files, `description` among them) in place of the one in `folder`,
     a folder other processes read and rewrite under `folder_lock` (replicas sharing PLURALIGN_PAL_DIR), as one turn under
     that lock: each file copied beside its target under a hidden temp name (".<name>.<random>", which readers pass
@@ -297,8 +321,15 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
     targets, `description` last, and the files `source` lacks removed (an earlier model's of another kind). Promotions
     into one folder at once take turns, so it ends holding one of them whole, never a mix; a reader under the lock
     sees the one before or this one; one killed part way leaves a mix whose description's digests do not match
-    (`check_digests`), which a reader refuses, until the next promotion. Returns the names put in place. Raises
-    ValueError naming `source` when it holds no `description` or anything but plain files, and what `check` raises."""
+    (`check_digests`), which a reader refuses, until the next promotion. `replaces`: the names, besides `source`'s,
+    that `folder` may hold (the files of any artifact of the kinds promoted there): a folder holding another plain file
+    is no such artifact's (a mistyped folder, a data folder) and nothing is done (until session reviewreplicas50 its
+    files were removed). `recorded(copy of the description)`: the digests it records (`file_digests`), against which
+    each copy is checked before anything is renamed: a source rewritten while it was copied (a DELETE rewriting a job's
+    artifact, its per-user file then its description, under no lock of this folder) is refused, FilesDiffer naming
+    the file, nothing changed (until session reviewreplicas50 the mix was put in place, which no reader loads).
+    Returns the names put in place. Raises ValueError naming `source` when it holds no `description` or anything but
+    plain files, naming `folder` and the file when it holds one `replaces` does not name, and what `check` raises."""
     source, folder = Path(source), Path(folder)
     names = sorted(p.name for p in source.iterdir() if not p.name.startswith(".")) if source.is_dir() else []
     if description not in names:
@@ -307,6 +338,7 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
         raise ValueError(f"{source}: holds something other than plain files: not an artifact folder")
     folder.mkdir(parents=True, exist_ok=True)
     with folder_lock(folder):
+        _refuse_foreign_files(folder, {*names, *replaces})
         copies: dict[str, Path] = {}
         try:
             for name in names:
@@ -316,6 +348,8 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
                     shutil.copyfileobj(src, out)
                     out.flush()
                     os.fsync(out.fileno())
+            if recorded is not None:
+                _check_copies(source, copies, recorded(copies[description]), description)
             if check is not None:
                 check(folder)
             for name in [n for n in names if n != description] + [description]:
@@ -328,6 +362,23 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
                 path.unlink()
         fsync_dir(folder)
     return names
+
+
+def _refuse_foreign_files(folder: Path, allowed: Collection[str]) -> None:
+    """`promote_into`'s refusal of a folder holding a plain file not `allowed` (ValueError naming it)."""
+    foreign = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_file() and p.name not in allowed)
+    if foreign:
+        raise ValueError(f"{folder}: holds {foreign[0]}, which is no part of a model this promotion replaces (it holds "
+                         f"{', '.join(sorted(allowed))}): not the folder of one; nothing was changed")
+
+
+def _check_copies(source: Path, copies: dict[str, Path], digests: dict[str, str], description: str) -> None:
+    """`promote_into`'s check of each copy against the `digests` its copied `description` records: FilesDiffer naming
+    the source file that changed while it was copied."""
+    for name, digest in sorted(digests.items()):
+        if name not in copies or _sha256(copies[name]) != digest:
+            raise FilesDiffer(f"{source / name}: changed while it was copied (not the file the {description} copied with "
+                              "it records: a DELETE rewriting the artifact meanwhile?); nothing was changed, promote it again")
 
 
 def _open_lock_read_only(path: Path, folder: str | os.PathLike, refused: OSError) -> int:

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from pluralign.embed.base import Encoder
-from pluralign.files import folder_lock, read_description, stopped_artifact
+from pluralign.files import FilesDiffer, folder_lock, read_description, stopped_artifact
 from pluralign.reward.em import SCHEMA_VERSION as EM_SCHEMA
 from pluralign.reward.em import USERS_FILE, EMMeta, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
 from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE, read_meta
-from pluralign.reward.training_users import artifact_kind
+from pluralign.reward.training_users import artifact_kind, record_rewritten_per_user_file
 from pluralign.reward.user_weights import UserWeights
 from pluralign.user import UserModel
 
@@ -112,6 +112,27 @@ class UserRewards:
         return cls(model, prior, checkpoint_version(folder), trained=True, note=f"loaded from {folder}")
 
     @classmethod
+    def load_after_rewrites(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> UserRewards:
+        """`load`, taking up a per-user file a DELETE rewrote after meta.json without recording its digest there (a
+        release before replicas50's DELETE during a rolling upgrade, or one of this release killed between its two
+        writes: `training_users.record_rewritten_per_user_file`): the digest is recorded and a WARNING names the
+        file. Any other file that differs (a copy under way, a mix of two) is refused as `load` refuses it
+        (`pluralign.files.FilesDiffer`). For a caller holding the folder's lock where others share it (a start, a
+        DELETE's reload of the model it serves), not a replica watching for a new model (`service.pal_dir`). Until
+        session reviewreplicas50 a start refused such a folder until the next promotion, and every DELETE of one of
+        an EM mixture's training users answered 500, its row left in the mixture served."""
+        try:
+            return cls.load(folder, encoder_id, dim)
+        except FilesDiffer as exc:
+            name = record_rewritten_per_user_file(folder)
+            if name is None:
+                raise
+            log.warning("%s was rewritten after %s/meta.json without its digest recorded there (a DELETE by a release "
+                        "before replicas50, or one killed part way), while every other file is the one meta.json "
+                        "records: its digest is recorded now and the model served (%s)", Path(folder) / name, folder, exc)
+        return cls.load(folder, encoder_id, dim)
+
+    @classmethod
     def load_or_bootstrap(cls, folder: str | Path, encoder: Encoder, shared_data: str | Path) -> UserRewards:
         """The checkpoint in `folder`, trained there first when there is none: the folder is missing,
         empty, or holds only what a stopped bootstrap left (checkpoint files without meta.json,
@@ -121,14 +142,14 @@ class UserRewards:
         folder = Path(folder)
         if _holds_more_than_a_stopped_bootstrap(folder):
             with folder_lock(folder):  # no DELETE's rewrite of its user weights half done (meta.json's digest after them)
-                return cls.load(folder, encoder.encoder_id, encoder.dim)
+                return cls.load_after_rewrites(folder, encoder.encoder_id, encoder.dim)
         folder.parent.mkdir(parents=True, exist_ok=True)
         # replicas starting together on one empty PLURALIGN_PAL_DIR: one trains, the others wait and load its checkpoint
         # (before session 49 each trained its own, and each served its own while the folder held the last one saved)
         with folder_lock(folder):
             if _holds_more_than_a_stopped_bootstrap(folder):
                 log.info("%s: loading the PAL checkpoint another process bootstrapped there while this one waited", folder)
-                return cls.load(folder, encoder.encoder_id, encoder.dim)
+                return cls.load_after_rewrites(folder, encoder.encoder_id, encoder.dim)
             return cls._bootstrap(folder, encoder, shared_data)
 
     @classmethod

@@ -480,7 +480,7 @@ class Runtime:
                         "stopped, copy the one to serve into PLURALIGN_PAL_DIR and remove %s from every replica's data "
                         "folder (deploy/README.md)", settings.replicas, promoted, settings.pal_path, PROMOTED_PAL)
                 check_pal_dir_rewritable(settings)
-                rewards = UserRewards.load(promoted, encoder.encoder_id, encoder.dim)
+                rewards = UserRewards.load_after_rewrites(promoted, encoder.encoder_id, encoder.dim)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
@@ -569,7 +569,7 @@ class Runtime:
         if not isinstance(self.rewards.model, PALModel) and self.rewards.version == checkpoint_version(folder):
             # under the folder's lock: another replica's rewrite half done (users.jsonl, then meta.json's digest of it)
             with folder_lock(folder) if shared else contextlib.nullcontext():
-                rewards = UserRewards.load(folder, self.encoder.encoder_id, self.encoder.dim)
+                rewards = UserRewards.load_after_rewrites(folder, self.encoder.encoder_id, self.encoder.dim)
             rewards.note = self.rewards.note
             self.rewards = rewards
         return 1

@@ -41,6 +41,7 @@ from pluralign.files import (
     may_hold,
     read_description,
     read_safetensors,
+    rewritten_after_description,
     write_atomic,
     writing_artifact,
 )
@@ -537,6 +538,21 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
             meta = msgspec.structs.replace(meta, files={**meta.files, **file_digests(folder, (USERS_FILE,))})
             write_atomic(Path(folder) / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
     return removed
+
+
+def record_rewritten_users(folder: str | Path) -> bool:
+    """Record in meta.json the digest of a users.jsonl a DELETE rewrote without doing so (`pluralign.files.
+    rewritten_after_description`: a release before replicas50's `forget_users` rewrote users.jsonl only, and one of
+    this release killed between its two writes leaves the same), when heads.safetensors is the one meta.json records;
+    else change nothing. Returns whether it was recorded. For the caller holding the folder's lock
+    (`pluralign.files.folder_lock`), no copy under way. Raises what `read_description` does."""
+    folder = Path(folder)
+    meta = read_description(folder, "em-bt-mixture", SCHEMA_VERSION, EMMeta, "an EM mixture artifact (em-bt-mixture)")
+    if not rewritten_after_description(folder, meta.files, USERS_FILE):
+        return False
+    meta = msgspec.structs.replace(meta, files={**meta.files, **file_digests(folder, (USERS_FILE,))})
+    write_atomic(folder / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+    return True
 
 
 def _described(folder: Path) -> EMMeta | None:

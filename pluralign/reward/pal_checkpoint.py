@@ -29,6 +29,7 @@ from pluralign.files import (
     may_hold,
     read_description,
     read_safetensors,
+    rewritten_after_description,
     write_atomic,
     writing_artifact,
 )
@@ -183,6 +184,22 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
         files = {**meta.files, **file_digests(folder, (USER_WEIGHTS_FILE,))} if matched else meta.files
         write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=left, files=files))))
     return gone
+
+
+def record_rewritten_user_weights(folder: str | Path) -> bool:
+    """Record in meta.json the digest (and `users` count) of a user_weights.json a DELETE rewrote without doing so
+    (`pluralign.files.rewritten_after_description`: a release before replicas50's, or one of this release killed
+    between its two writes), when every other file is the one meta.json records; else change nothing. Returns whether
+    it was recorded. For the caller holding the folder's lock (`pluralign.files.folder_lock`), no copy under way.
+    Raises what `read_meta` and `UserWeights.load` do."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    if not rewritten_after_description(folder, meta.files, USER_WEIGHTS_FILE, META_FILE):
+        return False
+    left = len(UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k))
+    files = {**meta.files, **file_digests(folder, (USER_WEIGHTS_FILE,))}
+    write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=left, files=files))))
+    return True
 
 
 def forget_weight_rows(path: str | Path, forget: Callable[[str], bool], k: int | None = None) -> tuple[int, int]:

@@ -48,6 +48,19 @@ def forget_training_users(folder: str | Path, forget: Callable[[str], bool], *, 
     return 0
 
 
+def record_rewritten_per_user_file(folder: str | Path) -> str | None:
+    """The per-user file (user_weights.json, users.jsonl) of the PAL checkpoint or EM mixture at `folder` whose digest
+    meta.json records anew because a DELETE rewrote it after meta.json and did not (`pal_checkpoint.
+    record_rewritten_user_weights`, `em.record_rewritten_users`); None when nothing was recorded (the files match, or
+    differ otherwise: a copy under way, a mix of two, a damaged file). For a caller holding the folder's lock."""
+    kind = artifact_kind(folder)
+    if kind == "pal" and pal_checkpoint.record_rewritten_user_weights(folder):
+        return pal_checkpoint.USER_WEIGHTS_FILE
+    if kind == "em" and em.record_rewritten_users(folder):
+        return em.USERS_FILE
+    return None
+
+
 def _forget_left_behind(folder: str | Path, per_user: str, forget: Callable[[str], bool]) -> int:
     """The other kind's per-user file in `folder`, left by the model served there before (an EM mixture copied over
     a PAL checkpoint leaves its user_weights.json, a PAL checkpoint over an EM mixture its users.jsonl: deploy/README.md

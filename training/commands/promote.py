@@ -5,7 +5,10 @@
 
 Copies the artifact into the folder as one turn under its lock (`.pal.lock`, the one replicas' DELETEs and take-ups
 hold), each file beside its target under a hidden name, then renamed over it, meta.json last; files the artifact
-lacks (an earlier model's of the other kind) are removed (`pluralign.files.promote_into`). Two promotions at once take
+lacks (an earlier model's of the other kind) are removed (`pluralign.files.promote_into`); a folder holding any
+other file (a data folder named by mistake) is refused, exit 2, nothing changed, and so is an artifact rewritten
+while it was copied (a DELETE of one of its training users: each copy is checked against the copied meta.json), and an artifact of
+another encoder than the model there (which no replica would take up, nor start on). Two promotions at once take
 turns, and the folder ends holding one of them whole. Each replica serves it within two passes of
 PLURALIGN_DELETION_SWEEP_S (`service.pal_dir`). `--if-version V`: promote only while the folder holds population
 version V (`/health`'s `pal.version`; `none` for an empty folder), a compare-and-swap: nothing changed when
@@ -31,10 +34,32 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def recorded_digests(description: Path) -> dict[str, str]:
+    """The sha256 of each file a PAL checkpoint's or EM mixture's meta.json records (`files`; none before session
+    replicas50), so a copy of an artifact rewritten meanwhile is refused (`pluralign.files.promote_into`)."""
+    import msgspec
+
+    meta = msgspec.json.decode(description.read_bytes())
+    files = meta.get("files") if isinstance(meta, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def described_encoder(folder: Path) -> str | None:
+    """The encoder id the meta.json at `folder` records (a PAL checkpoint's or an EM mixture's); None without one."""
+    import msgspec
+
+    try:
+        meta = msgspec.json.decode((folder / "meta.json").read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+    return meta.get("encoder_id") if isinstance(meta, dict) and isinstance(meta.get("encoder_id"), str) else None
+
+
 def run(args: argparse.Namespace) -> int:
     from pluralign.files import promote_into
-    from pluralign.reward.em import EMMixture
+    from pluralign.reward.em import EM_FILES, EMMixture
     from pluralign.reward.pal import load_pal
+    from pluralign.reward.pal_checkpoint import PAL_FILES
     from pluralign.reward.training_users import artifact_kind
     from service.rewards import checkpoint_version
 
@@ -60,7 +85,14 @@ def run(args: argparse.Namespace) -> int:
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{option} {folder}: a file, not a folder")
 
-    def same_version(served: Path) -> None:
+    def may_replace(served: Path) -> None:
+        """Under the folder's lock, before anything is renamed: a model of another encoder (which every replica would
+        refuse to take up, and to start on: until session reviewreplicas50 promoted all the same) and --if-version."""
+        theirs, ours = described_encoder(served), described_encoder(artifact)
+        if theirs is not None and theirs != ours:
+            raise ValueError(f"{option} {folder} holds a model of encoder {theirs!r}, the one the replicas serving it embed "
+                             f"with; {artifact} was trained on {ours!r}: no replica would take it up, nor start on it; "
+                             "retrain it on their encoder (nothing was changed)")
         if args.if_version is None:
             return
         found = checkpoint_version(served) if (served / "meta.json").is_file() else "none"
@@ -68,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{option} {folder} holds population version {found}, not {args.if_version} (--if-version): "
                              "another promotion came first; nothing was changed")
 
-    names = promote_into(artifact, folder, check=same_version)
+    try:
+        names = promote_into(artifact, folder, check=may_replace, replaces=(*PAL_FILES, *EM_FILES), recorded=recorded_digests)
+    except ValueError as exc:
+        if not str(exc).startswith(f"{folder}: holds "):
+            raise
+        raise ValueError(f"{option} {exc} (a data folder, or another than the one the replicas serve?)") from None
     print_json({"pal_dir": str(folder), "kind": kind, "version": checkpoint_version(folder), "files": names})
     return 0
