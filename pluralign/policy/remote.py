@@ -358,8 +358,8 @@ class RemoteGenerator:
         """The server's prompt token count for a conversation just streamed (its `usage`); else the count its tokenizer
         gives (vLLM's `POST /tokenize` at the server's root, the chat template applied as for a chat: since session
         remote50, so the service's `max_prompt_tokens` and `max_prefill_tokens` bound a chat before it is sent); 0 when
-        the server has no such route (the OpenAI API has none: asked once) or cannot answer it now (the chat's own
-        request then says why)."""
+        the server has no such route (the OpenAI API has none: asked once), cannot answer it now, or refuses this
+        conversation (a 400, 413 or 422: the chat's own request then says why)."""
         key = _key(messages)
         with self._lock:
             counts = self._prompt_usage.get(key)
@@ -378,8 +378,12 @@ class RemoteGenerator:
             count = answer.json().get("count")
         except (ValueError, AttributeError):  # not vLLM's answer (no JSON object)
             count = None
-        except openai.APIError as exc:  # a 4xx: no such route (404, 405), or not vLLM's; down, timed out, a 5xx: not now
-            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
+        except openai.APIError as exc:
+            # a 400, 413 or 422: this conversation's fault (vLLM's 400 for messages its chat template raises on), its
+            # chat's own request says why; another 4xx: no such route (404, 405), or not vLLM's; down, timed out, a 5xx:
+            # not now. Until review remote50 any 4xx was "no route": one conversation the template refused left every
+            # later chat of the process uncounted
+            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500 and exc.status_code not in (400, 413, 422):
                 count = None
             else:
                 log.info("the generation server's tokenizer could not count a prompt: %s", redacted(str(exc)))
