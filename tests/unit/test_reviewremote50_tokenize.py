@@ -6,6 +6,7 @@ turn a template does not take). That is the conversation's fault, not the route'
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import threading
 
@@ -23,7 +24,7 @@ class Tokenizer(http.server.BaseHTTPRequestHandler):
         roles = [m["role"] for m in body["messages"]]
         if self.path != "/tokenize":
             status, answer = 404, {"error": {"message": f"no route {self.path}", "type": "NotFoundError", "code": 404}}
-        elif any(a == b for a, b in zip(roles, roles[1:])):
+        elif any(a == b for a, b in itertools.pairwise(roles)):
             status, answer = 400, {"error": {"message": "Conversation roles must alternate user/assistant/user/assistant/...",
                                              "type": "BadRequestError", "code": 400}}
         else:
