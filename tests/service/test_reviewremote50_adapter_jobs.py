@@ -127,3 +127,12 @@ def test_an_adapter_job_trains_on_generator_base_and_records_the_servers_name_fo
         assert re.fullmatch(rf"answered by {adapter_name('acme', 'rae')}-[0-9a-f]{{8}}-[0-9a-f]{{12}} with weights [0-9a-f]{{8}}", text), text
     finally:
         server.stop()
+
+
+def test_a_generator_base_that_holds_no_model_is_refused_at_start_naming_the_setting(tmp_path):
+    """`pluralign serve`'s check before anything loads (`Settings.check_models`): a folder without config.json (a typo,
+    a volume not mounted) would fail every adapter job at its worker's start; it is refused up front."""
+    settings = Settings(data_dir=str(tmp_path / "data"), generator="openai:http://vllm:8000/v1", generator_model="org/m",
+                        generator_base=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match=r"PLURALIGN_GENERATOR_BASE \(setting generator_base\): expected a folder holding the model"):
+        settings.check_models()
