@@ -72,7 +72,8 @@ class RemoteGenerator:
     each request then failed as "Connection error.").
 
     `replica`: this generator's part of the names its adapters have on the server (`served_name`; default 8 random hex
-    digits, new at each start): generators sharing a server must have different ones."""
+    digits, new at each start; the service passes one stable across its starts, `service.runtime.served_replica`):
+    generators sharing a server at once must have different ones."""
 
     def __init__(self, base_url: str, model_id: str, api_key: str | None = None, policy: RemotePolicy = RemotePolicy(),
                  request_headers: Callable[[], Mapping[str, str]] = dict, replica: str | None = None):
