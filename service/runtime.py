@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import sys
 import threading
@@ -70,12 +71,13 @@ class ForgetIncomplete(RuntimeError):
 
 def make_generator(
     name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2,
-    own_process: bool = False, stall_s: float = 60.0,
+    own_process: bool = False, stall_s: float = 60.0, replica: str | None = None,
 ) -> Generator:
     """`smollm2`, a model folder, or `openai:URL` for an OpenAI-compatible server (e.g. vLLM).
     `own_process`: a local model runs in a child process (`pluralign.policy.process`), so
     generation never holds this process's GIL while light requests are served; `stall_s`: its
-    `stall_timeout_s` (a child making no progress that long is killed and replaced)."""
+    `stall_timeout_s` (a child making no progress that long is killed and replaced). `replica`: a remote
+    generator's part of its adapters' names on the server (`RemoteGenerator`; `served_replica`)."""
     if name.startswith("openai:"):
         from pluralign.embed.models import SMOLLM2_ID
         from pluralign.policy.remote import RemoteGenerator, RemotePolicy
@@ -86,7 +88,7 @@ def make_generator(
         from service.requestid import outgoing_headers
 
         return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key, policy=policy,  # type: ignore[return-value]
-                               request_headers=outgoing_headers)
+                               request_headers=outgoing_headers, replica=replica)
     if name == "smollm2":
         if own_process:
             from pluralign.embed.models import SMOLLM2_ID, smollm2_dir
@@ -101,6 +103,15 @@ def make_generator(
             return ProcessGenerator(name, stall_timeout_s=stall_s)  # type: ignore[return-value]
         return Generator.from_folder(name)
     raise ValueError(unknown_generator(name))  # (Settings.check_models: the same, before anything loads)
+
+
+def served_replica(settings: Settings) -> str:
+    """This service's part of the names its adapters have on a remote generation server (`RemoteGenerator.replica`):
+    8 hex digits of the sha256 of its store and `replica_index`, the same at each start of it (a restart's loads are the
+    copies its earlier start loaded: vLLM's "already loaded"), different for each replica on one store (their indices,
+    which a start checks) and for services on other stores sharing the server. Until review remote50 random at each
+    start: every restart loaded new copies, and the earlier ones stayed on the server until it restarted."""
+    return hashlib.sha256(f"{settings.lancedb_uri}#{settings.replica_index}".encode()).hexdigest()[:8]
 
 
 # under the data folder, while a row a refit withdrew waits for its purge (`Store.withdrawn_note`): the next start purges
@@ -456,7 +467,7 @@ class Runtime:
         own_generator = generator is None
         generator = generator or make_generator(
             settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries,
-            own_process=settings.generation_process, stall_s=settings.generation_stall_s,
+            own_process=settings.generation_process, stall_s=settings.generation_stall_s, replica=served_replica(settings),
         )
         ingest: Ingestor | None = None
         try:

@@ -94,6 +94,10 @@ class Settings(Base, frozen=True):
     store_retries: int = 3
     generator: str = "smollm2"  # `smollm2`, a folder holding a saved causal LM, or `openai:URL` (vLLM)
     generator_model: str | None = None  # with `openai:URL`: the base model's name on that server
+    # with `openai:URL` serving another model than SmolLM2: a folder holding that model (config.json, weights, tokenizer)
+    # that a user's adapter job trains on (`adapter_base`); unset, adapter jobs train SmolLM2 when the server runs it
+    # (`generator_model` unset or SmolLM2's name) and are refused (409) when it runs another
+    generator_base: str | None = None
     generator_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
     generator_timeout_s: float = 120.0  # with `openai:URL`: longest wait for one generation request
     generator_retries: int = 2  # with `openai:URL`: retries after a connection error, timeout, 408/409/429 or 5xx (backoff)
@@ -256,6 +260,9 @@ class Settings(Base, frozen=True):
         check_server_url(self.generator, GENERATOR_SETTING)
         if not (self.generator.startswith("openai:") or self.generator == "smollm2" or is_model_folder(self.generator)):
             raise ValueError(unknown_generator(self.generator))
+        if self.generator_base is not None and not (Path(self.generator_base) / "config.json").is_file():
+            raise ValueError(f"{GENERATOR_BASE_SETTING}: expected a folder holding the model the generation server runs "
+                             f"(its config.json, weights and tokenizer), got {self.generator_base!r}")
 
     @property
     def data_path(self) -> Path:
@@ -532,6 +539,7 @@ def check_encoder_name(name: str, where: str) -> None:
 
 
 GENERATOR_SETTING = "PLURALIGN_GENERATOR (setting generator)"
+GENERATOR_BASE_SETTING = "PLURALIGN_GENERATOR_BASE (setting generator_base)"
 
 
 def unknown_generator(name: str) -> str:

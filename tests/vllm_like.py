@@ -13,7 +13,7 @@ An answer says which model wrote it (`answered by <model>`) and, for an adapter 
 weights, which weights (`answered by <model> with weights <first 8 hex digits of the weights file's sha256>`, read at the
 load as vLLM reads them: a file changed since is not what it serves); `GET /v1/models` lists the base and the adapters
 (as vLLM's, each adapter's `root` its path); each load, unload and chat is said on stdout (`load NAME 200`,
-`unload NAME 404`, `chat MODEL 200`), for a test to count them; `POST /tokenize` (beside /v1, as vLLM's) counts a
+`unload NAME 404`, `chat MODEL 200`, `models 200` for a listing), for a test to count them; `POST /tokenize` (beside /v1, as vLLM's) counts a
 chat's prompt as its chats do. `--refuse-loads` answers every adapter load 500;
 `--lose-adapters` answers loads 200 and holds nothing (a server whose loads do not take); `--hold-load NAME:PATH` answers
 the load of adapter NAME only once file PATH exists (a load that takes long: a large adapter on a slow disk), saying
@@ -47,6 +47,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/models":
             models = [{"id": BASE, "object": "model", "root": BASE, "parent": None}]
             models += [{"id": name, "object": "model", "root": path, "parent": BASE} for name, path in list(self.adapters.items())]
+            print("models 200", flush=True)
             return self.answer(200, {"object": "list", "data": models})
         self.answer(200 if self.path == "/health" else 404, {})
 

@@ -476,7 +476,7 @@ class AdapterPool:
 
         A host shared with other pools (`purge_adapter`: a remote generation server that other replicas of the service
         load their own copies into) is asked, once the user's adapter files are gone (a DELETE), to unload every copy of
-        theirs, on a thread of its own (the server may be slow or down: its failure is logged)."""
+        theirs, on the host's purge thread (the server may be slow or down: its failure is logged)."""
         name = adapter_name(tenant, user)
         with self._lock:
             self._unusable.pop(name, None)  # a new one is tried at the next request
@@ -491,7 +491,7 @@ class AdapterPool:
             self._drop(name)
         purge = getattr(self.host, "purge_adapter", None)
         if purge is not None and not (self.registry.folder(tenant, user) / META_FILE).exists():
-            threading.Thread(target=purge, args=(name,), name="adapter-purge", daemon=True).start()
+            purge(name)  # returns at once: the host's own thread asks the server
 
     def adapter_for(self, tenant: str, user: str, pinned: frozenset[str] = frozenset()) -> str:
         """The loaded adapter name serving this user (loading it if the registry has one), else the fallback; none of

@@ -72,7 +72,8 @@ class RemoteGenerator:
     each request then failed as "Connection error.").
 
     `replica`: this generator's part of the names its adapters have on the server (`served_name`; default 8 random hex
-    digits, new at each start): generators sharing a server must have different ones."""
+    digits, new at each start; the service passes one stable across its starts, `service.runtime.served_replica`):
+    generators sharing a server at once must have different ones."""
 
     def __init__(self, base_url: str, model_id: str, api_key: str | None = None, policy: RemotePolicy = RemotePolicy(),
                  request_headers: Callable[[], Mapping[str, str]] = dict, replica: str | None = None):
@@ -101,6 +102,8 @@ class RemoteGenerator:
         # may run at once: `generation_workers`)
         self._prompt_usage: dict[str, list[int]] = {}
         self._tokenize_route = True  # until the server shows it has no vLLM `/tokenize` (`prompt_tokens`)
+        self._purging: set[str] = set()  # adapter names whose copies the purge thread is to unload (`purge_adapter`)
+        self._purge_running = False
         self._lock = threading.Lock()
         # the adapter each request in flight uses: a drop waits for them, so the server never unloads one under a
         # request (a server may abort those: a stream cut after its first piece)
@@ -194,21 +197,37 @@ class RemoteGenerator:
             return False
         return True
 
-    def purge_adapter(self, name: str) -> int:
-        """Ask the server to unload every adapter it holds under a name of adapter `name`'s (`<name>-...`, as its list of
+    def purge_adapter(self, name: str) -> None:
+        """Have the server unload every adapter it holds under a name of adapter `name`'s (`<name>-...`, as its list of
         models shows them: those other replicas of the service loaded, and this replica's of an earlier start), after
-        the user's adapter was deleted: the server keeps no copy of theirs. Returns how many it unloaded; a failure to
-        ask it is logged, not raised (called on a thread of its own: `AdapterPool.forget`; another replica's copy is then
-        unloaded at that replica's next chat of the user, or its eviction)."""
-        gone = 0
-        try:
-            listed = self._call(lambda: self._client.models.list(extra_headers=dict(self.request_headers())))
-            for model in listed.data:
-                if model.id.startswith(f"{name}-"):
-                    gone += self._unload(model.id)
-        except RemoteGeneratorError as exc:
-            log.warning("the copies of deleted adapter %s on the generation server could not all be unloaded: %s", name, exc)
-        return gone
+        the user's adapter was deleted: the server keeps no copy of theirs. Returns at once: this generator's one purge
+        thread takes every name waiting and lists the server's models once for them (a tenant's removal forgets its users
+        256 a batch: until review remote50 a thread and a listing each, all at once); a failure to ask the server is
+        logged, not raised (another replica's copy is then unloaded at that replica's next chat of the user, or its
+        eviction)."""
+        with self._lock:
+            self._purging.add(name)
+            if self._purge_running:
+                return
+            self._purge_running = True
+        threading.Thread(target=self._purge, name="adapter-purge", daemon=True).start()
+
+    def _purge(self) -> None:
+        while True:
+            with self._lock:
+                names, self._purging = self._purging, set()
+                if not names:
+                    self._purge_running = False
+                    return
+            try:
+                listed = self._call(lambda: self._client.models.list(extra_headers=dict(self.request_headers())))
+                for model in listed.data:
+                    if model.id.split("-", 1)[0] in names or any(model.id.startswith(f"{name}-") for name in names):
+                        self._unload(model.id)
+            except RemoteGeneratorError as exc:
+                log.warning("the copies of %d deleted adapters on the generation server could not all be unloaded: %s", len(names), exc)
+            except Exception:  # the thread ends with the names waiting taken over by the next purge
+                log.exception("purging deleted adapters from the generation server failed")
 
     def _chat(self, send: Callable, adapter: str | None):
         """`send()`'s answer (a chat request): when the server answers 404 for `adapter` (it no longer holds it), the
@@ -358,8 +377,8 @@ class RemoteGenerator:
         """The server's prompt token count for a conversation just streamed (its `usage`); else the count its tokenizer
         gives (vLLM's `POST /tokenize` at the server's root, the chat template applied as for a chat: since session
         remote50, so the service's `max_prompt_tokens` and `max_prefill_tokens` bound a chat before it is sent); 0 when
-        the server has no such route (the OpenAI API has none: asked once) or cannot answer it now (the chat's own
-        request then says why)."""
+        the server has no such route (the OpenAI API has none: asked once), cannot answer it now, or refuses this
+        conversation (a 400, 413 or 422: the chat's own request then says why)."""
         key = _key(messages)
         with self._lock:
             counts = self._prompt_usage.get(key)
@@ -378,8 +397,12 @@ class RemoteGenerator:
             count = answer.json().get("count")
         except (ValueError, AttributeError):  # not vLLM's answer (no JSON object)
             count = None
-        except openai.APIError as exc:  # a 4xx: no such route (404, 405), or not vLLM's; down, timed out, a 5xx: not now
-            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
+        except openai.APIError as exc:
+            # a 400, 413 or 422: this conversation's fault (vLLM's 400 for messages its chat template raises on), its
+            # chat's own request says why; another 4xx: no such route (404, 405), or not vLLM's; down, timed out, a 5xx:
+            # not now. Until review remote50 any 4xx was "no route": one conversation the template refused left every
+            # later chat of the process uncounted
+            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500 and exc.status_code not in (400, 413, 422):
                 count = None
             else:
                 log.info("the generation server's tokenizer could not count a prompt: %s", redacted(str(exc)))

@@ -44,7 +44,7 @@ from service.admin.schemas import (
     JobRequest,
     Requeued,
 )
-from service.admin.services import Admin, QuotaExceeded, StoredReports, UnreadableReport
+from service.admin.services import Admin, NoAdapterBase, QuotaExceeded, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.admin.tenants import TENANT_ADMIN_HANDLERS
 from service.errors import bad_request, error_response, error_responses, shown
@@ -102,6 +102,8 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
         job, created = admin.submit(data.kind, params)
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
+    except NoAdapterBase as exc:  # the service's settings, not the request: a retry is refused the same until they change
+        return error_response(409, str(exc), code="no_adapter_base")
     except Backlogged as exc:  # an adapter job's user: their large import is still being stored
         raise ServiceUnavailableException(
             detail=f"the user's comparisons are still being stored ({exc.rows} rows, an import): nothing was queued; "

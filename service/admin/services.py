@@ -48,6 +48,7 @@ from service.errors import bad_request
 from service.replicas import owner
 from service.requestid import current
 from service.runtime import ForgetIncomplete, Runtime
+from service.settings import GENERATOR_BASE_SETTING, GENERATOR_SETTING, Settings
 from service.users.services import READ_INLINE_ROWS, adapter_folder
 from training.jobs.params import JOB_ENCODERS, JobParamsError, decode_params
 from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param
@@ -219,6 +220,33 @@ class QuotaExceeded(Exception):
 POPULATION_KINDS = ("pal", "em")  # jobs of the reserved tenant `population`: one quota between them
 
 
+class NoAdapterBase(Exception):
+    """A user's adapter job cannot be queued: the service generates on a remote server (`openai:URL`) running a model
+    whose weights no setting names (`adapter_base`); the message names the setting to set."""
+
+
+def adapter_base(settings: Settings, model_id: str) -> dict[str, str]:
+    """The params an adapter job of this service trains with: `base`, the model the service generates with, as a worker
+    loads it, and `base_model_id`, the name its adapters record when that is not the model's own (the remote server's
+    name for it: the service's checks compare it with the generator's `model_id`). A local generator's setting as it
+    is; with `openai:URL`, `generator_base` (absolute: the worker runs in the checkout), else SmolLM2 when the server
+    runs it (`model_id` SmolLM2's name: `generator_model` unset or that). Raises NoAdapterBase when the server runs
+    another model and `generator_base` is unset. Until review remote50 the job's base was the `openai:` URL, which every
+    worker refused ("--base must be `smollm2` or a transformers model folder"): no adapter job could succeed."""
+    from pluralign.embed.models import SMOLLM2_ID
+
+    if not settings.generator.startswith("openai:"):
+        return {"base": settings.generator}
+    if settings.generator_base is not None:
+        return {"base": os.path.abspath(settings.generator_base), "base_model_id": model_id}
+    if model_id == SMOLLM2_ID:
+        return {"base": "smollm2"}
+    raise NoAdapterBase(
+        f"the generation server ({GENERATOR_SETTING} {redacted(settings.generator)}) runs {model_id!r} (PLURALIGN_GENERATOR_MODEL), "
+        f"which an adapter job cannot load from there: set {GENERATOR_BASE_SETTING} to a folder holding that model (its "
+        "config.json, weights and tokenizer) for adapter jobs to train on; nothing was queued")
+
+
 class UnreadableReport(Exception):
     """A succeeded audit job whose stored report this release cannot read. `schema`: it is of a schema this release
     does not read (a later release's), and the message names it and those this release reads (`decode_report`'s
@@ -355,9 +383,10 @@ class Admin:
                 if queued >= self.rt.settings.tenant_queued_jobs:
                     raise QuotaExceeded(f"tenant {tenant!r} has {queued} adapter jobs queued or running (at most "
                                         f"{self.rt.settings.tenant_queued_jobs}, `tenant_queued_jobs`): retry once one has ended")
-                # adapt the model this service generates with; an `openai:URL`'s credentials never in the job's record,
-                # its log or its worker's command line (`redacted`; until session remote50 kept whole)
-                params.setdefault("base", redacted(self.rt.settings.generator))
+                # adapt the model this service generates with (a remote server's: `adapter_base`, which no longer
+                # passes the `openai:URL`, credentials and all, to the job's record and its worker's command line)
+                if "base" not in params:
+                    params.update(adapter_base(self.rt.settings, self.rt.generator.model_id))
                 # the snapshot moves the user's pending rows first: the trigger those rows call back (`on_feedback`, in this
                 # thread) leaves them to this job, which trains on them (until session trial50 it queued a second job)
                 queueing = self._queueing.__dict__.setdefault("users", set())
@@ -955,6 +984,8 @@ class Admin:
             with self._lock:  # due again at their next strict comparison, not `adapter_every` later
                 self._new[(tenant, user)] = max(self._new.get((tenant, user), 0), self.trigger.every - 1)
             log.warning("adapter trigger waits: %s; the user is checked again at their next comparison", exc)
+        except NoAdapterBase as exc:  # the settings' doing, said without a traceback; the user is due again `every` later
+            log.warning("adapter trigger queued no job for a user of tenant %s: %s", tenant, exc)
         except Exception:
             log.exception("adapter trigger failed for a user of tenant %s", tenant)
 

@@ -128,17 +128,16 @@ def test_a_server_that_keeps_no_adapter_loaded_again_is_left_for_the_fallback_af
         assert re.search(r"the generation server did not keep the adapter of user 'rae' of tenant 'acme'.*answered by the fallback", logged), logged
 
 
-@pytest.mark.slow  # the job's worker starts and fails (~20 s on two busy cores): `make test-scaleout`
+@pytest.mark.slow  # a start of its own (~6 s on two busy cores): `make test-scaleout`
 def test_an_adapter_jobs_record_shows_no_password_of_the_generation_servers_url(tmp_path, tiny_pal_dir, minilm, capfd):  # noqa: F811
     """`PLURALIGN_GENERATOR=openai:http://user:PASSWORD@host/v1`: an adapter job's `base` is the generator setting (the
     model the service generates with). Before (remote50) the job's record kept the URL whole: the record on disk, the
     admin routes' answers and the job's error and log lines (its worker's `--base=...`) all named the password. Now the
     record is written with it hidden (`pluralign.urls.redacted`), and so are what the routes show of records written
-    before."""
+    before. Since review remote50 the base is the model the server runs (tests/service/test_reviewremote50_adapter_jobs.py)."""
     import socket
 
     from service.admin.controllers import ADMIN_HANDLERS
-    from tests.service.test_admin import wait_job
 
     with socket.socket() as closed:  # a port nothing listens on: the job never reaches the server
         closed.bind(("127.0.0.1", 0))
@@ -151,14 +150,13 @@ def test_an_adapter_jobs_record_shows_no_password_of_the_generation_servers_url(
     with service.server, service.client("acme") as c, service.client("admin") as admin:
         feedback = {"type": "comparison", "user": "rae", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
         assert c.post("/v1/feedback", json=feedback).status_code == 201
-        created = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"user": "rae", "tenant": "acme"}})
-        assert created.status_code == 201, created.text
-        assert created.json()["params"]["base"] == f"openai:{url.replace('hunter2-pw', '***')}"
-        ended = wait_job(admin, created.json()["id"])
-        assert ended["state"] == "failed", ended  # an `openai:` base is no model a worker trains on
+        # since review remote50 a job's base is the model the server runs, never the URL: here one no setting names
+        # (`generator_model` "base", no `generator_base`), so the job is refused, the message naming no password
+        refused = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"user": "rae", "tenant": "acme"}})
+        assert refused.status_code == 409 and "PLURALIGN_GENERATOR_BASE" in refused.text, refused.text
         records = "".join(p.read_text() for p in (tmp_path / "data" / "jobs").glob("*.json"))
-        shown = admin.get("/admin/jobs").text + admin.get(f"/admin/jobs/{ended['id']}").text
-        assert "hunter2-pw" not in records + shown + json.dumps(ended) + capfd.readouterr().err, (ended, records)
+        shown = admin.get("/admin/jobs").text
+        assert "hunter2-pw" not in records + shown + refused.text + capfd.readouterr().err, (refused.text, records)
 
 
 def test_a_prompt_beyond_max_prefill_tokens_is_refused_before_the_generation_server_is_asked(tmp_path, tiny_pal_dir, minilm):  # noqa: F811

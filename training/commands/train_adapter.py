@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     n_test = len(comparisons) // 5 if len(comparisons) >= 5 else 0
     held_out, train_pairs = hold_out(comparisons, n_test)  # a repeated comparison is never held out against itself
     model, tokenizer, base_id = load_base(args.base)
+    base_id = args.base_model_id or base_id
     shots = min(parent.shots if parent else 0, len(train_pairs) - 1)
     config = FSPOConfig(
         shots=shots,
@@ -174,6 +175,9 @@ def register(sub) -> None:
     )
     p.add_argument("--from-fspo", default=None, help="start from this FSPO adapter folder (and use its shots)")
     p.add_argument("--base", default="smollm2", help="`smollm2` or a transformers model folder")
+    p.add_argument("--base-model-id", default=None,
+                   help="the base model's name the adapter records (default: SmolLM2's, or --base's folder name): the name a "
+                        "generation server serving --base gives it (PLURALIGN_GENERATOR_MODEL), which the service checks")
     p.add_argument("--loss", default="dpo", choices=["ipo", "dpo"], help="preference loss (default %(default)s)")
     p.add_argument("--beta", type=number(float, above=0), default=0.1,
                    help="the loss's beta: how far the adapter may move the base model (smaller: further; default %(default)g)")

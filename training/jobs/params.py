@@ -54,6 +54,7 @@ class AdapterParams(Base, frozen=True):
     seed: Seed = 0
     data: str | None = None  # server-set: the snapshot file the worker trains on
     base: str | None = None  # server-set: the model the service generates with
+    base_model_id: str | None = None  # server-set: the name a remote generation server gives `base` (`--base-model-id`)
 
 
 class PalParams(Base, frozen=True):
@@ -105,7 +106,7 @@ class AuditParams(Base, frozen=True):
 
 
 PARAMS: dict[str, type[Base]] = {"adapter": AdapterParams, "pal": PalParams, "em": EmParams, "audit": AuditParams}
-SERVER_SET: dict[str, tuple[str, ...]] = {"adapter": ("data", "base"), "audit": ("store",), "pal": ("data", "encoder"), "em": ("data", "encoder")}
+SERVER_SET: dict[str, tuple[str, ...]] = {"adapter": ("data", "base", "base_model_id"), "audit": ("store",), "pal": ("data", "encoder"), "em": ("data", "encoder")}
 
 
 class JobParamsError(ValueError):
