@@ -1111,7 +1111,7 @@ class Ingestor:
         faults = {entry.seq: self._faults(entry, error) for entry, error in failed
                   if self._failures.get(entry.seq, 0) + 1 >= self.tries}
         with self._move:
-            aside: list[Entry] = []
+            aside: dict[int, tuple[Entry, int]] = {}  # seq -> (a record set aside, its rows logged again)
             try:
                 for entry, error in failed:
                     if self.log.pending.get(entry.seq) is None:  # moved or forgotten meanwhile (a copy of it: the same seq)
@@ -1124,8 +1124,8 @@ class Ingestor:
                     found = faults.get(entry.seq)
                     if found is None:  # its count reached `tries` meanwhile (a reader's move): looked at under `_move`
                         found = self._faults(entry, error)
-                    if found is not _UNKNOWN and self._set_aside(entry, error, tries, found):
-                        aside.append(entry)
+                    if found is not _UNKNOWN and (staying := self._set_aside(entry, error, tries, found)) is not None:
+                        aside[entry.seq] = (entry, staying)
             finally:
                 self._drop_set_aside(aside)
             if len(self._failures) > 4 * self.batch:  # of records moved or forgotten since
@@ -1143,20 +1143,21 @@ class Ingestor:
                         "log and is tried again", entry.key[0], type(exc).__name__, exc)
             return _UNKNOWN
 
-    def _drop_set_aside(self, aside: list[Entry]) -> None:
+    def _drop_set_aside(self, aside: Mapping[int, tuple[Entry, int]]) -> None:
         """The records set aside (`_set_aside`, their letters written) dropped from the log: from what is pending and
         from its files, each segment rewritten once (`FeedbackLog.set_aside`), so no later start replays them and sets
         them aside again. One that cannot be cut from its file (no room) is dropped from what is pending all the same:
-        the next start sets it aside again, as after a kill."""
+        the next start sets it aside again, as after a kill. `aside`: seq -> (record, its rows logged again as a record
+        of their own, which have not left the log: `FeedbackLog.set_aside`'s `staying`)."""
         if not aside:
             return
         try:
-            self.log.set_aside(aside)
+            self.log.set_aside([entry for entry, _ in aside.values()], {seq: n for seq, (_, n) in aside.items()})
         except OSError as exc:
             log.error("%d feedback record(s) set aside could not be cut from the feedback log's files (%s): the next start "
                       "sets them aside again", len(aside), exc)
 
-    def _set_aside(self, entry: Entry, error: Exception, tries: int, refused: Mapping[int, Exception]) -> bool:
+    def _set_aside(self, entry: Entry, error: Exception, tries: int, refused: Mapping[int, Exception]) -> int | None:
         """`entry`, failed `tries` times on its own with `error`, set aside (`_failed`): only its rows at fault (`refused`:
         those the store refuses on their own content, or a text of which the encoder refuses or embeds as NaN) where
         they are some but not all, the others put back in the log as a
@@ -1165,8 +1166,9 @@ class Ingestor:
         before the log forgets the record: a kill between finds the record pending again, set aside again as the same
         letter, and its rows moved twice are stored once. Until session 49 one bad row of an 8,000-row import set the
         whole import aside; until session 50 one text the encoder refused, or embedded as NaN, did still. `refused`: the
-        rows at fault (`_rows_at_fault`), by position. Returns whether it was set aside (the caller then drops it from the
-        log: `FeedbackLog.set_aside`, once for all the records of a call). Under `_move`."""
+        rows at fault (`_rows_at_fault`), by position. Returns how many of its rows were logged again as a record of their
+        own (0: set aside whole), None where it was not set aside (the caller then drops it from the log:
+        `FeedbackLog.set_aside`, once for all the records of a call). Under `_move`."""
         bad = sorted(refused) if 0 < len(refused) < len(entry.rows) else list(range(len(entry.rows)))
         words = f"{type(error).__name__}: {error}" if len(bad) == len(entry.rows) else "; ".join(
             f"{type(refused[i]).__name__}: {refused[i]}" for i in bad[:8]) + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")
@@ -1180,14 +1182,14 @@ class Ingestor:
                                 received if received is not None and np.isfinite(received) else None, bounded=False)
         except (OSError, StoreUnavailable) as exc:  # the letter, or the rest's record, not written: tried again
             log.error("a feedback record that failed %d times could not be set aside (%s): it stays in the log", tries, exc)
-            return False
+            return None
         del self._failures[entry.seq]
         self.set_aside += len(bad)
         log.error("%d of the %d row(s) of a feedback record of tenant %r failed %d times on their own and were set aside as "
                   "dead letter %s (kept: an admin lists it, puts it back or discards it)%s: %s", len(bad), len(entry.rows),
                   entry.key[0], tries, name, "" if len(bad) == len(entry.rows) else "; the record's other rows are stored",
                   words)
-        return True
+        return len(entry.rows) - len(bad)
 
     def requeue(self, name: str) -> int:
         """Puts the dead letter `name` back in the log (as one record, received when it first was, where that time is

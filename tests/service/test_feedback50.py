@@ -156,3 +156,26 @@ def test_the_dead_letters_are_listed_again_only_once_their_folder_changed(tmp_pa
     for _ in range(3):
         assert reader.rows() == 1
     assert len(listings) == 5, listings  # once after each change settled
+
+
+def test_rows_of_a_record_set_aside_in_part_count_once_in_the_tenants_drain_rate(tmp_path, quick_retries):  # noqa: F811
+    """An import's record of 6 rows whose 3rd has a text the encoder embeds as NaN: once set aside, 1 row left the log
+    as a dead letter and the other 5 as the stored rows of the record logged again in its place, so the tenant's drain
+    rate (`DrainRates`, what a 503 `feedback_backlog`'s Retry-After is made of) counts 6 rows. Before (session 50), the
+    set-aside record counted all 6 rows as gone while 5 of them were logged again, waiting, and their move counted them
+    once more: 11, a rate nearly twice the real one and a Retry-After too short."""
+    log = FeedbackLog(tmp_path / "log")
+    rows = feedback("ann", 0, tenant="t1", n=6)
+    rows[2] = msgspec.structs.replace(rows[2], chosen=f"{NOT_FINITE} {rows[2].chosen}")
+    log.append(rows)
+    log.close()
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, NanEncoder(), tries=3)
+    try:
+        wait_for(lambda: ingest.set_aside == 1 and store.count_preferences("t1", "ann") == 5, timeout=60.0)
+        wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=60.0)
+        with ingest.log._cv:
+            left = sum(n for _, n in ingest.log.drain._left.get("t1", ()))
+        assert left == 6, left
+    finally:
+        ingest.close()
