@@ -465,8 +465,11 @@ class Ingestor:
                 self._held = held
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
-        """Drop the user's pending rows (from memory and the log's files); none is moved afterwards.
-        `before`: only rows received before it (`FeedbackLog.forget_user`). The notes of their stored rows' claims
+        """Drop the user's pending rows (from memory and the log's files) and their rows set aside (the dead letters);
+        none is moved afterwards. Returns how many rows went, pending or set aside (acknowledged rows, never stored: a
+        DELETE counts them; until the review of session 50 the rows set aside went uncounted, and a DELETE of a user
+        holding only those, whose profile and export were a 200, said 404). `before`: only rows received before it
+        (`FeedbackLog.forget_user`). The notes of their stored rows' claims
         (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims). The
         rows go whatever the notes' rewrite did: its OSError (a full disk) is raised once they went (until review 44
         it skipped them, and the worker moved the deleted user's rows into the table after their DELETE)."""
@@ -475,7 +478,8 @@ class Ingestor:
     def forget_users(self, tenant: str, user_ids: list[str], before: float | None = None) -> int:
         """`forget_user` of each of `user_ids` at once: the claims' notes read once, each log segment holding any of
         them rewritten once (`FeedbackLog.forget_users`), the letters set aside read once. A tenant's removal forgets
-        its users a batch at a time. Returns the pending rows dropped, all together; raises as `forget_user`."""
+        its users a batch at a time. Returns the rows dropped (pending or set aside), all together; raises as
+        `forget_user`."""
         users = set(user_ids)
         with self._move:
             try:
@@ -484,8 +488,7 @@ class Ingestor:
                 self.log.forget_users(tenant, users, before)  # its own failure, if any, raised with the notes' as context
                 raise
             forgotten = self.log.forget_users(tenant, users, before)
-            self.dead_letters.forget_users(tenant, users, before)  # the records set aside of theirs too
-            return forgotten
+            return forgotten + self.dead_letters.forget_users(tenant, users, before)  # the records set aside of theirs too
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:
         """The first of `entries` (oldest first) up to `batch_rows` rows in all; at least the first."""
