@@ -17,6 +17,7 @@ log forgets the record (`pluralign.files.write_atomic`).
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import hashlib
 import math
@@ -66,8 +67,13 @@ class _Summary(NamedTuple):
 
     stat: tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns) of the file summed up
     rows: int
-    owners: frozenset[tuple[str, str]]  # (tenant, user_id) of its rows
+    owners: dict[tuple[str, str], int]  # (tenant, user_id) of its rows -> how many of its rows are theirs
     set_aside_at: float  # the letter's (`page`'s order)
+
+
+def _owners(rows: list[StoredPreference]) -> dict[tuple[str, str], int]:
+    """(tenant, user_id) -> how many of `rows` are theirs (a `_Summary`'s `owners`)."""
+    return dict(collections.Counter((r.tenant, r.user_id) for r in rows))
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -87,21 +93,24 @@ class _Index(NamedTuple):
     tenants: dict[str, tuple[int, list[int]]]  # tenant -> (its letters' rows, their positions in `order`)
     owners: dict[tuple[str, str], list[str]]  # (tenant, user_id) -> names of the letters holding their rows, oldest first
     rows: int
+    owned: dict[tuple[str, str], int]  # (tenant, user_id) -> their rows in all the letters (`rows_for`)
 
 
 def _index(known: dict[str, _Summary]) -> _Index:
     order = sorted((summary.set_aside_at, name) for name, summary in known.items())
     tenants: dict[str, tuple[int, list[int]]] = {}
     owners: dict[tuple[str, str], list[str]] = {}
+    owned: dict[tuple[str, str], int] = {}
     for at, (_, name) in enumerate(order):
         summary = known[name]
         for tenant in {owner[0] for owner in summary.owners}:
             rows, where = tenants.get(tenant, (0, []))
             where.append(at)
             tenants[tenant] = (rows + summary.rows, where)
-        for owner in summary.owners:
+        for owner, rows in summary.owners.items():
             owners.setdefault(owner, []).append(name)
-    return _Index(order, tenants, owners, sum(summary.rows for summary in known.values()))
+            owned[owner] = owned.get(owner, 0) + rows
+    return _Index(order, tenants, owners, sum(summary.rows for summary in known.values()), owned)
 
 
 class DeadLetters:
@@ -131,8 +140,7 @@ class DeadLetters:
             path = self.folder / (name + SUFFIX)
             write_atomic(path, _encode(DeadLetter(rows=rows, error=error, tries=tries, set_aside_at=at, row_numbers=row_numbers)))
             with contextlib.suppress(OSError):  # replaced, not changed: a look outside the lock keeps the one it took
-                self._known = {**self._known, name: _Summary(_stat_key(path.stat()), len(rows),
-                                                             frozenset((r.tenant, r.user_id) for r in rows), at)}
+                self._known = {**self._known, name: _Summary(_stat_key(path.stat()), len(rows), _owners(rows), at)}
         return name
 
     def _stats(self) -> list[tuple[str, os.stat_result]]:
@@ -175,8 +183,7 @@ class DeadLetters:
                     except (OSError, msgspec.DecodeError):
                         unreadable = True
                         continue
-                    summary = _Summary(_stat_key(st_letter), len(letter.rows),
-                                       frozenset((r.tenant, r.user_id) for r in letter.rows), letter.set_aside_at)
+                    summary = _Summary(_stat_key(st_letter), len(letter.rows), _owners(letter.rows), letter.set_aside_at)
                 known[name] = summary
             self._known, self._indexed = known, _index(known)
             # trusted until the folder changes, unless it changed just before (`RACY_S`) or a letter was unreadable
@@ -229,8 +236,9 @@ class DeadLetters:
         return found
 
     def rows_for(self, tenant: str, user_id: str) -> int:
-        """How many rows of the user the letters hold (only the letters whose summary names the user are read)."""
-        return sum(len(letter.rows) for _, letter in self.rows_of(tenant, user_id))
+        """How many rows of the user the readable letters hold, from their summaries (no letter read: until the review
+        of session 50 each letter holding the user's rows was, ~19 ms a profile for an 8,000-row import's letter)."""
+        return self._index().owned.get((tenant, user_id), 0)
 
     def rows(self) -> int:
         """How many rows the letters hold in all (unreadable ones counted as none)."""
