@@ -105,7 +105,8 @@ _decode_note = msgspec.json.Decoder(StoredClaims).decode
 
 class _Closed(Exception):
     """The Ingestor was closed: the start's sweep of claims stops before its next user (`_sweep_stored_claims`), a look
-    for the texts at fault before its next chunk (`Ingestor._texts_at_fault`)."""
+    for the texts at fault before its next chunk (`Ingestor._texts_at_fault`, which a record no longer pending stops
+    too)."""
 
 
 _UNKNOWN = object()  # the rows at fault of a record could not be told (`Ingestor._faults`)
@@ -924,16 +925,19 @@ class Ingestor:
             return self._encoder_works() if error.field.endswith("_vec") else self._store_takes_a_row()
         return False
 
-    def _texts_at_fault(self, texts: list[str], until: threading.Event | None = None) -> dict[str, str]:
+    def _texts_at_fault(self, texts: list[str], until: threading.Event | None = None,
+                        of: Entry | None = None) -> dict[str, str]:
         """{text: why} for the texts of `texts` (distinct) the encoder refuses (a ValueError or TypeError) or embeds as a
         vector that is not finite: embedded ENCODE_CHUNK at a time, a chunk that fails halved, and so on down to single
         texts (one bad text of a chunk of n costs ~2n texts embedded). Raises ValueError when every text failed while
-        `PROBE_TEXT` fails too (the encoder's failure, not theirs), `_Closed` once `until` is set (the worker's stop),
-        and what else the encoder raises."""
+        `PROBE_TEXT` fails too (the encoder's failure, not theirs), `_Closed` once `until` is set (the worker's stop) or
+        the record `of` (whose texts they are) is no longer pending (a DELETE of its user dropped it: as `_embed`, no
+        chunk after the one under way; until the review of session 50 every chunk of a deleted import was embedded
+        again), and what else the encoder raises."""
         found: dict[str, str] = {}
 
         def look(part: list[str]) -> None:
-            if until is not None and until.is_set():
+            if (until is not None and until.is_set()) or (of is not None and self.log.pending.get(of.seq) is None):
                 raise _Closed
             try:
                 vectors = np.asarray(self.encoder.encode(part), np.float32)
@@ -966,7 +970,7 @@ class Ingestor:
             return refused
         texts = list(dict.fromkeys(t for i, r in enumerate(entry.rows) if i not in refused
                                    for t in (r.prompt, r.chosen, r.rejected) if t))
-        bad = self._texts_at_fault(texts, self._stop)
+        bad = self._texts_at_fault(texts, self._stop, entry)
         for i, r in enumerate(entry.rows):
             name = next((name for name in ("prompt", "chosen", "rejected") if getattr(r, name) in bad), None)
             if i not in refused and name is not None:

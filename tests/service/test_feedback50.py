@@ -207,3 +207,38 @@ def test_a_count_of_a_users_rows_set_aside_reads_no_letter(tmp_path, monkeypatch
     assert [letters.rows_for("t1", user) for user in ("ann", "bob", "cid")] == [5, 1, 0]
     assert letters.rows_for("t2", "ann") == 0
     assert len(decoded) == 1, decoded
+
+
+def test_a_look_for_the_texts_at_fault_stops_once_their_user_is_deleted(tmp_path, monkeypatch):
+    """An import's record of 40 rows with a text the encoder embeds as NaN, set aside at its first failure: the worker
+    embeds its texts again, a chunk at a time, to find the rows at fault (`Ingestor._texts_at_fault`); a DELETE of its
+    user during that look ends it at the chunk under way (nothing of the deleted user is embedded again, nothing set
+    aside, nothing stored), as the move's own embedding does. Before, the look embedded every chunk of the deleted
+    import (minutes for 8,000 rows, every tenant's feedback waiting behind the worker)."""
+    from pluralign.store import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "ENCODE_CHUNK", 4)
+    seen: set[str] = set()
+    looked: list[int] = []
+
+    class Deleting(NanEncoder):
+        def encode(self, texts):
+            if not seen.isdisjoint(texts):  # a text embedded once already: the look for the texts at fault
+                looked.append(len(texts))
+                if len(looked) == 1:
+                    ingest.forget_user("t1", "ann")  # the user's DELETE, while the look goes on
+            seen.update(texts)
+            return super().encode(texts)
+
+    rows = feedback("ann", 0, tenant="t1", n=40)
+    rows[0] = msgspec.structs.replace(rows[0], chosen=f"{NOT_FINITE} {rows[0].chosen}")
+    store = Store(str(tmp_path / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, Deleting(), tries=1)
+    try:
+        ingest.submit(rows)
+        wait_for(lambda: looked and ingest.log.backlog() == (0, 0), timeout=60.0)
+        ingest.flush()  # the worker's batch over (`_worker`)
+        assert len(looked) == 1, looked  # 21 chunks of 4 texts (81 texts) before
+        assert ingest.set_aside == 0 and ingest.dead_letters.names() == [] and store.count_preferences("t1", "ann") == 0
+    finally:
+        ingest.close()
