@@ -959,18 +959,36 @@ class Ingestor:
             raise ValueError("the encoder fails on every text, a probe's too: not the record's texts")
         return found
 
-    def _rows_at_fault(self, entry: Entry, error: Exception) -> dict[int, Exception]:
+    def _not_finite(self, texts: list[str], vectors: Mapping[str, np.ndarray] | None) -> dict[str, str]:
+        """`_texts_at_fault` for a vector not finite, read off `vectors` (the move's own, which failed for one) where they
+        hold every text of `texts`, no text embedded again ({} where they do not, or where none of them is at fault).
+        Until the review of session 50 every text of the record was embedded again: 24,000 for an 8,000-row import,
+        minutes while the worker held `_worker`. Raises ValueError as `_texts_at_fault` (every text's vector not finite,
+        and the probe's)."""
+        if vectors is None or any(t not in vectors for t in texts):
+            return {}
+        found = {t: "the encoder embedded it as a vector that is not finite (NaN or inf)" for t in texts
+                 if not np.isfinite(vectors[t]).all()}
+        if found and len(found) == len(texts) and not self._encoder_works():
+            raise ValueError("the encoder fails on every text, a probe's too: not the record's texts")
+        return found
+
+    def _rows_at_fault(self, entry: Entry, error: Exception,
+                       vectors: Mapping[str, np.ndarray] | None = None) -> dict[int, Exception]:
         """{i: the error of row i} of `entry`'s rows at fault for `error` (a row's error it failed with `tries` times):
         those the store refuses on their own content (`Store.refused_rows`), and where `error` comes from its texts
         (`_by_texts`) those a text of which the encoder refuses or embeds as NaN (`_texts_at_fault`, in the caller's
         thread: the worker's own holds `_worker` then, which a flush waits for, so not at `nice` (the inversion session
-        48 undid), as the rest of a failed batch's embedding). Raises as `_texts_at_fault`."""
+        48 undid), as the rest of a failed batch's embedding; for a vector not finite read off `vectors`, the move's own,
+        where they hold the record's texts: `_not_finite`). Raises as `_texts_at_fault`."""
         refused = self.store.refused_rows(entry.rows) if len(entry.rows) > 1 else {}
         if not _by_texts(error) or len(entry.rows) == 1:
             return refused
         texts = list(dict.fromkeys(t for i, r in enumerate(entry.rows) if i not in refused
                                    for t in (r.prompt, r.chosen, r.rejected) if t))
-        bad = self._texts_at_fault(texts, self._stop, entry)
+        bad = self._not_finite(texts, vectors) if isinstance(error, RowRefused) else {}
+        if not bad:
+            bad = self._texts_at_fault(texts, self._stop, entry)
         for i, r in enumerate(entry.rows):
             name = next((name for name in ("prompt", "chosen", "rejected") if getattr(r, name) in bad), None)
             if i not in refused and name is not None:
@@ -1044,14 +1062,15 @@ class Ingestor:
                 return vectors or {}
         try:
             moved, failed = (0, []) if self._stop.is_set() else self._move_checked(entries, vectors)
-            self._pass_over(entries, moved, failed)
+            self._pass_over(entries, moved, failed, vectors)
         finally:
             self._worker.release()
         if failed:  # tried again after a pause (the rest of the batch is moved)
             self._stop.wait(RETRY_S)
         return {}
 
-    def _pass_over(self, entries: list[Entry], moved: int, failed: list[tuple[Entry, Exception]]) -> None:
+    def _pass_over(self, entries: list[Entry], moved: int, failed: list[tuple[Entry, Exception]],
+                   vectors: Mapping[str, np.ndarray] | None = None) -> None:
         """After a worker's batch `entries`: where each of its records failed on its own (`_move_checked` counts none of
         them: maybe not theirs), the next batches pass them over (`_next_batch`), so that the records behind them move;
         once the store has stored rows of a later batch, their failures were theirs: counted (`_failed`), and they are
@@ -1067,7 +1086,7 @@ class Ingestor:
             theirs = {kind: self._theirs(error) for kind, error in {_kind(error): error for _, error in failed}.items()}
             own = [(entry, error) for entry, error in failed if theirs[_kind(error)]]
             if own:
-                self._failed(own)
+                self._failed(own, vectors)
             self._passed_over = {**self._passed_over, **{entry.seq: (entry, error) for entry, error in failed
                                                           if not theirs[_kind(error)]}}
         elif moved and self._passed_over:
@@ -1090,7 +1109,7 @@ class Ingestor:
             log.error("moving feedback failed for each of %d records on its own (%s: %s); they stay in the log and are "
                       "tried again", len(entries), type(failed[0][1]).__name__, failed[0][1])
         else:
-            self._failed(failed)
+            self._failed(failed, vectors)
         return moved, failed
 
     def _halves(self, entries: list[Entry], vectors: dict[str, np.ndarray] | None, reading: bool,
@@ -1109,13 +1128,14 @@ class Ingestor:
                 moved, failed = moved + more, failed + fails
         return moved, failed
 
-    def _failed(self, failed: list[tuple[Entry, Exception]]) -> None:
+    def _failed(self, failed: list[tuple[Entry, Exception]], vectors: Mapping[str, np.ndarray] | None = None) -> None:
         """Counts each record's failure on its own; one that failed `tries` times is set aside: written to the dead
         letters (`pluralign.store.dead_letter`, on disk) and then dropped from the log, logged (its tenant and the
         letter's name: no user id), counted (`set_aside`). A letter that cannot be written leaves the record in the
         log, tried again. The rows at fault of a record its failure sets aside are found first (`_rows_at_fault`: an
-        encoder's look at its texts takes seconds for an import), before `_move`, which readers and DELETEs wait for."""
-        faults = {entry.seq: self._faults(entry, error) for entry, error in failed
+        encoder's look at its texts takes seconds for an import), before `_move`, which readers and DELETEs wait for.
+        `vectors`: those of their texts the move that failed had (the worker's), read for a vector not finite."""
+        faults = {entry.seq: self._faults(entry, error, vectors) for entry, error in failed
                   if self._failures.get(entry.seq, 0) + 1 >= self.tries}
         with self._move:
             aside: dict[int, tuple[Entry, int]] = {}  # seq -> (a record set aside, its rows logged again)
@@ -1130,7 +1150,7 @@ class Ingestor:
                         continue
                     found = faults.get(entry.seq)
                     if found is None:  # its count reached `tries` meanwhile (a reader's move): looked at under `_move`
-                        found = self._faults(entry, error)
+                        found = self._faults(entry, error, vectors)
                     if found is not _UNKNOWN and (staying := self._set_aside(entry, error, tries, found)) is not None:
                         aside[entry.seq] = (entry, staying)
             finally:
@@ -1138,11 +1158,12 @@ class Ingestor:
             if len(self._failures) > 4 * self.batch:  # of records moved or forgotten since
                 self._failures = {seq: n for seq, n in self._failures.items() if self.log.pending.get(seq) is not None}
 
-    def _faults(self, entry: Entry, error: Exception) -> dict[int, Exception] | object:
+    def _faults(self, entry: Entry, error: Exception,
+                vectors: Mapping[str, np.ndarray] | None = None) -> dict[int, Exception] | object:
         """`_rows_at_fault`, or _UNKNOWN where they could not be told (the encoder failing on every text, a stop, a
         failure of the store's): the record is then not set aside this time, tried again."""
         try:
-            return self._rows_at_fault(entry, error)
+            return self._rows_at_fault(entry, error, vectors)
         except _Closed:
             return _UNKNOWN
         except Exception as exc:  # noqa: BLE001 (not the record's: it stays in the log)
