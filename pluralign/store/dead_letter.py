@@ -135,6 +135,9 @@ class DeadLetters:
         self._known: dict[str, _Summary] = {}
         self._listed: tuple[int, int] | None = None  # (st_ino, st_mtime_ns) of the folder when `_known` was listed
         self._indexed: _Index = _index({})
+        # name -> `_stat_key` of a letter that could not be decoded (damaged): not read again, nor keeping every look
+        # listing the folder, until its file changes (`_refreshed`)
+        self._damaged: dict[str, tuple[int, int, int]] = {}
 
     def put(self, rows: list[StoredPreference], error: str, tries: int, at: float, row_numbers: list[int] | None = None) -> str:
         """Writes the letter of `rows` (whole, fsynced, its name too) and returns its name. OSError: not written.
@@ -179,19 +182,28 @@ class DeadLetters:
             if stamp is not None and stamp == self._listed:
                 return self._known, self._indexed
             listed_at = time.time()
-            known, unreadable = {}, False
+            known, damaged, unreadable = {}, {}, False
             for name, st_letter in self._stats():
-                summary = self._known.get(name)
-                if summary is None or summary.stat != _stat_key(st_letter):
+                summary, key = self._known.get(name), _stat_key(st_letter)
+                if self._damaged.get(name) == key:  # damaged, and unchanged since
+                    damaged[name] = key
+                    continue
+                if summary is None or summary.stat != key:
                     try:
                         letter = _decode((self.folder / (name + SUFFIX)).read_bytes())
-                    except (OSError, msgspec.DecodeError):
+                    except msgspec.DecodeError:  # its bytes: the same at every read while the file is unchanged
+                        damaged[name] = key
+                        unreadable |= listed_at - st_letter.st_mtime <= RACY_S  # maybe still being written in place
+                        continue
+                    except OSError:  # maybe not the file's (a permission, an I/O error): read again at the next look
                         unreadable = True
                         continue
-                    summary = _Summary(_stat_key(st_letter), len(letter.rows), _owners(letter.rows), letter.set_aside_at)
+                    summary = _Summary(key, len(letter.rows), _owners(letter.rows), letter.set_aside_at)
                 known[name] = summary
-            self._known, self._indexed = known, _index(known)
-            # trusted until the folder changes, unless it changed just before (`RACY_S`) or a letter was unreadable
+            self._known, self._indexed, self._damaged = known, _index(known), damaged
+            # trusted until the folder changes, unless it changed just before (`RACY_S`) or a letter was unreadable (a
+            # damaged one only while its file changed just before: until the review of session 50 any damaged letter
+            # kept every look listing the folder, a profile GET's too)
             settled = st is not None and listed_at - st.st_mtime > RACY_S and not unreadable
             self._listed = stamp if settled else None
             return self._known, self._indexed
