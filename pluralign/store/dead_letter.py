@@ -164,8 +164,9 @@ class DeadLetters:
 
     def _summaries(self) -> dict[str, _Summary]:
         """name -> summary of each readable letter, oldest first; only a letter new or changed since its last summary is
-        read (an unreadable one is left out, and read again at the next listing). The folder is listed again only when
-        it changed since (or had changed less than RACY_S before its last listing)."""
+        read (an unreadable one is left out, and read again at the next listing; a damaged one, which cannot be decoded,
+        once its file changed). The folder is listed again only when it changed since (or had changed less than RACY_S
+        before its last listing)."""
         return dict(self._refreshed()[0])
 
     def _index(self) -> _Index:
