@@ -41,7 +41,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -725,9 +725,10 @@ class FeedbackLog:
                 if info is not None and not info.live and entry.segment != self._current:
                     self._remove(entry.segment)
 
-    def _unpend(self, done: Entry) -> Entry | None:
+    def _unpend(self, done: Entry, staying: int = 0) -> Entry | None:
         """The pending entry of `done`'s seq (`done` may be a copy of it left with fewer rows: `split_held`) dropped from
-        what is pending, its segment's live count less one; None when none is pending. Under `_io` and `_cv`."""
+        what is pending, its segment's live count less one; None when none is pending. `staying`: as `_unlist`. Under
+        `_io` and `_cv`."""
         if (entry := self.pending.pop(done.seq, None)) is None:
             return None
         mine = self._by_user.get(entry.key)
@@ -735,12 +736,12 @@ class FeedbackLog:
             mine.pop(entry.seq, None)
             if not mine:
                 del self._by_user[entry.key]
-        self._unlist(entry)
+        self._unlist(entry, staying)
         if (info := self._segments.get(entry.segment)) is not None:
             info.live -= 1
         return entry
 
-    def set_aside(self, entries: list[Entry]) -> None:
+    def set_aside(self, entries: list[Entry], staying: Mapping[int, int] | None = None) -> None:
         """`done` for records that leave the log without being moved (set aside as dead letters, their letters written
         first: `pluralign.store.ingest.Ingestor`): dropped from what is pending and cut from their segments' files too
         (each rewritten once with only what is pending; the segment being written is closed first and a fresh one
@@ -748,11 +749,14 @@ class FeedbackLog:
         file while that segment held other feedback waiting (or was the one being written), and each start set it aside
         again, a letter an admin had discarded coming back and the stored rows of a partial one logged again. Raises
         OSError when a file cannot be rewritten (no room): the records are no longer pending all the same, and a later
-        start replays them and sets them aside again, as after a kill between their letters and this."""
+        start replays them and sets them aside again, as after a kill between their letters and this. `staying`: seq ->
+        how many rows of that record were logged again as a record of their own (those of a record set aside in part:
+        `Ingestor._set_aside`), which have not left the log (`drain`)."""
         with self._io, self._cv:
             if self._closed:
                 return
-            touched = sorted({entry.segment for done in entries if (entry := self._unpend(done)) is not None
+            staying = staying or {}
+            touched = sorted({entry.segment for done in entries if (entry := self._unpend(done, staying.get(done.seq, 0))) is not None
                               and entry.segment in self._segments})
             if not touched:
                 return
@@ -765,10 +769,13 @@ class FeedbackLog:
                 self._rewrite(segment)
             fsync_dir(self.folder)
 
-    def _unlist(self, entry: Entry) -> None:
+    def _unlist(self, entry: Entry, staying: int = 0) -> None:
         """Drop a no longer pending `entry` (as it was registered) from the per-tenant index and count (caller holds
-        `_cv`)."""
-        self.drain.left(entry.key[0], len(entry.rows))
+        `_cv`); its rows but `staying` (logged again as another record: `set_aside`) left the log (`drain`). Until the
+        review of session 50 a record set aside in part counted all its rows as gone, and the rows logged again counted
+        once more as they were moved: a drain rate nearly twice the real one, a `Retry-After` too short."""
+        if len(entry.rows) > staying:
+            self.drain.left(entry.key[0], len(entry.rows) - staying)
         left = self._tenant_pending.get(entry.key[0], 0) - len(entry.rows)
         if left > 0:
             self._tenant_pending[entry.key[0]] = left

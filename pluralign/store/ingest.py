@@ -105,7 +105,8 @@ _decode_note = msgspec.json.Decoder(StoredClaims).decode
 
 class _Closed(Exception):
     """The Ingestor was closed: the start's sweep of claims stops before its next user (`_sweep_stored_claims`), a look
-    for the texts at fault before its next chunk (`Ingestor._texts_at_fault`)."""
+    for the texts at fault before its next chunk (`Ingestor._texts_at_fault`, which a record no longer pending stops
+    too)."""
 
 
 _UNKNOWN = object()  # the rows at fault of a record could not be told (`Ingestor._faults`)
@@ -465,8 +466,11 @@ class Ingestor:
                 self._held = held
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
-        """Drop the user's pending rows (from memory and the log's files); none is moved afterwards.
-        `before`: only rows received before it (`FeedbackLog.forget_user`). The notes of their stored rows' claims
+        """Drop the user's pending rows (from memory and the log's files) and their rows set aside (the dead letters);
+        none is moved afterwards. Returns how many rows went, pending or set aside (acknowledged rows, never stored: a
+        DELETE counts them; until the review of session 50 the rows set aside went uncounted, and a DELETE of a user
+        holding only those, whose profile and export were a 200, said 404). `before`: only rows received before it
+        (`FeedbackLog.forget_user`). The notes of their stored rows' claims
         (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims). The
         rows go whatever the notes' rewrite did: its OSError (a full disk) is raised once they went (until review 44
         it skipped them, and the worker moved the deleted user's rows into the table after their DELETE)."""
@@ -475,7 +479,8 @@ class Ingestor:
     def forget_users(self, tenant: str, user_ids: list[str], before: float | None = None) -> int:
         """`forget_user` of each of `user_ids` at once: the claims' notes read once, each log segment holding any of
         them rewritten once (`FeedbackLog.forget_users`), the letters set aside read once. A tenant's removal forgets
-        its users a batch at a time. Returns the pending rows dropped, all together; raises as `forget_user`."""
+        its users a batch at a time. Returns the rows dropped (pending or set aside), all together; raises as
+        `forget_user`."""
         users = set(user_ids)
         with self._move:
             try:
@@ -484,8 +489,7 @@ class Ingestor:
                 self.log.forget_users(tenant, users, before)  # its own failure, if any, raised with the notes' as context
                 raise
             forgotten = self.log.forget_users(tenant, users, before)
-            self.dead_letters.forget_users(tenant, users, before)  # the records set aside of theirs too
-            return forgotten
+            return forgotten + self.dead_letters.forget_users(tenant, users, before)  # the records set aside of theirs too
 
     def _bounded(self, entries: list[Entry]) -> list[Entry]:
         """The first of `entries` (oldest first) up to `batch_rows` rows in all; at least the first."""
@@ -921,16 +925,19 @@ class Ingestor:
             return self._encoder_works() if error.field.endswith("_vec") else self._store_takes_a_row()
         return False
 
-    def _texts_at_fault(self, texts: list[str], until: threading.Event | None = None) -> dict[str, str]:
+    def _texts_at_fault(self, texts: list[str], until: threading.Event | None = None,
+                        of: Entry | None = None) -> dict[str, str]:
         """{text: why} for the texts of `texts` (distinct) the encoder refuses (a ValueError or TypeError) or embeds as a
         vector that is not finite: embedded ENCODE_CHUNK at a time, a chunk that fails halved, and so on down to single
         texts (one bad text of a chunk of n costs ~2n texts embedded). Raises ValueError when every text failed while
-        `PROBE_TEXT` fails too (the encoder's failure, not theirs), `_Closed` once `until` is set (the worker's stop),
-        and what else the encoder raises."""
+        `PROBE_TEXT` fails too (the encoder's failure, not theirs), `_Closed` once `until` is set (the worker's stop) or
+        the record `of` (whose texts they are) is no longer pending (a DELETE of its user dropped it: as `_embed`, no
+        chunk after the one under way; until the review of session 50 every chunk of a deleted import was embedded
+        again), and what else the encoder raises."""
         found: dict[str, str] = {}
 
         def look(part: list[str]) -> None:
-            if until is not None and until.is_set():
+            if (until is not None and until.is_set()) or (of is not None and self.log.pending.get(of.seq) is None):
                 raise _Closed
             try:
                 vectors = np.asarray(self.encoder.encode(part), np.float32)
@@ -952,18 +959,36 @@ class Ingestor:
             raise ValueError("the encoder fails on every text, a probe's too: not the record's texts")
         return found
 
-    def _rows_at_fault(self, entry: Entry, error: Exception) -> dict[int, Exception]:
+    def _not_finite(self, texts: list[str], vectors: Mapping[str, np.ndarray] | None) -> dict[str, str]:
+        """`_texts_at_fault` for a vector not finite, read off `vectors` (the move's own, which failed for one) where they
+        hold every text of `texts`, no text embedded again ({} where they do not, or where none of them is at fault).
+        Until the review of session 50 every text of the record was embedded again: 24,000 for an 8,000-row import,
+        minutes while the worker held `_worker`. Raises ValueError as `_texts_at_fault` (every text's vector not finite,
+        and the probe's)."""
+        if vectors is None or any(t not in vectors for t in texts):
+            return {}
+        found = {t: "the encoder embedded it as a vector that is not finite (NaN or inf)" for t in texts
+                 if not np.isfinite(vectors[t]).all()}
+        if found and len(found) == len(texts) and not self._encoder_works():
+            raise ValueError("the encoder fails on every text, a probe's too: not the record's texts")
+        return found
+
+    def _rows_at_fault(self, entry: Entry, error: Exception,
+                       vectors: Mapping[str, np.ndarray] | None = None) -> dict[int, Exception]:
         """{i: the error of row i} of `entry`'s rows at fault for `error` (a row's error it failed with `tries` times):
         those the store refuses on their own content (`Store.refused_rows`), and where `error` comes from its texts
         (`_by_texts`) those a text of which the encoder refuses or embeds as NaN (`_texts_at_fault`, in the caller's
         thread: the worker's own holds `_worker` then, which a flush waits for, so not at `nice` (the inversion session
-        48 undid), as the rest of a failed batch's embedding). Raises as `_texts_at_fault`."""
+        48 undid), as the rest of a failed batch's embedding; for a vector not finite read off `vectors`, the move's own,
+        where they hold the record's texts: `_not_finite`). Raises as `_texts_at_fault`."""
         refused = self.store.refused_rows(entry.rows) if len(entry.rows) > 1 else {}
         if not _by_texts(error) or len(entry.rows) == 1:
             return refused
         texts = list(dict.fromkeys(t for i, r in enumerate(entry.rows) if i not in refused
                                    for t in (r.prompt, r.chosen, r.rejected) if t))
-        bad = self._texts_at_fault(texts, self._stop)
+        bad = self._not_finite(texts, vectors) if isinstance(error, RowRefused) else {}
+        if not bad:
+            bad = self._texts_at_fault(texts, self._stop, entry)
         for i, r in enumerate(entry.rows):
             name = next((name for name in ("prompt", "chosen", "rejected") if getattr(r, name) in bad), None)
             if i not in refused and name is not None:
@@ -1037,14 +1062,15 @@ class Ingestor:
                 return vectors or {}
         try:
             moved, failed = (0, []) if self._stop.is_set() else self._move_checked(entries, vectors)
-            self._pass_over(entries, moved, failed)
+            self._pass_over(entries, moved, failed, vectors)
         finally:
             self._worker.release()
         if failed:  # tried again after a pause (the rest of the batch is moved)
             self._stop.wait(RETRY_S)
         return {}
 
-    def _pass_over(self, entries: list[Entry], moved: int, failed: list[tuple[Entry, Exception]]) -> None:
+    def _pass_over(self, entries: list[Entry], moved: int, failed: list[tuple[Entry, Exception]],
+                   vectors: Mapping[str, np.ndarray] | None = None) -> None:
         """After a worker's batch `entries`: where each of its records failed on its own (`_move_checked` counts none of
         them: maybe not theirs), the next batches pass them over (`_next_batch`), so that the records behind them move;
         once the store has stored rows of a later batch, their failures were theirs: counted (`_failed`), and they are
@@ -1060,7 +1086,7 @@ class Ingestor:
             theirs = {kind: self._theirs(error) for kind, error in {_kind(error): error for _, error in failed}.items()}
             own = [(entry, error) for entry, error in failed if theirs[_kind(error)]]
             if own:
-                self._failed(own)
+                self._failed(own, vectors)
             self._passed_over = {**self._passed_over, **{entry.seq: (entry, error) for entry, error in failed
                                                           if not theirs[_kind(error)]}}
         elif moved and self._passed_over:
@@ -1083,7 +1109,7 @@ class Ingestor:
             log.error("moving feedback failed for each of %d records on its own (%s: %s); they stay in the log and are "
                       "tried again", len(entries), type(failed[0][1]).__name__, failed[0][1])
         else:
-            self._failed(failed)
+            self._failed(failed, vectors)
         return moved, failed
 
     def _halves(self, entries: list[Entry], vectors: dict[str, np.ndarray] | None, reading: bool,
@@ -1102,16 +1128,17 @@ class Ingestor:
                 moved, failed = moved + more, failed + fails
         return moved, failed
 
-    def _failed(self, failed: list[tuple[Entry, Exception]]) -> None:
+    def _failed(self, failed: list[tuple[Entry, Exception]], vectors: Mapping[str, np.ndarray] | None = None) -> None:
         """Counts each record's failure on its own; one that failed `tries` times is set aside: written to the dead
         letters (`pluralign.store.dead_letter`, on disk) and then dropped from the log, logged (its tenant and the
         letter's name: no user id), counted (`set_aside`). A letter that cannot be written leaves the record in the
         log, tried again. The rows at fault of a record its failure sets aside are found first (`_rows_at_fault`: an
-        encoder's look at its texts takes seconds for an import), before `_move`, which readers and DELETEs wait for."""
-        faults = {entry.seq: self._faults(entry, error) for entry, error in failed
+        encoder's look at its texts takes seconds for an import), before `_move`, which readers and DELETEs wait for.
+        `vectors`: those of their texts the move that failed had (the worker's), read for a vector not finite."""
+        faults = {entry.seq: self._faults(entry, error, vectors) for entry, error in failed
                   if self._failures.get(entry.seq, 0) + 1 >= self.tries}
         with self._move:
-            aside: list[Entry] = []
+            aside: dict[int, tuple[Entry, int]] = {}  # seq -> (a record set aside, its rows logged again)
             try:
                 for entry, error in failed:
                     if self.log.pending.get(entry.seq) is None:  # moved or forgotten meanwhile (a copy of it: the same seq)
@@ -1123,19 +1150,20 @@ class Ingestor:
                         continue
                     found = faults.get(entry.seq)
                     if found is None:  # its count reached `tries` meanwhile (a reader's move): looked at under `_move`
-                        found = self._faults(entry, error)
-                    if found is not _UNKNOWN and self._set_aside(entry, error, tries, found):
-                        aside.append(entry)
+                        found = self._faults(entry, error, vectors)
+                    if found is not _UNKNOWN and (staying := self._set_aside(entry, error, tries, found)) is not None:
+                        aside[entry.seq] = (entry, staying)
             finally:
                 self._drop_set_aside(aside)
             if len(self._failures) > 4 * self.batch:  # of records moved or forgotten since
                 self._failures = {seq: n for seq, n in self._failures.items() if self.log.pending.get(seq) is not None}
 
-    def _faults(self, entry: Entry, error: Exception) -> dict[int, Exception] | object:
+    def _faults(self, entry: Entry, error: Exception,
+                vectors: Mapping[str, np.ndarray] | None = None) -> dict[int, Exception] | object:
         """`_rows_at_fault`, or _UNKNOWN where they could not be told (the encoder failing on every text, a stop, a
         failure of the store's): the record is then not set aside this time, tried again."""
         try:
-            return self._rows_at_fault(entry, error)
+            return self._rows_at_fault(entry, error, vectors)
         except _Closed:
             return _UNKNOWN
         except Exception as exc:  # noqa: BLE001 (not the record's: it stays in the log)
@@ -1143,20 +1171,21 @@ class Ingestor:
                         "log and is tried again", entry.key[0], type(exc).__name__, exc)
             return _UNKNOWN
 
-    def _drop_set_aside(self, aside: list[Entry]) -> None:
+    def _drop_set_aside(self, aside: Mapping[int, tuple[Entry, int]]) -> None:
         """The records set aside (`_set_aside`, their letters written) dropped from the log: from what is pending and
         from its files, each segment rewritten once (`FeedbackLog.set_aside`), so no later start replays them and sets
         them aside again. One that cannot be cut from its file (no room) is dropped from what is pending all the same:
-        the next start sets it aside again, as after a kill."""
+        the next start sets it aside again, as after a kill. `aside`: seq -> (record, its rows logged again as a record
+        of their own, which have not left the log: `FeedbackLog.set_aside`'s `staying`)."""
         if not aside:
             return
         try:
-            self.log.set_aside(aside)
+            self.log.set_aside([entry for entry, _ in aside.values()], {seq: n for seq, (_, n) in aside.items()})
         except OSError as exc:
             log.error("%d feedback record(s) set aside could not be cut from the feedback log's files (%s): the next start "
                       "sets them aside again", len(aside), exc)
 
-    def _set_aside(self, entry: Entry, error: Exception, tries: int, refused: Mapping[int, Exception]) -> bool:
+    def _set_aside(self, entry: Entry, error: Exception, tries: int, refused: Mapping[int, Exception]) -> int | None:
         """`entry`, failed `tries` times on its own with `error`, set aside (`_failed`): only its rows at fault (`refused`:
         those the store refuses on their own content, or a text of which the encoder refuses or embeds as NaN) where
         they are some but not all, the others put back in the log as a
@@ -1165,8 +1194,9 @@ class Ingestor:
         before the log forgets the record: a kill between finds the record pending again, set aside again as the same
         letter, and its rows moved twice are stored once. Until session 49 one bad row of an 8,000-row import set the
         whole import aside; until session 50 one text the encoder refused, or embedded as NaN, did still. `refused`: the
-        rows at fault (`_rows_at_fault`), by position. Returns whether it was set aside (the caller then drops it from the
-        log: `FeedbackLog.set_aside`, once for all the records of a call). Under `_move`."""
+        rows at fault (`_rows_at_fault`), by position. Returns how many of its rows were logged again as a record of their
+        own (0: set aside whole), None where it was not set aside (the caller then drops it from the log:
+        `FeedbackLog.set_aside`, once for all the records of a call). Under `_move`."""
         bad = sorted(refused) if 0 < len(refused) < len(entry.rows) else list(range(len(entry.rows)))
         words = f"{type(error).__name__}: {error}" if len(bad) == len(entry.rows) else "; ".join(
             f"{type(refused[i]).__name__}: {refused[i]}" for i in bad[:8]) + (f"; and {len(bad) - 8} more" if len(bad) > 8 else "")
@@ -1180,14 +1210,14 @@ class Ingestor:
                                 received if received is not None and np.isfinite(received) else None, bounded=False)
         except (OSError, StoreUnavailable) as exc:  # the letter, or the rest's record, not written: tried again
             log.error("a feedback record that failed %d times could not be set aside (%s): it stays in the log", tries, exc)
-            return False
+            return None
         del self._failures[entry.seq]
         self.set_aside += len(bad)
         log.error("%d of the %d row(s) of a feedback record of tenant %r failed %d times on their own and were set aside as "
                   "dead letter %s (kept: an admin lists it, puts it back or discards it)%s: %s", len(bad), len(entry.rows),
                   entry.key[0], tries, name, "" if len(bad) == len(entry.rows) else "; the record's other rows are stored",
                   words)
-        return True
+        return len(entry.rows) - len(bad)
 
     def requeue(self, name: str) -> int:
         """Puts the dead letter `name` back in the log (as one record, received when it first was, where that time is

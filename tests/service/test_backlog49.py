@@ -253,7 +253,7 @@ def test_one_bad_row_of_an_import_record_sets_aside_that_row_only(tmp_path, quic
         letter = ingest.dead_letters.read(name)
         assert [r.pref_id for r in letter.rows] == [rows[1].pref_id, rows[4].pref_id] and letter.row_numbers == [2, 5]
         assert "created_at" in letter.error and "row 1" in letter.error and "row 4" in letter.error
-        assert ingest.forget_user("t1", "ann") == 0 and ingest.dead_letters.names() == []
+        assert ingest.forget_user("t1", "ann") == 2 and ingest.dead_letters.names() == []  # the 2 rows set aside went
     finally:
         ingest.close()
 
@@ -530,3 +530,25 @@ def test_retry_after_of_a_tenants_backlog_grows_with_what_must_drain(svc):
     assert 1 <= short < long <= 60, (short, long, before, after)
     assert min(60, math.ceil(BOUND / before)) <= long <= min(60, math.ceil(BOUND / after)), (long, before, after)
     wait_for(lambda: rt.ingest.log.tenant_backlog("drain50") == 0, timeout=60.0)
+
+
+def test_a_delete_of_a_user_whose_rows_are_set_aside_counts_them(svc):
+    """DELETE /v1/users/{id} of a user whose only rows are set aside as a dead letter (their profile and export a 200):
+    a 200 whose `deleted.preferences` counts those rows, and the letter is gone; a user with a stored row and a row set
+    aside has both counted. Before (review of session 50), the rows went but the DELETE said 404 "no user" (their rows
+    were counted only where the table or the feedback log held them), and a user with both was told 1 row."""
+    rt = svc.runtime
+    put_letters(rt, "acme", "aside-deleted", 2, time.time())
+    put_letters(rt, "acme", "aside-and-stored", 1, time.time())
+    with svc.client("acme") as acme:
+        assert acme.get("/v1/users/aside-deleted").status_code == 200
+        r = acme.delete("/v1/users/aside-deleted")
+        assert r.status_code == 200, r.text
+        assert r.json()["deleted"]["preferences"] == 2, r.json()
+        assert not rt.ingest.dead_letters.holds("acme", "aside-deleted")
+        assert acme.get("/v1/users/aside-deleted").status_code == 404
+        assert acme.post("/v1/feedback", json=comparison("aside-and-stored", 0)).status_code == 201
+        assert acme.get("/v1/users/aside-and-stored").json()["counts"] == {"preferences": 1, "interactions": 0, "set_aside": 1}
+        r = acme.delete("/v1/users/aside-and-stored")
+        assert r.status_code == 200 and r.json()["deleted"]["preferences"] == 2, r.text
+        assert acme.delete("/v1/users/aside-deleted").status_code == 404  # nothing left of them
