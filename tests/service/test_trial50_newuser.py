@@ -85,3 +85,25 @@ def test_if_match_with_an_entity_tag_this_service_never_gave_is_a_412_not_a_400(
         for bad in ('"1', 'abc', '"a"b"'):  # quotes without their pair, or none around a word: still malformed
             r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
             assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
+
+
+# Session reviewtrial50: what breaking the above found (each test failed before its fix).
+
+
+def test_if_match_tags_are_compared_as_opaque_strings_commas_and_leading_zeros_included(svc):
+    """An entity-tag may hold a comma (RFC 9110, 8.8.3: etagc is any visible character but `"`): `"a,b"` is one
+    well-formed tag that names no version, a 412; it was split at the comma into `"a` and `b"`, a 400 'must be
+    version tags'. And tags compare as strings (13.1.1): `"01"` is not the service's `"1"`; it was read as the
+    number 1 and matched, so a PATCH went through on a tag the service never gave."""
+    url = "/v1/users/commas50/stated-preferences"
+    with svc.client() as c:
+        assert c.patch(url, json={"preferences": {"length": "less"}}).status_code == 200  # version 1
+        for tag in ('"a,b"', '"1,2"', 'W/"1,x", "a,,b"', '"01"', '"001", "0001"'):
+            r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": tag})
+            assert r.status_code == 412 and field_named(r) == "If-Match" and r.headers["etag"] == '"1"', (tag, r.text)
+        assert c.get(url).json()["version"] == 1  # none of them wrote
+        r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": '"x,1", "1"'})
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+        for bad in ('"1,', '"2" "2"', '"a,b" junk', ', "a,b'):  # a quote still needs its pair; tags need commas between
+            r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
+            assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
