@@ -363,10 +363,14 @@ class Admin:
                 queueing = self._queueing.__dict__.setdefault("users", set())
                 queueing.add((tenant, user))
                 try:
-                    snapshot = self.snapshot(tenant, user)
+                    snapshot, comparisons = self.snapshot(tenant, user)
                 finally:
                     queueing.discard((tenant, user))
                 params["data"] = str(snapshot)
+                if "comparisons" in params:  # the trigger's count, from before the snapshot moved the rows still waiting:
+                    # the job trains on those too, and the next job is counted from it (until session reviewtrial50 the
+                    # count before, so the next job came that many comparisons early)
+                    params["comparisons"] = comparisons
                 return self._submit_on(snapshot, kind, params, nullcontext())  # a DELETE of the user waits for the user's lock
         return self.runner.submit(kind, params, request_id=current())  # the request that caused it (or the feedback's, for a trigger)
 
@@ -407,9 +411,10 @@ class Admin:
         return next((j for j in self.runner.active() if j.kind == "adapter"
                      and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
-    def snapshot(self, tenant: str, user: str) -> Path:
+    def snapshot(self, tenant: str, user: str) -> tuple[Path, int]:
         """The user's stored comparisons as a preference file for the worker, their few rows still pending
-        in the log moved first. Raises Backlogged when more than READ_INLINE_ROWS of them wait (a large
+        in the log moved first, and how many of them are strict (no tie: what `count_comparisons` counts).
+        Raises Backlogged when more than READ_INLINE_ROWS of them wait (a large
         import being stored): moving them here, under the user's lock, held their DELETE, chats and refits
         for minutes."""
         self.rt.ingest.flush_user(tenant, user, at_most=READ_INLINE_ROWS)
@@ -423,7 +428,7 @@ class Admin:
             raise bad_request("params.user", f"user {user!r} of tenant {tenant!r} has no stored comparisons to train on")
         path = self.folder / "data" / tenant / f"{user}-{int(time.time() * 1000)}.jsonl"
         write_jsonl(records, path)
-        return path
+        return path, sum(1 for r in records if not r.tie)
 
     def population_snapshot(self) -> Path:
         """Every stored strict comparison of every tenant as one preference file; users are named

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
@@ -107,3 +109,29 @@ def test_if_match_tags_are_compared_as_opaque_strings_commas_and_leading_zeros_i
         for bad in ('"1,', '"2" "2"', '"a,b" junk', ', "a,b'):  # a quote still needs its pair; tags need commas between
             r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
             assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
+
+
+def test_a_triggered_adapter_job_records_the_comparisons_its_snapshot_holds(svc):
+    """The trigger counts the user's comparisons when a batch of the feedback worker reaches `adapter_every`, then the
+    job's snapshot moves the user's rows still waiting in the log (trial50: they no longer queue a job of their own):
+    the job trains on them, but `params.comparisons`, the count the next job is measured from (docs/admin.md,
+    "Automatic trigger"), was the count from before, so the user's next job came that many comparisons early (an
+    import's: hundreds). Here the worker moves one record a batch: the trigger fires at 3, a fourth still waits."""
+    user, ingest = "late50", svc.runtime.ingest
+    with svc.client() as c, svc.client("admin") as admin:
+        with ingest.paused():
+            for i in range(4):
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Q{i}?",
+                                                  "chosen": f"Yes {i}.", "rejected": f"No {i}."})
+                assert r.status_code == 201, r.text
+            batch, ingest.batch = ingest.batch, 1
+        try:
+            deadline = time.monotonic() + 30
+            while not (jobs := _adapter_jobs(admin, user)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            ingest.batch = batch
+        assert len(jobs) == 1, jobs
+        rows = (svc.runtime.settings.data_path / jobs[0]["params"]["data"]).read_text().splitlines()  # shown relative to it
+        assert len(rows) == 4 and jobs[0]["params"]["comparisons"] == 4, (len(rows), jobs[0]["params"])
+        admin.post(f"/admin/jobs/{jobs[0]['id']}/cancel")
