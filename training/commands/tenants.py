@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
                          "(or PLURALIGN_DATA_DIR)")
     if args.action == "users":
         return _users(args, settings, folder)
+    from pluralign.urls import redacted
     from service.auth import KeyRing
     from service.tenants import begin_removal, read_removal
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         check_keys_file(settings)  # the replicas' shared key file not there: not an empty one of its own (reviewreplicas49)
         keys = KeyRing(settings.keys_path)
         if not args.even_if_unseen and not _seen(settings, folder, keys, args.tenant):
-            raise ValueError(f"tenant {args.tenant!r} has no key, no row in the store ({settings.lancedb_uri}) and no removal "
+            raise ValueError(f"tenant {args.tenant!r} has no key, no row in the store ({redacted(settings.lancedb_uri)}) and no removal "
                              "before: nothing to remove (a typo? `pluralign keys list` names the tenants with keys); "
                              "--even-if-unseen begins it all the same (feedback of it only still in a service's log)")
         removal, _ = begin_removal(folder, keys, args.tenant)
