@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import time
 
 import pytest
@@ -134,4 +135,30 @@ def test_a_triggered_adapter_job_records_the_comparisons_its_snapshot_holds(svc)
         assert len(jobs) == 1, jobs
         rows = (svc.runtime.settings.data_path / jobs[0]["params"]["data"]).read_text().splitlines()  # shown relative to it
         assert len(rows) == 4 and jobs[0]["params"]["comparisons"] == 4, (len(rows), jobs[0]["params"])
+        admin.post(f"/admin/jobs/{jobs[0]['id']}/cancel")
+
+
+def test_a_user_whose_adapter_job_could_not_be_queued_is_checked_again_at_their_next_comparison(svc, monkeypatch):
+    """trial50 leaves the trigger of the rows a job's snapshot moves to that job. When the job then cannot be queued
+    (its record not written: a full disk's 507), no job covers them, and the trigger had set the user's count back to
+    0: their next job came only `adapter_every` comparisons later, as if that job had been queued. Now they are due
+    again at their next comparison, as a user the tenant's quota held back is."""
+    user = "disk50"
+    runner = svc.server.server.config.app.state.admin.runner
+    with svc.client() as c, svc.client("admin") as admin:
+        with svc.runtime.ingest.paused():
+            for i in range(3):  # adapter_every: still in the log, moved by the job's snapshot
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Q{i}?",
+                                                  "chosen": f"Yes {i}.", "rejected": f"No {i}."})
+                assert r.status_code == 201, r.text
+            with monkeypatch.context() as patched:
+                patched.setattr(runner, "submit", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+                r = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": user}})
+            assert r.status_code == 507, r.text
+            assert _adapter_jobs(admin, user) == []
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Q3?", "chosen": "Yes 3.", "rejected": "No 3."})
+            assert r.status_code == 201, r.text
+            assert c.get(f"/v1/users/{user}").status_code == 200  # moves it: the trigger checks the user
+        jobs = _adapter_jobs(admin, user)
+        assert [(j["state"], j["params"]["comparisons"]) for j in jobs] == [("queued", 4)], jobs
         admin.post(f"/admin/jobs/{jobs[0]['id']}/cancel")
