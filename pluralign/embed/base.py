@@ -19,6 +19,13 @@ class Encoder(Protocol):
         ...
 
 
+def word_pieces(counter, texts: list[str]) -> list[int]:
+    """Word pieces (special tokens included) of each text, none cut (here, with no torch import, for
+    `pluralign serve-embeddings`' usage too). `counter`: an encoder's own copy of its
+    tokenizer, only ever called so: its truncation and padding settings stay off, so threads may share it."""
+    return [len(ids) for ids in counter(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+
+
 def checked_vectors(encoder: Encoder, vectors, n_texts: int) -> np.ndarray:
     """What `encoder.encode` returned for `n_texts` texts, as float32 (n_texts, encoder.dim); raises
     ValueError naming the encoder when it is another shape or holds NaN or inf, so nothing built

@@ -24,16 +24,10 @@ import numpy as np
 import torch
 
 from pluralign.device import default_device
-from pluralign.embed.base import SLICE_TOKENS, slices, text_list
+from pluralign.embed.base import SLICE_TOKENS, slices, text_list, word_pieces
 from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path, quiet_loading
 from pluralign.embed.named import encoder_identity
 from pluralign.turns import Turns, caller
-
-
-def word_pieces(counter, texts: list[str]) -> list[int]:
-    """Word pieces (special tokens included) of each text, none cut. `counter`: an encoder's own copy of its
-    tokenizer, only ever called so: its truncation and padding settings stay off, so threads may share it."""
-    return [len(ids) for ids in counter(texts, add_special_tokens=True, truncation=False)["input_ids"]]
 
 
 def in_turns(encoder, texts: list[str], run, *, longest_first: bool = False) -> np.ndarray:

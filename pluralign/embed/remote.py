@@ -26,7 +26,9 @@ class RemoteEncoder:
     `RemoteEncoderError`, when the server is down or serves no such model; a ValueError naming `base_url`, before it,
     for one that is no http(s) URL of a host: `pluralign.urls.check_base_url`). `request_headers()` is
     asked at each request for headers to send with it (the service passes the `X-Request-Id` of the
-    request the texts are embedded for, so the embeddings server's log names it)."""
+    request the texts are embedded for, so the embeddings server's log names it). An empty text is sent as one
+    space (OpenAI's API, TEI and `pluralign serve-embeddings` refuse an empty input; MiniLM's tokenizer reads both as
+    nothing, so its vector is the local encoder's for "")."""
 
     def __init__(
         self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 32, timeout: float = 60.0,
@@ -47,7 +49,10 @@ class RemoteEncoder:
         import openai
 
         try:
-            response = self._client.embeddings.create(model=self.encoder_id, input=texts, encoding_format="float",
+            # an empty text (a chat's candidate that ended at once) as one space: OpenAI's API, TEI and `pluralign
+            # serve-embeddings` refuse an empty input, and a WordPiece tokenizer (MiniLM's) reads " " as it reads ""
+            sent = [t or " " for t in texts]
+            response = self._client.embeddings.create(model=self.encoder_id, input=sent, encoding_format="float",
                                                       extra_headers=dict(self.request_headers()))
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc

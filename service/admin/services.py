@@ -387,17 +387,36 @@ class Admin:
                 # passes the `openai:URL`, credentials and all, to the job's record and its worker's command line)
                 if "base" not in params:
                     params.update(adapter_base(self.rt.settings, self.rt.generator.model_id))
-                # the snapshot moves the user's pending rows first: the trigger those rows call back (`on_feedback`, in this
-                # thread) leaves them to this job, which trains on them (until session trial50 it queued a second job)
-                queueing = self._queueing.__dict__.setdefault("users", set())
-                queueing.add((tenant, user))
-                try:
-                    snapshot = self.snapshot(tenant, user)
-                finally:
-                    queueing.discard((tenant, user))
-                params["data"] = str(snapshot)
-                return self._submit_on(snapshot, kind, params, nullcontext())  # a DELETE of the user waits for the user's lock
+                return self._queue_adapter(tenant, user, kind, params)
         return self.runner.submit(kind, params, request_id=current())  # the request that caused it (or the feedback's, for a trigger)
+
+    def _queue_adapter(self, tenant: str, user: str, kind: str, params: dict[str, Param]) -> Job:
+        """`_submit` of the user's adapter job, under their lock: its snapshot, then the job. The snapshot moves the
+        user's pending rows first: the trigger those rows call back (`on_feedback`, in this thread) leaves them to this
+        job, which trains on them (until session trial50 it queued a second job). When the job is not queued after all
+        (its snapshot or record not written: a full disk), a user whose trigger was left to it is due again at their
+        next comparison (until session reviewtrial50 only `adapter_every` comparisons later)."""
+        key, local = (tenant, user), self._queueing.__dict__
+        queueing, skipped = local.setdefault("users", set()), local.setdefault("skipped", set())
+        queueing.add(key)
+        try:
+            try:
+                snapshot, comparisons = self.snapshot(tenant, user)
+            finally:
+                queueing.discard(key)
+            params["data"] = str(snapshot)
+            if "comparisons" in params:  # the trigger's count, from before the snapshot moved the rows still waiting:
+                # the job trains on those too, and the next job is counted from it (until session reviewtrial50 the
+                # count before, so the next job came that many comparisons early)
+                params["comparisons"] = comparisons
+            return self._submit_on(snapshot, kind, params, nullcontext())  # a DELETE of the user waits for the user's lock
+        except BaseException:
+            if key in skipped:
+                with self._lock:
+                    self._new[key] = max(self._new.get(key, 0), self.trigger.every - 1)
+            raise
+        finally:
+            skipped.discard(key)
 
     def _submit_population(self, kind: str, params: dict[str, Param]) -> Job:
         snapshot = None
@@ -436,9 +455,10 @@ class Admin:
         return next((j for j in self.runner.active() if j.kind == "adapter"
                      and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
-    def snapshot(self, tenant: str, user: str) -> Path:
+    def snapshot(self, tenant: str, user: str) -> tuple[Path, int]:
         """The user's stored comparisons as a preference file for the worker, their few rows still pending
-        in the log moved first. Raises Backlogged when more than READ_INLINE_ROWS of them wait (a large
+        in the log moved first, and how many of them are strict (no tie: what `count_comparisons` counts).
+        Raises Backlogged when more than READ_INLINE_ROWS of them wait (a large
         import being stored): moving them here, under the user's lock, held their DELETE, chats and refits
         for minutes."""
         self.rt.ingest.flush_user(tenant, user, at_most=READ_INLINE_ROWS)
@@ -452,7 +472,7 @@ class Admin:
             raise bad_request("params.user", f"user {user!r} of tenant {tenant!r} has no stored comparisons to train on")
         path = self.folder / "data" / tenant / f"{user}-{int(time.time() * 1000)}.jsonl"
         write_jsonl(records, path)
-        return path
+        return path, sum(1 for r in records if not r.tie)
 
     def population_snapshot(self) -> Path:
         """Every stored strict comparison of every tenant as one preference file; users are named
@@ -973,7 +993,10 @@ class Admin:
         With the tenant at `tenant_queued_jobs` the user is checked again at their next strict
         comparison (a warning line, no traceback: the quota doing its job is no error)."""
         if (tenant, user) in getattr(self._queueing, "users", ()):
-            return  # called back from the snapshot of the job this thread is queueing for the user: that job covers them
+            # called back from the snapshot of the job this thread is queueing for the user: that job covers them (noted:
+            # due again should it not be queued after all, `_queue_adapter`)
+            self._queueing.__dict__.setdefault("skipped", set()).add((tenant, user))
+            return
         try:
             with self.rt.user_lock(tenant, user):  # one check-then-queue at a time per user
                 comparisons = self.rt.store.count_comparisons(tenant, user)

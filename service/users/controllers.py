@@ -614,33 +614,45 @@ def _tagged(page: services.StatedPage) -> Response[services.StatedPage]:
     return Response(page, headers={"ETag": f'"{page.version}"'})
 
 
-# an entity-tag (RFC 9110, 8.8.3: opaque, any visible characters but `"` between the quotes, W/ before a weak one), or a
-# bare 3; this service's tags are versions ("3"), and another well-formed tag ("3-gzip", from a proxy) names none of them
-_TAG = re.compile(r'^(W/)?"([\x21\x23-\x7e\x80-\xff]*)"$|^(\d{1,18})$')
-_VERSION = re.compile(r"\d{1,18}")
+# one element of an If-Match list and what ends it (RFC 9110, 5.6.1 and 8.8.3): an entity-tag (opaque: any visible
+# character but `"` between the quotes, commas included; W/ before a weak one), or else a run of other characters (a bare
+# 3, `*`, or something malformed); then a comma or the end. This service's tags are versions ("3"), compared as strings:
+# another well-formed tag ("3-gzip" from a proxy, "03", "a,b") names none of them
+_ELEMENT = re.compile(r'[ \t]*(?:(W/)?"([\x21\x23-\x7e\x80-\xff]*)"|([^\s,]*))[ \t]*(?:,|\Z)')
+_VERSION = re.compile(r"0|[1-9]\d{0,17}")  # a version as this service writes it in a tag: "3", never "03"
+_BARE = re.compile(r"\d{1,18}")
 
 
 def _if_match(value: str | None) -> list[int | None] | None:
     """An `If-Match` header: a list of version tags (`"3"`, `W/"3"` or `3`) or `*` alone. If-Match
     compares strongly (RFC 9110, 13.1.1), so a weak tag `W/"3"` never matches: it is left out, and so is
-    a well-formed tag that is no version (`"3-gzip"`, `"abc"`: entity-tags are opaque), so a list of
-    such tags only is a 412 (until session trial50 a 400). Empty list elements (`"5" ,`) are ignored
-    (RFC 9110, 5.6.1). Raises a 400 naming `If-Match` when an element is none of these (`"3` or `3"`: a
-    quote without its pair; `abc`), when `*` comes with tags, or when there is no element at all."""
+    a well-formed tag that is no version (`"3-gzip"`, `"abc"`, `"03"`, `"a,b"`: entity-tags are opaque
+    strings, and may hold commas), so a list of such tags only is a 412 (until session trial50 a 400; until
+    session reviewtrial50 `"03"` matched version 3 and `"a,b"` was split at its comma, a 400). Empty list
+    elements (`"5" ,`) are ignored (RFC 9110, 5.6.1). Raises a 400 naming `If-Match` when an element is none
+    of these (`"3` or `3"`: a quote without its pair; `abc`; `"2" "2"`: two tags without a comma), when `*`
+    comes with tags, or when there is no element at all."""
     if value is None:
         return None
-    elements = [e.strip() for e in value.split(",") if e.strip()]
-    if "*" in elements and len(elements) > 1:
-        raise bad_request("If-Match", "is either * or a list of version tags, not both")
     wanted: list[int | None] = []
-    for element in elements:
-        found = _TAG.match(element)
-        if element == "*":
-            wanted.append(None)
-        elif found is None:
+    elements, at = 0, 0
+    while at < len(value):
+        found = _ELEMENT.match(value, at)
+        if found is None or found.end() == at:  # a tag followed by something other than a comma
             raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
-        elif found.group(1) is None and _VERSION.fullmatch(tag := found.group(2) or found.group(3) or ""):
-            wanted.append(int(tag))  # a weak tag matches nothing under the strong comparison, nor a tag that is no version
+        at = found.end()
+        weak, tag, bare = found.groups()
+        if tag is None and not bare:
+            continue  # an empty element
+        elements += 1
+        if bare == "*":
+            wanted.append(None)
+        elif bare is not None and not _BARE.fullmatch(bare):
+            raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
+        elif bare is not None or (weak is None and _VERSION.fullmatch(tag)):
+            wanted.append(int(bare or tag))  # a weak tag matches nothing under the strong comparison, nor a tag that is no version
+    if None in wanted and elements > 1:
+        raise bad_request("If-Match", "is either * or a list of version tags, not both")
     if not elements:
         raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
     return wanted

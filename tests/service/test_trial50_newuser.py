@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import errno
+import time
+
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
@@ -85,3 +88,77 @@ def test_if_match_with_an_entity_tag_this_service_never_gave_is_a_412_not_a_400(
         for bad in ('"1', 'abc', '"a"b"'):  # quotes without their pair, or none around a word: still malformed
             r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
             assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
+
+
+# Session reviewtrial50: what breaking the above found (each test failed before its fix).
+
+
+def test_if_match_tags_are_compared_as_opaque_strings_commas_and_leading_zeros_included(svc):
+    """An entity-tag may hold a comma (RFC 9110, 8.8.3: etagc is any visible character but `"`): `"a,b"` is one
+    well-formed tag that names no version, a 412; it was split at the comma into `"a` and `b"`, a 400 'must be
+    version tags'. And tags compare as strings (13.1.1): `"01"` is not the service's `"1"`; it was read as the
+    number 1 and matched, so a PATCH went through on a tag the service never gave."""
+    url = "/v1/users/commas50/stated-preferences"
+    with svc.client() as c:
+        assert c.patch(url, json={"preferences": {"length": "less"}}).status_code == 200  # version 1
+        for tag in ('"a,b"', '"1,2"', 'W/"1,x", "a,,b"', '"01"', '"001", "0001"'):
+            r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": tag})
+            assert r.status_code == 412 and field_named(r) == "If-Match" and r.headers["etag"] == '"1"', (tag, r.text)
+        assert c.get(url).json()["version"] == 1  # none of them wrote
+        r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": '"x,1", "1"'})
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+        for bad in ('"1,', '"2" "2"', '"a,b" junk', ', "a,b'):  # a quote still needs its pair; tags need commas between
+            r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
+            assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
+
+
+def test_a_triggered_adapter_job_records_the_comparisons_its_snapshot_holds(svc):
+    """The trigger counts the user's comparisons when a batch of the feedback worker reaches `adapter_every`, then the
+    job's snapshot moves the user's rows still waiting in the log (trial50: they no longer queue a job of their own):
+    the job trains on them, but `params.comparisons`, the count the next job is measured from (docs/admin.md,
+    "Automatic trigger"), was the count from before, so the user's next job came that many comparisons early (an
+    import's: hundreds). Here the worker moves one record a batch: the trigger fires at 3, a fourth still waits."""
+    user, ingest = "late50", svc.runtime.ingest
+    with svc.client() as c, svc.client("admin") as admin:
+        with ingest.paused():
+            for i in range(4):
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Q{i}?",
+                                                  "chosen": f"Yes {i}.", "rejected": f"No {i}."})
+                assert r.status_code == 201, r.text
+            batch, ingest.batch = ingest.batch, 1
+        try:
+            deadline = time.monotonic() + 30
+            while not (jobs := _adapter_jobs(admin, user)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            ingest.batch = batch
+        assert len(jobs) == 1, jobs
+        rows = (svc.runtime.settings.data_path / jobs[0]["params"]["data"]).read_text().splitlines()  # shown relative to it
+        assert len(rows) == 4 and jobs[0]["params"]["comparisons"] == 4, (len(rows), jobs[0]["params"])
+        admin.post(f"/admin/jobs/{jobs[0]['id']}/cancel")
+
+
+def test_a_user_whose_adapter_job_could_not_be_queued_is_checked_again_at_their_next_comparison(svc, monkeypatch):
+    """trial50 leaves the trigger of the rows a job's snapshot moves to that job. When the job then cannot be queued
+    (its record not written: a full disk's 507), no job covers them, and the trigger had set the user's count back to
+    0: their next job came only `adapter_every` comparisons later, as if that job had been queued. Now they are due
+    again at their next comparison, as a user the tenant's quota held back is."""
+    user = "disk50"
+    runner = svc.server.server.config.app.state.admin.runner
+    with svc.client() as c, svc.client("admin") as admin:
+        with svc.runtime.ingest.paused():
+            for i in range(3):  # adapter_every: still in the log, moved by the job's snapshot
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Q{i}?",
+                                                  "chosen": f"Yes {i}.", "rejected": f"No {i}."})
+                assert r.status_code == 201, r.text
+            with monkeypatch.context() as patched:
+                patched.setattr(runner, "submit", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+                r = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": user}})
+            assert r.status_code == 507, r.text
+            assert _adapter_jobs(admin, user) == []
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Q3?", "chosen": "Yes 3.", "rejected": "No 3."})
+            assert r.status_code == 201, r.text
+            assert c.get(f"/v1/users/{user}").status_code == 200  # moves it: the trigger checks the user
+        jobs = _adapter_jobs(admin, user)
+        assert [(j["state"], j["params"]["comparisons"]) for j in jobs] == [("queued", 4)], jobs
+        admin.post(f"/admin/jobs/{jobs[0]['id']}/cancel")

@@ -24,9 +24,13 @@ MAX_LABEL = 128  # characters of a key's --name
 def key_label(text: str) -> str:
     """An argparse `type=` for `keys create --name`: at most MAX_LABEL characters, none a control or format
     character (Unicode Cc/Cf: a newline, an escape, a bidi override), which `keys list` and `revoke` would
-    show a terminal raw or another reader misread; argparse's usage error naming the option (exit 2)."""
+    show a terminal raw or another reader misread, nor blank (`--name "$NAME"` with NAME unset: leave --name out for a
+    key without a name; until session reviewtrial50 a nameless key, exit 0); argparse's usage error naming the option
+    (exit 2)."""
     import unicodedata
 
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is blank: give a label, or leave --name out for a key without one")
     if len(text) > MAX_LABEL:
         raise argparse.ArgumentTypeError(f"{len(text)} characters; at most {MAX_LABEL}")
     bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cf")), None)
@@ -43,7 +47,7 @@ def register(subparsers) -> None:
     create = sub.add_parser("create", help="issue a key (printed once)")
     create.add_argument("--tenant", required=True, type=tenant_name, help="the tenant the key reaches (admin keys: a label)")
     create.add_argument("--admin", action="store_true", help="an admin key: /admin routes only, over every tenant's data (--tenant only labels it)")
-    create.add_argument("--name", default="", type=key_label, help=f"a label to find it by (at most {MAX_LABEL} characters, no control characters)")
+    create.add_argument("--name", default=None, type=key_label, help=f"a label to find it by (not blank, at most {MAX_LABEL} characters, no control characters)")
     listing = sub.add_parser("list", help="keys: id, tenant, admin, name, created_at (never the key)")
     revoke = sub.add_parser("revoke", help="remove a key by id (from `list`) or name; effective at once")
     revoke.add_argument("key", help="the key's id (8+ hex digits of its hash) or its name")
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     keys = KeyRing(settings.keys_path)
     describe = lambda k: {"id": key_id(k), "tenant": k.tenant, "admin": k.admin, "name": k.name, "created_at": k.created_at}
     if args.action == "create":
-        key = keys.issue(args.tenant, admin=args.admin, name=args.name)
+        key = keys.issue(args.tenant, admin=args.admin, name=args.name or "")  # None: no --name (argparse would check a default "")
         entry = keys.lookup(key)
         print_json({**describe(entry), "key": key})
     elif args.action == "list":

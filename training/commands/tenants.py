@@ -11,7 +11,8 @@ per user (`user`, row counts by table, `has_profile`, `last_activity` in unix se
 and records the removal in the data folder; the service (running, or at its next start) removes every trace
 of the tenant in the background (docs/admin.md, "Tenants") and `status` prints how far it went. It prints the
 removal's record (`state`: running or done); sent again while one runs, that one. A tenant whose keys are in a
-key file that is a link (replicas' shared Secret) is refused (exit 1): revoke them there first.
+key file that is a link (replicas' shared Secret) is refused (exit 1): revoke them there first. So is a tenant with no
+key, no row in the store and no removal before (a mistyped name; exit 2), unless --even-if-unseen.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def register(subparsers) -> None:
     users.add_argument("--after", default=None, help="the last user id of the page before (its `next`)")
     users.add_argument("--limit", type=_limit, default=100, help="users in the page (1-1000, default 100)")
     remove = sub.add_parser("remove", help="revoke the tenant's keys and remove every trace of it (the service runs it)")
+    remove.add_argument("--even-if-unseen", action="store_true",
+                        help="begin it for a tenant with no key, no row in the store and no removal before (refused otherwise: a typo)")
     status = sub.add_parser("status", help="how far the tenant's removal went")
     for command in (users, remove, status):
         command.add_argument("--tenant", required=True, type=tenant_name, help="the tenant")
@@ -61,12 +64,18 @@ def run(args: argparse.Namespace) -> int:
                          "(or PLURALIGN_DATA_DIR)")
     if args.action == "users":
         return _users(args, settings, folder)
+    from pluralign.urls import redacted
     from service.auth import KeyRing
     from service.tenants import begin_removal, read_removal
 
     if args.action == "remove":
         check_keys_file(settings)  # the replicas' shared key file not there: not an empty one of its own (reviewreplicas49)
-        removal, _ = begin_removal(folder, KeyRing(settings.keys_path), args.tenant)
+        keys = KeyRing(settings.keys_path)
+        if not args.even_if_unseen and not _seen(settings, folder, keys, args.tenant):
+            raise ValueError(f"tenant {args.tenant!r} has no key, no row in the store ({redacted(settings.lancedb_uri)}) and no removal "
+                             "before: nothing to remove (a typo? `pluralign keys list` names the tenants with keys); "
+                             "--even-if-unseen begins it all the same (feedback of it only still in a service's log)")
+        removal, _ = begin_removal(folder, keys, args.tenant)
     else:
         removal = read_removal(folder, args.tenant)
         if removal is None:
@@ -75,19 +84,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tables(settings) -> dict:
+    """The store's tables a tenant's users are read from (`pluralign.store.tenants.TIME_COLUMNS`), by name; none
+    for a store folder not made yet (and none is made here)."""
+    from pluralign.store.location import connect, is_object_store
+    from pluralign.store.tenants import TIME_COLUMNS
+
+    uri = settings.lancedb_uri
+    if not (is_object_store(uri) or Path(uri).is_dir()):
+        return {}
+    db = connect(uri, settings.storage_options)
+    names = set(db.list_tables().tables)
+    return {name: db.open_table(name) for name in TIME_COLUMNS if name in names}
+
+
+def _seen(settings, folder: Path, keys, tenant: str) -> bool:
+    """Whether `tenant` shows here: a key of its (no admin key: that one's tenant only labels it), a removal of it
+    before, or a row of its in the store. Until session reviewtrial50 `remove` of a mistyped name began a removal
+    (exit 0, `keys_revoked: 0`), which the service then marked done: it read as the tenant removed."""
+    from pluralign.store.tenants import tenant_users
+    from service.tenants import read_removal, tenant_keys
+
+    return bool(tenant_keys(keys, tenant) or read_removal(folder, tenant) is not None
+                or tenant_users(_tables(settings), tenant, None, 1)[0])
+
+
 def _users(args: argparse.Namespace, settings, folder: Path) -> int:
     import msgspec
 
-    from pluralign.store.location import connect, is_object_store
-    from pluralign.store.tenants import TIME_COLUMNS, tenant_users
+    from pluralign.store.tenants import tenant_users
 
-    uri = settings.lancedb_uri
-    tables = {}
-    if is_object_store(uri) or Path(uri).is_dir():  # a folder not made yet holds no user (and is not made here)
-        db = connect(uri, settings.storage_options)
-        names = set(db.list_tables().tables)
-        tables = {name: db.open_table(name) for name in TIME_COLUMNS if name in names}
-    users, more = tenant_users(tables, args.tenant, args.after, args.limit)
+    users, more = tenant_users(_tables(settings), args.tenant, args.after, args.limit)
     for user in users:
         print_json(msgspec.to_builtins(user))
     print_json({"users": len(users), "next": users[-1].user if more else None})
