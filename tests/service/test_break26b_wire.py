@@ -242,7 +242,7 @@ def test_a_snapshot_a_worker_reads_takes_rows_an_older_version_stored_with_a_tim
     vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
     rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
     admin = svc.server.server.config.app.state.admin
-    adapter_data, population_data = admin.snapshot("acme", user), admin.population_snapshot()
+    adapter_data, population_data = admin.snapshot("acme", user)[0], admin.population_snapshot()
     times = sorted(((r.prompt, r.created_at) for r in read_preferences(adapter_data)[0]), key=lambda t: t[0])
     assert times == [("Tea 0?", None), ("Tea 1?", 1.7e9), ("Tea 2?", 1_700_000_000.5)], times  # milliseconds as seconds (rows43)
     population = [r for r in read_preferences(population_data)[0] if r.user_id == f"acme/{user}"]
