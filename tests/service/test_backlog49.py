@@ -21,6 +21,7 @@ from pluralign.store.tables import RowRefused
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
 from tests.service.tiny import start_service
+from tests.stores import WorkerWaits
 
 BOUND = 3  # rows of one tenant that may wait in the feedback log (setting tenant_feedback_backlog_rows)
 
@@ -128,20 +129,6 @@ class FailingFirst:
             self.left -= 1
             raise self.error
         return self.call(*args, **kwargs)
-
-
-class WorkerWaits(Ingestor):
-    """An Ingestor whose worker begins once the test sets `begin` (60 s at most): what its start replayed is then read,
-    held or refused before the worker may move it. A plain Ingestor's worker begins in its constructor, and under load
-    it moved a replayed record before the test's next line (CI of session 49: before a `held`)."""
-
-    def __init__(self, *args, **kwargs):
-        self.begin = threading.Event()
-        super().__init__(*args, **kwargs)
-
-    def _run(self):
-        self.begin.wait(60)
-        super()._run()
 
 
 @pytest.fixture
