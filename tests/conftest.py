@@ -130,7 +130,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def sentence_encoder():
     """The real MiniLM sentence encoder, loaded once per process (seconds): both `minilm` fixtures
-    (this one's cached, tests/service/tiny.py's plain) share it."""
+    (this one's cached on disk, tests/service/tiny.py's remembering in memory) share it."""
     from pluralign.embed.encoders import SentenceEncoder
 
     return SentenceEncoder()

@@ -1,5 +1,5 @@
 """Real stores set up as several test files need them: two replicas' Stores on one folder, one of whose purges of a
-withdrawn users row gave up; a store with claims whose rows an import claimed, and a move that leaves their claims;
+withdrawn users row gave up; an Ingestor whose worker waits for the test to let it begin; a store with claims whose rows an import claimed, and a move that leaves their claims;
 a feedback log whose segment rewrites find no room; a preferences table as a release before `received_at` wrote it.
 Each builds on the temporary folder a test gives it, as the test did before these were shared."""
 
@@ -96,6 +96,20 @@ def claims_left(claimed: tuple[Store, list, Path], why: str = "the store refused
     finally:
         del store.claims.drop_named
         ingest.close()
+
+
+class WorkerWaits(Ingestor):
+    """An Ingestor whose worker begins once the test sets `begin` (60 s at most): what its start replayed is then read,
+    held or refused before the worker may move it. A plain Ingestor's worker begins in its constructor, and under load
+    it moved a replayed record before the test's next line (CI of session 49: before a `held`)."""
+
+    def __init__(self, *args, **kwargs):
+        self.begin = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def _run(self):
+        self.begin.wait(60)
+        super()._run()
 
 
 def no_room_for_rewrites(monkeypatch) -> None:

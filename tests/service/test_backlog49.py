@@ -22,6 +22,7 @@ from pluralign.store.tables import RowRefused
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
 from tests.service.tiny import start_service
+from tests.stores import WorkerWaits
 
 BOUND = 3  # rows of one tenant that may wait in the feedback log (setting tenant_feedback_backlog_rows)
 
@@ -399,28 +400,22 @@ def test_a_record_set_aside_is_not_replayed_at_the_next_start(tmp_path, quick_re
     log.append(feedback("bob", 0, tenant="t2"))  # still waiting at the stop: its segment stays
     log.close()
     store = Store(str(tmp_path / "db"), "hash", DIM)
-    held = threading.Event()
-
-    class HeldFirst(Ingestor):
-        """Its worker begins once bob is held: until the review of session 49 the worker, started by the Ingestor,
-        could move bob's record before the test held it (seen in CI under load), and his segment was gone."""
-
-        def _run(self):
-            held.wait()
-            super()._run()
-
-    ingest = HeldFirst(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
+    # its worker begins once bob is held: until the review of session 49 the worker, started by the Ingestor, could
+    # move bob's record before the test held it (seen in CI under load), and his segment was gone
+    ingest = WorkerWaits(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
     try:
         with ingest.held("t2", "bob"):  # as a user whose DELETE is under way, or a worker that has not reached it
-            held.set()
+            ingest.begin.set()
             wait_for(lambda: ingest.set_aside == len(bad) and ingest.log.backlog() == (1, 1), timeout=60.0)
             [name] = ingest.dead_letters.names()
             assert ingest.dead_letters.discard(name)
     finally:
         ingest.close()
-    again = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
+    # what the start replayed, read before its worker may move bob's record (until session 50 it could, under load)
+    again = WorkerWaits(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
     try:
         assert [e.key for e in again.log.pending.values()] == [("t2", "bob")]  # the record set aside is not replayed
+        again.begin.set()
         wait_for(lambda: again.log.backlog() == (0, 0), timeout=60.0)
         assert again.dead_letters.names() == [] and again.set_aside == 0
         assert store.count_preferences("t1", "ann") == 3 - len(bad) and store.count_preferences("t2", "bob") == 1
@@ -439,10 +434,12 @@ def test_a_tenants_refused_records_alone_in_the_log_do_not_hold_it_at_its_bound(
         log.append([msgspec.structs.replace(r, created_at=float("nan")) for r in feedback(f"u{i}", 0, tenant="t1", n=2)])
     log.close()
     store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log", tenant_rows=4), store, HashEncoder(), tries=3)
+    # the tenant at its bound before its worker may set the records aside (until session 50 it could, under load)
+    ingest = WorkerWaits(FeedbackLog(tmp_path / "log", tenant_rows=4), store, HashEncoder(), tries=3)
     try:
         with pytest.raises(TenantBacklog):
             ingest.submit(feedback("good", 0, tenant="t1"))
+        ingest.begin.set()
         wait_for(lambda: ingest.set_aside == 4 and ingest.log.backlog() == (0, 0), timeout=60.0)
         ingest.submit(feedback("good", 0, tenant="t1"))
         wait_for(lambda: store.count_preferences("t1", "good") == 1, timeout=60.0)
