@@ -39,6 +39,7 @@ ARGV: dict[str, list[str]] = {
     "train maxmin": ["--pairs", "in.jsonl", "--out", "maxmin"],
     "train fspo": ["--population", "file", "--data", "in.jsonl", "--out", "fspo"],
     "train adapter": ["--user", "alice", "--data", "in.jsonl", "--registry", "adapters"],
+    "promote": ["no-such-artifact", "--pal-dir", "pal"],  # replicas50's
 }
 
 

@@ -127,7 +127,7 @@ def test_resampling_one_user_with_many_comparisons_costs_what_their_distinct_cre
     start = time.perf_counter()
     means = resampled_means(right, np.zeros(n, int), 1000, np.random.default_rng(0))
     took = time.perf_counter() - start
-    assert took < 2.0, took
+    assert took < 20.0, took  # 184 s before; 0.7 s after on a quiet machine, 2.3 s seen under the suite's load
     assert means.shape == (1000,) and abs(means.mean() - right.mean()) < 1e-4
     assert np.std(means) == pytest.approx((right.mean() * (1 - right.mean()) / n) ** 0.5, rel=0.1)
 
