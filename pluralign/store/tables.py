@@ -575,9 +575,11 @@ class Store:
             with self._maintenance_lock, self.lease or contextlib.nullcontext():
                 self._turns += 1
                 try:
-                    if self._turns == 1 and (self.lease is None or self.lease.depth == 1):
-                        # not those whose purge a turn of this process made and whose old versions wait for their removal
-                        left = sorted(self.marks.pending() & set(self.tables) - set(+self._dropping))
+                    if self._turns == 1:  # this thread's outermost turn (the lease may be held by removals meanwhile)
+                        # not those whose purge a turn of this process made and whose old versions wait for their
+                        # removal, unless a delete marked them again since and stopped before its purge (`_unpurged`)
+                        waiting = {name for name, n in self._dropping.items() if n > 0} - self._unpurged
+                        left = sorted(self.marks.pending() & set(self.tables) - waiting)
                         if left:
                             log.warning("finishing the purge of %s that a stopped delete left", ", ".join(left))
                             self.refresh(*left)
