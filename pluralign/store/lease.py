@@ -176,6 +176,7 @@ class Lease(PurgeMarks):
         self.wait_s = wait_s
         self.holder = ""
         self._depth = 0
+        self.taken_at = 0.0  # time.monotonic() when this process last took it (its depth from 0 to 1)
         self._lost = False  # a renewal found the row no longer ours
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -288,6 +289,7 @@ class Lease(PurgeMarks):
                 raise TimeoutError(f"the store's maintenance lease was not free within {self.wait_s:g} s")
             time.sleep(POLL_S)
         self.holder, self._depth, self._lost = holder, 1, False
+        self.taken_at = time.monotonic()
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew, args=(holder,), name="lease", daemon=True)
         self._renewer.start()

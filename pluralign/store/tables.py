@@ -84,6 +84,11 @@ PURGE_ATTEMPTS = 8  # a DELETE's maintenance steps, each against other replicas'
 # with other processes on the store, a DELETE removes old versions this long after they can last have
 # looked for a newer one (`sync_seconds` after its purge), so none is still reading one it removes
 READ_MARGIN_S = 2.0
+# with replicas: how long (seconds) this process's removals of old versions, overlapping one another after their turns
+# (`Store._drop_when_due`), may keep the store's lease before its next turn waits for them to let it go, so that
+# another replica's delete or compaction gets a turn (`Store._lease_for_turn`)
+LEASE_SHARE_S = 10.0
+LEASE_YIELD_S = 0.5  # then how long it leaves the lease free for them (their polls: `lease.POLL_S` apart, each a read and a write)
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 ROWS_PER_READ = 1000  # rows a streamed read (`Store.preferences_in_order`) takes at once: what it holds, whatever the user's size
 
@@ -465,6 +470,9 @@ class Store:
             raise SharedStore(uri, shared, shared_within_s)
         self._lock = threading.RLock()  # held by every commit
         self._maintenance_lock = threading.RLock()  # held by compaction and deletes (`_maintenance`)
+        self._lease_let_go = threading.Condition(self._maintenance_lock)  # notified when removals let the lease go
+        self._drops_holding = 0  # `_drop_when_due` calls under way, each holding the lease once
+        self._yielding = False  # this process's turns leave the lease to other replicas a moment (`_lease_for_turn`)
         # the schema-version mark an earlier release left on the tables, kept by a process that only
         # reads a store another one serves (`finish_purges` False): that one may be the earlier release
         self._older_mark: str | None = None
@@ -572,12 +580,14 @@ class Store:
         self._refuse_older(*self._older)
         owed: list[tuple[list[str], float]] = []
         try:
-            with self._maintenance_lock, self.lease or contextlib.nullcontext():
+            with self._maintenance_lock, self._lease_for_turn():
                 self._turns += 1
                 try:
-                    if self._turns == 1 and (self.lease is None or self.lease.depth == 1):
-                        # not those whose purge a turn of this process made and whose old versions wait for their removal
-                        left = sorted(self.marks.pending() & set(self.tables) - set(+self._dropping))
+                    if self._turns == 1:  # this thread's outermost turn (the lease may be held by removals meanwhile)
+                        # not those whose purge a turn of this process made and whose old versions wait for their
+                        # removal, unless a delete marked them again since and stopped before its purge (`_unpurged`)
+                        waiting = {name for name, n in self._dropping.items() if n > 0} - self._unpurged
+                        left = sorted(self.marks.pending() & set(self.tables) - waiting)
                         if left:
                             log.warning("finishing the purge of %s that a stopped delete left", ", ".join(left))
                             self.refresh(*left)
@@ -589,6 +599,7 @@ class Store:
                         owed, self._owed = self._owed, []
                         if self.lease is not None:  # held through the wait: no other replica's purge meets these marks
                             self.lease.__enter__()
+                            self._drops_holding += 1
         finally:
             if owed:
                 self._drop_when_due(owed)
@@ -617,7 +628,32 @@ class Store:
                 for names, _ in owed[done:]:  # not made: their marks stay for the next turn
                     self._dropping.subtract(names)
                 if self.lease is not None:
+                    self._drops_holding -= 1
                     self.lease.__exit__(None, None, None)
+                    if not self._drops_holding:
+                        self._lease_let_go.notify_all()
+
+    def _lease_for_turn(self) -> contextlib.AbstractContextManager:
+        """Under the maintenance lock, at the start of a turn: the store's lease (None alone on the store). When this
+        thread is in no turn yet and the lease has been held longer than LEASE_SHARE_S by this process's removals of
+        old versions alone (`_drop_when_due`: their waits overlap, each taking it again while the last is held), first
+        waits for them to let it go (the lock released meanwhile) and gives other replicas' polls (`lease.POLL_S`) a
+        chance to take it: else the lease was never let go while this process's deletes kept coming, and another
+        replica's delete waited its 10 minutes, then failed (review of session 50)."""
+        if self.lease is None:
+            return contextlib.nullcontext()
+        if self._turns:  # a turn of this thread holds it
+            return self.lease
+        alone_holding = self._drops_holding and self.lease.depth == self._drops_holding  # no turn or caller holds it
+        if alone_holding and time.monotonic() - self.lease.taken_at > LEASE_SHARE_S:
+            self._yielding = True
+        if self._yielding:  # every turn of this process waits, not only the first to see it (the lock is not fair)
+            while self._drops_holding:
+                self._lease_let_go.wait(0.5)
+            if self._yielding:  # the first here once they let it go: the others wait for the lock meanwhile
+                time.sleep(LEASE_YIELD_S)
+                self._yielding = False
+        return self.lease
 
     def maintenance(self) -> contextlib.AbstractContextManager:
         """This process's turn at deletes and compactions (re-entrant; `delete_user` and `compact` take
