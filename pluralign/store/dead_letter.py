@@ -294,10 +294,13 @@ class DeadLetters:
         return self._forget(lambda owner: owner[0] == tenant and owner[1] in user_ids, lambda r: r.tenant == tenant and r.user_id in user_ids and (
             before is None or not math.isfinite(r.received()) or r.received() < before))
 
-    def forget_tenant(self, tenant: str) -> int:
+    def forget_tenant(self, tenant: str, before: float | None = None) -> int:
         """Every row of `tenant` leaves the letters, whoever's (a blank `user_id` too, which no DELETE names): what a
-        tenant's removal does last (`service.tenants`). Returns how many rows went. OSError: as `forget_user`."""
-        return self._forget(lambda owner: owner[0] == tenant, lambda r: r.tenant == tenant)
+        tenant's removal does last (`service.tenants`), and another replica's removal once its record is applied here
+        (`service.deletions.apply_deletions`, `before` its beginning: as `forget_user`'s). Returns how many rows went.
+        OSError: as `forget_user`."""
+        return self._forget(lambda owner: owner[0] == tenant, lambda r: r.tenant == tenant and (
+            before is None or not math.isfinite(r.received()) or r.received() < before))
 
     def _forget(self, whose: Callable[[tuple[str, str]], bool], gone: Callable[[StoredPreference], bool]) -> int:
         """The rows `gone` picks leave the letters holding rows of an owner (tenant, user_id) `whose` picks (the others
