@@ -53,8 +53,9 @@ PROBE_TEXT = "a probe of the encoder"  # embedded after the encoder refused text
 
 
 class TextRefused(ValueError):
-    """The encoder refused the texts of records (a ValueError or TypeError on them) while it embeds another text
-    (`PROBE_TEXT`) at once: their content, the same on every try (`_embed`)."""
+    """The encoder refused a text of records (a ValueError or TypeError on it) while it embeds another text
+    (`PROBE_TEXT`) at once, and again twice when that text is embedded alone: its content, the same on every try
+    (`Ingestor._refusal`)."""
 
 
 # a row's error, the same on every try: the store refusing a row's own content (`RowRefused`: a blank owner, a time or
@@ -948,7 +949,8 @@ class Ingestor:
     def _theirs(self, error: Exception) -> bool:
         """Whether `error`, met by every record of a batch each on its own (`_pass_over`), is each record's own fault
         rather than the store's or the encoder's, which would fail every row so: a row's own content (`_own_content`);
-        a text the encoder refused while it embedded `PROBE_TEXT` (`TextRefused`: probed when raised); a vector not
+        a text the encoder refused while it embedded `PROBE_TEXT`, and refused again alone (`TextRefused`: told when
+        raised); a vector not
         finite while `PROBE_TEXT`'s is (`_encoder_works`); a value Arrow cannot hold while it holds a plain row
         (`_store_takes_a_row`). Until session 50 only the first counted: records refused for vectors or Arrow values,
         alone in a quiet log at their tenant's backlog bound, held it refused (503 `feedback_backlog`) for good."""
