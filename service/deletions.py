@@ -7,9 +7,10 @@ the store's `deletions` table (`pluralign.store.deletions`: the user by hash, wh
 and when it was recorded), and every replica's `DeletionSweep` applies new records to its own folder
 within `deletion_sweep_s`: the
 users' jobs and job files, their rows and fitted weights in population files (the promoted model's
-too, on disk and in memory), what its feedback log still holds of rows received before the DELETE
-began (and such rows it moved into the store after the DELETE), its cached histories and its cached
-pooled priors of that tenant.
+too, on disk and in memory), what its feedback log and its records set aside still hold of rows received before the
+DELETE began (and such rows it moved into the store after the DELETE), its cached histories and its cached
+pooled priors of that tenant. A tenant's removal adds a record of the tenant (`new_tenant_deletion`): every row of it
+set aside here goes.
 
 The loop is a plain thread with an Event (the compaction thread's pattern): one small query of the
 table every interval needs no job engine.
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from pluralign.files import atomic_writer
 from pluralign.store.clocks import ReplicaClocks, counts_words
-from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion
+from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, new_tenant_deletion
 from service.periodic import Periodic
 from service.waiting_refits import forget_refits, owed_refits
 
@@ -75,6 +76,10 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
         before = forget.until_of(f"{tenant}/{user_id}")
         if before is not None:
             _forget_rows_before(rt, tenant, user_id, before)
+    # a tenant's removal: every row of the tenant set aside here, whoever's (a user the removal never found, whose only
+    # rows are in this replica's letters, and a blank `user_id`: until session 50 they stayed here, texts and all)
+    for tenant, before in sorted(forget.tenants.items()):
+        rt.ingest.dead_letters.forget_tenant(tenant, before=before)
     # the notes of stored rows' claims name users by the records' hash: those of users no longer in the log go too
     rt.ingest.forget_noted({h: forget.until.get(h) for h in forget.hashes})
     # their ids leave the waiting refits' file (`service.waiting_refits`); one who came back keeps theirs
@@ -191,6 +196,14 @@ class DeletionSweep(Periodic):
         self.rt.store.record_deletion(*records)
         self._note_applied(records)
         return records
+
+    def record_tenant(self, tenant: str, began_at: float) -> Deletion:
+        """A removal of `tenant` answered here, begun at `began_at` (unix seconds), its users deleted: recorded for the
+        other replicas (`new_tenant_deletion`: their letters' rows of the tenant go), and noted as applied here."""
+        record = new_tenant_deletion(tenant, time.time(), self.rt.settings.replica_index, began_at=began_at)
+        self.rt.store.record_deletion(record)
+        self._note_applied([record])
+        return record
 
     def run_once(self) -> int:
         """Apply the records not applied yet; returns how many. A record whose files could not all be

@@ -397,6 +397,14 @@ class TenantRemovals:
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter
         # names no user the look above finds (until review 48 they stayed, the tenant's texts with them)
         set_aside = self.rt.ingest.dead_letters.forget_tenant(tenant)
+        if self.rt.deletion_sweep is not None:  # and the other replicas' letters (`service.deletions.apply_deletions`)
+            try:
+                self.rt.deletion_sweep.record_tenant(tenant, removal.started_at)
+            except Exception as exc:  # noqa: BLE001 (Lance's errors are of many kinds: the store unreachable; tried again)
+                log.error("removing tenant %s: its record for the other replicas could not be written (tried again at "
+                          "the next pass): %s", tenant, exc)
+                self._note(removal, error=f"its record for the other replicas could not be written: {exc}")
+                return False
         counts = {**removal.counts, "preferences": removal.counts.get("preferences", 0) + set_aside} if set_aside else removal.counts
         revoked = revoke_tenant_keys(self.rt.keys, tenant)
         done = self._note(removal, state="done", finished_at=time.time(), jobs_removed=removal.jobs_removed + jobs,

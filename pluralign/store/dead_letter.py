@@ -96,8 +96,15 @@ class _Index(NamedTuple):
     owned: dict[tuple[str, str], int]  # (tenant, user_id) -> their rows in all the letters (`rows_for`)
 
 
+def _place(set_aside_at: float) -> float:
+    """Where a letter set aside at `set_aside_at` (unix s) is in `page`'s order: there, or at 0 where it is not finite
+    (a hand-edited or damaged letter: until session 50 (dletters50) a NaN broke the sort, and its cursor, `nan~...`, was
+    a 400, so the letters after it could not be paged to)."""
+    return set_aside_at if math.isfinite(set_aside_at) else 0.0
+
+
 def _index(known: dict[str, _Summary]) -> _Index:
-    order = sorted((summary.set_aside_at, name) for name, summary in known.items())
+    order = sorted((_place(summary.set_aside_at), name) for name, summary in known.items())
     tenants: dict[str, tuple[int, list[int]]] = {}
     owners: dict[tuple[str, str], list[str]] = {}
     owned: dict[tuple[str, str], int] = {}
@@ -226,7 +233,7 @@ class DeadLetters:
              limit: int = 100) -> tuple[list[str], int, tuple[float, str] | None]:
         """(names, rows, next) of a page of the letters, oldest first by when they were set aside (then by name): up to
         `limit` names of letters holding rows of `tenant` (None: any), after the letter whose (set_aside_at, name) is
-        `after` (None: from the first); `rows`, the rows of every letter of `tenant` (each page's the same); `next`, the
+        `after` (None: from the first; a letter whose `set_aside_at` is not finite is placed at 0, and so is its cursor); `rows`, the rows of every letter of `tenant` (each page's the same); `next`, the
         `after` of the next page (None: this is the last). A letter rewritten meanwhile (a DELETE took some of its rows)
         keeps its place; one set aside meanwhile comes on a later page. Unreadable letters are left out."""
         index = self._index()
@@ -294,10 +301,13 @@ class DeadLetters:
         return self._forget(lambda owner: owner[0] == tenant and owner[1] in user_ids, lambda r: r.tenant == tenant and r.user_id in user_ids and (
             before is None or not math.isfinite(r.received()) or r.received() < before))
 
-    def forget_tenant(self, tenant: str) -> int:
+    def forget_tenant(self, tenant: str, before: float | None = None) -> int:
         """Every row of `tenant` leaves the letters, whoever's (a blank `user_id` too, which no DELETE names): what a
-        tenant's removal does last (`service.tenants`). Returns how many rows went. OSError: as `forget_user`."""
-        return self._forget(lambda owner: owner[0] == tenant, lambda r: r.tenant == tenant)
+        tenant's removal does last (`service.tenants`), and another replica's removal once its record is applied here
+        (`service.deletions.apply_deletions`, `before` its beginning: as `forget_user`'s). Returns how many rows went.
+        OSError: as `forget_user`."""
+        return self._forget(lambda owner: owner[0] == tenant, lambda r: r.tenant == tenant and (
+            before is None or not math.isfinite(r.received()) or r.received() < before))
 
     def _forget(self, whose: Callable[[tuple[str, str]], bool], gone: Callable[[StoredPreference], bool]) -> int:
         """The rows `gone` picks leave the letters holding rows of an owner (tenant, user_id) `whose` picks (the others

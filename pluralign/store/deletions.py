@@ -9,6 +9,11 @@ itself: the record outlives the user, and a replica only has to recognise the na
 not from one who guesses ids and hashes them. `tenant` is kept plain: it names the customer, and a
 replica drops that tenant's cached estimates. Rows are appended and never changed; a replica
 remembers which it has applied (`Applied`).
+
+A tenant's removal (`service.tenants`) writes one more row once its users are deleted, naming no user: its
+`user_hash` is `TENANT_WIDE`, which no sha256 can be. It takes every row of the tenant received before the removal
+began out of the other replicas' feedback records set aside (`pluralign.store.dead_letter`: their letters may hold
+rows of users the removal never found there, and rows with a blank `user_id`, which no user's record names).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ TABLE = "deletions"
 # replicas, kept small by NTP, plus the commit and `store_sync_ms`): an `Applied` keeps the ids of rows
 # this much older than its watermark, so a late one is still applied once and an early one never twice
 SLACK_S = 600.0
+# the `user_hash` of a tenant's removal's record (`new_tenant_deletion`): not hex, so no user's hash
+TENANT_WIDE = "*"
 
 
 def _plain(key: str) -> bool:
@@ -94,6 +101,12 @@ def new_deletion(tenant: str, user_id: str, deleted_at: float, replica: int, beg
                     deleted_at=deleted_at, replica=replica, began_at=began_at)
 
 
+def new_tenant_deletion(tenant: str, deleted_at: float, replica: int, began_at: float) -> Deletion:
+    """The record of a removal of `tenant` (`TENANT_WIDE`), begun at `began_at` (unix seconds)."""
+    return Deletion(deletion_id=uuid.uuid4().hex, tenant=tenant, user_hash=TENANT_WIDE, deleted_at=deleted_at,
+                    replica=replica, began_at=began_at)
+
+
 @dataclass(frozen=True)
 class Forget:
     """Which training users (`tenant/user` keys, as population files name them) to forget: named by
@@ -115,6 +128,9 @@ class Forget:
     # hash -> what was made before this (unix seconds) may hold their rows from before the DELETE: the
     # latest record's `deleted_at` plus the same staleness. Missing: `until` stands in
     made_until: Mapping[str, float] = field(default_factory=dict)
+    # tenant -> every row of the tenant set aside (`pluralign.store.dead_letter`) received before this (unix seconds)
+    # is forgotten: the latest removal's `began()` plus the same staleness (records naming `TENANT_WIDE`)
+    tenants: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def key(cls, key: str) -> Forget:
@@ -124,10 +140,14 @@ class Forget:
     def of(cls, deletions: Iterable[Deletion], stale_s: float = 0.0) -> Forget:
         until: dict[str, float] = {}
         made_until: dict[str, float] = {}
+        tenants: dict[str, float] = {}
         for d in deletions:
+            if d.user_hash == TENANT_WIDE:
+                tenants[d.tenant] = max(tenants.get(d.tenant, -math.inf), d.began() + stale_s)
+                continue
             until[d.user_hash] = max(until.get(d.user_hash, -math.inf), d.began() + stale_s)
             made_until[d.user_hash] = max(made_until.get(d.user_hash, -math.inf), d.deleted_at + stale_s)
-        return cls(hashes=frozenset(until), until=until, made_until=made_until)
+        return cls(hashes=frozenset(until), until=until, made_until=made_until, tenants=tenants)
 
     def made_at(self, t: float | None) -> Forget:
         """The users whose data something made at `t` (unix seconds; None: not known) may hold: every one
@@ -137,7 +157,7 @@ class Forget:
         made = {h: self.made_until.get(h, self.until.get(h, math.inf)) for h in self.hashes}
         hashes = frozenset(h for h in self.hashes if made[h] > t)
         return Forget(keys=self.keys, hashes=hashes, until={h: self.until[h] for h in hashes if h in self.until},
-                      made_until={h: self.made_until[h] for h in hashes if h in self.made_until})
+                      made_until={h: self.made_until[h] for h in hashes if h in self.made_until}, tenants=self.tenants)
 
     def __call__(self, key: str) -> bool:
         return key in self.keys or (bool(self.hashes) and key_hash(key) in self.hashes)

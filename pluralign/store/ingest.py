@@ -14,6 +14,7 @@ from a search or a refit.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import queue
@@ -52,8 +53,9 @@ PROBE_TEXT = "a probe of the encoder"  # embedded after the encoder refused text
 
 
 class TextRefused(ValueError):
-    """The encoder refused the texts of records (a ValueError or TypeError on them) while it embeds another text
-    (`PROBE_TEXT`) at once: their content, the same on every try (`_embed`)."""
+    """The encoder refused a text of records (a ValueError or TypeError on it) while it embeds another text
+    (`PROBE_TEXT`) at once, and again twice when that text is embedded alone: its content, the same on every try
+    (`Ingestor._refusal`)."""
 
 
 # a row's error, the same on every try: the store refusing a row's own content (`RowRefused`: a blank owner, a time or
@@ -82,6 +84,11 @@ def _by_texts(error: Exception) -> bool:
     embedding the record's texts again (`Ingestor._texts_at_fault`), not by the store's look at each row
     (`Store.refused_rows`, which has no vector)."""
     return isinstance(error, TextRefused) or (isinstance(error, RowRefused) and error.field.endswith("_vec"))
+
+
+def _text_hash(text: str) -> bytes:
+    """sha256 of `text` (`Ingestor._refused_texts`: no text kept in the clear once its rows are gone)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def _kind(error: Exception) -> tuple[str, str]:
@@ -309,6 +316,9 @@ class Ingestor:
         # the worker's: records of a batch each of which failed on its own (not counted: `_move_checked`), passed over by
         # its next batches until the store stores other rows (then counted) or nothing else waits (`_next_batch`)
         self._passed_over: dict[int, tuple[Entry, Exception]] = {}
+        # sha256 of a text the encoder refused twice alone (`_refusal`) -> why, kept for the worker's batch (emptied at
+        # the next, `_batch`): its halves raise TextRefused for it at once, not embedding the texts again to find it
+        self._refused_texts: dict[bytes, str] = {}
         self.set_aside = 0  # rows set aside so far (for metrics)
         # when this Ingestor last committed rows into the table, per tenant and of any (`committed_at`)
         self._committed_at: dict[str, float] = {}
@@ -885,12 +895,36 @@ class Ingestor:
             if not texts or (until is not None and until.is_set()):
                 return vectors
             chunk = texts[:ENCODE_CHUNK]
+            if known_refused := [why for t in chunk if (why := self._refused_texts.get(_text_hash(t))) is not None]:
+                raise TextRefused(f"the encoder refused a text of these records, again when embedded alone: {known_refused[0]}")
             try:
                 vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
             except (ValueError, TypeError) as exc:
-                if not self._encoder_works():
-                    raise  # the encoder's failure, not the texts': retried
-                raise TextRefused(f"the encoder refused a text of these records: {type(exc).__name__}: {exc}") from exc
+                vectors.update(self._refusal(chunk, exc, until))
+
+    def _refusal(self, chunk: list[str], error: Exception, until: threading.Event | None) -> dict[str, np.ndarray]:
+        """After the encoder failed on `chunk` with `error` (a ValueError or TypeError): TextRefused where a text of it is
+        refused again when embedded alone (`_texts_at_fault`: its content, the same on every try); else the failure
+        passed, and the chunk's vectors, embedded again meanwhile, are returned where they all were. Raises `error`
+        where they were not (the encoder failing still: retried, never counted as the records'), or as `_texts_at_fault`.
+        Until session 50 (dletters50) a refusal counted as the texts' own whenever a probe (`PROBE_TEXT`) embedded after it
+        passed: an encoder failing now and then (a proxy's 502 page failing a remote encoder's JSON decode) set good
+        records aside within three batches."""
+        if not self._encoder_works():
+            raise error  # the encoder's failure, not the texts' (no text embedded again: it may be down): retried
+        again: dict[str, np.ndarray] = {}
+        try:
+            found = self._texts_at_fault(chunk, until, embedded=again)
+        except _Closed:
+            raise error from None  # stopped: nothing counted, the batch stays in the log
+        refused = {t: why for t, why in found.items() if why.startswith("the encoder refused")}
+        if refused:
+            self._refused_texts.update({_text_hash(t): why for t, why in refused.items()})
+            why = next(iter(refused.values()))
+            raise TextRefused(f"the encoder refused a text of these records, again when embedded alone: {why}") from error
+        if len(again) < len(chunk):
+            raise error
+        return again
 
     def _encoder_works(self) -> bool:
         """Whether the encoder embeds `PROBE_TEXT`, to a finite vector (after it refused texts, or embedded them as NaN:
@@ -915,7 +949,8 @@ class Ingestor:
     def _theirs(self, error: Exception) -> bool:
         """Whether `error`, met by every record of a batch each on its own (`_pass_over`), is each record's own fault
         rather than the store's or the encoder's, which would fail every row so: a row's own content (`_own_content`);
-        a text the encoder refused while it embedded `PROBE_TEXT` (`TextRefused`: probed when raised); a vector not
+        a text the encoder refused while it embedded `PROBE_TEXT`, and refused again alone (`TextRefused`: told when
+        raised); a vector not
         finite while `PROBE_TEXT`'s is (`_encoder_works`); a value Arrow cannot hold while it holds a plain row
         (`_store_takes_a_row`). Until session 50 only the first counted: records refused for vectors or Arrow values,
         alone in a quiet log at their tenant's backlog bound, held it refused (503 `feedback_backlog`) for good."""
@@ -926,10 +961,11 @@ class Ingestor:
         return False
 
     def _texts_at_fault(self, texts: list[str], until: threading.Event | None = None,
-                        of: Entry | None = None) -> dict[str, str]:
-        """{text: why} for the texts of `texts` (distinct) the encoder refuses (a ValueError or TypeError) or embeds as a
-        vector that is not finite: embedded ENCODE_CHUNK at a time, a chunk that fails halved, and so on down to single
-        texts (one bad text of a chunk of n costs ~2n texts embedded). Raises ValueError when every text failed while
+                        of: Entry | None = None, embedded: dict[str, np.ndarray] | None = None) -> dict[str, str]:
+        """{text: why} for the texts of `texts` (distinct) the encoder refuses (a ValueError or TypeError, twice when
+        embedded alone: once may be the encoder's passing failure) or embeds as a vector that is not finite: embedded
+        ENCODE_CHUNK at a time, a chunk that fails halved, and so on down to single texts (one bad text of a chunk of n
+        costs ~2n texts embedded). `embedded`, where given, gains the finite vectors embedded meanwhile. Raises ValueError when every text failed while
         `PROBE_TEXT` fails too (the encoder's failure, not theirs), `_Closed` once `until` is set (the worker's stop) or
         the record `of` (whose texts they are) is no longer pending (a DELETE of its user dropped it: as `_embed`, no
         chunk after the one under way; until the review of session 50 every chunk of a deleted import was embedded
@@ -942,16 +978,21 @@ class Ingestor:
             try:
                 vectors = np.asarray(self.encoder.encode(part), np.float32)
             except (ValueError, TypeError) as exc:
-                if len(part) == 1:
-                    found[part[0]] = f"the encoder refused it ({type(exc).__name__}: {exc})"
+                if len(part) > 1:
+                    half = len(part) // 2
+                    look(part[:half])
+                    look(part[half:])
                     return
-                half = len(part) // 2
-                look(part[:half])
-                look(part[half:])
-                return
+                try:  # refused alone: once more, so that a passing failure of the encoder's is not taken for the text's
+                    vectors = np.asarray(self.encoder.encode(part), np.float32)
+                except (ValueError, TypeError) as again:
+                    found[part[0]] = f"the encoder refused it, twice alone ({type(exc).__name__}: {exc}; {type(again).__name__}: {again})"
+                    return
             for text, vector in zip(part, vectors, strict=True):
                 if not np.isfinite(vector).all():
                     found[text] = "the encoder embedded it as a vector that is not finite (NaN or inf)"
+                elif embedded is not None:
+                    embedded[text] = vector
 
         for start in range(0, len(texts), ENCODE_CHUNK):
             look(texts[start : start + ENCODE_CHUNK])
@@ -1053,6 +1094,7 @@ class Ingestor:
         committed, unless a flush or a pause holds `_worker` by then: the batch is given up (a flush moved its rows, a
         pause wants none moved) and taken anew after it; returns its vectors, for that batch ({} once committed, or
         stopped meanwhile: the batch stays in the log)."""
+        self._refused_texts = {}  # found again for this batch: a text refused before may be embedded now
         try:
             vectors = self._low.run(self._embed, entries, known, self._stop)
         except ROW_ERRORS:  # an encoder refusing a text: each half embedded as it is moved (`_move_checked`)

@@ -303,6 +303,36 @@ def test_the_dead_letter_list_pages_and_filters_by_tenant(svc):
             rt.ingest.dead_letters.discard(name)
 
 
+def test_letters_set_aside_at_no_finite_time_are_paged_as_set_aside_at_0(svc):
+    """Letters whose `set_aside_at` is NaN or inf (a hand-edited or damaged letter, an older release's) are ordered as
+    if set aside at 0, then by name: paged one at a time, every letter of the tenant is listed once, in that order, and
+    every `next` is a cursor the list takes. Before (dletters50), a NaN letter's cursor (`nan~...`) was a 400 naming
+    `after`, so the letters after it could not be reached, and NaN broke the sort of the whole list."""
+    import math
+
+    rt = svc.runtime
+    rows = feedback("nanuser", 0, tenant="nanco")
+    names = [rt.ingest.dead_letters.put([msgspec.structs.replace(rows[0], pref_id=f"nan-{i}")], "RowRefused: then", 3, at)
+             for i, at in enumerate((5.0, float("nan"), 1.0, float("inf")))]
+    try:
+        with svc.client("admin") as admin:
+            listed, after = [], None
+            for _ in range(6):
+                r = admin.get("/admin/feedback/dead-letter", params={"tenant": "nanco", "limit": 1, **({"after": after} if after else {})})
+                assert r.status_code == 200, r.text
+                listed += [x["name"] for x in r.json()["letters"]]
+                if (after := r.json()["next"]) is None:
+                    break
+            assert listed == [*sorted([names[1], names[3]]), names[2], names[0]], listed
+            r = admin.get("/admin/feedback/dead-letter", params={"tenant": "nanco", "limit": 2, "after": f"0.0~{min(names[1], names[3])}"})
+            assert [x["name"] for x in r.json()["letters"]] == [max(names[1], names[3]), names[2]]
+            shown = {x["name"]: x["set_aside_at"] for x in r.json()["letters"]}
+            assert shown[names[2]] == 1.0 and (shown[max(names[1], names[3])] is None or math.isinf(shown[max(names[1], names[3])]))
+    finally:
+        for name in names:
+            rt.ingest.dead_letters.discard(name)
+
+
 def test_a_users_export_holds_their_rows_set_aside_marked_not_learned_from(svc):
     """GET /v1/users/{id}/export (format all): the user's stored preference and, after it, their rows set aside as a
     dead letter, each a `preference` line with `learned_from: false` and `set_aside` naming the letter and its error;

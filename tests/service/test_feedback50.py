@@ -222,14 +222,22 @@ def test_a_look_for_the_texts_at_fault_stops_once_their_user_is_deleted(tmp_path
 
     monkeypatch.setattr(ingest_module, "ENCODE_CHUNK", 4)
     refused = "refused-by-the-encoder"
-    probes: list[int] = []
+    looking = threading.Event()  # the look for the rows at fault of the record set aside (`_rows_at_fault`) runs
     looked: list[int] = []
+    rows_at_fault = ingest_module.Ingestor._rows_at_fault
+
+    def look(self, *args, **kwargs):
+        looking.set()
+        try:
+            return rows_at_fault(self, *args, **kwargs)
+        finally:
+            looking.clear()
+
+    monkeypatch.setattr(ingest_module.Ingestor, "_rows_at_fault", look)
 
     class Deleting(HashEncoder):
         def encode(self, texts):
-            if texts == [ingest_module.PROBE_TEXT]:  # after the batch's embedding, and the move's, refused a chunk
-                probes.append(1)
-            elif len(probes) == 2:  # then the look for the texts at fault
+            if looking.is_set():  # the look for the texts at fault (since dletters50 not told by the probes before it)
                 looked.append(len(texts))
                 if len(looked) == 1:
                     ingest.forget_user("t1", "ann")  # the user's DELETE, while the look goes on

@@ -228,9 +228,17 @@ def test_a_removal_through_one_replica_leaves_nothing_of_the_tenant_in_the_other
                                                                                          tiny_pal_dir, minilm):
     """Replica b moved acme's feedback into the shared store and its own feedback log still holds the texts; the
     removal is sent to replica a. Each user's DELETE records a deletion that b's sweep applies: nothing of acme is left
-    in b's folder or in the store, and globex's rows are untouched."""
+    in b's folder or in the store, and globex's rows are untouched. b's records set aside (dead letters) hold acme rows
+    of ann, of cal, whom nothing a finds holds, and of a blank user: the removal's own record (a tenant's, session 50)
+    takes them all, and b's globex letter stays. Before, cal's letter and the blank user's stayed on b, texts and all
+    (no deletion record named them)."""
+    from pluralign.store import StoredPreference
     from tests.service.test_delete_journal import wait_until
     from tests.service.tiny import start_replicas
+
+    def row(tenant: str, user: str, text: str) -> StoredPreference:
+        return StoredPreference(tenant=tenant, user_id=user, pref_id=f"{tenant}-{user}-set-aside", prompt="Tea?",
+                                chosen=text, rejected="No.", kind="comparison", created_at=time.time())
 
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
                                          admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
@@ -239,6 +247,10 @@ def test_a_removal_through_one_replica_leaves_nothing_of_the_tenant_in_the_other
         give_comparisons(acme_b, "ann", "tea", MARKER, n=2)
         give_comparisons(acme_b, "bob", "coffee", MARKER, n=2)
         give_comparisons(globex_b, "bea", "tea", KEPT, n=2)
+        letters_b = b.runtime.ingest.dead_letters
+        for user in ("ann", "cal", ""):
+            letters_b.put([row("acme", user, f"{MARKER} set aside")], "RowRefused: then", 3, time.time())
+        globex_letter = letters_b.put([row("globex", "bea", f"{KEPT} set aside")], "RowRefused: then", 3, time.time())
         b.runtime.wait_for_background()
         assert files_holding(folder_b, MARKER)
         assert wait_until(lambda: len(admin_a.get("/admin/tenants/acme/users").json()["users"]) == 2)
@@ -249,6 +261,7 @@ def test_a_removal_through_one_replica_leaves_nothing_of_the_tenant_in_the_other
         assert wait_until(lambda: files_holding(folder_b, MARKER) == []), files_holding(folder_b, MARKER)
         assert files_holding(tmp_path / "a", MARKER) == [] and files_holding(tmp_path / "shared-lancedb", MARKER) == []
         assert rows_of(b.runtime, "globex") == kept
+        assert letters_b.names() == [globex_letter] and letters_b.rows_for("globex", "bea") == 1
 
 
 def test_a_removal_finds_the_adapters_of_tenants_and_users_whose_folder_names_are_quoted(tmp_path, tiny_generator_dir, tiny_pal_dir,
