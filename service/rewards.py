@@ -196,6 +196,12 @@ class UserRewards:
         return {"trained": self.trained, "version": self.version, "k": self.k, "kind": self.kind, "note": self.note}
 
 
+def holds_a_model(folder: str | Path) -> bool:
+    """Whether `folder` holds a population model to load (or to refuse, naming a file), so that no start bootstraps one
+    there: it is not missing, not empty, and not only what a stopped bootstrap left."""
+    return _holds_more_than_a_stopped_bootstrap(Path(folder))
+
+
 def _holds_more_than_a_stopped_bootstrap(folder: Path) -> bool:
     """Whether `folder` holds something `UserRewards.load` reads (or refuses, naming it): not missing, not empty, and
     not what a stopped bootstrap left (`stopped_artifact`)."""

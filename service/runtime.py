@@ -35,7 +35,7 @@ from service.metrics import DECLARED_COUNTERS, Metrics
 from service.pal_dir import PalDirWatch
 from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
 from service.requestid import per_request
-from service.rewards import UserRewards, checkpoint_version
+from service.rewards import UserRewards, checkpoint_version, holds_a_model
 from service.scheduler import DaemonWorker, FairScheduler
 from service.settings import (
     GENERATOR_SETTING,
@@ -218,6 +218,27 @@ def set_up_unlike(settings: Settings, rows: list[dict], within_s: float, now: fl
               f"are {within_s:.0f} s old: this start is taken {wait} from now if those replicas stop now") if counts else ""
     return (f"{'; '.join(said)}. Give every replica the same PLURALIGN_REPLICAS and its own PLURALIGN_REPLICA_INDEX in "
             f"0..{count - 1} (deploy/README.md).{change}")
+
+
+def refuse_a_model_of_its_own(settings: Settings, store: Store) -> None:
+    """With several replicas, a start whose PLURALIGN_PAL_DIR holds no population model while another replica wrote its
+    clock row within the time a stopped one counts out (3 passes of `deletion_sweep_s`, at least a minute) raises
+    ReplicasDisagree (a ValueError) naming PLURALIGN_PAL_DIR, the folder and those replicas: they serve the model in the
+    folder they share, and a bootstrap here (a mistyped path, the shared volume not mounted) would serve another, fitting
+    users against two population models (seen by session trialdeploy50: /health k=4 on one replica, k=3 on the other).
+    Replicas first started together on an empty folder have written no row yet: one bootstraps it, the others load it."""
+    if settings.replicas == 1 or holds_a_model(settings.pal_path):
+        return
+    within_s = max(3 * settings.deletion_sweep_s, 60.0)
+    others = sorted({r["replica"] for r in store.recent_clock_rows(within_s) if r["replica"] != settings.replica_index})
+    if others:
+        named = ", ".join(f"replica {i}" for i in others)
+        raise ReplicasDisagree(
+            f"PLURALIGN_PAL_DIR (setting pal_dir) {settings.pal_path} holds no population model, while {named} ran on this "
+            f"store within the last {within_s:.0f} s, serving the one in the PLURALIGN_PAL_DIR they share: this replica "
+            "would bootstrap a model of its own there and fit users against another population model. Give it the "
+            "replicas' PLURALIGN_PAL_DIR (is the shared volume mounted?), or, when this is the folder they share, put the "
+            "model they serve into it first (`pluralign promote`, deploy/README.md)")
 
 
 @dataclass
@@ -494,6 +515,7 @@ class Runtime:
                 rewards = UserRewards.load_after_rewrites(promoted, encoder.encoder_id, encoder.dim)
             else:
                 step("loading the PAL reward model from %s", settings.pal_path)
+                refuse_a_model_of_its_own(settings, store)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
             keys = KeyRing(settings.keys_path)
             adapters = AdapterPool(

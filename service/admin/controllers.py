@@ -313,8 +313,12 @@ REPLICA_PARAMETER = Parameter(ge=0, le=10_000, description="the replica (PLURALI
 def answering_replica(rt, replica: int | None) -> None:
     """A 421 (Misdirected Request) naming `replica` when the replica answering is not the one the admin meant: each
     replica keeps the dead letters of its own feedback log, so through a load balancer a listing, a requeue or a discard
-    meant for one would read or change another's (session replicas50; before, nothing could say which was meant)."""
-    index = rt.settings.replica_index if rt.settings.replicas > 1 else 0
+    meant for one would read or change another's (session replicas50; before, nothing could say which was meant). An
+    index no replica has (at least PLURALIGN_REPLICAS) is a 400 naming `replica` (since session trialdeploy50)."""
+    index, count = (rt.settings.replica_index if rt.settings.replicas > 1 else 0), rt.settings.replicas
+    if replica is not None and replica >= count:  # no replica has it: a 400, not a 421 sending the admin to ask it
+        raise bad_request("replica", f"is {replica}, but the replicas are 0..{count - 1} (PLURALIGN_REPLICAS={count}): "
+                                     "no replica has that index")
     if replica is not None and replica != index:
         problem = (f"is {replica}, but replica {index} of {rt.settings.replicas} answered: each replica keeps the dead "
                    "letters of its own feedback log; ask replica {replica} at its own address, not through the load balancer")

@@ -896,9 +896,10 @@ class Admin:
                 raise NotServed(
                     f"with PLURALIGN_REPLICAS={self.rt.settings.replicas}, a population model promoted by one replica "
                     "would be served by that replica alone, and the replicas would fit users against different models; "
-                    "to serve it, copy its artifact (this job's `artifact`) into the replicas' PLURALIGN_PAL_DIR: each "
-                    "replica serves it within two PLURALIGN_DELETION_SWEEP_S passes once the copy has settled "
-                    "(deploy/README.md, 'The pieces')")
+                    "to serve it, promote its artifact (this job's `artifact`, in this replica's data folder) into the "
+                    "replicas' PLURALIGN_PAL_DIR with `pluralign promote <data folder>/<artifact>`, which never leaves a "
+                    "mix of two models there (a plain copy can): each replica serves it within two "
+                    "PLURALIGN_DELETION_SWEEP_S passes (deploy/README.md, 'The pieces')")
             self.rt.swap_rewards(Path(job.artifact))
             return
         if job.kind != "adapter" or not job.artifact:

@@ -54,6 +54,9 @@ def test_a_delete_on_one_replica_cleans_the_population_files_of_the_other(tmp_pa
         for job in (pal, em):
             assert job["promoted"] is False, job
             assert "PLURALIGN_REPLICAS=2" in job["promotion_note"] and "PLURALIGN_PAL_DIR" in job["promotion_note"], job
+            # it names the way deploy/README.md gives, which takes turns under `.pal.lock` (until trialdeploy50 it told
+            # the operator to copy the artifact, which can leave a mix of two models that no replica serves)
+            assert "`pluralign promote " in job["promotion_note"] and "copy its artifact" not in job["promotion_note"], job
         assert a.runtime.rewards.version == b.runtime.rewards.version == served
         assert not (folder_b / PROMOTED_PAL).exists()
         assert files_holding(folder_b, MARKER, GONE)

@@ -49,6 +49,13 @@ def test_each_replica_lists_its_own_letters_saying_which_and_a_delete_through_th
             assert (misdirected.status_code, error["param"], error["code"]) == (421, "replica", "other_replica"), misdirected.text
             assert "replica 1 of 2 answered" in error["message"]
         assert admin_b.get("/admin/feedback/dead-letter?replica=-1").status_code == 400
+        # an index no replica has (2 of 0..1) is a 400 naming `replica` and the count, not a 421 sending the admin to
+        # ask "replica 2 at its own address" (until trialdeploy50), nothing read or changed
+        for wrong in (admin_b.get("/admin/feedback/dead-letter?replica=2"),
+                      admin_a.delete(f"/admin/feedback/dead-letter/{letter}?replica=2")):
+            error = wrong.json()["error"]
+            assert (wrong.status_code, error["param"]) == (400, "replica"), wrong.text
+            assert "PLURALIGN_REPLICAS=2" in error["message"] and "0..1" in error["message"], wrong.text
         assert a.runtime.ingest.dead_letters.names() == [letter]
 
         assert acme_b.delete("/v1/users/zoe").status_code == 200  # through b: a applies its deletion record
