@@ -25,8 +25,20 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_SAYING = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One line of the log, written whole: `print` writes the text and its newline apart, and two request threads'
+    lines came out run together ("unload ... 200models 200"), which a test reading the log then misread."""
+    with _SAYING:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
 
 BASE = "base"
 CONTEXT = 512  # tokens
@@ -47,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/models":
             models = [{"id": BASE, "object": "model", "root": BASE, "parent": None}]
             models += [{"id": name, "object": "model", "root": path, "parent": BASE} for name, path in list(self.adapters.items())]
-            print("models 200", flush=True)
+            say("models 200")
             return self.answer(200, {"object": "list", "data": models})
         self.answer(200 if self.path == "/health" else 404, {})
 
@@ -60,7 +72,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.error(404, "NotFoundError", f"The lora adapter '{body['lora_name']}' cannot be found.")
             else:
                 self.answer(200, {})
-            print(f"unload {body['lora_name']} {self.status}", flush=True)
+            say(f"unload {body['lora_name']} {self.status}")
         elif self.path == "/v1/chat/completions":
             self.chat(body)
         elif self.path == "/tokenize":  # vLLM's, beside /v1: the prompt's tokens as a chat of `messages` is prefilled
@@ -71,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def load(self, name: str, path: str) -> None:
         self.loading(name, path)
-        print(f"load {name} {self.status}", flush=True)
+        say(f"load {name} {self.status}")
 
     def loading(self, name: str, path: str) -> None:
         if self.refuse_loads:
@@ -80,7 +92,7 @@ class Handler(BaseHTTPRequestHandler):
             self.error(400, "BadRequestError", f"The lora adapter '{name}' has already been loaded.")
         else:
             if self.hold_load is not None and name == self.hold_load[0]:
-                print(f"holding the load of {name}", flush=True)
+                say(f"holding the load of {name}")
                 while not os.path.exists(self.hold_load[1]):
                     time.sleep(0.01)
             if not self.lose_adapters:
@@ -90,7 +102,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def chat(self, body: dict) -> None:
         self.chatting(body)
-        print(f"chat {body['model']} {self.status}", flush=True)
+        say(f"chat {body['model']} {self.status}")
 
     def chatting(self, body: dict) -> None:
         model = body["model"]
@@ -154,7 +166,7 @@ def main(argv: list[str]) -> None:
         Handler.hold_load = (name, path)
     server = ThreadingHTTPServer(("127.0.0.1", int(argv[0])), Handler)  # port 0: one of the system's choosing
     server.daemon_threads = True
-    print(f"listening on port {server.server_address[1]}", flush=True)
+    say(f"listening on port {server.server_address[1]}")
     server.serve_forever(poll_interval=0.05)
 
 
