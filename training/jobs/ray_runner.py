@@ -295,11 +295,7 @@ class RayJobRunner(LocalJobRunner):
     def stop(self) -> None:
         """Stop dispatching and polling; running jobs keep running on Ray, and the next runner over
         this folder attaches to them."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._stop_dispatching()
         with self._lock:
             self._running.clear()
 
