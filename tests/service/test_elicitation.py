@@ -1055,6 +1055,17 @@ def test_a_tie_stored_while_a_profile_is_read_is_not_called_a_rating_of_3(svc, m
     assert summary["sentences"][-1] == "based on 2 comparisons and 1 tie (neither answer better)", summary["sentences"]
 
 
+def _summary_after_comparisons(svc, user: str, prompt: str, pairs: list[tuple[str, str]]) -> dict:
+    """The profile summary of `user` once each (chosen, rejected) of `pairs` was posted as a comparison (201), the
+    i-th to the prompt "`prompt` i?"."""
+    with svc.client() as c:
+        for i, (chosen, rejected) in enumerate(pairs):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"{prompt} {i}?",
+                                             "chosen": chosen, "rejected": rejected})
+            assert r.status_code == 201, r.text
+        return c.get(f"/v1/users/{user}").json()["summary"]
+
+
 def test_a_joint_belief_on_length_and_exclamations_reads_as_one_sentence(svc):
     """trial48a, a profile page built on the API: a user who chose the short answer without exclamation marks
     over a long one with them, six times, moved `length` and `exclamations` together. The summary's sentence
@@ -1066,12 +1077,7 @@ def test_a_joint_belief_on_length_and_exclamations_reads_as_one_sentence(svc):
              ("Cook.", "Try a new recipe tonight! Invite some friends over!"),
              ("Sleep.", "Go to bed early tonight! Turn off every screen first!"),
              ("Walk.", "Take the dog out for a run! Explore a new trail!")]
-    with svc.client() as c:
-        for i, (plain, loud) in enumerate(pairs):
-            r = c.post("/v1/feedback", json={"type": "comparison", "user": "quiet48", "prompt": f"What should I do now {i}?",
-                                             "chosen": plain, "rejected": loud})
-            assert r.status_code == 201, r.text
-        summary = c.get("/v1/users/quiet48").json()["summary"]
+    summary = _summary_after_comparisons(svc, "quiet48", "What should I do now", pairs)
     (joint,) = summary["joint"]
     assert joint["features"] == ["length", "exclamations"] and joint["direction"] == {"length": "less", "exclamations": "less"}
     assert joint["text"].startswith(f"prefers shorter answers with no exclamation marks ({joint['confidence']}): "
@@ -1108,12 +1114,7 @@ def test_a_joint_belief_on_features_of_both_signs_says_what_the_answers_have_bef
              ("Try a new recipe tonight! Invite some friends over!", "- Cook\n- Eat"),
              ("Go to bed early tonight! Turn off every screen first!", "- Bed\n- Sleep"),
              ("Take the dog out for a run! Explore a new trail!", "- Dog\n- Run")]
-    with svc.client() as c:
-        for i, (loud, plain) in enumerate(pairs):
-            r = c.post("/v1/feedback", json={"type": "comparison", "user": "loud48", "prompt": f"What should I do later {i}?",
-                                             "chosen": loud, "rejected": plain})
-            assert r.status_code == 201, r.text
-        summary = c.get("/v1/users/loud48").json()["summary"]
+    summary = _summary_after_comparisons(svc, "loud48", "What should I do later", pairs)
     (joint,) = summary["joint"]
     assert joint["direction"] == {"length": "more", "list_items": "less", "exclamations": "more"}, joint
     assert joint["text"].startswith(f"prefers longer answers with exclamation marks and no lists ({joint['confidence']}): "), joint["text"]
