@@ -184,6 +184,23 @@ def rewritten_after_description(folder: str | os.PathLike, digests: dict[str, st
         (folder / rewritten).stat().st_ctime_ns >= (folder / description).stat().st_ctime_ns
 
 
+def still_recorded(folder: str | os.PathLike, digests: dict[str, str], name: str) -> bool:
+    """Whether the file `name` in `folder` is the one `digests` records (its sha256, `file_digests`): asked before a
+    DELETE rewrites a per-user file, so that the new file's digest is recorded (`with_new_digest`) only where the
+    description described the file before. Never for a mix (another artifact's file beside this description, a copy
+    under way): that must go on failing `check_digests`. False where `digests` records no such file (an artifact
+    written before session replicas50). Raises FileNotFoundError where it records one and the file is missing."""
+    recorded = digests.get(name)
+    return recorded is not None and _sha256(Path(folder) / name) == recorded
+
+
+def with_new_digest(folder: str | os.PathLike, digests: dict[str, str], name: str) -> dict[str, str]:
+    """`digests` with the sha256 of the file `name` in `folder` as it is now: a per-user file a DELETE rewrote
+    (where `still_recorded` said so before the rewrite, or `rewritten_after_description` after a DELETE that did not
+    record it). Raises FileNotFoundError when the file is missing."""
+    return {**digests, **file_digests(folder, (name,))}
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -562,6 +579,14 @@ def read_description(folder: Path, kind: str, schema: int, struct: type[T], what
         return msgspec.convert(raw, struct)
     except msgspec.ValidationError as exc:
         raise ValueError(f"{path}: not a description of {what}: {exc}") from None
+
+
+def write_description(folder: str | os.PathLike, description: object) -> None:
+    """Write an artifact's description (a msgspec Struct: `PALMeta`, `EMMeta`) as `folder`/meta.json, indented
+    JSON, whole (`write_atomic`); `read_description` reads it back. Raises OSError when it cannot be written."""
+    import msgspec
+
+    write_atomic(Path(folder) / "meta.json", msgspec.json.format(msgspec.json.encode(description)))
 
 
 def undo_stopped_swap(folder: str | os.PathLike) -> Path | None:

@@ -55,6 +55,16 @@ def bradley_terry_loss(chosen_reward: torch.Tensor, rejected_reward: torch.Tenso
     return -F.logsigmoid(chosen_reward - rejected_reward).mean()
 
 
+def _log_ratio_margin(policy_chosen_logp: torch.Tensor, policy_rejected_logp: torch.Tensor,
+                      ref_chosen_logp: torch.Tensor, ref_rejected_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """(N,) log(pi / pi_ref) of the chosen answer less that of the rejected one, in nats: the margin DPO and IPO
+    score. ValueError when the four log-probabilities' shapes differ or `beta` is not a finite number > 0."""
+    _beta(beta)
+    _alike(policy_chosen_logp=policy_chosen_logp, policy_rejected_logp=policy_rejected_logp,
+           ref_chosen_logp=ref_chosen_logp, ref_rejected_logp=ref_rejected_logp)
+    return (policy_chosen_logp - ref_chosen_logp) - (policy_rejected_logp - ref_rejected_logp)
+
+
 def dpo_loss(
     policy_chosen_logp: torch.Tensor,
     policy_rejected_logp: torch.Tensor,
@@ -64,10 +74,7 @@ def dpo_loss(
 ) -> torch.Tensor:
     """DPO (Rafailov et al.): BT loss on implicit rewards beta * log(pi / pi_ref); per-row, not averaged.
     Log-probabilities (N,) each, in nats; ValueError when their shapes differ or `beta` is not > 0."""
-    _beta(beta)
-    _alike(policy_chosen_logp=policy_chosen_logp, policy_rejected_logp=policy_rejected_logp,
-           ref_chosen_logp=ref_chosen_logp, ref_rejected_logp=ref_rejected_logp)
-    margin = (policy_chosen_logp - ref_chosen_logp) - (policy_rejected_logp - ref_rejected_logp)
+    margin = _log_ratio_margin(policy_chosen_logp, policy_rejected_logp, ref_chosen_logp, ref_rejected_logp, beta)
     return -F.logsigmoid(beta * margin)
 
 
@@ -80,10 +87,7 @@ def ipo_loss(
 ) -> torch.Tensor:
     """IPO (Azar et al.): squared distance of the log-ratio margin from 1/(2 beta); per-row.
     Log-probabilities (N,) each, in nats; ValueError when their shapes differ or `beta` is not > 0."""
-    _beta(beta)
-    _alike(policy_chosen_logp=policy_chosen_logp, policy_rejected_logp=policy_rejected_logp,
-           ref_chosen_logp=ref_chosen_logp, ref_rejected_logp=ref_rejected_logp)
-    margin = (policy_chosen_logp - ref_chosen_logp) - (policy_rejected_logp - ref_rejected_logp)
+    margin = _log_ratio_margin(policy_chosen_logp, policy_rejected_logp, ref_chosen_logp, ref_rejected_logp, beta)
     return (margin - 1.0 / (2.0 * beta)) ** 2
 
 

@@ -1,6 +1,6 @@
 """Serving in this process: an ASGI app served by uvicorn behind the connection-level protocol `pluralign serve`
-runs (`training.commands.serve.timed_http_protocol`), on a loopback port of its own; a running service's
-generation held back, so that a stream stays silent for as long as a test needs."""
+runs (`training.commands.serve.timed_http_protocol`), on a loopback port of its own, on either of uvicorn's parsers;
+requests sent on a raw socket before the client's half-close; a running service's generation held back, so that a stream stays silent for as long as a test needs."""
 
 from __future__ import annotations
 
@@ -35,6 +35,29 @@ def timed_server(app, timeout_s: float, max_connections: int | None = None, cors
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def on_parser(monkeypatch, http: str) -> None:
+    """`timed_http_protocol` (and so `timed_server`) built on uvicorn's `http` parser, "h11" or "httptools", for the
+    test `monkeypatch` belongs to."""
+    from uvicorn.protocols.http import auto, h11_impl, httptools_impl
+
+    monkeypatch.setattr(auto, "AutoHTTPProtocol", {"h11": h11_impl.H11Protocol, "httptools": httptools_impl.HttpToolsProtocol}[http])
+
+
+def sent_then_half_closed(app, data: bytes, client_timeout_s: float) -> bytes:
+    """`data` sent at once on a raw socket to `app` behind `timed_server` (read deadline 30 s), then the client's
+    sending side shut (`shutdown(SHUT_WR)`, as `nc -N` and some proxies do); what the client read until the server
+    closed the connection. Raises TimeoutError when nothing came for `client_timeout_s` seconds and the connection
+    was still open."""
+    with timed_server(app, timeout_s=30) as port, \
+            socket.create_connection(("127.0.0.1", port), timeout=client_timeout_s) as client:
+        client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := client.recv(4096):  # to the server's close
+            answer += chunk
+    return answer
 
 
 @contextlib.contextmanager

@@ -1,12 +1,14 @@
 """Real stores set up as several test files need them: two replicas' Stores on one folder, one of whose purges of a
 withdrawn users row gave up; an Ingestor whose worker waits for the test to let it begin; a store with claims whose rows an import claimed, and a move that leaves their claims;
-a feedback log whose segment rewrites find no room; a preferences table as a release before `received_at` wrote it.
-Each builds on the temporary folder a test gives it, as the test did before these were shared."""
+a feedback log whose segment rewrites find no room; a preferences table as a release before `received_at` wrote it;
+records alone at their tenant's bound that fail on their own content. Each builds on the temporary folder a test gives
+it, as the test did before these were shared."""
 
 from __future__ import annotations
 
 import errno
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +22,7 @@ from pluralign.store import Store, UserRecord, tables
 from pluralign.store import feedback_log as feedback_log_module
 from pluralign.store.claims import claim_of
 from pluralign.store.failures import StoreUnavailable
-from pluralign.store.feedback_log import FeedbackLog
+from pluralign.store.feedback_log import FeedbackLog, TenantBacklog
 from pluralign.store.ingest import Ingestor
 from pluralign.store.schemas import preference_schema
 from tests.files import files_holding
@@ -98,6 +100,14 @@ def claims_left(claimed: tuple[Store, list, Path], why: str = "the store refused
         ingest.close()
 
 
+def wait_for(what, timeout: float = 20.0) -> None:
+    """Return once `what()` is true, looking every 20 ms; an AssertionError when it is not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.02)
+
+
 class WorkerWaits(Ingestor):
     """An Ingestor whose worker begins once the test sets `begin` (60 s at most): what its start replayed is then read,
     held or refused before the worker may move it. A plain Ingestor's worker begins in its constructor, and under load
@@ -148,3 +158,26 @@ def old_preferences_table(folder: Path, times: tuple[float, ...], dim: int = DIM
              "tie": False, "margin": None, "kind": "comparison", "source": None, "created_at": at, "attributes": "{}",
              "prompt_vec": vec, "chosen_vec": vec, "rejected_vec": vec, "schema_version": 1} for i, at in enumerate(times)]
     lancedb.connect(str(folder)).create_table("preferences", pa.Table.from_pylist(rows, schema=old))
+
+
+def records_alone_at_the_bound_are_set_aside(folder: Path, records: list[list], encoder) -> None:
+    """Two records of tenant t1 (`records`, 2 rows each) that fail on their own content with `encoder`, alone in a
+    feedback log under `folder` whose bound on a tenant's waiting rows is 4: asserts that the tenant's next feedback is
+    refused (TenantBacklog) before the worker begins (`WorkerWaits`), that both records are set aside after their 3
+    tries (4 rows, 2 letters) and the log emptied, and that the tenant's feedback is then taken and stored."""
+    log = FeedbackLog(folder / "log")
+    for record in records:
+        log.append(record)
+    log.close()
+    store = Store(str(folder / "db"), "hash", DIM)
+    ingest = WorkerWaits(FeedbackLog(folder / "log", tenant_rows=4), store, encoder, tries=3)
+    try:
+        with pytest.raises(TenantBacklog):
+            ingest.submit(feedback("good", 0, tenant="t1"))
+        ingest.begin.set()
+        wait_for(lambda: ingest.set_aside == 4 and ingest.log.backlog() == (0, 0), timeout=60.0)
+        ingest.submit(feedback("good", 0, tenant="t1"))
+        wait_for(lambda: store.count_preferences("t1", "good") == 1, timeout=60.0)
+        assert len(ingest.dead_letters.names()) == 2
+    finally:
+        ingest.close()

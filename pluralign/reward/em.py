@@ -42,7 +42,10 @@ from pluralign.files import (
     read_description,
     read_safetensors,
     rewritten_after_description,
+    still_recorded,
+    with_new_digest,
     write_atomic,
+    write_description,
     writing_artifact,
 )
 from pluralign.reward.bt import fit_user_logistic
@@ -408,7 +411,7 @@ class EMMixture:
             write_atomic(out / "heads.safetensors", save({"head_weights": W.float().cpu().contiguous(), "log_mixing": log_pi.float().cpu().contiguous()}))
             write_atomic(out / USERS_FILE, b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
             meta = msgspec.structs.replace(meta, files=file_digests(out, ("heads.safetensors", USERS_FILE)))
-            write_atomic(out / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+            write_description(out, meta)
         return out
 
     @classmethod
@@ -523,9 +526,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     if not may_hold(forget, path):
         return 0
     meta = _described(Path(folder))
-    recorded = meta.files.get(USERS_FILE) if meta is not None else None
-    # recorded anew only for the file meta.json describes (`pal_checkpoint.forget_users`): never for a mix
-    matched = recorded is not None and file_digests(folder, (USERS_FILE,))[USERS_FILE] == recorded
+    matched = meta is not None and still_recorded(folder, meta.files, USERS_FILE)
     kept, removed = [], 0
     for _, line, row in memberships(path):
         if forget(row.user_id):
@@ -535,8 +536,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     if removed:
         write_atomic(path, b"".join(kept))
         if matched:
-            meta = msgspec.structs.replace(meta, files={**meta.files, **file_digests(folder, (USERS_FILE,))})
-            write_atomic(Path(folder) / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+            write_description(folder, msgspec.structs.replace(meta, files=with_new_digest(folder, meta.files, USERS_FILE)))
     return removed
 
 
@@ -550,8 +550,7 @@ def record_rewritten_users(folder: str | Path) -> bool:
     meta = read_description(folder, "em-bt-mixture", SCHEMA_VERSION, EMMeta, "an EM mixture artifact (em-bt-mixture)")
     if not rewritten_after_description(folder, meta.files, USERS_FILE):
         return False
-    meta = msgspec.structs.replace(meta, files={**meta.files, **file_digests(folder, (USERS_FILE,))})
-    write_atomic(folder / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+    write_description(folder, msgspec.structs.replace(meta, files=with_new_digest(folder, meta.files, USERS_FILE)))
     return True
 
 

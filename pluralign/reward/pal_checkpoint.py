@@ -30,7 +30,10 @@ from pluralign.files import (
     read_description,
     read_safetensors,
     rewritten_after_description,
+    still_recorded,
+    with_new_digest,
     write_atomic,
+    write_description,
     writing_artifact,
 )
 from pluralign.reward.pal_model import PALConfig, PALModel
@@ -111,7 +114,7 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
         write_atomic(folder / MODEL_FILE, save({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}))
         user_weights.save(folder / USER_WEIGHTS_FILE)
         meta = msgspec.structs.replace(meta, files=file_digests(folder, (MODEL_FILE, USER_WEIGHTS_FILE)))
-        write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(meta)))
+        write_description(folder, meta)
 
 
 def read_meta(folder: str | Path) -> PALMeta:
@@ -175,14 +178,11 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     if (folder / USER_WEIGHTS_FILE).is_file() and not may_hold(forget, folder / USER_WEIGHTS_FILE):
         return 0
     meta = read_meta(folder)
-    recorded = meta.files.get(USER_WEIGHTS_FILE)
-    # its digest is recorded anew only for the file meta.json describes: a DELETE must not make a mix (another
-    # checkpoint's user_weights.json beside this meta.json, a copy under way) load
-    matched = recorded is not None and file_digests(folder, (USER_WEIGHTS_FILE,))[USER_WEIGHTS_FILE] == recorded
+    matched = still_recorded(folder, meta.files, USER_WEIGHTS_FILE)  # a DELETE must not make a mix load
     gone, left = forget_weight_rows(folder / USER_WEIGHTS_FILE, forget, k=meta.k)
     if gone:
-        files = {**meta.files, **file_digests(folder, (USER_WEIGHTS_FILE,))} if matched else meta.files
-        write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=left, files=files))))
+        files = with_new_digest(folder, meta.files, USER_WEIGHTS_FILE) if matched else meta.files
+        write_description(folder, msgspec.structs.replace(meta, users=left, files=files))
     return gone
 
 
@@ -197,8 +197,8 @@ def record_rewritten_user_weights(folder: str | Path) -> bool:
     if not rewritten_after_description(folder, meta.files, USER_WEIGHTS_FILE, META_FILE):
         return False
     left = len(UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k))
-    files = {**meta.files, **file_digests(folder, (USER_WEIGHTS_FILE,))}
-    write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=left, files=files))))
+    files = with_new_digest(folder, meta.files, USER_WEIGHTS_FILE)
+    write_description(folder, msgspec.structs.replace(meta, users=left, files=files))
     return True
 
 

@@ -1120,17 +1120,9 @@ class Store:
         # under the write lock, as appends and a DELETE's row step take it: no delete of the user falls between
         # the update and the cache's drop, nor a load of their history lands with the rows as they were
         with self._lock, self.histories.writing([key]):
-            for attempt in range(PURGE_ATTEMPTS):
-                try:
-                    updated = self.preferences.update(where=where, values={"received_at": time.time()}).rows_updated
-                    break
-                except (OSError, RuntimeError, ValueError) as exc:
-                    retry = _commit_conflict(exc) or (self.sync_seconds is not None and "not found" in str(exc).lower())
-                    if not retry or attempt == PURGE_ATTEMPTS - 1:
-                        raise
-                    log.warning("a received_at update met another commit on preferences (%s); again on the newest version", exc)
-                    time.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
-                    self.preferences.checkout_latest()
+            updated = self._committed_to_preferences(
+                "a received_at update",
+                lambda: self.preferences.update(where=where, values={"received_at": time.time()}).rows_updated)
             self.histories.invalidate([key])
             if updated:
                 self._after_write("preferences")
@@ -1341,22 +1333,29 @@ class Store:
         where = f"{owner_filter(row.tenant, row.user_id)} AND pref_id = {quote(row.pref_id)} AND {received} AND _rowid = {int(row_id)}"
         key = (row.tenant, row.user_id)
         with self._lock, self.histories.writing([key]):  # as `received_again`: no load of the history lands meanwhile
-            for attempt in range(PURGE_ATTEMPTS):
-                try:
-                    gone = self.preferences.delete(where).num_deleted_rows
-                    break
-                except (OSError, RuntimeError, ValueError) as exc:
-                    retry = _commit_conflict(exc) or (self.sync_seconds is not None and "not found" in str(exc).lower())
-                    if not retry or attempt == PURGE_ATTEMPTS - 1:
-                        raise
-                    log.warning("a delete of a row stored twice met another commit on preferences (%s); again on the newest "
-                                "version", exc)
-                    time.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
-                    self.preferences.checkout_latest()
+            gone = self._committed_to_preferences("a delete of a row stored twice",
+                                                  lambda: self.preferences.delete(where).num_deleted_rows)
             self.histories.invalidate([key])
             if gone:
                 self._after_write("preferences")
         return gone
+
+    def _committed_to_preferences(self, what: str, commit: Callable[[], T]) -> T:
+        """`commit()`'s result, one commit to the preferences table made again on its newest version when it met
+        another's (a compaction's rewrite; with `sync_seconds`, also a version another process removed: "not found"),
+        up to PURGE_ATTEMPTS times with a growing random pause; `what` names it in the warning. Raises the last error
+        when every attempt failed, and any other error as it came. For the caller holding the write lock."""
+        for attempt in range(PURGE_ATTEMPTS):
+            try:
+                return commit()
+            except (OSError, RuntimeError, ValueError) as exc:
+                retry = _commit_conflict(exc) or (self.sync_seconds is not None and "not found" in str(exc).lower())
+                if not retry or attempt == PURGE_ATTEMPTS - 1:
+                    raise
+                log.warning("%s met another commit on preferences (%s); again on the newest version", what, exc)
+                time.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
+                self.preferences.checkout_latest()
+        raise AssertionError("unreachable")
 
     @_uses("preferences", "read")
     def still_holds(self, tenant: str, user_id: str, pref_id: str) -> bool:

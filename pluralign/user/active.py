@@ -185,48 +185,38 @@ def best_information(x: np.ndarray, first: np.ndarray, second: np.ndarray, mean:
     draws = posterior_samples(mean, cov, samples, seed)  # (S, D)
     reward = draws @ x.T  # (S, N)
     win = expit(reward[:, first] - reward[:, second])  # (S, P) P(a beats b | sample)
-    if sets is None:
-        return _information_about_best(reward, win)
-    sets = np.asarray(sets)
+    sets = np.zeros(len(x), np.int64) if sets is None else np.asarray(sets)
     if sets.shape != (len(x),) or not np.issubdtype(sets.dtype, np.integer):
         raise ValueError(f"`sets` must be one int per candidate ({len(x)}), got shape {sets.shape} of {sets.dtype}")
     pair_set = sets[first]  # (P,)
     if (pair_set != sets[second]).any():
         k = int(np.flatnonzero(pair_set != sets[second])[0])
         raise ValueError(f"`sets`: pair {k} joins candidates of two sets ({int(pair_set[k])} and {int(sets[second][k])})")
-    return _information_about_best_of_sets(reward, win, sets, pair_set)
+    return _information_about_best(reward, win, sets, pair_set)
 
 
-def _information_about_best_of_sets(reward: np.ndarray, win: np.ndarray, sets: np.ndarray, pair_set: np.ndarray) -> np.ndarray:
-    """`_information_about_best` of each pair about the best of its own set, for every set at once (a pool of 200
-    stored pairs, each its own set, took 50 ms set by set): G sets of at most L candidates, laid out (G, L)."""
+def _information_about_best(reward: np.ndarray, win: np.ndarray, sets: np.ndarray, pair_set: np.ndarray) -> np.ndarray:
+    """(P,) I(y; best of its set) of each pair, the plug-in estimate from S samples' rewards (S, N) of the candidates
+    and the pairs' P(a beats b) (S, P): H(y) - sum over the set's members m of P(best = m) H(y | best = m), the
+    samples grouped by their best. Every set at once (a pool of 200 stored pairs, each its own set, took 50 ms set by
+    set): G sets of at most L candidates laid out (G, L), each pair's samples counted in its (pair, best) bin, O(S P)."""
     labels, inverse = np.unique(sets, return_inverse=True)  # (G,), (N,) each candidate's set
     size = np.bincount(inverse, minlength=len(labels))  # (G,)
     order = np.argsort(inverse, kind="stable")
-    slot = np.arange(len(sets)) - np.concatenate([[0], np.cumsum(size)[:-1]])[inverse[order]]
+    slot = np.empty(len(sets), np.int64)
+    slot[order] = np.arange(len(sets)) - np.concatenate([[0], np.cumsum(size)[:-1]])[inverse[order]]  # (N,) place in its set
     members = np.full((len(labels), size.max()), -1)
-    members[inverse[order], slot] = order  # (G, L) each set's candidates, in index order; -1 past its size
+    members[inverse, slot] = np.arange(len(sets))  # (G, L) each set's candidates, in index order; -1 past its size
     valid = members >= 0
     set_reward = np.where(valid, reward[:, np.where(valid, members, 0)], -np.inf)  # (S, G, L)
-    best = members[np.arange(len(labels)), set_reward.argmax(2)]  # (S, G) each sample's best of each set
-    onehot = np.zeros_like(reward)
-    onehot[np.arange(len(reward))[:, None], best] = 1.0  # (S, N)
+    best = set_reward.argmax(2)  # (S, G) each sample's best of each set, as its place in the set (the first of a tie)
+    samples, pairs, width = len(reward), len(pair_set), members.shape[1]
     of_pair = np.searchsorted(labels, pair_set)  # (P,) each pair's set, as an index into `labels`
-    held = onehot[:, np.where(valid[of_pair], members[of_pair], 0)] * valid[of_pair]  # (S, P, L) best = each member
-    count = held.sum(0)  # (P, L)
-    within = np.einsum("spl,sp->pl", held, win) / np.maximum(count, 1.0)  # (P, L) P(a beats b | best = member)
-    expected = (count / len(reward) * _entropy_bits(within)).sum(1)  # (P,)
-    return np.clip(_entropy_bits(win.mean(0)) - expected, 0.0, 1.0)
-
-
-def _information_about_best(reward: np.ndarray, win: np.ndarray) -> np.ndarray:
-    """(P,) I(y; best) from S samples' rewards (S, N) of one set of candidates and their pairs' P(a beats b) (S, P)."""
-    onehot = np.zeros_like(reward)
-    onehot[np.arange(len(reward)), reward.argmax(1)] = 1.0  # (S, N) each sample's best candidate
-    count = onehot.sum(0)  # (N,)
-    seen = count > 0
-    within = (onehot[:, seen].T @ win) / count[seen, None]  # (G, P) P(a beats b | best = g)
-    expected = (count[seen, None] / len(reward) * _entropy_bits(within)).sum(0)  # (P,)
+    bins = (np.arange(pairs) * width + best[:, of_pair]).ravel()  # (S P,) each sample's (pair, best of the pair's set)
+    count = np.bincount(bins, minlength=pairs * width).reshape(pairs, width)  # (P, L)
+    wins = np.bincount(bins, weights=win.ravel(), minlength=pairs * width).reshape(pairs, width)  # (P, L)
+    within = wins / np.maximum(count, 1)  # (P, L) P(a beats b | best = member)
+    expected = (count / samples * _entropy_bits(within)).sum(1)  # (P,)
     return np.clip(_entropy_bits(win.mean(0)) - expected, 0.0, 1.0)
 
 

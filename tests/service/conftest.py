@@ -29,3 +29,13 @@ def short_read_margin(monkeypatch):
     from pluralign.store import tables
 
     monkeypatch.setattr(tables, "READ_MARGIN_S", SHORT_READ_MARGIN_S)
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """The ingest worker's retries of a failed move 0.01 s apart, growing to 0.04 s (`RETRY_S`, `MAX_RETRY_S`), for the
+    test: a record's three tries in a tenth of a second."""
+    from pluralign.store import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "RETRY_S", 0.01)
+    monkeypatch.setattr(ingest_module, "MAX_RETRY_S", 0.04)

@@ -15,14 +15,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pluralign.store import Store
-from pluralign.store import ingest as ingest_module
 from pluralign.store.feedback_log import FeedbackLog, TenantBacklog
 from pluralign.store.ingest import Ingestor
 from pluralign.store.tables import RowRefused
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
 from tests.service.tiny import start_service
-from tests.stores import WorkerWaits
+from tests.stores import WorkerWaits, records_alone_at_the_bound_are_set_aside, wait_for
 
 BOUND = 3  # rows of one tenant that may wait in the feedback log (setting tenant_feedback_backlog_rows)
 
@@ -35,13 +34,6 @@ def comparison(user: str, i: int) -> dict:
 def import_body(user: str, n: int, start: int = 0) -> bytes:
     return b"\n".join(msgspec.json.encode({k: v for k, v in comparison(user, i).items() if k not in ("type", "user")})
                       for i in range(start, start + n))
-
-
-def wait_for(what, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.02)
 
 
 REFUSED = "UNREADABLE-BY-THE-ENCODER"  # a text holding it is refused by the module's encoder (`Picky`)
@@ -154,12 +146,6 @@ class FailingFirst:
             self.left -= 1
             raise self.error
         return self.call(*args, **kwargs)
-
-
-@pytest.fixture
-def quick_retries(monkeypatch):
-    monkeypatch.setattr(ingest_module, "RETRY_S", 0.01)
-    monkeypatch.setattr(ingest_module, "MAX_RETRY_S", 0.04)
 
 
 def test_a_store_failure_that_is_not_the_records_is_retried_not_set_aside(tmp_path, quick_retries):
@@ -459,23 +445,10 @@ def test_a_tenants_refused_records_alone_in_the_log_do_not_hold_it_at_its_bound(
     taken again. Before, a batch whose every record failed on its own was passed over, counted only once other
     feedback was stored: nothing else could be (the tenant's was refused for its backlog, which those rows filled),
     so a deployment of one tenant answered it 503 `feedback_backlog` for good."""
-    log = FeedbackLog(tmp_path / "log")
-    for i in range(2):
-        log.append([msgspec.structs.replace(r, created_at=float("nan")) for r in feedback(f"u{i}", 0, tenant="t1", n=2)])
-    log.close()
-    store = Store(str(tmp_path / "db"), "hash", DIM)
     # the tenant at its bound before its worker may set the records aside (until session 50 it could, under load)
-    ingest = WorkerWaits(FeedbackLog(tmp_path / "log", tenant_rows=4), store, HashEncoder(), tries=3)
-    try:
-        with pytest.raises(TenantBacklog):
-            ingest.submit(feedback("good", 0, tenant="t1"))
-        ingest.begin.set()
-        wait_for(lambda: ingest.set_aside == 4 and ingest.log.backlog() == (0, 0), timeout=60.0)
-        ingest.submit(feedback("good", 0, tenant="t1"))
-        wait_for(lambda: store.count_preferences("t1", "good") == 1, timeout=60.0)
-        assert len(ingest.dead_letters.names()) == 2
-    finally:
-        ingest.close()
+    records_alone_at_the_bound_are_set_aside(
+        tmp_path, [[msgspec.structs.replace(r, created_at=float("nan")) for r in feedback(f"u{i}", 0, tenant="t1", n=2)]
+                   for i in range(2)], HashEncoder())
 
 
 @pytest.mark.parametrize("marker", [REFUSED, NOT_FINITE], ids=["a-text-the-encoder-refuses", "a-vector-not-finite"])

@@ -11,8 +11,9 @@ import msgspec
 from pluralign.store import Store
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
-from tests.service.test_backlog49 import PickyEncoder, quick_retries, wait_for  # noqa: F401 (a fixture)
+from tests.service.test_backlog49 import PickyEncoder
 from tests.service.test_feedback_log import DIM, feedback
+from tests.stores import wait_for
 
 
 class EveryOtherCall(PickyEncoder):
@@ -33,7 +34,7 @@ class EveryOtherCall(PickyEncoder):
         return super().encode(texts)
 
 
-def test_an_encoder_failing_every_other_call_sets_no_good_feedback_aside(tmp_path, quick_retries):  # noqa: F811
+def test_an_encoder_failing_every_other_call_sets_no_good_feedback_aside(tmp_path, quick_retries):
     """Four good records (one an import of 3 rows) and one whose text the encoder always refuses, with an encoder that
     fails every other call: the good rows are all stored, none set aside; the bad record's row alone is. Before, a
     refusal counted as the records' own at once whenever the probe that followed it passed (`TextRefused`): the good

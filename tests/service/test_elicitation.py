@@ -992,12 +992,12 @@ def test_the_last_sentence_names_ties_and_lone_ratings_in_number():
         "of an answer with no other to compare it with are not counted: the model learns from two answers compared")
 
 
-def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc, monkeypatch):
-    """A comparison that lands between the fit a profile read serves and the profile's count of the user's rows
-    (another request's feedback, moved in by the ingest worker meanwhile) is in `counts.preferences` but not in
-    the fit's `comparisons`. The summary took every row past those for a tie or a rating (`ties` as counted, the
-    rest ratings), and told a user who never rated an answer "your 1 tie (...) and 1 rating of an answer with no
-    other to compare it with are not counted"."""
+def _profile_read_as_a_row_lands(svc, monkeypatch, user: str, **landing) -> dict:
+    """The profile (GET /v1/users/{user}) of a user who imported two comparisons and a tie, read while one more row of
+    theirs lands between the fit the read serves and the read's count of their rows (another request's feedback,
+    moved in by the ingest worker meanwhile): the row asks "Tips on money?", PLAIN_ANSWERS[3] over WORDY_ANSWERS[3],
+    with the StoredPreference fields `landing` (its `kind`, a `tie`). Asserts the tie was learned before, and the row
+    landed."""
     import time
     import uuid
 
@@ -1010,25 +1010,36 @@ def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc,
             for topic, plain, wordy in zip(TOPICS[:2], PLAIN_ANSWERS, WORDY_ANSWERS, strict=False)]
     rows.append({"prompt": "Tips on sleep?", "chosen": PLAIN_ANSWERS[2], "rejected": WORDY_ANSWERS[2], "tie": True})
     with svc.client() as c:
-        import_rows(c, "raced", rows)
-        assert c.get("/v1/users/raced").json()["summary"]["ties_learned"] == 1
+        import_rows(c, user, rows)
+        assert c.get(f"/v1/users/{user}").json()["summary"]["ties_learned"] == 1
     count, landed = rt.store.count_preferences, []
 
-    def after_a_comparison_lands(tenant: str, user_id: str) -> int:
-        if user_id == "raced" and not landed:
+    def after_a_row_lands(tenant: str, user_id: str) -> int:
+        if user_id == user and not landed:
             now = time.time()
             landed.append(StoredPreference(tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, prompt="Tips on money?",
-                                           chosen=PLAIN_ANSWERS[3], rejected=WORDY_ANSWERS[3], kind="comparison",
-                                           created_at=now, received_at=now))
+                                           chosen=PLAIN_ANSWERS[3], rejected=WORDY_ANSWERS[3], created_at=now,
+                                           received_at=now, **landing))
             vectors = np.zeros((1, rt.store.dim), np.float32)
             rt.store.add_preferences(landed, vectors, vectors, vectors)
         return count(tenant, user_id)
 
-    monkeypatch.setattr(rt.store, "count_preferences", after_a_comparison_lands)
+    monkeypatch.setattr(rt.store, "count_preferences", after_a_row_lands)
     with svc.client() as c:
-        profile = c.get("/v1/users/raced").json()
+        profile = c.get(f"/v1/users/{user}").json()
+    assert landed, profile
+    return profile
+
+
+def test_a_comparison_stored_while_a_profile_is_read_is_not_called_a_rating(svc, monkeypatch):
+    """A comparison that lands between the fit a profile read serves and the profile's count of the user's rows
+    (another request's feedback, moved in by the ingest worker meanwhile) is in `counts.preferences` but not in
+    the fit's `comparisons`. The summary took every row past those for a tie or a rating (`ties` as counted, the
+    rest ratings), and told a user who never rated an answer "your 1 tie (...) and 1 rating of an answer with no
+    other to compare it with are not counted"."""
+    profile = _profile_read_as_a_row_lands(svc, monkeypatch, "raced", kind="comparison")
     summary = profile["summary"]
-    assert landed and profile["counts"]["preferences"] == 4 and summary["comparisons"] == 2, profile
+    assert profile["counts"]["preferences"] == 4 and summary["comparisons"] == 2, profile
     assert summary["ties"] == 1 and summary["unpaired_ratings"] == 0, summary
     assert summary["sentences"][-1] == "based on 2 comparisons and 1 tie (neither answer better)", summary["sentences"]
 
@@ -1037,39 +1048,22 @@ def test_a_tie_stored_while_a_profile_is_read_is_not_called_a_rating_of_3(svc, m
     """The same race for a tie of two answers ("no preference" between a `compare` pair): it lands after the fit the
     read serves, so the fit's `ties` are one short of the stored ties, and the summary took the difference for ratings
     of 3 ("your 1 rating of 3 (one answer, no other named) is not counted") for a user who never rated an answer."""
-    import time
-    import uuid
-
-    import numpy as np
-
-    from pluralign.store import StoredPreference
-
-    rt = svc.runtime
-    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy}
-            for topic, plain, wordy in zip(TOPICS[:2], PLAIN_ANSWERS, WORDY_ANSWERS, strict=False)]
-    rows.append({"prompt": "Tips on sleep?", "chosen": PLAIN_ANSWERS[2], "rejected": WORDY_ANSWERS[2], "tie": True})
-    with svc.client() as c:
-        import_rows(c, "tie-raced", rows)
-        assert c.get("/v1/users/tie-raced").json()["summary"]["ties_learned"] == 1
-    count, landed = rt.store.count_preferences, []
-
-    def after_a_tie_lands(tenant: str, user_id: str) -> int:
-        if user_id == "tie-raced" and not landed:
-            now = time.time()
-            landed.append(StoredPreference(tenant=tenant, user_id=user_id, pref_id=uuid.uuid4().hex, prompt="Tips on money?",
-                                           chosen=PLAIN_ANSWERS[3], rejected=WORDY_ANSWERS[3], tie=True, kind="choice",
-                                           created_at=now, received_at=now))
-            vectors = np.zeros((1, rt.store.dim), np.float32)
-            rt.store.add_preferences(landed, vectors, vectors, vectors)
-        return count(tenant, user_id)
-
-    monkeypatch.setattr(rt.store, "count_preferences", after_a_tie_lands)
-    with svc.client() as c:
-        profile = c.get("/v1/users/tie-raced").json()
+    profile = _profile_read_as_a_row_lands(svc, monkeypatch, "tie-raced", tie=True, kind="choice")
     summary = profile["summary"]
-    assert landed and profile["counts"]["preferences"] == 4 and summary["comparisons"] == 2, profile
+    assert profile["counts"]["preferences"] == 4 and summary["comparisons"] == 2, profile
     assert summary["ties"] == 2 and summary["ties_learned"] == 1 and summary["unpaired_ratings"] == 0, summary
     assert summary["sentences"][-1] == "based on 2 comparisons and 1 tie (neither answer better)", summary["sentences"]
+
+
+def _summary_after_comparisons(svc, user: str, prompt: str, pairs: list[tuple[str, str]]) -> dict:
+    """The profile summary of `user` once each (chosen, rejected) of `pairs` was posted as a comparison (201), the
+    i-th to the prompt "`prompt` i?"."""
+    with svc.client() as c:
+        for i, (chosen, rejected) in enumerate(pairs):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"{prompt} {i}?",
+                                             "chosen": chosen, "rejected": rejected})
+            assert r.status_code == 201, r.text
+        return c.get(f"/v1/users/{user}").json()["summary"]
 
 
 def test_a_joint_belief_on_length_and_exclamations_reads_as_one_sentence(svc):
@@ -1083,12 +1077,7 @@ def test_a_joint_belief_on_length_and_exclamations_reads_as_one_sentence(svc):
              ("Cook.", "Try a new recipe tonight! Invite some friends over!"),
              ("Sleep.", "Go to bed early tonight! Turn off every screen first!"),
              ("Walk.", "Take the dog out for a run! Explore a new trail!")]
-    with svc.client() as c:
-        for i, (plain, loud) in enumerate(pairs):
-            r = c.post("/v1/feedback", json={"type": "comparison", "user": "quiet48", "prompt": f"What should I do now {i}?",
-                                             "chosen": plain, "rejected": loud})
-            assert r.status_code == 201, r.text
-        summary = c.get("/v1/users/quiet48").json()["summary"]
+    summary = _summary_after_comparisons(svc, "quiet48", "What should I do now", pairs)
     (joint,) = summary["joint"]
     assert joint["features"] == ["length", "exclamations"] and joint["direction"] == {"length": "less", "exclamations": "less"}
     assert joint["text"].startswith(f"prefers shorter answers with no exclamation marks ({joint['confidence']}): "
@@ -1125,12 +1114,7 @@ def test_a_joint_belief_on_features_of_both_signs_says_what_the_answers_have_bef
              ("Try a new recipe tonight! Invite some friends over!", "- Cook\n- Eat"),
              ("Go to bed early tonight! Turn off every screen first!", "- Bed\n- Sleep"),
              ("Take the dog out for a run! Explore a new trail!", "- Dog\n- Run")]
-    with svc.client() as c:
-        for i, (loud, plain) in enumerate(pairs):
-            r = c.post("/v1/feedback", json={"type": "comparison", "user": "loud48", "prompt": f"What should I do later {i}?",
-                                             "chosen": loud, "rejected": plain})
-            assert r.status_code == 201, r.text
-        summary = c.get("/v1/users/loud48").json()["summary"]
+    summary = _summary_after_comparisons(svc, "loud48", "What should I do later", pairs)
     (joint,) = summary["joint"]
     assert joint["direction"] == {"length": "more", "list_items": "less", "exclamations": "more"}, joint
     assert joint["text"].startswith(f"prefers longer answers with exclamation marks and no lists ({joint['confidence']}): "), joint["text"]

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -25,7 +24,7 @@ from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 from tests.service.test_feedback48_worker import HeldInTheWorker
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
-from tests.stores import WorkerWaits
+from tests.stores import WorkerWaits, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,13 +39,6 @@ def damaged_log(folder: Path) -> list:
     log.append(feedback("bob", 0, tenant="t2", n=2))
     log.close()  # as after a crash: only the files remain
     return [msgspec.structs.replace(r, received_at=None) for r in poison]
-
-
-def wait_for(what, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.02)
 
 
 def test_a_record_the_store_refuses_is_set_aside_and_every_tenants_feedback_moves(tmp_path, monkeypatch):

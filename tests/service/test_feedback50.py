@@ -12,8 +12,8 @@ import pytest
 from pluralign.store import Store
 from pluralign.store.feedback_log import DrainRates, FeedbackLog, TenantBacklog
 from pluralign.store.ingest import Ingestor
-from tests.service.test_backlog49 import quick_retries, wait_for  # noqa: F401 (a fixture)
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
+from tests.stores import records_alone_at_the_bound_are_set_aside, wait_for
 
 NOT_FINITE = "embedded-as-nan"
 
@@ -27,30 +27,37 @@ class NanEncoder(HashEncoder):
         return vectors
 
 
-def test_records_refused_for_their_vectors_alone_in_the_log_do_not_hold_the_tenant_at_its_bound(tmp_path, quick_retries):  # noqa: F811
+def refused_rows(user: str, n: int) -> list:
+    """`n` feedback rows of `user` (tenant t1) the store refuses for their own content (`created_at` NaN: a damaged
+    log), as a dead letter holds them."""
+    return [msgspec.structs.replace(r, created_at=float("nan")) for r in feedback(user, 0, tenant="t1", n=n)]
+
+
+def changed_long_ago(*paths) -> None:
+    """`paths` (a dead letters folder, a letter in it) last changed 10 `RACY_S` ago: a folder unchanged for so long is
+    listed once and its listing kept (`DeadLetters`)."""
+    import os
+    import time
+
+    from pluralign.store import dead_letter
+
+    long_ago = time.time() - 10 * dead_letter.RACY_S
+    for path in paths:
+        os.utime(path, (long_ago, long_ago))
+
+
+def test_records_refused_for_their_vectors_alone_in_the_log_do_not_hold_the_tenant_at_its_bound(tmp_path, quick_retries):
     """Two records of one tenant whose texts the encoder embeds as NaN (the store refuses the vectors), alone in the log
     and at the tenant's bound: the encoder embeds another text finite (a probe), so the vectors are the texts' own; they
     are set aside after their tries and the tenant's feedback is taken again. Before, a batch whose every record failed
     on its own for a vector was passed over and counted only once other feedback was stored: none could be (the tenant
     was refused for the backlog those rows filled), so its 503 `feedback_backlog` lasted for good."""
-    log = FeedbackLog(tmp_path / "log")
-    for i in range(2):
-        log.append([msgspec.structs.replace(r, chosen=f"{NOT_FINITE} {r.chosen}") for r in feedback(f"u{i}", 0, tenant="t1", n=2)])
-    log.close()
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log", tenant_rows=4), store, NanEncoder(), tries=3)
-    try:
-        with pytest.raises(TenantBacklog):
-            ingest.submit(feedback("good", 0, tenant="t1"))
-        wait_for(lambda: ingest.set_aside == 4 and ingest.log.backlog() == (0, 0), timeout=60.0)
-        ingest.submit(feedback("good", 0, tenant="t1"))
-        wait_for(lambda: store.count_preferences("t1", "good") == 1, timeout=60.0)
-        assert len(ingest.dead_letters.names()) == 2
-    finally:
-        ingest.close()
+    records_alone_at_the_bound_are_set_aside(
+        tmp_path, [[msgspec.structs.replace(r, chosen=f"{NOT_FINITE} {r.chosen}") for r in feedback(f"u{i}", 0, tenant="t1", n=2)]
+                   for i in range(2)], NanEncoder())
 
 
-def test_an_encoder_making_every_vector_nan_sets_nothing_aside(tmp_path, quick_retries):  # noqa: F811
+def test_an_encoder_making_every_vector_nan_sets_nothing_aside(tmp_path, quick_retries):
     """The encoder embeds every text as NaN for a while (a broken model: the probe's vector is NaN too): two records
     of a tenant alone in the log are retried, not set aside, and stored once it embeds again."""
     broken = threading.Event()
@@ -161,7 +168,7 @@ def test_the_dead_letters_are_listed_again_only_once_their_folder_changed(tmp_pa
     assert len(listings) == 5, listings  # once after each change settled
 
 
-def test_rows_of_a_record_set_aside_in_part_count_once_in_the_tenants_drain_rate(tmp_path, quick_retries):  # noqa: F811
+def test_rows_of_a_record_set_aside_in_part_count_once_in_the_tenants_drain_rate(tmp_path, quick_retries):
     """An import's record of 6 rows whose 3rd has a text the encoder embeds as NaN: once set aside, 1 row left the log
     as a dead letter and the other 5 as the stored rows of the record logged again in its place, so the tenant's drain
     rate (`DrainRates`, what a 503 `feedback_backlog`'s Retry-After is made of) counts 6 rows. Before (session 50), the
@@ -189,20 +196,14 @@ def test_a_count_of_a_users_rows_set_aside_reads_no_letter(tmp_path, monkeypatch
     the letters' summaries, each letter decoded once while unchanged: letters of two users' rows, written by this
     process (`put`) and by another, are counted right without a letter decoded again. Before, each count decoded every
     letter holding the user's rows (an 8,000-row import's letter, 15 MB: ~19 ms a profile at load 4)."""
-    import os
-    import time
-
     from pluralign.store import dead_letter
     from pluralign.store.dead_letter import DeadLetters
 
-    def rows(user: str, n: int) -> list:
-        return [msgspec.structs.replace(r, created_at=float("nan")) for r in feedback(user, 0, tenant="t1", n=n)]
-
     folder = tmp_path / "dead-letter"
-    DeadLetters(folder).put(rows("ann", 3) + rows("bob", 1), "RowRefused: `created_at` (another process's)", 3, 1.0)
+    DeadLetters(folder).put(refused_rows("ann", 3) + refused_rows("bob", 1), "RowRefused: `created_at` (another process's)", 3, 1.0)
     letters = DeadLetters(folder)
-    letters.put(rows("ann", 2), "RowRefused: `created_at` (this one's)", 3, 2.0)
-    os.utime(folder, (time.time() - 10 * dead_letter.RACY_S,) * 2)  # changed a while ago: listed once
+    letters.put(refused_rows("ann", 2), "RowRefused: `created_at` (this one's)", 3, 2.0)
+    changed_long_ago(folder)  # listed once
     decoded = []
     decode = dead_letter._decode
     monkeypatch.setattr(dead_letter, "_decode", lambda data: decoded.append(1) or decode(data))
@@ -265,18 +266,14 @@ def test_a_look_at_the_letters_does_not_wait_for_a_letter_being_rewritten(tmp_pa
     `rows_for` at every GET, an export `holds`) does not wait for it, and sees the rewrite once it is done. Here the
     rewrite is held at its write until the look has returned. Before, the look waited for the rewrite: a profile GET of
     any tenant waited ~150 ms for another tenant's DELETE or a letter being set aside."""
-    import os
-    import time
-
     from pluralign.store import dead_letter
     from pluralign.store.dead_letter import DeadLetters
 
     folder = tmp_path / "dead-letter"
-    rows = [msgspec.structs.replace(r, created_at=float("nan"), user_id=["ann", "bob"][i % 2])
-            for i, r in enumerate(feedback("ann", 0, tenant="t1", n=4))]
+    rows = [msgspec.structs.replace(r, user_id=["ann", "bob"][i % 2]) for i, r in enumerate(refused_rows("ann", 4))]
     letters = DeadLetters(folder)
     letters.put(rows, "RowRefused: `created_at`", 3, 1.0)
-    os.utime(folder, (time.time() - 10 * dead_letter.RACY_S,) * 2)
+    changed_long_ago(folder)
     assert letters.rows_for("t1", "bob") == 2
     writing, go = threading.Event(), threading.Event()
     write = dead_letter.write_atomic
@@ -302,7 +299,7 @@ def test_a_look_at_the_letters_does_not_wait_for_a_letter_being_rewritten(tmp_pa
     assert letters.rows_for("t1", "bob") == 0 and letters.rows_for("t1", "ann") == 2 and letters.rows() == 2
 
 
-def test_the_rows_of_a_vector_not_finite_are_found_from_the_moves_own_vectors(tmp_path, monkeypatch, quick_retries):  # noqa: F811
+def test_the_rows_of_a_vector_not_finite_are_found_from_the_moves_own_vectors(tmp_path, monkeypatch, quick_retries):
     """An import's record of 40 rows (81 texts) whose 3rd row's `chosen` the encoder embeds as NaN, set aside at its
     first failure: the rows at fault are read off the vectors the worker's move embedded (no text embedded again), the
     3rd row alone is set aside and the other 39 stored. Before, every text of the record was embedded again to find it
@@ -341,19 +338,16 @@ def test_a_damaged_letter_does_not_make_every_look_list_the_folder(tmp_path, mon
     into place, as `put` and an admin's copy do) it is read again. Before, one undecodable letter kept every look listing
     the folder and stat'ing every letter, for good."""
     import os
-    import time
 
     from pluralign.store import dead_letter
     from pluralign.store.dead_letter import DeadLetters
 
     folder = tmp_path / "dead-letter"
-    rows = [msgspec.structs.replace(r, created_at=float("nan")) for r in feedback("ann", 0, tenant="t1", n=2)]
+    rows = refused_rows("ann", 2)
     good = DeadLetters(folder).put(rows[:1], "RowRefused: `created_at`", 3, 1.0)
     damaged = folder / f"{'0' * 32}{dead_letter.SUFFIX}"
     damaged.write_bytes(b"\x00 not a letter")
-    long_ago = time.time() - 10 * dead_letter.RACY_S
-    for path in (damaged, folder):
-        os.utime(path, (long_ago, long_ago))
+    changed_long_ago(damaged, folder)
     letters = DeadLetters(folder)
     listings = []
     stats = letters._stats

@@ -14,8 +14,9 @@ from pluralign.store import ingest as ingest_module
 from pluralign.store.dead_letter import DeadLetters
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
-from tests.service.test_feedback48_dead_letter import damaged_log, wait_for
+from tests.service.test_feedback48_dead_letter import damaged_log
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
+from tests.stores import wait_for
 
 
 def test_a_tenants_feedback_behind_a_whole_batch_of_refused_records_moves(tmp_path, monkeypatch):

@@ -5,12 +5,32 @@ was then never finished); and each entry still fsynced the folder, where the doc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 
 import pytest
 
 from service.users.journal import JOURNAL_FOLDER, DeleteJournal, DeleteNotRecorded
+
+
+@contextlib.contextmanager
+def _fsyncs(monkeypatch) -> Iterator[list[bool]]:
+    """Each `os.fsync` made inside, in order, as whether it was of a folder (True) or of a file (False); `os.fsync`
+    as it was after."""
+    fsync = os.fsync
+    folders: list[bool] = []
+
+    def counted(fd: int) -> None:
+        folders.append(os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counted)
+    try:
+        yield folders
+    finally:
+        monkeypatch.setattr(os, "fsync", fsync)
 
 
 def test_a_batch_refused_for_a_full_disk_leaves_an_earlier_stopped_delete_of_its_user_to_finish(tmp_path, monkeypatch):
@@ -43,17 +63,9 @@ def test_a_batch_of_entries_fsyncs_their_folder_once(tmp_path, monkeypatch):
     folder = tmp_path / JOURNAL_FOLDER
     journal = DeleteJournal(folder)
     journal.begin("acme", "zed", 1.0)  # the folder exists
-    fsync = os.fsync
-    folders = []
-
-    def counted(fd: int) -> None:
-        folders.append(os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", counted)
     users = [f"u{i}" for i in range(8)]
-    entries = journal.begin_many("acme", users, 5.0)
-    monkeypatch.setattr(os, "fsync", fsync)
+    with _fsyncs(monkeypatch) as folders:
+        entries = journal.begin_many("acme", users, 5.0)
     assert (folders.count(True), folders.count(False)) == (1, 8), folders
     assert [journal.unfinished("acme", u) for u in users] == entries
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
@@ -66,16 +78,8 @@ def test_a_batchs_deletion_records_are_noted_in_its_entries_with_one_fsync_of_th
     journal = DeleteJournal(tmp_path / JOURNAL_FOLDER)
     users = [f"u{i}" for i in range(8)]
     entries = journal.begin_many("acme", users, 5.0)
-    fsync = os.fsync
-    folders = []
-
-    def counted(fd: int) -> None:
-        folders.append(os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")))
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", counted)
-    journal.recorded_many(entries, 7.0)
-    monkeypatch.setattr(os, "fsync", fsync)
+    with _fsyncs(monkeypatch) as folders:
+        journal.recorded_many(entries, 7.0)
     assert (folders.count(True), folders.count(False)) == (1, 8), folders
     assert [journal.unfinished("acme", u).recorded_at for u in users] == [7.0] * 8
     journal.done_many(entries)  # a noted entry is still the same DELETE's

@@ -308,3 +308,43 @@ def test_rows_received_again_count_as_received_since_for_another_process_too(tmp
     assert other.received_since("t", "ann", began) and not other.received_since("t", "bob", began)
     store.delete_user("t", "ann")
     assert store.received_again("t", "ann", [rows[0].pref_id]) == 0
+
+
+def test_a_preferences_commit_that_met_another_is_made_again_and_other_errors_are_not(tmp_path, caplog):
+    """`received_again` and `delete_copy` share one retry (`Store._committed_to_preferences`, session 51): a commit Lance
+    refused for another's coming first is made again on the newest version and its result returned, with a warning
+    naming which commit; an error that is no conflict is raised at once, after one try."""
+    store = Store(str(tmp_path), "enc", DIM)
+    rows, vecs, _, _ = prefs("t", "ann", 2)
+    store.add_preferences(rows, vecs, vecs, vecs)
+    table = store.tables["preferences"]
+    tries = []
+
+    def refused_first(method, exc):
+        def call(*args, **kwargs):
+            tries.append(method)
+            if len(tries) == 1:
+                raise exc
+            return getattr(type(table), method)(table, *args, **kwargs)
+        return call
+
+    table.update = refused_first("update", RuntimeError("lance error: Retryable commit conflict for version 3"))
+    with caplog.at_level("WARNING", logger="pluralign.store"):
+        assert store.received_again("t", "ann", [rows[0].pref_id]) == 1
+    assert tries == ["update", "update"]
+    assert "a received_at update met another commit on preferences" in caplog.text
+    tries.clear()
+    table.update = refused_first("update", ValueError("lance error: LanceError(Schema): no field `x`"))
+    with pytest.raises(ValueError, match="no field"):
+        store.received_again("t", "ann", [rows[0].pref_id])
+    assert tries == ["update"]
+    del table.update
+    tries.clear()
+    [held] = table.search().where(f"pref_id = '{rows[1].pref_id}'").select(["received_at"]).with_row_id(True).to_list()
+    row = msgspec.structs.replace(rows[1], received_at=held["received_at"])
+    table.delete = refused_first("delete", OSError("lance error: Incompatible transaction: a compaction committed first"))
+    with caplog.at_level("WARNING", logger="pluralign.store"):
+        assert store.delete_copy(row, held["_rowid"]) == 1
+    assert tries == ["delete", "delete"]
+    assert "a delete of a row stored twice met another commit on preferences" in caplog.text
+    assert [p.pref_id for p in store.preferences_for("t", "ann")[0]] == [rows[0].pref_id]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import expit
 
 from pluralign.user.active import (
     COMPARE_MIN_BITS,
@@ -17,6 +18,7 @@ from pluralign.user.active import (
     pair_information,
     particle_posterior,
     particle_predictive,
+    posterior_samples,
     predictive_information,
     select_active,
     select_by_group,
@@ -291,6 +293,47 @@ def test_a_tie_weighs_towards_the_known_users_who_could_not_tell_the_answers_apa
     np.testing.assert_allclose(both, particle_posterior(strict) * w / (particle_posterior(strict) * w).sum())
     with pytest.raises(ValueError):
         particle_posterior(strict, np.array([[0.5, 0.5]]))
+
+
+def _plug_in_bits(x, first, second, mean, cov, samples, seed, sets):
+    """I(y; best of the pair's set) written out pair by pair: the same posterior samples, grouped by which of the
+    pair's set's candidates each ranks first (the first of a tie), H(y) less the groups' weighted H(y | group)."""
+    def entropy(p):
+        p = min(max(p, 1e-12), 1 - 1e-12)
+        return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+    reward = posterior_samples(mean, cov, samples, seed) @ x.T  # (S, N)
+    bits = []
+    for a, b in zip(first, second, strict=True):
+        members = np.flatnonzero(sets == sets[a])
+        best = members[reward[:, members].argmax(1)]  # (S,)
+        win = expit(reward[:, a] - reward[:, b])  # (S,)
+        expected = sum((best == m).mean() * entropy(win[best == m].mean()) for m in np.unique(best))
+        bits.append(min(max(entropy(win.mean()) - expected, 0.0), 1.0))
+    return np.array(bits)
+
+
+def test_best_information_is_its_plug_in_estimate_for_one_set_and_for_many():
+    """One set (chat's candidates, `sets` None) is the general case of sets (onboarding's pool) with one: on many random
+    candidates, posteriors, sample counts and sets, ties of identical candidates included, every pair's bits are the
+    plug-in estimate written out pair by pair, to float error (the one-set special case was removed, session 51)."""
+    rng = np.random.default_rng(51)
+    for _ in range(150):
+        n, d, samples = int(rng.integers(2, 9)), int(rng.integers(1, 6)), int(rng.choice([1, 2, 16, 256]))
+        x = rng.normal(size=(n, d)) * rng.choice([0.01, 1.0, 30.0])
+        if rng.random() < 0.3:
+            x[rng.integers(1, n)] = x[0]  # identical candidates: samples tie on the best
+        mean, cov = rng.normal(size=d), np.eye(d) * rng.choice([1e-6, 0.1, 2.0, 50.0])
+        seed = int(rng.integers(100))
+        first, second = all_pairs(n)
+        one = best_information(x, first, second, mean, cov, samples, seed)
+        np.testing.assert_allclose(one, _plug_in_bits(x, first, second, mean, cov, samples, seed, np.zeros(n, int)), rtol=0, atol=1e-12)
+        sets = rng.integers(0, 3, size=n) * 5 - 2  # up to three sets, labels neither 0-based nor in order
+        keep = sets[first] == sets[second]
+        if keep.any():
+            many = best_information(x, first[keep], second[keep], mean, cov, samples, seed, sets=sets)
+            want = _plug_in_bits(x, first[keep], second[keep], mean, cov, samples, seed, sets)
+            np.testing.assert_allclose(many, want, rtol=0, atol=1e-12)
 
 
 def test_best_information_of_sets_asks_each_pair_about_the_best_of_its_own_set():

@@ -4,11 +4,10 @@ go out, and a chat is taken as its client gone wherever it stands in the pipelin
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
-from tests.serving import timed_server
+from tests.serving import on_parser, sent_then_half_closed
 
 CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
 GET = b"GET /v1/users/ann HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -18,9 +17,7 @@ def _pipelined_then_half_closed(http: str, monkeypatch, requests: bytes) -> tupl
     """`requests` sent at once to an app behind `timed_http_protocol` on uvicorn's `http` parser, then the client's side
     shut; (what the client read until the server closed, what each request's app read after its body: a disconnect, or
     "nothing" within 1 s)."""
-    from uvicorn.protocols.http import auto, h11_impl, httptools_impl
-
-    monkeypatch.setattr(auto, "AutoHTTPProtocol", {"h11": h11_impl.H11Protocol, "httptools": httptools_impl.HttpToolsProtocol}[http])
+    on_parser(monkeypatch, http)
     seen: dict[str, str] = {}
 
     async def app(scope, receive, send) -> None:
@@ -36,13 +33,7 @@ def _pipelined_then_half_closed(http: str, monkeypatch, requests: bytes) -> tupl
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    with timed_server(app, timeout_s=30) as port, socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-        client.sendall(requests)
-        client.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := client.recv(4096):  # to the server's close
-            answer += chunk
-    return answer, seen
+    return sent_then_half_closed(app, requests, client_timeout_s=10), seen
 
 
 @pytest.mark.parametrize("http", ["h11", "httptools"])

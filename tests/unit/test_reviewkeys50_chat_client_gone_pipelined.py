@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.serving import timed_server
+from tests.serving import on_parser, timed_server
 
 CHAT = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
 GET = b"GET /v1/users/ann HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -24,9 +24,7 @@ def _chat_read_after(http: str, monkeypatch, requests: bytes, end: str) -> str:
     """What the chat's app read after its body (an `http.disconnect`, or "nothing" within 2 s) when `requests` were sent
     at once to an app behind `timed_http_protocol` on uvicorn's `http` parser, and the client then ended the connection:
     `end` "reset" (SO_LINGER 0: an RST, no FIN) or "half-close" (`shutdown(SHUT_WR)`)."""
-    from uvicorn.protocols.http import auto, h11_impl, httptools_impl
-
-    monkeypatch.setattr(auto, "AutoHTTPProtocol", {"h11": h11_impl.H11Protocol, "httptools": httptools_impl.HttpToolsProtocol}[http])
+    on_parser(monkeypatch, http)
     read: dict[str, str] = {}
     began = threading.Event()
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.serving import timed_server
+from tests.serving import on_parser, timed_server
 
 EXPORT = b"GET /v1/export HTTP/1.1\r\nHost: x\r\n\r\n"
 GET = b"GET /v1/users/ann HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -22,11 +22,9 @@ def test_an_answer_cut_part_way_closes_its_connection_at_once_whatever_is_pipeli
     """Before, httptools with a GET behind: the connection stayed open (its file descriptor, one of
     PLURALIGN_MAX_CONNECTIONS, held) for as long as the client did: `CutAnswersAbort.close` looked at httptools' newest
     cycle, the GET queued, not begun, so the cut answer's close waited to write 10s of MB the client never took."""
-    from uvicorn.protocols.http import auto, h11_impl, httptools_impl
-
     from training.commands.serve import ConnectionCounts
 
-    monkeypatch.setattr(auto, "AutoHTTPProtocol", {"h11": h11_impl.H11Protocol, "httptools": httptools_impl.HttpToolsProtocol}[http])
+    on_parser(monkeypatch, http)
     cut = asyncio.Event()
 
     async def app(scope, receive, send) -> None:

@@ -8,20 +8,16 @@ taken as its client gone: a half-close cannot be told from a close, and a chat's
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
-from tests.serving import timed_server
+from tests.serving import on_parser, sent_then_half_closed
 
 
 def _half_closed_exchange(http: str, monkeypatch, request: bytes) -> tuple[bytes, list[str]]:
     """`request` sent to an app behind `timed_http_protocol` on uvicorn's `http` parser, the client's side shut at once;
     (what the client read until the connection closed, what the app's `receive` gave after the body)."""
-    from uvicorn.protocols.http import auto, h11_impl, httptools_impl
-
-    parser = {"h11": h11_impl.H11Protocol, "httptools": httptools_impl.HttpToolsProtocol}[http]
-    monkeypatch.setattr(auto, "AutoHTTPProtocol", parser)  # the one `timed_http_protocol` builds on
+    on_parser(monkeypatch, http)
     seen: list[str] = []
 
     async def app(scope, receive, send) -> None:
@@ -33,13 +29,7 @@ def _half_closed_exchange(http: str, monkeypatch, request: bytes) -> tuple[bytes
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    with timed_server(app, timeout_s=30) as port, socket.create_connection(("127.0.0.1", port), timeout=20) as client:
-        client.sendall(request)
-        client.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := client.recv(4096):  # to the server's close
-            answer += chunk
-    return answer, seen
+    return sent_then_half_closed(app, request, client_timeout_s=20), seen
 
 
 @pytest.mark.parametrize("http", ["h11", "httptools"])
@@ -69,9 +59,7 @@ def test_a_request_pipelined_in_part_before_a_half_close_ends_the_connection(mon
     answered; until the review of session older49 `on_response_complete` then kept the half-closed connection open for
     it with no read deadline (it returned before arming one): the connection, and the app waiting for a body that
     could not come, stayed for good (still open 8 s on, with a 2 s deadline)."""
-    from uvicorn.protocols.http import auto, h11_impl, httptools_impl
-
-    monkeypatch.setattr(auto, "AutoHTTPProtocol", {"h11": h11_impl.H11Protocol, "httptools": httptools_impl.HttpToolsProtocol}[http])
+    on_parser(monkeypatch, http)
 
     async def app(scope, receive, send) -> None:
         while (message := await receive())["type"] == "http.request" and message.get("more_body"):
@@ -80,10 +68,7 @@ def test_a_request_pipelined_in_part_before_a_half_close_ends_the_connection(mon
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    with timed_server(app, timeout_s=30) as port, socket.create_connection(("127.0.0.1", port), timeout=5) as client:
-        client.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
-        client.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := client.recv(4096):  # to the server's close (a TimeoutError: still open after 5 s)
-            answer += chunk
+    answer = sent_then_half_closed(  # a TimeoutError: still open after 5 s
+        app, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+        client_timeout_s=5)
     assert answer.count(b"HTTP/1.1 ") <= 1, answer  # the GET's answer (h11), never one for the POST

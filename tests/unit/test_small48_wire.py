@@ -3,9 +3,11 @@ and how a refused X-Request-Id's tenant name reads."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,26 +19,56 @@ async def _ok(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
+@contextlib.contextmanager
+def _serving_every_interface(caplog, **config) -> Iterator[tuple[list, threading.Thread]]:
+    """`stopping_server` (what `serve` and `serve-embeddings` run) serving `_ok` on host '' (every interface), port 0,
+    with uvicorn's `config` besides, in a thread (not the main thread: uvicorn leaves the signals alone), its log
+    lines in `caplog`; yields (the `on_started` calls, the thread) once it started or its start failed (10 s at
+    most), and stops it after."""
+    import uvicorn
+
+    from training.commands.serve import stopping_server
+
+    started: list = []
+    config = uvicorn.Config(_ok, host="", port=0, lifespan="off", log_config=None, log_level="info", **config)
+    server = stopping_server()(config, on_stop=lambda: None, on_grace_over=lambda: None, on_started=started.append)
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        yield started, thread
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _without_ipv6(monkeypatch) -> None:
+    """`socket.socket` refuses IPv6 sockets as a kernel without IPv6 does (`ipv6.disable=1`, some containers: EAFNOSUPPORT),
+    for the test `monkeypatch` belongs to; `getaddrinfo` still names `::` for ''."""
+    import errno
+    import socket
+
+    made = socket.socket
+
+    class NoIPv6(made):
+        def __init__(self, family=-1, *args, **kwargs):
+            if family == socket.AF_INET6:
+                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+            super().__init__(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", NoIPv6)
+
+
 def test_a_server_on_several_addresses_names_the_port_each_one_bound(caplog):
     """`--port 0` with a host of several addresses (`localhost` as 127.0.0.1 and ::1 on many machines): each address gets
     a free port of its own. Before, `serve`'s start line (uvicorn's) and `serve-embeddings`' (`on_started`) named the
     first socket's port alone, under the host's name: a client that reached the other address found another port.
     Here the host '' (every interface: 0.0.0.0 and ::) is the several addresses (the CLI's `check_listen` refused it until
     remote49), and `stopping_server` (what both commands run) is driven directly, on loopback."""
-    import uvicorn
-
-    from training.commands.serve import stopping_server
-
-    started: list = []
-    config = uvicorn.Config(_ok, host="", port=0, lifespan="off", log_config=None, log_level="info")
-    server = stopping_server()(config, on_stop=lambda: None, on_grace_over=lambda: None, on_started=started.append)
-    caplog.set_level(logging.INFO, logger="uvicorn.error")
-    thread = threading.Thread(target=server.run, daemon=True)  # not the main thread: uvicorn leaves the signals alone
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with _serving_every_interface(caplog) as (started, thread):
         if not started and not thread.is_alive():
             pytest.skip("cannot listen on every interface here (uvicorn's start failed: no IPv6 loopback?)")
         urls = started[0]  # before: one int, the first socket's port
@@ -48,9 +80,6 @@ def test_a_server_on_several_addresses_names_the_port_each_one_bound(caplog):
             assert httpx.get(f"http://{loopback}:{ports[address]}/", timeout=5).text == "ok"
         said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Uvicorn running on")]
         assert said == [f"Uvicorn running on {' and '.join(urls)} (Press CTRL+C to quit)"], said
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_one_socket_is_named_by_the_host_as_given():
@@ -118,20 +147,10 @@ def test_check_listen_passes_a_host_whose_ipv6_address_this_kernel_cannot_open(m
     others; `check_listen` let the OSError out, so `pluralign serve --host ''` was refused where uvicorn would serve.
     Both are run here with IPv6 sockets refused as such a kernel refuses them: they agree."""
     import asyncio
-    import errno
-    import socket
 
     from training.common import check_listen
 
-    made = socket.socket
-
-    class NoIPv6(made):
-        def __init__(self, family=-1, *args, **kwargs):
-            if family == socket.AF_INET6:
-                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
-            super().__init__(family, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "socket", NoIPv6)
+    _without_ipv6(monkeypatch)
 
     async def served() -> list:
         server = await asyncio.get_running_loop().create_server(asyncio.Protocol, host="", port=0)
@@ -148,38 +167,11 @@ def test_every_interface_served_on_one_address_is_named_by_that_address(monkeypa
     """review remote49: `--host ''` (every interface, accepted since remote49) on a kernel without IPv6 is served on one
     socket, 0.0.0.0; `listening_urls` names one socket by the host as given, so the start line said `http://:PORT`, no
     URL. Now it names the socket's address, as for several."""
-    import errno
-    import socket
-
-    import uvicorn
-
-    from training.commands.serve import stopping_server
-
-    made = socket.socket
-
-    class NoIPv6(made):
-        def __init__(self, family=-1, *args, **kwargs):
-            if family == socket.AF_INET6:
-                raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
-            super().__init__(family, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "socket", NoIPv6)
-    started: list = []
+    _without_ipv6(monkeypatch)
     # asyncio's loop: uvloop's create_server skips a socket it cannot make alike (its loop.pyx), but makes it with the
     # `socket.socket` it imported, which no patch here reaches
-    config = uvicorn.Config(_ok, host="", port=0, lifespan="off", log_config=None, log_level="info", loop="asyncio")
-    server = stopping_server()(config, on_stop=lambda: None, on_grace_over=lambda: None, on_started=started.append)
-    caplog.set_level(logging.INFO, logger="uvicorn.error")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with _serving_every_interface(caplog, loop="asyncio") as (started, _):
         [url] = started[0]
         assert url.startswith("http://0.0.0.0:"), url  # before: http://:PORT
         assert httpx.get(f"http://127.0.0.1:{url.rsplit(':', 1)[1]}/", timeout=5).text == "ok"
         assert f"Uvicorn running on {url} (Press CTRL+C to quit)" in [r.getMessage() for r in caplog.records]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

@@ -187,20 +187,24 @@ class JobProcess:
         return None if self.process is None else self.process.poll()
 
     def cancel(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        """SIGTERM the worker's process group while it runs."""
+        self._signal(signal.SIGTERM)
 
     def kill(self) -> None:
         """SIGKILL the worker's process group and wait for it (a start whose record could not be written)."""
-        if self.process is not None and self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self._signal(signal.SIGKILL):
             self.process.wait()
+
+    def _signal(self, sig: int) -> bool:
+        """`sig` sent to the worker's process group (it leads one: `start_new_session`) while it runs; whether it
+        ran (a group gone meanwhile counts as sent)."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+        return True
 
 
 @dataclass(frozen=True)
@@ -295,11 +299,7 @@ class RayJobRunner(LocalJobRunner):
     def stop(self) -> None:
         """Stop dispatching and polling; running jobs keep running on Ray, and the next runner over
         this folder attaches to them."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._stop_dispatching()
         with self._lock:
             self._running.clear()
 

@@ -256,14 +256,18 @@ class LocalJobRunner:
             self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
-        """Stop dispatching; running workers are stopped (SIGTERM, and SIGKILL for those still there STOP_WAIT_S
-        later, all waited for together) and their jobs queued again for next start (cancelled ones end cancelled)."""
+    def _stop_dispatching(self) -> None:
+        """The dispatcher's thread told to stop and waited for (10 s at most); `start` begins another."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+    def stop(self) -> None:
+        """Stop dispatching; running workers are stopped (SIGTERM, and SIGKILL for those still there STOP_WAIT_S
+        later, all waited for together) and their jobs queued again for next start (cancelled ones end cancelled)."""
+        self._stop_dispatching()
         with self._lock:
             for running in self._running.values():
                 _kill_group(running.process.pid, signal.SIGTERM)
