@@ -106,7 +106,9 @@ def _forget_rows_before(rt: Runtime, tenant: str, user_id: str, before: float) -
 
 
 def forget_if_deleted_since(rt: Runtime, tenant: str, user_id: str, arrived: float) -> bool:
-    """After an import's rows reached the log (`service.users.controllers._claim_and_log`, under the user's lock):
+    """After an import's rows reached the log (`service.users.controllers._claim_and_log`, once it let the user's lock
+    go: the store's step takes the maintenance turn, which comes before a user's lock; until session 51 under it, and an
+    import meeting such a record and a local DELETE of its user waited for that DELETE, which waited for the import):
     when another replica's DELETE of the user, begun after the import arrived (`arrived`, unix seconds: the time its
     claims and log rows carry), was applied here while the import ran, its rows go as that DELETE's record took
     them, and so do their claims. The pass (`apply_deletions`) may have looked at this replica's log before the

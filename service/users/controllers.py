@@ -330,7 +330,9 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
     or log this replica reads), the `held` rows count as received again, and the new rows go to the feedback log.
     With claims, all under the user's lock: a DELETE of the user, which removes their claims with their rows, runs
     wholly before or after (until review 40 one between the claims and the log append removed the claims, the
-    rows were logged and acknowledged, and another replica then acknowledged their ids with other content).
+    rows were logged and acknowledged, and another replica then acknowledged their ids with other content). Then, the
+    lock let go and before the answer, the rows and claims another replica's DELETE applied here meanwhile took are
+    forgotten (`forget_if_deleted_since`: the store's maintenance turn comes before a user's lock, `service.runtime`).
     With claims the rows' arrival time is taken under that lock, and their claims and their copies in the log carry
     it alike: until session 43 the claims carried the request's arrival and the log its later stamp (a new row's at
     its append, a held row's logged again at that step), and a DELETE on another replica begun between the two removed
@@ -364,8 +366,11 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
             if claimed or moved:
                 rt.store.claims.release(tenant, user_id, claimed, moved)
             raise
-        if arrived is not None:  # another replica's DELETE begun after `arrived`, applied here meanwhile, takes them too
-            forget_if_deleted_since(rt, tenant, user_id, arrived)
+    # another replica's DELETE begun after `arrived`, applied here meanwhile, takes them too: after the user's lock is let
+    # go, since its store step takes the store's maintenance turn, which a DELETE here takes before the user's lock
+    # (until session 51 under it: an import, such a record and a local DELETE of the user at once waited for each other)
+    if arrived is not None:
+        forget_if_deleted_since(rt, tenant, user_id, arrived)
 
 
 def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list, records: list, lines: list[int],

@@ -638,3 +638,89 @@ def test_another_tenants_backlog_does_not_hold_up_a_tenants_audit(svc):
         admin.post(f"/admin/jobs/{r.json()['job']['id']}/cancel")
         assert own.status_code == 503 and own.json()["error"]["code"] == "feedback_backlog", own.text
         assert own.json()["error"]["message"].startswith("2 acknowledged feedback rows"), own.text
+
+
+class _GivingUp:
+    """A user's lock whose blocking acquire by the thread named `who` ends in RuntimeError once `give_up` is set: a
+    test that finds two threads waiting for each other ends the wait, so that it fails rather than hangs."""
+
+    def __init__(self, lock, who: str, give_up):
+        self.lock, self.who, self.give_up = lock, who, give_up
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        import threading
+
+        if not blocking or timeout >= 0 or threading.current_thread().name != self.who:
+            return self.lock.acquire(blocking, timeout)
+        while not self.lock.acquire(timeout=0.02):
+            if self.give_up.is_set():
+                raise RuntimeError("gave up waiting for the user's lock (the test found a deadlock)")
+        return True
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def test_a_delete_of_a_user_whose_adapter_job_is_being_promoted_does_not_deadlock(svc, tmp_path):
+    """Session 51. The job runner's dispatcher promotes a finished job under its own lock (`LocalJobRunner._loop`), and an
+    adapter's promotion (`Admin.put_into_service`) takes the user's lock; a DELETE of that user holds the user's lock
+    and stops their jobs (`Admin.forget_jobs`: `runner.purge`, which takes the runner's lock). Before, each waited for
+    the other for good: the DELETE never answered, and no job of any tenant was launched or finished again. Now a
+    promotion waiting for the user's lock gives up once a DELETE of the user runs here (the adapter is not served)."""
+    import threading
+
+    user = "locks51p"
+    rt = svc.runtime
+    admin = svc.server.server.config.app.state.admin
+    runner = admin.runner
+    held, deleting, give_up = threading.Event(), threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+    with svc.client("acme") as c:
+        for i in range(2):
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tea {i}?", "chosen": "Yes.",
+                                                "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def promoting() -> None:  # as the dispatcher promotes the user's finished adapter job: under the runner's lock
+            with runner._lock:
+                job, _ = admin.submit("adapter", {"tenant": "acme", "user": user})  # not launched: the lock is held
+                held.set()
+                assert deleting.wait(30)
+                try:
+                    admin.put_into_service(msgspec.structs.replace(job, artifact=str(tmp_path / "adapter")), f"adapter/acme/{user}")
+                except ValueError as exc:  # not served: its user is being deleted
+                    outcome["promotion"] = str(exc)
+
+        def noted(forget) -> int:  # the DELETE's first step, under the store's turn and the user's lock
+            deleting.set()
+            return 0
+
+        user_lock = rt.user_lock
+        rt.user_lock = lambda tenant, user_id: (_GivingUp(user_lock(tenant, user_id), "promoting", give_up)
+                                                if (tenant, user_id) == ("acme", user) else user_lock(tenant, user_id))
+        rt.delete_hooks.insert(0, noted)
+        dispatcher = threading.Thread(target=promoting, name="promoting", daemon=True)
+        delete = threading.Thread(target=lambda: outcome.update(delete=c.delete(f"/v1/users/{user}")), daemon=True)
+        try:
+            dispatcher.start()
+            assert held.wait(30)
+            delete.start()
+            delete.join(15)
+            hung = delete.is_alive()
+            give_up.set()  # a deadlock is ended: the promotion gives up its wait, and with it the runner's lock
+            delete.join(60)
+            dispatcher.join(30)
+        finally:
+            del rt.user_lock
+            rt.delete_hooks.remove(noted)
+    assert not hung, "the DELETE and the adapter job's promotion waited for each other"  # before: both hung
+    assert outcome["delete"].status_code == 200, outcome["delete"].text
+    assert "deleted" in str(outcome.get("promotion")), outcome
+    assert not [j for j in runner.list() if j.params.get("user") == user]  # the job was purged with the user

@@ -736,3 +736,81 @@ def wait_until(check, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+class GivingUp:
+    """A user's lock for one user whose DELETE (on the deletes scheduler's thread) sets `blocked` when it has to wait for
+    it, and raises RuntimeError once `give_up` is set: a test that finds two threads waiting for each other ends the
+    wait, so that it fails rather than hangs."""
+
+    def __init__(self, lock, blocked: threading.Event, give_up: threading.Event):
+        self.lock, self.blocked, self.give_up = lock, blocked, give_up
+
+    def __enter__(self):
+        if threading.current_thread().name.startswith("deletes"):
+            while not self.lock.acquire(timeout=0.02):
+                self.blocked.set()
+                if self.give_up.is_set():
+                    raise RuntimeError("gave up waiting for the user's lock (the test found a deadlock)")
+        else:
+            self.lock.acquire()
+        return self.lock
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
+def test_an_import_meeting_another_replica_s_delete_and_a_local_delete_of_its_user_does_not_deadlock(replicas):
+    """Session 51 (found by reviewpurge50). An import of p-1 ("Tea.") through a claims its id under the user's lock; a
+    DELETE of the user through b begins then and a's sweep applies its record, so the import, its rows in a's log, must
+    forget them itself (`forget_if_deleted_since`): that reaches the store's maintenance turn. Meanwhile a DELETE of
+    the same user through a takes the store's turn, then waits for the user's lock. Before, the import did its
+    forgetting under the user's lock: it waited for the turn the local DELETE held, which waited for the lock the
+    import held, for good (both requests hung). Now the import forgets after it lets the user's lock go: both answer,
+    the import's rows go with both DELETEs, and b's later import of p-1 with other content is what the user holds."""
+    user = "locks51"
+    a, b = replicas
+    rt = a.runtime
+    blocked, give_up = threading.Event(), threading.Event()
+    answers: dict[str, object] = {}
+    with a.client("acme") as ca, a.client("acme") as cd, b.client("acme") as cb:
+        assert ca.post(f"/v1/users/{user}/import", content=line("p-0", "Milk.")).status_code == 201  # a user b can DELETE
+        rt.ingest.flush()
+        local = threading.Thread(target=lambda: answers.update(local=cd.delete(f"/v1/users/{user}")), daemon=True)
+        claims = rt.store.claims
+
+        def claim_then_deletes(*args):  # in the import's thread, under the user's lock
+            found = type(claims).claim(claims, *args)
+            if "remote" not in answers:
+                answers["remote"] = cb.delete(f"/v1/users/{user}")  # begins after the import arrived
+                rt.deletion_sweep.run_once()  # a applies b's record before the import's rows reach a's log
+                local.start()  # takes the store's turn, then waits for the user's lock
+                assert blocked.wait(30), "a's DELETE never waited for the user's lock"
+            return found
+
+        user_lock = rt.user_lock
+        rt.user_lock = lambda tenant, user_id: (GivingUp(user_lock(tenant, user_id), blocked, give_up)
+                                                if (tenant, user_id) == ("acme", user) else user_lock(tenant, user_id))
+        claims.claim = claim_then_deletes
+        importing = threading.Thread(target=lambda: answers.update(tea=ca.post(f"/v1/users/{user}/import", content=line("p-1", "Tea."))),
+                                     daemon=True)
+        try:
+            with rt.ingest.paused(), b.runtime.ingest.paused():
+                importing.start()
+                importing.join(20)
+                hung = importing.is_alive()
+                give_up.set()  # a deadlock is ended: a's DELETE gives up its wait for the lock, and with it the turn
+                importing.join(30)
+                local.join(30)
+        finally:
+            del rt.user_lock
+            vars(claims).pop("claim", None)
+        assert not hung, "the import and a's DELETE of its user waited for each other"  # before: both hung
+        statuses = {what: r.status_code for what, r in answers.items()}
+        # a's DELETE finds the import's row in a's log (200), or the import forgot it first (b's DELETE took it): 404
+        assert statuses in ({"remote": 200, "tea": 201, "local": 200}, {"remote": 200, "tea": 201, "local": 404}), \
+            {what: r.text for what, r in answers.items()}
+        assert rt.delete_journal.unfinished("acme", user) is None
+        coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
+        assert coffee.status_code == 201, coffee.text  # no claim of the deleted user's p-1 left
+        assert _rows_once_moved(a, b, cb, user) == [("p-1", "Coffee.")]
