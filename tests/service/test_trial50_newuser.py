@@ -226,3 +226,26 @@ def test_two_content_type_headers_are_a_400_naming_content_type_and_store_nothin
                    headers=[("Content-Type", "application/x-ndjson"), ("Content-Type", "application/json")])
         assert r.status_code == 400 and field_named(r) == "Content-Type", r.text
         assert c.get("/v1/users/twotypes51").status_code == 404  # nothing of either was stored
+
+
+def test_a_dashboard_session_is_found_among_several_admin_cookies(svc):
+    """A browser holding two `pluralign_admin` cookies (one of another path: a `Path=/` one a proxy in front or an
+    app beside the service set, or a stale one) sends both, the more specific path's first (RFC 6265, 5.4), in one
+    `Cookie` line, or in two (HTTP/2 splits cookies; a proxy passes the lines on): the service read only the last
+    value of a line, or only the first line, so a signed-in operator got a 401 'sign in again' and signing in again
+    changed nothing (the new cookie replaces the /admin one, the other stays). A session is any value that is one."""
+    import httpx
+
+    login = httpx.post(svc.url + "/admin/login", data={"key": svc.keys["admin"]})
+    token = login.cookies["pluralign_admin"]
+    page = svc.url + "/admin/dashboard"
+    for headers in ([("Cookie", f"pluralign_admin={token}; pluralign_admin=stale51")],
+                    [("Cookie", "pluralign_admin=stale51; theme=dark"), ("Cookie", f"pluralign_admin={token}")],
+                    [("Cookie", f"pluralign_admin={token}"), ("Cookie", "pluralign_admin=stale51")]):
+        r = httpx.get(page, headers=headers)
+        assert r.status_code == 200 and "<html" in r.text, (headers, r.status_code, r.text[:200])
+    r = httpx.get(page, headers=[("Cookie", "pluralign_admin=stale51; pluralign_admin=other51")])
+    assert r.status_code == 401, r.text[:200]  # no value is a session
+    r = httpx.post(svc.url + "/admin/logout", headers=[("Cookie", f"pluralign_admin=stale51; pluralign_admin={token}")])
+    assert r.status_code == 303, r.text[:200]
+    assert httpx.get(page, headers=[("Cookie", f"pluralign_admin={token}")]).status_code == 401  # signed out
