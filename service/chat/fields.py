@@ -7,7 +7,7 @@ assistant turns with null content) into plain role/content messages for the chat
 
 from __future__ import annotations
 
-from service.chat.schemas import ChatMessage, ChatRequest
+from service.chat.schemas import ChatMessage, ChatRequest, RefusalPart
 from service.errors import bad_request, shown
 
 UNSUPPORTED = "unsupported_value"
@@ -77,6 +77,11 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
             continue
         if m.role != "assistant" and (m.tool_calls or m.refusal is not None or m.function_call):
             raise bad_request(f"messages[{i}].role", "`tool_calls`, `function_call` and `refusal` belong to assistant messages")
+        if m.role != "assistant" and isinstance(m.content, list):  # until session trial51 read as the turn's own text
+            for j, part in enumerate(m.content):
+                if isinstance(part, RefusalPart):
+                    raise bad_request(f"messages[{i}].content[{j}].type",
+                                      f"a `refusal` part belongs to assistant messages (history sent back); a `{m.role}` message's parts are `text`")
         if m.role != "assistant" and m.annotations:
             raise bad_request(f"messages[{i}].annotations", "URL citations belong to assistant messages (an answer's sources)")
         if m.role != "tool" and m.tool_call_id is not None:

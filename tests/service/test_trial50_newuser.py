@@ -249,3 +249,27 @@ def test_a_dashboard_session_is_found_among_several_admin_cookies(svc):
     r = httpx.post(svc.url + "/admin/logout", headers=[("Cookie", f"pluralign_admin=stale51; pluralign_admin={token}")])
     assert r.status_code == 303, r.text[:200]
     assert httpx.get(page, headers=[("Cookie", f"pluralign_admin={token}")]).status_code == 401  # signed out
+
+
+def test_a_refusal_part_outside_an_assistant_message_is_a_400_naming_the_part(svc):
+    """docs/api.md: `content` is a string or text parts, `{"type": "refusal"}` in assistant history. A refusal part in a
+    user message (`[{"type": "text", ...}, {"type": "refusal", "refusal": "..."}]`, which OpenAI refuses: a user's
+    parts are text, image, audio or file) was read into the user's turn as their own words and generated from,
+    while a `refusal` field on that message was a 400. Through the openai client, as an app sends it."""
+    import openai
+
+    client = openai.OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=60)
+    for role in ("user", "system", "developer"):
+        messages = [{"role": role, "content": [{"type": "text", "text": "Hi. "}, {"type": "refusal", "refusal": "I won't."}]}]
+        if role != "user":
+            messages.append({"role": "user", "content": "A weekend plan?"})
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="pluralign", user="refusal51", messages=messages, max_tokens=2)
+        assert caught.value.param == "messages[0].content[1].type", (role, caught.value.message)
+        assert "assistant" in caught.value.message, caught.value.message
+    # in assistant history it is what OpenAI sends back, and is served
+    reply = client.chat.completions.create(
+        model="pluralign", user="refusal51", max_tokens=2, extra_body={"pluralign": {"candidates": 1}},
+        messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+                  {"role": "user", "content": "A weekend plan?"}])
+    assert reply.choices[0].message.content is not None
