@@ -70,6 +70,11 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     are written out as text so the model sees what was asked."""
     out: list[dict[str, str]] = []
     for i, m in enumerate(messages):
+        if m.role != "assistant" and isinstance(m.content, list):  # until session trial51 read as the turn's own text
+            for j, part in enumerate(m.content):
+                if isinstance(part, RefusalPart):
+                    raise bad_request(f"messages[{i}].content[{j}].type",
+                                      f"a `refusal` part belongs to assistant messages (history sent back); a `{m.role}` message's parts are `text`")
         if m.role == "tool":
             if not m.tool_call_id:
                 raise bad_request(f"messages[{i}].tool_call_id", "a `tool` message needs the id of the call it answers")
@@ -77,11 +82,6 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
             continue
         if m.role != "assistant" and (m.tool_calls or m.refusal is not None or m.function_call):
             raise bad_request(f"messages[{i}].role", "`tool_calls`, `function_call` and `refusal` belong to assistant messages")
-        if m.role != "assistant" and isinstance(m.content, list):  # until session trial51 read as the turn's own text
-            for j, part in enumerate(m.content):
-                if isinstance(part, RefusalPart):
-                    raise bad_request(f"messages[{i}].content[{j}].type",
-                                      f"a `refusal` part belongs to assistant messages (history sent back); a `{m.role}` message's parts are `text`")
         if m.role != "assistant" and m.annotations:
             raise bad_request(f"messages[{i}].annotations", "URL citations belong to assistant messages (an answer's sources)")
         if m.role != "tool" and m.tool_call_id is not None:

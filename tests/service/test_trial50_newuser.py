@@ -253,14 +253,16 @@ def test_a_dashboard_session_is_found_among_several_admin_cookies(svc):
 
 def test_a_refusal_part_outside_an_assistant_message_is_a_400_naming_the_part(svc):
     """docs/api.md: `content` is a string or text parts, `{"type": "refusal"}` in assistant history. A refusal part in a
-    user message (`[{"type": "text", ...}, {"type": "refusal", "refusal": "..."}]`, which OpenAI refuses: a user's
+    user (system, developer, tool) message (`[{"type": "text", ...}, {"type": "refusal", "refusal": "..."}]`, which OpenAI refuses: a user's
     parts are text, image, audio or file) was read into the user's turn as their own words and generated from,
     while a `refusal` field on that message was a 400. Through the openai client, as an app sends it."""
     import openai
 
     client = openai.OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=60)
-    for role in ("user", "system", "developer"):
+    for role in ("user", "system", "developer", "tool"):
         messages = [{"role": role, "content": [{"type": "text", "text": "Hi. "}, {"type": "refusal", "refusal": "I won't."}]}]
+        if role == "tool":
+            messages[0]["tool_call_id"] = "call_1"
         if role != "user":
             messages.append({"role": "user", "content": "A weekend plan?"})
         with pytest.raises(openai.BadRequestError) as caught:
