@@ -304,6 +304,20 @@ def bearer_key(header: str) -> str | None:
     return split_credentials(header)[2].strip()
 
 
+def session_tokens(connection: ASGIConnection) -> list[str]:
+    """Every `pluralign_admin` value the request carries, in the order sent, over all its `Cookie` lines: a browser
+    holding two such cookies of different paths sends both, the more specific path's first (RFC 6265, 5.4), and
+    HTTP/2 may split cookies over several lines (RFC 9113, 8.2.3). Until session trial51 only the last value of the
+    first line was read, so a live session sent beside a stale cookie was a 401 that signing in again did not mend."""
+    tokens = []
+    for line in connection.headers.getall("cookie", []):
+        for pair in line.split(";"):
+            name, eq, value = pair.partition("=")
+            if eq and name.strip() == SESSION_COOKIE and value.strip():
+                tokens.append(value.strip())
+    return tokens
+
+
 class BearerAuth(AbstractAuthenticationMiddleware):
     """Resolves `Authorization: Bearer KEY` to a Principal (401 with `WWW-Authenticate` when missing,
     of another scheme, or unknown).
@@ -317,11 +331,13 @@ class BearerAuth(AbstractAuthenticationMiddleware):
 
             raise bad_request("Authorization", f"{len(sent)} `Authorization` headers: send one, `Authorization: Bearer <API key>`")
         header = sent[0] if sent else ""
-        if not header and connection.scope["path"].startswith("/admin/") and SESSION_COOKIE in connection.cookies:
+        tokens = session_tokens(connection) if not header and connection.scope["path"].startswith("/admin/") else []
+        if tokens:
             sessions = connection.app.state.get("admin_sessions")
             if connection.scope["method"] not in SAFE_METHODS:
                 raise PermissionDeniedException("an admin session only reads pages; changes need `Authorization: Bearer <admin key>`")
-            principal = sessions.lookup(connection.cookies[SESSION_COOKIE]) if sessions is not None else None
+            found = (sessions.lookup(token) for token in tokens) if sessions is not None else iter(())
+            principal = next((p for p in found if p is not None), None)
             if principal is None:
                 raise NotAuthorizedException("the admin session expired or was closed: sign in again at /admin/login", headers=CHALLENGE)
             CALLER.set("admin")

@@ -257,6 +257,7 @@ async def before_request(request: Request) -> Response | None:
             detail=f"`HEAD {request.url.path}`: the path takes {allow} (its GET starts a job, which a HEAD must not)",
             headers={"Allow": allow})
     refuse_content_coding(request)
+    one_content_type(request)
     strict_query(request)
     await body_arrived(request)
     await strict_form_body(request)
@@ -291,12 +292,26 @@ def refuse_content_coding(request: Request) -> None:
     """A body sent with a `Content-Encoding` (gzip, br, ...) is a 415 naming the header, whose
     `Accept-Encoding: identity` says what is taken (RFC 9110 15.5.16): bodies are read as sent, so a
     compressed one was "not valid JSON", and a plain one labelled compressed was read despite its label."""
-    coding = request.headers.get("content-encoding", "").strip()
-    if coding.lower() in ("", "identity") or request.method not in ("POST", "PUT", "PATCH"):
+    # a list-based field: its lines are one list (RFC 9110, 5.3), as a proxy in front may join them; until session
+    # trial51 only the first line was read, so `identity` then `gzip` had a gzipped body parsed as JSON
+    coding = ", ".join(line.strip() for line in request.headers.getall("content-encoding", []))
+    codings = [c.strip().lower() for c in coding.split(",") if c.strip()]
+    if all(c == "identity" for c in codings) or request.method not in ("POST", "PUT", "PATCH"):
         return
     problem = f"{coding[:32]!r}: request bodies are read as sent, not decompressed: send it uncompressed"
     raise HTTPException(status_code=415, detail=f"`Content-Encoding`: {problem}", headers={"Accept-Encoding": "identity"},
                         extra=[{"key": "Content-Encoding", "message": problem, "code": "unsupported_media_type"}])
+
+
+def one_content_type(request: Request) -> None:
+    """A body sent with `Content-Type` twice is a 400 naming the header: it is one value (RFC 9110, 8.3), and which
+    of two counts would be each reader's guess, a proxy's in front as much as this service's, as for two
+    `Authorization` headers (service.auth). Until session trial51 the first was read: `application/json` then
+    `text/plain` was stored, the other order a 415."""
+    sent = request.headers.getall("content-type", [])
+    if len(sent) > 1 and request.method in ("POST", "PUT", "PATCH"):
+        raise bad_request("Content-Type", f"{len(sent)} `Content-Type` headers: send one (`application/json`; the import "
+                                          "route's JSON lines: `application/x-ndjson`)")
 
 
 _INTEGER = re.compile(r"-?[0-9]+")

@@ -29,7 +29,7 @@ from litestar.response import Redirect, Response
 
 from pluralign.data.record import USER_ID, Base
 from service.auth import SESSION_COOKIE as COOKIE
-from service.auth import Principal
+from service.auth import Principal, session_tokens
 from service.errors import bad_request
 
 # what a `tenant` query parameter of the admin pages must be (the dashboard's words)
@@ -181,8 +181,7 @@ def login(request: Request, data: Annotated[LoginForm, Body(media_type=RequestEn
 
 @post("/admin/logout", sync_to_thread=False, status_code=303, summary="End the admin session")
 def logout(request: Request) -> Response:
-    token = request.cookies.get(COOKIE)
-    if token:
+    for token in session_tokens(request):  # every one the browser sent: whichever was its session ends
         _sessions(request).close(token)
     response = Redirect("/admin/login", status_code=303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH)

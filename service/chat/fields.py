@@ -7,7 +7,7 @@ assistant turns with null content) into plain role/content messages for the chat
 
 from __future__ import annotations
 
-from service.chat.schemas import ChatMessage, ChatRequest
+from service.chat.schemas import ChatMessage, ChatRequest, RefusalPart
 from service.errors import bad_request, shown
 
 UNSUPPORTED = "unsupported_value"
@@ -70,6 +70,11 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     are written out as text so the model sees what was asked."""
     out: list[dict[str, str]] = []
     for i, m in enumerate(messages):
+        if m.role != "assistant" and isinstance(m.content, list):  # until session trial51 read as the turn's own text
+            for j, part in enumerate(m.content):
+                if isinstance(part, RefusalPart):
+                    raise bad_request(f"messages[{i}].content[{j}].type",
+                                      f"a `refusal` part belongs to assistant messages (history sent back); a `{m.role}` message's parts are `text`")
         if m.role == "tool":
             if not m.tool_call_id:
                 raise bad_request(f"messages[{i}].tool_call_id", "a `tool` message needs the id of the call it answers")

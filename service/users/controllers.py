@@ -680,6 +680,10 @@ def patch_stated(
     preferences are still at one of those versions; otherwise a 412 changes nothing and its `ETag`
     is the current version."""
     rt, tenant, user_id = _user(request, user_id)
+    # If-Match is a list: its field lines are one list (RFC 9110, 5.3), as a proxy in front may join them; until
+    # session trial51 only the first was read (`"5"` then `"0"` was a 412 at version 0)
+    lines = request.headers.getall("if-match", [])
+    if_match = ", ".join(lines) if lines else None
     wanted = _if_match(if_match)
     unknown = [name for name in data.preferences if name not in FEATURE_NAMES]
     if unknown:  # named, but not echoed whole: a name may be most of a megabyte body

@@ -162,3 +162,116 @@ def test_a_user_whose_adapter_job_could_not_be_queued_is_checked_again_at_their_
         jobs = _adapter_jobs(admin, user)
         assert [(j["state"], j["params"]["comparisons"]) for j in jobs] == [("queued", 4)], jobs
         admin.post(f"/admin/jobs/{jobs[0]['id']}/cancel")
+
+
+# Session trial51: a header sent as several field lines (RFC 9110, 5.3: a recipient may join a list-based field's lines
+# with commas, and a proxy in front may do so) means what the one line would; a singleton field twice is refused, as
+# two `Authorization` or `Idempotency-Key` headers are (each test failed before its fix).
+
+
+def test_if_match_sent_as_two_field_lines_is_the_list_of_both(svc):
+    """`If-Match: "5"` then `If-Match: "0"` is the list `"5", "0"` (If-Match is a list; a proxy may join the lines):
+    the service read only the first line, so a PATCH at version 0 was a 412 that the same list on one line passes;
+    and `"9"` then `*` (a list mixing `*` with tags, a 400 on one line) was a 412 as well."""
+    url = "/v1/users/lines51/stated-preferences"
+    body = b'{"preferences": {"length": "less"}}'
+    with svc.client() as c:
+        r = c.patch(url, content=body, headers=[("Content-Type", "application/json"), ("If-Match", '"5"'), ("If-Match", '"0"')])
+        assert r.status_code == 200 and r.json()["version"] == 1, r.text
+        r = c.patch(url, content=body, headers=[("Content-Type", "application/json"), ("If-Match", '"9"'), ("If-Match", "*")])
+        assert r.status_code == 400 and field_named(r) == "If-Match", r.text
+        r = c.patch(url, content=body, headers=[("Content-Type", "application/json"), ("If-Match", '"7"'), ("If-Match", '"8"')])
+        assert r.status_code == 412 and r.headers["etag"] == '"1"', r.text
+        assert '"7", "8"' in r.json()["error"]["message"], r.text  # both lines named, as the one line would be
+        assert c.get(url).json()["version"] == 1
+
+
+def test_a_content_coding_on_a_second_field_line_is_refused_as_on_one(svc):
+    """`Content-Encoding: identity` then `Content-Encoding: gzip` says the body was gzipped (the codings in the order
+    applied, RFC 9110 8.4): one line `identity, gzip` is the 415 naming `Content-Encoding`, but the service read only
+    the first line, so the gzipped body was parsed as JSON: a 400 'not valid JSON' naming `body` (an import's: `line 1`),
+    sending the client after its JSON rather than its compression."""
+    import gzip
+    import json
+
+    row = {"prompt": "Q?", "chosen": "Yes.", "rejected": "No."}
+    with svc.client() as c:
+        for url, body, kind in (("/v1/feedback", {"type": "comparison", "user": "gz51", **row}, "application/json"),
+                                ("/v1/users/gz51/import", row, "application/x-ndjson")):
+            r = c.post(url, content=gzip.compress(json.dumps(body).encode()),
+                       headers=[("Content-Type", kind), ("Content-Encoding", "identity"), ("Content-Encoding", "gzip")])
+            assert r.status_code == 415 and field_named(r) == "Content-Encoding", (url, r.text)
+            assert r.headers["accept-encoding"] == "identity", r.headers
+        # identity on every line is no coding: served
+        r = c.post("/v1/feedback", content=json.dumps({"type": "comparison", "user": "gz51", **row}).encode(),
+                   headers=[("Content-Type", "application/json"), ("Content-Encoding", "identity"), ("Content-Encoding", "identity")])
+        assert r.status_code == 201, r.text
+
+
+def test_two_content_type_headers_are_a_400_naming_content_type_and_store_nothing(svc):
+    """Content-Type is one value (RFC 9110, 8.3), and two of them leave the body's type to each reader's guess: the
+    service read the first (`application/json` then `text/plain` stored the feedback; the other order was a 415;
+    `application/json; charset=utf-16` first decoded the body as UTF-16), where a proxy in front may read the last.
+    Refused as two `Authorization` headers are: a 400 naming `Content-Type`, nothing stored."""
+    import json
+
+    body = json.dumps({"type": "comparison", "user": "twotypes51", "prompt": "Q?", "chosen": "Yes.", "rejected": "No."}).encode()
+    with svc.client() as c:
+        for types in (("application/json", "text/plain"), ("text/plain", "application/json"),
+                      ("application/json", "application/json")):
+            r = c.post("/v1/feedback", content=body, headers=[("Content-Type", t) for t in types])
+            assert r.status_code == 400 and field_named(r) == "Content-Type", (types, r.text)
+            assert "2 `Content-Type` headers" in r.json()["error"]["message"], r.text
+        r = c.post("/v1/users/twotypes51/import", content=b'{"prompt": "Q?", "chosen": "Yes.", "rejected": "No."}',
+                   headers=[("Content-Type", "application/x-ndjson"), ("Content-Type", "application/json")])
+        assert r.status_code == 400 and field_named(r) == "Content-Type", r.text
+        assert c.get("/v1/users/twotypes51").status_code == 404  # nothing of either was stored
+
+
+def test_a_dashboard_session_is_found_among_several_admin_cookies(svc):
+    """A browser holding two `pluralign_admin` cookies (one of another path: a `Path=/` one a proxy in front or an
+    app beside the service set, or a stale one) sends both, the more specific path's first (RFC 6265, 5.4), in one
+    `Cookie` line, or in two (HTTP/2 splits cookies; a proxy passes the lines on): the service read only the last
+    value of a line, or only the first line, so a signed-in operator got a 401 'sign in again' and signing in again
+    changed nothing (the new cookie replaces the /admin one, the other stays). A session is any value that is one."""
+    import httpx
+
+    login = httpx.post(svc.url + "/admin/login", data={"key": svc.keys["admin"]})
+    token = login.cookies["pluralign_admin"]
+    page = svc.url + "/admin/dashboard"
+    for headers in ([("Cookie", f"pluralign_admin={token}; pluralign_admin=stale51")],
+                    [("Cookie", "pluralign_admin=stale51; theme=dark"), ("Cookie", f"pluralign_admin={token}")],
+                    [("Cookie", f"pluralign_admin={token}"), ("Cookie", "pluralign_admin=stale51")]):
+        r = httpx.get(page, headers=headers)
+        assert r.status_code == 200 and "<html" in r.text, (headers, r.status_code, r.text[:200])
+    r = httpx.get(page, headers=[("Cookie", "pluralign_admin=stale51; pluralign_admin=other51")])
+    assert r.status_code == 401, r.text[:200]  # no value is a session
+    r = httpx.post(svc.url + "/admin/logout", headers=[("Cookie", f"pluralign_admin=stale51; pluralign_admin={token}")])
+    assert r.status_code == 303, r.text[:200]
+    assert httpx.get(page, headers=[("Cookie", f"pluralign_admin={token}")]).status_code == 401  # signed out
+
+
+def test_a_refusal_part_outside_an_assistant_message_is_a_400_naming_the_part(svc):
+    """docs/api.md: `content` is a string or text parts, `{"type": "refusal"}` in assistant history. A refusal part in a
+    user (system, developer, tool) message (`[{"type": "text", ...}, {"type": "refusal", "refusal": "..."}]`, which OpenAI refuses: a user's
+    parts are text, image, audio or file) was read into the user's turn as their own words and generated from,
+    while a `refusal` field on that message was a 400. Through the openai client, as an app sends it."""
+    import openai
+
+    client = openai.OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=60)
+    for role in ("user", "system", "developer", "tool"):
+        messages = [{"role": role, "content": [{"type": "text", "text": "Hi. "}, {"type": "refusal", "refusal": "I won't."}]}]
+        if role == "tool":
+            messages[0]["tool_call_id"] = "call_1"
+        if role != "user":
+            messages.append({"role": "user", "content": "A weekend plan?"})
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="pluralign", user="refusal51", messages=messages, max_tokens=2)
+        assert caught.value.param == "messages[0].content[1].type", (role, caught.value.message)
+        assert "assistant" in caught.value.message, caught.value.message
+    # in assistant history it is what OpenAI sends back, and is served
+    reply = client.chat.completions.create(
+        model="pluralign", user="refusal51", max_tokens=2, extra_body={"pluralign": {"candidates": 1}},
+        messages=[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
+                  {"role": "user", "content": "A weekend plan?"}])
+    assert reply.choices[0].message.content is not None

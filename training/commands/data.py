@@ -194,6 +194,7 @@ def import_(args: argparse.Namespace) -> int:
     if not (key.isascii() and key.isprintable()) or " " in key:  # an HTTP header's value; before: httpx's "'ascii' codec can't encode"
         raise ValueError(f"{'--key' if args.key else 'PLURALIGN_KEY'}: not an API key (not shown): a key is printable ASCII "
                          "without spaces, as `pluralign keys create` prints it (pk-...)")
+    _check_service_url(args.url)
     records, _, where = _load_located(args)
     records, where, left_out = _comparisons_only(args, records, where)
     by_user = _indexes_by_user(args, records, where)
@@ -233,6 +234,24 @@ def import_(args: argparse.Namespace) -> int:
         raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()}; {again})") from None
     print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored, "left_out_same_answer": left_out})
     return 0
+
+
+def _check_service_url(url: str) -> None:
+    """ValueError naming --url unless it is an http:// or https:// URL naming a host, said before anything is read or
+    sent. Until session trial51 `--url localhost:8000` (no scheme) was 'cannot reach the service (Request URL has an
+    unsupported protocol ...)' with advice to run the same command again."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # a bracketed host that is no IPv6 address
+        parts, host = None, None
+    if parts is not None and parts.scheme.lower() in ("http", "https") and host:
+        return
+    hint = f" (did you mean http://{url}?)" if "://" not in url and not url.startswith("/") and ":/" not in url else ""
+    raise ValueError(f"--url {url}: not an http:// or https:// URL of the service, as http://127.0.0.1:8000 "
+                     f"(`pluralign serve`'s){hint}; nothing was sent")
 
 
 IMPORT_RETRIES = 5  # a chunk answered 429 or 503 with a Retry-After is sent again this many times at most
