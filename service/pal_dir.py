@@ -13,7 +13,11 @@ folder did not change for a pass (a copy paused between files: until session rep
 the model before of the same shapes was served): the model's meta.json records the sha256 of its other files and
 loading checks them (`pluralign.files.FilesDiffer`, a WARNING naming the file while the model before is served). A DELETE of one of its training users does (500
 population_not_rewritten: the row cannot be taken out of a file this release cannot read) until a model it reads is
-put there; since session reviewreplicas49 only theirs (`pal_checkpoint.forget_users` looks at the rows' bytes first)."""
+put there; since session reviewreplicas49 only theirs (`pal_checkpoint.forget_users` looks at the rows' bytes first).
+A new model whose per-user file a DELETE rewrote after its meta.json without recording the file's digest there (a
+release before replicas50's DELETE during a rolling upgrade, or one of this release killed between its two writes) is
+taken up as a start takes it up (`UserRewards.load_after_rewrites`, under the folder's lock): the digest recorded
+anew, with a WARNING naming the file; until session upgrade51 the watch refused it until the next promotion."""
 
 from __future__ import annotations
 
@@ -80,8 +84,8 @@ class PalDirWatch(Periodic):
             version = checkpoint_version(self.folder)
             if version == self.rt.rewards.version:
                 return False  # only training users' rows removed (a DELETE), or the same model copied again
-            try:
-                rewards = UserRewards.load(self.folder, self.rt.encoder.encoder_id, self.rt.encoder.dim)
+            try:  # a per-user file a DELETE rewrote after meta.json without its digest is taken up, as a start does
+                rewards = UserRewards.load_after_rewrites(self.folder, self.rt.encoder.encoder_id, self.rt.encoder.dim)
             except FilesDiffer as exc:  # looked at again once the folder changes: the copy's end
                 log.warning("PLURALIGN_PAL_DIR %s holds a new population model whose files are not all the ones its "
                             "meta.json records, so it is not served: %s; it serves %s still", self.folder, exc,
