@@ -20,7 +20,7 @@ from pluralign.files import FilesDiffer, folder_lock, read_description, stopped_
 from pluralign.reward.em import SCHEMA_VERSION as EM_SCHEMA
 from pluralign.reward.em import USERS_FILE, EMMeta, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
-from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE, read_meta
+from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE, PALMeta, read_meta
 from pluralign.reward.training_users import artifact_kind, record_rewritten_per_user_file
 from pluralign.reward.user_weights import UserWeights
 from pluralign.user import UserModel
@@ -51,10 +51,24 @@ def checkpoint_version(folder: Path) -> str:
             if isinstance(decoded, dict) and path.name == USER_WEIGHTS_FILE:
                 data = msgspec.json.encode({"k": decoded.get("k"), "prior": decoded.get("prior")})
             elif isinstance(decoded, dict):
-                data = msgspec.json.encode({k: v for k, v in decoded.items() if k not in ("users", "files")}, order="sorted")
+                known = _described_fields(decoded)
+                data = msgspec.json.encode({k: v for k, v in decoded.items()
+                                            if k not in ("users", "files") and (known is None or k in known)}, order="sorted")
         digest.update(path.name.encode())
         digest.update(data)
     return digest.hexdigest()[:16]
+
+
+def _described_fields(meta: dict) -> frozenset[str] | None:
+    """The fields of a PAL checkpoint's (no `kind`) or an EM mixture's meta.json this release reads, which alone are
+    hashed into `checkpoint_version`: a field a later release adds to the description of the same model (as replicas50
+    added `files`) then changes no version here, so no user is refitted for it nor the model taken up again (until
+    session upgrade51 it was hashed). None for another kind's description (loading refuses it): hashed whole."""
+    if "kind" not in meta:
+        return frozenset(PALMeta.__struct_fields__)
+    if meta["kind"] == "em-bt-mixture":
+        return frozenset(EMMeta.__struct_fields__)
+    return None
 
 
 class UserRewards:

@@ -206,6 +206,17 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every pluralign struct: unknown fields are an error, never silently dropped."""
 
 
+class Persisted(Base, forbid_unknown_fields=False):
+    """Base of a struct this release reads back from a file or a store that another release may have written (an
+    artifact's description, a job record, a key file, a log's records, a table's rows): a field it does not know is
+    skipped, not refused as if the file were damaged. A later release adds an optional field without breaking this
+    one, in a rolling upgrade and after a rollback; a change this release cannot read safely bumps the format's
+    schema version, which the reader refuses by its number (`pluralign.files.other_schema`). What a request or a
+    user's own data file holds stays `Base`'s: an unknown field there is a mistake to name. Until session upgrade51
+    every such file refused a later release's field (replicas50's meta.json `files` made every older replica's start and
+    DELETE fail)."""
+
+
 class PreferenceError(ValueError):
     """A preference row that cannot be read; names the line (or row) and the field, and the file
     (`path`) when it came from one: "prefs.jsonl: line 3, field `chosen`: ...". `unit` says what

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from pluralign.checks import SEED_MAX
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.data.text import is_blank
 from pluralign.device import default_device, usable_device
 from pluralign.files import (
@@ -41,6 +41,7 @@ from pluralign.files import (
     may_hold,
     read_description,
     read_safetensors,
+    rewrite_description,
     rewritten_after_description,
     write_atomic,
     writing_artifact,
@@ -226,7 +227,7 @@ USERS_FILE = "users.jsonl"  # one membership row per training user
 EM_FILES = ("meta.json", "heads.safetensors", USERS_FILE, "metrics.json")  # meta.json first: see EMMixture.save
 
 
-class EMMeta(Base):
+class EMMeta(Persisted):
     schema_version: int
     kind: str  # always "em-bt-mixture"
     encoder_id: str
@@ -239,7 +240,7 @@ class EMMeta(Base):
     files: dict[str, str] = {}
 
 
-class UserMembership(Base):
+class UserMembership(Persisted):
     user_id: str
     cluster: int
     posterior: list[float]
@@ -535,8 +536,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     if removed:
         write_atomic(path, b"".join(kept))
         if matched:
-            meta = msgspec.structs.replace(meta, files={**meta.files, **file_digests(folder, (USERS_FILE,))})
-            write_atomic(Path(folder) / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+            rewrite_description(folder, {"files": {**meta.files, **file_digests(folder, (USERS_FILE,))}})
     return removed
 
 
@@ -550,8 +550,7 @@ def record_rewritten_users(folder: str | Path) -> bool:
     meta = read_description(folder, "em-bt-mixture", SCHEMA_VERSION, EMMeta, "an EM mixture artifact (em-bt-mixture)")
     if not rewritten_after_description(folder, meta.files, USERS_FILE):
         return False
-    meta = msgspec.structs.replace(meta, files={**meta.files, **file_digests(folder, (USERS_FILE,))})
-    write_atomic(folder / "meta.json", msgspec.json.format(msgspec.json.encode(meta)))
+    rewrite_description(folder, {"files": {**meta.files, **file_digests(folder, (USERS_FILE,))}})
     return True
 
 

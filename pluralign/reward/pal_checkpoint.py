@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 from safetensors.torch import save
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.device import usable_device
 from pluralign.files import (
     PAL_CHECKPOINT,
@@ -29,6 +29,7 @@ from pluralign.files import (
     may_hold,
     read_description,
     read_safetensors,
+    rewrite_description,
     rewritten_after_description,
     write_atomic,
     writing_artifact,
@@ -42,7 +43,7 @@ META_FILE = "meta.json"
 USER_WEIGHTS_FILE = "user_weights.json"
 
 
-class PALMeta(Base):
+class PALMeta(Persisted):
     schema_version: int
     encoder_id: str
     variant: str
@@ -182,7 +183,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     gone, left = forget_weight_rows(folder / USER_WEIGHTS_FILE, forget, k=meta.k)
     if gone:
         files = {**meta.files, **file_digests(folder, (USER_WEIGHTS_FILE,))} if matched else meta.files
-        write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=left, files=files))))
+        rewrite_description(folder, {"users": left, "metrics": meta.metrics, "files": files}, META_FILE)
     return gone
 
 
@@ -198,7 +199,7 @@ def record_rewritten_user_weights(folder: str | Path) -> bool:
         return False
     left = len(UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k))
     files = {**meta.files, **file_digests(folder, (USER_WEIGHTS_FILE,))}
-    write_atomic(folder / META_FILE, msgspec.json.format(msgspec.json.encode(msgspec.structs.replace(meta, users=left, files=files))))
+    rewrite_description(folder, {"users": left, "metrics": meta.metrics, "files": files}, META_FILE)
     return True
 
 
