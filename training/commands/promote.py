@@ -75,16 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.reward.training_users import artifact_kind
     from service.rewards import checkpoint_version
 
-    if args.pal_dir is not None:
-        folder, option = Path(args.pal_dir), "--pal-dir"
-    else:
-        from service.settings import Settings
-
-        folder, option = Settings.load().pal_path, "PLURALIGN_PAL_DIR (setting pal_dir)"
+    folder, option = served_folder(args)
     if args.older_form:
-        if args.artifact is not None or args.if_version is not None:
-            raise ValueError("--older-form rewrites the model the folder holds: give no artifact and no --if-version")
-        return older_form(folder, option)
+        return older_form(args, folder, option)
     if args.artifact is None:
         raise ValueError("give the artifact folder to promote (or --older-form)")
     artifact = Path(args.artifact)
@@ -128,14 +121,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def older_form(folder: Path, option: str) -> int:
+def served_folder(args: argparse.Namespace) -> tuple[Path, str]:
+    """The folder promoted into, and the option or setting that names it (for messages)."""
+    if args.pal_dir is not None:
+        return Path(args.pal_dir), "--pal-dir"
+    from service.settings import Settings
+
+    return Settings.load().pal_path, "PLURALIGN_PAL_DIR (setting pal_dir)"
+
+
+def older_form(args: argparse.Namespace, folder: Path, option: str) -> int:
     """`--older-form`: the model at `folder` (a PAL checkpoint or an EM mixture) rewritten under its lock with a
-    meta.json that releases before replicas50 read (`pluralign.files.drop_description_fields`). ValueError naming the
-    option and the folder where it holds no such model."""
+    meta.json that releases before replicas50 read (`pluralign.files.drop_description_fields`). ValueError for an
+    artifact or --if-version given with it, and naming the option and the folder where it holds no such model."""
     from pluralign.files import drop_description_fields, folder_lock
     from pluralign.reward.training_users import artifact_kind
     from service.rewards import checkpoint_version
 
+    if args.artifact is not None or args.if_version is not None:
+        raise ValueError("--older-form rewrites the model the folder holds: give no artifact and no --if-version")
     if artifact_kind(folder) is None:
         raise ValueError(f"{option} {folder}: holds no PAL checkpoint or EM mixture (no meta.json describing one)")
     with folder_lock(folder):
