@@ -147,7 +147,8 @@ class DeletionSweep(Periodic):
         self.rt = rt
         # a replica whose row has not changed in 3 passes (at least a minute) has stopped
         self.clocks = ReplicaClocks(rt.store.db, rt.settings.replica_index, stale_after_s=max(3 * interval_s, 60.0),
-                                    replicas=rt.settings.replicas, folder_id=folder_id(rt.settings.data_path))
+                                    replicas=rt.settings.replicas, folder_id=folder_id(rt.settings.data_path),
+                                    served=lambda: rt.rewards.version)
         self.path = rt.settings.data_path / APPLIED_FILE
         self._lock = threading.Lock()  # orders reads and writes of APPLIED_FILE
         # users whose feedback this replica moved into the store lately -> when (unix seconds): a record
