@@ -22,7 +22,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from pluralign import turns
-from pluralign.data.record import Base, Persisted
+from pluralign.data.record import Base
 from pluralign.files import write_atomic
 
 KEY_PREFIX = "pk-"
@@ -37,7 +37,7 @@ class KeyFileError(OSError):
     detail is logged, as for any exception not raised as `bad_request`)."""
 
 
-class ApiKey(Persisted):
+class ApiKey(Base):
     sha256: str
     tenant: str
     admin: bool = False

@@ -212,9 +212,12 @@ class Persisted(Base, forbid_unknown_fields=False):
     skipped, not refused as if the file were damaged. A later release adds an optional field without breaking this
     one, in a rolling upgrade and after a rollback; a change this release cannot read safely bumps the format's
     schema version, which the reader refuses by its number (`pluralign.files.other_schema`). What a request or a
-    user's own data file holds stays `Base`'s: an unknown field there is a mistake to name. Until session upgrade51
-    every such file refused a later release's field (replicas50's meta.json `files` made every older replica's start and
-    DELETE fail)."""
+    user's own data file holds stays `Base`'s: an unknown field there is a mistake to name. So do files without a
+    schema number where skipping a field could weaken what the file guarantees: the key file (a later field may
+    restrict a key), the feedback log's rows and the dead letters holding them (acknowledged feedback stored without a
+    field's meaning; session 49's `row_numbers`), its forget notes and pref-id claims (what a DELETE must reach): a
+    release refuses those, naming the file, and leaves them as they are. Until session upgrade51 every file refused a
+    later release's field (replicas50's meta.json `files` made every older replica's start and DELETE fail)."""
 
 
 class PreferenceError(ValueError):

@@ -85,7 +85,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from pluralign.data.record import Persisted
+from pluralign.data.record import Base
 from pluralign.store.deletions import key_hash
 
 log = logging.getLogger("pluralign.store")
@@ -98,7 +98,7 @@ LOCK_FILE = ".lock"  # in a user's claims folder: held over a folder claim's rea
 CONTENT_FIELDS = ("prompt", "chosen", "rejected", "tie", "margin", "source", "attributes", "trl")  # SAME_ROW_FIELDS but created_at
 
 
-class Claim(Persisted, frozen=True):
+class Claim(Base, frozen=True):
     """One id's claim: `content` the sha256 (hex) of the row's content but its time, `created_at` its
     time (unix seconds), `stamped` True when that time was given on receipt (the file had none: not
     compared), `received_at` when the claiming replica received it (unix seconds)."""

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from pluralign.data.record import Persisted
+from pluralign.data.record import Base
 from pluralign.files import fsync_dir, write_atomic
 from pluralign.store.tables import StoredPreference
 
@@ -39,7 +39,7 @@ SUFFIX = ".msgpack"
 NAME = re.compile(r"[0-9a-f]{32}")  # a letter's name: the first 32 hex digits of its rows' sha256
 
 
-class DeadLetter(Persisted, frozen=True, omit_defaults=True):
+class DeadLetter(Base, frozen=True, omit_defaults=True):
     """One feedback record set aside: its `rows` (one user's, as the log held them), the `error` of its last try
     (the exception's type and words), how many `tries` failed, and when it was set aside (`set_aside_at`, unix s).
     `row_numbers`: where only some rows of the record were refused (the rest stored), their positions in it, from 1

@@ -201,7 +201,7 @@ def read_frames(path: Path) -> list[list[StoredPreference]]:
     return out
 
 
-class Forgotten(msgspec.Struct):
+class Forgotten(msgspec.Struct, forbid_unknown_fields=True):
     """FORGOTTEN's content: {user hash (sha256 hex of `tenant/user_id`, no id in the clear): [[before, upto], ...]}, one
     pair per `forget_user` not yet rewritten away. Its records in segments numbered `upto` or lower whose rows were all
     received before `before` (unix seconds; None: whenever) are forgotten; records of theirs written later go to later

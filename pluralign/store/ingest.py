@@ -29,7 +29,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from pluralign.data.record import Persisted
+from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
 from pluralign.files import append_durably, fsync_dir, write_atomic
 from pluralign.store.claims import Claim, claim_of, folder_of, named
@@ -99,7 +99,7 @@ def _kind(error: Exception) -> tuple[str, str]:
     return "RowRefused", "vector" if error.field.endswith("_vec") else "own" if error.field in OWN_CONTENT_FIELDS else error.field
 
 
-class StoredClaims(Persisted, frozen=True):
+class StoredClaims(Base, frozen=True):
     """A move's note (`Ingestor._note_stored`): the claims of the rows it stored, {user folder: {id hash: the claim of
     the stored copy}} (`pluralign.store.claims.named`: hashes, no user id or pref_id in the clear)."""
 

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from pluralign.data.io import file_trl
 from pluralign.data.record import (
     MAX_CREATED_AT,
+    Base,
     Persisted,
     TrlRow,
     file_time,
@@ -231,7 +232,7 @@ def _uses(name: str, action: str):
     return wrap
 
 
-class StoredPreference(Persisted):
+class StoredPreference(Base):
     """One preference row without its vectors, as the API shows it."""
 
     tenant: str
