@@ -66,6 +66,8 @@ def test_a_pal_checkpoint_a_later_release_described_loads_keeps_its_version_and_
     assert forget_users(folder, lambda user: user == "acme/bob") == 1
     meta = msgspec.json.decode((folder / META_FILE).read_bytes())
     assert meta["added_by_a_later_release"] == LATER["added_by_a_later_release"] and meta["users"] == 1
+    weights = msgspec.json.decode((folder / USER_WEIGHTS_FILE).read_bytes())  # the later release's fields kept there too
+    assert "added_by_a_later_release" in weights and "added_by_a_later_release" in weights["users"]["acme/ann"]
     assert load_pal(folder, encoder_id="enc")[1].users() == ["acme/ann"]
 
 
