@@ -132,7 +132,7 @@ class UserRewards:
         writes: `training_users.record_rewritten_per_user_file`): the digest is recorded and a WARNING names the
         file. Any other file that differs (a copy under way, a mix of two) is refused as `load` refuses it
         (`pluralign.files.FilesDiffer`). For a caller holding the folder's lock where others share it (a start, a
-        DELETE's reload of the model it serves, a replica taking up a new model once the folder settled:
+        DELETE's reload of the model it serves, a replica taking up a new EM mixture once the folder settled:
         `service.pal_dir`, since session upgrade51). Until
         session reviewreplicas50 a start refused such a folder until the next promotion, and every DELETE of one of
         an EM mixture's training users answered 500, its row left in the mixture served."""
