@@ -589,6 +589,51 @@ def write_description(folder: str | os.PathLike, description: object) -> None:
     write_atomic(Path(folder) / "meta.json", msgspec.json.format(msgspec.json.encode(description)))
 
 
+def rewrite_description(folder: str | os.PathLike, changes: dict[str, object], description: str = "meta.json") -> None:
+    """Rewrite the artifact description (`folder`/`description`, a JSON object) with the fields `changes` gives set,
+    whole (`write_atomic`), every other field kept as the file has it, in its order: a field a later release added
+    (which this release's struct skips on reading) stays for that release, where re-encoding the struct read dropped
+    it. A `files` change of {} (no digests: a model written before session replicas50) is not added to a description
+    without `files`: a release before replicas50 refuses the field (its struct forbade unknown fields), so a DELETE of
+    this release during a rolling upgrade left an older-form meta.json that the older replicas could no longer read
+    (their starts and DELETEs failed; until session upgrade51). Raises OSError naming the file, ValueError when it is
+    not a JSON object."""
+    import msgspec
+
+    path = Path(folder) / description
+    try:
+        raw = msgspec.json.decode(path.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not an artifact description: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not an artifact description: expected a JSON object")
+    for name, value in changes.items():
+        if name == "files" and value == {} and name not in raw:
+            continue
+        raw[name] = value
+    write_atomic(path, msgspec.json.format(msgspec.json.encode(raw)))
+
+
+def drop_description_fields(folder: str | os.PathLike, names: Collection[str], description: str = "meta.json") -> list[str]:
+    """Rewrite the artifact description (`folder`/`description`, a JSON object) without the fields `names`, whole
+    (`write_atomic`), the others as they are; nothing written when it holds none of them. Returns the fields removed.
+    For an older release that refuses them (`pluralign promote --older-form`). Raises OSError naming the file,
+    ValueError when it is not a JSON object. For the caller holding the folder's lock (`folder_lock`)."""
+    import msgspec
+
+    path = Path(folder) / description
+    try:
+        raw = msgspec.json.decode(path.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not an artifact description: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not an artifact description: expected a JSON object")
+    dropped = [name for name in names if name in raw]
+    if dropped:
+        write_atomic(path, msgspec.json.format(msgspec.json.encode({k: v for k, v in raw.items() if k not in dropped})))
+    return dropped
+
+
 def undo_stopped_swap(folder: str | os.PathLike) -> Path | None:
     """Put back what `swap_folder` killed between its two renames (SIGKILL, a power loss) left: `folder`
     missing and the artifact it held beside it as ".<name>.retired<random>", whole. The newest such

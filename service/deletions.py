@@ -30,6 +30,7 @@ from pluralign.files import atomic_writer
 from pluralign.store.clocks import ReplicaClocks, counts_words
 from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, new_tenant_deletion
 from service.periodic import Periodic
+from service.promoted import PROMOTED_PAL
 from service.waiting_refits import forget_refits, owed_refits
 
 if TYPE_CHECKING:
@@ -138,6 +139,15 @@ def forget_if_deleted_since(rt: Runtime, tenant: str, user_id: str, arrived: flo
     return took
 
 
+def served_from_pal_dir(rt: Runtime) -> str | None:
+    """The population version this replica serves from PLURALIGN_PAL_DIR, which its clock row says (replicas starting
+    on another folder holding another model are refused: `service.runtime.refuse_another_model`); None while it serves
+    a promoted model of its own data folder instead (a leftover its start warned of), which says nothing of the folder."""
+    if (rt.settings.data_path / PROMOTED_PAL / "meta.json").exists():
+        return None
+    return rt.rewards.version
+
+
 class DeletionSweep(Periodic):
     """Applies the store's deletion records to this replica's files every `interval_s` seconds (and
     at start), each record once (`Applied`, kept in `APPLIED_FILE`); records this replica wrote
@@ -149,7 +159,8 @@ class DeletionSweep(Periodic):
         self.rt = rt
         # a replica whose row has not changed in 3 passes (at least a minute) has stopped
         self.clocks = ReplicaClocks(rt.store.db, rt.settings.replica_index, stale_after_s=max(3 * interval_s, 60.0),
-                                    replicas=rt.settings.replicas, folder_id=folder_id(rt.settings.data_path))
+                                    replicas=rt.settings.replicas, folder_id=folder_id(rt.settings.data_path),
+                                    served=lambda: served_from_pal_dir(rt))
         self.path = rt.settings.data_path / APPLIED_FILE
         self._lock = threading.Lock()  # orders reads and writes of APPLIED_FILE
         # users whose feedback this replica moved into the store lately -> when (unix seconds): a record

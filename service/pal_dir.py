@@ -13,7 +13,16 @@ folder did not change for a pass (a copy paused between files: until session rep
 the model before of the same shapes was served): the model's meta.json records the sha256 of its other files and
 loading checks them (`pluralign.files.FilesDiffer`, a WARNING naming the file while the model before is served). A DELETE of one of its training users does (500
 population_not_rewritten: the row cannot be taken out of a file this release cannot read) until a model it reads is
-put there; since session reviewreplicas49 only theirs (`pal_checkpoint.forget_users` looks at the rows' bytes first)."""
+put there; since session reviewreplicas49 only theirs (`pal_checkpoint.forget_users` looks at the rows' bytes first).
+A new EM mixture whose users.jsonl a DELETE rewrote after its meta.json without recording the file's digest there (a
+release before replicas50's DELETE during a rolling upgrade: it rewrites users.jsonl and never reads meta.json) is
+taken up as a start takes it up (`UserRewards.load_after_rewrites`, under the folder's lock): the digest recorded
+anew, with a WARNING naming the file; until session upgrade51 the watch refused it until the next promotion. Not a PAL
+checkpoint's user_weights.json: a release before replicas50 cannot rewrite one of this release's (it refuses its
+meta.json), so only a DELETE of this release killed between its two writes leaves that (a start takes it up), while
+two plain copies at once, the last file the other model's user_weights.json, look the same and must not be served
+(`tests/service/test_replicas50_pal_copy.py`). Two plain copies at once of EM mixtures that end so are served by the
+watch, as by a start: promote with `pluralign promote`, which takes turns."""
 
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from pluralign.files import FilesDiffer, folder_lock
 from pluralign.reward.pal_checkpoint import META_FILE
+from pluralign.reward.training_users import artifact_kind
 from service.periodic import Periodic
 from service.promoted import PROMOTED_PAL
 from service.rewards import UserRewards, checkpoint_version
@@ -80,8 +90,11 @@ class PalDirWatch(Periodic):
             version = checkpoint_version(self.folder)
             if version == self.rt.rewards.version:
                 return False  # only training users' rows removed (a DELETE), or the same model copied again
+            # an EM mixture's users.jsonl a DELETE rewrote after meta.json without its digest is taken up, as a start
+            # does; not a PAL checkpoint's user_weights.json (the module's docstring)
+            load = UserRewards.load_after_rewrites if artifact_kind(self.folder) == "em" else UserRewards.load
             try:
-                rewards = UserRewards.load(self.folder, self.rt.encoder.encoder_id, self.rt.encoder.dim)
+                rewards = load(self.folder, self.rt.encoder.encoder_id, self.rt.encoder.dim)
             except FilesDiffer as exc:  # looked at again once the folder changes: the copy's end
                 log.warning("PLURALIGN_PAL_DIR %s holds a new population model whose files are not all the ones its "
                             "meta.json records, so it is not served: %s; it serves %s still", self.folder, exc,

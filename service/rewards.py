@@ -20,7 +20,7 @@ from pluralign.files import FilesDiffer, folder_lock, read_description, stopped_
 from pluralign.reward.em import SCHEMA_VERSION as EM_SCHEMA
 from pluralign.reward.em import USERS_FILE, EMMeta, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
-from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE, read_meta
+from pluralign.reward.pal_checkpoint import META_FILE, PAL_FILES, USER_WEIGHTS_FILE, PALMeta, read_meta
 from pluralign.reward.training_users import artifact_kind, record_rewritten_per_user_file
 from pluralign.reward.user_weights import UserWeights
 from pluralign.user import UserModel
@@ -51,10 +51,24 @@ def checkpoint_version(folder: Path) -> str:
             if isinstance(decoded, dict) and path.name == USER_WEIGHTS_FILE:
                 data = msgspec.json.encode({"k": decoded.get("k"), "prior": decoded.get("prior")})
             elif isinstance(decoded, dict):
-                data = msgspec.json.encode({k: v for k, v in decoded.items() if k not in ("users", "files")}, order="sorted")
+                known = _described_fields(decoded)
+                data = msgspec.json.encode({k: v for k, v in decoded.items()
+                                            if k not in ("users", "files") and (known is None or k in known)}, order="sorted")
         digest.update(path.name.encode())
         digest.update(data)
     return digest.hexdigest()[:16]
+
+
+def _described_fields(meta: dict) -> frozenset[str] | None:
+    """The fields of a PAL checkpoint's (no `kind`) or an EM mixture's meta.json this release reads, which alone are
+    hashed into `checkpoint_version`: a field a later release adds to the description of the same model (as replicas50
+    added `files`) then changes no version here, so no user is refitted for it nor the model taken up again (until
+    session upgrade51 it was hashed). None for another kind's description (loading refuses it): hashed whole."""
+    if "kind" not in meta:
+        return frozenset(PALMeta.__struct_fields__)
+    if meta["kind"] == "em-bt-mixture":
+        return frozenset(EMMeta.__struct_fields__)
+    return None
 
 
 class UserRewards:
@@ -118,7 +132,8 @@ class UserRewards:
         writes: `training_users.record_rewritten_per_user_file`): the digest is recorded and a WARNING names the
         file. Any other file that differs (a copy under way, a mix of two) is refused as `load` refuses it
         (`pluralign.files.FilesDiffer`). For a caller holding the folder's lock where others share it (a start, a
-        DELETE's reload of the model it serves), not a replica watching for a new model (`service.pal_dir`). Until
+        DELETE's reload of the model it serves, a replica taking up a new EM mixture once the folder settled:
+        `service.pal_dir`, since session upgrade51). Until
         session reviewreplicas50 a start refused such a folder until the next promotion, and every DELETE of one of
         an EM mixture's training users answered 500, its row left in the mixture served."""
         try:

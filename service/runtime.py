@@ -241,6 +241,48 @@ def refuse_a_model_of_its_own(settings: Settings, store: Store) -> None:
             "model they serve into it first (`pluralign promote`, deploy/README.md)")
 
 
+def refuse_another_model(settings: Settings, store: Store, version: str) -> None:
+    """With several replicas, a start that loaded population version `version` from PLURALIGN_PAL_DIR while the live
+    replicas serve another (their clock rows say which: `pluralign.store.clocks.served_pal`) raises ReplicasDisagree (a
+    ValueError) naming PLURALIGN_PAL_DIR, the folder and both versions: a folder holding a different model (another
+    deployment's, a copy restored from a backup, a mistyped path) would have it fit users against another population
+    model (until session upgrade51 only an empty folder was told: `refuse_a_model_of_its_own`). A model promoted just
+    before this start is not yet served by the others (they take it up within two passes of `deletion_sweep_s`): the
+    start waits up to 3 passes for one of them to serve it. Live means their row was written again meanwhile: the rows
+    of replicas stopped (all of them, for a rolling restart after a promotion) count for nothing, nor do those of
+    releases before upgrade51, which say nothing of their model."""
+    if settings.replicas == 1:
+        return
+    within_s = max(3 * settings.deletion_sweep_s, 60.0)
+
+    def theirs() -> dict[int, tuple[float, str | None]]:
+        return {r["replica"]: (r["at"], clocks.served_pal(r)) for r in store.recent_clock_rows(within_s)
+                if r["replica"] != settings.replica_index}
+
+    first = theirs()
+    if not any(v is not None for _, v in first.values()) or any(v == version for _, v in first.values()):
+        return
+    deadline = time.monotonic() + 3 * settings.deletion_sweep_s + settings.store_sync_ms / 1000
+    log.info("PLURALIGN_PAL_DIR %s holds population model %s, which no other replica serves yet: waiting up to %.0f s "
+             "for them to take it up (a promotion just before this start)", settings.pal_path, version,
+             deadline - time.monotonic())
+    while True:
+        time.sleep(min(settings.deletion_sweep_s, 1.0))
+        now = theirs()
+        live = {i: v for i, (at, v) in now.items() if v is not None and i in first and at != first[i][0]}
+        if any(v == version for _, v in now.values() if v is not None) or time.monotonic() >= deadline:
+            break
+    if not live or version in live.values():
+        return
+    named = ", ".join(f"replica {i} serves {v}" for i, v in sorted(live.items()))
+    raise ReplicasDisagree(
+        f"PLURALIGN_PAL_DIR (setting pal_dir) {settings.pal_path} holds population model {version}, while {named}, "
+        f"from the PLURALIGN_PAL_DIR they share, and did not take this one up in {3 * settings.deletion_sweep_s:.0f} s: "
+        "this folder holds another model than theirs (another deployment's folder, a restored copy, a mistyped path), "
+        "and this replica would fit users against another population model. Give it the replicas' PLURALIGN_PAL_DIR, or, "
+        "to serve this model, promote it into theirs (`pluralign promote`, deploy/README.md)")
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -519,6 +561,7 @@ class Runtime:
                 step("loading the PAL reward model from %s", settings.pal_path)
                 refuse_a_model_of_its_own(settings, store)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
+                refuse_another_model(settings, store, rewards.version)
             keys = KeyRing(settings.keys_path)
             adapters = AdapterPool(
                 generator, AdapterRegistry(settings.adapters_path), generator.model_id,

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.files import write_atomic
 from service.metrics import DECLARED_COUNTERS
 from service.scheduler import Busy, Stopping
@@ -62,7 +62,7 @@ USERS_PER_LOOK = 256  # users deleted in one batch (`delete_batch`), between two
 REQUESTS_WAIT_S = 30.0  # how long the last look waits for the tenant's requests being handled to end (else: the next pass)
 
 
-class TenantRemoval(Base, kw_only=True, frozen=True):
+class TenantRemoval(Persisted, kw_only=True, frozen=True):
     """A removal of every trace of one tenant (the module docstring), as `GET /admin/tenants/{tenant}/removal`
     shows it."""
 

@@ -206,6 +206,20 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Base of every pluralign struct: unknown fields are an error, never silently dropped."""
 
 
+class Persisted(Base, forbid_unknown_fields=False):
+    """Base of a struct this release reads back from a file or a store that another release may have written (an
+    artifact's description, a job record, a key file, a log's records, a table's rows): a field it does not know is
+    skipped, not refused as if the file were damaged. A later release adds an optional field without breaking this
+    one, in a rolling upgrade and after a rollback; a change this release cannot read safely bumps the format's
+    schema version, which the reader refuses by its number (`pluralign.files.other_schema`). What a request or a
+    user's own data file holds stays `Base`'s: an unknown field there is a mistake to name. So do files without a
+    schema number where skipping a field could weaken what the file guarantees: the key file (a later field may
+    restrict a key), the feedback log's rows and the dead letters holding them (acknowledged feedback stored without a
+    field's meaning; session 49's `row_numbers`), its forget notes and pref-id claims (what a DELETE must reach): a
+    release refuses those, naming the file, and leaves them as they are. Until session upgrade51 every file refused a
+    later release's field (replicas50's meta.json `files` made every older replica's start and DELETE fail)."""
+
+
 class PreferenceError(ValueError):
     """A preference row that cannot be read; names the line (or row) and the field, and the file
     (`path`) when it came from one: "prefs.jsonl: line 3, field `chosen`: ...". `unit` says what

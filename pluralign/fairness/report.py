@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 
 # 1: the first report; 2: `withheld_groups` (a report of schema 1 reads as one with none withheld); 3: the 95% intervals
 # (`*_interval`: a report of schema 1 or 2 reads as one with none, null); 4: `interval_min_users` (a report of schema 3
@@ -29,7 +29,7 @@ INTERVAL_MIN_USERS = 5
 MIN_SHOWN_USERS = 2
 
 
-class GroupMetrics(Base, kw_only=True):
+class GroupMetrics(Persisted, kw_only=True):
     """How well one group of users is served. Accuracies are over the group's scored comparisons."""
 
     group: str
@@ -55,7 +55,7 @@ class GroupMetrics(Base, kw_only=True):
         return self.personalized_accuracy - self.base_accuracy
 
 
-class AuditReport(Base, kw_only=True):
+class AuditReport(Persisted, kw_only=True):
     """Per-group service quality and the spread across groups."""
 
     schema_version: int = AUDIT_SCHEMA_VERSION

@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote
 import msgspec
 import torch
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.files import other_schema, staged_folder, writing_to
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
@@ -40,7 +40,7 @@ FALLBACK_ADAPTER = "fallback"  # the pool's name for the adapter serving users w
 log = logging.getLogger(__name__)
 
 
-class AdapterMeta(Base, kw_only=True):
+class AdapterMeta(Persisted, kw_only=True):
     """What an adapter was built from; written next to peft's files as `pluralign.json`."""
 
     schema_version: int = SCHEMA_VERSION

@@ -55,7 +55,7 @@ import msgspec
 import numpy as np
 import torch
 
-from pluralign.data.record import Base, Preference
+from pluralign.data.record import Persisted, Preference
 from pluralign.device import default_device
 from pluralign.losses import dpo_loss
 from pluralign.policy.chat_template import chat_prompt_ids, text_ids
@@ -394,7 +394,7 @@ def _left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> di
 # The artifact: the peft adapter folder plus a versioned meta naming the base model.
 
 
-class PolicyMeta(Base):
+class PolicyMeta(Persisted):
     schema_version: int
     kind: str  # always "maxmin-lora"
     base_model: str

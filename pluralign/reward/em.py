@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from pluralign.checks import SEED_MAX
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.data.text import is_blank
 from pluralign.device import default_device, usable_device
 from pluralign.files import (
@@ -41,6 +41,7 @@ from pluralign.files import (
     may_hold,
     read_description,
     read_safetensors,
+    rewrite_description,
     rewritten_after_description,
     still_recorded,
     with_new_digest,
@@ -229,7 +230,7 @@ USERS_FILE = "users.jsonl"  # one membership row per training user
 EM_FILES = ("meta.json", "heads.safetensors", USERS_FILE, "metrics.json")  # meta.json first: see EMMixture.save
 
 
-class EMMeta(Base):
+class EMMeta(Persisted):
     schema_version: int
     kind: str  # always "em-bt-mixture"
     encoder_id: str
@@ -242,7 +243,7 @@ class EMMeta(Base):
     files: dict[str, str] = {}
 
 
-class UserMembership(Base):
+class UserMembership(Persisted):
     user_id: str
     cluster: int
     posterior: list[float]
@@ -536,7 +537,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     if removed:
         write_atomic(path, b"".join(kept))
         if matched:
-            write_description(folder, msgspec.structs.replace(meta, files=with_new_digest(folder, meta.files, USERS_FILE)))
+            rewrite_description(folder, {"files": with_new_digest(folder, meta.files, USERS_FILE)})
     return removed
 
 
@@ -550,7 +551,7 @@ def record_rewritten_users(folder: str | Path) -> bool:
     meta = read_description(folder, "em-bt-mixture", SCHEMA_VERSION, EMMeta, "an EM mixture artifact (em-bt-mixture)")
     if not rewritten_after_description(folder, meta.files, USERS_FILE):
         return False
-    write_description(folder, msgspec.structs.replace(meta, files=with_new_digest(folder, meta.files, USERS_FILE)))
+    rewrite_description(folder, {"files": with_new_digest(folder, meta.files, USERS_FILE)})
     return True
 
 

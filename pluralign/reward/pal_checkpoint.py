@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 from safetensors.torch import save
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.device import usable_device
 from pluralign.files import (
     PAL_CHECKPOINT,
@@ -29,6 +29,7 @@ from pluralign.files import (
     may_hold,
     read_description,
     read_safetensors,
+    rewrite_description,
     rewritten_after_description,
     still_recorded,
     with_new_digest,
@@ -45,7 +46,7 @@ META_FILE = "meta.json"
 USER_WEIGHTS_FILE = "user_weights.json"
 
 
-class PALMeta(Base):
+class PALMeta(Persisted):
     schema_version: int
     encoder_id: str
     variant: str
@@ -182,7 +183,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     gone, left = forget_weight_rows(folder / USER_WEIGHTS_FILE, forget, k=meta.k)
     if gone:
         files = with_new_digest(folder, meta.files, USER_WEIGHTS_FILE) if matched else meta.files
-        write_description(folder, msgspec.structs.replace(meta, users=left, files=files))
+        rewrite_description(folder, {"users": left, "metrics": meta.metrics, "files": files}, META_FILE)
     return gone
 
 
@@ -198,7 +199,7 @@ def record_rewritten_user_weights(folder: str | Path) -> bool:
         return False
     left = len(UserWeights.load(folder / USER_WEIGHTS_FILE, k=meta.k))
     files = with_new_digest(folder, meta.files, USER_WEIGHTS_FILE)
-    write_description(folder, msgspec.structs.replace(meta, users=left, files=files))
+    rewrite_description(folder, {"users": left, "metrics": meta.metrics, "files": files}, META_FILE)
     return True
 
 
@@ -210,10 +211,12 @@ def forget_weight_rows(path: str | Path, forget: Callable[[str], bool], k: int |
     not decoded: (0, -1), rows left not counted (a DELETE of a user outside a 100,000-user file: 9 ms, not 235)."""
     if not may_hold(forget, path):
         return 0, -1
-    weights = UserWeights.load(path, k=k)
+    data = Path(path).read_bytes()
+    weights = UserWeights.load(path, k=k)  # checked whole first: a file this release cannot read is not rewritten
     gone = [u for u in weights.users() if forget(u)]
-    for user_id in gone:
-        weights.remove(user_id)
-    if gone:
-        weights.save(path)
-    return len(gone), len(weights)
+    if gone:  # the rows left as the file holds them: a field a later release added to the file or a row stays
+        raw = msgspec.json.decode(data)
+        for user_id in gone:
+            del raw["users"][user_id]
+        write_atomic(path, msgspec.json.encode(raw))
+    return len(gone), len(weights) - len(gone)

@@ -17,14 +17,14 @@ import msgspec
 import numpy as np
 import torch
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.files import other_schema, write_atomic
 from pluralign.reward.inputs import as_numbers, first_bad_row
 
 USER_WEIGHTS_SCHEMA = 1
 
 
-class UserRow(Base):
+class UserRow(Persisted):
     logits: list[float]
     version: int = 1
 
@@ -36,7 +36,7 @@ def _user_id(user_id) -> str:
     return user_id
 
 
-class UserWeightsFile(Base):
+class UserWeightsFile(Persisted):
     schema_version: int
     k: int
     prior: list[float]

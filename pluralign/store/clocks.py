@@ -63,14 +63,17 @@ def clock_schema() -> pa.Schema:
     """One row per replica: `replica` (its index), `at` (unix seconds, its clock, when written),
     `ahead_s` (seconds: the largest lead over its own clock it saw in another replica's row), `instance`
     (the writing process's id, `instance_id`; null in a table written before it was kept), `replicas` (how many
-    replicas its writer was set up with; null when written before it was kept, or by a writer that did not say)."""
+    replicas its writer was set up with; null when written before it was kept, or by a writer that did not say), `pal`
+    (the population model its writer serves, `served_pal`; null likewise)."""
     return pa.schema([pa.field("replica", pa.int32(), nullable=False), pa.field("at", pa.float64(), nullable=False),
                       pa.field("ahead_s", pa.float64(), nullable=False), *ADDED])
 
 
 INSTANCE = pa.field("instance", pa.string(), nullable=True)  # added after the table's first release: a table gains it on open
 REPLICAS = pa.field("replicas", pa.int32(), nullable=True)  # added in session 43, the same way
-ADDED = (INSTANCE, REPLICAS)
+# added in session upgrade51, the same way: "<instance> <population version>", the model its writer serves (`served_pal`)
+PAL = pa.field("pal", pa.string(), nullable=True)
+ADDED = (INSTANCE, REPLICAS, PAL)
 FOLDER_MARK = "d:"  # an instance naming its data folder: "d:<folder id>:<process id>" (an earlier release's: hex only)
 
 
@@ -85,6 +88,14 @@ def folder_of(instance: str | None) -> str | None:
     if instance is None or not instance.startswith(FOLDER_MARK):
         return None
     return instance[len(FOLDER_MARK):].rpartition(":")[0] or None
+
+
+def served_pal(row: dict) -> str | None:
+    """The population version (`service.rewards.checkpoint_version`) the writer of clock `row` serves, or None: an
+    earlier release's row, a writer that did not say, or a `pal` value another instance of its index left (a writer
+    of an earlier release updates only the columns it knows, so it counts only under the row's own `instance`)."""
+    instance, _, version = (row.get("pal") or "").partition(" ")
+    return (version or None) if instance and instance == row.get("instance") else None
 
 
 def counts_disagree(rows: list[dict], replicas: int) -> dict[int, int | None]:
@@ -133,10 +144,12 @@ class ReplicaClocks:
     process was seen writing as the same replica within that long."""
 
     def __init__(self, db, replica: int, stale_after_s: float, clock: Callable[[], float] = time.time, *,
-                 replicas: int | None = None, folder_id: str | None = None):
+                 replicas: int | None = None, folder_id: str | None = None,
+                 served: Callable[[], str | None] | None = None):
         self.db = db
         self.replica = replica
         self.replicas = replicas  # this replica's count (the `replicas` setting): written in its row, compared with theirs
+        self.served = served  # the population version this replica serves now, written in its row (`served_pal`)
         self.stale_after_s = stale_after_s
         self.clock = clock
         self.skew = Skew()  # the last pass's finding, or a larger one still held (`beat`)
@@ -220,8 +233,10 @@ class ReplicaClocks:
 
     def _write(self, table, ahead_s: float) -> None:
         """This replica's row, stamped now; every TIDY_EVERY passes the table's old versions go."""
+        version = self.served() if self.served is not None else None
         row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [ahead_s], "instance": [self.instance],
-                        "replicas": [self.replicas]}, schema=clock_schema())
+                        "replicas": [self.replicas], "pal": [f"{self.instance} {version}" if version else None]},
+                       schema=clock_schema())
         table.merge_insert("replica").when_matched_update_all().when_not_matched_insert_all().execute(row)
         self._wrote = True
         self._beats += 1

@@ -28,7 +28,7 @@ from pathlib import Path
 import msgspec
 import pyarrow as pa
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.files import write_atomic
 from pluralign.store.schemas import SCHEMA_VERSION
 
@@ -75,7 +75,7 @@ def deletion_schema() -> pa.Schema:
     )
 
 
-class Deletion(Base, kw_only=True, frozen=True):
+class Deletion(Persisted, kw_only=True, frozen=True):
     """A DELETE of a user, as every replica reads it. Two times, both on the answering replica's clock:
     `deleted_at`, when the record was written (the user's rows from before the DELETE had left the
     store by then; what replicas' watermarks follow, `Applied`), and `began_at`, when the DELETE began

@@ -34,6 +34,7 @@ from pluralign.data.io import file_trl
 from pluralign.data.record import (
     MAX_CREATED_AT,
     Base,
+    Persisted,
     TrlRow,
     file_time,
     seconds_meant,
@@ -267,7 +268,7 @@ class StoredPreference(Base):
         return stand_in_received(self.created_at) if self.received_at is None else self.received_at
 
 
-class Interaction(Base):
+class Interaction(Persisted):
     """A response served to a user: every candidate with its reward, and the history shown."""
 
     tenant: str
@@ -292,7 +293,7 @@ class Interaction(Base):
         return self.candidates[: self.returned]
 
 
-class UserRecord(Base):
+class UserRecord(Persisted):
     """A user's row: PAL logits over the prototypes (None = population prior) and adapter name."""
 
     tenant: str

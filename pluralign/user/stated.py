@@ -21,7 +21,7 @@ from typing import Literal
 
 import msgspec
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.user.features import FEATURE_NAMES
 
 STATED_VERSION = 2  # of this record's format (1: `history` held every change)
@@ -29,7 +29,7 @@ Direction = Literal["more", "less"]
 SIGN = {"more": 1, "less": -1}
 
 
-class StatedChange(Base, kw_only=True):
+class StatedChange(Persisted, kw_only=True):
     """One change: `feature` set to `direction`, or cleared (direction null), at `version`."""
 
     version: int
@@ -38,7 +38,7 @@ class StatedChange(Base, kw_only=True):
     direction: Direction | None
 
 
-class StatedPreferences(Base, kw_only=True):
+class StatedPreferences(Persisted, kw_only=True):
     """A user's stated preferences now (`preferences`, after `version` change sets) and the changes
     of the latest version (`history`; format 1: of every version)."""
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import msgspec
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.files import write_atomic, writing_to
 from pluralign.store.deletions import user_hash
 
@@ -42,7 +42,7 @@ class DeleteNotRecorded(OSError):
     the DELETE did not begin, nothing of the user was deleted."""
 
 
-class Unfinished(Base, kw_only=True, frozen=True):
+class Unfinished(Persisted, kw_only=True, frozen=True):
     """A DELETE begun and not (yet) finished."""
 
     tenant: str

@@ -64,7 +64,7 @@ Left = list[tuple[str, Path | None, Exception]]
 OWED_VERSION = 1
 
 
-class OwedPurge(msgspec.Struct, forbid_unknown_fields=True):
+class OwedPurge(msgspec.Struct):
     """One `*.owed` file of vectors-owed/: the keys (`text_key`s) of a deleted user's texts that the caches at `caches`
     (paths) kept, busy when the DELETE tried them."""
 

@@ -14,6 +14,14 @@ PLURALIGN_DELETION_SWEEP_S (`service.pal_dir`). `--if-version V`: promote only w
 version V (`/health`'s `pal.version`; `none` for an empty folder), a compare-and-swap: nothing changed when
 another promotion came first (exit 2, as every refusal). Prints one JSON line: the folder, the artifact's kind, its population version and files.
 The folder is PLURALIGN_PAL_DIR (or PLURALIGN_CONFIG's pal_dir; default <data dir>/pal) unless --pal-dir is given.
+
+    pluralign promote --older-form [--pal-dir /var/lib/pluralign/shared/pal]
+
+rewrites the model the folder holds, in place, under the same lock, in the form releases before session replicas50
+read: its meta.json without the sha256 of its other files (`files`), which those releases refuse (their starts and
+their DELETEs of its training users fail). For a rollback to such a release, or a rolling update from one after a
+promotion: run it before an older replica starts, or while older replicas run. This release serves the model all the
+same, unchecked; the next promotion records the digests again. Prints one JSON line: the folder and its version (unchanged).
 """
 
 from __future__ import annotations
@@ -27,10 +35,14 @@ from training.common import print_json
 def register(subparsers) -> None:
     parser = subparsers.add_parser("promote", help="serve a pal or em job's artifact from PLURALIGN_PAL_DIR (replicas take it up)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("artifact", help="the artifact folder (a PAL checkpoint or an EM mixture: a pal or em job's artifact)")
+    parser.add_argument("artifact", nargs="?", default=None,
+                        help="the artifact folder (a PAL checkpoint or an EM mixture: a pal or em job's artifact)")
     parser.add_argument("--pal-dir", default=None, help="the folder served (default PLURALIGN_PAL_DIR, else <data dir>/pal)")
     parser.add_argument("--if-version", default=None, help="promote only while the folder holds this population version "
                         "(/health's pal.version; `none`: no model there)")
+    parser.add_argument("--older-form", action="store_true",
+                        help="no artifact: rewrite the folder's model in the form releases before replicas50 read "
+                        "(meta.json without `files`), for a rollback to one")
     parser.set_defaults(func=run)
 
 
@@ -63,13 +75,12 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.reward.training_users import artifact_kind
     from service.rewards import checkpoint_version
 
+    folder, option = served_folder(args)
+    if args.older_form:
+        return older_form(args, folder, option)
+    if args.artifact is None:
+        raise ValueError("give the artifact folder to promote (or --older-form)")
     artifact = Path(args.artifact)
-    if args.pal_dir is not None:
-        folder, option = Path(args.pal_dir), "--pal-dir"
-    else:
-        from service.settings import Settings
-
-        folder, option = Settings.load().pal_path, "PLURALIGN_PAL_DIR (setting pal_dir)"
     kind = artifact_kind(artifact)
     if kind is None:
         raise ValueError(f"{artifact}: not a PAL checkpoint or an EM mixture (a pal or em job's artifact): no meta.json "
@@ -107,4 +118,32 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise ValueError(f"{option} {exc} (a data folder, or another than the one the replicas serve?)") from None
     print_json({"pal_dir": str(folder), "kind": kind, "version": checkpoint_version(folder), "files": names})
+    return 0
+
+
+def served_folder(args: argparse.Namespace) -> tuple[Path, str]:
+    """The folder promoted into, and the option or setting that names it (for messages)."""
+    if args.pal_dir is not None:
+        return Path(args.pal_dir), "--pal-dir"
+    from service.settings import Settings
+
+    return Settings.load().pal_path, "PLURALIGN_PAL_DIR (setting pal_dir)"
+
+
+def older_form(args: argparse.Namespace, folder: Path, option: str) -> int:
+    """`--older-form`: the model at `folder` (a PAL checkpoint or an EM mixture) rewritten under its lock with a
+    meta.json that releases before replicas50 read (`pluralign.files.drop_description_fields`). ValueError for an
+    artifact or --if-version given with it, and naming the option and the folder where it holds no such model."""
+    from pluralign.files import drop_description_fields, folder_lock
+    from pluralign.reward.training_users import artifact_kind
+    from service.rewards import checkpoint_version
+
+    if args.artifact is not None or args.if_version is not None:
+        raise ValueError("--older-form rewrites the model the folder holds: give no artifact and no --if-version")
+    if artifact_kind(folder) is None:
+        raise ValueError(f"{option} {folder}: holds no PAL checkpoint or EM mixture (no meta.json describing one)")
+    with folder_lock(folder):
+        dropped = drop_description_fields(folder, ("files",))
+        version = checkpoint_version(folder)
+    print_json({"pal_dir": str(folder), "version": version, "older_form": True, "dropped": dropped})
     return 0

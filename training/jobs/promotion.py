@@ -11,11 +11,11 @@ from pathlib import Path
 
 import msgspec
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 from pluralign.files import write_atomic
 
 
-class Served(Base, kw_only=True):
+class Served(Persisted, kw_only=True):
     artifact: str
     heldout_accuracy: float
     job_id: str

@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from pluralign.data.record import Base
+from pluralign.data.record import Persisted
 
 # 1: the first record; 2: `request_id` (a record of schema 1 reads as one without it). A release reads
 # every schema up to its own and refuses a later one by its number, before its fields (which
@@ -19,7 +19,7 @@ FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
 Param = str | int | float | bool
 
 
-class Job(Base, kw_only=True):
+class Job(Persisted, kw_only=True):
     """A unit of background work and everything an operator needs to follow it."""
 
     schema_version: int = JOB_SCHEMA_VERSION
