@@ -1,6 +1,6 @@
 """A generation server that answers as vLLM's OpenAI-compatible server does where pluralign's remote generator
 (`PLURALIGN_GENERATOR=openai:URL`) depends on its behaviour, run as a process of its own:
-`python -m tests.vllm_like PORT [--refuse-loads | --lose-adapters]` (PORT 0: any free one, said on stdout). vLLM needs a GPU; this runs on the test machine's CPU.
+`python -m tests.vllm_like PORT [--refuse-loads | --lose-adapters | --hang-tokenize]` (PORT 0: any free one, said on stdout). vLLM needs a GPU; this runs on the test machine's CPU.
 
 What it copies from vLLM (`vllm/entrypoints/openai/serving_engine.py`, `serving_models.py`):
 - adapters loaded at run time (`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`) live in the process's memory
@@ -17,7 +17,8 @@ load as vLLM reads them: a file changed since is not what it serves); `GET /v1/m
 chat's prompt as its chats do. `--refuse-loads` answers every adapter load 500;
 `--lose-adapters` answers loads 200 and holds nothing (a server whose loads do not take); `--hold-load NAME:PATH` answers
 the load of adapter NAME only once file PATH exists (a load that takes long: a large adapter on a slow disk), saying
-"holding the load of NAME" when it begins."""
+"holding the load of NAME" when it begins; `--hang-tokenize` takes every `/tokenize` request and never answers it (a server
+hung or overloaded: vLLM's API process answers its tokenizer's count in milliseconds), saying "tokenize hangs"."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class Handler(BaseHTTPRequestHandler):
     refuse_loads = False
     lose_adapters = False
     hold_load: tuple[str, str] | None = None  # (adapter name, the file whose existence lets its load go on)
+    hang_tokenize = False
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path == "/v1/models":
@@ -75,6 +77,9 @@ class Handler(BaseHTTPRequestHandler):
             say(f"unload {body['lora_name']} {self.status}")
         elif self.path == "/v1/chat/completions":
             self.chat(body)
+        elif self.path == "/tokenize" and self.hang_tokenize:
+            say("tokenize hangs")
+            threading.Event().wait()  # never answered (a daemon thread: the process's end ends it)
         elif self.path == "/tokenize":  # vLLM's, beside /v1: the prompt's tokens as a chat of `messages` is prefilled
             count = tokens("".join(m["content"] for m in body["messages"]))
             self.answer(200, {"count": count, "max_model_len": CONTEXT, "tokens": list(range(count))})
@@ -161,6 +166,7 @@ def digest(folder: str) -> str:
 
 def main(argv: list[str]) -> None:
     Handler.refuse_loads, Handler.lose_adapters = "--refuse-loads" in argv, "--lose-adapters" in argv
+    Handler.hang_tokenize = "--hang-tokenize" in argv
     if "--hold-load" in argv:
         name, _, path = argv[argv.index("--hold-load") + 1].partition(":")
         Handler.hold_load = (name, path)

@@ -90,6 +90,16 @@ class GenerationRefused(RemoteGeneratorError):
         self.reason, self.param = reason, param
 
 
+class PromptNotCounted(RemoteGeneratorError):
+    """The generation server's tokenizer did not count a chat's prompt in time (`RemotePolicy.tokenize_timeout_s`), could
+    not be reached, or failed (a 5xx): the chat is not sent uncounted (the service's prompt bounds would bound nothing),
+    and the service answers it 503 with Retry-After. `waited_s`: the bound it was given (seconds)."""
+
+    def __init__(self, reason: str, waited_s: float):
+        super().__init__(reason)
+        self.waited_s = waited_s
+
+
 class AdapterNotLoaded(ValueError):
     """The adapter named for a generation is not loaded (never was, or dropped since its name was taken: an adapter
     pool's eviction, a user's DELETE); raised before any token is generated."""

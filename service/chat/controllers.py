@@ -19,7 +19,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.response import Stream
 
 from pluralign.data.text import is_blank
-from pluralign.policy.generator import Cancelled, GenerationRefused, RemoteGeneratorError, Sampling
+from pluralign.policy.generator import Cancelled, GenerationRefused, PromptNotCounted, RemoteGeneratorError, Sampling
 from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
 from service.auth import ApiKey, key_id
@@ -392,12 +392,20 @@ def unavailable_as_503(exc: Exception) -> Exception:
     server's failure (`RemoteGeneratorError`: down, timed out after its retries, an error answer) is such a 503 too,
     its address and words in the log only (a 500 `internal error` until the review of session small48), except its
     refusal of the chat as the client's fault (`GenerationRefused`: messages too long for its model's context), a 400
-    naming the field, with the server's words (until remote49 a 503 "send it again", which a client retries for ever)."""
+    naming the field, with the server's words (until remote49 a 503 "send it again", which a client retries for ever); its
+    tokenizer's failure to count the prompt in time (`PromptNotCounted`) is the 503 that says so (until remote51 the
+    count waited `generator_timeout_s`, then the chat was sent uncounted)."""
     if isinstance(exc, GenerationRefused):
         log.info("the generation server refused a chat as the client's fault: %s", exc)
         return bad_request(exc.param, exc.reason)
     if isinstance(exc, GeneratorClosed):
         return stopping("the generation process has ended; send the chat again")
+    if isinstance(exc, PromptNotCounted):
+        log.error("a chat was not sent: %s", exc)
+        return ServiceUnavailableException(
+            detail=f"generation is unavailable for now: the generation server (PLURALIGN_GENERATOR) did not count the "
+                   f"prompt's tokens (its /tokenize) within {exc.waited_s:g} s, so the chat was not sent to it; send it again",
+            headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
     if isinstance(exc, RemoteGeneratorError):
         log.error("a chat was not generated: %s", exc)
         return ServiceUnavailableException(
