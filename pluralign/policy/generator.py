@@ -93,11 +93,12 @@ class GenerationRefused(RemoteGeneratorError):
 class PromptNotCounted(RemoteGeneratorError):
     """The generation server's tokenizer did not count a chat's prompt in time (`RemotePolicy.tokenize_timeout_s`), could
     not be reached, or failed (a 5xx): the chat is not sent uncounted (the service's prompt bounds would bound nothing),
-    and the service answers it 503 with Retry-After. `waited_s`: the bound it was given (seconds)."""
+    and the service answers it 503 with Retry-After. `why`: what happened, in words naming no address ("no answer within
+    5 s", "answered 503", "unreachable")."""
 
-    def __init__(self, reason: str, waited_s: float):
+    def __init__(self, reason: str, why: str):
         super().__init__(reason)
-        self.waited_s = waited_s
+        self.why = why
 
 
 class AdapterNotLoaded(ValueError):

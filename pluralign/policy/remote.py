@@ -423,17 +423,17 @@ class RemoteGenerator:
             # process uncounted
             if exc.status_code >= 500:
                 raise PromptNotCounted(f"the generation server at {self.shown_url} could not count the prompt's tokens "
-                                       f"(/tokenize answered {exc.status_code})", bound) from exc
+                                       f"(/tokenize answered {exc.status_code})", f"answered {exc.status_code}") from exc
             if exc.status_code in (400, 413, 422):
                 log.info("the generation server's tokenizer refused a prompt: %s", redacted(str(exc)))
                 return 0
             count = None
         except openai.APITimeoutError as exc:
             raise PromptNotCounted(f"the generation server at {self.shown_url} did not count the prompt's tokens (/tokenize) "
-                                   f"within {bound:g} s", bound) from exc
+                                   f"within {bound:g} s", f"no answer within {bound:g} s") from exc
         except openai.APIConnectionError as exc:
             raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
-                                   f"tokens (/tokenize): {redacted(str(exc))}", bound) from exc
+                                   f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
         except openai.APIError as exc:  # anything else of the client's: not a count this server gives
             log.info("the generation server's tokenizer could not count a prompt: %s", redacted(str(exc)))
             return 0

@@ -424,7 +424,7 @@ def unavailable_as_503(exc: Exception) -> Exception:
         log.error("a chat was not sent: %s", exc)
         return ServiceUnavailableException(
             detail=f"generation is unavailable for now: the generation server (PLURALIGN_GENERATOR) did not count the "
-                   f"prompt's tokens (its /tokenize) within {exc.waited_s:g} s, so the chat was not sent to it; send it again",
+                   f"prompt's tokens (its /tokenize: {exc.why}), so the chat was not sent to it; send it again",
             headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
     if isinstance(exc, RemoteGeneratorError):
         log.error("a chat was not generated: %s", exc)

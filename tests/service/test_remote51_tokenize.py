@@ -25,6 +25,52 @@ def test_a_hung_tokenizer_answers_the_chat_503_with_retry_after_in_a_tenth_of_th
             assert took < 2.5, took
             assert int(got.headers["retry-after"]) > 0
             message = got.json()["error"]["message"]
-            assert "generation server" in message and "tokenize" in message and "0.3 s" in message, message
+            assert "generation server" in message and "tokenize" in message and "no answer within 0.3 s" in message, message
         assert said(server) == [], said(server)  # no chat was sent uncounted
         assert server.log.read_text().count("tokenize hangs") == 2
+
+
+def test_a_tokenizer_answering_5xx_or_unreachable_is_prompt_not_counted_not_a_chat_sent_uncounted():
+    """Before (remote51) a 5xx from `/tokenize`, or a server that could not be reached, counted the prompt 0: the chat
+    was sent bounded by nothing. Now it is PromptNotCounted (the service's 503), saying what happened; a 404 (no such
+    route: the OpenAI API) still counts none, once."""
+    import http.server
+    import threading
+
+    import pytest
+
+    from pluralign.policy.generator import PromptNotCounted
+    from pluralign.policy.remote import RemoteGenerator
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        status = 503
+
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["content-length"]))
+            data = b'{"error": {"message": "busy", "type": "ServiceUnavailable", "code": 503}}'
+            self.send_response(type(self).status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    messages = [{"role": "user", "content": "hello"}]
+    try:
+        remote = RemoteGenerator(f"http://127.0.0.1:{server.server_port}/v1", "base", policy=RemotePolicy(timeout_s=3, max_retries=0))
+        with pytest.raises(PromptNotCounted) as failed:
+            remote.prompt_tokens(messages)  # before: 0
+        assert failed.value.why == "answered 503"
+        Failing.status = 404
+        assert remote.prompt_tokens(messages) == 0 and not remote._tokenize_route
+    finally:
+        server.shutdown()
+        server.server_close()
+    gone = RemoteGenerator(f"http://127.0.0.1:{server.server_port}/v1", "base", policy=RemotePolicy(timeout_s=3, max_retries=0))
+    with pytest.raises(PromptNotCounted) as failed:
+        gone.prompt_tokens(messages)
+    assert failed.value.why == "unreachable"
