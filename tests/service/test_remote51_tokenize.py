@@ -3,7 +3,10 @@ seen through the real app over HTTP (session remote51)."""
 
 from __future__ import annotations
 
+import threading
 import time
+
+import pytest
 
 from pluralign.policy.remote import RemotePolicy
 from tests.service.test_remote49_generation_server import CHAT, front_on
@@ -11,6 +14,7 @@ from tests.service.test_remote50_replicas import said
 from tests.service.tiny import minilm, tiny_pal_dir  # noqa: F401
 
 
+@pytest.mark.slow  # an app and a generation server of its own (~3 s on two busy cores): `make test-scaleout`
 def test_a_hung_tokenizer_answers_the_chat_503_with_retry_after_in_a_tenth_of_the_timeout(tmp_path, tiny_pal_dir, minilm):  # noqa: F811
     """The remote generator's timeout is 3 s here, so its prompt count (vLLM's `/tokenize`) may take 0.3 s. Before
     (remote51) the count waited the whole 3 s (120 s by default), then the chat was sent uncounted: a 200 after 3 s,
@@ -30,23 +34,24 @@ def test_a_hung_tokenizer_answers_the_chat_503_with_retry_after_in_a_tenth_of_th
         assert server.log.read_text().count("tokenize hangs") == 2
 
 
-def test_a_tokenizer_answering_5xx_or_unreachable_is_prompt_not_counted_not_a_chat_sent_uncounted():
-    """Before (remote51) a 5xx from `/tokenize`, or a server that could not be reached, counted the prompt 0: the chat
-    was sent bounded by nothing. Now it is PromptNotCounted (the service's 503), saying what happened; a 404 (no such
-    route: the OpenAI API) still counts none, once."""
+def test_a_tokenizer_hung_answering_5xx_or_unreachable_is_prompt_not_counted_not_a_chat_sent_uncounted():
+    """Before (remote51) a `/tokenize` that did not answer was waited for the whole timeout, and it, a 5xx, or a server
+    that could not be reached counted the prompt 0: the chat was sent bounded by nothing. Now each is PromptNotCounted
+    (the service's 503), saying what happened, a hung one within a tenth of the timeout; a 404 (no such route: the
+    OpenAI API) still counts none, once."""
     import http.server
-    import threading
-
-    import pytest
 
     from pluralign.policy.generator import PromptNotCounted
     from pluralign.policy.remote import RemoteGenerator
 
     class Failing(http.server.BaseHTTPRequestHandler):
-        status = 503
+        status = 0  # 0: never answered
 
         def do_POST(self):  # noqa: N802 (http.server's name)
             self.rfile.read(int(self.headers["content-length"]))
+            if not type(self).status:
+                threading.Event().wait(5)
+                return
             data = b'{"error": {"message": "busy", "type": "ServiceUnavailable", "code": 503}}'
             self.send_response(type(self).status)
             self.send_header("Content-Type", "application/json")
@@ -62,6 +67,11 @@ def test_a_tokenizer_answering_5xx_or_unreachable_is_prompt_not_counted_not_a_ch
     messages = [{"role": "user", "content": "hello"}]
     try:
         remote = RemoteGenerator(f"http://127.0.0.1:{server.server_port}/v1", "base", policy=RemotePolicy(timeout_s=3, max_retries=0))
+        began = time.monotonic()
+        with pytest.raises(PromptNotCounted) as failed:
+            remote.prompt_tokens(messages)  # before: 0, after 3 s
+        assert failed.value.why == "no answer within 0.3 s" and time.monotonic() - began < 2
+        Failing.status = 503
         with pytest.raises(PromptNotCounted) as failed:
             remote.prompt_tokens(messages)  # before: 0
         assert failed.value.why == "answered 503"
