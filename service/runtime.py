@@ -186,8 +186,6 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
             raise SharedStore(settings.lancedb_uri, found, within_s)
         if settings.replicas > 1 and (refused := set_up_unlike(settings, store.recent_clock_rows(within_s), within_s)):
             raise ReplicasDisagree(refused)
-        if settings.replicas > 1:
-            claim_index(store, settings, within_s)
         store.finish_withdrawn()  # not before: a refused start must take no turn (killed holding the lease, others wait)
         return store
     except SharedStore as exc:
@@ -198,15 +196,18 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
         ) from None
 
 
-def claim_index(store: Store, settings: Settings, within_s: float) -> None:
-    """Write this replica's clock row as soon as its start's check (`set_up_unlike`) let it open the store (the sweep's
-    passes write it again once the service runs): from now on a process starting as the same PLURALIGN_REPLICA_INDEX on
-    another data folder is refused by that check. Until session remote51 the row came with the sweep's first pass, once
-    the models had loaded: two processes started within those seconds both served as the one replica, sharing its users
-    and its adapters' names on a remote generation server (each one's eviction unloaded the other's), until their sweeps
-    saw each other (/health `degraded`, DELETEs refused). Only processes whose checks both ran before either wrote are
-    not told apart here (their sweeps' passes still see each other). A row that cannot be written is logged: the sweep's
-    first pass writes it."""
+def claim_index(store: Store, settings: Settings) -> None:
+    """Write this replica's clock row as soon as its start has its population model (`Runtime.build`; the sweep's passes
+    write it again once the service runs): from then on a process starting as the same PLURALIGN_REPLICA_INDEX on
+    another data folder is refused by its check (`set_up_unlike`). Until session remote51 the row came with the sweep's
+    first pass, once the whole runtime was built and the app started: two processes started within those seconds both
+    served as the one replica, sharing its users and its adapters' names on a remote generation server (each one's
+    eviction unloaded the other's), until their sweeps saw each other (/health `degraded`, DELETEs refused). Processes
+    whose checks both ran before either wrote are still not told apart here (their sweeps' passes see each other). Not
+    written before the model is there: a replica started beside this one on an empty PLURALIGN_PAL_DIR would be refused
+    (`refuse_a_model_of_its_own`) while this one bootstraps it. A row that cannot be written is logged: the sweep's first
+    pass writes it."""
+    within_s = max(3 * settings.deletion_sweep_s, 60.0)
     try:
         clocks.ReplicaClocks(store.db, settings.replica_index, stale_after_s=within_s, replicas=settings.replicas,
                              folder_id=folder_id(settings.data_path)).beat()
@@ -541,6 +542,8 @@ class Runtime:
                 step("loading the PAL reward model from %s", settings.pal_path)
                 refuse_a_model_of_its_own(settings, store)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
+            if settings.replicas > 1:  # not before: a replica started beside it on an empty PLURALIGN_PAL_DIR waits for
+                claim_index(store, settings)  # the model this one bootstraps, not refused (`refuse_a_model_of_its_own`)
             keys = KeyRing(settings.keys_path)
             adapters = AdapterPool(
                 generator, AdapterRegistry(settings.adapters_path), generator.model_id,

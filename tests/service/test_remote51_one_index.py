@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from pluralign.policy.remote import RemoteGenerator, RemotePolicy
-from pluralign.store import Store
 from service.app import create_app
 from service.runtime import Runtime, open_store, served_replica
 from service.settings import Settings
@@ -18,19 +17,25 @@ from tests.service.tiny import LiveServer, Service, minilm, tiny_pal_dir  # noqa
 from tests.vllm_like import BASE, digest
 
 
-def test_a_second_process_as_the_same_replica_is_refused_as_soon_as_the_first_opened_the_store(tmp_path, minilm):  # noqa: F811
-    """Replica 0 of 2 has opened the store from data folder a (its models still loading; no sweep has run). Before
+def test_a_second_process_as_the_same_replica_is_refused_once_the_first_has_its_model(tmp_path, tiny_pal_dir, minilm):  # noqa: F811
+    """Replica 0 of 2 from data folder a has built its runtime (its app not started yet: no sweep has run). Before
     (remote51) a process started then as replica 0 from data folder b opened the store too (no clock row named replica
     0 yet) and both served as replica 0, naming their adapters alike on a remote generation server. Now the first wrote
-    its row at its opening: the second's start is refused naming PLURALIGN_REPLICA_INDEX; a restart of the first on its
-    own folder, and replica 1, still open it."""
-    Store(str(tmp_path / "shared-lancedb"), minilm.encoder_id, minilm.dim, sync_seconds=0.2)
-    open_store(settings(tmp_path, "a", replicas=2, index=0), minilm)
-    with pytest.raises(ValueError, match="PLURALIGN_REPLICA_INDEX") as refused:
-        open_store(settings(tmp_path, "b", replicas=2, index=0), minilm)
-    assert "PLURALIGN_REPLICA_INDEX=0" in str(refused.value) and "another data folder" in str(refused.value), refused.value
-    open_store(settings(tmp_path, "a", replicas=2, index=0), minilm)
-    open_store(settings(tmp_path, "c", replicas=2, index=1), minilm)
+    its row once it had its population model: the second's start is refused naming PLURALIGN_REPLICA_INDEX; a restart of
+    the first on its own folder, and replica 1, still open the store."""
+    def config(folder: str, index: int) -> Settings:
+        return Settings(data_dir=str(tmp_path / folder), store_uri=str(tmp_path / "shared-lancedb"), replicas=2, replica_index=index,
+                        pal_dir=str(tiny_pal_dir), generator="openai:http://127.0.0.1:9/v1")
+
+    runtime = Runtime.build(config("a", 0), generator=RemoteGenerator("http://127.0.0.1:9/v1", BASE), encoder=minilm)
+    try:
+        with pytest.raises(ValueError, match="PLURALIGN_REPLICA_INDEX") as refused:
+            open_store(config("b", 0), minilm)
+        assert "PLURALIGN_REPLICA_INDEX=0" in str(refused.value) and "another data folder" in str(refused.value), refused.value
+        open_store(config("a", 0), minilm)
+        open_store(config("c", 1), minilm)
+    finally:
+        runtime.close()
 
 
 def test_two_services_on_one_store_with_one_index_name_their_adapters_apart(tmp_path):
