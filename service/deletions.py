@@ -23,6 +23,7 @@ import math
 import threading
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,6 +93,15 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     for tenant in sorted({r.tenant for r in records}):
         rt.forget_pooled(tenant)
     return files + rt.forget_population_users(forget)
+
+
+def chat_of_deleted(forget: Forget, tenant: str, user_id: str, began: float) -> bool:
+    """Whether a chat of user `user_id` of `tenant` that began at `began` (unix seconds) may read what `forget`'s
+    records delete (their adapter, the shots retrieved from their history): it began before their record was written
+    (`Forget.made_until_of`), or before their tenant's removal began."""
+    made = forget.made_until_of(f"{tenant}/{user_id}")
+    removal = forget.tenants.get(tenant)
+    return (made is not None and began < made) or (removal is not None and began < removal)
 
 
 def _forget_of(rt: Runtime, records: list[Deletion]) -> Forget:
@@ -231,6 +241,10 @@ class DeletionSweep(Periodic):
         self.applied_since(math.inf)  # those older than SLACK_S go
         with self._applied_lock:
             self._applied.append(entry)  # before the pass looks at the log: an import appending after that sees it
+        # first, before the files (seconds of rewrites): chats of those users still generating here stop now (a stream of
+        # a deleted user's adapter went on after their DELETE answered on another replica until session remote51)
+        if cut := self.rt.chats.cut_deleted(partial(chat_of_deleted, entry[0])):
+            log.info("stopped %d chats of users other replicas deleted", cut)
         try:
             files = apply_deletions(self.rt, pending)
         finally:

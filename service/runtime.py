@@ -107,11 +107,17 @@ def make_generator(
 
 def served_replica(settings: Settings) -> str:
     """This service's part of the names its adapters have on a remote generation server (`RemoteGenerator.replica`):
-    8 hex digits of the sha256 of its store and `replica_index`, the same at each start of it (a restart's loads are the
-    copies its earlier start loaded: vLLM's "already loaded"), different for each replica on one store (their indices,
-    which a start checks) and for services on other stores sharing the server. Until review remote50 random at each
-    start: every restart loaded new copies, and the earlier ones stayed on the server until it restarted."""
-    return hashlib.sha256(f"{settings.lancedb_uri}#{settings.replica_index}".encode()).hexdigest()[:8]
+    8 hex digits of the sha256 of its store, `replica_index` and data folder (its id, `folder_id`: drawn at the folder's
+    first start and kept in it), the same at each start of it (a restart's loads are the copies its earlier start
+    loaded: vLLM's "already loaded"), different for each replica on one store and for services on other stores sharing
+    the server, and for two processes on one store with one index: two started at once as one replica (the start's
+    check, `set_up_unlike`, sees no row of the other yet), or two services each alone (`replicas` 1, which write no
+    clock rows) given one `store_uri`. Until session remote51 those two shared the names, and each one's eviction or
+    drop unloaded the adapter the other was serving (a 404, a load again); two processes on one data folder are refused
+    by its lock (`pluralign serve`). Until review remote50 random at each start: every restart loaded new copies, and
+    the earlier ones stayed on the server until it restarted."""
+    place = f"{settings.lancedb_uri}#{settings.replica_index}#{folder_id(settings.data_path)}"
+    return hashlib.sha256(place.encode()).hexdigest()[:8]
 
 
 # under the data folder, while a row a refit withdrew waits for its purge (`Store.withdrawn_note`): the next start purges
@@ -188,6 +194,25 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
             "PLURALIGN_REPLICAS and its own PLURALIGN_REPLICA_INDEX (deploy/README.md), or, if they have all stopped for "
             f"good, start this one again in {exc.wait_s:.0f} s, when no row is that recent by this machine's clock"
         ) from None
+
+
+def claim_index(store: Store, settings: Settings) -> None:
+    """Write this replica's clock row as soon as its start has its population model (`Runtime.build`; the sweep's passes
+    write it again once the service runs): from then on a process starting as the same PLURALIGN_REPLICA_INDEX on
+    another data folder is refused by its check (`set_up_unlike`). Until session remote51 the row came with the sweep's
+    first pass, once the whole runtime was built and the app started: two processes started within those seconds both
+    served as the one replica, sharing its users and its adapters' names on a remote generation server (each one's
+    eviction unloaded the other's), until their sweeps saw each other (/health `degraded`, DELETEs refused). Processes
+    whose checks both ran before either wrote are still not told apart here (their sweeps' passes see each other). Not
+    written before the model is there: a replica started beside this one on an empty PLURALIGN_PAL_DIR would be refused
+    (`refuse_a_model_of_its_own`) while this one bootstraps it. A row that cannot be written is logged: the sweep's first
+    pass writes it."""
+    within_s = max(3 * settings.deletion_sweep_s, 60.0)
+    try:
+        clocks.ReplicaClocks(store.db, settings.replica_index, stale_after_s=within_s, replicas=settings.replicas,
+                             folder_id=folder_id(settings.data_path)).beat()
+    except Exception as exc:  # Lance's errors are of many kinds (the sweep's own pass logs them the same way)
+        log.warning("could not write this replica's clock row at its start (its deletion sweep writes it): %s", exc)
 
 
 def set_up_unlike(settings: Settings, rows: list[dict], within_s: float, now: float | None = None) -> str | None:
@@ -562,6 +587,8 @@ class Runtime:
                 refuse_a_model_of_its_own(settings, store)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
                 refuse_another_model(settings, store, rewards.version)
+            if settings.replicas > 1:  # not before: a replica started beside it on an empty PLURALIGN_PAL_DIR waits for
+                claim_index(store, settings)  # the model this one bootstraps, not refused (`refuse_a_model_of_its_own`)
             keys = KeyRing(settings.keys_path)
             adapters = AdapterPool(
                 generator, AdapterRegistry(settings.adapters_path), generator.model_id,

@@ -16,11 +16,17 @@ chat) or ends its stream with an error event and `[DONE]`.
 
 A chat whose answer is generated and about to be stored has nothing left to stop: it is sent whole (a
 stream to its end), never told "send it again" after its interaction was stored (the retry would
-store it twice)."""
+store it twice).
+
+A chat generating from its user's own adapter, registered with that user (`generating(cancel, user=...)`), is stopped the same way by `cut_deleted` when another
+replica's DELETE of that user reaches this one (its deletion sweep: `service.deletions`), `chat.deleted` then set: since
+session remote51 a stream of a deleted user's adapter on one replica no longer goes on generating after their DELETE
+answered on another."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,7 +71,10 @@ class Chat:
 
     cancel: threading.Event
     chats: GeneratingChats
+    user: tuple[str, str] | None = None  # (tenant, user id) of a chat generating from that user's own adapter
+    began: float = field(default_factory=time.time)  # unix seconds, as deletion records are stamped
     cut: bool = False  # stopped by `GeneratingChats.cut`
+    deleted: bool = False  # stopped by `GeneratingChats.cut_deleted`: its user's DELETE through another replica
 
     def __enter__(self) -> Chat:
         self.chats._add(self)
@@ -82,10 +91,23 @@ class GeneratingChats:
     _cutting: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def generating(self, cancel: threading.Event) -> Chat:
+    def generating(self, cancel: threading.Event, user: tuple[str, str] | None = None) -> Chat:
         """A chat whose generation `cancel` stops, registered while in its `with` block; one that
-        begins after `cut` is cut at once."""
-        return Chat(cancel, self)
+        begins after `cut` is cut at once. `user`: (tenant, user id) of a chat generating from that user's own adapter
+        (`cut_deleted`)."""
+        return Chat(cancel, self, user)
+
+    def cut_deleted(self, deleted: Callable[[str, str, float], bool]) -> int:
+        """Stop every chat generating now whose user `deleted(tenant, user_id, began)` says was deleted (`began`: when
+        the chat was registered, unix seconds), marked `deleted`: returns how many. A chat about to store its answer
+        (`generated`) is no longer stopped, and one cut already is left as it is."""
+        with self._lock:
+            chats = [c for c in self._chats if c.user is not None and not (c.cut or c.deleted) and deleted(*c.user, c.began)]
+            for chat in chats:
+                chat.deleted = True
+        for chat in chats:
+            chat.cancel.set()
+        return len(chats)
 
     def cut(self) -> int:
         """Stop every chat generating now (and any that begins later): returns how many."""
@@ -104,7 +126,7 @@ class GeneratingChats:
         with self._lock:
             for chat in self._chats:
                 if chat.cancel is cancel:
-                    if chat.cut:
+                    if chat.cut or chat.deleted:
                         return False
                     self._chats.discard(chat)
                     return True

@@ -1,6 +1,6 @@
 """A generation server that answers as vLLM's OpenAI-compatible server does where pluralign's remote generator
 (`PLURALIGN_GENERATOR=openai:URL`) depends on its behaviour, run as a process of its own:
-`python -m tests.vllm_like PORT [--refuse-loads | --lose-adapters]` (PORT 0: any free one, said on stdout). vLLM needs a GPU; this runs on the test machine's CPU.
+`python -m tests.vllm_like PORT [--refuse-loads | --lose-adapters | --hang-tokenize | --slow-stream SECONDS]` (PORT 0: any free one, said on stdout). vLLM needs a GPU; this runs on the test machine's CPU.
 
 What it copies from vLLM (`vllm/entrypoints/openai/serving_engine.py`, `serving_models.py`):
 - adapters loaded at run time (`POST /v1/load_lora_adapter`, `/v1/unload_lora_adapter`) live in the process's memory
@@ -17,7 +17,10 @@ load as vLLM reads them: a file changed since is not what it serves); `GET /v1/m
 chat's prompt as its chats do. `--refuse-loads` answers every adapter load 500;
 `--lose-adapters` answers loads 200 and holds nothing (a server whose loads do not take); `--hold-load NAME:PATH` answers
 the load of adapter NAME only once file PATH exists (a load that takes long: a large adapter on a slow disk), saying
-"holding the load of NAME" when it begins."""
+"holding the load of NAME" when it begins; `--hang-tokenize` takes every `/tokenize` request and never answers it (a server
+hung or overloaded: vLLM's API process answers its tokenizer's count in milliseconds), saying "tokenize hangs";
+`--slow-stream SECONDS` sends a streamed answer's events that many seconds apart (a long generation), and a stream its
+client closes before its end (vLLM aborts such a request) is said as `stream MODEL closed after N events`."""
 
 from __future__ import annotations
 
@@ -54,6 +57,8 @@ class Handler(BaseHTTPRequestHandler):
     refuse_loads = False
     lose_adapters = False
     hold_load: tuple[str, str] | None = None  # (adapter name, the file whose existence lets its load go on)
+    hang_tokenize = False
+    slow_stream = 0.0  # seconds between a stream's events
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path == "/v1/models":
@@ -75,6 +80,9 @@ class Handler(BaseHTTPRequestHandler):
             say(f"unload {body['lora_name']} {self.status}")
         elif self.path == "/v1/chat/completions":
             self.chat(body)
+        elif self.path == "/tokenize" and self.hang_tokenize:
+            say("tokenize hangs")
+            threading.Event().wait()  # never answered (a daemon thread: the process's end ends it)
         elif self.path == "/tokenize":  # vLLM's, beside /v1: the prompt's tokens as a chat of `messages` is prefilled
             count = tokens("".join(m["content"] for m in body["messages"]))
             self.answer(200, {"count": count, "max_model_len": CONTEXT, "tokens": list(range(count))})
@@ -126,13 +134,22 @@ class Handler(BaseHTTPRequestHandler):
         events = [{**base, "object": "chat.completion.chunk", "choices": [c]} for c in chunks]
         events.append({**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         events.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": {**usage, "completion_tokens": 3}})
-        payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+        parts = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
         self.status = 200
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
-        self.send_header("content-length", str(len(payload)))
+        self.send_header("content-length", str(sum(map(len, parts))))
         self.end_headers()
-        self.wfile.write(payload)
+        if not self.slow_stream:
+            return self.wfile.write(b"".join(parts))
+        for i, part in enumerate(parts):
+            try:
+                self.wfile.write(part)
+                self.wfile.flush()
+                time.sleep(self.slow_stream)  # after each: the client's closing shows at the next write
+            except OSError:  # the client closed it (vLLM aborts the request)
+                say(f"stream {model} closed after {i} events")
+                return
 
     def error(self, status: int, kind: str, message: str) -> None:
         self.answer(status, {"object": "error", "message": message, "type": kind, "param": None, "code": status})
@@ -161,6 +178,9 @@ def digest(folder: str) -> str:
 
 def main(argv: list[str]) -> None:
     Handler.refuse_loads, Handler.lose_adapters = "--refuse-loads" in argv, "--lose-adapters" in argv
+    Handler.hang_tokenize = "--hang-tokenize" in argv
+    if "--slow-stream" in argv:
+        Handler.slow_stream = float(argv[argv.index("--slow-stream") + 1])
     if "--hold-load" in argv:
         name, _, path = argv[argv.index("--hold-load") + 1].partition(":")
         Handler.hold_load = (name, path)

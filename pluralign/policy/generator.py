@@ -90,6 +90,17 @@ class GenerationRefused(RemoteGeneratorError):
         self.reason, self.param = reason, param
 
 
+class PromptNotCounted(RemoteGeneratorError):
+    """The generation server's tokenizer did not count a chat's prompt in time (`RemotePolicy.tokenize_timeout_s`), could
+    not be reached, or failed (a 5xx): the chat is not sent uncounted (the service's prompt bounds would bound nothing),
+    and the service answers it 503 with Retry-After. `why`: what happened, in words naming no address ("no answer within
+    5 s", "answered 503", "unreachable")."""
+
+    def __init__(self, reason: str, why: str):
+        super().__init__(reason)
+        self.why = why
+
+
 class AdapterNotLoaded(ValueError):
     """The adapter named for a generation is not loaded (never was, or dropped since its name was taken: an adapter
     pool's eviction, a user's DELETE); raised before any token is generated."""

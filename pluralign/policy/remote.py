@@ -14,7 +14,9 @@ any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`Ge
 long for the model's context), and a chat's 404 for an adapter says the server no longer holds it (restarted since it
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
 Token counts are the server's `usage`, never estimated here; a prompt's count before its chat is the server tokenizer's
-(vLLM's `POST /tokenize`: `prompt_tokens`), none where it has no such route.
+(vLLM's `POST /tokenize`: `prompt_tokens`), none where it has no such route. A count is bounded apart from the chat
+(`RemotePolicy.tokenize_timeout_s`: a tenth of its timeout, at most 5 s): one the server does not give in that time, or
+fails to give (down, a 5xx), is PromptNotCounted, never a chat sent uncounted.
 
 The name an adapter has on the server is not the caller's: it carries this generator's `replica` and its weights'
 version (`<name>-<replica>-<version>`, `served_name`), so that replicas of the service sharing one server never unload
@@ -47,6 +49,7 @@ from pluralign.policy.generator import (
     Candidate,
     GenerationRefused,
     ModelUse,
+    PromptNotCounted,
     RemoteGeneratorError,
     Sampling,
     stripped_pieces,
@@ -63,6 +66,18 @@ class RemotePolicy:
     timeout_s: float = 120.0  # a whole request (a long generation included)
     connect_timeout_s: float = 5.0  # opening the connection
     max_retries: int = 2  # further tries after a connection error, a timeout, 408/409/429 or 5xx
+
+    @property
+    def tokenize_timeout_s(self) -> float:
+        """How long a prompt's count (vLLM's `POST /tokenize`) may take, connecting included, tried once: a tenth of
+        `timeout_s`, at most TOKENIZE_TIMEOUT_S (5 s at the default 120). vLLM's API process applies the chat template and
+        tokenizes in milliseconds, without the engine, so a count that takes seconds is a server hung or overloaded, and a
+        chat waiting the whole `timeout_s` for it held its generation slot for nothing (until session remote51: 120 s,
+        then the chat was sent uncounted)."""
+        return min(TOKENIZE_TIMEOUT_S, self.timeout_s / 10)
+
+
+TOKENIZE_TIMEOUT_S = 5.0  # seconds: the most `RemotePolicy.tokenize_timeout_s` gives a prompt's count
 
 
 class RemoteGenerator:
@@ -377,8 +392,10 @@ class RemoteGenerator:
         """The server's prompt token count for a conversation just streamed (its `usage`); else the count its tokenizer
         gives (vLLM's `POST /tokenize` at the server's root, the chat template applied as for a chat: since session
         remote50, so the service's `max_prompt_tokens` and `max_prefill_tokens` bound a chat before it is sent); 0 when
-        the server has no such route (the OpenAI API has none: asked once), cannot answer it now, or refuses this
-        conversation (a 400, 413 or 422: the chat's own request then says why)."""
+        the server has no such route (the OpenAI API has none: asked once) or refuses this conversation (a 400, 413 or
+        422: the chat's own request then says why). Raises PromptNotCounted when the server does not answer within
+        `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx): until session remote51 the count waited up to
+        `timeout_s` for a hung server, then the chat was sent uncounted, bounded by nothing."""
         key = _key(messages)
         with self._lock:
             counts = self._prompt_usage.get(key)
@@ -391,22 +408,35 @@ class RemoteGenerator:
 
     def _tokenized(self, messages: Sequence[dict[str, str]]) -> int:
         root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
+        bound = self.policy.tokenize_timeout_s
+        timeout = httpx2.Timeout(bound, connect=min(bound, self.policy.connect_timeout_s))
         try:
-            answer = self._client.post(f"{root}/tokenize", cast_to=httpx2.Response, options={"headers": dict(self.request_headers()), "max_retries": 0},
-                                       body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True})
+            answer = self._client.post(f"{root}/tokenize", cast_to=httpx2.Response, body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
+                                       options={"headers": dict(self.request_headers()), "max_retries": 0, "timeout": timeout})
             count = answer.json().get("count")
         except (ValueError, AttributeError):  # not vLLM's answer (no JSON object)
             count = None
-        except openai.APIError as exc:
+        except openai.APIStatusError as exc:
             # a 400, 413 or 422: this conversation's fault (vLLM's 400 for messages its chat template raises on), its
-            # chat's own request says why; another 4xx: no such route (404, 405), or not vLLM's; down, timed out, a 5xx:
-            # not now. Until review remote50 any 4xx was "no route": one conversation the template refused left every
-            # later chat of the process uncounted
-            if isinstance(exc, openai.APIStatusError) and exc.status_code < 500 and exc.status_code not in (400, 413, 422):
-                count = None
-            else:
-                log.info("the generation server's tokenizer could not count a prompt: %s", redacted(str(exc)))
+            # chat's own request says why; another 4xx: no such route (404, 405), or not vLLM's; a 5xx: not now. Until
+            # review remote50 any 4xx was "no route": one conversation the template refused left every later chat of the
+            # process uncounted
+            if exc.status_code >= 500:
+                raise PromptNotCounted(f"the generation server at {self.shown_url} could not count the prompt's tokens "
+                                       f"(/tokenize answered {exc.status_code})", f"answered {exc.status_code}") from exc
+            if exc.status_code in (400, 413, 422):
+                log.info("the generation server's tokenizer refused a prompt: %s", redacted(str(exc)))
                 return 0
+            count = None
+        except openai.APITimeoutError as exc:
+            raise PromptNotCounted(f"the generation server at {self.shown_url} did not count the prompt's tokens (/tokenize) "
+                                   f"within {bound:g} s", f"no answer within {bound:g} s") from exc
+        except openai.APIConnectionError as exc:
+            raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
+                                   f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
+        except openai.APIError as exc:  # anything else of the client's: not a count this server gives
+            log.info("the generation server's tokenizer could not count a prompt: %s", redacted(str(exc)))
+            return 0
         if not isinstance(count, int) or isinstance(count, bool):
             log.info("the generation server at %s counts no prompt tokens (no vLLM /tokenize): chats are sent uncounted", self.shown_url)
             self._tokenize_route = False

@@ -170,6 +170,16 @@ class Forget:
         h = key_hash(key) if self.hashes else None
         return self.until.get(h, math.inf) if h in self.hashes else None
 
+    def made_until_of(self, key: str) -> float | None:
+        """Things made before this time (unix seconds) may hold user `key`'s data (`made_at`): inf for one named by key,
+        their latest record's `deleted_at` (plus the staleness) for one named by hash, None for anyone else."""
+        if key in self.keys:
+            return math.inf
+        h = key_hash(key) if self.hashes else None
+        if h not in self.hashes:
+            return None
+        return self.made_until.get(h, self.until.get(h, math.inf))
+
     def user(self, tenant: str, user_id: str) -> bool:
         return self(f"{tenant}/{user_id}")
 

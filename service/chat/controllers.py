@@ -19,7 +19,8 @@ from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.response import Stream
 
 from pluralign.data.text import is_blank
-from pluralign.policy.generator import Cancelled, GenerationRefused, RemoteGeneratorError, Sampling
+from pluralign.policy.adapters import adapter_name
+from pluralign.policy.generator import Cancelled, GenerationRefused, PromptNotCounted, RemoteGeneratorError, Sampling
 from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
 from service.auth import ApiKey, key_id
@@ -249,11 +250,28 @@ async def answer_chat(rt: Runtime, request: Request, data: ChatRequest, sampling
 
         def events(gone: threading.Event):
             p = plan_checked(rt, tenant, data, sampling, options)
-            return p.response_id, stream_of(rt, p, sampling, created, include_usage, n, gone)
+            return p.response_id, stream_of(rt, p, sampling, created, include_usage, n, gone), adapter_user(p)
 
         return Stream(await scheduled_stream(rt, tenant, events, request), media_type="text/event-stream")
     cancel = threading.Event()
     return await scheduled(rt, tenant, lambda: completion(rt, tenant, data, sampling, options, cancel), request, cancel)
+
+
+def adapter_user(p: services.Plan) -> tuple[str, str] | None:
+    """(tenant, user id) of a chat planned to generate from its user's own adapter, for `GeneratingChats.cut_deleted`
+    (their DELETE through another replica stops it); None for any other chat (the fallback's, the base model's, an
+    anonymous one: a chat of a deleted user gets its answer and stores nothing, docs/api.md)."""
+    if p.user_id is None or p.adapter is None or p.adapter != adapter_name(p.tenant, p.user_id):
+        return None
+    return p.tenant, p.user_id
+
+
+def user_deleted() -> HTTPException:
+    """The 409 `user_deleted` of a chat stopped because its user's DELETE through another replica reached this one while
+    it generated (`GeneratingChats.cut_deleted`): nothing of it was stored."""
+    problem = ("the user was deleted (a DELETE through another replica) while this answer was generated: it was stopped, "
+               "and nothing of it was stored")
+    return HTTPException(status_code=409, detail=f"`user`: {problem}", extra=[{"key": "user", "message": problem, "code": "user_deleted"}])
 
 
 def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, options: ChatOptions,
@@ -261,13 +279,15 @@ def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, 
     p = plan_checked(rt, tenant, data, sampling, options)
     created = int(time.time())
     cancel = cancel or threading.Event()
-    with rt.chats.generating(cancel) as chat, rt.metrics.generation_queue.track_inprogress():
+    with rt.chats.generating(cancel, adapter_user(p)) as chat, rt.metrics.generation_queue.track_inprogress():
         try:
             served = services.complete(rt, p, sampling, cancel)
         except Cancelled:
             if chat.cut:  # the service stops (`service.app.cut_running`): not the client's leaving
                 count_stopped(rt, "generating")
                 raise stopping("the chat was stopped before it was finished (nothing was stored); send it again") from None
+            if chat.deleted:  # the user's DELETE through another replica (`GeneratingChats.cut_deleted`)
+                raise user_deleted() from None
             raise
     chosen = served.order[: choices_wanted(data)]
     choices = [
@@ -392,12 +412,20 @@ def unavailable_as_503(exc: Exception) -> Exception:
     server's failure (`RemoteGeneratorError`: down, timed out after its retries, an error answer) is such a 503 too,
     its address and words in the log only (a 500 `internal error` until the review of session small48), except its
     refusal of the chat as the client's fault (`GenerationRefused`: messages too long for its model's context), a 400
-    naming the field, with the server's words (until remote49 a 503 "send it again", which a client retries for ever)."""
+    naming the field, with the server's words (until remote49 a 503 "send it again", which a client retries for ever); its
+    tokenizer's failure to count the prompt in time (`PromptNotCounted`) is the 503 that says so (until remote51 the
+    count waited `generator_timeout_s`, then the chat was sent uncounted)."""
     if isinstance(exc, GenerationRefused):
         log.info("the generation server refused a chat as the client's fault: %s", exc)
         return bad_request(exc.param, exc.reason)
     if isinstance(exc, GeneratorClosed):
         return stopping("the generation process has ended; send the chat again")
+    if isinstance(exc, PromptNotCounted):
+        log.error("a chat was not sent: %s", exc)
+        return ServiceUnavailableException(
+            detail=f"generation is unavailable for now: the generation server (PLURALIGN_GENERATOR) did not count the "
+                   f"prompt's tokens (its /tokenize: {exc.why}), so the chat was not sent to it; send it again",
+            headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
     if isinstance(exc, RemoteGeneratorError):
         log.error("a chat was not generated: %s", exc)
         return ServiceUnavailableException(
@@ -566,8 +594,10 @@ def _planned(rt: Runtime, make_events, gone: threading.Event, put, opening: Open
     it raises, `_END` put, while the stream's headers have not gone; once they went (a keep-alive while it was
     queued) it puts an error event, [DONE] and `_END` and returns None."""
     try:
-        response_id, events = make_events(gone)  # a bad request raises here, before any event
-        return response_id, events, rt.chats.generating(gone)  # stopped by the service's cut too (its events then say so)
+        planned = make_events(gone)  # a bad request raises here, before any event
+        response_id, events, user = planned if len(planned) == 3 else (*planned, None)
+        # stopped by the service's cut too (its events then say so), and by the user's DELETE through another replica
+        return response_id, events, rt.chats.generating(gone, user)
     except Exception as exc:
         if not opening.end(False):
             put(_END)
@@ -612,10 +642,12 @@ def _produce(rt: Runtime, make_events, gone: threading.Event, put, opening: Open
     finally:
         # read before _END (the relay sets `gone` too once it has read the end); not once every event
         # was produced: a client that read [DONE] and closed before this thread got here left nothing
-        stopped = gone.is_set() and not ended and not chat.cut
+        stopped = gone.is_set() and not ended and not (chat.cut or chat.deleted)
         events.close()  # a generation still running is cancelled (Generator.stream's finally)
         sent = opening.end(sent)
         cut = chat.cut and not ended
+        if chat.deleted and not ended and not cut and failed is None:
+            failed = user_deleted()
         told = (failure_event(rt, failed, response_id), DONE) if failed is not None and sent else ()
         for event in (*told, *_cut_ending(rt, cut and failed is None, sent), _END):
             put(event)

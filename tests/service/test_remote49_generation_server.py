@@ -34,9 +34,9 @@ class GenerationServer:
     """`python -m tests.vllm_like 0` in a process of its own, its output in `log`, on the port it says it bound;
     `restart()` stops it (SIGTERM: whatever it loaded is gone) and starts it again on that port."""
 
-    def __init__(self, log: Path):
+    def __init__(self, log: Path, *flags: str):
         self.log = log
-        self.proc = self._start(0)
+        self.proc = self._start(0, *flags)
         try:  # a server that never said its port or never answered is not left running (review remote49)
             deadline = time.monotonic() + 30
             while (said := re.search(r"listening on port (\d+)", log.read_text())) is None:
@@ -76,14 +76,15 @@ class GenerationServer:
 
 
 @contextlib.contextmanager
-def front_on(tmp_path: Path, tiny_pal_dir: Path, minilm, **settings) -> Iterator[tuple[Service, GenerationServer]]:  # noqa: F811
-    """The real app generating on a `tests.vllm_like` server, tenant acme's user rae holding a LoRA adapter."""
-    server = GenerationServer(tmp_path / "generation.log")
+def front_on(tmp_path: Path, tiny_pal_dir: Path, minilm, *flags: str,  # noqa: F811
+             policy: RemotePolicy = RemotePolicy(timeout_s=10, max_retries=0), **settings) -> Iterator[tuple[Service, GenerationServer]]:
+    """The real app generating on a `tests.vllm_like` server (started with `flags`), tenant acme's user rae holding a
+    LoRA adapter."""
+    server = GenerationServer(tmp_path / "generation.log", *flags)
     try:
         config = Settings(data_dir=str(tmp_path / "data"), generator=f"openai:{server.url}", pal_dir=str(tiny_pal_dir),
                           max_tokens=4, **{"rerank": False, "candidates": 1, **settings})  # one candidate: no reranking to wait for
-        runtime = Runtime.build(config, generator=RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=10, max_retries=0)),
-                                encoder=minilm)
+        runtime = Runtime.build(config, generator=RemoteGenerator(server.url, BASE, policy=policy), encoder=minilm)
         user_adapter(runtime.adapters.registry, "acme", "rae")
         service = Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")})
         with service.server:
