@@ -55,12 +55,16 @@ class Picky:
 
     def __init__(self, encoder):
         self.encoder = encoder
+        self.watched: str | None = None  # a text holding it is counted, by the thread that embeds it (`watched_texts`)
+        self.watched_texts: list[str] = []  # the names of the threads that embedded each such text, once a text each time
 
     def __getattr__(self, name):
         return getattr(self.encoder, name)
 
     def encode(self, texts):
         texts = list(texts)
+        if self.watched is not None:
+            self.watched_texts += [threading.current_thread().name for t in texts if self.watched in t]
         if any(REFUSED in t for t in texts):
             raise ValueError("a text this encoder cannot read")
         vectors = np.array(self.encoder.encode(texts), np.float32)
@@ -579,3 +583,38 @@ def test_a_delete_of_a_user_whose_rows_are_set_aside_counts_them(svc):
         r = acme.delete("/v1/users/aside-and-stored")
         assert r.status_code == 200 and r.json()["deleted"]["preferences"] == 2, r.text
         assert acme.delete("/v1/users/aside-deleted").status_code == 404  # nothing left of them
+
+
+def test_a_text_the_encoder_refuses_costs_no_second_pass_of_its_import(svc, quick_retries):
+    """An import of 20 rows (60 distinct texts) whose 11th `chosen` the encoder refuses: its 19 other rows are stored
+    and the 11th set aside, and every text of the import is embedded by the worker's low-priority thread
+    (`ingest-embed`, at `nice`), at most five times each over the record's three tries: once, the halving that finds
+    the text refused (about three times over: 60 + 2 x (30 + 15 + ...)), and for each try after the first only the
+    refused text. Before (session 50), each try embedded the whole record again (and halved it), the move embedded it
+    once more at normal priority once the refusal was found, the last try a third time at normal priority to find its
+    rows, and the move of its 19 good rows, logged again, once more: 949 texts embedded, 178 of them by the worker's
+    own thread, against 244 (none) now."""
+    rt = svc.runtime
+    encoder = rt.ingest.encoder
+    user, tag = "refused-once", "[t51]"
+    rows = [{"prompt": f"Question {i} {tag}?", "chosen": f"Answer {i} {tag}.", "rejected": f"Rambling {i} {tag}."}
+            for i in range(20)]
+    rows[10]["chosen"] = f"An answer the encoder refuses {tag}: {REFUSED}."
+    wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0, timeout=60.0)
+    encoder.watched, encoder.watched_texts = tag, []
+    try:
+        with svc.client("acme") as acme:
+            r = acme.post(f"/v1/users/{user}/import", content=b"\n".join(msgspec.json.encode(row) for row in rows))
+            assert r.status_code == 201, r.text
+        wait_for(lambda: not rt.ingest.log.pending_for("acme", user) and rt.ingest.dead_letters.rows_of("acme", user),
+                 timeout=60.0)
+        embedded = list(encoder.watched_texts)
+    finally:
+        encoder.watched = None
+    [(name, letter)] = rt.ingest.dead_letters.rows_of("acme", user)
+    rt.ingest.dead_letters.discard(name)
+    assert letter.row_numbers == [11] and rt.store.count_preferences("acme", user) == 19
+    by_thread = {thread: embedded.count(thread) for thread in set(embedded)}
+    assert set(by_thread) == {"ingest-embed"}, by_thread  # the worker's low-priority thread only
+    assert len(embedded) <= 5 * 60, by_thread
+
