@@ -618,3 +618,35 @@ def test_a_text_the_encoder_refuses_costs_no_second_pass_of_its_import(svc, quic
     assert set(by_thread) == {"ingest-embed"}, by_thread  # the worker's low-priority thread only
     assert len(embedded) <= 5 * 60, by_thread
 
+
+def test_a_delete_during_a_backlog_does_not_count_in_its_drain_rate(svc):
+    """A fresh tenant whose rows were stored one by one (its drain rate measured, under 2.85 rows/s), then an import of
+    400 rows of a user whose rows stay in the log (`held`), deleted while they wait (DELETE /v1/users/{id}): its 400 rows
+    leave the log, not through the worker, and the rate stays what the stored rows make it; once held at its bound of 3,
+    an import is told the seconds those 3 rows take at that rate (2 s at least), the message naming it. Before, the
+    DELETE's rows counted as drained: 400 rows in well under a second made the rate hundreds of rows a second and
+    the wait 1 s."""
+    rt = svc.runtime
+    svc.keys["delete51"] = rt.keys.issue("delete51")
+    with svc.client("delete51") as c:
+        for i in range(2):
+            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
+            wait_for(lambda: rt.ingest.log.tenant_backlog("delete51") == 0, timeout=60.0)
+        wait_for(lambda: rt.ingest.log.drain.rate("delete51") < 2.85, timeout=60.0)
+        with rt.ingest.held("delete51", "gone"):
+            assert c.post("/v1/users/gone/import", content=import_body("gone", 400)).status_code == 201
+            assert rt.ingest.log.tenant_backlog("delete51") == 400
+            before = rt.ingest.log.drain.rate("delete51")
+            r = c.delete("/v1/users/gone")
+            assert r.status_code == 200 and r.json()["deleted"]["preferences"] == 400, r.text
+            after = rt.ingest.log.drain.rate("delete51")
+        assert rt.ingest.log.tenant_backlog("delete51") == 0
+        assert after is not None and after <= before < 2.85, (before, after)  # it only falls as time passes
+        with rt.ingest.held("delete51", "slow"):
+            for i in range(BOUND):
+                assert c.post("/v1/feedback", json=comparison("slow", i)).status_code == 201
+            many = c.post("/v1/users/slow/import", content=import_body("slow", 400))
+    assert many.status_code == 503 and many.json()["error"]["code"] == "feedback_backlog", many.text
+    rate = float(many.json()["error"]["message"].split("stored at ~")[1].split(" rows/s")[0])
+    assert rate <= before and float(many.headers["Retry-After"]) >= 2, (many.text, many.headers["Retry-After"], before)
+    wait_for(lambda: rt.ingest.log.tenant_backlog("delete51") == 0, timeout=60.0)
