@@ -249,11 +249,16 @@ class DrainRates:
             mine.append([now, rows])
         self._forget_before(tenant, now)
 
-    def rate(self, tenant: str) -> float | None:
-        """Rows of `tenant` per second that left the log lately (the class's docstring); None: not measured."""
+    def rate(self, tenant: str | None) -> float | None:
+        """Rows of `tenant` (None: of every tenant, their departures together) per second that left the log lately (the
+        class's docstring); None: not measured."""
         now = self.clock()
-        self._forget_before(tenant, now)
-        mine = self._left.get(tenant)
+        for each in [tenant] if tenant is not None else list(self._left):
+            self._forget_before(each, now)
+        if tenant is not None:
+            mine = self._left.get(tenant)
+        else:  # every tenant's departures in one line, oldest first (those of one tenant are already in order)
+            mine = sorted((departure for departures in self._left.values() for departure in departures), key=lambda d: d[0])
         if not mine or len(mine) < 2 or now <= mine[0][0]:
             return None
         return sum(rows for _, rows in itertools.islice(mine, 1, None)) / (now - mine[0][0])
@@ -690,6 +695,11 @@ class FeedbackLog:
         if self.tenant_rows is not None and rows and rows + adding > self.tenant_rows:
             self.refused += 1
             raise TenantBacklog(tenant, rows, adding, self.tenant_rows, self.drain.rate(tenant))
+
+    def drain_rate(self, tenant: str | None) -> float | None:
+        """`DrainRates.rate` of `tenant` (None: every tenant), rows per second, under the log's lock."""
+        with self._cv:
+            return self.drain.rate(tenant)
 
     def tenant_backlog(self, tenant: str) -> int:
         """`tenant`'s rows pending or queued for the writer: what its bound (`tenant_rows`) counts. O(1)."""

@@ -650,3 +650,27 @@ def test_a_delete_during_a_backlog_does_not_count_in_its_drain_rate(svc):
     rate = float(many.json()["error"]["message"].split("stored at ~")[1].split(" rows/s")[0])
     assert rate <= before and float(many.headers["Retry-After"]) >= 2, (many.text, many.headers["Retry-After"], before)
     wait_for(lambda: rt.ingest.log.tenant_backlog("delete51") == 0, timeout=60.0)
+
+
+def test_an_audit_refused_for_feedback_still_moving_is_told_its_drain_time(svc):
+    """GET /admin/audits/fairness of a fresh tenant whose rows were stored one by one (its drain rate measured, under
+    2.85 rows/s), while 3 more of its rows wait behind the worker (`Ingestor.paused`, as a long batch): with `wait` 0
+    the answer is the 503 `feedback_backlog` naming the rate, its `Retry-After` the seconds those 3 rows take at that
+    rate (2 s at least, as a refused feedback's). Before, it was always 5 s, whatever the backlog and the rate."""
+    rt = svc.runtime
+    svc.keys["audit51"] = rt.keys.issue("audit51")
+    with svc.client("audit51") as c, svc.client("admin") as admin:
+        for i in range(2):
+            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
+            wait_for(lambda: rt.ingest.log.tenant_backlog("audit51") == 0, timeout=60.0)
+        wait_for(lambda: rt.ingest.log.drain_rate("audit51") < 2.85, timeout=60.0)
+        with rt.ingest.paused():
+            for i in range(3):
+                assert c.post("/v1/feedback", json=comparison("waiting", i)).status_code == 201
+            before = rt.ingest.log.drain_rate("audit51")
+            r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "audit51", "wait": 0})
+            after = rt.ingest.log.drain_rate("audit51")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", r.text
+    assert "rows/s lately" in r.json()["error"]["message"], r.text
+    assert 2 <= math.ceil(3 / before) <= float(r.headers["Retry-After"]) <= min(60, math.ceil(3 / after)), (r.headers, before, after)
+    wait_for(lambda: rt.ingest.log.tenant_backlog("audit51") == 0, timeout=60.0)
