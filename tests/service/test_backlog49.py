@@ -674,3 +674,29 @@ def test_an_audit_refused_for_feedback_still_moving_is_told_its_drain_time(svc):
     assert "rows/s lately" in r.json()["error"]["message"], r.text
     assert 2 <= math.ceil(3 / before) <= float(r.headers["Retry-After"]) <= min(60, math.ceil(3 / after)), (r.headers, before, after)
     wait_for(lambda: rt.ingest.log.tenant_backlog("audit51") == 0, timeout=60.0)
+
+
+def test_a_removal_of_a_tenant_that_shows_nowhere_is_a_404_unless_asked_even_if_unseen(svc):
+    """POST /admin/tenants/{t}/removal of a mistyped name (no key, no removal before, nothing stored, waiting or set
+    aside): 404 `tenant_unseen` naming it (`param: tenant`), nothing recorded (its GET is a 404); with
+    `even_if_unseen=true` it begins (202) and ends `done`, as the CLI's `tenants remove --even-if-unseen`. A tenant
+    whose only trace is a row this service set aside (a dead letter) is no typo: its removal begins without it, and
+    the letter goes. Before, the route began a removal of any name: `done`, found nothing, read as the tenant removed."""
+    from tests.service.test_tenant48_removal import wait_removed
+
+    rt = svc.runtime
+    [name] = put_letters(rt, "aside51", "ann", 1, time.time())
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/tenants/acmee/removal")
+        assert r.status_code == 404, r.text
+        error = r.json()["error"]
+        assert (error["code"], error["param"]) == ("tenant_unseen", "tenant") and "'acmee'" in error["message"], error
+        assert "even_if_unseen=true" in error["message"], error
+        assert admin.get("/admin/tenants/acmee/removal").status_code == 404  # nothing recorded
+        r = admin.post("/admin/tenants/acmee/removal", params={"even_if_unseen": "true"})
+        assert r.status_code == 202 and r.json()["keys_revoked"] == 0, r.text
+        assert wait_removed(admin, "acmee", timeout=60)["users_removed"] == 0
+        r = admin.post("/admin/tenants/aside51/removal")
+        assert r.status_code == 202, r.text
+        assert wait_removed(admin, "aside51", timeout=60)["counts"]["preferences"] == 1
+    assert name not in rt.ingest.dead_letters.names()
