@@ -3,6 +3,8 @@ test_backlog49.py, on its module's service)."""
 
 from __future__ import annotations
 
+import msgspec
+
 from pluralign.store.feedback_log import DrainRates, FeedbackLog
 from tests.service.test_feedback_log import feedback
 
@@ -29,3 +31,32 @@ def test_the_drain_rate_of_every_tenant_counts_their_departures_together(tmp_pat
         assert (log.drain_rate(None), log.drain_rate("a"), log.drain_rate("b")) == (0.5, None, 1 / 3)
     finally:
         log.close()
+
+
+def test_fitted_users_are_those_whose_newest_row_passes_not_an_older_one(tmp_path):
+    """Two rows of a user (what two processes inserting the user at once leave: `Store.get_user` takes the newer), the
+    newer one not fitted on any answer (no PAL logits: a refit from stated preferences only), or fitted against
+    another population checkpoint, or with no model: `fitted_users` leaves the user out, as their newest row says,
+    rather than counting them with the older row's state. Before, the filter ran before the newest row of each user was
+    chosen: an older row that passed stood for the user (a stale state in a pooled prior or an onboarding population)."""
+    from pluralign.store import Store
+    from pluralign.store.tables import UserRecord
+    from tests.service.test_feedback_log import DIM
+
+    store = Store(str(tmp_path), "enc", DIM)
+
+    def both(user: str, **newer) -> None:  # two rows of the user, as two processes' inserts at once leave them
+        old = UserRecord(tenant="t", user_id=user, created_at=1, updated_at=1, user_model=b"old", pal_logits=[0.5], pal_version="v1")
+        for record in (old, UserRecord(**{**msgspec.structs.asdict(old), "updated_at": 2, **newer})):
+            store.users.add(store._user_rows(record))
+
+    both("stated-only", user_model=b"new", pal_logits=None)
+    both("refit-on-v2", user_model=b"new", pal_version="v2")
+    both("unfitted", user_model=None, pal_logits=None, pal_version=None)
+    both("current", user_model=b"new")
+    store.put_user(UserRecord(tenant="t", user_id="alone", created_at=1, updated_at=1, user_model=b"m", pal_logits=[0.1], pal_version="v1"))
+    assert store.get_user("t", "stated-only").pal_logits is None  # the newer row is the user's
+    found = {u.user_id: u.user_model for u in store.fitted_users("t", 10, pal_version="v1", answered=True)}
+    assert found == {"current": b"new", "alone": b"m"}, found
+    assert {u.user_id: u.user_model for u in store.fitted_users("t", 10)} == {
+        "stated-only": b"new", "refit-on-v2": b"new", "current": b"new", "alone": b"m"}
