@@ -10,7 +10,8 @@ users' jobs and job files, their rows and fitted weights in population files (th
 too, on disk and in memory), what its feedback log and its records set aside still hold of rows received before the
 DELETE began (and such rows it moved into the store after the DELETE), its cached histories and its cached
 pooled priors of that tenant. A tenant's removal adds a record of the tenant (`new_tenant_deletion`): every row of it
-set aside here goes.
+set aside here goes, and every row of it this replica's feedback log holds (and such rows it moved into the store) received
+before the removal began, whoever's.
 
 The loop is a plain thread with an Event (the compaction thread's pattern): one small query of the
 table every interval needs no job engine.
@@ -70,10 +71,16 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     moved = rt.deletion_sweep.moved_lately() if rt.deletion_sweep is not None else set()
     # and the users of the records set aside here (until review 48 a deleted user's letter stayed on every replica but
     # the one the DELETE was sent to): `forget_user` forgets their rows in the letters too
-    for tenant, user_id in sorted(rt.ingest.log.users() | moved | rt.ingest.dead_letters.owners()):
+    logged = rt.ingest.log.users() | moved
+    for tenant, user_id in sorted(logged | rt.ingest.dead_letters.owners()):
         # only rows received before the DELETE began (`Deletion.began`, plus the staleness): later ones are
         # the user's again, though a DELETE finished long after it began (its replica restarting) is recorded late
         before = forget.until_of(f"{tenant}/{user_id}")
+        # a tenant's removal: every user of the tenant this replica's log holds, or whose rows it moved lately, whether
+        # or not the removal found them (until session 51 rows only this replica had acknowledged, of a user the
+        # answering replica never saw, stayed in its log and were moved into the store after the removal was done)
+        if (removed := forget.tenants.get(tenant)) is not None and (tenant, user_id) in logged:
+            before = removed if before is None else max(before, removed)
         if before is not None:
             _forget_rows_before(rt, tenant, user_id, before)
     # a tenant's removal: every row of the tenant set aside here, whoever's (a user the removal never found, whose only
