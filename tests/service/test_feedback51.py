@@ -34,16 +34,17 @@ def test_the_drain_rate_of_every_tenant_counts_their_departures_together(tmp_pat
 
 
 def test_fitted_users_are_those_whose_newest_row_passes_not_an_older_one(tmp_path):
-    """Two rows of a user (what two processes inserting the user at once leave: `Store.get_user` takes the newer), the
-    newer one not fitted on any answer (no PAL logits: a refit from stated preferences only), or fitted against
-    another population checkpoint, or with no model: `fitted_users` leaves the user out, as their newest row says,
+    """Two rows of a user in a replica's store (what two processes inserting the user at once leave: `Store.get_user`
+    takes the newer), the newer one not fitted on any answer (no PAL logits: a refit from stated preferences only), or
+    fitted against another population checkpoint, or with no model: `fitted_users` leaves the user out, as their newest
+    row says,
     rather than counting them with the older row's state. Before, the filter ran before the newest row of each user was
     chosen: an older row that passed stood for the user (a stale state in a pooled prior or an onboarding population)."""
     from pluralign.store import Store
     from pluralign.store.tables import UserRecord
     from tests.service.test_feedback_log import DIM
 
-    store = Store(str(tmp_path), "enc", DIM)
+    store = Store(str(tmp_path), "enc", DIM, sync_seconds=0.05)  # a replica's: another process may write the user too
 
     def both(user: str, **newer) -> None:  # two rows of the user, as two processes' inserts at once leave them
         old = UserRecord(tenant="t", user_id=user, created_at=1, updated_at=1, user_model=b"old", pal_logits=[0.5], pal_version="v1")
