@@ -10,7 +10,8 @@ users' jobs and job files, their rows and fitted weights in population files (th
 too, on disk and in memory), what its feedback log and its records set aside still hold of rows received before the
 DELETE began (and such rows it moved into the store after the DELETE), its cached histories and its cached
 pooled priors of that tenant. A tenant's removal adds a record of the tenant (`new_tenant_deletion`): every row of it
-set aside here goes.
+set aside here goes, and every row of it this replica's feedback log holds (and such rows it moved into the store) received
+before the removal began, whoever's.
 
 The loop is a plain thread with an Event (the compaction thread's pattern): one small query of the
 table every interval needs no job engine.
@@ -69,13 +70,27 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     population file could not be rewritten, after every other file was."""
     forget = _forget_of(rt, records)
     files = sum(hook(forget) for hook in list(rt.delete_hooks))
-    moved = rt.deletion_sweep.moved_lately() if rt.deletion_sweep is not None else set()
+    sweep = rt.deletion_sweep
+    moved = sweep.moved_lately() if sweep is not None else set()
+    logged = rt.ingest.log.users()
+    # of a tenant removed: its users in this replica's log, and those whose rows it moved since the removal began (rows
+    # moved before were in the store when the removal looked: gone with it), not every user it moved lately (a purge turn each)
+    stale = rt.settings.sync_seconds or 0.0
+    removed = {(tenant, user_id) for tenant, began in forget.tenants.items()
+               for t, user_id in logged | (sweep.moved_lately(began - stale) if sweep is not None else set())
+               if t == tenant}
     # and the users of the records set aside here (until review 48 a deleted user's letter stayed on every replica but
     # the one the DELETE was sent to): `forget_user` forgets their rows in the letters too
-    for tenant, user_id in sorted(rt.ingest.log.users() | moved | rt.ingest.dead_letters.owners()):
+    for tenant, user_id in sorted(logged | moved | rt.ingest.dead_letters.owners()):
         # only rows received before the DELETE began (`Deletion.began`, plus the staleness): later ones are
         # the user's again, though a DELETE finished long after it began (its replica restarting) is recorded late
         before = forget.until_of(f"{tenant}/{user_id}")
+        # a tenant's removal: every user of the tenant this replica's log holds, or whose rows it moved since, whether
+        # or not the removal found them (until session 51 rows only this replica had acknowledged, of a user the
+        # answering replica never saw, stayed in its log and were moved into the store after the removal was done)
+        if (tenant, user_id) in removed:
+            began = forget.tenants[tenant]
+            before = began if before is None else max(before, began)
         if before is not None:
             _forget_rows_before(rt, tenant, user_id, before)
     # a tenant's removal: every row of the tenant set aside here, whoever's (a user the removal never found, whose only
@@ -190,12 +205,13 @@ class DeletionSweep(Periodic):
             for r in rows:
                 self._moved[(r.tenant, r.user_id)] = now
 
-    def moved_lately(self) -> set[tuple[str, str]]:
-        """The users whose feedback this replica moved in the last SLACK_S seconds."""
-        since = time.time() - SLACK_S
+    def moved_lately(self, since: float | None = None) -> set[tuple[str, str]]:
+        """The users whose feedback this replica moved in the last SLACK_S seconds (and at or after `since`, unix
+        seconds, when given)."""
+        forgotten = time.time() - SLACK_S
         with self._moved_lock:
-            self._moved = {key: at for key, at in self._moved.items() if at >= since}
-            return set(self._moved)
+            self._moved = {key: at for key, at in self._moved.items() if at >= forgotten}
+            return {key for key, at in self._moved.items() if since is None or at >= since}
 
     def applied_since(self, since: float) -> list[Forget]:
         """What the records applied here forget whose pass was running at or after `since` (unix seconds), or runs

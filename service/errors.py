@@ -393,7 +393,14 @@ def backlog_retry_after(exc: TenantBacklog) -> float:
     within BACKLOG_RETRY_AFTER_RANGE; BACKLOG_RETRY_AFTER where that rate is not measured (fewer than two departures of
     the tenant's rows in the last minute). Until session 50 always 5 s: a client told to come back in 5 s where the
     worker needed minutes sent it again a dozen times, and one told 5 s where it needed 0.2 s waited for nothing."""
-    wait = exc.wait_s()
+    return drain_retry_after(exc.wait_s())
+
+
+def drain_retry_after(wait: float | None) -> float:
+    """`Retry-After` (seconds) of a wait of `wait` seconds for rows of the feedback log to drain (None: not measured):
+    rounded up, held within BACKLOG_RETRY_AFTER_RANGE; BACKLOG_RETRY_AFTER where None. The 503 `feedback_backlog` of a
+    refused feedback or import (`backlog_retry_after`) and of an audit whose feedback was still being moved (the rows
+    still waiting over their drain rate: `service.admin.controllers`)."""
     if wait is None:
         return BACKLOG_RETRY_AFTER
     least, most = BACKLOG_RETRY_AFTER_RANGE

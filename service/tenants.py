@@ -39,7 +39,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -119,6 +119,24 @@ def write_removal(data_path: Path, removal: TenantRemoval) -> None:
 def found_anything(removal: TenantRemoval) -> bool:
     """Whether `removal` removed anything: a user, a job, a key, a row or file of any kind."""
     return bool(removal.users_removed or removal.jobs_removed or removal.keys_revoked or any(removal.counts.values()))
+
+
+class TenantUnseen(LookupError):
+    """A removal of a tenant that shows nowhere (`tenant_seen`): no key of its, no removal of it before, nothing of it
+    stored: a mistyped name, whose removal would find nothing and end `done`, read as the tenant removed. Nothing was
+    begun; the CLI's `--even-if-unseen` and the route's `even_if_unseen=true` begin it all the same."""
+
+    def __init__(self, tenant: str, where: str):
+        super().__init__(f"tenant {tenant!r} has no key, no removal before and nothing {where}: nothing to remove (a typo? "
+                         "`pluralign keys list` names the tenants with keys)")
+        self.tenant = tenant
+
+
+def tenant_seen(data_path: Path, keys: KeyRing, tenant: str, holds_anything: Callable[[], bool]) -> bool:
+    """Whether `tenant` shows here: a key of its (not an admin key: that one's tenant only labels it), a removal of it
+    before (its record in `data_path`), or whatever `holds_anything()` finds of it (asked last: a read of the store). What
+    the CLI's `tenants remove` and the route check before a removal begins (`TenantUnseen`)."""
+    return bool(tenant_keys(keys, tenant) or read_removal(data_path, tenant) is not None or holds_anything())
 
 
 class KeysKeptElsewhere(ValueError):
@@ -255,9 +273,14 @@ class TenantRemovals:
     def data_path(self) -> Path:
         return self.rt.settings.data_path
 
-    def begin(self, tenant: str) -> tuple[TenantRemoval, bool]:
-        """`begin_removal`, then wake the thread."""
+    def begin(self, tenant: str, even_if_unseen: bool = False) -> tuple[TenantRemoval, bool]:
+        """`begin_removal`, then wake the thread. Raises TenantUnseen, nothing begun, for a tenant that shows nowhere
+        here (`tenant_seen`: no key, no removal before, nothing of it in the store, this service's feedback log, its
+        dead letters, its unfinished DELETEs or its adapters) unless `even_if_unseen`, as the CLI's `tenants remove`.
+        Until session 51 the route began one for any name."""
         with self._begin_lock:
+            if not even_if_unseen and not tenant_seen(self.data_path, self.rt.keys, tenant, lambda: self.holds_anything(tenant)):
+                raise TenantUnseen(tenant, "of it in the store, this service's feedback log or its dead letters")
             removal, begun = begin_removal(self.data_path, self.rt.keys, tenant)
         self._wake.set()
         return removal, begun
@@ -371,6 +394,10 @@ class TenantRemovals:
             return future.result()
         except EmbeddingsNotForgotten as exc:  # every step ran; the cache's failure is logged and shown on /health
             return exc.counts
+
+    def holds_anything(self, tenant: str) -> bool:
+        """Whether anything here holds a row of `tenant`: a user of its (`users_of`) or a row of its dead letters."""
+        return bool(self.users_of(tenant)) or self.rt.ingest.dead_letters.holds_tenant(tenant)
 
     def users_of(self, tenant: str) -> set[str]:
         """Every user of `tenant` anything here holds: rows in the store's tables, feedback in the log (pending

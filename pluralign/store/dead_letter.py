@@ -274,6 +274,10 @@ class DeadLetters:
         (`service.deletions.apply_deletions`)."""
         return set(self._index().owners)
 
+    def holds_tenant(self, tenant: str) -> bool:
+        """Whether a readable letter holds a row of `tenant` (from the letters' summaries: no letter read)."""
+        return tenant in self._index().tenants
+
     def holds(self, tenant: str, user_id: str) -> bool:
         """Whether a readable letter holds a row of the user (`owners`, without building the set)."""
         return (tenant, user_id) in self._index().owners

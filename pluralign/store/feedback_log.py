@@ -226,9 +226,11 @@ DRAIN_WINDOW_S = 60.0  # the recent past a tenant's drain rate is measured over 
 
 
 class DrainRates:
-    """How fast each tenant's rows have left the feedback log lately (moved into the table, set aside, or dropped by a
-    DELETE): what a record refused for its tenant's backlog is told to wait (`TenantBacklog.drain_rate`, the service's
-    `Retry-After`). Each departure is noted with its time (`clock`: monotonic seconds) and kept for `window` seconds;
+    """How fast each tenant's rows have left the feedback log lately through the feedback worker (moved into the table,
+    or set aside: its work; not dropped by a DELETE, which says nothing of how fast the rest is stored): what a record
+    refused for its tenant's backlog is told to wait (`TenantBacklog.drain_rate`, the service's `Retry-After`). Until
+    session 51 a DELETE's rows counted: one DELETE of an import waiting made the rate hundreds of rows a second for a
+    minute, and so the wait told 1 s where the worker stored a row a second. Each departure is noted with its time (`clock`: monotonic seconds) and kept for `window` seconds;
     the rate is the rows that left after the window's first departure over the time since it, in rows per second: a
     worker that stalled meanwhile lowers it as the time passes. None with fewer than two departures in the window
     (nothing to measure between), whatever the backlog. O(departures in the window) a read; under the log's lock."""
@@ -247,11 +249,16 @@ class DrainRates:
             mine.append([now, rows])
         self._forget_before(tenant, now)
 
-    def rate(self, tenant: str) -> float | None:
-        """Rows of `tenant` per second that left the log lately (the class's docstring); None: not measured."""
+    def rate(self, tenant: str | None) -> float | None:
+        """Rows of `tenant` (None: of every tenant, their departures together) per second that left the log lately (the
+        class's docstring); None: not measured."""
         now = self.clock()
-        self._forget_before(tenant, now)
-        mine = self._left.get(tenant)
+        for each in [tenant] if tenant is not None else list(self._left):
+            self._forget_before(each, now)
+        if tenant is not None:
+            mine = self._left.get(tenant)
+        else:  # every tenant's departures in one line, oldest first (those of one tenant are already in order)
+            mine = sorted((departure for departures in self._left.values() for departure in departures), key=lambda d: d[0])
         if not mine or len(mine) < 2 or now <= mine[0][0]:
             return None
         return sum(rows for _, rows in itertools.islice(mine, 1, None)) / (now - mine[0][0])
@@ -689,6 +696,11 @@ class FeedbackLog:
             self.refused += 1
             raise TenantBacklog(tenant, rows, adding, self.tenant_rows, self.drain.rate(tenant))
 
+    def drain_rate(self, tenant: str | None) -> float | None:
+        """`DrainRates.rate` of `tenant` (None: every tenant), rows per second, under the log's lock."""
+        with self._cv:
+            return self.drain.rate(tenant)
+
     def tenant_backlog(self, tenant: str) -> int:
         """`tenant`'s rows pending or queued for the writer: what its bound (`tenant_rows`) counts. O(1)."""
         with self._cv:
@@ -727,8 +739,8 @@ class FeedbackLog:
 
     def _unpend(self, done: Entry, staying: int = 0) -> Entry | None:
         """The pending entry of `done`'s seq (`done` may be a copy of it left with fewer rows: `split_held`) dropped from
-        what is pending, its segment's live count less one; None when none is pending. `staying`: as `_unlist`. Under
-        `_io` and `_cv`."""
+        what is pending, its segment's live count less one; None when none is pending. `staying`: its rows logged again as
+        another record (`set_aside`), not drained (`_unlist`). Under `_io` and `_cv`."""
         if (entry := self.pending.pop(done.seq, None)) is None:
             return None
         mine = self._by_user.get(entry.key)
@@ -736,7 +748,7 @@ class FeedbackLog:
             mine.pop(entry.seq, None)
             if not mine:
                 del self._by_user[entry.key]
-        self._unlist(entry, staying)
+        self._unlist(entry, len(entry.rows) - staying)
         if (info := self._segments.get(entry.segment)) is not None:
             info.live -= 1
         return entry
@@ -769,13 +781,14 @@ class FeedbackLog:
                 self._rewrite(segment)
             fsync_dir(self.folder)
 
-    def _unlist(self, entry: Entry, staying: int = 0) -> None:
+    def _unlist(self, entry: Entry, drained: int) -> None:
         """Drop a no longer pending `entry` (as it was registered) from the per-tenant index and count (caller holds
-        `_cv`); its rows but `staying` (logged again as another record: `set_aside`) left the log (`drain`). Until the
+        `_cv`); `drained` of its rows left the log through the worker (`drain`): all of them when moved, none when a
+        DELETE dropped them, all but those logged again as another record when set aside (`set_aside`). Until the
         review of session 50 a record set aside in part counted all its rows as gone, and the rows logged again counted
         once more as they were moved: a drain rate nearly twice the real one, a `Retry-After` too short."""
-        if len(entry.rows) > staying:
-            self.drain.left(entry.key[0], len(entry.rows) - staying)
+        if drained > 0:
+            self.drain.left(entry.key[0], drained)
         left = self._tenant_pending.get(entry.key[0], 0) - len(entry.rows)
         if left > 0:
             self._tenant_pending[entry.key[0]] = left
@@ -858,7 +871,7 @@ class FeedbackLog:
                     self._by_user[key] = kept
                 for seq in dropped:
                     entry = self.pending.pop(seq)
-                    self._unlist(entry)
+                    self._unlist(entry, 0)  # not the worker's: not in the tenant's drain rate
                     self._segments[entry.segment].live -= 1
                 rows += sum(len(mine[seq].rows) for seq in dropped)  # rows, not records: an import is one record of many
             if unnoted is not None:

@@ -317,7 +317,7 @@ class Ingestor:
         # its next batches until the store stores other rows (then counted) or nothing else waits (`_next_batch`)
         self._passed_over: dict[int, tuple[Entry, Exception]] = {}
         # sha256 of a text the encoder refused twice alone (`_refusal`) -> why, kept for the worker's batch (emptied at
-        # the next, `_batch`): its halves raise TextRefused for it at once, not embedding the texts again to find it
+        # the next, `_batch`): not embedded again by a reader's `_embed`, its rows at fault read off (`_read_off`)
         self._refused_texts: dict[bytes, str] = {}
         self.set_aside = 0  # rows set aside so far (for metrics)
         # when this Ingestor last committed rows into the table, per tenant and of any (`committed_at`)
@@ -535,8 +535,9 @@ class Ingestor:
         """Moves `entries` into the table; returns how many rows. `reading`: a reader's move (`flush_user`), which
         leaves the removal of the rows' claims to the drops' thread (on S3 ~14 ms a row: 7 s for 500 rows, until
         session 43 inside the reader's request). `vectors`: their texts' (`_embed`), embedded already (the worker's,
-        at `nice`); None: embedded here, in the caller's thread."""
-        vectors = self._embed(entries) if vectors is None else vectors  # the slow part, outside the lock
+        at `nice`, or `_move_checked`'s); the texts they lack are embedded here, in the caller's thread, but those the
+        encoder refused (`_embed`): a record holding one raises TextRefused, before anything is stored."""
+        vectors = self._embed(entries, vectors)  # the slow part, outside the lock (nothing left to embed, mostly)
         zero = np.zeros(self.encoder.dim, np.float32)
         notes: list[tuple[Path, dict[str, dict[str, Claim]]]] = []
         with self._move:
@@ -551,6 +552,7 @@ class Ingestor:
                 rows = [r for e in entries for r in e.rows]
                 if not rows:
                     break
+                self._check_embedded(rows, vectors)
                 prompt, chosen, rejected = (np.stack([vectors.get(getattr(r, name), zero) for r in rows]) for name in ("prompt", "chosen", "rejected"))  # (N, d)
                 try:
                     self.store.add_preferences(rows, prompt, chosen, rejected)
@@ -884,29 +886,47 @@ class Ingestor:
         import of a user deleted meanwhile does not keep the worker (and every tenant's feedback behind it)
         busy for minutes. `known`: vectors of texts embedded already, taken from it (only those of `entries`).
         `until` (the worker's stop): once set, no further chunk, and the vectors are not all there (the worker commits
-        nothing once stopped; until review 48 a stop waited for every chunk of the batch, at nice 19)."""
+        nothing once stopped; until review 48 a stop waited for every chunk of the batch, at nice 19). A text the
+        encoder refuses (`_refusal`, noted in `_refused_texts`) has no vector, and the other texts of its chunk and
+        of the chunks after it do: the move raises TextRefused for its records only (`_check_embedded`). Until
+        session 51 the refusal ended the pass with no vector at all, and the worker's move embedded the whole batch
+        again at normal priority (its halves again each), the record at fault once more to find its rows."""
         vectors: dict[str, np.ndarray] = {}
         if known:
             texts = {t for e in entries for r in e.rows for t in (r.prompt, r.chosen, r.rejected) if t}
             vectors = {t: v for t, v in known.items() if t in texts}
+        refused: set[str] = set()  # refused during this call (`_refused_texts` may be emptied meanwhile: `_batch`)
         while True:
             rows = [r for e in entries if self.log.is_pending(e) for r in e.rows]
-            texts = [t for t in dict.fromkeys(t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t) if t not in vectors]
+            texts = [t for t in dict.fromkeys(t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t)
+                     if t not in vectors and t not in refused]
+            if self._refused_texts and (known_refused := {t for t in texts if _text_hash(t) in self._refused_texts}):
+                refused |= known_refused  # refused already (a reader's move, after the worker's): not embedded again
+                texts = [t for t in texts if t not in refused]
             if not texts or (until is not None and until.is_set()):
                 return vectors
             chunk = texts[:ENCODE_CHUNK]
-            if known_refused := [why for t in chunk if (why := self._refused_texts.get(_text_hash(t))) is not None]:
-                raise TextRefused(f"the encoder refused a text of these records, again when embedded alone: {known_refused[0]}")
             try:
                 vectors.update(zip(chunk, self.encoder.encode(chunk), strict=True))
             except (ValueError, TypeError) as exc:
-                vectors.update(self._refusal(chunk, exc, until))
+                again, refusing = self._refusal(chunk, exc, until)
+                vectors.update(again)
+                refused.update(refusing)  # a text neither (its vector not finite) is embedded again at the next turn
 
-    def _refusal(self, chunk: list[str], error: Exception, until: threading.Event | None) -> dict[str, np.ndarray]:
-        """After the encoder failed on `chunk` with `error` (a ValueError or TypeError): TextRefused where a text of it is
-        refused again when embedded alone (`_texts_at_fault`: its content, the same on every try); else the failure
-        passed, and the chunk's vectors, embedded again meanwhile, are returned where they all were. Raises `error`
-        where they were not (the encoder failing still: retried, never counted as the records'), or as `_texts_at_fault`.
+    def _check_embedded(self, rows: list[StoredPreference], vectors: Mapping[str, np.ndarray]) -> None:
+        """TextRefused where a text of `rows` has no vector in `vectors` (`_embed`'s: one the encoder refused)."""
+        if missing := next((t for r in rows for t in (r.prompt, r.chosen, r.rejected) if t and t not in vectors), None):
+            why = self._refused_texts.get(_text_hash(missing), "the encoder refused it")
+            raise TextRefused(f"the encoder refused a text of these records, again when embedded alone: {why}")
+
+    def _refusal(self, chunk: list[str], error: Exception,
+                 until: threading.Event | None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """After the encoder failed on `chunk` with `error` (a ValueError or TypeError): (the vectors of the chunk's
+        texts, embedded again meanwhile, {a text refused again when embedded alone: why}), the texts refused noted in
+        `_refused_texts` (`_texts_at_fault`: their content, the same on every try); where none is, the failure passed,
+        and the vectors are returned where they all were. Raises `error` where they were not (the encoder failing
+        still: retried, never counted as the records'), or as `_texts_at_fault`. Until session 51 a text refused
+        raised TextRefused, and the vectors of the other texts were lost.
         Until session 50 (dletters50) a refusal counted as the texts' own whenever a probe (`PROBE_TEXT`) embedded after it
         passed: an encoder failing now and then (a proxy's 502 page failing a remote encoder's JSON decode) set good
         records aside within three batches."""
@@ -920,19 +940,25 @@ class Ingestor:
         refused = {t: why for t, why in found.items() if why.startswith("the encoder refused")}
         if refused:
             self._refused_texts.update({_text_hash(t): why for t, why in refused.items()})
-            why = next(iter(refused.values()))
-            raise TextRefused(f"the encoder refused a text of these records, again when embedded alone: {why}") from error
+            return again, refused
         if len(again) < len(chunk):
             raise error
-        return again
+        return again, {}
 
     def _encoder_works(self) -> bool:
         """Whether the encoder embeds `PROBE_TEXT`, to a finite vector (after it refused texts, or embedded them as NaN:
-        were they at fault, or is it failing?)."""
-        try:
-            return bool(np.isfinite(np.asarray(self.encoder.encode([PROBE_TEXT]), np.float32)).all())
-        except Exception:  # noqa: BLE001 (its failure, whatever it is: the texts it refused are not set aside for it)
-            return False
+        were they at fault, or is it failing?), on one of two tries: one failure may be the encoder's passing one, as
+        a text's refusal counts only when it is refused twice alone (`_texts_at_fault`). With one try, an encoder
+        failing every other call made each try of a record holding a text it refuses two calls (the refusal, the
+        probe's failure), and every try after that one met the probe's failure: the record was never set aside and
+        its tenant's feedback behind it waited (since session 51 a try embeds only the texts it must: `_batch`)."""
+        for _ in range(2):
+            try:
+                if np.isfinite(np.asarray(self.encoder.encode([PROBE_TEXT]), np.float32)).all():
+                    return True
+            except Exception:  # noqa: BLE001, S112 (its failure, whatever it is: the texts it refused are not set aside for it)
+                continue
+        return False
 
     def _store_takes_a_row(self) -> bool:
         """Whether the store's columns hold a plain row (`PROBE_TEXT` in each text, times of now): after rows that
@@ -1000,16 +1026,23 @@ class Ingestor:
             raise ValueError("the encoder fails on every text, a probe's too: not the record's texts")
         return found
 
-    def _not_finite(self, texts: list[str], vectors: Mapping[str, np.ndarray] | None) -> dict[str, str]:
-        """`_texts_at_fault` for a vector not finite, read off `vectors` (the move's own, which failed for one) where they
-        hold every text of `texts`, no text embedded again ({} where they do not, or where none of them is at fault).
-        Until the review of session 50 every text of the record was embedded again: 24,000 for an 8,000-row import,
-        minutes while the worker held `_worker`. Raises ValueError as `_texts_at_fault` (every text's vector not finite,
-        and the probe's)."""
-        if vectors is None or any(t not in vectors for t in texts):
+    def _read_off(self, texts: list[str], vectors: Mapping[str, np.ndarray] | None) -> dict[str, str]:
+        """`_texts_at_fault`, read off what the move (which failed for them) found: `vectors`, its own, and the texts
+        the encoder refused (`_refused_texts`, found by `_embed` of this batch), where those two hold every text of
+        `texts`; no text embedded again ({} where they do not, or where none of them is at fault). Until the review of
+        session 50 every text of the record was embedded again for a vector not finite (24,000 for an 8,000-row import,
+        minutes while the worker held `_worker`), and until session 51 for a text refused. Raises ValueError as
+        `_texts_at_fault` (every text at fault, and the probe too)."""
+        if vectors is None:
             return {}
-        found = {t: "the encoder embedded it as a vector that is not finite (NaN or inf)" for t in texts
-                 if not np.isfinite(vectors[t]).all()}
+        found: dict[str, str] = {}
+        for t in texts:
+            if (vector := vectors.get(t)) is None:
+                if (why := self._refused_texts.get(_text_hash(t))) is None:
+                    return {}
+                found[t] = why
+            elif not np.isfinite(vector).all():
+                found[t] = "the encoder embedded it as a vector that is not finite (NaN or inf)"
         if found and len(found) == len(texts) and not self._encoder_works():
             raise ValueError("the encoder fails on every text, a probe's too: not the record's texts")
         return found
@@ -1021,13 +1054,14 @@ class Ingestor:
         (`_by_texts`) those a text of which the encoder refuses or embeds as NaN (`_texts_at_fault`, in the caller's
         thread: the worker's own holds `_worker` then, which a flush waits for, so not at `nice` (the inversion session
         48 undid), as the rest of a failed batch's embedding; for a vector not finite read off `vectors`, the move's own,
-        where they hold the record's texts: `_not_finite`). Raises as `_texts_at_fault`."""
+        where they hold the record's texts, and for a text refused read off `_refused_texts`: `_read_off`). Raises as
+        `_texts_at_fault`."""
         refused = self.store.refused_rows(entry.rows) if len(entry.rows) > 1 else {}
         if not _by_texts(error) or len(entry.rows) == 1:
             return refused
         texts = list(dict.fromkeys(t for i, r in enumerate(entry.rows) if i not in refused
                                    for t in (r.prompt, r.chosen, r.rejected) if t))
-        bad = self._not_finite(texts, vectors) if isinstance(error, RowRefused) else {}
+        bad = self._read_off(texts, vectors)
         if not bad:
             bad = self._texts_at_fault(texts, self._stop, entry)
         for i, r in enumerate(entry.rows):
@@ -1093,23 +1127,29 @@ class Ingestor:
         """The worker's batch `entries`: embedded at `nice` (`known`: vectors of its texts embedded already), then
         committed, unless a flush or a pause holds `_worker` by then: the batch is given up (a flush moved its rows, a
         pause wants none moved) and taken anew after it; returns its vectors, for that batch ({} once committed, or
-        stopped meanwhile: the batch stays in the log)."""
+        stopped meanwhile: the batch stays in the log), or once its commit left records that failed on their own, the
+        finite vectors of the texts of their users' records still pending, for the next batch (whose try of them then
+        embeds only the texts it must: one refused, tried again; until session 51 each try embedded the whole record
+        again, an import's thousands of texts, to refuse one, and so did the move of its rows logged again once the
+        rest was set aside)."""
         self._refused_texts = {}  # found again for this batch: a text refused before may be embedded now
-        try:
-            vectors = self._low.run(self._embed, entries, known, self._stop)
-        except ROW_ERRORS:  # an encoder refusing a text: each half embedded as it is moved (`_move_checked`)
-            vectors = None
+        vectors = self._low.run(self._embed, entries, known, self._stop)  # but the texts refused (`_check_embedded`)
         if not self._worker.acquire(blocking=False):
             with self._worker:
-                return vectors or {}
+                return vectors
         try:
             moved, failed = (0, []) if self._stop.is_set() else self._move_checked(entries, vectors)
             self._pass_over(entries, moved, failed, vectors)
         finally:
             self._worker.release()
-        if failed:  # tried again after a pause (the rest of the batch is moved)
-            self._stop.wait(RETRY_S)
-        return {}
+        if not failed:
+            return {}
+        self._stop.wait(RETRY_S)  # tried again after a pause (the rest of the batch is moved)
+        # of their users' records pending: those tried again, and the rows of one set aside in part logged again (not
+        # embedded again either); a user deleted meanwhile has none
+        pending = [e for key in {entry.key for entry, _ in failed} for e in self.log.pending_for(*key)]
+        texts = {t for entry in pending for r in entry.rows for t in (r.prompt, r.chosen, r.rejected)}
+        return {t: v for t, v in vectors.items() if t in texts and np.isfinite(v).all()}
 
     def _pass_over(self, entries: list[Entry], moved: int, failed: list[tuple[Entry, Exception]],
                    vectors: Mapping[str, np.ndarray] | None = None) -> None:
@@ -1143,6 +1183,7 @@ class Ingestor:
         refused (a blank owner, a non-finite time: a damaged or hand-edited log, an older release's) failed every
         batch for ever, and every tenant's feedback waited behind it. Returns (rows moved, [(a record that failed, its
         error)])."""
+        vectors = self._embed(entries) if vectors is None else vectors  # once, outside the lock: not again by each half
         try:
             return self._move_entries(entries, reading, vectors), []
         except ROW_ERRORS as exc:

@@ -47,7 +47,7 @@ from service.admin.schemas import (
 from service.admin.services import Admin, NoAdapterBase, QuotaExceeded, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.admin.tenants import TENANT_ADMIN_HANDLERS
-from service.errors import bad_request, error_response, error_responses, shown
+from service.errors import bad_request, drain_retry_after, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID, tenant_problem
 from service.openapi import example
@@ -58,9 +58,6 @@ from training.jobs.record import Job, JobState, tenant_of
 from training.jobs.runner import UnknownJob
 
 DASHBOARD_JOBS = 200  # the newest jobs the dashboard reads (its chart counts them; its table shows the newest 25)
-# an audit refused because acknowledged feedback was still being moved: when to ask again (seconds)
-BACKLOG_RETRY_S = 5
-
 log = logging.getLogger("pluralign.service")
 
 
@@ -202,13 +199,24 @@ async def fairness_audit(
     try:
         job = await admin.audit(params, wait)
     except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
-        return error_response(503, f"{exc} after the `wait` of {wait:g} s; the audit, which covers every acknowledged "
-                                   "feedback of what it audits, was not queued: ask again shortly (Retry-After) or with a longer `wait`",
-                              code="feedback_backlog", headers={"Retry-After": str(BACKLOG_RETRY_S)})
+        return _still_moving(request, exc, tenant, wait)
     if job.state in ("queued", "running"):
         return Response(AuditPending(job=admin.public.job(job)), status_code=202)
     # reading the report and every stored one is file work: off the event loop, or it stalls every request
     return await sync_to_thread(_audit_response, admin, job)
+
+
+def _still_moving(request: Request, exc: StillMoving, tenant: str | None, wait: float) -> Response:
+    """The 503 `feedback_backlog` of an audit whose feedback was still being moved into the table once `wait` passed:
+    its `Retry-After` the seconds its rows waiting take at the rate the audited tenant's rows (every tenant's, for an
+    audit of every tenant) left the log lately (`FeedbackLog.drain_rate`, `drain_retry_after`: 1-60 s, 5 s unmeasured),
+    as a refused feedback's. Until session 51 it was always 5 s."""
+    rate = request.app.state.runtime.ingest.log.drain_rate(tenant or None)
+    lately = "" if rate is None else f" (they are stored at ~{rate:.3g} rows/s lately)"
+    after = drain_retry_after(exc.rows / rate if rate else None)
+    return error_response(503, f"{exc} after the `wait` of {wait:g} s{lately}; the audit, which covers every acknowledged "
+                               f"feedback of what it audits, was not queued: ask again after `Retry-After` seconds ({after:g}) "
+                               "or with a longer `wait`", code="feedback_backlog", headers={"Retry-After": f"{after:g}"})
 
 
 def _audit_response(admin: Admin, job: Job) -> Response:

@@ -22,7 +22,7 @@ from litestar.response import Response
 from pluralign.store.tenants import MAX_PAGE, TenantUser
 from service.errors import bad_request, error_response, error_responses, storage_failure_of, storage_response
 from service.ids import tenant_problem
-from service.tenants import KeysKeptElsewhere, TenantRemoval, TenantRemovals, read_removal
+from service.tenants import KeysKeptElsewhere, TenantRemoval, TenantRemovals, TenantUnseen, read_removal
 
 
 class TenantUserPage(msgspec.Struct, kw_only=True):
@@ -85,13 +85,16 @@ def _removals(request: Request) -> TenantRemovals:
 
 
 @post("/tenants/{tenant:str}/removal", sync_to_thread=True, status_code=202, responses={
-    **error_responses(409, 503, 507),
+    **error_responses(404, 409, 503, 507),
     200: ResponseSpec(data_container=TenantRemoval, generate_examples=False,
                       description="A removal of the tenant is running already: that one, nothing begun again"),
 }, summary="Remove every trace of a tenant")
-def remove_tenant(request: Request, tenant: FromPath[str]) -> Response[TenantRemoval]:
+def remove_tenant(request: Request, tenant: FromPath[str], even_if_unseen: FromQuery[bool] = False) -> Response[TenantRemoval]:
     """202 with the removal begun (its keys revoked at once; the rest in the background, `Location` to poll);
-    200 with the one running when there is one. 409 (`tenant_keys_kept_elsewhere`) when the tenant's keys are in a
+    200 with the one running when there is one. 404 (`tenant_unseen`, naming the tenant) for a tenant that shows
+    nowhere here (no key, no removal before, nothing of it stored, in the feedback log or its dead letters: a mistyped
+    name), nothing begun, unless `even_if_unseen=true`, as the CLI's `tenants remove --even-if-unseen` (until session
+    51 any name began a removal that found nothing and ended `done`). 409 (`tenant_keys_kept_elsewhere`) when the tenant's keys are in a
     key file that is a link (replicas); 507 (`insufficient_storage`) when the record or the key file cannot be
     written for a full disk, as every route answers one; 503 with Retry-After when DELETEs are refused (replicas'
     clocks disagree) or the record cannot be written otherwise (a read-only folder): nothing was removed."""
@@ -102,7 +105,9 @@ def remove_tenant(request: Request, tenant: FromPath[str]) -> Response[TenantRem
         raise ServiceUnavailableException(detail=f"DELETEs are refused while {problem}: nothing of the tenant was removed",
                                           headers={"Retry-After": "60"})
     try:
-        removal, begun = _removals(request).begin(tenant)
+        removal, begun = _removals(request).begin(tenant, even_if_unseen)
+    except TenantUnseen as exc:
+        return error_response(404, f"{exc}; `even_if_unseen=true` begins it all the same", param="tenant", code="tenant_unseen")
     except KeysKeptElsewhere as exc:
         return error_response(409, str(exc), param="tenant", code="tenant_keys_kept_elsewhere")
     except OSError as exc:

@@ -47,12 +47,16 @@ class Picky:
 
     def __init__(self, encoder):
         self.encoder = encoder
+        self.watched: str | None = None  # a text holding it is counted, by the thread that embeds it (`watched_texts`)
+        self.watched_texts: list[str] = []  # the names of the threads that embedded each such text, once a text each time
 
     def __getattr__(self, name):
         return getattr(self.encoder, name)
 
     def encode(self, texts):
         texts = list(texts)
+        if self.watched is not None:
+            self.watched_texts += [threading.current_thread().name for t in texts if self.watched in t]
         if any(REFUSED in t for t in texts):
             raise ValueError("a text this encoder cannot read")
         vectors = np.array(self.encoder.encode(texts), np.float32)
@@ -552,3 +556,120 @@ def test_a_delete_of_a_user_whose_rows_are_set_aside_counts_them(svc):
         r = acme.delete("/v1/users/aside-and-stored")
         assert r.status_code == 200 and r.json()["deleted"]["preferences"] == 2, r.text
         assert acme.delete("/v1/users/aside-deleted").status_code == 404  # nothing left of them
+
+
+def test_a_text_the_encoder_refuses_costs_no_second_pass_of_its_import(svc, quick_retries):
+    """An import of 20 rows (60 distinct texts) whose 11th `chosen` the encoder refuses: its 19 other rows are stored
+    and the 11th set aside, and every text of the import is embedded by the worker's low-priority thread
+    (`ingest-embed`, at `nice`), at most five times each over the record's three tries: once, the halving that finds
+    the text refused (about three times over: 60 + 2 x (30 + 15 + ...)), and for each try after the first only the
+    refused text. Before (session 50), each try embedded the whole record again (and halved it), the move embedded it
+    once more at normal priority once the refusal was found, the last try a third time at normal priority to find its
+    rows, and the move of its 19 good rows, logged again, once more: 949 texts embedded, 178 of them by the worker's
+    own thread, against 244 (none) now."""
+    rt = svc.runtime
+    encoder = rt.ingest.encoder
+    user, tag = "refused-once", "[t51]"
+    rows = [{"prompt": f"Question {i} {tag}?", "chosen": f"Answer {i} {tag}.", "rejected": f"Rambling {i} {tag}."}
+            for i in range(20)]
+    rows[10]["chosen"] = f"An answer the encoder refuses {tag}: {REFUSED}."
+    wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0, timeout=60.0)
+    encoder.watched, encoder.watched_texts = tag, []
+    try:
+        with svc.client("acme") as acme:
+            r = acme.post(f"/v1/users/{user}/import", content=b"\n".join(msgspec.json.encode(row) for row in rows))
+            assert r.status_code == 201, r.text
+        wait_for(lambda: not rt.ingest.log.pending_for("acme", user) and rt.ingest.dead_letters.rows_of("acme", user),
+                 timeout=60.0)
+        embedded = list(encoder.watched_texts)
+    finally:
+        encoder.watched = None
+    [(name, letter)] = rt.ingest.dead_letters.rows_of("acme", user)
+    rt.ingest.dead_letters.discard(name)
+    assert letter.row_numbers == [11] and rt.store.count_preferences("acme", user) == 19
+    by_thread = {thread: embedded.count(thread) for thread in set(embedded)}
+    assert set(by_thread) == {"ingest-embed"}, by_thread  # the worker's low-priority thread only
+    assert len(embedded) <= 5 * 60, by_thread
+
+
+def test_a_delete_during_a_backlog_does_not_count_in_its_drain_rate(svc):
+    """A fresh tenant whose rows were stored one by one (its drain rate measured, under 2.85 rows/s), then an import of
+    400 rows of a user whose rows stay in the log (`held`), deleted while they wait (DELETE /v1/users/{id}): its 400 rows
+    leave the log, not through the worker, and the rate stays what the stored rows make it; once held at its bound of 3,
+    an import is told the seconds those 3 rows take at that rate (2 s at least), the message naming it. Before, the
+    DELETE's rows counted as drained: 400 rows in well under a second made the rate hundreds of rows a second and
+    the wait 1 s."""
+    rt = svc.runtime
+    svc.keys["delete51"] = rt.keys.issue("delete51")
+    with svc.client("delete51") as c:
+        for i in range(2):
+            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
+            wait_for(lambda: rt.ingest.log.tenant_backlog("delete51") == 0, timeout=60.0)
+        wait_for(lambda: rt.ingest.log.drain.rate("delete51") < 2.85, timeout=60.0)
+        with rt.ingest.held("delete51", "gone"):
+            assert c.post("/v1/users/gone/import", content=import_body("gone", 400)).status_code == 201
+            assert rt.ingest.log.tenant_backlog("delete51") == 400
+            before = rt.ingest.log.drain.rate("delete51")
+            r = c.delete("/v1/users/gone")
+            assert r.status_code == 200 and r.json()["deleted"]["preferences"] == 400, r.text
+            after = rt.ingest.log.drain.rate("delete51")
+        assert rt.ingest.log.tenant_backlog("delete51") == 0
+        assert after is not None and after <= before < 2.85, (before, after)  # it only falls as time passes
+        with rt.ingest.held("delete51", "slow"):
+            for i in range(BOUND):
+                assert c.post("/v1/feedback", json=comparison("slow", i)).status_code == 201
+            many = c.post("/v1/users/slow/import", content=import_body("slow", 400))
+    assert many.status_code == 503 and many.json()["error"]["code"] == "feedback_backlog", many.text
+    rate = float(many.json()["error"]["message"].split("stored at ~")[1].split(" rows/s")[0])
+    assert rate <= before and float(many.headers["Retry-After"]) >= 2, (many.text, many.headers["Retry-After"], before)
+    wait_for(lambda: rt.ingest.log.tenant_backlog("delete51") == 0, timeout=60.0)
+
+
+def test_an_audit_refused_for_feedback_still_moving_is_told_its_drain_time(svc):
+    """GET /admin/audits/fairness of a fresh tenant whose rows were stored one by one (its drain rate measured, under
+    2.85 rows/s), while 3 more of its rows wait behind the worker (`Ingestor.paused`, as a long batch): with `wait` 0
+    the answer is the 503 `feedback_backlog` naming the rate, its `Retry-After` the seconds those 3 rows take at that
+    rate (2 s at least, as a refused feedback's). Before, it was always 5 s, whatever the backlog and the rate."""
+    rt = svc.runtime
+    svc.keys["audit51"] = rt.keys.issue("audit51")
+    with svc.client("audit51") as c, svc.client("admin") as admin:
+        for i in range(2):
+            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
+            wait_for(lambda: rt.ingest.log.tenant_backlog("audit51") == 0, timeout=60.0)
+        wait_for(lambda: rt.ingest.log.drain_rate("audit51") < 2.85, timeout=60.0)
+        with rt.ingest.paused():
+            for i in range(3):
+                assert c.post("/v1/feedback", json=comparison("waiting", i)).status_code == 201
+            before = rt.ingest.log.drain_rate("audit51")
+            r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "audit51", "wait": 0})
+            after = rt.ingest.log.drain_rate("audit51")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", r.text
+    assert "rows/s lately" in r.json()["error"]["message"], r.text
+    assert 2 <= math.ceil(3 / before) <= float(r.headers["Retry-After"]) <= min(60, math.ceil(3 / after)), (r.headers, before, after)
+    wait_for(lambda: rt.ingest.log.tenant_backlog("audit51") == 0, timeout=60.0)
+
+
+def test_a_removal_of_a_tenant_that_shows_nowhere_is_a_404_unless_asked_even_if_unseen(svc):
+    """POST /admin/tenants/{t}/removal of a mistyped name (no key, no removal before, nothing stored, waiting or set
+    aside): 404 `tenant_unseen` naming it (`param: tenant`), nothing recorded (its GET is a 404); with
+    `even_if_unseen=true` it begins (202) and ends `done`, as the CLI's `tenants remove --even-if-unseen`. A tenant
+    whose only trace is a row this service set aside (a dead letter) is no typo: its removal begins without it, and
+    the letter goes. Before, the route began a removal of any name: `done`, found nothing, read as the tenant removed."""
+    from tests.service.test_tenant48_removal import wait_removed
+
+    rt = svc.runtime
+    [name] = put_letters(rt, "aside51", "ann", 1, time.time())
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/tenants/acmee/removal")
+        assert r.status_code == 404, r.text
+        error = r.json()["error"]
+        assert (error["code"], error["param"]) == ("tenant_unseen", "tenant") and "'acmee'" in error["message"], error
+        assert "even_if_unseen=true" in error["message"], error
+        assert admin.get("/admin/tenants/acmee/removal").status_code == 404  # nothing recorded
+        r = admin.post("/admin/tenants/acmee/removal", params={"even_if_unseen": "true"})
+        assert r.status_code == 202 and r.json()["keys_revoked"] == 0, r.text
+        assert wait_removed(admin, "acmee", timeout=60)["users_removed"] == 0
+        r = admin.post("/admin/tenants/aside51/removal")
+        assert r.status_code == 202, r.text
+        assert wait_removed(admin, "aside51", timeout=60)["counts"]["preferences"] == 1
+    assert name not in rt.ingest.dead_letters.names()

@@ -218,10 +218,13 @@ def test_a_look_for_the_texts_at_fault_stops_once_their_user_is_deleted(tmp_path
     the worker embeds its texts again, a chunk at a time, to find the rows at fault (`Ingestor._texts_at_fault`); a
     DELETE of its user during that look ends it at the chunk under way (nothing of the deleted user is embedded again,
     nothing set aside, nothing stored), as the move's own embedding does. Before, the look embedded every chunk of the
-    deleted import (minutes for 8,000 rows, every tenant's feedback waiting behind the worker)."""
+    deleted import (minutes for 8,000 rows, every tenant's feedback waiting behind the worker). Since session 51 the
+    worker reads the rows at fault of a text refused off its move (`Ingestor._read_off`); the look embeds where that
+    cannot tell (a record passed over, counted later without the move's vectors: `_pass_over`), as here."""
     from pluralign.store import ingest as ingest_module
 
     monkeypatch.setattr(ingest_module, "ENCODE_CHUNK", 4)
+    monkeypatch.setattr(ingest_module.Ingestor, "_read_off", lambda self, texts, vectors: {})
     refused = "refused-by-the-encoder"
     looking = threading.Event()  # the look for the rows at fault of the record set aside (`_rows_at_fault`) runs
     looked: list[int] = []
@@ -324,9 +327,10 @@ def test_the_rows_of_a_vector_not_finite_are_found_from_the_moves_own_vectors(tm
         wait_for(lambda: ingest.set_aside == 1 and store.count_preferences("t1", "ann") == 39, timeout=60.0)
         [name] = ingest.dead_letters.names()
         assert ingest.dead_letters.read(name).row_numbers == [3]
-        # once by the move; the rest's record, logged again and moved, embeds only its own texts (20 calls)
+        # once by the move; the rest's record, logged again and moved, embeds nothing since session 51: its vectors are
+        # the move's (`Ingestor._batch`; 20 calls before)
         assert sum(rows[2].chosen in texts for texts in embedded) == 1, embedded
-        assert len(embedded) == 21 + 20, len(embedded)
+        assert len(embedded) == 21, len(embedded)
     finally:
         ingest.close()
 

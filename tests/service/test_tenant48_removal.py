@@ -5,6 +5,7 @@ was no way to list a tenant's users, and revoking a tenant's keys left every row
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import msgspec
@@ -231,7 +232,9 @@ def test_a_removal_through_one_replica_leaves_nothing_of_the_tenant_in_the_other
     in b's folder or in the store, and globex's rows are untouched. b's records set aside (dead letters) hold acme rows
     of ann, of cal, whom nothing a finds holds, and of a blank user: the removal's own record (a tenant's, session 50)
     takes them all, and b's globex letter stays. Before, cal's letter and the blank user's stayed on b, texts and all
-    (no deletion record named them)."""
+    (no deletion record named them). b's log also holds feedback of dan that b has not moved (held there), whom a never
+    sees: the tenant's record takes it from b's log too (since session 51; before, it stayed, and b moved it into the
+    store after the removal was done)."""
     from pluralign.store import StoredPreference
     from tests.service.test_delete_journal import wait_until
     from tests.service.tiny import start_replicas
@@ -243,10 +246,13 @@ def test_a_removal_through_one_replica_leaves_nothing_of_the_tenant_in_the_other
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
                                          admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
     folder_b = tmp_path / "b"
-    with first, second, b.client("acme") as acme_b, b.client("globex") as globex_b, a.client("admin") as admin_a:
+    with (first, second, b.client("acme") as acme_b, b.client("globex") as globex_b, a.client("admin") as admin_a,
+          contextlib.ExitStack() as held):
         give_comparisons(acme_b, "ann", "tea", MARKER, n=2)
         give_comparisons(acme_b, "bob", "coffee", MARKER, n=2)
         give_comparisons(globex_b, "bea", "tea", KEPT, n=2)
+        held.enter_context(b.runtime.ingest.held("acme", "dan"))  # acknowledged by b, waiting in its log (as a backlog)
+        give_comparisons(acme_b, "dan", "tea", MARKER, n=1)
         letters_b = b.runtime.ingest.dead_letters
         for user in ("ann", "cal", ""):
             letters_b.put([row("acme", user, f"{MARKER} set aside")], "RowRefused: then", 3, time.time())
@@ -259,6 +265,7 @@ def test_a_removal_through_one_replica_leaves_nothing_of_the_tenant_in_the_other
         removal = wait_removed(admin_a, "acme")
         assert removal["users_removed"] == 2, removal
         assert wait_until(lambda: files_holding(folder_b, MARKER) == []), files_holding(folder_b, MARKER)
+        assert b.runtime.ingest.log.pending_for("acme", "dan") == []
         assert files_holding(tmp_path / "a", MARKER) == [] and files_holding(tmp_path / "shared-lancedb", MARKER) == []
         assert rows_of(b.runtime, "globex") == kept
         assert letters_b.names() == [globex_letter] and letters_b.rows_for("globex", "bea") == 1

@@ -66,15 +66,14 @@ def run(args: argparse.Namespace) -> int:
         return _users(args, settings, folder)
     from pluralign.urls import redacted
     from service.auth import KeyRing
-    from service.tenants import begin_removal, read_removal
+    from service.tenants import TenantUnseen, begin_removal, read_removal
 
     if args.action == "remove":
         check_keys_file(settings)  # the replicas' shared key file not there: not an empty one of its own (reviewreplicas49)
         keys = KeyRing(settings.keys_path)
         if not args.even_if_unseen and not _seen(settings, folder, keys, args.tenant):
-            raise ValueError(f"tenant {args.tenant!r} has no key, no row in the store ({redacted(settings.lancedb_uri)}) and no removal "
-                             "before: nothing to remove (a typo? `pluralign keys list` names the tenants with keys); "
-                             "--even-if-unseen begins it all the same (feedback of it only still in a service's log)")
+            unseen = TenantUnseen(args.tenant, f"of it in the store ({redacted(settings.lancedb_uri)})")
+            raise ValueError(f"{unseen}; --even-if-unseen begins it all the same (feedback of it only still in a service's log)")
         removal, _ = begin_removal(folder, keys, args.tenant)
     else:
         removal = read_removal(folder, args.tenant)
@@ -103,10 +102,9 @@ def _seen(settings, folder: Path, keys, tenant: str) -> bool:
     before, or a row of its in the store. Until session reviewtrial50 `remove` of a mistyped name began a removal
     (exit 0, `keys_revoked: 0`), which the service then marked done: it read as the tenant removed."""
     from pluralign.store.tenants import tenant_users
-    from service.tenants import read_removal, tenant_keys
+    from service.tenants import tenant_seen
 
-    return bool(tenant_keys(keys, tenant) or read_removal(folder, tenant) is not None
-                or tenant_users(_tables(settings), tenant, None, 1)[0])
+    return tenant_seen(folder, keys, tenant, lambda: bool(tenant_users(_tables(settings), tenant, None, 1)[0]))
 
 
 def _users(args: argparse.Namespace, settings, folder: Path) -> int:
