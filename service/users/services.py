@@ -47,10 +47,12 @@ from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, State
 from pluralign.user.summary import (
     Example,
     JointBelief,
+    PrototypeBelief,
     PrototypeDescription,
     describe_prototypes,
     feature_beliefs,
     joint_beliefs,
+    nearest_prototype,
     written_sentences,
 )
 from pluralign.user.summary import FeatureBelief as FeatureSummary
@@ -682,6 +684,11 @@ class NearestPrototype(msgspec.Struct, kw_only=True):
     weight: float  # the user's posterior weight on it (or PAL's mixture weight without a user model)
     highest: list[Example]  # stored answers it scores highest, best first
     lowest: list[Example]  # and lowest, worst first
+    # the posterior probability that it is the prototype the user weighs most, and its level (`confident`, `likely`,
+    # `uncertain`); both null where nothing was learned from the user's answers (their weights are the prior's, the
+    # prototype the population's largest) or under `user_model = prototypes` (PAL's weights have no posterior)
+    probability: float | None = None
+    confidence: str | None = None
 
 
 class UserSummary(msgspec.Struct, kw_only=True):
@@ -755,20 +762,23 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
     `set_aside`: their rows set aside as dead letters, said not to be learned from."""
     rewards = weights.rewards or rt.rewards
     stated = weights.stated.preferences
+    belief = None
     if weights.state is not None:  # what the comparisons alone say on stated features was fitted with the state
         beliefs, joint = feature_beliefs(weights.state, stated), joint_beliefs(weights.state)
         protos = [weights.state.coefficient(f"prototype_{k}")[0] for k in range(rewards.k)]
+        belief = nearest_prototype(weights.state)
+        learned = weights.state.answers > 0
     else:  # PAL's weights alone (`user_model = prototypes`): no named features
         beliefs, joint = [], []
         logits = np.asarray(weights.logits, np.float64)
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+        learned = not weights.prior
     nearest = int(np.argmax(protos))
     described = described_prototypes(rt, tenant, rewards)[nearest]
     sentences = written_sentences(beliefs, joint)
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]
-    sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
-                     + (f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""))
+    sentences.append(_prototype_sentence(nearest, rewards.k, protos[nearest], belief, learned, described))
     # each kind counted as stored, only for a user with rows past their comparisons: the difference alone took a
     # comparison stored since the fit (in `preferences`, not in `comparisons`) for a tie or a rating
     ties, unpaired = (rt.store.count_ties(tenant, user_id), rt.store.count_unpaired(tenant, user_id)) \
@@ -788,8 +798,23 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint, ties=ties, unpaired_ratings=unpaired,
         ties_learned=learned,
         nearest_prototype=NearestPrototype(prototype=nearest, weight=round(float(protos[nearest]), 4),
-                                           highest=described.highest, lowest=described.lowest),
+                                           highest=described.highest, lowest=described.lowest,
+                                           probability=belief.probability if belief else None,
+                                           confidence=belief.confidence if belief else None),
     )
+
+
+def _prototype_sentence(nearest: int, k: int, weight: float, belief: PrototypeBelief | None, learned: bool,
+                        described: PrototypeDescription) -> str:
+    """The summary's sentence on the nearest prototype: "closest to prototype 1 of 4 (weight 0.71, likely), which
+    scores highest answers like '...'", with the confidence that it is the one the user weighs most (none under PAL's
+    weights alone); for a user nothing was learned from, that no prototype is theirs yet and which one users in general
+    lean to (until session trial16_51 it was named as the user's closest, beside "based on 0 comparisons")."""
+    like = f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""
+    if not learned:
+        return (f"no prototype is closest yet: nothing learned from your answers (users in general lean to prototype "
+                f"{nearest} of {k}, weight {weight:.2f}{like})")
+    return f"closest to prototype {nearest} of {k} (weight {weight:.2f}{f', {belief.confidence}' if belief else ''}){like}"
 
 
 def based_on(comparisons: int, ties: int, unpaired_ratings: int, ties_learned: int = 0, learns_ties: bool = False) -> str:
