@@ -556,11 +556,13 @@ def _store_missing_changes(rt: Runtime, tenant: str, user_id: str, stated: State
 
 
 class VersionMismatch(Exception):
-    """A conditional change (`If-Match`) named versions the user's stated preferences are not at."""
+    """A conditional change's precondition is false: `If-Match` named versions the user's stated preferences are not
+    at, or `If-None-Match` (`header`) the version they are at."""
 
-    def __init__(self, current: int):
+    def __init__(self, current: int, header: str = "If-Match"):
         super().__init__(f"the stated preferences are at version {current}")
         self.current = current
+        self.header = header
 
 
 def version_matches(current: int, wanted: list[int | None]) -> bool:
@@ -571,7 +573,7 @@ def version_matches(current: int, wanted: list[int | None]) -> bool:
 
 
 def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
-               if_match: list[int | None] | None = None) -> StatedPage:
+               if_match: list[int | None] | None = None, if_none_match: list[int | None] | None = None) -> StatedPage:
     """Apply a change set to the user's stated preferences as one new version, store it, and refit
     the user against the new prior, all under the user's lock; returns the new record with the
     new version's changes (a page of one version). A change set that changes nothing (clearing
@@ -580,14 +582,15 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
     table: a stop between the two leaves the version in the row, which reads merge in and the
     next change stores. `if_match`: change only if the current version is one of these (None in it,
     `*`: any version, 0 included), checked under the lock, so two clients that read the same version cannot
-    both change it.
+    both change it. `if_none_match`: change only if the current version is none of these (None in it, `*`: never),
+    checked the same way (RFC 9110, 13.1.2).
     The row is written only over the row read (`_write_stated`): another replica's refit or PATCH committed meanwhile
     is read again and the change made on it.
     Raises ValueError naming an unknown feature, VersionMismatch when `if_match` does not hold, Busy when the row
     changed `USER_ROW_WRITES` times while it was written (nothing stored)."""
     with rt.user_lock(tenant, user_id):
         flush_for_read(rt, tenant, user_id)
-        current, stated = _write_stated(rt, tenant, user_id, changes, if_match)
+        current, stated = _write_stated(rt, tenant, user_id, changes, if_match, if_none_match)
         if stated is current:  # no new version: no changes to carry, `next_before` pages from the current one
             return StatedPage(version=current.version, preferences=current.preferences, history=[],
                               next_before=current.version + 1 if current.version else None)
@@ -607,7 +610,8 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
 
 
 def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
-                  if_match: list[int | None] | None) -> tuple[StatedPreferences, StatedPreferences]:
+                  if_match: list[int | None] | None,
+                  if_none_match: list[int | None] | None = None) -> tuple[StatedPreferences, StatedPreferences]:
     """Read the user's row, apply `changes` to its stated preferences and write the row only over the row read
     (`_write_over_read`): a row another replica committed since the read (its refit, its PATCH) is read again and
     the change made on it, `if_match` checked against it, up to USER_ROW_WRITES times. Until the lost44 review the row
@@ -623,6 +627,8 @@ def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Dir
         current = stated_of(record)
         if if_match is not None and not version_matches(current.version, if_match):
             raise VersionMismatch(current.version)
+        if if_none_match is not None and version_matches(current.version, if_none_match):
+            raise VersionMismatch(current.version, "If-None-Match")
         stated = current.changed(changes, at=now)
         drawn.append((current, stated))
         if stated is current:

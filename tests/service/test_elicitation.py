@@ -1217,3 +1217,29 @@ def test_the_nearest_prototype_says_how_likely_it_is_the_closest(svc):
     sentence = next(s for s in profile["summary"]["sentences"] if "prototype" in s)
     assert sentence.startswith(f"closest to prototype {nearest['prototype']} of {len(at)} "
                                f"(weight {nearest['weight']:.2f}, {nearest['confidence']})"), sentence
+
+
+def test_if_none_match_on_stated_preferences_is_evaluated_not_ignored(svc):
+    """(session trial16_51) RFC 9110, 13.2.1: an origin server evaluates `If-None-Match` (weak comparison), and a
+    method whose condition is false is not performed: a PATCH is a 412 that changes nothing, a GET a 304 with the
+    tag. Until then the header was ignored: a settings page that sent `If-None-Match: *` ("only if nothing was ever
+    stated") overwrote the user's own statement (200, version 2), and a page polling with its tag got the whole record."""
+    url = "/v1/users/stella51/stated-preferences"
+    with svc.client() as c:
+        assert c.patch(url, json={"preferences": {"length": "less"}}).status_code == 200  # the user's own: version 1
+        # a record always exists (version 0 for a user who never stated anything), so `*` never holds
+        for tags in ("*", '"1"', 'W/"1"', '"0", "1"', "1"):
+            r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-None-Match": tags})
+            assert r.status_code == 412 and field_named(r) == "If-None-Match" and r.headers["etag"] == '"1"', (tags, r.text)
+        assert c.get(url).json()["preferences"] == {"length": "less"}  # nothing changed
+        r = c.patch(url, json={"preferences": {"list_items": "more"}}, headers={"If-None-Match": '"0"'})  # not at 0: done
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+        for tags in ('"2"', 'W/"2"', "*", '"7", "2"'):
+            r = c.get(url, headers={"If-None-Match": tags})
+            assert r.status_code == 304 and r.headers["etag"] == '"2"' and r.content == b"", (tags, r.status_code, r.text)
+        r = c.get(url, headers={"If-None-Match": '"1"'})
+        assert r.status_code == 200 and r.json()["version"] == 2
+        for bad in ('"2', "abc", '"2", *'):
+            r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-None-Match": bad})
+            assert r.status_code == 400 and field_named(r) == "If-None-Match", (bad, r.text)
+        assert c.get(url).json()["version"] == 2
