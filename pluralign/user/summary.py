@@ -4,6 +4,9 @@
   "prefers shorter answers (confident)". Size is the Laplace posterior's mean and sd.
 - `describe_prototypes`: each prototype described by the stored answers it scores highest and
   lowest, from the service's own data (never generated text).
+- `nearest_prototype`: the prototype the user weighs most, with the posterior probability that it is
+  the one (labelled on the features' scale); None for a user nothing was learned from, whose
+  posterior is the prior and so places them nowhere.
 
 Confidence is the posterior probability p of the weight's sign, integrated along the feature's axis at
 the fit (`pluralign.user.collinear.feature_signs`): `confident` at p >= Phi(2) (~0.977: the sign is wrong
@@ -37,6 +40,7 @@ import msgspec
 import numpy as np
 
 from pluralign.data.text import answer_key, shorten
+from pluralign.user.active import posterior_samples
 from pluralign.user.collinear import CollinearFeatures
 from pluralign.user.features import FEATURE_DESCRIPTIONS, FEATURE_NAMES, FEATURE_TRAITS
 from pluralign.user.model import UserState, is_probability
@@ -286,6 +290,38 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
         stated=stated.get(name), from_comparisons=own, text=text, collinear_with=together,
         probability=round(p, 4), moved_in=moved,
     )
+
+
+NEAREST_SAMPLES = 4096  # posterior draws for `nearest_prototype`'s probability: sd <= 0.008 (binomial at p = 0.5)
+
+
+class PrototypeBelief(msgspec.Struct, kw_only=True):
+    """The prototype the user weighs most (`prototype`, of `k`), its posterior mean weight, and the
+    posterior probability that it is the one weighed most, with that probability's `level`."""
+
+    prototype: int
+    k: int
+    weight: float
+    probability: float
+    confidence: str
+
+
+def nearest_prototype(state: UserState, samples: int = NEAREST_SAMPLES) -> PrototypeBelief | None:
+    """The prototype with the user's largest posterior mean weight (`prototype_0`..`prototype_{K-1}` of
+    `state.names`) and P(argmax_k w_k = it) under the Laplace posterior's (K, K) marginal, from `samples`
+    fixed-seed draws (`posterior_samples`: the same state always reads the same). None when the state was
+    fitted on no answer of the user's (`state.answers` == 0: a user with only stated preferences), whose
+    prototype weights are the prior's (the population's mixture, or the tenant's pooled prior): naming its
+    largest as the user's closest would say of them what is said of everyone. Raises ValueError (from
+    `posterior_samples`) on a covariance that is not positive definite."""
+    at = [i for i, name in enumerate(state.names) if name.startswith("prototype_")]
+    if not at or state.answers == 0:
+        return None
+    mean = state.mean_array()[at]  # (K,)
+    cov = state.cov_array()[np.ix_(at, at)]  # (K, K)
+    best = int(mean.argmax())
+    p = float((posterior_samples(mean, cov, samples).argmax(1) == best).mean())
+    return PrototypeBelief(prototype=best, k=len(at), weight=float(mean[best]), probability=round(p, 4), confidence=level(p))
 
 
 class Example(msgspec.Struct, kw_only=True):

@@ -605,13 +605,18 @@ def get_stated(
     user_id: FromPath[str],
     limit: Annotated[int, Parameter(ge=1, le=services.MAX_STATED_PAGE)] = 20,
     before: Annotated[int | None, Parameter(ge=1, le=services.MAX_STATED_VERSION)] = None,
+    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", description='Version tags ("3", from an ETag) or *: 304 if still at one of them')] = None,
 ) -> Response[services.StatedPage]:
     """The current stated preferences and the changes of the `limit` (1-100) newest versions below
     `before` (1 to 2^63-1, the stored version's range; default: from the current version), oldest first; `next_before` pages back, null at
     version 1. The whole history is in GET .../export. `ETag` is the current version, for a PATCH's
-    `If-Match`."""
+    `If-Match`. With `If-None-Match` naming the current version (or `*`), a 304 with the `ETag` and no body."""
     rt, tenant, user_id = _user(request, user_id)
-    return _tagged(services.stated_page(rt, tenant, user_id, limit, before))
+    unchanged = _if_none_match(_field_lines(request, "if-none-match"))
+    page = services.stated_page(rt, tenant, user_id, limit, before)
+    if unchanged is not None and services.version_matches(page.version, unchanged):
+        return Response(None, status_code=304, headers={"ETag": f'"{page.version}"'})
+    return _tagged(page)
 
 
 def _tagged(page: services.StatedPage) -> Response[services.StatedPage]:
@@ -628,7 +633,7 @@ _VERSION = re.compile(r"0|[1-9]\d{0,17}")  # a version as this service writes it
 _BARE = re.compile(r"\d{1,18}")
 
 
-def _if_match(value: str | None) -> list[int | None] | None:
+def _if_match(value: str | None, header: str = "If-Match") -> list[int | None] | None:
     """An `If-Match` header: a list of version tags (`"3"`, `W/"3"` or `3`) or `*` alone. If-Match
     compares strongly (RFC 9110, 13.1.1), so a weak tag `W/"3"` never matches: it is left out, and so is
     a well-formed tag that is no version (`"3-gzip"`, `"abc"`, `"03"`, `"a,b"`: entity-tags are opaque
@@ -636,7 +641,26 @@ def _if_match(value: str | None) -> list[int | None] | None:
     session reviewtrial50 `"03"` matched version 3 and `"a,b"` was split at its comma, a 400). Empty list
     elements (`"5" ,`) are ignored (RFC 9110, 5.6.1). Raises a 400 naming `If-Match` when an element is none
     of these (`"3` or `3"`: a quote without its pair; `abc`; `"2" "2"`: two tags without a comma), when `*`
-    comes with tags, or when there is no element at all."""
+    comes with tags, or when there is no element at all. `header` names another header of the same grammar in
+    the 400 (`If-None-Match`, `_if_none_match`)."""
+    return _version_tags(value, header, weak_matches=False)
+
+
+def _field_lines(request: Request, name: str) -> str | None:
+    """The header `name`'s field lines as one comma-separated list (RFC 9110, 5.3), None when it is not sent."""
+    lines = request.headers.getall(name, [])
+    return ", ".join(lines) if lines else None
+
+
+def _if_none_match(value: str | None) -> list[int | None] | None:
+    """An `If-None-Match` header, of `If-Match`'s grammar (`_if_match`), compared weakly (RFC 9110, 13.1.2): `W/"3"`
+    names version 3 as `"3"` does. Raises a 400 naming `If-None-Match` where `_if_match` raises one."""
+    return _version_tags(value, "If-None-Match", weak_matches=True)
+
+
+def _version_tags(value: str | None, header: str, weak_matches: bool) -> list[int | None] | None:
+    """The versions a conditional header's tags name (None for `*`), `_if_match`'s grammar; a weak tag names its
+    version only when `weak_matches`."""
     if value is None:
         return None
     wanted: list[int | None] = []
@@ -644,7 +668,7 @@ def _if_match(value: str | None) -> list[int | None] | None:
     while at < len(value):
         found = _ELEMENT.match(value, at)
         if found is None or found.end() == at:  # a tag followed by something other than a comma
-            raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
+            raise bad_request(header, 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
         at = found.end()
         weak, tag, bare = found.groups()
         if tag is None and not bare:
@@ -653,13 +677,13 @@ def _if_match(value: str | None) -> list[int | None] | None:
         if bare == "*":
             wanted.append(None)
         elif bare is not None and not _BARE.fullmatch(bare):
-            raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
-        elif bare is not None or (weak is None and _VERSION.fullmatch(tag)):
+            raise bad_request(header, 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
+        elif bare is not None or ((weak is None or weak_matches) and _VERSION.fullmatch(tag)):
             wanted.append(int(bare or tag))  # a weak tag matches nothing under the strong comparison, nor a tag that is no version
     if None in wanted and elements > 1:
-        raise bad_request("If-Match", "is either * or a list of version tags, not both")
+        raise bad_request(header, "is either * or a list of version tags, not both")
     if not elements:
-        raise bad_request("If-Match", 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
+        raise bad_request(header, 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
     return wanted
 
 
@@ -669,6 +693,7 @@ def patch_stated(
     user_id: FromPath[str],
     data: JSONBody[StatedPatch],
     if_match: Annotated[str | None, HeaderParameter(name="If-Match", description='Version tags ("3", from an ETag) or *: change only if still at one of them')] = None,
+    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", description='Version tags ("3") or *: change only if at none of them (* never holds: every user has a record)')] = None,
 ) -> Response[services.StatedPage]:
     """Each named feature (`length`, `list_items`, `exclamations`, `contractions`, `word_length`,
     `second_person`, `affirmation`) set to `more` or `less` becomes a strong prior on the user's weight for it (the
@@ -678,22 +703,23 @@ def patch_stated(
     nothing (clearing what is not set) writes nothing: for an unknown user it creates no user.
     With `If-Match` (tags from the `ETag` of a GET or PATCH), the change is made only if the
     preferences are still at one of those versions; otherwise a 412 changes nothing and its `ETag`
-    is the current version."""
+    is the current version. With `If-None-Match` (compared weakly), only if they are at none of those
+    versions (`*` never: every user has a record, version 0 at first); otherwise the same 412."""
     rt, tenant, user_id = _user(request, user_id)
-    # If-Match is a list: its field lines are one list (RFC 9110, 5.3), as a proxy in front may join them; until
-    # session trial51 only the first was read (`"5"` then `"0"` was a 412 at version 0)
-    lines = request.headers.getall("if-match", [])
-    if_match = ", ".join(lines) if lines else None
-    wanted = _if_match(if_match)
+    # If-Match and If-None-Match are lists: their field lines are one list (RFC 9110, 5.3), as a proxy in front may
+    # join them; until session trial51 only the first was read (`"5"` then `"0"` was a 412 at version 0)
+    wanted = _if_match(_field_lines(request, "if-match"))
+    unwanted = _if_none_match(_field_lines(request, "if-none-match"))
     unknown = [name for name in data.preferences if name not in FEATURE_NAMES]
     if unknown:  # named, but not echoed whole: a name may be most of a megabyte body
         name = shorten(unknown[0], 67, "...")  # cut between graphemes
         raise bad_request(f"preferences.{name}", f"is not a named feature; known: {', '.join(FEATURE_NAMES)}")
     try:
-        return _tagged(services.set_stated(rt, tenant, user_id, data.preferences, wanted))
+        return _tagged(services.set_stated(rt, tenant, user_id, data.preferences, wanted, unwanted))
     except services.VersionMismatch as exc:
-        return error_response(412, f"`If-Match`: {exc}, not {if_match[:64]}: read them again, then PATCH",
-                              "If-Match", headers={"ETag": f'"{exc.current}"'})
+        said = f"not {if_match[:64]}" if exc.header == "If-Match" else f"which {if_none_match[:64]} names"
+        return error_response(412, f"`{exc.header}`: {exc}, {said}: read them again, then PATCH",
+                              exc.header, headers={"ETag": f'"{exc.current}"'})
     except Busy as exc:  # other replicas' writes of the user's row kept coming between this one's read and write
         raise ServiceUnavailableException(detail=str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
 

@@ -47,10 +47,12 @@ from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, State
 from pluralign.user.summary import (
     Example,
     JointBelief,
+    PrototypeBelief,
     PrototypeDescription,
     describe_prototypes,
     feature_beliefs,
     joint_beliefs,
+    nearest_prototype,
     written_sentences,
 )
 from pluralign.user.summary import FeatureBelief as FeatureSummary
@@ -554,11 +556,13 @@ def _store_missing_changes(rt: Runtime, tenant: str, user_id: str, stated: State
 
 
 class VersionMismatch(Exception):
-    """A conditional change (`If-Match`) named versions the user's stated preferences are not at."""
+    """A conditional change's precondition is false: `If-Match` named versions the user's stated preferences are not
+    at, or `If-None-Match` (`header`) the version they are at."""
 
-    def __init__(self, current: int):
+    def __init__(self, current: int, header: str = "If-Match"):
         super().__init__(f"the stated preferences are at version {current}")
         self.current = current
+        self.header = header
 
 
 def version_matches(current: int, wanted: list[int | None]) -> bool:
@@ -569,7 +573,7 @@ def version_matches(current: int, wanted: list[int | None]) -> bool:
 
 
 def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
-               if_match: list[int | None] | None = None) -> StatedPage:
+               if_match: list[int | None] | None = None, if_none_match: list[int | None] | None = None) -> StatedPage:
     """Apply a change set to the user's stated preferences as one new version, store it, and refit
     the user against the new prior, all under the user's lock; returns the new record with the
     new version's changes (a page of one version). A change set that changes nothing (clearing
@@ -578,14 +582,15 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
     table: a stop between the two leaves the version in the row, which reads merge in and the
     next change stores. `if_match`: change only if the current version is one of these (None in it,
     `*`: any version, 0 included), checked under the lock, so two clients that read the same version cannot
-    both change it.
+    both change it. `if_none_match`: change only if the current version is none of these (None in it, `*`: never),
+    checked the same way (RFC 9110, 13.1.2).
     The row is written only over the row read (`_write_stated`): another replica's refit or PATCH committed meanwhile
     is read again and the change made on it.
     Raises ValueError naming an unknown feature, VersionMismatch when `if_match` does not hold, Busy when the row
     changed `USER_ROW_WRITES` times while it was written (nothing stored)."""
     with rt.user_lock(tenant, user_id):
         flush_for_read(rt, tenant, user_id)
-        current, stated = _write_stated(rt, tenant, user_id, changes, if_match)
+        current, stated = _write_stated(rt, tenant, user_id, changes, if_match, if_none_match)
         if stated is current:  # no new version: no changes to carry, `next_before` pages from the current one
             return StatedPage(version=current.version, preferences=current.preferences, history=[],
                               next_before=current.version + 1 if current.version else None)
@@ -605,7 +610,8 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
 
 
 def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
-                  if_match: list[int | None] | None) -> tuple[StatedPreferences, StatedPreferences]:
+                  if_match: list[int | None] | None,
+                  if_none_match: list[int | None] | None = None) -> tuple[StatedPreferences, StatedPreferences]:
     """Read the user's row, apply `changes` to its stated preferences and write the row only over the row read
     (`_write_over_read`): a row another replica committed since the read (its refit, its PATCH) is read again and
     the change made on it, `if_match` checked against it, up to USER_ROW_WRITES times. Until the lost44 review the row
@@ -621,6 +627,8 @@ def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Dir
         current = stated_of(record)
         if if_match is not None and not version_matches(current.version, if_match):
             raise VersionMismatch(current.version)
+        if if_none_match is not None and version_matches(current.version, if_none_match):
+            raise VersionMismatch(current.version, "If-None-Match")
         stated = current.changed(changes, at=now)
         drawn.append((current, stated))
         if stated is current:
@@ -682,6 +690,11 @@ class NearestPrototype(msgspec.Struct, kw_only=True):
     weight: float  # the user's posterior weight on it (or PAL's mixture weight without a user model)
     highest: list[Example]  # stored answers it scores highest, best first
     lowest: list[Example]  # and lowest, worst first
+    # the posterior probability that it is the prototype the user weighs most, and its level (`confident`, `likely`,
+    # `uncertain`); both null where nothing was learned from the user's answers (their weights are the prior's, the
+    # prototype the population's largest) or under `user_model = prototypes` (PAL's weights have no posterior)
+    probability: float | None = None
+    confidence: str | None = None
 
 
 class UserSummary(msgspec.Struct, kw_only=True):
@@ -755,20 +768,23 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
     `set_aside`: their rows set aside as dead letters, said not to be learned from."""
     rewards = weights.rewards or rt.rewards
     stated = weights.stated.preferences
+    belief = None
     if weights.state is not None:  # what the comparisons alone say on stated features was fitted with the state
         beliefs, joint = feature_beliefs(weights.state, stated), joint_beliefs(weights.state)
         protos = [weights.state.coefficient(f"prototype_{k}")[0] for k in range(rewards.k)]
+        belief = nearest_prototype(weights.state)
+        learned = weights.state.answers > 0
     else:  # PAL's weights alone (`user_model = prototypes`): no named features
         beliefs, joint = [], []
         logits = np.asarray(weights.logits, np.float64)
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+        learned = not weights.prior
     nearest = int(np.argmax(protos))
     described = described_prototypes(rt, tenant, rewards)[nearest]
     sentences = written_sentences(beliefs, joint)
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]
-    sentences.append(f"closest to prototype {nearest} of {rewards.k} (weight {protos[nearest]:.2f})"
-                     + (f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""))
+    sentences.append(_prototype_sentence(nearest, rewards.k, protos[nearest], belief, learned, described))
     # each kind counted as stored, only for a user with rows past their comparisons: the difference alone took a
     # comparison stored since the fit (in `preferences`, not in `comparisons`) for a tie or a rating
     ties, unpaired = (rt.store.count_ties(tenant, user_id), rt.store.count_unpaired(tenant, user_id)) \
@@ -788,8 +804,23 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint, ties=ties, unpaired_ratings=unpaired,
         ties_learned=learned,
         nearest_prototype=NearestPrototype(prototype=nearest, weight=round(float(protos[nearest]), 4),
-                                           highest=described.highest, lowest=described.lowest),
+                                           highest=described.highest, lowest=described.lowest,
+                                           probability=belief.probability if belief else None,
+                                           confidence=belief.confidence if belief else None),
     )
+
+
+def _prototype_sentence(nearest: int, k: int, weight: float, belief: PrototypeBelief | None, learned: bool,
+                        described: PrototypeDescription) -> str:
+    """The summary's sentence on the nearest prototype: "closest to prototype 1 of 4 (weight 0.71, likely), which
+    scores highest answers like '...'", with the confidence that it is the one the user weighs most (none under PAL's
+    weights alone); for a user nothing was learned from, that no prototype is theirs yet and which one users in general
+    lean to (until session trial16_51 it was named as the user's closest, beside "based on 0 comparisons")."""
+    like = f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""
+    if not learned:
+        return (f"no prototype is closest yet: nothing learned from your answers (users in general lean to prototype "
+                f"{nearest} of {k}, weight {weight:.2f}{like})")
+    return f"closest to prototype {nearest} of {k} (weight {weight:.2f}{f', {belief.confidence}' if belief else ''}){like}"
 
 
 def based_on(comparisons: int, ties: int, unpaired_ratings: int, ties_learned: int = 0, learns_ties: bool = False) -> str:

@@ -1149,3 +1149,81 @@ def test_a_user_who_only_answered_no_preference_counts_among_the_tenants_users(s
                                             "rejected": l_}).status_code == 201
         fitted = c.get("/v1/users/newcomer").json()["user_model"]
     assert fitted["pooled_users"] == 3, fitted  # fitted under the prior of all three
+
+
+def test_a_user_nothing_was_learned_from_is_closest_to_no_prototype(svc):
+    """(session trial16_51) A user who only stated a preference (no comparison, no tie) has a profile, but nothing of their own
+    answers placed them near a prototype: the summary says so, rather than naming the population's
+    largest prototype as theirs ("closest to prototype 1 of 2" beside "based on 0 comparisons", until then),
+    and its `nearest_prototype` has no probability or confidence."""
+    with svc.client() as c:
+        r = c.patch("/v1/users/quiet51/stated-preferences", json={"preferences": {"length": "less"}})
+        assert r.status_code == 200, r.text
+        profile = c.get("/v1/users/quiet51").json()
+    summary = profile["summary"]
+    nearest = summary["nearest_prototype"]
+    said = [s for s in summary["sentences"] if "prototype" in s]
+    assert len(said) == 1, summary["sentences"]
+    assert not said[0].startswith("closest to prototype"), said
+    assert said[0].startswith("no prototype is closest yet: nothing learned from your answers"), said
+    assert nearest["confidence"] is None and nearest["probability"] is None, nearest
+    assert summary["sentences"][-1] == "based on 0 comparisons"
+
+
+def test_the_nearest_prototype_says_how_likely_it_is_the_closest(svc):
+    """(session trial16_51) After a few comparisons the summary's nearest prototype carries the posterior probability that it is
+    the one the user weighs most (`probability`, checked here against 20,000 draws of the exported
+    posterior), its `confidence` on the features' scale, and the sentence says it (until then it named the
+    prototype with no confidence, however little the user's answers told the prototypes apart)."""
+    with svc.client() as c:
+        for topic, chosen, rejected in [("tea", "Green tea.", "A long essay on every tea there is, with lists."),
+                                        ("bikes", "Oil the chain.", "Consider these points:\n- one\n- two\n- three"),
+                                        ("rain", "Take an umbrella.", "Rain is water falling from clouds, which is a long story.")]:
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "terse51", "prompt": f"Tips on {topic}?",
+                                             "chosen": chosen, "rejected": rejected})
+            assert r.status_code == 201, r.text
+        profile = c.get("/v1/users/terse51").json()
+        lines = [json.loads(line) for line in c.get("/v1/users/terse51/export").text.splitlines()]
+    import numpy as np
+
+    state = next(line for line in lines if line["type"] == "user")["user_model"]
+    at = [i for i, name in enumerate(state["names"]) if name.startswith("prototype_")]
+    mean = np.asarray(state["mean"])[at]
+    cov = np.asarray(state["cov"]).reshape(len(state["mean"]), -1)[np.ix_(at, at)]
+    draws = np.random.default_rng(7).multivariate_normal(mean, cov, 20_000)
+    nearest = profile["summary"]["nearest_prototype"]
+    assert nearest["prototype"] == int(mean.argmax())
+    expected = float((draws.argmax(1) == nearest["prototype"]).mean())
+    assert nearest["probability"] == pytest.approx(expected, abs=0.03)
+    level = "confident" if expected >= 0.98 else "likely" if expected >= 0.85 else "uncertain" if expected < 0.83 else None
+    if level is not None:  # away from the boundaries, where sampling error could put it either side
+        assert nearest["confidence"] == level, nearest
+    sentence = next(s for s in profile["summary"]["sentences"] if "prototype" in s)
+    assert sentence.startswith(f"closest to prototype {nearest['prototype']} of {len(at)} "
+                               f"(weight {nearest['weight']:.2f}, {nearest['confidence']})"), sentence
+
+
+def test_if_none_match_on_stated_preferences_is_evaluated_not_ignored(svc):
+    """(session trial16_51) RFC 9110, 13.2.1: an origin server evaluates `If-None-Match` (weak comparison), and a
+    method whose condition is false is not performed: a PATCH is a 412 that changes nothing, a GET a 304 with the
+    tag. Until then the header was ignored: a settings page that sent `If-None-Match: *` ("only if nothing was ever
+    stated") overwrote the user's own statement (200, version 2), and a page polling with its tag got the whole record."""
+    url = "/v1/users/stella51/stated-preferences"
+    with svc.client() as c:
+        assert c.patch(url, json={"preferences": {"length": "less"}}).status_code == 200  # the user's own: version 1
+        # a record always exists (version 0 for a user who never stated anything), so `*` never holds
+        for tags in ("*", '"1"', 'W/"1"', '"0", "1"', "1"):
+            r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-None-Match": tags})
+            assert r.status_code == 412 and field_named(r) == "If-None-Match" and r.headers["etag"] == '"1"', (tags, r.text)
+        assert c.get(url).json()["preferences"] == {"length": "less"}  # nothing changed
+        r = c.patch(url, json={"preferences": {"list_items": "more"}}, headers={"If-None-Match": '"0"'})  # not at 0: done
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+        for tags in ('"2"', 'W/"2"', "*", '"7", "2"'):
+            r = c.get(url, headers={"If-None-Match": tags})
+            assert r.status_code == 304 and r.headers["etag"] == '"2"' and r.content == b"", (tags, r.status_code, r.text)
+        r = c.get(url, headers={"If-None-Match": '"1"'})
+        assert r.status_code == 200 and r.json()["version"] == 2
+        for bad in ('"2', "abc", '"2", *'):
+            r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-None-Match": bad})
+            assert r.status_code == 400 and field_named(r) == "If-None-Match", (bad, r.text)
+        assert c.get(url).json()["version"] == 2
