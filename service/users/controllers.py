@@ -708,8 +708,8 @@ def patch_stated(
     rt, tenant, user_id = _user(request, user_id)
     # If-Match and If-None-Match are lists: their field lines are one list (RFC 9110, 5.3), as a proxy in front may
     # join them; until session trial51 only the first was read (`"5"` then `"0"` was a 412 at version 0)
-    wanted = _if_match(_field_lines(request, "if-match"))
-    unwanted = _if_none_match(_field_lines(request, "if-none-match"))
+    if_match, if_none_match = _field_lines(request, "if-match"), _field_lines(request, "if-none-match")
+    wanted, unwanted = _if_match(if_match), _if_none_match(if_none_match)
     unknown = [name for name in data.preferences if name not in FEATURE_NAMES]
     if unknown:  # named, but not echoed whole: a name may be most of a megabyte body
         name = shorten(unknown[0], 67, "...")  # cut between graphemes
