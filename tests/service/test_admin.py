@@ -724,3 +724,45 @@ def test_a_delete_of_a_user_whose_adapter_job_is_being_promoted_does_not_deadloc
     assert outcome["delete"].status_code == 200, outcome["delete"].text
     assert "deleted" in str(outcome.get("promotion")), outcome
     assert not [j for j in runner.list() if j.params.get("user") == user]  # the job was purged with the user
+
+
+def test_a_cancel_waiting_for_the_job_runner_holds_up_no_other_request(svc):
+    """The job runner's dispatcher holds its lock while it polls, finishes and promotes jobs: a promotion copies an
+    adapter in, swaps a population model in, or waits for its user's lock (a refit, a DELETE). A job's cancel takes that
+    lock too (`LocalJobRunner.cancel`). Before (review of locks51) POST /admin/jobs/{id}/cancel ran on the event loop
+    (`sync_to_thread=False`): while it waited, no request of any tenant was answered, /health included. Now it waits
+    on a thread of its own: globex's request is answered meanwhile, and the cancel once the dispatcher lets go."""
+    import threading
+
+    runner = svc.server.server.config.app.state.admin.runner
+    held, release = threading.Event(), threading.Event()
+    answers: dict[str, object] = {}
+
+    def dispatcher_promoting() -> None:  # as `LocalJobRunner._loop` holds its lock over a long promotion
+        with runner._lock:
+            held.set()
+            release.wait(60)
+
+    with svc.client("admin") as admin, svc.client("globex") as globex:
+        job = admin.post("/admin/jobs", json={"kind": "em", "params": {"protocol": "persona", "groups": 2, "max_iter": 1000}}).json()
+        holding = threading.Thread(target=dispatcher_promoting, daemon=True)
+        holding.start()
+        assert held.wait(30)
+        cancel = threading.Thread(target=lambda: answers.update(cancel=admin.post(f"/admin/jobs/{job['id']}/cancel")), daemon=True)
+        try:
+            cancel.start()
+            time.sleep(0.2)  # the cancel reaches the runner's lock
+            started = time.monotonic()
+            try:
+                answers["globex"] = globex.get("/v1/users/nobody-locks51", timeout=10)
+            except Exception as exc:  # httpx's timeout: the event loop answered nothing
+                answers["globex"] = exc
+            took = time.monotonic() - started
+        finally:
+            release.set()
+            holding.join(30)
+            cancel.join(60)
+        assert wait_job(admin, job["id"])["state"] == "cancelled"
+    assert not isinstance(answers["globex"], Exception), f"globex's request waited for the job runner's lock: {answers['globex']!r}"
+    assert answers["globex"].status_code == 404 and took < 10, answers["globex"].text
+    assert answers["cancel"].status_code == 200 and answers["cancel"].json()["cancel_requested"] is True, answers["cancel"].text
