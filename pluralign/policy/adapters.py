@@ -493,6 +493,19 @@ class AdapterPool:
         if purge is not None and not (self.registry.folder(tenant, user) / META_FILE).exists():
             purge(name)  # returns at once: the host's own thread asks the server
 
+    def retire(self, tenant: str, user: str) -> None:
+        """`forget`'s first half, which never waits for a generation: the user's adapter leaves the pool's table now
+        (their `adapter_for` reads the registry afresh) and, with a host that tracks its generations, is dropped on a
+        thread of its own once theirs in flight end (at once, under the lock, with one that does not). For a caller
+        holding a lock that other users' requests wait for (a DELETE holds the store's maintenance turn, which every
+        tenant's DELETE takes): it retires the adapter under that lock and calls `forget` once it let it go, which
+        waits for that drop (one that failed put the adapter back in the table: `forget` drops it again, and raises
+        what that raises)."""
+        name = adapter_name(tenant, user)
+        with self._lock:
+            self._unusable.pop(name, None)
+            self._retire(name)
+
     def adapter_for(self, tenant: str, user: str, pinned: frozenset[str] = frozenset()) -> str:
         """The loaded adapter name serving this user (loading it if the registry has one), else the fallback; none of
         `pinned` is evicted to make room.

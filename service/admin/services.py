@@ -922,7 +922,10 @@ class Admin:
             served = adapter_folder(self.rt, tenant, user)
             # whole or not at all; what a promotion of this job killed part way left at `staged` goes first
             copy_into_place(job.artifact, served, staged=served.with_name(f".{served.name}.{job.id}"))
-            self.rt.adapters.forget(tenant, user)  # the old weights leave memory; the next request loads these
+            # the old weights leave the pool; the next request loads these once their drop, on a thread of its own, ended:
+            # it waits for the user's chats still generating with them (until the review of locks51 waited for here,
+            # under the runner's lock: no job of any tenant was launched, finished or cancelled meanwhile)
+            self.rt.adapters.retire(tenant, user)
             record = self.rt.store.get_user(tenant, user)
             if record is not None:
                 self.rt.store.put_user(msgspec.structs.replace(record, adapter=adapter_name(tenant, user), updated_at=time.time()))

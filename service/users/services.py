@@ -1208,6 +1208,10 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
             else:  # their rows stay in the log from the look on: moved into the table meanwhile, the store's step
                 with rt.ingest.held(tenant, user_id):  # would delete what they sent since, with the rest
                     counts, cache_error = _finish_steps(rt, unfinished, recorded)
+        # the steps took the user's adapter out of the pool (`AdapterPool.retire`); its drop from memory waits for their
+        # chats still generating with it: waited for here, the turn let go (until the review of locks51 under it, and
+        # every tenant's DELETE waited for this user's chat)
+        rt.adapters.forget(tenant, user_id)
         # the turn ended (with replicas the store removed the old versions its purge left once every replica looks past
         # them, outside the turn: `Store._maintenance`); the wait for the record, and its step, hold no other DELETE either
         if recorded:
@@ -1254,6 +1258,8 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
                 locks.enter_context(rt.user_lock(tenant, user_id))
             entries = journal.begin_many(tenant, users, time.time())
             counts, cache_error = _delete_batch_steps(rt, tenant, users, entries, recorded, (texts, counted))
+        for user_id in users:  # their adapters' drops, which wait for their chats, the turn let go (as `delete`)
+            rt.adapters.forget(tenant, user_id)
         # as `delete`: the waits after the turn hold no other tenant's DELETE
         if recorded:
             # the chats other replicas stored before they saw the records (`_chats_stored_meanwhile`): every row of the
@@ -1300,7 +1306,7 @@ def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: lis
     counts["adapter_files"] = 0
     for user_id in users:
         counts["adapter_files"] += rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
-        rt.adapters.forget(tenant, user_id)
+        rt.adapters.retire(tenant, user_id)  # dropped once their chats end, waited for after the turn (`delete_batch`)
     counts["job_files"] = job_files
     try:
         counts["population_files"] = rt.forget_population_users(forget)
@@ -1387,7 +1393,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     counts["preferences"] += pending  # acknowledged rows, wherever they were
     counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
     counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)  # with what a killed swap left beside it
-    rt.adapters.forget(tenant, user_id)
+    rt.adapters.retire(tenant, user_id)  # out of the pool now; its drop, which waits for their chats, after the turn (`delete`)
     counts["job_files"] = job_files
     try:
         # population snapshots and PAL/EM artifacts trained on them: their rows and fitted weights go
@@ -1480,7 +1486,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
         meta = None
     if meta is None or meta.received() < before:  # trained, or registered here, before it
         counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)
-        rt.adapters.forget(tenant, user_id)
+        rt.adapters.retire(tenant, user_id)  # its drop waited for after the turn (`delete`)
     try:
         counts["population_files"] = rt.forget_population_users(forget)  # rows made before it (`Forget.made_at`)
     finally:

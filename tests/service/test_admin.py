@@ -724,3 +724,124 @@ def test_a_delete_of_a_user_whose_adapter_job_is_being_promoted_does_not_deadloc
     assert outcome["delete"].status_code == 200, outcome["delete"].text
     assert "deleted" in str(outcome.get("promotion")), outcome
     assert not [j for j in runner.list() if j.params.get("user") == user]  # the job was purged with the user
+
+
+def test_a_cancel_waiting_for_the_job_runner_holds_up_no_other_request(svc):
+    """The job runner's dispatcher holds its lock while it polls, finishes and promotes jobs: a promotion copies an
+    adapter in, swaps a population model in, or waits for its user's lock (a refit, a DELETE). A job's cancel takes that
+    lock too (`LocalJobRunner.cancel`). Before (review of locks51) POST /admin/jobs/{id}/cancel ran on the event loop
+    (`sync_to_thread=False`): while it waited, no request of any tenant was answered, /health included. Now it waits
+    on a thread of its own: globex's request is answered meanwhile, and the cancel once the dispatcher lets go."""
+    import threading
+
+    runner = svc.server.server.config.app.state.admin.runner
+    held, release = threading.Event(), threading.Event()
+    answers: dict[str, object] = {}
+
+    def dispatcher_promoting() -> None:  # as `LocalJobRunner._loop` holds its lock over a long promotion
+        with runner._lock:
+            held.set()
+            release.wait(60)
+
+    with svc.client("admin") as admin, svc.client("globex") as globex:
+        job = admin.post("/admin/jobs", json={"kind": "em", "params": {"protocol": "persona", "groups": 2, "max_iter": 1000}}).json()
+        holding = threading.Thread(target=dispatcher_promoting, daemon=True)
+        holding.start()
+        assert held.wait(30)
+        cancel = threading.Thread(target=lambda: answers.update(cancel=admin.post(f"/admin/jobs/{job['id']}/cancel")), daemon=True)
+        try:
+            cancel.start()
+            time.sleep(0.2)  # the cancel reaches the runner's lock
+            started = time.monotonic()
+            try:
+                answers["globex"] = globex.get("/v1/users/nobody-locks51", timeout=10)
+            except Exception as exc:  # httpx's timeout: the event loop answered nothing
+                answers["globex"] = exc
+            took = time.monotonic() - started
+        finally:
+            release.set()
+            holding.join(30)
+            cancel.join(60)
+        assert wait_job(admin, job["id"])["state"] == "cancelled"
+    assert not isinstance(answers["globex"], Exception), f"globex's request waited for the job runner's lock: {answers['globex']!r}"
+    assert answers["globex"].status_code == 404 and took < 10, answers["globex"].text
+    assert answers["cancel"].status_code == 200 and answers["cancel"].json()["cancel_requested"] is True, answers["cancel"].text
+
+
+def test_an_adapter_promotion_waiting_for_its_users_chat_holds_up_no_other_job(svc, tiny_generator_dir, tmp_path):
+    """The job runner's dispatcher promotes a finished adapter job under its own lock (`LocalJobRunner._loop`); the
+    promotion (`Admin.put_into_service`) copies the new adapter in and drops the old one from memory, which waits for
+    the user's chats still generating with it. Before (review of locks51) it waited there, holding the runner's lock:
+    no job of any tenant was launched, finished or cancelled until acme's user's chat ended (another job's cancel
+    waited). Now the old adapter leaves the pool at once and is dropped once that chat ends, on a thread of its own:
+    the cancel is answered meanwhile, and the user's next chat is generated with the new adapter."""
+    import contextlib
+    import threading
+
+    from pluralign.policy.adapters import adapter_name, read_meta
+    from service.users.services import register_adapter
+    from tests.service.test_generation_turns import wait_until
+    from tests.service.test_service_adapters import random_adapter
+
+    rt, user = svc.runtime, "locks51chat"
+    admin = svc.server.server.config.app.state.admin
+    runner, pool = admin.runner, rt.adapters
+    name = adapter_name("acme", user)
+    register_adapter(rt, "acme", user, random_adapter(tiny_generator_dir, tmp_path / "old", pool.base_model, "user", 11))
+    new = random_adapter(tiny_generator_dir, tmp_path / "new", pool.base_model, "user", 12)
+    use = rt.generator._use
+    generation, generating, proceed = use.generation, threading.Event(), threading.Event()
+
+    @contextlib.contextmanager
+    def long_generation(adapter):  # the user's chat generating a long answer, until the test lets it end
+        with generation(adapter):
+            if adapter == name:
+                generating.set()
+                assert proceed.wait(60), "the test never let the chat end"
+            yield
+
+    use.generation = long_generation
+    answers: dict[str, object] = {}
+    chat = {"model": "pluralign", "messages": [{"role": "user", "content": "Tea?"}], "user": user, "temperature": 0,
+            "pluralign": {"rerank": False, "shots": 0}}
+    try:
+        with svc.client("acme") as c, svc.client("admin") as ops:
+            for i in range(2):
+                assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tea {i}?", "chosen": "Yes.",
+                                                    "rejected": "No."}).status_code == 201
+            rt.ingest.flush()
+            chatting = threading.Thread(target=lambda: answers.update(chat=c.post("/v1/chat/completions", json=chat)), daemon=True)
+            chatting.start()
+            assert generating.wait(60), "the chat never began generating with the user's adapter"
+            promoted = threading.Event()
+
+            def promoting() -> None:  # as the dispatcher promotes the user's finished adapter job: under the runner's lock
+                with runner._lock:
+                    job, _ = admin.submit("adapter", {"tenant": "acme", "user": user})  # not launched: the lock is held
+                    answers["job"] = job
+                    promoted.set()
+                    admin.put_into_service(msgspec.structs.replace(job, artifact=str(new)), f"adapter/acme/{user}")
+
+            other = ops.post("/admin/jobs", json={"kind": "em", "params": {"protocol": "persona", "groups": 2, "max_iter": 1000}}).json()
+            dispatcher = threading.Thread(target=promoting, daemon=True)
+            dispatcher.start()
+            assert promoted.wait(30)
+            started = time.monotonic()
+            cancel = threading.Thread(target=lambda: answers.update(cancel=ops.post(f"/admin/jobs/{other['id']}/cancel")), daemon=True)
+            cancel.start()
+            cancel.join(15)
+            took, held = time.monotonic() - started, cancel.is_alive()
+            proceed.set()
+            for thread in (cancel, dispatcher, chatting):
+                thread.join(60)
+            runner.purge(answers["job"].id)
+            assert answers["chat"].status_code == 200 and answers["chat"].json()["pluralign"]["adapter"] == name, answers["chat"].text
+            wait_until(lambda: not pool._dropping, "the old adapter is dropped once the chat ended")
+            again = c.post("/v1/chat/completions", json=chat)
+    finally:
+        proceed.set()
+        del use.generation
+    assert not held, "another job's cancel waited for acme's user's chat (the dispatcher's promotion held the runner's lock)"
+    assert took < 15 and answers["cancel"].status_code == 200, answers["cancel"].text
+    assert again.status_code == 200 and again.json()["pluralign"]["adapter"] == name, again.text
+    assert pool.loaded[name][1] == read_meta(new).created_at  # the promoted adapter serves the user now

@@ -73,7 +73,9 @@ class JobRunner(Protocol):
         """Stop the job if it is queued or running (its worker killed and waited for), then delete
         every file of it: record, log, output, result and artifact folder. For data that must
         not outlive a deleted user; a purged job is never recorded again, so never re-run after a
-        restart. Takes no runner lock (a promotion callback may hold it while waiting on the caller)."""
+        restart. This default takes no runner lock; the local and Ray runners' take theirs (their dispatcher neither
+        launches nor records the job meanwhile), which their dispatcher holds over promotion callbacks: a callback must
+        not wait for good on a lock a purge's caller may hold (`service.admin.services.Admin._user_lock_unless_deleting`)."""
         job = self.store.remove(job_id)  # from now on the dispatcher's writes of this job are dropped
         running = self._running.get(job_id)
         if running is not None:
