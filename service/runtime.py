@@ -262,7 +262,9 @@ def refuse_another_model(settings: Settings, store: Store, version: str) -> None
     first = theirs()
     if not any(v is not None for _, v in first.values()) or any(v == version for _, v in first.values()):
         return
-    deadline = time.monotonic() + 3 * settings.deletion_sweep_s + settings.store_sync_ms / 1000
+    # (`sync_seconds`, not `store_sync_ms`: None unless set, 1 s with several replicas; until session reviewupgrade51
+    # the default made every such start a TypeError)
+    deadline = time.monotonic() + 3 * settings.deletion_sweep_s + (settings.sync_seconds or 0.0)
     log.info("PLURALIGN_PAL_DIR %s holds population model %s, which no other replica serves yet: waiting up to %.0f s "
              "for them to take it up (a promotion just before this start)", settings.pal_path, version,
              deadline - time.monotonic())
