@@ -74,3 +74,21 @@ def test_a_start_on_another_model_is_refused_naming_pal_dir_with_the_default_syn
         refuse_another_model(settings(tmp_path), store, "5555eeee6666ffff")
     said = str(refused.value)
     assert "PLURALIGN_PAL_DIR" in said and "5555eeee6666ffff" in said and "replica 1 serves 1111aaaa2222bbbb" in said
+
+
+def test_a_start_beside_another_replica_starting_on_the_promoted_model_is_not_refused(tmp_path, replica_1):
+    """Three replicas; a model promoted while replica 1 runs, and replicas 0 and 2 starting at once (a rollout starting
+    pods in parallel): replica 2's row, new, says it serves the promoted model before replica 1 took it up. The wait
+    ended there and refused replica 0 (only replicas whose rows it had seen first counted as serving it), naming a
+    folder that holds the very model another replica serves."""
+    store, served = replica_1
+    promoted = "3333cccc4444dddd"
+    replica_2 = ReplicaClocks(store.db, 2, stale_after_s=60.0, replicas=3, folder_id="c" * 32, served=lambda: promoted)
+    timer = threading.Timer(2 * SWEEP_S, replica_2.beat)  # its first pass, with the model it started on
+    timer.start()
+    made = Settings(data_dir=str(tmp_path / "a"), store_uri=str(tmp_path / "shared-lancedb"), replicas=3,
+                    replica_index=0, deletion_sweep_s=SWEEP_S)
+    try:
+        refuse_another_model(made, store, promoted)  # before: ReplicasDisagree, "replica 1 serves 1111aaaa2222bbbb"
+    finally:
+        timer.cancel()
