@@ -273,7 +273,7 @@ def refuse_another_model(settings: Settings, store: Store, version: str) -> None
     deployment's, a copy restored from a backup, a mistyped path) would have it fit users against another population
     model (until session upgrade51 only an empty folder was told: `refuse_a_model_of_its_own`). A model promoted just
     before this start is not yet served by the others (they take it up within two passes of `deletion_sweep_s`): the
-    start waits up to 3 passes for one of them to serve it. Live means their row was written again meanwhile: the rows
+    start waits up to 3 passes for one of them to serve it (or for a replica starting meanwhile on it). Live means their row was written again meanwhile: the rows
     of replicas stopped (all of them, for a rolling restart after a promotion) count for nothing, nor do those of
     releases before upgrade51, which say nothing of their model."""
     if settings.replicas == 1:
@@ -287,7 +287,9 @@ def refuse_another_model(settings: Settings, store: Store, version: str) -> None
     first = theirs()
     if not any(v is not None for _, v in first.values()) or any(v == version for _, v in first.values()):
         return
-    deadline = time.monotonic() + 3 * settings.deletion_sweep_s + settings.store_sync_ms / 1000
+    # (`sync_seconds`, not `store_sync_ms`: None unless set, 1 s with several replicas; until session reviewupgrade51
+    # the default made every such start a TypeError)
+    deadline = time.monotonic() + 3 * settings.deletion_sweep_s + (settings.sync_seconds or 0.0)
     log.info("PLURALIGN_PAL_DIR %s holds population model %s, which no other replica serves yet: waiting up to %.0f s "
              "for them to take it up (a promotion just before this start)", settings.pal_path, version,
              deadline - time.monotonic())
@@ -295,9 +297,11 @@ def refuse_another_model(settings: Settings, store: Store, version: str) -> None
         time.sleep(min(settings.deletion_sweep_s, 1.0))
         now = theirs()
         live = {i: v for i, (at, v) in now.items() if v is not None and i in first and at != first[i][0]}
-        if any(v == version for _, v in now.values() if v is not None) or time.monotonic() >= deadline:
+        if any(v == version for _, v in now.values()):  # another replica serves it (one starting beside this one too)
+            return
+        if time.monotonic() >= deadline:
             break
-    if not live or version in live.values():
+    if not live:
         return
     named = ", ".join(f"replica {i} serves {v}" for i, v in sorted(live.items()))
     raise ReplicasDisagree(

@@ -208,9 +208,10 @@ class Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class Persisted(Base, forbid_unknown_fields=False):
     """Base of a struct this release reads back from a file or a store that another release may have written (an
-    artifact's description, a job record, a key file, a log's records, a table's rows): a field it does not know is
-    skipped, not refused as if the file were damaged. A later release adds an optional field without breaking this
-    one, in a rolling upgrade and after a rollback; a change this release cannot read safely bumps the format's
+    artifact's description, a job record, a DELETE's journal entry, a table's rows): a field it does not know is
+    skipped, not refused as if the file were damaged (and lost where this release rewrites the record from what it read;
+    a DELETE's rewrite of a population model's files keeps it). A later release adds an optional field without breaking
+    this one, in a rolling upgrade and after a rollback; a change this release cannot read safely bumps the format's
     schema version, which the reader refuses by its number (`pluralign.files.other_schema`). What a request or a
     user's own data file holds stays `Base`'s: an unknown field there is a mistake to name. So do files without a
     schema number where skipping a field could weaken what the file guarantees: the key file (a later field may

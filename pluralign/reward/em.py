@@ -518,7 +518,9 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     """Remove from an EM artifact's users.jsonl the membership rows of the training users
     `forget(user_id)` picks, for a DELETE. The heads and mixing weights were fitted on them too and
     stay until a retrain. The file is rewritten whole (temp file and rename), then meta.json with its digest
-    (`EMMeta.files`) where it recorded the file's before. Returns the rows removed (0: nothing written). Raises
+    (`EMMeta.files`) where it recorded the file's before, and meta.json as it is where it records another file (a
+    copy under way: written after, the folder does not look like what `record_rewritten_users` takes up; until session
+    reviewupgrade51 a start or a watching replica served the new heads with the old file's memberships). Returns the rows removed (0: nothing written). Raises
     FileNotFoundError without users.jsonl and ValueError naming the line that is not a membership.
     When `forget` says which names it may be written as (`may_name`: a DELETE's
     `pluralign.store.deletions.Forget`) and the file's bytes hold none of them, no line is decoded (as
@@ -528,6 +530,9 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
         return 0
     meta = _described(Path(folder))
     matched = meta is not None and still_recorded(folder, meta.files, USERS_FILE)
+    # a file meta.json records another of (a copy under way, a mix), not one an unrecorded DELETE rewrote after it
+    unlike = meta is not None and USERS_FILE in meta.files and not matched and \
+        not rewritten_after_description(folder, meta.files, USERS_FILE)
     kept, removed = [], 0
     for _, line, row in memberships(path):
         if forget(row.user_id):
@@ -538,6 +543,8 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
         write_atomic(path, b"".join(kept))
         if matched:
             rewrite_description(folder, {"files": with_new_digest(folder, meta.files, USERS_FILE)})
+        elif unlike:  # written again after it, as is: not taken for a DELETE's rewrite of the file it describes
+            rewrite_description(folder, {})
     return removed
 
 

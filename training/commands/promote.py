@@ -143,7 +143,35 @@ def older_form(args: argparse.Namespace, folder: Path, option: str) -> int:
     if artifact_kind(folder) is None:
         raise ValueError(f"{option} {folder}: holds no PAL checkpoint or EM mixture (no meta.json describing one)")
     with folder_lock(folder):
+        refuse_a_mix(folder, option)
         dropped = drop_description_fields(folder, ("files",))
         version = checkpoint_version(folder)
     print_json({"pal_dir": str(folder), "version": version, "older_form": True, "dropped": dropped})
     return 0
+
+
+def refuse_a_mix(folder: Path, option: str) -> None:
+    """ValueError naming the option, the folder and the file, where a file of the model at `folder` is not the one its
+    meta.json records (`pluralign.files.check_digests`: a copy under way, two copies mixed): the digests `--older-form`
+    drops are what keeps every replica from serving it (until session reviewupgrade51 they were dropped, and the mix
+    was served). A per-user file a DELETE rewrote after meta.json (an older release's, in a rolling update; one of this
+    release killed part way) passes, as a start takes it up (`pluralign.files.rewritten_after_description`). For the
+    caller holding the folder's lock."""
+    import msgspec
+
+    from pluralign.files import FilesDiffer, check_digests, rewritten_after_description
+    from pluralign.reward.em import USERS_FILE
+    from pluralign.reward.pal_checkpoint import USER_WEIGHTS_FILE
+    from pluralign.reward.training_users import artifact_kind
+
+    digests = msgspec.json.decode((folder / "meta.json").read_bytes()).get("files") or {}
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise ValueError(f"{option} {folder}: meta.json's `files` is not an object of sha256 digests (a damaged file)")
+    per_user = USERS_FILE if artifact_kind(folder) == "em" else USER_WEIGHTS_FILE
+    try:
+        check_digests(folder, digests)
+    except FilesDiffer as exc:
+        if not rewritten_after_description(folder, digests, per_user):
+            raise ValueError(f"{option} {folder}: {exc}. --older-form would drop the digests that keep replicas from "
+                             "serving it: let the copy end, or promote the model to serve (`pluralign promote`), then "
+                             "run --older-form again") from None
