@@ -237,20 +237,21 @@ def import_(args: argparse.Namespace) -> int:
 
 
 def _check_service_url(url: str) -> None:
-    """ValueError naming --url unless it is an http:// or https:// URL naming a host, said before anything is read or
-    sent. Until session trial51 `--url localhost:8000` (no scheme) was 'cannot reach the service (Request URL has an
-    unsupported protocol ...)' with advice to run the same command again."""
-    from urllib.parse import urlsplit
+    """ValueError naming --url unless it is an http:// or https:// URL naming a host, with a port that is a number and no
+    spaces around it (`pluralign.urls.base_url_problem`, the library's check of a server's base URL), said before
+    anything is read or sent. Until session trial51 `--url localhost:8000` (no scheme) was 'cannot reach the service
+    (Request URL has an unsupported protocol ...)' with advice to run the same command again; until review
+    reviewtrial51 so was a port that is no number or past 65535, or a URL pasted with a space before it."""
+    from pluralign.urls import base_url_problem
 
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:  # a bracketed host that is no IPv6 address
-        parts, host = None, None
-    if parts is not None and parts.scheme.lower() in ("http", "https") and host:
+    problem = base_url_problem(url)
+    if problem is None:
         return
-    hint = f" (did you mean http://{url}?)" if "://" not in url and not url.startswith("/") and ":/" not in url else ""
-    raise ValueError(f"--url {url}: not an http:// or https:// URL of the service, as http://127.0.0.1:8000 "
+    if url and "://" not in url and not url.startswith("/") and ":/" not in url:  # `localhost:8000`: its "scheme" is no news
+        problem, hint = "", f" (did you mean http://{url}?)"
+    else:
+        problem, hint = f" ({problem})", ""
+    raise ValueError(f"--url {url}: not an http:// or https:// URL of the service{problem}, as http://127.0.0.1:8000 "
                      f"(`pluralign serve`'s){hint}; nothing was sent")
 
 
