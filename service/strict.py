@@ -310,8 +310,10 @@ def one_content_type(request: Request) -> None:
     `text/plain` was stored, the other order a 415."""
     sent = request.headers.getall("content-type", [])
     if len(sent) > 1 and request.method in ("POST", "PUT", "PATCH"):
-        raise bad_request("Content-Type", f"{len(sent)} `Content-Type` headers: send one (`application/json`; the import "
-                                          "route's JSON lines: `application/x-ndjson`)")
+        path = request.url.path
+        taken = ("application/x-ndjson" if path.endswith("/import") else
+                 "application/x-www-form-urlencoded" if path == "/admin/login" else "application/json")
+        raise bad_request("Content-Type", f"{len(sent)} `Content-Type` headers: send one, `Content-Type: {taken}`")
 
 
 _INTEGER = re.compile(r"-?[0-9]+")

@@ -41,7 +41,13 @@ from service.metrics import access_route_of, method_of
 from service.requestid import CLIENT_CLOSED, app_logging, with_request_ids
 from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
-from service.strict import DecodedRequest, read_json_body, undecodable_json_off_loop
+from service.strict import (
+    DecodedRequest,
+    one_content_type,
+    read_json_body,
+    refuse_content_coding,
+    undecodable_json_off_loop,
+)
 
 log = logging.getLogger("pluralign.embeddings")
 
@@ -108,8 +114,11 @@ async def check_json_body(request: Request) -> None:
     (`service.strict.undecodable_json`): a lone UTF-16 surrogate escape names its field (Litestar's own decode
     said "Input data was truncated", naming none), a UTF-16 or UTF-32 body sent without its charset says so and
     how to send it (Litestar's said "invalid character (byte 0)"). An empty body, and the fields, are Litestar's
-    to refuse (it names the fields missing)."""
+    to refuse (it names the fields missing). Before it, as the API service's hook: a `Content-Encoding` is a 415 naming it, and
+    `Content-Type` sent twice a 400 naming it (until review reviewtrial51 the first type was read, and a gzipped body as JSON)."""
     if request.method == "POST" and request.url.path == "/v1/embeddings":
+        refuse_content_coding(request)
+        one_content_type(request)
         body = await read_json_body(request)
         if body.strip():
             try:

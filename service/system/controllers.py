@@ -164,8 +164,10 @@ def scrape_state(app: Litestar) -> list:
     return state
 
 
-# headers a proxy adds to what it passes on: a request carrying one came through a proxy, from wherever its client is
-FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-envoy-external-address")
+# headers a proxy adds to what it passes on: a request carrying one came through a proxy, from wherever its client is;
+# `Via` is the one RFC 9110 (7.6.3) requires of every proxy (until review reviewtrial51 a cache adding only it, Varnish's
+# or a Squid not forwarding the client's address, passed on scrapes as from this machine)
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-envoy-external-address", "via")
 
 
 def from_this_machine(request: Request) -> bool:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.service.tiny import start_service
+from tests.unit.clitools import cli
 
 BIG = "A long and careful answer, with reasons. " * 2700  # ~110 KB: four rows fill a 512 KB chunk
 
@@ -146,3 +147,19 @@ def test_an_import_waits_out_the_services_rate_limit_instead_of_failing_half_way
     result = _import(limited_svc, path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["stored"] == 5
+
+
+def test_an_import_url_that_is_not_the_service_root_is_named_as_the_url(svc, tmp_path, capsys):
+    """Review reviewtrial51 (left alone by session trial51): `--url $URL/admin` (the dashboard's address, where an operator
+    found the service) reached no import route: the 404 was printed as "the service refused user 'dsu' (404) for
+    --path FILE line 1: {raw JSON}", blaming the user and the row, with advice to run the same command again. The
+    import route has no 404 of its own (a user it does not know is created), so a 404 or 405 is the URL: say so."""
+    path = tmp_path / "dsu.jsonl"
+    path.write_text(json.dumps(_row("dsu", 1)) + "\n")
+    for suffix in ("/admin", "/v2"):
+        code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", str(path), "--url", svc.url + suffix,
+                             "--key", svc.keys["acme"])  # in-process, as tests/unit's CLI tests run it
+        assert code == 2 and out == "", (code, out, err)
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"pluralign: error: --url {svc.url}{suffix}: no pluralign import route there ("), line
+        assert "refused user" not in line and "run again" not in line and svc.url in line.split("give ")[-1], line

@@ -379,3 +379,27 @@ def test_a_file_uploaded_as_a_multipart_form_to_the_import_route_is_a_415_saying
     assert r.headers["accept"] == "application/x-ndjson"
     with svc.client() as c:
         assert c.get("/v1/users/upload42").status_code == 404  # nothing stored
+
+
+def test_the_embeddings_server_refuses_two_content_types_and_a_content_coding_as_the_api_service_does(embeddings):
+    """Review reviewtrial51: docs/api.md names `/v1/embeddings` among the JSON routes whose rules the embeddings
+    server follows, and says a body sent with `Content-Type` twice is a 400 naming it (session trial51), and one with a
+    `Content-Encoding` a 415 naming that, with `Accept-Encoding: identity`. The embeddings server read the first type
+    (`application/json` then `text/plain` was served, the other order a 415), read a gzipped body as JSON (a 400
+    `invalid_json` naming `body`) and served a plain one labelled gzip."""
+    import gzip
+
+    import httpx
+
+    url = f"{embeddings.url}/v1/embeddings"
+    valid = json.dumps({"input": "a", "model": "zero"}).encode()
+    for types in (("application/json", "text/plain"), ("text/plain", "application/json"), ("application/json", "application/json")):
+        r = httpx.post(url, content=valid, headers=[("Content-Type", t) for t in types])
+        assert r.status_code == 400 and field_named(r) == "Content-Type", (types, r.text)
+        assert error(r)["type"] == "invalid_request_error" and "2 `Content-Type` headers" in error(r)["message"], r.text
+    for codings, raw in ((("gzip",), gzip.compress(valid)), (("gzip",), valid), (("identity", "gzip"), gzip.compress(valid))):
+        r = httpx.post(url, content=raw, headers=[("Content-Type", "application/json")] + [("Content-Encoding", c) for c in codings])
+        assert r.status_code == 415 and field_named(r) == "Content-Encoding", (codings, r.text)
+        assert r.headers["accept-encoding"] == "identity" and error(r)["code"] == "unsupported_media_type", r.text
+    r = httpx.post(url, content=valid, headers=[("Content-Type", "application/json"), ("Content-Encoding", "identity")])
+    assert r.status_code == 200, r.text

@@ -156,6 +156,17 @@ def test_a_scrape_from_this_machine_is_answered_whatever_key_it_carries(svc):
         assert proxied.status_code == 401 and "pluralign_" not in proxied.text, proxied.text
 
 
+def test_a_scrape_a_proxy_passed_on_with_only_its_via_header_needs_the_token(svc):
+    """RFC 9110, 7.6.3: a proxy MUST add `Via` to what it passes on; a cache or proxy beside the service that adds no
+    `X-Forwarded-For` (Squid with `forwarded_for delete`, Varnish's default `Via: 1.1 varnish`) reaches it from a
+    loopback peer. Left alone by session trial51, review reviewtrial51: such a scrape was taken as from this machine,
+    answering anyone who reached the proxy every tenant's totals without a key. `Via` says a proxy passed it on."""
+    proxied = httpx.get(svc.url + "/metrics", headers={"Via": "1.1 varnish (Varnish/7.5)"})
+    assert proxied.status_code == 401 and "pluralign_" not in proxied.text, proxied.text
+    admin = httpx.get(svc.url + "/metrics", headers={"Via": "1.1 squid", "Authorization": f"Bearer {svc.keys['admin']}"})
+    assert admin.status_code == 200 and "pluralign_table_rows" in admin.text
+
+
 def test_a_scrape_from_this_machine_through_a_dual_stack_listener_is_answered(svc):
     """A dual-stack socket (IPV6_V6ONLY off; not `pluralign serve --host ::`, which asyncio binds IPv6 alone) handed to
     the app: a scrape from 127.0.0.1 reaches it from `::ffff:127.0.0.1`, the IPv4-mapped loopback. Before: 401 "answers a scrape from another machine" (the

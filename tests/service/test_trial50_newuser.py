@@ -246,9 +246,15 @@ def test_a_dashboard_session_is_found_among_several_admin_cookies(svc):
         assert r.status_code == 200 and "<html" in r.text, (headers, r.status_code, r.text[:200])
     r = httpx.get(page, headers=[("Cookie", "pluralign_admin=stale51; pluralign_admin=other51")])
     assert r.status_code == 401, r.text[:200]  # no value is a session
-    r = httpx.post(svc.url + "/admin/logout", headers=[("Cookie", f"pluralign_admin=stale51; pluralign_admin={token}")])
-    assert r.status_code == 303, r.text[:200]
-    assert httpx.get(page, headers=[("Cookie", f"pluralign_admin={token}")]).status_code == 401  # signed out
+    # "Sign out" in the order a browser sends them, the service's /admin cookie first (review reviewtrial51: the
+    # other order alone was tested, which the old reading of the last value passed as well; this one it left signed in)
+    for service_first in (True, False):
+        token = httpx.post(svc.url + "/admin/login", data={"key": svc.keys["admin"]}).cookies["pluralign_admin"]
+        pair = [f"pluralign_admin={token}", "pluralign_admin=stale51"]
+        cookie = "; ".join(pair if service_first else pair[::-1])
+        r = httpx.post(svc.url + "/admin/logout", headers=[("Cookie", cookie)])
+        assert r.status_code == 303, r.text[:200]
+        assert httpx.get(page, headers=[("Cookie", f"pluralign_admin={token}")]).status_code == 401, cookie  # signed out
 
 
 def test_a_refusal_part_outside_an_assistant_message_is_a_400_naming_the_part(svc):

@@ -142,12 +142,20 @@ def _indexes_by_user(args: argparse.Namespace, records: list, where: list[str]) 
 
 def _refusal(args: argparse.Namespace, r, user: str, sent: list[str], so_far: str, again: str) -> ValueError:
     """The error for a chunk the service did not store (`r` not a 201): of --key for a 401 or 403
-    (the key, not the rows, whichever user was being sent); else naming the refused row's line in
-    --path when the service's message names it, or the lines `sent`."""
+    (the key, not the rows, whichever user was being sent); of --url for a 404 or 405 (no import route at that URL:
+    until review reviewtrial51 `--url $URL/admin` was the service refusing the user); else naming the refused row's
+    line in --path when the service's message names it, or the lines `sent`."""
     if r.status_code in (401, 403):
         why = ("not a key of this service (`pluralign keys create --tenant NAME` where it runs issues one)"
                if r.status_code == 401 else "an admin key reaches only /admin routes: give a tenant key")
         return ValueError(f"--key: {args.url} refused it ({r.status_code}: {_message(r)}): {why} ({so_far})")
+    if r.status_code in (404, 405):  # the import route has neither (an unknown user is created): no such route at --url
+        from urllib.parse import urlsplit
+
+        root = urlsplit(args.url)
+        return ValueError(f"--url {args.url}: no pluralign import route there ({r.status_code}: {_message(r)}): give the "
+                          f"service's own URL, as `pluralign serve` prints it ({root.scheme}://{root.netloc}?), or its /v1 "
+                          f"base URL ({so_far})")
     row = _refused_row(r, sent)
     if row is not None:
         return ValueError(f"--path {args.path}: {row} (user {user!r}; the service refused it with {r.status_code}; "
@@ -237,20 +245,21 @@ def import_(args: argparse.Namespace) -> int:
 
 
 def _check_service_url(url: str) -> None:
-    """ValueError naming --url unless it is an http:// or https:// URL naming a host, said before anything is read or
-    sent. Until session trial51 `--url localhost:8000` (no scheme) was 'cannot reach the service (Request URL has an
-    unsupported protocol ...)' with advice to run the same command again."""
-    from urllib.parse import urlsplit
+    """ValueError naming --url unless it is an http:// or https:// URL naming a host, with a port that is a number and no
+    spaces around it (`pluralign.urls.base_url_problem`, the library's check of a server's base URL), said before
+    anything is read or sent. Until session trial51 `--url localhost:8000` (no scheme) was 'cannot reach the service
+    (Request URL has an unsupported protocol ...)' with advice to run the same command again; until review
+    reviewtrial51 so was a port that is no number or past 65535, or a URL pasted with a space before it."""
+    from pluralign.urls import base_url_problem
 
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:  # a bracketed host that is no IPv6 address
-        parts, host = None, None
-    if parts is not None and parts.scheme.lower() in ("http", "https") and host:
+    problem = base_url_problem(url)
+    if problem is None:
         return
-    hint = f" (did you mean http://{url}?)" if "://" not in url and not url.startswith("/") and ":/" not in url else ""
-    raise ValueError(f"--url {url}: not an http:// or https:// URL of the service, as http://127.0.0.1:8000 "
+    if url and "://" not in url and not url.startswith("/") and ":/" not in url:  # `localhost:8000`: its "scheme" is no news
+        problem, hint = "", f" (did you mean http://{url}?)"
+    else:
+        problem, hint = f" ({problem})", ""
+    raise ValueError(f"--url {url}: not an http:// or https:// URL of the service{problem}, as http://127.0.0.1:8000 "
                      f"(`pluralign serve`'s){hint}; nothing was sent")
 
 
