@@ -139,6 +139,32 @@ def tenant_seen(data_path: Path, keys: KeyRing, tenant: str, holds_anything: Cal
     return bool(tenant_keys(keys, tenant) or read_removal(data_path, tenant) is not None or holds_anything())
 
 
+def jobs_hold_tenant(jobs: Path, tenant: str) -> bool:
+    """Whether the jobs folder `jobs` (`service.admin.paths.jobs_folder`) holds something of `tenant` its removal
+    purges (`TenantRemovals._purge_jobs`, `_finish`): a job record naming it (`tenant_of` of its params: an audit of it,
+    an adapter job of one of its users) or its snapshots' folder (`data/<tenant>`). Read off the files, no JobStore
+    opened (the CLI's look, beside a running service); a record that cannot be read (damaged, a later release's) is
+    skipped. Until the review of session 51 a tenant whose only trace was such a job was refused as a typo."""
+    from training.jobs.record import decode_job, tenant_of
+
+    if (jobs / "data" / tenant).is_dir():
+        return True
+    try:
+        names = os.listdir(jobs)
+    except FileNotFoundError:
+        return False
+    for name in names:
+        if not name.endswith(".job.json") or name.startswith("."):
+            continue
+        try:
+            job = decode_job((jobs / name).read_bytes())
+        except (OSError, ValueError, msgspec.DecodeError):
+            continue
+        if tenant_of(job.params) == tenant:
+            return True
+    return False
+
+
 class KeysKeptElsewhere(ValueError):
     """The tenant still has keys in a key file this service must not rewrite: a link (replicas share one file, a
     link to a Secret's, deploy/README.md; a write would put a file of its own in place of the link). Nothing was
@@ -280,7 +306,7 @@ class TenantRemovals:
         Until session 51 the route began one for any name."""
         with self._begin_lock:
             if not even_if_unseen and not tenant_seen(self.data_path, self.rt.keys, tenant, lambda: self.holds_anything(tenant)):
-                raise TenantUnseen(tenant, "of it in the store, this service's feedback log or its dead letters")
+                raise TenantUnseen(tenant, "of it in the store, this service's feedback log, its dead letters or its jobs")
             removal, begun = begin_removal(self.data_path, self.rt.keys, tenant)
         self._wake.set()
         return removal, begun
@@ -396,8 +422,24 @@ class TenantRemovals:
             return exc.counts
 
     def holds_anything(self, tenant: str) -> bool:
-        """Whether anything here holds a row of `tenant`: a user of its (`users_of`) or a row of its dead letters."""
-        return bool(self.users_of(tenant)) or self.rt.ingest.dead_letters.holds_tenant(tenant)
+        """Whether anything here holds something of `tenant` its removal removes: a row of its dead letters, a job naming
+        it (`_jobs_of`), a folder of its (`_folders`), a user of its (`users_of`: last, a read of the store). Until the
+        review of session 51 a job or a folder did not count: a tenant whose only trace was an audit of it an admin
+        queued was a 404 `tenant_unseen`, "nothing to remove", and the job stayed."""
+        return (self.rt.ingest.dead_letters.holds_tenant(tenant) or bool(self._jobs_of(tenant))
+                or any(folder.is_dir() for folder in self._folders(tenant)) or bool(self.users_of(tenant)))
+
+    def _jobs_of(self, tenant: str) -> list:
+        """The jobs whose params name `tenant` (`tenant_of`), as the job runner holds them (none without the admin area)."""
+        if self.admin is None:
+            return []
+        from training.jobs.record import tenant_of
+
+        return [j for j in self.admin.runner.store.all() if tenant_of(j.params) == tenant]
+
+    def _folders(self, tenant: str) -> list[Path]:
+        """The folders named for `tenant` its removal removes whole: its adapters', its job snapshots'."""
+        return [self.rt.adapters.registry.tenant_folder(tenant), *([self.admin.folder / "data" / tenant] if self.admin is not None else [])]
 
     def users_of(self, tenant: str) -> set[str]:
         """Every user of `tenant` anything here holds: rows in the store's tables, feedback in the log (pending
@@ -414,8 +456,7 @@ class TenantRemovals:
         tenant = removal.tenant
         jobs = self._purge_jobs(tenant)
         folders = 0
-        for folder in (self.rt.adapters.registry.tenant_folder(tenant),
-                       *([self.admin.folder / "data" / tenant] if self.admin is not None else [])):
+        for folder in self._folders(tenant):
             if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
                 shutil.rmtree(folder)
                 folders += 1
@@ -445,14 +486,9 @@ class TenantRemovals:
     def _purge_jobs(self, tenant: str) -> int:
         """Purge every job whose params name `tenant` (an audit of the tenant, an adapter job a user's DELETE did not
         reach): stopped if running, every file of it removed. Returns how many."""
-        if self.admin is None:
-            return 0
-        from training.jobs.record import tenant_of
-
-        runner = self.admin.runner
-        jobs = [j for j in runner.store.all() if tenant_of(j.params) == tenant]
+        jobs = self._jobs_of(tenant)
         for job in jobs:
-            runner.purge(job.id)
+            self.admin.runner.purge(job.id)
         return len(jobs)
 
     def _note(self, removal: TenantRemoval, **changes) -> TenantRemoval:

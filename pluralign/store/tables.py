@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -2072,7 +2073,9 @@ class Store:
         a user is one whose newest row passes (a second query, of two columns of the users found: ~40-70 ms for 129 of
         300 users on a loaded 2-core machine, as much as the first): two processes inserting a user at once leave two
         rows of theirs (`get_user`), and until session 51 an older one passing stood for a user whose newest row did
-        not (a stale state of theirs in a pooled prior or an onboarding population). One process alone writes one row a
+        not (a stale state of theirs in a pooled prior or an onboarding population); a newest row past the first query's
+        bound is read by a third query (of those users only) and stands for them where it passes (until the review of
+        session 51 such a user was left out). One process alone writes one row a
         user (its commits take turns under its lock), so it pays nothing for this."""
         if limit <= 0 or not self._present("users", ["user_model"]):  # an earlier release's table without user models
             return []
@@ -2087,16 +2090,31 @@ class Store:
             if row["user_id"] not in newest or row["updated_at"] > newest[row["user_id"]]["updated_at"]:
                 newest[row["user_id"]] = row
         if newest and self.sync_seconds is not None:
-            latest = self.users.search().where(owners_filter(tenant, list(newest))).select(["user_id", "updated_at"]).limit(None).to_arrow()
-            for user_id, updated_at in zip(latest["user_id"].to_pylist(), latest["updated_at"].to_pylist(), strict=True):
-                if user_id in newest and updated_at > newest[user_id]["updated_at"]:
-                    del newest[user_id]  # a newer row of theirs did not pass
+            self._newest_of_each(tenant, where, newest)
         out = []
         for row in newest.values():
             row.pop("schema_version")
             row["attributes"] = json.loads(row["attributes"])
             out.append(msgspec.convert(row, UserRecord))
         return out
+
+    def _newest_of_each(self, tenant: str, where: str, found: dict[str, dict]) -> None:
+        """`fitted_users`'s check with replicas: `found` (user -> the newest of their rows that passed `where` and the
+        query's bound) left with the users whose newest row passes, that row for each (read by a query of the users
+        with a newer row than found: rare, two rows of a user), in the order they were found."""
+        latest = self.users.search().where(owners_filter(tenant, list(found))).select(["user_id", "updated_at"]).limit(None).to_arrow()
+        newer: dict[str, float] = {}  # user -> the time of their newest row, newer than the one found
+        for user_id, updated_at in zip(latest["user_id"].to_pylist(), latest["updated_at"].to_pylist(), strict=True):
+            if user_id in found and updated_at > max(found[user_id]["updated_at"], newer.get(user_id, -math.inf)):
+                newer[user_id] = updated_at
+        if not newer:
+            return
+        for row in self.users.search().where(f"{where} AND {owners_filter(tenant, list(newer))}").limit(None).to_arrow().to_pylist():
+            if row["updated_at"] == newer[row["user_id"]]:
+                found[row["user_id"]] = row
+        for user_id, updated_at in newer.items():
+            if found[user_id]["updated_at"] != updated_at:
+                del found[user_id]  # their newest row did not pass
 
     # ---- maintenance ------------------------------------------------------------------------
 

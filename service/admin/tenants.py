@@ -92,7 +92,7 @@ def _removals(request: Request) -> TenantRemovals:
 def remove_tenant(request: Request, tenant: FromPath[str], even_if_unseen: FromQuery[bool] = False) -> Response[TenantRemoval]:
     """202 with the removal begun (its keys revoked at once; the rest in the background, `Location` to poll);
     200 with the one running when there is one. 404 (`tenant_unseen`, naming the tenant) for a tenant that shows
-    nowhere here (no key, no removal before, nothing of it stored, in the feedback log or its dead letters: a mistyped
+    nowhere here (no key, no removal before, nothing of it stored, in the feedback log, its dead letters or its jobs: a mistyped
     name), nothing begun, unless `even_if_unseen=true`, as the CLI's `tenants remove --even-if-unseen` (until session
     51 any name began a removal that found nothing and ended `done`). 409 (`tenant_keys_kept_elsewhere`) when the tenant's keys are in a
     key file that is a link (replicas); 507 (`insufficient_storage`) when the record or the key file cannot be

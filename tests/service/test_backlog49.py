@@ -673,3 +673,19 @@ def test_a_removal_of_a_tenant_that_shows_nowhere_is_a_404_unless_asked_even_if_
         assert r.status_code == 202, r.text
         assert wait_removed(admin, "aside51", timeout=60)["counts"]["preferences"] == 1
     assert name not in rt.ingest.dead_letters.names()
+
+
+def test_a_removal_of_a_tenant_whose_only_trace_is_a_job_naming_it_begins_and_purges_the_job(svc):
+    """(review of session 51) POST /admin/tenants/{t}/removal of a tenant whose only trace here is a job naming it (an
+    audit of it queued by an admin: `POST /admin/jobs`; its keys revoked and its users deleted one by one before) is
+    no typo: the removal begins (202) and purges the job, as its docs say a removal does. Before, the route answered 404
+    `tenant_unseen`, "nothing to remove", and the job and its report stayed."""
+    from tests.service.test_tenant48_removal import wait_removed
+
+    with svc.client("admin") as admin:
+        queued = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "tenant": "jobs51"}})
+        assert queued.status_code == 201, queued.text
+        r = admin.post("/admin/tenants/jobs51/removal")
+        assert r.status_code == 202, r.text
+        assert wait_removed(admin, "jobs51", timeout=60)["jobs_removed"] == 1
+        assert admin.get(f"/admin/jobs/{queued.json()['id']}").status_code == 404

@@ -61,3 +61,20 @@ def test_fitted_users_are_those_whose_newest_row_passes_not_an_older_one(tmp_pat
     assert found == {"current": b"new", "alone": b"m"}, found
     assert {u.user_id: u.user_model for u in store.fitted_users("t", 10)} == {
         "stated-only": b"new", "refit-on-v2": b"new", "current": b"new", "alone": b"m"}
+
+
+def test_a_user_whose_newest_row_passes_is_kept_when_the_query_bound_left_it_out(tmp_path):
+    """(review of session 51) Two rows of a user in a replica's store, both fitted on answers against the served
+    checkpoint, the newer one past the first query's bound (`limit` counts rows, in storage order): the user is one
+    whose newest row passes, and `fitted_users` gives them with that row. Before, the check of each user's newest row
+    saw a newer row than the one the bound let in and left the user out (`fitted_users("t", 1, ...)` was [])."""
+    from pluralign.store import Store
+    from pluralign.store.tables import UserRecord
+    from tests.service.test_feedback_log import DIM
+
+    store = Store(str(tmp_path), "enc", DIM, sync_seconds=0.05)  # a replica's: another process may write the user too
+    old = UserRecord(tenant="t", user_id="twice", created_at=1, updated_at=1, user_model=b"old", pal_logits=[0.5], pal_version="v1")
+    for record in (old, UserRecord(**{**msgspec.structs.asdict(old), "updated_at": 2, "user_model": b"new"})):
+        store.users.add(store._user_rows(record))  # as two processes' inserts at once leave them
+    found = [(u.user_id, u.user_model) for u in store.fitted_users("t", 1, pal_version="v1", answered=True)]
+    assert found == [("twice", b"new")], found

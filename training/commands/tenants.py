@@ -12,7 +12,7 @@ and records the removal in the data folder; the service (running, or at its next
 of the tenant in the background (docs/admin.md, "Tenants") and `status` prints how far it went. It prints the
 removal's record (`state`: running or done); sent again while one runs, that one. A tenant whose keys are in a
 key file that is a link (replicas' shared Secret) is refused (exit 1): revoke them there first. So is a tenant with no
-key, no row in the store and no removal before (a mistyped name; exit 2), unless --even-if-unseen.
+key, no row in the store, no job naming it and no removal before (a mistyped name; exit 2), unless --even-if-unseen.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
     users.add_argument("--limit", type=_limit, default=100, help="users in the page (1-1000, default 100)")
     remove = sub.add_parser("remove", help="revoke the tenant's keys and remove every trace of it (the service runs it)")
     remove.add_argument("--even-if-unseen", action="store_true",
-                        help="begin it for a tenant with no key, no row in the store and no removal before (refused otherwise: a typo)")
+                        help="begin it for a tenant with no key, no row in the store, no job and no removal before (refused otherwise: a typo)")
     status = sub.add_parser("status", help="how far the tenant's removal went")
     for command in (users, remove, status):
         command.add_argument("--tenant", required=True, type=tenant_name, help="the tenant")
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         check_keys_file(settings)  # the replicas' shared key file not there: not an empty one of its own (reviewreplicas49)
         keys = KeyRing(settings.keys_path)
         if not args.even_if_unseen and not _seen(settings, folder, keys, args.tenant):
-            unseen = TenantUnseen(args.tenant, f"of it in the store ({redacted(settings.lancedb_uri)})")
+            unseen = TenantUnseen(args.tenant, f"of it in the store ({redacted(settings.lancedb_uri)}) or the jobs folder")
             raise ValueError(f"{unseen}; --even-if-unseen begins it all the same (feedback of it only still in a service's log)")
         removal, _ = begin_removal(folder, keys, args.tenant)
     else:
@@ -99,12 +99,15 @@ def _tables(settings) -> dict:
 
 def _seen(settings, folder: Path, keys, tenant: str) -> bool:
     """Whether `tenant` shows here: a key of its (no admin key: that one's tenant only labels it), a removal of it
-    before, or a row of its in the store. Until session reviewtrial50 `remove` of a mistyped name began a removal
-    (exit 0, `keys_revoked: 0`), which the service then marked done: it read as the tenant removed."""
+    before, a job naming it (`jobs_hold_tenant`: since the review of session 51, as the route) or a row of its in the
+    store. Until session reviewtrial50 `remove` of a mistyped name began a removal (exit 0, `keys_revoked: 0`), which the
+    service then marked done: it read as the tenant removed."""
     from pluralign.store.tenants import tenant_users
-    from service.tenants import tenant_seen
+    from service.admin.paths import jobs_folder
+    from service.tenants import jobs_hold_tenant, tenant_seen
 
-    return tenant_seen(folder, keys, tenant, lambda: bool(tenant_users(_tables(settings), tenant, None, 1)[0]))
+    return tenant_seen(folder, keys, tenant, lambda: jobs_hold_tenant(jobs_folder(settings), tenant)
+                       or bool(tenant_users(_tables(settings), tenant, None, 1)[0]))
 
 
 def _users(args: argparse.Namespace, settings, folder: Path) -> int:
