@@ -276,10 +276,14 @@ def plan_began(p: services.Plan) -> float:
 
 def user_deleted() -> HTTPException:
     """The 409 `user_deleted` of a chat stopped because its user's DELETE through another replica reached this one while
-    it generated (`GeneratingChats.cut_deleted`): nothing of it was stored."""
+    it generated (`GeneratingChats.cut_deleted`): nothing of it was stored. It says `x-should-retry: false`: the openai
+    client sends every other 409 again (twice by default), and the copy, planned after the DELETE's record, would be
+    answered and stored as the user's interaction, their words from before the DELETE kept after it (until the review
+    of session remote51)."""
     problem = ("the user was deleted (a DELETE through another replica) while this answer was generated: it was stopped, "
                "and nothing of it was stored")
-    return HTTPException(status_code=409, detail=f"`user`: {problem}", extra=[{"key": "user", "message": problem, "code": "user_deleted"}])
+    return HTTPException(status_code=409, detail=f"`user`: {problem}", headers={"x-should-retry": "false"},
+                         extra=[{"key": "user", "message": problem, "code": "user_deleted"}])
 
 
 def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, options: ChatOptions,
