@@ -40,7 +40,7 @@ def test_a_tokenizer_answering_501_not_implemented_counts_none_once_not_prompt_n
     as a 5xx, "not now": PromptNotCounted at every chat, so every chat of the service was a 503 "send it again" for as
     long as the server ran. Now it counts none, and the route is not asked again (as a 404's)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotImplementedTokenizer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()  # a quick shutdown
     try:
         remote = RemoteGenerator(f"http://127.0.0.1:{server.server_port}/v1", "base", policy=RemotePolicy(timeout_s=3, max_retries=0))
         assert remote.prompt_tokens(MESSAGES) == 0  # before: PromptNotCounted("answered 501")
