@@ -197,6 +197,7 @@ class DeletionSweep(Periodic):
         # kept SLACK_S: an import in flight meanwhile looks at them once its rows are in the log (`applied_since`)
         self._applied: list[list] = []  # [Forget, float | None] each
         self._applied_lock = threading.Lock()
+        rt.chats.deleted_lately = self.deletes_chat  # a chat registering after a pass's `cut_deleted` asks its records
 
     def on_moved(self, rows: list[StoredPreference]) -> None:
         """A `Runtime.moved_hooks` entry: remember whose feedback was moved."""
@@ -212,6 +213,12 @@ class DeletionSweep(Periodic):
         with self._moved_lock:
             self._moved = {key: at for key, at in self._moved.items() if at >= forgotten}
             return {key for key, at in self._moved.items() if since is None or at >= since}
+
+    def deletes_chat(self, tenant: str, user_id: str, began: float) -> bool:
+        """Whether records applied here lately (`applied_since` `began`, unix seconds) delete user `user_id` of `tenant`
+        for a chat that began at `began` (`chat_of_deleted`): a chat registering as generating once the pass that stopped
+        the others (`GeneratingChats.cut_deleted`) had looked (`GeneratingChats.deleted_lately`)."""
+        return any(chat_of_deleted(forget, tenant, user_id, began) for forget in self.applied_since(began))
 
     def applied_since(self, since: float) -> list[Forget]:
         """What the records applied here forget whose pass was running at or after `since` (unix seconds), or runs

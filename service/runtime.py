@@ -251,12 +251,16 @@ def refuse_a_model_of_its_own(settings: Settings, store: Store) -> None:
     ReplicasDisagree (a ValueError) naming PLURALIGN_PAL_DIR, the folder and those replicas: they serve the model in the
     folder they share, and a bootstrap here (a mistyped path, the shared volume not mounted) would serve another, fitting
     users against two population models (seen by session trialdeploy50: /health k=4 on one replica, k=3 on the other).
-    Replicas first started together on an empty folder have written no row yet: one bootstraps it, the others load it."""
+    Replicas first started together on an empty folder have written no row yet: one bootstraps it, the others load it
+    (one whose look straddles the end of that bootstrap, the other's row written meanwhile, finds the model there)."""
     if settings.replicas == 1 or holds_a_model(settings.pal_path):
         return
     within_s = max(3 * settings.deletion_sweep_s, 60.0)
     others = sorted({r["replica"] for r in store.recent_clock_rows(within_s) if r["replica"] != settings.replica_index})
-    if others:
+    # looked at again once a row is seen: a replica started together may have finished bootstrapping the folder and
+    # written its row (`claim_index`, at once since session remote51) between the two looks; until the review of
+    # remote51 this start was then refused though the folder held the model both serve
+    if others and not holds_a_model(settings.pal_path):
         named = ", ".join(f"replica {i}" for i in others)
         raise ReplicasDisagree(
             f"PLURALIGN_PAL_DIR (setting pal_dir) {settings.pal_path} holds no population model, while {named} ran on this "

@@ -78,6 +78,7 @@ class Chat:
 
     def __enter__(self) -> Chat:
         self.chats._add(self)
+        self.chats._check_deleted(self)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -87,15 +88,21 @@ class Chat:
 @dataclass
 class GeneratingChats:
     cut_off: int = 0  # chats stopped by `cut` so far
+    # whether deletion records applied lately (another replica's DELETE) delete a chat's user: (tenant, user id, began)
+    # -> bool, set by the deletion sweep (`service.deletions.DeletionSweep.deletes_chat`); asked as a chat registers
+    deleted_lately: Callable[[str, str, float], bool] | None = None
     _chats: set[Chat] = field(default_factory=set)
     _cutting: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def generating(self, cancel: threading.Event, user: tuple[str, str] | None = None) -> Chat:
+    def generating(self, cancel: threading.Event, user: tuple[str, str] | None = None, began: float | None = None) -> Chat:
         """A chat whose generation `cancel` stops, registered while in its `with` block; one that
         begins after `cut` is cut at once. `user`: (tenant, user id) of a chat generating from that user's own adapter
-        (`cut_deleted`)."""
-        return Chat(cancel, self, user)
+        (`cut_deleted`); `began`: when its plan began, before it took the adapter (unix seconds; default now). One
+        registering after the deletion sweep applied a record of its user's DELETE that it began before is stopped at
+        once, as `cut_deleted` stops it (`deleted_lately`: until the review of session remote51 a chat planned before the
+        record and registered after the sweep's pass generated to its end)."""
+        return Chat(cancel, self, user, time.time() if began is None else began)
 
     def cut_deleted(self, deleted: Callable[[str, str, float], bool]) -> int:
         """Stop every chat generating now whose user `deleted(tenant, user_id, began)` says was deleted (`began`: when
@@ -131,6 +138,18 @@ class GeneratingChats:
                     self._chats.discard(chat)
                     return True
         return True
+
+    def _check_deleted(self, chat: Chat) -> None:
+        """Once `chat` is registered (a sweep's `cut_deleted` from now on sees it): stopped, as `cut_deleted` stops it,
+        when records the sweep applied before delete its user (`deleted_lately`)."""
+        deleted_lately = self.deleted_lately
+        if chat.user is None or deleted_lately is None or not deleted_lately(*chat.user, chat.began):
+            return
+        with self._lock:
+            if chat.cut or chat.deleted or chat not in self._chats:
+                return
+            chat.deleted = True
+        chat.cancel.set()
 
     def _add(self, chat: Chat) -> None:
         with self._lock:

@@ -78,6 +78,7 @@ class RemotePolicy:
 
 
 TOKENIZE_TIMEOUT_S = 5.0  # seconds: the most `RemotePolicy.tokenize_timeout_s` gives a prompt's count
+NOT_IMPLEMENTED = 501  # HTTP's "the server does not support this": a /tokenize answering it counts none, as a 404
 
 
 class RemoteGenerator:
@@ -392,9 +393,9 @@ class RemoteGenerator:
         """The server's prompt token count for a conversation just streamed (its `usage`); else the count its tokenizer
         gives (vLLM's `POST /tokenize` at the server's root, the chat template applied as for a chat: since session
         remote50, so the service's `max_prompt_tokens` and `max_prefill_tokens` bound a chat before it is sent); 0 when
-        the server has no such route (the OpenAI API has none: asked once) or refuses this conversation (a 400, 413 or
-        422: the chat's own request then says why). Raises PromptNotCounted when the server does not answer within
-        `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx): until session remote51 the count waited up to
+        the server has no such route (the OpenAI API has none; or it answers 501, not implemented: asked once) or refuses
+        this conversation (a 400, 413 or 422: the chat's own request then says why). Raises PromptNotCounted when the
+        server does not answer within `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx but 501): until session remote51 the count waited up to
         `timeout_s` for a hung server, then the chat was sent uncounted, bounded by nothing."""
         key = _key(messages)
         with self._lock:
@@ -418,10 +419,11 @@ class RemoteGenerator:
             count = None
         except openai.APIStatusError as exc:
             # a 400, 413 or 422: this conversation's fault (vLLM's 400 for messages its chat template raises on), its
-            # chat's own request says why; another 4xx: no such route (404, 405), or not vLLM's; a 5xx: not now. Until
-            # review remote50 any 4xx was "no route": one conversation the template refused left every later chat of the
-            # process uncounted
-            if exc.status_code >= 500:
+            # chat's own request says why; another 4xx, or a 501: no such route (404, 405), or not vLLM's, or a tokenizer
+            # without the feature (vLLM's 501 for its NotImplementedError: lasting, unlike a 5xx's "not now", which until
+            # review remote51 made every chat a 503); another 5xx: not now. Until review remote50 any 4xx was "no route":
+            # one conversation the template refused left every later chat of the process uncounted
+            if exc.status_code >= 500 and exc.status_code != NOT_IMPLEMENTED:
                 raise PromptNotCounted(f"the generation server at {self.shown_url} could not count the prompt's tokens "
                                        f"(/tokenize answered {exc.status_code})", f"answered {exc.status_code}") from exc
             if exc.status_code in (400, 413, 422):

@@ -250,7 +250,7 @@ async def answer_chat(rt: Runtime, request: Request, data: ChatRequest, sampling
 
         def events(gone: threading.Event):
             p = plan_checked(rt, tenant, data, sampling, options)
-            return p.response_id, stream_of(rt, p, sampling, created, include_usage, n, gone), adapter_user(p)
+            return p.response_id, stream_of(rt, p, sampling, created, include_usage, n, gone), adapter_user(p), plan_began(p)
 
         return Stream(await scheduled_stream(rt, tenant, events, request), media_type="text/event-stream")
     cancel = threading.Event()
@@ -266,12 +266,24 @@ def adapter_user(p: services.Plan) -> tuple[str, str] | None:
     return p.tenant, p.user_id
 
 
+def plan_began(p: services.Plan) -> float:
+    """When plan `p` began (unix seconds), before it read the user's history and took their adapter: a chat's `began`
+    for `GeneratingChats.cut_deleted`, which stops it when a deletion record of its user was written after it (until the
+    review of session remote51 the chat's registration, after its plan: a chat planned from the user's adapter before
+    the record and registered after it went on)."""
+    return time.time() - (time.monotonic() - p.planned_at)
+
+
 def user_deleted() -> HTTPException:
     """The 409 `user_deleted` of a chat stopped because its user's DELETE through another replica reached this one while
-    it generated (`GeneratingChats.cut_deleted`): nothing of it was stored."""
+    it generated (`GeneratingChats.cut_deleted`): nothing of it was stored. It says `x-should-retry: false`: the openai
+    client sends every other 409 again (twice by default), and the copy, planned after the DELETE's record, would be
+    answered and stored as the user's interaction, their words from before the DELETE kept after it (until the review
+    of session remote51)."""
     problem = ("the user was deleted (a DELETE through another replica) while this answer was generated: it was stopped, "
                "and nothing of it was stored")
-    return HTTPException(status_code=409, detail=f"`user`: {problem}", extra=[{"key": "user", "message": problem, "code": "user_deleted"}])
+    return HTTPException(status_code=409, detail=f"`user`: {problem}", headers={"x-should-retry": "false"},
+                         extra=[{"key": "user", "message": problem, "code": "user_deleted"}])
 
 
 def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, options: ChatOptions,
@@ -279,7 +291,7 @@ def completion(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling, 
     p = plan_checked(rt, tenant, data, sampling, options)
     created = int(time.time())
     cancel = cancel or threading.Event()
-    with rt.chats.generating(cancel, adapter_user(p)) as chat, rt.metrics.generation_queue.track_inprogress():
+    with rt.chats.generating(cancel, adapter_user(p), plan_began(p)) as chat, rt.metrics.generation_queue.track_inprogress():
         try:
             served = services.complete(rt, p, sampling, cancel)
         except Cancelled:
@@ -594,10 +606,10 @@ def _planned(rt: Runtime, make_events, gone: threading.Event, put, opening: Open
     it raises, `_END` put, while the stream's headers have not gone; once they went (a keep-alive while it was
     queued) it puts an error event, [DONE] and `_END` and returns None."""
     try:
-        planned = make_events(gone)  # a bad request raises here, before any event
-        response_id, events, user = planned if len(planned) == 3 else (*planned, None)
+        # a bad request raises here, before any event; `whose`: the user whose adapter it generates from, when its plan began
+        response_id, events, *whose = make_events(gone)
         # stopped by the service's cut too (its events then say so), and by the user's DELETE through another replica
-        return response_id, events, rt.chats.generating(gone, user)
+        return response_id, events, rt.chats.generating(gone, *whose)
     except Exception as exc:
         if not opening.end(False):
             put(_END)
@@ -613,7 +625,7 @@ def _planned(rt: Runtime, make_events, gone: threading.Event, put, opening: Open
 
 
 def _produce(rt: Runtime, make_events, gone: threading.Event, put, opening: Opening | None = None) -> None:
-    """Runs on the scheduler: `put`s each event of `make_events(gone)` (-> (its response id, its events)), then `_END`,
+    """Runs on the scheduler: `put`s each event of `make_events(gone)` (-> (its response id, its events[, the user whose adapter it generates from, when its plan began])), then `_END`,
     for `scheduled_stream` to hand over, and stops once `gone` is set. A chat whose planning failed (a bad request), or
     that the service's stop cut, or that failed, before the stream's headers went (its first event, or a keep-alive
     while it was queued, planned or generated: `opening`) raises (a 400; `stopping`: a plain 503; a failure: its own

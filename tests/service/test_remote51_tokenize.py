@@ -63,7 +63,7 @@ def test_a_tokenizer_hung_answering_5xx_or_unreachable_is_prompt_not_counted_not
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()  # a quick shutdown
     messages = [{"role": "user", "content": "hello"}]
     try:
         remote = RemoteGenerator(f"http://127.0.0.1:{server.server_port}/v1", "base", policy=RemotePolicy(timeout_s=3, max_retries=0))
