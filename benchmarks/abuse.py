@@ -54,9 +54,14 @@ def start(data: Path, port: int, env: dict) -> subprocess.Popen:
 
 
 def named(r: httpx.Response) -> str:
+    """The field an error names: `error.param` of the service's OpenAI-shaped error body (docs/api.md), or the
+    keys of Litestar's `extra` list (the body before that; reading only it, every row found no field named)."""
     try:
-        return ",".join(e["key"] for e in r.json().get("extra") or [])
-    except (ValueError, AttributeError):
+        body = r.json()
+        if isinstance(body.get("error"), dict):
+            return body["error"].get("param") or ""
+        return ",".join(e["key"] for e in body.get("extra") or [])
+    except (ValueError, AttributeError, KeyError, TypeError):
         return ""
 
 
@@ -78,7 +83,7 @@ def cases_input(t: httpx.Client, a: httpx.Client) -> None:
     bodies = [
         (b'{"model":"pluralign","seed":18446744073709551616,"messages":[{"role":"user","content":"hi"}]}', "seed"),
         (b'{"model":"pluralign","temperature":1e400,"messages":[{"role":"user","content":"hi"}]}', "temperature"),
-        (b'{"model":"pluralign","messages":[{"role":"user","content":"h\xff\xfei"}]}', "content"),
+        (b'{"model":"pluralign","messages":[{"role":"user","content":"h\xff\xfei"}]}', "messages[0].content"),  # the string's path
         (b'{"model":"pluralign","n":"3","messages":[{"role":"user","content":"hi"}]}', "n"),
     ]
     for body, field in bodies:
