@@ -89,9 +89,11 @@ MEDIA = {  # (path, method) -> the media types the 200 really answers
 }
 RETRY_AFTER = {"description": "seconds to wait before sending the request again", "schema": {"type": "integer", "minimum": 1}}
 WWW_AUTHENTICATE = {"description": '`Bearer realm="pluralign"` (with `error="invalid_token"` for an unknown key)', "schema": {"type": "string"}}
-ETAG = {"description": 'the stated preferences\' current version, `"<version>"` (for `If-Match`)', "schema": {"type": "string"}}
+ETAG = {"description": 'the stated preferences\' current version, `"<version>"` (for `If-Match`, and `If-None-Match`)',
+        "schema": {"type": "string"}}
 RESPONSE_HEADERS = {  # (path, method, status) -> headers it answers, beyond Retry-After on every 429 and 503
     ("/v1/users/{user_id}/stated-preferences", "get", "200"): {"ETag": ETAG},
+    ("/v1/users/{user_id}/stated-preferences", "get", "304"): {"ETag": ETAG},
     ("/v1/users/{user_id}/stated-preferences", "patch", "200"): {"ETag": ETAG},
     ("/v1/users/{user_id}/stated-preferences", "patch", "412"): {"ETag": ETAG},
     **{(path, "post", "201"): {"Idempotent-Replayed": {
@@ -233,8 +235,10 @@ def _complete_operation(schema: dict, path: str, method: str, op: dict) -> None:
     if (path, method) in MEDIA:
         ok = next(s for s in responses if s.startswith("2"))
         responses[ok]["content"] = MEDIA[(path, method)]
-    for status in [s for s in responses if s.startswith("3")]:  # redirects have no body, a Location
+    for status in [s for s in responses if s.startswith("3") and s != "304"]:  # redirects have no body, a Location
         responses[status] = {"description": "see other", "headers": {"Location": {"schema": {"type": "string"}}}}
+    if "304" in responses:  # not modified (a conditional GET): no body, and no redirect (until session reviewtrial16_51)
+        responses["304"].pop("content", None)
     _declare_response_headers(path, method, responses)
     if path == "/v1/chat/completions":
         responses["200"].setdefault("content", {})["text/event-stream"] = SSE

@@ -18,6 +18,7 @@ import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavailableException, TooManyRequestsException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.response import Response, Stream
 
@@ -599,7 +600,14 @@ class StatedPatch(Base):
     preferences: Annotated[dict[str, Literal["more", "less"] | None], msgspec.Meta(min_length=1, max_length=16)]
 
 
-@get("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses=error_responses(429), summary="A user's stated preferences and a page of their history")
+# a GET whose `If-None-Match` names the current version (session trial16_51); declared, so a client (or a schema fuzzer
+# sending the header) knows it: until session reviewtrial16_51 it was answered undeclared
+NOT_MODIFIED = ResponseSpec(data_container=None, generate_examples=False,
+                            description="Not modified: `If-None-Match` names the current version (or is `*`); no body, its `ETag`")
+
+
+@get("/v1/users/{user_id:str}/stated-preferences", sync_to_thread=True, responses={**error_responses(429), 304: NOT_MODIFIED},
+     summary="A user's stated preferences and a page of their history")
 def get_stated(
     request: Request,
     user_id: FromPath[str],

@@ -1195,8 +1195,11 @@ def test_the_nearest_prototype_says_how_likely_it_is_the_closest(svc):
     assert nearest["prototype"] == int(mean.argmax())
     expected = float((draws.argmax(1) == nearest["prototype"]).mean())
     assert nearest["probability"] == pytest.approx(expected, abs=0.03)
-    level = "confident" if expected >= 0.98 else "likely" if expected >= 0.85 else "uncertain" if expected < 0.83 else None
-    if level is not None:  # away from the boundaries, where sampling error could put it either side
+    # away from both boundaries (Phi(2) ~0.977 and Phi(1) ~0.841), where sampling error could put it either side: until
+    # session reviewtrial16_51 an `expected` in [0.977, 0.98) asked for "likely" where the service rightly said "confident"
+    level = ("confident" if expected >= 0.987 else "likely" if 0.85 <= expected < 0.967 else
+             "uncertain" if expected < 0.83 else None)
+    if level is not None:
         assert nearest["confidence"] == level, nearest
     sentence = next(s for s in profile["summary"]["sentences"] if "prototype" in s)
     assert sentence.startswith(f"closest to prototype {nearest['prototype']} of {len(at)} "

@@ -291,3 +291,22 @@ def test_metrics_401_and_403_say_when_they_are_answered(schema):
         said = responses[status]["description"]
         assert "metrics_admin_only" in said and "/admin only" not in said, (status, said)
     assert "admin key" in responses["403"]["description"]
+
+
+def test_the_stated_preferences_conditional_answers_are_declared_as_answered(svc, schema):
+    """(session reviewtrial16_51) A GET of stated preferences with `If-None-Match` naming the current version is a 304
+    with the `ETag` (session trial16_51): the operation declares it, with the header; and the PATCH's 412, answered for
+    `If-None-Match` too, says so. Until then a schema fuzzer sending the header met an undeclared 304, and the 412 and
+    the `ETag` named `If-Match` alone."""
+    url = "/v1/users/openapi_304/stated-preferences"
+    with svc.client() as c:
+        tag = c.patch(url, json={"preferences": {"length": "less"}}).headers["etag"]
+        r = c.get(url, headers={"If-None-Match": tag})
+        assert r.status_code == 304, r.text
+        r412 = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-None-Match": tag})
+        assert r412.status_code == 412, r412.text
+    operations = schema["paths"]["/v1/users/{user_id}/stated-preferences"]
+    answered = operations["get"]["responses"]["304"]
+    assert "content" not in answered and "If-None-Match" in answered["description"]
+    assert "ETag" in answered["headers"] and "If-None-Match" in answered["headers"]["ETag"]["description"]
+    assert "If-None-Match" in operations["patch"]["responses"]["412"]["description"]
