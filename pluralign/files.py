@@ -589,6 +589,20 @@ def write_description(folder: str | os.PathLike, description: object) -> None:
     write_atomic(Path(folder) / "meta.json", msgspec.json.format(msgspec.json.encode(description)))
 
 
+def _description_object(path: Path) -> dict:
+    """The JSON object an artifact description at `path` holds, every field as the file has it. Raises OSError naming
+    the file, ValueError when it is not a JSON object."""
+    import msgspec
+
+    try:
+        raw = msgspec.json.decode(path.read_bytes())
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: not an artifact description: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: not an artifact description: expected a JSON object")
+    return raw
+
+
 def rewrite_description(folder: str | os.PathLike, changes: dict[str, object], description: str = "meta.json") -> None:
     """Rewrite the artifact description (`folder`/`description`, a JSON object) with the fields `changes` gives set,
     whole (`write_atomic`), every other field kept as the file has it, in its order: a field a later release added
@@ -601,12 +615,7 @@ def rewrite_description(folder: str | os.PathLike, changes: dict[str, object], d
     import msgspec
 
     path = Path(folder) / description
-    try:
-        raw = msgspec.json.decode(path.read_bytes())
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"{path}: not an artifact description: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: not an artifact description: expected a JSON object")
+    raw = _description_object(path)
     for name, value in changes.items():
         if name == "files" and value == {} and name not in raw:
             continue
@@ -622,12 +631,7 @@ def drop_description_fields(folder: str | os.PathLike, names: Collection[str], d
     import msgspec
 
     path = Path(folder) / description
-    try:
-        raw = msgspec.json.decode(path.read_bytes())
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"{path}: not an artifact description: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: not an artifact description: expected a JSON object")
+    raw = _description_object(path)
     dropped = [name for name in names if name in raw]
     if dropped:
         write_atomic(path, msgspec.json.format(msgspec.json.encode({k: v for k, v in raw.items() if k not in dropped})))
