@@ -123,8 +123,8 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     collinear: list[CollinearFeatures] = []
     # each named feature's posterior probability that the weight on it is positive, integrated along its axis
     # (`pluralign.user.collinear.feature_signs`: right for a user whose comparisons all agree, where the Laplace
-    # z stays near 1; a feature of a `collinear` group keeps the Laplace one), how many of the comparisons moved it, and for each stated feature (when n > 0) the same
-    # probability from the comparisons alone; empty for a state fitted before they were kept (the summary then
+    # z stays near 1; a feature of a `collinear` group keeps the Laplace one), how many of the comparisons moved it, and for each
+    # feature (when n > 0 and a preference is stated; until session 51 the stated ones only) the same probability from the comparisons alone; empty for a state fitted before they were kept (the summary then
     # reads the Laplace Phi(mean / sd), until the user's next refit)
     p_more: dict[str, float] = {}
     moved_in: dict[str, int] = {}
@@ -533,8 +533,10 @@ class UserModel:
         collinear = self._collinear(design, mean, cov, prior, own if stated else None, tied)
         grouped = {f for group in collinear for f in group.features}
         p_more, moved_in = feature_signs(design, self.names, FEATURE_NAMES, mean, cov, *prior, grouped=grouped, tied=tied)
+        # every feature's, not only the stated ones': on the others the summary reads no more confidence than the
+        # comparisons alone give (the stated prior pins its feature, and a collinear one takes the contrary evidence)
         p_alone = {} if not alone else feature_signs(design, self.names, FEATURE_NAMES, *own, self.prior_mean(),
-                                                     self.prior_precision(), only=sorted(stated), grouped=grouped, tied=tied)[0]
+                                                     self.prior_precision(), grouped=grouped, tied=tied)[0]
         return UserState(
             surprise=self._surprise(design, prior, tied, recent), population=self.population, features=FEATURES_VERSION, names=list(self.names),
             logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design), ties=len(tied),

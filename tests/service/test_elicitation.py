@@ -1291,3 +1291,27 @@ def test_a_user_who_changes_their_mind_is_asked_again_and_the_summary_follows(sv
         assert worth == [True], worth
         assert length_direction() == "more", after  # the summary followed
         assert quiet() and not after[-1][3], after  # and, consistent again, the user stops being asked
+
+
+def test_a_stated_preference_does_not_make_a_collinear_feature_confident_against_the_comparisons(svc):
+    """trial16_51: stated "longer", then 10 comparisons picking the shorter answer. The stated prior pins `length`
+    (sd 0.5), so the comparisons' evidence went to the feature that moved with it: "not addressing the reader as 'you'
+    (confident)" at -5.95 +- 2.10, where without the statement it read -0.89 +- 4.60, uncertain. The summary now
+    says of such a feature no more than the comparisons alone say (`UserState.p_more_from_comparisons`, every feature's)."""
+    with svc.client() as c:
+        beliefs = {}
+        for user, stated in (("turncoat", True), ("unstated", False)):
+            if stated:
+                assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "more"}}).status_code == 200
+            for topic in TOPICS[:10]:
+                short, long_ = short_and_long(topic)
+                assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tips on {topic}?",
+                                                    "chosen": short, "rejected": long_}).status_code == 201
+            beliefs[user] = {f["feature"]: f for f in c.get(f"/v1/users/{user}").json()["summary"]["features"]}
+    you, plain = beliefs["turncoat"]["second_person"], beliefs["unstated"]["second_person"]
+    assert you["weight"] < -2 * you["sd"], you  # the posterior still puts the evidence there ...
+    assert plain["confidence"] == "uncertain" and you["confidence"] != "confident", (you, plain)  # ... the summary does not claim it
+    assert "alone do not show it" in you["text"] and "length" in you["text"], you["text"]
+    assert beliefs["turncoat"]["length"]["stated"] == "more"  # the stated feature's own line is as it was
+    for name, belief in beliefs["unstated"].items():  # no statement: nothing is capped
+        assert "alone do not show it" not in belief["text"], (name, belief)
