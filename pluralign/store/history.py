@@ -85,6 +85,16 @@ class History:
         and the chosen and rejected texts (N each), all in one order."""
         return self._pairs(np.flatnonzero(self.comparison))
 
+    def newest_comparisons(self, n: int) -> np.ndarray:
+        """Indices into `comparison_set`'s rows of the newest `n` strict comparisons (by `created_at`, then
+        `pref_id`), oldest of them first: the answers `pluralign.user.model.UserState.surprise` checks."""
+        rows = np.flatnonzero(self.comparison)
+        if not len(rows):
+            return np.zeros(0, np.int64)
+        meta = self.meta.take(pa.array(rows, type=pa.int64()))
+        order = pc.sort_indices(meta, sort_keys=[("created_at", "ascending"), ("pref_id", "ascending")]).to_numpy()
+        return order[-n:].astype(np.int64) if n > 0 else np.zeros(0, np.int64)
+
     def tie_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
         """The ties of this snapshot (two answers, neither preferred) in `comparison_set`'s form, the
         answer stored as chosen first: prompt, chosen and rejected vectors (M, d), and the texts."""

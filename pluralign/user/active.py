@@ -77,6 +77,15 @@ from pluralign.checks import whole
 # pairs are worth asking about well before that.
 COMPARE_MIN_BITS = 0.1
 
+# A user who changes their mind: once the gate above has closed, a user whose newest answers contradict what the
+# posterior (fitted on all their answers) predicts is asked again (`recent_surprise`, `most_informative_pair`'s
+# `surprised`). The check reads the user's last RECENT_ANSWERS comparisons with a winner; the gate opens while their
+# surprise stands SURPRISE_Z standard deviations above what the posterior expects of its own predictions. At 3, a
+# consistent user the model predicts at 0.95 is asked again after 3 misses in 10 answers (a chance of 1.2% if its
+# predictions are calibrated); a user who flips after being well known, after 2 or 3 contrary answers (trial16_51).
+RECENT_ANSWERS = 10
+SURPRISE_Z = 3.0
+
 _PROBIT = math.sqrt(math.pi / 8)  # sigmoid(f) ~ Phi(f * _PROBIT)
 _PREDICTIVE_ROWS = 256  # comparisons per block in `particle_predictive`: 128 users x 256 x D=76 doubles = 20 MB
 _C = math.sqrt(math.pi * math.log(2) / 2)  # Houlsby et al.'s constant: h(Phi(x)) ~ exp(-x^2 / (pi ln 2))
@@ -361,6 +370,32 @@ def particle_posterior(prob_observed: np.ndarray, prob_tied: np.ndarray | None =
     return w / w.sum()
 
 
+def recent_surprise(design: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> float:
+    """How badly the posterior N(mean (D,), cov (D, D)) predicts a user's recent answers, design (N, D) (each
+    comparison's chosen minus rejected coordinates): a posterior predictive check (Box, "Sampling and Bayes'
+    inference in scientific modelling and robustness", JRSS A 1980; Gelman, Meng and Stern, Statistica Sinica
+    1996) with the log score as its discrepancy. With p_i the predictive probability of the answer given,
+    sigmoid(m . z / sqrt(1 + pi/8 z' S z)) (MacKay 1992), the surprise sum_i -log2 p_i is compared with what
+    the model expects of it, sum_i H(p_i), in units of its standard deviation under the model,
+    sqrt(sum_i p_i (1 - p_i) log2(p_i / (1 - p_i))^2). Returns that z (0 with no answers, or when every
+    prediction is a coin flip: a user the model knows to be indifferent surprises it no more than it expects).
+    A user whose answers the model predicts well scores below 0; one who has turned against what it learned,
+    several units above. Raises ValueError on mismatched shapes or values that are not finite."""
+    design = np.atleast_2d(np.asarray(design, np.float64))
+    mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
+    if not len(design) or not design.size:
+        return 0.0
+    if design.shape[1] != mean.shape[0] or cov.shape != (mean.shape[0], mean.shape[0]):
+        raise ValueError(f"answers {design.shape}, mean {mean.shape} and cov {cov.shape} do not agree")
+    for name, value in (("design", design), ("mean", mean), ("cov", cov)):
+        _finite(name, value)
+    var = np.maximum(np.einsum("nd,de,ne->n", design, cov, design), 0.0)  # (N,)
+    p = np.clip(expit((design @ mean) / np.sqrt(1.0 + _PROBIT**2 * var)), 1e-12, 1 - 1e-12)  # (N,) P(the answer given)
+    surprise, expected = -np.log2(p).sum(), _entropy_bits(p).sum()
+    spread = float((p * (1 - p) * np.log2(p / (1 - p)) ** 2).sum())
+    return 0.0 if spread <= 1e-12 else float((surprise - expected) / math.sqrt(spread))
+
+
 def all_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
     """(first, second) index arrays of the n (n - 1) / 2 unordered pairs of n items, first < second."""
     first, second = np.triu_indices(n, k=1)
@@ -377,7 +412,7 @@ class PairChoice:
 
 
 def most_informative_pair(x: np.ndarray, mean: np.ndarray, cov: np.ndarray, min_bits: float = 0.0,
-                          target: str = "coefficients", gate: str | None = None) -> PairChoice | None:
+                          target: str = "coefficients", gate: str | None = None, surprised: bool = False) -> PairChoice | None:
     """The most informative of the pairs of N candidates with coordinates x (N, D) for a user with
     posterior N(mean (D,), cov (D, D)); None when N < 2 or when even the best pair carries fewer
     than `min_bits` (the user is well known on these candidates) by the `gate` criterion (None: `target`
@@ -385,6 +420,9 @@ def most_informative_pair(x: np.ndarray, mean: np.ndarray, cov: np.ndarray, min_
     which candidate is best, `best_information`). Chat's `compare` gates by `best`: variance of the
     coefficients that cannot change which answer is best for the user (pairs they are indifferent
     between, once their ties are fitted) does not keep them being asked (BENCHMARKS.md, session 49).
+    `surprised`: the user's recent answers contradict the posterior (`recent_surprise` >= SURPRISE_Z): the
+    `min_bits` gate is lifted, so a user who changed their mind is asked again: the `target`'s best pair, or BALD's
+    when every posterior sample agrees on the best candidate (`best` then carries 0 bits everywhere).
     Identical candidates (a zero difference) carry nothing and are never chosen. Raises ValueError on
     an unknown target or gate and on candidates that are not finite."""
     for name, value in (("target", target), ("gate", gate if gate is not None else target)):
@@ -398,10 +436,15 @@ def most_informative_pair(x: np.ndarray, mean: np.ndarray, cov: np.ndarray, min_
         return None
     first, second = all_pairs(len(x))
     bits = _pair_bits(target, x, first, second, mean, cov)  # (P,)
+    if surprised and bits.max() <= 0.0:  # every posterior sample agrees on the best: ask what BALD finds in the coefficients
+        bits = _pair_bits("coefficients", x, first, second, mean, cov)
     best = int(np.argmax(bits))
-    asked = bits if gate in (None, target) else _pair_bits(gate, x, first, second, mean, cov)
-    if bits[best] <= 0.0 or asked.max() <= 0.0 or asked.max() < min_bits:
+    if bits[best] <= 0.0:
         return None
+    if not surprised:
+        asked = bits if gate in (None, target) else _pair_bits(gate, x, first, second, mean, cov)
+        if asked.max() <= 0.0 or asked.max() < min_bits:
+            return None
     return PairChoice(first=int(first[best]), second=int(second[best]), bits=float(bits[best]))
 
 

@@ -21,6 +21,8 @@ between words (a space ends a phrase or sentence), count each grapheme cluster (
 vowel and tone marks, the `regex` module's \\X) as one word: a proxy, as Chinese characters are, since
 splitting them into words needs a dictionary (ICU, PyThaiNLP). Before `text-features-4` a whole
 unspaced run of them was one word, so a Thai answer's `length` barely moved with its length.
+`affirmation` reads the answer's opening yes or no (`_affirmation`): before `text-features-5` a "not" or "never"
+anywhere in the first three words read as no ("Do not over plan the details.").
 
 Shape: `response_features(texts)` -> (N, F) float64, columns in FEATURE_NAMES order.
 """
@@ -36,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 import regex
 
-FEATURES_VERSION = "text-features-4"  # bump when a definition changes: stored user states refit
+FEATURES_VERSION = "text-features-5"  # bump when a definition changes: stored user states refit
 FEATURE_NAMES = ("length", "list_items", "exclamations", "contractions", "word_length", "second_person", "affirmation")
 FEATURE_DESCRIPTIONS = {
     "length": ("longer answers", "shorter answers"),
@@ -69,7 +71,10 @@ _LIST_LINE = re.compile(r"^\s*(?:[-*•+]|\d{1,2}[.)])\s+\S")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)|[。！？؟।]+")
 _CONTRACTION = re.compile(r"[A-Za-z](?:n['’]t|['’](?:re|ll|ve|m|d|s))\b", re.IGNORECASE)
 _YES = frozenset({"yes", "yeah", "yep", "yup", "absolutely", "definitely", "agreed", "indeed"})
-_NO = frozenset({"no", "nope", "nah", "not", "never", "disagree"})
+_NO = frozenset({"no", "nope", "nah", "disagree"})  # say no wherever they stand in the opening
+_NEGATION = frozenset({"not", "never"})  # say no only as the answer's first word or right after an intensifier
+_INTENSIFIER = frozenset({"absolutely", "definitely"})  # yes words a "not" negates: "absolutely not" (but "Yes, not all")
+_NO_DETERMINER = frozenset({"one", "doubt", "matter", "wonder", "longer"})  # "no one", "no doubt": not an answer of no
 _YOU = re.compile(r"\byou(?:r|rs|rself|['’](?:re|ll|ve|d))?\b", re.IGNORECASE)
 
 
@@ -93,15 +98,28 @@ def text_features(text: str) -> tuple[float, ...]:
         min(len(_CONTRACTION.findall(text)) * per_word, 3.0),  # contractions per 10 words
         (sum(len(w) for w in words) / n_words - 4.5) if n_words else 0.0,  # mean letters per word, minus 4.5
         min(len(_YOU.findall(text)) * per_word, 3.0),  # 'you' forms per 10 words
-        _affirmation(words[:3]),  # +1 opens with yes, -1 with no, 0 neither (a stance on a yes-or-no question)
+        _affirmation(words[:4]),  # +1 opens with yes, -1 with no, 0 neither (a stance on a yes-or-no question)
     )
 
 
 def _affirmation(opening: Sequence[str]) -> float:
+    """+1, -1 or 0: the stance of an answer's opening, its first three words (`opening`: its first four, the fourth
+    only read after a third): the first yes or no word among them decides. "not" and "never" say no only as the
+    first word ("Not really", "Never.") or right after "absolutely" or "definitely", which they negate
+    ("Absolutely not"; "Yes, not everyone agrees" is yes); elsewhere they negate a verb, not the question
+    ("Do not over plan the details", "I would never ..."): until `text-features-5` any of them in the first
+    three words read as no (trial16_51). "no" before "one", "doubt", "matter", "wonder", "longer" is a
+    determiner, not an answer."""
     first = [w.lower().strip("'’") for w in opening]
-    if any(w in _NO for w in first):
-        return -1.0
-    return 1.0 if any(w in _YES for w in first) else 0.0
+    for i, word in enumerate(first[:3]):
+        after = first[i + 1] if i + 1 < len(first) else ""
+        if word in _YES:
+            return -1.0 if word in _INTENSIFIER and after in _NEGATION else 1.0
+        if word in _NO and not (word == "no" and after in _NO_DETERMINER):
+            return -1.0
+        if word in _NEGATION and i == 0:
+            return -1.0
+    return 0.0
 
 
 def response_features(texts: Sequence[str]) -> np.ndarray:

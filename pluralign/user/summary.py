@@ -261,6 +261,8 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     weight, sd = state.coefficient(name)
     p_more = feature_p_more(state, name)
     p, sign = max(p_more, 1.0 - p_more), leaning(p_more)
+    borrowed = _borrowed(state, name, stated, sign, p)
+    p = min(p, borrowed) if borrowed is not None else p
     said_level, moved = level(p), state.moved_in.get(name)
     more, less = FEATURE_DESCRIPTIONS[name]
     rests_on = ""
@@ -281,6 +283,9 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
             text += f"; you said you prefer {said}"
     elif name in stated:
         text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
+    if borrowed is not None and sign is not None:
+        text += (f"; your {_answers(state)} alone do not show it: your stated preference on "
+                 f"{_together(sorted(stated))} leaves their evidence to this feature")
     if together:
         text += f"; your {_answer_kinds(state)} moved it together with {_together(together)}, so they cannot tell them apart"
         if name in stated and "point the other way" not in text and _group_contradicts(state, name, stated[name]):
@@ -290,6 +295,20 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
         stated=stated.get(name), from_comparisons=own, text=text, collinear_with=together,
         probability=round(p, 4), moved_in=moved,
     )
+
+
+def _borrowed(state: UserState, name: str, stated: Mapping[str, str], sign: str | None, p: float) -> float | None:
+    """For a feature the user stated nothing on, while they stated a preference on another: the probability the
+    comparisons alone (fitted without the statement, `UserState.p_more_from_comparisons`) give the posterior's
+    direction `sign`, when it is lower than the posterior's `p`; else None. A stated prior pins its feature (sd 0.5
+    against the others' 5), so comparisons against the statement are explained by a feature that moved with it: stated
+    "longer", then 10 comparisons picking the shorter, `second_person` read -5.95 +- 2.10 "confident" (the long answers
+    said "you"), -0.89 +- 4.60 without the statement (trial16_51). The summary then says no more than the comparisons do."""
+    if sign is None or name in stated or not stated or name not in state.p_more_from_comparisons:
+        return None
+    alone = state.p_more_from_comparisons[name]
+    agree = alone if sign == "more" else 1.0 - alone
+    return agree if agree < p and level(agree) != level(p) else None
 
 
 NEAREST_SAMPLES = 4096  # posterior draws for `nearest_prototype`'s probability: sd <= 0.008 (binomial at p = 0.5)

@@ -190,7 +190,9 @@ def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> 
         x = model.candidates(prompt_vec, vectors[shown], [texts[i] for i in shown]).x
     pooled = pooled_prior_of(rt, p.tenant, p.weights.rewards or rt.rewards) if p.weights.state is None else None
     mean, cov = model.posterior(p.weights.state, p.weights.stated.signs(), pooled)
-    choice = most_informative_pair(x, mean, cov, rt.settings.compare_min_bits, rt.settings.compare_target, gate="best")
+    surprised = p.weights.state is not None and p.weights.state.surprised  # their newest answers contradict the posterior
+    choice = most_informative_pair(x, mean, cov, rt.settings.compare_min_bits, rt.settings.compare_target, gate="best",
+                                   surprised=surprised)
     p.timings.compare_ms = ms(start)
     return choice
 

@@ -42,6 +42,7 @@ from pluralign.store.failures import StoreUnavailable, storage_problem
 from pluralign.store.history import History
 from pluralign.store.tables import DeletedMeanwhile
 from pluralign.user import FEATURE_NAMES, Ties, UserState
+from pluralign.user.active import RECENT_ANSWERS
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
 from pluralign.user.summary import (
@@ -185,6 +186,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
             logits, state = rewards.user_model.fit_user(
                 prompt, chosen, rejected, chosen_texts, rejected_texts, prior_logits=rewards.prior(), fitted_at=now,
                 stated=stated.signs(), pooled=pooled_prior_of(rt, tenant, rewards), ties=ties,
+                recent=history.newest_comparisons(RECENT_ANSWERS),
             )
         else:
             logits = rewards.fit(prompt, chosen, rejected)
@@ -1767,7 +1769,9 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
             bits, criterion = predictive_information(x[a] - x[b], targets, mean, cov), "predictive"
     # whether to ask at all, whatever chose the pair: chat's gate (`most_informative_pair`'s `gate="best"`), each pool
     # item (a prompt's answers; a stored pair) taken as a chat's returned choices
-    worth = best_information(x, a, b, mean, cov, sets=items).max() >= rt.settings.compare_min_bits
+    # or, once their newest answers contradict their posterior (`UserState.surprised`), they changed their mind: ask again
+    surprised = weights.state is not None and weights.state.surprised
+    worth = surprised or best_information(x, a, b, mean, cov, sets=items).max() >= rt.settings.compare_min_bits
     best = int(np.argmax(bits))
     i, j = int(a[best]), int(b[best])
     return NextComparison(

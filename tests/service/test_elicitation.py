@@ -1230,3 +1230,91 @@ def test_if_none_match_on_stated_preferences_is_evaluated_not_ignored(svc):
             r = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-None-Match": bad})
             assert r.status_code == 400 and field_named(r) == "If-None-Match", (bad, r.text)
         assert c.get(url).json()["version"] == 2
+
+
+
+@pytest.mark.slow  # ~70 s of chats on two cores: `make test-all`
+def test_a_user_who_changes_their_mind_is_asked_again_and_the_summary_follows(svc):
+    """trial16_51: a client that answers only `compare` pairs, picking the shorter answer until chat stops asking,
+    then always the longer. Until session 51 the gate read only the posterior's certainty, which a change of mind
+    does not lower: `compare` came back now and then (6 times in 25 chats here), then stopped, and the summary
+    still said "shorter". Since, the user's newest answers are checked against the posterior fitted on the older
+    ones (`UserState.surprise`, `pluralign.user.active.recent_surprise`): once the check fails, chat asks on every
+    chat and onboarding's `worth_asking` is true, until the posterior follows the user (the summary says "longer")
+    and the check passes; then, a consistent user again, they stop being asked."""
+    from service.users.services import user_weights
+
+    rt = svc.runtime
+    svc.keys.setdefault("mind", rt.keys.issue("mind"))
+    log = []  # (round, picks longer, compare shown, surprised before the chat)
+
+    def rounds(pick_longer: bool, start: int, most: int, stop) -> None:
+        for rnd in range(start, start + most):
+            state = user_weights(rt, "mind", "flip").state
+            out = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "flip", "n": 4, "seed": rnd, "messages": [
+                {"role": "user", "content": f"Tip number {rnd}?"}]}).json()
+            compare = out["pluralign"]["compare"]
+            texts = [ch["message"]["content"] for ch in out["choices"]]
+            log.append((rnd, pick_longer, compare is not None, state is not None and state.surprised))
+            if compare is not None and texts[compare[0]] != texts[compare[1]]:
+                a, b = sorted(compare, key=lambda i: len(texts[i]))
+                tie = len(texts[a]) == len(texts[b])
+                r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": b if pick_longer else a,
+                                                 "shown": compare, "tie": tie})
+                assert r.status_code == 201, r.text
+            if stop():
+                return
+
+    def length_direction() -> str:
+        summary = c.get("/v1/users/flip").json()["summary"]
+        return next(f for f in summary["features"] if f["feature"] == "length")["direction"]
+
+    quiet = lambda: len(log) >= 3 and not any(e[2] for e in log[-3:])  # noqa: E731
+    with svc.client("mind") as c:
+        rounds(False, 0, 60, quiet)
+        assert quiet() and length_direction() == "less", log  # well known: no longer asked
+        flip = len(log)
+        worth = []
+
+        def settled() -> bool:
+            state = user_weights(rt, "mind", "flip").state
+            if state.surprised and not worth:  # onboarding agrees with chat: worth asking again
+                prompt = f"Tip number {log[-1][0]}?"
+                r = c.post("/v1/users/flip/next-comparison", json={"pool": [{"prompt": prompt, "answers": ["Yes.", "Well, yes, in most cases it is."]}]})
+                worth.append(r.json()["worth_asking"])
+            return len(log) - flip >= 6 and quiet() and length_direction() == "more"
+
+        rounds(True, flip, 40, settled)
+        after = log[flip:]
+        print(f"phase 1 {flip} rounds; phase 2 {after}")
+        surprised = [i for i, e in enumerate(after) if e[3]]
+        assert surprised, after  # the contrary answers failed the check
+        # from the first chat after the check failed, asked on every chat while it fails
+        assert all(e[2] for e in after if e[3]), after
+        assert worth == [True], worth
+        assert length_direction() == "more", after  # the summary followed
+        assert quiet() and not after[-1][3], after  # and, consistent again, the user stops being asked
+
+
+def test_a_stated_preference_does_not_make_a_collinear_feature_confident_against_the_comparisons(svc):
+    """trial16_51: stated "longer", then 10 comparisons picking the shorter answer. The stated prior pins `length`
+    (sd 0.5), so the comparisons' evidence went to the feature that moved with it: "not addressing the reader as 'you'
+    (confident)" at -5.95 +- 2.10, where without the statement it read -0.89 +- 4.60, uncertain. The summary now
+    says of such a feature no more than the comparisons alone say (`UserState.p_more_from_comparisons`, every feature's)."""
+    with svc.client() as c:
+        beliefs = {}
+        for user, stated in (("turncoat", True), ("unstated", False)):
+            if stated:
+                assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "more"}}).status_code == 200
+            for topic in TOPICS[:10]:
+                short, long_ = short_and_long(topic)
+                assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tips on {topic}?",
+                                                    "chosen": short, "rejected": long_}).status_code == 201
+            beliefs[user] = {f["feature"]: f for f in c.get(f"/v1/users/{user}").json()["summary"]["features"]}
+    you, plain = beliefs["turncoat"]["second_person"], beliefs["unstated"]["second_person"]
+    assert you["weight"] < -2 * you["sd"], you  # the posterior still puts the evidence there ...
+    assert plain["confidence"] == "uncertain" and you["confidence"] != "confident", (you, plain)  # ... the summary does not claim it
+    assert "alone do not show it" in you["text"] and "length" in you["text"], you["text"]
+    assert beliefs["turncoat"]["length"]["stated"] == "more"  # the stated feature's own line is as it was
+    for name, belief in beliefs["unstated"].items():  # no statement: nothing is capped
+        assert "alone do not show it" not in belief["text"], (name, belief)
