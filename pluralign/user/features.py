@@ -77,6 +77,7 @@ _NO = frozenset({"no", "nope", "nah", "disagree"})  # say no wherever they stand
 _NEGATION = frozenset({"not", "never"})  # say no only as the answer's first word or right after an intensifier
 _INTENSIFIER = frozenset({"absolutely", "definitely"})  # yes words a "not" negates: "absolutely not" (but "Yes, not all")
 _NO_DETERMINER = frozenset({"one", "doubt", "matter", "wonder", "longer"})  # "no one", "no doubt": not an answer of no
+_APOSTROPHE = re.compile(r"['’]")
 _YOU = re.compile(r"\byou(?:r|rs|rself|['’](?:re|ll|ve|d))?\b", re.IGNORECASE)
 
 
@@ -119,9 +120,10 @@ def _affirmation(opening: Sequence[str], joined: Sequence[bool] | None = None) -
     problem" are yes); elsewhere they negate a verb, not the question ("Do not over plan the details", "I would
     never ..."): until `text-features-5` any of them in the first three words read as no (trial16_51). "no"
     right before "one", "doubt", "matter", "wonder", "longer" is a determiner, not an answer ("No one knows"; "No.
-    One reason ..." is no); "no" after an intensifier is no ("Absolutely no."). Until `text-features-6`
-    punctuation was not read: "No. One reason" and "Absolutely, not a problem" had no stance or the wrong one."""
-    first = [w.lower().strip("'’") for w in opening]
+    One reason ..." is no; a word is read without its 's: "No one's sure"); "no" after an intensifier is no
+    ("Absolutely no."). Until `text-features-6` punctuation was not read: "No. One reason" and "Absolutely, not a
+    problem" had no stance or the wrong one, as "No one's sure" had."""
+    first = [_APOSTROPHE.split(w.lower().strip("'’"))[0] for w in opening]  # "one's" is "one"
     for i, word in enumerate(first[:3]):
         after = first[i + 1] if i + 1 < len(first) and (joined is None or joined[i]) else ""
         if word in _YES:

@@ -19,6 +19,9 @@ AFFIRMATION = FEATURE_NAMES.index("affirmation")
     ("No! Matter of fact, it hurts.", -1.0),
     ("Absolutely, not a problem.", 1.0),  # read -1: the comma parts "not" from the "absolutely" it would negate
     ("Definitely, not everyone agrees, but it works.", 1.0),
+    ("No one's sure.", 0.0),  # read -1: "one's" is "one" with its 's
+    ("No one’s sure — café.", 0.0),  # the same in the non-ASCII word pass
+    ("No — one reason is cost.", -1.0),
     # unchanged readings
     ("No one knows for sure.", 0.0),
     ("No doubt it helps.", 0.0),
