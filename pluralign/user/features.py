@@ -22,7 +22,8 @@ vowel and tone marks, the `regex` module's \\X) as one word: a proxy, as Chinese
 splitting them into words needs a dictionary (ICU, PyThaiNLP). Before `text-features-4` a whole
 unspaced run of them was one word, so a Thai answer's `length` barely moved with its length.
 `affirmation` reads the answer's opening yes or no (`_affirmation`): before `text-features-5` a "not" or "never"
-anywhere in the first three words read as no ("Do not over plan the details.").
+anywhere in the first three words read as no ("Do not over plan the details."); before `text-features-6` the
+punctuation between the opening words was not read ("No. One reason ..." had no stance, "Absolutely no." read yes).
 
 Shape: `response_features(texts)` -> (N, F) float64, columns in FEATURE_NAMES order.
 """
@@ -30,6 +31,7 @@ Shape: `response_features(texts)` -> (N, F) float64, columns in FEATURE_NAMES or
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 import unicodedata
@@ -38,7 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 import regex
 
-FEATURES_VERSION = "text-features-5"  # bump when a definition changes: stored user states refit
+FEATURES_VERSION = "text-features-6"  # bump when a definition changes: stored user states refit
 FEATURE_NAMES = ("length", "list_items", "exclamations", "contractions", "word_length", "second_person", "affirmation")
 FEATURE_DESCRIPTIONS = {
     "length": ("longer answers", "shorter answers"),
@@ -75,6 +77,7 @@ _NO = frozenset({"no", "nope", "nah", "disagree"})  # say no wherever they stand
 _NEGATION = frozenset({"not", "never"})  # say no only as the answer's first word or right after an intensifier
 _INTENSIFIER = frozenset({"absolutely", "definitely"})  # yes words a "not" negates: "absolutely not" (but "Yes, not all")
 _NO_DETERMINER = frozenset({"one", "doubt", "matter", "wonder", "longer"})  # "no one", "no doubt": not an answer of no
+_APOSTROPHE = re.compile(r"['’]")
 _YOU = re.compile(r"\byou(?:r|rs|rself|['’](?:re|ll|ve|d))?\b", re.IGNORECASE)
 
 
@@ -83,10 +86,11 @@ def text_features(text: str) -> tuple[float, ...]:
     """The F features of one answer (see the module docstring for their meaning and scale). Cached:
     a refit reads the same stored answers again, and a regex pass is most of a refit's cost."""
     if text.isascii():
-        words = _ASCII_WORD.findall(text)
+        found = list(_ASCII_WORD.finditer(text))
     else:
         text = unicodedata.normalize("NFC", text)
-        words = _WORD.findall(text)
+        found = list(_WORD.finditer(text))
+    words = [m.group() for m in found]
     n_words = len(words)
     lines = [line for line in text.splitlines() if line.strip()]
     sentences = max(1, len(_SENTENCE_END.findall(text)))
@@ -98,23 +102,34 @@ def text_features(text: str) -> tuple[float, ...]:
         min(len(_CONTRACTION.findall(text)) * per_word, 3.0),  # contractions per 10 words
         (sum(len(w) for w in words) / n_words - 4.5) if n_words else 0.0,  # mean letters per word, minus 4.5
         min(len(_YOU.findall(text)) * per_word, 3.0),  # 'you' forms per 10 words
-        _affirmation(words[:4]),  # +1 opens with yes, -1 with no, 0 neither (a stance on a yes-or-no question)
+        _affirmation(words[:4], _joined(text, found[:4])),  # +1 opens with yes, -1 with no, 0 neither (a stance on a yes-or-no question)
     )
 
 
-def _affirmation(opening: Sequence[str]) -> float:
+def _joined(text: str, found: Sequence[re.Match]) -> list[bool]:
+    """For each of the words `found` but the last, whether the next follows it across whitespace only (no
+    punctuation between: "no one", not "No. One")."""
+    return [not text[a.end():b.start()].strip() for a, b in itertools.pairwise(found)]
+
+
+def _affirmation(opening: Sequence[str], joined: Sequence[bool] | None = None) -> float:
     """+1, -1 or 0: the stance of an answer's opening, its first three words (`opening`: its first four, the fourth
-    only read after a third): the first yes or no word among them decides. "not" and "never" say no only as the
-    first word ("Not really", "Never.") or right after "absolutely" or "definitely", which they negate
-    ("Absolutely not"; "Yes, not everyone agrees" is yes); elsewhere they negate a verb, not the question
-    ("Do not over plan the details", "I would never ..."): until `text-features-5` any of them in the first
-    three words read as no (trial16_51). "no" before "one", "doubt", "matter", "wonder", "longer" is a
-    determiner, not an answer."""
-    first = [w.lower().strip("'’") for w in opening]
+    only read after a third; `joined`: `_joined` of them, None: all joined): the first yes or no word among them
+    decides. "not" and "never" say no only as the first word ("Not really", "Never.") or right after "absolutely"
+    or "definitely", which they negate ("Absolutely not"; "Yes, not everyone agrees" and "Absolutely, not a
+    problem" are yes); elsewhere they negate a verb, not the question ("Do not over plan the details", "I would
+    never ..."): until `text-features-5` any of them in the first three words read as no (trial16_51). "no"
+    right before "one", "doubt", "matter", "wonder", "longer" is a determiner, not an answer ("No one knows"; "No.
+    One reason ..." is no; a word is read without its 's: "No one's sure"); "no" after an intensifier is no
+    ("Absolutely no."). Until `text-features-6` punctuation was not read: "No. One reason" and "Absolutely, not a
+    problem" had no stance or the wrong one, as "No one's sure" had."""
+    first = [_APOSTROPHE.split(w.lower().strip("'’"))[0] for w in opening]  # "one's" is "one"
     for i, word in enumerate(first[:3]):
-        after = first[i + 1] if i + 1 < len(first) else ""
+        after = first[i + 1] if i + 1 < len(first) and (joined is None or joined[i]) else ""
         if word in _YES:
-            return -1.0 if word in _INTENSIFIER and after in _NEGATION else 1.0
+            if word in _INTENSIFIER and after in _NO | _NEGATION:
+                return -1.0
+            return 1.0
         if word in _NO and not (word == "no" and after in _NO_DETERMINER):
             return -1.0
         if word in _NEGATION and i == 0:

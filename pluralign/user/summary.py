@@ -126,9 +126,10 @@ def _gaussian_p_more(weight: float, sd: float) -> float:
 
 
 def p_more_from_comparisons(state: UserState, name: str) -> float | None:
-    """For a stated feature, what the comparisons alone say: P(weight > 0) fitted without the stated prior
-    (`UserState.p_more_from_comparisons`; for a state fitted before it was kept, the Laplace one of
-    `UserState.from_comparisons`); None without comparisons."""
+    """For a stated feature, and since session 51 for every feature of a user who stated a preference, what the
+    comparisons alone say: P(weight > 0) fitted without the stated prior (`UserState.p_more_from_comparisons`; for a
+    state fitted before it was kept, the Laplace one of `UserState.from_comparisons`); None without comparisons, and
+    for a feature of a user who stated nothing (their posterior is the comparisons' own)."""
     if name in state.p_more_from_comparisons:
         return state.p_more_from_comparisons[name]
     if name not in state.from_comparisons:
@@ -167,7 +168,8 @@ def _together(names: Sequence[str]) -> str:
 
 def settled_by_comparisons(state: UserState, name: str) -> bool:
     """Whether the user's comparisons settle the named feature's direction on their own (`likely` or
-    more): for a stated feature what they alone say (`p_more_from_comparisons`), else its posterior."""
+    more): what they alone say (`p_more_from_comparisons`: every feature's, once the user stated a preference, so a
+    feature that took the evidence a pinned stated feature left is not settled by it), else its posterior."""
     p = p_more_from_comparisons(state, name)
     p = feature_p_more(state, name) if p is None else p
     return level(max(p, 1.0 - p)) != "uncertain"

@@ -86,7 +86,7 @@ def test_thai_words_count_grapheme_clusters_not_one_word_per_unspaced_run():
 def test_the_features_version_moves_and_other_scripts_keep_their_features():
     from pluralign.user.features import FEATURES_VERSION, text_features
 
-    assert FEATURES_VERSION == "text-features-5"  # stored user states of earlier features refit (UserModel.fits)
+    assert FEATURES_VERSION == "text-features-6"  # stored user states of earlier features refit (UserModel.fits)
     for text, before in TEXT_FEATURES_3.items():
         assert text_features(text) == pytest.approx(before), text
 
