@@ -80,9 +80,14 @@ COMPARE_MIN_BITS = 0.1
 # A user who changes their mind: once the gate above has closed, a user whose newest answers contradict what the
 # posterior (fitted on all their answers) predicts is asked again (`recent_surprise`, `most_informative_pair`'s
 # `surprised`). The check reads the user's last RECENT_ANSWERS comparisons with a winner; the gate opens while their
-# surprise stands SURPRISE_Z standard deviations above what the posterior expects of its own predictions. At 3, a
-# consistent user the model predicts at 0.95 is asked again after 3 misses in 10 answers (a chance of 1.2% if its
-# predictions are calibrated); a user who flips after being well known, after 2 or 3 contrary answers (trial16_51).
+# surprise stands SURPRISE_Z standard deviations above what the posterior expects of its own predictions. The z would
+# be about normal if the older posterior were calibrated; fitted on few noisy answers it is overconfident, and the
+# check runs at every refit over overlapping windows, so noisy and coin-flipping users are flagged now and then
+# (reviewmind51, on the real `UserModel`: 12 of 88 refits of coin flippers, 4 of 88 of noisy length-preferring users,
+# none of firm ones; at 60 answers 27 of 40 coin flippers at least once): while flagged they are offered `compare`
+# on every chat. Higher thresholds cut that but miss the change of mind: at 4 and 5 the app test's user (known from
+# 13 answers, then 7 contrary ones) was never flagged; at 3 after the 3rd. A check that does not assume calibration
+# (the older answers' own held-out surprise as the baseline) is left for later. `tests/unit/test_surprise51.py`.
 RECENT_ANSWERS = 10
 SURPRISE_Z = 3.0
 

@@ -26,8 +26,8 @@ def held_out(design: np.ndarray) -> float:
 def test_a_consistent_user_passes_the_check_and_one_who_flipped_fails_it():
     """20 simulated users, each 37 answers preferring shorter answers firmly, then either 10 more alike or 6 the other
     way (each answer a random pair, so some contrary answers are pairs the model was unsure of anyway): the check
-    fails for at most one consistent user (SURPRISE_Z = 3 is about 1% for calibrated predictions) and for most of
-    those who flipped (measured: 18 of 20, and no false alarm)."""
+    fails for at most one consistent user and for most of those who flipped (measured: 18 of 20, and no false alarm).
+    Firm users only: noisy ones are flagged now and then (the real-model test below)."""
     false_alarms, caught = 0, 0
     for seed in range(20):
         rng = np.random.default_rng(seed)
@@ -55,3 +55,42 @@ def test_surprised_lifts_the_gate_a_certain_posterior_closed():
     assert again is not None and again.bits > 0
     with pytest.raises(ValueError, match="do not agree"):
         recent_surprise(np.ones((2, 3)), mean, cov)
+
+
+def test_the_check_on_the_real_user_model_flags_flips_and_firm_users_never_noisy_ones_now_and_then():
+    """reviewmind51: on the real `UserModel` (a tiny PAL model, features of real texts), users refitted every 3
+    answers from 15 to 45. Users who follow their rule firmly are never flagged, and users known firmly from 37 answers
+    who turn the other way are flagged within 12 answers; but the older answers' posterior is overconfident on few noisy
+    answers, so the z is not normal and noisy or coin-flipping users are flagged now and then (measured: 12 of 88
+    refits of coin flippers, 4 of 88 of noisy ones; at 60 answers 27 of 40 coin flippers at least once). Higher
+    thresholds miss the change of mind the app test drives (at 4 and 5 it is never flagged there), so the threshold
+    stays at 3 and these figures bound what it costs: `compare` offered on some extra chats of such users."""
+    import torch
+
+    from pluralign.reward.pal_model import PALConfig, PALModel
+    from pluralign.user import UserModel
+
+    torch.manual_seed(0)
+    model = UserModel(PALModel(PALConfig(variant="a", k=3, input_dim=16, latent_dim=8, hidden=16)), population="tiny")
+
+    def user(seed: int, weight_at, n: int):
+        rng = np.random.default_rng(seed)
+        words = rng.integers(1, 60, size=(n, 2))
+        texts = [[" ".join(["word"] * int(k)) + "." for k in row] for row in words]
+        prompt, a, b = (rng.normal(size=(n, 16)).astype(np.float32) for _ in range(3))
+        w = np.array([weight_at(i) for i in range(n)])
+        first = rng.random(n) < 1 / (1 + np.exp(w * (np.log1p(words[:, 0]) - np.log1p(words[:, 1]))))  # shorter wins
+        chosen, rejected = np.where(first[:, None], a, b), np.where(first[:, None], b, a)
+        return (prompt, chosen, rejected, [t[0] if f else t[1] for t, f in zip(texts, first, strict=True)],
+                [t[1] if f else t[0] for t, f in zip(texts, first, strict=True)])
+
+    def surprised_at(answers, m: int) -> bool:
+        prompt, chosen, rejected, ct, rt = answers
+        return model.fit_user(prompt[:m], chosen[:m], rejected[:m], ct[:m], rt[:m], np.zeros(3))[1].surprised
+
+    flagged = {w: sum(surprised_at(answers, m) for seed in range(8) for answers in [user(seed, lambda i, w=w: w, 45)]
+                      for m in range(15, 46, 3)) for w in (0.0, 1.0, 4.0, 8.0)}  # of 88 refits each
+    assert flagged[4.0] == flagged[8.0] == 0 and flagged[0.0] <= 18 and flagged[1.0] <= 9, flagged
+    for seed in range(3):
+        answers = user(100 + seed, lambda i: 4.0 if i < 37 else -4.0, 50)
+        assert any(surprised_at(answers, m) for m in range(38, 50)), seed
