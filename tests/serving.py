@@ -85,3 +85,33 @@ def generation_held(rt, keepalive_s: float = 0.05, at_most_s: float = 10.0) -> I
         release()
         timer.cancel()
         rt.settings = settings
+
+
+@contextlib.contextmanager
+def adapter_generation_held(rt, adapter: str, at_most_s: float = 60.0) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """A chat of the service whose Runtime is `rt` generating with `adapter` held inside its generation (the adapter in
+    use, as a long answer of a real model holds it; the tiny model's answers end at once). Yields (generating,
+    proceed): `generating` is set once such a chat is inside, and it goes on once the test sets `proceed` (set after
+    `at_most_s` seconds at the latest, failing the chat's thread). After: proceed set, the generator's own
+    `generation` back. Other adapters' generations are not held."""
+    use = rt.generator._use
+    generation, generating, proceed = use.generation, threading.Event(), threading.Event()
+    own = "generation" in vars(use)
+
+    @contextlib.contextmanager
+    def held(name):
+        with generation(name):
+            if name == adapter:
+                generating.set()
+                assert proceed.wait(at_most_s), "the test never let the chat end"
+            yield
+
+    use.generation = held
+    try:
+        yield generating, proceed
+    finally:
+        proceed.set()
+        if own:
+            use.generation = generation
+        else:
+            del use.generation

@@ -775,13 +775,13 @@ def test_an_adapter_promotion_waiting_for_its_users_chat_holds_up_no_other_job(s
     no job of any tenant was launched, finished or cancelled until acme's user's chat ended (another job's cancel
     waited). Now the old adapter leaves the pool at once and is dropped once that chat ends, on a thread of its own:
     the cancel is answered meanwhile, and the user's next chat is generated with the new adapter."""
-    import contextlib
     import threading
 
     from pluralign.policy.adapters import adapter_name, read_meta
     from service.users.services import register_adapter
     from tests.service.test_generation_turns import wait_until
     from tests.service.test_service_adapters import random_adapter
+    from tests.serving import adapter_generation_held
 
     rt, user = svc.runtime, "locks51chat"
     admin = svc.server.server.config.app.state.admin
@@ -789,22 +789,10 @@ def test_an_adapter_promotion_waiting_for_its_users_chat_holds_up_no_other_job(s
     name = adapter_name("acme", user)
     register_adapter(rt, "acme", user, random_adapter(tiny_generator_dir, tmp_path / "old", pool.base_model, "user", 11))
     new = random_adapter(tiny_generator_dir, tmp_path / "new", pool.base_model, "user", 12)
-    use = rt.generator._use
-    generation, generating, proceed = use.generation, threading.Event(), threading.Event()
-
-    @contextlib.contextmanager
-    def long_generation(adapter):  # the user's chat generating a long answer, until the test lets it end
-        with generation(adapter):
-            if adapter == name:
-                generating.set()
-                assert proceed.wait(60), "the test never let the chat end"
-            yield
-
-    use.generation = long_generation
     answers: dict[str, object] = {}
     chat = {"model": "pluralign", "messages": [{"role": "user", "content": "Tea?"}], "user": user, "temperature": 0,
             "pluralign": {"rerank": False, "shots": 0}}
-    try:
+    with adapter_generation_held(rt, name) as (generating, proceed):
         with svc.client("acme") as c, svc.client("admin") as ops:
             for i in range(2):
                 assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tea {i}?", "chosen": "Yes.",
@@ -838,9 +826,6 @@ def test_an_adapter_promotion_waiting_for_its_users_chat_holds_up_no_other_job(s
             assert answers["chat"].status_code == 200 and answers["chat"].json()["pluralign"]["adapter"] == name, answers["chat"].text
             wait_until(lambda: not pool._dropping, "the old adapter is dropped once the chat ended")
             again = c.post("/v1/chat/completions", json=chat)
-    finally:
-        proceed.set()
-        del use.generation
     assert not held, "another job's cancel waited for acme's user's chat (the dispatcher's promotion held the runner's lock)"
     assert took < 15 and answers["cancel"].status_code == 200, answers["cancel"].text
     assert again.status_code == 200 and again.json()["pluralign"]["adapter"] == name, again.text

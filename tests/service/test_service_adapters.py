@@ -246,34 +246,23 @@ def test_an_adapter_larger_than_the_whole_budget_is_served_by_the_fallback_not_a
     assert adapter_name("acme", user) not in rt.generator.adapters and adapter_name("acme", user) not in rt.adapters.loaded
 
 
-def test_a_delete_waiting_for_its_users_chat_holds_up_no_other_tenants_delete(svc, tiny_generator_dir, monkeypatch):
+def test_a_delete_waiting_for_its_users_chat_holds_up_no_other_tenants_delete(svc, tiny_generator_dir):
     """A user's DELETE drops their adapter from memory, which waits for their chats still generating with it (a long
     answer of a real model: seconds to minutes). Before (review of locks51) it waited holding the store's maintenance
     turn, which every DELETE of every tenant takes first: globex's DELETE of another user waited for acme's user's
     chat to end. Now the adapter leaves the pool at once under the turn, and its drop is waited for after the turn:
     globex's DELETE is answered while acme's chat generates; acme's DELETE is answered once it ended, the adapter gone."""
-    import contextlib
     import threading
     import time
 
     from service.users.services import register_adapter
     from tests.service.test_generation_turns import wait_until
+    from tests.serving import adapter_generation_held
 
     rt, user = svc.runtime, "gerda"
     register_adapter(rt, "acme", user, random_adapter(tiny_generator_dir, svc.data_dir / f"{user}-src", rt.adapters.base_model, "user", 9))
     name = adapter_name("acme", user)
     use = rt.generator._use
-    generation, generating, proceed = use.generation, threading.Event(), threading.Event()
-
-    @contextlib.contextmanager
-    def long_generation(adapter):  # the user's chat generating a long answer, until the test lets it end
-        with generation(adapter):
-            if adapter == name:
-                generating.set()
-                assert proceed.wait(60), "the test never let the chat end"
-            yield
-
-    monkeypatch.setattr(use, "generation", long_generation)
     answers: dict[str, object] = {}
 
     def sent(what: str, call) -> threading.Thread:
@@ -281,7 +270,7 @@ def test_a_delete_waiting_for_its_users_chat_holds_up_no_other_tenants_delete(sv
         thread.start()
         return thread
 
-    with svc.client() as c, svc.client() as d, svc.client("globex") as g:
+    with adapter_generation_held(rt, name) as (generating, proceed), svc.client() as c, svc.client() as d, svc.client("globex") as g:
         assert g.post("/v1/feedback", json={"type": "comparison", "user": "hugo", "prompt": "Tea?", "chosen": "Yes.",
                                             "rejected": "No."}).status_code == 201
         chatting = sent("chat", lambda: chat(c, user))
