@@ -15,7 +15,7 @@ long for the model's context), and a chat's 404 for an adapter says the server n
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
 Token counts are the server's `usage`, never estimated here; a prompt's count before its chat is the server tokenizer's
 (vLLM's `POST /tokenize`: `prompt_tokens`), none where it has no such route. A count is bounded apart from the chat
-(`RemotePolicy.tokenize_timeout_s`: a tenth of its timeout, at most 5 s): one the server does not give in that time, or
+(`RemotePolicy.tokenize_timeout_s`: a tenth of its timeout, at least 1 s, at most 5 s): one the server does not give in that time, or
 fails to give (down, a 5xx), is PromptNotCounted, never a chat sent uncounted.
 
 The name an adapter has on the server is not the caller's: it carries this generator's `replica` and its weights'
@@ -70,14 +70,17 @@ class RemotePolicy:
     @property
     def tokenize_timeout_s(self) -> float:
         """How long a prompt's count (vLLM's `POST /tokenize`) may take, connecting included, tried once: a tenth of
-        `timeout_s`, at most TOKENIZE_TIMEOUT_S (5 s at the default 120). vLLM's API process applies the chat template and
-        tokenizes in milliseconds, without the engine, so a count that takes seconds is a server hung or overloaded, and a
-        chat waiting the whole `timeout_s` for it held its generation slot for nothing (until session remote51: 120 s,
-        then the chat was sent uncounted)."""
-        return min(TOKENIZE_TIMEOUT_S, self.timeout_s / 10)
+        `timeout_s`, at least TOKENIZE_FLOOR_S (1 s) and at most TOKENIZE_TIMEOUT_S (5 s: at the default 120), never more
+        than `timeout_s` itself. vLLM's API process applies the chat template and tokenizes in milliseconds, without the
+        engine, so a count that takes seconds is a server hung or overloaded, and a chat waiting the whole `timeout_s` for
+        it held its generation slot for nothing (until session remote51: 120 s, then the chat was sent uncounted); but a
+        round trip to a server on another machine, under load, takes tenths of a second: until session remote52 a
+        `timeout_s` of 1 s gave a count 0.1 s, and every chat was a 503 while the server answered each count."""
+        return min(TOKENIZE_TIMEOUT_S, self.timeout_s, max(TOKENIZE_FLOOR_S, self.timeout_s / 10))
 
 
 TOKENIZE_TIMEOUT_S = 5.0  # seconds: the most `RemotePolicy.tokenize_timeout_s` gives a prompt's count
+TOKENIZE_FLOOR_S = 1.0  # seconds: the least it gives one (unless `timeout_s` is less): a round trip under load
 NOT_IMPLEMENTED = 501  # HTTP's "the server does not support this": a /tokenize answering it counts none, as a 404
 
 
