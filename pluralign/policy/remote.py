@@ -33,6 +33,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -400,6 +401,18 @@ class RemoteGenerator:
         this conversation (a 400, 413 or 422: the chat's own request then says why). Raises PromptNotCounted when the
         server does not answer within `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx but 501): until session remote51 the count waited up to
         `timeout_s` for a hung server, then the chat was sent uncounted, bounded by nothing."""
+        return self.prompt_counter()(messages)
+
+    def prompt_counter(self) -> Callable[[Sequence[dict[str, str]]], int]:
+        """`prompt_tokens` for the counts of one chat (its prompt; then its messages alone and the prompt again for each
+        shot left out to fit, `service.chat.controllers.plan_checked`), all of them together bounded by
+        `policy.tokenize_timeout_s` from this call: a count the time left does not allow is PromptNotCounted ("no answer
+        within ..."), asked of the server or not. Until session remote52 each count had the whole bound: a `/tokenize`
+        slow but within it held a chat whose shots were left out (shots + 2) times the bound, 30 s at the defaults."""
+        deadline = time.monotonic() + self.policy.tokenize_timeout_s
+        return lambda messages: self._counted(messages, deadline)
+
+    def _counted(self, messages: Sequence[dict[str, str]], deadline: float) -> int:
         key = _key(messages)
         with self._lock:
             counts = self._prompt_usage.get(key)
@@ -408,12 +421,15 @@ class RemoteGenerator:
                 if not counts:
                     del self._prompt_usage[key]
                 return count
-        return self._tokenized(messages) if self._tokenize_route else 0
+        return self._tokenized(messages, deadline) if self._tokenize_route else 0
 
-    def _tokenized(self, messages: Sequence[dict[str, str]]) -> int:
+    def _tokenized(self, messages: Sequence[dict[str, str]], deadline: float) -> int:
         root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
-        bound = self.policy.tokenize_timeout_s
-        timeout = httpx2.Timeout(bound, connect=min(bound, self.policy.connect_timeout_s))
+        bound, left = self.policy.tokenize_timeout_s, deadline - time.monotonic()
+        if left <= 0:  # the chat's earlier counts took its bound
+            raise PromptNotCounted(f"the generation server at {self.shown_url} did not count the prompt's tokens (/tokenize) "
+                                   f"within {bound:g} s", f"no answer within {bound:g} s")
+        timeout = httpx2.Timeout(left, connect=min(left, self.policy.connect_timeout_s))
         try:
             answer = self._client.post(f"{root}/tokenize", cast_to=httpx2.Response, body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
                                        options={"headers": dict(self.request_headers()), "max_retries": 0, "timeout": timeout})

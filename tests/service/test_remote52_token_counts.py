@@ -76,3 +76,33 @@ def test_a_count_in_a_real_servers_round_trip_is_given_at_a_one_second_generator
         got = c.post("/v1/chat/completions", json=CHAT)
     assert got.status_code == 200, got.text  # before: 503 "... (its /tokenize: no answer within 0.1 s) ..."
     assert got.json()["usage"]["prompt_tokens"] == tokens(CHAT["messages"][0]["content"])
+
+
+def shots_of(c, user: str) -> None:
+    """Four comparisons of `user`'s, each a shot of ~160 tokens (4 characters a token): all four are over `BUDGET`."""
+    answer = "This answer goes on about the topic at some length. " * 4
+    for i in range(4):
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Question {i} about weekends",
+                                         "chosen": "Yes. " + answer, "rejected": "No. " + answer})
+        assert r.status_code == 201, r.text
+
+
+def test_a_slow_tokenizer_holds_a_chat_whose_shots_are_dropped_no_longer_than_the_bound(front, tokenizer):
+    """A chat whose retrieved shots do not fit `max_prompt_tokens` is counted again and again: its prompt, its messages
+    alone, then once for each shot left out. Each count had the whole bound (1 s here, 5 s by default), so a `/tokenize`
+    answering in 0.6 s held the chat here ~2.4 s (4 counts: two shots of four left out) and it was sent; up to (shots + 2) x 5 s by default. Now the bound
+    holds for the chat's counts together: the chat is the 503 naming `/tokenize` once 1 s has passed. With the server
+    answering at once, the shots are still left out, farthest first, until the prompt fits."""
+    with front.client("acme") as c:
+        shots_of(c, "sam")
+        chat = {**CHAT, "user": "sam", "pluralign": {"shots": 4}}
+        fits = c.post("/v1/chat/completions", json=chat)
+        assert fits.status_code == 200 and 0 < len(fits.json()["pluralign"]["history"]) < 4, fits.text
+        assert fits.json()["usage"]["prompt_tokens"] <= BUDGET
+        tokenizer.delay_s, asked = 0.6, tokenizer.asked
+        began = time.monotonic()
+        slow = c.post("/v1/chat/completions", json=chat)
+        took = time.monotonic() - began
+    assert slow.status_code == 503, slow.text  # before: 200 after ~3 s
+    assert "(its /tokenize: no answer within 1 s)" in slow.json()["error"]["message"], slow.text
+    assert took < 2.2 and tokenizer.asked - asked in (1, 2), (took, tokenizer.asked - asked)  # before: 4 counts, ~2.4 s
