@@ -29,7 +29,6 @@ a retrained adapter loaded by a replica after another had loaded the old one was
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import secrets
 import threading
@@ -118,9 +117,6 @@ class RemoteGenerator:
         # tenant's chat waited behind one user's slow load)
         self._reloads: dict[str, int] = {}
         self._reload_locks: dict[str, threading.Lock] = {}
-        # streamed conversations -> the server's prompt_tokens, one per stream not yet asked (streams of one conversation
-        # may run at once: `generation_workers`)
-        self._prompt_usage: dict[str, list[int]] = {}
         self._tokenize_route = True  # until the server shows it has no vLLM `/tokenize` (`prompt_tokens`)
         self._purging: set[str] = set()  # adapter names whose copies the purge thread is to unload (`purge_adapter`)
         self._purge_running = False
@@ -352,8 +348,11 @@ class RemoteGenerator:
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
     ) -> Iterator[str | Candidate]:
-        """Text pieces as the server sends them, then the final Candidate (tokens from the server's usage). The adapter
-        is in use until the stream ends or is closed."""
+        """Text pieces as the server sends them, then the final Candidate, its `tokens` and `prompt_tokens` the server's
+        usage of this stream (until session remote52 the prompt's count was kept here for the service to ask by the
+        conversation: a chat of the same conversation planned meanwhile took it, and the stream's count was then asked of
+        `/tokenize` after the whole answer streamed, a failing one an error event after it). The adapter is in use until
+        the stream ends or is closed."""
         with self._use.generation(adapter):
             yield from self._stream(messages, sampling, adapter)
 
@@ -383,9 +382,7 @@ class RemoteGenerator:
             chunks.close()
         if usage is None:
             raise RemoteGeneratorError("the generation server sent no usage (stream_options.include_usage) for a streamed answer")
-        with self._lock:
-            self._prompt_usage.setdefault(_key(messages), []).append(usage.prompt_tokens)
-        yield Candidate(text=text.strip(), finish_reason=finish, tokens=usage.completion_tokens)
+        yield Candidate(text=text.strip(), finish_reason=finish, tokens=usage.completion_tokens, prompt_tokens=usage.prompt_tokens)
 
     @property
     def shared_prefill(self) -> bool:
@@ -394,13 +391,14 @@ class RemoteGenerator:
         return True
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
-        """The server's prompt token count for a conversation just streamed (its `usage`); else the count its tokenizer
-        gives (vLLM's `POST /tokenize` at the server's root, the chat template applied as for a chat: since session
-        remote50, so the service's `max_prompt_tokens` and `max_prefill_tokens` bound a chat before it is sent); 0 when
-        the server has no such route (the OpenAI API has none; or it answers 501, not implemented: asked once) or refuses
-        this conversation (a 400, 413 or 422: the chat's own request then says why). Raises PromptNotCounted when the
-        server does not answer within `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx but 501): until session remote51 the count waited up to
-        `timeout_s` for a hung server, then the chat was sent uncounted, bounded by nothing."""
+        """The prompt token count the server's tokenizer gives (vLLM's `POST /tokenize` at the server's root, the chat
+        template applied as for a chat: since session remote50, so the service's `max_prompt_tokens` and
+        `max_prefill_tokens` bound a chat before it is sent); 0 when the server has no such route (the OpenAI API has none;
+        or it answers 501, not implemented: asked once) or refuses this conversation (a 400, 413 or 422: the chat's own
+        request then says why). Raises PromptNotCounted when the server does not answer within
+        `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx but 501): until session remote51 the count waited
+        up to `timeout_s` for a hung server, then the chat was sent uncounted, bounded by nothing. A streamed answer's
+        count is its final Candidate's (`stream`), never asked here after it."""
         return self.prompt_counter()(messages)
 
     def prompt_counter(self) -> Callable[[Sequence[dict[str, str]]], int]:
@@ -410,18 +408,7 @@ class RemoteGenerator:
         within ..."), asked of the server or not. Until session remote52 each count had the whole bound: a `/tokenize`
         slow but within it held a chat whose shots were left out (shots + 2) times the bound, 30 s at the defaults."""
         deadline = time.monotonic() + self.policy.tokenize_timeout_s
-        return lambda messages: self._counted(messages, deadline)
-
-    def _counted(self, messages: Sequence[dict[str, str]], deadline: float) -> int:
-        key = _key(messages)
-        with self._lock:
-            counts = self._prompt_usage.get(key)
-            if counts:
-                count = counts.pop(0)
-                if not counts:
-                    del self._prompt_usage[key]
-                return count
-        return self._tokenized(messages, deadline) if self._tokenize_route else 0
+        return lambda messages: self._tokenized(messages, deadline) if self._tokenize_route else 0
 
     def _tokenized(self, messages: Sequence[dict[str, str]], deadline: float) -> int:
         root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
@@ -478,6 +465,3 @@ def _server_words(exc: openai.APIStatusError) -> str:
     said = body.get("message") if isinstance(body, dict) else None
     return said if isinstance(said, str) else exc.message
 
-
-def _key(messages: Sequence[dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()

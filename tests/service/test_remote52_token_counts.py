@@ -5,6 +5,9 @@ remote52)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 import time
 
 import pytest
@@ -41,7 +44,8 @@ class Tokenizing(Handler):
             kind.failed += 1
             return self.error(kind.failing, "InternalServerError", "the tokenizer failed")
         count = tokens("".join(m["content"] for m in body["messages"]))
-        self.answer(200, {"count": count, "max_model_len": 512, "tokens": list(range(count))})
+        with contextlib.suppress(ConnectionError):  # a count the client stopped waiting for
+            self.answer(200, {"count": count, "max_model_len": 512, "tokens": list(range(count))})
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +110,57 @@ def test_a_slow_tokenizer_holds_a_chat_whose_shots_are_dropped_no_longer_than_th
     assert slow.status_code == 503, slow.text  # before: 200 after ~3 s
     assert "(its /tokenize: no answer within 1 s)" in slow.json()["error"]["message"], slow.text
     assert took < 2.2 and tokenizer.asked - asked in (1, 2), (took, tokenizer.asked - asked)  # before: 4 counts, ~2.4 s
+
+
+@contextlib.contextmanager
+def first_generation_held_at_its_end(rt):
+    """The first generation of the service whose Runtime is `rt` to end meanwhile (a stream's: its last piece and its
+    usage read from the server) held there, as a busy machine's scheduler may hold the thread, until the test sets
+    `proceed` (after 30 s at the latest). Yields (ended, proceed): `ended` is set once it is held. After: proceed set,
+    the generator's own `generation` back."""
+    use = rt.generator._use
+    generation, ended, proceed, first = use.generation, threading.Event(), threading.Event(), threading.Lock()
+
+    @contextlib.contextmanager
+    def held(name):
+        with generation(name):
+            yield
+        if first.acquire(blocking=False):
+            ended.set()
+            proceed.wait(30)
+
+    use.generation = held
+    try:
+        yield ended, proceed
+    finally:
+        proceed.set()
+        del use.generation
+
+
+def events_of(answer) -> list[dict]:
+    return [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: {")]
+
+
+def test_a_streams_usage_is_the_servers_own_never_a_count_asked_after_the_answer_streamed(front, tokenizer):
+    """A stream's usage was counted after the whole answer streamed: the remote generator kept the server's count from
+    the stream's last event for the service to ask next, keyed by the conversation, and a chat of the same conversation
+    planned meanwhile took it. The stream's count was then asked of `/tokenize`, after its client had read the answer:
+    a `/tokenize` failing (or slow) then made it an error event after the whole answer (nothing stored). Now the stream's
+    usage is the server's `usage` of that stream, handed over with its answer: no count is asked once it began."""
+    rt = front.runtime
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    streamed: list = []
+    with first_generation_held_at_its_end(rt) as (ended, proceed), front.client("acme") as c:
+        stream = threading.Thread(target=lambda: streamed.append(c.post("/v1/chat/completions", json=body)), daemon=True)
+        stream.start()
+        assert ended.wait(30), "the stream never ended"
+        same = c.post("/v1/chat/completions", json=CHAT)  # the same conversation, planned (counted) meanwhile
+        assert same.status_code == 200, same.text
+        tokenizer.failing = 503
+        proceed.set()
+        stream.join(30)
+    events = events_of(streamed[0])
+    assert streamed[0].status_code == 200 and all("error" not in e for e in events), events  # before: an error event last
+    assert "".join(ch["delta"].get("content") or "" for e in events for ch in e["choices"]) == "answered by base"
+    assert events[-1]["usage"]["prompt_tokens"] == tokens(CHAT["messages"][0]["content"]), events[-1]
+    assert tokenizer.failed == 0  # nothing asked of /tokenize after the stream began
