@@ -63,7 +63,8 @@ def front(tmp_path_factory, tiny_pal_dir, minilm):  # noqa: F811
 
 @pytest.fixture
 def tokenizer():
-    """`Tokenizing`'s knobs, put back after the test."""
+    """`Tokenizing`, its counts from 0, its knobs put back after the test."""
+    Tokenizing.asked = Tokenizing.failed = 0
     yield Tokenizing
     Tokenizing.delay_s, Tokenizing.failing = 0.0, 0
 
