@@ -13,10 +13,11 @@ retries follow `RemotePolicy`: a request that cannot connect, times out, or is a
 any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`GenerationRefused`: its messages too
 long for the model's context), and a chat's 404 for an adapter says the server no longer holds it (restarted since it
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
-Token counts are the server's `usage`, never estimated here; a prompt's count before its chat is the server tokenizer's
-(vLLM's `POST /tokenize`: `prompt_tokens`), none where it has no such route. A count is bounded apart from the chat
-(`RemotePolicy.tokenize_timeout_s`: a tenth of its timeout, at least 1 s, at most 5 s): one the server does not give in that time, or
-fails to give (down, a 5xx), is PromptNotCounted, never a chat sent uncounted.
+Token counts are the server's `usage`, never estimated here (a stream's on its final Candidate); a prompt's count
+before its chat is the server tokenizer's (vLLM's `POST /tokenize`: `prompt_tokens`, `prompt_counter`), none where it
+has no such route. One chat's counts are bounded together, apart from the chat (`RemotePolicy.tokenize_timeout_s`: a
+tenth of its timeout, at least 1 s, at most 5 s): a count the server does not give in that time, or fails to give
+(down, a 5xx), is PromptNotCounted, never a chat sent uncounted.
 
 The name an adapter has on the server is not the caller's: it carries this generator's `replica` and its weights'
 version (`<name>-<replica>-<version>`, `served_name`), so that replicas of the service sharing one server never unload
