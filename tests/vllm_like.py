@@ -30,7 +30,9 @@ import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from tests.stub_openai import JSONHandler
 
 _SAYING = threading.Lock()
 
@@ -51,7 +53,7 @@ def tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JSONHandler):
     adapters: dict[str, str] = {}  # adapter name -> the path it was loaded from
     weights: dict[str, str] = {}  # adapter name -> the digest of the weights it read at its load ('' for none)
     refuse_loads = False
@@ -69,7 +71,7 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(200 if self.path == "/health" else 404, {})
 
     def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        body = self.read_json()
         if self.path == "/v1/load_lora_adapter":
             self.load(body["lora_name"], body["lora_path"])
         elif self.path == "/v1/unload_lora_adapter":
@@ -153,18 +155,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def error(self, status: int, kind: str, message: str) -> None:
         self.answer(status, {"object": "error", "message": message, "type": kind, "param": None, "code": status})
-
-    def answer(self, status: int, body: dict) -> None:
-        payload = json.dumps(body).encode()
-        self.status = status
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 def digest(folder: str) -> str:

@@ -117,6 +117,9 @@ class Candidate:
     finish_reason: str  # "stop" (end of turn or a stop string) or "length"
     tokens: int  # completion tokens generated
     style: str | None = None  # the AnswerStyle's name when generated in a style
+    # a stream's final Candidate: its prompt's tokens as the generator counted them for it (a remote server's `usage` of
+    # that stream), so none is asked once the answer streamed; None from `generate`, which returns the count beside them
+    prompt_tokens: int | None = None
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -591,7 +594,7 @@ class Generator:
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
     ) -> Iterator[str | Candidate]:
-        """Text pieces as they are generated, then the final Candidate (its full text and reason). Raises
+        """Text pieces as they are generated, then the final Candidate (its full text and reason, its prompt's tokens). Raises
         AdapterNotLoaded, before any piece, when `adapter` is not loaded or is dropped before the generation begins."""
         ids = self.encode_chat(messages)
         stop_ids = self._stop_token_ids()
@@ -624,7 +627,7 @@ class Generator:
             raise failed[0]
         ended = stopped or counter.last in stop_ids
         tokens = counter.count - (1 if counter.last in stop_ids else 0)
-        yield Candidate(text=text.strip(), finish_reason="stop" if ended else "length", tokens=tokens)
+        yield Candidate(text=text.strip(), finish_reason="stop" if ended else "length", tokens=tokens, prompt_tokens=int(ids.shape[1]))
 
     @staticmethod
     def _pieces(streamer, cancel: threading.Event, sampling: Sampling) -> Iterator[str]:

@@ -13,10 +13,11 @@ retries follow `RemotePolicy`: a request that cannot connect, times out, or is a
 any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`GenerationRefused`: its messages too
 long for the model's context), and a chat's 404 for an adapter says the server no longer holds it (restarted since it
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
-Token counts are the server's `usage`, never estimated here; a prompt's count before its chat is the server tokenizer's
-(vLLM's `POST /tokenize`: `prompt_tokens`), none where it has no such route. A count is bounded apart from the chat
-(`RemotePolicy.tokenize_timeout_s`: a tenth of its timeout, at most 5 s): one the server does not give in that time, or
-fails to give (down, a 5xx), is PromptNotCounted, never a chat sent uncounted.
+Token counts are the server's `usage`, never estimated here (a stream's on its final Candidate); a prompt's count
+before its chat is the server tokenizer's (vLLM's `POST /tokenize`: `prompt_tokens`, `prompt_counter`), none where it
+has no such route. One chat's counts are bounded together, apart from the chat (`RemotePolicy.tokenize_timeout_s`: a
+tenth of its timeout, at least 1 s, at most 5 s): a count the server does not give in that time, or fails to give
+(down, a 5xx), is PromptNotCounted, never a chat sent uncounted.
 
 The name an adapter has on the server is not the caller's: it carries this generator's `replica` and its weights'
 version (`<name>-<replica>-<version>`, `served_name`), so that replicas of the service sharing one server never unload
@@ -29,10 +30,10 @@ a retrained adapter loaded by a replica after another had loaded the old one was
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +71,17 @@ class RemotePolicy:
     @property
     def tokenize_timeout_s(self) -> float:
         """How long a prompt's count (vLLM's `POST /tokenize`) may take, connecting included, tried once: a tenth of
-        `timeout_s`, at most TOKENIZE_TIMEOUT_S (5 s at the default 120). vLLM's API process applies the chat template and
-        tokenizes in milliseconds, without the engine, so a count that takes seconds is a server hung or overloaded, and a
-        chat waiting the whole `timeout_s` for it held its generation slot for nothing (until session remote51: 120 s,
-        then the chat was sent uncounted)."""
-        return min(TOKENIZE_TIMEOUT_S, self.timeout_s / 10)
+        `timeout_s`, at least TOKENIZE_FLOOR_S (1 s) and at most TOKENIZE_TIMEOUT_S (5 s: at the default 120), never more
+        than `timeout_s` itself. vLLM's API process applies the chat template and tokenizes in milliseconds, without the
+        engine, so a count that takes seconds is a server hung or overloaded, and a chat waiting the whole `timeout_s` for
+        it held its generation slot for nothing (until session remote51: 120 s, then the chat was sent uncounted); but a
+        round trip to a server on another machine, under load, takes tenths of a second: until session remote52 a
+        `timeout_s` of 1 s gave a count 0.1 s, and every chat was a 503 while the server answered each count."""
+        return min(TOKENIZE_TIMEOUT_S, self.timeout_s, max(TOKENIZE_FLOOR_S, self.timeout_s / 10))
 
 
 TOKENIZE_TIMEOUT_S = 5.0  # seconds: the most `RemotePolicy.tokenize_timeout_s` gives a prompt's count
+TOKENIZE_FLOOR_S = 1.0  # seconds: the least it gives one (unless `timeout_s` is less): a round trip under load
 NOT_IMPLEMENTED = 501  # HTTP's "the server does not support this": a /tokenize answering it counts none, as a 404
 
 
@@ -114,9 +118,6 @@ class RemoteGenerator:
         # tenant's chat waited behind one user's slow load)
         self._reloads: dict[str, int] = {}
         self._reload_locks: dict[str, threading.Lock] = {}
-        # streamed conversations -> the server's prompt_tokens, one per stream not yet asked (streams of one conversation
-        # may run at once: `generation_workers`)
-        self._prompt_usage: dict[str, list[int]] = {}
         self._tokenize_route = True  # until the server shows it has no vLLM `/tokenize` (`prompt_tokens`)
         self._purging: set[str] = set()  # adapter names whose copies the purge thread is to unload (`purge_adapter`)
         self._purge_running = False
@@ -348,8 +349,11 @@ class RemoteGenerator:
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
     ) -> Iterator[str | Candidate]:
-        """Text pieces as the server sends them, then the final Candidate (tokens from the server's usage). The adapter
-        is in use until the stream ends or is closed."""
+        """Text pieces as the server sends them, then the final Candidate, its `tokens` and `prompt_tokens` the server's
+        usage of this stream (until session remote52 the prompt's count was kept here for the service to ask by the
+        conversation: a chat of the same conversation planned meanwhile took it, and the stream's count was then asked of
+        `/tokenize` after the whole answer streamed, a failing one an error event after it). The adapter is in use until
+        the stream ends or is closed."""
         with self._use.generation(adapter):
             yield from self._stream(messages, sampling, adapter)
 
@@ -379,9 +383,7 @@ class RemoteGenerator:
             chunks.close()
         if usage is None:
             raise RemoteGeneratorError("the generation server sent no usage (stream_options.include_usage) for a streamed answer")
-        with self._lock:
-            self._prompt_usage.setdefault(_key(messages), []).append(usage.prompt_tokens)
-        yield Candidate(text=text.strip(), finish_reason=finish, tokens=usage.completion_tokens)
+        yield Candidate(text=text.strip(), finish_reason=finish, tokens=usage.completion_tokens, prompt_tokens=usage.prompt_tokens)
 
     @property
     def shared_prefill(self) -> bool:
@@ -390,27 +392,32 @@ class RemoteGenerator:
         return True
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
-        """The server's prompt token count for a conversation just streamed (its `usage`); else the count its tokenizer
-        gives (vLLM's `POST /tokenize` at the server's root, the chat template applied as for a chat: since session
-        remote50, so the service's `max_prompt_tokens` and `max_prefill_tokens` bound a chat before it is sent); 0 when
-        the server has no such route (the OpenAI API has none; or it answers 501, not implemented: asked once) or refuses
-        this conversation (a 400, 413 or 422: the chat's own request then says why). Raises PromptNotCounted when the
-        server does not answer within `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx but 501): until session remote51 the count waited up to
-        `timeout_s` for a hung server, then the chat was sent uncounted, bounded by nothing."""
-        key = _key(messages)
-        with self._lock:
-            counts = self._prompt_usage.get(key)
-            if counts:
-                count = counts.pop(0)
-                if not counts:
-                    del self._prompt_usage[key]
-                return count
-        return self._tokenized(messages) if self._tokenize_route else 0
+        """The prompt token count the server's tokenizer gives (vLLM's `POST /tokenize` at the server's root, the chat
+        template applied as for a chat: since session remote50, so the service's `max_prompt_tokens` and
+        `max_prefill_tokens` bound a chat before it is sent); 0 when the server has no such route (the OpenAI API has none;
+        or it answers 501, not implemented: asked once) or refuses this conversation (a 400, 413 or 422: the chat's own
+        request then says why). Raises PromptNotCounted when the server does not answer within
+        `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx but 501): until session remote51 the count waited
+        up to `timeout_s` for a hung server, then the chat was sent uncounted, bounded by nothing. A streamed answer's
+        count is its final Candidate's (`stream`), never asked here after it."""
+        return self.prompt_counter()(messages)
 
-    def _tokenized(self, messages: Sequence[dict[str, str]]) -> int:
+    def prompt_counter(self) -> Callable[[Sequence[dict[str, str]]], int]:
+        """`prompt_tokens` for the counts of one chat (its prompt; then its messages alone and the prompt again for each
+        shot left out to fit, `service.chat.controllers.plan_checked`), all of them together bounded by
+        `policy.tokenize_timeout_s` from this call: a count the time left does not allow is PromptNotCounted ("no answer
+        within ..."), asked of the server or not. Until session remote52 each count had the whole bound: a `/tokenize`
+        slow but within it held a chat whose shots were left out (shots + 2) times the bound, 30 s at the defaults."""
+        deadline = time.monotonic() + self.policy.tokenize_timeout_s
+        return lambda messages: self._tokenized(messages, deadline) if self._tokenize_route else 0
+
+    def _tokenized(self, messages: Sequence[dict[str, str]], deadline: float) -> int:
         root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
-        bound = self.policy.tokenize_timeout_s
-        timeout = httpx2.Timeout(bound, connect=min(bound, self.policy.connect_timeout_s))
+        bound, left = self.policy.tokenize_timeout_s, deadline - time.monotonic()
+        if left <= 0:  # the chat's earlier counts took its bound
+            raise PromptNotCounted(f"the generation server at {self.shown_url} did not count the prompt's tokens (/tokenize) "
+                                   f"within {bound:g} s", f"no answer within {bound:g} s")
+        timeout = httpx2.Timeout(left, connect=min(left, self.policy.connect_timeout_s))
         try:
             answer = self._client.post(f"{root}/tokenize", cast_to=httpx2.Response, body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
                                        options={"headers": dict(self.request_headers()), "max_retries": 0, "timeout": timeout})
@@ -459,6 +466,3 @@ def _server_words(exc: openai.APIStatusError) -> str:
     said = body.get("message") if isinstance(body, dict) else None
     return said if isinstance(said, str) else exc.message
 
-
-def _key(messages: Sequence[dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps(list(messages), sort_keys=True).encode()).hexdigest()

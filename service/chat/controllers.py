@@ -362,21 +362,31 @@ def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling
     if waited is not None:
         p.timings.queue_ms, p.timings.queued_behind = round(waited.seconds * 1000, 3), waited.behind
     budget, why = prompt_budget(rt, sampling)
+    count = prompt_counter(rt)
     tokens = None
     if budget is not None:
-        tokens = rt.generator.prompt_tokens(p.context)
+        tokens = count(p.context)
         if tokens > budget and p.shots:
-            alone = rt.generator.prompt_tokens(p.context_without_shots())
+            alone = count(p.context_without_shots())
             if alone > budget:  # the client's messages alone: no shot to give up makes them fit
                 raise bad_request("messages", f"the prompt is {alone} tokens; {why}")
             while tokens > budget and p.shots:
                 p.drop_shot()
-                tokens = rt.generator.prompt_tokens(p.context)
+                tokens = count(p.context)
         if tokens > budget:
             raise bad_request("messages", f"the prompt is {tokens} tokens; {why}")
     if rt.settings.max_prefill_tokens is not None:
-        fit_prefill(rt, p, rt.generator.prompt_tokens(p.context) if tokens is None else tokens, rt.settings.max_prefill_tokens)
+        fit_prefill(rt, p, count(p.context) if tokens is None else tokens, rt.settings.max_prefill_tokens)
     return p
+
+
+def prompt_counter(rt: Runtime) -> Callable[[list[dict[str, str]]], int]:
+    """The generator's `prompt_tokens` for the counts of one chat (`plan_checked`: its prompt, its messages alone, the
+    prompt again for each shot left out): a remote generator's (`RemoteGenerator.prompt_counter`) bounds them together,
+    its server's `/tokenize` given `tokenize_timeout_s` for all of them (until session remote52, for each: a slow one held
+    a chat whose shots were left out (shots + 2) times as long); a local one counts each in this process."""
+    counter = getattr(rt.generator, "prompt_counter", None)
+    return counter() if counter is not None else rt.generator.prompt_tokens
 
 
 def fit_prefill(rt: Runtime, p: services.Plan, tokens: int, prefill: int) -> None:

@@ -318,7 +318,9 @@ def stream(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | N
             else:
                 yield piece
         p.timings.generation_ms = ms(start)
-        prompt_tokens = rt.generator.prompt_tokens(p.context)
+        # the generator's count for this stream (a remote server's `usage`): none asked once the answer streamed (until
+        # session remote52 a remote one's was asked here, of its /tokenize when another chat took the stream's own)
+        prompt_tokens = final.prompt_tokens if final.prompt_tokens is not None else rt.generator.prompt_tokens(p.context)
         served = Served(plan=p, candidates=[final], scores=[0.0], order=[0], prompt_tokens=prompt_tokens)
         if not rt.chats.generated(cancel):  # as in `complete`
             raise Cancelled()

@@ -46,7 +46,7 @@ def test_remote_generator_speaks_the_openai_protocol(backend):
     final = pieces[-1]
     assert "".join(p for p in pieces[:-1]).strip() == final.text
     assert 0 < final.tokens <= 6  # from the stream's usage chunk, not a count of chunks
-    assert remote.prompt_tokens([{"role": "user", "content": "Say hello"}]) == prompt_tokens
+    assert final.prompt_tokens == prompt_tokens  # the stream's usage too (kept for a later `prompt_tokens` until remote52)
     with pytest.raises(ValueError, match="not loaded"):
         remote.generate([{"role": "user", "content": "Hi"}], adapter="nobody")
     with pytest.raises(RemoteGeneratorError, match="401|403"):

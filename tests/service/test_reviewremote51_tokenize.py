@@ -4,16 +4,13 @@ the real `RemoteGenerator`)."""
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-
 from pluralign.policy.remote import RemoteGenerator, RemotePolicy
+from tests.stub_openai import JSONHandler, served
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-class NotImplementedTokenizer(http.server.BaseHTTPRequestHandler):
+class NotImplementedTokenizer(JSONHandler):
     """Answers `/tokenize` as vLLM's API server does when its tokenizer raises NotImplementedError (its
     `serve/tokenize/api_router.py`: `HTTPException(status_code=HTTPStatus.NOT_IMPLEMENTED.value, ...)`), counting the
     requests it got."""
@@ -21,17 +18,9 @@ class NotImplementedTokenizer(http.server.BaseHTTPRequestHandler):
     asked = 0
 
     def do_POST(self):  # noqa: N802 (http.server's name)
-        self.rfile.read(int(self.headers["content-length"]))
+        self.read_json()
         type(self).asked += 1
-        data = json.dumps({"detail": "tokenization is not supported for this model"}).encode()
-        self.send_response(501)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.answer(501, {"detail": "tokenization is not supported for this model"})
 
 
 def test_a_tokenizer_answering_501_not_implemented_counts_none_once_not_prompt_not_counted():
@@ -39,13 +28,8 @@ def test_a_tokenizer_answering_501_not_implemented_counts_none_once_not_prompt_n
     has no such feature), a lasting answer like the 404 of a server without the route. Before this review it was taken
     as a 5xx, "not now": PromptNotCounted at every chat, so every chat of the service was a 503 "send it again" for as
     long as the server ran. Now it counts none, and the route is not asked again (as a 404's)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotImplementedTokenizer)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()  # a quick shutdown
-    try:
-        remote = RemoteGenerator(f"http://127.0.0.1:{server.server_port}/v1", "base", policy=RemotePolicy(timeout_s=3, max_retries=0))
+    with served(NotImplementedTokenizer) as root:
+        remote = RemoteGenerator(f"{root}/v1", "base", policy=RemotePolicy(timeout_s=3, max_retries=0))
         assert remote.prompt_tokens(MESSAGES) == 0  # before: PromptNotCounted("answered 501")
         assert remote.prompt_tokens(MESSAGES) == 0
         assert NotImplementedTokenizer.asked == 1  # asked once, as a server without the route is
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -5,22 +5,20 @@ turn a template does not take). That is the conversation's fault, not the route'
 
 from __future__ import annotations
 
-import http.server
 import itertools
-import json
-import threading
 
 from pluralign.policy.remote import RemoteGenerator, RemotePolicy
+from tests.stub_openai import JSONHandler, served
 
 ODD = [{"role": "assistant", "content": "Hello"}, {"role": "assistant", "content": "again"}]  # the template refuses it
 PLAIN = [{"role": "user", "content": "word " * 20}]
 
 
-class Tokenizer(http.server.BaseHTTPRequestHandler):
+class Tokenizer(JSONHandler):
     """/tokenize as vLLM's on a model whose chat template wants the roles to alternate: 400 for ODD, else a count."""
 
     def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        body = self.read_json()
         roles = [m["role"] for m in body["messages"]]
         if self.path != "/tokenize":
             status, answer = 404, {"error": {"message": f"no route {self.path}", "type": "NotFoundError", "code": 404}}
@@ -30,15 +28,7 @@ class Tokenizer(http.server.BaseHTTPRequestHandler):
         else:
             count = sum(len(m["content"]) for m in body["messages"]) // 4
             status, answer = 200, {"count": count, "max_model_len": 512, "tokens": list(range(count))}
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.answer(status, answer)
 
 
 def test_one_conversation_the_servers_template_refuses_leaves_the_next_ones_counted():
@@ -46,13 +36,8 @@ def test_one_conversation_the_servers_template_refuses_leaves_the_next_ones_coun
     counted 0 for the life of the process, so `max_prompt_tokens` and `max_prefill_tokens` bounded no remote chat
     after one client sent such messages. Now that conversation counts 0 (its chat's own 400 says why), the next ones
     are counted."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tokenizer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        remote = RemoteGenerator(f"http://127.0.0.1:{server.server_port}/v1", "base", policy=RemotePolicy(timeout_s=10, max_retries=0))
+    with served(Tokenizer) as root:
+        remote = RemoteGenerator(f"{root}/v1", "base", policy=RemotePolicy(timeout_s=10, max_retries=0))
         assert remote.prompt_tokens(PLAIN) == 25
         assert remote.prompt_tokens(ODD) == 0
         assert remote.prompt_tokens(PLAIN) == 25  # before: 0, and 0 ever after
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -1,0 +1,167 @@
+"""A remote generator's prompt counts (vLLM's `POST /tokenize`) and their bound, through the real app over HTTP on a
+stub OpenAI-compatible server (`tests.vllm_like`'s answers, served in this process, its `/tokenize` made slow or
+failing at will), configured as an operator does (`PLURALIGN_GENERATOR=openai:URL`, `generator_timeout_s` 1: session
+remote52)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+
+import pytest
+
+from service.app import create_app
+from service.runtime import Runtime
+from service.settings import Settings
+from tests.service.tiny import LiveServer, Service, minilm, tiny_pal_dir  # noqa: F401
+from tests.stub_openai import served
+from tests.vllm_like import BASE, Handler, tokens
+
+BUDGET = 300  # max_prompt_tokens: the client's messages fit, with all four shots they do not (a token: 4 characters)
+
+
+class Tokenizing(Handler):
+    """`tests.vllm_like`'s server whose `/tokenize` waits `delay_s` before it answers, and answers `failing` (a 5xx) when
+    set; it counts the requests it got (`asked`) and those it failed (`failed`)."""
+
+    adapters: dict[str, str] = {}
+    weights: dict[str, str] = {}
+    delay_s = 0.0
+    failing = 0
+    asked = 0
+    failed = 0
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path != "/tokenize":
+            return super().do_POST()
+        body = self.read_json()
+        kind = type(self)
+        kind.asked += 1
+        time.sleep(kind.delay_s)
+        if kind.failing:
+            kind.failed += 1
+            return self.error(kind.failing, "InternalServerError", "the tokenizer failed")
+        count = tokens("".join(m["content"] for m in body["messages"]))
+        with contextlib.suppress(ConnectionError):  # a count the client stopped waiting for
+            self.answer(200, {"count": count, "max_model_len": 512, "tokens": list(range(count))})
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory, tiny_pal_dir, minilm):  # noqa: F811
+    """The real app with `generator=openai:URL` on a `Tokenizing` server, `generator_timeout_s` 1, no retries."""
+    with served(Tokenizing) as root:
+        config = Settings(data_dir=str(tmp_path_factory.mktemp("remote52")), generator=f"openai:{root}/v1", generator_model=BASE,
+                          generator_timeout_s=1, generator_retries=0, pal_dir=str(tiny_pal_dir), max_tokens=4, rerank=False,
+                          candidates=1, max_prompt_tokens=BUDGET)
+        runtime = Runtime.build(config, encoder=minilm)
+        service = Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")})
+        with service.server:
+            yield service
+
+
+@pytest.fixture
+def tokenizer():
+    """`Tokenizing`, its counts from 0, its knobs put back after the test."""
+    Tokenizing.asked = Tokenizing.failed = 0
+    yield Tokenizing
+    Tokenizing.delay_s, Tokenizing.failing = 0.0, 0
+
+
+CHAT = {"model": "pluralign", "max_tokens": 4, "messages": [{"role": "user", "content": "Plan my weekend, please"}]}
+
+
+def test_a_count_in_a_real_servers_round_trip_is_given_at_a_one_second_generator_timeout(front, tokenizer):
+    """At `generator_timeout_s` 1 a count had a tenth of it, 0.1 s: less than a real server's round trip under load (here
+    0.3 s), so every chat was a 503 "did not count the prompt's tokens" while the server answered each count. Now a count
+    has at least 1 s (`RemotePolicy.tokenize_timeout_s`: a tenth of the timeout, at least 1 s, at most 5 s)."""
+    tokenizer.delay_s = 0.3
+    with front.client("acme") as c:
+        got = c.post("/v1/chat/completions", json=CHAT)
+    assert got.status_code == 200, got.text  # before: 503 "... (its /tokenize: no answer within 0.1 s) ..."
+    assert got.json()["usage"]["prompt_tokens"] == tokens(CHAT["messages"][0]["content"])
+
+
+def shots_of(c, user: str) -> None:
+    """Four comparisons of `user`'s, each a shot of ~160 tokens (4 characters a token): all four are over `BUDGET`."""
+    answer = "This answer goes on about the topic at some length. " * 4
+    for i in range(4):
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Question {i} about weekends",
+                                         "chosen": "Yes. " + answer, "rejected": "No. " + answer})
+        assert r.status_code == 201, r.text
+
+
+def test_a_slow_tokenizer_holds_a_chat_whose_shots_are_dropped_no_longer_than_the_bound(front, tokenizer):
+    """A chat whose retrieved shots do not fit `max_prompt_tokens` is counted again and again: its prompt, its messages
+    alone, then once for each shot left out. Each count had the whole bound (1 s here, 5 s by default), so a `/tokenize`
+    answering in 0.6 s held the chat here ~2.4 s (4 counts: two shots of four left out) and it was sent; up to (shots + 2) x 5 s by default. Now the bound
+    holds for the chat's counts together: the chat is the 503 naming `/tokenize` once 1 s has passed. With the server
+    answering at once, the shots are still left out, farthest first, until the prompt fits."""
+    with front.client("acme") as c:
+        shots_of(c, "sam")
+        chat = {**CHAT, "user": "sam", "pluralign": {"shots": 4}}
+        fits = c.post("/v1/chat/completions", json=chat)
+        assert fits.status_code == 200 and 0 < len(fits.json()["pluralign"]["history"]) < 4, fits.text
+        assert fits.json()["usage"]["prompt_tokens"] <= BUDGET
+        tokenizer.delay_s, asked = 0.6, tokenizer.asked
+        began = time.monotonic()
+        slow = c.post("/v1/chat/completions", json=chat)
+        took = time.monotonic() - began
+    assert slow.status_code == 503, slow.text  # before: 200 after ~3 s
+    assert "(its /tokenize: no answer within 1 s)" in slow.json()["error"]["message"], slow.text
+    assert took < 2.2 and tokenizer.asked - asked in (1, 2), (took, tokenizer.asked - asked)  # before: 4 counts, ~2.4 s
+
+
+@contextlib.contextmanager
+def first_generation_held_at_its_end(rt):
+    """The first generation of the service whose Runtime is `rt` to end meanwhile (a stream's: its last piece and its
+    usage read from the server) held there, as a busy machine's scheduler may hold the thread, until the test sets
+    `proceed` (after 30 s at the latest). Yields (ended, proceed): `ended` is set once it is held. After: proceed set,
+    the generator's own `generation` back."""
+    use = rt.generator._use
+    generation, ended, proceed, first = use.generation, threading.Event(), threading.Event(), threading.Lock()
+
+    @contextlib.contextmanager
+    def held(name):
+        with generation(name):
+            yield
+        if first.acquire(blocking=False):
+            ended.set()
+            proceed.wait(30)
+
+    use.generation = held
+    try:
+        yield ended, proceed
+    finally:
+        proceed.set()
+        del use.generation
+
+
+def events_of(answer) -> list[dict]:
+    return [json.loads(line[6:]) for line in answer.text.splitlines() if line.startswith("data: {")]
+
+
+def test_a_streams_usage_is_the_servers_own_never_a_count_asked_after_the_answer_streamed(front, tokenizer):
+    """A stream's usage was counted after the whole answer streamed: the remote generator kept the server's count from
+    the stream's last event for the service to ask next, keyed by the conversation, and a chat of the same conversation
+    planned meanwhile took it. The stream's count was then asked of `/tokenize`, after its client had read the answer:
+    a `/tokenize` failing (or slow) then made it an error event after the whole answer (nothing stored). Now the stream's
+    usage is the server's `usage` of that stream, handed over with its answer: no count is asked once it began."""
+    rt = front.runtime
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    streamed: list = []
+    with first_generation_held_at_its_end(rt) as (ended, proceed), front.client("acme") as c:
+        stream = threading.Thread(target=lambda: streamed.append(c.post("/v1/chat/completions", json=body)), daemon=True)
+        stream.start()
+        assert ended.wait(30), "the stream never ended"
+        same = c.post("/v1/chat/completions", json=CHAT)  # the same conversation, planned (counted) meanwhile
+        assert same.status_code == 200, same.text
+        tokenizer.failing = 503
+        proceed.set()
+        stream.join(30)
+    events = events_of(streamed[0])
+    assert streamed[0].status_code == 200 and all("error" not in e for e in events), events  # before: an error event last
+    assert "".join(ch["delta"].get("content") or "" for e in events for ch in e["choices"]) == "answered by base"
+    assert events[-1]["usage"]["prompt_tokens"] == tokens(CHAT["messages"][0]["content"]), events[-1]
+    assert tokenizer.failed == 0  # nothing asked of /tokenize after the stream began
