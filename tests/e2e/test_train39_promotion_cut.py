@@ -243,7 +243,7 @@ from pluralign.embed.encoders import SentenceEncoder
 from service.admin.controllers import ADMIN_HANDLERS
 from service.runtime import Runtime
 from tests.service.test_admin import wait_job
-from tests.service.tiny import start_service
+from tests.service.tiny import give_drink_likes, start_service
 
 data, gen, pal, step = sys.argv[1:5]
 from training.jobs.promotion import Promotions
@@ -268,12 +268,7 @@ def swapped(self, source):
 Promotions.consider, Runtime.swap_rewards = considered, swapped
 server, svc = start_service(pathlib.Path(data), pathlib.Path(gen), pathlib.Path(pal), SentenceEncoder(), admin_handlers=ADMIN_HANDLERS)
 with server, svc.client("acme") as c, svc.client("admin") as admin:
-    for user, likes in (("ann", "tea"), ("ben", "coffee")):
-        for i in range(6):
-            other = "coffee" if likes == "tea" else "tea"
-            r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"A drink for morning {i}?",
-                                              "chosen": f"Some {likes}, number {i}.", "rejected": f"Some {other}, number {i}."})
-            assert r.status_code == 201, r.text
+    give_drink_likes(c, per_user=6, likers=(("ann", "tea"), ("ben", "coffee")))
     r = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16}})
     assert r.status_code == 201, r.text
     print("job", r.json()["id"], flush=True)

@@ -414,3 +414,14 @@ def give_terse_answers(client: httpx.Client, user: str) -> None:
                                               "chosen": chosen, "rejected": rejected})
         assert r.status_code == 201, r.text
 
+
+def give_drink_likes(client: httpx.Client, per_user: int, likers: tuple[tuple[str, str], ...] = (("ann", "tea"), ("ben", "coffee"), ("cy", "tea"))) -> None:
+    """POST /v1/feedback `per_user` comparisons for each (user, drink) of `likers` (ann and cy like tea, ben coffee),
+    the drink they like chosen over the other, each answered 201: a population of two opposed groups for a PAL or EM job
+    to train on."""
+    for user, likes in likers:
+        for i in range(per_user):
+            other = "coffee" if likes == "tea" else "tea"
+            r = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"A drink for morning {i}?",
+                                                  "chosen": f"Some {likes}, number {i}.", "rejected": f"Some {other}, number {i}."})
+            assert r.status_code == 201, r.text
