@@ -4,11 +4,14 @@ LanceDB folder and a real feedback log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
 import time
+from collections.abc import Iterator
 
+import httpx
 import msgspec
 import numpy as np
 import pytest
@@ -507,19 +510,28 @@ def test_a_user_whose_only_rows_are_set_aside_has_a_profile_that_learned_nothing
         assert acme.get("/v1/users/aside-only/export").status_code == 404
 
 
+@contextlib.contextmanager
+def tenant_measured(svc, tenant: str) -> Iterator[httpx.Client]:
+    """A client of the fresh tenant `tenant` (its key issued here) two of whose rows were stored one by one, so that its
+    drain rate is measured and under 2.85 rows/s: 1 row after the first over more than 0.35 s, so 3 rows take more than
+    1 s to drain and 1 row a third of that (their `Retry-After` ceilings differ)."""
+    rt = svc.runtime
+    svc.keys[tenant] = rt.keys.issue(tenant)
+    with svc.client(tenant) as c:
+        for i in range(2):
+            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
+            wait_for(lambda: rt.ingest.log.tenant_backlog(tenant) == 0, timeout=60.0)
+        wait_for(lambda: rt.ingest.log.drain_rate(tenant) < 2.85, timeout=60.0)
+        yield c
+
+
 def test_retry_after_of_a_tenants_backlog_grows_with_what_must_drain(svc):
     """A fresh tenant whose rows were stored one by one (its drain rate measured, under 2.85 rows/s once 0.35 s passed),
     then held at its bound of 3: a feedback of 1 row is told a shorter `Retry-After` than an import of 400 rows (which
     waits for all 3 waiting rows to go), each the seconds those rows take to drain at that rate (1 to 60 s), the message
     naming the rate. Before, both were told 5 s, whatever the backlog and the rate."""
     rt = svc.runtime
-    svc.keys["drain50"] = rt.keys.issue("drain50")
-    with svc.client("drain50") as c:
-        for i in range(2):
-            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
-            wait_for(lambda: rt.ingest.log.tenant_backlog("drain50") == 0, timeout=60.0)
-        # 1 row after the first over more than 0.35 s: 3 rows take more than 1 s, and 1 row a third of that (ceil differs)
-        wait_for(lambda: rt.ingest.log.drain.rate("drain50") < 2.85, timeout=60.0)
+    with tenant_measured(svc, "drain50") as c:
         with rt.ingest.held("drain50", "slow"):
             for i in range(BOUND):
                 assert c.post("/v1/feedback", json=comparison("slow", i)).status_code == 201
@@ -600,12 +612,7 @@ def test_a_delete_during_a_backlog_does_not_count_in_its_drain_rate(svc):
     DELETE's rows counted as drained: 400 rows in well under a second made the rate hundreds of rows a second and
     the wait 1 s."""
     rt = svc.runtime
-    svc.keys["delete51"] = rt.keys.issue("delete51")
-    with svc.client("delete51") as c:
-        for i in range(2):
-            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
-            wait_for(lambda: rt.ingest.log.tenant_backlog("delete51") == 0, timeout=60.0)
-        wait_for(lambda: rt.ingest.log.drain.rate("delete51") < 2.85, timeout=60.0)
+    with tenant_measured(svc, "delete51") as c:
         with rt.ingest.held("delete51", "gone"):
             assert c.post("/v1/users/gone/import", content=import_body("gone", 400)).status_code == 201
             assert rt.ingest.log.tenant_backlog("delete51") == 400
@@ -631,12 +638,7 @@ def test_an_audit_refused_for_feedback_still_moving_is_told_its_drain_time(svc):
     the answer is the 503 `feedback_backlog` naming the rate, its `Retry-After` the seconds those 3 rows take at that
     rate (2 s at least, as a refused feedback's). Before, it was always 5 s, whatever the backlog and the rate."""
     rt = svc.runtime
-    svc.keys["audit51"] = rt.keys.issue("audit51")
-    with svc.client("audit51") as c, svc.client("admin") as admin:
-        for i in range(2):
-            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
-            wait_for(lambda: rt.ingest.log.tenant_backlog("audit51") == 0, timeout=60.0)
-        wait_for(lambda: rt.ingest.log.drain_rate("audit51") < 2.85, timeout=60.0)
+    with tenant_measured(svc, "audit51") as c, svc.client("admin") as admin:
         with rt.ingest.paused():
             for i in range(3):
                 assert c.post("/v1/feedback", json=comparison("waiting", i)).status_code == 201
