@@ -24,7 +24,7 @@ from pluralign.store.tables import RowRefused
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
 from tests.service.tiny import start_service
-from tests.stores import WorkerWaits, records_alone_at_the_bound_are_set_aside, wait_for
+from tests.stores import WorkerWaits, ingesting, records_alone_at_the_bound_are_set_aside, wait_for
 
 BOUND = 3  # rows of one tenant that may wait in the feedback log (setting tenant_feedback_backlog_rows)
 
@@ -176,14 +176,10 @@ def test_an_encoder_failing_for_every_text_sets_nothing_aside(tmp_path, quick_re
     retried, not set aside, and stored once the encoder works again."""
     encoder = HashEncoder()
     encoder.encode = FailingFirst(encoder.encode, 20, ValueError("the model is not loaded (injected)"))
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, encoder, tries=3)
-    try:
+    with ingesting(tmp_path, encoder, tries=3) as (store, ingest):
         ingest.submit(feedback("ann", 0, tenant="t1"))
         wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=60.0)
         assert store.count_preferences("t1", "ann") == 1 and ingest.set_aside == 0 and ingest.dead_letters.names() == []
-    finally:
-        ingest.close()
 
 
 class PickyEncoder(HashEncoder):
@@ -198,19 +194,13 @@ class PickyEncoder(HashEncoder):
 def test_a_text_the_encoder_refuses_is_set_aside_and_the_rest_stored(tmp_path, quick_retries):
     """A record whose text the encoder refuses while it embeds another text (`PROBE_TEXT`) is its own fault
     (`TextRefused`): set aside after three tries, the other tenant's record stored."""
-    log = FeedbackLog(tmp_path / "log")
-    log.append([msgspec.structs.replace(r, prompt="broken \x7f text") for r in feedback("ann", 0, tenant="t1")])
-    log.append(feedback("bob", 0, tenant="t2"))
-    log.close()
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, PickyEncoder(), tries=3)
-    try:
+    records = [[msgspec.structs.replace(r, prompt="broken \x7f text") for r in feedback("ann", 0, tenant="t1")],
+               feedback("bob", 0, tenant="t2")]
+    with ingesting(tmp_path, PickyEncoder(), records, tries=3) as (store, ingest):
         wait_for(lambda: ingest.set_aside == 1, timeout=60.0)
         assert store.count_preferences("t2", "bob") == 1 and store.count_preferences("t1", "ann") == 0
         [name] = ingest.dead_letters.names()
         assert "refused a text" in ingest.dead_letters.read(name).error
-    finally:
-        ingest.close()
 
 
 def test_the_store_names_a_row_arrow_cannot_hold(tmp_path):
@@ -231,15 +221,10 @@ def test_one_bad_row_of_an_import_record_sets_aside_that_row_only(tmp_path, quic
     """An import's record of 6 rows in the log, rows 2 and 5 with a time that is not finite (a damaged log or an older
     release's: the import route refuses them): once it failed three times, its 4 good rows are stored and only rows 2
     and 5 are set aside, the letter naming their positions. Until session 49 the whole record (up to 8,000 rows) was."""
-    log = FeedbackLog(tmp_path / "log")
     rows = feedback("ann", 0, tenant="t1", n=6)
     rows[1] = msgspec.structs.replace(rows[1], created_at=float("nan"))
     rows[4] = msgspec.structs.replace(rows[4], created_at=float("inf"))
-    log.append(rows)
-    log.close()
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
-    try:
+    with ingesting(tmp_path, HashEncoder(), [rows], tries=3) as (store, ingest):
         wait_for(lambda: ingest.set_aside == 2 and ingest.log.backlog() == (0, 0), timeout=60.0)
         stored = sorted(r.pref_id for r in store.stored_rows("t1", "ann"))
         assert stored == sorted(rows[i].pref_id for i in (0, 2, 3, 5))
@@ -248,8 +233,6 @@ def test_one_bad_row_of_an_import_record_sets_aside_that_row_only(tmp_path, quic
         assert [r.pref_id for r in letter.rows] == [rows[1].pref_id, rows[4].pref_id] and letter.row_numbers == [2, 5]
         assert "created_at" in letter.error and "row 1" in letter.error and "row 4" in letter.error
         assert ingest.forget_user("t1", "ann") == 2 and ingest.dead_letters.names() == []  # the 2 rows set aside went
-    finally:
-        ingest.close()
 
 
 def put_letters(rt, tenant: str, user: str, n: int, at: float) -> list[str]:
