@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -124,6 +124,25 @@ def ingesting(folder: Path, encoder, records: list[list] = (), **options) -> Ite
         yield store, ingest
     finally:
         ingest.close()
+
+
+def at_most_at_once(call, hold_s: float = 0.02) -> tuple[Callable, list[int]]:
+    """`call` wrapped to take at least `hold_s` seconds a call, and a list whose one item is the most calls of it that
+    ran at once so far: whether a store's caller makes its requests one by one (1) or side by side (more)."""
+    busy, most, lock = [0], [0], threading.Lock()
+
+    def counted(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        try:
+            time.sleep(hold_s)
+            return call(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    return counted, most
 
 
 class WorkerWaits(Ingestor):
