@@ -131,6 +131,17 @@ def assert_agreeing(folder: Path, served: Path) -> str:
     return (artifact / "model.txt").read_text()
 
 
+def assert_finished_without_its_result(folder: Path, served: Path, cut: Job, first: str) -> None:
+    """The cut-short job `cut`'s output file removed (a cleanup), then a restart finishing it: asserts that it fails
+    naming the missing file and that promotions.json names the job `first` again, whose model is the one served."""
+    JobStore(folder).path(cut.id, "out").unlink()
+    with running(folder, put_into_service(served)) as runner:
+        job = runner.wait(cut.id, timeout=60)
+    assert job.state == "failed" and job.error.startswith("finishing it failed: No such file or directory"), job
+    assert Promotions(folder / "promotions.json").served("pal").job_id == first
+    assert assert_agreeing(folder, served) == "first"
+
+
 @pytest.mark.parametrize("attempts", [1, 3])
 @pytest.mark.parametrize("step", ["considered", "served"])
 def test_a_runner_killed_mid_promotion_leaves_promotions_served_model_and_artifact_agreeing(tmp_path, step, attempts):
@@ -200,20 +211,8 @@ def test_a_cut_promotion_whose_result_is_gone_fails_and_names_what_was_served_be
     job served before it again, whose model is the one served."""
     folder, served = tmp_path / "jobs", tmp_path / "served"
     first = first_promoted(folder, served)
-    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "considered", "3"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
-    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
-    JobStore(folder).path(cut.id, "out").unlink()
-    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
-    runner.start()
-    try:
-        job = runner.wait(cut.id, timeout=60)
-    finally:
-        runner.stop()
-    assert job.state == "failed" and job.error.startswith("finishing it failed: No such file or directory"), job
-    assert Promotions(folder / "promotions.json").served("pal").job_id == first
-    assert assert_agreeing(folder, served) == "first"
+    _, cut = killed_at(folder, served, "considered", 3)
+    assert_finished_without_its_result(folder, served, cut, first)
 
 
 def test_a_start_drops_a_promotion_whose_artifact_folder_is_gone(tmp_path, caplog):
@@ -338,18 +337,6 @@ def test_a_cut_promotion_put_into_service_whose_result_is_gone_serves_what_promo
     before the fix: served 'second', named 'first'."""
     folder, served = tmp_path / "jobs", tmp_path / "served"
     first = first_promoted(folder, served)
-    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "served", "3"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
+    _, cut = killed_at(folder, served, "served", 3)
     assert (served / "model.txt").read_text() == "second"  # put into service before the stop
-    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
-    JobStore(folder).path(cut.id, "out").unlink()
-    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
-    runner.start()
-    try:
-        job = runner.wait(cut.id, timeout=60)
-    finally:
-        runner.stop()
-    assert job.state == "failed" and job.error.startswith("finishing it failed: No such file or directory"), job
-    assert Promotions(folder / "promotions.json").served("pal").job_id == first
-    assert assert_agreeing(folder, served) == "first"
+    assert_finished_without_its_result(folder, served, cut, first)
