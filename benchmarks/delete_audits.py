@@ -18,19 +18,19 @@ none here but the audits), on an Admin holding only its job runner and folders (
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT))  # for benchmarks.trees: after the code a child is given (its PYTHONPATH, BENCHMARK_TREE)
+
+from benchmarks.trees import child_result, unpack_revision  # noqa: E402
 
 
 def seed_audits(jobs: Path, audits: int) -> None:
@@ -117,14 +117,8 @@ def admin_only(audits: int, repeats: int = 21) -> dict:
 
 
 def run_child(tree: Path, audits: int, users: int, admin: bool = False) -> dict:
-    env = {"PLURALIGN_SHARED_DATA": str(ROOT.parent / "shared" / "data"), **os.environ, "PYTHONPATH": str(tree),
-           "BENCHMARK_TREE": str(tree)}
-    out = subprocess.run([sys.executable, __file__, "--child", str(audits), "--users", str(users), *(["--admin-only"] if admin else [])],
-                         env=env, cwd=tree,
-                         capture_output=True, text=True)
-    if out.returncode:
-        sys.exit(f"the child on {tree} with {audits} audits failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_result(__file__, tree, ["--child", str(audits), "--users", str(users), *(["--admin-only"] if admin else [])],
+                        {"PLURALIGN_SHARED_DATA": str(ROOT.parent / "shared" / "data")}, f" with {audits} audits")
 
 
 def main() -> None:
@@ -143,9 +137,7 @@ def main() -> None:
     print(f"{what}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="delete-audits-tree-") as folder:
         if args.against:
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against], check=True, capture_output=True).stdout
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                tar.extractall(folder, filter="data")
+            unpack_revision(args.against, folder)
         for size in (int(s) for s in args.sizes.split(",")):
             ours = run_child(ROOT, size, args.users, args.admin_only)
             line = f"{size:5} audits  this tree {ours['median_ms']:8.2f} ({ours['max_ms']:.2f})"

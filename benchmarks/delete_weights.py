@@ -12,18 +12,18 @@ and prints the ratio.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT))  # for benchmarks.trees: after the code a child is given (its PYTHONPATH, BENCHMARK_TREE)
+
+from benchmarks.trees import child_result, unpack_revision  # noqa: E402
 
 
 def measure(users: int, repeats: int) -> float:
@@ -45,12 +45,7 @@ def measure(users: int, repeats: int) -> float:
 
 
 def run_child(tree: Path, users: int, repeats: int) -> float:
-    env = {**os.environ, "PYTHONPATH": str(tree), "BENCHMARK_TREE": str(tree)}
-    out = subprocess.run([sys.executable, __file__, "--child", str(users), "--repeats", str(repeats)], env=env, cwd=tree,
-                         capture_output=True, text=True)
-    if out.returncode:
-        sys.exit(f"the child on {tree} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_result(__file__, tree, ["--child", str(users), "--repeats", str(repeats)])
 
 
 def main() -> None:
@@ -67,9 +62,7 @@ def main() -> None:
     print(f"forget_weight_rows ms, median of {args.repeats}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="delete-weights-tree-") as folder:
         if args.against:
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against, "pluralign"], check=True, capture_output=True).stdout
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                tar.extractall(folder, filter="data")
+            unpack_revision(args.against, folder, "pluralign")
         for users in (int(s) for s in args.sizes.split(",")):
             ours = run_child(ROOT, users, args.repeats)
             line = f"{users:7,} users  this tree {ours:8.2f}"

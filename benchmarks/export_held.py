@@ -18,10 +18,8 @@ import argparse
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,26 +41,10 @@ def main() -> None:
     p.add_argument("--waves", type=int, default=2, help="rounds of `--clients` held exports, one after another")
     args = p.parse_args()
 
-    import numpy as np
-    import torch
+    from benchmarks.serving import tiny_service_of_alice
 
-    from pluralign.embed.encoders import SentenceEncoder
-    from pluralign.store import StoredPreference
-    from tests.service.tiny import save_tiny_generator, start_service, train_tiny_pal
-
-    torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="pluralign-export-held-"))
-    encoder = SentenceEncoder()
-    server, svc = start_service(work / "data", save_tiny_generator(work / "gen"), train_tiny_pal(work / "pal", encoder), encoder,
-                                max_exports_per_tenant=args.per_tenant, max_exports=args.total, export_send_timeout_s=args.send_timeout,
-                                access_log=False)
-    now = time.time()
-    rows = [StoredPreference(tenant="acme", user_id="alice", pref_id=uuid.uuid4().hex, prompt=f"Which dish would you cook tonight, number {i}?",
-                             chosen=f"A warm bowl of soup with bread {i}", rejected=f"A cold salad {i}", kind="comparison",
-                             created_at=now, received_at=now) for i in range(args.rows)]
-    vectors = np.random.default_rng(0).standard_normal((args.rows, svc.runtime.store.dim)).astype(np.float32)
-    svc.runtime.store.add_preferences(rows, vectors, vectors, vectors)
-    del rows, vectors
+    server, svc = tiny_service_of_alice("pluralign-export-held-", args.rows, max_exports_per_tenant=args.per_tenant,
+                                        max_exports=args.total, export_send_timeout_s=args.send_timeout, access_log=False)
     request = (f"GET /v1/users/alice/export HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {svc.keys['acme']}\r\n"
                "Accept-Encoding: identity\r\n\r\n").encode()
     with server:

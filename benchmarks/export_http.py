@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 import tracemalloc
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,23 +31,10 @@ def main() -> None:
     args = p.parse_args()
 
     import httpx
-    import numpy as np
-    import torch
 
-    from pluralign.embed.encoders import SentenceEncoder
-    from pluralign.store import StoredPreference
-    from tests.service.tiny import save_tiny_generator, start_service, train_tiny_pal
+    from benchmarks.serving import tiny_service_of_alice
 
-    torch.set_num_threads(1)
-    work = Path(tempfile.mkdtemp(prefix="pluralign-export-"))
-    encoder = SentenceEncoder()
-    server, svc = start_service(work / "data", save_tiny_generator(work / "gen"), train_tiny_pal(work / "pal", encoder), encoder)
-    now = time.time()
-    rows = [StoredPreference(tenant="acme", user_id="alice", pref_id=uuid.uuid4().hex, prompt=f"Which dish would you cook tonight, number {i}?",
-                             chosen=f"A warm bowl of soup with bread {i}", rejected=f"A cold salad {i}", kind="comparison",
-                             created_at=now, received_at=now) for i in range(args.rows)]
-    vectors = np.random.default_rng(0).standard_normal((args.rows, svc.runtime.store.dim)).astype(np.float32)
-    svc.runtime.store.add_preferences(rows, vectors, vectors, vectors)
+    server, svc = tiny_service_of_alice("pluralign-export-", args.rows)
     url = svc.url + f"/v1/users/alice/export?format={args.format}"
     with server, httpx.Client(timeout=600) as client:
         for _ in range(args.runs):

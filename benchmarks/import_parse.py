@@ -23,20 +23,22 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
 import os
 import pstats
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT))  # for benchmarks.trees: after the code a child is given (its PYTHONPATH, BENCHMARK_TREE)
+
+from benchmarks.trees import unpack_revision  # noqa: E402
+
 KINDS = ("plain", "conversational", "implicit", "trl-extras")
 
 
@@ -130,9 +132,7 @@ def main() -> None:
 
 def start_other(rev: str, folder: str) -> subprocess.Popen:
     """A child process timing reads with `git archive rev`'s pluralign/ and service/, unpacked in `folder`."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "pluralign", "service"], check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
+    unpack_revision(rev, folder, "pluralign", "service")
     other = subprocess.Popen([sys.executable, __file__, "--child", folder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": folder})
     assert other.stdout.readline().strip() == "ready"

@@ -16,12 +16,9 @@ prints their ratio.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -30,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT))  # for benchmarks.trees: after the code a child is given (its PYTHONPATH, BENCHMARK_TREE)
+
+from benchmarks.trees import child_result, unpack_revision  # noqa: E402
 
 
 def rows(n: int, user: str, start: int):
@@ -87,12 +87,7 @@ def summary(runs: list[dict]) -> dict:
 
 
 def run_child(tree: Path, big: int, seconds: float) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree), "BENCHMARK_TREE": str(tree)}
-    out = subprocess.run([sys.executable, __file__, "--child", str(big), "--seconds", str(seconds)], env=env, cwd=tree,
-                         capture_output=True, text=True)
-    if out.returncode:
-        sys.exit(f"the child on {tree} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return child_result(__file__, tree, ["--child", str(big), "--seconds", str(seconds)])
 
 
 def main() -> None:
@@ -111,9 +106,7 @@ def main() -> None:
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="log-append-tree-") as folder:
         if args.against:
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against, "pluralign"], check=True, capture_output=True).stdout
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                tar.extractall(folder, filter="data")
+            unpack_revision(args.against, folder, "pluralign")
         for size in (int(s) for s in args.sizes.split(",")):
             trees = [("this tree", ROOT)] + ([(args.against, Path(folder))] if args.against else [])
             samples: dict[str, list[dict]] = {name: [] for name, _ in trees}

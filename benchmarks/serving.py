@@ -1,10 +1,12 @@
-"""Start `pluralign serve` in a child process for a benchmark that measures it over HTTP."""
+"""Start `pluralign serve` in a child process for a benchmark that measures it over HTTP, or the tests' tiny service in
+this process with one user's comparisons stored."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,3 +48,30 @@ def run_for(threads: list[threading.Thread], seconds: float, stop: threading.Eve
     stop.set()
     for thread in threads:
         thread.join()
+
+
+def tiny_service_of_alice(prefix: str, rows: int, spaced_s: float = 0.0, **settings):
+    """The tests' tiny service in this process (tests/service/tiny.py: a random Llama, a PAL checkpoint trained here,
+    MiniLM; torch on one thread) in a new temporary folder named after `prefix`, `settings` its own, with `rows`
+    comparisons of tenant acme's user alice stored directly (random vectors; created `spaced_s` seconds apart, received
+    now). Returns (server, service) as `start_service` does: the server not yet entered."""
+    import uuid
+
+    import numpy as np
+    import torch
+
+    from pluralign.embed.encoders import SentenceEncoder
+    from pluralign.store import StoredPreference
+    from tests.service.tiny import save_tiny_generator, start_service, train_tiny_pal
+
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    encoder = SentenceEncoder()
+    server, svc = start_service(work / "data", save_tiny_generator(work / "gen"), train_tiny_pal(work / "pal", encoder), encoder, **settings)
+    now = time.time()
+    stored = [StoredPreference(tenant="acme", user_id="alice", pref_id=uuid.uuid4().hex, prompt=f"Which dish would you cook tonight, number {i}?",
+                               chosen=f"A warm bowl of soup with bread {i}", rejected=f"A cold salad {i}", kind="comparison",
+                               created_at=now + i * spaced_s, received_at=now) for i in range(rows)]
+    vectors = np.random.default_rng(0).standard_normal((rows, svc.runtime.store.dim)).astype(np.float32)
+    svc.runtime.store.add_preferences(stored, vectors, vectors, vectors)
+    return server, svc

@@ -563,12 +563,7 @@ def read_description(folder: Path, kind: str, schema: int, struct: type[T], what
     path = folder / "meta.json"
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not {what}: no meta.json")
-    try:
-        raw = msgspec.json.decode(path.read_bytes())
-    except msgspec.DecodeError as exc:
-        raise ValueError(f"{path}: not {description}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: not {description}: expected a JSON object")
+    raw = _description_object(path, description)
     found = raw.get("kind", PAL_CHECKPOINT if "variant" in raw else None)
     # read as a PAL checkpoint, a description without a kind is one (a missing variant is named below, as a field)
     if found != kind and not (kind == PAL_CHECKPOINT and "kind" not in raw):
@@ -589,17 +584,17 @@ def write_description(folder: str | os.PathLike, description: object) -> None:
     write_atomic(Path(folder) / "meta.json", msgspec.json.format(msgspec.json.encode(description)))
 
 
-def _description_object(path: Path) -> dict:
+def _description_object(path: Path, description: str = "an artifact description") -> dict:
     """The JSON object an artifact description at `path` holds, every field as the file has it. Raises OSError naming
-    the file, ValueError when it is not a JSON object."""
+    the file, ValueError naming it as not `description` when it is not JSON or not a JSON object."""
     import msgspec
 
     try:
         raw = msgspec.json.decode(path.read_bytes())
     except msgspec.DecodeError as exc:
-        raise ValueError(f"{path}: not an artifact description: {exc}") from None
+        raise ValueError(f"{path}: not {description}: {exc}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: not an artifact description: expected a JSON object")
+        raise ValueError(f"{path}: not {description}: expected a JSON object")
     return raw
 
 

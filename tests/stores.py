@@ -1,7 +1,7 @@
 """Real stores set up as several test files need them: two replicas' Stores on one folder, one of whose purges of a
 withdrawn users row gave up; an Ingestor whose worker waits for the test to let it begin; a store with claims whose rows an import claimed, and a move that leaves their claims;
 a feedback log whose segment rewrites find no room; a preferences table as a release before `received_at` wrote it;
-records alone at their tenant's bound that fail on their own content. Each builds on the temporary folder a test gives
+records alone at their tenant's bound that fail on their own content; a store and an ingestor over a log. Each builds on the temporary folder a test gives
 it, as the test did before these were shared."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,6 +106,43 @@ def wait_for(what, timeout: float = 20.0) -> None:
     while not what():
         assert time.monotonic() < deadline, "not reached in time"
         time.sleep(0.02)
+
+
+@contextmanager
+def ingesting(folder: Path, encoder, records: list[list] = (), **options) -> Iterator[tuple[Store, Ingestor]]:
+    """A real Store at `folder`/db (vectors of DIM) and an Ingestor over the feedback log at `folder`/log embedding with
+    `encoder`, `options` its own (`tries`, `batch`); `records` (lists of feedback rows) are in the log before the
+    Ingestor starts, as a restart finds them. Its worker is running; it is closed on the way out."""
+    if records:
+        log = FeedbackLog(folder / "log")
+        for record in records:
+            log.append(record)
+        log.close()
+    store = Store(str(folder / "db"), "hash", DIM)
+    ingest = Ingestor(FeedbackLog(folder / "log"), store, encoder, **options)
+    try:
+        yield store, ingest
+    finally:
+        ingest.close()
+
+
+def at_most_at_once(call, hold_s: float = 0.02) -> tuple[Callable, list[int]]:
+    """`call` wrapped to take at least `hold_s` seconds a call, and a list whose one item is the most calls of it that
+    ran at once so far: whether a store's caller makes its requests one by one (1) or side by side (more)."""
+    busy, most, lock = [0], [0], threading.Lock()
+
+    def counted(*args, **kwargs):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        try:
+            time.sleep(hold_s)
+            return call(*args, **kwargs)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    return counted, most
 
 
 class WorkerWaits(Ingestor):

@@ -234,6 +234,17 @@ def check_k_options(k: list[int] | None, k_max: int | None) -> None:
                          f"--k {' '.join(map(str, k))} names the K to try: give one of them")
 
 
+def check_mixture_options(args: argparse.Namespace) -> None:
+    """What `train pal` and `train em` refuse before their imports (torch: seconds), in this order, each a ValueError
+    naming the option: --protocol and --data at odds (`check_protocol_data`), --groups without --protocol persona
+    (`persona_groups`; unset, 4), --k-max beside --k (`check_k_options`), an unknown --encoder or an empty --cache
+    (`check_encoder`)."""
+    check_protocol_data(args)
+    persona_groups(args, "--protocol", args.protocol, 4)
+    check_k_options(args.k, args.k_max)
+    check_encoder(args)
+
+
 def add_k_args(p: argparse.ArgumentParser, components: str) -> None:
     """A mixture trainer's --k and --k-max (`components`: what K counts, e.g. "prototypes"), read by
     `check_k_options` and `k_search`."""

@@ -42,6 +42,26 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def disk_full_once(monkeypatch, state: str) -> list[str]:
+    """The job store's first write of a record in `state` refused as a full disk would (ENOSPC naming the job's file);
+    every other write as it is. The list returned holds the id of the job whose record was refused, once it was."""
+    import errno
+
+    from training.jobs.store import JobStore
+
+    put = JobStore.put
+    refused: list[str] = []
+
+    def full_disk_once(store, job):
+        if job.state == state and not refused:
+            refused.append(job.id)
+            raise OSError(errno.ENOSPC, "No space left on device", str(store.path(job.id)))
+        return put(store, job)
+
+    monkeypatch.setattr(JobStore, "put", full_disk_once)
+    return refused
+
+
 def test_a_job_runs_as_a_ray_actor_with_progress_log_and_result(ray_cluster, tmp_path):
     runner = make_runner(tmp_path / "jobs")
     try:
@@ -137,20 +157,7 @@ def test_an_actor_whose_running_record_cannot_be_written_is_stopped_with_its_wor
     actor had been started, the job was failed "could not start" while the detached actor and its worker
     ran on (a 10-minute worker here: until its end, holding a CPU Ray then counts as free). Now the actor's
     worker is killed and the actor too, as the local runner kills a worker it could not record."""
-    import errno
-
-    from training.jobs.store import JobStore
-
-    put = JobStore.put
-    failed: list[str] = []
-
-    def full_disk_once(store, job):
-        if job.state == "running" and not failed:
-            failed.append(job.id)
-            raise OSError(errno.ENOSPC, "No space left on device", str(store.path(job.id)))
-        return put(store, job)
-
-    monkeypatch.setattr(JobStore, "put", full_disk_once)
+    disk_full_once(monkeypatch, "running")
     marker = tmp_path / "marker"
     runner = make_runner(tmp_path / "jobs")
     job = runner.submit("work", {"seconds": 600.0, "marker": str(marker)})
@@ -450,20 +457,9 @@ def test_a_record_a_full_disk_refused_is_written_once_there_is_room_on_ray_too(r
     """reviewj42: the local runner writes a record a full disk refused (`_record` holds it in memory) at its next polls;
     the Ray runner's own `_poll` never did, so a job's final record stayed in memory only, its file saying `running`:
     the next start found its actor gone and ran the job again (and the restamp at placement, jobturn42, was lost too)."""
-    import errno
-
     from training.jobs.store import JobStore
 
-    put = JobStore.put
-    refused: list[str] = []
-
-    def full_disk_once(store, job):
-        if job.state == "succeeded" and not refused:
-            refused.append(job.id)
-            raise OSError(errno.ENOSPC, "No space left on device", str(store.path(job.id)))
-        return put(store, job)
-
-    monkeypatch.setattr(JobStore, "put", full_disk_once)
+    refused = disk_full_once(monkeypatch, "succeeded")
     folder = tmp_path / "jobs"
     runner = make_runner(folder)
     try:

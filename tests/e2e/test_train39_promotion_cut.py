@@ -131,6 +131,17 @@ def assert_agreeing(folder: Path, served: Path) -> str:
     return (artifact / "model.txt").read_text()
 
 
+def assert_finished_without_its_result(folder: Path, served: Path, cut: Job, first: str) -> None:
+    """The cut-short job `cut`'s output file removed (a cleanup), then a restart finishing it: asserts that it fails
+    naming the missing file and that promotions.json names the job `first` again, whose model is the one served."""
+    JobStore(folder).path(cut.id, "out").unlink()
+    with running(folder, put_into_service(served)) as runner:
+        job = runner.wait(cut.id, timeout=60)
+    assert job.state == "failed" and job.error.startswith("finishing it failed: No such file or directory"), job
+    assert Promotions(folder / "promotions.json").served("pal").job_id == first
+    assert assert_agreeing(folder, served) == "first"
+
+
 @pytest.mark.parametrize("attempts", [1, 3])
 @pytest.mark.parametrize("step", ["considered", "served"])
 def test_a_runner_killed_mid_promotion_leaves_promotions_served_model_and_artifact_agreeing(tmp_path, step, attempts):
@@ -200,20 +211,8 @@ def test_a_cut_promotion_whose_result_is_gone_fails_and_names_what_was_served_be
     job served before it again, whose model is the one served."""
     folder, served = tmp_path / "jobs", tmp_path / "served"
     first = first_promoted(folder, served)
-    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "considered", "3"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
-    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
-    JobStore(folder).path(cut.id, "out").unlink()
-    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
-    runner.start()
-    try:
-        job = runner.wait(cut.id, timeout=60)
-    finally:
-        runner.stop()
-    assert job.state == "failed" and job.error.startswith("finishing it failed: No such file or directory"), job
-    assert Promotions(folder / "promotions.json").served("pal").job_id == first
-    assert assert_agreeing(folder, served) == "first"
+    _, cut = killed_at(folder, served, "considered", 3)
+    assert_finished_without_its_result(folder, served, cut, first)
 
 
 def test_a_start_drops_a_promotion_whose_artifact_folder_is_gone(tmp_path, caplog):
@@ -243,7 +242,7 @@ from pluralign.embed.encoders import SentenceEncoder
 from service.admin.controllers import ADMIN_HANDLERS
 from service.runtime import Runtime
 from tests.service.test_admin import wait_job
-from tests.service.tiny import start_service
+from tests.service.tiny import give_drink_likes, start_service
 
 data, gen, pal, step = sys.argv[1:5]
 from training.jobs.promotion import Promotions
@@ -268,12 +267,7 @@ def swapped(self, source):
 Promotions.consider, Runtime.swap_rewards = considered, swapped
 server, svc = start_service(pathlib.Path(data), pathlib.Path(gen), pathlib.Path(pal), SentenceEncoder(), admin_handlers=ADMIN_HANDLERS)
 with server, svc.client("acme") as c, svc.client("admin") as admin:
-    for user, likes in (("ann", "tea"), ("ben", "coffee")):
-        for i in range(6):
-            other = "coffee" if likes == "tea" else "tea"
-            r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"A drink for morning {i}?",
-                                              "chosen": f"Some {likes}, number {i}.", "rejected": f"Some {other}, number {i}."})
-            assert r.status_code == 201, r.text
+    give_drink_likes(c, per_user=6, likers=(("ann", "tea"), ("ben", "coffee")))
     r = admin.post("/admin/jobs", json={"kind": "pal", "params": {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16}})
     assert r.status_code == 201, r.text
     print("job", r.json()["id"], flush=True)
@@ -343,18 +337,6 @@ def test_a_cut_promotion_put_into_service_whose_result_is_gone_serves_what_promo
     before the fix: served 'second', named 'first'."""
     folder, served = tmp_path / "jobs", tmp_path / "served"
     first = first_promoted(folder, served)
-    run = subprocess.run([sys.executable, "-c", CHILD, str(folder), str(served), "served", "3"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert run.returncode == -9, (run.returncode, run.stdout, run.stderr[-2000:])
+    _, cut = killed_at(folder, served, "served", 3)
     assert (served / "model.txt").read_text() == "second"  # put into service before the stop
-    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
-    JobStore(folder).path(cut.id, "out").unlink()
-    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
-    runner.start()
-    try:
-        job = runner.wait(cut.id, timeout=60)
-    finally:
-        runner.stop()
-    assert job.state == "failed" and job.error.startswith("finishing it failed: No such file or directory"), job
-    assert Promotions(folder / "promotions.json").served("pal").job_id == first
-    assert assert_agreeing(folder, served) == "first"
+    assert_finished_without_its_result(folder, served, cut, first)

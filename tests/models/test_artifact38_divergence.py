@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,22 +44,29 @@ def test_a_run_that_turns_nan_after_a_finite_epoch_keeps_no_epoch():
 def test_the_cli_exits_2_with_one_line_naming_the_epoch_and_the_loss_and_writes_nothing(tmp_path):
     rows = [{"user_id": f"u{u}", "prompt": f"Tell me about topic {i}", "chosen": f"Short {i}.", "rejected": f"A much longer answer {i}."}
             for u in range(3) for i in range(8)]
-    data = tmp_path / "p.jsonl"
+    last = pal_cli_refused(tmp_path, rows, "1e12")
+    # one step an epoch (15 pairs): the validation loss is the first to be NaN
+    assert re.match(r"pluralign: error: PAL training diverged at epoch 1: the (training|validation) loss is nan", last), last
+
+
+def pal_cli_refused(folder: Path, rows: list[dict], lr: str) -> str:
+    """`pluralign train pal --protocol file --k 2` (latent 8, hidden 16) on `rows` (written as `folder`/p.jsonl), both
+    learning rates `lr`, run as a child process offline (the tests' embedding cache; 120 s at most): asserts that it
+    exits 2 with nothing on stdout, no traceback and nothing written into its --out. Returns its last line on stderr."""
+    data = folder / "p.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "out"
+    out = folder / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "training.cli", "train", "pal", "--protocol", "file", "--data", str(data), "--k", "2",
-         "--lr-shared", "1e12", "--lr-user", "1e12", "--latent-dim", "8", "--hidden", "16", "--out", str(out),
+         "--lr-shared", lr, "--lr-user", lr, "--latent-dim", "8", "--hidden", "16", "--out", str(out),
          "--cache", str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
-    assert done.returncode == 2 and done.stdout == "", (done.stdout, done.stderr)
-    last = done.stderr.replace("\r", "\n").strip().splitlines()[-1]
-    # one step an epoch (15 pairs): the validation loss is the first to be NaN
-    assert re.match(r"pluralign: error: PAL training diverged at epoch 1: the (training|validation) loss is nan", last), last
+    assert done.returncode == 2 and done.stdout == "", (done.returncode, done.stdout, done.stderr[-3000:])
     assert "Traceback" not in done.stderr
     assert not out.exists() or list(out.iterdir()) == []
+    return done.stderr.replace("\r", "\n").strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

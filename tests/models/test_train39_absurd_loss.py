@@ -10,18 +10,13 @@ raises TrainingDiverged naming that loss, its accuracy, the first and last train
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 
 from pluralign.losses import ABSURD_BT_LOSS
 from pluralign.reward.pal import PALConfig, PALTrainConfig, TrainingDiverged, train_pal
-from tests.conftest import REPO
-from tests.models.test_artifact38_divergence import pairs
+from tests.models.test_artifact38_divergence import pairs, pal_cli_refused
 from training.jobs.runner import LOG_LINE_CHARS
 
 CONFIG = PALConfig(variant="a", k=2, input_dim=384, latent_dim=8, hidden=16)
@@ -57,19 +52,6 @@ def test_the_cli_exits_2_naming_the_absurd_loss_and_writes_nothing(tmp_path):
     words = "tea coffee rain sun river stone cloud music book garden winter summer bread salt ocean hill lamp road".split()
     rows = [{"user_id": f"u{u}", "prompt": f"Say something about {rng.choice(words)}", "chosen": " ".join(rng.sample(words, 4)),
              "rejected": " ".join(rng.sample(words, 4))} for u in range(3) for i in range(10)]
-    data = tmp_path / "p.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "training.cli", "train", "pal", "--protocol", "file", "--data", str(data), "--k", "2",
-         "--lr-shared", "1e8", "--lr-user", "1e8", "--latent-dim", "8", "--hidden", "16", "--out", str(out),
-         "--cache", str(REPO / ".cache" / "pluralign" / "test-embeddings.sqlite")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 2 and done.stdout == "", (done.returncode, done.stdout, done.stderr[-3000:])
-    last = done.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    last = pal_cli_refused(tmp_path, rows, "1e8")
     assert last.startswith("pluralign: error: PAL training diverged at epoch "), last
     assert "on its training pairs" in last and "Likely causes: learning rates too high (lr_shared=1e+08" in last, last
-    assert "Traceback" not in done.stderr
-    assert not out.exists() or list(out.iterdir()) == []

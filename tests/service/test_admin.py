@@ -3,8 +3,11 @@ the adapter trigger, and the dashboard."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -454,6 +457,42 @@ def test_a_tenants_dashboard_shows_its_own_audits_however_many_another_tenant_ra
             state.runner.purge(job_id)
 
 
+@dataclass
+class RunningAudit:
+    """A running audit's record (`job`, no worker behind it), the audit route's parameters that find it (`params`), and
+    the audits the test's polls queued instead (`queued`)."""
+
+    job: Job
+    params: dict
+    queued: list[str] = field(default_factory=list)
+
+    def poll(self, admin) -> str:
+        """The id of the audit a `wait=0` poll of `params` answers with (202: queued or running), kept in `queued`."""
+        polled = admin.get("/admin/audits/fairness", params=self.params | {"wait": 0})
+        assert polled.status_code == 202, polled.text
+        self.queued.append(polled.json()["job"]["id"])
+        return self.queued[-1]
+
+
+@contextlib.contextmanager
+def audit_running(svc, job_id: str, tenant: str, started: float) -> Iterator[RunningAudit]:
+    """A running audit `job_id` of `tenant`'s segments recorded as started at `started` (seconds since the epoch); on the
+    way out the audits the test's polls queued are cancelled and the record purged."""
+    state = svc.server.server.config.app.state.admin
+    params = {"group_by": "segment", "tenant": tenant, "min_group_size": 1, "min_comparisons": 20}
+    running = RunningAudit(Job(id=job_id, kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
+                               state="running", created_at=started, started_at=started), params)
+    state.runner.store.add(running.job)
+    try:
+        yield running
+    finally:
+        with svc.client("admin") as admin:
+            for queued in running.queued:
+                if queued != job_id:
+                    admin.post(f"/admin/jobs/{queued}/cancel")
+        state.runner.purge(job_id)
+
+
 def test_a_poll_while_the_feedback_worker_is_past_its_commit_does_not_get_an_audit_that_started_before_it(svc):
     """The audit route's `wait=0` poll during a running audit, right after feedback whose batch the worker committed
     and has not finished (its hooks run after the commit: the compaction, the refits, then the admin's). Before, the
@@ -462,7 +501,6 @@ def test_a_poll_while_the_feedback_worker_is_past_its_commit_does_not_get_an_aud
     started before that commit and did not read the feedback (as if no feedback had come since)."""
     import threading
 
-    state = svc.server.server.config.app.state.admin
     committed, go_on = threading.Event(), threading.Event()
 
     def compacting(rows):  # what runs between the batch's commit and the admin's hook (`after_move`: a compaction)
@@ -470,31 +508,18 @@ def test_a_poll_while_the_feedback_worker_is_past_its_commit_does_not_get_an_aud
             committed.set()
             go_on.wait(60)
 
-    now = time.time()
-    params = {"group_by": "segment", "tenant": "globex", "min_group_size": 1, "min_comparisons": 20}
-    running = Job(id="audit-running-before-the-commit", kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
-                  state="running", created_at=now, started_at=now)
-    state.runner.store.add(running)
-    svc.runtime.moved_hooks.insert(0, compacting)
-    queued = []
-    try:
-        with svc.client("globex") as c, svc.client("admin") as admin:
-            body = {"type": "comparison", "user": "late-in-the-batch", "prompt": "Tea?", "chosen": "Tea.", "rejected": "Water.",
-                    "attributes": {"segment": "minority"}}
-            assert c.post("/v1/feedback", json=body).status_code == 201
-            assert committed.wait(60)  # in the table; the worker still in its hooks
-            polled = admin.get("/admin/audits/fairness", params=params | {"wait": 0})
-            assert polled.status_code == 202, polled.text
-            queued.append(polled.json()["job"]["id"])
-            assert queued[0] != running.id, "the running audit started before the feedback's commit and did not read it"
-    finally:
-        go_on.set()
-        svc.runtime.moved_hooks.remove(compacting)
-        with svc.client("admin") as admin:
-            for job_id in queued:
-                if job_id != running.id:
-                    admin.post(f"/admin/jobs/{job_id}/cancel")
-        state.runner.purge(running.id)
+    with audit_running(svc, "audit-running-before-the-commit", "globex", time.time()) as audit:
+        svc.runtime.moved_hooks.insert(0, compacting)
+        try:
+            with svc.client("globex") as c, svc.client("admin") as admin:
+                body = {"type": "comparison", "user": "late-in-the-batch", "prompt": "Tea?", "chosen": "Tea.", "rejected": "Water.",
+                        "attributes": {"segment": "minority"}}
+                assert c.post("/v1/feedback", json=body).status_code == 201
+                assert committed.wait(60)  # in the table; the worker still in its hooks
+                assert audit.poll(admin) != audit.job.id, "the running audit started before the feedback's commit and did not read it"
+        finally:
+            go_on.set()
+            svc.runtime.moved_hooks.remove(compacting)
 
 
 def test_an_audit_running_since_before_the_service_started_is_not_taken_to_have_read_what_is_stored(svc):
@@ -502,25 +527,9 @@ def test_an_audit_running_since_before_the_service_started_is_not_taken_to_have_
     to; the table may hold comparisons the stopped service moved in after it started, which this one was never told
     of): a poll queues an audit. Before, the time feedback last moved in was that of this process's moves only, none
     for a tenant with no feedback since the start, so the audit of before the restart was given."""
-    state = svc.server.server.config.app.state.admin
-    before = time.time() - 3600
-    params = {"group_by": "segment", "tenant": "initech", "min_group_size": 1, "min_comparisons": 20}
-    running = Job(id="audit-running-since-before-the-start", kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
-                  state="running", created_at=before, started_at=before)
-    state.runner.store.add(running)
-    queued = []
-    try:
-        with svc.client("admin") as admin:
-            polled = admin.get("/admin/audits/fairness", params=params | {"wait": 0})
-            assert polled.status_code == 202, polled.text
-            queued.append(polled.json()["job"]["id"])
-            assert queued[0] != running.id
-    finally:
-        with svc.client("admin") as admin:
-            for job_id in queued:
-                if job_id != running.id:
-                    admin.post(f"/admin/jobs/{job_id}/cancel")
-        state.runner.purge(running.id)
+    with audit_running(svc, "audit-running-since-before-the-start", "initech", time.time() - 3600) as audit, \
+            svc.client("admin") as admin:
+        assert audit.poll(admin) != audit.job.id
 
 
 def test_a_poll_after_a_users_delete_does_not_get_an_audit_that_started_before_it(svc):
@@ -528,31 +537,15 @@ def test_a_poll_after_a_users_delete_does_not_get_an_audit_that_started_before_i
     withheld from its report (`keep_audit_members`). Before, a poll after the DELETE was given that audit (no feedback
     had moved in since it started): the admin who deleted a user and asked again waited for a report without those
     groups, where an audit started after the DELETE shows them, figured without the user."""
-    state = svc.server.server.config.app.state.admin
     with svc.client("globex") as c:
         body = {"type": "comparison", "user": "leaving", "prompt": "Tea?", "chosen": "Tea.", "rejected": "Water.",
                 "attributes": {"segment": "minority"}}
         assert c.post("/v1/feedback", json=body).status_code == 201
         assert c.get("/v1/users/leaving").status_code == 200  # moved into the table (a read moves the user's rows)
-    now = time.time()
-    params = {"group_by": "segment", "tenant": "globex", "min_group_size": 1, "min_comparisons": 20}
-    running = Job(id="audit-running-before-the-delete", kind="audit", params=params | {"store": svc.runtime.settings.lancedb_uri},
-                  state="running", created_at=now, started_at=now)
-    state.runner.store.add(running)
-    queued = []
-    try:
-        with svc.client("globex") as c, svc.client("admin") as admin:
-            assert c.delete("/v1/users/leaving").status_code == 200
-            polled = admin.get("/admin/audits/fairness", params=params | {"wait": 0})
-            assert polled.status_code == 202, polled.text
-            queued.append(polled.json()["job"]["id"])
-            assert queued[0] != running.id, "the running audit read the deleted user's comparisons"
-    finally:
-        with svc.client("admin") as admin:
-            for job_id in queued:
-                if job_id != running.id:
-                    admin.post(f"/admin/jobs/{job_id}/cancel")
-        state.runner.purge(running.id)
+    with audit_running(svc, "audit-running-before-the-delete", "globex", time.time()) as audit, \
+            svc.client("globex") as c, svc.client("admin") as admin:
+        assert c.delete("/v1/users/leaving").status_code == 200
+        assert audit.poll(admin) != audit.job.id, "the running audit read the deleted user's comparisons"
 
 
 def test_a_tenants_dashboard_lists_only_that_tenants_jobs(svc):

@@ -9,7 +9,7 @@ import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_admin import wait_job
-from tests.service.tiny import start_service
+from tests.service.tiny import give_drink_likes, start_service
 from training.jobs.kinds import KINDS
 
 
@@ -19,12 +19,7 @@ def test_a_diverging_pal_job_fails_with_the_epoch_and_loss_and_the_served_model_
     rt = svc.runtime
     before = rt.rewards.version
     with server, svc.client("acme") as c, svc.client("admin") as admin:
-        for user, likes in (("ann", "tea"), ("ben", "coffee"), ("cy", "tea")):
-            for i in range(6):
-                other = "coffee" if likes == "tea" else "tea"
-                r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"A drink for morning {i}?",
-                                                  "chosen": f"Some {likes}, number {i}.", "rejected": f"Some {other}, number {i}."})
-                assert r.status_code == 201
+        give_drink_likes(c, per_user=6)
         old_profile = c.get("/v1/users/ann").json()
         assert old_profile["pal"]["version"] == before
         # The job's params are bounded (lr_* <= 1), which on this data does not diverge: the worker's

@@ -4,11 +4,14 @@ LanceDB folder and a real feedback log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
 import time
+from collections.abc import Iterator
 
+import httpx
 import msgspec
 import numpy as np
 import pytest
@@ -21,7 +24,7 @@ from pluralign.store.tables import RowRefused
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_feedback_log import DIM, HashEncoder, feedback
 from tests.service.tiny import start_service
-from tests.stores import WorkerWaits, records_alone_at_the_bound_are_set_aside, wait_for
+from tests.stores import WorkerWaits, ingesting, records_alone_at_the_bound_are_set_aside, wait_for
 
 BOUND = 3  # rows of one tenant that may wait in the feedback log (setting tenant_feedback_backlog_rows)
 
@@ -173,14 +176,10 @@ def test_an_encoder_failing_for_every_text_sets_nothing_aside(tmp_path, quick_re
     retried, not set aside, and stored once the encoder works again."""
     encoder = HashEncoder()
     encoder.encode = FailingFirst(encoder.encode, 20, ValueError("the model is not loaded (injected)"))
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, encoder, tries=3)
-    try:
+    with ingesting(tmp_path, encoder, tries=3) as (store, ingest):
         ingest.submit(feedback("ann", 0, tenant="t1"))
         wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=60.0)
         assert store.count_preferences("t1", "ann") == 1 and ingest.set_aside == 0 and ingest.dead_letters.names() == []
-    finally:
-        ingest.close()
 
 
 class PickyEncoder(HashEncoder):
@@ -195,19 +194,13 @@ class PickyEncoder(HashEncoder):
 def test_a_text_the_encoder_refuses_is_set_aside_and_the_rest_stored(tmp_path, quick_retries):
     """A record whose text the encoder refuses while it embeds another text (`PROBE_TEXT`) is its own fault
     (`TextRefused`): set aside after three tries, the other tenant's record stored."""
-    log = FeedbackLog(tmp_path / "log")
-    log.append([msgspec.structs.replace(r, prompt="broken \x7f text") for r in feedback("ann", 0, tenant="t1")])
-    log.append(feedback("bob", 0, tenant="t2"))
-    log.close()
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, PickyEncoder(), tries=3)
-    try:
+    records = [[msgspec.structs.replace(r, prompt="broken \x7f text") for r in feedback("ann", 0, tenant="t1")],
+               feedback("bob", 0, tenant="t2")]
+    with ingesting(tmp_path, PickyEncoder(), records, tries=3) as (store, ingest):
         wait_for(lambda: ingest.set_aside == 1, timeout=60.0)
         assert store.count_preferences("t2", "bob") == 1 and store.count_preferences("t1", "ann") == 0
         [name] = ingest.dead_letters.names()
         assert "refused a text" in ingest.dead_letters.read(name).error
-    finally:
-        ingest.close()
 
 
 def test_the_store_names_a_row_arrow_cannot_hold(tmp_path):
@@ -228,15 +221,10 @@ def test_one_bad_row_of_an_import_record_sets_aside_that_row_only(tmp_path, quic
     """An import's record of 6 rows in the log, rows 2 and 5 with a time that is not finite (a damaged log or an older
     release's: the import route refuses them): once it failed three times, its 4 good rows are stored and only rows 2
     and 5 are set aside, the letter naming their positions. Until session 49 the whole record (up to 8,000 rows) was."""
-    log = FeedbackLog(tmp_path / "log")
     rows = feedback("ann", 0, tenant="t1", n=6)
     rows[1] = msgspec.structs.replace(rows[1], created_at=float("nan"))
     rows[4] = msgspec.structs.replace(rows[4], created_at=float("inf"))
-    log.append(rows)
-    log.close()
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), tries=3)
-    try:
+    with ingesting(tmp_path, HashEncoder(), [rows], tries=3) as (store, ingest):
         wait_for(lambda: ingest.set_aside == 2 and ingest.log.backlog() == (0, 0), timeout=60.0)
         stored = sorted(r.pref_id for r in store.stored_rows("t1", "ann"))
         assert stored == sorted(rows[i].pref_id for i in (0, 2, 3, 5))
@@ -245,8 +233,6 @@ def test_one_bad_row_of_an_import_record_sets_aside_that_row_only(tmp_path, quic
         assert [r.pref_id for r in letter.rows] == [rows[1].pref_id, rows[4].pref_id] and letter.row_numbers == [2, 5]
         assert "created_at" in letter.error and "row 1" in letter.error and "row 4" in letter.error
         assert ingest.forget_user("t1", "ann") == 2 and ingest.dead_letters.names() == []  # the 2 rows set aside went
-    finally:
-        ingest.close()
 
 
 def put_letters(rt, tenant: str, user: str, n: int, at: float) -> list[str]:
@@ -507,19 +493,28 @@ def test_a_user_whose_only_rows_are_set_aside_has_a_profile_that_learned_nothing
         assert acme.get("/v1/users/aside-only/export").status_code == 404
 
 
+@contextlib.contextmanager
+def tenant_measured(svc, tenant: str) -> Iterator[httpx.Client]:
+    """A client of the fresh tenant `tenant` (its key issued here) two of whose rows were stored one by one, so that its
+    drain rate is measured and under 2.85 rows/s: 1 row after the first over more than 0.35 s, so 3 rows take more than
+    1 s to drain and 1 row a third of that (their `Retry-After` ceilings differ)."""
+    rt = svc.runtime
+    svc.keys[tenant] = rt.keys.issue(tenant)
+    with svc.client(tenant) as c:
+        for i in range(2):
+            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
+            wait_for(lambda: rt.ingest.log.tenant_backlog(tenant) == 0, timeout=60.0)
+        wait_for(lambda: rt.ingest.log.drain_rate(tenant) < 2.85, timeout=60.0)
+        yield c
+
+
 def test_retry_after_of_a_tenants_backlog_grows_with_what_must_drain(svc):
     """A fresh tenant whose rows were stored one by one (its drain rate measured, under 2.85 rows/s once 0.35 s passed),
     then held at its bound of 3: a feedback of 1 row is told a shorter `Retry-After` than an import of 400 rows (which
     waits for all 3 waiting rows to go), each the seconds those rows take to drain at that rate (1 to 60 s), the message
     naming the rate. Before, both were told 5 s, whatever the backlog and the rate."""
     rt = svc.runtime
-    svc.keys["drain50"] = rt.keys.issue("drain50")
-    with svc.client("drain50") as c:
-        for i in range(2):
-            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
-            wait_for(lambda: rt.ingest.log.tenant_backlog("drain50") == 0, timeout=60.0)
-        # 1 row after the first over more than 0.35 s: 3 rows take more than 1 s, and 1 row a third of that (ceil differs)
-        wait_for(lambda: rt.ingest.log.drain.rate("drain50") < 2.85, timeout=60.0)
+    with tenant_measured(svc, "drain50") as c:
         with rt.ingest.held("drain50", "slow"):
             for i in range(BOUND):
                 assert c.post("/v1/feedback", json=comparison("slow", i)).status_code == 201
@@ -600,12 +595,7 @@ def test_a_delete_during_a_backlog_does_not_count_in_its_drain_rate(svc):
     DELETE's rows counted as drained: 400 rows in well under a second made the rate hundreds of rows a second and
     the wait 1 s."""
     rt = svc.runtime
-    svc.keys["delete51"] = rt.keys.issue("delete51")
-    with svc.client("delete51") as c:
-        for i in range(2):
-            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
-            wait_for(lambda: rt.ingest.log.tenant_backlog("delete51") == 0, timeout=60.0)
-        wait_for(lambda: rt.ingest.log.drain.rate("delete51") < 2.85, timeout=60.0)
+    with tenant_measured(svc, "delete51") as c:
         with rt.ingest.held("delete51", "gone"):
             assert c.post("/v1/users/gone/import", content=import_body("gone", 400)).status_code == 201
             assert rt.ingest.log.tenant_backlog("delete51") == 400
@@ -631,12 +621,7 @@ def test_an_audit_refused_for_feedback_still_moving_is_told_its_drain_time(svc):
     the answer is the 503 `feedback_backlog` naming the rate, its `Retry-After` the seconds those 3 rows take at that
     rate (2 s at least, as a refused feedback's). Before, it was always 5 s, whatever the backlog and the rate."""
     rt = svc.runtime
-    svc.keys["audit51"] = rt.keys.issue("audit51")
-    with svc.client("audit51") as c, svc.client("admin") as admin:
-        for i in range(2):
-            assert c.post("/v1/feedback", json=comparison("steady", i)).status_code == 201
-            wait_for(lambda: rt.ingest.log.tenant_backlog("audit51") == 0, timeout=60.0)
-        wait_for(lambda: rt.ingest.log.drain_rate("audit51") < 2.85, timeout=60.0)
+    with tenant_measured(svc, "audit51") as c, svc.client("admin") as admin:
         with rt.ingest.paused():
             for i in range(3):
                 assert c.post("/v1/feedback", json=comparison("waiting", i)).status_code == 201

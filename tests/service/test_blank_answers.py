@@ -24,6 +24,13 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
         yield service
 
 
+def stored_as_an_older_version_stored(rt, rows: list[StoredPreference]) -> None:
+    """`rows` written into the running service's store as they are (no check an import or a feedback makes today), with
+    their texts embedded by its encoder: what an older version stored."""
+    embedded = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+    rt.store.add_preferences(rows, embedded(r.prompt for r in rows), embedded(r.chosen for r in rows), embedded(r.rejected for r in rows))
+
+
 def chat(client, user: str, texts: list[str]) -> dict:
     FixedGenerator.texts = texts
     r = client.post("/v1/chat/completions", json={**CHAT, "user": user})
@@ -77,8 +84,7 @@ def test_blank_rows_stored_by_an_older_version_are_skipped_by_the_export_and_the
              ("Say something.", "Yes.", "Yes.\u3164"), ("Tea?", "Green tea.", "Black coffee.")]
     rows = [StoredPreference(tenant="acme", user_id="olduser", pref_id=f"old{i}", prompt=p, chosen=a, rejected=b, kind="choice",
                              created_at=1.0 + i) for i, (p, a, b) in enumerate(pairs)]
-    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
-    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    stored_as_an_older_version_stored(rt, rows)
     with svc.client("acme") as c:
         r = c.get("/v1/users/olduser/export", params={"format": "preferences"})
         assert r.status_code == 200, r.text
@@ -98,8 +104,7 @@ def test_a_time_an_import_refuses_that_an_older_version_stored_is_exported_as_nu
     rt = svc.runtime
     rows = [StoredPreference(tenant="acme", user_id="oldtimes", pref_id=f"t{i}", prompt=f"Tea {i}?", chosen="Green tea.",
                              rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate((-5.0, 1e300, 1_700_000_000.5))]
-    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
-    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    stored_as_an_older_version_stored(rt, rows)
     with svc.client("acme") as c:
         r = c.get("/v1/users/oldtimes/export", params={"format": "preferences"})
         assert r.status_code == 200, r.text
@@ -131,8 +136,7 @@ def test_a_message_role_an_import_refuses_that_an_older_version_stored_is_export
     trl = TrlRow(chosen=[ask, {"role": "bot", "content": "Tea."}], rejected=[ask, {"role": "bot", "content": "Coffee."}])
     row = StoredPreference(tenant="acme", user_id="oldroles", pref_id="r0", prompt="Tea or coffee?", chosen="Tea.",
                            rejected="Coffee.", kind="comparison", created_at=1_700_000_000.0, trl=trl)
-    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
-    rt.store.add_preferences([row], vec([row.prompt]), vec([row.chosen]), vec([row.rejected]))
+    stored_as_an_older_version_stored(rt, [row])
     with svc.client("acme") as c:
         r = c.get("/v1/users/oldroles/export", params={"format": "preferences"})
         assert r.status_code == 200, r.text
@@ -152,8 +156,7 @@ def test_a_time_in_milliseconds_an_older_version_stored_is_exported_as_the_secon
     rt = svc.runtime
     rows = [StoredPreference(tenant="acme", user_id="oldms", pref_id=f"m{i}", prompt=f"Tea {i}?", chosen="Green tea.",
                              rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate((1_700_000_000_123.0, 1_700_000_500.5))]
-    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
-    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    stored_as_an_older_version_stored(rt, rows)
     with svc.client("acme") as c:
         r = c.get("/v1/users/oldms/export", params={"format": "preferences"})
         assert r.status_code == 200, r.text
@@ -181,8 +184,7 @@ def test_a_message_role_an_import_refuses_that_an_older_version_stored_reimports
     trl = TrlRow(chosen=[ask, {"role": "bot", "content": "Milk."}], rejected=[ask, {"role": "bot", "content": "Lemon."}])
     row = StoredPreference(tenant="acme", user_id="oldroles2", pref_id="r0", prompt="Milk or lemon?", chosen="Milk.",
                            rejected="Lemon.", kind="comparison", created_at=1_700_000_000.0, trl=trl)
-    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
-    rt.store.add_preferences([row], vec([row.prompt]), vec([row.chosen]), vec([row.rejected]))
+    stored_as_an_older_version_stored(rt, [row])
     mended = {"chosen": [ask, {"role": "assistant", "content": "Milk."}], "rejected": [ask, {"role": "assistant", "content": "Lemon."}],
               "created_at": 1_700_000_000.0, "pref_id": "r0"}
     with svc.client("acme") as c:
@@ -203,8 +205,7 @@ def test_a_users_latest_label_is_not_one_an_older_version_stored_with_a_time_in_
     rows = [StoredPreference(tenant="acme", user_id="oldlabel", pref_id=f"l{i}", prompt=f"Tea {i}?", chosen="Green tea.",
                              rejected="Black coffee.", kind="comparison", created_at=t, attributes={"segment": label})
             for i, (t, label) in enumerate(((1_700_000_000_123.0, "2023"), (1_750_000_000.0, "2025")))]
-    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
-    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    stored_as_an_older_version_stored(rt, rows)
     with svc.client("acme") as c:
         r = c.get("/v1/users/oldlabel")
     assert r.status_code == 200 and r.json()["attributes"] == {"segment": "2025"}, r.text
@@ -219,8 +220,7 @@ def test_every_export_path_gives_an_old_rows_time_in_seconds_in_its_order(svc):
     times = (1_700_000_300_000_000_000.0, 1_700_000_200_000_000.0, 1_700_000_100_123.0, 1_700_000_000.5)  # ns, us, ms, s
     rows = [StoredPreference(tenant="acme", user_id="oldunits", pref_id=f"u{i}", prompt=f"Tea {i}?", chosen="Green tea.",
                              rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate(times)]
-    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
-    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    stored_as_an_older_version_stored(rt, rows)
     want = [("u3", 1_700_000_000.5), ("u2", 1_700_000_100.123), ("u1", 1_700_000_200.0), ("u0", 1_700_000_300.0)]
     with svc.client("acme") as c:
         full = c.get("/v1/users/oldunits/export")
@@ -277,8 +277,7 @@ def test_a_cursor_an_earlier_version_wrote_on_a_millisecond_row_is_a_400_not_the
     times = (1_700_000_000.0, 1_700_000_100_000.0, 1_700_000_200_000.0)  # seconds, then two in milliseconds
     rows = [StoredPreference(tenant="acme", user_id="oldcursor", pref_id=f"c{i}", prompt=f"Tea {i}?", chosen="Green tea.",
                              rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate(times)]
-    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
-    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    stored_as_an_older_version_stored(rt, rows)
     old = base64.urlsafe_b64encode(msgspec.json.encode((times[1], "c1"))).rstrip(b"=").decode()  # as that version wrote it
     with svc.client("acme") as c:
         r = c.get("/v1/users/oldcursor/preferences", params={"limit": 1, "after": old})

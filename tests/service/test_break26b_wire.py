@@ -235,12 +235,12 @@ def test_a_snapshot_a_worker_reads_takes_rows_an_older_version_stored_with_a_tim
     null, as the export writes it, a time in milliseconds as its seconds (review rows43; a DELETE's rewrite of a snapshot drops a null-time row of its user)."""
     from pluralign.data.io import read_preferences
     from pluralign.store.tables import StoredPreference
+    from tests.service.test_blank_answers import stored_as_an_older_version_stored
 
     rt, user = svc.runtime, "oldtimes-rw42"
     rows = [StoredPreference(tenant="acme", user_id=user, pref_id=f"t{i}", prompt=f"Tea {i}?", chosen="Green tea.",
                              rejected="Black coffee.", kind="choice", created_at=t) for i, t in enumerate((-5.0, 1.7e12, 1_700_000_000.5))]
-    vec = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
-    rt.store.add_preferences(rows, vec(r.prompt for r in rows), vec(r.chosen for r in rows), vec(r.rejected for r in rows))
+    stored_as_an_older_version_stored(rt, rows)
     admin = svc.server.server.config.app.state.admin
     adapter_data, population_data = admin.snapshot("acme", user)[0], admin.population_snapshot()
     times = sorted(((r.prompt, r.created_at) for r in read_preferences(adapter_data)[0]), key=lambda t: t[0])

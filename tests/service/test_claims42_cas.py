@@ -17,6 +17,7 @@ from pluralign.store import StoredPreference
 from pluralign.store import claims as claims_module
 from pluralign.store.claims import FolderClaims, S3Claims, claim_of
 from tests.s3 import S3Server
+from tests.stores import at_most_at_once
 
 USER = "cas42"
 
@@ -240,21 +241,7 @@ def test_the_mover_lists_the_claims_of_a_batch_s_users_at_once(s3):
                              kind="comparison", created_at=1.0, received_at=100.0) for i in range(12)]
     for row in rows[:4]:  # four of them imported with their ids
         assert claims.claim("acme", row.user_id, {row.pref_id: claim_of(row, stamped=False)})[0] == [row.pref_id]
-    busy, most, lock = [0], [0], threading.Lock()
-    names = claims._names
-
-    def counted(folder):
-        with lock:
-            busy[0] += 1
-            most[0] = max(most[0], busy[0])
-        try:
-            time.sleep(0.02)
-            return names(folder)
-        finally:
-            with lock:
-                busy[0] -= 1
-
-    claims._names = counted
+    claims._names, most = at_most_at_once(claims._names)
     # the mover's step on a batch (`Ingestor._drop_noted`, of its note since session 43: the claims by name)
     claims.drop_named(claims_module.named({("acme", r.user_id): {r.pref_id: claim_of(r, stamped=False)} for r in rows}))
     assert most[0] > 1, most  # before: 1

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.service.test_user_model_service import TOPICS, short_and_long
-from tests.service.tiny import field_named, start_service
+from tests.service.tiny import field_named, give_terse_answers, start_service
 
 
 @pytest.fixture(scope="module")
@@ -1176,12 +1176,7 @@ def test_the_nearest_prototype_says_how_likely_it_is_the_closest(svc):
     posterior), its `confidence` on the features' scale, and the sentence says it (until then it named the
     prototype with no confidence, however little the user's answers told the prototypes apart)."""
     with svc.client() as c:
-        for topic, chosen, rejected in [("tea", "Green tea.", "A long essay on every tea there is, with lists."),
-                                        ("bikes", "Oil the chain.", "Consider these points:\n- one\n- two\n- three"),
-                                        ("rain", "Take an umbrella.", "Rain is water falling from clouds, which is a long story.")]:
-            r = c.post("/v1/feedback", json={"type": "comparison", "user": "terse51", "prompt": f"Tips on {topic}?",
-                                             "chosen": chosen, "rejected": rejected})
-            assert r.status_code == 201, r.text
+        give_terse_answers(c, "terse51")
         profile = c.get("/v1/users/terse51").json()
         lines = [json.loads(line) for line in c.get("/v1/users/terse51/export").text.splitlines()]
     import numpy as np

@@ -9,11 +9,9 @@ import msgspec
 import numpy as np
 import pytest
 
-from pluralign.store import Store
 from pluralign.store.feedback_log import DrainRates, FeedbackLog, TenantBacklog
-from pluralign.store.ingest import Ingestor
-from tests.service.test_feedback_log import DIM, HashEncoder, feedback
-from tests.stores import records_alone_at_the_bound_are_set_aside, wait_for
+from tests.service.test_feedback_log import HashEncoder, feedback
+from tests.stores import ingesting, records_alone_at_the_bound_are_set_aside, wait_for
 
 NOT_FINITE = "embedded-as-nan"
 
@@ -68,21 +66,13 @@ def test_an_encoder_making_every_vector_nan_sets_nothing_aside(tmp_path, quick_r
             vectors = super().encode(texts)
             return vectors * np.nan if broken.is_set() else vectors
 
-    log = FeedbackLog(tmp_path / "log")
-    for i in range(2):
-        log.append(feedback(f"u{i}", 0, tenant="t1"))
-    log.close()
-    store = Store(str(tmp_path / "db"), "hash", DIM)
     encoder = Broken()
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, encoder, tries=3)
-    try:
+    with ingesting(tmp_path, encoder, [feedback(f"u{i}", 0, tenant="t1") for i in range(2)], tries=3) as (store, ingest):
         wait_for(lambda: len(encoder.calls) >= 12, timeout=60.0)  # well past 3 tries of each
         assert ingest.set_aside == 0 and ingest.log.backlog() == (2, 2)
         broken.clear()
         wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=60.0)
         assert store.count_preferences("t1", "u0") == store.count_preferences("t1", "u1") == 1 and ingest.set_aside == 0
-    finally:
-        ingest.close()
 
 
 def test_a_tenant_refused_for_its_backlog_is_told_how_long_it_drains(tmp_path):
@@ -174,21 +164,14 @@ def test_rows_of_a_record_set_aside_in_part_count_once_in_the_tenants_drain_rate
     rate (`DrainRates`, what a 503 `feedback_backlog`'s Retry-After is made of) counts 6 rows. Before (session 50), the
     set-aside record counted all 6 rows as gone while 5 of them were logged again, waiting, and their move counted them
     once more: 11, a rate nearly twice the real one and a Retry-After too short."""
-    log = FeedbackLog(tmp_path / "log")
     rows = feedback("ann", 0, tenant="t1", n=6)
     rows[2] = msgspec.structs.replace(rows[2], chosen=f"{NOT_FINITE} {rows[2].chosen}")
-    log.append(rows)
-    log.close()
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, NanEncoder(), tries=3)
-    try:
+    with ingesting(tmp_path, NanEncoder(), [rows], tries=3) as (store, ingest):
         wait_for(lambda: ingest.set_aside == 1 and store.count_preferences("t1", "ann") == 5, timeout=60.0)
         wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=60.0)
         with ingest.log._cv:
             left = sum(n for _, n in ingest.log.drain._left.get("t1", ()))
         assert left == 6, left
-    finally:
-        ingest.close()
 
 
 def test_a_count_of_a_users_rows_set_aside_reads_no_letter(tmp_path, monkeypatch):
@@ -251,16 +234,12 @@ def test_a_look_for_the_texts_at_fault_stops_once_their_user_is_deleted(tmp_path
 
     rows = feedback("ann", 0, tenant="t1", n=40)
     rows[30] = msgspec.structs.replace(rows[30], chosen=f"{refused} {rows[30].chosen}")
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, Deleting(), tries=1)
-    try:
+    with ingesting(tmp_path, Deleting(), tries=1) as (store, ingest):
         ingest.submit(rows)
         wait_for(lambda: looked and ingest.log.backlog() == (0, 0), timeout=60.0)
         ingest.flush()  # the worker's batch over (`_worker`)
         assert len(looked) == 1, looked  # 25 calls (81 texts, the failing chunk halved) before
         assert ingest.set_aside == 0 and ingest.dead_letters.names() == [] and store.count_preferences("t1", "ann") == 0
-    finally:
-        ingest.close()
 
 
 def test_a_look_at_the_letters_does_not_wait_for_a_letter_being_rewritten(tmp_path, monkeypatch):
@@ -320,9 +299,7 @@ def test_the_rows_of_a_vector_not_finite_are_found_from_the_moves_own_vectors(tm
 
     rows = feedback("ann", 0, tenant="t1", n=40)
     rows[2] = msgspec.structs.replace(rows[2], chosen=f"{NOT_FINITE} {rows[2].chosen}")
-    store = Store(str(tmp_path / "db"), "hash", DIM)
-    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, Counting(), tries=1)
-    try:
+    with ingesting(tmp_path, Counting(), tries=1) as (store, ingest):
         ingest.submit(rows)
         wait_for(lambda: ingest.set_aside == 1 and store.count_preferences("t1", "ann") == 39, timeout=60.0)
         [name] = ingest.dead_letters.names()
@@ -331,8 +308,6 @@ def test_the_rows_of_a_vector_not_finite_are_found_from_the_moves_own_vectors(tm
         # the move's (`Ingestor._batch`; 20 calls before)
         assert sum(rows[2].chosen in texts for texts in embedded) == 1, embedded
         assert len(embedded) == 21, len(embedded)
-    finally:
-        ingest.close()
 
 
 def test_a_damaged_letter_does_not_make_every_look_list_the_folder(tmp_path, monkeypatch):

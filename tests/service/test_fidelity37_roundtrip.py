@@ -10,7 +10,6 @@ import json
 
 import pytest
 
-from tests.hf_datasets import DatasetsProcess
 from tests.service.tiny import field_named, start_service
 
 # the columns a preference file adds to a TRL row (pluralign's: `pluralign.data.io.preference_row`)
@@ -22,13 +21,6 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(tmp_path_factory.mktemp("f37-roundtrip"), tiny_generator_dir, tiny_pal_dir, minilm)
     with server:
         yield service
-
-
-@pytest.fixture(scope="module")
-def hf():
-    """`datasets` in a process of its own, as in a user's script: not in this worker, beside the service's threads."""
-    with DatasetsProcess() as process:
-        yield process
 
 
 def turn(role: str, content: str) -> dict:

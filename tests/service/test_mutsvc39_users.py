@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.service.test_mutsvc39_feedback import counter
-from tests.service.tiny import start_service
+from tests.service.tiny import give_terse_answers, start_service
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +89,7 @@ def test_the_summary_names_the_prototype_the_user_weighs_most(svc):
     model (`user_model.prototypes`), with that weight, and its sentence says so; `pal.nearest_prototype`
     is the largest of the PAL mixture's `pal.weights`."""
     with svc.client() as c:
-        for topic, chosen, rejected in [("tea", "Green tea.", "A long essay on every tea there is, with lists."),
-                                        ("bikes", "Oil the chain.", "Consider these points:\n- one\n- two\n- three"),
-                                        ("rain", "Take an umbrella.", "Rain is water falling from clouds, which is a long story.")]:
-            r = c.post("/v1/feedback", json={"type": "comparison", "user": "pia", "prompt": f"Tips on {topic}?",
-                                             "chosen": chosen, "rejected": rejected})
-            assert r.status_code == 201, r.text
+        give_terse_answers(c, "pia")
         profile = c.get("/v1/users/pia").json()
     mixture = profile["pal"]["weights"]
     assert len(set(mixture)) == len(mixture) and profile["pal"]["nearest_prototype"] == mixture.index(max(mixture))

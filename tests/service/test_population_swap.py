@@ -8,7 +8,7 @@ import httpx
 
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_admin import wait_job
-from tests.service.tiny import start_service
+from tests.service.tiny import give_drink_likes, start_service
 
 CHAT_PAUSE_S = 0.05  # between the chats a chatter sends while a population job trains
 
@@ -18,12 +18,7 @@ def test_a_promoted_pal_job_serves_the_next_request_without_a_restart(tmp_path, 
     rt = svc.runtime
     before = rt.rewards.version
     with server, svc.client("acme") as c, svc.client("admin") as admin:
-        for user, likes in (("ann", "tea"), ("ben", "coffee"), ("cy", "tea")):
-            for i in range(8):
-                other = "coffee" if likes == "tea" else "tea"
-                r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"A drink for morning {i}?",
-                                                  "chosen": f"Some {likes}, number {i}.", "rejected": f"Some {other}, number {i}."})
-                assert r.status_code == 201
+        give_drink_likes(c, per_user=8)
         old_profile = c.get("/v1/users/ann").json()
         assert old_profile["pal"]["version"] == before and len(old_profile["pal"]["logits"]) == 2
 
@@ -73,11 +68,7 @@ def test_a_promoted_em_mixture_is_served_too(tmp_path, tiny_generator_dir, tiny_
     server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
     rt = svc.runtime
     with server, svc.client("acme") as c, svc.client("admin") as admin:
-        for user, likes in (("ann", "tea"), ("ben", "coffee")):
-            for i in range(8):
-                other = "coffee" if likes == "tea" else "tea"
-                c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"A drink for morning {i}?",
-                                             "chosen": f"Some {likes}, number {i}.", "rejected": f"Some {other}, number {i}."})
+        give_drink_likes(c, per_user=8, likers=(("ann", "tea"), ("ben", "coffee")))
         r = admin.post("/admin/jobs", json={"kind": "em", "params": {"k": 2, "restarts": 1}})
         assert r.status_code == 201, r.text
         job = wait_job(admin, r.json()["id"], timeout=300)

@@ -12,6 +12,7 @@ kind the users the store no longer holds."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import msgspec
 
@@ -30,6 +31,25 @@ from training.jobs.record import Job, job_encoder
 
 def groups_in(jobs, job_id: str) -> set[str]:
     return {g.group for g in decode_report((jobs / f"{job_id}.result.json").read_bytes()).groups}
+
+
+def old_audit(jobs: Path, job_id: str, params: dict, groups: list, created: float, members: bytes | None = None) -> Job:
+    """An audit job `job_id` as an earlier release left it in the job folder `jobs`: its record (`params`, succeeded at
+    `created`), its report of `groups` as its result and output files and, given `members` (bytes), its members file
+    beside no members index, as data34 left them (an index there is removed). Returns its record."""
+    if members is not None:
+        for stale in jobs.glob(f"{AUDIT_MEMBERS_INDEX}*"):
+            stale.unlink()
+    old = report_encoder.encode(report(groups, created))
+    job = Job(id=job_id, kind="audit", params=params, state="succeeded", created_at=created,
+              result_path=str(jobs / f"{job_id}.result.json"))
+    (jobs / f"{job_id}.job.json").write_bytes(job_encoder.encode(job))
+    (jobs / f"{job_id}.result.json").write_bytes(old)
+    (jobs / f"{job_id}.out").write_bytes(old + b"\n")
+    if members is not None:
+        (jobs / "artifacts" / job_id).mkdir(parents=True)
+        (jobs / "artifacts" / job_id / AUDIT_MEMBERS).write_bytes(members)
+    return job
 
 
 def test_a_delete_takes_the_group_of_its_user_out_of_an_audit_a_release_before_members_files_stored(upgraded):  # noqa: F811
@@ -60,19 +80,11 @@ def test_a_user_an_earlier_release_deleted_from_a_group_that_kept_others_leaves_
         uri = svc.runtime.settings.lancedb_uri
     # as a data34 release left its audit after GONE's DELETE (GONE's rows gone, their hash kept), with no index
     jobs = data / "jobs"
-    for stale in jobs.glob(f"{AUDIT_MEMBERS_INDEX}*"):
-        stale.unlink()
     gone = key_hash(f"acme/{GONE}")
     created = time.time()  # after the feedback it audits (reviewp40: a user whose rows all came later was not in it)
-    data34 = report_encoder.encode(report([group("s1", 3), group("s2", 1)], created))
-    job = Job(id="audit-data34", kind="audit", params={"store": uri, "group_by": "segment", "tenant": "acme"},
-              state="succeeded", created_at=created, result_path=str(jobs / "audit-data34.result.json"))
-    (jobs / "audit-data34.job.json").write_bytes(job_encoder.encode(job))
-    (jobs / "audit-data34.result.json").write_bytes(data34)
-    (jobs / "audit-data34.out").write_bytes(data34 + b"\n")
-    (jobs / "artifacts" / job.id).mkdir(parents=True)
-    (jobs / "artifacts" / job.id / AUDIT_MEMBERS).write_bytes(
-        msgspec.json.encode({"s1": sorted([gone, *(key_hash(f"acme/{u}") for u in ("ann", "bob"))]), "s2": [key_hash("acme/cal")]}))
+    job = old_audit(jobs, "audit-data34", {"store": uri, "group_by": "segment", "tenant": "acme"}, [group("s1", 3), group("s2", 1)],
+                    created, msgspec.json.encode({"s1": sorted([gone, *(key_hash(f"acme/{u}") for u in ("ann", "bob"))]),
+                                                  "s2": [key_hash("acme/cal")]}))
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
     with server, svc.client("acme") as acme:
         assert acme.get("/v1/users/ann").status_code == 200
@@ -93,12 +105,7 @@ def test_a_pre_members_audit_whose_group_s_users_are_all_gone_loses_it_at_the_st
         uri = svc.runtime.settings.lancedb_uri
     jobs = data / "jobs"
     created = time.time()  # after the feedback it audits (reviewp40: a user whose rows all came later was not in it)
-    old = report_encoder.encode(report([group("s1", 1), group(MARKER, 1)], created))
-    job = Job(id="audit-b7168d1", kind="audit", params={"store": uri, "group_by": "segment"}, state="succeeded",
-              created_at=created, result_path=str(jobs / "audit-b7168d1.result.json"))
-    (jobs / "audit-b7168d1.job.json").write_bytes(job_encoder.encode(job))
-    (jobs / "audit-b7168d1.result.json").write_bytes(old)
-    (jobs / "audit-b7168d1.out").write_bytes(old + b"\n")
+    job = old_audit(jobs, "audit-b7168d1", {"store": uri, "group_by": "segment"}, [group("s1", 1), group(MARKER, 1)], created)
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
     with server, svc.client("acme") as acme:
         assert acme.get("/v1/users/ann").status_code == 200

@@ -9,7 +9,7 @@ import contextlib
 import json
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +44,22 @@ def two_replicas(tmp_path: Path, tiny_pal_dir: Path, minilm) -> Iterator[tuple[S
     """Replicas a and b of the app on one `tests.vllm_like` server and one adapters folder, each with room for one
     adapter (`adapter_budget_mb` 1)."""
     server = GenerationServer(tmp_path / "generation.log")
+    with replicas_generating_on(server, minilm, lambda index: Settings(
+            data_dir=str(tmp_path / ("a", "b")[index]), adapters_dir=str(tmp_path / "adapters"), generator=f"openai:{server.url}",
+            pal_dir=str(tiny_pal_dir), max_tokens=4, rerank=False, candidates=1, adapter_budget_mb=1)) as replicas:
+        yield replicas
+
+
+@contextlib.contextmanager
+def replicas_generating_on(server: GenerationServer, encoder, config: Callable[[int], Settings]) -> Iterator[tuple[Service, Service, GenerationServer]]:
+    """Replicas 0 and 1 of the real app over HTTP, each built from `config(index)` and `encoder`, generating on `server`
+    (`RemoteGenerator`: 10 s a request, no retry), each with a key of tenant acme: yields (replica 0, replica 1, server).
+    The server is stopped on the way out, the replicas first."""
     try:
         replicas = []
-        for name in ("a", "b"):
-            config = Settings(data_dir=str(tmp_path / name), adapters_dir=str(tmp_path / "adapters"), generator=f"openai:{server.url}",
-                              pal_dir=str(tiny_pal_dir), max_tokens=4, rerank=False, candidates=1, adapter_budget_mb=1)
-            runtime = Runtime.build(config, generator=RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=10, max_retries=0)),
-                                    encoder=minilm)
+        for index in (0, 1):
+            runtime = Runtime.build(config(index), generator=RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=10, max_retries=0)),
+                                    encoder=encoder)
             replicas.append(Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")}))
         with replicas[0].server, replicas[1].server:
             yield replicas[0], replicas[1], server

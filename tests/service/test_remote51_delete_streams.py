@@ -13,15 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from pluralign.policy.remote import RemoteGenerator, RemotePolicy
-from service.app import create_app
-from service.runtime import Runtime
 from service.settings import Settings
 from service.users.services import register_adapter
 from tests.service.test_remote49_generation_server import CHAT, GenerationServer
-from tests.service.test_remote50_replicas import answer, peft_folder
+from tests.service.test_remote50_replicas import answer, peft_folder, replicas_generating_on
 from tests.service.tiny import LiveServer, Service, minilm, tiny_pal_dir  # noqa: F401
-from tests.vllm_like import BASE, digest
+from tests.vllm_like import digest
 
 pytestmark = [pytest.mark.slow,  # two replicas on one store and a slow generation server (~10 s): `make test-scaleout`
               pytest.mark.usefixtures("short_read_margin")]
@@ -32,19 +29,11 @@ SYNC_MS = 200
 @contextlib.contextmanager
 def replicas_on_one_store(tmp_path: Path, tiny_pal_dir: Path, minilm, *flags: str) -> Iterator[tuple[Service, Service, GenerationServer]]:  # noqa: F811
     server = GenerationServer(tmp_path / "generation.log", *flags)
-    try:
-        replicas = []
-        for index in (0, 1):
-            config = Settings(data_dir=str(tmp_path / f"replica{index}"), adapters_dir=str(tmp_path / "adapters"), store_uri=str(tmp_path / "store"),
-                              replicas=2, replica_index=index, store_sync_ms=SYNC_MS, deletion_sweep_s=3600,  # b's sweep is run by hand
-                              generator=f"openai:{server.url}", pal_dir=str(tiny_pal_dir), max_tokens=4, rerank=False, candidates=1)
-            runtime = Runtime.build(config, generator=RemoteGenerator(server.url, BASE, policy=RemotePolicy(timeout_s=10, max_retries=0)),
-                                    encoder=minilm)
-            replicas.append(Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")}))
-        with replicas[0].server, replicas[1].server:
-            yield replicas[0], replicas[1], server
-    finally:
-        server.stop()
+    with replicas_generating_on(server, minilm, lambda index: Settings(
+            data_dir=str(tmp_path / f"replica{index}"), adapters_dir=str(tmp_path / "adapters"), store_uri=str(tmp_path / "store"),
+            replicas=2, replica_index=index, store_sync_ms=SYNC_MS, deletion_sweep_s=3600,  # b's sweep is run by hand
+            generator=f"openai:{server.url}", pal_dir=str(tiny_pal_dir), max_tokens=4, rerank=False, candidates=1)) as replicas:
+        yield replicas
 
 
 def test_a_stream_from_a_deleted_users_adapter_on_another_replica_stops_at_that_replicas_next_sweep(tmp_path, tiny_pal_dir, minilm):  # noqa: F811

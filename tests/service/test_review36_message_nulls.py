@@ -12,7 +12,6 @@ import json
 
 import pytest
 
-from tests.hf_datasets import DatasetsProcess
 from tests.service.tiny import field_named, start_service
 from tests.unit.test_newuser31_cli import one_error_line, pluralign
 
@@ -22,13 +21,6 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     server, service = start_service(tmp_path_factory.mktemp("rv36-nulls"), tiny_generator_dir, tiny_pal_dir, minilm)
     with server:
         yield service
-
-
-@pytest.fixture(scope="module")
-def hf():
-    """`datasets` in a process of its own, as in a user's script: not in this worker, beside the service's threads."""
-    with DatasetsProcess() as process:
-        yield process
 
 
 # in the `datasets` process: `rows` as a Dataset (only its first row unless `named`) written with `to_json` to `path`

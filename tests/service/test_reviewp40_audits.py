@@ -96,10 +96,8 @@ def test_a_user_an_earlier_release_deleted_from_an_audit_and_who_came_back_leave
     the users the store no longer holds, but kept one who came back since (sent feedback again): the group's figures
     still held the comparisons their DELETE removed. The store's deletion record says they were deleted after the
     audit. Before: s1 (GONE, ann, bob) stayed in the report and GONE's hash in its members file."""
-    from service.admin.services import AUDIT_MEMBERS, AUDIT_MEMBERS_INDEX
-    from tests.service.test_privacy40_old_audits import groups_in
-    from tests.service.test_scale37_delete_audits import group, report
-    from training.jobs.record import job_encoder
+    from tests.service.test_privacy40_old_audits import groups_in, old_audit
+    from tests.service.test_scale37_delete_audits import group
 
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS, **store_settings)
     with server, svc.client("acme") as acme:
@@ -115,18 +113,10 @@ def test_a_user_an_earlier_release_deleted_from_an_audit_and_who_came_back_leave
         assert uri.startswith("s3://") == bool(store_settings)
     # what a data34 release left of its audit after GONE's DELETE: their hash kept in s1, no index yet
     jobs = data / "jobs"
-    for stale in jobs.glob(f"{AUDIT_MEMBERS_INDEX}*"):
-        stale.unlink()
     gone = key_hash(f"acme/{GONE}")
-    old = report_encoder.encode(report([group("s1", 3), group("s2", 1)], created))
-    job = Job(id="audit-data34", kind="audit", params={"store": uri, "group_by": "segment", "tenant": "acme"},
-              state="succeeded", created_at=created, result_path=str(jobs / "audit-data34.result.json"))
-    (jobs / "audit-data34.job.json").write_bytes(job_encoder.encode(job))
-    (jobs / "audit-data34.result.json").write_bytes(old)
-    (jobs / "audit-data34.out").write_bytes(old + b"\n")
-    (jobs / "artifacts" / job.id).mkdir(parents=True)
-    (jobs / "artifacts" / job.id / AUDIT_MEMBERS).write_bytes(
-        msgspec.json.encode({"s1": sorted([gone, *(key_hash(f"acme/{u}") for u in ("ann", "bob"))]), "s2": [key_hash("acme/cal")]}))
+    job = old_audit(jobs, "audit-data34", {"store": uri, "group_by": "segment", "tenant": "acme"}, [group("s1", 3), group("s2", 1)],
+                    created, msgspec.json.encode({"s1": sorted([gone, *(key_hash(f"acme/{u}") for u in ("ann", "bob"))]),
+                                                  "s2": [key_hash("acme/cal")]}))
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS, **store_settings)
     with server, svc.client("acme") as acme:
         assert acme.get("/v1/users/ann").status_code == 200
@@ -171,9 +161,9 @@ def test_a_members_file_the_start_could_not_read_is_checked_at_a_later_start(ser
     """The start's pass (once per index) met a damaged members file of a data34 audit holding a user since deleted:
     it logged it and noted the index checked. Before: the file, restored from a backup, was never checked again, and
     GONE stayed in it (and in the index built from it), with s1's figures."""
-    from service.admin.services import AUDIT_MEMBERS, AUDIT_MEMBERS_INDEX
-    from tests.service.test_scale37_delete_audits import group, report
-    from training.jobs.record import job_encoder
+    from service.admin.services import AUDIT_MEMBERS
+    from tests.service.test_privacy40_old_audits import old_audit
+    from tests.service.test_scale37_delete_audits import group
 
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
     with server, svc.client("acme") as acme:
@@ -182,19 +172,10 @@ def test_a_members_file_the_start_could_not_read_is_checked_at_a_later_start(ser
             assert acme.get(f"/v1/users/{user}/preferences").json()["total"] == 2
         uri = svc.runtime.settings.lancedb_uri
     jobs = data / "jobs"
-    for stale in jobs.glob(f"{AUDIT_MEMBERS_INDEX}*"):
-        stale.unlink()
-    created = time.time()
-    old = report_encoder.encode(report([group("s1", 3), group("s2", 1)], created))
-    job = Job(id="audit-data34", kind="audit", params={"store": uri, "group_by": "segment", "tenant": "acme"},
-              state="succeeded", created_at=created, result_path=str(jobs / "audit-data34.result.json"))
-    (jobs / "audit-data34.job.json").write_bytes(job_encoder.encode(job))
-    (jobs / "audit-data34.result.json").write_bytes(old)
-    (jobs / "audit-data34.out").write_bytes(old + b"\n")
-    (jobs / "artifacts" / job.id).mkdir(parents=True)
-    members = jobs / "artifacts" / job.id / AUDIT_MEMBERS
     good = msgspec.json.encode({"s1": sorted(key_hash(f"acme/{u}") for u in (GONE, "ann", "bob")), "s2": [key_hash("acme/cal")]})
-    members.write_bytes(good[:20])  # damaged (a partial copy)
+    job = old_audit(jobs, "audit-data34", {"store": uri, "group_by": "segment", "tenant": "acme"}, [group("s1", 3), group("s2", 1)],
+                    time.time(), good[:20])  # its members file damaged (a partial copy)
+    members = jobs / "artifacts" / job.id / AUDIT_MEMBERS
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
     with server:
         pass

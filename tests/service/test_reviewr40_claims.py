@@ -24,6 +24,7 @@ from pluralign.store import StoredPreference
 from pluralign.store import claims as claims_module
 from pluralign.store.claims import FolderClaims, claim_of
 from tests.service.tiny import start_replicas
+from tests.stores import at_most_at_once
 
 pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
 
@@ -192,21 +193,7 @@ def test_a_delete_forgets_s3_claims_several_at_a_time(tmp_path):
         claims = claims_module.S3Claims(s3.uri("forget"), s3.options)
         ids = {f"p-{i}": claim(f"p-{i}", "Tea.")[f"p-{i}"] for i in range(40)}
         assert len(claims.claim("acme", "u", ids)[0]) == 40
-        busy, most, lock = [0], [0], threading.Lock()
-        get = claims._get
-
-        def counted(name):
-            with lock:
-                busy[0] += 1
-                most[0] = max(most[0], busy[0])
-            try:
-                time.sleep(0.02)
-                return get(name)
-            finally:
-                with lock:
-                    busy[0] -= 1
-
-        claims._get = counted
+        claims._get, most = at_most_at_once(claims._get)
         assert claims.forget_user("acme", "u", before=time.time() + 1) == 40
         assert most[0] > 1, most  # before: 1
         assert claims._names(claims_module._folder("acme", "u")) == []

@@ -48,13 +48,19 @@ def held_delete(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch)
             release.set()
 
 
-def start_delete(svc, user: str) -> threading.Thread:
+def delete_under_way(svc, acme: httpx.Client, entered: threading.Event) -> threading.Thread:
+    """acme's user `leaving`, given one comparison, then their DELETE in a thread of its own, returned once it is in
+    its held first step (`entered`, `held_delete`)."""
+    r = acme.post("/v1/feedback", json={"type": "comparison", "user": "leaving", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
+    assert r.status_code == 201, r.text
+
     def run() -> None:
-        with svc.client("acme") as acme:
-            assert acme.delete(f"/v1/users/{user}").status_code == 200
+        with svc.client("acme") as other:
+            assert other.delete("/v1/users/leaving").status_code == 200
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    assert entered.wait(30), "the DELETE never began"
     return thread
 
 
@@ -62,10 +68,7 @@ def test_another_tenants_user_does_not_wait_for_a_delete_that_shared_its_lock(he
     svc, entered, release = held_delete
     neighbour = same_old_stripe(64, ("acme", "leaving"), "g")
     with svc.client("acme") as acme, svc.client("globex") as globex:
-        r = acme.post("/v1/feedback", json={"type": "comparison", "user": "leaving", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
-        assert r.status_code == 201, r.text
-        deleting = start_delete(svc, "leaving")
-        assert entered.wait(30), "the DELETE never began"
+        deleting = delete_under_way(svc, acme, entered)
         try:
             r = globex.patch(f"/v1/users/{neighbour}/stated-preferences", json={"preferences": {"length": "less"}}, timeout=10)
         except httpx.ReadTimeout:
@@ -81,10 +84,7 @@ def test_another_tenants_idempotent_feedback_does_not_wait_for_an_import_that_sh
     svc, entered, release = held_delete
     key = same_old_stripe(256, ("acme", "acme-chunk-1"), "globex-key-")
     with svc.client("acme") as acme, svc.client("globex") as globex:
-        r = acme.post("/v1/feedback", json={"type": "comparison", "user": "leaving", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
-        assert r.status_code == 201, r.text
-        deleting = start_delete(svc, "leaving")
-        assert entered.wait(30), "the DELETE never began"
+        deleting = delete_under_way(svc, acme, entered)
         imported: list[httpx.Response] = []
         line = b'{"prompt": "Coffee?", "chosen": "Yes.", "rejected": "No."}\n'
         importer = threading.Thread(target=lambda: imported.append(acme.post(  # waits for the DELETE, as documented

@@ -402,3 +402,26 @@ def stated_length_order(client: httpx.Client, user: str, prompt: str, short: str
         scores = r.json()["scores"]
         order[direction] = scores[0] > scores[1]
     return order
+
+
+def give_terse_answers(client: httpx.Client, user: str) -> None:
+    """POST /v1/feedback three comparisons in which `user` chose a short plain answer over a long or listed one (tea,
+    bikes, rain), each answered 201: enough for a profile's nearest prototype and its confidence."""
+    for topic, chosen, rejected in [("tea", "Green tea.", "A long essay on every tea there is, with lists."),
+                                    ("bikes", "Oil the chain.", "Consider these points:\n- one\n- two\n- three"),
+                                    ("rain", "Take an umbrella.", "Rain is water falling from clouds, which is a long story.")]:
+        r = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tips on {topic}?",
+                                              "chosen": chosen, "rejected": rejected})
+        assert r.status_code == 201, r.text
+
+
+def give_drink_likes(client: httpx.Client, per_user: int, likers: tuple[tuple[str, str], ...] = (("ann", "tea"), ("ben", "coffee"), ("cy", "tea"))) -> None:
+    """POST /v1/feedback `per_user` comparisons for each (user, drink) of `likers` (ann and cy like tea, ben coffee),
+    the drink they like chosen over the other, each answered 201: a population of two opposed groups for a PAL or EM job
+    to train on."""
+    for user, likes in likers:
+        for i in range(per_user):
+            other = "coffee" if likes == "tea" else "tea"
+            r = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"A drink for morning {i}?",
+                                                  "chosen": f"Some {likes}, number {i}.", "rejected": f"Some {other}, number {i}."})
+            assert r.status_code == 201, r.text

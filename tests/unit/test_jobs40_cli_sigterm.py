@@ -3,7 +3,7 @@
 The CLI raises SIGTERM as an exception (`Stopped`) where the command is. In a job worker's first seconds
 that was often inside torch's C import of numpy, which clears the exception: the worker trained on after
 its job's cancel (test_main34_trigger_quota, once in a full-suite run; reproduced under load). Here an
-ExtensionFileLoader whose module start swallows every exception stands for that C code."""
+ExtensionFileLoader whose module start swallows every exception stands for that C code (tests/cli_child.py)."""
 
 from __future__ import annotations
 
@@ -16,28 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 COMMAND = """
-import importlib.machinery, importlib.util, os, signal, sys, time, types
+import signal, sys, time
+from tests.cli_child import start_as_native_code
 from training.cli import Stopped, _stopped
 signal.signal(signal.SIGTERM, _stopped)  # as main() installs it
 
-
-class Native(importlib.machinery.ExtensionFileLoader):
-    \"\"\"Starts a module as an extension module's C code does: an exception raised meanwhile is cleared.\"\"\"
-
-    def create_module(self, spec):
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)  # the job's cancel comes now
-            time.sleep(0.5)
-        except BaseException:
-            pass
-        return types.ModuleType(spec.name)
-
-    def exec_module(self, module):
-        pass
-
-
 try:
-    importlib.util.module_from_spec(importlib.util.spec_from_loader("native", Native("native", "/nonexistent.so")))
+    start_as_native_code(signal.SIGTERM, 0.5)  # the job's cancel comes while it starts
     print("imported", flush=True)
     time.sleep(30)  # training
     print("ran on", flush=True)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -14,20 +15,28 @@ from tests.unit.clitools import cli
 def _store(folder, groups: int, users: int = 5, per_user: int = 6) -> None:
     """`groups` segments of `users` users each; every group's users give the same comparisons (the same vectors, in the
     same order) as the first group's, so every group's accuracies come out the same, both models'."""
-    from pluralign.store import Store, StoredPreference
-
     rng = np.random.default_rng(7)
     theirs = rng.standard_normal((users, per_user, 8)) + np.r_[0.5, np.zeros(7)]  # (users, per_user, d)
+    _store_groups(folder, groups, users, per_user, lambda g: f"s{g}", lambda g, u, i: theirs[u, i])
+
+
+def _store_groups(folder, groups: int, users: int, per_user: int, segment: Callable[[int], str],
+                  diff: Callable[[int, int, int], np.ndarray]) -> None:
+    """A real store at `folder` holding tenant acme's `groups` segments (group g's named `segment(g)`) of `users` users
+    each, each user's `per_user` comparisons embedded so that the chosen answer's vector less the rejected one's is
+    `diff(g, u, i)`, (8,) (asked in the order group, user, comparison)."""
+    from pluralign.store import Store, StoredPreference
+
     stored, diffs = [], []
     for g in range(groups):
         for u in range(users):
             for i in range(per_user):
                 stored.append(StoredPreference(tenant="acme", user_id=f"g{g}u{u}", pref_id=f"p{g}-{u}-{i}", prompt=f"q{i}",
                                                chosen=f"a{g}-{u}-{i}", rejected=f"b{g}-{u}-{i}", kind="comparison",
-                                               created_at=float(i), attributes={"segment": f"s{g}"}))
-                diffs.append(theirs[u, i])
-    diff = np.asarray(diffs, np.float32)
-    Store(str(folder), "enc", 8).add_preferences(stored, diff, diff, np.zeros_like(diff))
+                                               created_at=float(i), attributes={"segment": segment(g)}))
+                diffs.append(diff(g, u, i))
+    vectors = np.asarray(diffs, np.float32)
+    Store(str(folder), "enc", 8).add_preferences(stored, vectors, vectors, np.zeros_like(vectors))
 
 
 def _audit(capsys, folder) -> tuple[str, dict]:
@@ -66,20 +75,13 @@ def test_one_group_has_no_gap_interval_and_is_not_said_to_be_told_apart_from_its
 def _store_of_many_groups(folder, groups: int, worse: int | None = None, users: int = 15, per_user: int = 20) -> None:
     """`groups` segments of `users` users each, every comparison drawn alike (a shared direction plus noise: the
     one-size-fits-all model right about 70% of the time); `worse`: that group's users choose at random (about 50%)."""
-    from pluralign.store import Store, StoredPreference
-
     rng = np.random.default_rng(1)
-    stored, diffs = [], []
-    for g in range(groups):
-        for u in range(users):
-            for i in range(per_user):
-                stored.append(StoredPreference(tenant="acme", user_id=f"g{g}u{u}", pref_id=f"p{g}-{u}-{i}", prompt=f"q{i}",
-                                               chosen=f"a{g}-{u}-{i}", rejected=f"b{g}-{u}-{i}", kind="comparison",
-                                               created_at=float(i), attributes={"segment": f"s{g:02d}"}))
-                flip = -1.0 if g == worse and rng.random() < 0.5 else 1.0
-                diffs.append(flip * (np.r_[0.5, np.zeros(7)] + rng.standard_normal(8)))
-    diff = np.asarray(diffs, np.float32)
-    Store(str(folder), "enc", 8).add_preferences(stored, diff, diff, np.zeros_like(diff))
+
+    def drawn(g: int, u: int, i: int) -> np.ndarray:
+        flip = -1.0 if g == worse and rng.random() < 0.5 else 1.0
+        return flip * (np.r_[0.5, np.zeros(7)] + rng.standard_normal(8))
+
+    _store_groups(folder, groups, users, per_user, lambda g: f"s{g:02d}", drawn)
 
 
 def test_of_twenty_groups_drawn_alike_the_audit_does_not_say_the_named_worst_and_best_differ(tmp_path, capsys):

@@ -8,7 +8,8 @@ pending send when the command ends and reports the stop itself (143). And SIGINT
 inside such C code, was cleared the same way: the command ran on after Ctrl-C; now it gets the same treatment.
 
 As in test_jobs40_cli_sigterm.py, an ExtensionFileLoader whose module start swallows every exception stands
-for that C code (torch's import of numpy); main() runs a one-command parser whose command imports it."""
+for that C code (torch's import of numpy); main() runs a one-command parser whose command imports it
+(tests/cli_child.py)."""
 
 from __future__ import annotations
 
@@ -23,30 +24,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
-import argparse, importlib.machinery, importlib.util, os, signal, sys, time, types
+import signal, sys, time
 import training.cli as cli
+from tests.cli_child import main_of_one_command, start_as_native_code
 
 SIGNAL, AFTER = signal.{signal}, {after}
 cli.STOP_RETRY_S = {retry}  # the command's end comes well before the signal's send again, however loaded the machine
 
 
-class Native(importlib.machinery.ExtensionFileLoader):
-    # starts a module as an extension module's C code does: an exception raised meanwhile is cleared
-
-    def create_module(self, spec):
-        try:
-            os.kill(os.getpid(), SIGNAL)  # the job's cancel (or Ctrl-C) comes now
-            time.sleep(0.2)
-        except BaseException:
-            pass
-        return types.ModuleType(spec.name)
-
-    def exec_module(self, module):
-        pass
-
-
 def run(args):
-    importlib.util.module_from_spec(importlib.util.spec_from_loader("native", Native("native", "/nonexistent.so")))
+    start_as_native_code(SIGNAL, 0.2)  # the job's cancel (or Ctrl-C) comes while it starts
     sys.stdout.write("imported\\n")  # one write: print writes its end of line apart, and the signal raised between them
     sys.stdout.flush()  # left "importedreturned 143" (a full run, under load)
     time.sleep(AFTER)  # the rest of the command: over at once, or training on
@@ -54,21 +41,12 @@ def run(args):
     return 0
 
 
-def make_parser():
-    parser = argparse.ArgumentParser(prog="pluralign")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run").set_defaults(func=run)
-    return parser
-
-
-cli.make_parser = make_parser
-code = cli.main(["run"])
+code = main_of_one_command(run)
 print("returned", code, flush=True)
 time.sleep(2 * cli.STOP_RETRY_S)  # a script that called main() goes on: no stray signal may reach it now
 print("after", flush=True)
 sys.exit(code)
 """
-
 
 def _run(signal_name: str, after: float, retry: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -96,8 +74,8 @@ def test_a_command_that_runs_on_after_the_signal_is_stopped_once_the_module_has_
 
 
 IGNORED = """
-import argparse, os, signal, sys
-import training.cli as cli
+import os, signal, sys
+from tests.cli_child import main_of_one_command
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)  # as nohup, or a shell's background job, starts a command
 
@@ -108,19 +86,10 @@ def run(args):
     return 0
 
 
-def make_parser():
-    parser = argparse.ArgumentParser(prog="pluralign")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run").set_defaults(func=run)
-    return parser
-
-
-cli.make_parser = make_parser
-code = cli.main(["run"])
+code = main_of_one_command(run)
 print("returned", code, signal.getsignal(signal.SIGINT) is signal.SIG_IGN, flush=True)
 sys.exit(code)
 """
-
 
 def test_an_ignored_sigint_stays_ignored():
     """main() handles SIGINT only where it has Python's default handler: a command started with SIGINT ignored

@@ -32,16 +32,13 @@ from training.common import (
     add_k_args,
     add_threads_arg,
     cached_encoder,
-    check_encoder,
-    check_k_options,
+    check_mixture_options,
     check_out,
-    check_protocol_data,
     file_protocol_help,
     k_search,
     left_out_users,
     load_training_protocol,
     number,
-    persona_groups,
     print_json,
     print_k_choice,
     seed_number,
@@ -49,10 +46,7 @@ from training.common import (
 
 
 def run(args: argparse.Namespace) -> int:
-    check_protocol_data(args)  # --protocol file without --data, or --data beside another: before the imports below
-    persona_groups(args, "--protocol", args.protocol, 4)
-    check_k_options(args.k, args.k_max)
-    check_encoder(args)  # before the imports below (torch: seconds)
+    check_mixture_options(args)  # before the imports below (torch: seconds)
     import numpy as np
     import torch
     from tqdm import tqdm
