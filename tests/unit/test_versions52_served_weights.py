@@ -10,6 +10,7 @@ import json
 import threading
 from pathlib import Path
 
+import lancedb
 import pytest
 import torch
 
@@ -20,6 +21,7 @@ from pluralign.store.clocks import ReplicaClocks
 from service.rewards import checkpoint_version, weights_digest
 from service.runtime import refuse_another_model
 from service.settings import ReplicasDisagree, Settings
+from tests.service.test_replicas43_counts import FOLDER_A, write_row
 
 SWEEP_S = 0.1  # PLURALIGN_DELETION_SWEEP_S: a start waits 3 passes and a sync interval for the others to take a model up
 
@@ -109,3 +111,17 @@ def test_an_earlier_releases_row_is_compared_by_version_and_the_digest_is_the_we
     (shared / "meta.json").write_text(json.dumps({**meta, "calibration": {"temperature": 1.3}}))
     (shared / "user_weights.json").write_text((shared / "user_weights.json").read_text() + " ")
     assert weights_digest(shared) == before and weights_digest(tmp_path / "shared") is None
+
+
+def test_an_earlier_release_writing_over_a_replicas_row_leaves_no_weights_said(tmp_path):
+    """A replica rolled back to an earlier release writes its row with the columns it knows: the `pal_weights` this
+    release wrote stays in the row, under another instance, and must not count as what it serves (as `pal`)."""
+    store = str(tmp_path / "shared-lancedb")
+    mine = ReplicaClocks(lancedb.connect(store), 0, stale_after_s=60.0, replicas=2, folder_id=FOLDER_A,
+                         served=lambda: "1eaeee231c2a4ef4", served_weights=lambda: "99aa88bb77cc66dd")
+    mine.beat()
+    row = {r["replica"]: r for r in clocks.recent_rows(lancedb.connect(store), 60.0)}[0]
+    assert clocks.served_pal_weights(row) == "99aa88bb77cc66dd"
+    write_row(store, 0, 2, f"d:{FOLDER_A}:{'8' * 32}")  # replica 0 rolled back to session 50: its own columns only
+    row = {r["replica"]: r for r in clocks.recent_rows(lancedb.connect(store), 60.0)}[0]
+    assert row["pal_weights"] is not None and clocks.served_pal_weights(row) is None
