@@ -75,8 +75,8 @@ _WHY = {
     400: "Bad request: `error.param` names the field and `error.message` the problem",
     404: "Not found in this tenant",
     409: "Conflict",
-    412: "Precondition failed: `If-Match` names another version than the current one, or `If-None-Match` names the current "
-         "one (its `ETag` is in the answer); nothing was changed",
+    412: "Precondition failed: `If-Match` does not name the current record's entity tag, or `If-None-Match` names it "
+         "(its `ETag` is in the answer); nothing was changed",
     413: "Request body too large",
     421: "Misdirected: another replica than the one `replica` names answered; ask that one at its own address",
     429: "Too many requests: retry after `Retry-After` seconds",

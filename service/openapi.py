@@ -89,7 +89,7 @@ MEDIA = {  # (path, method) -> the media types the 200 really answers
 }
 RETRY_AFTER = {"description": "seconds to wait before sending the request again", "schema": {"type": "integer", "minimum": 1}}
 WWW_AUTHENTICATE = {"description": '`Bearer realm="pluralign"` (with `error="invalid_token"` for an unknown key)', "schema": {"type": "string"}}
-ETAG = {"description": 'the stated preferences\' current version, `"<version>"` (for `If-Match`, and `If-None-Match`)',
+ETAG = {"description": 'the stated preferences\' entity tag, `"<epoch>.<version>"` (`"0"` at version 0; never given again for the user, even after a DELETE), for `If-Match` and `If-None-Match`',
         "schema": {"type": "string"}}
 RESPONSE_HEADERS = {  # (path, method, status) -> headers it answers, beyond Retry-After on every 429 and 503
     ("/v1/users/{user_id}/stated-preferences", "get", "200"): {"ETag": ETAG},

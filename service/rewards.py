@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pluralign.embed.base import Encoder
-from pluralign.files import FilesDiffer, folder_lock, read_description, stopped_artifact
+from pluralign.files import FilesDiffer, file_digests, folder_lock, read_description, stopped_artifact
 from pluralign.reward.em import SCHEMA_VERSION as EM_SCHEMA
 from pluralign.reward.em import USERS_FILE, EMMeta, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
@@ -59,6 +59,25 @@ def checkpoint_version(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+WEIGHTS_SUFFIX = ".safetensors"  # a population model's weights: PAL's model.safetensors, an EM mixture's heads.safetensors
+
+
+def weights_digest(folder: Path) -> str | None:
+    """A short sha256 of the population model's weights in `folder` (each `*.safetensors` file's name and sha256, in
+    name order; `pluralign.files.file_digests`), or None when it holds none. Unlike `checkpoint_version`, it depends on
+    the files' bytes alone, not on which meta.json fields the running release knows: two releases serving one folder
+    say the same (replicas compare it at start: `service.runtime.refuse_another_model`). Descriptions, metrics and
+    the per-user files a DELETE rewrites are no part of it. Raises OSError when a weights file cannot be read."""
+    names = sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(WEIGHTS_SUFFIX)
+                   and not p.name.startswith("."))  # a rewrite's temp file is no part of the model
+    if not names:
+        return None
+    digest = hashlib.sha256()
+    for name, sha in file_digests(folder, names).items():
+        digest.update(f"{name} {sha}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _described_fields(meta: dict) -> frozenset[str] | None:
     """The fields of a PAL checkpoint's (no `kind`) or an EM mixture's meta.json this release reads, which alone are
     hashed into `checkpoint_version`: a field a later release adds to the description of the same model (as replicas50
@@ -75,10 +94,12 @@ class UserRewards:
     """The served population model (a PAL or an EM mixture, trained or, failing data, untrained)
     with its population prior, and the user model on top of it."""
 
-    def __init__(self, model: PALModel | EMMixture, prior_logits: np.ndarray, version: str, trained: bool, note: str = ""):
+    def __init__(self, model: PALModel | EMMixture, prior_logits: np.ndarray, version: str, trained: bool, note: str = "",
+                 weights: str | None = None):
         self.model = model.eval() if isinstance(model, PALModel) else model
         self._prior = np.asarray(prior_logits, np.float32)  # (K,)
         self.version = version
+        self.weights = weights  # `weights_digest` of the folder it was loaded from (None: untrained, built here)
         self.trained = trained
         self.note = note
         self.user_model = UserModel(self.model, population=version, prior_logits=self._prior)  # population + each user's own part
@@ -120,10 +141,12 @@ class UserRewards:
         if artifact_kind(folder) == "em":
             mixture = EMMixture.load(folder, encoder_id, dim)
             prior = mixture._heads()[1].double().cpu().numpy()  # log mixing weights
-            return cls(mixture, prior, checkpoint_version(folder), trained=True, note=f"EM mixture loaded from {folder}")
+            return cls(mixture, prior, checkpoint_version(folder), trained=True, note=f"EM mixture loaded from {folder}",
+                       weights=weights_digest(folder))
         model, user_weights, _ = load_pal(folder, encoder_id=encoder_id, dim=dim)
         prior = torch.as_tensor(user_weights.prior()).detach().float().cpu().numpy()
-        return cls(model, prior, checkpoint_version(folder), trained=True, note=f"loaded from {folder}")
+        return cls(model, prior, checkpoint_version(folder), trained=True, note=f"loaded from {folder}",
+                   weights=weights_digest(folder))
 
     @classmethod
     def load_after_rewrites(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> UserRewards:

@@ -270,50 +270,72 @@ def refuse_a_model_of_its_own(settings: Settings, store: Store) -> None:
             "model they serve into it first (`pluralign promote`, deploy/README.md)")
 
 
-def refuse_another_model(settings: Settings, store: Store, version: str) -> None:
-    """With several replicas, a start that loaded population version `version` from PLURALIGN_PAL_DIR while the live
-    replicas serve another (their clock rows say which: `pluralign.store.clocks.served_pal`) raises ReplicasDisagree (a
-    ValueError) naming PLURALIGN_PAL_DIR, the folder and both versions: a folder holding a different model (another
-    deployment's, a copy restored from a backup, a mistyped path) would have it fit users against another population
-    model (until session upgrade51 only an empty folder was told: `refuse_a_model_of_its_own`). A model promoted just
-    before this start is not yet served by the others (they take it up within two passes of `deletion_sweep_s`): the
-    start waits up to 3 passes for one of them to serve it (or for a replica starting meanwhile on it). Live means their row was written again meanwhile: the rows
-    of replicas stopped (all of them, for a rolling restart after a promotion) count for nothing, nor do those of
-    releases before upgrade51, which say nothing of their model."""
+def refuse_another_model(settings: Settings, store: Store, version: str, weights: str | None = None) -> None:
+    """With several replicas, a start that loaded population version `version` (weights' digest `weights`,
+    `service.rewards.weights_digest`) from PLURALIGN_PAL_DIR while the live replicas serve another (their clock rows
+    say which: `pluralign.store.clocks.served_pal_weights`) raises ReplicasDisagree (a ValueError) naming
+    PLURALIGN_PAL_DIR, the folder and both models: a folder holding a different model (another deployment's, a copy
+    restored from a backup, a mistyped path) would have it fit users against another population model (until session
+    upgrade51 only an empty folder was told: `refuse_a_model_of_its_own`). Models are compared by their weights' digest,
+    which is the same whatever the release (until session versions52 by version, which hashes the meta.json fields the
+    release knows: a later release reading a field this one skips saw another version of the same folder, and was
+    refused beside this one); a row without one (a release before versions52) by version (`served_pal`), all it says.
+    A model promoted just before this start is not yet served by the others (they take it up within two passes of
+    `deletion_sweep_s`): the start waits up to 3 passes for one of them to serve it (or for a replica starting
+    meanwhile on it). Live means their row was written again meanwhile: the rows of replicas stopped (all of them,
+    for a rolling restart after a promotion) count for nothing, nor do those of releases before upgrade51, which say
+    nothing of their model."""
     if settings.replicas == 1:
         return
     within_s = max(3 * settings.deletion_sweep_s, 60.0)
 
-    def theirs() -> dict[int, tuple[float, str | None]]:
-        return {r["replica"]: (r["at"], clocks.served_pal(r)) for r in store.recent_clock_rows(within_s)
-                if r["replica"] != settings.replica_index}
+    def theirs() -> dict[int, tuple[float, bool | None, str]]:  # replica -> (its row's time, same model?, what it serves)
+        return {r["replica"]: (r["at"], _serves_the_same(r, version, weights), _served_words(r))
+                for r in store.recent_clock_rows(within_s) if r["replica"] != settings.replica_index}
 
     first = theirs()
-    if not any(v is not None for _, v in first.values()) or any(v == version for _, v in first.values()):
+    if not any(same is not None for _, same, _ in first.values()) or any(same for _, same, _ in first.values()):
         return
     # (`sync_seconds`, not `store_sync_ms`: None unless set, 1 s with several replicas; until session reviewupgrade51
     # the default made every such start a TypeError)
     deadline = time.monotonic() + 3 * settings.deletion_sweep_s + (settings.sync_seconds or 0.0)
+    mine = f"{version}" + (f" (weights {weights})" if weights else "")
     log.info("PLURALIGN_PAL_DIR %s holds population model %s, which no other replica serves yet: waiting up to %.0f s "
-             "for them to take it up (a promotion just before this start)", settings.pal_path, version,
+             "for them to take it up (a promotion just before this start)", settings.pal_path, mine,
              deadline - time.monotonic())
     while True:
         time.sleep(min(settings.deletion_sweep_s, 1.0))
         now = theirs()
-        live = {i: v for i, (at, v) in now.items() if v is not None and i in first and at != first[i][0]}
-        if any(v == version for _, v in now.values()):  # another replica serves it (one starting beside this one too)
+        live = {i: said for i, (at, same, said) in now.items() if same is not None and i in first and at != first[i][0]}
+        if any(same for _, same, _ in now.values()):  # another replica serves it (one starting beside this one too)
             return
         if time.monotonic() >= deadline:
             break
     if not live:
         return
-    named = ", ".join(f"replica {i} serves {v}" for i, v in sorted(live.items()))
+    named = ", ".join(f"replica {i} serves {said}" for i, said in sorted(live.items()))
     raise ReplicasDisagree(
-        f"PLURALIGN_PAL_DIR (setting pal_dir) {settings.pal_path} holds population model {version}, while {named}, "
+        f"PLURALIGN_PAL_DIR (setting pal_dir) {settings.pal_path} holds population model {mine}, while {named}, "
         f"from the PLURALIGN_PAL_DIR they share, and did not take this one up in {3 * settings.deletion_sweep_s:.0f} s: "
         "this folder holds another model than theirs (another deployment's folder, a restored copy, a mistyped path), "
         "and this replica would fit users against another population model. Give it the replicas' PLURALIGN_PAL_DIR, or, "
         "to serve this model, promote it into theirs (`pluralign promote`, deploy/README.md)")
+
+
+def _serves_the_same(row: dict, version: str, weights: str | None) -> bool | None:
+    """Whether the writer of clock `row` serves the model a start loaded (`version`, `weights`): by the weights' digest
+    where both say one, else by version; None where the row says neither (a release before upgrade51)."""
+    theirs = clocks.served_pal_weights(row)
+    if theirs is not None and weights is not None:
+        return theirs == weights
+    served = clocks.served_pal(row)
+    return None if served is None else served == version
+
+
+def _served_words(row: dict) -> str:
+    """What the writer of clock `row` serves, for a message: its version, and its weights' digest where it says one."""
+    weights = clocks.served_pal_weights(row)
+    return f"{clocks.served_pal(row)}" + (f" (weights {weights})" if weights else "")
 
 
 @dataclass
@@ -594,7 +616,7 @@ class Runtime:
                 step("loading the PAL reward model from %s", settings.pal_path)
                 refuse_a_model_of_its_own(settings, store)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
-                refuse_another_model(settings, store, rewards.version)
+                refuse_another_model(settings, store, rewards.version, rewards.weights)
             if settings.replicas > 1:  # not before: a replica started beside it on an empty PLURALIGN_PAL_DIR waits for
                 claim_index(store, settings)  # the model this one bootstraps, not refused (`refuse_a_model_of_its_own`)
             keys = KeyRing(settings.keys_path)

@@ -36,6 +36,11 @@ restart) from one written by a process on another folder (a second replica set u
 `service.runtime.open_store` refuses to start). An earlier release's row has neither (`replicas` null, an instance
 without a folder): it is not compared; and since such a writer updates only the columns it knows, a `replicas`
 value counts only under an instance that names a folder (its writer wrote both).
+
+A row also says which population model its writer serves from the folder the replicas share: its version (`pal`,
+`service.rewards.checkpoint_version`, which hashes the meta.json fields the writer's release knows) and, since session
+versions52, its weights' digest (`pal_weights`, `service.rewards.weights_digest`, the same whatever the release), which a
+starting replica compares with its own (`service.runtime.refuse_another_model`).
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ def clock_schema() -> pa.Schema:
     `ahead_s` (seconds: the largest lead over its own clock it saw in another replica's row), `instance`
     (the writing process's id, `instance_id`; null in a table written before it was kept), `replicas` (how many
     replicas its writer was set up with; null when written before it was kept, or by a writer that did not say), `pal`
-    (the population model its writer serves, `served_pal`; null likewise)."""
+    (the population model its writer serves, `served_pal`; null likewise), `pal_weights` (that model's weights,
+    `served_pal_weights`; null likewise, and in a row of a release before session versions52)."""
     return pa.schema([pa.field("replica", pa.int32(), nullable=False), pa.field("at", pa.float64(), nullable=False),
                       pa.field("ahead_s", pa.float64(), nullable=False), *ADDED])
 
@@ -73,7 +79,9 @@ INSTANCE = pa.field("instance", pa.string(), nullable=True)  # added after the t
 REPLICAS = pa.field("replicas", pa.int32(), nullable=True)  # added in session 43, the same way
 # added in session upgrade51, the same way: "<instance> <population version>", the model its writer serves (`served_pal`)
 PAL = pa.field("pal", pa.string(), nullable=True)
-ADDED = (INSTANCE, REPLICAS, PAL)
+# added in session versions52, the same way: "<instance> <weights digest>" (`served_pal_weights`)
+PAL_WEIGHTS = pa.field("pal_weights", pa.string(), nullable=True)
+ADDED = (INSTANCE, REPLICAS, PAL, PAL_WEIGHTS)
 FOLDER_MARK = "d:"  # an instance naming its data folder: "d:<folder id>:<process id>" (an earlier release's: hex only)
 
 
@@ -94,8 +102,20 @@ def served_pal(row: dict) -> str | None:
     """The population version (`service.rewards.checkpoint_version`) the writer of clock `row` serves, or None: an
     earlier release's row, a writer that did not say, or a `pal` value another instance of its index left (a writer
     of an earlier release updates only the columns it knows, so it counts only under the row's own `instance`)."""
-    instance, _, version = (row.get("pal") or "").partition(" ")
-    return (version or None) if instance and instance == row.get("instance") else None
+    return _of_its_instance(row, "pal")
+
+
+def served_pal_weights(row: dict) -> str | None:
+    """The weights' digest (`service.rewards.weights_digest`) of the population model the writer of clock `row`
+    serves, or None: a row of a release before session versions52 (it says only `served_pal`, whose version depends
+    on the release), a writer that did not say, or a value another instance of its index left (as `served_pal`)."""
+    return _of_its_instance(row, "pal_weights")
+
+
+def _of_its_instance(row: dict, column: str) -> str | None:
+    """The value of `column` ("<instance> <value>") when the row's own `instance` wrote it, else None."""
+    instance, _, value = (row.get(column) or "").partition(" ")
+    return (value or None) if instance and instance == row.get("instance") else None
 
 
 def counts_disagree(rows: list[dict], replicas: int) -> dict[int, int | None]:
@@ -145,11 +165,12 @@ class ReplicaClocks:
 
     def __init__(self, db, replica: int, stale_after_s: float, clock: Callable[[], float] = time.time, *,
                  replicas: int | None = None, folder_id: str | None = None,
-                 served: Callable[[], str | None] | None = None):
+                 served: Callable[[], str | None] | None = None, served_weights: Callable[[], str | None] | None = None):
         self.db = db
         self.replica = replica
         self.replicas = replicas  # this replica's count (the `replicas` setting): written in its row, compared with theirs
         self.served = served  # the population version this replica serves now, written in its row (`served_pal`)
+        self.served_weights = served_weights  # and its weights' digest (`served_pal_weights`)
         self.stale_after_s = stale_after_s
         self.clock = clock
         self.skew = Skew()  # the last pass's finding, or a larger one still held (`beat`)
@@ -234,8 +255,10 @@ class ReplicaClocks:
     def _write(self, table, ahead_s: float) -> None:
         """This replica's row, stamped now; every TIDY_EVERY passes the table's old versions go."""
         version = self.served() if self.served is not None else None
+        weights = self.served_weights() if self.served_weights is not None else None
         row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [ahead_s], "instance": [self.instance],
-                        "replicas": [self.replicas], "pal": [f"{self.instance} {version}" if version else None]},
+                        "replicas": [self.replicas], "pal": [f"{self.instance} {version}" if version else None],
+                        "pal_weights": [f"{self.instance} {weights}" if weights else None]},
                        schema=clock_schema())
         table.merge_insert("replica").when_matched_update_all().when_not_matched_insert_all().execute(row)
         self._wrote = True

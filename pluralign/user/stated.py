@@ -12,10 +12,19 @@ time. The user's row holds the current preferences and only the latest version's
 store's `stated_changes` table, paged by `history_page` and exported with the user. Format 1 rows
 (an older release) held every change in the row; they are read as they are and moved into the
 table on the user's next change.
+
+A record's entity tag (`tag`, the service's `ETag`) is `<epoch>.<version>`: versions start at 1 again
+after the user's DELETE, so the version alone would name two records over time, which RFC 9110 (8.8.3)
+forbids (a client holding the first's tag would be told the second was not modified). The `epoch` is
+drawn at random when a record is created (its first version) and kept by every later version, so a tag
+is never given again for the same user id, whichever replica or process draws it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -27,6 +36,12 @@ from pluralign.user.features import FEATURE_NAMES
 STATED_VERSION = 2  # of this record's format (1: `history` held every change)
 Direction = Literal["more", "less"]
 SIGN = {"more": 1, "less": -1}
+_EPOCH = re.compile(r"[0-9a-z]{1,64}")  # an epoch as `new_epoch` draws it: fit for an entity tag as it is
+
+
+def new_epoch() -> str:
+    """A new record's epoch: 64 random bits in hex (16 characters), so no two records of a user share one."""
+    return secrets.token_hex(8)
 
 
 class StatedChange(Persisted, kw_only=True):
@@ -46,6 +61,22 @@ class StatedPreferences(Persisted, kw_only=True):
     version: int = 0  # bumped by each change set that changes something; 0 = never stated anything
     preferences: dict[str, Direction] = {}
     history: list[StatedChange] = []
+    # drawn when the record is created (`new_epoch`) and kept by its later versions: with `version`, its entity tag
+    # (`tag`); "" at version 0, and in a record an earlier release wrote (before session versions52)
+    epoch: str = ""
+
+    def tag(self) -> str:
+        """The record's entity tag, without its quotes: `<epoch>.<version>` ("5f0c9e1a2b3c4d5e.3"), never the same for
+        two records of a user (versions restart after a DELETE, epochs do not recur), and "0" at version 0 (nothing
+        stated: every such record reads the same). A record an earlier release wrote has no epoch: its tag's epoch is
+        a digest of the latest version's changes (their times included), so it differs from that release's `"3"` and
+        from the record's before a DELETE (RFC 9110, 8.8.3)."""
+        if self.version == 0:
+            return "0"
+        if _EPOCH.fullmatch(self.epoch):
+            return f"{self.epoch}.{self.version}"
+        latest = [c for c in self.history if c.version == self.version]
+        return f"{hashlib.sha256(_CHANGES.encode(latest)).hexdigest()[:16]}.{self.version}"
 
     def signs(self) -> dict[str, int]:
         """feature -> +1 (more) or -1 (less), the form the user model's prior takes."""
@@ -73,7 +104,9 @@ class StatedPreferences(Persisted, kw_only=True):
             else:
                 preferences[name] = direction
         history = [StatedChange(version=version, at=at, feature=name, direction=d) for name, d in effective.items()]
-        return StatedPreferences(version=version, preferences=preferences, history=history)
+        # a record's first version draws its epoch (after a DELETE too); an earlier release's record gets one now
+        epoch = self.epoch if self.version and _EPOCH.fullmatch(self.epoch) else new_epoch()
+        return StatedPreferences(version=version, preferences=preferences, history=history, epoch=epoch)
 
     def latest(self) -> StatedPreferences:
         """The same record with only the latest version's changes in `history` (a format 1 record
@@ -98,4 +131,5 @@ def merged_history(stored: Sequence[StatedChange], record: StatedPreferences) ->
 
 
 _ENCODER = msgspec.msgpack.Encoder()
+_CHANGES = msgspec.msgpack.Encoder(order="deterministic")
 _DECODER = msgspec.msgpack.Decoder(StatedPreferences)

@@ -613,40 +613,42 @@ def get_stated(
     user_id: FromPath[str],
     limit: Annotated[int, Parameter(ge=1, le=services.MAX_STATED_PAGE)] = 20,
     before: Annotated[int | None, Parameter(ge=1, le=services.MAX_STATED_VERSION)] = None,
-    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", description='Version tags ("3", from an ETag) or *: 304 if still at one of them')] = None,
+    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", description='Entity tags (from an ETag) or *: 304 if the record is still the one they name')] = None,
 ) -> Response[services.StatedPage]:
     """The current stated preferences and the changes of the `limit` (1-100) newest versions below
     `before` (1 to 2^63-1, the stored version's range; default: from the current version), oldest first; `next_before` pages back, null at
-    version 1. The whole history is in GET .../export. `ETag` is the current version, for a PATCH's
-    `If-Match`. With `If-None-Match` naming the current version (or `*`), a 304 with the `ETag` and no body."""
+    version 1. The whole history is in GET .../export. `ETag` is the current record's entity tag, `"<epoch>.<version>"`
+    (`"0"` at version 0; never given again for the user, even after a DELETE), for a PATCH's `If-Match`. With
+    `If-None-Match` naming it (or `*`), a 304 with the `ETag` and no body."""
     rt, tenant, user_id = _user(request, user_id)
     unchanged = _if_none_match(_field_lines(request, "if-none-match"))
-    page = services.stated_page(rt, tenant, user_id, limit, before)
-    if unchanged is not None and services.version_matches(page.version, unchanged):
-        return Response(None, status_code=304, headers={"ETag": f'"{page.version}"'})
-    return _tagged(page)
+    page, tag = services.tagged_stated_page(rt, tenant, user_id, limit, before)
+    if unchanged is not None and services.tag_matches(tag, unchanged):
+        return Response(None, status_code=304, headers={"ETag": f'"{tag}"'})
+    return _tagged(services.TaggedPage(page, tag))
 
 
-def _tagged(page: services.StatedPage) -> Response[services.StatedPage]:
-    """The page with `ETag: "<version>"`, for a later PATCH's `If-Match`."""
-    return Response(page, headers={"ETag": f'"{page.version}"'})
+def _tagged(tagged: services.TaggedPage) -> Response[services.StatedPage]:
+    """The page with `ETag: "<epoch>.<version>"` (`StatedPreferences.tag`), for a later PATCH's `If-Match`."""
+    return Response(tagged.page, headers={"ETag": f'"{tagged.tag}"'})
 
 
 # one element of an If-Match list and what ends it (RFC 9110, 5.6.1 and 8.8.3): an entity-tag (opaque: any visible
 # character but `"` between the quotes, commas included; W/ before a weak one), or else a run of other characters (a bare
-# 3, `*`, or something malformed); then a comma or the end. This service's tags are versions ("3"), compared as strings:
-# another well-formed tag ("3-gzip" from a proxy, "03", "a,b") names none of them
+# 3, `*`, or something malformed); then a comma or the end. This service's tags ("5f0c9e1a2b3c4d5e.3", "0") are compared
+# as strings: another well-formed tag ("…3-gzip" from a proxy, "03", "a,b", an old-form "3") names none of them
 _ELEMENT = re.compile(r'[ \t]*(?:(W/)?"([\x21\x23-\x7e\x80-\xff]*)"|([^\s,]*))[ \t]*(?:,|\Z)')
-_VERSION = re.compile(r"0|[1-9]\d{0,17}")  # a version as this service writes it in a tag: "3", never "03"
-_BARE = re.compile(r"\d{1,18}")
+_BARE = re.compile(r"\d{1,18}")  # a bare number: the tag of that text (only 0 is one this service gives now)
+_MALFORMED = 'must be entity tags such as "5f0c9e1a2b3c4d5e.3" (from the ETag of a GET or PATCH) or *'
 
 
-def _if_match(value: str | None, header: str = "If-Match") -> list[int | None] | None:
-    """An `If-Match` header: a list of version tags (`"3"`, `W/"3"` or `3`) or `*` alone. If-Match
-    compares strongly (RFC 9110, 13.1.1), so a weak tag `W/"3"` never matches: it is left out, and so is
-    a well-formed tag that is no version (`"3-gzip"`, `"abc"`, `"03"`, `"a,b"`: entity-tags are opaque
-    strings, and may hold commas), so a list of such tags only is a 412 (until session trial50 a 400; until
-    session reviewtrial50 `"03"` matched version 3 and `"a,b"` was split at its comma, a 400). Empty list
+def _if_match(value: str | None, header: str = "If-Match") -> list[str | None] | None:
+    """An `If-Match` header: a list of entity tags (`"5f0c9e1a2b3c4d5e.3"`, `W/"…"`, or a bare number) or `*` alone,
+    as the tags they name (None for `*`). If-Match compares strongly (RFC 9110, 13.1.1), so a weak tag never matches:
+    it is left out; any other well-formed tag is compared as an opaque string (`"3-gzip"`, `"abc"`, `"03"`, `"a,b"`
+    and an old-form `"3"`, the tag of version 3 until session versions52, name no record), so a list of such tags only
+    is a 412 (until session trial50 a 400; until session reviewtrial50 `"03"` matched version 3 and `"a,b"` was split
+    at its comma, a 400). Empty list
     elements (`"5" ,`) are ignored (RFC 9110, 5.6.1). Raises a 400 naming `If-Match` when an element is none
     of these (`"3` or `3"`: a quote without its pair; `abc`; `"2" "2"`: two tags without a comma), when `*`
     comes with tags, or when there is no element at all. `header` names another header of the same grammar in
@@ -660,23 +662,23 @@ def _field_lines(request: Request, name: str) -> str | None:
     return ", ".join(lines) if lines else None
 
 
-def _if_none_match(value: str | None) -> list[int | None] | None:
-    """An `If-None-Match` header, of `If-Match`'s grammar (`_if_match`), compared weakly (RFC 9110, 13.1.2): `W/"3"`
-    names version 3 as `"3"` does. Raises a 400 naming `If-None-Match` where `_if_match` raises one."""
+def _if_none_match(value: str | None) -> list[str | None] | None:
+    """An `If-None-Match` header, of `If-Match`'s grammar (`_if_match`), compared weakly (RFC 9110, 13.1.2): `W/"t"`
+    names what `"t"` does. Raises a 400 naming `If-None-Match` where `_if_match` raises one."""
     return _version_tags(value, "If-None-Match", weak_matches=True)
 
 
-def _version_tags(value: str | None, header: str, weak_matches: bool) -> list[int | None] | None:
-    """The versions a conditional header's tags name (None for `*`), `_if_match`'s grammar; a weak tag names its
-    version only when `weak_matches`."""
+def _version_tags(value: str | None, header: str, weak_matches: bool) -> list[str | None] | None:
+    """The opaque tags a conditional header names (None for `*`), `_if_match`'s grammar; a weak tag names its tag only
+    when `weak_matches`."""
     if value is None:
         return None
-    wanted: list[int | None] = []
+    wanted: list[str | None] = []
     elements, at = 0, 0
     while at < len(value):
         found = _ELEMENT.match(value, at)
         if found is None or found.end() == at:  # a tag followed by something other than a comma
-            raise bad_request(header, 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
+            raise bad_request(header, _MALFORMED)
         at = found.end()
         weak, tag, bare = found.groups()
         if tag is None and not bare:
@@ -685,13 +687,13 @@ def _version_tags(value: str | None, header: str, weak_matches: bool) -> list[in
         if bare == "*":
             wanted.append(None)
         elif bare is not None and not _BARE.fullmatch(bare):
-            raise bad_request(header, 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
-        elif bare is not None or ((weak is None or weak_matches) and _VERSION.fullmatch(tag)):
-            wanted.append(int(bare or tag))  # a weak tag matches nothing under the strong comparison, nor a tag that is no version
+            raise bad_request(header, _MALFORMED)
+        elif bare is not None or weak is None or weak_matches:
+            wanted.append(bare if bare is not None else tag)  # a weak tag matches nothing under the strong comparison
     if None in wanted and elements > 1:
-        raise bad_request(header, "is either * or a list of version tags, not both")
+        raise bad_request(header, "is either * or a list of entity tags, not both")
     if not elements:
-        raise bad_request(header, 'must be version tags such as "3" (from the ETag of a GET or PATCH) or *')
+        raise bad_request(header, _MALFORMED)
     return wanted
 
 
@@ -700,8 +702,8 @@ def patch_stated(
     request: Request,
     user_id: FromPath[str],
     data: JSONBody[StatedPatch],
-    if_match: Annotated[str | None, HeaderParameter(name="If-Match", description='Version tags ("3", from an ETag) or *: change only if still at one of them')] = None,
-    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", description='Version tags ("3") or *: change only if at none of them (* never holds: every user has a record)')] = None,
+    if_match: Annotated[str | None, HeaderParameter(name="If-Match", description='Entity tags (from an ETag) or *: change only if the record is still one they name')] = None,
+    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match", description='Entity tags (from an ETag) or *: change only if the record is none they name (* never holds: every user has a record)')] = None,
 ) -> Response[services.StatedPage]:
     """Each named feature (`length`, `list_items`, `exclamations`, `contractions`, `word_length`,
     `second_person`, `affirmation`) set to `more` or `less` becomes a strong prior on the user's weight for it (the
@@ -709,10 +711,10 @@ def patch_stated(
     that changes something is one new version, recorded with its time, shown in the profile and
     exported with the user; the answer carries that version's changes. A call that changes
     nothing (clearing what is not set) writes nothing: for an unknown user it creates no user.
-    With `If-Match` (tags from the `ETag` of a GET or PATCH), the change is made only if the
-    preferences are still at one of those versions; otherwise a 412 changes nothing and its `ETag`
-    is the current version. With `If-None-Match` (compared weakly), only if they are at none of those
-    versions (`*` never: every user has a record, version 0 at first); otherwise the same 412."""
+    With `If-Match` (tags from the `ETag` of a GET or PATCH: `"<epoch>.<version>"`, never given again for the user,
+    even after a DELETE), the change is made only if the preferences are still the record one of them names;
+    otherwise a 412 changes nothing and its `ETag` is the current record's. With `If-None-Match` (compared weakly),
+    only if they are none of those (`*` never: every user has a record, version 0 at first); otherwise the same 412."""
     rt, tenant, user_id = _user(request, user_id)
     # If-Match and If-None-Match are lists: their field lines are one list (RFC 9110, 5.3), as a proxy in front may
     # join them; until session trial51 only the first was read (`"5"` then `"0"` was a 412 at version 0)
@@ -727,7 +729,7 @@ def patch_stated(
     except services.VersionMismatch as exc:
         said = f"not {if_match[:64]}" if exc.header == "If-Match" else f"which {if_none_match[:64]} names"
         return error_response(412, f"`{exc.header}`: {exc}, {said}: read them again, then PATCH",
-                              exc.header, headers={"ETag": f'"{exc.current}"'})
+                              exc.header, headers={"ETag": f'"{exc.tag}"'})
     except Busy as exc:  # other replicas' writes of the user's row kept coming between this one's read and write
         raise ServiceUnavailableException(detail=str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
 

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import msgspec
 import numpy as np
@@ -558,34 +558,50 @@ def _store_missing_changes(rt: Runtime, tenant: str, user_id: str, stated: State
 
 
 class VersionMismatch(Exception):
-    """A conditional change's precondition is false: `If-Match` named versions the user's stated preferences are not
-    at, or `If-None-Match` (`header`) the version they are at."""
+    """A conditional change's precondition is false: `If-Match` named tags the user's stated preferences are not at,
+    or `If-None-Match` (`header`) the tag they are at. `current`: their version; `tag`: their entity tag
+    (`StatedPreferences.tag`)."""
 
-    def __init__(self, current: int, header: str = "If-Match"):
+    def __init__(self, current: int, tag: str, header: str = "If-Match"):
         super().__init__(f"the stated preferences are at version {current}")
         self.current = current
+        self.tag = tag
         self.header = header
 
 
-def version_matches(current: int, wanted: list[int | None]) -> bool:
-    """`wanted` from an `If-Match` header: version numbers, None for `*`. `*` matches whenever a
-    current record exists (RFC 9110, 13.1.1), and one always does: GET answers every user's, at
-    version 0 for a user who never stated anything (known to the tenant or not)."""
-    return any(w is None or current == w for w in wanted)
+def tag_matches(current: str, wanted: list[str | None]) -> bool:
+    """Whether `wanted`, the entity tags of an `If-Match` or `If-None-Match` header (opaque strings, None for `*`),
+    names `current` (`StatedPreferences.tag`). `*` matches whenever a current record exists (RFC 9110, 13.1.1), and
+    one always does: GET answers every user's, at version 0 (tag "0") for a user who never stated anything (known to
+    the tenant or not)."""
+    return any(w is None or w == current for w in wanted)
+
+
+class TaggedPage(NamedTuple):
+    """A page of stated preferences and the entity tag of the record it shows (the route's `ETag`)."""
+
+    page: StatedPage
+    tag: str
+
+
+def tagged_stated_page(rt: Runtime, tenant: str, user_id: str, limit: int = 20, before: int | None = None) -> TaggedPage:
+    """`stated_page` of the user's record as stored, with the record's entity tag (`StatedPreferences.tag`)."""
+    stated = stated_of(rt.store.get_user(tenant, user_id))
+    return TaggedPage(stated_page(rt, tenant, user_id, limit, before, stated), stated.tag())
 
 
 def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
-               if_match: list[int | None] | None = None, if_none_match: list[int | None] | None = None) -> StatedPage:
+               if_match: list[str | None] | None = None, if_none_match: list[str | None] | None = None) -> TaggedPage:
     """Apply a change set to the user's stated preferences as one new version, store it, and refit
     the user against the new prior, all under the user's lock; returns the new record with the
-    new version's changes (a page of one version). A change set that changes nothing (clearing
+    new version's changes (a page of one version), with its entity tag. A change set that changes nothing (clearing
     what is not set, setting what already is) writes nothing, creates no user and returns the
     record as it is with no changes (`history` empty). The row is written before the changes
     table: a stop between the two leaves the version in the row, which reads merge in and the
-    next change stores. `if_match`: change only if the current version is one of these (None in it,
-    `*`: any version, 0 included), checked under the lock, so two clients that read the same version cannot
-    both change it. `if_none_match`: change only if the current version is none of these (None in it, `*`: never),
-    checked the same way (RFC 9110, 13.1.2).
+    next change stores. `if_match`: change only if the current record's tag (`StatedPreferences.tag`) is one of
+    these (None in it, `*`: any record, version 0 included), checked under the lock, so two clients that read the
+    same version cannot both change it. `if_none_match`: change only if the current tag is none of these (None in
+    it, `*`: never), checked the same way (RFC 9110, 13.1.2).
     The row is written only over the row read (`_write_stated`): another replica's refit or PATCH committed meanwhile
     is read again and the change made on it.
     Raises ValueError naming an unknown feature, VersionMismatch when `if_match` does not hold, Busy when the row
@@ -594,8 +610,8 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
         flush_for_read(rt, tenant, user_id)
         current, stated = _write_stated(rt, tenant, user_id, changes, if_match, if_none_match)
         if stated is current:  # no new version: no changes to carry, `next_before` pages from the current one
-            return StatedPage(version=current.version, preferences=current.preferences, history=[],
-                              next_before=current.version + 1 if current.version else None)
+            return TaggedPage(StatedPage(version=current.version, preferences=current.preferences, history=[],
+                                         next_before=current.version + 1 if current.version else None), current.tag())
         try:
             rt.store.add_stated_changes(tenant, user_id, [msgspec.to_builtins(c) for c in stated.history])
         except StoreUnavailable as exc:  # the version is stored, in the row: reads merge it in, the next change appends it
@@ -607,13 +623,13 @@ def set_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direct
             log.error("stated preferences of a user of tenant %s: version %d is stored, their refit failed: %s",
                       tenant, stated.version, exc)
     rt.maybe_compact()  # each change set is a commit to the users and changes tables
-    return StatedPage(version=stated.version, preferences=stated.preferences, history=stated.history,
-                      next_before=stated.version if stated.version > 1 else None)
+    return TaggedPage(StatedPage(version=stated.version, preferences=stated.preferences, history=stated.history,
+                                 next_before=stated.version if stated.version > 1 else None), stated.tag())
 
 
 def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Direction | None],
-                  if_match: list[int | None] | None,
-                  if_none_match: list[int | None] | None = None) -> tuple[StatedPreferences, StatedPreferences]:
+                  if_match: list[str | None] | None,
+                  if_none_match: list[str | None] | None = None) -> tuple[StatedPreferences, StatedPreferences]:
     """Read the user's row, apply `changes` to its stated preferences and write the row only over the row read
     (`_write_over_read`): a row another replica committed since the read (its refit, its PATCH) is read again and
     the change made on it, `if_match` checked against it, up to USER_ROW_WRITES times. Until the lost44 review the row
@@ -627,10 +643,10 @@ def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Dir
     def draw(record: UserRecord | None) -> UserRecord | None:
         now = time.time()
         current = stated_of(record)
-        if if_match is not None and not version_matches(current.version, if_match):
-            raise VersionMismatch(current.version)
-        if if_none_match is not None and version_matches(current.version, if_none_match):
-            raise VersionMismatch(current.version, "If-None-Match")
+        if if_match is not None and not tag_matches(current.tag(), if_match):
+            raise VersionMismatch(current.version, current.tag())
+        if if_none_match is not None and tag_matches(current.tag(), if_none_match):
+            raise VersionMismatch(current.version, current.tag(), "If-None-Match")
         stated = current.changed(changes, at=now)
         drawn.append((current, stated))
         if stated is current:
@@ -857,6 +873,23 @@ class Counts(msgspec.Struct):
     set_aside: int = 0
 
 
+class StatedShown(msgspec.Struct, kw_only=True):
+    """A user's stated preferences as the profile and the export show them (`StatedPreferences` without its `epoch`,
+    a part of the entity tag only: `ETag` of GET .../stated-preferences); `history`: the latest version's changes in
+    the profile, every version's in the export."""
+
+    format: int = STATED_VERSION
+    version: int
+    preferences: dict[str, Direction]
+    history: list[StatedChange]
+
+    @classmethod
+    def of(cls, stated: StatedPreferences, history: list[StatedChange] | None = None) -> StatedShown:
+        """`stated` shown with `history` (None: the latest version's changes it holds)."""
+        return cls(version=stated.version, preferences=stated.preferences,
+                   history=stated.latest().history if history is None else history)
+
+
 class UserProfile(msgspec.Struct):
     user: str
     attributes: dict[str, str]
@@ -868,7 +901,7 @@ class UserProfile(msgspec.Struct):
     user_model: UserModelProfile | None = None  # null until the user has comparisons (or with `user_model = prototypes`)
     summary: UserSummary | None = None  # the model's beliefs in words
     # the user's stated preferences and the latest version's changes (every version: GET .../stated-preferences, the export)
-    stated: StatedPreferences | None = None
+    stated: StatedShown | None = None
 
 
 def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
@@ -901,7 +934,7 @@ def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
         user_model=model_profile(weights.state),
         summary=summary(rt, tenant, user_id, weights, weights.state.n if weights.state is not None else int(record.n_preferences if record else 0),
                         counts.preferences, counts.set_aside),
-        stated=weights.stated.latest(),
+        stated=StatedShown.of(weights.stated),
     )
 
 
@@ -950,9 +983,8 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     if record is not None:
         line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None, stated=None))
         line["user_model"] = msgspec.to_builtins(stored_state(record))  # the residual posterior, readable
-        stated = stated_of(record)  # stated preferences and every change, versioned
-        line["stated"] = msgspec.to_builtins(msgspec.structs.replace(
-            stated, format=STATED_VERSION, history=stated_history(rt, tenant, user_id, stated)))
+        stated = stated_of(record)  # stated preferences and every change, versioned (not the epoch: `StatedShown`)
+        line["stated"] = msgspec.to_builtins(StatedShown.of(stated, stated_history(rt, tenant, user_id, stated)))
     preferences = rt.store.preferences_in_order(tenant, user_id)
     interactions = rt.store.interactions_in_order(tenant, user_id)
     set_aside = rt.ingest.dead_letters.rows_of(tenant, user_id)

@@ -56,7 +56,9 @@ def test_a_patch_killed_at_either_write_leaves_the_old_or_the_new_preferences_wh
     headers = {"Authorization": f"Bearer {proc.dev_key()}"}
     try:
         with httpx.Client(base_url=proc.url, headers=headers, timeout=60) as c:
-            assert c.patch("/v1/users/sam/stated-preferences", json={"preferences": OLD}).status_code == 200
+            first = c.patch("/v1/users/sam/stated-preferences", json={"preferences": OLD})
+            assert first.status_code == 200
+            epoch = first.headers["etag"].strip('"').split(".")[0]  # the record's (session versions52)
             armed.touch()
             with contextlib.suppress(httpx.TransportError):  # killed before it answers
                 c.patch("/v1/users/sam/stated-preferences", json={"preferences": NEW})
@@ -67,11 +69,15 @@ def test_a_patch_killed_at_either_write_leaves_the_old_or_the_new_preferences_wh
     again = ServeProcess(data, NO_GENERATOR, tiny_pal_dir, **env)
     try:
         with httpx.Client(base_url=again.url, headers=headers, timeout=60) as c:
-            page = c.get("/v1/users/sam/stated-preferences").json()
+            read = c.get("/v1/users/sam/stated-preferences")
+            page = read.json()
             assert (page["preferences"], history_replayed(page)) == (wanted, wanted), page
             version = page["version"]
+            # the entity tag's epoch is stored with the record: the restarted process gives the tag the killed one did
+            assert read.headers["etag"] == f'"{epoch}.{version}"', (read.headers["etag"], epoch)
             r = c.patch("/v1/users/sam/stated-preferences", json={"preferences": {"length": None}})
             assert r.status_code == 200 and r.json()["version"] == version + 1, r.text
+            assert r.headers["etag"] == f'"{epoch}.{version + 1}"', r.headers["etag"]
             page = c.get("/v1/users/sam/stated-preferences").json()
             assert [h["version"] for h in page["history"]] == sorted(h["version"] for h in page["history"])
             assert {h["version"] for h in page["history"]} == set(range(1, version + 2)), page

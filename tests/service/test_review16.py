@@ -316,9 +316,11 @@ def test_patches_through_two_replicas_one_after_the_other_keep_every_change(tmp_
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm)
     with first, second, a.client() as ca, b.client() as cb:
         assert cb.get("/v1/users/roamer/stated-preferences").json()["version"] == 0  # b has read the tables
-        assert ca.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 1
-        r = cb.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"list_items": "more"}})
-        assert r.status_code == 200, r.text
+        one = ca.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"length": "less"}})
+        assert one.json()["version"] == 1
+        # the tag one replica gave holds for the other (its epoch is stored with the record), which keeps the epoch
+        r = cb.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"list_items": "more"}}, headers={"If-Match": one.headers["etag"]})
+        assert r.status_code == 200 and r.headers["etag"] == one.headers["etag"].replace('.1"', '.2"'), r.text
         assert r.json()["version"] == 2 and r.json()["preferences"] == {"length": "less", "list_items": "more"}
         r = ca.patch("/v1/users/roamer/stated-preferences", json={"preferences": {"length": None}})
         assert r.json()["version"] == 3 and r.json()["preferences"] == {"list_items": "more"}
@@ -349,40 +351,47 @@ def test_a_refit_on_one_replica_keeps_a_stated_preference_patched_through_anothe
 
 def test_if_match_makes_a_patch_conditional_on_the_version_read(svc):
     """Two clients read version N and both PATCH: without a condition the later silently replaces
-    the earlier's choice. GET and PATCH answer `ETag: "N"`; a PATCH with `If-Match` naming another
-    version than the current one is a 412 that changes nothing and says the current version."""
+    the earlier's choice. GET and PATCH answer `ETag: "<epoch>.N"`; a PATCH with `If-Match` naming another
+    record than the current one is a 412 that changes nothing and says the current version."""
+    url = "/v1/users/racer/stated-preferences"
     with svc.client() as c:
-        first = c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}})
-        assert first.status_code == 200 and first.headers["etag"] == '"1"'
-        read = c.get("/v1/users/racer/stated-preferences")
-        assert read.headers["etag"] == '"1"'
+        first = c.patch(url, json={"preferences": {"length": "less"}})
+        one = first.headers["etag"]
+        assert first.status_code == 200 and one.startswith('"') and one.endswith('.1"'), one
+        read = c.get(url)
+        assert read.headers["etag"] == one
         # both read version 1; one sets lists, then the other, still holding version 1, tries to change length
-        mine = c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"list_items": "less"}}, headers={"If-Match": '"1"'})
-        assert mine.status_code == 200 and mine.json()["version"] == 2 and mine.headers["etag"] == '"2"'
-        stale = c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": '"1"'})
+        mine = c.patch(url, json={"preferences": {"list_items": "less"}}, headers={"If-Match": one})
+        two = mine.headers["etag"]
+        assert mine.status_code == 200 and mine.json()["version"] == 2 and two == one.replace('.1"', '.2"'), two
+        stale = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": one})
         assert stale.status_code == 412, stale.text
-        assert field_named(stale) == "If-Match" and "version 2" in stale.json()["error"]["message"] and stale.headers["etag"] == '"2"'
-        now = c.get("/v1/users/racer/stated-preferences").json()
+        assert field_named(stale) == "If-Match" and "version 2" in stale.json()["error"]["message"] and stale.headers["etag"] == two
+        now = c.get(url).json()
         assert now["version"] == 2 and now["preferences"] == {"length": "less", "list_items": "less"}  # nothing written
-        # the tag or the bare number of the current version goes through, and so does `*`; a weak
-        # tag never matches (If-Match compares strongly, RFC 9110, 13.1.1)
-        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": 'W/"2"'}).status_code == 412
-        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": '"2"'}).status_code == 200
-        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": "3"}).status_code == 200
-        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": "*"}).status_code == 200
-        # `*` matches the record GET serves, version 0 included (test_wire17 covers it)
+        # the current tag goes through, and so does `*`; a weak tag never matches (If-Match compares strongly,
+        # RFC 9110, 13.1.1), nor does the version alone, the tag's form until session versions52 (bare or quoted)
+        for old_form in (f"W/{two}", '"2"', "2"):
+            assert c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": old_form}).status_code == 412
+        three = c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": two})
+        assert three.status_code == 200 and three.headers["etag"] == one.replace('.1"', '.3"')
+        assert c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": three.headers["etag"]}).status_code == 200
+        assert c.patch(url, json={"preferences": {"length": "more"}}, headers={"If-Match": "*"}).status_code == 200
+        # `*` matches the record GET serves, version 0 included (test_wire17 covers it), and so does its tag, "0" (bare too)
         assert c.patch("/v1/users/nobody-yet/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": "*"}).status_code == 200
         assert c.patch("/v1/users/newcomer/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": '"0"'}).status_code == 200
+        assert c.patch("/v1/users/newcomer0/stated-preferences", json={"preferences": {"length": "more"}}, headers={"If-Match": "0"}).status_code == 200
         for bad in ("-1", "", '"5" junk'):
-            r = c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
+            r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": bad})
             assert r.status_code == 400 and field_named(r) == "If-Match", (bad, r.text)
         # a well-formed tag that is no version names none (entity-tags are opaque): a 412, since session trial50
-        r = c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": '"x"'})
+        r = c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": '"x"'})
         assert r.status_code == 412 and field_named(r) == "If-Match", r.text
-        assert c.get("/v1/users/racer/stated-preferences").json()["version"] == 5
-        # a list matches when any of its tags is the current version (RFC 9110, 13.1.1)
-        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": '"1", "2"'}).status_code == 412
-        assert c.patch("/v1/users/racer/stated-preferences", json={"preferences": {"length": "less"}}, headers={"If-Match": '"1", "5"'}).status_code == 200
+        five = c.get(url)
+        assert five.json()["version"] == 5
+        # a list matches when any of its tags is the current record's (RFC 9110, 13.1.1)
+        assert c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": f"{one}, {two}"}).status_code == 412
+        assert c.patch(url, json={"preferences": {"length": "less"}}, headers={"If-Match": f'{one}, {five.headers["etag"]}'}).status_code == 200
 
 
 def test_a_patch_whose_row_keeps_changing_meanwhile_answers_503_and_stores_nothing(svc, monkeypatch):
@@ -461,9 +470,10 @@ def test_an_if_match_patch_overtaken_by_another_replicas_patch_is_412_and_stores
     this PATCH wrote version 3 over a change its client never saw."""
     rt = svc.runtime
     with svc.client("acme") as c:
-        assert c.patch("/v1/users/overtaken-if/stated-preferences", json={"preferences": {"length": "less"}}).json()["version"] == 1
+        first = c.patch("/v1/users/overtaken-if/stated-preferences", json={"preferences": {"length": "less"}})
+        assert first.json()["version"] == 1
         overtaken = _another_write_first(rt, monkeypatch, {"list_items": "less"})
-        r = c.patch("/v1/users/overtaken-if/stated-preferences", json={"preferences": {"exclamations": "less"}}, headers={"If-Match": '"1"'})
+        r = c.patch("/v1/users/overtaken-if/stated-preferences", json={"preferences": {"exclamations": "less"}}, headers={"If-Match": first.headers["etag"]})
         monkeypatch.undo()
         assert overtaken == [True], overtaken
         assert r.status_code == 412 and field_named(r) == "If-Match" and "version 2" in r.json()["error"]["message"], r.text
@@ -490,3 +500,31 @@ def test_a_refit_overtaken_by_another_replicas_patch_is_stored_on_the_row_read_a
     stored = rt.store.get_user("acme", "refit-overtaken")
     assert stored == fitted.record  # written, on its second try
     assert services.stated_of(stored).preferences == {"length": "less"}  # the PATCH's change kept in it
+
+
+def test_a_tag_is_never_given_again_after_a_delete(svc):
+    """(session versions52) RFC 9110, 8.8.3: an entity tag is unique across the representations of a resource over
+    time. The tag was the version alone, and versions start at 1 again after the user's DELETE: a client still
+    holding the first record's `"1"` got a 304 for the new record (whose preferences it never saw), and its
+    `If-Match: "1"` PATCH was applied to it. Now the tag carries the record's epoch, drawn when it is created."""
+    url = "/v1/users/reborn52/stated-preferences"
+    with svc.client() as c:
+        first = c.patch(url, json={"preferences": {"length": "less"}})
+        old = first.headers["etag"]
+        assert first.status_code == 200 and c.get(url).headers["etag"] == old
+        assert c.get(url, headers={"If-None-Match": old}).status_code == 304
+        assert c.delete("/v1/users/reborn52").status_code == 200
+        reborn = c.patch(url, json={"preferences": {"length": "more"}})
+        new = reborn.headers["etag"]
+        assert reborn.status_code == 200 and reborn.json()["version"] == 1 and new != old, (old, new)
+        for held in (old, f"W/{old}"):  # before: 304, no body; the client kept showing `length: less`
+            r = c.get(url, headers={"If-None-Match": held})
+            assert r.status_code == 200 and r.json()["preferences"] == {"length": "more"} and r.headers["etag"] == new, r.text
+        stale = c.patch(url, json={"preferences": {"list_items": "less"}}, headers={"If-Match": old})  # before: 200
+        assert stale.status_code == 412 and field_named(stale) == "If-Match" and stale.headers["etag"] == new, stale.text
+        assert c.get(url).json()["preferences"] == {"length": "more"}  # nothing written
+        for held in (new, f"W/{new}"):  # the new record's own tag, weak or not, is a 304 (compared weakly)
+            r = c.get(url, headers={"If-None-Match": held})
+            assert r.status_code == 304 and r.headers["etag"] == new and r.content == b"", (held, r.status_code)
+        assert c.patch(url, json={"preferences": {"list_items": "less"}}, headers={"If-Match": new}).status_code == 200
+        assert set(c.get("/v1/users/reborn52").json()["stated"]) == {"format", "version", "preferences", "history"}  # no epoch
