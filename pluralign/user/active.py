@@ -80,14 +80,15 @@ COMPARE_MIN_BITS = 0.1
 # A user who changes their mind: once the gate above has closed, a user whose newest answers contradict what their older
 # ones taught is asked again (`recent_surprise`, `most_informative_pair`'s `surprised`). The check reads the user's last
 # RECENT_ANSWERS answers (comparisons with a winner and ties) and opens the gate while their log losses under the
-# posterior of the older answers rank SURPRISE_Z standard deviations above the older answers' own held-out losses (a
-# rank-sum z: distribution-free for a user whose answers are alike, so about 0.13% of the refits of a user who never
-# changed, whatever their noise). Session 51 compared the surprise with what the older posterior expects of its own
-# predictions, which assumed them calibrated: on few noisy answers they are overconfident, and coin flippers were flagged
-# at 12 of 88 refits, noisy length-preferring users at 4 of 88 (now 0 and 0; 3 and 1 of 40 users at least once in 60
-# answers, where 28 and 22 were). The price is detection: a user known firmly from 37 answers who turns the other way is
-# flagged after 3-10 contrary answers (median 7; 2-8, median 3 before), one known from 13 after 5-10 (median 9, 2 of 20
-# not within 30; 3-9 before). `benchmarks/changed_mind.py`, BENCHMARKS.md (session 52), `tests/unit/test_surprise51.py`.
+# posterior of the older answers rank SURPRISE_Z standard deviations above the older answers' own held-out losses
+# (`rank_shift`: distribution-free for a user whose answers are alike, so such a user is flagged about as often as a
+# normal z of 3 says, whatever their noise). Session 51 compared the surprise with what the older posterior expects of
+# its own predictions, which assumed them calibrated: on few noisy answers they are overconfident. On the real user model
+# (`benchmarks/changed_mind.py`, BENCHMARKS.md session 52), before -> after: coin flippers flagged at 12 -> 0 of 88
+# refits, noisy length-preferring users 4 -> 1; refitted after every answer up to 60, 28 -> 4 and 22 -> 1 of 40 users
+# at least once (136 -> 9 and 73 -> 1 of 1,840 refits). The price is delay: a user known firmly from 37 answers who
+# turns the other way is flagged after 3-10 contrary answers (median 6; 2-8, median 3, before), one known from 13 after
+# 4-10 (median 7) for 18 of 20 (3-9 before, all). `tests/unit/test_surprise51.py`, `tests/unit/test_surprise52.py`.
 RECENT_ANSWERS = 10
 SURPRISE_Z = 3.0
 

@@ -1317,7 +1317,7 @@ def test_a_coin_flipping_user_is_not_taken_for_one_who_changed_their_mind(svc):
     checked at every refit from their 15th answer to their 45th. Until session 52 the check trusted the older answers'
     posterior to be calibrated, and on few coin flips it is overconfident: this user was flagged (and would be asked on
     every chat) at 3 of 31 refits (z up to 3.66, all before their 22nd answer). Since, the newest answers' losses are ranked among the older answers' own held-out
-    losses, and a user whose answers are alike is flagged at about 0.13% of refits (`pluralign.user.active.SURPRISE_Z`,
+    losses, and a user whose answers are alike is flagged about as often as a normal z of 3 says (`pluralign.user.active.SURPRISE_Z`,
     `benchmarks/changed_mind.py`): here at most 1 of 31 is allowed (measured: 0)."""
     import numpy as np
 

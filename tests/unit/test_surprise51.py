@@ -66,7 +66,7 @@ def test_the_check_on_the_real_user_model_flags_flips_and_no_user_who_never_chan
     calibrated, and on few noisy answers it is overconfident: coin flippers were flagged at 12 of 88 refits, noisy
     ones at 4 (27 of 40 coin flippers at least once in 60 answers). Since, the baseline is the older answers' own
     held-out losses, and users who never changed are flagged about as often as a 3-sd z says (measured: 0 and 1 of
-    88; 4 and 1 of 40 users at least once in 60 answers, 4 of 1,840 refits: `benchmarks/changed_mind.py`), while
+    88; 4 and 1 of 40 users at least once in 60 answers, 9 and 1 of their 1,840 refits: `benchmarks/changed_mind.py`), while
     users known firmly from 37 answers who turn the other way are still flagged within 12 answers (3-10 of 20)."""
     import torch
 
