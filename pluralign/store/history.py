@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pluralign.data.record import seconds_meant, seconds_meant_of
+from pluralign.user.active import Recent
 
 UserKey = tuple[str, str]  # (tenant, user_id)
 
@@ -85,21 +86,28 @@ class History:
         and the chosen and rejected texts (N each), all in one order."""
         return self._pairs(np.flatnonzero(self.comparison))
 
-    def newest_comparisons(self, n: int) -> np.ndarray:
-        """Indices into `comparison_set`'s rows of the newest `n` strict comparisons (by `created_at`, then
-        `pref_id`), oldest of them first: the answers `pluralign.user.model.UserState.surprise` checks."""
-        rows = np.flatnonzero(self.comparison)
-        if not len(rows):
-            return np.zeros(0, np.int64)
+    def newest_answers(self, n: int) -> Recent:
+        """The newest `n` answers with two answers compared, strict comparisons and ties together (by `created_at`, then
+        `pref_id`), oldest first: each an index into `comparison_set`'s rows or, a tie, into `tie_set`'s. The answers
+        `pluralign.user.model.UserState.surprise` checks; until session 52 the ties were left out (`newest_comparisons`)."""
+        strict, tied = np.flatnonzero(self.comparison), self._tie_rows()
+        rows = np.concatenate([strict, tied])
+        if not len(rows) or n <= 0:
+            return Recent.comparisons([])
         meta = self.meta.take(pa.array(rows, type=pa.int64()))
-        order = pc.sort_indices(meta, sort_keys=[("created_at", "ascending"), ("pref_id", "ascending")]).to_numpy()
-        return order[-n:].astype(np.int64) if n > 0 else np.zeros(0, np.int64)
+        order = pc.sort_indices(meta, sort_keys=[("created_at", "ascending"), ("pref_id", "ascending")]).to_numpy()[-n:]
+        tie = order >= len(strict)
+        return Recent(index=np.where(tie, order - len(strict), order).astype(np.int64), tie=tie)
+
+    def _tie_rows(self) -> np.ndarray:
+        """Row indices of the ties (two answers, neither preferred), in `tie_set`'s order."""
+        paired = pc.not_equal(self.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool)
+        return np.flatnonzero(~self.comparison & paired)
 
     def tie_set(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
         """The ties of this snapshot (two answers, neither preferred) in `comparison_set`'s form, the
         answer stored as chosen first: prompt, chosen and rejected vectors (M, d), and the texts."""
-        paired = pc.not_equal(self.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool)
-        return self._pairs(np.flatnonzero(~self.comparison & paired))
+        return self._pairs(self._tie_rows())
 
     def _pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
         meta = self.meta.take(pa.array(rows, type=pa.int64()))

@@ -48,7 +48,7 @@ from pluralign.data.record import Base
 from pluralign.losses import davidson_tie_nll
 from pluralign.reward.inputs import comparison_rows, logits_row
 from pluralign.reward.pal_model import PALModel
-from pluralign.user.active import RECENT_ANSWERS, SURPRISE_Z, recent_surprise
+from pluralign.user.active import RECENT_ANSWERS, SURPRISE_Z, Recent, recent_surprise
 from pluralign.user.collinear import CollinearFeatures, feature_signs, joint_beliefs
 from pluralign.user.features import FEATURE_NAMES, FEATURES_VERSION, response_features
 from pluralign.user.population import as_population, softmax
@@ -129,9 +129,11 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     p_more: dict[str, float] = {}
     moved_in: dict[str, int] = {}
     p_more_from_comparisons: dict[str, float] = {}
-    # how badly this posterior predicts the user's newest RECENT_ANSWERS comparisons with a winner, in standard
-    # deviations (`pluralign.user.active.recent_surprise`): at SURPRISE_Z or more the user has changed their mind and
-    # is asked again (chat's `compare`, onboarding's `worth_asking`); 0 in a state stored before session 51
+    # how much worse the posterior of the user's older answers predicts their newest RECENT_ANSWERS answers (comparisons
+    # and ties) than it predicts each older one held out, a rank-sum z (`pluralign.user.active.recent_surprise`): at
+    # SURPRISE_Z or more the user has changed their mind and is asked again (chat's `compare`, onboarding's
+    # `worth_asking`); 0 in a state stored before session 51, session 51's calibrated z in one stored before session 52
+    # (the same scale and threshold, read until the user's next refit)
     surprise: float = 0.0
 
     @property
@@ -472,7 +474,7 @@ class UserModel:
         self, prompt: np.ndarray, chosen: np.ndarray, rejected: np.ndarray, chosen_texts: Sequence[str],
         rejected_texts: Sequence[str], prior_logits: np.ndarray, fitted_at: float = 0.0,
         stated: Mapping[str, int] | None = None, pooled: PooledPrior | None = None, ties: Ties | None = None,
-        recent: Sequence[int] | None = None,
+        recent: Recent | Sequence[int] | None = None,
     ) -> tuple[np.ndarray, UserState]:
         """A whole refit from the user's N comparisons (embeddings (N, d) each, answer texts): the
         population model's K logits around `prior_logits`, and the posterior, from one pass of the
@@ -483,15 +485,16 @@ class UserModel:
         or `prior_logits` when they are not K finite numbers, a stated sign that is not +1 or -1, and
         TypeError naming a text list given as one string. `ties`: the user's M ties (`Ties`), which the
         posterior is fitted on too (Davidson's term, `fit_posterior`); PAL's own logits are fitted on the
-        comparisons alone. `recent`: the indices of the user's newest comparisons, which `UserState.surprise`
-        checks (None: the last RECENT_ANSWERS rows as given). Raises IndexError on an index out of range."""
+        comparisons alone. `recent`: the user's newest answers, comparisons and ties, oldest first
+        (`pluralign.store.history.History.newest_answers`), which `UserState.surprise` checks (indices: comparisons
+        only; None: the last RECENT_ANSWERS comparisons as given). Raises IndexError on an index out of range."""
         chosen_texts, rejected_texts = texts_of("chosen_texts", chosen_texts), texts_of("rejected_texts", rejected_texts)
         if not (len(prompt) == len(chosen) == len(rejected) == len(chosen_texts) == len(rejected_texts)):
             raise ValueError("prompt, chosen, rejected and both text lists must have one row per comparison")
         prior_logits = logits_row("prior_logits", prior_logits, self.k, minus_inf=True).double().numpy()
         tied = self.tie_design(ties)
         if not len(prompt):
-            return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at, stated, pooled, tied)
+            return prior_logits, self._posterior(prior_logits, np.zeros((0, self.dim)), fitted_at, stated, pooled, tied, recent)
         p, c, r, diff = self._diff(prompt, chosen, rejected)
         logits = self.base.fit_logits(p, c, r, diff, prior_logits)
         named = response_features(chosen_texts) - response_features(rejected_texts)  # (N, F)
@@ -509,7 +512,7 @@ class UserModel:
 
     def _posterior(self, logits: np.ndarray, design: np.ndarray, fitted_at: float, stated: Mapping[str, int] | None = None,
                    pooled: PooledPrior | None = None, tied: np.ndarray | None = None,
-                   recent: Sequence[int] | None = None) -> UserState:
+                   recent: Recent | Sequence[int] | None = None) -> UserState:
         p = self.prior
         stated = dict(stated or {})
         unknown = sorted(set(stated) - set(FEATURE_NAMES))
@@ -546,21 +549,27 @@ class UserModel:
         )
 
     def _surprise(self, design: np.ndarray, prior: tuple[np.ndarray, np.ndarray], tied: np.ndarray,
-                  recent: Sequence[int] | None) -> float:
-        """`recent_surprise` of the user's newest comparisons (rows `recent` of design (N, D); None: the last
-        RECENT_ANSWERS rows) under the posterior fitted on the others (and the ties (M, D)), not on them: a held-out
-        (prequential, Dawid 1984) check. The posterior fitted on every answer explains its newest ones in-sample, with
-        its 76 coefficients, however much they contradict the older ones (on the tiny models a user who turned from
-        shorter to longer answers scored -0.15 after 6 of 10 contrary answers in-sample). 0 until the user has
-        RECENT_ANSWERS // 2 older answers too: checked against a posterior of 3, a consistent user of the tiny models scored
-        2.4 (the population prior's predictions missing, not the user's change)."""
-        newest = np.arange(len(design))[-RECENT_ANSWERS:] if recent is None else np.asarray(recent, np.int64)
-        if not len(newest) or len(design) - len(newest) < RECENT_ANSWERS // 2:  # too few older: the prior's check, not theirs
-            return 0.0
-        older = np.ones(len(design), bool)
-        older[newest] = False
-        before = fit_posterior(design[older], *prior, self.prior.newton_steps, self.prior.tol, tied=tied)
-        return recent_surprise(design[newest], *before)
+                  recent: Recent | Sequence[int] | None) -> float:
+        """`recent_surprise` of the user's newest answers (`recent`: comparisons, rows of design (N, D), and ties, rows
+        of tied (M, D), oldest first; a sequence: comparisons only; None: the last RECENT_ANSWERS rows of design) under
+        the posterior fitted on the others, not on them: a held-out (prequential, Dawid 1984) check, each older answer
+        scored by its own approximate leave-one-out loss as the baseline. The posterior fitted on every answer explains
+        its newest ones in-sample, with its 76 coefficients, however much they contradict the older ones (on the tiny
+        models a user who turned from shorter to longer answers scored -0.15 after 6 of 10 contrary answers in-sample).
+        0 until the user has RECENT_ANSWERS // 2 older answers too (a rank among fewer says little)."""
+        if recent is None:
+            recent = Recent.comparisons(np.arange(len(design))[-RECENT_ANSWERS:])
+        elif not isinstance(recent, Recent):
+            recent = Recent.comparisons(recent)
+        older, older_ties = np.ones(len(design), bool), np.ones(len(tied), bool)
+        older[recent.index[~recent.tie]], older_ties[recent.index[recent.tie]] = False, False
+        if not len(recent.index) or older.sum() + older_ties.sum() < RECENT_ANSWERS // 2:
+            return 0.0  # too few older: the prior's check, not theirs
+        before = fit_posterior(design[older], *prior, self.prior.newton_steps, self.prior.tol, tied=tied[older_ties])
+        newest = np.stack([tied[i] if t else design[i] for i, t in zip(recent.index, recent.tie, strict=True)])  # (R, D)
+        older_rows = np.concatenate([design[older], tied[older_ties]])
+        older_tie = np.arange(len(older_rows)) >= older.sum()
+        return recent_surprise(*before, older_rows, newest, older_tie, recent.tie)
 
     def _collinear(self, design: np.ndarray, mean: np.ndarray, cov: np.ndarray, prior: tuple[np.ndarray, np.ndarray],
                    own: tuple[np.ndarray, np.ndarray] | None, tied: np.ndarray | None = None) -> list[CollinearFeatures]:

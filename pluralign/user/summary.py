@@ -158,8 +158,16 @@ def _answers(state: UserState, verb: str = "") -> str:
 
 
 def _answer_kinds(state: UserState) -> str:
-    """ "comparisons", "comparisons and ties" or "ties": what the state was fitted on, without numbers."""
-    return "comparisons and ties" if state.n and state.ties else "ties" if state.ties else "comparisons"
+    """ "comparisons", "comparisons and ties" or "ties": what the state was fitted on, without numbers, each kind
+    agreeing with its count ("comparison" after one comparison, "comparison and ties": until session 52 "your
+    comparisons moved it" was said of one)."""
+    kinds = [word if count == 1 else f"{word}s" for word, count in (("comparison", state.n), ("tie", state.ties)) if count]
+    return " and ".join(kinds) or "comparisons"
+
+
+def _they(state: UserState) -> str:
+    """The pronoun of the user's fitted answers: "it" for one, "they" for more."""
+    return "it" if state.answers == 1 else "they"
 
 
 def _together(names: Sequence[str]) -> str:
@@ -207,7 +215,7 @@ def joint_beliefs(state: UserState) -> list[JointBelief]:
         # `moved_in` counts the ties that moved the features too (`pluralign.user.collinear.joint_beliefs`)
         among = f"{group.moved_in} of your {_answers(state)}" if 0 < group.moved_in < state.n + state.ties else f"your {_answers(state)}"
         why = (f"{_together(group.features)} moved together in {among}, "
-               f"so they cannot tell which of {'the two' if len(group.features) == 2 else 'these'} you care about")
+               f"so {_they(state)} cannot tell which of {'the two' if len(group.features) == 2 else 'these'} you care about")
         if p < _PHI(LEANING_Z):
             direction, text = None, f"no preference learned yet along {_together(group.features)} together: {why}"
         else:
@@ -286,10 +294,10 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     elif name in stated:
         text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
     if borrowed is not None and sign is not None:
-        text += (f"; your {_answers(state)} alone do not show it: your stated preference on "
+        text += (f"; your {_answers(state)} alone {'does' if state.answers == 1 else 'do'} not show it: your stated preference on "
                  f"{_together(sorted(stated))} leaves their evidence to this feature")
     if together:
-        text += f"; your {_answer_kinds(state)} moved it together with {_together(together)}, so they cannot tell them apart"
+        text += f"; your {_answer_kinds(state)} moved it together with {_together(together)}, so {_they(state)} cannot tell them apart"
         if name in stated and "point the other way" not in text and _group_contradicts(state, name, stated[name]):
             text += f", and along them together your {_answers(state, 'point')} the other way"
     return FeatureBelief(

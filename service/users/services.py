@@ -186,7 +186,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
             logits, state = rewards.user_model.fit_user(
                 prompt, chosen, rejected, chosen_texts, rejected_texts, prior_logits=rewards.prior(), fitted_at=now,
                 stated=stated.signs(), pooled=pooled_prior_of(rt, tenant, rewards), ties=ties,
-                recent=history.newest_comparisons(RECENT_ANSWERS),
+                recent=history.newest_answers(RECENT_ANSWERS),  # comparisons and ties: what `UserState.surprise` checks
             )
         else:
             logits = rewards.fit(prompt, chosen, rejected)

@@ -1232,20 +1232,30 @@ def test_if_none_match_on_stated_preferences_is_evaluated_not_ignored(svc):
 
 
 
-@pytest.mark.slow  # ~70 s of chats on two cores: `make test-all`
+@pytest.mark.slow  # ~60 s of chats on two cores: `make test-bench`
 def test_a_user_who_changes_their_mind_is_asked_again_and_the_summary_follows(svc):
-    """trial16_51: a client that answers only `compare` pairs, picking the shorter answer until chat stops asking,
-    then always the longer. Until session 51 the gate read only the posterior's certainty, which a change of mind
-    does not lower: `compare` came back now and then (6 times in 25 chats here), then stopped, and the summary
-    still said "shorter". Since, the user's newest answers are checked against the posterior fitted on the older
-    ones (`UserState.surprise`, `pluralign.user.active.recent_surprise`): once the check fails, chat asks on every
-    chat and onboarding's `worth_asking` is true, until the posterior follows the user (the summary says "longer")
-    and the check passes; then, a consistent user again, they stop being asked."""
+    """trial16_51: a client that answers every `compare` pair and, on a chat without one, tells the app which of the
+    shortest and the longest returned answers it prefers (a `choice` with `shown`), picking the shorter for 30 chats
+    and until chat stops asking, then always the longer. Until
+    session 51 the gate read only the posterior's certainty, which a change of mind does not lower: `compare` came
+    back now and then, then stopped, and the summary still said "shorter". Since, the user's newest answers are
+    checked against the posterior fitted on the older ones (`UserState.surprise`, `pluralign.user.active.recent_surprise`):
+    once the check fails, chat asks on every chat and onboarding's `worth_asking` is true, until the posterior follows
+    the user (the summary says "longer") and the check passes; then, a consistent user again, they stop being asked.
+
+    Session 52: the check no longer trusts the posterior's calibration (coin flippers were flagged too), and ranks the
+    newest answers' losses among the older answers' own held-out ones, which needs more answers: session 51's client
+    (answering only `compare` pairs, known from 13 answers, then 7 contrary answers to `compare` pairs in 40 chats, the
+    pairs the posterior is least sure of) reached z 2.16 and was never flagged; the client above, known from 30
+    answers, is flagged after its 6th contrary answer (z 3.25) and asked on the next 7 chats, until the summary says
+    "longer". The bound asserted: within 10 contrary answers (`benchmarks/changed_mind.py`: users known from 37 answers
+    are flagged after 3-10, from 13 after 4-10 for 18 of 20)."""
     from service.users.services import user_weights
 
     rt = svc.runtime
     svc.keys.setdefault("mind", rt.keys.issue("mind"))
-    log = []  # (round, picks longer, compare shown, surprised before the chat)
+    log = []  # (round, picks longer, compare shown, surprised before the chat, contrary answers sent before it, its z)
+    contrary = [0]
 
     def rounds(pick_longer: bool, start: int, most: int, stop) -> None:
         for rnd in range(start, start + most):
@@ -1254,13 +1264,17 @@ def test_a_user_who_changes_their_mind_is_asked_again_and_the_summary_follows(sv
                 {"role": "user", "content": f"Tip number {rnd}?"}]}).json()
             compare = out["pluralign"]["compare"]
             texts = [ch["message"]["content"] for ch in out["choices"]]
-            log.append((rnd, pick_longer, compare is not None, state is not None and state.surprised))
-            if compare is not None and texts[compare[0]] != texts[compare[1]]:
-                a, b = sorted(compare, key=lambda i: len(texts[i]))
+            log.append((rnd, pick_longer, compare is not None, state is not None and state.surprised, contrary[0], None if state is None else round(state.surprise, 2)))
+            shown = compare
+            if shown is None:  # unprompted: the shortest and the longest returned answers
+                shown = [min(range(len(texts)), key=lambda i: len(texts[i])), max(range(len(texts)), key=lambda i: len(texts[i]))]
+            if shown is not None and texts[shown[0]] != texts[shown[1]]:
+                a, b = sorted(shown, key=lambda i: len(texts[i]))
                 tie = len(texts[a]) == len(texts[b])
                 r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": b if pick_longer else a,
-                                                 "shown": compare, "tie": tie})
+                                                 "shown": shown, "tie": tie})
                 assert r.status_code == 201, r.text
+                contrary[0] += pick_longer and not tie
             if stop():
                 return
 
@@ -1270,7 +1284,7 @@ def test_a_user_who_changes_their_mind_is_asked_again_and_the_summary_follows(sv
 
     quiet = lambda: len(log) >= 3 and not any(e[2] for e in log[-3:])  # noqa: E731
     with svc.client("mind") as c:
-        rounds(False, 0, 60, quiet)
+        rounds(False, 0, 60, lambda: len(log) >= 30 and quiet())
         assert quiet() and length_direction() == "less", log  # well known: no longer asked
         flip = len(log)
         worth = []
@@ -1288,11 +1302,70 @@ def test_a_user_who_changes_their_mind_is_asked_again_and_the_summary_follows(sv
         print(f"phase 1 {flip} rounds; phase 2 {after}")
         surprised = [i for i, e in enumerate(after) if e[3]]
         assert surprised, after  # the contrary answers failed the check
+        assert after[surprised[0]][4] <= 10, after  # within 10 contrary answers
         # from the first chat after the check failed, asked on every chat while it fails
         assert all(e[2] for e in after if e[3]), after
         assert worth == [True], worth
         assert length_direction() == "more", after  # the summary followed
         assert quiet() and not after[-1][3], after  # and, consistent again, the user stops being asked
+
+
+@pytest.mark.slow  # ~30 refits through the app: `make test-bench`
+def test_a_coin_flipping_user_is_not_taken_for_one_who_changed_their_mind(svc):
+    """(session 52) A user with no preference, picking the shorter or the longer answer by a coin (a fixed seed), is
+    checked at every refit from their 15th answer to their 45th. Until session 52 the check trusted the older answers'
+    posterior to be calibrated, and on few coin flips it is overconfident: this user was flagged (and would be asked on
+    every chat) at 3 of 31 refits (z up to 3.66, all before their 22nd answer). Since, the newest answers' losses are ranked among the older answers' own held-out
+    losses, and a user whose answers are alike is flagged about as often as a normal z of 3 says (`pluralign.user.active.SURPRISE_Z`,
+    `benchmarks/changed_mind.py`): here at most 1 of 31 is allowed (measured: 0)."""
+    import numpy as np
+
+    from service.users.services import user_weights
+
+    rt = svc.runtime
+    svc.keys.setdefault("coins52", rt.keys.issue("coins52"))
+    rng = np.random.default_rng(52)
+    flagged = []
+    with svc.client("coins52") as c:
+        for i in range(45):
+            topic = TOPICS[i % len(TOPICS)]
+            short, long_ = short_and_long(f"{topic} on day {i}")
+            chosen, rejected = (short, long_) if rng.random() < 0.5 else (long_, short)
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "coin", "prompt": f"Tips on {topic}, day {i}?",
+                                             "chosen": chosen, "rejected": rejected})
+            assert r.status_code == 201, r.text
+            if i >= 14:
+                state = user_weights(rt, "coins52", "coin").state
+                assert state.n == i + 1, (state.n, i)
+                flagged.append(round(state.surprise, 2))
+    print("surprise at refits 15-45:", flagged)
+    assert sum(z >= 3 for z in flagged) <= 1, flagged
+
+
+def test_a_user_sure_of_the_shorter_answer_who_starts_to_tie_is_asked_again(svc):
+    """(session 52) The changed-mind check reads ties. A user who picked the shorter answer 15 times, then says "no
+    preference" between short and long answers (ties, `tie: true`), has changed their mind about length: after 10 ties
+    their newest answers fail the check, and onboarding's `worth_asking` says to ask again. Until session 52 the check read only the comparisons with a winner
+    among the newest answers, and fitted the ties into the older answers' posterior instead: this user read z -2.30.
+    A user who goes on picking the shorter answer stays unflagged."""
+    from service.users.services import user_weights
+
+    rt = svc.runtime
+    svc.keys.setdefault("ties52", rt.keys.issue("ties52"))
+    with svc.client("ties52") as c:
+        for user, tie in (("tier", True), ("steady", False)):
+            for i in range(25):
+                topic = TOPICS[i % len(TOPICS)]
+                short, long_ = short_and_long(f"{topic} on day {i}")
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tips on {topic}, day {i}?",
+                                                 "chosen": short, "rejected": long_, "tie": tie and i >= 15})
+                assert r.status_code == 201, r.text
+        tier, steady = (user_weights(rt, "ties52", u).state for u in ("tier", "steady"))
+        assert (tier.n, tier.ties, steady.n) == (15, 10, 25), (tier.n, tier.ties, steady.n)
+        assert tier.surprised and not steady.surprised, (tier.surprise, steady.surprise)
+        short, long_ = short_and_long("tea")
+        r = c.post("/v1/users/tier/next-comparison", json={"pool": [{"prompt": "Tips on tea?", "answers": [short, long_]}]})
+        assert r.status_code == 200 and r.json()["worth_asking"], r.text
 
 
 def test_a_stated_preference_does_not_make_a_collinear_feature_confident_against_the_comparisons(svc):

@@ -31,6 +31,25 @@ def test_a_fit_reads_the_users_strict_comparisons_and_ties_apart(tmp_path):
     assert store.count_preferences("t", "ann") == 4 and store.count_preferences("t", "bob") == 1
 
 
+def test_the_newest_answers_are_comparisons_and_ties_together_oldest_first(tmp_path):
+    """(session 52) What the changed-mind check reads (`History.newest_answers`): the newest answers by `created_at`,
+    strict comparisons and ties interleaved as given, each an index into `comparison_set`'s or `tie_set`'s rows; a
+    rating (no rival) is not an answer of two. Until then it named comparisons only (`newest_comparisons`)."""
+    store = Store(str(tmp_path / "db"), "enc", 2)
+    when = [5, 1, 3, 2, 6, 4, 7]  # stored out of time order
+    rows = [msgspec_replace(row("ann", i, f"r{i}", tie=i in (2, 4)), created_at=float(t)) for i, t in enumerate(when)]
+    rows.append(row("ann", 9, "", kind="rating"))
+    vec = np.array([[float(i), 1.0] for i in range(len(rows))], np.float32)
+    store.add_preferences(rows, np.ones_like(vec), vec, -vec)
+    history = store.history("t", "ann")
+    strict, tied = history.comparison_set()[1][:, 0], history.tie_set()[1][:, 0]  # each row's index in `rows`
+    newest = history.newest_answers(5)
+    named = [int((tied if t else strict)[i]) for i, t in zip(newest.index, newest.tie, strict=True)]
+    assert named == [2, 5, 0, 4, 6], named  # rows at times 3, 4, 5, 6, 7; rows 2 and 4 ties
+    assert newest.tie.tolist() == [rows[i].tie for i in named]
+    assert len(history.newest_answers(0).index) == 0 and len(history.newest_answers(50).index) == 7
+
+
 def test_the_rows_a_fit_does_not_learn_from_are_counted_apart_from_the_table_and_from_the_cache(tmp_path):
     """Ties (a rating of 3 too) and ratings of an answer with no rival, each counted as it is stored (the
     summary's `ties` and `unpaired_ratings`), the same from the table as from the cached history."""

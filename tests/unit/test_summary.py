@@ -52,3 +52,33 @@ def test_a_belief_resting_on_few_comparisons_says_so_unless_the_user_stated_it()
     assert (beliefs["exclamations"].probability, beliefs["exclamations"].moved_in) == (0.9, 1)
     assert beliefs["length"].text == "prefers longer answers (confident); you said you prefer longer answers"
     assert beliefs["length"].from_comparisons == "more (likely)"
+
+
+def test_every_count_of_the_users_answers_agrees_with_it():
+    """(session 52) After one comparison "your comparisons moved it together with ..." was said (plural after one), as
+    "so they cannot tell" and "your 1 comparison alone do not show it". Each now agrees: one comparison, one tie, and
+    two of either, in the feature's sentence, the group's and the stated-preference one."""
+    from pluralign.user.collinear import CollinearFeatures
+    from pluralign.user.summary import joint_beliefs
+
+    group = CollinearFeatures(features=["length", "word_length"], direction=[0.8, 0.6], cosine=1.0, mean=-2.0, sd=1.0,
+                              p_more=0.02)
+    said = {}
+    for n, ties in ((1, 0), (2, 0), (0, 1), (1, 1), (1, 2)):
+        s = state({"length": (-1.0, 2.0), "word_length": (-1.0, 2.0)}, n=n, ties=ties, collinear=[group])
+        length = next(b for b in feature_beliefs(s) if b.feature == "length")
+        said[n, ties] = (length.text.split("; ", 1)[1], joint_beliefs(s)[0].text.split(": ", 1)[1])
+    assert said[1, 0] == ("your comparison moved it together with word length, so it cannot tell them apart",
+                          "length and word length moved together in your 1 comparison, so it cannot tell which of the two you care about")
+    assert said[2, 0][0] == "your comparisons moved it together with word length, so they cannot tell them apart"
+    assert said[2, 0][1].startswith("length and word length moved together in your 2 comparisons, so they cannot")
+    assert said[0, 1][0].startswith("your tie moved it together") and "in your 1 tie, so it cannot" in said[0, 1][1]
+    assert said[1, 1][0].startswith("your comparison and tie moved it") and ", so they cannot" in said[1, 1][0]
+    assert said[1, 2][0].startswith("your comparison and ties moved it")
+    # a stated preference that pins its feature: what the comparisons alone do (not) show, agreeing with their count
+    for n, verb in ((1, "does"), (3, "do")):
+        s = state({"length": (1.5, 0.5), "second_person": (-3.0, 1.0)}, n=n, stated={"length": 1}, from_comparisons={"length": [0.0, 5.0]},
+                  p_more={"second_person": 0.001, "length": 0.999}, p_more_from_comparisons={"length": 0.5, "second_person": 0.3})
+        you = next(b for b in feature_beliefs(s, {"length": "more"}) if b.feature == "second_person")
+        unit = "comparison" if n == 1 else "comparisons"
+        assert f"your {n} {unit} alone {verb} not show it" in you.text, you.text
