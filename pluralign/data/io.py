@@ -500,6 +500,21 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
     return trl
 
 
+def trl_as_compared(trl: TrlRow | None) -> TrlRow | None:
+    """A row's TRL form as two rows under one `pref_id` are compared (`pluralign.store.tables._differs`): TRL's extra
+    columns holding null left out, as absent (Hugging Face `datasets` gives every row of a file every column some row
+    has, null where the row had none: a user's export with TRL's `score_chosen` in one row, loaded and written back with
+    `to_json`, gives it to the others as null), and a form then left plain (a text prompt, text answers, no extra
+    column) as None, the plain form's. Until session trial52 such a file imported into its user again was a 409
+    naming `line 1.pref_id` ("another form of its TRL columns") instead of rows already stored."""
+    if trl is None or not any(value is None for value in trl.extra.values()):
+        return trl
+    extra = {k: v for k, v in trl.extra.items() if v is not None}
+    if not extra and isinstance(trl.prompt, str) and isinstance(trl.chosen, str):
+        return None
+    return msgspec.structs.replace(trl, extra=extra)
+
+
 def preference_row(record: Preference) -> dict[str, Any]:
     """The row a file gets: TRL's columns in the form the record came in (see `TrlRow`), TRL's
     extra columns, then pluralign's (`user_id`, `margin`, `tie`, `source`, `created_at`, `attributes`, and `pref_id`

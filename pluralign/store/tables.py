@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pluralign.data.io import file_trl
+from pluralign.data.io import file_trl, trl_as_compared
 from pluralign.data.record import (
     MAX_CREATED_AT,
     Base,
@@ -322,15 +322,17 @@ def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[s
     """`differing_field(held, row)`, the `created_at` of a row whose `pref_id` is in `untimed` not compared
     (an import's row whose file gave no time, stamped on receipt). `held` is compared as a preference file gives it
     (`file_time`, `file_trl`): a row an older version stored with a time in milliseconds, or a message role imports
-    now refuse, is the same preference as the row its export imports again (its seconds; its text). Only a pair that
+    now refuse, is the same preference as the row its export imports again (its seconds; its text); TRL's extra columns
+    holding null count as absent in both (`trl_as_compared`: `datasets` writes them so). Only a pair that
     differs as stored is compared so (the common case, a row sent again as it was, reads no message again)."""
     if row.pref_id in untimed:
         row = msgspec.structs.replace(row, created_at=held.created_at)
     if differing_field(held, row) is None:
         return None
-    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl))
+    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=trl_as_compared(file_trl(held.trl)))
     # a row a library call gives in milli-, micro- or nanoseconds is the one stored so, which reads back as its seconds
-    row = msgspec.structs.replace(row, created_at=held.created_at if row.pref_id in untimed else seconds_meant(row.created_at))
+    row = msgspec.structs.replace(row, created_at=held.created_at if row.pref_id in untimed else seconds_meant(row.created_at),
+                                  trl=trl_as_compared(row.trl))
     return differing_field(held, row)
 
 

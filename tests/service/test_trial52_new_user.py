@@ -1,0 +1,48 @@
+"""Session trial52: a new user's trial with the tools people already use (the `openai` client, Hugging Face
+`datasets`, httpx). Each test is a defect found then, driven as that user drove it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.service.tiny import start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("trial52"), tiny_generator_dir, tiny_pal_dir, minilm)
+    with server:
+        yield service
+
+
+def test_a_users_export_rewritten_by_datasets_imports_again_into_that_user_as_already_stored(svc, hf, tmp_path):
+    """A user's preference file mixing forms (a conversational implicit-prompt row, a standard row with TRL's
+    `score_chosen`/`score_rejected`, a plain row), loaded with `datasets` and written back with `to_json` (to filter
+    or edit it), then imported into the same user again: every row is one the user holds under its `pref_id`, so
+    nothing is stored twice (`already_stored`). `datasets` gives every row every column some row has, so the rows
+    without TRL's score columns came back with `"score_chosen": null`: that was taken for another form of the row,
+    a 409 `pref_id_conflict` naming `line 1.pref_id`, and nothing imported."""
+    implicit = {"chosen": [{"role": "user", "content": "Sky colour?"}, {"role": "assistant", "content": "Blue."}],
+                "rejected": [{"role": "user", "content": "Sky colour?"}, {"role": "assistant", "content": "Green."}]}
+    scored = {"prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee.", "score_chosen": 9.0, "score_rejected": 2.0}
+    body = "\n".join(json.dumps(row) for row in (implicit, scored)).encode()
+    with svc.client("acme") as c:
+        first = c.post("/v1/users/rt52/import", content=body)
+        assert first.status_code == 201, first.text
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "rt52", "prompt": "Milk?", "chosen": "Yes.",
+                                            "rejected": "No."}).status_code == 201
+        export = c.get("/v1/users/rt52/export", params={"format": "preferences"})
+        assert export.status_code == 200, export.text
+    (tmp_path / "export.jsonl").write_bytes(export.content)
+    rewritten = tmp_path / "rewritten.jsonl"
+    hf.run("datasets.load_dataset('json', data_files=src, split='train').to_json(out)",
+           src=str(tmp_path / "export.jsonl"), out=str(rewritten))
+    assert b'"score_chosen":null' in rewritten.read_bytes()  # what `datasets` writes for the rows without it
+    ids = [json.loads(line)["pref_id"] for line in export.content.splitlines()]
+    with svc.client("acme") as c:
+        again = c.post("/v1/users/rt52/import", content=rewritten.read_bytes())
+        assert again.status_code == 201, again.text  # before: 409 `line 1.pref_id`, "another form of its TRL columns"
+        assert again.json()["stored"] == [] and sorted(again.json()["already_stored"]) == sorted(ids), again.text
+        assert c.get("/v1/users/rt52/export", params={"format": "preferences"}).content == export.content  # held as it was
