@@ -631,6 +631,9 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
     (`_json_array` says that)."""
     if raw.startswith(b"PAR1"):  # a Parquet body: files are told by this magic, a body is JSON lines only
         return "; a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows"
+    if raw.startswith(b"\x1f\x8b"):  # a `.jsonl.gz` body (HH-RLHF's form): a file is decompressed by this magic, a body is not
+        return ("; gzip-compressed (it starts with gzip's magic bytes): send the JSON lines uncompressed (`gunzip -c FILE`), "
+                "or let `pluralign data import --source jsonl --path FILE` send its rows")
     if utf16_like(raw):
         return "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
     if b"\0" in raw:

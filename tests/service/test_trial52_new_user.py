@@ -46,3 +46,20 @@ def test_a_users_export_rewritten_by_datasets_imports_again_into_that_user_as_al
         assert again.status_code == 201, again.text  # before: 409 `line 1.pref_id`, "another form of its TRL columns"
         assert again.json()["stored"] == [] and sorted(again.json()["already_stored"]) == sorted(ids), again.text
         assert c.get("/v1/users/rt52/export", params={"format": "preferences"}).content == export.content  # held as it was
+
+
+def test_a_gzip_file_sent_as_an_import_body_is_named_as_one(svc, tmp_path):
+    """Hugging Face datasets ship as `.jsonl.gz` (Anthropic's HH-RLHF; `Dataset.to_json(path, compression="gzip")`),
+    which the `pluralign` commands read as they are. Sent as the import's body (`curl --data-binary @train.jsonl.gz`),
+    it was a 400 saying only "it holds NUL bytes: a binary file, not JSON lines"; now the 400 names `line 1` and says
+    it is gzip-compressed and what to send instead, nothing stored."""
+    import gzip
+
+    rows = [{"chosen": "\n\nHuman: What is 2+2?\n\nAssistant: It is 4.", "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: It is 5."}]
+    body = gzip.compress("".join(json.dumps(row) + "\n" for row in rows).encode())
+    with svc.client("acme") as c:
+        r = c.post("/v1/users/gz52/import", content=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "line 1", r.text
+        message = r.json()["error"]["message"]
+        assert "gzip" in message and "gunzip" in message and "pluralign data import" in message, message  # before: "a binary file"
+        assert c.get("/v1/users/gz52").status_code == 404  # nothing of it stored
