@@ -1048,11 +1048,13 @@ def _kind(value: Any) -> str | None:
 
 def _mixed_column(name: str, values: list[Any], exc: Exception) -> str:
     """Why Arrow could not make one column of `values`: TRL's forms (text beside messages) for its
-    text columns, else the first two records (from 1) whose values are of different kinds; JSON lines
+    text columns, else the kinds of value; either way the first record (from 1) of each of two kinds; JSON lines
     keep each row as it came, so they are the way out."""
     if name in ("prompt", "chosen", "rejected"):
-        return (f"column `{name}` mixes forms across records (text and messages): write them to separate files, "
-                "or write JSON lines (`.jsonl`), which keep each row's form")
+        text = next(i for i, value in enumerate(values, 1) if isinstance(value, str))
+        messages = next(i for i, value in enumerate(values, 1) if isinstance(value, list))
+        return (f"column `{name}` mixes forms across records (text and messages): text (record {text}) and messages "
+                f"(record {messages}); write them to separate files, or write JSON lines (`.jsonl`), which keep each row's form")
     seen: dict[str, int] = {}
     for i, value in enumerate(values, 1):
         kind = _kind(value)
