@@ -501,18 +501,22 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
 
 
 def trl_as_compared(trl: TrlRow | None) -> TrlRow | None:
-    """A row's TRL form as two rows under one `pref_id` are compared (`pluralign.store.tables._differs`): TRL's extra
-    columns holding null left out, as absent (Hugging Face `datasets` gives every row of a file every column some row
-    has, null where the row had none: a user's export with TRL's `score_chosen` in one row, loaded and written back with
-    `to_json`, gives it to the others as null), and a form then left plain (a text prompt, text answers, no extra
-    column) as None, the plain form's. Until session trial52 such a file imported into its user again was a 409
-    naming `line 1.pref_id` ("another form of its TRL columns") instead of rows already stored."""
-    if trl is None or not any(value is None for value in trl.extra.values()):
+    """A row's TRL form as two rows under one `pref_id` are compared (`pluralign.store.tables._differs`), as Hugging Face
+    `datasets` writes it back with `to_json`: TRL's extra columns holding null left out, as absent (`datasets` gives every
+    row of a file every column some row has, null where the row had none: a user's export with `score_chosen` in one
+    row gives it to the others as null), their numbers to `TRL_FLOAT_DECIMALS` decimals (pandas' `double_precision`,
+    which `to_json` writes: 0.123456789012345 as 0.123456789, 1e-12 as 0.0), and a form then left plain (a text prompt,
+    text answers, no extra column) as None, the plain form's. Until session trial52 such a file imported into its user
+    again was a 409 naming `line 1.pref_id` ("another form of its TRL columns") instead of rows already stored."""
+    if trl is None or not trl.extra:
         return trl
-    extra = {k: v for k, v in trl.extra.items() if v is not None}
+    extra = {k: round(v, TRL_FLOAT_DECIMALS) if isinstance(v, float) else v for k, v in trl.extra.items() if v is not None}
     if not extra and isinstance(trl.prompt, str) and isinstance(trl.chosen, str):
         return None
     return msgspec.structs.replace(trl, extra=extra)
+
+
+TRL_FLOAT_DECIMALS = 10  # pandas' to_json default `double_precision`, which `datasets.Dataset.to_json` writes with
 
 
 def preference_row(record: Preference) -> dict[str, Any]:

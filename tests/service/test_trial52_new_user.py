@@ -63,3 +63,28 @@ def test_a_gzip_file_sent_as_an_import_body_is_named_as_one(svc, tmp_path):
         message = r.json()["error"]["message"]
         assert "gzip" in message and "gunzip" in message and "pluralign data import" in message, message  # before: "a binary file"
         assert c.get("/v1/users/gz52").status_code == 404  # nothing of it stored
+
+
+def test_a_users_export_whose_scores_datasets_rounds_imports_again_into_that_user_as_already_stored(svc, hf, tmp_path):
+    """`datasets`' `to_json` writes floats with 10 decimals (pandas' `double_precision`): TRL's `score_chosen`
+    0.123456789012345 comes back 0.123456789, and 1e-12 as 0.0. The user's export so rewritten, imported into them
+    again, was a 409 naming `line 1.pref_id`, "another form of its TRL columns" (the form was the same); numbers of
+    TRL's extra columns are now compared to those 10 decimals, so its rows are the ones held (`already_stored`)."""
+    rows = [{"prompt": "Q1?", "chosen": "a", "rejected": "b", "score_chosen": 0.123456789012345, "score_rejected": 1e-12},
+            {"prompt": "Q2?", "chosen": "a", "rejected": "b", "score_chosen": 7.5, "score_rejected": 2}]
+    with svc.client("acme") as c:
+        assert c.post("/v1/users/sc52/import", content="\n".join(map(json.dumps, rows))).status_code == 201
+        export = c.get("/v1/users/sc52/export", params={"format": "preferences"}).content
+    (tmp_path / "export.jsonl").write_bytes(export)
+    rewritten = tmp_path / "rewritten.jsonl"
+    hf.run("datasets.load_dataset('json', data_files=src, split='train').to_json(out)",
+           src=str(tmp_path / "export.jsonl"), out=str(rewritten))
+    assert b'"score_chosen":0.123456789,' in rewritten.read_bytes()  # what `datasets` writes
+    with svc.client("acme") as c:
+        again = c.post("/v1/users/sc52/import", content=rewritten.read_bytes())
+        assert again.status_code == 201, again.text  # before: 409 `line 1.pref_id`
+        assert again.json()["stored"] == [] and len(again.json()["already_stored"]) == 2, again.text
+        assert c.get("/v1/users/sc52/export", params={"format": "preferences"}).content == export  # the held values kept
+        other = json.loads(export.splitlines()[0]) | {"score_chosen": 0.1234}  # a score really changed is still a 409
+        refused = c.post("/v1/users/sc52/import", content=json.dumps(other))
+        assert refused.status_code == 409 and refused.json()["error"]["param"] == "line 1.pref_id", refused.text
