@@ -88,3 +88,5 @@ def test_a_users_export_whose_scores_datasets_rounds_imports_again_into_that_use
         other = json.loads(export.splitlines()[0]) | {"score_chosen": 0.1234}  # a score really changed is still a 409
         refused = c.post("/v1/users/sc52/import", content=json.dumps(other))
         assert refused.status_code == 409 and refused.json()["error"]["param"] == "line 1.pref_id", refused.text
+        # the column that differs is named, not "another form of its TRL columns" (the form is the same)
+        assert "another `score_chosen` (one of TRL's columns)" in refused.json()["error"]["message"], refused.text
