@@ -500,6 +500,25 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
     return trl
 
 
+def trl_as_compared(trl: TrlRow | None) -> TrlRow | None:
+    """A row's TRL form as two rows under one `pref_id` are compared (`pluralign.store.tables._differs`), as Hugging Face
+    `datasets` writes it back with `to_json`: TRL's extra columns holding null left out, as absent (`datasets` gives every
+    row of a file every column some row has, null where the row had none: a user's export with `score_chosen` in one
+    row gives it to the others as null), their numbers to `TRL_FLOAT_DECIMALS` decimals (pandas' `double_precision`,
+    which `to_json` writes: 0.123456789012345 as 0.123456789, 1e-12 as 0.0), and a form then left plain (a text prompt,
+    text answers, no extra column) as None, the plain form's. Until session trial52 such a file imported into its user
+    again was a 409 naming `line 1.pref_id` ("another form of its TRL columns") instead of rows already stored."""
+    if trl is None or not trl.extra:
+        return trl
+    extra = {k: round(v, TRL_FLOAT_DECIMALS) if isinstance(v, float) else v for k, v in trl.extra.items() if v is not None}
+    if not extra and isinstance(trl.prompt, str) and isinstance(trl.chosen, str):
+        return None
+    return msgspec.structs.replace(trl, extra=extra)
+
+
+TRL_FLOAT_DECIMALS = 10  # pandas' to_json default `double_precision`, which `datasets.Dataset.to_json` writes with
+
+
 def preference_row(record: Preference) -> dict[str, Any]:
     """The row a file gets: TRL's columns in the form the record came in (see `TrlRow`), TRL's
     extra columns, then pluralign's (`user_id`, `margin`, `tie`, `source`, `created_at`, `attributes`, and `pref_id`
@@ -616,6 +635,9 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
     (`_json_array` says that)."""
     if raw.startswith(b"PAR1"):  # a Parquet body: files are told by this magic, a body is JSON lines only
         return "; a Parquet file: `pluralign data import --source parquet --path FILE` sends its rows"
+    if raw.startswith(b"\x1f\x8b"):  # a `.jsonl.gz` body (HH-RLHF's form): a file is decompressed by this magic, a body is not
+        return ("; gzip-compressed (it starts with gzip's magic bytes): send the JSON lines uncompressed (`gunzip -c FILE`), "
+                "or let `pluralign data import --source jsonl --path FILE` send its rows")
     if utf16_like(raw):
         return "; it looks UTF-16 encoded (NUL bytes between characters): save the file as UTF-8"
     if b"\0" in raw:
@@ -1030,11 +1052,13 @@ def _kind(value: Any) -> str | None:
 
 def _mixed_column(name: str, values: list[Any], exc: Exception) -> str:
     """Why Arrow could not make one column of `values`: TRL's forms (text beside messages) for its
-    text columns, else the first two records (from 1) whose values are of different kinds; JSON lines
+    text columns, else the kinds of value; either way the first record (from 1) of each of two kinds; JSON lines
     keep each row as it came, so they are the way out."""
     if name in ("prompt", "chosen", "rejected"):
-        return (f"column `{name}` mixes forms across records (text and messages): write them to separate files, "
-                "or write JSON lines (`.jsonl`), which keep each row's form")
+        text = next(i for i, value in enumerate(values, 1) if isinstance(value, str))
+        messages = next(i for i, value in enumerate(values, 1) if isinstance(value, list))
+        return (f"column `{name}` mixes forms across records (text and messages): text (record {text}) and messages "
+                f"(record {messages}); write them to separate files, or write JSON lines (`.jsonl`), which keep each row's form")
     seen: dict[str, int] = {}
     for i, value in enumerate(values, 1):
         kind = _kind(value)

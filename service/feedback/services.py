@@ -213,7 +213,7 @@ def replay_of(rt: Runtime, tenant: str, user: str, key: str, n: int,
     try:
         rt.store.new_and_held(rows, pending, untimed)
     except PrefIdConflict as exc:
-        field = "form of its TRL columns (`trl`)" if exc.field == "trl" else f"`{exc.field}`"
+        field = "form of its TRL columns (`trl`)" if exc.field == "trl" else f"`{exc.field.removeprefix('trl.')}`"
         raise key_reused(f"another request of this user (its row {exc.index + 1} had another {field})") from None
     return ids[:n], found
 

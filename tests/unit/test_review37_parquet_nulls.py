@@ -73,6 +73,7 @@ def test_a_64_bit_unsigned_extra_column_writes_to_parquet_or_is_refused_naming_i
     for bad in ([-1, 2**64 - 1], [2**64]):
         result = run(bad, tmp_path / "bad.parquet")
         assert result.returncode == 2, (result.returncode, result.stderr)
-        assert result.stderr.startswith("pluralign: error: column `id`") and "Traceback" not in result.stderr, result.stderr
+        # `--out` named first since session trial52 (tests/unit/test_trial52_parquet_forms.py)
+        assert result.stderr.startswith(f"pluralign: error: --out {tmp_path / 'bad.parquet'}: column `id`") and "Traceback" not in result.stderr, result.stderr
         assert "JSON lines" in result.stderr, result.stderr
         assert not (tmp_path / "bad.parquet").exists()

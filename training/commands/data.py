@@ -102,7 +102,10 @@ def export(args: argparse.Namespace) -> int:
     records, _, where = _load_located(args)
     records, _, left_out = _comparisons_only(args, records, where)
     parquet = suffix == ".parquet"
-    n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)
+    try:
+        n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)
+    except ValueError as exc:  # the records' values no one Parquet column holds: said of the file being written
+        raise ValueError(f"--out {args.out}: {exc}") from None
     print_json({"out": args.out, "format": "parquet" if parquet else "jsonl", "records": n, "users": len({r.user_id for r in records}),
                 "left_out_same_answer": left_out})
     return 0
