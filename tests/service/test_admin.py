@@ -896,3 +896,66 @@ def test_an_adapter_promotion_waiting_for_its_users_refit_holds_up_no_other_tena
         for job in jobs.values():
             runner.purge(job.id)
 
+
+def test_a_delete_resumed_for_a_user_who_came_back_leaves_their_newer_adapter_to_be_promoted(svc, tiny_generator_dir, tmp_path):
+    """Session locks52. A DELETE whose process was killed part way is finished from the journal (`UnfinishedDeletes`);
+    for a user who came back meanwhile it removes what they sent before it began, and keeps what they sent since
+    (`forget_before`), an adapter job queued since included. Before, that job's promotion, finding the resumed DELETE
+    running (`DeleteJournal.running`, the give-up locks51 added against a deadlock), gave up: the adapter trained on
+    what the user sent since was kept, not served. Now the promotion waits for the user's lock outside the job
+    runner's lock, and once the DELETE is done it is served."""
+    import threading
+
+    from pluralign.policy.adapters import adapter_name
+    from service.users.services import adapter_folder, delete
+    from tests.service.test_service_adapters import random_adapter
+
+    user, rt = "locks52back", svc.runtime
+    runner = svc.server.server.config.app.state.admin.runner
+    source = random_adapter(tiny_generator_dir, tmp_path / "adapter", rt.adapters.base_model, "user", 53)
+
+    def give(c, what: str) -> None:
+        for i in range(2):
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"{what} {i}?", "chosen": "Yes.",
+                                                "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+    with svc.client("acme") as c:
+        give(c, "Before")
+        entry = rt.delete_journal.begin("acme", user, time.time())  # a DELETE begun, and its process killed before any step
+        rt.delete_journal.release(entry)
+        time.sleep(0.01)
+        give(c, "Since")  # the user comes back
+    rt.wait_for_background()
+    deleting, go = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def noted(forget) -> int:  # the resumed DELETE's first step, under the store's turn and the user's lock
+        deleting.set()
+        assert go.wait(60), "the test never let the DELETE go on"
+        return 0
+
+    rt.delete_hooks.insert(0, noted)
+    resumed = threading.Thread(target=lambda: outcome.update(counts=delete(rt, "acme", user, entry)), daemon=True)
+    with adapters_copied(runner, source):
+        try:
+            resumed.start()
+            assert deleting.wait(30), "the resumed DELETE never began"
+            job = runner.submit("adapter", {"tenant": "acme", "user": user, "data": "unread"})  # queued since: theirs
+            worker_ended(runner, job.id)
+            time.sleep(0.5)  # its promotion meets the resumed DELETE running (before: it gave up within 0.05 s)
+            go.set()
+            resumed.join(30)
+        finally:
+            go.set()
+            rt.delete_hooks.remove(noted)
+            resumed.join(60)
+        done = runner.wait(job.id, timeout=30)
+    try:
+        assert outcome["counts"]["preferences"] == 2, outcome  # what they sent before it began went
+        assert rt.store.count_comparisons("acme", user) == 2 and rt.delete_journal.unfinished("acme", user) is None
+        assert done.state == "succeeded" and done.promoted is True, done.promotion_note
+        assert rt.store.get_user("acme", user).adapter == adapter_name("acme", user)
+        assert adapter_folder(rt, "acme", user).is_dir()
+    finally:
+        runner.purge(job.id)
