@@ -898,15 +898,17 @@ def test_an_adapter_promotion_waiting_for_its_users_refit_holds_up_no_other_tena
 
 
 def test_a_delete_resumed_for_a_user_who_came_back_leaves_their_newer_adapter_to_be_promoted(svc, tiny_generator_dir, tmp_path):
-    """Session locks52. A DELETE whose process was killed part way is finished from the journal (`UnfinishedDeletes`);
-    for a user who came back meanwhile it removes what they sent before it began, and keeps what they sent since
-    (`forget_before`), an adapter job queued since included. Before, that job's promotion, finding the resumed DELETE
+    """Session locks52. A DELETE stopped part way (here after the store's step: a population file it could not rewrite)
+    is finished from the journal (`UnfinishedDeletes`); for a user who came back meanwhile it removes what they sent
+    before it began, and keeps what they sent since (`forget_before`), an adapter job queued since included (its
+    snapshot holds only what they sent since). Before, that job's promotion, finding the resumed DELETE
     running (`DeleteJournal.running`, the give-up locks51 added against a deadlock), gave up: the adapter trained on
     what the user sent since was kept, not served. Now the promotion waits for the user's lock outside the job
     runner's lock, and once the DELETE is done it is served."""
     import threading
 
     from pluralign.policy.adapters import adapter_name
+    from service.runtime import ForgetIncomplete
     from service.users.services import adapter_folder, delete
     from tests.service.test_service_adapters import random_adapter
 
@@ -920,12 +922,21 @@ def test_a_delete_resumed_for_a_user_who_came_back_leaves_their_newer_adapter_to
                                                 "rejected": "No."}).status_code == 201
         rt.ingest.flush()
 
+    def unwritable(forget):  # a population file that cannot be rewritten: the DELETE stops after the store's step
+        raise ForgetIncomplete(0, ["pal-promoted/users.jsonl: read-only"])
+
     with svc.client("acme") as c:
         give(c, "Before")
-        entry = rt.delete_journal.begin("acme", user, time.time())  # a DELETE begun, and its process killed before any step
-        rt.delete_journal.release(entry)
+        rt.forget_population_users = unwritable
+        try:
+            stopped = c.delete(f"/v1/users/{user}")
+        finally:
+            del rt.forget_population_users
+        assert stopped.status_code == 500, stopped.text
+        entry = rt.delete_journal.unfinished("acme", user)  # left for the journal's next pass
+        assert entry is not None and rt.store.count_comparisons("acme", user) == 0
         time.sleep(0.01)
-        give(c, "Since")  # the user comes back
+        give(c, "Since")  # the user comes back before that pass
     rt.wait_for_background()
     deleting, go = threading.Event(), threading.Event()
     outcome: dict[str, object] = {}
@@ -952,7 +963,7 @@ def test_a_delete_resumed_for_a_user_who_came_back_leaves_their_newer_adapter_to
             resumed.join(60)
         done = runner.wait(job.id, timeout=30)
     try:
-        assert outcome["counts"]["preferences"] == 2, outcome  # what they sent before it began went
+        assert sum(outcome["counts"].values()) == 0, outcome  # what they sent before it began went with the first try
         assert rt.store.count_comparisons("acme", user) == 2 and rt.delete_journal.unfinished("acme", user) is None
         assert done.state == "succeeded" and done.promoted is True, done.promotion_note
         assert rt.store.get_user("acme", user).adapter == adapter_name("acme", user)
