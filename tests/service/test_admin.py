@@ -970,3 +970,53 @@ def test_a_delete_resumed_for_a_user_who_came_back_leaves_their_newer_adapter_to
         assert adapter_folder(rt, "acme", user).is_dir()
     finally:
         runner.purge(job.id)
+
+
+def test_a_delete_resumed_for_a_user_who_came_back_while_their_old_rows_were_stored_serves_no_adapter_made_since(
+        svc, tiny_generator_dir, tmp_path):
+    """Session locks52. A DELETE whose process was killed before its store's step left the user's rows stored; the user
+    came back before the journal's pass, and an adapter job was queued: its snapshot holds the rows the DELETE removes
+    as well as the new ones. Finished from the journal (`forget_before`), the DELETE removed the old rows and kept that
+    job (made after the DELETE began), whose adapter was then served, trained on deleted rows. Now what was made since
+    it began goes too when the old rows were still stored as it looks: the job is purged, its promotion finds it gone,
+    and nothing of it is served; what the user sent since stays."""
+    import threading
+
+    from service.users.services import adapter_folder, delete
+    from tests.service.test_service_adapters import random_adapter
+
+    user, rt = "locks52old", svc.runtime
+    runner = svc.server.server.config.app.state.admin.runner
+    source = random_adapter(tiny_generator_dir, tmp_path / "adapter", rt.adapters.base_model, "user", 54)
+
+    def give(c, what: str) -> None:
+        for i in range(2):
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"{what} {i}?", "chosen": "Yes.",
+                                                "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+    with svc.client("acme") as c:
+        give(c, "Before")
+        entry = rt.delete_journal.begin("acme", user, time.time())  # a DELETE begun, and its process killed before any step
+        rt.delete_journal.release(entry)
+        time.sleep(0.01)
+        give(c, "Since")  # the user comes back: their old rows are still stored
+    rt.wait_for_background()
+    outcome: dict[str, object] = {}
+    with adapters_copied(runner, source):
+        job = runner.submit("adapter", {"tenant": "acme", "user": user, "data": "unread"})  # as the trigger's, on old and new rows
+        worker_ended(runner, job.id)
+        resumed = threading.Thread(target=lambda: outcome.update(counts=delete(rt, "acme", user, entry)), daemon=True)
+        resumed.start()
+        resumed.join(30)
+        deadline = time.monotonic() + 30
+        while runner._promotion_due(job.id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    served = rt.store.get_user("acme", user)
+    try:
+        assert outcome["counts"]["preferences"] == 2, outcome  # what they sent before it began went
+        assert rt.store.count_comparisons("acme", user) == 2 and rt.delete_journal.unfinished("acme", user) is None
+        assert runner.get(job.id) is None, runner.get(job.id)  # made from the old rows: purged, never served
+        assert not adapter_folder(rt, "acme", user).exists() and (served is None or served.adapter is None), served
+    finally:
+        runner.purge(job.id)
