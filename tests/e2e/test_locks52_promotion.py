@@ -108,3 +108,20 @@ def test_two_jobs_of_one_key_go_into_service_in_the_order_their_workers_ended(tm
     assert [job.promoted for job in done] == [True, True] and promotions.served == ["first", "second"]
     assert runner.promotions.served("pal").job_id == second.id
     assert done[1].metrics["replaced_heldout_accuracy"] == 0.6  # compared with what the first left served
+
+
+def test_a_stop_waits_for_a_promotion_under_way_and_the_job_ends_promoted(tmp_path):
+    promotions = HeldPromotions({"first"})
+    runner = started(tmp_path, promotions)
+    try:
+        first = runner.submit("pal", {"model": "first", "accuracy": 0.6})
+        assert promotions.entered.wait(30)
+        threading.Timer(0.5, promotions.go.set).start()  # its user's refit ends half a second into the stop
+    finally:
+        began = time.monotonic()
+        runner.stop()
+        took = time.monotonic() - began
+        promotions.go.set()
+    done = runner.get(first.id)
+    assert 0.3 < took < 9, took
+    assert done.state == "succeeded" and done.promoted is True and promotions.served == ["first"], done

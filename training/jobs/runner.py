@@ -592,7 +592,8 @@ class LocalJobRunner:
         queue.append(_Due(job, cut))
         self._exited(job.id)
         if len(queue) == 1:
-            threading.Thread(target=self._promotions_of, args=(key, queue), name=f"job-promotion {key}", daemon=True).start()
+            # named without the key: a thread name shows in logs and dumps, and an adapter's key names its user
+            threading.Thread(target=self._promotions_of, args=(key, queue), name="job-promotion", daemon=True).start()
 
     def _promotions_of(self, key: str, queue: deque[_Due]) -> None:
         """The thread promoting the jobs `queue` holds for `key`, one at a time (a later one is compared with what the
