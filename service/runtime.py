@@ -446,8 +446,9 @@ class Runtime:
         """The lock that orders a user's DELETE against writes of their row (refits, adapter
         promotion): held across read-then-write, so nothing fitted before a DELETE lands after it.
         The user's own (`KeyedLocks`): another user's DELETE, of any tenant, never holds it. Taken after the store's
-        maintenance turn and the job runner's lock, before the ingest worker's, the population lock and the store's
-        commit lock (docs/operations.md, "Locks, and the order they are taken in")."""
+        maintenance turn, before the job runner's lock (a DELETE purges the user's jobs under it; an adapter's promotion
+        takes this lock without that one), the ingest worker's, the population lock and the store's commit lock
+        (docs/operations.md, "Locks, and the order they are taken in")."""
         return self._user_locks(tenant, user_id)
 
     def note_deleted(self, tenant: str, user_id: str) -> None:

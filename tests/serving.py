@@ -115,3 +115,28 @@ def adapter_generation_held(rt, adapter: str, at_most_s: float = 60.0) -> Iterat
             use.generation = generation
         else:
             del use.generation
+
+
+@contextlib.contextmanager
+def refit_held(tenant: str, user_id: str, at_most_s: float = 60.0) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """The refits of user `user_id` of `tenant` held inside (`service.users.services._refit`, which a stated-preferences
+    change, a profile read and a background refit call holding the user's lock), as a slow refit holds that lock. Yields
+    (refitting, proceed): `refitting` is set once such a refit is inside, and it goes on once the test sets `proceed`
+    (set after `at_most_s` seconds at the latest, failing the refit's thread). After: proceed set, `_refit` back. Other
+    users' refits are not held."""
+    from service.users import services
+
+    refit, refitting, proceed = services._refit, threading.Event(), threading.Event()
+
+    def held(rt, tenant_of: str, user_of: str, *args, **kwargs):
+        if (tenant_of, user_of) == (tenant, user_id):
+            refitting.set()
+            assert proceed.wait(at_most_s), "the test never let the refit end"
+        return refit(rt, tenant_of, user_of, *args, **kwargs)
+
+    services._refit = held
+    try:
+        yield refitting, proceed
+    finally:
+        proceed.set()
+        services._refit = refit

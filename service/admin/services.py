@@ -12,8 +12,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import NamedTuple
 
@@ -218,9 +217,6 @@ class QuotaExceeded(Exception):
     population (`pal` and `em` jobs together) has as many."""
 
 
-# how often (seconds) an adapter's promotion waiting for its user's lock looks whether a DELETE of the user runs
-# (`Admin._user_lock_unless_deleting`)
-PROMOTION_LOCK_POLL_S = 0.05
 POPULATION_KINDS = ("pal", "em")  # jobs of the reserved tenant `population`: one quota between them
 
 
@@ -909,7 +905,11 @@ class Admin:
         if job.kind != "adapter" or not job.artifact:
             return
         tenant, user = str(job.params.get("tenant", "default")), str(job.params["user"])
-        with self._user_lock_unless_deleting(tenant, user, job):
+        # the job runner calls this on a thread of its own, without its lock (`LocalJobRunner._promotions_of`): the wait
+        # for the user's lock (a refit, a stated change, a DELETE) holds up no other job (until session locks52 it held the
+        # runner's lock, and no job of any tenant was launched or finished meanwhile; since locks51 it gave up on a DELETE
+        # running here, also one resumed from the journal for a user who came back, whose newer adapter stays theirs)
+        with self.rt.user_lock(tenant, user):
             # deleted meanwhile: here (the job purged, no rows left) or through another replica, even if
             # they came back since (an adapter trained on what the DELETE removed is never installed)
             if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user) \
@@ -924,28 +924,11 @@ class Admin:
             copy_into_place(job.artifact, served, staged=served.with_name(f".{served.name}.{job.id}"))
             # the old weights leave the pool; the next request loads these once their drop, on a thread of its own, ended:
             # it waits for the user's chats still generating with them (until the review of locks51 waited for here,
-            # under the runner's lock: no job of any tenant was launched, finished or cancelled meanwhile)
+            # under the runner's lock then: no job of any tenant was launched, finished or cancelled meanwhile)
             self.rt.adapters.retire(tenant, user)
             record = self.rt.store.get_user(tenant, user)
             if record is not None:
                 self.rt.store.put_user(msgspec.structs.replace(record, adapter=adapter_name(tenant, user), updated_at=time.time()))
-
-    @contextmanager
-    def _user_lock_unless_deleting(self, tenant: str, user: str, job: Job) -> Iterator[None]:
-        """The user's lock, for `put_into_service`, which the job runner's dispatcher calls holding its own lock: a
-        DELETE of the user holds theirs and then stops their jobs (`forget_jobs`: `runner.purge` takes the runner's lock).
-        So the wait gives up, raising ValueError (the job is not promoted), once a DELETE of the user runs here
-        (`DeleteJournal.running`); until session 51 it waited, and the DELETE and every job of the runner with it
-        waited for good."""
-        lock = self.rt.user_lock(tenant, user)
-        journal = self.rt.delete_journal
-        while not lock.acquire(timeout=PROMOTION_LOCK_POLL_S):
-            if journal is not None and journal.running(tenant, user):
-                raise ValueError(f"user {user!r} of tenant {tenant!r} is being deleted: job {job.id} is not promoted")
-        try:
-            yield
-        finally:
-            lock.release()
 
     def forget_jobs(self, forget: Forget) -> int:
         """For a user's DELETE (a `Runtime.delete_hooks` entry), or other replicas' deletion records:

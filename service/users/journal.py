@@ -110,14 +110,6 @@ class DeleteJournal:
             raise DeleteNotRecorded(exc.errno, "the journal of DELETEs in progress cannot be written") from exc
         return entries
 
-    def running(self, tenant: str, user_id: str) -> bool:
-        """Whether a DELETE of the user runs in this process now (begun or resumed here, not yet released): it holds,
-        or is about to take, the user's lock. An adapter's promotion waiting for that lock gives up on it
-        (`service.admin.services.Admin.put_into_service`)."""
-        key = user_hash(tenant, user_id)
-        with self._lock:
-            return key in self._running
-
     def unfinished(self, tenant: str, user_id: str) -> Unfinished | None:
         """The user's entry: a DELETE of theirs begun and not finished (running here or stopped), or None."""
         return self._read(self.path(tenant, user_id))

@@ -1497,8 +1497,15 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     (its attributes only those that feedback carried); stated preferences they set before it stay in
     their row (its current state is theirs now); so do the vectors of the texts they sent before it in the
     embedding cache. Returns counts by kind as `delete` does, and the embedding cache's error if any; raises
-    ForgetIncomplete as `Runtime.forget_population_users` does."""
-    forget = Forget.of([new_deletion(tenant, user_id, before, rt.settings.replica_index)])  # by hash, with `until`
+    ForgetIncomplete as `Runtime.forget_population_users` does.
+    What was made since it began from what the user had sent before it (an adapter job's snapshot, the job and the
+    adapter trained on it, a population snapshot) goes too, when those rows were still stored here as this looks (the
+    DELETE stopped before its store's step, or another replica's feedback log held them): a user who came back then
+    had their old rows read with their new ones. Once those rows had gone, what was made since holds none and stays
+    (session locks52: before, it stayed either way, an adapter trained on the deleted rows served on)."""
+    made = time.time() if _stored_before(rt, tenant, user_id, before) else before
+    # by hash: rows received before `until` (it began), things made before `made_until` (`Forget.made_at`)
+    forget = Forget.of([new_deletion(tenant, user_id, made, rt.settings.replica_index, began_at=before)])
     counts = no_counts(rt)
     counts["job_files"] = sum(hook(forget) for hook in list(rt.delete_hooks))  # only jobs queued before it
     rt.chat_keys.forget_user(tenant, user_id)  # answers kept for their chats' Idempotency-Keys (those since too: kept in memory only)
@@ -1518,9 +1525,12 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
         meta = rt.adapters.registry.meta(tenant, user_id)
     except (OSError, ValueError):  # unreadable: not shown to be trained since, so it goes
         meta = None
-    if meta is None or meta.received() < before:  # trained, or registered here, before it
+    if meta is None or meta.received() < before or (meta.received_at is None and meta.created_at < made):
+        # trained, or registered here, before it; or trained here since on a snapshot that may hold their old rows
         counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)
         rt.adapters.retire(tenant, user_id)  # its drop waited for after the turn (`delete`)
+        if (record := rt.store.get_user(tenant, user_id)) is not None and record.adapter is not None:  # not named as theirs
+            rt.store.put_user(msgspec.structs.replace(record, adapter=None, updated_at=time.time()))
     try:
         counts["population_files"] = rt.forget_population_users(forget)  # rows made before it (`Forget.made_at`)
     finally:
@@ -1528,6 +1538,14 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
             rt.deletion_sweep.record(tenant, user_id, began_at=before)  # recorded now: a replica whose watermark passed `before` applies it
     return counts, cache_error
+
+
+def _stored_before(rt: Runtime, tenant: str, user_id: str, before: float) -> bool:
+    """Whether the user's feedback received before `before` (unix seconds) is still stored here: pending in the
+    feedback log or in the store's preferences (`StoredPreference.received`)."""
+    if any(r.received() < before for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows):
+        return True
+    return any(p.received() < before for p in rt.store.preferences_for(tenant, user_id)[0])
 
 
 def no_counts(rt: Runtime) -> dict[str, int]:

@@ -633,47 +633,60 @@ def test_another_tenants_backlog_does_not_hold_up_a_tenants_audit(svc):
         assert own.json()["error"]["message"].startswith("2 acknowledged feedback rows"), own.text
 
 
-class _GivingUp:
-    """A user's lock whose blocking acquire by the thread named `who` ends in RuntimeError once `give_up` is set: a
-    test that finds two threads waiting for each other ends the wait, so that it fails rather than hangs."""
+# An adapter job's worker of a second (session locks52), for the promotion tests below.
 
-    def __init__(self, lock, who: str, give_up):
-        self.lock, self.who, self.give_up = lock, who, give_up
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        import threading
-
-        if not blocking or timeout >= 0 or threading.current_thread().name != self.who:
-            return self.lock.acquire(blocking, timeout)
-        while not self.lock.acquire(timeout=0.02):
-            if self.give_up.is_set():
-                raise RuntimeError("gave up waiting for the user's lock (the test found a deadlock)")
-        return True
-
-    def release(self) -> None:
-        self.lock.release()
-
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+COPY_ADAPTER = """
+import json, shutil, sys
+shutil.copytree(sys.argv[1], sys.argv[2], dirs_exist_ok=True)
+print(json.dumps({"held_out_acc_after": 0.9, "artifact": sys.argv[2]}))
+"""
 
 
-def test_a_delete_of_a_user_whose_adapter_job_is_being_promoted_does_not_deadlock(svc, tmp_path):
-    """Session 51. The job runner's dispatcher promotes a finished job under its own lock (`LocalJobRunner._loop`), and an
-    adapter's promotion (`Admin.put_into_service`) takes the user's lock; a DELETE of that user holds the user's lock
-    and stops their jobs (`Admin.forget_jobs`: `runner.purge`, which takes the runner's lock). Before, each waited for
-    the other for good: the DELETE never answered, and no job of any tenant was launched or finished again. Now a
-    promotion waiting for the user's lock gives up once a DELETE of the user runs here (the adapter is not served)."""
+@contextlib.contextmanager
+def adapters_copied(runner, source: Path) -> Iterator[None]:
+    """The runner's adapter jobs, while inside, copy the adapter folder `source` into their artifact folder and report a
+    held-out accuracy (a worker of a second, not a training run: what is tested is what the runner and the service do
+    once it ended); their promotion is the real one (`Admin.put_into_service`, its key `adapter/<tenant>/<user>`)."""
+    import sys
+
+    from training.jobs.kinds import JobKind
+
+    real = runner.kinds["adapter"]
+    runner.kinds["adapter"] = JobKind("adapter", lambda job, out: [sys.executable, "-c", COPY_ADAPTER, str(source), str(out)],
+                                      required=("user", "data"), promotion_key=real.promotion_key)
+    try:
+        yield
+    finally:
+        runner.kinds["adapter"] = real
+
+
+def worker_ended(runner, job_id: str, timeout: float = 60) -> None:
+    """Wait until the dispatcher has seen job `job_id`'s worker exit (it is no longer among the runner's workers)."""
+    deadline = time.monotonic() + timeout
+    while runner.get(job_id).state == "queued" or job_id in runner._running:
+        assert time.monotonic() < deadline, f"job {job_id}'s worker never ended"
+        time.sleep(0.05)
+
+
+def test_a_delete_of_a_user_whose_adapter_job_is_being_promoted_does_not_deadlock(svc, tiny_generator_dir, tmp_path):
+    """Session 51. An adapter's promotion (`Admin.put_into_service`) takes the user's lock; a DELETE of that user holds
+    it and stops their jobs (`Admin.forget_jobs`: `runner.purge`, which takes the runner's lock). When the job runner's
+    dispatcher promoted under its own lock, each waited for the other for good: the DELETE never answered, and no job
+    of any tenant was launched or finished again (locks51 made the promotion give up once a DELETE of the user ran
+    here). Since locks52 the promotion waits on a thread of its own, outside the runner's lock (driven here through the
+    real dispatcher: the job's worker ends while the DELETE holds the user's lock): the DELETE purges the job meanwhile,
+    and the promotion, once it has the user's lock, finds the job gone: nothing of it is served, kept or named."""
     import threading
+
+    from service.users.services import adapter_folder
+    from tests.service.test_service_adapters import random_adapter
 
     user = "locks51p"
     rt = svc.runtime
     admin = svc.server.server.config.app.state.admin
     runner = admin.runner
-    held, deleting, give_up = threading.Event(), threading.Event(), threading.Event()
+    source = random_adapter(tiny_generator_dir, tmp_path / "adapter", rt.adapters.base_model, "user", 51)
+    deleting, go = threading.Event(), threading.Event()
     outcome: dict[str, object] = {}
     with svc.client("acme") as c:
         for i in range(2):
@@ -681,42 +694,36 @@ def test_a_delete_of_a_user_whose_adapter_job_is_being_promoted_does_not_deadloc
                                                 "rejected": "No."}).status_code == 201
         rt.ingest.flush()
 
-        def promoting() -> None:  # as the dispatcher promotes the user's finished adapter job: under the runner's lock
-            with runner._lock:
-                job, _ = admin.submit("adapter", {"tenant": "acme", "user": user})  # not launched: the lock is held
-                held.set()
-                assert deleting.wait(30)
-                try:
-                    admin.put_into_service(msgspec.structs.replace(job, artifact=str(tmp_path / "adapter")), f"adapter/acme/{user}")
-                except ValueError as exc:  # not served: its user is being deleted
-                    outcome["promotion"] = str(exc)
-
         def noted(forget) -> int:  # the DELETE's first step, under the store's turn and the user's lock
             deleting.set()
+            assert go.wait(60), "the test never let the DELETE go on"
             return 0
 
-        user_lock = rt.user_lock
-        rt.user_lock = lambda tenant, user_id: (_GivingUp(user_lock(tenant, user_id), "promoting", give_up)
-                                                if (tenant, user_id) == ("acme", user) else user_lock(tenant, user_id))
         rt.delete_hooks.insert(0, noted)
-        dispatcher = threading.Thread(target=promoting, name="promoting", daemon=True)
         delete = threading.Thread(target=lambda: outcome.update(delete=c.delete(f"/v1/users/{user}")), daemon=True)
-        try:
-            dispatcher.start()
-            assert held.wait(30)
-            delete.start()
-            delete.join(15)
-            hung = delete.is_alive()
-            give_up.set()  # a deadlock is ended: the promotion gives up its wait, and with it the runner's lock
-            delete.join(60)
-            dispatcher.join(30)
-        finally:
-            del rt.user_lock
-            rt.delete_hooks.remove(noted)
-    assert not hung, "the DELETE and the adapter job's promotion waited for each other"  # before: both hung
+        with adapters_copied(runner, source):
+            try:
+                delete.start()
+                assert deleting.wait(30), "the DELETE never began"
+                job = runner.submit("adapter", {"tenant": "acme", "user": user, "data": "unread"})
+                worker_ended(runner, job.id)  # its promotion waits for the user's lock, which the DELETE holds
+                go.set()
+                delete.join(15)
+                hung = delete.is_alive()
+            finally:
+                go.set()
+                rt.delete_hooks.remove(noted)
+                delete.join(60)
+            deadline = time.monotonic() + 30
+            while runner._promotion_due(job.id) and time.monotonic() < deadline:  # the promotion ends: it finds the job gone
+                time.sleep(0.05)
+    assert not hung, "the DELETE and the adapter job's promotion waited for each other"
     assert outcome["delete"].status_code == 200, outcome["delete"].text
-    assert "deleted" in str(outcome.get("promotion")), outcome
-    assert not [j for j in runner.list() if j.params.get("user") == user]  # the job was purged with the user
+    assert not runner._promotion_due(job.id), "the promotion never ended"
+    assert runner.get(job.id) is None and not [j for j in runner.list() if j.params.get("user") == user]  # purged, never recorded again
+    assert not (runner.config.folder / "artifacts" / job.id).exists()
+    assert not adapter_folder(rt, "acme", user).exists() and rt.store.get_user("acme", user) is None  # nothing served
+    assert runner.promotions.served(f"adapter/acme/{user}") is None
 
 
 def test_a_cancel_waiting_for_the_job_runner_holds_up_no_other_request(svc):
@@ -823,3 +830,184 @@ def test_an_adapter_promotion_waiting_for_its_users_chat_holds_up_no_other_job(s
     assert took < 15 and answers["cancel"].status_code == 200, answers["cancel"].text
     assert again.status_code == 200 and again.json()["pluralign"]["adapter"] == name, again.text
     assert pool.loaded[name][1] == read_meta(new).created_at  # the promoted adapter serves the user now
+
+
+def test_an_adapter_promotion_waiting_for_its_users_refit_holds_up_no_other_tenants_job(svc, tiny_generator_dir, tmp_path):
+    """Session locks52. An adapter's promotion (`Admin.put_into_service`) takes its user's lock, which a stated-preferences
+    change holds over its refit. Before, the job runner's dispatcher promoted under its own lock (`LocalJobRunner._loop`):
+    while acme's user's refit ran, no job of any tenant was launched or finished (globex's job stayed queued). Now the
+    promotion waits on a thread of its own, outside the runner's lock: globex's job runs and is promoted meanwhile, and
+    acme's once the refit let the user's lock go."""
+    import threading
+
+    from pluralign.policy.adapters import adapter_name
+    from tests.service.test_service_adapters import random_adapter
+    from tests.serving import refit_held
+
+    rt, admin = svc.runtime, svc.server.server.config.app.state.admin
+    runner, users = admin.runner, {"acme": "locks52a", "globex": "locks52g"}
+    source = random_adapter(tiny_generator_dir, tmp_path / "adapter", rt.adapters.base_model, "user", 52)
+    for tenant, user in users.items():
+        with svc.client(tenant) as c:
+            for i in range(2):
+                assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tea {i}?", "chosen": "Yes.",
+                                                    "rejected": "No."}).status_code == 201
+    rt.ingest.flush()
+    rt.wait_for_background()
+    answers: dict[str, object] = {}
+    jobs: dict[str, Job] = {}
+    with adapters_copied(runner, source), refit_held("acme", users["acme"]) as (refitting, proceed), svc.client("acme") as c:
+        patch = threading.Thread(target=lambda: answers.update(patch=c.patch(f"/v1/users/{users['acme']}/stated-preferences",
+                                                                             json={"preferences": {"length": "less"}})), daemon=True)
+        try:
+            patch.start()
+            assert refitting.wait(30), "the stated change never refitted the user"
+            jobs["acme"] = runner.submit("adapter", {"tenant": "acme", "user": users["acme"], "data": "unread"})
+            worker_ended(runner, jobs["acme"].id)  # its promotion waits for acme's user's lock now
+            jobs["globex"] = runner.submit("adapter", {"tenant": "globex", "user": users["globex"], "data": "unread"})
+            try:
+                other = runner.wait(jobs["globex"].id, timeout=15)
+            except TimeoutError as exc:
+                other = exc
+            waiting = runner.get(jobs["acme"].id)
+        finally:
+            proceed.set()
+            patch.join(60)
+        done = runner.wait(jobs["acme"].id, timeout=30)
+    try:
+        assert not isinstance(other, Exception), f"globex's job waited for acme's user's refit: {other}"
+        assert other.state == "succeeded" and other.promoted is True, other
+        assert waiting.state == "running" and waiting.promoted is None, waiting  # its promotion was still waiting
+        assert answers["patch"].status_code == 200, answers["patch"].text
+        assert done.state == "succeeded" and done.promoted is True, done
+        for tenant, user in users.items():
+            assert rt.store.get_user(tenant, user).adapter == adapter_name(tenant, user)
+            assert rt.adapters.registry.meta(tenant, user) is not None
+    finally:
+        for job in jobs.values():
+            runner.purge(job.id)
+
+
+def test_a_delete_resumed_for_a_user_who_came_back_leaves_their_newer_adapter_to_be_promoted(svc, tiny_generator_dir, tmp_path):
+    """Session locks52. A DELETE stopped part way (here after the store's step: a population file it could not rewrite)
+    is finished from the journal (`UnfinishedDeletes`); for a user who came back meanwhile it removes what they sent
+    before it began, and keeps what they sent since (`forget_before`), an adapter job queued since included (its
+    snapshot holds only what they sent since). Before, that job's promotion, finding the resumed DELETE
+    running (`DeleteJournal.running`, the give-up locks51 added against a deadlock), gave up: the adapter trained on
+    what the user sent since was kept, not served. Now the promotion waits for the user's lock outside the job
+    runner's lock, and once the DELETE is done it is served."""
+    import threading
+
+    from pluralign.policy.adapters import adapter_name
+    from service.runtime import ForgetIncomplete
+    from service.users.services import adapter_folder, delete
+    from tests.service.test_service_adapters import random_adapter
+
+    user, rt = "locks52back", svc.runtime
+    runner = svc.server.server.config.app.state.admin.runner
+    source = random_adapter(tiny_generator_dir, tmp_path / "adapter", rt.adapters.base_model, "user", 53)
+
+    def give(c, what: str) -> None:
+        for i in range(2):
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"{what} {i}?", "chosen": "Yes.",
+                                                "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+    def unwritable(forget):  # a population file that cannot be rewritten: the DELETE stops after the store's step
+        raise ForgetIncomplete(0, ["pal-promoted/users.jsonl: read-only"])
+
+    with svc.client("acme") as c:
+        give(c, "Before")
+        rt.forget_population_users = unwritable
+        try:
+            stopped = c.delete(f"/v1/users/{user}")
+        finally:
+            del rt.forget_population_users
+        assert stopped.status_code == 500, stopped.text
+        entry = rt.delete_journal.unfinished("acme", user)  # left for the journal's next pass
+        assert entry is not None and rt.store.count_comparisons("acme", user) == 0
+        time.sleep(0.01)
+        give(c, "Since")  # the user comes back before that pass
+    rt.wait_for_background()
+    deleting, go = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+
+    def noted(forget) -> int:  # the resumed DELETE's first step, under the store's turn and the user's lock
+        deleting.set()
+        assert go.wait(60), "the test never let the DELETE go on"
+        return 0
+
+    rt.delete_hooks.insert(0, noted)
+    resumed = threading.Thread(target=lambda: outcome.update(counts=delete(rt, "acme", user, entry)), daemon=True)
+    with adapters_copied(runner, source):
+        try:
+            resumed.start()
+            assert deleting.wait(30), "the resumed DELETE never began"
+            job = runner.submit("adapter", {"tenant": "acme", "user": user, "data": "unread"})  # queued since: theirs
+            worker_ended(runner, job.id)
+            time.sleep(0.5)  # its promotion meets the resumed DELETE running (before: it gave up within 0.05 s)
+            go.set()
+            resumed.join(30)
+        finally:
+            go.set()
+            rt.delete_hooks.remove(noted)
+            resumed.join(60)
+        done = runner.wait(job.id, timeout=30)
+    try:
+        assert sum(outcome["counts"].values()) == 0, outcome  # what they sent before it began went with the first try
+        assert rt.store.count_comparisons("acme", user) == 2 and rt.delete_journal.unfinished("acme", user) is None
+        assert done.state == "succeeded" and done.promoted is True, done.promotion_note
+        assert rt.store.get_user("acme", user).adapter == adapter_name("acme", user)
+        assert adapter_folder(rt, "acme", user).is_dir()
+    finally:
+        runner.purge(job.id)
+
+
+def test_a_delete_resumed_for_a_user_who_came_back_while_their_old_rows_were_stored_serves_no_adapter_made_since(
+        svc, tiny_generator_dir, tmp_path):
+    """Session locks52. A DELETE whose process was killed before its store's step left the user's rows stored; the user
+    came back before the journal's pass, and an adapter job was queued: its snapshot holds the rows the DELETE removes
+    as well as the new ones. Finished from the journal (`forget_before`), the DELETE removed the old rows and kept that
+    job (made after the DELETE began), whose adapter was then served, trained on deleted rows. Now what was made since
+    it began goes too when the old rows were still stored as it looks: the job is purged, its promotion finds it gone,
+    and nothing of it is served; what the user sent since stays."""
+    import threading
+
+    from service.users.services import adapter_folder, delete
+    from tests.service.test_service_adapters import random_adapter
+
+    user, rt = "locks52old", svc.runtime
+    runner = svc.server.server.config.app.state.admin.runner
+    source = random_adapter(tiny_generator_dir, tmp_path / "adapter", rt.adapters.base_model, "user", 54)
+
+    def give(c, what: str) -> None:
+        for i in range(2):
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"{what} {i}?", "chosen": "Yes.",
+                                                "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+    with svc.client("acme") as c:
+        give(c, "Before")
+        entry = rt.delete_journal.begin("acme", user, time.time())  # a DELETE begun, and its process killed before any step
+        rt.delete_journal.release(entry)
+        time.sleep(0.01)
+        give(c, "Since")  # the user comes back: their old rows are still stored
+    rt.wait_for_background()
+    outcome: dict[str, object] = {}
+    with adapters_copied(runner, source):
+        job = runner.submit("adapter", {"tenant": "acme", "user": user, "data": "unread"})  # as the trigger's, on old and new rows
+        worker_ended(runner, job.id)
+        resumed = threading.Thread(target=lambda: outcome.update(counts=delete(rt, "acme", user, entry)), daemon=True)
+        resumed.start()
+        resumed.join(30)
+        deadline = time.monotonic() + 30
+        while runner._promotion_due(job.id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    served = rt.store.get_user("acme", user)
+    try:
+        assert outcome["counts"]["preferences"] == 2, outcome  # what they sent before it began went
+        assert rt.store.count_comparisons("acme", user) == 2 and rt.delete_journal.unfinished("acme", user) is None
+        assert runner.get(job.id) is None, runner.get(job.id)  # made from the old rows: purged, never served
+        assert not adapter_folder(rt, "acme", user).exists() and (served is None or served.adapter is None), served
+    finally:
+        runner.purge(job.id)

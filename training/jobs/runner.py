@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,8 +75,9 @@ class JobRunner(Protocol):
         every file of it: record, log, output, result and artifact folder. For data that must
         not outlive a deleted user; a purged job is never recorded again, so never re-run after a
         restart. This default takes no runner lock; the local and Ray runners' take theirs (their dispatcher neither
-        launches nor records the job meanwhile), which their dispatcher holds over promotion callbacks: a callback must
-        not wait for good on a lock a purge's caller may hold (`service.admin.services.Admin._user_lock_unless_deleting`)."""
+        launches nor records the job meanwhile), which they never hold over a promotion callback (`on_promote` runs on a
+        thread of its own, `LocalJobRunner._promotions_of`): a purge's caller may hold a lock the callback waits for (a
+        DELETE holds its user's)."""
         job = self.store.remove(job_id)  # from now on the dispatcher's writes of this job are dropped
         running = self._running.get(job_id)
         if running is not None:
@@ -121,6 +123,14 @@ class RunnerConfig:
             raise ValueError(f"`cancel_grace_s` must be 0 or more seconds, got {self.cancel_grace_s}")
 
 
+@dataclass(frozen=True)
+class _Due:
+    """A succeeded job whose promotion is due (`LocalJobRunner._queue_promotion`): its record still says running."""
+
+    job: Job  # succeeded, its result checked (`on_succeed`), `promoted` not decided yet
+    cut: bool = False  # its promotion was cut short by a stop and is finished now (`_finish_cut_promotion`)
+
+
 @dataclass
 class _Running:
     job_id: str
@@ -136,8 +146,11 @@ class LocalJobRunner:
         self, config: RunnerConfig, kinds: Mapping[str, JobKind] = KINDS, on_promote: Callable[[Job, str], None] | None = None,
         on_succeed: Callable[[Job], None] | None = None, on_exit: Callable[[str], None] | None = None,
     ):
-        """`on_promote(job, key)` puts a promoted artifact into service (e.g. installs an adapter).
-        `on_succeed(job)` sees each succeeded job's artifact before promotion is considered (e.g.
+        """`on_promote(job, key)` puts a promoted artifact into service (e.g. installs an adapter). It runs on a thread of
+        its own, without the runner's lock (it may wait: for the user's lock, which a refit, a stated change or a DELETE
+        holds, and a DELETE purges the user's jobs under the runner's lock), one job of a key at a time, in the order
+        their workers ended (`_promotions_of`); meanwhile other jobs are launched and finished, and the job's record says
+        running. `on_succeed(job)` sees each succeeded job's artifact before promotion is considered (e.g.
         removes users deleted while it trained); an exception there fails the job. `on_exit(job_id)`
         is told each time a job's worker is gone (it ended, failed, was cancelled, killed, purged, or
         stopped with the runner), once it can write nothing more, and for a worker that exited by itself
@@ -160,6 +173,10 @@ class LocalJobRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._unwritten: set[str] = set()  # jobs whose latest record is held in memory only (`_record`)
+        # promotion key -> the succeeded jobs whose promotion is due, in the order their workers ended; the first is being
+        # promoted on a thread of its own (`_promotions_of`), whose end `_promoted` tells (a cancel, a stop wait for it)
+        self._due: dict[str, deque[_Due]] = {}
+        self._promoted = threading.Condition(self._lock)
         self._drop_gone_promotions()
         # jobs whose worker had finished and whose promotion a stopped process cut short: finished at `start`
         self._cut_promotions: list[str] = []
@@ -189,7 +206,13 @@ class LocalJobRunner:
         return self.store.active()
 
     def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job (`cancel_requested`; a running worker gets SIGTERM, `_stop_running`). A job
+        whose worker ended and whose promotion is due or under way (`_promotions_of`) is past cancelling, as one that
+        ended: the cancel waits for its promotion's end (without the runner's lock) and returns the job as it ended.
+        Raises UnknownJob."""
         with self._lock:
+            while self._promotion_due(job_id):
+                self._promoted.wait()
             job = self.store.get(job_id)
             if job is None:
                 raise UnknownJob(job_id)
@@ -251,20 +274,27 @@ class LocalJobRunner:
         """Finish the jobs whose promotion the last process was stopped in (`_finish_cut_promotion`), then dispatch."""
         with self._lock:
             cut, self._cut_promotions = self._cut_promotions, []
-            for job_id in cut:
-                self._finish_cut_promotion(job_id)
+            again = [job for job_id in cut if (job := self._finish_cut_promotion(job_id)) is not None]
+        for job in again:  # without the lock, as every `on_promote`
+            self._serve_named_again(job)
         if self._thread is None:
             self._stopping.clear()
             self._thread = threading.Thread(target=self._loop, name="job-runner", daemon=True)
             self._thread.start()
 
     def _stop_dispatching(self) -> None:
-        """The dispatcher's thread told to stop and waited for (10 s at most); `start` begins another."""
+        """The dispatcher's thread told to stop and waited for (10 s at most), and the promotions due waited for within
+        those 10 s too (one still waiting then, for its user's lock, goes on; its job, still `running` on disk, is
+        finished at the next start when promotions.json names it, else run again); `start` begins another."""
         self._stopping.set()
         self._wake.set()
+        deadline = time.monotonic() + 10
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        with self._lock:
+            while self._due and (left := deadline - time.monotonic()) > 0:
+                self._promoted.wait(left)
 
     def stop(self) -> None:
         """Stop dispatching; running workers are stopped (SIGTERM, and SIGKILL for those still there STOP_WAIT_S
@@ -514,21 +544,107 @@ class LocalJobRunner:
             return
         self._finished(job, code, progress, tail, output)
 
-    def _finished(self, job: Job, code: int, progress: float, tail: list[str], output: bytes | None = None) -> None:
+    def _finished(self, job: Job, code: int, progress: float, tail: list[str], output: bytes | None = None, cut: bool = False) -> None:
         """Record a job whose worker exited: `_finish`'s verdict, or failed with why when finishing
-        it raised (a full disk writing result.json or promotions.json), never left running."""
+        it raised (a full disk writing result.json or promotions.json), never left running; or, a succeeded job to be
+        put into service, queue its promotion (`_queue_promotion`; `cut`: one a stop cut short, `_finish_cut_promotion`)."""
         try:
             final = self._finish(job, code, progress, tail, output)
         except Exception as exc:
             log.exception("finishing job %s failed", job.id)
-            final = _failed(msgspec.structs.replace(job, log_tail=tail), f"{FINISH_FAILED}: {_problem(exc)}")
-            final = self._result_removed(final)
+            final = self._unfinished(msgspec.structs.replace(job, log_tail=tail), exc)
+        if self._to_put_into_service(final):
+            self._queue_promotion(final, cut)
+            return
+        self._conclude(final)
+
+    def _unfinished(self, job: Job, exc: Exception) -> Job:
+        """`job`, whose worker succeeded, failed since finishing it raised `exc`, without its result (`_result_removed`)."""
+        return self._result_removed(_failed(job, f"{FINISH_FAILED}: {_problem(exc)}"))
+
+    def _conclude(self, final: Job) -> None:
+        """Record `final`, a job that ended (`_ended`), out of promotions.json when it is not promoted."""
         if final.promoted is not True:  # e.g. a cut-short promotion finished again whose check now fails
             try:
                 self._withdraw_all(final)
             except OSError as exc:
-                log.error("could not take job %s out of promotions.json: %s", job.id, _problem(exc))
+                log.error("could not take job %s out of promotions.json: %s", final.id, _problem(exc))
         self._ended(final)
+
+    def _to_put_into_service(self, job: Job) -> bool:
+        """Whether `job`, as `_finish` left it, is one whose promotion is decided and put into service on a thread of
+        its own (`_queue_promotion`): succeeded, of a kind with a promotion key, with a held-out figure, and there is an
+        `on_promote`."""
+        kind = self.kinds.get(job.kind)
+        return (self.on_promote is not None and job.state == "succeeded" and job.promoted is None and kind is not None
+                and kind.promotion_key is not None and _heldout(job) is not None)
+
+    def _promotion_due(self, job_id: str) -> bool:
+        """Whether job `job_id`'s promotion is due or under way (`_due`); under the lock."""
+        return any(due.job.id == job_id for queue in self._due.values() for due in queue)
+
+    def _queue_promotion(self, job: Job, cut: bool) -> None:
+        """Queue the promotion of succeeded `job` behind those of its key due before it, and start its key's thread
+        (`_promotions_of`) when none runs; under the lock. Its worker is gone: `on_exit` is told now, and again once its
+        record is written."""
+        key = self.kinds[job.kind].promotion_key(job)
+        queue = self._due.setdefault(key, deque())
+        queue.append(_Due(job, cut))
+        self._exited(job.id)
+        if len(queue) == 1:
+            # named without the key: a thread name shows in logs and dumps, and an adapter's key names its user
+            threading.Thread(target=self._promotions_of, args=(key, queue), name="job-promotion", daemon=True).start()
+
+    def _promotions_of(self, key: str, queue: deque[_Due]) -> None:
+        """The thread promoting the jobs `queue` holds for `key`, one at a time (a later one is compared with what the
+        one before left served), until none is left (`_promote_due`)."""
+        while True:
+            due = queue[0]  # only this thread takes from the queue
+            try:
+                self._promote_due(due, key)
+            except Exception:  # one job's trouble never stops the next one's promotion
+                log.exception("promoting job %s failed", due.job.id)
+            with self._lock:
+                queue.popleft()
+                self._promoted.notify_all()
+                if not queue:
+                    del self._due[key]
+                    return
+
+    def _promote_due(self, due: _Due, key: str) -> None:
+        """Promote `due.job` for `key`: under the runner's lock, promotions.json considers it (`_considered`: a stop
+        from then on finishes its promotion at the next start, `_finish_cut_promotion`); without the lock, `on_promote`
+        puts it into service; under the lock again its record is written (`_ended`). A job purged meanwhile (its user's
+        DELETE) is recorded no more; `on_promote` finds it gone (`Admin.put_into_service` looks, under the user's lock).
+        A promotion a stop cut short that does not finish puts back what promotions.json names (`_serve_named_again`)."""
+        job = due.job
+        with self._lock:
+            if self.store.get(job.id) is None:  # purged while its promotion was due: nothing of it is recorded again
+                return
+            try:
+                considered, replaced = self._considered(job)
+            except Exception as exc:  # promotions.json could not be written: nothing promoted
+                log.exception("finishing job %s failed", job.id)
+                considered, replaced = self._unfinished(job, exc), None
+            if considered.promoted is not True:
+                self._conclude(considered)
+        if considered.promoted is True:
+            try:
+                self.on_promote(considered, key)
+                problem = None
+            except Exception as exc:
+                problem = exc
+            with self._lock:
+                try:
+                    final = self._served_or_not(considered, key, replaced, problem)
+                except Exception as exc:  # promotions.json could not be written back
+                    log.exception("finishing job %s failed", job.id)
+                    final = self._unfinished(considered, exc)
+                if self.store.get(job.id) is not None:  # a purge meanwhile removed it for good
+                    self._conclude(final)
+        done = self.store.get(job.id)
+        if due.cut and done is not None and done.promoted is not True:
+            self._serve_named_again(job)
 
     def _ended(self, final: Job) -> None:
         """Write `final`, the record of a job whose worker exited, telling `on_exit` before it (whoever sees the job ended
@@ -624,23 +740,23 @@ class LocalJobRunner:
         put it into service) when the process stopped."""
         return {served.job_id for key in self.promotions.keys() if (served := self.promotions.served(key)) is not None}
 
-    def _finish_cut_promotion(self, job_id: str) -> None:
+    def _finish_cut_promotion(self, job_id: str) -> Job | None:
         """Finish a job whose promotion the last process was stopped in: its worker had exited with its
         result, so that result is read again from its output file and the job is promoted again (put into
         service again: the model promotions.json names is the one served, whichever step the stop cut),
         neither run again over the artifact promotions.json names nor given up with that artifact removed.
         A job that is not promoted this time (its check or putting it into service fails) leaves
-        promotions.json (`_finished`)."""
+        promotions.json (`_finished`), and what it names is put into service again (`_serve_named_again`): returns the
+        job when that is owed now, done by the caller without the lock (a promotion queued does it itself). Under the lock."""
         job = self.store.get(job_id)
         if job is None or job.state != "running":
-            return
+            return None
         note = f"the runner stopped while this job's promotion was under way (attempt {job.attempts}); its promotion was cut short and is finished now"
         log.warning("job %s: %s", job.id, note)
         tail = [*job.log_tail, note][-self.config.log_lines :]
-        self._finished(msgspec.structs.replace(job, log_tail=tail), 0, 1.0, tail)
+        self._finished(msgspec.structs.replace(job, log_tail=tail), 0, 1.0, tail, cut=True)
         done = self.store.get(job_id)
-        if done is not None and done.promoted is not True:
-            self._serve_named_again(job)
+        return job if done is not None and done.state != "running" and done.promoted is not True else None  # not queued
 
     def _serve_named_again(self, job: Job) -> None:
         """After a cut-short promotion of `job` that did not finish: put what promotions.json names for its key
@@ -748,36 +864,49 @@ class LocalJobRunner:
             return msgspec.structs.replace(job, metrics={}, result_path=None)
 
     def _promote(self, job: Job) -> Job:
+        """`job` (succeeded) with its promotion decided, where nothing is put into service now (`_considered`); one
+        `on_promote` puts into service is left as it is, for `_queue_promotion`."""
+        if self._to_put_into_service(job):
+            return job
+        return self._considered(job)[0]
+
+    def _considered(self, job: Job) -> tuple[Job, Served | None]:
+        """`job` (succeeded) as promotions.json decides it (`Promotions.consider`): `promoted`, `promotion_note` and the
+        held-out figure of what it would replace in its metrics; and what was served for its key before it (None:
+        nothing). Under the lock. Raises OSError when promotions.json cannot be written."""
         kind = self.kinds[job.kind]
         if kind.promotion_key is None:
-            return job
+            return job, None
         accuracy = _heldout(job)
         if accuracy is None:
             note = f"kept, not served: the result has none of {', '.join(HELDOUT_METRICS)}"
             if job.metrics.get("held_out") == 0:  # train adapter: under 5 comparisons, or repeats of too few different ones
                 note += ("; it held no comparison out to measure it on (fewer than 5, or too few different ones: "
                          "a comparison given again counts once)")
-            return msgspec.structs.replace(job, promoted=False, promotion_note=note)
+            return msgspec.structs.replace(job, promoted=False, promotion_note=note), None
         key = kind.promotion_key(job)
         replaced = self.promotions.served(key)
         if replaced is not None and replaced.job_id == job.id:  # its own promotion, cut short and finished again
             replaced = self._served_before(job, key)
         promoted, note = self.promotions.consider(key, job.artifact or "", accuracy, job.id)
         metrics = {**job.metrics, "replaced_heldout_accuracy": replaced.heldout_accuracy} if replaced else job.metrics
-        if promoted and self.on_promote is not None:
-            try:
-                self.on_promote(job, key)
-            except NotServed as exc:  # a sound artifact this service does not serve: said, with no traceback
-                log.warning("job %s is kept, not served: %s", job.id, exc)
-                self.promotions.withdraw(key, job.id, replaced)
-                note, promoted = f"kept, not served: {exc}", False
-            except Exception as exc:  # not served: recorded so, and the earlier artifact stays the one compared with
-                log.exception("putting job %s into service failed", job.id)
-                self.promotions.withdraw(key, job.id, replaced)
-                still = f"job {replaced.job_id} still served" if replaced else "nothing is served for it yet"
-                note = f"kept, not served: putting it into service failed: {_problem(exc)}; {still}"
-                promoted = False
-        return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics)
+        return msgspec.structs.replace(job, promoted=promoted, promotion_note=note, metrics=metrics), replaced
+
+    def _served_or_not(self, job: Job, key: str, replaced: Served | None, problem: Exception | None) -> Job:
+        """`job`, promoted for `key` (`_considered`), once `on_promote` put it into service (`problem` None) or raised
+        `problem`: then not promoted, why in its note, and `replaced` named in promotions.json again (the one the next
+        candidate is compared with). Under the lock; raises OSError when promotions.json cannot be written."""
+        if problem is None:
+            return job
+        if isinstance(problem, NotServed):  # a sound artifact this service does not serve: said, with no traceback
+            log.warning("job %s is kept, not served: %s", job.id, problem)
+            note = f"kept, not served: {problem}"
+        else:  # not served: recorded so, and the earlier artifact stays the one compared with
+            log.error("putting job %s into service failed", job.id, exc_info=problem)
+            still = f"job {replaced.job_id} still served" if replaced else "nothing is served for it yet"
+            note = f"kept, not served: putting it into service failed: {_problem(problem)}; {still}"
+        self.promotions.withdraw(key, job.id, replaced)
+        return msgspec.structs.replace(job, promoted=False, promotion_note=note)
 
 
 class NotServed(Exception):

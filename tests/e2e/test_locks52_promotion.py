@@ -1,0 +1,127 @@
+"""Session locks52: the job runner puts a promoted job into service (`on_promote`) on a thread of its own, without its
+lock (`LocalJobRunner._promotions_of`). What that keeps: other jobs run meanwhile, a cancel of the job waits for its
+promotion and finds it ended, a job purged meanwhile (its user's DELETE) is never recorded again and what it replaced is
+named again, and two jobs of one key go into service in the order their workers ended.
+
+Real worker processes of the small job kind of test_train39_promotion_cut (a few lines of Python writing a model file)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tests.e2e.test_train39_promotion_cut import KINDS as PROMOTED
+from tests.e2e.test_train39_promotion_cut import train
+from training.jobs.kinds import JobKind
+from training.jobs.runner import LocalJobRunner, RunnerConfig
+
+KINDS = {**PROMOTED, "plain": JobKind("plain", train)}  # "plain": nothing to promote
+
+
+class HeldPromotions:
+    """An `on_promote` that notes each job it is called with and, for the jobs named in `held`, waits inside until the
+    test sets `go` (30 s at most); `entered` is set once a held one is inside. A job no longer in the runner (purged
+    meanwhile) is refused, as `Admin.put_into_service` refuses it under the user's lock."""
+
+    def __init__(self, held: set[str] | None = None):
+        self.held, self.served, self.entered, self.go = held if held is not None else set(), [], threading.Event(), threading.Event()
+        self.runner: LocalJobRunner | None = None
+
+    def __call__(self, job, key) -> None:
+        if job.params["model"] in self.held:
+            self.entered.set()
+            assert self.go.wait(30), "the test never let the promotion go on"
+        if self.runner.get(job.id) is None:
+            raise ValueError(f"job {job.id} was purged while it was promoted")
+        self.served.append(job.params["model"])
+
+
+def started(tmp_path, on_promote: HeldPromotions, workers: int = 1) -> LocalJobRunner:
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=workers), KINDS, on_promote=on_promote)
+    on_promote.runner = runner
+    runner.start()
+    return runner
+
+
+def test_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits_for_it(tmp_path):
+    promotions = HeldPromotions({"first"})
+    runner = started(tmp_path, promotions)
+    try:
+        first = runner.submit("pal", {"model": "first", "accuracy": 0.6})
+        assert promotions.entered.wait(30)
+        other = runner.wait(runner.submit("plain", {"model": "other", "accuracy": 0.5}).id, timeout=10)  # one worker: free again
+        assert other.state == "succeeded" and runner.get(first.id).state == "running"
+        answers = {}
+        cancel = threading.Thread(target=lambda: answers.update(cancel=runner.cancel(first.id)), daemon=True)
+        cancel.start()
+        cancel.join(0.3)
+        assert cancel.is_alive(), "the cancel answered while the job's promotion was under way"
+        promotions.go.set()
+        cancel.join(30)
+    finally:
+        promotions.go.set()
+        runner.stop()
+    assert answers["cancel"].state == "succeeded" and answers["cancel"].promoted is True and not answers["cancel"].cancel_requested
+    assert promotions.served == ["first"] and runner.promotions.served("pal").job_id == first.id
+
+
+def test_a_job_purged_while_it_is_put_into_service_is_never_recorded_again(tmp_path):
+    promotions = HeldPromotions({"second"})
+    runner = started(tmp_path, promotions)
+    try:
+        first = runner.wait(runner.submit("pal", {"model": "first", "accuracy": 0.6}).id, timeout=30)
+        second = runner.submit("pal", {"model": "second", "accuracy": 0.8})
+        assert promotions.entered.wait(30)
+        began = time.monotonic()
+        assert runner.purge(second.id) is not None  # as a DELETE of its user does, holding the user's lock
+        took = time.monotonic() - began
+        promotions.go.set()
+        deadline = time.monotonic() + 30
+        while runner._due and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        promotions.go.set()
+        runner.stop()
+    assert took < 5, f"the purge waited {took:.1f} s for the promotion"
+    assert runner.get(second.id) is None and not (runner.config.folder / f"{second.id}.job.json").exists()
+    assert not (runner.config.folder / "artifacts" / second.id).exists()
+    assert promotions.served == ["first"] and runner.promotions.served("pal").job_id == first.id  # named again
+
+
+def test_two_jobs_of_one_key_go_into_service_in_the_order_their_workers_ended(tmp_path):
+    promotions = HeldPromotions({"first"})
+    runner = started(tmp_path, promotions, workers=2)
+    try:
+        first = runner.submit("pal", {"model": "first", "accuracy": 0.6})
+        assert promotions.entered.wait(30)
+        second = runner.submit("pal", {"model": "second", "accuracy": 0.8})
+        deadline = time.monotonic() + 30
+        while runner.get(second.id).state == "queued" or second.id in runner._running:  # its worker ends; it waits its turn
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert runner.get(second.id).state == "running" and promotions.served == []
+        promotions.go.set()
+        done = [runner.wait(job.id, timeout=30) for job in (first, second)]
+    finally:
+        promotions.go.set()
+        runner.stop()
+    assert [job.promoted for job in done] == [True, True] and promotions.served == ["first", "second"]
+    assert runner.promotions.served("pal").job_id == second.id
+    assert done[1].metrics["replaced_heldout_accuracy"] == 0.6  # compared with what the first left served
+
+
+def test_a_stop_waits_for_a_promotion_under_way_and_the_job_ends_promoted(tmp_path):
+    promotions = HeldPromotions({"first"})
+    runner = started(tmp_path, promotions)
+    try:
+        first = runner.submit("pal", {"model": "first", "accuracy": 0.6})
+        assert promotions.entered.wait(30)
+        threading.Timer(0.5, promotions.go.set).start()  # its user's refit ends half a second into the stop
+    finally:
+        began = time.monotonic()
+        runner.stop()
+        took = time.monotonic() - began
+        promotions.go.set()
+    done = runner.get(first.id)
+    assert 0.3 < took < 9, took
+    assert done.state == "succeeded" and done.promoted is True and promotions.served == ["first"], done
