@@ -25,7 +25,7 @@ from pluralign.policy.process import GeneratorClosed, GeneratorStalled, Generato
 from pluralign.store.failures import StoreUnavailable
 from service.auth import ApiKey, key_id
 from service.chat import services
-from service.chat.fields import check_combinations, check_neutral_fields, template_messages
+from service.chat.fields import check_combinations, check_neutral_fields, check_parts, template_messages
 from service.chat.keys import request_digest
 from service.chat.schemas import (
     CHUNK_ENCODER,
@@ -124,6 +124,7 @@ def chat_options(rt: Runtime, data: ChatRequest) -> ChatOptions:
         raise bad_request("model", f"unknown model {shown(data.model)}; available: {', '.join(model_names(rt))}", code="model_not_found")
     if not data.messages:
         raise bad_request("messages", "must hold at least one message")
+    check_parts(data.messages)  # before the last user message's text is read: a refusal part is no user's text
     last_user = max((i for i, m in enumerate(data.messages) if m.role == "user"), default=None)
     if last_user is None:
         raise bad_request("messages", "must hold a non-empty `user` message")
