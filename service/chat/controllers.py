@@ -51,7 +51,7 @@ from service.errors import (
     stream_error,
 )
 from service.feedback.services import IDEMPOTENCY_KEY, one_idempotency_key
-from service.ids import check_user_id
+from service.ids import check_user_id, routed_to, user_header_lines
 from service.metrics import DECLARED_COUNTERS
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
@@ -198,6 +198,7 @@ async def create_chat_completion(
     check_combinations(data)
     sampling = sampling_for(rt, data)
     options = chat_options(rt, data)  # before the scheduler: a 400 now, not after the wait (nor a 429 while it is full)
+    routed_to(user_header_lines(request), options.user, "safety_identifier" if data.safety_identifier else "user")
     check_prompt_size(rt, data, sampling)
     check_idempotency_key(request, idempotency_key)
     # a stream's answer goes out as it is made, and `store: false` asks that nothing of the chat be kept: not remembered

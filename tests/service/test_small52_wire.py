@@ -1,5 +1,7 @@
 """Session small52: defects a client of the real app over HTTP met. Image, audio and file parts in a chat's messages
-are told as what this text model does not read, with the parts the message's role takes."""
+are told as what this text model does not read, with the parts the message's role takes; an `X-Pluralign-User` header
+(what the load balancer routes a user's requests by, deploy/README.md) that names another user than the request is a
+400 naming both, on every route that reads a user from its path or body."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from tests.service.tiny import field_named, start_service
 
 CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "A weekend plan?"}], "max_tokens": 2,
         "pluralign": {"candidates": 1}}
+HEADER = "X-Pluralign-User"
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}
 AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
 FILE = {"type": "file", "file": {"file_id": "file-abc123"}}
@@ -65,3 +68,46 @@ def test_a_part_of_another_kind_lists_the_parts_its_messages_role_takes(svc, rol
         r = c.post("/v1/chat/completions", json={**CHAT, "messages": [unknown]})
         assert r.status_code == 400 and field_named(r) == "messages[0].content[0].type", r.text
         assert "must be one of `text`; got 'input_text'" in r.json()["error"]["message"], r.text
+
+
+def _other(r) -> None:
+    """`r` is the 400 of a header naming `other` where the request names `routed52`."""
+    assert r.status_code == 400 and field_named(r) == HEADER, (r.status_code, r.text)
+    said = r.json()["error"]["message"]
+    assert "'other52'" in said and "'routed52'" in said, said
+
+
+def test_a_user_header_naming_another_user_than_the_request_is_a_400_naming_both(svc):
+    """deploy/README.md: the load balancer hashes the API key and `X-Pluralign-User`, so a request whose header names
+    another user than its path or body reaches that user's replica, not its own: its writes are not read by the user's
+    next request there (read-your-writes), nor its reads of what the user's replica holds. Each route that reads a user
+    refuses it, nothing done; the same header naming the request's user, or no header, is served. Before, every one of
+    these requests was served (200/201)."""
+    other = {HEADER: "other52"}
+    comparison = {"type": "comparison", "user": "routed52", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json=comparison, headers={HEADER: "routed52"}).status_code == 201
+        answered = c.post("/v1/chat/completions", json={**CHAT, "user": "routed52"}, headers={HEADER: "routed52"})
+        assert answered.status_code == 200, answered.text
+        _other(c.post("/v1/chat/completions", json={**CHAT, "user": "routed52"}, headers=other))
+        _other(c.post("/v1/chat/completions", json={**CHAT, "safety_identifier": "routed52", "user": "other52"}, headers=other))
+        _other(c.post("/v1/feedback", json=comparison, headers=other))
+        rating = {"type": "rating", "response_id": answered.json()["id"], "rating": 5}
+        _other(c.post("/v1/feedback", json=rating, headers=other))  # the response's user
+        _other(c.post("/v1/rewards/score", json={"user": "routed52", "prompt": "Hi?", "responses": ["Hello."]}, headers=other))
+        for method, path, body in [("GET", "", None), ("GET", "/preferences", None), ("GET", "/export", None),
+                                   ("GET", "/stated-preferences", None),
+                                   ("PATCH", "/stated-preferences", {"preferences": {"length": "less"}}),
+                                   ("POST", "/next-comparison", {}), ("DELETE", "", None)]:
+            _other(c.request(method, f"/v1/users/routed52{path}", json=body, headers=other))
+        line = json.dumps({"prompt": "Cats?", "chosen": "Yes.", "rejected": "No."}) + "\n"
+        _other(c.post("/v1/users/routed52/import", content=line, headers={**other, "Content-Type": "application/x-ndjson"}))
+        # nothing of those was done: one comparison and one chat of the user's, no rating, stated preference nor import
+        profile = c.get("/v1/users/routed52", headers={HEADER: "routed52"})
+        assert profile.status_code == 200, profile.text
+        assert c.get("/v1/users/routed52/preferences").json()["total"] == 1
+        assert c.get("/v1/users/routed52/stated-preferences").json().get("preferences") in ({}, None)
+        r = c.get("/v1/users/routed52", headers=[(HEADER, "routed52"), (HEADER, "other52")])  # which one routed it?
+        assert r.status_code == 400 and field_named(r) == HEADER and "2 `X-Pluralign-User` headers" in r.text, r.text
+        # a chat naming no user reads and writes nothing of one: any header is served
+        assert c.post("/v1/chat/completions", json=CHAT, headers=other).status_code == 200
