@@ -111,3 +111,36 @@ def test_a_user_header_naming_another_user_than_the_request_is_a_400_naming_both
         assert r.status_code == 400 and field_named(r) == HEADER and "2 `X-Pluralign-User` headers" in r.text, r.text
         # a chat naming no user reads and writes nothing of one: any header is served
         assert c.post("/v1/chat/completions", json=CHAT, headers=other).status_code == 200
+
+
+@pytest.fixture
+def heard(svc):
+    """The `X-Pluralign-User` field lines of each request the service receives meanwhile, by path: the real app's
+    connections, each new one handed to it through a wrapper that notes the header (uvicorn's protocols take
+    `config.loaded_app` as each connection opens)."""
+    config = svc.server.server.config
+    app, seen = config.loaded_app, []
+
+    async def noting(scope, receive, send):
+        if scope["type"] == "http":
+            seen.append((scope["path"], [v.decode() for k, v in scope["headers"] if k == HEADER.lower().encode()]))
+        await app(scope, receive, send)
+
+    config.loaded_app = noting
+    yield seen
+    config.loaded_app = app
+
+
+def test_pluralign_data_import_sends_each_users_routing_header(svc, heard, tmp_path, capsys):
+    """`pluralign data import --url` posts each user's rows to /v1/users/{user}/import: behind several replicas the load
+    balancer routes them by `X-Pluralign-User` (deploy/README.md), which the command never sent, so every user's import
+    reached the replica that an empty header hashes to, not theirs. Now each request names its user."""
+    from tests.unit.clitools import cli, write_jsonl
+
+    rows = [{"user_id": user, "prompt": f"Q{i} of {user}?", "chosen": "Yes.", "rejected": "No."} for user in ("imp52a", "imp52b")
+            for i in range(2)]
+    code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", write_jsonl(tmp_path / "rows.jsonl", rows),
+                         "--url", svc.url, "--key", svc.keys["acme"])
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["stored"] == 4, (code, out, err)
+    imports = [(path, lines) for path, lines in heard if path.endswith("/import")]
+    assert imports == [("/v1/users/imp52a/import", ["imp52a"]), ("/v1/users/imp52b/import", ["imp52b"])], heard
