@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from urllib.parse import unquote
 
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -33,7 +34,7 @@ def user_header_lines(request) -> list[str]:
     return request.headers.getall(USER_HEADER.lower(), [])
 
 
-def routed_to(lines: list[str], user: str | None, field: str, whose: str = "names") -> None:
+def routed_to(lines: Sequence[str], user: str | None, field: str, whose: str = "names") -> None:
     """A 400 naming `X-Pluralign-User` when a request that reads or writes `user` (named by `field`: the path's
     `user_id`, the body's `user`, or the user a `response_id` was served to) sent the header (its field `lines`) naming
     another user, or sent it twice. The load balancer hashes the API key and this header (deploy/README.md), so such a

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 import pyarrow as pa
@@ -318,7 +318,7 @@ def _keyed_on_response_since(rt: Runtime, tenant: str, user: str, tag: str, prom
 
 
 async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: str | None = None,
-                 routed: list[str] = ()) -> tuple[FeedbackReceipt, bool]:
+                 routed: Sequence[str] = ()) -> tuple[FeedbackReceipt, bool]:
     """Append the rows to the feedback log; returns (receipt, replayed) once they are on disk (one
     fsync shared by the requests that arrived meanwhile). Runs on the event loop: only the kinds
     that look a served response up in LanceDB go to a thread for that.
@@ -334,12 +334,12 @@ async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: st
     check_labels(rt, fb.source, fb.attributes)
     if isinstance(fb, ComparisonFeedback):
         user, rows = rows_for(rt, tenant, fb)
-        routed_to(list(routed), user, "user")
+        routed_to(routed, user, "user")
         if idempotency_key is None:
             return await _store(rt, tenant, user, fb, rows, [uuid.uuid4().hex for _ in rows]), False
     else:
         user, rows = await sync_to_thread(rows_for, rt, tenant, fb)
-        routed_to(list(routed), user, "response_id", "was served to")
+        routed_to(routed, user, "response_id", "was served to")
     # two copies in flight: the second waits, then finds the first. Without a key, one response's feedback
     # takes turns (a key a client sends holds no space)
     async with rt.idempotency_lock(tenant, idempotency_key or f"response {fb.response_id}"):
