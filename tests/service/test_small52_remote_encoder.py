@@ -22,9 +22,9 @@ PROXY_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 
 
 class EmbeddingsStub(http.server.ThreadingHTTPServer):
-    """`/v1/embeddings` on a loopback port: the inputs of every call in `calls`; the first `failing` calls answered
-    200 with `PROXY_PAGE` as `content_type` (a proxy's page where the server should be), the others with unit vectors
-    of DIM numbers."""
+    """`/v1/embeddings` on a loopback port: the inputs of every call in `calls` (of a call to another route, its path); the
+    first `failing` calls answered 200 with `PROXY_PAGE` as `content_type` (a proxy's page where the server should be),
+    the others with unit vectors of DIM numbers."""
 
     def __init__(self, failing: int = 0, content_type: str = "application/json"):
         self.calls: list[list[str]] = []
@@ -50,7 +50,7 @@ class EmbeddingsStub(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server's name)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        answer, content_type = self.server.answer(json.loads(body)["input"])
+        answer, content_type = self.server.answer(json.loads(body).get("input", [self.path]))  # a chat's: its path
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(answer)))
@@ -106,3 +106,29 @@ def test_the_feedback_worker_makes_one_call_per_try_while_the_server_answers_a_p
     texts = ["question 0 of ann", "good answer 0.0", "bad answer 0.0"]
     assert [c for c in server.calls if PROBE_TEXT in c] == []
     assert server.calls == [texts] * 5, server.calls  # 4 tries that met the page, the fifth stored
+
+
+def test_a_chat_whose_generation_server_answers_a_proxy_page_is_a_503_to_send_again(stub, tmp_path, tiny_pal_dir, minilm):
+    """The same page where the remote generation server (`PLURALIGN_GENERATOR=openai:URL`) should be: the chat is the
+    503 with Retry-After that a generation server down is (test_reviewsmall48_remote_down), its address in the log
+    only. Before, the page's JSONDecodeError (labelled JSON) or AttributeError ('str' object has no attribute
+    'choices', labelled HTML) left RemoteGenerator as they were: a 500 "internal error"."""
+    from pluralign.policy.remote import RemoteGenerator, RemotePolicy
+    from service.app import create_app
+    from service.runtime import Runtime
+    from service.settings import Settings
+    from tests.service.tiny import LiveServer, Service
+
+    server = stub(failing=10**6)  # every call: the page
+    config = Settings(data_dir=str(tmp_path / "data"), generator=f"openai:{server.url}", pal_dir=str(tiny_pal_dir), max_tokens=4)
+    runtime = Runtime.build(config, generator=RemoteGenerator(server.url, "m", policy=RemotePolicy(timeout_s=5, max_retries=0)),
+                            encoder=minilm)
+    service = Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")})
+    body = {"model": "pluralign", "user": "rae", "max_tokens": 4, "messages": [{"role": "user", "content": "Plan my weekend"}]}
+    with service.server, service.client("acme") as c:
+        for content_type in ("application/json", "text/html"):
+            server.content_type = content_type
+            answer = c.post("/v1/chat/completions", json=body)
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "10", (content_type, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] == "unavailable" and "send it again" in error["message"] and server.url not in error["message"], error
