@@ -19,6 +19,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.response import Stream
 
 from pluralign.data.text import is_blank
+from pluralign.embed.remote import RemoteEncoderError
 from pluralign.policy.adapters import adapter_name
 from pluralign.policy.generator import Cancelled, GenerationRefused, PromptNotCounted, RemoteGeneratorError, Sampling
 from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
@@ -42,6 +43,7 @@ from service.chat.schemas import (
 )
 from service.errors import (
     bad_request,
+    encoder_unavailable,
     error_responses,
     from_extra,
     shown,
@@ -440,6 +442,8 @@ def unavailable_as_503(exc: Exception) -> Exception:
             detail=f"generation is unavailable for now: the generation server (PLURALIGN_GENERATOR) did not count the "
                    f"prompt's tokens (its /tokenize: {exc.why}), so the chat was not sent to it; send it again",
             headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
+    if isinstance(exc, RemoteEncoderError):  # the embeddings server's: its prompt or candidates not embedded
+        return encoder_unavailable(exc)
     if isinstance(exc, RemoteGeneratorError):
         log.error("a chat was not generated: %s", exc)
         return ServiceUnavailableException(

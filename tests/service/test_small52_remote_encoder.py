@@ -1,7 +1,8 @@
-"""Session small52: a remote encoder's server answering what is not an embeddings list (a proxy's page in place of the
-embeddings server, sent with a 200) is the server's failure, said as `RemoteEncoderError`, so the feedback worker
-retries it with one call per try. A stub `/v1/embeddings` server on loopback counts the calls; a real feedback log and a
-real LanceDB folder."""
+"""Session small52: a remote server's proxy answering its page with a 200 where the server should be (or the server
+failing) is the server's failure. The remote encoder says it as `RemoteEncoderError`, so the feedback worker retries it
+with one call per try (no probes), and the remote generator as `RemoteGeneratorError`; a request either failed is the
+503 to send again, not a 500. Stub servers on loopback count the calls; a real feedback log, real LanceDB folders, and
+the real app over HTTP."""
 
 from __future__ import annotations
 
@@ -24,11 +25,11 @@ PROXY_PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 class EmbeddingsStub(http.server.ThreadingHTTPServer):
     """`/v1/embeddings` on a loopback port: the inputs of every call in `calls` (of a call to another route, its path); the
     first `failing` calls answered 200 with `PROXY_PAGE` as `content_type` (a proxy's page where the server should be),
-    the others with unit vectors of DIM numbers."""
+    the others with unit vectors of `dim` numbers."""
 
-    def __init__(self, failing: int = 0, content_type: str = "application/json"):
+    def __init__(self, failing: int = 0, content_type: str = "application/json", dim: int = DIM):
         self.calls: list[list[str]] = []
-        self.failing, self.content_type = failing, content_type
+        self.failing, self.content_type, self.dim = failing, content_type, dim
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -43,7 +44,7 @@ class EmbeddingsStub(http.server.ThreadingHTTPServer):
             failing = len(self.calls) <= self.failing
         if failing:
             return PROXY_PAGE, self.content_type
-        data = [{"object": "embedding", "index": i, "embedding": [1.0] + [0.0] * (DIM - 1)} for i in range(len(texts))]
+        data = [{"object": "embedding", "index": i, "embedding": [1.0] + [0.0] * (self.dim - 1)} for i in range(len(texts))]
         return json.dumps({"object": "list", "data": data, "model": "hash", "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode(), "application/json"
 
 
@@ -108,27 +109,44 @@ def test_the_feedback_worker_makes_one_call_per_try_while_the_server_answers_a_p
     assert server.calls == [texts] * 5, server.calls  # 4 tries that met the page, the fifth stored
 
 
-def test_a_chat_whose_generation_server_answers_a_proxy_page_is_a_503_to_send_again(stub, tmp_path, tiny_pal_dir, minilm):
-    """The same page where the remote generation server (`PLURALIGN_GENERATOR=openai:URL`) should be: the chat is the
-    503 with Retry-After that a generation server down is (test_reviewsmall48_remote_down), its address in the log
-    only. Before, the page's JSONDecodeError (labelled JSON) or AttributeError ('str' object has no attribute
-    'choices', labelled HTML) left RemoteGenerator as they were: a 500 "internal error"."""
+def test_a_chat_whose_embeddings_or_generation_server_answers_a_proxy_page_is_a_503_to_send_again(stub, tmp_path, tiny_pal_dir,
+                                                                                                  minilm):
+    """The service on a remote encoder and a remote generator (`PLURALIGN_ENCODER` and `PLURALIGN_GENERATOR` =
+    `openai:URL`), each behind a proxy that answers its page with a 200 while the server is away. A chat of a user is
+    the 503 with Retry-After that a generation server down is (test_reviewsmall48_remote_down), the servers' addresses in
+    the log only, whether the embeddings server (its prompt embedded to find the user's history) or the generation
+    server answers the page, labelled JSON or HTML; a stream and a score so too. Before, each was a 500 "internal error": the embeddings server's
+    failure was never a 503 (nor is it when it is down), and the generation server's page left RemoteGenerator as a
+    JSONDecodeError or an AttributeError ('str' object has no attribute 'choices')."""
     from pluralign.policy.remote import RemoteGenerator, RemotePolicy
     from service.app import create_app
     from service.runtime import Runtime
     from service.settings import Settings
     from tests.service.tiny import LiveServer, Service
 
-    server = stub(failing=10**6)  # every call: the page
-    config = Settings(data_dir=str(tmp_path / "data"), generator=f"openai:{server.url}", pal_dir=str(tiny_pal_dir), max_tokens=4)
-    runtime = Runtime.build(config, generator=RemoteGenerator(server.url, "m", policy=RemotePolicy(timeout_s=5, max_retries=0)),
-                            encoder=minilm)
+    embeddings, generation = stub(dim=minilm.dim), stub(failing=10**6)  # the generation server: the page, every call
+    config = Settings(data_dir=str(tmp_path / "data"), generator=f"openai:{generation.url}", encoder=f"openai:{embeddings.url}",
+                      pal_dir=str(tiny_pal_dir), max_tokens=4)
+    runtime = Runtime.build(config, generator=RemoteGenerator(generation.url, "m", policy=RemotePolicy(timeout_s=5, max_retries=0)),
+                            encoder=RemoteEncoder(embeddings.url, minilm.encoder_id, max_retries=0))
     service = Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")})
-    body = {"model": "pluralign", "user": "rae", "max_tokens": 4, "messages": [{"role": "user", "content": "Plan my weekend"}]}
+    body = {"model": "pluralign", "user": "rae", "max_tokens": 4, "messages": [{"role": "user", "content": "Plan my weekend"}],
+            "pluralign": {"candidates": 1}}
     with service.server, service.client("acme") as c:
-        for content_type in ("application/json", "text/html"):
-            server.content_type = content_type
+        said = []
+        for failing, content_type in ((embeddings, "application/json"), (embeddings, "text/html"),
+                                      (generation, "application/json"), (generation, "text/html")):
+            failing.content_type = content_type
+            embeddings.failing = 10**6 if failing is embeddings else 0
             answer = c.post("/v1/chat/completions", json=body)
-            assert answer.status_code == 503 and answer.headers["Retry-After"] == "10", (content_type, answer.text)
+            assert answer.status_code == 503 and answer.headers["Retry-After"] == "10", (failing.url, content_type, answer.text)
             error = answer.json()["error"]
-            assert error["code"] == "unavailable" and "send it again" in error["message"] and server.url not in error["message"], error
+            assert error["code"] == "unavailable" and "send it again" in error["message"], error
+            assert embeddings.url not in error["message"] and generation.url not in error["message"], error
+            said.append(error["message"].split(":")[0])
+        embeddings.failing = 10**6  # a stream and a score: the same 503 (the stream's before its headers)
+        for path, sent in (("/v1/chat/completions", {**body, "stream": True}),
+                           ("/v1/rewards/score", {"user": "rae", "prompt": "Hi?", "responses": ["Hello.", "Hey."]})):
+            answer = c.post(path, json=sent)
+            assert answer.status_code == 503 and answer.json()["error"]["message"].startswith("embedding is unavailable"), answer.text
+    assert said == ["embedding is unavailable for now"] * 2 + ["generation is unavailable for now"] * 2, said
