@@ -37,7 +37,6 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER
 
 from pluralign.data.record import USER_ID, USER_ID_RULE
 from pluralign.data.text import MAX_SHOWN, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
-from pluralign.embed.remote import RemoteEncoderError
 from pluralign.store.failures import StoreUnavailable, TenantBacklog, storage_problem, unavailable
 from service.head import allow_for
 from service.metrics import route_of
@@ -375,7 +374,7 @@ def hung_up(request: Request, exc: Exception) -> bool:
 ENCODER_RETRY_AFTER = 10  # seconds: `Retry-After` of a request whose embeddings server failed (its own retries spent)
 
 
-def encoder_unavailable(exc: RemoteEncoderError) -> ServiceUnavailableException:
+def encoder_unavailable(exc: Exception) -> ServiceUnavailableException:
     """The 503 with Retry-After of a request whose texts the embeddings server (`PLURALIGN_ENCODER=openai:URL`) did not
     embed (down, an error answer, or not an embeddings list: `RemoteEncoderError`), its address and words logged, not
     said. Until session small52 a 500 `internal error` (a chat of a user, a score, a next comparison), where a generation
@@ -393,6 +392,8 @@ def internal_error_handler(request: Request, exc: Exception) -> Response:
     stays in the log."""
     if isinstance(exc, RecursionError):  # a body nested deeper than any decoder goes
         return error_response(400, "`body`: the JSON is nested too deeply", "body", "invalid_json")
+    from pluralign.embed.remote import RemoteEncoderError  # here: what imports this module need not import numpy
+
     if isinstance(exc, RemoteEncoderError):
         exc = encoder_unavailable(exc)
     if isinstance(exc, HTTPException) and exc.status_code != HTTP_500_INTERNAL_SERVER_ERROR:
