@@ -32,7 +32,7 @@ class EmbeddingsStub(http.server.ThreadingHTTPServer):
         self.failing, self.content_type, self.dim = failing, content_type, dim
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()  # its stop: a poll away
 
     @property
     def url(self) -> str:
