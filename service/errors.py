@@ -24,7 +24,13 @@ from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, InternalServerException, NotFoundException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    InternalServerException,
+    NotFoundException,
+    ServiceUnavailableException,
+    ValidationException,
+)
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
@@ -365,12 +371,31 @@ def hung_up(request: Request, exc: Exception) -> bool:
     return isinstance(exc, InternalServerException) and client_gone(request.scope)
 
 
+ENCODER_RETRY_AFTER = 10  # seconds: `Retry-After` of a request whose embeddings server failed (its own retries spent)
+
+
+def encoder_unavailable(exc: Exception) -> ServiceUnavailableException:
+    """The 503 with Retry-After of a request whose texts the embeddings server (`PLURALIGN_ENCODER=openai:URL`) did not
+    embed (down, an error answer, or not an embeddings list: `RemoteEncoderError`), its address and words logged, not
+    said. Until session small52 a 500 `internal error` (a chat of a user, a score, a next comparison), where a generation
+    server's failure is this 503 since the review of session small48."""
+    log.error("a request was not finished: %s", exc)
+    return ServiceUnavailableException(
+        detail="embedding is unavailable for now: the embeddings server (PLURALIGN_ENCODER) failed or could not be reached "
+               "(the operator's log says why); the request was not finished: send it again",
+        headers={"Retry-After": str(ENCODER_RETRY_AFTER)})
+
+
 def internal_error_handler(request: Request, exc: Exception) -> Response:
     """Every HTTPException (ours, Litestar's 404/405/413, auth's 401/403) and anything unexpected,
     a ValueError included (not a client's error unless raised as `bad_request`); a 500's own message
     stays in the log."""
     if isinstance(exc, RecursionError):  # a body nested deeper than any decoder goes
         return error_response(400, "`body`: the JSON is nested too deeply", "body", "invalid_json")
+    from pluralign.embed.remote import RemoteEncoderError  # here: what imports this module need not import numpy
+
+    if isinstance(exc, RemoteEncoderError):
+        exc = encoder_unavailable(exc)
     if isinstance(exc, HTTPException) and exc.status_code != HTTP_500_INTERNAL_SERVER_ERROR:
         return _http_error(request, exc)
     storage = storage_failure(request, exc)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from urllib.parse import unquote
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pluralign.data.record import RESERVED_TENANTS, TENANT_RULE, USER_ID, USER_ID_RULE, tenant_problem  # noqa: F401 (the service's names for them)
-from service.errors import ENCODED_SLASH, ENCODED_SLASH_HINT, USERS_PATH, bad_request
+from service.errors import ENCODED_SLASH, ENCODED_SLASH_HINT, USERS_PATH, bad_request, shown
 
 RESPONSE_ID = re.compile(r"chatcmpl-[0-9a-f]{32}")
 # the same as a wire schema's pattern (msgspec searches with `re`, whose `$` also matches before a final newline)
@@ -23,6 +24,30 @@ def check_user_id(value: str, field: str = "user") -> str:
     if not USER_ID.fullmatch(value):
         raise bad_request(field, USER_ID_RULE + (ENCODED_SLASH_HINT if ENCODED_SLASH.search(value) else ""))
     return value
+
+
+USER_HEADER = "X-Pluralign-User"  # what the load balancer routes a user's requests by (deploy/README.md)
+
+
+def user_header_lines(request) -> list[str]:
+    """The request's `X-Pluralign-User` field lines (none, one, or more: `routed_to`)."""
+    return request.headers.getall(USER_HEADER.lower(), [])
+
+
+def routed_to(lines: Sequence[str], user: str | None, field: str, whose: str = "names") -> None:
+    """A 400 naming `X-Pluralign-User` when a request that reads or writes `user` (named by `field`: the path's
+    `user_id`, the body's `user`, or the user a `response_id` was served to) sent the header (its field `lines`) naming
+    another user, or sent it twice. The load balancer hashes the API key and this header (deploy/README.md), so such a
+    request reaches the replica of the user the header names, not its own: a feedback there is not read by the user's
+    next chat on theirs (read-your-writes), a read there misses what theirs holds. No header, or a request of no user
+    (`user` None: an anonymous chat), passes. Until session small52 the header was never compared."""
+    if user is None or not lines:
+        return
+    if len(lines) > 1:
+        raise bad_request(USER_HEADER, f"{len(lines)} `{USER_HEADER}` headers: send one, naming the request's user ({shown(user)})")
+    if lines[0] != user:
+        raise bad_request(USER_HEADER, f"names {shown(lines[0])} but `{field}` {whose} {shown(user)}: the load balancer routes a "
+                                       f"user's requests by this header, so it must name the request's user (or be left out)")
 
 
 def one_segment_ids(app: ASGIApp) -> ASGIApp:

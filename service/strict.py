@@ -855,7 +855,11 @@ async def strict_json_body(request: Request) -> None:
         if choices:  # msgspec's "Invalid enum value 'robot'" says nothing of what the field takes
             problem = one_of(choices, invalid["got"])
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
-        raise bad_request(field, problem, code="unknown_parameter" if "unknown field" in problem else "invalid_value") from None
+        code = "unknown_parameter" if "unknown field" in problem else "invalid_value"
+        # where the body's type says more of a choice than its field's choices (a chat's content part, by its role)
+        if invalid and (said := getattr(data.annotation, "choice_problem", None)) and (own := said(field, body, invalid["got"])):
+            problem, code = own
+        raise bad_request(field, problem, code=code) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise await undecodable_json_off_loop(body, exc, data.annotation) from None
     except UnicodeDecodeError as exc:

@@ -11,12 +11,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from pluralign.data.text import shorten
 from pluralign.embed.base import text_list
 from pluralign.urls import check_base_url, redacted
 
 
 class RemoteEncoderError(RuntimeError):
-    """The embeddings server is unreachable or answered something that is not an embeddings list."""
+    """The embeddings server is unreachable or answered something that is not an embeddings list (an error status, a
+    body that is not JSON, JSON of another shape): the server's failure, never the texts' (a ValueError or TypeError of
+    `encode` is a text it cannot send, a lone surrogate's UnicodeEncodeError)."""
 
 
 class RemoteEncoder:
@@ -46,6 +49,8 @@ class RemoteEncoder:
         self.dim = int(self._request(["dimension probe"]).shape[1])
 
     def _request(self, texts: list[str]) -> np.ndarray:
+        import json
+
         import openai
 
         try:
@@ -56,10 +61,20 @@ class RemoteEncoder:
                                                       extra_headers=dict(self.request_headers()))
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
-        items = sorted(response.data, key=lambda d: d.index)
+        except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): the server's, not the texts'
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
+        # what the answer holds is the server's doing: any fault of it is a RemoteEncoderError, never a ValueError or
+        # TypeError, which the feedback worker reads as the texts' own (a refusal) and probes the encoder after it
+        # (`pluralign.store.ingest.Ingestor._refusal`): until session small52 a proxy's page sent with a 200 cost each try
+        # of a record two probe calls beside its own (labelled JSON: JSONDecodeError), or was an AttributeError (HTML)
+        try:
+            items = sorted(response.data, key=lambda d: d.index)
+            vectors = np.asarray([d.embedding for d in items], np.float32)  # (n, dim)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url} answered something that is not an embeddings list "
+                                     f"({type(exc).__name__}: {shorten(str(exc), 200, '...')})") from exc
         if len(items) != len(texts):
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned {len(items)} vectors for {len(texts)} texts")
-        vectors = np.asarray([d.embedding for d in items], np.float32)  # (n, dim)
         if vectors.ndim != 2 or (hasattr(self, "dim") and vectors.shape[1] != self.dim):
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned vectors of shape {vectors.shape}")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)

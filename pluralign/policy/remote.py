@@ -293,6 +293,8 @@ class RemoteGenerator:
         except openai.APIConnectionError as exc:
             raise RemoteGeneratorError(
                 f"generation server at {self.shown_url} unreachable ({self.policy.max_retries} retries): {redacted(str(exc))}") from exc
+        except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): until session small52 a 500
+            raise RemoteGeneratorError(f"generation server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
 
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
         if adapter is not None and adapter not in self._adapters:
@@ -334,7 +336,9 @@ class RemoteGenerator:
             completion = self._chat(lambda: self._client.chat.completions.create(**self._request(messages, n, sampling, adapter)), adapter)
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while the server generated")
-        choices = sorted(completion.choices or [], key=lambda c: c.index)
+        # `getattr`: a body not labelled JSON (a proxy's HTML page) comes back as its text (until session small52 an
+        # AttributeError, a 500)
+        choices = sorted(getattr(completion, "choices", None) or [], key=lambda c: c.index)
         if not choices:
             raise RemoteGeneratorError(f"not a chat completion (no choices): {shorten(str(completion), 300)}")
         usage = completion.usage

@@ -19,13 +19,14 @@ from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.response import Stream
 
 from pluralign.data.text import is_blank
+from pluralign.embed.remote import RemoteEncoderError
 from pluralign.policy.adapters import adapter_name
 from pluralign.policy.generator import Cancelled, GenerationRefused, PromptNotCounted, RemoteGeneratorError, Sampling
 from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
 from service.auth import ApiKey, key_id
 from service.chat import services
-from service.chat.fields import check_combinations, check_neutral_fields, template_messages
+from service.chat.fields import check_combinations, check_neutral_fields, check_parts, template_messages
 from service.chat.keys import request_digest
 from service.chat.schemas import (
     CHUNK_ENCODER,
@@ -42,6 +43,7 @@ from service.chat.schemas import (
 )
 from service.errors import (
     bad_request,
+    encoder_unavailable,
     error_responses,
     from_extra,
     shown,
@@ -51,7 +53,7 @@ from service.errors import (
     stream_error,
 )
 from service.feedback.services import IDEMPOTENCY_KEY, one_idempotency_key
-from service.ids import check_user_id
+from service.ids import check_user_id, routed_to, user_header_lines
 from service.metrics import DECLARED_COUNTERS
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
@@ -124,6 +126,7 @@ def chat_options(rt: Runtime, data: ChatRequest) -> ChatOptions:
         raise bad_request("model", f"unknown model {shown(data.model)}; available: {', '.join(model_names(rt))}", code="model_not_found")
     if not data.messages:
         raise bad_request("messages", "must hold at least one message")
+    check_parts(data.messages)  # before the last user message's text is read: a refusal part is no user's text
     last_user = max((i for i, m in enumerate(data.messages) if m.role == "user"), default=None)
     if last_user is None:
         raise bad_request("messages", "must hold a non-empty `user` message")
@@ -197,6 +200,7 @@ async def create_chat_completion(
     check_combinations(data)
     sampling = sampling_for(rt, data)
     options = chat_options(rt, data)  # before the scheduler: a 400 now, not after the wait (nor a 429 while it is full)
+    routed_to(user_header_lines(request), options.user, "safety_identifier" if data.safety_identifier else "user")
     check_prompt_size(rt, data, sampling)
     check_idempotency_key(request, idempotency_key)
     # a stream's answer goes out as it is made, and `store: false` asks that nothing of the chat be kept: not remembered
@@ -448,6 +452,8 @@ def unavailable_as_503(exc: Exception) -> Exception:
             detail=f"generation is unavailable for now: the generation server (PLURALIGN_GENERATOR) did not count the "
                    f"prompt's tokens (its /tokenize: {exc.why}), so the chat was not sent to it; send it again",
             headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
+    if isinstance(exc, RemoteEncoderError):  # the embeddings server's: its prompt or candidates not embedded
+        return encoder_unavailable(exc)
     if isinstance(exc, RemoteGeneratorError):
         log.error("a chat was not generated: %s", exc)
         return ServiceUnavailableException(

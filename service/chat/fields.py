@@ -7,7 +7,7 @@ assistant turns with null content) into plain role/content messages for the chat
 
 from __future__ import annotations
 
-from service.chat.schemas import ChatMessage, ChatRequest, RefusalPart
+from service.chat.schemas import ROLE_PARTS, ChatMessage, ChatRequest, RefusalPart
 from service.errors import bad_request, shown
 
 UNSUPPORTED = "unsupported_value"
@@ -64,17 +64,26 @@ def _check_no_tools(data: ChatRequest) -> None:
         raise bad_request("function_call", "no functions are available: only `none` or `auto`", UNSUPPORTED)
 
 
+def check_parts(messages: list[ChatMessage]) -> None:
+    """A 400 naming `messages[i].content[j].type` for a `refusal` part outside an assistant message (until session
+    trial51 read as the turn's own text), with the parts that message's role takes (`ROLE_PARTS`). The strict decode
+    refuses the kinds of part no role takes here, by role as well (`ChatRequest.choice_problem`)."""
+    for i, m in enumerate(messages):
+        if m.role != "assistant" and isinstance(m.content, list):
+            for j, part in enumerate(m.content):
+                if isinstance(part, RefusalPart):
+                    takes = ", ".join(f"`{p}`" for p in ROLE_PARTS[m.role])
+                    raise bad_request(f"messages[{i}].content[{j}].type", f"a `refusal` part belongs to assistant messages "
+                                                                          f"(history sent back); a `{m.role}` message's parts are {takes}")
+
+
 def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     """Role/content pairs for the chat template. `developer` is a system turn; a tool's result is
     a user turn marked as such (small chat templates know no `tool` role); an assistant's tool calls
     are written out as text so the model sees what was asked."""
+    check_parts(messages)
     out: list[dict[str, str]] = []
     for i, m in enumerate(messages):
-        if m.role != "assistant" and isinstance(m.content, list):  # until session trial51 read as the turn's own text
-            for j, part in enumerate(m.content):
-                if isinstance(part, RefusalPart):
-                    raise bad_request(f"messages[{i}].content[{j}].type",
-                                      f"a `refusal` part belongs to assistant messages (history sent back); a `{m.role}` message's parts are `text`")
         if m.role == "tool":
             if not m.tool_call_id:
                 raise bad_request(f"messages[{i}].tool_call_id", "a `tool` message needs the id of the call it answers")

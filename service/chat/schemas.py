@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from typing import Annotated, Literal
 
 import msgspec
 
 from pluralign.data.record import Base
+from pluralign.data.text import shown
 from service.nulls import NullMeansDefault
 
 
@@ -19,6 +22,39 @@ class RefusalPart(Base, tag_field="type", tag="refusal"):
     """An assistant message's refusal part in history (OpenAI sends these back as they came)."""
 
     refusal: str
+
+
+# the content parts each role's message takes here, by OpenAI's chat API: system, developer and tool messages text;
+# assistant messages text or refusal (history sent back); user messages text, and in OpenAI's also images, audio and
+# files (`USER_PARTS_UNREAD`), which this text model does not read
+ROLE_PARTS = {"system": ("text",), "developer": ("text",), "user": ("text",), "assistant": ("text", "refusal"), "tool": ("text",)}
+USER_PARTS_UNREAD = {"image_url": "images", "input_audio": "audio", "file": "files"}
+_PART_TYPE = re.compile(r"messages\[(\d+)\]\.content\[\d+\]\.type")
+
+
+class _Role(msgspec.Struct):
+    role: object = None
+
+
+class _Roles(msgspec.Struct):
+    """A chat body's messages' roles alone (`ChatRequest.choice_problem`): the rest skipped, nothing checked."""
+
+    messages: list[_Role] = []
+
+
+def part_problem(role: str, got: str) -> tuple[str, str] | None:
+    """(problem, code) of a content part of type `got` in a `role` message that takes no such part (`ROLE_PARTS`); None
+    for a role that is none of OpenAI's (its own 400 comes first). A user's image, audio or file part is said
+    unsupported by this text model (`unsupported_value`, as OpenAI-compatible text-only servers refuse it); another
+    part lists what the role takes (`invalid_value`)."""
+    if role not in ROLE_PARTS:
+        return None
+    takes = ", ".join(f"`{p}`" for p in ROLE_PARTS[role])
+    if role == "user" and got in USER_PARTS_UNREAD:
+        return (f"`{got}` parts ({USER_PARTS_UNREAD[got]}) are not supported: this is a text model; "
+                f"a `user` message's parts are {takes}", "unsupported_value")
+    article = "an" if role == "assistant" else "a"
+    return f"must be one of {takes}; got {shown(got)} (the parts of {article} `{role}` message)", "invalid_value"
 
 
 class FunctionCall(Base):
@@ -129,6 +165,25 @@ class ChatRequest(Base):
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
     prompt_cache_options: dict | None = None
+
+    @staticmethod
+    def choice_problem(field: str, body: bytes, got: str) -> tuple[str, str] | None:
+        """(problem, code) of the value `got` (msgspec's repr of it) that the strict decode (`service.strict`) found
+        at `field` outside its choices, where a chat says more than the field's choices: a content part's `type`
+        (`messages[i].content[j].type`), told by its message's role (`part_problem`); None elsewhere, or when the
+        role cannot be read. Until session small52 every role was told "must be one of `text`, `refusal`" (a user's
+        image part too: neither a part a user message takes nor a word that images are not read)."""
+        found = _PART_TYPE.fullmatch(field)
+        if found is None:
+            return None
+        try:
+            messages = msgspec.json.decode(body, type=_Roles).messages
+            value = ast.literal_eval(got)
+        except (msgspec.DecodeError, ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+        i = int(found.group(1))
+        role = messages[i].role if i < len(messages) else None
+        return part_problem(role, value) if isinstance(role, str) and isinstance(value, str) else None
 
 
 class AssistantMessage(Base):

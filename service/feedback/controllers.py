@@ -10,6 +10,7 @@ from litestar.params import HeaderParameter, JSONBody
 from service.errors import error_responses
 from service.feedback import services
 from service.feedback.schemas import FeedbackBody, FeedbackReceipt
+from service.ids import user_header_lines
 from service.runtime import Runtime
 
 
@@ -29,5 +30,5 @@ async def create_feedback(
     clicked twice) is answered so too."""
     rt: Runtime = request.app.state.runtime
     services.one_idempotency_key(request)
-    receipt, replayed = await services.record(rt, request.user.tenant, data, idempotency_key)
+    receipt, replayed = await services.record(rt, request.user.tenant, data, idempotency_key, user_header_lines(request))
     return Response(receipt, status_code=201, headers={"Idempotent-Replayed": "true"} if replayed else None)

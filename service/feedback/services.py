@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
 import pyarrow as pa
@@ -32,7 +32,7 @@ from service.feedback.schemas import (
     FeedbackReceipt,
     RatingFeedback,
 )
-from service.ids import check_user_id
+from service.ids import check_user_id, routed_to
 from service.requestid import remember
 from service.runtime import Runtime
 from service.users.services import queue_refits, submit_refits
@@ -317,7 +317,8 @@ def _keyed_on_response_since(rt: Runtime, tenant: str, user: str, tag: str, prom
     return bool(pc.any(later).as_py())
 
 
-async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: str | None = None) -> tuple[FeedbackReceipt, bool]:
+async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: str | None = None,
+                 routed: Sequence[str] = ()) -> tuple[FeedbackReceipt, bool]:
     """Append the rows to the feedback log; returns (receipt, replayed) once they are on disk (one
     fsync shared by the requests that arrived meanwhile). Runs on the event loop: only the kinds
     that look a served response up in LanceDB go to a thread for that.
@@ -326,16 +327,19 @@ async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: st
     the receipt of the first attempt comes back with replayed=True; a `choice`, `rating` or `edit` sent
     without one that repeats the last feedback stored on its response is answered so too
     (`same_feedback_replay`). Raises a 400 naming `Idempotency-Key` when the key is not 1-255 printable
-    ASCII characters."""
+    ASCII characters, and one naming `X-Pluralign-User` when `routed` (the request's field lines of it) names another
+    user than the feedback's (`routed_to`), nothing stored."""
     if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise bad_request("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
     check_labels(rt, fb.source, fb.attributes)
     if isinstance(fb, ComparisonFeedback):
         user, rows = rows_for(rt, tenant, fb)
+        routed_to(routed, user, "user")
         if idempotency_key is None:
             return await _store(rt, tenant, user, fb, rows, [uuid.uuid4().hex for _ in rows]), False
     else:
         user, rows = await sync_to_thread(rows_for, rt, tenant, fb)
+        routed_to(routed, user, "response_id", "was served to")
     # two copies in flight: the second waits, then finds the first. Without a key, one response's feedback
     # takes turns (a key a client sends holds no space)
     async with rt.idempotency_lock(tenant, idempotency_key or f"response {fb.response_id}"):

@@ -34,7 +34,7 @@ from service.deletions import forget_if_deleted_since
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempotency_key, replay_of
 from service.head import is_head
-from service.ids import check_user_id
+from service.ids import check_user_id, routed_to, user_header_lines
 from service.nulls import NullMeansDefault
 from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
@@ -107,7 +107,11 @@ class ScoreResponse(msgspec.Struct):
 
 
 def _user(request: Request, user_id: str) -> tuple[Runtime, str, str]:
-    return request.app.state.runtime, request.user.tenant, check_user_id(user_id, "user_id")
+    """(runtime, tenant, the path's user id checked); a 400 naming `user_id`, or `X-Pluralign-User` when that header
+    names another user (`routed_to`): every route under /v1/users/{user_id} calls it before anything else is done."""
+    user_id = check_user_id(user_id, "user_id")
+    routed_to(user_header_lines(request), user_id, "user_id")
+    return request.app.state.runtime, request.user.tenant, user_id
 
 
 @get("/v1/users/{user_id:str}", sync_to_thread=True, responses=error_responses(404, 429, 503, 507), summary="A user's profile")
@@ -577,6 +581,7 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
 def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResponse:
     rt: Runtime = request.app.state.runtime
     user = check_user_id(data.user)
+    routed_to(user_header_lines(request), user, "user")
     if len(data.responses) < 1:
         raise bad_request("responses", "must hold at least one response")
     refuse_blank("prompt", data.prompt)  # as a comparison's texts and a next-comparison pool's

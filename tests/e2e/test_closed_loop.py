@@ -21,7 +21,7 @@ def run_closed_loop(tmp_path, *args: str, timeout: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow  # about 50 s on two cores: `make test-bench` (and `make test-slow-loop`) run it
+@pytest.mark.slow  # about 50 s on two cores: `make test-slow-loop` runs it
 def test_contract_with_tiny_models(tmp_path, tiny_generator_dir, tiny_pal_dir):
     """Two rounds with a random tiny model: the arms run side by side, every rule is reported for
     every arm, and the curves and records are written."""

@@ -113,7 +113,7 @@ def test_a_count_and_a_delete_read_a_letter_only_when_they_need_to(tmp_path, mon
     assert dead.rows() == 12 and len(reads) == 1 and len(dead.names()) == 4
 
 
-@pytest.mark.slow  # a service of its own (3-10 s on 2 shared cores): make test-scaleout
+@pytest.mark.slow  # a service of its own (3-10 s on 2 shared cores): make test-tenant-removal
 def test_another_replicas_deletion_record_removes_the_users_dead_letters(serve):
     """A user's record set aside on this replica (its letter: their texts) and their DELETE through another replica,
     whose deletion record this one applies (`service.deletions.apply_deletions`): the letter goes, another user's

@@ -227,8 +227,11 @@ def import_(args: argparse.Namespace) -> int:
                     body = b"".join(lines[start:stop])
                     idempotency_key = "import-" + hashlib.sha256(f"{start}\0".encode() + body).hexdigest()
                     # a user id is one path segment: `a?b` or `a/b` must not become another request
+                    # X-Pluralign-User: what a load balancer in front of replicas routes the user's requests by
+                    # (deploy/README.md); until session small52 not sent, so every import went where "" hashes to
                     r = _post_retrying(client, f"/v1/users/{quote(user, safe='')}/import", body,
-                                       {"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key})
+                                       {"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key,
+                                        "X-Pluralign-User": user})
                     # over the service's body limit (413), or too slow to arrive whole within its read deadline (408,
                     # PLURALIGN_REQUEST_READ_TIMEOUT_S: a slow link; nothing of it stored): send it in two halves
                     if r.status_code in (408, 413) and stop - start > 1:
