@@ -30,6 +30,7 @@ a retrained adapter loaded by a replica after another had loaded the old one was
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import threading

@@ -16,13 +16,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pluralign.data.record import seconds_meant, seconds_meant_of
-from pluralign.user.active import Recent
+
+if TYPE_CHECKING:  # imported where used: the user package imports torch, and a store's reader (an audit job) must not
+    from pluralign.user.active import Recent
 
 UserKey = tuple[str, str]  # (tenant, user_id)
 
@@ -90,6 +93,8 @@ class History:
         """The newest `n` answers with two answers compared, strict comparisons and ties together (by `created_at`, then
         `pref_id`), oldest first: each an index into `comparison_set`'s rows or, a tie, into `tie_set`'s. The answers
         `pluralign.user.model.UserState.surprise` checks; until session 52 the ties were left out (`newest_comparisons`)."""
+        from pluralign.user.active import Recent
+
         strict, tied = np.flatnonzero(self.comparison), self._tie_rows()
         rows = np.concatenate([strict, tied])
         if not len(rows) or n <= 0:
