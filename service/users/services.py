@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 import numpy as np
 
-from pluralign.data.text import answer_key, is_blank
+from pluralign.data.text import answer_key, is_blank, question_key
 from pluralign.embed.cache import text_key
 from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
@@ -1651,6 +1651,20 @@ def _supplied_pairs(rt: Runtime, pool: list[tuple[str, list[str]]]):
     return prompts, answers, prompt_vec, answer_vec, first, second, items
 
 
+def _askable(prompts: list[str], answers: list[str], first: list[int], second: list[int],
+             new_pair: Callable[[str, str, str], bool]) -> list[tuple[int, int]]:
+    """The candidate pairs (first[k], second[k]) that may be asked (`new_pair(prompt, x, y)`), each question once:
+    a pool item sent twice is one."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    out = []
+    for a, b in zip(first, second, strict=True):
+        key = question_key(prompts[a], answers[a], answers[b])
+        if key not in seen and new_pair(prompts[a], answers[a], answers[b]):
+            seen.add(key)
+            out.append((a, b))
+    return out
+
+
 def _population_bits(rt: Runtime, tenant: str, user_id: str, model, particles: Particles, diffs: np.ndarray) -> np.ndarray:
     """(P,) bits each candidate pair (`diffs`, (P, D): first answer's features minus second's) carries
     about which of the known users (`particles`, each their own group) this user is like, weighted by
@@ -1703,11 +1717,13 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     if pool is not None:
         prompts, answers, prompt_vec, answer_vec, first, second, items = _supplied_pairs(rt, pool)
         source = "supplied"
-    done = {frozenset((answer_key(r["chosen"]), answer_key(r["rejected"]))) for r in rt.store.history(tenant, user_id).rows}
-    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown),
-    # not asked before in either spelling (NFC or NFD)
-    new_pair = lambda x, y: (not is_blank(x) and not is_blank(y) and answer_key(x) != answer_key(y)  # noqa: E731
-                             and frozenset((answer_key(x), answer_key(y))) not in done)
+    done = {question_key(r["prompt"], r["chosen"], r["rejected"]) for r in rt.store.history(tenant, user_id).rows}
+    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown), to a
+    # prompt one can read, not asked before in either spelling (NFC or NFD): the same two answers to another prompt
+    # are another question ("Yes." or "No." to each of a questionnaire's; until session trial16_52 the first asked
+    # was taken for all of them)
+    new_pair = lambda p, x, y: (not is_blank(p) and not is_blank(x) and not is_blank(y)  # noqa: E731
+                                and answer_key(x) != answer_key(y) and question_key(p, x, y) not in done)
     stored = lambda: rt.store.answers_sample(  # noqa: E731
         tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
     def stored_pairs() -> tuple[list[int], list[int], np.ndarray]:
@@ -1725,8 +1741,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         first, second, items = stored_pairs()
         source = "stored"
 
-    askable = lambda: [(a, b) for a, b in zip(first, second, strict=True)  # noqa: E731
-                       if new_pair(answers[a], answers[b]) and not is_blank(prompts[a])]  # a question one can read
+    askable = lambda: _askable(prompts, answers, first, second, new_pair)  # noqa: E731
     keep = askable()
     if not keep and pool is None:
         # nothing stored to ask about yet: the tenant's acknowledged feedback may still be in the log.

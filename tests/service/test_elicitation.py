@@ -1318,3 +1318,41 @@ def test_a_stated_preference_does_not_make_a_collinear_feature_confident_against
     assert beliefs["turncoat"]["length"]["stated"] == "more"  # the stated feature's own line is as it was
     for name, belief in beliefs["unstated"].items():  # no statement: nothing is capped
         assert "alone do not show it" not in belief["text"], (name, belief)
+
+
+YES_NO_QUESTIONS = ("Should I exercise every day?", "Should I quit my job to travel?", "Is it fine to skip breakfast?")
+
+
+def test_a_questionnaire_of_yes_or_no_questions_asks_each_question_not_only_the_first(svc):
+    """trial16_52's reproducer: a calibration pool of three questions, each answered "Yes." or "No.". Once the
+    user answered one, next-comparison answered 400 "no pair of different answers left": a pair was taken as asked
+    whatever its prompt, so "Yes." against "No." was asked once for the whole questionnaire. From the tenant's
+    stored comparisons likewise: three users' yes-or-no answers to three questions were one pair (`pairs` 1). A
+    question is its prompt with its two answers; the same question sent twice in a pool still counts once."""
+    svc.keys.setdefault("yesno", svc.runtime.keys.issue("yesno"))
+    pool = [{"prompt": q, "answers": ["Yes.", "No."]} for q in YES_NO_QUESTIONS]
+    with svc.client("yesno") as c:
+        first = c.post("/v1/users/quiz/next-comparison", json={"pool": [*pool, pool[0]]})
+        assert first.status_code == 200, first.text
+        assert first.json()["pairs"] == 3, first.json()  # the repeated item is one question
+        asked = [first.json()["prompt"]]
+        for left in (2, 1):
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "quiz", "prompt": asked[-1],
+                                                "chosen": "Yes.", "rejected": "No."}).status_code == 201
+            r = c.post("/v1/users/quiz/next-comparison", json={"pool": pool})
+            assert r.status_code == 200, r.text
+            assert r.json()["pairs"] == left and r.json()["prompt"] not in asked, (asked, r.json())
+            asked.append(r.json()["prompt"])
+        assert sorted(asked) == sorted(YES_NO_QUESTIONS)
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "quiz", "prompt": asked[-1],
+                                            "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        # the tenant's stored comparisons: quiz's three answers, one question each; a newcomer is asked any of three
+        svc.runtime.ingest.flush("yesno")
+        stored = c.post("/v1/users/newcomer/next-comparison", json={})
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["pairs"] == 3 and stored.json()["pool"] == "stored", stored.json()
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "newcomer", "prompt": stored.json()["prompt"],
+                                            "chosen": "No.", "rejected": "Yes."}).status_code == 201
+        svc.runtime.ingest.flush("yesno")
+        again = c.post("/v1/users/newcomer/next-comparison", json={}).json()
+        assert again["pairs"] == 2 and again["prompt"] != stored.json()["prompt"], again
