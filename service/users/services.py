@@ -815,10 +815,12 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
 def _prototype_sentence(nearest: int, k: int, weight: float, belief: PrototypeBelief | None, learned: bool,
                         described: PrototypeDescription) -> str:
     """The summary's sentence on the nearest prototype: "closest to prototype 1 of 4 (weight 0.71, likely), which
-    scores highest answers like '...'", with the confidence that it is the one the user weighs most (none under PAL's
+    scores highest answers like “...”", with the confidence that it is the one the user weighs most (none under PAL's
     weights alone); for a user nothing was learned from, that no prototype is theirs yet and which one users in general
-    lean to (until session trial16_51 it was named as the user's closest, beside "based on 0 comparisons")."""
-    like = f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""
+    lean to (until session trial16_51 it was named as the user's closest, beside "based on 0 comparisons"). The answer
+    is quoted as it reads, its lines joined by spaces (until session trial16_52 as Python's `repr`: a line break read
+    `\\n`, an apostrophe `\\'`)."""
+    like = f", which scores highest answers like “{' '.join(described.highest[0].answer.split())}”" if described.highest else ""
     if not learned:
         return (f"no prototype is closest yet: nothing learned from your answers (users in general lean to prototype "
                 f"{nearest} of {k}, weight {weight:.2f}{like})")

@@ -1356,3 +1356,21 @@ def test_a_questionnaire_of_yes_or_no_questions_asks_each_question_not_only_the_
         svc.runtime.ingest.flush("yesno")
         again = c.post("/v1/users/newcomer/next-comparison", json={}).json()
         assert again["pairs"] == 2 and again["prompt"] != stored.json()["prompt"], again
+
+
+def test_the_prototype_sentence_quotes_a_stored_answer_as_it_reads(svc):
+    """trial16_52's reproducer: the summary's sentence on the nearest prototype quoted the stored answer as Python
+    writes a string (`repr`): a list answer read "answers like '- Saturday: \\"hike\\"\\\\n- Sunday: rest, it\\\\'s
+    fine'", its line break and apostrophe as backslashes before a user. It now reads as the answer does, its lines
+    joined by spaces, between typographic quotes; the answer itself stays whole in `nearest_prototype.highest`."""
+    svc.keys.setdefault("quoting", svc.runtime.keys.issue("quoting"))
+    chosen, rejected = "- Saturday: \"hike\"\n- Sunday: rest, it's fine", "Stay home and read\ta long book, it's calm."
+    with svc.client("quoting") as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "lister", "prompt": "Weekend plan?",
+                                            "chosen": chosen, "rejected": rejected}).status_code == 201
+        out = c.get("/v1/users/lister").json()["summary"]
+    sentence = next(s for s in out["sentences"] if "prototype" in s)
+    highest = out["nearest_prototype"]["highest"][0]["answer"]
+    assert highest in (chosen, rejected)
+    assert "\\" not in sentence, sentence
+    assert f"answers like \u201c{' '.join(highest.split())}\u201d" in sentence, sentence
