@@ -1667,6 +1667,16 @@ def _askable(prompts: list[str], answers: list[str], first: list[int], second: l
     return out
 
 
+def _nothing_to_ask(prompts: list[str], answers: list[str], first: list[int], second: list[int], supplied: bool) -> str:
+    """Why next-comparison has no pair to ask: a supplied pool whose every question the user answered already (until
+    session trial16_52 told, as one without two different answers, to send a calibration `pool`), or no two answers
+    a person can tell apart."""
+    if supplied and _askable(prompts, answers, first, second, lambda p, x, y: not is_blank(p) and answer_key(x) != answer_key(y)):
+        return ("the user answered every question of this `pool` already (each prompt with its two answers): "
+                "send other questions, or stop asking")
+    return "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each"
+
+
 def _population_bits(rt: Runtime, tenant: str, user_id: str, model, particles: Particles, diffs: np.ndarray) -> np.ndarray:
     """(P,) bits each candidate pair (`diffs`, (P, D): first answer's features minus second's) carries
     about which of the known users (`particles`, each their own group) this user is like, weighted by
@@ -1766,7 +1776,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         first, second, items = stored_pairs()
         keep = askable()
     if not keep:
-        raise bad_request("pool", "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each")
+        raise bad_request("pool", _nothing_to_ask(prompts, answers, first, second, pool is not None))
     x = model.candidates(prompt_vec, answer_vec, answers).x  # (M, D)
     a, b = np.asarray([k[0] for k in keep]), np.asarray([k[1] for k in keep])
     particles = population_particles(rt, tenant, user_id, rewards) if target == "population" else None

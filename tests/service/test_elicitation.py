@@ -1346,6 +1346,9 @@ def test_a_questionnaire_of_yes_or_no_questions_asks_each_question_not_only_the_
         assert sorted(asked) == sorted(YES_NO_QUESTIONS)
         assert c.post("/v1/feedback", json={"type": "comparison", "user": "quiz", "prompt": asked[-1],
                                             "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        done = c.post("/v1/users/quiz/next-comparison", json={"pool": pool})  # every question answered: the 400 says so
+        assert done.status_code == 400 and field_named(done) == "pool", done.text
+        assert "answered every question of this `pool`" in done.json()["error"]["message"], done.text
         # the tenant's stored comparisons: quiz's three answers, one question each; a newcomer is asked any of three
         svc.runtime.ingest.flush("yesno")
         stored = c.post("/v1/users/newcomer/next-comparison", json={})
