@@ -1808,11 +1808,12 @@ class Store:
     @_uses("preferences", "read")
     def answers_sample(
         self, tenant: str | None, limit: int = 200, *, seed: int = 0, keep: Callable[[str, str, str], bool] | None = None,
-        leave_out_user: str | None = None, max_rows: int | None = None,
-    ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+        leave_out_user: str | None = None, max_rows: int | None = None, with_tenants: bool = False,
+    ) -> tuple[list[str], list[str], np.ndarray, np.ndarray] | tuple[list[str], list[str], np.ndarray, np.ndarray, list[str]]:
         """Both answers of up to `limit` stored comparisons of the tenant (None: of every tenant),
         drawn at random (`seed`) from all of them: their prompts, texts, and prompt and answer
-        vectors, (M, dim) each, M = 2 * pairs, each pair's two answers side by side.
+        vectors, (M, dim) each, M = 2 * pairs, each pair's two answers side by side; `with_tenants`
+        adds the tenant of each answer (M,), for a page of every tenant's that says whose each is.
 
         A question (a prompt and its pair of answers, `question_key`) counts once however many users stored it (in NFC or
         NFD: `answer_key`), and pairs `keep(prompt, chosen, rejected)` refuses do not count: the draw reads past them (the
@@ -1824,7 +1825,7 @@ class Store:
         where = "rejected != ''" if tenant is None else f"tenant = {quote(tenant)} AND rejected != ''"
         if leave_out_user is not None:
             where += f" AND user_id != {quote(leave_out_user)}"
-        columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec"]
+        columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec", *(["tenant"] if with_tenants else [])]
         for attempt in range(DRAW_ATTEMPTS):
             # row ids change when the table is compacted (a background compaction commits beside this read):
             # a draw, or the read of its rows, that lost rows to one is redone on the new ids; the last
@@ -1842,6 +1843,8 @@ class Store:
         vec = lambda name: np.asarray([r[name] for r in rows], np.float32).reshape(-1, self.dim)  # noqa: E731
         prompt_vec = np.repeat(vec("prompt_vec"), 2, axis=0)
         answer_vec = np.stack([vec("chosen_vec"), vec("rejected_vec")], axis=1).reshape(-1, self.dim)
+        if with_tenants:
+            return prompts, answers, prompt_vec, answer_vec, [r["tenant"] for r in rows for _ in range(2)]
         return prompts, answers, prompt_vec, answer_vec
 
     def _pinned_preferences(self):

@@ -345,10 +345,11 @@ def nearest_prototype(state: UserState, samples: int = NEAREST_SAMPLES) -> Proto
     return PrototypeBelief(prototype=best, k=len(at), weight=float(mean[best]), probability=round(p, 4), confidence=level(p))
 
 
-class Example(msgspec.Struct, kw_only=True):
+class Example(msgspec.Struct, kw_only=True, omit_defaults=True):
     prompt: str
     answer: str  # cut to `max_chars`
     score: float  # the prototype's reward of the answer
+    tenant: str | None = None  # whose answer it is, where answers of several tenants describe the prototypes (else left out)
 
 
 class PrototypeDescription(msgspec.Struct, kw_only=True):
@@ -358,11 +359,12 @@ class PrototypeDescription(msgspec.Struct, kw_only=True):
 
 
 def describe_prototypes(
-    scores: np.ndarray, prompts: Sequence[str], answers: Sequence[str], per_side: int = 2, max_chars: int = 240
+    scores: np.ndarray, prompts: Sequence[str], answers: Sequence[str], per_side: int = 2, max_chars: int = 240,
+    tenants: Sequence[str] | None = None,
 ) -> list[PrototypeDescription]:
     """scores (M, K): each of M stored answers (with its prompt) scored by each prototype's reward.
     Prototype k is described by its `per_side` highest- and lowest-scored answers, among answers
-    whose text differs. Rewards are compared within a prototype only (each prototype's scale is its
+    whose text differs; `tenants` (M,), where given, names each example's tenant. Rewards are compared within a prototype only (each prototype's scale is its
     own), and an answer a prototype scores NaN or +-inf (a reward that overflowed) does not describe it:
     it cannot be ranked (a NaN scrambled the order of the rest) and JSON has no such number (it was
     written as null). Raises ValueError on mismatched lengths."""
@@ -375,7 +377,8 @@ def describe_prototypes(
     for k in range(scores.shape[1]):
         order = sorted((i for i in keep if np.isfinite(scores[i, k])), key=lambda i: -scores[i, k])
         n = min(per_side, len(order) // 2)
-        ex = lambda i: Example(prompt=cut(prompts[i]), answer=cut(answers[i]), score=round(float(scores[i, k]), 4))  # noqa: E731, B023
+        ex = lambda i: Example(prompt=cut(prompts[i]), answer=cut(answers[i]), score=round(float(scores[i, k]), 4),  # noqa: E731, B023
+                               tenant=tenants[i] if tenants is not None else None)
         out.append(PrototypeDescription(prototype=k, highest=[ex(i) for i in order[:n]],
                                         lowest=[ex(i) for i in reversed(order[len(order) - n :])]))
     return out

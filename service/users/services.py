@@ -725,21 +725,26 @@ DESCRIBED_PAIRS = 200  # stored pairs drawn to describe the prototypes (`Store.a
 
 def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards | None = None, per_side: int = 2) -> list[PrototypeDescription]:
     """Each prototype of the served population model described by the tenant's (None: every
-    tenant's) stored answers it scores highest and lowest (both answers of a random sample of up to
-    200 distinct stored pairs, `Store.answers_sample`; none stored: empty example lists)."""
-    return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS), per_side)
+    tenant's, each example naming its tenant: until session trial16_52 the page of every tenant's showed
+    them with nothing to say whose) stored answers it scores highest and lowest (both answers of a random
+    sample of up to 200 distinct stored pairs, `Store.answers_sample`; none stored: empty example lists)."""
+    if tenant is not None:
+        return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS), per_side)
+    *sample, tenants = rt.store.answers_sample(None, DESCRIBED_PAIRS, with_tenants=True)
+    return _describe(rewards or rt.rewards, *sample, per_side, tenants=tenants)
 
 
 def _describe(rewards: UserRewards, prompts: list[str], answers: list[str], prompt_vec: np.ndarray, answer_vec: np.ndarray,
-              per_side: int = 2) -> list[PrototypeDescription]:
+              per_side: int = 2, tenants: list[str] | None = None) -> list[PrototypeDescription]:
     keep = [i for i, answer in enumerate(answers) if not is_blank(answer)]  # an older version stored blank answers
     if len(keep) < len(answers):
         prompts, answers = [prompts[i] for i in keep], [answers[i] for i in keep]
         prompt_vec, answer_vec = prompt_vec[keep], answer_vec[keep]
+        tenants = [tenants[i] for i in keep] if tenants is not None else None
     if not answers:
         return describe_prototypes(np.zeros((0, rewards.k)), [], [], per_side)
     scores = np.stack([rewards.score(logits, prompt_vec, answer_vec) for logits in rewards.prototype_logits()], axis=1)  # (M, K)
-    return describe_prototypes(scores, prompts, answers, per_side)
+    return describe_prototypes(scores, prompts, answers, per_side, tenants=tenants)
 
 
 def described_prototypes(rt: Runtime, tenant: str, rewards: UserRewards) -> list[PrototypeDescription]:
