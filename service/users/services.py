@@ -777,7 +777,7 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
     stated = weights.stated.preferences
     belief = None
     if weights.state is not None:  # what the comparisons alone say on stated features was fitted with the state
-        beliefs, joint = feature_beliefs(weights.state, stated), joint_beliefs(weights.state)
+        beliefs, joint = feature_beliefs(weights.state, stated), joint_beliefs(weights.state, stated)
         protos = [weights.state.coefficient(f"prototype_{k}")[0] for k in range(rewards.k)]
         belief = nearest_prototype(weights.state)
         learned = weights.state.answers > 0

@@ -1377,3 +1377,55 @@ def test_the_prototype_sentence_quotes_a_stored_answer_as_it_reads(svc):
     assert highest in (chosen, rejected)
     assert "\\" not in sentence, sentence
     assert f"answers like \u201c{' '.join(highest.split())}\u201d" in sentence, sentence
+
+
+SHORTER_ANSWERS = [  # trial16_52's questionnaire user who picked the shorter answer of each pair asked
+    ("Tips for a job interview?", "Be on time.", "- Research the company\n- Practice answers\n- Ask questions"),
+    ("How can I sleep better?", "Wow, you'll love this: don't drink coffee after noon!", "- Dark room\n- No screens\n- Same bedtime"),
+    ("What should I read?", "Dune.", "You might enjoy Dune, a sweeping science fiction novel about politics, ecology and religion on a desert planet."),
+    ("How can I sleep better?", "- Dark room\n- No screens\n- Same bedtime",
+     "Keep a regular bedtime, make your room dark and cool, and put screens away an hour before you sleep so your body winds down."),
+    ("How do I boil an egg?", "Boil it 9 minutes.", "- Boil water\n- Add egg\n- Wait 9 minutes\n- Cool it"),
+    ("How can I sleep better?", "Go to bed earlier.", "Wow, you'll love this: don't drink coffee after noon!"),
+    ("Suggest a weekend plan.", "- Saturday: hike\n- Sunday: rest", "Saturday: a long hike in the hills. Sunday: brunch with friends, then a film."),
+    ("How do I boil an egg?", "Hey! Just toss it in boiling water, it's easy!", "- Boil water\n- Add egg\n- Wait 9 minutes\n- Cool it"),
+    ("Tips for a job interview?", "Be on time.", "It is advisable to arrive punctually and to dress formally."),
+    ("How do I boil an egg?", "Boil it 9 minutes.", "Hey! Just toss it in boiling water, it's easy!"),
+    ("How do I boil an egg?", "- Boil water\n- Add egg\n- Wait 9 minutes\n- Cool it",
+     "Bring a pot of water to a rolling boil, lower the egg in gently, let it cook for about nine minutes, then cool it in cold water before peeling."),
+    ("Tips for a job interview?", "It is advisable to arrive punctually and to dress formally.", "- Research the company\n- Practice answers\n- Ask questions"),
+    ("Suggest a weekend plan.", "Saturday: a long hike in the hills. Sunday: brunch with friends, then a film.",
+     "Good day! I would be delighted to propose the following itinerary: Saturday a hike, Sunday repose."),
+    ("What should I read?", "- Dune\n- Emma\n- Beloved", "I would respectfully recommend the works of Jane Austen, notably Emma."),
+    ("Tips for a job interview?", "- Research the company\n- Practice answers\n- Ask questions",
+     "Research the company beforehand, practise answering common questions aloud, and prepare a few thoughtful questions of your own to ask the interviewer."),
+]
+
+
+def test_a_stated_preference_does_not_make_a_group_of_features_likely_against_the_comparisons(svc):
+    """trial16_52: the questionnaire user above (15 comparisons, the shorter answer chosen each time) then stated
+    "longer". The stated prior pins `length`, so the comparisons' evidence went to features that moved with it, and the
+    summary's first sentence read "prefers answers with exclamation marks and contractions (a casual register)
+    (likely)" (0.86), where the same comparisons without the statement read 0.75, uncertain, and said nothing of them.
+    trial16_51 capped single features at what the comparisons alone say; a group of features moved together (`joint`)
+    now is too."""
+    svc.keys.setdefault("grouped", svc.runtime.keys.issue("grouped"))
+    lines = "".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in SHORTER_ANSWERS)
+    summaries = {}
+    with svc.client("grouped") as c:
+        for user, stated in (("said-longer", True), ("said-nothing", False)):
+            r = c.post(f"/v1/users/{user}/import", content=lines.encode(), headers={"content-type": "application/x-ndjson"})
+            assert r.status_code == 201, r.text
+            if stated:
+                assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "more"}}).status_code == 200
+            summaries[user] = c.get(f"/v1/users/{user}").json()["summary"]
+    groups = {user: {tuple(j["features"]): j for j in s["joint"]} for user, s in summaries.items()}
+    alone = groups["said-nothing"]
+    assert alone, summaries["said-nothing"]  # the comparisons moved some features together
+    for features, group in groups["said-longer"].items():
+        if "length" in features:
+            continue  # the stated feature's own group rests on the statement
+        levels = ("uncertain", "likely", "confident")
+        assert levels.index(group["confidence"]) <= levels.index(alone[features]["confidence"]), (group, alone[features])
+        if alone[features]["confidence"] == "uncertain":
+            assert group["confidence"] == "uncertain" and group["text"] not in summaries["said-longer"]["sentences"], group
