@@ -126,6 +126,12 @@ def answer_key(text: str) -> str:
     return nfc(comparable(visible(text)))
 
 
+def question_key(prompt: str, x: str, y: str) -> tuple[str, frozenset[str]]:
+    """What two comparisons must share to ask the same question: the prompt and the pair of answers, in
+    either order and any spelling (`answer_key`). "Yes." against "No." to two prompts are two questions."""
+    return answer_key(prompt), frozenset((answer_key(x), answer_key(y)))
+
+
 def surrogate_problem(text: str) -> str | None:
     """Why `text` is not Unicode text (None: it is): a lone UTF-16 surrogate (U+D800-U+DFFF), which no
     UTF-8 file, Arrow column or tokenizer holds. Python's `json` reads one from "\\ud83d" (text cut

@@ -43,7 +43,7 @@ from pluralign.data.record import (
     time_problem,
     unit_ranges,
 )
-from pluralign.data.text import answer_key, is_blank
+from pluralign.data.text import is_blank, question_key
 from pluralign.files import write_atomic
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
@@ -1822,15 +1822,17 @@ class Store:
 
     @_uses("preferences", "read")
     def answers_sample(
-        self, tenant: str | None, limit: int = 200, *, seed: int = 0, keep: Callable[[str, str], bool] | None = None,
-        leave_out_user: str | None = None, max_rows: int | None = None,
-    ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+        self, tenant: str | None, limit: int = 200, *, seed: int = 0, keep: Callable[[str, str, str], bool] | None = None,
+        leave_out_user: str | None = None, max_rows: int | None = None, with_tenants: bool = False,
+    ) -> tuple[list[str], list[str], np.ndarray, np.ndarray] | tuple[list[str], list[str], np.ndarray, np.ndarray, list[str]]:
         """Both answers of up to `limit` stored comparisons of the tenant (None: of every tenant),
         drawn at random (`seed`) from all of them: their prompts, texts, and prompt and answer
-        vectors, (M, dim) each, M = 2 * pairs, each pair's two answers side by side.
+        vectors, (M, dim) each, M = 2 * pairs, each pair's two answers side by side; `with_tenants`
+        adds the tenant of each answer (M,), for a page of every tenant's that says whose each is.
 
-        A pair counts once however many users stored it (in NFC or NFD: `answer_key`), and pairs `keep(chosen, rejected)` refuses
-        do not count: the draw reads past them. Rows of `leave_out_user` are not drawn at all. The
+        A question (a prompt and its pair of answers, `question_key`) counts once however many users stored it (in NFC or
+        NFD: `answer_key`), and pairs `keep(prompt, chosen, rejected)` refuses do not count: the draw reads past them (the
+        same two answers to another prompt are another question: until session trial16_52 they were one). Rows of `leave_out_user` are not drawn at all. The
         cost is bounded whatever the tenant's size: one read of the row ids of its comparisons (the
         BITMAP index, no texts), the texts of at most `max_rows` drawn rows (default 8 * `limit`),
         and the vectors of the `limit` kept ones; where most of the tenant's pairs are refused, a
@@ -1838,7 +1840,7 @@ class Store:
         where = "rejected != ''" if tenant is None else f"tenant = {quote(tenant)} AND rejected != ''"
         if leave_out_user is not None:
             where += f" AND user_id != {quote(leave_out_user)}"
-        columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec"]
+        columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec", *(["tenant"] if with_tenants else [])]
         for attempt in range(DRAW_ATTEMPTS):
             # row ids change when the table is compacted (a background compaction commits beside this read):
             # a draw, or the read of its rows, that lost rows to one is redone on the new ids; the last
@@ -1856,6 +1858,8 @@ class Store:
         vec = lambda name: np.asarray([r[name] for r in rows], np.float32).reshape(-1, self.dim)  # noqa: E731
         prompt_vec = np.repeat(vec("prompt_vec"), 2, axis=0)
         answer_vec = np.stack([vec("chosen_vec"), vec("rejected_vec")], axis=1).reshape(-1, self.dim)
+        if with_tenants:
+            return prompts, answers, prompt_vec, answer_vec, [r["tenant"] for r in rows for _ in range(2)]
         return prompts, answers, prompt_vec, answer_vec
 
     def _pinned_preferences(self):
@@ -1865,7 +1869,7 @@ class Store:
         pinned.checkout(self.preferences.version)
         return pinned
 
-    def _draw_pairs(self, where: str, limit: int, seed: int, keep: Callable[[str, str], bool] | None,
+    def _draw_pairs(self, where: str, limit: int, seed: int, keep: Callable[[str, str, str], bool] | None,
                     max_rows: int, table=None) -> tuple[list[int], bool]:
         """Row ids of up to `limit` rows matching `where` with distinct kept pairs, read in a random
         order in batches of `limit` up to `max_rows` rows (`answers_sample`) from `table` (default the
@@ -1876,12 +1880,12 @@ class Store:
         picked, seen, complete, step = [], set(), True, max(limit, 1)
         for start in range(0, len(drawn), step):
             batch = drawn[start : start + step].tolist()
-            rows = table.take_row_ids(batch).select(["chosen", "rejected"]).with_row_id().to_arrow().to_pylist()
+            rows = table.take_row_ids(batch).select(["prompt", "chosen", "rejected"]).with_row_id().to_arrow().to_pylist()
             complete &= len(rows) == len(batch)
             by_id = {r["_rowid"]: r for r in rows}  # a take answers in row-id order: keep the drawn one
             for row in (by_id[i] for i in batch if i in by_id):
-                pair = frozenset((answer_key(row["chosen"]), answer_key(row["rejected"])))  # NFC and NFD: one pair
-                if pair not in seen and (keep is None or keep(row["chosen"], row["rejected"])):
+                pair = question_key(row["prompt"], row["chosen"], row["rejected"])  # NFC and NFD: one question
+                if pair not in seen and (keep is None or keep(row["prompt"], row["chosen"], row["rejected"])):
                     seen.add(pair)
                     picked.append(row["_rowid"])
             if len(picked) >= limit:

@@ -351,8 +351,9 @@ def prototype_section(prototypes: Sequence[PrototypeDescription], population: st
         return '<p class="muted">no stored comparisons yet: prototypes are described by stored answers once there are some</p>'
     rows = []
     for p in prototypes:
-        cell = lambda examples: "".join(  # noqa: E731
-            f'<li><span class="muted">{_bdi(x.prompt)}</span><br>{_bdi(x.answer)} <span class="muted">({x.score:.2f})</span></li>' for x in examples)
+        cell = lambda examples: "".join(  # noqa: E731  (each example of a page of every tenant's names its tenant)
+            f'<li><span class="muted">{"" if x.tenant is None else f"tenant {_bdi(x.tenant)}: "}{_bdi(x.prompt)}</span><br>'
+            f'{_bdi(x.answer)} <span class="muted">({x.score:.2f})</span></li>' for x in examples)
         rows.append(f'<tr class="prototype" data-prototype="{p.prototype}"><th scope="row">{p.prototype}</th>'
                     f"<td><ul>{cell(p.highest)}</ul></td><td><ul>{cell(p.lowest)}</ul></td></tr>")
     head = ('<thead><tr><th scope="col">prototype</th><th scope="col">stored answers it scores highest</th>'

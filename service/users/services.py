@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 import msgspec
 import numpy as np
 
-from pluralign.data.text import answer_key, is_blank
+from pluralign.data.text import answer_key, is_blank, question_key
 from pluralign.embed.cache import text_key
 from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
@@ -741,21 +741,26 @@ DESCRIBED_PAIRS = 200  # stored pairs drawn to describe the prototypes (`Store.a
 
 def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards | None = None, per_side: int = 2) -> list[PrototypeDescription]:
     """Each prototype of the served population model described by the tenant's (None: every
-    tenant's) stored answers it scores highest and lowest (both answers of a random sample of up to
-    200 distinct stored pairs, `Store.answers_sample`; none stored: empty example lists)."""
-    return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS), per_side)
+    tenant's, each example naming its tenant: until session trial16_52 the page of every tenant's showed
+    them with nothing to say whose) stored answers it scores highest and lowest (both answers of a random
+    sample of up to 200 distinct stored pairs, `Store.answers_sample`; none stored: empty example lists)."""
+    if tenant is not None:
+        return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS), per_side)
+    *sample, tenants = rt.store.answers_sample(None, DESCRIBED_PAIRS, with_tenants=True)
+    return _describe(rewards or rt.rewards, *sample, per_side, tenants=tenants)
 
 
 def _describe(rewards: UserRewards, prompts: list[str], answers: list[str], prompt_vec: np.ndarray, answer_vec: np.ndarray,
-              per_side: int = 2) -> list[PrototypeDescription]:
+              per_side: int = 2, tenants: list[str] | None = None) -> list[PrototypeDescription]:
     keep = [i for i, answer in enumerate(answers) if not is_blank(answer)]  # an older version stored blank answers
     if len(keep) < len(answers):
         prompts, answers = [prompts[i] for i in keep], [answers[i] for i in keep]
         prompt_vec, answer_vec = prompt_vec[keep], answer_vec[keep]
+        tenants = [tenants[i] for i in keep] if tenants is not None else None
     if not answers:
         return describe_prototypes(np.zeros((0, rewards.k)), [], [], per_side)
     scores = np.stack([rewards.score(logits, prompt_vec, answer_vec) for logits in rewards.prototype_logits()], axis=1)  # (M, K)
-    return describe_prototypes(scores, prompts, answers, per_side)
+    return describe_prototypes(scores, prompts, answers, per_side, tenants=tenants)
 
 
 def described_prototypes(rt: Runtime, tenant: str, rewards: UserRewards) -> list[PrototypeDescription]:
@@ -788,7 +793,7 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
     stated = weights.stated.preferences
     belief = None
     if weights.state is not None:  # what the comparisons alone say on stated features was fitted with the state
-        beliefs, joint = feature_beliefs(weights.state, stated), joint_beliefs(weights.state)
+        beliefs, joint = feature_beliefs(weights.state, stated), joint_beliefs(weights.state, stated)
         protos = [weights.state.coefficient(f"prototype_{k}")[0] for k in range(rewards.k)]
         belief = nearest_prototype(weights.state)
         learned = weights.state.answers > 0
@@ -831,10 +836,12 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
 def _prototype_sentence(nearest: int, k: int, weight: float, belief: PrototypeBelief | None, learned: bool,
                         described: PrototypeDescription) -> str:
     """The summary's sentence on the nearest prototype: "closest to prototype 1 of 4 (weight 0.71, likely), which
-    scores highest answers like '...'", with the confidence that it is the one the user weighs most (none under PAL's
+    scores highest answers like “...”", with the confidence that it is the one the user weighs most (none under PAL's
     weights alone); for a user nothing was learned from, that no prototype is theirs yet and which one users in general
-    lean to (until session trial16_51 it was named as the user's closest, beside "based on 0 comparisons")."""
-    like = f", which scores highest answers like {described.highest[0].answer!r}" if described.highest else ""
+    lean to (until session trial16_51 it was named as the user's closest, beside "based on 0 comparisons"). The answer
+    is quoted as it reads, its lines joined by spaces (until session trial16_52 as Python's `repr`: a line break read
+    `\\n`, an apostrophe `\\'`)."""
+    like = f", which scores highest answers like “{' '.join(described.highest[0].answer.split())}”" if described.highest else ""
     if not learned:
         return (f"no prototype is closest yet: nothing learned from your answers (users in general lean to prototype "
                 f"{nearest} of {k}, weight {weight:.2f}{like})")
@@ -1701,6 +1708,30 @@ def _supplied_pairs(rt: Runtime, pool: list[tuple[str, list[str]]]):
     return prompts, answers, prompt_vec, answer_vec, first, second, items
 
 
+def _askable(prompts: list[str], answers: list[str], first: list[int], second: list[int],
+             new_pair: Callable[[str, str, str], bool]) -> list[tuple[int, int]]:
+    """The candidate pairs (first[k], second[k]) that may be asked (`new_pair(prompt, x, y)`), each question once:
+    a pool item sent twice is one."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    out = []
+    for a, b in zip(first, second, strict=True):
+        key = question_key(prompts[a], answers[a], answers[b])
+        if key not in seen and new_pair(prompts[a], answers[a], answers[b]):
+            seen.add(key)
+            out.append((a, b))
+    return out
+
+
+def _nothing_to_ask(prompts: list[str], answers: list[str], first: list[int], second: list[int], supplied: bool) -> str:
+    """Why next-comparison has no pair to ask: a supplied pool whose every question the user answered already (until
+    session trial16_52 told, as one without two different answers, to send a calibration `pool`), or no two answers
+    a person can tell apart."""
+    if supplied and _askable(prompts, answers, first, second, lambda p, x, y: not is_blank(p) and answer_key(x) != answer_key(y)):
+        return ("the user answered every question of this `pool` already (each prompt with its two answers): "
+                "send other questions, or stop asking")
+    return "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each"
+
+
 def _population_bits(rt: Runtime, tenant: str, user_id: str, model, particles: Particles, diffs: np.ndarray) -> np.ndarray:
     """(P,) bits each candidate pair (`diffs`, (P, D): first answer's features minus second's) carries
     about which of the known users (`particles`, each their own group) this user is like, weighted by
@@ -1753,11 +1784,13 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     if pool is not None:
         prompts, answers, prompt_vec, answer_vec, first, second, items = _supplied_pairs(rt, pool)
         source = "supplied"
-    done = {frozenset((answer_key(r["chosen"]), answer_key(r["rejected"]))) for r in rt.store.history(tenant, user_id).rows}
-    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown),
-    # not asked before in either spelling (NFC or NFD)
-    new_pair = lambda x, y: (not is_blank(x) and not is_blank(y) and answer_key(x) != answer_key(y)  # noqa: E731
-                             and frozenset((answer_key(x), answer_key(y))) not in done)
+    done = {question_key(r["prompt"], r["chosen"], r["rejected"]) for r in rt.store.history(tenant, user_id).rows}
+    # two answers a person can tell apart (an answer stored before blank ones were refused is never shown), to a
+    # prompt one can read, not asked before in either spelling (NFC or NFD): the same two answers to another prompt
+    # are another question ("Yes." or "No." to each of a questionnaire's; until session trial16_52 the first asked
+    # was taken for all of them)
+    new_pair = lambda p, x, y: (not is_blank(p) and not is_blank(x) and not is_blank(y)  # noqa: E731
+                                and answer_key(x) != answer_key(y) and question_key(p, x, y) not in done)
     stored = lambda: rt.store.answers_sample(  # noqa: E731
         tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
     def stored_pairs() -> tuple[list[int], list[int], np.ndarray]:
@@ -1775,8 +1808,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         first, second, items = stored_pairs()
         source = "stored"
 
-    askable = lambda: [(a, b) for a, b in zip(first, second, strict=True)  # noqa: E731
-                       if new_pair(answers[a], answers[b]) and not is_blank(prompts[a])]  # a question one can read
+    askable = lambda: _askable(prompts, answers, first, second, new_pair)  # noqa: E731
     keep = askable()
     if not keep and pool is None:
         # nothing stored to ask about yet: the tenant's acknowledged feedback may still be in the log.
@@ -1799,7 +1831,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         first, second, items = stored_pairs()
         keep = askable()
     if not keep:
-        raise bad_request("pool", "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each")
+        raise bad_request("pool", _nothing_to_ask(prompts, answers, first, second, pool is not None))
     x = model.candidates(prompt_vec, answer_vec, answers).x  # (M, D)
     a, b = np.asarray([k[0] for k in keep]), np.asarray([k[1] for k in keep])
     particles = population_particles(rt, tenant, user_id, rewards) if target == "population" else None

@@ -19,11 +19,22 @@ def opposed(shared_data):
     )
 
 
-def test_active_shots_are_reported_beside_random_ones(opposed, minilm):
+def table_row(report: dict, model, capsys, k: int) -> str:
+    """The line of `pluralign eval`'s table (printed without --json) for unseen users' k shots."""
+    from training.commands.eval import _print_summary
+
+    _print_summary(report, model)
+    return next(line for line in capsys.readouterr().out.splitlines() if line.split()[:2] == ["unseen", f"k={k}"])
+
+
+def test_active_shots_are_reported_beside_random_ones(opposed, minilm, capsys):
     model = build_model("pal-a+residual", k=2, seed=0)
     report = evaluate(model, opposed, minilm, shots=(2, 5), active=True)
     for key in ("unseen_acc_by_k", "unseen_active_acc_by_k", "unseen_active_population_acc_by_k"):
         assert set(report[key]) == {"2", "5"} and all(0 <= v <= 1 for v in report[key].values())
+    # the table shows every figure the JSON line holds (until session trial16_52 not the population start's)
+    row = table_row(report, model, capsys, 2)
+    assert f"population start {report['unseen_active_population_acc_by_k']['2']:.3f}" in row, row
     # the chosen support: k distinct rows of each user's pool, not simply its first k
     users = list(opposed.unseen.support)
     pool = embed_pairs([r for u in users for r in opposed.unseen.support[u]], minilm, users)
@@ -44,12 +55,16 @@ def test_active_shots_need_a_model_with_a_posterior(opposed, minilm):
         evaluate(SingleBT(), opposed, minilm, shots=(2,), active=True)
 
 
-def test_group_target_chooses_by_the_seen_users_and_reports_them_like_for_like(opposed, minilm):
+def test_group_target_chooses_by_the_seen_users_and_reports_them_like_for_like(opposed, minilm, capsys):
     model = build_model("pal-a+residual", k=2, seed=0)
     report = evaluate(model, opposed, minilm, shots=(1, 2, 5), active=True, active_target="group")
     assert report["active_target"] == "group" and "unseen_active_population_acc_by_k" not in report
     for key in ("unseen_acc_by_k", "unseen_particle_acc_by_k", "unseen_active_acc_by_k"):
         assert set(report[key]) == {"1", "2", "5"} and all(0 <= v <= 1 for v in report[key].values())
+    # the table sets the chosen shots beside the random ones predicted the same way, its like for like (until session
+    # trial16_52 only beside the model's own fit of them, which the seen users' predictions are not)
+    row = table_row(report, model, capsys, 1)
+    assert f"random, by the seen users {report['unseen_particle_acc_by_k']['1']:.3f}" in row, row
     # two opposed groups: the first chosen answer already tells which one a new user is like
     assert report["unseen_active_acc_by_k"]["1"] >= report["unseen_particle_acc_by_k"]["1"]
     users = list(opposed.unseen.support)

@@ -1011,3 +1011,30 @@ def test_a_delete_resumed_for_a_user_who_came_back_while_their_old_rows_were_sto
         assert not adapter_folder(rt, "acme", user).exists() and (served is None or served.adapter is None), served
     finally:
         runner.purge(job.id)
+
+
+def test_the_every_tenant_dashboard_names_the_tenant_of_each_answer_it_shows(svc):
+    """trial16_52: the dashboard without `?tenant=` describes the prototypes by every tenant's stored answers, and
+    showed them side by side with nothing to say whose they are ("BETA SECRET ..." under acme's): an auditor could not
+    tell which tenant's texts the page holds. Each answer there now names its tenant, read back here against what that
+    tenant stored; a tenant's own page (`?tenant=`) needs no such label."""
+    import html as html_lib
+    import re
+
+    for tenant, word in (("label-a", "Alpha"), ("label-b", "Bravo")):
+        svc.keys.setdefault(tenant, svc.runtime.keys.issue(tenant))
+        with svc.client(tenant) as c:
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "u", "prompt": f"{word} question?",
+                                                "chosen": f"{word} short.", "rejected": f"{word}: an answer a good deal longer."}).status_code == 201
+        svc.runtime.ingest.flush(tenant)
+    with svc.client("admin") as c:
+        every, own = (c.get("/admin/dashboard", params=p).text for p in ({}, {"tenant": "label-a"}))
+    items = re.findall(r"<li>(.*?)</li>", every.split('id="prototypes"')[1].split("</table>")[0])
+    assert items
+    for item in items:
+        named = re.search(r'tenant <bdi>(.*?)</bdi>', item)
+        assert named, item
+        answer = re.search(r"<br><bdi>(.*?)</bdi> <span", item).group(1)
+        stored = {html_lib.escape(t, quote=True) for t in svc.runtime.store.answers_sample(html_lib.unescape(named.group(1)), 100_000)[1]}
+        assert any(s.startswith(answer.rstrip("\u2026")) for s in stored), (named.group(1), answer)
+    assert "tenant <bdi>" not in own.split('id="prototypes"')[1]

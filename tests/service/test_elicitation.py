@@ -1390,3 +1390,114 @@ def test_a_stated_preference_does_not_make_a_collinear_feature_confident_against
     assert beliefs["turncoat"]["length"]["stated"] == "more"  # the stated feature's own line is as it was
     for name, belief in beliefs["unstated"].items():  # no statement: nothing is capped
         assert "alone do not show it" not in belief["text"], (name, belief)
+
+
+YES_NO_QUESTIONS = ("Should I exercise every day?", "Should I quit my job to travel?", "Is it fine to skip breakfast?")
+
+
+def test_a_questionnaire_of_yes_or_no_questions_asks_each_question_not_only_the_first(svc):
+    """trial16_52's reproducer: a calibration pool of three questions, each answered "Yes." or "No.". Once the
+    user answered one, next-comparison answered 400 "no pair of different answers left": a pair was taken as asked
+    whatever its prompt, so "Yes." against "No." was asked once for the whole questionnaire. From the tenant's
+    stored comparisons likewise: three users' yes-or-no answers to three questions were one pair (`pairs` 1). A
+    question is its prompt with its two answers; the same question sent twice in a pool still counts once."""
+    svc.keys.setdefault("yesno", svc.runtime.keys.issue("yesno"))
+    pool = [{"prompt": q, "answers": ["Yes.", "No."]} for q in YES_NO_QUESTIONS]
+    with svc.client("yesno") as c:
+        first = c.post("/v1/users/quiz/next-comparison", json={"pool": [*pool, pool[0]]})
+        assert first.status_code == 200, first.text
+        assert first.json()["pairs"] == 3, first.json()  # the repeated item is one question
+        asked = [first.json()["prompt"]]
+        for left in (2, 1):
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "quiz", "prompt": asked[-1],
+                                                "chosen": "Yes.", "rejected": "No."}).status_code == 201
+            r = c.post("/v1/users/quiz/next-comparison", json={"pool": pool})
+            assert r.status_code == 200, r.text
+            assert r.json()["pairs"] == left and r.json()["prompt"] not in asked, (asked, r.json())
+            asked.append(r.json()["prompt"])
+        assert sorted(asked) == sorted(YES_NO_QUESTIONS)
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "quiz", "prompt": asked[-1],
+                                            "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        done = c.post("/v1/users/quiz/next-comparison", json={"pool": pool})  # every question answered: the 400 says so
+        assert done.status_code == 400 and field_named(done) == "pool", done.text
+        assert "answered every question of this `pool`" in done.json()["error"]["message"], done.text
+        # the tenant's stored comparisons: quiz's three answers, one question each; a newcomer is asked any of three
+        svc.runtime.ingest.flush("yesno")
+        stored = c.post("/v1/users/newcomer/next-comparison", json={})
+        assert stored.status_code == 200, stored.text
+        assert stored.json()["pairs"] == 3 and stored.json()["pool"] == "stored", stored.json()
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "newcomer", "prompt": stored.json()["prompt"],
+                                            "chosen": "No.", "rejected": "Yes."}).status_code == 201
+        svc.runtime.ingest.flush("yesno")
+        again = c.post("/v1/users/newcomer/next-comparison", json={}).json()
+        assert again["pairs"] == 2 and again["prompt"] != stored.json()["prompt"], again
+
+
+def test_the_prototype_sentence_quotes_a_stored_answer_as_it_reads(svc):
+    """trial16_52's reproducer: the summary's sentence on the nearest prototype quoted the stored answer as Python
+    writes a string (`repr`): a list answer read "answers like '- Saturday: \\"hike\\"\\\\n- Sunday: rest, it\\\\'s
+    fine'", its line break and apostrophe as backslashes before a user. It now reads as the answer does, its lines
+    joined by spaces, between typographic quotes; the answer itself stays whole in `nearest_prototype.highest`."""
+    svc.keys.setdefault("quoting", svc.runtime.keys.issue("quoting"))
+    chosen, rejected = "- Saturday: \"hike\"\n- Sunday: rest, it's fine", "Stay home and read\ta long book, it's calm."
+    with svc.client("quoting") as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "lister", "prompt": "Weekend plan?",
+                                            "chosen": chosen, "rejected": rejected}).status_code == 201
+        out = c.get("/v1/users/lister").json()["summary"]
+    sentence = next(s for s in out["sentences"] if "prototype" in s)
+    highest = out["nearest_prototype"]["highest"][0]["answer"]
+    assert highest in (chosen, rejected)
+    assert "\\" not in sentence, sentence
+    assert f"answers like \u201c{' '.join(highest.split())}\u201d" in sentence, sentence
+
+
+SHORTER_ANSWERS = [  # trial16_52's questionnaire user who picked the shorter answer of each pair asked
+    ("Tips for a job interview?", "Be on time.", "- Research the company\n- Practice answers\n- Ask questions"),
+    ("How can I sleep better?", "Wow, you'll love this: don't drink coffee after noon!", "- Dark room\n- No screens\n- Same bedtime"),
+    ("What should I read?", "Dune.", "You might enjoy Dune, a sweeping science fiction novel about politics, ecology and religion on a desert planet."),
+    ("How can I sleep better?", "- Dark room\n- No screens\n- Same bedtime",
+     "Keep a regular bedtime, make your room dark and cool, and put screens away an hour before you sleep so your body winds down."),
+    ("How do I boil an egg?", "Boil it 9 minutes.", "- Boil water\n- Add egg\n- Wait 9 minutes\n- Cool it"),
+    ("How can I sleep better?", "Go to bed earlier.", "Wow, you'll love this: don't drink coffee after noon!"),
+    ("Suggest a weekend plan.", "- Saturday: hike\n- Sunday: rest", "Saturday: a long hike in the hills. Sunday: brunch with friends, then a film."),
+    ("How do I boil an egg?", "Hey! Just toss it in boiling water, it's easy!", "- Boil water\n- Add egg\n- Wait 9 minutes\n- Cool it"),
+    ("Tips for a job interview?", "Be on time.", "It is advisable to arrive punctually and to dress formally."),
+    ("How do I boil an egg?", "Boil it 9 minutes.", "Hey! Just toss it in boiling water, it's easy!"),
+    ("How do I boil an egg?", "- Boil water\n- Add egg\n- Wait 9 minutes\n- Cool it",
+     "Bring a pot of water to a rolling boil, lower the egg in gently, let it cook for about nine minutes, then cool it in cold water before peeling."),
+    ("Tips for a job interview?", "It is advisable to arrive punctually and to dress formally.", "- Research the company\n- Practice answers\n- Ask questions"),
+    ("Suggest a weekend plan.", "Saturday: a long hike in the hills. Sunday: brunch with friends, then a film.",
+     "Good day! I would be delighted to propose the following itinerary: Saturday a hike, Sunday repose."),
+    ("What should I read?", "- Dune\n- Emma\n- Beloved", "I would respectfully recommend the works of Jane Austen, notably Emma."),
+    ("Tips for a job interview?", "- Research the company\n- Practice answers\n- Ask questions",
+     "Research the company beforehand, practise answering common questions aloud, and prepare a few thoughtful questions of your own to ask the interviewer."),
+]
+
+
+def test_a_stated_preference_does_not_make_a_group_of_features_likely_against_the_comparisons(svc):
+    """trial16_52: the questionnaire user above (15 comparisons, the shorter answer chosen each time) then stated
+    "longer". The stated prior pins `length`, so the comparisons' evidence went to features that moved with it, and the
+    summary's first sentence read "prefers answers with exclamation marks and contractions (a casual register)
+    (likely)" (0.86), where the same comparisons without the statement read 0.75, uncertain, and said nothing of them.
+    trial16_51 capped single features at what the comparisons alone say; a group of features moved together (`joint`)
+    now is too."""
+    svc.keys.setdefault("grouped", svc.runtime.keys.issue("grouped"))
+    lines = "".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in SHORTER_ANSWERS)
+    summaries = {}
+    with svc.client("grouped") as c:
+        for user, stated in (("said-longer", True), ("said-nothing", False)):
+            r = c.post(f"/v1/users/{user}/import", content=lines.encode(), headers={"content-type": "application/x-ndjson"})
+            assert r.status_code == 201, r.text
+            if stated:
+                assert c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "more"}}).status_code == 200
+            summaries[user] = c.get(f"/v1/users/{user}").json()["summary"]
+    groups = {user: {tuple(j["features"]): j for j in s["joint"]} for user, s in summaries.items()}
+    alone = groups["said-nothing"]
+    assert alone, summaries["said-nothing"]  # the comparisons moved some features together
+    for features, group in groups["said-longer"].items():
+        if "length" in features:
+            continue  # the stated feature's own group rests on the statement
+        levels = ("uncertain", "likely", "confident")
+        assert levels.index(group["confidence"]) <= levels.index(alone[features]["confidence"]), (group, alone[features])
+        if alone[features]["confidence"] == "uncertain":
+            assert group["confidence"] == "uncertain" and group["text"] not in summaries["said-longer"]["sentences"], group

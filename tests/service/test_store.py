@@ -134,9 +134,9 @@ def test_answers_sample_draws_from_the_whole_tenant_and_reads_past_refused_and_r
     assert sorted(every) == sorted(f"q{i}" for i in range(200))  # a pair stored by two users counts once
     # pairs refused by `keep` do not use up the sample: all ten kept ones are found among 200
     wanted = {f"q{i} short" for i in range(190, 200)}
-    kept = store.answers_sample("t", 10, keep=lambda chosen, rejected: chosen in wanted, max_rows=1000)[1][::2]
+    kept = store.answers_sample("t", 10, keep=lambda prompt, chosen, rejected: chosen in wanted, max_rows=1000)[1][::2]
     assert sorted(kept) == sorted(wanted)
-    assert len(store.answers_sample("t", 10, keep=lambda c, r: c in wanted, max_rows=10)[1]) < 20  # only 10 rows read
+    assert len(store.answers_sample("t", 10, keep=lambda p, c, r: c in wanted, max_rows=10)[1]) < 20  # only 10 rows read
     assert set(store.answers_sample("t", 1000, leave_out_user="old")[0][::2]) == {f"q{i}" for i in range(50)}  # copycat's
 
 
