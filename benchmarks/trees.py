@@ -16,8 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def unpack_revision(rev: str, folder: str | Path, *paths: str) -> Path:
     """`git archive rev` of this checkout (only `paths`, such as "pluralign", when given) unpacked into `folder`, which
-    it returns. Raises subprocess.CalledProcessError when git does not know `rev`."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, *paths], check=True, capture_output=True).stdout
+    it returns. Exits (SystemExit: one line naming `--against rev` and git's reason) when git refuses it, such as a
+    revision it does not know."""
+    done = subprocess.run(["git", "-C", str(ROOT), "archive", rev, *paths], capture_output=True)
+    if done.returncode:
+        reason = done.stderr.decode(errors="replace").strip().replace("\n", "; ") or f"exit status {done.returncode}"
+        sys.exit(f"--against {rev}: git archive refused it: {reason}")
+    archive = done.stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
     return Path(folder)
