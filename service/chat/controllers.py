@@ -390,15 +390,24 @@ def fit_shots(p: services.Plan, count: Callable[[list[dict[str, str]]], int], bu
     client's messages alone are over it. The prompts with 0 to all but one of the shots are counted together: at once by
     a remote server (`PromptCounter.each`: one round trip of its `/tokenize`, within the chat's one bound for its counts;
     until review remote52 one after another, so a server answering each count in 0.3 s made a chat leaving 2 of 4 shots
-    out a 503 at a bound of 1 s), one by one here by a local generator."""
+    out a 503 at a bound of 1 s), one by one here by a local generator, only as far as needed (the messages alone, then
+    one shot fewer at a time)."""
     kept = [p.context_keeping(k) for k in range(len(p.shots))]
     each = getattr(count, "each", None)
-    counts = each(kept) if each is not None else [count(context) for context in kept]
-    if counts[0] > budget:  # the client's messages alone: no shot to give up makes them fit
-        raise bad_request("messages", f"the prompt is {counts[0]} tokens; {why}")
-    fits = max(k for k, tokens in enumerate(counts) if tokens <= budget)
-    p.keep_shots(fits)
-    return counts[fits]
+    counts = each(kept) if each is not None else None
+
+    def tokens(k: int) -> int:
+        return counts[k] if counts is not None else count(kept[k])
+
+    alone = tokens(0)
+    if alone > budget:  # the client's messages alone: no shot to give up makes them fit
+        raise bad_request("messages", f"the prompt is {alone} tokens; {why}")
+    for k in range(len(kept) - 1, 0, -1):  # the farthest shots left out first
+        if (counted := tokens(k)) <= budget:
+            p.keep_shots(k)
+            return counted
+    p.keep_shots(0)
+    return alone
 
 
 def fit_prefill(rt: Runtime, p: services.Plan, tokens: int, prefill: int) -> None:
