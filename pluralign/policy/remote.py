@@ -30,6 +30,7 @@ a retrained adapter loaded by a replica after another had loaded the old one was
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import secrets
@@ -468,13 +469,16 @@ class PromptCounter:
     def each(self, conversations: Sequence[Sequence[dict[str, str]]]) -> list[int]:
         """The counts of `conversations`, in their order, asked of the server at once (a thread each): one round trip's
         time, not one per conversation. Raises PromptNotCounted as `prompt_tokens` does, once every count has ended
-        (each by the deadline at the latest). Until review remote52 a chat whose shots did not fit asked them one after
-        another within the one bound: a server answering each in 0.3 s, at a bound of 1 s, made a chat leaving 2 of
-        its 4 shots out a 503 "send it again" at every try, while it answered every count."""
+        (each by the deadline at the latest). Each thread runs in a copy of the caller's context (`contextvars`: the
+        service's request id, sent with each count as `request_headers` and on its log lines). Until review remote52 a
+        chat whose shots did not fit asked them one after another within the one bound: a server answering each in
+        0.3 s, at a bound of 1 s, made a chat leaving 2 of its 4 shots out a 503 "send it again" at every try, while
+        it answered every count."""
         if len(conversations) < 2 or not self.remote._tokenize_route:
             return [self(c) for c in conversations]
+        contexts = [contextvars.copy_context() for _ in conversations]  # one each: a context runs on one thread at a time
         with ThreadPoolExecutor(max_workers=len(conversations), thread_name_prefix="tokenize") as pool:
-            return list(pool.map(self, conversations))
+            return list(pool.map(lambda context, messages: context.run(self, messages), contexts, conversations))
 
 
 # the fields of a chat request a server's 400 may name (`GenerationRefused.param`); the service forwards them as sent
