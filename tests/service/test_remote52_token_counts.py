@@ -33,17 +33,20 @@ class Tokenizing(Handler):
     asked = 0
     failed = 0
     ids: list[str | None] = []
+    counting = threading.Lock()  # the counts of one chat come at once (`PromptCounter.each`): no increment lost
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         if self.path != "/tokenize":
             return super().do_POST()
         body = self.read_json()
         kind = type(self)
-        kind.asked += 1
-        kind.ids.append(self.headers.get("x-request-id"))
+        with kind.counting:
+            kind.asked += 1
+            kind.ids.append(self.headers.get("x-request-id"))
         time.sleep(kind.delay_s)
         if kind.failing:
-            kind.failed += 1
+            with kind.counting:
+                kind.failed += 1
             return self.error(kind.failing, "InternalServerError", "the tokenizer failed")
         count = tokens("".join(m["content"] for m in body["messages"]))
         with contextlib.suppress(ConnectionError):  # a count the client stopped waiting for
