@@ -56,11 +56,15 @@ class Plan:
         """The context once every retrieved shot is left out (a named user's keeps its system turn)."""
         return with_shots([], self.messages) if self.user_id is not None else self.messages
 
-    def drop_shot(self) -> None:
-        """Leave the farthest shot out of the context (a prompt over the service's budget keeps the
-        client's messages whole and gives up retrieved history first)."""
-        self.shots, self.history = self.shots[:-1], self.history[:-1]
-        self.context = with_shots(self.shots, self.messages)
+    def context_keeping(self, kept: int) -> list[dict[str, str]]:
+        """The context with its `kept` nearest shots only, the farther ones left out."""
+        return with_shots(self.shots[:kept], self.messages) if kept else self.context_without_shots()
+
+    def keep_shots(self, kept: int) -> None:
+        """Leave all but the `kept` nearest shots out of the context (a prompt over the service's budget keeps the
+        client's messages whole and gives up retrieved history first, farthest first)."""
+        self.context = self.context_keeping(kept)
+        self.shots, self.history = self.shots[:kept], self.history[:kept]
 
 
 def new_response_id() -> str:
