@@ -73,7 +73,7 @@ TENANT_HANDLERS = (
 
 
 # the answer headers a page on another origin may read (besides the few CORS always lets through): what a UI
-# and the `openai` JS SDK act on: the request id to quote, the stated preferences' version for If-Match,
+# and the `openai` JS SDK act on: the request id to quote, the stated preferences' entity tag for If-Match,
 # when to retry and how much of the rate limit is left, whether feedback was a replay, an export's file name,
 # a queued job's address
 EXPOSED_HEADERS = ("X-Request-Id", "ETag", "Retry-After", "RateLimit-Policy", "RateLimit-Limit", "RateLimit-Remaining",

@@ -563,7 +563,8 @@ class VersionMismatch(Exception):
     (`StatedPreferences.tag`)."""
 
     def __init__(self, current: int, tag: str, header: str = "If-Match"):
-        super().__init__(f"the stated preferences are at version {current}")
+        # the tag too: after a DELETE, "at version 1, not <the earlier record's tag of version 1>" read as a match
+        super().__init__(f'the stated preferences are at version {current} (entity tag "{tag}")')
         self.current = current
         self.tag = tag
         self.header = header

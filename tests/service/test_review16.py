@@ -522,6 +522,8 @@ def test_a_tag_is_never_given_again_after_a_delete(svc):
             assert r.status_code == 200 and r.json()["preferences"] == {"length": "more"} and r.headers["etag"] == new, r.text
         stale = c.patch(url, json={"preferences": {"list_items": "less"}}, headers={"If-Match": old})  # before: 200
         assert stale.status_code == 412 and field_named(stale) == "If-Match" and stale.headers["etag"] == new, stale.text
+        # the message names the current record's tag: "at version 1, not <the tag of version 1>" alone read as a match
+        assert new in stale.json()["error"]["message"], stale.text
         assert c.get(url).json()["preferences"] == {"length": "more"}  # nothing written
         for held in (new, f"W/{new}"):  # the new record's own tag, weak or not, is a 304 (compared weakly)
             r = c.get(url, headers={"If-None-Match": held})
