@@ -512,13 +512,13 @@ def recent_surprise(mean: np.ndarray, cov: np.ndarray, older: np.ndarray, recent
       changed but answer noisily are not flagged for it (session 51's check alone flagged coin flippers at 12 of 88
       refits). It assumes the answers exchangeable, old and new, and the pairs chat's `compare` asks about are not:
       chosen as those the posterior is least sure of, the newest are harder than the older ones have become, and alone
-      it flagged firm, consistent users answering them (reviewmind52: 4 of 20, up to z 4.1).
+      it flagged firm, consistent users answering them (reviewmind52, through `UserModel.fit_user`: 4 of 20, up to z 4.1).
     - `predictive_surprise` of the recent answers, each against its own pair's uncertainty (session 51's check), which
       needs no exchangeable pairs but a calibrated posterior.
 
     A user who never changed is flagged by both about as rarely as the one whose assumption holds allows (the
     intersection-union principle: Berger, "Multiparameter hypothesis testing and acceptance sampling", Technometrics
-    1982); one who changed fails both. older (N, D) and recent (R, D, oldest first): chosen-minus-rejected rows, or
+    1982); one who changed fails both, the rank z later (flip delays: BENCHMARKS.md, session 52 and reviewmind52). older (N, D) and recent (R, D, oldest first): chosen-minus-rejected rows, or
     where `older_tie` (N,) / `recent_tie` (R,) bools are true a tie's first-minus-second row, read through the fitted
     tie term (`answer_losses`, `predictive_surprise`): a user sure of one answer who starts to tie such pairs fails
     the check too. Returns the z (0 without recent or older answers). Raises ValueError on mismatched shapes or values
