@@ -80,15 +80,19 @@ COMPARE_MIN_BITS = 0.1
 # A user who changes their mind: once the gate above has closed, a user whose newest answers contradict what their older
 # ones taught is asked again (`recent_surprise`, `most_informative_pair`'s `surprised`). The check reads the user's last
 # RECENT_ANSWERS answers (comparisons with a winner and ties) and opens the gate while their log losses under the
-# posterior of the older answers rank SURPRISE_Z standard deviations above the older answers' own held-out losses
-# (`rank_shift`: distribution-free for a user whose answers are alike, so such a user is flagged about as often as a
-# normal z of 3 says, whatever their noise). Session 51 compared the surprise with what the older posterior expects of
-# its own predictions, which assumed them calibrated: on few noisy answers they are overconfident. On the real user model
-# (`benchmarks/changed_mind.py`, BENCHMARKS.md session 52), before -> after: coin flippers flagged at 12 -> 0 of 88
-# refits, noisy length-preferring users 4 -> 1; refitted after every answer up to 60, 28 -> 4 and 22 -> 1 of 40 users
-# at least once (136 -> 9 and 73 -> 1 of 1,840 refits). The price is delay: a user known firmly from 37 answers who
-# turns the other way is flagged after 3-10 contrary answers (median 6; 2-8, median 3, before), one known from 13 after
-# 4-10 (median 7) for 18 of 20 (3-9 before, all). `tests/unit/test_surprise51.py`, `tests/unit/test_surprise52.py`.
+# posterior of the older answers stand SURPRISE_Z standard deviations high by two z's at once: ranked above the older
+# answers' own held-out losses (`rank_shift`: distribution-free for a user whose answers are exchangeable, old and new,
+# so such a user is flagged about as often as a normal z of 3 says, whatever their noise), and above what the older
+# posterior expects of each pair (`predictive_surprise`, session 51's check: right for pairs chosen because the posterior
+# was unsure of them, as chat's `compare` chooses them, if the posterior is calibrated). Either alone flags users who
+# never changed: session 51's, noisy ones (on few noisy answers the posterior is overconfident); the rank's, firm ones
+# answering `compare` pairs (the newest pairs are harder than the older have become). On the real user model
+# (`benchmarks/changed_mind.py`, BENCHMARKS.md sessions 52 and reviewmind52), session 51 -> both: coin flippers flagged
+# at 12 -> 0 of 88 refits, noisy length-preferring users 4 -> 1; refitted after every answer up to 60, 28 -> 4 and
+# 22 -> 1 of 40 users at least once (136 -> 9 and 73 -> 1 of 1,840 refits); firm users answering only `compare` pairs
+# 0 -> 0 of 20 (the rank alone: 3 of 20). The price is delay: a user known firmly from 37 answers who turns the other
+# way is flagged after 3-10 contrary answers (median 6; 2-8, median 3, before), one known from 13 after 5-10 (median 7)
+# for 18 of 20 (3-9 before, all). `tests/unit/test_surprise51.py`, `tests/unit/test_surprise52.py`.
 RECENT_ANSWERS = 10
 SURPRISE_Z = 3.0
 
@@ -392,10 +396,18 @@ def answer_losses(mean: np.ndarray, cov: np.ndarray, rows: np.ndarray, tie: np.n
     likelihood in the margin, the margin without it is m + l' v / (1 - l'' v), its variance v / (1 - l'' v)
     (Sherman-Morrison). O(N D^2) from the fit's own S, where exact leave-one-out costs N fits
     (`tests/unit/test_surprise52.py` compares them). Raises ValueError on mismatched shapes or values that are not finite."""
+    p, tie = _predictive(mean, cov, rows, tie, held_out)
+    return np.where(tie, -np.log2(2.0 * np.sqrt(p * (1.0 - p))), -np.log2(p))
+
+
+def _predictive(mean: np.ndarray, cov: np.ndarray, rows: np.ndarray, tie: np.ndarray | None,
+                held_out: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`answer_losses`' checked inputs and predictive probabilities: (p (N,), P(each row's first answer wins) clipped to
+    [1e-12, 1 - 1e-12], and tie (N,) bools)."""
     mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
     rows = np.atleast_2d(np.asarray(rows, np.float64))
     if not rows.size:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0, bool)
     tie = np.zeros(len(rows), bool) if tie is None else np.asarray(tie, bool)
     if rows.shape[1] != mean.shape[0] or cov.shape != (mean.shape[0], mean.shape[0]) or tie.shape != (len(rows),):
         raise ValueError(f"answers {rows.shape}, ties {tie.shape}, mean {mean.shape} and cov {cov.shape} do not agree")
@@ -408,8 +420,27 @@ def answer_losses(mean: np.ndarray, cov: np.ndarray, rows: np.ndarray, tie: np.n
         slope = np.where(tie, p - 0.5, p - 1.0)  # d/dm of -log sigmoid(m), and of the tie term (`davidson_tie_nll`)
         shrink = 1.0 - np.minimum(p * (1.0 - p) * var, 1.0 - 1e-9)  # > 0: S^-1 >= p (1 - p) z z' (it is in the Hessian)
         margin, var = margin + slope * var / shrink, var / shrink
-    p = np.clip(expit(margin / np.sqrt(1.0 + _PROBIT**2 * var)), 1e-12, 1 - 1e-12)  # P(the first answer wins)
-    return np.where(tie, -np.log2(2.0 * np.sqrt(p * (1.0 - p))), -np.log2(p))
+    return np.clip(expit(margin / np.sqrt(1.0 + _PROBIT**2 * var)), 1e-12, 1 - 1e-12), tie  # P(the first answer wins)
+
+
+def predictive_surprise(mean: np.ndarray, cov: np.ndarray, rows: np.ndarray, tie: np.ndarray | None = None) -> float:
+    """How much worse the posterior N(mean (D,), cov (D, D)) predicts the answers rows (N, D) (`answer_losses`' form) than
+    it expects to, in standard deviations under its own predictions: a posterior predictive check with the log score
+    (Box 1980; Gelman, Meng and Stern 1996; session 51's whole check). With p_i the predictive probability of answer
+    i's first answer, each comparison's loss -log2 p_i is compared with what the posterior expects of it, H(p_i), and
+    z = sum_i (loss_i - H(p_i)) / sqrt(sum_i p_i (1 - p_i) log2(p_i / (1 - p_i))^2). A tie is read as Davidson's half a
+    comparison won each way, (-log2 p_i - log2 (1 - p_i)) / 2 (the fitted tie term without its constant): H(p_i) for
+    a pair the posterior finds even, growing like |margin| / 2 for one it is sure of. Each answer is measured against
+    its own pair's uncertainty, so pairs chosen because the posterior was unsure of them (chat's `compare`) are not
+    surprising for being hard; but the z is about normal only if the predictions are calibrated, which a posterior
+    fitted on few noisy answers is not (`recent_surprise` takes it with `rank_shift`). Returns the z (0 with no
+    answers, or when every prediction is a coin flip). Raises ValueError as `answer_losses`."""
+    p, tie = _predictive(mean, cov, rows, tie, False)
+    spread = float((p * (1.0 - p) * np.log2(p / (1.0 - p)) ** 2).sum())
+    if spread <= 1e-12:
+        return 0.0
+    loss = np.where(tie, -(np.log2(p) + np.log2(1.0 - p)) / 2.0, -np.log2(p))
+    return float((loss - _entropy_bits(p)).sum() / math.sqrt(spread))
 
 
 def _midranks(values: np.ndarray) -> np.ndarray:
@@ -472,19 +503,31 @@ class Recent:
 
 def recent_surprise(mean: np.ndarray, cov: np.ndarray, older: np.ndarray, recent: np.ndarray,
                     older_tie: np.ndarray | None = None, recent_tie: np.ndarray | None = None) -> float:
-    """Whether a user's recent answers contradict what their older ones taught, without trusting the posterior's
-    calibration: `rank_shift` of the recent answers' log losses under the posterior N(mean (D,), cov (D, D)) fitted
-    on the older ones (a held-out, prequential check: Dawid 1984), against each older answer's own held-out loss
-    (`answer_losses(held_out=True)`). Session 51 compared the surprise with what the posterior expects of its own
-    predictions (Box 1980's posterior predictive check with the model's spread), but a posterior fitted on few noisy
-    answers is overconfident, and users who never changed exceeded it: coin flippers at 12 of 88 refits. Its older
-    answers' held-out losses are overconfident alike, so they are a baseline that needs no calibration.
-    older (N, D) and recent (R, D, oldest first): chosen-minus-rejected rows, or where `older_tie` (N,) / `recent_tie`
-    (R,) bools are true a tie's first-minus-second row, read through the fitted tie term (`answer_losses`): a user sure
-    of one answer who starts to tie such pairs (or the other way round) fails the check too. Returns the z (0 without
-    recent or older answers). Raises ValueError on mismatched shapes or values that are not finite."""
+    """Whether a user's recent answers contradict what their older ones taught: the smaller of two z's of the recent
+    answers' log losses under the posterior N(mean (D,), cov (D, D)) fitted on the older ones (a held-out, prequential
+    check: Dawid 1984), so the check fails (>= SURPRISE_Z) only when both do.
+
+    - `rank_shift` of those losses against each older answer's own held-out loss (`answer_losses(held_out=True)`), which
+      needs no calibrated posterior (its older answers' held-out losses are overconfident alike): users who never
+      changed but answer noisily are not flagged for it (session 51's check alone flagged coin flippers at 12 of 88
+      refits). It assumes the answers exchangeable, old and new, and the pairs chat's `compare` asks about are not:
+      chosen as those the posterior is least sure of, the newest are harder than the older ones have become, and alone
+      it flagged firm, consistent users answering them (reviewmind52, through `UserModel.fit_user`: 4 of 20, up to z 4.1).
+    - `predictive_surprise` of the recent answers, each against its own pair's uncertainty (session 51's check), which
+      needs no exchangeable pairs but a calibrated posterior.
+
+    A user who never changed is flagged by both about as rarely as the one whose assumption holds allows (the
+    intersection-union principle: Berger, "Multiparameter hypothesis testing and acceptance sampling", Technometrics
+    1982); one who changed fails both, the rank z later (flip delays: BENCHMARKS.md, session 52 and reviewmind52). older (N, D) and recent (R, D, oldest first): chosen-minus-rejected rows, or
+    where `older_tie` (N,) / `recent_tie` (R,) bools are true a tie's first-minus-second row, read through the fitted
+    tie term (`answer_losses`, `predictive_surprise`): a user sure of one answer who starts to tie such pairs fails
+    the check too. Returns the z (0 without recent or older answers). Raises ValueError on mismatched shapes or values
+    that are not finite."""
     baseline = answer_losses(mean, cov, older, older_tie, held_out=True)
-    return rank_shift(baseline, answer_losses(mean, cov, recent, recent_tie))
+    losses = answer_losses(mean, cov, recent, recent_tie)
+    if not len(baseline) or not len(losses):
+        return 0.0
+    return min(rank_shift(baseline, losses), predictive_surprise(mean, cov, recent, recent_tie))
 
 
 def all_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:

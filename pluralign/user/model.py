@@ -130,10 +130,11 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     moved_in: dict[str, int] = {}
     p_more_from_comparisons: dict[str, float] = {}
     # how much worse the posterior of the user's older answers predicts their newest RECENT_ANSWERS answers (comparisons
-    # and ties) than it predicts each older one held out, a rank-sum z (`pluralign.user.active.recent_surprise`): at
-    # SURPRISE_Z or more the user has changed their mind and is asked again (chat's `compare`, onboarding's
-    # `worth_asking`); 0 in a state stored before session 51, session 51's calibrated z in one stored before session 52
-    # (the same scale and threshold, read until the user's next refit)
+    # and ties) than it predicts each older one held out (a rank z) and than it expects to (a calibrated z), the smaller
+    # of the two (`pluralign.user.active.recent_surprise`): at SURPRISE_Z or more the user has changed their mind and is
+    # asked again (chat's `compare`, onboarding's `worth_asking`); 0 in a state stored before session 51, session 51's
+    # calibrated z in one stored before session 52, the rank z alone in one stored by mind52 (the same scale and
+    # threshold, read until the user's next refit)
     surprise: float = 0.0
 
     @property
@@ -552,8 +553,8 @@ class UserModel:
                   recent: Recent | Sequence[int] | None) -> float:
         """`recent_surprise` of the user's newest answers (`recent`: comparisons, rows of design (N, D), and ties, rows
         of tied (M, D), oldest first; a sequence: comparisons only; None: the last RECENT_ANSWERS rows of design) under
-        the posterior fitted on the others, not on them: a held-out (prequential, Dawid 1984) check, each older answer
-        scored by its own approximate leave-one-out loss as the baseline. The posterior fitted on every answer explains
+        the posterior fitted on the others, not on them: a held-out (prequential, Dawid 1984) check, against each older
+        answer's own approximate leave-one-out loss and each newest pair's own uncertainty at once. The posterior fitted on every answer explains
         its newest ones in-sample, with its 76 coefficients, however much they contradict the older ones (on the tiny
         models a user who turned from shorter to longer answers scored -0.15 after 6 of 10 contrary answers in-sample).
         0 until the user has RECENT_ANSWERS // 2 older answers too (a rank among fewer says little)."""

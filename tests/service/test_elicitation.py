@@ -1342,6 +1342,43 @@ def test_a_coin_flipping_user_is_not_taken_for_one_who_changed_their_mind(svc):
     assert sum(z >= 3 for z in flagged) <= 1, flagged
 
 
+@pytest.mark.slow  # 30 onboarding rounds, ~5 s: `make test-bench`
+def test_onboarding_a_user_who_answers_alike_is_not_taken_for_one_who_changed_their_mind(svc):
+    """reviewmind52: docs/api.md's onboarding, a client that sends each `next-comparison` pair's pick as a comparison
+    (always the shorter answer: a user who never changes) and asks again, 30 questions (a questionnaire of fixed
+    length: it reads `worth_asking` but goes on). The pairs it is offered are those the posterior is least sure of,
+    so each new answer is harder to predict than the older ones have become: mind52's rank z alone, which takes old
+    and new answers as alike, rose with each answer here (-0.53 at the 15th, 3.01 at the 27th, 3.58 at the 30th), and
+    `worth_asking`, false from the 17th question, turned true again at the 28th: a user who never changed asked
+    again. The check fails only when session 51's z, each answer against its own pair's uncertainty, does too: never
+    here (z -1.42 to -1.04), and once `worth_asking` is false it stays false."""
+    import numpy as np
+
+    from service.users.services import user_weights
+
+    rt = svc.runtime
+    svc.keys.setdefault("steady52", rt.keys.issue("steady52"))
+    rng = np.random.default_rng(52)
+    pool = [{"prompt": f"Tips on {topic}?", "answers": [f"On {topic}: " + " ".join(["and then rest"] * int(k)) + "."
+                                                       for k in rng.choice(np.arange(1, 20), 4, replace=False)]}
+            for topic in TOPICS]  # 16 prompts x 4 answers of 3 to 58 words
+    surprise, worth = [], []
+    with svc.client("steady52") as c:
+        for _ in range(30):
+            r = c.post("/v1/users/steady/next-comparison", json={"pool": pool})
+            assert r.status_code == 200, r.text
+            pair = r.json()
+            worth.append(pair["worth_asking"])
+            shorter, longer = sorted(pair["answers"], key=len)
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "steady", "prompt": pair["prompt"],
+                                             "chosen": shorter, "rejected": longer})
+            assert r.status_code == 201, r.text
+            surprise.append(round(user_weights(rt, "steady52", "steady").state.surprise, 2))
+    print("surprise at each refit:", surprise, "worth asking:", worth)
+    assert not any(z >= 3 for z in surprise), surprise
+    assert False in worth and not any(worth[worth.index(False):]), worth  # well known, and not asked again
+
+
 def test_a_user_sure_of_the_shorter_answer_who_starts_to_tie_is_asked_again(svc):
     """(session 52) The changed-mind check reads ties. A user who picked the shorter answer 15 times, then says "no
     preference" between short and long answers (ties, `tie: true`), has changed their mind about length: after 10 ties
