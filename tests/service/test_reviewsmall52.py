@@ -5,10 +5,21 @@ client (the remote generator's)."""
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
+
+import msgspec
 import pytest
 
+from pluralign.embed.remote import RemoteEncoder
 from pluralign.policy.generator import RemoteGeneratorError
+from pluralign.store import Store
+from pluralign.store.feedback_log import FeedbackLog
+from pluralign.store.ingest import Ingestor
+from tests.service.test_feedback_log import DIM, feedback
 from tests.service.test_small52_remote_encoder import EmbeddingsStub
+from tests.stores import wait_for
 
 ANSWERS = {  # each a 200 that is JSON, but not a chat completion (`choices[i].message`, `.index`, `usage` as OpenAI's)
     "no message": b'{"choices": [{"index": 0, "finish_reason": "stop"}]}',
@@ -70,3 +81,63 @@ def test_a_stream_whose_chunks_are_not_chat_completion_chunks_is_the_generation_
     generator = answering(answer, "text/event-stream")
     with pytest.raises(RemoteGeneratorError, match=r"generation server at http://127\.0\.0\.1:\d+/v1 .*not a chat completion chunk"):
         list(generator.stream([{"role": "user", "content": "Hi"}]))
+
+
+class RefusingEmbeddings(http.server.ThreadingHTTPServer):
+    """`/v1/embeddings` on a loopback port as Text Embeddings Inference answers without `--auto-truncate`: a request
+    holding a text longer than `longest` characters is refused whole, 413 with TEI's validation error (no retry by the
+    client: a 4xx); the others get unit vectors of `dim` numbers. `calls`: the inputs of each request."""
+
+    def __init__(self, longest: int = 200, dim: int = DIM):
+        self.longest, self.dim, self.calls = longest, dim, []
+        super().__init__(("127.0.0.1", 0), _Refusing)
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        texts = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))["input"]
+        self.server.calls.append(texts)
+        if any(len(t) > self.server.longest for t in texts):
+            status, answer = 413, {"error": "Input validation error: `inputs` must have less than 512 tokens. Given: 700",
+                                   "error_type": "Validation"}
+        else:
+            data = [{"object": "embedding", "index": i, "embedding": [1.0] + [0.0] * (self.server.dim - 1)} for i in range(len(texts))]
+            status, answer = 200, {"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 1, "total_tokens": 1}}
+        body = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_text_the_embeddings_server_refuses_is_set_aside_not_retried_for_ever(tmp_path, quick_retries):
+    """A comparison whose answer is longer than the embeddings server takes (TEI without `--auto-truncate` answers 413
+    for the whole request) beside another user's of the same tenant. The other is stored, and the record the server
+    refuses, alone and twice, while it embeds the probe, is set aside as a dead letter (docs/admin.md): the server's
+    refusal of the texts, as a local encoder's ValueError. Before, every 4xx of the server was `RemoteEncoderError`, the
+    server's failure (session small52 made every fault of an answer so): the record stayed in the log, retried every few
+    seconds for ever, and such records piled up to the tenant's backlog bound, where all its feedback is refused."""
+    server = RefusingEmbeddings()
+    encoder = RemoteEncoder(server.url, "m", max_retries=0)
+    long = feedback("ann", 0, tenant="t1")
+    long[0] = msgspec.structs.replace(long[0], chosen="a long answer " * 30)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), Store(str(tmp_path / "db"), "m", DIM), encoder, tries=3)
+    try:
+        ingest.submit(long)
+        ingest.submit(feedback("bob", 0, tenant="t1"))
+        wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=15.0)
+        assert ingest.store.count_preferences("t1", "bob") == 1 and ingest.store.count_preferences("t1", "ann") == 0
+        assert ingest.set_aside == 1 and ingest.dead_letters.rows_for("t1", "ann") == 1, ingest.dead_letters.names()
+    finally:
+        ingest.close()
+        server.shutdown()
+        server.server_close()
