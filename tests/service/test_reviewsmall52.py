@@ -55,7 +55,7 @@ def answering():
         from pluralign.policy.remote import RemoteGenerator, RemotePolicy
 
         servers.append(AnswerStub(body, content_type))
-        return RemoteGenerator(servers[-1].url, "m", policy=RemotePolicy(timeout_s=5, max_retries=0))
+        return RemoteGenerator(servers[-1].url, "m", policy=RemotePolicy(timeout_s=5, max_retries=0)), servers[-1]
 
     yield start
     for server in servers:
@@ -69,7 +69,7 @@ def test_a_json_answer_that_is_not_a_chat_completion_is_the_generation_servers_f
     for a page and for no `choices` only: a completion missing a choice's message, or holding a number where an object
     or a text goes, raised AttributeError or TypeError, which the chat answers as a 500 `internal error`, where the
     server's failure is the 503 to send again."""
-    generator = answering(answer)
+    generator, _ = answering(answer)
     with pytest.raises(RemoteGeneratorError, match=r"generation server at http://127\.0\.0\.1:\d+/v1 answered something that is not a chat completion"):
         generator.generate([{"role": "user", "content": "Hi"}], n=2)
 
@@ -78,10 +78,26 @@ def test_a_json_answer_that_is_not_a_chat_completion_is_the_generation_servers_f
 def test_a_stream_whose_chunks_are_not_chat_completion_chunks_is_the_generation_servers_failure(answering, answer):
     """The same of a streamed answer: before, AttributeError ('NoneType' object has no attribute 'content'), the
     stream's error event a 500 `generation failed: AttributeError`."""
-    generator = answering(answer, "text/event-stream")
+    generator, _ = answering(answer, "text/event-stream")
     with pytest.raises(RemoteGeneratorError, match=r"generation server at http://127\.0\.0\.1:\d+/v1 .*not a chat completion chunk"):
         list(generator.stream([{"role": "user", "content": "Hi"}]))
 
+
+
+def test_a_page_in_place_of_the_tokenizers_count_leaves_later_prompts_counted(answering):
+    """The generation server's `/tokenize` (vLLM's, which counts a chat's prompt so `max_prompt_tokens` and
+    `max_prefill_tokens` bound it before it is sent) answered once by a proxy's page with a 200, then by the server
+    again. That chat goes uncounted; the next is counted. Before, one page was taken for a server without vLLM's route:
+    no prompt of the process was counted again until its restart, and neither bound held. A JSON answer without a
+    count still is such a server (asked once)."""
+    generator, server = answering(b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+    hi = [{"role": "user", "content": "Hi"}]
+    assert generator.prompt_tokens(hi) == 0
+    server.body, server.content_type = b'{"count": 7, "max_model_len": 2048, "tokens": [1, 2, 3, 4, 5, 6, 7]}', "application/json"
+    assert generator.prompt_tokens(hi) == 7
+    server.body = b'{"object": "error"}'
+    assert [generator.prompt_tokens(hi) for _ in range(2)] == [0, 0]
+    assert len(server.calls) == 3, server.calls  # the last asked once
 
 class RefusingEmbeddings(http.server.ThreadingHTTPServer):
     """`/v1/embeddings` on a loopback port as Text Embeddings Inference answers without `--auto-truncate`: a request
