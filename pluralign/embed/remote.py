@@ -19,7 +19,23 @@ from pluralign.urls import check_base_url, redacted
 class RemoteEncoderError(RuntimeError):
     """The embeddings server is unreachable or answered something that is not an embeddings list (an error status, a
     body that is not JSON, JSON of another shape): the server's failure, never the texts' (a ValueError or TypeError of
-    `encode` is a text it cannot send, a lone surrogate's UnicodeEncodeError)."""
+    `encode` is a text it cannot send, a lone surrogate's UnicodeEncodeError, or one it refuses: `RemoteTextsRefused`)."""
+
+
+class RemoteTextsRefused(RemoteEncoderError, ValueError):
+    """The embeddings server refused the request for its texts (400, 413 or 422: Text Embeddings Inference without
+    `--auto-truncate` answers 413 `inputs must have less than 512 tokens` for a request holding a longer text, vLLM 400 for
+    one past its model's context), which no retry changes. A ValueError, as a local encoder's refusal of a text, so the
+    feedback worker finds the text at fault by embedding the texts alone while the server embeds its probe, and sets its
+    record aside (`pluralign.store.ingest.Ingestor._refusal`, docs/admin.md "Dead letters"); a RemoteEncoderError, so a
+    request that waited on it is the 503 of the server's failure (`service.errors.encoder_unavailable`). A server that
+    refuses every request so (`pluralign serve-embeddings` answers 400 for a model it does not serve) refuses the probe
+    too: its failure, retried, nothing set aside. Until the review
+    of session small52 it was a plain RemoteEncoderError: the record stayed in the log, retried for ever, and such
+    records filled their tenant's backlog bound."""
+
+
+REFUSED_STATUSES = (400, 413, 422)  # the server's answers of a request it will not take as sent: its texts' (`RemoteTextsRefused`)
 
 
 class RemoteEncoder:
@@ -59,6 +75,9 @@ class RemoteEncoder:
             sent = [t or " " for t in texts]
             response = self._client.embeddings.create(model=self.encoder_id, input=sent, encoding_format="float",
                                                       extra_headers=dict(self.request_headers()))
+        except openai.APIStatusError as exc:
+            failure = RemoteTextsRefused if exc.status_code in REFUSED_STATUSES else RemoteEncoderError
+            raise failure(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
         except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): the server's, not the texts'

@@ -342,17 +342,24 @@ class RemoteGenerator:
             raise Cancelled("cancelled while the server generated")
         # `getattr`: a body not labelled JSON (a proxy's HTML page) comes back as its text (until session small52 an
         # AttributeError, a 500)
-        choices = sorted(getattr(completion, "choices", None) or [], key=lambda c: c.index)
-        if not choices:
+        if not getattr(completion, "choices", None):
             raise RemoteGeneratorError(f"not a chat completion (no choices): {shorten(str(completion), 300)}")
-        usage = completion.usage
-        total = usage.completion_tokens if usage else 0
-        shares = [total // len(choices) + (1 if i < total % len(choices) else 0) for i in range(len(choices))]
-        candidates = [
-            Candidate(text=(c.message.content or "").strip(), finish_reason=c.finish_reason or "stop", tokens=share)
-            for c, share in zip(choices, shares, strict=True)
-        ]
-        return candidates, usage.prompt_tokens if usage else 0
+        # the client builds the completion from the JSON unchecked: what it holds is the server's doing, and any fault of
+        # it the server's failure (until the review of session small52 a choice without its message, or a number where
+        # an object or a text goes, was an AttributeError or TypeError: the chat's 500)
+        try:
+            choices = sorted(completion.choices, key=lambda c: c.index)
+            usage = completion.usage
+            total = usage.completion_tokens if usage else 0
+            shares = [total // len(choices) + (1 if i < total % len(choices) else 0) for i in range(len(choices))]
+            candidates = [
+                Candidate(text=(c.message.content or "").strip(), finish_reason=c.finish_reason or "stop", tokens=share)
+                for c, share in zip(choices, shares, strict=True)
+            ]
+            return candidates, usage.prompt_tokens if usage else 0
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise RemoteGeneratorError(f"generation server at {self.shown_url} answered something that is not a chat completion "
+                                       f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
 
     def stream(
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
@@ -387,6 +394,10 @@ class RemoteGenerator:
             yield from stripped_pieces(server_pieces())
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} broke off the stream: {redacted(str(exc))}") from exc
+        except (AttributeError, TypeError, ValueError) as exc:  # a chunk without its delta, a number for a choice: the
+            # server's (until the review of session small52 the stream's error event a 500 `generation failed: AttributeError`)
+            raise RemoteGeneratorError(f"generation server at {self.shown_url} sent what is not a chat completion chunk "
+                                       f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
         finally:
             chunks.close()
         if usage is None:
@@ -430,7 +441,12 @@ class RemoteGenerator:
             answer = self._client.post(f"{root}/tokenize", cast_to=httpx2.Response, body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
                                        options={"headers": dict(self.request_headers()), "max_retries": 0, "timeout": timeout})
             count = answer.json().get("count")
-        except (ValueError, AttributeError):  # not vLLM's answer (no JSON object)
+        except ValueError:  # not JSON: a proxy's page in the server's place (sent with a 200), not what the server
+            # lacks: this prompt goes uncounted, the next is counted (until the review of session small52 one page
+            # switched counting off until the process restarted, and `max_prompt_tokens`, `max_prefill_tokens` with it)
+            log.info("the generation server's /tokenize at %s answered a body that is not JSON: a prompt sent uncounted", self.shown_url)
+            return 0
+        except AttributeError:  # JSON, not an object: not vLLM's answer
             count = None
         except openai.APIStatusError as exc:
             # a 400, 413 or 422: this conversation's fault (vLLM's 400 for messages its chat template raises on), its

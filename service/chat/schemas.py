@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from typing import Annotated, Literal
 
@@ -29,15 +28,17 @@ class RefusalPart(Base, tag_field="type", tag="refusal"):
 # files (`USER_PARTS_UNREAD`), which this text model does not read
 ROLE_PARTS = {"system": ("text",), "developer": ("text",), "user": ("text",), "assistant": ("text", "refusal"), "tool": ("text",)}
 USER_PARTS_UNREAD = {"image_url": "images", "input_audio": "audio", "file": "files"}
-_PART_TYPE = re.compile(r"messages\[(\d+)\]\.content\[\d+\]\.type")
+_PART_TYPE = re.compile(r"messages\[(\d+)\]\.content\[(\d+)\]\.type")
 
 
 class _Role(msgspec.Struct):
     role: object = None
+    content: object = None  # as sent: a string, a list of parts (dicts), ...
 
 
 class _Roles(msgspec.Struct):
-    """A chat body's messages' roles alone (`ChatRequest.choice_problem`): the rest skipped, nothing checked."""
+    """A chat body's messages' roles and contents alone (`ChatRequest.choice_problem`): the rest skipped, nothing
+    checked."""
 
     messages: list[_Role] = []
 
@@ -168,22 +169,25 @@ class ChatRequest(Base):
 
     @staticmethod
     def choice_problem(field: str, body: bytes, got: str) -> tuple[str, str] | None:
-        """(problem, code) of the value `got` (msgspec's repr of it) that the strict decode (`service.strict`) found
+        """(problem, code) of the value (`got`: msgspec's repr of it) that the strict decode (`service.strict`) found
         at `field` outside its choices, where a chat says more than the field's choices: a content part's `type`
-        (`messages[i].content[j].type`), told by its message's role (`part_problem`); None elsewhere, or when the
-        role cannot be read. Until session small52 every role was told "must be one of `text`, `refusal`" (a user's
-        image part too: neither a part a user message takes nor a word that images are not read)."""
+        (`messages[i].content[j].type`), told by its message's role (`part_problem`), both read from `body`; None
+        elsewhere, or when they cannot be read. Until session small52 every role was told "must be one of `text`,
+        `refusal`" (a user's image part too: neither a part a user message takes nor a word that images are not
+        read); until its review the part's type was read back from `got` (`ast.literal_eval`), which a type holding a
+        quote (`it's`) is not, and such a type was told so again."""
         found = _PART_TYPE.fullmatch(field)
         if found is None:
             return None
         try:
             messages = msgspec.json.decode(body, type=_Roles).messages
-            value = ast.literal_eval(got)
-        except (msgspec.DecodeError, ValueError, SyntaxError, MemoryError, RecursionError):
+        except (msgspec.DecodeError, RecursionError):
             return None
-        i = int(found.group(1))
-        role = messages[i].role if i < len(messages) else None
-        return part_problem(role, value) if isinstance(role, str) and isinstance(value, str) else None
+        i, j = int(found.group(1)), int(found.group(2))
+        message = messages[i] if i < len(messages) else _Role()
+        parts = message.content if isinstance(message.content, list) else []
+        value = parts[j].get("type") if j < len(parts) and isinstance(parts[j], dict) else None
+        return part_problem(message.role, value) if isinstance(message.role, str) and isinstance(value, str) else None
 
 
 class AssistantMessage(Base):

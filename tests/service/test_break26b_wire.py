@@ -398,3 +398,17 @@ def test_pluralign_data_import_sends_each_users_routing_header(svc, heard, tmp_p
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["stored"] == 4, (code, out, err)
     imports = [(path, lines) for path, lines in heard if path.endswith("/import")]
     assert imports == [("/v1/users/imp52a/import", ["imp52a"]), ("/v1/users/imp52b/import", ["imp52b"])], heard
+
+
+def test_a_part_kind_spelled_with_a_quote_is_told_with_its_messages_role_too(svc):
+    """Review of session small52: the role's kinds were added only where msgspec's repr of the kind read back as a Python
+    string (`ast.literal_eval`); a kind holding a quote (`'it's'`) did not, and a user's message was told "must be one of
+    `text`, `refusal`" again, the words session small52 ended. Now the kind is read from the body itself."""
+    for kind in ("it's", "say \"hi\"", "back\\slash"):
+        messages = [{"role": "user", "content": [{"type": kind, "text": "Hi"}]}]
+        with svc.client() as c:
+            r = c.post("/v1/chat/completions", json={**CHAT, "messages": messages})
+        assert r.status_code == 400 and field_named(r) == "messages[0].content[0].type", r.text
+        said = r.json()["error"]["message"]
+        assert said.startswith("`messages[0].content[0].type`: must be one of `text`; got ") and said.endswith(
+            "(the parts of a `user` message)"), said
