@@ -1095,15 +1095,17 @@ def _kind(value: Any) -> str | None:
     return "text" if isinstance(value, str) else "a list" if isinstance(value, list) else "an object"
 
 
-def _mixed_column(name: str, values: list[Any], exc: Exception) -> str:
+def _mixed_column(name: str, values: list[Any], exc: Exception, places: Sequence[str] | None = None) -> str:
     """Why Arrow could not make one column of `values`: TRL's forms (text beside messages) for its
-    text columns, else the kinds of value; either way the first record (from 1) of each of two kinds; JSON lines
-    keep each row as it came, so they are the way out."""
+    text columns, else the kinds of value; either way the first record of each of two kinds, named by `places`
+    (where each record came from: "line 3 of --path") or else as `record N` (from 1); JSON lines keep each row as it
+    came, so they are the way out."""
+    where = (lambda i: places[i - 1]) if places is not None else (lambda i: f"record {i}")
     if name in ("prompt", "chosen", "rejected"):
         text = next(i for i, value in enumerate(values, 1) if isinstance(value, str))
         messages = next(i for i, value in enumerate(values, 1) if isinstance(value, list))
-        return (f"column `{name}` mixes forms across records (text and messages): text (record {text}) and messages "
-                f"(record {messages}); write them to separate files, or write JSON lines (`.jsonl`), which keep each row's form")
+        return (f"column `{name}` mixes forms across records (text and messages): text ({where(text)}) and messages "
+                f"({where(messages)}); write them to separate files, or write JSON lines (`.jsonl`), which keep each row's form")
     seen: dict[str, int] = {}
     for i, value in enumerate(values, 1):
         kind = _kind(value)
@@ -1111,17 +1113,18 @@ def _mixed_column(name: str, values: list[Any], exc: Exception) -> str:
             seen.setdefault(kind, i)
         if len(seen) == 2:
             (a, i_a), (b, i_b) = seen.items()
-            return (f"column `{name}` holds {a} (record {i_a}) and {b} (record {i_b}): one Parquet column has one type; "
+            return (f"column `{name}` holds {a} ({where(i_a)}) and {b} ({where(i_b)}): one Parquet column has one type; "
                     "write JSON lines (`.jsonl`), which keep each value as it came")
     return f"column `{name}` holds values no one Parquet type holds ({exc}): write JSON lines (`.jsonl`), which keep each value as it came"
 
 
-def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int:
+def write_parquet(records: Sequence[Preference], path: str | os.PathLike, places: Sequence[str] | None = None) -> int:
     """Write `preference_row`s as Parquet that Hugging Face `datasets` (and so TRL) loads.
 
     Raises ValueError when the records mix TRL forms (a column cannot be both text and messages), when an
     extra column holds values of different kinds (a number in one record, text in another; named with the
-    records), or when it holds integers no one Arrow type holds (int64, or uint64 when none is below 0)."""
+    records: by `places`, where each came from, as "line 3 of --path", else `record N` from 1), or when it holds
+    integers no one Arrow type holds (int64, or uint64 when none is below 0)."""
     rows = [preference_row(r) for r in records]
     for row in rows:
         row["attributes"] = [{"key": k, "value": v} for k, v in row["attributes"].items()]
@@ -1135,7 +1138,7 @@ def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int
             except OverflowError:  # Arrow infers int64: TRL's extra columns keep integers up to 2**64-1
                 arrays.append(pa.array(values, type=pa.uint64()))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ValueError(_mixed_column(name, values, exc)) from None
+            raise ValueError(_mixed_column(name, values, exc, places)) from None
         except OverflowError:
             raise ValueError(f"column `{name}` holds integers no one Arrow type holds (past 64 bits, or below 0 beside one past "
                              "2**63-1): write JSON lines (`.jsonl`), or give them as strings") from None
