@@ -501,19 +501,64 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
 
 
 def trl_as_compared(trl: TrlRow | None) -> TrlRow | None:
-    """A row's TRL form as two rows under one `pref_id` are compared (`pluralign.store.tables._differs`), as Hugging Face
-    `datasets` writes it back with `to_json`: TRL's extra columns holding null left out, as absent (`datasets` gives every
-    row of a file every column some row has, null where the row had none: a user's export with `score_chosen` in one
-    row gives it to the others as null), their numbers to `TRL_FLOAT_DECIMALS` decimals (pandas' `double_precision`,
-    which `to_json` writes: 0.123456789012345 as 0.123456789, 1e-12 as 0.0), and a form then left plain (a text prompt,
-    text answers, no extra column) as None, the plain form's. Until session trial52 such a file imported into its user
-    again was a 409 naming `line 1.pref_id` ("another form of its TRL columns") instead of rows already stored."""
+    """A row's TRL form as two rows under one `pref_id` are compared (`trl_difference`), as Hugging Face `datasets`
+    writes it back with `to_json`: TRL's extra columns holding null left out, as absent (`datasets` gives every row of
+    a file every column some row has, null where the row had none: a user's export with `score_chosen` in one row
+    gives it to the others as null), and a form then left plain (a text prompt, text answers, no extra column) as
+    None, the plain form's. Until session trial52 such a file imported into its user again was a 409 naming
+    `line 1.pref_id` ("another form of its TRL columns") instead of rows already stored."""
     if trl is None or not trl.extra:
         return trl
-    extra = {k: round(v, TRL_FLOAT_DECIMALS) if isinstance(v, float) else v for k, v in trl.extra.items() if v is not None}
+    extra = {k: v for k, v in trl.extra.items() if v is not None}
     if not extra and isinstance(trl.prompt, str) and isinstance(trl.chosen, str):
         return None
     return msgspec.structs.replace(trl, extra=extra)
+
+
+def trl_difference(held: TrlRow | None, row: TrlRow | None) -> str | None:
+    """How `row`'s TRL form differs from `held`'s, as a file rewritten by `datasets` gives it (`trl_as_compared`, and
+    numbers by `same_as_written`): None when it does not; `trl.<column>` (the first by name) when only the value of
+    one of TRL's extra columns does, present on one side only counted (`trl.score_chosen`); else `trl` (the prompt,
+    the answers or their form). Source: pandas' JSON writer (`Buffer_AppendDoubleUnchecked` in its vendored
+    ujson), which `datasets.Dataset.to_json` writes with."""
+    held, row = trl_as_compared(held), trl_as_compared(row)
+    if held is None and row is None:
+        return None
+    held, row = held or _plain_like(row), row or _plain_like(held)  # a plain form is a form without extra columns
+    if held is None or row is None or (held.prompt, held.chosen, held.rejected) != (row.prompt, row.chosen, row.rejected):
+        return "trl"
+    absent = object()
+    return next((f"trl.{name}" for name in sorted(held.extra.keys() | row.extra.keys())
+                 if not same_as_written(held.extra.get(name, absent), row.extra.get(name, absent))), None)
+
+
+def _plain_like(trl: TrlRow) -> TrlRow | None:
+    """`trl` without its extra columns when that is the plain form (a text prompt and answers), else None."""
+    plain = isinstance(trl.prompt, str) and isinstance(trl.chosen, str)
+    return msgspec.structs.replace(trl, extra={}) if plain else None
+
+
+def same_as_written(a: Any, b: Any) -> bool:
+    """Whether two values of one of TRL's extra columns are the same once `to_json` has written one: equal, or
+    numbers no further apart than it rounds (`TRL_FLOAT_DECIMALS` decimals, 0.12345678915 as 0.1234567892 by its own
+    floating-point rounding; 10 significant digits past 1e16: 1.2345678912345e20 as 1.234567891e+20; an integer
+    column with a null read back as floats: 3 as 3.0), in lists and objects item by item. Two scores really apart
+    by less than 1e-10 are the same so."""
+    if _number(a) and _number(b) and (isinstance(a, float) or isinstance(b, float)):
+        largest = max(abs(a), abs(b))
+        if not math.isfinite(largest):
+            return a == b
+        # what writing loses: half the last decimal written, plus the float read back (its ulp; ujson's arithmetic)
+        return abs(a - b) <= (1e-9 * largest if largest > 1e16 else 10.0 ** -TRL_FLOAT_DECIMALS + 2 * math.ulp(largest))
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(same_as_written, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_as_written(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 TRL_FLOAT_DECIMALS = 10  # pandas' to_json default `double_precision`, which `datasets.Dataset.to_json` writes with
@@ -1050,15 +1095,17 @@ def _kind(value: Any) -> str | None:
     return "text" if isinstance(value, str) else "a list" if isinstance(value, list) else "an object"
 
 
-def _mixed_column(name: str, values: list[Any], exc: Exception) -> str:
+def _mixed_column(name: str, values: list[Any], exc: Exception, places: Sequence[str] | None = None) -> str:
     """Why Arrow could not make one column of `values`: TRL's forms (text beside messages) for its
-    text columns, else the kinds of value; either way the first record (from 1) of each of two kinds; JSON lines
-    keep each row as it came, so they are the way out."""
+    text columns, else the kinds of value; either way the first record of each of two kinds, named by `places`
+    (where each record came from: "line 3 of --path") or else as `record N` (from 1); JSON lines keep each row as it
+    came, so they are the way out."""
+    where = (lambda i: places[i - 1]) if places is not None else (lambda i: f"record {i}")
     if name in ("prompt", "chosen", "rejected"):
         text = next(i for i, value in enumerate(values, 1) if isinstance(value, str))
         messages = next(i for i, value in enumerate(values, 1) if isinstance(value, list))
-        return (f"column `{name}` mixes forms across records (text and messages): text (record {text}) and messages "
-                f"(record {messages}); write them to separate files, or write JSON lines (`.jsonl`), which keep each row's form")
+        return (f"column `{name}` mixes forms across records (text and messages): text ({where(text)}) and messages "
+                f"({where(messages)}); write them to separate files, or write JSON lines (`.jsonl`), which keep each row's form")
     seen: dict[str, int] = {}
     for i, value in enumerate(values, 1):
         kind = _kind(value)
@@ -1066,17 +1113,18 @@ def _mixed_column(name: str, values: list[Any], exc: Exception) -> str:
             seen.setdefault(kind, i)
         if len(seen) == 2:
             (a, i_a), (b, i_b) = seen.items()
-            return (f"column `{name}` holds {a} (record {i_a}) and {b} (record {i_b}): one Parquet column has one type; "
+            return (f"column `{name}` holds {a} ({where(i_a)}) and {b} ({where(i_b)}): one Parquet column has one type; "
                     "write JSON lines (`.jsonl`), which keep each value as it came")
     return f"column `{name}` holds values no one Parquet type holds ({exc}): write JSON lines (`.jsonl`), which keep each value as it came"
 
 
-def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int:
+def write_parquet(records: Sequence[Preference], path: str | os.PathLike, places: Sequence[str] | None = None) -> int:
     """Write `preference_row`s as Parquet that Hugging Face `datasets` (and so TRL) loads.
 
     Raises ValueError when the records mix TRL forms (a column cannot be both text and messages), when an
     extra column holds values of different kinds (a number in one record, text in another; named with the
-    records), or when it holds integers no one Arrow type holds (int64, or uint64 when none is below 0)."""
+    records: by `places`, where each came from, as "line 3 of --path", else `record N` from 1), or when it holds
+    integers no one Arrow type holds (int64, or uint64 when none is below 0)."""
     rows = [preference_row(r) for r in records]
     for row in rows:
         row["attributes"] = [{"key": k, "value": v} for k, v in row["attributes"].items()]
@@ -1090,7 +1138,7 @@ def write_parquet(records: Sequence[Preference], path: str | os.PathLike) -> int
             except OverflowError:  # Arrow infers int64: TRL's extra columns keep integers up to 2**64-1
                 arrays.append(pa.array(values, type=pa.uint64()))
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise ValueError(_mixed_column(name, values, exc)) from None
+            raise ValueError(_mixed_column(name, values, exc, places)) from None
         except OverflowError:
             raise ValueError(f"column `{name}` holds integers no one Arrow type holds (past 64 bits, or below 0 beside one past "
                              "2**63-1): write JSON lines (`.jsonl`), or give them as strings") from None

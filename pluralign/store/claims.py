@@ -85,6 +85,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from pluralign.data.io import trl_as_compared
 from pluralign.data.record import Base
 from pluralign.store.deletions import key_hash
 
@@ -113,9 +114,15 @@ class Claim(Base, frozen=True):
 
 
 def claim_of(row, stamped: bool) -> Claim:
-    """The claim of `row` (a StoredPreference); `stamped`: its `created_at` was given on receipt."""
+    """The claim of `row` (a StoredPreference); `stamped`: its `created_at` was given on receipt. Its TRL form is
+    hashed as rows under one id are compared (`pluralign.data.io.trl_as_compared`): TRL's extra columns holding
+    null are absent, as Hugging Face `datasets` writes a row without them, so a user's file rewritten by
+    `to_json` claims what the file claimed (until review trial52 a 409 through another replica while the file's
+    rows were not yet in the table). A number of those columns that `to_json` rounded still hashes otherwise:
+    such a rewritten file through another replica before the move is a 409, sent again once moved it is held."""
     values = [getattr(row, name) for name in CONTENT_FIELDS]
     values[CONTENT_FIELDS.index("margin")] = None if row.margin is None else float(np.float32(row.margin))  # as stored
+    values[CONTENT_FIELDS.index("trl")] = trl_as_compared(row.trl)
     content = hashlib.sha256(msgspec.json.encode(values, order="sorted")).hexdigest()
     return Claim(content=content, created_at=float(row.created_at), stamped=stamped, received_at=float(row.received_at or 0.0))
 

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pluralign.data.io import file_trl, trl_as_compared
+from pluralign.data.io import file_trl, trl_difference
 from pluralign.data.record import (
     MAX_CREATED_AT,
     Base,
@@ -141,7 +141,7 @@ class PrefIdConflict(StoreError):
     """Two different preferences under one `pref_id` of one user: in one call, or one call's row and the
     row held (stored, or pending in a feedback log). `index`: the row of the call (its position in
     `rows`); `field`: the first field in which the two differ (`SAME_ROW_FIELDS`; `trl.<column>` for one of TRL's
-    extra columns, `_trl_column`); `earlier`: the position
+    extra columns, `pluralign.data.io.trl_difference`); `earlier`: the position
     of the call's earlier row under the id, None when the row differs from a held one."""
 
     def __init__(self, message: str, pref_id: str, index: int, field: str, earlier: int | None = None):
@@ -323,30 +323,19 @@ def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[s
     """`differing_field(held, row)`, the `created_at` of a row whose `pref_id` is in `untimed` not compared
     (an import's row whose file gave no time, stamped on receipt). `held` is compared as a preference file gives it
     (`file_time`, `file_trl`): a row an older version stored with a time in milliseconds, or a message role imports
-    now refuse, is the same preference as the row its export imports again (its seconds; its text); TRL's extra columns
-    holding null count as absent in both (`trl_as_compared`: `datasets` writes them so). Only a pair that
+    now refuse, is the same preference as the row its export imports again (its seconds; its text); TRL's forms are
+    compared as `datasets` writes them back (`trl_difference`: an extra column holding null is absent, numbers as
+    rounded by `to_json`), `trl.<column>` naming the one extra column that differs. Only a pair that
     differs as stored is compared so (the common case, a row sent again as it was, reads no message again)."""
     if row.pref_id in untimed:
         row = msgspec.structs.replace(row, created_at=held.created_at)
     if differing_field(held, row) is None:
         return None
-    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=trl_as_compared(file_trl(held.trl)))
+    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl))
     # a row a library call gives in milli-, micro- or nanoseconds is the one stored so, which reads back as its seconds
-    row = msgspec.structs.replace(row, created_at=held.created_at if row.pref_id in untimed else seconds_meant(row.created_at),
-                                  trl=trl_as_compared(row.trl))
-    field = differing_field(held, row)
-    return _trl_column(held.trl, row.trl) if field == "trl" else field
-
-
-def _trl_column(held: TrlRow | None, row: TrlRow | None) -> str:
-    """`trl.<column>` for two TRL forms alike but in the value of one of TRL's extra columns (the first by name that
-    differs, absent on one side counted: `trl.score_chosen`), so a 409 names the column a file's author changed; else
-    `trl` (the prompt, answers or their form differ)."""
-    if held is None or row is None or (held.prompt, held.chosen, held.rejected) != (row.prompt, row.chosen, row.rejected):
-        return "trl"
-    absent = object()
-    return next((f"trl.{name}" for name in sorted(held.extra.keys() | row.extra.keys())
-                 if held.extra.get(name, absent) != row.extra.get(name, absent)), "trl")
+    row = msgspec.structs.replace(row, created_at=held.created_at if row.pref_id in untimed else seconds_meant(row.created_at))
+    field = differing_field(held, row)  # `trl` the last of SAME_ROW_FIELDS: the rest are the same when it is `trl`
+    return trl_difference(held.trl, row.trl) if field == "trl" else field
 
 
 def differs_but_time(held: StoredPreference, row: StoredPreference) -> str | None:

@@ -452,7 +452,7 @@ def _refuse_if_stored_otherwise(rt: Runtime, claimed: list, records: list, lines
 def _field_words(field: str) -> str:
     """A field in which a row differs from the one held under its `pref_id`, as a file's author knows it: `trl`, the
     stored TRL form, is the form the row's TRL columns came in."""
-    if field.startswith("trl."):  # the row's TRL form is the same but for this column's value (`tables._trl_column`)
+    if field.startswith("trl."):  # the row's TRL form is the same but for this column's value (`pluralign.data.io.trl_difference`)
         return f"`{field.removeprefix('trl.')}` (one of TRL's columns)"
     if field != "trl":
         return f"`{field}`"

@@ -90,3 +90,53 @@ def test_a_users_export_whose_scores_datasets_rounds_imports_again_into_that_use
         assert refused.status_code == 409 and refused.json()["error"]["param"] == "line 1.pref_id", refused.text
         # the column that differs is named, not "another form of its TRL columns" (the form is the same)
         assert "another `score_chosen` (one of TRL's columns)" in refused.json()["error"]["message"], refused.text
+
+
+def test_scores_datasets_writes_otherwise_than_rounding_to_10_decimals_import_again_as_already_stored(svc, hf, tmp_path):
+    """Review of trial52: `to_json` does not write Python's `round(v, 10)`. pandas' writer (ujson's
+    `Buffer_AppendDoubleUnchecked`) rounds `(v - whole) * 1e10` in floating point, so a decimal whose 11th place is
+    5 may go up where `round` goes down (0.12345678915 written 0.1234567892, `round` 0.1234567891; 0.99999999995
+    written 1.0, or 0.9999999999 as here: `datasets` reads a file with `"attributes": {}` with pandas' own, imprecise,
+    parser); it writes a
+    number past 1e16 to 10 significant digits (1.2345678912345e20 as 1.234567891e+20); and it rounds the numbers
+    inside a list (TRL's extra columns hold lists: `chosen_rating: [0.123456789012345, 0.5]`). Each such export
+    rewritten by `datasets` and imported into its user again was a 409 naming `line N.pref_id` ("another
+    `score_chosen`", "another `chosen_rating`"); now they are the rows held (`already_stored`), the held values
+    kept, and a number changed by more than what writing it lost is still a 409 naming its column."""
+    rows = [{"prompt": "Q1?", "chosen": "a", "rejected": "b", "score_chosen": 0.12345678915, "score_rejected": 0.99999999995},
+            {"prompt": "Q2?", "chosen": "a", "rejected": "b", "score_chosen": 1.2345678912345e20, "score_rejected": -0.12345678915},
+            {"prompt": "Q3?", "chosen": "a", "rejected": "b", "chosen_rating": [0.123456789012345, 0.5], "rejected_rating": [[1e-12]]}]
+    with svc.client("acme") as c:
+        assert c.post("/v1/users/rd52/import", content="\n".join(map(json.dumps, rows))).status_code == 201
+        export = c.get("/v1/users/rd52/export", params={"format": "preferences"}).content
+    (tmp_path / "export.jsonl").write_bytes(export)
+    rewritten = tmp_path / "rewritten.jsonl"
+    hf.run("datasets.load_dataset('json', data_files=src, split='train').to_json(out)",
+           src=str(tmp_path / "export.jsonl"), out=str(rewritten))
+    written = rewritten.read_bytes()
+    for number in (b"0.1234567892,", b"1.234567891e+20", b"[0.123456789,0.5]", b"[[0.0]]"):  # what `datasets` writes
+        assert number in written, written
+    with svc.client("acme") as c:
+        again = c.post("/v1/users/rd52/import", content=written)
+        assert again.status_code == 201, again.text  # before: 409 `line 1.pref_id`, another `score_chosen`
+        assert again.json()["stored"] == [] and len(again.json()["already_stored"]) == 3, again.text
+        assert c.get("/v1/users/rd52/export", params={"format": "preferences"}).content == export  # the held values kept
+        for line, changed in ((0, {"score_chosen": 0.1234567894}), (2, {"chosen_rating": [0.12345679, 0.5]})):
+            other = json.loads(written.splitlines()[line]) | changed
+            refused = c.post("/v1/users/rd52/import", content=json.dumps(other))
+            assert refused.status_code == 409, refused.text
+            assert f"another `{next(iter(changed))}`" in refused.json()["error"]["message"], refused.text
+
+
+
+def test_a_score_added_to_a_plain_row_held_is_a_409_naming_the_score(svc):
+    """Review of trial52: a 409 whose row differs from the held one only in one of TRL's extra columns names it;
+    but a plain row held (text, no extra column: stored without a TRL form) sent again with `score_chosen` added
+    was still said as "another form of its TRL columns (`trl`: ...)", the form being the same."""
+    row = {"pref_id": "plain-1", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+    with svc.client("acme") as c:
+        assert c.post("/v1/users/pl52/import", content=json.dumps(row)).status_code == 201
+        refused = c.post("/v1/users/pl52/import", content=json.dumps(row | {"score_chosen": 0.5}))
+        assert refused.status_code == 409 and refused.json()["error"]["param"] == "line 1.pref_id", refused.text
+        assert "another `score_chosen` (one of TRL's columns)" in refused.json()["error"]["message"], refused.text
+        assert c.post("/v1/users/pl52/import", content=json.dumps(row | {"score_chosen": None})).status_code == 201

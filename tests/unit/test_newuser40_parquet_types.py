@@ -32,7 +32,7 @@ def test_an_extra_column_of_two_types_is_named_with_its_types_and_the_jsonl_way_
     assert result.returncode == 2, (result.returncode, result.stderr)
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("pluralign: error: "), error
-    assert "column `score_chosen` holds a number (record 1) and text (record 3)" in error, error
+    assert "column `score_chosen` holds a number (line 1 of --path) and text (line 3 of --path)" in error, error
     assert "text and messages" not in error and ".jsonl" in error, error
     assert not (tmp_path / "prefs.parquet").exists()
     assert export(tmp_path, rows, "prefs-out.jsonl").returncode == 0  # the way out named works

@@ -100,10 +100,10 @@ def export(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: expected a .jsonl (or .json, .ndjson) or .parquet file name, got {suffix or 'no suffix'!r}")
     check_writable_file("--out", args.out, "the exported file")
     records, _, where = _load_located(args)
-    records, _, left_out = _comparisons_only(args, records, where)
+    records, where, left_out = _comparisons_only(args, records, where)
     parquet = suffix == ".parquet"
-    try:
-        n = write_parquet(records, args.out) if parquet else write_jsonl(records, args.out)
+    try:  # the records named by their place in --path: a row skipped (--skip-bad) or left out is not counted there
+        n = write_parquet(records, args.out, [f"{w} of --path" for w in where]) if parquet else write_jsonl(records, args.out)
     except ValueError as exc:  # the records' values no one Parquet column holds: said of the file being written
         raise ValueError(f"--out {args.out}: {exc}") from None
     print_json({"out": args.out, "format": "parquet" if parquet else "jsonl", "records": n, "users": len({r.user_id for r in records}),
