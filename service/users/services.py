@@ -1647,12 +1647,15 @@ def stored_seed(tenant: str, user_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{tenant}\0{user_id}".encode(), digest_size=8).digest(), "big")
 
 
-def pair_shown_first(seed: int, x: str, y: str) -> str:
-    """Which of a stored pair's two answers is shown first: a coin drawn from the user's `seed` and
-    the pair's texts, never from which was chosen, so the order reveals no stored choice (and no
-    position bias follows it); the same on every call while the pair is the same, whoever stored it."""
+def pair_shown_first(seed: int, prompt: str, x: str, y: str) -> str:
+    """Which of a stored question's two answers is shown first: a coin drawn from the user's `seed`, the
+    prompt (as `answer_key` reads it) and the pair's texts, never from which was chosen, so the order reveals no
+    stored choice (and no position bias follows it); the same on every call while the question is the same,
+    whoever stored it. The prompt is read since the questions of a questionnaire answered "Yes." or "No." are
+    each asked (trial16_52): from the texts alone every one of them showed the same answer first to a user
+    (until the reviewtrial16_52 review)."""
     low, high = sorted((x, y))
-    coin = hashlib.blake2b(f"{seed}\0{low}\0{high}".encode(), digest_size=1).digest()[0] & 1
+    coin = hashlib.blake2b(f"{seed}\0{answer_key(prompt)}\0{low}\0{high}".encode(), digest_size=1).digest()[0] & 1
     return high if coin else low
 
 
@@ -1798,7 +1801,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         (M,) of each answer: each pair is an item of its own."""
         seed, first, second = stored_seed(tenant, user_id), [], []
         for k in range(0, len(answers), 2):
-            flip = pair_shown_first(seed, answers[k], answers[k + 1]) != answers[k]
+            flip = pair_shown_first(seed, prompts[k], answers[k], answers[k + 1]) != answers[k]
             first.append(k + flip)
             second.append(k + 1 - flip)
         return first, second, np.arange(len(answers)) // 2

@@ -1501,3 +1501,32 @@ def test_a_stated_preference_does_not_make_a_group_of_features_likely_against_th
         assert levels.index(group["confidence"]) <= levels.index(alone[features]["confidence"]), (group, alone[features])
         if alone[features]["confidence"] == "uncertain":
             assert group["confidence"] == "uncertain" and group["text"] not in summaries["said-longer"]["sentences"], group
+
+
+def test_a_stored_questionnaire_shows_its_yes_and_no_in_an_order_of_each_question(svc):
+    """reviewtrial16_52's reproducer: since trial16_52 each stored question of a questionnaire is asked, not only its
+    first, but the order of a stored pair's answers was a coin of the user's seed and the two texts alone: every
+    "Yes."/"No." question showed the same answer first to a user ("No." eight times out of eight here), so a user who
+    tends to pick the first answer shown read as saying "No." to everything, and the chosen answer of the tenant's users
+    came first on all of them or on none. The coin now reads the prompt too: still the same on every call."""
+    svc.keys.setdefault("yesno-order", svc.runtime.keys.issue("yesno-order"))
+    questions = [f"Question {i}: should I do it?" for i in range(8)]
+    with svc.client("yesno-order") as c:
+        for q in questions:
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "earlier", "prompt": q,
+                                                "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        svc.runtime.ingest.flush("yesno-order")
+        shown = {}
+        for _ in questions:
+            r = c.post("/v1/users/asked/next-comparison", json={})
+            assert r.status_code == 200, r.text
+            if not shown:
+                again = c.post("/v1/users/asked/next-comparison", json={}).json()
+                assert (again["prompt"], again["answers"]) == (r.json()["prompt"], r.json()["answers"])  # the same on every call
+            shown[r.json()["prompt"]] = r.json()["answers"]
+            chosen, rejected = r.json()["answers"]
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "asked", "prompt": r.json()["prompt"],
+                                                "chosen": chosen, "rejected": rejected}).status_code == 201
+    assert sorted(shown) == questions
+    firsts = [answers[0] for answers in shown.values()]
+    assert {"Yes.", "No."} == set(firsts), shown
