@@ -743,10 +743,12 @@ def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards
     """Each prototype of the served population model described by the tenant's (None: every
     tenant's, each example naming its tenant: until session trial16_52 the page of every tenant's showed
     them with nothing to say whose) stored answers it scores highest and lowest (both answers of a random
-    sample of up to 200 distinct stored pairs, `Store.answers_sample`; none stored: empty example lists)."""
+    sample of up to 200 distinct stored pairs of answers, whatever their prompts, `Store.answers_sample`'s `per="pair"`:
+    the description shows each answer once, so the "Yes."/"No." of a questionnaire's every question took the slots of
+    other answers until the reviewtrial16_52 review; none stored: empty example lists)."""
     if tenant is not None:
-        return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS), per_side)
-    *sample, tenants = rt.store.answers_sample(None, DESCRIBED_PAIRS, with_tenants=True)
+        return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS, per="pair"), per_side)
+    *sample, tenants = rt.store.answers_sample(None, DESCRIBED_PAIRS, with_tenants=True, per="pair")
     return _describe(rewards or rt.rewards, *sample, per_side, tenants=tenants)
 
 
@@ -775,7 +777,7 @@ def described_prototypes(rt: Runtime, tenant: str, rewards: UserRewards) -> list
         generation = rt.pooled_generation.get(tenant, 0)
     if cached is not _MISSING:
         return cached
-    sample = rt.store.answers_sample(tenant, DESCRIBED_PAIRS)
+    sample = rt.store.answers_sample(tenant, DESCRIBED_PAIRS, per="pair")
     described = _describe(rewards, *sample)
     with rt.pooled_lock:
         # full, and no user of the tenant deleted meanwhile

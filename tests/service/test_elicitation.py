@@ -1530,3 +1530,27 @@ def test_a_stored_questionnaire_shows_its_yes_and_no_in_an_order_of_each_questio
     assert sorted(shown) == questions
     firsts = [answers[0] for answers in shown.values()]
     assert {"Yes.", "No."} == set(firsts), shown
+
+
+def test_the_prototypes_are_described_by_distinct_answer_pairs_not_by_a_questionnaire_repeating_one(svc, monkeypatch):
+    """reviewtrial16_52's reproducer: since trial16_52 the stored sample counts a question (a prompt and its answers)
+    once, as next-comparison must, and the prototypes' description drew the same sample: a tenant of 300 "Yes."/"No."
+    questions and 40 other pairs was described from 200 questions holding 20 of those pairs (42 distinct answers; 82
+    before), while the description shows each answer once anyway. Its sample counts each pair of answers once again
+    (here 4 of them: the tenant's 3 other pairs and one "Yes."/"No." question, so its 8 answers are all shown)."""
+    from service.users import services
+
+    monkeypatch.setattr(services, "DESCRIBED_PAIRS", 4)
+    svc.keys.setdefault("quiz-described", svc.runtime.keys.issue("quiz-described"))
+    others = [("Tips for a job interview?", "Be on time.", "Research the company and practise your answers aloud."),
+              ("How can I sleep better?", "Dark room.", "Keep a regular bedtime and put screens away an hour before."),
+              ("What should I read?", "Dune.", "You might enjoy Emma, a comedy of manners by Jane Austen.")]
+    rows = [(f"Question {i}: should I do it?", "Yes.", "No.") for i in range(12)] + others
+    lines = "".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in rows)
+    with svc.client("quiz-described") as c:
+        r = c.post("/v1/users/quizzer/import", content=lines.encode(), headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+    svc.runtime.ingest.flush("quiz-described")
+    described = services.prototype_descriptions(svc.runtime, "quiz-described", per_side=10)
+    shown = {x.answer for x in described[0].highest + described[0].lowest}
+    assert shown == {"Yes.", "No.", *(a for _, c, r in others for a in (c, r))}, shown
