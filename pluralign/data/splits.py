@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pluralign.checks import whole
 from pluralign.data.record import Preference
-from pluralign.data.text import answer_key
+from pluralign.data.text import question_key
 
 SHOTS = (1, 2, 5, 10, 20, 50)
 
@@ -61,7 +61,7 @@ def comparison_key(record: Preference) -> tuple[str, frozenset[str]]:
     """What makes two of a user's records one comparison: the prompt and the two answers, whichever was
     chosen (`answer_key`: invisible characters and Unicode forms aside). A row given twice, or the same
     two answers judged both ways, is one comparison asked again."""
-    return answer_key(record.prompt), frozenset((answer_key(record.chosen), answer_key(record.rejected)))
+    return question_key(record.prompt, record.chosen, record.rejected)  # the question next-comparison asks once
 
 
 def _repeats_together(pairs: list[Preference]) -> list[list[Preference]]:

@@ -20,7 +20,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -43,7 +43,7 @@ from pluralign.data.record import (
     time_problem,
     unit_ranges,
 )
-from pluralign.data.text import is_blank, question_key
+from pluralign.data.text import answer_key, is_blank, question_key
 from pluralign.files import write_atomic
 from pluralign.store import clocks, deletions, lease
 from pluralign.store.claims import claims_for
@@ -94,6 +94,10 @@ LEASE_YIELD_S = 0.5  # then how long it leaves the lease free for them (their po
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 ROWS_PER_READ = 1000  # rows a streamed read (`Store.preferences_in_order`) takes at once: what it holds, whatever the user's size
 
+# what `Store.answers_sample` counts once: a question (next-comparison asks each) or a pair of answers whatever its
+# prompt (a description showing each answer once); each in any spelling (`answer_key`)
+DISTINCT_PER: dict[str, Callable[[str, str, str], Hashable]] = {
+    "question": question_key, "pair": lambda prompt, x, y: frozenset((answer_key(x), answer_key(y)))}
 DRAW_ATTEMPTS = 3  # draws of `Store.answers_sample` redone after a compaction changed the row ids meanwhile
 WRITE_ATTEMPTS = 3  # a commit that met such a removal: made again on the newest version (`Store._commit`)
 UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replicas upgrading it at the same moment (`Store._open`)
@@ -1812,7 +1816,7 @@ class Store:
     @_uses("preferences", "read")
     def answers_sample(
         self, tenant: str | None, limit: int = 200, *, seed: int = 0, keep: Callable[[str, str, str], bool] | None = None,
-        leave_out_user: str | None = None, max_rows: int | None = None, with_tenants: bool = False,
+        leave_out_user: str | None = None, max_rows: int | None = None, with_tenants: bool = False, per: str = "question",
     ) -> tuple[list[str], list[str], np.ndarray, np.ndarray] | tuple[list[str], list[str], np.ndarray, np.ndarray, list[str]]:
         """Both answers of up to `limit` stored comparisons of the tenant (None: of every tenant),
         drawn at random (`seed`) from all of them: their prompts, texts, and prompt and answer
@@ -1821,11 +1825,16 @@ class Store:
 
         A question (a prompt and its pair of answers, `question_key`) counts once however many users stored it (in NFC or
         NFD: `answer_key`), and pairs `keep(prompt, chosen, rejected)` refuses do not count: the draw reads past them (the
-        same two answers to another prompt are another question: until session trial16_52 they were one). Rows of `leave_out_user` are not drawn at all. The
+        same two answers to another prompt are another question: until session trial16_52 they were one); `per="pair"`
+        counts a pair of answers once whatever its prompt, for a sample that shows each answer once (the prototypes'
+        description: a questionnaire's "Yes."/"No." questions took its slots, until the reviewtrial16_52 review). Raises
+        ValueError for another `per`. Rows of `leave_out_user` are not drawn at all. The
         cost is bounded whatever the tenant's size: one read of the row ids of its comparisons (the
         BITMAP index, no texts), the texts of at most `max_rows` drawn rows (default 8 * `limit`),
         and the vectors of the `limit` kept ones; where most of the tenant's pairs are refused, a
         few kept ones may lie beyond `max_rows` and go unseen."""
+        if per not in DISTINCT_PER:
+            raise ValueError(f"`per` must be one of {', '.join(DISTINCT_PER)}, got {per!r}")
         where = "rejected != ''" if tenant is None else f"tenant = {quote(tenant)} AND rejected != ''"
         if leave_out_user is not None:
             where += f" AND user_id != {quote(leave_out_user)}"
@@ -1836,7 +1845,8 @@ class Store:
             # attempt draws and reads one pinned version, which no commit meanwhile changes (its files stay
             # for `compact`'s keep_versions_for), so compactions in a row cannot leave it short
             table = self.preferences if attempt < DRAW_ATTEMPTS - 1 else self._pinned_preferences()
-            picked, complete = self._draw_pairs(where, limit, seed, keep, 8 * limit if max_rows is None else max_rows, table)
+            picked, complete = self._draw_pairs(where, limit, seed, keep, 8 * limit if max_rows is None else max_rows, table,
+                                                DISTINCT_PER[per])
             taken = table.take_row_ids(picked).select(columns).with_row_id().to_arrow().to_pylist() if picked else []
             found = {r["_rowid"]: r for r in taken}
             if complete and all(i in found for i in picked):
@@ -1859,8 +1869,8 @@ class Store:
         return pinned
 
     def _draw_pairs(self, where: str, limit: int, seed: int, keep: Callable[[str, str, str], bool] | None,
-                    max_rows: int, table=None) -> tuple[list[int], bool]:
-        """Row ids of up to `limit` rows matching `where` with distinct kept pairs, read in a random
+                    max_rows: int, table=None, key: Callable[[str, str, str], Hashable] = question_key) -> tuple[list[int], bool]:
+        """Row ids of up to `limit` rows matching `where` with distinct (`key(prompt, chosen, rejected)`) kept pairs, read in a random
         order in batches of `limit` up to `max_rows` rows (`answers_sample`) from `table` (default the
         preferences table's latest version), and whether every drawn row was still there to read."""
         table = self.preferences if table is None else table
@@ -1873,7 +1883,7 @@ class Store:
             complete &= len(rows) == len(batch)
             by_id = {r["_rowid"]: r for r in rows}  # a take answers in row-id order: keep the drawn one
             for row in (by_id[i] for i in batch if i in by_id):
-                pair = question_key(row["prompt"], row["chosen"], row["rejected"])  # NFC and NFD: one question
+                pair = key(row["prompt"], row["chosen"], row["rejected"])  # NFC and NFD: one question (one pair)
                 if pair not in seen and (keep is None or keep(row["prompt"], row["chosen"], row["rejected"])):
                     seen.add(pair)
                     picked.append(row["_rowid"])

@@ -744,10 +744,12 @@ def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards
     """Each prototype of the served population model described by the tenant's (None: every
     tenant's, each example naming its tenant: until session trial16_52 the page of every tenant's showed
     them with nothing to say whose) stored answers it scores highest and lowest (both answers of a random
-    sample of up to 200 distinct stored pairs, `Store.answers_sample`; none stored: empty example lists)."""
+    sample of up to 200 distinct stored pairs of answers, whatever their prompts, `Store.answers_sample`'s `per="pair"`:
+    the description shows each answer once, so the "Yes."/"No." of a questionnaire's every question took the slots of
+    other answers until the reviewtrial16_52 review; none stored: empty example lists)."""
     if tenant is not None:
-        return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS), per_side)
-    *sample, tenants = rt.store.answers_sample(None, DESCRIBED_PAIRS, with_tenants=True)
+        return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS, per="pair"), per_side)
+    *sample, tenants = rt.store.answers_sample(None, DESCRIBED_PAIRS, with_tenants=True, per="pair")
     return _describe(rewards or rt.rewards, *sample, per_side, tenants=tenants)
 
 
@@ -776,7 +778,7 @@ def described_prototypes(rt: Runtime, tenant: str, rewards: UserRewards) -> list
         generation = rt.pooled_generation.get(tenant, 0)
     if cached is not _MISSING:
         return cached
-    sample = rt.store.answers_sample(tenant, DESCRIBED_PAIRS)
+    sample = rt.store.answers_sample(tenant, DESCRIBED_PAIRS, per="pair")
     described = _describe(rewards, *sample)
     with rt.pooled_lock:
         # full, and no user of the tenant deleted meanwhile
@@ -1648,12 +1650,15 @@ def stored_seed(tenant: str, user_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{tenant}\0{user_id}".encode(), digest_size=8).digest(), "big")
 
 
-def pair_shown_first(seed: int, x: str, y: str) -> str:
-    """Which of a stored pair's two answers is shown first: a coin drawn from the user's `seed` and
-    the pair's texts, never from which was chosen, so the order reveals no stored choice (and no
-    position bias follows it); the same on every call while the pair is the same, whoever stored it."""
+def pair_shown_first(seed: int, prompt: str, x: str, y: str) -> str:
+    """Which of a stored question's two answers is shown first: a coin drawn from the user's `seed`, the
+    prompt (as `answer_key` reads it) and the pair's texts, never from which was chosen, so the order reveals no
+    stored choice (and no position bias follows it); the same on every call while the question is the same,
+    whoever stored it. The prompt is read since the questions of a questionnaire answered "Yes." or "No." are
+    each asked (trial16_52): from the texts alone every one of them showed the same answer first to a user
+    (until the reviewtrial16_52 review)."""
     low, high = sorted((x, y))
-    coin = hashlib.blake2b(f"{seed}\0{low}\0{high}".encode(), digest_size=1).digest()[0] & 1
+    coin = hashlib.blake2b(f"{seed}\0{answer_key(prompt)}\0{low}\0{high}".encode(), digest_size=1).digest()[0] & 1
     return high if coin else low
 
 
@@ -1799,7 +1804,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         (M,) of each answer: each pair is an item of its own."""
         seed, first, second = stored_seed(tenant, user_id), [], []
         for k in range(0, len(answers), 2):
-            flip = pair_shown_first(seed, answers[k], answers[k + 1]) != answers[k]
+            flip = pair_shown_first(seed, prompts[k], answers[k], answers[k + 1]) != answers[k]
             first.append(k + flip)
             second.append(k + 1 - flip)
         return first, second, np.arange(len(answers)) // 2

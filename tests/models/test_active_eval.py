@@ -35,6 +35,9 @@ def test_active_shots_are_reported_beside_random_ones(opposed, minilm, capsys):
     # the table shows every figure the JSON line holds (until session trial16_52 not the population start's)
     row = table_row(report, model, capsys, 2)
     assert f"population start {report['unseen_active_population_acc_by_k']['2']:.3f}" in row, row
+    # and by which criterion the active shots were chosen, as the JSON line's `active_target` says (reviewtrial16_52:
+    # trial16_52's report said the table showed it; it did not, so BALD's and EPIG's tables read alike)
+    assert f"active (coefficients) {report['unseen_active_acc_by_k']['2']:.3f}" in row, row
     # the chosen support: k distinct rows of each user's pool, not simply its first k
     users = list(opposed.unseen.support)
     pool = embed_pairs([r for u in users for r in opposed.unseen.support[u]], minilm, users)
@@ -65,6 +68,7 @@ def test_group_target_chooses_by_the_seen_users_and_reports_them_like_for_like(o
     # trial16_52 only beside the model's own fit of them, which the seen users' predictions are not)
     row = table_row(report, model, capsys, 1)
     assert f"random, by the seen users {report['unseen_particle_acc_by_k']['1']:.3f}" in row, row
+    assert f"active (group) {report['unseen_active_acc_by_k']['1']:.3f}" in row, row
     # two opposed groups: the first chosen answer already tells which one a new user is like
     assert report["unseen_active_acc_by_k"]["1"] >= report["unseen_particle_acc_by_k"]["1"]
     users = list(opposed.unseen.support)

@@ -1538,3 +1538,56 @@ def test_a_stated_preference_does_not_make_a_group_of_features_likely_against_th
         assert levels.index(group["confidence"]) <= levels.index(alone[features]["confidence"]), (group, alone[features])
         if alone[features]["confidence"] == "uncertain":
             assert group["confidence"] == "uncertain" and group["text"] not in summaries["said-longer"]["sentences"], group
+
+
+def test_a_stored_questionnaire_shows_its_yes_and_no_in_an_order_of_each_question(svc):
+    """reviewtrial16_52's reproducer: since trial16_52 each stored question of a questionnaire is asked, not only its
+    first, but the order of a stored pair's answers was a coin of the user's seed and the two texts alone: every
+    "Yes."/"No." question showed the same answer first to a user ("No." eight times out of eight here), so a user who
+    tends to pick the first answer shown read as saying "No." to everything, and the chosen answer of the tenant's users
+    came first on all of them or on none. The coin now reads the prompt too: still the same on every call."""
+    svc.keys.setdefault("yesno-order", svc.runtime.keys.issue("yesno-order"))
+    questions = [f"Question {i}: should I do it?" for i in range(8)]
+    with svc.client("yesno-order") as c:
+        for q in questions:
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "earlier", "prompt": q,
+                                                "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        svc.runtime.ingest.flush("yesno-order")
+        shown = {}
+        for _ in questions:
+            r = c.post("/v1/users/asked/next-comparison", json={})
+            assert r.status_code == 200, r.text
+            if not shown:
+                again = c.post("/v1/users/asked/next-comparison", json={}).json()
+                assert (again["prompt"], again["answers"]) == (r.json()["prompt"], r.json()["answers"])  # the same on every call
+            shown[r.json()["prompt"]] = r.json()["answers"]
+            chosen, rejected = r.json()["answers"]
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "asked", "prompt": r.json()["prompt"],
+                                                "chosen": chosen, "rejected": rejected}).status_code == 201
+    assert sorted(shown) == questions
+    firsts = [answers[0] for answers in shown.values()]
+    assert {"Yes.", "No."} == set(firsts), shown
+
+
+def test_the_prototypes_are_described_by_distinct_answer_pairs_not_by_a_questionnaire_repeating_one(svc, monkeypatch):
+    """reviewtrial16_52's reproducer: since trial16_52 the stored sample counts a question (a prompt and its answers)
+    once, as next-comparison must, and the prototypes' description drew the same sample: a tenant of 300 "Yes."/"No."
+    questions and 40 other pairs was described from 200 questions holding 20 of those pairs (42 distinct answers; 82
+    before), while the description shows each answer once anyway. Its sample counts each pair of answers once again
+    (here 4 of them: the tenant's 3 other pairs and one "Yes."/"No." question, so its 8 answers are all shown)."""
+    from service.users import services
+
+    monkeypatch.setattr(services, "DESCRIBED_PAIRS", 4)
+    svc.keys.setdefault("quiz-described", svc.runtime.keys.issue("quiz-described"))
+    others = [("Tips for a job interview?", "Be on time.", "Research the company and practise your answers aloud."),
+              ("How can I sleep better?", "Dark room.", "Keep a regular bedtime and put screens away an hour before."),
+              ("What should I read?", "Dune.", "You might enjoy Emma, a comedy of manners by Jane Austen.")]
+    rows = [(f"Question {i}: should I do it?", "Yes.", "No.") for i in range(12)] + others
+    lines = "".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in rows)
+    with svc.client("quiz-described") as c:
+        r = c.post("/v1/users/quizzer/import", content=lines.encode(), headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+    svc.runtime.ingest.flush("quiz-described")
+    described = services.prototype_descriptions(svc.runtime, "quiz-described", per_side=10)
+    shown = {x.answer for x in described[0].highest + described[0].lowest}
+    assert shown == {"Yes.", "No.", *(a for _, c, r in others for a in (c, r))}, shown

@@ -138,6 +138,8 @@ def test_answers_sample_draws_from_the_whole_tenant_and_reads_past_refused_and_r
     assert sorted(kept) == sorted(wanted)
     assert len(store.answers_sample("t", 10, keep=lambda p, c, r: c in wanted, max_rows=10)[1]) < 20  # only 10 rows read
     assert set(store.answers_sample("t", 1000, leave_out_user="old")[0][::2]) == {f"q{i}" for i in range(50)}  # copycat's
+    with pytest.raises(ValueError, match="`per` must be one of question, pair"):  # what counts once: a question or a pair
+        store.answers_sample("t", 10, per="prompt")
 
 
 def test_answers_sample_reads_every_drawn_pair_when_a_compaction_commits_between_its_draw_and_its_read(tmp_path):

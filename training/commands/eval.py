@@ -170,8 +170,11 @@ def _print_summary(report: dict, model) -> None:
     print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
     print(f"  seen pooled acc  {report['seen_pooled_acc']:.3f}")
     # each figure the JSON line holds for k: with --active-target group the chosen shots are predicted by the seen
-    # users, and their like for like is the random shots predicted so (until session trial16_52 left out of the table)
-    beside = (("unseen_active_acc_by_k", "active"), ("unseen_active_population_acc_by_k", "active, population start"),
+    # users, and their like for like is the random shots predicted so (until session trial16_52 left out of the table);
+    # the active shots' label names the criterion that chose them, `active_target` (until the reviewtrial16_52 review
+    # BALD's, EPIG's and the group one's tables read alike)
+    chosen = f"active ({report['active_target']})" if "active_target" in report else "active"
+    beside = (("unseen_active_acc_by_k", chosen), ("unseen_active_population_acc_by_k", f"{chosen}, population start"),
               ("unseen_particle_acc_by_k", "random, by the seen users"))
     for k, acc in report["unseen_acc_by_k"].items():
         extra = "".join(f"   {label} {report[key][k]:.3f}" for key, label in beside if k in report.get(key, {}))
