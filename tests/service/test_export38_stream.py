@@ -47,8 +47,8 @@ def reference(rt, tenant: str, user_id: str, export_format: str) -> bytes:
             line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None, stated=None))
             line["user_model"] = msgspec.to_builtins(services.stored_state(record))
             stated = services.stated_of(record)
-            line["stated"] = msgspec.to_builtins(msgspec.structs.replace(
-                stated, format=services.STATED_VERSION, history=services.stated_history(rt, tenant, user_id, stated)))
+            # shown without its epoch (versions52: a part of the entity tag only)
+            line["stated"] = msgspec.to_builtins(services.StatedShown.of(stated, services.stated_history(rt, tenant, user_id, stated)))
             out.append(encode({"type": "user", **line}) + b"\n")
         out += [encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n" for row in preferences]
         out += [encode({"type": "interaction", **msgspec.to_builtins(i)}) + b"\n" for i in rt.store.interactions_for(tenant, user_id)]
