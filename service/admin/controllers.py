@@ -159,9 +159,10 @@ async def get_job_report(request: Request, job_id: FromPath[str]) -> Response:
     return await sync_to_thread(_audit_response, admin, job)
 
 
-# on a thread: the cancel waits for the job runner's lock, which its dispatcher holds while it finishes and promotes jobs
-# (an adapter copied in, a population model swapped in, a wait for the user's lock); until the review of locks51 on the
-# event loop, and no request of any tenant was answered meanwhile
+# on a thread: the cancel waits for the job runner's lock, which its dispatcher holds while it polls and finishes jobs, and
+# the cancel of a job whose worker ended waits for its promotion (an adapter copied in, a population model swapped in,
+# a wait for the user's lock: `LocalJobRunner.cancel`, since session locks52); until the review of locks51 on the event
+# loop, and no request of any tenant was answered meanwhile
 @post("/jobs/{job_id:str}/cancel", sync_to_thread=True, status_code=200, responses=error_responses(404), summary="Cancel a queued or running job")
 def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
     try:

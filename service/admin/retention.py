@@ -77,7 +77,8 @@ class JobRetention(Periodic):
             for job in gone:
                 # a DELETE rewrites PAL/EM artifacts under the population lock. The artifact goes first,
                 # under it; the purge after, without it: the runner's dispatcher holds the runner's lock
-                # while it takes the population lock (a promotion's swap), so never the other way round
+                # while it takes the population lock (a finished job's check, `Admin.check_result`), so never the
+                # other way round
                 with self.admin.rt.population_lock:
                     shutil.rmtree(folder / "artifacts" / job.id, ignore_errors=True)
                 runner.purge(job.id)

@@ -125,3 +125,50 @@ def test_a_stop_waits_for_a_promotion_under_way_and_the_job_ends_promoted(tmp_pa
     done = runner.get(first.id)
     assert 0.3 < took < 9, took
     assert done.state == "succeeded" and done.promoted is True and promotions.served == ["first"], done
+
+
+def test_a_promotion_a_stop_left_waiting_writes_nothing_after_it_and_the_next_runner_finishes_it(tmp_path, monkeypatch):
+    """Review of locks52. A stop waits for the promotions under way within its wait (`DISPATCH_STOP_WAIT_S`); one still
+    waiting then (its user's lock held past it) goes on on its thread, and its job, still `running` on disk and named in
+    promotions.json, is finished by the next start (`_finish_cut_promotion`), as the stop's docstring says. Before, that
+    thread, once its wait ended, wrote its outcome after the stop: here its `on_promote` fails (the service it would serve
+    in is gone), and it took the job out of promotions.json and recorded it `promoted: false` over what the next runner
+    on the folder (a service started again in this process) had recorded: it promoted and served the job. Now a
+    promotion a stop left writes nothing once it is over."""
+    import training.jobs.runner as runner_module
+
+    monkeypatch.setattr(runner_module, "DISPATCH_STOP_WAIT_S", 0.5)
+    promotions = HeldPromotions({"first"})
+    gone = RuntimeError("the service this runner served in has stopped")
+
+    def stopped_meanwhile(job, key) -> None:
+        promotions(job, key)
+        raise gone
+
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), KINDS, on_promote=stopped_meanwhile)
+    promotions.runner = runner
+    runner.start()
+    try:
+        first = runner.submit("pal", {"model": "first", "accuracy": 0.6})
+        assert promotions.entered.wait(30)
+        runner.stop()  # its wait over: the promotion still waits
+        assert runner._due
+        again = HeldPromotions()
+        restarted = started(tmp_path, again)
+        try:
+            done = restarted.wait(first.id, timeout=30)  # finished from promotions.json, not run again
+            assert done.state == "succeeded" and done.promoted is True and done.attempts == 1, done
+            promotions.go.set()  # the first runner's promotion ends now, failing
+            deadline = time.monotonic() + 30
+            while runner._due and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not runner._due
+        finally:
+            restarted.stop()
+    finally:
+        promotions.go.set()
+    from training.jobs.store import JobStore
+
+    record = JobStore(tmp_path / "jobs").get(first.id)  # as the next start reads it
+    assert record.promoted is True and again.served == ["first"], (record.promoted, record.promotion_note)
+    assert runner_module.Promotions(tmp_path / "jobs" / "promotions.json").served("pal").job_id == first.id

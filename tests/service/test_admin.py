@@ -727,9 +727,9 @@ def test_a_delete_of_a_user_whose_adapter_job_is_being_promoted_does_not_deadloc
 
 
 def test_a_cancel_waiting_for_the_job_runner_holds_up_no_other_request(svc):
-    """The job runner's dispatcher holds its lock while it polls, finishes and promotes jobs: a promotion copies an
-    adapter in, swaps a population model in, or waits for its user's lock (a refit, a DELETE). A job's cancel takes that
-    lock too (`LocalJobRunner.cancel`). Before (review of locks51) POST /admin/jobs/{id}/cancel ran on the event loop
+    """The job runner's dispatcher holds its lock while it polls and finishes jobs (and, until session locks52, while it
+    promoted them: an adapter copied in, a population model swapped in, a wait for its user's lock). A job's cancel takes
+    that lock too (`LocalJobRunner.cancel`). Before (review of locks51) POST /admin/jobs/{id}/cancel ran on the event loop
     (`sync_to_thread=False`): while it waited, no request of any tenant was answered, /health included. Now it waits
     on a thread of its own: globex's request is answered meanwhile, and the cancel once the dispatcher lets go."""
     import threading
@@ -769,8 +769,10 @@ def test_a_cancel_waiting_for_the_job_runner_holds_up_no_other_request(svc):
 
 
 def test_an_adapter_promotion_waiting_for_its_users_chat_holds_up_no_other_job(svc, tiny_generator_dir, tmp_path):
-    """The job runner's dispatcher promotes a finished adapter job under its own lock (`LocalJobRunner._loop`); the
-    promotion (`Admin.put_into_service`) copies the new adapter in and drops the old one from memory, which waits for
+    """Until session locks52 the job runner's dispatcher promoted a finished adapter job under its own lock (held here
+    by hand around the real `Admin.put_into_service`, as it was; since then a promotion runs on a thread of its own, and
+    this keeps that it never waits for a chat either); the
+    promotion copies the new adapter in and drops the old one from memory, which waits for
     the user's chats still generating with it. Before (review of locks51) it waited there, holding the runner's lock:
     no job of any tenant was launched, finished or cancelled until acme's user's chat ended (another job's cancel
     waited). Now the old adapter leaves the pool at once and is dropped once that chat ends, on a thread of its own:
@@ -803,7 +805,7 @@ def test_an_adapter_promotion_waiting_for_its_users_chat_holds_up_no_other_job(s
             assert generating.wait(60), "the chat never began generating with the user's adapter"
             promoted = threading.Event()
 
-            def promoting() -> None:  # as the dispatcher promotes the user's finished adapter job: under the runner's lock
+            def promoting() -> None:  # as the dispatcher promoted the user's finished adapter job until locks52: under the runner's lock
                 with runner._lock:
                     job, _ = admin.submit("adapter", {"tenant": "acme", "user": user})  # not launched: the lock is held
                     answers["job"] = job

@@ -40,6 +40,8 @@ from training.jobs.store import JobStore
 log = logging.getLogger(__name__)
 
 STOP_WAIT_S = 5.0  # how long `LocalJobRunner.stop` waits for its workers to act on its SIGTERM before it kills them
+# how long a stop waits for the dispatcher's thread and the promotions under way (`LocalJobRunner._stop_dispatching`)
+DISPATCH_STOP_WAIT_S = 10.0
 
 LOG_LINE_CHARS = 500  # the most of one worker log line a job's `log_tail` keeps
 JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart can recognise its workers
@@ -177,6 +179,9 @@ class LocalJobRunner:
         # promoted on a thread of its own (`_promotions_of`), whose end `_promoted` tells (a cancel, a stop wait for it)
         self._due: dict[str, deque[_Due]] = {}
         self._promoted = threading.Condition(self._lock)
+        # a stop's wait ended with promotions still due (`_stop_dispatching`): their outcome is left to the next start,
+        # and nothing of it is written by this runner (until `start` again)
+        self._left = False
         self._drop_gone_promotions()
         # jobs whose worker had finished and whose promotion a stopped process cut short: finished at `start`
         self._cut_promotions: list[str] = []
@@ -274,6 +279,7 @@ class LocalJobRunner:
         """Finish the jobs whose promotion the last process was stopped in (`_finish_cut_promotion`), then dispatch."""
         with self._lock:
             cut, self._cut_promotions = self._cut_promotions, []
+            self._left = False  # promotions a stop of this runner left go on as ever
             again = [job for job_id in cut if (job := self._finish_cut_promotion(job_id)) is not None]
         for job in again:  # without the lock, as every `on_promote`
             self._serve_named_again(job)
@@ -283,18 +289,22 @@ class LocalJobRunner:
             self._thread.start()
 
     def _stop_dispatching(self) -> None:
-        """The dispatcher's thread told to stop and waited for (10 s at most), and the promotions due waited for within
-        those 10 s too (one still waiting then, for its user's lock, goes on; its job, still `running` on disk, is
-        finished at the next start when promotions.json names it, else run again); `start` begins another."""
+        """The dispatcher's thread told to stop and waited for (DISPATCH_STOP_WAIT_S, 10 s, at most), and the promotions
+        due waited for within those 10 s too. One still waiting then (for its user's lock) goes on, but writes nothing
+        once it is over, nor is a promotion due after it decided (`_left`): its job, still `running` on disk, is finished
+        at the next start when promotions.json names it, else run again (until the review of locks52 it wrote its
+        outcome whenever its wait ended, also over what the next runner on the folder had recorded); `start` begins
+        another."""
         self._stopping.set()
         self._wake.set()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + DISPATCH_STOP_WAIT_S
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=DISPATCH_STOP_WAIT_S)
             self._thread = None
         with self._lock:
             while self._due and (left := deadline - time.monotonic()) > 0:
                 self._promoted.wait(left)
+            self._left = bool(self._due)
 
     def stop(self) -> None:
         """Stop dispatching; running workers are stopped (SIGTERM, and SIGKILL for those still there STOP_WAIT_S
@@ -619,7 +629,8 @@ class LocalJobRunner:
         A promotion a stop cut short that does not finish puts back what promotions.json names (`_serve_named_again`)."""
         job = due.job
         with self._lock:
-            if self.store.get(job.id) is None:  # purged while its promotion was due: nothing of it is recorded again
+            # purged while its promotion was due: nothing of it is recorded again; or left by a stop to the next start
+            if self._left or self.store.get(job.id) is None:
                 return
             try:
                 considered, replaced = self._considered(job)
@@ -635,6 +646,9 @@ class LocalJobRunner:
             except Exception as exc:
                 problem = exc
             with self._lock:
+                if self._left:  # a stop gave up waiting for it: the next start finishes it, as promotions.json names it
+                    log.warning("job %s's promotion ended after the runner stopped: the next start finishes it", job.id)
+                    return
                 try:
                     final = self._served_or_not(considered, key, replaced, problem)
                 except Exception as exc:  # promotions.json could not be written back

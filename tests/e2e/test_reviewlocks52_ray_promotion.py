@@ -1,0 +1,50 @@
+"""Review of session locks52 on Ray: the job runner puts a promoted job into service (`on_promote`) on a thread of its
+own, without its lock (`LocalJobRunner._promotions_of`), and `RayJobRunner` inherits it. What that keeps on Ray (a local
+Ray of one CPU, real workers in actors), as tests/e2e/test_locks52_promotion.py shows it for local workers: another job
+is placed, runs and ends while a promotion waits, and a cancel of the promoting job waits for it and finds it ended.
+
+Slow-marked (`make test-scaleout`): starting Ray takes ~10-20 s here."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.e2e.test_locks52_promotion import KINDS, HeldPromotions
+from tests.e2e.test_ray_runner import ray_cluster  # noqa: F401 (the module's Ray, started once)
+from training.jobs.runner import RunnerConfig
+
+pytestmark = pytest.mark.slow
+
+
+def ray_runner(tmp_path, on_promote: HeldPromotions):
+    from training.jobs.ray_runner import RayJobRunner
+
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), kinds=KINDS, on_promote=on_promote)
+    on_promote.runner = runner
+    runner.start()
+    return runner
+
+
+def test_on_ray_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits_for_it(ray_cluster, tmp_path):  # noqa: F811
+    promotions = HeldPromotions({"first"})
+    runner = ray_runner(tmp_path, promotions)
+    try:
+        first = runner.submit("pal", {"model": "first", "accuracy": 0.6})
+        assert promotions.entered.wait(120)
+        other = runner.wait(runner.submit("plain", {"model": "other", "accuracy": 0.5}).id, timeout=120)  # one CPU: free again
+        assert other.state == "succeeded" and runner.get(first.id).state == "running"
+        answers = {}
+        cancel = threading.Thread(target=lambda: answers.update(cancel=runner.cancel(first.id)), daemon=True)
+        cancel.start()
+        cancel.join(0.3)
+        assert cancel.is_alive(), "the cancel answered while the job's promotion was under way"
+        promotions.go.set()
+        cancel.join(30)
+    finally:
+        promotions.go.set()
+        runner.stop()
+    assert answers["cancel"].state == "succeeded" and answers["cancel"].promoted is True
+    assert promotions.served == ["first"] and runner.promotions.served("pal").job_id == first.id
+
