@@ -344,7 +344,7 @@ def test_a_user_header_naming_another_user_than_the_request_is_a_400_naming_both
         answered = c.post("/v1/chat/completions", json={**CHAT, "user": "routed52"}, headers={HEADER: "routed52"})
         assert answered.status_code == 200, answered.text
         _other(c.post("/v1/chat/completions", json={**CHAT, "user": "routed52"}, headers=other))
-        _other(c.post("/v1/chat/completions", json={**CHAT, "safety_identifier": "routed52", "user": "other52"}, headers=other))
+        _other(c.post("/v1/chat/completions", json={**CHAT, "safety_identifier": "routed52"}, headers=other))
         _other(c.post("/v1/feedback", json=comparison, headers=other))
         rating = {"type": "rating", "response_id": answered.json()["id"], "rating": 5}
         _other(c.post("/v1/feedback", json=rating, headers=other))  # the response's user
@@ -412,3 +412,21 @@ def test_a_part_kind_spelled_with_a_quote_is_told_with_its_messages_role_too(svc
         said = r.json()["error"]["message"]
         assert said.startswith("`messages[0].content[0].type`: must be one of `text`; got ") and said.endswith(
             "(the parts of a `user` message)"), said
+
+
+def test_user_and_safety_identifier_naming_two_users_is_a_400_naming_both(svc):
+    """review belief52: a chat whose `user` and `safety_identifier` named two users was served as `safety_identifier`'s,
+    `user` silently dropped: whose history, adapter and reward applied was the client's guess. OpenAI's
+    `safety_identifier` replaces `user` (both name the end user), so two that disagree are a 400 naming both, code
+    `invalid_parameter_combination`, as `max_tokens` and `max_completion_tokens` that disagree are; the same id in
+    both is served."""
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "user": "named52", "safety_identifier": "safe52"})
+        assert r.status_code == 400 and field_named(r) == "safety_identifier", r.text
+        error = r.json()["error"]
+        assert "'safe52'" in error["message"] and "`user`" in error["message"] and "'named52'" in error["message"], error
+        assert error["code"] == "invalid_parameter_combination", error
+        empty = c.post("/v1/chat/completions", json={**CHAT, "safety_identifier": ""})  # was served as no user's
+        assert empty.status_code == 400 and field_named(empty) == "safety_identifier", empty.text
+        both = c.post("/v1/chat/completions", json={**CHAT, "user": "safe52", "safety_identifier": "safe52"})
+        assert both.status_code == 200, both.text
