@@ -430,3 +430,17 @@ def test_user_and_safety_identifier_naming_two_users_is_a_400_naming_both(svc):
         assert empty.status_code == 400 and field_named(empty) == "safety_identifier", empty.text
         both = c.post("/v1/chat/completions", json={**CHAT, "user": "safe52", "safety_identifier": "safe52"})
         assert both.status_code == 200, both.text
+
+
+def test_an_empty_user_header_is_no_header(svc):
+    """review belief52: `X-Pluralign-User:` sent empty was a 400 ("names '' but `user_id` names 'probe52'") where no
+    header passes, while the load balancer's hash (nginx's `$http_x_pluralign_user`) reads both as "": an empty header
+    routes as no header does, so it is taken as none; one naming another user, or two, are still refused."""
+    comparison = {"type": "comparison", "user": "probe52", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json=comparison, headers={HEADER: ""}).status_code == 201
+        r = c.get("/v1/users/probe52", headers={HEADER: ""})
+        assert r.status_code == 200, r.text
+        assert c.post("/v1/chat/completions", json={**CHAT, "user": "probe52"}, headers={HEADER: ""}).status_code == 200
+        two = c.get("/v1/users/probe52", headers=[(HEADER, ""), (HEADER, "")])
+        assert two.status_code == 400 and field_named(two) == HEADER, two.text
