@@ -8,6 +8,7 @@ import json
 import time
 
 import httpx
+import msgspec
 import pytest
 
 from tests.service.tiny import field_named, serving_a_comparison
@@ -444,3 +445,23 @@ def test_an_empty_user_header_is_no_header(svc):
         assert c.post("/v1/chat/completions", json={**CHAT, "user": "probe52"}, headers={HEADER: ""}).status_code == 200
         two = c.get("/v1/users/probe52", headers=[(HEADER, ""), (HEADER, "")])
         assert two.status_code == 400 and field_named(two) == HEADER, two.text
+
+
+def test_feedback_on_a_response_not_found_behind_replicas_names_the_routing_header(svc, monkeypatch):
+    """review belief52: behind replicas, a rating (choice, edit) whose `X-Pluralign-User` names another user than the
+    response's reaches that user's replica, where within `store_sync_ms` the response is not yet read: the client got
+    404 "response ... is not stored" and no word of the header, which `routed_to` only compares once the response (and
+    so its user) is found. The header cannot be checked first (the response's user is known from the lookup alone), so
+    with replicas the 404 says the response may not be visible on this replica yet and names the header it was routed by."""
+    rt = svc.runtime
+    rating = {"type": "rating", "response_id": "chatcmpl-0123456789abcdef0123456789abcdef", "rating": 5}
+    with svc.client() as c:
+        alone = c.post("/v1/feedback", json=rating, headers={HEADER: "other52"})  # one replica: the 404 as it was
+        assert alone.status_code == 404 and HEADER not in alone.text, alone.text
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, store_sync_ms=1000))
+        routed = c.post("/v1/feedback", json=rating, headers={HEADER: "other52"})
+        plain = c.post("/v1/feedback", json=rating)
+    assert routed.status_code == 404 and field_named(routed) == "response_id", routed.text
+    said = routed.json()["error"]["message"]
+    assert "is not stored" in said and f"`{HEADER}`" in said and "'other52'" in said and "1000 ms" in said, said
+    assert plain.status_code == 404 and f"`{HEADER}`" in plain.json()["error"]["message"], plain.text
