@@ -209,14 +209,17 @@ def joint_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> 
     of the user's direction along them jointly. A group none of whose features is `stated`, while the user stated a
     preference on another, claims no more than the comparisons alone give that direction along it, as a single feature
     does (`_borrowed`): stated "longer" after 15 comparisons that chose the shorter answer, exclamations and contractions
-    read "likely" (0.86) where the comparisons alone read 0.75 (trial16_52)."""
+    read "likely" (0.86) where the comparisons alone read 0.75 (trial16_52). A capped belief, a group's or a feature's, reports the
+    comparisons' own side: none where they give either under Phi(0.25), the other one where they lean against the
+    posterior, so `direction` and `probability` (the likelier side's) agree (review belief52)."""
     stated = stated or {}
     out = []
     for group in unresolved_groups(state):
         p = max(group.p_more, 1.0 - group.p_more)
         sign = 1.0 if group.p_more >= 0.5 else -1.0
         borrowed = _group_borrowed(group, stated, sign, p)
-        p = min(p, borrowed) if borrowed is not None else p
+        if borrowed is not None:  # the comparisons' own side along the group: perhaps the other one (review belief52)
+            p, sign = max(borrowed, 1.0 - borrowed), sign if borrowed >= 0.5 else -sign
         said_level = level(p)
         # `moved_in` counts the ties that moved the features too (`pluralign.user.collinear.joint_beliefs`)
         among = f"{group.moved_in} of your {_answers(state)}" if 0 < group.moved_in < state.n + state.ties else f"your {_answers(state)}"
@@ -228,8 +231,7 @@ def joint_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> 
             direction = {f: "more" if sign * v > 0 else "less" for f, v in zip(group.features, group.direction, strict=True)}
             text = f"prefers {_answers_with(direction)} ({said_level}): {why}"
         if borrowed is not None:
-            text += (f"; your {_answers(state)} alone do not show it: your stated preference on "
-                     f"{_together(sorted(stated))} leaves their evidence to these features")
+            text += _borrowed_clause(state, stated, "these features", direction is None, borrowed < 0.5)
         out.append(JointBelief(features=list(group.features), direction=direction, probability=round(p, 4),
                                confidence=said_level, cosine=group.cosine, text=text))
     return out
@@ -292,7 +294,9 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     p_more = feature_p_more(state, name)
     p, sign = max(p_more, 1.0 - p_more), leaning(p_more)
     borrowed = _borrowed(state, name, stated, sign, p)
-    p = min(p, borrowed) if borrowed is not None else p
+    if borrowed is not None:  # the comparisons' own side: none below Phi(0.25), perhaps the other one (review belief52)
+        alone = borrowed if sign == "more" else 1.0 - borrowed
+        p, sign = max(alone, 1.0 - alone), leaning(alone)
     said_level, moved = level(p), state.moved_in.get(name)
     more, less = FEATURE_DESCRIPTIONS[name]
     rests_on = ""
@@ -313,9 +317,8 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
             text += f"; you said you prefer {said}"
     elif name in stated:
         text += f"; you said you prefer {FEATURE_DESCRIPTIONS[name][0 if stated[name] == 'more' else 1]}"
-    if borrowed is not None and sign is not None:
-        text += (f"; your {_answers(state)} alone {'does' if state.answers == 1 else 'do'} not show it: your stated preference on "
-                 f"{_together(sorted(stated))} leaves their evidence to this feature")
+    if borrowed is not None:
+        text += _borrowed_clause(state, stated, "this feature", sign is None, borrowed < 0.5)
     if together:
         text += f"; your {_answer_kinds(state)} moved it together with {_together(together)}, so {_they(state)} cannot tell them apart"
         if name in stated and "point the other way" not in text and _group_contradicts(state, name, stated[name]):
@@ -339,6 +342,21 @@ def _borrowed(state: UserState, name: str, stated: Mapping[str, str], sign: str 
     alone = state.p_more_from_comparisons[name]
     agree = alone if sign == "more" else 1.0 - alone
     return agree if agree < p and level(agree) != level(p) else None
+
+
+def _borrowed_clause(state: UserState, stated: Mapping[str, str], to: str, none: bool, other_way: bool) -> str:
+    """The clause a capped belief (`_borrowed`, `_group_borrowed`) ends with, `to` naming what took the evidence: the
+    comparisons alone show no direction ("do not show one"), the other one than the posterior's ("lean this way"), or
+    the posterior's, less surely ("do not show it"). Until review belief52 a belief capped to no direction read "no
+    preference learned yet ...; your 15 comparisons alone do not show it"."""
+    one = state.answers == 1
+    if none:
+        shows = f"{'does' if one else 'do'} not show one"
+    elif other_way:
+        shows = f"{'leans' if one else 'lean'} this way, though the weight your answers are ranked by leans the other"
+    else:
+        shows = f"{'does' if one else 'do'} not show it"
+    return f"; your {_answers(state)} alone {shows}: your stated preference on {_together(sorted(stated))} leaves their evidence to {to}"
 
 
 NEAREST_SAMPLES = 4096  # posterior draws for `nearest_prototype`'s probability: sd <= 0.008 (binomial at p = 0.5)

@@ -108,12 +108,17 @@ def sampling_for(rt: Runtime, data: ChatRequest) -> Sampling:
 class ChatOptions:
     """What a chat request asks for beyond sampling, checked before it waits for a generation slot."""
 
-    user: str | None  # the end user (`safety_identifier` wins over `user`); None: anonymous
+    user: str | None  # the end user (`safety_identifier` or `user`: both, naming two users, are a 400); None: anonymous
     n: int  # choices returned
     candidates: int  # answers generated (at least n)
     rerank: bool
     shots: int  # past comparisons put in the context
     styles: bool  # balanced answer styles
+
+
+def user_field(data: ChatRequest) -> str:
+    """The field naming the chat's end user: `safety_identifier` where it is sent (OpenAI's newer name), else `user`."""
+    return "user" if data.safety_identifier is None else "safety_identifier"
 
 
 def chat_options(rt: Runtime, data: ChatRequest) -> ChatOptions:
@@ -136,9 +141,9 @@ def chat_options(rt: Runtime, data: ChatRequest) -> ChatOptions:
     if not 1 <= n <= MAX_N:
         raise bad_request("n", f"must be between 1 and {MAX_N}, got {n}")
     check_neutral_fields(data)
-    user = data.safety_identifier or data.user
-    if user is not None:
-        check_user_id(user, "safety_identifier" if data.safety_identifier else "user")
+    user = data.safety_identifier if data.safety_identifier is not None else data.user  # equal when both are sent (`check_combinations`)
+    if user is not None:  # an empty one is a 400 too (until review belief52 an empty `safety_identifier` was served as no user's)
+        check_user_id(user, user_field(data))
     options = data.pluralign
     do_rerank = rt.settings.rerank if options is None or options.rerank is None else options.rerank
     candidates = rt.settings.candidates if do_rerank else 1
@@ -200,7 +205,7 @@ async def create_chat_completion(
     check_combinations(data)
     sampling = sampling_for(rt, data)
     options = chat_options(rt, data)  # before the scheduler: a 400 now, not after the wait (nor a 429 while it is full)
-    routed_to(user_header_lines(request), options.user, "safety_identifier" if data.safety_identifier else "user")
+    routed_to(user_header_lines(request), options.user, user_field(data))
     check_prompt_size(rt, data, sampling)
     check_idempotency_key(request, idempotency_key)
     # a stream's answer goes out as it is made, and `store: false` asks that nothing of the chat be kept: not remembered
@@ -243,7 +248,7 @@ async def keyed(rt: Runtime, request: Request, key: str, data: ChatRequest, opti
 async def answer_chat(rt: Runtime, request: Request, data: ChatRequest, sampling: Sampling, options: ChatOptions) -> Response:
     """The chat's answer (JSON) or stream, once its request was checked (`create_chat_completion`)."""
     tenant = request.user.tenant
-    down = store_down(rt) if (data.safety_identifier or data.user) is not None else None  # naming no user: nothing stored is read or written
+    down = store_down(rt) if options.user is not None else None  # naming no user: nothing stored is read or written
     if down is not None:
         return storage_response(request, down, NOT_TRIED, logged=rt.not_tried_said.due((down.name, down.action, down.problem)))
     if data.stream:

@@ -18,12 +18,17 @@ def check_combinations(data: ChatRequest) -> None:
     """Raise a 400 (ValidationException, code `invalid_parameter_combination`) naming a field that
     only means something beside another one the request does not set, or that contradicts another:
     serving the request would silently drop what that field asked for. OpenAI refuses the first two
-    the same way (`param` `stream_options`, `max_tokens`)."""
+    the same way (`param` `stream_options`, `max_tokens`); `safety_identifier` and `user` naming two users (review belief52:
+    `safety_identifier` silently won) are refused likewise."""
     if data.stream_options is not None and not data.stream:
         raise bad_request("stream_options", "is only allowed when `stream` is true (the usage of a JSON reply is in its `usage`)", COMBINATION)
     if data.max_tokens is not None and data.max_completion_tokens is not None and data.max_tokens != data.max_completion_tokens:
         raise bad_request("max_tokens", f"{data.max_tokens} and `max_completion_tokens` {data.max_completion_tokens} disagree: "
                                         "send one of them (`max_tokens` is OpenAI's older name)", COMBINATION)
+    if data.safety_identifier is not None and data.user is not None and data.safety_identifier != data.user:
+        # OpenAI's `safety_identifier` replaces `user`; both name the end user here, whose history and reward apply
+        raise bad_request("safety_identifier", f"{shown(data.safety_identifier)} and `user` {shown(data.user)} name two users: "
+                                               "send one of them, or the same id in both (`user` is OpenAI's older name)", COMBINATION)
     if data.response_format is not None and data.response_format.json_schema is not None and data.response_format.type != "json_schema":
         raise bad_request("response_format.json_schema", f"is only allowed with `response_format.type` `json_schema`, "
                                                          f"got {shown(data.response_format.type)}", COMBINATION)

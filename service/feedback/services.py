@@ -23,7 +23,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from pluralign.data.text import answer_key, is_blank
 from pluralign.store import Interaction, StoredPreference
 from pluralign.store.tables import PrefIdConflict
-from service.errors import bad_request, refuse_blank
+from service.errors import bad_request, refuse_blank, shown
 from service.feedback.schemas import (
     ChoiceFeedback,
     ComparisonFeedback,
@@ -32,7 +32,7 @@ from service.feedback.schemas import (
     FeedbackReceipt,
     RatingFeedback,
 )
-from service.ids import check_user_id, routed_to
+from service.ids import USER_HEADER, check_user_id, routed_to
 from service.requestid import remember
 from service.runtime import Runtime
 from service.users.services import queue_refits, submit_refits
@@ -43,17 +43,34 @@ log = logging.getLogger("pluralign.service")
 MAX_WAITING_REFITS = 100_000
 
 
-def served(rt: Runtime, tenant: str, response_id: str) -> Interaction:
+def served(rt: Runtime, tenant: str, response_id: str, routed: Sequence[str] = ()) -> Interaction:
     """The stored response feedback refers to. Raises a 404 naming `response_id` when this tenant
     keeps none by that id: unknown, another tenant's, or served but not kept (an anonymous chat's,
-    a `store: false` one's, a deleted user's)."""
+    a `store: false` one's, a deleted user's). Behind replicas (`Settings.sync_seconds`) it may also be one another
+    replica served within `store_sync_ms`, not read here yet: the 404 then names `X-Pluralign-User` (`routed`, the
+    request's field lines of it), which routed the feedback here. The header cannot be compared first (`routed_to`):
+    the response's user is known from this lookup alone (until review belief52 the 404 did not mention it)."""
     item = rt.store.get_interaction(tenant, response_id)
     if item is None:  # another tenant's response ids are invisible, exactly like unknown ones
         problem = (f"response {response_id} is not stored for this tenant: responses to anonymous chats (no `user`) "
                    "and to chats sent with store: false are not kept, and a user's DELETE removes their responses (a "
-                   "chat still running then keeps none), so they take no feedback")
+                   "chat still running then keeps none), so they take no feedback") + _not_here_yet(rt, routed)
         raise NotFoundException(f"`response_id`: {problem}", extra=[{"key": "response_id", "message": problem, "code": "not_found"}])
     return item
+
+
+def _not_here_yet(rt: Runtime, routed: Sequence[str]) -> str:
+    """What a feedback's 404 adds behind replicas: a response served on another replica is read here only after
+    `store_sync_ms`, and `X-Pluralign-User` (as the request sent it, `routed`) picks the replica. "" with one replica."""
+    if rt.settings.sync_seconds is None:
+        return ""
+    wait = f"{round(rt.settings.sync_seconds * 1000)} ms"
+    header = [line for line in routed if line]
+    sent = (f"this request's `{USER_HEADER}` names {', '.join(shown(h) for h in header)}, which routed it to this replica"
+            if header else f"this request sent no `{USER_HEADER}`")
+    return (f"; behind several replicas a response another replica served in the last {wait} is not read here yet: "
+            f"{sent}; send it naming the user the response was served to, as their chat did, so the feedback reaches "
+            "the replica that served it")
 
 
 def check_labels(rt: Runtime, source: str | None, attributes: dict[str, str], where: str = "") -> None:
@@ -87,12 +104,13 @@ def _rivals(texts: list[str], answer: str) -> list[str]:
     return rivals
 
 
-def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody) -> tuple[str, list[dict]]:
+def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody, routed: Sequence[str] = ()) -> tuple[str, list[dict]]:
     """(user, [{prompt, chosen, rejected, tie, margin, kind}]) for one feedback body; a 400 naming the
-    field for one that cannot be stored (blank or identical answers, a choice out of range, ...)."""
+    field for one that cannot be stored (blank or identical answers, a choice out of range, ...); the 404 of `served`
+    (`routed`: the request's `X-Pluralign-User` field lines) for a response it does not find."""
     if isinstance(fb, ComparisonFeedback):
         return fb.user, _comparison_rows(fb)
-    item = served(rt, tenant, fb.response_id)
+    item = served(rt, tenant, fb.response_id, routed)
     if isinstance(fb, ChoiceFeedback):
         return item.user_id, _choice_rows(item, fb)
     if isinstance(fb, EditFeedback):
@@ -338,7 +356,7 @@ async def record(rt: Runtime, tenant: str, fb: FeedbackBody, idempotency_key: st
         if idempotency_key is None:
             return await _store(rt, tenant, user, fb, rows, [uuid.uuid4().hex for _ in rows]), False
     else:
-        user, rows = await sync_to_thread(rows_for, rt, tenant, fb)
+        user, rows = await sync_to_thread(rows_for, rt, tenant, fb, routed)
         routed_to(routed, user, "response_id", "was served to")
     # two copies in flight: the second waits, then finds the first. Without a key, one response's feedback
     # takes turns (a key a client sends holds no space)

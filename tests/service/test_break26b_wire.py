@@ -8,6 +8,7 @@ import json
 import time
 
 import httpx
+import msgspec
 import pytest
 
 from tests.service.tiny import field_named, serving_a_comparison
@@ -344,7 +345,7 @@ def test_a_user_header_naming_another_user_than_the_request_is_a_400_naming_both
         answered = c.post("/v1/chat/completions", json={**CHAT, "user": "routed52"}, headers={HEADER: "routed52"})
         assert answered.status_code == 200, answered.text
         _other(c.post("/v1/chat/completions", json={**CHAT, "user": "routed52"}, headers=other))
-        _other(c.post("/v1/chat/completions", json={**CHAT, "safety_identifier": "routed52", "user": "other52"}, headers=other))
+        _other(c.post("/v1/chat/completions", json={**CHAT, "safety_identifier": "routed52"}, headers=other))
         _other(c.post("/v1/feedback", json=comparison, headers=other))
         rating = {"type": "rating", "response_id": answered.json()["id"], "rating": 5}
         _other(c.post("/v1/feedback", json=rating, headers=other))  # the response's user
@@ -412,3 +413,55 @@ def test_a_part_kind_spelled_with_a_quote_is_told_with_its_messages_role_too(svc
         said = r.json()["error"]["message"]
         assert said.startswith("`messages[0].content[0].type`: must be one of `text`; got ") and said.endswith(
             "(the parts of a `user` message)"), said
+
+
+def test_user_and_safety_identifier_naming_two_users_is_a_400_naming_both(svc):
+    """review belief52: a chat whose `user` and `safety_identifier` named two users was served as `safety_identifier`'s,
+    `user` silently dropped: whose history, adapter and reward applied was the client's guess. OpenAI's
+    `safety_identifier` replaces `user` (both name the end user), so two that disagree are a 400 naming both, code
+    `invalid_parameter_combination`, as `max_tokens` and `max_completion_tokens` that disagree are; the same id in
+    both is served."""
+    with svc.client() as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "user": "named52", "safety_identifier": "safe52"})
+        assert r.status_code == 400 and field_named(r) == "safety_identifier", r.text
+        error = r.json()["error"]
+        assert "'safe52'" in error["message"] and "`user`" in error["message"] and "'named52'" in error["message"], error
+        assert error["code"] == "invalid_parameter_combination", error
+        empty = c.post("/v1/chat/completions", json={**CHAT, "safety_identifier": ""})  # was served as no user's
+        assert empty.status_code == 400 and field_named(empty) == "safety_identifier", empty.text
+        both = c.post("/v1/chat/completions", json={**CHAT, "user": "safe52", "safety_identifier": "safe52"})
+        assert both.status_code == 200, both.text
+
+
+def test_an_empty_user_header_is_no_header(svc):
+    """review belief52: `X-Pluralign-User:` sent empty was a 400 ("names '' but `user_id` names 'probe52'") where no
+    header passes, while the load balancer's hash (nginx's `$http_x_pluralign_user`) reads both as "": an empty header
+    routes as no header does, so it is taken as none; one naming another user, or two, are still refused."""
+    comparison = {"type": "comparison", "user": "probe52", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json=comparison, headers={HEADER: ""}).status_code == 201
+        r = c.get("/v1/users/probe52", headers={HEADER: ""})
+        assert r.status_code == 200, r.text
+        assert c.post("/v1/chat/completions", json={**CHAT, "user": "probe52"}, headers={HEADER: ""}).status_code == 200
+        two = c.get("/v1/users/probe52", headers=[(HEADER, ""), (HEADER, "")])
+        assert two.status_code == 400 and field_named(two) == HEADER, two.text
+
+
+def test_feedback_on_a_response_not_found_behind_replicas_names_the_routing_header(svc, monkeypatch):
+    """review belief52: behind replicas, a rating (choice, edit) whose `X-Pluralign-User` names another user than the
+    response's reaches that user's replica, where within `store_sync_ms` the response is not yet read: the client got
+    404 "response ... is not stored" and no word of the header, which `routed_to` only compares once the response (and
+    so its user) is found. The header cannot be checked first (the response's user is known from the lookup alone), so
+    with replicas the 404 says the response may not be visible on this replica yet and names the header it was routed by."""
+    rt = svc.runtime
+    rating = {"type": "rating", "response_id": "chatcmpl-0123456789abcdef0123456789abcdef", "rating": 5}
+    with svc.client() as c:
+        alone = c.post("/v1/feedback", json=rating, headers={HEADER: "other52"})  # one replica: the 404 as it was
+        assert alone.status_code == 404 and HEADER not in alone.text, alone.text
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, store_sync_ms=1000))
+        routed = c.post("/v1/feedback", json=rating, headers={HEADER: "other52"})
+        plain = c.post("/v1/feedback", json=rating)
+    assert routed.status_code == 404 and field_named(routed) == "response_id", routed.text
+    said = routed.json()["error"]["message"]
+    assert "is not stored" in said and f"`{HEADER}`" in said and "'other52'" in said and "1000 ms" in said, said
+    assert plain.status_code == 404 and f"`{HEADER}`" in plain.json()["error"]["message"], plain.text

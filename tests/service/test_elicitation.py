@@ -1423,10 +1423,10 @@ def test_a_stated_preference_does_not_make_a_collinear_feature_confident_against
     you, plain = beliefs["turncoat"]["second_person"], beliefs["unstated"]["second_person"]
     assert you["weight"] < -2 * you["sd"], you  # the posterior still puts the evidence there ...
     assert plain["confidence"] == "uncertain" and you["confidence"] != "confident", (you, plain)  # ... the summary does not claim it
-    assert "alone do not show it" in you["text"] and "length" in you["text"], you["text"]
+    assert "alone do not show" in you["text"] and "length" in you["text"], you["text"]
     assert beliefs["turncoat"]["length"]["stated"] == "more"  # the stated feature's own line is as it was
     for name, belief in beliefs["unstated"].items():  # no statement: nothing is capped
-        assert "alone do not show it" not in belief["text"], (name, belief)
+        assert "alone do not show" not in belief["text"], (name, belief)
 
 
 YES_NO_QUESTIONS = ("Should I exercise every day?", "Should I quit my job to travel?", "Is it fine to skip breakfast?")
@@ -1591,3 +1591,28 @@ def test_the_prototypes_are_described_by_distinct_answer_pairs_not_by_a_question
     described = services.prototype_descriptions(svc.runtime, "quiz-described", per_side=10)
     shown = {x.answer for x in described[0].highest + described[0].lowest}
     assert shown == {"Yes.", "No.", *(a for _, c, r in others for a in (c, r))}, shown
+
+
+def test_a_capped_belief_reports_a_direction_and_probability_that_agree(svc):
+    """review belief52: a belief capped at what the comparisons alone say (trial16_51's feature, trial16_52's group)
+    kept the posterior's direction whatever the cap left of its probability: the questionnaire user above, stated
+    "longer", read `exclamations` "less" at 0.586 and `second_person` "less" at 0.5728, below the Φ(0.25) = 0.5987 under
+    which the docs promise no direction, and a group capped that low read "no preference learned yet along ...; your 15
+    comparisons alone do not show it". A capped belief now reports the comparisons' own side: no direction below
+    Φ(0.25), the other side where they lean the other way; `probability` is always the likelier side's."""
+    svc.keys.setdefault("capped", svc.runtime.keys.issue("capped"))
+    lines = "".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in SHORTER_ANSWERS)
+    with svc.client("capped") as c:
+        r = c.post("/v1/users/said-longer/import", content=lines.encode(), headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 201, r.text
+        assert c.patch("/v1/users/said-longer/stated-preferences", json={"preferences": {"length": "more"}}).status_code == 200
+        summary = c.get("/v1/users/said-longer").json()["summary"]
+    capped = [b for b in summary["features"] + summary["joint"] if "alone do not show" in b["text"]]
+    assert capped, summary  # the case this is about
+    for belief in summary["features"] + summary["joint"]:
+        assert belief["probability"] >= 0.5, belief
+        assert (belief["direction"] is None) == (belief["probability"] < 0.5987), belief
+        if belief["direction"] is None:
+            assert "show it" not in belief["text"] and belief["text"].startswith("no preference learned yet"), belief
+    shown = {b["feature"]: b for b in summary["features"]}
+    assert shown["exclamations"]["direction"] is None and "alone do not show one" in shown["exclamations"]["text"], shown

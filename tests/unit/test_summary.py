@@ -82,3 +82,23 @@ def test_every_count_of_the_users_answers_agrees_with_it():
         you = next(b for b in feature_beliefs(s, {"length": "more"}) if b.feature == "second_person")
         unit = "comparison" if n == 1 else "comparisons"
         assert f"your {n} {unit} alone {verb} not show it" in you.text, you.text
+
+
+def test_a_capped_belief_the_comparisons_alone_turn_the_other_way_reports_their_side():
+    """review belief52: a belief capped at what the comparisons alone give the posterior's side (trial16_51) kept that
+    side with `probability` 0.2 where the comparisons alone put 0.8 on the other: direction and probability disagreed,
+    and the docs promise the likelier side's. It now reports their side, and says so; a group (trial16_52) likewise."""
+    from pluralign.user.collinear import CollinearFeatures
+    from pluralign.user.summary import joint_beliefs
+
+    group = CollinearFeatures(features=["exclamations", "contractions"], direction=[0.8, 0.6], cosine=1.0, mean=3.0,
+                              sd=1.0, p_more=0.99, p_more_from_comparisons=0.25)
+    s = state({"length": (1.0, 0.5), "second_person": (-6.0, 2.0)}, n=10, stated={"length": 1},
+              p_more={"second_person": 0.002}, p_more_from_comparisons={"second_person": 0.8, "length": 0.1},
+              collinear=[group])
+    you = next(b for b in feature_beliefs(s, {"length": "more"}) if b.feature == "second_person")
+    assert (you.direction, you.probability, you.confidence) == ("more", 0.8, "uncertain"), you
+    assert you.text.startswith("prefers addressing the reader as 'you' (uncertain); your 10 comparisons alone lean this way"), you.text
+    joint = joint_beliefs(s, {"length": "more"})[0]
+    assert (joint.direction, joint.probability) == ({"exclamations": "less", "contractions": "less"}, 0.75), joint
+    assert "your 10 comparisons alone lean this way" in joint.text, joint.text
