@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 import msgspec
 import numpy as np
 
-from pluralign.data.text import answer_key, is_blank, question_key
+from pluralign.data.text import answer_key, bidi_controls_shown, is_blank, question_key
 from pluralign.embed.cache import text_key
 from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
@@ -843,8 +843,10 @@ def _prototype_sentence(nearest: int, k: int, weight: float, belief: PrototypeBe
     weights alone); for a user nothing was learned from, that no prototype is theirs yet and which one users in general
     lean to (until session trial16_51 it was named as the user's closest, beside "based on 0 comparisons"). The answer
     is quoted as it reads, its lines joined by spaces (until session trial16_52 as Python's `repr`: a line break read
-    `\\n`, an apostrophe `\\'`)."""
-    like = f", which scores highest answers like “{' '.join(described.highest[0].answer.split())}”" if described.highest else ""
+    `\\n`, an apostrophe `\\'`), its bidi control characters as their code points ("[U+202E]",
+    `bidi_controls_shown`: until session pool52 an override reversed the quote)."""
+    quoted = bidi_controls_shown(' '.join(described.highest[0].answer.split())) if described.highest else ""
+    like = f", which scores highest answers like “{quoted}”" if described.highest else ""
     if not learned:
         return (f"no prototype is closest yet: nothing learned from your answers (users in general lean to prototype "
                 f"{nearest} of {k}, weight {weight:.2f}{like})")
