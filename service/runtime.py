@@ -18,6 +18,7 @@ from pathlib import Path
 from cachetools import TTLCache
 
 from pluralign.embed.base import Encoder
+from pluralign.embed.cache import ScopedVectors
 from pluralign.files import copy_into_place, folder_lock, keep_private
 from pluralign.policy.adapters import AdapterPool, AdapterRegistry
 from pluralign.policy.generator import Generator
@@ -56,6 +57,9 @@ log = logging.getLogger("pluralign.service")
 
 # tenants whose DELETEs run at once (`Runtime.deletes`): with replicas each waits ~`store_sync_ms` + 2 s on its thread
 DELETE_WORKERS = 8
+# the vectors of next-comparison pools kept in memory (`Runtime.pool_vectors`): ~43,000 texts at 384-d, a
+# questionnaire of 64 answers for some 300 tenants at once
+POOL_VECTOR_BYTES = 64 << 20
 DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests that began before it (longer than any chat)
 
 
@@ -379,6 +383,10 @@ class Runtime:
     # (tenant, population version) -> how each prototype is described by the tenant's stored answers (a
     # profile's summary; `service.users.services.described_prototypes`), kept as the pooled priors are
     described: TTLCache | None = None
+    # (tenant, encoder, text) -> the vector of a text of a next-comparison `pool` (`service.users.services`), so a
+    # questionnaire's pool sent once per question is embedded once; a tenant's dropped with its pooled priors
+    # (`forget_pooled`); built in __post_init__
+    pool_vectors: ScopedVectors | None = None
     # tenant -> how many times its cached priors were dropped (`forget_pooled`): an estimate read before
     # a drop is not cached after it
     pooled_generation: dict = field(default_factory=dict)
@@ -461,9 +469,10 @@ class Runtime:
         self.chat_keys.forget_user(tenant, user_id)  # their chats' answers are not given again
 
     def forget_pooled(self, tenant: str) -> None:
-        """Drop the tenant's cached pooled priors and prototype descriptions (a user of theirs was
-        deleted: nothing estimated from them, and none of their answers, is served again); an estimate
-        being read meanwhile is answered but not cached."""
+        """Drop the tenant's cached pooled priors, prototype descriptions and pool vectors (a user of theirs was
+        deleted: nothing estimated from them, and none of their answers, is served again; a pool may have quoted
+        their texts; the tenant is removed); an estimate being read meanwhile is answered but not cached."""
+        self.pool_vectors.forget_scope(tenant)
         with self.pooled_lock:
             self.pooled_generation[tenant] = self.pooled_generation.get(tenant, 0) + 1
             for cache in (self.pooled_priors, self.described):
@@ -508,6 +517,8 @@ class Runtime:
             self.pooled_priors = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.described is None:
             self.described = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
+        if self.pool_vectors is None:
+            self.pool_vectors = ScopedVectors(POOL_VECTOR_BYTES)
         if self.waiting_refits is None:
             self.waiting_refits = WaitingRefits(self.settings.data_path / WAITING_REFITS_FILE)
         if self.deletion_sweep is None and self.settings.replicas > 1:

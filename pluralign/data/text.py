@@ -198,6 +198,24 @@ def lone_surrogate_problem(escape: str, offset: int) -> str:
 _GRAPHEME = regex.compile(r"\X")
 
 
+# Unicode's Bidi_Control characters (U+061C, U+200E-F, U+202A-E, U+2066-9): they reorder the text around them
+BIDI_CONTROL = regex.compile(r"\p{Bidi_Control}")
+
+
+def bidi_shown(code_point: str) -> str:
+    """How a bidi control character is written where stored text is quoted for reading: its code point, "[U+202E]"."""
+    return f"[U+{ord(code_point):04X}]"
+
+
+def bidi_controls_shown(text: str) -> str:
+    """`text` with each bidi control character (Unicode's Bidi_Control property: ALM U+061C, LRM/RLM U+200E/F, the
+    embeddings and overrides U+202A-E, the isolates U+2066-9) written as its code point (`bidi_shown`): quoted for
+    reading (a profile's summary, the operator's dashboard), an override no longer reverses what follows it, so the
+    reader sees the text stored, not another ("\u202eLUN htiw 1 tpmorp live" read "evil prompt 1 with NUL").
+    bidi_controls_shown("a\u202eb") == "a[U+202E]b". For display only: texts are stored and served as written."""
+    return text if text.isascii() else BIDI_CONTROL.sub(lambda m: bidi_shown(m.group()), text)
+
+
 def shorten(text: str, max_chars: int, mark: str = "\u2026") -> str:
     """`text` when it has at most `max_chars` characters (code points), else its longest head of whole
     grapheme clusters that leaves room for `mark`, then `mark`: at most `max_chars` characters in all.

@@ -108,6 +108,13 @@ def home_cache_path() -> Path | None:
         return None
 
 
+def encoder_cache_id(encoder: Encoder) -> str:
+    """What an embedding depends on, as a cache's key: the model (`encoder_id`) and how much of a text it reads (a
+    longer `max_length` embeds long texts differently, so it must not reuse their cached vectors): "minilm@256"."""
+    max_length = getattr(encoder, "max_length", None)
+    return f"{encoder.encoder_id}@{max_length}" if max_length else encoder.encoder_id
+
+
 class EmbeddingCache:
     def __init__(self, path: str | Path, wait_s: float = WAIT_S):
         """Opens (or creates) the cache at `path`; raises ValueError naming it when it is not one (a
@@ -256,10 +263,7 @@ class CachedEncoder:
         self.encoder = encoder
         self.cache = cache
         self.encoder_id = encoder.encoder_id
-        # what an embedding depends on: the model, and how much of a text it reads (a longer
-        # max_length embeds long texts differently, so it must not reuse their cached vectors)
-        max_length = getattr(encoder, "max_length", None)
-        self.cache_id = f"{encoder.encoder_id}@{max_length}" if max_length else encoder.encoder_id
+        self.cache_id = encoder_cache_id(encoder)
         self.dim = encoder.dim
         self.embedded = 0  # texts actually sent to the encoder, for tests and benchmarks
         self.cache_busy = False  # a write found the cache held past its wait: no more are tried
@@ -293,3 +297,62 @@ class CachedEncoder:
         except CacheBusy as exc:  # the vectors in hand are not lost with the run; not waited for again
             self.cache_busy = True
             log.warning("%s; what is embedded from now on is not cached", exc)
+
+
+class ScopedVectors:
+    """Vectors of texts kept in memory, each under (scope, `encoder_cache_id`, `text_key` of the exact text), the
+    least recently used dropped past `max_bytes` of vectors (cachetools' `LRUCache` sized by each vector's bytes): texts
+    sent again and again (a tenant's calibration pool, asked once per question of a questionnaire) are embedded once.
+
+    A scope (the service's tenant) reads only vectors embedded for it: the same text sent under another scope is
+    embedded again, so neither answers nor timings tell one scope what another sent. `forget_scope` drops a scope's
+    vectors; one embedding while it runs returns its vectors but keeps none. Nothing is written to disk. Thread-safe."""
+
+    def __init__(self, max_bytes: int):
+        from cachetools import LRUCache
+
+        self._vectors: LRUCache[tuple[str, str, bytes], np.ndarray] = LRUCache(maxsize=max_bytes, getsizeof=lambda v: v.nbytes)
+        self._generation: dict[str, int] = {}  # scope -> how many times `forget_scope` dropped it
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
+        self.embedded = 0  # texts actually sent to an encoder, for tests and benchmarks
+
+    def encode(self, encoder: Encoder, scope: str, texts: Sequence[str]) -> np.ndarray:
+        """(N, encoder.dim) float32 vectors of `texts` as `encoder.encode` gives them, those of texts embedded under
+        `scope` by an encoder of the same `encoder_cache_id` read back, the others embedded in one call (each once).
+        TypeError for `texts` that are not strings; ValueError as `checked_vectors` (nothing kept)."""
+        texts = text_list(texts)
+        cache_id = encoder_cache_id(encoder)
+        keys = [(scope, cache_id, text_key(t)) for t in texts]
+        with self._lock:
+            generation = self._generation.get(scope, 0)
+            found = {k: v for k in dict.fromkeys(keys) if (v := self._vectors.get(k)) is not None}
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
+        if missing:
+            vectors = checked_vectors(encoder, encoder.encode(list(missing.values())), len(missing))
+            rows = [row.copy() for row in vectors]  # each its own (dim,) array: a dropped one frees its bytes
+            for row in rows:
+                row.flags.writeable = False  # shared by later calls: none may change it in place
+            self.embedded += len(missing)
+            found.update(zip(missing, rows, strict=True))
+            with self._lock:
+                if self._generation.get(scope, 0) == generation:  # not dropped meanwhile
+                    for k, v in zip(missing, rows, strict=True):
+                        self._vectors[k] = v
+        out = np.empty((len(texts), encoder.dim), np.float32)
+        for i, k in enumerate(keys):
+            out[i] = found[k]
+        return out
+
+    def forget_scope(self, scope: str) -> int:
+        """Drop every vector kept under `scope`, and keep none an `encode` under it that is running now embeds.
+        Returns the vectors dropped."""
+        with self._lock:
+            self._generation[scope] = self._generation.get(scope, 0) + 1
+            gone = [k for k in list(self._vectors.keys()) if k[0] == scope]
+            for k in gone:
+                self._vectors.pop(k, None)
+        return len(gone)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._vectors)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import html
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
-from pluralign.data.text import shorten
+from pluralign.data.text import BIDI_CONTROL, bidi_controls_shown, bidi_shown, shorten
 from pluralign.fairness.audit import NO_VALUE
 from pluralign.fairness.report import MIN_SHOWN_USERS, AuditReport, audit_settings, withheld_notes
 from pluralign.user.summary import PrototypeDescription
@@ -40,6 +41,7 @@ main:focus{outline:none}
 svg.chart{display:block;max-width:100%;height:auto} svg text{fill:var(--fg)} svg .tick{fill:var(--muted)} svg .grid{stroke:var(--grid)}
 svg .on-bar{fill:#fff}
 bdi{overflow-wrap:anywhere}
+.bidi-control{font-family:ui-monospace,monospace;font-size:.9em;border:1px dashed currentColor;border-radius:3px;padding:0 1px}
 .scroll{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;font-size:13px;width:100%} th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:break-word}
 thead th{border-bottom:2px solid var(--muted)} caption{text-align:left;font-size:13px;color:var(--muted);padding:4px 0}
@@ -76,16 +78,30 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _control(match) -> str:
+    c = match.group()
+    return f'<span class="bidi-control" title="U+{ord(c):04X} {unicodedata.name(c, "BIDI CONTROL")}">{bidi_shown(c)}</span>'
+
+
+def _text(value: object) -> str:
+    """User text escaped for HTML, its bidi control characters shown, each as its code point in a marked span naming it
+    (`pluralign.data.text.bidi_controls_shown`), not obeyed: until session pool52 a stored "\u202eLUN htiw 1 tpmorp
+    live" read "evil prompt 1 with NUL" to the auditor."""
+    return BIDI_CONTROL.sub(_control, _e(value))
+
+
 def _bdi(value: object) -> str:
     """User text (a group label, a stored answer) isolated from the text around it: an Arabic or
-    Hebrew label takes its own direction and does not carry the numbers after it to its side."""
-    return f"<bdi>{_e(value)}</bdi>"
+    Hebrew label takes its own direction and does not carry the numbers after it to its side. Its own bidi
+    controls are shown, not obeyed (`_text`)."""
+    return f"<bdi>{_text(value)}</bdi>"
 
 
 def _isolated(value: object) -> str:
     """User text where HTML's <bdi> cannot go (an SVG <title>, a tooltip): between U+2068 FIRST STRONG
-    ISOLATE and U+2069 POP DIRECTIONAL ISOLATE, plain text's isolation, to the same effect."""
-    return f"\u2068{_e(value)}\u2069"
+    ISOLATE and U+2069 POP DIRECTIONAL ISOLATE, plain text's isolation, to the same effect; its own bidi
+    controls shown as their code points (a tooltip holds no markup)."""
+    return f"\u2068{_e(bidi_controls_shown(str(value)))}\u2069"
 
 
 # how the page writes the group NO_VALUE (" (no value)": comparisons whose attribute neither they nor their user carry). As
@@ -101,7 +117,7 @@ def _group_text(name: str) -> str:
 def _group_said(name: str) -> str:
     """A group's name in plain text that carries no italics (a chart's screen-reader name): a client's value in
     quotation marks, NO_VALUE in the page's own words without, so a value "without a value" reads apart from it."""
-    return NO_VALUE_SHOWN if name == NO_VALUE else f"\u201c{name}\u201d"
+    return NO_VALUE_SHOWN if name == NO_VALUE else f"\u201c{bidi_controls_shown(name)}\u201d"
 
 
 def _group_tip(name: str) -> str:
@@ -161,7 +177,7 @@ def group_bars(report: AuditReport, width: int = 760, height: int = 300) -> str:
         # cut to what its slot holds at the widest glyphs (the whole label is in its tooltip and the table
         # below): drawn whole, one long label ran over every other; SVG has no <bdi>: the label's own direction
         mark = " *" if g.too_few_comparisons else ""
-        name = _e(shorten(_group_text(g.group), max(2, int(slot // LABEL_CHAR_PX) - len(mark)))) + mark
+        name = _e(shorten(bidi_controls_shown(_group_text(g.group)), max(2, int(slot // LABEL_CHAR_PX) - len(mark)))) + mark
         italic = ' font-style="italic"' if g.group == NO_VALUE else ""  # not a value: written as the table writes it
         parts.append(f'<text class="group-label" x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" font-size="12" '
                      f'text-anchor="middle" unicode-bidi="plaintext"{italic}><title>{_group_tip(g.group)}</title>{name}</text>')

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 import msgspec
 import numpy as np
 
-from pluralign.data.text import answer_key, is_blank, question_key
+from pluralign.data.text import answer_key, bidi_controls_shown, is_blank, question_key
 from pluralign.embed.cache import text_key
 from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
@@ -843,8 +843,10 @@ def _prototype_sentence(nearest: int, k: int, weight: float, belief: PrototypeBe
     weights alone); for a user nothing was learned from, that no prototype is theirs yet and which one users in general
     lean to (until session trial16_51 it was named as the user's closest, beside "based on 0 comparisons"). The answer
     is quoted as it reads, its lines joined by spaces (until session trial16_52 as Python's `repr`: a line break read
-    `\\n`, an apostrophe `\\'`)."""
-    like = f", which scores highest answers like “{' '.join(described.highest[0].answer.split())}”" if described.highest else ""
+    `\\n`, an apostrophe `\\'`), its bidi control characters as their code points ("[U+202E]",
+    `bidi_controls_shown`: until session pool52 an override reversed the quote)."""
+    quoted = bidi_controls_shown(' '.join(described.highest[0].answer.split())) if described.highest else ""
+    like = f", which scores highest answers like “{quoted}”" if described.highest else ""
     if not learned:
         return (f"no prototype is closest yet: nothing learned from your answers (users in general lean to prototype "
                 f"{nearest} of {k}, weight {weight:.2f}{like})")
@@ -1690,10 +1692,18 @@ def _distinct(answers: list[str]) -> list[str]:
     return list(first.values())
 
 
-def _supplied_pairs(rt: Runtime, pool: list[tuple[str, list[str]]]):
+def _supplied_pairs(rt: Runtime, tenant: str, pool: list[tuple[str, list[str]]]):
     """A supplied pool laid out for `next_comparison`: (prompts, answers, prompt_vec (M, d),
     answer_vec (M, d), first, second, items), one row per answer, each pair of an item's answers as
-    indices (first[k], second[k]) into those rows, and items (M,) the pool item of each row."""
+    indices (first[k], second[k]) into those rows, and items (M,) the pool item of each row.
+
+    The texts' vectors come from the tenant's pool vectors (`Runtime.pool_vectors`, `ScopedVectors`): a questionnaire
+    sends its pool once per question, and until session pool52 every call embedded each text again (1.3-3.0 s for 32
+    items of MiniLM on two cores). The on-disk embedding cache is not used here: it is keyed by text alone, shared by
+    every tenant and the jobs, so a pool's timing would tell a tenant whether another embedded a text, and it outlives
+    the process. Kept by (tenant, encoder, exact text), in memory, bounded (`POOL_VECTOR_BYTES`), they hold no user
+    id, yet a pool may quote a user's texts: a DELETE of any user of the tenant, and the tenant's removal, drop them
+    all (`Runtime.forget_pooled`); another tenant's same texts are embedded for it."""
     from pluralign.user.active import all_pairs
 
     # each answer of an item once (answer_key: NFC and NFD, invisible characters): two spellings of one
@@ -1701,7 +1711,7 @@ def _supplied_pairs(rt: Runtime, pool: list[tuple[str, list[str]]]):
     pool = [(prompt, _distinct(answers)) for prompt, answers in pool]
     prompts = [prompt for prompt, answers in pool for _ in answers]
     answers = [a for _, answers in pool for a in answers]
-    vectors = rt.encoder.encode([*(p for p, _ in pool), *answers])
+    vectors = rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in pool), *answers])
     prompt_vec = np.repeat(vectors[: len(pool)], [len(a) for _, a in pool], axis=0)  # (M, d)
     answer_vec = vectors[len(pool) :]
     first, second, start = [], [], 0
@@ -1788,7 +1798,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     rewards = weights.rewards or rt.rewards
     model = rewards.user_model
     if pool is not None:
-        prompts, answers, prompt_vec, answer_vec, first, second, items = _supplied_pairs(rt, pool)
+        prompts, answers, prompt_vec, answer_vec, first, second, items = _supplied_pairs(rt, tenant, pool)
         source = "supplied"
     done = {question_key(r["prompt"], r["chosen"], r["rejected"]) for r in rt.store.history(tenant, user_id).rows}
     # two answers a person can tell apart (an answer stored before blank ones were refused is never shown), to a

@@ -1040,3 +1040,40 @@ def test_the_every_tenant_dashboard_names_the_tenant_of_each_answer_it_shows(svc
         stored = {html_lib.escape(t, quote=True) for t in svc.runtime.store.answers_sample(html_lib.unescape(named.group(1)), 100_000)[1]}
         assert any(s.startswith(answer.rstrip("\u2026")) for s in stored), (named.group(1), answer)
     assert "tenant <bdi>" not in own.split('id="prototypes"')[1]
+
+
+def test_bidi_controls_in_stored_text_are_shown_not_obeyed_on_the_dashboard_and_in_the_summary(svc):
+    """pool52's reproducer: a stored answer holding U+202E RIGHT-TO-LEFT OVERRIDE read reversed inside its <bdi> on
+    the dashboard ("LUN htiw 1 tpmorp live" for "evil prompt 1 with NUL"), and so in the profile's summary sentence
+    that quotes it: an auditor read another text than the one stored. Bidi controls (Unicode's Bidi_Control: the
+    embeddings, overrides, isolates and marks) in stored text are now shown as their code points ("[U+202E]"), on the
+    page in a marked span naming the character, in the summary as text; the stored text and its JSON stay as sent."""
+    rt = svc.runtime
+    svc.keys.setdefault("bidi52", rt.keys.issue("bidi52"))
+    prompt, chosen, rejected = "\u202eevil prompt 1", "\u202eLUN htiw 1 tpmorp live", "plain \u2067answer\u2069 two"
+    state = svc.server.server.config.app.state.admin
+    job = Job(id="pool52-bidi-job", kind="adapter", params={"tenant": "bidi52", "user": "u\u202eser"}, state="failed",
+              created_at=time.time(), error="exit code 1: \u202ereversed")
+    state.runner.store.add(job)
+    try:
+        with svc.client("bidi52") as c, svc.client("admin") as admin:
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "overrider", "prompt": prompt,
+                                                "chosen": chosen, "rejected": rejected}).status_code == 201
+            rt.ingest.flush_user("bidi52", "overrider")
+            profile = c.get("/v1/users/overrider").json()
+            page = admin.get("/admin/dashboard", params={"tenant": "bidi52"}).text
+    finally:
+        state.runner.purge(job.id)
+    for control in ("\u202e", "\u2067", "\u2069"):
+        assert control not in page
+    shown = '<span class="bidi-control" title="U+202E RIGHT-TO-LEFT OVERRIDE">[U+202E]</span>'
+    prototypes = page.split('id="prototypes"')[1].split("</table>")[0]
+    assert f"{shown}evil prompt 1" in prototypes and f"{shown}LUN htiw 1 tpmorp live" in prototypes
+    assert "[U+2067]answer[U+2069] two" in re.sub(r"<span[^>]*>|</span>", "", prototypes)
+    jobs = page.split('<table id="jobs">')[1].split("</table>")[0]
+    assert f"u{shown}ser" in jobs and f"exit code 1: {shown}reversed" in jobs
+    sentence = next(s for s in profile["summary"]["sentences"] if "prototype" in s)
+    assert "\u202e" not in sentence and "\u2067" not in sentence, sentence
+    assert "answers like \u201c[U+202E]LUN htiw 1 tpmorp live\u201d" in sentence or \
+        "answers like \u201cplain [U+2067]answer[U+2069] two\u201d" in sentence, sentence
+    assert profile["summary"]["nearest_prototype"]["highest"][0]["answer"] in (chosen, rejected)  # the data as stored

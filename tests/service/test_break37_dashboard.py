@@ -78,4 +78,12 @@ def test_hostile_labels_and_answers_run_no_script_and_keep_the_layout(svc, brows
             assert sizes[0] <= sizes[1] + 1, (table, sizes)
         shown = browser.find_element(By.ID, "group-accuracy-numbers").text
         assert "<script>document.title='pwned'</script>" in shown and '"><img src=x onerror=document.title=1>' in shown
+        # an RTL override in stored text is shown, not obeyed (session pool52): a prompt "\u202egnp.exe q0" read
+        # "0q exe.png" in its <bdi> (a group label holds none: attributes are stored without it)
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert "\u202e" not in body
+        if "tenant" in path:
+            assert "[U+202E]gnp.exe" in browser.find_element(By.ID, "prototypes").text, ascii(body)
+            marked = browser.execute_script("return Array.from(document.querySelectorAll('.bidi-control')).map(e => e.title)")
+            assert marked and set(marked) == {"U+202E RIGHT-TO-LEFT OVERRIDE"}, marked
         assert shown.count("W") >= 256  # the long label is whole in the table, wrapped

@@ -1616,3 +1616,53 @@ def test_a_capped_belief_reports_a_direction_and_probability_that_agree(svc):
             assert "show it" not in belief["text"] and belief["text"].startswith("no preference learned yet"), belief
     shown = {b["feature"]: b for b in summary["features"]}
     assert shown["exclamations"]["direction"] is None and "alone do not show one" in shown["exclamations"]["text"], shown
+
+
+class CountingEncoder:
+    """The runtime's encoder, recording every text it is asked to embed."""
+
+    def __init__(self, encoder):
+        self.inner, self.encoder_id, self.dim = encoder, encoder.encoder_id, encoder.dim
+        self.max_length = getattr(encoder, "max_length", None)
+        self.texts: list[str] = []
+
+    def encode(self, texts):
+        texts = list(texts)
+        self.texts += texts
+        return self.inner.encode(texts)
+
+
+def test_a_pool_sent_again_is_not_encoded_again_but_another_tenants_and_after_a_delete_is(svc, monkeypatch):
+    """pool52's reproducer: every next-comparison call with a `pool` embedded each of its texts again (1.3-3.0 s for 32
+    items on two cores), so a questionnaire of ten questions spent ~20 s embedding the same texts. A pool sent again
+    is now read from the tenant's memory of its pool vectors: the second call embeds nothing and answers alike.
+    Another tenant sending the same texts embeds them itself (no answer or timing tells it what acme sent), and a
+    DELETE of one of acme's users drops acme's pool vectors (a pool may quote that user's texts)."""
+    counting = CountingEncoder(svc.runtime.encoder)
+    monkeypatch.setattr(svc.runtime, "encoder", counting)
+    pool = [{"prompt": f"Pool question {i} on gardening?",
+             "answers": [f"Water it {i} times.", f"Water the bed {i} times a week in the morning, deeply, so roots grow down."]}
+            for i in range(4)]
+    texts = {t for item in pool for t in (item["prompt"], *item["answers"])}
+    with svc.client() as c:
+        first = c.post("/v1/users/pooled-a/next-comparison", json={"pool": pool})
+        assert first.status_code == 200, first.text
+        assert set(counting.texts) == texts
+        counting.texts.clear()
+        second = c.post("/v1/users/pooled-b/next-comparison", json={"pool": pool})
+        assert second.status_code == 200, second.text
+        assert counting.texts == []  # every text of the pool came from memory
+        same = lambda out: {k: v for k, v in out.json().items() if k not in ("bits", "user")}  # noqa: E731
+        assert same(second) == same(first)  # the same pair, asked of another new user
+        assert second.json()["bits"] == pytest.approx(first.json()["bits"])
+    with svc.client("globex") as c:  # the same texts from another tenant: embedded for it, as if acme had sent nothing
+        assert c.post("/v1/users/pooled-a/next-comparison", json={"pool": pool}).status_code == 200
+        assert set(counting.texts) == texts
+    counting.texts.clear()
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "pool-leaver", "prompt": pool[0]["prompt"],
+                                            "chosen": pool[0]["answers"][0], "rejected": pool[0]["answers"][1]}).status_code == 201
+        assert c.delete("/v1/users/pool-leaver").status_code == 200
+        counting.texts.clear()
+        assert c.post("/v1/users/pooled-b/next-comparison", json={"pool": pool}).status_code == 200
+        assert set(counting.texts) == texts  # embedded again: nothing of acme's pool outlived the DELETE

@@ -130,3 +130,27 @@ def test_the_real_encoders_are_what_their_names_stand_for(sentence_encoder):
 
     lazy = LazyEncoder("minilm", load=lambda: sentence_encoder)
     assert lazy.encoder() is sentence_encoder and (lazy.encoder_id, lazy.dim, lazy.max_length) == (sentence_encoder.encoder_id, 384, 256)
+
+
+def test_scoped_vectors_are_kept_per_scope_and_encoder_bounded_in_bytes_and_dropped_by_scope():
+    """`ScopedVectors` (the service's pool vectors, session pool52): a text embedded once per (scope, encoder),
+    another scope's or encoder's embedded again, the least recently used dropped past `max_bytes` (16 bytes a
+    vector here: 3 kept), a scope's dropped by `forget_scope` alone."""
+    from pluralign.embed.cache import ScopedVectors
+
+    kept = ScopedVectors(max_bytes=3 * 16)
+    inner, other = CountingEncoder(), CountingEncoder()
+    other.encoder_id = "test/other"
+    a = kept.encode(inner, "acme", ["apple", "banana", "apple"])
+    assert inner.calls == [["apple", "banana"]]
+    np.testing.assert_array_equal(kept.encode(inner, "acme", ["banana", "apple"]), a[[1, 0]])
+    assert len(inner.calls) == 1
+    kept.encode(inner, "globex", ["apple"])  # another scope: embedded for it
+    kept.encode(other, "acme", ["apple"])  # another encoder: embedded by it
+    assert inner.calls[1:] == [["apple"]] and other.calls == [["apple"]]
+    assert len(kept) == 3  # four vectors embedded, the least recently used (acme's banana) dropped
+    kept.encode(inner, "acme", ["banana"])
+    assert inner.calls[2:] == [["banana"]]
+    assert kept.forget_scope("acme") == 2 and len(kept) == 1
+    kept.encode(inner, "globex", ["apple"])
+    assert len(inner.calls) == 3  # globex's apple outlived acme's drop

@@ -47,3 +47,13 @@ def test_combining_marks_at_the_ends_are_kept():
 @pytest.mark.parametrize("text", ["\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466", "\U0001f3f3\ufe0f\u200d\U0001f308", "\u2764\ufe0f"])
 def test_emoji_sequences_are_not_blank(text):
     assert not is_blank(text) and visible(text) == text.rstrip("\ufe0f")
+
+
+def test_bidi_controls_are_shown_as_their_code_points_and_nothing_else_changes():
+    """Session pool52: quoted for reading, a bidi control reads as its code point, not as a reordering."""
+    from pluralign.data.text import bidi_controls_shown
+
+    assert bidi_controls_shown("\u202eLUN htiw 1 tpmorp live") == "[U+202E]LUN htiw 1 tpmorp live"
+    assert bidi_controls_shown("a\u2066b\u2069\u200f\u061c") == "a[U+2066]b[U+2069][U+200F][U+061C]"
+    kept = "\u0645\u0631\u062d\u0628\u0627 caf\u00e9 \U0001F469\u200d\U0001F4BB \u200b"  # Arabic, é, a ZWJ emoji, ZWSP
+    assert bidi_controls_shown(kept) == kept and bidi_controls_shown("plain") == "plain"
