@@ -13,6 +13,7 @@ import time
 from tests.e2e.test_train39_promotion_cut import KINDS as PROMOTED
 from tests.e2e.test_train39_promotion_cut import train
 from training.jobs.kinds import JobKind
+from training.jobs.record import Job
 from training.jobs.runner import LocalJobRunner, RunnerConfig
 
 KINDS = {**PROMOTED, "plain": JobKind("plain", train)}  # "plain": nothing to promote
@@ -43,13 +44,14 @@ def started(tmp_path, on_promote: HeldPromotions, workers: int = 1) -> LocalJobR
     return runner
 
 
-def test_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits_for_it(tmp_path):
-    promotions = HeldPromotions({"first"})
-    runner = started(tmp_path, promotions)
+def check_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits_for_it(runner, promotions, wait_s: float) -> Job:
+    """On a started `runner` with one worker whose `promotions` hold "first": another job runs to its end while the
+    promotion waits, and a cancel of the promoting job answers only once the promotion is done, as it ended (the local
+    runner here, the Ray runner in tests/e2e/test_reviewlocks52_ray_promotion.py; `wait_s` for a worker's start). Returns the cancel's answer."""
     try:
         first = runner.submit("pal", {"model": "first", "accuracy": 0.6})
-        assert promotions.entered.wait(30)
-        other = runner.wait(runner.submit("plain", {"model": "other", "accuracy": 0.5}).id, timeout=10)  # one worker: free again
+        assert promotions.entered.wait(wait_s)
+        other = runner.wait(runner.submit("plain", {"model": "other", "accuracy": 0.5}).id, timeout=wait_s)  # one worker: free again
         assert other.state == "succeeded" and runner.get(first.id).state == "running"
         answers = {}
         cancel = threading.Thread(target=lambda: answers.update(cancel=runner.cancel(first.id)), daemon=True)
@@ -61,8 +63,15 @@ def test_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits
     finally:
         promotions.go.set()
         runner.stop()
-    assert answers["cancel"].state == "succeeded" and answers["cancel"].promoted is True and not answers["cancel"].cancel_requested
+    assert answers["cancel"].state == "succeeded" and answers["cancel"].promoted is True
     assert promotions.served == ["first"] and runner.promotions.served("pal").job_id == first.id
+    return answers["cancel"]
+
+
+def test_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits_for_it(tmp_path):
+    promotions = HeldPromotions({"first"})
+    cancelled = check_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits_for_it(started(tmp_path, promotions), promotions, 30)
+    assert not cancelled.cancel_requested
 
 
 def test_a_job_purged_while_it_is_put_into_service_is_never_recorded_again(tmp_path):

@@ -7,11 +7,13 @@ Slow-marked (`make test-scaleout`): starting Ray takes ~10-20 s here."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from tests.e2e.test_locks52_promotion import KINDS, HeldPromotions
+from tests.e2e.test_locks52_promotion import (
+    KINDS,
+    HeldPromotions,
+    check_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits_for_it,
+)
 from tests.e2e.test_ray_runner import ray_cluster  # noqa: F401 (the module's Ray, started once)
 from training.jobs.runner import RunnerConfig
 
@@ -29,22 +31,5 @@ def ray_runner(tmp_path, on_promote: HeldPromotions):
 
 def test_on_ray_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits_for_it(ray_cluster, tmp_path):  # noqa: F811
     promotions = HeldPromotions({"first"})
-    runner = ray_runner(tmp_path, promotions)
-    try:
-        first = runner.submit("pal", {"model": "first", "accuracy": 0.6})
-        assert promotions.entered.wait(120)
-        other = runner.wait(runner.submit("plain", {"model": "other", "accuracy": 0.5}).id, timeout=120)  # one CPU: free again
-        assert other.state == "succeeded" and runner.get(first.id).state == "running"
-        answers = {}
-        cancel = threading.Thread(target=lambda: answers.update(cancel=runner.cancel(first.id)), daemon=True)
-        cancel.start()
-        cancel.join(0.3)
-        assert cancel.is_alive(), "the cancel answered while the job's promotion was under way"
-        promotions.go.set()
-        cancel.join(30)
-    finally:
-        promotions.go.set()
-        runner.stop()
-    assert answers["cancel"].state == "succeeded" and answers["cancel"].promoted is True
-    assert promotions.served == ["first"] and runner.promotions.served("pal").job_id == first.id
+    check_a_promotion_waiting_holds_up_no_other_job_and_a_cancel_of_its_job_waits_for_it(ray_runner(tmp_path, promotions), promotions, 120)
 
