@@ -154,3 +154,38 @@ def test_scoped_vectors_are_kept_per_scope_and_encoder_bounded_in_bytes_and_drop
     assert kept.forget_scope("acme") == 2 and len(kept) == 1
     kept.encode(inner, "globex", ["apple"])
     assert len(inner.calls) == 3  # globex's apple outlived acme's drop
+
+
+def test_scoped_vectors_an_encode_running_while_its_scope_is_dropped_keeps_nothing():
+    """review pool52: `forget_scope` promises that an `encode` under the scope running while it drops it returns its
+    vectors but keeps none (a DELETE while a pool is embedded): the encoder here is held mid-call on another thread
+    while the scope is dropped; its vectors come back, and the same texts sent again are embedded again. Another
+    scope's encode running meanwhile keeps its own."""
+    import threading
+
+    from pluralign.embed.cache import ScopedVectors
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Held(CountingEncoder):
+        def encode(self, texts):
+            if "held" in texts:
+                entered.set()
+                assert release.wait(10)
+            return super().encode(texts)
+
+    kept, inner = ScopedVectors(max_bytes=1 << 20), Held()
+    out = {}
+    worker = threading.Thread(target=lambda: out.setdefault("acme", kept.encode(inner, "acme", ["held", "pear"])))
+    worker.start()
+    assert entered.wait(10)
+    assert kept.forget_scope("acme") == 0  # nothing kept yet; the running encode is told by the generation
+    kept.encode(inner, "globex", ["pear"])  # another scope meanwhile: kept
+    release.set()
+    worker.join(10)
+    assert out["acme"].shape == (2, 4) and out["acme"][0, 0] == 4.0  # its vectors are returned ...
+    assert len(kept) == 1  # ... but none kept: only globex's pear
+    kept.encode(inner, "acme", ["held", "pear"])
+    assert inner.calls[-1] == ["held", "pear"]  # embedded again after the drop
+    kept.encode(inner, "globex", ["pear"])
+    assert inner.calls[-1] == ["held", "pear"]  # globex's was kept
