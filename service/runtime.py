@@ -57,8 +57,8 @@ log = logging.getLogger("pluralign.service")
 
 # tenants whose DELETEs run at once (`Runtime.deletes`): with replicas each waits ~`store_sync_ms` + 2 s on its thread
 DELETE_WORKERS = 8
-# the vectors of next-comparison pools kept in memory (`Runtime.pool_vectors`): ~43,000 texts at 384-d, a
-# questionnaire of 64 answers for some 300 tenants at once
+# the vectors of next-comparison pools kept in memory (`Runtime.pool_vectors`), their keys and bookkeeping counted
+# (`VECTOR_ENTRY_BYTES`): ~29,000 texts at 384-d, a questionnaire of 64 answers for some 200 tenants at once
 POOL_VECTOR_BYTES = 64 << 20
 DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests that began before it (longer than any chat)
 

@@ -299,9 +299,16 @@ class CachedEncoder:
             log.warning("%s; what is embedded from now on is not cached", exc)
 
 
+# what a vector kept by `ScopedVectors` holds beside its own bytes: its key (a tuple of the scope, the encoder's id and a
+# sha256), its array's header and the LRU's three dicts' entries, ~560 bytes traced on CPython 3.12, with room for their
+# tables' growth (until the review of pool52 not counted: 64 MiB of 384-d vectors took ~86 MiB)
+VECTOR_ENTRY_BYTES = 768
+
+
 class ScopedVectors:
     """Vectors of texts kept in memory, each under (scope, `encoder_cache_id`, `text_key` of the exact text), the
-    least recently used dropped past `max_bytes` of vectors (cachetools' `LRUCache` sized by each vector's bytes): texts
+    least recently used dropped past `max_bytes` in all (cachetools' `LRUCache` sized by each vector's bytes and what
+    its entry holds beside them, `VECTOR_ENTRY_BYTES`): texts
     sent again and again (a tenant's calibration pool, asked once per question of a questionnaire) are embedded once.
 
     A scope (the service's tenant) reads only vectors embedded for it: the same text sent under another scope is
@@ -311,7 +318,7 @@ class ScopedVectors:
     def __init__(self, max_bytes: int):
         from cachetools import LRUCache
 
-        self._vectors: LRUCache[tuple[str, str, bytes], np.ndarray] = LRUCache(maxsize=max_bytes, getsizeof=lambda v: v.nbytes)
+        self._vectors: LRUCache[tuple[str, str, bytes], np.ndarray] = LRUCache(maxsize=max_bytes, getsizeof=lambda v: v.nbytes + VECTOR_ENTRY_BYTES)
         self._generation: dict[str, int] = {}  # scope -> how many times `forget_scope` dropped it
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
         self.embedded = 0  # texts actually sent to an encoder, for tests and benchmarks

@@ -245,7 +245,7 @@ def _group_borrowed(group: CollinearFeatures, stated: Mapping[str, str], sign: f
     if not stated or alone is None or any(f in stated for f in group.features):
         return None
     agree = alone if sign > 0 else 1.0 - alone
-    return agree if agree < p and level(agree) != level(p) else None
+    return agree if _capped(agree, p) else None
 
 
 def _answers_with(direction: Mapping[str, str]) -> str:
@@ -341,7 +341,15 @@ def _borrowed(state: UserState, name: str, stated: Mapping[str, str], sign: str 
         return None
     alone = state.p_more_from_comparisons[name]
     agree = alone if sign == "more" else 1.0 - alone
-    return agree if agree < p and level(agree) != level(p) else None
+    return agree if _capped(agree, p) else None
+
+
+def _capped(agree: float, p: float) -> bool:
+    """Whether a belief whose posterior gives its side probability `p` claims more than the comparisons alone, which
+    give that side `agree`: a lower probability of another level, or one under Φ(0.25), where they give the side no
+    direction, or give the other (until the review of belief52 only the first: 0.05 beside 0.7 both read `uncertain`,
+    and the belief kept a side the comparisons put 0.95 against). Never for a posterior that claims no side."""
+    return _PHI(LEANING_Z) <= p and agree < p and (level(agree) != level(p) or agree < _PHI(LEANING_Z))
 
 
 def _borrowed_clause(state: UserState, stated: Mapping[str, str], to: str, none: bool, other_way: bool) -> str:

@@ -141,9 +141,12 @@ def chat_options(rt: Runtime, data: ChatRequest) -> ChatOptions:
     if not 1 <= n <= MAX_N:
         raise bad_request("n", f"must be between 1 and {MAX_N}, got {n}")
     check_neutral_fields(data)
+    # each one sent is a user id, an empty one a 400 naming it (until review belief52 an empty `safety_identifier` was served
+    # as no user's; until the review of belief52 an empty `user` beside one was refused as two users, naming the other)
+    for name, value in (("safety_identifier", data.safety_identifier), ("user", data.user)):
+        if value is not None:
+            check_user_id(value, name)
     user = data.safety_identifier if data.safety_identifier is not None else data.user  # equal when both are sent (`check_combinations`)
-    if user is not None:  # an empty one is a 400 too (until review belief52 an empty `safety_identifier` was served as no user's)
-        check_user_id(user, user_field(data))
     options = data.pluralign
     do_rerank = rt.settings.rerank if options is None or options.rerank is None else options.rerank
     candidates = rt.settings.candidates if do_rerank else 1

@@ -25,7 +25,8 @@ def check_combinations(data: ChatRequest) -> None:
     if data.max_tokens is not None and data.max_completion_tokens is not None and data.max_tokens != data.max_completion_tokens:
         raise bad_request("max_tokens", f"{data.max_tokens} and `max_completion_tokens` {data.max_completion_tokens} disagree: "
                                         "send one of them (`max_tokens` is OpenAI's older name)", COMBINATION)
-    if data.safety_identifier is not None and data.user is not None and data.safety_identifier != data.user:
+    # both sent and not empty (an empty one names no user: `chat_options` refuses it as the user id it is not)
+    if data.safety_identifier and data.user and data.safety_identifier != data.user:
         # OpenAI's `safety_identifier` replaces `user`; both name the end user here, whose history and reward apply
         raise bad_request("safety_identifier", f"{shown(data.safety_identifier)} and `user` {shown(data.user)} name two users: "
                                                "send one of them, or the same id in both (`user` is OpenAI's older name)", COMBINATION)

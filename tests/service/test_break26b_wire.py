@@ -465,3 +465,15 @@ def test_feedback_on_a_response_not_found_behind_replicas_names_the_routing_head
     said = routed.json()["error"]["message"]
     assert "is not stored" in said and f"`{HEADER}`" in said and "'other52'" in said and "1000 ms" in said, said
     assert plain.status_code == 404 and f"`{HEADER}`" in plain.json()["error"]["message"], plain.text
+
+
+def test_an_empty_user_beside_a_safety_identifier_is_a_400_naming_the_empty_one(svc):
+    """review of belief52: `user` "" beside `safety_identifier` "x" was refused as "`safety_identifier`: 'x' and `user`
+    '' name two users", the field named the one that was fine and '' called a user (and "" beside "x" the other way
+    round likewise): an empty id names no user. Each one sent is now checked as a user id on its own, so the 400 names
+    the empty field and says what a user id is; two that do name two users are still refused as a combination."""
+    with svc.client() as c:
+        for empty, other in (("user", "safety_identifier"), ("safety_identifier", "user")):
+            r = c.post("/v1/chat/completions", json={**CHAT, empty: "", other: "empty52"})
+            assert r.status_code == 400 and field_named(r) == empty, (empty, r.text)
+            assert "name two users" not in r.text and "a user id is 1-128 characters" in r.text, r.text

@@ -135,10 +135,10 @@ def test_the_real_encoders_are_what_their_names_stand_for(sentence_encoder):
 def test_scoped_vectors_are_kept_per_scope_and_encoder_bounded_in_bytes_and_dropped_by_scope():
     """`ScopedVectors` (the service's pool vectors, session pool52): a text embedded once per (scope, encoder),
     another scope's or encoder's embedded again, the least recently used dropped past `max_bytes` (16 bytes a
-    vector here: 3 kept), a scope's dropped by `forget_scope` alone."""
-    from pluralign.embed.cache import ScopedVectors
+    vector here and its entry's VECTOR_ENTRY_BYTES: 3 kept), a scope's dropped by `forget_scope` alone."""
+    from pluralign.embed.cache import VECTOR_ENTRY_BYTES, ScopedVectors
 
-    kept = ScopedVectors(max_bytes=3 * 16)
+    kept = ScopedVectors(max_bytes=3 * (16 + VECTOR_ENTRY_BYTES))
     inner, other = CountingEncoder(), CountingEncoder()
     other.encoder_id = "test/other"
     a = kept.encode(inner, "acme", ["apple", "banana", "apple"])
@@ -154,3 +154,67 @@ def test_scoped_vectors_are_kept_per_scope_and_encoder_bounded_in_bytes_and_drop
     assert kept.forget_scope("acme") == 2 and len(kept) == 1
     kept.encode(inner, "globex", ["apple"])
     assert len(inner.calls) == 3  # globex's apple outlived acme's drop
+
+
+def test_scoped_vectors_an_encode_running_while_its_scope_is_dropped_keeps_nothing():
+    """review pool52: `forget_scope` promises that an `encode` under the scope running while it drops it returns its
+    vectors but keeps none (a DELETE while a pool is embedded): the encoder here is held mid-call on another thread
+    while the scope is dropped; its vectors come back, and the same texts sent again are embedded again. Another
+    scope's encode running meanwhile keeps its own."""
+    import threading
+
+    from pluralign.embed.cache import ScopedVectors
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Held(CountingEncoder):
+        def encode(self, texts):
+            if "held" in texts:
+                entered.set()
+                assert release.wait(10)
+            return super().encode(texts)
+
+    kept, inner = ScopedVectors(max_bytes=1 << 20), Held()
+    out = {}
+    worker = threading.Thread(target=lambda: out.setdefault("acme", kept.encode(inner, "acme", ["held", "pear"])))
+    worker.start()
+    assert entered.wait(10)
+    assert kept.forget_scope("acme") == 0  # nothing kept yet; the running encode is told by the generation
+    kept.encode(inner, "globex", ["pear"])  # another scope meanwhile: kept
+    release.set()
+    worker.join(10)
+    assert out["acme"].shape == (2, 4) and out["acme"][0, 0] == 4.0  # its vectors are returned ...
+    assert len(kept) == 1  # ... but none kept: only globex's pear
+    kept.encode(inner, "acme", ["held", "pear"])
+    assert inner.calls[-1] == ["held", "pear"]  # embedded again after the drop
+    kept.encode(inner, "globex", ["pear"])
+    assert inner.calls[-1] == ["held", "pear"]  # globex's was kept
+
+
+def test_scoped_vectors_hold_no_more_memory_than_their_bound():
+    """review pool52: `ScopedVectors(max_bytes)` counted a vector's own bytes alone (`nbytes`, 1,536 at 384-d), while each
+    kept one also holds its key (scope, encoder, a sha256), its array's header and the LRU's bookkeeping: the service's
+    64 MiB of pool vectors (`POOL_VECTOR_BYTES`, "64 MiB in all" in docs/api.md) took ~86 MiB. What one holds, traced by
+    Python's allocator, now stays within `max_bytes`, and is most of it once full."""
+    import tracemalloc
+
+    from pluralign.embed.cache import ScopedVectors
+
+    class Wide:
+        encoder_id, dim = "test/wide", 384
+
+        def encode(self, texts):
+            return np.ones((len(texts), 384), np.float32)
+
+    bound = 4 << 20
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = ScopedVectors(max_bytes=bound)
+        for batch in range(40):
+            kept.encode(Wide(), f"tenant-{batch % 7}", [f"text {batch} {i}" for i in range(100)])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) < 4000  # full: the least recently used were dropped
+    assert 0.7 * bound < held <= bound, (held, bound, len(kept))

@@ -102,3 +102,25 @@ def test_a_capped_belief_the_comparisons_alone_turn_the_other_way_reports_their_
     joint = joint_beliefs(s, {"length": "more"})[0]
     assert (joint.direction, joint.probability) == ({"exclamations": "less", "contractions": "less"}, 0.75), joint
     assert "your 10 comparisons alone lean this way" in joint.text, joint.text
+
+
+def test_a_belief_the_comparisons_alone_do_not_give_its_side_is_capped_though_both_read_uncertain():
+    """review of belief52: a belief was capped (`_borrowed`) only where the comparisons' probability of its side was of
+    another `level` than the posterior's; `level` of a probability under 0.5 reads "uncertain", as does a posterior's
+    0.7, so a feature the posterior leaned "less" at 0.7 while the comparisons alone put 0.95 on "more" kept "prefers
+    ... less (uncertain)", claiming a side the comparisons give 0.05 (the docs: it "claims no more than the comparisons
+    alone give that direction"; under Φ(0.25) they give none). Such a belief is capped too, a group's likewise."""
+    from pluralign.user.collinear import CollinearFeatures
+    from pluralign.user.summary import joint_beliefs
+
+    group = CollinearFeatures(features=["exclamations", "contractions"], direction=[0.8, 0.6], cosine=1.0, mean=0.5,
+                              sd=1.0, p_more=0.7, p_more_from_comparisons=0.05)
+    s = state({"length": (1.0, 0.5), "second_person": (-0.5, 1.0)}, n=10, stated={"length": 1},
+              p_more={"second_person": 0.3}, p_more_from_comparisons={"second_person": 0.95, "length": 0.1},
+              collinear=[group])
+    you = next(b for b in feature_beliefs(s, {"length": "more"}) if b.feature == "second_person")
+    assert (you.direction, you.probability, you.confidence) == ("more", 0.95, "likely"), you
+    assert "your 10 comparisons alone lean this way" in you.text, you.text
+    joint = joint_beliefs(s, {"length": "more"})[0]
+    assert (joint.direction, joint.probability) == ({"exclamations": "less", "contractions": "less"}, 0.95), joint
+    assert "your 10 comparisons alone lean this way" in joint.text, joint.text
