@@ -129,12 +129,13 @@ def test_a_cohort_of_earlier_users_starts_the_questionnaire_arms_from_their_pool
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     cohort = summary["cohort"]
     assert cohort["users"] == 16 and cohort["answers"] == 6  # 2 per rule, 8 rules, in each arm's tenant
-    # 6 style and 5 persona users answered two questions each: every one with an answer that did not tie
-    # was fitted under the pooled prior
-    # (a user whose answers all tied has no comparison to fit: on tiny models' answers persona users
-    # often see no stance, and `ask_population` asks them pairs of the same stance)
+    # 6 style and 5 persona users answered two questions each: every one who answered was fitted under the
+    # pooled prior, a user whose answers all tied too (ties are fitted, `pluralign.user.model.Ties`, Davidson's
+    # tie term: on tiny models' answers persona users often see no stance, and `ask_population` asks them pairs of
+    # the same stance; here 5 of its 11 users only tied). Until session 52 this counted only users with an answer
+    # that did not tie, as before ties were fitted (15d91fc), and failed since (11 fitted, 6 counted)
     records = [json.loads(line) for line in (tmp_path / "out" / "records.jsonl").read_text().splitlines()]
-    answered = {arm: len({r["user"] for r in records if r["arm"] == arm and r["feedback"] and not r["feedback"]["tie"]})
+    answered = {arm: len({r["user"] for r in records if r["arm"] == arm and r["feedback"]})
                 for arm in ("ask_predictive", "ask_population", "ask_random")}
     assert cohort["fitted_under_pooled"] == answered and answered["ask_random"] >= 6
     # `ask_population` asks which of the tenant's fitted users (the cohort among them) a user is like
