@@ -55,8 +55,9 @@ def tiny_model() -> UserModel:
     return UserModel(PALModel(PALConfig(variant="a", k=3, input_dim=16, latent_dim=8, hidden=16)), population="tiny")
 
 
-def user_design(model: UserModel, seed: int, weight_at: Callable[[int], float], n: int) -> np.ndarray:
-    """(n, D) chosen-minus-rejected rows of a user answering n random pairs by length with weight `weight_at(i)`."""
+def user_answers(seed: int, weight_at: Callable[[int], float], n: int) -> tuple:
+    """A user answering n random pairs of texts by length with weight `weight_at(i)` (the shorter wins, mostly, at a
+    positive weight): prompt, chosen and rejected (n, 16) vectors each, and the chosen and rejected texts (n each)."""
     rng = np.random.default_rng(seed)
     words = rng.integers(1, 60, size=(n, 2))
     texts = [[" ".join(["word"] * int(k)) + "." for k in row] for row in words]
@@ -66,6 +67,12 @@ def user_design(model: UserModel, seed: int, weight_at: Callable[[int], float], 
     chosen, rejected = np.where(first[:, None], a, b), np.where(first[:, None], b, a)
     ct = [t[0] if f else t[1] for t, f in zip(texts, first, strict=True)]
     rt = [t[1] if f else t[0] for t, f in zip(texts, first, strict=True)]
+    return prompt, chosen, rejected, ct, rt
+
+
+def user_design(model: UserModel, seed: int, weight_at: Callable[[int], float], n: int) -> np.ndarray:
+    """(n, D) chosen-minus-rejected rows of `user_answers`."""
+    prompt, chosen, rejected, ct, rt = user_answers(seed, weight_at, n)
     return model.design(prompt, chosen, rejected, response_features(ct), response_features(rt))
 
 

@@ -68,32 +68,17 @@ def test_the_check_on_the_real_user_model_flags_flips_and_no_user_who_never_chan
     held-out losses, and users who never changed are flagged about as often as a 3-sd z says (measured: 0 and 1 of
     88; 4 and 1 of 40 users at least once in 60 answers, 9 and 1 of their 1,840 refits: `benchmarks/changed_mind.py`), while
     users known firmly from 37 answers who turn the other way are still flagged within 12 answers (3-10 of 20)."""
-    import torch
+    from benchmarks.changed_mind import tiny_model, user_answers  # the benchmark's model and users
 
-    from pluralign.reward.pal_model import PALConfig, PALModel
-    from pluralign.user import UserModel
-
-    torch.manual_seed(0)
-    model = UserModel(PALModel(PALConfig(variant="a", k=3, input_dim=16, latent_dim=8, hidden=16)), population="tiny")
-
-    def user(seed: int, weight_at, n: int):
-        rng = np.random.default_rng(seed)
-        words = rng.integers(1, 60, size=(n, 2))
-        texts = [[" ".join(["word"] * int(k)) + "." for k in row] for row in words]
-        prompt, a, b = (rng.normal(size=(n, 16)).astype(np.float32) for _ in range(3))
-        w = np.array([weight_at(i) for i in range(n)])
-        first = rng.random(n) < 1 / (1 + np.exp(w * (np.log1p(words[:, 0]) - np.log1p(words[:, 1]))))  # shorter wins
-        chosen, rejected = np.where(first[:, None], a, b), np.where(first[:, None], b, a)
-        return (prompt, chosen, rejected, [t[0] if f else t[1] for t, f in zip(texts, first, strict=True)],
-                [t[1] if f else t[0] for t, f in zip(texts, first, strict=True)])
+    model = tiny_model()
 
     def surprised_at(answers, m: int) -> bool:
         prompt, chosen, rejected, ct, rt = answers
         return model.fit_user(prompt[:m], chosen[:m], rejected[:m], ct[:m], rt[:m], np.zeros(3))[1].surprised
 
-    flagged = {w: sum(surprised_at(answers, m) for seed in range(8) for answers in [user(seed, lambda i, w=w: w, 45)]
+    flagged = {w: sum(surprised_at(answers, m) for seed in range(8) for answers in [user_answers(seed, lambda i, w=w: w, 45)]
                       for m in range(15, 46, 3)) for w in (0.0, 1.0, 4.0, 8.0)}  # of 88 refits each
     assert flagged[4.0] == flagged[8.0] == 0 and flagged[0.0] <= 2 and flagged[1.0] <= 2, flagged
     for seed in range(3):
-        answers = user(100 + seed, lambda i: 4.0 if i < 37 else -4.0, 50)
+        answers = user_answers(100 + seed, lambda i: 4.0 if i < 37 else -4.0, 50)
         assert any(surprised_at(answers, m) for m in range(38, 50)), seed
