@@ -135,7 +135,8 @@ def held_versions(folder: Path) -> set[str]:
 
     if not (folder / "meta.json").is_file():
         return {"none"}
-    return checkpoint_versions(folder) | {model_digest(folder) or "none"}
+    digest = model_digest(folder)
+    return checkpoint_versions(folder) | ({digest} if digest else set())
 
 
 def served_folder(args: argparse.Namespace) -> tuple[Path, str]:
