@@ -181,6 +181,14 @@ def weights_served_from_pal_dir(rt: Runtime) -> str | None:
     return rt.rewards.weights
 
 
+def model_served_from_pal_dir(rt: Runtime) -> str | None:
+    """The digest (`service.rewards.model_digest`) of the model `served_from_pal_dir` names, or None where it names
+    none (or the model was built here, untrained)."""
+    if (rt.settings.data_path / PROMOTED_PAL / "meta.json").exists():
+        return None
+    return rt.rewards.digest
+
+
 class DeletionSweep(Periodic):
     """Applies the store's deletion records to this replica's files every `interval_s` seconds (and
     at start), each record once (`Applied`, kept in `APPLIED_FILE`); records this replica wrote
@@ -193,7 +201,8 @@ class DeletionSweep(Periodic):
         # a replica whose row has not changed in 3 passes (at least a minute) has stopped
         self.clocks = ReplicaClocks(rt.store.db, rt.settings.replica_index, stale_after_s=max(3 * interval_s, 60.0),
                                     replicas=rt.settings.replicas, folder_id=folder_id(rt.settings.data_path),
-                                    served=lambda: served_from_pal_dir(rt), served_weights=lambda: weights_served_from_pal_dir(rt))
+                                    served=lambda: served_from_pal_dir(rt), served_weights=lambda: weights_served_from_pal_dir(rt),
+                                    served_model=lambda: model_served_from_pal_dir(rt))
         self.path = rt.settings.data_path / APPLIED_FILE
         self._lock = threading.Lock()  # orders reads and writes of APPLIED_FILE
         # users whose feedback this replica moved into the store lately -> when (unix seconds): a record

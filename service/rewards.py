@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from itertools import combinations
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import torch
 
+from pluralign.data.record import Persisted
 from pluralign.embed.base import Encoder
 from pluralign.files import FilesDiffer, file_digests, folder_lock, read_description, stopped_artifact
 from pluralign.reward.em import SCHEMA_VERSION as EM_SCHEMA
@@ -30,14 +32,16 @@ log = logging.getLogger("pluralign.service")
 BOOTSTRAP_GROUPS = 4  # persona groups (and PAL prototypes) of the bootstrap checkpoint
 
 
-def checkpoint_version(folder: Path) -> str:
+def checkpoint_version(folder: Path, fields: frozenset[str] | None = None) -> str:
     """A short hash of the population model in the checkpoint: user logits record it and are
     refitted when it changes. The training users' own rows are left out (PAL's user_weights.json
     rows, of which only K and the prior are hashed; EM's users.jsonl; meta.json's `users` count and `files` digests,
     the files being hashed themselves), so
     a DELETE removing one of them (`pluralign.reward.training_users`) makes no other user's fit stale. Hidden files
     (a rewrite's temp file, ".<file>.<random>", under way or left by a kill) are no part of the model: until session
-    reviewreplicas49 they were hashed, and a replica started beside one served the model under another version."""
+    reviewreplicas49 they were hashed, and a replica started beside one served the model under another version.
+    `fields`: the meta.json fields hashed (default: those this release reads; `checkpoint_versions` gives those
+    another release reads, for the version it gives the folder)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         if path.name == USERS_FILE:
@@ -52,11 +56,44 @@ def checkpoint_version(folder: Path) -> str:
                 data = msgspec.json.encode({"k": decoded.get("k"), "prior": decoded.get("prior")})
             elif isinstance(decoded, dict):
                 known = _described_fields(decoded)
+                known = known if known is None or fields is None else fields
                 data = msgspec.json.encode({k: v for k, v in decoded.items()
                                             if k not in ("users", "files") and (known is None or k in known)}, order="sorted")
         digest.update(path.name.encode())
         digest.update(data)
     return digest.hexdigest()[:16]
+
+
+# the meta.json fields every release since upgrade51 reads (and hashes into its version), PALMeta's and EMMeta's as of
+# session versions53: a later release knows these and maybe more (`checkpoint_versions`). Written out, not read off the
+# structs, which a later release extends
+DESCRIBED_SINCE_UPGRADE51 = {
+    "pal": frozenset({"schema_version", "encoder_id", "variant", "k", "input_dim", "latent_dim", "hidden", "users",
+                      "metrics", "files"}),
+    "em": frozenset({"schema_version", "kind", "encoder_id", "k", "dim", "features", "assignment", "files"}),
+}
+OTHER_RELEASES_FIELDS = 4  # most further meta.json fields whose every combination `checkpoint_versions` hashes
+
+
+def checkpoint_versions(folder: Path) -> set[str]:
+    """The population versions (`checkpoint_version`) releases give the model in `folder`, /health's `pal.version`
+    in each: a release hashes the meta.json fields it knows (since session upgrade51), so a field only some releases
+    know (a later release's) is hashed by those alone. This release's version, and the version over the fields every
+    release knows (DESCRIBED_SINCE_UPGRADE51) with each combination of the others meta.json has (every one up to
+    OTHER_RELEASES_FIELDS of them; past that, none and all, as a release before upgrade51 hashed). What `pluralign
+    promote --if-version` takes, so a version read off another release's /health is not refused for the same folder
+    (until session versions53 it was)."""
+    try:
+        meta = msgspec.json.decode((Path(folder) / META_FILE).read_bytes())
+    except (OSError, msgspec.DecodeError):
+        meta = None
+    if not isinstance(meta, dict) or _described_fields(meta) is None:  # no description a release reads: hashed whole
+        return {checkpoint_version(folder)}
+    base = DESCRIBED_SINCE_UPGRADE51["em" if "kind" in meta else "pal"]
+    others = sorted(set(meta) - base)
+    sizes = range(len(others) + 1) if len(others) <= OTHER_RELEASES_FIELDS else (0, len(others))
+    return {checkpoint_version(folder), *(checkpoint_version(folder, base | frozenset(chosen))
+                                          for size in sizes for chosen in combinations(others, size))}
 
 
 WEIGHTS_SUFFIX = ".safetensors"  # a population model's weights: PAL's model.safetensors, an EM mixture's heads.safetensors
@@ -78,6 +115,54 @@ def weights_digest(folder: Path) -> str | None:
     return digest.hexdigest()[:16]
 
 
+# what a PAL checkpoint's and an EM mixture's meta.json say that changes what is served (how the weights are read, and
+# on which encoder's vectors): `model_digest` hashes these, not the metrics, counts and digests a DELETE or a later
+# release changes
+SERVED_FIELDS = {"pal": ("encoder_id", "variant", "k", "input_dim", "latent_dim", "hidden"),
+                 "em": ("kind", "encoder_id", "k", "dim", "features", "assignment")}
+
+
+class _PriorOnly(Persisted):
+    """What `model_digest` reads of PAL's user_weights.json: the population prior (K,), not the training users' rows."""
+
+    prior: list[float]
+
+
+_read_prior = msgspec.json.Decoder(_PriorOnly).decode
+
+
+def model_digest(folder: Path) -> str | None:
+    """A short sha256 of everything in `folder` that changes what is served, and nothing else: each `*.safetensors`
+    file's name and sha256 (`weights_digest`'s lines: PAL's model.safetensors, an EM mixture's heads.safetensors,
+    whose log mixing weights are its prior), the meta.json fields that say how they are read (SERVED_FIELDS), and
+    PAL's population prior (user_weights.json's `prior`, as served: float32). Not metrics.json, meta.json's `metrics`,
+    `users` or `files`, nor the training users' rows (user_weights.json's, users.jsonl), which a DELETE rewrites. It
+    depends on the values alone, not on which fields the running release knows nor on how a writer spells a number, so
+    two releases serving one folder give the same: `/health`'s `pal.digest`, what `pluralign promote --if-version`
+    takes, and what replicas compare at start (`service.runtime.refuse_another_model`). Until session versions53 the
+    start compared `weights_digest`, and two folders of the same weights with other priors read as the same model.
+    None when `folder` holds no weights file. Raises OSError when a file cannot be read."""
+    folder = Path(folder)
+    weights = weights_digest(folder)
+    if weights is None:
+        return None
+    kind = artifact_kind(folder)
+    try:
+        meta = msgspec.json.decode((folder / META_FILE).read_bytes())
+    except (OSError, msgspec.DecodeError):
+        meta = None
+    served: dict = {"weights": weights}
+    if isinstance(meta, dict):
+        served["meta"] = {name: meta.get(name) for name in SERVED_FIELDS.get(kind or "pal", ())}
+    if kind == "pal":
+        data = (folder / USER_WEIGHTS_FILE).read_bytes() if (folder / USER_WEIGHTS_FILE).is_file() else b""
+        try:
+            served["prior"] = np.asarray(_read_prior(data).prior, np.float32).tolist()  # as `UserWeights.load` serves it
+        except (msgspec.DecodeError, ValueError, OverflowError):
+            served["prior"] = hashlib.sha256(data).hexdigest()  # loading refuses it: hashed as it is
+    return hashlib.sha256(msgspec.json.encode(served, order="sorted")).hexdigest()[:16]
+
+
 def _described_fields(meta: dict) -> frozenset[str] | None:
     """The fields of a PAL checkpoint's (no `kind`) or an EM mixture's meta.json this release reads, which alone are
     hashed into `checkpoint_version`: a field a later release adds to the description of the same model (as replicas50
@@ -95,11 +180,12 @@ class UserRewards:
     with its population prior, and the user model on top of it."""
 
     def __init__(self, model: PALModel | EMMixture, prior_logits: np.ndarray, version: str, trained: bool, note: str = "",
-                 weights: str | None = None):
+                 weights: str | None = None, digest: str | None = None):
         self.model = model.eval() if isinstance(model, PALModel) else model
         self._prior = np.asarray(prior_logits, np.float32)  # (K,)
         self.version = version
         self.weights = weights  # `weights_digest` of the folder it was loaded from (None: untrained, built here)
+        self.digest = digest  # and its `model_digest`, the same whatever the release (None likewise)
         self.trained = trained
         self.note = note
         self.user_model = UserModel(self.model, population=version, prior_logits=self._prior)  # population + each user's own part
@@ -142,11 +228,11 @@ class UserRewards:
             mixture = EMMixture.load(folder, encoder_id, dim)
             prior = mixture._heads()[1].double().cpu().numpy()  # log mixing weights
             return cls(mixture, prior, checkpoint_version(folder), trained=True, note=f"EM mixture loaded from {folder}",
-                       weights=weights_digest(folder))
+                       weights=weights_digest(folder), digest=model_digest(folder))
         model, user_weights, _ = load_pal(folder, encoder_id=encoder_id, dim=dim)
         prior = torch.as_tensor(user_weights.prior()).detach().float().cpu().numpy()
         return cls(model, prior, checkpoint_version(folder), trained=True, note=f"loaded from {folder}",
-                   weights=weights_digest(folder))
+                   weights=weights_digest(folder), digest=model_digest(folder))
 
     @classmethod
     def load_after_rewrites(cls, folder: str | Path, encoder_id: str, dim: int | None = None) -> UserRewards:
@@ -231,7 +317,10 @@ class UserRewards:
         return self.user_model.fit_logits(prompt, chosen, rejected, self._prior).astype(np.float32)
 
     def describe(self) -> dict:
-        return {"trained": self.trained, "version": self.version, "k": self.k, "kind": self.kind, "note": self.note}
+        """/health's `pal`: `version` (`checkpoint_version`: what users' fits record, `user_model.population`) and
+        `digest` (`model_digest`: the same whatever the release; null for an untrained model built here)."""
+        return {"trained": self.trained, "version": self.version, "digest": self.digest, "k": self.k, "kind": self.kind,
+                "note": self.note}
 
 
 def holds_a_model(folder: str | Path) -> bool:

@@ -274,16 +274,20 @@ def refuse_a_model_of_its_own(settings: Settings, store: Store) -> None:
             "model they serve into it first (`pluralign promote`, deploy/README.md)")
 
 
-def refuse_another_model(settings: Settings, store: Store, version: str, weights: str | None = None) -> None:
+def refuse_another_model(settings: Settings, store: Store, version: str, weights: str | None = None,
+                         digest: str | None = None) -> None:
     """With several replicas, a start that loaded population version `version` (weights' digest `weights`,
-    `service.rewards.weights_digest`) from PLURALIGN_PAL_DIR while the live replicas serve another (their clock rows
+    `service.rewards.weights_digest`; model digest `digest`, `service.rewards.model_digest`) from PLURALIGN_PAL_DIR while the live replicas serve another (their clock rows
     say which: `pluralign.store.clocks.served_pal_weights`) raises ReplicasDisagree (a ValueError) naming
     PLURALIGN_PAL_DIR, the folder and both models: a folder holding a different model (another deployment's, a copy
     restored from a backup, a mistyped path) would have it fit users against another population model (until session
     upgrade51 only an empty folder was told: `refuse_a_model_of_its_own`). Models are compared by their weights' digest,
     which is the same whatever the release (until session versions52 by version, which hashes the meta.json fields the
     release knows: a later release reading a field this one skips saw another version of the same folder, and was
-    refused beside this one); a row without one (a release before versions52) by version (`served_pal`), all it says.
+    refused beside this one); since session versions53 by the model's digest, which adds what else changes what is
+    served (PAL's population prior: two folders of the same weights and other priors read as one model until then); a
+    row without it (a release before versions53) by the weights' digest, one without that (before versions52) by
+    version (`served_pal`), all each says.
     A model promoted just before this start is not yet served by the others (they take it up within two passes of
     `deletion_sweep_s`): the start waits up to 3 passes for one of them to serve it (or for a replica starting
     meanwhile on it). Live means their row was written again meanwhile: the rows of replicas stopped (all of them,
@@ -294,7 +298,7 @@ def refuse_another_model(settings: Settings, store: Store, version: str, weights
     within_s = max(3 * settings.deletion_sweep_s, 60.0)
 
     def theirs() -> dict[int, tuple[float, bool | None, str]]:  # replica -> (its row's time, same model?, what it serves)
-        return {r["replica"]: (r["at"], _serves_the_same(r, version, weights), _served_words(r))
+        return {r["replica"]: (r["at"], _serves_the_same(r, version, weights, digest), _served_words(r))
                 for r in store.recent_clock_rows(within_s) if r["replica"] != settings.replica_index}
 
     first = theirs()
@@ -303,7 +307,7 @@ def refuse_another_model(settings: Settings, store: Store, version: str, weights
     # (`sync_seconds`, not `store_sync_ms`: None unless set, 1 s with several replicas; until session reviewupgrade51
     # the default made every such start a TypeError)
     deadline = time.monotonic() + 3 * settings.deletion_sweep_s + (settings.sync_seconds or 0.0)
-    mine = f"{version}" + (f" (weights {weights})" if weights else "")
+    mine = f"{version}" + (f" (weights {weights}, digest {digest})" if weights else "")
     log.info("PLURALIGN_PAL_DIR %s holds population model %s, which no other replica serves yet: waiting up to %.0f s "
              "for them to take it up (a promotion just before this start)", settings.pal_path, mine,
              deadline - time.monotonic())
@@ -326,9 +330,13 @@ def refuse_another_model(settings: Settings, store: Store, version: str, weights
         "to serve this model, promote it into theirs (`pluralign promote`, deploy/README.md)")
 
 
-def _serves_the_same(row: dict, version: str, weights: str | None) -> bool | None:
-    """Whether the writer of clock `row` serves the model a start loaded (`version`, `weights`): by the weights' digest
-    where both say one, else by version; None where the row says neither (a release before upgrade51)."""
+def _serves_the_same(row: dict, version: str, weights: str | None, digest: str | None = None) -> bool | None:
+    """Whether the writer of clock `row` serves the model a start loaded (`version`, `weights`, `digest`): by the model's
+    digest where both say one, else by the weights' digest, else by version; None where the row says none of them (a
+    release before upgrade51)."""
+    model = clocks.served_pal_model(row)
+    if model is not None and digest is not None:
+        return model == digest
     theirs = clocks.served_pal_weights(row)
     if theirs is not None and weights is not None:
         return theirs == weights
@@ -337,9 +345,11 @@ def _serves_the_same(row: dict, version: str, weights: str | None) -> bool | Non
 
 
 def _served_words(row: dict) -> str:
-    """What the writer of clock `row` serves, for a message: its version, and its weights' digest where it says one."""
-    weights = clocks.served_pal_weights(row)
-    return f"{clocks.served_pal(row)}" + (f" (weights {weights})" if weights else "")
+    """What the writer of clock `row` serves, for a message: its version, and its weights' and model's digests where it
+    says them."""
+    weights, model = clocks.served_pal_weights(row), clocks.served_pal_model(row)
+    said = ", ".join(f"{what} {value}" for what, value in (("weights", weights), ("digest", model)) if value)
+    return f"{clocks.served_pal(row)}" + (f" ({said})" if said else "")
 
 
 @dataclass
@@ -628,7 +638,7 @@ class Runtime:
                 step("loading the PAL reward model from %s", settings.pal_path)
                 refuse_a_model_of_its_own(settings, store)
                 rewards = UserRewards.load_or_bootstrap(settings.pal_path, encoder, settings.shared_data_path)
-                refuse_another_model(settings, store, rewards.version, rewards.weights)
+                refuse_another_model(settings, store, rewards.version, rewards.weights, rewards.digest)
             if settings.replicas > 1:  # not before: a replica started beside it on an empty PLURALIGN_PAL_DIR waits for
                 claim_index(store, settings)  # the model this one bootstraps, not refused (`refuse_a_model_of_its_own`)
             keys = KeyRing(settings.keys_path)

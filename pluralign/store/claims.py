@@ -14,9 +14,10 @@ PUT with `If-None-Match: *` (a 412 when the key exists; AWS S3 since 2024, moto,
 writer holds the id; a later import whose claim finds another content is refused (the service's 409
 naming the line's `pref_id`), one with the same content goes on (the mover stores the row once).
 
-What a claim holds: the sha256 of the row's content (`SAME_ROW_FIELDS` but its time), its `created_at`,
+What a claim holds: the sha256 of the row's content (`SAME_ROW_FIELDS` but its time; with the numbers of TRL's extra
+columns beside it, compared as `datasets` writes them, since session versions53: `claim_of`), its `created_at`,
 whether that time was stamped on receipt, and when it was received; it is named by the hashes of
-`tenant/user_id` and of the id, so no user id, id or text is kept in the clear. A DELETE of the user
+`tenant/user_id` and of the id, so no user id, id or text is kept in the clear (those numbers aside). A DELETE of the user
 removes the claims of rows received before it began (`forget_user`), as it removes the rows.
 
 When a claim goes: a claim is needed only while its row is acknowledged and not in the table (once there, an
@@ -78,15 +79,15 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
-from pluralign.data.io import trl_as_compared
-from pluralign.data.record import Base
+from pluralign.data.io import same_as_written, trl_as_compared
+from pluralign.data.record import Base, TrlRow
 from pluralign.store.deletions import key_hash
 
 log = logging.getLogger("pluralign.store")
@@ -109,22 +110,91 @@ class Claim(Base, frozen=True):
     stamped: bool
     received_at: float
 
-    def same_preference(self, other: Claim) -> bool:
-        return self.content == other.content and (self.stamped or other.stamped or self.created_at == other.created_at)
+    def same_preference(self, other: Claim, earlier: Collection[str] = ()) -> bool:
+        """Whether `other` claims the same preference (`same_content`; `earlier`: the contents earlier releases' claims
+        give `other`'s row, `earlier_contents`), at the same time unless either was stamped on receipt."""
+        return same_content(self.content, other.content, earlier) \
+            and (self.stamped or other.stamped or self.created_at == other.created_at)
+
+
+NUMBERS_IN_CLAIM = 64  # most numbers of TRL's extra columns a claim holds in the clear, compared as written (`claim_of`)
 
 
 def claim_of(row, stamped: bool) -> Claim:
-    """The claim of `row` (a StoredPreference); `stamped`: its `created_at` was given on receipt. Its TRL form is
-    hashed as rows under one id are compared (`pluralign.data.io.trl_as_compared`): TRL's extra columns holding
-    null are absent, as Hugging Face `datasets` writes a row without them, so a user's file rewritten by
-    `to_json` claims what the file claimed (until review trial52 a 409 through another replica while the file's
-    rows were not yet in the table). A number of those columns that `to_json` rounded still hashes otherwise:
-    such a rewritten file through another replica before the move is a 409, sent again once moved it is held."""
+    """The claim of `row` (a StoredPreference); `stamped`: its `created_at` was given on receipt. Its content is
+    compared as one replica compares two rows under one id (`pluralign.data.io.trl_difference`): TRL's extra columns
+    holding null are absent (`trl_as_compared`: Hugging Face `datasets` gives every row of a file every column, null
+    where it had none; until review trial52 a 409 through another replica while the file's rows were not yet in the
+    table), and their numbers, lists item by item, are the same as `datasets` writes them back (`same_as_written`: 10
+    decimals; until session versions53 hashed exactly, and such a rewritten file through another replica before the
+    move was a 409). A hash cannot say "within 1e-10", so the content of a row whose TRL extra columns hold numbers is
+    the sha256 of the row with each such number as 0, then ":" and the numbers (JSON, in the order of the sorted
+    columns, lists in order), which `same_content` compares; of a row without such numbers (the most), or with more
+    than NUMBERS_IN_CLAIM, the sha256 of the row as before (no tolerance past that many: they are hashed exactly).
+    The numbers are what the row's extra columns hold, no text, id or user id, kept as long as the claim (until the
+    row is in the table, or its user deleted). A release before versions53 compares contents exactly: in a rolling
+    update, such a row sent again through one of its replicas while this release's claim holds the id is a 409."""
     values = [getattr(row, name) for name in CONTENT_FIELDS]
     values[CONTENT_FIELDS.index("margin")] = None if row.margin is None else float(np.float32(row.margin))  # as stored
-    values[CONTENT_FIELDS.index("trl")] = trl_as_compared(row.trl)
+    trl = trl_as_compared(row.trl)
+    numbers: list[int | float] = []
+    masked = None if trl is None else msgspec.structs.replace(trl, extra=_numbers_as_zero(trl.extra, numbers))
+    values[CONTENT_FIELDS.index("trl")] = masked if 0 < len(numbers) <= NUMBERS_IN_CLAIM else trl
     content = hashlib.sha256(msgspec.json.encode(values, order="sorted")).hexdigest()
+    if 0 < len(numbers) <= NUMBERS_IN_CLAIM:
+        content = f"{content}:{msgspec.json.encode(numbers).decode()}"
     return Claim(content=content, created_at=float(row.created_at), stamped=stamped, received_at=float(row.received_at or 0.0))
+
+
+def _numbers_as_zero(value, numbers: list):
+    """`value` (a TRL extra column's, JSON) with each number (not a bool) as 0, appended to `numbers` as met (a dict's
+    keys sorted, a list's items in order). Unambiguous: no value but a number becomes 0."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        numbers.append(value)
+        return 0
+    if isinstance(value, list):
+        return [_numbers_as_zero(v, numbers) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers_as_zero(value[k], numbers) for k in sorted(value)}
+    return value
+
+
+def same_content(held: str, content: str, earlier: Collection[str] = ()) -> bool:
+    """Whether a claim's content `held` and `content` (`claim_of`'s) name the same preference: equal, the same hash with
+    numbers each the same as `datasets` writes them (`pluralign.data.io.same_as_written`), or `held` one of `earlier`
+    (the contents earlier releases gave the row of `content`, `earlier_contents`: their claims are read so)."""
+    if held == content or held in earlier:
+        return True
+    held_hash, _, held_numbers = held.partition(":")
+    hash_, _, numbers = content.partition(":")
+    if not held_numbers or not numbers or held_hash != hash_:
+        return False
+    try:
+        theirs, ours = msgspec.json.decode(held_numbers), msgspec.json.decode(numbers)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(theirs, list) and isinstance(ours, list) and len(theirs) == len(ours) \
+        and all(map(same_as_written, theirs, ours))
+
+
+def earlier_contents(row, columns: Collection[str] = ()) -> frozenset[str]:
+    """The contents earlier releases' claims give `row` (`claim_of`'s of those releases), so that their claims still
+    take it, and refuse another: session 52's (TRL's null columns absent, every number exact) and that of releases
+    before review trial52 (the TRL form as received, null columns hashed), also with each of `columns` (the TRL extra
+    columns of the rows of its import) the row lacks as null, as `datasets` writes a file back: an earlier replica that
+    received that rewrite claimed the row so. Until session versions53 such a claim refused the file itself."""
+    values = [getattr(row, name) for name in CONTENT_FIELDS]
+    values[CONTENT_FIELDS.index("margin")] = None if row.margin is None else float(np.float32(row.margin))
+    forms = [trl_as_compared(row.trl), row.trl]
+    missing = {name: None for name in columns if row.trl is None or name not in row.trl.extra}
+    if missing:
+        trl = row.trl or TrlRow(prompt=row.prompt, chosen=row.chosen, rejected=row.rejected)
+        forms.append(msgspec.structs.replace(trl, extra={**trl.extra, **missing}))
+    contents = set()
+    for trl in forms:
+        values[CONTENT_FIELDS.index("trl")] = trl
+        contents.add(hashlib.sha256(msgspec.json.encode(values, order="sorted")).hexdigest())
+    return frozenset(contents)
 
 
 def _folder(tenant: str, user_id: str) -> str:
@@ -153,9 +223,11 @@ class PrefIdClaims(abc.ABC):
     read (`_swap`, `_remove_if`)."""
 
     def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
-              moved: dict[str, tuple[Claim, Claim]] | None = None) -> tuple[list[str], dict[str, Claim]]:
+              moved: dict[str, tuple[Claim, Claim]] | None = None,
+              earlier: Mapping[str, Collection[str]] | None = None) -> tuple[list[str], dict[str, Claim]]:
         """Claim each id of `claims` for the user: returns (the ids claimed now, {id: the claim found} for the
-        ids claimed before with other content). An id claimed before with the same content is in neither; its
+        ids claimed before with other content: `Claim.same_preference`, `earlier` giving for an id the contents earlier
+        releases' claims give its row, `earlier_contents`). An id claimed before with the same content is in neither; its
         claim takes the later `received_at` (a row sent again after a DELETE began is kept by it, and so is its
         claim: `forget_user`; until review 40 the claim kept its first time, the DELETE removed it, and the id was
         then free for other content on another replica while the row lived), only if unchanged since read
@@ -166,6 +238,7 @@ class PrefIdClaims(abc.ABC):
         (and times moved on) by this call before then are released first."""
         folder = _folder(tenant, user_id)
         moved = {} if moved is None else moved
+        earlier = earlier or {}
 
         def one(item: tuple[str, Claim]) -> tuple[str, bool, Claim | None]:
             pref_id, claim = item
@@ -177,7 +250,7 @@ class PrefIdClaims(abc.ABC):
                 if found is None:
                     continue
                 held = _decode(found[0])
-                if held.same_preference(claim) and claim.received_at > held.received_at:
+                if held.same_preference(claim, earlier.get(pref_id, ())) and claim.received_at > held.received_at:
                     later = msgspec.structs.replace(held, received_at=claim.received_at)
                     if not self._swap(name, found[1], _encode(later)):
                         continue
@@ -191,7 +264,7 @@ class PrefIdClaims(abc.ABC):
                 failure = failure or created
             elif created:
                 made.append(pref_id)
-            elif found is not None and not found.same_preference(claims[pref_id]):
+            elif found is not None and not found.same_preference(claims[pref_id], earlier.get(pref_id, ())):
                 taken[pref_id] = found
         if failure is not None:
             self.release(tenant, user_id, {p: claims[p] for p in made}, moved)
@@ -274,7 +347,7 @@ class PrefIdClaims(abc.ABC):
             held = _decode(found[0])
             # its `created_at` aside: the mover cannot tell a time stamped on receipt (another replica's copy of a
             # row whose file gave none is stamped with that replica's time); a claim made after a DELETE is later
-            ours = held.content == claim.content and held.received_at <= claim.received_at
+            ours = same_content(held.content, claim.content) and held.received_at <= claim.received_at
             return name, ours and self._remove_if(name, found[1]), None
 
         gone = self._count(self._map(one, wanted, background=True))
@@ -369,9 +442,10 @@ class FolderClaims(PrefIdClaims):
         self.root = Path(root) / FOLDER
 
     def claim(self, tenant: str, user_id: str, claims: Mapping[str, Claim],
-              moved: dict[str, tuple[Claim, Claim]] | None = None) -> tuple[list[str], dict[str, Claim]]:
+              moved: dict[str, tuple[Claim, Claim]] | None = None,
+              earlier: Mapping[str, Collection[str]] | None = None) -> tuple[list[str], dict[str, Claim]]:
         (self.root / _folder(tenant, user_id)).mkdir(parents=True, exist_ok=True)  # once, not per id
-        return super().claim(tenant, user_id, claims, moved)
+        return super().claim(tenant, user_id, claims, moved, earlier)
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         gone = super().forget_user(tenant, user_id, before)

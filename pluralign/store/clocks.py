@@ -39,8 +39,10 @@ value counts only under an instance that names a folder (its writer wrote both).
 
 A row also says which population model its writer serves from the folder the replicas share: its version (`pal`,
 `service.rewards.checkpoint_version`, which hashes the meta.json fields the writer's release knows) and, since session
-versions52, its weights' digest (`pal_weights`, `service.rewards.weights_digest`, the same whatever the release), which a
-starting replica compares with its own (`service.runtime.refuse_another_model`).
+versions52, its weights' digest (`pal_weights`, `service.rewards.weights_digest`, the same whatever the release), and
+since session versions53 its model's digest (`pal_model`, `service.rewards.model_digest`: the weights and what else
+changes what is served, PAL's population prior included), which a starting replica compares with its own
+(`service.runtime.refuse_another_model`).
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def clock_schema() -> pa.Schema:
     (the writing process's id, `instance_id`; null in a table written before it was kept), `replicas` (how many
     replicas its writer was set up with; null when written before it was kept, or by a writer that did not say), `pal`
     (the population model its writer serves, `served_pal`; null likewise), `pal_weights` (that model's weights,
-    `served_pal_weights`; null likewise, and in a row of a release before session versions52)."""
+    `served_pal_weights`; null likewise, and in a row of a release before session versions52), `pal_model` (that model's
+    digest, `served_pal_model`; null likewise, and in a row of a release before session versions53)."""
     return pa.schema([pa.field("replica", pa.int32(), nullable=False), pa.field("at", pa.float64(), nullable=False),
                       pa.field("ahead_s", pa.float64(), nullable=False), *ADDED])
 
@@ -81,7 +84,9 @@ REPLICAS = pa.field("replicas", pa.int32(), nullable=True)  # added in session 4
 PAL = pa.field("pal", pa.string(), nullable=True)
 # added in session versions52, the same way: "<instance> <weights digest>" (`served_pal_weights`)
 PAL_WEIGHTS = pa.field("pal_weights", pa.string(), nullable=True)
-ADDED = (INSTANCE, REPLICAS, PAL, PAL_WEIGHTS)
+# added in session versions53, the same way: "<instance> <model digest>" (`served_pal_model`)
+PAL_MODEL = pa.field("pal_model", pa.string(), nullable=True)
+ADDED = (INSTANCE, REPLICAS, PAL, PAL_WEIGHTS, PAL_MODEL)
 FOLDER_MARK = "d:"  # an instance naming its data folder: "d:<folder id>:<process id>" (an earlier release's: hex only)
 
 
@@ -110,6 +115,14 @@ def served_pal_weights(row: dict) -> str | None:
     serves, or None: a row of a release before session versions52 (it says only `served_pal`, whose version depends
     on the release), a writer that did not say, or a value another instance of its index left (as `served_pal`)."""
     return _of_its_instance(row, "pal_weights")
+
+
+def served_pal_model(row: dict) -> str | None:
+    """The digest (`service.rewards.model_digest`: weights, how they are read, PAL's population prior) of the population
+    model the writer of clock `row` serves, or None: a row of a release before session versions53 (it says only
+    `served_pal_weights`, which leaves the prior out, or less), a writer that did not say, or a value another instance
+    of its index left (as `served_pal`)."""
+    return _of_its_instance(row, "pal_model")
 
 
 def _of_its_instance(row: dict, column: str) -> str | None:
@@ -165,12 +178,14 @@ class ReplicaClocks:
 
     def __init__(self, db, replica: int, stale_after_s: float, clock: Callable[[], float] = time.time, *,
                  replicas: int | None = None, folder_id: str | None = None,
-                 served: Callable[[], str | None] | None = None, served_weights: Callable[[], str | None] | None = None):
+                 served: Callable[[], str | None] | None = None, served_weights: Callable[[], str | None] | None = None,
+                 served_model: Callable[[], str | None] | None = None):
         self.db = db
         self.replica = replica
         self.replicas = replicas  # this replica's count (the `replicas` setting): written in its row, compared with theirs
         self.served = served  # the population version this replica serves now, written in its row (`served_pal`)
         self.served_weights = served_weights  # and its weights' digest (`served_pal_weights`)
+        self.served_model = served_model  # and its model's digest (`served_pal_model`)
         self.stale_after_s = stale_after_s
         self.clock = clock
         self.skew = Skew()  # the last pass's finding, or a larger one still held (`beat`)
@@ -256,9 +271,11 @@ class ReplicaClocks:
         """This replica's row, stamped now; every TIDY_EVERY passes the table's old versions go."""
         version = self.served() if self.served is not None else None
         weights = self.served_weights() if self.served_weights is not None else None
+        model = self.served_model() if self.served_model is not None else None
         row = pa.table({"replica": [self.replica], "at": [self.clock()], "ahead_s": [ahead_s], "instance": [self.instance],
                         "replicas": [self.replicas], "pal": [f"{self.instance} {version}" if version else None],
-                        "pal_weights": [f"{self.instance} {weights}" if weights else None]},
+                        "pal_weights": [f"{self.instance} {weights}" if weights else None],
+                        "pal_model": [f"{self.instance} {model}" if model else None]},
                        schema=clock_schema())
         table.merge_insert("replica").when_matched_update_all().when_not_matched_insert_all().execute(row)
         self._wrote = True

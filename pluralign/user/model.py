@@ -58,6 +58,10 @@ if TYPE_CHECKING:
     from pluralign.user.pooled import PooledPrior
 
 STATE_VERSION = 1
+# the changed-mind rule `UserState.surprise` was computed by (`UserState.surprise_rule`): 2, session 52's (the smaller of
+# the rank z and the calibrated z, ties read); states stored before session versions53 say none (0): session 51's
+# calibrated z of comparisons alone, mind52's rank z alone, or session 52's
+SURPRISE_RULE = 2
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,10 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     service's own store, where replicas of two releases share rows during a rolling update, and a refusal made
     each release refit the user the other had just fitted (docs/operations.md; until session 50). So does the struct
     inside it, `CollinearFeatures` (until session 51 it refused, and the whole state with it). A change in what a
-    field means bumps `version`, which `UserModel.fits` refuses."""
+    field means bumps `version`, which `UserModel.fits` refuses; but for `surprise`, whose rule says which changed-mind
+    statistic it holds (`surprise_rule`): a bump would refit every stored user at their next read (and in a rolling
+    update each release would refit every user the other fitted), where only some states can read otherwise under
+    another rule (`UserModel.fits`)."""
 
     version: int = STATE_VERSION
     population: str  # version of the population (PAL) checkpoint it was fitted against
@@ -136,6 +143,9 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     # calibrated z in one stored before session 52, the rank z alone in one stored by mind52 (the same scale and
     # threshold, read until the user's next refit)
     surprise: float = 0.0
+    # the rule it was computed by (SURPRISE_RULE); 0 in a state stored before session versions53, whatever its rule:
+    # such a state is refitted where the rule now in force could read otherwise (`UserModel.fits`)
+    surprise_rule: int = 0
 
     @property
     def surprised(self) -> bool:
@@ -542,7 +552,7 @@ class UserModel:
         p_alone = {} if not alone else feature_signs(design, self.names, FEATURE_NAMES, *own, self.prior_mean(),
                                                      self.prior_precision(), grouped=grouped, tied=tied)[0]
         return UserState(
-            surprise=self._surprise(design, prior, tied, recent), population=self.population, features=FEATURES_VERSION, names=list(self.names),
+            surprise=self._surprise(design, prior, tied, recent), surprise_rule=SURPRISE_RULE, population=self.population, features=FEATURES_VERSION, names=list(self.names),
             logits=[float(x) for x in logits], mean=mean.tolist(), cov=cov.reshape(-1).tolist(), n=len(design), ties=len(tied),
             fitted_at=fitted_at, stated=stated, from_comparisons=alone,
             pooled_users=0 if pooled is None else pooled.users, unpooled_mean=unpooled_mean, unpooled_var=unpooled_var,
@@ -620,8 +630,13 @@ class UserModel:
     def fits(self, state: UserState | None, stated: Mapping[str, int] | None = None) -> bool:
         """Whether a stored state belongs to this model (same population checkpoint and features)
         and was fitted with the user's current stated preferences (a state fitted on comparisons
-        with stated preferences also holds what the comparisons alone say on them)."""
+        with stated preferences also holds what the comparisons alone say on them). A state whose changed-mind z an
+        earlier rule computed (`UserState.surprise_rule`) fits unless that rule could read otherwise than SURPRISE_RULE:
+        it is flagged (`surprised`: each earlier rule's z is at least the one now in force, the smaller of the two) or
+        holds ties (session 51's window left them out); until session versions53 such a state kept its flag until the
+        user's next refit, and chat's `compare` asked them again at every chat."""
         stated = dict(stated or {})
         return state is not None and state.population == self.population and state.features == FEATURES_VERSION \
             and state.names == self.names and state.version == STATE_VERSION and state.stated == stated \
-            and set(state.from_comparisons) == (set(stated) if state.n or state.ties else set())
+            and set(state.from_comparisons) == (set(stated) if state.n or state.ties else set()) \
+            and (state.surprise_rule == SURPRISE_RULE or not (state.surprised or state.ties))

@@ -26,7 +26,7 @@ from pluralign.data.record import Base, time_unit
 from pluralign.data.text import shorten
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
-from pluralign.store.claims import Claim, claim_of
+from pluralign.store.claims import Claim, claim_of, earlier_contents
 from pluralign.store.failures import unavailable
 from pluralign.store.tables import PrefIdConflict
 from pluralign.user import FEATURE_NAMES
@@ -406,7 +406,7 @@ def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list,
         return {}, {}
     moved: dict[str, tuple[Claim, Claim]] = {}
     try:
-        made, taken = claims.claim(tenant, user_id, wanted, moved)
+        made, taken = claims.claim(tenant, user_id, wanted, moved, _earlier_contents(rows, wanted))
     except Exception as exc:  # an object store down or refusing the keys, a full disk
         log.error("pref_id claims of an import of tenant %s could not be written: %s", tenant, exc)
         raise ServiceUnavailableException(detail="the store's claims on this import's pref_ids could not be written: "
@@ -421,6 +421,13 @@ def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list,
         claims.release(tenant, user_id, made, moved)
         raise
     return made, moved
+
+
+def _earlier_contents(rows: list, wanted: Mapping[str, Claim]) -> dict[str, frozenset[str]]:
+    """{id: the contents earlier releases' claims give its row} of the rows of `wanted` (`earlier_contents`), with the
+    TRL extra columns of every row of the import (a `datasets` rewrite gives each row all of them, null where absent)."""
+    columns = sorted({name for r in rows if r.trl is not None for name in r.trl.extra})
+    return {r.pref_id: earlier_contents(r, columns) for r in rows if r.pref_id in wanted}
 
 
 def _claimed_elsewhere(records: list, lines: list[int], taken: Mapping[str, Claim]) -> HTTPException:

@@ -212,7 +212,8 @@ def test_a_row_left_by_a_replica_scaled_away_long_ago_does_not_refuse_deletes_at
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
     store = tmp_path / "shared-lancedb"
     lancedb.connect(store).create_table(TABLE, pa.table({"replica": [2], "at": [time.time() - 86_400], "ahead_s": [5.0],
-                                                         "instance": ["gone"], "replicas": [None], "pal": [None], "pal_weights": [None]},
+                                                         "instance": ["gone"], "replicas": [None], "pal": [None], "pal_weights": [None],
+                                                         "pal_model": [None]},
                                                         schema=clock_schema()))
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=SYNC_MS,
                                          admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)

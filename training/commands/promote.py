@@ -10,9 +10,11 @@ other file (a data folder named by mistake) is refused, exit 2, nothing changed,
 while it was copied (a DELETE of one of its training users: each copy is checked against the copied meta.json), and an artifact of
 another encoder than the model there (which no replica would take up, nor start on). Two promotions at once take
 turns, and the folder ends holding one of them whole. Each replica serves it within two passes of
-PLURALIGN_DELETION_SWEEP_S (`service.pal_dir`). `--if-version V`: promote only while the folder holds population
-version V (`/health`'s `pal.version`; `none` for an empty folder), a compare-and-swap: nothing changed when
-another promotion came first (exit 2, as every refusal). Prints one JSON line: the folder, the artifact's kind, its population version and files.
+PLURALIGN_DELETION_SWEEP_S (`service.pal_dir`). `--if-version V`: promote only while the folder holds the model V
+names (`/health`'s `pal.digest`, the same whatever the release; or its `pal.version`, this release's, a later
+release's or an earlier one's; `none` for an empty folder), a compare-and-swap: nothing changed when another
+promotion came first (exit 2, as every refusal). Prints one JSON line: the folder, the artifact's kind, its population
+version, its digest and files.
 The folder is PLURALIGN_PAL_DIR (or PLURALIGN_CONFIG's pal_dir; default <data dir>/pal) unless --pal-dir is given.
 
     pluralign promote --older-form [--pal-dir /var/lib/pluralign/shared/pal]
@@ -38,8 +40,8 @@ def register(subparsers) -> None:
     parser.add_argument("artifact", nargs="?", default=None,
                         help="the artifact folder (a PAL checkpoint or an EM mixture: a pal or em job's artifact)")
     parser.add_argument("--pal-dir", default=None, help="the folder served (default PLURALIGN_PAL_DIR, else <data dir>/pal)")
-    parser.add_argument("--if-version", default=None, help="promote only while the folder holds this population version "
-                        "(/health's pal.version; `none`: no model there)")
+    parser.add_argument("--if-version", default=None, help="promote only while the folder holds this model "
+                        "(/health's pal.digest or pal.version; `none`: no model there)")
     parser.add_argument("--older-form", action="store_true",
                         help="no artifact: rewrite the folder's model in the form releases before replicas50 read "
                         "(meta.json without `files`), for a rollback to one")
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.reward.pal import load_pal
     from pluralign.reward.pal_checkpoint import PAL_FILES
     from pluralign.reward.training_users import artifact_kind
-    from service.rewards import checkpoint_version
+    from service.rewards import checkpoint_version, model_digest
 
     folder, option = served_folder(args)
     if args.older_form:
@@ -104,12 +106,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{option} {folder} holds a model of encoder {theirs!r}, the one the replicas serving it embed "
                              f"with; {artifact} was trained on {ours!r}: no replica would take it up, nor start on it; "
                              "retrain it on their encoder (nothing was changed)")
-        if args.if_version is None:
+        if args.if_version is None or args.if_version in held_versions(served):
             return
-        found = checkpoint_version(served) if (served / "meta.json").is_file() else "none"
-        if found != args.if_version:
-            raise ValueError(f"{option} {folder} holds population version {found}, not {args.if_version} (--if-version): "
-                             "another promotion came first; nothing was changed")
+        held = served / "meta.json"
+        found = f"population version {checkpoint_version(served)}" if held.is_file() else "population version none"
+        digest = f", digest {model_digest(served)}" if held.is_file() else ""
+        raise ValueError(f"{option} {folder} holds {found}, not {args.if_version} (--if-version{digest}): "
+                         "another promotion came first; nothing was changed")
 
     try:
         names = promote_into(artifact, folder, check=may_replace, replaces=(*PAL_FILES, *EM_FILES), recorded=recorded_digests)
@@ -117,8 +120,23 @@ def run(args: argparse.Namespace) -> int:
         if not str(exc).startswith(f"{folder}: holds "):
             raise
         raise ValueError(f"{option} {exc} (a data folder, or another than the one the replicas serve?)") from None
-    print_json({"pal_dir": str(folder), "kind": kind, "version": checkpoint_version(folder), "files": names})
+    print_json({"pal_dir": str(folder), "kind": kind, "version": checkpoint_version(folder), "digest": model_digest(folder),
+                "files": names})
     return 0
+
+
+def held_versions(folder: Path) -> set[str]:
+    """What `--if-version` takes for the model at `folder`: its digest (`service.rewards.model_digest`, /health's
+    `pal.digest`, the same whatever the release) and its population version as any release gives it
+    (`service.rewards.checkpoint_versions`: /health's `pal.version` of this release, of a later one that knows a
+    meta.json field this one skips, and of an earlier one); {"none"} when it holds no model (no meta.json). Until
+    session versions53 this release's version alone: a version read off another release's /health was refused."""
+    from service.rewards import checkpoint_versions, model_digest
+
+    if not (folder / "meta.json").is_file():
+        return {"none"}
+    digest = model_digest(folder)
+    return checkpoint_versions(folder) | ({digest} if digest else set())
 
 
 def served_folder(args: argparse.Namespace) -> tuple[Path, str]:
