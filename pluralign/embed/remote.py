@@ -32,7 +32,31 @@ class RemoteTextsRefused(RemoteEncoderError, ValueError):
     refuses every request so (`pluralign serve-embeddings` answers 400 for a model it does not serve) refuses the probe
     too: its failure, retried, nothing set aside. Until the review
     of session small52 it was a plain RemoteEncoderError: the record stayed in the log, retried for ever, and such
-    records filled their tenant's backlog bound."""
+    records filled their tenant's backlog bound.
+
+    `words`: the server's own message, without its address (TEI's `Input validation error: `inputs` must have less
+    than 256 tokens. Given: 300`, its limit with it), for a caller to tell the client which text and why."""
+
+    def __init__(self, message: str, words: str = "") -> None:
+        super().__init__(message)
+        self.words = words
+
+
+def server_words(exc) -> str:
+    """The message an error answer of an embeddings server holds (an `openai.APIStatusError`'s body): OpenAI's and vLLM's
+    `{"error": {"message": ...}}`, TEI's OpenAI route `{"message": ...}` and its own routes' `{"error": "..."}`,
+    Litestar's `{"detail": ...}` (`pluralign serve-embeddings`); else the client's "Error code: 413 - ..." line. (The
+    `openai` client keeps a body's `error` as its `body`: TEI's string there.)"""
+    body = exc.body
+    if isinstance(body, str) and body:
+        return body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            if isinstance(body.get(key), str):
+                return body[key]
+    return str(exc.message)
 
 
 REFUSED_STATUSES = (400, 413, 422)  # the server's answers of a request it will not take as sent: its texts' (`RemoteTextsRefused`)
@@ -76,8 +100,10 @@ class RemoteEncoder:
             response = self._client.embeddings.create(model=self.encoder_id, input=sent, encoding_format="float",
                                                       extra_headers=dict(self.request_headers()))
         except openai.APIStatusError as exc:
-            failure = RemoteTextsRefused if exc.status_code in REFUSED_STATUSES else RemoteEncoderError
-            raise failure(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
+            said = f"embeddings server at {self.shown_url}: {redacted(str(exc))}"
+            if exc.status_code in REFUSED_STATUSES:
+                raise RemoteTextsRefused(said, shorten(redacted(server_words(exc)), 300, "...")) from exc
+            raise RemoteEncoderError(said) from exc
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
         except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): the server's, not the texts'
