@@ -39,10 +39,14 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
 
     if name.startswith("openai:"):
         from pluralign.embed.models import MINILM_ID
+        from pluralign.embed.named import IDENTITIES
         from pluralign.embed.remote import RemoteEncoder
         from service.requestid import outgoing_headers
 
-        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key, request_headers=outgoing_headers)
+        model = model_id or MINILM_ID
+        known = IDENTITIES.get(model)  # MiniLM's: the word pieces the local encoder reads, which the server must read too
+        return RemoteEncoder(name.removeprefix("openai:"), model, api_key=api_key, request_headers=outgoing_headers,
+                             max_length=known.max_length if known is not None else None)
     if is_model_folder(name):
         try:
             return SentenceEncoder(path=name, encoder_id=folder_encoder_id(name))
@@ -56,8 +60,7 @@ def embedded(encoder: Encoder, fields: Mapping[str, str]) -> np.ndarray:
     their order. A text the embeddings server refuses (`RemoteTextsRefused`: TEI's 413 for a text past its max input
     length where it runs without `--auto-truncate`, vLLM's 400 past its model's) is the 400 naming its field with the
     server's words (TEI's and vLLM's name the limit), once the server is seen to embed another text (the feedback
-worker's probe, `pluralign.store.ingest.PROBE_TEXT`), and,
-    of several texts, to refuse that one alone; a server that refuses the probe too is in trouble of its own: its
+    worker's probe, `pluralign.store.ingest.PROBE_TEXT`), and, of several texts, to refuse that one alone; a server that refuses the probe too is in trouble of its own: its
     RemoteTextsRefused is raised, the 503 to send again (`service.errors.encoder_unavailable`). Until session remote53
     every refusal was that 503, and sending the request again never got another answer."""
     # here: `pluralign serve-embeddings`, which imports this module, needs none of these
