@@ -6,7 +6,10 @@ an encoder and nothing of the service's store or generators, imports neither lan
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+
+import numpy as np
 
 from pluralign.embed.base import Encoder
 
@@ -36,13 +39,53 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
 
     if name.startswith("openai:"):
         from pluralign.embed.models import MINILM_ID
+        from pluralign.embed.named import IDENTITIES
         from pluralign.embed.remote import RemoteEncoder
         from service.requestid import outgoing_headers
 
-        return RemoteEncoder(name.removeprefix("openai:"), model_id or MINILM_ID, api_key=api_key, request_headers=outgoing_headers)
+        model = model_id or MINILM_ID
+        known = IDENTITIES.get(model)  # MiniLM's: the word pieces the local encoder reads, which the server must read too
+        return RemoteEncoder(name.removeprefix("openai:"), model, api_key=api_key, request_headers=outgoing_headers,
+                             max_length=known.max_length if known is not None else None)
     if is_model_folder(name):
         try:
             return SentenceEncoder(path=name, encoder_id=folder_encoder_id(name))
         except (OSError, ValueError) as exc:  # transformers' words for a folder of something else: "Unrecognized model in ..."
             raise ValueError(f"{name}: not a sentence-transformers model folder ({exc})") from None
     return make_encoder(name)
+
+
+def embedded(encoder: Encoder, fields: Mapping[str, str]) -> np.ndarray:
+    """(N, d) the vectors of `fields`' texts ({the request's field: its text}, e.g. {"messages[2].content": ...}), in
+    their order. A text the embeddings server refuses (`RemoteTextsRefused`: TEI's 413 for a text past its max input
+    length where it runs without `--auto-truncate`, vLLM's 400 past its model's) is the 400 naming its field with the
+    server's words (TEI's and vLLM's name the limit), once the server is seen to embed another text (the feedback
+    worker's probe, `pluralign.store.ingest.PROBE_TEXT`), and, of several texts, to refuse that one alone; a server that refuses the probe too is in trouble of its own: its
+    RemoteTextsRefused is raised, the 503 to send again (`service.errors.encoder_unavailable`). Until session remote53
+    every refusal was that 503, and sending the request again never got another answer."""
+    # here: `pluralign serve-embeddings`, which imports this module, needs none of these
+    from pluralign.embed.remote import RemoteEncoderError, RemoteTextsRefused
+    from pluralign.store.ingest import PROBE_TEXT
+    from service.errors import bad_request
+
+    texts = list(fields.values())
+    try:
+        return encoder.encode(texts)
+    except RemoteTextsRefused as exc:
+        refused = exc
+    try:
+        encoder.encode([PROBE_TEXT])
+    except RemoteEncoderError:
+        raise refused from None
+    for field, text in fields.items():
+        if len(fields) > 1:
+            try:
+                encoder.encode([text])
+                continue
+            except RemoteTextsRefused as exc:
+                refused_alone = exc
+        else:
+            refused_alone = refused
+        raise bad_request(field, f"the embeddings server (PLURALIGN_ENCODER) refused its text of {len(text)} characters: "
+                                 f"{refused_alone.words or 'no reason given'}", "text_refused") from None
+    raise refused  # each text embedded alone: the refusal was of them together, or passed

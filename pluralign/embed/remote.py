@@ -2,11 +2,17 @@
 `pluralign serve-embeddings`), so embedding can move off the API replicas onto a GPU.
 
 The vectors must come from the same model as the tables' (the tables record `encoder_id` and refuse
-another): name the server's model as the `encoder_id`, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
+another): name the server's model as the `encoder_id`, e.g. `sentence-transformers/all-MiniLM-L6-v2`. And the server
+must read as many word pieces of a text as the local encoder (MiniLM: 256, its `sentence_bert_config.json`'s
+`max_seq_length`), and cut the rest as it does: Text Embeddings Inference takes that file's `max_seq_length` as its max
+input length (its `router/src/lib.rs`; 512, the model's `max_position_embeddings`, for a folder without the file), and
+cuts a longer text on the right only when started with `--auto-truncate` (without it: 413 for the request). Where the
+server says so (TEI's `GET /info`: `max_input_length`, `auto_truncate`), another length is refused at construction.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -14,6 +20,8 @@ import numpy as np
 from pluralign.data.text import shorten
 from pluralign.embed.base import text_list
 from pluralign.urls import check_base_url, redacted
+
+log = logging.getLogger(__name__)
 
 
 class RemoteEncoderError(RuntimeError):
@@ -32,7 +40,31 @@ class RemoteTextsRefused(RemoteEncoderError, ValueError):
     refuses every request so (`pluralign serve-embeddings` answers 400 for a model it does not serve) refuses the probe
     too: its failure, retried, nothing set aside. Until the review
     of session small52 it was a plain RemoteEncoderError: the record stayed in the log, retried for ever, and such
-    records filled their tenant's backlog bound."""
+    records filled their tenant's backlog bound.
+
+    `words`: the server's own message, without its address (TEI's `Input validation error: `inputs` must have less
+    than 256 tokens. Given: 300`, its limit with it), for a caller to tell the client which text and why."""
+
+    def __init__(self, message: str, words: str = "") -> None:
+        super().__init__(message)
+        self.words = words
+
+
+def server_words(exc) -> str:
+    """The message an error answer of an embeddings server holds (an `openai.APIStatusError`'s body): OpenAI's and vLLM's
+    `{"error": {"message": ...}}`, TEI's OpenAI route `{"message": ...}` and its own routes' `{"error": "..."}`,
+    Litestar's `{"detail": ...}` (`pluralign serve-embeddings`); else the client's "Error code: 413 - ..." line. (The
+    `openai` client keeps a body's `error` as its `body`: TEI's string there.)"""
+    body = exc.body
+    if isinstance(body, str) and body:
+        return body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            if isinstance(body.get(key), str):
+                return body[key]
+    return str(exc.message)
 
 
 REFUSED_STATUSES = (400, 413, 422)  # the server's answers of a request it will not take as sent: its texts' (`RemoteTextsRefused`)
@@ -47,11 +79,18 @@ class RemoteEncoder:
     asked at each request for headers to send with it (the service passes the `X-Request-Id` of the
     request the texts are embedded for, so the embeddings server's log names it). An empty text is sent as one
     space (OpenAI's API, TEI and `pluralign serve-embeddings` refuse an empty input; MiniLM's tokenizer reads both as
-    nothing, so its vector is the local encoder's for "")."""
+    nothing, so its vector is the local encoder's for "").
+
+    `max_length`: the word pieces the local encoder of `model` reads of a text (MiniLM: 256; None: not known). A server
+    that says its own (Text Embeddings Inference's `GET /info`, beside `/v1`: `max_input_length`) and says another is
+    refused at construction (`RemoteEncoderError`: a long text's vector would not be the local encoder's, which the
+    tables' and the PAL model's are; until session remote53 taken: TEI serving a folder without MiniLM's
+    `sentence_bert_config.json` reads 512); one that says it refuses longer texts (`auto_truncate` false: TEI without
+    `--auto-truncate`) is logged as a warning (such texts are then refused: `RemoteTextsRefused`, a chat's a 400)."""
 
     def __init__(
         self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 32, timeout: float = 60.0,
-        max_retries: int = 2, request_headers: Callable[[], Mapping[str, str]] = dict,
+        max_retries: int = 2, request_headers: Callable[[], Mapping[str, str]] = dict, max_length: int | None = None,
     ):
         from openai import OpenAI
 
@@ -63,6 +102,31 @@ class RemoteEncoder:
         self.request_headers = request_headers
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries)
         self.dim = int(self._request(["dimension probe"]).shape[1])
+        self._check_length(max_length)
+
+    def _check_length(self, max_length: int | None) -> None:
+        """Refuses a server whose `GET /info` (TEI's) gives a `max_input_length` other than `max_length`; warns of one
+        whose `auto_truncate` is false. A server without that route (vLLM, OpenAI, `pluralign serve-embeddings`), or
+        one whose answer says neither, is taken as it is."""
+        import httpx2  # the HTTP library the `openai` client runs on: its Response, returned as it is
+        import openai
+
+        try:
+            info = self._client.get(f"{self.base_url.removesuffix('/v1')}/info", cast_to=httpx2.Response, options={"max_retries": 0}).json()
+        except (openai.APIError, ValueError):  # no such route, or not JSON: not TEI's
+            return
+        if not isinstance(info, dict):
+            return
+        length, truncates = info.get("max_input_length"), info.get("auto_truncate")
+        if max_length is not None and isinstance(length, int) and length != max_length:
+            raise RemoteEncoderError(
+                f"embeddings server at {self.shown_url} reads at most {length} word pieces of a text (its /info's "
+                f"max_input_length), the local encoder of {self.encoder_id} {max_length}: a long text's vector would not be "
+                f"the tables'. Serve the model's folder with its sentence_bert_config.json (max_seq_length {max_length}; "
+                f"Text Embeddings Inference reads it) and --auto-truncate")
+        if truncates is False:
+            log.warning("the embeddings server at %s refuses texts past %s word pieces (no --auto-truncate): such texts "
+                        "are refused (a chat's a 400), where the local encoder embeds their start", self.shown_url, length)
 
     def _request(self, texts: list[str]) -> np.ndarray:
         import json
@@ -76,8 +140,10 @@ class RemoteEncoder:
             response = self._client.embeddings.create(model=self.encoder_id, input=sent, encoding_format="float",
                                                       extra_headers=dict(self.request_headers()))
         except openai.APIStatusError as exc:
-            failure = RemoteTextsRefused if exc.status_code in REFUSED_STATUSES else RemoteEncoderError
-            raise failure(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
+            said = f"embeddings server at {self.shown_url}: {redacted(str(exc))}"
+            if exc.status_code in REFUSED_STATUSES:
+                raise RemoteTextsRefused(said, shorten(redacted(server_words(exc)), 300, "...")) from exc
+            raise RemoteEncoderError(said) from exc
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
         except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): the server's, not the texts'

@@ -15,10 +15,11 @@ long for the model's context), and a chat's 404 for an adapter says the server n
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
 Token counts are the server's `usage`, never estimated here (a stream's on its final Candidate); a prompt's count
 before its chat is the server tokenizer's (vLLM's `POST /tokenize`: `prompt_tokens`, `prompt_counter`), none where it
-has no such route. One chat's counts are bounded together (those a chat's shots need asked at once:
-`PromptCounter.each`), apart from the chat (`RemotePolicy.tokenize_timeout_s`: a
-tenth of its timeout, at least 1 s, at most 5 s): a count the server does not give in that time, or fails to give
-(down, a 5xx), is PromptNotCounted, never a chat sent uncounted.
+has no such route. One chat's counts are bounded together, whole (connecting, sending and every byte of each answer:
+`asyncio.timeout_at`, as httpx's own timeouts bound each read only), apart from the chat
+(`RemotePolicy.tokenize_timeout_s`: a tenth of its timeout, at least 1 s, at most 5 s), at most TOKENIZE_AT_ONCE of
+them at once (`PromptCounter.each`): a count the server does not give in that time, or fails to give (down, a 5xx),
+is PromptNotCounted, never a chat sent uncounted.
 
 The name an adapter has on the server is not the caller's: it carries this generator's `replica` and its weights'
 version (`<name>-<replica>-<version>`, `served_name`), so that replicas of the service sharing one server never unload
@@ -30,7 +31,8 @@ a retrained adapter loaded by a replica after another had loaded the old one was
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -38,7 +40,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,28 @@ class RemotePolicy:
 TOKENIZE_TIMEOUT_S = 5.0  # seconds: the most `RemotePolicy.tokenize_timeout_s` gives a prompt's count
 TOKENIZE_FLOOR_S = 1.0  # seconds: the least it gives one (unless `timeout_s` is less): a round trip under load
 NOT_IMPLEMENTED = 501  # HTTP's "the server does not support this": a /tokenize answering it counts none, as a 404
+# the most `/tokenize` requests one chat has in flight (`PromptCounter.each`): a chat whose 16 shots do not fit asked 16
+# at once until session remote53, a burst on the server's API process for each such chat; its search for the shots to
+# keep (`service.chat.controllers.fit_shots`) asks this many a round: 16 shots in 2 rounds
+TOKENIZE_AT_ONCE = 4
+
+_counting: asyncio.AbstractEventLoop | None = None  # the event loop every RemoteGenerator's counts run on (`counting_loop`)
+_counting_lock = threading.Lock()
+
+
+def counting_loop() -> asyncio.AbstractEventLoop:
+    """The event loop, on a daemon thread of its own started at the first call, where the prompt counts of every
+    RemoteGenerator of this process run (`RemoteGenerator._counts`): a count's whole time is bounded there by
+    `asyncio.timeout_at`, which cancels its request wherever it is (connecting, sending, reading any byte), where
+    httpx's timeouts bound each read alone (a server sending its answer a byte every 0.5 s held a count as long as it
+    liked, until session remote53)."""
+    global _counting
+    with _counting_lock:
+        if _counting is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="prompt-counts", daemon=True).start()
+            _counting = loop
+        return _counting
 
 
 class RemoteGenerator:
@@ -113,6 +136,12 @@ class RemoteGenerator:
             api_key=api_key or "none",  # vLLM without --api-key ignores it; the client insists on one
             timeout=httpx2.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
             max_retries=policy.max_retries,
+        )
+        # the prompt counts' (`/tokenize`), on `counting_loop()`: each tried once, its whole time bounded there
+        self._counting_client = openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=api_key or "none",
+            timeout=httpx2.Timeout(policy.tokenize_timeout_s, connect=min(policy.tokenize_timeout_s, policy.connect_timeout_s)),
+            max_retries=0,
         )
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
         self._served: dict[str, str] = {}  # adapter name -> its name on the server (`served_name`)
@@ -423,23 +452,57 @@ class RemoteGenerator:
 
     def prompt_counter(self) -> PromptCounter:
         """`prompt_tokens` for the counts of one chat (its prompt; then, when its retrieved shots do not fit, the prompt
-        with each number of them it could keep, asked at once: `PromptCounter.each`,
+        with some numbers of them it could keep, a few at once: `PromptCounter.each`,
         `service.chat.controllers.plan_checked`), all of them together bounded by `policy.tokenize_timeout_s` from this
         call: a count the time left does not allow is PromptNotCounted ("no answer within ..."), asked of the server or
         not. Until session remote52 each count had the whole bound: a `/tokenize` slow but within it held a chat whose
         shots were left out (shots + 2) times the bound, 30 s at the defaults."""
         return PromptCounter(self, time.monotonic() + self.policy.tokenize_timeout_s)
 
-    def _tokenized(self, messages: Sequence[dict[str, str]], deadline: float) -> int:
-        root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
-        bound, left = self.policy.tokenize_timeout_s, deadline - time.monotonic()
-        if left <= 0:  # the chat's earlier counts took its bound
-            raise PromptNotCounted(f"the generation server at {self.shown_url} did not count the prompt's tokens (/tokenize) "
-                                   f"within {bound:g} s", f"no answer within {bound:g} s")
-        timeout = httpx2.Timeout(left, connect=min(left, self.policy.connect_timeout_s))
+    def _counts(self, conversations: Sequence[Sequence[dict[str, str]]], deadline: float) -> list[int]:
+        """The counts of `conversations` (`PromptCounter.each`), asked on `counting_loop()` by the caller's deadline
+        (`time.monotonic()`, the loop's clock), the caller's context (`contextvars`: the service's request id) on their
+        requests and log lines."""
+        if deadline - time.monotonic() <= 0:  # the chat's earlier counts took its bound
+            raise self._not_counted_in_time()
+        headers = dict(self.request_headers())
+        # `run_coroutine_threadsafe` runs the coroutine in a copy of this thread's context
+        future = asyncio.run_coroutine_threadsafe(self._counted(conversations, deadline, headers), counting_loop())
+        try:  # the coroutine ends by the deadline; the margin is for a loop held up (a count's JSON read on it)
+            return future.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise self._not_counted_in_time() from None
+
+    def _not_counted_in_time(self) -> PromptNotCounted:
+        bound = self.policy.tokenize_timeout_s
+        return PromptNotCounted(f"the generation server at {self.shown_url} did not count the prompt's tokens (/tokenize) "
+                                f"within {bound:g} s", f"no answer within {bound:g} s")
+
+    async def _counted(self, conversations: Sequence[Sequence[dict[str, str]]], deadline: float, headers: dict[str, str]) -> list[int]:
+        at_once = asyncio.Semaphore(TOKENIZE_AT_ONCE)
+
+        async def count(messages: Sequence[dict[str, str]]) -> int:
+            async with at_once:
+                return await self._tokenized(messages, headers)
+
         try:
-            answer = self._client.post(f"{root}/tokenize", cast_to=httpx2.Response, body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
-                                       options={"headers": dict(self.request_headers()), "max_retries": 0, "timeout": timeout})
+            async with asyncio.timeout_at(deadline), asyncio.TaskGroup() as counting:  # the first failure ends the others
+                tasks = [counting.create_task(count(messages)) for messages in conversations]
+        except TimeoutError:
+            raise self._not_counted_in_time() from None
+        except BaseExceptionGroup as failed:  # PromptNotCounted (or a fault of this code's): the first one
+            raise failed.exceptions[0] from None
+        return [task.result() for task in tasks]
+
+    async def _tokenized(self, messages: Sequence[dict[str, str]], headers: dict[str, str]) -> int:
+        if not self._tokenize_route:  # learnt meanwhile, from another count
+            return 0
+        root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
+        try:
+            answer = await self._counting_client.post(
+                f"{root}/tokenize", cast_to=httpx2.Response, body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
+                options={"headers": headers})
             count = answer.json().get("count")
         except ValueError:  # not JSON: a proxy's page in the server's place (sent with a 200), not what the server
             # lacks: this prompt goes uncounted, the next is counted (until the review of session small52 one page
@@ -462,8 +525,7 @@ class RemoteGenerator:
                 return 0
             count = None
         except openai.APITimeoutError as exc:
-            raise PromptNotCounted(f"the generation server at {self.shown_url} did not count the prompt's tokens (/tokenize) "
-                                   f"within {bound:g} s", f"no answer within {bound:g} s") from exc
+            raise self._not_counted_in_time() from exc
         except openai.APIConnectionError as exc:
             raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
                                    f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
@@ -479,27 +541,28 @@ class RemoteGenerator:
 
 class PromptCounter:
     """The prompt counts of one chat by a RemoteGenerator's server (`RemoteGenerator.prompt_counter`), all of them
-    bounded by one `deadline` (`time.monotonic()`): called with a conversation, its count (as `prompt_tokens`)."""
+    bounded by one `deadline` (`time.monotonic()`): called with a conversation, its count (as `prompt_tokens`).
+    `at_once`: the most counts `each` asks at once (TOKENIZE_AT_ONCE), so the most a caller gains by handing it more."""
+
+    at_once = TOKENIZE_AT_ONCE
 
     def __init__(self, remote: RemoteGenerator, deadline: float) -> None:
         self.remote, self.deadline = remote, deadline
 
     def __call__(self, messages: Sequence[dict[str, str]]) -> int:
-        return self.remote._tokenized(messages, self.deadline) if self.remote._tokenize_route else 0
+        return self.each([messages])[0]
 
     def each(self, conversations: Sequence[Sequence[dict[str, str]]]) -> list[int]:
-        """The counts of `conversations`, in their order, asked of the server at once (a thread each): one round trip's
-        time, not one per conversation. Raises PromptNotCounted as `prompt_tokens` does, once every count has ended
-        (each by the deadline at the latest). Each thread runs in a copy of the caller's context (`contextvars`: the
-        service's request id, sent with each count as `request_headers` and on its log lines). Until review remote52 a
-        chat whose shots did not fit asked them one after another within the one bound: a server answering each in
-        0.3 s, at a bound of 1 s, made a chat leaving 2 of its 4 shots out a 503 "send it again" at every try, while
-        it answered every count."""
-        if len(conversations) < 2 or not self.remote._tokenize_route:
-            return [self(c) for c in conversations]
-        contexts = [contextvars.copy_context() for _ in conversations]  # one each: a context runs on one thread at a time
-        with ThreadPoolExecutor(max_workers=len(conversations), thread_name_prefix="tokenize") as pool:
-            return list(pool.map(lambda context, messages: context.run(self, messages), contexts, conversations))
+        """The counts of `conversations`, in their order, at most TOKENIZE_AT_ONCE asked of the server at once (one
+        round trip's time for that many), each whole by the deadline (`asyncio.timeout_at` on `counting_loop()`).
+        Raises PromptNotCounted as `prompt_tokens` does, at the first count that fails (those in flight are then given
+        up), or at the deadline. Each count carries the caller's context (`contextvars`: the service's request id, sent
+        with each count as `request_headers` and on its log lines). Until review remote52 a chat whose shots did not
+        fit asked them one after another within the one bound; until session remote53 all at once (16 requests for a
+        chat of 16 shots), each bounded by httpx's timeouts, which bound a read, not a whole answer."""
+        if not conversations or not self.remote._tokenize_route:
+            return [0] * len(conversations)
+        return self.remote._counts(conversations, self.deadline)
 
 
 # the fields of a chat request a server's 400 may name (`GenerationRefused.param`); the service forwards them as sent

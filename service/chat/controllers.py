@@ -399,27 +399,35 @@ def prompt_counter(rt: Runtime) -> Callable[[list[dict[str, str]]], int]:
 def fit_shots(p: services.Plan, count: Callable[[list[dict[str, str]]], int], budget: int, why: str) -> int:
     """Keeps the most of plan `p`'s retrieved shots, nearest first, that leave its prompt within `budget` tokens, once
     its prompt with all of them is over it; returns the prompt's tokens then. Raises a 400 naming `messages` when the
-    client's messages alone are over it. The prompts with 0 to all but one of the shots are counted together: at once by
-    a remote server (`PromptCounter.each`: one round trip of its `/tokenize`, within the chat's one bound for its counts;
-    until review remote52 one after another, so a server answering each count in 0.3 s made a chat leaving 2 of 4 shots
-    out a 503 at a bound of 1 s), one by one here by a local generator, only as far as needed (the messages alone, then
-    one shot fewer at a time)."""
+    client's messages alone are over it. The number kept is searched for (`most_kept`), a prompt's count growing with
+    each shot it keeps: a remote server's counts a few at a time (`PromptCounter.each`, `at_once` of them: one round
+    trip of its `/tokenize` a round, all within the chat's one bound for its counts), a local generator's one at a time
+    (a binary search). Until review remote52 the remote counts were asked one after another (a server answering each
+    in 0.3 s made a chat leaving 2 of 4 shots out a 503 at a bound of 1 s); until session remote53 all at once, one
+    request per number of shots it could keep (16 at once for 16 shots)."""
     kept = [p.context_keeping(k) for k in range(len(p.shots))]
-    each = getattr(count, "each", None)
-    counts = each(kept) if each is not None else None
+    each = getattr(count, "each", None) or (lambda conversations: [count(c) for c in conversations])
+    k, counts = most_kept(len(kept), lambda ks: each([kept[k] for k in ks]), budget, getattr(count, "at_once", 1))
+    if k is None:  # the client's messages alone: no shot to give up makes them fit
+        raise bad_request("messages", f"the prompt is {counts[0]} tokens; {why}")
+    p.keep_shots(k)
+    return counts[k]
 
-    def tokens(k: int) -> int:
-        return counts[k] if counts is not None else count(kept[k])
 
-    alone = tokens(0)
-    if alone > budget:  # the client's messages alone: no shot to give up makes them fit
-        raise bad_request("messages", f"the prompt is {alone} tokens; {why}")
-    for k in range(len(kept) - 1, 0, -1):  # the farthest shots left out first
-        if (counted := tokens(k)) <= budget:
-            p.keep_shots(k)
-            return counted
-    p.keep_shots(0)
-    return alone
+def most_kept(known_over: int, counted: Callable[[list[int]], list[int]], budget: int, at_once: int) -> tuple[int | None, dict[int, int]]:
+    """The largest k in [0, known_over) whose prompt's count (`counted(ks)`: the counts of the prompts keeping each k
+    of `ks`, in order) is within `budget`, None when not even 0's is, and the counts asked ({k: tokens}), for counts
+    that grow with k (a prompt keeping one more shot reads more text). Each round asks `at_once` counts spread evenly
+    over the ks still in question (a (`at_once` + 1)-ary search): ceil(log_(at_once+1)(known_over)) rounds at most."""
+    fits, over, counts = -1, known_over, {}  # k <= fits: within budget; k >= over: over it
+    while over - fits > 1:
+        span = over - fits
+        ks = sorted({fits + max(1, min(span - 1, round(j * span / (at_once + 1)))) for j in range(1, at_once + 1)})
+        for k, tokens in zip(ks, counted(ks), strict=True):
+            counts[k] = tokens
+        fits = max([k for k in ks if counts[k] <= budget], default=fits)
+        over = min([k for k in ks if counts[k] > budget and k > fits], default=over)
+    return (fits if fits >= 0 else None), counts
 
 
 def fit_prefill(rt: Runtime, p: services.Plan, tokens: int, prefill: int) -> None:

@@ -21,6 +21,7 @@ from pluralign.store.ingest import Backlogged
 from pluralign.user.active import PairChoice, most_informative_pair
 from pluralign.user.model import Candidates
 from service.chat.schemas import PluralignInfo, Timings
+from service.encoders import embedded
 from service.runtime import Runtime
 from service.users.services import READ_INLINE_ROWS, UserWeights, pooled_prior_of, residual_on, user_weights
 
@@ -80,7 +81,12 @@ def plan(
     shots: int, returned: int = 1, styles: bool = False,
 ) -> Plan:
     timings, planned_at = Timings(), time.monotonic()
-    prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    asked = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), None)  # the last user turn
+    prompt = messages[asked]["content"] if asked is not None else ""
+
+    def prompt_vector() -> np.ndarray:  # (d,); a text the embeddings server refuses (too long for it): the 400 naming it
+        return embedded(rt.encoder, {f"messages[{asked}].content" if asked is not None else "messages": prompt})[0]
+
     prompt_vec, history, context, adapter, weights, shot_list = None, [], messages, None, None, []
     if user_id is not None:
         start = time.perf_counter()
@@ -89,7 +95,7 @@ def plan(
             flushed = True
         except Backlogged:  # an import's backlog: served from what is stored, the worker moves the rest
             flushed = False
-        prompt_vec = rt.encoder.encode([prompt])[0]  # (d,)
+        prompt_vec = prompt_vector()  # (d,)
         # an all-zero vector (a remote embedding server's answer for a text it keeps no token of) is near
         # no stored prompt: no shots, where Store.search would refuse it
         hits = rt.store.search(tenant, user_id, prompt_vec, shots) if shots > 0 and np.any(prompt_vec) else []
@@ -103,7 +109,7 @@ def plan(
         adapter = load_user_adapter(rt, tenant, user_id, weights)
         timings.context_ms = ms(start)
     elif do_rerank:
-        prompt_vec = rt.encoder.encode([prompt])[0]
+        prompt_vec = prompt_vector()
     return Plan(
         response_id=new_response_id(), tenant=tenant, user_id=user_id, prompt=prompt, prompt_vec=prompt_vec,
         messages=messages, context=context, history=history, adapter=adapter, weights=weights,

@@ -31,6 +31,7 @@ from pluralign.store.failures import unavailable
 from pluralign.store.tables import PrefIdConflict
 from pluralign.user import FEATURE_NAMES
 from service.deletions import forget_if_deleted_since
+from service.encoders import embedded
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempotency_key, replay_of
 from service.head import is_head
@@ -595,7 +596,7 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
     for i, response in enumerate(data.responses):
         refuse_blank(f"responses[{i}]", response)
     weights = services.user_weights(rt, request.user.tenant, user)
-    vectors = rt.encoder.encode([data.prompt, *data.responses])  # (1 + N, d)
+    vectors = embedded(rt.encoder, {"prompt": data.prompt} | {f"responses[{i}]": r for i, r in enumerate(data.responses)})  # (1 + N, d)
     rewards = weights.rewards or rt.rewards
     if weights.state is not None:  # the user's own model, as chat reranking uses it
         model = rewards.user_model

@@ -24,14 +24,19 @@ BUDGET = 300  # max_prompt_tokens: the client's messages fit, with all four shot
 
 class Tokenizing(Handler):
     """`tests.vllm_like`'s server whose `/tokenize` waits `delay_s` before it answers, and answers `failing` (a 5xx) when
-    set; it counts the requests it got (`asked`) and those it failed (`failed`), and keeps their `X-Request-Id` (`ids`)."""
+    set, or sends its answer's body a byte every `dribble_s` seconds when set (its headers at once); it counts the requests
+    it got (`asked`), those it failed (`failed`) and the most it held at once (`most_at_once`), and keeps their
+    `X-Request-Id` (`ids`)."""
 
     adapters: dict[str, str] = {}
     weights: dict[str, str] = {}
     delay_s = 0.0
     failing = 0
+    dribble_s = 0.0
     asked = 0
     failed = 0
+    at_once = 0
+    most_at_once = 0
     ids: list[str | None] = []
     counting = threading.Lock()  # the counts of one chat come at once (`PromptCounter.each`): no increment lost
 
@@ -42,7 +47,16 @@ class Tokenizing(Handler):
         kind = type(self)
         with kind.counting:
             kind.asked += 1
+            kind.at_once += 1
+            kind.most_at_once = max(kind.most_at_once, kind.at_once)
             kind.ids.append(self.headers.get("x-request-id"))
+        try:
+            self.count(kind, body)
+        finally:
+            with kind.counting:
+                kind.at_once -= 1
+
+    def count(self, kind: type[Tokenizing], body: dict) -> None:
         time.sleep(kind.delay_s)
         if kind.failing:
             with kind.counting:
@@ -50,7 +64,25 @@ class Tokenizing(Handler):
             return self.error(kind.failing, "InternalServerError", "the tokenizer failed")
         count = tokens("".join(m["content"] for m in body["messages"]))
         with contextlib.suppress(ConnectionError):  # a count the client stopped waiting for
+            if kind.dribble_s:
+                return self.dribble({"count": count}, kind.dribble_s)
             self.answer(200, {"count": count, "max_model_len": 512, "tokens": list(range(count))})
+
+    def dribble(self, body: dict, every_s: float) -> None:
+        """`body` as the JSON answer, its headers at once, then a byte every `every_s` seconds (each read of the client's
+        gets one well within any read timeout)."""
+        payload = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.flush()
+        for i in range(len(payload)):
+            time.sleep(every_s)
+            if not type(self).dribble_s:  # the test is over (its client gave up on this answer long ago)
+                return
+            self.wfile.write(payload[i : i + 1])
+            self.wfile.flush()
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +101,13 @@ def front(tmp_path_factory, tiny_pal_dir, minilm):  # noqa: F811
 @pytest.fixture
 def tokenizer():
     """`Tokenizing`, its counts from 0, its knobs put back after the test."""
-    Tokenizing.asked = Tokenizing.failed = 0
+    Tokenizing.asked = Tokenizing.failed = Tokenizing.most_at_once = 0
     Tokenizing.ids = []
     yield Tokenizing
-    Tokenizing.delay_s, Tokenizing.failing = 0.0, 0
+    Tokenizing.delay_s, Tokenizing.failing, Tokenizing.dribble_s = 0.0, 0, 0.0
+    until = time.monotonic() + 5
+    while Tokenizing.at_once and time.monotonic() < until:  # counts given up on, still held by the stub: ended first
+        time.sleep(0.01)
 
 
 CHAT = {"model": "pluralign", "max_tokens": 4, "messages": [{"role": "user", "content": "Plan my weekend, please"}]}
@@ -89,10 +124,10 @@ def test_a_count_in_a_real_servers_round_trip_is_given_at_a_one_second_generator
     assert got.json()["usage"]["prompt_tokens"] == tokens(CHAT["messages"][0]["content"])
 
 
-def shots_of(c, user: str) -> None:
-    """Four comparisons of `user`'s, each a shot of ~160 tokens (4 characters a token): all four are over `BUDGET`."""
+def shots_of(c, user: str, shots: int = 4) -> None:
+    """`shots` comparisons of `user`'s, each a shot of ~160 tokens (4 characters a token): two fit `BUDGET`, three do not."""
     answer = "This answer goes on about the topic at some length. " * 4
-    for i in range(4):
+    for i in range(shots):
         r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Question {i} about weekends",
                                          "chosen": "Yes. " + answer, "rejected": "No. " + answer})
         assert r.status_code == 201, r.text
@@ -191,3 +226,34 @@ def test_a_chat_whose_shots_are_left_out_is_served_by_a_server_answering_each_co
     assert len(got.json()["pluralign"]["history"]) == 2 and got.json()["usage"]["prompt_tokens"] <= BUDGET, got.text
     assert tokenizer.asked - asked == 5  # the prompt, then with 0, 1, 2 and 3 of its shots, at once
     assert tokenizer.ids == [got.headers["x-request-id"]] * 5, tokenizer.ids
+
+
+def test_a_tokenizer_dribbling_its_answer_holds_a_chat_no_longer_than_the_bound(front, tokenizer):
+    """Session remote53: httpx's timeouts bound each read of an answer, not the whole of it, so a `/tokenize` sending its
+    answer a byte every 0.3 s (each read well within the bound) held the chat until its last byte (~4 s for
+    `{"count": 5}`), then sent it. Now the bound holds for the whole of a chat's counts (`asyncio.timeout_at`): the chat
+    is the 503 naming `/tokenize` once 1 s has passed."""
+    tokenizer.dribble_s = 0.3
+    began = time.monotonic()
+    with front.client("acme") as c:
+        got = c.post("/v1/chat/completions", json=CHAT)
+    took = time.monotonic() - began
+    assert got.status_code == 503, got.text  # before: 200 after ~4 s
+    assert "(its /tokenize: no answer within 1 s)" in got.json()["error"]["message"], got.text
+    assert took < 2.0, took
+
+
+def test_a_chat_whose_many_shots_are_left_out_asks_a_few_counts_at_once(front, tokenizer):
+    """Session remote53: a chat whose retrieved shots did not fit asked the server for the count of every prompt it could
+    send at once (one per number of shots kept: 8 requests at once for 8 shots, 16 for 16), a burst on the generation
+    server's API process for each such chat. Now at most `TOKENIZE_AT_ONCE` (4) at once, and the number kept is found
+    by a search over those counts (4 at a time): the same shots are kept, the most that fit, nearest first."""
+    with front.client("acme") as c:
+        shots_of(c, "lee", 8)
+        tokenizer.delay_s, asked = 0.05, tokenizer.asked
+        chat = {**CHAT, "user": "lee", "pluralign": {"shots": 8}}
+        got = c.post("/v1/chat/completions", json=chat)
+    assert got.status_code == 200, got.text
+    assert len(got.json()["pluralign"]["history"]) == 2 and got.json()["usage"]["prompt_tokens"] <= BUDGET, got.text
+    assert tokenizer.most_at_once <= 4, tokenizer.most_at_once  # before: 8 (those keeping 0 to 7 shots)
+    assert tokenizer.asked - asked <= 6, tokenizer.asked - asked  # the prompt, 4 kept counts at once, then 1

@@ -32,3 +32,29 @@ def test_manifests_parse_and_agree():
     env = compose["services"]["api"]["environment"]
     settings = Settings.load({k: str(v) for k, v in env.items()})
     assert settings.storage_options["aws_endpoint"] == "http://minio:9000"
+
+
+def test_the_manifests_embeddings_server_reads_what_the_local_encoder_reads():
+    """Session remote53: the manifest suggested TEI (`PLURALIGN_ENCODER=openai:http://embeddings:80/v1`) with no server
+    to run, and the docs TEI without `--auto-truncate`: a text past its max input length was a 413, where the local
+    encoder embeds its first 256 word pieces. TEI takes its max input length from the model's
+    `sentence_bert_config.json` (`max_seq_length`; else `max_position_embeddings`, 512 for MiniLM): the local MiniLM
+    folder's says what the local encoder reads, and the `embeddings` Deployment serves that model with `--auto-truncate`,
+    behind the Service the ConfigMap names."""
+    import json
+
+    from pluralign.embed.models import MINILM_ID, minilm_path
+    from pluralign.embed.named import IDENTITIES
+
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "pluralign.yaml").read_text()) if d]
+    tei = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "embeddings")
+    container = tei["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert "--auto-truncate" in args and args[args.index("--model-id") + 1] == MINILM_ID, args
+    port = int(args[args.index("--port") + 1])
+    assert container["ports"] == [{"containerPort": port}]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "embeddings")
+    assert service["spec"]["ports"] == [{"port": 80, "targetPort": port}]  # the ConfigMap's openai:http://embeddings:80/v1
+    assert "openai:http://embeddings:80/v1" in (DEPLOY / "k8s" / "pluralign.yaml").read_text()
+    st_config = json.loads((Path(minilm_path()) / "sentence_bert_config.json").read_text())
+    assert st_config["max_seq_length"] == IDENTITIES[MINILM_ID].max_length == 256

@@ -1,0 +1,64 @@
+"""Session remote53: a remote embeddings server must read as many word pieces of a text as the local encoder (MiniLM:
+256) and cut the rest as it does, or a long text's vector is not the tables'. Text Embeddings Inference says both on
+`GET /info` (`max_input_length`: its model folder's `sentence_bert_config.json` `max_seq_length`, else 512;
+`auto_truncate`: `--auto-truncate`). The real client (`service.encoders.make_encoder("openai:URL")`) on a stub answering
+as TEI does, on loopback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pluralign.embed.models import MINILM_ID
+from pluralign.embed.remote import RemoteEncoderError
+from service.encoders import make_encoder
+from tests.stub_openai import JSONHandler, served
+
+
+class TEI(JSONHandler):
+    """`/v1/embeddings` (unit vectors of 384) and `GET /info` saying `info`, as TEI's router; `info` None: no such route
+    (vLLM's, OpenAI's)."""
+
+    info: dict | None = None
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/info" and type(self).info is not None:
+            return self.answer(200, type(self).info)
+        self.answer(404, {"error": "Not Found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        texts = self.read_json()["input"]
+        data = [{"object": "embedding", "index": i, "embedding": [1.0] + [0.0] * 383} for i in range(len(texts))]
+        self.answer(200, {"object": "list", "data": data, "model": MINILM_ID, "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+
+@pytest.fixture
+def tei():
+    with served(TEI) as root:
+        yield root
+    TEI.info = None
+
+
+def info(length: int, truncates: bool) -> dict:
+    return {"model_id": MINILM_ID, "max_input_length": length, "auto_truncate": truncates, "max_client_batch_size": 32}
+
+
+def test_a_server_reading_another_length_than_the_local_encoder_is_refused_at_start(tei):
+    """TEI serving MiniLM from a folder without its `sentence_bert_config.json` reads 512 word pieces where the local
+    encoder reads 256. Before: taken, and a text past 256 word pieces embedded unlike the tables' vectors."""
+    TEI.info = info(512, True)
+    with pytest.raises(RemoteEncoderError, match=r"at most 512 word pieces .*all-MiniLM-L6-v2 256: .*--auto-truncate"):
+        make_encoder(f"openai:{tei}/v1")
+
+
+def test_a_server_reading_the_local_length_is_taken_and_one_refusing_longer_texts_is_said(tei, caplog):
+    TEI.info = info(256, True)
+    with caplog.at_level(logging.WARNING, logger="pluralign.embed.remote"):
+        assert make_encoder(f"openai:{tei}/v1").dim == 384
+        assert not caplog.records
+        TEI.info = info(256, False)
+        make_encoder(f"openai:{tei}/v1")
+    assert [r.getMessage() for r in caplog.records if "no --auto-truncate" in r.getMessage()], caplog.records
+    TEI.info = None  # no /info (vLLM, OpenAI, `pluralign serve-embeddings`): taken as it is
+    assert make_encoder(f"openai:{tei}/v1").dim == 384
