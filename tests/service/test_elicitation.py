@@ -1666,3 +1666,41 @@ def test_a_pool_sent_again_is_not_encoded_again_but_another_tenants_and_after_a_
         counting.texts.clear()
         assert c.post("/v1/users/pooled-b/next-comparison", json={"pool": pool}).status_code == 200
         assert set(counting.texts) == texts  # embedded again: nothing of acme's pool outlived the DELETE
+
+
+def test_the_summary_of_a_user_whose_newest_answers_contradict_it_says_so(svc):
+    """trial16_53: a user who picked the shorter answer 30 times, then the longer one 10 times in a row. Their newest
+    answers fail the held-out check (`UserState.surprised`): chat asks them on every chat and onboarding's
+    `worth_asking` is true, because the service takes them to have changed their mind. But the summary, the user's
+    one view of what the model believes, said only "prefers shorter answers with shorter, plainer words and no 'you'
+    addressing the reader (likely)" (one by one through the app, a user known from 30 answers read "prefers shorter
+    answers (confident)" until their 14th contrary answer), with not a word that their newest answers say otherwise. It now says so (`changed_mind`, and a sentence that leads `sentences`); a user who goes on picking
+    the shorter answer reads as before."""
+    from service.users.services import user_weights
+
+    def rows(turn_at: int) -> list[dict]:
+        out = []
+        for i in range(40):  # 10 questions asked 4 times: 30 texts to embed
+            short, long_ = short_and_long(TOPICS[i % 10])
+            chosen, rejected = (long_, short) if i >= turn_at else (short, long_)
+            out.append({"prompt": f"Tips on {TOPICS[i % 10]}?", "chosen": chosen, "rejected": rejected,
+                        "created_at": 1_700_000_000 + 60 * i})
+        return out
+
+    with svc.client() as c:
+        import_rows(c, "turned-longer", rows(turn_at=30))
+        import_rows(c, "kept-shorter", rows(turn_at=40))
+        turned, kept = (c.get(f"/v1/users/{u}").json()["summary"] for u in ("turned-longer", "kept-shorter"))
+        short, long_ = short_and_long("tea")
+        asked = c.post("/v1/users/turned-longer/next-comparison", json={"pool": [{"prompt": "Tips on tea?", "answers": [short, long_]}]})
+    assert user_weights(svc.runtime, "acme", "turned-longer").state.surprised  # the check the service asks again by
+    assert asked.status_code == 200 and asked.json()["worth_asking"], asked.text
+    # the posterior has not followed yet ("prefers shorter answers with shorter, plainer words ... (likely)"): the
+    # summary must not leave it at that
+    assert any(s.startswith("prefers shorter answers") for s in turned["sentences"]), turned["sentences"]
+    assert turned["changed_mind"] is True, turned
+    assert turned["sentences"][0] == ("your newest 10 answers disagree with what your earlier answers showed, as if you "
+                                      "changed your mind: what follows still rests on the earlier ones, and pluralign "
+                                      "asks again which answer you prefer until it has caught up"), turned["sentences"]
+    assert kept["changed_mind"] is False and not any("newest" in s for s in kept["sentences"]), kept["sentences"]
+    assert any(s.startswith("prefers shorter answers") for s in kept["sentences"]), kept["sentences"]
