@@ -815,7 +815,10 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
         learned = not weights.prior
     nearest = int(np.argmax(protos))
-    described = described_prototypes(rt, tenant, rewards)[nearest]
+    if rt.settings.profile_examples == "own":  # no other user's texts in this user's profile
+        described = _describe(rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS, per="pair", only_user=user_id))[nearest]
+    else:
+        described = described_prototypes(rt, tenant, rewards)[nearest]
     sentences = written_sentences(beliefs, joint)
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]

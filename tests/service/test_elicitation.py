@@ -1704,3 +1704,36 @@ def test_the_summary_of_a_user_whose_newest_answers_contradict_it_says_so(svc):
                                       "asks again which answer you prefer until it has caught up"), turned["sentences"]
     assert kept["changed_mind"] is False and not any("newest" in s for s in kept["sentences"]), kept["sentences"]
     assert any(s.startswith("prefers shorter answers") for s in kept["sentences"]), kept["sentences"]
+
+
+def test_a_profile_can_be_described_by_the_users_own_answers_never_another_users(svc, monkeypatch):
+    """trial16_53: the summary's nearest prototype is shown by stored answers of the tenant, which are other users'
+    prompts and answers (an `edit` is text a user wrote): an app that shows each end user their own profile, as issue
+    16 asks ("a profile people can read"), showed them other people's questions. Here bob, who only stated a
+    preference, read alice's "my landlord ... eviction" question and her answer in his profile, and had no way to be
+    shown anything else. `PLURALIGN_PROFILE_EXAMPLES=own` describes the prototype by the user's own stored answers only
+    (none stored: no examples, and the sentence quotes none); the default, `tenant`, is as before."""
+    import msgspec
+
+    rt = svc.runtime
+    svc.keys.setdefault("privacy53", rt.keys.issue("privacy53"))
+    secret = "How do I answer my landlord's eviction letter about unpaid rent?"
+    with svc.client("privacy53") as c:
+        import_rows(c, "alice", [{"prompt": secret, "chosen": "Call a tenants' union today.",
+                                  "rejected": "Ignore it and hope the letter goes away."}])
+        assert c.patch("/v1/users/bob/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        import_rows(c, "carol", [{"prompt": "Tips on tea?", "chosen": "Brew it for three minutes.", "rejected": "Boil it."}])
+        for user in ("alice", "carol"):  # their rows moved from the feedback log into the table (a read of theirs waits for it)
+            assert c.get(f"/v1/users/{user}").status_code == 200
+        shared = c.get("/v1/users/bob").json()["summary"]
+        # the default: the tenant's stored answers, alice's among them
+        assert "landlord" in json.dumps(shared["nearest_prototype"]), shared["nearest_prototype"]
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, profile_examples="own"))
+        bob, carol, alice = (c.get(f"/v1/users/{u}").json()["summary"] for u in ("bob", "carol", "alice"))
+    assert bob["nearest_prototype"]["highest"] == [] and bob["nearest_prototype"]["lowest"] == [], bob
+    assert not any("“" in s for s in bob["sentences"]), bob["sentences"]  # quotes nothing
+    for summary, own in ((carol, {"Brew it for three minutes.", "Boil it."}),
+                         (alice, {"Call a tenants' union today.", "Ignore it and hope the letter goes away."})):
+        shown = {e["answer"] for side in ("highest", "lowest") for e in summary["nearest_prototype"][side]}
+        assert shown and shown <= own, (shown, own)
+    assert "landlord" not in json.dumps(carol) and "landlord" not in json.dumps(bob)
