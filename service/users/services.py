@@ -1756,10 +1756,14 @@ def _askable(prompts: list[str], answers: list[str], first: list[int], second: l
 def _nothing_to_ask(prompts: list[str], answers: list[str], first: list[int], second: list[int], supplied: bool) -> str:
     """Why next-comparison has no pair to ask: a supplied pool whose every question the user answered already (until
     session trial16_52 told, as one without two different answers, to send a calibration `pool`), or no two answers
-    a person can tell apart."""
+    a person can tell apart (a supplied pool's answers that read the same: until session trial16_53 told to send 2-8
+    answers a prompt, which it had)."""
     if supplied and _askable(prompts, answers, first, second, lambda p, x, y: not is_blank(p) and answer_key(x) != answer_key(y)):
         return ("the user answered every question of this `pool` already (each prompt with its two answers): "
                 "send other questions, or stop asking")
+    if supplied:
+        return ("each prompt's answers read the same: answers that differ only in Unicode normalization (NFC) or "
+                "invisible characters are one answer; send prompts with at least two answers a person can tell apart")
     return "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each"
 
 

@@ -1737,3 +1737,16 @@ def test_a_profile_can_be_described_by_the_users_own_answers_never_another_users
         shown = {e["answer"] for side in ("highest", "lowest") for e in summary["nearest_prototype"][side]}
         assert shown and shown <= own, (shown, own)
     assert "landlord" not in json.dumps(carol) and "landlord" not in json.dumps(bob)
+
+
+def test_a_pool_whose_answers_read_the_same_is_refused_saying_why(svc):
+    """trial16_53: a calibration pool whose every prompt has answers that differ only in Unicode normalization or
+    invisible characters ("Café" in NFC and NFD, "Yes." and "Yes." with a zero-width space) holds no question to ask,
+    as documented ("Text in any script"); the 400 told the app to "send a calibration `pool` of prompts with 2-8
+    answers each", which it had just done. It now says the answers read as one."""
+    with svc.client() as c:
+        for answers in (["Caf\u00e9 is good.", "Cafe\u0301 is good."], ["Yes.", "Yes.\u200b", "\u2060Yes."]):
+            r = c.post("/v1/users/same-reader/next-comparison", json={"pool": [{"prompt": "Coffee?", "answers": answers}]})
+            assert r.status_code == 400 and field_named(r) == "pool", r.text
+            message = r.json()["error"]["message"]
+            assert "read the same" in message and "2-8 answers" not in message, message
