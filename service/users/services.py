@@ -735,7 +735,16 @@ class UserSummary(msgspec.Struct, kw_only=True):
     # of `ties`, those the user's own model learned from (two answers, neither better: Davidson's tie term;
     # not a rating of 3, which names one answer; none under `user_model = prototypes`, whose PAL fit reads winners)
     ties_learned: int = 0
+    # the user's newest RECENT_ANSWERS answers fail the held-out check (`UserState.surprised`): they changed their
+    # mind, the beliefs above still rest on their older answers, and chat's `compare` asks them again (session
+    # trial16_53: until then the summary said nothing of it); false under `user_model = prototypes` (no check)
+    changed_mind: bool = False
 
+
+# the summary's first sentence while the user's newest answers fail the held-out check (`UserSummary.changed_mind`)
+CHANGED_MIND = (f"your newest {RECENT_ANSWERS} answers disagree with what your earlier answers showed, as if you changed your "
+                "mind: what follows still rests on the earlier ones, and pluralign asks again which answer you prefer until it "
+                "has caught up")
 
 DESCRIBED_PAIRS = 200  # stored pairs drawn to describe the prototypes (`Store.answers_sample`)
 
@@ -806,10 +815,16 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         protos = list(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
         learned = not weights.prior
     nearest = int(np.argmax(protos))
-    described = described_prototypes(rt, tenant, rewards)[nearest]
+    if rt.settings.profile_examples == "own":  # no other user's texts in this user's profile
+        described = _describe(rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS, per="pair", only_user=user_id))[nearest]
+    else:
+        described = described_prototypes(rt, tenant, rewards)[nearest]
     sentences = written_sentences(beliefs, joint)
     if not sentences:
         sentences = ["no preference about how answers are written is settled yet"]
+    changed_mind = weights.state is not None and weights.state.surprised
+    if changed_mind:  # the service asks again: the beliefs above must not read as the last word
+        sentences.insert(0, CHANGED_MIND)
     sentences.append(_prototype_sentence(nearest, rewards.k, protos[nearest], belief, learned, described))
     # each kind counted as stored, only for a user with rows past their comparisons: the difference alone took a
     # comparison stored since the fit (in `preferences`, not in `comparisons`) for a tie or a rating
@@ -828,7 +843,7 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
                          f"{'are' if set_aside != 1 else 'is'} not learned from; the export holds {'them' if set_aside != 1 else 'it'}")
     return UserSummary(
         comparisons=comparisons, features=beliefs, sentences=sentences, joint=joint, ties=ties, unpaired_ratings=unpaired,
-        ties_learned=learned,
+        ties_learned=learned, changed_mind=changed_mind,
         nearest_prototype=NearestPrototype(prototype=nearest, weight=round(float(protos[nearest]), 4),
                                            highest=described.highest, lowest=described.lowest,
                                            probability=belief.probability if belief else None,
@@ -1741,10 +1756,14 @@ def _askable(prompts: list[str], answers: list[str], first: list[int], second: l
 def _nothing_to_ask(prompts: list[str], answers: list[str], first: list[int], second: list[int], supplied: bool) -> str:
     """Why next-comparison has no pair to ask: a supplied pool whose every question the user answered already (until
     session trial16_52 told, as one without two different answers, to send a calibration `pool`), or no two answers
-    a person can tell apart."""
+    a person can tell apart (a supplied pool's answers that read the same: until session trial16_53 told to send 2-8
+    answers a prompt, which it had)."""
     if supplied and _askable(prompts, answers, first, second, lambda p, x, y: not is_blank(p) and answer_key(x) != answer_key(y)):
         return ("the user answered every question of this `pool` already (each prompt with its two answers): "
                 "send other questions, or stop asking")
+    if supplied:
+        return ("each prompt's answers read the same: answers that differ only in Unicode normalization (NFC) or "
+                "invisible characters are one answer; send prompts with at least two answers a person can tell apart")
     return "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each"
 
 

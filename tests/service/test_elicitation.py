@@ -1666,3 +1666,87 @@ def test_a_pool_sent_again_is_not_encoded_again_but_another_tenants_and_after_a_
         counting.texts.clear()
         assert c.post("/v1/users/pooled-b/next-comparison", json={"pool": pool}).status_code == 200
         assert set(counting.texts) == texts  # embedded again: nothing of acme's pool outlived the DELETE
+
+
+def test_the_summary_of_a_user_whose_newest_answers_contradict_it_says_so(svc):
+    """trial16_53: a user who picked the shorter answer 30 times, then the longer one 10 times in a row. Their newest
+    answers fail the held-out check (`UserState.surprised`): chat asks them on every chat and onboarding's
+    `worth_asking` is true, because the service takes them to have changed their mind. But the summary, the user's
+    one view of what the model believes, said only "prefers shorter answers with shorter, plainer words and no 'you'
+    addressing the reader (likely)" (one by one through the app, a user known from 30 answers read "prefers shorter
+    answers (confident)" until their 14th contrary answer), with not a word that their newest answers say otherwise. It now says so (`changed_mind`, and a sentence that leads `sentences`); a user who goes on picking
+    the shorter answer reads as before."""
+    from service.users.services import user_weights
+
+    def rows(turn_at: int) -> list[dict]:
+        out = []
+        for i in range(40):  # 10 questions asked 4 times: 30 texts to embed
+            short, long_ = short_and_long(TOPICS[i % 10])
+            chosen, rejected = (long_, short) if i >= turn_at else (short, long_)
+            out.append({"prompt": f"Tips on {TOPICS[i % 10]}?", "chosen": chosen, "rejected": rejected,
+                        "created_at": 1_700_000_000 + 60 * i})
+        return out
+
+    with svc.client() as c:
+        import_rows(c, "turned-longer", rows(turn_at=30))
+        import_rows(c, "kept-shorter", rows(turn_at=40))
+        turned, kept = (c.get(f"/v1/users/{u}").json()["summary"] for u in ("turned-longer", "kept-shorter"))
+        short, long_ = short_and_long("tea")
+        asked = c.post("/v1/users/turned-longer/next-comparison", json={"pool": [{"prompt": "Tips on tea?", "answers": [short, long_]}]})
+    assert user_weights(svc.runtime, "acme", "turned-longer").state.surprised  # the check the service asks again by
+    assert asked.status_code == 200 and asked.json()["worth_asking"], asked.text
+    # the posterior has not followed yet ("prefers shorter answers with shorter, plainer words ... (likely)"): the
+    # summary must not leave it at that
+    assert any(s.startswith("prefers shorter answers") for s in turned["sentences"]), turned["sentences"]
+    assert turned["changed_mind"] is True, turned
+    assert turned["sentences"][0] == ("your newest 10 answers disagree with what your earlier answers showed, as if you "
+                                      "changed your mind: what follows still rests on the earlier ones, and pluralign "
+                                      "asks again which answer you prefer until it has caught up"), turned["sentences"]
+    assert kept["changed_mind"] is False and not any("newest" in s for s in kept["sentences"]), kept["sentences"]
+    assert any(s.startswith("prefers shorter answers") for s in kept["sentences"]), kept["sentences"]
+
+
+def test_a_profile_can_be_described_by_the_users_own_answers_never_another_users(svc, monkeypatch):
+    """trial16_53: the summary's nearest prototype is shown by stored answers of the tenant, which are other users'
+    prompts and answers (an `edit` is text a user wrote): an app that shows each end user their own profile, as issue
+    16 asks ("a profile people can read"), showed them other people's questions. Here bob, who only stated a
+    preference, read alice's "my landlord ... eviction" question and her answer in his profile, and had no way to be
+    shown anything else. `PLURALIGN_PROFILE_EXAMPLES=own` describes the prototype by the user's own stored answers only
+    (none stored: no examples, and the sentence quotes none); the default, `tenant`, is as before."""
+    import msgspec
+
+    rt = svc.runtime
+    svc.keys.setdefault("privacy53", rt.keys.issue("privacy53"))
+    secret = "How do I answer my landlord's eviction letter about unpaid rent?"
+    with svc.client("privacy53") as c:
+        import_rows(c, "alice", [{"prompt": secret, "chosen": "Call a tenants' union today.",
+                                  "rejected": "Ignore it and hope the letter goes away."}])
+        assert c.patch("/v1/users/bob/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        import_rows(c, "carol", [{"prompt": "Tips on tea?", "chosen": "Brew it for three minutes.", "rejected": "Boil it."}])
+        for user in ("alice", "carol"):  # their rows moved from the feedback log into the table (a read of theirs waits for it)
+            assert c.get(f"/v1/users/{user}").status_code == 200
+        shared = c.get("/v1/users/bob").json()["summary"]
+        # the default: the tenant's stored answers, alice's among them
+        assert "landlord" in json.dumps(shared["nearest_prototype"]), shared["nearest_prototype"]
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, profile_examples="own"))
+        bob, carol, alice = (c.get(f"/v1/users/{u}").json()["summary"] for u in ("bob", "carol", "alice"))
+    assert bob["nearest_prototype"]["highest"] == [] and bob["nearest_prototype"]["lowest"] == [], bob
+    assert not any("“" in s for s in bob["sentences"]), bob["sentences"]  # quotes nothing
+    for summary, own in ((carol, {"Brew it for three minutes.", "Boil it."}),
+                         (alice, {"Call a tenants' union today.", "Ignore it and hope the letter goes away."})):
+        shown = {e["answer"] for side in ("highest", "lowest") for e in summary["nearest_prototype"][side]}
+        assert shown and shown <= own, (shown, own)
+    assert "landlord" not in json.dumps(carol) and "landlord" not in json.dumps(bob)
+
+
+def test_a_pool_whose_answers_read_the_same_is_refused_saying_why(svc):
+    """trial16_53: a calibration pool whose every prompt has answers that differ only in Unicode normalization or
+    invisible characters ("Café" in NFC and NFD, "Yes." and "Yes." with a zero-width space) holds no question to ask,
+    as documented ("Text in any script"); the 400 told the app to "send a calibration `pool` of prompts with 2-8
+    answers each", which it had just done. It now says the answers read as one."""
+    with svc.client() as c:
+        for answers in (["Caf\u00e9 is good.", "Cafe\u0301 is good."], ["Yes.", "Yes.\u200b", "\u2060Yes."]):
+            r = c.post("/v1/users/same-reader/next-comparison", json={"pool": [{"prompt": "Coffee?", "answers": answers}]})
+            assert r.status_code == 400 and field_named(r) == "pool", r.text
+            message = r.json()["error"]["message"]
+            assert "read the same" in message and "2-8 answers" not in message, message
