@@ -43,3 +43,37 @@ def test_serve_on_a_plain_http_endpoint_without_allow_http_stops_with_one_line(t
     assert done.stderr.startswith("pluralign: error: PLURALIGN_STORE_ENDPOINT (setting store_endpoint): `store_allow_http` "
                                   "must be true"), done.stderr[-2000:]
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow  # moto, and the AWS SDK's own retries of a DynamoDB that does not answer: 5-12 s (`make test-object-store`)
+@pytest.mark.parametrize("case", ["no table", "not reached"])
+def test_a_dynamodb_commit_store_that_cannot_be_used_is_named_at_start(case, monkeypatch):
+    """deploy/README.md's way for several writers on S3, `s3+ddb://bucket/prefix?ddbTableName=T` (Lance's DynamoDB
+    commit store), on moto: a table T that was never made, or a DynamoDB endpoint (`DYNAMODB_ENDPOINT`, Lance's) where
+    nothing answers. Before: a RuntimeError out of `Store` that no storage failure matched (`WrappedSdkError: request_id:
+    ..., service_error: Response { status: StatusCode(400), headers: ...`), so `pluralign serve` ended with a traceback,
+    exit 1. Now the object-store failure `commit-store`, its detail DynamoDB's own words (the error's name and message)
+    or that it did not answer, and the start's line names the table, the URI's setting and the endpoint's variable."""
+    from pluralign.store.failures import StoreUnavailable
+    from pluralign.store.tables import Store
+    from tests.s3 import S3Server
+    from training.commands.serve import store_problem
+
+    with S3Server("pluralign-test") as s3:
+        monkeypatch.setenv("DYNAMODB_ENDPOINT", s3.endpoint if case == "no table" else "http://127.0.0.1:1")
+        uri = "s3+ddb://pluralign-test/ddb?ddbTableName=pluralign-commits"
+        with pytest.raises(StoreUnavailable) as caught:
+            Store(uri, "enc", 4, storage_options=s3.options)
+        settings = Settings.load({}, **{**s3.settings("ddb"), "store_uri": uri})
+    assert caught.value.problem == "commit-store", str(caught.value)
+    detail = caught.value.detail
+    if case == "no table":
+        assert detail.startswith("DynamoDB answered ResourceNotFoundException: Requested resource not found"), detail
+    else:
+        assert detail.startswith("DynamoDB did not answer"), detail
+    assert "headers" not in detail and len(detail) < 300, detail
+    line = store_problem(settings, caught.value)
+    assert line.startswith("PLURALIGN_STORE_URI (setting store_uri): its DynamoDB commit table `pluralign-commits` "
+                           "(ddbTableName), at DYNAMODB_ENDPOINT = "), line
+    assert f"the store {uri} cannot be created: its DynamoDB commit store refused or failed the request" in line, line
+    print(line)
