@@ -112,6 +112,9 @@ _RUST_SOURCE = re.compile(r",\s*[^\s,]+\.rs:\d+:\d+|,\s*location: Location \{[^}
 # the AWS SDK's error, which in Lance only its DynamoDB commit store (`s3+ddb://`) raises: S3 is reached by object_store
 _COMMIT_STORE = re.compile(r"WrappedSdkError")
 _SDK_ERROR = re.compile(r'#(\w+)\\?", \\?"message\\?": \\?"(.*?)\\?"')  # DynamoDB's body: {"__type": "...#Name", "message": "..."}
+# Lance's words for a commit it could not read back (a commit store, DynamoDB, failing meanwhile: its table gone, not
+# reached): the AWS SDK's error is only in Lance's own log, and only the store's URI tells which store it was
+_COMMIT_UNKNOWN = re.compile(r"Commit result for version \d+ is unknown")
 _NO_CREDENTIALS = re.compile(r"Failed to get AWS credentials|CredentialsNotLoaded|no providers in chain provided credentials")
 
 
@@ -215,6 +218,8 @@ def unavailable(exc: BaseException, name: str, where: str, action: str, secrets=
     if isinstance(exc, StoreUnavailable):
         return exc
     found = storage_problem(exc)
+    if found is None and _COMMIT_UNKNOWN.search(str(exc)) and "://" in where and not where.startswith(("memory://", "file://")):
+        found = ("commit-store" if where.startswith("s3+ddb://") else "unreachable", None)
     if found is None:
         return None
     detail = scrub(_RUST_SOURCE.sub("", getattr(exc, "strerror", None) or str(exc)).strip(), secrets)

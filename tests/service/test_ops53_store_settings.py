@@ -77,3 +77,41 @@ def test_a_dynamodb_commit_store_that_cannot_be_used_is_named_at_start(case, mon
                            "(ddbTableName), at DYNAMODB_ENDPOINT = "), line
     assert f"the store {uri} cannot be created: its DynamoDB commit store refused or failed the request" in line, line
     print(line)
+
+
+def _commit_table(endpoint: str, name: str, make: bool) -> None:
+    import boto3
+
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    if not make:
+        ddb.delete_table(TableName=name)
+        return
+    ddb.create_table(TableName=name, KeySchema=[{"AttributeName": "base_uri", "KeyType": "HASH"},
+                                                {"AttributeName": "version", "KeyType": "RANGE"}],
+                     AttributeDefinitions=[{"AttributeName": "base_uri", "AttributeType": "S"},
+                                           {"AttributeName": "version", "AttributeType": "N"}], BillingMode="PAY_PER_REQUEST")
+
+
+@pytest.mark.slow  # moto, a store opened on it and the AWS SDK's retries: ~5-10 s (`make test-object-store`)
+def test_a_write_whose_commit_the_dynamodb_commit_store_cannot_confirm_is_a_storage_failure(monkeypatch):
+    """An `s3+ddb://` store serving, its DynamoDB commit table then gone (deleted, or DynamoDB not reached): Lance
+    raises `RuntimeError: Commit result for version N is unknown: ...`, no AWS error in its words. Before: no storage
+    failure matched it, so a chat or profile read that moved the user's feedback was a 500 `internal_error`,
+    `/health` said `ok` with nothing under `storage`, and the ingest worker logged a traceback every 4 s. Now the
+    StoreUnavailable `commit-store` naming the table (a 503, listed in `/health`)."""
+    from pluralign.store.failures import StoreUnavailable
+    from pluralign.store.tables import Store
+    from tests.s3 import S3Server
+    from tests.stores import user_row
+
+    with S3Server("pluralign-test") as s3:
+        monkeypatch.setenv("DYNAMODB_ENDPOINT", s3.endpoint)
+        _commit_table(s3.endpoint, "pluralign-commits", make=True)
+        store = Store("s3+ddb://pluralign-test/gone?ddbTableName=pluralign-commits", "enc", 4, storage_options=s3.options)
+        store.put_user(user_row("before", 1.0))
+        _commit_table(s3.endpoint, "pluralign-commits", make=False)
+        with pytest.raises(StoreUnavailable) as caught:
+            store.put_user(user_row("after", 2.0))
+    assert (caught.value.problem, caught.value.name) == ("commit-store", "table `users`"), str(caught.value)
+    assert [p["problem"] for p in store.problems.recent()] == ["commit-store"], store.problems.recent()
