@@ -57,7 +57,7 @@ test-slow-loop: $(STAMP)
 
 # past one machine: two replicas on one store, the Ray job runner, a front service on a remote encoder and a remote generator (slow-marked; ~8 min here)
 test-scaleout: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/service/test_review37b_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py tests/service/test_trial45_delete_chats.py tests/service/test_reviewtrial45b_delete_chats.py tests/e2e/test_trial45_ray_start.py tests/service/test_replicas49_pal_pickup.py tests/service/test_replicas49_dead_letters.py tests/service/test_replicas49_bootstrap.py tests/service/test_replicas49_keys.py tests/service/test_reviewreplicas49_pal_take_up.py tests/service/test_replicas50_pal_copy.py tests/service/test_remote50_replicas.py tests/service/test_reviewremote50_adapter_jobs.py tests/service/test_reviewremote50_restart.py tests/service/test_reviewpurge50.py tests/service/test_trialdeploy50_pal_dir.py tests/service/test_upgrade51_pal_dir.py tests/service/test_remote51_delete_streams.py tests/service/test_remote51_one_index.py tests/service/test_remote51_tokenize.py tests/service/test_reviewremote51_delete_streams.py tests/service/test_deletions_replicas.py tests/service/test_replica37_delete_race.py tests/service/test_review29b.py tests/service/test_flakydj44_replicas.py tests/service/test_review43_audit_replicas.py tests/service/test_break21_deletions.py tests/e2e/test_ops42_ray.py tests/service/test_reviewtrial52_claims.py tests/service/test_versions53_claims.py tests/e2e/test_reviewlocks52_ray_promotion.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_replicas.py tests/service/test_review37b_replicas.py tests/e2e/test_ray_runner.py tests/e2e/test_remote_encoder.py tests/e2e/test_remote_generator.py tests/service/test_trial45_delete_chats.py tests/service/test_reviewtrial45b_delete_chats.py tests/e2e/test_trial45_ray_start.py tests/service/test_replicas49_pal_pickup.py tests/service/test_replicas49_dead_letters.py tests/service/test_replicas49_bootstrap.py tests/service/test_replicas49_keys.py tests/service/test_reviewreplicas49_pal_take_up.py tests/service/test_replicas50_pal_copy.py tests/service/test_remote50_replicas.py tests/service/test_reviewremote50_adapter_jobs.py tests/service/test_reviewremote50_restart.py tests/service/test_reviewpurge50.py tests/service/test_trialdeploy50_pal_dir.py tests/service/test_upgrade51_pal_dir.py tests/service/test_remote51_delete_streams.py tests/service/test_remote51_one_index.py tests/service/test_remote51_tokenize.py tests/service/test_reviewremote51_delete_streams.py tests/service/test_deletions_replicas.py tests/service/test_replica37_delete_race.py tests/service/test_review29b.py tests/service/test_flakydj44_replicas.py tests/service/test_review43_audit_replicas.py tests/service/test_break21_deletions.py tests/e2e/test_ops42_ray.py tests/service/test_reviewtrial52_claims.py tests/service/test_versions53_claims.py tests/e2e/test_reviewlocks52_ray_promotion.py tests/e2e/test_ops53_replicas_s3.py
 
 # training artifacts and jobs under failure (diverging runs, damaged artifacts, killed workers): real tiny runs, slow-marked
 test-artifacts: $(STAMP)
@@ -68,7 +68,7 @@ test-artifacts: $(STAMP)
 # tests/service/test_tenant48_removal.py; the fast tests of the same path (quoted names, a chat in flight, keys that cannot be
 # revoked, a batch of many users, a full disk) are in the default suite and run here too
 test-tenant-removal: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_tenant49_removal.py tests/service/test_reviewtenant49_removal.py tests/service/test_reviewtenant49_journal.py tests/service/test_reviewfeedback48.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_tenant49_removal.py tests/service/test_reviewtenant49_removal.py tests/service/test_reviewtenant49_journal.py tests/service/test_reviewfeedback48.py tests/service/test_ops53_removal_replicas.py
 
 # Until session 51, 165 slow-marked tests ran in `make test-all` alone; each now belongs to one named target too.
 # `pluralign serve` and its jobs killed (SIGKILL), stopped (SIGTERM, SIGINT), on a full disk, a damaged table or an
@@ -85,7 +85,7 @@ test-http: $(STAMP)
 
 # the store on an S3 bucket (moto on loopback, tests/s3.py) that goes away, throttles, hangs or refuses the keys
 test-object-store: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break28_object_store.py tests/service/test_ops39_lease_s3.py tests/service/test_review38l_s3_versions.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break28_object_store.py tests/service/test_ops39_lease_s3.py tests/service/test_review38l_s3_versions.py tests/service/test_ops53_store_settings.py
 
 # the generation child process: it dies, hangs or cannot load, and the service stops around it
 test-generation: $(STAMP)

@@ -444,6 +444,15 @@ def _browser_host(host: str) -> str | None:
 Rule = tuple[Callable[[Settings], bool], str | Callable[[Settings], str]]
 
 
+def _plain_http_refused(settings: Settings) -> bool:
+    """Whether the tables are on an object store reached at an `http://` `store_endpoint` that object_store would refuse
+    to send to: `store_allow_http` off, and no `AWS_ALLOW_HTTP` (Lance's own fallback for an option not given) allowing it."""
+    from pluralign.store.location import is_object_store
+
+    plain = (settings.store_endpoint or "").lower().startswith("http://") and is_object_store(settings.lancedb_uri)
+    return plain and not settings.store_allow_http and os.environ.get("AWS_ALLOW_HTTP", "").lower() not in ("1", "true", "on", "yes", "y")
+
+
 def _at_least_1(name: str) -> Rule:
     return (lambda s: getattr(s, name) < 1, f"`{name}` must be at least 1")
 
@@ -501,6 +510,12 @@ RULES: tuple[Rule, ...] = (
                f"can finish) and at most 3600, got {s.store_timeout_s:g}"),
     (lambda s: not 0 <= s.store_retries <= 100, lambda s: f"`store_retries` must be 0..100, got {s.store_retries}"),
     (lambda s: s.store_sync_ms is not None and s.store_sync_ms < 0, "`store_sync_ms` must be at least 0"),
+    # object_store sends nothing to a plain-http endpoint unless told it may: every request failed `BadScheme`, and the
+    # start ended in Lance's words, seconds of model loading later, naming no setting (session ops53)
+    (lambda s: _plain_http_refused(s),
+     lambda s: f"`store_allow_http` must be true for the plain-http `store_endpoint` {redacted(s.store_endpoint)!r}: the "
+               "object store sends no request to an http:// endpoint otherwise. Set PLURALIGN_STORE_ALLOW_HTTP=true (a "
+               "local S3-compatible server: MinIO, moto), or give the endpoint as https://"),
     # queues, limits and jobs
     *(_at_least_1(name) for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_deletes", "delete_queue", "max_exports",
                                      "tenant_queued_jobs", "job_attempts", "max_source_chars", "max_attributes",

@@ -61,6 +61,9 @@ PROBLEMS = {  # kind -> words for it
     "no-bucket": "its bucket does not exist",
     "wrong-region": "the object store refused the request as malformed or redirected it (most often a wrong region)",
     "no-credentials": "no credentials for the object store were found (no key set, none in AWS_* variables, no instance role)",
+    # `s3+ddb://`: Lance's DynamoDB commit store, which the AWS SDK reaches (not object_store)
+    "commit-store": "its DynamoDB commit store refused or failed the request (its table missing, DynamoDB not reached, or the "
+                    "keys refused)",
     # Lance's removal of old versions counts the files it could not delete and raises nothing (`store.versions`)
     "not-removed": "files of its old versions, which may hold deleted rows, could not be deleted (the store refused or failed "
                    "the deletes: no permission to delete, a retention rule, or a server error)",
@@ -71,7 +74,7 @@ REWRITTEN = "rewritten without a deleted user"
 # a table's old versions removed after a purge (`Store._drop_old_versions`): noted apart from its plain writes, whose
 # later success does not mean the old versions' files (the deleted rows' text) are gone
 OLD_VERSIONS = "cleared of its old versions"
-OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket", "wrong-region", "no-credentials"})  # shown until the same action succeeds, reads too
+OBJECT_STORE_PROBLEMS = frozenset({"unreachable", "denied", "no-bucket", "wrong-region", "no-credentials", "commit-store"})  # shown until the same action succeeds, reads too
 WRITES = frozenset({"written", REWRITTEN, OLD_VERSIONS})  # actions whose failure shows until that same action succeeds
 READ_PROBLEM_S = 600.0  # how long a failed read is reported (`Problems.recent`) after it was last seen
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -106,6 +109,12 @@ _ECHOED = re.compile(r"<(AWSAccessKeyId|SignatureProvided|StringToSign|StringToS
 _RUST_SOURCE = re.compile(r",\s*[^\s,]+\.rs:\d+:\d+|,\s*location: Location \{[^}]*\}(?:,\s*backtrace: \w+)?")
 # Lance's credential chain (aws-config) found no credentials at all: no key set, no AWS_* variables, no profile
 # or instance role ("Failed to get AWS credentials: CredentialsNotLoaded(... no providers in chain ...)")
+# the AWS SDK's error, which in Lance only its DynamoDB commit store (`s3+ddb://`) raises: S3 is reached by object_store
+_COMMIT_STORE = re.compile(r"WrappedSdkError")
+_SDK_ERROR = re.compile(r'#(\w+)\\?", \\?"message\\?": \\?"(.*?)\\?"')  # DynamoDB's body: {"__type": "...#Name", "message": "..."}
+# Lance's words for a commit it could not read back (a commit store, DynamoDB, failing meanwhile: its table gone, not
+# reached): the AWS SDK's error is only in Lance's own log, and only the store's URI tells which store it was
+_COMMIT_UNKNOWN = re.compile(r"Commit result for version \d+ is unknown")
 _NO_CREDENTIALS = re.compile(r"Failed to get AWS credentials|CredentialsNotLoaded|no providers in chain provided credentials")
 
 
@@ -164,10 +173,13 @@ def storage_problem(exc: BaseException) -> tuple[str, int | None] | None:
 def object_store_problem(text: str) -> str | None:
     """"no-credentials", "no-bucket", "denied", "unreachable" or "wrong-region" when `text` (Lance's or object_store's words)
     says an object store has no such bucket, refused the credentials, did not answer (or answered 5xx), or
-    refused the request as malformed or redirected it (400, 301: a wrong region); else None."""
+    refused the request as malformed or redirected it (400, 301: a wrong region); "commit-store" when it is the AWS SDK's
+    error of an `s3+ddb://` store's DynamoDB commit store (any: its table missing, DynamoDB not reached); else None."""
     text = _RUST_SOURCE.sub("", text)
     if _NO_CREDENTIALS.search(text):
         return "no-credentials"
+    if _COMMIT_STORE.search(text):
+        return "commit-store"
     if not _OBJECT_STORE.search(text):  # a local disk's "(os error 110)" is no object store's
         return None
     if _NO_BUCKET.search(text):
@@ -206,12 +218,29 @@ def unavailable(exc: BaseException, name: str, where: str, action: str, secrets=
     if isinstance(exc, StoreUnavailable):
         return exc
     found = storage_problem(exc)
+    if found is None and _COMMIT_UNKNOWN.search(str(exc)) and "://" in where and not where.startswith(("memory://", "file://")):
+        found = ("commit-store" if where.startswith("s3+ddb://") else "unreachable", None)
     if found is None:
         return None
     detail = scrub(_RUST_SOURCE.sub("", getattr(exc, "strerror", None) or str(exc)).strip(), secrets)
+    if found[0] == "commit-store":
+        detail = commit_store_detail(detail)
     if isinstance(exc, OSError) and exc.filename:
         detail = f"{detail}: {exc.filename}"
     return StoreUnavailable(name, where, action, found[0], detail, found[1])
+
+
+def commit_store_detail(text: str) -> str:
+    """The AWS SDK's error of a DynamoDB commit store (`_COMMIT_STORE`) in a few words: the error DynamoDB answered and
+    its message ("DynamoDB answered ResourceNotFoundException: Requested resource not found: Table: T not found"), or
+    that it did not answer; the SDK's text holds every header of the answer (a kilobyte) before them."""
+    answered = _SDK_ERROR.search(text)
+    if answered:
+        return f"DynamoDB answered {answered.group(1)}: {answered.group(2)}"
+    if "no service error" in text:
+        return ("DynamoDB did not answer (no connection, or no credentials for it: its endpoint, AWS's for the region or "
+                "DYNAMODB_ENDPOINT, the network, the keys)")
+    return text[:300]
 
 
 class Problems:

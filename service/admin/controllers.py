@@ -130,7 +130,7 @@ def list_jobs(
 def get_job(request: Request, job_id: FromPath[str]) -> Job:
     job = _admin(request).runner.get(job_id)
     if job is None:
-        raise NotFoundException(f"no job {shown(job_id)}")
+        raise no_job(request.app.state.runtime, job_id)
     return _admin(request).public.job(job)
 
 
@@ -150,7 +150,7 @@ async def get_job_report(request: Request, job_id: FromPath[str]) -> Response:
     admin = _admin(request)
     job = admin.runner.get(job_id)
     if job is None:
-        raise NotFoundException(f"no job {shown(job_id)}")
+        raise no_job(request.app.state.runtime, job_id)
     if job.kind != "audit":
         article = "an" if job.kind[:1] in "aeiou" else "a"  # an adapter, an em, an audit; a train, a refit
         raise NotFoundException(f"job {shown(job_id)} is {article} {job.kind} job: only an audit job has a report")
@@ -168,7 +168,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
     try:
         return _admin(request).public.job(_admin(request).runner.cancel(job_id))
     except UnknownJob:
-        raise NotFoundException(f"no job {shown(job_id)}") from None
+        raise no_job(request.app.state.runtime, job_id) from None
 
 
 @get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(409, 422, 503, 507), 200: REPORT_RESPONSE, 202: ResponseSpec(
@@ -336,6 +336,16 @@ def answering_replica(rt, replica: int | None) -> None:
                    "letters of its own feedback log; ask replica {replica} at its own address, not through the load balancer")
         raise HTTPException(status_code=421, detail=f"`replica`: {problem.format(replica=replica)}",
                             extra=[{"key": "replica", "message": problem.format(replica=replica), "code": "other_replica"}])
+
+
+def no_job(rt, job_id: str) -> NotFoundException:
+    """The 404 for a job id this replica holds no record of, saying that job records are per replica when there are
+    several (its own data folder's `jobs/`: a poll through the load balancer may reach another replica)."""
+    if rt.settings.replicas > 1:
+        return NotFoundException(f"no job {shown(job_id)} on this replica (replica {rt.settings.replica_index} of "
+                                 f"{rt.settings.replicas}): a job's record is kept by the replica that queued it; ask each "
+                                 "replica at its own address, not through the load balancer")
+    return NotFoundException(f"no job {shown(job_id)}")
 
 
 def no_letter(rt, name: str) -> NotFoundException:

@@ -120,7 +120,13 @@ def remove_tenant(request: Request, tenant: FromPath[str], even_if_unseen: FromQ
 
 @get("/tenants/{tenant:str}/removal", sync_to_thread=False, responses=error_responses(404), summary="A tenant's removal: its progress")
 def get_tenant_removal(request: Request, tenant: FromPath[str]) -> TenantRemoval:
-    removal = read_removal(request.app.state.runtime.settings.data_path, _tenant(tenant))
+    settings = request.app.state.runtime.settings
+    removal = read_removal(settings.data_path, _tenant(tenant))
+    if removal is None and settings.replicas > 1:  # the record is in the data folder of the replica the POST reached
+        raise NotFoundException(
+            f"no removal of tenant {tenant} was begun on this replica (replica {settings.replica_index} of {settings.replicas}): "
+            "a removal's record is kept by the replica it was sent to; ask each replica at its own address, not through "
+            f"the load balancer (`GET /admin/tenants/{tenant}/users` on any replica shows what of the tenant is left)")
     if removal is None:
         raise NotFoundException(f"no removal of tenant {tenant} was begun")
     return removal

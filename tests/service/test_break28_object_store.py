@@ -439,7 +439,7 @@ def test_what_s3_repeats_and_an_endpoint_password_are_hidden():
     from training.commands.serve import store_problem
 
     token, password = "IQoJb3JpZ2luX2VjEPLURALIGNSESSIONTOKEN28", "endpoint-password-28"
-    settings = Settings.load({}, store_uri="s3://b/p", store_endpoint=f"http://gateway:{password}@127.0.0.1:1", store_region="eu-west-1",
+    settings = Settings.load({}, store_uri="s3://b/p", store_endpoint=f"http://gateway:{password}@127.0.0.1:1", store_region="eu-west-1", store_allow_http=True,
                              store_access_key_id=ACCESS_KEY, store_secret_access_key=SECRET_KEY)
     words = {"denied": f"lance error: LanceError(IO): Generic S3 error: Error performing PUT http://gateway:{password}@127.0.0.1:1/b/p/x.lance "
                        f"- Server returned non-2xx status code: 400 Bad Request: <Error><Code>ExpiredToken</Code><Token-0>{token}</Token-0></Error>",

@@ -274,6 +274,7 @@ STORE_SETTINGS = {  # what an operator checks for each object-store problem at s
     "wrong-region": "PLURALIGN_STORE_REGION (setting store_region)",
 }
 STORE_SETTINGS["no-credentials"] = STORE_SETTINGS["denied"]
+STORE_SETTINGS["commit-store"] = STORE_SETTINGS["no-bucket"]  # its `ddbTableName`; `commit_table` adds the table and endpoint
 MAX_DETAIL = 400  # characters of the object store's own words a failed start repeats (the log line is one line)
 
 
@@ -291,8 +292,20 @@ def store_problem(settings, exc) -> str:
         setting += f", within PLURALIGN_STORE_TIMEOUT_S = {settings.store_timeout_s:g} s a request"
     elif exc.problem == "wrong-region":
         setting += f" = {settings.store_region}" if settings.store_region else " (unset: AWS_REGION, or us-east-1)"
+    elif exc.problem == "commit-store":
+        setting += commit_table(settings.lancedb_uri)
     detail = exc.detail if len(exc.detail) <= MAX_DETAIL else exc.detail[:MAX_DETAIL] + "..."
     return f"{setting}: the store {where} cannot be {exc.action}: {PROBLEMS[exc.problem]} ({detail})"
+
+
+def commit_table(uri: str) -> str:
+    """What a start names of an `s3+ddb://...?ddbTableName=T` store's DynamoDB commit store: the table, and where
+    Lance's AWS SDK reaches DynamoDB (`DYNAMODB_ENDPOINT`, Lance's variable; unset: AWS's own)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    table = parse_qs(urlsplit(uri).query).get("ddbTableName", ["(none given)"])[0]
+    endpoint = os.environ.get("DYNAMODB_ENDPOINT") or "(unset: AWS's own, in the store's region)"
+    return f": its DynamoDB commit table `{table}` (ddbTableName), at DYNAMODB_ENDPOINT = {endpoint}"
 
 
 def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None, json_logs: bool = False,
