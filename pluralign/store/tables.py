@@ -1147,6 +1147,14 @@ class Store:
         later = f"(received_at >= {t} OR (received_at IS NULL AND NOT {made_before(since)}))"  # created_at is never null
         return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {later}") > 0
 
+    @_uses("preferences", "read")
+    def holds_received_before(self, tenant: str, user_id: str, before: float) -> bool:
+        """Whether the table holds a row of the user received before `before` (unix seconds; `StoredPreference.received`,
+        as `received_before` filters: what a DELETE's steps delete): one count, no row read. What a DELETE finished for
+        a user who came back asks inside the store's maintenance turn (`service.users.services._stored_before`): until
+        session jobs53 it read every row of theirs there (`preferences_for`; 100,000 rows: benchmarks/stored_before.py)."""
+        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {received_before(before)}") > 0
+
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
         """Append one served response. Raises StoreError naming `tenant` or `user_id` when one names no one."""
