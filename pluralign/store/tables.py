@@ -1235,6 +1235,16 @@ class Store:
         return [msgspec.convert({k: r[k] for k in _DELETION_FIELDS if k in r}, Deletion) for r in rows]
 
     @_uses("deletions", "read")
+    def deletion_reaches(self, user_hash: str, made_at: float) -> bool:
+        """Whether a deletion record names `user_hash` whose DELETE reaches what was made at `made_at` (unix seconds): it
+        may hold the user's rows from before that DELETE (`Deletion.made`: `made_until`, else `deleted_at`, at or after it)."""
+        if not all(c in "0123456789abcdef" for c in user_hash):
+            raise ValueError(f"not a user hash: {user_hash!r}")
+        t = repr(float(made_at))
+        made = f"(made_until >= {t} OR (made_until IS NULL AND deleted_at >= {t}))"
+        return self.deletions.count_rows(f"user_hash = '{user_hash}' AND {made}") > 0
+
+    @_uses("deletions", "read")
     def deleted_after(self, user_hash: str, since: float) -> bool:
         """Whether a deletion record names `user_hash` (`deletions.user_hash`) at or after `since`."""
         if not all(c in "0123456789abcdef" for c in user_hash):

@@ -1515,7 +1515,8 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     DELETE stopped before its store's step, or another replica's feedback log held them): a user who came back then
     had their old rows read with their new ones. Once those rows had gone, what was made since holds none and stays
     (session locks52: before, it stayed either way, an adapter trained on the deleted rows served on)."""
-    made = time.time() if _stored_before(rt, tenant, user_id, before) else before
+    stored = _stored_before(rt, tenant, user_id, before)
+    made = time.time() if stored else before
     # by hash: rows received before `until` (it began), things made before `made_until` (`Forget.made_at`)
     forget = Forget.of([new_deletion(tenant, user_id, made, rt.settings.replica_index, began_at=before)])
     counts = no_counts(rt)
@@ -1548,7 +1549,10 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     finally:
         rt.forget_pooled(tenant)
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
-            rt.deletion_sweep.record(tenant, user_id, began_at=before)  # recorded now: a replica whose watermark passed `before` applies it
+            # recorded now: a replica whose watermark passed `before` applies it. Their rows from before it had gone from
+            # the store before this looked: what another replica made since holds none (their newer adapter job) and
+            # stays, as it does here (`made_until`; until session jobs53 those replicas purged it, or refused its adapter)
+            rt.deletion_sweep.record(tenant, user_id, began_at=before, made_until=None if stored else before)
     return counts, cache_error
 
 
