@@ -59,3 +59,66 @@ def test_the_population_job_whose_worker_ended_last_is_the_one_served(tmp_path):
     promotions.runner = runner
     runner.start()
     check_the_population_job_that_ended_last_is_served(runner, promotions, 30)
+
+
+CUT_CHILD = r"""
+import os, signal, sys, pathlib
+from training.jobs.promotion import Promotions
+from training.jobs.runner import LocalJobRunner, RunnerConfig
+from tests.e2e.test_jobs53_population_order import KINDS
+from tests.e2e.test_train39_promotion_cut import put_into_service
+
+folder, served = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+consider = Promotions.consider
+
+def considered(self, *args, **kwargs):
+    out = consider(self, *args, **kwargs)
+    print("killed after promotions.json named it", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+Promotions.consider = considered
+runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+runner.start()
+runner.wait(runner.submit("pal", {"model": "second", "accuracy": 0.8}).id, timeout=60)
+"""
+
+
+def test_a_cut_pal_promotion_that_fails_when_finished_puts_back_the_em_model_promoted_after_the_pal_one_before_it(tmp_path):
+    """A `pal` job promoted, then an `em` job (served last); a second `pal` job's promotion is cut short by a kill once
+    promotions.json named it, and putting it into service fails at the restart. What is put into service again is what
+    was served before it: the `em` model, promoted last of the population models. Before, the `pal` key's entry alone
+    was looked at (`_serve_named_again`): the first `pal` model was swapped in over the `em` one."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.e2e.test_train39_promotion_cut import put_into_service
+    from training.jobs.store import JobStore
+
+    folder, served = tmp_path / "jobs", tmp_path / "served"
+    runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
+    runner.start()
+    try:
+        done = [runner.wait(runner.submit(kind, {"model": model, "accuracy": 0.6}).id, timeout=60)
+                for kind, model in (("pal", "first"), ("em", "em"))]
+    finally:
+        runner.stop()
+    assert [job.promoted for job in done] == [True, True] and (served / "model.txt").read_text() == "em"
+    run = subprocess.run([sys.executable, "-c", CUT_CHILD, str(folder), str(served)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == -9 and "killed after" in run.stdout, (run.returncode, run.stdout, run.stderr[-2000:])
+    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
+    put = put_into_service(served)
+
+    def refused(job, key):
+        if job.id == cut.id:
+            raise OSError(28, "No space left on device", str(served))
+        put(job, key)
+
+    again = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=refused)
+    again.start()
+    try:
+        job = again.wait(cut.id, timeout=60)
+    finally:
+        again.stop()
+    assert job.state == "succeeded" and job.promoted is False, job
+    assert (served / "model.txt").read_text() == "em", "a pal model promoted before the em one was put back over it"

@@ -784,16 +784,15 @@ class LocalJobRunner:
         return job if done is not None and done.state != "running" and done.promoted is not True else None  # not queued
 
     def _serve_named_again(self, job: Job) -> None:
-        """After a cut-short promotion of `job` that did not finish: put what promotions.json names for its key
-        (what was served before it, `_withdraw_all`) into service again, since the stop may have come after
-        `job`'s model was put in. A failure is logged; the next start or promotion puts a model in again."""
+        """After a cut-short promotion of `job` that did not finish: put what promotions.json names for what its
+        promotion puts into service (what was served before it, `_withdraw_all`; `_named_last`) into service again,
+        since the stop may have come after `job`'s model was put in. A failure is logged; the next start or promotion
+        puts a model in again."""
         kind = self.kinds.get(job.kind)
         if self.on_promote is None or kind is None or kind.promotion_key is None:
             return
-        key = kind.promotion_key(job)
-        served = self.promotions.served(key)
-        before = self.store.get(served.job_id) if served is not None else None
-        if before is None or not before.artifact:
+        key, served, before = self._named_last(self._served_as(job))
+        if served is None or before is None or not before.artifact:
             return
         try:
             self.on_promote(msgspec.structs.replace(before, artifact=served.artifact), key)
@@ -802,6 +801,23 @@ class LocalJobRunner:
         except Exception:
             log.exception("job %s's promotion was cut short and did not finish; putting job %s (named in promotions.json "
                           "for %s) into service again failed", job.id, before.id, key)
+
+    def _named_last(self, served_as: str) -> tuple[str, Served | None, Job | None]:
+        """What promotions.json names as promoted last (`promoted_at`) among the keys whose jobs put `served_as` into
+        service (`_served_as`: one key, or `pal` and `em` for the population model), with its key and job record; ("",
+        None, None) when none. Until session jobs53 a cut `pal` promotion that did not finish put back what the `pal` key
+        named, also over an `em` model promoted after it."""
+        named = []
+        for key in self.promotions.keys():
+            served = self.promotions.served(key)
+            before = self.store.get(served.job_id) if served is not None else None
+            kind = self.kinds.get(before.kind) if before is not None else None
+            if kind is not None and kind.promotion_key is not None and self._served_as(before) == served_as:
+                named.append((served.promoted_at, key, served, before))
+        if not named:
+            return "", None, None
+        _, key, served, before = max(named, key=lambda entry: entry[0])
+        return key, served, before
 
     def _served_before(self, job: Job, key: str) -> Served | None:
         """What was served for `key` before `job`, whose promotion was cut short (promotions.json names `job` and
