@@ -4,7 +4,9 @@ tenant's DELETE, import forgetting and compaction waits for). Until session jobs
 (`Store.preferences_for`: their history, vectors and all when not cached, then one Python object per row) to ask
 whether any was received before the DELETE began; now it is one count (`Store.holds_received_before`, the
 `received_before` filter every DELETE step deletes by). A local store with 20 other users of 50 rows and one user of
-`--rows` rows each, their vectors `--dim` wide (MiniLM's 384 by default).
+`--rows` rows each, their vectors `--dim` wide (MiniLM's 384 by default). The same DELETE's read of the texts it forgets
+from the embedding caches (`_forget_vectors`, also in the turn, also in every DELETE's steps) is timed beside it:
+every row read before, their texts alone now (`Store.texts_of`).
 
     OMP_NUM_THREADS=1 python -m benchmarks.stored_before --rows 10000 100000
 
@@ -38,6 +40,11 @@ def read_every_row(store: Store, before: float) -> bool:
     return any(p.received() < before for p in store.preferences_for("t", "u")[0])
 
 
+def texts_of_every_row(store: Store, before: float) -> list[str]:
+    """The store's half of `_forget_vectors(before)` as it was until session jobs53: the texts of every row read."""
+    return sorted(t for p in store.preferences_for("t", "u")[0] if p.received() < before for t in (p.prompt, p.chosen, p.rejected))
+
+
 def mean_ms(call, repeat: int, cold: Store | None = None) -> tuple[float, object]:
     """Mean milliseconds of `call()` over `repeat` calls after a warm-up, and what it returned; `cold`: that store's
     cached history of user u dropped before each call (not timed)."""
@@ -68,7 +75,11 @@ def measure(n: int, dim: int, repeat: int) -> str:
             warm, old_warm = mean_ms(lambda b=before: read_every_row(store, b), repeat)
             count, new = mean_ms(lambda b=before: store.holds_received_before("t", "u", b), repeat)
             assert old_cold == old_warm == new, (name, old_cold, old_warm, new)
-            figures.append(f"{name} ({new}): every row read {cold:.1f} ms cold, {warm:.1f} ms cached; one count {count:.1f} ms")
+            texts_cold, old_texts = mean_ms(lambda b=before: texts_of_every_row(store, b), repeat, cold=store)
+            texts, new_texts = mean_ms(lambda b=before: store.texts_of("t", ["u"], b), repeat)
+            assert old_texts == sorted(new_texts), name
+            figures.append(f"{name} ({new}): every row read {cold:.1f} ms cold, {warm:.1f} ms cached; one count {count:.1f} ms; "
+                           f"their texts ({len(new_texts)}): from every row read {texts_cold:.1f} ms cold, alone {texts:.1f} ms")
     return f"rows={n} dim={dim}: " + "; ".join(figures)
 
 

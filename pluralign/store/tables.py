@@ -1693,12 +1693,15 @@ class Store:
         return [self._preference(r, tenant, user_id) for r in page], total
 
     @_uses("preferences", "read")
-    def texts_of(self, tenant: str, user_ids: list[str]) -> list[str]:
+    def texts_of(self, tenant: str, user_ids: list[str], before: float | None = None) -> list[str]:
         """The prompts and answers of every stored preference row of `user_ids` (of `tenant`), in one read: what a
-        batch of a tenant's removal forgets from the embedding caches (`preferences_for` reads one user)."""
+        batch of a tenant's removal, or a user's DELETE, forgets from the embedding caches (their texts alone: no
+        vectors, no row objects; 100,000 rows of a user were read whole until session jobs53,
+        benchmarks/stored_before.py). `before` (unix seconds): only rows received before it (`received_before`)."""
         if not user_ids:
             return []
-        rows = (self.preferences.search().where(owners_filter(tenant, sorted(set(user_ids))))
+        where = owners_filter(tenant, sorted(set(user_ids))) + ("" if before is None else f" AND {received_before(before)}")
+        rows = (self.preferences.search().where(where)
                 .select(["prompt", "chosen", "rejected"]).limit(None).to_arrow())
         return [t for name in ("prompt", "chosen", "rejected") for t in rows.column(name).to_pylist() if t is not None]
 
