@@ -246,16 +246,18 @@ class DeletionSweep(Periodic):
             self._applied = [e for e in self._applied if e[1] is None or e[1] >= now - SLACK_S]
             return [forget for forget, ended in self._applied if ended is None or ended >= since]
 
-    def record(self, tenant: str, user_id: str, began_at: float) -> Deletion:
+    def record(self, tenant: str, user_id: str, began_at: float, made_until: float | None = None) -> Deletion:
         """A DELETE answered here (its own steps clean this replica's files), begun at `began_at` (unix
         seconds: what the user sent before it is deleted), its rows just gone from the store: recorded
-        now for the other replicas, and noted as applied here."""
-        return self.record_many(tenant, [user_id], began_at)[0]
+        now for the other replicas, and noted as applied here. `made_until` (unix seconds): what was made before it
+        may hold the user's rows from before the DELETE (`Deletion.made`); None: now, when it is recorded."""
+        return self.record_many(tenant, [user_id], began_at, made_until)[0]
 
-    def record_many(self, tenant: str, user_ids: list[str], began_at: float) -> list[Deletion]:
+    def record_many(self, tenant: str, user_ids: list[str], began_at: float, made_until: float | None = None) -> list[Deletion]:
         """`record` for each of `user_ids` (a batch of a tenant's removal), in one commit."""
         now = time.time()
-        records = [new_deletion(tenant, u, now, self.rt.settings.replica_index, began_at=began_at) for u in user_ids]
+        records = [new_deletion(tenant, u, now, self.rt.settings.replica_index, began_at=began_at, made_until=made_until)
+                   for u in user_ids]
         self.rt.store.record_deletion(*records)
         self._note_applied(records)
         return records

@@ -503,6 +503,13 @@ class Runtime:
         after `since` (unix seconds; the store's deletion records, as stale as `store_sync_ms`)."""
         return self.deletion_sweep is not None and self.store.deleted_after(user_hash(tenant, user_id), since)
 
+    def recorded_deletion_reaches(self, tenant: str, user_id: str, made_at: float) -> bool:
+        """With several replicas: whether a DELETE of the user recorded through any of them reaches what was made at
+        `made_at` (unix seconds; a job queued then): it may hold their rows from before that DELETE (`Deletion.made`).
+        A DELETE finished from the journal for a user who came back once those rows had gone reaches only what was made
+        before it began (session jobs53: before, anything made before its record was written)."""
+        return self.deletion_sweep is not None and self.store.deletion_reaches(user_hash(tenant, user_id), made_at)
+
     def __post_init__(self) -> None:
         if self.scheduler is None:
             s = self.settings

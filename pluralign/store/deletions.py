@@ -70,6 +70,9 @@ def deletion_schema() -> pa.Schema:
             # added later (nullable, so an older table gains it on open): when the DELETE began (`Deletion`).
             # Null = a record written before it was kept: its `deleted_at` stands in
             pa.field("began_at", pa.float64(), nullable=True),
+            # added in session jobs53 (nullable, as `began_at`): what was made before it may hold the user's rows from
+            # before the DELETE (`Deletion.made`). Null: `deleted_at` stands in
+            pa.field("made_until", pa.float64(), nullable=True),
         ],
         metadata={"schema_version": str(SCHEMA_VERSION)},
     )
@@ -89,16 +92,26 @@ class Deletion(Persisted, kw_only=True, frozen=True):
     deleted_at: float  # unix seconds: when the record was written
     replica: int  # the replica index that answered the DELETE
     began_at: float | None = None  # unix seconds: when the DELETE began; None: written before it was kept
+    # unix seconds: things made before it (a job queued, a snapshot taken) may hold the user's rows from before the
+    # DELETE; None: `deleted_at` (their rows had left the store by the record's writing). Earlier for a DELETE finished
+    # from the journal for a user who came back once those rows had gone (`service.users.services.forget_before`)
+    made_until: float | None = None
 
     def began(self) -> float:
         """When the DELETE began: rows of the user received before it are theirs no more. A record
         written before `began_at` was kept counts as begun when it was written (its old meaning)."""
         return self.deleted_at if self.began_at is None else self.began_at
 
+    def made(self) -> float:
+        """Until when what was made may hold the user's rows from before the DELETE (`made_until`, else `deleted_at`):
+        a job queued or a snapshot taken since holds none of them (`Forget.made_at`)."""
+        return self.deleted_at if self.made_until is None else self.made_until
 
-def new_deletion(tenant: str, user_id: str, deleted_at: float, replica: int, began_at: float | None = None) -> Deletion:
+
+def new_deletion(tenant: str, user_id: str, deleted_at: float, replica: int, began_at: float | None = None,
+                 made_until: float | None = None) -> Deletion:
     return Deletion(deletion_id=uuid.uuid4().hex, tenant=tenant, user_hash=user_hash(tenant, user_id),
-                    deleted_at=deleted_at, replica=replica, began_at=began_at)
+                    deleted_at=deleted_at, replica=replica, began_at=began_at, made_until=made_until)
 
 
 def new_tenant_deletion(tenant: str, deleted_at: float, replica: int, began_at: float) -> Deletion:
@@ -126,7 +139,7 @@ class Forget:
     # `began()` plus how stale a replica's reads of the store may be
     until: Mapping[str, float] = field(default_factory=dict)
     # hash -> what was made before this (unix seconds) may hold their rows from before the DELETE: the
-    # latest record's `deleted_at` plus the same staleness. Missing: `until` stands in
+    # latest record's `made()` (`deleted_at` unless it says earlier) plus the same staleness. Missing: `until` stands in
     made_until: Mapping[str, float] = field(default_factory=dict)
     # tenant -> every row of the tenant set aside (`pluralign.store.dead_letter`) received before this (unix seconds)
     # is forgotten: the latest removal's `began()` plus the same staleness (records naming `TENANT_WIDE`)
@@ -146,7 +159,7 @@ class Forget:
                 tenants[d.tenant] = max(tenants.get(d.tenant, -math.inf), d.began() + stale_s)
                 continue
             until[d.user_hash] = max(until.get(d.user_hash, -math.inf), d.began() + stale_s)
-            made_until[d.user_hash] = max(made_until.get(d.user_hash, -math.inf), d.deleted_at + stale_s)
+            made_until[d.user_hash] = max(made_until.get(d.user_hash, -math.inf), d.made() + stale_s)
         return cls(hashes=frozenset(until), until=until, made_until=made_until, tenants=tenants)
 
     def made_at(self, t: float | None) -> Forget:

@@ -1147,6 +1147,14 @@ class Store:
         later = f"(received_at >= {t} OR (received_at IS NULL AND NOT {made_before(since)}))"  # created_at is never null
         return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {later}") > 0
 
+    @_uses("preferences", "read")
+    def holds_received_before(self, tenant: str, user_id: str, before: float) -> bool:
+        """Whether the table holds a row of the user received before `before` (unix seconds; `StoredPreference.received`,
+        as `received_before` filters: what a DELETE's steps delete): one count, no row read. What a DELETE finished for
+        a user who came back asks inside the store's maintenance turn (`service.users.services._stored_before`): until
+        session jobs53 it read every row of theirs there (`preferences_for`; 100,000 rows: benchmarks/stored_before.py)."""
+        return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {received_before(before)}") > 0
+
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
         """Append one served response. Raises StoreError naming `tenant` or `user_id` when one names no one."""
@@ -1225,6 +1233,16 @@ class Store:
         later version adds are passed over (a replica of this version still reads its records)."""
         rows = self.deletions.search().where(f"deleted_at >= {float(since)!r}").limit(None).to_arrow().to_pylist()
         return [msgspec.convert({k: r[k] for k in _DELETION_FIELDS if k in r}, Deletion) for r in rows]
+
+    @_uses("deletions", "read")
+    def deletion_reaches(self, user_hash: str, made_at: float) -> bool:
+        """Whether a deletion record names `user_hash` whose DELETE reaches what was made at `made_at` (unix seconds): it
+        may hold the user's rows from before that DELETE (`Deletion.made`: `made_until`, else `deleted_at`, at or after it)."""
+        if not all(c in "0123456789abcdef" for c in user_hash):
+            raise ValueError(f"not a user hash: {user_hash!r}")
+        t = repr(float(made_at))
+        made = f"(made_until >= {t} OR (made_until IS NULL AND deleted_at >= {t}))"
+        return self.deletions.count_rows(f"user_hash = '{user_hash}' AND {made}") > 0
 
     @_uses("deletions", "read")
     def deleted_after(self, user_hash: str, since: float) -> bool:
@@ -1675,12 +1693,15 @@ class Store:
         return [self._preference(r, tenant, user_id) for r in page], total
 
     @_uses("preferences", "read")
-    def texts_of(self, tenant: str, user_ids: list[str]) -> list[str]:
+    def texts_of(self, tenant: str, user_ids: list[str], before: float | None = None) -> list[str]:
         """The prompts and answers of every stored preference row of `user_ids` (of `tenant`), in one read: what a
-        batch of a tenant's removal forgets from the embedding caches (`preferences_for` reads one user)."""
+        batch of a tenant's removal, or a user's DELETE, forgets from the embedding caches (their texts alone: no
+        vectors, no row objects; 100,000 rows of a user were read whole until session jobs53,
+        benchmarks/stored_before.py). `before` (unix seconds): only rows received before it (`received_before`)."""
         if not user_ids:
             return []
-        rows = (self.preferences.search().where(owners_filter(tenant, sorted(set(user_ids))))
+        where = owners_filter(tenant, sorted(set(user_ids))) + ("" if before is None else f" AND {received_before(before)}")
+        rows = (self.preferences.search().where(where)
                 .select(["prompt", "chosen", "rejected"]).limit(None).to_arrow())
         return [t for name in ("prompt", "chosen", "rejected") for t in rows.column(name).to_pylist() if t is not None]
 

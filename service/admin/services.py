@@ -913,7 +913,7 @@ class Admin:
             # deleted meanwhile: here (the job purged, no rows left) or through another replica, even if
             # they came back since (an adapter trained on what the DELETE removed is never installed)
             if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user) \
-                    or self.rt.recorded_deleted_since(tenant, user, job.created_at):
+                    or self.rt.recorded_deletion_reaches(tenant, user, job.created_at):
                 raise ValueError(f"user {user!r} of tenant {tenant!r} was deleted while job {job.id} ran")
             # one this service cannot load (damaged, a later version's, for another base model) never
             # replaces the served adapter: an AdapterError naming the file, and the job is not promoted

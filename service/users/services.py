@@ -1479,8 +1479,8 @@ def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None
     given). A cache it cannot look into or rewrite stops no other step of the DELETE: it is logged (with
     its path), noted for /health (`degraded`, as a storage problem) and returned in words, for the
     DELETE's 200 to warn of."""
-    rows = rt.store.preferences_for(tenant, user_id)[0]
-    return _forget_texts(rt, [t for p in rows if before is None or p.received() < before for t in (p.prompt, p.chosen, p.rejected)])
+    # their texts alone, read in the store's turn (until session jobs53 every row, vectors and all: ~3 s for 100,000)
+    return _forget_texts(rt, rt.store.texts_of(tenant, [user_id], before))
 
 
 def _forget_texts(rt: Runtime, texts: list[str]) -> list[str]:
@@ -1530,7 +1530,8 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     DELETE stopped before its store's step, or another replica's feedback log held them): a user who came back then
     had their old rows read with their new ones. Once those rows had gone, what was made since holds none and stays
     (session locks52: before, it stayed either way, an adapter trained on the deleted rows served on)."""
-    made = time.time() if _stored_before(rt, tenant, user_id, before) else before
+    stored = _stored_before(rt, tenant, user_id, before)
+    made = time.time() if stored else before
     # by hash: rows received before `until` (it began), things made before `made_until` (`Forget.made_at`)
     forget = Forget.of([new_deletion(tenant, user_id, made, rt.settings.replica_index, began_at=before)])
     counts = no_counts(rt)
@@ -1563,16 +1564,21 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     finally:
         rt.forget_pooled(tenant)
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
-            rt.deletion_sweep.record(tenant, user_id, began_at=before)  # recorded now: a replica whose watermark passed `before` applies it
+            # recorded now: a replica whose watermark passed `before` applies it. Their rows from before it had gone from
+            # the store before this looked: what another replica made since holds none (their newer adapter job) and
+            # stays, as it does here (`made_until`; until session jobs53 those replicas purged it, or refused its adapter)
+            rt.deletion_sweep.record(tenant, user_id, began_at=before, made_until=None if stored else before)
     return counts, cache_error
 
 
 def _stored_before(rt: Runtime, tenant: str, user_id: str, before: float) -> bool:
     """Whether the user's feedback received before `before` (unix seconds) is still stored here: pending in the
-    feedback log or in the store's preferences (`StoredPreference.received`)."""
+    feedback log or in the store's preferences (`StoredPreference.received`). Called in the store's maintenance turn:
+    the table is asked for one count (`Store.holds_received_before`); until session jobs53 every row of the user was
+    read there, ~3 s for 100,000 rows while every tenant's DELETE waited (benchmarks/stored_before.py)."""
     if any(r.received() < before for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows):
         return True
-    return any(p.received() < before for p in rt.store.preferences_for(tenant, user_id)[0])
+    return rt.store.holds_received_before(tenant, user_id, before)
 
 
 def no_counts(rt: Runtime) -> dict[str, int]:

@@ -32,6 +32,10 @@ class JobKind:
     required: tuple[str, ...] = ()  # params a job of this kind must have
     typed: bool = False  # params checked against `training.jobs.params.PARAMS[name]` (the real kinds)
     promotion_key: Callable[[Job], str] | None = None  # what a result replaces, e.g. adapter/<user>
+    # what its promotion puts into service where kinds of other promotion keys put in the same (`pal` and `em`: the one
+    # population model), None: its promotion key alone. Promotions of one go one at a time in the order their workers
+    # ended (`LocalJobRunner._queue_promotion`), so the one served is that of the job that ended last
+    served_model: str | None = None
     priority: int = 1  # within a tenant's turn its queued jobs start lowest priority first (`LocalJobRunner._turn`)
     # what a job asks an external engine for (Ray schedules on these; the local runner runs one at a time per worker slot)
     cpus: float = 1.0
@@ -55,8 +59,10 @@ KINDS: dict[str, JobKind] = {
             required=("user", "data"), typed=True,
             promotion_key=lambda job: f"adapter/{job.params.get('tenant', 'default')}/{job.params['user']}",
         ),
-        JobKind("pal", lambda job, out: cli("train", "pal", f"--out={out}", *job_argv("pal", job.params)), promotion_key=lambda job: "pal", typed=True),
-        JobKind("em", lambda job, out: cli("train", "em", f"--out={out}", *job_argv("em", job.params)), promotion_key=lambda job: "em", typed=True),
+        JobKind("pal", lambda job, out: cli("train", "pal", f"--out={out}", *job_argv("pal", job.params)), promotion_key=lambda job: "pal", typed=True,
+                served_model="population"),
+        JobKind("em", lambda job, out: cli("train", "em", f"--out={out}", *job_argv("em", job.params)), promotion_key=lambda job: "em", typed=True,
+                served_model="population"),
         # audits are short and someone is usually waiting on them: they go before their tenant's queued training
         JobKind("audit", lambda job, out: cli("audit", "--json", *job_argv("audit", job.params)), required=("group_by",), priority=0, typed=True),
     )

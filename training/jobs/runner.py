@@ -175,8 +175,9 @@ class LocalJobRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._unwritten: set[str] = set()  # jobs whose latest record is held in memory only (`_record`)
-        # promotion key -> the succeeded jobs whose promotion is due, in the order their workers ended; the first is being
-        # promoted on a thread of its own (`_promotions_of`), whose end `_promoted` tells (a cancel, a stop wait for it)
+        # what a promotion puts into service (`_served_as`: a key, or the population model) -> the succeeded jobs whose
+        # promotion is due, in the order their workers ended; the first is being promoted on a thread of its own
+        # (`_promotions_of`), whose end `_promoted` tells (a cancel, a stop wait for it)
         self._due: dict[str, deque[_Due]] = {}
         self._promoted = threading.Condition(self._lock)
         # a stop's wait ended with promotions still due (`_stop_dispatching`): their outcome is left to the next start,
@@ -593,32 +594,42 @@ class LocalJobRunner:
         """Whether job `job_id`'s promotion is due or under way (`_due`); under the lock."""
         return any(due.job.id == job_id for queue in self._due.values() for due in queue)
 
+    def _served_as(self, job: Job) -> str:
+        """What `job`'s promotion puts into service: its kind's `served_model` (`pal` and `em` jobs: the one population
+        model), else its promotion key."""
+        kind = self.kinds[job.kind]
+        return kind.served_model or kind.promotion_key(job)
+
     def _queue_promotion(self, job: Job, cut: bool) -> None:
-        """Queue the promotion of succeeded `job` behind those of its key due before it, and start its key's thread
-        (`_promotions_of`) when none runs; under the lock. Its worker is gone: `on_exit` is told now, and again once its
+        """Queue the promotion of succeeded `job` behind those due before it of what it puts into service (`_served_as`:
+        its key, or the population model a `pal` and an `em` job both swap), and start that queue's thread
+        (`_promotions_of`) when none runs; under the lock. So the model served is the one of the job whose worker ended
+        last (until session jobs53 a `pal` and an `em` job were promoted on threads of their own, and the population
+        model served was whichever swap came last). Its worker is gone: `on_exit` is told now, and again once its
         record is written."""
-        key = self.kinds[job.kind].promotion_key(job)
-        queue = self._due.setdefault(key, deque())
+        served_as = self._served_as(job)
+        queue = self._due.setdefault(served_as, deque())
         queue.append(_Due(job, cut))
         self._exited(job.id)
         if len(queue) == 1:
             # named without the key: a thread name shows in logs and dumps, and an adapter's key names its user
-            threading.Thread(target=self._promotions_of, args=(key, queue), name="job-promotion", daemon=True).start()
+            threading.Thread(target=self._promotions_of, args=(served_as, queue), name="job-promotion", daemon=True).start()
 
-    def _promotions_of(self, key: str, queue: deque[_Due]) -> None:
-        """The thread promoting the jobs `queue` holds for `key`, one at a time (a later one is compared with what the
-        one before left served), until none is left (`_promote_due`)."""
+    def _promotions_of(self, served_as: str, queue: deque[_Due]) -> None:
+        """The thread promoting the jobs `queue` holds for `served_as` (`_served_as`), one at a time (a later one is
+        compared with what the one before left served for its key, and swapped in after it), until none is left
+        (`_promote_due`)."""
         while True:
             due = queue[0]  # only this thread takes from the queue
             try:
-                self._promote_due(due, key)
+                self._promote_due(due, self.kinds[due.job.kind].promotion_key(due.job))
             except Exception:  # one job's trouble never stops the next one's promotion
                 log.exception("promoting job %s failed", due.job.id)
             with self._lock:
                 queue.popleft()
                 self._promoted.notify_all()
                 if not queue:
-                    del self._due[key]
+                    del self._due[served_as]
                     return
 
     def _promote_due(self, due: _Due, key: str) -> None:
@@ -773,16 +784,15 @@ class LocalJobRunner:
         return job if done is not None and done.state != "running" and done.promoted is not True else None  # not queued
 
     def _serve_named_again(self, job: Job) -> None:
-        """After a cut-short promotion of `job` that did not finish: put what promotions.json names for its key
-        (what was served before it, `_withdraw_all`) into service again, since the stop may have come after
-        `job`'s model was put in. A failure is logged; the next start or promotion puts a model in again."""
+        """After a cut-short promotion of `job` that did not finish: put what promotions.json names for what its
+        promotion puts into service (what was served before it, `_withdraw_all`; `_named_last`) into service again,
+        since the stop may have come after `job`'s model was put in. A failure is logged; the next start or promotion
+        puts a model in again."""
         kind = self.kinds.get(job.kind)
         if self.on_promote is None or kind is None or kind.promotion_key is None:
             return
-        key = kind.promotion_key(job)
-        served = self.promotions.served(key)
-        before = self.store.get(served.job_id) if served is not None else None
-        if before is None or not before.artifact:
+        key, served, before = self._named_last(self._served_as(job))
+        if served is None or before is None or not before.artifact:
             return
         try:
             self.on_promote(msgspec.structs.replace(before, artifact=served.artifact), key)
@@ -791,6 +801,23 @@ class LocalJobRunner:
         except Exception:
             log.exception("job %s's promotion was cut short and did not finish; putting job %s (named in promotions.json "
                           "for %s) into service again failed", job.id, before.id, key)
+
+    def _named_last(self, served_as: str) -> tuple[str, Served | None, Job | None]:
+        """What promotions.json names as promoted last (`promoted_at`) among the keys whose jobs put `served_as` into
+        service (`_served_as`: one key, or `pal` and `em` for the population model), with its key and job record; ("",
+        None, None) when none. Until session jobs53 a cut `pal` promotion that did not finish put back what the `pal` key
+        named, also over an `em` model promoted after it."""
+        named = []
+        for key in self.promotions.keys():
+            served = self.promotions.served(key)
+            before = self.store.get(served.job_id) if served is not None else None
+            kind = self.kinds.get(before.kind) if before is not None else None
+            if kind is not None and kind.promotion_key is not None and self._served_as(before) == served_as:
+                named.append((served.promoted_at, key, served, before))
+        if not named:
+            return "", None, None
+        _, key, served, before = max(named, key=lambda entry: entry[0])
+        return key, served, before
 
     def _served_before(self, job: Job, key: str) -> Served | None:
         """What was served for `key` before `job`, whose promotion was cut short (promotions.json names `job` and
