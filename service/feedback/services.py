@@ -419,9 +419,10 @@ def refit_waiting(rt: Runtime, moved: Iterable[tuple[str, str]] = ()) -> int:
     # the look at the backlog under the lock too: a reader's move that saw the worker's last batch still pending
     # adds its users before the worker's hook looks (which queues them), or sees the log empty itself
     with rt.refit_lock:
-        # on disk until their refits ran (`service.waiting_refits`): a crash meanwhile loses none of them (the worker named
-        # them before the log let go of their rows, `WaitingRefits.owe`: named again here, harmless)
-        rt.waiting_refits.add(key for key in users if key not in rt.dropped_refits and key not in rt.pending_refits)
+        # on disk until their refits ran (`service.waiting_refits`): a crash meanwhile loses none of them (those the worker
+        # named before the log let go of their rows, `WaitingRefits.owe`, are not named twice)
+        named = rt.waiting_refits.moving
+        rt.waiting_refits.add(key for key in users if key not in rt.dropped_refits and key not in rt.pending_refits and key not in named)
         if rt.waiting_refits.lines > MAX_WAITING_REFITS // 64:  # the file's lines, not just its users: written whole again
             rt.waiting_refits.rewrite(owed_now(rt) | set(users))
         if rt.ingest.log.has_pending():  # asked at each request's rows of each batch: no pass over the backlog
