@@ -623,11 +623,15 @@ class Runtime:
             step("opening the tables at %s", settings.lancedb_uri)
             store = open_store(settings, encoder)
             hooks: list[Callable[[list[StoredPreference]], None]] = []
+            # the users of every move are named on disk before the log lets go of their rows, from the replay on: a kill
+            # before their refits were queued (`service.feedback.services.after_move`) loses none of them
+            waiting = WaitingRefits(settings.data_path / WAITING_REFITS_FILE)
             step("replaying the feedback log")
             ingest = Ingestor(
                 FeedbackLog(settings.data_path / "feedback-log", problems=store.problems,
                             tenant_rows=settings.tenant_feedback_backlog_rows), store, encoder, batch=settings.ingest_batch,
                 on_moved=partial(per_request, hooks),  # each request's rows under its X-Request-Id
+                before_done=lambda rows: waiting.owe((r.tenant, r.user_id) for r in rows),
             )
             promoted = settings.data_path / PROMOTED_PAL
             if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
@@ -657,7 +661,7 @@ class Runtime:
             log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
             return cls(
                 settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
-                adapters=adapters, ingest=ingest, moved_hooks=hooks,
+                adapters=adapters, ingest=ingest, moved_hooks=hooks, waiting_refits=waiting,
                 # the worker moves them from now on, before the app hooks its refits in (`after_move`): they wait
                 dropped_refits=set(ingest.replayed),
             )

@@ -16,12 +16,19 @@ has drained with nobody waiting, and read at the next start (`service.users.serv
 `Runtime.refit_lock`. A user stays owed while their refit runs (`Runtime.running_refit`): the file written whole again
 meanwhile (`rewrite`, at the bound) names them, and a stop that stops waiting for it keeps them in the stop's file
 (`Runtime.stop_refits`); before review 44 neither did, and a kill after either lost their refit.
+
+The users of rows just moved are named here by the ingest worker itself (`owe`, its `Ingestor.before_done`), before
+the feedback log lets go of their records: until session crash53 they were named only by the move's later hook
+(`refit_waiting`), and a kill between the log removing a moved record's segment and that hook lost their refit (the
+log replayed nothing of them, and the file did not name them). They stay `moving` until that hook has handed them on to
+the waiting or queued refits (`handed_on`), and the file keeps naming them meanwhile whatever else drains it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,8 +56,28 @@ class WaitingRefits:
     def __init__(self, path: Path):
         self.path = path
         self.lines = 0
+        # users of rows the ingest worker moved, named here (`owe`) and not yet handed on to the waiting or queued refits
+        # (`handed_on`): the file names them whatever drains it meanwhile (`rewrite`, `drop`)
+        self.moving: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()  # the worker's `owe` (no `Runtime.refit_lock`) against a drain's `drop`
+
+    def owe(self, keys: Iterable[tuple[str, str]]) -> None:
+        """The ingest worker's `before_done`: the users of rows just stored, named before the log lets go of them."""
+        keys = set(keys)
+        with self._lock:
+            self.moving |= keys
+            self._append(keys)
+
+    def handed_on(self, keys: Iterable[tuple[str, str]]) -> None:
+        """These users' refits now wait or are queued (`Runtime.dropped_refits`, `pending_refits`), which name them."""
+        with self._lock:
+            self.moving.difference_update(keys)
 
     def add(self, keys: Iterable[tuple[str, str]]) -> None:
+        with self._lock:
+            self._append(keys)
+
+    def _append(self, keys: Iterable[tuple[str, str]]) -> None:
         line = msgspec.json.encode(sorted(keys))
         if line == b"[]":
             return
@@ -66,11 +93,15 @@ class WaitingRefits:
                       "run (each is refitted at their next read)", self.path, exc)
 
     def rewrite(self, keys: Iterable[tuple[str, str]]) -> None:
-        """The file holds `keys` only (one line), or is removed when there are none."""
-        keys = sorted(keys)
+        """The file holds `keys` and the `moving` users only (one line), or is removed when there are none."""
+        with self._lock:
+            self._rewrite(set(keys) | self.moving)
+
+    def _rewrite(self, keys: set[tuple[str, str]]) -> None:
         if not keys:
-            self.drop()
+            self._unlink()
             return
+        keys = sorted(keys)
         try:
             with atomic_writer(self.path) as f:
                 f.write(msgspec.json.encode(keys) + b"\n")
@@ -85,10 +116,17 @@ class WaitingRefits:
         text = self.text()
         # a pair is written as msgspec encodes it (`add`): a look at the bytes, not a decode of every line (a DELETE
         # takes the lock that the refits' queueing takes; 100,000 users decode in ~260 ms)
+        with self._lock:
+            self.moving.difference_update(gone)
         if any(msgspec.json.encode(list(key)) in text for key in gone):
             self.rewrite(key for key in self.names(text) if key not in gone)
 
     def drop(self) -> None:
+        """The file removed: no refit is owed any more, but those of the `moving` users, which it is left naming."""
+        with self._lock:
+            self._rewrite(set(self.moving))
+
+    def _unlink(self) -> None:
         try:
             self.path.unlink(missing_ok=True)
             self.lines = 0

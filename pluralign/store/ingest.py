@@ -278,7 +278,13 @@ def split_held(entries: list[Entry], held: Mapping[Key, StoredPreference]) -> tu
 
 
 class Ingestor:
-    """Owns the move log -> table; `on_moved(rows)` is called after each batch is committed."""
+    """Owns the move log -> table; `on_moved(rows)` is called after each batch is committed and has left the log.
+
+    `before_done(rows)`, when given, is called with each batch's rows after their commit and before the log lets
+    go of their records (`FeedbackLog.done`, which may remove their segment), under the move's lock: what a caller
+    derives from moved rows and must not lose to a crash (a kill between the log letting go and `on_moved` left
+    nothing naming them: until session crash53 the service's background refits of those users were lost) is
+    noted durably there. It should be quick (a file append); an exception is logged and the move goes on."""
 
     def __init__(
         self,
@@ -290,6 +296,7 @@ class Ingestor:
         nice: int = 19,  # the lowest CPU priority: the request threads of this process come first
         on_moved: Callable[[list[StoredPreference]], None] | None = None,
         tries: int = SET_ASIDE_AFTER,  # failures of a record on its own before it is set aside (`_failed`)
+        before_done: Callable[[list[StoredPreference]], None] | None = None,
     ):
         self.log = feedback_log
         self.store = store
@@ -298,6 +305,7 @@ class Ingestor:
         self.batch_rows = batch_rows  # and rows per batch (`_bounded`)
         self.nice = nice
         self.on_moved = on_moved
+        self.before_done = before_done
         # a record is appended to the table at most once: by this Ingestor, or another of the same folder in
         # this process (the log opened again while a closed one's worker was still in a store call)
         self._moves = _moves_of(feedback_log.folder)
@@ -369,6 +377,8 @@ class Ingestor:
             present = set(self.store.held_preferences([r for e in replayed for r in e.rows]))
             moved = [e for e in replayed if all((r.tenant, r.user_id, r.pref_id) in present for r in e.rows)]
             note = self._note_stored([r for e in moved for r in e.rows])
+            if moved:  # stored before the crash, whose `before_done` may not have run: noted now, as the log lets go
+                self._noted_before_done([r for e in moved for r in e.rows])
             self.log.done(moved)
         finally:
             self._move.release()
@@ -569,6 +579,7 @@ class Ingestor:
                 now = time.time()
                 self._committed_at = {**self._committed_at, **dict.fromkeys({r.tenant for r in rows}, now)}
                 self._committed_any = now
+                self._noted_before_done(rows)
                 self.log.done(entries)
                 self.moved += len(rows)
         self._drop_claims(notes, background=reading)
@@ -582,6 +593,15 @@ class Ingestor:
             except Exception:
                 log.exception("on_moved hook failed")
         return len(rows)
+
+    def _noted_before_done(self, rows: list[StoredPreference]) -> None:
+        """`before_done(rows)` (the class docstring), its failure logged: the rows are stored, so the move goes on."""
+        if self.before_done is None:
+            return
+        try:
+            self.before_done(rows)
+        except Exception:
+            log.exception("before_done hook failed")
 
     def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path, dict[str, dict[str, Claim]]]]:
         """With claims (replicas), notes the claims of `stored` (rows now in the table: committed here, or found stored

@@ -419,12 +419,15 @@ def refit_waiting(rt: Runtime, moved: Iterable[tuple[str, str]] = ()) -> int:
     # the look at the backlog under the lock too: a reader's move that saw the worker's last batch still pending
     # adds its users before the worker's hook looks (which queues them), or sees the log empty itself
     with rt.refit_lock:
-        # on disk until their refits ran (`service.waiting_refits`): a crash meanwhile loses none of them
-        rt.waiting_refits.add(key for key in users if key not in rt.dropped_refits and key not in rt.pending_refits)
+        # on disk until their refits ran (`service.waiting_refits`): a crash meanwhile loses none of them (those the worker
+        # named before the log let go of their rows, `WaitingRefits.owe`, are not named twice)
+        named = rt.waiting_refits.moving
+        rt.waiting_refits.add(key for key in users if key not in rt.dropped_refits and key not in rt.pending_refits and key not in named)
         if rt.waiting_refits.lines > MAX_WAITING_REFITS // 64:  # the file's lines, not just its users: written whole again
             rt.waiting_refits.rewrite(owed_now(rt) | set(users))
         if rt.ingest.log.has_pending():  # asked at each request's rows of each batch: no pass over the backlog
             rt.dropped_refits.update(users)
+            rt.waiting_refits.handed_on(users)  # waiting: `dropped_refits` names them
             if len(rt.dropped_refits) < MAX_WAITING_REFITS:
                 return 0
             at_bound = not rt.refits_stopped.is_set()
@@ -433,6 +436,7 @@ def refit_waiting(rt: Runtime, moved: Iterable[tuple[str, str]] = ()) -> int:
             rt.dropped_refits.clear()
         # the attributes their feedback carried are in their rows: a refit gathers them
         queued = queue_refits(rt, users)  # with the emptying of the waiting set: the queue never looks drained between
+        rt.waiting_refits.handed_on(users)  # queued (`pending_refits`), or kept by a stop (`dropped_refits`)
     submit_refits(rt, queued)
     if at_bound:
         log.warning("%d users' background refits waited behind the feedback log's backlog (at most %d wait): queued now, "

@@ -414,6 +414,7 @@ def refit_dropped(rt: Runtime) -> int:
         keys = list(dict.fromkeys([*map(tuple, keys), *rt.waiting_refits.read()]))
         rt.waiting_refits.rewrite(keys)  # a crash before they ran finds them again
         queued = queue_refits(rt, keys)
+        rt.waiting_refits.handed_on(keys)  # named by moves before the app hooked its refits in (`WaitingRefits.owe`)
     submit_refits(rt, queued)
     if not path.exists():
         return len(keys)

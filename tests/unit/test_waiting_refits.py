@@ -29,3 +29,22 @@ def test_forget_takes_only_the_users_named_and_leaves_a_file_naming_none_of_them
     assert kept.read() == [("acme", "ann")] and kept.lines == 1
     kept.forget({("acme", "ann")})  # the last one: the file goes
     assert not kept.path.exists()
+
+
+def test_users_the_worker_owes_stay_named_through_a_drain_until_handed_on_and_a_delete_forgets_them(tmp_path):
+    """`owe` (the ingest worker's `before_done`): the users of a move are named before the log lets go of their rows,
+    and a drain of the refit queue meanwhile (`drop`) or a rewrite keeps them, until `refit_waiting` hands them on
+    (session crash53: a kill in that window lost their refit)."""
+    kept = WaitingRefits(tmp_path / WAITING_REFITS_FILE)
+    kept.owe([("acme", "ann")])
+    assert WaitingRefits(kept.path).read() == [("acme", "ann")]
+    kept.drop()  # another user's refit drained the queue meanwhile
+    assert WaitingRefits(kept.path).read() == [("acme", "ann")]
+    kept.rewrite([("acme", "bob")])
+    assert WaitingRefits(kept.path).read() == [("acme", "ann"), ("acme", "bob")]
+    kept.handed_on([("acme", "ann")])
+    kept.drop()
+    assert not kept.path.exists()
+    kept.owe([("acme", "cy")])
+    kept.forget({("acme", "cy")})  # deleted: no id of theirs stays, in the file or held back for it
+    assert not kept.path.exists() and not kept.moving

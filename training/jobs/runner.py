@@ -261,8 +261,11 @@ class LocalJobRunner:
                 running.process.wait()
                 running.out.close()
                 running.err.close()
-            job = self.store.remove(job_id)
+            # the artifact folder before the record (`JobStore.remove` unlinks it last): a purge cut short by a kill leaves
+            # the record, which names the job for the purge made again (a resumed DELETE's); until session crash53 the
+            # folder went after, and a kill between left it (the user's adapter, its meta naming them) for good
             shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
+            job = self.store.remove(job_id)
             if running is not None or (job is not None and job.state in ACTIVE_STATES):  # a final one's was told at its end
                 self._exited(job_id)
             return job
