@@ -588,7 +588,9 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
     for i, response in enumerate(data.responses):
         refuse_blank(f"responses[{i}]", response)
     weights = services.user_weights(rt, request.user.tenant, user)
-    vectors = rt.encoder.encode([data.prompt, *data.responses])  # (1 + N, d)
+    # from the tenant's text vectors in memory, as a next-comparison pool's (`_supplied_pairs` says why not the disk
+    # cache): until session small53 every call embedded each text again
+    vectors = rt.pool_vectors.encode(rt.encoder, request.user.tenant, [data.prompt, *data.responses])  # (1 + N, d)
     rewards = weights.rewards or rt.rewards
     if weights.state is not None:  # the user's own model, as chat reranking uses it
         model = rewards.user_model
