@@ -259,11 +259,12 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
         responses[str(status)] = _error((METRICS_ERRORS if path == "/metrics" else ERRORS).get(status, ERRORS[status]))
     for status, why in SERVER_ERRORS.items():  # a route's own 503 keeps its words
         responses.setdefault(str(status), _error(why))
-    if method in ("post", "put", "patch"):  # service.strict: refuse_content_coding, refuse_non_json_type
+    if method in ("post", "put", "patch"):  # service.strict: refuse_content_coding, refuse_transfer_coding, refuse_non_json_type
         responses["415"] = {**_error("the body's `Content-Encoding` is not taken (`Accept-Encoding: identity`: send it "
                                      "uncompressed), or a JSON body is declared as another `Content-Type`, or in a `charset` other "
                                      "than UTF-8, UTF-16 or UTF-32 (the import's JSON lines too; `Accept` names what is "
-                                     "taken); `error.param` names the header"), "headers": dict(MEDIA_TYPE_HEADERS)}
+                                     "taken), or a transfer coding besides `chunked` (`Transfer-Encoding: gzip, chunked`); "
+                                     "`error.param` names the header"), "headers": dict(MEDIA_TYPE_HEADERS)}
     if (path, method) == ("/admin/login", "post"):
         responses["401"] = {"description": "not an admin key: the form again, with the reason", "content": MEDIA[("/admin/login", "get")]}
         responses["415"] = {**_error("the body is not a form (JSON, multipart, text): `Accept` names the form type; "

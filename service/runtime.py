@@ -393,8 +393,9 @@ class Runtime:
     # (tenant, population version) -> how each prototype is described by the tenant's stored answers (a
     # profile's summary; `service.users.services.described_prototypes`), kept as the pooled priors are
     described: TTLCache | None = None
-    # (tenant, encoder, text) -> the vector of a text of a next-comparison `pool` (`service.users.services`), so a
-    # questionnaire's pool sent once per question is embedded once; a tenant's dropped with its pooled priors
+    # (tenant, encoder, text) -> the vector of a text of a next-comparison `pool` (`service.users.services`) or of a
+    # `POST /v1/rewards/score` (since session small53), so a questionnaire's pool sent once per question, or texts
+    # scored again, are embedded once; a tenant's dropped with its pooled priors
     # (`forget_pooled`); built in __post_init__
     pool_vectors: ScopedVectors | None = None
     # tenant -> how many times its cached priors were dropped (`forget_pooled`): an estimate read before

@@ -55,6 +55,7 @@ class _Task:
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.monotonic)
     started_before: int = 0  # the scheduler's count of started tasks when this one was queued
+    let_go: bool = False  # running, its caller gone: its tenant's place given back already (`FairScheduler.let_go`)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class FairScheduler:
         self._held: Counter[str] = Counter()  # tasks waiting or running, per tenant
         self._running = 0
         self._running_of: Counter[str] = Counter()  # tasks running, per tenant (at most running_per_tenant)
+        self._running_tasks: dict[Future, _Task] = {}  # by their Future, for `let_go`
         self._last_start: dict[str, float] = {}  # per tenant holding tasks: its rank (`_started` at its latest start)
         self._started = 0  # tasks started so far
         self._seconds = 1.0  # moving average of one task's run time (for Retry-After)
@@ -143,9 +145,30 @@ class FairScheduler:
                 self._turns.remove(task.tenant)
             self._release(task.tenant)
 
+    def let_go(self, future: Future) -> bool:
+        """The caller of `future` (from `submit`) stopped waiting for it (its client went away). A task still waiting
+        is dropped (True: it never runs); a running one gives its tenant's place back now, not when it returns (False):
+        it still holds its worker until it does (the caller's cancel event stops it at its next step), but waiting for
+        the model's turn or a long prefill it saw no step for a while, and the tenant's client sending again at once got
+        429 meanwhile (session small53). A task done already changes nothing (False)."""
+        if future.cancel():
+            return True
+        with self._lock:
+            task = self._running_tasks.get(future)
+            if task is not None and not task.let_go:
+                task.let_go = True
+                self._release(task.tenant)
+        return False
+
     def waited(self) -> Waited | None:
         """Called from inside a task: how it waited for its turn (None outside a task)."""
         return getattr(self._local, "waited", None)
+
+    def held(self, tenant: str) -> int:
+        """The places `tenant` holds: its tasks waiting, and those running whose caller still waits for them
+        (`let_go`); `per_tenant` at most."""
+        with self._lock:
+            return self._held[tenant]
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -210,6 +233,7 @@ class FairScheduler:
                 continue
             self._running += 1
             self._running_of[tenant] += 1
+            self._running_tasks[task.future] = task
             self._last_start[tenant] = self._started
             waited = Waited(time.monotonic() - task.submitted, self._started - task.started_before)
             self._started += 1
@@ -240,7 +264,9 @@ class FairScheduler:
                 self._running_of[task.tenant] -= 1
                 if not self._running_of[task.tenant]:
                     del self._running_of[task.tenant]
-                self._release(task.tenant)
+                del self._running_tasks[task.future]
+                if not task.let_go:  # else given back as its caller left
+                    self._release(task.tenant)
                 self._dispatch()
 
 

@@ -257,6 +257,7 @@ async def before_request(request: Request) -> Response | None:
             detail=f"`HEAD {request.url.path}`: the path takes {allow} (its GET starts a job, which a HEAD must not)",
             headers={"Allow": allow})
     refuse_content_coding(request)
+    refuse_transfer_coding(request)
     one_content_type(request)
     strict_query(request)
     await body_arrived(request)
@@ -301,6 +302,37 @@ def refuse_content_coding(request: Request) -> None:
     problem = f"{coding[:32]!r}: request bodies are read as sent, not decompressed: send it uncompressed"
     raise HTTPException(status_code=415, detail=f"`Content-Encoding`: {problem}", headers={"Accept-Encoding": "identity"},
                         extra=[{"key": "Content-Encoding", "message": problem, "code": "unsupported_media_type"}])
+
+
+def transfer_coding_problem(lines: list[str]) -> tuple[int, str] | None:
+    """What is wrong with a request's `Transfer-Encoding` lines (one list, as a proxy may join them: RFC 9110 5.3), as
+    (status, problem), or None for none or `chunked` alone, the one coding read. `chunked` not last: 400, the body's
+    length cannot be known (RFC 9112 6.3). Another coding before a final `chunked` (`gzip, chunked`): 415, as a
+    `Content-Encoding` is (`refuse_content_coding`): bodies are read as sent, not decompressed (RFC 9112 6.1 allows
+    501; 415, which every body route declares, says what to send, and no client retries it)."""
+    coding = ", ".join(line.strip() for line in lines)
+    codings = [c.strip().lower() for c in coding.split(",") if c.strip()]
+    if codings in ([], ["chunked"]):
+        return None
+    if codings[-1] != "chunked":
+        return 400, f"{coding[:32]!r}: `chunked` must be the last transfer coding (the body's length is not known otherwise): send the body chunked or with Content-Length"
+    return 415, f"{coding[:32]!r}: only `chunked` is read, and bodies are read as sent, not decompressed: send it uncompressed"
+
+
+def refuse_transfer_coding(request: Request) -> None:
+    """A body sent with a transfer coding besides `chunked` (`Transfer-Encoding: gzip, chunked`) is a 415 naming the
+    header, with `Accept-Encoding: identity`, as a `Content-Encoding` is (`transfer_coding_problem`). httptools, uvicorn's
+    parser where installed, undoes the chunks alone: until session small53 the app read the gzip bytes (a 400 'not valid
+    JSON' naming `body`), and stored a plain body labelled gzip. h11 refuses such a request itself (`pluralign serve`'s
+    protocol answers it the same way: `training.commands.serve.TimedRequests.send_400_response`)."""
+    problem = transfer_coding_problem(request.headers.getall("transfer-encoding", []))
+    if problem is None:
+        return
+    status, message = problem
+    raise HTTPException(status_code=status, detail=f"`Transfer-Encoding`: {message}",
+                        headers={"Accept-Encoding": "identity"} if status == 415 else None,
+                        extra=[{"key": "Transfer-Encoding", "message": message,
+                                "code": "unsupported_media_type" if status == 415 else "invalid_value"}])
 
 
 def one_content_type(request: Request) -> None:

@@ -574,7 +574,8 @@ class Generator:
         as in `generate` (raises Cancelled)."""
         if not styles:
             raise ValueError("no styles given")
-        styles = [style.under_stops(sampling.stop) for style in styles]  # no opening a stop string would cut
+        # no opening a stop string would cut, nor an English one before a question in another script
+        styles = [style.under_stops(sampling.stop).for_question(messages) for style in styles]
         prompts = []
         for style in styles:
             prompts.append(chat_prompt_ids(self.tokenizer, style.messages(list(messages)), suffix=style.opening))

@@ -29,6 +29,13 @@ drawn from the seed, and over requests a user model can tell stance from length,
 `asks_judgement` is a deliberately simple test (the message opens with an auxiliary verb and asks a
 question that offers no alternatives: "Should I learn Python or Rust first?" is not a judgement, and
 "Yes." would not answer it); a false positive costs only two candidates that open with "Yes"/"No".
+
+The instructions and openings are English. A question written mostly in another script than Latin
+(`in_latin_script`: Chinese, Cyrillic, Arabic, ...) is generated from the instructions alone (`for_question`):
+an English opening there began every answer in English, and the model often went on in it. A question in
+another language written in Latin script (French, Spanish, Vietnamese) still gets the English openings:
+telling languages of one script apart needs a language model, and the model mostly follows the opening's
+language. A brief answer in Chinese or Japanese ends at its first '。', '！' or '？'.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import dataclasses
 import itertools
 import random
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,7 +72,7 @@ _STANCE_OPENINGS = {  # (register, stance) -> the answer's first words
 }
 _STANCE_INSTRUCTIONS = {"yes": "Answer yes, and say why.", "no": "Answer no, and say why."}
 _LIST_LEADS = {"casual": "Here's why:\n- ", "formal": "Consider the following:\n- "}
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[。！？]")  # CJK sentences end at their full-width marks, unspaced
 _JUDGEMENT = re.compile(
     r"^\s*(?:do|does|did|is|are|was|were|can|could|should|would|will|shall|have|has|am|may|might|must)\b[^?]*\?",
     re.IGNORECASE,
@@ -75,6 +83,30 @@ _PROPOSITION = re.compile(  # "is it true that ...", "is it true or false that .
 _ALTERNATIVES = re.compile(r"(?<!\byes\s)\b(?:or|versus|vs)\b(?!\s+not\b)", re.IGNORECASE)  # not "or not", "yes or no"
 _OR_NEXT = re.compile(r"^\s*(?:or|else)\b(?!\s+not\b)", re.IGNORECASE)  # "Should I buy? Or lease?": an alternative
 _QUESTION_MARKS = str.maketrans({"\uff1f": "?", "\ufe56": "?"})  # full-width and small question marks
+
+
+def last_question(messages) -> str:
+    """The text of the last user message ("" for none, or for content that is not a string)."""
+    last = next((m.get("content") or "" for m in reversed(list(messages)) if m.get("role") == "user"), "")
+    return last if isinstance(last, str) else ""
+
+
+_WORD = re.compile(r"[^\W\d_]+")  # a run of letters (and their combining marks)
+_UNSPACED = ("CJK UNIFIED IDEOGRAPH", "HIRAGANA", "KATAKANA")  # written without spaces: each character a unit
+
+
+def in_latin_script(text: str) -> bool:
+    """Whether at least half the words of `text` are written in Latin letters (their Unicode names begin "LATIN":
+    ASCII and accented alike), or it has none. A word is a run of letters; in Chinese and Japanese, written without
+    spaces, each character counts as one. So an English question quoting a Chinese word is Latin, and a Chinese one
+    naming two English words ("Python 和 Rust 哪个更好学？") is not. Digits, punctuation and spaces do not count."""
+    latin = other = 0
+    for word in _WORD.findall(text):
+        if unicodedata.name(word[0], "").startswith("LATIN"):
+            latin += 1
+        else:
+            other += max(1, sum(unicodedata.name(ch, "").startswith(_UNSPACED) for ch in word))
+    return latin >= other
 
 
 def asks_judgement(messages) -> bool:
@@ -88,10 +120,7 @@ def asks_judgement(messages) -> bool:
 
     Only English is read: a question in another language, or one that does not open with an
     auxiliary verb ("So, should I go?", "You agree, right?"), is never taken for a judgement."""
-    last = next((m.get("content") or "" for m in reversed(list(messages)) if m.get("role") == "user"), "")
-    if not isinstance(last, str):
-        return False
-    last = last.translate(_QUESTION_MARKS)
+    last = last_question(messages).translate(_QUESTION_MARKS)
     found = _JUDGEMENT.match(last)
     if found is None:
         return False
@@ -134,6 +163,13 @@ class AnswerStyle:
         (the answer would end inside words the model never wrote: `stop: "."` made the formal styles' answers
         `Certainly`, `stop: "\n"` the list styles' a lead-in with no list), from its instruction alone."""
         if self.prefilled and any(s and s in self.opening for s in stop):
+            return dataclasses.replace(self, prefilled=False)
+        return self
+
+    def for_question(self, messages) -> AnswerStyle:
+        """The style as generated for the conversation `messages`: without its (English) opening when the last user
+        message is written mostly in another script than Latin (`in_latin_script`), from its instruction alone."""
+        if self.prefilled and not in_latin_script(last_question(messages)):
             return dataclasses.replace(self, prefilled=False)
         return self
 

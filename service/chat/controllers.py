@@ -537,7 +537,8 @@ async def scheduled(rt: Runtime, tenant: str, fn, request: Request | None = None
     """fn() on the generation scheduler; awaiting it does not hold a request thread. If the
     request is cancelled while fn waits, fn never runs. With `request` and `cancel`: when the
     client disconnects (an `http.disconnect` from the server), `cancel` is set, so a generation
-    already running stops at its next token and frees its slot, and ClientGone is raised."""
+    already running stops at its next token, the tenant's place is given back at once (`FairScheduler.let_go`), and
+    ClientGone is raised."""
     try:
         future = rt.scheduler.submit(tenant, fn)
     except Busy as exc:
@@ -553,7 +554,8 @@ async def scheduled(rt: Runtime, tenant: str, fn, request: Request | None = None
     finally:
         if not answer.done():  # the client left, or this request was cancelled: stop the work
             cancel.set()
-            answer.cancel()  # not started: never runs; running: its outcome is dropped
+            answer.cancel()  # its outcome is dropped
+            rt.scheduler.let_go(future)  # not started: never runs; running: the tenant's place is free at once
         gone.cancel()
     if answer.cancelled():
         rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
@@ -747,7 +749,7 @@ async def _first_event(rt: Runtime, future, queue: asyncio.Queue, gone: threadin
             first_event.cancel()  # a get cancelled takes nothing off the queue
         elif not first_event.done():  # the client left (or this request was cancelled) before any event
             gone.set()
-            never_ran = future.cancel()  # not started: never runs; running: stops at its next token
+            never_ran = rt.scheduler.let_go(future)  # not started: never runs; running: stops at its next token, its place free now
             first_event.cancel()
         if left is not None:
             left.cancel()
@@ -840,7 +842,7 @@ async def scheduled_stream(rt: Runtime, tenant: str, make_events, request: Reque
                 await asyncio.wrap_future(future)
         finally:
             gone.set()
-            if future.cancel():  # not started yet: it never will (one that ran is counted by `_produce`)
+            if rt.scheduler.let_go(future):  # not started yet: it never will (one that ran is counted by `_produce`; its place is free now)
                 rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
 
     return relay()

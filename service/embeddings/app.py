@@ -46,6 +46,7 @@ from service.strict import (
     one_content_type,
     read_json_body,
     refuse_content_coding,
+    refuse_transfer_coding,
     undecodable_json_off_loop,
 )
 
@@ -118,6 +119,7 @@ async def check_json_body(request: Request) -> None:
     `Content-Type` sent twice a 400 naming it (until review reviewtrial51 the first type was read, and a gzipped body as JSON)."""
     if request.method == "POST" and request.url.path == "/v1/embeddings":
         refuse_content_coding(request)
+        refuse_transfer_coding(request)  # since session small53, as the API service's hook
         one_content_type(request)
         body = await read_json_body(request)
         if body.strip():

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 import msgspec
 from litestar import Request, delete, get, patch, post
@@ -24,6 +25,7 @@ from litestar.response import Response, Stream
 
 from pluralign.data.record import Base, time_unit
 from pluralign.data.text import shorten
+from pluralign.embed.remote import RemoteTextsRefused
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.store.claims import Claim, claim_of, earlier_contents
@@ -167,7 +169,7 @@ def export_user(
     the body for `export_send_timeout_s` seconds has its answer cut (`service.users.exports`)."""
     rt, tenant, user_id = _user(request, user_id)
     name = f"{user_id}.jsonl" if export_format == "all" else f"{user_id}-preferences.jsonl"  # saving both keeps both
-    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    headers = {"Content-Disposition": attachment(name)}
     if is_head(request):  # the GET's status (is anything held about them?) without reading every row
         services.flush_for_read(rt, tenant, user_id)  # as the GET: a large import's backlog is a 503 at once
         has_lines = services.export_head(rt, tenant, user_id, export_format)
@@ -193,6 +195,25 @@ def export_user(
     if first is None and not services.anything_held(rt, tenant, user_id):
         raise NotFoundException(f"no user {user_id!r} in this tenant")
     return Stream(in_chunks(() if first is None else itertools.chain((first,), lines)), media_type="application/x-ndjson", headers=headers)
+
+
+# what `filename` keeps of a file name: characters every system takes in one (Windows refuses : < > " / \\ | ? * and
+# control characters; ':' is in user ids); the rest becomes `_`
+SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._@+\-]")
+# RFC 8187 attr-char beyond letters, digits and `-._~` (which `quote` never escapes)
+ATTR_CHARS = "!#$&+^`|"
+
+
+def attachment(name: str) -> str:
+    """The `Content-Disposition` of a download saved as `name` (RFC 6266): `filename` a name any system takes (each
+    character past letters, digits and `._@+-` an `_`), and, where that differs, `filename*` the original, UTF-8,
+    percent-encoded (RFC 8187), which clients that read it (browsers, `email.message`) prefer. Until session small53
+    `filename` held the user id as it is: ':' (`org:acme:ann`) names no file on Windows, and a download there failed.
+    A name that is safe already keeps the header it had: `attachment; filename="<name>"`."""
+    safe = SAFE_FILENAME.sub("_", name)
+    if safe == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{safe}\"; filename*=UTF-8''{quote(name, safe=ATTR_CHARS)}"
 
 
 EXPORT_CHUNK_BYTES = 64 * 1024
@@ -596,7 +617,14 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
     for i, response in enumerate(data.responses):
         refuse_blank(f"responses[{i}]", response)
     weights = services.user_weights(rt, request.user.tenant, user)
-    vectors = embedded(rt.encoder, {"prompt": data.prompt} | {f"responses[{i}]": r for i, r in enumerate(data.responses)})  # (1 + N, d)
+    fields = {"prompt": data.prompt} | {f"responses[{i}]": r for i, r in enumerate(data.responses)}
+    # from the tenant's text vectors in memory, as a next-comparison pool's (`_supplied_pairs` says why not the disk
+    # cache): until session small53 every call embedded each text again. A text the embeddings server refuses is told
+    # apart from the server's own trouble by `embedded` (the 400 naming its field, or the 503)
+    try:
+        vectors = rt.pool_vectors.encode(rt.encoder, request.user.tenant, list(fields.values()))  # (1 + N, d)
+    except RemoteTextsRefused:
+        vectors = embedded(rt.encoder, fields)
     rewards = weights.rewards or rt.rewards
     if weights.state is not None:  # the user's own model, as chat reranking uses it
         model = rewards.user_model

@@ -240,3 +240,26 @@ def test_an_either_or_question_gets_no_yes_and_no_answers(svc):
         assert not any(ch["message"]["content"].startswith(("Yes.", "No.", "Oh yes", "Nope")) for ch in out["choices"])
         judged = chat(c, "chooser", "Should I learn Python or not?")  # a yes-or-no question still gets both stances
         assert sorted(s.rsplit("-", 1)[1] for s in judged["pluralign"]["styles"]) == ["no", "no", "yes", "yes"]
+
+
+ENGLISH_OPENINGS = ("Sure thing!", "Certainly.", "Yes.", "No.", "Oh yes", "Nope")
+
+
+def test_a_question_in_another_script_gets_no_english_opening(svc):
+    """Session small53: every styled candidate began with an English opening ("Certainly. ", "Sure thing! Here are a
+    few ideas:") whatever the question's language, so a question in Chinese was answered "Certainly. " and the rest in
+    whatever the model wrote. A question written mostly in another script than Latin (told by `unicodedata`'s names
+    of its letters) is now generated from the style's instruction alone; a Latin-script one keeps its opening (a
+    French question still gets the English one: telling French from English needs a language model)."""
+    def answers(c, question: str) -> list[str]:  # n 2: two opposite corners, a casual and a formal opening
+        r = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "scripts", "n": 2, "seed": 3, "max_tokens": 2,
+                                                 "messages": [{"role": "user", "content": question}]})
+        assert r.status_code == 200 and len(r.json()["pluralign"]["styles"]) == 2, r.text
+        return [ch["message"]["content"] for ch in r.json()["choices"]]
+
+    with svc.client() as c:
+        for question in ("我应该怎样学习游泳？", "Как научиться плавать?"):  # more scripts: tests/unit/test_styles.py
+            got = answers(c, question)
+            assert not any(text.startswith(ENGLISH_OPENINGS) for text in got), (question, got)
+        english = answers(c, "How do I learn to swim?")
+    assert sorted(text.split()[0] for text in english) == ["Certainly.", "Sure"], english

@@ -130,6 +130,35 @@ def test_the_two_exports_are_saved_under_different_names(svc):
     assert prefs.headers["content-disposition"] == 'attachment; filename="wire26-preferences.jsonl"', dict(prefs.headers)
 
 
+@pytest.mark.parametrize("user, saved, original", [
+    ("org:acme:ann", "org_acme_ann", "org%3Aacme%3Aann"),  # ':' names no file on Windows (a drive, an NTFS stream)
+    ("ann@example.com", "ann@example.com", "ann%40example.com"),  # '@' is fine in a file name, not an RFC 8187 attr-char
+])
+def test_an_export_of_a_user_whose_id_no_file_may_be_named_after_is_saved_under_a_safe_name(svc, user, saved, original):
+    """Session small53: `filename` held the user id as it is, ':' included, which Windows refuses in a file name (a
+    browser or `curl -OJ` there saved nothing, or a stream of another file). `filename` is now safe on every system
+    (each character past letters, digits and `._@+-` an `_`); beside it, where they differ, `filename*` (RFC 6266,
+    RFC 8187) holds the original, for a client that reads it; a plain id's header stays as it was (above)."""
+    from email.message import Message
+
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                            "rejected": "No."}).status_code == 201
+        full = c.get(f"/v1/users/{user}/export")
+        head = c.head(f"/v1/users/{user}/export", params={"format": "preferences"})
+    assert full.status_code == 200 and head.status_code == 200, (full.text, head.status_code)
+    for r, suffix in ((full, ".jsonl"), (head, "-preferences.jsonl")):
+        disposition = r.headers["content-disposition"]
+        if saved + suffix == user + suffix:
+            assert disposition == f'attachment; filename="{saved}{suffix}"', disposition
+            continue
+        assert disposition == f"attachment; filename=\"{saved}{suffix}\"; filename*=UTF-8''{original}{suffix}", disposition
+        parsed = Message()  # the standard library's reading of it (RFC 2231, of which RFC 8187 is the HTTP profile)
+        parsed["Content-Disposition"] = disposition
+        params = parsed.get_params(header="content-disposition")[1:]
+        assert params == [("filename", saved + suffix), ("filename", ("UTF-8", "", user + suffix))], params
+
+
 def test_an_unknown_job_parameter_is_unknown_parameter_naming_the_closest(svc):
     """A misspelt job parameter had the generic `invalid_value` code and msgspec's words ("Object
     contains unknown field `kk`"), where an unknown field anywhere else is `unknown_parameter`."""

@@ -403,3 +403,56 @@ def test_the_embeddings_server_refuses_two_content_types_and_a_content_coding_as
         assert r.headers["accept-encoding"] == "identity" and error(r)["code"] == "unsupported_media_type", r.text
     r = httpx.post(url, content=valid, headers=[("Content-Type", "application/json"), ("Content-Encoding", "identity")])
     assert r.status_code == 200, r.text
+
+
+def raw_feedback(port: int, key: str, headers: list[tuple[str, str]], body: bytes) -> tuple[int, dict]:
+    """A feedback POST sent on a raw socket with `headers` (each line as given) and `body` as it goes on the wire;
+    (the answer's status, its JSON body)."""
+    import socket
+
+    head = (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            "Connection: close\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        client.sendall(head.encode() + body)
+        answer = b""
+        while piece := client.recv(65536):
+            answer += piece
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_body_with_a_transfer_coding_besides_chunked_is_refused_naming_transfer_encoding(svc, monkeypatch, http):
+    """Session small53, before (pluralign serve's protocol): httptools, uvicorn's default parser, took `Transfer-Encoding:
+    gzip, chunked`, undid the chunks alone and handed the app the gzip bytes (a 400 'not valid JSON' naming `body`), or a
+    plain body labelled gzip, which was stored; h11 refused it, and `gzip` alone or `chunked, gzip` on both parsers, as
+    'not HTTP/1.1 this service can read', naming nothing. Now: a coding besides a final `chunked` is a 415 naming
+    `Transfer-Encoding` (bodies are read as sent, as a `Content-Encoding` is refused), one where `chunked` is not last a
+    400 naming it (RFC 9112 6.3: the body's length cannot be known), on both parsers; plain `chunked` is read."""
+    import gzip
+
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, http)
+    user = f"coded-{http}"
+    plain = json.dumps({**FEEDBACK, "user": user}).encode()
+    packed = gzip.compress(plain)
+    refused = [
+        ([("Transfer-Encoding", "gzip, chunked")], chunked(packed), 415, "Transfer-Encoding"),
+        ([("Transfer-Encoding", "gzip, chunked")], chunked(plain), 415, "Transfer-Encoding"),  # labelled gzip, sent plain
+        ([("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")], chunked(packed), 415, "Transfer-Encoding"),
+        ([("Transfer-Encoding", "gzip")], packed, 400, "Transfer-Encoding"),
+        ([("Transfer-Encoding", "chunked, gzip")], chunked(plain), 400, "Transfer-Encoding"),
+        ([("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")], chunked(packed), 415, "Content-Encoding"),
+    ]
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        answers = [(raw_feedback(port, svc.keys["acme"], headers, body), status, param) for headers, body, status, param in refused]
+        taken = raw_feedback(port, svc.keys["acme"], [("Transfer-Encoding", "chunked")], chunked(plain))
+    for (got, body), status, param in answers:
+        assert (got, body["error"]["param"]) == (status, param), (got, body)
+    assert taken[0] == 201, taken  # chunked alone: decoded and stored
+    assert stored_prompts(svc, user) == [FEEDBACK["prompt"]]  # only the chunked one: nothing refused was stored

@@ -1750,3 +1750,34 @@ def test_a_pool_whose_answers_read_the_same_is_refused_saying_why(svc):
             assert r.status_code == 400 and field_named(r) == "pool", r.text
             message = r.json()["error"]["message"]
             assert "read the same" in message and "2-8 answers" not in message, message
+
+def test_texts_scored_again_are_not_encoded_again_but_another_tenants_and_after_a_delete_are(svc, monkeypatch):
+    """Session small53: `POST /v1/rewards/score` embedded its prompt and every response again on each call (an app
+    scoring its candidates for several users, or again after a refit, paid the encoder each time). They now come from
+    the tenant's text vectors in memory, as a next-comparison pool's do: the second call embeds nothing and scores
+    alike; another tenant embeds the same texts itself, and a DELETE of one of acme's users drops acme's vectors."""
+    counting = CountingEncoder(svc.runtime.encoder)
+    monkeypatch.setattr(svc.runtime, "encoder", counting)
+    body = {"prompt": "Score question on baking bread?",
+            "responses": ["Knead it ten minutes.", "Knead the dough ten minutes, rest it an hour, then bake it hot, with steam."]}
+    texts = {body["prompt"], *body["responses"]}
+    with svc.client() as c:
+        first = c.post("/v1/rewards/score", json={**body, "user": "scored-a"})
+        assert first.status_code == 200, first.text
+        assert set(counting.texts) == texts
+        counting.texts.clear()
+        second = c.post("/v1/rewards/score", json={**body, "user": "scored-a"})
+        assert second.status_code == 200, second.text
+        assert counting.texts == []  # every text came from memory
+        assert second.json() == first.json()
+    with svc.client("globex") as c:  # the same texts from another tenant: embedded for it
+        assert c.post("/v1/rewards/score", json={**body, "user": "scored-a"}).status_code == 200
+        assert set(counting.texts) == texts
+    counting.texts.clear()
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "score-leaver", "prompt": body["prompt"],
+                                            "chosen": body["responses"][0], "rejected": body["responses"][1]}).status_code == 201
+        assert c.delete("/v1/users/score-leaver").status_code == 200
+        counting.texts.clear()
+        assert c.post("/v1/rewards/score", json={**body, "user": "scored-a"}).status_code == 200
+        assert set(counting.texts) == texts  # embedded again: nothing of acme's texts outlived the DELETE

@@ -433,3 +433,34 @@ def test_another_tenants_light_reads_are_served_while_50_chats_wait(crowd):
     assert still_waiting >= 30, still_waiting  # answered while the chats still waited
     assert results.count(200) == 50
     assert took < 10, took
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_chat_whose_client_left_mid_generation_gives_its_place_back_at_once(svc, stream):
+    """Before (session small53): a chat whose client left while it generated kept its tenant's place until its task
+    returned. Its generation stops at its next token, but one waiting for the model's turn (another chat's token step,
+    a long prefill) sees none for a while: a client that sent again at once, within the limit, got 429 (two were seen in
+    one trial run). Now its place is given back as its client leaves; its worker stays taken until it stops."""
+    from tests.serving import generation_held as model_held
+
+    rt, body = svc.runtime, {**CHAT, "max_tokens": 4, "stream": stream}
+    answered: list[httpx.Response] = []
+
+    def send() -> None:
+        with svc.client("acme") as c:
+            answered.append(c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4}, timeout=60))
+
+    again = threading.Thread(target=send)
+    with model_held(rt) as release:
+        first = sent_chat(svc, body)  # takes the one worker, and waits for the model's turn
+        assert wait_for(lambda: rt.scheduler.stats()["running"] == 1, timeout=10), "the first chat never started"
+        with sent_chat(svc, body):  # waits behind it: acme's two places are taken
+            assert wait_for(lambda: rt.scheduler.stats()["waiting"] == 1, timeout=10), "the second chat never waited"
+            first.close()  # its client drops the connection mid-generation
+            assert wait_for(lambda: rt.scheduler.held("acme") == 1, timeout=5), rt.scheduler.held("acme")
+            again.start()  # at once, within the limit of 2: before, 429
+            wait_for(lambda: answered or rt.scheduler.stats()["waiting"] == 2, timeout=10)  # refused, or queued
+            release()
+            again.join()
+    assert answered[0].status_code == 200, (answered[0].status_code, answered[0].text)
+    assert wait_for(lambda: rt.scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}, timeout=30), rt.scheduler.stats()

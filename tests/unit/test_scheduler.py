@@ -250,3 +250,25 @@ def test_with_half_the_workers_kept_free_a_third_tenant_starts_while_two_saturat
             gate.set()
     for future in futures:
         future.result(timeout=10)
+
+
+def test_a_running_task_let_go_gives_its_tenant_s_place_back_at_once_and_only_once():
+    """Session small53: a task whose caller left kept its tenant's place until it returned (a retry at once got Busy).
+    `let_go` gives the place back then; the task keeps its worker, and its return gives back nothing more."""
+    scheduler = FairScheduler(workers=1, per_tenant=2, max_waiting=4)
+    gate = threading.Event()
+    try:
+        running = scheduler.submit("a", gate.wait)
+        waiting = scheduler.submit("a", lambda: "second")
+        assert until(lambda: scheduler.stats()["running"] == 1)
+        with pytest.raises(Busy):
+            scheduler.submit("a", lambda: "third")
+        assert scheduler.let_go(running) is False and scheduler.held("a") == 1  # running: not dropped, its place given back
+        assert scheduler.let_go(running) is False and scheduler.held("a") == 1  # twice: once
+        third = scheduler.submit("a", lambda: "third")
+        assert scheduler.stats() == {"running": 1, "waiting": 2, "tenants": 1}  # the worker still taken
+        assert scheduler.let_go(third) is True and third.cancelled() and scheduler.held("a") == 1  # waiting: dropped
+    finally:
+        gate.set()
+    assert waiting.result(timeout=10) == "second"
+    assert until(lambda: scheduler.held("a") == 0) and scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0}

@@ -452,13 +452,39 @@ def stamped(answer: bytes, default_headers: Iterable[tuple[bytes, bytes]]) -> by
     return status_line + b"\r\n" + b"".join(name + b": " + value + b"\r\n" for name, value in default_headers) + rest
 
 
-def unparsable_answer(request_id: str, url_bytes: int = 0) -> bytes:
+def transfer_coding_in(head: bytes) -> tuple[int, str] | None:
+    """What is wrong with the `Transfer-Encoding` lines of the request head that begins `head` (bytes no parser has read
+    whole: the read the parser refused), as `service.strict.transfer_coding_problem` says; None without any, or with
+    `chunked` alone."""
+    from service.strict import transfer_coding_problem
+
+    lines = []
+    for line in head.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == b"transfer-encoding":
+            lines.append(value.decode("latin-1"))
+    return transfer_coding_problem(lines) if lines else None
+
+
+STATUS_LINES = {400: b"400 Bad Request", 415: b"415 Unsupported Media Type"}
+
+
+def unparsable_answer(request_id: str, url_bytes: int = 0, transfer_coding: tuple[int, str] | None = None) -> bytes:
     """The whole HTTP answer, as bytes, of a request the HTTP parser refused: a 400, `Connection: close`,
     `X-Request-Id`, `nosniff`, an error body in OpenAI's shape naming `url` when it is `url_bytes` long,
-    past MAX_URL_BYTES (code `invalid_value`), else no field (code `invalid_http`)."""
+    past MAX_URL_BYTES (code `invalid_value`); naming `Transfer-Encoding` with the status and problem of
+    `transfer_coding` (`transfer_coding_in`: h11 refuses any coding but `chunked` alone, both parsers one after it;
+    until session small53 named nothing, where the app names it for httptools, `service.strict.refuse_transfer_coding`);
+    else no field (code `invalid_http`)."""
     import msgspec
 
-    if url_bytes > MAX_URL_BYTES:
+    status, extra = 400, b""
+    if transfer_coding is not None:
+        status, problem = transfer_coding
+        message, param = f"`Transfer-Encoding`: {problem}", "Transfer-Encoding"
+        code = "unsupported_media_type" if status == 415 else "invalid_value"
+        extra = b"accept-encoding: identity\r\n" if status == 415 else b""
+    elif url_bytes > MAX_URL_BYTES:
         message, param, code = (f"`url`: {url_bytes} bytes; this service reads a URL of at most {MAX_URL_BYTES} bytes "
                                 "(send long values in a request body)"), "url", "invalid_value"
     else:
@@ -466,7 +492,7 @@ def unparsable_answer(request_id: str, url_bytes: int = 0) -> bytes:
                                 "or a head too long): check the client, or what is between it and the service"), None, "invalid_http"
     body = msgspec.json.encode({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code,
                                           "request_id": request_id}})
-    return (b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    return (b"HTTP/1.1 " + STATUS_LINES[status] + b"\r\ncontent-type: application/json\r\nconnection: close\r\n" + extra +
             b"x-request-id: " + request_id.encode() + b"\r\nx-content-type-options: nosniff\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
@@ -524,6 +550,7 @@ class TimedRequests:
     parsed_bytes = 0
     head_past_the_limit = False  # the parser was stopped at a head or trailers past MAX_HEAD_BYTES (`stop_past_the_limit`)
     body_came = False  # whether the bytes being read held any of a body (httptools' `on_body`)
+    arriving: bytes | None = None  # the bytes the parser is reading now (`data_received`)
     half_closed = False  # the client shut its sending side after a whole request (`eof_received`)
     answering = None  # httptools: the request cycle running (its `cycle` is the newest, perhaps queued behind this one)
 
@@ -629,7 +656,11 @@ class TimedRequests:
                 self.head_too_large()
                 return
             self.head_bytes += len(data)
-        super().data_received(data)  # type: ignore[misc]
+        self.arriving = data  # what `send_400_response` reads the refused head from (no copy: dropped below)
+        try:
+            super().data_received(data)  # type: ignore[misc]
+        finally:
+            self.arriving = None
         if self.transport.is_closing() or self.refused:  # closed, or lingering after the parser's 400
             return
         if hasattr(self, "conn"):  # h11: its state machine says where the client's request is
@@ -679,10 +710,12 @@ class TimedRequests:
         url = getattr(self, "url", b"") if not hasattr(self, "conn") else b""  # httptools': the request target so far
         # its own id as the record's (the log's filter adds the current request's otherwise: under h11, a bad request
         # pipelined behind a good one is parsed in the good one's context, and the line carried both ids)
-        logging.getLogger("pluralign.service").warning("a request the HTTP parser refused was answered 400 (%s)",
-                                                       f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg,
-                                                       extra={"request_id": rid})
-        self.answer_last(self.with_headers(unparsable_answer(rid, len(url)), self.origin()))
+        coding = transfer_coding_in(self.arriving) if self.arriving is not None else None
+        logging.getLogger("pluralign.service").warning(
+            "a request the HTTP parser refused was answered %d (%s)", 400 if coding is None else coding[0],
+            f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg if coding is None else f"Transfer-Encoding {coding[1]}",
+            extra={"request_id": rid})
+        self.answer_last(self.with_headers(unparsable_answer(rid, len(url), coding), self.origin()))
 
     def head_too_large(self) -> None:
         """A request whose head went past MAX_HEAD_BYTES: its 431 (`head_too_large_answer`), or the 400 naming `url`
