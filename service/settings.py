@@ -446,6 +446,8 @@ def _at_least_1(name: str) -> Rule:
 
 
 RULES: tuple[Rule, ...] = (
+    # `PLURALIGN_DATA_DIR=$DATA` with DATA unset: until session trial53 the working folder itself (Path("") is ".")
+    (lambda s: not s.data_dir.strip(), "`data_dir` is empty: name the data folder, or leave the setting out for ./data"),
     # answers
     (lambda s: s.candidates < 1, "`candidates` must be at least 1"),
     (lambda s: s.rerank and s.candidates < 2, "`candidates` must be at least 2 when `rerank` is on"),

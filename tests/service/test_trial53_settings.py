@@ -62,3 +62,30 @@ def test_pluralign_serve_refuses_it_in_one_line_before_anything_is_made(tmp_path
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr == "pluralign: error: PLURALIGN_SHOTS (setting shots): `shots` must be 0 to 16 (past comparisons put in a chat's context), got 20\n"
     assert not (tmp_path / "data").exists()
+
+
+EMPTY_DATA_DIR = "`data_dir` is empty: name the data folder, or leave the setting out for ./data"
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_data_folder_is_refused_naming_where_it_came_from(tmp_path, value):
+    """`PLURALIGN_DATA_DIR=$DATA` with DATA unset (or `data_dir = ""` in the TOML file, `--data-dir ""`) was the
+    working folder itself: `pluralign serve` put its tables, key file and PAL checkpoint beside whatever was there
+    (a checkout's root), as an empty PORT was port 8000 until session 40."""
+    with pytest.raises(ValueError, match=f"^PLURALIGN_DATA_DIR \\(setting data_dir\\): {EMPTY_DATA_DIR}"):
+        Settings.load({"PLURALIGN_DATA_DIR": value})
+    (tmp_path / "pluralign.toml").write_text(f'data_dir = "{value}"\n')
+    with pytest.raises(ValueError, match=f"^PLURALIGN_CONFIG {tmp_path}/pluralign.toml \\(setting data_dir\\): {EMPTY_DATA_DIR}"):
+        Settings.load({"PLURALIGN_CONFIG": str(tmp_path / "pluralign.toml")})
+    with pytest.raises(ValueError, match=f"^--data-dir: {EMPTY_DATA_DIR}"):
+        Settings.load({}, data_dir=value)
+
+
+def test_pluralign_serve_with_an_empty_data_folder_makes_nothing_in_the_working_folder(tmp_path):
+    """Before: it began its first start in the working folder ("no PAL checkpoint in <cwd>/pal: training one ...")."""
+    env = {**os.environ, "PLURALIGN_DATA_DIR": "", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--port", "0"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr == f"pluralign: error: PLURALIGN_DATA_DIR (setting data_dir): {EMPTY_DATA_DIR}\n"
+    assert list(tmp_path.iterdir()) == []
