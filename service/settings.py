@@ -71,6 +71,7 @@ POOLED_PRIOR_MAX_USERS = 128  # a tenant's pooled prior is estimated from at mos
 # milliseconds even on loopback, so a value below this (0.0001: a unit slip) failed every request as "did not answer"
 MIN_STORE_TIMEOUT_S = 0.1
 MAX_STORE_CACHE_MB = 1 << 30  # `store_cache_mb`: LanceDB takes its cache sizes as 64-bit counts of bytes
+MAX_SHOTS = 16  # `shots`, and a chat's `pluralign.shots`: past comparisons put in its context
 METRICS_TOKEN = re.compile(r"[\x21-\x7e]{16,255}")  # `metrics_token`: printable ASCII, no spaces, long enough not to guess
 MAX_CONNECTIONS = 1 << 20  # `max_connections`: more than any open-files limit a kernel is set to
 POOLED_PRIOR_MAX_SPREAD = 100.0  # sd 10x a user's own posterior's: far wider than the model's own prior already
@@ -458,6 +459,8 @@ def _at_least_1(name: str) -> Rule:
 
 
 RULES: tuple[Rule, ...] = (
+    # `PLURALIGN_DATA_DIR=$DATA` with DATA unset: until session trial53 the working folder itself (Path("") is ".")
+    (lambda s: not s.data_dir.strip(), "`data_dir` is empty: name the data folder, or leave the setting out for ./data"),
     # answers
     (lambda s: s.candidates < 1, "`candidates` must be at least 1"),
     (lambda s: s.rerank and s.candidates < 2, "`candidates` must be at least 2 when `rerank` is on"),
@@ -467,6 +470,16 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`max_prompt_tokens` must be at least 1, got {s.max_prompt_tokens}"),
     (lambda s: s.max_prefill_tokens is not None and s.max_prefill_tokens < 1,
      lambda s: f"`max_prefill_tokens` must be at least 1, got {s.max_prefill_tokens}"),
+    # the defaults of a chat's own fields, which the chat checks against the same bounds: out of them, every chat that
+    # left the field out was a 400 naming a field its client never sent (until session trial53)
+    (lambda s: not 0 <= s.shots <= MAX_SHOTS,
+     lambda s: f"`shots` must be 0 to {MAX_SHOTS} (past comparisons put in a chat's context), got {s.shots}"),
+    (lambda s: s.max_tokens_limit < 1, lambda s: f"`max_tokens_limit` must be at least 1, got {s.max_tokens_limit}"),
+    (lambda s: not 1 <= s.max_tokens <= s.max_tokens_limit,
+     lambda s: f"`max_tokens` must be at least 1 and at most `max_tokens_limit` ({s.max_tokens_limit}), got {s.max_tokens}"),
+    (lambda s: s.max_context_tokens is not None and s.max_context_tokens < 1,  # 0 was read as unset
+     lambda s: f"`max_context_tokens` must be at least 1 when set, got {s.max_context_tokens}"),
+    (lambda s: s.max_body_bytes < 1, lambda s: f"`max_body_bytes` must be at least 1, got {s.max_body_bytes}"),
     (lambda s: s.admin_session_s < 1, "`admin_session_s` must be at least 1"),
     (lambda s: s.log_format not in ("text", "json"), lambda s: f"`log_format` must be `text` or `json`, got {s.log_format!r}"),
     (lambda s: s.metrics_token is not None and s.metrics_admin_only,
@@ -519,7 +532,13 @@ RULES: tuple[Rule, ...] = (
     # queues, limits and jobs
     *(_at_least_1(name) for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_deletes", "delete_queue", "max_exports",
                                      "tenant_queued_jobs", "job_attempts", "max_source_chars", "max_attributes",
-                                     "max_attribute_name_chars", "max_attribute_value_chars")),
+                                     "max_attribute_name_chars", "max_attribute_value_chars",
+                                     # until session trial53 an adapter trigger of 0 failed the start once the models
+                                     # had loaded ("`every` must be at least 1 comparison"), naming no setting
+                                     "adapter_every", "compact_every")),
+    # 0 job workers queue jobs and run none (the tests' replicas that must not train); a negative count is a typo
+    *((lambda s, name=name: getattr(s, name) < 0, f"`{name}` must be 0 or more")
+      for name in ("job_workers", "history_cache_mb", "adapter_budget_mb")),
     (lambda s: not 1 <= s.max_exports_per_tenant <= s.max_exports,
      lambda s: f"`max_exports_per_tenant` must be at least 1 and at most `max_exports` ({s.max_exports}), got {s.max_exports_per_tenant}"),
     (lambda s: not 5 <= s.generation_stall_s <= 3600,

@@ -300,8 +300,21 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
         jobs = [j for j in jobs if tenant_of(j.params) == tenant][:DASHBOARD_JOBS]
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in jobs], signed_in, prototypes,
                                      rt.rewards.version, backlog, unmoved=unmoved, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
-                                     tenants=stored.tenants, line=line, jobs_of=tenant),
+                                     tenants=stored.tenants, line=line, jobs_of=tenant,
+                                     unseen=tenant is not None and not (jobs or history or _tenant_shows(request, tenant))),
                     media_type="text/html", headers=PAGE_HEADERS)
+
+
+def _tenant_shows(request: Request, tenant: str) -> bool:
+    """Whether `tenant` shows here as `tenants remove` checks it before it begins (`service.tenants.tenant_seen`: a key,
+    a removal before, anything held of it). A dashboard asked for a tenant that shows nowhere (a typo) said "No audit has
+    been run yet" and "no jobs" as of an idle tenant until session trial53."""
+    from service.tenants import tenant_seen
+
+    removals: TenantRemovals | None = getattr(request.app.state, "tenant_removals", None)
+    rt = request.app.state.runtime
+    holds = (lambda: removals.holds_anything(tenant)) if removals is not None else (lambda: True)
+    return tenant_seen(rt.settings.data_path, rt.keys, tenant, holds)
 
 
 def dead_letter_cursor(after: str | None) -> tuple[float, str] | None:

@@ -437,7 +437,7 @@ def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: S
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
                      prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0, unmoved: str = "",
                      unreadable: Sequence[str] = (), tenants: Sequence[str | None] = (), line: Sequence[AuditReport] | None = None,
-                     jobs_of: str | None = None) -> str:
+                     jobs_of: str | None = None, unseen: bool = False) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
     more than this many comparisons still being stored, 0 for none; `unmoved`: why those waiting in the feedback log
@@ -446,7 +446,8 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
     (None: every tenant; `report` is one of `history`): the page names it, and draws over time only the audits of
     the latest one's tenant and settings (until session 42 one line ran through every tenant's audits); `line`, those
     audits when read apart (the service reads up to 50 of them, not only those among `history`; None: drawn from `history`);
-    `jobs_of`: the tenant whose jobs `jobs` are (a tenant's page), said in the job table's caption; None: every job."""
+    `jobs_of`: the tenant whose jobs `jobs` are (a tenant's page), said in the job table's caption; None: every job;
+    `unseen`: `jobs_of` shows nowhere (no key, no removal, nothing held: a typo?), said above everything else."""
     if report is not None:
         suppressed = report.suppressed_groups
         of = f"of {_audited(tenant_of(report, history, tenants))} " if tenants else ""
@@ -484,6 +485,9 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         f'<p class="muted">rendered {_when(time.time())}</p></div>'
         + (SIGN_OUT if signed_in else "")
         + '</header><main id="main" tabindex="-1">'
+        + (f'<p role="status">Tenant <b>{_e(jobs_of)}</b> shows nowhere here: it has no key, no removal and nothing held '
+           "(a typo? <code>pluralign keys list</code> names the tenants with keys), so what follows is empty.</p>"
+           if unseen and jobs_of is not None else "")
         + PATTERNS
         + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{unreadable_reports(unreadable)}{legend()}{bars}</section>'
         f'<section aria-labelledby="h-time"><h2 id="h-time">Worst-group accuracy over time</h2>{legend()}{drawn(report, history, tenants)}{worst_group_over_time(comparable(report, history, tenants) if line is None else line)}{worst_group_table(history, tenants)}</section>'

@@ -57,6 +57,7 @@ from service.ids import check_user_id, routed_to, user_header_lines
 from service.metrics import DECLARED_COUNTERS
 from service.runtime import Runtime
 from service.scheduler import Busy, Stopping
+from service.settings import MAX_SHOTS
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 from service.strict import CONTAINERS_BY_BODY_LIMIT
 
@@ -155,8 +156,8 @@ def chat_options(rt: Runtime, data: ChatRequest) -> ChatOptions:
             raise bad_request("pluralign.candidates", f"must be between 1 and {MAX_N}, got {options.candidates}")
         candidates = options.candidates
     shots = rt.settings.shots if options is None or options.shots is None else options.shots
-    if not 0 <= shots <= 16:
-        raise bad_request("pluralign.shots", f"must be between 0 and 16, got {shots}")
+    if not 0 <= shots <= MAX_SHOTS:
+        raise bad_request("pluralign.shots", f"must be between 0 and {MAX_SHOTS}, got {shots}")
     styles = rt.settings.candidate_styles if options is None or options.styles is None else options.styles
     return ChatOptions(user=user, n=n, candidates=max(candidates, n), rerank=do_rerank, shots=shots, styles=styles)
 

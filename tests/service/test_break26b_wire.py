@@ -42,6 +42,25 @@ def test_an_unknown_query_parameter_is_a_400_naming_it(svc, who, path, named, me
     assert (f"did you mean `{meant}`?" in error["message"]) if meant else "takes no query parameters" in error["message"], error
 
 
+@pytest.mark.parametrize("who, path, named, value", [
+    ("acme", "/v1/users?limit=05", "limit", "05"),
+    ("acme", "/v1/users/wire26/preferences?offset=007", "offset", "007"),
+    ("acme", "/v1/users/wire26/stated-preferences?before=01", "before", "01"),
+    ("admin", "/admin/jobs?limit=010", "limit", "010"),
+])
+def test_an_integer_with_a_leading_zero_is_refused_saying_so(svc, who, path, named, value):
+    """Session trial53: `?limit=05` passed the check that an integer is written as digits, then Litestar's own
+    conversion (msgspec's, JSON's grammar: no leading zero) refused it as "`limit`: Expected `int`, got `str`",
+    a message that named neither the value nor what was wrong with it."""
+    with svc.client(who) as c:
+        r = c.get(path)
+        assert c.get(path.replace(f"={value}", f"={value.lstrip('0')}")).status_code == 200, path
+    assert r.status_code == 400, (path, r.status_code, r.text[:300])
+    error = r.json()["error"]
+    assert error["param"] == named and error["code"] == "invalid_value", error
+    assert error["message"] == f"`{named}`: must be an integer without a leading zero (as in {named}=20), got {value!r}", error
+
+
 def test_probes_and_the_schema_still_take_any_query(svc):
     """Health checks, scrapers and the docs pages are read by tools that add their own parameters."""
     for path in ("/health?probe=1", "/metrics?format=prometheus", "/schema/openapi.json?v=2"):

@@ -144,3 +144,32 @@ def test_a_row_still_in_the_feedback_log_is_held_like_a_stored_one(svc):
             r = c.post("/v1/users/ids39-pend/import", content=changed)
             assert r.status_code == 409 and field_named(r) == "line 1.pref_id" and "another `rejected`" in r.text, r.text
         assert c.get("/v1/users/ids39-pend/preferences").json()["total"] == 2
+
+
+def test_the_cli_summary_tells_rows_stored_now_from_rows_the_service_held_already(svc, tmp_path, capsys):
+    """Session trial53: `pluralign data import --url`'s JSON line said `"stored": 7` for a run that stored nothing (the
+    same command again: each chunk's Idempotency-Key replayed the first receipt) and `"stored": 0` for a file whose
+    rows the user held under their ids (the user's own export sent back), so the same state read 7 or 0 depending on
+    which check found it (after a restart the keys are gone, the ids not). Now `stored` counts what this run stored,
+    and `already_stored` what the service held already, either way."""
+    from training.cli import main
+
+    def imported(path) -> dict:
+        assert main(["data", "import", "--source", "jsonl", "--path", str(path), "--url", svc.url, "--key", svc.keys["acme"]]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    with svc.client("acme") as c:
+        assert c.post("/v1/users/ids53-held/import", content=tied_rows(3)).status_code == 201
+        (tmp_path / "held.jsonl").write_bytes(export(c, "ids53-held"))  # its rows, under their ids
+    (tmp_path / "new.jsonl").write_bytes(b"".join(
+        json.dumps({"user_id": "ids53-new", "prompt": f"Q{i}?", "chosen": "Yes.", "rejected": "No."}).encode() + b"\n"
+        for i in range(4)))
+    held = imported(tmp_path / "held.jsonl")
+    assert (held["stored"], held["already_stored"]) == (0, 3), held
+    first = imported(tmp_path / "new.jsonl")
+    assert (first["stored"], first["already_stored"]) == (4, 0), first
+    again = imported(tmp_path / "new.jsonl")  # the same chunk, the same key: its receipt replayed
+    assert (again["stored"], again["already_stored"]) == (0, 4), again
+    with svc.client("acme") as c:
+        assert c.get("/v1/users/ids53-new/preferences").json()["total"] == 4
+        assert c.get("/v1/users/ids53-held/preferences").json()["total"] == 3

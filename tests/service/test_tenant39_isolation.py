@@ -177,3 +177,19 @@ def test_metrics_can_be_the_operators_alone(tmp_path, tiny_generator_dir, tiny_p
     assert "pluralign_table_rows" not in tenant.text
     assert admin.status_code == 200 and "pluralign_table_rows" in admin.text, admin.text
     assert health.status_code == 200, health.text
+
+
+def test_the_dashboard_of_a_tenant_that_shows_nowhere_says_so(svc):
+    """Session trial53: `/admin/dashboard?tenant=acmee` (a typo of acme) was served as an empty tenant's page, "No
+    audit has been run yet", "no jobs", "no stored comparisons yet": an operator read acme as idle. A tenant with no
+    key, no removal and nothing held (what `tenants remove` checks before it begins) is now said to show nowhere, with
+    the command that names the tenants; a tenant that does show (acme, and globex, a key and nothing stored) is not."""
+    notice = "Tenant <b>acmee</b> shows nowhere here: it has no key, no removal and nothing held"
+    with svc.client("admin") as admin:
+        typo = admin.get("/admin/dashboard", params={"tenant": "acmee"})
+        assert typo.status_code == 200, typo.text[:300]
+        assert notice in typo.text and "<code>pluralign keys list</code> names the tenants with keys" in typo.text, typo.text[:2000]
+        for tenant in ("acme", "globex"):
+            page = admin.get("/admin/dashboard", params={"tenant": tenant})
+            assert page.status_code == 200 and "shows nowhere here" not in page.text, tenant
+        assert "shows nowhere here" not in admin.get("/admin/dashboard").text  # every tenant's page

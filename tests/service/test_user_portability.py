@@ -54,7 +54,8 @@ def test_export_reimports_into_another_tenant_and_rebuilds_the_user(svc, tmp_pat
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary == {"url": svc.url, "users": 1, "records": len(PAIRS), "stored": len(PAIRS), "left_out_same_answer": 0}
+    assert summary == {"url": svc.url, "users": 1, "records": len(PAIRS), "stored": len(PAIRS), "already_stored": 0,
+                       "left_out_same_answer": 0}
     svc.runtime.wait_for_background()
     with svc.client("globex") as globex:
         after = globex.get("/v1/users/rita").json()
@@ -126,7 +127,8 @@ def test_ukp_import_stores_every_judgment_but_those_of_an_argument_against_itsel
     code, out, err = cli(capsys, "data", "import", "--source", "ukp_convarg1", "--path", ukp, "--url", svc.url,
                          "--key", svc.keys["acme"])
     assert code == 0, err
-    assert json.loads(out.strip().splitlines()[-1]) == {"url": svc.url, "users": 2, "records": 2, "stored": 2, "left_out_same_answer": 2}
+    assert json.loads(out.strip().splitlines()[-1]) == {"url": svc.url, "users": 2, "records": 2, "stored": 2, "already_stored": 0,
+                                                         "left_out_same_answer": 2}
     with svc.client("acme") as acme:
         stored = {user: [(p["chosen"], p["rejected"], p["tie"]) for p in acme.get(f"/v1/users/{user}/preferences").json()["data"]]
                   for user in ("w1", "w2")}

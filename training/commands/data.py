@@ -170,13 +170,21 @@ def _refusal(args: argparse.Namespace, r, user: str, sent: list[str], so_far: st
                       f"{shorten(r.text, 300)} ({so_far}; {again})")
 
 
-def _stored_count(args: argparse.Namespace, r, so_far: str) -> int:
-    """How many rows a 201 says were stored; ValueError naming --url when it is not pluralign's answer."""
+def _stored_count(args: argparse.Namespace, r, so_far: str) -> tuple[int, int]:
+    """(rows a 201 says this request stored, rows it says the service held already): those in `already_stored` (held
+    under their ids), and every row of a replayed receipt (`Idempotent-Replayed: true`: the chunk's key stored them
+    before, its `stored` is the first attempt's). Until session trial53 the command summed `stored` alone, so the same
+    command run again said it stored every row once more (replayed), and a file of rows held under their ids said 0.
+    ValueError naming --url when it is not pluralign's answer."""
     try:
-        return len(msgspec.json.decode(r.content)["stored"])
-    except (msgspec.DecodeError, KeyError, TypeError):
+        receipt = msgspec.json.decode(r.content)
+        stored, held = len(receipt["stored"]), len(receipt.get("already_stored") or ())
+    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
         raise ValueError(f"--url {args.url}: answered 201 without pluralign's `stored` list: is it a pluralign service? "
                          f"({so_far})") from None
+    if r.headers.get("Idempotent-Replayed", "").lower() == "true":
+        return 0, stored + held
+    return stored, held
 
 
 def import_(args: argparse.Namespace) -> int:
@@ -209,7 +217,7 @@ def import_(args: argparse.Namespace) -> int:
     records, _, where = _load_located(args)
     records, where, left_out = _comparisons_only(args, records, where)
     by_user = _indexes_by_user(args, records, where)
-    stored, users_stored = 0, 0
+    stored, users_stored, already_stored = 0, 0, 0
 
     def so_far() -> str:
         return f"{stored} rows of {users_stored} user{'s' * (users_stored != 1)} were stored before it" if stored else "nothing was stored"
@@ -240,13 +248,14 @@ def import_(args: argparse.Namespace) -> int:
                         continue
                     if r.status_code != 201:
                         raise _refusal(args, r, user, [where[i] for i in indexes[start:stop]], so_far(), again)
-                    count = _stored_count(args, r, so_far())
+                    count, held = _stored_count(args, r, so_far())
                     if count and not user_stored:
                         users_stored += 1
-                    stored, user_stored = stored + count, user_stored + count
+                    stored, user_stored, already_stored = stored + count, user_stored + count, already_stored + held
     except (httpx.TransportError, httpx.InvalidURL) as exc:  # refused, unresolvable, no scheme, timed out
         raise ValueError(f"--url {args.url}: cannot reach the service ({exc or type(exc).__name__}; {so_far()}; {again})") from None
-    print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored, "left_out_same_answer": left_out})
+    print_json({"url": args.url, "users": len(by_user), "records": len(records), "stored": stored,
+                "already_stored": already_stored, "left_out_same_answer": left_out})
     return 0
 
 
