@@ -153,7 +153,9 @@ def model_digest(folder: Path) -> str | None:
         meta = None
     served: dict = {"weights": weights}
     if isinstance(meta, dict):
-        served["meta"] = {name: meta.get(name) for name in SERVED_FIELDS.get(kind or "pal", ())}
+        # a field absent is left out, not hashed as null: a later release reading one more (SERVED_FIELDS) gives a
+        # folder without it this release's digest (until review versions53 another, for every such folder)
+        served["meta"] = {name: meta[name] for name in SERVED_FIELDS.get(kind or "pal", ()) if name in meta}
     if kind == "pal":
         data = (folder / USER_WEIGHTS_FILE).read_bytes() if (folder / USER_WEIGHTS_FILE).is_file() else b""
         try:
