@@ -42,24 +42,57 @@ def checkpoint_version(folder: Path, fields: frozenset[str] | None = None) -> st
     reviewreplicas49 they were hashed, and a replica started beside one served the model under another version.
     `fields`: the meta.json fields hashed (default: those this release reads; `checkpoint_versions` gives those
     another release reads, for the version it gives the folder)."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    return _version_of(_hashed_parts(folder), fields)
+
+
+class _PerUserFile(msgspec.Struct, forbid_unknown_fields=False):
+    """What `checkpoint_version` hashes of PAL's user_weights.json: K and the prior, not the training users' rows
+    (skipped unread: a 100,000-user file decoded whole took ~1 s)."""
+
+    k: object = None
+    prior: object = None
+
+
+_read_per_user_file = msgspec.json.Decoder(_PerUserFile).decode
+
+
+def _hashed_parts(folder: Path) -> list[tuple[str, bytes | dict]]:
+    """(file name, what `checkpoint_version` hashes of it) of each file of the model in `folder`, in order: meta.json's
+    JSON object decoded (its fields are chosen by `_version_of`), every other file as bytes."""
+    parts: list[tuple[str, bytes | dict]] = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith(".")):
         if path.name == USERS_FILE:
             continue
         data = path.read_bytes()
-        if path.name in (USER_WEIGHTS_FILE, META_FILE):
+        if path.name == USER_WEIGHTS_FILE:
+            try:
+                header = _read_per_user_file(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):  # not a JSON object: hashed as it is (loading refuses it)
+                header = None
+            if header is not None:
+                data = msgspec.json.encode({"k": header.k, "prior": header.prior})
+        elif path.name == META_FILE:
             try:
                 decoded = msgspec.json.decode(data)
             except msgspec.DecodeError:
                 decoded = None  # hashed as it is: loading refuses it anyway
-            if isinstance(decoded, dict) and path.name == USER_WEIGHTS_FILE:
-                data = msgspec.json.encode({"k": decoded.get("k"), "prior": decoded.get("prior")})
-            elif isinstance(decoded, dict):
-                known = _described_fields(decoded)
-                known = known if known is None or fields is None else fields
-                data = msgspec.json.encode({k: v for k, v in decoded.items()
-                                            if k not in ("users", "files") and (known is None or k in known)}, order="sorted")
-        digest.update(path.name.encode())
+            if isinstance(decoded, dict):
+                parts.append((path.name, decoded))
+                continue
+        parts.append((path.name, data))
+    return parts
+
+
+def _version_of(parts: list[tuple[str, bytes | dict]], fields: frozenset[str] | None) -> str:
+    """`checkpoint_version` of the files `_hashed_parts` read, meta.json's `fields` hashed (None: this release's)."""
+    digest = hashlib.sha256()
+    for name, data in parts:
+        if isinstance(data, dict):
+            known = _described_fields(data)
+            known = known if known is None or fields is None else fields
+            data = msgspec.json.encode({k: v for k, v in data.items()
+                                        if k not in ("users", "files") and (known is None or k in known)}, order="sorted")
+        digest.update(name.encode())
         digest.update(data)
     return digest.hexdigest()[:16]
 
@@ -92,8 +125,10 @@ def checkpoint_versions(folder: Path) -> set[str]:
     base = DESCRIBED_SINCE_UPGRADE51["em" if "kind" in meta else "pal"]
     others = sorted(set(meta) - base)
     sizes = range(len(others) + 1) if len(others) <= OTHER_RELEASES_FIELDS else (0, len(others))
-    return {checkpoint_version(folder), *(checkpoint_version(folder, base | frozenset(chosen))
-                                          for size in sizes for chosen in combinations(others, size))}
+    parts = _hashed_parts(folder)  # the files read once, only meta.json's fields vary (until review versions53 each
+    # version read them afresh: 17 reads of a 12 MB user_weights.json, 19 s under `.pal.lock` in `promote --if-version`)
+    return {_version_of(parts, None), *(_version_of(parts, base | frozenset(chosen))
+                                        for size in sizes for chosen in combinations(others, size))}
 
 
 WEIGHTS_SUFFIX = ".safetensors"  # a population model's weights: PAL's model.safetensors, an EM mixture's heads.safetensors
@@ -153,7 +188,9 @@ def model_digest(folder: Path) -> str | None:
         meta = None
     served: dict = {"weights": weights}
     if isinstance(meta, dict):
-        served["meta"] = {name: meta.get(name) for name in SERVED_FIELDS.get(kind or "pal", ())}
+        # a field absent is left out, not hashed as null: a later release reading one more (SERVED_FIELDS) gives a
+        # folder without it this release's digest (until review versions53 another, for every such folder)
+        served["meta"] = {name: meta[name] for name in SERVED_FIELDS.get(kind or "pal", ()) if name in meta}
     if kind == "pal":
         data = (folder / USER_WEIGHTS_FILE).read_bytes() if (folder / USER_WEIGHTS_FILE).is_file() else b""
         try:

@@ -24,7 +24,8 @@ When a claim goes: a claim is needed only while its row is acknowledged and not 
 import of the id finds the row itself). So the mover (`pluralign.store.ingest`), once it has committed rows or found
 them stored by another replica, removes their claims (`drop_stored`), each only if it is still the claim of that row
 received no later than that copy (another replica that acknowledged the same row later, still holding it in its log,
-keeps the claim: its own mover removes it), and only if it has not changed since it was read (below). An import that
+keeps the claim: its own mover removes it), and only if it has not changed since it was read (below); a claim an
+earlier release made of that row, of another content (`earlier_claims`), goes likewise. An import that
 claims an id afresh then looks for it in the table's newest version before its 201 (the service's `_claim_ids`,
 `Store.check_newest`): the claim may have been removed because the row of another content was just stored, and that
 import's own check of the table (a cached history) may be older than the store. Until session 42 claims of live users
@@ -79,7 +80,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -197,6 +198,37 @@ def earlier_contents(row, columns: Collection[str] = ()) -> frozenset[str]:
     return frozenset(contents)
 
 
+def earlier_claims(stored: Iterable[tuple[object, Claim]]) -> list[dict[str, dict[str, Claim]]]:
+    """The claims earlier releases made of rows now stored ((a StoredPreference, this release's claim of it), one per
+    id), whose content is not this release's (`earlier_contents`: session 52's, numbers exact; a release's before review
+    trial52, null columns hashed), for `PrefIdClaims.drop_named`, which removes a claim only where it holds the content
+    it is given: each a map by the claims' names (`named`), the first holding one such form of each row, the second
+    another; [] for rows without TRL extra columns (the most), which every release hashes alike. A row an earlier
+    release acknowledged and this release moved (its replica upgraded meanwhile, the log kept) had its claim left until
+    the user was deleted (until review versions53)."""
+    forms: list[dict[tuple[str, str], dict[str, Claim]]] = []
+    for row, claim in stored:
+        trl = getattr(row, "trl", None)
+        if trl is None or not trl.extra:
+            continue
+        for i, content in enumerate(sorted(earlier_contents(row) - {claim.content})):
+            if i == len(forms):
+                forms.append({})
+            forms[i].setdefault((row.tenant, row.user_id), {})[row.pref_id] = msgspec.structs.replace(claim, content=content)
+    return [named(form) for form in forms]
+
+
+def _taken_on(held: Claim, claim: Claim, earlier: Collection[str]) -> Claim:
+    """`held` taken on by `claim` of the same preference received later (`PrefIdClaims.claim`): its `received_at`, and
+    its content where `held` has an earlier release's (`earlier`, `earlier_contents`): the mover of `claim`'s copy
+    removes it (`drop_named`), finding only this release's forms of the row it stores (until review versions53 such a
+    claim stayed until the user was deleted)."""
+    later = msgspec.structs.replace(held, received_at=claim.received_at)
+    if held.content != claim.content and held.content in earlier:
+        later = msgspec.structs.replace(later, content=claim.content)
+    return later
+
+
 def _folder(tenant: str, user_id: str) -> str:
     """The user's claims' folder: `key_hash` of `tenant/user_id`, as their deletion record names them."""
     return key_hash(f"{tenant}/{user_id}")
@@ -228,7 +260,7 @@ class PrefIdClaims(abc.ABC):
         """Claim each id of `claims` for the user: returns (the ids claimed now, {id: the claim found} for the
         ids claimed before with other content: `Claim.same_preference`, `earlier` giving for an id the contents earlier
         releases' claims give its row, `earlier_contents`). An id claimed before with the same content is in neither; its
-        claim takes the later `received_at` (a row sent again after a DELETE began is kept by it, and so is its
+        claim takes the later `received_at` (and this release's content where it held an earlier release's) (a row sent again after a DELETE began is kept by it, and so is its
         claim: `forget_user`; until review 40 the claim kept its first time, the DELETE removed it, and the id was
         then free for other content on another replica while the row lived), only if unchanged since read
         (until session 42 whatever it held then: an earlier time could land last, or a claim another import made
@@ -251,7 +283,7 @@ class PrefIdClaims(abc.ABC):
                     continue
                 held = _decode(found[0])
                 if held.same_preference(claim, earlier.get(pref_id, ())) and claim.received_at > held.received_at:
-                    later = msgspec.structs.replace(held, received_at=claim.received_at)
+                    later = _taken_on(held, claim, earlier.get(pref_id, ()))
                     if not self._swap(name, found[1], _encode(later)):
                         continue
                     moved[pref_id] = (held, later)

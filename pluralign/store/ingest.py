@@ -32,7 +32,7 @@ import numpy as np
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
 from pluralign.files import append_durably, fsync_dir, write_atomic
-from pluralign.store.claims import Claim, claim_of, folder_of, named
+from pluralign.store.claims import Claim, claim_of, earlier_claims, folder_of, named
 from pluralign.store.dead_letter import DeadLetters
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.feedback_log import Entry, FeedbackLog
@@ -549,7 +549,7 @@ class Ingestor:
         encoder refused (`_embed`): a record holding one raises TextRefused, before anything is stored."""
         vectors = self._embed(entries, vectors)  # the slow part, outside the lock (nothing left to embed, mostly)
         zero = np.zeros(self.encoder.dim, np.float32)
-        notes: list[tuple[Path, dict[str, dict[str, Claim]]]] = []
+        notes: list[tuple[Path | None, dict[str, dict[str, Claim]]]] = []
         with self._move:
             if self.log.closed:  # stopped meanwhile: the batch stays in the log's files, for the next open
                 return 0
@@ -603,7 +603,7 @@ class Ingestor:
         except Exception:
             log.exception("before_done hook failed")
 
-    def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path, dict[str, dict[str, Claim]]]]:
+    def _note_stored(self, stored: list[StoredPreference]) -> list[tuple[Path | None, dict[str, dict[str, Claim]]]]:
         """With claims (replicas), notes the claims of `stored` (rows now in the table: committed here, or found stored
         by another replica) in a file of `stored-claims/` in the log's folder, before the log forgets the rows: a process
         killed after that and before the claims went (`_drop_claims`) leaves the note, which the next start drops
@@ -620,12 +620,21 @@ class Ingestor:
         if self._claims is None or not stored:
             return []
         by_user: dict[tuple[str, str], dict[str, Claim]] = {}
+        copies: dict[tuple[str, str, str | None], StoredPreference] = {}  # the copy each claim is of
         for row in stored:
             held = by_user.setdefault((row.tenant, row.user_id), {})
             claim = claim_of(row, stamped=False)
             if row.pref_id not in held or held[row.pref_id].received_at < claim.received_at:
                 held[row.pref_id] = claim
+                copies[(row.tenant, row.user_id, row.pref_id)] = row
         folders = named(by_user)
+        # and the claims an earlier release made of them (acknowledged before an upgrade, moved by this release), whose
+        # content is another (`earlier_claims`): dropped as these are, not noted (until review versions53 kept until the
+        # user was deleted)
+        earlier: list[tuple[Path | None, dict[str, dict[str, Claim]]]] = [
+            (None, form) for form in earlier_claims((copies[(tenant, user_id, pref_id)], claim)
+                                                    for (tenant, user_id), held in by_user.items()
+                                                    for pref_id, claim in held.items())]
         path = self._notes / f"{uuid.uuid4().hex}.json"
         try:
             append_durably(path, _encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
@@ -635,10 +644,10 @@ class Ingestor:
             with contextlib.suppress(OSError):  # a part written (no room left): nothing of it stays
                 path.unlink(missing_ok=True)
             self._drop_noted(None, folders)
-            return []
-        return [(path, folders)]
+            return earlier
+        return [(path, folders), *earlier]
 
-    def _drop_claims(self, notes: list[tuple[Path, dict[str, dict[str, Claim]]]], background: bool = False) -> None:
+    def _drop_claims(self, notes: list[tuple[Path | None, dict[str, dict[str, Claim]]]], background: bool = False) -> None:
         """The noted claims go (`PrefIdClaims.drop_named`: only a claim of that row received no later than its copy
         here), then their note. Each user's claims are listed once, the users at once. A claim that cannot be
         removed is logged and its note left (the next start tries again): meanwhile it holds its id for the same

@@ -100,7 +100,7 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     field means bumps `version`, which `UserModel.fits` refuses; but for `surprise`, whose rule says which changed-mind
     statistic it holds (`surprise_rule`): a bump would refit every stored user at their next read (and in a rolling
     update each release would refit every user the other fitted), where only some states can read otherwise under
-    another rule (`UserModel.fits`)."""
+    another rule (`UserModel.current`)."""
 
     version: int = STATE_VERSION
     population: str  # version of the population (PAL) checkpoint it was fitted against
@@ -144,7 +144,7 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     # threshold, read until the user's next refit)
     surprise: float = 0.0
     # the rule it was computed by (SURPRISE_RULE); 0 in a state stored before session versions53, whatever its rule:
-    # such a state is refitted where the rule now in force could read otherwise (`UserModel.fits`)
+    # such a state is refitted where the rule now in force could read otherwise (`UserModel.current`)
     surprise_rule: int = 0
 
     @property
@@ -630,13 +630,21 @@ class UserModel:
     def fits(self, state: UserState | None, stated: Mapping[str, int] | None = None) -> bool:
         """Whether a stored state belongs to this model (same population checkpoint and features)
         and was fitted with the user's current stated preferences (a state fitted on comparisons
-        with stated preferences also holds what the comparisons alone say on them). A state whose changed-mind z an
-        earlier rule computed (`UserState.surprise_rule`) fits unless that rule could read otherwise than SURPRISE_RULE:
-        it is flagged (`surprised`: each earlier rule's z is at least the one now in force, the smaller of the two) or
-        holds ties (session 51's window left them out); until session versions53 such a state kept its flag until the
-        user's next refit, and chat's `compare` asked them again at every chat."""
+        with stated preferences also holds what the comparisons alone say on them): what the tenant's other users'
+        states are read for (their pooled prior, next-comparison's population), whatever changed-mind rule computed
+        their `surprise`, which neither reads. A user's own state is served only where `current` too."""
         stated = dict(stated or {})
         return state is not None and state.population == self.population and state.features == FEATURES_VERSION \
             and state.names == self.names and state.version == STATE_VERSION and state.stated == stated \
-            and set(state.from_comparisons) == (set(stated) if state.n or state.ties else set()) \
+            and set(state.from_comparisons) == (set(stated) if state.n or state.ties else set())
+
+    def current(self, state: UserState | None, stated: Mapping[str, int] | None = None) -> bool:
+        """Whether the user's own stored state is served as it is: it `fits`, and its changed-mind z reads as the rule in
+        force reads it. A state whose z an earlier rule computed (`UserState.surprise_rule`) is refitted where that rule
+        could read otherwise than SURPRISE_RULE: it is flagged (`surprised`: each earlier rule's z is at least the one now
+        in force, the smaller of the two) or holds ties (session 51's window left them out); until session versions53
+        such a state kept its flag until the user's next refit, and chat's `compare` asked them again at every chat.
+        Until review versions53 `fits` said so, and such states were left out of the tenant's pooled prior and
+        next-comparison's population too, whose means and covariances no such rule changes."""
+        return self.fits(state, stated) and state is not None \
             and (state.surprise_rule == SURPRISE_RULE or not (state.surprised or state.ties))

@@ -39,7 +39,7 @@ class Health(Base, kw_only=True):
     replicas: str | None  # with replicas: live replicas set up with another PLURALIGN_REPLICAS; None when none is seen
     generator: str  # the served generator's model id (a folder's name, never its path)
     encoder: str  # the text encoder's id
-    pal: dict[str, Any]  # the population model: trained, version, k, kind
+    pal: dict[str, Any]  # the population model: trained, version, digest (the same whatever the release), k, kind
     feedback_pending: int  # acknowledged feedback rows not yet embedded into the table
     vectors_owed: int  # purges of deleted users' vectors a busy embedding cache put off (vectors-owed/), retried each pass
 

@@ -473,7 +473,8 @@ def user_weights(rt: Runtime, tenant: str, user_id: str, flush: bool = True) -> 
         return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     if record.pal_logits is None and not (residual_on(rt) and stated.preferences):
         return UserWeights(logits=rewards.prior(), prior=True, record=record, rewards=rewards, stated=stated)
-    if residual_on(rt) and not rewards.user_model.fits(state, stated.signs()):  # an older model, feature set or stated prior
+    # an older model, feature set or stated prior, or a changed-mind z an earlier rule computed (`UserModel.current`)
+    if residual_on(rt) and not rewards.user_model.current(state, stated.signs()):
         return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     if record.pal_logits is None:  # only stated preferences so far
         return UserWeights(logits=rewards.prior(), prior=True, record=record, state=state, rewards=rewards, stated=stated)

@@ -18,10 +18,14 @@ import numpy as np
 import pytest
 
 from pluralign.data.record import TrlRow
-from pluralign.store import StoredPreference
+from pluralign.store import Store, StoredPreference
 from pluralign.store.claims import CONTENT_FIELDS, Claim, FolderClaims, claim_of, earlier_contents
 from pluralign.store.claims import _folder as claims_folder
 from pluralign.store.deletions import key_hash
+from pluralign.store.feedback_log import FeedbackLog
+from pluralign.store.ingest import Ingestor
+from tests.service.test_feedback_log import HashEncoder, feedback
+from tests.service.test_store import DIM
 from tests.service.tiny import start_replicas
 
 pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
@@ -78,7 +82,37 @@ def test_an_earlier_releases_claim_still_holds_its_id(tmp_path):
     session52 = hashlib.sha256(msgspec.json.encode(values, order="sorted")).hexdigest()
     FolderClaims(tmp_path).claim("acme", "u", {"e": Claim(content=session52, created_at=1.0, stamped=False, received_at=1.0)})
     assert claim(tmp_path, exact) == ([], [])
+    # taken on with this release's content, which this copy's mover finds (review versions53: the earlier content
+    # stayed, and the claim with it until the user was deleted)
+    held = FolderClaims(tmp_path)._get(f"{claims_folder('acme', 'u')}/{key_hash('e')}")[0]
+    assert msgspec.json.decode(held, type=Claim).content == claim_of(exact, stamped=False).content
     assert claim(tmp_path, row("e", score_chosen=0.25)) == ([], ["e"])
+
+
+def test_an_earlier_releases_claim_goes_once_its_row_is_moved(tmp_path):
+    """A row an earlier release acknowledged (its claim that release's content: session 52's, numbers exact) and this
+    release moves into the table once the replica was upgraded (the log survives): the claim goes as a claim of this
+    release's content does. Until review versions53 the mover compared it with this release's content alone, and it
+    stayed until the user was deleted. A real folder store and feedback log, the real mover."""
+    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
+    stored = msgspec.structs.replace(feedback("u", 0)[0], received_at=100.0,
+                                     trl=TrlRow(prompt="question 0 of u", chosen="good answer 0.0", rejected="bad answer 0.0",
+                                                extra={"score_chosen": 0.123456789012345, "score_rejected": 2}))
+    values = [getattr(stored, name) for name in CONTENT_FIELDS]
+    session52 = hashlib.sha256(msgspec.json.encode(values, order="sorted")).hexdigest()
+    assert session52 != claim_of(stored, stamped=False).content and session52 in earlier_contents(stored)
+    claim = Claim(content=session52, created_at=float(stored.created_at), stamped=False, received_at=100.0)
+    assert store.claims.claim("t", "u", {stored.pref_id: claim}) == ([stored.pref_id], {})
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder())
+    try:
+        ingest.claims_settled()  # the start's sweep done: the mover's removal is what is tested
+        ingest.submit([stored], received_at=100.0)  # in the log before the upgrade, moved by this release
+        ingest.flush()
+        ingest.claims_settled()
+        assert [r.pref_id for r in store.stored_rows("t", "u")] == [stored.pref_id]
+        assert store.claims._names(claims_folder("t", "u")) == []  # before: the earlier release's claim stayed
+    finally:
+        ingest.close()
 
 
 ROWS = [{"pref_id": "v53-1", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee.",
@@ -129,6 +163,9 @@ def test_a_file_rewritten_by_datasets_through_another_replica_is_the_same_prefer
                 service.runtime.store.refresh("preferences")
                 page = client.get(f"/v1/users/{user}/preferences")
                 assert sorted(r["pref_id"] for r in page.json()["data"]) == ["v53-1", "v53-2"], page.text  # each once
-        # in the table: their claims went (an earlier release's claim, of another content than this release's, stays
-        # until the user is deleted: `earlier_contents`)
+        # in the table: their claims went, an earlier release's too (`earlier_claims`; until review versions53 it
+        # stayed until the user was deleted)
+        a.runtime.ingest.claims_settled()
+        b.runtime.ingest.claims_settled()
         assert a.runtime.store.claims._names(claims_folder("acme", "v53")) == []
+        assert a.runtime.store.claims._names(claims_folder("acme", "old53")) == []

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
+import msgspec
 import pytest
 
 import service.rewards as rewards
+from pluralign.user.model import SURPRISE_RULE, UserState
 from service.rewards import checkpoint_version, model_digest
+from tests.service.test_user_model_service import short_and_long
 from tests.service.tiny import start_service
 from tests.unit.clitools import cli
 
@@ -32,15 +36,18 @@ def served(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     shutil.copytree(tiny_pal_dir, pal)
     meta = json.loads((pal / "meta.json").read_text())
     (pal / "meta.json").write_text(json.dumps({**meta, "calibration": {"temperature": 1.3}}))
-    server, service = start_service(root / "data", tiny_generator_dir, pal, minilm)
+    # a tenant's pooled prior from 2 users (`test_users_fitted_by_an_earlier_release_still_shape_the_pooled_prior`,
+    # which shares this start: a second one would cost the default suite seconds)
+    server, service = start_service(root / "data", tiny_generator_dir, pal, minilm, pooled_prior_users=2,
+                                    pooled_prior_ttl_s=0.2)
     with server, service.client("acme") as c:
         health = c.get("/health").json()["pal"]
-        yield pal, health
+        yield pal, health, service
 
 
 def test_a_version_read_off_either_releases_health_promotes_with_the_other_releases_cli(served, tmp_path, capsys,
                                                                                           monkeypatch):
-    pal, health = served
+    pal, health, _ = served
     artifact = tmp_path / "artifact"  # the model served, promoted again: the folder is the same after each promotion
     shutil.copytree(pal, artifact)
     assert health["version"] == checkpoint_version(pal) and health["digest"] == model_digest(pal) is not None
@@ -63,7 +70,7 @@ def test_a_version_read_off_either_releases_health_promotes_with_the_other_relea
 
 
 def test_a_version_or_digest_of_another_model_is_still_refused(served, tmp_path, capsys):
-    pal, health = served
+    pal, health, _ = served
     other = tmp_path / "other"
     shutil.copytree(pal, other)
     prior = json.loads((other / "user_weights.json").read_text())
@@ -79,3 +86,41 @@ def test_a_version_or_digest_of_another_model_is_still_refused(served, tmp_path,
         code, _, err = cli(capsys, "promote", str(other), "--pal-dir", str(pal), "--if-version", value)
         assert code == 2 and "another promotion came first" in err and health["digest"] in err, err
         assert {p.name: p.read_bytes() for p in pal.iterdir()} == before  # nothing changed
+
+
+def test_users_fitted_by_an_earlier_release_still_shape_the_pooled_prior(served):
+    """A user model stored before session versions53 (no `surprise_rule`) that holds ties is refitted at its user's
+    next read (`UserModel.current`), but its fit is still one of the tenant's users: their pooled prior and
+    next-comparison's population read its mean and covariance, which no changed-mind rule changes. Until review
+    versions53 such states were left out of both (`UserModel.fits`): after the upgrade a tenant whose users had given
+    ties had no pooled prior for its new users (below PLURALIGN_POOLED_PRIOR_USERS) until each of them came back."""
+    _, _, service = served
+    store = service.runtime.store
+    with service.client("globex") as c:
+        for u in range(2):
+            for topic in ("travel", "money", "sleep", "music"):
+                s, l_ = short_and_long(topic)
+                sent = c.post("/v1/feedback", json={"type": "comparison", "user": f"old{u}", "prompt": f"Tips on {topic}?",
+                                                    "chosen": s if u else l_, "rejected": l_ if u else s,
+                                                    "tie": topic == "music"})
+                assert sent.status_code == 201, sent.text
+            assert c.get(f"/v1/users/old{u}").status_code == 200  # fitted, and the fit stored
+            store.refresh("users")
+            record = store.get_user("globex", f"old{u}")
+            stored = msgspec.msgpack.decode(record.user_model)
+            assert stored.pop("surprise_rule") and stored["ties"] == 1, stored
+            earlier = msgspec.structs.replace(record, user_model=msgspec.msgpack.encode(stored))  # as stored before
+            assert store.put_user_if(earlier, record)
+            store.refresh("users")
+            assert UserState.decode(store.get_user("globex", f"old{u}").user_model).surprise_rule == 0
+        time.sleep(0.3)  # the tenant's prior, estimated before, is estimated again
+        s, l_ = short_and_long("reading")
+        sent = c.post("/v1/feedback", json={"type": "comparison", "user": "newbie53", "prompt": "Tips on reading?",
+                                            "chosen": s, "rejected": l_})
+        assert sent.status_code == 201, sent.text
+        profile = c.get("/v1/users/newbie53")
+        assert profile.status_code == 200, profile.text
+        assert profile.json()["user_model"]["pooled_users"] in (2, 3), profile.json()["user_model"]  # before: 0
+        assert c.get("/v1/users/old0").status_code == 200  # their own read refits them, under the rule in force
+        store.refresh("users")
+        assert UserState.decode(store.get_user("globex", "old0").user_model).surprise_rule == SURPRISE_RULE

@@ -108,3 +108,19 @@ def test_the_digest_leaves_out_what_serves_nothing(tmp_path):
     (copy / "meta.json").write_text(json.dumps(meta))
     (copy / "user_weights.json").write_text(json.dumps({**written, "prior": [v + 0.5 for v in written["prior"]]}))
     assert model_digest(copy) != digest
+
+
+def test_a_later_release_reading_one_more_field_gives_a_folder_without_it_the_same_digest(tmp_path, monkeypatch):
+    """A later release that reads one more meta.json field saying how the weights are read (SERVED_FIELDS) gives a
+    folder that lacks it the digest this release gives it: the digest is what replicas of two releases compare at
+    start and what `promote --if-version` takes off either's /health. Until review versions53 an absent field was
+    hashed as null, and the two releases' digests of every folder without it differed."""
+    import service.rewards as rewards
+
+    folder = checkpoint(tmp_path / "pal", seed=0)
+    digest = model_digest(folder)
+    monkeypatch.setitem(rewards.SERVED_FIELDS, "pal", (*rewards.SERVED_FIELDS["pal"], "calibration"))
+    assert model_digest(folder) == digest  # before: another digest
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "calibration": {"temperature": 1.3}}))
+    assert model_digest(folder) != digest  # a folder holding it is read otherwise by that release

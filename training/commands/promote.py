@@ -120,8 +120,10 @@ def run(args: argparse.Namespace) -> int:
         if not str(exc).startswith(f"{folder}: holds "):
             raise
         raise ValueError(f"{option} {exc} (a data folder, or another than the one the replicas serve?)") from None
-    print_json({"pal_dir": str(folder), "kind": kind, "version": checkpoint_version(folder), "digest": model_digest(folder),
-                "files": names})
+    # the artifact's: the folder holds its files now, unless a promotion that took the next turn replaced them (until
+    # review versions53 read off the folder, and so that one's: `--if-version` with it swapped out a model unseen)
+    print_json({"pal_dir": str(folder), "kind": kind, "version": checkpoint_version(artifact),
+                "digest": model_digest(artifact), "files": names})
     return 0
 
 
