@@ -77,12 +77,16 @@ def test_lance_caches_stay_under_store_cache_mb(tmp_path, tiny_generator_dir, ti
         assert 0 < service.runtime.store.cache_bytes <= 1 << 20, service.runtime.store.cache_bytes
 
 
-def test_profiles_do_not_each_sample_the_tenants_stored_answers(svc):
+def test_profiles_do_not_each_sample_the_tenants_stored_answers(svc, monkeypatch):
     """Each GET of a profile drew a fresh sample of the tenant's stored comparisons to describe the
     nearest prototype (every row id of the tenant read, up to 1,600 rows' texts, 200 pairs scored): a
     profile got slower as the tenant's rows grew (long run: GET user p50 x1.4 over 6,500 requests).
     Once the sample is full the description is kept per tenant and population model for
-    `pooled_prior_ttl_s`, and a DELETE drops it (it quotes stored answers)."""
+    `pooled_prior_ttl_s`, and a DELETE drops it (it quotes stored answers). With `profile_examples = tenant` (an
+    opt-in since the review of trial16_53); the default, `own`, draws from the user's history and reads no sample."""
+    import msgspec
+
+    monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, profile_examples="tenant"))
     store = svc.runtime.store
     calls = []
     sample = store.answers_sample
