@@ -1756,3 +1756,25 @@ def test_a_pool_whose_answers_read_the_same_is_refused_saying_why(svc):
             assert r.status_code == 400 and field_named(r) == "pool", r.text
             message = r.json()["error"]["message"]
             assert "read the same" in message and "2-8 answers" not in message, message
+
+
+def test_a_second_pick_of_a_compare_pair_is_stored_and_learned_beside_the_first(svc):
+    """The review of trial16_53 (the lead's question): a user shown `compare`'s pair who picks A, then B, then A
+    again has each pick stored and learned from, the docs said "A is their last word". What the service does, and now
+    what the docs say: every pick is one more comparison (the pair read as two to one for A), none withdraws an earlier
+    one, `summary.comparisons` counts the three, and the newest answers weigh again through the held-out check."""
+    with svc.client() as c:
+        out = chat(c, "twice-picked", n=2)
+        compare = out["pluralign"]["compare"]
+        texts = [ch["message"]["content"] for ch in out["choices"]]
+        if compare is None or texts[compare[0]] == texts[compare[1]]:
+            pytest.skip("the tiny model wrote the same text twice")
+        a, b = compare
+        for pick in (a, b, a):
+            r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": compare})
+            assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers, r.text
+        rows = c.get("/v1/users/twice-picked/preferences").json()["data"]
+        profile = c.get("/v1/users/twice-picked").json()
+    assert sorted((x["chosen"], x["rejected"]) for x in rows) == sorted(
+        [(texts[a], texts[b]), (texts[b], texts[a]), (texts[a], texts[b])])
+    assert profile["summary"]["comparisons"] == 3 and profile["summary"]["sentences"][-1] == "based on 3 comparisons", profile["summary"]
