@@ -1762,7 +1762,7 @@ def test_a_second_pick_of_a_compare_pair_is_stored_and_learned_beside_the_first(
     """The review of trial16_53 (the lead's question): a user shown `compare`'s pair who picks A, then B, then A
     again has each pick stored and learned from, the docs said "A is their last word". What the service does, and now
     what the docs say: every pick is one more comparison (the pair read as two to one for A), none withdraws an earlier
-    one, `summary.comparisons` counts the three, and the newest answers weigh again through the held-out check."""
+    one, `summary.comparisons` counts the three; the newest answers count for more only in whether to ask again."""
     with svc.client() as c:
         out = chat(c, "twice-picked", n=2)
         compare = out["pluralign"]["compare"]
