@@ -1817,6 +1817,7 @@ class Store:
     def answers_sample(
         self, tenant: str | None, limit: int = 200, *, seed: int = 0, keep: Callable[[str, str, str], bool] | None = None,
         leave_out_user: str | None = None, max_rows: int | None = None, with_tenants: bool = False, per: str = "question",
+        only_user: str | None = None,
     ) -> tuple[list[str], list[str], np.ndarray, np.ndarray] | tuple[list[str], list[str], np.ndarray, np.ndarray, list[str]]:
         """Both answers of up to `limit` stored comparisons of the tenant (None: of every tenant),
         drawn at random (`seed`) from all of them: their prompts, texts, and prompt and answer
@@ -1828,7 +1829,8 @@ class Store:
         same two answers to another prompt are another question: until session trial16_52 they were one); `per="pair"`
         counts a pair of answers once whatever its prompt, for a sample that shows each answer once (the prototypes'
         description: a questionnaire's "Yes."/"No." questions took its slots, until the reviewtrial16_52 review). Raises
-        ValueError for another `per`. Rows of `leave_out_user` are not drawn at all. The
+        ValueError for another `per`. Rows of `leave_out_user` are not drawn at all; with `only_user` (a tenant's user) only
+        that user's rows are. The
         cost is bounded whatever the tenant's size: one read of the row ids of its comparisons (the
         BITMAP index, no texts), the texts of at most `max_rows` drawn rows (default 8 * `limit`),
         and the vectors of the `limit` kept ones; where most of the tenant's pairs are refused, a
@@ -1838,6 +1840,10 @@ class Store:
         where = "rejected != ''" if tenant is None else f"tenant = {quote(tenant)} AND rejected != ''"
         if leave_out_user is not None:
             where += f" AND user_id != {quote(leave_out_user)}"
+        if only_user is not None:
+            if tenant is None:
+                raise ValueError("`only_user` names a user of one tenant: give `tenant` too")
+            where += f" AND user_id = {quote(only_user)}"
         columns = ["prompt", "chosen", "rejected", "prompt_vec", "chosen_vec", "rejected_vec", *(["tenant"] if with_tenants else [])]
         for attempt in range(DRAW_ATTEMPTS):
             # row ids change when the table is compacted (a background compaction commits beside this read):
