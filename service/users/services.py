@@ -817,7 +817,7 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         learned = not weights.prior
     nearest = int(np.argmax(protos))
     if rt.settings.profile_examples == "own":  # no other user's texts in this user's profile
-        described = _describe(rewards, *rt.store.history(tenant, user_id).answers_sample(DESCRIBED_PAIRS))[nearest]
+        described = _describe(rewards, *rt.store.own_answers_sample(tenant, user_id, DESCRIBED_PAIRS))[nearest]
     else:
         described = described_prototypes(rt, tenant, rewards)[nearest]
     sentences = written_sentences(beliefs, joint)

@@ -107,6 +107,29 @@ def test_profiles_do_not_each_sample_the_tenants_stored_answers(svc, monkeypatch
             del store.answers_sample
 
 
+def test_a_profile_describes_an_uncached_user_by_their_own_answers_without_loading_their_history(svc):
+    """The review of trial16_53: by default (`profile_examples = own`) a profile's nearest prototype is described by
+    the user's own stored pairs. Drawn from their history, an uncached user's (most users, in a bounded cache; none
+    here) was loaded whole for it, every row's vectors, at every GET (a user of 50,000 rows: ~230 MB of 384-d
+    vectors, for 200 pairs), where the profile's counts read the table's index alone. The draw now reads the table
+    (`Store.own_answers_sample`: the user's row ids, a bounded number of rows), and the user's own answers are shown."""
+    store = svc.runtime.store
+    loads = []
+    history = store.history
+    with svc.client() as c:
+        for i in range(3):
+            assert c.post("/v1/feedback", json=comparison("uncached", i)).status_code == 201
+        assert c.get("/v1/users/uncached").status_code == 200  # moved into the table and fitted
+        store.history = lambda *a, **k: loads.append(a) or history(*a, **k)
+        try:
+            summaries = [c.get("/v1/users/uncached").json()["summary"] for _ in range(3)]
+        finally:
+            del store.history
+    assert loads == [], loads
+    shown = {e["answer"] for s in summaries for side in ("highest", "lowest") for e in s["nearest_prototype"][side]}
+    assert shown and shown <= {t for i in range(3) for t in (comparison("uncached", i)["chosen"], comparison("uncached", i)["rejected"])}, shown
+
+
 def test_a_user_pushed_out_of_the_trigger_counts_still_gets_their_adapter_job(svc):
     """The counts are an LRU: a user pushed out by COUNTED_USERS others starts counting again from 0,
     and is checked `adapter_every` (3 here) comparisons later against the table's count, so their job
