@@ -122,3 +122,10 @@ def test_a_users_own_answers_sample_holds_their_pairs_each_once_and_no_one_elses
     assert "r7" not in answers and "c7" not in answers
     assert len(store.history("t", "ann").answers_sample(2)[1]) == 4
     assert [len(x) for x in store.history("t", "nobody").answers_sample(200)] == [0, 0, 0, 0]
+    # the store's draw: from the cached history, or (uncached) from the table, the same pairs either way
+    cached = store.own_answers_sample("t", "ann", 200)
+    store.histories.invalidate([("t", "ann")])
+    read = store.own_answers_sample("t", "ann", 200)
+    assert store.histories.peek(("t", "ann")) is None  # not loaded for it
+    as_pairs = lambda out: {(out[1][k], out[1][k + 1]) for k in range(0, len(out[1]), 2)}  # noqa: E731
+    assert as_pairs(cached) == as_pairs(read) and len(read[1]) == 6, (cached[1], read[1])
