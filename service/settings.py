@@ -135,10 +135,11 @@ class Settings(Base, frozen=True):
     pooled_prior_users: int = 0
     pooled_prior_spread: float = 0.2  # weight of the users' mean posterior variance in the pooled prior
     pooled_prior_ttl_s: float = 60.0  # a tenant's pooled prior is estimated again after this many seconds
-    # which stored answers show a user's nearest prototype in their profile's summary: `tenant` (any of the tenant's
-    # users', a sample of its pairs) or `own` (the user's own only: an app that shows end users their profile shows
-    # them no one else's questions and answers); the dashboard shows the tenant's either way
-    profile_examples: str = "tenant"
+    # which stored answers show a user's nearest prototype in their profile's summary: `own` (the user's own only: the
+    # profile is what a user reads about themself, and shows no one else's questions and answers; none stored: none
+    # shown) or `tenant` (an opt-in for tenants whose data is shared by design: a sample of the tenant's pairs, any of
+    # its users'; the default until the review of trial16_53); the dashboard (an auditor's view) shows the tenant's either way
+    profile_examples: str = "own"
     shots: int = 4  # past preferences put in the context
     max_tokens: int = 128  # default completion length
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
@@ -496,8 +497,8 @@ RULES: tuple[Rule, ...] = (
                f"and at most {POOLED_PRIOR_MAX_SPREAD:g}, got {s.pooled_prior_spread}"),
     (lambda s: not 0 < s.pooled_prior_ttl_s < float("inf"),
      lambda s: f"`pooled_prior_ttl_s` must be positive and finite, got {s.pooled_prior_ttl_s}"),
-    (lambda s: s.profile_examples not in ("tenant", "own"),
-     lambda s: f"`profile_examples` must be `tenant` or `own`, got {s.profile_examples!r}"),
+    (lambda s: s.profile_examples not in ("own", "tenant"),
+     lambda s: f"`profile_examples` must be `own` or `tenant`, got {s.profile_examples!r}"),
     (lambda s: s.compare_target not in ("best", "coefficients"),
      lambda s: f"`compare_target` must be `best` or `coefficients`, got {s.compare_target!r}"),
     (lambda s: s.user_model not in ("residual", "prototypes"),

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pluralign.data.record import seconds_meant, seconds_meant_of
+from pluralign.data.text import answer_key
 
 if TYPE_CHECKING:  # imported where used: the user package imports torch, and a store's reader (an audit job) must not
     from pluralign.user.active import Recent
@@ -113,6 +114,32 @@ class History:
         """The ties of this snapshot (two answers, neither preferred) in `comparison_set`'s form, the
         answer stored as chosen first: prompt, chosen and rejected vectors (M, d), and the texts."""
         return self._pairs(self._tie_rows())
+
+    def answers_sample(self, limit: int, seed: int = 0) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+        """Both answers of up to `limit` of this user's stored pairs (a comparison, or a tie of two answers), each pair
+        of answers once whatever its prompt and spelling (`answer_key`), drawn at random (`seed`): `Store.answers_sample`
+        with `per="pair"` over one user's rows, read from this snapshot rather than the table. Returns prompts and
+        answers (2n each: a pair's chosen, then its rejected), prompt and answer vectors ((2n, d) each)."""
+        paired = np.flatnonzero(pc.not_equal(self.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool))
+        drawn = np.random.default_rng(seed).permutation(paired)
+        texts: dict[int, dict] = {}
+        seen: set[frozenset[str]] = set()
+        step = max(limit, 1)
+        for start in range(0, len(drawn), step):  # a batch's texts at a time: not one dict per row of a large history
+            batch = drawn[start : start + step]
+            for i, row in zip(batch.tolist(), self.meta.select(["prompt", "chosen", "rejected"]).take(batch).to_pylist(), strict=True):
+                pair = frozenset((answer_key(row["chosen"]), answer_key(row["rejected"])))
+                if pair not in seen and len(texts) < limit:
+                    seen.add(pair)
+                    texts[i] = row
+            if len(texts) >= limit:
+                break
+        picked = list(texts)
+        rows = np.asarray(picked, np.int64)
+        prompts = [texts[i]["prompt"] for i in picked for _ in range(2)]
+        answers = [t for i in picked for t in (texts[i]["chosen"], texts[i]["rejected"])]
+        answer_vec = np.stack([self.chosen_vec[rows], self.rejected_vec[rows]], axis=1).reshape(-1, self.prompt_vec.shape[1])
+        return prompts, answers, np.repeat(self.prompt_vec[rows], 2, axis=0), answer_vec
 
     def _pairs(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
         meta = self.meta.take(pa.array(rows, type=pa.int64()))

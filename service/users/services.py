@@ -720,7 +720,8 @@ class NearestPrototype(msgspec.Struct, kw_only=True):
 
 class UserSummary(msgspec.Struct, kw_only=True):
     """What the model believes, in words: each named feature's direction and confidence, the
-    nearest prototype shown by stored answers, and how many comparisons support it."""
+    nearest prototype shown by stored answers (the user's own; the tenant's with `profile_examples = tenant`), and how
+    many comparisons support it."""
 
     comparisons: int
     features: list[FeatureSummary]  # most certain first
@@ -818,7 +819,7 @@ def summary(rt: Runtime, tenant: str, user_id: str, weights: UserWeights, compar
         learned = not weights.prior
     nearest = int(np.argmax(protos))
     if rt.settings.profile_examples == "own":  # no other user's texts in this user's profile
-        described = _describe(rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS, per="pair", only_user=user_id))[nearest]
+        described = _describe(rewards, *rt.store.own_answers_sample(tenant, user_id, DESCRIBED_PAIRS))[nearest]
     else:
         described = described_prototypes(rt, tenant, rewards)[nearest]
     sentences = written_sentences(beliefs, joint)

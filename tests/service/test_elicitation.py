@@ -1706,14 +1706,17 @@ def test_the_summary_of_a_user_whose_newest_answers_contradict_it_says_so(svc):
     assert any(s.startswith("prefers shorter answers") for s in kept["sentences"]), kept["sentences"]
 
 
-def test_a_profile_can_be_described_by_the_users_own_answers_never_another_users(svc, monkeypatch):
-    """trial16_53: the summary's nearest prototype is shown by stored answers of the tenant, which are other users'
-    prompts and answers (an `edit` is text a user wrote): an app that shows each end user their own profile, as issue
-    16 asks ("a profile people can read"), showed them other people's questions. Here bob, who only stated a
-    preference, read alice's "my landlord ... eviction" question and her answer in his profile, and had no way to be
-    shown anything else. `PLURALIGN_PROFILE_EXAMPLES=own` describes the prototype by the user's own stored answers only
-    (none stored: no examples, and the sentence quotes none); the default, `tenant`, is as before."""
+def test_a_profile_never_quotes_another_users_text_unless_the_tenant_opts_in(svc, monkeypatch):
+    """trial16_53: the summary's nearest prototype was shown by stored answers of the tenant, other users' prompts and
+    answers (an `edit` is text a user wrote): bob, who only stated a preference, read alice's "my landlord ...
+    eviction" question and her answer in his profile, the page a user reads about themself. trial16_53 added
+    `PLURALIGN_PROFILE_EXAMPLES=own` but left the default quoting others; the review of trial16_53 made `own` the
+    default (the lead's decision): each user's profile is described by their own stored pairs (bob, none: empty lists
+    and no quote), and `tenant` is an opt-in for tenants whose data is shared by design. The dashboard (an auditor's
+    view, `prototype_descriptions`) still shows the tenant's."""
     import msgspec
+
+    from service.users.services import prototype_descriptions
 
     rt = svc.runtime
     svc.keys.setdefault("privacy53", rt.keys.issue("privacy53"))
@@ -1723,20 +1726,23 @@ def test_a_profile_can_be_described_by_the_users_own_answers_never_another_users
                                   "rejected": "Ignore it and hope the letter goes away."}])
         assert c.patch("/v1/users/bob/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
         import_rows(c, "carol", [{"prompt": "Tips on tea?", "chosen": "Brew it for three minutes.", "rejected": "Boil it."}])
-        for user in ("alice", "carol"):  # their rows moved from the feedback log into the table (a read of theirs waits for it)
-            assert c.get(f"/v1/users/{user}").status_code == 200
-        shared = c.get("/v1/users/bob").json()["summary"]
-        # the default: the tenant's stored answers, alice's among them
-        assert "landlord" in json.dumps(shared["nearest_prototype"]), shared["nearest_prototype"]
-        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, profile_examples="own"))
+        rt.ingest.flush("privacy53")  # every row in the table, as the feedback worker moves them
         bob, carol, alice = (c.get(f"/v1/users/{u}").json()["summary"] for u in ("bob", "carol", "alice"))
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, profile_examples="tenant"))
+        shared = c.get("/v1/users/bob").json()["summary"]
     assert bob["nearest_prototype"]["highest"] == [] and bob["nearest_prototype"]["lowest"] == [], bob
     assert not any("“" in s for s in bob["sentences"]), bob["sentences"]  # quotes nothing
     for summary, own in ((carol, {"Brew it for three minutes.", "Boil it."}),
                          (alice, {"Call a tenants' union today.", "Ignore it and hope the letter goes away."})):
         shown = {e["answer"] for side in ("highest", "lowest") for e in summary["nearest_prototype"][side]}
         assert shown and shown <= own, (shown, own)
+        assert any(f"“{summary['nearest_prototype']['highest'][0]['answer']}”" in s for s in summary["sentences"])
     assert "landlord" not in json.dumps(carol) and "landlord" not in json.dumps(bob)
+    # opted in (`tenant`): the tenant's stored answers, alice's among them, as before
+    assert "landlord" in json.dumps(shared["nearest_prototype"]), shared["nearest_prototype"]
+    # the auditor's view is the tenant's whatever the setting
+    audited = prototype_descriptions(rt, "privacy53")
+    assert secret in {e.prompt for d in audited for e in d.highest + d.lowest}
 
 
 def test_a_pool_whose_answers_read_the_same_is_refused_saying_why(svc):
@@ -1781,3 +1787,25 @@ def test_texts_scored_again_are_not_encoded_again_but_another_tenants_and_after_
         counting.texts.clear()
         assert c.post("/v1/rewards/score", json={**body, "user": "scored-a"}).status_code == 200
         assert set(counting.texts) == texts  # embedded again: nothing of acme's texts outlived the DELETE
+
+
+def test_a_second_pick_of_a_compare_pair_is_stored_and_learned_beside_the_first(svc):
+    """The review of trial16_53 (the lead's question): a user shown `compare`'s pair who picks A, then B, then A
+    again has each pick stored and learned from, the docs said "A is their last word". What the service does, and now
+    what the docs say: every pick is one more comparison (the pair read as two to one for A), none withdraws an earlier
+    one, `summary.comparisons` counts the three; the newest answers count for more only in whether to ask again."""
+    with svc.client() as c:
+        out = chat(c, "twice-picked", n=2)
+        compare = out["pluralign"]["compare"]
+        texts = [ch["message"]["content"] for ch in out["choices"]]
+        if compare is None or texts[compare[0]] == texts[compare[1]]:
+            pytest.skip("the tiny model wrote the same text twice")
+        a, b = compare
+        for pick in (a, b, a):
+            r = c.post("/v1/feedback", json={"type": "choice", "response_id": out["id"], "chosen_index": pick, "shown": compare})
+            assert r.status_code == 201 and "Idempotent-Replayed" not in r.headers, r.text
+        rows = c.get("/v1/users/twice-picked/preferences").json()["data"]
+        profile = c.get("/v1/users/twice-picked").json()
+    assert sorted((x["chosen"], x["rejected"]) for x in rows) == sorted(
+        [(texts[a], texts[b]), (texts[b], texts[a]), (texts[a], texts[b])])
+    assert profile["summary"]["comparisons"] == 3 and profile["summary"]["sentences"][-1] == "based on 3 comparisons", profile["summary"]

@@ -77,12 +77,16 @@ def test_lance_caches_stay_under_store_cache_mb(tmp_path, tiny_generator_dir, ti
         assert 0 < service.runtime.store.cache_bytes <= 1 << 20, service.runtime.store.cache_bytes
 
 
-def test_profiles_do_not_each_sample_the_tenants_stored_answers(svc):
+def test_profiles_do_not_each_sample_the_tenants_stored_answers(svc, monkeypatch):
     """Each GET of a profile drew a fresh sample of the tenant's stored comparisons to describe the
     nearest prototype (every row id of the tenant read, up to 1,600 rows' texts, 200 pairs scored): a
     profile got slower as the tenant's rows grew (long run: GET user p50 x1.4 over 6,500 requests).
     Once the sample is full the description is kept per tenant and population model for
-    `pooled_prior_ttl_s`, and a DELETE drops it (it quotes stored answers)."""
+    `pooled_prior_ttl_s`, and a DELETE drops it (it quotes stored answers). With `profile_examples = tenant` (an
+    opt-in since the review of trial16_53); the default, `own`, draws from the user's history and reads no sample."""
+    import msgspec
+
+    monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, profile_examples="tenant"))
     store = svc.runtime.store
     calls = []
     sample = store.answers_sample
@@ -101,6 +105,29 @@ def test_profiles_do_not_each_sample_the_tenants_stored_answers(svc):
             assert len(calls) == 1  # described again after the DELETE
         finally:
             del store.answers_sample
+
+
+def test_a_profile_describes_an_uncached_user_by_their_own_answers_without_loading_their_history(svc):
+    """The review of trial16_53: by default (`profile_examples = own`) a profile's nearest prototype is described by
+    the user's own stored pairs. Drawn from their history, an uncached user's (most users, in a bounded cache; none
+    here) was loaded whole for it, every row's vectors, at every GET (a user of 20,000 rows: 1.3 s and 94 MB of
+    384-d vectors, for 200 pairs), where the profile's counts read the table's index alone. The draw now reads the table
+    (`Store.own_answers_sample`: the user's row ids, a bounded number of rows), and the user's own answers are shown."""
+    store = svc.runtime.store
+    loads = []
+    history = store.history
+    with svc.client() as c:
+        for i in range(3):
+            assert c.post("/v1/feedback", json=comparison("uncached", i)).status_code == 201
+        assert c.get("/v1/users/uncached").status_code == 200  # moved into the table and fitted
+        store.history = lambda *a, **k: loads.append(a) or history(*a, **k)
+        try:
+            summaries = [c.get("/v1/users/uncached").json()["summary"] for _ in range(3)]
+        finally:
+            del store.history
+    assert loads == [], loads
+    shown = {e["answer"] for s in summaries for side in ("highest", "lowest") for e in s["nearest_prototype"][side]}
+    assert shown and shown <= {t for i in range(3) for t in (comparison("uncached", i)["chosen"], comparison("uncached", i)["rejected"])}, shown
 
 
 def test_a_user_pushed_out_of_the_trigger_counts_still_gets_their_adapter_job(svc):

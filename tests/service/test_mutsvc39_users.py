@@ -59,10 +59,14 @@ def test_compare_names_the_most_informative_pair_of_the_returned_choices(svc):
     assert out["pluralign"]["compare_bits"] == pytest.approx(best["bits"], abs=2e-3)
 
 
-def test_a_deleted_users_answers_leave_other_users_profiles_at_once(svc):
-    """A profile's summary shows example answers its nearest prototype scores highest and lowest, drawn from
-    the tenant's stored pairs and reused once the tenant holds 200 (`described_prototypes`). After a DELETE,
-    no profile shows the deleted user's answers, even within that reuse window; /metrics counts the DELETE."""
+def test_a_deleted_users_answers_leave_other_users_profiles_at_once(svc, monkeypatch):
+    """With `profile_examples = tenant` (an opt-in since the review of trial16_53), a profile's summary shows example
+    answers its nearest prototype scores highest and lowest, drawn from the tenant's stored pairs and reused once the
+    tenant holds 200 (`described_prototypes`). After a DELETE, no profile shows the deleted user's answers, even within
+    that reuse window; /metrics counts the DELETE."""
+    import msgspec
+
+    monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, profile_examples="tenant"))
     lines = [json.dumps({"prompt": f"Question {i}?", "chosen": f"ghostly answer {i} yes", "rejected": f"ghostly answer {i} no"})
              for i in range(210)]
     with svc.client("globex") as c:

@@ -99,3 +99,33 @@ def test_users_with_preferences_names_only_the_users_asked_for_that_hold_a_row(t
     asked = [("a", "ann"), ("b", "ann"), ("b", "bob"), ("a", "gone"), ("a", "o'cy"), ("a", "ann")]  # a quote: quoted
     assert store.users_with_preferences(asked) == {("a", "ann"), ("b", "bob"), ("a", "o'cy")}  # not ("a", "bob"): not asked
     assert store.users_with_preferences([]) == set()
+
+
+def test_a_users_own_answers_sample_holds_their_pairs_each_once_and_no_one_elses(tmp_path):
+    """(review of trial16_53) What a profile's nearest prototype is described by by default (`History.answers_sample`):
+    both answers of each of the user's pairs, a comparison or a tie, each pair of answers once whatever its prompt or
+    spelling (NFC or NFD), the answers beside their own vectors; a rating of one answer is no pair; another user's
+    rows are never there; `limit` caps the pairs."""
+    store = Store(str(tmp_path / "db"), "enc", 2)
+    rows = [row("ann", 1, "r1"), row("ann", 2, "r2", tie=True), row("ann", 3, "", kind="rating"),
+            msgspec_replace(row("ann", 4, "r1"), chosen="c1", prompt="another q"),  # the pair of row 1 again
+            msgspec_replace(row("ann", 5, "Cafe\u0301"), chosen="c5"), msgspec_replace(row("ann", 6, "Caf\u00e9"), chosen="c5"),
+            row("bob", 7, "r7")]
+    vec = np.array([[float(r.pref_id[-1]), 1.0] for r in rows], np.float32)  # chosen_vec[:, 0] names the row
+    store.add_preferences(rows, np.ones_like(vec), vec, -vec)
+    prompts, answers, prompt_vec, answer_vec = store.history("t", "ann").answers_sample(200)
+    pairs = {frozenset(answers[k : k + 2]) for k in range(0, len(answers), 2)}
+    assert len(answers) == 6 and {frozenset(("c1", "r1")), frozenset(("c2", "r2"))} <= pairs, answers
+    assert len(prompts) == 6 and prompt_vec.shape == answer_vec.shape == (6, 2)
+    for k in range(0, len(answers), 2):  # each answer with its own row's vectors: chosen +v, rejected -v
+        assert answer_vec[k, 0] == -answer_vec[k + 1, 0] and answers[k].startswith("c")
+    assert "r7" not in answers and "c7" not in answers
+    assert len(store.history("t", "ann").answers_sample(2)[1]) == 4
+    assert [len(x) for x in store.history("t", "nobody").answers_sample(200)] == [0, 0, 0, 0]
+    # the store's draw: from the cached history, or (uncached) from the table, the same pairs either way
+    cached = store.own_answers_sample("t", "ann", 200)
+    store.histories.invalidate([("t", "ann")])
+    read = store.own_answers_sample("t", "ann", 200)
+    assert store.histories.peek(("t", "ann")) is None  # not loaded for it
+    as_pairs = lambda out: {(out[1][k], out[1][k + 1]) for k in range(0, len(out[1]), 2)}  # noqa: E731
+    assert as_pairs(cached) == as_pairs(read) and len(read[1]) == 6, (cached[1], read[1])
