@@ -86,3 +86,15 @@ def test_serve_on_a_server_reading_another_length_stops_with_one_line_naming_the
     assert code == 2 and "Traceback" not in err, err  # before: RemoteEncoderError's traceback ("Connection error."), 1
     assert f"pluralign: error: PLURALIGN_ENCODER (setting encoder): embeddings server at {gone}/v1: Connection error." in err, err
     assert not data.exists()
+
+
+def test_serve_embeddings_in_front_of_a_server_reading_another_length_stops_with_one_line(tei, capsys):
+    """`pluralign serve-embeddings --encoder openai:URL` (a server relaying another's vectors) likewise: before, the
+    traceback, exit 1."""
+    from tests.unit.clitools import cli
+
+    TEI.info = info(512, True)
+    code, _, err = cli(capsys, "serve-embeddings", "--port", "0", "--encoder", f"openai:{tei}/v1")
+    lines = [line for line in err.splitlines() if line.startswith("pluralign: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"pluralign: error: --encoder openai:{tei}/v1: embeddings server at {tei}/v1 reads at most 512"), lines
