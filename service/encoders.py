@@ -76,7 +76,8 @@ def refused_text(encoder: Encoder, fields: Mapping[str, str], refused: Exception
     server is seen to embed another text (the feedback worker's probe, `pluralign.store.ingest.PROBE_TEXT`); else
     `refused` itself, the 503 to send again (`service.errors.encoder_unavailable`): a server that refuses the probe too is
     in trouble of its own, and one that embeds each text alone refused them together. Each text is asked alone only
-    here, after a refusal. Until session remote53 every refusal was that 503, and sending the request again never got
+    here, after a refusal, one request each (a pool's 128 texts at most); a RemoteEncoderError of the server meanwhile
+    is raised (the 503). Until session remote53 every refusal was that 503, and sending the request again never got
     another answer."""
     from pluralign.embed.remote import RemoteEncoderError, RemoteTextsRefused
     from pluralign.store.ingest import PROBE_TEXT
