@@ -57,26 +57,36 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
 
 def embedded(encoder: Encoder, fields: Mapping[str, str]) -> np.ndarray:
     """(N, d) the vectors of `fields`' texts ({the request's field: its text}, e.g. {"messages[2].content": ...}), in
-    their order. A text the embeddings server refuses (`RemoteTextsRefused`: TEI's 413 for a text past its max input
-    length where it runs without `--auto-truncate`, vLLM's 400 past its model's) is the 400 naming its field with the
-    server's words (TEI's and vLLM's name the limit), once the server is seen to embed another text (the feedback
-    worker's probe, `pluralign.store.ingest.PROBE_TEXT`), and, of several texts, to refuse that one alone; a server that refuses the probe too is in trouble of its own: its
-    RemoteTextsRefused is raised, the 503 to send again (`service.errors.encoder_unavailable`). Until session remote53
-    every refusal was that 503, and sending the request again never got another answer."""
-    # here: `pluralign serve-embeddings`, which imports this module, needs none of these
+    their order. A text the embeddings server refuses (`RemoteTextsRefused`) is the 400 naming its field, or the 503 to
+    send again: `refused_text`."""
+    # here: `pluralign serve-embeddings`, which imports this module, needs it not
+    from pluralign.embed.remote import RemoteTextsRefused
+
+    try:
+        return encoder.encode(list(fields.values()))
+    except RemoteTextsRefused as exc:
+        raise refused_text(encoder, fields, exc) from None
+
+
+def refused_text(encoder: Encoder, fields: Mapping[str, str], refused: Exception) -> Exception:
+    """What to raise for `refused`, the embeddings server's `RemoteTextsRefused` of `fields`' texts ({the request's
+    field: its text}, in the request's order) embedded together, or of some of them (TEI's 413 for a text past its max
+    input length where it runs without `--auto-truncate`, vLLM's 400 past its model's): the 400 naming the first field
+    whose text it refuses alone, with the server's words (TEI's and vLLM's name the limit), code `text_refused`, once the
+    server is seen to embed another text (the feedback worker's probe, `pluralign.store.ingest.PROBE_TEXT`); else
+    `refused` itself, the 503 to send again (`service.errors.encoder_unavailable`): a server that refuses the probe too is
+    in trouble of its own, and one that embeds each text alone refused them together. Each text is asked alone only
+    here, after a refusal, one request each (a pool's 128 texts at most); a RemoteEncoderError of the server meanwhile
+    is raised (the 503). Until session remote53 every refusal was that 503, and sending the request again never got
+    another answer."""
     from pluralign.embed.remote import RemoteEncoderError, RemoteTextsRefused
     from pluralign.store.ingest import PROBE_TEXT
     from service.errors import bad_request
 
-    texts = list(fields.values())
-    try:
-        return encoder.encode(texts)
-    except RemoteTextsRefused as exc:
-        refused = exc
     try:
         encoder.encode([PROBE_TEXT])
     except RemoteEncoderError:
-        raise refused from None
+        return refused
     for field, text in fields.items():
         if len(fields) > 1:
             try:
@@ -86,6 +96,6 @@ def embedded(encoder: Encoder, fields: Mapping[str, str]) -> np.ndarray:
                 refused_alone = exc
         else:
             refused_alone = refused
-        raise bad_request(field, f"the embeddings server (PLURALIGN_ENCODER) refused its text of {len(text)} characters: "
-                                 f"{refused_alone.words or 'no reason given'}", "text_refused") from None
-    raise refused  # each text embedded alone: the refusal was of them together, or passed
+        return bad_request(field, f"the embeddings server (PLURALIGN_ENCODER) refused its text of {len(text)} characters: "
+                                  f"{getattr(refused_alone, 'words', '') or 'no reason given'}", "text_refused")
+    return refused  # each text embedded alone: the refusal was of them together

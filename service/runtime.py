@@ -608,9 +608,14 @@ class Runtime:
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
         step("loading the encoder %s", redacted(settings.encoder) if encoder is None else encoder.encoder_id)
         if encoder is None:
+            from pluralign.embed.remote import RemoteEncoderError
+
             try:
                 encoder = make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
-            except ValueError as exc:
+            # an embeddings server not reached, or reading texts unlike the local encoder (its /info): the start's one
+            # line naming the setting (`pluralign serve`: exit 2), the server's address without its password; until
+            # the review of session remote53 a traceback
+            except (ValueError, RemoteEncoderError) as exc:
                 raise ValueError(f"PLURALIGN_ENCODER (setting encoder): {exc}") from None
         step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)",
              redacted(settings.generator) if generator is None else generator.model_id)

@@ -57,6 +57,7 @@ from pluralign.user.summary import (
     written_sentences,
 )
 from pluralign.user.summary import FeatureBelief as FeatureSummary
+from service.encoders import refused_text
 from service.metrics import DECLARED_COUNTERS
 from service.periodic import Periodic
 from service.rewards import UserRewards
@@ -1728,14 +1729,19 @@ def _supplied_pairs(rt: Runtime, tenant: str, pool: list[tuple[str, list[str]]])
     the process. Kept by (tenant, encoder, exact text), in memory, bounded (`POOL_VECTOR_BYTES`), they hold no user
     id, yet a pool may quote a user's texts: a DELETE of any user of the tenant, and the tenant's removal, drop them
     all (`Runtime.forget_pooled`); another tenant's same texts are embedded for it."""
+    from pluralign.embed.remote import RemoteTextsRefused
     from pluralign.user.active import all_pairs
 
+    asked = pool
     # each answer of an item once (answer_key: NFC and NFD, invisible characters): two spellings of one
     # answer are never a pair, nor do they make one pair count twice
     pool = [(prompt, _distinct(answers)) for prompt, answers in pool]
     prompts = [prompt for prompt, answers in pool for _ in answers]
     answers = [a for _, answers in pool for a in answers]
-    vectors = rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in pool), *answers])
+    try:
+        vectors = rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in pool), *answers])
+    except RemoteTextsRefused as exc:  # a text of the pool past the embeddings server's length: the 400 naming it
+        raise refused_text(rt.encoder, pool_fields(asked), exc) from None
     prompt_vec = np.repeat(vectors[: len(pool)], [len(a) for _, a in pool], axis=0)  # (M, d)
     answer_vec = vectors[len(pool) :]
     first, second, start = [], [], 0
@@ -1746,6 +1752,13 @@ def _supplied_pairs(rt: Runtime, tenant: str, pool: list[tuple[str, list[str]]])
         start += len(item)
     items = np.repeat(np.arange(len(pool)), [len(a) for _, a in pool])  # (M,)
     return prompts, answers, prompt_vec, answer_vec, first, second, items
+
+
+def pool_fields(pool: list[tuple[str, list[str]]]) -> dict[str, str]:
+    """{the request's field: its text} of a supplied pool, in the request's order: `pool[i].prompt`, then each
+    `pool[i].answers[j]`."""
+    return {field: text for i, (prompt, answers) in enumerate(pool)
+            for field, text in [(f"pool[{i}].prompt", prompt), *((f"pool[{i}].answers[{j}]", a) for j, a in enumerate(answers))]}
 
 
 def _askable(prompts: list[str], answers: list[str], first: list[int], second: list[int],

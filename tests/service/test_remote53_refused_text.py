@@ -68,3 +68,21 @@ def test_an_embeddings_server_refusing_every_text_is_still_the_503_to_send_again
     finally:
         embeddings.longest = LONGEST
     assert got.status_code == 503 and got.json()["error"]["message"].startswith("embedding is unavailable"), got.text
+
+
+def test_a_next_comparison_whose_pool_text_the_embeddings_server_refuses_is_a_400_naming_it(front):
+    """Review remote53: a supplied pool's texts are the request's own, as a chat's message and a score's responses
+    (`pool[i].prompt`, `pool[i].answers[j]`, up to 20 000 characters each), yet a pool answer past the embeddings
+    server's max input length was the 503 "send it again" at every try. Now the 400 naming the answer, as a score's."""
+    service, embeddings = front
+    long = "An answer that goes on about the weekend at length. " * 10  # 520 characters
+    pool = [{"prompt": "Weekend plans?", "answers": ["Hike.", "Read."]},
+            {"prompt": "Dinner?", "answers": ["Pasta.", long, "Soup."]}]
+    with service.client("acme") as c:
+        fits = c.post("/v1/users/rae/next-comparison", json={"pool": pool[:1]})
+        assert fits.status_code == 200, fits.text
+        got = c.post("/v1/users/rae/next-comparison", json={"pool": pool})
+    assert got.status_code == 400, got.text  # before: 503 `embedding is unavailable for now ... send it again`
+    error = got.json()["error"]
+    assert error["param"] == "pool[1].answers[1]" and error["code"] == "text_refused", error
+    assert "520 characters" in error["message"] and "must have less than 512 tokens" in error["message"], error

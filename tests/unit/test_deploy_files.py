@@ -58,3 +58,15 @@ def test_the_manifests_embeddings_server_reads_what_the_local_encoder_reads():
     assert "openai:http://embeddings:80/v1" in (DEPLOY / "k8s" / "pluralign.yaml").read_text()
     st_config = json.loads((Path(minilm_path()) / "sentence_bert_config.json").read_text())
     assert st_config["max_seq_length"] == IDENTITIES[MINILM_ID].max_length == 256
+
+
+def test_the_embeddings_server_runs_only_where_the_settings_send_texts_to_it():
+    """Review remote53: the `embeddings` Deployment (TEI, a GPU) ran with one replica while the ConfigMap's
+    PLURALIGN_ENCODER embeds in the API pods (`minilm`): `kubectl apply` took a GPU nothing sent a text to (or, on a
+    cluster without a free one, left a pod Pending for ever). Now it runs (replicas > 0) exactly when PLURALIGN_ENCODER
+    names its Service."""
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "pluralign.yaml").read_text()) if d]
+    settings = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "pluralign-settings")["data"]
+    tei = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "embeddings")
+    used = settings["PLURALIGN_ENCODER"] == "openai:http://embeddings:80/v1"
+    assert (tei["spec"]["replicas"] > 0) == used, (settings["PLURALIGN_ENCODER"], tei["spec"]["replicas"])

@@ -62,3 +62,39 @@ def test_a_server_reading_the_local_length_is_taken_and_one_refusing_longer_text
     assert [r.getMessage() for r in caplog.records if "no --auto-truncate" in r.getMessage()], caplog.records
     TEI.info = None  # no /info (vLLM, OpenAI, `pluralign serve-embeddings`): taken as it is
     assert make_encoder(f"openai:{tei}/v1").dim == 384
+
+
+def test_serve_on_a_server_reading_another_length_stops_with_one_line_naming_the_setting(tei, tmp_path, monkeypatch, capsys):
+    """Review remote53: `pluralign serve` refused such a server with a traceback ending in RemoteEncoderError, exit 1,
+    where a start refused for a setting says one line `pluralign: error: ...` naming it, exit 2 (`pluralign serve
+    --help`), and leaves no data folder behind. So does a start whose embeddings server cannot be reached."""
+    from tests.unit.clitools import cli
+
+    TEI.info = info(512, True)
+    monkeypatch.setenv("PLURALIGN_ENCODER", f"openai:{tei}/v1")
+    data = tmp_path / "data"
+    code, _, err = cli(capsys, "serve", "--port", "0", "--data-dir", str(data))
+    lines = [line for line in err.splitlines() if line.startswith("pluralign: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err  # before: RemoteEncoderError's traceback, 1
+    assert lines[0].startswith(f"pluralign: error: PLURALIGN_ENCODER (setting encoder): embeddings server at {tei}/v1 "
+                               "reads at most 512 word pieces"), lines
+    assert not data.exists()
+    with served(TEI) as gone:  # a port where nothing answers any more
+        pass
+    monkeypatch.setenv("PLURALIGN_ENCODER", f"openai:{gone}/v1")
+    code, _, err = cli(capsys, "serve", "--port", "0", "--data-dir", str(data))
+    assert code == 2 and "Traceback" not in err, err  # before: RemoteEncoderError's traceback ("Connection error."), 1
+    assert f"pluralign: error: PLURALIGN_ENCODER (setting encoder): embeddings server at {gone}/v1: Connection error." in err, err
+    assert not data.exists()
+
+
+def test_serve_embeddings_in_front_of_a_server_reading_another_length_stops_with_one_line(tei, capsys):
+    """`pluralign serve-embeddings --encoder openai:URL` (a server relaying another's vectors) likewise: before, the
+    traceback, exit 1."""
+    from tests.unit.clitools import cli
+
+    TEI.info = info(512, True)
+    code, _, err = cli(capsys, "serve-embeddings", "--port", "0", "--encoder", f"openai:{tei}/v1")
+    lines = [line for line in err.splitlines() if line.startswith("pluralign: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"pluralign: error: --encoder openai:{tei}/v1: embeddings server at {tei}/v1 reads at most 512"), lines

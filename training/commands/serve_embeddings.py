@@ -59,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logging("text")  # as the app's lines: a request's end with ` request_id=<id>`
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    from pluralign.embed.remote import RemoteEncoderError
+
     try:
         encoder = make_encoder(args.encoder)
-    except ValueError as exc:
+    except (ValueError, RemoteEncoderError) as exc:  # an `openai:URL` not reached, or reading texts unlike the local encoder
         raise ValueError(f"--encoder {args.encoder}: {exc}") from None
     app = create_embeddings_app(encoder)
     # its log level (warning) hides uvicorn's "running on" line: without this one, nothing said it was up, or where. Once
