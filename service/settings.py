@@ -446,11 +446,11 @@ Rule = tuple[Callable[[Settings], bool], str | Callable[[Settings], str]]
 
 def _plain_http_refused(settings: Settings) -> bool:
     """Whether the tables are on an object store reached at an `http://` `store_endpoint` that object_store would refuse
-    to send to: `store_allow_http` off, and no `AWS_ALLOW_HTTP` (Lance's own fallback for an option not given) allowing it."""
-    from pluralign.store.location import is_object_store
+    to send to: `store_allow_http` off, and no `AWS_ALLOW_HTTP` (Lance's own fallback for an option not given) allowing
+    it (`pluralign.store.location.plain_http_endpoint`, which `pluralign audit --store URI` asks too)."""
+    from pluralign.store.location import plain_http_endpoint
 
-    plain = (settings.store_endpoint or "").lower().startswith("http://") and is_object_store(settings.lancedb_uri)
-    return plain and not settings.store_allow_http and os.environ.get("AWS_ALLOW_HTTP", "").lower() not in ("1", "true", "on", "yes", "y")
+    return plain_http_endpoint(settings.lancedb_uri, settings.storage_options) is not None
 
 
 def _at_least_1(name: str) -> Rule:

@@ -295,6 +295,21 @@ def store_folder(option: str, value: str) -> StoreFolder:
                      f"(PLURALIGN_DATA_DIR, which holds lancedb/) or the lancedb/ folder inside it")
 
 
+def check_store_endpoint(option: str, uri: str) -> None:
+    """`option URI` (an object store the command reaches with the `PLURALIGN_STORE_*` settings, as the service does)
+    at a plain-http `PLURALIGN_STORE_ENDPOINT` that object_store would send nothing to
+    (`pluralign.store.location.plain_http_endpoint`): a ValueError naming the option, the endpoint and what to set,
+    the refusal `service.settings` gives a PLURALIGN_STORE_URI (before: Lance's `BadScheme`, naming no setting)."""
+    from pluralign.store.location import options_from_env, plain_http_endpoint
+    from pluralign.urls import redacted
+
+    endpoint = plain_http_endpoint(uri, options_from_env())
+    if endpoint is not None:
+        raise ValueError(f"{option} {uri}: PLURALIGN_STORE_ENDPOINT {redacted(endpoint)!r} is plain http, and the object "
+                         "store sends no request to an http:// endpoint unless told it may: set PLURALIGN_STORE_ALLOW_HTTP=true "
+                         "(a local S3-compatible server: MinIO, moto), or give the endpoint as https://")
+
+
 def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None,
            maximum: float | None = None):
     """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<), `maximum` (<=).

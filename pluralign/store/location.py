@@ -28,6 +28,22 @@ def is_object_store(uri: str) -> bool:
     return uri.startswith(OBJECT_STORE_SCHEMES)
 
 
+TRUTHY = frozenset({"1", "true", "on", "yes", "y"})  # object_store's words for a true option (`str_is_truthy`), any case
+
+
+def plain_http_endpoint(uri: str, options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str | None:
+    """The `http://` endpoint (`options["aws_endpoint"]`) of an object-store `uri` that object_store sends no request
+    to: neither `options["allow_http"]` nor Lance's fallback for an option not given, the `AWS_ALLOW_HTTP` variable of
+    `environ` (default `os.environ`), is true (`TRUTHY`). None otherwise (https, no endpoint, a folder, allowed).
+    Every request to it fails `BadScheme` in Lance's words, which name no setting (session ops53)."""
+    environ = os.environ if environ is None else environ
+    endpoint = options.get("aws_endpoint") or ""
+    if not (endpoint.lower().startswith("http://") and is_object_store(uri)):
+        return None
+    allowed = (options.get("allow_http") or "").lower() in TRUTHY or environ.get("AWS_ALLOW_HTTP", "").lower() in TRUTHY
+    return None if allowed else endpoint
+
+
 def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Lance storage options named by `PLURALIGN_STORE_*` variables (empty ones left out)."""
     environ = os.environ if environ is None else environ
