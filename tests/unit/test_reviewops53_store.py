@@ -51,3 +51,50 @@ def test_aws_allow_http_or_the_setting_lets_a_command_line_store_through(plain_e
     monkeypatch.setenv("AWS_ALLOW_HTTP", "false")
     monkeypatch.setenv("PLURALIGN_STORE_ENDPOINT", "https://minio:9000")
     check_store_endpoint("--store", uri)
+
+
+def _sdk_error(body: str) -> RuntimeError:
+    """Lance's error for a DynamoDB commit store's failed request, as the AWS SDK's Debug prints it (the words of
+    tests/service/test_ops53_store_settings.py's moto run: `b"..."` escapes the body's quotes), answering `body`."""
+    escaped = body.replace('"', '\\"')
+    return RuntimeError(
+        "lance error: LanceError(IO): WrappedSdkError: request_id: 4kNclYI1bckvKhUdKflXAkkwZijmXrUntxqOBpFc7SYJGhQAzIS2, "
+        'service_error: Response { status: StatusCode(400), headers: Headers { headers: {"server": HeaderValue { _private: '
+        'H1("Server") }, "date": HeaderValue { _private: H1("Sun, 06 Dec 2026 21:10:54 GMT") }, "content-type": '
+        'HeaderValue { _private: H1("application/x-amz-json-1.0") }, "content-length": HeaderValue { _private: H1("115") }, '
+        '"x-amzn-requestid": HeaderValue { _private: H1("4kNclYI1bckvKhUdKflXAkkwZijmXrUntxqOBpFc7SYJGhQAzIS2") }, '
+        '"x-amz-crc32": HeaderValue { _private: H1("1163662137") }} }, body: SdkBody { inner: Once(Some(b"' + escaped
+        + '")), retryable: true }, extensions: Extensions { extensions_02x: Extensions, extensions_1x: '
+        "{hyper::ext::h1_reason_phrase::ReasonPhrase} } }, /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/"
+        "lance-table-13.0.0/src/io/commit/dynamodb.rs:41:9")
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    # moto's body (what ops53 tested): spaces after its commas and colons
+    ('{"__type": "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException", "message": "Requested resource not found"}',
+     "DynamoDB answered ResourceNotFoundException: Requested resource not found"),
+    # AWS's and DynamoDB Local's: compact JSON
+    ('{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Requested resource not found"}',
+     "DynamoDB answered ResourceNotFoundException: Requested resource not found"),
+    ('{"__type":"com.amazonaws.dynamodb.v20120810#ResourceNotFoundException","message":"Cannot do operations on a non-existent table"}',
+     "DynamoDB answered ResourceNotFoundException: Cannot do operations on a non-existent table"),
+    # AWS's refusals of the keys or the role: `Message`, capitalized
+    ('{"__type":"com.amazon.coral.service#AccessDeniedException","Message":"User: arn:aws:sts::1:assumed-role/pluralign is '
+     'not authorized to perform: dynamodb:PutItem"}',
+     "DynamoDB answered AccessDeniedException: User: arn:aws:sts::1:assumed-role/pluralign is not authorized to perform: "
+     "dynamodb:PutItem"),
+    ('{"__type":"com.amazon.coral.service#UnrecognizedClientException","message":"The security token included in the '
+     'request is invalid."}',
+     "DynamoDB answered UnrecognizedClientException: The security token included in the request is invalid."),
+])
+def test_a_commit_store_refusal_is_named_in_dynamodbs_words_whatever_its_json_spacing(body, said):
+    """ops53's detail of a DynamoDB commit store's failure (`commit_store_detail`) read the error's name and message
+    only from moto's body, `{"__type": "...", "message": "..."}` with spaces; AWS's own DynamoDB and DynamoDB Local
+    answer compact JSON (and AWS's AccessDeniedException a capitalized `Message`). Before: the start's line and the 503's
+    log then gave the SDK's first 300 characters (its request id and response headers), no error name. Now the name
+    and DynamoDB's message for each."""
+    from pluralign.store.failures import unavailable
+
+    found = unavailable(_sdk_error(body), "the store", "s3+ddb://bucket/pluralign?ddbTableName=pluralign-commits", "opened")
+    assert found is not None and found.problem == "commit-store", found
+    assert found.detail == said, found.detail
