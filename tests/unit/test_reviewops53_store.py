@@ -98,3 +98,34 @@ def test_a_commit_store_refusal_is_named_in_dynamodbs_words_whatever_its_json_sp
     found = unavailable(_sdk_error(body), "the store", "s3+ddb://bucket/pluralign?ddbTableName=pluralign-commits", "opened")
     assert found is not None and found.problem == "commit-store", found
     assert found.detail == said, found.detail
+
+
+@pytest.mark.slow  # moto's S3 and DynamoDB, a store opened on them: ~5 s (`make test-object-store`)
+def test_a_commit_table_made_in_another_region_is_named_with_the_region_looked_in(monkeypatch):
+    """deploy/README.md (ops53) said the DynamoDB commit store "is reached by Lance's AWS SDK, not by the storage
+    settings", and gave `aws dynamodb create-table` with no region; but Lance reaches it with the store's region and
+    keys (PLURALIGN_STORE_REGION): a table made in the CLI's default region (us-east-1) beside a store in eu-west-1 is
+    "not found", and the start's line named the table and DYNAMODB_ENDPOINT only, not where it looked. Now it names
+    the region and its setting too."""
+    from pluralign.store.failures import StoreUnavailable
+    from pluralign.store.tables import Store
+    from service.settings import Settings
+    from tests.s3 import S3Server
+    from tests.service.test_ops53_store_settings import _commit_table
+    from training.commands.serve import store_problem
+
+    # a table and prefix of its own: moto keeps what every S3Server of this process made (test_ops53_store_settings'
+    # "no table" case needs `pluralign-commits` missing)
+    table, uri = "reviewops53-commits", "s3+ddb://pluralign-test/reviewops53-region?ddbTableName=reviewops53-commits"
+    with S3Server("pluralign-test") as s3:
+        monkeypatch.setenv("DYNAMODB_ENDPOINT", s3.endpoint)
+        _commit_table(s3.endpoint, table, make=True)  # in us-east-1
+        try:
+            settings = Settings.load({}, **{**s3.settings("ddb"), "store_uri": uri, "store_region": "eu-west-1"})
+            with pytest.raises(StoreUnavailable) as caught:
+                Store(settings.lancedb_uri, "enc", 4, storage_options=settings.storage_options)
+        finally:
+            _commit_table(s3.endpoint, table, make=False)
+    assert caught.value.problem == "commit-store" and "ResourceNotFoundException" in caught.value.detail, str(caught.value)
+    line = store_problem(settings, caught.value)
+    assert f"at DYNAMODB_ENDPOINT = {s3.endpoint}, in region eu-west-1 (PLURALIGN_STORE_REGION)" in line, line
