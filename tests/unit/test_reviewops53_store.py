@@ -129,3 +129,21 @@ def test_a_commit_table_made_in_another_region_is_named_with_the_region_looked_i
     assert caught.value.problem == "commit-store" and "ResourceNotFoundException" in caught.value.detail, str(caught.value)
     line = store_problem(settings, caught.value)
     assert f"at DYNAMODB_ENDPOINT = {s3.endpoint}, in region eu-west-1 (PLURALIGN_STORE_REGION)" in line, line
+
+
+def test_docs_api_health_lists_every_storage_problem_the_service_reports():
+    """`/health`'s `storage[].problem` is documented in docs/api.md as a closed list; ops53 added `commit-store` to what
+    the service reports (`pluralign.store.failures.PROBLEMS`), as earlier sessions had `no-credentials` and `missing`,
+    but not to that list, nor to the object-store problems shown until the same read succeeds (`OBJECT_STORE_PROBLEMS`)."""
+    import re
+    from pathlib import Path
+
+    from pluralign.store.failures import OBJECT_STORE_PROBLEMS, PROBLEMS
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    listed = re.search(r'"problem": ((?:"[\w-]+"(?: \| )?)+)', text)
+    assert listed, "docs/api.md lists no /health storage problems"
+    assert set(re.findall(r'"([\w-]+)"', listed.group(1))) == set(PROBLEMS), listed.group(1)
+    shown = re.search(r"a read the\s+object store did not answer or refused \(([^)]*)\)", text)
+    assert shown, "docs/api.md does not say which object-store reads are shown until they succeed"
+    assert set(re.findall(r"`([\w-]+)`", shown.group(1))) == set(OBJECT_STORE_PROBLEMS), shown.group(0)
