@@ -35,22 +35,22 @@ def test_audit_of_a_store_uri_at_a_plain_http_endpoint_is_refused_naming_the_set
 def test_aws_allow_http_or_the_setting_lets_a_command_line_store_through(plain_endpoint, monkeypatch):
     """The refusal's two ways out, as Lance itself takes them: PLURALIGN_STORE_ALLOW_HTTP=true, or Lance's own
     AWS_ALLOW_HTTP (object_store's truthy words, any case); a folder, or an https:// endpoint, is never refused."""
-    from training.common import check_store_endpoint
+    from training.common import check_store_uri
 
     uri = "s3://bucket/pluralign"
     with pytest.raises(ValueError, match="is plain http"):
-        check_store_endpoint("--store", uri)
-    check_store_endpoint("--store", "/srv/pluralign/lancedb")
+        check_store_uri("--store", uri)
+    check_store_uri("--store", "/srv/pluralign/lancedb")
     monkeypatch.setenv("PLURALIGN_STORE_ALLOW_HTTP", "true")
-    check_store_endpoint("--store", uri)
+    check_store_uri("--store", uri)
     monkeypatch.setenv("PLURALIGN_STORE_ALLOW_HTTP", "false")
     with pytest.raises(ValueError, match="is plain http"):
-        check_store_endpoint("--store", uri)
+        check_store_uri("--store", uri)
     monkeypatch.setenv("AWS_ALLOW_HTTP", "Yes")
-    check_store_endpoint("--store", uri)
+    check_store_uri("--store", uri)
     monkeypatch.setenv("AWS_ALLOW_HTTP", "false")
     monkeypatch.setenv("PLURALIGN_STORE_ENDPOINT", "https://minio:9000")
-    check_store_endpoint("--store", uri)
+    check_store_uri("--store", uri)
 
 
 def _sdk_error(body: str) -> RuntimeError:
@@ -147,3 +147,22 @@ def test_docs_api_health_lists_every_storage_problem_the_service_reports():
     shown = re.search(r"a read the\s+object store did not answer or refused \(([^)]*)\)", text)
     assert shown, "docs/api.md does not say which object-store reads are shown until they succeed"
     assert set(re.findall(r"`([\w-]+)`", shown.group(1))) == set(OBJECT_STORE_PROBLEMS), shown.group(0)
+
+
+@pytest.mark.parametrize("uri", ["s3+ddb://bucket/pluralign", "s3+ddb://bucket/pluralign?ddbTableName=",
+                                 "s3+ddb://bucket/pluralign?ddbTableName=a&ddbTableName=b", "s3+ddb://bucket/pluralign?table=commits"])
+def test_an_s3_ddb_store_without_its_commit_table_named_is_refused_at_once_naming_the_setting(uri, monkeypatch, capsys):
+    """An `s3+ddb://` PLURALIGN_STORE_URI without its one `ddbTableName` (deploy/README.md's form, mistyped): ops53's
+    start line has a `(none given)` for it, but Lance refuses such a URI before any request (a ValueError, "Invalid
+    input, `s3+ddb://` scheme and expects exactly one query `ddbTableName`"), which no storage failure matches: the
+    start loaded its models, then ended in Lance's words naming no setting, exit 2; `pluralign audit --store` the
+    same. Now the settings refuse it at once, naming PLURALIGN_STORE_URI, and the audit names --store."""
+    from service.settings import Settings
+
+    with pytest.raises(ValueError, match=r"^PLURALIGN_STORE_URI \(setting store_uri\): .*ddbTableName"):
+        Settings.load({"PLURALIGN_STORE_URI": uri})
+    monkeypatch.delenv("PLURALIGN_STORE_URI", raising=False)
+    code, out, err = cli(capsys, "audit", "--store", uri, "--group-by", "segment", "--json")
+    assert code == 2 and err.strip().splitlines()[-1].startswith(f"pluralign: error: --store {uri}: "), err
+    assert "ddbTableName=T" in err and "Invalid input" not in err, err
+    assert Settings.load({"PLURALIGN_STORE_URI": "s3+ddb://bucket/pluralign?ddbTableName=pluralign-commits"}).store_uri
