@@ -448,11 +448,17 @@ Rule = tuple[Callable[[Settings], bool], str | Callable[[Settings], str]]
 
 def _plain_http_refused(settings: Settings) -> bool:
     """Whether the tables are on an object store reached at an `http://` `store_endpoint` that object_store would refuse
-    to send to: `store_allow_http` off, and no `AWS_ALLOW_HTTP` (Lance's own fallback for an option not given) allowing it."""
-    from pluralign.store.location import is_object_store
+    to send to: `store_allow_http` off, and no `AWS_ALLOW_HTTP` (Lance's own fallback for an option not given) allowing
+    it (`pluralign.store.location.plain_http_endpoint`, which `pluralign audit --store URI` asks too)."""
+    from pluralign.store.location import plain_http_endpoint
 
-    plain = (settings.store_endpoint or "").lower().startswith("http://") and is_object_store(settings.lancedb_uri)
-    return plain and not settings.store_allow_http and os.environ.get("AWS_ALLOW_HTTP", "").lower() not in ("1", "true", "on", "yes", "y")
+    return plain_http_endpoint(settings.lancedb_uri, settings.storage_options) is not None
+
+
+def _commit_table_problem(settings: Settings) -> str | None:
+    from pluralign.store.location import commit_table_problem
+
+    return commit_table_problem(settings.store_uri or "")
 
 
 def _at_least_1(name: str) -> Rule:
@@ -524,6 +530,9 @@ RULES: tuple[Rule, ...] = (
                f"can finish) and at most 3600, got {s.store_timeout_s:g}"),
     (lambda s: not 0 <= s.store_retries <= 100, lambda s: f"`store_retries` must be 0..100, got {s.store_retries}"),
     (lambda s: s.store_sync_ms is not None and s.store_sync_ms < 0, "`store_sync_ms` must be at least 0"),
+    # Lance refuses an s3+ddb:// URI without its one `ddbTableName` before any request, in words naming no setting, once
+    # the models have loaded (session reviewops53)
+    (lambda s: _commit_table_problem(s) is not None, lambda s: f"`store_uri` {redacted(s.store_uri)!r}: {_commit_table_problem(s)}"),
     # object_store sends nothing to a plain-http endpoint unless told it may: every request failed `BadScheme`, and the
     # start ended in Lance's words, seconds of model loading later, naming no setting (session ops53)
     (lambda s: _plain_http_refused(s),

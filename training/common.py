@@ -295,6 +295,24 @@ def store_folder(option: str, value: str) -> StoreFolder:
                      f"(PLURALIGN_DATA_DIR, which holds lancedb/) or the lancedb/ folder inside it")
 
 
+def check_store_uri(option: str, uri: str) -> None:
+    """`option URI`, an object store the command reaches with the `PLURALIGN_STORE_*` settings as the service does, that
+    Lance would refuse in words naming no option: an `s3+ddb://` URI without its one `ddbTableName`
+    (`pluralign.store.location.commit_table_problem`), or a plain-http `PLURALIGN_STORE_ENDPOINT` that object_store
+    sends nothing to (`plain_http_endpoint`; before: Lance's `BadScheme`). A ValueError naming the option and what to
+    set, as `service.settings` refuses a PLURALIGN_STORE_URI."""
+    from pluralign.store.location import commit_table_problem, options_from_env, plain_http_endpoint
+    from pluralign.urls import redacted
+
+    if (problem := commit_table_problem(uri)) is not None:
+        raise ValueError(f"{option} {redacted(uri)}: {problem}")
+    endpoint = plain_http_endpoint(uri, options_from_env())
+    if endpoint is not None:
+        raise ValueError(f"{option} {redacted(uri)}: PLURALIGN_STORE_ENDPOINT {redacted(endpoint)!r} is plain http, and the "
+                         "object store sends no request to an http:// endpoint unless told it may: set "
+                         "PLURALIGN_STORE_ALLOW_HTTP=true (a local S3-compatible server: MinIO, moto), or give the endpoint as https://")
+
+
 def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None,
            maximum: float | None = None):
     """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<), `maximum` (<=).

@@ -111,7 +111,10 @@ _RUST_SOURCE = re.compile(r",\s*[^\s,]+\.rs:\d+:\d+|,\s*location: Location \{[^}
 # or instance role ("Failed to get AWS credentials: CredentialsNotLoaded(... no providers in chain ...)")
 # the AWS SDK's error, which in Lance only its DynamoDB commit store (`s3+ddb://`) raises: S3 is reached by object_store
 _COMMIT_STORE = re.compile(r"WrappedSdkError")
-_SDK_ERROR = re.compile(r'#(\w+)\\?", \\?"message\\?": \\?"(.*?)\\?"')  # DynamoDB's body: {"__type": "...#Name", "message": "..."}
+# DynamoDB's body, {"__type":"...#Name","message":"..."}, as the SDK prints it (its quotes escaped, `\"`): AWS's and DynamoDB
+# Local's JSON compact, moto's spaced, AWS's AccessDeniedException's `Message` capitalized
+_SDK_ERROR_NAME = re.compile(r'__type\\?"\s*:\s*\\?"[^"\\#]*#(\w+)')
+_SDK_ERROR_MESSAGE = re.compile(r'\\?"[Mm]essage\\?"\s*:\s*\\?"(.*?)\\?"\s*[,}]')
 # Lance's words for a commit it could not read back (a commit store, DynamoDB, failing meanwhile: its table gone, not
 # reached): the AWS SDK's error is only in Lance's own log, and only the store's URI tells which store it was
 _COMMIT_UNKNOWN = re.compile(r"Commit result for version \d+ is unknown")
@@ -234,9 +237,9 @@ def commit_store_detail(text: str) -> str:
     """The AWS SDK's error of a DynamoDB commit store (`_COMMIT_STORE`) in a few words: the error DynamoDB answered and
     its message ("DynamoDB answered ResourceNotFoundException: Requested resource not found: Table: T not found"), or
     that it did not answer; the SDK's text holds every header of the answer (a kilobyte) before them."""
-    answered = _SDK_ERROR.search(text)
-    if answered:
-        return f"DynamoDB answered {answered.group(1)}: {answered.group(2)}"
+    name, message = _SDK_ERROR_NAME.search(text), _SDK_ERROR_MESSAGE.search(text)
+    if name:
+        return f"DynamoDB answered {name.group(1)}" + (f": {message.group(1)}" if message else "")
     if "no service error" in text:
         return ("DynamoDB did not answer (no connection, or no credentials for it: its endpoint, AWS's for the region or "
                 "DYNAMODB_ENDPOINT, the network, the keys)")

@@ -28,6 +28,39 @@ def is_object_store(uri: str) -> bool:
     return uri.startswith(OBJECT_STORE_SCHEMES)
 
 
+TRUTHY = frozenset({"1", "true", "on", "yes", "y"})  # object_store's words for a true option (`str_is_truthy`), any case
+
+
+def plain_http_endpoint(uri: str, options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str | None:
+    """The `http://` endpoint (`options["aws_endpoint"]`) of an object-store `uri` that object_store sends no request
+    to: neither `options["allow_http"]` nor Lance's fallback for an option not given, the `AWS_ALLOW_HTTP` variable of
+    `environ` (default `os.environ`), is true (`TRUTHY`). None otherwise (https, no endpoint, a folder, allowed).
+    Every request to it fails `BadScheme` in Lance's words, which name no setting (session ops53)."""
+    environ = os.environ if environ is None else environ
+    endpoint = options.get("aws_endpoint") or ""
+    if not (endpoint.lower().startswith("http://") and is_object_store(uri)):
+        return None
+    allowed = (options.get("allow_http") or "").lower() in TRUTHY or environ.get("AWS_ALLOW_HTTP", "").lower() in TRUTHY
+    return None if allowed else endpoint
+
+
+def commit_table_problem(uri: str) -> str | None:
+    """What is wrong with an `s3+ddb://` `uri`'s naming of its DynamoDB commit table, which Lance refuses before any
+    request ("Invalid input, `s3+ddb://` scheme and expects exactly one query `ddbTableName`", a ValueError no storage
+    failure matches): it takes one query parameter, a non-empty `ddbTableName`. None for such a URI, or another scheme."""
+    if not uri.startswith("s3+ddb://"):
+        return None
+    from urllib.parse import parse_qsl, urlsplit
+
+    query = parse_qsl(urlsplit(uri).query, keep_blank_values=True)
+    if len(query) == 1 and query[0][0] == "ddbTableName" and query[0][1]:
+        return None
+    given = ", ".join(f"`{name}`" for name, _ in query) or "none"
+    return (f"an s3+ddb:// store names its DynamoDB commit table as its one query parameter, `?ddbTableName=T` "
+            f"(deploy/README.md, \"A slow or plain bucket\"); its query parameters: {given}"
+            + (" (an empty table name)" if [name for name, _ in query] == ["ddbTableName"] else ""))
+
+
 def options_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Lance storage options named by `PLURALIGN_STORE_*` variables (empty ones left out)."""
     environ = os.environ if environ is None else environ

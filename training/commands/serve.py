@@ -293,19 +293,21 @@ def store_problem(settings, exc) -> str:
     elif exc.problem == "wrong-region":
         setting += f" = {settings.store_region}" if settings.store_region else " (unset: AWS_REGION, or us-east-1)"
     elif exc.problem == "commit-store":
-        setting += commit_table(settings.lancedb_uri)
+        setting += commit_table(settings)
     detail = exc.detail if len(exc.detail) <= MAX_DETAIL else exc.detail[:MAX_DETAIL] + "..."
     return f"{setting}: the store {where} cannot be {exc.action}: {PROBLEMS[exc.problem]} ({detail})"
 
 
-def commit_table(uri: str) -> str:
-    """What a start names of an `s3+ddb://...?ddbTableName=T` store's DynamoDB commit store: the table, and where
-    Lance's AWS SDK reaches DynamoDB (`DYNAMODB_ENDPOINT`, Lance's variable; unset: AWS's own)."""
+def commit_table(settings) -> str:
+    """What a start names of an `s3+ddb://...?ddbTableName=T` store's DynamoDB commit store: the table, where Lance's AWS
+    SDK reaches DynamoDB (`DYNAMODB_ENDPOINT`, Lance's; unset: AWS's own) and the region it looks for the table in, the
+    store's (`store_region`: Lance reaches DynamoDB with the store's region and keys, not its endpoint)."""
     from urllib.parse import parse_qs, urlsplit
 
-    table = parse_qs(urlsplit(uri).query).get("ddbTableName", ["(none given)"])[0]
-    endpoint = os.environ.get("DYNAMODB_ENDPOINT") or "(unset: AWS's own, in the store's region)"
-    return f": its DynamoDB commit table `{table}` (ddbTableName), at DYNAMODB_ENDPOINT = {endpoint}"
+    table = parse_qs(urlsplit(settings.lancedb_uri).query).get("ddbTableName", ["(none given)"])[0]
+    endpoint = os.environ.get("DYNAMODB_ENDPOINT") or "(unset: AWS's own)"
+    region = settings.store_region or "(unset: AWS_REGION or the AWS profile's)"
+    return f": its DynamoDB commit table `{table}` (ddbTableName), at DYNAMODB_ENDPOINT = {endpoint}, in region {region} (PLURALIGN_STORE_REGION)"
 
 
 def serve_until_stopped(app, args: argparse.Namespace, on_stop, on_grace_over=None, json_logs: bool = False,
