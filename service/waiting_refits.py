@@ -26,6 +26,7 @@ the waiting or queued refits (`handed_on`), and the file keeps naming them meanw
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -90,8 +91,13 @@ class WaitingRefits:
                 # start (the users the worker names at each move, `owe`, lost to a kill once the disk had room again)
                 size = os.fstat(fd).st_size
                 view = memoryview(line + b"\n" if size == 0 or os.pread(fd, 1, size - 1) == b"\n" else b"\n" + line + b"\n")
-                while view:  # a short write (a full disk): the rest, which raises the disk's error
-                    view = view[os.write(fd, view):]
+                try:
+                    while view:  # a short write (a full disk): the rest, which raises the disk's error
+                        view = view[os.write(fd, view):]
+                except OSError:
+                    with contextlib.suppress(OSError):  # cut back to the lines written whole: no part of a user's id left
+                        os.ftruncate(fd, size)
+                    raise
             finally:
                 os.close(fd)
             self.lines += 1

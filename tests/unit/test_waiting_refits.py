@@ -58,9 +58,11 @@ def test_a_line_a_full_disk_cut_short_does_not_hide_the_users_appended_once_ther
     that lost their refits (those of the line cut short are logged as such, and refitted at their next read)."""
     kept = WaitingRefits(tmp_path / WAITING_REFITS_FILE)
     kept.owe([("acme", "ann")])
-    with file_size_limit(kept.path.stat().st_size + 8):  # room for part of the next line only
+    before = kept.path.read_bytes()
+    with file_size_limit(len(before) + 8):  # room for part of the next line only
         kept.owe([("acme", "bob")])
     assert "cannot be written" in caplog.text
+    assert kept.path.read_bytes() == before  # cut back: no part of bob's line (nor of his id) left
     kept.owe([("acme", "cy")])  # room again
     kept.add([("globex", "dee")])
     # what the next start reads after a kill: every user of the lines written whole
