@@ -26,6 +26,7 @@ the waiting or queued refits (`handed_on`), and the file keeps naming them meanw
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -82,9 +83,21 @@ class WaitingRefits:
         if line == b"[]":
             return
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, line + b"\n")  # one write: a line is whole, or (killed mid-write) torn and skipped
+                # a line is whole, or torn and skipped (`names`). A torn line ends the file when a write was cut short
+                # (a full disk writes part of it, then fails; a machine that lost power): the next line starts on a line
+                # of its own. Until the review of crash53 it was glued to the torn one, and skipped with it at the next
+                # start (the users the worker names at each move, `owe`, lost to a kill once the disk had room again)
+                size = os.fstat(fd).st_size
+                view = memoryview(line + b"\n" if size == 0 or os.pread(fd, 1, size - 1) == b"\n" else b"\n" + line + b"\n")
+                try:
+                    while view:  # a short write (a full disk): the rest, which raises the disk's error
+                        view = view[os.write(fd, view):]
+                except OSError:
+                    with contextlib.suppress(OSError):  # cut back to the lines written whole: no part of a user's id left
+                        os.ftruncate(fd, size)
+                    raise
             finally:
                 os.close(fd)
             self.lines += 1

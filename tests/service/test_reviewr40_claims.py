@@ -657,7 +657,7 @@ def test_a_removal_batch_reading_its_users_texts_keeps_no_other_tenants_delete_w
     reading = threading.Event()
     read = rt.store.texts_of
 
-    def slow_read(tenant, user_ids, *before):  # since jobs53 a DELETE reads its user's texts too, globex's included
+    def slow_read(tenant, user_ids, *before):  # the batch's read; globex's DELETE reads its user's texts too (jobs53)
         if tenant == "acme":
             reading.set()
             time.sleep(1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.waiting_refits import WAITING_REFITS_FILE, WaitingRefits
+from tests.files import file_size_limit
 
 
 def test_a_line_cut_short_by_a_crash_mid_write_is_skipped_and_the_others_read(tmp_path):
@@ -48,3 +49,25 @@ def test_users_the_worker_owes_stay_named_through_a_drain_until_handed_on_and_a_
     kept.owe([("acme", "cy")])
     kept.forget({("acme", "cy")})  # deleted: no id of theirs stays, in the file or held back for it
     assert not kept.path.exists() and not kept.moving
+
+
+def test_a_line_a_full_disk_cut_short_does_not_hide_the_users_appended_once_there_is_room_again(tmp_path, caplog):
+    """A full disk (here RLIMIT_FSIZE: the write stops part way, then fails, as ENOSPC does) cut the worker's line
+    short (`owe`), then there was room again and the next move's users were appended. Before (review of crash53):
+    they were glued to the torn line, and the next start's read skipped both as one damaged line, so a kill after
+    that lost their refits (those of the line cut short are logged as such, and refitted at their next read)."""
+    kept = WaitingRefits(tmp_path / WAITING_REFITS_FILE)
+    kept.owe([("acme", "ann")])
+    before = kept.path.read_bytes()
+    with file_size_limit(len(before) + 8):  # room for part of the next line only
+        kept.owe([("acme", "bob")])
+    assert "cannot be written" in caplog.text
+    assert kept.path.read_bytes() == before  # cut back: no part of bob's line (nor of his id) left
+    kept.owe([("acme", "cy")])  # room again
+    kept.add([("globex", "dee")])
+    # what the next start reads after a kill: every user of the lines written whole
+    assert WaitingRefits(kept.path).read() == [("acme", "ann"), ("acme", "cy"), ("globex", "dee")]
+    with open(kept.path, "ab") as f:  # a line a machine's power loss cut short, found by the next start's first move
+        f.write(b'[["acme","e')
+    WaitingRefits(kept.path).owe([("acme", "fay")])
+    assert WaitingRefits(kept.path).read() == [("acme", "ann"), ("acme", "cy"), ("globex", "dee"), ("acme", "fay")]
