@@ -46,3 +46,30 @@ def test_an_empty_data_dir_option_removes_no_tenant_from_the_settings_folder(tmp
     assert err == f"pluralign: error: {EMPTY}\n", err
     assert KeyRing(data / "api_keys.json").lookup(key) is not None
     assert sorted(p.name for p in data.iterdir()) == held  # no removal recorded
+
+
+def test_a_data_dir_option_wins_over_an_empty_variable(tmp_path, capsys, monkeypatch):
+    """`--data-dir` wins over PLURALIGN_DATA_DIR (docs/api.md), as `--port` over an empty PORT. trial53's refusal of an
+    empty PLURALIGN_DATA_DIR ran in every command's check of the settings, without the command's --data-dir: with
+    `PLURALIGN_DATA_DIR=` left in an environment (an image's `ENV`), `pluralign serve --data-dir /srv/x`, `keys` and
+    `tenants` given their folder were refused, "PLURALIGN_DATA_DIR (setting data_dir): `data_dir` is empty"."""
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PLURALIGN_DATA_DIR", "")
+    monkeypatch.delenv("PLURALIGN_CONFIG", raising=False)
+    monkeypatch.delenv("PLURALIGN_KEYS_FILE", raising=False)
+    data = tmp_path / "data-given"
+    code, out, err = cli(capsys, "keys", "--data-dir", str(data), "create", "--tenant", "acme")
+    assert code == 0, err
+    assert KeyRing(data / "api_keys.json").lookup(json.loads(out)["key"]) is not None
+    code, out, err = cli(capsys, "tenants", "users", "--tenant", "acme", "--data-dir", str(data))
+    assert "PLURALIGN_DATA_DIR" not in err, err
+    with socket.socket() as taken:  # serve gets as far as its port (taken), past the settings, before it loads anything
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = cli(capsys, "serve", "--data-dir", str(data / "x"), "--host", "127.0.0.1", "--port", str(port))
+    assert code == 2 and "PLURALIGN_DATA_DIR" not in err and f"--port {port}" in err, err
+    code, out, err = cli(capsys, "keys", "list")  # no --data-dir: the empty variable is refused, naming it
+    assert code == 2 and err.startswith("pluralign: error: PLURALIGN_DATA_DIR (setting data_dir): `data_dir` is empty"), err

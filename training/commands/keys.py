@@ -53,7 +53,7 @@ def register(subparsers) -> None:
     revoke.add_argument("key", help="the key's id (8+ hex digits of its hash) or its name")
     for command in (create, listing, revoke):  # after the subcommand too, where every other command takes it
         command.add_argument("--data-dir", default=argparse.SUPPRESS, help="the service's data folder (as `keys --data-dir`)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, settings_data_dir=True)  # its --data-dir is the setting data_dir (training.cli._run)
 
 
 def run(args: argparse.Namespace) -> int:

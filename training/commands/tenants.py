@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     for command in (users, remove, status):
         command.add_argument("--tenant", required=True, type=tenant_name, help="the tenant")
         command.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, settings_data_dir=True)  # its --data-dir is the setting data_dir (training.cli._run)
 
 
 def _limit(text: str) -> int:
