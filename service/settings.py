@@ -486,6 +486,11 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`max_tokens` must be at least 1 and at most `max_tokens_limit` ({s.max_tokens_limit}), got {s.max_tokens}"),
     (lambda s: s.max_context_tokens is not None and s.max_context_tokens < 1,  # 0 was read as unset
      lambda s: f"`max_context_tokens` must be at least 1 when set, got {s.max_context_tokens}"),
+    # the prompt's room is the context less the reply's tokens: at `max_tokens` or below it, every chat that sent no
+    # `max_tokens` was a 400 naming `messages` ("cannot fit the prompt budget of 0 tokens"; until the review of trial53)
+    (lambda s: s.max_context_tokens is not None and s.max_context_tokens <= s.max_tokens,
+     lambda s: f"`max_context_tokens` must be above `max_tokens` ({s.max_tokens}): it holds a chat's prompt and the tokens "
+               f"it generates, got {s.max_context_tokens}"),
     (lambda s: s.max_body_bytes < 1, lambda s: f"`max_body_bytes` must be at least 1, got {s.max_body_bytes}"),
     (lambda s: s.admin_session_s < 1, "`admin_session_s` must be at least 1"),
     (lambda s: s.log_format not in ("text", "json"), lambda s: f"`log_format` must be `text` or `json`, got {s.log_format!r}"),

@@ -274,9 +274,12 @@ def _run(args: argparse.Namespace) -> int:
         check_variables()
         # and a bad value of one (`PLURALIGN_STORE_RETRIES=abc`, a PLURALIGN_CONFIG file that is not TOML),
         # in serve's words, though the command may not read it: the service, or a job it starts, would refuse it
+        # A command whose --data-dir is the setting data_dir (`serve`, `keys`, `tenants`) is checked with it, as it runs:
+        # until the review of session trial53 an empty PLURALIGN_DATA_DIR refused `serve --data-dir /srv/x` here
+        given = {"data_dir": args.data_dir} if getattr(args, "settings_data_dir", False) else {}
         with warnings.catch_warnings():  # a deprecated name is the warning of the command that reads it
             warnings.simplefilter("ignore", DeprecatedVariable)
-            Settings.load()
+            Settings.load(**given)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C: what was written is whole or removed on the way out, as for SIGTERM
         _held.ended = True  # (set before any call, where a signal's handler may run: `_stopped` holds one from now on)

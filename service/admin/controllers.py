@@ -298,10 +298,13 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     jobs = admin.runner.list(limit=DASHBOARD_JOBS if tenant is None else 1 << 62)
     if tenant is not None:
         jobs = [j for j in jobs if tenant_of(j.params) == tenant][:DASHBOARD_JOBS]
+    unseen = tenant is not None and not (jobs or history or _tenant_shows(request, tenant))
+    # an admin key's tenant only labels it: until the review of trial53 such a label's page said "it has no key"
+    admin_label = unseen and any(k.admin and k.tenant == tenant for k in rt.keys.list())
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in jobs], signed_in, prototypes,
                                      rt.rewards.version, backlog, unmoved=unmoved, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
                                      tenants=stored.tenants, line=line, jobs_of=tenant,
-                                     unseen=tenant is not None and not (jobs or history or _tenant_shows(request, tenant))),
+                                     unseen=unseen, admin_label=admin_label),
                     media_type="text/html", headers=PAGE_HEADERS)
 
 

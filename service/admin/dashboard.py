@@ -437,7 +437,7 @@ def drawn(report: AuditReport | None, history: Sequence[AuditReport], tenants: S
 def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport], jobs: Sequence[Job], signed_in: bool = False,
                      prototypes: Sequence[PrototypeDescription] = (), population: str = "", backlog: int = 0, unmoved: str = "",
                      unreadable: Sequence[str] = (), tenants: Sequence[str | None] = (), line: Sequence[AuditReport] | None = None,
-                     jobs_of: str | None = None, unseen: bool = False) -> str:
+                     jobs_of: str | None = None, unseen: bool = False, admin_label: bool = False) -> str:
     """The page; `signed_in` (a browser session, not a bearer key) adds a sign-out button;
     `prototypes` describe the population's prototypes by stored answers (`population`: its version; `backlog`:
     more than this many comparisons still being stored, 0 for none; `unmoved`: why those waiting in the feedback log
@@ -447,7 +447,8 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
     the latest one's tenant and settings (until session 42 one line ran through every tenant's audits); `line`, those
     audits when read apart (the service reads up to 50 of them, not only those among `history`; None: drawn from `history`);
     `jobs_of`: the tenant whose jobs `jobs` are (a tenant's page), said in the job table's caption; None: every job;
-    `unseen`: `jobs_of` shows nowhere (no key, no removal, nothing held: a typo?), said above everything else."""
+    `unseen`: `jobs_of` shows nowhere (no key, no removal, nothing held: a typo?), said above everything else;
+    `admin_label`: admin keys are labelled `jobs_of` (their tenant only labels them), said instead of "no key"."""
     if report is not None:
         suppressed = report.suppressed_groups
         of = f"of {_audited(tenant_of(report, history, tenants))} " if tenants else ""
@@ -485,8 +486,11 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
         f'<p class="muted">rendered {_when(time.time())}</p></div>'
         + (SIGN_OUT if signed_in else "")
         + '</header><main id="main" tabindex="-1">'
-        + (f'<p role="status">Tenant <b>{_e(jobs_of)}</b> shows nowhere here: it has no key, no removal and nothing held '
-           "(a typo? <code>pluralign keys list</code> names the tenants with keys), so what follows is empty.</p>"
+        + (f'<p role="status">Tenant <b>{_e(jobs_of)}</b> shows nowhere here: '
+           + (f"its only keys are admin keys, whose <code>--tenant {_e(jobs_of)}</code> only labels them (they reach no "
+              "tenant's data), it has no removal and nothing held, so what follows is empty.</p>" if admin_label else
+              "it has no key, no removal and nothing held (a typo? <code>pluralign keys list</code> names the tenants "
+              "with keys), so what follows is empty.</p>")
            if unseen and jobs_of is not None else "")
         + PATTERNS
         + f'<section aria-labelledby="h-groups"><h2 id="h-groups">Accuracy per group</h2><p>{summary}</p>{unreadable_reports(unreadable)}{legend()}{bars}</section>'

@@ -285,9 +285,12 @@ class Admin:
         self.rt = rt
         self.folder = jobs_folder(settings)
         self.public = PublicPaths(settings.data_path)  # a job as the HTTP routes show it (service.admin.paths)
-        # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables
+        # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables. And
+        # its data folder as PLURALIGN_DATA_DIR: a worker is a `pluralign` command, which checks the settings first, and
+        # `PLURALIGN_DATA_DIR= pluralign serve --data-dir X` left every job to exit 2 on the empty variable (review of trial53)
+        env = {**options_to_env(settings.storage_options), "PLURALIGN_DATA_DIR": str(settings.data_path)}
         config = RunnerConfig(folder=self.folder, workers=settings.job_workers, max_attempts=settings.job_attempts,
-                              env=options_to_env(settings.storage_options), memory_mb=settings.job_memory_mb or None)
+                              env=env, memory_mb=settings.job_memory_mb or None)
         if settings.job_runner == "ray":
             from training.jobs.ray_runner import RayJobRunner
 

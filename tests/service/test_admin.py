@@ -1077,3 +1077,16 @@ def test_bidi_controls_in_stored_text_are_shown_not_obeyed_on_the_dashboard_and_
     assert "answers like \u201c[U+202E]LUN htiw 1 tpmorp live\u201d" in sentence or \
         "answers like \u201cplain [U+2067]answer[U+2069] two\u201d" in sentence, sentence
     assert profile["summary"]["nearest_prototype"]["highest"][0]["answer"] in (chosen, rejected)  # the data as stored
+
+
+@pytest.mark.slow  # a job's worker process, ~5-15 s on a loaded 2-core box (make test-cli)
+def test_jobs_run_when_the_service_was_given_its_folder_beside_an_empty_data_dir_variable(svc, monkeypatch):
+    """Review of trial53: `PLURALIGN_DATA_DIR= pluralign serve --data-dir X` serves X (--data-dir wins over the
+    variable), but each job's worker is a `pluralign` command that inherits the service's environment and checks the
+    settings first: with the empty variable every job exited 2, "PLURALIGN_DATA_DIR (setting data_dir): `data_dir` is
+    empty". The workers are given the service's data folder now, as its store's settings."""
+    monkeypatch.setenv("PLURALIGN_DATA_DIR", "")
+    with svc.client("admin") as admin:  # an audit of a tenant with nothing stored: its worker runs, then says so
+        r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "nobody53", "wait": 120}, timeout=240)
+    assert r.status_code == 400 and "PLURALIGN_DATA_DIR" not in r.text, r.text
+    assert "tenant 'nobody53' has no stored comparisons to audit" in r.json()["error"]["message"], r.text

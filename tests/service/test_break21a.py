@@ -94,14 +94,15 @@ def test_data_import_takes_the_base_url_an_openai_client_is_given(svc, tmp_path)
     /v1/v1/users/.../import and exited 2 with "the service refused user 'tia' (404): ... Not Found"."""
     path = tmp_path / "tia.jsonl"
     path.write_text("".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r, _ in LABELLED))
-    for url in (f"{svc.url}/v1", f"{svc.url}/v1/"):
+    for url, stored in ((f"{svc.url}/v1", len(LABELLED)), (f"{svc.url}/v1/", 0)):
         result = subprocess.run(
             [sys.executable, "-m", "training.cli", "data", "import", "--source", "jsonl", "--path", str(path), "--user", "tia",
              "--url", url, "--key", svc.keys["acme"]],
             cwd=REPO, capture_output=True, text=True, timeout=300,
         )
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout.strip().splitlines()[-1])["stored"] == len(LABELLED)
+        summary = json.loads(result.stdout.strip().splitlines()[-1])  # the second run: held already (its key replayed)
+        assert (summary["stored"], summary["already_stored"]) == (stored, len(LABELLED) - stored), summary
     with svc.client("acme") as acme:  # the second run sent the same chunk, with the same Idempotency-Key: stored once
         assert acme.get("/v1/users/tia").json()["counts"]["preferences"] == len(LABELLED)
 

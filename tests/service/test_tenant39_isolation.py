@@ -193,3 +193,13 @@ def test_the_dashboard_of_a_tenant_that_shows_nowhere_says_so(svc):
             page = admin.get("/admin/dashboard", params={"tenant": tenant})
             assert page.status_code == 200 and "shows nowhere here" not in page.text, tenant
         assert "shows nowhere here" not in admin.get("/admin/dashboard").text  # every tenant's page
+
+
+def test_the_dashboard_of_an_admin_keys_label_does_not_say_it_has_no_key(svc):
+    """Review of trial53: an admin key's `--tenant` only labels it (`keys create --tenant ops --admin`), so `?tenant=ops`
+    shows nowhere; the page said "it has no key" and pointed at `pluralign keys list`, which lists ops's key."""
+    with svc.client("admin") as admin:
+        label = next(k.tenant for k in svc.runtime.keys.list() if k.admin)
+        page = admin.get("/admin/dashboard", params={"tenant": label}).text
+    assert "shows nowhere here" in page and "it has no key" not in page, page[:2000]
+    assert f"its only keys are admin keys, whose <code>--tenant {label}</code> only labels them" in page, page[:2000]

@@ -32,6 +32,10 @@ BROKEN = [
     ("PLURALIGN_ADAPTER_BUDGET_MB", "-1", "`adapter_budget_mb` must be 0 or more"),
     # 0 was read as unset (the model's own context), a negative value refused every chat
     ("PLURALIGN_MAX_CONTEXT_TOKENS", "0", "`max_context_tokens` must be at least 1 when set"),
+    # (review of trial53) no room left for a prompt beside the default reply's tokens: every chat that sent no
+    # `max_tokens` was a 400 naming `messages`, "with max_tokens 128 it exceeds the model's context of 128 tokens"
+    ("PLURALIGN_MAX_CONTEXT_TOKENS", "1", "`max_context_tokens` must be above `max_tokens` (128)"),
+    ("PLURALIGN_MAX_CONTEXT_TOKENS", "128", "`max_context_tokens` must be above `max_tokens` (128)"),
 ]
 
 
@@ -49,7 +53,8 @@ def test_the_edges_of_those_ranges_still_load():
     assert Settings.load({"PLURALIGN_MAX_TOKENS": "1024"}).max_tokens == 1024
     assert Settings.load({"PLURALIGN_MAX_TOKENS": "2000", "PLURALIGN_MAX_TOKENS_LIMIT": "2048"}).max_tokens == 2000
     assert Settings.load({"PLURALIGN_HISTORY_CACHE_MB": "0", "PLURALIGN_ADAPTER_BUDGET_MB": "0"}).history_cache_mb == 0
-    assert Settings.load({"PLURALIGN_MAX_CONTEXT_TOKENS": "1"}).max_context_tokens == 1
+    assert Settings.load({"PLURALIGN_MAX_CONTEXT_TOKENS": "129"}).max_context_tokens == 129
+    assert Settings.load({"PLURALIGN_MAX_CONTEXT_TOKENS": "2", "PLURALIGN_MAX_TOKENS": "1"}).max_context_tokens == 2
     assert Settings.load({}).max_context_tokens is None
 
 

@@ -53,7 +53,7 @@ def register(subparsers) -> None:
     revoke.add_argument("key", help="the key's id (8+ hex digits of its hash) or its name")
     for command in (create, listing, revoke):  # after the subcommand too, where every other command takes it
         command.add_argument("--data-dir", default=argparse.SUPPRESS, help="the service's data folder (as `keys --data-dir`)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, settings_data_dir=True)  # its --data-dir is the setting data_dir (training.cli._run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
 
     # --data-dir wins over PLURALIGN_DATA_DIR only: keys_file (PLURALIGN_KEYS_FILE or PLURALIGN_CONFIG's, the file
     # replicas share) names the key file still, wherever the data folder is. Until session reviewreplicas49 the TOML
-    # file's keys_file was not read with --data-dir: keys went into a file no replica read
-    settings = Settings.load(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    # file's keys_file was not read with --data-dir: keys went into a file no replica read. An empty --data-dir ("$DATA",
+    # DATA unset) is refused naming it, as `serve`'s: until the review of session trial53 it was no option (./data)
+    settings = Settings.load(data_dir=args.data_dir)
     folder = settings.data_path  # absolute (session 39)
-    given = Path(args.data_dir or settings.data_dir)  # as the user wrote it, for the messages
-    option = "--data-dir" if args.data_dir else "PLURALIGN_DATA_DIR (setting data_dir)"
+    given = Path(settings.data_dir)  # as the user wrote it, for the messages
+    option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     if settings.keys_file:  # the data folder holds no keys: the file's folder is to be there (a start checks the same)
         check_keys_file(settings)
     elif folder.exists() and not folder.is_dir():

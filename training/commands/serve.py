@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_listen_args(parser, default_port=8000, port_variable="PORT")
     parser.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, settings_data_dir=True)  # its --data-dir is the setting data_dir (training.cli._run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     for command in (users, remove, status):
         command.add_argument("--tenant", required=True, type=tenant_name, help="the tenant")
         command.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, settings_data_dir=True)  # its --data-dir is the setting data_dir (training.cli._run)
 
 
 def _limit(text: str) -> int:
@@ -56,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from service.settings import Settings, check_keys_file
 
     # --data-dir wins over PLURALIGN_DATA_DIR only: PLURALIGN_STORE_URI (replicas' shared store) still names the store
-    settings = Settings.load(**({"data_dir": args.data_dir} if args.data_dir else {}))
+    # (an empty --data-dir is refused naming it: until the review of session trial53 it was no option, so `remove`
+    # revoked the tenant's keys in PLURALIGN_DATA_DIR's folder)
+    settings = Settings.load(data_dir=args.data_dir)
     folder = settings.data_path
-    option = "--data-dir" if args.data_dir else "PLURALIGN_DATA_DIR (setting data_dir)"
+    option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     if not folder.is_dir():  # run from the wrong directory: not "no users"
         raise ValueError(f"{option} {folder}: no such folder: give the service's data folder with --data-dir "
                          "(or PLURALIGN_DATA_DIR)")
