@@ -625,11 +625,12 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
         refuse_blank(f"responses[{i}]", response)
     weights = services.user_weights(rt, request.user.tenant, user)
     fields = {"prompt": data.prompt} | {f"responses[{i}]": r for i, r in enumerate(data.responses)}
-    # from the tenant's text vectors in memory, as a next-comparison pool's (`_supplied_pairs` says why not the disk
-    # cache): until session small53 every call embedded each text again. A text the embeddings server refuses is told
+    # from the tenant's text vectors in memory (`Runtime.score_vectors`), as a next-comparison pool's are kept
+    # (`_supplied_pairs` says why not the disk cache), in a cache of their own (review reviewsmall53): until session
+    # small53 every call embedded each text again. A text the embeddings server refuses is told
     # apart from the server's own trouble by `embedded` (the 400 naming its field, or the 503)
     try:
-        vectors = rt.pool_vectors.encode(rt.encoder, request.user.tenant, list(fields.values()))  # (1 + N, d)
+        vectors = rt.score_vectors.encode(rt.encoder, request.user.tenant, list(fields.values()))  # (1 + N, d)
     except RemoteTextsRefused:
         vectors = embedded(rt.encoder, fields)
     rewards = weights.rewards or rt.rewards
