@@ -506,7 +506,10 @@ def test_httptools_refusal_names_transfer_encoding_of_the_refused_request_alone(
                                      + head("Transfer-Encoding: chunked, gzip", "Connection: close") + plain)
         bad = head("Transfer-Encoding: chunked, gzip", "Connection: close")
         split = answers_on_the_wire(port, bad[:-30], bad[-30:] + plain)
+        both = answers_on_the_wire(port, head("Transfer-Encoding: gzip, chunked", f"Content-Length: {len(chunked(plain))}",
+                                              "Connection: close") + chunked(plain))
     assert [(status, body["error"]["param"], body["error"]["code"]) for status, body in labelled] == [
         (415, "Transfer-Encoding", "unsupported_media_type"), (400, None, "invalid_http")], labelled
     assert [status for status, _ in behind] == [201, 400] and behind[1][1]["error"]["param"] == "Transfer-Encoding", behind
     assert [(status, body["error"]["param"]) for status, body in split] == [(400, "Transfer-Encoding")], split
+    assert [(status, body["error"]["param"]) for status, body in both] == [(400, "Transfer-Encoding")], both  # a 415 before

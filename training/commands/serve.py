@@ -467,7 +467,10 @@ def transfer_coding_in(head: bytes) -> tuple[int, str] | None:
 
 
 STATUS_LINES = {400: b"400 Bad Request", 415: b"415 Unsupported Media Type"}
-# the problem of a `Transfer-Encoding` value httptools (llhttp) refuses as it reads it, never given whole
+# a request httptools (llhttp) refuses for both framings, and one whose `Transfer-Encoding` value it refuses as it reads
+# it (never given whole)
+LLHTTP_BOTH_LENGTHS = ("sent with `Content-Length` too: a body is framed by one of them, and a request with both is "
+                       "refused (RFC 9112 6.3): send it chunked or with Content-Length")
 LLHTTP_TRANSFER_CODING = ("a coding after `chunked`, or `chunked` twice: `chunked` is the last transfer coding, applied once "
                           "(RFC 9112 6.1, 6.3): send the body chunked once, or with Content-Length")
 
@@ -735,8 +738,10 @@ class TimedRequests:
             return transfer_coding_in(self.arriving) if self.arriving is not None else None
         # uvicorn passes its own words; llhttp's are the exception being handled (`send_400_response` is called in its except)
         msg = str(sys.exc_info()[1] or msg)
-        if "Transfer-Encoding" not in msg or "Content-Length" in msg:  # not that header's refusal
+        if "Transfer-Encoding" not in msg:  # not that header's refusal
             return None
+        if "Content-Length" in msg:  # llhttp: "Content-Length can't be present with Transfer-Encoding"
+            return 400, LLHTTP_BOTH_LENGTHS
         lines = [value.decode("latin-1") for name, value in (getattr(self, "headers", None) or []) if name == b"transfer-encoding"]
         return transfer_coding_problem(lines) or (400, LLHTTP_TRANSFER_CODING)
 
