@@ -402,8 +402,8 @@ class Runtime:
     pool_vectors: ScopedVectors | None = None
     # the same for the texts of a `POST /v1/rewards/score` (since session small53), so texts scored again are embedded
     # once; a cache of its own (since review reviewsmall53: in the pools' one, a tenant scoring fresh candidates pushed
-    # every tenant's pools out), dropped with the pool vectors (`forget_pooled`); built in __post_init__
-    score_vectors: ScopedVectors | None = None
+    # every tenant's pools out), dropped with the pool vectors (`forget_pooled`)
+    score_vectors: ScopedVectors = field(default_factory=lambda: ScopedVectors(SCORE_VECTOR_BYTES))
     # tenant -> how many times its cached priors were dropped (`forget_pooled`): an estimate read before
     # a drop is not cached after it
     pooled_generation: dict = field(default_factory=dict)
@@ -544,8 +544,6 @@ class Runtime:
             self.described = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.pool_vectors is None:
             self.pool_vectors = ScopedVectors(POOL_VECTOR_BYTES)
-        if self.score_vectors is None:
-            self.score_vectors = ScopedVectors(SCORE_VECTOR_BYTES)
         if self.waiting_refits is None:
             self.waiting_refits = WaitingRefits(self.settings.data_path / WAITING_REFITS_FILE)
         if self.deletion_sweep is None and self.settings.replicas > 1:
