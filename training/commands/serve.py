@@ -736,8 +736,11 @@ class TimedRequests:
 
         if hasattr(self, "conn"):  # h11
             return transfer_coding_in(self.arriving) if self.arriving is not None else None
+        import httptools  # this protocol's parser
+
         # uvicorn passes its own words; llhttp's are the exception being handled (`send_400_response` is called in its except)
-        msg = str(sys.exc_info()[1] or msg)
+        if isinstance(refusal := sys.exc_info()[1], httptools.HttpParserError):
+            msg = str(refusal)
         if "Transfer-Encoding" not in msg:  # not that header's refusal
             return None
         if "Content-Length" in msg:  # llhttp: "Content-Length can't be present with Transfer-Encoding"
