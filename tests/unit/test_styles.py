@@ -19,7 +19,7 @@ from pluralign.policy.styles import AnswerStyle, in_latin_script
     ("Python和Rust哪个更好学？", False), ("iPhone怎么截屏？", False), ("iPhoneのスクリーンショットの撮り方は？", False),
     ("Is the word游泳 Chinese?", True), ("Как настроить Wi-Fi на iPhone?", False),
 ])
-def test_a_question_is_latin_when_half_its_letters_are(text, latin):
+def test_a_question_is_latin_when_more_than_half_its_words_are(text, latin):
     assert in_latin_script(text) is latin
 
 
