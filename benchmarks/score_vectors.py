@@ -1,6 +1,7 @@
 """What `POST /v1/rewards/score` costs over HTTP when its texts are embedded afresh (every call before session small53)
-and when they are read back from the tenant's text vectors in memory (`Runtime.pool_vectors`,
-`pluralign.embed.cache.ScopedVectors`, which next-comparison pools use too).
+and when they are read back from the tenant's text vectors in memory (`Runtime.score_vectors`,
+`pluralign.embed.cache.ScopedVectors`, as next-comparison pools' are kept; in the pools' own cache until review
+reviewsmall53).
 
     python -m benchmarks.score_vectors                          # 8 responses of 1-3 sentences, MiniLM, 10 repeats
     python -m benchmarks.score_vectors --responses 32 --json
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.repeats):  # interleaved, so the machine's load falls on both alike
             for kind in figures:
                 if kind == "fresh":
-                    svc.runtime.pool_vectors.forget_scope("acme")
+                    svc.runtime.score_vectors.forget_scope("acme")
                 began = time.perf_counter()
                 r = c.post("/v1/rewards/score", json=body)
                 figures[kind].append((time.perf_counter() - began) * 1000)

@@ -60,6 +60,9 @@ DELETE_WORKERS = 8
 # the vectors of next-comparison pools kept in memory (`Runtime.pool_vectors`), their keys and bookkeeping counted
 # (`VECTOR_ENTRY_BYTES`): ~29,000 texts at 384-d, a questionnaire of 64 answers for some 200 tenants at once
 POOL_VECTOR_BYTES = 64 << 20
+# the vectors of `POST /v1/rewards/score`'s texts kept in memory (`Runtime.score_vectors`): apart from the pools', which
+# one tenant's scoring of fresh candidates pushed out for every tenant (review reviewsmall53); ~14,000 texts at 384-d
+SCORE_VECTOR_BYTES = 32 << 20
 DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests that began before it (longer than any chat)
 
 
@@ -393,11 +396,14 @@ class Runtime:
     # (tenant, population version) -> how each prototype is described by the tenant's stored answers (a
     # profile's summary; `service.users.services.described_prototypes`), kept as the pooled priors are
     described: TTLCache | None = None
-    # (tenant, encoder, text) -> the vector of a text of a next-comparison `pool` (`service.users.services`) or of a
-    # `POST /v1/rewards/score` (since session small53), so a questionnaire's pool sent once per question, or texts
-    # scored again, are embedded once; a tenant's dropped with its pooled priors
+    # (tenant, encoder, text) -> the vector of a text of a next-comparison `pool` (`service.users.services`), so a
+    # questionnaire's pool sent once per question is embedded once; a tenant's dropped with its pooled priors
     # (`forget_pooled`); built in __post_init__
     pool_vectors: ScopedVectors | None = None
+    # the same for the texts of a `POST /v1/rewards/score` (since session small53), so texts scored again are embedded
+    # once; a cache of its own (since review reviewsmall53: in the pools' one, a tenant scoring fresh candidates pushed
+    # every tenant's pools out), dropped with the pool vectors (`forget_pooled`)
+    score_vectors: ScopedVectors = field(default_factory=lambda: ScopedVectors(SCORE_VECTOR_BYTES))
     # tenant -> how many times its cached priors were dropped (`forget_pooled`): an estimate read before
     # a drop is not cached after it
     pooled_generation: dict = field(default_factory=dict)
@@ -480,10 +486,11 @@ class Runtime:
         self.chat_keys.forget_user(tenant, user_id)  # their chats' answers are not given again
 
     def forget_pooled(self, tenant: str) -> None:
-        """Drop the tenant's cached pooled priors, prototype descriptions and pool vectors (a user of theirs was
+        """Drop the tenant's cached pooled priors, prototype descriptions, pool and score vectors (a user of theirs was
         deleted: nothing estimated from them, and none of their answers, is served again; a pool may have quoted
         their texts; the tenant is removed); an estimate being read meanwhile is answered but not cached."""
         self.pool_vectors.forget_scope(tenant)
+        self.score_vectors.forget_scope(tenant)
         with self.pooled_lock:
             self.pooled_generation[tenant] = self.pooled_generation.get(tenant, 0) + 1
             for cache in (self.pooled_priors, self.described):

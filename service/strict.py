@@ -307,7 +307,9 @@ def refuse_content_coding(request: Request) -> None:
 def transfer_coding_problem(lines: list[str]) -> tuple[int, str] | None:
     """What is wrong with a request's `Transfer-Encoding` lines (one list, as a proxy may join them: RFC 9110 5.3), as
     (status, problem), or None for none or `chunked` alone, the one coding read. `chunked` not last: 400, the body's
-    length cannot be known (RFC 9112 6.3). Another coding before a final `chunked` (`gzip, chunked`): 415, as a
+    length cannot be known (RFC 9112 6.3); `chunked` more than once (`chunked, chunked`, on one line or two): 400, a
+    sender must not apply it twice (RFC 9112 6.1; until review reviewsmall53 the 415 below, which said to send the body
+    uncompressed). Another coding before a final `chunked` (`gzip, chunked`): 415, as a
     `Content-Encoding` is (`refuse_content_coding`): bodies are read as sent, not decompressed (RFC 9112 6.1 allows
     501; 415, which every body route declares, says what to send, and no client retries it)."""
     coding = ", ".join(line.strip() for line in lines)
@@ -316,6 +318,8 @@ def transfer_coding_problem(lines: list[str]) -> tuple[int, str] | None:
         return None
     if codings[-1] != "chunked":
         return 400, f"{coding[:32]!r}: `chunked` must be the last transfer coding (the body's length is not known otherwise): send the body chunked or with Content-Length"
+    if codings.count("chunked") > 1:
+        return 400, f"{coding[:32]!r}: `chunked` is applied once (RFC 9112 6.1): send the body chunked once, or with Content-Length"
     return 415, f"{coding[:32]!r}: only `chunked` is read, and bodies are read as sent, not decompressed: send it uncompressed"
 
 

@@ -41,6 +41,7 @@ import torch
 from pluralign.device import default_device
 from pluralign.embed.models import quiet_loading
 from pluralign.policy.chat_template import chat_prompt_ids
+from pluralign.policy.styles import in_latin_script, last_question
 from pluralign.turns import Turns, caller
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -575,7 +576,8 @@ class Generator:
         if not styles:
             raise ValueError("no styles given")
         # no opening a stop string would cut, nor an English one before a question in another script
-        styles = [style.under_stops(sampling.stop).for_question(messages) for style in styles]
+        latin = in_latin_script(last_question(messages))  # once for every style
+        styles = [style.under_stops(sampling.stop).for_question(messages, latin) for style in styles]
         prompts = []
         for style in styles:
             prompts.append(chat_prompt_ids(self.tokenizer, style.messages(list(messages)), suffix=style.opening))

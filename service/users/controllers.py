@@ -202,6 +202,9 @@ def export_user(
 SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._@+\-]")
 # RFC 8187 attr-char beyond letters, digits and `-._~` (which `quote` never escapes)
 ATTR_CHARS = "!#$&+^`|"
+# Windows' device names: a file name whose part before its first '.' is one names the device, whatever its extension
+# (`con.jsonl` is the console; Microsoft's "Naming Files, Paths, and Namespaces")
+DEVICE_NAME = re.compile(r"(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\.|$)", re.IGNORECASE)
 
 
 def attachment(name: str) -> str:
@@ -209,8 +212,12 @@ def attachment(name: str) -> str:
     character past letters, digits and `._@+-` an `_`), and, where that differs, `filename*` the original, UTF-8,
     percent-encoded (RFC 8187), which clients that read it (browsers, `email.message`) prefer. Until session small53
     `filename` held the user id as it is: ':' (`org:acme:ann`) names no file on Windows, and a download there failed.
-    A name that is safe already keeps the header it had: `attachment; filename="<name>"`."""
+    A name that is safe already keeps the header it had: `attachment; filename="<name>"`. One that begins with a
+    Windows device name (`con.jsonl`, `COM1.jsonl`) is saved as `_con.jsonl` (until review reviewsmall53 it was kept:
+    Windows opens the device, not a file)."""
     safe = SAFE_FILENAME.sub("_", name)
+    if DEVICE_NAME.match(safe):
+        safe = "_" + safe
     if safe == name:
         return f'attachment; filename="{name}"'
     return f"attachment; filename=\"{safe}\"; filename*=UTF-8''{quote(name, safe=ATTR_CHARS)}"
@@ -618,11 +625,12 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
         refuse_blank(f"responses[{i}]", response)
     weights = services.user_weights(rt, request.user.tenant, user)
     fields = {"prompt": data.prompt} | {f"responses[{i}]": r for i, r in enumerate(data.responses)}
-    # from the tenant's text vectors in memory, as a next-comparison pool's (`_supplied_pairs` says why not the disk
-    # cache): until session small53 every call embedded each text again. A text the embeddings server refuses is told
+    # from the tenant's text vectors in memory (`Runtime.score_vectors`), as a next-comparison pool's are kept
+    # (`_supplied_pairs` says why not the disk cache), in a cache of their own (review reviewsmall53): until session
+    # small53 every call embedded each text again. A text the embeddings server refuses is told
     # apart from the server's own trouble by `embedded` (the 400 naming its field, or the 503)
     try:
-        vectors = rt.pool_vectors.encode(rt.encoder, request.user.tenant, list(fields.values()))  # (1 + N, d)
+        vectors = rt.score_vectors.encode(rt.encoder, request.user.tenant, list(fields.values()))  # (1 + N, d)
     except RemoteTextsRefused:
         vectors = embedded(rt.encoder, fields)
     rewards = weights.rewards or rt.rewards

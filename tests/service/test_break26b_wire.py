@@ -178,6 +178,26 @@ def test_an_export_of_a_user_whose_id_no_file_may_be_named_after_is_saved_under_
         assert params == [("filename", saved + suffix), ("filename", ("UTF-8", "", user + suffix))], params
 
 
+@pytest.mark.parametrize("user", ["con", "Com1", "nul.x", "console"])
+def test_an_export_of_a_user_named_as_a_windows_device_is_not_saved_under_the_device_s_name(svc, user):
+    """Review reviewsmall53: `filename` is to be a name any system takes, yet `con.jsonl`, `COM1.jsonl` and
+    `nul.x.jsonl` name Windows' devices (the console, a serial port, nothing), whatever their extension: a download
+    there failed or went to the device. Such a name is saved with a `_` before it, the original in `filename*`;
+    `con-preferences.jsonl` and `console.jsonl` are names of files and are kept (`nul.x-preferences.jsonl` is not)."""
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                            "rejected": "No."}).status_code == 201
+        full = c.get(f"/v1/users/{user}/export")
+        prefs = c.head(f"/v1/users/{user}/export", params={"format": "preferences"})
+    device = user != "console"
+    assert full.headers["content-disposition"] == (f"attachment; filename=\"_{user}.jsonl\"; filename*=UTF-8''{user}.jsonl"
+                                                   if device else f'attachment; filename="{user}.jsonl"'), full.headers
+    if user == "nul.x":  # `nul.x-preferences.jsonl` is `nul` too: the name before its first '.'
+        assert prefs.headers["content-disposition"] == f"attachment; filename=\"_{user}-preferences.jsonl\"; filename*=UTF-8''{user}-preferences.jsonl"
+    else:
+        assert prefs.headers["content-disposition"] == f'attachment; filename="{user}-preferences.jsonl"', prefs.headers
+
+
 def test_an_unknown_job_parameter_is_unknown_parameter_naming_the_closest(svc):
     """A misspelt job parameter had the generic `invalid_value` code and msgspec's words ("Object
     contains unknown field `kk`"), where an unknown field anywhere else is `unknown_parameter`."""

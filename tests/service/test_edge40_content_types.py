@@ -447,6 +447,9 @@ def test_a_body_with_a_transfer_coding_besides_chunked_is_refused_naming_transfe
         ([("Transfer-Encoding", "gzip"), ("Transfer-Encoding", "chunked")], chunked(packed), 415, "Transfer-Encoding"),
         ([("Transfer-Encoding", "gzip")], packed, 400, "Transfer-Encoding"),
         ([("Transfer-Encoding", "chunked, gzip")], chunked(plain), 400, "Transfer-Encoding"),
+        # review reviewsmall53: chunked twice (on one line or two) was the 415 saying to send it uncompressed
+        ([("Transfer-Encoding", "chunked, chunked")], chunked(chunked(plain)), 400, "Transfer-Encoding"),
+        ([("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")], chunked(chunked(plain)), 400, "Transfer-Encoding"),
         ([("Transfer-Encoding", "chunked"), ("Content-Encoding", "gzip")], chunked(packed), 415, "Content-Encoding"),
     ]
     with timed_server(svc.server.server.config.app, timeout_s=10) as port:
@@ -456,3 +459,57 @@ def test_a_body_with_a_transfer_coding_besides_chunked_is_refused_naming_transfe
         assert (got, body["error"]["param"]) == (status, param), (got, body)
     assert taken[0] == 201, taken  # chunked alone: decoded and stored
     assert stored_prompts(svc, user) == [FEEDBACK["prompt"]]  # only the chunked one: nothing refused was stored
+
+
+def answers_on_the_wire(port: int, *writes: bytes) -> list[tuple[int, dict]]:
+    """Each of `writes` sent on one raw connection (a short pause between them, so each is a read of its own); every
+    answer read to the server's close, as (status, its JSON body)."""
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        for data in writes:
+            client.sendall(data)
+            time.sleep(0.05)
+        answer = b""
+        while piece := client.recv(65536):
+            answer += piece
+    out = []
+    while answer.startswith(b"HTTP/1.1 "):
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")))
+        out.append((int(head.split()[1]), json.loads(rest[:length])))
+        answer = rest[length:]
+    return out
+
+
+def test_httptools_refusal_names_transfer_encoding_of_the_refused_request_alone(svc, monkeypatch):
+    """Review reviewsmall53: the parser's refusal read the Transfer-Encoding of the first head in the bytes it was
+    reading, not of the request it refused. A request pipelined behind one labelled `gzip, chunked` (the app's 415) and
+    refused for a malformed header was answered a second 415 naming `Transfer-Encoding`, a header it did not have; a
+    `chunked, gzip` head that came in two reads, or behind another request in one, was the 400 naming nothing. httptools
+    gives the refused request's own headers: they are read."""
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, "httptools")
+    key = svc.keys["acme"]
+    plain = json.dumps({**FEEDBACK, "user": "coded-pipelined"}).encode()
+
+    def head(*lines: str) -> bytes:
+        return (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode()
+
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        labelled = answers_on_the_wire(port, head("Transfer-Encoding: gzip, chunked") + chunked(plain)
+                                       + b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+        behind = answers_on_the_wire(port, head(f"Content-Length: {len(plain)}") + plain
+                                     + head("Transfer-Encoding: chunked, gzip", "Connection: close") + plain)
+        bad = head("Transfer-Encoding: chunked, gzip", "Connection: close")
+        split = answers_on_the_wire(port, bad[:-30], bad[-30:] + plain)
+        both = answers_on_the_wire(port, head("Transfer-Encoding: gzip, chunked", f"Content-Length: {len(chunked(plain))}",
+                                              "Connection: close") + chunked(plain))
+    assert [(status, body["error"]["param"], body["error"]["code"]) for status, body in labelled] == [
+        (415, "Transfer-Encoding", "unsupported_media_type"), (400, None, "invalid_http")], labelled
+    assert [status for status, _ in behind] == [201, 400] and behind[1][1]["error"]["param"] == "Transfer-Encoding", behind
+    assert [(status, body["error"]["param"]) for status, body in split] == [(400, "Transfer-Encoding")], split
+    assert [(status, body["error"]["param"]) for status, body in both] == [(400, "Transfer-Encoding")], both  # a 415 before

@@ -1809,3 +1809,29 @@ def test_a_second_pick_of_a_compare_pair_is_stored_and_learned_beside_the_first(
     assert sorted((x["chosen"], x["rejected"]) for x in rows) == sorted(
         [(texts[a], texts[b]), (texts[b], texts[a]), (texts[a], texts[b])])
     assert profile["summary"]["comparisons"] == 3 and profile["summary"]["sentences"][-1] == "based on 3 comparisons", profile["summary"]
+
+
+def test_a_tenants_scoring_pushes_no_other_tenants_pool_vectors_out(svc, monkeypatch):
+    """Review reviewsmall53: small53 kept `POST /v1/rewards/score`'s texts in the pool vectors' one LRU (64 MiB for
+    every tenant), so a tenant scoring fresh candidates (each call new texts: ~100 KB of MiniLM vectors for 64
+    responses, the whole budget in ~600 calls) pushed out every other tenant's questionnaire pool, which was then embedded
+    again at each question, as before session pool52. Scores keep their vectors apart (`Runtime.score_vectors`). The
+    pool vectors are made small here (room for 16 texts), as 64 MiB of scores would be slow to send."""
+    from pluralign.embed.cache import VECTOR_ENTRY_BYTES, ScopedVectors
+
+    counting = CountingEncoder(svc.runtime.encoder)
+    monkeypatch.setattr(svc.runtime, "encoder", counting)
+    monkeypatch.setattr(svc.runtime, "pool_vectors", ScopedVectors(16 * (4 * counting.dim + VECTOR_ENTRY_BYTES)))
+    pool = [{"prompt": f"Kept pool question {i} on tea?", "answers": [f"Steep it {i} minutes.", f"Green tea {i} minutes, cooler water."]}
+            for i in range(2)]
+    with svc.client("globex") as c:
+        assert c.post("/v1/users/pool-keeper/next-comparison", json={"pool": pool}).status_code == 200
+    assert len(counting.texts) == 6
+    with svc.client() as c:  # acme scores 17 texts it never sent before
+        r = c.post("/v1/rewards/score", json={"user": "scorer", "prompt": "Fresh candidates?",
+                                              "responses": [f"Fresh candidate {i}." for i in range(16)]})
+        assert r.status_code == 200, r.text
+    counting.texts.clear()
+    with svc.client("globex") as c:
+        assert c.post("/v1/users/pool-keeper/next-comparison", json={"pool": pool}).status_code == 200
+    assert counting.texts == []  # globex's pool still came from memory

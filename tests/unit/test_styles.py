@@ -14,8 +14,12 @@ from pluralign.policy.styles import AnswerStyle, in_latin_script
     ("水泳はどうやって習えばいいですか？", False), ("수영은 어떻게 배우나요?", False), ("तैरना कैसे सीखें?", False),
     ("Python 和 Rust 哪个更好学？", False),  # a Chinese question naming two English words
     ("What does 游泳 mean?", True),  # an English question quoting a Chinese word
+    # review reviewsmall53: Chinese and Japanese set Latin words without spaces; the run of letters was one word,
+    # told Latin by its first letter, and these got the English openings
+    ("Python和Rust哪个更好学？", False), ("iPhone怎么截屏？", False), ("iPhoneのスクリーンショットの撮り方は？", False),
+    ("Is the word游泳 Chinese?", True), ("Как настроить Wi-Fi на iPhone?", False),
 ])
-def test_a_question_is_latin_when_half_its_letters_are(text, latin):
+def test_a_question_is_latin_when_more_than_half_its_words_are(text, latin):
     assert in_latin_script(text) is latin
 
 

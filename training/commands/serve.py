@@ -469,6 +469,12 @@ def transfer_coding_in(head: bytes) -> tuple[int, str] | None:
 
 
 STATUS_LINES = {400: b"400 Bad Request", 415: b"415 Unsupported Media Type"}
+# a request httptools (llhttp) refuses for both framings, and one whose `Transfer-Encoding` value it refuses as it reads
+# it (never given whole)
+LLHTTP_BOTH_LENGTHS = ("sent with `Content-Length` too: a body is framed by one of them, and a request with both is "
+                       "refused (RFC 9112 6.3): send it chunked or with Content-Length")
+LLHTTP_TRANSFER_CODING = ("a coding after `chunked`, or `chunked` twice: `chunked` is the last transfer coding, applied once "
+                          "(RFC 9112 6.1, 6.3): send the body chunked once, or with Content-Length")
 
 
 def unparsable_answer(request_id: str, url_bytes: int = 0, transfer_coding: tuple[int, str] | None = None) -> bytes:
@@ -712,12 +718,37 @@ class TimedRequests:
         url = getattr(self, "url", b"") if not hasattr(self, "conn") else b""  # httptools': the request target so far
         # its own id as the record's (the log's filter adds the current request's otherwise: under h11, a bad request
         # pipelined behind a good one is parsed in the good one's context, and the line carried both ids)
-        coding = transfer_coding_in(self.arriving) if self.arriving is not None else None
+        coding = self.refused_transfer_coding(msg)
         logging.getLogger("pluralign.service").warning(
             "a request the HTTP parser refused was answered %d (%s)", 400 if coding is None else coding[0],
             f"a URL of {len(url)} bytes" if len(url) > MAX_URL_BYTES else msg if coding is None else f"Transfer-Encoding {coding[1]}",
             extra={"request_id": rid})
         self.answer_last(self.with_headers(unparsable_answer(rid, len(url), coding), self.origin()))
+
+    def refused_transfer_coding(self, msg: str) -> tuple[int, str] | None:
+        """What is wrong with the `Transfer-Encoding` of the request the parser refused with `msg`
+        (`transfer_coding_problem`), None for nothing or not known. httptools: only when its refusal is of that header
+        (llhttp's words name it), from the lines it gave of that request (uvicorn's `headers`, begun afresh at each
+        request's first byte), whichever reads its head came in; a value it refuses as it reads it (a coding after
+        `chunked`, or `chunked` again) is never given, and is said so. Until review reviewsmall53 the first head in the
+        read was read, that of a request pipelined before the refused one: a request refused for a malformed header was a
+        415 naming a `Transfer-Encoding` it did not have, and a head in two reads named nothing. h11 gives no lines: its
+        refusal comes as it reads a head, so the bytes of the read (`arriving`) begin with it (`transfer_coding_in`)."""
+        from service.strict import transfer_coding_problem
+
+        if hasattr(self, "conn"):  # h11
+            return transfer_coding_in(self.arriving) if self.arriving is not None else None
+        import httptools  # this protocol's parser
+
+        # uvicorn passes its own words; llhttp's are the exception being handled (`send_400_response` is called in its except)
+        if isinstance(refusal := sys.exc_info()[1], httptools.HttpParserError):
+            msg = str(refusal)
+        if "Transfer-Encoding" not in msg:  # not that header's refusal
+            return None
+        if "Content-Length" in msg:  # llhttp: "Content-Length can't be present with Transfer-Encoding"
+            return 400, LLHTTP_BOTH_LENGTHS
+        lines = [value.decode("latin-1") for name, value in (getattr(self, "headers", None) or []) if name == b"transfer-encoding"]
+        return transfer_coding_problem(lines) or (400, LLHTTP_TRANSFER_CODING)
 
     def head_too_large(self) -> None:
         """A request whose head went past MAX_HEAD_BYTES: its 431 (`head_too_large_answer`), or the 400 naming `url`
