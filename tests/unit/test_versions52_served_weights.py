@@ -33,11 +33,16 @@ def checkpoint(folder: Path, seed: int) -> Path:
     return folder
 
 
+def a_later_release(monkeypatch) -> None:
+    """This process from now on reads meta.json as a later release does: it knows (and hashes) `calibration` too."""
+    known = rewards._described_fields
+    monkeypatch.setattr(rewards, "_described_fields", lambda meta: (known(meta) or frozenset()) | {"calibration"})
+
+
 def a_later_releases_version(folder: Path, monkeypatch) -> str:
-    """The version a later release computes for `folder`: it knows (and hashes) meta.json's `calibration` too."""
+    """The version a later release computes for `folder` (`a_later_release`, undone on return)."""
     with monkeypatch.context() as m:
-        known = rewards._described_fields
-        m.setattr(rewards, "_described_fields", lambda meta: (known(meta) or frozenset()) | {"calibration"})
+        a_later_release(m)
         return checkpoint_version(folder)
 
 
