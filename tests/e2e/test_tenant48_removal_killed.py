@@ -63,6 +63,15 @@ def comparisons(client, user: str, marker: str, n: int = 2) -> None:
         assert r.status_code == 201, r.text
 
 
+def removal_done(c: httpx.Client, headers: dict) -> dict:
+    """acme's removal record (`GET /admin/tenants/acme/removal`) once it says `done`; it must within 120 s."""
+    deadline = time.monotonic() + 120
+    while (removal := c.get("/admin/tenants/acme/removal", headers=headers).json())["state"] != "done":
+        assert time.monotonic() < deadline, removal
+        time.sleep(0.2)
+    return removal
+
+
 @pytest.mark.slow
 def test_a_removal_killed_inside_a_users_delete_is_finished_at_the_next_start(tmp_path, tiny_pal_dir):
     from service.auth import KeyRing
@@ -103,10 +112,7 @@ def test_a_removal_killed_inside_a_users_delete_is_finished_at_the_next_start(tm
     again = ServeProcess(data, NO_GENERATOR, tiny_pal_dir, **env)  # the removal is never sent again
     try:
         with httpx.Client(base_url=again.url, timeout=60) as c:
-            deadline = time.monotonic() + 120
-            while (removal := c.get("/admin/tenants/acme/removal", headers=auth(admin_key)).json())["state"] != "done":
-                assert time.monotonic() < deadline, removal
-                time.sleep(0.2)
+            removal = removal_done(c, auth(admin_key))
             assert removal["users_removed"] >= 2, removal  # the killed batch's users are finished by their journal entries
             assert c.get("/admin/tenants/acme/users", headers=auth(admin_key)).json()["users"] == []
             assert c.get("/v1/users/ann/preferences", headers=auth(acme_key)).status_code == 401
