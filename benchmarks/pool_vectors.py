@@ -78,13 +78,18 @@ def main(argv: list[str] | None = None) -> None:
     figures["first"] = timed(fresh, 1)
     figures["again"] = timed(lambda: _supplied_pairs(rt, "bench", pool), args.repeats)
     texts = args.items * (args.answers + 1)
-    out = {"items": args.items, "texts": texts, "encoder": encoder.encoder_id, "repeats": args.repeats,
-           **{f"{k}_ms_median": round(statistics.median(v), 2) for k, v in figures.items()},
-           **{f"{k}_ms_max": round(max(v), 2) for k, v in figures.items()}}
-    if args.json:
-        print(json.dumps(out))
+    out = {"items": args.items, "texts": texts, "encoder": encoder.encoder_id, "repeats": args.repeats}
+    printed(figures, out, args.json, f"pool of {args.items} items, {texts} texts, {encoder.encoder_id}, {args.repeats} repeats")
+
+
+def printed(figures: dict[str, list[float]], out: dict, as_json: bool, head: str) -> None:
+    """Prints `out` with each kind's median and slowest call in ms (`{kind}_ms_median`, `{kind}_ms_max`) as one JSON
+    line, or `head` and a line a kind."""
+    if as_json:
+        print(json.dumps({**out, **{f"{k}_ms_median": round(statistics.median(v), 2) for k, v in figures.items()},
+                          **{f"{k}_ms_max": round(max(v), 2) for k, v in figures.items()}}))
         return
-    print(f"pool of {args.items} items, {texts} texts, {encoder.encoder_id}, {args.repeats} repeats")
+    print(head)
     for k, v in figures.items():
         print(f"  {k:6s} median {statistics.median(v):9.2f} ms   max {max(v):9.2f} ms")
 

@@ -20,11 +20,9 @@ Prints the median and the slowest of `--repeats` calls, in ms, round trip over l
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import time
 
-from benchmarks.pool_vectors import SENTENCES
+from benchmarks.pool_vectors import SENTENCES, printed
 
 
 def responses_of(n: int) -> list[str]:
@@ -58,15 +56,9 @@ def main(argv: list[str] | None = None) -> None:
                 figures[kind].append((time.perf_counter() - began) * 1000)
                 assert r.status_code == 200, r.text
     out = {"responses": args.responses, "texts": args.responses + 1, "encoder": svc.runtime.encoder.encoder_id,
-           "repeats": args.repeats,
-           **{f"{k}_ms_median": round(statistics.median(v), 2) for k, v in figures.items()},
-           **{f"{k}_ms_max": round(max(v), 2) for k, v in figures.items()}}
-    if args.json:
-        print(json.dumps(out))
-        return
-    print(f"score of {args.responses} responses ({args.responses + 1} texts), {out['encoder']}, {args.repeats} repeats")
-    for k, v in figures.items():
-        print(f"  {k:6s} median {statistics.median(v):9.2f} ms   max {max(v):9.2f} ms")
+           "repeats": args.repeats}
+    printed(figures, out, args.json,
+            f"score of {args.responses} responses ({args.responses + 1} texts), {out['encoder']}, {args.repeats} repeats")
 
 
 if __name__ == "__main__":

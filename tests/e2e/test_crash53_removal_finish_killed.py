@@ -11,14 +11,11 @@ Slow (two starts of `pluralign serve`, ~60-90 s on two shared cores): `make test
 
 from __future__ import annotations
 
-import contextlib
-import time
-
 import httpx
 import msgspec
 import pytest
 
-from tests.e2e.test_tenant48_removal_killed import KEPT, MARKER, comparisons, globex_rows
+from tests.e2e.test_tenant48_removal_killed import MARKER, globex_rows, removal_done, removal_sent
 from tests.files import files_holding
 
 KILLED_IN_THE_FINISH = r"""
@@ -54,21 +51,8 @@ def test_a_removal_killed_in_its_last_step_is_finished_at_the_next_start(tmp_pat
     try:
         with (httpx.Client(base_url=proc.url, timeout=60) as c, httpx.Client(base_url=proc.url, headers=auth(acme_key), timeout=60) as acme,
               httpx.Client(base_url=proc.url, headers=auth(globex_key), timeout=60) as globex):
-            for user in ("ann", "bob"):
-                comparisons(acme, user, MARKER)
-            comparisons(globex, "bea", KEPT)
-            assert globex.get("/v1/users/bea/preferences").json()["total"] == 2  # moved into the table
-            assert acme.get("/v1/users/bob/preferences").json()["total"] == 2
-            deadline = time.monotonic() + 60  # the background refits ran (else the next start runs them: bea's row changes)
-            while (data / "refits-waiting.jsonl").exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            export = globex.get("/v1/users/bea/export").content
-            before = globex_rows(data)
-            with contextlib.suppress(httpx.TransportError):  # killed before or after it answers
-                r = c.post("/admin/tenants/acme/removal", headers=auth(admin_key))
-                assert r.status_code == 202, r.text
-        proc.proc.wait(timeout=120)
-        assert proc.proc.returncode == -9, proc.log.read_text()
+            export, before = removal_sent(data, c, acme, globex, ("ann", "bob"), auth(admin_key))
+        proc.killed(timeout=120)
     finally:
         proc.stop()
     removal = msgspec.json.decode(next((data / "tenant-removals").iterdir()).read_bytes())
@@ -76,10 +60,7 @@ def test_a_removal_killed_in_its_last_step_is_finished_at_the_next_start(tmp_pat
     again = ServeProcess(data, NO_GENERATOR, tiny_pal_dir, **env)  # the removal is never sent again
     try:
         with httpx.Client(base_url=again.url, timeout=60) as c:
-            deadline = time.monotonic() + 120
-            while (removal := c.get("/admin/tenants/acme/removal", headers=auth(admin_key)).json())["state"] != "done":
-                assert time.monotonic() < deadline, removal
-                time.sleep(0.2)
+            removal = removal_done(c, auth(admin_key))
             assert removal["users_removed"] == 2, removal
             assert c.get("/admin/tenants/acme/users", headers=auth(admin_key)).json()["users"] == []
             assert c.get("/v1/users/ann/preferences", headers=auth(acme_key)).status_code == 401

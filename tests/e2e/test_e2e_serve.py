@@ -76,6 +76,11 @@ class ServeProcess:
         # beside one `yes`; 10 s here failed the test). The bound only keeps a hung kernel from hanging the suite
         self.proc.wait(timeout=120)
 
+    def killed(self, timeout: float = 60) -> None:
+        """Waits `timeout` s for the process to end and asserts its test hook SIGKILLed it (its log in the failure)."""
+        self.proc.wait(timeout=timeout)
+        assert self.proc.returncode == -signal.SIGKILL, self.log.read_text()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

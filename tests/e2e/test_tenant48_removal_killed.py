@@ -63,6 +63,36 @@ def comparisons(client, user: str, marker: str, n: int = 2) -> None:
         assert r.status_code == 201, r.text
 
 
+def removal_sent(data, c: httpx.Client, acme: httpx.Client, globex: httpx.Client, users: tuple[str, ...],
+                 admin: dict) -> tuple[bytes, dict[str, list]]:
+    """Two comparisons from each of acme's `users` (its texts marked MARKER) and from globex's bea (KEPT), moved into
+    the table and refitted; then acme's removal sent with the `admin` headers (the test's hook kills the service in
+    it). Returns bea's export and `globex_rows` as they were before the removal."""
+    for user in users:
+        comparisons(acme, user, MARKER)
+    comparisons(globex, "bea", KEPT)
+    assert globex.get("/v1/users/bea/preferences").json()["total"] == 2  # moved into the table
+    assert acme.get(f"/v1/users/{users[-1]}/preferences").json()["total"] == 2
+    deadline = time.monotonic() + 60  # the background refits ran (else the next start runs them: bea's row changes)
+    while (data / "refits-waiting.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    export = globex.get("/v1/users/bea/export").content
+    before = globex_rows(data)
+    with contextlib.suppress(httpx.TransportError):  # killed before or after it answers
+        r = c.post("/admin/tenants/acme/removal", headers=admin)
+        assert r.status_code == 202, r.text
+    return export, before
+
+
+def removal_done(c: httpx.Client, headers: dict) -> dict:
+    """acme's removal record (`GET /admin/tenants/acme/removal`) once it says `done`; it must within 120 s."""
+    deadline = time.monotonic() + 120
+    while (removal := c.get("/admin/tenants/acme/removal", headers=headers).json())["state"] != "done":
+        assert time.monotonic() < deadline, removal
+        time.sleep(0.2)
+    return removal
+
+
 @pytest.mark.slow
 def test_a_removal_killed_inside_a_users_delete_is_finished_at_the_next_start(tmp_path, tiny_pal_dir):
     from service.auth import KeyRing
@@ -78,21 +108,8 @@ def test_a_removal_killed_inside_a_users_delete_is_finished_at_the_next_start(tm
     try:
         with (httpx.Client(base_url=proc.url, timeout=60) as c, httpx.Client(base_url=proc.url, headers=auth(acme_key), timeout=60) as acme,
               httpx.Client(base_url=proc.url, headers=auth(globex_key), timeout=60) as globex):
-            for user in ("ann", "bob", "cat", "dan"):
-                comparisons(acme, user, MARKER)
-            comparisons(globex, "bea", KEPT)
-            assert globex.get("/v1/users/bea/preferences").json()["total"] == 2  # moved into the table
-            assert acme.get("/v1/users/dan/preferences").json()["total"] == 2
-            deadline = time.monotonic() + 60  # the background refits ran (else the next start runs them: bea's row changes)
-            while (data / "refits-waiting.jsonl").exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            export = globex.get("/v1/users/bea/export").content
-            before = globex_rows(data)
-            with contextlib.suppress(httpx.TransportError):  # killed before or after it answers
-                r = c.post("/admin/tenants/acme/removal", headers=auth(admin_key))
-                assert r.status_code == 202, r.text
-        proc.proc.wait(timeout=120)
-        assert proc.proc.returncode == -9
+            export, before = removal_sent(data, c, acme, globex, ("ann", "bob", "cat", "dan"), auth(admin_key))
+        proc.killed(timeout=120)
     finally:
         proc.stop()
     removal = msgspec.json.decode(next((data / "tenant-removals").iterdir()).read_bytes())
@@ -104,10 +121,7 @@ def test_a_removal_killed_inside_a_users_delete_is_finished_at_the_next_start(tm
     again = ServeProcess(data, NO_GENERATOR, tiny_pal_dir, **env)  # the removal is never sent again
     try:
         with httpx.Client(base_url=again.url, timeout=60) as c:
-            deadline = time.monotonic() + 120
-            while (removal := c.get("/admin/tenants/acme/removal", headers=auth(admin_key)).json())["state"] != "done":
-                assert time.monotonic() < deadline, removal
-                time.sleep(0.2)
+            removal = removal_done(c, auth(admin_key))
             assert removal["users_removed"] >= 2, removal  # the killed batch's users are finished by their journal entries
             assert c.get("/admin/tenants/acme/users", headers=auth(admin_key)).json()["users"] == []
             assert c.get("/v1/users/ann/preferences", headers=auth(acme_key)).status_code == 401

@@ -14,18 +14,12 @@ import time
 import msgspec
 import pytest
 
-import service.rewards as rewards
 from pluralign.user.model import SURPRISE_RULE, UserState
 from service.rewards import checkpoint_version, model_digest
 from tests.service.test_user_model_service import short_and_long
 from tests.service.tiny import start_service
 from tests.unit.clitools import cli
-
-
-def a_later_release(monkeypatch) -> None:
-    """This process from now on reads meta.json as a later release does: it knows (and hashes) `calibration` too."""
-    known = rewards._described_fields
-    monkeypatch.setattr(rewards, "_described_fields", lambda meta: (known(meta) or frozenset()) | {"calibration"})
+from tests.unit.test_versions52_served_weights import a_later_release
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lancedb
@@ -33,11 +35,16 @@ def checkpoint(folder: Path, seed: int) -> Path:
     return folder
 
 
+def a_later_release(monkeypatch) -> None:
+    """This process from now on reads meta.json as a later release does: it knows (and hashes) `calibration` too."""
+    known = rewards._described_fields
+    monkeypatch.setattr(rewards, "_described_fields", lambda meta: (known(meta) or frozenset()) | {"calibration"})
+
+
 def a_later_releases_version(folder: Path, monkeypatch) -> str:
-    """The version a later release computes for `folder`: it knows (and hashes) meta.json's `calibration` too."""
+    """The version a later release computes for `folder` (`a_later_release`, undone on return)."""
     with monkeypatch.context() as m:
-        known = rewards._described_fields
-        m.setattr(rewards, "_described_fields", lambda meta: (known(meta) or frozenset()) | {"calibration"})
+        a_later_release(m)
         return checkpoint_version(folder)
 
 
@@ -48,14 +55,21 @@ def replica_1(tmp_path):
     served: dict[str, str | None] = {"version": None, "weights": None}
     beats = ReplicaClocks(store.db, 1, stale_after_s=60.0, replicas=2, folder_id="b" * 32,
                           served=lambda: served["version"], served_weights=lambda: served["weights"])
+    with beating(beats, SWEEP_S) as thread:
+        yield store, served, beats, thread
+
+
+@contextmanager
+def beating(beats: ReplicaClocks, every_s: float) -> Iterator[threading.Thread]:
+    """A thread, not started (the test starts it), writing `beats`' clock row every `every_s` until the block ends."""
     stop = threading.Event()
 
     def run():
-        while not stop.wait(SWEEP_S):
+        while not stop.wait(every_s):
             beats.beat()
 
     thread = threading.Thread(target=run, daemon=True)
-    yield store, served, beats, thread
+    yield thread
     stop.set()
     if thread.is_alive():
         thread.join()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from pluralign.store.clocks import ReplicaClocks
 from service.rewards import UserRewards, checkpoint_version, model_digest, weights_digest
 from service.runtime import refuse_another_model
 from service.settings import ReplicasDisagree, Settings
+from tests.unit.test_versions52_served_weights import beating
 
 SWEEP_S = 0.1
 
@@ -50,17 +50,8 @@ def replica_1(tmp_path):
     beats = ReplicaClocks(store.db, 1, stale_after_s=60.0, replicas=2, folder_id="b" * 32,
                           served=lambda: checkpoint_version(served[0]), served_weights=lambda: weights_digest(served[0]),
                           served_model=lambda: model_digest(served[0]))
-    stop = threading.Event()
-
-    def run():
-        while not stop.wait(SWEEP_S):
-            beats.beat()
-
-    thread = threading.Thread(target=run, daemon=True)
-    yield store, served, beats, thread
-    stop.set()
-    if thread.is_alive():
-        thread.join()
+    with beating(beats, SWEEP_S) as thread:
+        yield store, served, beats, thread
 
 
 def start(tmp_path, store, folder: Path) -> None:
