@@ -443,8 +443,8 @@ class RemoteGenerator:
         PromptNotCounted at the deadline. Each thread runs in a copy of the caller's context (`contextvars`: the
         service's request id, on each count's request and log lines). Session remote53 ran them on one event loop thread
         (openai's async client under `asyncio.timeout_at`): under load that one thread was the bottleneck (2 cores at
-        load ~11: 40 chats of 6 counts at once took 1.2-2 s, every one past the 1 s bound; on threads 0.3 s;
-        benchmarks/prompt_counts_at_once.py)."""
+        load 7-13: 40 chats of 6 counts at once took 0.6-2.2 s, past 1 s every chat a 503 at the 1 s bound; on
+        threads 0.26-0.43 s; BENCHMARKS.md, session counts53)."""
         if deadline - time.monotonic() <= 0:  # the chat's earlier counts took its bound
             raise self._not_counted_in_time()
         pool = ThreadPoolExecutor(max_workers=min(TOKENIZE_AT_ONCE, len(conversations)), thread_name_prefix="tokenize")
