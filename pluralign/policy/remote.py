@@ -438,8 +438,8 @@ class RemoteGenerator:
     def _counts(self, conversations: Sequence[Sequence[dict[str, str]]], deadline: float) -> list[int]:
         """The counts of `conversations` (`PromptCounter.each`), at most TOKENIZE_AT_ONCE at once on threads of their own,
         waited for until `deadline` (`time.monotonic()`) and no longer: a count still running then (a server sending its
-        answer a byte at a time, which httpx's timeouts, bounding each read, let run) is left to end on its thread, by its
-        own timeouts (the time that was left when it was sent) or the server's last byte, while the chat has its
+        answer a byte at a time, which httpx's timeouts, bounding each read, let run) is left to end on its thread at
+        its first piece after the deadline or a read's own timeout (`_body_by`), while the chat has its
         PromptNotCounted at the deadline. Each thread runs in a copy of the caller's context (`contextvars`: the
         service's request id, on each count's request and log lines). Session remote53 ran them on one event loop thread
         (openai's async client under `asyncio.timeout_at`): under load that one thread was the bottleneck (2 cores at
@@ -474,11 +474,11 @@ class RemoteGenerator:
             raise self._not_counted_in_time()
         root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
         try:
-            answer = self._client.post(
+            answer = self._client.post(  # its body unread (`RAW_STREAM`): `_body_by` reads it by the deadline
                 f"{root}/tokenize", cast_to=httpx2.Response, body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
-                options={"headers": dict(self.request_headers()), "max_retries": 0,
+                options={"headers": {**self.request_headers(), **RAW_STREAM}, "max_retries": 0,
                          "timeout": httpx2.Timeout(left, connect=min(left, self.policy.connect_timeout_s))})
-            count = answer.json().get("count")
+            count = json.loads(self._body_by(answer, deadline)).get("count")
         except ValueError:  # not JSON: a proxy's page in the server's place (sent with a 200), not what the server
             # lacks: this prompt goes uncounted, the next is counted (until the review of session small52 one page
             # switched counting off until the process restarted, and `max_prompt_tokens`, `max_prefill_tokens` with it)
@@ -499,9 +499,9 @@ class RemoteGenerator:
                 log.info("the generation server's tokenizer refused a prompt: %s", redacted(str(exc)))
                 return 0
             count = None
-        except openai.APITimeoutError as exc:
+        except (openai.APITimeoutError, httpx2.TimeoutException) as exc:  # httpx's: a read of the body (`_body_by`)
             raise self._not_counted_in_time() from exc
-        except openai.APIConnectionError as exc:
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
             raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
                                    f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
         except openai.APIError as exc:  # anything else of the client's: not a count this server gives
@@ -512,6 +512,26 @@ class RemoteGenerator:
             self._tokenize_route = False
             return 0
         return count
+
+    def _body_by(self, answer: httpx2.Response, deadline: float) -> bytes:
+        """The body of `answer` (sent unread), read a piece at a time and given up at the first piece after `deadline`
+        (PromptNotCounted, the connection closed): the thread of a count the chat no longer waits for ends there, or at
+        a read's own timeout (the time left when it was sent), where a server sending its answer a byte at a time held it
+        to the last byte (each read well within httpx's timeouts). Raises httpx's errors of a read."""
+        try:
+            body = bytearray()
+            for piece in answer.iter_bytes():
+                if time.monotonic() > deadline:
+                    raise self._not_counted_in_time()
+                body += piece
+            return bytes(body)
+        finally:
+            answer.close()
+
+
+# the `openai` client's header for an answer returned with its body unread (its own `with_streaming_response` sends it;
+# `openai._constants.RAW_RESPONSE_HEADER`): a prompt count's is read by its deadline (`RemoteGenerator._body_by`)
+RAW_STREAM = {"X-Stainless-Raw-Response": "stream"}
 
 
 class PromptCounter:
