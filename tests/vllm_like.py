@@ -166,6 +166,13 @@ def digest(folder: str) -> str:
         return ""
 
 
+class Server(ThreadingHTTPServer):
+    """Its listen backlog uvicorn's (vLLM's server's): http.server's 5 dropped connections of a burst of chats' counts,
+    each then tried again by the client's TCP a second later."""
+
+    request_queue_size = 2048
+
+
 def main(argv: list[str]) -> None:
     Handler.refuse_loads, Handler.lose_adapters = "--refuse-loads" in argv, "--lose-adapters" in argv
     Handler.hang_tokenize = "--hang-tokenize" in argv
@@ -174,7 +181,7 @@ def main(argv: list[str]) -> None:
     if "--hold-load" in argv:
         name, _, path = argv[argv.index("--hold-load") + 1].partition(":")
         Handler.hold_load = (name, path)
-    server = ThreadingHTTPServer(("127.0.0.1", int(argv[0])), Handler)  # port 0: one of the system's choosing
+    server = Server(("127.0.0.1", int(argv[0])), Handler)  # port 0: one of the system's choosing
     server.daemon_threads = True
     say(f"listening on port {server.server_address[1]}")
     server.serve_forever(poll_interval=0.05)

@@ -15,8 +15,8 @@ long for the model's context), and a chat's 404 for an adapter says the server n
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
 Token counts are the server's `usage`, never estimated here (a stream's on its final Candidate); a prompt's count
 before its chat is the server tokenizer's (vLLM's `POST /tokenize`: `prompt_tokens`, `prompt_counter`), none where it
-has no such route. One chat's counts are bounded together, whole (connecting, sending and every byte of each answer:
-`asyncio.timeout_at`, as httpx's own timeouts bound each read only), apart from the chat
+has no such route. One chat's counts are bounded together, whole (connecting, sending and every byte of each answer: the
+chat waits for its counts' threads until its deadline, as httpx's own timeouts bound each read only), apart from the chat
 (`RemotePolicy.tokenize_timeout_s`: a tenth of its timeout, at least 1 s, at most 5 s), at most TOKENIZE_AT_ONCE of
 them at once (`PromptCounter.each`): a count the server does not give in that time, or fails to give (down, a 5xx),
 is PromptNotCounted, never a chat sent uncounted.
@@ -31,8 +31,8 @@ a retrained adapter loaded by a replica after another had loaded the old one was
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
+import contextvars
 import hashlib
 import json
 import logging
@@ -40,6 +40,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,25 +94,6 @@ NOT_IMPLEMENTED = 501  # HTTP's "the server does not support this": a /tokenize 
 # keep (`service.chat.controllers.fit_shots`) asks this many a round: 16 shots in 2 rounds
 TOKENIZE_AT_ONCE = 4
 
-_counting: asyncio.AbstractEventLoop | None = None  # the event loop every RemoteGenerator's counts run on (`counting_loop`)
-_counting_lock = threading.Lock()
-
-
-def counting_loop() -> asyncio.AbstractEventLoop:
-    """The event loop, on a daemon thread of its own started at the first call, where the prompt counts of every
-    RemoteGenerator of this process run (`RemoteGenerator._counts`): a count's whole time is bounded there by
-    `asyncio.timeout_at`, which cancels its request wherever it is (connecting, sending, reading any byte), where
-    httpx's timeouts bound each read alone (a server sending its answer a byte every 0.5 s held a count as long as it
-    liked, until session remote53)."""
-    global _counting
-    with _counting_lock:
-        if _counting is None:
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="prompt-counts", daemon=True).start()
-            _counting = loop
-        return _counting
-
-
 class RemoteGenerator:
     """`request_headers()` is asked at each request for headers to send with it (the service passes the
     `X-Request-Id` of the chat the answer is generated for, so the generation server's log names it). Raises ValueError
@@ -136,12 +118,6 @@ class RemoteGenerator:
             api_key=api_key or "none",  # vLLM without --api-key ignores it; the client insists on one
             timeout=httpx2.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
             max_retries=policy.max_retries,
-        )
-        # the prompt counts' (`/tokenize`), on `counting_loop()`: each tried once, its whole time bounded there
-        self._counting_client = openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=api_key or "none",
-            timeout=httpx2.Timeout(policy.tokenize_timeout_s, connect=min(policy.tokenize_timeout_s, policy.connect_timeout_s)),
-            max_retries=0,
         )
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
         self._served: dict[str, str] = {}  # adapter name -> its name on the server (`served_name`)
@@ -460,50 +436,49 @@ class RemoteGenerator:
         return PromptCounter(self, time.monotonic() + self.policy.tokenize_timeout_s)
 
     def _counts(self, conversations: Sequence[Sequence[dict[str, str]]], deadline: float) -> list[int]:
-        """The counts of `conversations` (`PromptCounter.each`), asked on `counting_loop()` by the caller's deadline
-        (`time.monotonic()`, the loop's clock), the caller's context (`contextvars`: the service's request id) on their
-        requests and log lines."""
+        """The counts of `conversations` (`PromptCounter.each`), at most TOKENIZE_AT_ONCE at once on threads of their own,
+        waited for until `deadline` (`time.monotonic()`) and no longer: a count still running then (a server sending its
+        answer a byte at a time, which httpx's timeouts, bounding each read, let run) is left to end on its thread at
+        its first piece after the deadline or a read's own timeout (`_body_by`), while the chat has its
+        PromptNotCounted at the deadline. Each thread runs in a copy of the caller's context (`contextvars`: the
+        service's request id, on each count's request and log lines). Session remote53 ran them on one event loop thread
+        (openai's async client under `asyncio.timeout_at`): under load that one thread was the bottleneck (2 cores at
+        load 7-13: 40 chats of 6 counts at once took 0.6-2.2 s, past 1 s every chat a 503 at the 1 s bound; on
+        threads 0.26-0.43 s; BENCHMARKS.md, session counts53)."""
         if deadline - time.monotonic() <= 0:  # the chat's earlier counts took its bound
             raise self._not_counted_in_time()
-        headers = dict(self.request_headers())
-        # `run_coroutine_threadsafe` runs the coroutine in a copy of this thread's context
-        future = asyncio.run_coroutine_threadsafe(self._counted(conversations, deadline, headers), counting_loop())
-        try:  # the coroutine ends by the deadline; the margin is for a loop held up (a count's JSON read on it)
-            return future.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise self._not_counted_in_time() from None
+        pool = ThreadPoolExecutor(max_workers=min(TOKENIZE_AT_ONCE, len(conversations)), thread_name_prefix="tokenize")
+        try:
+            counts = [pool.submit(contextvars.copy_context().run, self._tokenized, messages, deadline) for messages in conversations]
+            done, waiting = concurrent.futures.wait(counts, timeout=max(0.0, deadline - time.monotonic()),
+                                                    return_when=concurrent.futures.FIRST_EXCEPTION)
+            failed = next((count.exception() for count in counts if count in done and count.exception() is not None), None)
+            if failed is not None:  # PromptNotCounted (or a fault of this code's): the first in their order
+                raise failed
+            if waiting:
+                raise self._not_counted_in_time()
+            return [count.result() for count in counts]
+        finally:  # the counts not yet sent are not sent; none is waited for
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _not_counted_in_time(self) -> PromptNotCounted:
         bound = self.policy.tokenize_timeout_s
         return PromptNotCounted(f"the generation server at {self.shown_url} did not count the prompt's tokens (/tokenize) "
                                 f"within {bound:g} s", f"no answer within {bound:g} s")
 
-    async def _counted(self, conversations: Sequence[Sequence[dict[str, str]]], deadline: float, headers: dict[str, str]) -> list[int]:
-        at_once = asyncio.Semaphore(TOKENIZE_AT_ONCE)
-
-        async def count(messages: Sequence[dict[str, str]]) -> int:
-            async with at_once:
-                return await self._tokenized(messages, headers)
-
-        try:
-            async with asyncio.timeout_at(deadline), asyncio.TaskGroup() as counting:  # the first failure ends the others
-                tasks = [counting.create_task(count(messages)) for messages in conversations]
-        except TimeoutError:
-            raise self._not_counted_in_time() from None
-        except BaseExceptionGroup as failed:  # PromptNotCounted (or a fault of this code's): the first one
-            raise failed.exceptions[0] from None
-        return [task.result() for task in tasks]
-
-    async def _tokenized(self, messages: Sequence[dict[str, str]], headers: dict[str, str]) -> int:
+    def _tokenized(self, messages: Sequence[dict[str, str]], deadline: float) -> int:
         if not self._tokenize_route:  # learnt meanwhile, from another count
             return 0
+        left = deadline - time.monotonic()
+        if left <= 0:  # the chat's earlier counts took its bound
+            raise self._not_counted_in_time()
         root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
         try:
-            answer = await self._counting_client.post(
+            answer = self._client.post(  # its body unread (`RAW_STREAM`): `_body_by` reads it by the deadline
                 f"{root}/tokenize", cast_to=httpx2.Response, body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
-                options={"headers": headers})
-            count = answer.json().get("count")
+                options={"headers": {**self.request_headers(), **RAW_STREAM}, "max_retries": 0,
+                         "timeout": httpx2.Timeout(left, connect=min(left, self.policy.connect_timeout_s))})
+            count = json.loads(self._body_by(answer, deadline)).get("count")
         except ValueError:  # not JSON: a proxy's page in the server's place (sent with a 200), not what the server
             # lacks: this prompt goes uncounted, the next is counted (until the review of session small52 one page
             # switched counting off until the process restarted, and `max_prompt_tokens`, `max_prefill_tokens` with it)
@@ -524,9 +499,9 @@ class RemoteGenerator:
                 log.info("the generation server's tokenizer refused a prompt: %s", redacted(str(exc)))
                 return 0
             count = None
-        except openai.APITimeoutError as exc:
+        except (openai.APITimeoutError, httpx2.TimeoutException) as exc:  # httpx's: a read of the body (`_body_by`)
             raise self._not_counted_in_time() from exc
-        except openai.APIConnectionError as exc:
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
             raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
                                    f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
         except openai.APIError as exc:  # anything else of the client's: not a count this server gives
@@ -537,6 +512,26 @@ class RemoteGenerator:
             self._tokenize_route = False
             return 0
         return count
+
+    def _body_by(self, answer: httpx2.Response, deadline: float) -> bytes:
+        """The body of `answer` (sent unread), read a piece at a time and given up at the first piece after `deadline`
+        (PromptNotCounted, the connection closed): the thread of a count the chat no longer waits for ends there, or at
+        a read's own timeout (the time left when it was sent), where a server sending its answer a byte at a time held it
+        to the last byte (each read well within httpx's timeouts). Raises httpx's errors of a read."""
+        try:
+            body = bytearray()
+            for piece in answer.iter_bytes():
+                if time.monotonic() > deadline:
+                    raise self._not_counted_in_time()
+                body += piece
+            return bytes(body)
+        finally:
+            answer.close()
+
+
+# the `openai` client's header for an answer returned with its body unread (its own `with_streaming_response` sends it;
+# `openai._constants.RAW_RESPONSE_HEADER`): a prompt count's is read by its deadline (`RemoteGenerator._body_by`)
+RAW_STREAM = {"X-Stainless-Raw-Response": "stream"}
 
 
 class PromptCounter:
@@ -554,9 +549,9 @@ class PromptCounter:
 
     def each(self, conversations: Sequence[Sequence[dict[str, str]]]) -> list[int]:
         """The counts of `conversations`, in their order, at most TOKENIZE_AT_ONCE asked of the server at once (one
-        round trip's time for that many), each whole by the deadline (`asyncio.timeout_at` on `counting_loop()`).
-        Raises PromptNotCounted as `prompt_tokens` does, at the first count that fails (those in flight are then given
-        up), or at the deadline. Each count carries the caller's context (`contextvars`: the service's request id, sent
+        round trip's time for that many), each whole by the deadline (`RemoteGenerator._counts`: threads waited for
+        until then). Raises PromptNotCounted as `prompt_tokens` does, at the first count that fails (those not yet sent
+        are then not sent, those in flight not waited for), or at the deadline. Each count carries the caller's context (`contextvars`: the service's request id, sent
         with each count as `request_headers` and on its log lines). Until review remote52 a chat whose shots did not
         fit asked them one after another within the one bound; until session remote53 all at once (16 requests for a
         chat of 16 shots), each bounded by httpx's timeouts, which bound a read, not a whole answer."""

@@ -214,9 +214,10 @@ def test_a_chat_whose_shots_are_left_out_is_served_by_a_server_answering_each_co
     """Review remote52: with one bound for all of a chat's counts, the counts were asked one after another (the prompt,
     the messages alone, the prompt again for each shot left out), so a server answering each in 0.3 s (the round
     trip the 1 s floor is for) made a chat leaving 2 of 4 shots out (4 counts) a 503 "send it again", at every try, while it
-    answered every count. Now the counts of the prompts it could send are asked at once: two round trips, whatever the
-    shots; the same shots are kept as before (the most that fit, nearest first), and each count carries the chat's
-    `X-Request-Id` (docs/operations.md: the server's log names the request it served)."""
+    answered every count. Now the counts of the prompts it could send are asked a few at once (`TOKENIZE_AT_ONCE`, 4: the
+    prompt's, then one round of 4 for these 4 shots, two round trips in all; a round more for up to 24 shots, session
+    remote53's search); the same shots are kept as before (the most that fit, nearest first), and each count carries the
+    chat's `X-Request-Id` (docs/operations.md: the server's log names the request it served)."""
     with front.client("acme") as c:
         shots_of(c, "kim")
         tokenizer.delay_s, asked, tokenizer.ids = 0.3, tokenizer.asked, []
@@ -231,8 +232,9 @@ def test_a_chat_whose_shots_are_left_out_is_served_by_a_server_answering_each_co
 def test_a_tokenizer_dribbling_its_answer_holds_a_chat_no_longer_than_the_bound(front, tokenizer):
     """Session remote53: httpx's timeouts bound each read of an answer, not the whole of it, so a `/tokenize` sending its
     answer a byte every 0.3 s (each read well within the bound) held the chat until its last byte (~4 s for
-    `{"count": 5}`), then sent it. Now the bound holds for the whole of a chat's counts (`asyncio.timeout_at`): the chat
-    is the 503 naming `/tokenize` once 1 s has passed."""
+    `{"count": 5}`), then sent it. Now the bound holds for the whole of a chat's counts (the chat waits for its counts'
+    threads until its deadline, no longer; session counts53, where remote53 had `asyncio.timeout_at`): the chat is the
+    503 naming `/tokenize` once 1 s has passed."""
     tokenizer.dribble_s = 0.3
     began = time.monotonic()
     with front.client("acme") as c:
@@ -241,6 +243,11 @@ def test_a_tokenizer_dribbling_its_answer_holds_a_chat_no_longer_than_the_bound(
     assert got.status_code == 503, got.text  # before: 200 after ~4 s
     assert "(its /tokenize: no answer within 1 s)" in got.json()["error"]["message"], got.text
     assert took < 2.0, took
+    # the count given up on is not read to its last byte (~4.2 s) on its thread either: closed at its first piece past the
+    # deadline (session counts53; the stub sees it closed at its next write or two, 0.3 s apart)
+    while tokenizer.at_once and time.monotonic() - began < 3.5:
+        time.sleep(0.02)
+    assert tokenizer.at_once == 0, round(time.monotonic() - began, 2)
 
 
 def test_a_chat_whose_many_shots_are_left_out_asks_a_few_counts_at_once(front, tokenizer):
