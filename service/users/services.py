@@ -1532,7 +1532,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     had their old rows read with their new ones. Once those rows had gone, what was made since holds none and stays
     (session locks52: before, it stayed either way, an adapter trained on the deleted rows served on)."""
     stored = _stored_before(rt, tenant, user_id, before)
-    made = time.time() if stored else before
+    made = time.time() if stored else _left_at(rt, tenant, user_id, before)
     # by hash: rows received before `until` (it began), things made before `made_until` (`Forget.made_at`)
     forget = Forget.of([new_deletion(tenant, user_id, made, rt.settings.replica_index, began_at=before)])
     counts = no_counts(rt)
@@ -1566,9 +1566,10 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
         rt.forget_pooled(tenant)
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
             # recorded now: a replica whose watermark passed `before` applies it. Their rows from before it had gone from
-            # the store before this looked: what another replica made since holds none (their newer adapter job) and
-            # stays, as it does here (`made_until`; until session jobs53 those replicas purged it, or refused its adapter)
-            rt.deletion_sweep.record(tenant, user_id, began_at=before, made_until=None if stored else before)
+            # the store before this looked: what another replica made after they went holds none (their newer adapter
+            # job) and stays, as it does here (`made_until`; until session jobs53 those replicas purged it, or refused its
+            # adapter). Not from when it began (jobs53's): what was made while it ran up to its store's step read them
+            rt.deletion_sweep.record(tenant, user_id, began_at=before, made_until=None if stored else made)
     return counts, cache_error
 
 
@@ -1580,6 +1581,17 @@ def _stored_before(rt: Runtime, tenant: str, user_id: str, before: float) -> boo
     if any(r.received() < before for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows):
         return True
     return rt.store.holds_received_before(tenant, user_id, before)
+
+
+def _left_at(rt: Runtime, tenant: str, user_id: str, before: float) -> float:
+    """When the user's rows received before `before` (unix seconds: a DELETE's beginning) left the store, once
+    `_stored_before` found none (`Store.received_before_left_at`: the first kept version of the preferences table
+    without them), never before `before`; now when the versions do not tell. What was made before it may hold those
+    rows: the DELETE's steps before its store's step (stopping the user's jobs, the embedding caches) take a while,
+    and another replica (or a population snapshot here) read them meanwhile. Until the review of jobs53 `before`
+    stood in, and the adapter job another replica queued of those rows in that while stayed, and was promoted."""
+    left = rt.store.received_before_left_at(tenant, user_id, before)
+    return time.time() if left is None else max(before, left)
 
 
 def no_counts(rt: Runtime) -> dict[str, int]:
