@@ -63,6 +63,11 @@ def test_a_snapshot_another_replica_took_before_a_killed_deletes_store_step_lose
         first.server.config.app.state.unfinished_deletes.run_once()  # a finishes the DELETE: only what came before it goes
         assert wait_until(lambda: not any((tmp_path / "a" / JOURNAL_FOLDER).iterdir()))
         (record,) = wait_until(lambda: b.runtime.store.deletions_since(0))
+        # an adapter's promotion asks the record as b's sweep does, with b's reads' staleness (store_sync_ms): a job
+        # queued less than that after the rows left may have read them (until then it asked without it, and promoted it)
+        sync = b.runtime.settings.sync_seconds
+        assert b.runtime.recorded_deletion_reaches("acme", GONE, record.made() + sync / 2), record
+        assert not b.runtime.recorded_deletion_reaches("acme", GONE, record.made() + sync * 2), record
         admin_b = second.server.config.app.state.admin
         assert wait_until(lambda: admin_b.runner.get(queued[0].id) is None, timeout=15), (record, admin_b.runner.get(queued[0].id))
         assert wait_until(lambda: files_holding(tmp_path / "b", MARKER) == [], timeout=15), (record, files_holding(tmp_path / "b", MARKER))
