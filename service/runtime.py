@@ -515,8 +515,13 @@ class Runtime:
         """With several replicas: whether a DELETE of the user recorded through any of them reaches what was made at
         `made_at` (unix seconds; a job queued then): it may hold their rows from before that DELETE (`Deletion.made`).
         A DELETE finished from the journal for a user who came back once those rows had gone reaches only what was made
-        before it began (session jobs53: before, anything made before its record was written)."""
-        return self.deletion_sweep is not None and self.store.deletion_reaches(user_hash(tenant, user_id), made_at)
+        before those rows left the store (session jobs53: before, anything made before its record was written; the
+        review of jobs53: not before it began, which left what was made while it ran up to its store's step). As the
+        sweep's `Forget` asks it (`service.deletions._forget_of`): what this replica made up to `store_sync_ms` after that
+        may have read the store as it was before (until the review of jobs53 asked without it: a job the sweep purges
+        had its adapter promoted first)."""
+        stale = self.settings.sync_seconds or 0.0
+        return self.deletion_sweep is not None and self.store.deletion_reaches(user_hash(tenant, user_id), made_at - stale)
 
     def __post_init__(self) -> None:
         if self.scheduler is None:

@@ -94,7 +94,8 @@ class Deletion(Persisted, kw_only=True, frozen=True):
     began_at: float | None = None  # unix seconds: when the DELETE began; None: written before it was kept
     # unix seconds: things made before it (a job queued, a snapshot taken) may hold the user's rows from before the
     # DELETE; None: `deleted_at` (their rows had left the store by the record's writing). Earlier for a DELETE finished
-    # from the journal for a user who came back once those rows had gone (`service.users.services.forget_before`)
+    # from the journal for a user who came back once those rows had gone (`service.users.services.forget_before`):
+    # when they left the store (`Store.received_before_left_at`), never before `began_at`
     made_until: float | None = None
 
     def began(self) -> float:

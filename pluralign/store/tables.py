@@ -1155,6 +1155,41 @@ class Store:
         session jobs53 it read every row of theirs there (`preferences_for`; 100,000 rows: benchmarks/stored_before.py)."""
         return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {received_before(before)}") > 0
 
+    @_uses("preferences", "read")
+    def received_before_left_at(self, tenant: str, user_id: str, before: float) -> float | None:
+        """When the user's preference rows received before `before` (unix seconds; `received_before`) left the table,
+        as the versions it still keeps tell (LanceDB's `list_versions`): the commit time (unix seconds, this machine's
+        clock, as Lance stamps it) of the first of the kept versions from which on none holds such a row. None when
+        the newest version holds one. An upper bound of when they went: a purge that removed older versions leaves
+        the first kept one, committed after. What was made from the table after it holds none of those rows; what
+        was made before may (a DELETE finished from the journal, `service.users.services.forget_before`: review of
+        jobs53; the DELETE's beginning, taken until then, left what another replica made while it waited for its
+        store's step). The versions are looked at by bisection, each on a handle of its own (the shared one stays
+        on its version); a version that cannot be read (files removed under the look, a column it lacks) counts as
+        holding such a row."""
+        table = self.db.open_table("preferences")
+        versions = sorted(table.list_versions(), key=lambda v: v["version"])
+        where = f"{owner_filter(tenant, user_id)} AND {received_before(before)}"
+
+        def holds(i: int) -> bool:
+            try:
+                table.checkout(versions[i]["version"])
+                return table.count_rows(where) > 0
+            except (OSError, RuntimeError, ValueError):
+                return True
+
+        if not versions or holds(len(versions) - 1):
+            return None
+        low, high = 0, len(versions) - 1  # versions[high] holds none; the first of the run that holds none
+        while low < high:
+            mid = (low + high) // 2
+            if holds(mid):
+                low = mid + 1
+            else:
+                high = mid
+        stamp = versions[low]["timestamp"]
+        return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
+
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
         """Append one served response. Raises StoreError naming `tenant` or `user_id` when one names no one."""

@@ -12,7 +12,8 @@ An entry is one small JSON file in `<data folder>/deletes-in-progress/`, named b
 (`pluralign.store.deletions.user_hash`), written whole (temp file, fsync, rename, fsync of the folder).
 It holds the tenant, the user's id, when the DELETE began and, with replicas, when its deletion record was
 committed (`Unfinished.recorded_at`, noted by rewriting the entry; a release before it cannot read such an
-entry and leaves it for the operator: let DELETEs finish before going back to one). The steps need the id
+entry and leaves it for the operator: let DELETEs finish before going back to one), and when its store's step had
+deleted the user's rows (`Unfinished.rows_left_at`, since the review of jobs53: an earlier release skips it). The steps need the id
 (the store's rows and the adapter folder are named by it), so an entry keeps it only while that user's DELETE
 is unfinished, and never their texts. The deletions table, which outlives the DELETE, keeps the hash only.
 """
@@ -52,6 +53,11 @@ class Unfinished(Persisted, kw_only=True, frozen=True):
     # stopped after it deletes the chats other replicas stored before they saw the record when it is finished
     # (`services._chats_stored_meanwhile`). None: not recorded yet, or an entry of an earlier release
     recorded_at: float | None = None
+    # unix seconds (this replica's clock): noted once the store's step had deleted the user's rows (`DeleteJournal.
+    # rows_left`): what was made after it holds none of their rows from before the DELETE (`services.forget_before`,
+    # for a user who came back). None: not noted (stopped before the note), or an entry of a release before the review
+    # of jobs53
+    rows_left_at: float | None = None
 
     def same_delete(self, other: Unfinished | None) -> bool:
         """Whether `other` is the entry of this same DELETE (its user's, begun at the same time), noted as
@@ -159,6 +165,21 @@ class DeleteJournal:
             self._write(msgspec.structs.replace(entry, recorded_at=at))
         except OSError as exc:
             log.error("the DELETE journal entry in %s could not note its deletion record: %s", self.folder, exc)
+
+    def rows_left(self, entry: Unfinished, at: float) -> Unfinished:
+        """Note in the entry of the DELETE `entry` (running here: its user's, begun at its `started_at`, as written,
+        noted as recorded or not) that the store's step deleted the user's rows by `at` (unix seconds), and return it
+        so noted (what `recorded` rewrites next). One that cannot be written is logged: finished from the journal, the
+        DELETE then asks the store's kept versions (`Store.received_before_left_at`)."""
+        found = self._read(self.path(entry.tenant, entry.user_id))
+        if not entry.same_delete(found):  # no entry of this DELETE to note it in
+            return msgspec.structs.replace(entry, rows_left_at=at)
+        noted = msgspec.structs.replace(found, rows_left_at=at)
+        try:
+            self._write(noted)
+        except OSError as exc:
+            log.error("the DELETE journal entry in %s could not note its store's step: %s", self.folder, exc)
+        return noted
 
     def recorded_many(self, entries: list[Unfinished], at: float) -> None:
         """`recorded` of each of `entries` (a batch's, `service.users.services.delete_batch`), their folder fsynced once

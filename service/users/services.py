@@ -1393,7 +1393,7 @@ def _finish_steps(rt: Runtime, unfinished: Unfinished, recorded: list[float]) ->
     if rt.deletion_sweep is not None and unfinished.recorded_at is not None:
         chats = _chats_stored_meanwhile(rt, tenant, user_id, unfinished.recorded_at)
     if came_back(rt, tenant, user_id, unfinished.started_at):
-        counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at)
+        counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at, unfinished.rows_left_at)
     else:
         counts, cache_error = _delete_steps(rt, tenant, user_id, unfinished.started_at, recorded, finishing=True)
     counts["interactions"] += chats
@@ -1446,6 +1446,8 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     # went (its process killed) and finished or sent again would find none to forget
     cache_error = _forget_vectors(rt, tenant, user_id)
     counts = rt.store.delete_user(tenant, user_id)
+    # when their rows left the store: finished from the journal for a user who came back, what was made after it stays
+    entry = rt.delete_journal.rows_left(Unfinished(tenant=tenant, user_id=user_id, started_at=started_at), time.time())
     forget_claims(rt, tenant, user_id, started_at)
     forget_refits(rt, [(tenant, user_id)])  # their id goes from the waiting refits' file too
     # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops
@@ -1453,7 +1455,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     if rt.deletion_sweep is not None and (any(counts.values()) or not recorded_since(rt, tenant, user_id, started_at)):
         rt.deletion_sweep.record(tenant, user_id, began_at=started_at)
         recorded_at = time.time()
-        rt.delete_journal.recorded(Unfinished(tenant=tenant, user_id=user_id, started_at=started_at), recorded_at)
+        rt.delete_journal.recorded(entry, recorded_at)
         recorded.append(recorded_at)
     counts["preferences"] += pending  # acknowledged rows, wherever they were
     counts["stated_changes"] += in_row  # changes only the row held (a format 1 row's history), gone with it
@@ -1518,7 +1520,8 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
             or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
 
 
-def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tuple[dict[str, int], list[str]]:
+def forget_before(rt: Runtime, tenant: str, user_id: str, before: float,
+                  rows_left_at: float | None = None) -> tuple[dict[str, int], list[str]]:
     """Finish the DELETE of a user who came back after it began (`before`, unix seconds): what they
     sent before it goes (their jobs and job files, pending feedback, feedback rows and chats, their
     adapter when it reached this service before it (trained here or registered: `AdapterMeta.received`), their
@@ -1532,10 +1535,12 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
     What was made since it began from what the user had sent before it (an adapter job's snapshot, the job and the
     adapter trained on it, a population snapshot) goes too, when those rows were still stored here as this looks (the
     DELETE stopped before its store's step, or another replica's feedback log held them): a user who came back then
-    had their old rows read with their new ones. Once those rows had gone, what was made since holds none and stays
-    (session locks52: before, it stayed either way, an adapter trained on the deleted rows served on)."""
+    had their old rows read with their new ones. Once those rows had gone, what was made after they went holds none
+    and stays (session locks52: before, it stayed either way, an adapter trained on the deleted rows served on):
+    `rows_left_at` (unix seconds, the journal entry's note of the store's step), else the store's kept versions tell
+    when (`_left_at`)."""
     stored = _stored_before(rt, tenant, user_id, before)
-    made = time.time() if stored else before
+    made = time.time() if stored else _left_at(rt, tenant, user_id, before, rows_left_at)
     # by hash: rows received before `until` (it began), things made before `made_until` (`Forget.made_at`)
     forget = Forget.of([new_deletion(tenant, user_id, made, rt.settings.replica_index, began_at=before)])
     counts = no_counts(rt)
@@ -1569,9 +1574,10 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float) -> tupl
         rt.forget_pooled(tenant)
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
             # recorded now: a replica whose watermark passed `before` applies it. Their rows from before it had gone from
-            # the store before this looked: what another replica made since holds none (their newer adapter job) and
-            # stays, as it does here (`made_until`; until session jobs53 those replicas purged it, or refused its adapter)
-            rt.deletion_sweep.record(tenant, user_id, began_at=before, made_until=None if stored else before)
+            # the store before this looked: what another replica made after they went holds none (their newer adapter
+            # job) and stays, as it does here (`made_until`; until session jobs53 those replicas purged it, or refused its
+            # adapter). Not from when it began (jobs53's): what was made while it ran up to its store's step read them
+            rt.deletion_sweep.record(tenant, user_id, began_at=before, made_until=None if stored else made)
     return counts, cache_error
 
 
@@ -1583,6 +1589,18 @@ def _stored_before(rt: Runtime, tenant: str, user_id: str, before: float) -> boo
     if any(r.received() < before for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows):
         return True
     return rt.store.holds_received_before(tenant, user_id, before)
+
+
+def _left_at(rt: Runtime, tenant: str, user_id: str, before: float, noted: float | None = None) -> float:
+    """When the user's rows received before `before` (unix seconds: a DELETE's beginning) left the store, once
+    `_stored_before` found none: `noted` (the journal's note of the DELETE's store's step, `Unfinished.rows_left_at`),
+    else the time of the first kept version of the preferences table without them (`Store.received_before_left_at`,
+    later than that step when a purge removed the versions between), never before `before`; now when neither tells. What was made before it may hold those
+    rows: the DELETE's steps before its store's step (stopping the user's jobs, the embedding caches) take a while,
+    and another replica (or a population snapshot here) read them meanwhile. Until the review of jobs53 `before`
+    stood in, and the adapter job another replica queued of those rows in that while stayed, and was promoted."""
+    left = noted if noted is not None else rt.store.received_before_left_at(tenant, user_id, before)
+    return time.time() if left is None else max(before, left)
 
 
 def no_counts(rt: Runtime) -> dict[str, int]:

@@ -1015,6 +1015,52 @@ def test_a_delete_resumed_for_a_user_who_came_back_while_their_old_rows_were_sto
         runner.purge(job.id)
 
 
+def test_a_delete_resumed_after_other_deletes_purged_old_versions_keeps_what_was_made_after_its_store_step(svc):
+    """Review of jobs53. A DELETE stopped after its store's step (a 500: a population file it could not rewrite) is
+    finished from the journal for a user who came back; what was made after their old rows left the store holds none
+    of them and stays (an adapter job of what they sent since: locks52, jobs53). When those rows went, the review of
+    jobs53 first read from the store's kept versions (`Store.received_before_left_at`), but another user's DELETE
+    meanwhile purges every older version of the table (one process on the store: at once): the first kept one was
+    then committed after the returning user's job was queued, which was purged with their old rows. Now the DELETE
+    notes in its journal entry when its store's step was done (`Unfinished.rows_left_at`), and that is when they left."""
+    from service.runtime import ForgetIncomplete
+    from service.users.services import delete
+
+    user, rt = "rj53back", svc.runtime
+    runner = svc.server.server.config.app.state.admin.runner
+
+    def give(c, who: str, what: str) -> None:
+        for i in range(2):
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": who, "prompt": f"{what} {i}?", "chosen": "Yes.",
+                                                "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+    def unwritable(forget):  # a population file that cannot be rewritten: the DELETE stops after the store's step
+        raise ForgetIncomplete(0, ["pal-promoted/users.jsonl: read-only"])
+
+    with svc.client("acme") as c:
+        give(c, user, "Before")
+        give(c, "rj53other", "Other")
+        rt.forget_population_users = unwritable
+        try:
+            assert c.delete(f"/v1/users/{user}").status_code == 500
+        finally:
+            del rt.forget_population_users
+        entry = rt.delete_journal.unfinished("acme", user)  # left for the journal's next pass
+        assert entry is not None and rt.store.count_comparisons("acme", user) == 0
+        time.sleep(0.01)
+        give(c, user, "Since")  # the user comes back, and an adapter job of what they sent since is queued
+        job = runner.submit("adapter", {"tenant": "acme", "user": user, "data": "unread"})
+        time.sleep(0.01)
+        assert c.delete("/v1/users/rj53other").status_code == 200  # its purge removes the table's older versions
+    try:
+        delete(rt, "acme", user, entry)  # the journal's pass
+        assert rt.store.count_comparisons("acme", user) == 2 and rt.delete_journal.unfinished("acme", user) is None
+        assert runner.get(job.id) is not None, "the job queued after the user came back was purged"
+    finally:
+        runner.purge(job.id)
+
+
 def test_the_every_tenant_dashboard_names_the_tenant_of_each_answer_it_shows(svc):
     """trial16_52: the dashboard without `?tenant=` describes the prototypes by every tenant's stored answers, and
     showed them side by side with nothing to say whose they are ("BETA SECRET ..." under acme's): an auditor could not

@@ -806,20 +806,24 @@ class LocalJobRunner:
                           "for %s) into service again failed", job.id, before.id, key)
 
     def _named_last(self, served_as: str) -> tuple[str, Served | None, Job | None]:
-        """What promotions.json names as promoted last (`promoted_at`) among the keys whose jobs put `served_as` into
-        service (`_served_as`: one key, or `pal` and `em` for the population model), with its key and job record; ("",
-        None, None) when none. Until session jobs53 a cut `pal` promotion that did not finish put back what the `pal` key
-        named, also over an `em` model promoted after it."""
+        """What promotions.json names as promoted last among the keys whose jobs put `served_as` into service
+        (`_served_as`: one key, or `pal` and `em` for the population model), with its key and job record; ("", None,
+        None) when none. Until session jobs53 a cut `pal` promotion that did not finish put back what the `pal` key
+        named, also over an `em` model promoted after it. Promoted last: the job whose worker's end was noted last
+        (`finished_at`), the order its promotions are made in (`_queue_promotion`); not the entries' `promoted_at`,
+        which an entry named again after a cut promotion (`_served_before`) takes from that job's end, before its
+        promotion began (until the review of jobs53: an `em` model was put back over a `pal` one promoted after it)."""
         named = []
         for key in self.promotions.keys():
             served = self.promotions.served(key)
             before = self.store.get(served.job_id) if served is not None else None
             kind = self.kinds.get(before.kind) if before is not None else None
             if kind is not None and kind.promotion_key is not None and self._served_as(before) == served_as:
-                named.append((served.promoted_at, key, served, before))
+                ended = before.finished_at if before.finished_at is not None else served.promoted_at
+                named.append((ended, served.promoted_at, key, served, before))
         if not named:
             return "", None, None
-        _, key, served, before = max(named, key=lambda entry: entry[0])
+        *_, key, served, before = max(named, key=lambda entry: entry[:2])
         return key, served, before
 
     def _served_before(self, job: Job, key: str) -> Served | None:
