@@ -112,6 +112,20 @@ def make_generator(
     raise ValueError(unknown_generator(name))  # (Settings.check_models: the same, before anything loads)
 
 
+def check_context(settings: Settings, generator: Generator) -> None:
+    """`max_tokens`, each chat's default, leaves room for a prompt in the generator's context (its
+    `context_tokens`: a local model's `max_position_embeddings`; a remote one says none) where `max_context_tokens`
+    is unset: else every chat that sent no `max_tokens` is a 400 naming `messages` ("cannot fit the prompt budget of
+    0 tokens"). A set `max_context_tokens` is checked with the settings (`service.settings.RULES`); this is the same
+    rule for the model's own context, known only once it is loaded (until review late53 the service started on it).
+    Raises ValueError naming the setting."""
+    context = None if settings.max_context_tokens is not None else getattr(generator, "context_tokens", None)
+    if context is not None and settings.max_tokens >= context:
+        raise ValueError(f"PLURALIGN_MAX_TOKENS (setting max_tokens): {settings.max_tokens} leaves no room for a prompt in the "
+                         f"generator's context of {context} tokens ({generator.model_id}): every chat that sent no "
+                         f"`max_tokens` would be refused; set it below {context}")
+
+
 def served_replica(settings: Settings) -> str:
     """This service's part of the names its adapters have on a remote generation server (`RemoteGenerator.replica`):
     8 hex digits of the sha256 of its store, `replica_index` and data folder (its id, `folder_id`: drawn at the folder's
@@ -638,6 +652,7 @@ class Runtime:
         )
         ingest: Ingestor | None = None
         try:
+            check_context(settings, generator)
             step("opening the tables at %s", settings.lancedb_uri)
             store = open_store(settings, encoder)
             hooks: list[Callable[[list[StoredPreference]], None]] = []

@@ -1869,6 +1869,7 @@ class Store:
             row["attributes"] = json.loads(row["attributes"])
         return [msgspec.convert(row, StoredPreference) for row in rows]
 
+    @_uses("preferences", "read")  # `_cached` reads the table (replicas): a storage failure named as every read's
     def own_answers_sample(self, tenant: str, user_id: str, limit: int = 200, seed: int = 0) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
         """Both answers of up to `limit` of the user's own stored pairs (a comparison or a tie of two answers), each
         pair of answers once whatever its prompt: `answers_sample(tenant, limit, per="pair", only_user=user_id)`, but

@@ -94,3 +94,24 @@ def test_pluralign_serve_with_an_empty_data_folder_makes_nothing_in_the_working_
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr == f"pluralign: error: PLURALIGN_DATA_DIR (setting data_dir): {EMPTY_DATA_DIR}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_default_max_tokens_the_models_own_context_cannot_hold_is_refused_at_start(tmp_path, tiny_generator_dir, minilm):
+    """Review late53: the review of trial53 refused `max_context_tokens` at or below `max_tokens` (every chat that sent
+    no `max_tokens` a 400 naming `messages`, "cannot fit the prompt budget of 0 tokens"), but only when it is set; left
+    unset (the default), the context is the model's own and was not checked: with `PLURALIGN_MAX_TOKENS=4096
+    PLURALIGN_MAX_TOKENS_LIMIT=4096` and a model of 4096 positions (SmolLM2's 8192 the same at 8192) `pluralign serve`
+    started and answered every such chat "with max_tokens 4096 it exceeds the model's context of 4096 tokens". Refused
+    once the generator is loaded and its context known, before the tables are opened, naming the setting."""
+    from service.runtime import Runtime
+    from tests.service.tiny import tiny_generator
+
+    # no PAL checkpoint there: the refusal comes before one is loaded (or, before the fix, bootstrapped)
+    settings = Settings(data_dir=str(tmp_path / "data"), generator=str(tiny_generator_dir), pal_dir=str(tmp_path / "pal"),
+                        max_tokens=4096, max_tokens_limit=4096)
+    generator = tiny_generator(tiny_generator_dir)
+    assert generator.context_tokens == 4096
+    with pytest.raises(ValueError, match=r"^PLURALIGN_MAX_TOKENS \(setting max_tokens\): 4096 leaves no room for a prompt in the "
+                                         r"generator's context of 4096 tokens"):
+        Runtime.build(settings, generator=generator, encoder=minilm)
+    assert not (tmp_path / "data" / "lancedb").exists() and not (tmp_path / "pal").exists()  # before the tables and PAL

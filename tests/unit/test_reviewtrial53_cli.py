@@ -73,3 +73,24 @@ def test_a_data_dir_option_wins_over_an_empty_variable(tmp_path, capsys, monkeyp
     assert code == 2 and "PLURALIGN_DATA_DIR" not in err and f"--port {port}" in err, err
     code, out, err = cli(capsys, "keys", "list")  # no --data-dir: the empty variable is refused, naming it
     assert code == 2 and err.startswith("pluralign: error: PLURALIGN_DATA_DIR (setting data_dir): `data_dir` is empty"), err
+
+
+def test_tenants_takes_its_data_dir_before_the_subcommand_as_docs_and_keys_do(tmp_path, capsys, monkeypatch):
+    """Review late53: docs/api.md says "`pluralign keys --data-dir` and `pluralign tenants --data-dir` take it too", and
+    `keys` takes it before or after its subcommand; `tenants` took it only after, so `pluralign tenants --data-dir X
+    status --tenant acme` was argparse's "argument action: invalid choice: 'X'" (exit 2). Either place now, the
+    subcommand's winning where both are given, as `keys`'s."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PLURALIGN_DATA_DIR", str(tmp_path / "from-variable"))
+    monkeypatch.delenv("PLURALIGN_CONFIG", raising=False)
+    monkeypatch.delenv("PLURALIGN_KEYS_FILE", raising=False)
+    data = tmp_path / "given"
+    data.mkdir()
+    for argv in (("tenants", "--data-dir", str(data), "status", "--tenant", "acme"),
+                 ("tenants", "status", "--tenant", "acme", "--data-dir", str(data)),
+                 ("tenants", "--data-dir", str(tmp_path / "other"), "status", "--tenant", "acme", "--data-dir", str(data))):
+        code, out, err = cli(capsys, *argv)
+        assert (code, out) == (2, ""), (argv, code, out, err)
+        assert err == f"pluralign: error: no removal of tenant acme was begun in {data}\n", (argv, err)
+    code, out, err = cli(capsys, "tenants", "--data-dir", "", "status", "--tenant", "acme")
+    assert (code, err) == (2, f"pluralign: error: {EMPTY}\n"), (code, err)

@@ -129,3 +129,26 @@ def test_a_users_own_answers_sample_holds_their_pairs_each_once_and_no_one_elses
     assert store.histories.peek(("t", "ann")) is None  # not loaded for it
     as_pairs = lambda out: {(out[1][k], out[1][k + 1]) for k in range(0, len(out[1]), 2)}  # noqa: E731
     assert as_pairs(cached) == as_pairs(read) and len(read[1]) == 6, (cached[1], read[1])
+
+
+def test_a_users_own_answers_sample_names_a_damaged_table_as_every_read_of_it_does(tmp_path):
+    """Review late53: `Store.own_answers_sample` (a profile's examples by default since the review of trial16_53) checks
+    the user's cached history against the table (with replicas, `sync_seconds`) outside the wrapper every other read of
+    the preferences table has (`_uses`): a file of the table gone surfaced as Lance's bare RuntimeError (a 500 with
+    Lance's words), where `count_preferences` beside it gives StoreUnavailable naming the table (a 503)."""
+    import glob
+    import os
+    import time
+
+    from pluralign.store.failures import StoreUnavailable
+
+    store = Store(str(tmp_path / "db"), "enc", 2, sync_seconds=0.05)  # a replica's: a cached history is checked
+    vec = np.ones((1, 2), np.float32)
+    store.add_preferences([row("ann", 1, "r1")], vec, vec, -vec)
+    store.history("t", "ann")  # cached
+    Store(str(tmp_path / "db"), "enc", 2, sync_seconds=0.05).add_preferences([row("bob", 2, "r2")], vec, vec, -vec)  # another replica
+    time.sleep(0.1)
+    for data in glob.glob(str(tmp_path / "db" / "preferences.lance" / "data" / "*")):
+        os.remove(data)
+    with pytest.raises(StoreUnavailable, match="table `preferences`"):
+        store.own_answers_sample("t", "ann", 200)

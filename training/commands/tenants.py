@@ -26,6 +26,8 @@ from training.common import print_json, tenant_name
 def register(subparsers) -> None:
     parser = subparsers.add_parser("tenants", help="list a tenant's users, remove a whole tenant", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    # before the subcommand too, as docs/api.md and `keys` have it (until review late53 only after it)
+    parser.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
     sub = parser.add_subparsers(dest="action", required=True)
     users = sub.add_parser("users", help="a page of the tenant's users: ids, row counts, last activity")
     users.add_argument("--after", default=None, help="the last user id of the page before (its `next`)")
@@ -36,7 +38,7 @@ def register(subparsers) -> None:
     status = sub.add_parser("status", help="how far the tenant's removal went")
     for command in (users, remove, status):
         command.add_argument("--tenant", required=True, type=tenant_name, help="the tenant")
-        command.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
+        command.add_argument("--data-dir", default=argparse.SUPPRESS, help="the service's data folder (as `tenants --data-dir`)")
     parser.set_defaults(func=run, settings_data_dir=True)  # its --data-dir is the setting data_dir (training.cli._run)
 
 
