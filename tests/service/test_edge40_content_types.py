@@ -513,3 +513,35 @@ def test_httptools_refusal_names_transfer_encoding_of_the_refused_request_alone(
     assert [status for status, _ in behind] == [201, 400] and behind[1][1]["error"]["param"] == "Transfer-Encoding", behind
     assert [(status, body["error"]["param"]) for status, body in split] == [(400, "Transfer-Encoding")], split
     assert [(status, body["error"]["param"]) for status, body in both] == [(400, "Transfer-Encoding")], both  # a 415 before
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_transfer_encoding_beside_content_length_is_refused_and_the_connection_closed(svc, monkeypatch, http):
+    """Review reviewlate53b: h11 read the chunks of a request sent with `Transfer-Encoding: chunked` and `Content-Length`
+    both, answered it and kept the connection open, so what followed the chunks was served as a request of its own:
+    request smuggling behind a proxy that frames by `Content-Length` (RFC 9112 6.3: such a request ought to be handled
+    as an error, and the server MUST close the connection after responding to it). httptools refused it (the 400 naming
+    `Transfer-Encoding`); h11 now does too, and neither reads anything after it."""
+    import socket
+
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, http)
+    key = svc.keys["acme"]
+    user = f"framed-twice-{http}"
+    body = chunked(json.dumps({**FEEDBACK, "user": user}).encode())
+    smuggled = f"GET /v1/users/{user}/preferences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+    request = (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+               f"Transfer-Encoding: chunked\r\nContent-Length: {len(body) + len(smuggled)}\r\n\r\n").encode() + body + smuggled
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port, \
+            socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        client.sendall(request)
+        answer = b""
+        while piece := client.recv(65536):  # to the server's close (uvicorn's keep-alive closed it after 5 s before)
+            answer += piece
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # the smuggled GET was answered too
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"connection: close" in head.lower(), head
+    assert json.loads(rest)["error"]["param"] == "Transfer-Encoding", rest
+    with svc.client() as c:  # nothing of the refused request stored
+        assert c.get(f"/v1/users/{user}/preferences").status_code == 404

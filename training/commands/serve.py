@@ -477,6 +477,27 @@ LLHTTP_TRANSFER_CODING = ("a coding after `chunked`, or `chunked` twice: `chunke
                           "(RFC 9112 6.1, 6.3): send the body chunked once, or with Content-Length")
 
 
+def refuse_framed_twice(h11_next_event, protocol):
+    """h11's `Connection.next_event` refusing a request sent with `Transfer-Encoding` and `Content-Length` both (raised as
+    h11's own refusals are, so uvicorn answers it with `send_400_response`, naming `Transfer-Encoding`, and parses
+    nothing more on the connection), as httptools (llhttp) refuses it. Until review reviewlate53b h11 read the chunks,
+    answered, and kept the connection open: what followed the chunks within the `Content-Length` a proxy in front framed
+    the request by was served as a request of its own (request smuggling; RFC 9112 6.3: the server MUST close the
+    connection after responding to such a request)."""
+    import h11
+
+    def next_event():
+        event = h11_next_event()
+        if isinstance(event, h11.Request):
+            names = {name for name, _ in event.headers}  # h11 gives them lower-cased
+            if b"transfer-encoding" in names and b"content-length" in names:
+                protocol.framed_twice = True
+                raise h11.RemoteProtocolError("Transfer-Encoding with Content-Length")
+        return event
+
+    return next_event
+
+
 def unparsable_answer(request_id: str, url_bytes: int = 0, transfer_coding: tuple[int, str] | None = None) -> bytes:
     """The whole HTTP answer, as bytes, of a request the HTTP parser refused: a 400, `Connection: close`,
     `X-Request-Id`, `nosniff`, an error body in OpenAI's shape naming `url` when it is `url_bytes` long,
@@ -561,11 +582,14 @@ class TimedRequests:
     arriving: bytes | None = None  # the bytes the parser is reading now (`data_received`)
     half_closed = False  # the client shut its sending side after a whole request (`eof_received`)
     answering = None  # httptools: the request cycle running (its `cycle` is the newest, perhaps queued behind this one)
+    framed_twice = False  # h11: the request refused was sent with `Transfer-Encoding` and `Content-Length` both
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self.transport = CutAnswersAbort(transport, self)  # what each request's cycle is given to write to
         self.counts.held = self.connections  # uvicorn's (the server's) set, the same one each time
+        if hasattr(self, "conn"):  # h11: a request framed twice is refused as httptools refuses it (`refuse_framed_twice`)
+            self.conn.next_event = refuse_framed_twice(self.conn.next_event, self)
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self.refuse()
             return
@@ -737,6 +761,8 @@ class TimedRequests:
         from service.strict import transfer_coding_problem
 
         if hasattr(self, "conn"):  # h11
+            if self.framed_twice:  # `refuse_framed_twice`
+                return 400, LLHTTP_BOTH_LENGTHS
             return transfer_coding_in(self.arriving) if self.arriving is not None else None
         import httptools  # this protocol's parser
 
