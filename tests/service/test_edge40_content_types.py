@@ -545,3 +545,30 @@ def test_transfer_encoding_beside_content_length_is_refused_and_the_connection_c
     assert json.loads(rest)["error"]["param"] == "Transfer-Encoding", rest
     with svc.client() as c:  # nothing of the refused request stored
         assert c.get(f"/v1/users/{user}/preferences").status_code == 404
+
+
+def test_h11_refusal_names_transfer_encoding_of_a_request_pipelined_behind_another(svc, monkeypatch):
+    """Review reviewlate53b: on h11 a request refused for its `Transfer-Encoding` (`gzip, chunked`, `chunked, gzip`) that
+    came behind another in one read was the 400 naming nothing (`invalid_http`): h11 parses it once the first is
+    answered, outside any read, and the refusal read the head from the bytes of the read it was refused in. It is the
+    415 or 400 naming `Transfer-Encoding`, as alone, and as on httptools."""
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, "h11")
+    key = svc.keys["acme"]
+    plain = json.dumps({**FEEDBACK, "user": "coded-behind-h11"}).encode()
+
+    def head(*lines: str) -> bytes:
+        return (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode()
+
+    first = head(f"Content-Length: {len(plain)}") + plain
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        coded = answers_on_the_wire(port, first + head("Transfer-Encoding: gzip, chunked", "Connection: close") + chunked(plain))
+        last = answers_on_the_wire(port, first + head("Transfer-Encoding: chunked, gzip", "Connection: close") + plain)
+        malformed = answers_on_the_wire(port, head("Transfer-Encoding: chunked") + chunked(plain)
+                                        + b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+    assert [(status, body.get("error", {}).get("param")) for status, body in coded] == [(201, None), (415, "Transfer-Encoding")], coded
+    assert [(status, body.get("error", {}).get("param")) for status, body in last] == [(201, None), (400, "Transfer-Encoding")], last
+    # the refused request's own head is read, not the one before it
+    assert [(status, body.get("error", {}).get("param")) for status, body in malformed] == [(201, None), (400, None)], malformed
