@@ -111,7 +111,11 @@ def in_latin_script(text: str) -> bool:
     first letter, and such questions got the English openings). So an English question quoting a Chinese word is
     Latin, and a Chinese one naming two English words is not; nor is a question of as many Latin words as others
     ("Как настроить Wi-Fi на iPhone?": Latin at half, until review reviewsmall53). Digits, punctuation and spaces do
-    not count."""
+    not count; a combining mark (a vowel sign, a virama: Unicode category M) is part of its letter's word (until review
+    reviewlate53b it split it, `\\w` taking no mark: "धन्यवाद" was three words, and "What does धन्यवाद mean?" another
+    script than Latin)."""
+    if not text.isascii():  # the marks go: the letters either side of one are one word
+        text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("M"))
     latin = other = 0
     for word in _WORD.findall(text):
         previous = None

@@ -513,3 +513,62 @@ def test_httptools_refusal_names_transfer_encoding_of_the_refused_request_alone(
     assert [status for status, _ in behind] == [201, 400] and behind[1][1]["error"]["param"] == "Transfer-Encoding", behind
     assert [(status, body["error"]["param"]) for status, body in split] == [(400, "Transfer-Encoding")], split
     assert [(status, body["error"]["param"]) for status, body in both] == [(400, "Transfer-Encoding")], both  # a 415 before
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_transfer_encoding_beside_content_length_is_refused_and_the_connection_closed(svc, monkeypatch, http):
+    """Review reviewlate53b: h11 read the chunks of a request sent with `Transfer-Encoding: chunked` and `Content-Length`
+    both, answered it and kept the connection open, so what followed the chunks was served as a request of its own:
+    request smuggling behind a proxy that frames by `Content-Length` (RFC 9112 6.3: such a request ought to be handled
+    as an error, and the server MUST close the connection after responding to it). httptools refused it (the 400 naming
+    `Transfer-Encoding`); h11 now does too, and neither reads anything after it."""
+    import socket
+
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, http)
+    key = svc.keys["acme"]
+    user = f"framed-twice-{http}"
+    body = chunked(json.dumps({**FEEDBACK, "user": user}).encode())
+    smuggled = f"GET /v1/users/{user}/preferences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+    request = (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+               f"Transfer-Encoding: chunked\r\nContent-Length: {len(body) + len(smuggled)}\r\n\r\n").encode() + body + smuggled
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port, \
+            socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+        client.sendall(request)
+        answer = b""
+        while piece := client.recv(65536):  # to the server's close (uvicorn's keep-alive closed it after 5 s before)
+            answer += piece
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # the smuggled GET was answered too
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"connection: close" in head.lower(), head
+    assert json.loads(rest)["error"]["param"] == "Transfer-Encoding", rest
+    with svc.client() as c:  # nothing of the refused request stored
+        assert c.get(f"/v1/users/{user}/preferences").status_code == 404
+
+
+def test_h11_refusal_names_transfer_encoding_of_a_request_pipelined_behind_another(svc, monkeypatch):
+    """Review reviewlate53b: on h11 a request refused for its `Transfer-Encoding` (`gzip, chunked`, `chunked, gzip`) that
+    came behind another in one read was the 400 naming nothing (`invalid_http`): h11 parses it once the first is
+    answered, outside any read, and the refusal read the head from the bytes of the read it was refused in. It is the
+    415 or 400 naming `Transfer-Encoding`, as alone, and as on httptools."""
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, "h11")
+    key = svc.keys["acme"]
+    plain = json.dumps({**FEEDBACK, "user": "coded-behind-h11"}).encode()
+
+    def head(*lines: str) -> bytes:
+        return (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                + "".join(f"{line}\r\n" for line in lines) + "\r\n").encode()
+
+    first = head(f"Content-Length: {len(plain)}") + plain
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        coded = answers_on_the_wire(port, first + head("Transfer-Encoding: gzip, chunked", "Connection: close") + chunked(plain))
+        last = answers_on_the_wire(port, first + head("Transfer-Encoding: chunked, gzip", "Connection: close") + plain)
+        malformed = answers_on_the_wire(port, head("Transfer-Encoding: chunked") + chunked(plain)
+                                        + b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+    assert [(status, body.get("error", {}).get("param")) for status, body in coded] == [(201, None), (415, "Transfer-Encoding")], coded
+    assert [(status, body.get("error", {}).get("param")) for status, body in last] == [(201, None), (400, "Transfer-Encoding")], last
+    # the refused request's own head is read, not the one before it
+    assert [(status, body.get("error", {}).get("param")) for status, body in malformed] == [(201, None), (400, None)], malformed

@@ -18,6 +18,10 @@ from pluralign.policy.styles import AnswerStyle, in_latin_script
     # told Latin by its first letter, and these got the English openings
     ("Python和Rust哪个更好学？", False), ("iPhone怎么截屏？", False), ("iPhoneのスクリーンショットの撮り方は？", False),
     ("Is the word游泳 Chinese?", True), ("Как настроить Wi-Fi на iPhone?", False),
+    # review reviewlate53b: a vowel sign or virama (a combining mark, no letter to `\w`) split a word of Hindi, Thai or
+    # Bengali into as many words as it had marks, and an English question quoting one was told another script
+    ("What does धन्यवाद mean?", True), ("Is सत्यमेव जयते a motto?", True), ("How do I say ขอบคุณครับ politely?", True),
+    ("धन्यवाद कहने का सही तरीका क्या है, thank you?", False),
 ])
 def test_a_question_is_latin_when_more_than_half_its_words_are(text, latin):
     assert in_latin_script(text) is latin

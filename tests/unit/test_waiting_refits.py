@@ -71,3 +71,19 @@ def test_a_line_a_full_disk_cut_short_does_not_hide_the_users_appended_once_ther
         f.write(b'[["acme","e')
     WaitingRefits(kept.path).owe([("acme", "fay")])
     assert WaitingRefits(kept.path).read() == [("acme", "ann"), ("acme", "cy"), ("globex", "dee"), ("acme", "fay")]
+
+
+def test_a_deleted_users_id_in_a_line_cut_short_leaves_the_file(tmp_path):
+    """Review reviewlate53b: a DELETE rewrites the file without the user's id only where it found their pair whole
+    (`["acme","ann"]`); a line a power loss cut short after their id (`[["acme","ann"`) kept it on disk after the
+    DELETE, until the refit queue next drained with nobody waiting (for good while a backlog never clears). The
+    others' users are kept; the torn line's are skipped, as the next start skips them."""
+    kept = WaitingRefits(tmp_path / WAITING_REFITS_FILE)
+    kept.add([("acme", "bob")])
+    with open(kept.path, "ab") as f:  # a line a power loss cut short
+        f.write(b'[["acme","ann"')
+    kept.forget({("acme", "ann")})
+    assert b'"ann"' not in kept.path.read_bytes(), kept.path.read_bytes()
+    assert WaitingRefits(kept.path).read() == [("acme", "bob")]
+    kept.forget({("acme", "an")})  # a prefix of an id is not that user: nothing rewritten for it
+    assert WaitingRefits(kept.path).read() == [("acme", "bob")]

@@ -477,6 +477,34 @@ LLHTTP_TRANSFER_CODING = ("a coding after `chunked`, or `chunked` twice: `chunke
                           "(RFC 9112 6.1, 6.3): send the body chunked once, or with Content-Length")
 
 
+def refuse_framed_twice(h11_next_event, protocol):
+    """h11's `Connection.next_event` refusing a request sent with `Transfer-Encoding` and `Content-Length` both (raised as
+    h11's own refusals are, so uvicorn answers it with `send_400_response`, naming `Transfer-Encoding`, and parses
+    nothing more on the connection), as httptools (llhttp) refuses it. Until review reviewlate53b h11 read the chunks,
+    answered, and kept the connection open: what followed the chunks within the `Content-Length` a proxy in front framed
+    the request by was served as a request of its own (request smuggling; RFC 9112 6.3: the server MUST close the
+    connection after responding to such a request). A head h11 refuses is kept as `protocol.h11_refused_head` (the bytes
+    its buffer began with, the head's first: a request pipelined behind another is parsed once that one is answered,
+    outside any read), which `TimedRequests.refused_transfer_coding` reads."""
+    import h11
+
+    def next_event():
+        head = protocol.conn.trailing_data[0] if protocol.conn.their_state is h11.IDLE else None
+        try:
+            event = h11_next_event()
+        except h11.RemoteProtocolError:
+            protocol.h11_refused_head = head
+            raise
+        if isinstance(event, h11.Request):
+            names = {name for name, _ in event.headers}  # h11 gives them lower-cased
+            if b"transfer-encoding" in names and b"content-length" in names:
+                protocol.framed_twice = True
+                raise h11.RemoteProtocolError("Transfer-Encoding with Content-Length")
+        return event
+
+    return next_event
+
+
 def unparsable_answer(request_id: str, url_bytes: int = 0, transfer_coding: tuple[int, str] | None = None) -> bytes:
     """The whole HTTP answer, as bytes, of a request the HTTP parser refused: a 400, `Connection: close`,
     `X-Request-Id`, `nosniff`, an error body in OpenAI's shape naming `url` when it is `url_bytes` long,
@@ -558,14 +586,17 @@ class TimedRequests:
     parsed_bytes = 0
     head_past_the_limit = False  # the parser was stopped at a head or trailers past MAX_HEAD_BYTES (`stop_past_the_limit`)
     body_came = False  # whether the bytes being read held any of a body (httptools' `on_body`)
-    arriving: bytes | None = None  # the bytes the parser is reading now (`data_received`)
     half_closed = False  # the client shut its sending side after a whole request (`eof_received`)
     answering = None  # httptools: the request cycle running (its `cycle` is the newest, perhaps queued behind this one)
+    framed_twice = False  # h11: the request refused was sent with `Transfer-Encoding` and `Content-Length` both
+    h11_refused_head: bytes | None = None  # h11: the bytes the head it refused began (`refuse_framed_twice`)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
         self.transport = CutAnswersAbort(transport, self)  # what each request's cycle is given to write to
         self.counts.held = self.connections  # uvicorn's (the server's) set, the same one each time
+        if hasattr(self, "conn"):  # h11: a request framed twice is refused as httptools refuses it (`refuse_framed_twice`)
+            self.conn.next_event = refuse_framed_twice(self.conn.next_event, self)
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self.refuse()
             return
@@ -664,11 +695,7 @@ class TimedRequests:
                 self.head_too_large()
                 return
             self.head_bytes += len(data)
-        self.arriving = data  # what `send_400_response` reads the refused head from (no copy: dropped below)
-        try:
-            super().data_received(data)  # type: ignore[misc]
-        finally:
-            self.arriving = None
+        super().data_received(data)  # type: ignore[misc]
         if self.transport.is_closing() or self.refused:  # closed, or lingering after the parser's 400
             return
         if hasattr(self, "conn"):  # h11: its state machine says where the client's request is
@@ -732,12 +759,16 @@ class TimedRequests:
         request's first byte), whichever reads its head came in; a value it refuses as it reads it (a coding after
         `chunked`, or `chunked` again) is never given, and is said so. Until review reviewsmall53 the first head in the
         read was read, that of a request pipelined before the refused one: a request refused for a malformed header was a
-        415 naming a `Transfer-Encoding` it did not have, and a head in two reads named nothing. h11 gives no lines: its
-        refusal comes as it reads a head, so the bytes of the read (`arriving`) begin with it (`transfer_coding_in`)."""
+        415 naming a `Transfer-Encoding` it did not have, and a head in two reads named nothing. h11 gives no lines: the
+        bytes its buffer began with when it refused the head (`refuse_framed_twice`) are read (`transfer_coding_in`);
+        until review reviewlate53b those of the read it was refused in (`arriving`), none for a request pipelined behind
+        another (parsed once that one was answered): the 400 naming nothing. Both framings given: the 400 saying so."""
         from service.strict import transfer_coding_problem
 
         if hasattr(self, "conn"):  # h11
-            return transfer_coding_in(self.arriving) if self.arriving is not None else None
+            if self.framed_twice:  # `refuse_framed_twice`
+                return 400, LLHTTP_BOTH_LENGTHS
+            return transfer_coding_in(self.h11_refused_head) if self.h11_refused_head is not None else None
         import httptools  # this protocol's parser
 
         # uvicorn passes its own words; llhttp's are the exception being handled (`send_400_response` is called in its except)
