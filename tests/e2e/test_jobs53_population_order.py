@@ -88,12 +88,7 @@ def test_a_cut_pal_promotion_that_fails_when_finished_puts_back_the_em_model_pro
     promotions.json named it, and putting it into service fails at the restart. What is put into service again is what
     was served before it: the `em` model, promoted last of the population models. Before, the `pal` key's entry alone
     was looked at (`_serve_named_again`): the first `pal` model was swapped in over the `em` one."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
     from tests.e2e.test_train39_promotion_cut import put_into_service
-    from training.jobs.store import JobStore
 
     folder, served = tmp_path / "jobs", tmp_path / "served"
     runner = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=put_into_service(served))
@@ -104,6 +99,20 @@ def test_a_cut_pal_promotion_that_fails_when_finished_puts_back_the_em_model_pro
     finally:
         runner.stop()
     assert [job.promoted for job in done] == [True, True] and (served / "model.txt").read_text() == "em"
+    cut_then_refused(folder, served)
+    assert (served / "model.txt").read_text() == "em", "a pal model promoted before the em one was put back over it"
+
+
+def cut_then_refused(folder, served):
+    """A child runner on `folder` SIGKILLed mid-promotion of the pal job "second" (`CUT_CHILD`), then a runner whose
+    promotion of that job fails (no room): the job, succeeded and not promoted; the test reads what `served` holds."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.e2e.test_train39_promotion_cut import put_into_service
+    from training.jobs.store import JobStore
+
     run = subprocess.run([sys.executable, "-c", CUT_CHILD, str(folder), str(served)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == -9 and "killed after" in run.stdout, (run.returncode, run.stdout, run.stderr[-2000:])
     cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
@@ -121,4 +130,4 @@ def test_a_cut_pal_promotion_that_fails_when_finished_puts_back_the_em_model_pro
     finally:
         again.stop()
     assert job.state == "succeeded" and job.promoted is False, job
-    assert (served / "model.txt").read_text() == "em", "a pal model promoted before the em one was put back over it"
+    return job

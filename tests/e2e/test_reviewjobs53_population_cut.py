@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO
-from tests.e2e.test_jobs53_population_order import CUT_CHILD
+from tests.e2e.test_jobs53_population_order import cut_then_refused
 from tests.e2e.test_train39_promotion_cut import TRAIN, put_into_service
 from training.jobs import kinds as real
 from training.jobs.runner import LocalJobRunner, RunnerConfig
-from training.jobs.store import JobStore
 
 SLOW_TRAIN = "import time, json, sys; time.sleep(json.loads(sys.argv[1]).get('sleep', 0))\n" + TRAIN
 
@@ -51,21 +48,5 @@ def test_a_cut_pal_promotion_that_fails_when_finished_puts_back_the_pal_model_pr
     em_done, pal_done = done
     # the case: the pal job's end was noted before the em job's promotion (its promoted_at) began
     assert pal_done.finished_at < runner.promotions.served("em").promoted_at < runner.promotions.served("pal").promoted_at, done
-    run = subprocess.run([sys.executable, "-c", CUT_CHILD, str(folder), str(served)], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert run.returncode == -9 and "killed after" in run.stdout, (run.returncode, run.stdout, run.stderr[-2000:])
-    cut = next(j for j in JobStore(folder).all() if j.params["model"] == "second")
-    put = put_into_service(served)
-
-    def refused(job, key):
-        if job.id == cut.id:
-            raise OSError(28, "No space left on device", str(served))
-        put(job, key)
-
-    again = LocalJobRunner(RunnerConfig(folder=folder, poll_seconds=0.05), KINDS, on_promote=refused)
-    again.start()
-    try:
-        job = again.wait(cut.id, timeout=60)
-    finally:
-        again.stop()
-    assert job.state == "succeeded" and job.promoted is False, job
+    cut_then_refused(folder, served)
     assert (served / "model.txt").read_text() == "first", "the em model promoted before the pal one was put back over it"
