@@ -501,7 +501,9 @@ class RemoteGenerator:
             count = None
         except (openai.APITimeoutError, httpx2.TimeoutException) as exc:  # httpx's: a read of the body (`_body_by`)
             raise self._not_counted_in_time() from exc
-        except (openai.APIConnectionError, httpx2.TransportError) as exc:
+        # httpx's of a body read here or by the client (a 5xx's): a connection broken off, a body labelled gzip that is
+        # not (DecodingError: until the review of session counts53 no `except` took it, the chat's 500)
+        except (openai.APIConnectionError, httpx2.RequestError) as exc:
             raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
                                    f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
         except openai.APIError as exc:  # anything else of the client's: not a count this server gives
@@ -517,7 +519,8 @@ class RemoteGenerator:
         """The body of `answer` (sent unread), read a piece at a time and given up at the first piece after `deadline`
         (PromptNotCounted, the connection closed): the thread of a count the chat no longer waits for ends there, or at
         a read's own timeout (the time left when it was sent), where a server sending its answer a byte at a time held it
-        to the last byte (each read well within httpx's timeouts). Raises httpx's errors of a read."""
+        to the last byte (each read well within httpx's timeouts). Raises httpx's errors of a read (its RequestError: a
+        TimeoutException, a TransportError, a DecodingError)."""
         try:
             body = bytearray()
             for piece in answer.iter_bytes():
