@@ -441,8 +441,8 @@ class RemoteGenerator:
         its first piece after the deadline or a read's own timeout (`_body_by`), while the chat has its
         PromptNotCounted at the deadline. Not every such count ends by then: the client reads a 5xx's body, and the
         headers of any answer, bounded per read only, so a server dribbling those holds the count's thread (a daemon:
-        no process waits for it at exit) and its connection as long as it likes. Each thread runs in a copy of the caller's context (`contextvars`: the
-        service's request id, on each count's request and log lines). Session remote53 ran them on one event loop thread
+        no process waits for it at exit) and its connection as long as it likes. Each count runs in a copy of the
+        caller's context (`contextvars`: the service's request id, on each count's request and log lines). Session remote53 ran them on one event loop thread
         (openai's async client under `asyncio.timeout_at`): under load that one thread was the bottleneck (2 cores at
         load 7-13: 40 chats of 6 counts at once took 0.6-2.2 s, past 1 s every chat a 503 at the 1 s bound; on
         threads 0.26-0.43 s; BENCHMARKS.md, session counts53)."""
