@@ -40,7 +40,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -440,26 +439,47 @@ class RemoteGenerator:
         waited for until `deadline` (`time.monotonic()`) and no longer: a count still running then (a server sending its
         answer a byte at a time, which httpx's timeouts, bounding each read, let run) is left to end on its thread at
         its first piece after the deadline or a read's own timeout (`_body_by`), while the chat has its
-        PromptNotCounted at the deadline. Each thread runs in a copy of the caller's context (`contextvars`: the
-        service's request id, on each count's request and log lines). Session remote53 ran them on one event loop thread
+        PromptNotCounted at the deadline. Not every such count ends by then: the client reads a 5xx's body, and the
+        headers of any answer, bounded per read only, so a server dribbling those holds the count's thread (a daemon:
+        no process waits for it at exit) and its connection as long as it likes. Each count runs in a copy of the
+        caller's context (`contextvars`: the service's request id, on each count's request and log lines). Session remote53 ran them on one event loop thread
         (openai's async client under `asyncio.timeout_at`): under load that one thread was the bottleneck (2 cores at
         load 7-13: 40 chats of 6 counts at once took 0.6-2.2 s, past 1 s every chat a 503 at the 1 s bound; on
         threads 0.26-0.43 s; BENCHMARKS.md, session counts53)."""
         if deadline - time.monotonic() <= 0:  # the chat's earlier counts took its bound
             raise self._not_counted_in_time()
-        pool = ThreadPoolExecutor(max_workers=min(TOKENIZE_AT_ONCE, len(conversations)), thread_name_prefix="tokenize")
+        counts = [concurrent.futures.Future() for _ in conversations]
+        waiting = iter(zip(counts, conversations, strict=True))
+        taking = threading.Lock()
+        context = contextvars.copy_context()
+
+        def count() -> None:  # takes the counts not yet sent, one at a time, until none is left or the chat gave up
+            while True:
+                with taking:
+                    future, messages = next(waiting, (None, None))
+                if future is None or not future.set_running_or_notify_cancel():
+                    return
+                try:
+                    future.set_result(context.copy().run(self._tokenized, messages, deadline))
+                except BaseException as exc:  # noqa: BLE001 (handed to the chat, raised there)
+                    future.set_exception(exc)
+
+        # daemons, not a ThreadPoolExecutor's, which Python joins at exit: a process whose count was given up on waited
+        # for its thread (a 5xx's body read by the client a byte at a time: as long as the server liked; review counts53)
+        for _ in range(min(TOKENIZE_AT_ONCE, len(conversations))):
+            threading.Thread(target=count, name="tokenize", daemon=True).start()
         try:
-            counts = [pool.submit(contextvars.copy_context().run, self._tokenized, messages, deadline) for messages in conversations]
-            done, waiting = concurrent.futures.wait(counts, timeout=max(0.0, deadline - time.monotonic()),
-                                                    return_when=concurrent.futures.FIRST_EXCEPTION)
+            done, late = concurrent.futures.wait(counts, timeout=max(0.0, deadline - time.monotonic()),
+                                                 return_when=concurrent.futures.FIRST_EXCEPTION)
             failed = next((count.exception() for count in counts if count in done and count.exception() is not None), None)
             if failed is not None:  # PromptNotCounted (or a fault of this code's): the first in their order
                 raise failed
-            if waiting:
+            if late:
                 raise self._not_counted_in_time()
             return [count.result() for count in counts]
         finally:  # the counts not yet sent are not sent; none is waited for
-            pool.shutdown(wait=False, cancel_futures=True)
+            for future in counts:
+                future.cancel()
 
     def _not_counted_in_time(self) -> PromptNotCounted:
         bound = self.policy.tokenize_timeout_s
@@ -501,7 +521,9 @@ class RemoteGenerator:
             count = None
         except (openai.APITimeoutError, httpx2.TimeoutException) as exc:  # httpx's: a read of the body (`_body_by`)
             raise self._not_counted_in_time() from exc
-        except (openai.APIConnectionError, httpx2.TransportError) as exc:
+        # httpx's of a body read here or by the client (a 5xx's): a connection broken off, a body labelled gzip that is
+        # not (DecodingError: until the review of session counts53 no `except` took it, the chat's 500)
+        except (openai.APIConnectionError, httpx2.RequestError) as exc:
             raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
                                    f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
         except openai.APIError as exc:  # anything else of the client's: not a count this server gives
@@ -517,7 +539,8 @@ class RemoteGenerator:
         """The body of `answer` (sent unread), read a piece at a time and given up at the first piece after `deadline`
         (PromptNotCounted, the connection closed): the thread of a count the chat no longer waits for ends there, or at
         a read's own timeout (the time left when it was sent), where a server sending its answer a byte at a time held it
-        to the last byte (each read well within httpx's timeouts). Raises httpx's errors of a read."""
+        to the last byte (each read well within httpx's timeouts). Raises httpx's errors of a read (its RequestError: a
+        TimeoutException, a TransportError, a DecodingError)."""
         try:
             body = bytearray()
             for piece in answer.iter_bytes():

@@ -24,7 +24,8 @@ BUDGET = 300  # max_prompt_tokens: the client's messages fit, with all four shot
 
 class Tokenizing(Handler):
     """`tests.vllm_like`'s server whose `/tokenize` waits `delay_s` before it answers, and answers `failing` (a 5xx) when
-    set, or sends its answer's body a byte every `dribble_s` seconds when set (its headers at once); it counts the requests
+    set, or sends its answer's body a byte every `dribble_s` seconds when set (its headers at once), or with `garbled` set
+answers that status with a body labelled gzip that is not (a broken proxy's); it counts the requests
     it got (`asked`), those it failed (`failed`) and the most it held at once (`most_at_once`), and keeps their
     `X-Request-Id` (`ids`)."""
 
@@ -33,6 +34,7 @@ class Tokenizing(Handler):
     delay_s = 0.0
     failing = 0
     dribble_s = 0.0
+    garbled = 0
     asked = 0
     failed = 0
     at_once = 0
@@ -58,6 +60,8 @@ class Tokenizing(Handler):
 
     def count(self, kind: type[Tokenizing], body: dict) -> None:
         time.sleep(kind.delay_s)
+        if kind.garbled:
+            return self.garble(kind.garbled)
         if kind.failing:
             with kind.counting:
                 kind.failed += 1
@@ -67,6 +71,15 @@ class Tokenizing(Handler):
             if kind.dribble_s:
                 return self.dribble({"count": count}, kind.dribble_s)
             self.answer(200, {"count": count, "max_model_len": 512, "tokens": list(range(count))})
+
+    def garble(self, status: int) -> None:
+        payload = b'{"count": 5} is not gzip'
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def dribble(self, body: dict, every_s: float) -> None:
         """`body` as the JSON answer, its headers at once, then a byte every `every_s` seconds (each read of the client's
@@ -104,7 +117,7 @@ def tokenizer():
     Tokenizing.asked = Tokenizing.failed = Tokenizing.most_at_once = 0
     Tokenizing.ids = []
     yield Tokenizing
-    Tokenizing.delay_s, Tokenizing.failing, Tokenizing.dribble_s = 0.0, 0, 0.0
+    Tokenizing.delay_s, Tokenizing.failing, Tokenizing.dribble_s, Tokenizing.garbled = 0.0, 0, 0.0, 0
     until = time.monotonic() + 5
     while Tokenizing.at_once and time.monotonic() < until:  # counts given up on, still held by the stub: ended first
         time.sleep(0.01)
@@ -248,6 +261,20 @@ def test_a_tokenizer_dribbling_its_answer_holds_a_chat_no_longer_than_the_bound(
     while tokenizer.at_once and time.monotonic() - began < 3.5:
         time.sleep(0.02)
     assert tokenizer.at_once == 0, round(time.monotonic() - began, 2)
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_a_tokenizer_answering_a_body_that_does_not_decode_is_a_503_not_a_500(front, tokenizer, status):
+    """Review counts53: a count's body read a piece at a time (`RemoteGenerator._body_by`, and the client's own read of a
+    5xx's body) raised httpx's DecodingError for a body labelled gzip that is not (a broken proxy's), which no `except`
+    took: the chat's 500 `internal error`. Before session counts53 the client's read of it was its connection error, the
+    chat's 503 naming `/tokenize` (PromptNotCounted, "unreachable"), as now."""
+    tokenizer.garbled = status
+    with front.client("acme") as c:
+        got = c.post("/v1/chat/completions", json=CHAT)
+    assert got.status_code == 503, got.text  # before: 500
+    assert "(its /tokenize: unreachable)" in got.json()["error"]["message"], got.text
+    assert tokenizer.asked == 1
 
 
 def test_a_chat_whose_many_shots_are_left_out_asks_a_few_counts_at_once(front, tokenizer):
