@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from training.cli import main
 
@@ -14,10 +15,16 @@ def write_jsonl(path, items) -> str:
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `pluralign argv...`; a usage error's SystemExit counts as its code."""
+    """(exit code, stdout, stderr) of `pluralign argv...`; a usage error's SystemExit counts as its code. The process's
+    umask is put back afterwards: `pluralign serve` sets its own (0077, `training.commands.serve.run`), which a refused
+    start in this process left to every later test of the worker (a file made 0644 was then 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
     try:
         code = main(list(argv))
     except SystemExit as exc:
         code = exc.code
+    finally:
+        os.umask(umask)
     out, err = capsys.readouterr()
     return code, out, err
