@@ -38,7 +38,8 @@ def test_a_delete_on_one_replica_cleans_the_population_files_of_the_other(tmp_pa
 
     monkeypatch.setattr(user_services, "DESCRIBED_PAIRS", 2)  # profiles' prototype descriptions kept per tenant from 2 pairs
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
-                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2)
+                                         admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=0.2,
+                                         profile_examples="tenant")  # a tenant-wide sample to cache (own: the default since 53)
     folder_b = tmp_path / "b"
     with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b, b.client("globex") as globex_b, \
             b.client("admin") as admin_b:

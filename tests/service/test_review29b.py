@@ -23,7 +23,8 @@ def test_another_replicas_delete_leaves_no_answer_of_the_user_in_cached_profiles
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(user_services, "DESCRIBED_PAIRS", 2)  # a tenant's sample is full, its description kept, from 2 pairs
         first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
-                                             admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600)
+                                             admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600,
+                                             profile_examples="tenant")  # the tenant's sample (own answers: the default since 53)
         with first, second, a.client("acme") as acme_a, b.client("acme") as acme_b:
             give_comparisons(acme_a, GONE, "tea", MARKER, n=3)  # every pair but ann's quotes the marker
             give_comparisons(acme_a, "ann", "coffee", n=1)
