@@ -33,7 +33,7 @@ from pluralign.store.failures import unavailable
 from pluralign.store.tables import PrefIdConflict
 from pluralign.user import FEATURE_NAMES
 from service.deletions import forget_if_deleted_since
-from service.encoders import embedded
+from service.encoders import refused_text
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempotency_key, replay_of
 from service.head import is_head
@@ -628,11 +628,11 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
     # from the tenant's text vectors in memory (`Runtime.score_vectors`), as a next-comparison pool's are kept
     # (`_supplied_pairs` says why not the disk cache), in a cache of their own (review reviewsmall53): until session
     # small53 every call embedded each text again. A text the embeddings server refuses is told
-    # apart from the server's own trouble by `embedded` (the 400 naming its field, or the 503)
+    # apart from the server's own trouble by `refused_text` (the 400 naming its field, or the 503)
     try:
         vectors = rt.score_vectors.encode(rt.encoder, request.user.tenant, list(fields.values()))  # (1 + N, d)
-    except RemoteTextsRefused:
-        vectors = embedded(rt.encoder, fields)
+    except RemoteTextsRefused as exc:
+        raise refused_text(rt.encoder, fields, exc) from None
     rewards = weights.rewards or rt.rewards
     if weights.state is not None:  # the user's own model, as chat reranking uses it
         model = rewards.user_model
