@@ -81,12 +81,18 @@ def write_pool(data_path: Path, tenant: str, items: list[tuple[str, list[str]]])
 
 
 def remove_pool(data_path: Path, tenant: str) -> bool:
-    """Remove the tenant's calibration pool; whether there was one. The removal is on disk when this returns (the
-    folder fsynced). Raises OSError as it comes."""
+    """Remove the tenant's calibration pool, and the temp files of PUTs a killed process left beside it
+    (`.<name>.<random>`: the new pool's texts, never renamed into place); whether there was a pool. The removal is on
+    disk when this returns (the folder fsynced). Raises OSError as it comes."""
     path = pool_path(data_path, tenant)
+    left = list(path.parent.glob(f".{path.name}.*")) if path.parent.is_dir() else []
+    for temp in left:
+        temp.unlink(missing_ok=True)
     try:
         os.unlink(path)
     except FileNotFoundError:
+        if left:
+            fsync_dir(path.parent)
         return False
     fsync_dir(path.parent)
     return True

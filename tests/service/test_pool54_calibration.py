@@ -186,7 +186,13 @@ def test_a_write_that_fails_part_way_keeps_the_pool_before_whole(svc, monkeypatc
         assert r.status_code == 507, r.text
         assert acme.get("/v1/calibration-pool").json() == before
         assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temp file left
+        # a process killed between its write and its rename leaves its temp file (the new pool's texts): a DELETE
+        # of the pool removes it too
+        killed = folder / f".{pool_path(folder.parent, 'acme').name}.k1ll3d"
+        killed.write_bytes(b'{"format": 1, "pool": [{"prompt": "half')
         assert acme.delete("/v1/calibration-pool").status_code == 204
+        assert not killed.exists()
+        assert acme.get("/v1/calibration-pool").status_code == 404
 
 
 def test_the_tenants_removal_removes_its_pool(svc):
