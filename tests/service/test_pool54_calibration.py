@@ -231,3 +231,24 @@ def test_a_browser_app_may_put_the_pool(svc):
         "Origin": APP_ORIGIN, "Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "authorization, content-type"})
     assert r.status_code in (200, 204), (r.status_code, r.text)
     assert "PUT" in {m.strip() for m in r.headers.get("access-control-allow-methods", "").split(",")}, r.headers
+
+
+def test_a_damaged_pool_is_never_read_as_none_and_replicas_refuse_a_put(svc, setting):
+    """A pool file that cannot be read is an error (500, the file named in the log), never "no pool": `{}` would then
+    ask alice's stored texts. With several replicas (each its own data folder) the PUT is a 409 naming `pool`."""
+    path = pool_path(svc.runtime.settings.data_path, "acme")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"format": 1, "pool": [{"prompt": "cut')
+    try:
+        with svc.client("acme") as acme:
+            r = acme.post("/v1/users/erin/next-comparison", json={})
+            assert r.status_code == 500 and MARKER not in r.text, r.text
+            assert acme.get("/v1/calibration-pool").status_code == 500
+            path.write_bytes(b'{"format": 2, "pool": [], "updated_at": 1.0}')  # a later release's
+            assert acme.get("/v1/calibration-pool").status_code == 500
+            setting(replicas=2, store_uri=svc.runtime.settings.lancedb_uri)
+            r = acme.put("/v1/calibration-pool", json={"pool": POOL_B})
+            assert r.status_code == 409, r.text
+            assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("pool", "per_replica"), r.json()
+    finally:
+        path.unlink(missing_ok=True)
