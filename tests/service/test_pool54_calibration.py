@@ -99,11 +99,19 @@ def test_replacing_the_pool_changes_what_is_asked_and_a_delete_removes_it(svc):
         assert acme.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
         r = acme.post("/v1/users/carol/next-comparison", json={})
         assert r.status_code == 200 and r.json()["prompt"] in {i["prompt"] for i in POOL_A}, r.text
+        vectors = svc.runtime.pool_vectors
+        embedded = vectors.embedded
         assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        assert vectors.embedded == embedded + len(texts_of(POOL_B))  # embedded by the PUT
         r = acme.post("/v1/users/carol/next-comparison", json={})
         assert r.status_code == 200, r.text
         assert r.json()["pool"] == "calibration" and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
         assert r.json()["pairs"] == 1, r.json()
+        assert vectors.embedded == embedded + len(texts_of(POOL_B))  # the question read the PUT's vectors
+        embedded = vectors.embedded
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
+        assert vectors.embedded == embedded + len(texts_of(POOL_A))  # the pool before's vectors were dropped
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
         assert acme.get("/v1/calibration-pool").json()["pool"] == POOL_B
         r = acme.delete("/v1/calibration-pool")
         assert r.status_code == 204, r.text
