@@ -29,6 +29,7 @@ from service.admin.paths import check_jobs_folder
 from service.admin.session import SESSION_HANDLERS, AdminSessions
 from service.admin.tenants import list_users
 from service.auth import BearerAuth, admin_guard, caller_lane, public_paths, tenant_guard
+from service.calibration.controllers import delete_calibration_pool, get_calibration_pool, put_calibration_pool
 from service.chat.controllers import create_chat_completion, list_models, retrieve_model
 from service.docs_page import SwaggerPage, docs_router_hook
 from service.errors import internal_error_handler, refuse_request_id
@@ -69,6 +70,7 @@ TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
     get_user, list_preferences, export_user, import_preferences, delete_user, score_responses,
     get_stated, patch_stated, next_comparison, list_users,
+    put_calibration_pool, get_calibration_pool, delete_calibration_pool,
 )
 
 
@@ -139,7 +141,7 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024, exclude=["^/v1/chat/completions$"]),
         before_request=before_request,
         cors_config=CORSConfig(
-            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
             # any header a listed origin's page asks for (Litestar names each back: `*` would not cover
             # Authorization): If-Match, X-Pluralign-User (deploy/README.md), and what client libraries add,
             # the `openai` JS SDK's X-Stainless-* and OpenAI-Organization, tracing's traceparent; the server

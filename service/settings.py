@@ -140,6 +140,11 @@ class Settings(Base, frozen=True):
     # shown) or `tenant` (an opt-in for tenants whose data is shared by design: a sample of the tenant's pairs, any of
     # its users'; the default until the review of trial16_53); the dashboard (an auditor's view) shows the tenant's either way
     profile_examples: str = "own"
+    # what next-comparison asks about when its request sends no `pool` and the tenant stored no calibration pool (PUT
+    # /v1/calibration-pool; a stored one is asked whatever this says): `tenant` (pairs of the tenant's stored
+    # comparisons, any of its users': issue 16 names them a pool, and apps rely on `{}` asking them) or `calibration`
+    # (none: a 400 naming `pool` that says how to store one, so no user is shown another's prompt and answers)
+    next_comparison_pool: str = "tenant"
     shots: int = 4  # past preferences put in the context
     max_tokens: int = 128  # default completion length
     max_tokens_limit: int = 1024  # largest max_tokens a request may ask for
@@ -510,6 +515,8 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`pooled_prior_ttl_s` must be positive and finite, got {s.pooled_prior_ttl_s}"),
     (lambda s: s.profile_examples not in ("own", "tenant"),
      lambda s: f"`profile_examples` must be `own` or `tenant`, got {s.profile_examples!r}"),
+    (lambda s: s.next_comparison_pool not in ("tenant", "calibration"),
+     lambda s: f"`next_comparison_pool` must be `tenant` or `calibration`, got {s.next_comparison_pool!r}"),
     (lambda s: s.compare_target not in ("best", "coefficients"),
      lambda s: f"`compare_target` must be `best` or `coefficients`, got {s.compare_target!r}"),
     (lambda s: s.user_model not in ("residual", "prototypes"),

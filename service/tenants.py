@@ -19,7 +19,8 @@ step with its progress. The steps:
    waits for the tenant's requests being handled to end (`TenantRequests`: a chat authenticated before its keys went
    stores its interaction as it ends);
 3. what is the tenant's and no user's: its remaining jobs (audits of the tenant, whose reports name its groups)
-   with every file of them, its folders of job snapshots and adapters, its cached pooled priors; the keys are
+   with every file of them, its folders of job snapshots and adapters, its calibration pool, its cached pooled
+   priors; the keys are
    revoked once more (one issued meanwhile by `pluralign keys create`).
 
 Stopped part way (the process killed), the record stays `running` and the next start takes it up where the
@@ -48,6 +49,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pluralign.data.record import Persisted
 from pluralign.files import write_atomic
+from service.calibration.pools import pool_path, remove_pool
 from service.metrics import DECLARED_COUNTERS
 from service.scheduler import Busy, Stopping
 
@@ -427,7 +429,8 @@ class TenantRemovals:
         review of session 51 a job or a folder did not count: a tenant whose only trace was an audit of it an admin
         queued was a 404 `tenant_unseen`, "nothing to remove", and the job stayed."""
         return (self.rt.ingest.dead_letters.holds_tenant(tenant) or bool(self._jobs_of(tenant))
-                or any(folder.is_dir() for folder in self._folders(tenant)) or bool(self.users_of(tenant)))
+                or any(folder.is_dir() for folder in self._folders(tenant))
+                or pool_path(self.data_path, tenant).exists() or bool(self.users_of(tenant)))
 
     def _jobs_of(self, tenant: str) -> list:
         """The jobs whose params name `tenant` (`tenant_of`), as the job runner holds them (none without the admin area)."""
@@ -460,6 +463,7 @@ class TenantRemovals:
             if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
                 shutil.rmtree(folder)
                 folders += 1
+        pools = int(remove_pool(self.data_path, tenant))  # its calibration pool (`service.calibration.pools`)
         self.rt.forget_pooled(tenant)
         self.rt.chat_keys.forget_tenant(tenant)  # its chats' answers kept for their Idempotency-Keys
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter
@@ -474,6 +478,7 @@ class TenantRemovals:
                 self._note(removal, error=f"its record for the other replicas could not be written: {exc}")
                 return False
         counts = {**removal.counts, "preferences": removal.counts.get("preferences", 0) + set_aside} if set_aside else removal.counts
+        counts = {**counts, "calibration_pools": counts.get("calibration_pools", 0) + pools} if pools else counts
         revoked = revoke_tenant_keys(self.rt.keys, tenant)
         done = self._note(removal, state="done", finished_at=time.time(), jobs_removed=removal.jobs_removed + jobs,
                           keys_revoked=removal.keys_revoked + revoked, counts=counts, error=None)

@@ -32,6 +32,7 @@ from pluralign.store.claims import Claim, claim_of, earlier_contents
 from pluralign.store.failures import unavailable
 from pluralign.store.tables import PrefIdConflict
 from pluralign.user import FEATURE_NAMES
+from service.calibration.pools import read_pool
 from service.deletions import forget_if_deleted_since
 from service.encoders import refused_text
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
@@ -786,11 +787,27 @@ def patch_stated(
 
 
 MAX_POOL_ANSWERS = 64  # answers over the whole pool (64 x 8 of 2 KB took ~60 s of encoding on two loaded cores)
+MAX_POOL_ITEMS = 64  # prompts of a pool
 
 
 class PoolItem(Base):
     prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
     answers: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]], msgspec.Meta(min_length=2, max_length=8)]
+
+
+def checked_pool(items: list[PoolItem]) -> list[tuple[str, list[str]]]:
+    """A request's calibration pool (next-comparison's `pool`, the tenant's stored one) as (prompt, answers) items,
+    after the checks its decoding cannot make: at most MAX_POOL_ANSWERS answers in all (each is encoded: one request's
+    CPU bounded like /v1/rewards/score's), a 400 naming `pool`; no blank prompt or answer (the pair must be one
+    `comparison` feedback accepts), a 400 naming `pool[i].prompt` or `pool[i].answers[j]`."""
+    total = sum(len(item.answers) for item in items)
+    if total > MAX_POOL_ANSWERS:
+        raise bad_request("pool", f"holds {total} answers in all; at most {MAX_POOL_ANSWERS} per request")
+    for i, item in enumerate(items):
+        refuse_blank(f"pool[{i}].prompt", item.prompt)
+        for j, answer in enumerate(item.answers):
+            refuse_blank(f"pool[{i}].answers[{j}]", answer)
+    return [(item.prompt, item.answers) for item in items]
 
 
 class NextComparisonRequest(NullMeansDefault):
@@ -799,7 +816,7 @@ class NextComparisonRequest(NullMeansDefault):
     tenant's fitted users the user is like (`population`, for cold starts in a tenant with distinct groups),
     or the user's answers to the pool's other pairs (`predictive`, EPIG)."""
 
-    pool: Annotated[list[PoolItem], msgspec.Meta(min_length=1, max_length=64)] | None = None
+    pool: Annotated[list[PoolItem], msgspec.Meta(min_length=1, max_length=MAX_POOL_ITEMS)] | None = None
     target: Literal["coefficients", "population", "predictive"] | None = "coefficients"  # null: not given (NullMeansDefault)
 
 
@@ -814,12 +831,11 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     answer tells most about which of the tenant's fitted users this user is like (their models only,
     never their texts); `criterion` says which criterion chose."""
     rt, tenant, user_id = _user(request, user_id)
-    total = sum(len(item.answers) for item in data.pool or ())
-    if total > MAX_POOL_ANSWERS:  # each answer is encoded: bound one request's CPU like /v1/rewards/score's
-        raise bad_request("pool", f"holds {total} answers in all; at most {MAX_POOL_ANSWERS} per request")
-    for i, item in enumerate(data.pool or ()):  # the pair must be one `comparison` feedback accepts
-        refuse_blank(f"pool[{i}].prompt", item.prompt)
-        for j, answer in enumerate(item.answers):
-            refuse_blank(f"pool[{i}].answers[{j}]", answer)
-    pool = None if data.pool is None else [(item.prompt, item.answers) for item in data.pool]
-    return services.next_comparison(rt, tenant, user_id, pool, data.target)
+    pool, source = (None, "stored") if data.pool is None else (checked_pool(data.pool), "supplied")
+    if pool is None and (stored := read_pool(rt.settings.data_path, tenant)) is not None:
+        pool, source = stored.items(), "calibration"
+    elif pool is None and rt.settings.next_comparison_pool == "calibration":  # other users' texts are not asked
+        raise bad_request("pool", "this tenant stored no calibration pool, and other users' stored comparisons are not "
+                                  "asked (PLURALIGN_NEXT_COMPARISON_POOL=calibration): store one with PUT "
+                                  "/v1/calibration-pool (prompts with 2-8 answers each), or send `pool`")
+    return services.next_comparison(rt, tenant, user_id, pool, data.target, source)

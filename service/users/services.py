@@ -1676,7 +1676,9 @@ class NextComparison(msgspec.Struct, kw_only=True):
     answers: list[str]  # the two answers to show; send the pick as `comparison` feedback
     bits: float  # expected information of the user's answer (about their model, which known user they are like, or their other answers)
     worth_asking: bool  # false once no pair's answer carries `compare_min_bits` bits about which answer of its prompt is best
-    pool: str  # "supplied" (the request's calibration pool) or "stored" (the tenant's stored comparisons)
+    # "supplied" (the request's `pool`), "calibration" (the tenant's stored calibration pool, PUT /v1/calibration-pool)
+    # or "stored" (the tenant's stored comparisons, any user's)
+    pool: str
     pairs: int  # candidate pairs considered
     criterion: str = "coefficients"  # what `bits` is about: "coefficients" (BALD), "population" or "predictive" (EPIG)
     population_users: int = 0  # with "population": the tenant's fitted users the user was compared against
@@ -1793,17 +1795,22 @@ def _askable(prompts: list[str], answers: list[str], first: list[int], second: l
     return out
 
 
-def _nothing_to_ask(prompts: list[str], answers: list[str], first: list[int], second: list[int], supplied: bool) -> str:
-    """Why next-comparison has no pair to ask: a supplied pool whose every question the user answered already (until
+def _nothing_to_ask(prompts: list[str], answers: list[str], first: list[int], second: list[int], source: str) -> str:
+    """Why next-comparison has no pair to ask (`source` as `NextComparison.pool`): a supplied pool (or the tenant's
+    calibration pool) whose every question the user answered already (until
     session trial16_52 told, as one without two different answers, to send a calibration `pool`), or no two answers
     a person can tell apart (a supplied pool's answers that read the same: until session trial16_53 told to send 2-8
     answers a prompt, which it had)."""
-    if supplied and _askable(prompts, answers, first, second, lambda p, x, y: not is_blank(p) and answer_key(x) != answer_key(y)):
-        return ("the user answered every question of this `pool` already (each prompt with its two answers): "
-                "send other questions, or stop asking")
-    if supplied:
+    calibration = source == "calibration"
+    if source != "stored" and _askable(prompts, answers, first, second, lambda p, x, y: not is_blank(p) and answer_key(x) != answer_key(y)):
+        return (("the user answered every question of the tenant's calibration pool already (each prompt with its two "
+                 "answers): store other questions (PUT /v1/calibration-pool), send a `pool`, or stop asking") if calibration else
+                ("the user answered every question of this `pool` already (each prompt with its two answers): "
+                 "send other questions, or stop asking"))
+    if source != "stored":
+        where = "the tenant's calibration pool (PUT /v1/calibration-pool)" if calibration else "prompts"
         return ("each prompt's answers read the same: answers that differ only in Unicode normalization (NFC) or "
-                "invisible characters are one answer; send prompts with at least two answers a person can tell apart")
+                f"invisible characters are one answer; send {where} with at least two answers a person can tell apart")
     return "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each"
 
 
@@ -1825,9 +1832,10 @@ def _population_bits(rt: Runtime, tenant: str, user_id: str, model, particles: P
 
 
 def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str, list[str]]] | None,
-                    target: str = "coefficients") -> NextComparison:
+                    target: str = "coefficients", source: str = "supplied") -> NextComparison:
     """The most informative pair of answers to one prompt for this user (`pluralign.user.active`),
-    from a supplied pool ((prompt, answers) items) or, without one, the two answers of each of a
+    from a pool ((prompt, answers) items; `source` "supplied", the request's, or "calibration", the tenant's stored
+    one: what the answer's `pool` says) or, without one, the two answers of each of a
     sample of the tenant's stored comparisons, leaving out pairs the user already compared.
 
     `target` "coefficients": information about the user's coefficients (BALD on their posterior).
@@ -1858,7 +1866,6 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     model = rewards.user_model
     if pool is not None:
         prompts, answers, prompt_vec, answer_vec, first, second, items = _supplied_pairs(rt, tenant, pool)
-        source = "supplied"
     done = {question_key(r["prompt"], r["chosen"], r["rejected"]) for r in rt.store.history(tenant, user_id).rows}
     # two answers a person can tell apart (an answer stored before blank ones were refused is never shown), to a
     # prompt one can read, not asked before in either spelling (NFC or NFD): the same two answers to another prompt
@@ -1906,7 +1913,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
         first, second, items = stored_pairs()
         keep = askable()
     if not keep:
-        raise bad_request("pool", _nothing_to_ask(prompts, answers, first, second, pool is not None))
+        raise bad_request("pool", _nothing_to_ask(prompts, answers, first, second, source))
     x = model.candidates(prompt_vec, answer_vec, answers).x  # (M, D)
     a, b = np.asarray([k[0] for k in keep]), np.asarray([k[1] for k in keep])
     particles = population_particles(rt, tenant, user_id, rewards) if target == "population" else None

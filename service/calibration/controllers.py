@@ -1,0 +1,86 @@
+"""The tenant's calibration pool (docs/api.md, "A stored calibration pool"):
+
+    PUT    /v1/calibration-pool   store it, in place of any before (200: what was stored, counted)
+    GET    /v1/calibration-pool   read it (404: none stored)
+    DELETE /v1/calibration-pool   remove it (204; 404: none stored)
+
+`POST /v1/users/{id}/next-comparison` with no `pool` of its own asks from it (`service.users.controllers`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Request, delete, get, put
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import JSONBody
+
+from pluralign.data.record import Base
+from pluralign.embed.remote import RemoteTextsRefused
+from service.calibration.pools import CalibrationPool, read_pool, remove_pool, write_pool
+from service.encoders import refused_text
+from service.errors import error_responses
+from service.users.controllers import MAX_POOL_ITEMS, PoolItem, checked_pool
+from service.users.services import pool_fields
+
+NONE_STORED = "this tenant stored no calibration pool (PUT /v1/calibration-pool stores one)"
+
+
+class CalibrationPoolRequest(Base):
+    """The tenant's calibration pool: prompts with 2-8 answers each, as next-comparison's `pool`."""
+
+    pool: Annotated[list[PoolItem], msgspec.Meta(min_length=1, max_length=MAX_POOL_ITEMS)]
+
+
+class CalibrationPoolStored(msgspec.Struct, kw_only=True):
+    items: int  # prompts stored
+    answers: int  # their answers, all together
+    updated_at: float  # unix seconds
+
+
+@put("/v1/calibration-pool", sync_to_thread=True, status_code=200, responses=error_responses(409, 413, 429, 503, 507),
+     summary="Store the tenant's calibration pool for next-comparison")
+def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest]) -> CalibrationPoolStored:
+    """Stores the tenant's calibration pool in place of any before: the questions
+    `POST /v1/users/{id}/next-comparison` asks a user about when its request sends no `pool` (a request's own `pool`
+    still wins). The same items and limits as that `pool` (1-64 prompts, 2-8 answers each, at most 64 answers in
+    all, no blank text); a refused item stores nothing and keeps the pool before. Each text is embedded here (kept
+    in the tenant's pool vectors), so the questionnaire's first question waits for no embedding, and a text the
+    embeddings server refuses is a 400 naming it. Written whole: a crash part way keeps the pool before."""
+    rt, tenant = request.app.state.runtime, request.user.tenant
+    if rt.settings.replicas > 1:  # each replica's data folder is its own: a pool stored in one is not asked by the others
+        problem = ("a calibration pool is kept in a replica's own data folder, and this service runs "
+                   f"{rt.settings.replicas} replicas (PLURALIGN_REPLICAS): send `pool` with each next-comparison")
+        raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "per_replica"}])
+    items = checked_pool(data.pool)
+    rt.pool_vectors.forget_scope(tenant)  # the pool before's texts: none of them kept in memory past its replacement
+    try:
+        rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in items), *(a for _, answers in items for a in answers)])
+    except RemoteTextsRefused as exc:
+        raise refused_text(rt.encoder, pool_fields(items), exc) from None
+    stored = write_pool(rt.settings.data_path, tenant, items)
+    return CalibrationPoolStored(items=len(stored.pool), answers=sum(len(i.answers) for i in stored.pool),
+                                 updated_at=stored.updated_at)
+
+
+@get("/v1/calibration-pool", sync_to_thread=True, responses=error_responses(404, 429),
+     summary="The tenant's calibration pool")
+def get_calibration_pool(request: Request) -> CalibrationPool:
+    """The tenant's stored calibration pool as it was stored, with its `format` and when it was stored (`updated_at`);
+    a 404 when the tenant stored none."""
+    found = read_pool(request.app.state.runtime.settings.data_path, request.user.tenant)
+    if found is None:
+        raise NotFoundException(NONE_STORED)
+    return found
+
+
+@delete("/v1/calibration-pool", sync_to_thread=True, status_code=204, responses=error_responses(404, 429),
+        summary="Remove the tenant's calibration pool")
+def delete_calibration_pool(request: Request) -> None:
+    """Removes the tenant's calibration pool (on disk when answered) and its texts' vectors kept in memory;
+    next-comparison's `{}` then asks as if none was ever stored. A 404 when there was none."""
+    rt, tenant = request.app.state.runtime, request.user.tenant
+    if not remove_pool(rt.settings.data_path, tenant):
+        raise NotFoundException(NONE_STORED)
+    rt.pool_vectors.forget_scope(tenant)

@@ -1,0 +1,98 @@
+"""A tenant's calibration pool: the prompts, with 2-8 answers each, that `POST /v1/users/{id}/next-comparison` asks a
+user about when its request sends no `pool` of its own (docs/api.md, "A stored calibration pool").
+
+One file per tenant, `<data folder>/calibration-pools/<sha256 of the tenant>.json` (`CalibrationPool`, msgspec JSON,
+`format` POOL_FORMAT), written whole (temp file, fsync, rename, fsync of the folder: `pluralign.files.write_atomic`),
+so a crash in the middle of a PUT leaves the pool before it or the new one, never part of either; removed by the
+tenant's removal (`service.tenants`). The file is named by a hash so a tenant's name is never a path. It is the
+tenant's, no user's: a user's export and DELETE leave it alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import msgspec
+
+from pluralign.data.record import Persisted
+from pluralign.files import fsync_dir, write_atomic
+
+POOLS_FOLDER = "calibration-pools"  # under the data folder
+POOL_FORMAT = 1  # the file's schema: a reader refuses another one by its number (`other_schema`)
+
+
+class CalibrationItem(Persisted, frozen=True):
+    prompt: str
+    answers: list[str]  # 2 to 8, as a request's `pool` item
+
+
+class CalibrationPool(Persisted, kw_only=True, frozen=True):
+    """A tenant's stored calibration pool, as `GET /v1/calibration-pool` shows it."""
+
+    format: int = POOL_FORMAT
+    pool: list[CalibrationItem]
+    updated_at: float  # unix seconds of the PUT that stored it
+
+    def items(self) -> list[tuple[str, list[str]]]:
+        """(prompt, answers) of each item, in stored order: what `next_comparison` takes as a pool."""
+        return [(item.prompt, list(item.answers)) for item in self.pool]
+
+
+class CalibrationPoolUnreadable(RuntimeError):
+    """The tenant's pool file is there but cannot be read (damaged, another release's format): its message names the
+    file. Never taken as "no pool": `{}` would then ask other users' stored comparisons instead."""
+
+
+def pool_path(data_path: Path, tenant: str) -> Path:
+    """Where `tenant`'s calibration pool is kept: named by the sha256 (hex) of the tenant's name."""
+    return data_path / POOLS_FOLDER / f"{hashlib.sha256(tenant.encode()).hexdigest()}.json"
+
+
+def read_pool(data_path: Path, tenant: str) -> CalibrationPool | None:
+    """The tenant's calibration pool, or None when it stored none. Raises CalibrationPoolUnreadable naming the file for
+    one that is not such a pool or of another format; OSError (other than a missing file) as it comes."""
+    path = pool_path(data_path, tenant)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        found = msgspec.json.decode(data, type=dict).get("format")
+        if found != POOL_FORMAT:
+            raise CalibrationPoolUnreadable(f"{path}: a calibration pool of format {found!r}, which this release does not read "
+                                            f"(it reads format {POOL_FORMAT}): run the release that wrote it, or PUT the pool again")
+        return msgspec.json.decode(data, type=CalibrationPool)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CalibrationPoolUnreadable(f"{path} is not a calibration pool (damaged?): {exc}; PUT the pool again, or "
+                                        "remove the file") from None
+
+
+def write_pool(data_path: Path, tenant: str, items: list[tuple[str, list[str]]]) -> CalibrationPool:
+    """Store `items` as the tenant's calibration pool in place of any before, whole and durably (its rename survives a
+    power loss). Returns what was stored. Raises OSError (a full disk: the pool before is kept, whole)."""
+    pool = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=list(a)) for p, a in items], updated_at=time.time())
+    path = pool_path(data_path, tenant)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_atomic(path, msgspec.json.encode(pool))
+    return pool
+
+
+def remove_pool(data_path: Path, tenant: str) -> bool:
+    """Remove the tenant's calibration pool, and the temp files of PUTs a killed process left beside it
+    (`.<name>.<random>`: the new pool's texts, never renamed into place); whether there was a pool. The removal is on
+    disk when this returns (the folder fsynced). Raises OSError as it comes."""
+    path = pool_path(data_path, tenant)
+    left = list(path.parent.glob(f".{path.name}.*")) if path.parent.is_dir() else []
+    for temp in left:
+        temp.unlink(missing_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        if left:
+            fsync_dir(path.parent)
+        return False
+    fsync_dir(path.parent)
+    return True

@@ -1,0 +1,262 @@
+"""A tenant's stored calibration pool (session pool54, issue 16): `PUT/GET/DELETE /v1/calibration-pool`, asked by
+`POST /v1/users/{id}/next-comparison` with `{}` in place of other users' stored comparisons, and
+`PLURALIGN_NEXT_COMPARISON_POOL=calibration`, under which `{}` never asks another user's texts. Over HTTP with the
+real app and a real LanceDB store in a temp folder. Until then `{}` asked a new user (bob) about alice's stored
+prompt and answers, and a tenant could keep no pool of its own."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import msgspec
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from service.calibration.pools import pool_path
+from tests.service.tiny import start_service
+
+MARKER = "alicesecret54"
+APP_ORIGIN = "https://app.example"  # a browser app's page allowed to call the service (`cors_origins`)
+TOPICS = ["tea", "rain", "maps", "bread"]
+POOL_A = [{"prompt": "Suggest a weekend plan.", "answers": ["Hike on Saturday.", "- Saturday: hike\n- Sunday: rest",
+                                                           "Saturday: a long hike in the hills. Sunday: brunch, then a film."]},
+          {"prompt": "How do I boil an egg?", "answers": ["Boil it 7 minutes.", "Put the egg in boiling water for seven "
+                                                          "minutes, then cool it in cold water so it peels easily."]}]
+POOL_B = [{"prompt": "Name a good first programming language.", "answers": ["Python.", "Python: its syntax reads like "
+                                                                            "English and its libraries cover most needs."]}]
+
+
+def texts_of(pool: list[dict]) -> set[str]:
+    return {item["prompt"] for item in pool} | {a for item in pool for a in item["answers"]}
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    data = tmp_path_factory.mktemp("data")
+    server, service = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
+                                    deletion_sweep_s=3600, cors_origins=(APP_ORIGIN,))
+    with server, service.client("acme") as acme:
+        for topic in TOPICS:
+            r = acme.post("/v1/feedback", json={"type": "comparison", "user": "alice", "prompt": f"Tips on {topic}? {MARKER}",
+                                                "chosen": f"Short {topic} tip {MARKER}",
+                                                "rejected": f"A long rambling answer about {topic} {MARKER}, on and on."})
+            assert r.status_code == 201, r.text
+        yield service
+
+
+@pytest.fixture
+def setting(svc, monkeypatch):
+    """Sets one of the running service's settings for the test."""
+    return lambda **changes: monkeypatch.setattr(svc.runtime, "settings", msgspec.structs.replace(svc.runtime.settings, **changes))
+
+
+def ask_all(client, user: str) -> list[dict]:
+    """next-comparison with `{}` for `user`, each pair answered (the first answer chosen), until a 400: the answers."""
+    asked = []
+    for _ in range(10):
+        r = client.post(f"/v1/users/{user}/next-comparison", json={})
+        if r.status_code == 400:
+            asked.append(r.json())
+            return asked
+        assert r.status_code == 200, r.text
+        asked.append(r.json())
+        one = r.json()
+        fb = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": one["prompt"],
+                                               "chosen": one["answers"][0], "rejected": one["answers"][1]})
+        assert fb.status_code == 201, fb.text
+    raise AssertionError(f"still asking after 10 questions: {asked}")
+
+
+def test_a_new_user_is_asked_only_the_stored_calibration_pool_never_another_users_texts(svc):
+    with svc.client("acme") as acme:
+        r = acme.post("/v1/users/bob/next-comparison", json={})  # none stored: alice's pairs, as documented
+        assert r.status_code == 200 and r.json()["pool"] == "stored" and MARKER in r.text, r.text
+        r = acme.put("/v1/calibration-pool", json={"pool": POOL_A})
+        assert r.status_code == 200, r.text
+        assert (r.json()["items"], r.json()["answers"]) == (2, 5), r.json()
+        got = acme.get("/v1/calibration-pool")
+        assert got.status_code == 200, got.text
+        assert got.json()["pool"] == POOL_A and got.json()["format"] == 1, got.json()
+        asked = ask_all(acme, "bob")
+        questions, last = asked[:-1], asked[-1]
+        assert len(questions) == 4, questions  # 3 pairs of the first item's 3 answers, 1 of the second's
+        for one in questions:
+            assert one["pool"] == "calibration" and {one["prompt"], *one["answers"]} <= texts_of(POOL_A), one
+        assert len({(q["prompt"], frozenset(q["answers"])) for q in questions}) == 4  # each question once
+        assert last["error"]["param"] == "pool" and "calibration pool already" in last["error"]["message"], last
+        assert all(MARKER not in str(one) for one in asked), asked
+        # a request's own pool still wins
+        r = acme.post("/v1/users/bob/next-comparison", json={"pool": POOL_B})
+        assert r.status_code == 200 and r.json()["pool"] == "supplied" and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
+        # a user's export holds their own answers only: the tenant's pool is not a user's data
+        export = acme.get("/v1/users/alice/export")
+        assert export.status_code == 200 and not any(item["prompt"] in export.text for item in POOL_A), export.text
+
+
+def test_replacing_the_pool_changes_what_is_asked_and_a_delete_removes_it(svc):
+    with svc.client("acme") as acme:
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
+        r = acme.post("/v1/users/carol/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["prompt"] in {i["prompt"] for i in POOL_A}, r.text
+        vectors = svc.runtime.pool_vectors
+        embedded = vectors.embedded
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        assert vectors.embedded == embedded + len(texts_of(POOL_B))  # embedded by the PUT
+        r = acme.post("/v1/users/carol/next-comparison", json={})
+        assert r.status_code == 200, r.text
+        assert r.json()["pool"] == "calibration" and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
+        assert r.json()["pairs"] == 1, r.json()
+        assert vectors.embedded == embedded + len(texts_of(POOL_B))  # the question read the PUT's vectors
+        embedded = vectors.embedded
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
+        assert vectors.embedded == embedded + len(texts_of(POOL_A))  # the pool before's vectors were dropped
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        assert acme.get("/v1/calibration-pool").json()["pool"] == POOL_B
+        r = acme.delete("/v1/calibration-pool")
+        assert r.status_code == 204, r.text
+        assert not pool_path(svc.runtime.settings.data_path, "acme").exists()
+        assert acme.get("/v1/calibration-pool").status_code == 404
+        assert acme.delete("/v1/calibration-pool").status_code == 404
+        r = acme.post("/v1/users/carol/next-comparison", json={})  # none stored again: the tenant's stored pairs
+        assert r.status_code == 200 and r.json()["pool"] == "stored", r.text
+
+
+def test_with_the_opt_out_no_user_is_asked_another_users_texts(svc, setting):
+    setting(next_comparison_pool="calibration")
+    with svc.client("acme") as acme:
+        assert acme.get("/v1/calibration-pool").status_code == 404
+        r = acme.post("/v1/users/dave/next-comparison", json={})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "pool" and "PUT /v1/calibration-pool" in error["message"], error
+        assert MARKER not in r.text
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        r = acme.post("/v1/users/dave/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["pool"] == "calibration", r.text
+        assert acme.delete("/v1/calibration-pool").status_code == 204
+
+
+def test_another_tenant_neither_reads_nor_is_asked_the_pool(svc):
+    with svc.client("acme") as acme, svc.client("globex") as globex:
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
+        assert globex.get("/v1/calibration-pool").status_code == 404
+        assert globex.delete("/v1/calibration-pool").status_code == 404
+        r = globex.post("/v1/users/bob/next-comparison", json={})  # globex stored nothing: nothing to ask
+        assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text
+        assert not texts_of(POOL_A) & set(r.text.split('"')), r.text
+        assert globex.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        r = globex.post("/v1/users/bob/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
+        assert acme.get("/v1/calibration-pool").json()["pool"] == POOL_A  # each its own
+        assert acme.delete("/v1/calibration-pool").status_code == 204
+        assert globex.get("/v1/calibration-pool").json()["pool"] == POOL_B
+
+
+def test_a_refused_pool_names_the_field_and_keeps_the_pool_before(svc):
+    with svc.client("acme") as acme:
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        before = acme.get("/v1/calibration-pool").json()
+        cases = [
+            ({"pool": [{"prompt": "Hi?", "answers": ["Hello.", " \u200b"]}]}, "pool[0].answers[1]"),
+            ({"pool": [POOL_B[0], {"prompt": "Hi?", "answers": ["Hello."]}]}, "pool[1].answers"),
+            ({"pool": [{"prompt": "", "answers": ["a", "b"]}]}, "pool[0].prompt"),
+            ({"pool": []}, "pool"),
+            ({"pool": [{"prompt": f"Q{i}?", "answers": [f"a{i}", f"b{i}", f"c{i}"]} for i in range(22)]}, "pool"),  # 66 answers
+            ({"pool": POOL_B, "extra": 1}, "extra"),
+            ({}, "pool"),
+        ]
+        for body, field in cases:
+            r = acme.put("/v1/calibration-pool", json=body)
+            assert r.status_code == 400 and r.json()["error"]["param"] == field, (body, r.text)
+        r = acme.put("/v1/calibration-pool", json={"pool": [{"prompt": "Q?", "answers": ["a" * 20_000] * 8}] * 8})
+        assert r.status_code == 413, r.status_code
+        assert acme.get("/v1/calibration-pool").json() == before
+
+
+def test_a_write_that_fails_part_way_keeps_the_pool_before_whole(svc, monkeypatch):
+    """A PUT whose write fails before its rename (a full disk: ENOSPC at the fsync) answers 507 and leaves the pool
+    before as it was, and no temp file beside it."""
+    with svc.client("acme") as acme:
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        before = acme.get("/v1/calibration-pool").json()
+        folder = pool_path(svc.runtime.settings.data_path, "acme").parent
+        real_fsync = os.fsync
+
+        def full(fd):
+            if os.path.dirname(os.readlink(f"/proc/self/fd/{fd}")) == str(folder):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", full)
+        r = acme.put("/v1/calibration-pool", json={"pool": POOL_A})
+        monkeypatch.undo()
+        assert r.status_code == 507, r.text
+        assert acme.get("/v1/calibration-pool").json() == before
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temp file left
+        # a process killed between its write and its rename leaves its temp file (the new pool's texts): a DELETE
+        # of the pool removes it too
+        killed = folder / f".{pool_path(folder.parent, 'acme').name}.k1ll3d"
+        killed.write_bytes(b'{"format": 1, "pool": [{"prompt": "half')
+        assert acme.delete("/v1/calibration-pool").status_code == 204
+        assert not killed.exists()
+        assert acme.get("/v1/calibration-pool").status_code == 404
+
+
+def test_the_tenants_removal_removes_its_pool(svc):
+    from tests.service.test_tenant48_removal import wait_removed
+
+    key = svc.runtime.keys.issue("initech54")
+    svc.keys["initech54"] = key
+    with svc.client("initech54") as initech, svc.client("admin") as admin:
+        assert initech.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
+        path = pool_path(svc.runtime.settings.data_path, "initech54")
+        assert path.exists()
+        r = admin.post("/admin/tenants/initech54/removal")
+        assert r.status_code == 202, r.text
+        assert wait_removed(admin, "initech54", timeout=60)["counts"] == {"calibration_pools": 1}
+    assert not path.exists()
+    svc.keys["initech54"] = svc.runtime.keys.issue("initech54")  # the tenant back, with nothing of before
+    with svc.client("initech54") as initech:
+        assert initech.get("/v1/calibration-pool").status_code == 404
+
+
+def test_the_setting_is_checked_at_start():
+    from service.settings import Settings
+
+    assert Settings.load({"PLURALIGN_NEXT_COMPARISON_POOL": "calibration"}).next_comparison_pool == "calibration"
+    assert Settings.load({}).next_comparison_pool == "tenant"
+    with pytest.raises(ValueError, match="`next_comparison_pool` must be `tenant` or `calibration`, got 'own'"):
+        Settings.load({"PLURALIGN_NEXT_COMPARISON_POOL": "own"})
+
+
+def test_a_browser_app_may_put_the_pool(svc):
+    """The preflight of a PUT from an allowed origin lets it through: until pool54 no route took PUT, and CORS's
+    `allow_methods` did not name it."""
+    import httpx
+
+    r = httpx.options(svc.url + "/v1/calibration-pool", headers={
+        "Origin": APP_ORIGIN, "Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers": "authorization, content-type"})
+    assert r.status_code in (200, 204), (r.status_code, r.text)
+    assert "PUT" in {m.strip() for m in r.headers.get("access-control-allow-methods", "").split(",")}, r.headers
+
+
+def test_a_damaged_pool_is_never_read_as_none_and_replicas_refuse_a_put(svc, setting):
+    """A pool file that cannot be read is an error (500, the file named in the log), never "no pool": `{}` would then
+    ask alice's stored texts. With several replicas (each its own data folder) the PUT is a 409 naming `pool`."""
+    path = pool_path(svc.runtime.settings.data_path, "acme")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"format": 1, "pool": [{"prompt": "cut')
+    try:
+        with svc.client("acme") as acme:
+            r = acme.post("/v1/users/erin/next-comparison", json={})
+            assert r.status_code == 500 and MARKER not in r.text, r.text
+            assert acme.get("/v1/calibration-pool").status_code == 500
+            path.write_bytes(b'{"format": 2, "pool": [], "updated_at": 1.0}')  # a later release's
+            assert acme.get("/v1/calibration-pool").status_code == 500
+            setting(replicas=2, store_uri=svc.runtime.settings.lancedb_uri)
+            r = acme.put("/v1/calibration-pool", json={"pool": POOL_B})
+            assert r.status_code == 409, r.text
+            assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("pool", "per_replica"), r.json()
+    finally:
+        path.unlink(missing_ok=True)
