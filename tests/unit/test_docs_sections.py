@@ -1,0 +1,77 @@
+"""The code and the docs cite docs/admin.md and docs/operations.md by section, `(docs/admin.md, "Dead letters")`,
+and docs/CHANGES.md files its history under those files' headings. A section renamed or a paragraph reworded
+leaves such a citation pointing at nothing; this reads every one, in well under a second. A section is a heading
+(`## Dead letters`) or a paragraph's bold first words (`**Promotion**:`, `**What crosses tenants.**`); a citation
+may give a heading's first words ("Tenants" for "Tenants: their users, and removing one").
+Before: service/settings.py cited "One tenant's backlog" of operations.md, a section it does not have."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.conftest import REPO
+
+CITED = ("docs/admin.md", "docs/operations.md")
+# (docs/admin.md, "Dead letters"), docs/operations.md "One tenant's feedback backlog", (admin.md, "Promotion");
+# a comment's quote may run over lines, each continued by `#`
+_CITATION = re.compile(r'\.md,?\s+\(?"([^"]{3,120})"')  # the doc's name before it (a literal first: fast)
+_SAME_DOC = re.compile(r'"([^"\n]{3,80})"[,)]?\s+\(?(below|above)\b')
+_SECTION = re.compile(r"^#{1,6}\s+(.+?)\s*$|\*\*([^*\n]+?)\*\*", re.M)
+
+
+def sections(text: str) -> list[tuple[int, str]]:
+    """(offset, name) of each heading and bold run-in of a doc, in order; code blocks skipped."""
+    text = re.sub(r"^```.*?^```", lambda m: re.sub(r"[^\n]", " ", m[0]), text, flags=re.S | re.M)
+    return [(m.start(), (m[1] or m[2]).strip().rstrip(".:")) for m in _SECTION.finditer(text)]
+
+
+def names(quote: str, name: str) -> bool:
+    return name == quote or name.startswith(quote) and not name[len(quote)].isalnum()
+
+
+def citing_files() -> list[Path]:
+    roots = [REPO / d for d in ("pluralign", "service", "training", "tests", "benchmarks", "deploy", "docs")]
+    files = [REPO / "README.md", REPO / "BENCHMARKS.md"]
+    for root in roots:
+        files += [p for p in root.rglob("*") if p.suffix in {".py", ".md", ".yaml", ".toml", ".html"} and p.is_file()]
+    return files
+
+
+def test_every_citation_of_admin_or_operations_names_a_section_there():
+    docs = {name: sections((REPO / name).read_text()) for name in CITED}
+    broken = []
+    for path in citing_files():
+        text = path.read_text(errors="replace")
+        for m in _CITATION.finditer(text):
+            doc = next((d for d in CITED if text.endswith(d.removeprefix("docs/"), 0, m.start() + 3)), None)
+            quote = " ".join(re.sub(r"\n\s*#", " ", m[1]).split())
+            if doc and not any(names(quote, name) for _, name in docs[doc]):
+                broken.append(f"{path.relative_to(REPO)}:{text[: m.start()].count(chr(10)) + 1}: {doc}, {m[1]!r}")
+    assert not broken, "cited sections no doc has:\n" + "\n".join(broken)
+
+
+def test_a_quoted_section_below_or_above_is_there_in_that_direction():
+    broken = []
+    for doc in (*CITED, "README.md"):
+        text = (REPO / doc).read_text()
+        found = sections(text)
+        for m in _SAME_DOC.finditer(text):
+            at = [offset for offset, name in found if names(m[1], name)]
+            if not any(offset > m.start() if m[2] == "below" else offset < m.start() for offset in at):
+                broken.append(f"{doc}:{text[: m.start()].count(chr(10)) + 1}: {m[0]!r}")
+    assert not broken, "\n".join(broken)
+
+
+def test_changes_files_its_history_under_headings_the_docs_have():
+    text = (REPO / "docs" / "CHANGES.md").read_text()
+    doc, missing = None, []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            doc = line[3:].strip()
+            headings = [n for _, n in sections((REPO / doc).read_text())]
+        elif line.startswith("### "):
+            assert doc is not None, line
+            if line[4:].strip() not in headings:
+                missing.append(f"{doc}: {line}")
+    assert not missing, "\n".join(missing)
