@@ -1835,3 +1835,29 @@ def test_a_tenants_scoring_pushes_no_other_tenants_pool_vectors_out(svc, monkeyp
     with svc.client("globex") as c:
         assert c.post("/v1/users/pool-keeper/next-comparison", json={"pool": pool}).status_code == 200
     assert counting.texts == []  # globex's pool still came from memory
+
+
+def test_one_tenants_flood_of_fresh_scores_keeps_another_tenants_recent_score_vectors(svc, monkeypatch):
+    """Session http54: `Runtime.score_vectors` was one LRU for every tenant, so a tenant scoring fresh candidates call after
+    call pushed out every other tenant's score vectors: globex's candidates, scored a moment before, were embedded
+    again. Past the bound the tenant holding the most gives up its least recently used (`ScopedVectors`): acme's flood
+    evicts acme's own. The score vectors are made small here (room for 24 texts)."""
+    from pluralign.embed.cache import SCOPE_BYTES, VECTOR_ENTRY_BYTES, ScopedVectors
+
+    counting = CountingEncoder(svc.runtime.encoder)
+    monkeypatch.setattr(svc.runtime, "encoder", counting)
+    monkeypatch.setattr(svc.runtime, "score_vectors", ScopedVectors(24 * (4 * counting.dim + VECTOR_ENTRY_BYTES) + 2 * SCOPE_BYTES))
+    kept = {"user": "keeper", "prompt": "Which tea?", "responses": ["Green tea, cooler water.", "Black tea, boiling water."]}
+    with svc.client("globex") as c:
+        assert c.post("/v1/rewards/score", json=kept).status_code == 200
+    with svc.client() as c:  # acme scores 5 x 9 texts it never sent before: nearly twice the room
+        for call in range(5):
+            r = c.post("/v1/rewards/score", json={"user": "flooder", "prompt": f"Fresh question {call}?",
+                                                  "responses": [f"Fresh candidate {call}.{i}" for i in range(8)]})
+            assert r.status_code == 200, r.text
+    assert len(counting.texts) == 3 + 45
+    counting.texts.clear()
+    with svc.client("globex") as c:
+        assert c.post("/v1/rewards/score", json=kept).status_code == 200
+    assert counting.texts == []  # globex's three texts still came from memory (before: embedded again)
+    assert svc.runtime.score_vectors.scope_bytes("acme") <= 21 * (4 * counting.dim + VECTOR_ENTRY_BYTES)
