@@ -572,3 +572,40 @@ def test_h11_refusal_names_transfer_encoding_of_a_request_pipelined_behind_anoth
     assert [(status, body.get("error", {}).get("param")) for status, body in last] == [(201, None), (400, "Transfer-Encoding")], last
     # the refused request's own head is read, not the one before it
     assert [(status, body.get("error", {}).get("param")) for status, body in malformed] == [(201, None), (400, None)], malformed
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_an_http10_request_with_transfer_encoding_is_refused_and_the_connection_closed(svc, monkeypatch, http):
+    """Session http54: both parsers read an HTTP/1.0 request's `Transfer-Encoding: chunked` body, and the service stored it
+    and kept a keep-alive connection open for what followed, though HTTP/1.0 has no chunked framing (RFC 9112 6.1: a
+    server MUST treat such a message as having faulty framing and close the connection): a proxy of HTTP/1.0 framing it
+    otherwise smuggles what comes after. Now the 400 naming `Transfer-Encoding`, `Connection: close`, nothing stored, and
+    nothing after it answered; an HTTP/1.0 request with `Content-Length` is still served."""
+    import socket
+
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, http)
+    key = svc.keys["acme"]
+    user = f"http10-chunked-{http}"
+    body = chunked(json.dumps({**FEEDBACK, "user": user}).encode())
+    smuggled = f"GET /v1/users/{user}/preferences HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+    request = (f"POST /v1/feedback HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+               "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n").encode() + body + smuggled
+    plain = json.dumps({**FEEDBACK, "user": f"http10-plain-{http}"}).encode()
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+            client.sendall(request)
+            answer = b""
+            while piece := client.recv(65536):  # to the server's close
+                answer += piece
+        taken = answers_on_the_wire(port, (f"POST /v1/feedback HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                                           f"Content-Type: application/json\r\nContent-Length: {len(plain)}\r\n\r\n").encode() + plain)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # before: the 201, then the GET's 200 on the same connection
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"connection: close" in head.lower(), head
+    refusal = json.loads(rest)["error"]
+    assert refusal["param"] == "Transfer-Encoding" and "HTTP/1.0" in refusal["message"], refusal
+    assert [status for status, _ in taken] == [201], taken
+    with svc.client() as c:  # nothing of the refused request stored
+        assert c.get(f"/v1/users/{user}/preferences").status_code == 404
