@@ -694,3 +694,15 @@ def test_the_azure_openai_client_sending_api_key_is_told_to_send_authorization_b
     bare = httpx.get(svc.url + "/v1/models")
     assert bare.status_code == 401 and error(bare)["message"] == "missing `Authorization: Bearer <API key>` header", bare.text
     assert openai.OpenAI(base_url=svc.url + "/v1", api_key=key, max_retries=0).models.list().data  # Bearer: served
+
+
+def test_the_embeddings_server_answers_an_unknown_expectation_417_as_the_api_service_does(embeddings):
+    """Session http54: `pluralign serve-embeddings` served a request whose `Expect` it cannot meet, as the API service did;
+    both now answer the 417 naming `Expect` before reading the body (`service.strict.refuse_expectation`)."""
+    import httpx
+
+    body = {"input": ["hello"], "model": "zero"}
+    refused = httpx.post(embeddings.url + "/v1/embeddings", json=body, headers={"Expect": "x-priority"})
+    assert refused.status_code == 417, refused.text
+    assert (error(refused)["param"], error(refused)["code"]) == ("Expect", "expectation_failed"), refused.text
+    assert httpx.post(embeddings.url + "/v1/embeddings", json=body).status_code == 200
