@@ -673,29 +673,6 @@ def test_an_expectation_besides_100_continue_is_a_417_naming_expect_before_the_b
     assert all("417" in op["responses"] for ops in paths.values() for op in ops.values() if isinstance(op, dict) and "responses" in op)
 
 
-def test_the_azure_openai_client_sending_api_key_is_told_to_send_authorization_bearer(svc):
-    """Session http54: the openai library's `AzureOpenAI` client sends its key as `api-key` (Azure OpenAI's header), which
-    this service (OpenAI-compatible: `Authorization: Bearer`) does not read: its 401 said "missing `Authorization: Bearer
-    <API key>` header" as for a request with no key at all. The 401 now names the header it got and says to send the key
-    as `Authorization: Bearer`, never showing the key; Anthropic's `x-api-key` likewise, and nothing is said of a
-    request that sent neither."""
-    import httpx
-    import openai
-
-    key = svc.keys["acme"]
-    azure = openai.AzureOpenAI(base_url=svc.url + "/v1", api_key=key, api_version="2024-06-01", max_retries=0)
-    with pytest.raises(openai.AuthenticationError) as refused:
-        azure.models.list()
-    message = refused.value.body["message"] if isinstance(refused.value.body, dict) else str(refused.value)
-    assert "`api-key` header" in message and "`Authorization: Bearer <API key>`" in message and key not in message, message
-    anthropic_style = httpx.get(svc.url + "/v1/models", headers={"x-api-key": key})
-    assert anthropic_style.status_code == 401 and "`x-api-key` header" in error(anthropic_style)["message"], anthropic_style.text
-    assert key not in anthropic_style.text
-    bare = httpx.get(svc.url + "/v1/models")
-    assert bare.status_code == 401 and error(bare)["message"] == "missing `Authorization: Bearer <API key>` header", bare.text
-    assert openai.OpenAI(base_url=svc.url + "/v1", api_key=key, max_retries=0).models.list().data  # Bearer: served
-
-
 def test_the_embeddings_server_answers_an_unknown_expectation_417_as_the_api_service_does(embeddings):
     """Session http54: `pluralign serve-embeddings` served a request whose `Expect` it cannot meet, as the API service did;
     both now answer the 417 naming `Expect` before reading the body (`service.strict.refuse_expectation`)."""
