@@ -318,6 +318,27 @@ def session_tokens(connection: ASGIConnection) -> list[str]:
     return tokens
 
 
+# headers other APIs' clients send their key in, which this service does not read: Azure OpenAI's (`openai.AzureOpenAI`,
+# litellm's `azure/` models) and Anthropic's (`x-api-key`)
+KEY_HEADERS = {"api-key": "Azure OpenAI's", "x-api-key": "Anthropic's"}
+
+
+def key_header_hint(connection: ASGIConnection) -> str:
+    """What a 401 for a missing `Authorization` adds when the request carries its key in a header of another API
+    (KEY_HEADERS): that the header is not read, and to send the key as `Authorization: Bearer` (never the key); "" for
+    none. Until session http54 a request of the Azure OpenAI client read as one sent with no key at all.
+
+    The key is not taken from such a header: this service is OpenAI-compatible (OpenAI, vLLM and their clients send
+    `Authorization: Bearer`), and an Azure client's requests name paths of Azure's (`/openai/deployments/{model}/...`,
+    `?api-version=`) that it does not serve, so the key alone would not make that client work; a second place for keys
+    would also be one more for the rate limiter, the logs and CORS to know of."""
+    sent = next((name for name in KEY_HEADERS if connection.headers.get(name, "").strip()), None)
+    if sent is None:
+        return ""
+    return (f"; an `{sent}` header ({KEY_HEADERS[sent]} way to send a key) is not read: send the same key as "
+            "`Authorization: Bearer <API key>` (the openai library's `OpenAI(base_url=..., api_key=...)` does, not `AzureOpenAI`)")
+
+
 class BearerAuth(AbstractAuthenticationMiddleware):
     """Resolves `Authorization: Bearer KEY` to a Principal (401 with `WWW-Authenticate` when missing,
     of another scheme, or unknown).
@@ -343,7 +364,8 @@ class BearerAuth(AbstractAuthenticationMiddleware):
             CALLER.set("admin")
             return AuthenticationResult(user=principal, auth=None)
         if not header.strip():
-            raise NotAuthorizedException("missing `Authorization: Bearer <API key>` header", headers=CHALLENGE)
+            raise NotAuthorizedException(f"missing `Authorization: Bearer <API key>` header{key_header_hint(connection)}",
+                                         headers=CHALLENGE)
         refusal = header_refusal(header)
         if refusal is not None:
             raise NotAuthorizedException(f"`Authorization`: {refusal}", headers=CHALLENGE)

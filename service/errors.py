@@ -50,13 +50,14 @@ log = logging.getLogger("pluralign.service")
 ERROR_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
     405: "invalid_request_error", 409: "conflict_error", 412: "invalid_request_error", 413: "invalid_request_error",
-    415: "invalid_request_error", 421: "invalid_request_error",
+    415: "invalid_request_error", 417: "invalid_request_error", 421: "invalid_request_error",
     422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable_error",
 }
 # `error.code` per status, when the raiser gave none: a stable machine-readable word
 ERROR_CODES = {
     400: "invalid_value", 401: "invalid_api_key", 403: "permission_denied", 404: "not_found", 405: "method_not_allowed",
-    409: "conflict", 412: "version_mismatch", 413: "request_too_large", 415: "unsupported_media_type", 422: "invalid_value",
+    409: "conflict", 412: "version_mismatch", 413: "request_too_large", 415: "unsupported_media_type",
+    417: "expectation_failed", 422: "invalid_value",
     429: "rate_limit_exceeded", 500: "internal_error", 503: "unavailable", 507: "insufficient_storage",
 }
 

@@ -58,6 +58,8 @@ ERRORS = {
     403: "the key may not use this route (admin keys: /admin only; tenant keys: /v1 only)",
     404: "no such resource (user, model, job, response) for this tenant",
     413: "the request body is over the size limit (any method's: a body a GET or DELETE is sent with is read too)",
+    417: "`Expect` holds an expectation besides `100-continue`, the one this service meets (`code: expectation_failed`, "
+         "`error.param` names the header); nothing was done and the body was not read",
     429: "too many requests: retry later",
     500: "an internal error (logged)",
 }
@@ -254,7 +256,7 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
         op["security"] = [{}, {"apiKey": []}]
     # 413 whatever the method: any body a request declares is read before its route runs (service.strict.body_arrived),
     # a GET's or DELETE's too, and one over the limit is refused (until fuzz43 declared for POST, PUT and PATCH only)
-    statuses = [400, 413, 500] + ([] if public else [401, 403, 404, 429]) + ([401, 403] if path == "/metrics" else [])
+    statuses = [400, 413, 417, 500] + ([] if public else [401, 403, 404, 429]) + ([401, 403] if path == "/metrics" else [])
     for status in statuses:
         responses[str(status)] = _error((METRICS_ERRORS if path == "/metrics" else ERRORS).get(status, ERRORS[status]))
     for status, why in SERVER_ERRORS.items():  # a route's own 503 keeps its words

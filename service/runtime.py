@@ -61,7 +61,9 @@ DELETE_WORKERS = 8
 # (`VECTOR_ENTRY_BYTES`): ~29,000 texts at 384-d, a questionnaire of 64 answers for some 200 tenants at once
 POOL_VECTOR_BYTES = 64 << 20
 # the vectors of `POST /v1/rewards/score`'s texts kept in memory (`Runtime.score_vectors`): apart from the pools', which
-# one tenant's scoring of fresh candidates pushed out for every tenant (review reviewsmall53); ~14,000 texts at 384-d
+# one tenant's scoring of fresh candidates pushed out for every tenant (review reviewsmall53); ~14,000 texts at 384-d.
+# Both are shared fairly between tenants: past the bound the tenant holding the most gives up its least recently used
+# (`ScopedVectors`; until session http54 one LRU, so one tenant's fresh texts pushed out every other tenant's)
 SCORE_VECTOR_BYTES = 32 << 20
 DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests that began before it (longer than any chat)
 

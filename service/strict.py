@@ -256,6 +256,7 @@ async def before_request(request: Request) -> Response | None:
         raise MethodNotAllowedException(
             detail=f"`HEAD {request.url.path}`: the path takes {allow} (its GET starts a job, which a HEAD must not)",
             headers={"Allow": allow})
+    refuse_expectation(request)
     refuse_content_coding(request)
     refuse_transfer_coding(request)
     one_content_type(request)
@@ -287,6 +288,23 @@ async def body_arrived(request: Request) -> None:
 def takes_no_body(request: Request) -> bool:
     """Whether the request's route reads no body: a GET, HEAD or DELETE whose handler declares no `data`."""
     return request.method in ("GET", "HEAD", "DELETE") and request.route_handler.parsed_data_field is None
+
+
+def refuse_expectation(request: Request) -> None:
+    """A request whose `Expect` holds anything but `100-continue` (its only expectation, RFC 9110 10.1.1) is a 417
+    naming the header (`code: expectation_failed`), before its body is read or anything done: the service cannot meet
+    an expectation it does not know, and RFC 9110 lets a server say so rather than go on. Until session http54 such a
+    request was served as if the header were not there. `100-continue` (any case; uvicorn sends the 100 when the app first
+    asks for the body) and an empty value (a list of no members, RFC 9110 5.6.1) are taken. Raises the 417 HTTPException."""
+    members = [m.strip() for line in request.headers.getall("expect", []) for m in line.split(",") if m.strip()]
+    unmet = [m for m in members if m.lower() != "100-continue"]
+    if not unmet:
+        return
+    shown = shorten(unmet[0], 40, "...")
+    message = (f"{shown!r}: this service meets no expectation but `100-continue` (RFC 9110 10.1.1); send the request "
+               "without it (the body is not read)")
+    raise HTTPException(status_code=417, detail=f"`Expect`: {message}",
+                        extra=[{"key": "Expect", "message": message, "code": "expectation_failed"}])
 
 
 def refuse_content_coding(request: Request) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import logging
 import os
 import sqlite3
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from cachetools import LRUCache
 
 from pluralign.embed.base import Encoder, checked_vectors, text_list
 from pluralign.files import NoHomeFolder, home_folder
@@ -303,22 +305,31 @@ class CachedEncoder:
 # sha256), its array's header and the LRU's three dicts' entries, ~560 bytes traced on CPython 3.12, with room for their
 # tables' growth (until the review of pool52 not counted: 64 MiB of 384-d vectors took ~86 MiB)
 VECTOR_ENTRY_BYTES = 768
+# what each scope `ScopedVectors` holds vectors of costs beside them: its own `LRUCache` and its three dicts' tables, ~1,050
+# bytes with one vector traced on CPython 3.11, less that vector's VECTOR_ENTRY_BYTES, with room
+SCOPE_BYTES = 1024
 
 
 class ScopedVectors:
-    """Vectors of texts kept in memory, each under (scope, `encoder_cache_id`, `text_key` of the exact text), the
-    least recently used dropped past `max_bytes` in all (cachetools' `LRUCache` sized by each vector's bytes and what
-    its entry holds beside them, `VECTOR_ENTRY_BYTES`): texts
+    """Vectors of texts kept in memory, each under (scope, `encoder_cache_id`, `text_key` of the exact text), at most
+    `max_bytes` in all (each vector's bytes and what its entry holds beside them, `VECTOR_ENTRY_BYTES`, and each scope's
+    own bookkeeping, `SCOPE_BYTES`): texts
     sent again and again (a tenant's calibration pool, asked once per question of a questionnaire) are embedded once.
+
+    Eviction is fair between scopes: each scope keeps its vectors in a cachetools `LRUCache` of its own, and past
+    `max_bytes` in all the least recently used vector of the scope holding the most bytes is dropped (max-min fair
+    shares of one budget). A scope embedding many fresh texts (a tenant scoring new candidates) pushes out its own
+    vectors once it holds more than any other, never a smaller scope's; an idle scope's vectors go only while it is the
+    largest. Until session http54 one LRU over every scope's vectors: one tenant's flood evicted every other tenant's.
 
     A scope (the service's tenant) reads only vectors embedded for it: the same text sent under another scope is
     embedded again, so neither answers nor timings tell one scope what another sent. `forget_scope` drops a scope's
     vectors; one embedding while it runs returns its vectors but keeps none. Nothing is written to disk. Thread-safe."""
 
     def __init__(self, max_bytes: int):
-        from cachetools import LRUCache
-
-        self._vectors: LRUCache[tuple[str, str, bytes], np.ndarray] = LRUCache(maxsize=max_bytes, getsizeof=lambda v: v.nbytes + VECTOR_ENTRY_BYTES)
+        self.max_bytes = max_bytes
+        self._scopes: dict[str, LRUCache] = {}  # scope -> its vectors, (encoder id, text key) -> (dim,) array
+        self._bytes = 0  # held by every scope's vectors, as their `currsize` count them (SCOPE_BYTES not among them)
         self._generation: dict[str, int] = {}  # scope -> how many times `forget_scope` dropped it
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
         self.embedded = 0  # texts actually sent to an encoder, for tests and benchmarks
@@ -332,7 +343,8 @@ class ScopedVectors:
         keys = [(scope, cache_id, text_key(t)) for t in texts]
         with self._lock:
             generation = self._generation.get(scope, 0)
-            found = {k: v for k in dict.fromkeys(keys) if (v := self._vectors.get(k)) is not None}
+            held = self._scopes.get(scope)
+            found = {k: v for k in dict.fromkeys(keys) if held is not None and (v := held.get(k[1:])) is not None}
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         if missing:
             vectors = checked_vectors(encoder, encoder.encode(list(missing.values())), len(missing))
@@ -343,8 +355,7 @@ class ScopedVectors:
             found.update(zip(missing, rows, strict=True))
             with self._lock:
                 if self._generation.get(scope, 0) == generation:  # not dropped meanwhile
-                    for k, v in zip(missing, rows, strict=True):
-                        self._vectors[k] = v
+                    self._keep(scope, [(k[1:], v) for k, v in zip(missing, rows, strict=True)])
         out = np.empty((len(texts), encoder.dim), np.float32)
         for i, k in enumerate(keys):
             out[i] = found[k]
@@ -355,11 +366,55 @@ class ScopedVectors:
         Returns the vectors dropped."""
         with self._lock:
             self._generation[scope] = self._generation.get(scope, 0) + 1
-            gone = [k for k in list(self._vectors.keys()) if k[0] == scope]
-            for k in gone:
-                self._vectors.pop(k, None)
-        return len(gone)
+            held = self._scopes.pop(scope, None)
+            if held is None:
+                return 0
+            self._bytes -= held.currsize
+            return len(held)
+
+    def scope_bytes(self, scope: str) -> int:
+        """The bytes `scope`'s vectors hold, as the bound counts them (0 for none)."""
+        with self._lock:
+            held = self._scopes.get(scope)
+            return held.currsize if held is not None else 0
+
+    def _keep(self, scope: str, vectors: list[tuple[tuple[str, bytes], np.ndarray]]) -> None:
+        """`vectors` ((encoder id, text key), (dim,) array) kept under `scope`; then, past `max_bytes` in all, the least
+        recently used vectors of the scope holding the most dropped, one at a time (the scopes' sizes in a heap built once
+        per call: a max over them per vector dropped took 5-9 ms a call of 100 fresh texts among 1,000 scopes). Called
+        under the lock."""
+        held = self._scopes.get(scope)
+        if held is None:
+            held = self._scopes[scope] = LRUCache(maxsize=self.max_bytes, getsizeof=_vector_bytes)
+        before = held.currsize
+        for key, vector in vectors:
+            try:
+                held[key] = vector
+            except ValueError:  # one vector larger than the whole budget: not kept
+                pass
+        self._bytes += held.currsize - before  # the scope's own LRU may have dropped some of its vectors
+        if not held:  # nothing of it kept
+            del self._scopes[scope]
+        if self._bytes + SCOPE_BYTES * len(self._scopes) <= self.max_bytes:
+            return
+        largest = [(-cache.currsize, name) for name, cache in self._scopes.items()]  # only this loop changes them now
+        heapq.heapify(largest)
+        while largest and self._bytes + SCOPE_BYTES * len(self._scopes) > self.max_bytes:
+            _, name = heapq.heappop(largest)
+            cache = self._scopes[name]
+            size = cache.currsize
+            cache.popitem()  # its least recently used
+            self._bytes -= size - cache.currsize
+            if cache:
+                heapq.heappush(largest, (-cache.currsize, name))
+            else:
+                del self._scopes[name]
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._vectors)
+            return sum(len(held) for held in self._scopes.values())
+
+
+def _vector_bytes(vector: np.ndarray) -> int:
+    """What a vector kept by `ScopedVectors` counts against its bound: its own bytes and its entry's, VECTOR_ENTRY_BYTES."""
+    return vector.nbytes + VECTOR_ENTRY_BYTES

@@ -72,6 +72,9 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     probability: float = 0.5
     # how many of the user's comparisons (and ties, since session 49) moved this feature (None: a state fitted before it was kept)
     moved_in: int | None = None
+    # the user's answers that differ in this feature, ties among them, show no direction (`direction` null): they showed no
+    # preference on it, which is not the same as nothing learned (`no_preference_shown`; since session http54)
+    no_preference_shown: bool = False
 
 
 class JointBelief(msgspec.Struct, kw_only=True):
@@ -265,13 +268,14 @@ def _listed(words: Sequence[str]) -> str:
 
 def written_sentences(beliefs: Sequence[FeatureBelief], joint: Sequence[JointBelief]) -> list[str]:
     """The summary's sentences on how answers are written: each joint belief's that is not `uncertain`
-    first, then each feature's that is stated or not `uncertain`, save one that a joint sentence said
+    first, then each feature's that is stated, not `uncertain`, or on which the user's answers, ties among them,
+    showed no preference (`no_preference_shown`), save one that a joint sentence said
     gives the feature's own direction (it speaks for it). A settled feature of a group whose sentence is
     not said, or gives it the other direction, keeps its own."""
     said = [j for j in joint if j.confidence != "uncertain"]
     covered = {f: d for j in said for f, d in (j.direction or {}).items()}  # feature -> its direction in a said sentence
-    return [j.text for j in said] + [b.text for b in beliefs
-                                     if b.stated or (b.confidence != "uncertain" and covered.get(b.feature) != b.direction)]
+    return [j.text for j in said] + [b.text for b in beliefs if b.stated or b.no_preference_shown
+                                     or (b.confidence != "uncertain" and covered.get(b.feature) != b.direction)]
 
 
 def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> list[FeatureBelief]:
@@ -303,8 +307,12 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     if sign is not None and said_level != "uncertain" and name not in stated and moved is not None and 0 < moved < FEW_COMPARISONS:
         # `moved` counts the ties that moved it too (`pluralign.user.collinear.feature_signs`)
         rests_on = f", from your {_answers(state)}" if moved >= state.n + state.ties else f", from {moved} of your {_answers(state)}"
-    text = f"no preference learned yet between {more} and {less}" if sign is None else \
-        f"prefers {more if sign == 'more' else less} ({said_level}{rests_on})"
+    shown_none = sign is None and borrowed is None and bool(state.ties) and bool(moved)
+    if shown_none:
+        text = no_preference_shown(state, more, less, moved)
+    else:
+        text = f"no preference learned yet between {more} and {less}" if sign is None else \
+            f"prefers {more if sign == 'more' else less} ({said_level}{rests_on})"
     own = None
     alone = p_more_from_comparisons(state, name) if state.n or state.ties else None
     if name in stated and alone is not None:
@@ -326,8 +334,20 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     return FeatureBelief(
         feature=name, direction=sign, weight=round(weight, 4), sd=round(sd, 4), confidence=said_level,
         stated=stated.get(name), from_comparisons=own, text=text, collinear_with=together,
-        probability=round(p, 4), moved_in=moved,
+        probability=round(p, 4), moved_in=moved, no_preference_shown=shown_none,
     )
+
+
+def no_preference_shown(state: UserState, more: str, less: str, moved: int) -> str:
+    """The sentence of a feature the user's answers moved (`moved` of them, ties among them: `state.ties` > 0) without
+    showing a direction: "no preference shown between longer answers and shorter answers: the answers of your 8 ties
+    differ in it, and you found neither better". A tie is information (the user is indifferent on what its two answers
+    differ in: Davidson's tie term pulls the weight towards 0); until session http54 a user of ties alone read "no
+    preference learned yet" on every feature, as one the model knew nothing about."""
+    where = f"your {_answers(state)}" if moved >= state.answers else f"{moved} of your {_answers(state)}"
+    if not state.n:  # ties alone
+        return f"no preference shown between {more} and {less}: the answers of {where} differ in it, and you found neither better"
+    return f"no preference shown between {more} and {less}: the answers of {where} differ in it, and {'it leans' if moved == 1 else 'they lean'} neither way"
 
 
 def _borrowed(state: UserState, name: str, stated: Mapping[str, str], sign: str | None, p: float) -> float | None:

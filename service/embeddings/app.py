@@ -46,6 +46,7 @@ from service.strict import (
     one_content_type,
     read_json_body,
     refuse_content_coding,
+    refuse_expectation,
     refuse_transfer_coding,
     undecodable_json_off_loop,
 )
@@ -117,6 +118,7 @@ async def check_json_body(request: Request) -> None:
     how to send it (Litestar's said "invalid character (byte 0)"). An empty body, and the fields, are Litestar's
     to refuse (it names the fields missing). Before it, as the API service's hook: a `Content-Encoding` is a 415 naming it, and
     `Content-Type` sent twice a 400 naming it (until review reviewtrial51 the first type was read, and a gzipped body as JSON)."""
+    refuse_expectation(request)  # since session http54, as the API service's hook: a 417 before the body is read
     if request.method == "POST" and request.url.path == "/v1/embeddings":
         refuse_content_coding(request)
         refuse_transfer_coding(request)  # since session small53, as the API service's hook

@@ -572,3 +572,114 @@ def test_h11_refusal_names_transfer_encoding_of_a_request_pipelined_behind_anoth
     assert [(status, body.get("error", {}).get("param")) for status, body in last] == [(201, None), (400, "Transfer-Encoding")], last
     # the refused request's own head is read, not the one before it
     assert [(status, body.get("error", {}).get("param")) for status, body in malformed] == [(201, None), (400, None)], malformed
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_an_http10_request_with_transfer_encoding_is_refused_and_the_connection_closed(svc, monkeypatch, http):
+    """Session http54: both parsers read an HTTP/1.0 request's `Transfer-Encoding: chunked` body, and the service stored it
+    and kept a keep-alive connection open for what followed, though HTTP/1.0 has no chunked framing (RFC 9112 6.1: a
+    server MUST treat such a message as having faulty framing and close the connection): a proxy of HTTP/1.0 framing it
+    otherwise smuggles what comes after. Now the 400 naming `Transfer-Encoding`, `Connection: close`, nothing stored, and
+    nothing after it answered; an HTTP/1.0 request with `Content-Length` is still served."""
+    import socket
+
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, http)
+    key = svc.keys["acme"]
+    user = f"http10-chunked-{http}"
+    body = chunked(json.dumps({**FEEDBACK, "user": user}).encode())
+    smuggled = f"GET /v1/users/{user}/preferences HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+    request = (f"POST /v1/feedback HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+               "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n").encode() + body + smuggled
+    plain = json.dumps({**FEEDBACK, "user": f"http10-plain-{http}"}).encode()
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+            client.sendall(request)
+            answer = b""
+            while piece := client.recv(65536):  # to the server's close
+                answer += piece
+        taken = answers_on_the_wire(port, (f"POST /v1/feedback HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                                           f"Content-Type: application/json\r\nContent-Length: {len(plain)}\r\n\r\n").encode() + plain)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # before: the 201, then the GET's 200 on the same connection
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"connection: close" in head.lower(), head
+    refusal = json.loads(rest)["error"]
+    assert refusal["param"] == "Transfer-Encoding" and "HTTP/1.0" in refusal["message"], refusal
+    assert [status for status, _ in taken] == [201], taken
+    with svc.client() as c:  # nothing of the refused request stored
+        assert c.get(f"/v1/users/{user}/preferences").status_code == 404
+
+
+def read_answers(client, count: int) -> list[tuple[bytes, bytes]]:
+    """`count` answers read from `client` as they come (not to the server's close): (head, body) each, a `100 Continue`
+    among them too."""
+    data, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in data:
+            data += client.recv(65536) or b"<closed>"
+            assert not data.endswith(b"<closed>"), (data, out)
+        head, _, data = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+        while len(data) < length:
+            data += client.recv(65536)
+        out.append((head, data[:length]))
+        data = data[length:]
+    return out
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_an_expectation_besides_100_continue_is_a_417_naming_expect_before_the_body_is_read(svc, monkeypatch, http):
+    """Session http54: a request whose `Expect` held anything but `100-continue` was served as if the header were not
+    there (RFC 9110 10.1.1: a server may answer 417 to an expectation it cannot meet). Now the 417 naming `Expect`
+    (`code: expectation_failed`), at once, before its body has come (a client waiting to send it is answered), and
+    nothing stored; `100-continue` still gets its 100 and is served."""
+    import socket
+
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, http)
+    key = svc.keys["acme"]
+
+    def head(user: str, expect: str, length: int) -> bytes:
+        return (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                f"Expect: {expect}\r\nContent-Length: {length}\r\n\r\n").encode()
+
+    answers = {}
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        for expect in ("x-wait-for-me", "100-continue, x-also", "100-Continue"):
+            user = f"expects-{len(answers)}-{http}"
+            body = json.dumps({**FEEDBACK, "user": user}).encode()
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+                client.sendall(head(user, expect, len(body)))  # the body waits for the answer, as a client expecting does
+                first = read_answers(client, 1)
+                if first[0][0].startswith(b"HTTP/1.1 100 "):
+                    client.sendall(body)
+                    first += read_answers(client, 1)
+            answers[expect] = (user, first)
+    for expect in ("x-wait-for-me", "100-continue, x-also"):
+        user, [(status, body)] = answers[expect]
+        assert status.startswith(b"HTTP/1.1 417 "), (expect, status, body)
+        error = json.loads(body)["error"]
+        assert (error["param"], error["code"]) == ("Expect", "expectation_failed") and "x-" in error["message"], error
+        with svc.client() as c:
+            assert c.get(f"/v1/users/{user}/preferences").status_code == 404
+    user, [(continued, _), (status, body)] = answers["100-Continue"]
+    assert continued.startswith(b"HTTP/1.1 100 ") and status.startswith(b"HTTP/1.1 201 "), (continued, status, body)
+    assert stored_prompts(svc, user) == [FEEDBACK["prompt"]]
+    import httpx
+
+    paths = httpx.get(svc.url + "/schema/openapi.json").json()["paths"]  # every operation declares the 417
+    assert all("417" in op["responses"] for ops in paths.values() for op in ops.values() if isinstance(op, dict) and "responses" in op)
+
+
+def test_the_embeddings_server_answers_an_unknown_expectation_417_as_the_api_service_does(embeddings):
+    """Session http54: `pluralign serve-embeddings` served a request whose `Expect` it cannot meet, as the API service did;
+    both now answer the 417 naming `Expect` before reading the body (`service.strict.refuse_expectation`)."""
+    import httpx
+
+    body = {"input": ["hello"], "model": "zero"}
+    refused = httpx.post(embeddings.url + "/v1/embeddings", json=body, headers={"Expect": "x-priority"})
+    assert refused.status_code == 417, refused.text
+    assert (error(refused)["param"], error(refused)["code"]) == ("Expect", "expectation_failed"), refused.text
+    assert httpx.post(embeddings.url + "/v1/embeddings", json=body).status_code == 200

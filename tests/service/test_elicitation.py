@@ -961,6 +961,33 @@ def test_a_user_of_ties_alone_reads_what_the_summary_is_based_on(svc):
     assert profile["user_model"]["ties"] == 5 and profile["user_model"]["comparisons"] == 0, profile["user_model"]
 
 
+def test_a_simulated_user_who_only_ties_reads_as_indifferent_on_what_the_tied_answers_differ_in(svc):
+    """Session http54: a user who only ever answered "no preference" (8 ties, each a short plain answer against a long
+    wordy one) read as one the model knew nothing about: "no preference about how answers are written is settled yet",
+    and "no preference learned yet between longer answers and shorter answers", though the ties pulled those weights to
+    0 (word length's sd 5 -> ~0.3). The features the tied answers differ in now say the user showed no preference on
+    them, counting the ties; a feature no tie moved still reads as not learned yet."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy, "tie": True}
+            for topic, plain, wordy in zip(TOPICS[:8], PLAIN_ANSWERS * 2, WORDY_ANSWERS * 2, strict=False)]
+    with svc.client() as c:
+        import_rows(c, "indifferent-8", rows)
+        summary = c.get("/v1/users/indifferent-8").json()["summary"]
+    features = {f["feature"]: f for f in summary["features"]}
+    assert "no preference about how answers are written is settled yet" not in summary["sentences"], summary["sentences"]
+    for name, more, less in (("length", "longer answers", "shorter answers"),
+                             ("word_length", "longer words (a formal register)", "shorter, plainer words")):
+        belief = features[name]
+        assert belief["direction"] is None and belief["no_preference_shown"] and belief["moved_in"] == 8, belief
+        assert belief["sd"] < 4.0, belief  # the ties narrowed it (the prior's sd is 5)
+        assert belief["text"].startswith(f"no preference shown between {more} and {less}: the answers of your 8 ties "
+                                         "differ in it, and you found neither better"), belief
+        assert belief["text"] in summary["sentences"], summary["sentences"]
+    unmoved = features["exclamations"]
+    assert unmoved["moved_in"] == 0 and not unmoved["no_preference_shown"], unmoved
+    assert unmoved["text"].startswith("no preference learned yet") and unmoved["text"] not in summary["sentences"], unmoved
+    assert summary["sentences"][-1] == "based on 0 comparisons and 8 ties (neither answer better)", summary["sentences"]
+
+
 def test_a_user_of_ratings_of_3_alone_is_told_what_the_model_learns_from(svc):
     """A rating of 3 (one answer, no other named) is the only tie the user's own model does not learn from. A user who
     sent only such ratings has no fitted state yet, and the summary then read as under PAL's weights alone: "your 1
@@ -1835,3 +1862,29 @@ def test_a_tenants_scoring_pushes_no_other_tenants_pool_vectors_out(svc, monkeyp
     with svc.client("globex") as c:
         assert c.post("/v1/users/pool-keeper/next-comparison", json={"pool": pool}).status_code == 200
     assert counting.texts == []  # globex's pool still came from memory
+
+
+def test_one_tenants_flood_of_fresh_scores_keeps_another_tenants_recent_score_vectors(svc, monkeypatch):
+    """Session http54: `Runtime.score_vectors` was one LRU for every tenant, so a tenant scoring fresh candidates call after
+    call pushed out every other tenant's score vectors: globex's candidates, scored a moment before, were embedded
+    again. Past the bound the tenant holding the most gives up its least recently used (`ScopedVectors`): acme's flood
+    evicts acme's own. The score vectors are made small here (room for 24 texts)."""
+    from pluralign.embed.cache import SCOPE_BYTES, VECTOR_ENTRY_BYTES, ScopedVectors
+
+    counting = CountingEncoder(svc.runtime.encoder)
+    monkeypatch.setattr(svc.runtime, "encoder", counting)
+    monkeypatch.setattr(svc.runtime, "score_vectors", ScopedVectors(24 * (4 * counting.dim + VECTOR_ENTRY_BYTES) + 2 * SCOPE_BYTES))
+    kept = {"user": "keeper", "prompt": "Which tea?", "responses": ["Green tea, cooler water.", "Black tea, boiling water."]}
+    with svc.client("globex") as c:
+        assert c.post("/v1/rewards/score", json=kept).status_code == 200
+    with svc.client() as c:  # acme scores 5 x 9 texts it never sent before: nearly twice the room
+        for call in range(5):
+            r = c.post("/v1/rewards/score", json={"user": "flooder", "prompt": f"Fresh question {call}?",
+                                                  "responses": [f"Fresh candidate {call}.{i}" for i in range(8)]})
+            assert r.status_code == 200, r.text
+    assert len(counting.texts) == 3 + 45
+    counting.texts.clear()
+    with svc.client("globex") as c:
+        assert c.post("/v1/rewards/score", json=kept).status_code == 200
+    assert counting.texts == []  # globex's three texts still came from memory (before: embedded again)
+    assert svc.runtime.score_vectors.scope_bytes("acme") <= 21 * (4 * counting.dim + VECTOR_ENTRY_BYTES)

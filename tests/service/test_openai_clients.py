@@ -797,3 +797,26 @@ def test_a_tenants_flood_of_keyed_feedback_does_not_delay_another_tenants(svc, m
     # answered while acme's flood still held the threads it may take (`tenant_share`) and queued the rest
     assert meanwhile[0] == 0 and meanwhile[1] < flood, meanwhile
     assert answers.count(201) == flood, answers
+
+
+def test_the_azure_openai_client_sending_api_key_is_told_to_send_authorization_bearer(svc):
+    """Session http54: the openai library's `AzureOpenAI` client sends its key as `api-key` (Azure OpenAI's header), which
+    this service (OpenAI-compatible: `Authorization: Bearer`) does not read: its 401 said "missing `Authorization: Bearer
+    <API key>` header" as for a request with no key at all. The 401 now names the header it got and says to send the key
+    as `Authorization: Bearer`, never showing the key; Anthropic's `x-api-key` likewise, and nothing is said of a
+    request that sent neither."""
+    import httpx
+    import openai
+
+    key = svc.keys["acme"]
+    azure = openai.AzureOpenAI(base_url=svc.url + "/v1", api_key=key, api_version="2024-06-01", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        azure.models.list()
+    message = refused.value.body["message"] if isinstance(refused.value.body, dict) else str(refused.value)
+    assert "`api-key` header" in message and "`Authorization: Bearer <API key>`" in message and key not in message, message
+    anthropic_style = httpx.get(svc.url + "/v1/models", headers={"x-api-key": key})
+    assert anthropic_style.status_code == 401 and "`x-api-key` header" in anthropic_style.json()["error"]["message"], anthropic_style.text
+    assert key not in anthropic_style.text
+    bare = httpx.get(svc.url + "/v1/models")
+    assert bare.status_code == 401 and bare.json()["error"]["message"] == "missing `Authorization: Bearer <API key>` header", bare.text
+    assert openai.OpenAI(base_url=svc.url + "/v1", api_key=key, max_retries=0).models.list().data  # Bearer: served

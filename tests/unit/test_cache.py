@@ -136,9 +136,9 @@ def test_scoped_vectors_are_kept_per_scope_and_encoder_bounded_in_bytes_and_drop
     """`ScopedVectors` (the service's pool vectors, session pool52): a text embedded once per (scope, encoder),
     another scope's or encoder's embedded again, the least recently used dropped past `max_bytes` (16 bytes a
     vector here and its entry's VECTOR_ENTRY_BYTES: 3 kept), a scope's dropped by `forget_scope` alone."""
-    from pluralign.embed.cache import VECTOR_ENTRY_BYTES, ScopedVectors
+    from pluralign.embed.cache import SCOPE_BYTES, VECTOR_ENTRY_BYTES, ScopedVectors
 
-    kept = ScopedVectors(max_bytes=3 * (16 + VECTOR_ENTRY_BYTES))
+    kept = ScopedVectors(max_bytes=3 * (16 + VECTOR_ENTRY_BYTES) + 2 * SCOPE_BYTES)  # two scopes' bookkeeping counted too
     inner, other = CountingEncoder(), CountingEncoder()
     other.encoder_id = "test/other"
     a = kept.encode(inner, "acme", ["apple", "banana", "apple"])
@@ -154,6 +154,34 @@ def test_scoped_vectors_are_kept_per_scope_and_encoder_bounded_in_bytes_and_drop
     assert kept.forget_scope("acme") == 2 and len(kept) == 1
     kept.encode(inner, "globex", ["apple"])
     assert len(inner.calls) == 3  # globex's apple outlived acme's drop
+
+
+def test_scoped_vectors_one_scopes_flood_does_not_evict_another_scopes_recent_vectors():
+    """Session http54: `ScopedVectors` was one LRU over every scope's vectors, so a tenant scoring many fresh texts
+    (`Runtime.score_vectors`, `POST /v1/rewards/score`) pushed out every other tenant's cached vectors: globex's pool,
+    used a moment before, was embedded again. Past the bound the scope holding the most gives up its least recently
+    used vectors: acme's flood evicts acme's own, globex keeps all of its vectors, and acme keeps what the bound leaves
+    it. `forget_scope` gives its bytes back."""
+    from pluralign.embed.cache import SCOPE_BYTES, VECTOR_ENTRY_BYTES, ScopedVectors
+
+    one = 16 + VECTOR_ENTRY_BYTES  # a 4-d float32 vector and its entry
+    kept, inner = ScopedVectors(max_bytes=20 * one + 2 * SCOPE_BYTES), CountingEncoder()
+    pool = [f"globex pool {i}" for i in range(5)]
+    kept.encode(inner, "globex", pool)
+    for batch in range(10):  # 100 fresh texts of acme's, 10 at a time, globex's pool read again between
+        kept.encode(inner, "acme", [f"acme candidate {batch} {i}" for i in range(10)])
+        if batch == 4:
+            kept.encode(inner, "globex", pool)
+    calls = len(inner.calls)
+    kept.encode(inner, "globex", pool)
+    assert len(inner.calls) == calls, inner.calls[calls:]  # all of globex's five read back: none embedded again
+    assert kept.scope_bytes("globex") == 5 * one and kept.scope_bytes("acme") == 15 * one  # acme holds the rest
+    assert len(kept) == 20
+    kept.encode(inner, "acme", ["acme candidate 9 9"])  # its newest survived its own flood
+    assert len(inner.calls) == calls
+    assert kept.forget_scope("acme") == 15 and kept.scope_bytes("acme") == 0 and len(kept) == 5
+    kept.encode(inner, "initech", [f"initech {i}" for i in range(14)])  # room freed by the drop is anyone's
+    assert kept.scope_bytes("globex") == 5 * one and len(kept) == 19
 
 
 def test_scoped_vectors_an_encode_running_while_its_scope_is_dropped_keeps_nothing():

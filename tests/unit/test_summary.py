@@ -124,3 +124,21 @@ def test_a_belief_the_comparisons_alone_do_not_give_its_side_is_capped_though_bo
     joint = joint_beliefs(s, {"length": "more"})[0]
     assert (joint.direction, joint.probability) == ({"exclamations": "less", "contractions": "less"}, 0.95), joint
     assert "your 10 comparisons alone lean this way" in joint.text, joint.text
+
+
+def test_a_feature_ties_moved_without_a_direction_says_no_preference_was_shown_with_comparisons_too():
+    """Session http54: beside comparisons, a feature the user's answers (ties among them) moved without a direction reads
+    that they lean neither way, counting what moved it; it is among the sentences, and one nothing moved still reads
+    "no preference learned yet". Without ties (comparisons that cancel out) the old wording stays."""
+    from pluralign.user.summary import written_sentences
+
+    mixed = state({"length": (0.02, 0.4), "exclamations": (3.0, 0.8)}, n=3, ties=2, moved_in={"length": 4, "exclamations": 3})
+    beliefs = {b.feature: b for b in feature_beliefs(mixed)}
+    length = beliefs["length"]
+    assert length.direction is None and length.no_preference_shown, length
+    assert length.text == ("no preference shown between longer answers and shorter answers: the answers of 4 of your 3 "
+                           "comparisons and 2 ties differ in it, and they lean neither way"), length.text
+    assert not beliefs["list_items"].no_preference_shown and beliefs["list_items"].text.startswith("no preference learned yet")
+    assert length.text in written_sentences(list(beliefs.values()), [])
+    cancelled = {b.feature: b for b in feature_beliefs(state({"length": (0.02, 0.4)}, n=4, moved_in={"length": 4}))}
+    assert not cancelled["length"].no_preference_shown and cancelled["length"].text.startswith("no preference learned yet")

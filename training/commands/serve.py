@@ -456,15 +456,18 @@ def stamped(answer: bytes, default_headers: Iterable[tuple[bytes, bytes]]) -> by
 
 def transfer_coding_in(head: bytes) -> tuple[int, str] | None:
     """What is wrong with the `Transfer-Encoding` lines of the request head that begins `head` (bytes no parser has read
-    whole: the read the parser refused), as `service.strict.transfer_coding_problem` says; None without any, or with
-    `chunked` alone."""
+    whole: the read the parser refused), as `service.strict.transfer_coding_problem` says, or in an HTTP/1.0 request
+    any at all (HTTP10_TRANSFER_CODING); None without any, or with `chunked` alone in HTTP/1.1."""
     from service.strict import transfer_coding_problem
 
+    request_line, *fields = head.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     lines = []
-    for line in head.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+    for line in fields:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() == b"transfer-encoding":
             lines.append(value.decode("latin-1"))
+    if lines and request_line.rstrip().endswith(b" HTTP/1.0"):
+        return 400, HTTP10_TRANSFER_CODING
     return transfer_coding_problem(lines) if lines else None
 
 
@@ -475,6 +478,17 @@ LLHTTP_BOTH_LENGTHS = ("sent with `Content-Length` too: a body is framed by one 
                        "refused (RFC 9112 6.3): send it chunked or with Content-Length")
 LLHTTP_TRANSFER_CODING = ("a coding after `chunked`, or `chunked` twice: `chunked` is the last transfer coding, applied once "
                           "(RFC 9112 6.1, 6.3): send the body chunked once, or with Content-Length")
+# an HTTP/1.0 request sent with `Transfer-Encoding`: HTTP/1.0 has no transfer codings, so its framing is faulty whatever
+# follows (RFC 9112 6.1: a server MUST treat it so, and close the connection)
+HTTP10_TRANSFER_CODING = ("sent in an HTTP/1.0 request, which has no chunked framing (RFC 9112 6.1: its framing is faulty, "
+                          "and the connection is closed): send the body with Content-Length, or send the request as HTTP/1.1")
+
+
+def http10_with_transfer_coding(version: bytes | str, names) -> bool:
+    """Whether a request of HTTP `version` ("1.0", as h11 and httptools give it) with header `names` (lower-case bytes)
+    carries a `Transfer-Encoding` HTTP/1.0 has no framing for. Both parsers read such a body chunked, and uvicorn served
+    it (a keep-alive connection kept open after it) until session http54."""
+    return (version.decode() if isinstance(version, bytes) else version) == "1.0" and b"transfer-encoding" in names
 
 
 def refuse_framed_twice(h11_next_event, protocol):
@@ -497,6 +511,9 @@ def refuse_framed_twice(h11_next_event, protocol):
             raise
         if isinstance(event, h11.Request):
             names = {name for name, _ in event.headers}  # h11 gives them lower-cased
+            if http10_with_transfer_coding(event.http_version, names):
+                protocol.h11_refused_head = head
+                raise h11.RemoteProtocolError("Transfer-Encoding in HTTP/1.0")
             if b"transfer-encoding" in names and b"content-length" in names:
                 protocol.framed_twice = True
                 raise h11.RemoteProtocolError("Transfer-Encoding with Content-Length")
@@ -589,6 +606,7 @@ class TimedRequests:
     half_closed = False  # the client shut its sending side after a whole request (`eof_received`)
     answering = None  # httptools: the request cycle running (its `cycle` is the newest, perhaps queued behind this one)
     framed_twice = False  # h11: the request refused was sent with `Transfer-Encoding` and `Content-Length` both
+    refused_http10_coding = False  # httptools: the request refused is HTTP/1.0 with a `Transfer-Encoding` (`on_headers_complete`)
     h11_refused_head: bytes | None = None  # h11: the bytes the head it refused began (`refuse_framed_twice`)
 
     def connection_made(self, transport) -> None:
@@ -762,9 +780,13 @@ class TimedRequests:
         415 naming a `Transfer-Encoding` it did not have, and a head in two reads named nothing. h11 gives no lines: the
         bytes its buffer began with when it refused the head (`refuse_framed_twice`) are read (`transfer_coding_in`);
         until review reviewlate53b those of the read it was refused in (`arriving`), none for a request pipelined behind
-        another (parsed once that one was answered): the 400 naming nothing. Both framings given: the 400 saying so."""
+        another (parsed once that one was answered): the 400 naming nothing. Both framings given: the 400 saying so. An
+        HTTP/1.0 request with any `Transfer-Encoding` (`http10_with_transfer_coding`, either parser): the 400 saying
+        HTTP/1.0 has no chunked framing (HTTP10_TRANSFER_CODING)."""
         from service.strict import transfer_coding_problem
 
+        if self.refused_http10_coding:  # httptools, `on_headers_complete` (h11's head is read below)
+            return 400, HTTP10_TRANSFER_CODING
         if hasattr(self, "conn"):  # h11
             if self.framed_twice:  # `refuse_framed_twice`
                 return 400, LLHTTP_BOTH_LENGTHS
@@ -888,6 +910,10 @@ class TimedRequests:
 
     def on_headers_complete(self) -> None:
         self.stop_past_the_limit()
+        if http10_with_transfer_coding(self.parser.get_http_version(), {name for name, _ in self.headers}):
+            # the parser stops here, the app never told: uvicorn calls `send_400_response`, which names it
+            self.refused_http10_coding = True
+            raise ValueError("Transfer-Encoding in HTTP/1.0")
         super().on_headers_complete()  # type: ignore[misc]
         if not self.pipeline or self.pipeline[0][0] is not self.cycle:  # begun at once, not queued behind an answer
             self.answering = self.cycle
