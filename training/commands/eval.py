@@ -36,6 +36,7 @@ same way are reported beside it (`unseen_particle_acc_by_k`), so the choice is c
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from dataclasses import replace
 
@@ -104,6 +105,16 @@ def check_persona_size(args: argparse.Namespace, sizes: dict[str, int]) -> None:
                          f"the {MAX_UNSEEN_COMPARISONS:,} that fit in a few GB of memory; lower --unseen-per-group or --query-size")
 
 
+def check_model(name: str) -> None:
+    """A ValueError naming --model and the closest known model when `name` is none (`pal_a`: did you mean pal-a?)."""
+    from pluralign.reward.registry import MODELS
+
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, MODELS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"--model {name}: unknown model{hint}; known: {', '.join(sorted(MODELS))}")
+
+
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the imports below (torch, the models) take seconds
     check_active_options(args)
@@ -118,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--k {args.k}: the number of mixture components (pal-a, pal-b, em and their +residual forms), and "
                          f"--model {args.model} has none: leave --k out")
     check_encoder(args)
+    check_model(args.model)
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, evaluate
