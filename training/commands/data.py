@@ -371,7 +371,7 @@ def register(sub) -> None:
     helps = {"stats": "counts of a preference source", "export": "write a source as JSONL or Parquet (TRL forms kept)",
              "import": "send a source's comparisons to a running pluralign"}
     for name, func in (("stats", stats), ("export", export), ("import", import_)):
-        p = data_sub.add_parser(name, help=helps[name])
+        p = data_sub.add_parser(name, help=helps[name], description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--source", required=True, help="ukp_convarg1, jsonl or parquet")
         p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, a folder `datasets` save_to_disk wrote, or the ukp_convarg1 folder")
         p.add_argument("--skip-bad", action="store_true", help="skip malformed rows and report how many")

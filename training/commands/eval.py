@@ -211,7 +211,7 @@ def _print_summary(report: dict, model) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol")
+    p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="ukp: the UKP ConvArg1 annotators; persona: a synthetic population of --groups groups from anthropic_persona; "
