@@ -20,3 +20,14 @@ def test_every_command_s_help_shows_how_it_is_run():
         if not example.search(parser.format_help()):
             missing.append(" ".join(path))
     assert not missing, f"--help without an example of the command: {missing}"
+
+
+def test_an_option_s_placeholder_is_its_own_name():
+    """`pluralign eval --help` showed `[--unseen-per-group UNSEEN_USERS_PER_GROUP]`: the placeholder was its internal
+    name (dest), not the option's, the only one of every command's options where the two differ."""
+    odd = [f"{' '.join(path)} {action.option_strings[-1]} {action.metavar or action.dest.upper()}"
+           for path, parser in commands(make_parser()) for action in parser._actions
+           if action.option_strings and action.nargs != 0 and action.choices is None
+           and (action.metavar or action.dest.upper()) != action.option_strings[-1].lstrip("-").replace("-", "_").upper()
+           and action.metavar is None]
+    assert not odd, odd

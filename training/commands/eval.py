@@ -220,7 +220,7 @@ def register(sub) -> None:
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
-    p.add_argument("--unseen-per-group", dest="unseen_users_per_group", type=int, action=AtLeastOne, default=None,
+    p.add_argument("--unseen-per-group", dest="unseen_users_per_group", metavar="UNSEEN_PER_GROUP", type=int, action=AtLeastOne, default=None,
                    help="persona: new (unseen) users per group (default 10); the seen users and their model stay the same, more users narrow the intervals")
     p.add_argument("--query-size", type=int, action=AtLeastOne, default=None, help="persona: held-out query comparisons per unseen user (default 20); the new users' comparisons, "
                         "--groups x --unseen-per-group x (50 support + --query-size), are at most 200,000")
