@@ -141,6 +141,7 @@ MAX_PARAM = 64  # characters of a field's name an error repeats: the name comes 
 _MISSING = re.compile(r"^Missing required (?P<source>\w+) parameter '(?P<name>[^']*)' for path ")  # Litestar's message
 _AT_PATH = re.compile(r" - at (?:`key` in )?`\$\.?([^`]*)`$")  # a bad key of a dict is named by the dict
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+_HINT = re.compile(r" \(did you mean `[^`]+`\?\)")
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 
 
@@ -328,7 +329,9 @@ def _worded(request: Request, exc: HTTPException, param: str | None, code: str |
     if missing:  # Litestar names it only in its message (with the whole URL)
         param, message = missing["name"], f"`{missing['name']}`: a required {missing['source']} parameter is missing"
     if code == "unknown_parameter" and "unknown field" in message:  # msgspec's words for a body's field
-        detail = message = f"`{param}`: unknown field ({_reference(request.url.path)} lists the fields this API takes)"
+        hint = _HINT.search(message)  # strict.closest_field's
+        detail = message = (f"`{param}`: unknown field{hint[0] if hint else ''} ({_reference(request.url.path)} lists the "
+                            "fields this API takes)")
         if request.url.path == "/v1/feedback" and param == "user":  # a comparison takes it, so the body was another kind
             detail = message = ("`user`: a `choice`, `rating` or `edit` takes no `user`: its `response_id` names "
                                 "the chat, and the chat its user (leave it out)")

@@ -166,6 +166,42 @@ def _choices(body_type: type, field: str) -> tuple[str, ...]:
     return tags or literal_values(_member_type(parent, segments[-1]))
 
 
+def closest_field(body: bytes, body_type: type, field: str) -> str:
+    """` (did you mean `max_tokens`?)`: the field closest to the unknown `field` (a dotted path: `max_token`,
+    `pluralign.candidatse`, `messages[0].contnet`) of the struct holding it (difflib), or "" when none is close. A
+    union of tagged structs (a feedback's kinds, a message's roles) is read as the kind the body's tag names there (an
+    `edit`'s `edited`), any of them when that cannot be told."""
+    segments = [int(i) if i else name for i, name in _SEGMENT.findall(field)]
+    if not segments or not isinstance(segments[-1], str):
+        return ""
+    parent = body_type
+    for segment in segments[:-1]:
+        parent = _member_type(parent, segment)
+    structs = [o for o in _options(parent) if isinstance(o, type) and issubclass(o, msgspec.Struct)]
+    if len(structs) > 1:
+        structs = _tagged_as(body, segments[:-1], structs) or structs
+    names = [f.encode_name for struct in structs for f in msgspec.structs.fields(struct)]
+    close = difflib.get_close_matches(segments[-1], dict.fromkeys(names), n=1)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _tagged_as(body: bytes, segments: list[str | int], structs: list[type]) -> list[type]:
+    """Those of the tagged `structs` whose tag the object at `segments` of `body` carries; [] when it cannot be read
+    (a body past LOOP_BYTES is not decoded again on the event loop for a hint)."""
+    if len(body) >= LOOP_BYTES:
+        return []
+    try:
+        holder = msgspec.json.decode(body)
+        for segment in segments:
+            holder = holder[segment]
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, LookupError, TypeError):
+        return []
+    if not isinstance(holder, dict):
+        return []
+    return [struct for struct in structs if (config := struct.__struct_config__).tag_field is not None
+            and holder.get(config.tag_field) == config.tag]
+
+
 def one_of(choices: tuple[str, ...], got: str) -> str:
     """`must be one of `a`, `b`; got 'c'`: a value outside a field's choices, said with them."""
     if len(got) > 66:  # msgspec's repr of the value: a string is cut between graphemes, then written again
@@ -912,8 +948,10 @@ async def strict_json_body(request: Request) -> None:
         choices = _choices(data.annotation, field) if invalid else ()
         if choices:  # msgspec's "Invalid enum value 'robot'" says nothing of what the field takes
             problem = one_of(choices, invalid["got"])
-        # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`)
+        # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`), and names the closest it has
         code = "unknown_parameter" if "unknown field" in problem else "invalid_value"
+        if code == "unknown_parameter":
+            problem = f"unknown field{closest_field(body, data.annotation, field)}"
         # where the body's type says more of a choice than its field's choices (a chat's content part, by its role)
         if invalid and (said := getattr(data.annotation, "choice_problem", None)) and (own := said(field, body, invalid["got"])):
             problem, code = own

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import atexit
 import contextlib
 import difflib
@@ -18,6 +19,7 @@ import gc
 import importlib
 import importlib.machinery
 import os
+import re
 import signal
 import sys
 import threading
@@ -55,8 +57,30 @@ class Parser(argparse.ArgumentParser):
     are of this class too."""
 
     def error(self, message: str):
+        message = _closest_choice(self, message)
+        if message.startswith("the following arguments are required:"):
+            extras = self._unparsed()
+            if extras:  # `keys create --tenat acme`: the word typed, not only the option it failed to give
+                message = f"{_unrecognized(self, extras)}; {message}"
         self.print_usage(sys.stderr)
         self.exit(2, f"pluralign: error: {message} (see `{self.prog} --help`)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._words = list(sys.argv[1:] if args is None else args)  # for error(): what this (sub)command was given
+        return super().parse_known_args(args, namespace)
+
+    def _unparsed(self) -> list[str]:
+        """The words this command was last given that none of its arguments takes, found by parsing them again with
+        nothing required: argparse checks what is required before it hands back the words it did not take, so a
+        misspelt required option (`--tenat acme` for `--tenant`) was said to be missing, the word typed unsaid."""
+        required = [action for action in self._actions if action.required]
+        for action in required:
+            action.required = False
+        try:
+            return super().parse_known_args(getattr(self, "_words", []), None)[1]
+        finally:
+            for action in required:
+                action.required = True
 
     def parse_args(self, args=None, namespace=None):
         """argparse's, except that words no parser took are refused by the command they follow, with the
@@ -66,12 +90,36 @@ class Parser(argparse.ArgumentParser):
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             command = _chosen_command(self, parsed)
-            options = [s for action in command._actions for s in action.option_strings if s.startswith("--")]
-            typed = [word.partition("=")[0] for word in extras if word.startswith("--")]
-            close = [m for word in typed for m in difflib.get_close_matches(word, options, n=1)]
-            hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
-            command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+            command.error(_unrecognized(command, extras))
         return parsed
+
+
+def _unrecognized(command: argparse.ArgumentParser, extras: list[str]) -> str:
+    """argparse's error for words no argument of `command` took, with the closest option it has to each option typed
+    (difflib): `unrecognized arguments: --prot 8000 (did you mean --port?)`."""
+    options = [s for action in command._actions for s in action.option_strings if s.startswith("--")]
+    typed = [word.partition("=")[0] for word in extras if word.startswith("--")]
+    close = [m for word in typed for m in difflib.get_close_matches(word, options, n=1)]
+    hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
+    return f"unrecognized arguments: {' '.join(extras)}{hint}"
+
+
+_INVALID_CHOICE = re.compile(r"argument (?P<name>.+?): invalid choice: (?P<value>'[^']*'|\"[^\"]*\") \(choose from ")
+
+
+def _closest_choice(parser: argparse.ArgumentParser, message: str) -> str:
+    """argparse's `invalid choice` error with the closest choice (difflib), as Python 3.14's argparse suggests one:
+    `argument command: invalid choice: 'trian' (did you mean 'train'?) (choose from ...)`; any other message as it is."""
+    found = _INVALID_CHOICE.match(message)
+    if not found:
+        return message
+    value = ast.literal_eval(found["value"])
+    choices = [str(choice) for action in parser._actions if action.choices is not None
+               and argparse._get_action_name(action) == found["name"] for choice in action.choices]
+    close = difflib.get_close_matches(value, choices, n=1)
+    if not close:
+        return message
+    return f"{message[:found.end('value')]} (did you mean {close[0]!r}?){message[found.end('value'):]}"
 
 
 def _chosen_command(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:

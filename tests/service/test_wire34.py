@@ -195,3 +195,28 @@ def test_head_requests_are_counted_as_head_in_the_metrics(svc):
             assert c.head("/v1/users/wire34").status_code == 200
         assert count("HEAD", "/v1/users/{user_id}") == before_head + 3
         assert count("GET", "/v1/users/{user_id}") == before_get
+
+
+@pytest.mark.parametrize("call, param, hint", [
+    (lambda c: c.chat.completions.create(**CHAT, extra_body={"max_token": 5}), "max_token", " (did you mean `max_tokens`?)"),
+    (lambda c: c.chat.completions.create(**CHAT, extra_body={"pluralign": {"candidatse": 2}}), "pluralign.candidatse",
+     " (did you mean `candidates`?)"),
+    (lambda c: c.chat.completions.create(**{**CHAT, "messages": [{"role": "user", "contnet": "Hi"}]}), "messages[0].contnet",
+     " (did you mean `content`?)"),
+    (lambda c: c.post("/feedback", cast_to=object, body={"type": "edit", "response_id": "chatcmpl-" + "0" * 32,
+                                                         "edit": "A quiet hike."}), "edit", " (did you mean `edited`?)"),
+    (lambda c: c.post("/feedback", cast_to=object, body={**COMPARISON, "chosne": "Tea."}), "chosne",
+     " (did you mean `chosen`?)"),
+    (lambda c: c.chat.completions.create(**CHAT, extra_body={"zzzz": 1}), "zzzz", ""),  # nothing close: no hint
+])
+def test_an_unknown_body_field_names_the_closest_field_it_has(svc, call, param, hint):
+    """Session trial54: a misspelt body field was `max_token`: unknown field (docs/api.md lists the fields this API
+    takes), with no hint of the field meant, where a misspelt query parameter (`fromat`) and the CLI's options name
+    the closest; each kind of feedback is read for its own fields (an `edit`'s `edited`, a comparison's `chosen`)."""
+    client = openai.OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=60)
+    with pytest.raises(openai.BadRequestError) as caught:
+        call(client)
+    body = caught.value.body
+    assert body["param"] == param and body["code"] == "unknown_parameter", body
+    route = "docs/api.md"
+    assert body["message"] == f"`{param}`: unknown field{hint} ({route} lists the fields this API takes)", body

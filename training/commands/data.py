@@ -84,11 +84,10 @@ def stats(args: argparse.Namespace) -> int:
         per_user = Counter(r.user_id for r in records if not r.tie)
         report["users_ge_100_non_tie"] = sum(c >= 100 for c in per_user.values())
         report["users_50_to_99_non_tie"] = sum(50 <= c < 100 for c in per_user.values())
-    if args.json:
-        print_json(report)
-    else:
+    if not args.json:  # the table, then the JSON line every command ends with (eval's and audit's way)
         for key, value in report.items():
             print(f"{key:>24}  {value}")
+    print_json(report)
     return 0
 
 
@@ -372,13 +371,13 @@ def register(sub) -> None:
     helps = {"stats": "counts of a preference source", "export": "write a source as JSONL or Parquet (TRL forms kept)",
              "import": "send a source's comparisons to a running pluralign"}
     for name, func in (("stats", stats), ("export", export), ("import", import_)):
-        p = data_sub.add_parser(name, help=helps[name])
+        p = data_sub.add_parser(name, help=helps[name], description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--source", required=True, help="ukp_convarg1, jsonl or parquet")
         p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, a folder `datasets` save_to_disk wrote, or the ukp_convarg1 folder")
         p.add_argument("--skip-bad", action="store_true", help="skip malformed rows and report how many")
         p.add_argument("--user", default=None, type=user_id, help="the user of rows without `user_id` (TRL datasets carry none)")
         if name == "stats":
-            p.add_argument("--json", action="store_true", help="print only the counts as one JSON object")
+            p.add_argument("--json", action="store_true", help="print only the counts as one JSON object (without it: a table, then that JSON line)")
         elif name == "export":
             p.add_argument("--out", required=True, help="a .jsonl or .parquet file")
         else:

@@ -36,6 +36,7 @@ same way are reported beside it (`unseen_particle_acc_by_k`), so the choice is c
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from dataclasses import replace
 
@@ -104,6 +105,16 @@ def check_persona_size(args: argparse.Namespace, sizes: dict[str, int]) -> None:
                          f"the {MAX_UNSEEN_COMPARISONS:,} that fit in a few GB of memory; lower --unseen-per-group or --query-size")
 
 
+def check_model(name: str) -> None:
+    """A ValueError naming --model and the closest known model when `name` is none (`pal_a`: did you mean pal-a?)."""
+    from pluralign.reward.registry import MODELS
+
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, MODELS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"--model {name}: unknown model{hint}; known: {', '.join(sorted(MODELS))}")
+
+
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the imports below (torch, the models) take seconds
     check_active_options(args)
@@ -118,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--k {args.k}: the number of mixture components (pal-a, pal-b, em and their +residual forms), and "
                          f"--model {args.model} has none: leave --k out")
     check_encoder(args)
+    check_model(args.model)
     from tqdm import tqdm
 
     from pluralign.evaluation import EvalConfig, evaluate
@@ -199,7 +211,7 @@ def _print_summary(report: dict, model) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol")
+    p = sub.add_parser("eval", help="train and evaluate a preference model on a protocol", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="bt, per-user-bt, pal-a, pal-b, em, pal-a+residual, pal-b+residual (the user model)")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="ukp: the UKP ConvArg1 annotators; persona: a synthetic population of --groups groups from anthropic_persona; "
@@ -208,7 +220,7 @@ def register(sub) -> None:
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)
-    p.add_argument("--unseen-per-group", dest="unseen_users_per_group", type=int, action=AtLeastOne, default=None,
+    p.add_argument("--unseen-per-group", dest="unseen_users_per_group", metavar="UNSEEN_PER_GROUP", type=int, action=AtLeastOne, default=None,
                    help="persona: new (unseen) users per group (default 10); the seen users and their model stay the same, more users narrow the intervals")
     p.add_argument("--query-size", type=int, action=AtLeastOne, default=None, help="persona: held-out query comparisons per unseen user (default 20); the new users' comparisons, "
                         "--groups x --unseen-per-group x (50 support + --query-size), are at most 200,000")

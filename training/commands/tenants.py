@@ -29,13 +29,13 @@ def register(subparsers) -> None:
     # before the subcommand too, as docs/api.md and `keys` have it (until review late53 only after it)
     parser.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
     sub = parser.add_subparsers(dest="action", required=True)
-    users = sub.add_parser("users", help="a page of the tenant's users: ids, row counts, last activity")
+    users = sub.add_parser("users", help="a page of the tenant's users: ids, row counts, last activity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     users.add_argument("--after", default=None, help="the last user id of the page before (its `next`)")
     users.add_argument("--limit", type=_limit, default=100, help="users in the page (1-1000, default 100)")
-    remove = sub.add_parser("remove", help="revoke the tenant's keys and remove every trace of it (the service runs it)")
+    remove = sub.add_parser("remove", help="revoke the tenant's keys and remove every trace of it (the service runs it)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     remove.add_argument("--even-if-unseen", action="store_true",
                         help="begin it for a tenant with no key, no row in the store, no job and no removal before (refused otherwise: a typo)")
-    status = sub.add_parser("status", help="how far the tenant's removal went")
+    status = sub.add_parser("status", help="how far the tenant's removal went", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for command in (users, remove, status):
         command.add_argument("--tenant", required=True, type=tenant_name, help="the tenant")
         command.add_argument("--data-dir", default=argparse.SUPPRESS, help="the service's data folder (as `tenants --data-dir`)")

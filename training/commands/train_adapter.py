@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("adapter", help="train one user's LoRA adapter (DPO) and store it in the adapter registry")
+    p = sub.add_parser("adapter", help="train one user's LoRA adapter (DPO) and store it in the adapter registry", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--user", required=True, type=user_id, help="the end user whose comparisons train the adapter (the API's `user`)")
     p.add_argument("--tenant", default="default", type=tenant_name, help="the user's tenant, as in the service (default %(default)s)")
     p.add_argument("--data", default=None, help="preference JSONL/Parquet file holding the user's comparisons (rows without `user_id`, as in a TRL dataset, are --user's)")

@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("fspo", help="FSPO: train a policy to act as any user's reward model from a few shots")
+    p = sub.add_parser("fspo", help="FSPO: train a policy to act as any user's reward model from a few shots", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--population", default="persona", choices=["persona", "ukp", "file"],
                    help="the users trained on: a synthetic persona population, the UKP annotators, or a preference file (--data); default %(default)s")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of (opposed) groups, 2 to 64 (default 2)")

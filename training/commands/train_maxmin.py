@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("maxmin", help="LoRA policy by DPO on MaxMin-ranked (or single-reward-ranked) comparisons")
+    p = sub.add_parser("maxmin", help="LoRA policy by DPO on MaxMin-ranked (or single-reward-ranked) comparisons", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", required=True, help="ranked comparisons (JSONL or Parquet)")
     p.add_argument("--objective", default="maxmin", choices=["maxmin", "single"], help="the reward that ranked the pairs (recorded)")
     p.add_argument("--heads", type=number(int, minimum=1), default=None,
