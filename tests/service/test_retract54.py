@@ -1,0 +1,94 @@
+"""A user takes back one answer (a misclicked pick) without deleting themselves:
+DELETE /v1/users/{user_id}/preferences/{pref_id} over HTTP, on the real app and a real LanceDB in a temp folder.
+The row leaves the store, its files and the feedback log's files; the user's model moves back to what it was
+before the misclick; another user's or tenant's id, and a retraction sent again, are 404s."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tests.files import files_holding
+
+MISCLICK = "Ocelot-fricassee-53q1"  # the misclicked answer's marker: in no other text
+
+
+def give_rule(client, user: str, n: int = 5) -> list[str]:
+    """`n` comparisons in which `user` picks a short plain answer over a long listed one; their pref_ids."""
+    ids = []
+    for i in range(n):
+        r = client.post("/v1/feedback", json={
+            "type": "comparison", "user": user, "prompt": f"A tip on topic {i}?", "chosen": f"Keep it short, {i}.",
+            "rejected": f"Consider these points on topic {i}:\n- one\n- two\n- three\n- and a long story besides."})
+        assert r.status_code == 201, r.text
+        ids += r.json()["stored"]
+    return ids
+
+
+def misclick(client, user: str) -> str:
+    """One comparison against the rule (the long listed answer picked), with a marker; its pref_id."""
+    r = client.post("/v1/feedback", json={
+        "type": "comparison", "user": user, "prompt": f"A tip on cooking? {MISCLICK}", "chosen":
+        f"Consider these points on cooking:\n- one\n- two\n- three\n- and a long story besides. {MISCLICK}",
+        "rejected": "Salt the water.", "attributes": {"oops": "yes"}})
+    assert r.status_code == 201, r.text
+    return r.json()["stored"][0]
+
+
+def model_of(profile: dict) -> np.ndarray:
+    """The user's fitted model as numbers: PAL's logits and the residual's feature weights (posterior means)."""
+    features = profile["user_model"]["features"]
+    return np.array(profile["pal"]["logits"] + [features[name]["weight"] for name in sorted(features)])
+
+
+def test_a_misclick_taken_back_leaves_the_store_and_the_model_moves_back(serve):
+    data, server, svc = serve()
+    with server, svc.client("acme") as acme, svc.client("globex") as globex:
+        give_rule(acme, "ria")
+        before = acme.get("/v1/users/ria").json()
+        oops = misclick(acme, "ria")
+        wrong = acme.get("/v1/users/ria").json()
+        assert wrong["counts"]["preferences"] == 6 and wrong["attributes"] == {"oops": "yes"}
+        assert not np.allclose(model_of(wrong), model_of(before), atol=1e-4)  # the misclick moved the model
+        give_rule(acme, "ben", 2)
+        give_rule(globex, "ria", 2)  # another tenant's user of the same id
+
+        # another user's or tenant's request for that id: 404, nothing of ria's touched
+        assert acme.delete(f"/v1/users/ben/preferences/{oops}").status_code == 404
+        assert globex.delete(f"/v1/users/ria/preferences/{oops}").status_code == 404
+        assert acme.get("/v1/users/ria").json()["counts"]["preferences"] == 6
+
+        r = acme.delete(f"/v1/users/ria/preferences/{oops}")
+        assert r.status_code == 200, r.text
+        assert r.json() == {"user": "ria", "retracted": oops, "adapter_dropped": False, "warnings": []}
+        after = acme.get("/v1/users/ria").json()
+        assert after["counts"]["preferences"] == 5 and after["user_model"]["comparisons"] == 5
+        assert after["attributes"] == {}  # the label only the misclick carried went with it
+        np.testing.assert_allclose(model_of(after), model_of(before), atol=1e-4)  # back to the rule alone
+        page = acme.get("/v1/users/ria/preferences").json()
+        assert page["total"] == 5 and oops not in [row["pref_id"] for row in page["data"]]
+        for form in ("all", "preferences"):
+            assert MISCLICK not in acme.get(f"/v1/users/ria/export?format={form}").text
+        assert acme.delete(f"/v1/users/ria/preferences/{oops}").status_code == 404  # sent again: done already
+        # the others' rows are as they were
+        assert acme.get("/v1/users/ben").json()["counts"]["preferences"] == 2
+        assert globex.get("/v1/users/ria").json()["counts"]["preferences"] == 2
+        r = acme.delete("/v1/users/ria/preferences/" + "x" * 129)  # no id a row can carry
+        assert r.status_code == 400 and "`pref_id`" in r.text, r.text
+    # no file of the data folder holds it: the table's files purged, the feedback log's segments rewritten
+    assert files_holding(data, MISCLICK) == []
+
+
+def test_a_retracted_row_stays_gone_after_a_restart(serve):
+    """The feedback log kept the misclick's record, already moved into the table, in its segment file: a start
+    replayed it, found the table no longer held it, and moved it in again."""
+    data, server, svc = serve()
+    with server, svc.client("acme") as acme:
+        give_rule(acme, "ria", 2)
+        oops = misclick(acme, "ria")
+        assert acme.delete(f"/v1/users/ria/preferences/{oops}").status_code == 200
+    data, server, svc = serve()
+    with server, svc.client("acme") as acme:
+        page = acme.get("/v1/users/ria/preferences").json()
+        assert page["total"] == 2 and oops not in [row["pref_id"] for row in page["data"]]
+        assert acme.get("/v1/users/ria").json()["counts"]["preferences"] == 2
+
