@@ -45,10 +45,13 @@ def test_a_misclick_taken_back_leaves_the_store_and_the_model_moves_back(serve):
     with server, svc.client("acme") as acme, svc.client("globex") as globex:
         give_rule(acme, "ria")
         before = acme.get("/v1/users/ria").json()
+        score = {"user": "ria", "prompt": "A tip on knots?", "responses": ["Tie a bowline.", "Consider these points on knots:\n- one\n- two\n- three"]}
+        scored = acme.post("/v1/rewards/score", json=score).json()["scores"]
         oops = misclick(acme, "ria")
         wrong = acme.get("/v1/users/ria").json()
         assert wrong["counts"]["preferences"] == 6 and wrong["attributes"] == {"oops": "yes"}
         assert not np.allclose(model_of(wrong), model_of(before), atol=1e-4)  # the misclick moved the model
+        assert not np.allclose(acme.post("/v1/rewards/score", json=score).json()["scores"], scored, atol=1e-4)  # and its scores
         give_rule(acme, "ben", 2)
         give_rule(globex, "ria", 2)  # another tenant's user of the same id
 
@@ -64,6 +67,7 @@ def test_a_misclick_taken_back_leaves_the_store_and_the_model_moves_back(serve):
         assert after["counts"]["preferences"] == 5 and after["user_model"]["comparisons"] == 5
         assert after["attributes"] == {}  # the label only the misclick carried went with it
         np.testing.assert_allclose(model_of(after), model_of(before), atol=1e-4)  # back to the rule alone
+        np.testing.assert_allclose(acme.post("/v1/rewards/score", json=score).json()["scores"], scored, atol=1e-4)  # ranked so
         page = acme.get("/v1/users/ria/preferences").json()
         assert page["total"] == 5 and oops not in [row["pref_id"] for row in page["data"]]
         for form in ("all", "preferences"):
@@ -92,3 +96,34 @@ def test_a_retracted_row_stays_gone_after_a_restart(serve):
         assert page["total"] == 2 and oops not in [row["pref_id"] for row in page["data"]]
         assert acme.get("/v1/users/ria").json()["counts"]["preferences"] == 2
 
+
+
+def test_an_adapter_that_may_hold_the_misclick_is_no_longer_served(serve, tiny_generator_dir, tmp_path):
+    """An adapter made or received after the misclick reached the service may have been trained on it: it stops
+    being served (the user's chats get no adapter of theirs) until their next adapter job; one made before stays."""
+    from pluralign.policy.adapters import adapter_name
+    from service.users.services import register_adapter
+    from tests.service.test_service_adapters import random_adapter
+
+    _, server, svc = serve()
+    rt, base = svc.runtime, tiny_generator_dir.name
+    chat = {"model": "pluralign", "messages": [{"role": "user", "content": "Colour?"}], "max_tokens": 2}
+    with server, svc.client("acme") as acme:
+        give_rule(acme, "ria", 2)
+        give_rule(acme, "ben", 2)
+        register_adapter(rt, "acme", "ben", random_adapter(tiny_generator_dir, tmp_path / "older", base, "user", 1))
+        oops_ben = misclick(acme, "ben")  # after ben's adapter was made: it cannot hold it
+        oops = misclick(acme, "ria")
+        register_adapter(rt, "acme", "ria", random_adapter(tiny_generator_dir, tmp_path / "newer", base, "user", 2))
+        assert acme.post("/v1/chat/completions", json={**chat, "user": "ria"}).json()["pluralign"]["adapter"] == adapter_name("acme", "ria")
+
+        r = acme.delete(f"/v1/users/ria/preferences/{oops}")
+        assert r.status_code == 200 and r.json()["adapter_dropped"] is True, r.text
+        assert acme.get("/v1/users/ria").json()["adapter"] is None
+        assert not rt.adapters.registry.folder("acme", "ria").exists()
+        assert acme.post("/v1/chat/completions", json={**chat, "user": "ria"}).json()["pluralign"]["adapter"] != adapter_name("acme", "ria")
+
+        r = acme.delete(f"/v1/users/ben/preferences/{oops_ben}")
+        assert r.status_code == 200 and r.json()["adapter_dropped"] is False, r.text
+        assert acme.get("/v1/users/ben").json()["adapter"] == adapter_name("acme", "ben")
+        assert acme.post("/v1/chat/completions", json={**chat, "user": "ben"}).json()["pluralign"]["adapter"] == adapter_name("acme", "ben")
