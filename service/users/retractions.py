@@ -9,16 +9,19 @@ either done or not, and sent again finishes it:
    come back;
 2. the vectors of the row's texts that none of the user's other rows holds, from the embedding caches the jobs fill
    (`service.users.services._forget_texts`, as a DELETE forgets a user's);
-3. the user's adapter when it may have been trained on the row (made or received here after the row was): no longer
-   served (their chats generate with the fallback) until their next adapter job promotes a new one;
+3. the user's adapter jobs queued since the row arrived, whose snapshots may hold it, stopped with their files and
+   snapshots (`Runtime.retract_hooks`: the admin area's `forget_adapter_jobs_since`); the user's adapter when it may
+   have been trained on the row (made or received here after the row was): no longer served (their chats generate
+   with the fallback) until their next adapter job promotes a new one;
 4. the row itself, every copy, from the preferences table, which is purged so no file of the store keeps it
    (`Store.delete_preference`). This is the step that makes the retraction done: sent again, it is a 404;
 5. the user's model: fitted again on what stays, their attributes drawn again from the rows that stay (a stop before
    this is mended by the next read, which finds the count of rows changed and refits: `user_weights`); the tenant's
    cached pooled prior and prototype descriptions, which may have used the user's old fit or quoted the row, go.
 
-Not done here: the user's adapter jobs queued or running and their snapshots, and population snapshots and PAL/EM
-artifacts trained on the row, keep it until the next job of their kind (docs/api.md, "Retracting one answer")."""
+Not done here: population snapshots and PAL/EM artifacts trained on the row keep it until the next population job
+(docs/api.md, "Taking back one answer"); with replicas, a copy of the row still waiting in another replica's feedback
+log is not seen (a 404 until it is moved in)."""
 
 from __future__ import annotations
 
@@ -68,6 +71,8 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
                 others.remove(t)
         warnings = [f"the vectors of its texts stay in {name}, which could not be looked into or rewritten (the operator's "
                     "log says why; /health shows it)" for name in _forget_texts(rt, texts_only_in(row, others))]
+        for hook in list(rt.retract_hooks):  # their adapter jobs that may train on it stop first
+            hook(tenant, user_id, row.received())
         dropped = _drop_adapter(rt, tenant, user_id, row.received())
         rt.store.delete_preference(tenant, user_id, pref_id)
         if (record := rt.store.get_user(tenant, user_id)) is not None:

@@ -100,15 +100,17 @@ def test_a_retracted_row_stays_gone_after_a_restart(serve):
 
 def test_an_adapter_that_may_hold_the_misclick_is_no_longer_served(serve, tiny_generator_dir, tmp_path):
     """An adapter made or received after the misclick reached the service may have been trained on it: it stops
-    being served (the user's chats get no adapter of theirs) until their next adapter job; one made before stays."""
+    being served (the user's chats get no adapter of theirs) until their next adapter job; one made before stays. An
+    adapter job queued since, whose snapshot holds it, is stopped and its files removed."""
     from pluralign.policy.adapters import adapter_name
+    from service.admin.controllers import ADMIN_HANDLERS
     from service.users.services import register_adapter
     from tests.service.test_service_adapters import random_adapter
 
-    _, server, svc = serve()
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
     rt, base = svc.runtime, tiny_generator_dir.name
     chat = {"model": "pluralign", "messages": [{"role": "user", "content": "Colour?"}], "max_tokens": 2}
-    with server, svc.client("acme") as acme:
+    with server, svc.client("acme") as acme, svc.client("admin") as admin:
         give_rule(acme, "ria", 2)
         give_rule(acme, "ben", 2)
         register_adapter(rt, "acme", "ben", random_adapter(tiny_generator_dir, tmp_path / "older", base, "user", 1))
@@ -116,9 +118,14 @@ def test_an_adapter_that_may_hold_the_misclick_is_no_longer_served(serve, tiny_g
         oops = misclick(acme, "ria")
         register_adapter(rt, "acme", "ria", random_adapter(tiny_generator_dir, tmp_path / "newer", base, "user", 2))
         assert acme.post("/v1/chat/completions", json={**chat, "user": "ria"}).json()["pluralign"]["adapter"] == adapter_name("acme", "ria")
+        job = admin.post("/admin/jobs", json={"kind": "adapter", "params": {"tenant": "acme", "user": "ria", "steps": 1}})
+        assert job.status_code == 201, job.text  # its snapshot holds the misclick: it would promote an adapter trained on it
+        assert files_holding(data / "jobs", MISCLICK)
 
         r = acme.delete(f"/v1/users/ria/preferences/{oops}")
         assert r.status_code == 200 and r.json()["adapter_dropped"] is True, r.text
+        assert admin.get(f"/admin/jobs/{job.json()['id']}").status_code == 404  # stopped, its files gone
+        assert files_holding(data / "jobs", MISCLICK) == []
         assert acme.get("/v1/users/ria").json()["adapter"] is None
         assert not rt.adapters.registry.folder("acme", "ria").exists()
         assert acme.post("/v1/chat/completions", json={**chat, "user": "ria"}).json()["pluralign"]["adapter"] != adapter_name("acme", "ria")
@@ -127,3 +134,4 @@ def test_an_adapter_that_may_hold_the_misclick_is_no_longer_served(serve, tiny_g
         assert r.status_code == 200 and r.json()["adapter_dropped"] is False, r.text
         assert acme.get("/v1/users/ben").json()["adapter"] == adapter_name("acme", "ben")
         assert acme.post("/v1/chat/completions", json={**chat, "user": "ben"}).json()["pluralign"]["adapter"] == adapter_name("acme", "ben")
+    assert files_holding(data, MISCLICK) == []  # both misclicks, wherever they were
