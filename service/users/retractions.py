@@ -31,6 +31,7 @@ import time
 import msgspec
 
 from pluralign.store import StoredPreference
+from pluralign.store.failures import StoreUnavailable
 from service.runtime import Runtime
 from service.users.services import _forget_texts, _refit, flush_for_read
 
@@ -74,11 +75,16 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
         for hook in list(rt.retract_hooks):  # their adapter jobs that may train on it stop first
             hook(tenant, user_id, row.received())
         dropped = _drop_adapter(rt, tenant, user_id, row.received())
-        rt.store.delete_preference(tenant, user_id, pref_id)
-        if (record := rt.store.get_user(tenant, user_id)) is not None:
-            rt.store.put_user(msgspec.structs.replace(record, attributes={}))  # drawn again from the rows that stay
-        _refit(rt, tenant, user_id, None, unsaved_ok=True)
-        rt.forget_pooled(tenant)
+        rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
+        try:
+            if (record := rt.store.get_user(tenant, user_id)) is not None:
+                rt.store.put_user(msgspec.structs.replace(record, attributes={}))  # drawn again from the rows that stay
+            _refit(rt, tenant, user_id, None, unsaved_ok=True)
+        except StoreUnavailable as exc:  # the next read finds the count of rows changed and fits again
+            log.error("a retraction of a user of tenant %s could not store their fit without the row: %s", tenant, exc)
+            warnings.append(f"their model could not be stored without it now ({exc.public}): it is fitted again at their next read")
+        finally:
+            rt.forget_pooled(tenant)
     if dropped:
         rt.adapters.forget(tenant, user_id)  # waits for their chats generating with it: outside the turn, as a DELETE
     return Retracted(user=user_id, retracted=pref_id, adapter_dropped=dropped, warnings=warnings)
