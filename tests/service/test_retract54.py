@@ -135,3 +135,36 @@ def test_an_adapter_that_may_hold_the_misclick_is_no_longer_served(serve, tiny_g
         assert acme.get("/v1/users/ben").json()["adapter"] == adapter_name("acme", "ben")
         assert acme.post("/v1/chat/completions", json={**chat, "user": "ben"}).json()["pluralign"]["adapter"] == adapter_name("acme", "ben")
     assert files_holding(data, MISCLICK) == []  # both misclicks, wherever they were
+
+
+def test_a_retraction_stopped_part_way_is_done_or_not(serve, monkeypatch):
+    """Stopped before the row's removal from the store (that step failing): nothing is taken back, and sent again it
+    is done. Stopped after it (the refit failing, as a kill there): it is done, a 404 when sent again, and the next
+    read fits the user without the row."""
+    from pluralign.store.failures import StoreUnavailable
+    from service.users import retractions
+
+    _, server, svc = serve()
+    store = svc.runtime.store
+    with server, svc.client("acme") as acme:
+        give_rule(acme, "ria", 3)
+        before = acme.get("/v1/users/ria").json()
+        oops = misclick(acme, "ria")
+        assert acme.get("/v1/users/ria").json()["counts"]["preferences"] == 4
+
+        def full(*args):
+            raise StoreUnavailable("table `preferences`", "lancedb", "written", "full", "No space left on device", 28)
+
+        with monkeypatch.context() as m:
+            m.setattr(store, "delete_preference", full)
+            r = acme.delete(f"/v1/users/ria/preferences/{oops}")
+        assert r.status_code == 507 and "nothing this request sent" in r.text, r.text
+        assert acme.get("/v1/users/ria").json()["counts"]["preferences"] == 4  # not taken back
+
+        with monkeypatch.context() as m:
+            m.setattr(retractions, "_refit", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("killed here")))
+            assert acme.delete(f"/v1/users/ria/preferences/{oops}").status_code == 500
+        assert acme.delete(f"/v1/users/ria/preferences/{oops}").status_code == 404  # done
+        after = acme.get("/v1/users/ria").json()
+        assert after["counts"]["preferences"] == 3 and after["user_model"]["comparisons"] == 3
+        np.testing.assert_allclose(model_of(after), model_of(before), atol=1e-4)
