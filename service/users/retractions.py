@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 import msgspec
 
@@ -46,10 +47,13 @@ class Retracted(msgspec.Struct):
     warnings: list[str] = []  # what could not be cleaned (an embedding cache): [] when all was
 
 
-def texts_only_in(row: StoredPreference, others: list[str]) -> list[str]:
-    """The texts of `row` (prompt, chosen, rejected) that none of `others` (the texts of the user's other rows) is."""
-    kept = set(others)
-    return [t for t in dict.fromkeys((row.prompt, row.chosen, row.rejected)) if t and t not in kept]
+def texts_only_in(row: StoredPreference, theirs: list[str]) -> list[str]:
+    """The texts of `row` (prompt, chosen, rejected) that no other of the user's rows holds: `theirs` is every text of
+    every row of theirs, `row`'s included (`Store.texts_of`)."""
+    own = [t for t in (row.prompt, row.chosen, row.rejected) if t]
+    held = Counter(theirs)
+    held.subtract(own)
+    return [t for t in dict.fromkeys(own) if held[t] <= 0]
 
 
 def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted | None:
@@ -66,12 +70,9 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
         if row is None:
             return None
         rt.ingest.log.drop_moved(tenant, user_id)
-        others = [t for t in rt.store.texts_of(tenant, [user_id])]
-        for t in (row.prompt, row.chosen, row.rejected):  # the row's own texts, once each, are not "others"
-            if t and t in others:
-                others.remove(t)
+        only = texts_only_in(row, rt.store.texts_of(tenant, [user_id]))
         warnings = [f"the vectors of its texts stay in {name}, which could not be looked into or rewritten (the operator's "
-                    "log says why; /health shows it)" for name in _forget_texts(rt, texts_only_in(row, others))]
+                    "log says why; /health shows it)" for name in _forget_texts(rt, only)]
         for hook in list(rt.retract_hooks):  # their adapter jobs that may train on it stop first
             hook(tenant, user_id, row.received())
         dropped = _drop_adapter(rt, tenant, user_id, row.received())

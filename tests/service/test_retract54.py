@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from pluralign.embed.cache import EmbeddingCache, default_cache_path, text_key
 from tests.files import files_holding
 
 MISCLICK = "Ocelot-fricassee-53q1"  # the misclicked answer's marker: in no other text
+SHARED = "Keep it short, 0."  # the misclick's rejected answer, which a row of the rule (`give_rule`) holds too
 
 
 def give_rule(client, user: str, n: int = 5) -> list[str]:
@@ -29,7 +31,7 @@ def misclick(client, user: str) -> str:
     r = client.post("/v1/feedback", json={
         "type": "comparison", "user": user, "prompt": f"A tip on cooking? {MISCLICK}", "chosen":
         f"Consider these points on cooking:\n- one\n- two\n- three\n- and a long story besides. {MISCLICK}",
-        "rejected": "Salt the water.", "attributes": {"oops": "yes"}})
+        "rejected": SHARED, "attributes": {"oops": "yes"}})
     assert r.status_code == 201, r.text
     return r.json()["stored"][0]
 
@@ -60,9 +62,16 @@ def test_a_misclick_taken_back_leaves_the_store_and_the_model_moves_back(serve):
         assert globex.delete(f"/v1/users/ria/preferences/{oops}").status_code == 404
         assert acme.get("/v1/users/ria").json()["counts"]["preferences"] == 6
 
+        # the jobs' embedding cache holds the vectors of its texts (as a PAL job leaves them)
+        row = next(row for row in acme.get("/v1/users/ria/preferences").json()["data"] if row["pref_id"] == oops)
+        cache = EmbeddingCache(default_cache_path())
+        texts = [row["prompt"], row["chosen"], SHARED]
+        cache.put("enc", [text_key(t) for t in texts], np.ones((3, 4), np.float32))
+
         r = acme.delete(f"/v1/users/ria/preferences/{oops}")
         assert r.status_code == 200, r.text
         assert r.json() == {"user": "ria", "retracted": oops, "adapter_dropped": False, "warnings": []}
+        assert set(cache.get("enc", [text_key(t) for t in texts])) == {text_key(SHARED)}  # another row of hers holds it
         after = acme.get("/v1/users/ria").json()
         assert after["counts"]["preferences"] == 5 and after["user_model"]["comparisons"] == 5
         assert after["attributes"] == {}  # the label only the misclick carried went with it
