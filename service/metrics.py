@@ -57,6 +57,8 @@ DECLARED_COUNTERS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "pluralign_chat_replayed_total": ("chats sent again with an Idempotency-Key already answered: the first answer given, "
                                       "nothing generated", {}),
     "pluralign_users_deleted_total": ("users deleted", {}),
+    "pluralign_preferences_retracted_total": ("stored preferences taken back by their users "
+                                              "(DELETE /v1/users/{user_id}/preferences/{pref_id})", {}),
     "pluralign_compactions_total": ("background table compactions", {}),
     "pluralign_population_swaps_total": ("population reward models swapped in while serving", {}),
     "pluralign_deletions_applied_total": ("other replicas' user deletions applied to this replica's files", {}),

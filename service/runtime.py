@@ -434,6 +434,10 @@ class Runtime:
     # called with a deleted user's texts just before their vectors leave the embedding cache (the admin
     # area: the jobs running then may have read them and embed them after it, so they go again once each ends)
     vector_hooks: list[Callable[[list[str]], None]] = field(default_factory=list)
+    # called with (tenant, user_id, since) by a retraction of one row of the user received at `since` (unix seconds),
+    # under their lock, before the row leaves the store; each stops and removes what was made from their rows since
+    # then and returns how many files went (the admin area: their adapter jobs and snapshots, `service.users.retractions`)
+    retract_hooks: list[Callable[[str, str, float], int]] = field(default_factory=list)
     # with several replicas: other replicas' DELETEs applied to this one's files (built in __post_init__)
     deletion_sweep: DeletionSweep | None = None
     # with several replicas: a new population model put into the shared `pal_path` served once it settles (`service.pal_dir`)

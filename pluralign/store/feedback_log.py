@@ -883,6 +883,35 @@ class FeedbackLog:
                 self._unnote_forgotten(held)
             return rows
 
+    def drop_moved(self, tenant: str, user_id: str) -> int:
+        """Rewrite every segment that holds a record of the user with only its pending records (every user's), so that
+        none of the user's records already moved into the table stays in this folder; their pending ones stay, as
+        everyone's do. For a retraction of one stored row (`service.users.services.retract`), before the row leaves the
+        table: a moved record left in its segment is replayed at the next open, and a record the table no longer holds
+        whole is moved again (`Ingestor._drop_already_moved`): the retracted row would come back. Returns how many
+        segments were rewritten. Raises StoreUnavailable naming the log when one cannot be (no room), the files as
+        they were (each is replaced whole)."""
+        key = (tenant, user_id)
+        try:
+            with self._io, self._cv:
+                touched = sorted(s for s, info in self._segments.items() if key in info.users)
+                if not touched:
+                    return 0
+                if self._current in touched and self._fd is not None:  # a fresh segment for what is written from now on
+                    old_fd = self._fd
+                    self._open(self._current + 1)  # raises with the old one still open when it cannot
+                    os.close(old_fd)
+                    self._current += 1
+                for segment in touched:
+                    self._rewrite(segment)
+                fsync_dir(self.folder)
+                return len(touched)
+        except OSError as exc:
+            failure = unavailable(exc, "the feedback log", str(self.folder), "written")
+            if failure is None:
+                raise
+            raise failure from exc
+
     def _rewrite(self, segment: int) -> None:
         """`segment`'s file written again with only its pending records (removed when none is). Raises OSError (no room)
         with the file as it was. Under `_io` and `_cv`."""

@@ -1777,6 +1777,16 @@ class Store:
         return [self._preference(row, tenant, user_id) for row in self._rows("preferences", owner_filter(tenant, user_id), columns)]
 
     @_uses("preferences", "read")
+    def stored_row(self, tenant: str, user_id: str, pref_id: str) -> StoredPreference | None:
+        """The user's preference row `pref_id` (text, labels and times; no vectors) as the table holds it, None when
+        the user holds none under that id: one read by the BITMAP indexes, not through the histories cache. Of two
+        copies (`held_twice`) the one received first."""
+        columns = self._present("preferences", ["pref_id", "kind", "received_at", *SAME_ROW_FIELDS])
+        rows = [self._preference(row, tenant, user_id) for row in
+                self._rows("preferences", f"{owner_filter(tenant, user_id)} AND pref_id = {quote(pref_id)}", columns)]
+        return min(rows, key=StoredPreference.received, default=None)
+
+    @_uses("preferences", "read")
     def preference_owners(self) -> list[tuple[str, str]]:
         """Every (tenant, user_id) the preferences table holds rows of: one read of those two columns of every row
         (a one-time pass: `PrefIdClaims.sweep_stored`)."""
@@ -2304,6 +2314,32 @@ class Store:
             self._retried(delete_rows)
             self._purge_tables([name for name, n in found.items() if n])
         return sum(n for name, n in found.items() if name != "users")
+
+    def delete_preference(self, tenant: str, user_id: str, pref_id: str) -> int:
+        """Delete the user's preference row `pref_id` (every copy of it: two replicas' race can store one id twice,
+        `held_twice`), then purge the table as `delete_user` does, so that no file of the store holds it when this
+        returns (with replicas, the old versions go once the caller's turn ends: `_purge_tables`). Their other rows,
+        their users row and other tables are untouched; the user's cached history is dropped. Called in a caller's
+        turn (`maintenance()`), as `delete_users`. Returns how many rows went: 0 when the user holds no such row
+        (another user's or tenant's id, or one deleted already), and then nothing is written."""
+        where = f"{owner_filter(tenant, user_id)} AND pref_id = {quote(pref_id)}"
+        found: list[int] = [0]
+        with self._maintenance():
+            def delete_rows() -> None:
+                with self._lock, self.histories.writing([(tenant, user_id)]):  # no load of the history lands meanwhile
+                    self._deletes_on_newest()
+                    with self._on("preferences", "read"):
+                        found[0] = self.preferences.count_rows(where)
+                    if found[0]:
+                        self._mark(["preferences"])
+                        with self._on("preferences", "written"):
+                            self.preferences.delete(where)
+                    self.histories.invalidate([(tenant, user_id)])
+
+            self._retried(delete_rows)
+            if found[0]:
+                self._purge_tables(["preferences"])
+        return found[0]
 
     def _purge_tables(self, names: list[str]) -> None:
         """`_purge` each named table, then remove their old versions (the caller holds the maintenance

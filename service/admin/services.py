@@ -309,6 +309,7 @@ class Admin:
         rt.delete_hooks.append(self.forget_jobs)
         rt.population_hooks.append(self.forget_in_population)
         rt.vector_hooks.append(self.forget_vectors_at_exit)
+        rt.retract_hooks.append(self.forget_adapter_jobs_since)
         self._lock = threading.Lock()
         self._exit_lock = threading.Lock()  # orders the FORGET_AT_EXIT files' writes against their jobs' exits
         self._population_submit = threading.Lock()  # two population submissions cannot both pass the quota
@@ -970,6 +971,25 @@ class Admin:
             served = self.runner.promotions.served(key)
             if served is not None and forget.made_at(served.promoted_at)(key.removeprefix("adapter/")):
                 self.runner.promotions.forget(key)
+        return removed
+
+    def forget_adapter_jobs_since(self, tenant: str, user: str, since: float) -> int:
+        """For a retraction of one of the user's rows received at `since` (unix seconds; a `Runtime.retract_hooks`
+        entry, under the user's lock): their adapter jobs queued at or after it, whose snapshots may hold that row, are
+        stopped and every file of theirs removed (a promotion after this finds the job gone: `put_into_service`), and
+        so are their snapshots taken since (one of a job not queued, a killed write's temporary file). Jobs and
+        snapshots from before the row arrived cannot hold it and stay. Returns how many files went."""
+        removed = 0
+        for job in self.runner.store.of_user(f"{tenant}/{user}"):
+            if getattr(job, "kind", None) == "adapter" and job.created_at >= since:
+                removed += sum(1 for p in self._job_files(job) if p.is_file())
+                self.runner.purge(job.id)
+        folder = self.folder / "data" / tenant
+        for path in (folder.iterdir() if folder.is_dir() and folder.resolve() != self.population_folder.resolve() else ()):
+            named = snapshot_named(path)
+            if named is not None and named[0] == user and named[1] >= math.floor(since * 1000) / 1000:  # its name: whole ms
+                path.unlink(missing_ok=True)
+                removed += 1
         return removed
 
     def _job_files(self, job: Job | JobNamed) -> list[Path]:

@@ -23,7 +23,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.response import Response, Stream
 
-from pluralign.data.record import Base, time_unit
+from pluralign.data.record import Base, pref_id_problem, time_unit
 from pluralign.data.text import shorten
 from pluralign.embed.remote import RemoteTextsRefused
 from pluralign.policy.rerank import ranked_by, rerank
@@ -44,7 +44,7 @@ from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
 from service.strict import MAX_JSON_CONTAINERS, body_in_utf8, refuse_form_upload, too_many_containers
-from service.users import exports, services
+from service.users import exports, retractions, services
 from service.users.journal import DeleteNotRecorded
 
 log = logging.getLogger("pluralign.service")
@@ -612,6 +612,33 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
         raise NotFoundException(f"no user {user_id!r} in this tenant")
     rt.metrics.inc("pluralign_users_deleted_total", help="users deleted")
     return Deleted(user=user_id, deleted=counts, warnings=warnings)
+
+
+@delete("/v1/users/{user_id:str}/preferences/{pref_id:str}", status_code=200, responses=error_responses(404, 429, 503, 507),
+        summary="Take back one stored preference (a misclicked answer)")
+async def retract_preference(request: Request, user_id: FromPath[str], pref_id: FromPath[str]) -> retractions.Retracted:
+    """The row leaves the store and the feedback log's files, the user's model is fitted again without it, and their
+    adapter, when it may have been trained on it, is no longer served (`service.users.retractions`). 404 when the
+    user holds no row under that id (whether another user or tenant does is not told), also for one retracted already:
+    sending it again is a 404 once it was done. Runs on the DELETEs' threads, as the user's DELETE (429, 503 as it)."""
+    rt, tenant, user_id = _user(request, user_id)
+    if (problem := pref_id_problem(pref_id)) is not None:
+        raise bad_request("pref_id", problem)
+    try:
+        future = rt.deletes.submit(tenant, partial(retractions.retract, rt, tenant, user_id, pref_id))
+        done = await asyncio.shield(asyncio.wrap_future(future))
+    except Busy as exc:
+        raise TooManyRequestsException(detail=f"deletes are busy: {exc}", headers={"Retry-After": str(exc.retry_after)}) from None
+    except Stopping as exc:  # waiting when the service was told to stop: it never began
+        raise ServiceUnavailableException(detail=f"{exc}: nothing was retracted; send it again",
+                                          headers={"Retry-After": str(STOPPING_RETRY_AFTER)}) from None
+    except TimeoutError as exc:
+        raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
+                                          "send it again", headers={"Retry-After": "30"}) from None
+    if done is None:
+        raise NotFoundException(f"user {user_id!r} holds no preference {pref_id!r} in this tenant")
+    rt.metrics.inc("pluralign_preferences_retracted_total", help="stored preferences taken back by their users")
+    return done
 
 
 @post("/v1/rewards/score", sync_to_thread=True, status_code=200, responses=error_responses(413, 429, 503, 507), summary="Score responses with a user's reward")

@@ -158,7 +158,10 @@ class Reader:
         """What `export NAME=$(... | jq -r .field)` sets."""
         words = shlex.split(example.command)
         field = [w for w in words[words.index("jq") + 1 :] if not w.startswith("-")][0]
-        self.variables[example.assign] = json.loads(value)[field.strip(".")]
+        found = json.loads(value)
+        for name, index in re.findall(r"\.(\w+)|\[(\d+)\]", field):  # `.stored[0]`: a field, then an item of it
+            found = found[name] if name else found[int(index)]
+        self.variables[example.assign] = found
 
     def expand(self, word: str, where: str) -> str:
         def value(m):

@@ -1,0 +1,115 @@
+"""A user takes back one stored preference (a misclicked pick): DELETE /v1/users/{user_id}/preferences/{pref_id}.
+
+What goes, in this order, each step safe to do again, so a retraction stopped part way (its process killed) is
+either done or not, and sent again finishes it:
+
+1. the feedback log's files: every segment holding a record of the user is rewritten with only what is still pending
+   (`FeedbackLog.drop_moved`). Their rows were moved into the table first (`flush_for_read`); a moved record left in
+   its file is replayed at the next start, and one the table no longer holds whole is moved again, so the row would
+   come back;
+2. the vectors of the row's texts that none of the user's other rows holds, from the embedding caches the jobs fill
+   (`service.users.services._forget_texts`, as a DELETE forgets a user's);
+3. the user's adapter jobs queued since the row arrived, whose snapshots may hold it, stopped with their files and
+   snapshots (`Runtime.retract_hooks`: the admin area's `forget_adapter_jobs_since`); the user's adapter when it may
+   have been trained on the row (made or received here after the row was): no longer served (their chats generate
+   with the fallback) until their next adapter job promotes a new one;
+4. the row itself, every copy, from the preferences table, which is purged so no file of the store keeps it
+   (`Store.delete_preference`). This is the step that makes the retraction done: sent again, it is a 404;
+5. the user's model: fitted again on what stays, their attributes drawn again from the rows that stay (a stop before
+   this is mended by the next read, which finds the count of rows changed and refits: `user_weights`); the tenant's
+   cached pooled prior and prototype descriptions, which may have used the user's old fit or quoted the row, go.
+
+Not done here: population snapshots and PAL/EM artifacts trained on the row keep it until the next population job
+(docs/api.md, "Taking back one answer"); with replicas, a copy of the row still waiting in another replica's feedback
+log is not seen (a 404 until it is moved in)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+import msgspec
+
+from pluralign.store import StoredPreference
+from pluralign.store.failures import StoreUnavailable
+from service.runtime import Runtime
+from service.users.services import _forget_texts, _refit, flush_for_read
+
+log = logging.getLogger("pluralign.service")
+
+
+class Retracted(msgspec.Struct):
+    user: str
+    retracted: str  # the pref_id taken back
+    # the user's adapter, which may have been trained on it, is no longer served (until their next adapter job)
+    adapter_dropped: bool = False
+    warnings: list[str] = []  # what could not be cleaned (an embedding cache): [] when all was
+
+
+def texts_only_in(row: StoredPreference, theirs: list[str]) -> list[str]:
+    """The texts of `row` (prompt, chosen, rejected) that no other of the user's rows holds: `theirs` is every text of
+    every row of theirs, `row`'s included (`Store.texts_of`)."""
+    own = [t for t in (row.prompt, row.chosen, row.rejected) if t]
+    held = Counter(theirs)
+    held.subtract(own)
+    return [t for t in dict.fromkeys(own) if held[t] <= 0]
+
+
+def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted | None:
+    """Take back the user's stored preference `pref_id` (module docstring); None (a 404) when the user holds no row
+    under that id, whoever else may (another user's or tenant's id, one retracted already, or one still waiting in
+    another replica's feedback log). Runs on the DELETEs' threads (`Runtime.deletes`): it takes the store's maintenance
+    turn, then the user's lock, as a DELETE does. Raises the 503 of `flush_for_read` (an import's backlog of the
+    user's rows being stored), StoreUnavailable, and TimeoutError (the store's lease, with replicas)."""
+    flush_for_read(rt, tenant, user_id)  # their rows waiting in the log reach the table: the id is looked for there
+    with rt.store.maintenance(), rt.user_lock(tenant, user_id):
+        if rt.deletion_sweep is not None:  # with replicas: a row another replica moved in a moment ago
+            rt.store.refresh("preferences", "users")
+        row = rt.store.stored_row(tenant, user_id, pref_id)
+        if row is None:
+            return None
+        rt.ingest.log.drop_moved(tenant, user_id)
+        only = texts_only_in(row, rt.store.texts_of(tenant, [user_id]))
+        warnings = [f"the vectors of its texts stay in {name}, which could not be looked into or rewritten (the operator's "
+                    "log says why; /health shows it)" for name in _forget_texts(rt, only)]
+        for hook in list(rt.retract_hooks):  # their adapter jobs that may train on it stop first
+            hook(tenant, user_id, row.received())
+        dropped = _drop_adapter(rt, tenant, user_id, row.received())
+        rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
+        try:
+            if (record := rt.store.get_user(tenant, user_id)) is not None:
+                rt.store.put_user(msgspec.structs.replace(record, attributes={}))  # drawn again from the rows that stay
+            _refit(rt, tenant, user_id, None, unsaved_ok=True)
+        except StoreUnavailable as exc:  # the next read finds the count of rows changed and fits again
+            log.error("a retraction of a user of tenant %s could not store their fit without the row: %s", tenant, exc)
+            warnings.append(f"their model could not be stored without it now ({exc.public}): it is fitted again at their next read")
+        finally:
+            rt.forget_pooled(tenant)
+    if dropped:
+        rt.adapters.forget(tenant, user_id)  # waits for their chats generating with it: outside the turn, as a DELETE
+    return Retracted(user=user_id, retracted=pref_id, adapter_dropped=dropped, warnings=warnings)
+
+
+def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bool:
+    """Stop serving the user's adapter when it may have been trained on a row received at `received` (unix seconds):
+    made or received here at or after it, or its record unreadable. Its files go (`AdapterRegistry.delete`) and the
+    users row no longer names it; the pool drops it (`retire`; the caller's `forget` waits for their chats). An
+    adapter made before the row arrived stays. Returns whether one was dropped."""
+    registry = rt.adapters.registry
+    try:
+        meta = registry.meta(tenant, user_id)
+    except (OSError, ValueError):  # unreadable: not shown to be older than the row
+        meta = None
+    else:
+        if meta is not None and max(meta.created_at, meta.received()) < received:
+            return False
+    record = rt.store.get_user(tenant, user_id)
+    gone = registry.delete(tenant, user_id)
+    if record is not None and record.adapter is not None:
+        rt.store.put_user(msgspec.structs.replace(record, adapter=None, updated_at=time.time()))
+    if not gone and (record is None or record.adapter is None):
+        return False
+    rt.adapters.retire(tenant, user_id)
+    log.info("a retraction of a user of tenant %s stopped serving their adapter (it may have been trained on the row)", tenant)
+    return True
