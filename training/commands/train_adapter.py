@@ -22,12 +22,14 @@ import time
 from training.common import (
     SEED_HELP,
     StoreFolder,
+    check_store_uri,
     check_writable,
     number,
     print_json,
     read_preference_file,
     seed_number,
     store_folder,
+    store_options,
     tenant_name,
     user_id,
 )
@@ -52,7 +54,7 @@ def user_comparisons(args: argparse.Namespace, found: StoreFolder | None):
 
         encoder = make_encoder(args.encoder)
         # only reads: the service may be running on that store (its purges are its own)
-        store = Store(found.uri, encoder.encoder_id, encoder.dim, finish_purges=False)
+        store = Store(found.uri, encoder.encoder_id, encoder.dim, storage_options=store_options(found.uri), finish_purges=False)
         rows, _ = store.preferences_for(args.tenant, args.user)
         records = [
             Preference(user_id=args.user, prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie)
@@ -97,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from training.commands.train_fspo import load_base
 
     found = store_folder("--store", args.store) if args.store else None  # a data folder or its lancedb/: checked, not created
+    if found is not None:
+        check_store_uri("--store", found.uri)  # its settings, as `audit --store`'s: before any model loads
     # before any work: a bad environment is refused first
     registry = args.registry or default_registry(str(found.data_dir) if found and found.data_dir else None)
     # where the adapter goes and what it starts from, checked before the model loads and trains (minutes)
