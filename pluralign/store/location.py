@@ -100,3 +100,26 @@ def connect(uri: str, storage_options: Mapping[str, str] | None = None, read_con
     if storage_options and is_object_store(uri):
         kwargs["storage_options"] = dict(storage_options)
     return lancedb.connect(uri, **kwargs)
+
+
+def reach(uri: str, storage_options: Mapping[str, str] | None = None) -> None:
+    """Reach the object store at `uri` as `Store` opens it, cheaply and writing nothing: a connection, one listing of
+    its tables and, when it holds any, the latest version of one (its manifest; on `s3+ddb://`, the DynamoDB commit
+    table's row for it). Raises `pluralign.store.failures.StoreUnavailable` (the store cannot be "opened") when that
+    meets an object store's problem (`OBJECT_STORE_PROBLEMS`: down, refusing the keys, no bucket, wrong region, the
+    commit store), in the words `Store` would raise later; anything else (a damaged table) is left to `Store`, which
+    names the table. A folder or `memory://`: nothing done. For a start that loads models for tens of seconds before
+    it opens its store (`pluralign serve`, session ops54: a wrong bucket was told ~28 s after start)."""
+    if not is_object_store(uri):
+        return
+    from pluralign.store.failures import OBJECT_STORE_PROBLEMS, secrets_of, unavailable
+
+    try:
+        db = connect(uri, storage_options)
+        names = sorted(db.list_tables().tables)
+        if names:
+            db.open_table("preferences" if "preferences" in names else names[0])
+    except (OSError, RuntimeError, ValueError) as exc:
+        found = unavailable(exc, "the store", uri, "opened", secrets_of(storage_options))
+        if found is not None and found.problem in OBJECT_STORE_PROBLEMS:
+            raise found from None

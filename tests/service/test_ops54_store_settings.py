@@ -102,3 +102,83 @@ def test_audit_store_reaches_the_store_with_the_config_files_settings_as_serve_d
         assert store_options(uri) == Settings.load(store_uri=uri).storage_options  # serve's, for its PLURALIGN_STORE_URI
         monkeypatch.setenv("PLURALIGN_STORE_REGION", "us-east-2")  # a variable wins over the file, for commands as for serve
         assert store_options(uri)["aws_region"] == "us-east-2"
+
+
+STORE_MISTAKES = {  # what is wrong -> how the start's one line begins
+    "no such bucket": ("PLURALIGN_STORE_URI (setting store_uri): the store s3://no-such-bucket-54/start cannot be opened: "
+                       "its bucket does not exist"),
+    "endpoint down": "PLURALIGN_STORE_ENDPOINT (setting store_endpoint) = http://127.0.0.1:",
+    "wrong keys": ("PLURALIGN_STORE_ACCESS_KEY_ID and PLURALIGN_STORE_SECRET_ACCESS_KEY (settings store_access_key_id, "
+                   "store_secret_access_key): the store s3://pluralign-ops54c/start cannot be opened: the object store refused "
+                   "the credentials"),
+}
+
+
+def _seconds(*argv: str) -> float:
+    import subprocess
+    import sys
+
+    began = time.monotonic()
+    subprocess.run([sys.executable, *argv], check=True, capture_output=True, timeout=300)
+    return time.monotonic() - began
+
+
+@pytest.mark.slow  # a real `pluralign serve` per case on moto: ~3-12 s each, by the machine's load (`make test-object-store`)
+@pytest.mark.parametrize("wrong", STORE_MISTAKES)
+def test_serve_tells_a_store_mistake_before_it_loads_its_models(tmp_path, wrong):
+    """`pluralign serve` with the default models (SmolLM2 and MiniLM: the ~28 s of loading the brief measured) and a
+    store it cannot use: the one line naming the setting, exit 3, nothing made, within seconds: about what this machine
+    takes now to import lancedb (which any open of the store needs) and answer, not the models' load. Before: the store
+    was opened only once the models had loaded, so the same line came after them (66 s here at load 12, against 9.5 s
+    now; test_break28's start faults, on a tiny generator, took 10-20 s each)."""
+    from tests.s3 import FaultyProxy, _free_port
+    from tests.service.test_break25b_failed_start import last_line, serve, snapshot
+
+    with S3Server("pluralign-ops54c") as s3, FaultyProxy(s3.endpoint) as proxy:
+        env = s3.env("start")
+        if wrong == "no such bucket":
+            env["PLURALIGN_STORE_URI"] = "s3://no-such-bucket-54/start"
+        elif wrong == "endpoint down":
+            env["PLURALIGN_STORE_ENDPOINT"] = f"http://127.0.0.1:{_free_port()}"  # nothing listens: refused
+        else:
+            env["PLURALIGN_STORE_ENDPOINT"] = proxy.endpoint
+            proxy.fault = lambda method, path, headers: (403, "InvalidAccessKeyId")
+        lancedb_s = _seconds("-c", "import lancedb")  # the machine's pace now (2-3 s idle; 6-8 s at load 12)
+        data = tmp_path / "data"
+        began = time.monotonic()
+        result = serve(tmp_path, data, PLURALIGN_STORE_RETRIES="1", PLURALIGN_STORE_TIMEOUT_S="2", **env)
+        took = time.monotonic() - began
+    assert result.returncode == 3, result.stderr[-3000:]
+    line = last_line(result)
+    assert line.startswith(f"pluralign: error: {STORE_MISTAKES[wrong]}"), line
+    assert [x for x in result.stderr.strip().splitlines() if "warn" not in x.lower()] == [line], result.stderr[-3000:]
+    assert snapshot(data) is None  # no data folder made
+    # the interpreter, the settings, lancedb's import and the store's answer (a refused port: 2 tries within 2 s)
+    assert took < 3 * lancedb_s + 5, f"{took:.1f} s (lancedb's import: {lancedb_s:.1f} s): {result.stderr[-2000:]}"
+    print(f"{wrong}: {took:.1f} s (lancedb's import {lancedb_s:.1f} s)")
+
+
+@pytest.mark.slow  # moto's S3 and DynamoDB, a store made on them: ~5 s (`make test-object-store`)
+def test_reaching_an_s3_ddb_store_asks_its_commit_table_and_writes_nothing(monkeypatch):
+    """`reach` (what `serve` asks before its models load) on an `s3+ddb://` store that holds tables opens one, which asks
+    the DynamoDB commit table for its latest version: a table gone is told as `Store` tells it (`commit-store`), and a
+    store it can reach is left as it was (no object written)."""
+    from pluralign.store import Store
+    from pluralign.store.failures import StoreUnavailable
+    from pluralign.store.location import reach
+    from tests.service.test_ops53_store_settings import _commit_table
+
+    with S3Server("pluralign-ops54d") as s3:
+        monkeypatch.setenv("DYNAMODB_ENDPOINT", s3.endpoint)
+        _commit_table(s3.endpoint, "ops54-commits", make=True)
+        uri = "s3+ddb://pluralign-ops54d/ddb?ddbTableName=ops54-commits"
+        Store(uri, "enc", 4, storage_options=s3.options)
+        objects = lambda: sorted(o["Key"] for o in s3.client().list_objects_v2(Bucket=s3.bucket).get("Contents", []))  # noqa: E731
+        before = objects()
+        reach(uri, s3.options)
+        assert objects() == before
+        _commit_table(s3.endpoint, "ops54-commits", make=False)
+        with pytest.raises(StoreUnavailable) as caught:
+            reach(uri, {**s3.options, "client_max_retries": "0"})
+    assert (caught.value.problem, caught.value.action) == ("commit-store", "opened"), str(caught.value)
+    assert caught.value.detail.startswith("DynamoDB answered ResourceNotFoundException"), caught.value.detail
