@@ -302,6 +302,17 @@ class Settings(Base, frozen=True):
                            client_retry_timeout=str(max(1, math.ceil(self.store_timeout_s))))
         return {k: v for k, v in options.items() if v}
 
+    def store_environment(self) -> dict[str, str]:
+        """The variables a job's worker reaches `lancedb_uri` with as this process does, on this machine or a Ray node
+        (which has its own environment): these settings as `PLURALIGN_STORE_*` variables (set here by variable or by the
+        PLURALIGN_CONFIG file: the endpoint, region, allow_http, keys and request bounds), and the variables Lance reads of
+        this process's environment for what they leave out (`pluralign.store.location.LANCE_ENV`: `AWS_ALLOW_HTTP`,
+        `DYNAMODB_ENDPOINT`, the `AWS_*` keys and region)."""
+        from pluralign.store.location import store_environment
+
+        return {**store_environment(self.storage_options), "PLURALIGN_STORE_TIMEOUT_S": f"{self.store_timeout_s:g}",
+                "PLURALIGN_STORE_RETRIES": str(self.store_retries)}
+
     @property
     def keys_path(self) -> Path:
         return Path(self.keys_file) if self.keys_file else self.data_path / "api_keys.json"

@@ -73,6 +73,26 @@ def options_to_env(options: Mapping[str, str]) -> dict[str, str]:
     return {names[k]: v for k, v in options.items() if k in names and v}
 
 
+# The variables Lance reads of its process's environment for an object store where the storage options leave a setting
+# out: object_store's `AWS_*` (the endpoint, plain http, the region, static keys and their session token, the addressing
+# style) and the endpoint of its DynamoDB commit store (`DYNAMODB_ENDPOINT`, an `s3+ddb://` store's; no storage option
+# names it). A process on another machine (a Ray node) has that machine's environment, so a worker there is given this
+# process's (`store_environment`). Not a machine's own identity (`AWS_PROFILE`, `AWS_WEB_IDENTITY_TOKEN_FILE`,
+# `AWS_ROLE_ARN`, `AWS_CONTAINER_CREDENTIALS_*`): files and roles of this machine or pod, which a node keeps its own of.
+LANCE_ENV = ("AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "DYNAMODB_ENDPOINT")
+
+
+def store_environment(options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables with which a worker process, wherever it runs, reaches the store as a process of `options` and
+    `environ` (default `os.environ`) does: `options_to_env(options)`, and the `LANCE_ENV` variables set in `environ`
+    (empty ones left out). Until session ops54 a job's worker on a Ray node got the first only: it reached an
+    `s3+ddb://` store's commit table at the node's `DYNAMODB_ENDPOINT` (or AWS's), and an endpoint the service's
+    `AWS_ALLOW_HTTP` allowed was refused."""
+    environ = os.environ if environ is None else environ
+    return {**{name: environ[name] for name in LANCE_ENV if environ.get(name)}, **options_to_env(options)}
+
+
 def cache_session(cache_bytes: int):
     """A LanceDB session whose caches hold at most `cache_bytes`: three quarters for index pages, a
     quarter for table metadata (manifests, fragment and index descriptions). Lance's own default (6 GiB

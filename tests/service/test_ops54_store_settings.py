@@ -182,3 +182,27 @@ def test_reaching_an_s3_ddb_store_asks_its_commit_table_and_writes_nothing(monke
             reach(uri, {**s3.options, "client_max_retries": "0"})
     assert (caught.value.problem, caught.value.action) == ("commit-store", "opened"), str(caught.value)
     assert caught.value.detail.startswith("DynamoDB answered ResourceNotFoundException"), caught.value.detail
+
+
+def test_a_jobs_store_environment_carries_the_settings_and_the_variables_lance_reads_but_no_machines_identity(monkeypatch):
+    """What a job's worker is given (`Settings.store_environment`, `RunnerConfig.env`), wherever it runs: the store
+    settings as variables, request bounds included, and the service's own `AWS_ALLOW_HTTP`, `DYNAMODB_ENDPOINT`, keys
+    and region; not the pod's identity (a profile, a web-identity token file), which a Ray node has its own of."""
+    from pluralign.store.location import store_environment
+    from service.settings import Settings
+
+    environ = {"AWS_ALLOW_HTTP": "true", "DYNAMODB_ENDPOINT": "http://ddb:8000", "AWS_REGION": "eu-west-1",
+               "AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_PROFILE": "ops", "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/token",
+               "AWS_ROLE_ARN": "arn:aws:iam::1:role/pluralign", "HOME": "/root", "AWS_ENDPOINT": ""}
+    options = {"aws_endpoint": "http://minio:9000", "aws_region": "us-east-1", "timeout": "10000ms"}
+    assert store_environment(options, environ) == {
+        "AWS_ALLOW_HTTP": "true", "DYNAMODB_ENDPOINT": "http://ddb:8000", "AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIAENV",
+        "PLURALIGN_STORE_ENDPOINT": "http://minio:9000", "PLURALIGN_STORE_REGION": "us-east-1"}
+    for name in environ:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DYNAMODB_ENDPOINT", "http://ddb:8000")
+    settings = Settings.load({}, store_uri="s3+ddb://b/p?ddbTableName=t", store_endpoint="https://s3.example",
+                             store_timeout_s=2.5, store_retries=1, store_access_key_id="id", store_secret_access_key="secret")
+    assert settings.store_environment() == {
+        "DYNAMODB_ENDPOINT": "http://ddb:8000", "PLURALIGN_STORE_ENDPOINT": "https://s3.example", "PLURALIGN_STORE_ACCESS_KEY_ID": "id",
+        "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret", "PLURALIGN_STORE_TIMEOUT_S": "2.5", "PLURALIGN_STORE_RETRIES": "1"}
