@@ -4,7 +4,8 @@ storage options LanceDB needs to reach an object store (endpoint, region, creden
 The options are plain strings in Lance's own names (`aws_endpoint`, `aws_region`, `allow_http`,
 `aws_access_key_id`, `aws_secret_access_key`); options left out fall back to Lance's defaults, which
 read the standard `AWS_*` variables and the instance role. Worker processes (audit jobs) get the same
-options from `PLURALIGN_STORE_*` variables through `options_from_env`.
+options as `PLURALIGN_STORE_*` variables (`options_to_env`), with the variables Lance reads of the service's own
+environment (`LANCE_ENV`: `store_environment`), wherever they run; `reach` checks a store cheaply before a long start.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
     pluralign train adapter --user alice --data prefs.jsonl --from-fspo artifacts/fspo-persona --steps 40
     pluralign train adapter --user alice --tenant acme --store ./data   # the service's data dir (or ./data/lancedb): its LanceDB
                                                                         # comparisons in, its adapters folder out
+    pluralign train adapter --user alice --tenant acme --store s3://bucket/pluralign   # PLURALIGN_STORE_* settings, as serve's
 
 Starting from an FSPO adapter keeps its few-shot format: each training pair is shown after the
 same number of the user's own comparisons that FSPO was trained with. A fifth of the user's
@@ -171,7 +172,8 @@ def register(sub) -> None:
     p.add_argument("--user", required=True, type=user_id, help="the end user whose comparisons train the adapter (the API's `user`)")
     p.add_argument("--tenant", default="default", type=tenant_name, help="the user's tenant, as in the service (default %(default)s)")
     p.add_argument("--data", default=None, help="preference JSONL/Parquet file holding the user's comparisons (rows without `user_id`, as in a TRL dataset, are --user's)")
-    p.add_argument("--store", default=None, help="the service's data folder (or the lancedb/ folder in it): read its LanceDB store, save to its adapters/")
+    p.add_argument("--store", default=None, help="the service's data folder (or the lancedb/ folder in it): read its LanceDB store, save to its "
+                                                 "adapters/; or its object-store URI (s3://...), reached with the PLURALIGN_STORE_* settings as `serve` does")
     p.add_argument("--encoder", default="minilm", help="--store: the encoder the store was built with")
     p.add_argument(
         "--registry", default=None,
