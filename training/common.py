@@ -295,18 +295,29 @@ def store_folder(option: str, value: str) -> StoreFolder:
                      f"(PLURALIGN_DATA_DIR, which holds lancedb/) or the lancedb/ folder inside it")
 
 
+def store_options(uri: str) -> dict[str, str]:
+    """The Lance storage options every command opens the store at `uri` (its `--store`, or PLURALIGN_STORE_URI) with: the
+    service's store settings (`PLURALIGN_STORE_ENDPOINT`, `_REGION`, `_ALLOW_HTTP`, the keys, `_TIMEOUT_S`, `_RETRIES`, or
+    the PLURALIGN_CONFIG file's), as `pluralign serve` reaches its store (`Settings.storage_options_for`); empty for a
+    folder. Until session ops54 `train adapter --store` opened the store with none (Lance's defaults: AWS's endpoint),
+    and `audit --store` with the variables' five options only (no request bounds, nothing from the file)."""
+    from service.settings import Settings
+
+    return Settings.load().storage_options_for(uri)
+
+
 def check_store_uri(option: str, uri: str) -> None:
-    """`option URI`, an object store the command reaches with the `PLURALIGN_STORE_*` settings as the service does, that
-    Lance would refuse in words naming no option: an `s3+ddb://` URI without its one `ddbTableName`
+    """`option URI`, an object store the command reaches with the `PLURALIGN_STORE_*` settings as the service does
+    (`store_options`), that Lance would refuse in words naming no option: an `s3+ddb://` URI without its one `ddbTableName`
     (`pluralign.store.location.commit_table_problem`), or a plain-http `PLURALIGN_STORE_ENDPOINT` that object_store
     sends nothing to (`plain_http_endpoint`; before: Lance's `BadScheme`). A ValueError naming the option and what to
     set, as `service.settings` refuses a PLURALIGN_STORE_URI."""
-    from pluralign.store.location import commit_table_problem, options_from_env, plain_http_endpoint
+    from pluralign.store.location import commit_table_problem, plain_http_endpoint
     from pluralign.urls import redacted
 
     if (problem := commit_table_problem(uri)) is not None:
         raise ValueError(f"{option} {redacted(uri)}: {problem}")
-    endpoint = plain_http_endpoint(uri, options_from_env())
+    endpoint = plain_http_endpoint(uri, store_options(uri))
     if endpoint is not None:
         raise ValueError(f"{option} {redacted(uri)}: PLURALIGN_STORE_ENDPOINT {redacted(endpoint)!r} is plain http, and the "
                          "object store sends no request to an http:// endpoint unless told it may: set "

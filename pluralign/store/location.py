@@ -4,7 +4,8 @@ storage options LanceDB needs to reach an object store (endpoint, region, creden
 The options are plain strings in Lance's own names (`aws_endpoint`, `aws_region`, `allow_http`,
 `aws_access_key_id`, `aws_secret_access_key`); options left out fall back to Lance's defaults, which
 read the standard `AWS_*` variables and the instance role. Worker processes (audit jobs) get the same
-options from `PLURALIGN_STORE_*` variables through `options_from_env`.
+options as `PLURALIGN_STORE_*` variables (`options_to_env`), with the variables Lance reads of the service's own
+environment (`LANCE_ENV`: `store_environment`), wherever they run; `reach` checks a store cheaply before a long start.
 """
 
 from __future__ import annotations
@@ -73,6 +74,26 @@ def options_to_env(options: Mapping[str, str]) -> dict[str, str]:
     return {names[k]: v for k, v in options.items() if k in names and v}
 
 
+# The variables Lance reads of its process's environment for an object store where the storage options leave a setting
+# out: object_store's `AWS_*` (the endpoint, plain http, the region, static keys and their session token, the addressing
+# style) and the endpoint of its DynamoDB commit store (`DYNAMODB_ENDPOINT`, an `s3+ddb://` store's; no storage option
+# names it). A process on another machine (a Ray node) has that machine's environment, so a worker there is given this
+# process's (`store_environment`). Not a machine's own identity (`AWS_PROFILE`, `AWS_WEB_IDENTITY_TOKEN_FILE`,
+# `AWS_ROLE_ARN`, `AWS_CONTAINER_CREDENTIALS_*`): files and roles of this machine or pod, which a node keeps its own of.
+LANCE_ENV = ("AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "DYNAMODB_ENDPOINT")
+
+
+def store_environment(options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables with which a worker process, wherever it runs, reaches the store as a process of `options` and
+    `environ` (default `os.environ`) does: `options_to_env(options)`, and the `LANCE_ENV` variables set in `environ`
+    (empty ones left out). Until session ops54 a job's worker on a Ray node got the first only: it reached an
+    `s3+ddb://` store's commit table at the node's `DYNAMODB_ENDPOINT` (or AWS's), and an endpoint the service's
+    `AWS_ALLOW_HTTP` allowed was refused."""
+    environ = os.environ if environ is None else environ
+    return {**{name: environ[name] for name in LANCE_ENV if environ.get(name)}, **options_to_env(options)}
+
+
 def cache_session(cache_bytes: int):
     """A LanceDB session whose caches hold at most `cache_bytes`: three quarters for index pages, a
     quarter for table metadata (manifests, fragment and index descriptions). Lance's own default (6 GiB
@@ -100,3 +121,26 @@ def connect(uri: str, storage_options: Mapping[str, str] | None = None, read_con
     if storage_options and is_object_store(uri):
         kwargs["storage_options"] = dict(storage_options)
     return lancedb.connect(uri, **kwargs)
+
+
+def reach(uri: str, storage_options: Mapping[str, str] | None = None) -> None:
+    """Reach the object store at `uri` as `Store` opens it, cheaply and writing nothing: a connection, one listing of
+    its tables and, when it holds any, the latest version of one (its manifest; on `s3+ddb://`, the DynamoDB commit
+    table's row for it). Raises `pluralign.store.failures.StoreUnavailable` (the store cannot be "opened") when that
+    meets an object store's problem (`OBJECT_STORE_PROBLEMS`: down, refusing the keys, no bucket, wrong region, the
+    commit store), in the words `Store` would raise later; anything else (a damaged table) is left to `Store`, which
+    names the table. A folder or `memory://`: nothing done. For a start that loads models for tens of seconds before
+    it opens its store (`pluralign serve`, session ops54: a wrong bucket was told ~28 s after start)."""
+    if not is_object_store(uri):
+        return
+    from pluralign.store.failures import OBJECT_STORE_PROBLEMS, secrets_of, unavailable
+
+    try:
+        db = connect(uri, storage_options)
+        names = sorted(db.list_tables().tables)
+        if names:
+            db.open_table("preferences" if "preferences" in names else names[0])
+    except (OSError, RuntimeError, ValueError) as exc:
+        found = unavailable(exc, "the store", uri, "opened", secrets_of(storage_options))
+        if found is not None and found.problem in OBJECT_STORE_PROBLEMS:
+            raise found from None

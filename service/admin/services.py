@@ -39,7 +39,6 @@ from pluralign.reward.training_users import forget_stopped_users, forget_trainin
 from pluralign.store import StoredPreference
 from pluralign.store.deletions import Forget, key_hash
 from pluralign.store.ingest import Backlogged
-from pluralign.store.location import options_to_env
 from pluralign.urls import redacted
 from service.admin.audit_members import AuditMembersIndex
 from service.admin.paths import PublicPaths, jobs_folder
@@ -285,10 +284,12 @@ class Admin:
         self.rt = rt
         self.folder = jobs_folder(settings)
         self.public = PublicPaths(settings.data_path)  # a job as the HTTP routes show it (service.admin.paths)
-        # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables. And
-        # its data folder as PLURALIGN_DATA_DIR: a worker is a `pluralign` command, which checks the settings first, and
-        # `PLURALIGN_DATA_DIR= pluralign serve --data-dir X` left every job to exit 2 on the empty variable (review of trial53)
-        env = {**options_to_env(settings.storage_options), "PLURALIGN_DATA_DIR": str(settings.data_path)}
+        # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables, with
+        # the variables Lance reads of this process's environment (AWS_ALLOW_HTTP, DYNAMODB_ENDPOINT: a Ray node has its
+        # own; session ops54). And its data folder as PLURALIGN_DATA_DIR: a worker is a `pluralign` command, which checks
+        # the settings first, and `PLURALIGN_DATA_DIR= pluralign serve --data-dir X` left every job to exit 2 on the empty
+        # variable (review of trial53)
+        env = {**settings.store_environment(), "PLURALIGN_DATA_DIR": str(settings.data_path)}
         config = RunnerConfig(folder=self.folder, workers=settings.job_workers, max_attempts=settings.job_attempts,
                               env=env, memory_mb=settings.job_memory_mb or None)
         if settings.job_runner == "ray":

@@ -51,6 +51,7 @@ from training.common import (
     report_progress,
     seed_number,
     store_folder,
+    store_options,
     tenant_name,
 )
 
@@ -365,7 +366,8 @@ def _run(args: argparse.Namespace, user_groups: dict[str, str] | None) -> int:
         from pluralign.fairness.store_source import NoStore, comparisons_from_store
 
         try:
-            comparisons = comparisons_from_store(store_folder("--store", args.store).uri, args.group_by, args.tenant)
+            uri = store_folder("--store", args.store).uri
+            comparisons = comparisons_from_store(uri, args.group_by, args.tenant, storage_options=store_options(uri))
         except NoStore:  # a URI (a folder is checked by store_folder): its prefix mistyped, or another store's settings
             raise ValueError(f"--store {args.store}: no pluralign store there (no `preferences` table): give the URI the "
                              "service's PLURALIGN_STORE_URI names, with the PLURALIGN_STORE_* settings it reaches it by") from None

@@ -78,8 +78,13 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format)  # PLURALIGN_LOG_FORMAT; each request's lines carry its X-Request-Id
     check_runs_here(settings)
     from pluralign.store.failures import OBJECT_STORE_PROBLEMS, StoreUnavailable
-    from pluralign.store.location import is_object_store
+    from pluralign.store.location import is_object_store, reach
 
+    try:  # an object store reached before the data folder is made and the models load (tens of seconds): a wrong
+        reach(settings.lancedb_uri, settings.storage_options)  # bucket, endpoint or key is told in a second or two
+    except StoreUnavailable as exc:
+        print(f"pluralign: error: {store_problem(settings, exc)}", file=sys.stderr, flush=True)
+        return 3
     # a start that fails part way (a damaged checkpoint once the tables are open, a model that will
     # not load, Ctrl-C) removes what it created: the folder is left as it was found
     # not a store other replicas share (`replicas` > 1): what appeared there meanwhile may be theirs

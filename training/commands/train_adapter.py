@@ -4,6 +4,7 @@
     pluralign train adapter --user alice --data prefs.jsonl --from-fspo artifacts/fspo-persona --steps 40
     pluralign train adapter --user alice --tenant acme --store ./data   # the service's data dir (or ./data/lancedb): its LanceDB
                                                                         # comparisons in, its adapters folder out
+    pluralign train adapter --user alice --tenant acme --store s3://bucket/pluralign   # PLURALIGN_STORE_* settings, as serve's
 
 Starting from an FSPO adapter keeps its few-shot format: each training pair is shown after the
 same number of the user's own comparisons that FSPO was trained with. A fifth of the user's
@@ -22,12 +23,14 @@ import time
 from training.common import (
     SEED_HELP,
     StoreFolder,
+    check_store_uri,
     check_writable,
     number,
     print_json,
     read_preference_file,
     seed_number,
     store_folder,
+    store_options,
     tenant_name,
     user_id,
 )
@@ -52,7 +55,7 @@ def user_comparisons(args: argparse.Namespace, found: StoreFolder | None):
 
         encoder = make_encoder(args.encoder)
         # only reads: the service may be running on that store (its purges are its own)
-        store = Store(found.uri, encoder.encoder_id, encoder.dim, finish_purges=False)
+        store = Store(found.uri, encoder.encoder_id, encoder.dim, storage_options=store_options(found.uri), finish_purges=False)
         rows, _ = store.preferences_for(args.tenant, args.user)
         records = [
             Preference(user_id=args.user, prompt=r.prompt, chosen=r.chosen, rejected=r.rejected, tie=r.tie)
@@ -97,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from training.commands.train_fspo import load_base
 
     found = store_folder("--store", args.store) if args.store else None  # a data folder or its lancedb/: checked, not created
+    if found is not None:
+        check_store_uri("--store", found.uri)  # its settings, as `audit --store`'s: before any model loads
     # before any work: a bad environment is refused first
     registry = args.registry or default_registry(str(found.data_dir) if found and found.data_dir else None)
     # where the adapter goes and what it starts from, checked before the model loads and trains (minutes)
@@ -167,7 +172,8 @@ def register(sub) -> None:
     p.add_argument("--user", required=True, type=user_id, help="the end user whose comparisons train the adapter (the API's `user`)")
     p.add_argument("--tenant", default="default", type=tenant_name, help="the user's tenant, as in the service (default %(default)s)")
     p.add_argument("--data", default=None, help="preference JSONL/Parquet file holding the user's comparisons (rows without `user_id`, as in a TRL dataset, are --user's)")
-    p.add_argument("--store", default=None, help="the service's data folder (or the lancedb/ folder in it): read its LanceDB store, save to its adapters/")
+    p.add_argument("--store", default=None, help="the service's data folder (or the lancedb/ folder in it): read its LanceDB store, save to its "
+                                                 "adapters/; or its object-store URI (s3://...), reached with the PLURALIGN_STORE_* settings as `serve` does")
     p.add_argument("--encoder", default="minilm", help="--store: the encoder the store was built with")
     p.add_argument(
         "--registry", default=None,
