@@ -167,7 +167,7 @@ class RemoteEncoder:
             raise RemoteEncoderError(said) from exc
         except openai.APITimeoutError as exc:
             tries = 1 + self.max_retries
-            raise EncoderTimedOut(f"embeddings server at {self.shown_url} did not answer within {self.timeout:g} s (each of "
+            raise EncoderTimedOut(f"embeddings server at {self.shown_url} timed out: did not answer within {self.timeout:g} s (each of "
                                   f"{tries} tries)", self.timeout, tries) from exc
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc

@@ -318,7 +318,7 @@ class RemoteGenerator:
 
     def _timed_out(self, tries: int) -> GenerationTimedOut:
         bound = self.policy.timeout_s
-        return GenerationTimedOut(f"generation server at {self.shown_url} did not answer within {bound:g} s (each of {tries} "
+        return GenerationTimedOut(f"generation server at {self.shown_url} timed out: did not answer within {bound:g} s (each of {tries} "
                                   f"tries, timeout_s)", bound, tries)
 
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
