@@ -278,7 +278,8 @@ def test_a_tokenizer_answering_a_body_that_does_not_decode_is_a_503_not_a_500(fr
     """Review counts53: a count's body read a piece at a time (`RemoteGenerator._body_by`, and the client's own read of a
     5xx's body) raised httpx's DecodingError for a body labelled gzip that is not (a broken proxy's), which no `except`
     took: the chat's 500 `internal error`. Before session counts53 the client's read of it was its connection error, the
-    chat's 503 naming `/tokenize` (PromptNotCounted, "unreachable"), as now."""
+    chat's 503 naming `/tokenize` (PromptNotCounted, "unreachable"), as now (since session remote54 the count's body is
+    read by httpx's own client, `_body_by` gone: its DecodingError is a RequestError, "unreachable")."""
     tokenizer.garbled = status
     with front.client("acme") as c:
         got = c.post("/v1/chat/completions", json=CHAT)
