@@ -95,8 +95,7 @@ def root():
 
 @pytest.fixture
 def server(root):
-    """The server's root URL, it answering at once until the test says how to dribble; its requests ended before and after."""
-    settled(threading.active_count())
+    """The server's root URL, it answering at once until the test says how to dribble; its requests ended after."""
     Dribbling.how = None
     yield root
     Dribbling.how = None
@@ -105,24 +104,27 @@ def server(root):
         time.sleep(0.02)
 
 
-def settled(base: int, within_s: float = 5.0) -> int:
-    """The number of threads once it is `base` or less, or after `within_s` seconds."""
+def left_behind(before: set[threading.Thread], within_s: float) -> list[str]:
+    """The names of the threads started since `before` (this process's then) still alive after `within_s` seconds, or
+    none as soon as none is."""
     until = time.monotonic() + within_s
-    while threading.active_count() > base and time.monotonic() < until:
+    while True:
+        alive = [t.name for t in threading.enumerate() if t not in before]
+        if not alive or time.monotonic() >= until:
+            return alive
         time.sleep(0.01)
-    return threading.active_count()
 
 
 def ends_in_time(call, error: type[Exception]) -> tuple[Exception, float]:
-    """(the error `call()` raised, how long it took), the threads of this process back to their number before within
-    SLACK_S of the bound."""
-    base = threading.active_count()
+    """(the error `call()` raised, how long it took), every thread started meanwhile (the client's, the server's for the
+    request) ended within SLACK_S of the bound."""
+    before = set(threading.enumerate())
     began = time.monotonic()
     with pytest.raises(error) as raised:
         call()
     took = time.monotonic() - began
-    assert settled(base, max(0.0, BOUND_S + SLACK_S - took)) <= base, (
-        f"threads left behind {threading.active_count() - base} at {time.monotonic() - began:.2f} s")
+    alive = left_behind(before, max(0.0, BOUND_S + SLACK_S - took))
+    assert not alive, f"threads left behind at {time.monotonic() - began:.2f} s: {alive}"
     return raised.value, took
 
 
