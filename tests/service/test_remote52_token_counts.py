@@ -127,7 +127,7 @@ def tokenizer():
     Tokenizing.ids = []
     yield Tokenizing
     Tokenizing.delay_s, Tokenizing.failing, Tokenizing.dribble_s, Tokenizing.garbled = 0.0, 0, 0.0, 0
-    Tokenizing.chat_dribble_s = 0.0
+    Tokenizing.chat_dribble_s = Tokenizing.slow_stream = 0.0
     until = time.monotonic() + 5
     while Tokenizing.at_once and time.monotonic() < until:  # counts given up on, still held by the stub: ended first
         time.sleep(0.01)
@@ -323,3 +323,23 @@ def test_a_generation_server_dribbling_its_answer_is_a_503_at_the_timeout_and_th
         tokenizer.chat_dribble_s = 0.0
         again = c.post("/v1/chat/completions", json=CHAT)
     assert again.status_code == 200 and again.json()["choices"][0]["message"]["content"] == "answered by base", again.text
+
+
+def test_a_stream_longer_than_the_timeout_is_cut_there_with_an_error_event_naming_the_bound(front, tokenizer):
+    """Session remote54: a streamed chat was bounded per read only, so a server sending an event every 0.3 s (each within
+    the 1 s `generator_timeout_s`) held it as long as it went on (here ~2.4 s, then served whole). Now the whole answer
+    is bounded by `generator_timeout_s`: the stream's pieces so far, then at 1 s the error event (503) naming the
+    generation server and the bound, and [DONE]; the tenant's place is free."""
+    tokenizer.slow_stream = 0.3
+    body = {**CHAT, "stream": True}
+    with front.client("acme") as c:
+        began = time.monotonic()
+        got = c.post("/v1/chat/completions", json=body)
+        took = time.monotonic() - began
+    events = events_of(got)
+    assert got.status_code == 200 and got.text.rstrip().endswith("data: [DONE]"), got.text
+    assert "error" in events[-1], events  # before: no error event, the whole answer after ~2.4 s
+    assert events[-1]["error"]["code"] == "unavailable" and ("the generation server (PLURALIGN_GENERATOR) did not send its "
+           "whole answer within 1 s (PLURALIGN_GENERATOR_TIMEOUT_S)") in events[-1]["error"]["message"], events[-1]
+    assert took < 2.0, took
+    assert front.runtime.scheduler.held("acme") == 0
