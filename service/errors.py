@@ -381,13 +381,18 @@ ENCODER_RETRY_AFTER = 10  # seconds: `Retry-After` of a request whose embeddings
 def encoder_unavailable(exc: Exception) -> ServiceUnavailableException:
     """The 503 with Retry-After of a request whose texts the embeddings server (`PLURALIGN_ENCODER=openai:URL`) did not
     embed (down, an error answer, or not an embeddings list: `RemoteEncoderError`), its address and words logged, not
-    said. Until session small52 a 500 `internal error` (a chat of a user, a score, a next comparison), where a generation
+    said (one that sent no whole answer in time, `EncoderTimedOut`, says that and the bound: since session remote54).
+    Until session small52 a 500 `internal error` (a chat of a user, a score, a next comparison), where a generation
     server's failure is this 503 since the review of session small48."""
     log.error("a request was not finished: %s", exc)
+    from pluralign.embed.remote import EncoderTimedOut  # here: what imports this module need not import numpy
+
+    why = "failed or could not be reached (the operator's log says why)"
+    if isinstance(exc, EncoderTimedOut):
+        why = f"did not send its whole answer within {exc.bound_s:g} s" + (f" (each of {exc.tries} tries)" if exc.tries > 1 else "")
     return ServiceUnavailableException(
-        detail="embedding is unavailable for now: the embeddings server (PLURALIGN_ENCODER) failed or could not be reached "
-               "(the operator's log says why); the request was not finished: send it again",
-        headers={"Retry-After": str(ENCODER_RETRY_AFTER)})
+        detail=f"embedding is unavailable for now: the embeddings server (PLURALIGN_ENCODER) {why}; the request was not "
+               "finished: send it again", headers={"Retry-After": str(ENCODER_RETRY_AFTER)})
 
 
 def internal_error_handler(request: Request, exc: Exception) -> Response:

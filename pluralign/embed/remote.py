@@ -67,6 +67,17 @@ def server_words(exc) -> str:
     return str(exc.message)
 
 
+class EncoderTimedOut(RemoteEncoderError):
+    """The embeddings server did not send a whole answer within the bound of each try (`RemoteEncoder`'s `timeout`,
+    connecting included, to its last byte: a server answering a byte at a time is given up there), `tries` of them.
+    `bound_s`: that bound, in seconds. The service answers it 503 with Retry-After, naming the embeddings server and
+    the bound (`service.errors.encoder_unavailable`)."""
+
+    def __init__(self, message: str, bound_s: float, tries: int) -> None:
+        super().__init__(message)
+        self.bound_s, self.tries = bound_s, tries
+
+
 REFUSED_STATUSES = (400, 413, 422)  # the server's answers of a request it will not take as sent: its texts' (`RemoteTextsRefused`)
 
 
@@ -81,6 +92,12 @@ class RemoteEncoder:
     space (OpenAI's API, TEI and `pluralign serve-embeddings` refuse an empty input; MiniLM's tokenizer reads both as
     nothing, so its vector is the local encoder's for "").
 
+    `timeout`: the most each try of a request may take (seconds), whole: connecting, sending and every byte of its answer
+    (`pluralign.bounded_http`; until session remote54 each read of it only, so a server sending a byte a second held a
+    request, and the chat or feedback batch waiting on it, as long as it liked); `max_retries` tries more after a
+    timeout, a connection error, 408/409/429 or 5xx (the `openai` client's backoff). EncoderTimedOut when none ended in
+    time.
+
     `max_length`: the word pieces the local encoder of `model` reads of a text (MiniLM: 256; None: not known). A server
     that says its own (Text Embeddings Inference's `GET /info`, beside `/v1`: `max_input_length`) and says another is
     refused at construction (`RemoteEncoderError`: a long text's vector would not be the local encoder's, which the
@@ -92,7 +109,9 @@ class RemoteEncoder:
         self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 32, timeout: float = 60.0,
         max_retries: int = 2, request_headers: Callable[[], Mapping[str, str]] = dict, max_length: int | None = None,
     ):
-        from openai import OpenAI
+        from openai import DefaultHttpxClient, OpenAI
+
+        from pluralign.bounded_http import BoundedTransport
 
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
@@ -100,7 +119,9 @@ class RemoteEncoder:
         self.encoder_id = model
         self.batch_size = batch_size  # TEI's default --max-client-batch-size is 32
         self.request_headers = request_headers
-        self._client = OpenAI(base_url=self.base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries)
+        self.timeout, self.max_retries = timeout, max_retries
+        self._client = OpenAI(base_url=self.base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries,
+                              http_client=DefaultHttpxClient(transport=BoundedTransport(timeout)))
         self.dim = int(self._request(["dimension probe"]).shape[1])
         self._check_length(max_length)
 
@@ -144,6 +165,10 @@ class RemoteEncoder:
             if exc.status_code in REFUSED_STATUSES:
                 raise RemoteTextsRefused(said, shorten(redacted(server_words(exc)), 300, "...")) from exc
             raise RemoteEncoderError(said) from exc
+        except openai.APITimeoutError as exc:
+            tries = 1 + self.max_retries
+            raise EncoderTimedOut(f"embeddings server at {self.shown_url} timed out: did not answer within {self.timeout:g} s (each of "
+                                  f"{tries} tries)", self.timeout, tries) from exc
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
         except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): the server's, not the texts'

@@ -81,6 +81,17 @@ class RemoteGeneratorError(RuntimeError):
     without importing the `openai` client)."""
 
 
+class GenerationTimedOut(RemoteGeneratorError):
+    """The generation server did not send a whole answer (a chat's, streamed or not; an adapter's load) within the bound
+    of each try (`pluralign.policy.remote.RemotePolicy.timeout_s`, connecting included, to its last byte: a server
+    answering a byte at a time is given up there), `tries` of them. `bound_s`: that bound, in seconds. The service
+    answers it 503 with Retry-After, naming the generation server and the bound."""
+
+    def __init__(self, reason: str, bound_s: float, tries: int = 1):
+        super().__init__(reason)
+        self.bound_s, self.tries = bound_s, tries
+
+
 class GenerationRefused(RemoteGeneratorError):
     """The generation server refused a chat as the client's fault (400, 413 or 422: e.g. its messages and max_tokens
     exceed the model's context). Sending it again gets the same answer: the service answers it with a 400 naming

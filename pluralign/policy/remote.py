@@ -8,15 +8,16 @@ local `Generator`: `generate`, `stream`, `prompt_tokens`, `load_adapter`, `drop_
 (a drop waits for the requests in flight using the adapter).
 
 The official `openai` client speaks the protocol (server-sent events included). Timeouts and
-retries follow `RemotePolicy`: a request that cannot connect, times out, or is answered 408, 409,
+retries follow `RemotePolicy`, each try bounded whole, to the last byte of its answer (a stream's too:
+`pluralign.bounded_http`; GenerationTimedOut): a request that cannot connect, times out, or is answered 408, 409,
 429 or 5xx is retried with exponential backoff (the client's own policy, `Retry-After` honoured);
 any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`GenerationRefused`: its messages too
 long for the model's context), and a chat's 404 for an adapter says the server no longer holds it (restarted since it
 was loaded: vLLM's run-time adapters live in its memory only), so it is loaded again and the chat sent once more.
 Token counts are the server's `usage`, never estimated here (a stream's on its final Candidate); a prompt's count
 before its chat is the server tokenizer's (vLLM's `POST /tokenize`: `prompt_tokens`, `prompt_counter`), none where it
-has no such route. One chat's counts are bounded together, whole (connecting, sending and every byte of each answer: the
-chat waits for its counts' threads until its deadline, as httpx's own timeouts bound each read only), apart from the chat
+has no such route. One chat's counts are bounded together, whole (connecting, sending and every byte of each answer:
+`pluralign.bounded_http`, as httpx's own timeouts bound each read only; on httpx's client, not the `openai` one), apart from the chat
 (`RemotePolicy.tokenize_timeout_s`: a tenth of its timeout, at least 1 s, at most 5 s), at most TOKENIZE_AT_ONCE of
 them at once (`PromptCounter.each`): a count the server does not give in that time, or fails to give (down, a 5xx),
 is PromptNotCounted, never a chat sent uncounted.
@@ -46,6 +47,7 @@ from pathlib import Path
 import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Response and errors)
 import openai
 
+from pluralign.bounded_http import DEADLINE, BoundedTransport
 from pluralign.data.text import shorten
 from pluralign.policy.adapters import PEFT_FILES
 from pluralign.policy.generator import (
@@ -54,6 +56,7 @@ from pluralign.policy.generator import (
     Cancelled,
     Candidate,
     GenerationRefused,
+    GenerationTimedOut,
     ModelUse,
     PromptNotCounted,
     RemoteGeneratorError,
@@ -69,7 +72,10 @@ log = logging.getLogger(__name__)
 class RemotePolicy:
     """How long to wait for the generation server, and how often to try again."""
 
-    timeout_s: float = 120.0  # a whole request (a long generation included)
+    # each try of a request whole, connecting included, to the last byte of its answer (a long generation included;
+    # a stream's whole answer): `pluralign.bounded_http` (until session remote54 each read of it only: a server sending a
+    # byte a second held a chat as long as it liked)
+    timeout_s: float = 120.0
     connect_timeout_s: float = 5.0  # opening the connection
     max_retries: int = 2  # further tries after a connection error, a timeout, 408/409/429 or 5xx
 
@@ -112,12 +118,20 @@ class RemoteGenerator:
         self.request_headers = request_headers
         self.model_id = model_id
         self.policy = policy
+        api_key = api_key or "none"  # vLLM without --api-key ignores it; the client insists on one
         self._client = openai.OpenAI(
             base_url=self.base_url,
-            api_key=api_key or "none",  # vLLM without --api-key ignores it; the client insists on one
+            api_key=api_key,
             timeout=httpx2.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
             max_retries=policy.max_retries,
+            # each try bounded whole by `timeout_s` (httpx's own timeouts bound each read of it only)
+            http_client=openai.DefaultHttpxClient(transport=BoundedTransport(policy.timeout_s)),
         )
+        # prompt counts (`/tokenize`, beside /v1): httpx's own client, each request bounded whole by its chat's deadline
+        # (`DEADLINE`); until session remote54 through the `openai` client, whose read of a 5xx's body and of any answer's
+        # headers nothing but each read's timeout bounded: a count given up on held its thread and connection on
+        self._counting = httpx2.Client(transport=BoundedTransport(), headers={"Authorization": f"Bearer {api_key}"},
+                                       follow_redirects=True)
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
         self._served: dict[str, str] = {}  # adapter name -> its name on the server (`served_name`)
         # adapter name -> its loads again after the server answered a chat for it 404 (restarted): chats that found it
@@ -295,14 +309,17 @@ class RemoteGenerator:
         except openai.APIStatusError as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered {exc.status_code}: {shorten(exc.message, 300)}") from exc
         except openai.APITimeoutError as exc:
-            raise RemoteGeneratorError(
-                f"generation server at {self.shown_url} timed out after {self.policy.timeout_s:g} s ({self.policy.max_retries} retries)"
-            ) from exc
+            raise self._timed_out(1 + self.policy.max_retries) from exc
         except openai.APIConnectionError as exc:
             raise RemoteGeneratorError(
                 f"generation server at {self.shown_url} unreachable ({self.policy.max_retries} retries): {redacted(str(exc))}") from exc
         except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): until session small52 a 500
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
+
+    def _timed_out(self, tries: int) -> GenerationTimedOut:
+        bound = self.policy.timeout_s
+        return GenerationTimedOut(f"generation server at {self.shown_url} timed out: did not answer within {bound:g} s (each of {tries} "
+                                  f"tries, timeout_s)", bound, tries)
 
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
         if adapter is not None and adapter not in self._adapters:
@@ -396,6 +413,9 @@ class RemoteGenerator:
 
         try:  # sent as the stored answer reads: stripped (a server's answer may open with "\n\n")
             yield from stripped_pieces(server_pieces())
+        # its whole answer not sent within `timeout_s` (`BoundedTransport`): httpx's timeout, the client's around it
+        except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
+            raise self._timed_out(1) from exc
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} broke off the stream: {redacted(str(exc))}") from exc
         except (AttributeError, TypeError, ValueError) as exc:  # a chunk without its delta, a number for a choice: the
@@ -436,12 +456,14 @@ class RemoteGenerator:
 
     def _counts(self, conversations: Sequence[Sequence[dict[str, str]]], deadline: float) -> list[int]:
         """The counts of `conversations` (`PromptCounter.each`), at most TOKENIZE_AT_ONCE at once on threads of their own,
-        waited for until `deadline` (`time.monotonic()`) and no longer: a count still running then (a server sending its
-        answer a byte at a time, which httpx's timeouts, bounding each read, let run) is left to end on its thread at
-        its first piece after the deadline or a read's own timeout (`_body_by`), while the chat has its
-        PromptNotCounted at the deadline. Not every such count ends by then: the client reads a 5xx's body, and the
-        headers of any answer, bounded per read only, so a server dribbling those holds the count's thread (a daemon:
-        no process waits for it at exit) and its connection as long as it likes. Each count runs in a copy of the
+        waited for until `deadline` (`time.monotonic()`) and no longer, the chat's PromptNotCounted there. Each count's
+        request is bounded whole by the same deadline (`pluralign.bounded_http.BoundedTransport`: connecting, sending,
+        its status line, headers and every byte of its body, a 5xx's included), so a count still running then (a server
+        sending its answer a byte at a time, each read well within httpx's timeouts) ends on its thread at most one
+        read's wait past it, its connection closed. Until session remote54 only the body of a 200 was read so (through
+        the `openai` client's internal header for an answer left unread): a server dribbling a 5xx's body or the headers
+        of any answer held the count's thread (a daemon) and its connection as long as it liked, and a chat rate of such
+        counts piled them up. Each count runs in a copy of the
         caller's context (`contextvars`: the service's request id, on each count's request and log lines). Session remote53 ran them on one event loop thread
         (openai's async client under `asyncio.timeout_at`): under load that one thread was the bottleneck (2 cores at
         load 7-13: 40 chats of 6 counts at once took 0.6-2.2 s, past 1 s every chat a 503 at the 1 s bound; on
@@ -493,12 +515,32 @@ class RemoteGenerator:
         if left <= 0:  # the chat's earlier counts took its bound
             raise self._not_counted_in_time()
         root = self.base_url.removesuffix("/v1")  # vLLM serves /tokenize beside /v1, not in it
+        try:  # every step of it, to the last byte of its answer, by the deadline (`BoundedTransport`)
+            answer = self._counting.post(
+                f"{root}/tokenize", json={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
+                headers=dict(self.request_headers()), extensions={DEADLINE: deadline},
+                timeout=httpx2.Timeout(left, connect=min(left, self.policy.connect_timeout_s)))
+        except httpx2.TimeoutException as exc:
+            raise self._not_counted_in_time() from exc
+        # a connection refused or broken off, a body labelled gzip that is not (DecodingError: until the review of session
+        # counts53 no `except` took it, the chat's 500)
+        except httpx2.RequestError as exc:
+            raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
+                                   f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
+        status = answer.status_code
+        # a 400, 413 or 422: this conversation's fault (vLLM's 400 for messages its chat template raises on), its chat's
+        # own request says why; another 4xx, or a 501: no such route (404, 405), or not vLLM's, or a tokenizer without
+        # the feature (vLLM's 501 for its NotImplementedError: lasting, unlike a 5xx's "not now", which until review
+        # remote51 made every chat a 503); another 5xx: not now. Until review remote50 any 4xx was "no route": one
+        # conversation the template refused left every later chat of the process uncounted
+        if status >= 500 and status != NOT_IMPLEMENTED:
+            raise PromptNotCounted(f"the generation server at {self.shown_url} could not count the prompt's tokens "
+                                   f"(/tokenize answered {status})", f"answered {status}")
+        if status in (400, 413, 422):
+            log.info("the generation server's tokenizer refused a prompt (%d): %s", status, redacted(shorten(answer.text, 300)))
+            return 0
         try:
-            answer = self._client.post(  # its body unread (`RAW_STREAM`): `_body_by` reads it by the deadline
-                f"{root}/tokenize", cast_to=httpx2.Response, body={"model": self.model_id, "messages": list(messages), "add_generation_prompt": True},
-                options={"headers": {**self.request_headers(), **RAW_STREAM}, "max_retries": 0,
-                         "timeout": httpx2.Timeout(left, connect=min(left, self.policy.connect_timeout_s))})
-            count = json.loads(self._body_by(answer, deadline)).get("count")
+            count = answer.json().get("count") if answer.is_success else None
         except ValueError:  # not JSON: a proxy's page in the server's place (sent with a 200), not what the server
             # lacks: this prompt goes uncounted, the next is counted (until the review of session small52 one page
             # switched counting off until the process restarted, and `max_prompt_tokens`, `max_prefill_tokens` with it)
@@ -506,55 +548,11 @@ class RemoteGenerator:
             return 0
         except AttributeError:  # JSON, not an object: not vLLM's answer
             count = None
-        except openai.APIStatusError as exc:
-            # a 400, 413 or 422: this conversation's fault (vLLM's 400 for messages its chat template raises on), its
-            # chat's own request says why; another 4xx, or a 501: no such route (404, 405), or not vLLM's, or a tokenizer
-            # without the feature (vLLM's 501 for its NotImplementedError: lasting, unlike a 5xx's "not now", which until
-            # review remote51 made every chat a 503); another 5xx: not now. Until review remote50 any 4xx was "no route":
-            # one conversation the template refused left every later chat of the process uncounted
-            if exc.status_code >= 500 and exc.status_code != NOT_IMPLEMENTED:
-                raise PromptNotCounted(f"the generation server at {self.shown_url} could not count the prompt's tokens "
-                                       f"(/tokenize answered {exc.status_code})", f"answered {exc.status_code}") from exc
-            if exc.status_code in (400, 413, 422):
-                log.info("the generation server's tokenizer refused a prompt: %s", redacted(str(exc)))
-                return 0
-            count = None
-        except (openai.APITimeoutError, httpx2.TimeoutException) as exc:  # httpx's: a read of the body (`_body_by`)
-            raise self._not_counted_in_time() from exc
-        # httpx's of a body read here or by the client (a 5xx's): a connection broken off, a body labelled gzip that is
-        # not (DecodingError: until the review of session counts53 no `except` took it, the chat's 500)
-        except (openai.APIConnectionError, httpx2.RequestError) as exc:
-            raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
-                                   f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
-        except openai.APIError as exc:  # anything else of the client's: not a count this server gives
-            log.info("the generation server's tokenizer could not count a prompt: %s", redacted(str(exc)))
-            return 0
         if not isinstance(count, int) or isinstance(count, bool):
             log.info("the generation server at %s counts no prompt tokens (no vLLM /tokenize): chats are sent uncounted", self.shown_url)
             self._tokenize_route = False
             return 0
         return count
-
-    def _body_by(self, answer: httpx2.Response, deadline: float) -> bytes:
-        """The body of `answer` (sent unread), read a piece at a time and given up at the first piece after `deadline`
-        (PromptNotCounted, the connection closed): the thread of a count the chat no longer waits for ends there, or at
-        a read's own timeout (the time left when it was sent), where a server sending its answer a byte at a time held it
-        to the last byte (each read well within httpx's timeouts). Raises httpx's errors of a read (its RequestError: a
-        TimeoutException, a TransportError, a DecodingError)."""
-        try:
-            body = bytearray()
-            for piece in answer.iter_bytes():
-                if time.monotonic() > deadline:
-                    raise self._not_counted_in_time()
-                body += piece
-            return bytes(body)
-        finally:
-            answer.close()
-
-
-# the `openai` client's header for an answer returned with its body unread (its own `with_streaming_response` sends it;
-# `openai._constants.RAW_RESPONSE_HEADER`): a prompt count's is read by its deadline (`RemoteGenerator._body_by`)
-RAW_STREAM = {"X-Stainless-Raw-Response": "stream"}
 
 
 class PromptCounter:

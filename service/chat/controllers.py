@@ -21,7 +21,14 @@ from litestar.response import Stream
 from pluralign.data.text import is_blank
 from pluralign.embed.remote import RemoteEncoderError
 from pluralign.policy.adapters import adapter_name
-from pluralign.policy.generator import Cancelled, GenerationRefused, PromptNotCounted, RemoteGeneratorError, Sampling
+from pluralign.policy.generator import (
+    Cancelled,
+    GenerationRefused,
+    GenerationTimedOut,
+    PromptNotCounted,
+    RemoteGeneratorError,
+    Sampling,
+)
 from pluralign.policy.process import GeneratorClosed, GeneratorStalled, GeneratorUnavailable
 from pluralign.store.failures import StoreUnavailable
 from service.auth import ApiKey, key_id
@@ -474,7 +481,8 @@ def unavailable_as_503(exc: Exception) -> Exception:
     again (a new child starts with the next chat), its cause logged for the operator; `GeneratorClosed` (a late chat
     as the service stops) is the stop's 503. Before session 46 both were a 500 `internal error`. A remote generation
     server's failure (`RemoteGeneratorError`: down, timed out after its retries, an error answer) is such a 503 too,
-    its address and words in the log only (a 500 `internal error` until the review of session small48), except its
+    its address and words in the log only (a 500 `internal error` until the review of session small48; one that sent no
+    whole answer within `generator_timeout_s`, `GenerationTimedOut`, says so, since session remote54), except its
     refusal of the chat as the client's fault (`GenerationRefused`: messages too long for its model's context), a 400
     naming the field, with the server's words (until remote49 a 503 "send it again", which a client retries for ever); its
     tokenizer's failure to count the prompt in time (`PromptNotCounted`) is the 503 that says so (until remote51 the
@@ -492,6 +500,13 @@ def unavailable_as_503(exc: Exception) -> Exception:
             headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
     if isinstance(exc, RemoteEncoderError):  # the embeddings server's: its prompt or candidates not embedded
         return encoder_unavailable(exc)
+    if isinstance(exc, GenerationTimedOut):
+        log.error("a chat was not generated: %s", exc)
+        tries = f" (each of {exc.tries} tries)" if exc.tries > 1 else ""
+        return ServiceUnavailableException(
+            detail=f"generation is unavailable for now: the generation server (PLURALIGN_GENERATOR) did not send its whole "
+                   f"answer within {exc.bound_s:g} s{tries} (PLURALIGN_GENERATOR_TIMEOUT_S); the chat was not finished: "
+                   "send it again", headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
     if isinstance(exc, RemoteGeneratorError):
         log.error("a chat was not generated: %s", exc)
         return ServiceUnavailableException(

@@ -25,7 +25,8 @@ BUDGET = 300  # max_prompt_tokens: the client's messages fit, with all four shot
 class Tokenizing(Handler):
     """`tests.vllm_like`'s server whose `/tokenize` waits `delay_s` before it answers, and answers `failing` (a 5xx) when
     set, or sends its answer's body a byte every `dribble_s` seconds when set (its headers at once), or with `garbled` set
-answers that status with a body labelled gzip that is not (a broken proxy's); it counts the requests
+answers that status with a body labelled gzip that is not (a broken proxy's); with `chat_dribble_s` set, its chat
+completions go so too, a byte every `chat_dribble_s` seconds (session remote54); it counts the `/tokenize` requests
     it got (`asked`), those it failed (`failed`) and the most it held at once (`most_at_once`), and keeps their
     `X-Request-Id` (`ids`)."""
 
@@ -35,6 +36,7 @@ answers that status with a body labelled gzip that is not (a broken proxy's); it
     failing = 0
     dribble_s = 0.0
     garbled = 0
+    chat_dribble_s = 0.0
     asked = 0
     failed = 0
     at_once = 0
@@ -57,6 +59,13 @@ answers that status with a body labelled gzip that is not (a broken proxy's); it
         finally:
             with kind.counting:
                 kind.at_once -= 1
+
+    def answer(self, status: int, body) -> None:
+        if self.path == "/v1/chat/completions" and status == 200 and type(self).chat_dribble_s:
+            self.status = status
+            with contextlib.suppress(ConnectionError):  # the client gave up on it
+                return self.dribble(body, type(self).chat_dribble_s, "chat_dribble_s")
+        return super().answer(status, body)
 
     def count(self, kind: type[Tokenizing], body: dict) -> None:
         time.sleep(kind.delay_s)
@@ -81,9 +90,9 @@ answers that status with a body labelled gzip that is not (a broken proxy's); it
         self.end_headers()
         self.wfile.write(payload)
 
-    def dribble(self, body: dict, every_s: float) -> None:
+    def dribble(self, body: dict, every_s: float, knob: str = "dribble_s") -> None:
         """`body` as the JSON answer, its headers at once, then a byte every `every_s` seconds (each read of the client's
-        gets one well within any read timeout)."""
+        gets one well within any read timeout), while the class's `knob` is set."""
         payload = json.dumps(body).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
@@ -92,7 +101,7 @@ answers that status with a body labelled gzip that is not (a broken proxy's); it
         self.wfile.flush()
         for i in range(len(payload)):
             time.sleep(every_s)
-            if not type(self).dribble_s:  # the test is over (its client gave up on this answer long ago)
+            if not getattr(type(self), knob):  # the test is over (its client gave up on this answer long ago)
                 return
             self.wfile.write(payload[i : i + 1])
             self.wfile.flush()
@@ -118,6 +127,7 @@ def tokenizer():
     Tokenizing.ids = []
     yield Tokenizing
     Tokenizing.delay_s, Tokenizing.failing, Tokenizing.dribble_s, Tokenizing.garbled = 0.0, 0, 0.0, 0
+    Tokenizing.chat_dribble_s = Tokenizing.slow_stream = 0.0
     until = time.monotonic() + 5
     while Tokenizing.at_once and time.monotonic() < until:  # counts given up on, still held by the stub: ended first
         time.sleep(0.01)
@@ -268,7 +278,8 @@ def test_a_tokenizer_answering_a_body_that_does_not_decode_is_a_503_not_a_500(fr
     """Review counts53: a count's body read a piece at a time (`RemoteGenerator._body_by`, and the client's own read of a
     5xx's body) raised httpx's DecodingError for a body labelled gzip that is not (a broken proxy's), which no `except`
     took: the chat's 500 `internal error`. Before session counts53 the client's read of it was its connection error, the
-    chat's 503 naming `/tokenize` (PromptNotCounted, "unreachable"), as now."""
+    chat's 503 naming `/tokenize` (PromptNotCounted, "unreachable"), as now (since session remote54 the count's body is
+    read by httpx's own client, `_body_by` gone: its DecodingError is a RequestError, "unreachable")."""
     tokenizer.garbled = status
     with front.client("acme") as c:
         got = c.post("/v1/chat/completions", json=CHAT)
@@ -291,3 +302,44 @@ def test_a_chat_whose_many_shots_are_left_out_asks_a_few_counts_at_once(front, t
     assert len(got.json()["pluralign"]["history"]) == 2 and got.json()["usage"]["prompt_tokens"] <= BUDGET, got.text
     assert tokenizer.most_at_once <= 4, tokenizer.most_at_once  # before: 8 (those keeping 0 to 7 shots)
     assert tokenizer.asked - asked <= 6, tokenizer.asked - asked  # the prompt, 4 kept counts at once, then 1
+
+
+def test_a_generation_server_dribbling_its_answer_is_a_503_at_the_timeout_and_the_tenants_place_is_given_back(front, tokenizer):
+    """Session remote54: a chat completion was bounded per read only (`generator_timeout_s` a read), so a server sending
+    its answer a byte every 20 ms held the chat, and its tenant's place on the scheduler, until the last byte (~6 s
+    here), then served it. Now `generator_timeout_s` bounds each try whole: the chat is the 503 naming the generation
+    server and the bound at 1 s, its tenant's place free, and its next chat served."""
+    tokenizer.chat_dribble_s = 0.02
+    with front.client("acme") as c:
+        began = time.monotonic()
+        got = c.post("/v1/chat/completions", json=CHAT)
+        took = time.monotonic() - began
+        assert got.status_code == 503, got.text  # before: 200 after ~6 s
+        assert got.headers["retry-after"] == "10"
+        assert ("the generation server (PLURALIGN_GENERATOR) did not send its whole answer within 1 s "
+                "(PLURALIGN_GENERATOR_TIMEOUT_S)") in got.json()["error"]["message"], got.text
+        assert took < 2.0, took
+        assert front.runtime.scheduler.held("acme") == 0
+        tokenizer.chat_dribble_s = 0.0
+        again = c.post("/v1/chat/completions", json=CHAT)
+    assert again.status_code == 200 and again.json()["choices"][0]["message"]["content"] == "answered by base", again.text
+
+
+def test_a_stream_longer_than_the_timeout_is_cut_there_with_an_error_event_naming_the_bound(front, tokenizer):
+    """Session remote54: a streamed chat was bounded per read only, so a server sending an event every 0.3 s (each within
+    the 1 s `generator_timeout_s`) held it as long as it went on (here ~2.4 s, then served whole). Now the whole answer
+    is bounded by `generator_timeout_s`: the stream's pieces so far, then at 1 s the error event (503) naming the
+    generation server and the bound, and [DONE]; the tenant's place is free."""
+    tokenizer.slow_stream = 0.3
+    body = {**CHAT, "stream": True}
+    with front.client("acme") as c:
+        began = time.monotonic()
+        got = c.post("/v1/chat/completions", json=body)
+        took = time.monotonic() - began
+    events = events_of(got)
+    assert got.status_code == 200 and got.text.rstrip().endswith("data: [DONE]"), got.text
+    assert "error" in events[-1], events  # before: no error event, the whole answer after ~2.4 s
+    assert events[-1]["error"]["code"] == "unavailable" and ("the generation server (PLURALIGN_GENERATOR) did not send its "
+           "whole answer within 1 s (PLURALIGN_GENERATOR_TIMEOUT_S)") in events[-1]["error"]["message"], events[-1]
+    assert took < 2.0, took
+    assert front.runtime.scheduler.held("acme") == 0

@@ -6,6 +6,8 @@ text (the probe too) is still the 503. The real app over HTTP on a stub embeddin
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pluralign.embed.remote import RemoteEncoder
@@ -23,13 +25,14 @@ LONGEST = 200  # characters: the stub refuses a request holding a longer text, a
 
 @pytest.fixture(scope="module")
 def front(tmp_path_factory, tiny_pal_dir, minilm):  # noqa: F811
-    """The real app on a TEI-like embeddings server (`RefusingEmbeddings`) and a vLLM-like generation server."""
+    """The real app on a TEI-like embeddings server (`RefusingEmbeddings`) and a vLLM-like generation server; its
+    embeddings requests bounded by 1 s each, no retry."""
     embeddings = RefusingEmbeddings(longest=LONGEST, dim=minilm.dim)
     with served(Handler) as root:
         config = Settings(data_dir=str(tmp_path_factory.mktemp("remote53")), generator=f"openai:{root}/v1", generator_model=BASE,
                           encoder=f"openai:{embeddings.url}", pal_dir=str(tiny_pal_dir), max_tokens=4, rerank=False, candidates=1)
         runtime = Runtime.build(config, generator=RemoteGenerator(f"{root}/v1", BASE, policy=RemotePolicy(timeout_s=5, max_retries=0)),
-                                encoder=RemoteEncoder(embeddings.url, minilm.encoder_id, max_retries=0))
+                                encoder=RemoteEncoder(embeddings.url, minilm.encoder_id, timeout=1, max_retries=0))
         service = Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")})
         with service.server:
             yield service, embeddings
@@ -86,3 +89,22 @@ def test_a_next_comparison_whose_pool_text_the_embeddings_server_refuses_is_a_40
     error = got.json()["error"]
     assert error["param"] == "pool[1].answers[1]" and error["code"] == "text_refused", error
     assert "520 characters" in error["message"] and "must have less than 512 tokens" in error["message"], error
+
+
+def test_an_embeddings_server_dribbling_its_answer_is_a_503_at_the_bound_naming_it(front):
+    """Session remote54: an embeddings request was bounded per read only (`RemoteEncoder`'s timeout a read), so a server
+    sending its answer a byte every 5 ms held the chat waiting on it until the last byte (its cap here: 4 s, a broken
+    answer then). Now each try is bounded whole: the chat is the 503 naming the embeddings server and the bound at 1 s."""
+    service, embeddings = front
+    embeddings.dribble_s = 0.005
+    try:
+        with service.client("acme") as c:
+            began = time.monotonic()
+            got = c.post("/v1/chat/completions", json=chat("Plan my weekend"))
+            took = time.monotonic() - began
+    finally:
+        embeddings.dribble_s = 0.0
+    assert got.status_code == 503 and got.headers["retry-after"] == "10", got.text
+    assert ("embedding is unavailable for now: the embeddings server (PLURALIGN_ENCODER) did not send its whole answer "
+            "within 1 s; the request was not finished: send it again") == got.json()["error"]["message"], got.text
+    assert took < 2.0, took  # before: ~4 s (the stub's cap), the generic 503 "failed or could not be reached"

@@ -5,9 +5,11 @@ client (the remote generator's)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
+import time
 
 import msgspec
 import pytest
@@ -102,10 +104,12 @@ def test_a_page_in_place_of_the_tokenizers_count_leaves_later_prompts_counted(an
 class RefusingEmbeddings(http.server.ThreadingHTTPServer):
     """`/v1/embeddings` on a loopback port as Text Embeddings Inference answers without `--auto-truncate`: a request
     holding a text longer than `longest` characters is refused whole, 413 with TEI's validation error (no retry by the
-    client: a 4xx); the others get unit vectors of `dim` numbers. `calls`: the inputs of each request."""
+    client: a 4xx); the others get unit vectors of `dim` numbers. `calls`: the inputs of each request. With
+    `dribble_s` set, an answer's headers go at once and its body a byte every `dribble_s` seconds, for 4 s at most
+    (session remote54)."""
 
     def __init__(self, longest: int = 200, dim: int = DIM):
-        self.longest, self.dim, self.calls = longest, dim, []
+        self.longest, self.dim, self.calls, self.dribble_s = longest, dim, [], 0.0
         super().__init__(("127.0.0.1", 0), _Refusing)
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
@@ -129,7 +133,17 @@ class _Refusing(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if not self.server.dribble_s:
+            return self.wfile.write(body)
+        self.wfile.flush()
+        began = time.monotonic()
+        with contextlib.suppress(OSError):  # the client gave up on it
+            for i in range(len(body)):
+                if time.monotonic() - began > 4:
+                    return
+                time.sleep(self.server.dribble_s)
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
 
     def log_message(self, *args):
         pass

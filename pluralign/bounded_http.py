@@ -1,0 +1,176 @@
+"""HTTP requests bounded whole: an `httpx2` transport (the HTTP library the `openai` client runs on) under which each
+request ends by its deadline, whatever the server does meanwhile (`BoundedTransport`).
+
+httpx's timeouts bound each step (connecting, each write, each read of a socket, waiting for a pooled connection), never
+a whole request (encode/httpx's own docs: "timeouts ... are not total"): a server that sends its status line, its
+headers or its body a byte at a time, each well within the read timeout, holds the request and its thread as long as it
+likes. Here each of those steps is given the least of its own timeout and the time left to the request's deadline, and
+one begun past the deadline raises httpx's timeout for it (ReadTimeout, WriteTimeout, ConnectTimeout, PoolTimeout: a
+`httpx2.TimeoutException`, which the `openai` client takes as its APITimeoutError, tried again as it says); httpcore
+then closes the connection. So a request, its thread and its connection end at most one step's wait past the deadline
+(a step begun just before it waits no longer than the time left): no thread is left behind.
+
+Writes are bounded a call at a time as httpcore makes them (a request's body, small here, goes in one); a server
+reading it a byte at a time could hold a write of a large one past the deadline (not the answers this is for).
+
+Requests go straight to the server: no proxy of the environment's (`HTTP_PROXY`, `HTTPS_PROXY`), as httpx does for a
+client given its own transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections.abc import Iterable, Iterator
+
+import httpcore2
+import httpx2
+
+# `httpx2.Request.extensions` key: the `time.monotonic()` by which the whole request is to end (else the transport's
+# `bound_s` from when it is sent)
+DEADLINE = "pluralign.deadline"
+# the openai client's own (its `DEFAULT_CONNECTION_LIMITS`): a chat's prompt counts, 4 at once each, of many chats at once
+LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+
+# the deadline of the request whose socket steps this thread makes now: set around each call into httpcore
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("pluralign_http_deadline", default=None)
+
+
+def _within(timeout: float | None, error: type[Exception]) -> float | None:
+    """`timeout` (seconds, None: none), or the time left to the deadline of the request under way when that is less;
+    raises `error` (httpcore's) when the deadline has passed."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise error("the request's deadline passed (it is bounded whole)")
+    return left if timeout is None else min(timeout, left)
+
+
+class _BoundedStream(httpcore2.NetworkStream):
+    """A connection whose every read and write is bounded by the deadline of the request under way."""
+
+    def __init__(self, stream: httpcore2.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _within(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _within(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None, timeout: float | None = None) -> httpcore2.NetworkStream:
+        return _BoundedStream(self._stream.start_tls(ssl_context, server_hostname, _within(timeout, httpcore2.ConnectTimeout)))
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
+class _BoundedBackend(httpcore2.NetworkBackend):
+    """httpcore's own (`SyncBackend`), its connections `_BoundedStream`s, each connect bounded by the deadline too."""
+
+    def __init__(self) -> None:
+        self._backend = httpcore2.SyncBackend()
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None) -> httpcore2.NetworkStream:
+        timeout = _within(timeout, httpcore2.ConnectTimeout)
+        return _BoundedStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None) -> httpcore2.NetworkStream:
+        return _BoundedStream(self._backend.connect_unix_socket(path, _within(timeout, httpcore2.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+_HTTPCORE_ERRORS = (httpcore2.TimeoutException, httpcore2.NetworkError, httpcore2.ProtocolError, httpcore2.ProxyError,
+                    httpcore2.UnsupportedProtocol)
+
+
+@contextlib.contextmanager
+def _bounded(deadline: float | None) -> Iterator[None]:
+    """Within: this thread's socket steps bounded by `deadline`; httpcore's errors raised as httpx's (as httpx's own
+    transport does: the same names, the most specific first)."""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    except _HTTPCORE_ERRORS as exc:
+        raise _as_httpx(exc) from exc
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _as_httpx(exc: Exception) -> Exception:
+    """httpx's exception of the name of `exc`'s class (httpcore's), or of the nearest of its bases httpx has."""
+    for kind in type(exc).__mro__:
+        ours = getattr(httpx2, kind.__name__, None)
+        if isinstance(ours, type) and issubclass(ours, httpx2.TransportError):
+            return ours(str(exc))
+    return httpx2.TransportError(str(exc))
+
+
+class _BoundedBody(httpx2.SyncByteStream):
+    """An answer's body, each piece read by the request's deadline (the reader may be another thread than the sender's:
+    a stream's)."""
+
+    def __init__(self, pieces: Iterable[bytes], deadline: float | None) -> None:
+        self._pieces, self._deadline = pieces, deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        pieces = iter(self._pieces)
+        while True:
+            with _bounded(self._deadline):
+                piece = next(pieces, None)
+            if piece is None:
+                return
+            yield piece
+
+    def close(self) -> None:
+        with _bounded(None):
+            close = getattr(self._pieces, "close", None)
+            if close is not None:
+                close()
+
+
+class BoundedTransport(httpx2.BaseTransport):
+    """An `httpx2` transport (`httpx2.Client(transport=...)`, the `openai` client's `http_client`) under which each
+    request, from its wait for a pooled connection to the last byte of its answer's body, ends by its deadline: the
+    request's `DEADLINE` extension (a `time.monotonic()`) where it has one, else `bound_s` seconds (None: no bound
+    but the request's own timeouts) after it is sent (each try of the `openai` client's is a request of its own). Past
+    it, the step under way raises httpx's timeout for that step (`httpx2.TimeoutException`) and the connection is
+    closed. HTTP/1.1, connections pooled as `limits` says; TLS verified by the system's certificates
+    (`httpx2.create_ssl_context()`, httpx's default)."""
+
+    def __init__(self, bound_s: float | None = None, limits: httpx2.Limits = LIMITS) -> None:
+        if bound_s is not None and bound_s <= 0:
+            raise ValueError(f"`bound_s` must be positive or None, got {bound_s}")
+        self.bound_s = bound_s
+        self._pool = httpcore2.ConnectionPool(
+            ssl_context=httpx2.create_ssl_context(), max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_BoundedBackend())
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        deadline = request.extensions.get(DEADLINE)
+        if deadline is None and self.bound_s is not None:
+            deadline = time.monotonic() + self.bound_s
+        extensions = {key: value for key, value in request.extensions.items() if key != DEADLINE}
+        with _bounded(deadline):  # the wait for a pooled connection too (httpcore's "pool" timeout)
+            timeouts = dict(request.extensions.get("timeout", {}))
+            timeouts["pool"] = _within(timeouts.get("pool"), httpcore2.PoolTimeout)
+            sent = httpcore2.Request(
+                method=request.method,
+                url=httpcore2.URL(scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port,
+                                  target=request.url.raw_path),
+                headers=request.headers.raw, content=request.stream, extensions={**extensions, "timeout": timeouts})
+            answer = self._pool.handle_request(sent)
+        return httpx2.Response(status_code=answer.status, headers=answer.headers, stream=_BoundedBody(answer.stream, deadline),
+                               extensions=answer.extensions)
+
+    def close(self) -> None:
+        self._pool.close()
