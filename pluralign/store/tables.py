@@ -1156,7 +1156,7 @@ class Store:
         return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {received_before(before)}") > 0
 
     @_uses("preferences", "read")
-    def received_before_left_at(self, tenant: str, user_id: str, before: float) -> float | None:
+    def received_before_left_at(self, tenant: str, user_id: str, before: float, since: float | None = None) -> float | None:
         """When the user's preference rows received before `before` (unix seconds; `received_before`) left the table,
         as the versions it still keeps tell (LanceDB's `list_versions`): the commit time (unix seconds, this machine's
         clock, as Lance stamps it) of the first of the kept versions from which on none holds such a row. None when
@@ -1166,9 +1166,13 @@ class Store:
         jobs53; the DELETE's beginning, taken until then, left what another replica made while it waited for its
         store's step). The versions are looked at by bisection, each on a handle of its own (the shared one stays
         on its version); a version that cannot be read (files removed under the look, a column it lacks) counts as
-        holding such a row."""
+        holding such a row. `since` (unix seconds): only the versions committed at or after it are looked at (such rows
+        were seen in the table then, and may have left and come back before: the bisection looks for one run of
+        versions holding them, then one holding none)."""
         table = self.db.open_table("preferences")
         versions = sorted(table.list_versions(), key=lambda v: v["version"])
+        if since is not None:
+            versions = [v for v in versions if _stamp_seconds(v["timestamp"]) >= since]
         where = f"{owner_filter(tenant, user_id)} AND {received_before(before)}"
 
         def holds(i: int) -> bool:
@@ -1187,8 +1191,7 @@ class Store:
                 low = mid + 1
             else:
                 high = mid
-        stamp = versions[low]["timestamp"]
-        return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
+        return _stamp_seconds(versions[low]["timestamp"])
 
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
@@ -2462,6 +2465,11 @@ class Store:
 
 
 _DELETION_FIELDS = tuple(f.name for f in msgspec.structs.fields(Deletion))
+
+
+def _stamp_seconds(stamp) -> float:
+    """A version's `timestamp` from `list_versions` (a datetime, or seconds) as unix seconds."""
+    return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
 
 
 def received_before(before: float) -> str:

@@ -802,3 +802,65 @@ def test_an_import_meeting_another_replica_s_delete_and_a_local_delete_of_its_us
         coffee = cb.post(f"/v1/users/{user}/import", content=line("p-1", "Coffee."))
         assert coffee.status_code == 201, coffee.text  # no claim of the deleted user's p-1 left
         assert _rows_once_moved(a, b, cb, user) == [("p-1", "Coffee.")]
+
+
+def test_a_delete_finished_again_after_the_users_old_rows_came_back_is_not_timed_by_its_first_note(replicas, monkeypatch):
+    """Session flake54. A DELETE through a notes in its journal entry when its store's step deleted the user's rows
+    (`Unfinished.rows_left_at`) and stops before its deletion record: b, which held a row the user sent before it in
+    its feedback log, moves that row into the store afterwards (b never saw the DELETE), where a job b queued then
+    reads it. The journal's pass finds the row and deletes it again, and stops right after its store's step, before
+    its own note. The user comes back; the next pass finishes the DELETE for a returning user (`forget_before`):
+    its record must reach what was made while the old row was back in the store. Before, the first attempt's note
+    stood for when the rows left, and b's job, made after it, was kept (`recorded_deletion_reaches` False)."""
+    from tests.service.test_delete_stopped import Stopped
+
+    a, b = replicas
+    rt, user = a.runtime, "back54"
+    journal = rt.delete_journal
+    with a.client("acme") as acme_a, b.client("acme") as acme_b:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+        with b.runtime.ingest.held("acme", user):  # b is slow to move what it received
+            assert acme_b.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Coffee?",
+                                                     "chosen": "Yes.", "rejected": "No."}).status_code == 201
+
+            def stopped(*args, **kwargs):
+                raise Stopped  # killed after the store's step and its note, before the deletion record
+
+            with monkeypatch.context() as patch:
+                patch.setattr(rt.deletion_sweep, "record", stopped)
+                with pytest.raises(Stopped):
+                    services_delete(rt, "acme", user)
+        first = journal.unfinished("acme", user)
+        assert first is not None and first.rows_left_at is not None and first.recorded_at is None, first
+        b.runtime.ingest.flush()  # the row b held, received before the DELETE, reaches the store now
+        assert rt.store.count_preferences("acme", user) == 1
+        back_in_store = time.time()  # what b makes from the store now reads that row (a snapshot, an adapter job)
+        delete_user = rt.store.delete_user
+
+        def store_step_then_stopped(tenant, user_id):
+            delete_user(tenant, user_id)
+            raise Stopped  # killed right after the store's step, before its note
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", store_step_then_stopped)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user, journal.unfinished("acme", user))  # the journal's pass
+        assert rt.store.count_preferences("acme", user) == 0
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Juice?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201  # they came back
+        rt.ingest.flush()
+        came_back = time.time()  # what is made from now on holds none of their old rows
+        services_delete(rt, "acme", user, journal.unfinished("acme", user))  # the journal's next pass finishes it
+        assert journal.unfinished("acme", user) is None
+        assert rt.store.count_preferences("acme", user) == 1  # what they sent since stays
+        # b's job of that time held the deleted row: the record reaches it (before: made_until was the first note)
+        assert b.runtime.recorded_deletion_reaches("acme", user, back_in_store), (first, b.runtime.store.deletions_since(0))
+        assert not b.runtime.recorded_deletion_reaches("acme", user, came_back), b.runtime.store.deletions_since(0)
+
+
+def services_delete(rt, tenant: str, user_id: str, unfinished=None) -> dict[str, int]:
+    from service.users.services import delete
+
+    return delete(rt, tenant, user_id, unfinished)
