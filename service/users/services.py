@@ -1436,7 +1436,9 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     """`delete`'s steps, under its turn and the user's lock, for a DELETE begun at `started_at` (unix
     seconds): the counts, and the embedding cache's error if any. `finishing`: a DELETE from the journal
     of a user who had not come back when it looked (`came_back`): their feedback acknowledged since, while
-    it runs, is theirs, and stays in the log (only rows received before `started_at` go from it). With replicas,
+    it runs, is theirs, and stays in the log (only rows received before `started_at` go from it), and so do the rows
+    another replica moves into the table meanwhile (session flake54: before, the store's step deleted every row of
+    theirs in the table, and a returning user's feedback another replica moved in after that look was lost). With replicas,
     the deletion record's step: when its commit returned is appended to `recorded`, whose chats step
     (`_chats_stored_meanwhile`) `delete` runs after its wait, outside the turn."""
     forget = Forget.key(f"{tenant}/{user_id}")
@@ -1446,9 +1448,11 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     # the vectors of their texts go while the rows still name those texts: a DELETE stopped after the rows
     # went (its process killed) and finished or sent again would find none to forget
     cache_error = _forget_vectors(rt, tenant, user_id)
-    if finishing:
-        _rows_back(rt, tenant, user_id, started_at)
-    counts = rt.store.delete_user(tenant, user_id)
+    if finishing:  # of their rows in the table, those received before it began: what another replica moves in
+        _rows_back(rt, tenant, user_id, started_at)  # meanwhile (the user back since `came_back` looked) stays theirs
+        counts = rt.store.delete_user(tenant, user_id, before=started_at)
+    else:
+        counts = rt.store.delete_user(tenant, user_id)
     # when their rows left the store: finished from the journal for a user who came back, what was made after it stays
     entry = rt.delete_journal.rows_left(Unfinished(tenant=tenant, user_id=user_id, started_at=started_at), time.time())
     forget_claims(rt, tenant, user_id, started_at)

@@ -852,8 +852,8 @@ def test_a_delete_finished_again_after_the_users_old_rows_came_back_is_not_timed
         back_in_store = time.time()  # what b makes from the store now reads that row (a snapshot, an adapter job)
         delete_user = rt.store.delete_user
 
-        def store_step_then_stopped(tenant, user_id):
-            delete_user(tenant, user_id)
+        def store_step_then_stopped(tenant, user_id, **before):
+            delete_user(tenant, user_id, **before)
             raise Stopped  # killed right after the store's step, before its note
 
         with monkeypatch.context() as patch:
@@ -871,6 +871,48 @@ def test_a_delete_finished_again_after_the_users_old_rows_came_back_is_not_timed
         # b's job of that time held the deleted row: the record reaches it (before: made_until was the first note)
         assert b.runtime.recorded_deletion_reaches("acme", user, back_in_store), (first, b.runtime.store.deletions_since(0))
         assert not b.runtime.recorded_deletion_reaches("acme", user, came_back), b.runtime.store.deletions_since(0)
+
+
+def test_a_delete_finished_from_the_journal_keeps_what_another_replica_moves_in_after_its_look(replicas, monkeypatch):
+    """Session flake54. A DELETE through a stops before its store's step; the user comes back through b, whose log holds
+    their new comparison. The journal's pass on a looks whether they came back (`came_back`: not in a's log, not in
+    the store yet), and b moves the row in before a's store's step. Before, that step deleted every row of the user in
+    the table, that one too: feedback b had acknowledged after the DELETE began was lost. Now it deletes only the rows
+    received before the DELETE began, as the pass would have had it looked a moment later."""
+    from tests.service.test_delete_stopped import Stopped
+
+    a, b = replicas
+    rt, user = a.runtime, "moved54"
+    with a.client("acme") as acme_a, b.client("acme") as acme_b:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def stopped(*args, **kwargs):
+            raise Stopped  # killed before its store's step
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", stopped)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        with contextlib.ExitStack() as held:
+            held.enter_context(b.runtime.ingest.held("acme", user))  # b is slow to move what it received
+            assert acme_b.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Back?", "chosen": "Yes.",
+                                                     "rejected": "No."}).status_code == 201  # they came back through b
+            read, moved = rt.store.texts_of, []
+
+            def texts_then_b_moves(tenant, user_ids, *before):  # a step of the pass after its look, before the store's
+                texts = read(tenant, user_ids, *before)
+                if not moved:
+                    held.close()
+                    moved.append(b.runtime.ingest.flush())  # b moves the returning user's row in now
+                return texts
+
+            monkeypatch.setattr(rt.store, "texts_of", texts_then_b_moves)
+            services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
+        assert moved == [1] and rt.delete_journal.unfinished("acme", user) is None
+        rt.store.refresh("preferences")
+        assert [p.prompt for p in rt.store.preferences_for("acme", user)[0]] == ["Back?"]  # before: none
 
 
 def services_delete(rt, tenant: str, user_id: str, unfinished=None) -> dict[str, int]:
