@@ -1156,7 +1156,7 @@ class Store:
         return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {received_before(before)}") > 0
 
     @_uses("preferences", "read")
-    def received_before_left_at(self, tenant: str, user_id: str, before: float) -> float | None:
+    def received_before_left_at(self, tenant: str, user_id: str, before: float, since: float | None = None) -> float | None:
         """When the user's preference rows received before `before` (unix seconds; `received_before`) left the table,
         as the versions it still keeps tell (LanceDB's `list_versions`): the commit time (unix seconds, this machine's
         clock, as Lance stamps it) of the first of the kept versions from which on none holds such a row. None when
@@ -1166,9 +1166,13 @@ class Store:
         jobs53; the DELETE's beginning, taken until then, left what another replica made while it waited for its
         store's step). The versions are looked at by bisection, each on a handle of its own (the shared one stays
         on its version); a version that cannot be read (files removed under the look, a column it lacks) counts as
-        holding such a row."""
+        holding such a row. `since` (unix seconds): only the versions committed at or after it are looked at (such rows
+        were seen in the table then, and may have left and come back before: the bisection looks for one run of
+        versions holding them, then one holding none)."""
         table = self.db.open_table("preferences")
         versions = sorted(table.list_versions(), key=lambda v: v["version"])
+        if since is not None:
+            versions = [v for v in versions if _stamp_seconds(v["timestamp"]) >= since]
         where = f"{owner_filter(tenant, user_id)} AND {received_before(before)}"
 
         def holds(i: int) -> bool:
@@ -1187,8 +1191,7 @@ class Store:
                 low = mid + 1
             else:
                 high = mid
-        stamp = versions[low]["timestamp"]
-        return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
+        return _stamp_seconds(versions[low]["timestamp"])
 
     @_uses("interactions", "written")
     def add_interaction(self, item: Interaction) -> None:
@@ -2221,7 +2224,7 @@ class Store:
 
     # ---- maintenance ------------------------------------------------------------------------
 
-    def delete_user(self, tenant: str, user_id: str) -> dict[str, int]:
+    def delete_user(self, tenant: str, user_id: str, before: float | None = None) -> dict[str, int]:
         """Delete every row of the user, then compact and drop old versions so no file keeps them.
         When it returns, no file of the store holds the user's rows.
 
@@ -2237,20 +2240,26 @@ class Store:
         their files did: the tables were marked first (`PurgeMarks`), so the next turn finishes the purge
         (any delete, even of no one, or compaction; with replicas, the lease's next holder's; alone, at
         the latest when the store opens again). Returns the rows deleted, by table (all 0 when none of
-        the user's rows was left, as for such a call sent again)."""
-        return self.delete_users(tenant, [user_id])
+        the user's rows was left, as for such a call sent again). `before` (unix seconds): of their preference rows,
+        only those received before it (`received_before`; a DELETE finished from the journal: rows the user sent since
+        it began, which another replica moves in meanwhile, stay theirs)."""
+        return self.delete_users(tenant, [user_id], before)
 
-    def delete_users(self, tenant: str, user_ids: list[str]) -> dict[str, int]:
+    def delete_users(self, tenant: str, user_ids: list[str], before: float | None = None) -> dict[str, int]:
         """`delete_user` of each of `user_ids` (of `tenant`) at once: one predicate per table
         (`tenant = .. AND user_id IN (..)`), one delete of each table that holds any of them, then one purge
         (`_purge_tables`: each fragment rewritten and each index rebuilt once, old versions removed once, with
         replicas one wait for the others' reads). What a tenant's removal does a batch of users at a time: one by
         one, each user cost a whole purge of every table (~0.9 s). Returns the rows deleted by table, summed. Called
-        inside a caller's turn (`maintenance()`), with replicas the old versions go once that turn ends (`_drop_when_due`)."""
+        inside a caller's turn (`maintenance()`), with replicas the old versions go once that turn ends (`_drop_when_due`).
+        `before`: as `delete_user`'s."""
         users = sorted(set(user_ids))
         if not users:
             return dict.fromkeys(self.tables, 0)
-        where = owners_filter(tenant, users)
+        owners = owners_filter(tenant, users)
+        wheres = {name: owners for name in self.tables}
+        if before is not None:
+            wheres["preferences"] = f"{owners} AND {received_before(before)}"
         counts = dict.fromkeys(self.tables, 0)
         with self._maintenance():  # one delete or compaction at a time
             def delete_rows() -> None:
@@ -2261,12 +2270,12 @@ class Store:
                     found = {}
                     for name, table in self.tables.items():
                         with self._on(name, "read"):
-                            found[name] = table.count_rows(where)
+                            found[name] = table.count_rows(wheres[name])
                     self._mark([name for name, n in found.items() if n])
                     for name, table in sorted(self.tables.items(), key=lambda item: item[0] == "users"):
                         if found[name]:
                             with self._on(name, "written"):
-                                table.delete(where)
+                                table.delete(wheres[name])
                             counts[name] += found[name]
                     self.histories.invalidate([(tenant, u) for u in users])
 
@@ -2498,6 +2507,11 @@ class Store:
 
 
 _DELETION_FIELDS = tuple(f.name for f in msgspec.structs.fields(Deletion))
+
+
+def _stamp_seconds(stamp) -> float:
+    """A version's `timestamp` from `list_versions` (a datetime, or seconds) as unix seconds."""
+    return stamp.timestamp() if hasattr(stamp, "timestamp") else float(stamp)
 
 
 def received_before(before: float) -> str:

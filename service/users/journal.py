@@ -13,7 +13,8 @@ An entry is one small JSON file in `<data folder>/deletes-in-progress/`, named b
 It holds the tenant, the user's id, when the DELETE began and, with replicas, when its deletion record was
 committed (`Unfinished.recorded_at`, noted by rewriting the entry; a release before it cannot read such an
 entry and leaves it for the operator: let DELETEs finish before going back to one), and when its store's step had
-deleted the user's rows (`Unfinished.rows_left_at`, since the review of jobs53: an earlier release skips it). The steps need the id
+deleted the user's rows (`Unfinished.rows_left_at`, since the review of jobs53: an earlier release skips it), cleared
+when a pass finishing it finds rows from before it back in the store (`Unfinished.rows_seen_at`). The steps need the id
 (the store's rows and the adapter folder are named by it), so an entry keeps it only while that user's DELETE
 is unfinished, and never their texts. The deletions table, which outlives the DELETE, keeps the hash only.
 """
@@ -58,6 +59,12 @@ class Unfinished(Persisted, kw_only=True, frozen=True):
     # for a user who came back). None: not noted (stopped before the note), or an entry of a release before the review
     # of jobs53
     rows_left_at: float | None = None
+    # unix seconds (this replica's clock): a pass finishing this DELETE found rows of the user received before
+    # `started_at` back in the store (another replica moved them in from its feedback log after the note above, not
+    # having seen the DELETE) and cleared `rows_left_at` before deleting them again (`DeleteJournal.rows_back`): they
+    # left after this, at that pass's own note, or, stopped before it, as the store's kept versions from this on tell
+    # (session flake54: before, a pass stopped there left the first note, earlier than the rows went). None: never
+    rows_seen_at: float | None = None
 
     def same_delete(self, other: Unfinished | None) -> bool:
         """Whether `other` is the entry of this same DELETE (its user's, begun at the same time), noted as
@@ -180,6 +187,16 @@ class DeleteJournal:
         except OSError as exc:
             log.error("the DELETE journal entry in %s could not note its store's step: %s", self.folder, exc)
         return noted
+
+    def rows_back(self, entry: Unfinished, at: float) -> None:
+        """Note in the entry of the DELETE `entry` (running here, finishing from the journal) that its user's rows from
+        before it were seen back in the store at `at` (unix seconds) after its store's step had noted them gone
+        (`rows_left`), and are about to be deleted again: the earlier note is cleared (`Unfinished.rows_seen_at`), so
+        that a DELETE stopped before its next note is not taken to have removed them by then. Raises OSError when the
+        entry cannot be rewritten: the rows are not to be deleted again under a note that would then be wrong."""
+        found = self._read(self.path(entry.tenant, entry.user_id))
+        if entry.same_delete(found) and found.rows_left_at is not None:
+            self._write(msgspec.structs.replace(found, rows_left_at=None, rows_seen_at=at))
 
     def recorded_many(self, entries: list[Unfinished], at: float) -> None:
         """`recorded` of each of `entries` (a batch's, `service.users.services.delete_batch`), their folder fsynced once

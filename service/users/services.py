@@ -1393,7 +1393,8 @@ def _finish_steps(rt: Runtime, unfinished: Unfinished, recorded: list[float]) ->
     if rt.deletion_sweep is not None and unfinished.recorded_at is not None:
         chats = _chats_stored_meanwhile(rt, tenant, user_id, unfinished.recorded_at)
     if came_back(rt, tenant, user_id, unfinished.started_at):
-        counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at, unfinished.rows_left_at)
+        counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at, unfinished.rows_left_at,
+                                            unfinished.rows_seen_at)
     else:
         counts, cache_error = _delete_steps(rt, tenant, user_id, unfinished.started_at, recorded, finishing=True)
     counts["interactions"] += chats
@@ -1435,7 +1436,9 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     """`delete`'s steps, under its turn and the user's lock, for a DELETE begun at `started_at` (unix
     seconds): the counts, and the embedding cache's error if any. `finishing`: a DELETE from the journal
     of a user who had not come back when it looked (`came_back`): their feedback acknowledged since, while
-    it runs, is theirs, and stays in the log (only rows received before `started_at` go from it). With replicas,
+    it runs, is theirs, and stays in the log (only rows received before `started_at` go from it), and so do the rows
+    another replica moves into the table meanwhile (session flake54: before, the store's step deleted every row of
+    theirs in the table, and a returning user's feedback another replica moved in after that look was lost). With replicas,
     the deletion record's step: when its commit returned is appended to `recorded`, whose chats step
     (`_chats_stored_meanwhile`) `delete` runs after its wait, outside the turn."""
     forget = Forget.key(f"{tenant}/{user_id}")
@@ -1445,7 +1448,11 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     # the vectors of their texts go while the rows still name those texts: a DELETE stopped after the rows
     # went (its process killed) and finished or sent again would find none to forget
     cache_error = _forget_vectors(rt, tenant, user_id)
-    counts = rt.store.delete_user(tenant, user_id)
+    if finishing:  # of their rows in the table, those received before it began: what another replica moves in
+        _rows_back(rt, tenant, user_id, started_at)  # meanwhile (the user back since `came_back` looked) stays theirs
+        counts = rt.store.delete_user(tenant, user_id, before=started_at)
+    else:
+        counts = rt.store.delete_user(tenant, user_id)
     # when their rows left the store: finished from the journal for a user who came back, what was made after it stays
     entry = rt.delete_journal.rows_left(Unfinished(tenant=tenant, user_id=user_id, started_at=started_at), time.time())
     forget_claims(rt, tenant, user_id, started_at)
@@ -1520,8 +1527,8 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
             or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
 
 
-def forget_before(rt: Runtime, tenant: str, user_id: str, before: float,
-                  rows_left_at: float | None = None) -> tuple[dict[str, int], list[str]]:
+def forget_before(rt: Runtime, tenant: str, user_id: str, before: float, rows_left_at: float | None = None,
+                  rows_seen_at: float | None = None) -> tuple[dict[str, int], list[str]]:
     """Finish the DELETE of a user who came back after it began (`before`, unix seconds): what they
     sent before it goes (their jobs and job files, pending feedback, feedback rows and chats, their
     adapter when it reached this service before it (trained here or registered: `AdapterMeta.received`), their
@@ -1538,9 +1545,9 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float,
     had their old rows read with their new ones. Once those rows had gone, what was made after they went holds none
     and stays (session locks52: before, it stayed either way, an adapter trained on the deleted rows served on):
     `rows_left_at` (unix seconds, the journal entry's note of the store's step), else the store's kept versions tell
-    when (`_left_at`)."""
+    when, from `rows_seen_at` on when a pass saw them back in the store (`_left_at`, `Unfinished.rows_seen_at`)."""
     stored = _stored_before(rt, tenant, user_id, before)
-    made = time.time() if stored else _left_at(rt, tenant, user_id, before, rows_left_at)
+    made = time.time() if stored else _left_at(rt, tenant, user_id, before, rows_left_at, rows_seen_at)
     # by hash: rows received before `until` (it began), things made before `made_until` (`Forget.made_at`)
     forget = Forget.of([new_deletion(tenant, user_id, made, rt.settings.replica_index, began_at=before)])
     counts = no_counts(rt)
@@ -1591,16 +1598,36 @@ def _stored_before(rt: Runtime, tenant: str, user_id: str, before: float) -> boo
     return rt.store.holds_received_before(tenant, user_id, before)
 
 
-def _left_at(rt: Runtime, tenant: str, user_id: str, before: float, noted: float | None = None) -> float:
+def _rows_back(rt: Runtime, tenant: str, user_id: str, began: float) -> None:
+    """Before the store's step of a DELETE finished from the journal (begun at `began`, unix seconds): when its entry
+    notes that an earlier pass's store's step had deleted the user's rows (`Unfinished.rows_left_at`) and rows they
+    sent before it are back in the store (another replica, not having seen the DELETE, moved them in from its
+    feedback log since: what it made from the store then read them), that note is cleared (`DeleteJournal.rows_back`):
+    stopped after this step and before its own note, the DELETE finished later for a user who came back took the
+    first note for when they left, and what was made while they were back stayed (session flake54). Not covered: a
+    row moved in between this look and the store's step (its own read of the newest version)."""
+    entry = rt.delete_journal.unfinished(tenant, user_id)
+    if entry is None or entry.started_at != began or entry.rows_left_at is None:
+        return
+    rt.store.refresh("preferences")  # with replicas: what another replica moved in a moment ago
+    seen = time.time()
+    if rt.store.holds_received_before(tenant, user_id, began):
+        rt.delete_journal.rows_back(entry, seen)
+
+
+def _left_at(rt: Runtime, tenant: str, user_id: str, before: float, noted: float | None = None,
+             seen: float | None = None) -> float:
     """When the user's rows received before `before` (unix seconds: a DELETE's beginning) left the store, once
     `_stored_before` found none: `noted` (the journal's note of the DELETE's store's step, `Unfinished.rows_left_at`),
     else the time of the first kept version of the preferences table without them (`Store.received_before_left_at`,
-    later than that step when a purge removed the versions between), never before `before`; now when neither tells. What was made before it may hold those
+    later than that step when a purge removed the versions between; only versions from `seen` on, when a pass saw
+    them back in the store before deleting them again: `Unfinished.rows_seen_at`), never before `before` or `seen`;
+    now when neither tells. What was made before it may hold those
     rows: the DELETE's steps before its store's step (stopping the user's jobs, the embedding caches) take a while,
     and another replica (or a population snapshot here) read them meanwhile. Until the review of jobs53 `before`
     stood in, and the adapter job another replica queued of those rows in that while stayed, and was promoted."""
-    left = noted if noted is not None else rt.store.received_before_left_at(tenant, user_id, before)
-    return time.time() if left is None else max(before, left)
+    left = noted if noted is not None else rt.store.received_before_left_at(tenant, user_id, before, since=seen)
+    return time.time() if left is None else max(before, seen or 0.0, left)
 
 
 def no_counts(rt: Runtime) -> dict[str, int]:

@@ -117,8 +117,10 @@ def test_a_returning_users_newer_adapter_is_served_when_a_replicas_delete_was_ki
         job = msgspec.json.decode(record.read_bytes())
         assert job["state"] == "succeeded" and job["promoted"] is True, (job["state"], job["promoted"], job.get("promotion_note"))
         with httpx.Client(base_url=second.url, headers=headers, timeout=60) as b:
-            kept = b.get(f"/v1/users/{user}/preferences").json()["total"]
-        assert kept == 6, kept  # what they sent before the DELETE went; what they sent since stays
+            page = b.get(f"/v1/users/{user}/preferences").json()
+        # which rows, if not all six (session 53 saw 3 once at high load, not reproduced since: flake54)
+        kept = (page["total"], sorted(r["prompt"] for r in page["data"]))
+        assert kept[0] == 6, kept  # what they sent before the DELETE went; what they sent since stays
     finally:
         gate.write_text("go")
         for proc in procs:
