@@ -30,6 +30,10 @@ import httpx2
 # `httpx2.Request.extensions` key: the `time.monotonic()` by which the whole request is to end (else the transport's
 # `bound_s` from when it is sent)
 DEADLINE = "pluralign.deadline"
+# the most seconds a request may be bounded by (`BoundedTransport`'s `bound_s`, `RemotePolicy`'s timeouts): a day. A socket
+# takes no timeout past ~9.2e9 s, nor inf or nan: each request failed in it (OverflowError, ValueError: the service's
+# chats each a 500 `internal error`, until the review of session remote54)
+MAX_BOUND_S = 86400.0
 # the openai client's own (its `DEFAULT_CONNECTION_LIMITS`): a chat's prompt counts, 4 at once each, of many chats at once
 LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 
@@ -143,12 +147,12 @@ class BoundedTransport(httpx2.BaseTransport):
     request's `DEADLINE` extension (a `time.monotonic()`) where it has one, else `bound_s` seconds (None: no bound
     but the request's own timeouts) after it is sent (each try of the `openai` client's is a request of its own). Past
     it, the step under way raises httpx's timeout for that step (`httpx2.TimeoutException`) and the connection is
-    closed. HTTP/1.1, connections pooled as `limits` says; TLS verified by the system's certificates
+    closed. ValueError for a `bound_s` not above 0 and at most MAX_BOUND_S (a day). HTTP/1.1, connections pooled as `limits` says; TLS verified by the system's certificates
     (`httpx2.create_ssl_context()`, httpx's default)."""
 
     def __init__(self, bound_s: float | None = None, limits: httpx2.Limits = LIMITS) -> None:
-        if bound_s is not None and bound_s <= 0:
-            raise ValueError(f"`bound_s` must be positive or None, got {bound_s}")
+        if bound_s is not None and not 0 < bound_s <= MAX_BOUND_S:  # nan too
+            raise ValueError(f"`bound_s` must be above 0 and at most {MAX_BOUND_S:g} seconds, or None, got {bound_s}")
         self.bound_s = bound_s
         self._pool = httpcore2.ConnectionPool(
             ssl_context=httpx2.create_ssl_context(), max_connections=limits.max_connections,

@@ -493,8 +493,12 @@ RULES: tuple[Rule, ...] = (
     # answers
     (lambda s: s.candidates < 1, "`candidates` must be at least 1"),
     (lambda s: s.rerank and s.candidates < 2, "`candidates` must be at least 2 when `rerank` is on"),
-    (lambda s: s.generator_timeout_s <= 0 or s.generator_retries < 0,
-     "`generator_timeout_s` must be positive and `generator_retries` at least 0"),
+    # pluralign.bounded_http's MAX_BOUND_S (not imported: the settings load without the HTTP clients). inf, nan or 1e300
+    # were taken until the review of session remote54: every chat then failed in the socket (OverflowError), a 500 `internal error`
+    (lambda s: not 0 < s.generator_timeout_s <= 86400,
+     lambda s: f"`generator_timeout_s` must be above 0 and at most 86400 seconds (a day: each try of a request to the "
+               f"generation server, whole), got {s.generator_timeout_s}"),
+    (lambda s: s.generator_retries < 0, lambda s: f"`generator_retries` must be at least 0, got {s.generator_retries}"),
     (lambda s: s.max_prompt_tokens is not None and s.max_prompt_tokens < 1,
      lambda s: f"`max_prompt_tokens` must be at least 1, got {s.max_prompt_tokens}"),
     (lambda s: s.max_prefill_tokens is not None and s.max_prefill_tokens < 1,

@@ -47,7 +47,7 @@ from pathlib import Path
 import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Response and errors)
 import openai
 
-from pluralign.bounded_http import DEADLINE, BoundedTransport
+from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, BoundedTransport
 from pluralign.data.text import shorten
 from pluralign.policy.adapters import PEFT_FILES
 from pluralign.policy.generator import (
@@ -70,7 +70,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RemotePolicy:
-    """How long to wait for the generation server, and how often to try again."""
+    """How long to wait for the generation server, and how often to try again. ValueError for a timeout not above 0 and
+    at most MAX_BOUND_S (a day: inf or nan failed each request in the socket, until the review of session remote54) or
+    negative retries."""
 
     # each try of a request whole, connecting included, to the last byte of its answer (a long generation included;
     # a stream's whole answer): `pluralign.bounded_http` (until session remote54 each read of it only: a server sending a
@@ -78,6 +80,13 @@ class RemotePolicy:
     timeout_s: float = 120.0
     connect_timeout_s: float = 5.0  # opening the connection
     max_retries: int = 2  # further tries after a connection error, a timeout, 408/409/429 or 5xx
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "connect_timeout_s"):
+            if not 0 < getattr(self, name) <= MAX_BOUND_S:  # nan too
+                raise ValueError(f"`{name}` must be above 0 and at most {MAX_BOUND_S:g} seconds, got {getattr(self, name)}")
+        if self.max_retries < 0:
+            raise ValueError(f"`max_retries` must be at least 0, got {self.max_retries}")
 
     @property
     def tokenize_timeout_s(self) -> float:
