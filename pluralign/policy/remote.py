@@ -47,7 +47,7 @@ from pathlib import Path
 import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Response and errors)
 import openai
 
-from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, BoundedTransport
+from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, bounded_client
 from pluralign.data.text import shorten
 from pluralign.policy.adapters import PEFT_FILES
 from pluralign.policy.generator import (
@@ -134,13 +134,12 @@ class RemoteGenerator:
             timeout=httpx2.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
             max_retries=policy.max_retries,
             # each try bounded whole by `timeout_s` (httpx's own timeouts bound each read of it only)
-            http_client=openai.DefaultHttpxClient(transport=BoundedTransport(policy.timeout_s)),
+            http_client=bounded_client(openai.DefaultHttpxClient, policy.timeout_s),
         )
         # prompt counts (`/tokenize`, beside /v1): httpx's own client, each request bounded whole by its chat's deadline
         # (`DEADLINE`); until session remote54 through the `openai` client, whose read of a 5xx's body and of any answer's
         # headers nothing but each read's timeout bounded: a count given up on held its thread and connection on
-        self._counting = httpx2.Client(transport=BoundedTransport(), headers={"Authorization": f"Bearer {api_key}"},
-                                       follow_redirects=True)
+        self._counting = bounded_client(headers={"Authorization": f"Bearer {api_key}"}, follow_redirects=True)
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
         self._served: dict[str, str] = {}  # adapter name -> its name on the server (`served_name`)
         # adapter name -> its loads again after the server answered a chat for it 404 (restarted): chats that found it
