@@ -108,3 +108,20 @@ def test_a_server_no_proxy_names_is_reached_straight(proxy, monkeypatch):
         assert remote.generate(MESSAGES)[0][0].text == "a plan"
         assert remote.prompt_tokens(MESSAGES) == 5
     assert Proxying.asked == [], Proxying.asked
+
+
+@pytest.mark.parametrize("name", ["PLURALIGN_GENERATOR_API_KEY", "PLURALIGN_ENCODER_API_KEY"])
+@pytest.mark.parametrize("key", ["sk-abc\n", "sk-\u00e9t\u00e9", " sk-abc", "sk-a\tbc"])
+def test_an_api_key_no_header_carries_is_refused_at_start_naming_it_and_not_said(name, key):
+    """A server's key is sent as `Authorization: Bearer <key>`. One with a line end (a Kubernetes secret written with
+    `echo`), a letter outside ASCII, a tab or a space at its ends was taken: since session remote54 the start then
+    stopped at the generator's construction with `pluralign: error: 'ascii' codec can't encode character ... (header
+    'Authorization')` naming no setting (before, every chat was a 500), and a line end made every request "Connection
+    error.", a 503 each naming nothing (h11 refuses the header). Now the start is refused naming the setting, the key
+    itself not said (a secret)."""
+    with pytest.raises(ValueError) as err:
+        Settings.load({name: key})
+    setting = name.removeprefix("PLURALIGN_").lower()
+    assert f"`{setting}` must be printable ASCII" in str(err.value), err.value
+    assert "sk-" not in str(err.value), err.value
+    assert getattr(Settings.load({name: "sk-abc_123.XYZ"}), setting) == "sk-abc_123.XYZ"
