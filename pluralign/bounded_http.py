@@ -12,6 +12,10 @@ then closes the connection. So a request, its thread and its connection end at m
 
 Writes are bounded a call at a time as httpcore makes them (a request's body, small here, goes in one); a server
 reading it a byte at a time could hold a write of a large one past the deadline (not the answers this is for).
+Nor are two waits of connecting (review of session remote54): the resolution of the server's name (`getaddrinfo`,
+bounded by the system resolver's own timeouts only), and a name resolving to several addresses, each of which
+`socket.create_connection` gives the whole wait the connect was given (the time left when it began, at most): addresses
+that drop the attempt silently (an IPv6 route that goes nowhere) hold a request up to that many times as long.
 
 A client made by `bounded_client` sends its requests through the proxy the environment names for their URL
 (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, or in lower case: as httpx reads them), each bounded whole the
