@@ -12,9 +12,15 @@ then closes the connection. So a request, its thread and its connection end at m
 
 Writes are bounded a call at a time as httpcore makes them (a request's body, small here, goes in one); a server
 reading it a byte at a time could hold a write of a large one past the deadline (not the answers this is for).
+Nor are two waits of connecting (review of session remote54): the resolution of the server's name (`getaddrinfo`,
+bounded by the system resolver's own timeouts only), and a name resolving to several addresses, each of which
+`socket.create_connection` gives the whole wait the connect was given (the time left when it began, at most): addresses
+that drop the attempt silently (an IPv6 route that goes nowhere) hold a request up to that many times as long.
 
-Requests go straight to the server: no proxy of the environment's (`HTTP_PROXY`, `HTTPS_PROXY`), as httpx does for a
-client given its own transport.
+A client made by `bounded_client` sends its requests through the proxy the environment names for their URL
+(`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, or in lower case: as httpx reads them), each bounded whole the
+same way: httpx reads none for a client given a transport of its own, so from session remote54 until its review
+requests went straight to the server, and one reached through an egress proxy was unreachable after the upgrade.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ import httpx2
 # `httpx2.Request.extensions` key: the `time.monotonic()` by which the whole request is to end (else the transport's
 # `bound_s` from when it is sent)
 DEADLINE = "pluralign.deadline"
+# the most seconds a request may be bounded by (`BoundedTransport`'s `bound_s`, `RemotePolicy`'s timeouts): a day. A socket
+# takes no timeout past ~9.2e9 s, nor inf or nan: each request failed in it (OverflowError, ValueError: the service's
+# chats each a 500 `internal error`, until the review of session remote54)
+MAX_BOUND_S = 86400.0
 # the openai client's own (its `DEFAULT_CONNECTION_LIMITS`): a chat's prompt counts, 4 at once each, of many chats at once
 LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 
@@ -143,17 +153,28 @@ class BoundedTransport(httpx2.BaseTransport):
     request's `DEADLINE` extension (a `time.monotonic()`) where it has one, else `bound_s` seconds (None: no bound
     but the request's own timeouts) after it is sent (each try of the `openai` client's is a request of its own). Past
     it, the step under way raises httpx's timeout for that step (`httpx2.TimeoutException`) and the connection is
-    closed. HTTP/1.1, connections pooled as `limits` says; TLS verified by the system's certificates
+    closed. ValueError for a `bound_s` not above 0 and at most MAX_BOUND_S (a day). `proxy`: the URL of a proxy every
+    request goes through (http, https, socks5, socks5h), or None: straight to the server (`bounded_client` picks it by
+    the environment, as httpx does). HTTP/1.1, connections pooled as `limits` says; TLS verified by the system's certificates
     (`httpx2.create_ssl_context()`, httpx's default)."""
 
-    def __init__(self, bound_s: float | None = None, limits: httpx2.Limits = LIMITS) -> None:
-        if bound_s is not None and bound_s <= 0:
-            raise ValueError(f"`bound_s` must be positive or None, got {bound_s}")
+    def __init__(self, bound_s: float | None = None, limits: httpx2.Limits = LIMITS, proxy: str | None = None) -> None:
+        if bound_s is not None and not 0 < bound_s <= MAX_BOUND_S:  # nan too
+            raise ValueError(f"`bound_s` must be above 0 and at most {MAX_BOUND_S:g} seconds, or None, got {bound_s}")
         self.bound_s = bound_s
-        self._pool = httpcore2.ConnectionPool(
-            ssl_context=httpx2.create_ssl_context(), max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_BoundedBackend())
+        pool = dict(ssl_context=httpx2.create_ssl_context(), max_connections=limits.max_connections,
+                    max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+                    network_backend=_BoundedBackend())
+        if proxy is None:
+            self._pool = httpcore2.ConnectionPool(**pool)
+            return
+        # as httpx's own transport (`httpx2.HTTPTransport(proxy=...)`) makes its pool for a proxy, on the bounded backend
+        via = httpx2.Proxy(proxy)  # its credentials out of the URL; ValueError for a scheme it has no pool for
+        url = httpcore2.URL(scheme=via.url.raw_scheme, host=via.url.raw_host, port=via.url.port, target=via.url.raw_path)
+        if via.url.scheme in ("http", "https"):
+            self._pool = httpcore2.HTTPProxy(proxy_url=url, proxy_auth=via.raw_auth, proxy_headers=via.headers.raw, **pool)
+        else:  # socks5, socks5h: `socksio` needed, as for httpx's
+            self._pool = httpcore2.SOCKSProxy(proxy_url=url, proxy_auth=via.raw_auth, **pool)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         deadline = request.extensions.get(DEADLINE)
@@ -174,3 +195,15 @@ class BoundedTransport(httpx2.BaseTransport):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def bounded_client(client: type[httpx2.Client] = httpx2.Client, bound_s: float | None = None, **options) -> httpx2.Client:
+    """A `client` (`httpx2.Client` or a subclass: the `openai` client's `DefaultHttpxClient`; `options` its other
+    arguments) whose every request is bounded whole (`BoundedTransport(bound_s)`), sent through the proxy the
+    environment names for its URL, as httpx's own client does (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, or
+    in lower case; `trust_env`), each through such a proxy bounded the same way."""
+    from httpx2._utils import get_environment_proxies  # httpx's own reading of them (pinned: requirements.txt)
+
+    mounts = {pattern: None if url is None else BoundedTransport(bound_s, proxy=url)  # None: `transport`, no proxy
+              for pattern, url in get_environment_proxies().items()}
+    return client(transport=BoundedTransport(bound_s), mounts=mounts, **options)

@@ -72,6 +72,9 @@ POOLED_PRIOR_MAX_USERS = 128  # a tenant's pooled prior is estimated from at mos
 MIN_STORE_TIMEOUT_S = 0.1
 MAX_STORE_CACHE_MB = 1 << 30  # `store_cache_mb`: LanceDB takes its cache sizes as 64-bit counts of bytes
 MAX_SHOTS = 16  # `shots`, and a chat's `pluralign.shots`: past comparisons put in its context
+# `generator_api_key`, `encoder_api_key`: sent as `Authorization: Bearer <key>`, a header value (RFC 9110: visible ASCII,
+# spaces inside)
+API_KEY = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
 METRICS_TOKEN = re.compile(r"[\x21-\x7e]{16,255}")  # `metrics_token`: printable ASCII, no spaces, long enough not to guess
 MAX_CONNECTIONS = 1 << 20  # `max_connections`: more than any open-files limit a kernel is set to
 POOLED_PRIOR_MAX_SPREAD = 100.0  # sd 10x a user's own posterior's: far wider than the model's own prior already
@@ -493,8 +496,18 @@ RULES: tuple[Rule, ...] = (
     # answers
     (lambda s: s.candidates < 1, "`candidates` must be at least 1"),
     (lambda s: s.rerank and s.candidates < 2, "`candidates` must be at least 2 when `rerank` is on"),
-    (lambda s: s.generator_timeout_s <= 0 or s.generator_retries < 0,
-     "`generator_timeout_s` must be positive and `generator_retries` at least 0"),
+    # pluralign.bounded_http's MAX_BOUND_S (not imported: the settings load without the HTTP clients). inf, nan or 1e300
+    # were taken until the review of session remote54: every chat then failed in the socket (OverflowError), a 500 `internal error`
+    (lambda s: not 0 < s.generator_timeout_s <= 86400,
+     lambda s: f"`generator_timeout_s` must be above 0 and at most 86400 seconds (a day: each try of a request to the "
+               f"generation server, whole), got {s.generator_timeout_s}"),
+    (lambda s: s.generator_retries < 0, lambda s: f"`generator_retries` must be at least 0, got {s.generator_retries}"),
+    # a line end (a Kubernetes secret written with `echo`), a letter outside ASCII: until the review of session remote54
+    # taken, then the start stopped in the HTTP library's words naming no setting, or every request was "Connection error."
+    *((lambda s, name=name: getattr(s, name) is not None and not API_KEY.fullmatch(getattr(s, name)),
+       f"`{name}` must be printable ASCII, without spaces at its ends nor line ends (it is sent as `Authorization: Bearer "
+       "<key>`); the key is not said here")
+      for name in ("generator_api_key", "encoder_api_key")),
     (lambda s: s.max_prompt_tokens is not None and s.max_prompt_tokens < 1,
      lambda s: f"`max_prompt_tokens` must be at least 1, got {s.max_prompt_tokens}"),
     (lambda s: s.max_prefill_tokens is not None and s.max_prefill_tokens < 1,

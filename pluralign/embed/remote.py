@@ -111,7 +111,7 @@ class RemoteEncoder:
     ):
         from openai import DefaultHttpxClient, OpenAI
 
-        from pluralign.bounded_http import BoundedTransport
+        from pluralign.bounded_http import bounded_client
 
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
@@ -121,7 +121,7 @@ class RemoteEncoder:
         self.request_headers = request_headers
         self.timeout, self.max_retries = timeout, max_retries
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries,
-                              http_client=DefaultHttpxClient(transport=BoundedTransport(timeout)))
+                              http_client=bounded_client(DefaultHttpxClient, timeout))
         self.dim = int(self._request(["dimension probe"]).shape[1])
         self._check_length(max_length)
 

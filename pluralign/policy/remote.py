@@ -47,7 +47,7 @@ from pathlib import Path
 import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Response and errors)
 import openai
 
-from pluralign.bounded_http import DEADLINE, BoundedTransport
+from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, bounded_client
 from pluralign.data.text import shorten
 from pluralign.policy.adapters import PEFT_FILES
 from pluralign.policy.generator import (
@@ -70,7 +70,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RemotePolicy:
-    """How long to wait for the generation server, and how often to try again."""
+    """How long to wait for the generation server, and how often to try again. ValueError for a timeout not above 0 and
+    at most MAX_BOUND_S (a day: inf or nan failed each request in the socket, until the review of session remote54) or
+    negative retries."""
 
     # each try of a request whole, connecting included, to the last byte of its answer (a long generation included;
     # a stream's whole answer): `pluralign.bounded_http` (until session remote54 each read of it only: a server sending a
@@ -78,6 +80,13 @@ class RemotePolicy:
     timeout_s: float = 120.0
     connect_timeout_s: float = 5.0  # opening the connection
     max_retries: int = 2  # further tries after a connection error, a timeout, 408/409/429 or 5xx
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "connect_timeout_s"):
+            if not 0 < getattr(self, name) <= MAX_BOUND_S:  # nan too
+                raise ValueError(f"`{name}` must be above 0 and at most {MAX_BOUND_S:g} seconds, got {getattr(self, name)}")
+        if self.max_retries < 0:
+            raise ValueError(f"`max_retries` must be at least 0, got {self.max_retries}")
 
     @property
     def tokenize_timeout_s(self) -> float:
@@ -125,13 +134,12 @@ class RemoteGenerator:
             timeout=httpx2.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
             max_retries=policy.max_retries,
             # each try bounded whole by `timeout_s` (httpx's own timeouts bound each read of it only)
-            http_client=openai.DefaultHttpxClient(transport=BoundedTransport(policy.timeout_s)),
+            http_client=bounded_client(openai.DefaultHttpxClient, policy.timeout_s),
         )
         # prompt counts (`/tokenize`, beside /v1): httpx's own client, each request bounded whole by its chat's deadline
         # (`DEADLINE`); until session remote54 through the `openai` client, whose read of a 5xx's body and of any answer's
         # headers nothing but each read's timeout bounded: a count given up on held its thread and connection on
-        self._counting = httpx2.Client(transport=BoundedTransport(), headers={"Authorization": f"Bearer {api_key}"},
-                                       follow_redirects=True)
+        self._counting = bounded_client(headers={"Authorization": f"Bearer {api_key}"}, follow_redirects=True)
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
         self._served: dict[str, str] = {}  # adapter name -> its name on the server (`served_name`)
         # adapter name -> its loads again after the server answered a chat for it 404 (restarted): chats that found it
