@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.unit.clitools import cli
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("argv", [
@@ -33,3 +39,21 @@ def test_an_invalid_choice_names_the_closest_one_as_before(tmp_path, capsys, mon
     assert code == 2 and out == "" and hint in err.strip().splitlines()[-1], err
     assert list(tmp_path.iterdir()) == []
 
+
+def test_an_unknown_eval_model_is_named_before_torch_is_imported(tmp_path):
+    """Before: trial54's `--model` check imported pluralign.reward.registry, and with it torch and every model's code,
+    to read the models' names: `pluralign eval --model pal_a --protocol persona` took 6-7 s on the loaded two cores for
+    its one-line error, where eval's other usage errors (`--k` with bt) take about 1 s, before those imports."""
+    probe = ("import sys, contextlib, io\nfrom training.cli import main\n"
+             "err = io.StringIO()\n"
+             "with contextlib.redirect_stderr(err):\n"
+             "    code = main(['eval', '--model', 'pal_a', '--protocol', 'persona'])\n"
+             "print(code, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
+             "print(err.getvalue().strip().splitlines()[-1])")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, said = result.stdout.strip().splitlines()
+    assert first == "2 []", result.stdout[:500]
+    assert said == ("pluralign: error: --model pal_a: unknown model (did you mean pal-a?); known: bt, em, pal-a, "
+                    "pal-a+residual, pal-b, pal-b+residual, per-user-bt"), said
