@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import atexit
 import contextlib
 import difflib
@@ -19,7 +18,6 @@ import gc
 import importlib
 import importlib.machinery
 import os
-import re
 import signal
 import sys
 import threading
@@ -57,13 +55,26 @@ class Parser(argparse.ArgumentParser):
     are of this class too."""
 
     def error(self, message: str):
-        message = _closest_choice(self, message)
         if message.startswith("the following arguments are required:"):
             extras = self._unparsed()
             if extras:  # `keys create --tenat acme`: the word typed, not only the option it failed to give
                 message = f"{_unrecognized(self, extras)}; {message}"
         self.print_usage(sys.stderr)
         self.exit(2, f"pluralign: error: {message} (see `{self.prog} --help`)\n")
+
+    def _check_value(self, action: argparse.Action, value) -> None:
+        """argparse's, with the closest choice (difflib) in its `invalid choice` error, as Python 3.14's argparse
+        suggests one: `argument command: invalid choice: 'trian' (did you mean 'train'?) (choose from ...)`. The hint
+        goes in as the error is made: read back out of argparse's message, a value holding both quotes and
+        ` (choose from ` was cut at its escaped quote (review trial54: a SyntaxError traceback, not a usage error)."""
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as exc:
+            said = f"invalid choice: {value!r}"
+            close = difflib.get_close_matches(value, [str(c) for c in action.choices], n=1) if isinstance(value, str) else []
+            if not close or not exc.message.startswith(said):
+                raise
+            raise argparse.ArgumentError(action, f"{said} (did you mean {close[0]!r}?){exc.message[len(said):]}") from None
 
     def parse_known_args(self, args=None, namespace=None):
         self._words = list(sys.argv[1:] if args is None else args)  # for error(): what this (sub)command was given
@@ -102,24 +113,6 @@ def _unrecognized(command: argparse.ArgumentParser, extras: list[str]) -> str:
     close = [m for word in typed for m in difflib.get_close_matches(word, options, n=1)]
     hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
     return f"unrecognized arguments: {' '.join(extras)}{hint}"
-
-
-_INVALID_CHOICE = re.compile(r"argument (?P<name>.+?): invalid choice: (?P<value>'[^']*'|\"[^\"]*\") \(choose from ")
-
-
-def _closest_choice(parser: argparse.ArgumentParser, message: str) -> str:
-    """argparse's `invalid choice` error with the closest choice (difflib), as Python 3.14's argparse suggests one:
-    `argument command: invalid choice: 'trian' (did you mean 'train'?) (choose from ...)`; any other message as it is."""
-    found = _INVALID_CHOICE.match(message)
-    if not found:
-        return message
-    value = ast.literal_eval(found["value"])
-    choices = [str(choice) for action in parser._actions if action.choices is not None
-               and argparse._get_action_name(action) == found["name"] for choice in action.choices]
-    close = difflib.get_close_matches(value, choices, n=1)
-    if not close:
-        return message
-    return f"{message[:found.end('value')]} (did you mean {close[0]!r}?){message[found.end('value'):]}"
 
 
 def _chosen_command(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:

@@ -3,20 +3,35 @@
 For the mixtures (pal-a, pal-b, em), a given K fits that K; without one, K is chosen from the data
 by held-out log-likelihood (`pluralign.reward.model_selection`: K = 1, 2, ... on the seen users'
 validation pairs, the smallest K within one standard error of the best).
+
+The names cost no import: each model's code (and torch) is imported when it is built, so `pluralign eval` can refuse
+an unknown `--model` at once (review trial54: importing this module took 5-6 s for a typo's one-line error).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from pluralign.reward.base import PreferenceModel
-from pluralign.reward.bt import BTConfig, PerUserBT, SingleBT
-from pluralign.reward.em import EMConfig, EMMixture
-from pluralign.reward.model_selection import KSearch, KSelected
+if TYPE_CHECKING:
+    from pluralign.reward.base import PreferenceModel
+
+
+def _single_bt(k: int | None, seed: int) -> PreferenceModel:
+    from pluralign.reward.bt import BTConfig, SingleBT
+
+    return SingleBT(BTConfig(seed=seed))
+
+
+def _per_user_bt(k: int | None, seed: int) -> PreferenceModel:
+    from pluralign.reward.bt import BTConfig, PerUserBT
+
+    return PerUserBT(BTConfig(seed=seed))
 
 
 def _pal(variant: str) -> Callable[[int | None, int], PreferenceModel]:
     def build(k: int | None, seed: int) -> PreferenceModel:
+        from pluralign.reward.model_selection import KSearch, KSelected
         from pluralign.reward.pal import PALConfig, PALPreference, PALTrainConfig
 
         def at(k: int) -> PALPreference:
@@ -37,6 +52,9 @@ def _residual(variant: str) -> Callable[[int | None, int], PreferenceModel]:
 
 
 def _em(k: int | None, seed: int) -> PreferenceModel:
+    from pluralign.reward.em import EMConfig, EMMixture
+    from pluralign.reward.model_selection import KSearch, KSelected
+
     def at(k: int) -> EMMixture:
         return EMMixture(EMConfig(k=k, seed=seed))
 
@@ -46,8 +64,8 @@ def _em(k: int | None, seed: int) -> PreferenceModel:
 # name -> factory(k, seed); k is the number of mixture components where a model has them
 # (None: chosen from the data).
 MODELS: dict[str, Callable[[int | None, int], PreferenceModel]] = {
-    "bt": lambda k, seed: SingleBT(BTConfig(seed=seed)),
-    "per-user-bt": lambda k, seed: PerUserBT(BTConfig(seed=seed)),
+    "bt": _single_bt,
+    "per-user-bt": _per_user_bt,
     "pal-a": _pal("a"),
     "pal-b": _pal("b"),
     "em": _em,

@@ -106,7 +106,8 @@ def check_persona_size(args: argparse.Namespace, sizes: dict[str, int]) -> None:
 
 
 def check_model(name: str) -> None:
-    """A ValueError naming --model and the closest known model when `name` is none (`pal_a`: did you mean pal-a?)."""
+    """A ValueError naming --model and the closest known model when `name` is none (`pal_a`: did you mean pal-a?).
+    The registry's names import no model's code (torch): the error comes at once."""
     from pluralign.reward.registry import MODELS
 
     if name not in MODELS:
@@ -125,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         given = ", ".join(f"{PERSONA_SIZES[field]} {value}" for field, value in sizes.items())
         raise ValueError(f"{given}: persona only ({UNSEEN_USERS[args.protocol]})")
     check_persona_size(args, sizes)
-    if args.k is not None and args.model in ("bt", "per-user-bt"):  # pluralign.reward.registry.WITHOUT_COMPONENTS (not imported yet)
+    from pluralign.reward.registry import WITHOUT_COMPONENTS  # the models' names alone: none of their code (torch)
+
+    if args.k is not None and args.model in WITHOUT_COMPONENTS:
         raise ValueError(f"--k {args.k}: the number of mixture components (pal-a, pal-b, em and their +residual forms), and "
                          f"--model {args.model} has none: leave --k out")
     check_encoder(args)
