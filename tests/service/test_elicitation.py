@@ -988,6 +988,26 @@ def test_a_simulated_user_who_only_ties_reads_as_indifferent_on_what_the_tied_an
     assert summary["sentences"][-1] == "based on 0 comparisons and 8 ties (neither answer better)", summary["sentences"]
 
 
+def test_a_user_who_chose_the_short_plain_answer_and_tied_once_is_not_told_they_showed_no_preference_on_length(svc):
+    """Review reviewhttp54: 6 comparisons choosing a short plain answer over a long wordy one, and one tie on exclamation
+    marks, read "prefers shorter answers with shorter, plainer words (confident)" and, among the same sentences, "no
+    preference shown between longer answers and shorter answers: the answers of 6 of your 6 comparisons and 1 tie differ
+    in it, and they lean neither way": length alone leans neither way only because it moved with word length. The joint
+    sentence speaks for both; the tie's own feature still reads as no preference shown."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy}
+            for topic, plain, wordy in zip(TOPICS[:6], PLAIN_ANSWERS * 2, WORDY_ANSWERS * 2, strict=False)]
+    rows.append({"prompt": "Tips on resting?", "chosen": "Rest well!", "rejected": "Rest well.", "tie": True})
+    with svc.client() as c:
+        import_rows(c, "short-and-one-tie", rows)
+        summary = c.get("/v1/users/short-and-one-tie").json()["summary"]
+    features = {f["feature"]: f for f in summary["features"]}
+    assert summary["sentences"][0].startswith("prefers shorter answers with shorter, plainer words"), summary["sentences"]
+    for name, more in (("length", "longer answers"), ("word_length", "longer words")):
+        assert not features[name]["no_preference_shown"], features[name]
+        assert not any(line.startswith(f"no preference shown between {more}") for line in summary["sentences"]), summary
+    assert features["exclamations"]["no_preference_shown"] and features["exclamations"]["text"] in summary["sentences"], summary
+
+
 def test_a_user_of_ratings_of_3_alone_is_told_what_the_model_learns_from(svc):
     """A rating of 3 (one answer, no other named) is the only tie the user's own model does not learn from. A user who
     sent only such ratings has no fitted state yet, and the summary then read as under PAL's weights alone: "your 1
