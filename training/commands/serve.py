@@ -914,6 +914,11 @@ class TimedRequests:
             # the parser stops here, the app never told: uvicorn calls `send_400_response`, which names it
             self.refused_http10_coding = True
             raise ValueError("Transfer-Encoding in HTTP/1.0")
+        if self.parser.get_http_version() == "1.0":
+            # RFC 9110 10.1.1 and 15.2: an HTTP/1.0 request's `100-continue` is ignored, and no 1xx sent to its client,
+            # which would read it as the answer; uvicorn's httptools protocol sent the 100 (h11 did not) until review
+            # reviewhttp54. uvicorn's own flag, set by its `on_header` for the request whose head just ended.
+            self.expect_100_continue = False
         super().on_headers_complete()  # type: ignore[misc]
         if not self.pipeline or self.pipeline[0][0] is not self.cycle:  # begun at once, not queued behind an answer
             self.answering = self.cycle
