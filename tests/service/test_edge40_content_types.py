@@ -719,27 +719,26 @@ def test_an_http10_request_expecting_100_continue_gets_no_100_and_is_served(svc,
 @pytest.mark.parametrize("http", ["h11", "httptools"])
 def test_a_streamed_answer_to_an_http10_request_is_not_chunked(svc, monkeypatch, http):
     """Review reviewhttp54: HTTP/1.0 has no chunked framing (RFC 9112 6.1: a server MUST NOT send `Transfer-Encoding` in
-    a response to an HTTP/1.0 request), yet on httptools, uvicorn's default parser, a streamed chat (or any answer of no
-    `Content-Length`) went to an HTTP/1.0 client chunked: the chunk sizes ("ed\\r\\n") read as part of the event stream.
-    h11 ended such an answer by closing the connection, as HTTP/1.0 frames it; now httptools does too."""
+    a response to an HTTP/1.0 request), yet on httptools, uvicorn's default parser, an answer of no `Content-Length` (a
+    user's export, a streamed chat) went to an HTTP/1.0 client chunked: the chunk sizes ("1f4\r\n") read as part of the
+    JSON lines. h11 ended such an answer by closing the connection, as HTTP/1.0 frames it; now httptools does too."""
     import socket
 
     from tests.serving import on_parser, timed_server
 
     on_parser(monkeypatch, http)
-    body = json.dumps({"model": "pluralign", "stream": True, "user": f"http10-stream-{http}",
-                       "messages": [{"role": "user", "content": "Hi"}]}).encode()
-    request = (f"POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {svc.keys['acme']}\r\n"
-               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    user = f"http10-export-{http}"
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json={**FEEDBACK, "user": user}).status_code == 201
+    request = f"GET /v1/users/{user}/export HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {svc.keys['acme']}\r\n\r\n".encode()
     with timed_server(svc.server.server.config.app, timeout_s=10) as port:
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
             client.sendall(request)
             answer = b""
             while piece := client.recv(65536):  # to the server's close: what frames an HTTP/1.0 answer
                 answer += piece
-    head, _, stream = answer.partition(b"\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding" not in head.lower(), head
     assert b"connection: close" in head.lower() and b"content-length" not in head.lower(), head
-    events = [line for line in stream.split(b"\n") if line.strip()]
-    assert all(line.startswith(b"data: ") for line in events) and events[-1] == b"data: [DONE]", stream[:300]
-    assert json.loads(events[0][len(b"data: "):])["object"] == "chat.completion.chunk", events[0]
+    lines = [json.loads(line) for line in body.splitlines()]  # before: "1f4" (a chunk's size) is no JSON line
+    assert [row["prompt"] for row in lines if row.get("prompt")] == [FEEDBACK["prompt"]], lines
