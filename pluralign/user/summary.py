@@ -72,8 +72,9 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     probability: float = 0.5
     # how many of the user's comparisons (and ties, since session 49) moved this feature (None: a state fitted before it was kept)
     moved_in: int | None = None
-    # the user's answers that differ in this feature, ties among them, show no direction (`direction` null): they showed no
-    # preference on it, which is not the same as nothing learned (`no_preference_shown`; since session http54)
+    # the user's answers that differ in this feature, ties among them (`UserState.tied_in`), show no direction (`direction`
+    # null): they showed no preference on it, which is not the same as nothing learned (`no_preference_shown`; since
+    # session http54)
     no_preference_shown: bool = False
 
 
@@ -314,7 +315,10 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     if sign is not None and said_level != "uncertain" and name not in stated and moved is not None and 0 < moved < FEW_COMPARISONS:
         # `moved` counts the ties that moved it too (`pluralign.user.collinear.feature_signs`)
         rests_on = f", from your {_answers(state)}" if moved >= state.n + state.ties else f", from {moved} of your {_answers(state)}"
-    shown_none = sign is None and borrowed is None and bool(state.ties) and bool(moved) and not leaning_along
+    # the ties that moved it (`tied_in`; a state stored before it was kept: any tie, as until review reviewhttp54, where
+    # one tie that moved none of them made every feature the comparisons moved without a direction read so)
+    tied = state.tied_in.get(name, 0) if state.tied_in else state.ties
+    shown_none = sign is None and borrowed is None and bool(tied) and bool(moved) and not leaning_along
     if shown_none:
         text = no_preference_shown(state, more, less, moved)
     else:

@@ -1008,6 +1008,31 @@ def test_a_user_who_chose_the_short_plain_answer_and_tied_once_is_not_told_they_
     assert features["exclamations"]["no_preference_shown"] and features["exclamations"]["text"] in summary["sentences"], summary
 
 
+def test_a_tie_that_moved_no_feature_of_the_comparisons_adds_no_sentence_on_them(svc):
+    """Review reviewhttp54: with 17 comparisons, contractions and second person (moved by 4 comparisons that split) read
+    "no preference learned yet", as no sentence; one tie more, "Rest well." against "Sleep early." (which differ in
+    neither), added two sentences, "no preference shown between contractions ... and they lean neither way" and the same
+    of second person: the summary counted any tie as one of the answers a feature moved in. Now only ties that moved the
+    feature (`UserState.tied_in`) make it read as no preference shown; the summary reads the same with the tie."""
+    mixed = [("You can rest. Don't rush.", "One should rest and not rush."), ("Yes, walk daily.", "No, walk daily."),
+             ("- rest\n- eat", "Rest and eat."), ("You'll do fine!", "It will be fine.")]
+    rows = [{"prompt": f"Tips on {t}?", "chosen": p, "rejected": w} for t, p, w in zip(TOPICS[:5], PLAIN_ANSWERS, WORDY_ANSWERS, strict=False)]
+    rows += [{"prompt": f"Q{i}?", "chosen": a if i % 2 else b, "rejected": b if i % 2 else a} for i, (a, b) in enumerate(mixed * 2)]
+    rows += [{"prompt": f"E{i}?", "chosen": a if i % 2 else b, "rejected": b if i % 2 else a} for i, (a, b) in enumerate(EXCLAIMED)]
+    summaries = {}
+    with svc.client() as c:
+        for user, ties in (("split-no-tie", []), ("split-one-tie", [{"prompt": "Tips on resting?", "chosen": "Rest well.",
+                                                                      "rejected": "Sleep early.", "tie": True}])):
+            import_rows(c, user, rows + ties)
+            summaries[user] = c.get(f"/v1/users/{user}").json()["summary"]
+    untied, tied = ({f["feature"]: f for f in summaries[user]["features"]} for user in ("split-no-tie", "split-one-tie"))
+    for name in ("contractions", "second_person"):
+        assert untied[name]["moved_in"] == tied[name]["moved_in"] == 4, (untied[name], tied[name])  # the tie did not move it
+        assert not tied[name]["no_preference_shown"] and tied[name]["text"].startswith("no preference learned yet"), tied[name]
+    assert [line for line in summaries["split-one-tie"]["sentences"] if "no preference" in line] == [], summaries["split-one-tie"]
+    assert tied["word_length"]["moved_in"] == untied["word_length"]["moved_in"] + 1  # what the tie did move
+
+
 def test_a_user_of_ratings_of_3_alone_is_told_what_the_model_learns_from(svc):
     """A rating of 3 (one answer, no other named) is the only tie the user's own model does not learn from. A user who
     sent only such ratings has no fitted state yet, and the summary then read as under PAL's weights alone: "your 1

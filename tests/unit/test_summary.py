@@ -171,3 +171,19 @@ def test_a_feature_of_a_group_whose_joint_belief_leans_is_not_said_to_show_no_pr
                  collinear=[indifferent])
     tied = {b.feature: b for b in feature_beliefs(ties)}
     assert tied["length"].no_preference_shown and tied["length"].text.startswith("no preference shown between longer"), tied
+
+
+def test_only_ties_that_moved_a_feature_make_it_read_as_no_preference_shown():
+    """Review reviewhttp54: any tie made every feature the comparisons moved without a direction read "no preference shown
+    ... they lean neither way", a sentence, where without that tie it read "no preference learned yet" (none): the
+    state kept no count of the ties that moved each feature. `UserState.tied_in` now does; a state stored before it
+    (empty `tied_in`) reads as it did in session http54."""
+    from pluralign.user.summary import written_sentences
+
+    split = {"contractions": (0.02, 3.5)}
+    for tied_in, shown in (({"contractions": 0, "length": 1}, False), ({"contractions": 1, "length": 1}, True), ({}, True)):
+        beliefs = {b.feature: b for b in feature_beliefs(state(split, n=17, ties=1, moved_in={"contractions": 4}, tied_in=tied_in))}
+        belief = beliefs["contractions"]
+        assert belief.no_preference_shown is shown and belief.text.startswith(
+            "no preference shown" if shown else "no preference learned yet"), (tied_in, belief)
+        assert (belief.text in written_sentences(list(beliefs.values()), [])) is shown, tied_in
