@@ -339,7 +339,8 @@ def refuse_expectation(request: Request) -> None:
     naming the header (`code: expectation_failed`), before its body is read or anything done: the service cannot meet
     an expectation it does not know, and RFC 9110 lets a server say so rather than go on. Until session http54 such a
     request was served as if the header were not there. `100-continue` (any case; uvicorn sends the 100 when the app first
-    asks for the body) and an empty value (a list of no members, RFC 9110 5.6.1) are taken. Raises the 417 HTTPException."""
+    asks for the body, none to an HTTP/1.0 client: `pluralign serve`'s protocol) and an empty value (a list of no members,
+    RFC 9110 5.6.1) are taken. Raises the 417 HTTPException."""
     members = [m.strip() for line in request.headers.getall("expect", []) for m in line.split(",") if m.strip()]
     unmet = [m for m in members if m.lower() != "100-continue"]
     if not unmet:

@@ -227,6 +227,15 @@ def direction_probability(design: np.ndarray, mean: np.ndarray, cov: np.ndarray,
     return float(s0[0]), float(sd[0]), float(p_more[0])
 
 
+def times_moved(rows: np.ndarray, names: Sequence[str], feature_names: Sequence[str]) -> dict[str, int]:
+    """Of each named feature (`feature_names`, of the (M, D) `rows`' columns `names`): how many of the rows (answers'
+    feature differences: comparisons' or ties') moved it, by more than MIN_MOVED. Raises ValueError for a feature not
+    among `names`."""
+    cols = [list(names).index(f) for f in feature_names]
+    moved = (np.abs(rows[:, cols]) > MIN_MOVED).sum(axis=0) if len(rows) else np.zeros(len(cols), int)  # (F,)
+    return {f: int(k) for f, k in zip(feature_names, moved, strict=True)}
+
+
 def feature_signs(design: np.ndarray, names: Sequence[str], feature_names: Sequence[str], mean: np.ndarray, cov: np.ndarray,
                   prior_mean: np.ndarray, prior_precision: np.ndarray, only: Sequence[str] | None = None,
                   grouped: Collection[str] = (), tied: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, int]]:

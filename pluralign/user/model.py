@@ -49,7 +49,7 @@ from pluralign.losses import davidson_tie_nll
 from pluralign.reward.inputs import comparison_rows, logits_row
 from pluralign.reward.pal_model import PALModel
 from pluralign.user.active import RECENT_ANSWERS, SURPRISE_Z, Recent, recent_surprise
-from pluralign.user.collinear import CollinearFeatures, feature_signs, joint_beliefs
+from pluralign.user.collinear import CollinearFeatures, feature_signs, joint_beliefs, times_moved
 from pluralign.user.features import FEATURE_NAMES, FEATURES_VERSION, response_features
 from pluralign.user.population import as_population, softmax
 
@@ -135,6 +135,10 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     # reads the Laplace Phi(mean / sd), until the user's next refit)
     p_more: dict[str, float] = {}
     moved_in: dict[str, int] = {}
+    # of `moved_in`, how many were ties (`pluralign.user.collinear.times_moved`): the summary says the user showed no
+    # preference on a feature their ties moved (`pluralign.user.summary`); empty without ties, and in a state stored
+    # before review reviewhttp54, where the summary takes any tie as having moved every feature `moved_in` counts
+    tied_in: dict[str, int] = {}
     p_more_from_comparisons: dict[str, float] = {}
     # how much worse the posterior of the user's older answers predicts their newest RECENT_ANSWERS answers (comparisons
     # and ties) than it predicts each older one held out (a rank z) and than it expects to (a calibrated z), the smaller
@@ -557,6 +561,7 @@ class UserModel:
             fitted_at=fitted_at, stated=stated, from_comparisons=alone,
             pooled_users=0 if pooled is None else pooled.users, unpooled_mean=unpooled_mean, unpooled_var=unpooled_var,
             collinear=collinear, p_more=p_more, moved_in=moved_in, p_more_from_comparisons=p_alone,
+            tied_in=times_moved(tied, self.names, FEATURE_NAMES) if len(tied) else {},
         )
 
     def _surprise(self, design: np.ndarray, prior: tuple[np.ndarray, np.ndarray], tied: np.ndarray,

@@ -72,8 +72,9 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     probability: float = 0.5
     # how many of the user's comparisons (and ties, since session 49) moved this feature (None: a state fitted before it was kept)
     moved_in: int | None = None
-    # the user's answers that differ in this feature, ties among them, show no direction (`direction` null): they showed no
-    # preference on it, which is not the same as nothing learned (`no_preference_shown`; since session http54)
+    # the user's answers that differ in this feature, ties among them (`UserState.tied_in`), show no direction (`direction`
+    # null): they showed no preference on it, which is not the same as nothing learned (`no_preference_shown`; since
+    # session http54)
     no_preference_shown: bool = False
 
 
@@ -286,14 +287,21 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
     (`p_more_from_comparisons`, fitted with the state: reading a summary fits nothing); on a feature the
     comparisons moved together with others and cannot tell apart from them (`unresolved_groups`), which
     ones; on a feature fewer than FEW_COMPARISONS comparisons moved, that the belief rests on them (a wide
-    prior expects strong preferences, so one or two agreeing comparisons already read `likely`)."""
+    prior expects strong preferences, so one or two agreeing comparisons already read `likely`); on a feature the user's
+    answers, ties among them, moved without a direction, that they showed no preference on it (`no_preference_shown`),
+    save one of a group whose joint belief leans at least `likely` (`joint_beliefs`: the user did show one, along the group)."""
     stated = stated or {}
     together = {f: [g for g in group.features if g != f] for group in unresolved_groups(state) for f in group.features}
-    out = [_feature_belief(state, name, stated, together.get(name, [])) for name in FEATURE_NAMES]
+    # a feature leaning neither way alone only because it moved with others along which the user's answers lean at least
+    # `likely` (the joint sentence said, `written_sentences`; review reviewhttp54): they showed a preference along them
+    leaning_along = {f for joint in joint_beliefs(state, stated) if joint.direction is not None and joint.confidence != "uncertain"
+                     for f in joint.features}
+    out = [_feature_belief(state, name, stated, together.get(name, []), name in leaning_along) for name in FEATURE_NAMES]
     return sorted(out, key=lambda b: (-b.probability, -abs(b.weight) / max(b.sd, 1e-12)))
 
 
-def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], together: list[str]) -> FeatureBelief:
+def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], together: list[str],
+                    leaning_along: bool = False) -> FeatureBelief:
     weight, sd = state.coefficient(name)
     p_more = feature_p_more(state, name)
     p, sign = max(p_more, 1.0 - p_more), leaning(p_more)
@@ -307,7 +315,10 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     if sign is not None and said_level != "uncertain" and name not in stated and moved is not None and 0 < moved < FEW_COMPARISONS:
         # `moved` counts the ties that moved it too (`pluralign.user.collinear.feature_signs`)
         rests_on = f", from your {_answers(state)}" if moved >= state.n + state.ties else f", from {moved} of your {_answers(state)}"
-    shown_none = sign is None and borrowed is None and bool(state.ties) and bool(moved)
+    # the ties that moved it (`tied_in`; a state stored before it was kept: any tie, as until review reviewhttp54, where
+    # one tie that moved none of them made every feature the comparisons moved without a direction read so)
+    tied = state.tied_in.get(name, 0) if state.tied_in else state.ties
+    shown_none = sign is None and borrowed is None and bool(tied) and bool(moved) and not leaning_along
     if shown_none:
         text = no_preference_shown(state, more, less, moved)
     else:

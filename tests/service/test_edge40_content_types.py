@@ -683,3 +683,62 @@ def test_the_embeddings_server_answers_an_unknown_expectation_417_as_the_api_ser
     assert refused.status_code == 417, refused.text
     assert (error(refused)["param"], error(refused)["code"]) == ("Expect", "expectation_failed"), refused.text
     assert httpx.post(embeddings.url + "/v1/embeddings", json=body).status_code == 200
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_an_http10_request_expecting_100_continue_gets_no_100_and_is_served(svc, monkeypatch, http):
+    """Review reviewhttp54: httptools (uvicorn's default parser) answered an HTTP/1.0 request's `Expect: 100-continue`
+    with `HTTP/1.1 100 Continue`, which an HTTP/1.0 client does not know of and reads as the answer (RFC 9110 10.1.1: a
+    server MUST ignore that expectation in an HTTP/1.0 request; 15.2: it MUST NOT send a 1xx to an HTTP/1.0 client);
+    h11 ignored it. Now neither sends it: the body sent after the head is read and the request answered once, 201."""
+    import socket
+
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, http)
+    key, user = svc.keys["acme"], f"http10-expects-{http}"
+    body = json.dumps({**FEEDBACK, "user": user}).encode()
+    head = (f"POST /v1/feedback HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+            client.sendall(head)
+            client.settimeout(0.3)  # an HTTP/1.1 client waits up to a second for the 100 before it sends the body anyway
+            with pytest.raises(TimeoutError):
+                early = client.recv(65536)
+                pytest.fail(f"answered before the body: {early!r}")
+            client.settimeout(20)
+            client.sendall(body)
+            answer = b""
+            while piece := client.recv(65536):  # an HTTP/1.0 connection closes after its answer
+                answer += piece
+    assert answer.startswith(b"HTTP/1.1 201 ") and answer.count(b"HTTP/1.1 ") == 1, answer
+    assert stored_prompts(svc, user) == [FEEDBACK["prompt"]]
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_streamed_answer_to_an_http10_request_is_not_chunked(svc, monkeypatch, http):
+    """Review reviewhttp54: HTTP/1.0 has no chunked framing (RFC 9112 6.1: a server MUST NOT send `Transfer-Encoding` in
+    a response to an HTTP/1.0 request), yet on httptools, uvicorn's default parser, an answer of no `Content-Length` (a
+    user's export, a streamed chat) went to an HTTP/1.0 client chunked: the chunk sizes ("1f4\r\n") read as part of the
+    JSON lines. h11 ended such an answer by closing the connection, as HTTP/1.0 frames it; now httptools does too."""
+    import socket
+
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, http)
+    user = f"http10-export-{http}"
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json={**FEEDBACK, "user": user}).status_code == 201
+    request = f"GET /v1/users/{user}/export HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {svc.keys['acme']}\r\n\r\n".encode()
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as client:
+            client.sendall(request)
+            answer = b""
+            while piece := client.recv(65536):  # to the server's close: what frames an HTTP/1.0 answer
+                answer += piece
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding" not in head.lower(), head
+    assert b"connection: close" in head.lower() and b"content-length" not in head.lower(), head
+    lines = [json.loads(line) for line in body.splitlines()]  # before: "1f4" (a chunk's size) is no JSON line
+    assert [row["prompt"] for row in lines if row.get("prompt")] == [FEEDBACK["prompt"]], lines

@@ -988,6 +988,51 @@ def test_a_simulated_user_who_only_ties_reads_as_indifferent_on_what_the_tied_an
     assert summary["sentences"][-1] == "based on 0 comparisons and 8 ties (neither answer better)", summary["sentences"]
 
 
+def test_a_user_who_chose_the_short_plain_answer_and_tied_once_is_not_told_they_showed_no_preference_on_length(svc):
+    """Review reviewhttp54: 6 comparisons choosing a short plain answer over a long wordy one, and one tie on exclamation
+    marks, read "prefers shorter answers with shorter, plainer words (confident)" and, among the same sentences, "no
+    preference shown between longer answers and shorter answers: the answers of 6 of your 6 comparisons and 1 tie differ
+    in it, and they lean neither way": length alone leans neither way only because it moved with word length. The joint
+    sentence speaks for both; the tie's own feature still reads as no preference shown."""
+    rows = [{"prompt": f"Tips on {topic}?", "chosen": plain, "rejected": wordy}
+            for topic, plain, wordy in zip(TOPICS[:6], PLAIN_ANSWERS * 2, WORDY_ANSWERS * 2, strict=False)]
+    rows.append({"prompt": "Tips on resting?", "chosen": "Rest well!", "rejected": "Rest well.", "tie": True})
+    with svc.client() as c:
+        import_rows(c, "short-and-one-tie", rows)
+        summary = c.get("/v1/users/short-and-one-tie").json()["summary"]
+    features = {f["feature"]: f for f in summary["features"]}
+    assert summary["sentences"][0].startswith("prefers shorter answers with shorter, plainer words"), summary["sentences"]
+    for name, more in (("length", "longer answers"), ("word_length", "longer words")):
+        assert not features[name]["no_preference_shown"], features[name]
+        assert not any(line.startswith(f"no preference shown between {more}") for line in summary["sentences"]), summary
+    assert features["exclamations"]["no_preference_shown"] and features["exclamations"]["text"] in summary["sentences"], summary
+
+
+def test_a_tie_that_moved_no_feature_of_the_comparisons_adds_no_sentence_on_them(svc):
+    """Review reviewhttp54: with 17 comparisons, contractions and second person (moved by 4 comparisons that split) read
+    "no preference learned yet", as no sentence; one tie more, "Rest well." against "Sleep early." (which differ in
+    neither), added two sentences, "no preference shown between contractions ... and they lean neither way" and the same
+    of second person: the summary counted any tie as one of the answers a feature moved in. Now only ties that moved the
+    feature (`UserState.tied_in`) make it read as no preference shown; the summary reads the same with the tie."""
+    mixed = [("You can rest. Don't rush.", "One should rest and not rush."), ("Yes, walk daily.", "No, walk daily."),
+             ("- rest\n- eat", "Rest and eat."), ("You'll do fine!", "It will be fine.")]
+    rows = [{"prompt": f"Tips on {t}?", "chosen": p, "rejected": w} for t, p, w in zip(TOPICS[:5], PLAIN_ANSWERS, WORDY_ANSWERS, strict=False)]
+    rows += [{"prompt": f"Q{i}?", "chosen": a if i % 2 else b, "rejected": b if i % 2 else a} for i, (a, b) in enumerate(mixed * 2)]
+    rows += [{"prompt": f"E{i}?", "chosen": a if i % 2 else b, "rejected": b if i % 2 else a} for i, (a, b) in enumerate(EXCLAIMED)]
+    summaries = {}
+    with svc.client() as c:
+        for user, ties in (("split-no-tie", []), ("split-one-tie", [{"prompt": "Tips on resting?", "chosen": "Rest well.",
+                                                                      "rejected": "Sleep early.", "tie": True}])):
+            import_rows(c, user, rows + ties)
+            summaries[user] = c.get(f"/v1/users/{user}").json()["summary"]
+    untied, tied = ({f["feature"]: f for f in summaries[user]["features"]} for user in ("split-no-tie", "split-one-tie"))
+    for name in ("contractions", "second_person"):
+        assert untied[name]["moved_in"] == tied[name]["moved_in"] == 4, (untied[name], tied[name])  # the tie did not move it
+        assert not tied[name]["no_preference_shown"] and tied[name]["text"].startswith("no preference learned yet"), tied[name]
+    assert [line for line in summaries["split-one-tie"]["sentences"] if "no preference" in line] == [], summaries["split-one-tie"]
+    assert tied["word_length"]["moved_in"] == untied["word_length"]["moved_in"] + 1  # what the tie did move
+
+
 def test_a_user_of_ratings_of_3_alone_is_told_what_the_model_learns_from(svc):
     """A rating of 3 (one answer, no other named) is the only tie the user's own model does not learn from. A user who
     sent only such ratings has no fitted state yet, and the summary then read as under PAL's weights alone: "your 1

@@ -142,3 +142,48 @@ def test_a_feature_ties_moved_without_a_direction_says_no_preference_was_shown_w
     assert length.text in written_sentences(list(beliefs.values()), [])
     cancelled = {b.feature: b for b in feature_beliefs(state({"length": (0.02, 0.4)}, n=4, moved_in={"length": 4}))}
     assert not cancelled["length"].no_preference_shown and cancelled["length"].text.startswith("no preference learned yet")
+
+
+def test_a_feature_of_a_group_whose_joint_belief_leans_is_not_said_to_show_no_preference():
+    """Review reviewhttp54: with a tie beside them, 6 comparisons that all chose the short plain answer over the long
+    wordy one read "prefers shorter answers with shorter, plainer words (confident)" and, among the same sentences, "no
+    preference shown between longer answers and shorter answers: ... they lean neither way": `length` alone leans neither
+    way only because the comparisons moved it together with `word_length` (they cannot tell which the user cares about),
+    not because the user is indifferent to it. Such a feature keeps "no preference learned yet" and stays out of the
+    sentences, as before session http54; a group whose joint belief leans neither way (ties alone) still shows none."""
+    from pluralign.user.collinear import CollinearFeatures
+    from pluralign.user.summary import joint_beliefs, written_sentences
+
+    group = CollinearFeatures(features=["length", "word_length"], direction=[0.8, 0.6], cosine=0.96, mean=-4.0, sd=1.0,
+                              p_more=0.0004, moved_in=7)
+    s = state({"length": (-0.1, 4.0), "word_length": (-0.9, 4.0)}, n=6, ties=1, moved_in={"length": 7, "word_length": 7},
+              collinear=[group])
+    beliefs = {b.feature: b for b in feature_beliefs(s)}
+    length = beliefs["length"]
+    assert length.direction is None and not length.no_preference_shown, length
+    assert length.text.startswith("no preference learned yet between longer answers and shorter answers"), length.text
+    sentences = written_sentences(list(beliefs.values()), joint_beliefs(s))
+    assert sentences[0].startswith("prefers shorter answers with shorter, plainer words (confident)"), sentences
+    assert not any("no preference" in line for line in sentences), sentences
+    indifferent = CollinearFeatures(features=["length", "word_length"], direction=[0.8, 0.6], cosine=0.96, mean=0.01,
+                                    sd=0.3, p_more=0.51, moved_in=8)
+    ties = state({"length": (0.0, 0.3), "word_length": (0.01, 0.3)}, ties=8, moved_in={"length": 8, "word_length": 8},
+                 collinear=[indifferent])
+    tied = {b.feature: b for b in feature_beliefs(ties)}
+    assert tied["length"].no_preference_shown and tied["length"].text.startswith("no preference shown between longer"), tied
+
+
+def test_only_ties_that_moved_a_feature_make_it_read_as_no_preference_shown():
+    """Review reviewhttp54: any tie made every feature the comparisons moved without a direction read "no preference shown
+    ... they lean neither way", a sentence, where without that tie it read "no preference learned yet" (none): the
+    state kept no count of the ties that moved each feature. `UserState.tied_in` now does; a state stored before it
+    (empty `tied_in`) reads as it did in session http54."""
+    from pluralign.user.summary import written_sentences
+
+    split = {"contractions": (0.02, 3.5)}
+    for tied_in, shown in (({"contractions": 0, "length": 1}, False), ({"contractions": 1, "length": 1}, True), ({}, True)):
+        beliefs = {b.feature: b for b in feature_beliefs(state(split, n=17, ties=1, moved_in={"contractions": 4}, tied_in=tied_in))}
+        belief = beliefs["contractions"]
+        assert belief.no_preference_shown is shown and belief.text.startswith(
+            "no preference shown" if shown else "no preference learned yet"), (tied_in, belief)
+        assert (belief.text in written_sentences(list(beliefs.values()), [])) is shown, tied_in

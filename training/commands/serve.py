@@ -496,6 +496,31 @@ def http10_with_transfer_coding(version: bytes | str, names) -> bool:
     return (version.decode() if isinstance(version, bytes) else version) == "1.0" and b"transfer-encoding" in names
 
 
+def close_delimited(cycle):
+    """The `send` of uvicorn's httptools request cycle `cycle`, of an HTTP/1.0 request, that ends an answer of no
+    `Content-Length` by closing the connection (uvicorn closes it after any answer to HTTP/1.0) instead of chunking it:
+    HTTP/1.0 has no chunked framing (RFC 9112 6.1: a server MUST NOT send `Transfer-Encoding` in answer to it), as h11
+    does. Until review reviewhttp54 a streamed chat or export went to an HTTP/1.0 client chunked, the chunk sizes read as
+    part of the stream. uvicorn's cycle chunks an answer whose `chunked_encoding` is still None once its head is
+    written; set False, the answer's bytes are written as they come against `expected_content_length`, set here to the
+    bytes of each piece (the last one's too, so uvicorn's count ends at 0)."""
+    send, unsized = cycle.send, []  # unsized: [True] once the answer's head came without a Content-Length
+
+    async def sent(message) -> None:
+        if message["type"] == "http.response.start" and not cycle.response_started:
+            headers = message.get("headers", [])
+            if (b"content-length" not in {name.lower() for name, _ in headers} and cycle.scope["method"] != "HEAD"
+                    and message["status"] not in (204, 304)):
+                unsized.append(True)
+                cycle.chunked_encoding = False
+                message = {**message, "headers": [(n, v) for n, v in headers if n.lower() != b"transfer-encoding"]}
+        elif message["type"] == "http.response.body" and unsized:
+            cycle.expected_content_length = len(message.get("body", b""))  # each piece as it comes: closed after
+        await send(message)
+
+    return sent
+
+
 def refuse_framed_twice(h11_next_event, protocol):
     """h11's `Connection.next_event` refusing a request sent with `Transfer-Encoding` and `Content-Length` both (raised as
     h11's own refusals are, so uvicorn answers it with `send_400_response`, naming `Transfer-Encoding`, and parses
@@ -919,7 +944,14 @@ class TimedRequests:
             # the parser stops here, the app never told: uvicorn calls `send_400_response`, which names it
             self.refused_http10_coding = True
             raise ValueError("Transfer-Encoding in HTTP/1.0")
+        if self.parser.get_http_version() == "1.0":
+            # RFC 9110 10.1.1 and 15.2: an HTTP/1.0 request's `100-continue` is ignored, and no 1xx sent to its client,
+            # which would read it as the answer; uvicorn's httptools protocol sent the 100 (h11 did not) until review
+            # reviewhttp54. uvicorn's own flag, set by its `on_header` for the request whose head just ended.
+            self.expect_100_continue = False
         super().on_headers_complete()  # type: ignore[misc]
+        if self.parser.get_http_version() == "1.0" and getattr(self.cycle, "scope", None) is self.scope:  # its cycle
+            self.cycle.send = close_delimited(self.cycle)
         if not self.pipeline or self.pipeline[0][0] is not self.cycle:  # begun at once, not queued behind an answer
             self.answering = self.cycle
         self.reading, self.head_bytes, self.parsed_bytes = "body", 0, 0
