@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.data.record import Persisted
-from pluralign.files import fsync_dir, write_atomic
+from pluralign.files import folder_lock, fsync_dir, write_atomic
 
 POOLS_FOLDER = "calibration-pools"  # under the data folder
 POOL_FORMAT = 1  # the file's schema: a reader refuses another one by its number (`other_schema`)
@@ -76,23 +76,29 @@ def write_pool(data_path: Path, tenant: str, items: list[tuple[str, list[str]]])
     pool = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=list(a)) for p, a in items], updated_at=time.time())
     path = pool_path(data_path, tenant)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomic(path, msgspec.json.encode(pool))
+    with folder_lock(path.parent):  # a DELETE meanwhile would take this PUT's temp file for one a killed PUT left
+        write_atomic(path, msgspec.json.encode(pool))
     return pool
 
 
 def remove_pool(data_path: Path, tenant: str) -> bool:
     """Remove the tenant's calibration pool, and the temp files of PUTs a killed process left beside it
     (`.<name>.<random>`: the new pool's texts, never renamed into place); whether there was a pool. The removal is on
-    disk when this returns (the folder fsynced). Raises OSError as it comes."""
+    disk when this returns (the folder fsynced). Takes turns with `write_pool` (`folder_lock` on the pools folder):
+    until review pool54 a DELETE meanwhile removed the temp file of a PUT still writing, whose rename then failed
+    (a 500). Raises OSError as it comes."""
     path = pool_path(data_path, tenant)
-    left = list(path.parent.glob(f".{path.name}.*")) if path.parent.is_dir() else []
-    for temp in left:
-        temp.unlink(missing_ok=True)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        if left:
-            fsync_dir(path.parent)
+    if not path.parent.is_dir():
         return False
-    fsync_dir(path.parent)
-    return True
+    with folder_lock(path.parent):
+        left = list(path.parent.glob(f".{path.name}.*"))
+        for temp in left:
+            temp.unlink(missing_ok=True)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            if left:
+                fsync_dir(path.parent)
+            return False
+        fsync_dir(path.parent)
+        return True

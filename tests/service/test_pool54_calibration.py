@@ -260,3 +260,31 @@ def test_a_damaged_pool_is_never_read_as_none_and_replicas_refuse_a_put(svc, set
             assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("pool", "per_replica"), r.json()
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_a_delete_sent_while_a_put_writes_waits_for_it(svc, monkeypatch):
+    """A DELETE of the pool that arrives while a PUT is writing its temp file takes turns with it: the PUT is stored
+    (200), then removed (204). Until review pool54 the DELETE's sweep of temp files a killed PUT left removed the live
+    PUT's, whose rename then failed: a 500 (15 of 30 PUTs racing DELETEs on two loaded cores)."""
+    import threading
+
+    folder = pool_path(svc.runtime.settings.data_path, "acme").parent
+    real_fsync, deleted, senders = os.fsync, [], []
+
+    with svc.client("acme") as acme, svc.client("acme") as other:
+        def delete_meanwhile(fd):
+            if os.path.dirname(os.readlink(f"/proc/self/fd/{fd}")) == str(folder) and not senders:
+                # sent while the PUT's temp file is written, not yet renamed
+                senders.append(threading.Thread(target=lambda: deleted.append(other.delete("/v1/calibration-pool"))))
+                senders[0].start()
+                senders[0].join(0.5)  # answered at once before; now it waits for the PUT's turn to end
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", delete_meanwhile)
+        r = acme.put("/v1/calibration-pool", json={"pool": POOL_B})
+        monkeypatch.undo()
+        senders[0].join(30)
+        assert r.status_code == 200, r.text
+        assert [d.status_code for d in deleted] == [204], [d.text for d in deleted]
+        assert acme.get("/v1/calibration-pool").status_code == 404
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
