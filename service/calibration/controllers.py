@@ -49,9 +49,11 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
     in the tenant's pool vectors), so the questionnaire's first question waits for no embedding, and a text the
     embeddings server refuses is a 400 naming it. Written whole: a crash part way keeps the pool before."""
     rt, tenant = request.app.state.runtime, request.user.tenant
-    if rt.settings.replicas > 1:  # each replica's data folder is its own: a pool stored in one is not asked by the others
+    if rt.settings.replicas > 1 and not rt.settings.calibration_pools_dir:  # in each replica's own data folder: a pool
+        # stored in one would not be asked by the others
         problem = ("a calibration pool is kept in a replica's own data folder, and this service runs "
-                   f"{rt.settings.replicas} replicas (PLURALIGN_REPLICAS): send `pool` with each next-comparison")
+                   f"{rt.settings.replicas} replicas (PLURALIGN_REPLICAS): name a folder every replica mounts with "
+                   "PLURALIGN_CALIBRATION_POOLS_DIR, or send `pool` with each next-comparison")
         raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "per_replica"}])
     items = checked_pool(data.pool)
     rt.pool_vectors.forget_scope(tenant)  # the pool before's texts: none of them kept in memory past its replacement
@@ -59,7 +61,7 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
         rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in items), *(a for _, answers in items for a in answers)])
     except RemoteTextsRefused as exc:
         raise refused_text(rt.encoder, pool_fields(items), exc) from None
-    stored = write_pool(rt.settings.data_path, tenant, items)
+    stored = write_pool(rt.settings.calibration_pools_path, tenant, items)
     return CalibrationPoolStored(items=len(stored.pool), answers=sum(len(i.answers) for i in stored.pool),
                                  updated_at=stored.updated_at)
 
@@ -69,7 +71,7 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
 def get_calibration_pool(request: Request) -> CalibrationPool:
     """The tenant's stored calibration pool as it was stored, with its `format` and when it was stored (`updated_at`);
     a 404 when the tenant stored none."""
-    found = read_pool(request.app.state.runtime.settings.data_path, request.user.tenant)
+    found = read_pool(request.app.state.runtime.settings.calibration_pools_path, request.user.tenant)
     if found is None:
         raise NotFoundException(NONE_STORED)
     return found
@@ -81,6 +83,6 @@ def delete_calibration_pool(request: Request) -> None:
     """Removes the tenant's calibration pool (on disk when answered) and its texts' vectors kept in memory;
     next-comparison's `{}` then asks as if none was ever stored. A 404 when there was none."""
     rt, tenant = request.app.state.runtime, request.user.tenant
-    if not remove_pool(rt.settings.data_path, tenant):
+    if not remove_pool(rt.settings.calibration_pools_path, tenant):
         raise NotFoundException(NONE_STORED)
     rt.pool_vectors.forget_scope(tenant)

@@ -1,10 +1,12 @@
 """A tenant's calibration pool: the prompts, with 2-8 answers each, that `POST /v1/users/{id}/next-comparison` asks a
 user about when its request sends no `pool` of its own (docs/api.md, "A stored calibration pool").
 
-One file per tenant, `<data folder>/calibration-pools/<sha256 of the tenant>.json` (`CalibrationPool`, msgspec JSON,
+One file per tenant, `<pools folder>/<sha256 of the tenant>.json` (`CalibrationPool`, msgspec JSON,
 `format` POOL_FORMAT), written whole (temp file, fsync, rename, fsync of the folder: `pluralign.files.write_atomic`),
 so a crash in the middle of a PUT leaves the pool before it or the new one, never part of either; removed by the
-tenant's removal (`service.tenants`). The file is named by a hash so a tenant's name is never a path. It is the
+tenant's removal (`service.tenants`). The pools folder is `Settings.calibration_pools_path`: `<data folder>/calibration-pools`,
+or PLURALIGN_CALIBRATION_POOLS_DIR, a folder the replicas share (writers take turns under `folder_lock`, which reaches
+every pod of a lock-forwarding NFSv4 volume as for PLURALIGN_PAL_DIR; readers read the file at each request). The file is named by a hash so a tenant's name is never a path. It is the
 tenant's, no user's: a user's export and DELETE leave it alone.
 """
 
@@ -20,7 +22,6 @@ import msgspec
 from pluralign.data.record import Persisted
 from pluralign.files import folder_lock, fsync_dir, write_atomic
 
-POOLS_FOLDER = "calibration-pools"  # under the data folder
 POOL_FORMAT = 1  # the file's schema: a reader refuses another one by its number (`other_schema`)
 
 
@@ -46,15 +47,16 @@ class CalibrationPoolUnreadable(RuntimeError):
     file. Never taken as "no pool": `{}` would then ask other users' stored comparisons instead."""
 
 
-def pool_path(data_path: Path, tenant: str) -> Path:
-    """Where `tenant`'s calibration pool is kept: named by the sha256 (hex) of the tenant's name."""
-    return data_path / POOLS_FOLDER / f"{hashlib.sha256(tenant.encode()).hexdigest()}.json"
+def pool_path(folder: Path, tenant: str) -> Path:
+    """Where `tenant`'s calibration pool is kept in the pools folder `folder` (`Settings.calibration_pools_path`): named
+    by the sha256 (hex) of the tenant's name."""
+    return folder / f"{hashlib.sha256(tenant.encode()).hexdigest()}.json"
 
 
-def read_pool(data_path: Path, tenant: str) -> CalibrationPool | None:
+def read_pool(folder: Path, tenant: str) -> CalibrationPool | None:
     """The tenant's calibration pool, or None when it stored none. Raises CalibrationPoolUnreadable naming the file for
     one that is not such a pool or of another format; OSError (other than a missing file) as it comes."""
-    path = pool_path(data_path, tenant)
+    path = pool_path(folder, tenant)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -70,24 +72,24 @@ def read_pool(data_path: Path, tenant: str) -> CalibrationPool | None:
                                         "remove the file") from None
 
 
-def write_pool(data_path: Path, tenant: str, items: list[tuple[str, list[str]]]) -> CalibrationPool:
+def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]]) -> CalibrationPool:
     """Store `items` as the tenant's calibration pool in place of any before, whole and durably (its rename survives a
     power loss). Returns what was stored. Raises OSError (a full disk: the pool before is kept, whole)."""
     pool = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=list(a)) for p, a in items], updated_at=time.time())
-    path = pool_path(data_path, tenant)
+    path = pool_path(folder, tenant)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with folder_lock(path.parent):  # a DELETE meanwhile would take this PUT's temp file for one a killed PUT left
         write_atomic(path, msgspec.json.encode(pool))
     return pool
 
 
-def remove_pool(data_path: Path, tenant: str) -> bool:
+def remove_pool(folder: Path, tenant: str) -> bool:
     """Remove the tenant's calibration pool, and the temp files of PUTs a killed process left beside it
     (`.<name>.<random>`: the new pool's texts, never renamed into place); whether there was a pool. The removal is on
     disk when this returns (the folder fsynced). Takes turns with `write_pool` (`folder_lock` on the pools folder):
     until review pool54 a DELETE meanwhile removed the temp file of a PUT still writing, whose rename then failed
     (a 500). Raises OSError as it comes."""
-    path = pool_path(data_path, tenant)
+    path = pool_path(folder, tenant)
     if not path.parent.is_dir():
         return False
     with folder_lock(path.parent):
@@ -102,3 +104,9 @@ def remove_pool(data_path: Path, tenant: str) -> bool:
             return False
         fsync_dir(path.parent)
         return True
+
+
+def own_pools_unwritten(settings) -> bool:
+    """Whether no PUT writes the calibration pools' folder of this replica's own data folder (`Settings`): with several
+    replicas a PUT is refused unless PLURALIGN_CALIBRATION_POOLS_DIR names another (shared) folder."""
+    return not settings.calibration_pools_dir or settings.calibration_pools_path.absolute() != settings.own_calibration_pools_path.absolute()
