@@ -20,9 +20,9 @@ from pluralign.data.record import Base
 from pluralign.embed.remote import RemoteTextsRefused
 from service.calibration.pools import CalibrationPool, read_pool, remove_pool, write_pool
 from service.encoders import refused_text
-from service.errors import error_responses
+from service.errors import bad_request, error_responses
 from service.users.controllers import MAX_POOL_ITEMS, PoolItem, checked_pool
-from service.users.services import pool_fields
+from service.users.services import distinct_answers, pool_fields
 
 NONE_STORED = "this tenant stored no calibration pool (PUT /v1/calibration-pool stores one)"
 
@@ -45,7 +45,8 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
     """Stores the tenant's calibration pool in place of any before: the questions
     `POST /v1/users/{id}/next-comparison` asks a user about when its request sends no `pool` (a request's own `pool`
     still wins). The same items and limits as that `pool` (1-64 prompts, 2-8 answers each, at most 64 answers in
-    all, no blank text); a refused item stores nothing and keeps the pool before. Each text is embedded here (kept
+    all, no blank text), and each prompt's answers must hold two a person can tell apart (`pluralign.data.text.answer_key`:
+    a 400 naming `pool[i].answers`); a refused item stores nothing and keeps the pool before. Each text is embedded here (kept
     in the tenant's pool vectors), so the questionnaire's first question waits for no embedding, and a text the
     embeddings server refuses is a 400 naming it. Written whole: a crash part way keeps the pool before."""
     rt, tenant = request.app.state.runtime, request.user.tenant
@@ -56,6 +57,11 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
                    "PLURALIGN_CALIBRATION_POOLS_DIR, or send `pool` with each next-comparison")
         raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "per_replica"}])
     items = checked_pool(data.pool)
+    for i, (_, answers) in enumerate(items):  # never asked: every `{}` of a pool of these alone would be a 400
+        if len(distinct_answers(answers)) < 2:
+            raise bad_request(f"pool[{i}].answers", "its answers read as one answer (answers that differ only in Unicode "
+                                                    "normalization (NFC) or invisible characters are one): a stored prompt "
+                                                    "needs at least two answers a person can tell apart")
     rt.pool_vectors.forget_scope(tenant)  # the pool before's texts: none of them kept in memory past its replacement
     try:
         rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in items), *(a for _, answers in items for a in answers)])

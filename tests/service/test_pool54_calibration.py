@@ -313,3 +313,23 @@ def test_a_shared_pools_folder_is_checked_at_start_and_taken_with_replicas(svc, 
         assert r.status_code == 200 and r.json()["pool"] == "calibration" and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
         assert acme.delete("/v1/calibration-pool").status_code == 204
         assert not pool_path(shared, "acme").exists()
+
+
+def test_a_prompt_whose_answers_read_the_same_is_refused_at_the_put(svc):
+    """A stored item whose answers a person cannot tell apart (`Yes.` and `Yes.` + U+3164, or the NFC and NFD spellings
+    of one answer) would never be asked: the PUT is a 400 naming `pool[i].answers`, the pool before kept. Until review
+    pool54 it was stored (200), and with no other item every user's `{}` was then a 400 telling them to store the pool
+    again."""
+    with svc.client("acme") as acme:
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        before = acme.get("/v1/calibration-pool").json()
+        for answers in (["Yes.", "Yes.\u3164"], ["Caf\u00e9.", "Cafe\u0301.", " Caf\u00e9."]):
+            r = acme.put("/v1/calibration-pool", json={"pool": [POOL_B[0], {"prompt": "Coffee?", "answers": answers}]})
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert error["param"] == "pool[1].answers" and "read as one answer" in error["message"], error
+        assert acme.get("/v1/calibration-pool").json() == before
+        # two answers of three that read the same leave two a person can tell apart: stored
+        r = acme.put("/v1/calibration-pool", json={"pool": [{"prompt": "Coffee?", "answers": ["Yes.", "Yes.\u3164", "No."]}]})
+        assert r.status_code == 200, r.text
+        assert acme.delete("/v1/calibration-pool").status_code == 204
