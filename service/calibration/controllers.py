@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import msgspec
@@ -18,7 +19,8 @@ from litestar.params import JSONBody
 
 from pluralign.data.record import Base
 from pluralign.embed.remote import RemoteTextsRefused
-from service.calibration.pools import CalibrationPool, read_pool, remove_pool, write_pool
+from service.calibration.pools import CalibrationPool, read_pool, remove_pool, remove_pool_before, write_pool
+from service.deletions import tenant_removed_since
 from service.encoders import refused_text
 from service.errors import bad_request, error_responses
 from service.users.controllers import MAX_POOL_ITEMS, PoolItem, checked_pool
@@ -49,7 +51,7 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
     a 400 naming `pool[i].answers`); a refused item stores nothing and keeps the pool before. Each text is embedded here (kept
     in the tenant's pool vectors), so the questionnaire's first question waits for no embedding, and a text the
     embeddings server refuses is a 400 naming it. Written whole: a crash part way keeps the pool before."""
-    rt, tenant = request.app.state.runtime, request.user.tenant
+    rt, tenant, arrived = request.app.state.runtime, request.user.tenant, time.time()
     if rt.settings.replicas > 1 and not rt.settings.calibration_pools_dir:  # in each replica's own data folder: a pool
         # stored in one would not be asked by the others
         problem = ("a calibration pool is kept in a replica's own data folder, and this service runs "
@@ -67,7 +69,12 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
         rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in items), *(a for _, answers in items for a in answers)])
     except RemoteTextsRefused as exc:
         raise refused_text(rt.encoder, pool_fields(items), exc) from None
-    stored = write_pool(rt.settings.calibration_pools_path, tenant, items)
+    stored = write_pool(rt.settings.calibration_pools_path, tenant, items, arrived)
+    if (began := tenant_removed_since(rt, tenant, arrived)) is not None:  # its removal, answered by another replica,
+        # cleaned the shared folder while this ran: what this stored goes too (`apply_deletions` takes it if it comes later)
+        remove_pool_before(rt.settings.calibration_pools_path, tenant, began)
+        problem = "this tenant was removed while its calibration pool was being stored: nothing was kept"
+        raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "tenant_removed"}])
     return CalibrationPoolStored(items=len(stored.pool), answers=sum(len(i.answers) for i in stored.pool),
                                  updated_at=stored.updated_at)
 

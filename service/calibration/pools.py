@@ -13,6 +13,7 @@ tenant's, no user's: a user's export and DELETE leave it alone.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import msgspec
 from pluralign.data.record import Persisted
 from pluralign.files import folder_lock, fsync_dir, write_atomic
 
+log = logging.getLogger("pluralign.calibration")
 POOL_FORMAT = 1  # the file's schema: a reader refuses another one by its number (`other_schema`)
 
 
@@ -35,7 +37,7 @@ class CalibrationPool(Persisted, kw_only=True, frozen=True):
 
     format: int = POOL_FORMAT
     pool: list[CalibrationItem]
-    updated_at: float  # unix seconds of the PUT that stored it
+    updated_at: float  # unix seconds: when the PUT that stored it arrived (a tenant's removal begun later removes it)
 
     def items(self) -> list[tuple[str, list[str]]]:
         """(prompt, answers) of each item, in stored order: what `next_comparison` takes as a pool."""
@@ -72,10 +74,12 @@ def read_pool(folder: Path, tenant: str) -> CalibrationPool | None:
                                         "remove the file") from None
 
 
-def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]]) -> CalibrationPool:
+def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], arrived: float | None = None) -> CalibrationPool:
     """Store `items` as the tenant's calibration pool in place of any before, whole and durably (its rename survives a
-    power loss). Returns what was stored. Raises OSError (a full disk: the pool before is kept, whole)."""
-    pool = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=list(a)) for p, a in items], updated_at=time.time())
+    power loss); `arrived`: when its request arrived (unix seconds; default now), its `updated_at`. Returns what was
+    stored. Raises OSError (a full disk: the pool before is kept, whole)."""
+    pool = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=list(a)) for p, a in items],
+                           updated_at=time.time() if arrived is None else arrived)
     path = pool_path(folder, tenant)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with folder_lock(path.parent):  # a DELETE meanwhile would take this PUT's temp file for one a killed PUT left
@@ -102,6 +106,26 @@ def remove_pool(folder: Path, tenant: str) -> bool:
             if left:
                 fsync_dir(path.parent)
             return False
+        fsync_dir(path.parent)
+        return True
+
+
+def remove_pool_before(folder: Path, tenant: str, before: float) -> bool:
+    """Remove the tenant's calibration pool if its PUT arrived before `before` (unix seconds: a removal of the tenant
+    that began then, which another replica answered); whether it did. A pool that cannot be read is left, a WARNING
+    naming it (the removal's own replica removed the tenant's whatever it held). Takes turns with `write_pool`."""
+    path = pool_path(folder, tenant)
+    if not path.exists():
+        return False
+    with folder_lock(path.parent):
+        try:
+            pool = read_pool(folder, tenant)
+        except CalibrationPoolUnreadable as exc:
+            log.warning("a removal of a tenant left its calibration pool, which cannot be read: %s", exc)
+            return False
+        if pool is None or pool.updated_at >= before:
+            return False
+        path.unlink(missing_ok=True)
         fsync_dir(path.parent)
         return True
 
