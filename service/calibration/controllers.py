@@ -51,7 +51,8 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
     a 400 naming `pool[i].answers`); a refused item stores nothing and keeps the pool before. Each text is embedded here (kept
     in the tenant's pool vectors), so the questionnaire's first question waits for no embedding, and a text the
     embeddings server refuses is a 400 naming it. Written whole: a crash part way keeps the pool before."""
-    rt, tenant, arrived = request.app.state.runtime, request.user.tenant, time.time()
+    rt, tenant = request.app.state.runtime, request.user.tenant
+    arrived = getattr(request.state, "key_checked_at", None) or time.time()  # its key checked (`BearerAuth`)
     if rt.settings.replicas > 1 and not rt.settings.calibration_pools_dir:  # in each replica's own data folder: a pool
         # stored in one would not be asked by the others
         problem = ("a calibration pool is kept in a replica's own data folder, and this service runs "

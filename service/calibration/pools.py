@@ -37,7 +37,7 @@ class CalibrationPool(Persisted, kw_only=True, frozen=True):
 
     format: int = POOL_FORMAT
     pool: list[CalibrationItem]
-    updated_at: float  # unix seconds: when the PUT that stored it arrived (a tenant's removal begun later removes it)
+    updated_at: float  # unix seconds: when the key of the PUT that stored it was checked (a removal begun later removes it)
 
     def items(self) -> list[tuple[str, list[str]]]:
         """(prompt, answers) of each item, in stored order: what `next_comparison` takes as a pool."""

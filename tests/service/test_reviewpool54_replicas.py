@@ -152,3 +152,36 @@ def test_a_put_that_ends_before_the_removal_is_applied_is_removed_by_it(replicas
     assert not remove_pool_before(a.runtime.settings.calibration_pools_path, "hooli",
                                   next(f.tenants["hooli"] for f in a.runtime.deletion_sweep.applied_since(0) if "hooli" in f.tenants))
     assert path.exists()
+
+
+def test_a_put_whose_body_came_after_the_removal_began_keeps_nothing(replicas):
+    """A PUT on replica a whose key was checked before the removal through b began, its body sent after (a slow upload;
+    or a request queued for a thread): it arrived when its key was checked. Before, its `updated_at` was when the route
+    began, after the removal's start: answered 200 after a applied the removal, its pool stayed."""
+    import json
+
+    a, b = replicas
+    a.keys["umbrella"] = a.runtime.keys.issue("umbrella")
+    body, go = json.dumps({"pool": POOL_A}).encode(), threading.Event()
+
+    def slow_body():
+        yield body[:10]
+        assert go.wait(60)
+        yield body[10:]
+
+    answers = []
+    with a.client("umbrella") as umbrella_a, b.client("admin") as admin_b:
+        sender = threading.Thread(target=lambda: answers.append(umbrella_a.put(
+            "/v1/calibration-pool", content=slow_body(), headers={"Content-Type": "application/json", "Content-Length": str(len(body))})))
+        sender.start()
+        deadline = time.monotonic() + 30
+        while not a.server.server.config.app.state.tenant_requests.wait_none("umbrella", 0):  # its key checked: a request of the tenant
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        b.runtime.keys.issue("umbrella")
+        removed_through(admin_b, "umbrella")
+        applied_on(a, "umbrella")
+        go.set()
+        sender.join(60)
+    assert answers and answers[0].status_code == 409 and answers[0].json()["error"]["code"] == "tenant_removed", answers[0].text
+    assert not pool_path(a.runtime.settings.calibration_pools_path, "umbrella").exists()
