@@ -374,6 +374,9 @@ class BearerAuth(AbstractAuthenticationMiddleware):
         if entry is None:
             raise NotAuthorizedException("unknown API key", headers=INVALID_TOKEN)
         CALLER.set("admin" if entry.admin else f"tenant:{entry.tenant}")  # this request's task and what it runs in threads
+        # when it arrived as the key's holder (`key_checked_at`): its body and a thread for its route may come later, after
+        # a removal of its tenant began on another replica (the calibration pool's PUT keeps nothing then)
+        connection.state.key_checked_at = time.time()
         return AuthenticationResult(user=Principal(tenant=entry.tenant, admin=entry.admin), auth=entry)
 
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from pluralign.files import atomic_writer
 from pluralign.store.clocks import ReplicaClocks, counts_words
 from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, new_tenant_deletion
+from service.calibration.pools import own_pools_unwritten, remove_pool, remove_pool_before
 from service.periodic import Periodic
 from service.promoted import PROMOTED_PAL
 from service.waiting_refits import forget_refits, owed_refits
@@ -97,6 +98,16 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     # rows are in this replica's letters, and a blank `user_id`: until session 50 they stayed here, texts and all)
     for tenant, before in sorted(forget.tenants.items()):
         rt.ingest.dead_letters.forget_tenant(tenant, before=before)
+        # and its calibration pool in this replica's own data folder, stored while it served alone (the replica the
+        # removal was sent to cannot reach it; until review pool54 it stayed, and the tenant made again was asked it).
+        # No PUT writes there while replicas run (a 409, or PLURALIGN_CALIBRATION_POOLS_DIR names the shared folder,
+        # which the removal's replica cleaned), so nothing stored since the removal began goes with it
+        if rt.settings.replicas > 1 and own_pools_unwritten(rt.settings):
+            files += remove_pool(rt.settings.own_calibration_pools_path, tenant)
+        # and in the replicas' shared folder one a PUT of this replica stored after the removal's replica cleaned it,
+        # authenticated before the keys went (that replica waits for its own requests only)
+        if rt.settings.calibration_pools_dir:
+            files += remove_pool_before(rt.settings.calibration_pools_path, tenant, before)
     # the notes of stored rows' claims name users by the records' hash: those of users no longer in the log go too
     rt.ingest.forget_noted({h: forget.until.get(h) for h in forget.hashes})
     # their ids leave the waiting refits' file (`service.waiting_refits`); one who came back keeps theirs
@@ -108,6 +119,16 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     for tenant in sorted({r.tenant for r in records}):
         rt.forget_pooled(tenant)
     return files + rt.forget_population_users(forget)
+
+
+def tenant_removed_since(rt: Runtime, tenant: str, arrived: float) -> float | None:
+    """When another replica's removal of `tenant`, begun after a request that arrived at `arrived` (unix seconds), was
+    applied here while that request ran (`DeletionSweep.applied_since`): the removal's start; None when none was.
+    A request that stored what the pass had already looked for (a calibration pool's PUT) removes it again."""
+    if rt.deletion_sweep is None:
+        return None
+    return max((f.tenants[tenant] for f in rt.deletion_sweep.applied_since(arrived) if f.tenants.get(tenant, -math.inf) > arrived),
+               default=None)
 
 
 def chat_of_deleted(forget: Forget, tenant: str, user_id: str, began: float) -> bool:

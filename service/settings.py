@@ -183,6 +183,9 @@ class Settings(Base, frozen=True):
     # per-user adapters, where `pluralign train adapter` saves them too; default <data_dir>/adapters (share it
     # between replicas). PLURALIGN_ADAPTER_DIR is its deprecated name
     adapters_dir: str | None = None
+    # tenants' calibration pools (PUT /v1/calibration-pool); default <data_dir>/calibration-pools, each replica's own:
+    # with several replicas a PUT is then refused (409), so name a folder every replica mounts (the shared volume)
+    calibration_pools_dir: str | None = None
     fspo_adapter: str | None = None  # FSPO adapter folder (`pluralign train fspo --out`): serves users without their own
     # a local generator (`smollm2` or a folder) runs in a child process, so its Python-heavy sampling loop
     # never holds this process's GIL while light routes are served (issue 13: reads' p99 under a chat flood)
@@ -338,6 +341,16 @@ class Settings(Base, frozen=True):
     @property
     def adapters_path(self) -> Path:
         return Path(self.adapters_dir) if self.adapters_dir else self.data_path / "adapters"
+
+    @property
+    def calibration_pools_path(self) -> Path:
+        """Where tenants' calibration pools are kept (`service.calibration.pools`)."""
+        return Path(self.calibration_pools_dir) if self.calibration_pools_dir else self.own_calibration_pools_path
+
+    @property
+    def own_calibration_pools_path(self) -> Path:
+        """The calibration pools' folder in this process's own data folder (the default `calibration_pools_path`)."""
+        return self.data_path / "calibration-pools"
 
     @property
     def sync_seconds(self) -> float | None:
@@ -654,6 +667,21 @@ def check_keys_file(settings: Settings) -> None:
     if not path.parent.is_dir():
         raise ValueError(f"{where}: no such folder as {path.parent.absolute()} (the shared volume not mounted there?): "
                          "name a key file in a folder that is there (the one every replica names)")
+
+
+def check_calibration_pools_dir(settings: Settings) -> None:
+    """The folder `calibration_pools_dir` names (PLURALIGN_CALIBRATION_POOLS_DIR: the one replicas share on a volume),
+    before a start: its parent must be a folder (a PUT makes the folder itself), and it must not be a file. Else a
+    ValueError naming the setting and the path: an unmounted volume would otherwise get a folder of this replica's own,
+    which no other replica reads. Without the setting nothing is checked."""
+    if not settings.calibration_pools_dir:
+        return
+    path, where = settings.calibration_pools_path, f"PLURALIGN_CALIBRATION_POOLS_DIR (setting calibration_pools_dir) {settings.calibration_pools_dir}"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{where}: a file, not a folder: name the folder tenants' calibration pools are kept in")
+    if not path.parent.is_dir():
+        raise ValueError(f"{where}: no such folder as {path.parent.absolute()} (the shared volume not mounted there?): "
+                         "name a folder in one that is there (the one every replica names)")
 
 
 def check_server_url(name: str, where: str) -> None:

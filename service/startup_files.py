@@ -13,7 +13,7 @@ from pluralign.files import lock_file
 from pluralign.policy.adapters import AdapterError, check_files, read_meta
 from service.promoted import PROMOTED_PAL
 from service.rewards import UserRewards
-from service.settings import check_keys_file
+from service.settings import check_calibration_pools_dir, check_keys_file
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -38,6 +38,7 @@ def check_startup_files(settings: Settings) -> None:
     damaged one is a ValueError naming the file (and the setting) at once, not after the encoder and
     generator have loaded. And the key file a `keys_file` names (`service.settings.check_keys_file`)."""
     check_keys_file(settings)
+    check_calibration_pools_dir(settings)
     check_pal_dir_lock(settings)
     promoted = settings.data_path / PROMOTED_PAL
     if (promoted / "meta.json").exists():

@@ -430,7 +430,15 @@ class TenantRemovals:
         queued was a 404 `tenant_unseen`, "nothing to remove", and the job stayed."""
         return (self.rt.ingest.dead_letters.holds_tenant(tenant) or bool(self._jobs_of(tenant))
                 or any(folder.is_dir() for folder in self._folders(tenant))
-                or pool_path(self.data_path, tenant).exists() or bool(self.users_of(tenant)))
+                or any(pool_path(folder, tenant).exists() for folder in self._pool_folders())
+                or bool(self.users_of(tenant)))
+
+    def _pool_folders(self) -> list[Path]:
+        """The folders that may hold a calibration pool of a tenant (`service.calibration.pools`): the one PUTs write, and
+        this replica's own data folder's when that is another (a pool stored there before PLURALIGN_CALIBRATION_POOLS_DIR
+        named the shared one)."""
+        settings = self.rt.settings
+        return list(dict.fromkeys([settings.calibration_pools_path, settings.own_calibration_pools_path]))
 
     def _jobs_of(self, tenant: str) -> list:
         """The jobs whose params name `tenant` (`tenant_of`), as the job runner holds them (none without the admin area)."""
@@ -463,7 +471,7 @@ class TenantRemovals:
             if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
                 shutil.rmtree(folder)
                 folders += 1
-        pools = int(remove_pool(self.data_path, tenant))  # its calibration pool (`service.calibration.pools`)
+        pools = sum(remove_pool(folder, tenant) for folder in self._pool_folders())  # its calibration pool
         self.rt.forget_pooled(tenant)
         self.rt.chat_keys.forget_tenant(tenant)  # its chats' answers kept for their Idempotency-Keys
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import msgspec
@@ -18,11 +19,12 @@ from litestar.params import JSONBody
 
 from pluralign.data.record import Base
 from pluralign.embed.remote import RemoteTextsRefused
-from service.calibration.pools import CalibrationPool, read_pool, remove_pool, write_pool
+from service.calibration.pools import CalibrationPool, read_pool, remove_pool, remove_pool_before, write_pool
+from service.deletions import tenant_removed_since
 from service.encoders import refused_text
-from service.errors import error_responses
+from service.errors import bad_request, error_responses
 from service.users.controllers import MAX_POOL_ITEMS, PoolItem, checked_pool
-from service.users.services import pool_fields
+from service.users.services import distinct_answers, pool_fields
 
 NONE_STORED = "this tenant stored no calibration pool (PUT /v1/calibration-pool stores one)"
 
@@ -45,21 +47,35 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
     """Stores the tenant's calibration pool in place of any before: the questions
     `POST /v1/users/{id}/next-comparison` asks a user about when its request sends no `pool` (a request's own `pool`
     still wins). The same items and limits as that `pool` (1-64 prompts, 2-8 answers each, at most 64 answers in
-    all, no blank text); a refused item stores nothing and keeps the pool before. Each text is embedded here (kept
+    all, no blank text), and each prompt's answers must hold two a person can tell apart (`pluralign.data.text.answer_key`:
+    a 400 naming `pool[i].answers`); a refused item stores nothing and keeps the pool before. Each text is embedded here (kept
     in the tenant's pool vectors), so the questionnaire's first question waits for no embedding, and a text the
     embeddings server refuses is a 400 naming it. Written whole: a crash part way keeps the pool before."""
     rt, tenant = request.app.state.runtime, request.user.tenant
-    if rt.settings.replicas > 1:  # each replica's data folder is its own: a pool stored in one is not asked by the others
+    arrived = getattr(request.state, "key_checked_at", None) or time.time()  # its key checked (`BearerAuth`)
+    if rt.settings.replicas > 1 and not rt.settings.calibration_pools_dir:  # in each replica's own data folder: a pool
+        # stored in one would not be asked by the others
         problem = ("a calibration pool is kept in a replica's own data folder, and this service runs "
-                   f"{rt.settings.replicas} replicas (PLURALIGN_REPLICAS): send `pool` with each next-comparison")
+                   f"{rt.settings.replicas} replicas (PLURALIGN_REPLICAS): name a folder every replica mounts with "
+                   "PLURALIGN_CALIBRATION_POOLS_DIR, or send `pool` with each next-comparison")
         raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "per_replica"}])
     items = checked_pool(data.pool)
+    for i, (_, answers) in enumerate(items):  # never asked: every `{}` of a pool of these alone would be a 400
+        if len(distinct_answers(answers)) < 2:
+            raise bad_request(f"pool[{i}].answers", "its answers read as one answer (answers that differ only in Unicode "
+                                                    "normalization (NFC) or invisible characters are one): a stored prompt "
+                                                    "needs at least two answers a person can tell apart")
     rt.pool_vectors.forget_scope(tenant)  # the pool before's texts: none of them kept in memory past its replacement
     try:
         rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in items), *(a for _, answers in items for a in answers)])
     except RemoteTextsRefused as exc:
         raise refused_text(rt.encoder, pool_fields(items), exc) from None
-    stored = write_pool(rt.settings.data_path, tenant, items)
+    stored = write_pool(rt.settings.calibration_pools_path, tenant, items, arrived)
+    if (began := tenant_removed_since(rt, tenant, arrived)) is not None:  # its removal, answered by another replica,
+        # cleaned the shared folder while this ran: what this stored goes too (`apply_deletions` takes it if it comes later)
+        remove_pool_before(rt.settings.calibration_pools_path, tenant, began)
+        problem = "this tenant was removed while its calibration pool was being stored: nothing was kept"
+        raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "tenant_removed"}])
     return CalibrationPoolStored(items=len(stored.pool), answers=sum(len(i.answers) for i in stored.pool),
                                  updated_at=stored.updated_at)
 
@@ -69,7 +85,7 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
 def get_calibration_pool(request: Request) -> CalibrationPool:
     """The tenant's stored calibration pool as it was stored, with its `format` and when it was stored (`updated_at`);
     a 404 when the tenant stored none."""
-    found = read_pool(request.app.state.runtime.settings.data_path, request.user.tenant)
+    found = read_pool(request.app.state.runtime.settings.calibration_pools_path, request.user.tenant)
     if found is None:
         raise NotFoundException(NONE_STORED)
     return found
@@ -81,6 +97,6 @@ def delete_calibration_pool(request: Request) -> None:
     """Removes the tenant's calibration pool (on disk when answered) and its texts' vectors kept in memory;
     next-comparison's `{}` then asks as if none was ever stored. A 404 when there was none."""
     rt, tenant = request.app.state.runtime, request.user.tenant
-    if not remove_pool(rt.settings.data_path, tenant):
+    if not remove_pool(rt.settings.calibration_pools_path, tenant):
         raise NotFoundException(NONE_STORED)
     rt.pool_vectors.forget_scope(tenant)

@@ -1,16 +1,19 @@
 """A tenant's calibration pool: the prompts, with 2-8 answers each, that `POST /v1/users/{id}/next-comparison` asks a
 user about when its request sends no `pool` of its own (docs/api.md, "A stored calibration pool").
 
-One file per tenant, `<data folder>/calibration-pools/<sha256 of the tenant>.json` (`CalibrationPool`, msgspec JSON,
+One file per tenant, `<pools folder>/<sha256 of the tenant>.json` (`CalibrationPool`, msgspec JSON,
 `format` POOL_FORMAT), written whole (temp file, fsync, rename, fsync of the folder: `pluralign.files.write_atomic`),
 so a crash in the middle of a PUT leaves the pool before it or the new one, never part of either; removed by the
-tenant's removal (`service.tenants`). The file is named by a hash so a tenant's name is never a path. It is the
+tenant's removal (`service.tenants`). The pools folder is `Settings.calibration_pools_path`: `<data folder>/calibration-pools`,
+or PLURALIGN_CALIBRATION_POOLS_DIR, a folder the replicas share (writers take turns under `folder_lock`, which reaches
+every pod of a lock-forwarding NFSv4 volume as for PLURALIGN_PAL_DIR; readers read the file at each request). The file is named by a hash so a tenant's name is never a path. It is the
 tenant's, no user's: a user's export and DELETE leave it alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,9 +21,9 @@ from pathlib import Path
 import msgspec
 
 from pluralign.data.record import Persisted
-from pluralign.files import fsync_dir, write_atomic
+from pluralign.files import folder_lock, fsync_dir, write_atomic
 
-POOLS_FOLDER = "calibration-pools"  # under the data folder
+log = logging.getLogger("pluralign.calibration")
 POOL_FORMAT = 1  # the file's schema: a reader refuses another one by its number (`other_schema`)
 
 
@@ -34,7 +37,7 @@ class CalibrationPool(Persisted, kw_only=True, frozen=True):
 
     format: int = POOL_FORMAT
     pool: list[CalibrationItem]
-    updated_at: float  # unix seconds of the PUT that stored it
+    updated_at: float  # unix seconds: when the key of the PUT that stored it was checked (a removal begun later removes it)
 
     def items(self) -> list[tuple[str, list[str]]]:
         """(prompt, answers) of each item, in stored order: what `next_comparison` takes as a pool."""
@@ -46,15 +49,16 @@ class CalibrationPoolUnreadable(RuntimeError):
     file. Never taken as "no pool": `{}` would then ask other users' stored comparisons instead."""
 
 
-def pool_path(data_path: Path, tenant: str) -> Path:
-    """Where `tenant`'s calibration pool is kept: named by the sha256 (hex) of the tenant's name."""
-    return data_path / POOLS_FOLDER / f"{hashlib.sha256(tenant.encode()).hexdigest()}.json"
+def pool_path(folder: Path, tenant: str) -> Path:
+    """Where `tenant`'s calibration pool is kept in the pools folder `folder` (`Settings.calibration_pools_path`): named
+    by the sha256 (hex) of the tenant's name."""
+    return folder / f"{hashlib.sha256(tenant.encode()).hexdigest()}.json"
 
 
-def read_pool(data_path: Path, tenant: str) -> CalibrationPool | None:
+def read_pool(folder: Path, tenant: str) -> CalibrationPool | None:
     """The tenant's calibration pool, or None when it stored none. Raises CalibrationPoolUnreadable naming the file for
     one that is not such a pool or of another format; OSError (other than a missing file) as it comes."""
-    path = pool_path(data_path, tenant)
+    path = pool_path(folder, tenant)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -70,29 +74,63 @@ def read_pool(data_path: Path, tenant: str) -> CalibrationPool | None:
                                         "remove the file") from None
 
 
-def write_pool(data_path: Path, tenant: str, items: list[tuple[str, list[str]]]) -> CalibrationPool:
+def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], arrived: float | None = None) -> CalibrationPool:
     """Store `items` as the tenant's calibration pool in place of any before, whole and durably (its rename survives a
-    power loss). Returns what was stored. Raises OSError (a full disk: the pool before is kept, whole)."""
-    pool = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=list(a)) for p, a in items], updated_at=time.time())
-    path = pool_path(data_path, tenant)
+    power loss); `arrived`: when its request arrived (unix seconds; default now), its `updated_at`. Returns what was
+    stored. Raises OSError (a full disk: the pool before is kept, whole)."""
+    pool = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=list(a)) for p, a in items],
+                           updated_at=time.time() if arrived is None else arrived)
+    path = pool_path(folder, tenant)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_atomic(path, msgspec.json.encode(pool))
+    with folder_lock(path.parent):  # a DELETE meanwhile would take this PUT's temp file for one a killed PUT left
+        write_atomic(path, msgspec.json.encode(pool))
     return pool
 
 
-def remove_pool(data_path: Path, tenant: str) -> bool:
+def remove_pool(folder: Path, tenant: str) -> bool:
     """Remove the tenant's calibration pool, and the temp files of PUTs a killed process left beside it
     (`.<name>.<random>`: the new pool's texts, never renamed into place); whether there was a pool. The removal is on
-    disk when this returns (the folder fsynced). Raises OSError as it comes."""
-    path = pool_path(data_path, tenant)
-    left = list(path.parent.glob(f".{path.name}.*")) if path.parent.is_dir() else []
-    for temp in left:
-        temp.unlink(missing_ok=True)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        if left:
-            fsync_dir(path.parent)
+    disk when this returns (the folder fsynced). Takes turns with `write_pool` (`folder_lock` on the pools folder):
+    until review pool54 a DELETE meanwhile removed the temp file of a PUT still writing, whose rename then failed
+    (a 500). Raises OSError as it comes."""
+    path = pool_path(folder, tenant)
+    if not path.parent.is_dir():
         return False
-    fsync_dir(path.parent)
-    return True
+    with folder_lock(path.parent):
+        left = list(path.parent.glob(f".{path.name}.*"))
+        for temp in left:
+            temp.unlink(missing_ok=True)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            if left:
+                fsync_dir(path.parent)
+            return False
+        fsync_dir(path.parent)
+        return True
+
+
+def remove_pool_before(folder: Path, tenant: str, before: float) -> bool:
+    """Remove the tenant's calibration pool if its PUT arrived before `before` (unix seconds: a removal of the tenant
+    that began then, which another replica answered); whether it did. A pool that cannot be read is left, a WARNING
+    naming it (the removal's own replica removed the tenant's whatever it held). Takes turns with `write_pool`."""
+    path = pool_path(folder, tenant)
+    if not path.exists():
+        return False
+    with folder_lock(path.parent):
+        try:
+            pool = read_pool(folder, tenant)
+        except CalibrationPoolUnreadable as exc:
+            log.warning("a removal of a tenant left its calibration pool, which cannot be read: %s", exc)
+            return False
+        if pool is None or pool.updated_at >= before:
+            return False
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+        return True
+
+
+def own_pools_unwritten(settings) -> bool:
+    """Whether no PUT writes the calibration pools' folder of this replica's own data folder (`Settings`): with several
+    replicas a PUT is refused unless PLURALIGN_CALIBRATION_POOLS_DIR names another (shared) folder."""
+    return not settings.calibration_pools_dir or settings.calibration_pools_path.absolute() != settings.own_calibration_pools_path.absolute()

@@ -859,7 +859,7 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     never their texts); `criterion` says which criterion chose."""
     rt, tenant, user_id = _user(request, user_id)
     pool, source = (None, "stored") if data.pool is None else (checked_pool(data.pool), "supplied")
-    if pool is None and (stored := read_pool(rt.settings.data_path, tenant)) is not None:
+    if pool is None and (stored := read_pool(rt.settings.calibration_pools_path, tenant)) is not None:
         pool, source = stored.items(), "calibration"
     elif pool is None and rt.settings.next_comparison_pool == "calibration":  # other users' texts are not asked
         raise bad_request("pool", "this tenant stored no calibration pool, and other users' stored comparisons are not "

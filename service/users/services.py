@@ -1756,7 +1756,7 @@ def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Par
                      np.stack([s.cov_array() for s in states]) if states else np.zeros((0, dim, dim)), np.arange(len(states)))
 
 
-def _distinct(answers: list[str]) -> list[str]:
+def distinct_answers(answers: list[str]) -> list[str]:
     """`answers` without a later spelling of an earlier answer (same `answer_key`), in order."""
     first: dict[str, str] = {}
     for answer in answers:
@@ -1782,7 +1782,7 @@ def _supplied_pairs(rt: Runtime, tenant: str, pool: list[tuple[str, list[str]]])
     asked = pool
     # each answer of an item once (answer_key: NFC and NFD, invisible characters): two spellings of one
     # answer are never a pair, nor do they make one pair count twice
-    pool = [(prompt, _distinct(answers)) for prompt, answers in pool]
+    pool = [(prompt, distinct_answers(answers)) for prompt, answers in pool]
     prompts = [prompt for prompt, answers in pool for _ in answers]
     answers = [a for _, answers in pool for a in answers]
     try:

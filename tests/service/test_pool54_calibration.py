@@ -115,7 +115,7 @@ def test_replacing_the_pool_changes_what_is_asked_and_a_delete_removes_it(svc):
         assert acme.get("/v1/calibration-pool").json()["pool"] == POOL_B
         r = acme.delete("/v1/calibration-pool")
         assert r.status_code == 204, r.text
-        assert not pool_path(svc.runtime.settings.data_path, "acme").exists()
+        assert not pool_path(svc.runtime.settings.calibration_pools_path, "acme").exists()
         assert acme.get("/v1/calibration-pool").status_code == 404
         assert acme.delete("/v1/calibration-pool").status_code == 404
         r = acme.post("/v1/users/carol/next-comparison", json={})  # none stored again: the tenant's stored pairs
@@ -180,7 +180,7 @@ def test_a_write_that_fails_part_way_keeps_the_pool_before_whole(svc, monkeypatc
     with svc.client("acme") as acme:
         assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
         before = acme.get("/v1/calibration-pool").json()
-        folder = pool_path(svc.runtime.settings.data_path, "acme").parent
+        folder = pool_path(svc.runtime.settings.calibration_pools_path, "acme").parent
         real_fsync = os.fsync
 
         def full(fd):
@@ -196,7 +196,7 @@ def test_a_write_that_fails_part_way_keeps_the_pool_before_whole(svc, monkeypatc
         assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # no temp file left
         # a process killed between its write and its rename leaves its temp file (the new pool's texts): a DELETE
         # of the pool removes it too
-        killed = folder / f".{pool_path(folder.parent, 'acme').name}.k1ll3d"
+        killed = folder / f".{pool_path(folder, 'acme').name}.k1ll3d"
         killed.write_bytes(b'{"format": 1, "pool": [{"prompt": "half')
         assert acme.delete("/v1/calibration-pool").status_code == 204
         assert not killed.exists()
@@ -210,7 +210,7 @@ def test_the_tenants_removal_removes_its_pool(svc):
     svc.keys["initech54"] = key
     with svc.client("initech54") as initech, svc.client("admin") as admin:
         assert initech.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
-        path = pool_path(svc.runtime.settings.data_path, "initech54")
+        path = pool_path(svc.runtime.settings.calibration_pools_path, "initech54")
         assert path.exists()
         r = admin.post("/admin/tenants/initech54/removal")
         assert r.status_code == 202, r.text
@@ -244,7 +244,7 @@ def test_a_browser_app_may_put_the_pool(svc):
 def test_a_damaged_pool_is_never_read_as_none_and_replicas_refuse_a_put(svc, setting):
     """A pool file that cannot be read is an error (500, the file named in the log), never "no pool": `{}` would then
     ask alice's stored texts. With several replicas (each its own data folder) the PUT is a 409 naming `pool`."""
-    path = pool_path(svc.runtime.settings.data_path, "acme")
+    path = pool_path(svc.runtime.settings.calibration_pools_path, "acme")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b'{"format": 1, "pool": [{"prompt": "cut')
     try:
@@ -260,3 +260,76 @@ def test_a_damaged_pool_is_never_read_as_none_and_replicas_refuse_a_put(svc, set
             assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("pool", "per_replica"), r.json()
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_a_delete_sent_while_a_put_writes_waits_for_it(svc, monkeypatch):
+    """A DELETE of the pool that arrives while a PUT is writing its temp file takes turns with it: the PUT is stored
+    (200), then removed (204). Until review pool54 the DELETE's sweep of temp files a killed PUT left removed the live
+    PUT's, whose rename then failed: a 500 (15 of 30 PUTs racing DELETEs on two loaded cores)."""
+    import threading
+
+    folder = pool_path(svc.runtime.settings.calibration_pools_path, "acme").parent
+    real_fsync, deleted, senders = os.fsync, [], []
+
+    with svc.client("acme") as acme, svc.client("acme") as other:
+        def delete_meanwhile(fd):
+            if os.path.dirname(os.readlink(f"/proc/self/fd/{fd}")) == str(folder) and not senders:
+                # sent while the PUT's temp file is written, not yet renamed
+                senders.append(threading.Thread(target=lambda: deleted.append(other.delete("/v1/calibration-pool"))))
+                senders[0].start()
+                senders[0].join(0.5)  # answered at once before; now it waits for the PUT's turn to end
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", delete_meanwhile)
+        r = acme.put("/v1/calibration-pool", json={"pool": POOL_B})
+        monkeypatch.undo()
+        senders[0].join(30)
+        assert r.status_code == 200, r.text
+        assert [d.status_code for d in deleted] == [204], [d.text for d in deleted]
+        assert acme.get("/v1/calibration-pool").status_code == 404
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_shared_pools_folder_is_checked_at_start_and_taken_with_replicas(svc, setting, tmp_path):
+    """PLURALIGN_CALIBRATION_POOLS_DIR (review pool54): a folder whose parent is not there (the shared volume not
+    mounted) or a file stops the start naming the setting; with replicas and the setting, the PUT is stored there (a 409
+    without it: the test above) and next-comparison's `{}` asks it. tests/service/test_reviewpool54_replicas.py (slow)
+    asks it through a second replica."""
+    from service.settings import Settings, check_calibration_pools_dir
+
+    with pytest.raises(ValueError, match=r"PLURALIGN_CALIBRATION_POOLS_DIR \(setting calibration_pools_dir\) .*: no such folder as"):
+        check_calibration_pools_dir(Settings(data_dir=str(tmp_path), calibration_pools_dir=str(tmp_path / "unmounted" / "pools")))
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="a file, not a folder"):
+        check_calibration_pools_dir(Settings(data_dir=str(tmp_path), calibration_pools_dir=str(tmp_path / "a-file")))
+    check_calibration_pools_dir(Settings(data_dir=str(tmp_path), calibration_pools_dir=str(tmp_path / "pools")))  # made by a PUT
+    shared = tmp_path / "pools"
+    setting(replicas=2, store_uri=svc.runtime.settings.lancedb_uri, calibration_pools_dir=str(shared))
+    with svc.client("acme") as acme:
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        assert pool_path(shared, "acme").exists()
+        assert not pool_path(svc.runtime.settings.own_calibration_pools_path, "acme").exists()
+        r = acme.post("/v1/users/frank/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["pool"] == "calibration" and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
+        assert acme.delete("/v1/calibration-pool").status_code == 204
+        assert not pool_path(shared, "acme").exists()
+
+
+def test_a_prompt_whose_answers_read_the_same_is_refused_at_the_put(svc):
+    """A stored item whose answers a person cannot tell apart (`Yes.` and `Yes.` + U+3164, or the NFC and NFD spellings
+    of one answer) would never be asked: the PUT is a 400 naming `pool[i].answers`, the pool before kept. Until review
+    pool54 it was stored (200), and with no other item every user's `{}` was then a 400 telling them to store the pool
+    again."""
+    with svc.client("acme") as acme:
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        before = acme.get("/v1/calibration-pool").json()
+        for answers in (["Yes.", "Yes.\u3164"], ["Caf\u00e9.", "Cafe\u0301.", " Caf\u00e9."]):
+            r = acme.put("/v1/calibration-pool", json={"pool": [POOL_B[0], {"prompt": "Coffee?", "answers": answers}]})
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert error["param"] == "pool[1].answers" and "read as one answer" in error["message"], error
+        assert acme.get("/v1/calibration-pool").json() == before
+        # two answers of three that read the same leave two a person can tell apart: stored
+        r = acme.put("/v1/calibration-pool", json={"pool": [{"prompt": "Coffee?", "answers": ["Yes.", "Yes.\u3164", "No."]}]})
+        assert r.status_code == 200, r.text
+        assert acme.delete("/v1/calibration-pool").status_code == 204

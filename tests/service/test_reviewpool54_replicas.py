@@ -1,0 +1,187 @@
+"""A tenant's calibration pool with several replicas (review of session pool54): kept in the folder they share
+(PLURALIGN_CALIBRATION_POOLS_DIR), so a pool stored through one replica is asked by every other; a tenant's removal
+sent to one replica removes the pool another replica's own data folder kept from when it served alone, and one that
+a PUT on another replica, authenticated before the keys went, wrote after the removal had cleaned the shared folder.
+Two services on one store (`start_replicas`), over HTTP; replica a applies the removal's record when a test says
+(`DeletionSweep.run_once`), not on a timer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from service.calibration.pools import pool_path, write_pool
+from tests.service.test_pool54_calibration import POOL_A, POOL_B
+from tests.service.test_tenant48_removal import wait_removed
+from tests.service.tiny import start_replicas
+
+pytestmark = pytest.mark.slow  # two services on one store: ~30 s on two busy cores (`make test-scaleout`)
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    from pluralign.store import tables
+    from tests.service.conftest import SHORT_READ_MARGIN_S
+
+    root = tmp_path_factory.mktemp("pool54-replicas")
+    (root / "shared").mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tables, "READ_MARGIN_S", SHORT_READ_MARGIN_S)
+        first, a, second, b = start_replicas(root, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
+                                             admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600,
+                                             calibration_pools_dir=str(root / "shared" / "calibration-pools"))
+        with first, second:
+            yield a, b
+
+
+def applied_on(replica, tenant: str, timeout: float = 30.0) -> None:
+    """Replica `replica` applies the other replica's records until one removes `tenant` (the store's reads may lag)."""
+    deadline = time.monotonic() + timeout
+    while not any(tenant in f.tenants for f in replica.runtime.deletion_sweep.applied_since(0)):
+        assert time.monotonic() < deadline, f"the removal of {tenant} was not applied"
+        replica.runtime.deletion_sweep.run_once()
+        time.sleep(0.1)
+
+
+def removed_through(admin, tenant: str) -> dict:
+    r = admin.post(f"/admin/tenants/{tenant}/removal")
+    assert r.status_code == 202, r.text
+    return wait_removed(admin, tenant, timeout=60)
+
+
+@pytest.fixture
+def put_held(replicas, monkeypatch):
+    """A PUT of the pool through replica a, held after its key was checked (in its texts' embedding) until `release()`;
+    yields (start(tenant, pool), release, answer), `answer()` its response once released."""
+    a, _ = replicas
+    holding, go, answers = threading.Event(), threading.Event(), []
+    vectors = a.runtime.pool_vectors
+    real_encode = vectors.encode
+
+    def held_encode(*args, **kwargs):
+        holding.set()
+        assert go.wait(60)
+        return real_encode(*args, **kwargs)
+
+    def start(tenant: str, pool: list[dict]) -> None:
+        a.keys[tenant] = a.runtime.keys.issue(tenant)
+        monkeypatch.setattr(vectors, "encode", held_encode)
+        client = a.client(tenant)
+        sender = threading.Thread(target=lambda: answers.append(client.put("/v1/calibration-pool", json={"pool": pool})))
+        sender.start()
+        assert holding.wait(30)
+        answer.sender, answer.client = sender, client
+
+    def answer():
+        answer.sender.join(60)
+        answer.client.close()
+        return answers[0]
+
+    yield start, go.set, answer
+    go.set()
+
+
+def test_a_pool_stored_through_one_replica_is_asked_by_the_other(replicas):
+    """Before: with PLURALIGN_REPLICAS=2 every PUT was a 409 (the pool lived in one replica's data folder), and a
+    tenant's removal sent to replica b left the pool replica a stored while it served alone in a's folder, where the
+    tenant made again under the same name found it."""
+    a, b = replicas
+    shared = a.runtime.settings.calibration_pools_path
+    # what replica a kept in its own data folder while it served alone, before the shared folder was named
+    write_pool(a.runtime.settings.own_calibration_pools_path, "globex", [(POOL_B[0]["prompt"], POOL_B[0]["answers"])])
+    with a.client("acme") as acme_a, b.client("acme") as acme_b, a.client("globex") as globex_a, b.client("admin") as admin_b:
+        r = acme_a.put("/v1/calibration-pool", json={"pool": POOL_A})
+        assert r.status_code == 200, r.text
+        assert pool_path(shared, "acme").exists()
+        r = acme_b.post("/v1/users/bob/next-comparison", json={})  # the other replica asks it
+        assert r.status_code == 200, r.text
+        assert r.json()["pool"] == "calibration" and r.json()["prompt"] in {i["prompt"] for i in POOL_A}, r.json()
+        assert acme_b.get("/v1/calibration-pool").json()["pool"] == POOL_A
+        assert acme_b.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200  # replaced through b
+        r = acme_a.post("/v1/users/bob/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
+        assert acme_b.delete("/v1/calibration-pool").status_code == 204
+        assert acme_a.get("/v1/calibration-pool").status_code == 404
+
+        assert globex_a.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200  # in the shared folder
+        assert removed_through(admin_b, "globex")["counts"].get("calibration_pools") == 1  # sent to replica b
+        assert not pool_path(shared, "globex").exists()
+        applied_on(a, "globex")  # replica a applies the removal's record to its own folder
+        assert not pool_path(a.runtime.settings.own_calibration_pools_path, "globex").exists()
+
+
+def test_a_put_that_ends_after_the_removal_was_applied_keeps_nothing(replicas, put_held):
+    """A PUT on replica a, its key checked before the removal through b began, that writes once the removal cleaned the
+    shared folder and a applied its record: a 409 `tenant_removed`, nothing kept. Before, its pool stayed (200)."""
+    a, b = replicas
+    start, release, answer = put_held
+    start("initech", POOL_A)
+    with b.client("admin") as admin_b:
+        b.runtime.keys.issue("initech")  # the tenant shows on b
+        removed_through(admin_b, "initech")
+    applied_on(a, "initech")
+    release()
+    r = answer()
+    assert r.status_code == 409 and r.json()["error"]["code"] == "tenant_removed", r.text
+    assert not pool_path(a.runtime.settings.calibration_pools_path, "initech").exists()
+
+
+def test_a_put_that_ends_before_the_removal_is_applied_is_removed_by_it(replicas, put_held):
+    """The same PUT, written after the removal cleaned the shared folder but before replica a applied its record: a
+    answers it (200), and its pass removes it, the pool having arrived before the removal began. Before, it stayed."""
+    a, b = replicas
+    start, release, answer = put_held
+    start("hooli", POOL_B)
+    with b.client("admin") as admin_b:
+        b.runtime.keys.issue("hooli")
+        removed_through(admin_b, "hooli")
+    release()
+    assert answer().status_code == 200
+    path = pool_path(a.runtime.settings.calibration_pools_path, "hooli")
+    assert path.exists()
+    applied_on(a, "hooli")
+    assert not path.exists()
+    # a pool stored after the removal began (the tenant made again) is the new tenant's: a later pass keeps it
+    with a.client("hooli") as hooli_a:
+        assert hooli_a.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
+    a.runtime.deletion_sweep.run_once()
+    from service.calibration.pools import remove_pool_before
+    assert not remove_pool_before(a.runtime.settings.calibration_pools_path, "hooli",
+                                  next(f.tenants["hooli"] for f in a.runtime.deletion_sweep.applied_since(0) if "hooli" in f.tenants))
+    assert path.exists()
+
+
+def test_a_put_whose_body_came_after_the_removal_began_keeps_nothing(replicas):
+    """A PUT on replica a whose key was checked before the removal through b began, its body sent after (a slow upload;
+    or a request queued for a thread): it arrived when its key was checked. Before, its `updated_at` was when the route
+    began, after the removal's start: answered 200 after a applied the removal, its pool stayed."""
+    import json
+
+    a, b = replicas
+    a.keys["umbrella"] = a.runtime.keys.issue("umbrella")
+    body, go = json.dumps({"pool": POOL_A}).encode(), threading.Event()
+
+    def slow_body():
+        yield body[:10]
+        assert go.wait(60)
+        yield body[10:]
+
+    answers = []
+    with a.client("umbrella") as umbrella_a, b.client("admin") as admin_b:
+        sender = threading.Thread(target=lambda: answers.append(umbrella_a.put(
+            "/v1/calibration-pool", content=slow_body(), headers={"Content-Type": "application/json", "Content-Length": str(len(body))})))
+        sender.start()
+        deadline = time.monotonic() + 30
+        while not a.server.server.config.app.state.tenant_requests.wait_none("umbrella", 0):  # its key checked: a request of the tenant
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        b.runtime.keys.issue("umbrella")
+        removed_through(admin_b, "umbrella")
+        applied_on(a, "umbrella")
+        go.set()
+        sender.join(60)
+    assert answers and answers[0].status_code == 409 and answers[0].json()["error"]["code"] == "tenant_removed", answers[0].text
+    assert not pool_path(a.runtime.settings.calibration_pools_path, "umbrella").exists()
