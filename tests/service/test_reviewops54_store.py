@@ -28,3 +28,31 @@ def test_train_adapter_at_a_mistyped_object_store_prefix_is_refused_and_writes_n
         "URI the service's PLURALIGN_STORE_URI names, with the PLURALIGN_STORE_* settings it reaches it by"], err
     assert written == []  # no table made at the typo
     assert not (tmp_path / "adapters").exists()
+
+
+def test_a_folder_stores_settings_hand_no_object_store_keys_to_the_jobs(tmp_path, monkeypatch):
+    """A service whose tables are a folder, with object-store keys about (PLURALIGN_STORE_* set for `audit --store
+    s3://...` on that machine, or the pod's AWS_* keys): its storage options are empty, as `Settings.storage_options`
+    and `training.common.store_options` say ("empty for a folder"), and its jobs' workers (a Ray node's too) are handed
+    the request bounds alone, no key. Before (ops54): the options held the endpoint and keys, and
+    `Settings.store_environment`, what every job's worker is given, carried PLURALIGN_STORE_SECRET_ACCESS_KEY and
+    AWS_SECRET_ACCESS_KEY to every node, for a store none of them reads over S3. An object store's are unchanged."""
+    from service.settings import Settings
+    from training.common import store_options
+
+    for name in ("PLURALIGN_STORE_URI", "PLURALIGN_CONFIG", "AWS_ALLOW_HTTP", "DYNAMODB_ENDPOINT", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    keys = {"PLURALIGN_STORE_ENDPOINT": "https://s3.example", "PLURALIGN_STORE_REGION": "eu-west-1",
+            "PLURALIGN_STORE_ACCESS_KEY_ID": "id", "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret",
+            "AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_SECRET_ACCESS_KEY": "env-secret", "AWS_REGION": "eu-west-1"}
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.load(data_dir=str(tmp_path / "data"))
+    assert settings.storage_options == {} and store_options(str(tmp_path / "data" / "lancedb")) == {}
+    assert settings.store_environment() == {"PLURALIGN_STORE_TIMEOUT_S": "10", "PLURALIGN_STORE_RETRIES": "3"}
+    on_s3 = Settings.load(data_dir=str(tmp_path / "data"), store_uri="s3://bucket/pluralign")
+    assert on_s3.storage_options["aws_secret_access_key"] == "secret" and store_options("s3://bucket/other")["aws_region"] == "eu-west-1"
+    assert on_s3.store_environment() == {
+        "PLURALIGN_STORE_ENDPOINT": "https://s3.example", "PLURALIGN_STORE_REGION": "eu-west-1", "PLURALIGN_STORE_ACCESS_KEY_ID": "id",
+        "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret", "AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_SECRET_ACCESS_KEY": "env-secret",
+        "AWS_REGION": "eu-west-1", "PLURALIGN_STORE_TIMEOUT_S": "10", "PLURALIGN_STORE_RETRIES": "3"}
