@@ -3,6 +3,10 @@ as an operator does: the real CLI against moto's S3 on loopback (`tests/s3.py`).
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from tests.s3 import S3Server
 from tests.unit.clitools import cli
 
@@ -56,3 +60,57 @@ def test_a_folder_stores_settings_hand_no_object_store_keys_to_the_jobs(tmp_path
         "PLURALIGN_STORE_ENDPOINT": "https://s3.example", "PLURALIGN_STORE_REGION": "eu-west-1", "PLURALIGN_STORE_ACCESS_KEY_ID": "id",
         "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret", "AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_SECRET_ACCESS_KEY": "env-secret",
         "AWS_REGION": "eu-west-1", "PLURALIGN_STORE_TIMEOUT_S": "10", "PLURALIGN_STORE_RETRIES": "3"}
+
+
+def test_reaching_an_empty_s3_ddb_store_asks_its_commit_table(monkeypatch):
+    """`reach` (what `serve` asks before its models load) on an `s3+ddb://` store with no tables yet (a first start):
+    its DynamoDB commit table is asked too, so a table never made is told then, in `Store`'s words; one made leaves
+    nothing written (no object, no commit row). Before: a store with no tables was only listed, so the missing table
+    was told by the start's `Store` after the models had loaded (ops54's report and docs/operations.md named the gap)."""
+    import boto3
+
+    from pluralign.store.failures import StoreUnavailable
+    from pluralign.store.location import reach
+    from tests.service.test_ops53_store_settings import _commit_table
+
+    with S3Server("pluralign-rv54d") as s3:
+        monkeypatch.setenv("DYNAMODB_ENDPOINT", s3.endpoint)
+        uri = "s3+ddb://pluralign-rv54d/first?ddbTableName=rv54-commits"
+        with pytest.raises(StoreUnavailable) as caught:
+            reach(uri, {**s3.options, "client_max_retries": "0"})
+        _commit_table(s3.endpoint, "rv54-commits", make=True)
+        assert reach(uri, s3.options) == frozenset()
+        assert reach(s3.uri("plain"), s3.options) == frozenset()  # a plain s3:// store with no tables: nothing to ask
+        ddb = boto3.client("dynamodb", endpoint_url=s3.endpoint, region_name=s3.region, aws_access_key_id=s3.access_key,
+                           aws_secret_access_key=s3.secret_key)
+        rows = ddb.scan(TableName="rv54-commits")["Items"]
+        written = s3.client().list_objects_v2(Bucket=s3.bucket).get("Contents", [])
+    assert (caught.value.problem, caught.value.action) == ("commit-store", "opened"), str(caught.value)
+    assert caught.value.detail.startswith("DynamoDB answered ResourceNotFoundException"), caught.value.detail
+    assert rows == [] and written == []
+
+
+@pytest.mark.slow  # a real `pluralign serve` (default models, which it must not load) on moto: ~6-15 s by the load (`make test-object-store`)
+def test_a_first_serve_on_s3_ddb_without_its_commit_table_stops_before_its_models(tmp_path, monkeypatch):
+    """deploy/README.md's `s3+ddb://` store for several writers, its first start, with the DynamoDB commit table not
+    made yet (or misnamed): the start's one line names the table, exit 3, nothing made, in about the time lancedb's
+    import takes, as for the other store mistakes (test_ops54_store_settings). Before: ops54's check listed the empty
+    store and let the start go on; `Store` met the missing table once SmolLM2 and MiniLM had loaded (~30-60 s)."""
+    from tests.service.test_break25b_failed_start import last_line, serve, snapshot
+    from tests.service.test_ops54_store_settings import _seconds
+
+    with S3Server("pluralign-rv54e") as s3:
+        env = {**s3.env("first"), "PLURALIGN_STORE_URI": "s3+ddb://pluralign-rv54e/first?ddbTableName=rv54-never-made",
+               "DYNAMODB_ENDPOINT": s3.endpoint, "PLURALIGN_STORE_RETRIES": "1", "PLURALIGN_STORE_TIMEOUT_S": "2"}
+        lancedb_s = _seconds("-c", "import lancedb")  # the machine's pace now
+        data = tmp_path / "data"
+        began = time.monotonic()
+        result = serve(tmp_path, data, **env)
+        took = time.monotonic() - began
+    assert result.returncode == 3, result.stderr[-3000:]
+    line = last_line(result)
+    assert line.startswith("pluralign: error: PLURALIGN_STORE_URI (setting store_uri): its DynamoDB commit table "
+                           "`rv54-never-made` (ddbTableName), at DYNAMODB_ENDPOINT = "), line
+    assert "ResourceNotFoundException" in line, line
+    assert snapshot(data) is None
+    assert took < 3 * lancedb_s + 5, f"{took:.1f} s (lancedb's import: {lancedb_s:.1f} s): {result.stderr[-2000:]}"
