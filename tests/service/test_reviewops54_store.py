@@ -114,3 +114,30 @@ def test_a_first_serve_on_s3_ddb_without_its_commit_table_stops_before_its_model
     assert "ResourceNotFoundException" in line, line
     assert snapshot(data) is None
     assert took < 3 * lancedb_s + 5, f"{took:.1f} s (lancedb's import: {lancedb_s:.1f} s): {result.stderr[-2000:]}"
+
+
+@pytest.mark.slow  # ~2.5 s a case: Lance asks a refusing store 6 times in ~2 s whatever the retries (`make test-object-store`)
+@pytest.mark.parametrize("answer", [(403, "InvalidAccessKeyId"), (503, "SlowDown")])
+def test_tenants_users_on_an_object_store_it_cannot_read_says_so_without_the_key(tmp_path, monkeypatch, capsys, answer):
+    """`pluralign tenants users` (a command ops54's docs list among those reaching the store with the service's
+    settings) on an S3 store refusing the keys, or throttling: one line in the store's words, as `audit --store` and
+    `serve` give them, what S3 repeated of the request hidden. Before: Lance's words as they came, "Invalid input,
+    Failed to connect to namespace: IO { ... <AWSAccessKeyId>AKIA...</AWSAccessKeyId> ... location: Location { file:
+    \"/root/.cargo/...\" ...", the access key id in the operator's terminal and logs."""
+    from tests.s3 import FaultyProxy
+
+    key_id = "AKIAREVIEWOPS54TENANTS"
+    with FaultyProxy("127.0.0.1:9") as proxy:  # answers every request itself: no S3 behind it is reached
+        proxy.fault = lambda method, path, headers: answer
+        for name, value in {"PLURALIGN_STORE_URI": "s3://pluralign-rv54t/store", "PLURALIGN_STORE_ENDPOINT": proxy.endpoint,
+                            "PLURALIGN_STORE_ALLOW_HTTP": "true", "PLURALIGN_STORE_REGION": "us-east-1", "PLURALIGN_STORE_RETRIES": "0",
+                            "PLURALIGN_STORE_ACCESS_KEY_ID": key_id, "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret"}.items():
+            monkeypatch.setenv(name, value)
+        (tmp_path / "data").mkdir()
+        code, out, err = cli(capsys, "tenants", "--data-dir", str(tmp_path / "data"), "users", "--tenant", "acme")
+    assert code == 2 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pluralign: error: the store at s3://pluralign-rv54t/store cannot be read: "), err
+    problem = {403: "the object store refused the credentials", 503: "the object store did not answer in time"}[answer[0]]
+    assert problem in lines[0], lines[0]
+    assert key_id not in err and ".cargo" not in err, err
