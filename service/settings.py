@@ -298,19 +298,22 @@ class Settings(Base, frozen=True):
 
     def storage_options_for(self, uri: str) -> dict[str, str]:
         """Lance storage options these settings reach the store at `uri` with (`lancedb_uri`, or a command's `--store`):
-        the endpoint, region, allow_http and keys, and for an object store the request bounds (`store_timeout_s`,
-        `store_retries`). Options left unset are left out (Lance's defaults: the `AWS_*` variables, the instance role)."""
+        for an object store the endpoint, region, allow_http, keys and request bounds (`store_timeout_s`,
+        `store_retries`); options left unset are left out (Lance's defaults: the `AWS_*` variables, the instance role).
+        Empty for a folder or `memory://`, which none of them reach (until the review of session ops54 a folder's held
+        the endpoint and keys, which every job's worker was then handed: `store_environment`)."""
+        from pluralign.store.location import is_object_store  # lancedb: imported by whoever opens the store anyway
+
+        if not is_object_store(uri):
+            return {}
+        ms = max(1, round(self.store_timeout_s * 1000))  # object_store's own: 30 s a request, retried for up to 180 s
         options = {
             "aws_endpoint": self.store_endpoint, "aws_region": self.store_region,
             "allow_http": "true" if self.store_allow_http else None,
             "aws_access_key_id": self.store_access_key_id, "aws_secret_access_key": self.store_secret_access_key,
+            "timeout": f"{ms}ms", "connect_timeout": f"{min(ms, 5000)}ms", "client_max_retries": str(self.store_retries),
+            "client_retry_timeout": str(max(1, math.ceil(self.store_timeout_s))),
         }
-        from pluralign.store.location import is_object_store  # lancedb: imported by whoever opens the store anyway
-
-        if is_object_store(uri):  # object_store's own: 30 s a request, retried for up to 180 s
-            ms = max(1, round(self.store_timeout_s * 1000))
-            options.update(timeout=f"{ms}ms", connect_timeout=f"{min(ms, 5000)}ms", client_max_retries=str(self.store_retries),
-                           client_retry_timeout=str(max(1, math.ceil(self.store_timeout_s))))
         return {k: v for k, v in options.items() if v}
 
     def store_environment(self) -> dict[str, str]:
@@ -318,11 +321,12 @@ class Settings(Base, frozen=True):
         (which has its own environment): these settings as `PLURALIGN_STORE_*` variables (set here by variable or by the
         PLURALIGN_CONFIG file: the endpoint, region, allow_http, keys and request bounds), and the variables Lance reads of
         this process's environment for what they leave out (`pluralign.store.location.LANCE_ENV`: `AWS_ALLOW_HTTP`,
-        `DYNAMODB_ENDPOINT`, the `AWS_*` keys and region)."""
-        from pluralign.store.location import store_environment
+        `DYNAMODB_ENDPOINT`, the `AWS_*` keys and region). For a folder the request bounds alone: no key of an object
+        store it does not use travels to a Ray node (review of session ops54)."""
+        from pluralign.store.location import is_object_store, store_environment
 
-        return {**store_environment(self.storage_options), "PLURALIGN_STORE_TIMEOUT_S": f"{self.store_timeout_s:g}",
-                "PLURALIGN_STORE_RETRIES": str(self.store_retries)}
+        lance = store_environment(self.storage_options) if is_object_store(self.lancedb_uri) else {}
+        return {**lance, "PLURALIGN_STORE_TIMEOUT_S": f"{self.store_timeout_s:g}", "PLURALIGN_STORE_RETRIES": str(self.store_retries)}
 
     @property
     def keys_path(self) -> Path:

@@ -306,6 +306,27 @@ def store_options(uri: str) -> dict[str, str]:
     return Settings.load().storage_options_for(uri)
 
 
+def no_store_there(option: str, value: str) -> str:
+    """The words of a refused `option VALUE`, an object-store URI whose prefix holds no pluralign store (no `preferences`
+    table): mistyped, or another store's settings."""
+    return (f"{option} {value}: no pluralign store there (no `preferences` table): give the URI the service's "
+            "PLURALIGN_STORE_URI names, with the PLURALIGN_STORE_* settings it reaches it by")
+
+
+def check_store_there(option: str, value: str, uri: str) -> None:
+    """`option VALUE` (its store's `uri`, `store_folder`'s) refused as a ValueError (`no_store_there`) where it is an
+    object store holding no pluralign store, before anything opens it as a `Store`, which would make its tables there (a
+    folder is checked by `store_folder`). Reached with `store_options(uri)` (`pluralign.store.location.reach`: a listing,
+    one table's latest version, nothing written); a store that cannot be reached raises its StoreUnavailable (an
+    OSError: the CLI's one line). Until the review of session ops54 `train adapter --store s3://bucket/typo` made the
+    store's six tables at the typo, then found no comparisons there."""
+    from pluralign.store.location import reach
+
+    tables = reach(uri, store_options(uri))
+    if tables is not None and "preferences" not in tables:
+        raise ValueError(no_store_there(option, value))
+
+
 def check_store_uri(option: str, uri: str) -> None:
     """`option URI`, an object store the command reaches with the `PLURALIGN_STORE_*` settings as the service does
     (`store_options`), that Lance would refuse in words naming no option: an `s3+ddb://` URI without its one `ddbTableName`

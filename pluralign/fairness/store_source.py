@@ -5,7 +5,6 @@ their largest PAL mixture weight."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 
@@ -15,7 +14,7 @@ import pyarrow.compute as pc
 from pluralign.data.record import MAX_CREATED_AT, seconds_meant_of, stand_in_received
 from pluralign.data.text import answer_key
 from pluralign.fairness.audit import NO_VALUE, Comparisons, UnknownGroupBy, index_labels, policy_outcome
-from pluralign.store.failures import secrets_of, unavailable
+from pluralign.store.failures import reading
 from pluralign.store.location import connect, options_from_env
 from pluralign.store.tables import quote, refuse_newer
 
@@ -46,20 +45,6 @@ def user_groups_from_store(db, group_by: str, tenant: str | None, names: set[str
             if value is not None:
                 groups[key] = answer_key(str(value))  # a label that reads the same is one group (NFC or NFD, stray invisibles)
     return groups
-
-
-@contextlib.contextmanager
-def reading(uri: str, name: str, storage_options: dict[str, str]):
-    """Around a read of `name` at `uri`: a store that cannot be read (a full or damaged disk, an object store
-    down, refusing the keys, without the bucket) is a StoreUnavailable saying so, without the credentials
-    (what S3's error bodies repeat of them too), not object_store's words as they came."""
-    try:
-        yield
-    except (OSError, RuntimeError, ValueError) as exc:
-        found = unavailable(exc, name, uri, "read", secrets_of(storage_options))
-        if found is None or found is exc:
-            raise
-        raise found from None
 
 
 def _labels(db, data, group_by: str, tenant: str | None, uri: str, options: dict[str, str]):

@@ -233,6 +233,21 @@ def unavailable(exc: BaseException, name: str, where: str, action: str, secrets=
     return StoreUnavailable(name, where, action, found[0], detail, found[1])
 
 
+@contextlib.contextmanager
+def reading(uri: str, name: str, storage_options):
+    """Around a read of `name` at `uri`: a store that cannot be read (a full or damaged disk, an object store
+    down, refusing the keys, without the bucket) is a StoreUnavailable saying so, without the credentials
+    (what S3's error bodies repeat of them too), not object_store's words as they came. For a process that reads a
+    store another one serves (an audit, `pluralign tenants users`)."""
+    try:
+        yield
+    except (OSError, RuntimeError, ValueError) as exc:
+        found = unavailable(exc, name, uri, "read", secrets_of(storage_options))
+        if found is None or found is exc:
+            raise
+        raise found from None
+
+
 def commit_store_detail(text: str) -> str:
     """The AWS SDK's error of a DynamoDB commit store (`_COMMIT_STORE`) in a few words: the error DynamoDB answered and
     its message ("DynamoDB answered ResourceNotFoundException: Requested resource not found: Table: T not found"), or

@@ -123,24 +123,33 @@ def connect(uri: str, storage_options: Mapping[str, str] | None = None, read_con
     return lancedb.connect(uri, **kwargs)
 
 
-def reach(uri: str, storage_options: Mapping[str, str] | None = None) -> None:
+def reach(uri: str, storage_options: Mapping[str, str] | None = None) -> frozenset[str] | None:
     """Reach the object store at `uri` as `Store` opens it, cheaply and writing nothing: a connection, one listing of
-    its tables and, when it holds any, the latest version of one (its manifest; on `s3+ddb://`, the DynamoDB commit
-    table's row for it). Raises `pluralign.store.failures.StoreUnavailable` (the store cannot be "opened") when that
+    its tables and the latest version of one (its manifest; on `s3+ddb://`, the DynamoDB commit table's row for it),
+    the `preferences` table's where there is none yet (on `s3+ddb://` its commit table is asked all the same: one never
+    made is told before a first start's models load, not after; review of session ops54). Raises `pluralign.store.failures.StoreUnavailable` (the store cannot be "opened") when that
     meets an object store's problem (`OBJECT_STORE_PROBLEMS`: down, refusing the keys, no bucket, wrong region, the
     commit store), in the words `Store` would raise later; anything else (a damaged table) is left to `Store`, which
-    names the table. A folder or `memory://`: nothing done. For a start that loads models for tens of seconds before
-    it opens its store (`pluralign serve`, session ops54: a wrong bucket was told ~28 s after start)."""
+    names the table. Returns the names of the tables there (a prefix holding no `preferences` table holds no pluralign
+    store: a mistyped one, which `Store` would make its tables at); None for a folder or `memory://` (nothing done), or
+    where what failed is left to `Store`. For a start that loads models for tens of seconds before it opens its store
+    (`pluralign serve`, session ops54: a wrong bucket was told ~28 s after start), and a command that must not make a
+    store where there is none (`pluralign train adapter --store s3://...`, review of ops54)."""
     if not is_object_store(uri):
-        return
+        return None
     from pluralign.store.failures import OBJECT_STORE_PROBLEMS, secrets_of, unavailable
 
     try:
         db = connect(uri, storage_options)
         names = sorted(db.list_tables().tables)
-        if names:
-            db.open_table("preferences" if "preferences" in names else names[0])
+        try:
+            db.open_table("preferences" if "preferences" in names or not names else names[0])
+        except ValueError as exc:  # LanceDB's "Table 'preferences' was not found": a store with no tables yet
+            if names or "not found" not in str(exc):
+                raise
     except (OSError, RuntimeError, ValueError) as exc:
         found = unavailable(exc, "the store", uri, "opened", secrets_of(storage_options))
         if found is not None and found.problem in OBJECT_STORE_PROBLEMS:
             raise found from None
+        return None
+    return frozenset(names)

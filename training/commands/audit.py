@@ -44,6 +44,7 @@ from training.common import (
     check_not_an_input,
     check_store_uri,
     check_writable_file,
+    no_store_there,
     number,
     persona_groups,
     read_preference_file,
@@ -369,8 +370,7 @@ def _run(args: argparse.Namespace, user_groups: dict[str, str] | None) -> int:
             uri = store_folder("--store", args.store).uri
             comparisons = comparisons_from_store(uri, args.group_by, args.tenant, storage_options=store_options(uri))
         except NoStore:  # a URI (a folder is checked by store_folder): its prefix mistyped, or another store's settings
-            raise ValueError(f"--store {args.store}: no pluralign store there (no `preferences` table): give the URI the "
-                             "service's PLURALIGN_STORE_URI names, with the PLURALIGN_STORE_* settings it reaches it by") from None
+            raise ValueError(no_store_there("--store", args.store)) from None
     else:
         records = timed_for_since(args, load_records(args))
         if user_groups is not None:

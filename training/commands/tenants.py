@@ -101,25 +101,34 @@ def _tables(settings) -> dict:
     return {name: db.open_table(name) for name in TIME_COLUMNS if name in names}
 
 
+def _tenant_users(settings, tenant: str, after: str | None, limit: int):
+    """`pluralign.store.tenants.tenant_users` of the store `settings` name: one that cannot be read (an object store
+    refusing the keys, down, without the bucket) is the StoreUnavailable saying so in the store's words, the access key
+    id S3 repeats hidden (an OSError: the CLI's one line); until the review of session ops54, Lance's words as they
+    came, the key id and Rust source paths in them."""
+    from pluralign.store.failures import reading
+    from pluralign.store.tenants import tenant_users
+
+    with reading(settings.lancedb_uri, "the store", settings.storage_options):
+        return tenant_users(_tables(settings), tenant, after, limit)
+
+
 def _seen(settings, folder: Path, keys, tenant: str) -> bool:
     """Whether `tenant` shows here: a key of its (no admin key: that one's tenant only labels it), a removal of it
     before, a job naming it (`jobs_hold_tenant`: since the review of session 51, as the route) or a row of its in the
     store. Until session reviewtrial50 `remove` of a mistyped name began a removal (exit 0, `keys_revoked: 0`), which the
     service then marked done: it read as the tenant removed."""
-    from pluralign.store.tenants import tenant_users
     from service.admin.paths import jobs_folder
     from service.tenants import jobs_hold_tenant, tenant_seen
 
     return tenant_seen(folder, keys, tenant, lambda: jobs_hold_tenant(jobs_folder(settings), tenant)
-                       or bool(tenant_users(_tables(settings), tenant, None, 1)[0]))
+                       or bool(_tenant_users(settings, tenant, None, 1)[0]))
 
 
 def _users(args: argparse.Namespace, settings, folder: Path) -> int:
     import msgspec
 
-    from pluralign.store.tenants import tenant_users
-
-    users, more = tenant_users(_tables(settings), args.tenant, args.after, args.limit)
+    users, more = _tenant_users(settings, args.tenant, args.after, args.limit)
     for user in users:
         print_json(msgspec.to_builtins(user))
     print_json({"users": len(users), "next": users[-1].user if more else None})

@@ -23,6 +23,7 @@ import time
 from training.common import (
     SEED_HELP,
     StoreFolder,
+    check_store_there,
     check_store_uri,
     check_writable,
     number,
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     found = store_folder("--store", args.store) if args.store else None  # a data folder or its lancedb/: checked, not created
     if found is not None:
         check_store_uri("--store", found.uri)  # its settings, as `audit --store`'s: before any model loads
+        check_store_there("--store", args.store, found.uri)  # an object store's prefix mistyped: no store made there
     # before any work: a bad environment is refused first
     registry = args.registry or default_registry(str(found.data_dir) if found and found.data_dir else None)
     # where the adapter goes and what it starts from, checked before the model loads and trains (minutes)
