@@ -31,6 +31,7 @@ from collections import Counter
 
 import msgspec
 
+from pluralign.data.record import stand_in_received
 from pluralign.store import StoredPreference
 from pluralign.store.failures import StoreUnavailable
 from service.runtime import Runtime
@@ -56,6 +57,16 @@ def texts_only_in(row: StoredPreference, theirs: list[str]) -> list[str]:
     return [t for t in dict.fromkeys(own) if held[t] <= 0]
 
 
+def first_arrival(row: StoredPreference) -> float:
+    """When `row` may first have reached the service (unix seconds), for what may have been trained on it: the earlier
+    of its `received_at` and its `created_at` (`stand_in_received`: 0.0 for one that means no time or is still to come).
+    `received_at` alone is not it: an import of the same row again (a file sent again, `already_stored`) moves it to now
+    (`Store.received_again`), and an adapter trained between the two would pass as older than the row (until review
+    retract54 it was kept, served, and its queued job promoted). A row's `created_at` is its receipt for feedback, and
+    its file's time, from before any import of it, for an imported row."""
+    return min(row.received(), stand_in_received(row.created_at))
+
+
 def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted | None:
     """Take back the user's stored preference `pref_id` (module docstring); None (a 404) when the user holds no row
     under that id, whoever else may (another user's or tenant's id, one retracted already, or one still waiting in
@@ -73,9 +84,10 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
         only = texts_only_in(row, rt.store.texts_of(tenant, [user_id]))
         warnings = [f"the vectors of its texts stay in {name}, which could not be looked into or rewritten (the operator's "
                     "log says why; /health shows it)" for name in _forget_texts(rt, only)]
+        since = first_arrival(row)
         for hook in list(rt.retract_hooks):  # their adapter jobs that may train on it stop first
-            hook(tenant, user_id, row.received())
-        dropped = _drop_adapter(rt, tenant, user_id, row.received())
+            hook(tenant, user_id, since)
+        dropped = _drop_adapter(rt, tenant, user_id, since)
         rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
         try:
             if (record := rt.store.get_user(tenant, user_id)) is not None:
