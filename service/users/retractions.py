@@ -26,16 +26,18 @@ log is not seen (a 404 until it is moved in)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import msgspec
 
 from pluralign.data.record import stand_in_received
-from pluralign.store import StoredPreference
+from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.failures import StoreUnavailable
 from service.runtime import Runtime
-from service.users.services import _forget_texts, _refit, flush_for_read
+from service.users.services import USER_ROW_WRITES, _forget_texts, _refit, _write_over_read, flush_for_read
 
 log = logging.getLogger("pluralign.service")
 
@@ -89,9 +91,8 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
             hook(tenant, user_id, since)
         dropped = _drop_adapter(rt, tenant, user_id, since)
         rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
-        try:
-            if (record := rt.store.get_user(tenant, user_id)) is not None:
-                rt.store.put_user(msgspec.structs.replace(record, attributes={}))  # drawn again from the rows that stay
+        try:  # the attributes are drawn again from the rows that stay
+            _change_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, attributes={}) if read.attributes else None)
             _refit(rt, tenant, user_id, None, unsaved_ok=True)
         except StoreUnavailable as exc:  # the next read finds the count of rows changed and fits again
             log.error("a retraction of a user of tenant %s could not store their fit without the row: %s", tenant, exc)
@@ -116,12 +117,30 @@ def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bo
     else:
         if meta is not None and max(meta.created_at, meta.received()) < received:
             return False
-    record = rt.store.get_user(tenant, user_id)
     gone = registry.delete(tenant, user_id)
-    if record is not None and record.adapter is not None:
-        rt.store.put_user(msgspec.structs.replace(record, adapter=None, updated_at=time.time()))
-    if not gone and (record is None or record.adapter is None):
+    named = _change_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, adapter=None) if read.adapter else None)
+    if not gone and named is None:
         return False
     rt.adapters.retire(tenant, user_id)
     log.info("a retraction of a user of tenant %s stopped serving their adapter (it may have been trained on the row)", tenant)
     return True
+
+
+def _change_row(rt: Runtime, tenant: str, user_id: str, change: Callable[[UserRecord], UserRecord | None]) -> UserRecord | None:
+    """Write the user's row `change` makes of the row read (None: nothing to change), stamped later than that row, only
+    over that row (`_write_over_read`): another replica's PATCH of their stated preferences committed since the read
+    is read again and the change made on it. Until review retract54 the row read went back through `put_user` whole:
+    such a PATCH (200 to its client) was written over, or made that write a row older than the stored one, dropped.
+    Returns the row written (None: none needed changing, or the user has no row); after USER_ROW_WRITES rows committed
+    in between, the last one drawn, unwritten, logged. Raises StoreUnavailable as `put_user` does."""
+    def draw(read: UserRecord | None) -> UserRecord | None:
+        changed = None if read is None else change(read)
+        return None if changed is None else msgspec.structs.replace(
+            changed, updated_at=max(time.time(), math.nextafter(read.updated_at, math.inf)))  # later than the row read
+
+    def give_up(row: UserRecord) -> UserRecord:
+        log.warning("a retraction of a user of tenant %s did not store their row: it changed %d times while it was written",
+                    tenant, USER_ROW_WRITES)
+        return row
+
+    return _write_over_read(rt, tenant, user_id, draw, give_up)
