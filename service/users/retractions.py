@@ -21,7 +21,9 @@ either done or not, and sent again finishes it:
 
 Not done here: population snapshots and PAL/EM artifacts trained on the row keep it until the next population job
 (docs/api.md, "Taking back one answer"); with replicas, a copy of the row still waiting in another replica's feedback
-log is not seen (a 404 until it is moved in)."""
+log is not seen (a 404 until it is moved in), and a moved record of the row in another replica's log file (the replica
+that received it, when the retraction went through this one) is moved in again at that replica's next start: no record
+of a retraction reaches the other replicas (a user's DELETE has `service.deletions`)."""
 
 from __future__ import annotations
 
