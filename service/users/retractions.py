@@ -12,10 +12,14 @@ either done or not, and sent again finishes it:
 3. the user's adapter jobs queued since the row arrived, whose snapshots may hold it, stopped with their files and
    snapshots (`Runtime.retract_hooks`: the admin area's `forget_adapter_jobs_since`); the user's adapter when it may
    have been trained on the row (made or received here after the row was): no longer served (their chats generate
-   with the fallback) until their next adapter job promotes a new one;
-4. the row itself, every copy, from the preferences table, which is purged so no file of the store keeps it
+   with the fallback) until their next adapter job promotes a new one (`first_arrival`: when the row arrived);
+4. the attributes of the users row cleared (a refit keeps the row's own, over those its rows carry: cleared after the
+   row went, a stop or a failed write there kept the row's label for good); where the row cannot be deleted next, a
+   refit puts back what its rows carry (a kill between the two leaves them empty until the user's next refit, or the
+   retraction sent again);
+5. the row itself, every copy, from the preferences table, which is purged so no file of the store keeps it
    (`Store.delete_preference`). This is the step that makes the retraction done: sent again, it is a 404;
-5. the user's model: fitted again on what stays, their attributes drawn again from the rows that stay (a stop before
+6. the user's model: fitted again on what stays, their attributes drawn again from the rows that stay (a stop before
    this is mended by the next read, which finds the count of rows changed and refits: `user_weights`); the tenant's
    cached pooled prior and prototype descriptions, which may have used the user's old fit or quoted the row, go.
 
@@ -27,6 +31,7 @@ of a retraction reaches the other replicas (a user's DELETE has `service.deletio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -92,9 +97,17 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
         for hook in list(rt.retract_hooks):  # their adapter jobs that may train on it stop first
             hook(tenant, user_id, since)
         dropped = _drop_adapter(rt, tenant, user_id, since)
-        rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
-        try:  # the attributes are drawn again from the rows that stay
-            _change_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, attributes={}) if read.attributes else None)
+        # the attributes, drawn again from the rows that stay by the refit below, or by the next read's when it cannot be
+        # stored: cleared before the row goes (a refit keeps the users row's own; until review retract54 cleared after it,
+        # and a failure to write then kept the misclick's label for good)
+        _change_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, attributes={}) if read.attributes else None)
+        try:
+            rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
+        except BaseException:  # not taken back: the labels of their rows back on the users row, where it can be written
+            with contextlib.suppress(StoreUnavailable):
+                _refit(rt, tenant, user_id, None)
+            raise
+        try:
             _refit(rt, tenant, user_id, None, unsaved_ok=True)
         except StoreUnavailable as exc:  # the next read finds the count of rows changed and fits again
             log.error("a retraction of a user of tenant %s could not store their fit without the row: %s", tenant, exc)

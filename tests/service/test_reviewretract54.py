@@ -59,3 +59,30 @@ def test_an_id_holding_a_slash_is_taken_back_percent_encoded(serve):
         r = acme.delete(f"/v1/users/ria/preferences/{quote('x/y', safe='')}")  # sent again: done already
         assert r.status_code == 404 and "'x/y'" in r.text, r.text
 
+
+
+def test_the_misclicks_label_goes_though_the_users_row_could_not_be_written_at_first(serve, monkeypatch):
+    """The attributes' clear ran after the row left the store: when the users row could not be written then (no room),
+    the 200 said the user would be fitted again at their next read, and that refit kept the row's attributes (a refit
+    keeps those of the users row): the misclick's label stayed on their profile for good."""
+    from pluralign.store.failures import StoreUnavailable
+
+    _, server, svc = serve()
+    store = svc.runtime.store
+    with server, svc.client("acme") as acme:
+        give_rule(acme, "ria", 2)
+        oops = misclick(acme, "ria")
+        assert acme.get("/v1/users/ria").json()["attributes"] == {"oops": "yes"}
+
+        def full(*args):
+            raise StoreUnavailable("table `users`", "lancedb", "written", "full", "No space left on device", 28)
+
+        with monkeypatch.context() as m:
+            m.setattr(store, "put_user_if", full)
+            m.setattr(store, "put_user", full)
+            r = acme.delete(f"/v1/users/ria/preferences/{oops}")
+        if r.status_code == 507:  # not taken back: sent again once there is room
+            r = acme.delete(f"/v1/users/ria/preferences/{oops}")
+        assert r.status_code == 200, r.text
+        after = acme.get("/v1/users/ria").json()
+        assert after["counts"]["preferences"] == 2 and after["attributes"] == {}, after
