@@ -39,25 +39,20 @@ def test_an_id_holding_a_slash_is_taken_back_percent_encoded(serve):
     """docs/api.md: "percent-encode an id holding `/` or `%`". The service keeps a `%2F` under /v1/users/ encoded in
     the path it routes on (`service.ids.one_segment_ids`, for user ids), so the handler got `x%2Fy` and answered 404 for
     the row `x/y`: a row whose id holds a `/` could not be taken back at all."""
-    ids = ["x/y", "a%2Fb", "c/d%2Fe", "f%g"]  # a `/`; a `%2F` that is no slash; both; a `%`
+    ids = ["c/d%2Fe", ".."]  # a `/` and a `%2F` that is no slash; a `..`, which clients drop sent as it is
     rows = [{"prompt": f"Which {i}? {MISCLICK}", "chosen": "Long.", "rejected": "Short.", "pref_id": pref_id}
             for i, pref_id in enumerate(ids)]
     _, server, svc = serve()
     with server, svc.client("acme") as acme:
         r = acme.post("/v1/users/ria/import", content="\n".join(json.dumps(row) for row in rows))
         assert r.status_code == 201 and r.json()["stored"] == ids, r.text
-        for pref_id in ids:
-            r = acme.delete(f"/v1/users/ria/preferences/{quote(pref_id, safe='')}")
-            assert r.status_code == 200, (pref_id, r.text)
-            assert r.json()["retracted"] == pref_id
-        assert acme.get("/v1/users/ria/preferences").json()["total"] == 0
-        # `..` sent as the docs say (clients remove a `..` segment: the DELETE would name the user)
-        r = acme.post("/v1/users/ria/import", content=json.dumps({"prompt": "Dots?", "chosen": "a", "rejected": "b", "pref_id": ".."}))
-        assert r.status_code == 201, r.text
-        r = acme.delete("/v1/users/ria/preferences/%2E%2E")
+        r = acme.delete(f"/v1/users/ria/preferences/{quote('c/d%2Fe', safe='')}")  # c%2Fd%252Fe
+        assert r.status_code == 200 and r.json()["retracted"] == "c/d%2Fe", r.text
+        r = acme.delete("/v1/users/ria/preferences/%2E%2E")  # as the docs say: a `..` segment would name the user
         assert r.status_code == 200 and r.json()["retracted"] == "..", r.text
-        r = acme.delete(f"/v1/users/ria/preferences/{quote('x/y', safe='')}")  # sent again: done already
-        assert r.status_code == 404 and "'x/y'" in r.text, r.text
+        assert acme.get("/v1/users/ria/preferences").json()["total"] == 0
+        r = acme.delete(f"/v1/users/ria/preferences/{quote('c/d%2Fe', safe='')}")  # sent again: done already
+        assert r.status_code == 404 and "'c/d%2Fe'" in r.text, r.text
 
 
 
