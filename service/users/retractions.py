@@ -31,7 +31,6 @@ of a retraction reaches the other replicas (a user's DELETE has `service.deletio
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -104,8 +103,10 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
         try:
             rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
         except BaseException:  # not taken back: the labels of their rows back on the users row, where it can be written
-            with contextlib.suppress(StoreUnavailable):
+            try:
                 _refit(rt, tenant, user_id, None)
+            except Exception as exc:  # the delete's error is the one answered (the labels: at the user's next refit)
+                log.error("a retraction of a user of tenant %s that failed could not put their attributes back: %s", tenant, exc)
             raise
         try:
             _refit(rt, tenant, user_id, None, unsaved_ok=True)

@@ -72,6 +72,10 @@ def test_the_misclicks_label_goes_though_the_users_row_could_not_be_written_at_f
         def full(*args):
             raise StoreUnavailable("table `users`", "lancedb", "written", "full", "No space left on device", 28)
 
+        with monkeypatch.context() as m:  # the row cannot be deleted: not taken back, its label where it was
+            m.setattr(store, "delete_preference", full)
+            assert acme.delete(f"/v1/users/ria/preferences/{oops}").status_code == 507
+        assert acme.get("/v1/users/ria").json()["attributes"] == {"oops": "yes"}
         with monkeypatch.context() as m:
             m.setattr(store, "put_user_if", full)
             m.setattr(store, "put_user", full)
