@@ -73,6 +73,18 @@ def one_segment_ids(app: ASGIApp) -> ASGIApp:
     return handler
 
 
+def last_segment_sent(scope: Scope, routed: str) -> str:
+    """The path's last segment as the client sent it, percent-decoded once (`/v1/users/ria/preferences/x%2Fy`: `x/y`),
+    where the segment the app routed (`routed`) holds a `%2F`: under USERS_PATH `one_segment_ids` keeps an encoded `/`
+    encoded, so `routed` is `x%2Fy` there, and an id holding a `%2F` of its own (sent as `%252F`) reads the same
+    (a `pref_id`: `service.users.controllers.retract_preference`). `routed` as it is otherwise, or when the server gave
+    no `raw_path`."""
+    raw = scope.get("raw_path")
+    if not raw or not ENCODED_SLASH.search(routed):
+        return routed
+    return unquote(raw.split(b"?", 1)[0].rstrip(b"/").rsplit(b"/", 1)[-1].decode("ascii", "replace"))
+
+
 def check_response_id(value: str, field: str = "response_id") -> str:
     if not RESPONSE_ID.fullmatch(value):
         raise bad_request(field, "a response id looks like `chatcmpl-` followed by 32 hex digits")

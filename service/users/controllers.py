@@ -38,7 +38,7 @@ from service.encoders import refused_text
 from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
 from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempotency_key, replay_of
 from service.head import is_head
-from service.ids import check_user_id, routed_to, user_header_lines
+from service.ids import check_user_id, last_segment_sent, routed_to, user_header_lines
 from service.nulls import NullMeansDefault
 from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
@@ -622,6 +622,7 @@ async def retract_preference(request: Request, user_id: FromPath[str], pref_id: 
     user holds no row under that id (whether another user or tenant does is not told), also for one retracted already:
     sending it again is a 404 once it was done. Runs on the DELETEs' threads, as the user's DELETE (429, 503 as it)."""
     rt, tenant, user_id = _user(request, user_id)
+    pref_id = last_segment_sent(request.scope, pref_id)  # an id holding a `/`, sent as `%2F` (docs/api.md)
     if (problem := pref_id_problem(pref_id)) is not None:
         raise bad_request("pref_id", problem)
     try:

@@ -12,29 +12,38 @@ either done or not, and sent again finishes it:
 3. the user's adapter jobs queued since the row arrived, whose snapshots may hold it, stopped with their files and
    snapshots (`Runtime.retract_hooks`: the admin area's `forget_adapter_jobs_since`); the user's adapter when it may
    have been trained on the row (made or received here after the row was): no longer served (their chats generate
-   with the fallback) until their next adapter job promotes a new one;
-4. the row itself, every copy, from the preferences table, which is purged so no file of the store keeps it
+   with the fallback) until their next adapter job promotes a new one (`first_arrival`: when the row arrived);
+4. the attributes of the users row cleared (a refit keeps the row's own, over those its rows carry: cleared after the
+   row went, a stop or a failed write there kept the row's label for good); where the row cannot be deleted next, a
+   refit puts back what its rows carry (a kill between the two leaves them empty until the user's next refit, or the
+   retraction sent again);
+5. the row itself, every copy, from the preferences table, which is purged so no file of the store keeps it
    (`Store.delete_preference`). This is the step that makes the retraction done: sent again, it is a 404;
-5. the user's model: fitted again on what stays, their attributes drawn again from the rows that stay (a stop before
+6. the user's model: fitted again on what stays, their attributes drawn again from the rows that stay (a stop before
    this is mended by the next read, which finds the count of rows changed and refits: `user_weights`); the tenant's
    cached pooled prior and prototype descriptions, which may have used the user's old fit or quoted the row, go.
 
 Not done here: population snapshots and PAL/EM artifacts trained on the row keep it until the next population job
 (docs/api.md, "Taking back one answer"); with replicas, a copy of the row still waiting in another replica's feedback
-log is not seen (a 404 until it is moved in)."""
+log is not seen (a 404 until it is moved in), and a moved record of the row in another replica's log file (the replica
+that received it, when the retraction went through this one) is moved in again at that replica's next start: no record
+of a retraction reaches the other replicas (a user's DELETE has `service.deletions`)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import msgspec
 
-from pluralign.store import StoredPreference
+from pluralign.data.record import stand_in_received
+from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.failures import StoreUnavailable
 from service.runtime import Runtime
-from service.users.services import _forget_texts, _refit, flush_for_read
+from service.users.services import USER_ROW_WRITES, _forget_texts, _refit, _write_over_read, flush_for_read
 
 log = logging.getLogger("pluralign.service")
 
@@ -56,6 +65,16 @@ def texts_only_in(row: StoredPreference, theirs: list[str]) -> list[str]:
     return [t for t in dict.fromkeys(own) if held[t] <= 0]
 
 
+def first_arrival(row: StoredPreference) -> float:
+    """When `row` may first have reached the service (unix seconds), for what may have been trained on it: the earlier
+    of its `received_at` and its `created_at` (`stand_in_received`: 0.0 for one that means no time or is still to come).
+    `received_at` alone is not it: an import of the same row again (a file sent again, `already_stored`) moves it to now
+    (`Store.received_again`), and an adapter trained between the two would pass as older than the row (until review
+    retract54 it was kept, served, and its queued job promoted). A row's `created_at` is its receipt for feedback, and
+    its file's time, from before any import of it, for an imported row."""
+    return min(row.received(), stand_in_received(row.created_at))
+
+
 def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted | None:
     """Take back the user's stored preference `pref_id` (module docstring); None (a 404) when the user holds no row
     under that id, whoever else may (another user's or tenant's id, one retracted already, or one still waiting in
@@ -73,13 +92,23 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
         only = texts_only_in(row, rt.store.texts_of(tenant, [user_id]))
         warnings = [f"the vectors of its texts stay in {name}, which could not be looked into or rewritten (the operator's "
                     "log says why; /health shows it)" for name in _forget_texts(rt, only)]
+        since = first_arrival(row)
         for hook in list(rt.retract_hooks):  # their adapter jobs that may train on it stop first
-            hook(tenant, user_id, row.received())
-        dropped = _drop_adapter(rt, tenant, user_id, row.received())
-        rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
+            hook(tenant, user_id, since)
+        dropped = _drop_adapter(rt, tenant, user_id, since)
+        # the attributes, drawn again from the rows that stay by the refit below, or by the next read's when it cannot be
+        # stored: cleared before the row goes (a refit keeps the users row's own; until review retract54 cleared after it,
+        # and a failure to write then kept the misclick's label for good)
+        _change_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, attributes={}) if read.attributes else None)
         try:
-            if (record := rt.store.get_user(tenant, user_id)) is not None:
-                rt.store.put_user(msgspec.structs.replace(record, attributes={}))  # drawn again from the rows that stay
+            rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
+        except BaseException:  # not taken back: the labels of their rows back on the users row, where it can be written
+            try:
+                _refit(rt, tenant, user_id, None)
+            except Exception as exc:  # the delete's error is the one answered (the labels: at the user's next refit)
+                log.error("a retraction of a user of tenant %s that failed could not put their attributes back: %s", tenant, exc)
+            raise
+        try:
             _refit(rt, tenant, user_id, None, unsaved_ok=True)
         except StoreUnavailable as exc:  # the next read finds the count of rows changed and fits again
             log.error("a retraction of a user of tenant %s could not store their fit without the row: %s", tenant, exc)
@@ -104,12 +133,30 @@ def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bo
     else:
         if meta is not None and max(meta.created_at, meta.received()) < received:
             return False
-    record = rt.store.get_user(tenant, user_id)
     gone = registry.delete(tenant, user_id)
-    if record is not None and record.adapter is not None:
-        rt.store.put_user(msgspec.structs.replace(record, adapter=None, updated_at=time.time()))
-    if not gone and (record is None or record.adapter is None):
+    named = _change_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, adapter=None) if read.adapter else None)
+    if not gone and named is None:
         return False
     rt.adapters.retire(tenant, user_id)
     log.info("a retraction of a user of tenant %s stopped serving their adapter (it may have been trained on the row)", tenant)
     return True
+
+
+def _change_row(rt: Runtime, tenant: str, user_id: str, change: Callable[[UserRecord], UserRecord | None]) -> UserRecord | None:
+    """Write the user's row `change` makes of the row read (None: nothing to change), stamped later than that row, only
+    over that row (`_write_over_read`): another replica's PATCH of their stated preferences committed since the read
+    is read again and the change made on it. Until review retract54 the row read went back through `put_user` whole:
+    such a PATCH (200 to its client) was written over, or made that write a row older than the stored one, dropped.
+    Returns the row written (None: none needed changing, or the user has no row); after USER_ROW_WRITES rows committed
+    in between, the last one drawn, unwritten, logged. Raises StoreUnavailable as `put_user` does."""
+    def draw(read: UserRecord | None) -> UserRecord | None:
+        changed = None if read is None else change(read)
+        return None if changed is None else msgspec.structs.replace(
+            changed, updated_at=max(time.time(), math.nextafter(read.updated_at, math.inf)))  # later than the row read
+
+    def give_up(row: UserRecord) -> UserRecord:
+        log.warning("a retraction of a user of tenant %s did not store their row: it changed %d times while it was written",
+                    tenant, USER_ROW_WRITES)
+        return row
+
+    return _write_over_read(rt, tenant, user_id, draw, give_up)

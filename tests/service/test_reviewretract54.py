@@ -1,0 +1,87 @@
+"""Review of retract54 (DELETE /v1/users/{user_id}/preferences/{pref_id}), on the real app over HTTP and a real LanceDB
+in a temp folder: what the retraction missed."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+from tests.service.test_retract54 import MISCLICK, give_rule, misclick
+
+
+def test_an_adapter_made_before_the_misclick_was_imported_again_is_no_longer_served(serve, tiny_generator_dir, tmp_path):
+    """An import of the user's export (the same rows, `already_stored`) moves each row's `received_at` to now. The
+    retraction took that time for when the row arrived: an adapter registered between the misclick's first arrival and
+    the import (it may hold it) was kept and served (and an adapter job queued then, by the same time, left to promote:
+    `Admin.forget_adapter_jobs_since` is given the same time, `first_arrival`)."""
+    from service.users.services import register_adapter
+    from tests.service.test_service_adapters import random_adapter
+
+    _, server, svc = serve()
+    rt = svc.runtime
+    with server, svc.client("acme") as acme:
+        give_rule(acme, "ria", 2)
+        oops = misclick(acme, "ria")
+        register_adapter(rt, "acme", "ria", random_adapter(tiny_generator_dir, tmp_path / "trained", tiny_generator_dir.name, "user", 1))
+        export = acme.get("/v1/users/ria/export?format=preferences")
+        assert export.status_code == 200 and MISCLICK in export.text
+        again = acme.post("/v1/users/ria/import", content=export.text)  # a nightly sync sends the same file
+        assert again.status_code == 201 and oops in again.json()["already_stored"], again.text
+
+        r = acme.delete(f"/v1/users/ria/preferences/{oops}")
+        assert r.status_code == 200, r.text
+        assert r.json()["adapter_dropped"] is True, r.text
+        assert acme.get("/v1/users/ria").json()["adapter"] is None
+        assert not rt.adapters.registry.folder("acme", "ria").exists()
+
+
+def test_an_id_holding_a_slash_is_taken_back_percent_encoded(serve):
+    """docs/api.md: "percent-encode an id holding `/` or `%`". The service keeps a `%2F` under /v1/users/ encoded in
+    the path it routes on (`service.ids.one_segment_ids`, for user ids), so the handler got `x%2Fy` and answered 404 for
+    the row `x/y`: a row whose id holds a `/` could not be taken back at all."""
+    ids = ["c/d%2Fe", ".."]  # a `/` and a `%2F` that is no slash; a `..`, which clients drop sent as it is
+    rows = [{"prompt": f"Which {i}? {MISCLICK}", "chosen": "Long.", "rejected": "Short.", "pref_id": pref_id}
+            for i, pref_id in enumerate(ids)]
+    _, server, svc = serve()
+    with server, svc.client("acme") as acme:
+        r = acme.post("/v1/users/ria/import", content="\n".join(json.dumps(row) for row in rows))
+        assert r.status_code == 201 and r.json()["stored"] == ids, r.text
+        r = acme.delete(f"/v1/users/ria/preferences/{quote('c/d%2Fe', safe='')}")  # c%2Fd%252Fe
+        assert r.status_code == 200 and r.json()["retracted"] == "c/d%2Fe", r.text
+        r = acme.delete("/v1/users/ria/preferences/%2E%2E")  # as the docs say: a `..` segment would name the user
+        assert r.status_code == 200 and r.json()["retracted"] == "..", r.text
+        assert acme.get("/v1/users/ria/preferences").json()["total"] == 0
+        r = acme.delete(f"/v1/users/ria/preferences/{quote('c/d%2Fe', safe='')}")  # sent again: done already
+        assert r.status_code == 404 and "'c/d%2Fe'" in r.text, r.text
+
+
+
+def test_the_misclicks_label_goes_though_the_users_row_could_not_be_written_at_first(serve, monkeypatch):
+    """The attributes' clear ran after the row left the store: when the users row could not be written then (no room),
+    the 200 said the user would be fitted again at their next read, and that refit kept the row's attributes (a refit
+    keeps those of the users row): the misclick's label stayed on their profile for good."""
+    from pluralign.store.failures import StoreUnavailable
+
+    _, server, svc = serve()
+    store = svc.runtime.store
+    with server, svc.client("acme") as acme:
+        give_rule(acme, "ria", 2)
+        oops = misclick(acme, "ria")
+        assert acme.get("/v1/users/ria").json()["attributes"] == {"oops": "yes"}
+
+        def full(*args):
+            raise StoreUnavailable("table `users`", "lancedb", "written", "full", "No space left on device", 28)
+
+        with monkeypatch.context() as m:  # the row cannot be deleted: not taken back, its label where it was
+            m.setattr(store, "delete_preference", full)
+            assert acme.delete(f"/v1/users/ria/preferences/{oops}").status_code == 507
+        assert acme.get("/v1/users/ria").json()["attributes"] == {"oops": "yes"}
+        with monkeypatch.context() as m:
+            m.setattr(store, "put_user_if", full)
+            m.setattr(store, "put_user", full)
+            r = acme.delete(f"/v1/users/ria/preferences/{oops}")
+        if r.status_code == 507:  # not taken back: sent again once there is room
+            r = acme.delete(f"/v1/users/ria/preferences/{oops}")
+        assert r.status_code == 200, r.text
+        after = acme.get("/v1/users/ria").json()
+        assert after["counts"]["preferences"] == 2 and after["attributes"] == {}, after
