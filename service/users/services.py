@@ -1599,15 +1599,18 @@ def _stored_before(rt: Runtime, tenant: str, user_id: str, before: float) -> boo
 
 
 def _rows_back(rt: Runtime, tenant: str, user_id: str, began: float) -> None:
-    """Before the store's step of a DELETE finished from the journal (begun at `began`, unix seconds): when its entry
-    notes that an earlier pass's store's step had deleted the user's rows (`Unfinished.rows_left_at`) and rows they
-    sent before it are back in the store (another replica, not having seen the DELETE, moved them in from its
-    feedback log since: what it made from the store then read them), that note is cleared (`DeleteJournal.rows_back`):
-    stopped after this step and before its own note, the DELETE finished later for a user who came back took the
-    first note for when they left, and what was made while they were back stayed (session flake54). Not covered: a
-    row moved in between this look and the store's step (its own read of the newest version)."""
+    """Before the store's step of a DELETE finished from the journal (begun at `began`, unix seconds): when rows the
+    user sent before it are in the store, the entry notes when this saw them (`DeleteJournal.rows_back`,
+    `Unfinished.rows_seen_at`), clearing an earlier pass's note that its store's step had deleted them
+    (`Unfinished.rows_left_at`): another replica, not having seen the DELETE, may have moved them in from its feedback
+    log since, and what it made from the store then read them. Stopped after this step and before its own note, the
+    DELETE finished later for a user who came back took the first note for when they left (session flake54), or,
+    with no note (the first pass killed inside its store's step), the store's kept versions from before the rows came
+    back, whose bisection could find the first removal (review of flake54): either way what was made while they were
+    back stayed. Not covered: a row moved in between this look and the store's step (its own read of the newest
+    version)."""
     entry = rt.delete_journal.unfinished(tenant, user_id)
-    if entry is None or entry.started_at != began or entry.rows_left_at is None:
+    if entry is None or entry.started_at != began:
         return
     rt.store.refresh("preferences")  # with replicas: what another replica moved in a moment ago
     seen = time.time()

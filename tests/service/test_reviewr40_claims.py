@@ -919,3 +919,62 @@ def services_delete(rt, tenant: str, user_id: str, unfinished=None) -> dict[str,
     from service.users.services import delete
 
     return delete(rt, tenant, user_id, unfinished)
+
+
+def test_a_delete_finished_again_after_the_users_old_rows_came_back_is_not_timed_by_the_store_s_first_removal(
+        replicas, monkeypatch):
+    """Review of flake54. As the test above, but the first pass is killed inside its store's step (its purge takes a
+    while: the rows deleted, the journal's note not written), and the store's old versions stay (a killed process
+    never removes them). The next pass found no note and so did not look whether the rows had come back: killed
+    again after its own store's step, the pass for the returning user asked the store's kept versions when the rows
+    left, and the bisection, meeting versions without them, then with them (b moved the row in), then without, took
+    the first removal: b's job made while the row was back was kept (`recorded_deletion_reaches` False). Now a pass
+    finding the rows in the table notes when it saw them (`Unfinished.rows_seen_at`) whether or not a note was there."""
+    from tests.service.test_delete_stopped import Stopped
+
+    a, b = replicas
+    rt, user = a.runtime, "back54b"
+    journal, delete_user, drop = rt.delete_journal, rt.store.delete_user, rt.store._drop_old_versions
+
+    def store_step_then_killed(tenant, user_id, **before):
+        delete_user(tenant, user_id, **before)
+        raise Stopped  # killed right after the store's step (in its purge's last moment), before the journal's note
+
+    with a.client("acme") as acme_a, b.client("acme") as acme_b, contextlib.ExitStack() as held:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+        held.enter_context(b.runtime.ingest.held("acme", user))  # b is slow to move what it received
+        assert acme_b.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Coffee?",
+                                                 "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", store_step_then_killed)
+            patch.setattr(rt.store, "_drop_old_versions", lambda *args: None)  # killed: the old versions stay
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        first = journal.unfinished("acme", user)
+        assert first is not None and first.rows_left_at is None and first.recorded_at is None, first
+        for i in range(6):  # others' feedback moved in meanwhile: versions without the user's old rows
+            assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": f"other54b{i}", "prompt": "Tea?",
+                                                     "chosen": "Yes.", "rejected": "No."}).status_code == 201
+            rt.ingest.flush()
+        held.close()
+        b.runtime.ingest.flush()  # the row b held, received before the DELETE, reaches the store now
+        assert rt.store.count_preferences("acme", user) == 1
+        back_in_store = time.time()  # what b makes from the store now reads that row (a snapshot, an adapter job)
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", store_step_then_killed)
+            patch.setattr(rt.store, "_drop_old_versions", lambda *args: None)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user, journal.unfinished("acme", user))  # the journal's pass
+        assert rt.store.count_preferences("acme", user) == 0
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Juice?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201  # they came back
+        rt.ingest.flush()
+        came_back = time.time()
+        services_delete(rt, "acme", user, journal.unfinished("acme", user))  # the journal's next pass finishes it
+        assert journal.unfinished("acme", user) is None and rt.store._drop_old_versions == drop
+        assert rt.store.count_preferences("acme", user) == 1  # what they sent since stays
+        # b's job of that time held the deleted row: the record reaches it (before: made_until was the first removal)
+        assert b.runtime.recorded_deletion_reaches("acme", user, back_in_store), (first, b.runtime.store.deletions_since(0))
+        assert not b.runtime.recorded_deletion_reaches("acme", user, came_back), b.runtime.store.deletions_since(0)
