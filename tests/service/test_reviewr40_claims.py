@@ -915,6 +915,86 @@ def test_a_delete_finished_from_the_journal_keeps_what_another_replica_moves_in_
         assert [p.prompt for p in rt.store.preferences_for("acme", user)[0]] == ["Back?"]  # before: none
 
 
+def test_a_delete_finished_from_the_journal_keeps_a_stated_change_another_replica_took_after_its_look(replicas, monkeypatch):
+    """Review of flake54. As the test above, but the user comes back with a stated preference through b (a PATCH, 200:
+    b writes their users row and the change straight to the store) after the journal's pass on a looked whether they
+    came back and before its store's step. flake54 kept only a preference row moved in then: the store's step deleted
+    the users row and the stated changes, and the acknowledged change was lost (version 0, nothing stated). Now the
+    pass looks again just before its store's step and, the user back, finishes the DELETE as for a returning user
+    (`forget_before`): what they sent before it goes, the change stays."""
+    from tests.service.test_delete_stopped import Stopped
+
+    a, b = replicas
+    rt, user = a.runtime, "stated54"
+    with a.client("acme") as acme_a, b.client("acme") as acme_b:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def stopped(*args, **kwargs):
+            raise Stopped  # killed before its store's step
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", stopped)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        read, changed = rt.store.texts_of, []
+
+        def texts_then_b_takes_a_change(tenant, user_ids, *before):  # a step of the pass after its look
+            texts = read(tenant, user_ids, *before)
+            if not changed:
+                changed.append(acme_b.patch(f"/v1/users/{user}/stated-preferences",
+                                            json={"preferences": {"length": "less"}}).status_code)
+            return texts
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "texts_of", texts_then_b_takes_a_change)
+            services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
+        assert changed == [200] and rt.delete_journal.unfinished("acme", user) is None
+        stated = acme_a.get(f"/v1/users/{user}/stated-preferences")
+        assert stated.status_code == 200 and stated.json()["preferences"] == {"length": "less"}, stated.text  # before: {}
+        assert acme_a.get(f"/v1/users/{user}/preferences").json()["total"] == 0  # what they sent before it went
+
+
+def test_a_delete_finished_from_the_journal_keeps_a_row_another_replica_moves_in_just_before_its_store_s_step(
+        replicas, monkeypatch):
+    """Review of flake54: as the test before the one above, b moving the returning user's row in after the pass's
+    second look (`came_back` just before its store's step, which now finds such a row) and before that step:
+    the store's step deletes only the rows received before the DELETE began (`Store.delete_user` `before`)."""
+    from tests.service.test_delete_stopped import Stopped
+
+    a, b = replicas
+    rt, user = a.runtime, "moved54b"
+    with a.client("acme") as acme_a, b.client("acme") as acme_b:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def stopped(*args, **kwargs):
+            raise Stopped  # killed before its store's step
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", stopped)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        with contextlib.ExitStack() as held:
+            held.enter_context(b.runtime.ingest.held("acme", user))  # b is slow to move what it received
+            assert acme_b.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Back?", "chosen": "Yes.",
+                                                     "rejected": "No."}).status_code == 201  # they came back through b
+            delete_user, moved = rt.store.delete_user, []
+
+            def b_moves_then_store_step(tenant, user_id, **before):
+                held.close()
+                moved.append(b.runtime.ingest.flush())  # b moves the returning user's row in now
+                return delete_user(tenant, user_id, **before)
+
+            monkeypatch.setattr(rt.store, "delete_user", b_moves_then_store_step)
+            services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
+        assert moved == [1] and rt.delete_journal.unfinished("acme", user) is None
+        rt.store.refresh("preferences")
+        assert [p.prompt for p in rt.store.preferences_for("acme", user)[0]] == ["Back?"]
+
+
 def services_delete(rt, tenant: str, user_id: str, unfinished=None) -> dict[str, int]:
     from service.users.services import delete
 
