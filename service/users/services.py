@@ -1547,7 +1547,7 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
     # the table, not the cached history: an import that found the rows held moved their `received_at` on
     # (`received_again`), which another replica's cached history does not show (its count of rows is the same)
     return (rt.store.received_since(tenant, user_id, since)
-            or any(i.created_at >= since for i in rt.store.interactions_for(tenant, user_id))
+            or rt.store.interacted_since(tenant, user_id, since)
             or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
 
 

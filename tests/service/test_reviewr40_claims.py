@@ -995,6 +995,43 @@ def test_a_delete_finished_from_the_journal_keeps_a_row_another_replica_moves_in
         assert [p.prompt for p in rt.store.preferences_for("acme", user)[0]] == ["Back?"]
 
 
+def test_a_delete_finished_from_the_journal_keeps_a_chat_another_replica_served_after_its_look(replicas, monkeypatch):
+    """Review of flake54: as the stated change's test above, the user back with a chat b served (and stored) after
+    the pass's first look: it is theirs and stays, what they sent before goes. The look asks the interactions table
+    for one count (`Store.interacted_since`), not every chat of the user (read twice now, in the store's turn)."""
+    from tests.service.test_delete_stopped import Stopped
+    from tests.service.test_service_adapters import chat
+
+    a, b = replicas
+    rt, user = a.runtime, "chat54"
+    with a.client("acme") as acme_a, b.client("acme") as acme_b:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def stopped(*args, **kwargs):
+            raise Stopped  # killed before its store's step
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", stopped)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        read, served = rt.store.texts_of, []
+
+        def texts_then_b_serves(tenant, user_ids, *before):  # a step of the pass after its look
+            texts = read(tenant, user_ids, *before)
+            if not served:
+                served.append(chat(acme_b, user).status_code)
+            return texts
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "texts_of", texts_then_b_serves)
+            services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
+        assert served == [200] and rt.delete_journal.unfinished("acme", user) is None
+        rt.store.refresh("preferences", "interactions")
+        assert rt.store.count_interactions("acme", user) == 1 and rt.store.count_preferences("acme", user) == 0
+
+
 def services_delete(rt, tenant: str, user_id: str, unfinished=None) -> dict[str, int]:
     from service.users.services import delete
 
