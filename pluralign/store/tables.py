@@ -2047,6 +2047,14 @@ class Store:
         return self.interactions.count_rows(owner_filter(tenant, user_id))
 
     @_uses("interactions", "read")
+    def interacted_since(self, tenant: str, user_id: str, since: float) -> bool:
+        """Whether the table holds a chat (interaction) of the user created at or after `since` (unix seconds): one
+        count, no row read. What a DELETE finished from the journal asks, twice, inside the store's maintenance turn
+        (`service.users.services.came_back`): until the review of flake54 it read every chat of the user there
+        (`interactions_for`: 1.2-2.5 s for 20,000 at load 13, while every tenant's DELETE waited)."""
+        return self.interactions.count_rows(f"{owner_filter(tenant, user_id)} AND created_at >= {float(since)!r}") > 0
+
+    @_uses("interactions", "read")
     def interactions_for(self, tenant: str, user_id: str) -> list[Interaction]:
         rows = self._rows("interactions", owner_filter(tenant, user_id))
         rows.sort(key=lambda r: r["created_at"])

@@ -14,7 +14,7 @@ It holds the tenant, the user's id, when the DELETE began and, with replicas, wh
 committed (`Unfinished.recorded_at`, noted by rewriting the entry; a release before it cannot read such an
 entry and leaves it for the operator: let DELETEs finish before going back to one), and when its store's step had
 deleted the user's rows (`Unfinished.rows_left_at`, since the review of jobs53: an earlier release skips it), cleared
-when a pass finishing it finds rows from before it back in the store (`Unfinished.rows_seen_at`). The steps need the id
+when a pass finishing it finds rows from before it in the store (`Unfinished.rows_seen_at`: when it saw them). The steps need the id
 (the store's rows and the adapter folder are named by it), so an entry keeps it only while that user's DELETE
 is unfinished, and never their texts. The deletions table, which outlives the DELETE, keeps the hash only.
 """
@@ -60,10 +60,11 @@ class Unfinished(Persisted, kw_only=True, frozen=True):
     # of jobs53
     rows_left_at: float | None = None
     # unix seconds (this replica's clock): a pass finishing this DELETE found rows of the user received before
-    # `started_at` back in the store (another replica moved them in from its feedback log after the note above, not
-    # having seen the DELETE) and cleared `rows_left_at` before deleting them again (`DeleteJournal.rows_back`): they
-    # left after this, at that pass's own note, or, stopped before it, as the store's kept versions from this on tell
-    # (session flake54: before, a pass stopped there left the first note, earlier than the rows went). None: never
+    # `started_at` in the store (maybe back: another replica moved them in from its feedback log after an earlier pass's
+    # store's step, not having seen the DELETE) and cleared `rows_left_at` before deleting them (`DeleteJournal.rows_back`):
+    # they left after this, at that pass's own note, or, stopped before it, as the store's kept versions from this on
+    # tell (session flake54: before, a pass stopped there left the first note, earlier than the rows went; its review:
+    # with no first note, the versions were bisected from before the rows came back). None: never
     rows_seen_at: float | None = None
 
     def same_delete(self, other: Unfinished | None) -> bool:
@@ -190,13 +191,21 @@ class DeleteJournal:
 
     def rows_back(self, entry: Unfinished, at: float) -> None:
         """Note in the entry of the DELETE `entry` (running here, finishing from the journal) that its user's rows from
-        before it were seen back in the store at `at` (unix seconds) after its store's step had noted them gone
-        (`rows_left`), and are about to be deleted again: the earlier note is cleared (`Unfinished.rows_seen_at`), so
-        that a DELETE stopped before its next note is not taken to have removed them by then. Raises OSError when the
-        entry cannot be rewritten: the rows are not to be deleted again under a note that would then be wrong."""
+        before it were seen in the store at `at` (unix seconds), about to be deleted (again, when an earlier pass's
+        store's step had noted them gone: `rows_left`): `Unfinished.rows_seen_at`, and the earlier note cleared, so
+        that a DELETE stopped before its next note is not taken to have removed them before `at`. Raises OSError when
+        an earlier note cannot be cleared: the rows are not to be deleted again under a note that would then be wrong;
+        with no such note, a failed write is logged (finished later, the store's kept versions are asked from the
+        first on, as before the review of flake54)."""
         found = self._read(self.path(entry.tenant, entry.user_id))
-        if entry.same_delete(found) and found.rows_left_at is not None:
+        if not entry.same_delete(found):
+            return
+        try:
             self._write(msgspec.structs.replace(found, rows_left_at=None, rows_seen_at=at))
+        except OSError as exc:
+            if found.rows_left_at is not None:
+                raise
+            log.error("the DELETE journal entry in %s could not note its user's rows seen in the store: %s", self.folder, exc)
 
     def recorded_many(self, entries: list[Unfinished], at: float) -> None:
         """`recorded` of each of `entries` (a batch's, `service.users.services.delete_batch`), their folder fsynced once

@@ -1386,7 +1386,8 @@ def _finish_steps(rt: Runtime, unfinished: Unfinished, recorded: list[float]) ->
     """`delete`'s steps finishing the journal's `unfinished` DELETE: first, when it was stopped after its record
     (`Unfinished.recorded_at`, waited for by `delete` before the turn), the chats other replicas stored before they
     saw it (`_chats_stored_meanwhile`: not the user coming back); then what the user sent before it began, when they
-    came back since (`forget_before`), else every step (`_delete_steps`, which appends to `recorded` as it says).
+    came back since (`forget_before`), else every step (`_delete_steps`, which appends to `recorded` as it says; and
+    `forget_before` after all when its second look, just before its store's step, finds them back: `_CameBack`).
     Returns its counts and the embedding cache's error as they do."""
     tenant, user_id = unfinished.tenant, unfinished.user_id
     chats = 0
@@ -1396,9 +1397,27 @@ def _finish_steps(rt: Runtime, unfinished: Unfinished, recorded: list[float]) ->
         counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at, unfinished.rows_left_at,
                                             unfinished.rows_seen_at)
     else:
-        counts, cache_error = _delete_steps(rt, tenant, user_id, unfinished.started_at, recorded, finishing=True)
+        try:
+            counts, cache_error = _delete_steps(rt, tenant, user_id, unfinished.started_at, recorded, finishing=True)
+        except _CameBack as back:  # since the look, through another replica: finished as for a user who came back
+            noted = rt.delete_journal.unfinished(tenant, user_id) or unfinished  # `_rows_back`'s note
+            counts, cache_error = forget_before(rt, tenant, user_id, unfinished.started_at, noted.rows_left_at,
+                                                noted.rows_seen_at)
+            counts["preferences"] += back.pending
+            counts["job_files"] += back.job_files
     counts["interactions"] += chats
     return counts, cache_error
+
+
+class _CameBack(Exception):
+    """`_delete_steps` finishing a DELETE from the journal found, just before its store's step, that the user came back
+    since `_finish_steps` looked (`came_back`: through another replica, which writes to the store straight, a stated
+    preference or a chat, or moved their feedback in): what its steps before had removed, `pending` rows from the log
+    (received before the DELETE) and `job_files`."""
+
+    def __init__(self, pending: int, job_files: int):
+        super().__init__("the user came back while their DELETE was finished")
+        self.pending, self.job_files = pending, job_files
 
 
 def _chats_stored_meanwhile(rt: Runtime, tenant: str, user_id: str, recorded_at: float) -> int:
@@ -1438,7 +1457,10 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     of a user who had not come back when it looked (`came_back`): their feedback acknowledged since, while
     it runs, is theirs, and stays in the log (only rows received before `started_at` go from it), and so do the rows
     another replica moves into the table meanwhile (session flake54: before, the store's step deleted every row of
-    theirs in the table, and a returning user's feedback another replica moved in after that look was lost). With replicas,
+    theirs in the table, and a returning user's feedback another replica moved in after that look was lost); just before
+    the store's step it looks again and, the user back meanwhile (a stated preference or chat another replica wrote
+    straight to the store, which that step would delete with their users row), raises `_CameBack` for `_finish_steps`
+    to finish it as for a returning user (review of flake54). With replicas,
     the deletion record's step: when its commit returned is appended to `recorded`, whose chats step
     (`_chats_stored_meanwhile`) `delete` runs after its wait, outside the turn."""
     forget = Forget.key(f"{tenant}/{user_id}")
@@ -1450,6 +1472,8 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     cache_error = _forget_vectors(rt, tenant, user_id)
     if finishing:  # of their rows in the table, those received before it began: what another replica moves in
         _rows_back(rt, tenant, user_id, started_at)  # meanwhile (the user back since `came_back` looked) stays theirs
+        if came_back(rt, tenant, user_id, started_at):  # looked again: the store's step would delete their users row and
+            raise _CameBack(pending, job_files)  # stated changes, a PATCH through another replica since (review of flake54)
         counts = rt.store.delete_user(tenant, user_id, before=started_at)
     else:
         counts = rt.store.delete_user(tenant, user_id)
@@ -1523,7 +1547,7 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
     # the table, not the cached history: an import that found the rows held moved their `received_at` on
     # (`received_again`), which another replica's cached history does not show (its count of rows is the same)
     return (rt.store.received_since(tenant, user_id, since)
-            or any(i.created_at >= since for i in rt.store.interactions_for(tenant, user_id))
+            or rt.store.interacted_since(tenant, user_id, since)
             or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
 
 
@@ -1599,15 +1623,18 @@ def _stored_before(rt: Runtime, tenant: str, user_id: str, before: float) -> boo
 
 
 def _rows_back(rt: Runtime, tenant: str, user_id: str, began: float) -> None:
-    """Before the store's step of a DELETE finished from the journal (begun at `began`, unix seconds): when its entry
-    notes that an earlier pass's store's step had deleted the user's rows (`Unfinished.rows_left_at`) and rows they
-    sent before it are back in the store (another replica, not having seen the DELETE, moved them in from its
-    feedback log since: what it made from the store then read them), that note is cleared (`DeleteJournal.rows_back`):
-    stopped after this step and before its own note, the DELETE finished later for a user who came back took the
-    first note for when they left, and what was made while they were back stayed (session flake54). Not covered: a
-    row moved in between this look and the store's step (its own read of the newest version)."""
+    """Before the store's step of a DELETE finished from the journal (begun at `began`, unix seconds): when rows the
+    user sent before it are in the store, the entry notes when this saw them (`DeleteJournal.rows_back`,
+    `Unfinished.rows_seen_at`), clearing an earlier pass's note that its store's step had deleted them
+    (`Unfinished.rows_left_at`): another replica, not having seen the DELETE, may have moved them in from its feedback
+    log since, and what it made from the store then read them. Stopped after this step and before its own note, the
+    DELETE finished later for a user who came back took the first note for when they left (session flake54), or,
+    with no note (the first pass killed inside its store's step), the store's kept versions from before the rows came
+    back, whose bisection could find the first removal (review of flake54): either way what was made while they were
+    back stayed. Not covered: a row moved in between this look and the store's step (its own read of the newest
+    version)."""
     entry = rt.delete_journal.unfinished(tenant, user_id)
-    if entry is None or entry.started_at != began or entry.rows_left_at is None:
+    if entry is None or entry.started_at != began:
         return
     rt.store.refresh("preferences")  # with replicas: what another replica moved in a moment ago
     seen = time.time()

@@ -915,7 +915,183 @@ def test_a_delete_finished_from_the_journal_keeps_what_another_replica_moves_in_
         assert [p.prompt for p in rt.store.preferences_for("acme", user)[0]] == ["Back?"]  # before: none
 
 
+def test_a_delete_finished_from_the_journal_keeps_a_stated_change_another_replica_took_after_its_look(replicas, monkeypatch):
+    """Review of flake54. As the test above, but the user comes back with a stated preference through b (a PATCH, 200:
+    b writes their users row and the change straight to the store) after the journal's pass on a looked whether they
+    came back and before its store's step. flake54 kept only a preference row moved in then: the store's step deleted
+    the users row and the stated changes, and the acknowledged change was lost (version 0, nothing stated). Now the
+    pass looks again just before its store's step and, the user back, finishes the DELETE as for a returning user
+    (`forget_before`): what they sent before it goes, the change stays."""
+    from tests.service.test_delete_stopped import Stopped
+
+    a, b = replicas
+    rt, user = a.runtime, "stated54"
+    with a.client("acme") as acme_a, b.client("acme") as acme_b:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def stopped(*args, **kwargs):
+            raise Stopped  # killed before its store's step
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", stopped)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        read, changed = rt.store.texts_of, []
+
+        def texts_then_b_takes_a_change(tenant, user_ids, *before):  # a step of the pass after its look
+            texts = read(tenant, user_ids, *before)
+            if not changed:
+                changed.append(acme_b.patch(f"/v1/users/{user}/stated-preferences",
+                                            json={"preferences": {"length": "less"}}).status_code)
+            return texts
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "texts_of", texts_then_b_takes_a_change)
+            services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
+        assert changed == [200] and rt.delete_journal.unfinished("acme", user) is None
+        stated = acme_a.get(f"/v1/users/{user}/stated-preferences")
+        assert stated.status_code == 200 and stated.json()["preferences"] == {"length": "less"}, stated.text  # before: {}
+        assert acme_a.get(f"/v1/users/{user}/preferences").json()["total"] == 0  # what they sent before it went
+
+
+def test_a_delete_finished_from_the_journal_keeps_a_row_another_replica_moves_in_just_before_its_store_s_step(
+        replicas, monkeypatch):
+    """Review of flake54: as the test before the one above, b moving the returning user's row in after the pass's
+    second look (`came_back` just before its store's step, which now finds such a row) and before that step:
+    the store's step deletes only the rows received before the DELETE began (`Store.delete_user` `before`)."""
+    from tests.service.test_delete_stopped import Stopped
+
+    a, b = replicas
+    rt, user = a.runtime, "moved54b"
+    with a.client("acme") as acme_a, b.client("acme") as acme_b:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def stopped(*args, **kwargs):
+            raise Stopped  # killed before its store's step
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", stopped)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        with contextlib.ExitStack() as held:
+            held.enter_context(b.runtime.ingest.held("acme", user))  # b is slow to move what it received
+            assert acme_b.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Back?", "chosen": "Yes.",
+                                                     "rejected": "No."}).status_code == 201  # they came back through b
+            delete_user, moved = rt.store.delete_user, []
+
+            def b_moves_then_store_step(tenant, user_id, **before):
+                held.close()
+                moved.append(b.runtime.ingest.flush())  # b moves the returning user's row in now
+                return delete_user(tenant, user_id, **before)
+
+            monkeypatch.setattr(rt.store, "delete_user", b_moves_then_store_step)
+            services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
+        assert moved == [1] and rt.delete_journal.unfinished("acme", user) is None
+        rt.store.refresh("preferences")
+        assert [p.prompt for p in rt.store.preferences_for("acme", user)[0]] == ["Back?"]
+
+
+def test_a_delete_finished_from_the_journal_keeps_a_chat_another_replica_served_after_its_look(replicas, monkeypatch):
+    """Review of flake54: as the stated change's test above, the user back with a chat b served (and stored) after
+    the pass's first look: it is theirs and stays, what they sent before goes. The look asks the interactions table
+    for one count (`Store.interacted_since`), not every chat of the user (read twice now, in the store's turn)."""
+    from tests.service.test_delete_stopped import Stopped
+    from tests.service.test_service_adapters import chat
+
+    a, b = replicas
+    rt, user = a.runtime, "chat54"
+    with a.client("acme") as acme_a, b.client("acme") as acme_b:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+
+        def stopped(*args, **kwargs):
+            raise Stopped  # killed before its store's step
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", stopped)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        read, served = rt.store.texts_of, []
+
+        def texts_then_b_serves(tenant, user_ids, *before):  # a step of the pass after its look
+            texts = read(tenant, user_ids, *before)
+            if not served:
+                served.append(chat(acme_b, user).status_code)
+            return texts
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "texts_of", texts_then_b_serves)
+            services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
+        assert served == [200] and rt.delete_journal.unfinished("acme", user) is None
+        rt.store.refresh("preferences", "interactions")
+        assert rt.store.count_interactions("acme", user) == 1 and rt.store.count_preferences("acme", user) == 0
+
+
 def services_delete(rt, tenant: str, user_id: str, unfinished=None) -> dict[str, int]:
     from service.users.services import delete
 
     return delete(rt, tenant, user_id, unfinished)
+
+
+def test_a_delete_finished_again_after_the_users_old_rows_came_back_is_not_timed_by_the_store_s_first_removal(
+        replicas, monkeypatch):
+    """Review of flake54. As the test above, but the first pass is killed inside its store's step (its purge takes a
+    while: the rows deleted, the journal's note not written), and the store's old versions stay (a killed process
+    never removes them). The next pass found no note and so did not look whether the rows had come back: killed
+    again after its own store's step, the pass for the returning user asked the store's kept versions when the rows
+    left, and the bisection, meeting versions without them, then with them (b moved the row in), then without, took
+    the first removal: b's job made while the row was back was kept (`recorded_deletion_reaches` False). Now a pass
+    finding the rows in the table notes when it saw them (`Unfinished.rows_seen_at`) whether or not a note was there."""
+    from tests.service.test_delete_stopped import Stopped
+
+    a, b = replicas
+    rt, user = a.runtime, "back54b"
+    journal, delete_user, drop = rt.delete_journal, rt.store.delete_user, rt.store._drop_old_versions
+
+    def store_step_then_killed(tenant, user_id, **before):
+        delete_user(tenant, user_id, **before)
+        raise Stopped  # killed right after the store's step (in its purge's last moment), before the journal's note
+
+    with a.client("acme") as acme_a, b.client("acme") as acme_b, contextlib.ExitStack() as held:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201
+        rt.ingest.flush()
+        held.enter_context(b.runtime.ingest.held("acme", user))  # b is slow to move what it received
+        assert acme_b.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Coffee?",
+                                                 "chosen": "Yes.", "rejected": "No."}).status_code == 201
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", store_step_then_killed)
+            patch.setattr(rt.store, "_drop_old_versions", lambda *args: None)  # killed: the old versions stay
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        first = journal.unfinished("acme", user)
+        assert first is not None and first.rows_left_at is None and first.recorded_at is None, first
+        for i in range(6):  # others' feedback moved in meanwhile: versions without the user's old rows
+            assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": f"other54b{i}", "prompt": "Tea?",
+                                                     "chosen": "Yes.", "rejected": "No."}).status_code == 201
+            rt.ingest.flush()
+        held.close()
+        b.runtime.ingest.flush()  # the row b held, received before the DELETE, reaches the store now
+        assert rt.store.count_preferences("acme", user) == 1
+        back_in_store = time.time()  # what b makes from the store now reads that row (a snapshot, an adapter job)
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", store_step_then_killed)
+            patch.setattr(rt.store, "_drop_old_versions", lambda *args: None)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user, journal.unfinished("acme", user))  # the journal's pass
+        assert rt.store.count_preferences("acme", user) == 0
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Juice?", "chosen": "Yes.",
+                                                 "rejected": "No."}).status_code == 201  # they came back
+        rt.ingest.flush()
+        came_back = time.time()
+        services_delete(rt, "acme", user, journal.unfinished("acme", user))  # the journal's next pass finishes it
+        assert journal.unfinished("acme", user) is None and rt.store._drop_old_versions == drop
+        assert rt.store.count_preferences("acme", user) == 1  # what they sent since stays
+        # b's job of that time held the deleted row: the record reaches it (before: made_until was the first removal)
+        assert b.runtime.recorded_deletion_reaches("acme", user, back_in_store), (first, b.runtime.store.deletions_since(0))
+        assert not b.runtime.recorded_deletion_reaches("acme", user, came_back), b.runtime.store.deletions_since(0)

@@ -312,6 +312,21 @@ def test_rows_received_again_count_as_received_since_for_another_process_too(tmp
     assert store.received_again("t", "ann", [rows[0].pref_id]) == 0
 
 
+def test_interacted_since_counts_the_users_chats_from_a_time_on(tmp_path):
+    """`interacted_since` (what a DELETE finished from the journal asks, `came_back`): a chat of the user created at
+    or after the time; another user's, or one of theirs before it, does not count."""
+    from pluralign.store.tables import Interaction
+
+    store = Store(str(tmp_path), "enc", DIM)
+    for user, at in (("ann", 1000.0), ("ann", 1002.5), ("bob", 3000.0)):
+        store.add_interaction(Interaction(tenant="t", user_id=user, response_id=f"{user}-{at}", created_at=at, prompt="Tea?",
+                                          messages=[{"role": "user", "content": "Tea?"}], candidates=["Yes."], scores=[0.1],
+                                          chosen_index=0, history=[], model="m"))
+    assert store.interacted_since("t", "ann", 1002.5) and store.interacted_since("t", "ann", 1001.0)
+    assert not store.interacted_since("t", "ann", 1002.6) and not store.interacted_since("u", "ann", 0.0)
+    assert store.interacted_since("t", "bob", 2999.0) and not store.interacted_since("t", "carl", 0.0)
+
+
 def test_a_preferences_commit_that_met_another_is_made_again_and_other_errors_are_not(tmp_path, caplog):
     """`received_again` and `delete_copy` share one retry (`Store._committed_to_preferences`, session 51): a commit Lance
     refused for another's coming first is made again on the newest version and its result returned, with a warning
