@@ -41,7 +41,7 @@ from pluralign.data.record import (
     TrlRow,
     created_at_problem,
     margin_problem,
-    pref_id_problem,
+    new_pref_id_problem,
 )
 from pluralign.data.text import (
     answer_key,
@@ -336,7 +336,7 @@ def _line_fields_sound(row: _Line) -> bool:
     margin, created_at = row.margin, row.created_at
     if (margin is not None and not 0 <= margin <= MAX_MARGIN) or (created_at is not None and not 0 <= created_at <= MAX_CREATED_AT):
         return False
-    if pref_id_problem(row.pref_id) is not None:
+    if new_pref_id_problem(row.pref_id) is not None:
         return False
     for key in row.attributes:
         if is_blank(key):
@@ -467,7 +467,7 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
         raise PreferenceError(line, "margin", problem)
     if (problem := created_at_problem(row.get("created_at"))) is not None:  # Parquet's NaN, JSON's 1e999, -5, 1e300, "2024-05-01"
         raise PreferenceError(line, "created_at", problem)
-    if (problem := pref_id_problem(row.get("pref_id"))) is not None:
+    if (problem := new_pref_id_problem(row.get("pref_id"))) is not None:
         raise PreferenceError(line, "pref_id", problem)
     if "user_id" not in row:
         if default_user is None:

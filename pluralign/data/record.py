@@ -26,10 +26,46 @@ PREF_ID_RULE = "must be 1-128 printable ASCII characters without spaces"
 
 
 def pref_id_problem(pref_id: Any) -> str | None:
-    """Why `pref_id` is not an id a preference file may carry (None: it is one, or None)."""
+    """Why `pref_id` is not a well-formed id (None: it is one, or None): the rule of an id to look up, which a row
+    stored by an older release meets (`..`: the export writes it, a retraction takes it). A new row's id also meets
+    `new_pref_id_problem`."""
     if pref_id is None or (isinstance(pref_id, str) and PREF_ID.fullmatch(pref_id)):
         return None
     return f"{PREF_ID_RULE}, got {shorten(repr(pref_id), 64, '...')}"
+
+
+# A pref_id is sent as the last segment of DELETE /v1/users/{user_id}/preferences/{pref_id}. URL clients remove dot
+# segments (RFC 3986 section 5.2.4) before sending: `..` as curl, httpx and requests send it, percent-encoded by
+# `urllib.parse.quote(pref_id, safe="")` or not, is DELETE /v1/users/{user_id}, the user's own DELETE (every row gone);
+# `a/../..` sent as it is, too. They cut the path at `?` and `#` first (`..#x` is the same DELETE), and a WHATWG URL
+# parser (fetch in browsers and Node) also reads `\` as `/` and `%2e` as `.` (`%2E%2E`, `a\..\..`): found in review
+# dots54, where an import's `..` made a documented retraction delete its user. The server cannot tell such a DELETE
+# from the user's own, so no new row may carry such an id.
+_URL_CUT = re.compile(r"[?#]")
+_URL_SEGMENT_END = re.compile(r"[/\\]")
+_ENCODED_DOT = re.compile("%2e", re.IGNORECASE)
+PREF_ID_DOT_RULE = ("may not hold a path segment `.` or `..` (between `/` or `\\`, before any `?` or `#`, `%2e` read as "
+                    "`.`): a URL client resolves it, and a retraction of the row, DELETE /v1/users/{user_id}/preferences/"
+                    "{pref_id}, would be sent as the DELETE of the user or another of their rows")
+
+
+def pref_id_climbs(pref_id: str) -> bool:
+    """Whether a URL client sending `pref_id` as a path segment would resolve part of it as a dot segment
+    (`..`, `.`, `a/../..`, `..#x`, `%2E%2E`, `a\\..`): RFC 3986 section 5.2.4, and the WHATWG URL standard's
+    "single-dot" and "double-dot path segments"."""
+    path = _URL_CUT.split(pref_id, maxsplit=1)[0]
+    return any(_ENCODED_DOT.sub(".", segment) in (".", "..") for segment in _URL_SEGMENT_END.split(path))
+
+
+def new_pref_id_problem(pref_id: Any) -> str | None:
+    """Why a new row may not carry `pref_id` (None: it may, or None): `pref_id_problem`, and no dot segment a URL
+    client resolves (`pref_id_climbs`). Applied where a row with an id enters: preference files (the CLI and
+    POST /v1/users/{user_id}/import) and `Preference`; rows an older release stored keep theirs."""
+    if (problem := pref_id_problem(pref_id)) is not None or pref_id is None:
+        return problem
+    if pref_id_climbs(pref_id):
+        return f"{PREF_ID_DOT_RULE}, got {shorten(repr(pref_id), 64, '...')}"
+    return None
 
 
 TENANT_RULE = "a tenant name is 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)"
@@ -295,7 +331,8 @@ class Preference(Base):
     def __post_init__(self) -> None:
         """Raises TypeError naming a text field that is not a str, ValueError naming an empty one, a
         `margin` outside [0, MAX_MARGIN] (NaN included) or a `created_at` that is not a Unix time in seconds
-        in [0, MAX_CREATED_AT] (`created_at_problem`: -5, 1e300, a time in milliseconds, NaN): the rules
+        in [0, MAX_CREATED_AT] (`created_at_problem`: -5, 1e300, a time in milliseconds, NaN) or a `pref_id` no new row
+        may carry (`new_pref_id_problem`: a space, `..`): the rules
         `read_rows` applies to a row, for a record made in Python. `chosen` may be `rejected`'s answer (a tie over one
         answer), which a file's row may not be: `read_preferences` refuses the line `write_jsonl` writes of such a record
         ("is the same answer as `chosen`", `answer_key`)."""
@@ -303,7 +340,7 @@ class Preference(Base):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"`{name}` must be a str, got {type(getattr(self, name)).__name__}")
         for name, problem in (("margin", margin_problem(self.margin)), ("created_at", created_at_problem(self.created_at)),
-                              ("pref_id", pref_id_problem(self.pref_id))):
+                              ("pref_id", new_pref_id_problem(self.pref_id))):
             if problem:
                 raise ValueError(f"`{name}` {problem}")
         if is_blank(self.user_id) or is_blank(self.prompt) or is_blank(self.chosen) or is_blank(self.rejected):

@@ -1062,7 +1062,8 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     `pluralign data import` and TRL read. Rating rows without a rival answer (nothing to compare) are left out,
     and so are rows an import would refuse that older versions stored (a blank prompt or answer, two
     answers with the same visible text); a `created_at` an import refuses (`created_at_problem`) is written as null,
-    a conversation it refuses (a role outside `MESSAGE_ROLES`) as its text (`file_trl`). Read as it is sent, from one version of the table, with the errors
+    a conversation it refuses (a role outside `MESSAGE_ROLES`) as its text (`file_trl`); a `pref_id` as it is stored,
+    one no new row may carry included (`..`, stored before review dots54: an import refuses that line, naming it). Read as it is sent, from one version of the table, with the errors
     of `export_lines`."""
     from pluralign.data.io import file_trl, preference_row
     from pluralign.data.record import Preference, file_time, pref_id_problem
@@ -1077,9 +1078,14 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
             trl=file_trl(row.trl),  # a conversation no file takes (a role `bot`: imports before rows42 stored it) as its text
             # a time no file takes (-5, 1e300: imports before session rows42 stored them) is left out: stamped on receipt
             created_at=file_time(row.created_at),
-            pref_id=row.pref_id if pref_id_problem(row.pref_id) is None else None,  # an id a library user chose that no file takes
         )
-        yield msgspec.json.encode(preference_row(record)) + b"\n"
+        line = preference_row(record)
+        # the row's id as it is stored, one an older release took that no new row may carry included (`..`, which an
+        # import now refuses: `new_pref_id_problem`), so it is read and retracted by it; an id a library user chose that
+        # is not one at all (a space) is left out
+        if pref_id_problem(row.pref_id) is None:
+            line["pref_id"] = row.pref_id
+        yield msgspec.json.encode(line) + b"\n"
 
 
 def in_preference_file(row: StoredPreference) -> bool:

@@ -1,0 +1,88 @@
+"""Review dots54: a `pref_id` that a URL client resolves as a dot segment. An import took `..` (any printable ASCII),
+and its retraction as documented, DELETE /v1/users/ria/preferences/.. with curl, httpx or requests, was sent as
+DELETE /v1/users/ria: the user was deleted, every row gone. On the real app over HTTP (the real httpx client) and a
+real LanceDB in a temp folder: such ids are refused at the import, naming the line and `pref_id`, nothing stored;
+rows an older release stored under them stay readable, exportable and retractable percent-encoded."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import pytest
+
+from pluralign.store.tables import StoredPreference
+from tests.service.test_blank_answers import stored_as_an_older_version_stored
+from tests.service.tiny import start_service
+
+CLIMBING = ["..", "a/../..", ".", "..#x", "a\\..\\..", "%2E%2E"]  # the first three as curl/httpx/requests resolve them
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    server, service = start_service(tmp_path_factory.mktemp("dots54") / "data", tiny_generator_dir, tiny_pal_dir, minilm,
+                                    deletion_sweep_s=3600)
+    with server:
+        yield service
+
+
+def row(i: int, **extra) -> dict:
+    return {"prompt": f"Tea or coffee, {i}?", "chosen": f"Tea, {i}.", "rejected": f"Coffee, {i}.", **extra}
+
+
+@pytest.mark.parametrize("pref_id", CLIMBING)
+def test_an_import_of_a_climbing_pref_id_is_refused_naming_the_line(svc, pref_id):
+    with svc.client("acme") as acme:
+        body = "\n".join(json.dumps(r) for r in (row(1, pref_id="fine-1"), row(2, pref_id=pref_id)))
+        r = acme.post("/v1/users/dora/import", content=body)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "line 2.pref_id", error
+        assert "a URL client resolves it" in error["message"] and repr(pref_id) in error["message"], error
+        assert acme.get("/v1/users/dora/preferences").status_code == 404  # nothing of the body stored
+        assert not svc.runtime.store.stored_rows("acme", "dora")
+
+
+def test_rows_stored_under_such_ids_by_an_older_release_are_exported_and_taken_back_without_deleting_the_user(svc):
+    """Written straight into the store (an import before review dots54 took them); taken back with the real httpx
+    client, each id percent-encoded whole and its dots as `%2E` (docs/api.md): the user and their other rows stay."""
+    rt = svc.runtime
+    legacy = ["..", ".", "a/../.."]
+    rows = [StoredPreference(tenant="acme", user_id="ria", pref_id=pref_id, kind="comparison", created_at=1.7e9 + i,
+                             **row(i)) for i, pref_id in enumerate([*legacy, "kept"])]
+    stored_as_an_older_version_stored(rt, rows)
+    with svc.client("acme") as acme:
+        listed = acme.get("/v1/users/ria/preferences")
+        assert listed.status_code == 200 and [p["pref_id"] for p in listed.json()["data"]] == [*legacy, "kept"], listed.text
+        export = acme.get("/v1/users/ria/export?format=preferences")
+        assert [json.loads(line)["pref_id"] for line in export.text.splitlines()] == [*legacy, "kept"], export.text
+        again = acme.post("/v1/users/ria/import", content=export.text)  # no new row takes such an id, a held one neither
+        assert again.status_code == 400 and again.json()["error"]["param"] == "line 1.pref_id", again.text
+        for pref_id in legacy:
+            sent = quote(pref_id, safe="").replace(".", "%2E")
+            r = acme.delete(f"/v1/users/ria/preferences/{sent}")
+            assert r.status_code == 200 and r.json()["retracted"] == pref_id, (pref_id, r.text)
+            assert "deleted" not in r.json()  # the retraction's reply, not the user's DELETE's
+        left = acme.get("/v1/users/ria/preferences")
+        assert left.status_code == 200 and [p["pref_id"] for p in left.json()["data"]] == ["kept"], left.text
+
+
+def test_every_id_an_import_takes_is_taken_back_as_documented_without_deleting_the_user(svc):
+    """Each id imported on its own; each the import takes is taken back with the real httpx client, percent-encoded
+    whole as docs/api.md says (`quote(pref_id, safe="")`, which leaves a `.` as it is): that row goes, the user and
+    their other row stay. Before review dots54 the import took `..`, and its retraction deleted the user."""
+    ids = ["...", "a#b", "a?b", "%61", "a\\b", *CLIMBING[:3]]  # `#`, `?`, `%`, `\` encoded are no danger
+    taken = []
+    with svc.client("acme") as acme:
+        assert acme.post("/v1/users/eve/import", content=json.dumps(row(0, pref_id="kept"))).status_code == 201
+        for i, pref_id in enumerate(ids, 1):
+            r = acme.post("/v1/users/eve/import", content=json.dumps(row(i, pref_id=pref_id)))
+            assert r.status_code in (201, 400), r.text
+            if r.status_code == 400:
+                continue
+            taken.append(pref_id)
+            r = acme.delete(f"/v1/users/eve/preferences/{quote(pref_id, safe='')}")
+            assert r.status_code == 200 and r.json().get("retracted") == pref_id, (pref_id, r.text)
+            held = acme.get("/v1/users/eve/preferences")
+            assert held.status_code == 200 and [p["pref_id"] for p in held.json()["data"]] == ["kept"], (pref_id, held.text)
+    assert taken == ids[:-3]
