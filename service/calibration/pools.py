@@ -76,14 +76,24 @@ def read_pool(folder: Path, tenant: str) -> CalibrationPool | None:
 
 def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], arrived: float | None = None) -> CalibrationPool:
     """Store `items` as the tenant's calibration pool in place of any before, whole and durably (its rename survives a
-    power loss); `arrived`: when its request arrived (unix seconds; default now), its `updated_at`. Returns what was
-    stored. Raises OSError (a full disk: the pool before is kept, whole)."""
+    power loss); `arrived`: when its request arrived (unix seconds; default now), its `updated_at`. A pool whose PUT
+    arrived later (`updated_at` past `arrived`) is kept: this one is taken as stored and replaced by it at once. Until
+    review late54 a PUT authenticated before its tenant's removal began on another replica, that wrote after the tenant
+    was made again and stored its own pool, replaced that pool: the new tenant was asked the removed tenant's prompts,
+    then lost its pool when this replica's pass removed what had arrived before the removal (`remove_pool_before`).
+    An unreadable pool there is replaced. Returns what this PUT stored. Raises OSError (a full disk: the pool before
+    is kept, whole)."""
     pool = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=list(a)) for p, a in items],
                            updated_at=time.time() if arrived is None else arrived)
     path = pool_path(folder, tenant)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with folder_lock(path.parent):  # a DELETE meanwhile would take this PUT's temp file for one a killed PUT left
-        write_atomic(path, msgspec.json.encode(pool))
+        try:
+            newer = read_pool(folder, tenant)
+        except CalibrationPoolUnreadable:
+            newer = None
+        if newer is None or newer.updated_at <= pool.updated_at:
+            write_atomic(path, msgspec.json.encode(pool))
     return pool
 
 

@@ -185,3 +185,26 @@ def test_a_put_whose_body_came_after_the_removal_began_keeps_nothing(replicas):
         sender.join(60)
     assert answers and answers[0].status_code == 409 and answers[0].json()["error"]["code"] == "tenant_removed", answers[0].text
     assert not pool_path(a.runtime.settings.calibration_pools_path, "umbrella").exists()
+
+
+def test_a_removed_tenants_late_put_never_replaces_the_pool_of_the_tenant_made_again(replicas, put_held):
+    """Review late54: a PUT on replica a, its key checked before the removal through b began, that writes after the tenant
+    was made again under the same name and stored its own pool through b. Before, the late PUT wrote over the new
+    tenant's pool (200): the new tenant was asked the removed tenant's prompts, and once a applied the removal that pool
+    went (it arrived before the removal), so the new tenant's acknowledged pool was lost. A pool never replaces one
+    whose PUT arrived later (`write_pool`): the new tenant's stays through a's pass."""
+    a, b = replicas
+    start, release, answer = put_held
+    start("wayne", POOL_A)
+    with b.client("admin") as admin_b:
+        b.runtime.keys.issue("wayne")
+        removed_through(admin_b, "wayne")
+    b.keys["wayne"] = b.runtime.keys.issue("wayne")  # the tenant made again
+    with b.client("wayne") as wayne_b:
+        assert wayne_b.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        release()
+        assert answer().status_code in (200, 409)
+        assert wayne_b.get("/v1/calibration-pool").json()["pool"] == POOL_B  # before: POOL_A, the removed tenant's
+        applied_on(a, "wayne")
+        r = wayne_b.get("/v1/calibration-pool")
+        assert r.status_code == 200 and r.json()["pool"] == POOL_B, r.text  # before: 404, the new tenant's pool lost
