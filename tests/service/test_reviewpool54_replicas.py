@@ -28,6 +28,8 @@ def replicas(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
 
     root = tmp_path_factory.mktemp("pool54-replicas")
     (root / "shared").mkdir()
+    # what replica a kept in its own data folder while it served alone, before the shared folder was named
+    write_pool(root / "a" / "calibration-pools", "soylent", [(i["prompt"], i["answers"]) for i in POOL_B])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tables, "READ_MARGIN_S", SHORT_READ_MARGIN_S)
         first, a, second, b = start_replicas(root, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200,
@@ -208,3 +210,21 @@ def test_a_removed_tenants_late_put_never_replaces_the_pool_of_the_tenant_made_a
         applied_on(a, "wayne")
         r = wayne_b.get("/v1/calibration-pool")
         assert r.status_code == 200 and r.json()["pool"] == POOL_B, r.text  # before: 404, the new tenant's pool lost
+
+
+def test_a_pool_stored_while_a_replica_served_alone_is_asked_by_every_replica(replicas):
+    """Review late54: a pool a tenant stored while one process served alone, in its data folder, before
+    PLURALIGN_CALIBRATION_POOLS_DIR named the shared folder (scaling out as docs/api.md says). Before, it was read by no
+    replica once the setting was there: GET and DELETE 404 (the tenant could not even remove it, its texts still on
+    disk) and `{}` asked other users' stored comparisons instead. Now the start moves it into the shared folder."""
+    a, b = replicas
+    b.keys["soylent"] = b.runtime.keys.issue("soylent")
+    with b.client("soylent") as soylent_b:
+        r = soylent_b.get("/v1/calibration-pool")
+        assert r.status_code == 200 and r.json()["pool"] == POOL_B, r.text
+        r = soylent_b.post("/v1/users/ann/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["pool"] == "calibration", r.text
+        assert soylent_b.delete("/v1/calibration-pool").status_code == 204
+    assert not pool_path(a.runtime.settings.calibration_pools_path, "soylent").exists()
+    assert not pool_path(a.runtime.settings.own_calibration_pools_path, "soylent").exists()  # moved, not copied
+
