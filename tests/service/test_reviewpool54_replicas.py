@@ -228,3 +228,22 @@ def test_a_pool_stored_while_a_replica_served_alone_is_asked_by_every_replica(re
     assert not pool_path(a.runtime.settings.calibration_pools_path, "soylent").exists()
     assert not pool_path(a.runtime.settings.own_calibration_pools_path, "soylent").exists()  # moved, not copied
 
+
+def test_the_tenant_made_again_keeps_the_pool_it_stored_right_after_the_removal(replicas, monkeypatch):
+    """Review late54: the tenant made again under the same name right after its removal through b ended, storing its
+    pool through b, with replicas whose store reads may lag (PLURALIGN_STORE_SYNC_MS, here 30 s: `sync_seconds`). Before,
+    replica a's pass removed every pool that arrived before the removal began plus that lag (the rows' rule, for reads of
+    the store that lag; a pool is a file read directly): the new tenant's acknowledged pool was gone, a 404."""
+    from service.settings import Settings
+
+    a, b = replicas
+    monkeypatch.setattr(Settings, "sync_seconds", property(lambda self: 30.0))
+    with b.client("admin") as admin_b:
+        b.runtime.keys.issue("stark")  # the tenant shows on b
+        removed_through(admin_b, "stark")
+    b.keys["stark"] = b.runtime.keys.issue("stark")  # made again
+    with b.client("stark") as stark_b:
+        assert stark_b.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        applied_on(a, "stark")
+        r = stark_b.get("/v1/calibration-pool")
+        assert r.status_code == 200 and r.json()["pool"] == POOL_B, r.text
