@@ -111,7 +111,8 @@ def _replace_unless_newer(path: Path, pool: CalibrationPool) -> bool:
 def adopt_own_pools(settings) -> int:
     """Move the calibration pools this replica's own data folder keeps (stored while it served alone) into the folder
     PLURALIGN_CALIBRATION_POOLS_DIR names (`Settings`), when it names another; how many it moved. Called at a start,
-    before any request: once the setting is there no request reads the own folder, and until review late54 such a pool
+    before any request (`pluralign serve` before what undoes a failed start, which would remove a pools folder it
+    made in the data folder, the pools moved there with it; `Runtime.build` again): once the setting is there no request reads the own folder, and until review late54 such a pool
     stayed there unread (GET and DELETE a 404, `{}` asking other users' comparisons, the tenant's texts on disk). A pool
     the shared folder holds from a later PUT is kept (`write_pool`'s rule), the older one dropped; an unreadable one is
     left where it is, a WARNING naming it. A removal of the tenant since is applied by the deletion sweep's pass over
@@ -129,7 +130,7 @@ def adopt_own_pools(settings) -> int:
             continue
         if pool is None:
             continue
-        shared.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shared.mkdir(mode=0o700, exist_ok=True)  # its parent checked at start (`check_calibration_pools_dir`): never made
         with folder_lock(shared):
             _replace_unless_newer(shared / path.name, pool)
         with folder_lock(own):
