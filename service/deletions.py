@@ -105,9 +105,11 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
         if rt.settings.replicas > 1 and own_pools_unwritten(rt.settings):
             files += remove_pool(rt.settings.own_calibration_pools_path, tenant)
         # and in the replicas' shared folder one a PUT of this replica stored after the removal's replica cleaned it,
-        # authenticated before the keys went (that replica waits for its own requests only)
+        # authenticated before the keys went (that replica waits for its own requests only): one that arrived before the
+        # removal began, not `before`, which adds how late reads of the store may be (a pool is a file, read directly:
+        # until review late54 the tenant made again lost a pool stored that soon after the removal began)
         if rt.settings.calibration_pools_dir:
-            files += remove_pool_before(rt.settings.calibration_pools_path, tenant, before)
+            files += remove_pool_before(rt.settings.calibration_pools_path, tenant, before - stale)
     # the notes of stored rows' claims name users by the records' hash: those of users no longer in the log go too
     rt.ingest.forget_noted({h: forget.until.get(h) for h in forget.hashes})
     # their ids leave the waiting refits' file (`service.waiting_refits`); one who came back keeps theirs
@@ -127,8 +129,9 @@ def tenant_removed_since(rt: Runtime, tenant: str, arrived: float) -> float | No
     A request that stored what the pass had already looked for (a calibration pool's PUT) removes it again."""
     if rt.deletion_sweep is None:
         return None
-    return max((f.tenants[tenant] for f in rt.deletion_sweep.applied_since(arrived) if f.tenants.get(tenant, -math.inf) > arrived),
-               default=None)
+    stale = rt.settings.sync_seconds or 0.0  # `Forget.tenants` adds it to the removal's start (`_forget_of`)
+    return max((f.tenants[tenant] - stale for f in rt.deletion_sweep.applied_since(arrived)
+                if f.tenants.get(tenant, -math.inf) - stale > arrived), default=None)
 
 
 def chat_of_deleted(forget: Forget, tenant: str, user_id: str, began: float) -> bool:

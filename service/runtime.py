@@ -29,6 +29,7 @@ from pluralign.store.ingest import Ingestor
 from pluralign.store.tables import SharedStore
 from pluralign.urls import redacted
 from service.auth import KeyRing
+from service.calibration.pools import adopt_own_pools
 from service.chat.keys import ChatKeys
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
 from service.encoders import is_model_folder, make_encoder
@@ -636,6 +637,7 @@ class Runtime:
         settings.data_path.mkdir(parents=True, exist_ok=True)
         restore_promoted(settings)  # (`pluralign serve` did it already, before its undoable start)
         keep_private(settings.data_path)  # users' texts, keys and jobs: no other account (but a shared folder's group) may read them
+        adopt_own_pools(settings)  # stored while it served alone: asked from the replicas' shared folder now
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
         step("loading the encoder %s", redacted(settings.encoder) if encoder is None else encoder.encoder_id)

@@ -677,15 +677,34 @@ def check_calibration_pools_dir(settings: Settings) -> None:
     """The folder `calibration_pools_dir` names (PLURALIGN_CALIBRATION_POOLS_DIR: the one replicas share on a volume),
     before a start: its parent must be a folder (a PUT makes the folder itself), and it must not be a file. Else a
     ValueError naming the setting and the path: an unmounted volume would otherwise get a folder of this replica's own,
-    which no other replica reads. Without the setting nothing is checked."""
+    which no other replica reads. With several replicas, a folder in the replica's own data folder is refused too (it
+    is shared with none), unless a volume is mounted between them. Without the setting nothing is checked."""
     if not settings.calibration_pools_dir:
         return
     path, where = settings.calibration_pools_path, f"PLURALIGN_CALIBRATION_POOLS_DIR (setting calibration_pools_dir) {settings.calibration_pools_dir}"
     if path.exists() and not path.is_dir():
         raise ValueError(f"{where}: a file, not a folder: name the folder tenants' calibration pools are kept in")
+    if settings.replicas > 1 and _in_own_folder(path, settings.data_path):
+        # each replica's data folder is its own: a PUT stored there would be asked by that replica alone (review late54)
+        raise ValueError(f"{where}: in this replica's own data folder {settings.data_path} (PLURALIGN_DATA_DIR), which no "
+                         f"other of the {settings.replicas} replicas (PLURALIGN_REPLICAS) reads: name a folder on the "
+                         "volume every replica mounts")
     if not path.parent.is_dir():
         raise ValueError(f"{where}: no such folder as {path.parent.absolute()} (the shared volume not mounted there?): "
                          "name a folder in one that is there (the one every replica names)")
+
+
+def _in_own_folder(path: Path, data_path: Path) -> bool:
+    """Whether the folder `path` is in the data folder `data_path` (or is it) with no mount point between them: a volume
+    mounted inside it (deploy/k8s/pluralign.yaml mounts the shared one at <data_dir>/shared) is another folder."""
+    path, data = path.resolve(), data_path.resolve()
+    if not path.is_relative_to(data):
+        return False
+    while path != data:
+        if os.path.ismount(path):
+            return False
+        path = path.parent
+    return True
 
 
 def check_server_url(name: str, where: str) -> None:

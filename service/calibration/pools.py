@@ -58,7 +58,11 @@ def pool_path(folder: Path, tenant: str) -> Path:
 def read_pool(folder: Path, tenant: str) -> CalibrationPool | None:
     """The tenant's calibration pool, or None when it stored none. Raises CalibrationPoolUnreadable naming the file for
     one that is not such a pool or of another format; OSError (other than a missing file) as it comes."""
-    path = pool_path(folder, tenant)
+    return _read_file(pool_path(folder, tenant))
+
+
+def _read_file(path: Path) -> CalibrationPool | None:
+    """The calibration pool in the file `path`, as `read_pool`."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -76,15 +80,66 @@ def read_pool(folder: Path, tenant: str) -> CalibrationPool | None:
 
 def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], arrived: float | None = None) -> CalibrationPool:
     """Store `items` as the tenant's calibration pool in place of any before, whole and durably (its rename survives a
-    power loss); `arrived`: when its request arrived (unix seconds; default now), its `updated_at`. Returns what was
-    stored. Raises OSError (a full disk: the pool before is kept, whole)."""
+    power loss); `arrived`: when its request arrived (unix seconds; default now), its `updated_at`. A pool whose PUT
+    arrived later (`updated_at` past `arrived`) is kept: this one is taken as stored and replaced by it at once. Until
+    review late54 a PUT authenticated before its tenant's removal began on another replica, that wrote after the tenant
+    was made again and stored its own pool, replaced that pool: the new tenant was asked the removed tenant's prompts,
+    then lost its pool when this replica's pass removed what had arrived before the removal (`remove_pool_before`).
+    An unreadable pool there is replaced. Returns what this PUT stored. Raises OSError (a full disk: the pool before
+    is kept, whole)."""
     pool = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=list(a)) for p, a in items],
                            updated_at=time.time() if arrived is None else arrived)
     path = pool_path(folder, tenant)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with folder_lock(path.parent):  # a DELETE meanwhile would take this PUT's temp file for one a killed PUT left
-        write_atomic(path, msgspec.json.encode(pool))
+        _replace_unless_newer(path, pool)
     return pool
+
+
+def _replace_unless_newer(path: Path, pool: CalibrationPool) -> bool:
+    """Write `pool` to `path` unless the pool there arrived later (`write_pool`; its folder's lock held); whether it did."""
+    try:
+        newer = _read_file(path)
+    except CalibrationPoolUnreadable:
+        newer = None
+    if newer is not None and newer.updated_at > pool.updated_at:
+        return False
+    write_atomic(path, msgspec.json.encode(pool))
+    return True
+
+
+def adopt_own_pools(settings) -> int:
+    """Move the calibration pools this replica's own data folder keeps (stored while it served alone) into the folder
+    PLURALIGN_CALIBRATION_POOLS_DIR names (`Settings`), when it names another; how many it moved. Called at a start,
+    before any request (`pluralign serve` before what undoes a failed start, which would remove a pools folder it
+    made in the data folder, the pools moved there with it; `Runtime.build` again): once the setting is there no request reads the own folder, and until review late54 such a pool
+    stayed there unread (GET and DELETE a 404, `{}` asking other users' comparisons, the tenant's texts on disk). A pool
+    the shared folder holds from a later PUT is kept (`write_pool`'s rule), the older one dropped; an unreadable one is
+    left where it is, a WARNING naming it. A removal of the tenant since is applied by the deletion sweep's pass over
+    its record (`remove_pool_before`). Raises OSError as it comes."""
+    own, shared = settings.own_calibration_pools_path, settings.calibration_pools_path
+    if not settings.calibration_pools_dir or own.absolute() == shared.absolute() or not own.is_dir():
+        return 0
+    moved = 0
+    for path in sorted(own.glob("*.json")):
+        try:
+            pool = _read_file(path)
+        except CalibrationPoolUnreadable as exc:
+            log.warning("a calibration pool in this replica's own data folder, not moved to PLURALIGN_CALIBRATION_POOLS_DIR %s "
+                        "(no request reads it there): %s", shared, exc)
+            continue
+        if pool is None:
+            continue
+        shared.mkdir(mode=0o700, exist_ok=True)  # its parent checked at start (`check_calibration_pools_dir`): never made
+        with folder_lock(shared):
+            _replace_unless_newer(shared / path.name, pool)
+        with folder_lock(own):
+            path.unlink(missing_ok=True)
+            fsync_dir(own)
+        moved += 1
+    if moved:
+        log.info("moved %d calibration pool(s) from %s into PLURALIGN_CALIBRATION_POOLS_DIR %s", moved, own, shared)
+    return moved
 
 
 def remove_pool(folder: Path, tenant: str) -> bool:

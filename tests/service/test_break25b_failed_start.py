@@ -176,3 +176,21 @@ def test_settings_errors_name_the_variable_or_the_config_file(tmp_path):
     assert error(PLURALIGN_CONFIG=str(config), PLURALIGN_MAX_TOKENS="x").startswith("PLURALIGN_MAX_TOKENS (setting max_tokens)")
     with pytest.raises(ValueError, match=r"^--data-dir: expected `str`"):
         Settings.load({}, data_dir=3)
+
+
+@pytest.mark.slow  # a `pluralign serve` process: ~5-10 s on two busy cores (`make test-crash`)
+def test_a_failed_start_keeps_the_calibration_pool_it_moved(tmp_path):
+    """Review late54: a start with PLURALIGN_CALIBRATION_POOLS_DIR naming a folder not yet made in the data folder moves
+    the pool its own `calibration-pools/` kept into it; a start failing after that (here the embeddings server not
+    reached) removed what it had made in the data folder, the new pools folder whole, and the pool with it: lost. The
+    move is made before the undoing, as promoted models are put back (`restore_promoted`)."""
+    from service.calibration.pools import pool_path, read_pool, write_pool
+
+    data = tmp_path / "data"
+    write_pool(data / "calibration-pools", "acme", [("Tea or coffee?", ["Tea.", "Coffee."])])
+    result = serve(tmp_path, data, PLURALIGN_CALIBRATION_POOLS_DIR=str(data / "pools"),
+                   PLURALIGN_ENCODER="openai:http://127.0.0.1:9/v1")
+    assert result.returncode != 0, result.stderr
+    assert "PLURALIGN_ENCODER" in last_line(result), result.stderr
+    found = [read_pool(folder, "acme") for folder in (data / "calibration-pools", data / "pools") if pool_path(folder, "acme").exists()]
+    assert [p.items() for p in found] == [[("Tea or coffee?", ["Tea.", "Coffee."])]], snapshot(data)

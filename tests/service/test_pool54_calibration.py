@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -333,3 +334,27 @@ def test_a_prompt_whose_answers_read_the_same_is_refused_at_the_put(svc):
         r = acme.put("/v1/calibration-pool", json={"pool": [{"prompt": "Coffee?", "answers": ["Yes.", "Yes.\u3164", "No."]}]})
         assert r.status_code == 200, r.text
         assert acme.delete("/v1/calibration-pool").status_code == 204
+
+
+def test_a_pools_folder_in_a_replicas_own_data_folder_is_refused_at_start_with_replicas(tmp_path):
+    """Review late54: with PLURALIGN_REPLICAS above 1, PLURALIGN_CALIBRATION_POOLS_DIR naming a folder in the replica's
+    own data folder (the default's `<data_dir>/calibration-pools` spelt out, or one below it) shares nothing: before, the
+    start took it and every PUT was stored (200, no `per_replica` 409) in the replica that took it alone, the others'
+    `{}` asking other users' comparisons. Now the start stops naming the setting; alone, such a folder is taken."""
+    from service.settings import Settings, check_calibration_pools_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for inside in (data / "calibration-pools", data / "x" / ".." / "pools", data):
+        with pytest.raises(ValueError, match=r"PLURALIGN_CALIBRATION_POOLS_DIR \(setting calibration_pools_dir\) .*own data folder"):
+            check_calibration_pools_dir(Settings(data_dir=str(data), replicas=2, store_uri=str(tmp_path / "db"),
+                                                 calibration_pools_dir=str(inside)))
+    check_calibration_pools_dir(Settings(data_dir=str(data), calibration_pools_dir=str(data / "calibration-pools")))
+    # a volume mounted in the data folder is shared (deploy/k8s/pluralign.yaml: data /var/lib/pluralign, the shared
+    # volume at /var/lib/pluralign/shared): taken
+    mounted = next((p for p in (Path("/dev/shm"), Path("/proc")) if os.path.ismount(p)), None)
+    if mounted is not None:
+        check_calibration_pools_dir(Settings(data_dir=str(mounted.parent), replicas=2, store_uri=str(tmp_path / "db"),
+                                             calibration_pools_dir=str(mounted / "pools")))
+    check_calibration_pools_dir(Settings(data_dir=str(data), replicas=2, store_uri=str(tmp_path / "db"),
+                                         calibration_pools_dir=str(tmp_path / "shared-pools")))

@@ -223,6 +223,14 @@ def start(settings, local_store: list[str]):
     from service.promoted import restore_promoted
 
     restore_promoted(settings)  # outside the undoing below: a failed start must not remove what it put back
+    from service.calibration.pools import adopt_own_pools
+    from service.settings import check_calibration_pools_dir
+
+    # likewise the calibration pools its own data folder kept, moved into PLURALIGN_CALIBRATION_POOLS_DIR (review late54:
+    # a folder made for them in the data folder was removed with them); the setting checked first, so that the move
+    # never makes the folder of a volume not mounted
+    check_calibration_pools_dir(settings)
+    adopt_own_pools(settings)
     # what other commands write into the data folder while it starts (minutes, the models loading), under locks of their
     # own, is theirs: a key `pluralign keys create` printed once, an adapter `pluralign train adapter` saved. What the start
     # itself writes there is the key file only at its end, once it can serve (the key it prints stays good too)
