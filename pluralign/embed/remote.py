@@ -77,6 +77,9 @@ class EncoderTimedOut(RemoteEncoderError):
         super().__init__(message)
         self.bound_s, self.tries = bound_s, tries
 
+    def __reduce__(self):  # pickle makes an exception again from its `args` (the message alone): a worker process's
+        return type(self), (self.args[0], self.bound_s, self.tries)  # was a TypeError there, until review late54b
+
 
 REFUSED_STATUSES = (400, 413, 422)  # the server's answers of a request it will not take as sent: its texts' (`RemoteTextsRefused`)
 
@@ -127,14 +130,30 @@ class RemoteEncoder:
 
     def _check_length(self, max_length: int | None) -> None:
         """Refuses a server whose `GET /info` (TEI's) gives a `max_input_length` other than `max_length`; warns of one
-        whose `auto_truncate` is false. A server without that route (vLLM, OpenAI, `pluralign serve-embeddings`), or
-        one whose answer says neither, is taken as it is."""
+        whose `auto_truncate` is false. A server without that route (a 4xx or 501: vLLM, OpenAI, `pluralign serve-embeddings`),
+        or one whose answer is not JSON or says neither, is taken as it is. One whose /info is not given (tried as any
+        request is: a timeout, EncoderTimedOut; a connection error, a 408, 429 or another 5xx, RemoteEncoderError) is refused:
+        what it reads is not known (until the review of session remote54 taken unchecked, as one without the route)."""
         import httpx2  # the HTTP library the `openai` client runs on: its Response, returned as it is
         import openai
 
+        said = f"embeddings server at {self.shown_url}: its GET /info (the word pieces it reads of a text, checked at start)"
         try:
-            info = self._client.get(f"{self.base_url.removesuffix('/v1')}/info", cast_to=httpx2.Response, options={"max_retries": 0}).json()
-        except (openai.APIError, ValueError):  # no such route, or not JSON: not TEI's
+            answer = self._client.get(f"{self.base_url.removesuffix('/v1')}/info", cast_to=httpx2.Response)
+        except openai.APIStatusError as exc:
+            # no such route (404, 405; 501: no GET at all, http.server's): not TEI's
+            if (exc.status_code < 500 and exc.status_code not in (408, 429)) or exc.status_code == 501:
+                return
+            raise RemoteEncoderError(f"{said} answered {exc.status_code}") from exc
+        except openai.APITimeoutError as exc:
+            tries = 1 + self.max_retries
+            raise EncoderTimedOut(f"{said} was not answered within {self.timeout:g} s (each of {tries} tries)", self.timeout,
+                                  tries) from exc
+        except openai.APIError as exc:
+            raise RemoteEncoderError(f"{said} failed: {redacted(str(exc))}") from exc
+        try:
+            info = answer.json()
+        except ValueError:  # not JSON: not TEI's
             return
         if not isinstance(info, dict):
             return

@@ -1,0 +1,80 @@
+"""Review of the reviewers' fixes of session remote54 (`pluralign.bounded_http`, the remote generation and embeddings
+clients), each through the real clients on a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import pickle
+import time
+
+import pytest
+
+from pluralign.embed.models import MINILM_ID
+from pluralign.embed.remote import EncoderTimedOut, RemoteEncoder, RemoteEncoderError
+from pluralign.policy.generator import GenerationTimedOut, PromptNotCounted
+from tests.stub_openai import served
+from tests.unit.test_remote53_encoder_length import TEI, info
+
+BOUND_S = 0.5  # the encoder's timeout here: each try of a request, whole
+
+
+class SlowInfo(TEI):
+    """TEI (its `/v1/embeddings` at once) whose `GET /info` says `info` after `wait_s`, or answers `answers` with no
+    body, or drops the connection unanswered (`answers` 0)."""
+
+    wait_s = 0.0
+    answers = 200
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        time.sleep(type(self).wait_s)
+        if type(self).answers == 0:
+            self.close_connection = True
+            return
+        try:
+            if type(self).answers != 200:
+                return self.answer(type(self).answers, {"error": "not now"})
+            super().do_GET()
+        except OSError:  # the client gave up waiting and closed the connection
+            self.close_connection = True
+
+
+@pytest.fixture
+def slow_info():
+    SlowInfo.info, SlowInfo.wait_s, SlowInfo.answers = info(512, True), 0.0, 200
+    with served(SlowInfo) as root:
+        yield root
+    SlowInfo.info, SlowInfo.wait_s, SlowInfo.answers = None, 0.0, 200
+
+
+def test_a_server_whose_info_is_not_given_in_time_is_not_taken_unchecked(slow_info):
+    """TEI reading 512 word pieces where MiniLM reads 256 is refused at construction (session remote53), by its `GET
+    /info`. Before: an /info that did not answer within the bound (a loaded TEI, a dribbling proxy: remote54 bounded it
+    whole), answered a 5xx or dropped the connection was taken as "no such route" and the check silently skipped: the
+    encoder was made, and a long text's vector was not the tables'. Now the length not known is the server's failure,
+    said at construction (tried as often as any request), as the dimension probe's is; a route it has not (404) is
+    still taken as it is."""
+    SlowInfo.wait_s = BOUND_S + 0.5
+    with pytest.raises(EncoderTimedOut, match=r"/info.* within 0.5 s"):
+        RemoteEncoder(f"{slow_info}/v1", MINILM_ID, timeout=BOUND_S, max_retries=0, max_length=256)
+    SlowInfo.wait_s = 0.0
+    for status in (503, 0):
+        SlowInfo.answers = status
+        with pytest.raises(RemoteEncoderError, match=r"/info"):
+            RemoteEncoder(f"{slow_info}/v1", MINILM_ID, timeout=BOUND_S, max_retries=0, max_length=256)
+    SlowInfo.answers = 200  # said in time: refused for its length, as before
+    with pytest.raises(RemoteEncoderError, match="at most 512 word pieces"):
+        RemoteEncoder(f"{slow_info}/v1", MINILM_ID, timeout=BOUND_S, max_retries=0, max_length=256)
+    SlowInfo.info = None  # no such route (vLLM, OpenAI, `pluralign serve-embeddings`): taken, as before
+    assert RemoteEncoder(f"{slow_info}/v1", MINILM_ID, timeout=BOUND_S, max_retries=0, max_length=256).dim == 384
+
+
+@pytest.mark.parametrize("error", [GenerationTimedOut("generation server at http://g timed out", 2.5, 3),
+                                   EncoderTimedOut("embeddings server at http://e timed out", 4.0, 2),
+                                   PromptNotCounted("the generation server could not count", "answered 503")])
+def test_a_remote_servers_errors_cross_a_process_whole(error):
+    """Session remote54's GenerationTimedOut and EncoderTimedOut (and remote53's PromptNotCounted) took more than their
+    message, all of it required, so pickle, which makes an exception again from its message alone, could not: one
+    raised in a worker process (a `concurrent.futures.ProcessPoolExecutor`'s, Ray's) failed there as a TypeError
+    `missing 1 required positional argument: 'bound_s'` in place of the error, the pool broken. Now each comes back
+    whole: its message and what it says beside."""
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error) and str(back) == str(error) and vars(back) == vars(error), (back, vars(back))
