@@ -201,9 +201,33 @@ def bounded_client(client: type[httpx2.Client] = httpx2.Client, bound_s: float |
     """A `client` (`httpx2.Client` or a subclass: the `openai` client's `DefaultHttpxClient`; `options` its other
     arguments) whose every request is bounded whole (`BoundedTransport(bound_s)`), sent through the proxy the
     environment names for its URL, as httpx's own client does (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, or
-    in lower case; `trust_env`), each through such a proxy bounded the same way."""
+    in lower case; none with `trust_env=False`), each through such a proxy bounded the same way. ValueError naming the
+    variable (the proxy's password hidden) for a proxy it cannot use: a scheme not http, https, socks5 or socks5h, or
+    a SOCKS one without the `socksio` package (until review late54b httpcore's RuntimeError, a traceback at start)."""
     from httpx2._utils import get_environment_proxies  # httpx's own reading of them (pinned: requirements.txt)
 
-    mounts = {pattern: None if url is None else BoundedTransport(bound_s, proxy=url)  # None: `transport`, no proxy
-              for pattern, url in get_environment_proxies().items()}
+    proxies = get_environment_proxies() if options.get("trust_env", True) else {}
+    mounts = {pattern: None if url is None else _proxy_transport(bound_s, pattern, url)  # None: `transport`, no proxy
+              for pattern, url in proxies.items()}
     return client(transport=BoundedTransport(bound_s), mounts=mounts, **options)
+
+
+def _proxy_transport(bound_s: float | None, pattern: str, url: str) -> BoundedTransport:
+    """`BoundedTransport(bound_s, proxy=url)` for the environment's proxy of `pattern` (`https://`, `all://`); ValueError
+    naming its variable when it cannot be used."""
+    import importlib.util
+    import os
+
+    from pluralign.urls import redacted
+
+    scheme = pattern.removesuffix("://")
+    variable = next((name for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY") if os.environ.get(name)),
+                    f"{scheme.upper()}_PROXY")
+    said = f"{variable} names a proxy ({redacted(url)}) for the servers' requests"
+    if url.lower().startswith(("socks5://", "socks5h://")) and importlib.util.find_spec("socksio") is None:
+        raise ValueError(f"{said}: a SOCKS proxy, which needs the `socksio` package, not installed (pip install socksio); "
+                         "or name the servers in NO_PROXY")
+    try:
+        return BoundedTransport(bound_s, proxy=url)
+    except ValueError as exc:  # a scheme httpx has no proxy for (its message hides the password)
+        raise ValueError(f"{said}: {redacted(str(exc))}") from None

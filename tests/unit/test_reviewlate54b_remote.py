@@ -78,3 +78,47 @@ def test_a_remote_servers_errors_cross_a_process_whole(error):
     whole: its message and what it says beside."""
     back = pickle.loads(pickle.dumps(error))
     assert type(back) is type(error) and str(back) == str(error) and vars(back) == vars(error), (back, vars(back))
+
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+@pytest.mark.parametrize("variable, proxy, said", [
+    ("ALL_PROXY", "socks5://user:hunter2@proxy.invalid:1080", "a SOCKS proxy, which needs the `socksio` package"),
+    ("https_proxy", "ftp://user:hunter2@proxy.invalid", "Unknown scheme for proxy URL"),
+])
+def test_serve_with_a_proxy_it_cannot_use_stops_with_one_line_naming_the_variable_not_its_password(
+        tmp_path, monkeypatch, capsys, variable, proxy, said):
+    """Since the review of session remote54 the servers are reached through the environment's proxy. One it cannot
+    use stopped the start: a SOCKS proxy (`ALL_PROXY=socks5://...`, socksio not installed) with httpcore's traceback
+    (RuntimeError, exit 1), an ftp:// one with a line naming neither the variable nor the setting. Now one line names
+    the variable, the proxy's password hidden, exit 2, no data folder left."""
+    from tests.unit.clitools import cli
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, proxy)
+    monkeypatch.setenv("PLURALIGN_ENCODER", "openai:http://embeddings.invalid/v1")
+    data = tmp_path / "data"
+    code, _, err = cli(capsys, "serve", "--port", "0", "--data-dir", str(data))
+    lines = [line for line in err.splitlines() if line.startswith("pluralign: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"pluralign: error: PLURALIGN_ENCODER (setting encoder): {variable} names a proxy "
+                               f"({proxy.replace('hunter2', '***')}) for the servers' requests"), lines
+    assert said in lines[0] and "hunter2" not in err, lines
+    assert not data.exists()
+
+
+def test_a_client_that_trusts_no_environment_reads_no_proxy_of_it(monkeypatch):
+    """`bounded_client(trust_env=False)`, as httpx's own client given it, reads no proxy of the environment; before,
+    `bounded_client` read them whatever its `trust_env` (which it passed on to the client, where it did nothing more)."""
+    from pluralign.bounded_http import bounded_client
+    from tests.unit.test_remote54_whole_bound import Dribbling
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there: a request sent to it fails
+    with served(Dribbling) as root, bounded_client(trust_env=False, bound_s=BOUND_S) as client:
+        Dribbling.how = None
+        answer = client.post(f"{root}/tokenize", json={"model": "m", "messages": []})
+    assert answer.status_code == 200 and answer.json()["count"] == 5, answer.text
