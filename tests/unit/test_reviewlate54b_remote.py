@@ -11,6 +11,7 @@ import pytest
 from pluralign.embed.models import MINILM_ID
 from pluralign.embed.remote import EncoderTimedOut, RemoteEncoder, RemoteEncoderError
 from pluralign.policy.generator import GenerationTimedOut, PromptNotCounted
+from service.settings import Settings
 from tests.stub_openai import served
 from tests.unit.test_remote53_encoder_length import TEI, info
 
@@ -122,3 +123,15 @@ def test_a_client_that_trusts_no_environment_reads_no_proxy_of_it(monkeypatch):
         Dribbling.how = None
         answer = client.post(f"{root}/tokenize", json={"model": "m", "messages": []})
     assert answer.status_code == 200 and answer.json()["count"] == 5, answer.text
+
+
+@pytest.mark.parametrize("name", ["PLURALIGN_GENERATOR_API_KEY", "PLURALIGN_ENCODER_API_KEY"])
+def test_an_empty_api_key_is_still_no_key(name):
+    """An empty key (`PLURALIGN_GENERATOR_API_KEY=${VLLM_KEY}` in a compose file, the variable unset; a secret with an
+    empty value) was taken as no key (vLLM without --api-key, TEI: the clients send a placeholder) until the review of
+    session remote54, whose rule for keys no header can carry refused it too: the start stopped. Now it is taken again,
+    as before; a key of spaces alone is still refused."""
+    setting = name.removeprefix("PLURALIGN_").lower()
+    assert getattr(Settings.load({name: ""}), setting) == ""
+    with pytest.raises(ValueError, match=f"`{setting}` must be printable ASCII"):
+        Settings.load({name: "  "})
