@@ -123,10 +123,22 @@ class RemoteEncoder:
         self.batch_size = batch_size  # TEI's default --max-client-batch-size is 32
         self.request_headers = request_headers
         self.timeout, self.max_retries = timeout, max_retries
+        self._closed = False  # `close`
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries,
                               http_client=bounded_client(DefaultHttpxClient, timeout))
-        self.dim = int(self._request(["dimension probe"]).shape[1])
-        self._check_length(max_length)
+        try:
+            self.dim = int(self._request(["dimension probe"]).shape[1])
+            self._check_length(max_length)
+        except BaseException:  # refused: its connection closed now, not when the object is collected
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Closes the connections to the server (its owner stops); every `encode` after it raises RemoteEncoderError at
+        once, nothing sent. Once more does nothing more. Until review late54b never closed: they stayed open to the
+        process's exit."""
+        self._closed = True
+        self._client.close()
 
     def _check_length(self, max_length: int | None) -> None:
         """Refuses a server whose `GET /info` (TEI's) gives a `max_input_length` other than `max_length`; warns of one
@@ -173,6 +185,8 @@ class RemoteEncoder:
 
         import openai
 
+        if self._closed:  # (the closed client would be tried again with backoff, then "Connection error.")
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url}: not asked, the encoder is closed (its service stops)")
         try:
             # an empty text (a chat's candidate that ended at once) as one space: OpenAI's API, TEI and `pluralign
             # serve-embeddings` refuse an empty input, and a WordPiece tokenizer (MiniLM's) reads " " as it reads ""

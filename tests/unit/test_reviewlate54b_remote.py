@@ -3,6 +3,7 @@ clients), each through the real clients on a real HTTP server on loopback."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import time
 
@@ -10,10 +11,12 @@ import pytest
 
 from pluralign.embed.models import MINILM_ID
 from pluralign.embed.remote import EncoderTimedOut, RemoteEncoder, RemoteEncoderError
-from pluralign.policy.generator import GenerationTimedOut, PromptNotCounted
+from pluralign.policy.generator import GenerationTimedOut, PromptNotCounted, RemoteGeneratorError
+from pluralign.policy.remote import RemoteGenerator, RemotePolicy
 from service.settings import Settings
 from tests.stub_openai import served
 from tests.unit.test_remote53_encoder_length import TEI, info
+from tests.unit.test_remote54_whole_bound import MESSAGES, Dribbling
 
 BOUND_S = 0.5  # the encoder's timeout here: each try of a request, whole
 
@@ -114,7 +117,6 @@ def test_a_client_that_trusts_no_environment_reads_no_proxy_of_it(monkeypatch):
     """`bounded_client(trust_env=False)`, as httpx's own client given it, reads no proxy of the environment; before,
     `bounded_client` read them whatever its `trust_env` (which it passed on to the client, where it did nothing more)."""
     from pluralign.bounded_http import bounded_client
-    from tests.unit.test_remote54_whole_bound import Dribbling
 
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -135,3 +137,65 @@ def test_an_empty_api_key_is_still_no_key(name):
     assert getattr(Settings.load({name: ""}), setting) == ""
     with pytest.raises(ValueError, match=f"`{setting}` must be printable ASCII"):
         Settings.load({name: "  "})
+
+
+class KeptAlive(TEI):
+    """A server that keeps each connection open between requests (HTTP/1.1, as vLLM and TEI do): a chat, a count, an
+    embeddings request answered at once (TEI's `/v1/embeddings`, no `/info`); `open` counts the connections a client
+    holds open now."""
+
+    protocol_version = "HTTP/1.1"
+    open = 0
+
+    def setup(self) -> None:
+        super().setup()
+        with Dribbling.lock:
+            type(self).open += 1
+
+    def finish(self) -> None:
+        with Dribbling.lock:
+            type(self).open -= 1
+        super().finish()
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path == "/v1/embeddings":
+            return super().do_POST()
+        status, _, payload = Dribbling.answer_of(self, self.read_json())
+        self.answer(status, json.loads(payload))
+
+
+def _open_after(wait_s: float = 2.0) -> int:
+    """KeptAlive.open once it is 0 or `wait_s` has passed (the server's threads see a closed connection at once)."""
+    ends = time.monotonic() + wait_s
+    while KeptAlive.open and time.monotonic() < ends:
+        time.sleep(0.02)
+    return KeptAlive.open
+
+
+def test_a_remote_generator_and_encoder_close_their_connections_and_send_nothing_after():
+    """Session remote54 gave the generator two HTTP clients and the encoder one (since its review each with a pool per
+    proxy too), none ever closed: `pluralign serve`'s stop, which closes its generator (a ProcessGenerator's process),
+    left the servers' connections open to the process's exit, and the generator had no `close` to call. Now each has
+    one: the server sees every connection closed, and a call after it is the server's error at once (the service's
+    503), nothing sent and no retry."""
+    KeptAlive.open = 0
+    with served(KeptAlive) as root:
+        generator = RemoteGenerator(f"{root}/v1", "base", policy=RemotePolicy(timeout_s=5, max_retries=2))
+        assert generator.generate(MESSAGES)[0][0].text == "a plan" and generator.prompt_tokens(MESSAGES) == 5
+        encoder = RemoteEncoder(f"{root}/v1", MINILM_ID, timeout=5, max_retries=2)
+        assert encoder.encode(["hello"]).shape == (1, 384)
+        assert KeptAlive.open >= 2, KeptAlive.open  # kept alive, each client its own
+        generator.close()
+        encoder.close()
+        assert _open_after() == 0, KeptAlive.open
+        began = time.monotonic()
+        with pytest.raises(RemoteGeneratorError, match="closed"):
+            generator.generate(MESSAGES)
+        with pytest.raises(PromptNotCounted, match="closed"):
+            generator.prompt_tokens(MESSAGES)
+        with pytest.raises(RemoteEncoderError, match="closed"):
+            encoder.encode(["hello"])
+        assert time.monotonic() - began < 0.3  # no retry's backoff
+        assert KeptAlive.open == 0
+        generator.close()  # once more: nothing more
+        encoder.close()
