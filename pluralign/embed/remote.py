@@ -99,7 +99,8 @@ class RemoteEncoder:
     (`pluralign.bounded_http`; until session remote54 each read of it only, so a server sending a byte a second held a
     request, and the chat or feedback batch waiting on it, as long as it liked); `max_retries` tries more after a
     timeout, a connection error, 408/409/429 or 5xx (the `openai` client's backoff). EncoderTimedOut when none ended in
-    time.
+    time. ValueError for a `timeout` not above 0 and at most a day (`pluralign.bounded_http.MAX_BOUND_S`) or negative
+    `max_retries`.
 
     `max_length`: the word pieces the local encoder of `model` reads of a text (MiniLM: 256; None: not known). A server
     that says its own (Text Embeddings Inference's `GET /info`, beside `/v1`: `max_input_length`) and says another is
@@ -114,8 +115,12 @@ class RemoteEncoder:
     ):
         from openai import DefaultHttpxClient, OpenAI
 
-        from pluralign.bounded_http import bounded_client
+        from pluralign.bounded_http import MAX_BOUND_S, bounded_client
 
+        if not 0 < timeout <= MAX_BOUND_S:  # nan too: no socket takes it (`RemotePolicy`'s, since the review of remote54)
+            raise ValueError(f"`timeout` must be above 0 and at most {MAX_BOUND_S:g} seconds, got {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"`max_retries` must be at least 0, got {max_retries}")
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.shown_url = redacted(self.base_url)  # in errors and logs: no password of the URL's

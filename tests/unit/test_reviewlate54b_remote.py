@@ -199,3 +199,14 @@ def test_a_remote_generator_and_encoder_close_their_connections_and_send_nothing
         assert KeptAlive.open == 0
         generator.close()  # once more: nothing more
         encoder.close()
+
+
+@pytest.mark.parametrize("options, named", [({"timeout": float("inf")}, "`timeout`"), ({"timeout": 0.0}, "`timeout`"),
+                                            ({"timeout": 86401.0}, "`timeout`"), ({"max_retries": -1}, "`max_retries`")])
+def test_a_remote_encoder_with_a_bound_no_socket_takes_is_refused_naming_its_argument(options, named):
+    """The review of session remote54 bounded `RemotePolicy`'s timeouts to (0, a day], naming the field; the encoder's
+    `timeout` reached `BoundedTransport` and was refused there as "`bound_s` must be ...", an argument its caller never
+    gave. Now it is refused naming the encoder's own argument, before any request (`max_retries=-1`, which the `openai`
+    client refused in its own words, so too)."""
+    with pytest.raises(ValueError, match=named):
+        RemoteEncoder("http://embeddings.invalid/v1", MINILM_ID, **options)
