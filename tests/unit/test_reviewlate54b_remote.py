@@ -210,3 +210,29 @@ def test_a_remote_encoder_with_a_bound_no_socket_takes_is_refused_naming_its_arg
     client refused in its own words, so too)."""
     with pytest.raises(ValueError, match=named):
         RemoteEncoder("http://embeddings.invalid/v1", MINILM_ID, **options)
+
+
+def test_a_client_given_its_proxy_bounds_each_request_through_it_whole(monkeypatch):
+    """`bounded_client(proxy=URL)` (httpx's own argument, passed on among its `options`): httpx then made its own,
+    unbounded transport for every request (`_init_proxy_transport`), so a proxy dribbling an answer held the request to
+    its last byte (here DRIBBLE_CAP_S, 3 s), the whole bound silently gone. Now the proxy is reached through a bounded
+    transport as an environment's is: the request ends at its bound."""
+    import httpx2
+
+    from pluralign.bounded_http import bounded_client
+    from tests.unit.test_remote54_whole_bound import SLACK_S
+    from tests.unit.test_reviewremote54 import Proxying
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    Dribbling.how, Proxying.asked = "body", []
+    try:
+        with served(Proxying) as proxy, bounded_client(bound_s=BOUND_S, proxy=proxy) as client:
+            began = time.monotonic()
+            with pytest.raises(httpx2.TimeoutException):
+                client.post("http://generation.invalid/tokenize", json={"model": "m", "messages": []})
+            took = time.monotonic() - began
+    finally:
+        Dribbling.how = None
+    assert Proxying.asked == ["http://generation.invalid/tokenize"], Proxying.asked
+    assert took < BOUND_S + SLACK_S, took
