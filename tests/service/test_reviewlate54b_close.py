@@ -28,3 +28,22 @@ def test_a_stopping_service_closes_its_connections_to_the_remote_servers(tmp_pat
         finally:
             runtime.close()
         assert _open_after() == 0, KeptAlive.open  # before: 3, to the process's exit
+
+
+def test_an_app_that_built_its_runtime_closes_its_connections_to_the_remote_servers_when_it_stops(tmp_path, tiny_pal_dir):  # noqa: F811
+    """`pluralign serve`'s app (`create_app(settings)`: it builds its runtime and owns it) on both remote servers: its
+    shutdown closed a ProcessGenerator only; the connections to the servers stayed open to the process's exit."""
+    from litestar.testing import TestClient
+
+    from service.app import create_app
+
+    KeptAlive.open = 0
+    with served(KeptAlive) as root:
+        config = Settings(data_dir=str(tmp_path / "data"), generator=f"openai:{root}/v1", encoder=f"openai:{root}/v1",
+                          pal_dir=str(tiny_pal_dir))
+        app = create_app(config)
+        with TestClient(app):  # its startup and shutdown hooks run
+            runtime = app.state.runtime
+            assert runtime.generator.generate(MESSAGES)[0][0].text == "a plan" and runtime.encoder.encode(["hi"]).shape == (1, 384)
+            assert KeptAlive.open >= 2, KeptAlive.open
+        assert _open_after() == 0, KeptAlive.open
