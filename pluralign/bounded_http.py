@@ -158,7 +158,8 @@ class BoundedTransport(httpx2.BaseTransport):
     the environment, as httpx does). HTTP/1.1, connections pooled as `limits` says; TLS verified by the system's certificates
     (`httpx2.create_ssl_context()`, httpx's default)."""
 
-    def __init__(self, bound_s: float | None = None, limits: httpx2.Limits = LIMITS, proxy: str | None = None) -> None:
+    def __init__(self, bound_s: float | None = None, limits: httpx2.Limits = LIMITS,
+                 proxy: str | httpx2.URL | httpx2.Proxy | None = None) -> None:
         if bound_s is not None and not 0 < bound_s <= MAX_BOUND_S:  # nan too
             raise ValueError(f"`bound_s` must be above 0 and at most {MAX_BOUND_S:g} seconds, or None, got {bound_s}")
         self.bound_s = bound_s
@@ -169,7 +170,8 @@ class BoundedTransport(httpx2.BaseTransport):
             self._pool = httpcore2.ConnectionPool(**pool)
             return
         # as httpx's own transport (`httpx2.HTTPTransport(proxy=...)`) makes its pool for a proxy, on the bounded backend
-        via = httpx2.Proxy(proxy)  # its credentials out of the URL; ValueError for a scheme it has no pool for
+        # its credentials out of the URL; ValueError for a scheme it has no pool for
+        via = proxy if isinstance(proxy, httpx2.Proxy) else httpx2.Proxy(proxy)
         url = httpcore2.URL(scheme=via.url.raw_scheme, host=via.url.raw_host, port=via.url.port, target=via.url.raw_path)
         if via.url.scheme in ("http", "https"):
             self._pool = httpcore2.HTTPProxy(proxy_url=url, proxy_auth=via.raw_auth, proxy_headers=via.headers.raw, **pool)
@@ -201,9 +203,39 @@ def bounded_client(client: type[httpx2.Client] = httpx2.Client, bound_s: float |
     """A `client` (`httpx2.Client` or a subclass: the `openai` client's `DefaultHttpxClient`; `options` its other
     arguments) whose every request is bounded whole (`BoundedTransport(bound_s)`), sent through the proxy the
     environment names for its URL, as httpx's own client does (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, or
-    in lower case; `trust_env`), each through such a proxy bounded the same way."""
+    in lower case; none with `trust_env=False`, nor with a `proxy` given, which every request goes through, bounded
+    too), each through such a proxy bounded the same way. ValueError naming the
+    variable (the proxy's password hidden) for a proxy it cannot use: a scheme not http, https, socks5 or socks5h, or
+    a SOCKS one without the `socksio` package (until review late54b httpcore's RuntimeError, a traceback at start)."""
     from httpx2._utils import get_environment_proxies  # httpx's own reading of them (pinned: requirements.txt)
 
-    mounts = {pattern: None if url is None else BoundedTransport(bound_s, proxy=url)  # None: `transport`, no proxy
-              for pattern, url in get_environment_proxies().items()}
-    return client(transport=BoundedTransport(bound_s), mounts=mounts, **options)
+    proxy = options.pop("proxy", None)
+    if proxy is not None:  # every request through it, the environment's read for none (as httpx's client does), bounded:
+        # passed on, httpx made its own transport for it, unbounded (until review late54b)
+        mounts = {"all://": BoundedTransport(bound_s, proxy=proxy)}
+    else:
+        proxies = get_environment_proxies() if options.get("trust_env", True) else {}
+        mounts = {pattern: None if url is None else _proxy_transport(bound_s, pattern, url)  # None: `transport`, no proxy
+                  for pattern, url in proxies.items()}
+    return client(transport=BoundedTransport(bound_s), mounts={**mounts, **options.pop("mounts", {})}, **options)
+
+
+def _proxy_transport(bound_s: float | None, pattern: str, url: str) -> BoundedTransport:
+    """`BoundedTransport(bound_s, proxy=url)` for the environment's proxy of `pattern` (`https://`, `all://`); ValueError
+    naming its variable when it cannot be used."""
+    import importlib.util
+    import os
+
+    from pluralign.urls import redacted
+
+    scheme = pattern.removesuffix("://")
+    variable = next((name for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY") if os.environ.get(name)),
+                    f"{scheme.upper()}_PROXY")
+    said = f"{variable} names a proxy ({redacted(url)}) for the servers' requests"
+    if url.lower().startswith(("socks5://", "socks5h://")) and importlib.util.find_spec("socksio") is None:
+        raise ValueError(f"{said}: a SOCKS proxy, which needs the `socksio` package, not installed (pip install socksio); "
+                         "or name the servers in NO_PROXY")
+    try:
+        return BoundedTransport(bound_s, proxy=url)
+    except ValueError as exc:  # a scheme httpx has no proxy for (its message hides the password)
+        raise ValueError(f"{said}: {redacted(str(exc))}") from None

@@ -223,9 +223,13 @@ def _close_generator(app: Litestar) -> None:
     requests in flight are answered or cut: a call that comes later (a chat's thread the stop cut off, still planning)
     raises GeneratorClosed (the stop's 503) and starts no process. Before session 46 the process was left to the
     interpreter's exit, after which such a call started a new one that no one ended. An app around a runtime it was
-    given leaves it to its owner."""
-    if app.state.get("owns_runtime") and hasattr(app.state.runtime.generator, "close"):  # `ProcessGenerator`
-        app.state.runtime.generator.close()
+    given leaves it to its owner. A remote generator's and encoder's connections are closed there too (since review
+    late54b: left to the interpreter's exit before), a call after it the server's error (503), nothing sent."""
+    if not app.state.get("owns_runtime"):
+        return
+    for model in (app.state.runtime.generator, app.state.runtime.encoder):
+        if hasattr(model, "close"):  # `ProcessGenerator`, `RemoteGenerator`, `RemoteEncoder`
+            model.close()
 
 
 def _thaw_heap(app: Litestar) -> None:

@@ -623,13 +623,16 @@ class Runtime:
         """A start that stops (or fails) once `build` returned, before the app ran (no request served, no refit
         queued): refits are refused from now on, the ingest worker stops (what it had not moved stays in the
         feedback log, replayed at the next start) and the generation process, when the generator runs one, is
-        ended and reaped, now rather than at the interpreter's exit (or never: the process killed by the stop).
+        ended and reaped, now rather than at the interpreter's exit (or never: the process killed by the stop); a
+        remote generator's and encoder's connections are closed (since review late54b).
         A running app stops these in its shutdown. Once more does nothing more."""
         if not self.refits_stopped.is_set():
             self.stop_refits()
         self.ingest.close()
-        if hasattr(self.generator, "close"):  # `ProcessGenerator`: its child process
+        if hasattr(self.generator, "close"):  # `ProcessGenerator`: its child process; `RemoteGenerator`: its connections
             self.generator.close()
+        if hasattr(self.encoder, "close"):  # `RemoteEncoder`: its connections (since review late54b)
+            self.encoder.close()
 
     @classmethod
     def build(cls, settings: Settings, generator: Generator | None = None, encoder: Encoder | None = None) -> Runtime:
@@ -641,6 +644,7 @@ class Runtime:
         started = time.perf_counter()
         step = lambda text, *args: log.info("setup [%5.1f s] " + text, time.perf_counter() - started, *args)  # noqa: E731
         step("loading the encoder %s", redacted(settings.encoder) if encoder is None else encoder.encoder_id)
+        own_encoder = encoder is None
         if encoder is None:
             from pluralign.embed.remote import RemoteEncoderError
 
@@ -711,6 +715,8 @@ class Runtime:
                 ingest.close()  # its worker and the log's writer end before `pluralign serve` removes what the start made
             if own_generator and hasattr(generator, "close"):  # its child process stopped now, not at the interpreter's
                 generator.close()  # exit (which warns on stderr of a leaked semaphore, below the start's one-line error)
+            if own_encoder and hasattr(encoder, "close"):  # a remote one's connections
+                encoder.close()
             raise
 
     def swap_rewards(self, source: Path) -> UserRewards:

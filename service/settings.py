@@ -521,7 +521,8 @@ RULES: tuple[Rule, ...] = (
     (lambda s: s.generator_retries < 0, lambda s: f"`generator_retries` must be at least 0, got {s.generator_retries}"),
     # a line end (a Kubernetes secret written with `echo`), a letter outside ASCII: until the review of session remote54
     # taken, then the start stopped in the HTTP library's words naming no setting, or every request was "Connection error."
-    *((lambda s, name=name: getattr(s, name) is not None and not API_KEY.fullmatch(getattr(s, name)),
+    # An empty one is no key, as before that review (the clients send a placeholder): until review late54b refused too
+    *((lambda s, name=name: getattr(s, name) not in (None, "") and not API_KEY.fullmatch(getattr(s, name)),
        f"`{name}` must be printable ASCII, without spaces at its ends nor line ends (it is sent as `Authorization: Bearer "
        "<key>`); the key is not said here")
       for name in ("generator_api_key", "encoder_api_key")),

@@ -77,6 +77,9 @@ class EncoderTimedOut(RemoteEncoderError):
         super().__init__(message)
         self.bound_s, self.tries = bound_s, tries
 
+    def __reduce__(self):  # pickle makes an exception again from its `args` (the message alone): a worker process's
+        return type(self), (self.args[0], self.bound_s, self.tries)  # was a TypeError there, until review late54b
+
 
 REFUSED_STATUSES = (400, 413, 422)  # the server's answers of a request it will not take as sent: its texts' (`RemoteTextsRefused`)
 
@@ -96,7 +99,8 @@ class RemoteEncoder:
     (`pluralign.bounded_http`; until session remote54 each read of it only, so a server sending a byte a second held a
     request, and the chat or feedback batch waiting on it, as long as it liked); `max_retries` tries more after a
     timeout, a connection error, 408/409/429 or 5xx (the `openai` client's backoff). EncoderTimedOut when none ended in
-    time.
+    time. ValueError for a `timeout` not above 0 and at most a day (`pluralign.bounded_http.MAX_BOUND_S`) or negative
+    `max_retries`.
 
     `max_length`: the word pieces the local encoder of `model` reads of a text (MiniLM: 256; None: not known). A server
     that says its own (Text Embeddings Inference's `GET /info`, beside `/v1`: `max_input_length`) and says another is
@@ -111,8 +115,12 @@ class RemoteEncoder:
     ):
         from openai import DefaultHttpxClient, OpenAI
 
-        from pluralign.bounded_http import bounded_client
+        from pluralign.bounded_http import MAX_BOUND_S, bounded_client
 
+        if not 0 < timeout <= MAX_BOUND_S:  # nan too: no socket takes it (`RemotePolicy`'s, since the review of remote54)
+            raise ValueError(f"`timeout` must be above 0 and at most {MAX_BOUND_S:g} seconds, got {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"`max_retries` must be at least 0, got {max_retries}")
         check_base_url(base_url)
         self.base_url = base_url.rstrip("/")
         self.shown_url = redacted(self.base_url)  # in errors and logs: no password of the URL's
@@ -120,21 +128,49 @@ class RemoteEncoder:
         self.batch_size = batch_size  # TEI's default --max-client-batch-size is 32
         self.request_headers = request_headers
         self.timeout, self.max_retries = timeout, max_retries
+        self._closed = False  # `close`
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries,
                               http_client=bounded_client(DefaultHttpxClient, timeout))
-        self.dim = int(self._request(["dimension probe"]).shape[1])
-        self._check_length(max_length)
+        try:
+            self.dim = int(self._request(["dimension probe"]).shape[1])
+            self._check_length(max_length)
+        except BaseException:  # refused: its connection closed now, not when the object is collected
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Closes the connections to the server (its owner stops); every `encode` after it raises RemoteEncoderError at
+        once, nothing sent. Once more does nothing more. Until review late54b never closed: they stayed open to the
+        process's exit."""
+        self._closed = True
+        self._client.close()
 
     def _check_length(self, max_length: int | None) -> None:
         """Refuses a server whose `GET /info` (TEI's) gives a `max_input_length` other than `max_length`; warns of one
-        whose `auto_truncate` is false. A server without that route (vLLM, OpenAI, `pluralign serve-embeddings`), or
-        one whose answer says neither, is taken as it is."""
+        whose `auto_truncate` is false. A server without that route (a 4xx or 501: vLLM, OpenAI, `pluralign serve-embeddings`),
+        or one whose answer is not JSON or says neither, is taken as it is. One whose /info is not given (tried as any
+        request is: a timeout, EncoderTimedOut; a connection error, a 408, 429 or another 5xx, RemoteEncoderError) is refused:
+        what it reads is not known (until the review of session remote54 taken unchecked, as one without the route)."""
         import httpx2  # the HTTP library the `openai` client runs on: its Response, returned as it is
         import openai
 
+        said = f"embeddings server at {self.shown_url}: its GET /info (the word pieces it reads of a text, checked at start)"
         try:
-            info = self._client.get(f"{self.base_url.removesuffix('/v1')}/info", cast_to=httpx2.Response, options={"max_retries": 0}).json()
-        except (openai.APIError, ValueError):  # no such route, or not JSON: not TEI's
+            answer = self._client.get(f"{self.base_url.removesuffix('/v1')}/info", cast_to=httpx2.Response)
+        except openai.APIStatusError as exc:
+            # no such route (404, 405; 501: no GET at all, http.server's): not TEI's
+            if (exc.status_code < 500 and exc.status_code not in (408, 429)) or exc.status_code == 501:
+                return
+            raise RemoteEncoderError(f"{said} answered {exc.status_code}") from exc
+        except openai.APITimeoutError as exc:
+            tries = 1 + self.max_retries
+            raise EncoderTimedOut(f"{said} was not answered within {self.timeout:g} s (each of {tries} tries)", self.timeout,
+                                  tries) from exc
+        except openai.APIError as exc:
+            raise RemoteEncoderError(f"{said} failed: {redacted(str(exc))}") from exc
+        try:
+            info = answer.json()
+        except ValueError:  # not JSON: not TEI's
             return
         if not isinstance(info, dict):
             return
@@ -154,6 +190,8 @@ class RemoteEncoder:
 
         import openai
 
+        if self._closed:  # (the closed client would be tried again with backoff, then "Connection error.")
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url}: not asked, the encoder is closed (its service stops)")
         try:
             # an empty text (a chat's candidate that ended at once) as one space: OpenAI's API, TEI and `pluralign
             # serve-embeddings` refuse an empty input, and a WordPiece tokenizer (MiniLM's) reads " " as it reads ""

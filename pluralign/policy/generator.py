@@ -91,6 +91,9 @@ class GenerationTimedOut(RemoteGeneratorError):
         super().__init__(reason)
         self.bound_s, self.tries = bound_s, tries
 
+    def __reduce__(self):  # pickle makes an exception again from its `args` (the reason alone): a worker process's
+        return type(self), (self.args[0], self.bound_s, self.tries)  # was a TypeError there, until review late54b
+
 
 class GenerationRefused(RemoteGeneratorError):
     """The generation server refused a chat as the client's fault (400, 413 or 422: e.g. its messages and max_tokens
@@ -111,6 +114,9 @@ class PromptNotCounted(RemoteGeneratorError):
     def __init__(self, reason: str, why: str):
         super().__init__(reason)
         self.why = why
+
+    def __reduce__(self):  # as GenerationTimedOut's: whole across a process
+        return type(self), (self.args[0], self.why)
 
 
 class AdapterNotLoaded(ValueError):

@@ -128,6 +128,7 @@ class RemoteGenerator:
         self.model_id = model_id
         self.policy = policy
         api_key = api_key or "none"  # vLLM without --api-key ignores it; the client insists on one
+        self._closed = False  # `close`
         self._client = openai.OpenAI(
             base_url=self.base_url,
             api_key=api_key,
@@ -311,7 +312,21 @@ class RemoteGenerator:
                 raise GenerationRefused(f"the generation server refused it: {shorten(_server_words(cause), 300)}", param) from exc
             raise
 
+    def close(self) -> None:
+        """Closes the connections to the server (its owner stops: `pluralign serve`'s stop, `service.runtime.Runtime.close`);
+        every call after it raises RemoteGeneratorError at once, nothing sent (a prompt's count PromptNotCounted; the
+        service's 503). Once more does nothing more. Until review late54b the clients were never closed: the server's
+        connections stayed open to the process's exit."""
+        self._closed = True
+        self._client.close()
+        self._counting.close()
+
+    def _closed_error(self) -> str:
+        return f"generation server at {self.shown_url}: not asked, the generator is closed (its service stops)"
+
     def _call(self, request):
+        if self._closed:  # (the closed client would be tried again with backoff, then "Connection error.")
+            raise RemoteGeneratorError(self._closed_error())
         try:
             return request()
         except openai.APIStatusError as exc:
@@ -517,6 +532,8 @@ class RemoteGenerator:
                                 f"within {bound:g} s", f"no answer within {bound:g} s")
 
     def _tokenized(self, messages: Sequence[dict[str, str]], deadline: float) -> int:
+        if self._closed:
+            raise PromptNotCounted(self._closed_error(), "closed")
         if not self._tokenize_route:  # learnt meanwhile, from another count
             return 0
         left = deadline - time.monotonic()
