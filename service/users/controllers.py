@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from typing import Annotated, Literal
@@ -23,7 +24,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, Parameter, QueryParameter
 from litestar.response import Response, Stream
 
-from pluralign.data.record import Base, pref_id_problem, time_unit
+from pluralign.data.record import Base, new_pref_id_problem, pref_id_climbs, pref_id_problem, time_unit
 from pluralign.data.text import shorten
 from pluralign.embed.remote import RemoteTextsRefused
 from pluralign.policy.rerank import ranked_by, rerank
@@ -274,14 +275,14 @@ async def import_preferences(
     # off the event loop (a 1 MB body is ~8,000 lines, 20-40 ms of Python on 2 cores: every tenant's
     # requests would wait it out), and one of the tenant's imports at a time (`Runtime.import_lock`)
     async with rt.import_lock(tenant):
-        records, lines = await sync_to_thread(_read_import, rt, user_id, body)
+        records, lines, climbing = await sync_to_thread(_read_import, rt, user_id, body)
     if idempotency_key is None:
-        return Response(await _store_imported(rt, tenant, user_id, records, lines), status_code=201)
+        return Response(await _store_imported(rt, tenant, user_id, records, lines, climbing=climbing), status_code=201)
     # the key names the rows that carry no pref_id of their own (the others are stored under theirs, which makes
     # them idempotent without it): checking the key's ids for every row found fewer than rows on a retry (422)
-    keyed = [r for r in records if r.pref_id is None]
+    keyed = [r for r, held in zip(records, climbing, strict=True) if r.pref_id is None and held is None]
     if not keyed:
-        return Response(await _store_imported(rt, tenant, user_id, records, lines), status_code=201)
+        return Response(await _store_imported(rt, tenant, user_id, records, lines, climbing=climbing), status_code=201)
     async with rt.idempotency_lock(tenant, idempotency_key):  # two copies in flight: the second waits, then finds the first
         as_stored = lambda ids: (services.import_rows(tenant, user_id, keyed, ids),  # times the file gave none of: stamped
                                  frozenset(i for i, r in zip(ids, keyed, strict=True) if r.created_at is None))
@@ -292,12 +293,52 @@ async def import_preferences(
         # rows carrying ids beside them: each looked up (`new_rows`), so a body that differs in those is not answered
         # from the first one's receipt (its keyed rows are found held: `already_stored`)
         given = iter(ids)
-        ids = [r.pref_id or next(given) for r in records]
-        return Response(await _store_imported(rt, tenant, user_id, records, lines, ids), status_code=201)
+        ids = [r.pref_id or held or next(given) for r, held in zip(records, climbing, strict=True)]
+        return Response(await _store_imported(rt, tenant, user_id, records, lines, ids, climbing), status_code=201)
 
 
-def _read_import(rt: Runtime, user_id: str, body: bytes) -> tuple[list, list[int]]:
-    """The preference records of an import's body, and each one's line (JSON lines, rows without `user_id` the user's). Raises a
+class _GivenId(msgspec.Struct):
+    pref_id: object = None
+
+
+def _climbing_ids_apart(lines: list[bytes]) -> tuple[list[bytes], dict[int, str]]:
+    """(the lines, each giving a well-formed `pref_id` a URL client resolves as a dot segment written without it; those
+    ids by line number, from 1). An older release stored rows under such ids (`..`) and the export writes them as they
+    are: the import takes one only for a row the user holds under it with the same content (`_store_imported`), which
+    no `Preference` may carry (`new_pref_id_problem`). Every other line as it is: the reader says what is wrong with it."""
+    found: dict[int, str] = {}
+    out = list(lines)
+    for n, raw in enumerate(lines, start=1):
+        if b"pref_id" not in raw:
+            continue
+        try:
+            given = _GIVEN_ID.decode(raw).pref_id
+        except msgspec.DecodeError:  # not an object, or malformed: the reader names it
+            continue
+        if isinstance(given, str) and pref_id_problem(given) is None and pref_id_climbs(given):
+            row = msgspec.json.decode(raw)
+            del row["pref_id"]
+            out[n - 1], found[n] = msgspec.json.encode(row), given
+    return out, found
+
+
+_GIVEN_ID = msgspec.json.Decoder(_GivenId)
+
+
+def _refuse_new_climbing(stored: list, climbing: list[str | None], lines: list[int]) -> None:
+    """The 400 naming `line N.pref_id` of the first row giving an id a URL client resolves as a dot segment
+    (`_climbing_ids_apart`) that the user does not hold (`stored`: the import's new rows): no new row may carry one."""
+    new = {row.pref_id for row in stored}
+    for held, line in zip(climbing, lines, strict=True):
+        if held is not None and held in new:
+            raise bad_request(f"line {line}.pref_id", f"{new_pref_id_problem(held)}; an import takes such an id only for a row "
+                              "this user holds under it with the same content (an older release's, as the export writes it)")
+
+
+def _read_import(rt: Runtime, user_id: str, body: bytes) -> tuple[list, list[int], list[str | None]]:
+    """The preference records of an import's body, each one's line, and the id each gives that a URL client resolves
+    as a dot segment (None for the others: `_climbing_ids_apart`; its record carries no `pref_id`) (JSON lines, rows
+    without `user_id` the user's). Raises a
     400 naming `body`, or `line N` and its field, for a body without rows, a line that is not a preference
     row, a row naming another user, labels past the size limits (`check_labels`), or one of TRL's extra columns,
     which the row keeps, past theirs (`pluralign.data.io.extra_column_problem`: `line N.<column>`). Run in a thread."""
@@ -312,6 +353,7 @@ def _read_import(rt: Runtime, user_id: str, body: bytes) -> tuple[list, list[int
     numbers = [n for n, raw in enumerate(lines, start=1) if raw.strip()]  # each record's line (blank lines are skipped)
     if not numbers:
         raise bad_request("body", "holds no preference rows: send JSON lines, one comparison a line")
+    lines, climbing = _climbing_ids_apart(lines)
     try:
         records, _ = read_preference_lines(lines, default_user=user_id)
     except PreferenceError as exc:
@@ -325,15 +367,23 @@ def _read_import(rt: Runtime, user_id: str, body: bytes) -> tuple[list, list[int
             check_labels(rt, record.source, record.attributes, where=f"line {i}.")
         if record.trl is not None and record.trl.extra and (over := extra_column_problem(record.trl.extra)) is not None:
             raise bad_request(f"line {i}.{over[0]}", over[1])
-    return records, numbers
+    return records, numbers, [climbing.get(n) for n in numbers]
 
 
-async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list, lines: list[int], ids: list[str] | None = None) -> Imported:
+async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list, lines: list[int], ids: list[str] | None = None,
+                          climbing: list[str | None] | None = None) -> Imported:
     """Stores the rows of an import (`lines`: each record's line in the body). A row under a `pref_id` the user
     holds with the same content is not stored again (`already_stored`); with other content the import is a 409
-    naming `line N.pref_id` (code `pref_id_conflict`), nothing of it stored (`services.new_rows`)."""
+    naming `line N.pref_id` (code `pref_id_conflict`), nothing of it stored (`services.new_rows`). `climbing`: each
+    record's id that a URL client resolves as a dot segment (`_read_import`), taken only for a row held so (a 400
+    naming its line's `pref_id` otherwise, nothing stored)."""
     await _finish_unfinished_delete(rt, tenant, user_id)
+    climbing = climbing if climbing is not None and any(climbing) else None
+    if climbing is not None and ids is None:
+        ids = [held or uuid.uuid4().hex for held in climbing]
     rows = await sync_to_thread(services.import_rows, tenant, user_id, records, ids)  # 8,000 rows: tens of ms
+    if climbing is not None:  # an exported row comes back as it was stored, its source too (as one carrying its id)
+        rows = [msgspec.structs.replace(row, source=r.source) if held else row for row, r, held in zip(rows, records, climbing, strict=True)]
     # the check of the ids and their append to the log under one hold of the tenant's import lock: two imports
     # of one new id with other content each passed the check before either was logged, both were acknowledged,
     # and the mover dropped the second's whole request (logged only)
@@ -349,6 +399,8 @@ async def _store_imported(rt: Runtime, tenant: str, user_id: str, records: list,
                 problem = (f"{exc.pref_id!r} is already stored for this user with another {_field_words(exc.field)} "
                            "(a pref_id names one preference: give this row a new id, or none)")
             raise _pref_id_conflict(field, problem) from None
+        if climbing is not None:
+            _refuse_new_climbing(stored, climbing, lines)
         if stored:
             remember([s.pref_id for s in stored])  # their refit logs this request's id (service.requestid)
         await sync_to_thread(_claim_and_log, rt, tenant, user_id, rows, stored, held, records, lines, stamped)

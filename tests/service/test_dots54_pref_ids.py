@@ -56,8 +56,8 @@ def test_rows_stored_under_such_ids_by_an_older_release_are_exported_and_taken_b
         assert listed.status_code == 200 and [p["pref_id"] for p in listed.json()["data"]] == [*legacy, "kept"], listed.text
         export = acme.get("/v1/users/ria/export?format=preferences")
         assert [json.loads(line)["pref_id"] for line in export.text.splitlines()] == [*legacy, "kept"], export.text
-        again = acme.post("/v1/users/ria/import", content=export.text)  # no new row takes such an id, a held one neither
-        assert again.status_code == 400 and again.json()["error"]["param"] == "line 1.pref_id", again.text
+        again = acme.post("/v1/users/ria/import", content=export.text)  # no new row takes such an id; a held one is held
+        assert again.status_code == 201 and again.json()["already_stored"] == [*legacy, "kept"], again.text
         for pref_id in legacy:
             sent = quote(pref_id, safe="").replace(".", "%2E")
             r = acme.delete(f"/v1/users/ria/preferences/{sent}")
@@ -86,3 +86,34 @@ def test_every_id_an_import_takes_is_taken_back_as_documented_without_deleting_t
             held = acme.get("/v1/users/eve/preferences")
             assert held.status_code == 200 and [p["pref_id"] for p in held.json()["data"]] == ["kept"], (pref_id, held.text)
     assert taken == ids[:-3]
+
+
+def test_a_legacy_users_export_reimports_into_that_user_as_held_and_into_no_other(svc):
+    """Review reviewdots54. The export writes a row an older release stored under `..` as it is; imported again into
+    the same user (a backup restored, the file sent twice) the whole body was a 400 naming `line 1.pref_id`, and the
+    advice to drop the id stored the held row a second time under a new id. A row the user holds under such an id
+    with the same content is no new row: it counts as `already_stored`, as every other held row does. Into another
+    user, who holds no such row, or with other content, the line is still refused, nothing of the body stored."""
+    rt = svc.runtime
+    rows = [StoredPreference(tenant="acme", user_id="lea", pref_id=pref_id, kind="comparison", created_at=1.7e9 + i,
+                             **row(i)) for i, pref_id in enumerate(["..", "kept", "a/../.."])]
+    stored_as_an_older_version_stored(rt, rows)
+    with svc.client("acme") as acme:
+        export = acme.get("/v1/users/lea/export?format=preferences").text
+        again = acme.post("/v1/users/lea/import", content=export)
+        assert again.status_code == 201, again.text
+        assert sorted(again.json()["already_stored"]) == ["..", "a/../..", "kept"] and again.json()["stored"] == [], again.text
+        keyed = acme.post("/v1/users/lea/import", content=export, headers={"Idempotency-Key": "restore-1"})
+        assert keyed.status_code == 201 and sorted(keyed.json()["already_stored"]) == ["..", "a/../..", "kept"], keyed.text
+        held = acme.get("/v1/users/lea/preferences")
+        assert [p["pref_id"] for p in held.json()["data"]] == ["..", "kept", "a/../.."], held.text  # nothing twice
+        moved = "\n".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "user_id"}) for line in export.splitlines())
+        other = acme.post("/v1/users/leo/import", content=moved)  # the file given to another user
+        assert other.status_code == 400 and other.json()["error"]["param"] == "line 1.pref_id", other.text
+        assert "a URL client resolves it" in other.json()["error"]["message"], other.text
+        assert acme.get("/v1/users/leo/preferences").status_code == 404  # nothing of the body stored
+        changed = [json.loads(line) for line in export.splitlines()]
+        changed[0]["chosen"] = "Tea, with milk."
+        conflict = acme.post("/v1/users/lea/import", content="\n".join(json.dumps(r) for r in changed))
+        assert conflict.status_code == 409 and conflict.json()["error"]["param"] == "line 1.pref_id", conflict.text
+    assert not svc.runtime.store.stored_rows("acme", "leo")
