@@ -2352,6 +2352,8 @@ class Store:
                     hashes = ", ".join(quote(deletions.user_hash(tenant, u)) for u in users)
                     taken_back = f"tenant = {quote(tenant)} AND user_hash IN ({hashes})"
                     with self._on(retractions.TABLE, "written"):
+                        if self.sync_seconds is not None:  # one another replica wrote a moment ago is deleted too
+                            self.retractions.checkout_latest()
                         if self.retractions.count_rows(taken_back):
                             self.retractions.delete(taken_back)
                             self._retractions_forgotten = True
