@@ -394,9 +394,13 @@ class Ingestor:
         if retracted is None or not replayed:
             return
         gone = retracted([r for e in replayed for r in e.rows if (r.tenant, r.user_id, r.pref_id) not in present])
-        if gone:
+        if not gone:
+            return
+        try:
             self.log.drop_rows(gone)
-            log.info("dropped %d replayed feedback rows taken back through another replica", len(gone))
+        except StoreUnavailable as exc:  # no room to rewrite a segment: not pending all the same (the next open drops them again)
+            log.error("replayed feedback rows taken back through another replica stay in the log's files for now: %s", exc)
+        log.info("dropped %d replayed feedback rows taken back through another replica", len(gone))
 
     def submit(self, rows: list[StoredPreference], received_at: float | None = None, bounded: bool = True) -> None:
         """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival
