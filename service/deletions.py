@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from pluralign.files import atomic_writer
 from pluralign.store.clocks import ReplicaClocks, counts_words
-from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, new_tenant_deletion
+from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, new_tenant_deletion, user_hash
 from service.calibration.pools import own_pools_unwritten, remove_pool, remove_pool_before
 from service.periodic import Periodic
 from service.promoted import PROMOTED_PAL
@@ -238,6 +238,8 @@ class DeletionSweep(Periodic):
         # kept SLACK_S: an import in flight meanwhile looks at them once its rows are in the log (`applied_since`)
         self._applied: list[list] = []  # [Forget, float | None] each
         self._applied_lock = threading.Lock()
+        # the retraction records (`drop_retracted`) seen in the last SLACK_S seconds, by id
+        self._retractions_seen: set[str] = set()
         rt.chats.deleted_lately = self.deletes_chat  # a chat registering after a pass's `cut_deleted` asks its records
 
     def on_moved(self, rows: list[StoredPreference]) -> None:
@@ -298,6 +300,7 @@ class DeletionSweep(Periodic):
         """Apply the records not applied yet; returns how many. A record whose files could not all be
         rewritten (ForgetIncomplete) stays unapplied and is tried again next time."""
         self.check_clocks()
+        self.drop_retracted()
         with self._lock:
             applied = self._load()
         pending = applied.pending(self.rt.store.deletions_since(applied.since()))
@@ -320,6 +323,35 @@ class DeletionSweep(Periodic):
         self.rt.metrics.inc("pluralign_deletions_applied_total", len(pending),
                             help="other replicas' user deletions applied to this replica's files")
         return len(pending)
+
+    def drop_retracted(self) -> int:
+        """Rows other replicas took back lately (`pluralign.store.retractions`, begun in the last SLACK_S seconds, each
+        once): every segment of this replica's feedback log holding a record of their user is rewritten with only what is
+        pending (`FeedbackLog.drop_moved`), so the moved record of a row taken back leaves this folder now, not at the
+        next start's replay (`Ingestor._drop_retracted`). A failure is logged and tried again at the next pass. Returns
+        how many users' segments were rewritten."""
+        now = time.time()
+        try:
+            # its own retractions rewrote its log themselves (`service.users.retractions.retract`)
+            found = self.rt.store.retractions_since(now - SLACK_S, other_than=self.rt.settings.replica_index)
+        except Exception as exc:  # noqa: BLE001 (Lance's errors are of many kinds; the next pass looks again)
+            log.warning("could not read the retraction records through the store: %s", exc)
+            return 0
+        self._retractions_seen &= found.keys()  # older than SLACK_S: not read again
+        logged = {user_hash(t, u): (t, u) for t, u in self.rt.ingest.log.users()}
+        rewritten = 0
+        for rid, (tenant, hashed) in found.items():
+            if rid in self._retractions_seen:
+                continue
+            if (key := logged.get(hashed)) is not None and key[0] == tenant:
+                try:
+                    self.rt.ingest.log.drop_moved(*key)
+                except Exception as exc:  # noqa: BLE001 (no room: tried again at the next pass; the start drops it too)
+                    log.error("a row another replica took back stays in this replica's feedback log for now: %s", exc)
+                    continue
+                rewritten += 1
+            self._retractions_seen.add(rid)
+        return rewritten
 
     def check_clocks(self) -> None:
         """Compare the replicas' clocks (`clocks.beat`); a failure (the store unreachable) is logged and

@@ -479,6 +479,7 @@ class TenantRemovals:
         set_aside = self.rt.ingest.dead_letters.forget_tenant(tenant)
         if self.rt.deletion_sweep is not None:  # and the other replicas' letters (`service.deletions.apply_deletions`)
             try:
+                self.rt.store.forget_retractions(tenant)  # its rows taken back (`pluralign.store.retractions`): none stays
                 self.rt.deletion_sweep.record_tenant(tenant, removal.started_at)
             except Exception as exc:  # noqa: BLE001 (Lance's errors are of many kinds: the store unreachable; tried again)
                 log.error("removing tenant %s: its record for the other replicas could not be written (tried again at "

@@ -912,6 +912,29 @@ class FeedbackLog:
                 raise
             raise failure from exc
 
+    def drop_rows(self, keys: Collection[tuple[str, str, str]]) -> int:
+        """Drop the pending rows under `keys` (tenant, user_id, pref_id): taken back (`Store.retracted`). A record left
+        with none is no longer pending; every segment that held one of them is rewritten without them (`drop_moved`'s
+        rewrite). Returns how many rows were dropped. Raises StoreUnavailable naming the log when a segment cannot be
+        rewritten (no room), the rows dropped from what is pending all the same (the next open drops them again)."""
+        wanted = set(keys)
+        users = {(t, u) for t, u, _ in wanted}
+        dropped = 0
+        with self._io, self._cv:
+            for entry in [e for key in users for e in self._by_user.get(key, {}).values()]:
+                kept = [r for r in entry.rows if (r.tenant, r.user_id, r.pref_id) not in wanted]
+                if len(kept) == len(entry.rows):
+                    continue
+                dropped += len(entry.rows) - len(kept)
+                if kept:  # the record's other rows stay pending: the tenant's count less the dropped ones
+                    self._tenant_pending[entry.key[0]] -= len(entry.rows) - len(kept)
+                    entry.rows = kept
+                else:  # not drained by the worker (`_unlist`), as a DELETE's
+                    self._unpend(entry, staying=len(entry.rows))
+        for tenant, user_id in sorted(users):
+            self.drop_moved(tenant, user_id)
+        return dropped
+
     def _rewrite(self, segment: int) -> None:
         """`segment`'s file written again with only its pending records (removed when none is). Raises OSError (no room)
         with the file as it was. Under `_io` and `_cv`."""

@@ -380,10 +380,27 @@ class Ingestor:
             if moved:  # stored before the crash, whose `before_done` may not have run: noted now, as the log lets go
                 self._noted_before_done([r for e in moved for r in e.rows])
             self.log.done(moved)
+            self._drop_retracted([e for e in replayed if e not in moved], present)
         finally:
             self._move.release()
         self._drop_claims(note)  # a crash between the commit and the claims' removal
         log.info("replayed %d pending feedback records from the log", len(self.log.pending))
+
+    def _drop_retracted(self, replayed: list[Entry], present: set[tuple[str, str, str]]) -> None:
+        """Of the replayed records not in the table whole, the rows a retraction took back after they were received
+        (`Store.retracted`: through another replica, whose retraction could not rewrite this log) leave the log, from
+        what is pending and from its files (`FeedbackLog.drop_rows`): moved again, a row taken back would come back."""
+        retracted = getattr(self.store, "retracted", None)
+        if retracted is None or not replayed:
+            return
+        gone = retracted([r for e in replayed for r in e.rows if (r.tenant, r.user_id, r.pref_id) not in present])
+        if not gone:
+            return
+        try:
+            self.log.drop_rows(gone)
+        except StoreUnavailable as exc:  # no room to rewrite a segment: not pending all the same (the next open drops them again)
+            log.error("replayed feedback rows taken back through another replica stay in the log's files for now: %s", exc)
+        log.info("dropped %d replayed feedback rows taken back through another replica", len(gone))
 
     def submit(self, rows: list[StoredPreference], received_at: float | None = None, bounded: bool = True) -> None:
         """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival

@@ -45,7 +45,7 @@ from pluralign.data.record import (
 )
 from pluralign.data.text import answer_key, is_blank, question_key
 from pluralign.files import write_atomic
-from pluralign.store import clocks, deletions, lease
+from pluralign.store import clocks, deletions, lease, retractions
 from pluralign.store.claims import claims_for
 from pluralign.store.commits import AddingCommits
 from pluralign.store.deletions import Deletion
@@ -104,7 +104,7 @@ UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replica
 # the columns that tell an appended row apart (a commit is whole or absent: its first row tells whether it is there)
 # (a pref_id is one user's: an export imported as another user keeps its ids)
 APPEND_KEYS = {"preferences": ("tenant", "user_id", "pref_id"), "interactions": ("response_id",),
-               "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",)}
+               "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",), retractions.TABLE: ("retraction_id",)}
 INDEXED_COLUMNS = ("tenant", "user_id")
 FEW_IDS = 64  # ids `Store.held_preferences` looks up by one query of them; more: by their users' keys first
 USERS_PER_READ = 1000  # users `Store.users_with_preferences` looks up by one query (a filter of more is slow to plan)
@@ -509,6 +509,10 @@ class Store:
         # `tables`: it names no user by id, so a user's DELETE, compaction and stats pass it by
         self.deletions = self._open(deletions.TABLE, deletions.deletion_schema(), deletions.TABLE in existing)
         self._new_deletions = 0
+        # rows taken back, by hash, for other replicas' feedback logs (`pluralign.store.retractions`): apart, as `deletions`
+        self.retractions = self._open(retractions.TABLE, retractions.retraction_schema(), retractions.TABLE in existing)
+        self._retractions_forgotten = False  # a `delete_users` step deleted rows of it (compacted after the step)
+        self._retraction_writes = 0  # commits to it since the last `compact`
         # several processes on the store: their maintenance takes turns (`pluralign.store.lease`)
         # several processes on the store: each id an import carries is claimed there before its 201
         # (`pluralign.store.claims`); alone, the service's import lock orders the check and the append
@@ -1264,6 +1268,64 @@ class Store:
         with self._lock:
             self._commit_rows(deletions.TABLE, self.deletions, pa.Table.from_pylist(rows, schema=self.deletions.schema))
             self._new_deletions += len(rows)
+
+    @_uses("retractions", "written")
+    def record_retraction(self, tenant: str, user_id: str, pref_id: str, retracted_at: float, replica: int) -> None:
+        """Note, for every process on this store, that the user's row `pref_id` was taken back (a retraction begun at
+        `retracted_at`, unix seconds): their replays of it are dropped (`retracted`). Raises StoreUnavailable."""
+        row = retractions.retraction_row(tenant, user_id, pref_id, retracted_at, replica)
+        with self._lock:
+            self._commit_rows(retractions.TABLE, self.retractions, pa.Table.from_pylist([row], schema=self.retractions.schema))
+            self._retraction_writes += 1
+
+    @_uses("retractions", "read")
+    def retracted(self, rows: list[StoredPreference]) -> set[tuple[str, str, str]]:
+        """The keys (tenant, user_id, pref_id) of `rows` taken back after they were received (a retraction recorded by
+        `record_retraction` that began after the row's `received()`, give or take `sync_seconds`, the skew the replicas'
+        clocks may have): a replay of such a row from a feedback log must not move it in again. A row received after
+        its retraction (the same id sent again) is not among them."""
+        by_hash = {retractions.pref_hash(r.tenant, r.user_id, r.pref_id): r for r in rows}
+        if not by_hash:
+            return set()
+        if self.sync_seconds is not None:
+            self.retractions.checkout_latest()
+        found: set[tuple[str, str, str]] = set()
+        hashes = sorted(by_hash)
+        for i in range(0, len(hashes), USERS_PER_READ):
+            where = f"pref_hash IN ({', '.join(quote(h) for h in hashes[i:i + USERS_PER_READ])})"
+            for hit in self.retractions.search().where(where).select(["pref_hash", "retracted_at"]).limit(None).to_arrow().to_pylist():
+                r = by_hash[hit["pref_hash"]]
+                if r.received() < hit["retracted_at"] + (self.sync_seconds or 0.0):
+                    found.add((r.tenant, r.user_id, r.pref_id))
+        return found
+
+    @_uses("retractions", "read")
+    def retractions_since(self, since: float, other_than: int | None = None) -> dict[str, tuple[str, str]]:
+        """retraction_id -> (tenant, user_hash) of the retractions begun at or after `since` (unix seconds), but those
+        answered by replica `other_than` (None: every one's)."""
+        if self.sync_seconds is not None:
+            self.retractions.checkout_latest()
+        where = f"retracted_at >= {float(since)!r}" + ("" if other_than is None else f" AND replica != {int(other_than)}")
+        rows = self.retractions.search().where(where).select(["retraction_id", "tenant", "user_hash"])
+        return {r["retraction_id"]: (r["tenant"], r["user_hash"]) for r in rows.limit(None).to_arrow().to_pylist()}
+
+    @_uses("retractions", "written")
+    def forget_retractions(self, tenant: str) -> int:
+        """Delete every retraction record of `tenant` (its removal's last step; its users' DELETEs took theirs) and
+        compact the table, so that no file of its current version holds them. Returns how many went."""
+        where = f"tenant = {quote(tenant)}"
+        with self._lock:
+            if self.sync_seconds is not None:
+                self.retractions.checkout_latest()
+            found = self.retractions.count_rows(where)
+            if found:
+                self.retractions.delete(where)
+                self._retraction_writes += 1
+        if found:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                compact_with_deletions(self.retractions)
+        return found
 
     @_uses("deletions", "read")
     def deletions_since(self, since: float) -> list[Deletion]:
@@ -2286,8 +2348,23 @@ class Store:
                                 table.delete(wheres[name])
                             counts[name] += found[name]
                     self.histories.invalidate([(tenant, u) for u in users])
+                    # their rows taken back (`retract`), recorded for the replicas' logs: nothing of theirs is left
+                    hashes = ", ".join(quote(deletions.user_hash(tenant, u)) for u in users)
+                    taken_back = f"tenant = {quote(tenant)} AND user_hash IN ({hashes})"
+                    with self._on(retractions.TABLE, "written"):
+                        if self.sync_seconds is not None:  # one another replica wrote a moment ago is deleted too
+                            self.retractions.checkout_latest()
+                        if self.retractions.count_rows(taken_back):
+                            self.retractions.delete(taken_back)
+                            self._retractions_forgotten = True
+                            self._retraction_writes += 1
 
             self._retried(delete_rows)
+            if self._retractions_forgotten:  # no file of the current version keeps their hashes (older ones: `_compact`'s cleanup)
+                self._retractions_forgotten = False
+                with self._on(retractions.TABLE, "written"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    compact_with_deletions(self.retractions)
             self._purge_tables([n for n, c in counts.items() if c])  # only the tables that held them
         return counts
 
@@ -2499,6 +2576,12 @@ class Store:
                         self.deletions.create_index("user_hash", config=BTree())
                     self._fence()
                     self.deletions.optimize(cleanup_older_than=keep_versions_for)
+            if self._retraction_writes:  # retractions recorded or a user's rows of it deleted: merged, old versions gone
+                self._retraction_writes = 0
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    self._fence()
+                    self.retractions.optimize(cleanup_older_than=keep_versions_for)
 
     @property
     def cache_bytes(self) -> int:

@@ -25,9 +25,11 @@ either done or not, and sent again finishes it:
 
 Not done here: population snapshots and PAL/EM artifacts trained on the row keep it until the next population job
 (docs/api.md, "Taking back one answer"); with replicas, a copy of the row still waiting in another replica's feedback
-log is not seen (a 404 until it is moved in), and a moved record of the row in another replica's log file (the replica
-that received it, when the retraction went through this one) is moved in again at that replica's next start: no record
-of a retraction reaches the other replicas (a user's DELETE has `service.deletions`)."""
+log is not seen (a 404 until it is moved in). A moved record of the row in another replica's log file (the replica that
+received it, when the retraction went through this one) is not moved in again: with replicas, the retraction is recorded
+in the store first (`Store.record_retraction`, `pluralign.store.retractions`), and that replica's replay drops it
+(`Ingestor._drop_retracted`), its sweep rewrites its log's files without it (`DeletionSweep.drop_retracted`); until
+session 54 (review retract54) no record reached the other replicas, and its next start moved the row in again."""
 
 from __future__ import annotations
 
@@ -88,6 +90,8 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
         row = rt.store.stored_row(tenant, user_id, pref_id)
         if row is None:
             return None
+        if rt.deletion_sweep is not None:  # with replicas: the others' logs may keep a moved record of it (module docstring)
+            rt.store.record_retraction(tenant, user_id, pref_id, time.time(), rt.settings.replica_index)
         rt.ingest.log.drop_moved(tenant, user_id)
         only = texts_only_in(row, rt.store.texts_of(tenant, [user_id]))
         warnings = [f"the vectors of its texts stay in {name}, which could not be looked into or rewritten (the operator's "

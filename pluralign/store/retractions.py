@@ -1,0 +1,54 @@
+"""Rows taken back, as a record every process on one store reads: how a retraction answered by one replica reaches
+the feedback log only another replica holds.
+
+A retraction (`service.users.retractions`) deletes one stored row from the shared table. The replica that received
+the row may still keep its moved record in a segment of its own feedback log; at its next start the log replays it,
+finds it missing from the table and would move it back in. So, with replicas, the retraction first appends a row here
+(the user by `user_hash`, the row by `pref_hash`, when it began), and a replica's replay drops a replayed row named
+here that was received before its retraction (`Store.retracted`; a row sent again later under the same id is the
+user's new word). A user's DELETE (and so a tenant's removal) deletes the user's rows here (`Store.delete_users`).
+
+A new table in session 54 (an older release never opens it: nothing it reads changed); its rows are appended and never
+changed but by that DELETE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import msgspec
+import pyarrow as pa
+
+from pluralign.store.deletions import user_hash
+from pluralign.store.schemas import SCHEMA_VERSION
+
+TABLE = "retractions"
+
+
+def pref_hash(tenant: str, user_id: str, pref_id: str) -> str:
+    """sha256 (hex) of the row's key (tenant, user_id, pref_id), encoded unambiguously (a JSON list)."""
+    return hashlib.sha256(msgspec.json.encode([tenant, user_id, pref_id])).hexdigest()
+
+
+def retraction_schema() -> pa.Schema:
+    """One row per retraction: the user and the row, by hash; when it began (unix seconds) and which replica answered."""
+    return pa.schema(
+        [
+            pa.field("retraction_id", pa.string(), nullable=False),
+            pa.field("tenant", pa.string(), nullable=False),
+            pa.field("user_hash", pa.string(), nullable=False),
+            pa.field("pref_hash", pa.string(), nullable=False),
+            pa.field("retracted_at", pa.float64(), nullable=False),
+            pa.field("replica", pa.int32(), nullable=False),
+            pa.field("schema_version", pa.int32(), nullable=False),
+        ],
+        metadata={"schema_version": str(SCHEMA_VERSION)},
+    )
+
+
+def retraction_row(tenant: str, user_id: str, pref_id: str, retracted_at: float, replica: int) -> dict:
+    """The table's row of a retraction of `pref_id` of user `user_id` of `tenant`, begun at `retracted_at` (unix seconds)."""
+    return {"retraction_id": uuid.uuid4().hex, "tenant": tenant, "user_hash": user_hash(tenant, user_id),
+            "pref_hash": pref_hash(tenant, user_id, pref_id), "retracted_at": float(retracted_at), "replica": int(replica),
+            "schema_version": SCHEMA_VERSION}
