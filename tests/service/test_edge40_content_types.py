@@ -768,3 +768,19 @@ def test_a_json_route_sent_text_expecting_100_continue_is_a_415_before_the_100(s
     assert (refusal["param"], refusal["code"]) == ("Content-Type", "unsupported_media_type") and "text/plain" in refusal["message"], refusal
     with svc.client() as c:
         assert c.get(f"/v1/users/{user}/preferences").status_code == 404
+
+
+def test_the_embeddings_server_answers_text_expecting_100_continue_415_before_the_100(embeddings):
+    """Review misc54a, as the API service's JSON routes: `pluralign serve-embeddings` sent `100 Continue` to a
+    `text/plain` request expecting it and read its body before the 415 its type alone decides."""
+    import socket
+    from urllib.parse import urlsplit
+
+    body = json.dumps({"input": "hello", "model": "zero"}).encode()
+    head = (f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", urlsplit(embeddings.url).port), timeout=5) as client:
+        client.sendall(head)  # the body waits for the answer
+        [(status, answer)] = read_answers(client, 1)
+    assert status.startswith(b"HTTP/1.1 415 "), (status, answer)
+    assert json.loads(answer)["error"]["param"] == "Content-Type", answer
