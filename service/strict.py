@@ -304,6 +304,7 @@ async def before_request(request: Request) -> Response | None:
     refuse_content_coding(request)
     refuse_transfer_coding(request)
     one_content_type(request)
+    refuse_json_route_type(request)
     strict_query(request)
     await body_arrived(request)
     await strict_form_body(request)
@@ -690,6 +691,29 @@ def refuse_form_upload(sent: str, accept: str) -> None:
                                                      "(curl --data-binary @FILE, requests' data=open(FILE, 'rb')), not a form", accept)
 
 
+def takes_json_body(request: Request) -> bool:
+    """Whether the request's route reads a JSON body (`strict_json_body` checks it): a declared `data` of JSON media type,
+    on a method other than GET, HEAD and OPTIONS."""
+    data = request.route_handler.parsed_data_field
+    if data is None or request.method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    kwarg = data.kwarg_definition
+    return kwarg is None or getattr(kwarg, "media_type", RequestEncodingType.JSON) == RequestEncodingType.JSON
+
+
+def refuse_json_route_type(request: Request) -> None:
+    """A JSON route's request whose `Content-Type` alone refuses it (`text/plain`, multipart, ...: not JSON and not the
+    form type, whose body is taken when it is JSON) is the 415 of `refuse_non_json_type` before its body is read. Until
+    review misc54a it was read first: a client sending `Expect: 100-continue` was sent the `100 Continue`, then its body
+    was read only to be refused (RFC 9110 10.1.1 lets the server answer the final status instead of the 100).
+    Raises the 415 HTTPException naming `Content-Type`."""
+    if not takes_json_body(request):
+        return
+    sent = request.content_type[0].strip().lower()
+    if sent != FORM:  # a form-typed body is told from its text: it waits for the body
+        refuse_non_json_type(sent, b"")
+
+
 def json_body_in_utf8(content_type: tuple[str, dict[str, str]], body: bytes) -> bytes:
     """A JSON route's body as UTF-8 JSON, its type checked (`refuse_non_json_type`), then its charset
     (`body_in_utf8`); a form-typed body's charset first, since whether it is JSON is told from its text.
@@ -938,12 +962,9 @@ async def containers_counted(body: bytes, limit: int) -> int | None:
 async def strict_json_body(request: Request) -> None:
     """A `before_request` hook: raises a 400 naming the field when the body does not decode strictly
     into the route's declared body type. Routes without a JSON body are left alone."""
+    if not takes_json_body(request):
+        return None
     data = request.route_handler.parsed_data_field
-    if data is None or request.method in ("GET", "HEAD", "OPTIONS"):
-        return None
-    kwarg = data.kwarg_definition
-    if kwarg is not None and getattr(kwarg, "media_type", RequestEncodingType.JSON) != RequestEncodingType.JSON:
-        return None
     body = await read_json_body(request)
     if (opened := await containers_counted(body, cap := containers_cap(request))) is not None:  # before any of them is made
         raise bad_request("body", f"opens {opened} JSON objects and arrays; a request may open at most {cap}")

@@ -47,6 +47,7 @@ from service.strict import (
     read_json_body,
     refuse_content_coding,
     refuse_expectation,
+    refuse_json_route_type,
     refuse_transfer_coding,
     undecodable_json_off_loop,
 )
@@ -123,6 +124,7 @@ async def check_json_body(request: Request) -> None:
         refuse_content_coding(request)
         refuse_transfer_coding(request)  # since session small53, as the API service's hook
         one_content_type(request)
+        refuse_json_route_type(request)  # since review misc54a: a type refused before the body is read (no 100 Continue)
         body = await read_json_body(request)
         if body.strip():
             try:

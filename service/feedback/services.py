@@ -209,14 +209,34 @@ def key_reused(first: str) -> HTTPException:
                          extra=[{"key": "Idempotency-Key", "message": problem, "code": "idempotency_key_reused"}])
 
 
+def key_partly_held(user: str, ids: list[str], found: list[str]) -> HTTPException:
+    """`key_reused`'s 422 for a request of `len(ids)` rows whose key holds some of their ids (`found`), not all, nor the
+    id after the last. A row taken back since (DELETE /v1/users/{user}/preferences/{pref_id}) leaves such a gap, so the
+    request sent again is told so, not that its first request held another number of rows (until review misc54a: "a
+    request of 1 row of this user; this one has 2" for the same two-row request). A row held after one missing means
+    the first request held the missing one: taken back for certain; held rows all first may be a shorter request."""
+    held = set(found)
+    last = max(i for i, pref_id in enumerate(ids) if pref_id in held)
+    gone = [f"row {i + 1} ({pref_id})" for i, pref_id in enumerate(ids[:last]) if pref_id not in held]
+    if gone:  # told for certain
+        problem = (f"names rows of this user of which {', '.join(gone)} {'was' if len(gone) == 1 else 'were'} taken back "
+                   f"since (DELETE /v1/users/{user}/preferences/{{pref_id}}): it is no retry any more; send the rows "
+                   "still wanted with a new key (nothing of this one was stored)")
+        return HTTPException(status_code=422, detail=f"`Idempotency-Key`: {problem}",
+                             extra=[{"key": "Idempotency-Key", "message": problem, "code": "idempotency_key_reused"}])
+    return key_reused(f"a request of {len(found)} row{'s' if len(found) != 1 else ''} of this user; this one has {len(ids)} "
+                      f"(or for a request of more, the rest of which were taken back since: DELETE "
+                      f"/v1/users/{user}/preferences/{{pref_id}})")
+
+
 def replay_of(rt: Runtime, tenant: str, user: str, key: str, n: int,
               as_stored: Callable[[list[str]], tuple[list[StoredPreference], frozenset[str]]]) -> tuple[list[str], list[str]]:
     """(ids, found) for a request of `n` rows sent with `Idempotency-Key: key`: the ids to store it
     under, and those of them already acknowledged (empty: not seen before; all `n`: a retry, whose first
     receipt is `found`). `as_stored(ids)`: the request's rows as they would be stored under `ids`, and the ids
     of those whose `created_at` is stamped on receipt (not compared). Raises `key_reused`'s 422 when the key's
-    first request held another number of rows (some but not all of the ids are stored, or the id after the last
-    is), or as many with other content (as `Store.new_and_held` tells rows under one id apart: until review
+    first request held more rows (the id after the last is stored), `key_partly_held`'s when some but not all of the
+    ids are (another number of rows, or some taken back since), or as many with other content (as `Store.new_and_held` tells rows under one id apart: until review
     session trial47a such a request was replayed, its rows never stored). Run in a thread."""
     ids = idempotent_ids(tenant, user, key, n + 1)  # one more: a first request of more rows holds it
     found = already_stored(rt, tenant, user, ids)
@@ -225,7 +245,7 @@ def replay_of(rt: Runtime, tenant: str, user: str, key: str, n: int,
     if ids[n] in found:
         raise key_reused(f"a request of more than {n} row{'s' if n != 1 else ''} of this user; this one has {n}")
     if len(found) != n:
-        raise key_reused(f"a request of {len(found)} row{'s' if len(found) != 1 else ''} of this user; this one has {n}")
+        raise key_partly_held(user, ids[:n], found)
     rows, untimed = as_stored(ids[:n])
     pending = [r for e in rt.ingest.log.pending_for(tenant, user) for r in e.rows]
     try:

@@ -34,18 +34,15 @@ session 54 (review retract54) no record reached the other replicas, and its next
 from __future__ import annotations
 
 import logging
-import math
-import time
 from collections import Counter
-from collections.abc import Callable
 
 import msgspec
 
 from pluralign.data.record import stand_in_received
-from pluralign.store import StoredPreference, UserRecord
+from pluralign.store import StoredPreference
 from pluralign.store.failures import StoreUnavailable
 from service.runtime import Runtime
-from service.users.services import USER_ROW_WRITES, _forget_texts, _refit, _write_over_read, flush_for_read
+from service.users.services import _forget_texts, _refit, change_user_row, flush_for_read
 
 log = logging.getLogger("pluralign.service")
 
@@ -103,7 +100,8 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
         # the attributes, drawn again from the rows that stay by the refit below, or by the next read's when it cannot be
         # stored: cleared before the row goes (a refit keeps the users row's own; until review retract54 cleared after it,
         # and a failure to write then kept the misclick's label for good)
-        _change_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, attributes={}) if read.attributes else None)
+        change_user_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, attributes={}) if read.attributes else None,
+                        "a retraction")
         try:
             rt.store.delete_preference(tenant, user_id, pref_id)  # done from here on: a failure below is a warning, not a 5xx
         except BaseException:  # not taken back: the labels of their rows back on the users row, where it can be written
@@ -138,7 +136,8 @@ def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bo
         if meta is not None and max(meta.created_at, meta.received()) < received:
             return False
     gone = registry.delete(tenant, user_id)
-    named = _change_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, adapter=None) if read.adapter else None)
+    named = change_user_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, adapter=None) if read.adapter else None,
+                            "a retraction")
     if not gone and named is None:
         return False
     rt.adapters.retire(tenant, user_id)
@@ -146,21 +145,3 @@ def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bo
     return True
 
 
-def _change_row(rt: Runtime, tenant: str, user_id: str, change: Callable[[UserRecord], UserRecord | None]) -> UserRecord | None:
-    """Write the user's row `change` makes of the row read (None: nothing to change), stamped later than that row, only
-    over that row (`_write_over_read`): another replica's PATCH of their stated preferences committed since the read
-    is read again and the change made on it. Until review retract54 the row read went back through `put_user` whole:
-    such a PATCH (200 to its client) was written over, or made that write a row older than the stored one, dropped.
-    Returns the row written (None: none needed changing, or the user has no row); after USER_ROW_WRITES rows committed
-    in between, the last one drawn, unwritten, logged. Raises StoreUnavailable as `put_user` does."""
-    def draw(read: UserRecord | None) -> UserRecord | None:
-        changed = None if read is None else change(read)
-        return None if changed is None else msgspec.structs.replace(
-            changed, updated_at=max(time.time(), math.nextafter(read.updated_at, math.inf)))  # later than the row read
-
-    def give_up(row: UserRecord) -> UserRecord:
-        log.warning("a retraction of a user of tenant %s did not store their row: it changed %d times while it was written",
-                    tenant, USER_ROW_WRITES)
-        return row
-
-    return _write_over_read(rt, tenant, user_id, draw, give_up)

@@ -263,6 +263,29 @@ def _write_over_read(rt: Runtime, tenant: str, user_id: str, draw: Callable[[Use
     return give_up(row)
 
 
+def change_user_row(rt: Runtime, tenant: str, user_id: str, change: Callable[[UserRecord], UserRecord | None],
+                    what: str, *, read: UserRecord | None | object = _UNREAD) -> UserRecord | None:
+    """Write the user's row `change` makes of the row read (None: nothing to change), stamped later than that row, only
+    over that row (`_write_over_read`): another replica's PATCH of their stated preferences committed since the read
+    is read again and the change made on it. Until review retract54 (a retraction's) and review misc54a (a DELETE
+    finished for a returning user's, `forget_before`) the row read went back through `put_user` whole: such a PATCH
+    (200 to its client) was written over, or made that write a row older than the stored one, dropped. `what` names
+    the writer in the log line of a row that kept changing; `read`, the row already read (`_write_over_read`'s).
+    Returns the row written (None: none needed changing, or the user has no row); after USER_ROW_WRITES rows committed
+    in between, the last one drawn, unwritten, logged. Raises StoreUnavailable as `put_user` does."""
+    def draw(read: UserRecord | None) -> UserRecord | None:
+        changed = None if read is None else change(read)
+        return None if changed is None else msgspec.structs.replace(
+            changed, updated_at=max(time.time(), math.nextafter(read.updated_at, math.inf)))  # later than the row read
+
+    def give_up(row: UserRecord) -> UserRecord:
+        log.warning("%s of a user of tenant %s did not store their row: it changed %d times while it was written",
+                    what, tenant, USER_ROW_WRITES)
+        return row
+
+    return _write_over_read(rt, tenant, user_id, draw, give_up, read=read)
+
+
 def _store_fit(rt: Runtime, read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str],
                fitted_on_rows: bool) -> UserRecord | None:
     """Write the refit's row (`_onto` the row `read`) only over that row (`_write_over_read`): a row committed since
@@ -1593,7 +1616,10 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float, rows_le
     if (rows or pending) and (record := rt.store.get_user(tenant, user_id)) is not None:
         # their users row was drawn from those rows too (weights, the residual, the attributes their feedback
         # carried, which a refit keeps): fitted again from what they sent since, with only its attributes
-        rt.store.put_user(msgspec.structs.replace(record, attributes={}))
+        # over the row read only (`change_user_row`): a stated change another replica took meanwhile stays, and this
+        # write is not dropped as older than it (until review misc54a the old label then stayed for good)
+        change_user_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, attributes={}) if read.attributes else None,
+                        "a DELETE finished for a returning user", read=record)
         _refit(rt, tenant, user_id, None)
     try:
         meta = rt.adapters.registry.meta(tenant, user_id)
@@ -1603,8 +1629,8 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float, rows_le
         # trained, or registered here, before it; or trained here since on a snapshot that may hold their old rows
         counts["adapter_files"] = rt.adapters.registry.delete(tenant, user_id)
         rt.adapters.retire(tenant, user_id)  # its drop waited for after the turn (`delete`)
-        if (record := rt.store.get_user(tenant, user_id)) is not None and record.adapter is not None:  # not named as theirs
-            rt.store.put_user(msgspec.structs.replace(record, adapter=None, updated_at=time.time()))
+        change_user_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, adapter=None) if read.adapter else None,
+                        "a DELETE finished for a returning user")  # not named as theirs
     try:
         counts["population_files"] = rt.forget_population_users(forget)  # rows made before it (`Forget.made_at`)
     finally:

@@ -742,3 +742,45 @@ def test_a_streamed_answer_to_an_http10_request_is_not_chunked(svc, monkeypatch,
     assert b"connection: close" in head.lower() and b"content-length" not in head.lower(), head
     lines = [json.loads(line) for line in body.splitlines()]  # before: "1f4" (a chunk's size) is no JSON line
     assert [row["prompt"] for row in lines if row.get("prompt")] == [FEEDBACK["prompt"]], lines
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_a_json_route_sent_text_expecting_100_continue_is_a_415_before_the_100(svc, monkeypatch, http):
+    """Review misc54a: a JSON route's request of `Content-Type: text/plain` with `Expect: 100-continue` was sent the
+    `100 Continue`, its body read, then answered 415: the type alone decides it (RFC 9110 10.1.1: a server may answer
+    the final status instead of the 100). Now the 415 naming `Content-Type` comes at once, no 100 before it, the body
+    never sent, nothing stored."""
+    import socket
+
+    from tests.serving import on_parser, timed_server
+
+    on_parser(monkeypatch, http)
+    user = f"expects-text-{http}"
+    body = json.dumps({**FEEDBACK, "user": user}).encode()
+    head = (f"POST /v1/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {svc.keys['acme']}\r\nContent-Type: text/plain\r\n"
+            f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with timed_server(svc.server.server.config.app, timeout_s=10) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(head)  # the body waits for the answer, as a client expecting does
+            [(status, answer)] = read_answers(client, 1)
+    assert status.startswith(b"HTTP/1.1 415 "), (status, answer)
+    refusal = json.loads(answer)["error"]
+    assert (refusal["param"], refusal["code"]) == ("Content-Type", "unsupported_media_type") and "text/plain" in refusal["message"], refusal
+    with svc.client() as c:
+        assert c.get(f"/v1/users/{user}/preferences").status_code == 404
+
+
+def test_the_embeddings_server_answers_text_expecting_100_continue_415_before_the_100(embeddings):
+    """Review misc54a, as the API service's JSON routes: `pluralign serve-embeddings` sent `100 Continue` to a
+    `text/plain` request expecting it and read its body before the 415 its type alone decides."""
+    import socket
+    from urllib.parse import urlsplit
+
+    body = json.dumps({"input": "hello", "model": "zero"}).encode()
+    head = (f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", urlsplit(embeddings.url).port), timeout=5) as client:
+        client.sendall(head)  # the body waits for the answer
+        [(status, answer)] = read_answers(client, 1)
+    assert status.startswith(b"HTTP/1.1 415 "), (status, answer)
+    assert json.loads(answer)["error"]["param"] == "Content-Type", answer

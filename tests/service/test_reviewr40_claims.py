@@ -1095,3 +1095,53 @@ def test_a_delete_finished_again_after_the_users_old_rows_came_back_is_not_timed
         # b's job of that time held the deleted row: the record reaches it (before: made_until was the first removal)
         assert b.runtime.recorded_deletion_reaches("acme", user, back_in_store), (first, b.runtime.store.deletions_since(0))
         assert not b.runtime.recorded_deletion_reaches("acme", user, came_back), b.runtime.store.deletions_since(0)
+
+
+def test_a_delete_finished_for_a_returning_user_clears_their_old_label_over_a_stated_change_taken_meanwhile(
+        replicas, monkeypatch):
+    """Review misc54a. `forget_before` (a DELETE finished for a user who came back) cleared the attributes their old
+    feedback carried by writing the users row it had read back whole (`put_user`), as the retraction did before review
+    retract54: a stated change b took after that read made the row read older than the stored one, so the write was
+    dropped and the deleted feedback's label (`oops`) stayed on the user for good (a refit keeps the row's own). Now
+    the write is made only over the row read, read again and redone over b's change: the label goes, the change stays."""
+    from tests.service.test_delete_stopped import Stopped
+
+    a, b = replicas
+    rt, user = a.runtime, "label54"
+    with a.client("acme") as acme_a, b.client("acme") as acme_b:
+        assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
+                                                 "rejected": "No.", "attributes": {"oops": "yes"}}).status_code == 201
+        rt.ingest.flush()
+        assert acme_a.get(f"/v1/users/{user}").json()["attributes"] == {"oops": "yes"}
+
+        def stopped(*args, **kwargs):
+            raise Stopped  # killed before its store's step
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_user", stopped)
+            with pytest.raises(Stopped):
+                services_delete(rt, "acme", user)
+        assert acme_b.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
+        delete_before, get_user, changed = rt.store.delete_feedback_before, rt.store.get_user, []
+
+        def rows_deleted(*args, **kwargs):
+            changed.append("rows gone")
+            return delete_before(*args, **kwargs)
+
+        def read_then_b_takes_a_change(tenant, user_id, *rest, **kwargs):  # the users row read after the rows went
+            read = get_user(tenant, user_id, *rest, **kwargs)
+            if changed == ["rows gone"]:
+                changed.append(acme_b.patch(f"/v1/users/{user}/stated-preferences",
+                                            json={"preferences": {"length": "more"}}).status_code)
+            return read
+
+        with monkeypatch.context() as patch:
+            patch.setattr(rt.store, "delete_feedback_before", rows_deleted)
+            patch.setattr(rt.store, "get_user", read_then_b_takes_a_change)
+            services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass: forget_before
+        assert changed == ["rows gone", 200] and rt.delete_journal.unfinished("acme", user) is None
+        profile = acme_a.get(f"/v1/users/{user}").json()
+        assert profile["attributes"] == {}, profile["attributes"]  # before: {"oops": "yes"}
+        stated = acme_a.get(f"/v1/users/{user}/stated-preferences")
+        assert stated.status_code == 200 and stated.json()["preferences"] == {"length": "more"}, stated.text
+        assert acme_a.get(f"/v1/users/{user}/preferences").json()["total"] == 0  # what they sent before it went
