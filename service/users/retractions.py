@@ -34,6 +34,7 @@ session 54 (review retract54) no record reached the other replicas, and its next
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 
 import msgspec
