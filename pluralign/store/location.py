@@ -95,9 +95,10 @@ S3_ENV = (
     "AWS_SERVER_SIDE_ENCRYPTION", "AWS_SSE_KMS_KEY_ID", "AWS_SSE_BUCKET_KEY_ENABLED", "AWS_SSE_CUSTOMER_KEY_BASE64",
     "AWS_CONDITIONAL_PUT", "AWS_COPY_IF_NOT_EXISTS", "AWS_UNSIGNED_PAYLOAD", "AWS_CHECKSUM_ALGORITHM", "AWS_DISABLE_TAGGING",
 )
-# an `s3+ddb://` store's DynamoDB commit table: Lance's own variable for its endpoint (no storage option names it; its
-# DynamoDB client is built without the AWS SDK's environment, so `AWS_ENDPOINT_URL_DYNAMODB` is not read by Lance 14,
-# but by the AWS SDKs and CLI an operator checks the table with: forwarded so both name the same endpoint)
+# an `s3+ddb://` store's DynamoDB commit table: Lance's own variable for its endpoint (no storage option names it).
+# Lance's DynamoDB client (lance-table's `build_dynamodb_external_store`, read at its source of Nov 2025) is built
+# without the AWS SDK's environment, so it does not read `AWS_ENDPOINT_URL_DYNAMODB`; the AWS SDKs and CLI an operator
+# checks the table with do: forwarded so that a worker's tools and Lance name the endpoint the service's do
 DDB_ENV = ("DYNAMODB_ENDPOINT", "AWS_ENDPOINT_URL_DYNAMODB")
 GCS_ENV = (
     # as whom: a service account's key itself (JSON), or a bearer token (`GOOGLE_STORAGE_TOKEN`: Lance's own name);
