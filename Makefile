@@ -85,7 +85,7 @@ test-http: $(STAMP)
 
 # the store on an S3 bucket (moto on loopback, tests/s3.py) that goes away, throttles, hangs or refuses the keys
 test-object-store: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break28_object_store.py tests/service/test_ops39_lease_s3.py tests/service/test_review38l_s3_versions.py tests/service/test_ops53_store_settings.py tests/unit/test_reviewops53_store.py tests/service/test_reviewops53_ddb.py tests/service/test_ops54_store_settings.py tests/service/test_reviewops54_store.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break28_object_store.py tests/service/test_ops39_lease_s3.py tests/service/test_review38l_s3_versions.py tests/service/test_ops53_store_settings.py tests/unit/test_reviewops53_store.py tests/service/test_reviewops53_ddb.py tests/service/test_ops54_store_settings.py tests/service/test_reviewops54_store.py tests/service/test_misc54b_store_env.py
 
 # the generation child process: it dies, hangs or cannot load, and the service stops around it; a process exits without
 # waiting for a remote prompt count it gave up on

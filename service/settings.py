@@ -319,13 +319,21 @@ class Settings(Base, frozen=True):
     def store_environment(self) -> dict[str, str]:
         """The variables a job's worker reaches `lancedb_uri` with as this process does, on this machine or a Ray node
         (which has its own environment): these settings as `PLURALIGN_STORE_*` variables (set here by variable or by the
-        PLURALIGN_CONFIG file: the endpoint, region, allow_http, keys and request bounds), and the variables Lance reads of
-        this process's environment for what they leave out (`pluralign.store.location.LANCE_ENV`: `AWS_ALLOW_HTTP`,
-        `DYNAMODB_ENDPOINT`, the `AWS_*` keys and region). For a folder the request bounds alone: no key of an object
-        store it does not use travels to a Ray node (review of session ops54)."""
-        from pluralign.store.location import is_object_store, store_environment
+        PLURALIGN_CONFIG file: the endpoint, region, allow_http, keys and request bounds), each of them, an unset one
+        empty (`allow_http` false), so that neither the worker's machine's own `PLURALIGN_STORE_*` variables nor its
+        PLURALIGN_CONFIG file fills in one left unset here (variables win over the file; an empty one is no option:
+        `storage_options_for`); and the variables Lance reads of this process's environment for what they leave out
+        (`pluralign.store.location.LANCE_ENV`: the endpoint, region, keys and what else locates or authenticates a
+        store of its scheme, `DYNAMODB_ENDPOINT`). For a folder the request bounds alone: no key of an object store it
+        does not use travels to a Ray node (review of session ops54). Until session misc54 the settings unset here were
+        left out, and a worker read them of its own machine: a store other than the service's, or its keys."""
+        from pluralign.store.location import OPTION_ENV, is_object_store, store_environment
 
-        lance = store_environment(self.storage_options) if is_object_store(self.lancedb_uri) else {}
+        if not is_object_store(self.lancedb_uri):
+            lance = {}
+        else:
+            unset = {**dict.fromkeys(OPTION_ENV, ""), "PLURALIGN_STORE_ALLOW_HTTP": "false"}
+            lance = {**unset, **store_environment(self.lancedb_uri, self.storage_options)}
         return {**lance, "PLURALIGN_STORE_TIMEOUT_S": f"{self.store_timeout_s:g}", "PLURALIGN_STORE_RETRIES": str(self.store_retries)}
 
     @property

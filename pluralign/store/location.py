@@ -75,23 +75,74 @@ def options_to_env(options: Mapping[str, str]) -> dict[str, str]:
 
 
 # The variables Lance reads of its process's environment for an object store where the storage options leave a setting
-# out: object_store's `AWS_*` (the endpoint, plain http, the region, static keys and their session token, the addressing
-# style) and the endpoint of its DynamoDB commit store (`DYNAMODB_ENDPOINT`, an `s3+ddb://` store's; no storage option
-# names it). A process on another machine (a Ray node) has that machine's environment, so a worker there is given this
-# process's (`store_environment`). Not a machine's own identity (`AWS_PROFILE`, `AWS_WEB_IDENTITY_TOKEN_FILE`,
-# `AWS_ROLE_ARN`, `AWS_CONTAINER_CREDENTIALS_*`): files and roles of this machine or pod, which a node keeps its own of.
-LANCE_ENV = ("AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
-             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "DYNAMODB_ENDPOINT")
+# out (lance-io's `with_env_s3`, `with_env_gcs`, `with_env_azure`: each variable whose name, lower-cased, is one of
+# object_store's configuration keys, `AmazonS3ConfigKey`, `GoogleConfigKey`, `AzureConfigKey`), by the schemes that
+# read them. A process on another machine (a Ray node) has that machine's environment, so a worker there is given
+# this process's (`store_environment`): those that locate the store, authenticate to it, or say what its server
+# needs of every request. Not forwarded: a machine's own identity and network (`NODE_OWN_ENV`), which a node keeps its
+# own of, nor object_store's un-prefixed aliases (`REGION`, `ENDPOINT`, `TOKEN`, `BUCKET`), generic names a process
+# may hold for something else.
+S3_ENV = (
+    # where: the endpoint (`AWS_ENDPOINT_URL_S3` is S3's own, before `AWS_ENDPOINT_URL`), plain http, the region,
+    # the addressing style, an S3 Express One Zone bucket
+    "AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ALLOW_HTTP", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "AWS_S3_EXPRESS",
+    # as whom: static keys and their session token (`AWS_TOKEN`: object_store's other name for it), no signature at
+    # all (a public bucket), the requester paying (a requester-pays bucket refuses every request without it)
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_TOKEN", "AWS_SKIP_SIGNATURE", "AWS_REQUEST_PAYER",
+    # what the store's server needs of each request: its objects' encryption (SSE-C: every read sends the key), how
+    # it takes a conditional write, payload signing, checksums, tags
+    "AWS_SERVER_SIDE_ENCRYPTION", "AWS_SSE_KMS_KEY_ID", "AWS_SSE_BUCKET_KEY_ENABLED", "AWS_SSE_CUSTOMER_KEY_BASE64",
+    "AWS_CONDITIONAL_PUT", "AWS_COPY_IF_NOT_EXISTS", "AWS_UNSIGNED_PAYLOAD", "AWS_CHECKSUM_ALGORITHM", "AWS_DISABLE_TAGGING",
+)
+# an `s3+ddb://` store's DynamoDB commit table: Lance's own variable for its endpoint (no storage option names it).
+# Lance's DynamoDB client (lance-table's `build_dynamodb_external_store`, read at its source of Nov 2025) is built
+# without the AWS SDK's environment, so it does not read `AWS_ENDPOINT_URL_DYNAMODB`; the AWS SDKs and CLI an operator
+# checks the table with do: forwarded so that a worker's tools and Lance name the endpoint the service's do
+DDB_ENV = ("DYNAMODB_ENDPOINT", "AWS_ENDPOINT_URL_DYNAMODB")
+GCS_ENV = (
+    # as whom: a service account's key itself (JSON), or a bearer token (`GOOGLE_STORAGE_TOKEN`: Lance's own name);
+    # where: another endpoint (an emulator, a private one); no signature (a public bucket)
+    "GOOGLE_SERVICE_ACCOUNT_KEY", "GOOGLE_BEARER_TOKEN", "GOOGLE_STORAGE_TOKEN", "GOOGLE_BASE_URL", "GOOGLE_SKIP_SIGNATURE",
+)
+AZURE_ENV = (
+    # where: the account, another endpoint (Azurite, a sovereign cloud, Fabric's), the emulator, plain http
+    "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT", "AZURE_STORAGE_USE_EMULATOR",
+    "AZURE_USE_FABRIC_ENDPOINT", "AZURE_ALLOW_HTTP",
+    # as whom: the account key (by each of its names), a SAS token, a bearer token, a service principal's id, secret,
+    # tenant and authority host, no signature (a public container); the encryption key every request of a
+    # customer-key store sends
+    "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCESS_KEY", "AZURE_STORAGE_MASTER_KEY", "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_TOKEN", "AZURE_STORAGE_CLIENT_ID", "AZURE_CLIENT_ID",
+    "AZURE_STORAGE_CLIENT_SECRET", "AZURE_CLIENT_SECRET", "AZURE_STORAGE_TENANT_ID", "AZURE_STORAGE_AUTHORITY_ID",
+    "AZURE_TENANT_ID", "AZURE_AUTHORITY_ID", "AZURE_STORAGE_AUTHORITY_HOST", "AZURE_AUTHORITY_HOST", "AZURE_SKIP_SIGNATURE",
+    "AZURE_STORAGE_ENCRYPTION_KEY",
+)
+# read by Lance too, never forwarded: a file or endpoint of this machine's own identity (a node reaches the store as
+# itself where the service does: its profile, web-identity token, instance metadata, container credentials, managed
+# identity, Azure CLI login), and this machine's way out (its proxy)
+NODE_OWN_ENV = (
+    "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME", "AWS_ENDPOINT_URL_STS",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    "AWS_METADATA_ENDPOINT", "AWS_IMDSV1_FALLBACK", "AWS_PROXY_URL",
+    "GOOGLE_SERVICE_ACCOUNT", "GOOGLE_SERVICE_ACCOUNT_PATH", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_PROXY_URL",
+    "AZURE_FEDERATED_TOKEN_FILE", "AZURE_MSI_ENDPOINT", "AZURE_IDENTITY_ENDPOINT", "AZURE_MSI_RESOURCE_ID", "AZURE_OBJECT_ID",
+    "AZURE_USE_AZURE_CLI", "AZURE_PROXY_URL",
+)
+LANCE_ENV = {"s3://": S3_ENV, "s3+ddb://": S3_ENV + DDB_ENV, "gs://": GCS_ENV, "az://": AZURE_ENV, "abfss://": AZURE_ENV}
 
 
-def store_environment(options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables with which a worker process, wherever it runs, reaches the store as a process of `options` and
-    `environ` (default `os.environ`) does: `options_to_env(options)`, and the `LANCE_ENV` variables set in `environ`
-    (empty ones left out). Until session ops54 a job's worker on a Ray node got the first only: it reached an
-    `s3+ddb://` store's commit table at the node's `DYNAMODB_ENDPOINT` (or AWS's), and an endpoint the service's
-    `AWS_ALLOW_HTTP` allowed was refused."""
+def store_environment(uri: str, options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables with which a worker process, wherever it runs, reaches the object store at `uri` as a process of
+    `options` and `environ` (default `os.environ`) does: `options_to_env(options)`, and the `LANCE_ENV` variables of
+    `uri`'s scheme set in `environ` (empty ones left out); none for a folder or `memory://`. Until session ops54 a
+    job's worker on a Ray node got the first only: it reached an `s3+ddb://` store's commit table at the node's
+    `DYNAMODB_ENDPOINT` (or AWS's), and an endpoint the service's `AWS_ALLOW_HTTP` allowed was refused; until session
+    misc54 it lacked `AWS_ENDPOINT_URL_S3`, `AWS_REQUEST_PAYER`, `AWS_SKIP_SIGNATURE`, `AWS_S3_EXPRESS` and every
+    variable of a `gs://` or `az://` store."""
     environ = os.environ if environ is None else environ
-    return {**{name: environ[name] for name in LANCE_ENV if environ.get(name)}, **options_to_env(options)}
+    names = next((names for scheme, names in LANCE_ENV.items() if uri.startswith(scheme)), ())
+    return {**{name: environ[name] for name in names if environ.get(name)}, **options_to_env(options)}
 
 
 def cache_session(cache_bytes: int):

@@ -195,7 +195,7 @@ def test_a_jobs_store_environment_carries_the_settings_and_the_variables_lance_r
                "AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_PROFILE": "ops", "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/token",
                "AWS_ROLE_ARN": "arn:aws:iam::1:role/pluralign", "HOME": "/root", "AWS_ENDPOINT": ""}
     options = {"aws_endpoint": "http://minio:9000", "aws_region": "us-east-1", "timeout": "10000ms"}
-    assert store_environment(options, environ) == {
+    assert store_environment("s3+ddb://b/p?ddbTableName=t", options, environ) == {
         "AWS_ALLOW_HTTP": "true", "DYNAMODB_ENDPOINT": "http://ddb:8000", "AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIAENV",
         "PLURALIGN_STORE_ENDPOINT": "http://minio:9000", "PLURALIGN_STORE_REGION": "us-east-1"}
     for name in environ:
@@ -205,4 +205,5 @@ def test_a_jobs_store_environment_carries_the_settings_and_the_variables_lance_r
                              store_timeout_s=2.5, store_retries=1, store_access_key_id="id", store_secret_access_key="secret")
     assert settings.store_environment() == {
         "DYNAMODB_ENDPOINT": "http://ddb:8000", "PLURALIGN_STORE_ENDPOINT": "https://s3.example", "PLURALIGN_STORE_ACCESS_KEY_ID": "id",
-        "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret", "PLURALIGN_STORE_TIMEOUT_S": "2.5", "PLURALIGN_STORE_RETRIES": "1"}
+        "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret", "PLURALIGN_STORE_TIMEOUT_S": "2.5", "PLURALIGN_STORE_RETRIES": "1",
+        "PLURALIGN_STORE_REGION": "", "PLURALIGN_STORE_ALLOW_HTTP": "false"}  # unset: empty, so a node's own is not read

@@ -59,7 +59,8 @@ def test_a_folder_stores_settings_hand_no_object_store_keys_to_the_jobs(tmp_path
     assert on_s3.store_environment() == {
         "PLURALIGN_STORE_ENDPOINT": "https://s3.example", "PLURALIGN_STORE_REGION": "eu-west-1", "PLURALIGN_STORE_ACCESS_KEY_ID": "id",
         "PLURALIGN_STORE_SECRET_ACCESS_KEY": "secret", "AWS_ACCESS_KEY_ID": "AKIAENV", "AWS_SECRET_ACCESS_KEY": "env-secret",
-        "AWS_REGION": "eu-west-1", "PLURALIGN_STORE_TIMEOUT_S": "10", "PLURALIGN_STORE_RETRIES": "3"}
+        "AWS_REGION": "eu-west-1", "PLURALIGN_STORE_TIMEOUT_S": "10", "PLURALIGN_STORE_RETRIES": "3",
+        "PLURALIGN_STORE_ALLOW_HTTP": "false"}
 
 
 def test_reaching_an_empty_s3_ddb_store_asks_its_commit_table(monkeypatch):

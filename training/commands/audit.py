@@ -42,6 +42,7 @@ from training.common import (
     check_cache,
     check_given,
     check_not_an_input,
+    check_store_there,
     check_store_uri,
     check_writable_file,
     no_store_there,
@@ -295,7 +296,11 @@ def run(args: argparse.Namespace) -> int:
                                                "--cache": cache_path(args.cache)}, "the report JSON")
     check_artifacts(args)
     if args.store:  # a mistyped folder too (opened, then, by the audit's store source)
-        check_store_uri("--store", store_folder("--store", args.store).uri)
+        uri = store_folder("--store", args.store).uri
+        check_store_uri("--store", uri)
+        # an object store's prefix mistyped: told before the audit's imports, as `train adapter --store` tells it (until
+        # session misc54 only once the audit's modules had loaded and the store source opened it)
+        check_store_there("--store", args.store, uri)
     # before the data and the audit's imports: a bad file's errors cost nothing (--store never reads it)
     user_groups = read_user_groups(args.user_groups) if args.user_groups and not args.store else None
     from pluralign.fairness.audit import UnknownGroupBy
