@@ -912,17 +912,22 @@ class FeedbackLog:
                 raise
             raise failure from exc
 
-    def drop_rows(self, keys: Collection[tuple[str, str, str]]) -> int:
-        """Drop the pending rows under `keys` (tenant, user_id, pref_id): taken back (`Store.retracted`). A record left
-        with none is no longer pending; every segment that held one of them is rewritten without them (`drop_moved`'s
-        rewrite). Returns how many rows were dropped. Raises StoreUnavailable naming the log when a segment cannot be
-        rewritten (no room), the rows dropped from what is pending all the same (the next open drops them again)."""
-        wanted = set(keys)
-        users = {(t, u) for t, u, _ in wanted}
+    def drop_rows(self, before: Mapping[tuple[str, str, str], float]) -> int:
+        """Drop the pending rows under the keys (tenant, user_id, pref_id) of `before` received (`received()`) before
+        that key's time (unix seconds): taken back (`Store.retracted_before`); a row of the key received later (the same
+        id sent again) stays pending. A record left with none is no longer pending; every segment that held a record of
+        their users is rewritten with only what is pending (`drop_moved`'s rewrite). Returns how many rows were dropped.
+        Raises StoreUnavailable naming the log when a segment cannot be rewritten (no room), the rows dropped from what
+        is pending all the same (the next open drops them again)."""
+        def taken(r: StoredPreference) -> bool:
+            at = before.get((r.tenant, r.user_id, r.pref_id))
+            return at is not None and r.received() < at
+
+        users = {(t, u) for t, u, _ in before}
         dropped = 0
         with self._io, self._cv:
             for entry in [e for key in users for e in self._by_user.get(key, {}).values()]:
-                kept = [r for r in entry.rows if (r.tenant, r.user_id, r.pref_id) not in wanted]
+                kept = [r for r in entry.rows if not taken(r)]
                 if len(kept) == len(entry.rows):
                     continue
                 dropped += len(entry.rows) - len(kept)
