@@ -2362,9 +2362,13 @@ class Store:
                                 table.delete(wheres[name])
                             counts[name] += found[name]
                     self.histories.invalidate([(tenant, u) for u in users])
-                    # their rows taken back (`retract`), recorded for the replicas' logs: nothing of theirs is left
+                    # their rows taken back (`retract`), recorded for the replicas' logs: nothing of theirs is left. With
+                    # `before`, only retractions begun before it: a row received since stays theirs, and the record of its
+                    # retraction keeps another replica's replay from moving it in again (until review retractrep54 every
+                    # record went, and a row sent since and taken back came back at that replica's next start)
                     hashes = ", ".join(quote(deletions.user_hash(tenant, u)) for u in users)
-                    taken_back = f"tenant = {quote(tenant)} AND user_hash IN ({hashes})"
+                    taken_back = f"tenant = {quote(tenant)} AND user_hash IN ({hashes})" + (
+                        "" if before is None else f" AND retracted_at < {float(before)!r}")
                     with self._on(retractions.TABLE, "written"):
                         if self.sync_seconds is not None:  # one another replica wrote a moment ago is deleted too
                             self.retractions.checkout_latest()

@@ -45,3 +45,32 @@ def test_a_row_sent_again_after_its_retraction_survives_a_replay_next_to_its_tak
         assert not any(old.chosen.encode() in p.read_bytes() for p in (tmp_path / "log").glob("*.log"))
     finally:
         ingest.close()
+
+
+def test_a_delete_finished_for_a_user_who_came_back_keeps_the_retractions_of_rows_sent_since(tmp_path):
+    """A DELETE finished from the journal for a user who came back (`Store.delete_user` with `before`: their rows
+    received since stay) deleted every retraction record of theirs: a row sent since, taken back through another
+    replica, came back at the next start of the replica whose log held its moved record."""
+    store = Store(str(tmp_path / "db"), "hash", DIM, sync_seconds=0)
+    began = time.time()  # the DELETE began, stopped part way (journaled)
+    time.sleep(0.01)
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder())
+    back, kept = feedback("ann", 0), feedback("ann", 1)  # the user came back: sent since it began
+    ingest.submit(back)
+    ingest.submit(kept)
+    ingest.flush()
+    ingest.close()  # as a kill: the moved records stay in the open segment
+    store.delete_preference("t", "ann", back[0].pref_id)  # taken back through another replica
+    store.record_retraction("t", "ann", back[0].pref_id, time.time(), 1)
+
+    store.delete_user("t", "ann", before=began)  # finished from the journal: what came since is theirs
+    assert store.stored_row("t", "ann", kept[0].pref_id) is not None
+
+    ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder())
+    try:
+        ingest.flush()
+        assert store.stored_row("t", "ann", back[0].pref_id) is None, "the row taken back came back"
+    finally:
+        ingest.close()
+    store.delete_user("t", "ann")  # a whole DELETE: none of their records stays
+    assert store.retractions.count_rows() == 0
