@@ -238,8 +238,10 @@ class DeletionSweep(Periodic):
         # kept SLACK_S: an import in flight meanwhile looks at them once its rows are in the log (`applied_since`)
         self._applied: list[list] = []  # [Forget, float | None] each
         self._applied_lock = threading.Lock()
-        # the retraction records (`drop_retracted`) seen in the last SLACK_S seconds, by id
+        # the retraction records (`drop_retracted`) seen in the last SLACK_S seconds, by id; when its last read of them
+        # began (unix seconds; None: none yet, the start's replay dropped what came before)
         self._retractions_seen: set[str] = set()
+        self._retractions_read: float | None = None
         rt.chats.deleted_lately = self.deletes_chat  # a chat registering after a pass's `cut_deleted` asks its records
 
     def on_moved(self, rows: list[StoredPreference]) -> None:
@@ -325,32 +327,41 @@ class DeletionSweep(Periodic):
         return len(pending)
 
     def drop_retracted(self) -> int:
-        """Rows other replicas took back lately (`pluralign.store.retractions`, begun in the last SLACK_S seconds, each
-        once): every segment of this replica's feedback log holding a record of their user is rewritten with only what is
-        pending (`FeedbackLog.drop_moved`), so the moved record of a row taken back leaves this folder now, not at the
-        next start's replay (`Ingestor._drop_retracted`). A failure is logged and tried again at the next pass. Returns
-        how many users' segments were rewritten."""
+        """Rows other replicas took back lately (`pluralign.store.retractions`, begun since this method's last read of
+        them, less SLACK_S; each once): every segment of this replica's feedback log holding a record of their user is
+        rewritten with only what is pending (`FeedbackLog.drop_moved`, once per user a pass), so the moved record of a
+        row taken back leaves this folder now, not at the next start's replay (`Ingestor._drop_retracted`). A failure is
+        logged and tried again at the next pass. Returns how many users' segments were rewritten."""
         now = time.time()
+        # since the last read began, less SLACK_S (the clocks' skew, a record written late): until review retractrep54 the
+        # last SLACK_S seconds only, and a pass more than that after the one before (`deletion_sweep_s` past 600 s, passes
+        # that failed) never saw what came in between, left in this replica's files until its restart
+        since = now if self._retractions_read is None else min(now, self._retractions_read)
         try:
             # its own retractions rewrote its log themselves (`service.users.retractions.retract`)
-            found = self.rt.store.retractions_since(now - SLACK_S, other_than=self.rt.settings.replica_index)
+            found = self.rt.store.retractions_since(since - SLACK_S, other_than=self.rt.settings.replica_index)
         except Exception as exc:  # noqa: BLE001 (Lance's errors are of many kinds; the next pass looks again)
             log.warning("could not read the retraction records through the store: %s", exc)
             return 0
+        self._retractions_read = now
         self._retractions_seen &= found.keys()  # older than SLACK_S: not read again
-        logged = {user_hash(t, u): (t, u) for t, u in self.rt.ingest.log.users()}
+        unseen: dict[tuple[str, str], list[str]] = {}  # (tenant, user_hash) -> its records not seen yet
+        for rid, found_key in found.items():
+            if rid not in self._retractions_seen:
+                unseen.setdefault(found_key, []).append(rid)
+        if not unseen:  # most passes: no user of the log hashed, no file looked at
+            return 0
+        logged = {(t, user_hash(t, u)): (t, u) for t, u in self.rt.ingest.log.users()}
         rewritten = 0
-        for rid, (tenant, hashed) in found.items():
-            if rid in self._retractions_seen:
-                continue
-            if (key := logged.get(hashed)) is not None and key[0] == tenant:
+        for found_key, rids in unseen.items():  # each user's segments rewritten once, however many rows they took back
+            if (key := logged.get(found_key)) is not None:
                 try:
                     self.rt.ingest.log.drop_moved(*key)
                 except Exception as exc:  # noqa: BLE001 (no room: tried again at the next pass; the start drops it too)
                     log.error("a row another replica took back stays in this replica's feedback log for now: %s", exc)
                     continue
                 rewritten += 1
-            self._retractions_seen.add(rid)
+            self._retractions_seen.update(rids)
         return rewritten
 
     def check_clocks(self) -> None:

@@ -912,26 +912,33 @@ class FeedbackLog:
                 raise
             raise failure from exc
 
-    def drop_rows(self, keys: Collection[tuple[str, str, str]]) -> int:
-        """Drop the pending rows under `keys` (tenant, user_id, pref_id): taken back (`Store.retracted`). A record left
-        with none is no longer pending; every segment that held one of them is rewritten without them (`drop_moved`'s
-        rewrite). Returns how many rows were dropped. Raises StoreUnavailable naming the log when a segment cannot be
-        rewritten (no room), the rows dropped from what is pending all the same (the next open drops them again)."""
-        wanted = set(keys)
-        users = {(t, u) for t, u, _ in wanted}
+    def drop_rows(self, before: Mapping[tuple[str, str, str], float]) -> int:
+        """Drop the pending rows under the keys (tenant, user_id, pref_id) of `before` received (`received()`) before
+        that key's time (unix seconds): taken back (`Store.retracted_before`); a row of the key received later (the same
+        id sent again) stays pending. A record left with none is no longer pending; every segment that held a record of a
+        user who lost a row is rewritten with only what is pending (`drop_moved`'s rewrite). Returns how many rows were dropped.
+        Raises StoreUnavailable naming the log when a segment cannot be rewritten (no room), the rows dropped from what
+        is pending all the same (the next open drops them again)."""
+        def taken(r: StoredPreference) -> bool:
+            at = before.get((r.tenant, r.user_id, r.pref_id))
+            return at is not None and r.received() < at
+
+        users = {(t, u) for t, u, _ in before}
+        touched: set[UserKey] = set()  # whose records lost a row: only their segments are rewritten
         dropped = 0
         with self._io, self._cv:
             for entry in [e for key in users for e in self._by_user.get(key, {}).values()]:
-                kept = [r for r in entry.rows if (r.tenant, r.user_id, r.pref_id) not in wanted]
+                kept = [r for r in entry.rows if not taken(r)]
                 if len(kept) == len(entry.rows):
                     continue
                 dropped += len(entry.rows) - len(kept)
+                touched.add(entry.key)
                 if kept:  # the record's other rows stay pending: the tenant's count less the dropped ones
                     self._tenant_pending[entry.key[0]] -= len(entry.rows) - len(kept)
                     entry.rows = kept
                 else:  # not drained by the worker (`_unlist`), as a DELETE's
                     self._unpend(entry, staying=len(entry.rows))
-        for tenant, user_id in sorted(users):
+        for tenant, user_id in sorted(touched):
             self.drop_moved(tenant, user_id)
         return dropped
 

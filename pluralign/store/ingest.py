@@ -388,19 +388,22 @@ class Ingestor:
 
     def _drop_retracted(self, replayed: list[Entry], present: set[tuple[str, str, str]]) -> None:
         """Of the replayed records not in the table whole, the rows a retraction took back after they were received
-        (`Store.retracted`: through another replica, whose retraction could not rewrite this log) leave the log, from
+        (`Store.retracted_before`: through another replica, whose retraction could not rewrite this log) leave the log, from
         what is pending and from its files (`FeedbackLog.drop_rows`): moved again, a row taken back would come back."""
-        retracted = getattr(self.store, "retracted", None)
-        if retracted is None or not replayed:
+        retracted_before = getattr(self.store, "retracted_before", None)
+        if retracted_before is None or not replayed:
             return
-        gone = retracted([r for e in replayed for r in e.rows if (r.tenant, r.user_id, r.pref_id) not in present])
-        if not gone:
+        rows = [r for e in replayed for r in e.rows if (r.tenant, r.user_id, r.pref_id) not in present]
+        before = retracted_before(rows)  # per key: a row of it sent again after its retraction stays (the user's new word)
+        if not before:
             return
         try:
-            self.log.drop_rows(gone)
+            gone = self.log.drop_rows(before)
         except StoreUnavailable as exc:  # no room to rewrite a segment: not pending all the same (the next open drops them again)
             log.error("replayed feedback rows taken back through another replica stay in the log's files for now: %s", exc)
-        log.info("dropped %d replayed feedback rows taken back through another replica", len(gone))
+            gone = sum(1 for r in rows if r.received() < before.get((r.tenant, r.user_id, r.pref_id), float("-inf")))
+        if gone:
+            log.info("dropped %d replayed feedback rows taken back through another replica", gone)
 
     def submit(self, rows: list[StoredPreference], received_at: float | None = None, bounded: bool = True) -> None:
         """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival

@@ -5,8 +5,10 @@ A retraction (`service.users.retractions`) deletes one stored row from the share
 the row may still keep its moved record in a segment of its own feedback log; at its next start the log replays it,
 finds it missing from the table and would move it back in. So, with replicas, the retraction first appends a row here
 (the user by `user_hash`, the row by `pref_hash`, when it began), and a replica's replay drops a replayed row named
-here that was received before its retraction (`Store.retracted`; a row sent again later under the same id is the
-user's new word). A user's DELETE (and so a tenant's removal) deletes the user's rows here (`Store.delete_users`).
+here that was received before its retraction (`Store.retracted_before`; a row sent again later under the same id is
+the user's new word, kept even beside the record taken back). A user's DELETE (and so a tenant's removal) deletes the
+user's rows here (`Store.delete_users`); one finished for a user who came back meanwhile (`before`) only those of
+retractions begun before it.
 
 A new table in session 54 (an older release never opens it: nothing it reads changed); its rows are appended and never
 changed but by that DELETE.
