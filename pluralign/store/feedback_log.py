@@ -772,11 +772,7 @@ class FeedbackLog:
                               and entry.segment in self._segments})
             if not touched:
                 return
-            if touched[-1] == self._current and self._fd is not None:
-                old_fd = self._fd
-                self._open(self._current + 1)  # raises with the old one still open when it cannot
-                os.close(old_fd)
-                self._current += 1
+            self._leave_current(touched)
             for segment in touched:
                 self._rewrite(segment)
             fsync_dir(self.folder)
@@ -854,11 +850,7 @@ class FeedbackLog:
                 try:
                     # start a fresh segment: the old one is rewritten below (a closed log's is rewritten as the others),
                     # and the note covers it whole (their records written from now on go to later ones)
-                    if self._current in touched and self._fd is not None:
-                        old_fd = self._fd
-                        self._open(self._current + 1)  # raises with the old one still open when it cannot
-                        os.close(old_fd)
-                        self._current += 1
+                    self._leave_current(touched)
                     self._note_forgotten(held, before, touched[-1])
                 except OSError as exc:  # no room even for the note: dropped from what is pending all the same (below)
                     unnoted = exc
@@ -897,11 +889,7 @@ class FeedbackLog:
                 touched = sorted(s for s, info in self._segments.items() if key in info.users)
                 if not touched:
                     return 0
-                if self._current in touched and self._fd is not None:  # a fresh segment for what is written from now on
-                    old_fd = self._fd
-                    self._open(self._current + 1)  # raises with the old one still open when it cannot
-                    os.close(old_fd)
-                    self._current += 1
+                self._leave_current(touched)  # a fresh segment for what is written from now on
                 for segment in touched:
                     self._rewrite(segment)
                 fsync_dir(self.folder)
@@ -941,6 +929,16 @@ class FeedbackLog:
         for tenant, user_id in sorted(touched):
             self.drop_moved(tenant, user_id)
         return dropped
+
+    def _leave_current(self, touched: list[int]) -> None:
+        """Start a fresh segment when the one being written is among `touched` (segments about to be rewritten), so
+        records written from now on go to the next one. Raises OSError (no room) with the current one still open.
+        Under `_io` and `_cv`."""
+        if self._current in touched and self._fd is not None:
+            old_fd = self._fd
+            self._open(self._current + 1)
+            os.close(old_fd)
+            self._current += 1
 
     def _rewrite(self, segment: int) -> None:
         """`segment`'s file written again with only its pending records (removed when none is). Raises OSError (no room)
