@@ -138,7 +138,7 @@ OTHER_SERVERS: dict[str, tuple[str, str]] = {  # name: (what it is there, what t
     "repeat_penalty": ("a sampling parameter of other servers (llama.cpp)", ""),
     "length_penalty": ("a beam-search parameter of other servers (vLLM)", ""),
     "system": ("the system prompt of Anthropic's Messages API", " (send it as a `system` message in `messages`)"),
-    "stop_sequences": ("the stop strings of Anthropic's Messages API", " (send them as `stop`)"),
+    "stop_sequences": ("the list of stop strings of Anthropic's Messages API", " (send them as `stop`)"),
 }
 
 
