@@ -120,6 +120,28 @@ MetadataValue = Annotated[str, msgspec.Meta(max_length=512)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=16)]
 
 
+# Top-level chat parameters of other OpenAI-compatible servers that this API does not take, with what each is there. Their
+# closest field here means something else (`top_k` -> `top_p`, `min_tokens` -> `max_tokens`, `repetition_penalty` ->
+# `presence_penalty`, `system` -> `stream`): a client ported from another server that followed a "did you mean" would
+# change its request's meaning, so these are refused as another API's (`ChatRequest.unknown_problem`), without a hint
+# (review of session trial54, late54b). Where each name comes from:
+# - vLLM's `SamplingParams` (its OpenAI server's extra sampling parameters): top_k, min_p, min_tokens, repetition_penalty,
+#   length_penalty (its beam search's);
+# - Hugging Face TGI's `parameters`: top_k, repetition_penalty;
+# - llama.cpp's server (`/completion` and its OpenAI route): top_k, min_p, repeat_penalty;
+# - Anthropic's Messages API: top_k, system (its top-level system prompt), stop_sequences.
+OTHER_SERVERS: dict[str, tuple[str, str]] = {  # name: (what it is there, what this API takes instead, if anything)
+    "top_k": ("a sampling parameter of other servers (vLLM, TGI, llama.cpp, Anthropic's Messages API)", ""),
+    "min_p": ("a sampling parameter of other servers (vLLM, llama.cpp)", ""),
+    "min_tokens": ("a length parameter of other servers (vLLM)", ""),
+    "repetition_penalty": ("a sampling parameter of other servers (vLLM, TGI)", ""),
+    "repeat_penalty": ("a sampling parameter of other servers (llama.cpp)", ""),
+    "length_penalty": ("a beam-search parameter of other servers (vLLM)", ""),
+    "system": ("the system prompt of Anthropic's Messages API", " (send it as a `system` message in `messages`)"),
+    "stop_sequences": ("the list of stop strings of Anthropic's Messages API", " (send them as `stop`)"),
+}
+
+
 class ChatRequest(Base):
     """OpenAI's chat request. docs/api.md has a table of every field: supported, ignored or refused.
 
@@ -166,6 +188,18 @@ class ChatRequest(Base):
     prompt_cache_key: str | None = None
     prompt_cache_retention: str | None = None
     prompt_cache_options: dict | None = None
+
+    @staticmethod
+    def unknown_problem(field: str) -> str | None:
+        """The problem of an unknown field (its dotted path, from the strict decode, `service.strict`) that is a chat
+        parameter of another server (`OTHER_SERVERS`: `top_k`): `is a sampling parameter of other servers (vLLM, TGI,
+        ...) that this API does not take; docs/api.md lists the fields`, with no closest field offered (`min_tokens`'s
+        would be `max_tokens`). None for any other field, a typo of this API's (`max_token`) or one inside an object
+        (`pluralign.top_k`)."""
+        if field not in OTHER_SERVERS:
+            return None
+        what, instead = OTHER_SERVERS[field]
+        return f"is {what} that this API does not take{instead}; docs/api.md lists the fields"
 
     @staticmethod
     def choice_problem(field: str, body: bytes, got: str) -> tuple[str, str] | None:

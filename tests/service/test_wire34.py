@@ -222,6 +222,39 @@ def test_an_unknown_body_field_names_the_closest_field_it_has(svc, call, param, 
     assert body["message"] == f"`{param}`: unknown field{hint} ({route} lists the fields this API takes)", body
 
 
+@pytest.mark.parametrize("name, value, said", [
+    ("top_k", 40, "a sampling parameter of other servers (vLLM, TGI, llama.cpp, Anthropic's Messages API)"),
+    ("min_tokens", 8, "a length parameter of other servers (vLLM)"),
+    ("repetition_penalty", 1.1, "a sampling parameter of other servers (vLLM, TGI)"),
+    ("length_penalty", 1.0, "a beam-search parameter of other servers (vLLM)"),
+    ("system", "Be brief.", "the system prompt of Anthropic's Messages API"),
+])
+def test_another_servers_chat_parameter_is_said_to_be_one_not_hinted_as_a_field_of_ours(svc, name, value, said):
+    """Review late54b: the closest-field hint (session trial54) told a client ported from vLLM, TGI, llama.cpp or
+    Anthropic's API to change its request's meaning: `top_k` -> did you mean `top_p`?, `min_tokens` -> `max_tokens`,
+    `repetition_penalty`/`length_penalty` -> `presence_penalty`, `system` -> `stream`. Such a parameter is said to be
+    another server's, with no hint; a typo of ours is still hinted, and `pluralign.*` options and feedback are not read
+    as a chat's top level."""
+    client = openai.OpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=60)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**CHAT, extra_body={name: value})
+    body = caught.value.body
+    assert body["param"] == name and body["code"] == "unknown_parameter", body
+    assert body["message"].startswith(f"`{name}`: is {said} that this API does not take"), body
+    assert body["message"].endswith("; docs/api.md lists the fields") and "did you mean" not in body["message"], body
+    for call, param, hint in [  # the same name elsewhere is an unknown field of that object, hinted as before
+        (lambda: client.chat.completions.create(**CHAT, extra_body={"pluralign": {name: value}}), f"pluralign.{name}", None),
+        (lambda: client.post("/feedback", cast_to=object, body={**COMPARISON, name: value}), name, None),
+        (lambda: client.chat.completions.create(**CHAT, extra_body={"max_token": 5}), "max_token", "max_tokens"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            call()
+        body = caught.value.body
+        assert body["param"] == param and body["code"] == "unknown_parameter", body
+        assert body["message"].startswith(f"`{param}`: unknown field") and "other servers" not in body["message"], body
+        assert hint is None or f"(did you mean `{hint}`?)" in body["message"], body
+
+
 @pytest.mark.parametrize("key", ["a." * 499_900 + "b", "max_tokens" * 99_000])
 def test_a_megabyte_long_unknown_field_is_refused_without_reading_it_for_a_hint(svc, monkeypatch, key):
     """Review trial54: the closest-field hint split the client's unknown key into a path and walked it, then matched
