@@ -60,6 +60,7 @@ from service.users.controllers import (
     next_comparison,
     patch_stated,
     retract_preference,
+    retract_preference_by_query,
     score_responses,
 )
 from service.users.services import UnfinishedDeletes, keep_dropped_refits, refit_dropped
@@ -69,7 +70,8 @@ log = logging.getLogger("pluralign.service")
 
 TENANT_HANDLERS = (
     create_chat_completion, list_models, retrieve_model, create_feedback,
-    get_user, list_preferences, export_user, import_preferences, delete_user, retract_preference, score_responses,
+    get_user, list_preferences, export_user, import_preferences, delete_user, retract_preference,
+    retract_preference_by_query, score_responses,
     get_stated, patch_stated, next_comparison, list_users,
     put_calibration_pool, get_calibration_pool, delete_calibration_pool,
 )

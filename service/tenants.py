@@ -479,8 +479,12 @@ class TenantRemovals:
         set_aside = self.rt.ingest.dead_letters.forget_tenant(tenant)
         if self.rt.deletion_sweep is not None:  # and the other replicas' letters (`service.deletions.apply_deletions`)
             try:
-                self.rt.store.forget_retractions(tenant)  # its rows taken back (`pluralign.store.retractions`): none stays
+                # the record first: until it is written a replica replaying its log moves the tenant's rows in, and its
+                # retractions keep the rows taken back out (forgotten first, until task late54a, a failed write left a
+                # replica restarting before the next pass free to move a taken-back row back in). Written again when
+                # forgetting them fails (the next pass): a second record of a tenant applies as the first
                 self.rt.deletion_sweep.record_tenant(tenant, removal.started_at)
+                self.rt.store.forget_retractions(tenant)  # its rows taken back (`pluralign.store.retractions`): none stays
             except Exception as exc:  # noqa: BLE001 (Lance's errors are of many kinds: the store unreachable; tried again)
                 log.error("removing tenant %s: its record for the other replicas could not be written (tried again at "
                           "the next pass): %s", tenant, exc)

@@ -672,9 +672,29 @@ async def retract_preference(request: Request, user_id: FromPath[str], pref_id: 
     """The row leaves the store and the feedback log's files, the user's model is fitted again without it, and their
     adapter, when it may have been trained on it, is no longer served (`service.users.retractions`). 404 when the
     user holds no row under that id (whether another user or tenant does is not told), also for one retracted already:
-    sending it again is a 404 once it was done. Runs on the DELETEs' threads, as the user's DELETE (429, 503 as it)."""
+    sending it again is a 404 once it was done. Runs on the DELETEs' threads, as the user's DELETE (429, 503 as it).
+    `retract_preference_by_query` is the same with the id outside the path (safe for any id)."""
     rt, tenant, user_id = _user(request, user_id)
     pref_id = last_segment_sent(request.scope, pref_id)  # an id holding a `/`, sent as `%2F` (docs/api.md)
+    return await _retract(rt, tenant, user_id, pref_id)
+
+
+@delete("/v1/users/{user_id:str}/preferences", status_code=200, responses=error_responses(404, 429, 503, 507),
+        summary="Take back one stored preference, its id in the query (safe for any id)")
+async def retract_preference_by_query(request: Request, user_id: FromPath[str],
+                                      pref_id: Annotated[str | None, QueryParameter(name="pref_id")] = None) -> retractions.Retracted:
+    """`DELETE /v1/users/{user_id}/preferences?pref_id=...`: `retract_preference` (the same answers and 404s) with the
+    id in the query, which no URL client or proxy resolves as a dot segment (`..` in the path, even as `%2E%2E`, may
+    reach the service as the user's DELETE; task late54a). A 400 naming `pref_id` when it is absent or malformed."""
+    rt, tenant, user_id = _user(request, user_id)
+    if pref_id is None:
+        raise bad_request("pref_id", "required: the id of the preference to take back (`?pref_id=`, percent-encoded)")
+    return await _retract(rt, tenant, user_id, pref_id)
+
+
+async def _retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> retractions.Retracted:
+    """Both retraction routes past reading the id: a 400 naming `pref_id` for a malformed one, the retraction on the
+    DELETEs' threads (429 busy, 503 stopping or the store's lease held), a 404 when the user holds no such row."""
     if (problem := pref_id_problem(pref_id)) is not None:
         raise bad_request("pref_id", problem)
     try:
