@@ -16,6 +16,7 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -182,8 +183,16 @@ class Reader:
         pipes = [i for i, w in enumerate(words) if w in ("|", ">")]
         curl, rest = words[1 : pipes[0] if pipes else None], words[pipes[0] :] if pipes else []
         method, headers, data, url, it = None, {}, None, None, iter(curl)
+        as_query, encoded = False, []  # curl -G sends the -d/--data-urlencode data as the URL's query
         for word in it:
             if word in ("-s", "-N", "-i"):
+                continue
+            if word == "-G":
+                as_query = True
+                continue
+            if word == "--data-urlencode":  # `name=value`: the value percent-encoded (curl's man page)
+                name, _, value = self.expand(next(it), example.where).partition("=")
+                encoded.append(f"{name}={quote(value, safe='')}")
                 continue
             if word == "-I":
                 method = "HEAD"
@@ -199,6 +208,10 @@ class Reader:
                 raise AssertionError(f"{example.where}: curl option {word} is not run by this test: teach it")
             else:
                 url = self.expand(word, example.where)
+        if encoded:
+            data = "&".join(([data.decode()] if data is not None else []) + encoded).encode()
+        if as_query and data is not None:
+            url, data = url + ("&" if "?" in url else "?") + data.decode(), None
         if data is not None:
             headers.setdefault("Content-Type", "application/x-www-form-urlencoded")  # what curl -d sends
         r = httpx.request(method or ("POST" if data is not None else "GET"), url, headers=headers, content=data, timeout=120)
