@@ -879,7 +879,6 @@ def test_a_delete_finished_from_the_journal_keeps_what_another_replica_moves_in_
     the store yet), and b moves the row in before a's store's step. Before, that step deleted every row of the user in
     the table, that one too: feedback b had acknowledged after the DELETE began was lost. Now it deletes only the rows
     received before the DELETE began, as the pass would have had it looked a moment later."""
-    from tests.service.test_delete_stopped import Stopped
 
     a, b = replicas
     rt, user = a.runtime, "moved54"
@@ -887,14 +886,7 @@ def test_a_delete_finished_from_the_journal_keeps_what_another_replica_moves_in_
         assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
                                                  "rejected": "No."}).status_code == 201
         rt.ingest.flush()
-
-        def stopped(*args, **kwargs):
-            raise Stopped  # killed before its store's step
-
-        with monkeypatch.context() as patch:
-            patch.setattr(rt.store, "delete_user", stopped)
-            with pytest.raises(Stopped):
-                services_delete(rt, "acme", user)
+        a_delete_killed_before_its_store_step(rt, monkeypatch, user)
         with contextlib.ExitStack() as held:
             held.enter_context(b.runtime.ingest.held("acme", user))  # b is slow to move what it received
             assert acme_b.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Back?", "chosen": "Yes.",
@@ -922,7 +914,6 @@ def test_a_delete_finished_from_the_journal_keeps_a_stated_change_another_replic
     the users row and the stated changes, and the acknowledged change was lost (version 0, nothing stated). Now the
     pass looks again just before its store's step and, the user back, finishes the DELETE as for a returning user
     (`forget_before`): what they sent before it goes, the change stays."""
-    from tests.service.test_delete_stopped import Stopped
 
     a, b = replicas
     rt, user = a.runtime, "stated54"
@@ -930,14 +921,7 @@ def test_a_delete_finished_from_the_journal_keeps_a_stated_change_another_replic
         assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
                                                  "rejected": "No."}).status_code == 201
         rt.ingest.flush()
-
-        def stopped(*args, **kwargs):
-            raise Stopped  # killed before its store's step
-
-        with monkeypatch.context() as patch:
-            patch.setattr(rt.store, "delete_user", stopped)
-            with pytest.raises(Stopped):
-                services_delete(rt, "acme", user)
+        a_delete_killed_before_its_store_step(rt, monkeypatch, user)
         read, changed = rt.store.texts_of, []
 
         def texts_then_b_takes_a_change(tenant, user_ids, *before):  # a step of the pass after its look
@@ -961,7 +945,6 @@ def test_a_delete_finished_from_the_journal_keeps_a_row_another_replica_moves_in
     """Review of flake54: as the test before the one above, b moving the returning user's row in after the pass's
     second look (`came_back` just before its store's step, which now finds such a row) and before that step:
     the store's step deletes only the rows received before the DELETE began (`Store.delete_user` `before`)."""
-    from tests.service.test_delete_stopped import Stopped
 
     a, b = replicas
     rt, user = a.runtime, "moved54b"
@@ -969,14 +952,7 @@ def test_a_delete_finished_from_the_journal_keeps_a_row_another_replica_moves_in
         assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
                                                  "rejected": "No."}).status_code == 201
         rt.ingest.flush()
-
-        def stopped(*args, **kwargs):
-            raise Stopped  # killed before its store's step
-
-        with monkeypatch.context() as patch:
-            patch.setattr(rt.store, "delete_user", stopped)
-            with pytest.raises(Stopped):
-                services_delete(rt, "acme", user)
+        a_delete_killed_before_its_store_step(rt, monkeypatch, user)
         with contextlib.ExitStack() as held:
             held.enter_context(b.runtime.ingest.held("acme", user))  # b is slow to move what it received
             assert acme_b.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Back?", "chosen": "Yes.",
@@ -999,7 +975,6 @@ def test_a_delete_finished_from_the_journal_keeps_a_chat_another_replica_served_
     """Review of flake54: as the stated change's test above, the user back with a chat b served (and stored) after
     the pass's first look: it is theirs and stays, what they sent before goes. The look asks the interactions table
     for one count (`Store.interacted_since`), not every chat of the user (read twice now, in the store's turn)."""
-    from tests.service.test_delete_stopped import Stopped
     from tests.service.test_service_adapters import chat
 
     a, b = replicas
@@ -1008,14 +983,7 @@ def test_a_delete_finished_from_the_journal_keeps_a_chat_another_replica_served_
         assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.",
                                                  "rejected": "No."}).status_code == 201
         rt.ingest.flush()
-
-        def stopped(*args, **kwargs):
-            raise Stopped  # killed before its store's step
-
-        with monkeypatch.context() as patch:
-            patch.setattr(rt.store, "delete_user", stopped)
-            with pytest.raises(Stopped):
-                services_delete(rt, "acme", user)
+        a_delete_killed_before_its_store_step(rt, monkeypatch, user)
         read, served = rt.store.texts_of, []
 
         def texts_then_b_serves(tenant, user_ids, *before):  # a step of the pass after its look
@@ -1030,6 +998,19 @@ def test_a_delete_finished_from_the_journal_keeps_a_chat_another_replica_served_
         assert served == [200] and rt.delete_journal.unfinished("acme", user) is None
         rt.store.refresh("preferences", "interactions")
         assert rt.store.count_interactions("acme", user) == 1 and rt.store.count_preferences("acme", user) == 0
+
+
+def a_delete_killed_before_its_store_step(rt, monkeypatch, user_id: str) -> None:
+    """A DELETE of acme's `user_id` through `rt` killed before its store's step: its journal entry stays unfinished."""
+    from tests.service.test_delete_stopped import Stopped
+
+    def stopped(*args, **kwargs):
+        raise Stopped
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rt.store, "delete_user", stopped)
+        with pytest.raises(Stopped):
+            services_delete(rt, "acme", user_id)
 
 
 def services_delete(rt, tenant: str, user_id: str, unfinished=None) -> dict[str, int]:
@@ -1104,7 +1085,6 @@ def test_a_delete_finished_for_a_returning_user_clears_their_old_label_over_a_st
     retract54: a stated change b took after that read made the row read older than the stored one, so the write was
     dropped and the deleted feedback's label (`oops`) stayed on the user for good (a refit keeps the row's own). Now
     the write is made only over the row read, read again and redone over b's change: the label goes, the change stays."""
-    from tests.service.test_delete_stopped import Stopped
 
     a, b = replicas
     rt, user = a.runtime, "label54"
@@ -1113,14 +1093,7 @@ def test_a_delete_finished_for_a_returning_user_clears_their_old_label_over_a_st
                                                  "rejected": "No.", "attributes": {"oops": "yes"}}).status_code == 201
         rt.ingest.flush()
         assert acme_a.get(f"/v1/users/{user}").json()["attributes"] == {"oops": "yes"}
-
-        def stopped(*args, **kwargs):
-            raise Stopped  # killed before its store's step
-
-        with monkeypatch.context() as patch:
-            patch.setattr(rt.store, "delete_user", stopped)
-            with pytest.raises(Stopped):
-                services_delete(rt, "acme", user)
+        a_delete_killed_before_its_store_step(rt, monkeypatch, user)
         assert acme_b.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "less"}}).status_code == 200
         delete_before, get_user, changed = rt.store.delete_feedback_before, rt.store.get_user, []
 
