@@ -543,9 +543,13 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
 
 
 def file_trl(trl: TrlRow | None) -> TrlRow | None:
-    """A stored row's TRL form as a preference file is written with it: None (the row's own text, TRL's standard
-    form) for one whose messages a reader refuses (`messages_to_text`: a role outside MESSAGE_ROLES, which imports
-    before session rows42 stored), so that what the service writes reads again."""
+    """A stored row's TRL form as a preference file is written with it, so that what the service writes reads again:
+    None (the row's own text, TRL's standard form) for one whose messages a reader refuses (`messages_to_text`: a role
+    outside MESSAGE_ROLES, which imports before session rows42 stored); one mixing TRL's forms, an explicit prompt of
+    another form than its answers (imports before session trl55 stored it), in the conversational form with the same
+    text (a text prompt as one `user` message, a text answer as one `assistant` message: one message reads as its
+    content, `_joined`); and without the extra columns a reader refuses for their type (`extra_type_problem`: a
+    `score_chosen` of "high", stored before session trl55), the rest kept."""
     if trl is None:
         return None
     try:
@@ -554,7 +558,17 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
                 messages_to_text(messages, field, 0)
     except PreferenceError:
         return None
+    if trl.prompt is not None and isinstance(trl.prompt, str) != isinstance(trl.chosen, str):
+        trl = msgspec.structs.replace(trl, prompt=_as_messages(trl.prompt, "user"), chosen=_as_messages(trl.chosen, "assistant"),
+                                      rejected=_as_messages(trl.rejected, "assistant"))
+    while (wrong := extra_type_problem(trl.extra)) is not None:
+        trl = msgspec.structs.replace(trl, extra={k: v for k, v in trl.extra.items() if k != wrong[0]})
     return trl
+
+
+def _as_messages(text: str | list[Message], role: str) -> list[Message]:
+    """`text` as a one-message list of `role` (whose text is `text`, `_joined`); a message list as it is."""
+    return [{"role": role, "content": text}] if isinstance(text, str) else text
 
 
 def trl_as_compared(trl: TrlRow | None) -> TrlRow | None:
