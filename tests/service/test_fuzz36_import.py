@@ -158,3 +158,24 @@ def test_pluralign_data_import_of_such_a_row_names_the_file_line_and_field_and_s
     assert f"--path {path}: line 2, field `{field}`: " in stderr, stderr
     with svc.client("acme") as c:
         assert c.get(f"/v1/users/{user}/preferences").status_code == 404  # nothing sent
+
+
+@pytest.mark.parametrize(("columns", "field"), [
+    ({"prompt": ["Tea?", "Milk?"], "chosen": [YES, YES], "rejected": [NO, NO]}, "prompt"),
+    ({"prompt": ["Tea?", "Milk?"], "chosen": ["Yes.", "Yes."], "rejected": ["No.", "No."], "score_chosen": ["8.5", "high"]}, "score_chosen"),
+])
+def test_a_parquet_file_of_such_rows_is_named_by_its_row_and_sends_nothing(svc, tmp_path, capsys, columns, field):
+    """A Parquet file holds one type a column, so every row is of the kind: its text `prompt` column beside message-list
+    answers, or a `score_chosen` column of strings (a CSV's made Parquet). Before: sent and stored (`datasets` then read
+    the scores as strings); now exit 2 naming row 1 and the field, nothing sent."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    user = f"trl55-parquet-{field}"
+    path = tmp_path / "prefs.parquet"
+    pq.write_table(pa.table({"user_id": [user, user], **columns}), path)
+    code, stdout, stderr = cli(capsys, "data", "import", "--source", "parquet", "--path", str(path), "--url", svc.url, "--key", svc.keys["acme"])
+    assert code == 2 and stdout == "", (code, stdout, stderr)
+    assert f"--path {path}: row 1, field `{field}`: " in stderr, stderr
+    with svc.client("acme") as c:
+        assert c.get(f"/v1/users/{user}/preferences").status_code == 404  # nothing sent
