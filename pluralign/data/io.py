@@ -98,6 +98,36 @@ def extra_column_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+# TRL's extra columns that hold numbers: the score a dataset gives each answer (UltraFeedback's `score_chosen`,
+# `score_rejected`, which trainers filter and sort by) and its rating, which may be a list of them (one per aspect).
+# `datasets.load_dataset("json")` reads a column holding text beside numbers as Arrow's JSON type, not float64
+SCORE_COLUMNS = ("score_chosen", "score_rejected")
+RATING_COLUMNS = ("chosen_rating", "rejected_rating")
+
+
+def extra_type_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(column, problem) of the first of TRL's extra columns (`TrlRow.extra`) holding a value of another type than
+    its own: a score (SCORE_COLUMNS) that is not a number, a rating (RATING_COLUMNS) that is neither a number nor a
+    list of numbers (at any depth up to MAX_EXTRA_DEPTH; deeper is `extra_column_problem`'s). A null is absent and a
+    boolean no number. None when every one holds its type. What `row_to_preference` refuses, naming the column."""
+    for column in SCORE_COLUMNS:
+        if (value := extra.get(column)) is not None and not _number(value):
+            return column, (f"must be a number (the answer's score, as UltraFeedback's `score_chosen` and `score_rejected`), got {shorten(repr(value), 64, '...')}: "
+                            "leave it out (or null) for none")
+    for column in RATING_COLUMNS:
+        if (value := extra.get(column)) is not None and not _numbers(value, MAX_EXTRA_DEPTH):
+            return column, (f"must be a number or a list of numbers (one per aspect), got {shorten(repr(value), 64, '...')}: "
+                            "leave it out (or null) for none")
+    return None
+
+
+def _numbers(value: Any, depth_left: int) -> bool:
+    """Whether `value` is a number or a list of `_numbers`, lists nested past `depth_left` taken as they are."""
+    if not isinstance(value, list):
+        return _number(value)
+    return depth_left <= 0 or all(_numbers(item, depth_left - 1) for item in value)
+
+
 _INT_MIN, _INT_END = -(1 << 63), 1 << 64  # the integers msgpack (the feedback log) and Arrow keep: int64 and uint64
 _SURELY_SHORT = (MAX_EXTRA_BYTES - 2) // 6  # characters of a string within MAX_EXTRA_BYTES however JSON spells them (`\\u0000`)
 
@@ -352,13 +382,15 @@ def _line_texts(row: _Line) -> tuple[str, str, str, TrlRow | None] | None:
     text needs `surrogate_problem`."""
     prompt, chosen, rejected = row.prompt, row.chosen, row.rejected
     has_extra = _has_extra(row)
-    if isinstance(chosen, str) != isinstance(rejected, str):
+    if isinstance(chosen, str) != isinstance(rejected, str) or (prompt is not msgspec.UNSET and isinstance(prompt, str) != isinstance(chosen, str)):
         return None
     for messages in (prompt, chosen, rejected):
         if isinstance(messages, list) and not (messages and all("content" in m and m.keys() <= _MESSAGE_KEY_SET and m.get("role", "user") in _ROLE_SET
                                                                 for m in messages)):
             return None
     extra = {k: v for k in TRL_EXTRA_COLUMNS if (v := getattr(row, k)) is not msgspec.UNSET} if has_extra else {}
+    if extra and extra_type_problem(extra) is not None:
+        return None
     implicit = prompt is msgspec.UNSET
     plain = not implicit and isinstance(chosen, str) and isinstance(prompt, str) and not extra
     trl = None if plain else TrlRow(prompt=None if implicit else prompt, chosen=chosen, rejected=rejected, extra=extra)
@@ -425,10 +457,22 @@ def _missing_answer(row: dict[str, Any], line: int, field: str) -> PreferenceErr
     return PreferenceError(line, field, "missing required field")
 
 
-def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
-    """Sets `row`'s prompt, chosen and rejected to their text (the prompt found as the shared prefix in the
-    implicit form) and pops TRL's extra columns; returns the row's TRL form as it came (`TrlRow`).
-    PreferenceError for a missing, blank or mixed-form text, or two answers that are the same one."""
+# a row's prompt in another of TRL's forms than its answers (by whether the prompt is text): TRL judges a row's form by
+# any one of its columns (`trl.data_utils.is_conversational` pops one from a set) and joins `prompt + chosen`
+# (`apply_chat_template`, the DPO trainer's tokenizing), which fails for text beside a message list
+_ONE_FORM = ("TRL reads a row in one form, `prompt`, `chosen` and `rejected` all text (standard) or all message lists "
+             "(conversational): its trainers join `prompt + chosen` (trl.data_utils.apply_chat_template)")
+_MIXED_PROMPT = {
+    True: f"is text and `chosen` and `rejected` are message lists: {_ONE_FORM}; give the prompt as messages too, "
+          '[{"role": "user", "content": "..."}]',
+    False: f"is a message list and `chosen` and `rejected` are text: {_ONE_FORM}; give each answer as messages too, "
+           '[{"role": "assistant", "content": "..."}]',
+}
+
+
+def _check_forms(row: dict[str, Any], line: int, implicit: bool) -> None:
+    """PreferenceError unless `row`'s prompt (explicit), chosen and rejected are each there, text or a message list
+    `messages_to_text` takes (their null keys dropped), all of one of TRL's forms."""
     for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):
         if field not in row:
             raise _missing_answer(row, line, field)
@@ -436,7 +480,20 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
         messages_to_text(row[field], field, line)  # validates the form
     if isinstance(row["chosen"], str) != isinstance(row["rejected"], str):
         raise PreferenceError(line, "rejected", "`chosen` and `rejected` must both be strings or both message lists")
+    if not implicit and isinstance(row["prompt"], str) != isinstance(row["chosen"], str):
+        raise PreferenceError(line, "prompt", _MIXED_PROMPT[isinstance(row["prompt"], str)])
+
+
+def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
+    """Sets `row`'s prompt, chosen and rejected to their text (the prompt found as the shared prefix in the
+    implicit form) and pops TRL's extra columns; returns the row's TRL form as it came (`TrlRow`).
+    PreferenceError for a missing, blank or mixed-form text (an explicit prompt of another form than the answers
+    too: `_MIXED_PROMPT`), one of TRL's extra columns of another type (`extra_type_problem`), or two answers that
+    are the same one."""
+    _check_forms(row, line, implicit)
     extra = {k: row.pop(k) for k in TRL_EXTRA_COLUMNS if k in row}
+    if (wrong := extra_type_problem(extra)) is not None:
+        raise PreferenceError(line, *wrong)
     original = TrlRow(prompt=row.get("prompt"), chosen=row["chosen"], rejected=row["rejected"], extra=extra)
     if implicit:
         prompt, chosen, rejected = extract_prompt(row["chosen"], row["rejected"])
@@ -486,9 +543,13 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
 
 
 def file_trl(trl: TrlRow | None) -> TrlRow | None:
-    """A stored row's TRL form as a preference file is written with it: None (the row's own text, TRL's standard
-    form) for one whose messages a reader refuses (`messages_to_text`: a role outside MESSAGE_ROLES, which imports
-    before session rows42 stored), so that what the service writes reads again."""
+    """A stored row's TRL form as a preference file is written with it, so that what the service writes reads again:
+    None (the row's own text, TRL's standard form) for one whose messages a reader refuses (`messages_to_text`: a role
+    outside MESSAGE_ROLES, which imports before session rows42 stored); one mixing TRL's forms, an explicit prompt of
+    another form than its answers (imports before session trl55 stored it), in the conversational form with the same
+    text (a text prompt as one `user` message, a text answer as one `assistant` message: one message reads as its
+    content, `_joined`); and without the extra columns a reader refuses for their type (`extra_type_problem`: a
+    `score_chosen` of "high", stored before session trl55), the rest kept."""
     if trl is None:
         return None
     try:
@@ -497,7 +558,17 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
                 messages_to_text(messages, field, 0)
     except PreferenceError:
         return None
+    if trl.prompt is not None and isinstance(trl.prompt, str) != isinstance(trl.chosen, str):
+        trl = msgspec.structs.replace(trl, prompt=_as_messages(trl.prompt, "user"), chosen=_as_messages(trl.chosen, "assistant"),
+                                      rejected=_as_messages(trl.rejected, "assistant"))
+    while (wrong := extra_type_problem(trl.extra)) is not None:
+        trl = msgspec.structs.replace(trl, extra={k: v for k, v in trl.extra.items() if k != wrong[0]})
     return trl
+
+
+def _as_messages(text: str | list[Message], role: str) -> list[Message]:
+    """`text` as a one-message list of `role` (whose text is `text`, `_joined`); a message list as it is."""
+    return [{"role": role, "content": text}] if isinstance(text, str) else text
 
 
 def trl_as_compared(trl: TrlRow | None) -> TrlRow | None:

@@ -287,3 +287,45 @@ def test_a_cursor_an_earlier_version_wrote_on_a_millisecond_row_is_a_400_not_the
     error = r.json()["error"]
     assert error["param"] == "after" and "an earlier version" in error["message"] and "first page" in error["message"], error
     assert [p["pref_id"] for p in first["data"] + rest["data"]] == ["c0", "c1", "c2"] and rest["next_after"] is None
+
+
+def test_a_row_of_mixed_trl_forms_or_a_score_as_text_an_older_version_stored_exports_as_trl_reads_it(svc, hf, tmp_path):
+    """Session trl55. Since then an import refuses a prompt of another form than its answers and a score that is no
+    number (`pluralign.data.io.extra_type_problem`); before, such rows were stored with their TRL form and the export
+    wrote them back as they came: TRL's DPO trainer fails on the file (`prompt + chosen`, text plus a list), `datasets`
+    reads its `score_chosen` as a `Json` column, and the file no longer imported (a 400 naming `line 1.prompt`), into
+    another tenant or into the same user. Such a row is exported in the conversational form with the same text (a text
+    prompt as one user message, a text answer as one assistant message), a score of another type left out; it imports
+    anywhere, into its own user as the row held."""
+    from pluralign.data.record import TrlRow
+
+    rt = svc.runtime
+    ask, milk = {"role": "user", "content": "Milk or lemon?"}, {"role": "assistant", "content": "Milk."}
+    forms = [TrlRow(prompt="Tea or coffee?", chosen=[{"role": "assistant", "content": "Tea."}], rejected=[{"role": "assistant", "content": "Coffee."}],
+                    extra={"score_chosen": "high", "score_rejected": 2.0, "id": "t-1"}),
+             TrlRow(prompt=[ask], chosen="Milk.", rejected="Lemon.", extra={"score_chosen": 7.5, "chosen_rating": [4, "n/a"]})]
+    rows = [StoredPreference(tenant="acme", user_id="oldforms", pref_id=f"f{i}", prompt=prompt, chosen=chosen, rejected=rejected,
+                             kind="comparison", created_at=1_700_000_000.0 + i, trl=trl)
+            for i, (trl, (prompt, chosen, rejected)) in enumerate(zip(forms, [("Tea or coffee?", "Tea.", "Coffee."), ("Milk or lemon?", "Milk.", "Lemon.")],
+                                                                     strict=True))]
+    stored_as_an_older_version_stored(rt, rows)
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/oldforms/export", params={"format": "preferences"})
+        assert r.status_code == 200, r.text
+        again = c.post("/v1/users/oldforms/import", content=r.content, headers={"content-type": "application/x-ndjson"})
+    assert again.status_code == 201 and sorted(again.json()["already_stored"]) == ["f0", "f1"], again.text
+    lines = sorted((json.loads(text) for text in r.text.splitlines()), key=lambda line: line["pref_id"])
+    assert lines[0]["prompt"] == [{"role": "user", "content": "Tea or coffee?"}] and lines[0]["chosen"] == forms[0].chosen, lines[0]
+    assert (lines[0]["score_rejected"], lines[0]["id"]) == (2.0, "t-1") and "score_chosen" not in lines[0], lines[0]
+    assert (lines[1]["prompt"], lines[1]["chosen"], lines[1]["rejected"]) == ([ask], [milk], [{"role": "assistant", "content": "Lemon."}]), lines[1]
+    assert lines[1]["score_chosen"] == 7.5 and "chosen_rating" not in lines[1], lines[1]
+    export = tmp_path / "oldforms.jsonl"
+    export.write_bytes(r.content)
+    features = hf.run("ds = datasets.load_dataset('json', data_files=path, split='train', cache_dir=cache)\n"
+                      "result = {name: repr(feature) for name, feature in ds.features.items()}", path=str(export), cache=str(tmp_path / "hf"))
+    assert features["score_chosen"] == "Value('float64')" and features["prompt"].startswith("List("), features
+    with svc.client("globex") as c:  # the file moved to another tenant (or service)
+        imported = c.post("/v1/users/oldforms/import", content=r.content, headers={"content-type": "application/x-ndjson"})
+        assert imported.status_code == 201 and sorted(imported.json()["stored"]) == ["f0", "f1"], imported.text
+        page = c.get("/v1/users/oldforms/preferences").json()
+    assert sorted((p["prompt"], p["chosen"]) for p in page["data"]) == [("Milk or lemon?", "Milk."), ("Tea or coffee?", "Tea.")], page

@@ -12,6 +12,7 @@ import pytest
 
 from pluralign.data.io import _decode_line, preference_row, row_to_preference
 from tests.service.tiny import field_named, start_service
+from tests.unit.clitools import cli, write_jsonl
 
 USER = "fz36"
 
@@ -43,8 +44,10 @@ LINES = [
     json.dumps({"chosen": _conversation("Tea."), "rejected": _conversation("Coffee.")}).encode(),  # implicit, conversational
     # an id at uint64's edge (past it: a 400, test_fidelity37_roundtrip), kept with the row and exported back
     json.dumps({"chosen": "Tea? Yes.", "rejected": "Tea? No.", "id": 2**64 - 1, "score_chosen": -0.0, "chosen_model": None}).encode(),
-    json.dumps({"prompt": [{"role": "system", "content": "Be brief."}, {"content": "Tea?"}], "chosen": "Yes.", "rejected": "No."}).encode(),
-    json.dumps({"prompt": "Tea?", "chosen": [{"role": "assistant", "content": "Yes.", "name": None}],
+    # (a prompt of another form than its answers is refused since session trl55: REFUSED_ROWS below)
+    json.dumps({"prompt": [{"role": "system", "content": "Be brief."}, {"content": "Tea?"}], "chosen": [{"content": "Yes."}],
+                "rejected": [{"role": "assistant", "content": "No."}]}).encode(),
+    json.dumps({"prompt": [{"content": "Tea?", "name": None}], "chosen": [{"role": "assistant", "content": "Yes.", "name": None}],
                 "rejected": [{"role": None, "content": "No."}]}).encode(),  # null keys: absent
 ]
 
@@ -110,3 +113,69 @@ def test_an_imported_rows_trl_key_is_a_400_naming_it(svc):
         r = c.post("/v1/users/fz36-trl/import", content=json.dumps(row))
         assert r.status_code == 400 and field_named(r) == "line 1.trl", (r.status_code, r.text)
         assert "unknown field" in r.json()["error"]["message"], r.text
+
+
+# Session trl55: rows TRL cannot read back. TRL judges a row's form by one of its columns (`is_conversational` pops
+# any of prompt/chosen/rejected from a set) and concatenates `prompt + chosen` (`apply_chat_template`, the DPO
+# trainer's tokenize step), so a row must be all text or all message lists; TRL's scores are numbers.
+ASK, YES, NO = [{"role": "user", "content": "Tea?"}], [{"role": "assistant", "content": "Yes."}], [{"role": "assistant", "content": "No."}]
+REFUSED_ROWS = {
+    "text prompt, message answers": ({"prompt": "Tea?", "chosen": YES, "rejected": NO}, "prompt"),
+    "message prompt, text answers": ({"prompt": ASK, "chosen": "Yes.", "rejected": "No."}, "prompt"),
+    "text chosen, message rejected": ({"prompt": ASK, "chosen": "Yes.", "rejected": NO}, "rejected"),
+    "a score as text": ({"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "score_chosen": "high"}, "score_chosen"),
+    "a score as a boolean": ({"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "score_rejected": True}, "score_rejected"),
+    "a rating as text": ({"prompt": ASK, "chosen": YES, "rejected": NO, "chosen_rating": "5"}, "chosen_rating"),
+    "a rating list holding text": ({"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "rejected_rating": [4, "n/a"]}, "rejected_rating"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_ROWS))
+def test_a_row_trl_cannot_read_is_a_400_naming_its_line_and_field_nothing_stored(svc, case):
+    """Before: a 201, the row stored in its form and exported so (a `datasets` file TRL's DPO trainer fails on:
+    `str + list`, or a `score_chosen` column of Arrow's JSON type, not float64). Now a 400 naming `line 2.<field>`,
+    the good line 1 not stored either."""
+    row, field = REFUSED_ROWS[case]
+    user = f"trl55-http-{list(REFUSED_ROWS).index(case)}"
+    good = {"prompt": "Tea?", "chosen": "Yes, please.", "rejected": "No, thanks.", "score_chosen": 8.5, "chosen_rating": [4, 5.0]}
+    with svc.client("acme") as c:
+        r = c.post(f"/v1/users/{user}/import", content=json.dumps(good) + "\n" + json.dumps(row) + "\n")
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert field_named(r) == f"line 2.{field}", r.json()
+        assert c.get(f"/v1/users/{user}/preferences").status_code == 404  # nothing of the body was stored
+
+
+@pytest.mark.parametrize("case", list(REFUSED_ROWS))
+def test_pluralign_data_import_of_such_a_row_names_the_file_line_and_field_and_sends_nothing(svc, tmp_path, capsys, case):
+    """The same rows in a file sent with `pluralign data import` (the CLI in-process, the module's live service):
+    before, sent and stored; now exit 2 naming --path, the line and the field, nothing sent."""
+    row, field = REFUSED_ROWS[case]
+    user = f"trl55-cli-{list(REFUSED_ROWS).index(case)}"
+    path = write_jsonl(tmp_path / "prefs.jsonl", [{"user_id": user, "prompt": "Tea?", "chosen": "Yes, please.", "rejected": "No."},
+                                                  {"user_id": user, **row}])
+    code, stdout, stderr = cli(capsys, "data", "import", "--source", "jsonl", "--path", path, "--url", svc.url, "--key", svc.keys["acme"])
+    assert code == 2 and stdout == "", (code, stdout, stderr)
+    assert f"--path {path}: line 2, field `{field}`: " in stderr, stderr
+    with svc.client("acme") as c:
+        assert c.get(f"/v1/users/{user}/preferences").status_code == 404  # nothing sent
+
+
+@pytest.mark.parametrize(("columns", "field"), [
+    ({"prompt": ["Tea?", "Milk?"], "chosen": [YES, YES], "rejected": [NO, NO]}, "prompt"),
+    ({"prompt": ["Tea?", "Milk?"], "chosen": ["Yes.", "Yes."], "rejected": ["No.", "No."], "score_chosen": ["8.5", "high"]}, "score_chosen"),
+])
+def test_a_parquet_file_of_such_rows_is_named_by_its_row_and_sends_nothing(svc, tmp_path, capsys, columns, field):
+    """A Parquet file holds one type a column, so every row is of the kind: its text `prompt` column beside message-list
+    answers, or a `score_chosen` column of strings (a CSV's made Parquet). Before: sent and stored (`datasets` then read
+    the scores as strings); now exit 2 naming row 1 and the field, nothing sent."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    user = f"trl55-parquet-{field}"
+    path = tmp_path / "prefs.parquet"
+    pq.write_table(pa.table({"user_id": [user, user], **columns}), path)
+    code, stdout, stderr = cli(capsys, "data", "import", "--source", "parquet", "--path", str(path), "--url", svc.url, "--key", svc.keys["acme"])
+    assert code == 2 and stdout == "", (code, stdout, stderr)
+    assert f"--path {path}: row 1, field `{field}`: " in stderr, stderr
+    with svc.client("acme") as c:
+        assert c.get(f"/v1/users/{user}/preferences").status_code == 404  # nothing sent

@@ -147,7 +147,10 @@ def lines(draw) -> bytes:
         chosen, rejected = (_string(a, draw(st.booleans())) for a in _answers(draw))
     pairs = [(_key("chosen"), chosen), (_key("rejected"), rejected)]
     if not _rarely(draw, 4):  # explicit prompt, else the implicit form
-        pairs.append((_key("prompt"), _string(draw(st.sampled_from(TEXTS[:5])), True) if not _rarely(draw, 3) else _text_or_messages(draw)))
+        # of the answers' form (session trl55: TRL reads a row in one form; another is a bad row, as `_text_or_messages` draws)
+        ask = draw(st.sampled_from(TEXTS[:5])) if not _rarely(draw, 3) else None
+        prompt = _text_or_messages(draw) if ask is None else json.dumps([{"role": "user", "content": ask}]).encode() if conversational else _string(ask, True)
+        pairs.append((_key("prompt"), prompt))
     for field in ("prompt", "chosen", "rejected"):  # a field replaced by anything
         if _rarely(draw, 12):
             pairs.append((_key(field), _text_or_messages(draw) if draw(st.booleans()) else draw(values())))

@@ -35,7 +35,7 @@ def test_the_records_named_are_the_lines_of_path_when_bad_lines_are_skipped(tmp_
     code, _, stderr = cli(capsys, "data", "export", "--source", "jsonl", "--path", src, "--skip-bad", "--out", str(out))
     assert code == 2, (code, stderr)
     assert "text (line 2 of --path) and messages (line 3 of --path)" in stderr, stderr  # before: records 1 and 2
-    scores = [TEXT | {"score_chosen": 8.0}, bad, TEXT | {"score_chosen": "high"}]
+    scores = [TEXT | {"id": 8}, bad, TEXT | {"id": "r-8"}]  # (a score is a number since session trl55: "high" was here)
     src = write_jsonl(tmp_path / "scores.jsonl", [{"user_id": "ann", **row} for row in scores])
     code, _, stderr = cli(capsys, "data", "export", "--source", "jsonl", "--path", src, "--skip-bad", "--out", str(out))
     assert code == 2 and "holds a number (line 1 of --path) and text (line 3 of --path)" in stderr, stderr  # before: record 2
