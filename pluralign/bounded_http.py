@@ -23,12 +23,13 @@ too, by the connect's timeout and the request's deadline (`_Lookups`); until ses
 own timeouts only, so a DNS server that never answered held a chat and its thread past every bound. Neither library
 bounds it: httpcore's connect is `socket.create_connection`, which looks the name up unbounded, and anyio's
 `getaddrinfo` runs it on its event loop's executor, whose `anyio.run` waits for that thread as it ends (measured: a
-`fail_after(0.5)` around a lookup hung 3 s returned after 3.2 s); no resolver library is installed (dnspython would read
+`fail_after(0.5)` around a lookup hung 3 s returned after 3.0-3.2 s); no resolver library is installed (dnspython would read
 neither /etc/hosts nor nsswitch). So the lookup runs on a daemon thread of its own, one per name looked up at once
 (requests for a name under way wait on that one), and a request waits for it no longer than its bound; a lookup that
 hangs ends on its thread when the system resolver gives up (glibc: `timeout` x `attempts` per nameserver, 5 s x 2 by
-default). Measured: 254 us a lookup of `localhost` so, 25 us straight (`benchmarks/name_lookups.py`), once per
-new connection (connections are pooled); an address given as digits is not looked up.
+default). Measured (`benchmarks/name_lookups.py`, BENCHMARKS.md, session stream55): 242 us a lookup of `localhost` so,
+30 us straight, 854 us through `anyio.run`; once per new connection (connections are pooled); an address given as
+digits is not looked up.
 
 Writes are bounded a call at a time as httpcore makes them (a request's body, small here, goes in one); a server
 reading it a byte at a time could hold a write of a large one past the deadline (not the answers this is for).
