@@ -12,8 +12,9 @@ then closes the connection. So a request, its thread and its connection end at m
 
 An answer that is an event stream (`Content-Type: text/event-stream`: a streamed chat's) is bounded as a stream
 where the transport is given a `StreamBound`: its headers and its body's first piece by the request's deadline (the
-engine's queue and prefill, as a non-streamed answer whole), then each further piece within `idle_s` of the one before
-(progress: any piece of the body, an event or part of one), the whole within `total_s` of its sending; past either it
+engine's queue and prefill, as a non-streamed answer whole), then each further piece within `idle_s` of its reader's
+asking for it (progress: any piece of the body, an event or part of one; a reader slow to ask, the time it took its own,
+is not taken for the server's silence), the whole within `total_s` of its sending; past either it
 raises `StreamTimedOut` (an `httpx2.ReadTimeout`) naming the bound. Until session stream55 a stream was bounded whole by
 the request's deadline, the bound of a non-streamed call (120 s for a chat): a long answer from a slow or busy engine,
 its tokens coming steadily, was cut mid-way. A server dribbling a byte at a time makes progress: `total_s` ends it.
@@ -91,8 +92,9 @@ def _within(timeout: float | None, error: type[Exception]) -> float | None:
 @dataclass(frozen=True)
 class StreamBound:
     """How an answer that is an event stream (`text/event-stream`) is bounded past its first piece, which comes by the
-    request's deadline (`BoundedTransport`'s `stream`): each further piece of its body within `idle_s` seconds of the one
-    before (the time without progress), the whole within `total_s` seconds of the request's sending. ValueError for
+    request's deadline (`BoundedTransport`'s `stream`): each further piece of its body within `idle_s` seconds of its
+    reader's asking for it (the time the server sends nothing while it is waited for: progress), the whole within
+    `total_s` seconds of the request's sending. ValueError for
     either not above 0 and at most MAX_BOUND_S (a day). The bounds users of streaming engines set: a stall is given up
     after the idle bound however long the answer, and a long answer sent steadily is not cut by a non-streamed call's."""
 
@@ -118,19 +120,22 @@ class StreamTimedOut(httpx2.ReadTimeout):
 
 class _StreamClock:
     """The deadlines of one event stream's pieces under `bound`, from its request's sending (`sent_at`) and deadline
-    (`first`, None: none): the first piece by `first`, each later one within `idle_s` of the one before, every one by
-    `total_s` from the sending."""
+    (`first`, None: none): the first piece by `first`, each later one within `idle_s` of its reader's asking for it (not
+    of the piece before: a reader that took its time over a piece, the service's thread on a loaded machine, a library
+    user's loop, would find the server's next piece late though it waited in the socket), every one by `total_s` from
+    the sending."""
 
     def __init__(self, bound: StreamBound, sent_at: float, first: float | None) -> None:
         self.bound, self.sent_at, self.first = bound, sent_at, first
         self.end = sent_at + bound.total_s
-        self.last: float | None = None  # when the last piece came
+        self.begun = False  # a piece came
 
     def next_deadline(self) -> tuple[float, str]:
-        """(the `time.monotonic()` by which the next piece must come, the bound it is: "first", "idle" or "total")."""
-        if self.last is None:
+        """(the `time.monotonic()` by which the piece asked for now must come, the bound it is: "first", "idle" or
+        "total")."""
+        if not self.begun:
             return (self.first, "first") if self.first is not None and self.first < self.end else (self.end, "total")
-        idle = self.last + self.bound.idle_s
+        idle = time.monotonic() + self.bound.idle_s
         return (idle, "idle") if idle < self.end else (self.end, "total")
 
     def timed_out(self, bound: str) -> StreamTimedOut:
@@ -294,7 +299,7 @@ class _BoundedBody(httpx2.SyncByteStream):
             if piece is None:
                 return
             if self._clock is not None:
-                self._clock.last = time.monotonic()
+                self._clock.begun = True
             yield piece
 
     def close(self) -> None:

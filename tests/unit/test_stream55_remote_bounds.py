@@ -93,6 +93,21 @@ def test_a_stream_longer_than_the_timeout_whose_engine_sends_steadily_is_served_
     assert remote.generate(MESSAGES)[0][0].text == "once"  # a non-streamed call: as before
 
 
+def test_a_reader_slow_to_take_a_streams_pieces_is_not_taken_for_a_stalled_engine(pacing):
+    """The idle bound is the time the engine sends nothing while its next piece is waited for: a reader that takes longer
+    than `stream_idle_s` over each piece (a loaded machine's thread, a library user's loop) finds the pieces the engine
+    sent meanwhile, and the stream is served whole (a first version measured from the piece before: cut at the second
+    piece, though every piece waited in the socket)."""
+    Pacing.words, Pacing.every_s = 2, 0.05  # each event a piece of its own, all sent while the reader sleeps on the first
+    policy = RemotePolicy(timeout_s=5, stream_idle_s=0.15, stream_timeout_s=60, max_retries=0)
+    remote = RemoteGenerator(f"{pacing}/v1", "base", policy=policy)
+    pieces = []
+    for piece in remote.stream(MESSAGES):
+        pieces.append(piece)
+        time.sleep(0.25)
+    assert "".join(p for p in pieces if isinstance(p, str)) == "w0 w1", pieces
+
+
 def test_a_stream_the_engine_stalls_mid_way_is_cut_at_the_idle_bound(pacing):
     """An engine that sends a few tokens and then nothing (hung, its connection open) holds the stream no longer than
     `stream_idle_s` past its last piece: GenerationTimedOut naming that bound, the connection closed (the engine sees
