@@ -445,11 +445,15 @@ class RemoteGenerator:
     def _stream(self, messages: Sequence[dict[str, str]], sampling: Sampling, adapter: str | None) -> Iterator[str | Candidate]:
         # the request made at each send: one sent again after the adapter's load again names it as loaded again (its
         # weights' version may be new: `served_name`)
-        try:
-            chunks = self._chat(lambda: self._client.chat.completions.create(**self._request(messages, 1, sampling, adapter),
-                                                                             stream=True, stream_options={"include_usage": True}), adapter)
-        except GenerationTimedOut as exc:  # its headers not sent within `timeout_s`, each try
-            raise self._stream_timed_out(exc, exc.tries) from exc.__cause__
+        def send():
+            try:
+                return self._client.chat.completions.create(**self._request(messages, 1, sampling, adapter), stream=True,
+                                                            stream_options={"include_usage": True})
+            except openai.APITimeoutError as exc:  # its headers not sent within `timeout_s`, each try (not an adapter's
+                # load again, `_chat`'s: that one is `_call`'s "did not answer")
+                raise self._stream_timed_out(exc, 1 + self.policy.max_retries) from exc
+
+        chunks = self._chat(send, adapter)
         text, finish, usage = "", "stop", None
 
         def server_pieces() -> Iterator[str]:
