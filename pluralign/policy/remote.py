@@ -438,7 +438,10 @@ class RemoteGenerator:
         usage of this stream (until session remote52 the prompt's count was kept here for the service to ask by the
         conversation: a chat of the same conversation planned meanwhile took it, and the stream's count was then asked of
         `/tokenize` after the whole answer streamed, a failing one an error event after it). The adapter is in use until
-        the stream ends or is closed."""
+        the stream ends or is closed. Raises GenerationTimedOut (its `bound` the policy's field) when the server does not
+        begin the answer within `policy.timeout_s` (each try), sends no piece of it for `policy.stream_idle_s` while the
+        next is waited for, or does not end it within `policy.stream_timeout_s` of its sending; the pieces before were
+        yielded, and the connection is closed (vLLM aborts the request)."""
         with self._use.generation(adapter):
             yield from self._stream(messages, sampling, adapter)
 
