@@ -10,12 +10,34 @@ one begun past the deadline raises httpx's timeout for it (ReadTimeout, WriteTim
 then closes the connection. So a request, its thread and its connection end at most one step's wait past the deadline
 (a step begun just before it waits no longer than the time left): no thread is left behind.
 
+An answer that is an event stream (`Content-Type: text/event-stream`: a streamed chat's) is bounded as a stream
+where the transport is given a `StreamBound`: its headers and its body's first piece by the request's deadline (the
+engine's queue and prefill, as a non-streamed answer whole), then each further piece within `idle_s` of its reader's
+asking for it (progress: any piece of the body, an event or part of one; a reader slow to ask, the time it took its own,
+is not taken for the server's silence), the whole within `total_s` of its sending; past either it
+raises `StreamTimedOut` (an `httpx2.ReadTimeout`) naming the bound. Until session stream55 a stream was bounded whole by
+the request's deadline, the bound of a non-streamed call (120 s for a chat): a long answer from a slow or busy engine,
+its tokens coming steadily, was cut mid-way. A server dribbling a byte at a time makes progress: `total_s` ends it.
+
+The lookup of a server's name (`getaddrinfo`, the system resolver: /etc/hosts, DNS as resolv.conf says) is bounded
+too, by the connect's timeout and the request's deadline (`_Lookups`); until session stream55 by the system resolver's
+own timeouts only, so a DNS server that never answered held a chat and its thread past every bound. Neither library
+bounds it: httpcore's connect is `socket.create_connection`, which looks the name up unbounded, and anyio's
+`getaddrinfo` runs it on its event loop's executor, whose `anyio.run` waits for that thread as it ends (measured: a
+`fail_after(0.5)` around a lookup hung 3 s returned after 3.0-3.2 s); no resolver library is installed (dnspython would read
+neither /etc/hosts nor nsswitch). So the lookup runs on a daemon thread of its own, one per name looked up at once
+(requests for a name under way wait on that one), and a request waits for it no longer than its bound; a lookup that
+hangs ends on its thread when the system resolver gives up (glibc: `timeout` x `attempts` per nameserver, 5 s x 2 by
+default). Measured (`benchmarks/name_lookups.py`, BENCHMARKS.md, session stream55): 242 us a lookup of `localhost` so,
+30 us straight, 854 us through `anyio.run`; once per new connection (connections are pooled); an address given as
+digits is not looked up.
+
 Writes are bounded a call at a time as httpcore makes them (a request's body, small here, goes in one); a server
 reading it a byte at a time could hold a write of a large one past the deadline (not the answers this is for).
-Nor are two waits of connecting (review of session remote54): the resolution of the server's name (`getaddrinfo`,
-bounded by the system resolver's own timeouts only), and a name resolving to several addresses, each of which
-`socket.create_connection` gives the whole wait the connect was given (the time left when it began, at most): addresses
-that drop the attempt silently (an IPv6 route that goes nowhere) hold a request up to that many times as long.
+A name resolving to several addresses is tried an address at a time, each given the connect's timeout or the time
+left to the deadline, the less (as `socket.create_connection` gives each the connect's whole wait): addresses that
+drop the attempt silently (an IPv6 route that goes nowhere) hold a request up to that many connect timeouts, within
+its deadline.
 
 A client made by `bounded_client` sends its requests through the proxy the environment names for their URL
 (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, or in lower case: as httpx reads them), each bounded whole the
@@ -25,10 +47,15 @@ requests went straight to the server, and one reached through an egress proxy wa
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
+import ipaddress
+import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import httpcore2
 import httpx2
@@ -45,6 +72,9 @@ LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
 
 # the deadline of the request whose socket steps this thread makes now: set around each call into httpcore
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("pluralign_http_deadline", default=None)
+# set while an event stream's body is read under a `StreamBound`: its reads wait for its deadline alone, not httpx's read
+# timeout (a stream's `idle_s` may be longer than the read timeout its client was given for a whole non-streamed answer)
+_DEADLINE_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("pluralign_http_deadline_only", default=False)
 
 
 def _within(timeout: float | None, error: type[Exception]) -> float | None:
@@ -56,7 +86,117 @@ def _within(timeout: float | None, error: type[Exception]) -> float | None:
     left = deadline - time.monotonic()
     if left <= 0:
         raise error("the request's deadline passed (it is bounded whole)")
-    return left if timeout is None else min(timeout, left)
+    return left if timeout is None or _DEADLINE_ONLY.get() else min(timeout, left)
+
+
+@dataclass(frozen=True)
+class StreamBound:
+    """How an answer that is an event stream (`text/event-stream`) is bounded past its first piece, which comes by the
+    request's deadline (`BoundedTransport`'s `stream`): each further piece of its body within `idle_s` seconds of its
+    reader's asking for it (the time the server sends nothing while it is waited for: progress), the whole within
+    `total_s` seconds of the request's sending. ValueError for
+    either not above 0 and at most MAX_BOUND_S (a day). The bounds users of streaming engines set: a stall is given up
+    after the idle bound however long the answer, and a long answer sent steadily is not cut by a non-streamed call's."""
+
+    idle_s: float
+    total_s: float
+
+    def __post_init__(self) -> None:
+        for name in ("idle_s", "total_s"):
+            if not 0 < getattr(self, name) <= MAX_BOUND_S:  # nan too
+                raise ValueError(f"`{name}` must be above 0 and at most {MAX_BOUND_S:g} seconds, got {getattr(self, name)}")
+
+
+class StreamTimedOut(httpx2.ReadTimeout):
+    """An event stream's answer given up by a bound of its own (`StreamBound`): `bound` "first" (its first piece did not
+    come by the request's deadline), "idle" (no piece for `StreamBound.idle_s`) or "total" (not ended within
+    `StreamBound.total_s` of its sending); `bound_s`: that bound, in seconds. An `httpx2.ReadTimeout`, so a client taking
+    httpx's timeouts takes it (the `openai` client's stream raises it as it is)."""
+
+    def __init__(self, message: str, bound: str, bound_s: float) -> None:
+        super().__init__(message)
+        self.bound, self.bound_s = bound, bound_s
+
+
+class _StreamClock:
+    """The deadlines of one event stream's pieces under `bound`, from its request's sending (`sent_at`) and deadline
+    (`first`, None: none): the first piece by `first`, each later one within `idle_s` of its reader's asking for it (not
+    of the piece before: a reader that took its time over a piece, the service's thread on a loaded machine, a library
+    user's loop, would find the server's next piece late though it waited in the socket), every one by `total_s` from
+    the sending."""
+
+    def __init__(self, bound: StreamBound, sent_at: float, first: float | None) -> None:
+        self.bound, self.sent_at, self.first = bound, sent_at, first
+        self.end = sent_at + bound.total_s
+        self.begun = False  # a piece came
+
+    def next_deadline(self) -> tuple[float, str]:
+        """(the `time.monotonic()` by which the piece asked for now must come, the bound it is: "first", "idle" or
+        "total")."""
+        if not self.begun:
+            return (self.first, "first") if self.first is not None and self.first < self.end else (self.end, "total")
+        idle = time.monotonic() + self.bound.idle_s
+        return (idle, "idle") if idle < self.end else (self.end, "total")
+
+    def timed_out(self, bound: str) -> StreamTimedOut:
+        if bound == "first":
+            seconds = self.first - self.sent_at
+            return StreamTimedOut(f"the event stream's first piece did not come within {seconds:.3g} s of its request", bound, seconds)
+        if bound == "idle":
+            return StreamTimedOut(f"no piece of the event stream came for {self.bound.idle_s:g} s", bound, self.bound.idle_s)
+        return StreamTimedOut(f"the event stream did not end within {self.bound.total_s:g} s", bound, self.bound.total_s)
+
+
+class _Lookups:
+    """Server names looked up (`socket.getaddrinfo`: the system resolver, /etc/hosts and DNS as the system says), each
+    waited for no longer than the caller's bound: a lookup runs on a daemon thread of its own, one per (name, port) at
+    once (callers asking for one under way wait on it), and goes on there when its callers stop waiting, until the
+    resolver gives up (module docstring: neither httpcore nor anyio bounds it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._under_way: dict[tuple[str, int], concurrent.futures.Future] = {}
+
+    def addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
+        """The addresses of `host` (in the resolver's order, each once) within `timeout` seconds (None: as long as the
+        resolver takes). Raises httpcore's ConnectTimeout past it, its ConnectError when the resolver fails (no such
+        name, no answer)."""
+        key = (host, port)
+        with self._lock:
+            lookup = self._under_way.get(key)
+            if lookup is None:
+                lookup = self._under_way[key] = concurrent.futures.Future()
+                threading.Thread(target=self._look_up, args=(key, lookup), name="name-lookup", daemon=True).start()
+        try:
+            found = lookup.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise httpcore2.ConnectTimeout(f"the lookup of the name {host!r} took longer than {timeout:.3g} s") from None
+        except OSError as exc:  # socket.gaierror
+            raise httpcore2.ConnectError(str(exc)) from exc
+        return list(dict.fromkeys(str(info[4][0]) for info in found))
+
+    def _look_up(self, key: tuple[str, int], lookup: concurrent.futures.Future) -> None:
+        try:
+            found, failure = socket.getaddrinfo(key[0], key[1], 0, socket.SOCK_STREAM), None
+        except Exception as exc:  # noqa: BLE001 (handed to the callers, raised there)
+            found, failure = None, exc
+        with self._lock:  # a lookup asked from now on is a new one
+            del self._under_way[key]
+        if failure is None:
+            lookup.set_result(found)
+        else:
+            lookup.set_exception(failure)
+
+
+_LOOKUPS = _Lookups()
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _BoundedStream(httpcore2.NetworkStream):
@@ -82,14 +222,26 @@ class _BoundedStream(httpcore2.NetworkStream):
 
 
 class _BoundedBackend(httpcore2.NetworkBackend):
-    """httpcore's own (`SyncBackend`), its connections `_BoundedStream`s, each connect bounded by the deadline too."""
+    """httpcore's own (`SyncBackend`), its connections `_BoundedStream`s, each connect bounded by the deadline too, the
+    lookup of the server's name included (`_Lookups`)."""
 
     def __init__(self) -> None:
         self._backend = httpcore2.SyncBackend()
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None) -> httpcore2.NetworkStream:
-        timeout = _within(timeout, httpcore2.ConnectTimeout)
-        return _BoundedStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+        """A connection to `host`'s first address that takes one, tried in the resolver's order (as
+        `socket.create_connection` does), the lookup and each try given `timeout` or the time left to the deadline, the
+        less; the last try's error when none does."""
+        name = host.decode("ascii") if isinstance(host, bytes) else host
+        addresses = [name] if _is_address(name) else _LOOKUPS.addresses(name, port, _within(timeout, httpcore2.ConnectTimeout))
+        failure: Exception = httpcore2.ConnectError(f"the name {name!r} has no address")
+        for address in addresses:
+            wait = _within(timeout, httpcore2.ConnectTimeout)  # raises past the deadline
+            try:
+                return _BoundedStream(self._backend.connect_tcp(address, port, wait, local_address, socket_options))
+            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
+                failure = exc
+        raise failure
 
     def connect_unix_socket(self, path, timeout=None, socket_options=None) -> httpcore2.NetworkStream:
         return _BoundedStream(self._backend.connect_unix_socket(path, _within(timeout, httpcore2.ConnectTimeout), socket_options))
@@ -103,15 +255,17 @@ _HTTPCORE_ERRORS = (httpcore2.TimeoutException, httpcore2.NetworkError, httpcore
 
 
 @contextlib.contextmanager
-def _bounded(deadline: float | None) -> Iterator[None]:
-    """Within: this thread's socket steps bounded by `deadline`; httpcore's errors raised as httpx's (as httpx's own
-    transport does: the same names, the most specific first)."""
-    token = _DEADLINE.set(deadline)
+def _bounded(deadline: float | None, deadline_only: bool = False) -> Iterator[None]:
+    """Within: this thread's socket steps bounded by `deadline` (`deadline_only`: by it alone, not by httpx's own
+    timeouts too); httpcore's errors raised as httpx's (as httpx's own transport does: the same names, the most specific
+    first)."""
+    token, only = _DEADLINE.set(deadline), _DEADLINE_ONLY.set(deadline_only)
     try:
         yield
     except _HTTPCORE_ERRORS as exc:
         raise _as_httpx(exc) from exc
     finally:
+        _DEADLINE_ONLY.reset(only)
         _DEADLINE.reset(token)
 
 
@@ -125,19 +279,27 @@ def _as_httpx(exc: Exception) -> Exception:
 
 
 class _BoundedBody(httpx2.SyncByteStream):
-    """An answer's body, each piece read by the request's deadline (the reader may be another thread than the sender's:
-    a stream's)."""
+    """An answer's body, each piece read by the request's deadline, or as an event stream's `clock` says (the reader
+    may be another thread than the sender's: a stream's)."""
 
-    def __init__(self, pieces: Iterable[bytes], deadline: float | None) -> None:
-        self._pieces, self._deadline = pieces, deadline
+    def __init__(self, pieces: Iterable[bytes], deadline: float | None, clock: _StreamClock | None = None) -> None:
+        self._pieces, self._deadline, self._clock = pieces, deadline, clock
 
     def __iter__(self) -> Iterator[bytes]:
         pieces = iter(self._pieces)
         while True:
-            with _bounded(self._deadline):
-                piece = next(pieces, None)
+            deadline, bound = (self._deadline, None) if self._clock is None else self._clock.next_deadline()
+            try:
+                with _bounded(deadline, deadline_only=bound is not None):
+                    piece = next(pieces, None)
+            except httpx2.TimeoutException as exc:
+                if self._clock is None or bound is None:
+                    raise
+                raise self._clock.timed_out(bound) from exc
             if piece is None:
                 return
+            if self._clock is not None:
+                self._clock.begun = True
             yield piece
 
     def close(self) -> None:
@@ -153,16 +315,17 @@ class BoundedTransport(httpx2.BaseTransport):
     request's `DEADLINE` extension (a `time.monotonic()`) where it has one, else `bound_s` seconds (None: no bound
     but the request's own timeouts) after it is sent (each try of the `openai` client's is a request of its own). Past
     it, the step under way raises httpx's timeout for that step (`httpx2.TimeoutException`) and the connection is
-    closed. ValueError for a `bound_s` not above 0 and at most MAX_BOUND_S (a day). `proxy`: the URL of a proxy every
+    closed. ValueError for a `bound_s` not above 0 and at most MAX_BOUND_S (a day). `stream`: how an answer that is an
+    event stream (`text/event-stream`) is bounded past its first piece (`StreamBound`; None: whole, as any). `proxy`: the URL of a proxy every
     request goes through (http, https, socks5, socks5h), or None: straight to the server (`bounded_client` picks it by
     the environment, as httpx does). HTTP/1.1, connections pooled as `limits` says; TLS verified by the system's certificates
     (`httpx2.create_ssl_context()`, httpx's default)."""
 
     def __init__(self, bound_s: float | None = None, limits: httpx2.Limits = LIMITS,
-                 proxy: str | httpx2.URL | httpx2.Proxy | None = None) -> None:
+                 proxy: str | httpx2.URL | httpx2.Proxy | None = None, stream: StreamBound | None = None) -> None:
         if bound_s is not None and not 0 < bound_s <= MAX_BOUND_S:  # nan too
             raise ValueError(f"`bound_s` must be above 0 and at most {MAX_BOUND_S:g} seconds, or None, got {bound_s}")
-        self.bound_s = bound_s
+        self.bound_s, self.stream = bound_s, stream
         pool = dict(ssl_context=httpx2.create_ssl_context(), max_connections=limits.max_connections,
                     max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
                     network_backend=_BoundedBackend())
@@ -179,9 +342,10 @@ class BoundedTransport(httpx2.BaseTransport):
             self._pool = httpcore2.SOCKSProxy(proxy_url=url, proxy_auth=via.raw_auth, **pool)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        sent_at = time.monotonic()
         deadline = request.extensions.get(DEADLINE)
         if deadline is None and self.bound_s is not None:
-            deadline = time.monotonic() + self.bound_s
+            deadline = sent_at + self.bound_s
         extensions = {key: value for key, value in request.extensions.items() if key != DEADLINE}
         with _bounded(deadline):  # the wait for a pooled connection too (httpcore's "pool" timeout)
             timeouts = dict(request.extensions.get("timeout", {}))
@@ -192,16 +356,25 @@ class BoundedTransport(httpx2.BaseTransport):
                                   target=request.url.raw_path),
                 headers=request.headers.raw, content=request.stream, extensions={**extensions, "timeout": timeouts})
             answer = self._pool.handle_request(sent)
-        return httpx2.Response(status_code=answer.status, headers=answer.headers, stream=_BoundedBody(answer.stream, deadline),
+        clock = None
+        if self.stream is not None and _is_event_stream(answer.headers):
+            clock = _StreamClock(self.stream, sent_at, deadline)
+        return httpx2.Response(status_code=answer.status, headers=answer.headers, stream=_BoundedBody(answer.stream, deadline, clock),
                                extensions=answer.extensions)
 
     def close(self) -> None:
         self._pool.close()
 
 
-def bounded_client(client: type[httpx2.Client] = httpx2.Client, bound_s: float | None = None, **options) -> httpx2.Client:
+def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"content-type" and value.lower().lstrip().startswith(b"text/event-stream") for name, value in headers)
+
+
+def bounded_client(client: type[httpx2.Client] = httpx2.Client, bound_s: float | None = None, stream: StreamBound | None = None,
+                   **options) -> httpx2.Client:
     """A `client` (`httpx2.Client` or a subclass: the `openai` client's `DefaultHttpxClient`; `options` its other
-    arguments) whose every request is bounded whole (`BoundedTransport(bound_s)`), sent through the proxy the
+    arguments) whose every request is bounded whole (`BoundedTransport(bound_s)`), an event stream's answer past its first
+    piece as `stream` says (`StreamBound`; None: whole, as any), sent through the proxy the
     environment names for its URL, as httpx's own client does (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, or
     in lower case; none with `trust_env=False`, nor with a `proxy` given, which every request goes through, bounded
     too), each through such a proxy bounded the same way. ValueError naming the
@@ -212,15 +385,15 @@ def bounded_client(client: type[httpx2.Client] = httpx2.Client, bound_s: float |
     proxy = options.pop("proxy", None)
     if proxy is not None:  # every request through it, the environment's read for none (as httpx's client does), bounded:
         # passed on, httpx made its own transport for it, unbounded (until review late54b)
-        mounts = {"all://": BoundedTransport(bound_s, proxy=proxy)}
+        mounts = {"all://": BoundedTransport(bound_s, proxy=proxy, stream=stream)}
     else:
         proxies = get_environment_proxies() if options.get("trust_env", True) else {}
-        mounts = {pattern: None if url is None else _proxy_transport(bound_s, pattern, url)  # None: `transport`, no proxy
+        mounts = {pattern: None if url is None else _proxy_transport(bound_s, pattern, url, stream)  # None: `transport`, no proxy
                   for pattern, url in proxies.items()}
-    return client(transport=BoundedTransport(bound_s), mounts={**mounts, **options.pop("mounts", {})}, **options)
+    return client(transport=BoundedTransport(bound_s, stream=stream), mounts={**mounts, **options.pop("mounts", {})}, **options)
 
 
-def _proxy_transport(bound_s: float | None, pattern: str, url: str) -> BoundedTransport:
+def _proxy_transport(bound_s: float | None, pattern: str, url: str, stream: StreamBound | None = None) -> BoundedTransport:
     """`BoundedTransport(bound_s, proxy=url)` for the environment's proxy of `pattern` (`https://`, `all://`); ValueError
     naming its variable when it cannot be used."""
     import importlib.util
@@ -236,6 +409,6 @@ def _proxy_transport(bound_s: float | None, pattern: str, url: str) -> BoundedTr
         raise ValueError(f"{said}: a SOCKS proxy, which needs the `socksio` package, not installed (pip install socksio); "
                          "or name the servers in NO_PROXY")
     try:
-        return BoundedTransport(bound_s, proxy=url)
+        return BoundedTransport(bound_s, proxy=url, stream=stream)
     except ValueError as exc:  # a scheme httpx has no proxy for (its message hides the password)
         raise ValueError(f"{said}: {redacted(str(exc))}") from None

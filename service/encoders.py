@@ -30,10 +30,11 @@ def folder_encoder_id(name: str) -> str:
     return path.name or path.resolve().name or str(path.resolve())
 
 
-def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None) -> Encoder:
+def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 60.0) -> Encoder:
     """`minilm`, `minilm-onnx`, `minilm-onnx-int8`, `smollm2`, a sentence-transformers folder, or
     `openai:URL` for a server speaking OpenAI's /v1/embeddings (`model_id` names its model; default
-    MiniLM's id, which the tables and the PAL checkpoint must have been made with). Raises
+    MiniLM's id, which the tables and the PAL checkpoint must have been made with; `timeout_s` bounds each try of a
+    request to it whole: `RemoteEncoder`'s `timeout`, the setting `encoder_timeout_s`). Raises
     ValueError for an unknown name or a folder that holds no sentence-transformers model."""
     from pluralign.embed.encoders import SentenceEncoder, make_encoder
 
@@ -45,7 +46,7 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
 
         model = model_id or MINILM_ID
         known = IDENTITIES.get(model)  # MiniLM's: the word pieces the local encoder reads, which the server must read too
-        return RemoteEncoder(name.removeprefix("openai:"), model, api_key=api_key, request_headers=outgoing_headers,
+        return RemoteEncoder(name.removeprefix("openai:"), model, api_key=api_key, timeout=timeout_s, request_headers=outgoing_headers,
                              max_length=known.max_length if known is not None else None)
     if is_model_folder(name):
         try:

@@ -389,7 +389,8 @@ def encoder_unavailable(exc: Exception) -> ServiceUnavailableException:
 
     why = "failed or could not be reached (the operator's log says why)"
     if isinstance(exc, EncoderTimedOut):
-        why = f"did not send its whole answer within {exc.bound_s:g} s" + (f" (each of {exc.tries} tries)" if exc.tries > 1 else "")
+        why = (f"did not send its whole answer within {exc.bound_s:g} s" + (f" (each of {exc.tries} tries)" if exc.tries > 1 else "")
+               + " (PLURALIGN_ENCODER_TIMEOUT_S)")
     return ServiceUnavailableException(
         detail=f"embedding is unavailable for now: the embeddings server (PLURALIGN_ENCODER) {why}; the request was not "
                "finished: send it again", headers={"Retry-After": str(ENCODER_RETRY_AFTER)})

@@ -81,20 +81,22 @@ class ForgetIncomplete(RuntimeError):
 
 def make_generator(
     name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 120.0, retries: int = 2,
-    own_process: bool = False, stall_s: float = 60.0, replica: str | None = None,
+    own_process: bool = False, stall_s: float = 60.0, replica: str | None = None, stream_idle_s: float = 60.0,
+    stream_timeout_s: float = 600.0,
 ) -> Generator:
     """`smollm2`, a model folder, or `openai:URL` for an OpenAI-compatible server (e.g. vLLM).
     `own_process`: a local model runs in a child process (`pluralign.policy.process`), so
     generation never holds this process's GIL while light requests are served; `stall_s`: its
     `stall_timeout_s` (a child making no progress that long is killed and replaced). `replica`: a remote
-    generator's part of its adapters' names on the server (`RemoteGenerator`; `served_replica`)."""
+    generator's part of its adapters' names on the server (`RemoteGenerator`; `served_replica`); `timeout_s`, `retries`,
+    `stream_idle_s` and `stream_timeout_s` its `RemotePolicy`."""
     if name.startswith("openai:"):
         from pluralign.embed.models import SMOLLM2_ID
         from pluralign.policy.remote import RemoteGenerator, RemotePolicy
 
         check_server_url(name, GENERATOR_SETTING)  # (Settings.check_models: the same, before anything loads)
 
-        policy = RemotePolicy(timeout_s=timeout_s, max_retries=retries)
+        policy = RemotePolicy(timeout_s=timeout_s, max_retries=retries, stream_idle_s=stream_idle_s, stream_timeout_s=stream_timeout_s)
         from service.requestid import outgoing_headers
 
         return RemoteGenerator(name.removeprefix("openai:"), model_id or SMOLLM2_ID, api_key=api_key, policy=policy,  # type: ignore[return-value]
@@ -649,7 +651,7 @@ class Runtime:
             from pluralign.embed.remote import RemoteEncoderError
 
             try:
-                encoder = make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key)
+                encoder = make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key, settings.encoder_timeout_s)
             # an embeddings server not reached, or reading texts unlike the local encoder (its /info): the start's one
             # line naming the setting (`pluralign serve`: exit 2), the server's address without its password; until
             # the review of session remote53 a traceback
@@ -661,6 +663,7 @@ class Runtime:
         generator = generator or make_generator(
             settings.generator, settings.generator_model, settings.generator_api_key, settings.generator_timeout_s, settings.generator_retries,
             own_process=settings.generation_process, stall_s=settings.generation_stall_s, replica=served_replica(settings),
+            stream_idle_s=settings.generator_stream_idle_s, stream_timeout_s=settings.generator_stream_timeout_s,
         )
         ingest: Ingestor | None = None
         try:

@@ -103,14 +103,24 @@ class Settings(Base, frozen=True):
     # (`generator_model` unset or SmolLM2's name) and are refused (409) when it runs another
     generator_base: str | None = None
     generator_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
-    generator_timeout_s: float = 120.0  # with `openai:URL`: longest wait for one generation request
+    # with `openai:URL`: the longest one try of a generation request may take, whole (connecting, the server name's lookup
+    # included, to the last byte of its answer); a streamed chat's until its first piece (the engine's queue and prefill)
+    generator_timeout_s: float = 120.0
     generator_retries: int = 2  # with `openai:URL`: retries after a connection error, timeout, 408/409/429 or 5xx (backoff)
+    # with `openai:URL`: a streamed chat past its first piece is bounded by the time without progress (no piece of it for
+    # this many seconds: an engine stalled mid-way) and by a bound of its own for the whole (from its sending), not by
+    # `generator_timeout_s` (until session stream55, which cut a long answer of a slow or busy engine sent steadily)
+    generator_stream_idle_s: float = 60.0
+    generator_stream_timeout_s: float = 600.0
     # `minilm-onnx` (MiniLM on ONNX Runtime: the same vectors as `minilm` on torch, ~2-3x the texts/s here),
     # `minilm`, `minilm-onnx-int8` (faster, close but not equal vectors: its own encoder id),
     # a sentence-transformers folder, or `openai:URL` (a /v1/embeddings server)
     encoder: str = "minilm-onnx"
     encoder_model: str | None = None  # with `openai:URL`: the model's name on that server (default MiniLM's id)
     encoder_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
+    # with `openai:URL`: the longest one try of an embeddings request may take, whole (connecting, the server name's lookup
+    # included, to the last byte of its answer); 2 retries. Until session stream55 no setting: 60 s
+    encoder_timeout_s: float = 60.0
     pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
     # the API key file; default <data_dir>/api_keys.json. Replicas: one file all of them read and write (on a shared
     # volume), so a key revoked through any of them (a tenant's removal, `pluralign keys revoke`) is refused by every
@@ -526,6 +536,15 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 < s.generator_timeout_s <= 86400,
      lambda s: f"`generator_timeout_s` must be above 0 and at most 86400 seconds (a day: each try of a request to the "
                f"generation server, whole), got {s.generator_timeout_s}"),
+    (lambda s: not 0 < s.generator_stream_idle_s <= 86400,
+     lambda s: f"`generator_stream_idle_s` must be above 0 and at most 86400 seconds (a day: the most a streamed chat may go "
+               f"without a piece of it), got {s.generator_stream_idle_s}"),
+    (lambda s: not 0 < s.generator_stream_timeout_s <= 86400,
+     lambda s: f"`generator_stream_timeout_s` must be above 0 and at most 86400 seconds (a day: a streamed chat, whole), "
+               f"got {s.generator_stream_timeout_s}"),
+    (lambda s: not 0 < s.encoder_timeout_s <= 86400,
+     lambda s: f"`encoder_timeout_s` must be above 0 and at most 86400 seconds (a day: each try of a request to the "
+               f"embeddings server, whole), got {s.encoder_timeout_s}"),
     (lambda s: s.generator_retries < 0, lambda s: f"`generator_retries` must be at least 0, got {s.generator_retries}"),
     # a line end (a Kubernetes secret written with `echo`), a letter outside ASCII: until the review of session remote54
     # taken, then the start stopped in the HTTP library's words naming no setting, or every request was "Connection error."

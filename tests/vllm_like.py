@@ -20,7 +20,8 @@ the load of adapter NAME only once file PATH exists (a load that takes long: a l
 "holding the load of NAME" when it begins; `--hang-tokenize` takes every `/tokenize` request and never answers it (a server
 hung or overloaded: vLLM's API process answers its tokenizer's count in milliseconds), saying "tokenize hangs";
 `--slow-stream SECONDS` sends a streamed answer's events that many seconds apart (a long generation), and a stream its
-client closes before its end (vLLM aborts such a request) is said as `stream MODEL closed after N events`."""
+client closes before its end (vLLM aborts such a request) is said as `stream MODEL closed after N events`;
+`--stall-stream N:SECONDS` sends nothing for SECONDS after a stream's first N events (an engine stalled mid-way)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ class Handler(JSONHandler):
     hold_load: tuple[str, str] | None = None  # (adapter name, the file whose existence lets its load go on)
     hang_tokenize = False
     slow_stream = 0.0  # seconds between a stream's events
+    stall_after: int | None = None  # a stream's events sent before it stalls
+    stall_s = 0.0  # seconds it then sends nothing
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path == "/v1/models":
@@ -142,13 +145,14 @@ class Handler(JSONHandler):
         self.send_header("content-type", "text/event-stream")
         self.send_header("content-length", str(sum(map(len, parts))))
         self.end_headers()
-        if not self.slow_stream:
+        if not self.slow_stream and self.stall_after is None:
             return self.wfile.write(b"".join(parts))
         for i, part in enumerate(parts):
             try:
                 self.wfile.write(part)
                 self.wfile.flush()
-                time.sleep(self.slow_stream)  # after each: the client's closing shows at the next write
+                time.sleep(self.slow_stream + (self.stall_s if i + 1 == self.stall_after else 0.0))  # after each: the
+                # client's closing shows at the next write
             except OSError:  # the client closed it (vLLM aborts the request)
                 say(f"stream {model} closed after {i} events")
                 return
@@ -178,6 +182,9 @@ def main(argv: list[str]) -> None:
     Handler.hang_tokenize = "--hang-tokenize" in argv
     if "--slow-stream" in argv:
         Handler.slow_stream = float(argv[argv.index("--slow-stream") + 1])
+    if "--stall-stream" in argv:
+        after, _, seconds = argv[argv.index("--stall-stream") + 1].partition(":")
+        Handler.stall_after, Handler.stall_s = int(after), float(seconds)
     if "--hold-load" in argv:
         name, _, path = argv[argv.index("--hold-load") + 1].partition(":")
         Handler.hold_load = (name, path)

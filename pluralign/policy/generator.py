@@ -82,17 +82,21 @@ class RemoteGeneratorError(RuntimeError):
 
 
 class GenerationTimedOut(RemoteGeneratorError):
-    """The generation server did not send a whole answer (a chat's, streamed or not; an adapter's load) within the bound
+    """The generation server did not send an answer in time: a whole one (a chat's, an adapter's load) within the bound
     of each try (`pluralign.policy.remote.RemotePolicy.timeout_s`, connecting included, to its last byte: a server
-    answering a byte at a time is given up there), `tries` of them. `bound_s`: that bound, in seconds. The service
-    answers it 503 with Retry-After, naming the generation server and the bound."""
+    answering a byte at a time is given up there), `tries` of them; or a streamed chat's within a stream's bounds (its
+    first piece within `timeout_s`, then no piece for `stream_idle_s`, or not whole within `stream_timeout_s`: since
+    session stream55). `bound`: the RemotePolicy field of the bound passed, `bound_s` its seconds; `said`: what the
+    server did not do, in words naming no address ("did not send its whole answer within 120 s"). The service answers
+    it 503 with Retry-After, naming the generation server, the bound and its setting (`generator_` + `bound`)."""
 
-    def __init__(self, reason: str, bound_s: float, tries: int = 1):
+    def __init__(self, reason: str, bound_s: float, tries: int = 1, bound: str = "timeout_s", said: str = ""):
         super().__init__(reason)
-        self.bound_s, self.tries = bound_s, tries
+        self.bound_s, self.tries, self.bound = bound_s, tries, bound
+        self.said = said or f"did not send its whole answer within {bound_s:g} s"
 
     def __reduce__(self):  # pickle makes an exception again from its `args` (the reason alone): a worker process's
-        return type(self), (self.args[0], self.bound_s, self.tries)  # was a TypeError there, until review late54b
+        return type(self), (self.args[0], self.bound_s, self.tries, self.bound, self.said)  # was a TypeError there, until review late54b
 
 
 class GenerationRefused(RemoteGeneratorError):

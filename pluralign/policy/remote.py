@@ -8,8 +8,10 @@ local `Generator`: `generate`, `stream`, `prompt_tokens`, `load_adapter`, `drop_
 (a drop waits for the requests in flight using the adapter).
 
 The official `openai` client speaks the protocol (server-sent events included). Timeouts and
-retries follow `RemotePolicy`, each try bounded whole, to the last byte of its answer (a stream's too:
-`pluralign.bounded_http`; GenerationTimedOut): a request that cannot connect, times out, or is answered 408, 409,
+retries follow `RemotePolicy`, each try bounded whole, to the last byte of its answer (`pluralign.bounded_http`;
+GenerationTimedOut), a streamed chat as a stream: its first piece within `timeout_s`, then no piece for
+`stream_idle_s` (a stall), the whole within `stream_timeout_s` (since session stream55; before, `timeout_s` whole, which
+cut a long answer sent steadily): a request that cannot connect, times out, or is answered 408, 409,
 429 or 5xx is retried with exponential backoff (the client's own policy, `Retry-After` honoured);
 any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`GenerationRefused`: its messages too
 long for the model's context), and a chat's 404 for an adapter says the server no longer holds it (restarted since it
@@ -47,7 +49,7 @@ from pathlib import Path
 import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Response and errors)
 import openai
 
-from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, bounded_client
+from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, StreamBound, StreamTimedOut, bounded_client
 from pluralign.data.text import shorten
 from pluralign.policy.adapters import PEFT_FILES
 from pluralign.policy.generator import (
@@ -74,15 +76,21 @@ class RemotePolicy:
     at most MAX_BOUND_S (a day: inf or nan failed each request in the socket, until the review of session remote54) or
     negative retries."""
 
-    # each try of a request whole, connecting included, to the last byte of its answer (a long generation included;
-    # a stream's whole answer): `pluralign.bounded_http` (until session remote54 each read of it only: a server sending a
-    # byte a second held a chat as long as it liked)
+    # each try of a request whole, connecting (the server name's lookup too) included, to the last byte of its answer (a
+    # long generation included): `pluralign.bounded_http` (until session remote54 each read of it only: a server sending a
+    # byte a second held a chat as long as it liked); a streamed chat's to its first piece (the engine's queue and prefill)
     timeout_s: float = 120.0
-    connect_timeout_s: float = 5.0  # opening the connection
+    connect_timeout_s: float = 5.0  # opening the connection (the lookup of the server's name, then each of its addresses)
     max_retries: int = 2  # further tries after a connection error, a timeout, 408/409/429 or 5xx
+    # a streamed chat past its first piece: the most seconds without a piece of it (an engine stalled mid-way; the local
+    # generation process's `generation_stall_s` is its like, 60 s too), and the most for the whole stream from its
+    # sending (a long answer of a slow or busy engine: 1,024 tokens at 2 a second fit). Until session stream55 a stream
+    # was bounded whole by `timeout_s`, which cut such an answer mid-way
+    stream_idle_s: float = 60.0
+    stream_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "connect_timeout_s"):
+        for name in ("timeout_s", "connect_timeout_s", "stream_idle_s", "stream_timeout_s"):
             if not 0 < getattr(self, name) <= MAX_BOUND_S:  # nan too
                 raise ValueError(f"`{name}` must be above 0 and at most {MAX_BOUND_S:g} seconds, got {getattr(self, name)}")
         if self.max_retries < 0:
@@ -134,8 +142,10 @@ class RemoteGenerator:
             api_key=api_key,
             timeout=httpx2.Timeout(policy.timeout_s, connect=policy.connect_timeout_s),
             max_retries=policy.max_retries,
-            # each try bounded whole by `timeout_s` (httpx's own timeouts bound each read of it only)
-            http_client=bounded_client(openai.DefaultHttpxClient, policy.timeout_s),
+            # each try bounded whole by `timeout_s` (httpx's own timeouts bound each read of it only), a stream's past its
+            # first piece by `stream_idle_s` and `stream_timeout_s`
+            http_client=bounded_client(openai.DefaultHttpxClient, policy.timeout_s,
+                                       StreamBound(policy.stream_idle_s, policy.stream_timeout_s)),
         )
         # prompt counts (`/tokenize`, beside /v1): httpx's own client, each request bounded whole by its chat's deadline
         # (`DEADLINE`); until session remote54 through the `openai` client, whose read of a 5xx's body and of any answer's
@@ -344,6 +354,22 @@ class RemoteGenerator:
         return GenerationTimedOut(f"generation server at {self.shown_url} timed out: did not answer within {bound:g} s (each of {tries} "
                                   f"tries, timeout_s)", bound, tries)
 
+    def _stream_timed_out(self, exc: Exception, tries: int = 1) -> GenerationTimedOut:
+        """The GenerationTimedOut of a streamed chat given up by `exc`: its first piece (its headers too, each of `tries`
+        tries) not in `timeout_s`, or a stream's own bound (`StreamTimedOut`: no piece for `stream_idle_s`, not whole
+        within `stream_timeout_s`)."""
+        bound = exc.bound if isinstance(exc, StreamTimedOut) else "first"
+        field, seconds, said = {
+            "first": ("timeout_s", self.policy.timeout_s, f"did not begin its streamed answer within {self.policy.timeout_s:g} s"),
+            "idle": ("stream_idle_s", self.policy.stream_idle_s,
+                     f"sent nothing more of its streamed answer for {self.policy.stream_idle_s:g} s"),
+            "total": ("stream_timeout_s", self.policy.stream_timeout_s,
+                      f"did not send its whole streamed answer within {self.policy.stream_timeout_s:g} s"),
+        }[bound]
+        each = f" (each of {tries} tries)" if tries > 1 else ""
+        return GenerationTimedOut(f"generation server at {self.shown_url} timed out: {said}{each} ({field})", seconds, tries,
+                                  field, said)
+
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
         if adapter is not None and adapter not in self._adapters:
             raise AdapterNotLoaded(f"adapter {adapter!r} is not loaded")
@@ -412,15 +438,25 @@ class RemoteGenerator:
         usage of this stream (until session remote52 the prompt's count was kept here for the service to ask by the
         conversation: a chat of the same conversation planned meanwhile took it, and the stream's count was then asked of
         `/tokenize` after the whole answer streamed, a failing one an error event after it). The adapter is in use until
-        the stream ends or is closed."""
+        the stream ends or is closed. Raises GenerationTimedOut (its `bound` the policy's field) when the server does not
+        begin the answer within `policy.timeout_s` (each try), sends no piece of it for `policy.stream_idle_s` while the
+        next is waited for, or does not end it within `policy.stream_timeout_s` of its sending; the pieces before were
+        yielded, and the connection is closed (vLLM aborts the request)."""
         with self._use.generation(adapter):
             yield from self._stream(messages, sampling, adapter)
 
     def _stream(self, messages: Sequence[dict[str, str]], sampling: Sampling, adapter: str | None) -> Iterator[str | Candidate]:
         # the request made at each send: one sent again after the adapter's load again names it as loaded again (its
         # weights' version may be new: `served_name`)
-        chunks = self._chat(lambda: self._client.chat.completions.create(**self._request(messages, 1, sampling, adapter), stream=True,
-                                                                         stream_options={"include_usage": True}), adapter)
+        def send():
+            try:
+                return self._client.chat.completions.create(**self._request(messages, 1, sampling, adapter), stream=True,
+                                                            stream_options={"include_usage": True})
+            except openai.APITimeoutError as exc:  # its headers not sent within `timeout_s`, each try (not an adapter's
+                # load again, `_chat`'s: that one is `_call`'s "did not answer")
+                raise self._stream_timed_out(exc, 1 + self.policy.max_retries) from exc
+
+        chunks = self._chat(send, adapter)
         text, finish, usage = "", "stop", None
 
         def server_pieces() -> Iterator[str]:
@@ -436,9 +472,10 @@ class RemoteGenerator:
 
         try:  # sent as the stored answer reads: stripped (a server's answer may open with "\n\n")
             yield from stripped_pieces(server_pieces())
-        # its whole answer not sent within `timeout_s` (`BoundedTransport`): httpx's timeout, the client's around it
+        # its first piece not sent within `timeout_s`, no piece for `stream_idle_s`, or not whole within `stream_timeout_s`
+        # (`BoundedTransport`): httpx's timeout (`StreamTimedOut`), the client's around it
         except (openai.APITimeoutError, httpx2.TimeoutException) as exc:
-            raise self._timed_out(1) from exc
+            raise self._stream_timed_out(exc.__cause__ if isinstance(exc, openai.APITimeoutError) else exc) from exc
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} broke off the stream: {redacted(str(exc))}") from exc
         except (AttributeError, TypeError, ValueError) as exc:  # a chunk without its delta, a number for a choice: the

@@ -482,7 +482,9 @@ def unavailable_as_503(exc: Exception) -> Exception:
     as the service stops) is the stop's 503. Before session 46 both were a 500 `internal error`. A remote generation
     server's failure (`RemoteGeneratorError`: down, timed out after its retries, an error answer) is such a 503 too,
     its address and words in the log only (a 500 `internal error` until the review of session small48; one that sent no
-    whole answer within `generator_timeout_s`, `GenerationTimedOut`, says so, since session remote54), except its
+    whole answer within `generator_timeout_s`, `GenerationTimedOut`, says so, since session remote54, and a stream given
+    up by a bound of its own, `generator_stream_idle_s` or `generator_stream_timeout_s`, names that one: session
+    stream55), except its
     refusal of the chat as the client's fault (`GenerationRefused`: messages too long for its model's context), a 400
     naming the field, with the server's words (until remote49 a 503 "send it again", which a client retries for ever); its
     tokenizer's failure to count the prompt in time (`PromptNotCounted`) is the 503 that says so (until remote51 the
@@ -503,10 +505,10 @@ def unavailable_as_503(exc: Exception) -> Exception:
     if isinstance(exc, GenerationTimedOut):
         log.error("a chat was not generated: %s", exc)
         tries = f" (each of {exc.tries} tries)" if exc.tries > 1 else ""
+        setting = f"PLURALIGN_GENERATOR_{exc.bound.upper()}"  # RemotePolicy's field, the setting `generator_` + it
         return ServiceUnavailableException(
-            detail=f"generation is unavailable for now: the generation server (PLURALIGN_GENERATOR) did not send its whole "
-                   f"answer within {exc.bound_s:g} s{tries} (PLURALIGN_GENERATOR_TIMEOUT_S); the chat was not finished: "
-                   "send it again", headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
+            detail=f"generation is unavailable for now: the generation server (PLURALIGN_GENERATOR) {exc.said}{tries} "
+                   f"({setting}); the chat was not finished: send it again", headers={"Retry-After": str(GENERATOR_RETRY_AFTER)})
     if isinstance(exc, RemoteGeneratorError):
         log.error("a chat was not generated: %s", exc)
         return ServiceUnavailableException(

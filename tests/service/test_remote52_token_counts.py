@@ -10,6 +10,7 @@ import json
 import threading
 import time
 
+import openai
 import pytest
 
 from service.app import create_app
@@ -109,11 +110,12 @@ completions go so too, a byte every `chat_dribble_s` seconds (session remote54);
 
 @pytest.fixture(scope="module")
 def front(tmp_path_factory, tiny_pal_dir, minilm):  # noqa: F811
-    """The real app with `generator=openai:URL` on a `Tokenizing` server, `generator_timeout_s` 1, no retries."""
+    """The real app with `generator=openai:URL` on a `Tokenizing` server, `generator_timeout_s` 1, no retries, a stream
+    given up after 1 s without a piece of it (`generator_stream_idle_s`)."""
     with served(Tokenizing) as root:
         config = Settings(data_dir=str(tmp_path_factory.mktemp("remote52")), generator=f"openai:{root}/v1", generator_model=BASE,
-                          generator_timeout_s=1, generator_retries=0, pal_dir=str(tiny_pal_dir), max_tokens=4, rerank=False,
-                          candidates=1, max_prompt_tokens=BUDGET)
+                          generator_timeout_s=1, generator_retries=0, generator_stream_idle_s=1, pal_dir=str(tiny_pal_dir),
+                          max_tokens=4, rerank=False, candidates=1, max_prompt_tokens=BUDGET)
         runtime = Runtime.build(config, encoder=minilm)
         service = Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")})
         with service.server:
@@ -127,7 +129,8 @@ def tokenizer():
     Tokenizing.ids = []
     yield Tokenizing
     Tokenizing.delay_s, Tokenizing.failing, Tokenizing.dribble_s, Tokenizing.garbled = 0.0, 0, 0.0, 0
-    Tokenizing.chat_dribble_s = Tokenizing.slow_stream = 0.0
+    Tokenizing.chat_dribble_s = Tokenizing.slow_stream = Tokenizing.stall_s = 0.0
+    Tokenizing.stall_after = None
     until = time.monotonic() + 5
     while Tokenizing.at_once and time.monotonic() < until:  # counts given up on, still held by the stub: ended first
         time.sleep(0.01)
@@ -325,21 +328,44 @@ def test_a_generation_server_dribbling_its_answer_is_a_503_at_the_timeout_and_th
     assert again.status_code == 200 and again.json()["choices"][0]["message"]["content"] == "answered by base", again.text
 
 
-def test_a_stream_longer_than_the_timeout_is_cut_there_with_an_error_event_naming_the_bound(front, tokenizer):
-    """Session remote54: a streamed chat was bounded per read only, so a server sending an event every 0.3 s (each within
-    the 1 s `generator_timeout_s`) held it as long as it went on (here ~2.4 s, then served whole). Now the whole answer
-    is bounded by `generator_timeout_s`: the stream's pieces so far, then at 1 s the error event (503) naming the
-    generation server and the bound, and [DONE]; the tenant's place is free."""
+def test_a_stream_longer_than_the_timeout_sent_steadily_is_served_whole(front, tokenizer):
+    """Session remote54 bounded a streamed chat whole by `generator_timeout_s` (1 s here, 120 s by default), the bound of a
+    non-streamed call: a server sending an event every 0.3 s had its answer cut at 1 s, an error event (503) after the
+    pieces so far. Since session stream55 a stream is bounded by the time without a piece of it
+    (`generator_stream_idle_s`, 1 s here) and by its own bound for the whole (`generator_stream_timeout_s`, 600 s): the
+    whole answer, ~2.4 s, is served and stored, through the `openai` client as an app reads it."""
     tokenizer.slow_stream = 0.3
-    body = {**CHAT, "stream": True}
-    with front.client("acme") as c:
-        began = time.monotonic()
-        got = c.post("/v1/chat/completions", json=body)
-        took = time.monotonic() - began
-    events = events_of(got)
-    assert got.status_code == 200 and got.text.rstrip().endswith("data: [DONE]"), got.text
-    assert "error" in events[-1], events  # before: no error event, the whole answer after ~2.4 s
-    assert events[-1]["error"]["code"] == "unavailable" and ("the generation server (PLURALIGN_GENERATOR) did not send its "
-           "whole answer within 1 s (PLURALIGN_GENERATOR_TIMEOUT_S)") in events[-1]["error"]["message"], events[-1]
-    assert took < 2.0, took
+    client = openai.OpenAI(base_url=f"{front.url}/v1", api_key=front.keys["acme"], max_retries=0)
+    began = time.monotonic()
+    chunks = list(client.chat.completions.create(**{**CHAT, "user": "ola"}, stream=True))  # before: an APIError at 1 s
+    took = time.monotonic() - began
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "answered by base", chunks
+    assert took > 1.5, took
+    assert front.runtime.store.count_interactions("acme", "ola") == 1
     assert front.runtime.scheduler.held("acme") == 0
+
+
+def test_a_stream_the_engine_stalls_mid_way_ends_with_an_error_naming_the_idle_bound_and_nothing_stored(front, tokenizer):
+    """An engine that sends a stream's first pieces and then nothing (its connection open) holds the chat no longer than
+    `generator_stream_idle_s` (1 s) past its last piece, though `generator_stream_timeout_s` is far off: the client
+    (the `openai` one) reads the pieces so far, then the error event (503 `unavailable`) naming the generation server, the
+    bound and its setting; nothing of the chat is stored, and its tenant's place is free for its next chat."""
+    tokenizer.stall_after, tokenizer.stall_s = 2, 4.0  # "answered", " by", then nothing for 4 s
+    client = openai.OpenAI(base_url=f"{front.url}/v1", api_key=front.keys["acme"], max_retries=0)
+    pieces: list[str] = []
+    began = time.monotonic()
+    with pytest.raises(openai.APIError) as cut:
+        for chunk in client.chat.completions.create(**{**CHAT, "user": "ida"}, stream=True):
+            pieces += [c.delta.content or "" for c in chunk.choices]
+    took = time.monotonic() - began
+    assert "".join(pieces) == "answered by", pieces
+    assert cut.value.body["code"] == "unavailable", cut.value.body
+    assert ("the generation server (PLURALIGN_GENERATOR) sent nothing more of its streamed answer for 1 s "
+            "(PLURALIGN_GENERATOR_STREAM_IDLE_S); the chat was not finished: send it again") in cut.value.message, cut.value
+    assert 1.0 < took < 2.5, took  # the stall's end (4 s) not waited for
+    assert front.runtime.store.count_interactions("acme", "ida") == 0
+    assert front.runtime.scheduler.held("acme") == 0 and not front.runtime.generator.adapters_in_use
+    tokenizer.stall_after = None
+    again = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**{**CHAT, "user": "ida"}, stream=True)
+                    if c.choices)
+    assert again == "answered by base" and front.runtime.store.count_interactions("acme", "ida") == 1

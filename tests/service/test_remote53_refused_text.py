@@ -94,7 +94,8 @@ def test_a_next_comparison_whose_pool_text_the_embeddings_server_refuses_is_a_40
 def test_an_embeddings_server_dribbling_its_answer_is_a_503_at_the_bound_naming_it(front):
     """Session remote54: an embeddings request was bounded per read only (`RemoteEncoder`'s timeout a read), so a server
     sending its answer a byte every 5 ms held the chat waiting on it until the last byte (its cap here: 4 s, a broken
-    answer then). Now each try is bounded whole: the chat is the 503 naming the embeddings server and the bound at 1 s."""
+    answer then). Now each try is bounded whole: the chat is the 503 naming the embeddings server and the bound at 1 s
+    (and its setting, since session stream55 gave it one)."""
     service, embeddings = front
     embeddings.dribble_s = 0.005
     try:
@@ -106,5 +107,5 @@ def test_an_embeddings_server_dribbling_its_answer_is_a_503_at_the_bound_naming_
         embeddings.dribble_s = 0.0
     assert got.status_code == 503 and got.headers["retry-after"] == "10", got.text
     assert ("embedding is unavailable for now: the embeddings server (PLURALIGN_ENCODER) did not send its whole answer "
-            "within 1 s; the request was not finished: send it again") == got.json()["error"]["message"], got.text
+            "within 1 s (PLURALIGN_ENCODER_TIMEOUT_S); the request was not finished: send it again") == got.json()["error"]["message"], got.text
     assert took < 2.0, took  # before: ~4 s (the stub's cap), the generic 503 "failed or could not be reached"
