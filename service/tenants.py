@@ -471,7 +471,8 @@ class TenantRemovals:
             if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
                 shutil.rmtree(folder)
                 folders += 1
-        pools = sum(remove_pool(folder, tenant) for folder in self._pool_folders())  # its calibration pool
+        # its calibration pool, noting when the removal began: a PUT whose key was checked before stores nothing after
+        pools = sum(remove_pool(folder, tenant, removal_began=removal.started_at) for folder in self._pool_folders())
         self.rt.forget_pooled(tenant)
         self.rt.chat_keys.forget_tenant(tenant)  # its chats' answers kept for their Idempotency-Keys
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter
