@@ -421,3 +421,20 @@ def test_a_replica_that_did_not_take_the_put_reads_the_pools_vectors_from_the_fo
         assert acme.delete("/v1/calibration-pool").status_code == 204
         vectors = pool_path(folder, "acme").with_suffix(".vectors")
         assert not [p.name for p in folder.iterdir() if vectors.name in p.name]  # nothing of the pool left behind
+
+
+def test_the_vectors_a_crash_left_without_their_pool_are_the_tenants_for_its_removal(svc):
+    """Session calib55: a first PUT killed between writing the pool's vectors and the pool (`write_pool` writes the
+    vectors first) leaves `<sha256>.vectors` alone, the tenant's texts' embeddings: its removal finds and removes it.
+    Before, the removal took a tenant holding nothing else for one never seen (404 `tenant_unseen`), the file left."""
+    from service.calibration.pools import vectors_path
+    from tests.service.test_tenant48_removal import wait_removed
+
+    left = vectors_path(svc.runtime.settings.calibration_pools_path, "initech55")
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_bytes(b"\x86\xa6format\x01")
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/tenants/initech55/removal")
+        assert r.status_code == 202, r.text  # before: 404 tenant_unseen
+        wait_removed(admin, "initech55", timeout=60)
+    assert not left.exists()
