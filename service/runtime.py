@@ -68,7 +68,7 @@ POOL_VECTOR_BYTES = 64 << 20
 # (`ScopedVectors`; until session http54 one LRU, so one tenant's fresh texts pushed out every other tenant's)
 SCORE_VECTOR_BYTES = 32 << 20
 # the vectors of tenants' stored calibration pools held in memory (`Runtime.calibration_vectors`), one version per tenant:
-# ~160 full pools (64 prompts, 64 answers at 384-d); one pushed out is read again from beside its pool, not embedded
+# ~200 of the largest pools (32 prompts, 64 answers at 384-d); one pushed out is read again from beside its pool, not embedded
 CALIBRATION_VECTOR_BYTES = 32 << 20
 DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests that began before it (longer than any chat)
 

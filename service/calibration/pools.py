@@ -275,7 +275,7 @@ def adopt_own_pools(settings) -> int:
     before any request (`pluralign serve` before what undoes a failed start, which would remove a pools folder it
     made in the data folder, the pools moved there with it; `Runtime.build` again): once the setting is there no request reads the own folder, and until review late54 such a pool
     stayed there unread (GET and DELETE a 404, `{}` asking other users' comparisons, the tenant's texts on disk). A pool
-    the shared folder holds from a later PUT is kept (`write_pool`'s rule), the older one dropped; an unreadable one is
+    the shared folder holds from a later PUT is kept (`_adopt`: by `updated_at`, two folders' versions not comparable), the older one dropped; an unreadable one is
     left where it is, a WARNING naming it. A removal of the tenant since is applied by the deletion sweep's pass over
     its record (`remove_pool_before`). Raises OSError as it comes."""
     own, shared = settings.own_calibration_pools_path, settings.calibration_pools_path

@@ -338,3 +338,18 @@ def test_of_two_puts_through_two_replicas_the_later_is_stored_whatever_their_clo
             assert r.status_code == 200 and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
         assert later.json()["version"] > earlier.json()["version"]
         assert kramerica_a.delete("/v1/calibration-pool").status_code == 204
+
+
+def test_a_pools_folder_that_cannot_be_looked_at_never_stops_the_sweeps_pass(replicas, monkeypatch, caplog):
+    """Session calib55: the pass's look for replaced pools (`drop_replaced`) failing on the shared volume (EIO, ESTALE)
+    is a WARNING; the pass goes on to apply the other replicas' records."""
+    import errno
+
+    _, b = replicas
+
+    def away(folder):
+        raise OSError(errno.ESTALE, "Stale file handle", str(folder))
+
+    monkeypatch.setattr(b.runtime.calibration_vectors, "drop_replaced", away)
+    assert b.runtime.deletion_sweep.run_once() >= 0
+    assert "replaced pools" in caplog.text
