@@ -303,6 +303,12 @@ class DeletionSweep(Periodic):
         rewritten (ForgetIncomplete) stays unapplied and is tried again next time."""
         self.check_clocks()
         self.drop_retracted()
+        # the vectors of calibration pools another replica replaced or removed since they were read here: none kept past
+        # this pass (until session calib55 they stayed until this replica's next request of the tenant, or for good)
+        try:
+            self.rt.calibration_vectors.drop_replaced(self.rt.settings.calibration_pools_path)
+        except OSError as exc:  # the shared volume away a moment: this pass's records are applied all the same
+            log.warning("the calibration pools' folder could not be looked at for replaced pools: %s", exc)
         with self._lock:
             applied = self._load()
         pending = applied.pending(self.rt.store.deletions_since(applied.since()))

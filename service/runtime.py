@@ -30,6 +30,7 @@ from pluralign.store.tables import SharedStore
 from pluralign.urls import redacted
 from service.auth import KeyRing
 from service.calibration.pools import adopt_own_pools
+from service.calibration.vectors import CalibrationVectors
 from service.chat.keys import ChatKeys
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
 from service.encoders import is_model_folder, make_encoder
@@ -66,6 +67,9 @@ POOL_VECTOR_BYTES = 64 << 20
 # Both are shared fairly between tenants: past the bound the tenant holding the most gives up its least recently used
 # (`ScopedVectors`; until session http54 one LRU, so one tenant's fresh texts pushed out every other tenant's)
 SCORE_VECTOR_BYTES = 32 << 20
+# the vectors of tenants' stored calibration pools held in memory (`Runtime.calibration_vectors`), one version per tenant:
+# ~200 of the largest pools (32 prompts, 64 answers at 384-d); one pushed out is read again from beside its pool, not embedded
+CALIBRATION_VECTOR_BYTES = 32 << 20
 DELETE_MEMORY_S = 3600.0  # how long a user's DELETE is remembered for requests that began before it (longer than any chat)
 
 
@@ -423,6 +427,9 @@ class Runtime:
     # once; a cache of its own (since review reviewsmall53: in the pools' one, a tenant scoring fresh candidates pushed
     # every tenant's pools out), dropped with the pool vectors (`forget_pooled`)
     score_vectors: ScopedVectors = field(default_factory=lambda: ScopedVectors(SCORE_VECTOR_BYTES))
+    # the vectors of tenants' stored calibration pools, per tenant those of the version read last (since session calib55:
+    # stored beside the pool, read by every replica; `service.calibration.vectors`), dropped with the pool vectors
+    calibration_vectors: CalibrationVectors = field(default_factory=lambda: CalibrationVectors(CALIBRATION_VECTOR_BYTES))
     # tenant -> how many times its cached priors were dropped (`forget_pooled`): an estimate read before
     # a drop is not cached after it
     pooled_generation: dict = field(default_factory=dict)
@@ -514,6 +521,7 @@ class Runtime:
         their texts; the tenant is removed); an estimate being read meanwhile is answered but not cached."""
         self.pool_vectors.forget_scope(tenant)
         self.score_vectors.forget_scope(tenant)
+        self.calibration_vectors.forget(tenant)
         with self.pooled_lock:
             self.pooled_generation[tenant] = self.pooled_generation.get(tenant, 0) + 1
             for cache in (self.pooled_priors, self.described):

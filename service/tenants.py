@@ -49,7 +49,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pluralign.data.record import Persisted
 from pluralign.files import write_atomic
-from service.calibration.pools import pool_path, remove_pool
+from service.calibration.pools import pool_path, remove_pool, vectors_path
 from service.metrics import DECLARED_COUNTERS
 from service.scheduler import Busy, Stopping
 
@@ -430,7 +430,7 @@ class TenantRemovals:
         queued was a 404 `tenant_unseen`, "nothing to remove", and the job stayed."""
         return (self.rt.ingest.dead_letters.holds_tenant(tenant) or bool(self._jobs_of(tenant))
                 or any(folder.is_dir() for folder in self._folders(tenant))
-                or any(pool_path(folder, tenant).exists() for folder in self._pool_folders())
+                or any(pool_path(folder, tenant).exists() or vectors_path(folder, tenant).exists() for folder in self._pool_folders())
                 or bool(self.users_of(tenant)))
 
     def _pool_folders(self) -> list[Path]:
@@ -471,7 +471,8 @@ class TenantRemovals:
             if folder.is_dir() and folder.resolve().parent == folder.parent.resolve():  # a tenant name is one segment
                 shutil.rmtree(folder)
                 folders += 1
-        pools = sum(remove_pool(folder, tenant) for folder in self._pool_folders())  # its calibration pool
+        # its calibration pool, noting when the removal began: a PUT whose key was checked before stores nothing after
+        pools = sum(remove_pool(folder, tenant, removal_began=removal.started_at) for folder in self._pool_folders())
         self.rt.forget_pooled(tenant)
         self.rt.chat_keys.forget_tenant(tenant)  # its chats' answers kept for their Idempotency-Keys
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter

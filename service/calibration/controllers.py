@@ -18,8 +18,17 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import JSONBody
 
 from pluralign.data.record import Base
+from pluralign.embed.base import checked_vectors
+from pluralign.embed.cache import encoder_cache_id
 from pluralign.embed.remote import RemoteTextsRefused
-from service.calibration.pools import CalibrationPool, read_pool, remove_pool, remove_pool_before, write_pool
+from service.calibration.pools import (
+    CalibrationItem,
+    CalibrationPool,
+    read_pool,
+    remove_pool,
+    remove_pool_before,
+    write_pool,
+)
 from service.deletions import tenant_removed_since
 from service.encoders import refused_text
 from service.errors import bad_request, error_responses
@@ -39,6 +48,7 @@ class CalibrationPoolStored(msgspec.Struct, kw_only=True):
     items: int  # prompts stored
     answers: int  # their answers, all together
     updated_at: float  # unix seconds
+    version: int  # larger for each pool stored (since session calib55): of two PUTs, the one stored last answers the larger
 
 
 @put("/v1/calibration-pool", sync_to_thread=True, status_code=200, responses=error_responses(409, 413, 429, 503, 507),
@@ -48,9 +58,11 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
     `POST /v1/users/{id}/next-comparison` asks a user about when its request sends no `pool` (a request's own `pool`
     still wins). The same items and limits as that `pool` (1-64 prompts, 2-8 answers each, at most 64 answers in
     all, no blank text), and each prompt's answers must hold two a person can tell apart (`pluralign.data.text.answer_key`:
-    a 400 naming `pool[i].answers`); a refused item stores nothing and keeps the pool before. Each text is embedded here (kept
-    in the tenant's pool vectors), so the questionnaire's first question waits for no embedding, and a text the
-    embeddings server refuses is a 400 naming it. Written whole: a crash part way keeps the pool before."""
+    a 400 naming `pool[i].answers`); a refused item stores nothing and keeps the pool before. Each text is embedded here and
+    the vectors stored beside the pool (`<sha256>.vectors`, read by every replica: `service.calibration.vectors`), so no
+    replica's first question waits for an embedding, and a text the embeddings server refuses is a 400 naming it. Written
+    whole: a crash part way keeps the pool before. Of two PUTs the one that writes last is stored, whatever the
+    replicas' clocks: its `version` is the larger (`write_pool`)."""
     rt, tenant = request.app.state.runtime, request.user.tenant
     arrived = getattr(request.state, "key_checked_at", None) or time.time()  # its key checked (`BearerAuth`)
     if rt.settings.replicas > 1 and not rt.settings.calibration_pools_dir:  # in each replica's own data folder: a pool
@@ -65,19 +77,28 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
             raise bad_request(f"pool[{i}].answers", "its answers read as one answer (answers that differ only in Unicode "
                                                     "normalization (NFC) or invisible characters are one): a stored prompt "
                                                     "needs at least two answers a person can tell apart")
-    rt.pool_vectors.forget_scope(tenant)  # the pool before's texts: none of them kept in memory past its replacement
+    texts = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=a) for p, a in items], updated_at=arrived).texts()
+    once = list(dict.fromkeys(texts))  # a text in two items embedded once
     try:
-        rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in items), *(a for _, answers in items for a in answers)])
+        embedded = checked_vectors(rt.encoder, rt.encoder.encode(once), len(once))
     except RemoteTextsRefused as exc:
         raise refused_text(rt.encoder, pool_fields(items), exc) from None
-    stored = write_pool(rt.settings.calibration_pools_path, tenant, items, arrived)
+    rt.calibration_vectors.embedded += len(once)
+    row = {text: i for i, text in enumerate(once)}
+    vectors = embedded[[row[text] for text in texts]]  # (N, dim), N = prompts + answers, as `CalibrationPool.texts`
+    folder = rt.settings.calibration_pools_path
+    stored = write_pool(folder, tenant, items, arrived, vectors=(encoder_cache_id(rt.encoder), vectors))
+    if stored is None:  # a removal of the tenant began after its key was checked (noted by the pools folder)
+        problem = "this tenant was removed while its calibration pool was being stored: nothing was kept"
+        raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "tenant_removed"}])
+    rt.calibration_vectors.keep(tenant, stored, rt.encoder, vectors, folder)  # this replica's first question waits for none
     if (began := tenant_removed_since(rt, tenant, arrived)) is not None:  # its removal, answered by another replica,
         # cleaned the shared folder while this ran: what this stored goes too (`apply_deletions` takes it if it comes later)
         remove_pool_before(rt.settings.calibration_pools_path, tenant, began)
         problem = "this tenant was removed while its calibration pool was being stored: nothing was kept"
         raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "tenant_removed"}])
     return CalibrationPoolStored(items=len(stored.pool), answers=sum(len(i.answers) for i in stored.pool),
-                                 updated_at=stored.updated_at)
+                                 updated_at=stored.updated_at, version=stored.version)
 
 
 @get("/v1/calibration-pool", sync_to_thread=True, responses=error_responses(404, 429),
@@ -99,4 +120,4 @@ def delete_calibration_pool(request: Request) -> None:
     rt, tenant = request.app.state.runtime, request.user.tenant
     if not remove_pool(rt.settings.calibration_pools_path, tenant):
         raise NotFoundException(NONE_STORED)
-    rt.pool_vectors.forget_scope(tenant)
+    rt.calibration_vectors.forget(tenant)

@@ -932,10 +932,11 @@ def next_comparison(request: Request, user_id: FromPath[str], data: JSONBody[Nex
     never their texts); `criterion` says which criterion chose."""
     rt, tenant, user_id = _user(request, user_id)
     pool, source = (None, "stored") if data.pool is None else (checked_pool(data.pool), "supplied")
+    stored = None
     if pool is None and (stored := read_pool(rt.settings.calibration_pools_path, tenant)) is not None:
         pool, source = stored.items(), "calibration"
     elif pool is None and rt.settings.next_comparison_pool == "calibration":  # other users' texts are not asked
         raise bad_request("pool", "this tenant stored no calibration pool, and other users' stored comparisons are not "
                                   "asked (PLURALIGN_NEXT_COMPARISON_POOL=calibration): store one with PUT "
                                   "/v1/calibration-pool (prompts with 2-8 answers each), or send `pool`")
-    return services.next_comparison(rt, tenant, user_id, pool, data.target, source)
+    return services.next_comparison(rt, tenant, user_id, pool, data.target, source, calibration=stored)

@@ -1824,12 +1824,14 @@ def distinct_answers(answers: list[str]) -> list[str]:
     return list(first.values())
 
 
-def _supplied_pairs(rt: Runtime, tenant: str, pool: list[tuple[str, list[str]]]):
+def _supplied_pairs(rt: Runtime, tenant: str, pool: list[tuple[str, list[str]]], calibration=None):
     """A supplied pool laid out for `next_comparison`: (prompts, answers, prompt_vec (M, d),
     answer_vec (M, d), first, second, items), one row per answer, each pair of an item's answers as
     indices (first[k], second[k]) into those rows, and items (M,) the pool item of each row.
 
-    The texts' vectors come from the tenant's pool vectors (`Runtime.pool_vectors`, `ScopedVectors`): a questionnaire
+    `calibration`: the tenant's stored calibration pool whose items `pool` is (a `CalibrationPool`): its texts' vectors
+    come from `Runtime.calibration_vectors` (held for its version, else read from beside it: since session calib55 no
+    replica embeds a stored pool the PUT embedded). A supplied pool's come from the tenant's pool vectors (`Runtime.pool_vectors`, `ScopedVectors`): a questionnaire
     sends its pool once per question, and until session pool52 every call embedded each text again (1.3-3.0 s for 32
     items of MiniLM on two cores). The on-disk embedding cache is not used here: it is keyed by text alone, shared by
     every tenant and the jobs, so a pool's timing would tell a tenant whether another embedded a text, and it outlives
@@ -1845,8 +1847,12 @@ def _supplied_pairs(rt: Runtime, tenant: str, pool: list[tuple[str, list[str]]])
     pool = [(prompt, distinct_answers(answers)) for prompt, answers in pool]
     prompts = [prompt for prompt, answers in pool for _ in answers]
     answers = [a for _, answers in pool for a in answers]
+    texts = [*(p for p, _ in pool), *answers]
     try:
-        vectors = rt.pool_vectors.encode(rt.encoder, tenant, [*(p for p, _ in pool), *answers])
+        if calibration is not None:
+            vectors = rt.calibration_vectors.rows(rt.encoder, rt.settings.calibration_pools_path, tenant, calibration, texts)
+        else:
+            vectors = rt.pool_vectors.encode(rt.encoder, tenant, texts)
     except RemoteTextsRefused as exc:  # a text of the pool past the embeddings server's length: the 400 naming it
         raise refused_text(rt.encoder, pool_fields(asked), exc) from None
     prompt_vec = np.repeat(vectors[: len(pool)], [len(a) for _, a in pool], axis=0)  # (M, d)
@@ -1919,10 +1925,10 @@ def _population_bits(rt: Runtime, tenant: str, user_id: str, model, particles: P
 
 
 def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str, list[str]]] | None,
-                    target: str = "coefficients", source: str = "supplied") -> NextComparison:
+                    target: str = "coefficients", source: str = "supplied", calibration=None) -> NextComparison:
     """The most informative pair of answers to one prompt for this user (`pluralign.user.active`),
     from a pool ((prompt, answers) items; `source` "supplied", the request's, or "calibration", the tenant's stored
-    one: what the answer's `pool` says) or, without one, the two answers of each of a
+    one, `calibration` the `CalibrationPool` read: what the answer's `pool` says) or, without one, the two answers of each of a
     sample of the tenant's stored comparisons, leaving out pairs the user already compared.
 
     `target` "coefficients": information about the user's coefficients (BALD on their posterior).
@@ -1952,7 +1958,7 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     rewards = weights.rewards or rt.rewards
     model = rewards.user_model
     if pool is not None:
-        prompts, answers, prompt_vec, answer_vec, first, second, items = _supplied_pairs(rt, tenant, pool)
+        prompts, answers, prompt_vec, answer_vec, first, second, items = _supplied_pairs(rt, tenant, pool, calibration)
     done = {question_key(r["prompt"], r["chosen"], r["rejected"]) for r in rt.store.history(tenant, user_id).rows}
     # two answers a person can tell apart (an answer stored before blank ones were refused is never shown), to a
     # prompt one can read, not asked before in either spelling (NFC or NFD): the same two answers to another prompt

@@ -100,7 +100,7 @@ def test_replacing_the_pool_changes_what_is_asked_and_a_delete_removes_it(svc):
         assert acme.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
         r = acme.post("/v1/users/carol/next-comparison", json={})
         assert r.status_code == 200 and r.json()["prompt"] in {i["prompt"] for i in POOL_A}, r.text
-        vectors = svc.runtime.pool_vectors
+        vectors = svc.runtime.calibration_vectors
         embedded = vectors.embedded
         assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
         assert vectors.embedded == embedded + len(texts_of(POOL_B))  # embedded by the PUT
@@ -358,3 +358,83 @@ def test_a_pools_folder_in_a_replicas_own_data_folder_is_refused_at_start_with_r
                                              calibration_pools_dir=str(mounted / "pools")))
     check_calibration_pools_dir(Settings(data_dir=str(data), replicas=2, store_uri=str(tmp_path / "db"),
                                          calibration_pools_dir=str(tmp_path / "shared-pools")))
+
+
+def behind(seconds: float):
+    """The `time` module as a replica whose clock runs `seconds` behind sees it (ahead for a negative `seconds`)."""
+    import time
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")},
+                              "time": lambda: time.time() - seconds})
+
+
+def test_a_later_put_replaces_the_pool_whatever_the_clock_of_the_replica_that_took_it(svc, monkeypatch):
+    """Session calib55: two PUTs are ordered by the version each takes in the pools folder, not by the clocks of the
+    replicas that took them. Before, a PUT taken by a replica whose clock ran a minute behind was answered 200 and
+    dropped (the pool before had "arrived later"): GET showed the earlier pool; one whose clock ran ahead kept every
+    later PUT from replacing it."""
+    import service.auth
+
+    with svc.client("acme") as acme:
+        first = acme.put("/v1/calibration-pool", json={"pool": POOL_A})
+        assert first.status_code == 200, first.text
+        monkeypatch.setattr(service.auth, "time", behind(60))  # the next PUT taken by a replica a minute behind
+        second = acme.put("/v1/calibration-pool", json={"pool": POOL_B})
+        monkeypatch.undo()
+        assert second.status_code == 200, second.text
+        assert acme.get("/v1/calibration-pool").json()["pool"] == POOL_B  # before: POOL_A
+        r = acme.post("/v1/users/gina/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
+        monkeypatch.setattr(service.auth, "time", behind(-60))  # one a minute ahead, then one on time
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
+        monkeypatch.undo()
+        last = acme.put("/v1/calibration-pool", json={"pool": POOL_B})
+        assert last.status_code == 200, last.text
+        got = acme.get("/v1/calibration-pool").json()
+        assert got["pool"] == POOL_B, got  # before: POOL_A
+        assert first.json()["version"] < second.json()["version"] < last.json()["version"] == got["version"]
+        assert acme.delete("/v1/calibration-pool").status_code == 204
+
+
+def test_a_replica_that_did_not_take_the_put_reads_the_pools_vectors_from_the_folder(svc, minilm, monkeypatch):
+    """Session calib55: the pool's vectors are stored beside it (`<sha256 of the tenant>.vectors`), so a replica that
+    did not take the PUT (here: this one after a user's DELETE dropped the tenant's vectors kept in memory, as a
+    restart or another replica holds none) embeds no text of it for `{}`. Before, that request embedded every text
+    of the pool (1-3 s for 64 items of MiniLM on two cores)."""
+    pool = [{"prompt": f"Question {i} about tea?", "answers": [f"Short answer {i}.", f"A longer answer {i}, with detail."]}
+            for i in range(8)]
+    encoded = []  # the pool's texts embedded (the ingest worker may embed other texts meanwhile)
+    real_encode = type(minilm).encode
+    monkeypatch.setattr(type(minilm), "encode", lambda self, texts, *a, **k: encoded.extend(
+        t for t in texts if t in texts_of(pool)) or real_encode(self, texts, *a, **k))
+    with svc.client("acme") as acme:
+        assert acme.put("/v1/calibration-pool", json={"pool": pool}).status_code == 200
+        assert len(encoded) == len(texts_of(pool))  # the PUT embeds each text once
+        folder = svc.runtime.settings.calibration_pools_path
+        assert acme.delete("/v1/users/nobody54").status_code in (200, 204, 404)  # drops the tenant's vectors in memory
+        encoded.clear()
+        r = acme.post("/v1/users/hank/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["pool"] == "calibration", r.text
+        assert encoded == []  # before: every text of the pool
+        assert pool_path(folder, "acme").with_suffix(".vectors").exists()
+        assert acme.delete("/v1/calibration-pool").status_code == 204
+        vectors = pool_path(folder, "acme").with_suffix(".vectors")
+        assert not [p.name for p in folder.iterdir() if vectors.name in p.name]  # nothing of the pool left behind
+
+
+def test_the_vectors_a_crash_left_without_their_pool_are_the_tenants_for_its_removal(svc):
+    """Session calib55: a first PUT killed between writing the pool's vectors and the pool (`write_pool` writes the
+    vectors first) leaves `<sha256>.vectors` alone, the tenant's texts' embeddings: its removal finds and removes it.
+    Before, the removal took a tenant holding nothing else for one never seen (404 `tenant_unseen`), the file left."""
+    from service.calibration.pools import vectors_path
+    from tests.service.test_tenant48_removal import wait_removed
+
+    left = vectors_path(svc.runtime.settings.calibration_pools_path, "initech55")
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_bytes(b"\x86\xa6format\x01")
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/tenants/initech55/removal")
+        assert r.status_code == 202, r.text  # before: 404 tenant_unseen
+        wait_removed(admin, "initech55", timeout=60)
+    assert not left.exists()

@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
-from service.calibration.pools import pool_path, write_pool
-from tests.service.test_pool54_calibration import POOL_A, POOL_B
+from service.calibration.pools import pool_path, read_pool, vectors_path, write_pool
+from tests.service.test_pool54_calibration import POOL_A, POOL_B, texts_of
 from tests.service.test_tenant48_removal import wait_removed
 from tests.service.tiny import start_replicas
 
@@ -56,21 +57,24 @@ def removed_through(admin, tenant: str) -> dict:
 
 @pytest.fixture
 def put_held(replicas, monkeypatch):
-    """A PUT of the pool through replica a, held after its key was checked (in its texts' embedding) until `release()`;
-    yields (start(tenant, pool), release, answer), `answer()` its response once released."""
+    """A PUT of the pool through replica a, held after its key was checked (before it writes: the first `write_pool`
+    from `start`, the calls after it go on) until `release()`; yields (start(tenant, pool), release, answer), `answer()`
+    its response once released."""
+    from service.calibration import controllers
+
     a, _ = replicas
     holding, go, answers = threading.Event(), threading.Event(), []
-    vectors = a.runtime.pool_vectors
-    real_encode = vectors.encode
+    real_write = controllers.write_pool
 
-    def held_encode(*args, **kwargs):
-        holding.set()
-        assert go.wait(60)
-        return real_encode(*args, **kwargs)
+    def held_write(*args, **kwargs):
+        if not holding.is_set():  # (until session calib55 held in its texts' embedding, in a's pool vectors)
+            holding.set()
+            assert go.wait(60)
+        return real_write(*args, **kwargs)
 
     def start(tenant: str, pool: list[dict]) -> None:
         a.keys[tenant] = a.runtime.keys.issue(tenant)
-        monkeypatch.setattr(vectors, "encode", held_encode)
+        monkeypatch.setattr(controllers, "write_pool", held_write)
         client = a.client(tenant)
         sender = threading.Thread(target=lambda: answers.append(client.put("/v1/calibration-pool", json={"pool": pool})))
         sender.start()
@@ -132,8 +136,10 @@ def test_a_put_that_ends_after_the_removal_was_applied_keeps_nothing(replicas, p
 
 
 def test_a_put_that_ends_before_the_removal_is_applied_is_removed_by_it(replicas, put_held):
-    """The same PUT, written after the removal cleaned the shared folder but before replica a applied its record: a
-    answers it (200), and its pass removes it, the pool having arrived before the removal began. Before, it stayed."""
+    """The same PUT, written after the removal cleaned the shared folder but before replica a applied its record. Before,
+    it stayed. Review pool54: a answered it (200) and its pass removed it, the pool having arrived before the removal
+    began. Since session calib55 the removal notes in the pools folder when it began, and the PUT stores nothing: a 409
+    `tenant_removed` at once (a pool whose write came first is still removed by the pass: `remove_pool_before`)."""
     a, b = replicas
     start, release, answer = put_held
     start("hooli", POOL_B)
@@ -141,9 +147,10 @@ def test_a_put_that_ends_before_the_removal_is_applied_is_removed_by_it(replicas
         b.runtime.keys.issue("hooli")
         removed_through(admin_b, "hooli")
     release()
-    assert answer().status_code == 200
+    r = answer()
+    assert r.status_code == 409 and r.json()["error"]["code"] == "tenant_removed", r.text
     path = pool_path(a.runtime.settings.calibration_pools_path, "hooli")
-    assert path.exists()
+    assert not path.exists() and not vectors_path(a.runtime.settings.calibration_pools_path, "hooli").exists()
     applied_on(a, "hooli")
     assert not path.exists()
     # a pool stored after the removal began (the tenant made again) is the new tenant's: a later pass keeps it
@@ -249,3 +256,100 @@ def test_the_tenant_made_again_keeps_the_pool_it_stored_right_after_the_removal(
         applied_on(a, "stark")
         r = stark_b.get("/v1/calibration-pool")
         assert r.status_code == 200 and r.json()["pool"] == POOL_B, r.text
+
+
+def big_pool(tag: str) -> list[dict]:
+    """The largest pool a PUT takes by its answers: 32 prompts of 2 answers (64 answers, 96 texts)."""
+    return [{"prompt": f"{tag} question {i}: which reply reads better?", "answers": [f"{tag} short reply {i}.",
+                                                                                   f"{tag} a longer reply {i}, with a reason."]}
+            for i in range(32)]
+
+
+def embedded_texts(monkeypatch, encoder, pools) -> list[str]:
+    """The texts of `pools` (lists of items) the shared encoder embeds from now on, in order."""
+    texts = set().union(*(texts_of(pool) for pool in pools))
+    seen, real = [], type(encoder).encode
+    monkeypatch.setattr(type(encoder), "encode", lambda self, batch, *a, **k: seen.extend(
+        t for t in batch if t in texts) or real(self, batch, *a, **k))
+    return seen
+
+
+def test_the_other_replica_reads_the_pools_vectors_and_drops_those_of_a_replaced_pool(replicas, minilm, monkeypatch):
+    """Session calib55. (1) A pool PUT through replica a: replica b's first `{}` embeds none of its texts, reading the
+    vectors a stored beside the pool; before, b embedded all 96 (1-3 s on two cores). (2) The pool replaced through a:
+    b's next pass (`DeletionSweep.run_once`) drops the vectors of the pool before, and b's next `{}` reads the new
+    pool's, a changed answer never served the vector of the text before; before, b held the pool before's texts
+    (in its pool vectors) as long as it ran."""
+    a, b = replicas
+    first, second = big_pool("First"), big_pool("First")
+    second[0] = {"prompt": first[0]["prompt"], "answers": [first[0]["answers"][0], "A changed reply, not the one before."]}
+    seen = embedded_texts(monkeypatch, minilm, [first, second])
+    a.keys["vandelay"] = a.runtime.keys.issue("vandelay")
+    b.keys["vandelay"] = b.runtime.keys.issue("vandelay")
+    with a.client("vandelay") as vandelay_a, b.client("vandelay") as vandelay_b:
+        assert vandelay_a.put("/v1/calibration-pool", json={"pool": first}).status_code == 200
+        assert len(seen) == 96  # the PUT embeds each text
+        seen.clear()
+        r = vandelay_b.post("/v1/users/ann/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["pool"] == "calibration", r.text
+        assert seen == []  # before: the 96 texts of the pool
+        assert b.runtime.pool_vectors.scope_bytes("vandelay") == 0
+        held = b.runtime.calibration_vectors.held_bytes("vandelay")
+        assert held > 96 * 384 * 4
+
+        r = vandelay_a.put("/v1/calibration-pool", json={"pool": second})
+        assert r.status_code == 200, r.text
+        seen.clear()
+        b.runtime.deletion_sweep.run_once()
+        assert b.runtime.calibration_vectors.held_bytes("vandelay") == 0  # the replaced pool's vectors went
+        r = vandelay_b.post("/v1/users/ann/next-comparison", json={})
+        assert r.status_code == 200 and r.json()["pool"] == "calibration", r.text
+        assert seen == []
+        stored = read_pool(b.runtime.settings.calibration_pools_path, "vandelay")
+        got = b.runtime.calibration_vectors.rows(minilm, b.runtime.settings.calibration_pools_path, "vandelay", stored,
+                                                 second[0]["answers"])
+        assert np.allclose(got, minilm.encode(second[0]["answers"]), atol=1e-5)  # the changed answer's own vector
+        assert b.runtime.calibration_vectors.held_bytes("vandelay") == held  # the new pool's alone
+        assert vandelay_b.delete("/v1/calibration-pool").status_code == 204
+        assert not vectors_path(a.runtime.settings.calibration_pools_path, "vandelay").exists()
+        a.runtime.deletion_sweep.run_once()
+        assert a.runtime.calibration_vectors.held_bytes("vandelay") == 0
+
+
+def test_of_two_puts_through_two_replicas_the_later_is_stored_whatever_their_clocks(replicas, monkeypatch):
+    """Session calib55: a PUT through replica b, whose clock runs a minute behind a's, after one through a: b's pool is
+    stored, and the replicas ask it. Before, b answered 200 and kept a's pool (it had "arrived later")."""
+    import service.auth
+    from tests.service.test_pool54_calibration import behind
+
+    a, b = replicas
+    a.keys["kramerica"] = a.runtime.keys.issue("kramerica")
+    b.keys["kramerica"] = b.runtime.keys.issue("kramerica")
+    with a.client("kramerica") as kramerica_a, b.client("kramerica") as kramerica_b:
+        earlier = kramerica_a.put("/v1/calibration-pool", json={"pool": POOL_A})
+        assert earlier.status_code == 200, earlier.text
+        monkeypatch.setattr(service.auth, "time", behind(60))
+        later = kramerica_b.put("/v1/calibration-pool", json={"pool": POOL_B})
+        monkeypatch.undo()
+        assert later.status_code == 200, later.text
+        for client in (kramerica_a, kramerica_b):
+            assert client.get("/v1/calibration-pool").json()["pool"] == POOL_B  # before: POOL_A
+            r = client.post("/v1/users/ann/next-comparison", json={})
+            assert r.status_code == 200 and r.json()["prompt"] == POOL_B[0]["prompt"], r.text
+        assert later.json()["version"] > earlier.json()["version"]
+        assert kramerica_a.delete("/v1/calibration-pool").status_code == 204
+
+
+def test_a_pools_folder_that_cannot_be_looked_at_never_stops_the_sweeps_pass(replicas, monkeypatch, caplog):
+    """Session calib55: the pass's look for replaced pools (`drop_replaced`) failing on the shared volume (EIO, ESTALE)
+    is a WARNING; the pass goes on to apply the other replicas' records."""
+    import errno
+
+    _, b = replicas
+
+    def away(folder):
+        raise OSError(errno.ESTALE, "Stale file handle", str(folder))
+
+    monkeypatch.setattr(b.runtime.calibration_vectors, "drop_replaced", away)
+    assert b.runtime.deletion_sweep.run_once() >= 0
+    assert "replaced pools" in caplog.text
