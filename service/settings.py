@@ -221,8 +221,8 @@ class Settings(Base, frozen=True):
     export_send_timeout_s: float = 60.0
     max_context_tokens: int | None = None  # prompt + max_tokens limit (default: the model's context; set it for `openai:URL`)
     # prompt tokens (messages and retrieved shots) one chat may send: its prefill holds the generation
-    # worker, and a disconnect is only seen between tokens (4 candidates of 1,600 tokens: ~21 s on two
-    # cores); retrieved shots are left out first; None: only the context limit
+    # worker and costs the model every tenant takes in turns (slices of 64 tokens; a disconnect is seen between
+    # two); retrieved shots are left out first; None: only the context limit
     max_prompt_tokens: int | None = 1024
     # prompt tokens one chat may prefill, as its generator prefills them (plain candidates of one prompt share one
     # prefill; styled ones each prefill their own): beyond it styled candidates are cut, then generated plainly, or

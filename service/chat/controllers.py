@@ -342,8 +342,8 @@ def context_limit(rt: Runtime) -> int | None:
 
 def prompt_budget(rt: Runtime, sampling: Sampling) -> tuple[int | None, str]:
     """The most prompt tokens one chat may send, and what sets it: the model's context less
-    max_tokens, or `max_prompt_tokens` (a prompt's prefill holds the generation worker, and a
-    disconnect is only seen between tokens, so it is bounded for every tenant's sake)."""
+    max_tokens, or `max_prompt_tokens` (a prompt's prefill holds the generation worker and costs the
+    model every tenant takes in turns, so it is bounded for every tenant's sake)."""
     budgets = []
     limit = context_limit(rt)
     if limit is not None:

@@ -380,6 +380,28 @@ def test_a_prompt_prefilled_in_slices_gives_the_same_tokens_as_in_one_forward(ti
         assert a == b, f"answer {i} differs"
 
 
+def test_a_chat_cancelled_during_a_long_prompt_s_prefill_stops_between_two_slices(generator):
+    """A client gone (`cancel` set, as the service sets it on a disconnect) during a long prompt's prefill stops it at
+    the next slice: one forward of 64 of the prompt's ~600 tokens, then `Cancelled`, no other forward. docs/api.md said
+    a disconnect was seen only after the prefill, which "runs to its end first" (the one forward before session 48)."""
+    from pluralign.policy.generator import Cancelled
+
+    cancel, forwards = threading.Event(), []
+
+    def gone(module, args, kwargs):  # the client goes while the first slice is forwarded
+        forwards.append(int(kwargs.get("input_ids", args[0] if args else None).shape[1]))
+        cancel.set()
+
+    handle = generator.model.register_forward_pre_hook(gone, with_kwargs=True)
+    try:
+        with pytest.raises(Cancelled, match=r"^cancelled after 64 of \d+ prompt tokens' prefill$"):
+            generator.generate(LONG_PROMPT, n=4, sampling=Sampling(max_tokens=3, temperature=0), cancel=cancel)
+    finally:
+        handle.remove()
+    assert generator.prefill_slice_tokens == 64 and generator.prompt_tokens(LONG_PROMPT) > 8 * 64
+    assert forwards == [64], forwards
+
+
 def test_stop_strings_are_set_up_before_the_generation_takes_its_turn(generator):
     """transformers' stop-string set-up reads the tokenizer's whole vocabulary (~1 s for SmolLM2's 49k tokens). Passed as
     `generate(stop_strings=...)` it ran inside the generation's turn, and every other lane's token waited for it; now it

@@ -75,3 +75,18 @@ def test_changes_files_its_history_under_headings_the_docs_have():
             if line[4:].strip() not in headings:
                 missing.append(f"{doc}: {line}")
     assert not missing, "\n".join(missing)
+
+
+_NAME = r"(?:\d+|(?!review)[a-z][a-z0-9_]*\d[a-z0-9_]*)"  # `40`, `trial46a`, `i18n30`: "reviewdots54" is "review dots54"
+_PART = rf"(?:review {_NAME}|{_NAME}(?: and its review)?)"
+_ENTRY = re.compile(rf"- \*\*(?:commit [0-9a-f]{{8,40}}, \d{{4}}-\d\d-\d\d|{_PART}(?:(?:, | and ){_PART})*)\*\*: \S.{{20,}}")
+
+
+def test_every_changes_entry_names_its_session_and_says_what_changed():
+    """Each entry of docs/CHANGES.md is `- **<session, review X, or commit H, date>**: <what changed>`, as its opening
+    says. Before: the docs/api.md part (apidocs55) held an entry `- **commit**: ` naming nothing and saying nothing (the
+    remark it was to keep, an unload answered 404 no longer failing a DELETE, was in neither file), and four entries
+    named a features version (`text-features-5`) where the session belongs."""
+    lines = (REPO / "docs" / "CHANGES.md").read_text().splitlines()
+    bad = [f"docs/CHANGES.md:{i}: {line[:100]}" for i, line in enumerate(lines, 1) if line.startswith("- ") and not _ENTRY.fullmatch(line)]
+    assert not bad, "\n".join(bad)

@@ -1,0 +1,65 @@
+"""The settings (`service.settings.Settings`) as the docs give them: every one is named where an operator looks
+(docs/api.md, docs/operations.md, docs/admin.md or deploy/README.md, as `PLURALIGN_<NAME>` or the TOML file's
+`name`), and a default docs/api.md or docs/operations.md states is the code's: a row of api.md's table of limits
+(`| `max_prompt_tokens` | 1024 | ...`) or a variable followed by its value (`PLURALIGN_CANDIDATES` (4)). Only plain
+values are read (a number, `1 MB`, true or false); a derived one (`<data_dir>/...`, "the model's context") is not.
+Reads text only, well under a second."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from service.settings import ENV_PREFIX, Settings
+from tests.conftest import REPO
+
+NAMED_IN = ("docs/api.md", "docs/operations.md", "docs/admin.md", "deploy/README.md")
+DEFAULTS_IN = ("docs/api.md", "docs/operations.md")
+_UNITS = {None: 1, "KiB": 2**10, "MiB": 2**20, "MB": 10**6, "GB": 10**9}
+# a plain value, then what may follow it: `)`, `;`, `,`, `:`, ` (`, or the cell's end
+_VALUE = re.compile(r"\s*(?:(?P<number>-?\d{1,3}(?:,\d{3})+|-?\d+(?:\.\d+)?)(?:\s(?P<unit>KiB|MiB|MB|GB))?|(?P<bool>true|false))"
+                    r"(?=[);:]|,(?!\d)|\s\(|\s*$)")
+_ROW = re.compile(r"^\| `([a-z_0-9]+)` \| ([^|]*) \|", re.M)
+_VARIABLE = re.compile(rf"`{ENV_PREFIX}([A-Z0-9_]+)` \(([^)]{{0,200}})")
+
+
+def _value(text: str):
+    """The plain value `text` begins with (a float, or a bool), or None."""
+    m = _VALUE.match(text)
+    if not m:
+        return None
+    if m["bool"]:
+        return m["bool"] == "true"
+    return float(m["number"].replace(",", "")) * _UNITS[m["unit"]]
+
+
+def stated_defaults() -> list[tuple[str, str, object]]:
+    """(where, setting, value) of each plain default DEFAULTS_IN state."""
+    fields = set(Settings.__struct_fields__)
+    found = []
+    for doc in DEFAULTS_IN:
+        text = (REPO / doc).read_text()
+        for name, cell in _ROW.findall(text):
+            if name in fields and (value := _value(cell)) is not None:
+                found.append((f"{doc} table", name, value))
+        for variable, after in _VARIABLE.findall(text):
+            if variable.lower() in fields and (value := _value(after)) is not None:
+                found.append((f"{doc} {ENV_PREFIX}{variable}", variable.lower(), value))
+    return found
+
+
+def test_every_setting_is_named_in_the_docs():
+    texts = [(REPO / doc).read_text() for doc in NAMED_IN]
+    missing = [name for name in Settings.__struct_fields__
+               if not any(f"{ENV_PREFIX}{name.upper()}" in text or f"`{name}`" in text for text in texts)]
+    assert not missing, f"settings no doc names: {missing}"
+
+
+def test_the_defaults_the_docs_state_are_the_code_s():
+    defaults = {f.name: f.default for f in msgspec.structs.fields(Settings)}
+    stated = stated_defaults()
+    assert len(stated) > 40, stated  # the reading still finds the docs' defaults
+    wrong = [(where, name, value, defaults[name]) for where, name, value in stated
+             if not (value == defaults[name] and isinstance(value, bool) == isinstance(defaults[name], bool))]
+    assert not wrong, "\n".join(f"{where}: `{name}` stated {value}, the code's default {code!r}" for where, name, value, code in wrong)
