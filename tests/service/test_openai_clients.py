@@ -883,3 +883,23 @@ def test_a_stream_whose_async_client_is_cancelled_before_its_first_event_is_a_49
         time.sleep(0.01)
     assert rt.scheduler.stats()["running"] + rt.scheduler.stats()["waiting"] == 0, rt.scheduler.stats()
     assert _metric(svc, "pluralign_chat_cancelled_total") == cancelled + 1
+
+
+def test_the_export_s_user_line_counts_what_the_export_holds(client, svc):
+    """Session newsvc55: the full export's `user` line gave `n_interactions` and `n_preferences` as the user's row held
+    them at its last refit, which a chat does not make: a user with one comparison and three chats (the `openai`
+    client's) was exported with `"n_interactions": 0` above three `interaction` lines, while the profile said 3. The
+    line now counts the rows the export holds, as the profile does."""
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "ned", "prompt": "Tea or coffee?", "chosen": "Tea.",
+                                             "rejected": "Coffee."}).status_code == 201
+        for i in range(3):
+            client.chat.completions.create(model="pluralign", user="ned", max_tokens=2, messages=[{"role": "user", "content": f"Hi {i}"}],
+                                           extra_body={"pluralign": {"candidates": 1}})
+        counts = c.get("/v1/users/ned").json()["counts"]
+        lines = [json.loads(line) for line in c.get("/v1/users/ned/export").text.splitlines()]
+    user = next(line for line in lines if line["type"] == "user")
+    held = {kind: sum(line["type"] == kind for line in lines) for kind in ("preference", "interaction")}
+    assert held == {"preference": 1, "interaction": 3}, held
+    assert (user["n_preferences"], user["n_interactions"]) == (held["preference"], held["interaction"]) == \
+        (counts["preferences"], counts["interactions"]), (user, counts)
