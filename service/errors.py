@@ -232,6 +232,27 @@ def _routes(request: Request, method: str, path: str) -> bool:
     return True
 
 
+# OpenAI's APIs beside Chat Completions, which its clients' quickstarts lead with (the `openai` library's README opens
+# with `client.responses.create`): the first segment after /v1 -> what a 404 there says is served instead
+OPENAI_APIS_NOT_SERVED = {
+    "responses": "OpenAI's Responses API (`client.responses.create`) is not served: pluralign is OpenAI-compatible "
+                 "through Chat Completions, `POST /v1/chat/completions` (`client.chat.completions.create`, `messages` "
+                 "for `input`)",
+    "completions": "OpenAI's legacy Completions API (`client.completions.create`, a `prompt`) is not served: send "
+                   "`messages` to `POST /v1/chat/completions` (`client.chat.completions.create`)",
+    "embeddings": "embeddings are not served here: `pluralign serve-embeddings` serves `POST /v1/embeddings` on a port "
+                  "of its own (deploy/README.md)",
+}
+
+
+def _openai_api_hint(path: str) -> str | None:
+    """What a 404 says for a path under one of OpenAI's APIs this service does not serve (with or without its
+    `/v1`: a client's base_url without it too), else None."""
+    sent = path.strip("/").split("/")
+    first = sent[1] if sent[0] == "v1" and len(sent) > 1 else sent[0]
+    return OPENAI_APIS_NOT_SERVED.get(first)
+
+
 def _route_hint(request: Request) -> str | None:
     """What a 404 for a path no route has says instead of pointing at the docs, when the path is plainly
     one of ours mis-sent: a route without its `/v1` (an OpenAI client given the service's URL as its
@@ -249,6 +270,8 @@ def _route_hint(request: Request) -> str | None:
         if path.startswith("/") and meant.startswith("/v1/") and (path.startswith("/v1/v1/") or not path.startswith("/v1/")) \
                 and _routes(request, method, meant):
             return f"did you mean `{method} {shorten(meant, MAX_PATH + 3, '...')}`? ({why}: an OpenAI client's base_url is the service's URL ending in /v1)"
+    if (unserved := _openai_api_hint(path)) is not None:
+        return unserved
     sent = path.strip("/").split("/")
     best, best_ratio = None, 0.75  # a letter or two off in a segment of 4 or more
     for route in request.app.routes:

@@ -24,7 +24,7 @@ from pluralign.data.record import USER_ID, USER_ID_RULE
 from pluralign.user import FEATURE_NAMES
 from service.feedback.services import IDEMPOTENCY_KEY
 from service.requestid import VALID
-from training.jobs.params import PARAMS
+from training.jobs.params import MAX_GROUP_BY_CHARS, PARAMS
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 ERROR_SCHEMA = {
@@ -123,7 +123,8 @@ SSE = {"schema": {"type": "string", "description": "`data: {chat.completion.chun
 # fuzzer knows it; `$` in a JSON Schema pattern (ECMA-262) does not match before a final newline, as Python's does
 USER_ID_SCHEMA = {"type": "string", "pattern": f"^{USER_ID.pattern}$", "minLength": 1, "maxLength": 128, "description": USER_ID_RULE}
 USER_FIELDS = ("user", "safety_identifier")  # a request body's fields naming the end user
-ID_QUERY = {("/admin/audits/fairness", "group_by"), ("/admin/audits/fairness", "tenant"), ("/admin/dashboard", "tenant")}  # ids
+ID_QUERY = {("/admin/audits/fairness", "tenant"), ("/admin/dashboard", "tenant")}  # ids
+GROUP_BY = ("/admin/audits/fairness", "group_by")  # an attribute's name, in any script: not an id
 MODEL_ID_SCHEMA = {"type": "string", "description": "a model's `id` from GET /v1/models (it may hold a `/`)"}
 IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$",
                           "description": "1-255 printable ASCII characters, no spaces"}
@@ -141,6 +142,10 @@ def _declare_choices(schema: dict, path: str, op: dict) -> None:
             continue
         if (path, parameter.get("name")) == ("/admin/jobs", "kind"):
             parameter["schema"] = {"oneOf": [{"type": "string", "enum": kinds}, {"type": "null"}]}
+        elif (path, parameter.get("name")) == GROUP_BY:
+            parameter["schema"] = {"type": "string", "minLength": 1, "maxLength": MAX_GROUP_BY_CHARS,
+                                   "description": "the attribute to group by, as feedback's `attributes` name it (any script; "
+                                                  "not blank, no NUL)"}
         elif (path, parameter.get("name")) in ID_QUERY:
             declared = {**USER_ID_SCHEMA, "description": "an id: " + USER_ID_RULE.split(" is ", 1)[1]}
             parameter["schema"] = declared if parameter.get("required", False) else {"oneOf": [declared, {"type": "null"}]}

@@ -755,7 +755,7 @@ async def _first_event(rt: Runtime, future, queue: asyncio.Queue, gone: threadin
     first_event = asyncio.ensure_future(queue.get())
     left = asyncio.ensure_future(_disconnected(request)) if request is not None else None
     refused = asyncio.ensure_future(_refused(future))  # still waiting as the scheduler closed: never runs
-    never_ran = silent = False
+    never_ran = silent = left_first = False
     try:
         done, _ = await asyncio.wait({first_event, left, refused} - {None}, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED)
         silent = not done
@@ -766,6 +766,7 @@ async def _first_event(rt: Runtime, future, queue: asyncio.Queue, gone: threadin
         if silent:
             first_event.cancel()  # a get cancelled takes nothing off the queue
         elif not first_event.done():  # the client left (or this request was cancelled) before any event
+            left_first = True  # (a task told to cancel is not cancelled() until it runs again: read this, not that)
             gone.set()
             never_ran = rt.scheduler.let_go(future)  # not started: never runs; running: stops at its next token, its place free now
             first_event.cancel()
@@ -773,7 +774,7 @@ async def _first_event(rt: Runtime, future, queue: asyncio.Queue, gone: threadin
             left.cancel()
     if silent:
         return None
-    if first_event.cancelled():  # (`gone` alone may be the service's cut, whose events tell the client)
+    if left_first:  # (`gone` alone may be the service's cut, whose events tell the client)
         if never_ran:  # one that ran is counted by `_produce`
             rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
         raise ClientGone(detail="the client disconnected before the stream started")

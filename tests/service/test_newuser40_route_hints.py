@@ -83,7 +83,7 @@ def test_the_service_s_root_says_where_its_routes_and_docs_are(svc):
 
 
 @pytest.mark.parametrize("method,path", [("GET", "/v1/nope"), ("GET", "/nope"), ("DELETE", "/v1/chat/completion"),
-                                         ("POST", "/v1/responses"), ("GET", "/v1/users/ann/export/all")])
+                                         ("POST", "/v1/assistants"), ("GET", "/v1/users/ann/export/all")])
 def test_a_path_like_no_route_keeps_the_plain_404(svc, method, path):
     """Nothing is guessed where no route is close, nor for a method the close route does not take."""
     r = httpx.request(method, svc.url + path, headers={"Authorization": f"Bearer {svc.keys['acme']}"})
@@ -111,3 +111,27 @@ def test_a_long_path_is_a_plain_404_that_costs_no_fuzzy_match_over_it(svc, path)
             assert r.status_code == 404 and r.json()["error"]["message"].endswith("docs/api.md lists the routes"), r.text[:300]
         spent = (time.process_time() - cpu) / 5
     assert spent < 0.025, f"{spent * 1000:.0f} ms of CPU a 404 (client and server: 45-89 ms before, 10 ms after)"
+
+
+@pytest.mark.parametrize("suffix", ["/v1", ""])
+def test_openai_s_other_apis_say_what_is_served_instead(svc, suffix):
+    """Session newsvc55: the `openai` library's README opens with `client.responses.create(model=..., input=...)`; a
+    new user who began there got "no route `POST /v1/responses`: docs/api.md lists the routes", and likewise for the
+    legacy `client.completions.create` and `client.embeddings.create`, as if the path were a typo. The 404 now says
+    that API is not served and what is (Chat Completions; `pluralign serve-embeddings` for embeddings), the base URL
+    with or without its `/v1`."""
+    import openai
+    from openai import OpenAI
+
+    client = OpenAI(base_url=svc.url + suffix, api_key=svc.keys["acme"], max_retries=0, timeout=60)
+    calls = {
+        "Responses API": lambda: client.responses.create(model="pluralign", input="Hi", user="ann"),
+        "Completions API": lambda: client.completions.create(model="pluralign", prompt="Hi", user="ann"),
+        "serve-embeddings": lambda: client.embeddings.create(model="pluralign", input="Hi"),
+    }
+    for said, call in calls.items():
+        with pytest.raises(openai.NotFoundError) as missing:
+            call()
+        message = missing.value.message
+        assert missing.value.code == "not_found" and said in message and "not served" in message, message
+        assert ("`POST /v1/chat/completions`" in message) == (said != "serve-embeddings"), message

@@ -820,3 +820,86 @@ def test_the_azure_openai_client_sending_api_key_is_told_to_send_authorization_b
     bare = httpx.get(svc.url + "/v1/models")
     assert bare.status_code == 401 and bare.json()["error"]["message"] == "missing `Authorization: Bearer <API key>` header", bare.text
     assert openai.OpenAI(base_url=svc.url + "/v1", api_key=key, max_retries=0).models.list().data  # Bearer: served
+
+
+def _requests_answered(svc, status: int) -> float:
+    import httpx
+
+    line = f'pluralign_http_requests_total{{method="POST",route="/v1/chat/completions",status="{status}"}} '
+    return next((float(x.split()[1]) for x in httpx.get(svc.url + "/metrics").text.splitlines() if x.startswith(line)), 0.0)
+
+
+@pytest.mark.parametrize("waits_for", ["a slot", "its candidates"])
+def test_a_stream_whose_async_client_is_cancelled_before_its_first_event_is_a_499_not_an_unhandled_500(svc, caplog, waits_for):
+    """Session newsvc55, AsyncOpenAI: a streamed chat whose task was cancelled (a user closing the tab, an app's timeout)
+    before the stream's first event, while it waited for a generation slot or (n > 1) for its candidates, gave its place
+    back but was logged as an unhandled error with a traceback (`InvalidStateError: Result is not set`: the wait for the
+    first event, just cancelled, was read as if it had ended) and answered and counted as a 500, which a 5xx alert
+    reads as the service failing. It is a 499 (the client left), counted cancelled once, no error logged."""
+    import asyncio
+    import time
+
+    from openai import AsyncOpenAI
+
+    from tests.serving import generation_held
+
+    rt = svc.runtime
+    n = 1 if waits_for == "a slot" else 2
+    ask = {"model": "pluralign", "messages": HI, "user": "kai", "n": n, "max_tokens": 8, "stream": True,
+           "extra_body": {"pluralign": {"candidates": n}}}
+    before = {status: _requests_answered(svc, status) for status in (499, 500)}
+    cancelled = _metric(svc, "pluralign_chat_cancelled_total")
+
+    async def leave_while_it_waits() -> None:
+        client = AsyncOpenAI(base_url=svc.url + "/v1", api_key=svc.keys["acme"], max_retries=0, timeout=30)
+        chat = asyncio.ensure_future(client.chat.completions.create(**ask))
+        busy = "waiting" if waits_for == "a slot" else "running"
+        deadline = time.monotonic() + 20
+        while not rt.scheduler.stats()[busy] and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert rt.scheduler.stats()[busy] == 1 and not chat.done(), rt.scheduler.stats()
+        chat.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await chat
+        await client.close()
+
+    caplog.clear()
+    with generation_held(rt, keepalive_s=30) as release:  # no keep-alive goes: the client leaves before any event
+        slots = _HeldSlots(rt) if waits_for == "a slot" else None
+        try:
+            asyncio.run(leave_while_it_waits())
+            deadline = time.monotonic() + 20
+            while _requests_answered(svc, 499) + _requests_answered(svc, 500) == sum(before.values()) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            if slots is not None:
+                slots.free()
+            release()
+    assert {status: _requests_answered(svc, status) - before[status] for status in (499, 500)} == {499: 1, 500: 0}
+    unhandled = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert unhandled == [], unhandled
+    deadline = time.monotonic() + 20
+    while rt.scheduler.stats()["running"] + rt.scheduler.stats()["waiting"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rt.scheduler.stats()["running"] + rt.scheduler.stats()["waiting"] == 0, rt.scheduler.stats()
+    assert _metric(svc, "pluralign_chat_cancelled_total") == cancelled + 1
+
+
+def test_the_export_s_user_line_counts_what_the_export_holds(client, svc):
+    """Session newsvc55: the full export's `user` line gave `n_interactions` and `n_preferences` as the user's row held
+    them at its last refit, which a chat does not make: a user with one comparison and three chats (the `openai`
+    client's) was exported with `"n_interactions": 0` above three `interaction` lines, while the profile said 3. The
+    line now counts the rows the export holds, as the profile does."""
+    with svc.client() as c:
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "ned", "prompt": "Tea or coffee?", "chosen": "Tea.",
+                                             "rejected": "Coffee."}).status_code == 201
+        for i in range(3):
+            client.chat.completions.create(model="pluralign", user="ned", max_tokens=2, messages=[{"role": "user", "content": f"Hi {i}"}],
+                                           extra_body={"pluralign": {"candidates": 1}})
+        counts = c.get("/v1/users/ned").json()["counts"]
+        lines = [json.loads(line) for line in c.get("/v1/users/ned/export").text.splitlines()]
+    user = next(line for line in lines if line["type"] == "user")
+    held = {kind: sum(line["type"] == kind for line in lines) for kind in ("preference", "interaction")}
+    assert held == {"preference": 1, "interaction": 3}, held
+    assert (user["n_preferences"], user["n_interactions"]) == (held["preference"], held["interaction"]) == \
+        (counts["preferences"], counts["interactions"]), (user, counts)

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from pluralign.data.record import MAX_CREATED_AT, Base, tenant_problem
-from pluralign.data.text import shorten
+from pluralign.data.text import is_blank, shorten, surrogate_problem
 
 # what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
 # searches with Python's `re`, whose `$` also matches before a final newline ("alice\n" was a user)
@@ -30,6 +30,12 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$(?!\n)"
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 # Name's pattern said in words (msgspec's message is the regex itself, `(?!\n)` and all)
 NAME_WORDS = "must be 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)"
+# an attribute an audit groups by: any name a feedback's `attributes` may hold (`région`, `年齢層`: not the id rule,
+# which held the admin routes to ASCII until session newsvc55), passed as one `--group-by=VALUE` argument; its
+# visible text and NUL are checked in `decode_params`. At most 256 characters (the service's names: 64 by default)
+MAX_GROUP_BY_CHARS = 256
+GroupBy = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GROUP_BY_CHARS)]
+GROUP_BY_WORDS = f"must name an attribute: 1-{MAX_GROUP_BY_CHARS} characters, in any script"
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 # a Unix time in seconds (finite: NaN is refused), up to the end of year 9999: every time an import takes (until session
 # rows44 at most 1e11, the year 5138, so no `since` could pick the rows stored from then on)
@@ -96,7 +102,7 @@ class EmParams(Base, frozen=True):
 class AuditParams(Base, frozen=True):
     """`pluralign audit --store`: the service's stored comparisons, grouped by an attribute."""
 
-    group_by: Name
+    group_by: GroupBy
     since: Epoch | None = None
     tenant: Name | None = None
     min_group_size: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
@@ -128,6 +134,8 @@ def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
         path = "." + named.group(1)
     if problem == f"Expected `str` matching regex {NAME_PATTERN!r}":
         problem = NAME_WORDS
+    elif path == ".group_by" and problem.startswith("Expected `str` of length"):
+        problem = GROUP_BY_WORDS
     return "params" + path, problem
 
 
@@ -156,13 +164,33 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
         typed = msgspec.convert({name: value for name, value in params.items() if value is not None}, schema, strict=True)
     except msgspec.ValidationError as exc:
         raise JobParamsError(*_where(exc)) from None
+    _check_values(typed, from_client)
+    return typed
+
+
+def _check_values(typed: Base, from_client: bool) -> None:
+    """What a type cannot say of decoded params: an audit's `group_by` names an attribute, a client's `tenant` is
+    not reserved, `groups` goes with protocol `persona`. Raises JobParamsError naming `params.<name>`."""
+    if (problem := _group_by_problem(getattr(typed, "group_by", None))) is not None:
+        raise JobParamsError("params.group_by", problem)
     tenant = getattr(typed, "tenant", None)
     if from_client and tenant is not None and (problem := tenant_problem(tenant)):  # a reserved name, as keys refuse
         raise JobParamsError("params.tenant", problem)
     if getattr(typed, "groups", None) is not None and typed.protocol != "persona":  # it would be ignored
         raise JobParamsError("params.groups", f"read only with protocol `persona` (the synthetic population's groups); "
                                               f"protocol `{typed.protocol}` has users of its own")
-    return typed
+
+
+def _group_by_problem(group_by: str | None) -> str | None:
+    """Why `group_by` can name no attribute (None when it can): blank (feedback refuses such a name), holding NUL,
+    which no command-line argument can carry, or starting with `-` (a flag's look, refused as every job's names are)."""
+    if group_by is None:
+        return None
+    if is_blank(group_by):
+        return "an attribute name must hold a visible character"
+    if "\x00" in group_by or group_by.startswith("-"):  # no argument holds NUL; one after `=` is never a flag, but kept so
+        return "must neither start with `-` nor hold NUL (U+0000): the audit's worker takes it as a command-line argument"
+    return surrogate_problem(group_by)
 
 
 def job_argv(kind: str, params: Mapping[str, object], skip: tuple[str, ...] = ()) -> list[str]:
