@@ -24,3 +24,28 @@ def test_an_unseen_users_tie_is_never_shown_as_a_preferred_answer_in_the_fspo_co
     (episode,) = query_episodes({"ann": [strict[0], tie, *strict[1:]]}, {"ann": [held]}, shots=2)
     assert _shown(episode) == [("question 0?", "liked 0", "disliked 0"), ("question 1?", "liked 1", "disliked 1")]
     assert [s.question for s in episode.shots] == ["question 0?", "question 1?"]
+
+
+def test_fit_user_reads_one_comparison_given_as_vectors_the_way_reward_and_preference_prob_do():
+    """docs/library.md: "One comparison may be given as (D,) vectors, to `fit_user`, `reward` and `preference_prob`
+    alike". `reward` and `preference_prob` read each argument so; `fit_user` looked at `prompt` alone and lifted all
+    three: a (D,) prompt with (1, D) answers (one row sliced `[:1]`) was refused naming a shape the caller never gave,
+    "`chosen` has shape (1, 1, 8)", and a 1-D prompt of another width was named as "(1, 5)"."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from pluralign.reward.pal import PALConfig, PALModel, fit_user
+
+    torch.manual_seed(0)
+    model = PALModel(PALConfig(variant="a", k=2, input_dim=8))
+    prompt, chosen, rejected = torch.randn(3, 8), torch.randn(3, 8), torch.randn(3, 8)
+    rows = fit_user(model, prompt[:1], chosen[:1], rejected[:1])
+    assert torch.equal(fit_user(model, prompt[0], chosen[:1], rejected[:1]), rows)
+    assert torch.equal(fit_user(model, prompt[0].numpy(), chosen[0], rejected[:1].numpy()), rows)
+    p_rows = model.preference_prob(rows, prompt[:1], chosen[:1], rejected[:1])
+    assert torch.equal(model.preference_prob(rows, prompt[0], chosen[:1], rejected[:1]), p_rows)  # the rule reward follows
+    with pytest.raises(ValueError, match=re.escape("`prompt` has shape (5,)")):
+        fit_user(model, np.zeros(5), chosen[:1], rejected[:1])
+    with pytest.raises(ValueError, match=re.escape("`chosen` has 3 rows, `prompt` has 1")):
+        fit_user(model, prompt[0], chosen, rejected)
