@@ -49,3 +49,32 @@ def test_fit_user_reads_one_comparison_given_as_vectors_the_way_reward_and_prefe
         fit_user(model, np.zeros(5), chosen[:1], rejected[:1])
     with pytest.raises(ValueError, match=re.escape("`chosen` has 3 rows, `prompt` has 1")):
         fit_user(model, prompt[0], chosen, rejected)
+
+
+def test_an_audit_config_that_cannot_run_is_refused_when_it_is_made_naming_the_field():
+    """docs/library.md: a config is checked when it is made. `AuditConfig(seed=-1)` and `seed=1.5` were kept and failed
+    in the audit's first draw with numpy's "expected non-negative integer" (or a TypeError about SeedSequence), naming
+    no field; `since=float("nan")` compared no time as later than it, so the audit scored nothing and reported an empty
+    report with `since: NaN`; `OnlineLogisticConfig(prior_variance=-1.0)` made every prediction NaN."""
+    import math
+
+    import numpy as np
+    import pytest
+
+    from pluralign.fairness.audit import AuditConfig, Comparisons, audit
+    from pluralign.fairness.online import OnlineLogisticConfig
+
+    for field, value in [("seed", -1), ("seed", 1.5), ("seed", True), ("since", math.nan), ("since", math.inf), ("since", "1764000000")]:
+        with pytest.raises(ValueError, match=f"AuditConfig: `{field}`"):
+            AuditConfig(**{field: value})
+    for field, value in [("prior_variance", -1.0), ("prior_variance", 0.0), ("base_variance", math.nan)]:
+        with pytest.raises(ValueError, match=f"OnlineLogisticConfig: `{field}`"):
+            OnlineLogisticConfig(**{field: value})
+
+    rng = np.random.default_rng(0)  # two users of two groups, six comparisons each: what the fields' defaults run on
+    n = 12
+    comparisons = Comparisons(diff=rng.normal(size=(n, 8)).astype(np.float32), user=np.repeat([0, 1], 6), users=["ann", "bob"],
+                              group=np.repeat([0, 1], 6), groups=["a", "b"], time=np.arange(n, dtype=np.float64),
+                              policy_win=np.zeros(n, np.int8), encoder_id="test")
+    report = audit(comparisons, "group", AuditConfig(resamples=20, seed=7, since=3.0, projection_dim=4))
+    assert report.comparisons == n - 3 and report.since == 3.0
