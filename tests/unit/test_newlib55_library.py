@@ -78,3 +78,31 @@ def test_an_audit_config_that_cannot_run_is_refused_when_it_is_made_naming_the_f
                               policy_win=np.zeros(n, np.int8), encoder_id="test")
     report = audit(comparisons, "group", AuditConfig(resamples=20, seed=7, since=3.0, projection_dim=4))
     assert report.comparisons == n - 3 and report.since == 3.0
+
+
+def test_ranked_pairs_refuses_scores_that_are_not_one_finite_number_per_candidate():
+    """`ranked_pairs` is what train_maxmin's help points a user to for their own candidates. Scores of another count
+    than the candidates were read as far as they went (three candidates, two scores: the third never paired, without a
+    word) or failed with an IndexError; a NaN score gave no comparison at all (best) or some (all), silently; a
+    negative (or NaN) `margin` paired candidates of equal scores, the first index 'chosen'. Each is a ValueError naming
+    the argument now, as `maxmin_scores` does for its rewards."""
+    import math
+
+    import numpy as np
+    import pytest
+
+    from pluralign.policy.maxmin import all_pairs, best_vs_rest, ranked_pairs
+
+    candidates = ["Yes.", "Here is the long answer.", "- a list"]
+    for pairing in (best_vs_rest, all_pairs):
+        for scores, problem in [([0.0, 1.0], "3 candidates"), ([0.0, 1.0, 2.0, 3.0], "3 candidates"), ([[0.1, 0.5, 0.2]], "3 candidates"),
+                                ([math.nan, 1.0, 0.0], "candidate 0"), ([0.0, math.inf, 0.0], "candidate 1")]:
+            with pytest.raises(ValueError, match=re.escape(f"`scores`")) as refused:
+                ranked_pairs("q", candidates, np.array(scores), source="s", pairing=pairing)
+            assert problem in str(refused.value)
+        for margin in (-1.0, math.nan):
+            with pytest.raises(ValueError, match="`margin`"):
+                ranked_pairs("q", candidates, [1.0, 1.0, 1.0], source="s", pairing=pairing, margin=margin)
+    pairs = ranked_pairs("q", candidates, [0.1, 0.5, 0.2], source="s")  # a list of scores, as a user writes them
+    assert [(p.chosen, p.rejected) for p in pairs] == [("Here is the long answer.", "Yes."), ("Here is the long answer.", "- a list")]
+    assert ranked_pairs("q", candidates, [1.0, 1.0, 1.0], source="s", pairing=all_pairs) == []  # ties: no pair
