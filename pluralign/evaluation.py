@@ -86,11 +86,21 @@ def _same_length(correct, labels, name: str, what: str) -> np.ndarray:
 
 def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:
     """Per user index: the mean credit of that user's pairs. `correct` (N,) is `credit(p)`, `users`
-    (N,) each pair's user index; ValueError naming `users` when it has another length and
-    `correct` when it holds a value that is not a credit (0, 0.5 or 1)."""
+    (N,) each pair's user index (whole numbers: `PairBatch.user`); ValueError naming `users` when it has
+    another length or holds a value that is not a whole number (until session newlib55 cut by int(): 1.2 and 1.7
+    were one user, a name an int() error), and `correct` when it holds a value that is not a credit (0, 0.5 or 1)."""
     correct = _same_length(correct, users, "users", "entries")
+    if hasattr(users, "detach"):  # a torch tensor
+        users = users.detach().cpu().numpy()
+    index = np.asarray(users).reshape(-1)
+    if not np.issubdtype(index.dtype, np.integer) and index.size:
+        floating = np.issubdtype(index.dtype, np.floating)
+        bad = ~(np.isfinite(index) & (index == np.round(index))) if floating else np.ones(index.size, bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"`users` must be each pair's user index, a whole number (`PairBatch.user`): element {i} is {index[i].item()!r}")
     per_user = defaultdict(list)
-    for c, u in zip(correct, users, strict=False):
+    for c, u in zip(correct, index, strict=False):
         per_user[int(u)].append(c)
     return {u: float(np.mean(v)) for u, v in per_user.items()}
 

@@ -106,3 +106,26 @@ def test_ranked_pairs_refuses_scores_that_are_not_one_finite_number_per_candidat
     pairs = ranked_pairs("q", candidates, [0.1, 0.5, 0.2], source="s")  # a list of scores, as a user writes them
     assert [(p.chosen, p.rejected) for p in pairs] == [("Here is the long answer.", "Yes."), ("Here is the long answer.", "- a list")]
     assert ranked_pairs("q", candidates, [1.0, 1.0, 1.0], source="s", pairing=all_pairs) == []  # ties: no pair
+
+
+def test_per_user_accuracy_refuses_user_indices_that_are_not_whole_numbers():
+    """`user_accuracy` and `macro` take each pair's user index (N,), as `PairBatch.user` holds them. Indices that were
+    not whole numbers were cut by int(): users [0.5, 1.7] became users 0 and 1 (two users' pairs could merge: 1.2 and
+    1.7 were one user), and user names ['ann', 'bob'] failed with "invalid literal for int() with base 10: 'ann'",
+    naming no argument. A tensor of indices, a numpy array and a list of ints keep working."""
+    import numpy as np
+    import pytest
+    import torch
+
+    from pluralign.evaluation import macro, user_accuracy
+    from pluralign.fairness.metrics import credit
+
+    correct = credit([0.9, 0.1, 0.8])
+    for users in ([0.5, 1.7, 1.2], ["ann", "bob", "ann"], np.array([0.0, 1.0, np.nan])):
+        with pytest.raises(ValueError, match="`users`"):
+            user_accuracy(correct, users)
+        with pytest.raises(ValueError, match="`users`"):
+            macro(correct, users)
+    for users in ([0, 1, 0], np.array([0, 1, 0]), torch.tensor([0, 1, 0]), np.array([0.0, 1.0, 0.0])):
+        assert user_accuracy(correct, users) == {0: 1.0, 1: 0.0}
+    assert macro(correct, [0, 1, 0]) == 0.5
