@@ -129,3 +129,35 @@ def test_per_user_accuracy_refuses_user_indices_that_are_not_whole_numbers():
     for users in ([0, 1, 0], np.array([0, 1, 0]), torch.tensor([0, 1, 0]), np.array([0.0, 1.0, 0.0])):
         assert user_accuracy(correct, users) == {0: 1.0, 1: 0.0}
     assert macro(correct, [0, 1, 0]) == 0.5
+
+
+def test_a_pal_checkpoint_or_em_mixture_is_not_saved_without_the_encoder_it_was_trained_on(tmp_path):
+    """Artifacts record the encoder whose vectors they read, and loading checks it (STYLE, habit 12). `save_pal` and
+    `EMMixture.save` wrote whatever `encoder_id` was passed: None or a number gave a checkpoint `load_pal` and
+    `EMMixture.load` then refused as "not a description of a PAL checkpoint: Expected `str`, got `null`" (the model
+    trained, its save lost), and "" or blanks one that names no encoder, which no encoder's check can match. Both
+    refuse such an id now, naming `encoder_id`, before anything is written, as `Store` does."""
+    import pytest
+    import torch
+
+    from pluralign.reward.em import EMConfig, EMMixture
+    from pluralign.reward.features import PairBatch
+    from pluralign.reward.pal import PALConfig, PALModel, UserWeights, load_pal, save_pal
+
+    model = PALModel(PALConfig(variant="a", k=2, input_dim=8))
+    user_weights = UserWeights.from_logits(["ann", "bob"], torch.zeros(2, 2))
+    torch.manual_seed(0)
+    n = 24
+    pairs = PairBatch(torch.randn(n, 8), torch.randn(n, 8), torch.randn(n, 8), torch.arange(n) % 4, ["a", "b", "c", "d"], ["g"] * n)
+    em = EMMixture(EMConfig(k=2, restarts=1, max_iter=3, init="random"))  # no k-means: sklearn takes seconds to import
+    em.fit(pairs, pairs)
+    for encoder_id in ("", "   ", None, 5):
+        for name, save in (("pal", lambda out: save_pal(out, model, user_weights, encoder_id=encoder_id)),
+                           ("em", lambda out: em.save(out, encoder_id=encoder_id))):
+            out = tmp_path / f"{name}-{encoder_id!r}"
+            with pytest.raises(ValueError, match="`encoder_id`"):
+                save(out)
+            assert not out.exists()
+    save_pal(tmp_path / "pal", model, user_weights, encoder_id="test-encoder")
+    assert load_pal(tmp_path / "pal", encoder_id="test-encoder")[2].encoder_id == "test-encoder"
+    EMMixture.load(em.save(tmp_path / "em", encoder_id="test-encoder"), encoder_id="test-encoder")
