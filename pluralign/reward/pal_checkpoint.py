@@ -154,7 +154,11 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None, *, 
             f"{folder / META_FILE}: the checkpoint scores vectors of input_dim={meta.input_dim}, the encoder "
             f"{encoder_id or ''}{' ' if encoder_id else ''}gives {dim}-d vectors: retrain it on this encoder's embeddings"
         )
-    model = PALModel(meta.config())
+    try:  # a variant this release does not know (a later one's), a K of 0: named with the file, as every mismatch is
+        config = meta.config()
+    except ValueError as exc:
+        raise ValueError(f"{folder / META_FILE}: describes no PAL model this release builds: {exc}") from None
+    model = PALModel(config)
     try:
         model.load_state_dict(read_safetensors(folder / MODEL_FILE))
     except RuntimeError as exc:  # missing, unexpected or differently shaped parameters

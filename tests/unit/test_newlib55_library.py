@@ -161,3 +161,25 @@ def test_a_pal_checkpoint_or_em_mixture_is_not_saved_without_the_encoder_it_was_
     save_pal(tmp_path / "pal", model, user_weights, encoder_id="test-encoder")
     assert load_pal(tmp_path / "pal", encoder_id="test-encoder")[2].encoder_id == "test-encoder"
     EMMixture.load(em.save(tmp_path / "em", encoder_id="test-encoder"), encoder_id="test-encoder")
+
+
+def test_a_checkpoint_whose_meta_json_describes_no_model_this_release_builds_is_named_when_it_loads(tmp_path):
+    """`load_pal` names the file for every mismatch (docstring). A meta.json of this schema whose variant this release
+    does not know (a later release's "c", or a hand edit) or whose K is 0 was refused as "unknown PAL variant 'c':
+    expected one of ('a', 'b')" or "PALConfig: `k` must be ...", naming no file: a service start or a notebook reading
+    several checkpoints could not tell which one."""
+    import json
+
+    import pytest
+    import torch
+
+    from pluralign.reward.pal import PALConfig, PALModel, UserWeights, load_pal, save_pal
+
+    model = PALModel(PALConfig(variant="a", k=2, input_dim=8))
+    save_pal(tmp_path / "pal", model, UserWeights.from_logits(["ann"], torch.zeros(1, 2)), encoder_id="test-encoder")
+    meta_file = tmp_path / "pal" / "meta.json"
+    good = json.loads(meta_file.read_text())
+    for change, problem in (({"variant": "c"}, "unknown PAL variant 'c'"), ({"k": 0}, "`k` must be a whole number >= 1")):
+        meta_file.write_text(json.dumps({**good, **change}))
+        with pytest.raises(ValueError, match=re.escape(f"{meta_file}: ") + ".*" + re.escape(problem)):
+            load_pal(tmp_path / "pal")
