@@ -199,3 +199,17 @@ def test_a_text_holding_a_lone_surrogate_is_refused_by_every_encoder_naming_it(s
             encoder.encode(texts)
     assert not lazy.loaded and len(cache) == 0
     assert sentence_encoder.encode(texts[:1]).shape == (1, 384)
+
+
+def test_maxmin_scores_of_no_group_heads_names_the_rewards():
+    """`maxmin_scores` takes (n, G) rewards of n candidates under G group heads. Rewards of no group, (n, 0) (an EM
+    mixture's heads selected by an empty list), were refused as "shares must be 0 finite non-negative weights, not all
+    0; got []": the caller gave no shares. Now the rewards' shape is named, as for n = 0."""
+    import numpy as np
+    import pytest
+
+    from pluralign.policy.maxmin import maxmin_scores
+
+    with pytest.raises(ValueError, match=re.escape("rewards must be (n candidates, G groups) with n >= 1 and G >= 1, got shape (3, 0)")):
+        maxmin_scores(np.zeros((3, 0)))
+    assert maxmin_scores(np.array([[1.0], [0.0]])).shape == (2,)
