@@ -116,12 +116,23 @@ def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, fl
     """({group: mean credit of its pairs}, {group: its pairs}) for `correct` (N,) (`credit(p)`) and
     each pair's group label (N,); the worst group is min(acc, key=acc.get). ValueError naming
     `groups` when it has another length and `correct` when it holds a value that is not a credit
-    (probabilities: pass credit(p)) or is a table (more than one dimension); TypeError when `groups` is one string."""
+    (probabilities: pass credit(p)) or is a table (more than one dimension), `groups` when its labels are of two kinds
+    that do not order (a None among strings); TypeError when `groups` is one string."""
     correct = _same_length(correct, groups, "groups", "labels")
     sums: dict[str, list[float]] = defaultdict(list)
     for c, g in zip(correct, groups, strict=False):
         sums[g].append(c)
-    return {g: float(np.mean(v)) for g, v in sorted(sums.items())}, {g: len(v) for g, v in sorted(sums.items())}
+    try:
+        ordered = sorted(sums.items())
+    except TypeError:  # labels of two kinds (a None among strings): until session newlib55 sorted()'s own words
+        kinds = [type(g) for g in groups]
+        common = max(set(kinds), key=kinds.count)
+        i = next((i for i, kind in enumerate(kinds) if kind is not common), None)
+        if i is None:  # one kind that does not order (complex numbers)
+            raise ValueError(f"`groups` labels ({common.__name__}) do not order: give str labels") from None
+        raise ValueError(f"`groups` element {i} is {groups[i]!r}, a {type(groups[i]).__name__} among {common.__name__} labels: "
+                         "give every comparison a label of one kind") from None
+    return {g: float(np.mean(v)) for g, v in ordered}, {g: len(v) for g, v in ordered}
 
 
 def unseen_batches(protocol: Protocol, encoder: Encoder, k: int) -> tuple[PairBatch, PairBatch] | None:

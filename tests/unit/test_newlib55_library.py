@@ -213,3 +213,18 @@ def test_maxmin_scores_of_no_group_heads_names_the_rewards():
     with pytest.raises(ValueError, match=re.escape("rewards must be (n candidates, G groups) with n >= 1 and G >= 1, got shape (3, 0)")):
         maxmin_scores(np.zeros((3, 0)))
     assert maxmin_scores(np.array([[1.0], [0.0]])).shape == (2,)
+
+
+def test_group_accuracy_names_a_group_label_of_another_kind():
+    """`group_accuracy(correct, groups)`: labels are compared to order the groups. A label of another kind among them
+    (None where a record had no group: a pandas column's missing value) failed with "'<' not supported between
+    instances of 'NoneType' and 'str'", naming neither `groups` nor the label. Now a ValueError naming both."""
+    import pytest
+
+    from pluralign.evaluation import group_accuracy
+    from pluralign.fairness.metrics import credit
+
+    with pytest.raises(ValueError, match=re.escape("`groups` element 1 is None, a NoneType among str labels")):
+        group_accuracy(credit([0.9, 0.1, 0.8]), ["a", None, "b"])
+    assert group_accuracy(credit([0.9, 0.1, 0.8]), ["b", "a", "b"]) == ({"a": 0.0, "b": 1.0}, {"a": 1, "b": 2})
+    assert group_accuracy(credit([0.9, 0.1]), [10, 9]) == ({9: 0.0, 10: 1.0}, {9: 1, 10: 1})
