@@ -46,3 +46,15 @@ def at_least(owner: str, minimum: float, **fields) -> None:
         number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
         if not number or not math.isfinite(value) or value < minimum:
             raise ValueError(f"{owner}: `{name}` must be a number >= {minimum:g}, got {value!r}")
+
+
+def encoder_named(encoder_id) -> str:
+    """`encoder_id` itself when it names an encoder (a str with a visible character), as an artifact records it and
+    loading checks it; else a ValueError naming `encoder_id`. Until session newlib55 `save_pal` and `EMMixture.save`
+    wrote None (an artifact their loaders refused, "Expected `str`, got `null`") or "" (one naming no encoder)."""
+    from pluralign.data.text import is_blank  # pure Python
+
+    if not isinstance(encoder_id, str) or is_blank(encoder_id):
+        raise ValueError(f"`encoder_id` must name the encoder whose vectors the model reads (a str with a visible "
+                         f"character, e.g. encoder.encoder_id), got {encoder_id!r}")
+    return encoder_id

@@ -86,11 +86,21 @@ def _same_length(correct, labels, name: str, what: str) -> np.ndarray:
 
 def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:
     """Per user index: the mean credit of that user's pairs. `correct` (N,) is `credit(p)`, `users`
-    (N,) each pair's user index; ValueError naming `users` when it has another length and
-    `correct` when it holds a value that is not a credit (0, 0.5 or 1)."""
+    (N,) each pair's user index (whole numbers: `PairBatch.user`); ValueError naming `users` when it has
+    another length or holds a value that is not a whole number (until session newlib55 cut by int(): 1.2 and 1.7
+    were one user, a name an int() error), and `correct` when it holds a value that is not a credit (0, 0.5 or 1)."""
     correct = _same_length(correct, users, "users", "entries")
+    if hasattr(users, "detach"):  # a torch tensor
+        users = users.detach().cpu().numpy()
+    index = np.asarray(users).reshape(-1)
+    if not np.issubdtype(index.dtype, np.integer) and index.size:
+        floating = np.issubdtype(index.dtype, np.floating)
+        bad = ~(np.isfinite(index) & (index == np.round(index))) if floating else np.ones(index.size, bool)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"`users` must be each pair's user index, a whole number (`PairBatch.user`): element {i} is {index[i].item()!r}")
     per_user = defaultdict(list)
-    for c, u in zip(correct, users, strict=False):
+    for c, u in zip(correct, index, strict=False):
         per_user[int(u)].append(c)
     return {u: float(np.mean(v)) for u, v in per_user.items()}
 
@@ -106,12 +116,23 @@ def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, fl
     """({group: mean credit of its pairs}, {group: its pairs}) for `correct` (N,) (`credit(p)`) and
     each pair's group label (N,); the worst group is min(acc, key=acc.get). ValueError naming
     `groups` when it has another length and `correct` when it holds a value that is not a credit
-    (probabilities: pass credit(p)) or is a table (more than one dimension); TypeError when `groups` is one string."""
+    (probabilities: pass credit(p)) or is a table (more than one dimension), `groups` when its labels are of two kinds
+    that do not order (a None among strings); TypeError when `groups` is one string."""
     correct = _same_length(correct, groups, "groups", "labels")
     sums: dict[str, list[float]] = defaultdict(list)
     for c, g in zip(correct, groups, strict=False):
         sums[g].append(c)
-    return {g: float(np.mean(v)) for g, v in sorted(sums.items())}, {g: len(v) for g, v in sorted(sums.items())}
+    try:
+        ordered = sorted(sums.items())
+    except TypeError:  # labels of two kinds (a None among strings): until session newlib55 sorted()'s own words
+        kinds = [type(g) for g in groups]
+        common = max(set(kinds), key=kinds.count)
+        i = next((i for i, kind in enumerate(kinds) if kind is not common), None)
+        if i is None:  # one kind that does not order (complex numbers)
+            raise ValueError(f"`groups` labels ({common.__name__}) do not order: give str labels") from None
+        raise ValueError(f"`groups` element {i} is {groups[i]!r}, a {type(groups[i]).__name__} among {common.__name__} labels: "
+                         "give every comparison a label of one kind") from None
+    return {g: float(np.mean(v)) for g, v in ordered}, {g: len(v) for g, v in ordered}
 
 
 def unseen_batches(protocol: Protocol, encoder: Encoder, k: int) -> tuple[PairBatch, PairBatch] | None:

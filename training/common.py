@@ -62,11 +62,15 @@ def add_encoder_args(parser: argparse.ArgumentParser) -> None:
 
 
 def check_encoder(args: argparse.Namespace) -> None:
-    """`--encoder` names an encoder `make_encoder` knows: its ValueError at once, before a command
-    imports torch (seconds); `cached_encoder` would find it only then. An empty `--cache` too (`check_cache`)."""
+    """`--encoder` names an encoder `make_encoder` knows: a ValueError naming the option (`--encoder minilm-onx:
+    unknown encoder ...`, as serve-embeddings says it) at once, before a command reads its data or imports torch
+    (seconds); `cached_encoder` would find it only then. An empty `--cache` too (`check_cache`)."""
     from pluralign.embed.named import encoder_identity
 
-    encoder_identity(args.encoder)
+    try:
+        encoder_identity(args.encoder)
+    except ValueError as exc:
+        raise ValueError(f"--encoder {args.encoder}: {exc}") from None
     check_cache(args.cache)
 
 

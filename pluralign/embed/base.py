@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from pluralign.data.text import surrogate_problem
+
 
 @runtime_checkable
 class Encoder(Protocol):
@@ -44,13 +46,18 @@ def checked_vectors(encoder: Encoder, vectors, n_texts: int) -> np.ndarray:
 def text_list(texts) -> list[str]:
     """The texts an `encode` call was given, as a list; TypeError naming `texts` when it is one
     string (which would otherwise be embedded character by character, one vector per character)
-    or holds something that is not a str."""
+    or holds something that is not a str, ValueError naming `texts[i]` when it holds a lone UTF-16
+    surrogate (`pluralign.data.text.surrogate_problem`: until session newlib55 the tokenizer's
+    "TextEncodeInput must be Union[...]", or the cache's UnicodeEncodeError, naming no text)."""
     if isinstance(texts, str | bytes):
         raise TypeError(f"`texts` must be a sequence of strings, not one {type(texts).__name__}: encode([text])")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"`texts[{i}]` is {type(text).__name__}, not str")
+        problem = surrogate_problem(text)
+        if problem:
+            raise ValueError(f"`texts[{i}]` {problem}")
     return texts
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pluralign.checks import at_least
+from pluralign.checks import at_least, seed_in_range
 from pluralign.data.record import Preference
 from pluralign.data.text import answer_key
 from pluralign.embed.base import Encoder, checked_vectors
@@ -80,6 +80,11 @@ class AuditConfig:
         if self.base_dim is not None:
             at_least("AuditConfig", 1, base_dim=self.base_dim)
         at_least("AuditConfig", 0, min_comparisons=self.min_comparisons, base_l2=self.base_l2)
+        # until session newlib55 unchecked: a seed of -1 or 1.5 failed in the first draw naming no field, and a NaN
+        # `since` (no time is at or after it) scored nothing and reported an empty audit
+        seed_in_range("AuditConfig", seed=self.seed)
+        if self.since is not None:
+            at_least("AuditConfig", 0, since=self.since)
 
 
 @dataclass

@@ -21,6 +21,8 @@ from typing import Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from pluralign.checks import above_zero
+
 
 class OnlineUserModel(Protocol):
     """A per-user model that predicts a comparison and then learns from it; rows index its features.
@@ -47,6 +49,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class OnlineLogisticConfig:
     prior_variance: float = 1.0  # prior variance of the personal margin (split over the whitened features)
     base_variance: float = 0.5  # prior variance of the weight on the base model's margin (mean 1)
+
+    def __post_init__(self) -> None:  # a variance <= 0 or NaN made every prediction NaN (until session newlib55)
+        above_zero("OnlineLogisticConfig", prior_variance=self.prior_variance, base_variance=self.base_variance)
 
 
 class OnlineLogistic:

@@ -166,8 +166,9 @@ def query_episodes(
     shots: int,
     per_user: int | None = None,
 ) -> list[Episode]:
-    """Evaluation episodes for unseen users: the first `shots` support comparisons as context, each
-    query comparison (up to `per_user`; None: all) held out. Raises ValueError naming `shots` or
+    """Evaluation episodes for unseen users: the first `shots` strict support comparisons as context (a tie states no
+    preferred answer: skipped, as `training_episodes` and the service's chat context skip them; until session newlib55 one
+    was shown as "Preferred: ..."), each strict query comparison (up to `per_user`; None: all) held out. Raises ValueError naming `shots` or
     `per_user` when not a whole number >= 0, and the first query user `support` has no comparisons
     for (their episodes would have no context of their own)."""
     whole("query_episodes", 0, shots=shots, **({} if per_user is None else {"per_user": per_user}))
@@ -175,7 +176,7 @@ def query_episodes(
     if missing is not None:
         raise ValueError(f"query user {missing!r} has no support comparisons: `support` and `query` must hold the same users")
     return [
-        episode(list(support[u])[:shots], q)
+        episode([p for p in support[u] if not p.tie][:shots], q)
         for u in sorted(query)
         for q in [q for q in query[u] if not q.tie][:per_user]
     ]

@@ -153,11 +153,26 @@ PAIRINGS: dict[str, Pairing] = {"all": all_pairs, "best": best_vs_rest}
 def ranked_pairs(
     prompt: str, candidates: Sequence[str], scores: np.ndarray, source: str, pairing: Pairing = best_vs_rest, margin: float = 1e-6,
 ) -> list[Preference]:
-    """Comparisons among a prompt's candidates chosen by `pairing` from their objective `scores`
-    (identical candidates are never paired)."""
+    """Comparisons among a prompt's n candidates chosen by `pairing` from their objective `scores` (n,) (a numpy
+    array, a list or a CPU tensor of numbers, e.g. `maxmin_scores`), each the higher-scored candidate over one scoring
+    more than `margin` (>= 0) below it; identical candidates are never paired, nor candidates of equal scores. Raises
+    ValueError naming `scores` when they are not n finite numbers (until session newlib55 a shorter list left the last
+    candidates out without a word, and a NaN gave no comparison) and `margin` when it is not a number >= 0 (a
+    negative one paired equal scores, the first candidate "chosen")."""
+    try:
+        scores = np.asarray(scores, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"`scores` must be one number per candidate, ({len(candidates)},)") from None
+    if scores.shape != (len(candidates),):
+        raise ValueError(f"`scores` has shape {scores.shape}: one number per candidate, ({len(candidates)},) for "
+                         f"{len(candidates)} candidates")
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        raise ValueError(f"`scores` of candidate {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
+    at_least("ranked_pairs", 0, margin=margin)
     return [
         Preference(user_id=source, prompt=prompt, chosen=candidates[hi], rejected=candidates[lo], margin=float(scores[hi] - scores[lo]), source=source)
-        for hi, lo in pairing(np.asarray(scores), margin)
+        for hi, lo in pairing(scores, margin)
         if candidates[hi] != candidates[lo]
     ]
 

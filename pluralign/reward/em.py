@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pluralign.checks import SEED_MAX
+from pluralign.checks import SEED_MAX, encoder_named
 from pluralign.data.record import Persisted
 from pluralign.data.text import is_blank
 from pluralign.device import default_device, usable_device
@@ -394,10 +394,12 @@ class EMMixture:
         """Write `heads.safetensors`, `users.jsonl` (one membership row per user) and `meta.json`,
         each whole and meta.json last (a write stopped part way leaves no artifact `load` takes).
         `out` may hold only an earlier EM artifact's files (EM_FILES); anything else is a ValueError
-        and nothing is written (`pluralign.files.check_artifact_folder`); another save into `out`
+        and nothing is written (`pluralign.files.check_artifact_folder`), as is an `encoder_id` that names no
+        encoder (`pluralign.checks.encoder_named`); another save into `out`
         meanwhile is a `pluralign.files.ArtifactBusy` (ValueError) naming it."""
         from safetensors.torch import save
 
+        encoder_named(encoder_id)
         W, log_pi = self._heads()
         meta = EMMeta(
             schema_version=SCHEMA_VERSION, kind="em-bt-mixture", encoder_id=encoder_id, k=int(W.shape[0]),

@@ -20,6 +20,7 @@ import msgspec
 import numpy as np
 from safetensors.torch import save
 
+from pluralign.checks import encoder_named
 from pluralign.data.record import Persisted
 from pluralign.device import usable_device
 from pluralign.files import (
@@ -94,7 +95,8 @@ def _metric(name: str, value) -> float | None:
 def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, encoder_id: str, metrics: dict | None = None) -> None:
     """Write the checkpoint folder (created if missing). `folder` may hold only an earlier PAL
     checkpoint's files (PAL_FILES), which are replaced; anything else is a ValueError and nothing
-    is written (`pluralign.files.check_artifact_folder`). Each file is written whole (temp file and
+    is written (`pluralign.files.check_artifact_folder`), and so is an `encoder_id` that names no encoder (not a
+    str with a visible character: `pluralign.checks.encoder_named`). Each file is written whole (temp file and
     rename) and meta.json last, so a write stopped part way leaves no folder `load_pal` takes; another
     save into `folder` meanwhile is a `pluralign.files.ArtifactBusy` (ValueError) naming it. `metrics`:
     its finite real numbers (numpy scalars, 0-d tensors and arrays too) are recorded in meta.json (`PALMeta.metrics`),
@@ -105,6 +107,7 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
     since session reviewtrial47b, its null left out of `PALMeta.metrics`."""
     if user_weights.k != model.config.k:
         raise ValueError(f"user weights have K={user_weights.k}, the model has K={model.config.k}")
+    encoder_named(encoder_id)
     c = model.config
     meta = PALMeta(
         schema_version=PAL_SCHEMA, encoder_id=encoder_id, variant=c.variant, k=c.k, input_dim=c.input_dim,
@@ -151,7 +154,11 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None, *, 
             f"{folder / META_FILE}: the checkpoint scores vectors of input_dim={meta.input_dim}, the encoder "
             f"{encoder_id or ''}{' ' if encoder_id else ''}gives {dim}-d vectors: retrain it on this encoder's embeddings"
         )
-    model = PALModel(meta.config())
+    try:  # a variant this release does not know (a later one's), a K of 0: named with the file, as every mismatch is
+        config = meta.config()
+    except ValueError as exc:
+        raise ValueError(f"{folder / META_FILE}: describes no PAL model this release builds: {exc}") from None
+    model = PALModel(config)
     try:
         model.load_state_dict(read_safetensors(folder / MODEL_FILE))
     except RuntimeError as exc:  # missing, unexpected or differently shaped parameters

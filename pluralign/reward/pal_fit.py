@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pluralign.reward.inputs import comparison_rows, logits_row, owners, positive, whole
+from pluralign.reward.inputs import comparison_rows, logits_row, one_row, owners, positive, whole
 from pluralign.reward.pal_model import PairTerms, PALModel
 
 PRIOR_STRENGTH = 0.5  # precision of the Gaussian prior on a user's logits
@@ -142,7 +142,8 @@ def fit_user(
     prior_strength: float = PRIOR_STRENGTH,
     max_steps: int = MAX_STEPS,
 ) -> torch.Tensor:
-    """One user's K logits from their comparisons (N, D) each, or one comparison (D,); shared
+    """One user's K logits from their comparisons (N, D) each, or one comparison (D,) (each argument read so on its
+    own, as `PALModel.reward` reads them); shared
     parameters are only read. Tensors or numpy arrays of any real dtype.
 
     `prior_logits` is the centre of the prior (pass `UserWeights.prior()`); it defaults to
@@ -150,11 +151,13 @@ def fit_user(
     argument (`fit_users`): embeddings not (N, D) alike or not finite, logits not K finite numbers,
     `prior_strength` not positive, `max_steps` not a whole number >= 0. No comparisons (N = 0), or
     `max_steps=0`, give the prior."""
-    if np.ndim(prompt) == 1:
-        prompt, chosen, rejected = (np.asarray(t)[None] if not isinstance(t, torch.Tensor) else t[None] for t in (prompt, chosen, rejected))
+    # each argument read on its own, as `reward` and `preference_prob` read theirs (until session newlib55 `prompt`'s
+    # shape decided for all three: a (D,) prompt with (1, D) answers was refused as "(1, 1, D)")
+    d = model.config.input_dim
+    prompt, chosen, rejected = (one_row(t, d) for t in (prompt, chosen, rejected))
     if prior_logits is None:
         prior_logits = init_logits
-    user = torch.zeros(len(prompt), dtype=torch.long)
+    user = torch.zeros(np.shape(prompt)[0] if np.ndim(prompt) else 0, dtype=torch.long)
     return fit_users(model, prompt, chosen, rejected, user, 1, init_logits, prior_logits, prior_strength, max_steps)[0]
 
 

@@ -92,9 +92,9 @@ NO_URL = "`openai:URL` needs the server's http:// or https:// URL (`openai:http:
      f"PLURALIGN_GENERATOR (setting generator): {NO_URL} got 'openai:https://user:***@vllm.internal/v1': {PORT_OR_PASSWORD}"),
     (["serve-embeddings", "--encoder", "openai:https://tok3n-abc@/v1?api_key=k3y-123"], {},
      f"--encoder openai:https://***@/v1?api_key=***: {NO_URL} got 'openai:https://***@/v1?api_key=***': it names no host"),
-    (["eval", "--model", "bt", "--protocol", "persona", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
-    (["train", "pal", "--protocol", "persona", "--out", "pal", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
-    (["train", "em", "--protocol", "persona", "--out", "em", "--encoder", "minilm-onx"], {}, f"unknown encoder 'minilm-onx': {ENCODERS}"),
+    (["eval", "--model", "bt", "--protocol", "persona", "--encoder", "minilm-onx"], {}, f"--encoder minilm-onx: unknown encoder 'minilm-onx': {ENCODERS}"),
+    (["train", "pal", "--protocol", "persona", "--out", "pal", "--encoder", "minilm-onx"], {}, f"--encoder minilm-onx: unknown encoder 'minilm-onx': {ENCODERS}"),
+    (["train", "em", "--protocol", "persona", "--out", "em", "--encoder", "minilm-onx"], {}, f"--encoder minilm-onx: unknown encoder 'minilm-onx': {ENCODERS}"),
 ])
 def test_a_bad_setting_is_refused_before_torch_and_lancedb_are_imported(tmp_path, argv, env, said):
     """Before: a bad PLURALIGN_* value was refused after lancedb's import (~1.5 s), a mistyped encoder or

@@ -39,7 +39,7 @@ from training.common import (
     add_encoder_args,
     cache_path,
     cached_encoder,
-    check_cache,
+    check_encoder,
     check_given,
     check_not_an_input,
     check_store_there,
@@ -282,8 +282,9 @@ def run(args: argparse.Namespace) -> int:
     # usage errors first: the audit's imports take seconds (an encoder for --data, lancedb for --store, torch for --personalized pal)
     check_inputs(args)
     # an empty path is refused, not read as the option not given (until session rows44 the audit ran without it; an
-    # empty --store, --data or --path until review ro44: `--store "$STORE"` beside --data audited the file)
-    check_cache(args.cache)
+    # empty --store, --data or --path until review ro44: `--store "$STORE"` beside --data audited the file); a mistyped
+    # --encoder at once too (until session newlib55 found once the data was read: UKPConvArg1 ~9 s)
+    check_encoder(args)
     for option, value, what in (("--user-groups", args.user_groups, "the user-groups file (a JSON object user_id -> group name)"),
                                 ("--pal", args.pal, "the PAL checkpoint folder"), ("--em", args.em, "the EM mixture folder"),
                                 ("--store", args.store, "the service's store (its data folder, or an object-store URI)"),

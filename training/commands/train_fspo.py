@@ -143,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
                          f"{config.shots + config.queries} strict comparisons of one user, and no training user of {source} has "
                          f"that many (at most {most}, among {len(train_users)} training users); lower --shots or --queries")
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
+    if args.eval_users and not eval_users:  # held out of training for a score that cannot be taken (until session newlib55: `null`)
+        source = f"--data {args.data}" if args.population == "file" else f"--population {args.population}"
+        most = max((len(support[u]) for u in query), default=0)
+        raise ValueError(f"--shots {config.shots}: each unseen user is scored with {config.shots} of their own support "
+                         f"comparisons in context, and no unseen user of {source} has that many (at most {most}, among "
+                         f"{len(query)} unseen users); lower --shots, or give --eval-users 0 to train without scoring")
     test = query_episodes({u: support[u] for u in eval_users}, {u: query[u] for u in eval_users}, config.shots, per_user=args.eval_per_user)
     episodes = training_episodes(
         train_users, config.shots, args.episodes or config.steps * config.batch_size, seed=config.seed, queries=config.queries
