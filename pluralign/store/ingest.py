@@ -49,6 +49,7 @@ DEAD_LETTER = "dead-letter"  # in the log's folder: the records set aside (`plur
 SET_ASIDE_AFTER = 3  # failures of a record on its own (a row's error: ROW_ERRORS) before it is set aside
 RETRY_S = 1.0  # the worker's pause after a failed batch, before it tries again; doubled after each failure in a row
 MAX_RETRY_S = 5.0  # up to this (`_pause`): a store back after an outage is written to within 5 s
+WORKER_LOOK_S = 0.1  # a flush waiting for the worker's lock looks this often whether its rows were moved meanwhile
 PROBE_TEXT = "a probe of the encoder"  # embedded after the encoder refused texts: whether it refuses those only (`_embed`)
 
 
@@ -462,11 +463,10 @@ class Ingestor:
         With `tenant`, the other tenants' waiting rows move in turns with its own: between two of its batches, one
         batch of theirs (`_others_turn`), as the worker would take it. The worker waits for `_worker`, which the flush
         holds throughout: until session 55 an audit of a tenant at its backlog bound (50,000 rows, minutes of
-        embedding) kept every other tenant's rows out of the table for as long."""
+        embedding) kept every other tenant's rows out of the table for as long. A flush waiting for `_worker` returns
+        once none of its tenant's rows waits (`_worker_unless_moved`): another flush's turns moved them."""
         total = 0
-        if not self._worker.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
-            if rows := self.pending_rows(tenant):  # none: the worker holds its lock with nothing left (a row
-                raise StillMoving(rows)            # leaves `pending` only once committed): nothing to wait for
+        if not self._worker_unless_moved(tenant, deadline):
             return 0
         try:
             upto, failed = self.log.last_seq(), set()  # failed: the records whose rows failed here (`_move_checked`)
@@ -546,6 +546,20 @@ class Ingestor:
             if n and rows > self.batch_rows:
                 return entries[:n]
         return entries
+
+    def _worker_unless_moved(self, tenant: str | None, deadline: float | None) -> bool:
+        """`_worker` taken (True) for a flush of `tenant` (None: every tenant), or False, not taken, once none of its
+        rows waits (a row leaves `pending` only once committed: the worker, or another flush's turns, `_others_turn`,
+        moved them), looked at every WORKER_LOOK_S while waiting. Raises StillMoving, not taken, once `deadline` passes
+        with rows still pending."""
+        while True:
+            wait = WORKER_LOOK_S if deadline is None else min(WORKER_LOOK_S, max(0.0, deadline - time.monotonic()))
+            if self._worker.acquire(timeout=wait):
+                return True
+            if not (rows := self.pending_rows(tenant)):
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StillMoving(rows)
 
     def _others_turn(self, tenant: str) -> None:
         """One batch of the worker's (`_next_batch`) of the tenants other than `tenant`, moved in the caller's thread,

@@ -5,8 +5,10 @@ An audit first moves every comparison of the tenant it audits from the feedback 
 waiting rows: a tenant at its backlog bound (50,000 rows, 100 imports) kept it minutes (a POST /admin/jobs of an
 audit of the flooding tenant took 145 s in benchmarks/tenant_flood.py), and meanwhile the worker moved no other
 tenant's rows, whatever turns it takes (`Ingestor._next_batch`): their imports stayed unreadable (503 "still being
-stored") for as long. Now the flush gives the other tenants a batch of the worker's between two of its own, so their
-rows wait for at most one batch of the audited tenant's, as they do for the worker's."""
+stored") for as long, and an audit of another tenant waited for that flush to end whatever it had to move itself.
+Now the flush gives the other tenants a batch of the worker's between two of its own, so their rows wait for at most
+one batch of the audited tenant's, as they do for the worker's, and another audit's flush that finds none of its rows
+waiting any more returns without waiting for the lock."""
 
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ def test_an_audit_moving_one_tenants_backlog_lets_another_tenants_rows_move_betw
     globex two imports of 15 rows (30: more than a read moves itself, 20 here: `READ_INLINE_ROWS`, 500 served, cut so
     that the test embeds little). An audit of acme moves acme's first record, and
     its second is held in the encoder: meanwhile globex's profile is read (200), one of its imports moved by the
-    audit's flush in between. Before, the flush went on to acme's second record, globex's 30 rows waited behind
-    all of acme's backlog, and its profile was a 503 ("still being stored") until the audit's flush ended."""
+    audit's flush in between; and an audit of globex is queued (201). Before, the flush went on to acme's second record,
+    globex's 30 rows waited behind all of acme's backlog, and its profile was a 503 ("still being stored") until the
+    audit's flush ended; with that fixed, globex's audit still waited for acme's flush to let go of the worker's lock."""
     from service.users import services
 
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
@@ -48,7 +51,8 @@ def test_an_audit_moving_one_tenants_backlog_lets_another_tenants_rows_move_betw
     # the worker's embedding thread runs this first: the worker embeds none of its batches until it is set
     holder = threading.Thread(target=rt.ingest._low.run, args=(worker_free.wait, 60), daemon=True)
     audit: list = []
-    with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
+    with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin, \
+            svc.client("admin") as admin_b:
         holder.start()
         for i, text in enumerate(("Tea or coffee?", f"Tea or coffee {HOLD}?")):
             r = acme.post("/v1/feedback", json={"type": "comparison", "user": f"ann{i}", "prompt": text,
@@ -72,11 +76,20 @@ def test_an_audit_moving_one_tenants_backlog_lets_another_tenants_rows_move_betw
             assert encoder.held == 1 and not audit, (encoder.held, audit)
             r = globex.get("/v1/users/gus")
             during = (r.status_code, rt.ingest.pending_rows("acme"), encoder.held, bool(audit))
+            # an audit of globex meanwhile: what it must move, the acme audit's turn moved; it does not wait for that flush
+            other = threading.Thread(target=lambda: audit.append(admin_b.post("/admin/jobs", json={
+                "kind": "audit", "params": {"group_by": "segment", "tenant": "globex"}})), daemon=True)
+            other.start()
+            other.join(30)
+            globex_audit = (len(audit), encoder.held)
         finally:
             encoder.release.set()
             worker_free.set()
             auditing.join(60)
         assert during == (200, 1, 1, False), (during, r.text[:300])  # served while the audit's flush still held acme's record
-        assert audit and audit[0].status_code == 201, audit and audit[0].text
-        assert admin.post(f"/admin/jobs/{audit[0].json()['id']}/cancel").status_code == 200
+        assert globex_audit == (1, 1), globex_audit  # globex's audit answered while acme's flush still held its record
+        assert [a.status_code for a in audit] == [201, 201], [a.text for a in audit]
+        assert [a.json()["params"]["tenant"] for a in audit] == ["globex", "acme"]
+        for queued in audit:
+            assert admin.post(f"/admin/jobs/{queued.json()['id']}/cancel").status_code == 200
         assert globex.get("/v1/users/gus").json()["counts"]["preferences"] == 30, "globex's rows all stored"
