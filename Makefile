@@ -66,9 +66,9 @@ test-artifacts: $(STAMP)
 # a tenant's removal killed (SIGKILL) inside its first batch of users' DELETEs and finished by the next start, through
 # `pluralign serve` (slow-marked: two starts, ~1-2 min on two shared cores), and the slow-marked full flows of
 # tests/service/test_tenant48_removal.py; the fast tests of the same path (quoted names, a chat in flight, keys that cannot be
-# revoked, a batch of many users, a full disk) are in the default suite and run here too
+# revoked, a batch of many users, a full disk) are in the default suite and run here too; and an audit of one tenant moving its backlog beside another's
 test-tenant-removal: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_tenant49_removal.py tests/service/test_reviewtenant49_removal.py tests/service/test_reviewtenant49_journal.py tests/service/test_reviewfeedback48.py tests/service/test_ops53_removal_replicas.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_tenant49_removal.py tests/service/test_reviewtenant49_removal.py tests/service/test_reviewtenant49_journal.py tests/service/test_reviewfeedback48.py tests/service/test_ops53_removal_replicas.py tests/service/test_tenant55_flush_turns.py
 
 # Until session 51, 165 slow-marked tests ran in `make test-all` alone; each now belongs to one named target too.
 # `pluralign serve` and its jobs killed (SIGKILL), stopped (SIGTERM, SIGINT), on a full disk, a damaged table or an

@@ -49,6 +49,7 @@ DEAD_LETTER = "dead-letter"  # in the log's folder: the records set aside (`plur
 SET_ASIDE_AFTER = 3  # failures of a record on its own (a row's error: ROW_ERRORS) before it is set aside
 RETRY_S = 1.0  # the worker's pause after a failed batch, before it tries again; doubled after each failure in a row
 MAX_RETRY_S = 5.0  # up to this (`_pause`): a store back after an outage is written to within 5 s
+WORKER_LOOK_S = 0.1  # a flush waiting for the worker's lock looks this often whether its rows were moved meanwhile
 PROBE_TEXT = "a probe of the encoder"  # embedded after the encoder refused texts: whether it refuses those only (`_embed`)
 
 
@@ -457,11 +458,15 @@ class Ingestor:
         batch it began (at most `batch_rows` rows: one encoder call and one commit) is not cut short, so
         the call may end that long after the deadline. A record whose rows fail on their own (a row's error:
         `_move_checked`) is passed over and stays pending, set aside after `tries` failures: since session 48 the
-        others are moved and the call returns (before, it raised that error at every call)."""
+        others are moved and the call returns (before, it raised that error at every call).
+
+        With `tenant`, the other tenants' waiting rows move in turns with its own: between two of its batches, one
+        batch of theirs (`_others_turn`), as the worker would take it. The worker waits for `_worker`, which the flush
+        holds throughout: until session 55 an audit of a tenant at its backlog bound (50,000 rows, minutes of
+        embedding) kept every other tenant's rows out of the table for as long. A flush waiting for `_worker` returns
+        once none of its tenant's rows waits (`_worker_unless_moved`): another flush's turns moved them."""
         total = 0
-        if not self._worker.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
-            if rows := self.pending_rows(tenant):  # none: the worker holds its lock with nothing left (a row
-                raise StillMoving(rows)            # leaves `pending` only once committed): nothing to wait for
+        if not self._worker_unless_moved(tenant, deadline):
             return 0
         try:
             upto, failed = self.log.last_seq(), set()  # failed: the records whose rows failed here (`_move_checked`)
@@ -469,6 +474,8 @@ class Ingestor:
                     [e for e in self.log.oldest(self.batch + len(failed), tenant, upto, self._held) if e.seq not in failed])):
                 if total and deadline is not None and time.monotonic() >= deadline:
                     raise StillMoving(self.pending_rows(tenant))
+                if (total or failed) and tenant is not None:  # a batch of its own moved (or tried) already
+                    self._others_turn(tenant)
                 moved, failing = self._move_checked(entries)
                 total += moved
                 failed.update(e.seq for e, _ in failing)
@@ -540,18 +547,43 @@ class Ingestor:
                 return entries[:n]
         return entries
 
-    def _next_batch(self) -> list[Entry]:
+    def _worker_unless_moved(self, tenant: str | None, deadline: float | None) -> bool:
+        """`_worker` taken (True) for a flush of `tenant` (None: every tenant), or False, not taken, once none of its
+        rows waits (a row leaves `pending` only once committed: the worker, or another flush's turns, `_others_turn`,
+        moved them), looked at every WORKER_LOOK_S while waiting. Raises StillMoving, not taken, once `deadline` passes
+        with rows still pending."""
+        while True:
+            wait = WORKER_LOOK_S if deadline is None else min(WORKER_LOOK_S, max(0.0, deadline - time.monotonic()))
+            if self._worker.acquire(timeout=wait):
+                return True
+            if not (rows := self.pending_rows(tenant)):
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StillMoving(rows)
+
+    def _others_turn(self, tenant: str) -> None:
+        """One batch of the worker's (`_next_batch`) of the tenants other than `tenant`, moved in the caller's thread,
+        which holds `_worker` (a flush of `tenant`): what the worker would have moved meanwhile. Its records that
+        failed on their own are passed over or counted as the worker's are (`_pass_over`)."""
+        entries = self._next_batch(but=tenant)
+        if entries:
+            moved, failed = self._move_checked(entries)
+            self._pass_over(entries, moved, failed)
+
+    def _next_batch(self, but: str | None = None) -> list[Entry]:
         """The worker's next batch (`_bounded`): the pending records of the tenants in turn, each tenant's
         oldest first, the first tenant one after the last batch's first (by name, wrapping round). A tenant's
         backlog (imports of thousands of rows, each a batch of its own) no longer keeps another tenant's
-        feedback waiting until all of it is moved: that waits for at most one batch of each other tenant's."""
+        feedback waiting until all of it is moved: that waits for at most one batch of each other tenant's.
+        `but`: a tenant whose records are left out (a flush of its own is moving them: `_others_turn`)."""
         passed = self._passed_over
         queues = self.log.oldest_per_tenant(self.batch + len(passed), skip=self._held)
+        queues.pop(but, None)
         if passed:  # those the last batches passed over (`_pass_over`), unless nothing else waits: then tried again
             queues = {t: kept for t, entries in queues.items() if (kept := [e for e in entries if e.seq not in passed])}
             if not queues:
                 self._passed_over = {}
-                return self._next_batch()
+                return self._next_batch(but)
         if not queues:
             return []
         tenants = sorted(queues)
