@@ -1,0 +1,45 @@
+"""Review calib55: what a replica holds of a tenant's calibration pool when another PUT replaces it while a request of
+the tenant is under way (`service.calibration.vectors.CalibrationVectors`), and what a PUT whose pool could not be
+written leaves beside the pool before (`service.calibration.pools.write_pool`). Real files in a temp folder, two
+replicas' memories, the tiny deterministic encoder of tests/unit/test_calib55_pool_vectors.py."""
+
+from __future__ import annotations
+
+from service.calibration.pools import read_pool, write_pool
+from service.calibration.vectors import CalibrationVectors
+from tests.unit.test_calib55_pool_vectors import ITEMS, WordEncoder, put
+
+CHANGED = [("Tea or coffee?", ["Tea.", "Coffee, with milk."]), ITEMS[1]]
+
+
+def test_a_pool_replaced_while_a_request_read_it_is_held_no_longer_than_the_next_pass(tmp_path):
+    """A `{}` on replica a reads the pool (version 1); replica b's PUT replaces it before a's request reaches the pool's
+    vectors; a's request goes on with the pool it read. a's next pass drops what it then held of version 1. Before, a
+    took the new file's identity for version 1's: the pass kept the replaced pool's vectors (its texts' embeddings),
+    held until the tenant's next `{}` on a, for good if none came."""
+    folder, encoder = tmp_path / "pools", WordEncoder()
+    a = CalibrationVectors(1 << 20)
+    put(folder, "acme", ITEMS, encoder)
+    read = read_pool(folder, "acme")  # a's request
+    put(folder, "acme", CHANGED, encoder)  # b's PUT, meanwhile
+    assert a.rows(encoder, folder, "acme", read, ["Coffee, black."]).shape == (1, 8)  # answered from the pool it read
+    a.drop_replaced(folder)  # a's next pass
+    assert a.held_bytes("acme") == 0  # before: version 1's vectors still held
+
+
+def test_a_request_that_read_the_pool_before_this_replicas_put_never_displaces_the_put(tmp_path):
+    """A `{}` on replica a reads the pool; a PUT through a itself replaces it and holds the new pool's vectors; the `{}`
+    then ends. a keeps holding the new pool's vectors: its next `{}` reads nothing. Before, the request's older version
+    replaced them (the replaced pool's texts held again, the new pool's vectors read back from the folder)."""
+    folder, encoder = tmp_path / "pools", WordEncoder()
+    a = CalibrationVectors(1 << 20)
+    put(folder, "acme", ITEMS, encoder)
+    read = read_pool(folder, "acme")
+    texts = [*(p for p, _ in CHANGED), *(x for _, answers in CHANGED for x in answers)]
+    vectors = encoder.encode(texts)
+    stored = write_pool(folder, "acme", CHANGED, vectors=("words", vectors))
+    a.keep("acme", stored, encoder, vectors, folder)  # what the PUT's controller does
+    a.rows(encoder, folder, "acme", read, ["Tea."])
+    reads = a.read
+    a.rows(encoder, folder, "acme", read_pool(folder, "acme"), ["Coffee, with milk."])
+    assert a.read == reads  # held since the PUT (before: read back from beside the pool)
