@@ -24,6 +24,7 @@ Since session calib55 (several replicas behind a load balancer):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -227,7 +228,8 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
     tenant began after `arrived` (`remove_pool`'s `removal_began`; the removal's clock against this one's, as every
     removal's record is read): until review late54 such a late PUT replaced the pool of the tenant made again under
     the same name, which then lost it when the removal's pass removed what had arrived before it. Raises OSError (a
-    full disk: the pool before is kept, whole), CalibrationPoolUnreadable for a ledger that cannot be read."""
+    full disk: the pool before is kept, whole, and no vectors of this pool beside it), CalibrationPoolUnreadable for a
+    ledger that cannot be read."""
     arrived = time.time() if arrived is None else arrived
     path = pool_path(folder, tenant)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -246,7 +248,14 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
             _write_vectors(folder, tenant, pool, *vectors)
         else:
             vectors_path(folder, tenant).unlink(missing_ok=True)
-        write_atomic(path, msgspec.json.encode(pool))
+        try:
+            write_atomic(path, msgspec.json.encode(pool))
+        except OSError:  # the pool before kept: beside it no vectors of this one, never stored (review calib55: they
+            if vectors is not None:  # stayed, this PUT's texts' embeddings, until a replica embedded the pool before again)
+                with contextlib.suppress(OSError):  # the pool's own error is the one to answer
+                    vectors_path(folder, tenant).unlink(missing_ok=True)
+                    fsync_dir(folder)
+            raise
     return pool
 
 

@@ -5,7 +5,13 @@ replicas' memories, the tiny deterministic encoder of tests/unit/test_calib55_po
 
 from __future__ import annotations
 
-from service.calibration.pools import read_pool, write_pool
+import errno
+import os
+
+import msgspec
+import pytest
+
+from service.calibration.pools import read_pool, read_vectors, vectors_path, write_pool
 from service.calibration.vectors import CalibrationVectors
 from tests.unit.test_calib55_pool_vectors import ITEMS, WordEncoder, put
 
@@ -43,3 +49,28 @@ def test_a_request_that_read_the_pool_before_this_replicas_put_never_displaces_t
     reads = a.read
     a.rows(encoder, folder, "acme", read_pool(folder, "acme"), ["Coffee, with milk."])
     assert a.read == reads  # held since the PUT (before: read back from beside the pool)
+
+
+def test_a_put_whose_pool_could_not_be_written_leaves_no_vectors_of_it(tmp_path, monkeypatch):
+    """A PUT whose pool file fails at its fsync (ENOSPC) after its vectors were written keeps the pool before, and
+    leaves beside it no vectors of the pool it did not store (those are its texts' embeddings). Before, the refused
+    pool's vectors stayed in `<sha256>.vectors` until another replica embedded the pool before again."""
+    folder, encoder = tmp_path / "pools", WordEncoder()
+    before = put(folder, "acme", ITEMS, encoder)
+    real_fsync = os.fsync
+
+    def full(fd):
+        if ".json." in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):  # the pool's temp file, not the vectors' 
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="space"):
+        put(folder, "acme", CHANGED, encoder)
+    monkeypatch.undo()
+    assert read_pool(folder, "acme") == before
+    path = vectors_path(folder, "acme")
+    if path.exists():  # only ever the pool before's
+        assert msgspec.msgpack.decode(path.read_bytes())["digest"] == before.digest()
+        assert read_vectors(folder, "acme", before, "words") is not None
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
