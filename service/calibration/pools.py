@@ -285,7 +285,7 @@ def adopt_own_pools(settings) -> int:
     made in the data folder, the pools moved there with it; `Runtime.build` again): once the setting is there no request reads the own folder, and until review late54 such a pool
     stayed there unread (GET and DELETE a 404, `{}` asking other users' comparisons, the tenant's texts on disk). A pool
     the shared folder holds from a later PUT is kept (`_adopt`: by `updated_at`, two folders' versions not comparable), the older one dropped; an unreadable one is
-    left where it is, a WARNING naming it. A removal of the tenant since is applied by the deletion sweep's pass over
+    left where it is, a WARNING naming it, and so is every pool while the shared folder's ledger cannot be read. A removal of the tenant since is applied by the deletion sweep's pass over
     its record (`remove_pool_before`). Raises OSError as it comes."""
     own, shared = settings.own_calibration_pools_path, settings.calibration_pools_path
     if not settings.calibration_pools_dir or own.absolute() == shared.absolute() or not own.is_dir():
@@ -301,8 +301,13 @@ def adopt_own_pools(settings) -> int:
         if pool is None:
             continue
         shared.mkdir(mode=0o700, exist_ok=True)  # its parent checked at start (`check_calibration_pools_dir`): never made
-        with folder_lock(shared):
-            _adopt(shared, path.name, pool)
+        try:
+            with folder_lock(shared):
+                _adopt(shared, path.name, pool)
+        except CalibrationPoolUnreadable as exc:  # its ledger (review calib55: a traceback stopped the start)
+            log.warning("a calibration pool in this replica's own data folder, not moved to PLURALIGN_CALIBRATION_POOLS_DIR %s "
+                        "(no request reads it there; moved at a start once the ledger is mended): %s", shared, exc)
+            continue
         with folder_lock(own):
             path.unlink(missing_ok=True)
             path.with_suffix(".vectors").unlink(missing_ok=True)
