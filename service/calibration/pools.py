@@ -251,8 +251,10 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
         try:
             write_atomic(path, msgspec.json.encode(pool))
         except OSError:  # the pool before kept: beside it no vectors of this one, never stored (review calib55: they
-            if vectors is not None:  # stayed, this PUT's texts' embeddings, until a replica embedded the pool before again)
-                with contextlib.suppress(OSError):  # the pool's own error is the one to answer
+            # stayed, this PUT's texts' embeddings, until a replica embedded the pool before again). The pool's own error
+            # is the one answered; one renamed into place whose folder's fsync failed keeps its vectors
+            with contextlib.suppress(OSError, CalibrationPoolUnreadable):
+                if vectors is not None and getattr(_read_file(path), "version", None) != pool.version:
                     vectors_path(folder, tenant).unlink(missing_ok=True)
                     fsync_dir(folder)
             raise

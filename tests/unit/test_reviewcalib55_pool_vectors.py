@@ -74,3 +74,23 @@ def test_a_put_whose_pool_could_not_be_written_leaves_no_vectors_of_it(tmp_path,
         assert msgspec.msgpack.decode(path.read_bytes())["digest"] == before.digest()
         assert read_vectors(folder, "acme", before, "words") is not None
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_a_pool_renamed_into_place_whose_folder_fsync_failed_keeps_its_vectors(tmp_path, monkeypatch):
+    """The same failure after the pool's rename (the folder's fsync): the PUT's error is raised, the pool is the new one,
+    and its vectors stay beside it (read by every replica, none embedding it again)."""
+    folder, encoder = tmp_path / "pools", WordEncoder()
+    put(folder, "acme", ITEMS, encoder)
+    real_fsync = os.fsync
+
+    def full(fd):
+        if os.readlink(f"/proc/self/fd/{fd}") == str(folder) and getattr(read_pool(folder, "acme"), "version", 0) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="space"):
+        put(folder, "acme", CHANGED, encoder)
+    monkeypatch.undo()
+    stored = read_pool(folder, "acme")
+    assert stored.items() == CHANGED and read_vectors(folder, "acme", stored, "words") is not None
