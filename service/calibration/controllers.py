@@ -91,12 +91,13 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
     if stored is None:  # a removal of the tenant began after its key was checked (noted by the pools folder)
         problem = "this tenant was removed while its calibration pool was being stored: nothing was kept"
         raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "tenant_removed"}])
-    rt.calibration_vectors.keep(tenant, stored, rt.encoder, vectors, folder)  # this replica's first question waits for none
     if (began := tenant_removed_since(rt, tenant, arrived)) is not None:  # its removal, answered by another replica,
         # cleaned the shared folder while this ran: what this stored goes too (`apply_deletions` takes it if it comes later)
         remove_pool_before(rt.settings.calibration_pools_path, tenant, began)
         problem = "this tenant was removed while its calibration pool was being stored: nothing was kept"
         raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "tenant_removed"}])
+    # this replica's first question waits for none; held once kept (review calib55: a 409 above left them held)
+    rt.calibration_vectors.keep(tenant, stored, rt.encoder, vectors, folder)
     return CalibrationPoolStored(items=len(stored.pool), answers=sum(len(i.answers) for i in stored.pool),
                                  updated_at=stored.updated_at, version=stored.version)
 

@@ -24,6 +24,7 @@ Since session calib55 (several replicas behind a load balancer):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -227,7 +228,8 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
     tenant began after `arrived` (`remove_pool`'s `removal_began`; the removal's clock against this one's, as every
     removal's record is read): until review late54 such a late PUT replaced the pool of the tenant made again under
     the same name, which then lost it when the removal's pass removed what had arrived before it. Raises OSError (a
-    full disk: the pool before is kept, whole), CalibrationPoolUnreadable for a ledger that cannot be read."""
+    full disk: the pool before is kept, whole, and no vectors of this pool beside it), CalibrationPoolUnreadable for a
+    ledger that cannot be read."""
     arrived = time.time() if arrived is None else arrived
     path = pool_path(folder, tenant)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -246,7 +248,16 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
             _write_vectors(folder, tenant, pool, *vectors)
         else:
             vectors_path(folder, tenant).unlink(missing_ok=True)
-        write_atomic(path, msgspec.json.encode(pool))
+        try:
+            write_atomic(path, msgspec.json.encode(pool))
+        except OSError:  # the pool before kept: beside it no vectors of this one, never stored (review calib55: they
+            # stayed, this PUT's texts' embeddings, until a replica embedded the pool before again). The pool's own error
+            # is the one answered; one renamed into place whose folder's fsync failed keeps its vectors
+            with contextlib.suppress(OSError, CalibrationPoolUnreadable):
+                if vectors is not None and getattr(_read_file(path), "version", None) != pool.version:
+                    vectors_path(folder, tenant).unlink(missing_ok=True)
+                    fsync_dir(folder)
+            raise
     return pool
 
 
@@ -276,7 +287,7 @@ def adopt_own_pools(settings) -> int:
     made in the data folder, the pools moved there with it; `Runtime.build` again): once the setting is there no request reads the own folder, and until review late54 such a pool
     stayed there unread (GET and DELETE a 404, `{}` asking other users' comparisons, the tenant's texts on disk). A pool
     the shared folder holds from a later PUT is kept (`_adopt`: by `updated_at`, two folders' versions not comparable), the older one dropped; an unreadable one is
-    left where it is, a WARNING naming it. A removal of the tenant since is applied by the deletion sweep's pass over
+    left where it is, a WARNING naming it, and so is every pool while the shared folder's ledger cannot be read. A removal of the tenant since is applied by the deletion sweep's pass over
     its record (`remove_pool_before`). Raises OSError as it comes."""
     own, shared = settings.own_calibration_pools_path, settings.calibration_pools_path
     if not settings.calibration_pools_dir or own.absolute() == shared.absolute() or not own.is_dir():
@@ -292,8 +303,13 @@ def adopt_own_pools(settings) -> int:
         if pool is None:
             continue
         shared.mkdir(mode=0o700, exist_ok=True)  # its parent checked at start (`check_calibration_pools_dir`): never made
-        with folder_lock(shared):
-            _adopt(shared, path.name, pool)
+        try:
+            with folder_lock(shared):
+                _adopt(shared, path.name, pool)
+        except CalibrationPoolUnreadable as exc:  # its ledger (review calib55: a traceback stopped the start)
+            log.warning("a calibration pool in this replica's own data folder, not moved to PLURALIGN_CALIBRATION_POOLS_DIR %s "
+                        "(no request reads it there; moved at a start once the ledger is mended): %s", shared, exc)
+            continue
         with folder_lock(own):
             path.unlink(missing_ok=True)
             path.with_suffix(".vectors").unlink(missing_ok=True)

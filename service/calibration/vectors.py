@@ -27,7 +27,14 @@ from cachetools import LRUCache
 
 from pluralign.embed.base import Encoder, checked_vectors
 from pluralign.embed.cache import encoder_cache_id, text_key
-from service.calibration.pools import CalibrationPool, keep_vectors, pool_path, read_vectors
+from service.calibration.pools import (
+    CalibrationPool,
+    CalibrationPoolUnreadable,
+    keep_vectors,
+    pool_path,
+    read_pool,
+    read_vectors,
+)
 
 log = logging.getLogger("pluralign.calibration")
 ENTRY_BYTES = 4096  # what an entry holds beside its vectors (its index of texts counted apart), as the bound counts it
@@ -40,7 +47,7 @@ class PoolVectors:
     key: tuple[int, str, str]  # (pool version, pool digest, encoder_cache_id)
     vectors: np.ndarray
     index: dict[bytes, int]
-    file: tuple[int, int] | None  # (st_ino, st_mtime_ns) of the pool file it was read for; None: not known
+    file: tuple[int, int] | None  # (st_ino, st_mtime_ns) of the pool file that held its version (`_file_holding`)
 
     @property
     def nbytes(self) -> int:
@@ -77,7 +84,7 @@ class CalibrationVectors:
             generation = self._generation.get(tenant, 0)
         if held is not None and held.key == key:
             return held
-        file = _file_of(pool_path(folder, tenant))
+        file = _file_holding(folder, tenant, pool)
         texts = pool.texts()
         vectors = read_vectors(folder, tenant, pool, cache_id)
         if vectors is not None and vectors.shape[1] == encoder.dim:
@@ -90,15 +97,22 @@ class CalibrationVectors:
             except OSError as exc:  # a full shared volume: served from memory here, the others embed it too
                 log.warning("the vectors of a calibration pool could not be stored beside it: %s", exc)
         held = _held(key, vectors, texts, file)
+        if file is None:  # replaced or removed since the request read it: answered, never held (review calib55)
+            return held
         with self._lock:
-            if self._generation.get(tenant, 0) == generation:  # not forgotten meanwhile
+            now = self._held.get(tenant)
+            # not forgotten meanwhile, nor a later version held since (a PUT through this replica)
+            if self._generation.get(tenant, 0) == generation and (now is None or now.key[0] <= pool.version):
                 self._put(tenant, held)
         return held
 
     def keep(self, tenant: str, pool: CalibrationPool, encoder: Encoder, vectors: np.ndarray, folder: Path) -> None:
         """Hold `vectors` ((N, dim) of `pool.texts()`) as those of the tenant's pool `pool`, just stored (the PUT), in
-        place of any other version's held."""
-        held = _held((pool.version, pool.digest(), encoder_cache_id(encoder)), vectors, pool.texts(), _file_of(pool_path(folder, tenant)))
+        place of any other version's held; none held where another PUT or a DELETE came after it (`_file_holding`)."""
+        file = _file_holding(folder, tenant, pool)
+        if file is None:  # another PUT (or a DELETE) came after it: the next request reads what is there
+            return
+        held = _held((pool.version, pool.digest(), encoder_cache_id(encoder)), vectors, pool.texts(), file)
         with self._lock:
             now = self._held.get(tenant)
             if now is None or now.key[0] <= pool.version:  # a PUT that wrote after this one may have been held first
@@ -146,6 +160,23 @@ def _held(key: tuple[int, str, str], vectors: np.ndarray, texts: list[str], file
     for i, text in enumerate(texts):
         index.setdefault(text_key(text), i)
     return PoolVectors(key, vectors, index, file)
+
+
+def _file_holding(folder: Path, tenant: str, pool: CalibrationPool) -> tuple[int, int] | None:
+    """Which file holds `pool` at the tenant's pool path now (`_file_of`), None where none does: the pool was replaced
+    or removed since it was read (`pool` another PUT's version, or no file). Looked at first, read after: a PUT renaming
+    its pool into place between the two is read as another version (never given twice), so a version is never held
+    with the file of a later one, which `CalibrationVectors.drop_replaced` would take for its own. Until review
+    calib55 the file was looked at alone, after the request had read its pool: a pool another replica's PUT replaced
+    meanwhile was held with the new pool's file, kept by every pass. OSError as it comes."""
+    file = _file_of(pool_path(folder, tenant))
+    if file is None:
+        return None
+    try:
+        now = read_pool(folder, tenant)
+    except CalibrationPoolUnreadable:
+        return None
+    return file if now is not None and (now.version, now.digest()) == (pool.version, pool.digest()) else None
 
 
 def _file_of(path: Path) -> tuple[int, int] | None:

@@ -194,3 +194,24 @@ def test_a_failed_start_keeps_the_calibration_pool_it_moved(tmp_path):
     assert "PLURALIGN_ENCODER" in last_line(result), result.stderr
     found = [read_pool(folder, "acme") for folder in (data / "calibration-pools", data / "pools") if pool_path(folder, "acme").exists()]
     assert [p.items() for p in found] == [[("Tea or coffee?", ["Tea.", "Coffee."])]], snapshot(data)
+
+
+@pytest.mark.slow  # a `pluralign serve` process: ~5-10 s on two busy cores (`make test-crash`)
+def test_a_damaged_pools_ledger_never_stops_a_start_with_a_traceback_and_the_pool_is_kept(tmp_path):
+    """Review calib55: the shared pools folder's `ledger` damaged (a cut write on the volume), and a start with
+    PLURALIGN_CALIBRATION_POOLS_DIR that has a pool of its own data folder to move there: the move reads the ledger for
+    the pool's version. It stopped `pluralign serve` with a Python traceback (CalibrationPoolUnreadable) before any of
+    the start's own checks; the pool is now left in the own folder (a WARNING naming the ledger, moved at a start after
+    it is mended), and the start goes on (here to its own error, the embeddings server not reached)."""
+    from service.calibration.pools import LEDGER, pool_path, read_pool, write_pool
+
+    data, shared = tmp_path / "data", tmp_path / "shared-pools"
+    write_pool(data / "calibration-pools", "acme", [("Tea or coffee?", ["Tea.", "Coffee."])])
+    write_pool(shared, "globex", [("Rain or sun?", ["Rain.", "Sun."])])
+    (shared / LEDGER).write_bytes(b'{"format": 1, "vers')
+    result = serve(tmp_path, data, PLURALIGN_CALIBRATION_POOLS_DIR=str(shared), PLURALIGN_ENCODER="openai:http://127.0.0.1:9/v1")
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr and "PLURALIGN_ENCODER" in last_line(result), result.stderr
+    assert f"{shared / LEDGER} is not a calibration pools ledger" in result.stderr, result.stderr  # the WARNING
+    assert read_pool(data / "calibration-pools", "acme").items() == [("Tea or coffee?", ["Tea.", "Coffee."])]
+    assert not pool_path(shared, "acme").exists() and (shared / LEDGER).read_bytes() == b'{"format": 1, "vers'

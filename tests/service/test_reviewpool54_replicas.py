@@ -353,3 +353,26 @@ def test_a_pools_folder_that_cannot_be_looked_at_never_stops_the_sweeps_pass(rep
     monkeypatch.setattr(b.runtime.calibration_vectors, "drop_replaced", away)
     assert b.runtime.deletion_sweep.run_once() >= 0
     assert "replaced pools" in caplog.text
+
+
+def test_a_late_put_answered_tenant_removed_leaves_no_vectors_held(replicas, put_held):
+    """Review calib55: the removal through b found no pools folder yet (no tenant had stored a pool: nothing noted in
+    its ledger), a applied it, then a's PUT, authenticated before it, wrote: stored, then removed again and answered a
+    409 `tenant_removed`. Before, a held the pool's vectors (its texts' embeddings) past that answer, until its next
+    pass; now they are held only once the PUT is kept. Last in this module: it removes the shared pools folder."""
+    import shutil
+
+    a, b = replicas
+    folder = a.runtime.settings.calibration_pools_path
+    shutil.rmtree(folder)  # what a deployment holds before its first pool
+    start, release, answer = put_held
+    start("pied-piper", POOL_A)
+    with b.client("admin") as admin_b:
+        b.runtime.keys.issue("pied-piper")
+        removed_through(admin_b, "pied-piper")
+    applied_on(a, "pied-piper")
+    release()
+    r = answer()
+    assert r.status_code == 409 and r.json()["error"]["code"] == "tenant_removed", r.text
+    assert not pool_path(folder, "pied-piper").exists() and not vectors_path(folder, "pied-piper").exists()
+    assert a.runtime.calibration_vectors.held_bytes("pied-piper") == 0  # before: the removed tenant's pool held
