@@ -160,13 +160,19 @@ class _Lookups:
     def addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
         """The addresses of `host` (in the resolver's order, each once) within `timeout` seconds (None: as long as the
         resolver takes). Raises httpcore's ConnectTimeout past it, its ConnectError when the resolver fails (no such
-        name, no answer)."""
+        name, no answer; a thread for the lookup refused by the system)."""
         key = (host, port)
         with self._lock:
             lookup = self._under_way.get(key)
             if lookup is None:
-                lookup = self._under_way[key] = concurrent.futures.Future()
-                threading.Thread(target=self._look_up, args=(key, lookup), name="name-lookup", daemon=True).start()
+                lookup = concurrent.futures.Future()
+                try:  # marked as under way once its thread runs (which unmarks it, under this lock): a start the system
+                    # refuses (a pids limit) left the name marked with no thread to end it, every later request for it
+                    # then timed out waiting (review of session stream55)
+                    threading.Thread(target=self._look_up, args=(key, lookup), name="name-lookup", daemon=True).start()
+                except RuntimeError as exc:  # "can't start new thread"
+                    raise httpcore2.ConnectError(f"the lookup of the name {host!r} could not begin: {exc}") from exc
+                self._under_way[key] = lookup
         try:
             found = lookup.result(timeout)
         except concurrent.futures.TimeoutError:

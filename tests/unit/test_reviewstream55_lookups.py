@@ -1,0 +1,41 @@
+"""Review of session stream55: the lookup of a remote server's name on a thread of its own (`pluralign.bounded_http`'s
+`_Lookups`), through the real client (`RemoteGenerator`) on a real HTTP server in this process, reached by name
+(`localhost`, so the name is looked up)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pluralign.policy.generator import RemoteGeneratorError
+from pluralign.policy.remote import RemoteGenerator, RemotePolicy
+from tests.stub_openai import served
+from tests.unit.test_stream55_remote_bounds import MESSAGES, Pacing
+
+
+def test_a_lookup_whose_thread_could_not_start_does_not_hold_its_name_for_good(monkeypatch):
+    """A lookup's thread that the system refuses to start (`RuntimeError: can't start new thread`: a container's pids
+    limit, a burst of threads) left its name marked as looked up at that moment, with no thread to end it: every later
+    request to the server waited its connect timeout for a lookup that never came and failed, until the process
+    restarted. Now the refused start fails that one request (a connection error) and the next one looks the name up."""
+    with served(Pacing) as root:
+        url = root.replace("127.0.0.1", "localhost")
+        remote = RemoteGenerator(f"{url}/v1", "base", policy=RemotePolicy(timeout_s=3, connect_timeout_s=0.5, max_retries=0))
+        start = threading.Thread.start
+
+        def refused(thread: threading.Thread) -> None:
+            if thread.name == "name-lookup":
+                raise RuntimeError("can't start new thread")
+            start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refused)
+        with pytest.raises(RemoteGeneratorError) as failed:
+            remote.generate(MESSAGES)
+        assert "unreachable" in str(failed.value), failed.value  # before: the RuntimeError itself (a 500)
+        monkeypatch.setattr(threading.Thread, "start", start)
+        began = time.monotonic()
+        assert remote.generate(MESSAGES)[0][0].text == "once"  # before: GenerationTimedOut after the 0.5 s connect timeout
+        assert time.monotonic() - began < 0.5
+        remote.close()
