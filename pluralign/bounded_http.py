@@ -160,7 +160,7 @@ class _Lookups:
     def addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
         """The addresses of `host` (in the resolver's order, each once) within `timeout` seconds (None: as long as the
         resolver takes). Raises httpcore's ConnectTimeout past it, its ConnectError when the resolver fails (no such
-        name, no answer; a thread for the lookup refused by the system)."""
+        name, no answer, a name it cannot encode; a thread for the lookup refused by the system)."""
         key = (host, port)
         with self._lock:
             lookup = self._under_way.get(key)
@@ -177,7 +177,8 @@ class _Lookups:
             found = lookup.result(timeout)
         except concurrent.futures.TimeoutError:
             raise httpcore2.ConnectTimeout(f"the lookup of the name {host!r} took longer than {timeout:.3g} s") from None
-        except OSError as exc:  # socket.gaierror
+        except (OSError, UnicodeError) as exc:  # socket.gaierror; a name the resolver's encoding refuses (an empty label,
+            # one past 63 characters: raised as it was until the review of session stream55)
             raise httpcore2.ConnectError(str(exc)) from exc
         return list(dict.fromkeys(str(info[4][0]) for info in found))
 

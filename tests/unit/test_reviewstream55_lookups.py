@@ -39,3 +39,31 @@ def test_a_lookup_whose_thread_could_not_start_does_not_hold_its_name_for_good(m
         assert remote.generate(MESSAGES)[0][0].text == "once"  # before: GenerationTimedOut after the 0.5 s connect timeout
         assert time.monotonic() - began < 0.5
         remote.close()
+
+
+@pytest.mark.parametrize("host", ["vllm..svc", "vllm." + "b" * 64])
+def test_a_server_url_whose_host_no_resolver_takes_is_refused_at_start_naming_its_setting(host):
+    """A host with an empty label (`vllm..svc`, a typo) or one past 63 characters cannot be looked up: the resolver's
+    encoding raises UnicodeError, which no connection error catches. The start took it (`Settings.check_models`, the
+    clients' `check_base_url`) and every chat was a 500 `internal error` (the UnicodeError raised out of the `openai`
+    client); now the start stops with one line naming the setting and the host, and a client is refused when made."""
+    from service.settings import Settings
+
+    settings = Settings.load({"PLURALIGN_GENERATOR": f"openai:http://{host}:8000/v1"})
+    with pytest.raises(ValueError) as refused:
+        settings.check_models()
+    said = str(refused.value)
+    assert said.startswith("PLURALIGN_GENERATOR (setting generator): ") and f"its host {host!r} is no name" in said, said
+    with pytest.raises(ValueError, match="base_url"):
+        RemoteGenerator(f"http://{host}:8000/v1", "base")
+
+
+def test_a_host_no_resolver_takes_is_a_connection_error_of_the_bounded_client():
+    """`bounded_client`'s lookup (`_Lookups`) says a name it cannot look up is httpx's ConnectError, as its docstring
+    says, whatever the resolver raises: a UnicodeError (an empty label) went out of the client as it was."""
+    import httpx2
+
+    from pluralign.bounded_http import bounded_client
+
+    with bounded_client(bound_s=2) as client, pytest.raises(httpx2.ConnectError, match="label empty or too long"):
+        client.get("http://vllm..svc:9/")
