@@ -86,8 +86,10 @@ def base_url_problem(url: str) -> str | None:
     if not parts.hostname:
         return "it names no host"
     try:  # as the system resolver's lookup (`socket.getaddrinfo`) encodes the name: an empty label (`vllm..svc`) or one
-        # past 63 characters raised UnicodeError at each request, a 500 (until the review of session stream55)
-        parts.hostname.encode("idna")
+        # past 63 characters raised UnicodeError at each request, a 500 (until the review of session stream55). An ASCII
+        # name only: httpx encodes another by IDNA 2008 (the `idna` package) first, which Python's codec (2003) is not
+        if parts.hostname.isascii():
+            parts.hostname.encode("idna")
     except UnicodeError as exc:
         return f"its host {parts.hostname!r} is no name a resolver can look up ({exc})"
     return None

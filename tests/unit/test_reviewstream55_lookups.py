@@ -1,6 +1,6 @@
 """Review of session stream55: the lookup of a remote server's name on a thread of its own (`pluralign.bounded_http`'s
 `_Lookups`), through the real client (`RemoteGenerator`) on a real HTTP server in this process, reached by name
-(`localhost`, so the name is looked up)."""
+(`localhost`, so the name is looked up); and a server's name no lookup can take, refused at start."""
 
 from __future__ import annotations
 
