@@ -70,6 +70,15 @@ from pluralign.urls import check_base_url, redacted
 log = logging.getLogger(__name__)
 
 
+def _connecting(exc: Exception | None) -> str:
+    """" (connecting: <httpx's words>)" when `exc` (the `openai` client's timeout, or httpx's) was the connect's: the
+    lookup of the server's name or the connection not made within `connect_timeout_s` (or the time left), for the
+    operator's log, which said "did not answer within <timeout_s>" whatever timed out (until the review of session
+    stream55: a hung DNS read as a slow engine); "" for any other."""
+    cause = exc.__cause__ if isinstance(exc, openai.APITimeoutError) else exc
+    return f" (connecting: {redacted(str(cause))})" if isinstance(cause, httpx2.ConnectTimeout) else ""
+
+
 @dataclass(frozen=True)
 class RemotePolicy:
     """How long to wait for the generation server, and how often to try again. ValueError for a timeout not above 0 and
@@ -342,17 +351,17 @@ class RemoteGenerator:
         except openai.APIStatusError as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered {exc.status_code}: {shorten(exc.message, 300)}") from exc
         except openai.APITimeoutError as exc:
-            raise self._timed_out(1 + self.policy.max_retries) from exc
+            raise self._timed_out(1 + self.policy.max_retries, exc) from exc
         except openai.APIConnectionError as exc:
             raise RemoteGeneratorError(
                 f"generation server at {self.shown_url} unreachable ({self.policy.max_retries} retries): {redacted(str(exc))}") from exc
         except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): until session small52 a 500
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
 
-    def _timed_out(self, tries: int) -> GenerationTimedOut:
+    def _timed_out(self, tries: int, exc: Exception | None = None) -> GenerationTimedOut:
         bound = self.policy.timeout_s
         return GenerationTimedOut(f"generation server at {self.shown_url} timed out: did not answer within {bound:g} s (each of {tries} "
-                                  f"tries, timeout_s)", bound, tries)
+                                  f"tries, timeout_s){_connecting(exc)}", bound, tries)
 
     def _stream_timed_out(self, exc: Exception, tries: int = 1) -> GenerationTimedOut:
         """The GenerationTimedOut of a streamed chat given up by `exc`: its first piece (its headers too, each of `tries`
@@ -367,8 +376,8 @@ class RemoteGenerator:
                       f"did not send its whole streamed answer within {self.policy.stream_timeout_s:g} s"),
         }[bound]
         each = f" (each of {tries} tries)" if tries > 1 else ""
-        return GenerationTimedOut(f"generation server at {self.shown_url} timed out: {said}{each} ({field})", seconds, tries,
-                                  field, said)
+        return GenerationTimedOut(f"generation server at {self.shown_url} timed out: {said}{each} ({field}){_connecting(exc)}", seconds,
+                                  tries, field, said)
 
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
         if adapter is not None and adapter not in self._adapters:

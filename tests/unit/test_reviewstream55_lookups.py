@@ -4,12 +4,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import pytest
 
-from pluralign.policy.generator import RemoteGeneratorError
+from pluralign.policy.generator import GenerationTimedOut, RemoteGeneratorError
 from pluralign.policy.remote import RemoteGenerator, RemotePolicy
 from tests.stub_openai import served
 from tests.unit.test_stream55_remote_bounds import MESSAGES, Pacing
@@ -67,3 +68,39 @@ def test_a_host_no_resolver_takes_is_a_connection_error_of_the_bounded_client():
 
     with bounded_client(bound_s=2) as client, pytest.raises(httpx2.ConnectError, match="label empty or too long"):
         client.get("http://vllm..svc:9/")
+
+
+HUNG = "generation-server.review.hangs.test"  # a name whose lookup hangs (until the test ends)
+
+
+@pytest.fixture
+def hung_lookup(monkeypatch):
+    """`socket.getaddrinfo` hanging for HUNG (2 s at most), as a resolver whose DNS server never answers."""
+    release, real = threading.Event(), socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == HUNG:
+            release.wait(2.0)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
+    release.set()
+
+
+def test_a_chat_given_up_on_its_name_lookup_says_so_in_the_operators_words(hung_lookup):
+    """A lookup that hangs is given up at the connect's bound (`connect_timeout_s`), but the chat's error said "did not
+    answer within <timeout_s>": here "within 3 s" after 0.3 s, and by default "within 120 s (each of 3 tries)" after
+    15 s, sending the operator to look at the engine rather than at the DNS. Now the reason (the operator's log line)
+    says what timed out: the lookup of the server's name, and its bound. What a client is told is unchanged."""
+    remote = RemoteGenerator(f"http://{HUNG}:9/v1", "base", policy=RemotePolicy(timeout_s=3, connect_timeout_s=0.3, max_retries=0))
+    for call in (lambda: remote.generate(MESSAGES), lambda: list(remote.stream(MESSAGES))):
+        began = time.monotonic()
+        with pytest.raises(GenerationTimedOut) as timed_out:
+            call()
+        assert time.monotonic() - began < 1.5
+        said = str(timed_out.value)
+        assert f"connecting: the lookup of the name {HUNG!r} took longer than 0.3 s" in said, said
+        assert timed_out.value.bound == "timeout_s" and timed_out.value.said.endswith("within 3 s"), vars(timed_out.value)
+    remote.close()
