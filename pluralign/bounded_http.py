@@ -377,6 +377,21 @@ def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name.lower() == b"content-type" and value.lower().lstrip().startswith(b"text/event-stream") for name, value in headers)
 
 
+def connecting(exc: BaseException | None) -> str:
+    """" (connecting: <httpx's words>)" when `exc` (a client's timeout: the `openai` client's, httpx's) was the connect's,
+    found along its causes: the lookup of the server's name (`_Lookups`) or the connection not made within the connect's
+    timeout or the time left; "" for any other. For an operator's log, which said "did not answer within <the whole
+    bound>" whatever timed out (until the review of session stream55: a DNS server not answering read as a slow
+    server)."""
+    from pluralign.urls import redacted
+
+    for _ in range(4):  # the `openai` client's error, httpx's, httpcore's
+        if exc is None or isinstance(exc, httpx2.ConnectTimeout):
+            break
+        exc = exc.__cause__
+    return f" (connecting: {redacted(str(exc))})" if isinstance(exc, httpx2.ConnectTimeout) else ""
+
+
 def bounded_client(client: type[httpx2.Client] = httpx2.Client, bound_s: float | None = None, stream: StreamBound | None = None,
                    **options) -> httpx2.Client:
     """A `client` (`httpx2.Client` or a subclass: the `openai` client's `DefaultHttpxClient`; `options` its other

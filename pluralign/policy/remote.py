@@ -49,7 +49,7 @@ from pathlib import Path
 import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Response and errors)
 import openai
 
-from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, StreamBound, StreamTimedOut, bounded_client
+from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, StreamBound, StreamTimedOut, bounded_client, connecting
 from pluralign.data.text import shorten
 from pluralign.policy.adapters import PEFT_FILES
 from pluralign.policy.generator import (
@@ -68,15 +68,6 @@ from pluralign.policy.generator import (
 from pluralign.urls import check_base_url, redacted
 
 log = logging.getLogger(__name__)
-
-
-def _connecting(exc: Exception | None) -> str:
-    """" (connecting: <httpx's words>)" when `exc` (the `openai` client's timeout, or httpx's) was the connect's: the
-    lookup of the server's name or the connection not made within `connect_timeout_s` (or the time left), for the
-    operator's log, which said "did not answer within <timeout_s>" whatever timed out (until the review of session
-    stream55: a hung DNS read as a slow engine); "" for any other."""
-    cause = exc.__cause__ if isinstance(exc, openai.APITimeoutError) else exc
-    return f" (connecting: {redacted(str(cause))})" if isinstance(cause, httpx2.ConnectTimeout) else ""
 
 
 @dataclass(frozen=True)
@@ -361,7 +352,7 @@ class RemoteGenerator:
     def _timed_out(self, tries: int, exc: Exception | None = None) -> GenerationTimedOut:
         bound = self.policy.timeout_s
         return GenerationTimedOut(f"generation server at {self.shown_url} timed out: did not answer within {bound:g} s (each of {tries} "
-                                  f"tries, timeout_s){_connecting(exc)}", bound, tries)
+                                  f"tries, timeout_s){connecting(exc)}", bound, tries)
 
     def _stream_timed_out(self, exc: Exception, tries: int = 1) -> GenerationTimedOut:
         """The GenerationTimedOut of a streamed chat given up by `exc`: its first piece (its headers too, each of `tries`
@@ -376,7 +367,7 @@ class RemoteGenerator:
                       f"did not send its whole streamed answer within {self.policy.stream_timeout_s:g} s"),
         }[bound]
         each = f" (each of {tries} tries)" if tries > 1 else ""
-        return GenerationTimedOut(f"generation server at {self.shown_url} timed out: {said}{each} ({field}){_connecting(exc)}", seconds,
+        return GenerationTimedOut(f"generation server at {self.shown_url} timed out: {said}{each} ({field}){connecting(exc)}", seconds,
                                   tries, field, said)
 
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:

@@ -104,3 +104,14 @@ def test_a_chat_given_up_on_its_name_lookup_says_so_in_the_operators_words(hung_
         assert f"connecting: the lookup of the name {HUNG!r} took longer than 0.3 s" in said, said
         assert timed_out.value.bound == "timeout_s" and timed_out.value.said.endswith("within 3 s"), vars(timed_out.value)
     remote.close()
+
+
+def test_an_embeddings_request_given_up_on_its_name_lookup_says_so_in_the_operators_words(hung_lookup):
+    """As a chat's: the embeddings server's EncoderTimedOut said "did not answer within <timeout>" whatever timed out."""
+    from pluralign.embed.remote import EncoderTimedOut, RemoteEncoder
+
+    began = time.monotonic()
+    with pytest.raises(EncoderTimedOut) as timed_out:
+        RemoteEncoder(f"http://{HUNG}:9/v1", "sentence-transformers/all-MiniLM-L6-v2", timeout=0.3, max_retries=0)
+    assert time.monotonic() - began < 1.5
+    assert f"(connecting: the lookup of the name {HUNG!r} took longer than 0.3 s)" in str(timed_out.value), timed_out.value
