@@ -13,12 +13,13 @@ is not until the lookup ends, since `anyio.run` waits for its executor's thread 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import socket
-import threading
 import time
 
 import anyio
+import httpcore2
+
+from pluralign.bounded_http import _LOOKUPS
 
 HUNG = "lookup-hangs.test"
 
@@ -28,16 +29,9 @@ def straight() -> None:
 
 
 def on_a_thread(host: str = "localhost", bound_s: float = 5.0) -> None:
-    lookup: concurrent.futures.Future = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            lookup.set_result(socket.getaddrinfo(host, 80, 0, socket.SOCK_STREAM))
-        except Exception as exc:  # noqa: BLE001
-            lookup.set_exception(exc)
-
-    threading.Thread(target=run, daemon=True).start()
-    lookup.result(bound_s)
+    """`pluralign.bounded_http`'s own lookup (`_Lookups`: a daemon thread per name under way, waited for with the bound;
+    until the review of session stream55 this measured a copy of it)."""
+    _LOOKUPS.addresses(host, 80, bound_s)
 
 
 def with_anyio(host: str = "localhost", bound_s: float = 5.0) -> None:
@@ -73,7 +67,7 @@ def main() -> None:
         began = time.monotonic()
         try:
             lookup(HUNG, args.bound_s)
-        except (TimeoutError, OSError):
+        except (TimeoutError, OSError, httpcore2.ConnectTimeout, httpcore2.ConnectError):
             pass
         print(f"{name}: a lookup hung {args.hang_s:g} s, bounded by {args.bound_s:g} s, freed its caller after "
               f"{time.monotonic() - began:.2f} s")

@@ -160,18 +160,25 @@ class _Lookups:
     def addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
         """The addresses of `host` (in the resolver's order, each once) within `timeout` seconds (None: as long as the
         resolver takes). Raises httpcore's ConnectTimeout past it, its ConnectError when the resolver fails (no such
-        name, no answer)."""
+        name, no answer, a name it cannot encode; a thread for the lookup refused by the system)."""
         key = (host, port)
         with self._lock:
             lookup = self._under_way.get(key)
             if lookup is None:
-                lookup = self._under_way[key] = concurrent.futures.Future()
-                threading.Thread(target=self._look_up, args=(key, lookup), name="name-lookup", daemon=True).start()
+                lookup = concurrent.futures.Future()
+                try:  # marked as under way once its thread runs (which unmarks it, under this lock): a start the system
+                    # refuses (a pids limit) left the name marked with no thread to end it, every later request for it
+                    # then timed out waiting (review of session stream55)
+                    threading.Thread(target=self._look_up, args=(key, lookup), name="name-lookup", daemon=True).start()
+                except RuntimeError as exc:  # "can't start new thread"
+                    raise httpcore2.ConnectError(f"the lookup of the name {host!r} could not begin: {exc}") from exc
+                self._under_way[key] = lookup
         try:
             found = lookup.result(timeout)
         except concurrent.futures.TimeoutError:
             raise httpcore2.ConnectTimeout(f"the lookup of the name {host!r} took longer than {timeout:.3g} s") from None
-        except OSError as exc:  # socket.gaierror
+        except (OSError, UnicodeError) as exc:  # socket.gaierror; a name the resolver's encoding refuses (an empty label,
+            # one past 63 characters: raised as it was until the review of session stream55)
             raise httpcore2.ConnectError(str(exc)) from exc
         return list(dict.fromkeys(str(info[4][0]) for info in found))
 
@@ -368,6 +375,21 @@ class BoundedTransport(httpx2.BaseTransport):
 
 def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
     return any(name.lower() == b"content-type" and value.lower().lstrip().startswith(b"text/event-stream") for name, value in headers)
+
+
+def connecting(exc: BaseException | None) -> str:
+    """" (connecting: <httpx's words>)" when `exc` (a client's timeout: the `openai` client's, httpx's) was the connect's,
+    found along its causes: the lookup of the server's name (`_Lookups`) or the connection not made within the connect's
+    timeout or the time left; "" for any other. For an operator's log, which said "did not answer within <the whole
+    bound>" whatever timed out (until the review of session stream55: a DNS server not answering read as a slow
+    server)."""
+    from pluralign.urls import redacted
+
+    for _ in range(4):  # the `openai` client's error, httpx's, httpcore's
+        if exc is None or isinstance(exc, httpx2.ConnectTimeout):
+            break
+        exc = exc.__cause__
+    return f" (connecting: {redacted(str(exc))})" if isinstance(exc, httpx2.ConnectTimeout) else ""
 
 
 def bounded_client(client: type[httpx2.Client] = httpx2.Client, bound_s: float | None = None, stream: StreamBound | None = None,

@@ -69,8 +69,8 @@ PORT_OR_PASSWORD = ("its port is not a number, or its user name or password hold
 
 
 def base_url_problem(url: str) -> str | None:
-    """Why `url` is not the base URL of an HTTP server (`http://127.0.0.1:8000/v1`: scheme http or https, a host, a port
-    that is a number), or None. The `openai` client takes anything, '' included, and each request then fails as a
+    """Why `url` is not the base URL of an HTTP server (`http://127.0.0.1:8000/v1`: scheme http or https, a host that
+    is an address or a name a resolver can look up, a port that is a number), or None. The `openai` client takes anything, '' included, and each request then fails as a
     "Connection error." naming nothing (RFC 3986's parts, as `urllib.parse.urlsplit` reads them)."""
     if url != url.strip():  # `urlsplit` drops leading spaces; the client does not
         return "it has spaces around it"
@@ -85,6 +85,13 @@ def base_url_problem(url: str) -> str | None:
         return f"its scheme is {parts.scheme!r}" if parts.scheme else "it has no scheme"
     if not parts.hostname:
         return "it names no host"
+    try:  # as the system resolver's lookup (`socket.getaddrinfo`) encodes the name: an empty label (`vllm..svc`) or one
+        # past 63 characters raised UnicodeError at each request, a 500 (until the review of session stream55). An ASCII
+        # name only: httpx encodes another by IDNA 2008 (the `idna` package) first, which Python's codec (2003) is not
+        if parts.hostname.isascii():
+            parts.hostname.encode("idna")
+    except UnicodeError as exc:
+        return f"its host {parts.hostname!r} is no name a resolver can look up ({exc})"
     return None
 
 

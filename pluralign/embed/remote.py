@@ -163,9 +163,11 @@ class RemoteEncoder:
                 return
             raise RemoteEncoderError(f"{said} answered {exc.status_code}") from exc
         except openai.APITimeoutError as exc:
+            from pluralign.bounded_http import connecting
+
             tries = 1 + self.max_retries
-            raise EncoderTimedOut(f"{said} was not answered within {self.timeout:g} s (each of {tries} tries)", self.timeout,
-                                  tries) from exc
+            raise EncoderTimedOut(f"{said} was not answered within {self.timeout:g} s (each of {tries} tries){connecting(exc)}",
+                                  self.timeout, tries) from exc
         except openai.APIError as exc:
             raise RemoteEncoderError(f"{said} failed: {redacted(str(exc))}") from exc
         try:
@@ -204,9 +206,11 @@ class RemoteEncoder:
                 raise RemoteTextsRefused(said, shorten(redacted(server_words(exc)), 300, "...")) from exc
             raise RemoteEncoderError(said) from exc
         except openai.APITimeoutError as exc:
+            from pluralign.bounded_http import connecting
+
             tries = 1 + self.max_retries
             raise EncoderTimedOut(f"embeddings server at {self.shown_url} timed out: did not answer within {self.timeout:g} s (each of "
-                                  f"{tries} tries)", self.timeout, tries) from exc
+                                  f"{tries} tries){connecting(exc)}", self.timeout, tries) from exc
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
         except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): the server's, not the texts'

@@ -49,7 +49,7 @@ from pathlib import Path
 import httpx2  # the HTTP library the `openai` client runs on (its Timeout, Response and errors)
 import openai
 
-from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, StreamBound, StreamTimedOut, bounded_client
+from pluralign.bounded_http import DEADLINE, MAX_BOUND_S, StreamBound, StreamTimedOut, bounded_client, connecting
 from pluralign.data.text import shorten
 from pluralign.policy.adapters import PEFT_FILES
 from pluralign.policy.generator import (
@@ -342,17 +342,17 @@ class RemoteGenerator:
         except openai.APIStatusError as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered {exc.status_code}: {shorten(exc.message, 300)}") from exc
         except openai.APITimeoutError as exc:
-            raise self._timed_out(1 + self.policy.max_retries) from exc
+            raise self._timed_out(1 + self.policy.max_retries, exc) from exc
         except openai.APIConnectionError as exc:
             raise RemoteGeneratorError(
                 f"generation server at {self.shown_url} unreachable ({self.policy.max_retries} retries): {redacted(str(exc))}") from exc
         except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): until session small52 a 500
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
 
-    def _timed_out(self, tries: int) -> GenerationTimedOut:
+    def _timed_out(self, tries: int, exc: Exception | None = None) -> GenerationTimedOut:
         bound = self.policy.timeout_s
         return GenerationTimedOut(f"generation server at {self.shown_url} timed out: did not answer within {bound:g} s (each of {tries} "
-                                  f"tries, timeout_s)", bound, tries)
+                                  f"tries, timeout_s){connecting(exc)}", bound, tries)
 
     def _stream_timed_out(self, exc: Exception, tries: int = 1) -> GenerationTimedOut:
         """The GenerationTimedOut of a streamed chat given up by `exc`: its first piece (its headers too, each of `tries`
@@ -367,8 +367,8 @@ class RemoteGenerator:
                       f"did not send its whole streamed answer within {self.policy.stream_timeout_s:g} s"),
         }[bound]
         each = f" (each of {tries} tries)" if tries > 1 else ""
-        return GenerationTimedOut(f"generation server at {self.shown_url} timed out: {said}{each} ({field})", seconds, tries,
-                                  field, said)
+        return GenerationTimedOut(f"generation server at {self.shown_url} timed out: {said}{each} ({field}){connecting(exc)}", seconds,
+                                  tries, field, said)
 
     def _request(self, messages: Sequence[dict[str, str]], n: int, sampling: Sampling, adapter: str | None) -> dict:
         if adapter is not None and adapter not in self._adapters:

@@ -1,0 +1,117 @@
+"""Review of session stream55: the lookup of a remote server's name on a thread of its own (`pluralign.bounded_http`'s
+`_Lookups`), through the real client (`RemoteGenerator`) on a real HTTP server in this process, reached by name
+(`localhost`, so the name is looked up); and a server's name no lookup can take, refused at start."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from pluralign.policy.generator import GenerationTimedOut, RemoteGeneratorError
+from pluralign.policy.remote import RemoteGenerator, RemotePolicy
+from tests.stub_openai import served
+from tests.unit.test_stream55_remote_bounds import MESSAGES, Pacing
+
+
+def test_a_lookup_whose_thread_could_not_start_does_not_hold_its_name_for_good(monkeypatch):
+    """A lookup's thread that the system refuses to start (`RuntimeError: can't start new thread`: a container's pids
+    limit, a burst of threads) left its name marked as looked up at that moment, with no thread to end it: every later
+    request to the server waited its connect timeout for a lookup that never came and failed, until the process
+    restarted. Now the refused start fails that one request (a connection error) and the next one looks the name up."""
+    with served(Pacing) as root:
+        url = root.replace("127.0.0.1", "localhost")
+        remote = RemoteGenerator(f"{url}/v1", "base", policy=RemotePolicy(timeout_s=3, connect_timeout_s=0.5, max_retries=0))
+        start = threading.Thread.start
+
+        def refused(thread: threading.Thread) -> None:
+            if thread.name == "name-lookup":
+                raise RuntimeError("can't start new thread")
+            start(thread)
+
+        monkeypatch.setattr(threading.Thread, "start", refused)
+        with pytest.raises(RemoteGeneratorError) as failed:
+            remote.generate(MESSAGES)
+        assert "unreachable" in str(failed.value), failed.value  # before: the RuntimeError itself (a 500)
+        monkeypatch.setattr(threading.Thread, "start", start)
+        began = time.monotonic()
+        assert remote.generate(MESSAGES)[0][0].text == "once"  # before: GenerationTimedOut after the 0.5 s connect timeout
+        assert time.monotonic() - began < 0.5
+        remote.close()
+
+
+@pytest.mark.parametrize("host", ["vllm..svc", "vllm." + "b" * 64])
+def test_a_server_url_whose_host_no_resolver_takes_is_refused_at_start_naming_its_setting(host):
+    """A host with an empty label (`vllm..svc`, a typo) or one past 63 characters cannot be looked up: the resolver's
+    encoding raises UnicodeError, which no connection error catches. The start took it (`Settings.check_models`, the
+    clients' `check_base_url`) and every chat was a 500 `internal error` (the UnicodeError raised out of the `openai`
+    client); now the start stops with one line naming the setting and the host, and a client is refused when made."""
+    from service.settings import Settings
+
+    settings = Settings.load({"PLURALIGN_GENERATOR": f"openai:http://{host}:8000/v1"})
+    with pytest.raises(ValueError) as refused:
+        settings.check_models()
+    said = str(refused.value)
+    assert said.startswith("PLURALIGN_GENERATOR (setting generator): ") and f"its host {host!r} is no name" in said, said
+    with pytest.raises(ValueError, match="base_url"):
+        RemoteGenerator(f"http://{host}:8000/v1", "base")
+
+
+def test_a_host_no_resolver_takes_is_a_connection_error_of_the_bounded_client():
+    """`bounded_client`'s lookup (`_Lookups`) says a name it cannot look up is httpx's ConnectError, as its docstring
+    says, whatever the resolver raises: a UnicodeError (an empty label) went out of the client as it was."""
+    import httpx2
+
+    from pluralign.bounded_http import bounded_client
+
+    with bounded_client(bound_s=2) as client, pytest.raises(httpx2.ConnectError, match="label empty or too long"):
+        client.get("http://vllm..svc:9/")
+
+
+HUNG = "generation-server.review.hangs.test"  # a name whose lookup hangs (until the test ends)
+
+
+@pytest.fixture
+def hung_lookup(monkeypatch):
+    """`socket.getaddrinfo` hanging for HUNG (2 s at most), as a resolver whose DNS server never answers."""
+    release, real = threading.Event(), socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host == HUNG:
+            release.wait(2.0)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield
+    release.set()
+
+
+def test_a_chat_given_up_on_its_name_lookup_says_so_in_the_operators_words(hung_lookup):
+    """A lookup that hangs is given up at the connect's bound (`connect_timeout_s`), but the chat's error said "did not
+    answer within <timeout_s>": here "within 3 s" after 0.3 s, and by default "within 120 s (each of 3 tries)" after
+    15 s, sending the operator to look at the engine rather than at the DNS. Now the reason (the operator's log line)
+    says what timed out: the lookup of the server's name, and its bound. What a client is told is unchanged."""
+    remote = RemoteGenerator(f"http://{HUNG}:9/v1", "base", policy=RemotePolicy(timeout_s=3, connect_timeout_s=0.3, max_retries=0))
+    for call in (lambda: remote.generate(MESSAGES), lambda: list(remote.stream(MESSAGES))):
+        began = time.monotonic()
+        with pytest.raises(GenerationTimedOut) as timed_out:
+            call()
+        assert time.monotonic() - began < 1.5
+        said = str(timed_out.value)
+        assert f"connecting: the lookup of the name {HUNG!r} took longer than 0.3 s" in said, said
+        assert timed_out.value.bound == "timeout_s" and timed_out.value.said.endswith("within 3 s"), vars(timed_out.value)
+    remote.close()
+
+
+def test_an_embeddings_request_given_up_on_its_name_lookup_says_so_in_the_operators_words(hung_lookup):
+    """As a chat's: the embeddings server's EncoderTimedOut said "did not answer within <timeout>" whatever timed out."""
+    from pluralign.embed.remote import EncoderTimedOut, RemoteEncoder
+
+    began = time.monotonic()
+    with pytest.raises(EncoderTimedOut) as timed_out:
+        RemoteEncoder(f"http://{HUNG}:9/v1", "sentence-transformers/all-MiniLM-L6-v2", timeout=0.3, max_retries=0)
+    assert time.monotonic() - began < 1.5
+    assert f"(connecting: the lookup of the name {HUNG!r} took longer than 0.3 s)" in str(timed_out.value), timed_out.value
