@@ -114,6 +114,23 @@ def test_chat_errors_name_the_field(svc, body, field):
     assert f"`{field}`" in r.text
 
 
+@pytest.mark.parametrize("who,path,body,field", [
+    ("admin", "/admin/jobs", b'{"kind": "pal", "params": {"lr_user": 1e400}}', "params.lr_user"),
+    ("admin", "/admin/jobs", b'{"kind": "audit", "params": {"group_by": "g", "min_comparisons": 5, "since": -1e999}}',
+     "params.since"),
+    ("acme", "/v1/feedback", b'{"type": "comparison", "user": "ann", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No.",'
+                             b' "attributes": {"segment": "trial", "age": 1e400}}', "attributes.age"),
+])
+def test_a_number_out_of_range_in_a_map_names_its_key(svc, who, path, body, field):
+    """An operator's job params, or a client's attributes, holding a number no float holds (JSON's 1e400): the 400
+    names the entry, as it names a struct's field (`temperature`), not only the map (`params`)."""
+    with svc.client(who) as c:
+        r = c.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert field_named(r) == field, r.text
+    assert f"`{field}`: Number out of range" in r.text
+
+
 @pytest.mark.parametrize("change,field", [
     ({"tie": "true"}, "tie"),
     ({"margin": "0.5"}, "margin"),
