@@ -160,6 +160,19 @@ def test_audit_job_params_are_an_allow_list(svc, params, field):
     assert (svc.data_dir / "api_keys.json").read_bytes() == keys_before
 
 
+def test_an_audit_job_of_the_pal_model_is_refused_where_it_is_asked_for(svc):
+    """An audit job reads the service's stored comparisons (`audit --store`), which `--personalized pal` does not read:
+    such a job was queued (201), its worker started, and it failed each time ('exit code 2: ... --personalized pal
+    needs --pal CHECKPOINT_DIR and a preference file or --source'). Now the request is the 400, nothing queued."""
+    with svc.client("admin") as admin:
+        before = admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "personalized": "pal"}})
+        assert r.status_code == 400, r.text
+        assert field_named(r) == "params.personalized", r.text
+        assert "logistic" in r.json()["error"]["message"]
+        assert admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"] == before
+
+
 @pytest.mark.parametrize("kind,params,field", [
     ("adapter", {"user": "ann", "data": "/etc/passwd"}, "params.data"),
     ("adapter", {"user": "ann", "registry": "/tmp"}, "params.registry"),
