@@ -75,6 +75,20 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
 _SEGMENT = re.compile(r"\[(\d+)\]|\.?([^.\[]+)")
 
 
+class _OutOfRange:
+    """A JSON number no float holds (`1e400`), read again untyped: no declared type converts it (`_bad_entry`)."""
+
+
+def _finite_or_out_of_range(text: str) -> float | _OutOfRange:
+    number = float(text)
+    return number if math.isfinite(number) else _OutOfRange()
+
+
+# msgspec refuses such a number ("Number out of range") before any type is looked at, so the untyped reading would
+# fail too and leave the dict's key untold; read so, it is the value at fault
+_UNTYPED = msgspec.json.Decoder(float_hook=_finite_or_out_of_range)
+
+
 def _dict_value_field(body: bytes, body_type: type, path: str) -> str:
     """The dotted path of msgspec's `metadata[...]` (a dict's value: msgspec does not say which key):
     `metadata.<key>`, the key of the first value (in the body's order, where msgspec stopped) that
@@ -82,7 +96,7 @@ def _dict_value_field(body: bytes, body_type: type, path: str) -> str:
     be told (the body cannot be read again untyped, or no value is found at fault)."""
     pieces = path.split("[...]")
     try:
-        root = msgspec.json.decode(body)
+        root = _UNTYPED.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return pieces[0] or "body"
     segments: list[str | int] = []

@@ -114,6 +114,23 @@ def test_chat_errors_name_the_field(svc, body, field):
     assert f"`{field}`" in r.text
 
 
+@pytest.mark.parametrize("who,path,body,field", [
+    ("admin", "/admin/jobs", b'{"kind": "pal", "params": {"lr_user": 1e400}}', "params.lr_user"),
+    ("admin", "/admin/jobs", b'{"kind": "audit", "params": {"group_by": "g", "min_comparisons": 5, "since": -1e999}}',
+     "params.since"),
+    ("acme", "/v1/feedback", b'{"type": "comparison", "user": "ann", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No.",'
+                             b' "attributes": {"segment": "trial", "age": 1e400}}', "attributes.age"),
+])
+def test_a_number_out_of_range_in_a_map_names_its_key(svc, who, path, body, field):
+    """An operator's job params, or a client's attributes, holding a number no float holds (JSON's 1e400): the 400
+    names the entry, as it names a struct's field (`temperature`), not only the map (`params`)."""
+    with svc.client(who) as c:
+        r = c.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert field_named(r) == field, r.text
+    assert f"`{field}`: Number out of range" in r.text
+
+
 @pytest.mark.parametrize("change,field", [
     ({"tie": "true"}, "tie"),
     ({"margin": "0.5"}, "margin"),
@@ -141,6 +158,19 @@ def test_audit_job_params_are_an_allow_list(svc, params, field):
     assert r.status_code == 400, r.text
     assert field_named(r) == field
     assert (svc.data_dir / "api_keys.json").read_bytes() == keys_before
+
+
+def test_an_audit_job_of_the_pal_model_is_refused_where_it_is_asked_for(svc):
+    """An audit job reads the service's stored comparisons (`audit --store`), which `--personalized pal` does not read:
+    such a job was queued (201), its worker started, and it failed each time ('exit code 2: ... --personalized pal
+    needs --pal CHECKPOINT_DIR and a preference file or --source'). Now the request is the 400, nothing queued."""
+    with svc.client("admin") as admin:
+        before = admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "personalized": "pal"}})
+        assert r.status_code == 400, r.text
+        assert field_named(r) == "params.personalized", r.text
+        assert "logistic" in r.json()["error"]["message"]
+        assert admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"] == before
 
 
 @pytest.mark.parametrize("kind,params,field", [

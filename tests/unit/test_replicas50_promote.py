@@ -93,3 +93,16 @@ def test_if_version_promotes_only_over_the_model_seen_and_a_promotion_replaces_a
     (tmp_path / "half").mkdir()
     code, _, err = cli(capsys, "promote", str(tmp_path / "half"), "--pal-dir", str(folder))
     assert code == 2 and "not a PAL checkpoint or an EM mixture" in err
+
+
+def test_an_artifact_that_is_not_there_is_said_to_be_missing_and_the_help_names_where_jobs_write_them(tmp_path, capsys):
+    """An operator following `pluralign promote --help` typed `data/jobs/<job id>/artifact`, where no job writes (a pal
+    or em job's artifact is `data/jobs/artifacts/<job id>`), and was told the folder held no meta.json. Session admin55:
+    a path that is not there is said to be missing, with where jobs write, and the help's example is that path. Failed
+    before: 'not a PAL checkpoint or an EM mixture ... no meta.json' for a folder that does not exist."""
+    folder, gone = tmp_path / "pal", tmp_path / "data" / "jobs" / "1a24e86e62e-2f5e4c26" / "artifact"
+    code, _, err = cli(capsys, "promote", str(gone), "--pal-dir", str(folder))
+    assert code == 2 and f"{gone}: no such folder" in err, err
+    assert "jobs/artifacts/<job id>" in err and not folder.exists()
+    code, out, _ = cli(capsys, "promote", "--help")
+    assert code == 0 and "pluralign promote data/jobs/artifacts/<job id>\n" in out, out

@@ -21,8 +21,11 @@ def test_no_min_group_size_shows_the_overall_that_less_the_groups_shown_is_one_u
     an overall is withheld in every audit while the groups of fewer than 2 users hold one user. Failed before: the
     second audit showed its overall (3 users suppressed, 3 asked)."""
     _store(tmp_path / "db", {"big": 6, "pair": 2, "solo": 1})
-    _, first = _audit(capsys, tmp_path / "db")
+    table, first = _audit(capsys, tmp_path / "db")
     assert [g["group"] for g in first["groups"]] == ["big", "pair"] and first["overall"] is None
+    # one group, counted in the singular (session admin55; before, '1 groups suppressed' where the dashboard says
+    # '1 group of fewer than 2 users suppressed')
+    assert "(0 ties skipped, 1 group suppressed)" in table[0], table[0]
     for size in ("3", "9"):  # pair + solo (3 users), or every group (9 users): none of them shows the overall
         table, second = _audit(capsys, tmp_path / "db", "--min-group-size", size)
         assert second["overall"] is None, (size, second["overall"])

@@ -250,13 +250,18 @@ def _gap_said(gap: float, bounds: tuple[float, float] | None) -> str:
     return f"{gap:.3f} (95% interval {bounds[0]:.3f} to {bounds[1]:.3f}: {apart})"
 
 
+def _counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def print_table(report) -> None:
     """The report as text: one row a group (its value quoted, `group_shown`), then every comparison's row (`all`,
     unquoted), then the worst group and the gap. Each accuracy is followed by its 95% interval over the group's users
     (`-` in a report before them), and the gap by its own, saying whether it tells the groups apart. `--json` prints
     the report alone."""
-    print(f"audit by {report.group_by}: {report.users} users, {report.comparisons} comparisons "
-          f"({'withheld' if report.ties_skipped is None else report.ties_skipped} ties skipped, {report.suppressed_groups} groups suppressed), {report.seconds:.1f} s")
+    ties = "withheld ties" if report.ties_skipped is None else _counted(report.ties_skipped, "tie")
+    print(f"audit by {report.group_by}: {_counted(report.users, 'user')}, {_counted(report.comparisons, 'comparison')} "
+          f"({ties} skipped, {_counted(report.suppressed_groups, 'group')} suppressed), {report.seconds:.1f} s")
     print(f"  {'group':<18} {'users':>6} {'pairs':>8} {'personal':>9} {'95% interval':>13} {'base':>6} {'95% interval':>13} "
           f"{'ECE p/b':>11} {'win':>6}")
     rows = [(group_shown(g.group), g) for g in report.groups] + ([(report.overall.group, report.overall)] if report.overall else [])

@@ -1,6 +1,6 @@
 """`pluralign promote`: serve a pal or em job's artifact from PLURALIGN_PAL_DIR, which replicas share.
 
-    pluralign promote data/jobs/<job id>/artifact
+    pluralign promote data/jobs/artifacts/<job id>
     pluralign promote ARTIFACT --pal-dir /var/lib/pluralign/shared/pal --if-version 1eaeee231c2a4ef4
 
 Copies the artifact into the folder as one turn under its lock (`.pal.lock`, the one replicas' DELETEs and take-ups
@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     if args.artifact is None:
         raise ValueError("give the artifact folder to promote (or --older-form)")
     artifact = Path(args.artifact)
+    if not artifact.is_dir():
+        raise ValueError(f"{artifact}: {'not a folder' if artifact.exists() else 'no such folder'} (a pal or em job's artifact is <data dir>/jobs/artifacts/<job id>, "
+                         "the job's `artifact` in GET /admin/jobs/{id})")
     kind = artifact_kind(artifact)
     if kind is None:
         raise ValueError(f"{artifact}: not a PAL checkpoint or an EM mixture (a pal or em job's artifact): no meta.json "

@@ -170,12 +170,17 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
 
 def _check_values(typed: Base, from_client: bool) -> None:
     """What a type cannot say of decoded params: an audit's `group_by` names an attribute, a client's `tenant` is
-    not reserved, `groups` goes with protocol `persona`. Raises JobParamsError naming `params.<name>`."""
+    not reserved, `groups` goes with protocol `persona`, a client's audit is `logistic` (the service's audits read its
+    store, which `--personalized pal` does not). Raises JobParamsError naming `params.<name>`."""
     if (problem := _group_by_problem(getattr(typed, "group_by", None))) is not None:
         raise JobParamsError("params.group_by", problem)
     tenant = getattr(typed, "tenant", None)
     if from_client and tenant is not None and (problem := tenant_problem(tenant)):  # a reserved name, as keys refuse
         raise JobParamsError("params.tenant", problem)
+    if from_client and getattr(typed, "personalized", None) == "pal":  # the job is `audit --store`: it would fail at start
+        raise JobParamsError("params.personalized", "an audit job reads the service's stored comparisons, which only "
+                                                    "`logistic` audits; `pal` is `pluralign audit --personalized pal "
+                                                    "--pal CHECKPOINT_DIR` on a preference file or --source")
     if getattr(typed, "groups", None) is not None and typed.protocol != "persona":  # it would be ignored
         raise JobParamsError("params.groups", f"read only with protocol `persona` (the synthetic population's groups); "
                                               f"protocol `{typed.protocol}` has users of its own")
