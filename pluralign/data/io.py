@@ -126,15 +126,21 @@ def extra_type_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def _numbers(value: Any) -> bool:
     """Whether `value` is a number or a list of numbers and such lists, however deep (without recursion: a JSON line
-    nests lists up to msgspec's limit, a Python row any depth)."""
+    nests lists up to msgspec's limit, a Python row any depth). A list's plain ints and floats are told by their types
+    at C speed (`set(map(type, ...))`), only its other items one by one: a 1 MB import line of a rating of 450,000
+    numbers is checked in ~10 ms, not ~350 ms of Python holding the interpreter lock (review trl55)."""
     pending = [value]
     while pending:
         item = pending.pop()
-        if isinstance(item, list):
-            pending.extend(item)
-        elif not _number(item):
-            return False
+        if type(item) is not list:
+            if not _number(item):
+                return False
+        elif not set(map(type, item)) <= _PLAIN_NUMBERS:
+            pending.extend(v for v in item if type(v) not in _PLAIN_NUMBERS)  # lists, and what may be no number
     return True
+
+
+_PLAIN_NUMBERS = frozenset({int, float})  # the types of a decoded JSON number (a bool's is `bool`: no number)
 
 
 _PAST_64_BITS = "an integer past 64 bits"
