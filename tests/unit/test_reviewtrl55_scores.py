@@ -51,7 +51,7 @@ def test_a_rating_of_numbers_in_lists_is_read_and_written_back(tmp_path, capsys)
 def test_a_long_rating_is_checked_without_python_work_per_number():
     """An import's body is read holding the interpreter lock, while other tenants' requests wait (session perf36). A
     1 MB line whose rating holds 450,000 numbers (the service refuses it past 1024 bytes only once it is read) took
-    ~350 ms more to read once session trl55 checked every number with a Python call (`_number`: ~2.3x the read before
+    ~275 ms more to read once session trl55 checked every number with a Python call (`_number`: about twice the read before
     it); now a list of plain numbers is told by their types in C. Counted in Python calls, not timed (2 busy cores):
     before, one a number (150,000 here); now a handful a line."""
     import sys
