@@ -574,8 +574,9 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
     outside MESSAGE_ROLES, which imports before session rows42 stored); one mixing TRL's forms, an explicit prompt of
     another form than its answers (imports before session trl55 stored it), in the conversational form with the same
     text (a text prompt as one `user` message, a text answer as one `assistant` message: one message reads as its
-    content, `_joined`); and without the extra columns a reader refuses for their type (`extra_type_problem`: a
-    `score_chosen` of "high", stored before session trl55), the rest kept."""
+    content, `_joined`); and with a score or rating held as the text of a number as that number (`"8.5"` as 8.5: since
+    review trl55; before, left out), without the extra columns a reader still refuses for their type
+    (`extra_type_problem`: a `score_chosen` of "high", stored before session trl55), the rest kept."""
     if trl is None:
         return None
     try:
@@ -587,9 +588,30 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
     if trl.prompt is not None and isinstance(trl.prompt, str) != isinstance(trl.chosen, str):
         trl = msgspec.structs.replace(trl, prompt=_as_messages(trl.prompt, "user"), chosen=_as_messages(trl.chosen, "assistant"),
                                       rejected=_as_messages(trl.rejected, "assistant"))
-    while (wrong := extra_type_problem(trl.extra)) is not None:
-        trl = msgspec.structs.replace(trl, extra={k: v for k, v in trl.extra.items() if k != wrong[0]})
+    if extra_type_problem(trl.extra) is not None:  # text of a number as that number, then what is still no number left out
+        extra = {k: _spelled_number(v) if k in SCORE_COLUMNS or k in RATING_COLUMNS else v for k, v in trl.extra.items()}
+        while (wrong := extra_type_problem(extra)) is not None:
+            extra = {k: v for k, v in extra.items() if k != wrong[0]}
+        trl = msgspec.structs.replace(trl, extra=extra)
     return trl
+
+
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # RFC 8259's `number`
+
+
+def _spelled_number(value: Any) -> Any:
+    """`value` with the text of a JSON number (`"8.5"`, `" -2 "`: spaces around it dropped) as that number, in lists too
+    (as JSON reads it: an int or a float); text spelling none, or a number a file does not hold (`"1e999"`, an integer
+    past 64 bits), as it is. What `file_trl` makes of a score an older release stored as text (a CSV's column)."""
+    if isinstance(value, list):
+        return [_spelled_number(item) for item in value]
+    if not isinstance(value, str) or not _JSON_NUMBER.fullmatch(text := value.strip()):
+        return value
+    try:
+        number = _json_decoder.decode(text)
+    except msgspec.DecodeError:  # past float's range
+        return value
+    return number if _kept_value_problem(number, 0) is None else value
 
 
 def _as_messages(text: str | list[Message], role: str) -> list[Message]:
