@@ -91,6 +91,8 @@ def extra_column_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
         if kind is float or kind is str and len(value) <= _SURELY_SHORT or kind is int and _INT_MIN <= value < _INT_END or value is None:
             continue
         if (problem := _kept_value_problem(value, MAX_EXTRA_DEPTH)) is not None:
+            if problem == _PAST_64_BITS:
+                problem += f": {_past_64_bits_way_out(column)}"
             return column, f"{problem} (TRL's extra columns are kept with the row)"
         size = len(_json_encoder.encode(value))
         if size > MAX_EXTRA_BYTES:
@@ -108,24 +110,48 @@ RATING_COLUMNS = ("chosen_rating", "rejected_rating")
 def extra_type_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
     """(column, problem) of the first of TRL's extra columns (`TrlRow.extra`) holding a value of another type than
     its own: a score (SCORE_COLUMNS) that is not a number, a rating (RATING_COLUMNS) that is neither a number nor a
-    list of numbers (at any depth up to MAX_EXTRA_DEPTH; deeper is `extra_column_problem`'s). A null is absent and a
-    boolean no number. None when every one holds its type. What `row_to_preference` refuses, naming the column."""
+    list of numbers (lists in it too, each holding numbers at any depth: until review trl55 one holding text past
+    MAX_EXTRA_DEPTH was taken; its depth is `extra_column_problem`'s). A null is absent and a boolean no number. None
+    when every one holds its type. What `row_to_preference` refuses, naming the column."""
     for column in SCORE_COLUMNS:
         if (value := extra.get(column)) is not None and not _number(value):
             return column, (f"must be a number (the answer's score, as UltraFeedback's `score_chosen` and `score_rejected`), got {shorten(repr(value), 64, '...')}: "
                             "leave it out (or null) for none")
     for column in RATING_COLUMNS:
-        if (value := extra.get(column)) is not None and not _numbers(value, MAX_EXTRA_DEPTH):
+        if (value := extra.get(column)) is not None and not _numbers(value):
             return column, (f"must be a number or a list of numbers (one per aspect), got {shorten(repr(value), 64, '...')}: "
                             "leave it out (or null) for none")
     return None
 
 
-def _numbers(value: Any, depth_left: int) -> bool:
-    """Whether `value` is a number or a list of `_numbers`, lists nested past `depth_left` taken as they are."""
-    if not isinstance(value, list):
-        return _number(value)
-    return depth_left <= 0 or all(_numbers(item, depth_left - 1) for item in value)
+def _numbers(value: Any) -> bool:
+    """Whether `value` is a number or a list of numbers and such lists, however deep (without recursion: a JSON line
+    nests lists up to msgspec's limit, a Python row any depth). A list's plain ints and floats are told by their types
+    at C speed (`set(map(type, ...))`), only its other items one by one: a 1 MB import line of a rating of 450,000
+    numbers is checked in ~15 ms, not ~275 ms of Python holding the interpreter lock (review trl55)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is not list:
+            if not _number(item):
+                return False
+        elif not set(map(type, item)) <= _PLAIN_NUMBERS:
+            pending.extend(v for v in item if type(v) not in _PLAIN_NUMBERS)  # lists, and what may be no number
+    return True
+
+
+_PLAIN_NUMBERS = frozenset({int, float})  # the types of a decoded JSON number (a bool's is `bool`: no number)
+
+
+_PAST_64_BITS = "an integer past 64 bits"
+
+
+def _past_64_bits_way_out(column: str) -> str:
+    """How to give an integer past 64 bits (`_PAST_64_BITS`) in TRL's extra `column`: as a string, but in a column of
+    numbers (SCORE_COLUMNS, RATING_COLUMNS: `extra_type_problem` refuses a string there) as a float."""
+    if column in SCORE_COLUMNS or column in RATING_COLUMNS:
+        return "give it as a float, with an exponent (1.2e21): TRL's scores and ratings are numbers"
+    return "give it as a string"
 
 
 _INT_MIN, _INT_END = -(1 << 63), 1 << 64  # the integers msgpack (the feedback log) and Arrow keep: int64 and uint64
@@ -136,7 +162,7 @@ def _kept_value_problem(value: Any, depth_left: int) -> str | None:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return None
     if isinstance(value, int):
-        return None if _INT_MIN <= value < _INT_END else "an integer past 64 bits: give it as a string"
+        return None if _INT_MIN <= value < _INT_END else _PAST_64_BITS  # the way out: `_past_64_bits_way_out`
     if isinstance(value, float):  # finite: JSON lines hold no NaN or infinity (msgspec refuses 1e999)
         return None
     if depth_left <= 0:
@@ -548,8 +574,9 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
     outside MESSAGE_ROLES, which imports before session rows42 stored); one mixing TRL's forms, an explicit prompt of
     another form than its answers (imports before session trl55 stored it), in the conversational form with the same
     text (a text prompt as one `user` message, a text answer as one `assistant` message: one message reads as its
-    content, `_joined`); and without the extra columns a reader refuses for their type (`extra_type_problem`: a
-    `score_chosen` of "high", stored before session trl55), the rest kept."""
+    content, `_joined`); and with a score or rating held as the text of a number as that number (`"8.5"` as 8.5: since
+    review trl55; before, left out), without the extra columns a reader still refuses for their type
+    (`extra_type_problem`: a `score_chosen` of "high", stored before session trl55), the rest kept."""
     if trl is None:
         return None
     try:
@@ -561,9 +588,30 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
     if trl.prompt is not None and isinstance(trl.prompt, str) != isinstance(trl.chosen, str):
         trl = msgspec.structs.replace(trl, prompt=_as_messages(trl.prompt, "user"), chosen=_as_messages(trl.chosen, "assistant"),
                                       rejected=_as_messages(trl.rejected, "assistant"))
-    while (wrong := extra_type_problem(trl.extra)) is not None:
-        trl = msgspec.structs.replace(trl, extra={k: v for k, v in trl.extra.items() if k != wrong[0]})
+    if extra_type_problem(trl.extra) is not None:  # text of a number as that number, then what is still no number left out
+        extra = {k: _spelled_number(v) if k in SCORE_COLUMNS or k in RATING_COLUMNS else v for k, v in trl.extra.items()}
+        while (wrong := extra_type_problem(extra)) is not None:
+            extra = {k: v for k, v in extra.items() if k != wrong[0]}
+        trl = msgspec.structs.replace(trl, extra=extra)
     return trl
+
+
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # RFC 8259's `number`
+
+
+def _spelled_number(value: Any) -> Any:
+    """`value` with the text of a JSON number (`"8.5"`, `" -2 "`: spaces around it dropped) as that number, in lists too
+    (as JSON reads it: an int or a float); text spelling none, or a number a file does not hold (`"1e999"`, an integer
+    past 64 bits), as it is. What `file_trl` makes of a score an older release stored as text (a CSV's column)."""
+    if isinstance(value, list):
+        return [_spelled_number(item) for item in value]
+    if not isinstance(value, str) or not _JSON_NUMBER.fullmatch(text := value.strip()):
+        return value
+    try:
+        number = _json_decoder.decode(text)
+    except msgspec.DecodeError:  # past float's range
+        return value
+    return number if _kept_value_problem(number, 0) is None else value
 
 
 def _as_messages(text: str | list[Message], role: str) -> list[Message]:
@@ -1211,8 +1259,9 @@ def write_parquet(records: Sequence[Preference], path: str | os.PathLike, places
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(_mixed_column(name, values, exc, places)) from None
         except OverflowError:
+            way_out = "as floats, with an exponent (1.2e21): TRL's scores are numbers" if name in SCORE_COLUMNS else "as strings"
             raise ValueError(f"column `{name}` holds integers no one Arrow type holds (past 64 bits, or below 0 beside one past "
-                             "2**63-1): write JSON lines (`.jsonl`), or give them as strings") from None
+                             f"2**63-1): write JSON lines (`.jsonl`), or give them {way_out}") from None
     table = pa.Table.from_arrays(arrays, names=names)
     with atomic_writer(path) as f:
         pq.write_table(table, f)

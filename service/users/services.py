@@ -1090,7 +1090,8 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     and so are rows an import would refuse that older versions stored (a blank prompt or answer, two
     answers with the same visible text); a `created_at` an import refuses (`created_at_problem`) is written as null,
     a conversation it refuses (a role outside `MESSAGE_ROLES`) as its text, a row mixing TRL's forms in the conversational
-    form and a score of another type left out (`file_trl`: imports before session trl55 stored them); a `pref_id` as it is stored,
+    form, a score held as the text of a number ("8.5") as that number and one of another type left out (`file_trl`:
+    imports before session trl55 stored them); a `pref_id` as it is stored,
     one no new row may carry included (`..`, stored before review dots54: an import refuses that line, naming it). Read as it is sent, from one version of the table, with the errors
     of `export_lines`."""
     from pluralign.data.io import file_trl, preference_row

@@ -329,3 +329,33 @@ def test_a_row_of_mixed_trl_forms_or_a_score_as_text_an_older_version_stored_exp
         assert imported.status_code == 201 and sorted(imported.json()["stored"]) == ["f0", "f1"], imported.text
         page = c.get("/v1/users/oldforms/preferences").json()
     assert sorted((p["prompt"], p["chosen"]) for p in page["data"]) == [("Milk or lemon?", "Milk."), ("Tea or coffee?", "Tea.")], page
+
+
+def test_a_score_an_older_version_stored_as_the_text_of_a_number_exports_as_that_number(svc):
+    """Review trl55. Older releases stored a score as it came, the text of a number too (`"8.5"`: a CSV made Parquet,
+    the case session trl55 names); since trl55 the export left every such score out, so a user moved through their
+    export to another tenant or service lost them all. Now the text of a JSON number is exported as that number (a
+    rating's items too); text that spells none (`"high"`, `"NaN"`, `"1e999"`) is left out as before. The file imports
+    into the same user as the rows held, and elsewhere with the numbers."""
+    from pluralign.data.record import TrlRow
+
+    extras = [{"score_chosen": "8.5", "score_rejected": " -2 ", "chosen_rating": ["4", 5.5], "rejected_rating": [["3", "n/a"]]},
+              {"score_chosen": "NaN", "score_rejected": "1e999", "chosen_rating": "1e2", "id": "7"}]
+    rows = [StoredPreference(tenant="acme", user_id="oldscores", pref_id=f"s{i}", prompt="Tea or coffee?", chosen=f"Tea {i}.", rejected=f"Coffee {i}.",
+                             kind="comparison", created_at=1_700_000_000.0 + i,
+                             trl=TrlRow(prompt="Tea or coffee?", chosen=f"Tea {i}.", rejected=f"Coffee {i}.", extra=extra))
+            for i, extra in enumerate(extras)]
+    stored_as_an_older_version_stored(svc.runtime, rows)
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/oldscores/export", params={"format": "preferences"})
+        assert r.status_code == 200, r.text
+        again = c.post("/v1/users/oldscores/import", content=r.content, headers={"content-type": "application/x-ndjson"})
+        assert again.status_code == 201 and sorted(again.json()["already_stored"]) == ["s0", "s1"], again.text
+    first, second = sorted((json.loads(text) for text in r.text.splitlines()), key=lambda line: line["pref_id"])
+    assert (first["score_chosen"], first["score_rejected"], first["chosen_rating"]) == (8.5, -2, [4, 5.5]), first
+    assert "rejected_rating" not in first, first
+    assert second["chosen_rating"] == 100.0 and second["id"] == "7" and not {"score_chosen", "score_rejected"} & second.keys(), second
+    with svc.client("globex") as c:
+        assert c.post("/v1/users/oldscores/import", content=r.content).status_code == 201
+        page = c.get("/v1/users/oldscores/preferences").json()["data"]
+    assert sorted(p["trl"]["extra"].get("score_chosen", 0) for p in page) == [0, 8.5], page

@@ -179,3 +179,24 @@ def test_a_parquet_file_of_such_rows_is_named_by_its_row_and_sends_nothing(svc, 
     assert f"--path {path}: row 1, field `{field}`: " in stderr, stderr
     with svc.client("acme") as c:
         assert c.get(f"/v1/users/{user}/preferences").status_code == 404  # nothing sent
+
+
+@pytest.mark.parametrize(("column", "value", "way_out"), [
+    ("score_chosen", 2**70, float(2**70)),
+    ("rejected_rating", [4, -(2**70)], [4, -float(2**70)]),
+])
+def test_a_score_past_64_bits_is_a_400_whose_way_out_imports(svc, column, value, way_out):
+    """Review trl55: a score or rating holding an integer past 64 bits (which the feedback log's msgpack and Arrow do
+    not keep) is a 400 naming `line N.<column>` whose advice, followed, imports. Before: it said "give it as a string",
+    and a score given as a string is itself a 400 since session trl55 ("must be a number"): no way out named."""
+    user = f"trl55-big-{column}"
+    row = {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
+    with svc.client("acme") as c:
+        r = c.post(f"/v1/users/{user}/import", content=json.dumps({**row, column: value}))
+        assert r.status_code == 400 and field_named(r) == f"line 1.{column}", (r.status_code, r.text)
+        message = r.json()["error"]["message"]
+        assert "past 64 bits" in message and "string" not in message and "1.2e21" in message, message
+        r = c.post(f"/v1/users/{user}/import", content=json.dumps({**row, column: way_out}))  # the advice: as a float
+        assert r.status_code == 201, r.text
+        (stored,) = c.get(f"/v1/users/{user}/preferences").json()["data"]
+    assert stored["trl"]["extra"][column] == way_out, stored
