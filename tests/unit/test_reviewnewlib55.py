@@ -26,3 +26,18 @@ def test_per_user_accuracy_names_a_missing_user_index_and_takes_whole_numbers_of
     for users in (np.array([0, 1, 0], dtype=object), [0, np.int64(1), 0.0]):
         assert user_accuracy(correct, users) == {0: 1.0, 1: 0.0}
         assert macro(correct, users) == 0.5
+
+
+def test_train_fspo_on_a_file_of_one_user_is_not_refused_for_its_shots(capsys, tmp_path):
+    """newlib55 made `train fspo` refuse a --shots no unseen user can be scored with (the held-out users lost to
+    training for a score that could not be taken). A file of one user holds no user out (the training needs one:
+    `unseen_users`), so nothing is lost; yet the run was refused, blaming the shots: "--shots 2: ... no unseen user of
+    --data ... has that many (at most 0, among 0 unseen users); lower --shots", which no --shots mends. It trains as it
+    did before newlib55 (here: as far as loading the base model)."""
+    from tests.unit.clitools import cli, write_jsonl
+
+    rows = [{"user_id": "ann", "prompt": f"Pick {i}?", "chosen": "yes", "rejected": f"no {i}"} for i in range(10)]
+    data = write_jsonl(tmp_path / "p.jsonl", rows)
+    code, out, err = cli(capsys, "train", "fspo", "--population", "file", "--data", data, "--shots", "2",
+                         "--base", str(tmp_path / "no-model"), "--out", str(tmp_path / "fspo"))
+    assert code == 2 and "--shots" not in err and "no-model" in err, err  # it got as far as loading the base model
