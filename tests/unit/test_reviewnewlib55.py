@@ -41,3 +41,20 @@ def test_train_fspo_on_a_file_of_one_user_is_not_refused_for_its_shots(capsys, t
     code, out, err = cli(capsys, "train", "fspo", "--population", "file", "--data", data, "--shots", "2",
                          "--base", str(tmp_path / "no-model"), "--out", str(tmp_path / "fspo"))
     assert code == 2 and "--shots" not in err and "no-model" in err, err  # it got as far as loading the base model
+
+
+def test_ranked_pairs_of_no_candidates_is_no_comparison_and_takes_a_tensor_that_requires_grad():
+    """newlib55 made `ranked_pairs` check its scores, (n,) finite numbers, "a numpy array, a list or a CPU tensor". A
+    prompt with no candidates left (all filtered out) has none to rank, yet the default pairing failed with numpy's
+    "attempt to get argmax of an empty sequence"; and scores straight from a reward model (a tensor that requires grad)
+    failed with torch's "Can't call numpy() on Tensor that requires grad". Both are read now (a tensor detached, as
+    `user_accuracy` reads its tensors)."""
+    import torch
+
+    from pluralign.policy.maxmin import all_pairs, best_vs_rest, ranked_pairs
+
+    for pairing in (best_vs_rest, all_pairs):
+        assert ranked_pairs("q", [], [], source="s", pairing=pairing) == []
+    scores = torch.tensor([0.1, 0.5, 0.2], requires_grad=True) * 2
+    pairs = ranked_pairs("q", ["a", "b", "c"], scores, source="s")
+    assert [(p.chosen, p.rejected) for p in pairs] == [("b", "a"), ("b", "c")]
