@@ -148,7 +148,9 @@ def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, fl
         ordered = sorted(sums.items())
     except TypeError:  # labels of two kinds (a None among strings): until session newlib55 sorted()'s own words
         kinds = [type(g) for g in groups]
-        common = max(set(kinds), key=kinds.count)
+        # the most common kind; str (what `groups` takes) wins a tie: ['a', None] names None (until review newlib55
+        # whichever kind `set` gave first: here 'a', the good label)
+        common = max(dict.fromkeys(kinds), key=lambda kind: (kinds.count(kind), kind is str))
         i = next((i for i, kind in enumerate(kinds) if kind is not common), None)
         if i is None:  # one kind that does not order (complex numbers)
             raise ValueError(f"`groups` labels ({common.__name__}) do not order: give str labels") from None

@@ -58,3 +58,20 @@ def test_ranked_pairs_of_no_candidates_is_no_comparison_and_takes_a_tensor_that_
     scores = torch.tensor([0.1, 0.5, 0.2], requires_grad=True) * 2
     pairs = ranked_pairs("q", ["a", "b", "c"], scores, source="s")
     assert [(p.chosen, p.rejected) for p in pairs] == [("b", "a"), ("b", "c")]
+
+
+def test_group_accuracy_names_the_missing_label_when_labels_of_two_kinds_are_as_many():
+    """newlib55 named a group label of another kind than the most common one ("`groups` element 1 is None, a NoneType
+    among str labels"). When the two kinds were as many (half the comparisons without a group), the kind named the
+    odd one was whichever `set` gave first: ['a', None] was answered "element 0 is 'a', a str among NoneType labels",
+    blaming the one good label. str labels (what `groups` takes) now win a tie; a majority still decides."""
+    import pytest
+
+    from pluralign.evaluation import group_accuracy
+    from pluralign.fairness.metrics import credit
+
+    for groups, named in ((["a", None], "element 1 is None, a NoneType among str labels"),
+                          ([None, "a"], "element 0 is None, a NoneType among str labels"),
+                          ([1, 2, "x"], "element 2 is 'x', a str among int labels")):
+        with pytest.raises(ValueError, match=re.escape(f"`groups` {named}")):
+            group_accuracy(credit([0.9, 0.1, 0.8][: len(groups)]), groups)
