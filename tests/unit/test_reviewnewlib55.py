@@ -75,3 +75,21 @@ def test_group_accuracy_names_the_missing_label_when_labels_of_two_kinds_are_as_
                           ([1, 2, "x"], "element 2 is 'x', a str among int labels")):
         with pytest.raises(ValueError, match=re.escape(f"`groups` {named}")):
             group_accuracy(credit([0.9, 0.1, 0.8][: len(groups)]), groups)
+
+
+def test_ranked_pairs_names_scores_too_far_apart_for_a_comparisons_margin():
+    """`ranked_pairs` records each comparison's score difference as its `margin`, which a Preference holds up to
+    MAX_MARGIN (1e6, what the importers and the API take). Finite scores further apart than that (raw rewards of
+    another scale; 1e308 and -1e308, whose difference is inf) passed newlib55's check and then failed in Preference
+    with "`margin` must be a number >= 0 ... and at most 1e6 (MAX_MARGIN), got 2000000.0" (for inf: "...: leave it out
+    (or null)"), which reads as ranked_pairs' own `margin` (1e-6 here), one the caller never set. Now a ValueError
+    naming `scores` and how far apart they are."""
+    import pytest
+
+    from pluralign.policy.maxmin import all_pairs, best_vs_rest, ranked_pairs
+
+    for scores in ([0.0, 2e6, 1.0], [1e308, -1e308, 0.0]):
+        for pairing in (best_vs_rest, all_pairs):
+            with pytest.raises(ValueError, match=re.escape("`scores` span ") + ".*" + re.escape("MAX_MARGIN")):
+                ranked_pairs("q", ["a", "b", "c"], scores, source="s", pairing=pairing)
+    assert len(ranked_pairs("q", ["a", "b", "c"], [0.0, 1e6, 1.0], source="s")) == 2  # up to MAX_MARGIN apart: taken
