@@ -84,21 +84,43 @@ def _same_length(correct, labels, name: str, what: str) -> np.ndarray:
     return correct
 
 
-def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:
-    """Per user index: the mean credit of that user's pairs. `correct` (N,) is `credit(p)`, `users`
-    (N,) each pair's user index (whole numbers: `PairBatch.user`); ValueError naming `users` when it has
-    another length or holds a value that is not a whole number (until session newlib55 cut by int(): 1.2 and 1.7
-    were one user, a name an int() error), and `correct` when it holds a value that is not a credit (0, 0.5 or 1)."""
-    correct = _same_length(correct, users, "users", "entries")
+def _whole(value) -> bool:
+    """Whether one user index is a whole number (a bool is not one)."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, int | np.integer):
+        return True
+    return isinstance(value, float | np.floating) and bool(np.isfinite(value)) and value == round(value)
+
+
+def _user_indices(users) -> np.ndarray:
+    """`users` (N,) as an array of whole numbers; ValueError naming `users` for another shape (a table's rows were
+    read flattened, its first N entries taken as the users, until review newlib55) or the first element that is not a
+    whole number (a None, a name, 1.5), whatever the array's dtype (an object array: a pandas column)."""
     if hasattr(users, "detach"):  # a torch tensor
         users = users.detach().cpu().numpy()
-    index = np.asarray(users).reshape(-1)
-    if not np.issubdtype(index.dtype, np.integer) and index.size:
-        floating = np.issubdtype(index.dtype, np.floating)
-        bad = ~(np.isfinite(index) & (index == np.round(index))) if floating else np.ones(index.size, bool)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"`users` must be each pair's user index, a whole number (`PairBatch.user`): element {i} is {index[i].item()!r}")
+    index = np.asarray(users)
+    if index.ndim != 1:
+        raise ValueError(f"`users` must be one user index per comparison, (N,), got shape {index.shape}")
+    if index.dtype.kind in "iu":
+        return index
+    if index.dtype.kind == "f":
+        bad = ~(np.isfinite(index) & (index == np.round(index)))
+    else:  # object (a pandas column), str, bool: element by element
+        bad = np.array([not _whole(u) for u in index.tolist()], bool)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"`users` must be each pair's user index, a whole number (`PairBatch.user`): element {i} is {index.tolist()[i]!r}")
+    return index
+
+
+def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:
+    """Per user index: the mean credit of that user's pairs. `correct` (N,) is `credit(p)`, `users`
+    (N,) each pair's user index (whole numbers of any dtype: `PairBatch.user`); ValueError naming `users` when it has
+    another length or shape or holds a value that is not a whole number (`_user_indices`; until session newlib55 cut by int(): 1.2 and 1.7
+    were one user, a name an int() error), and `correct` when it holds a value that is not a credit (0, 0.5 or 1)."""
+    correct = _same_length(correct, users, "users", "entries")
+    index = _user_indices(users)
     per_user = defaultdict(list)
     for c, u in zip(correct, index, strict=False):
         per_user[int(u)].append(c)
@@ -126,7 +148,9 @@ def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, fl
         ordered = sorted(sums.items())
     except TypeError:  # labels of two kinds (a None among strings): until session newlib55 sorted()'s own words
         kinds = [type(g) for g in groups]
-        common = max(set(kinds), key=kinds.count)
+        # the most common kind; str (what `groups` takes) wins a tie: ['a', None] names None (until review newlib55
+        # whichever kind `set` gave first: here 'a', the good label)
+        common = max(dict.fromkeys(kinds), key=lambda kind: (kinds.count(kind), kind is str))
         i = next((i for i, kind in enumerate(kinds) if kind is not common), None)
         if i is None:  # one kind that does not order (complex numbers)
             raise ValueError(f"`groups` labels ({common.__name__}) do not order: give str labels") from None

@@ -55,7 +55,7 @@ import msgspec
 import numpy as np
 import torch
 
-from pluralign.data.record import Persisted, Preference
+from pluralign.data.record import MAX_MARGIN, Persisted, Preference
 from pluralign.device import default_device
 from pluralign.losses import dpo_loss
 from pluralign.policy.chat_template import chat_prompt_ids, text_ids
@@ -142,7 +142,9 @@ def all_pairs(scores: np.ndarray, margin: float) -> list[tuple[int, int]]:
 def best_vs_rest(scores: np.ndarray, margin: float) -> list[tuple[int, int]]:
     """The top-scoring candidate against each candidate more than `margin` below it: DPO's pairwise
     form of best-of-n (rejection-sampling) fine-tuning on the objective, whose chosen side is always
-    the objective's argmax."""
+    the objective's argmax. No candidates: no pair."""
+    if len(scores) == 0:
+        return []
     best = int(np.argmax(scores))
     return [(best, j) for j in range(len(scores)) if scores[best] - scores[j] > margin]
 
@@ -154,11 +156,15 @@ def ranked_pairs(
     prompt: str, candidates: Sequence[str], scores: np.ndarray, source: str, pairing: Pairing = best_vs_rest, margin: float = 1e-6,
 ) -> list[Preference]:
     """Comparisons among a prompt's n candidates chosen by `pairing` from their objective `scores` (n,) (a numpy
-    array, a list or a CPU tensor of numbers, e.g. `maxmin_scores`), each the higher-scored candidate over one scoring
-    more than `margin` (>= 0) below it; identical candidates are never paired, nor candidates of equal scores. Raises
+    array, a list or a tensor of numbers, e.g. `maxmin_scores`), each the higher-scored candidate over one scoring
+    more than `margin` (>= 0) below it; identical candidates are never paired, nor candidates of equal scores (no
+    candidates: no comparison). Raises
     ValueError naming `scores` when they are not n finite numbers (until session newlib55 a shorter list left the last
-    candidates out without a word, and a NaN gave no comparison) and `margin` when it is not a number >= 0 (a
+    candidates out without a word, and a NaN gave no comparison) or span more than a comparison's margin holds
+    (`MAX_MARGIN`), and `margin` when it is not a number >= 0 (a
     negative one paired equal scores, the first candidate "chosen")."""
+    if hasattr(scores, "detach"):  # a tensor, a reward model's (one that requires grad, on a GPU too)
+        scores = scores.detach().cpu()
     try:
         scores = np.asarray(scores, np.float64)
     except (TypeError, ValueError):
@@ -169,6 +175,10 @@ def ranked_pairs(
     bad = ~np.isfinite(scores)
     if bad.any():
         raise ValueError(f"`scores` of candidate {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
+    span = float(scores.max()) - float(scores.min()) if len(scores) else 0.0  # Python floats: inf, no overflow warning
+    if not span <= MAX_MARGIN:  # each comparison's margin is a score difference (inf: 1e308 - -1e308)
+        raise ValueError(f"`scores` span {span:g}, more than a comparison's margin holds (MAX_MARGIN, {MAX_MARGIN:g}): "
+                         "put them on a smaller scale (`maxmin_scores` standardizes rewards per group)")
     at_least("ranked_pairs", 0, margin=margin)
     return [
         Preference(user_id=source, prompt=prompt, chosen=candidates[hi], rejected=candidates[lo], margin=float(scores[hi] - scores[lo]), source=source)

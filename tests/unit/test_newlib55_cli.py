@@ -13,7 +13,9 @@ ENCODERS = "expected `minilm`, `minilm-onnx`, `minilm-onnx-int8` or `smollm2`"
 
 
 @pytest.mark.parametrize("argv", [
-    ["audit", "--source", "ukp_convarg1", "--path", str(REPO.parent / "shared" / "data" / "ukp_convarg1"), "--group-by", "worker_stance"],
+    # a --path that holds no data: read first, the audit would name it ("no UKPConvArg1 XML files under ...") and not --encoder
+    ["audit", "--source", "ukp_convarg1", "--path", "no-such-ukp-folder", "--group-by", "worker_stance"],
+    ["audit", "--data", "no-such-file.jsonl", "--group-by", "segment"],
     ["eval", "--model", "bt", "--protocol", "persona"],
     ["train", "pal", "--protocol", "persona", "--out", "pal"],
 ])
