@@ -10,7 +10,7 @@ import torch
 from pluralign.data.record import Preference
 from pluralign.fairness.audit import AuditConfig, Comparisons, audit, comparisons_from_records
 from pluralign.fairness.metrics import credit, expected_calibration_error
-from pluralign.fairness.online import OnlineLogistic, prequential, time_steps
+from pluralign.fairness.online import OnlineLogistic, OnlineLogisticConfig, prequential, time_steps
 from pluralign.fairness.report import (
     AUDIT_SCHEMA_VERSION,
     AuditReport,
@@ -199,3 +199,44 @@ def test_a_report_states_its_change_since_the_previous_audit_of_the_same_setting
     assert since_previous(windowed, [later, windowed, first]).previous_created_at is None
     assert changed.worst_group_accuracy_change == pytest.approx(later.worst_group_accuracy - first.worst_group_accuracy)
     assert changed.gap_change == pytest.approx(later.gap - first.gap)
+
+
+def _weak_consensus_population(majority: int = 9, minority: int = 3, per_user: int = 12, seed: int = 0) -> Comparisons:
+    """Users of a minority who choose against the consensus in every comparison, the one-size-fits-all model given as a
+    weak one (a margin of 0.3 for the consensus' side, -0.3 on every minority comparison: what a base model fitted on
+    few or noisy comparisons gives), the answers' differences random in 4 dimensions."""
+    rng = np.random.default_rng(seed)
+    users = majority + minority
+    user = np.repeat(np.arange(users), per_user)
+    against = user >= majority
+    return Comparisons(
+        diff=rng.standard_normal((len(user), 4)).astype(np.float32), user=user, users=[f"u{i}" for i in range(users)],
+        group=against.astype(np.int64), groups=["majority", "minority"],
+        time=np.tile(np.arange(per_user, dtype=float), users), policy_win=np.zeros(len(user), np.int8),
+        encoder_id="synthetic", base_margin=np.where(against, -0.3, 0.3),
+    )
+
+
+def test_a_user_against_a_weak_consensus_in_every_comparison_is_learned():
+    """The operator's reproducer (session audit55): 12 comparisons, each against a base model whose margin is -0.3.
+    Until then the base weight's prior variance (0.5) was in the weight's units, so along so small a margin one
+    comparison moved the prediction by about 0.005: after 12 it was still 0.488, every one predicted wrong (a full
+    Laplace refit under that prior gives 0.49: the prior, not the one-step update, held it)."""
+    features = np.full((12, 1), -0.3, np.float32)
+    p = prequential(OnlineLogistic(features, n_users=1), np.zeros(12, np.int64), np.arange(12.0))
+    assert p[0] < 0.5  # the first prediction is on the base model's side: nothing has been learned yet
+    assert np.all(p[2:] > 0.5) and p[-1] > 0.7  # past 0.5 from the 3rd comparison on
+    strong = OnlineLogistic(np.full((12, 1), -1.5, np.float32), n_users=1)  # margins of 1 or more: the prior as it was
+    assert strong.var[0, 0] == OnlineLogisticConfig().base_variance
+
+
+def test_an_audit_learns_a_minority_against_a_weak_consensus():
+    """A group of 3 users who gave 12 of 12 comparisons against the consensus, audited with a weak base model (wrong on
+    every one of theirs): their personalized (prequential) accuracy was 0.389 until session audit55 (the operator's
+    group was at 0.111), 0.806 now; the majority's stays the base's."""
+    report = audit(_weak_consensus_population(), "group", AuditConfig(min_comparisons=1))
+    by = {g.group: g for g in report.groups}
+    assert by["minority"].base_accuracy == 0.0
+    assert by["minority"].personalized_accuracy > 0.75
+    assert by["majority"].personalized_accuracy == by["majority"].base_accuracy == 1.0
+    assert report.gap < 0.25 < 1.0 == report.base_gap
