@@ -3,7 +3,8 @@ waits in a's feedback log (a's worker paused). b found it in no table and answer
 learned from and exported. Now b records the retraction in the store, pending, and answers 202 (`"pending": true`); a's
 mover drops the row before it is stored (`Ingestor._not_retracted`), and a row a stored between b's look and b's record is
 taken back by a once stored (`retract_arrived`). Two real services over HTTP on one LanceDB store.
-Slow-marked (two services, ~10 s at load 8: `make test-scaleout`)."""
+A crash of a before it stored the row: its replay at the restart drops it. Slow-marked (two services each, ~35 s a test at
+load 12 with their start: `make test-scaleout`)."""
 
 from __future__ import annotations
 
@@ -73,3 +74,31 @@ def test_a_row_taken_back_through_another_replica_before_it_was_stored_is_never_
         for replica in (a, b):
             replica.runtime.store.retractions.checkout_latest()
             assert replica.runtime.store.retractions.count_rows() == 0
+
+
+@pytest.mark.slow
+def test_a_row_taken_back_through_another_replica_before_a_crash_of_the_one_holding_it_is_dropped_at_its_restart(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """a acknowledged the row and stopped before storing it (its worker stopped: as a crash, the row only in its log's
+    files); the retraction through b is a 202; a's next start replays its log and drops the row: never stored."""
+    from tests.service.tiny import start_replicas, start_service
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200, deletion_sweep_s=3600.0)
+    with second, b.client("acme") as acme_b:
+        with first, a.client("acme") as acme_a:
+            kept = set(give_rule(acme_a, "ria", 2))
+            assert listed(acme_a, "ria") == kept
+            a.runtime.ingest.stop()  # no batch moved from here on: what it acknowledges stays in its log's files
+            oops = misclick(acme_a, "ria")
+            r = acme_b.delete(f"/v1/users/ria/preferences/{oops}")
+            assert r.status_code == 202 and r.json()["pending"] is True, r.text
+        assert in_log_files(a, MISCLICK)
+        settings = {k: getattr(a.runtime.settings, k) for k in ("store_uri", "replicas", "replica_index", "store_sync_ms",
+                                                                 "deletion_sweep_s")}
+        again, a2 = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, **settings)
+        with again, a2.client("acme") as acme_a2:
+            a2.runtime.wait_for_background()
+            assert a2.runtime.ingest.moved == 0 and not in_log_files(a2, MISCLICK)
+            for client in (acme_a2, acme_b):
+                assert listed(client, "ria") == kept and MISCLICK not in exported(client, "ria")
