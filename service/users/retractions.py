@@ -166,7 +166,11 @@ def retract_arrived(rt: Runtime, rows: list[StoredPreference]) -> int:
     its user asked (`retract`, on the DELETEs' threads; a thread of its own when those are busy). Returns how many."""
     if rt.deletion_sweep is None or not rows:
         return 0
-    late = rt.store.retracted(rows)
+    try:
+        late = rt.store.retracted(rows)
+    except Exception as exc:  # noqa: BLE001 (the move's other hooks go on; the user's DELETE sent again takes it back)
+        log.error("could not look for rows taken back through another replica while they were stored here: %s", exc)
+        return 0
     for tenant, user_id, pref_id in sorted(late):
         work = partial(_retract_logged, rt, tenant, user_id, pref_id)
         try:
