@@ -59,6 +59,8 @@ DECLARED_COUNTERS: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
     "pluralign_users_deleted_total": ("users deleted", {}),
     "pluralign_preferences_retracted_total": ("stored preferences taken back by their users "
                                               "(DELETE /v1/users/{user_id}/preferences/{pref_id})", {}),
+    "pluralign_preferences_retractions_pending_total": ("retractions recorded for rows in no table yet, with replicas (a 202: "
+                                                        "dropped when they come)", {}),
     "pluralign_compactions_total": ("background table compactions", {}),
     "pluralign_population_swaps_total": ("population reward models swapped in while serving", {}),
     "pluralign_deletions_applied_total": ("other replicas' user deletions applied to this replica's files", {}),

@@ -406,6 +406,31 @@ class Ingestor:
         if gone:
             log.info("dropped %d replayed feedback rows taken back through another replica", gone)
 
+    def _not_retracted(self, entries: list[Entry]) -> list[Entry]:
+        """`entries` without their rows a retraction took back after they were received (`Store.retracted_before`: with
+        replicas, a user who took back through another replica a row still waiting here; that replica recorded it, the
+        row pending), which leave the log, from what is pending and from its files (`FeedbackLog.drop_rows`); an entry
+        left with none is done. One read of the store's `retractions` table (none recorded: a count). Runs under
+        `_move`."""
+        retracted_before = getattr(self.store, "retracted_before", None)
+        rows = [r for e in entries for r in e.rows]
+        before = {} if retracted_before is None else retracted_before(rows)
+        if not before:
+            return entries
+
+        def taken(r: StoredPreference) -> bool:
+            return r.received() < before.get((r.tenant, r.user_id, r.pref_id), float("-inf"))
+
+        try:
+            gone = self.log.drop_rows(before)
+        except StoreUnavailable as exc:  # no room to rewrite a segment: not pending all the same (the next open drops them again)
+            log.error("feedback rows taken back through another replica stay in the log's files for now: %s", exc)
+            gone = sum(1 for r in rows if taken(r))
+        if gone:
+            log.info("dropped %d feedback rows taken back through another replica before they were stored", gone)
+        # `drop_rows` left a record its other rows (in place, before any rewrite of its files), or took it whole
+        return [e for e in entries if self.log.is_pending(e)]
+
     def submit(self, rows: list[StoredPreference], received_at: float | None = None, bounded: bool = True) -> None:
         """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival
         time, kept (`FeedbackLog.append`); None: stamped by the log's writer. Raises TenantBacklog (nothing written)
@@ -609,6 +634,7 @@ class Ingestor:
             entries = [e for e in entries if self.log.is_pending(e) and e.key not in self._held]
             if self.store.sync_seconds is not None:  # with replicas: rows another replica stored go, their claims noted
                 entries, notes = self._not_stored_elsewhere(entries)
+                entries = self._not_retracted(entries)
             again_before = self.store.appends_made_again["preferences"]  # a commit made again meanwhile: `_made_again`
             while True:
                 rows = [r for e in entries for r in e.rows]

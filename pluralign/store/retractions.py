@@ -10,6 +10,12 @@ the user's new word, kept even beside the record taken back). A user's DELETE (a
 user's rows here (`Store.delete_users`); one finished for a user who came back meanwhile (`before`) only those of
 retractions begun before it.
 
+A retraction of a row no table holds yet (with replicas, one still waiting in the feedback log of the replica that
+received it: `service.users.retractions`) is recorded the same way, its `retraction_id` marked `PENDING` (the row may
+never come: an id the user never sent). Each mover drops the rows it is about to store that a record names
+(`pluralign.store.ingest.Ingestor`, as the replay does), so the row never reaches the table. A pending record older
+than `PENDING_KEEP_S` is deleted at the next record of its tenant: nothing of an id that never comes stays for good.
+
 A new table in session 54 (an older release never opens it: nothing it reads changed); its rows are appended and never
 changed but by that DELETE.
 """
@@ -26,6 +32,8 @@ from pluralign.store.deletions import user_hash
 from pluralign.store.schemas import SCHEMA_VERSION
 
 TABLE = "retractions"
+PENDING = "pending-"  # the start of a retraction_id recorded before its row was seen stored
+PENDING_KEEP_S = 7 * 86400.0  # how long a pending record is kept (seconds): past it, a row still to come is kept
 
 
 def pref_hash(tenant: str, user_id: str, pref_id: str) -> str:
@@ -49,8 +57,9 @@ def retraction_schema() -> pa.Schema:
     )
 
 
-def retraction_row(tenant: str, user_id: str, pref_id: str, retracted_at: float, replica: int) -> dict:
-    """The table's row of a retraction of `pref_id` of user `user_id` of `tenant`, begun at `retracted_at` (unix seconds)."""
-    return {"retraction_id": uuid.uuid4().hex, "tenant": tenant, "user_hash": user_hash(tenant, user_id),
+def retraction_row(tenant: str, user_id: str, pref_id: str, retracted_at: float, replica: int, pending: bool = False) -> dict:
+    """The table's row of a retraction of `pref_id` of user `user_id` of `tenant`, begun at `retracted_at` (unix seconds);
+    `pending`: the row was not in the table then (its id marked `PENDING`)."""
+    return {"retraction_id": (PENDING if pending else "") + uuid.uuid4().hex, "tenant": tenant, "user_hash": user_hash(tenant, user_id),
             "pref_hash": pref_hash(tenant, user_id, pref_id), "retracted_at": float(retracted_at), "replica": int(replica),
             "schema_version": SCHEMA_VERSION}

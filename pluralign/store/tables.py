@@ -1270,13 +1270,37 @@ class Store:
             self._new_deletions += len(rows)
 
     @_uses("retractions", "written")
-    def record_retraction(self, tenant: str, user_id: str, pref_id: str, retracted_at: float, replica: int) -> None:
+    def record_retraction(self, tenant: str, user_id: str, pref_id: str, retracted_at: float, replica: int,
+                          pending: bool = False) -> None:
         """Note, for every process on this store, that the user's row `pref_id` was taken back (a retraction begun at
-        `retracted_at`, unix seconds): their replays of it are dropped (`retracted`). Raises StoreUnavailable."""
-        row = retractions.retraction_row(tenant, user_id, pref_id, retracted_at, replica)
+        `retracted_at`, unix seconds): their replays and moves of it are dropped (`retracted`). `pending`: the row was not
+        in the table (it may still wait in another replica's feedback log); the tenant's pending records older than
+        `retractions.PENDING_KEEP_S` go first. Raises StoreUnavailable."""
+        row = retractions.retraction_row(tenant, user_id, pref_id, retracted_at, replica, pending)
         with self._lock:
+            if pending:
+                if self.sync_seconds is not None:
+                    self.retractions.checkout_latest()
+                stale = (f"tenant = {quote(tenant)} AND retraction_id LIKE '{retractions.PENDING}%' AND "
+                         f"retracted_at < {float(retracted_at - retractions.PENDING_KEEP_S)!r}")
+                if self.retractions.count_rows(stale):
+                    self.retractions.delete(stale)
             self._commit_rows(retractions.TABLE, self.retractions, pa.Table.from_pylist([row], schema=self.retractions.schema))
             self._retraction_writes += 1
+
+    @_uses("retractions", "read")
+    def retraction_recorded(self, tenant: str, user_id: str, pref_id: str) -> str | None:
+        """What the store records of a retraction of the user's row `pref_id`: "done" (taken back from the table),
+        "pending" (recorded before the row was in the table: `record_retraction`), or None (none recorded)."""
+        if self.sync_seconds is not None:
+            self.retractions.checkout_latest()
+        if not self.retractions.count_rows():
+            return None
+        where = f"tenant = {quote(tenant)} AND pref_hash = {quote(retractions.pref_hash(tenant, user_id, pref_id))}"
+        ids = self.retractions.search().where(where).select(["retraction_id"]).limit(None).to_arrow().column("retraction_id").to_pylist()
+        if not ids:
+            return None
+        return "pending" if all(i.startswith(retractions.PENDING) for i in ids) else "done"
 
     @_uses("retractions", "read")
     def retracted(self, rows: list[StoredPreference]) -> set[tuple[str, str, str]]:

@@ -35,6 +35,7 @@ from service.feedback.schemas import (
 from service.ids import USER_HEADER, check_user_id, routed_to
 from service.requestid import remember
 from service.runtime import Runtime
+from service.users.retractions import retract_arrived
 from service.users.services import queue_refits, submit_refits
 from service.waiting_refits import owed_now
 
@@ -413,8 +414,10 @@ async def _store(rt: Runtime, tenant: str, user: str, fb: FeedbackBody, rows: li
 
 
 def after_move(rt: Runtime, rows: list[StoredPreference]) -> None:
-    """Rows just moved into the table: compact when due, and refit their users in the background so their stored
+    """Rows just moved into the table: those a retraction through another replica took back meanwhile taken back
+    (`retract_arrived`), compact when due, and refit their users in the background so their stored
     weights are fresh (`refit_waiting`)."""
+    retract_arrived(rt, rows)  # with replicas: taken back through another replica while being stored here
     rt.maybe_compact()
     refit_waiting(rt, [(r.tenant, r.user_id) for r in rows])
 

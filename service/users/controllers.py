@@ -666,23 +666,33 @@ async def delete_user(request: Request, user_id: FromPath[str]) -> Deleted:
     return Deleted(user=user_id, deleted=counts, warnings=warnings)
 
 
-@delete("/v1/users/{user_id:str}/preferences/{pref_id:str}", status_code=200, responses=error_responses(404, 429, 503, 507),
+_RETRACT_RESPONSES = {
+    **error_responses(404, 429, 503, 507),
+    202: ResponseSpec(data_container=retractions.RetractionPending, generate_examples=False,
+                      description='With replicas: the row is in no table yet (it may wait in another replica\'s feedback log); '
+                                  'the retraction is recorded and the row dropped when it comes ("pending": true)'),
+}
+
+
+@delete("/v1/users/{user_id:str}/preferences/{pref_id:str}", status_code=200, responses=_RETRACT_RESPONSES,
         summary="Take back one stored preference (a misclicked answer)")
-async def retract_preference(request: Request, user_id: FromPath[str], pref_id: FromPath[str]) -> retractions.Retracted:
+async def retract_preference(request: Request, user_id: FromPath[str], pref_id: FromPath[str]) -> Response[retractions.Retracted | retractions.RetractionPending]:
     """The row leaves the store and the feedback log's files, the user's model is fitted again without it, and their
     adapter, when it may have been trained on it, is no longer served (`service.users.retractions`). 404 when the
     user holds no row under that id (whether another user or tenant does is not told), also for one retracted already:
-    sending it again is a 404 once it was done. Runs on the DELETEs' threads, as the user's DELETE (429, 503 as it).
+    sending it again is a 404 once it was done. With replicas, a 202 (`"pending": true`) for a row in no table yet
+    (it may wait in another replica's feedback log): recorded, the row is dropped when it comes. Runs on the DELETEs'
+    threads, as the user's DELETE (429, 503 as it).
     `retract_preference_by_query` is the same with the id outside the path (safe for any id)."""
     rt, tenant, user_id = _user(request, user_id)
     pref_id = last_segment_sent(request.scope, pref_id)  # an id holding a `/`, sent as `%2F` (docs/api.md)
     return await _retract(rt, tenant, user_id, pref_id)
 
 
-@delete("/v1/users/{user_id:str}/preferences", status_code=200, responses=error_responses(404, 429, 503, 507),
+@delete("/v1/users/{user_id:str}/preferences", status_code=200, responses=_RETRACT_RESPONSES,
         summary="Take back one stored preference, its id in the query (safe for any id)")
 async def retract_preference_by_query(request: Request, user_id: FromPath[str],
-                                      pref_id: Annotated[str | None, QueryParameter(name="pref_id")] = None) -> retractions.Retracted:
+                                      pref_id: Annotated[str | None, QueryParameter(name="pref_id")] = None) -> Response[retractions.Retracted | retractions.RetractionPending]:
     """`DELETE /v1/users/{user_id}/preferences?pref_id=...`: `retract_preference` (the same answers and 404s) with the
     id in the query, which no URL client or proxy resolves as a dot segment (`..` in the path, even as `%2E%2E`, may
     reach the service as the user's DELETE; task late54a). A 400 naming `pref_id` when it is absent or malformed."""
@@ -692,9 +702,10 @@ async def retract_preference_by_query(request: Request, user_id: FromPath[str],
     return await _retract(rt, tenant, user_id, pref_id)
 
 
-async def _retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> retractions.Retracted:
+async def _retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Response[retractions.Retracted | retractions.RetractionPending]:
     """Both retraction routes past reading the id: a 400 naming `pref_id` for a malformed one, the retraction on the
-    DELETEs' threads (429 busy, 503 stopping or the store's lease held), a 404 when the user holds no such row."""
+    DELETEs' threads (429 busy, 503 stopping or the store's lease held), a 404 when the user holds no such row, a 202
+    when it was recorded for a row not stored yet (with replicas: `retractions.RetractionPending`)."""
     if (problem := pref_id_problem(pref_id)) is not None:
         raise bad_request("pref_id", problem)
     try:
@@ -710,8 +721,12 @@ async def _retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> retr
                                           "send it again", headers={"Retry-After": "30"}) from None
     if done is None:
         raise NotFoundException(f"user {user_id!r} holds no preference {pref_id!r} in this tenant")
+    if isinstance(done, retractions.RetractionPending):
+        rt.metrics.inc("pluralign_preferences_retractions_pending_total", help="retractions recorded for rows in no table yet, with replicas (a 202: "
+                       "dropped when they come)")
+        return Response(done, status_code=202)
     rt.metrics.inc("pluralign_preferences_retracted_total", help="stored preferences taken back by their users")
-    return done
+    return Response(done, status_code=200)
 
 
 @post("/v1/rewards/score", sync_to_thread=True, status_code=200, responses=error_responses(413, 429, 503, 507), summary="Score responses with a user's reward")

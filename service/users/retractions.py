@@ -24,8 +24,12 @@ either done or not, and sent again finishes it:
    cached pooled prior and prototype descriptions, which may have used the user's old fit or quoted the row, go.
 
 Not done here: population snapshots and PAL/EM artifacts trained on the row keep it until the next population job
-(docs/api.md, "Taking back one answer"); with replicas, a copy of the row still waiting in another replica's feedback
-log is not seen (a 404 until it is moved in). A moved record of the row in another replica's log file (the replica that
+(docs/api.md, "Taking back one answer"). With replicas, a row this replica finds neither in the table nor in its own
+log may still wait in the feedback log of the replica that received it: the retraction is then recorded in the store,
+pending (`Store.record_retraction`), and answered 202 (`RetractionPending`); that replica's mover drops the row before
+it is stored (`Ingestor._not_retracted`), as its replay after a crash does, and one that stored it between this
+replica's look and its record takes it back itself once moved (`retract_arrived`). Until review retractrep55 such a
+retraction was a 404 and the row was stored and learned from. A moved record of the row in another replica's log file (the replica that
 received it, when the retraction went through this one) is not moved in again: with replicas, the retraction is recorded
 in the store first (`Store.record_retraction`, `pluralign.store.retractions`), and that replica's replay drops it
 (`Ingestor._drop_retracted`), its sweep rewrites its log's files without it (`DeletionSweep.drop_retracted`); until
@@ -34,8 +38,10 @@ session 54 (review retract54) no record reached the other replicas, and its next
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
+from functools import partial
 
 import msgspec
 
@@ -54,6 +60,15 @@ class Retracted(msgspec.Struct):
     # the user's adapter, which may have been trained on it, is no longer served (until their next adapter job)
     adapter_dropped: bool = False
     warnings: list[str] = []  # what could not be cleaned (an embedding cache): [] when all was
+
+
+class RetractionPending(msgspec.Struct):
+    """The 202's answer, with replicas: the row was in no table yet (it may wait in another replica's feedback log);
+    the retraction is recorded and the row dropped when it comes. Nothing else was done here."""
+
+    user: str
+    retracted: str  # the pref_id taken back
+    pending: bool = True
 
 
 def texts_only_in(row: StoredPreference, theirs: list[str]) -> list[str]:
@@ -75,10 +90,11 @@ def first_arrival(row: StoredPreference) -> float:
     return min(row.received(), stand_in_received(row.created_at))
 
 
-def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted | None:
+def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted | RetractionPending | None:
     """Take back the user's stored preference `pref_id` (module docstring); None (a 404) when the user holds no row
-    under that id, whoever else may (another user's or tenant's id, one retracted already, or one still waiting in
-    another replica's feedback log). Runs on the DELETEs' threads (`Runtime.deletes`): it takes the store's maintenance
+    under that id, whoever else may (another user's or tenant's id, one retracted already). With replicas, a row in
+    no table and not in this replica's log (it may wait in another replica's: or never come) is recorded pending, a
+    RetractionPending (the 202; a record already there for it is not written again). Runs on the DELETEs' threads (`Runtime.deletes`): it takes the store's maintenance
     turn, then the user's lock, as a DELETE does. Raises the 503 of `flush_for_read` (an import's backlog of the
     user's rows being stored), StoreUnavailable, and TimeoutError (the store's lease, with replicas)."""
     flush_for_read(rt, tenant, user_id)  # their rows waiting in the log reach the table: the id is looked for there
@@ -86,6 +102,10 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
         if rt.deletion_sweep is not None:  # with replicas: a row another replica moved in a moment ago
             rt.store.refresh("preferences", "users")
         row = rt.store.stored_row(tenant, user_id, pref_id)
+        if row is None and rt.deletion_sweep is not None:
+            row = _recorded_pending(rt, tenant, user_id, pref_id)
+            if isinstance(row, RetractionPending) or row is None:
+                return row
         if row is None:
             return None
         if rt.deletion_sweep is not None:  # with replicas: the others' logs may keep a moved record of it (module docstring)
@@ -121,6 +141,51 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
     if dropped:
         rt.adapters.forget(tenant, user_id)  # waits for their chats generating with it: outside the turn, as a DELETE
     return Retracted(user=user_id, retracted=pref_id, adapter_dropped=dropped, warnings=warnings)
+
+
+def _recorded_pending(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> StoredPreference | RetractionPending | None:
+    """With replicas, a row the table does not hold: None (a 404) when taken back already (a record not pending); else
+    the retraction recorded pending (once: sent again, the record is there) and the table read again, for a row another
+    replica stored meanwhile (returned: taken back as any); the 202's answer when it still holds none."""
+    recorded = rt.store.retraction_recorded(tenant, user_id, pref_id)
+    if recorded == "done":
+        return None
+    if recorded is None:
+        rt.store.record_retraction(tenant, user_id, pref_id, time.time(), rt.settings.replica_index, pending=True)
+    rt.store.refresh("preferences", "users")
+    row = rt.store.stored_row(tenant, user_id, pref_id)
+    if row is not None:
+        return row
+    log.info("a retraction of a row of a user of tenant %s not stored yet was recorded, to drop the row when it comes", tenant)
+    return RetractionPending(user=user_id, retracted=pref_id)
+
+
+def retract_arrived(rt: Runtime, rows: list[StoredPreference]) -> int:
+    """With replicas, rows just stored by this replica's mover that a retraction through another replica recorded
+    (pending) meanwhile, between the mover's look (`Ingestor._not_retracted`) and its commit: each taken back now, as
+    its user asked (`retract`, on the DELETEs' threads; a thread of its own when those are busy). Returns how many."""
+    if rt.deletion_sweep is None or not rows:
+        return 0
+    try:
+        late = rt.store.retracted(rows)
+    except Exception as exc:  # noqa: BLE001 (the move's other hooks go on; the user's DELETE sent again takes it back)
+        log.error("could not look for rows taken back through another replica while they were stored here: %s", exc)
+        return 0
+    for tenant, user_id, pref_id in sorted(late):
+        work = partial(_retract_logged, rt, tenant, user_id, pref_id)
+        try:
+            rt.deletes.submit(tenant, work)
+        except Exception:  # noqa: BLE001 (Busy, Stopping: the retraction goes on all the same)
+            threading.Thread(target=work, daemon=True, name="retract-arrived").start()
+    return len(late)
+
+
+def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> None:
+    try:
+        retract(rt, tenant, user_id, pref_id)
+    except Exception as exc:  # noqa: BLE001 (the user's DELETE of the row, sent again, takes it back)
+        log.error("a row of a user of tenant %s taken back through another replica while it was stored here could not "
+                  "be taken back now: %s", tenant, exc)
 
 
 def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bool:
