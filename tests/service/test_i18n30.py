@@ -223,3 +223,27 @@ def test_an_audit_by_an_attribute_named_in_nfd_reports_its_groups_under_the_nfc_
     assert r.status_code == 200, r.text
     report = r.json()
     assert unicodedata.normalize("NFC", report["group_by"]) == region and {g["group"]: g["users"] for g in report["groups"]} == {"Nord": 2, "Sud": 2}, report
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/feedback", {"type": "comparison", "user": "u", "prompt": "p", "chosen": "a", "rejected": "b", "\u202emodel\x1b[2J": 1},
+     "\\u202emodel\\x1b[2J"),
+    ("/v1/chat/completions", {"model": "pluralign", "messages": [{"role": "user", "content": "Hi"}], "pluralign": {"\u2067x\u2069": 1}},
+     "pluralign.\\u2067x\\u2069"),
+    ("/v1/\u202enope", None, None),
+])
+def test_an_error_repeating_a_client_s_name_escapes_its_control_and_bidi_characters(svc, path, body, param):
+    """Review of newsvc55: an unknown field named with a bidi override (`"\\u202emodel"`) came back raw in the error's
+    `param` and `message`, so an app showing the message showed it reordered ("Trojan Source"), and a terminal escape
+    (ESC) in a name or a path reached whoever printed it; every other error repeats a client's value escaped (`shown`:
+    '\\u202e...'). Now a field's name and a path are repeated with their control characters (C0, DEL, C1) and bidi
+    controls written as their escapes, other characters as sent (a ZWJ inside an emoji stays)."""
+    with svc.client("acme") as c:
+        r = c.post(path, json=body) if body is not None else c.get(path)
+    assert r.status_code in (400, 404), r.text
+    error = r.json()["error"]
+    for control in ("\u202e", "\u2067", "\u2069", "\x1b"):
+        assert control not in error["message"] and control not in (error["param"] or ""), error
+    assert error["param"] == param and (param is None or f"`{param}`" in error["message"]), error
+    if param is None:
+        assert "`GET /v1/\\u202enope`" in error["message"], error
