@@ -207,7 +207,9 @@ def bidi_shown(code_point: str) -> str:
     return f"[U+{ord(code_point):04X}]"
 
 
-# what an error never repeats as sent: control characters (C0, DEL, C1: a newline, a terminal's ESC) and bidi controls
+# Unicode's control characters (Cc: C0, DEL, C1): a name never holds one (an attribute's: NUL reaches no audit's argument)
+CONTROL = regex.compile(r"\p{Cc}")
+# what an error never repeats as sent: control characters (a newline, a terminal's ESC) and bidi controls
 _UNREPEATED = regex.compile(r"[\p{Cc}\p{Bidi_Control}]")
 
 

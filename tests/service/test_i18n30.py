@@ -247,3 +247,37 @@ def test_an_error_repeating_a_client_s_name_escapes_its_control_and_bidi_charact
     assert error["param"] == param and (param is None or f"`{param}`" in error["message"]), error
     if param is None:
         assert "`GET /v1/\\u202enope`" in error["message"], error
+
+
+@pytest.mark.parametrize("name", ["n\x00ul", "seg\nment", "\x1b[31mred", "del\x7f", "c1\x85"])
+def test_an_attribute_name_holding_a_control_character_is_refused_where_it_comes_in(svc, name):
+    """Review of newsvc55: feedback and an import took an attribute name holding NUL, which an audit's `group_by` refuses
+    (no command-line argument carries it), or another control character (a newline split the audit's error for
+    any misspelt `group_by` of the tenant across lines: a 422 quoting a fragment of the names, not the 400 naming
+    `group_by`): an attribute no audit could read. Both refuse it now, a 400 naming `attributes` (`line N.attributes`),
+    nothing stored."""
+    user = f"ctl{sum(map(ord, name))}"
+    comparison = {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"région": "Nord", name: "x"}}
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": user, **comparison})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "attributes", r.text
+        assert "control character" in r.json()["error"]["message"] and name not in r.json()["error"]["message"], r.text
+        r = c.post(f"/v1/users/{user}/import", content=json.dumps(comparison), headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "line 1.attributes", r.text
+        svc.runtime.ingest.flush("acme")
+        assert c.get(f"/v1/users/{user}").status_code == 404  # nothing stored
+
+
+def test_a_row_stored_with_a_control_character_in_an_attribute_name_stays_readable(svc):
+    """What an older release stored under such a name is still exported and counted (the check is where rows come in)."""
+    from pluralign.store.tables import StoredPreference
+
+    rt = svc.runtime
+    old = StoredPreference(tenant="acme", user_id="ctlold", pref_id="ctl-old", prompt="Tea?", chosen="Yes.", rejected="No.",
+                           kind="comparison", created_at=1_700_000_000.0, attributes={"n\x00ul": "x", "seg\nment": "y"})
+    vectors = rt.encoder.encode([old.prompt, old.chosen, old.rejected])
+    rt.store.add_preferences([old], vectors[:1], vectors[1:2], vectors[2:])
+    with svc.client("acme") as c:
+        assert c.get("/v1/users/ctlold").json()["counts"]["preferences"] == 1
+        lines = [json.loads(line) for line in c.get("/v1/users/ctlold/export").text.splitlines()]
+    assert [line["attributes"] for line in lines if line["type"] == "preference"] == [{"n\x00ul": "x", "seg\nment": "y"}], lines
