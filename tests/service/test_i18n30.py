@@ -281,3 +281,24 @@ def test_a_row_stored_with_a_control_character_in_an_attribute_name_stays_readab
         assert c.get("/v1/users/ctlold").json()["counts"]["preferences"] == 1
         lines = [json.loads(line) for line in c.get("/v1/users/ctlold/export").text.splitlines()]
     assert [line["attributes"] for line in lines if line["type"] == "preference"] == [{"n\x00ul": "x", "seg\nment": "y"}], lines
+
+
+@pytest.mark.slow  # the audit's worker runs to its end (4-5 s); make test-cli. Fast: test_break18_audit's CLI test of the same
+def test_an_audit_by_a_misspelt_name_lists_the_stored_names_escaped_in_its_400(svc):
+    """A name an older release stored with a newline in it (above) made every misspelt `group_by` of its tenant a 422
+    `audit_failed` quoting the last line of the worker's error, a fragment of the names that exist ("ment"), rather than
+    the 400 naming `group_by` (the error is read from the worker's last line). The names are listed with their control
+    characters escaped, as an error repeats a client's name (a bidi control is not listed: names are read as answers
+    are compared, without it)."""
+    from pluralign.store.tables import StoredPreference
+
+    rt = svc.runtime
+    old = StoredPreference(tenant="legacy55", user_id="ctlaudit", pref_id="ctl-audit", prompt="Tea?", chosen="Yes.", rejected="No.",
+                           kind="comparison", created_at=1_700_000_000.0, attributes={"seg\nment": "y", "\u202eevil": "z"})
+    vectors = rt.encoder.encode([old.prompt, old.chosen, old.rejected])
+    rt.store.add_preferences([old], vectors[:1], vectors[1:2], vectors[2:])
+    with svc.client("admin") as admin:
+        r = admin.get("/admin/audits/fairness", params={"group_by": "segement", "tenant": "legacy55", "min_comparisons": 0, "wait": 60})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "group_by", r.text
+    message = r.json()["error"]["message"]
+    assert "seg\\nment" in message and "\u202e" not in message, message
