@@ -302,3 +302,25 @@ def test_an_audit_by_a_misspelt_name_lists_the_stored_names_escaped_in_its_400(s
     assert r.status_code == 400 and r.json()["error"]["param"] == "group_by", r.text
     message = r.json()["error"]["message"]
     assert "seg\\nment" in message and "\u202e" not in message, message
+
+
+@pytest.mark.slow  # two audits run to their end (~10 s); make test-cli
+def test_an_audit_by_one_attribute_spelt_in_nfd_is_compared_with_the_previous_one_spelt_in_nfc(svc):
+    """Review of newsvc55: `group_by` may be spelt in NFC or NFD (one attribute, one set of groups, as the audit reads
+    names), but an audit's change since the previous one (`previous_created_at`, `gap_change`) was drawn only from an
+    audit whose `group_by` had the same code points: audited by `région` as one browser sent it, then as another
+    did, the second said nothing of how the groups moved. The settings compared read the name as the audit does."""
+    region = "région"
+    svc.keys.setdefault("initech", svc.runtime.keys.issue("initech"))  # a tenant of its own: its audits alone
+    with svc.client("initech") as c:
+        for i in range(4):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": f"cmp{i}", "prompt": "Où aller ?", "chosen": f"Paris {i}",
+                                             "rejected": f"Lyon {i}", "attributes": {region: "Nord" if i % 2 else "Sud"}})
+            assert r.status_code == 201, r.text
+    reports = []
+    with svc.client("admin") as admin:
+        for spelt in (region, unicodedata.normalize("NFD", region)):
+            r = admin.get("/admin/audits/fairness", params={"group_by": spelt, "tenant": "initech", "min_comparisons": 0, "wait": 120})
+            assert r.status_code == 200, r.text
+            reports.append(r.json())
+    assert reports[1]["previous_created_at"] == reports[0]["created_at"], reports[1]
