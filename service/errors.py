@@ -36,7 +36,7 @@ from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
 from pluralign.data.record import USER_ID, USER_ID_RULE
-from pluralign.data.text import MAX_SHOWN, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
+from pluralign.data.text import MAX_SHOWN, controls_escaped, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
 from pluralign.store.failures import StoreUnavailable, TenantBacklog, storage_problem, unavailable
 from service.head import allow_for
 from service.metrics import route_of
@@ -304,11 +304,11 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     (GET /v1/nope)"), so a typo in a route does not read like a missing user. None for every other
     error (ours always carry their own detail)."""
     path = shorten(request.url.path, MAX_PATH + 3, "...")  # between graphemes: never half an emoji
-    if exc.status_code == 404 and exc.detail == "Not Found":
-        return f"no route `{request.method} {path}`: {_route_hint(request) or f'{_reference(request.url.path)} lists the routes'}"
+    if exc.status_code == 404 and exc.detail == "Not Found":  # (the path's control and bidi characters escaped)
+        return controls_escaped(f"no route `{request.method} {path}`: {_route_hint(request) or f'{_reference(request.url.path)} lists the routes'}")
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":
         allowed = next((allow_for(request.app, request.url.path, value) for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
-        return f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed"
+        return controls_escaped(f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed")
     return None
 
 
@@ -345,8 +345,9 @@ def _worded(request: Request, exc: HTTPException, param: str | None, code: str |
     message = _unrouted(request, exc) or exc.detail
     if status == 413 and exc.detail == "Request Entity Too Large":  # Litestar's, naming neither the body nor the limit
         param, message = "body", _too_large(request)
-    if param is not None and len(param) > MAX_PARAM:  # a client's field name, repeated in `param` and the message
-        long, param = param, shorten(param, MAX_PARAM + 3, "...")
+    # a client's field name, repeated in `param` and the message: cut, its control and bidi characters escaped
+    if param is not None and (said := controls_escaped(shorten(param, MAX_PARAM + 3, "..."))) != param:
+        long, param = param, said
         message, detail = message.replace(long, param), detail.replace(long, param) if detail else detail
     missing = _MISSING.match(message) if status == HTTP_400_BAD_REQUEST and param is None else None
     if missing:  # Litestar names it only in its message (with the whole URL)

@@ -207,6 +207,23 @@ def bidi_shown(code_point: str) -> str:
     return f"[U+{ord(code_point):04X}]"
 
 
+# Unicode's control characters (Cc: C0, DEL, C1): a name never holds one (an attribute's: NUL reaches no audit's argument)
+CONTROL = regex.compile(r"\p{Cc}")
+# what an error never repeats as sent: control characters (a newline, a terminal's ESC) and bidi controls
+_UNREPEATED = regex.compile(r"[\p{Cc}\p{Bidi_Control}]")
+
+
+def controls_escaped(text: str) -> str:
+    """`text` with each control character (Unicode's Cc: C0, DEL, C1) and each bidi control (`BIDI_CONTROL`) written as
+    Python's escape of it, as `repr` (and so `shown`) writes them: how an error repeats a name a client chose (a field,
+    a path), so an app showing the message shows what was sent, not text reordered by an override ("Trojan Source")
+    nor a terminal's escape sequence obeyed. Other characters stay as sent (a ZWJ inside an emoji, a combining mark).
+    controls_escaped("\u202emodel\x1b") == "\\u202emodel\\x1b". For display only."""
+    if text.isascii() and text.isprintable():
+        return text
+    return _UNREPEATED.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def bidi_controls_shown(text: str) -> str:
     """`text` with each bidi control character (Unicode's Bidi_Control property: ALM U+061C, LRM/RLM U+200E/F, the
     embeddings and overrides U+202A-E, the isolates U+2066-9) written as its code point (`bidi_shown`): quoted for

@@ -26,7 +26,7 @@ import numpy as np
 
 from pluralign.checks import at_least, seed_in_range
 from pluralign.data.record import Preference
-from pluralign.data.text import answer_key
+from pluralign.data.text import answer_key, controls_escaped
 from pluralign.embed.base import Encoder, checked_vectors
 from pluralign.fairness.metrics import (
     credit,
@@ -119,7 +119,9 @@ class UnknownGroupBy(ValueError):
     def __init__(self, group_by: str, available: set[str] | list[str], where: str = "comparison to audit"):
         self.group_by = group_by
         self.available = sorted(available)
-        shown = ", ".join(self.available[: self.SHOWN])
+        # a name stored with a newline or a bidi override (before feedback refused control characters) escaped: the
+        # service reads the worker's error from its last line, and an override would reorder the message
+        shown = ", ".join(map(controls_escaped, self.available[: self.SHOWN]))
         if len(self.available) > self.SHOWN:
             shown += f", ... ({len(self.available) - self.SHOWN} more)"
         listed = f"attributes that exist: {shown}" if self.available else "none has any attribute"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from pluralign.data.record import Persisted
+from pluralign.data.text import answer_key
 
 # 1: the first report; 2: `withheld_groups` (a report of schema 1 reads as one with none withheld); 3: the 95% intervals
 # (`*_interval`: a report of schema 1 or 2 reads as one with none, null); 4: `interval_min_users` (a report of schema 3
@@ -187,7 +188,8 @@ def audit_settings(report: AuditReport) -> AuditSettings:
     other groups (suppressed or flagged at other sizes), other comparisons (`since`) or another model, so the
     difference between them says nothing of how the service's fairness changed."""
     since = None if report.since is None else float(report.since)
-    return report.group_by, since, report.min_group_size, report.min_comparisons, report.personalized_model.removeprefix("online-")
+    # the attribute as the audit reads it (`answer_key`: `région` in NFC or NFD is one attribute, with the same groups)
+    return answer_key(report.group_by), since, report.min_group_size, report.min_comparisons, report.personalized_model.removeprefix("online-")
 
 
 def since_previous(report: AuditReport, history: list[AuditReport]) -> AuditReport:

@@ -182,6 +182,23 @@ class DeletedMeanwhile(RuntimeError):
     in the newest one (a DELETE of the user). Not a storage failure: the store is fine, those rows are gone."""
 
 
+class InOrder(Iterator[T]):
+    """The rows of a streamed read (`Store.preferences_in_order`, `Store.interactions_in_order`), read as it advances;
+    `len()` is how many it yields in all, fixed with the version read (rows written since are neither yielded nor
+    counted: an export's `user` line counts the lines it sends). A DeletedMeanwhile may still stop it short."""
+
+    __slots__ = ("_rows", "_count")
+
+    def __init__(self, rows: Iterator[T], count: int):
+        self._rows, self._count = rows, count
+
+    def __next__(self) -> T:
+        return next(self._rows)
+
+    def __len__(self) -> int:
+        return self._count
+
+
 def whole_numbers(**fields) -> None:
     """StoreError naming the first of `fields` (a page's offset, a limit) that is not a whole number >= 0."""
     for name, value in fields.items():
@@ -2161,7 +2178,7 @@ class Store:
         return [_interaction(row) for row in rows]
 
     @_uses("preferences", "read")
-    def preferences_in_order(self, tenant: str, user_id: str, rows_per_read: int = ROWS_PER_READ) -> Iterator[StoredPreference]:
+    def preferences_in_order(self, tenant: str, user_id: str, rows_per_read: int = ROWS_PER_READ) -> InOrder[StoredPreference]:
         """Every preference of the user, in `preferences_for`'s order (oldest first, then by pref_id),
         without vectors, read `rows_per_read` at a time: what is held at once does not grow with the
         user's rows (beyond their pref_ids and row ids in sort order, ~50 bytes a row, in Arrow's memory).
@@ -2176,28 +2193,28 @@ class Store:
         columns = self._present("preferences", [f.name for f in self.schemas["preferences"]
                                                 if f.name not in ("tenant", "user_id", "schema_version") and not f.name.endswith("_vec")])
         batches = self._in_order("preferences", owner_filter(tenant, user_id), ["created_at", "pref_id"], "pref_id", columns, rows_per_read)
-        return (self._preference(row, tenant, user_id) for batch in batches for row in batch)
+        return InOrder((self._preference(row, tenant, user_id) for batch in batches for row in batch), len(batches))
 
     @_uses("interactions", "read")
-    def interactions_in_order(self, tenant: str, user_id: str, rows_per_read: int = ROWS_PER_READ) -> Iterator[Interaction]:
+    def interactions_in_order(self, tenant: str, user_id: str, rows_per_read: int = ROWS_PER_READ) -> InOrder[Interaction]:
         """Every interaction of the user in `interactions_for`'s order (by `created_at`), read as
         `preferences_in_order` reads preferences: one version, `rows_per_read` rows at a time, the
         same errors."""
         columns = self._present("interactions", [f.name for f in self.schemas["interactions"]])
         batches = self._in_order("interactions", owner_filter(tenant, user_id), ["created_at"], "response_id", columns, rows_per_read)
-        return (_interaction(row) for batch in batches for row in batch)
+        return InOrder((_interaction(row) for batch in batches for row in batch), len(batches))
 
-    def _in_order(self, name: str, where: str, keys: list[str], identity: str, columns: list[str], rows_per_read: int) -> Iterator[list[dict]]:
+    def _in_order(self, name: str, where: str, keys: list[str], identity: str, columns: list[str], rows_per_read: int) -> InOrder[list[dict]]:
         """The rows of table `name` matching `where`, sorted by `keys` (ascending; ties in the order
         a scan reads them, as Python's stable sort of a whole read leaves them), as lists of at most
-        `rows_per_read` dicts of `columns`. The version and the order are read now; the rows lazily.
+        `rows_per_read` dicts of `columns` (`len()`: the rows in all). The version and the order are read now; the rows lazily.
         `identity` is a column telling the rows apart (`pref_id`, `response_id`): should that version's
         files be removed under the read, it goes on from the newest version (`_taken`)."""
         pinned, order = self._pinned(name, where, list(dict.fromkeys([*keys, identity])))
         if "created_at" in keys:  # an older release's time in milli-, micro- or nanoseconds sorts as its seconds, NaN as inf
             order = with_stored_seconds(order)
         order = order.take(pc.sort_indices(order, sort_keys=[(k, "ascending") for k in keys])).select([identity, "_rowid"])  # stable
-        return self._taken(name, where, pinned, order, columns, max(1, int(rows_per_read)))
+        return InOrder(self._taken(name, where, pinned, order, columns, max(1, int(rows_per_read))), order.num_rows)
 
     def _pinned(self, name: str, where: str, columns: list[str]) -> tuple:
         """The newest version of table `name`, checked out (later commits: an import, a compaction, a DELETE

@@ -22,6 +22,7 @@ from litestar.concurrency import sync_to_thread
 
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference, file_time, stand_in_received
+from pluralign.data.text import answer_key
 from pluralign.embed.cache import text_key
 from pluralign.fairness.audit import NO_VALUE, OLD_NO_VALUE
 from pluralign.fairness.report import (
@@ -208,7 +209,8 @@ def asked_settings(params: dict[str, Param]) -> AuditSettings | None:
     asked = _audit_params(params)
     if asked is None:
         return None
-    return asked.group_by, None if asked.since is None else float(asked.since), asked.min_group_size, asked.min_comparisons, asked.personalized
+    since = None if asked.since is None else float(asked.since)
+    return answer_key(asked.group_by), since, asked.min_group_size, asked.min_comparisons, asked.personalized  # named as the audit reads it
 
 
 class QuotaExceeded(Exception):

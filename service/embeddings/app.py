@@ -30,6 +30,7 @@ from service.errors import (
     HUNG_UP,
     MAX_PATH,
     bad_request,
+    controls_escaped,
     from_extra,
     hung_up,
     malformed_json,
@@ -97,7 +98,7 @@ def openai_error(request: Request, exc: Exception) -> Response:
     param, code, detail = from_extra(getattr(exc, "extra", None), request)  # the field, as the API service names it
     message = exc.detail
     if status in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed"):  # Litestar's words name no request
-        path = shorten(request.url.path, MAX_PATH + 3, "...")
+        path = controls_escaped(shorten(request.url.path, MAX_PATH + 3, "..."))  # an override or ESC written as its escape
         message, code = f"no route `{request.method} {path}`: this server serves `POST /v1/embeddings` and `GET /health`", \
             "not_found" if status == 404 else None
     elif status == 400 and malformed_json(exc):  # Litestar's own decode: "Input data was truncated"

@@ -15,7 +15,7 @@ ResponseId = Annotated[str, msgspec.Meta(pattern=RESPONSE_ID_PATTERN)]
 # labels are stored with every row the feedback makes: small and bounded, by settings (max_attributes,
 # max_attribute_name_chars, max_attribute_value_chars, max_source_chars; see docs/api.md), checked
 # by `service.feedback.services.check_labels` (400 naming the field)
-AttributeName = Annotated[str, msgspec.Meta(min_length=1, description="at most `max_attribute_name_chars` characters (a setting; 64 by default)")]
+AttributeName = Annotated[str, msgspec.Meta(min_length=1, description="at most `max_attribute_name_chars` characters (a setting; 64 by default), no control character")]
 AttributeValue = Annotated[str, msgspec.Meta(description="at most `max_attribute_value_chars` characters (a setting; 256 by default)")]
 Attributes = Annotated[dict[AttributeName, AttributeValue], msgspec.Meta(description="free labels kept with each stored row (e.g. a group for audits); at most `max_attributes` of them (a setting; 32 by default)")]
 Source = Annotated[str, msgspec.Meta(min_length=1, description="where the feedback came from; at most `max_source_chars` characters (a setting; 128 by default)")]

@@ -1043,10 +1043,9 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
     interactions = rt.store.interactions_in_order(tenant, user_id)
     set_aside = rt.ingest.dead_letters.rows_of(tenant, user_id)
     if record is not None:
-        # the rows held, as the profile counts them: the row's own counts are its last refit's, which no chat makes
-        # (until session newsvc55 a user with three chats since was exported with "n_interactions": 0)
-        line["n_preferences"] = rt.store.count_preferences(tenant, user_id)
-        line["n_interactions"] = rt.store.count_interactions(tenant, user_id)
+        # the rows the lines below hold (of the versions they are read from), as the profile counts them: the row's own
+        # counts are its last refit's, which no chat makes; the store's counts now may hold a row stored since
+        line["n_preferences"], line["n_interactions"] = len(preferences), len(interactions)
         yield encode({"type": "user", **line}) + b"\n"
     for row in preferences:
         yield encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n"

@@ -207,3 +207,23 @@ def test_an_unreadable_audit_report_is_a_500_not_a_422(svc, monkeypatch, caplog)
                       timeout=240)
     internal(r)
     assert logged(caplog, "cannot be read")
+
+
+def test_the_embeddings_server_repeats_a_path_with_control_and_bidi_characters_escaped():
+    """Review of newsvc55: as the API service's errors (test_i18n30), `pluralign serve-embeddings` repeated a path no
+    route has raw in its 404 (`/v1/\u202eembeddings`), so a client printing its error showed the text reordered by the
+    override, or obeyed a terminal escape. Written as escapes now."""
+    import numpy as np
+    from litestar.testing import TestClient
+
+    from service.embeddings.app import create_embeddings_app
+
+    class Zeros:  # the encoder is not what is checked: the error of a request no route takes
+        encoder_id, dim = "zeros", 4
+
+        def encode(self, texts):
+            return np.zeros((len(texts), 4), np.float32)
+
+    with TestClient(create_embeddings_app(Zeros())) as client:
+        error = client.get("/v1/%E2%80%AEembeddings%1B").json()["error"]  # U+202E, ESC
+    assert "`GET /v1/\\u202eembeddings\\x1b`" in error["message"] and "\u202e" not in error["message"], error

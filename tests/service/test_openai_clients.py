@@ -903,3 +903,32 @@ def test_the_export_s_user_line_counts_what_the_export_holds(client, svc):
     assert held == {"preference": 1, "interaction": 3}, held
     assert (user["n_preferences"], user["n_interactions"]) == (held["preference"], held["interaction"]) == \
         (counts["preferences"], counts["interactions"]), (user, counts)
+
+
+def test_the_export_s_user_line_counts_the_lines_it_sends_when_a_chat_is_stored_meanwhile(client, svc, monkeypatch):
+    """Review of newsvc55: the `user` line's counts were the store's counts read after the export fixed the versions its
+    lines come from, so a chat (or feedback) stored in between was counted but not sent: `"n_interactions": 2` above one
+    `interaction` line. The counts are now those of the rows the export reads. The chat meanwhile is stored by the real
+    store the moment the export has fixed its version (where a concurrent chat's write would land)."""
+    import msgspec
+
+    rt = svc.runtime
+    with svc.client() as c:  # a user row (a chat alone makes none, nor a `user` line)
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": "meg", "prompt": "Tea or coffee?", "chosen": "Tea.",
+                                             "rejected": "Coffee."}).status_code == 201
+    client.chat.completions.create(model="pluralign", user="meg", max_tokens=2, messages=[{"role": "user", "content": "Hi"}],
+                                   extra_body={"pluralign": {"candidates": 1}})
+    held = rt.store.interactions_for("acme", "meg")
+    assert len(held) == 1, held
+    real = rt.store.interactions_in_order
+
+    def then_a_chat_is_stored(tenant, user_id, *args, **kwargs):
+        rows = real(tenant, user_id, *args, **kwargs)
+        rt.store.add_interaction(msgspec.structs.replace(held[0], response_id=held[0].response_id + "x", created_at=held[0].created_at + 1))
+        return rows
+
+    monkeypatch.setattr(rt.store, "interactions_in_order", then_a_chat_is_stored)
+    with svc.client() as c:
+        lines = [json.loads(line) for line in c.get("/v1/users/meg/export").text.splitlines()]
+    user = next(line for line in lines if line["type"] == "user")
+    assert user["n_interactions"] == sum(line["type"] == "interaction" for line in lines) == 1, user

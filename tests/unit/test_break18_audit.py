@@ -84,6 +84,25 @@ def test_a_store_audit_by_a_misspelled_attribute_names_it_and_lists_comparison_a
     assert code == 2 and err.startswith("pluralign: error: --group-by segmnt: no stored comparison or user has") and "Traceback" not in err
 
 
+
+def test_a_misspelt_group_by_lists_a_stored_name_s_control_characters_escaped_on_one_line(tmp_path, capsys):
+    """Review of newsvc55: a name stored with a newline (before feedback refused control characters) was listed as
+    stored, so the error took two lines and the service, which reads an audit job's error from its worker's last line,
+    answered a misspelt `group_by` with a 422 quoting "ment" rather than the 400 naming it. Listed escaped now."""
+    import numpy as np
+
+    from pluralign.store import Store, StoredPreference
+
+    store = Store(str(tmp_path / "db"), "enc", 4)
+    stored = [StoredPreference(tenant="acme", user_id="u0", pref_id="p0", prompt="q", chosen="yes", rejected="no",
+                               kind="comparison", created_at=1.0, attributes={"seg\nment": "s0", "la\x1b[2Jng": "fr"})]
+    vectors = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    store.add_preferences(stored, vectors, vectors, -vectors)
+    code, _, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "segmnt", "--json")
+    assert code == 2 and err.count("\n") == 1 and "\x1b" not in err, err
+    assert err.rstrip().endswith("attributes that exist: la\\x1b[2Jng, seg\\nment"), err
+
+
 # -- 2. bad rows in audit --data ----------------------------------------------------------------------
 
 

@@ -240,3 +240,18 @@ def test_an_audit_learns_a_minority_against_a_weak_consensus():
     assert by["minority"].personalized_accuracy > 0.75
     assert by["majority"].personalized_accuracy == by["majority"].base_accuracy == 1.0
     assert report.gap < 0.25 < 1.0 == report.base_gap
+
+
+def test_an_audit_by_an_attribute_spelt_in_nfd_is_compared_with_one_spelt_in_nfc():
+    """Review of newsvc55: `group_by` is read as answers are (`answer_key`: NFC, visible text), so `région` in NFC and in
+    NFD is one attribute with one set of groups; an audit asked in one spelling was given no change since one asked in
+    the other (the settings compared the code points as asked). The settings, of a report and of a job's params alike,
+    name the attribute as the audit reads it (the job's: test_i18n30's audits over HTTP, slow)."""
+    import unicodedata
+
+    c = synthetic_comparisons(SyntheticConfig(users=8, comparisons_per_user=6, dim=8))
+    first = msgspec.structs.replace(audit(c, "group", AuditConfig(min_comparisons=1)), group_by="région")
+    later = msgspec.structs.replace(first, group_by=unicodedata.normalize("NFD", "région"), created_at=first.created_at + 10)
+    assert since_previous(later, [later, first]).previous_created_at == first.created_at
+    other = msgspec.structs.replace(first, group_by="region", created_at=first.created_at + 5)  # another attribute
+    assert since_previous(later, [other]).previous_created_at is None
