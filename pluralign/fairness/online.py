@@ -85,7 +85,8 @@ class OnlineLogistic:
     """Per-user Bayesian logistic regression over features phi = [base margin, whitened diff].
 
     Each user starts as the base model (weight 1 on its margin, 0 elsewhere), so a user with no
-    history is predicted exactly as the one-size-fits-all model would, and moves away from it only
+    history is predicted on the one-size-fits-all model's side of 0.5 (its probability drawn toward 0.5 by the
+    prior's uncertainty: the probit approximation, MacKay 1992, Bishop 2006 section 4.5.2), and moves away from it only
     as far as the user's own comparisons justify; the base weight's prior lets a user's margin along the base
     model's direction move by a standard deviation of at least sqrt(base_variance) logits (root mean square over the
     user's comparisons) even where the base model's margins on them are small (`base_weight_variance`), so a user against the consensus in every comparison is learned
@@ -100,7 +101,8 @@ class OnlineLogistic:
                  user: np.ndarray | None = None):
         """`features`: (N, k) numbers (a numpy array, or a CPU tensor), held as float32; `user`: (N,) int64 each
         row's user, < n_users, which scales each user's base-weight prior by its own rows' margins
-        (`base_weight_variance`; None: every row's, as one user's)."""
+        (`base_weight_variance`; None: every row's, as one user's). Raises ValueError naming `user` where it is not
+        (N,) indices from 0 to n_users - 1."""
         self.features = np.asarray(features, np.float32)  # (N, k); column 0 is the base margin
         k = self.features.shape[1]
         self.mean = np.zeros((n_users, k), np.float32)  # (U, k)
@@ -110,6 +112,10 @@ class OnlineLogistic:
         if user is None:
             self.var[:, 0] = base_weight_variance(self.features[:, 0], config.base_variance)[0]
         else:
+            user = np.asarray(user)
+            if user.shape != (len(self.features),) or (len(user) and not (0 <= user.min() and user.max() < n_users)):
+                raise ValueError(f"`user` must be one user index from 0 to {n_users - 1} a row of `features` "
+                                 f"({len(self.features)} rows), not shape {user.shape}")
             self.var[:, 0] = base_weight_variance(self.features[:, 0], config.base_variance, user, n_users)
 
     def _moments(self, user: np.ndarray, rows: np.ndarray):

@@ -255,3 +255,15 @@ def test_a_minority_against_a_weak_consensus_is_learned_whatever_the_majority_s_
     assert by["minority"].base_accuracy == 0.0
     assert by["minority"].personalized_accuracy > 0.75
     assert by["majority"].personalized_accuracy == by["majority"].base_accuracy == 1.0
+
+
+def test_online_logistic_refuses_a_user_column_that_is_not_one_index_a_row_under_n_users():
+    """`user` scales each user's base-weight prior by its own rows' margins; a column of another length, or an index
+    outside 0 .. n_users - 1, is refused naming `user` (a user index past n_users was silently dropped from the scale)."""
+    features = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="`user`"):
+        OnlineLogistic(features, 2, user=np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="`user`"):
+        OnlineLogistic(features, 2, user=np.array([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match="`user`"):
+        OnlineLogistic(features, 2, user=np.array([0, -1, 1, 0]))
