@@ -25,14 +25,24 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = next((p for p in (REPO.parent / "shared" / "data", REPO.parents[1] / "shared" / "data") if p.is_dir()), Path("../shared/data"))
 
 
-def before(features: np.ndarray, n_users: int) -> OnlineLogistic:
+def before(features: np.ndarray, n_users: int, user: np.ndarray) -> OnlineLogistic:
     """The model as it was: the base weight's prior variance `base_variance` whatever the margins' scale."""
     model = OnlineLogistic(features, n_users)
     model.var[:, 0] = OnlineLogisticConfig().base_variance
     return model
 
 
-MODELS = {"before": before, "after": OnlineLogistic}
+def population(features: np.ndarray, n_users: int, user: np.ndarray) -> OnlineLogistic:
+    """As session audit55 had it: the prior scaled by the margins of every comparison of the audit, one scale for all."""
+    return OnlineLogistic(features, n_users)
+
+
+def after(features: np.ndarray, n_users: int, user: np.ndarray) -> OnlineLogistic:
+    """Each user's prior scaled by its own comparisons' margins (review session audit55), as `audit` builds it."""
+    return OnlineLogistic(features, n_users, user=user)
+
+
+MODELS = {"before": before, "population": population, "after": after}
 
 
 def features(c: Comparisons, config: AuditConfig = AuditConfig()) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +58,7 @@ def accuracies(c: Comparisons) -> dict[str, dict[str, float]]:
     table, margin = features(c)
     out = {"base": credit(sigmoid(margin))}
     for name, make in MODELS.items():
-        out[name] = credit(prequential(make(table, len(c.users)), c.user, c.time))
+        out[name] = credit(prequential(make(table, len(c.users), c.user), c.user, c.time))
     return {name: {"all": float(right.mean()), **{g: float(right[c.group == i].mean()) for i, g in enumerate(c.groups)}}
             for name, right in out.items()}
 
@@ -56,8 +66,8 @@ def accuracies(c: Comparisons) -> dict[str, dict[str, float]]:
 def show(title: str, figures: dict[str, dict[str, float]]) -> None:
     print(title)
     for group in figures["base"]:
-        print(f"  {group:<10} before {figures['before'][group]:.3f}  after {figures['after'][group]:.3f}  "
-              f"one-size-fits-all {figures['base'][group]:.3f}")
+        print(f"  {group:<10} before {figures['before'][group]:.3f}  population {figures['population'][group]:.3f}  "
+              f"after {figures['after'][group]:.3f}  one-size-fits-all {figures['base'][group]:.3f}")
 
 
 def against_consensus(seed: int, majority: int, minority: int = 3, per_user: int = 12, dim: int = 4,
@@ -84,7 +94,7 @@ def main() -> None:
 
     table = np.full((12, 1), -0.3, np.float32)
     for name, make in MODELS.items():
-        p = prequential(make(table, 1), np.zeros(12, np.int64), np.arange(12.0))
+        p = prequential(make(table, 1, np.zeros(12, np.int64)), np.zeros(12, np.int64), np.arange(12.0))
         print(f"reproducer, {name}: accuracy {credit(p).mean():.3f}, last prediction {p[-1]:.3f}")
 
     for majority, dim, temperature in [(27, 4, 1.0), (27, 4, 2.0), (27, 8, 1.0), (17, 4, 1.0), (9, 2, 1.0), (27, 8, 0.5)]:

@@ -345,7 +345,7 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     if personalized is None:
         z = c.diff @ whitening[:, : config.projection_dim]  # (N, projection_dim) float32
         features = np.concatenate([base_margin.astype(np.float32)[:, None], z], axis=1)
-        personalized = OnlineLogistic(features, len(c.users), config.online)
+        personalized = OnlineLogistic(features, len(c.users), config.online, c.user)
     model = personalized
     p_personal = prequential(model, c.user, c.time, progress)
     p_base = sigmoid(base_margin)

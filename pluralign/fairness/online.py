@@ -49,35 +49,47 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class OnlineLogisticConfig:
     prior_variance: float = 1.0  # prior variance of the personal margin (split over the whitened features)
     # prior variance of the weight on the base model's margin (mean 1), widened to base_variance / mean(margin^2) where
-    # the base model's margins are smaller than 1 (root mean square): the margin along the base model's direction
-    # varies a priori by at least base_variance, however weak the base model (`base_weight_variance`)
+    # the base model's margins on a user's comparisons are smaller than 1 (root mean square): the margin along the base
+    # model's direction varies a priori by at least base_variance, however weak the base model (`base_weight_variance`)
     base_variance: float = 0.5
 
     def __post_init__(self) -> None:  # a variance <= 0 or NaN made every prediction NaN (until session newlib55)
         above_zero("OnlineLogisticConfig", prior_variance=self.prior_variance, base_variance=self.base_variance)
 
 
-def base_weight_variance(base_margin: np.ndarray, base_variance: float) -> float:
-    """Prior variance of each user's weight on the base model's margin: `base_variance` / mean(margin^2), at least
-    `base_variance`. `base_margin`: (N,) every comparison's base margin (logits). A user who disagrees with the
-    consensus is learned through this weight's sign; in weight units alone (until session audit55) a weak base model's
-    margins (around 0.3) left that sign out of reach: a comparison moved it by about 0.08 against a prior standard
-    deviation of 0.7, and after 12 consistent comparisons against the consensus the prediction was still 0.49 (so
-    was a full Laplace refit's: the prior held it, not the one-step update). A strong base model (margins of 1 or more,
-    as on every real set audited: persona 1.07 to 6.66, UKPConvArg1 1.90) keeps `base_variance`. Margins all (nearly) 0
-    carry nothing to weigh: `base_variance` too."""
-    mean_square = float(np.mean(np.square(base_margin, dtype=np.float64))) if len(base_margin) else 0.0
-    return base_variance / mean_square if 1e-12 < mean_square < 1.0 else base_variance
+def base_weight_variance(base_margin: np.ndarray, base_variance: float, user: np.ndarray | None = None,
+                         n_users: int = 1) -> np.ndarray:
+    """Prior variance of each user's weight on the base model's margin: `base_variance` / mean(margin^2) over the
+    user's own comparisons, at least `base_variance`.  # (n_users,)
+
+    `base_margin`: (N,) every comparison's base margin (logits); `user`: (N,) int64 each comparison's user, < n_users
+    (None: every comparison is user 0's). A user who disagrees with the consensus is learned through this weight's
+    sign; in weight units alone (until session audit55) a weak base model's margins (around 0.3) left that sign out
+    of reach: a comparison moved it by about 0.08 against a prior standard deviation of 0.7, and after 12 consistent
+    comparisons against the consensus the prediction was still 0.49 (so was a full Laplace refit's: the prior held
+    it, not the one-step update). Each user's own margins set its scale: over the whole audit (session audit55) a
+    majority whose comparisons the base model finds clear (margins of 1 or more) kept a minority's weak ones (0.3)
+    at the old prior (review session audit55). Only the margins' sizes are used, which do not depend on which
+    answer was chosen. A user whose margins are 1 or more (root mean square: as on most of every real set audited,
+    persona 1.07 to 6.66 over the population, UKPConvArg1 1.90) keeps `base_variance`; margins all (nearly) 0 carry
+    nothing to weigh: `base_variance` too, as for a user with no comparisons."""
+    user = np.zeros(len(base_margin), np.int64) if user is None else np.asarray(user, np.int64)
+    square = np.square(np.asarray(base_margin, np.float64))
+    counts = np.bincount(user, minlength=n_users)[:n_users]
+    mean_square = np.bincount(user, weights=square, minlength=n_users)[:n_users] / np.maximum(counts, 1)  # (n_users,)
+    weak = (mean_square > 1e-12) & (mean_square < 1.0)
+    return np.where(weak, base_variance / np.where(weak, mean_square, 1.0), base_variance)
 
 
 class OnlineLogistic:
     """Per-user Bayesian logistic regression over features phi = [base margin, whitened diff].
 
     Each user starts as the base model (weight 1 on its margin, 0 elsewhere), so a user with no
-    history is predicted exactly as the one-size-fits-all model would, and moves away from it only
+    history is predicted on the one-size-fits-all model's side of 0.5 (its probability drawn toward 0.5 by the
+    prior's uncertainty: the probit approximation, MacKay 1992, Bishop 2006 section 4.5.2), and moves away from it only
     as far as the user's own comparisons justify; the base weight's prior lets a user's margin along the base
-    model's direction move by a standard deviation of at least sqrt(base_variance) logits even where the base model's
-    margins are small (`base_weight_variance`), so a user against the consensus in every comparison is learned
+    model's direction move by a standard deviation of at least sqrt(base_variance) logits (root mean square over the
+    user's comparisons) even where the base model's margins on them are small (`base_weight_variance`), so a user against the consensus in every comparison is learned
     through that weight's sign. The posterior is a Gaussian with diagonal
     covariance (the features are whitened principal directions), updated by one extended-Kalman
     step per comparison; state is two (U, k) tables, so a step costs O(users x k): user identity is
@@ -85,15 +97,26 @@ class OnlineLogistic:
 
     name = "online-logistic"
 
-    def __init__(self, features: np.ndarray, n_users: int, config: OnlineLogisticConfig = OnlineLogisticConfig()):
-        """`features`: (N, k) numbers (a numpy array, or a CPU tensor), held as float32."""
+    def __init__(self, features: np.ndarray, n_users: int, config: OnlineLogisticConfig = OnlineLogisticConfig(),
+                 user: np.ndarray | None = None):
+        """`features`: (N, k) numbers (a numpy array, or a CPU tensor), held as float32; `user`: (N,) int64 each
+        row's user, < n_users, which scales each user's base-weight prior by its own rows' margins
+        (`base_weight_variance`; None: every row's, as one user's). Raises ValueError naming `user` where it is not
+        (N,) indices from 0 to n_users - 1."""
         self.features = np.asarray(features, np.float32)  # (N, k); column 0 is the base margin
         k = self.features.shape[1]
         self.mean = np.zeros((n_users, k), np.float32)  # (U, k)
         self.mean[:, 0] = 1.0
         prior = np.full(k, config.prior_variance / max(1, k - 1), np.float32)
-        prior[0] = base_weight_variance(self.features[:, 0], config.base_variance)
         self.var = np.tile(prior, (n_users, 1))  # (U, k) diagonal of each user's covariance
+        if user is None:
+            self.var[:, 0] = base_weight_variance(self.features[:, 0], config.base_variance)[0]
+        else:
+            user = np.asarray(user)
+            if user.shape != (len(self.features),) or (len(user) and not (0 <= user.min() and user.max() < n_users)):
+                raise ValueError(f"`user` must be one user index from 0 to {n_users - 1} a row of `features` "
+                                 f"({len(self.features)} rows), not shape {user.shape}")
+            self.var[:, 0] = base_weight_variance(self.features[:, 0], config.base_variance, user, n_users)
 
     def _moments(self, user: np.ndarray, rows: np.ndarray):
         x = self.features[rows]  # (B, k)

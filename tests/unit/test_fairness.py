@@ -201,7 +201,8 @@ def test_a_report_states_its_change_since_the_previous_audit_of_the_same_setting
     assert changed.gap_change == pytest.approx(later.gap - first.gap)
 
 
-def _weak_consensus_population(majority: int = 9, minority: int = 3, per_user: int = 12, seed: int = 0) -> Comparisons:
+def _weak_consensus_population(majority: int = 9, minority: int = 3, per_user: int = 12, seed: int = 0,
+                               majority_margin: float = 0.3) -> Comparisons:
     """Users of a minority who choose against the consensus in every comparison, the one-size-fits-all model given as a
     weak one (a margin of 0.3 for the consensus' side, -0.3 on every minority comparison: what a base model fitted on
     few or noisy comparisons gives), the answers' differences random in 4 dimensions."""
@@ -213,7 +214,7 @@ def _weak_consensus_population(majority: int = 9, minority: int = 3, per_user: i
         diff=rng.standard_normal((len(user), 4)).astype(np.float32), user=user, users=[f"u{i}" for i in range(users)],
         group=against.astype(np.int64), groups=["majority", "minority"],
         time=np.tile(np.arange(per_user, dtype=float), users), policy_win=np.zeros(len(user), np.int8),
-        encoder_id="synthetic", base_margin=np.where(against, -0.3, 0.3),
+        encoder_id="synthetic", base_margin=np.where(against, -0.3, majority_margin),
     )
 
 
@@ -255,3 +256,29 @@ def test_an_audit_by_an_attribute_spelt_in_nfd_is_compared_with_one_spelt_in_nfc
     assert since_previous(later, [later, first]).previous_created_at == first.created_at
     other = msgspec.structs.replace(first, group_by="region", created_at=first.created_at + 5)  # another attribute
     assert since_previous(later, [other]).previous_created_at is None
+
+
+@pytest.mark.parametrize("majority_margin", [1.0, 3.0])
+def test_a_minority_against_a_weak_consensus_is_learned_whatever_the_majority_s_margins(majority_margin):
+    """The same 3 users against a weak consensus (margins of 0.3 on their comparisons) beside a majority whose own
+    comparisons the one-size-fits-all model finds clear (margins of 1 or 3): until review session audit55 the
+    base weight's prior was scaled by the margins' root mean square over the whole audit, which the majority's put at
+    0.88 or 2.6, so the minority read 0.389 in both (0.806 beside a majority at 0.3): one user's figure hung on the
+    other users' comparisons. Each user's prior is now scaled by its own comparisons' margins."""
+    report = audit(_weak_consensus_population(majority_margin=majority_margin), "group", AuditConfig(min_comparisons=1))
+    by = {g.group: g for g in report.groups}
+    assert by["minority"].base_accuracy == 0.0
+    assert by["minority"].personalized_accuracy > 0.75
+    assert by["majority"].personalized_accuracy == by["majority"].base_accuracy == 1.0
+
+
+def test_online_logistic_refuses_a_user_column_that_is_not_one_index_a_row_under_n_users():
+    """`user` scales each user's base-weight prior by its own rows' margins; a column of another length, or an index
+    outside 0 .. n_users - 1, is refused naming `user` (a user index past n_users was silently dropped from the scale)."""
+    features = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="`user`"):
+        OnlineLogistic(features, 2, user=np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="`user`"):
+        OnlineLogistic(features, 2, user=np.array([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match="`user`"):
+        OnlineLogistic(features, 2, user=np.array([0, -1, 1, 0]))
