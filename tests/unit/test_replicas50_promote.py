@@ -124,3 +124,19 @@ def test_every_promote_example_of_the_docs_names_where_a_job_writes_its_artifact
     wrong = [(doc, path) for doc, path in given
              if path.endswith("/artifact") or ("<job id>" in path and not path.endswith("jobs/artifacts/<job id>"))]
     assert not wrong, wrong
+
+
+def test_an_empty_artifact_or_pal_dir_is_refused_not_read_as_the_folder_the_command_runs_in(tmp_path, capsys, monkeypatch):
+    """`pluralign promote "$ARTIFACT" --pal-dir "$PAL_DIR"` with a variable unset: an empty path was Path(""), the
+    folder the command ran in. An operator standing in one model's folder promoted that model (not the job's), or,
+    with `--pal-dir ""`, promoted the job's artifact over the model of the folder they stood in; an empty path given
+    to `pluralign audit` is refused (session rows44, `check_given`). Failed before (review admin55): both exit 0, the
+    served folder and the one stood in each holding the other model."""
+    served, here, job = pal(tmp_path / "served", 1, 2), pal(tmp_path / "here", 2, 2), pal(tmp_path / "job", 3, 2)
+    versions = {p: checkpoint_version(p) for p in (served, here, job)}
+    monkeypatch.chdir(here)
+    code, _, err = cli(capsys, "promote", "", "--pal-dir", str(served))
+    assert code == 2 and "ARTIFACT '': empty; give the artifact folder" in err, err
+    code, _, err = cli(capsys, "promote", str(job), "--pal-dir", "")
+    assert code == 2 and "--pal-dir '': empty; give the folder served" in err, err
+    assert {p: checkpoint_version(p) for p in (served, here, job)} == versions
