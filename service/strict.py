@@ -986,8 +986,8 @@ async def strict_json_body(request: Request) -> None:
         _decoder(data.annotation).decode(body)
     except msgspec.ValidationError as exc:
         field, problem = field_of(exc)
-        if "[...]" in field:  # a dict's value: named by its key
-            field = _dict_value_field(body, data.annotation, field)
+        if "[...]" in field:  # a dict's value: named by its key (the body read again: off the loop past SCAN_LOOP_BYTES)
+            field = await _scan_off_loop(body, _dict_value_field, body, data.annotation, field)
         invalid = re.match(r"Invalid (?:enum )?value (?P<got>.*)$", problem, re.S)
         choices = _choices(data.annotation, field) if invalid else ()
         if choices:  # msgspec's "Invalid enum value 'robot'" says nothing of what the field takes

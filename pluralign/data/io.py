@@ -785,6 +785,9 @@ def _decode_line(number: int, raw: bytes) -> Any:
                                   "infinity so; pandas' to_json writes null): write null, or leave the field out, for no value") from None
         if not hint and (lone := lone_surrogate_escape(raw)) is not None:
             raise PreferenceError(number, _top_field_at(raw, lone[0]), lone_surrogate_problem(lone[1], lone[0] + 1)) from None
+        if not hint and str(exc).startswith("Number out of range") and (far := _out_of_range_number(raw)) is not None:
+            raise PreferenceError(number, far[0], f"{far[1]} is out of range: no 64-bit float holds it (at most about "
+                                                  "1.8e308 either side of 0)") from None
         raise PreferenceError(number, None, f"malformed JSON ({exc}){hint}") from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
@@ -848,6 +851,42 @@ def _non_json_constant(raw: bytes) -> tuple[str | None, str] | None:
     except RecursionError:  # nested as deep as json reads: the field unnamed
         fields = []
     return (fields[0] if fields else None), found[0]
+
+
+_OUT_OF_RANGE = object()  # where `_out_of_range_number` read a number no float holds
+
+
+def _out_of_range_number(raw: bytes) -> tuple[str | None, str] | None:
+    """(the dotted path of the field holding it, `attributes.age`, `chosen[0].content`: None where the line is no object;
+    its text) of the first number in the JSON line `raw` that no float holds (`1e400`: JSON, whose range RFC 8259 leaves
+    to the reader; msgspec refuses it, "Number out of range"); None when the line holds none or is not JSON."""
+    found: list[str] = []
+
+    def number(text: str) -> Any:
+        if math.isfinite(value := float(text)):
+            return value
+        found.append(text)
+        return _OUT_OF_RANGE
+
+    try:
+        row = json.loads(raw.decode("utf-8"), parse_float=number)
+        path = _path_to(row, _OUT_OF_RANGE) if found else None
+    except (ValueError, RecursionError):
+        return None
+    return None if path is None else (path.removeprefix(".") or None, found[0])
+
+
+def _path_to(value: Any, target: object) -> str | None:
+    """The dotted path (`a.b[2]`; "" for `value` itself) of the first place `target` sits in `value`, JSON's
+    objects and arrays in their order; None where it is not there."""
+    if value is target:
+        return ""
+    members = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, member in members:
+        if (rest := _path_to(member, target)) is not None:
+            head = f"[{key}]" if isinstance(key, int) else f".{key}"
+            return head + rest
+    return None
 
 
 def _holds_non_finite(value: Any) -> bool:

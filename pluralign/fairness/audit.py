@@ -105,6 +105,10 @@ class Comparisons:
     # those at or after it, as it scores only those comparisons (until session 49 it counted every tie). None: unknown
     # (a caller's Comparisons of before), every tie counted
     tie_time: np.ndarray | None = None
+    # (len(users),) each user's name as the cross-fitted base model's halves draw it (`base_margins`); None: `users`.
+    # A store's users are `tenant/user`, and their halves are drawn from `user` alone: the same comparisons audit alike
+    # whatever their tenant is called (until review session admin55 they split otherwise under another tenant's name)
+    fold_names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.user)
@@ -223,10 +227,11 @@ def fit_logistic(z: np.ndarray, l2: float, max_steps: int = 500) -> np.ndarray:
 def base_margins(c: Comparisons, whitening: np.ndarray, config: AuditConfig) -> np.ndarray:
     """Cross-fitted base margin: each row scored by a model fitted on the other half of the users.  # (N,)
 
+    A user's half is the lowest bit of the crc32 of their name (`fold_names`, else `users`): the same in every audit.
     `whitening` (d, r): the directions the model sees. Only the rows fitted on are projected onto them (at most
     `base_max_rows` a fold); every row's margin is its difference times one (d,) vector, so no (N, r) table is held."""
     rng = np.random.default_rng(config.seed)
-    half = np.array([zlib.crc32(u.encode()) & 1 for u in c.users], np.int64)[c.user]  # (N,)
+    half = np.array([zlib.crc32(u.encode()) & 1 for u in c.fold_names or c.users], np.int64)[c.user]  # (N,)
     margin = np.empty(len(c), np.float32)
 
     def fit(rows: np.ndarray) -> np.ndarray:  # (d,): the fitted weights as a direction in embedding space

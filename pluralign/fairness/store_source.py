@@ -170,4 +170,5 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
     # order read them; one that means no time (-5, 1e300, inf) as NaN, unknown: never at or after a `since`, last in order
     made = _times(data.column("created_at").to_numpy())
     return Comparisons(diff=diff, user=user, users=names, group=group, groups=groups, time=made, policy_win=policy, encoder_id=encoder_id,
-                       ties_skipped=ties, tie_time=_times(tied.column("created_at").to_numpy()))
+                       ties_skipped=ties, tie_time=_times(tied.column("created_at").to_numpy()),
+                       fold_names=[name.partition("/")[2] for name in names])  # a tenant's name holds no `/` (USER_ID)

@@ -168,6 +168,23 @@ def test_a_nan_in_an_import_line_is_named_by_its_line_and_field(svc):
         assert c.get("/v1/users/imp18/preferences").status_code == 404  # nothing of the body stored
 
 
+@pytest.mark.parametrize("field,value,named,number", [
+    ("attributes", b'{"segment": "trial", "age": 1e400}', "line 3.attributes.age", "1e400"),
+    ("margin", b"-1e999", "line 3.margin", "-1e999"),
+])
+def test_a_number_out_of_range_in_an_import_line_is_named_by_its_line_and_field(svc, field, value, named, number):
+    """A number no float holds (JSON's 1e400: valid JSON, RFC 8259 leaves its range to the reader) in an import's line:
+    its 400 names the field holding it, as a JSON route's body names it (`attributes.age`, review admin55), and says what
+    is wrong. Before (review admin55): "`line 3`: malformed JSON (Number out of range - at `$[...][...]`)"."""
+    line = b'{"prompt": "Q", "chosen": "a", "rejected": "b", "' + field.encode() + b'": ' + value + b"}"
+    with svc.client() as c:
+        r = c.post("/v1/users/imp18/import", content=OK_ROW + b"\n\n" + line + b"\n", headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 400 and field_named(r) == named and error(r)["code"] == "invalid_value", r.text
+        assert error(r)["message"].startswith(f"`{named}`: {number} is out of range"), r.text
+        assert "malformed" not in error(r)["message"], r.text
+        assert c.get("/v1/users/imp18/preferences").status_code == 404  # nothing of the body stored
+
+
 # 4 candidates of 400 tokens: several seconds on two cores (the test measures against that, so it
 # needs no more: 1,000 tokens only made each run 2.5x longer)
 LONG_STREAM = {"model": "pluralign", "user": "leaver", "stream": True, "max_tokens": 400, "temperature": 1.0, "seed": 1,

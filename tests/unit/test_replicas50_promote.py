@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 
 import torch
 
@@ -106,3 +107,36 @@ def test_an_artifact_that_is_not_there_is_said_to_be_missing_and_the_help_names_
     assert "jobs/artifacts/<job id>" in err and not folder.exists()
     code, out, _ = cli(capsys, "promote", "--help")
     assert code == 0 and "pluralign promote data/jobs/artifacts/<job id>\n" in out, out
+
+
+def test_every_promote_example_of_the_docs_names_where_a_job_writes_its_artifact():
+    """An operator copies the command from deploy/README.md ("Replicas"), not from `--help`: session admin55 fixed the
+    help's `data/jobs/<job id>/artifact` (where no job writes: a pal or em job's artifact is
+    `<data dir>/jobs/artifacts/<job id>`, its `artifact` in GET /admin/jobs/{id}) and left the README's
+    `pluralign promote <job folder>/artifact`, the same folder no job has. Failed before (review admin55): that one."""
+    from tests.conftest import REPO
+
+    docs = [REPO / "README.md", REPO / "deploy" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    examples = [(doc.relative_to(REPO), found) for doc in docs if doc.name != "CHANGES.md"
+                for found in re.findall(r"pluralign promote ((?:<[^>`]*>|[^\s`<])+)", doc.read_text())]
+    given = [(doc, path) for doc, path in examples if not path.startswith("-")]  # `--if-version`, `--older-form`
+    assert given, examples
+    wrong = [(doc, path) for doc, path in given
+             if path.endswith("/artifact") or ("<job id>" in path and not path.endswith("jobs/artifacts/<job id>"))]
+    assert not wrong, wrong
+
+
+def test_an_empty_artifact_or_pal_dir_is_refused_not_read_as_the_folder_the_command_runs_in(tmp_path, capsys, monkeypatch):
+    """`pluralign promote "$ARTIFACT" --pal-dir "$PAL_DIR"` with a variable unset: an empty path was Path(""), the
+    folder the command ran in. An operator standing in one model's folder promoted that model (not the job's), or,
+    with `--pal-dir ""`, promoted the job's artifact over the model of the folder they stood in; an empty path given
+    to `pluralign audit` is refused (session rows44, `check_given`). Failed before (review admin55): both exit 0, the
+    served folder and the one stood in each holding the other model."""
+    served, here, job = pal(tmp_path / "served", 1, 2), pal(tmp_path / "here", 2, 2), pal(tmp_path / "job", 3, 2)
+    versions = {p: checkpoint_version(p) for p in (served, here, job)}
+    monkeypatch.chdir(here)
+    code, _, err = cli(capsys, "promote", "", "--pal-dir", str(served))
+    assert code == 2 and "ARTIFACT '': empty; give the artifact folder" in err, err
+    code, _, err = cli(capsys, "promote", str(job), "--pal-dir", "")
+    assert code == 2 and "--pal-dir '': empty; give the folder served" in err, err
+    assert {p: checkpoint_version(p) for p in (served, here, job)} == versions

@@ -95,7 +95,9 @@ def test_of_twenty_groups_drawn_alike_the_audit_does_not_say_the_named_worst_and
     table, report = _audit(capsys, tmp_path / "alike")
     for gap, name in (("gap", "gap_interval"), ("base_gap", "base_gap_interval")):
         lo, hi = report[name]
-        assert lo < 0 < hi and lo <= report[gap] <= hi, (name, report[gap], lo, hi)
+        # 0 inside, or at an end, as the table tells groups apart (`_gap_said`): with the users' cross-fitting halves
+        # drawn from their names within the tenant (review admin55), the personalized gap's interval ends at 0.000 here
+        assert lo <= 0 <= hi and lo <= report[gap] <= hi, (name, report[gap], lo, hi)
     assert "cannot tell the groups apart" in table and "the groups differ" not in table, table
     _store_of_many_groups(tmp_path / "one-worse", groups=20, worse=3)
     table, report = _audit(capsys, tmp_path / "one-worse")

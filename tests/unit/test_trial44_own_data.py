@@ -84,6 +84,21 @@ def test_a_nan_margin_is_named_as_nan_in_parquet_and_in_a_json_line(tmp_path, ca
         assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["prefs.jsonl", "prefs.parquet"]
 
 
+def test_a_number_out_of_range_in_a_json_line_is_named_by_its_field(tmp_path, capsys):
+    """A number no float holds (`1e400`, valid JSON) in a preference file's line: the error names the line and the field
+    holding it, an attribute by its key, and says so. Before (review admin55): "line 2: malformed JSON (Number out of
+    range - at `$[...][...]`)", no field named, as if the line were not JSON."""
+    data = rows("ann", 6)
+    lines = [json.dumps(row) for row in data]
+    lines[1] = lines[1][:-1] + ', "attributes": {"segment": "a", "age": 1e400}}'
+    (tmp_path / "prefs.jsonl").write_text("".join(line + "\n" for line in lines))
+    out = tmp_path / "out.jsonl"
+    code, stdout, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", str(tmp_path / "prefs.jsonl"), "--out", str(out))
+    assert code == 2 and stdout == "" and "Traceback" not in err, err
+    assert "line 2, field `attributes.age`: 1e400 is out of range" in err and "malformed" not in err, err
+    assert not out.exists()
+
+
 def test_a_folder_datasets_save_to_disk_wrote_reads_as_its_rows_and_a_dataset_dicts_names_its_splits(tmp_path, capsys, hf):
     """Before: `--path` a `Dataset.save_to_disk` folder (how `datasets` users keep a set between sessions) was
     "--path DIR: is a directory, not a file", and a `DatasetDict`'s the same, its splits unsaid. Now the Dataset's

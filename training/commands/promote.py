@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.common import print_json
+from training.common import check_given, print_json
 
 
 def register(subparsers) -> None:
@@ -69,6 +69,14 @@ def described_encoder(folder: Path) -> str | None:
     return meta.get("encoder_id") if isinstance(meta, dict) and isinstance(meta.get("encoder_id"), str) else None
 
 
+def check_paths_given(args: argparse.Namespace) -> None:
+    """An empty ARTIFACT or --pal-dir (`"$ARTIFACT"` with the variable unset) is a ValueError naming it: as Path("") it
+    was the folder the command ran in, whose model was promoted, or promoted over (until review admin55)."""
+    if args.artifact is not None and not args.artifact.strip():
+        raise ValueError(f"ARTIFACT {args.artifact!r}: empty; give the artifact folder (<data dir>/jobs/artifacts/<job id>)")
+    check_given("--pal-dir", args.pal_dir, "the folder served (PLURALIGN_PAL_DIR's)")
+
+
 def run(args: argparse.Namespace) -> int:
     from pluralign.files import promote_into
     from pluralign.reward.em import EM_FILES, EMMixture
@@ -77,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from pluralign.reward.training_users import artifact_kind
     from service.rewards import checkpoint_version, model_digest
 
+    check_paths_given(args)
     folder, option = served_folder(args)
     if args.older_form:
         return older_form(args, folder, option)
