@@ -1115,11 +1115,36 @@ def _arrow_streams(folder: Path, names: list[str]) -> pa.Table | None:
 
 
 def _table_rows(table: pa.Table) -> Iterable[tuple[int, Any]]:
-    """(row number from 1, row as JSON) of an Arrow table, read as a Parquet file's rows are."""
+    """(row number from 1, row as JSON) of an Arrow table, read as a Parquet file's rows are: its decimals as floats
+    (`_decimals_as_floats`)."""
     json_columns = frozenset(
         f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.json"
     )
+    schema = pa.schema([f.with_type(_decimals_as_floats(f.type)) for f in table.schema], metadata=table.schema.metadata)
+    if not schema.equals(table.schema):
+        table = table.cast(schema)
     return ((i, _parquet_row(i, row, json_columns)) for i, row in enumerate(table.to_pylist(), start=1))
+
+
+def _decimals_as_floats(kind: pa.DataType) -> pa.DataType:
+    """`kind` with Arrow's decimals (`decimal32` to `decimal256`: a SQL `NUMERIC` column, a pandas column of
+    `decimal.Decimal`) as float64, in lists and structs too, as JSON reads such a number and `datasets` reads a
+    JSON file's: a row's `decimal.Decimal` is no number to `row_to_preference` (until review late55a a decimal score,
+    rating or `created_at` made the row bad: "must be a number ..., got Decimal('8.50')"). Any other type as it is."""
+    if pa.types.is_decimal(kind):
+        return pa.float64()
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        value = _decimals_as_floats(kind.value_type)
+        if value == kind.value_type:
+            return kind
+        field = kind.value_field.with_type(value)
+        if pa.types.is_fixed_size_list(kind):
+            return pa.list_(field, kind.list_size)
+        return pa.large_list(field) if pa.types.is_large_list(kind) else pa.list_(field)
+    if pa.types.is_struct(kind):
+        fields = [kind.field(i) for i in range(kind.num_fields)]
+        return pa.struct([f.with_type(_decimals_as_floats(f.type)) for f in fields])
+    return kind
 
 
 def read_rows(rows: Any, *, skip_bad: bool = False, default_user: str | None = None) -> tuple[list[Preference], LoadReport]:
