@@ -237,6 +237,7 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
         ledger = read_ledger(folder)
         if ledger.removed.get(path.name, -math.inf) > arrived:
             return None
+        _remove_killed_writes(folder, LEDGER, path.name, vectors_path(folder, tenant).name)
         try:
             before = _read_file(path)
         except CalibrationPoolUnreadable:
@@ -253,12 +254,32 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
         except OSError:  # the pool before kept: beside it no vectors of this one, never stored (review calib55: they
             # stayed, this PUT's texts' embeddings, until a replica embedded the pool before again). The pool's own error
             # is the one answered; one renamed into place whose folder's fsync failed keeps its vectors
-            with contextlib.suppress(OSError, CalibrationPoolUnreadable):
-                if vectors is not None and getattr(_read_file(path), "version", None) != pool.version:
+            with contextlib.suppress(OSError):
+                if vectors is not None and _version_there(path) != pool.version:
                     vectors_path(folder, tenant).unlink(missing_ok=True)
                     fsync_dir(folder)
             raise
     return pool
+
+
+def _version_there(path: Path) -> int | None:
+    """The version of the pool in the file `path`, None for none or one that cannot be read (review late55a: such a
+    pool's error was taken for the new pool's, and a failed PUT's vectors stayed beside it)."""
+    try:
+        pool = _read_file(path)
+    except CalibrationPoolUnreadable:
+        return None
+    return None if pool is None else pool.version
+
+
+def _remove_killed_writes(folder: Path, *names: str) -> None:
+    """Remove the temp files (`.<name>.<random>`, `pluralign.files.atomic_writer`'s) of the files `names` of the pools
+    folder that a killed process left: every writer of them holds the folder's lock, taken by the caller, so one found
+    is no live writer's. Until review late55a a killed ledger write's was never removed, and a killed PUT's pool (its
+    texts) only by the tenant's DELETE."""
+    for name in names:
+        for temp in folder.glob(f".{name}.*"):
+            temp.unlink(missing_ok=True)
 
 
 def _adopt(folder: Path, name: str, pool: CalibrationPool) -> bool:
