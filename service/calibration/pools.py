@@ -186,9 +186,8 @@ def _next_version(folder: Path, ledger: PoolsLedger, *pools: CalibrationPool | N
     """`ledger` with the next version given (past every pool's of `pools` too) and removals older than REMOVAL_MEMORY_S
     forgotten, on disk before any pool of that version is (a crash after it skips a version, never gives one twice).
     Called under the folder's lock."""
-    oldest = time.time() - REMOVAL_MEMORY_S
     ledger = PoolsLedger(version=max([ledger.version, *(p.version for p in pools if p is not None)]) + 1,
-                         removed={name: at for name, at in ledger.removed.items() if at >= oldest})
+                         removed=_recent(ledger.removed))
     write_atomic(folder / LEDGER, msgspec.json.encode(ledger))
     return ledger
 
@@ -383,7 +382,33 @@ def _note_removal(folder: Path, name: str, began: float) -> None:
         log.warning("a removal of a tenant could not note itself in the calibration pools' ledger: %s", exc)
         return
     if ledger.removed.get(name, -math.inf) < began:
-        write_atomic(folder / LEDGER, msgspec.json.encode(PoolsLedger(version=ledger.version, removed={**ledger.removed, name: began})))
+        removed = {**_recent(ledger.removed), name: began}  # those past REMOVAL_MEMORY_S go with it (review late55a)
+        write_atomic(folder / LEDGER, msgspec.json.encode(PoolsLedger(version=ledger.version, removed=removed)))
+
+
+def _recent(removed: dict[str, float]) -> dict[str, float]:
+    """The removals of `removed` (`PoolsLedger.removed`) that began within REMOVAL_MEMORY_S."""
+    oldest = time.time() - REMOVAL_MEMORY_S
+    return {name: at for name, at in removed.items() if at >= oldest}
+
+
+def forget_old_removals(folder: Path) -> int:
+    """Drop from the pools folder's ledger the removals noted more than REMOVAL_MEMORY_S ago (`PoolsLedger.removed`: the
+    sha256 of a removed tenant's name), so none is kept past its hour whether or not a PUT comes (`_next_version`
+    drops them too); how many went. Read without the lock, written under it only where one is that old: called at
+    each pass of the tenant removals and of the deletion sweep. A ledger that cannot be read is left (0: a PUT is a
+    500 naming it). Raises OSError as it comes. Until review late55a such a note stayed until some tenant's next PUT."""
+    try:
+        if _recent(removed := read_ledger(folder).removed) == removed:
+            return 0
+        with folder_lock(folder):
+            ledger = read_ledger(folder)
+            kept = _recent(ledger.removed)
+            if len(kept) != len(ledger.removed):
+                write_atomic(folder / LEDGER, msgspec.json.encode(PoolsLedger(version=ledger.version, removed=kept)))
+            return len(ledger.removed) - len(kept)
+    except CalibrationPoolUnreadable:
+        return 0
 
 
 def remove_pool_before(folder: Path, tenant: str, before: float) -> bool:

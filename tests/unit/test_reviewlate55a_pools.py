@@ -55,3 +55,24 @@ def test_a_put_removes_what_killed_writers_left_in_the_folder(tmp_path):
     assert read_pool(folder, "acme") == stored and read_ledger(folder).version == stored.version
     assert [p for p in left if p.exists()] == []
     assert other.exists()
+
+
+def test_a_removal_is_noted_in_the_ledger_for_an_hour_not_until_the_next_put(tmp_path):
+    """docs/admin.md (Tenants, step 3): the ledger notes when a tenant's removal began "for an hour". Before, a noted
+    removal (the sha256 of the tenant's name) stayed until the next PUT of any tenant: for good in a folder no one PUT
+    to again, another removal's note keeping it too. Now a note writes the ledger without those past the hour, and
+    `forget_old_removals` (each pass of the tenant removals and of the deletion sweep) drops them."""
+    import time
+
+    from service.calibration.pools import REMOVAL_MEMORY_S, forget_old_removals, remove_pool
+
+    folder, encoder = tmp_path / "pools", WordEncoder()
+    put(folder, "acme", ITEMS, encoder)
+    long_ago = time.time() - 2 * REMOVAL_MEMORY_S
+    remove_pool(folder, "acme", removal_began=long_ago)
+    assert forget_old_removals(folder) == 1
+    assert read_ledger(folder).removed == {} and read_ledger(folder).version == 1
+    remove_pool(folder, "initech", removal_began=long_ago)
+    remove_pool(folder, "hooli", removal_began=time.time())  # the note of another removal drops the old ones
+    assert list(read_ledger(folder).removed) == [pool_path(folder, "hooli").name]
+    assert forget_old_removals(folder) == 0 and forget_old_removals(tmp_path / "none") == 0
