@@ -1284,7 +1284,8 @@ def write_parquet(records: Sequence[Preference], path: str | os.PathLike, places
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(_mixed_column(name, values, exc, places)) from None
         except OverflowError:
-            way_out = "as floats, with an exponent (1.2e21): TRL's scores are numbers" if name in SCORE_COLUMNS else "as strings"
+            numbers = name in SCORE_COLUMNS or name in RATING_COLUMNS  # a string there is a bad row (review late55a: a rating was told so)
+            way_out = "as floats, with an exponent (1.2e21): TRL's scores and ratings are numbers" if numbers else "as strings"
             raise ValueError(f"column `{name}` holds integers no one Arrow type holds (past 64 bits, or below 0 beside one past "
                              f"2**63-1): write JSON lines (`.jsonl`), or give them {way_out}") from None
     table = pa.Table.from_arrays(arrays, names=names)
