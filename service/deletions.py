@@ -309,7 +309,7 @@ class DeletionSweep(Periodic):
             self.rt.calibration_vectors.drop_replaced(self.rt.settings.calibration_pools_path)
             forget_old_removals(self.rt.settings.calibration_pools_path)  # none noted past its hour (review late55a)
         except OSError as exc:  # the shared volume away a moment: this pass's records are applied all the same
-            log.warning("the calibration pools' folder could not be looked at for replaced pools: %s", exc)
+            log.warning("the calibration pools' folder could not be looked at for replaced pools (nor its ledger pruned): %s", exc)
         with self._lock:
             applied = self._load()
         pending = applied.pending(self.rt.store.deletions_since(applied.since()))
