@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from pluralign.files import atomic_writer
 from pluralign.store.clocks import ReplicaClocks, counts_words
 from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, new_tenant_deletion, user_hash
-from service.calibration.pools import own_pools_unwritten, remove_pool, remove_pool_before
+from service.calibration.pools import forget_old_removals, own_pools_unwritten, remove_pool, remove_pool_before
 from service.periodic import Periodic
 from service.promoted import PROMOTED_PAL
 from service.waiting_refits import forget_refits, owed_refits
@@ -307,8 +307,9 @@ class DeletionSweep(Periodic):
         # this pass (until session calib55 they stayed until this replica's next request of the tenant, or for good)
         try:
             self.rt.calibration_vectors.drop_replaced(self.rt.settings.calibration_pools_path)
+            forget_old_removals(self.rt.settings.calibration_pools_path)  # none noted past its hour (review late55a)
         except OSError as exc:  # the shared volume away a moment: this pass's records are applied all the same
-            log.warning("the calibration pools' folder could not be looked at for replaced pools: %s", exc)
+            log.warning("the calibration pools' folder could not be looked at for replaced pools (nor its ledger pruned): %s", exc)
         with self._lock:
             applied = self._load()
         pending = applied.pending(self.rt.store.deletions_since(applied.since()))

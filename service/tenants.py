@@ -49,7 +49,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pluralign.data.record import Persisted
 from pluralign.files import write_atomic
-from service.calibration.pools import pool_path, remove_pool, vectors_path
+from service.calibration.pools import forget_old_removals, pool_path, remove_pool, vectors_path
 from service.metrics import DECLARED_COUNTERS
 from service.scheduler import Busy, Stopping
 
@@ -341,7 +341,13 @@ class TenantRemovals:
             self._wake.wait(self.interval_s)
 
     def run_once(self) -> int:
-        """Take every running removal as far as it goes; returns how many were finished."""
+        """Take every running removal as far as it goes; returns how many were finished. First, the removals the pools
+        folders' ledgers noted more than an hour ago are forgotten (`forget_old_removals`; review late55a)."""
+        for folder in self._pool_folders():
+            try:
+                forget_old_removals(folder)
+            except OSError as exc:  # the shared volume away a moment: the next pass tries again
+                log.warning("the calibration pools' ledger in %s could not be pruned of old removals: %s", folder, exc)
         finished = 0
         for removal in running_removals(self.data_path):
             if self._stop.is_set():

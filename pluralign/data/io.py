@@ -126,21 +126,41 @@ def extra_type_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def _numbers(value: Any) -> bool:
     """Whether `value` is a number or a list of numbers and such lists, however deep (without recursion: a JSON line
-    nests lists up to msgspec's limit, a Python row any depth). A list's plain ints and floats are told by their types
-    at C speed (`set(map(type, ...))`), only its other items one by one: a 1 MB import line of a rating of 450,000
-    numbers is checked in ~15 ms, not ~275 ms of Python holding the interpreter lock (review trl55)."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if type(item) is not list:
-            if not _number(item):
-                return False
-        elif not set(map(type, item)) <= _PLAIN_NUMBERS:
-            pending.extend(v for v in item if type(v) not in _PLAIN_NUMBERS)  # lists, and what may be no number
+    nests lists up to msgspec's limit, a Python row any depth), a list's numbers finite: a NaN in a list (a Parquet
+    file's, pandas' missing aspect) is written `null` there, which no reader takes (until review late55a it was read,
+    and `data export` wrote a file its own reader refused); a NaN alone is absent, as a score's. Looked at one depth
+    of lists at a time, each told by its items' types at C speed (`set(map(type, ...))`, `sum`, the next depth's items
+    by `itertools.chain`), only items of other types one by one: a 1 MB import line of a rating of 450,000 numbers is
+    checked in ~15 ms, not ~275 ms of Python holding the interpreter lock (review trl55), and one of 200,000 lists of
+    a number alike (~130 ms of Python a list before review late55a)."""
+    if type(value) is not list:
+        return _number(value)
+    level = value
+    while level:
+        kinds = set(map(type, level))
+        if not kinds <= _NUMBERS_OR_LISTS and not all(type(v) in _NUMBERS_OR_LISTS or _number(v) for v in level):
+            return False
+        if (float in kinds or not kinds <= _NUMBERS_OR_LISTS) and not _finite(level, kinds):
+            return False
+        if list not in kinds:
+            return True
+        level = list(itertools.chain.from_iterable(filter(list.__instancecheck__, level)))
     return True
 
 
+def _finite(items: list, kinds: set[type]) -> bool:
+    """Whether the floats of `items` (np.float64's too) are finite: their sum, at C speed, else one by one (a sum past
+    float's range, or an integer past it, makes no NaN)."""
+    try:
+        if math.isfinite(sum(items if kinds <= _PLAIN_NUMBERS else filter(float.__instancecheck__, items))):
+            return True
+    except OverflowError:
+        pass
+    return all(map(math.isfinite, filter(float.__instancecheck__, items)))
+
+
 _PLAIN_NUMBERS = frozenset({int, float})  # the types of a decoded JSON number (a bool's is `bool`: no number)
+_NUMBERS_OR_LISTS = _PLAIN_NUMBERS | {list}
 
 
 _PAST_64_BITS = "an integer past 64 bits"
@@ -1154,11 +1174,36 @@ def _arrow_streams(folder: Path, names: list[str]) -> pa.Table | None:
 
 
 def _table_rows(table: pa.Table) -> Iterable[tuple[int, Any]]:
-    """(row number from 1, row as JSON) of an Arrow table, read as a Parquet file's rows are."""
+    """(row number from 1, row as JSON) of an Arrow table, read as a Parquet file's rows are: its decimals as floats
+    (`_decimals_as_floats`)."""
     json_columns = frozenset(
         f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.json"
     )
+    schema = pa.schema([f.with_type(_decimals_as_floats(f.type)) for f in table.schema], metadata=table.schema.metadata)
+    if not schema.equals(table.schema):
+        table = table.cast(schema)
     return ((i, _parquet_row(i, row, json_columns)) for i, row in enumerate(table.to_pylist(), start=1))
+
+
+def _decimals_as_floats(kind: pa.DataType) -> pa.DataType:
+    """`kind` with Arrow's decimals (`decimal32` to `decimal256`: a SQL `NUMERIC` column, a pandas column of
+    `decimal.Decimal`) as float64, in lists and structs too, as JSON reads such a number and `datasets` reads a
+    JSON file's: a row's `decimal.Decimal` is no number to `row_to_preference` (until review late55a a decimal score,
+    rating or `created_at` made the row bad: "must be a number ..., got Decimal('8.50')"). Any other type as it is."""
+    if pa.types.is_decimal(kind):
+        return pa.float64()
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        value = _decimals_as_floats(kind.value_type)
+        if value == kind.value_type:
+            return kind
+        field = kind.value_field.with_type(value)
+        if pa.types.is_fixed_size_list(kind):
+            return pa.list_(field, kind.list_size)
+        return pa.large_list(field) if pa.types.is_large_list(kind) else pa.list_(field)
+    if pa.types.is_struct(kind):
+        fields = [kind.field(i) for i in range(kind.num_fields)]
+        return pa.struct([f.with_type(_decimals_as_floats(f.type)) for f in fields])
+    return kind
 
 
 def read_rows(rows: Any, *, skip_bad: bool = False, default_user: str | None = None) -> tuple[list[Preference], LoadReport]:
@@ -1298,7 +1343,8 @@ def write_parquet(records: Sequence[Preference], path: str | os.PathLike, places
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(_mixed_column(name, values, exc, places)) from None
         except OverflowError:
-            way_out = "as floats, with an exponent (1.2e21): TRL's scores are numbers" if name in SCORE_COLUMNS else "as strings"
+            numbers = name in SCORE_COLUMNS or name in RATING_COLUMNS  # a string there is a bad row (review late55a: a rating was told so)
+            way_out = "as floats, with an exponent (1.2e21): TRL's scores and ratings are numbers" if numbers else "as strings"
             raise ValueError(f"column `{name}` holds integers no one Arrow type holds (past 64 bits, or below 0 beside one past "
                              f"2**63-1): write JSON lines (`.jsonl`), or give them {way_out}") from None
     table = pa.Table.from_arrays(arrays, names=names)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated
 
@@ -34,6 +35,8 @@ from service.encoders import refused_text
 from service.errors import bad_request, error_responses
 from service.users.controllers import MAX_POOL_ITEMS, PoolItem, checked_pool
 from service.users.services import distinct_answers, pool_fields
+
+log = logging.getLogger("pluralign.calibration")
 
 NONE_STORED = "this tenant stored no calibration pool (PUT /v1/calibration-pool stores one)"
 
@@ -97,7 +100,12 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
         problem = "this tenant was removed while its calibration pool was being stored: nothing was kept"
         raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "tenant_removed"}])
     # this replica's first question waits for none; held once kept (review calib55: a 409 above left them held)
-    rt.calibration_vectors.keep(tenant, stored, rt.encoder, vectors, folder)
+    try:
+        rt.calibration_vectors.keep(tenant, stored, rt.encoder, vectors, folder)
+    except OSError as exc:  # its look back at the pool, stored (review late55a: a 503 "nothing acknowledged"): the
+        # next request reads the vectors from beside it, none of the pool before held meanwhile
+        rt.calibration_vectors.forget(tenant)
+        log.warning("a calibration pool stored (version %d), its vectors not held in memory: %s", stored.version, exc)
     return CalibrationPoolStored(items=len(stored.pool), answers=sum(len(i.answers) for i in stored.pool),
                                  updated_at=stored.updated_at, version=stored.version)
 

@@ -186,9 +186,8 @@ def _next_version(folder: Path, ledger: PoolsLedger, *pools: CalibrationPool | N
     """`ledger` with the next version given (past every pool's of `pools` too) and removals older than REMOVAL_MEMORY_S
     forgotten, on disk before any pool of that version is (a crash after it skips a version, never gives one twice).
     Called under the folder's lock."""
-    oldest = time.time() - REMOVAL_MEMORY_S
     ledger = PoolsLedger(version=max([ledger.version, *(p.version for p in pools if p is not None)]) + 1,
-                         removed={name: at for name, at in ledger.removed.items() if at >= oldest})
+                         removed=_recent(ledger.removed))
     write_atomic(folder / LEDGER, msgspec.json.encode(ledger))
     return ledger
 
@@ -237,6 +236,7 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
         ledger = read_ledger(folder)
         if ledger.removed.get(path.name, -math.inf) > arrived:
             return None
+        _remove_killed_writes(folder, LEDGER, path.name, vectors_path(folder, tenant).name)
         try:
             before = _read_file(path)
         except CalibrationPoolUnreadable:
@@ -253,12 +253,34 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
         except OSError:  # the pool before kept: beside it no vectors of this one, never stored (review calib55: they
             # stayed, this PUT's texts' embeddings, until a replica embedded the pool before again). The pool's own error
             # is the one answered; one renamed into place whose folder's fsync failed keeps its vectors
-            with contextlib.suppress(OSError, CalibrationPoolUnreadable):
-                if vectors is not None and getattr(_read_file(path), "version", None) != pool.version:
+            with contextlib.suppress(OSError):
+                if vectors is not None and _version_there(path) != pool.version:
                     vectors_path(folder, tenant).unlink(missing_ok=True)
                     fsync_dir(folder)
             raise
     return pool
+
+
+def _version_there(path: Path) -> int | None:
+    """The version of the pool in the file `path`, None for none or one that cannot be read (review late55a: such a
+    pool's error was taken for the new pool's, and a failed PUT's vectors stayed beside it)."""
+    try:
+        pool = _read_file(path)
+    except CalibrationPoolUnreadable:
+        return None
+    return None if pool is None else pool.version
+
+
+def _remove_killed_writes(folder: Path, *names: str) -> None:
+    """Remove the temp files (`.<name>.<random>`, `pluralign.files.atomic_writer`'s) of the files `names` of the pools
+    folder that a killed process left: every writer of them holds the folder's lock, taken by the caller, so one found
+    is no live writer's. Until review late55a a killed ledger write's was never removed, and a killed PUT's pool (its
+    texts) only by the tenant's DELETE."""
+    prefixes = tuple(f".{name}." for name in names)
+    with os.scandir(folder) as entries:  # one look at the folder (a glob each would list it once a name)
+        left = [entry.path for entry in entries if entry.name.startswith(prefixes)]
+    for temp in left:
+        Path(temp).unlink(missing_ok=True)
 
 
 def _adopt(folder: Path, name: str, pool: CalibrationPool) -> bool:
@@ -362,7 +384,33 @@ def _note_removal(folder: Path, name: str, began: float) -> None:
         log.warning("a removal of a tenant could not note itself in the calibration pools' ledger: %s", exc)
         return
     if ledger.removed.get(name, -math.inf) < began:
-        write_atomic(folder / LEDGER, msgspec.json.encode(PoolsLedger(version=ledger.version, removed={**ledger.removed, name: began})))
+        removed = {**_recent(ledger.removed), name: began}  # those past REMOVAL_MEMORY_S go with it (review late55a)
+        write_atomic(folder / LEDGER, msgspec.json.encode(PoolsLedger(version=ledger.version, removed=removed)))
+
+
+def _recent(removed: dict[str, float]) -> dict[str, float]:
+    """The removals of `removed` (`PoolsLedger.removed`) that began within REMOVAL_MEMORY_S."""
+    oldest = time.time() - REMOVAL_MEMORY_S
+    return {name: at for name, at in removed.items() if at >= oldest}
+
+
+def forget_old_removals(folder: Path) -> int:
+    """Drop from the pools folder's ledger the removals noted more than REMOVAL_MEMORY_S ago (`PoolsLedger.removed`: the
+    sha256 of a removed tenant's name), so none is kept past its hour whether or not a PUT comes (`_next_version`
+    drops them too); how many went. Read without the lock, written under it only where one is that old: called at
+    each pass of the tenant removals and of the deletion sweep. A ledger that cannot be read is left (0: a PUT is a
+    500 naming it). Raises OSError as it comes. Until review late55a such a note stayed until some tenant's next PUT."""
+    try:
+        if _recent(removed := read_ledger(folder).removed) == removed:
+            return 0
+        with folder_lock(folder):
+            ledger = read_ledger(folder)
+            kept = _recent(ledger.removed)
+            if len(kept) != len(ledger.removed):
+                write_atomic(folder / LEDGER, msgspec.json.encode(PoolsLedger(version=ledger.version, removed=kept)))
+            return len(ledger.removed) - len(kept)
+    except CalibrationPoolUnreadable:
+        return 0
 
 
 def remove_pool_before(folder: Path, tenant: str, before: float) -> bool:

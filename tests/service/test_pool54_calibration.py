@@ -438,3 +438,27 @@ def test_the_vectors_a_crash_left_without_their_pool_are_the_tenants_for_its_rem
         assert r.status_code == 202, r.text  # before: 404 tenant_unseen
         wait_removed(admin, "initech55", timeout=60)
     assert not left.exists()
+
+
+def test_a_pool_stored_is_answered_200_when_the_look_after_it_fails(svc, monkeypatch, caplog):
+    """Review late55a: the PUT's pool is written (renamed into place, the folder fsynced); the look back at it that
+    decides whether this replica holds its vectors (`CalibrationVectors.keep`, which reads the pool since review
+    calib55) meets the shared volume failing a moment (EIO, ESTALE). Before: a 500, though the pool was stored, and a
+    client retrying it stored it again under a new version. Now 200 with the stored pool's version, a WARNING, and the
+    next request reads the vectors from beside the pool."""
+    from service.calibration import vectors
+
+    def away(folder, tenant):
+        raise OSError(errno.EIO, "Input/output error", str(folder))
+
+    with svc.client("globex") as globex:
+        monkeypatch.setattr(vectors, "read_pool", away)
+        r = globex.put("/v1/calibration-pool", json={"pool": POOL_B})
+        monkeypatch.undo()
+        assert r.status_code == 200, r.text
+        assert globex.get("/v1/calibration-pool").json()["version"] == r.json()["version"]
+        assert "Input/output error" in caplog.text
+        assert svc.runtime.calibration_vectors.held_bytes("globex") == 0
+        assert globex.post("/v1/users/gavin/next-comparison", json={}).status_code == 200
+        assert svc.runtime.calibration_vectors.held_bytes("globex") > 0
+        assert globex.delete("/v1/calibration-pool").status_code == 204

@@ -355,6 +355,22 @@ def test_a_pools_folder_that_cannot_be_looked_at_never_stops_the_sweeps_pass(rep
     assert "replaced pools" in caplog.text
 
 
+def test_each_pass_forgets_the_removals_noted_past_an_hour(replicas):
+    """Review late55a: a removal the shared ledger noted over an hour ago (REMOVAL_MEMORY_S), and no PUT since: the next
+    pass of the deletion sweep (with replicas) or of the tenant removals (every replica with an admin area) drops it.
+    Before, it stayed until some tenant's next PUT (docs/admin.md says "for an hour")."""
+    from service.calibration.pools import LEDGER, REMOVAL_MEMORY_S, read_ledger, remove_pool
+    from service.tenants import TenantRemovals
+
+    a, b = replicas
+    folder = a.runtime.settings.calibration_pools_path
+    for replica_pass in (lambda: b.runtime.deletion_sweep.run_once(), lambda: TenantRemovals(a.runtime, 3600).run_once()):
+        remove_pool(folder, "vandelay", removal_began=time.time() - 2 * REMOVAL_MEMORY_S)
+        assert pool_path(folder, "vandelay").name in read_ledger(folder).removed
+        replica_pass()
+        assert pool_path(folder, "vandelay").name not in read_ledger(folder).removed, (folder / LEDGER).read_text()
+
+
 def test_a_late_put_answered_tenant_removed_leaves_no_vectors_held(replicas, put_held):
     """Review calib55: the removal through b found no pools folder yet (no tenant had stored a pool: nothing noted in
     its ledger), a applied it, then a's PUT, authenticated before it, wrote: stored, then removed again and answered a
