@@ -463,8 +463,9 @@ class Ingestor:
         With `tenant`, the other tenants' waiting rows move in turns with its own: between two of its batches, one
         batch of theirs (`_others_turn`), as the worker would take it. The worker waits for `_worker`, which the flush
         holds throughout: until session 55 an audit of a tenant at its backlog bound (50,000 rows, minutes of
-        embedding) kept every other tenant's rows out of the table for as long. A flush waiting for `_worker` returns
-        once none of its tenant's rows waits (`_worker_unless_moved`): another flush's turns moved them."""
+        embedding) kept every other tenant's rows out of the table for as long. A flush of one tenant waiting for `_worker`
+        returns once none of its tenant's rows waits (`_worker_unless_moved`): another flush's turns moved them (their
+        `on_moved` hooks may still run); a flush of every tenant waits for `_worker`, and so for those hooks."""
         total = 0
         if not self._worker_unless_moved(tenant, deadline):
             return 0
@@ -551,7 +552,16 @@ class Ingestor:
         """`_worker` taken (True) for a flush of `tenant` (None: every tenant), or False, not taken, once none of its
         rows waits (a row leaves `pending` only once committed: the worker, or another flush's turns, `_others_turn`,
         moved them), looked at every WORKER_LOOK_S while waiting. Raises StillMoving, not taken, once `deadline` passes
-        with rows still pending."""
+        with rows still pending. A flush of every tenant waits for `_worker` itself (False only once `deadline` passed
+        with nothing pending): the holder's `on_moved` hooks (a batch's refits queued) have run when it returns, as
+        `Runtime.wait_for_background` needs (it waits for every tenant's rows, so another flush's turns end its wait no
+        sooner). Until the review of tenant55 it returned as soon as nothing was pending, before those hooks."""
+        if tenant is None:
+            if self._worker.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+                return True
+            if rows := self.pending_rows():
+                raise StillMoving(rows)
+            return False
         while True:
             wait = WORKER_LOOK_S if deadline is None else min(WORKER_LOOK_S, max(0.0, deadline - time.monotonic()))
             if self._worker.acquire(timeout=wait):
