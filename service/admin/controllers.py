@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Annotated
 
 import msgspec
@@ -57,6 +58,9 @@ from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState, tenant_of
 from training.jobs.runner import UnknownJob
 
+# seconds an audit's move of its tenant's acknowledged feedback into the table may take by default, from POST /admin/jobs
+# and GET /admin/audits/fairness alike (the latter's `wait` bounds its job's run too)
+AUDIT_MOVE_WAIT_S = 60.0
 DASHBOARD_JOBS = 200  # the newest jobs the dashboard reads (its chart counts them; its table shows the newest 25)
 log = logging.getLogger("pluralign.service")
 
@@ -80,10 +84,18 @@ def _being_removed(request: Request, tenant: str | None, param: str) -> Response
     200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued, or running since the last feedback it audits was stored: that job, nothing queued",
                       generate_examples=False, examples=[example("an audit still queued", QUEUED_AUDIT_EXAMPLE)]),
 })
-def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
+def create_job(
+    request: Request,
+    data: JSONBody[JobRequest],
+    # an audit's: seconds its move of the tenant's acknowledged feedback into the table may take (the audit route's rule)
+    wait: Annotated[float, Parameter(ge=0, le=600)] = AUDIT_MOVE_WAIT_S,
+) -> Response[Job]:
     """201 with the job queued (`Location`: the job's URL); 200 with the queued (or running, `Admin.submit`) audit an
     identical audit request is (nothing queued; `Content-Location`: that job's URL).
-    `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
+    `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request.
+    An audit first moves its tenant's acknowledged feedback into the table (`Admin.submit`): 503 `feedback_backlog`
+    with Retry-After, nothing queued, when rows still wait once `wait` seconds passed (as GET /admin/audits/fairness;
+    until the review of tenant55 the POST had no bound, minutes behind a tenant's backlog). Other kinds ignore it."""
     params = {name: value for name, value in data.params.items() if value is not None}  # a null: the kind's default
     # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so;
     # the null parameters' names with the rest (a misspelled one is refused, null or not)
@@ -96,7 +108,10 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
         return refusal
     try:
         admin = _admin(request)
-        job, created = admin.submit(data.kind, params)
+        job, created = admin.submit(data.kind, params, deadline=time.monotonic() + wait if data.kind == "audit" else None)
+    except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
+        tenant = params.get("tenant")
+        return _still_moving(request, exc, tenant if isinstance(tenant, str) else None, wait)
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
     except NoAdapterBase as exc:  # the service's settings, not the request: a retry is refused the same until they change
@@ -183,7 +198,7 @@ async def fairness_audit(
     tenant: FromQuery[str | None] = None,
     min_group_size: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,  # the audit job's own ranges
     min_comparisons: Annotated[int, Parameter(ge=0, le=100_000_000)] = 50,
-    wait: Annotated[float, Parameter(ge=0, le=600)] = 60.0,
+    wait: Annotated[float, Parameter(ge=0, le=600)] = AUDIT_MOVE_WAIT_S,
 ) -> Response:
     """200 with the AuditReport (with its change since the previous audit by the same attribute of the same
     tenant, or of every tenant for an audit of every tenant);

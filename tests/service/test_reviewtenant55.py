@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.test_break20_delete import give_comparisons
 from tests.service.test_feedback_log import HashEncoder, feedback
 from tests.stores import ingesting, wait_for
 
@@ -39,3 +41,49 @@ def test_a_flush_of_every_tenant_returns_once_the_hooks_of_the_workers_batch_und
         flushing.join(10)
         assert not returned_early, "flush() returned while the worker's batch's hook was still running"
         assert done and done[0] >= released and len(hooked) == 1
+
+
+def _post_audit_in_thread(admin, params: dict | None = None) -> tuple[threading.Thread, list]:
+    """POST /admin/jobs of an audit of acme by `segment` on a thread of its own: (the thread, [its answer, once any])."""
+    answers: list = []
+
+    def post() -> None:
+        try:
+            answers.append(admin.post("/admin/jobs", params=params or {},
+                                      json={"kind": "audit", "params": {"group_by": "segment", "tenant": "acme"}}))
+        except Exception as exc:  # noqa: BLE001 (the server closed the connection: told to the test)
+            answers.append(exc)
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def test_an_audit_posted_as_a_job_is_bounded_by_its_wait_as_the_audit_route(serve):
+    """POST /admin/jobs of an audit moves its tenant's acknowledged feedback into the table first, as GET
+    /admin/audits/fairness does; the route's `wait` (query, seconds, 60 unless given) bounds that move the same way: a
+    503 `feedback_backlog` with Retry-After once it passed with rows still waiting, nothing queued. Before, the POST had
+    no bound (minutes behind a tenant's backlog: the worker held here by `Ingestor.paused`, as a long batch holds it)."""
+    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme, svc.client("admin") as admin:
+        paused = rt.ingest.paused()
+        paused.__enter__()
+        try:
+            give_comparisons(acme, "ann", "tea", n=2)  # acknowledged, still in the log
+            began = time.monotonic()
+            thread, answers = _post_audit_in_thread(admin, {"wait": 0.5})
+            thread.join(10)
+            took = time.monotonic() - began
+        finally:
+            paused.__exit__(None, None, None)
+        thread.join(30)
+        assert answers, "no answer"
+        r = answers[0]
+        assert took < 10 and r.status_code == 503, (took, r.status_code, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "feedback_backlog" and "`wait` of 0.5 s" in error["message"], error
+        assert r.headers["Retry-After"].isdigit()
+        assert admin.get("/admin/jobs", params={"kind": "audit"}).json()["jobs"] == []  # nothing was queued
+        bad = admin.post("/admin/jobs", params={"wait": -1}, json={"kind": "audit", "params": {"group_by": "segment"}})
+        assert bad.status_code == 400 and "wait" in bad.text, bad.text
