@@ -445,7 +445,7 @@ class Ingestor:
         entries = self.log.oldest(len(self.log.pending) if at_most is None else at_most + 1, tenant)
         return sum(len(e.rows) for e in entries)
 
-    def flush(self, tenant: str | None = None, deadline: float | None = None) -> int:
+    def flush(self, tenant: str | None = None, deadline: float | None = None, until: threading.Event | None = None) -> int:
         """Move everything pending when called (of `tenant` only, when given), in the caller's
         thread (after the worker's commit under way, if any: not its embedding, which its commit's check of what is
         still pending makes moot); feedback acknowledged meanwhile is left to the
@@ -465,15 +465,20 @@ class Ingestor:
         holds throughout: until session 55 an audit of a tenant at its backlog bound (50,000 rows, minutes of
         embedding) kept every other tenant's rows out of the table for as long. A flush of one tenant waiting for `_worker`
         returns once none of its tenant's rows waits (`_worker_unless_moved`): another flush's turns moved them (their
-        `on_moved` hooks may still run); a flush of every tenant waits for `_worker`, and so for those hooks."""
+        `on_moved` hooks may still run); a flush of every tenant waits for `_worker`, and so for those hooks.
+
+        `until` (an Event; the service stopping: `service.admin.services.Admin.stopping`) ends the call as a deadline
+        passing does, at once: StillMoving with rows still pending, before a batch of its own. Until the review of
+        tenant55 an audit's move went on through a stop, the service's stop waiting for it (the worker waits for
+        `_worker`), and queued its audit after its request had been answered."""
         total = 0
-        if not self._worker_unless_moved(tenant, deadline):
+        if not self._worker_unless_moved(tenant, deadline, until):
             return 0
         try:
             upto, failed = self.log.last_seq(), set()  # failed: the records whose rows failed here (`_move_checked`)
             while upto is not None and not self.log.closed and (entries := self._bounded(
                     [e for e in self.log.oldest(self.batch + len(failed), tenant, upto, self._held) if e.seq not in failed])):
-                if total and deadline is not None and time.monotonic() >= deadline:
+                if (until is not None and until.is_set()) or (total and deadline is not None and time.monotonic() >= deadline):
                     raise StillMoving(self.pending_rows(tenant))
                 if (total or failed) and tenant is not None:  # a batch of its own moved (or tried) already
                     self._others_turn(tenant)
@@ -548,28 +553,26 @@ class Ingestor:
                 return entries[:n]
         return entries
 
-    def _worker_unless_moved(self, tenant: str | None, deadline: float | None) -> bool:
+    def _worker_unless_moved(self, tenant: str | None, deadline: float | None, until: threading.Event | None = None) -> bool:
         """`_worker` taken (True) for a flush of `tenant` (None: every tenant), or False, not taken, once none of its
         rows waits (a row leaves `pending` only once committed: the worker, or another flush's turns, `_others_turn`,
         moved them), looked at every WORKER_LOOK_S while waiting. Raises StillMoving, not taken, once `deadline` passes
-        with rows still pending. A flush of every tenant waits for `_worker` itself (False only once `deadline` passed
-        with nothing pending): the holder's `on_moved` hooks (a batch's refits queued) have run when it returns, as
-        `Runtime.wait_for_background` needs (it waits for every tenant's rows, so another flush's turns end its wait no
-        sooner). Until the review of tenant55 it returned as soon as nothing was pending, before those hooks."""
-        if tenant is None:
-            if self._worker.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
-                return True
-            if rows := self.pending_rows():
-                raise StillMoving(rows)
-            return False
+        or `until` is set with rows still pending (False with none). A flush of every tenant waits for `_worker` itself
+        (False only once `deadline` passed or `until` was set, nothing pending): the holder's `on_moved` hooks (a batch's
+        refits queued) have run when it returns, as `Runtime.wait_for_background` needs (it waits for every tenant's
+        rows, so another flush's turns end its wait no sooner). Until the review of tenant55 it returned as soon as
+        nothing was pending, before those hooks."""
         while True:
             wait = WORKER_LOOK_S if deadline is None else min(WORKER_LOOK_S, max(0.0, deadline - time.monotonic()))
             if self._worker.acquire(timeout=wait):
                 return True
-            if not (rows := self.pending_rows(tenant)):
+            rows = self.pending_rows(tenant)
+            if tenant is not None and not rows:
                 return False
-            if deadline is not None and time.monotonic() >= deadline:
-                raise StillMoving(rows)
+            if (deadline is not None and time.monotonic() >= deadline) or (until is not None and until.is_set()):
+                if rows:
+                    raise StillMoving(rows)
+                return False
 
     def _others_turn(self, tenant: str) -> None:
         """One batch of the worker's (`_next_batch`) of the tenants other than `tenant`, moved in the caller's thread,

@@ -45,13 +45,14 @@ from service.admin.schemas import (
     JobRequest,
     Requeued,
 )
-from service.admin.services import Admin, NoAdapterBase, QuotaExceeded, StoredReports, UnreadableReport
+from service.admin.services import Admin, NoAdapterBase, QuotaExceeded, Stopping, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.admin.tenants import TENANT_ADMIN_HANDLERS
 from service.errors import bad_request, drain_retry_after, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID, tenant_problem
 from service.openapi import example
+from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 from service.tenants import TenantRemovals
 from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from training.jobs.params import PARAMS, JobParamsError, decode_params
@@ -112,6 +113,8 @@ def create_job(
     except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
         tenant = params.get("tenant")
         return _still_moving(request, exc, tenant if isinstance(tenant, str) else None, wait)
+    except Stopping:
+        return _stopping()
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
     except NoAdapterBase as exc:  # the service's settings, not the request: a retry is refused the same until they change
@@ -219,10 +222,19 @@ async def fairness_audit(
         job = await admin.audit(params, wait)
     except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
         return _still_moving(request, exc, tenant, wait)
+    except Stopping:
+        return _stopping()
     if job.state in ("queued", "running"):
         return Response(AuditPending(job=admin.public.job(job)), status_code=202)
     # reading the report and every stored one is file work: off the event loop, or it stalls every request
     return await sync_to_thread(_audit_response, admin, job)
+
+
+def _stopping(rows: str = "") -> Response:
+    """The 503 of an audit not queued because the service is stopping (`Admin.stopping`), with Retry-After."""
+    return error_response(503, f"{rows}{STOPPING}, and the audit, which covers every acknowledged feedback of what it audits, "
+                               "was not queued: send the request again (to another replica, or once this one is back)",
+                          headers={"Retry-After": str(STOPPING_RETRY_AFTER)})
 
 
 def _still_moving(request: Request, exc: StillMoving, tenant: str | None, wait: float) -> Response:
@@ -230,6 +242,8 @@ def _still_moving(request: Request, exc: StillMoving, tenant: str | None, wait: 
     its `Retry-After` the seconds its rows waiting take at the rate the audited tenant's rows (every tenant's, for an
     audit of every tenant) left the log lately (`FeedbackLog.drain_rate`, `drain_retry_after`: 1-60 s, 5 s unmeasured),
     as a refused feedback's. Until session 51 it was always 5 s."""
+    if _admin(request).stopping.is_set():  # the service stops: its move ended there, whatever the wait
+        return _stopping(f"{exc}: ")
     rate = request.app.state.runtime.ingest.log.drain_rate(tenant or None)
     lately = "" if rate is None else f" (they are stored at ~{rate:.3g} rows/s lately)"
     after = drain_retry_after(exc.rows / rate if rate else None)
@@ -478,6 +492,7 @@ def stop_admin(app: Litestar) -> None:
         removals.stop()
     admin: Admin | None = app.state.get("admin")
     if admin is not None:
+        admin.stopping.set()  # an audit's move under way ends (`stop_taking_work` set it first under `pluralign serve`)
         if admin.on_moved in app.state.runtime.moved_hooks:
             app.state.runtime.moved_hooks.remove(admin.on_moved)
         if admin.forget_jobs in app.state.runtime.delete_hooks:

@@ -13,6 +13,8 @@ import time
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_break20_delete import give_comparisons
 from tests.service.test_feedback_log import HashEncoder, feedback
+from tests.service.test_tenant39_request_threads import HOLD, HeldEncoder
+from tests.service.tiny import start_service
 from tests.stores import ingesting, wait_for
 
 
@@ -87,3 +89,68 @@ def test_an_audit_posted_as_a_job_is_bounded_by_its_wait_as_the_audit_route(serv
         assert admin.get("/admin/jobs", params={"kind": "audit"}).json()["jobs"] == []  # nothing was queued
         bad = admin.post("/admin/jobs", params={"wait": -1}, json={"kind": "audit", "params": {"group_by": "segment"}})
         assert bad.status_code == 400 and "wait" in bad.text, bad.text
+
+
+def test_an_audits_move_under_way_ends_when_the_service_is_told_to_stop(serve):
+    """An audit's POST /admin/jobs moving its tenant's feedback (the worker held by `Ingestor.paused`, as a long batch
+    holds it) when the service is told to stop (`stop_taking_work`, which `pluralign serve` calls as its shutdown
+    begins): answered at once 503 with Retry-After, nothing queued, and the rows stay acknowledged in the log. Before,
+    the move went on through the stop (its 600 s `wait`), the server's graceful wait ran out and its cancel answered
+    500, and the audit was queued all the same once the move had ended."""
+    from service.app import stop_taking_work
+
+    _, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    rt = svc.runtime
+    with server, svc.client("acme") as acme, svc.client("admin") as admin:
+        app = server.server.config.app
+        paused = rt.ingest.paused()
+        paused.__enter__()
+        try:
+            give_comparisons(acme, "ann", "tea", n=2)  # acknowledged, still in the log
+            thread, answers = _post_audit_in_thread(admin, {"wait": 600})
+            wait_for(lambda: thread.is_alive(), 10)
+            time.sleep(0.2)  # the POST waits for the worker's lock
+            stop_taking_work(app)
+            told = time.monotonic()
+            thread.join(10)
+            took = time.monotonic() - told
+            pending = rt.ingest.pending_rows("acme")
+        finally:
+            paused.__exit__(None, None, None)
+        thread.join(30)
+        assert answers and not isinstance(answers[0], Exception), answers
+        r = answers[0]
+        assert r.status_code == 503 and r.headers.get("Retry-After", "").isdigit(), (r.status_code, r.headers, r.text[:300])
+        assert "the service is stopping" in r.json()["error"]["message"] and took < 5 and pending == 2, (r.text, took, pending)
+        assert app.state.admin.runner.list(kind="audit") == []  # nothing was queued
+
+
+def test_an_admin_post_cut_by_the_graceful_wait_is_answered_503_with_retry_after(tmp_path, tiny_generator_dir, tiny_pal_dir,
+                                                                                 minilm, monkeypatch):
+    """An audit's POST /admin/jobs whose own batch is still being embedded (held in the encoder, as a 2,048-row batch
+    on a busy machine) when the server's graceful wait runs out: its cancel is answered 503 with Retry-After, not 500
+    (`CancelledError: timeout graceful shutdown exceeded`, before), and once the batch ends the audit is not queued."""
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    encoder = HeldEncoder(minilm)
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, encoder, admin_handlers=ADMIN_HANDLERS,
+                                deletion_sweep_s=3600)
+    server.server.config.timeout_graceful_shutdown = 0.3
+    app = server.server.config.app
+    with svc.client("acme") as acme, svc.client("admin") as admin:
+        with server:
+            try:
+                give_comparisons(acme, "ann", "tea", marker=HOLD, n=1)  # its texts are held in the encoder
+                thread, answers = _post_audit_in_thread(admin, {"wait": 600})
+                wait_for(lambda: encoder.held >= 1 and thread.is_alive(), 10)
+                server.server.stop()
+                thread.join(10)
+            finally:
+                encoder.release.set()
+            thread.join(30)
+        assert answers and not isinstance(answers[0], Exception), answers
+        r = answers[0]
+        assert r.status_code == 503 and r.headers.get("Retry-After", "").isdigit(), (r.status_code, r.headers, r.text[:300])
+        assert "the service is stopping" in r.json()["error"]["message"], r.text
+        wait_for(lambda: not server.thread.is_alive(), 30)
+        time.sleep(0.3)  # the request's thread, which the cancel left running, ended with the batch
+        assert app.state.admin.runner.list(kind="audit") == [], "an audit was queued after its request was answered 503"
