@@ -136,16 +136,21 @@ def test_an_admin_post_cut_by_the_graceful_wait_is_answered_503_with_retry_after
                                 deletion_sweep_s=3600)
     server.server.config.timeout_graceful_shutdown = 0.3
     app = server.server.config.app
+    worker_free = threading.Event()
+    # the worker's embedding thread runs this first: the encoder holds the request's embedding alone
+    holder = threading.Thread(target=svc.runtime.ingest._low.run, args=(worker_free.wait, 60), daemon=True)
     with svc.client("acme") as acme, svc.client("admin") as admin:
         with server:
+            holder.start()
             try:
                 give_comparisons(acme, "ann", "tea", marker=HOLD, n=1)  # its texts are held in the encoder
                 thread, answers = _post_audit_in_thread(admin, {"wait": 600})
-                wait_for(lambda: encoder.held >= 1 and thread.is_alive(), 10)
+                wait_for(lambda: encoder.held >= 1 and thread.is_alive(), 10)  # the request's flush embeds them
                 server.server.stop()
                 thread.join(10)
             finally:
                 encoder.release.set()
+                worker_free.set()
             thread.join(30)
         assert answers and not isinstance(answers[0], Exception), answers
         r = answers[0]
@@ -154,3 +159,51 @@ def test_an_admin_post_cut_by_the_graceful_wait_is_answered_503_with_retry_after
         wait_for(lambda: not server.thread.is_alive(), 30)
         time.sleep(0.3)  # the request's thread, which the cancel left running, ended with the batch
         assert app.state.admin.runner.list(kind="audit") == [], "an audit was queued after its request was answered 503"
+
+
+def test_an_audits_wait_passing_during_another_tenants_turn_begins_no_further_batch_of_its_own(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """An audit of acme with `wait` 0.5: its flush moves acme's first record, then the other tenants' turn (globex's
+    record, held in the encoder past the wait, as a 2,048-row import on a busy machine). Once that turn ends the wait
+    has passed: 503 `feedback_backlog` naming acme's row still waiting, nothing queued, and acme's second record is
+    left to the worker. Before, the flush went on to a batch of acme's own after the turn (the wait overrun by two
+    batches, not one), and the audit was queued."""
+    from service.users import services
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(services, "READ_INLINE_ROWS", 20)
+    encoder = HeldEncoder(minilm)
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, encoder, admin_handlers=ADMIN_HANDLERS,
+                                deletion_sweep_s=3600, ingest_batch=1)
+    rt = svc.runtime
+    worker_free = threading.Event()
+    # the worker's embedding thread runs this first: the worker embeds none of its batches until it is set
+    holder = threading.Thread(target=rt.ingest._low.run, args=(worker_free.wait, 60), daemon=True)
+    answers: list = []
+    with server, svc.client("acme") as acme, svc.client("globex") as globex, svc.client("admin") as admin:
+        holder.start()
+        try:
+            for i in range(2):
+                r = acme.post("/v1/feedback", json={"type": "comparison", "user": f"ann{i}", "prompt": f"Tea or coffee {i}?",
+                                                    "chosen": "Tea.", "rejected": "Coffee.", "attributes": {"segment": "a"}})
+                assert r.status_code == 201, r.text
+            r = globex.post("/v1/feedback", json={"type": "comparison", "user": "gus", "prompt": f"Milk {HOLD}?",
+                                                  "chosen": "Yes.", "rejected": "No."})
+            assert r.status_code == 201, r.text
+            asking = threading.Thread(target=lambda: answers.append(admin.get("/admin/audits/fairness", params={
+                "group_by": "segment", "tenant": "acme", "wait": 0.5})), daemon=True)
+            asking.start()
+            wait_for(lambda: encoder.held >= 1, 30)  # the turn of globex's record, after acme's first
+            time.sleep(0.7)  # past the wait
+            encoder.release.set()
+            asking.join(30)
+            acme_left = rt.ingest.pending_rows("acme")
+        finally:
+            encoder.release.set()
+            worker_free.set()
+        assert answers, "no answer"
+        r = answers[0]
+        assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", (r.status_code, r.text[:300])
+        assert r.json()["error"]["message"].startswith("1 acknowledged feedback row still"), r.text
+        assert acme_left == 1, acme_left  # acme's second record: not begun after the wait passed
+        assert admin.get("/admin/jobs", params={"kind": "audit"}).json()["jobs"] == []
