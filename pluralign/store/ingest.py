@@ -476,12 +476,13 @@ class Ingestor:
             return 0
         try:
             upto, failed = self.log.last_seq(), set()  # failed: the records whose rows failed here (`_move_checked`)
+            turns = tenant is not None  # the other tenants' turns: none after one failed as a whole (`_others_turn`)
             while upto is not None and not self.log.closed and (entries := self._bounded(
                     [e for e in self.log.oldest(self.batch + len(failed), tenant, upto, self._held) if e.seq not in failed])):
                 if (until is not None and until.is_set()) or (total and deadline is not None and time.monotonic() >= deadline):
                     raise StillMoving(self.pending_rows(tenant))
-                if (total or failed) and tenant is not None:  # a batch of its own moved (or tried) already
-                    self._others_turn(tenant)
+                if (total or failed) and turns:  # a batch of its own moved (or tried) already
+                    turns = self._others_turn(tenant)
                     # and none of its own begun once the deadline passed during that turn: the call overruns it by one
                     # batch at most (until the review of tenant55, theirs and one of its own)
                     if (until is not None and until.is_set()) or (deadline is not None and time.monotonic() >= deadline):
@@ -578,14 +579,25 @@ class Ingestor:
                     raise StillMoving(rows)
                 return False
 
-    def _others_turn(self, tenant: str) -> None:
+    def _others_turn(self, tenant: str) -> bool:
         """One batch of the worker's (`_next_batch`) of the tenants other than `tenant`, moved in the caller's thread,
         which holds `_worker` (a flush of `tenant`): what the worker would have moved meanwhile. Its records that
-        failed on their own are passed over or counted as the worker's are (`_pass_over`)."""
+        failed on their own are passed over or counted as the worker's are (`_pass_over`). A failure of the batch as a
+        whole (the store's or the encoder's, on their texts) is logged, not raised: its rows stay pending for the worker,
+        which tries them again after its pause, and the flush goes on with its own, giving no further turn (False; else
+        True). Until the review of tenant55 another tenant's failing record failed the audited tenant's audit at every
+        try."""
         entries = self._next_batch(but=tenant)
-        if entries:
+        if not entries:
+            return True
+        try:
             moved, failed = self._move_checked(entries)
-            self._pass_over(entries, moved, failed)
+        except Exception:  # theirs to retry (the worker's backoff): a failure of the store itself meets the flush's own batch
+            log.exception("moving other tenants' feedback in an audit's turn failed (the store's or the encoder's failure, not "
+                          "a row's: its rows stay in the log, and the worker tries them again)")
+            return False
+        self._pass_over(entries, moved, failed)
+        return True
 
     def _next_batch(self, but: str | None = None) -> list[Entry]:
         """The worker's next batch (`_bounded`): the pending records of the tenants in turn, each tenant's

@@ -10,12 +10,17 @@ from __future__ import annotations
 import threading
 import time
 
+import msgspec
+
+from pluralign.store import Store
+from pluralign.store.feedback_log import FeedbackLog
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_break20_delete import give_comparisons
 from tests.service.test_feedback_log import HashEncoder, feedback
+from tests.service.test_store import DIM
 from tests.service.test_tenant39_request_threads import HOLD, HeldEncoder
 from tests.service.tiny import start_service
-from tests.stores import ingesting, wait_for
+from tests.stores import WorkerWaits, ingesting, wait_for
 
 
 def test_a_flush_of_every_tenant_returns_once_the_hooks_of_the_workers_batch_under_way_ran(tmp_path):
@@ -207,3 +212,40 @@ def test_an_audits_wait_passing_during_another_tenants_turn_begins_no_further_ba
         assert r.json()["error"]["message"].startswith("1 acknowledged feedback row still"), r.text
         assert acme_left == 1, acme_left  # acme's second record: not begun after the wait passed
         assert admin.get("/admin/jobs", params={"kind": "audit"}).json()["jobs"] == []
+
+
+class _FailsOnGlobex(HashEncoder):
+    """The encoder failing (not refusing: no ValueError or TypeError) on any text of globex's."""
+
+    failures = 0
+
+    def encode(self, texts):
+        if any("globex" in t for t in texts):
+            self.failures += 1
+            raise RuntimeError("the encoder fails on globex's text")
+        return super().encode(texts)
+
+
+def test_another_tenants_failing_batch_in_its_turn_does_not_fail_the_audited_tenants_flush(tmp_path):
+    """acme's flush (an audit's) gives globex's rows a turn between two of its batches; the encoder fails on globex's
+    text (the store's or the encoder's failure, which the worker retries after a pause). acme's rows are all moved and
+    the flush returns; globex's stay pending, for the worker. Before, globex's failure was raised out of acme's flush:
+    acme's audit failed (a 500) for as long as globex's record waited. Once failed, no further turn is given in that
+    flush (one failure logged, not one per batch of acme's)."""
+    records = [*(feedback("ann", i, tenant="acme") for i in range(3)), feedback("gus", 0, tenant="globex")]
+    for rows in records:  # the texts name their tenant: the encoder fails on globex's
+        for i, r in enumerate(rows):
+            rows[i] = msgspec.structs.replace(r, prompt=f"{r.tenant} {r.prompt}")
+    log = FeedbackLog(tmp_path / "log")
+    for rows in records:
+        log.append(rows)
+    log.close()
+    encoder = _FailsOnGlobex()
+    ingest = WorkerWaits(FeedbackLog(tmp_path / "log"), Store(str(tmp_path / "db"), "hash", DIM), encoder, batch=1)
+    try:
+        ingest.stop()  # its worker takes no batch once begun: the flush alone moves (its turns included)
+        ingest.begin.set()
+        moved = ingest.flush("acme")
+        assert (moved, ingest.pending_rows("acme"), ingest.pending_rows("globex"), encoder.failures) == (3, 0, 1, 1)
+    finally:
+        ingest.close()
