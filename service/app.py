@@ -275,7 +275,11 @@ def stop_taking_work(app: Litestar) -> int:
     so does every chat or DELETE received from now on. What runs goes on: chats generating now until
     `cut_running`, a running DELETE to its end (or the journal finishes it at the next start).
     `pluralign serve` calls it when uvicorn begins its shutdown, before it waits for the requests in
-    flight; the app's shutdown calls it again. Returns how many waiting chats and DELETEs were refused."""
+    flight; the app's shutdown calls it again. An audit's move of its tenant's feedback under way (`POST /admin/jobs`,
+    the audit route) ends too: 503 with Retry-After, nothing queued (`Admin.stopping`). Returns how many waiting chats and
+    DELETEs were refused."""
+    if (admin := app.state.get("admin")) is not None:
+        admin.stopping.set()
     return app.state.runtime.scheduler.close(STOPPING) + stop_taking_deletes(app)
 
 

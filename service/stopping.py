@@ -25,6 +25,8 @@ answered on another."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -40,25 +42,55 @@ def draining(app: ASGIApp, is_draining: Callable[[], bool], around: Callable[[AS
     what still arrives gets an answer to retry elsewhere. Inside `service.requestid.with_request_ids`:
     the answer carries X-Request-Id, its body `error.request_id`, and it has its access line. `around`
     wraps that answer (the app's CORS middleware: a page on another origin reads the 503, and its
-    preflight is answered, rather than seeing a network error)."""
+    preflight is answered, rather than seeing a network error).
+
+    A request the server cancels before its answer began (its graceful wait ran out as the service stops: an admin
+    POST still moving a tenant's feedback, a job's snapshot) is answered the same 503 with Retry-After, then the
+    cancellation goes on (`pluralign serve` counts it as cut off). Until the review of tenant55 the server answered it
+    500 (`CancelledError: timeout graceful shutdown exceeded`)."""
     from service.errors import error_body
 
-    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-        body = msgspec.json.encode(error_body(503, f"{STOPPING}: send the request again (to another replica, or once this one is back)"))
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(STOPPING_RETRY_AFTER).encode()), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+    def refusal(message: str) -> ASGIApp:
+        async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+            body = msgspec.json.encode(error_body(503, f"{message}: send the request again (to another replica, or once this one is back)"))
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(STOPPING_RETRY_AFTER).encode()), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
 
-    answer = around(refuse) if around is not None else refuse
+        return around(refuse) if around is not None else refuse
+
+    answer, cut = refusal(STOPPING), refusal(f"{STOPPING} and this request ran past its graceful wait")
 
     async def handler(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_draining():
+        if scope["type"] != "http":
             await app(scope, receive, send)
-            return
-        await answer(scope, receive, send)
+        elif is_draining():
+            await answer(scope, receive, send)
+        else:
+            await _answered_if_cancelled(app, cut, scope, receive, send)
 
     return handler
+
+
+async def _answered_if_cancelled(app: ASGIApp, cut: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """`app` serving the request; cancelled (the server's graceful wait ran out) before its answer began, `cut` answers
+    it, and the CancelledError is raised again."""
+    started = False
+
+    async def sending(message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, receive, sending)
+    except asyncio.CancelledError:
+        if not started:
+            with contextlib.suppress(Exception):  # the connection gone too: nothing to answer
+                await cut(scope, receive, send)
+        raise
 
 
 STOPPING_RETRY_AFTER = 5  # seconds: `Retry-After` of work refused or stopped as the service stops (another replica, or this one restarted)

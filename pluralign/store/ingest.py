@@ -470,7 +470,7 @@ class Ingestor:
         entries = self.log.oldest(len(self.log.pending) if at_most is None else at_most + 1, tenant)
         return sum(len(e.rows) for e in entries)
 
-    def flush(self, tenant: str | None = None, deadline: float | None = None) -> int:
+    def flush(self, tenant: str | None = None, deadline: float | None = None, until: threading.Event | None = None) -> int:
         """Move everything pending when called (of `tenant` only, when given), in the caller's
         thread (after the worker's commit under way, if any: not its embedding, which its commit's check of what is
         still pending makes moot); feedback acknowledged meanwhile is left to the
@@ -478,8 +478,8 @@ class Ingestor:
         log is closed (the service stopping) none: what is pending stays in its files for the next start.
 
         `deadline` (`time.monotonic()` seconds; None: none): raises StillMoving once it passes, while
-        waiting for the worker's batch or before a further batch of its own, with rows still pending (none
-        pending when the worker's lock is not had in time: 0, nothing to wait for). A
+        waiting for the worker's batch or before a further batch (its own, or the other tenants' turn), with rows still
+        pending (none pending when the worker's lock is not had in time: 0, nothing to wait for). A
         batch it began (at most `batch_rows` rows: one encoder call and one commit) is not cut short, so
         the call may end that long after the deadline. A record whose rows fail on their own (a row's error:
         `_move_checked`) is passed over and stays pending, set aside after `tries` failures: since session 48 the
@@ -488,19 +488,30 @@ class Ingestor:
         With `tenant`, the other tenants' waiting rows move in turns with its own: between two of its batches, one
         batch of theirs (`_others_turn`), as the worker would take it. The worker waits for `_worker`, which the flush
         holds throughout: until session 55 an audit of a tenant at its backlog bound (50,000 rows, minutes of
-        embedding) kept every other tenant's rows out of the table for as long. A flush waiting for `_worker` returns
-        once none of its tenant's rows waits (`_worker_unless_moved`): another flush's turns moved them."""
+        embedding) kept every other tenant's rows out of the table for as long. A flush of one tenant waiting for `_worker`
+        returns once none of its tenant's rows waits (`_worker_unless_moved`): another flush's turns moved them (their
+        `on_moved` hooks may still run); a flush of every tenant waits for `_worker`, and so for those hooks.
+
+        `until` (an Event; the service stopping: `service.admin.services.Admin.stopping`) ends the call as a deadline
+        passing does, at once: StillMoving with rows still pending, before a batch of its own. Until the review of
+        tenant55 an audit's move went on through a stop, the service's stop waiting for it (the worker waits for
+        `_worker`), and queued its audit after its request had been answered."""
         total = 0
-        if not self._worker_unless_moved(tenant, deadline):
+        if not self._worker_unless_moved(tenant, deadline, until):
             return 0
         try:
             upto, failed = self.log.last_seq(), set()  # failed: the records whose rows failed here (`_move_checked`)
+            turns = tenant is not None  # the other tenants' turns: none after one failed as a whole (`_others_turn`)
             while upto is not None and not self.log.closed and (entries := self._bounded(
                     [e for e in self.log.oldest(self.batch + len(failed), tenant, upto, self._held) if e.seq not in failed])):
-                if total and deadline is not None and time.monotonic() >= deadline:
+                if (until is not None and until.is_set()) or (total and deadline is not None and time.monotonic() >= deadline):
                     raise StillMoving(self.pending_rows(tenant))
-                if (total or failed) and tenant is not None:  # a batch of its own moved (or tried) already
-                    self._others_turn(tenant)
+                if (total or failed) and turns:  # a batch of its own moved (or tried) already
+                    turns = self._others_turn(tenant)
+                    # and none of its own begun once the deadline passed during that turn: the call overruns it by one
+                    # batch at most (until the review of tenant55, theirs and one of its own)
+                    if (until is not None and until.is_set()) or (deadline is not None and time.monotonic() >= deadline):
+                        raise StillMoving(self.pending_rows(tenant))
                 moved, failing = self._move_checked(entries)
                 total += moved
                 failed.update(e.seq for e, _ in failing)
@@ -572,28 +583,46 @@ class Ingestor:
                 return entries[:n]
         return entries
 
-    def _worker_unless_moved(self, tenant: str | None, deadline: float | None) -> bool:
+    def _worker_unless_moved(self, tenant: str | None, deadline: float | None, until: threading.Event | None = None) -> bool:
         """`_worker` taken (True) for a flush of `tenant` (None: every tenant), or False, not taken, once none of its
         rows waits (a row leaves `pending` only once committed: the worker, or another flush's turns, `_others_turn`,
         moved them), looked at every WORKER_LOOK_S while waiting. Raises StillMoving, not taken, once `deadline` passes
-        with rows still pending."""
+        or `until` is set with rows still pending (False with none). A flush of every tenant waits for `_worker` itself
+        (False only once `deadline` passed or `until` was set, nothing pending): the holder's `on_moved` hooks (a batch's
+        refits queued) have run when it returns, as `Runtime.wait_for_background` needs (it waits for every tenant's
+        rows, so another flush's turns end its wait no sooner). Until the review of tenant55 it returned as soon as
+        nothing was pending, before those hooks."""
         while True:
             wait = WORKER_LOOK_S if deadline is None else min(WORKER_LOOK_S, max(0.0, deadline - time.monotonic()))
             if self._worker.acquire(timeout=wait):
                 return True
-            if not (rows := self.pending_rows(tenant)):
+            rows = self.pending_rows(tenant)
+            if tenant is not None and not rows:
                 return False
-            if deadline is not None and time.monotonic() >= deadline:
-                raise StillMoving(rows)
+            if (deadline is not None and time.monotonic() >= deadline) or (until is not None and until.is_set()):
+                if rows:
+                    raise StillMoving(rows)
+                return False
 
-    def _others_turn(self, tenant: str) -> None:
+    def _others_turn(self, tenant: str) -> bool:
         """One batch of the worker's (`_next_batch`) of the tenants other than `tenant`, moved in the caller's thread,
         which holds `_worker` (a flush of `tenant`): what the worker would have moved meanwhile. Its records that
-        failed on their own are passed over or counted as the worker's are (`_pass_over`)."""
+        failed on their own are passed over or counted as the worker's are (`_pass_over`). A failure of the batch as a
+        whole (the store's or the encoder's, on their texts) is logged, not raised: its rows stay pending for the worker,
+        which tries them again after its pause, and the flush goes on with its own, giving no further turn (False; else
+        True). Until the review of tenant55 another tenant's failing record failed the audited tenant's audit at every
+        try."""
         entries = self._next_batch(but=tenant)
-        if entries:
+        if not entries:
+            return True
+        try:
             moved, failed = self._move_checked(entries)
-            self._pass_over(entries, moved, failed)
+        except Exception:  # theirs to retry (the worker's backoff): a failure of the store itself meets the flush's own batch
+            log.exception("moving other tenants' feedback in an audit's turn failed (the store's or the encoder's failure, not "
+                          "a row's: its rows stay in the log, and the worker tries them again)")
+            return False
+        self._pass_over(entries, moved, failed)
+        return True
 
     def _next_batch(self, but: str | None = None) -> list[Entry]:
         """The worker's next batch (`_bounded`): the pending records of the tenants in turn, each tenant's

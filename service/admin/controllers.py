@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Annotated
 
 import msgspec
@@ -44,19 +45,23 @@ from service.admin.schemas import (
     JobRequest,
     Requeued,
 )
-from service.admin.services import Admin, NoAdapterBase, QuotaExceeded, StoredReports, UnreadableReport
+from service.admin.services import Admin, NoAdapterBase, QuotaExceeded, Stopping, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.admin.tenants import TENANT_ADMIN_HANDLERS
 from service.errors import bad_request, drain_retry_after, error_response, error_responses, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID, tenant_problem
 from service.openapi import example
+from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 from service.tenants import TenantRemovals
 from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from training.jobs.params import PARAMS, JobParamsError, decode_params
 from training.jobs.record import Job, JobState, tenant_of
 from training.jobs.runner import UnknownJob
 
+# seconds an audit's move of its tenant's acknowledged feedback into the table may take by default, from POST /admin/jobs
+# and GET /admin/audits/fairness alike (the latter's `wait` bounds its job's run too)
+AUDIT_MOVE_WAIT_S = 60.0
 DASHBOARD_JOBS = 200  # the newest jobs the dashboard reads (its chart counts them; its table shows the newest 25)
 log = logging.getLogger("pluralign.service")
 
@@ -80,10 +85,18 @@ def _being_removed(request: Request, tenant: str | None, param: str) -> Response
     200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued, or running since the last feedback it audits was stored: that job, nothing queued",
                       generate_examples=False, examples=[example("an audit still queued", QUEUED_AUDIT_EXAMPLE)]),
 })
-def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
+def create_job(
+    request: Request,
+    data: JSONBody[JobRequest],
+    # an audit's: seconds its move of the tenant's acknowledged feedback into the table may take (the audit route's rule)
+    wait: Annotated[float, Parameter(ge=0, le=600)] = AUDIT_MOVE_WAIT_S,
+) -> Response[Job]:
     """201 with the job queued (`Location`: the job's URL); 200 with the queued (or running, `Admin.submit`) audit an
     identical audit request is (nothing queued; `Content-Location`: that job's URL).
-    `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request."""
+    `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request.
+    An audit first moves its tenant's acknowledged feedback into the table (`Admin.submit`): 503 `feedback_backlog`
+    with Retry-After, nothing queued, when rows still wait once `wait` seconds passed (as GET /admin/audits/fairness;
+    until the review of tenant55 the POST had no bound, minutes behind a tenant's backlog). Other kinds ignore it."""
     params = {name: value for name, value in data.params.items() if value is not None}  # a null: the kind's default
     # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so;
     # the null parameters' names with the rest (a misspelled one is refused, null or not)
@@ -96,7 +109,12 @@ def create_job(request: Request, data: JSONBody[JobRequest]) -> Response[Job]:
         return refusal
     try:
         admin = _admin(request)
-        job, created = admin.submit(data.kind, params)
+        job, created = admin.submit(data.kind, params, deadline=time.monotonic() + wait if data.kind == "audit" else None)
+    except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
+        tenant = params.get("tenant")
+        return _still_moving(request, exc, tenant if isinstance(tenant, str) else None, wait)
+    except Stopping:
+        return _stopping()
     except QuotaExceeded as exc:
         raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
     except NoAdapterBase as exc:  # the service's settings, not the request: a retry is refused the same until they change
@@ -183,7 +201,7 @@ async def fairness_audit(
     tenant: FromQuery[str | None] = None,
     min_group_size: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,  # the audit job's own ranges
     min_comparisons: Annotated[int, Parameter(ge=0, le=100_000_000)] = 50,
-    wait: Annotated[float, Parameter(ge=0, le=600)] = 60.0,
+    wait: Annotated[float, Parameter(ge=0, le=600)] = AUDIT_MOVE_WAIT_S,
 ) -> Response:
     """200 with the AuditReport (with its change since the previous audit by the same attribute of the same
     tenant, or of every tenant for an audit of every tenant);
@@ -204,10 +222,19 @@ async def fairness_audit(
         job = await admin.audit(params, wait)
     except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
         return _still_moving(request, exc, tenant, wait)
+    except Stopping:
+        return _stopping()
     if job.state in ("queued", "running"):
         return Response(AuditPending(job=admin.public.job(job)), status_code=202)
     # reading the report and every stored one is file work: off the event loop, or it stalls every request
     return await sync_to_thread(_audit_response, admin, job)
+
+
+def _stopping(rows: str = "") -> Response:
+    """The 503 of an audit not queued because the service is stopping (`Admin.stopping`), with Retry-After."""
+    return error_response(503, f"{rows}{STOPPING}, and the audit, which covers every acknowledged feedback of what it audits, "
+                               "was not queued: send the request again (to another replica, or once this one is back)",
+                          headers={"Retry-After": str(STOPPING_RETRY_AFTER)})
 
 
 def _still_moving(request: Request, exc: StillMoving, tenant: str | None, wait: float) -> Response:
@@ -215,6 +242,8 @@ def _still_moving(request: Request, exc: StillMoving, tenant: str | None, wait: 
     its `Retry-After` the seconds its rows waiting take at the rate the audited tenant's rows (every tenant's, for an
     audit of every tenant) left the log lately (`FeedbackLog.drain_rate`, `drain_retry_after`: 1-60 s, 5 s unmeasured),
     as a refused feedback's. Until session 51 it was always 5 s."""
+    if _admin(request).stopping.is_set():  # the service stops: its move ended there, whatever the wait
+        return _stopping(f"{exc}: ")
     rate = request.app.state.runtime.ingest.log.drain_rate(tenant or None)
     lately = "" if rate is None else f" (they are stored at ~{rate:.3g} rows/s lately)"
     after = drain_retry_after(exc.rows / rate if rate else None)
@@ -463,6 +492,7 @@ def stop_admin(app: Litestar) -> None:
         removals.stop()
     admin: Admin | None = app.state.get("admin")
     if admin is not None:
+        admin.stopping.set()  # an audit's move under way ends (`stop_taking_work` set it first under `pluralign serve`)
         if admin.on_moved in app.state.runtime.moved_hooks:
             app.state.runtime.moved_hooks.remove(admin.on_moved)
         if admin.forget_jobs in app.state.runtime.delete_hooks:

@@ -218,6 +218,11 @@ class QuotaExceeded(Exception):
     population (`pal` and `em` jobs together) has as many."""
 
 
+class Stopping(Exception):
+    """An audit not queued: the service was told to stop while its request moved the feedback it covers into the table
+    (`Admin.stopping`); sent again, it is queued by this service once back, or by another replica."""
+
+
 POPULATION_KINDS = ("pal", "em")  # jobs of the reserved tenant `population`: one quota between them
 
 
@@ -317,6 +322,9 @@ class Admin:
         self._exit_lock = threading.Lock()  # orders the FORGET_AT_EXIT files' writes against their jobs' exits
         self._population_submit = threading.Lock()  # two population submissions cannot both pass the quota
         self._audit_submit = threading.Lock()  # two identical audits submitted at once: one job
+        # set once the service is told to stop (`service.app.stop_taking_work`, `stop_admin`): an audit's move of its
+        # tenant's feedback under way ends (StillMoving, nothing queued: `Ingestor.flush`'s `until`)
+        self.stopping = threading.Event()
         # the workers the last process ran were stopped when the runner opened (a Ray job's may run on):
         # what they may have embedded of users deleted meanwhile goes now
         self._forget_ended(lambda job: job.state != "running")
@@ -331,13 +339,14 @@ class Admin:
         running that read every comparison moved in so far (`_covers_moved`), is that job, nothing queued: (that job, False). An audit first moves the
         feedback of the tenant it audits (of every tenant, for an audit of every tenant) from the log into the table, by
         `deadline` (`time.monotonic()` seconds) when given: StillMoving, nothing queued, once it passes
-        (`Ingestor.flush`)."""
+        (`Ingestor.flush`), or once the service is told to stop (`stopping`); told so once its rows are moved, Stopping,
+        nothing queued (its request may have been answered already: the server's graceful wait ran out)."""
         params = dict(params)
         if kind == "audit":  # an audit covers every acknowledged feedback of what it audits: that is moved into the table first
             # of its tenant only (every tenant's for an audit of every tenant): until session 44 every tenant's, so acme's
             # large import held up globex's audit (a 503 `feedback_backlog` naming acme's rows)
             tenant = params.get("tenant")
-            self.rt.ingest.flush(tenant if isinstance(tenant, str) else None, deadline=deadline)
+            self.rt.ingest.flush(tenant if isinstance(tenant, str) else None, deadline=deadline, until=self.stopping)
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
             with self._audit_submit:
                 # one still queued with these params reads the table when it starts, and one running started after
@@ -349,6 +358,8 @@ class Admin:
                              and wanted is not None and _audit_params(j.params) == wanted), None)
                 if same is not None:
                     return same, False
+                if self.stopping.is_set():
+                    raise Stopping("the service is stopping: the audit was not queued")
                 return self.runner.submit(kind, params, request_id=current()), True
         return self._submit(kind, params), True
 
