@@ -47,7 +47,7 @@ from service.admin.schemas import (
 from service.admin.services import Admin, NoAdapterBase, QuotaExceeded, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.admin.tenants import TENANT_ADMIN_HANDLERS
-from service.errors import bad_request, drain_retry_after, error_response, error_responses, shown
+from service.errors import bad_request, drain_retry_after, error_response, error_responses, query_not_utf8, shown
 from service.head import NO_HEAD
 from service.ids import USER_ID, tenant_problem
 from service.openapi import example
@@ -188,6 +188,8 @@ async def fairness_audit(
     """200 with the AuditReport (with its change since the previous audit by the same attribute of the same
     tenant, or of every tenant for an audit of every tenant);
     202 with the job if it is still running after `wait` seconds."""
+    if (refusal := query_not_utf8(request, "group_by")) is not None:  # read as U+FFFD: no attribute a client named
+        raise refusal
     params: dict = {"group_by": group_by, "min_group_size": min_group_size, "min_comparisons": min_comparisons}
     if since is not None:
         params["since"] = since

@@ -324,3 +324,17 @@ def test_an_audit_by_one_attribute_spelt_in_nfd_is_compared_with_the_previous_on
             assert r.status_code == 200, r.text
             reports.append(r.json())
     assert reports[1]["previous_created_at"] == reports[0]["created_at"], reports[1]
+
+
+@pytest.mark.parametrize("query", ["group_by=%FF", "group_by=r%E9gion", "tenant=acme&group_by=r%C3%A9gion%C3"])
+def test_an_audit_by_a_group_by_that_is_no_utf_8_is_refused_before_a_job_is_queued(svc, query):
+    """Review of review newsvc55: a query's bytes that are no UTF-8 (`%FF`, a Latin-1 `r%E9gion`, a character cut short)
+    were read as U+FFFD, and an audit of an attribute no client can name was queued, its worker started to find no
+    comparison with it. Now a 400 naming `group_by`, nothing queued."""
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"])
+        r = admin.get(f"/admin/audits/fairness?{query}&wait=0")
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "group_by" and "UTF-8" in error["message"] and "\ufffd" not in error["message"], error
+        assert len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]) == before
