@@ -47,7 +47,15 @@ from service.admin.schemas import (
 from service.admin.services import Admin, NoAdapterBase, QuotaExceeded, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.admin.tenants import TENANT_ADMIN_HANDLERS
-from service.errors import bad_request, drain_retry_after, error_response, error_responses, query_not_utf8, shown
+from service.errors import (
+    bad_request,
+    controls_escaped,
+    drain_retry_after,
+    error_response,
+    error_responses,
+    query_not_utf8,
+    shown,
+)
 from service.head import NO_HEAD
 from service.ids import USER_ID, tenant_problem
 from service.openapi import example
@@ -241,7 +249,7 @@ def _audit_response(admin: Admin, job: Job) -> Response:
                 raise bad_request("tenant", f"tenant {shown(tenant)} has no stored comparisons to audit "
                                             "(no user of it has sent a comparison that is stored)")
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
-        named = f"pluralign: error: --group-by {job.params.get('group_by')}: "
+        named = f"pluralign: error: --group-by {controls_escaped(str(job.params.get('group_by')))}: "  # as the worker names it
         if named in (job.error or ""):  # no stored comparison nor user has the attribute (a misspelled name)
             raise bad_request("group_by", admin.public.text(job.error.split(named, 1)[1]))
         # the worker could not compute this audit (e.g. no comparison carries `group_by`): the request's

@@ -304,6 +304,21 @@ def test_an_audit_by_a_misspelt_name_lists_the_stored_names_escaped_in_its_400(s
     assert "seg\\nment" in message and "\u202e" not in message, message
 
 
+@pytest.mark.slow  # the audit's worker runs to its end (4-5 s); make test-cli. Fast: test_break18_audit's CLI test of the same
+def test_a_misspelt_group_by_holding_a_newline_is_a_400_naming_group_by(svc):
+    """Review of review newsvc55: a misspelt `group_by` holding a newline (`seg%0Amnt`) was a 422 `audit_failed` quoting
+    the worker's last line (`mnt: no stored comparison ...`), not the 400 naming `group_by`: the worker repeated the
+    name raw over two lines. The name is repeated with its control characters escaped, on one line."""
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "nlaudit", "prompt": "Tea?", "chosen": "Yes.",
+                                         "rejected": "No.", "attributes": {"segment": "a"}})
+        assert r.status_code == 201, r.text
+    with svc.client("admin") as admin:
+        r = admin.get("/admin/audits/fairness", params={"group_by": "seg\nmnt", "tenant": "acme", "min_comparisons": 0, "wait": 60})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "group_by", r.text
+    assert "\n" not in r.json()["error"]["message"], r.text
+
+
 @pytest.mark.slow  # two audits run to their end (~10 s); make test-cli
 def test_an_audit_by_one_attribute_spelt_in_nfd_is_compared_with_the_previous_one_spelt_in_nfc(svc):
     """Review of newsvc55: `group_by` may be spelt in NFC or NFD (one attribute, one set of groups, as the audit reads
