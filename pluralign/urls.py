@@ -1,7 +1,8 @@
 """The base URL of a server the library talks to (`RemoteGenerator`, `RemoteEncoder`), checked before any request, and
 the credentials of URLs left out of what is printed (`redacted`).
 
-Standard library only: the service's settings check it before anything heavy is imported (`Settings.check_models`)."""
+Standard library only (and `idna`, httpx's encoder, for a host name not in ASCII): the service's settings check it before
+anything heavy is imported (`Settings.check_models`)."""
 
 from __future__ import annotations
 
@@ -86,11 +87,16 @@ def base_url_problem(url: str) -> str | None:
     if not parts.hostname:
         return "it names no host"
     try:  # as the system resolver's lookup (`socket.getaddrinfo`) encodes the name: an empty label (`vllm..svc`) or one
-        # past 63 characters raised UnicodeError at each request, a 500 (until the review of session stream55). An ASCII
-        # name only: httpx encodes another by IDNA 2008 (the `idna` package) first, which Python's codec (2003) is not
+        # past 63 characters raised UnicodeError at each request, a 500 (until the review of session stream55). A name
+        # not in ASCII as httpx encodes it when the client is made (IDNA 2008: the `idna` package, which Python's codec,
+        # IDNA 2003, is not): `bü..svc` failed there with httpx's InvalidURL, naming no setting
         if parts.hostname.isascii():
             parts.hostname.encode("idna")
-    except UnicodeError as exc:
+        else:
+            import idna  # httpx's dependency: imported only for such a name
+
+            idna.encode(parts.hostname)
+    except UnicodeError as exc:  # idna.IDNAError is one
         return f"its host {parts.hostname!r} is no name a resolver can look up ({exc})"
     return None
 

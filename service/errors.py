@@ -20,7 +20,7 @@ import difflib
 import logging
 import math
 import re
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 import msgspec
 from litestar import Request, Response
@@ -95,6 +95,24 @@ _WHY = {
 def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI `responses` for a route's error codes, so clients (and schema fuzzers) know them."""
     return {code: ResponseSpec(data_container=ErrorBody, description=_WHY.get(code, "Error"), generate_examples=False) for code in codes}
+
+
+def query_not_utf8(request: Request, name: str) -> ValidationException | None:
+    """The 400 naming query parameter `name` when a value of it is no UTF-8 once percent-decoded (`%FF`, a Latin-1
+    `r%E9gion`, a character cut short), None when every one is. Litestar reads such bytes as U+FFFD (the replacement
+    character), a text the client never sent (RFC 3986 section 2.5: a URI's percent-encoded text is UTF-8)."""
+    wanted = name.encode()
+    for pair in request.scope.get("query_string", b"").split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if unquote_to_bytes(key.replace(b"+", b" ")) != wanted:
+            continue
+        raw = unquote_to_bytes(value.replace(b"+", b" "))
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return bad_request(name, f"is no UTF-8 text: byte {raw[exc.start]:#04x} at byte {exc.start + 1} of its value "
+                                     "(percent-encode the name's UTF-8 bytes: `région` is `r%C3%A9gion`)")
+    return None
 
 
 def bad_request(field: str, problem: str, code: str = "invalid_value") -> ValidationException:

@@ -160,8 +160,8 @@ def ranked_pairs(
     more than `margin` (>= 0) below it; identical candidates are never paired, nor candidates of equal scores (no
     candidates: no comparison). Raises
     ValueError naming `scores` when they are not n finite numbers (until session newlib55 a shorter list left the last
-    candidates out without a word, and a NaN gave no comparison) or span more than a comparison's margin holds
-    (`MAX_MARGIN`), and `margin` when it is not a number >= 0 (a
+    candidates out without a word, and a NaN gave no comparison) or two it pairs span more than a comparison's margin
+    holds (`MAX_MARGIN`), and `margin` when it is not a number >= 0 (a
     negative one paired equal scores, the first candidate "chosen")."""
     if hasattr(scores, "detach"):  # a tensor, a reward model's (one that requires grad, on a GPU too)
         scores = scores.detach().cpu()
@@ -175,16 +175,18 @@ def ranked_pairs(
     bad = ~np.isfinite(scores)
     if bad.any():
         raise ValueError(f"`scores` of candidate {int(np.flatnonzero(bad)[0])} is not finite (NaN or inf)")
-    span = float(scores.max()) - float(scores.min()) if len(scores) else 0.0  # Python floats: inf, no overflow warning
-    if not span <= MAX_MARGIN:  # each comparison's margin is a score difference (inf: 1e308 - -1e308)
-        raise ValueError(f"`scores` span {span:g}, more than a comparison's margin holds (MAX_MARGIN, {MAX_MARGIN:g}): "
-                         "put them on a smaller scale (`maxmin_scores` standardizes rewards per group)")
     at_least("ranked_pairs", 0, margin=margin)
-    return [
-        Preference(user_id=source, prompt=prompt, chosen=candidates[hi], rejected=candidates[lo], margin=float(scores[hi] - scores[lo]), source=source)
-        for hi, lo in pairing(scores, margin)
-        if candidates[hi] != candidates[lo]
-    ]
+    made = []
+    for hi, lo in pairing(scores, margin):
+        if candidates[hi] == candidates[lo]:
+            continue
+        span = float(scores[hi]) - float(scores[lo])  # Python floats: inf (1e308 - -1e308), no overflow warning
+        if not span <= MAX_MARGIN:  # the comparisons made only: a pairing of neighbours may keep each within it
+            raise ValueError(f"`scores` span {span:g} between candidates {hi} and {lo}, more than a comparison's margin "
+                             f"holds (MAX_MARGIN, {MAX_MARGIN:g}): put them on a smaller scale (`maxmin_scores` "
+                             "standardizes rewards per group)")
+        made.append(Preference(user_id=source, prompt=prompt, chosen=candidates[hi], rejected=candidates[lo], margin=span, source=source))
+    return made
 
 
 @dataclass

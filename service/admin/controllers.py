@@ -48,7 +48,15 @@ from service.admin.schemas import (
 from service.admin.services import Admin, NoAdapterBase, QuotaExceeded, Stopping, StoredReports, UnreadableReport
 from service.admin.session import PAGE_HEADERS, TENANT_NAME_RULE
 from service.admin.tenants import TENANT_ADMIN_HANDLERS
-from service.errors import bad_request, drain_retry_after, error_response, error_responses, shown
+from service.errors import (
+    bad_request,
+    controls_escaped,
+    drain_retry_after,
+    error_response,
+    error_responses,
+    query_not_utf8,
+    shown,
+)
 from service.head import NO_HEAD
 from service.ids import USER_ID, tenant_problem
 from service.openapi import example
@@ -206,6 +214,8 @@ async def fairness_audit(
     """200 with the AuditReport (with its change since the previous audit by the same attribute of the same
     tenant, or of every tenant for an audit of every tenant);
     202 with the job if it is still running after `wait` seconds."""
+    if (refusal := query_not_utf8(request, "group_by")) is not None:  # read as U+FFFD: no attribute a client named
+        raise refusal
     params: dict = {"group_by": group_by, "min_group_size": min_group_size, "min_comparisons": min_comparisons}
     if since is not None:
         params["since"] = since
@@ -268,7 +278,7 @@ def _audit_response(admin: Admin, job: Job) -> Response:
                 raise bad_request("tenant", f"tenant {shown(tenant)} has no stored comparisons to audit "
                                             "(no user of it has sent a comparison that is stored)")
             raise bad_request("group_by", "there are no stored comparisons to audit yet")
-        named = f"pluralign: error: --group-by {job.params.get('group_by')}: "
+        named = f"pluralign: error: --group-by {controls_escaped(str(job.params.get('group_by')))}: "  # as the worker names it
         if named in (job.error or ""):  # no stored comparison nor user has the attribute (a misspelled name)
             raise bad_request("group_by", admin.public.text(job.error.split(named, 1)[1]))
         # the worker could not compute this audit (e.g. no comparison carries `group_by`): the request's

@@ -103,6 +103,24 @@ def test_a_misspelt_group_by_lists_a_stored_name_s_control_characters_escaped_on
     assert err.rstrip().endswith("attributes that exist: la\\x1b[2Jng, seg\\nment"), err
 
 
+def test_a_misspelt_group_by_holding_a_newline_is_named_escaped_on_one_line(tmp_path, capsys):
+    """Review of review newsvc55: the error named a misspelt `--group-by` holding a newline as it was, over two lines,
+    so the service, reading an audit job's error from its worker's last line, answered a 422 quoting the name's second
+    half, not the 400 naming `group_by`. Named with its control characters escaped now, as the stored names are."""
+    import numpy as np
+
+    from pluralign.store import Store, StoredPreference
+
+    store = Store(str(tmp_path / "db"), "enc", 4)
+    stored = [StoredPreference(tenant="acme", user_id="u0", pref_id="p0", prompt="q", chosen="yes", rejected="no",
+                               kind="comparison", created_at=1.0, attributes={"segment": "s0"})]
+    vectors = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    store.add_preferences(stored, vectors, vectors, -vectors)
+    code, _, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "seg\nmnt\u202e", "--json")
+    assert code == 2 and err.count("\n") == 1 and "\u202e" not in err, err
+    assert err.startswith("pluralign: error: --group-by seg\\nmnt\\u202e: no stored comparison or user has"), err
+
+
 # -- 2. bad rows in audit --data ----------------------------------------------------------------------
 
 

@@ -93,3 +93,24 @@ def test_ranked_pairs_names_scores_too_far_apart_for_a_comparisons_margin():
             with pytest.raises(ValueError, match=re.escape("`scores` span ") + ".*" + re.escape("MAX_MARGIN")):
                 ranked_pairs("q", ["a", "b", "c"], scores, source="s", pairing=pairing)
     assert len(ranked_pairs("q", ["a", "b", "c"], [0.0, 1e6, 1.0], source="s")) == 2  # up to MAX_MARGIN apart: taken
+
+
+def test_ranked_pairs_refuses_only_the_comparisons_it_makes_that_are_too_far_apart():
+    """Review of review newlib55: the MAX_MARGIN check read the span of all the scores, so a pairing of its caller's
+    (`Pairing` is public) that pairs neighbours only, each pair well within MAX_MARGIN, was refused, and so were
+    identical candidates, which are never paired. Now the comparisons made are checked, each naming its two
+    candidates."""
+    import numpy as np
+    import pytest
+
+    from pluralign.policy.maxmin import best_vs_rest, ranked_pairs
+
+    def neighbours(scores, margin):  # each candidate over the next one down
+        order = np.argsort(-np.asarray(scores), kind="stable")
+        return [(int(a), int(b)) for a, b in zip(order, order[1:], strict=False) if scores[a] - scores[b] > margin]
+
+    made = ranked_pairs("q", ["a", "b", "c"], [0.0, 9e5, 1.8e6], source="s", pairing=neighbours)
+    assert [(p.chosen, p.rejected, p.margin) for p in made] == [("c", "b", 9e5), ("b", "a", 9e5)], made
+    assert ranked_pairs("q", ["a", "a"], [0.0, 2e6], source="s") == []  # identical: no comparison, no margin to hold
+    with pytest.raises(ValueError, match=r"`scores` span 2e\+06 between candidates 1 and 0.*MAX_MARGIN"):
+        ranked_pairs("q", ["a", "b", "c"], [0.0, 2e6, 1.0], source="s", pairing=best_vs_rest)

@@ -115,3 +115,23 @@ def test_an_embeddings_request_given_up_on_its_name_lookup_says_so_in_the_operat
         RemoteEncoder(f"http://{HUNG}:9/v1", "sentence-transformers/all-MiniLM-L6-v2", timeout=0.3, max_retries=0)
     assert time.monotonic() - began < 1.5
     assert f"(connecting: the lookup of the name {HUNG!r} took longer than 0.3 s)" in str(timed_out.value), timed_out.value
+
+
+@pytest.mark.parametrize("host", ["bü..svc", "bü" + "x" * 64 + ".svc", "bü\u00adx.svc"])
+def test_a_host_not_in_ascii_that_httpx_cannot_encode_is_refused_at_start_naming_its_setting(host):
+    """Review of review stream55: a host not in ASCII was left to httpx, which encodes it by IDNA 2008 when the client is
+    made: the start's check took `bü..svc` (an empty label), one past 63 characters, or one holding a soft hyphen, and
+    the service's start then failed in the `openai` client's constructor with httpx's InvalidURL, naming no setting (a
+    library user got that error, no ValueError naming `base_url`). Refused by the start's check now, as an ASCII one
+    is; a name IDNA takes (`bücher.example`) is still taken as written."""
+    from pluralign.urls import base_url_problem
+    from service.settings import Settings
+
+    settings = Settings.load({"PLURALIGN_GENERATOR": f"openai:http://{host}:8000/v1"})
+    with pytest.raises(ValueError) as refused:
+        settings.check_models()
+    said = str(refused.value)
+    assert said.startswith("PLURALIGN_GENERATOR (setting generator): ") and f"its host {host!r} is no name" in said, said
+    with pytest.raises(ValueError, match="base_url"):
+        RemoteGenerator(f"http://{host}:8000/v1", "base")
+    assert base_url_problem("http://bücher.example:8000/v1") is None and base_url_problem("http://Bücher.example/v1") is None

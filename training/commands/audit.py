@@ -309,13 +309,16 @@ def run(args: argparse.Namespace) -> int:
         check_store_there("--store", args.store, uri)
     # before the data and the audit's imports: a bad file's errors cost nothing (--store never reads it)
     user_groups = read_user_groups(args.user_groups) if args.user_groups and not args.store else None
+    from pluralign.data.text import controls_escaped
     from pluralign.fairness.audit import UnknownGroupBy
 
     try:
         return _run(args, user_groups)
     except UnknownGroupBy as exc:  # a misspelled --group-by: one error naming it and the attributes there are
         components = "" if args.store else "; or pal_prototype (with --pal), em_cluster (with --em)"
-        raise ValueError(f"--group-by {args.group_by}: {exc}{components}") from None
+        # the name with its control characters escaped, as the stored names are: the service reads a job's error from
+        # its worker's last line, and a newline in a misspelt name split it (a 422 quoting its second half)
+        raise ValueError(f"--group-by {controls_escaped(args.group_by)}: {exc}{components}") from None
 
 
 STORE_IGNORES = {  # what --store would not read (its groups come from stored attributes and PAL logits)
