@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -114,7 +115,9 @@ def test_an_embeddings_request_given_up_on_its_name_lookup_says_so_in_the_operat
     with pytest.raises(EncoderTimedOut) as timed_out:
         RemoteEncoder(f"http://{HUNG}:9/v1", "sentence-transformers/all-MiniLM-L6-v2", timeout=0.3, max_retries=0)
     assert time.monotonic() - began < 1.5
-    assert f"(connecting: the lookup of the name {HUNG!r} took longer than 0.3 s)" in str(timed_out.value), timed_out.value
+    # the lookup's bound is the time left of the request's 0.3 s when it began (0.296 s on a loaded machine)
+    assert re.search(rf"\(connecting: the lookup of the name {re.escape(repr(HUNG))} took longer than 0\.[0-3]\d* s\)",
+                     str(timed_out.value)), timed_out.value
 
 
 @pytest.mark.parametrize("host", ["bü..svc", "bü" + "x" * 64 + ".svc", "bü\u00adx.svc"])
