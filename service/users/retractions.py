@@ -94,7 +94,7 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
     """Take back the user's stored preference `pref_id` (module docstring); None (a 404) when the user holds no row
     under that id, whoever else may (another user's or tenant's id, one retracted already). With replicas, a row in
     no table and not in this replica's log (it may wait in another replica's: or never come) is recorded pending, a
-    RetractionPending (the 202; a record already there for it is not written again). Runs on the DELETEs' threads (`Runtime.deletes`): it takes the store's maintenance
+    RetractionPending (the 202; recorded again when sent again). Runs on the DELETEs' threads (`Runtime.deletes`): it takes the store's maintenance
     turn, then the user's lock, as a DELETE does. Raises the 503 of `flush_for_read` (an import's backlog of the
     user's rows being stored), StoreUnavailable, and TimeoutError (the store's lease, with replicas)."""
     flush_for_read(rt, tenant, user_id)  # their rows waiting in the log reach the table: the id is looked for there
@@ -145,13 +145,13 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
 
 def _recorded_pending(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> StoredPreference | RetractionPending | None:
     """With replicas, a row the table does not hold: None (a 404) when taken back already (a record not pending); else
-    the retraction recorded pending (once: sent again, the record is there) and the table read again, for a row another
-    replica stored meanwhile (returned: taken back as any); the 202's answer when it still holds none."""
-    recorded = rt.store.retraction_recorded(tenant, user_id, pref_id)
-    if recorded == "done":
+    the retraction recorded pending, at each request (sent again, a record of its own: a row of the id sent again since
+    the one before, as a keyed feedback's, is received after that one's time and only this one drops it) and the table
+    read again, for a row another replica stored meanwhile (returned: taken back as any); the 202's answer when it
+    still holds none."""
+    if rt.store.retraction_recorded(tenant, user_id, pref_id) == "done":
         return None
-    if recorded is None:
-        rt.store.record_retraction(tenant, user_id, pref_id, time.time(), rt.settings.replica_index, pending=True)
+    rt.store.record_retraction(tenant, user_id, pref_id, time.time(), rt.settings.replica_index, pending=True)
     rt.store.refresh("preferences", "users")
     row = rt.store.stored_row(tenant, user_id, pref_id)
     if row is not None:
