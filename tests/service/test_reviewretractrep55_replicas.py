@@ -55,3 +55,41 @@ def test_a_row_sent_again_under_an_id_taken_back_pending_and_taken_back_again_is
         for client in (acme_a, acme_b):
             assert listed(client, "ria") == kept  # was kept | {oops}: the second 202 recorded nothing new
             assert MISCLICK not in exported(client, "ria")
+
+
+@pytest.mark.slow
+def test_a_row_stored_in_the_instant_before_its_pending_retraction_is_taken_back_after_a_failed_try(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """a stored the row between b's look and b's record (a's look first), and its first try to take it back failed (a
+    503: the user's import still being stored, as `flush_for_read` answers). That try was logged and given up: the
+    user, answered 202, had the row stored, listed and exported for good. Now it is tried again a moment later."""
+    from litestar.exceptions import ServiceUnavailableException
+
+    from service.users import retractions
+    from tests.service.tiny import start_replicas
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(retractions, "ARRIVED_RETRY_S", (0.2, 0.5), raising=False)
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200, deletion_sweep_s=3600.0)
+    with first, a.client("acme") as acme_a, second, b.client("acme") as acme_b:
+        kept = set(give_rule(acme_a, "ria", 2))
+        assert listed(acme_a, "ria") == kept
+        flush, failed = retractions.flush_for_read, []
+
+        def backlogged_once(rt, tenant, user_id):
+            if rt is a.runtime and not failed:
+                failed.append(user_id)
+                raise ServiceUnavailableException(detail="this user's comparisons are still being stored")
+            flush(rt, tenant, user_id)
+
+        with a.runtime.ingest.paused():
+            late = keyed_misclick(acme_a, "ria", "late")
+            assert acme_b.delete(f"/v1/users/ria/preferences/{late}").status_code == 202
+            monkeypatch.setattr(a.runtime.ingest, "_not_retracted", lambda entries: entries)  # its look came first
+            monkeypatch.setattr(retractions, "flush_for_read", backlogged_once)
+        a.runtime.ingest.flush()
+        deadline = time.monotonic() + 20
+        while late in listed(acme_b, "ria") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert failed == ["ria"]  # the first try met the 503
+        assert listed(acme_a, "ria") == kept and MISCLICK not in exported(acme_b, "ria")
