@@ -196,7 +196,7 @@ def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries:
     except Exception as exc:  # noqa: BLE001 (tried again; past the last try, the user's DELETE of the row sent again)
         if tries < len(ARRIVED_RETRY_S):
             log.warning("a row of a user of tenant %s taken back through another replica while it was stored here could "
-                        "not be taken back yet (tried again in %.0f s): %s", tenant, ARRIVED_RETRY_S[tries], exc)
+                        "not be taken back yet (tried again in %.1f s): %s", tenant, ARRIVED_RETRY_S[tries], exc)
             timer = threading.Timer(ARRIVED_RETRY_S[tries], _retract_soon, (rt, tenant, user_id, pref_id, tries + 1))
             timer.daemon = True
             timer.start()
