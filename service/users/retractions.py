@@ -148,7 +148,7 @@ def _recorded_pending(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> S
     the retraction recorded pending, at each request (sent again, a record of its own: a row of the id sent again since
     the one before, as a keyed feedback's, is received after that one's time and only this one drops it) and the table
     read again, for a row another replica stored meanwhile (returned: taken back as any); the 202's answer when it
-    still holds none."""
+    still holds none (answered once the replicas' skew passed: `service.users.controllers._retract`)."""
     if rt.store.retraction_recorded(tenant, user_id, pref_id) == "done":
         return None
     rt.store.record_retraction(tenant, user_id, pref_id, time.time(), rt.settings.replica_index, pending=True)
