@@ -2,7 +2,8 @@
 replica b while it waited in replica a's log (a 202, the row dropped) is sent again under its key: its row comes back
 under the same pref_id, the user's new word, kept. Taken back again through b while it waits in a's log, b found the
 pending record of the first retraction, wrote none (its time before the row's arrival) and answered 202 all the same;
-a then stored the row, learned from and exported. And a row a stored in the instant before b's pending record, whose
+a then stored the row, learned from and exported. The same key sent again at once after a 202 (within the replicas'
+skew, which the 202 did not wait out) had its row dropped after its 201. And a row a stored in the instant before b's pending record, whose
 first try at being taken back by a failed, stayed stored. Two real services over HTTP on one LanceDB store. Slow-marked
 (two services each, ~30 s a test with their start at load 5: `make test-scaleout`)."""
 
