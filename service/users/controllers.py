@@ -722,6 +722,10 @@ async def _retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Resp
     if done is None:
         raise NotFoundException(f"user {user_id!r} holds no preference {pref_id!r} in this tenant")
     if isinstance(done, retractions.RetractionPending):
+        # the record takes back what arrived before its time plus the replicas' skew (`Store.retracted_before`): answered
+        # past it, holding no lock, a row sent again after the 202 (a keyed feedback's, its id the same) is the user's
+        # new word, kept
+        await asyncio.sleep(rt.store.sync_seconds or 0.0)
         rt.metrics.inc("pluralign_preferences_retractions_pending_total", help="retractions recorded for rows in no table yet, with replicas (a 202: "
                        "dropped when they come)")
         return Response(done, status_code=202)

@@ -94,7 +94,7 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
     """Take back the user's stored preference `pref_id` (module docstring); None (a 404) when the user holds no row
     under that id, whoever else may (another user's or tenant's id, one retracted already). With replicas, a row in
     no table and not in this replica's log (it may wait in another replica's: or never come) is recorded pending, a
-    RetractionPending (the 202; a record already there for it is not written again). Runs on the DELETEs' threads (`Runtime.deletes`): it takes the store's maintenance
+    RetractionPending (the 202; recorded again when sent again). Runs on the DELETEs' threads (`Runtime.deletes`): it takes the store's maintenance
     turn, then the user's lock, as a DELETE does. Raises the 503 of `flush_for_read` (an import's backlog of the
     user's rows being stored), StoreUnavailable, and TimeoutError (the store's lease, with replicas)."""
     flush_for_read(rt, tenant, user_id)  # their rows waiting in the log reach the table: the id is looked for there
@@ -145,13 +145,13 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted |
 
 def _recorded_pending(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> StoredPreference | RetractionPending | None:
     """With replicas, a row the table does not hold: None (a 404) when taken back already (a record not pending); else
-    the retraction recorded pending (once: sent again, the record is there) and the table read again, for a row another
-    replica stored meanwhile (returned: taken back as any); the 202's answer when it still holds none."""
-    recorded = rt.store.retraction_recorded(tenant, user_id, pref_id)
-    if recorded == "done":
+    the retraction recorded pending, at each request (sent again, a record of its own: a row of the id sent again since
+    the one before, as a keyed feedback's, is received after that one's time and only this one drops it) and the table
+    read again, for a row another replica stored meanwhile (returned: taken back as any); the 202's answer when it
+    still holds none (answered once the replicas' skew passed: `service.users.controllers._retract`)."""
+    if rt.store.retraction_recorded(tenant, user_id, pref_id) == "done":
         return None
-    if recorded is None:
-        rt.store.record_retraction(tenant, user_id, pref_id, time.time(), rt.settings.replica_index, pending=True)
+    rt.store.record_retraction(tenant, user_id, pref_id, time.time(), rt.settings.replica_index, pending=True)
     rt.store.refresh("preferences", "users")
     row = rt.store.stored_row(tenant, user_id, pref_id)
     if row is not None:
@@ -163,7 +163,7 @@ def _recorded_pending(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> S
 def retract_arrived(rt: Runtime, rows: list[StoredPreference]) -> int:
     """With replicas, rows just stored by this replica's mover that a retraction through another replica recorded
     (pending) meanwhile, between the mover's look (`Ingestor._not_retracted`) and its commit: each taken back now, as
-    its user asked (`retract`, on the DELETEs' threads; a thread of its own when those are busy). Returns how many."""
+    its user asked (`_retract_soon`: tried again a while when it fails). Returns how many."""
     if rt.deletion_sweep is None or not rows:
         return 0
     try:
@@ -172,20 +172,37 @@ def retract_arrived(rt: Runtime, rows: list[StoredPreference]) -> int:
         log.error("could not look for rows taken back through another replica while they were stored here: %s", exc)
         return 0
     for tenant, user_id, pref_id in sorted(late):
-        work = partial(_retract_logged, rt, tenant, user_id, pref_id)
-        try:
-            rt.deletes.submit(tenant, work)
-        except Exception:  # noqa: BLE001 (Busy, Stopping: the retraction goes on all the same)
-            threading.Thread(target=work, daemon=True, name="retract-arrived").start()
+        _retract_soon(rt, tenant, user_id, pref_id, 0)
     return len(late)
 
 
-def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> None:
+ARRIVED_RETRY_S = (5.0, 30.0, 120.0, 600.0)  # seconds before each new try of `retract_arrived`'s retraction that failed
+
+
+def _retract_soon(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries: int) -> None:
+    """`retract` of the user's row on the DELETEs' threads (a thread of its own when those are busy or stopping), its
+    `tries`-th try: one that fails (a 503 of the user's import being stored, the store unavailable, its lease held) is
+    tried again after the next of ARRIVED_RETRY_S (the user was answered 202 and sends nothing again), then logged."""
+    work = partial(_retract_logged, rt, tenant, user_id, pref_id, tries)
+    try:
+        rt.deletes.submit(tenant, work)
+    except Exception:  # noqa: BLE001 (Busy, Stopping: the retraction goes on all the same)
+        threading.Thread(target=work, daemon=True, name="retract-arrived").start()
+
+
+def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries: int = 0) -> None:
     try:
         retract(rt, tenant, user_id, pref_id)
-    except Exception as exc:  # noqa: BLE001 (the user's DELETE of the row, sent again, takes it back)
+    except Exception as exc:  # noqa: BLE001 (tried again; past the last try, the user's DELETE of the row sent again)
+        if tries < len(ARRIVED_RETRY_S):
+            log.warning("a row of a user of tenant %s taken back through another replica while it was stored here could "
+                        "not be taken back yet (tried again in %.1f s): %s", tenant, ARRIVED_RETRY_S[tries], exc)
+            timer = threading.Timer(ARRIVED_RETRY_S[tries], _retract_soon, (rt, tenant, user_id, pref_id, tries + 1))
+            timer.daemon = True
+            timer.start()
+            return
         log.error("a row of a user of tenant %s taken back through another replica while it was stored here could not "
-                  "be taken back now: %s", tenant, exc)
+                  "be taken back: %s", tenant, exc)
 
 
 def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bool:
