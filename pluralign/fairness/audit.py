@@ -44,7 +44,14 @@ from pluralign.fairness.online import (
     sigmoid,
     single_threaded,
 )
-from pluralign.fairness.report import INTERVAL_MIN_USERS, MIN_SHOWN_USERS, AuditReport, GroupMetrics, extremes
+from pluralign.fairness.report import (
+    BASE_METHOD,
+    INTERVAL_MIN_USERS,
+    MIN_SHOWN_USERS,
+    AuditReport,
+    GroupMetrics,
+    extremes,
+)
 
 # Feedback comparing a personalized and a base response names where each came from.
 CHOSEN_POLICY = "chosen_policy"
@@ -372,7 +379,7 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     # a small audit fits the base model on fewer directions: about ten comparisons per weight
     base_dims = min(base_dim, max(2, len(c) // 10))
     base_margin = c.base_margin if c.base_margin is not None else base_margins(c, whitening[:, :base_dims], config)
-    base_name = "given" if c.base_margin is not None else "crossfit-logistic"
+    base_name = "given" if c.base_margin is not None else BASE_METHOD
     if personalized is None:
         z = c.diff @ whitening[:, : config.projection_dim]  # (N, projection_dim) float32
         features = np.concatenate([base_margin.astype(np.float32)[:, None], z], axis=1)
