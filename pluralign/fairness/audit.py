@@ -254,6 +254,19 @@ def held_out_dims(z: np.ndarray, inner: np.ndarray, l2: float) -> int:
     return candidates[int(np.argmin(losses))]
 
 
+def inner_folds(user_hash: np.ndarray, user: np.ndarray) -> np.ndarray:
+    """Each row's fold (0 or 1) for `held_out_dims`: (n,) from its user's id hash `user_hash` (n,) and user index
+    `user` (n,). The rows' users in the order of their hash (then index) go to the folds in turn, so both folds hold
+    users from two on whatever their ids; a single user's comparisons alternate. auditreg55 took the hash's second
+    bit, which the users of a half shared by chance (one in two at two users), and then kept every direction."""
+    users, at = np.unique(user, return_index=True)  # (u,)
+    if users.size < 2:
+        return np.arange(user.size) & 1
+    turn = np.empty(users.size, np.int64)
+    turn[np.lexsort((users, user_hash[at]))] = np.arange(users.size) & 1
+    return turn[np.searchsorted(users, user)]
+
+
 def base_margins(c: Comparisons, whitening: np.ndarray, config: AuditConfig) -> np.ndarray:
     """Cross-fitted base margin: each row scored by a model fitted on the other half of the users.  # (N,)
 
@@ -262,14 +275,14 @@ def base_margins(c: Comparisons, whitening: np.ndarray, config: AuditConfig) -> 
     `base_max_rows` a fold); every row's margin is its difference times one (d,) vector, so no (N, r) table is held."""
     rng = np.random.default_rng(config.seed)
     user_hash = np.array([zlib.crc32(u.encode()) for u in c.fold_names or c.users], np.int64)[c.user]  # (N,)
-    half = user_hash & 1  # the cross-fitting halves; the next bit splits a half's users for `held_out_dims`
+    half = user_hash & 1  # the cross-fitting halves; `inner_folds` splits a half's users for `held_out_dims`
     margin = np.empty(len(c), np.float32)
 
     def fit(rows: np.ndarray) -> np.ndarray:  # (d,): the fitted weights as a direction in embedding space
         if len(rows) > config.base_max_rows:
             rows = rows[rng.choice(len(rows), config.base_max_rows, replace=False)]
         z = c.diff[rows] @ whitening  # (n, r)
-        kept = held_out_dims(z, (user_hash[rows] >> 1) & 1, config.base_l2)
+        kept = held_out_dims(z, inner_folds(user_hash[rows], c.user[rows]), config.base_l2)
         return whitening[:, :kept] @ fit_logistic(z[:, :kept], config.base_l2)
 
     if half.min() == half.max():  # one half is empty (e.g. a single user): fit on everyone
