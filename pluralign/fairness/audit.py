@@ -44,7 +44,14 @@ from pluralign.fairness.online import (
     sigmoid,
     single_threaded,
 )
-from pluralign.fairness.report import INTERVAL_MIN_USERS, MIN_SHOWN_USERS, AuditReport, GroupMetrics, extremes
+from pluralign.fairness.report import (
+    BASE_METHOD,
+    INTERVAL_MIN_USERS,
+    MIN_SHOWN_USERS,
+    AuditReport,
+    GroupMetrics,
+    extremes,
+)
 
 # Feedback comparing a personalized and a base response names where each came from.
 CHOSEN_POLICY = "chosen_policy"
@@ -247,6 +254,19 @@ def held_out_dims(z: np.ndarray, inner: np.ndarray, l2: float) -> int:
     return candidates[int(np.argmin(losses))]
 
 
+def inner_folds(user_hash: np.ndarray, user: np.ndarray) -> np.ndarray:
+    """Each row's fold (0 or 1) for `held_out_dims`: (n,) from its user's id hash `user_hash` (n,) and user index
+    `user` (n,). The rows' users in the order of their hash (then index) go to the folds in turn, so both folds hold
+    users from two on whatever their ids; a single user's comparisons alternate. auditreg55 took the hash's second
+    bit, which the users of a half shared by chance (one in two at two users), and then kept every direction."""
+    users, at = np.unique(user, return_index=True)  # (u,)
+    if users.size < 2:
+        return np.arange(user.size) & 1
+    turn = np.empty(users.size, np.int64)
+    turn[np.lexsort((users, user_hash[at]))] = np.arange(users.size) & 1
+    return turn[np.searchsorted(users, user)]
+
+
 def base_margins(c: Comparisons, whitening: np.ndarray, config: AuditConfig) -> np.ndarray:
     """Cross-fitted base margin: each row scored by a model fitted on the other half of the users.  # (N,)
 
@@ -255,14 +275,14 @@ def base_margins(c: Comparisons, whitening: np.ndarray, config: AuditConfig) -> 
     `base_max_rows` a fold); every row's margin is its difference times one (d,) vector, so no (N, r) table is held."""
     rng = np.random.default_rng(config.seed)
     user_hash = np.array([zlib.crc32(u.encode()) for u in c.fold_names or c.users], np.int64)[c.user]  # (N,)
-    half = user_hash & 1  # the cross-fitting halves; the next bit splits a half's users for `held_out_dims`
+    half = user_hash & 1  # the cross-fitting halves; `inner_folds` splits a half's users for `held_out_dims`
     margin = np.empty(len(c), np.float32)
 
     def fit(rows: np.ndarray) -> np.ndarray:  # (d,): the fitted weights as a direction in embedding space
         if len(rows) > config.base_max_rows:
             rows = rows[rng.choice(len(rows), config.base_max_rows, replace=False)]
         z = c.diff[rows] @ whitening  # (n, r)
-        kept = held_out_dims(z, (user_hash[rows] >> 1) & 1, config.base_l2)
+        kept = held_out_dims(z, inner_folds(user_hash[rows], c.user[rows]), config.base_l2)
         return whitening[:, :kept] @ fit_logistic(z[:, :kept], config.base_l2)
 
     if half.min() == half.max():  # one half is empty (e.g. a single user): fit on everyone
@@ -372,7 +392,7 @@ def _audit(c: Comparisons, group_by: str, config: AuditConfig, progress, persona
     # a small audit fits the base model on fewer directions: about ten comparisons per weight
     base_dims = min(base_dim, max(2, len(c) // 10))
     base_margin = c.base_margin if c.base_margin is not None else base_margins(c, whitening[:, :base_dims], config)
-    base_name = "given" if c.base_margin is not None else "crossfit-logistic"
+    base_name = "given" if c.base_margin is not None else BASE_METHOD
     if personalized is None:
         z = c.diff @ whitening[:, : config.projection_dim]  # (N, projection_dim) float32
         features = np.concatenate([base_margin.astype(np.float32)[:, None], z], axis=1)

@@ -28,6 +28,13 @@ INTERVAL_MIN_USERS = 5
 # user's own. From two users on a group's figures are means over several users (until session 49 the default
 # `min_group_size` of 1 showed a one-user group's, and a tenant of one user's overall figures were that user's)
 MIN_SHOWN_USERS = 2
+# The `base_model` of an audit's report: names how its figures were computed, and an audit is given its change since
+# an earlier one of the same name only (`audit_settings`). `crossfit-logistic` (reports stored before review
+# auditreg55): the base model on every whitened direction (up to one per ten comparisons), each user's cross-fitting
+# half from `tenant/user`, and the personalized model's prior on its weight on the base margin scaled over the whole
+# audit. `crossfit-logistic-v2`: the leading directions that predict held-out users best (`held_out_dims`), the half
+# from the user id, that prior scaled by each user's own margins. A change of method takes a new name
+BASE_METHOD = "crossfit-logistic-v2"
 
 
 class GroupMetrics(Persisted, kw_only=True):
@@ -179,17 +186,18 @@ def _delta(now: float | None, before: float | None) -> float | None:
     return None if now is None or before is None else now - before
 
 
-AuditSettings = tuple[str, float | None, int, int, str]
+AuditSettings = tuple[str, float | None, int, int, str]  # what an audit is asked for (a job's params say it)
 
 
-def audit_settings(report: AuditReport) -> AuditSettings:
+def audit_settings(report: AuditReport) -> tuple[str, float | None, int, int, str, str]:
     """What the audit was asked for: (group_by, since, min_group_size, min_comparisons, the personalized model's kind:
-    `logistic` or `pal`). Two audits of other settings are not compared: their worst groups and gaps are drawn from
-    other groups (suppressed or flagged at other sizes), other comparisons (`since`) or another model, so the
-    difference between them says nothing of how the service's fairness changed."""
+    `logistic` or `pal`: AuditSettings; then how its figures were computed: `base_model`, BASE_METHOD). Two audits of other settings
+    are not compared: their worst groups and gaps are drawn from other groups (suppressed or flagged at other sizes),
+    other comparisons (`since`), another model or another method, so the difference between them says nothing of how
+    the service's fairness changed."""
     since = None if report.since is None else float(report.since)
     # the attribute as the audit reads it (`answer_key`: `région` in NFC or NFD is one attribute, with the same groups)
-    return answer_key(report.group_by), since, report.min_group_size, report.min_comparisons, report.personalized_model.removeprefix("online-")
+    return answer_key(report.group_by), since, report.min_group_size, report.min_comparisons, report.personalized_model.removeprefix("online-"), report.base_model
 
 
 def since_previous(report: AuditReport, history: list[AuditReport]) -> AuditReport:

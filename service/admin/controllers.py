@@ -296,7 +296,8 @@ def _since_previous(report: AuditReport, stored: StoredReports) -> AuditReport:
     older one, and the log says which and why."""
     settings = audit_settings(report)
     earlier = [r.created_at for r in stored.readable if audit_settings(r) == settings and r.created_at < report.created_at]
-    unread = [u for u in stored.unreadable if u.settings == settings and u.created_at < report.created_at
+    # an unreadable report's method is not known (its job's params do not say it): it may be of the same
+    unread = [u for u in stored.unreadable if u.settings == settings[:5] and u.created_at < report.created_at
               and u.created_at > max(earlier, default=-math.inf)]
     if unread:
         log.warning("no change since the previous audit by %r is given: %s", report.group_by, "; ".join(map(str, unread)))

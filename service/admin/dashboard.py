@@ -409,7 +409,7 @@ def tenant_of(report: AuditReport, history: Sequence[AuditReport], tenants: Sequ
 
 def comparable(report: AuditReport | None, history: Sequence[AuditReport], tenants: Sequence[str | None]) -> list[AuditReport]:
     """The audits of `history` drawn on one line with `report`: with `tenants` (each one's audited tenant, None for every
-    tenant) those of its tenant and settings (`audit_settings`: its attribute, `since`, thresholds and model), as the
+    tenant) those of its tenant and settings (`audit_settings`: its attribute, `since`, thresholds, model and method), as the
     API's change since the previous audit is; without, all of them."""
     if report is None or not tenants:
         return list(history)
