@@ -46,9 +46,9 @@ def draining(app: ASGIApp, is_draining: Callable[[], bool], around: Callable[[AS
 
     A request the server cancels before its answer began (its graceful wait ran out as the service stops: an admin
     POST still moving a tenant's feedback, a job's snapshot) is answered 503, then the cancellation goes on (`pluralign
-    serve` counts it as cut off): with Retry-After, telling to send it again, when that is safe (`retry_safe`: a GET,
-    HEAD or OPTIONS, or one its handler marked with `RETRY_SAFE` in its scope, as an audit's POST, which queues nothing
-    once the service stops); else without Retry-After, saying it may have been done (the work of a handler's thread or
+    serve` counts it as cut off): with Retry-After, telling to send it again, when that is safe (`retry_safe`: an
+    idempotent method, RFC 9110 9.2.2, or one its handler marked with `RETRY_SAFE` in its scope, as an audit's POST,
+    which queues nothing once the service stops); else without Retry-After, saying it may have been done (the work of a handler's thread or
     of the feedback log's writer goes on after the cancel: a feedback cut while made durable is on disk)."""
     from service.errors import error_body
 
@@ -81,14 +81,16 @@ def draining(app: ASGIApp, is_draining: Callable[[], bool], around: Callable[[AS
     return handler
 
 
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})  # RFC 9110 9.2.2
 RETRY_SAFE = "pluralign.retry_safe"  # a scope key: its handler does nothing once the service stops (`retry_safe`)
 
 
 def retry_safe(scope: Scope) -> bool:
     """Whether the request of `scope`, cancelled by the server's graceful wait before its answer began, is safe to send
-    again: a GET, HEAD or OPTIONS, or one whose handler set `scope[RETRY_SAFE]` (it queues or stores nothing once the
-    service was told to stop: an audit's POST /admin/jobs, `service.admin.services.Admin.submit`)."""
-    return scope.get("method") in ("GET", "HEAD", "OPTIONS") or bool(scope.get(RETRY_SAFE))
+    again: an idempotent method (RFC 9110 9.2.2: GET, HEAD, OPTIONS, PUT, DELETE; sent twice, it does what it does once),
+    or one whose handler set `scope[RETRY_SAFE]` (it queues or stores nothing once the service was told to stop: an
+    audit's POST /admin/jobs, `service.admin.services.Admin.submit`)."""
+    return scope.get("method") in IDEMPOTENT or bool(scope.get(RETRY_SAFE))
 
 
 async def _answered_if_cancelled(app: ASGIApp, cut: Callable[[], ASGIApp], scope: Scope, receive: Receive,
