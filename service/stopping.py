@@ -45,22 +45,30 @@ def draining(app: ASGIApp, is_draining: Callable[[], bool], around: Callable[[AS
     preflight is answered, rather than seeing a network error).
 
     A request the server cancels before its answer began (its graceful wait ran out as the service stops: an admin
-    POST still moving a tenant's feedback, a job's snapshot) is answered the same 503 with Retry-After, then the
-    cancellation goes on (`pluralign serve` counts it as cut off). Until the review of tenant55 the server answered it
-    500 (`CancelledError: timeout graceful shutdown exceeded`)."""
+    POST still moving a tenant's feedback, a job's snapshot) is answered 503, then the cancellation goes on (`pluralign
+    serve` counts it as cut off): with Retry-After, telling to send it again, when that is safe (`retry_safe`: an
+    idempotent method, RFC 9110 9.2.2, or one its handler marked with `RETRY_SAFE` in its scope, as an audit's POST,
+    which queues nothing once the service stops); else without Retry-After, saying it may have been done (the work of a handler's thread or
+    of the feedback log's writer goes on after the cancel: a feedback cut while made durable is on disk)."""
     from service.errors import error_body
 
-    def refusal(message: str) -> ASGIApp:
+    def refusal(message: str, again: bool = True) -> ASGIApp:
+        tail = ("send the request again (to another replica, or once this one is back)" if again else
+                "look before sending it again, or send it again with an Idempotency-Key")
+        retry = [(b"retry-after", str(STOPPING_RETRY_AFTER).encode())] if again else []
+
         async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-            body = msgspec.json.encode(error_body(503, f"{message}: send the request again (to another replica, or once this one is back)"))
+            body = msgspec.json.encode(error_body(503, f"{message}: {tail}"))
             await send({"type": "http.response.start", "status": 503, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(STOPPING_RETRY_AFTER).encode()), (b"connection", b"close")]})
+                *retry, (b"connection", b"close")]})
             await send({"type": "http.response.body", "body": body})
 
         return around(refuse) if around is not None else refuse
 
     answer, cut = refusal(STOPPING), refusal(f"{STOPPING} and this request ran past its graceful wait")
+    unknown = refusal(f"{STOPPING} and this request ran past its graceful wait, what it asked may have been done or not",
+                      again=False)
 
     async def handler(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,14 +76,27 @@ def draining(app: ASGIApp, is_draining: Callable[[], bool], around: Callable[[AS
         elif is_draining():
             await answer(scope, receive, send)
         else:
-            await _answered_if_cancelled(app, cut, scope, receive, send)
+            await _answered_if_cancelled(app, lambda: cut if retry_safe(scope) else unknown, scope, receive, send)
 
     return handler
 
 
-async def _answered_if_cancelled(app: ASGIApp, cut: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """`app` serving the request; cancelled (the server's graceful wait ran out) before its answer began, `cut` answers
-    it, and the CancelledError is raised again."""
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})  # RFC 9110 9.2.2
+RETRY_SAFE = "pluralign.retry_safe"  # a scope key: its handler does nothing once the service stops (`retry_safe`)
+
+
+def retry_safe(scope: Scope) -> bool:
+    """Whether the request of `scope`, cancelled by the server's graceful wait before its answer began, is safe to send
+    again: an idempotent method (RFC 9110 9.2.2: GET, HEAD, OPTIONS, PUT, DELETE; sent twice, it does what it does once),
+    or one whose handler set `scope[RETRY_SAFE]` (it queues or stores nothing once the service was told to stop: an
+    audit's POST /admin/jobs, `service.admin.services.Admin.submit`)."""
+    return scope.get("method") in IDEMPOTENT or bool(scope.get(RETRY_SAFE))
+
+
+async def _answered_if_cancelled(app: ASGIApp, cut: Callable[[], ASGIApp], scope: Scope, receive: Receive,
+                                 send: Send) -> None:
+    """`app` serving the request; cancelled (the server's graceful wait ran out) before its answer began, `cut()`
+    answers it, and the CancelledError is raised again."""
     started = False
 
     async def sending(message) -> None:
@@ -89,7 +110,7 @@ async def _answered_if_cancelled(app: ASGIApp, cut: ASGIApp, scope: Scope, recei
     except asyncio.CancelledError:
         if not started:
             with contextlib.suppress(Exception):  # the connection gone too: nothing to answer
-                await cut(scope, receive, send)
+                await cut()(scope, receive, send)
         raise
 
 

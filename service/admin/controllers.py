@@ -60,7 +60,7 @@ from service.errors import (
 from service.head import NO_HEAD
 from service.ids import USER_ID, tenant_problem
 from service.openapi import example
-from service.stopping import STOPPING, STOPPING_RETRY_AFTER
+from service.stopping import RETRY_SAFE, STOPPING, STOPPING_RETRY_AFTER
 from service.tenants import TenantRemovals
 from service.users.services import READ_INLINE_ROWS, READ_RETRY_AFTER
 from training.jobs.params import PARAMS, JobParamsError, decode_params
@@ -117,6 +117,8 @@ def create_job(
         return refusal
     try:
         admin = _admin(request)
+        if data.kind == "audit":  # cut by the graceful wait, it queues nothing once the service stops: a 503 to send again
+            request.scope[RETRY_SAFE] = True  # type: ignore[literal-required]
         job, created = admin.submit(data.kind, params, deadline=time.monotonic() + wait if data.kind == "audit" else None)
     except StillMoving as exc:  # the audit must cover them: asked again once the worker moved them
         tenant = params.get("tenant")
