@@ -73,18 +73,31 @@ class Handler(JSONHandler):
             return self.answer(200, {"object": "list", "data": models})
         self.answer(200 if self.path == "/health" else 404, {})
 
+    line: str | None = None  # what the log says of this request, its status added as the answer goes out
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """The request's log line said before its answer is sent: a client that has read its answer finds the line in
+        the log. Said after it (before session 56), a test reading the log at once sometimes found the line not yet there."""
+        if self.line is not None:
+            say(f"{self.line} {code}")
+            self.line = None
+        super().send_response(code, message)
+
     def do_POST(self) -> None:  # noqa: N802
         body = self.read_json()
+        self.line = None
         if self.path == "/v1/load_lora_adapter":
-            self.load(body["lora_name"], body["lora_path"])
+            self.line = f"load {body['lora_name']}"
+            self.loading(body["lora_name"], body["lora_path"])
         elif self.path == "/v1/unload_lora_adapter":
+            self.line = f"unload {body['lora_name']}"
             if self.adapters.pop(body["lora_name"], None) is None:
                 self.error(404, "NotFoundError", f"The lora adapter '{body['lora_name']}' cannot be found.")
             else:
                 self.answer(200, {})
-            say(f"unload {body['lora_name']} {self.status}")
         elif self.path == "/v1/chat/completions":
-            self.chat(body)
+            self.line = f"chat {body['model']}"
+            self.chatting(body)
         elif self.path == "/tokenize" and self.hang_tokenize:
             say("tokenize hangs")
             threading.Event().wait()  # never answered (a daemon thread: the process's end ends it)
@@ -93,10 +106,6 @@ class Handler(JSONHandler):
             self.answer(200, {"count": count, "max_model_len": CONTEXT, "tokens": list(range(count))})
         else:
             self.error(404, "NotFoundError", f"no route {self.path}")
-
-    def load(self, name: str, path: str) -> None:
-        self.loading(name, path)
-        say(f"load {name} {self.status}")
 
     def loading(self, name: str, path: str) -> None:
         if self.refuse_loads:
@@ -112,10 +121,6 @@ class Handler(JSONHandler):
                 self.adapters[name] = path
                 self.weights[name] = digest(path)
             self.answer(200, {})
-
-    def chat(self, body: dict) -> None:
-        self.chatting(body)
-        say(f"chat {body['model']} {self.status}")
 
     def chatting(self, body: dict) -> None:
         model = body["model"]
