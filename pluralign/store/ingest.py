@@ -340,7 +340,7 @@ class Ingestor:
         self._stopper_nice: int | None = None  # the priority of the thread that stopped it when above `nice` (`stop`)
         # with replicas, the claims of stored rows (`pluralign.store.claims`): each move notes them in a file before the
         # log forgets the rows, and removes the file once they went (a kill between the two: the next start removes them)
-        self._claims = getattr(store, "claims", None)
+        self._claims = store.claims
         self._notes = Path(feedback_log.folder) / STORED_CLAIMS
         self._notes_lock = threading.Lock()  # a note's removal (the drops' thread) against its rewrite (`forget_user`)
         # a reader's move (`flush_user`) leaves the removal to this thread: the claims are bookkeeping once rows are stored
@@ -391,11 +391,10 @@ class Ingestor:
         """Of the replayed records not in the table whole, the rows a retraction took back after they were received
         (`Store.retracted_before`: through another replica, whose retraction could not rewrite this log) leave the log, from
         what is pending and from its files (`FeedbackLog.drop_rows`): moved again, a row taken back would come back."""
-        retracted_before = getattr(self.store, "retracted_before", None)
-        if retracted_before is None or not replayed:
+        if not replayed:
             return
         rows = [r for e in replayed for r in e.rows if (r.tenant, r.user_id, r.pref_id) not in present]
-        before = retracted_before(rows)  # per key: a row of it sent again after its retraction stays (the user's new word)
+        before = self.store.retracted_before(rows)  # per key: a row of it sent again after its retraction stays (the user's new word)
         if not before:
             return
         try:
@@ -412,9 +411,8 @@ class Ingestor:
         row pending), which leave the log, from what is pending and from its files (`FeedbackLog.drop_rows`); an entry
         left with none is done. One read of the store's `retractions` table (none recorded: a count). Runs under
         `_move`."""
-        retracted_before = getattr(self.store, "retracted_before", None)
         rows = [r for e in entries for r in e.rows]
-        before = {} if retracted_before is None else retracted_before(rows)
+        before = self.store.retracted_before(rows)
         if not before:
             return entries
 
@@ -497,6 +495,12 @@ class Ingestor:
         tenant55 an audit's move went on through a stop, the service's stop waiting for it (the worker waits for
         `_worker`), and queued its audit after its request had been answered."""
         total = 0
+
+        def stop_here(deadline_counts: bool) -> None:
+            """StillMoving once `until` is set, or (`deadline_counts`) the deadline has passed."""
+            if (until is not None and until.is_set()) or (deadline_counts and deadline is not None and time.monotonic() >= deadline):
+                raise StillMoving(self.pending_rows(tenant))
+
         if not self._worker_unless_moved(tenant, deadline, until):
             return 0
         try:
@@ -504,14 +508,12 @@ class Ingestor:
             turns = tenant is not None  # the other tenants' turns: none after one failed as a whole (`_others_turn`)
             while upto is not None and not self.log.closed and (entries := self._bounded(
                     [e for e in self.log.oldest(self.batch + len(failed), tenant, upto, self._held) if e.seq not in failed])):
-                if (until is not None and until.is_set()) or (total and deadline is not None and time.monotonic() >= deadline):
-                    raise StillMoving(self.pending_rows(tenant))
+                stop_here(deadline_counts=total > 0)  # the first batch is begun whatever the deadline
                 if (total or failed) and turns:  # a batch of its own moved (or tried) already
                     turns = self._others_turn(tenant)
                     # and none of its own begun once the deadline passed during that turn: the call overruns it by one
-                    # batch at most (until the review of tenant55, theirs and one of its own)
-                    if (until is not None and until.is_set()) or (deadline is not None and time.monotonic() >= deadline):
-                        raise StillMoving(self.pending_rows(tenant))
+                    # batch at most (theirs and one of its own would overrun it by two)
+                    stop_here(deadline_counts=True)
                 moved, failing = self._move_checked(entries)
                 total += moved
                 failed.update(e.seq for e, _ in failing)
