@@ -1296,8 +1296,7 @@ class Store:
         row = retractions.retraction_row(tenant, user_id, pref_id, retracted_at, replica, pending)
         with self._lock:
             if pending:
-                if self.sync_seconds is not None:
-                    self.retractions.checkout_latest()
+                self._retractions_latest()
                 stale = (f"tenant = {quote(tenant)} AND retraction_id LIKE '{retractions.PENDING}%' AND "
                          f"retracted_at < {float(retracted_at - retractions.PENDING_KEEP_S)!r}")
                 if self.retractions.count_rows(stale):
@@ -1309,8 +1308,7 @@ class Store:
     def retraction_recorded(self, tenant: str, user_id: str, pref_id: str) -> str | None:
         """What the store records of a retraction of the user's row `pref_id`: "done" (taken back from the table),
         "pending" (recorded before the row was in the table: `record_retraction`), or None (none recorded)."""
-        if self.sync_seconds is not None:
-            self.retractions.checkout_latest()
+        self._retractions_latest()
         if not self.retractions.count_rows():
             return None
         where = f"tenant = {quote(tenant)} AND pref_hash = {quote(retractions.pref_hash(tenant, user_id, pref_id))}"
@@ -1339,8 +1337,7 @@ class Store:
         the replay while the taken-back one was moved in)."""
         if not rows:
             return {}
-        if self.sync_seconds is not None:
-            self.retractions.checkout_latest()
+        self._retractions_latest()
         if not self.retractions.count_rows():  # none recorded (one process alone never records any): no hashing
             return {}
         keys = {retractions.pref_hash(r.tenant, r.user_id, r.pref_id): (r.tenant, r.user_id, r.pref_id) for r in rows}
@@ -1365,8 +1362,7 @@ class Store:
     def retractions_since(self, since: float, other_than: int | None = None) -> dict[str, tuple[str, str]]:
         """retraction_id -> (tenant, user_hash) of the retractions begun at or after `since` (unix seconds), but those
         answered by replica `other_than` (None: every one's)."""
-        if self.sync_seconds is not None:
-            self.retractions.checkout_latest()
+        self._retractions_latest()
         where = f"retracted_at >= {float(since)!r}" + ("" if other_than is None else f" AND replica != {int(other_than)}")
         rows = self.retractions.search().where(where).select(["retraction_id", "tenant", "user_hash"])
         return {r["retraction_id"]: (r["tenant"], r["user_hash"]) for r in rows.limit(None).to_arrow().to_pylist()}
@@ -1377,17 +1373,27 @@ class Store:
         compact the table, so that no file of its current version holds them. Returns how many went."""
         where = f"tenant = {quote(tenant)}"
         with self._lock:
-            if self.sync_seconds is not None:
-                self.retractions.checkout_latest()
+            self._retractions_latest()
             found = self.retractions.count_rows(where)
             if found:
                 self.retractions.delete(where)
                 self._retraction_writes += 1
         if found:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                compact_with_deletions(self.retractions)
+            self._compact_retractions()
         return found
+
+    def _retractions_latest(self) -> None:
+        """With replicas, the retractions table on its newest version: a record another replica wrote less than
+        `sync_seconds` ago is read (and deleted) too; alone, nothing to do."""
+        if self.sync_seconds is not None:
+            self.retractions.checkout_latest()
+
+    def _compact_retractions(self) -> None:
+        """Compact the retractions table, its deleted rows rewritten away: no file of its current version keeps the
+        hashes of the records deleted (older versions go at `compact`'s cleanup)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            compact_with_deletions(self.retractions)
 
     @_uses("deletions", "read")
     def deletions_since(self, since: float) -> list[Deletion]:
@@ -2418,8 +2424,7 @@ class Store:
                     taken_back = f"tenant = {quote(tenant)} AND user_hash IN ({hashes})" + (
                         "" if before is None else f" AND retracted_at < {float(before)!r}")
                     with self._on(retractions.TABLE, "written"):
-                        if self.sync_seconds is not None:  # one another replica wrote a moment ago is deleted too
-                            self.retractions.checkout_latest()
+                        self._retractions_latest()  # one another replica wrote a moment ago is deleted too
                         if self.retractions.count_rows(taken_back):
                             self.retractions.delete(taken_back)
                             self._retractions_forgotten = True
@@ -2428,9 +2433,8 @@ class Store:
             self._retried(delete_rows)
             if self._retractions_forgotten:  # no file of the current version keeps their hashes (older ones: `_compact`'s cleanup)
                 self._retractions_forgotten = False
-                with self._on(retractions.TABLE, "written"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    compact_with_deletions(self.retractions)
+                with self._on(retractions.TABLE, "written"):
+                    self._compact_retractions()
             self._purge_tables([n for n, c in counts.items() if c])  # only the tables that held them
         return counts
 
