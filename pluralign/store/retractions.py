@@ -16,8 +16,8 @@ never come: an id the user never sent). Each mover drops the rows it is about to
 (`pluralign.store.ingest.Ingestor`, as the replay does), so the row never reaches the table. A pending record older
 than `PENDING_KEEP_S` is deleted at the next record of its tenant: nothing of an id that never comes stays for good.
 
-A new table in session 54 (an older release never opens it: nothing it reads changed); its rows are appended and never
-changed but by that DELETE.
+An older release never opens this table (nothing it reads changed); its rows are appended and never changed but by
+that DELETE.
 """
 
 from __future__ import annotations
