@@ -303,7 +303,7 @@ class CachedEncoder:
 
 # what a vector kept by `ScopedVectors` holds beside its own bytes: its key (a tuple of the scope, the encoder's id and a
 # sha256), its array's header and the LRU's three dicts' entries, ~560 bytes traced on CPython 3.12, with room for their
-# tables' growth (until the review of pool52 not counted: 64 MiB of 384-d vectors took ~86 MiB)
+# tables' growth (not counting it, 64 MiB of 384-d vectors took ~86 MiB)
 VECTOR_ENTRY_BYTES = 768
 # what each scope `ScopedVectors` holds vectors of costs beside them: its own `LRUCache` and its three dicts' tables, ~1,050
 # bytes with one vector traced on CPython 3.11, less that vector's VECTOR_ENTRY_BYTES, with room

@@ -115,7 +115,7 @@ class RemoteEncoder:
 
         from pluralign.bounded_http import MAX_BOUND_S, bounded_client
 
-        if not 0 < timeout <= MAX_BOUND_S:  # nan too: no socket takes it (`RemotePolicy`'s, since the review of remote54)
+        if not 0 < timeout <= MAX_BOUND_S:  # nan too: no socket takes it (as `RemotePolicy`'s)
             raise ValueError(f"`timeout` must be above 0 and at most {MAX_BOUND_S:g} seconds, got {timeout}")
         if max_retries < 0:
             raise ValueError(f"`max_retries` must be at least 0, got {max_retries}")

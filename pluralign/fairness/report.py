@@ -29,8 +29,8 @@ INTERVAL_MIN_USERS = 5
 # shows no one-user group's, and a tenant of one user's overall figures are not that user's)
 MIN_SHOWN_USERS = 2
 # The `base_model` of an audit's report: names how its figures were computed, and an audit is given its change since
-# an earlier one of the same name only (`audit_settings`). `crossfit-logistic` (reports stored before review
-# auditreg55): the base model on every whitened direction (up to one per ten comparisons), each user's cross-fitting
+# an earlier one of the same name only (`audit_settings`). `crossfit-logistic` (reports stored by earlier
+# releases): the base model on every whitened direction (up to one per ten comparisons), each user's cross-fitting
 # half from `tenant/user`, and the personalized model's prior on its weight on the base margin scaled over the whole
 # audit. `crossfit-logistic-v2`: the leading directions that predict held-out users best (`held_out_dims`), the half
 # from the user id, that prior scaled by each user's own margins. A change of method takes a new name

@@ -519,7 +519,7 @@ class AdapterPool:
         drop ends (the wait releases the pool's lock, however deeply held: a caller needing several users' adapters
         asks `adapters_for`). Raises AdapterError only when the adapters needed at once exceed the budget, and what the
         host's drop raised when the old adapter's drop this call waited for failed (the old one is still held: the
-        next call tries its drop again; before review of pool48, the call tried again and again without end)."""
+        next call tries its drop again; this call does not try again and again without end)."""
         with self._lock:
             since = time.monotonic()
             while (name := self._resolve(tenant, user, pinned, since=since)) is None:

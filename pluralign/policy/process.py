@@ -147,8 +147,8 @@ def _beat(send, generator: Generator, cancels: dict) -> None:
     forward passes run so far, None), the child's progress for the parent's stall limit. The
     passes are counted at the output layer (every forward reaches it, a prefill slice's too, through any adapter: peft
     wraps the layers around it, not it). A beat while a stop-string set-up runs (`Generator.setting_up`: seconds of CPU
-    over the vocabulary before a chat takes its turn, no forward pass; it always ends) counts as one too: before review
-    48 four stop strings of 64 characters, or a few chats' at once, passed the limit and the healthy child was killed.
+    over the vocabulary before a chat takes its turn, no forward pass; it always ends) counts as one too: else four stop strings of 64 characters, or a few chats' at once, would pass the limit and the
+    healthy child would be killed.
     A hung child sends none (stopped, or stuck in C code holding the GIL) or the same count again (a deadlock in Python;
     a device call that never returns), once any set-up running then has ended."""
     passes = [0]

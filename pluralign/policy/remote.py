@@ -234,8 +234,8 @@ class RemoteGenerator:
         with self._use.drop(name):
             if name in self._adapters:
                 # 404: the server holds no adapter of that name (vLLM: "cannot be found"; restarted since it was loaded, or
-                # unloaded by its operator), so there is nothing to unload (before review of pool48, an error at each try:
-                # a user's DELETE failed until the service restarted)
+                # unloaded by its operator), so there is nothing to unload (not an error at each try: a user's
+                # DELETE would fail until the service restarted)
                 if not self._unload(self._served[name]):
                     log.warning("adapter %s was not loaded on the generation server (it answered 404): forgotten here", name)
                 del self._adapters[name]

@@ -757,9 +757,9 @@ class FeedbackLog:
         """`done` for records that leave the log without being moved (set aside as dead letters, their letters written
         first: `pluralign.store.ingest.Ingestor`): dropped from what is pending and cut from their segments' files too
         (each rewritten once with only what is pending; the segment being written is closed first and a fresh one
-        begun), so no later start replays them. Until the review of backlog49 it was `done` only: a record stayed in its
-        file while that segment held other feedback waiting (or was the one being written), and each start set it aside
-        again, a letter an admin had discarded coming back and the stored rows of a partial one logged again. Raises
+        begun), so no later start replays them. Marked `done` only, a record would stay in its file while that segment held
+        other feedback waiting (or was the one being written), and each start would set it aside again, a letter an
+        admin had discarded coming back and the stored rows of a partial one logged again. Raises
         OSError when a file cannot be rewritten (no room): the records are no longer pending all the same, and a later
         start replays them and sets them aside again, as after a kill between their letters and this. `staying`: seq ->
         how many rows of that record were logged again as a record of their own (those of a record set aside in part:

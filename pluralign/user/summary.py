@@ -377,8 +377,8 @@ def _borrowed(state: UserState, name: str, stated: Mapping[str, str], sign: str 
 def _capped(agree: float, p: float) -> bool:
     """Whether a belief whose posterior gives its side probability `p` claims more than the comparisons alone, which
     give that side `agree`: a lower probability of another level, or one under Φ(0.25), where they give the side no
-    direction, or give the other (until the review of belief52 only the first: 0.05 beside 0.7 both read `uncertain`,
-    and the belief kept a side the comparisons put 0.95 against). Never for a posterior that claims no side."""
+    direction, or give the other (the first alone would read 0.05 beside 0.7 both `uncertain`, and the belief would
+    keep a side the comparisons put 0.95 against). Never for a posterior that claims no side."""
     return _PHI(LEANING_Z) <= p and agree < p and (level(agree) != level(p) or agree < _PHI(LEANING_Z))
 
 
