@@ -38,8 +38,8 @@ def pref_id_problem(pref_id: Any) -> str | None:
 # segments (RFC 3986 section 5.2.4) before sending: `..` as curl, httpx and requests send it, percent-encoded by
 # `urllib.parse.quote(pref_id, safe="")` or not, is DELETE /v1/users/{user_id}, the user's own DELETE (every row gone);
 # `a/../..` sent as it is, too. They cut the path at `?` and `#` first (`..#x` is the same DELETE), and a WHATWG URL
-# parser (fetch in browsers and Node) also reads `\` as `/` and `%2e` as `.` (`%2E%2E`, `a\..\..`): found in review
-# dots54, where an import's `..` made a documented retraction delete its user. The server cannot tell such a DELETE
+# parser (fetch in browsers and Node) also reads `\` as `/` and `%2e` as `.` (`%2E%2E`, `a\..\..`): an import's `..`
+# would make a documented retraction delete its user. The server cannot tell such a DELETE
 # from the user's own, so no new row may carry such an id.
 _URL_CUT = re.compile(r"[?#]")
 _URL_SEGMENT_END = re.compile(r"[/\\]")

@@ -257,8 +257,8 @@ def held_out_dims(z: np.ndarray, inner: np.ndarray, l2: float) -> int:
 def inner_folds(user_hash: np.ndarray, user: np.ndarray) -> np.ndarray:
     """Each row's fold (0 or 1) for `held_out_dims`: (n,) from its user's id hash `user_hash` (n,) and user index
     `user` (n,). The rows' users in the order of their hash (then index) go to the folds in turn, so both folds hold
-    users from two on whatever their ids; a single user's comparisons alternate. auditreg55 took the hash's second
-    bit, which the users of a half shared by chance (one in two at two users), and then kept every direction."""
+    users from two on whatever their ids; a single user's comparisons alternate. Not the hash's second bit, which the users of a half may share by
+    chance (one in two at two users), every direction then kept."""
     users, at = np.unique(user, return_index=True)  # (u,)
     if users.size < 2:
         return np.arange(user.size) & 1

@@ -376,7 +376,7 @@ class FeedbackLog:
             if failure is None:
                 raise
             # the forgotten users alone: the others listed in those segments were never deleted, and no `forget_user`
-            # of theirs would ever clear the problem (until the lost44 review it stayed shown for good)
+            # of theirs would ever clear the problem (else it would stay shown for good)
             self._unrewritten.update(k for s in segments if s in self._segments for k in self._segments[s].users
                                      if _user_hash(k) in self._forgotten.users)
             if self.problems is not None:

@@ -1183,9 +1183,8 @@ class Store:
         clock, as Lance stamps it) of the first of the kept versions from which on none holds such a row. None when
         the newest version holds one. An upper bound of when they went: a purge that removed older versions leaves
         the first kept one, committed after. What was made from the table after it holds none of those rows; what
-        was made before may (a DELETE finished from the journal, `service.users.services.forget_before`: review of
-        jobs53; the DELETE's beginning, taken until then, left what another replica made while it waited for its
-        store's step). The versions are looked at by bisection, each on a handle of its own (the shared one stays
+        was made before may (a DELETE finished from the journal, `service.users.services.forget_before`: the DELETE's
+        beginning in its place would leave what another replica made while it waited for its store's step). The versions are looked at by bisection, each on a handle of its own (the shared one stays
         on its version); a version that cannot be read (files removed under the look, a column it lacks) counts as
         holding such a row. `since` (unix seconds): only the versions committed at or after it are looked at (such rows
         were seen in the table then, and may have left and come back before: the bisection looks for one run of
@@ -1244,7 +1243,7 @@ class Store:
         or stamped before `user` and committed after the read) is never replaced by one that does not carry it, and a
         row another process's DELETE took is not put back. Not for two inserts at once (`read` None in two processes):
         Lance rebases one onto the other without checking the key, both are written, and `get_user` takes the newer
-        (measured in the lost44 review: 10 of 10 tries with two Stores on one folder); an update over a row read is
+        (measured: 10 of 10 tries with two Stores on one folder); an update over a row read is
         checked again when its commit meets another (1 of 2 written, 15 of 15 tries). Returns whether it was
         written; when not, the caller reads the row again and draws its row from that one
         (`service.users.services._write_over_read`). Raises StoreUnavailable as `put_user` does."""

@@ -19,7 +19,7 @@ The folder is PLURALIGN_PAL_DIR (or PLURALIGN_CONFIG's pal_dir; default <data di
 
     pluralign promote --older-form [--pal-dir /var/lib/pluralign/shared/pal]
 
-rewrites the model the folder holds, in place, under the same lock, in the form earlier releases (before file digests)
+rewrites the model the folder holds, in place, under the same lock, in the form releases before replicas50
 read: its meta.json without the sha256 of its other files (`files`), which those releases refuse (their starts and
 their DELETEs of its training users fail). For a rollback to such a release, or a rolling update from one after a
 promotion: run it before an older replica starts, or while older replicas run. This release serves the model all the
@@ -49,8 +49,8 @@ def register(subparsers) -> None:
 
 
 def recorded_digests(description: Path) -> dict[str, str]:
-    """The sha256 of each file a PAL checkpoint's or EM mixture's meta.json records (`files`; none before session
-    replicas50), so a copy of an artifact rewritten meanwhile is refused (`pluralign.files.promote_into`)."""
+    """The sha256 of each file a PAL checkpoint's or EM mixture's meta.json records (`files`; none in a model
+    written by a release before replicas50), so a copy of an artifact rewritten meanwhile is refused (`pluralign.files.promote_into`)."""
     import msgspec
 
     meta = msgspec.json.decode(description.read_bytes())

@@ -440,8 +440,8 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
 
     With `cors` (the app's Litestar CORSConfig, setting cors_origins), each answer written here carries the CORS
     headers the app gives a listed origin (`service.web_headers.cors_answer_headers`), read from the request's
-    `Origin`: a page on that origin reads the 408, 431, 400 or 503 and its Retry-After, not an opaque network error
-    (until wire44 none had them). A connection over the limit is then answered once its request's head has come (its
+    `Origin`: a page on that origin reads the 408, 431, 400 or 503 and its Retry-After, not an opaque network error.
+    A connection over the limit is then answered once its request's head has come (its
     Origin read; REFUSED_LINGER_S at most, then without it), not at once."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 

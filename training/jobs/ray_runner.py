@@ -133,7 +133,7 @@ def lancedb_fork_warning_quiet() -> Iterator[None]:
     Ray's own processes (GCS, raylet, ...) with subprocess and a `preexec_fn`, so each child runs Python's at-fork
     hooks, lancedb's among them, before it execs a program of its own that never touches lancedb. Each child
     warned on the service's stderr: five lines at every start of a replica with the Ray runner, naming a deadlock
-    an operator cannot act on (trial45b). A child inherits the filter from this process at its fork; a fork
+    an operator cannot act on. A child inherits the filter from this process at its fork; a fork
     outside the block still warns."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
@@ -144,7 +144,7 @@ def lancedb_fork_warning_quiet() -> Iterator[None]:
 def signal_handlers_kept() -> Iterator[None]:
     """Puts back the process's SIGTERM and SIGINT handlers after the block: `ray.init` sets its own SIGTERM handler
     (`sys.exit(15)`) in the main thread, which took a SIGTERM from `pluralign serve`'s graceful stop (uvicorn's
-    handler) and ended it with a traceback and status 134 or 15 instead of 0 (ops42)."""
+    handler) and ended it with a traceback and status 134 or 15 instead of 0."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

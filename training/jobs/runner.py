@@ -896,7 +896,7 @@ class LocalJobRunner:
         no metrics nor result; its error and log tail stay. The check is what keeps a result to what may outlive its
         users (an audit's members file, which a DELETE reads; a snapshot's users): one it did not pass may hold the
         figures, and an audit's group names (an attribute's value a user sent), of users deleted since, which no
-        DELETE finds (until auditfail42 they stayed until the retention purged the job). Raises OSError when a file
+        DELETE finds (kept, they would stay until the retention purged the job). Raises OSError when a file
         cannot be removed."""
         for name in ("result.json", "out"):
             self.store.path(job.id, name).unlink(missing_ok=True)
