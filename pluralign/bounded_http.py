@@ -15,20 +15,20 @@ where the transport is given a `StreamBound`: its headers and its body's first p
 engine's queue and prefill, as a non-streamed answer whole), then each further piece within `idle_s` of its reader's
 asking for it (progress: any piece of the body, an event or part of one; a reader slow to ask, the time it took its own,
 is not taken for the server's silence), the whole within `total_s` of its sending; past either it
-raises `StreamTimedOut` (an `httpx2.ReadTimeout`) naming the bound. Until session stream55 a stream was bounded whole by
-the request's deadline, the bound of a non-streamed call (120 s for a chat): a long answer from a slow or busy engine,
-its tokens coming steadily, was cut mid-way. A server dribbling a byte at a time makes progress: `total_s` ends it.
+raises `StreamTimedOut` (an `httpx2.ReadTimeout`) naming the bound. A stream is not bounded whole by the request's
+deadline, the bound of a non-streamed call (120 s for a chat): a long answer from a slow or busy engine, its tokens
+coming steadily, would be cut mid-way. A server dribbling a byte at a time makes progress: `total_s` ends it.
 
 The lookup of a server's name (`getaddrinfo`, the system resolver: /etc/hosts, DNS as resolv.conf says) is bounded
-too, by the connect's timeout and the request's deadline (`_Lookups`); until session stream55 by the system resolver's
-own timeouts only, so a DNS server that never answered held a chat and its thread past every bound. Neither library
+too, by the connect's timeout and the request's deadline (`_Lookups`), not by the system resolver's own timeouts
+only, which would let a DNS server that never answers hold a chat and its thread past every bound. Neither library
 bounds it: httpcore's connect is `socket.create_connection`, which looks the name up unbounded, and anyio's
 `getaddrinfo` runs it on its event loop's executor, whose `anyio.run` waits for that thread as it ends (measured: a
 `fail_after(0.5)` around a lookup hung 3 s returned after 3.0-3.2 s); no resolver library is installed (dnspython would read
 neither /etc/hosts nor nsswitch). So the lookup runs on a daemon thread of its own, one per name looked up at once
 (requests for a name under way wait on that one), and a request waits for it no longer than its bound; a lookup that
 hangs ends on its thread when the system resolver gives up (glibc: `timeout` x `attempts` per nameserver, 5 s x 2 by
-default). Measured (`benchmarks/name_lookups.py`, BENCHMARKS.md, session stream55): 242 us a lookup of `localhost` so,
+default). Measured (`benchmarks/name_lookups.py`, BENCHMARKS.md): 242 us a lookup of `localhost` so,
 30 us straight, 854 us through `anyio.run`; once per new connection (connections are pooled); an address given as
 digits is not looked up.
 
@@ -41,8 +41,8 @@ its deadline.
 
 A client made by `bounded_client` sends its requests through the proxy the environment names for their URL
 (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, or in lower case: as httpx reads them), each bounded whole the
-same way: httpx reads none for a client given a transport of its own, so from session remote54 until its review
-requests went straight to the server, and one reached through an egress proxy was unreachable after the upgrade.
+same way: httpx reads none for a client given a transport of its own, so without this requests would go straight
+to the server, and one reached through an egress proxy would be unreachable.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ import httpx2
 # `bound_s` from when it is sent)
 DEADLINE = "pluralign.deadline"
 # the most seconds a request may be bounded by (`BoundedTransport`'s `bound_s`, `RemotePolicy`'s timeouts): a day. A socket
-# takes no timeout past ~9.2e9 s, nor inf or nan: each request failed in it (OverflowError, ValueError: the service's
-# chats each a 500 `internal error`, until the review of session remote54)
+# takes no timeout past ~9.2e9 s, nor inf or nan: each request would fail in it (OverflowError, ValueError: the service's
+# chats each a 500 `internal error`)
 MAX_BOUND_S = 86400.0
 # the openai client's own (its `DEFAULT_CONNECTION_LIMITS`): a chat's prompt counts, 4 at once each, of many chats at once
 LIMITS = httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
@@ -167,8 +167,8 @@ class _Lookups:
             if lookup is None:
                 lookup = concurrent.futures.Future()
                 try:  # marked as under way once its thread runs (which unmarks it, under this lock): a start the system
-                    # refuses (a pids limit) left the name marked with no thread to end it, every later request for it
-                    # then timed out waiting (review of session stream55)
+                    # refuses (a pids limit) must not leave the name marked with no thread to end it, every later request
+                    # for it then timing out waiting
                     threading.Thread(target=self._look_up, args=(key, lookup), name="name-lookup", daemon=True).start()
                 except RuntimeError as exc:  # "can't start new thread"
                     raise httpcore2.ConnectError(f"the lookup of the name {host!r} could not begin: {exc}") from exc
@@ -178,7 +178,7 @@ class _Lookups:
         except concurrent.futures.TimeoutError:
             raise httpcore2.ConnectTimeout(f"the lookup of the name {host!r} took longer than {timeout:.3g} s") from None
         except (OSError, UnicodeError) as exc:  # socket.gaierror; a name the resolver's encoding refuses (an empty label,
-            # one past 63 characters: raised as it was until the review of session stream55)
+            # one past 63 characters: not raised as it is)
             raise httpcore2.ConnectError(str(exc)) from exc
         return list(dict.fromkeys(str(info[4][0]) for info in found))
 
@@ -380,9 +380,8 @@ def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
 def connecting(exc: BaseException | None) -> str:
     """" (connecting: <httpx's words>)" when `exc` (a client's timeout: the `openai` client's, httpx's) was the connect's,
     found along its causes: the lookup of the server's name (`_Lookups`) or the connection not made within the connect's
-    timeout or the time left; "" for any other. For an operator's log, which said "did not answer within <the whole
-    bound>" whatever timed out (until the review of session stream55: a DNS server not answering read as a slow
-    server)."""
+    timeout or the time left; "" for any other. For an operator's log, which would otherwise say "did not answer within <the whole
+    bound>" whatever timed out (a DNS server not answering read as a slow server)."""
     from pluralign.urls import redacted
 
     for _ in range(4):  # the `openai` client's error, httpx's, httpcore's
@@ -401,12 +400,12 @@ def bounded_client(client: type[httpx2.Client] = httpx2.Client, bound_s: float |
     in lower case; none with `trust_env=False`, nor with a `proxy` given, which every request goes through, bounded
     too), each through such a proxy bounded the same way. ValueError naming the
     variable (the proxy's password hidden) for a proxy it cannot use: a scheme not http, https, socks5 or socks5h, or
-    a SOCKS one without the `socksio` package (until review late54b httpcore's RuntimeError, a traceback at start)."""
+    a SOCKS one without the `socksio` package (not httpcore's RuntimeError, a traceback at start)."""
     from httpx2._utils import get_environment_proxies  # httpx's own reading of them (pinned: requirements.txt)
 
     proxy = options.pop("proxy", None)
     if proxy is not None:  # every request through it, the environment's read for none (as httpx's client does), bounded:
-        # passed on, httpx made its own transport for it, unbounded (until review late54b)
+        # passed on, httpx would make its own transport for it, unbounded
         mounts = {"all://": BoundedTransport(bound_s, proxy=proxy, stream=stream)}
     else:
         proxies = get_environment_proxies() if options.get("trust_env", True) else {}

@@ -50,8 +50,8 @@ def at_least(owner: str, minimum: float, **fields) -> None:
 
 def encoder_named(encoder_id) -> str:
     """`encoder_id` itself when it names an encoder (a str with a visible character), as an artifact records it and
-    loading checks it; else a ValueError naming `encoder_id`. Until session newlib55 `save_pal` and `EMMixture.save`
-    wrote None (an artifact their loaders refused, "Expected `str`, got `null`") or "" (one naming no encoder)."""
+    loading checks it; else a ValueError naming `encoder_id`, so that `save_pal` and `EMMixture.save` never write
+    None (an artifact their loaders refuse, "Expected `str`, got `null`") or "" (one naming no encoder)."""
     from pluralign.data.text import is_blank  # pure Python
 
     if not isinstance(encoder_id, str) or is_blank(encoder_id):

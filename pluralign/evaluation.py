@@ -72,7 +72,7 @@ def _same_length(correct, labels, name: str, what: str) -> np.ndarray:
     if hasattr(correct, "detach"):  # a torch tensor
         correct = correct.detach().cpu()
     correct = np.asarray(correct, np.float64)
-    if correct.ndim > 1:  # a table of credits read in turn against the labels: flattened until session small47b
+    if correct.ndim > 1:  # a table of credits is not one per comparison: refused, not flattened
         raise ValueError(f"`correct` must be one credit per comparison, (N,), got shape {correct.shape}")
     correct = correct.reshape(-1)
     bad = ~np.isin(correct, (0.0, 0.5, 1.0))
@@ -94,8 +94,8 @@ def _whole(value) -> bool:
 
 
 def _user_indices(users) -> np.ndarray:
-    """`users` (N,) as an array of whole numbers; ValueError naming `users` for another shape (a table's rows were
-    read flattened, its first N entries taken as the users, until review newlib55) or the first element that is not a
+    """`users` (N,) as an array of whole numbers; ValueError naming `users` for another shape (a table's rows are not
+    read flattened, its first N entries taken as the users) or the first element that is not a
     whole number (a None, a name, 1.5), whatever the array's dtype (an object array: a pandas column)."""
     if hasattr(users, "detach"):  # a torch tensor
         users = users.detach().cpu().numpy()
@@ -117,8 +117,8 @@ def _user_indices(users) -> np.ndarray:
 def user_accuracy(correct: np.ndarray, users: np.ndarray) -> dict[int, float]:
     """Per user index: the mean credit of that user's pairs. `correct` (N,) is `credit(p)`, `users`
     (N,) each pair's user index (whole numbers of any dtype: `PairBatch.user`); ValueError naming `users` when it has
-    another length or shape or holds a value that is not a whole number (`_user_indices`; until session newlib55 cut by int(): 1.2 and 1.7
-    were one user, a name an int() error), and `correct` when it holds a value that is not a credit (0, 0.5 or 1)."""
+    another length or shape or holds a value that is not a whole number (`_user_indices`; not cut by int(), which makes 1.2 and 1.7
+    one user, and a name an int() error), and `correct` when it holds a value that is not a credit (0, 0.5 or 1)."""
     correct = _same_length(correct, users, "users", "entries")
     index = _user_indices(users)
     per_user = defaultdict(list)
@@ -146,10 +146,10 @@ def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, fl
         sums[g].append(c)
     try:
         ordered = sorted(sums.items())
-    except TypeError:  # labels of two kinds (a None among strings): until session newlib55 sorted()'s own words
+    except TypeError:  # labels of two kinds (a None among strings): named, not in sorted()'s own words
         kinds = [type(g) for g in groups]
-        # the most common kind; str (what `groups` takes) wins a tie: ['a', None] names None (until review newlib55
-        # whichever kind `set` gave first: here 'a', the good label)
+        # the most common kind; str (what `groups` takes) wins a tie: ['a', None] names None (not whichever kind
+        # `set` gives first: here 'a', the good label)
         common = max(dict.fromkeys(kinds), key=lambda kind: (kinds.count(kind), kind is str))
         i = next((i for i, kind in enumerate(kinds) if kind is not common), None)
         if i is None:  # one kind that does not order (complex numbers)

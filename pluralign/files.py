@@ -148,7 +148,7 @@ def file_digests(folder: str | os.PathLike, names: Collection[str]) -> dict[str,
 def check_digests(folder: str | os.PathLike, digests: dict[str, str], description: str = "meta.json") -> None:
     """Raise FilesDiffer naming the first file in `folder` (by name) that is missing or whose sha256 is not the one
     `digests` records (`file_digests`); `description` names the file that records them. {} (an artifact written
-    before digests were recorded, session replicas50) checks nothing."""
+    by an earlier release, before digests were recorded) checks nothing."""
     for name, digest in sorted(digests.items()):
         path = Path(folder) / name
         try:
@@ -189,7 +189,7 @@ def still_recorded(folder: str | os.PathLike, digests: dict[str, str], name: str
     DELETE rewrites a per-user file, so that the new file's digest is recorded (`with_new_digest`) only where the
     description described the file before. Never for a mix (another artifact's file beside this description, a copy
     under way): that must go on failing `check_digests`. False where `digests` records no such file (an artifact
-    written before session replicas50). Raises FileNotFoundError where it records one and the file is missing."""
+    written by an earlier release, before digests were recorded). Raises FileNotFoundError where it records one and the file is missing."""
     recorded = digests.get(name)
     return recorded is not None and _sha256(Path(folder) / name) == recorded
 
@@ -270,7 +270,7 @@ def writing_artifact(folder: str | os.PathLike, files: tuple[str, ...], what: st
     folder = check_artifact_folder(folder, files, what)
     folder.mkdir(parents=True, exist_ok=True)
     if _holds_by_descriptor(folder):  # this thread's `folder_lock` holds this very flock (its fallback): a second
-        yield begin_artifact(folder, files, what)  # descriptor's would be refused (a bootstrap failed so in session 49)
+        yield begin_artifact(folder, files, what)  # descriptor's would be refused (a first start's bootstrap would fail so)
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -301,11 +301,11 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     Where the folder's parent cannot be written (`folder` itself a read-only or separate mount point), the folder's
     own descriptor is locked instead, which orders the processes of one machine: the flock `writing_artifact` takes,
     so this thread's `writing_artifact` into the folder inside the block (a first start's bootstrap) goes on under it
-    (until session reviewreplicas49 it was refused, ArtifactBusy), and another process's is refused. Only where the lock
+    (not refused, ArtifactBusy), and another process's is refused. Only where the lock
     file is not there: one this process cannot open for writing (another uid's, mode 0640) is locked opened read-only
     (a local volume's flock takes it so), and one it cannot open at all is an OSError naming it, since the processes
-    that opened it take turns on it (until session replicas50 the folder was locked instead, and a replica of another
-    uid rewrote it while the others held their lock). Raises OSError naming the lock file when it cannot be opened nor
+    that opened it take turns on it (locking the folder instead would let a replica of another uid rewrite it while
+    the others held their lock). Raises OSError naming the lock file when it cannot be opened nor
     the folder's own lock taken. The folder may be missing (a first start bootstraps it under the lock)."""
     path, own = lock_file(folder), None
     try:
@@ -340,11 +340,10 @@ def promote_into(source: str | os.PathLike, folder: str | os.PathLike, *, descri
     sees the one before or this one; one killed part way leaves a mix whose description's digests do not match
     (`check_digests`), which a reader refuses, until the next promotion. `replaces`: the names, besides `source`'s,
     that `folder` may hold (the files of any artifact of the kinds promoted there): a folder holding another plain file
-    is no such artifact's (a mistyped folder, a data folder) and nothing is done (until session reviewreplicas50 its
-    files were removed). `recorded(copy of the description)`: the digests it records (`file_digests`), against which
+    is no such artifact's (a mistyped folder, a data folder) and nothing is done (its files are not removed). `recorded(copy of the description)`: the digests it records (`file_digests`), against which
     each copy is checked before anything is renamed: a source rewritten while it was copied (a DELETE rewriting a job's
     artifact, its per-user file then its description, under no lock of this folder) is refused, FilesDiffer naming
-    the file, nothing changed (until session reviewreplicas50 the mix was put in place, which no reader loads).
+    the file, nothing changed (the mix is not put in place: no reader loads it).
     Returns the names put in place. Raises ValueError naming `source` when it holds no `description` or anything but
     plain files, naming `folder` and the file when it holds one `replaces` does not name, and what `check` raises."""
     source, folder = Path(source), Path(folder)
@@ -602,10 +601,10 @@ def rewrite_description(folder: str | os.PathLike, changes: dict[str, object], d
     """Rewrite the artifact description (`folder`/`description`, a JSON object) with the fields `changes` gives set,
     whole (`write_atomic`), every other field kept as the file has it, in its order: a field a later release added
     (which this release's struct skips on reading) stays for that release, where re-encoding the struct read dropped
-    it. A `files` change of {} (no digests: a model written before session replicas50) is not added to a description
-    without `files`: a release before replicas50 refuses the field (its struct forbade unknown fields), so a DELETE of
-    this release during a rolling upgrade left an older-form meta.json that the older replicas could no longer read
-    (their starts and DELETEs failed; until session upgrade51). Raises OSError naming the file, ValueError when it is
+    it. A `files` change of {} (no digests: a model written by an earlier release) is not added to a description
+    without `files`: a release before digests refuses the field (its struct forbade unknown fields), so a DELETE of
+    this release during a rolling upgrade would leave an older-form meta.json that the older replicas could no longer
+    read (their starts and DELETEs failing). Raises OSError naming the file, ValueError when it is
     not a JSON object."""
     import msgspec
 

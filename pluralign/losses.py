@@ -35,7 +35,7 @@ CONSTANT_BT_LOSS = math.log(2)
 ABSURD_BT_LOSS = 10 * CONSTANT_BT_LOSS
 # The fewest validation pairs whose mean loss PAL's guard judges (training pairs are always judged). A mean over a
 # few pairs can be absurd with nothing wrong: a model confident from many consistent training pairs scores ~25 nats
-# on the one validation pair where their user answered the other way (session 40: 13 answers one way, 1 the other).
+# on the one validation pair where their user answered the other way (a case seen in a replay: 13 answers one way, 1 the other).
 # From 20 pairs on, one such pair adds ~1.2 to the mean, so over 10 x log 2 takes a quarter of them contradicted: the
 # validation pairs disagree with the training ones as a whole (swapped sides), which is worth stopping for.
 MIN_JUDGED_VAL_PAIRS = 20

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 HIDDEN = "***"
 # RFC 3986's authority: scheme "://" [userinfo "@"] host. The userinfo is read as running to the last "@" before a space,
 # not as RFC 3986 bounds it (no "/", "?" or "#"; `urlsplit` likewise): a password or token holding one unencoded (base64's
-# "/", a "#") is what a user gives and what makes the URL refused, so what is printed (review remote49: such a password
-# was printed whole, the RFC's reading finding no userinfo). An "@" in a URL's path or query hides its host too: the
+# "/", a "#") is what a user gives and what makes the URL refused, so what is printed (by the RFC's reading, which finds
+# no userinfo, such a password would be printed whole). An "@" in a URL's path or query hides its host too: the
 # safe side. Found by plain scans, each character looked at a bounded number of times: a regular expression for it
 # (`\b[A-Za-z][A-Za-z0-9+.-]*://\S*@`) backtracks over the rest of the text at each possible scheme: 11-20 s for 64 KB
 _SCHEME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+.-")
@@ -64,7 +64,7 @@ def _hide_userinfo(token: str) -> str:
 
 
 # a port that is no number, in a URL whose userinfo a "/", "?" or "#" cut short: `https://user:ab/cd@host` reads as host
-# `user`, port `ab` (the password's start), so the port's value is not repeated (review remote49)
+# `user`, port `ab` (the password's start), so the port's value is not repeated
 PORT_OR_PASSWORD = ("its port is not a number, or its user name or password holds a character a URL cannot hold there: "
                     "write / ? # @ as %2F %3F %23 %40")
 
@@ -87,7 +87,7 @@ def base_url_problem(url: str) -> str | None:
     if not parts.hostname:
         return "it names no host"
     try:  # as the system resolver's lookup (`socket.getaddrinfo`) encodes the name: an empty label (`vllm..svc`) or one
-        # past 63 characters raised UnicodeError at each request, a 500 (until the review of session stream55). A name
+        # past 63 characters would raise UnicodeError at each request, a 500: refused here. A name
         # not in ASCII as httpx encodes it when the client is made (IDNA 2008: the `idna` package, which Python's codec,
         # IDNA 2003, is not): `bü..svc` failed there with httpx's InvalidURL, naming no setting
         if parts.hostname.isascii():

@@ -166,6 +166,7 @@ class Hangup:
     def __init__(self, receive: Receive):
         self._receive = receive
         self.gone = False  # `http.disconnect` was read
+        self.began = False  # the answer's `http.response.start` went out (kept by `with_request_ids`: `answer_began`)
 
     async def receive(self) -> Message:
         message = await self._receive()
@@ -187,6 +188,13 @@ def client_gone(scope: Scope) -> bool:
     return hangup is not None and hangup.gone
 
 
+def answer_began(scope: Scope) -> bool:
+    """Whether the request's answer began (its `http.response.start` was sent through `with_request_ids`). False outside
+    `with_request_ids`."""
+    hangup = scope.get(HANGUP_KEY)
+    return hangup is not None and hangup.began
+
+
 def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Scope], str | None],
                      route_of: Callable[[Scope], str], method_of: Callable[[Scope], str],
                      refuse: Callable[[str], tuple[int, bytes]],
@@ -206,13 +214,13 @@ def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Sco
         token = REQUEST_ID.set(rid)
         start = time.perf_counter()
         status = 500  # an exception before the answer began: the server answers 500
-        started = ended = False  # the answer began; its body's last piece was sent
+        ended = False  # the answer's body's last piece was sent (`hangup.began`: its start)
         hangup = scope[HANGUP_KEY] = Hangup(receive)  # type: ignore[literal-required]
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, started, ended
+            nonlocal status, ended
             if message["type"] == "http.response.start":
-                status, started = message["status"], True
+                status, hangup.began = message["status"], True
                 headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"x-request-id"]
                 message = {**message, "headers": [*headers, (b"x-request-id", rid.encode("latin-1"))]}
             await send(message)
@@ -227,12 +235,12 @@ def with_request_ids(app: ASGIApp, *, log_access: bool, tenant_of: Callable[[Sco
 
         try:
             await (app if problem is None else around_refusal(refusal))(scope, hangup.receive, send_with_id)
-            status = hangup.status(status if started else None)  # no answer and the client gone: its hang-up, not a 500
+            status = hangup.status(status if hangup.began else None)  # no answer and the client gone: its hang-up, not a 500
         finally:
             if log_access:
                 line = {"method": method_of(scope), "route": route_of(scope), "status": status,
                         "duration_ms": round((time.perf_counter() - start) * 1000, 1), "tenant": tenant_of(scope)}
-                cut = started and not ended  # a stream stopped part way (a failure, a hang-up): its status was sent first
+                cut = hangup.began and not ended  # a stream stopped part way (a failure, a hang-up): its status was sent first
                 if cut:
                     line["cut"] = True
                 access_log.info("%(method)s %(route)s %(status)d %(duration_ms).1f ms tenant=%(tenant)s" + (" cut" if cut else ""),

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from service.requestid import answer_began
+
 
 def draining(app: ASGIApp, is_draining: Callable[[], bool], around: Callable[[ASGIApp], ASGIApp] | None = None) -> ASGIApp:
     """The app, answering every HTTP request 503 with Retry-After (and `Connection: close`) while
@@ -96,19 +98,12 @@ def retry_safe(scope: Scope) -> bool:
 async def _answered_if_cancelled(app: ASGIApp, cut: Callable[[], ASGIApp], scope: Scope, receive: Receive,
                                  send: Send) -> None:
     """`app` serving the request; cancelled (the server's graceful wait ran out) before its answer began, `cut()`
-    answers it, and the CancelledError is raised again."""
-    started = False
-
-    async def sending(message) -> None:
-        nonlocal started
-        if message["type"] == "http.response.start":
-            started = True
-        await send(message)
-
+    answers it, and the CancelledError is raised again. Whether the answer began is what `with_request_ids`, around
+    `draining`, saw of it (`service.requestid.answer_began`): its `send` is the one passing every message already."""
     try:
-        await app(scope, receive, sending)
+        await app(scope, receive, send)
     except asyncio.CancelledError:
-        if not started:
+        if not answer_began(scope):
             with contextlib.suppress(Exception):  # the connection gone too: nothing to answer
                 await cut()(scope, receive, send)
         raise

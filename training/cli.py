@@ -66,7 +66,7 @@ class Parser(argparse.ArgumentParser):
         """argparse's, with the closest choice (difflib) in its `invalid choice` error, as Python 3.14's argparse
         suggests one: `argument command: invalid choice: 'trian' (did you mean 'train'?) (choose from ...)`. The hint
         goes in as the error is made: read back out of argparse's message, a value holding both quotes and
-        ` (choose from ` was cut at its escaped quote (review trial54: a SyntaxError traceback, not a usage error)."""
+        ` (choose from ` would be cut at its escaped quote (a SyntaxError traceback, not a usage error)."""
         try:
             super()._check_value(action, value)
         except argparse.ArgumentError as exc:
@@ -316,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
         # and a bad value of one (`PLURALIGN_STORE_RETRIES=abc`, a PLURALIGN_CONFIG file that is not TOML),
         # in serve's words, though the command may not read it: the service, or a job it starts, would refuse it
         # A command whose --data-dir is the setting data_dir (`serve`, `keys`, `tenants`) is checked with it, as it runs:
-        # until the review of session trial53 an empty PLURALIGN_DATA_DIR refused `serve --data-dir /srv/x` here
+        # so an empty PLURALIGN_DATA_DIR does not refuse `serve --data-dir /srv/x` here
         given = {"data_dir": args.data_dir} if getattr(args, "settings_data_dir", False) else {}
         with warnings.catch_warnings():  # a deprecated name is the warning of the command that reads it
             warnings.simplefilter("ignore", DeprecatedVariable)

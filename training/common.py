@@ -43,8 +43,8 @@ def check_given(option: str, value: str | None, what: str) -> None:
 
 
 def check_cache(value: str | None) -> None:
-    """An empty `--cache` (`check_given`): until session rows44 it was read as no --cache, the default cache used
-    without a word."""
+    """An empty `--cache` is refused (`check_given`), not read as no --cache (the default cache used without a
+    word)."""
     check_given("--cache", value, "the embedding cache's file")
 
 
@@ -303,8 +303,8 @@ def store_options(uri: str) -> dict[str, str]:
     """The Lance storage options every command opens the store at `uri` (its `--store`, or PLURALIGN_STORE_URI) with: the
     service's store settings (`PLURALIGN_STORE_ENDPOINT`, `_REGION`, `_ALLOW_HTTP`, the keys, `_TIMEOUT_S`, `_RETRIES`, or
     the PLURALIGN_CONFIG file's), as `pluralign serve` reaches its store (`Settings.storage_options_for`); empty for a
-    folder. Until session ops54 `train adapter --store` opened the store with none (Lance's defaults: AWS's endpoint),
-    and `audit --store` with the variables' five options only (no request bounds, nothing from the file)."""
+    folder. Every command reads them: a store opened with none would take Lance's defaults (AWS's endpoint), one opened
+    with the variables alone would miss the request bounds and the file's."""
     from service.settings import Settings
 
     return Settings.load().storage_options_for(uri)
@@ -322,8 +322,8 @@ def check_store_there(option: str, value: str, uri: str) -> None:
     object store holding no pluralign store, before anything opens it as a `Store`, which would make its tables there (a
     folder is checked by `store_folder`). Reached with `store_options(uri)` (`pluralign.store.location.reach`: a listing,
     one table's latest version, nothing written); a store that cannot be reached raises its StoreUnavailable (an
-    OSError: the CLI's one line). Until the review of session ops54 `train adapter --store s3://bucket/typo` made the
-    store's six tables at the typo, then found no comparisons there."""
+    OSError: the CLI's one line). Checked first because opening it as a `Store` at a mistyped prefix
+    (`train adapter --store s3://bucket/typo`) would make the store's six tables there, then find no comparisons."""
     from pluralign.store.location import reach
 
     tables = reach(uri, store_options(uri))
@@ -491,9 +491,8 @@ def check_listen(host: str, port: int, port_named: str | None = None) -> None:
     `port_named` says it was given (default `--port N`), not uvicorn's error after the models have
     loaded (a minute at a first start). Every address `host` resolves to is bound, as asyncio's `create_server` (which
     uvicorn serves with) binds them: `localhost` as 127.0.0.1 and ::1 on many machines, '' as every interface (0.0.0.0
-    and ::); until session remote49 only the first was tried (another process on ::1 failed the start after the models
-    loaded) and '' was refused ("not an address"). An address whose socket this kernel cannot make (IPv6 disabled:
-    EAFNOSUPPORT) is skipped, as asyncio skips it (until the review of remote49 the OSError refused the start)."""
+    and ::), so another process on ::1 fails here, before the models load, not after. An address whose socket this
+    kernel cannot make (IPv6 disabled: EAFNOSUPPORT) is skipped, as asyncio skips it, and does not refuse the start."""
     port_named = port_named or f"--port {port}"
     try:  # asyncio's reading of '': every interface
         found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -504,7 +503,7 @@ def check_listen(host: str, port: int, port_named: str | None = None) -> None:
         for family, kind, proto, _, address in dict.fromkeys(found):
             try:
                 sock = bound.enter_context(socket.socket(family, kind, proto))
-            except OSError:  # as asyncio's: a family this kernel lacks (IPv6 disabled) is skipped (review remote49)
+            except OSError:  # as asyncio's: a family this kernel lacks (IPv6 disabled) is skipped
                 continue
             made += 1
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own socket

@@ -110,8 +110,8 @@ RATING_COLUMNS = ("chosen_rating", "rejected_rating")
 def extra_type_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
     """(column, problem) of the first of TRL's extra columns (`TrlRow.extra`) holding a value of another type than
     its own: a score (SCORE_COLUMNS) that is not a number, a rating (RATING_COLUMNS) that is neither a number nor a
-    list of numbers (lists in it too, each holding numbers at any depth: until review trl55 one holding text past
-    MAX_EXTRA_DEPTH was taken; its depth is `extra_column_problem`'s). A null is absent and a boolean no number. None
+    list of numbers (lists in it too, each holding numbers at any depth: one holding text past MAX_EXTRA_DEPTH is refused too; its
+    depth is `extra_column_problem`'s). A null is absent and a boolean no number. None
     when every one holds its type. What `row_to_preference` refuses, naming the column."""
     for column in SCORE_COLUMNS:
         if (value := extra.get(column)) is not None and not _number(value):
@@ -127,12 +127,12 @@ def extra_type_problem(extra: Mapping[str, Any]) -> tuple[str, str] | None:
 def _numbers(value: Any) -> bool:
     """Whether `value` is a number or a list of numbers and such lists, however deep (without recursion: a JSON line
     nests lists up to msgspec's limit, a Python row any depth), a list's numbers finite: a NaN in a list (a Parquet
-    file's, pandas' missing aspect) is written `null` there, which no reader takes (until review late55a it was read,
-    and `data export` wrote a file its own reader refused); a NaN alone is absent, as a score's. Looked at one depth
+    file's, pandas' missing aspect) is written `null` there, which no reader takes (read, `data export` would write
+    a file its own reader refuses); a NaN alone is absent, as a score's. Looked at one depth
     of lists at a time, each told by its items' types at C speed (`set(map(type, ...))`, `sum`, the next depth's items
     by `itertools.chain`), only items of other types one by one: a 1 MB import line of a rating of 450,000 numbers is
-    checked in ~15 ms, not ~275 ms of Python holding the interpreter lock (review trl55), and one of 200,000 lists of
-    a number alike (~130 ms of Python a list before review late55a)."""
+    checked in ~15 ms, not ~275 ms of Python holding the interpreter lock, and one of 200,000 lists of
+    a number alike (not ~130 ms of Python a list)."""
     if type(value) is not list:
         return _number(value)
     level = value
@@ -591,12 +591,12 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
 def file_trl(trl: TrlRow | None) -> TrlRow | None:
     """A stored row's TRL form as a preference file is written with it, so that what the service writes reads again:
     None (the row's own text, TRL's standard form) for one whose messages a reader refuses (`messages_to_text`: a role
-    outside MESSAGE_ROLES, which imports before session rows42 stored); one mixing TRL's forms, an explicit prompt of
-    another form than its answers (imports before session trl55 stored it), in the conversational form with the same
+    outside MESSAGE_ROLES, which imports of earlier releases stored); one mixing TRL's forms, an explicit prompt of
+    another form than its answers (imports of earlier releases stored it), in the conversational form with the same
     text (a text prompt as one `user` message, a text answer as one `assistant` message: one message reads as its
-    content, `_joined`); and with a score or rating held as the text of a number as that number (`"8.5"` as 8.5: since
-    review trl55; before, left out), without the extra columns a reader still refuses for their type
-    (`extra_type_problem`: a `score_chosen` of "high", stored before session trl55), the rest kept."""
+    content, `_joined`); and with a score or rating held as the text of a number as that number (`"8.5"` as 8.5, not left
+    out), without the extra columns a reader still refuses for their type (`extra_type_problem`: a `score_chosen` of
+    "high", which earlier releases stored), the rest kept."""
     if trl is None:
         return None
     try:
@@ -644,8 +644,8 @@ def trl_as_compared(trl: TrlRow | None) -> TrlRow | None:
     writes it back with `to_json`: TRL's extra columns holding null left out, as absent (`datasets` gives every row of
     a file every column some row has, null where the row had none: a user's export with `score_chosen` in one row
     gives it to the others as null), and a form then left plain (a text prompt, text answers, no extra column) as
-    None, the plain form's. Until session trial52 such a file imported into its user again was a 409 naming
-    `line 1.pref_id` ("another form of its TRL columns") instead of rows already stored."""
+    None, the plain form's, so such a file imported into its user again finds its rows already stored, not a
+    409 naming `line 1.pref_id` ("another form of its TRL columns")."""
     if trl is None or not trl.extra:
         return trl
     extra = {k: v for k, v in trl.extra.items() if v is not None}
@@ -1188,8 +1188,8 @@ def _table_rows(table: pa.Table) -> Iterable[tuple[int, Any]]:
 def _decimals_as_floats(kind: pa.DataType) -> pa.DataType:
     """`kind` with Arrow's decimals (`decimal32` to `decimal256`: a SQL `NUMERIC` column, a pandas column of
     `decimal.Decimal`) as float64, in lists and structs too, as JSON reads such a number and `datasets` reads a
-    JSON file's: a row's `decimal.Decimal` is no number to `row_to_preference` (until review late55a a decimal score,
-    rating or `created_at` made the row bad: "must be a number ..., got Decimal('8.50')"). Any other type as it is."""
+    JSON file's: a row's `decimal.Decimal` is no number to `row_to_preference` (a decimal score, rating or
+    `created_at` would make the row bad: "must be a number ..., got Decimal('8.50')"). Any other type as it is."""
     if pa.types.is_decimal(kind):
         return pa.float64()
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
@@ -1343,7 +1343,7 @@ def write_parquet(records: Sequence[Preference], path: str | os.PathLike, places
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise ValueError(_mixed_column(name, values, exc, places)) from None
         except OverflowError:
-            numbers = name in SCORE_COLUMNS or name in RATING_COLUMNS  # a string there is a bad row (review late55a: a rating was told so)
+            numbers = name in SCORE_COLUMNS or name in RATING_COLUMNS  # a string there is a bad row (a rating is told so)
             way_out = "as floats, with an exponent (1.2e21): TRL's scores and ratings are numbers" if numbers else "as strings"
             raise ValueError(f"column `{name}` holds integers no one Arrow type holds (past 64 bits, or below 0 beside one past "
                              f"2**63-1): write JSON lines (`.jsonl`), or give them {way_out}") from None

@@ -81,7 +81,7 @@ def trait_file(data_dir: str | Path, trait: str) -> Path:
 
 def load_trait(data_dir: str | Path, trait: str) -> list[Statement]:
     """The statements of one persona trait, from `trait_file` (`data_dir`: the `anthropic_persona`
-    folder, a path or a str: a str was a TypeError from `/` until session trial47b).
+    folder, a path or a str).
     Raises FileNotFoundError naming the file when it is missing."""
     path = trait_file(data_dir, trait)
     if not path.exists():
@@ -117,9 +117,9 @@ def _real(value) -> bool:
 
 def check_config(config: PersonaConfig) -> None:
     """ValueError naming the field of `config` that cannot build a population (`build_persona`), TypeError for
-    `traits` given as one str. Before (session trial47b) `test_fraction=0` or `1` was an IndexError ("Cannot choose
-    from an empty sequence"), `group_weights=(0, 0)` a ZeroDivisionError, negative weights were taken, and
-    `comparisons_per_user=0` gave each seen user one validation comparison and none to train on."""
+    `traits` given as one str. Checked first: unchecked, `test_fraction=0` or `1` would be an IndexError ("Cannot
+    choose from an empty sequence"), `group_weights=(0, 0)` a ZeroDivisionError, negative weights would be taken, and
+    `comparisons_per_user=0` would give each seen user one validation comparison and none to train on."""
     for name in ("groups", "users_per_group", "unseen_users_per_group", "support_size", "query_size", "comparisons_per_user"):
         value = getattr(config, name)
         if not _whole(value) or value < 1:

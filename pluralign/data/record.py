@@ -38,8 +38,8 @@ def pref_id_problem(pref_id: Any) -> str | None:
 # segments (RFC 3986 section 5.2.4) before sending: `..` as curl, httpx and requests send it, percent-encoded by
 # `urllib.parse.quote(pref_id, safe="")` or not, is DELETE /v1/users/{user_id}, the user's own DELETE (every row gone);
 # `a/../..` sent as it is, too. They cut the path at `?` and `#` first (`..#x` is the same DELETE), and a WHATWG URL
-# parser (fetch in browsers and Node) also reads `\` as `/` and `%2e` as `.` (`%2E%2E`, `a\..\..`): found in review
-# dots54, where an import's `..` made a documented retraction delete its user. The server cannot tell such a DELETE
+# parser (fetch in browsers and Node) also reads `\` as `/` and `%2e` as `.` (`%2E%2E`, `a\..\..`): an import's `..`
+# would make a documented retraction delete its user. The server cannot tell such a DELETE
 # from the user's own, so no new row may carry such an id.
 _URL_CUT = re.compile(r"[?#]")
 _URL_SEGMENT_END = re.compile(r"[/\\]")
@@ -188,7 +188,7 @@ def created_at_problem(created_at: Any) -> str | None:
 
 def seconds_meant(created_at: float) -> float:
     """A stored `created_at` as the Unix seconds it meant: a time in milli-, micro- or nanoseconds (`time_unit`:
-    recognizable by its range, past the end of year 9999 in seconds; imports before session rows42 stored it as it came)
+    recognizable by its range, past the end of year 9999 in seconds; imports of earlier releases stored it as it came)
     divided into seconds, any other as it is (-5 and 1e300 too: they mean no time, `stand_in_received`)."""
     unit = time_unit(created_at)
     return created_at / unit[0] if unit else created_at
@@ -197,8 +197,8 @@ def seconds_meant(created_at: float) -> float:
 def stand_in_received(created_at: float, now: float | None = None) -> float:
     """When a row stored before `received_at` was kept counts as received, by its `created_at`: the seconds it meant
     (`seconds_meant`), or 0.0, before any DELETE began, for a time that means none in any unit (-5, 1e300, inf, NaN: imports
-    before session rows42 stored any number) or one still to come (after `now`, unix seconds; None: the clock's now:
-    2100-01-01 in seconds or milliseconds, which those imports took too, and which until review ro44 counted as
+    of earlier releases stored any number) or one still to come (after `now`, unix seconds; None: the clock's now:
+    2100-01-01 in seconds or milliseconds, which those imports took too, and which would otherwise count as
     received then, after every DELETE), whose row must not outlive its user's DELETE as sent after it (no release that
     stored such a row without `received_at` is still receiving, and none received a row later than now). Unix seconds."""
     seconds = seconds_meant(created_at)
@@ -230,7 +230,7 @@ def unit_ranges() -> list[tuple[float, float, int]]:
 def file_time(created_at: float | None) -> float | None:
     """`created_at` (Unix seconds) as a preference file is written with it, so that what the service writes (an
     export, a job's snapshot) reads again and keeps its date: a time in milli-, micro- or nanoseconds, which imports
-    before session rows42 stored as it came, as the seconds it meant (`seconds_meant`: recognizable by its range, past
+    of earlier releases stored as it came, as the seconds it meant (`seconds_meant`: recognizable by its range, past
     the end of year 9999 in seconds), and None (no time; a reader stamps the row on receipt) for another one
     `created_at_problem` refuses, such as -5 or 1e300."""
     if created_at_problem(created_at) is None:
@@ -252,9 +252,9 @@ class Persisted(Base, forbid_unknown_fields=False):
     user's own data file holds stays `Base`'s: an unknown field there is a mistake to name. So do files without a
     schema number where skipping a field could weaken what the file guarantees: the key file (a later field may
     restrict a key), the feedback log's rows and the dead letters holding them (acknowledged feedback stored without a
-    field's meaning; session 49's `row_numbers`), its forget notes and pref-id claims (what a DELETE must reach): a
-    release refuses those, naming the file, and leaves them as they are. Until session upgrade51 every file refused a
-    later release's field (replicas50's meta.json `files` made every older replica's start and DELETE fail)."""
+    field's meaning, as `row_numbers`), its forget notes and pref-id claims (what a DELETE must reach): a
+    release refuses those, naming the file, and leaves them as they are. Every other file skips a later release's
+    field: refused, a field added to meta.json (`files`) would make every older replica's start and DELETE fail."""
 
 
 class PreferenceError(ValueError):

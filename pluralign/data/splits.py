@@ -140,7 +140,7 @@ def split_unseen(
 ) -> UnseenSplit:
     """Per user: a fixed query set of max(min_query, round(n * query_fraction)) pairs (a few more where the
     last comparison taken repeats: its repeats go with it, `comparison_key`), and the rest as an ordered support pool. Raises ValueError naming `query_fraction` (not in [0, 1]) or
-    `min_query` (not a whole number >= 0: 1.5 was taken until session small47b)."""
+    `min_query` (not a whole number >= 0: 1.5 is refused)."""
     if not 0 <= query_fraction <= 1:
         raise ValueError(f"`query_fraction` must be a fraction in [0, 1], got {query_fraction!r}")
     whole("split_unseen", 0, min_query=min_query)
@@ -176,8 +176,8 @@ def file_protocol(records: list[Preference], seed: int = 0, min_pairs: int = MIN
     `min_pairs` different strict comparisons (a repeated one counts once: `comparison_key`) is a seen user, split train/val/test (`split_seen`); there are
     no unseen users; a user with fewer is left out, counted in `left_out`. Raises ValueError naming `min_pairs` below 3 (each seen user needs one
     comparison to test, one to validate and one to train on), and when no user has that many
-    (saying how many records are ties), and naming `seed` when it is not a whole number >= 0 (1.5 seeded the
-    split by its text until session small47b)."""
+    (saying how many records are ties), and naming `seed` when it is not a whole number >= 0 (1.5 is refused, not
+    taken as a seed by its text)."""
     whole("file_protocol", 0, seed=seed)
     if min_pairs < 3:
         raise ValueError(f"`min_pairs` must be >= 3 (a test, a validation and a training pair per user), got {min_pairs!r}")

@@ -42,8 +42,8 @@ def load_ukp(path: str | os.PathLike) -> tuple[list[Preference], int]:
     `UKPConvArg1-full-XML` folder, or one of its `.xml` files (one debate side). Ties are kept with tie=True.
     Raises FileNotFoundError when `path` holds no XML file, and ValueError naming the file (and the line or
     the pair) for a file that is not well-formed XML or a pair that makes no comparison, and naming `path`
-    when its XML files hold no argument pair at all (another corpus's XML: until session trial47b it
-    loaded as an empty data set, ([], 0))."""
+    when its XML files hold no argument pair at all (another corpus's XML, which would otherwise
+    load as an empty data set, ([], 0))."""
     given = Path(path)
     files = [given] if given.is_file() and given.suffix == ".xml" else sorted(_xml_dir(given).glob("*.xml"))
     if not files:

@@ -47,7 +47,7 @@ def text_list(texts) -> list[str]:
     """The texts an `encode` call was given, as a list; TypeError naming `texts` when it is one
     string (which would otherwise be embedded character by character, one vector per character)
     or holds something that is not a str, ValueError naming `texts[i]` when it holds a lone UTF-16
-    surrogate (`pluralign.data.text.surrogate_problem`: until session newlib55 the tokenizer's
+    surrogate (`pluralign.data.text.surrogate_problem`, rather than the tokenizer's
     "TextEncodeInput must be Union[...]", or the cache's UnicodeEncodeError, naming no text)."""
     if isinstance(texts, str | bytes):
         raise TypeError(f"`texts` must be a sequence of strings, not one {type(texts).__name__}: encode([text])")

@@ -52,11 +52,11 @@ def discard_cache(path: str | Path) -> list[Path]:
     may hold copies of its pages), for a damaged cache (`CacheDamaged`) whose rows cannot be removed one by one.
     A `path` that is a symbolic link (the cache kept on another disk) has the file it leads to removed, with the files
     SQLite keeps beside that one, and those beside the link (left there from before the cache moved behind it); the link
-    stays, and the next job makes the cache again where it leads (until session 47 the link alone was removed: the
-    file, every vector in it, stayed out of reach of later purges).
+    stays, and the next job makes the cache again where it leads (the link alone removed, the file, every vector in it,
+    would stay out of reach of later purges).
     The file goes last: a removal stopped part way (OSError, the process killed) leaves it, damaged, for a later call
-    to find and remove with what is left (until review owed47 it went first, and a log left beside no file, the deleted
-    users' vectors in its pages, was taken for no cache at all). Returns the files removed; OSError when one cannot be
+    to find and remove with what is left (first, a log left beside no file, the deleted users' vectors in its pages, would be
+    taken for no cache at all). Returns the files removed; OSError when one cannot be
     (its folder not writable)."""
     given = Path(path)
     path = given.resolve()  # SQLite opens the file a link leads to, and writes its logs beside it
@@ -303,7 +303,7 @@ class CachedEncoder:
 
 # what a vector kept by `ScopedVectors` holds beside its own bytes: its key (a tuple of the scope, the encoder's id and a
 # sha256), its array's header and the LRU's three dicts' entries, ~560 bytes traced on CPython 3.12, with room for their
-# tables' growth (until the review of pool52 not counted: 64 MiB of 384-d vectors took ~86 MiB)
+# tables' growth (not counting it, 64 MiB of 384-d vectors took ~86 MiB)
 VECTOR_ENTRY_BYTES = 768
 # what each scope `ScopedVectors` holds vectors of costs beside them: its own `LRUCache` and its three dicts' tables, ~1,050
 # bytes with one vector traced on CPython 3.11, less that vector's VECTOR_ENTRY_BYTES, with room
@@ -320,7 +320,7 @@ class ScopedVectors:
     `max_bytes` in all the least recently used vector of the scope holding the most bytes is dropped (max-min fair
     shares of one budget). A scope embedding many fresh texts (a tenant scoring new candidates) pushes out its own
     vectors once it holds more than any other, never a smaller scope's; an idle scope's vectors go only while it is the
-    largest. Until session http54 one LRU over every scope's vectors: one tenant's flood evicted every other tenant's.
+    largest, so one tenant's flood does not evict every other tenant's (as one LRU over every scope's vectors would).
 
     A scope (the service's tenant) reads only vectors embedded for it: the same text sent under another scope is
     embedded again, so neither answers nor timings tell one scope what another sent. `forget_scope` drops a scope's

@@ -38,9 +38,8 @@ class RemoteTextsRefused(RemoteEncoderError, ValueError):
     record aside (`pluralign.store.ingest.Ingestor._refusal`, docs/admin.md "Dead letters"); a RemoteEncoderError, so a
     request that waited on it is the 503 of the server's failure (`service.errors.encoder_unavailable`). A server that
     refuses every request so (`pluralign serve-embeddings` answers 400 for a model it does not serve) refuses the probe
-    too: its failure, retried, nothing set aside. Until the review
-    of session small52 it was a plain RemoteEncoderError: the record stayed in the log, retried for ever, and such
-    records filled their tenant's backlog bound.
+    too: its failure, retried, nothing set aside. Not a plain RemoteEncoderError, with which the record would stay in
+    the log, retried for ever, and such records would fill their tenant's backlog bound.
 
     `words`: the server's own message, without its address (TEI's `Input validation error: `inputs` must have less
     than 256 tokens. Given: 300`, its limit with it), for a caller to tell the client which text and why."""
@@ -78,7 +77,7 @@ class EncoderTimedOut(RemoteEncoderError):
         self.bound_s, self.tries = bound_s, tries
 
     def __reduce__(self):  # pickle makes an exception again from its `args` (the message alone): a worker process's
-        return type(self), (self.args[0], self.bound_s, self.tries)  # was a TypeError there, until review late54b
+        return type(self), (self.args[0], self.bound_s, self.tries)  # else a TypeError there
 
 
 REFUSED_STATUSES = (400, 413, 422)  # the server's answers of a request it will not take as sent: its texts' (`RemoteTextsRefused`)
@@ -96,8 +95,8 @@ class RemoteEncoder:
     nothing, so its vector is the local encoder's for "").
 
     `timeout`: the most each try of a request may take (seconds), whole: connecting, sending and every byte of its answer
-    (`pluralign.bounded_http`; until session remote54 each read of it only, so a server sending a byte a second held a
-    request, and the chat or feedback batch waiting on it, as long as it liked); `max_retries` tries more after a
+    (`pluralign.bounded_http`; not each read of it only, so a server sending a byte a second cannot hold a
+    request, and the chat or feedback batch waiting on it, as long as it likes); `max_retries` tries more after a
     timeout, a connection error, 408/409/429 or 5xx (the `openai` client's backoff). EncoderTimedOut when none ended in
     time. ValueError for a `timeout` not above 0 and at most a day (`pluralign.bounded_http.MAX_BOUND_S`) or negative
     `max_retries`.
@@ -105,8 +104,7 @@ class RemoteEncoder:
     `max_length`: the word pieces the local encoder of `model` reads of a text (MiniLM: 256; None: not known). A server
     that says its own (Text Embeddings Inference's `GET /info`, beside `/v1`: `max_input_length`) and says another is
     refused at construction (`RemoteEncoderError`: a long text's vector would not be the local encoder's, which the
-    tables' and the PAL model's are; until session remote53 taken: TEI serving a folder without MiniLM's
-    `sentence_bert_config.json` reads 512); one that says it refuses longer texts (`auto_truncate` false: TEI without
+    tables' and the PAL model's are: TEI serving a folder without MiniLM's `sentence_bert_config.json` reads 512); one that says it refuses longer texts (`auto_truncate` false: TEI without
     `--auto-truncate`) is logged as a warning (such texts are then refused: `RemoteTextsRefused`, a chat's a 400)."""
 
     def __init__(
@@ -117,7 +115,7 @@ class RemoteEncoder:
 
         from pluralign.bounded_http import MAX_BOUND_S, bounded_client
 
-        if not 0 < timeout <= MAX_BOUND_S:  # nan too: no socket takes it (`RemotePolicy`'s, since the review of remote54)
+        if not 0 < timeout <= MAX_BOUND_S:  # nan too: no socket takes it (as `RemotePolicy`'s)
             raise ValueError(f"`timeout` must be above 0 and at most {MAX_BOUND_S:g} seconds, got {timeout}")
         if max_retries < 0:
             raise ValueError(f"`max_retries` must be at least 0, got {max_retries}")
@@ -140,8 +138,7 @@ class RemoteEncoder:
 
     def close(self) -> None:
         """Closes the connections to the server (its owner stops); every `encode` after it raises RemoteEncoderError at
-        once, nothing sent. Once more does nothing more. Until review late54b never closed: they stayed open to the
-        process's exit."""
+        once, nothing sent. Once more does nothing more. Unclosed, they would stay open to the process's exit."""
         self._closed = True
         self._client.close()
 
@@ -150,7 +147,7 @@ class RemoteEncoder:
         whose `auto_truncate` is false. A server without that route (a 4xx or 501: vLLM, OpenAI, `pluralign serve-embeddings`),
         or one whose answer is not JSON or says neither, is taken as it is. One whose /info is not given (tried as any
         request is: a timeout, EncoderTimedOut; a connection error, a 408, 429 or another 5xx, RemoteEncoderError) is refused:
-        what it reads is not known (until the review of session remote54 taken unchecked, as one without the route)."""
+        what it reads is not known (not taken unchecked, as one without the route)."""
         import httpx2  # the HTTP library the `openai` client runs on: its Response, returned as it is
         import openai
 
@@ -217,8 +214,8 @@ class RemoteEncoder:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
         # what the answer holds is the server's doing: any fault of it is a RemoteEncoderError, never a ValueError or
         # TypeError, which the feedback worker reads as the texts' own (a refusal) and probes the encoder after it
-        # (`pluralign.store.ingest.Ingestor._refusal`): until session small52 a proxy's page sent with a 200 cost each try
-        # of a record two probe calls beside its own (labelled JSON: JSONDecodeError), or was an AttributeError (HTML)
+        # (`pluralign.store.ingest.Ingestor._refusal`): a proxy's page sent with a 200 would cost each try
+        # of a record two probe calls beside its own (labelled JSON: JSONDecodeError), or be an AttributeError (HTML)
         try:
             items = sorted(response.data, key=lambda d: d.index)
             vectors = np.asarray([d.embedding for d in items], np.float32)  # (n, dim)

@@ -9,7 +9,7 @@ figures by subtraction (`overall` withheld while the suppressed groups hold too 
 comparisons are flagged. Intervals are given for groups (and the overall) of `INTERVAL_MIN_USERS` users or more only.
 
 The base model is a ridge logistic regression on every principal direction of the response-embedding
-differences (whitened; until session 49 the top 64 only, which understated it by 4.4 points on UKPConvArg1), fitted
+differences (whitened; the top 64 only would understate it by 4.4 points on UKPConvArg1), fitted
 by L-BFGS (scipy), cross-fitted by user (users in one half are scored by the model fitted on the other half) unless a
 base margin is given. Groups come from a record attribute or from a user -> group mapping (e.g. each user's nearest
 PAL prototype or EM cluster).
@@ -58,10 +58,10 @@ CHOSEN_POLICY = "chosen_policy"
 REJECTED_POLICY = "rejected_policy"
 PERSONALIZED, BASE = "personalized", "base"
 # the group of comparisons whose `group_by` neither they nor their user carry (nor, for `pal_prototype`, PAL weights):
-# a name no value can have, since a value's label is trimmed (`answer_key`); until session 43 it was "unknown", the
-# value UKPConvArg1's importer gives a worker who stated no stance, and both kinds of users were one group
+# a name no value can have, since a value's label is trimmed (`answer_key`); not "unknown", the value UKPConvArg1's
+# importer gives a worker who stated no stance, which would make both kinds of users one group
 NO_VALUE = " (no value)"
-OLD_NO_VALUE = "unknown"  # what reports stored before session 43 call that group (with the workers who stated "unknown")
+OLD_NO_VALUE = "unknown"  # what reports stored by earlier releases call that group (with the workers who stated "unknown")
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class AuditConfig:
     min_comparisons: int = 50  # flag groups with fewer scored comparisons than this
     projection_dim: int = 32  # personal models see the top principal directions of the differences
     # the base model sees this many principal directions (fewer on small audits: ten comparisons a weight); None:
-    # every one the differences span (384 for MiniLM). Until session 49 64, which understated the one-size-fits-all
-    # model by 4.4 points on UKPConvArg1 (0.702 against 0.746) and so inflated the personalization gain
+    # every one the differences span (384 for MiniLM). 64 would understate the one-size-fits-all model by 4.4
+    # points on UKPConvArg1 (0.702 against 0.746) and so inflate the personalization gain
     base_dim: int | None = None
     base_l2: float = 1.0  # ridge strength of the cross-fitted base model
     base_max_rows: int = 20_000  # base model fitted on at most this many rows per fold
@@ -87,8 +87,8 @@ class AuditConfig:
         if self.base_dim is not None:
             at_least("AuditConfig", 1, base_dim=self.base_dim)
         at_least("AuditConfig", 0, min_comparisons=self.min_comparisons, base_l2=self.base_l2)
-        # until session newlib55 unchecked: a seed of -1 or 1.5 failed in the first draw naming no field, and a NaN
-        # `since` (no time is at or after it) scored nothing and reported an empty audit
+        # unchecked, a seed of -1 or 1.5 would fail in the first draw naming no field, and a NaN `since` (no time is
+        # at or after it) would score nothing and report an empty audit
         seed_in_range("AuditConfig", seed=self.seed)
         if self.since is not None:
             at_least("AuditConfig", 0, since=self.since)
@@ -109,12 +109,12 @@ class Comparisons:
     base_margin: np.ndarray | None = None  # (N,) a given one-size-fits-all model's margin
     ties_skipped: int = 0
     # (ties_skipped,) float64: when each tie skipped was made (NaN: unknown), so that an audit with `since` counts only
-    # those at or after it, as it scores only those comparisons (until session 49 it counted every tie). None: unknown
+    # those at or after it, as it scores only those comparisons, not every tie. None: unknown
     # (a caller's Comparisons of before), every tie counted
     tie_time: np.ndarray | None = None
     # (len(users),) each user's name as the cross-fitted base model's halves draw it (`base_margins`); None: `users`.
     # A store's users are `tenant/user`, and their halves are drawn from `user` alone: the same comparisons audit alike
-    # whatever their tenant is called (until review session admin55 they split otherwise under another tenant's name)
+    # whatever their tenant is called (not split otherwise under another tenant's name)
     fold_names: list[str] | None = None
 
     def __len__(self) -> int:
@@ -176,10 +176,10 @@ def comparisons_from_records(
     rejected = np.fromiter((where[r.rejected] for r in pairs), np.int64, len(pairs))
     user, users = index_labels([r.user_id for r in pairs])
     if user_groups is not None:
-        # a user the mapping does not name has no value, as a user without the attribute in the service's audits; until
-        # session 44 "unassigned", also a group name a mapping may give (and reports stored since keep it). Its names are
-        # labels as values are (answer_key: trimmed), so none is NO_VALUE: until review session 44 a mapping's
-        # " (no value)" and the users it did not name were one group
+        # a user the mapping does not name has no value, as a user without the attribute in the service's audits; not
+        # "unassigned", also a group name a mapping may give (and reports stored by earlier releases keep it). Its names
+        # are labels as values are (answer_key: trimmed), so none is NO_VALUE: else a mapping's " (no value)" and the
+        # users it did not name would be one group
         labels = [answer_key(user_groups[r.user_id]) if r.user_id in user_groups else NO_VALUE for r in pairs]
     else:
         labels = [answer_key(a[group_by]) if group_by in a else NO_VALUE for a in named]
@@ -211,8 +211,8 @@ def fit_logistic(z: np.ndarray, l2: float, max_steps: int = 500) -> np.ndarray:
     """Ridge logistic regression through the origin on rows where the chosen side won.  # (r,) float32
 
     Minimizes sum_n log(1 + exp(-z_n . w)) + l2 / 2 |w|^2 by L-BFGS (scipy's L-BFGS-B, Nocedal & Wright 2006, ch. 7):
-    each step costs two (n, r) products, where Newton's (until session 49) cost an (r, r) Hessian, n r^2, a step, which
-    kept the base model to 64 directions. `z`: (n, r) numbers. No direction (r = 0: every comparison's answers embed
+    each step costs two (n, r) products, where Newton's would cost an (r, r) Hessian, n r^2, a step, which would
+    keep the base model to 64 directions. `z`: (n, r) numbers. No direction (r = 0: every comparison's answers embed
     alike, `principal_whitening` keeps none) gives no weight, a margin of 0 for every row."""
     if z.shape[1] == 0:
         return np.zeros(0, np.float32)
@@ -257,8 +257,8 @@ def held_out_dims(z: np.ndarray, inner: np.ndarray, l2: float) -> int:
 def inner_folds(user_hash: np.ndarray, user: np.ndarray) -> np.ndarray:
     """Each row's fold (0 or 1) for `held_out_dims`: (n,) from its user's id hash `user_hash` (n,) and user index
     `user` (n,). The rows' users in the order of their hash (then index) go to the folds in turn, so both folds hold
-    users from two on whatever their ids; a single user's comparisons alternate. auditreg55 took the hash's second
-    bit, which the users of a half shared by chance (one in two at two users), and then kept every direction."""
+    users from two on whatever their ids; a single user's comparisons alternate. Not the hash's second bit, which the users of a half may share by
+    chance (one in two at two users), every direction then kept."""
     users, at = np.unique(user, return_index=True)  # (u,)
     if users.size < 2:
         return np.arange(user.size) & 1
@@ -332,9 +332,9 @@ def _gap_interval(groups: list[GroupMetrics], gap: float | None, resampled: dict
     """95% interval of `gap`, the best minus the worst ranked group's accuracy (`extremes`; `which`: 0 personalized,
     1 base): gap +- the half-width that holds every pair of ranked groups' differences at once (`range_half_width` over
     each group's own resamples; a user in two groups is resampled in each on its own). The worst and the best are
-    picked after looking, so the interval of that one pair's difference, as trial48b gave it, is too narrow: of 20 groups
-    drawn alike it called the named two different (review session trial48b). None: no gap, or a single group ranked
-    (there is none to tell it from: until that session [0, 0], as for groups of equal accuracy), or a ranked group of
+    picked after looking, so the interval of that one pair's difference alone is too narrow: of 20 groups drawn alike
+    it would call the named two different. None: no gap, or a single group ranked (there is none to tell it from: not
+    [0, 0], as for groups of equal accuracy), or a ranked group of
     fewer than INTERVAL_MIN_USERS users (it has no resamples: the bound over every ranked pair cannot be drawn)."""
     ranked = [g for g in groups if not g.too_few_comparisons] or groups
     if gap is None or len(ranked) < 2 or any(g.group not in resampled for g in ranked):
@@ -349,9 +349,9 @@ def _overall_gives_away(c: Comparisons, hidden: list[np.ndarray], least: int) ->
     `hidden`, the rows of the groups not shown, hold 1 to `least` - 1 users. Asked of the groups this audit suppresses
     (`least`: its `min_group_size`, at least MIN_SHOWN_USERS), and of the groups of fewer than MIN_SHOWN_USERS users
     whatever it asks: an audit of the same comparisons with the default `min_group_size` shows every other group, so
-    an overall any audit shows less those gives the user of a one-user group away (until review session 49 an audit
-    with `min_group_size` 3 showed the overall an audit with 1 withheld, and with that one's groups it gave the user
-    away: one suppressed user's accuracy came back by subtraction; until session 49 from a single audit)."""
+    an overall any audit shows less those gives the user of a one-user group away (were an audit with `min_group_size` 3 to
+    show the overall an audit with 1 withholds, with that one's groups it would give the user away: one suppressed
+    user's accuracy back by subtraction)."""
     users = np.unique(c.user[np.concatenate(hidden)]).size if hidden else 0
     return 0 < users < least
 

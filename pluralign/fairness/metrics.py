@@ -25,8 +25,8 @@ def _checked(p: np.ndarray, name: str) -> np.ndarray:
 def probabilities(p, name: str = "p") -> np.ndarray:
     """`p` (a numpy array, a list, or a torch tensor as a model returns it, gradient or not) as a
     float64 array (N,) of probabilities (one number: (1,)); ValueError naming `name` when it has more
-    than one dimension (a table of them is not one per comparison: it was flattened until session
-    small47b) and naming the first element that is not a number in [0, 1] (a NaN would otherwise
+    than one dimension (a table of them is not one per comparison, and is not
+    flattened) and naming the first element that is not a number in [0, 1] (a NaN would otherwise
     count as a wrong prediction)."""
     p = _numbers(p)
     if p.ndim > 1:
@@ -86,8 +86,8 @@ def resampled_means(values: np.ndarray, unit: np.ndarray, resamples: int, rng: n
     rows, and the mean of the rows drawn is taken; a single unit's rows are drawn one by one instead (there is no
     spread across units to see). Units alike (the same sum over the same number of rows: one user's comparisons of
     equal credit) are drawn as one kind: how many of each kind a resample holds is multinomial, the same bootstrap in
-    resamples x kinds draws rather than resamples x units (until review session trial48b one user's 2 million
-    comparisons took minutes). `values` (N,) numbers, `unit` (N,) each row's unit (any integers). Returns
+    resamples x kinds draws rather than resamples x units (per unit, one user's 2 million
+    comparisons would take minutes). `values` (N,) numbers, `unit` (N,) each row's unit (any integers). Returns
     (resamples,) float64 means; ValueError when `values` is empty or the two differ in length."""
     values = np.asarray(values, np.float64).reshape(-1)
     unit = np.asarray(unit).reshape(-1)

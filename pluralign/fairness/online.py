@@ -5,7 +5,7 @@ T comparisons per user takes T steps however many users it has. The per-user mod
 (`OnlineUserModel`); `OnlineLogistic` is the default, a Bayesian logistic regression per user
 updated by one extended-Kalman step per comparison (a Laplace approximation in closed form).
 
-numpy only: an audit job's process imports no torch (~1.5 s of CPU at each start, session 46); `OnlinePAL`
+numpy only: an audit job's process imports no torch (~1.5 s of CPU at each start); `OnlinePAL`
 imports it with the PAL model it is given.
 """
 
@@ -53,7 +53,7 @@ class OnlineLogisticConfig:
     # model's direction varies a priori by at least base_variance, however weak the base model (`base_weight_variance`)
     base_variance: float = 0.5
 
-    def __post_init__(self) -> None:  # a variance <= 0 or NaN made every prediction NaN (until session newlib55)
+    def __post_init__(self) -> None:  # a variance <= 0 or NaN would make every prediction NaN
         above_zero("OnlineLogisticConfig", prior_variance=self.prior_variance, base_variance=self.base_variance)
 
 
@@ -64,12 +64,12 @@ def base_weight_variance(base_margin: np.ndarray, base_variance: float, user: np
 
     `base_margin`: (N,) every comparison's base margin (logits); `user`: (N,) int64 each comparison's user, < n_users
     (None: every comparison is user 0's). A user who disagrees with the consensus is learned through this weight's
-    sign; in weight units alone (until session audit55) a weak base model's margins (around 0.3) left that sign out
-    of reach: a comparison moved it by about 0.08 against a prior standard deviation of 0.7, and after 12 consistent
-    comparisons against the consensus the prediction was still 0.49 (so was a full Laplace refit's: the prior held
-    it, not the one-step update). Each user's own margins set its scale: over the whole audit (session audit55) a
-    majority whose comparisons the base model finds clear (margins of 1 or more) kept a minority's weak ones (0.3)
-    at the old prior (review session audit55). Only the margins' sizes are used, which do not depend on which
+    sign; in weight units alone a weak base model's margins (around 0.3) leave that sign out of reach: a
+    comparison moves it by about 0.08 against a prior standard deviation of 0.7, and after 12 consistent
+    comparisons against the consensus the prediction is still 0.49 (so is a full Laplace refit's: the prior holds
+    it, not the one-step update). Each user's own margins set its scale: one scale over the whole audit would let a
+    majority whose comparisons the base model finds clear (margins of 1 or more) keep a minority's weak ones (0.3)
+    at the old prior. Only the margins' sizes are used, which do not depend on which
     answer was chosen. A user whose margins are 1 or more (root mean square: as on most of every real set audited,
     persona 1.07 to 6.66 over the population, UKPConvArg1 1.90) keeps `base_variance`; margins all (nearly) 0 carry
     nothing to weigh: `base_variance` too, as for a user with no comparisons."""

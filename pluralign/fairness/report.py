@@ -22,15 +22,15 @@ AUDIT_SCHEMA_VERSION = 4
 # (35 at 4 users) and covers far less than 95% (Cameron, Gelbach & Miller 2008, "Bootstrap-based improvements for
 # inference with clustered errors"): the interval would tell an admin about individuals and little about the group.
 # 5 is also the smallest cell that statistical agencies commonly publish. Fixed, not a request's setting: it protects
-# the users audited from whoever asks for the audit (session 49; trial48b gave intervals to groups of any size).
+# the users audited from whoever asks for the audit (an interval of a group of any size would).
 INTERVAL_MIN_USERS = 5
 # A group of one user is suppressed whatever `min_group_size` says: its figures (accuracy, ECE, win rate) are that
-# user's own. From two users on a group's figures are means over several users (until session 49 the default
-# `min_group_size` of 1 showed a one-user group's, and a tenant of one user's overall figures were that user's)
+# user's own. From two users on a group's figures are means over several users (so the default `min_group_size` of 1
+# shows no one-user group's, and a tenant of one user's overall figures are not that user's)
 MIN_SHOWN_USERS = 2
 # The `base_model` of an audit's report: names how its figures were computed, and an audit is given its change since
-# an earlier one of the same name only (`audit_settings`). `crossfit-logistic` (reports stored before review
-# auditreg55): the base model on every whitened direction (up to one per ten comparisons), each user's cross-fitting
+# an earlier one of the same name only (`audit_settings`). `crossfit-logistic` (reports stored by earlier
+# releases): the base model on every whitened direction (up to one per ten comparisons), each user's cross-fitting
 # half from `tenant/user`, and the personalized model's prior on its weight on the base margin scaled over the whole
 # audit. `crossfit-logistic-v2`: the leading directions that predict held-out users best (`held_out_dims`), the half
 # from the user id, that prior scaled by each user's own margins. A change of method takes a new name
@@ -52,8 +52,8 @@ class GroupMetrics(Persisted, kw_only=True):
     too_few_comparisons: bool = False  # reported, but not ranked as worst or best
     # [low, high]: 95% percentile-bootstrap intervals over the group's users (each resampled with all of their
     # comparisons, which are not independent; a group of one user: over its comparisons); null in reports before schema 3.
-    # A pair, decoded as one: a stored list of another length is a damaged report (until review session trial48b it
-    # decoded, and the dashboard's render of it answered 500). Null too for a group of fewer than the report's
+    # A pair, decoded as one: a stored list of another length is a damaged report (decoded, the dashboard's
+    # render of it would answer 500). Null too for a group of fewer than the report's
     # `interval_min_users` users: the ends would be its users' own accuracies (INTERVAL_MIN_USERS)
     personalized_accuracy_interval: tuple[float, float] | None = None
     base_accuracy_interval: tuple[float, float] | None = None
@@ -83,7 +83,7 @@ class AuditReport(Persisted, kw_only=True):
     # users (`without_unshown`). `overall` is null (withheld) when they hold fewer users than a group shown must: the
     # overall less the groups shown would give their figures away (`withheld_notes`); and whatever `min_group_size` says
     # when the groups of one user hold one user: less the groups an audit with `min_group_size` 1 shows, the overall
-    # would be theirs (until review session 49 an audit asking 3 showed it)
+    # would be theirs (so an audit asking 3 does not show it)
     min_group_size: int = 1
     min_comparisons: int = 0  # groups with fewer comparisons are flagged too_few_comparisons
     suppressed_groups: int = 0
@@ -157,7 +157,7 @@ def without_groups(report: AuditReport, names: set[str]) -> AuditReport:
     and the groups left would give a withheld group's figures back by subtraction. The worst groups and
     gaps are drawn again from the groups left, without intervals (`gap_interval` None: the resamples are not kept; each
     group's own interval stands). The ties skipped are withheld (None): the deleted user's are among them, not told
-    apart (until review session trial48b the count stood). `names` holding none of its groups: the report unchanged."""
+    apart (a count left standing would). `names` holding none of its groups: the report unchanged."""
     gone = [g for g in report.groups if g.group in names]
     if not gone:
         return report
@@ -203,8 +203,8 @@ def audit_settings(report: AuditReport) -> tuple[str, float | None, int, int, st
 def since_previous(report: AuditReport, history: list[AuditReport]) -> AuditReport:
     """The report with its change against the latest earlier report of the same settings (`audit_settings`: grouped by
     the same attribute, over comparisons since the same time, with the same group thresholds and personalized model).
-    Until session 43 any earlier audit by the attribute counted: an audit of last week's comparisons with
-    `min_comparisons` 1 was given its change since one of every comparison with 20."""
+    Not any earlier audit by the attribute: an audit of last week's comparisons with `min_comparisons` 1 would be
+    given its change since one of every comparison with 20."""
     settings = audit_settings(report)
     earlier = [r for r in history if audit_settings(r) == settings and r.created_at < report.created_at]
     if not earlier:
@@ -260,8 +260,8 @@ def one_user_groups_suppressed(report: AuditReport) -> AuditReport:
     from the groups left (without gap intervals: the resamples are not kept), and the overall figures withheld (less the
     groups shown they would give those users' back; which users the groups held the report does not say, so whenever
     one goes). Its counts stand, as a new audit's do: a DELETE of such a user takes their part out (the members file
-    lists them with the groups not shown, `without_unshown`). Until review session 49 read as stored: the dashboard's
-    table of every stored audit named such a group, with its user's accuracy, for as long as the report was kept."""
+    lists them with the groups not shown, `without_unshown`). Not read as stored: the dashboard's table of every stored
+    audit would name such a group, with its user's accuracy, for as long as the report was kept."""
     alone = [g for g in report.groups if g.users < MIN_SHOWN_USERS]
     if not alone:
         return report

@@ -152,9 +152,9 @@ def comparisons_from_store(uri: str, group_by: str, tenant: str | None = None, s
         columns = ["tenant", "user_id", "created_at", "attributes", "chosen_vec", "rejected_vec"]
         data = table.search().where("tie = false AND rejected != ''" + mine).select(columns).limit(None).to_arrow()
         tied = table.search().where("tie = true AND rejected != ''" + mine).select(["tenant", "user_id", "created_at"]).limit(None).to_arrow()
-    # the audited users' ties (until trial48b a store's audit said 0 whatever it had skipped): a user of ties alone is in
+    # the audited users' ties (a store's audit does not say 0 whatever it skipped): a user of ties alone is in
     # no audit's members file, so their DELETE rewrites no report, and their ties counted here would stay in it. Their
-    # times too: an audit with `since` counts those at or after it (until session 49 it counted every one)
+    # times too: an audit with `since` counts those at or after it, not every one
     tied = tied.filter(pc.is_in(_user_keys(tied), value_set=_user_keys(data).unique()))
     ties = tied.num_rows
     if data.num_rows == 0:

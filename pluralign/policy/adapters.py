@@ -340,8 +340,8 @@ class AdapterPool:
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
     thread of its own once the generations using it end (a `forget` waits for its own drop, outside the lock), so other
-    users' `adapter_for` go on meanwhile (before pool48 an eviction dropped under the lock: with every loaded adapter
-    in use, every user's chat waited for the evicted adapter's chat to end). Until then its weights stay in the host's
+    users' `adapter_for` go on meanwhile (an eviction dropped under the lock, with every loaded adapter in use, would
+    have every user's chat wait for the evicted adapter's chat to end). Until then its weights stay in the host's
     memory beside the budget: at most one adapter per generation in flight. A host without it (ModelHost) deletes an
     adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward pass; nor do their own
     evictions with any host (`_for_forward`). Those two take no turn of a generator's model: with a host that runs
@@ -519,7 +519,7 @@ class AdapterPool:
         drop ends (the wait releases the pool's lock, however deeply held: a caller needing several users' adapters
         asks `adapters_for`). Raises AdapterError only when the adapters needed at once exceed the budget, and what the
         host's drop raised when the old adapter's drop this call waited for failed (the old one is still held: the
-        next call tries its drop again; before review of pool48, the call tried again and again without end)."""
+        next call tries its drop again; this call does not try again and again without end)."""
         with self._lock:
             since = time.monotonic()
             while (name := self._resolve(tenant, user, pinned, since=since)) is None:
@@ -529,8 +529,8 @@ class AdapterPool:
     def adapters_for(self, users: Sequence[tuple[str, str] | None]) -> list[str]:
         """One adapter name per row; None rows (anonymous users) get the fallback. Resolved in one hold of the pool's
         lock, none evicting another's: a row whose adapter must wait for a drop to end waits before any row is
-        resolved, then they are all resolved again (before pool48 the wait, which releases the lock, came after the
-        rows before it: an adapter of theirs dropped meanwhile was handed out)."""
+        resolved, then they are all resolved again (were the wait, which releases the lock, to come after the rows
+        before it, an adapter of theirs dropped meanwhile would be handed out)."""
         with self._lock:
             pinned, since = frozenset(adapter_name(*key) for key in users if key is not None), time.monotonic()
             while (names := self._resolved(users, pinned, since=since)) is None:

@@ -167,8 +167,8 @@ def query_episodes(
     per_user: int | None = None,
 ) -> list[Episode]:
     """Evaluation episodes for unseen users: the first `shots` strict support comparisons as context (a tie states no
-    preferred answer: skipped, as `training_episodes` and the service's chat context skip them; until session newlib55 one
-    was shown as "Preferred: ..."), each strict query comparison (up to `per_user`; None: all) held out. Raises ValueError naming `shots` or
+    preferred answer: skipped, as `training_episodes` and the service's chat context skip them, rather than showing one
+    as "Preferred: ..."), each strict query comparison (up to `per_user`; None: all) held out. Raises ValueError naming `shots` or
     `per_user` when not a whole number >= 0, and the first query user `support` has no comparisons
     for (their episodes would have no context of their own)."""
     whole("query_episodes", 0, shots=shots, **({} if per_user is None else {"per_user": per_user}))

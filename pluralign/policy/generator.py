@@ -10,7 +10,7 @@ waits; then, after each token, it hands the model over (transformers calls the s
 steps of its loop, with the loop's state, KV cache included, kept) and resumes when its lane is served again.
 So a short answer started while another caller's long one runs ends after its own steps and one step of each
 other lane's per token of it (a step of many candidates over a long context costs more than its own), not after
-the long one. A long prompt's prefill takes turns too (since session 48): the prompt but its last token is forwarded
+the long one. A long prompt's prefill takes turns too: the prompt but its last token is forwarded
 into the KV cache in slices of at most `prefill_slice_tokens` (64) tokens x rows, the model handed to another lane's
 generation that waits between two, and `model.generate` goes on from that cache (before, the prefill was one forward
 in one turn: 4 candidates of 1,600 prompt tokens held the model ~21 s on two cores). The n rows of one prompt (`n`
@@ -85,8 +85,7 @@ class GenerationTimedOut(RemoteGeneratorError):
     """The generation server did not send an answer in time: a whole one (a chat's, an adapter's load) within the bound
     of each try (`pluralign.policy.remote.RemotePolicy.timeout_s`, connecting included, to its last byte: a server
     answering a byte at a time is given up there), `tries` of them; or a streamed chat's within a stream's bounds (its
-    first piece within `timeout_s`, then no piece for `stream_idle_s`, or not whole within `stream_timeout_s`: since
-    session stream55). `bound`: the RemotePolicy field of the bound passed, `bound_s` its seconds; `said`: what the
+    first piece within `timeout_s`, then no piece for `stream_idle_s`, or not whole within `stream_timeout_s`). `bound`: the RemotePolicy field of the bound passed, `bound_s` its seconds; `said`: what the
     server did not do, in words naming no address ("did not send its whole answer within 120 s"). The service answers
     it 503 with Retry-After, naming the generation server, the bound and its setting (`generator_` + `bound`)."""
 
@@ -96,7 +95,7 @@ class GenerationTimedOut(RemoteGeneratorError):
         self.said = said or f"did not send its whole answer within {bound_s:g} s"
 
     def __reduce__(self):  # pickle makes an exception again from its `args` (the reason alone): a worker process's
-        return type(self), (self.args[0], self.bound_s, self.tries, self.bound, self.said)  # was a TypeError there, until review late54b
+        return type(self), (self.args[0], self.bound_s, self.tries, self.bound, self.said)  # else a TypeError there
 
 
 class GenerationRefused(RemoteGeneratorError):
@@ -460,7 +459,7 @@ class Generator:
         between two (`in_turns`): `model.generate` goes on from it with the last token, as from its own prefill
         (transformers forwards only the tokens past the cache). None when the prompt fits one slice, or the model
         caches no keys and values (a state-space model, Mamba: its cache cannot be continued by a slice of several
-        tokens; review 48): `generate` prefills it in its one forward. Rows that are all the same prompt (n candidates) are forwarded once and the
+        tokens): `generate` prefills it in its one forward. Rows that are all the same prompt (n candidates) are forwarded once and the
         cache repeated per row. Raises Cancelled when `cancel` is set between two slices. Positions as `generate`
         gives them: (cumulative mask - 1), 1 on padding."""
         from transformers import DynamicCache

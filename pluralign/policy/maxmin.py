@@ -159,8 +159,8 @@ def ranked_pairs(
     array, a list or a tensor of numbers, e.g. `maxmin_scores`), each the higher-scored candidate over one scoring
     more than `margin` (>= 0) below it; identical candidates are never paired, nor candidates of equal scores (no
     candidates: no comparison). Raises
-    ValueError naming `scores` when they are not n finite numbers (until session newlib55 a shorter list left the last
-    candidates out without a word, and a NaN gave no comparison) or two it pairs span more than a comparison's margin
+    ValueError naming `scores` when they are not n finite numbers (a shorter list would leave the last
+    candidates out without a word, and a NaN would give no comparison) or two it pairs span more than a comparison's margin
     holds (`MAX_MARGIN`), and `margin` when it is not a number >= 0 (a
     negative one paired equal scores, the first candidate "chosen")."""
     if hasattr(scores, "detach"):  # a tensor, a reward model's (one that requires grad, on a GPU too)

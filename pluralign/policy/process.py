@@ -14,8 +14,8 @@ without asking the child.
 
 Several calls run at once: each is tagged with its number on the one pipe and served on a thread of its own in the
 child, where the calls of different lanes (`pluralign.turns.caller()`, read in the calling thread and sent with the
-call) take the model in turns a token step at a time (`pluralign.policy.generator`); until session 47 the child
-served one call at a time, so one tenant's long chat held every other tenant's for its whole length. A waiting call
+call) take the model in turns a token step at a time (`pluralign.policy.generator`), so one tenant's long chat does not hold every other tenant's for its whole length
+(as a child serving one call at a time would). A waiting call
 reads the pipe for all of them (one reader at a time; a message for another call goes to that call's inbox).
 `cancel` events work as with `Generator`: the child stops that call alone at its next token and the call raises
 `Cancelled`. If the child dies (e.g. killed for memory), every call in flight raises `GeneratorUnavailable` and the
@@ -147,8 +147,8 @@ def _beat(send, generator: Generator, cancels: dict) -> None:
     forward passes run so far, None), the child's progress for the parent's stall limit. The
     passes are counted at the output layer (every forward reaches it, a prefill slice's too, through any adapter: peft
     wraps the layers around it, not it). A beat while a stop-string set-up runs (`Generator.setting_up`: seconds of CPU
-    over the vocabulary before a chat takes its turn, no forward pass; it always ends) counts as one too: before review
-    48 four stop strings of 64 characters, or a few chats' at once, passed the limit and the healthy child was killed.
+    over the vocabulary before a chat takes its turn, no forward pass; it always ends) counts as one too: else four stop strings of 64 characters, or a few chats' at once, would pass the limit and the
+    healthy child would be killed.
     A hung child sends none (stopped, or stuck in C code holding the GIL) or the same count again (a deadlock in Python;
     a device call that never returns), once any set-up running then has ended."""
     passes = [0]
@@ -482,7 +482,7 @@ class ProcessGenerator:
         within `stall_timeout_s`: a hung child reads nothing, and a message larger than the pipe's buffer (~200 KB: a
         long conversation) would block the send for good, the lock held, so no call could end it (`_end_stalled` takes
         that lock). Raises `_SendStalled` then (every call sent to that child raises GeneratorStalled), OSError when
-        the child was gone already. (Until review 48 such a send blocked every call for good.)"""
+        the child was gone already (such a send would otherwise block every call for good)."""
         process, conn, guard, state = self._process, self._conn, threading.Lock(), {"sent": False, "expired": False}
 
         def expire() -> None:

@@ -10,7 +10,7 @@ local `Generator`: `generate`, `stream`, `prompt_tokens`, `load_adapter`, `drop_
 The official `openai` client speaks the protocol (server-sent events included). Timeouts and
 retries follow `RemotePolicy`, each try bounded whole, to the last byte of its answer (`pluralign.bounded_http`;
 GenerationTimedOut), a streamed chat as a stream: its first piece within `timeout_s`, then no piece for
-`stream_idle_s` (a stall), the whole within `stream_timeout_s` (since session stream55; before, `timeout_s` whole, which
+`stream_idle_s` (a stall), the whole within `stream_timeout_s` (not `timeout_s` whole, which would
 cut a long answer sent steadily): a request that cannot connect, times out, or is answered 408, 409,
 429 or 5xx is retried with exponential backoff (the client's own policy, `Retry-After` honoured);
 any other 4xx fails at once: a chat's 400, 413 or 422 is the client's fault (`GenerationRefused`: its messages too
@@ -27,9 +27,9 @@ is PromptNotCounted, never a chat sent uncounted.
 The name an adapter has on the server is not the caller's: it carries this generator's `replica` and its weights'
 version (`<name>-<replica>-<version>`, `served_name`), so that replicas of the service sharing one server never unload
 each other's adapters (each evicts its own), and a retrained adapter is a new name, whose load is of the new weights
-(never vLLM's "already loaded" for the old ones). Until session remote50 both were the caller's name alone: one replica's
-eviction unloaded the adapter another was about to use (a 404, a load again, the fallback when it happened twice), and
-a retrained adapter loaded by a replica after another had loaded the old one was served with the old weights.
+(never vLLM's "already loaded" for the old ones). Under the caller's name alone, one replica's eviction would unload
+the adapter another was about to use (a 404, a load again, the fallback when it happened twice), and a retrained
+adapter loaded by a replica after another had loaded the old one would be served with the old weights.
 """
 
 from __future__ import annotations
@@ -73,19 +73,19 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RemotePolicy:
     """How long to wait for the generation server, and how often to try again. ValueError for a timeout not above 0 and
-    at most MAX_BOUND_S (a day: inf or nan failed each request in the socket, until the review of session remote54) or
+    at most MAX_BOUND_S (a day: inf or nan would fail each request in the socket) or
     negative retries."""
 
     # each try of a request whole, connecting (the server name's lookup too) included, to the last byte of its answer (a
-    # long generation included): `pluralign.bounded_http` (until session remote54 each read of it only: a server sending a
-    # byte a second held a chat as long as it liked); a streamed chat's to its first piece (the engine's queue and prefill)
+    # long generation included): `pluralign.bounded_http` (not each read of it only: a server sending a
+    # byte a second would hold a chat as long as it liked); a streamed chat's to its first piece (the engine's queue and prefill)
     timeout_s: float = 120.0
     connect_timeout_s: float = 5.0  # opening the connection (the lookup of the server's name, then each of its addresses)
     max_retries: int = 2  # further tries after a connection error, a timeout, 408/409/429 or 5xx
     # a streamed chat past its first piece: the most seconds without a piece of it (an engine stalled mid-way; the local
     # generation process's `generation_stall_s` is its like, 60 s too), and the most for the whole stream from its
-    # sending (a long answer of a slow or busy engine: 1,024 tokens at 2 a second fit). Until session stream55 a stream
-    # was bounded whole by `timeout_s`, which cut such an answer mid-way
+    # sending (a long answer of a slow or busy engine: 1,024 tokens at 2 a second fit). `timeout_s` bounding a
+    # stream whole would cut such an answer mid-way
     stream_idle_s: float = 60.0
     stream_timeout_s: float = 600.0
 
@@ -102,17 +102,17 @@ class RemotePolicy:
         `timeout_s`, at least TOKENIZE_FLOOR_S (1 s) and at most TOKENIZE_TIMEOUT_S (5 s: at the default 120), never more
         than `timeout_s` itself. vLLM's API process applies the chat template and tokenizes in milliseconds, without the
         engine, so a count that takes seconds is a server hung or overloaded, and a chat waiting the whole `timeout_s` for
-        it held its generation slot for nothing (until session remote51: 120 s, then the chat was sent uncounted); but a
-        round trip to a server on another machine, under load, takes tenths of a second: until session remote52 a
-        `timeout_s` of 1 s gave a count 0.1 s, and every chat was a 503 while the server answered each count."""
+        it (120 s) would hold its generation slot for nothing; but a round trip to a server on another machine, under
+        load, takes tenths of a second: a tenth alone of a `timeout_s` of 1 s would give a count 0.1 s, and every chat
+        would be a 503 while the server answered each count."""
         return min(TOKENIZE_TIMEOUT_S, self.timeout_s, max(TOKENIZE_FLOOR_S, self.timeout_s / 10))
 
 
 TOKENIZE_TIMEOUT_S = 5.0  # seconds: the most `RemotePolicy.tokenize_timeout_s` gives a prompt's count
 TOKENIZE_FLOOR_S = 1.0  # seconds: the least it gives one (unless `timeout_s` is less): a round trip under load
 NOT_IMPLEMENTED = 501  # HTTP's "the server does not support this": a /tokenize answering it counts none, as a 404
-# the most `/tokenize` requests one chat has in flight (`PromptCounter.each`): a chat whose 16 shots do not fit asked 16
-# at once until session remote53, a burst on the server's API process for each such chat; its search for the shots to
+# the most `/tokenize` requests one chat has in flight (`PromptCounter.each`): a chat whose 16 shots do not fit would
+# otherwise ask 16 at once, a burst on the server's API process for each such chat; its search for the shots to
 # keep (`service.chat.controllers.fit_shots`) asks this many a round: 16 shots in 2 rounds
 TOKENIZE_AT_ONCE = 4
 
@@ -148,15 +148,15 @@ class RemoteGenerator:
                                        StreamBound(policy.stream_idle_s, policy.stream_timeout_s)),
         )
         # prompt counts (`/tokenize`, beside /v1): httpx's own client, each request bounded whole by its chat's deadline
-        # (`DEADLINE`); until session remote54 through the `openai` client, whose read of a 5xx's body and of any answer's
-        # headers nothing but each read's timeout bounded: a count given up on held its thread and connection on
+        # (`DEADLINE`); not the `openai` client, whose read of a 5xx's body and of any answer's headers nothing but each
+        # read's timeout bounds: a count given up on would hold its thread and connection on as long as the server liked
         self._counting = bounded_client(headers={"Authorization": f"Bearer {api_key}"}, follow_redirects=True)
         self._adapters: dict[str, str] = {}  # adapter name -> path the server loaded it from
         self._served: dict[str, str] = {}  # adapter name -> its name on the server (`served_name`)
         # adapter name -> its loads again after the server answered a chat for it 404 (restarted): chats that found it
         # gone at once load it once (`_load_again`), under that adapter's own lock: another's load again, which may take
-        # `timeout_s` x its tries, holds up no other adapter's (until the review of remote49, one lock for all: every
-        # tenant's chat waited behind one user's slow load)
+        # `timeout_s` x its tries, holds up no other adapter's (with one lock for all, every
+        # tenant's chat would wait behind one user's slow load)
         self._reloads: dict[str, int] = {}
         self._reload_locks: dict[str, threading.Lock] = {}
         self._tokenize_route = True  # until the server shows it has no vLLM `/tokenize` (`prompt_tokens`)
@@ -234,8 +234,8 @@ class RemoteGenerator:
         with self._use.drop(name):
             if name in self._adapters:
                 # 404: the server holds no adapter of that name (vLLM: "cannot be found"; restarted since it was loaded, or
-                # unloaded by its operator), so there is nothing to unload (before review of pool48, an error at each try:
-                # a user's DELETE failed until the service restarted)
+                # unloaded by its operator), so there is nothing to unload (not an error at each try: a user's
+                # DELETE would fail until the service restarted)
                 if not self._unload(self._served[name]):
                     log.warning("adapter %s was not loaded on the generation server (it answered 404): forgotten here", name)
                 del self._adapters[name]
@@ -260,7 +260,7 @@ class RemoteGenerator:
         models shows them: those other replicas of the service loaded, and this replica's of an earlier start), after
         the user's adapter was deleted: the server keeps no copy of theirs. Returns at once: this generator's one purge
         thread takes every name waiting and lists the server's models once for them (a tenant's removal forgets its users
-        256 a batch: until review remote50 a thread and a listing each, all at once); a failure to ask the server is
+        256 a batch, not a thread and a listing each, all at once); a failure to ask the server is
         logged, not raised (another replica's copy is then unloaded at that replica's next chat of the user, or its
         eviction)."""
         with self._lock:
@@ -294,7 +294,7 @@ class RemoteGenerator:
         GenerationRefused for a 400, 413 or 422 (the client's fault), RemoteGeneratorError for any other failure (the
         load again's included). The second 404 raises AdapterNotKept (an AdapterNotLoaded): the server answered the load
         and then did not hold what it loaded, so asking again is of no use (the service answers with the fallback at
-        once; until session remote50 it was asked again: 3 loads and 4 chats before the fallback)."""
+        once, not after 3 loads and 4 chats)."""
         seen = self._reloads.get(adapter, 0) if adapter is not None else 0
         try:
             return self._sent(send)
@@ -325,8 +325,8 @@ class RemoteGenerator:
     def close(self) -> None:
         """Closes the connections to the server (its owner stops: `pluralign serve`'s stop, `service.runtime.Runtime.close`);
         every call after it raises RemoteGeneratorError at once, nothing sent (a prompt's count PromptNotCounted; the
-        service's 503). Once more does nothing more. Until review late54b the clients were never closed: the server's
-        connections stayed open to the process's exit."""
+        service's 503). Once more does nothing more. Unclosed, the server's connections would stay open to the
+        process's exit."""
         self._closed = True
         self._client.close()
         self._counting.close()
@@ -346,7 +346,7 @@ class RemoteGenerator:
         except openai.APIConnectionError as exc:
             raise RemoteGeneratorError(
                 f"generation server at {self.shown_url} unreachable ({self.policy.max_retries} retries): {redacted(str(exc))}") from exc
-        except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): until session small52 a 500
+        except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): not a 500
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
 
     def _timed_out(self, tries: int, exc: Exception | None = None) -> GenerationTimedOut:
@@ -410,13 +410,13 @@ class RemoteGenerator:
             completion = self._chat(lambda: self._client.chat.completions.create(**self._request(messages, n, sampling, adapter)), adapter)
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled while the server generated")
-        # `getattr`: a body not labelled JSON (a proxy's HTML page) comes back as its text (until session small52 an
+        # `getattr`: a body not labelled JSON (a proxy's HTML page) comes back as its text (not an
         # AttributeError, a 500)
         if not getattr(completion, "choices", None):
             raise RemoteGeneratorError(f"not a chat completion (no choices): {shorten(str(completion), 300)}")
         # the client builds the completion from the JSON unchecked: what it holds is the server's doing, and any fault of
-        # it the server's failure (until the review of session small52 a choice without its message, or a number where
-        # an object or a text goes, was an AttributeError or TypeError: the chat's 500)
+        # it the server's failure (a choice without its message, or a number where an object or a text goes, would
+        # otherwise be an AttributeError or TypeError: the chat's 500)
         try:
             choices = sorted(completion.choices, key=lambda c: c.index)
             usage = completion.usage
@@ -435,9 +435,9 @@ class RemoteGenerator:
         self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
     ) -> Iterator[str | Candidate]:
         """Text pieces as the server sends them, then the final Candidate, its `tokens` and `prompt_tokens` the server's
-        usage of this stream (until session remote52 the prompt's count was kept here for the service to ask by the
-        conversation: a chat of the same conversation planned meanwhile took it, and the stream's count was then asked of
-        `/tokenize` after the whole answer streamed, a failing one an error event after it). The adapter is in use until
+        usage of this stream (not a count kept here for the service to ask by the conversation: a chat of the same
+        conversation planned meanwhile would take it, and the stream's count would then be asked of `/tokenize` after
+        the whole answer streamed, a failing one an error event after it). The adapter is in use until
         the stream ends or is closed. Raises GenerationTimedOut (its `bound` the policy's field) when the server does not
         begin the answer within `policy.timeout_s` (each try), sends no piece of it for `policy.stream_idle_s` while the
         next is waited for, or does not end it within `policy.stream_timeout_s` of its sending; the pieces before were
@@ -479,7 +479,7 @@ class RemoteGenerator:
         except (openai.APIError, httpx2.HTTPError) as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} broke off the stream: {redacted(str(exc))}") from exc
         except (AttributeError, TypeError, ValueError) as exc:  # a chunk without its delta, a number for a choice: the
-            # server's (until the review of session small52 the stream's error event a 500 `generation failed: AttributeError`)
+            # server's (not the stream's error event a 500 `generation failed: AttributeError`)
             raise RemoteGeneratorError(f"generation server at {self.shown_url} sent what is not a chat completion chunk "
                                        f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
         finally:
@@ -496,12 +496,12 @@ class RemoteGenerator:
 
     def prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
         """The prompt token count the server's tokenizer gives (vLLM's `POST /tokenize` at the server's root, the chat
-        template applied as for a chat: since session remote50, so the service's `max_prompt_tokens` and
+        template applied as for a chat, so the service's `max_prompt_tokens` and
         `max_prefill_tokens` bound a chat before it is sent); 0 when the server has no such route (the OpenAI API has none;
         or it answers 501, not implemented: asked once) or refuses this conversation (a 400, 413 or 422: the chat's own
         request then says why). Raises PromptNotCounted when the server does not answer within
-        `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx but 501): until session remote51 the count waited
-        up to `timeout_s` for a hung server, then the chat was sent uncounted, bounded by nothing. A streamed answer's
+        `policy.tokenize_timeout_s`, cannot be reached, or fails (a 5xx but 501), rather than waiting up to `timeout_s` for a
+        hung server and then sending the chat uncounted, bounded by nothing. A streamed answer's
         count is its final Candidate's (`stream`), never asked here after it."""
         return self.prompt_counter()(messages)
 
@@ -510,8 +510,8 @@ class RemoteGenerator:
         with some numbers of them it could keep, a few at once: `PromptCounter.each`,
         `service.chat.controllers.plan_checked`), all of them together bounded by `policy.tokenize_timeout_s` from this
         call: a count the time left does not allow is PromptNotCounted ("no answer within ..."), asked of the server or
-        not. Until session remote52 each count had the whole bound: a `/tokenize` slow but within it held a chat whose
-        shots were left out (shots + 2) times the bound, 30 s at the defaults."""
+        not. Each count given the whole bound, a `/tokenize` slow but within it would hold a chat whose shots were left
+        out (shots + 2) times the bound, 30 s at the defaults."""
         return PromptCounter(self, time.monotonic() + self.policy.tokenize_timeout_s)
 
     def _counts(self, conversations: Sequence[Sequence[dict[str, str]]], deadline: float) -> list[int]:
@@ -520,14 +520,13 @@ class RemoteGenerator:
         request is bounded whole by the same deadline (`pluralign.bounded_http.BoundedTransport`: connecting, sending,
         its status line, headers and every byte of its body, a 5xx's included), so a count still running then (a server
         sending its answer a byte at a time, each read well within httpx's timeouts) ends on its thread at most one
-        read's wait past it, its connection closed. Until session remote54 only the body of a 200 was read so (through
-        the `openai` client's internal header for an answer left unread): a server dribbling a 5xx's body or the headers
-        of any answer held the count's thread (a daemon) and its connection as long as it liked, and a chat rate of such
-        counts piled them up. Each count runs in a copy of the
-        caller's context (`contextvars`: the service's request id, on each count's request and log lines). Session remote53 ran them on one event loop thread
-        (openai's async client under `asyncio.timeout_at`): under load that one thread was the bottleneck (2 cores at
-        load 7-13: 40 chats of 6 counts at once took 0.6-2.2 s, past 1 s every chat a 503 at the 1 s bound; on
-        threads 0.26-0.43 s; BENCHMARKS.md, session counts53)."""
+        read's wait past it, its connection closed (were only the body of a 200 bounded so, a server dribbling a 5xx's
+        body or the headers of any answer would hold the count's thread, a daemon, and its connection as long as it
+        liked, and a chat rate of such counts would pile them up). Each count runs on a thread in a copy of the
+        caller's context (`contextvars`: the service's request id, on each count's request and log lines): on one event
+        loop thread (openai's async client under `asyncio.timeout_at`) that thread is the bottleneck under load (2 cores
+        at load 7-13: 40 chats of 6 counts at once took 0.6-2.2 s, past 1 s every chat a 503 at the 1 s bound; on
+        threads 0.26-0.43 s; BENCHMARKS.md, counts53)."""
         if deadline - time.monotonic() <= 0:  # the chat's earlier counts took its bound
             raise self._not_counted_in_time()
         counts = [concurrent.futures.Future() for _ in conversations]
@@ -546,8 +545,8 @@ class RemoteGenerator:
                 except BaseException as exc:  # noqa: BLE001 (handed to the chat, raised there)
                     future.set_exception(exc)
 
-        # daemons, not a ThreadPoolExecutor's, which Python joins at exit: a process whose count was given up on waited
-        # for its thread (a 5xx's body read by the client a byte at a time: as long as the server liked; review counts53)
+        # daemons, not a ThreadPoolExecutor's, which Python joins at exit: a process whose count was given up on would
+        # wait for its thread (a 5xx's body read by the client a byte at a time: as long as the server liked)
         for _ in range(min(TOKENIZE_AT_ONCE, len(conversations))):
             threading.Thread(target=count, name="tokenize", daemon=True).start()
         try:
@@ -584,17 +583,16 @@ class RemoteGenerator:
                 timeout=httpx2.Timeout(left, connect=min(left, self.policy.connect_timeout_s)))
         except httpx2.TimeoutException as exc:
             raise self._not_counted_in_time() from exc
-        # a connection refused or broken off, a body labelled gzip that is not (DecodingError: until the review of session
-        # counts53 no `except` took it, the chat's 500)
+        # a connection refused or broken off, a body labelled gzip that is not (DecodingError, else the chat's 500)
         except httpx2.RequestError as exc:
             raise PromptNotCounted(f"the generation server at {self.shown_url} could not be reached to count the prompt's "
                                    f"tokens (/tokenize): {redacted(str(exc))}", "unreachable") from exc
         status = answer.status_code
         # a 400, 413 or 422: this conversation's fault (vLLM's 400 for messages its chat template raises on), its chat's
         # own request says why; another 4xx, or a 501: no such route (404, 405), or not vLLM's, or a tokenizer without
-        # the feature (vLLM's 501 for its NotImplementedError: lasting, unlike a 5xx's "not now", which until review
-        # remote51 made every chat a 503); another 5xx: not now. Until review remote50 any 4xx was "no route": one
-        # conversation the template refused left every later chat of the process uncounted
+        # the feature (vLLM's 501 for its NotImplementedError: lasting, unlike a 5xx's "not now", which must not make
+        # every chat a 503); another 5xx: not now. Not any 4xx is "no route": one conversation the template refused
+        # would leave every later chat of the process uncounted
         if status >= 500 and status != NOT_IMPLEMENTED:
             raise PromptNotCounted(f"the generation server at {self.shown_url} could not count the prompt's tokens "
                                    f"(/tokenize answered {status})", f"answered {status}")
@@ -604,8 +602,8 @@ class RemoteGenerator:
         try:
             count = answer.json().get("count") if answer.is_success else None
         except ValueError:  # not JSON: a proxy's page in the server's place (sent with a 200), not what the server
-            # lacks: this prompt goes uncounted, the next is counted (until the review of session small52 one page
-            # switched counting off until the process restarted, and `max_prompt_tokens`, `max_prefill_tokens` with it)
+            # lacks: this prompt goes uncounted, the next is counted (one page must not switch counting off until the
+            # process restarts, and `max_prompt_tokens`, `max_prefill_tokens` with it)
             log.info("the generation server's /tokenize at %s answered a body that is not JSON: a prompt sent uncounted", self.shown_url)
             return 0
         except AttributeError:  # JSON, not an object: not vLLM's answer
@@ -635,9 +633,8 @@ class PromptCounter:
         round trip's time for that many), each whole by the deadline (`RemoteGenerator._counts`: threads waited for
         until then). Raises PromptNotCounted as `prompt_tokens` does, at the first count that fails (those not yet sent
         are then not sent, those in flight not waited for), or at the deadline. Each count carries the caller's context (`contextvars`: the service's request id, sent
-        with each count as `request_headers` and on its log lines). Until review remote52 a chat whose shots did not
-        fit asked them one after another within the one bound; until session remote53 all at once (16 requests for a
-        chat of 16 shots), each bounded by httpx's timeouts, which bound a read, not a whole answer."""
+        with each count as `request_headers` and on its log lines). So a chat whose shots do not fit asks them
+        neither one after another within the one bound, nor all at once (16 requests for a chat of 16 shots)."""
         if not conversations or not self.remote._tokenize_route:
             return [0] * len(conversations)
         return self.remote._counts(conversations, self.deadline)

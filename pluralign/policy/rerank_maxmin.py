@@ -16,7 +16,7 @@ def normalize_rewards(rewards: np.ndarray, mean: np.ndarray | None = None, scale
     """(n, G) rewards standardized per group: by the given reference, else over the n candidates.
     Raises ValueError on another shape or rewards that are not finite."""
     rewards = np.asarray(rewards, dtype=np.float64)
-    if rewards.ndim != 2 or 0 in rewards.shape:  # no group (n, 0) too: until session newlib55 "shares must be 0 ... weights"
+    if rewards.ndim != 2 or 0 in rewards.shape:  # no group (n, 0) too, named here, not as "shares must be 0 ... weights"
         raise ValueError(f"rewards must be (n candidates, G groups) with n >= 1 and G >= 1, got shape {rewards.shape}")
     bad = ~np.isfinite(rewards).all(1)
     if bad.any():

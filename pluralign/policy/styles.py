@@ -107,13 +107,12 @@ def in_latin_script(text: str) -> bool:
     """Whether more than half the words of `text` are written in Latin letters (their Unicode names begin "LATIN":
     ASCII and accented alike), or it has none. A word is a run of letters of one script: in Chinese and Japanese,
     written without spaces, each character counts as one, and a Latin word set among them unspaced ("iPhone怎么截屏？",
-    "Python和Rust哪个更好学？") is a word of its own (until review reviewsmall53 the run was one word, Latin by its
-    first letter, and such questions got the English openings). So an English question quoting a Chinese word is
+    "Python和Rust哪个更好学？") is a word of its own (taken as one word with the run, Latin by its
+    first letter, such questions would get the English openings). So an English question quoting a Chinese word is
     Latin, and a Chinese one naming two English words is not; nor is a question of as many Latin words as others
-    ("Как настроить Wi-Fi на iPhone?": Latin at half, until review reviewsmall53). Digits, punctuation and spaces do
-    not count; a combining mark (a vowel sign, a virama: Unicode category M) is part of its letter's word (until review
-    reviewlate53b it split it, `\\w` taking no mark: "धन्यवाद" was three words, and "What does धन्यवाद mean?" another
-    script than Latin)."""
+    ("Как настроить Wi-Fi на iPhone?": half its words Latin). Digits, punctuation and spaces do
+    not count; a combining mark (a vowel sign, a virama: Unicode category M) is part of its letter's word (`\\w` takes no
+    mark, and would split "धन्यवाद" into three words, and make "What does धन्यवाद mean?" another script than Latin)."""
     if not text.isascii():  # the marks go: the letters either side of one are one word
         text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("M"))
     latin = other = 0

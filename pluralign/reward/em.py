@@ -239,7 +239,7 @@ class EMMeta(Persisted):
     features: str
     assignment: str
     # sha256 of heads.safetensors and users.jsonl as written (a DELETE's rewrite records the new users.jsonl's); `load`
-    # refuses files that differ (`pluralign.files.FilesDiffer`, as PALMeta.files). {}: written before session replicas50
+    # refuses files that differ (`pluralign.files.FilesDiffer`, as PALMeta.files). {}: written by an earlier release, before digests were recorded
     files: dict[str, str] = {}
 
 
@@ -462,7 +462,7 @@ POSTERIOR_ROUNDING = 1e-6  # save rounds each weight to 6 decimals (within 5e-7)
 
 def _check_membership(path: Path, number: int, row: UserMembership, k: int, seen: set[str]) -> None:
     """A ValueError naming `path` and line `number` when `row` is no training user's membership: a blank user_id, a
-    user already `seen` (added to it; a second row of a user replaced the first, session trial46a), or a posterior of
+    user already `seen` (added to it; a second row of a user would replace the first), or a posterior of
     another length than K (its weights: `_check_posteriors`, all rows at once)."""
     if is_blank(row.user_id):
         raise ValueError(f"{path}, line {number}: user_id {row.user_id!r} has no visible character")
@@ -475,9 +475,9 @@ def _check_membership(path: Path, number: int, row: UserMembership, k: int, seen
 
 def _check_posteriors(path: Path, numbers: list[int], posterior: np.ndarray) -> None:
     """A ValueError naming `path` and the line (`numbers`, one per row) of the first row of `posterior` (U, K) that is
-    not K weights in [0, 1] summing to 1. `prob_seen` mixes the heads by these weights: [-5, 6] gave "probabilities"
-    outside [0, 1] and [0, 0] gave 0 for every comparison (session trial46a). One array, not a check per row: a
-    100,000-user file is read in milliseconds more, not seconds (session reviewtrial46a)."""
+    not K weights in [0, 1] summing to 1. `prob_seen` mixes the heads by these weights: [-5, 6] would give "probabilities"
+    outside [0, 1] and [0, 0] would give 0 for every comparison. One array, not a check per row: a
+    100,000-user file is read in milliseconds more, not seconds."""
     k = posterior.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):  # 1e308 + 1e308: inf, refused below
         fits = (np.isfinite(posterior) & (posterior >= 0) & (posterior <= 1)).all(axis=1)
@@ -521,8 +521,8 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     `forget(user_id)` picks, for a DELETE. The heads and mixing weights were fitted on them too and
     stay until a retrain. The file is rewritten whole (temp file and rename), then meta.json with its digest
     (`EMMeta.files`) where it recorded the file's before, and meta.json as it is where it records another file (a
-    copy under way: written after, the folder does not look like what `record_rewritten_users` takes up; until session
-    reviewupgrade51 a start or a watching replica served the new heads with the old file's memberships). Returns the rows removed (0: nothing written). Raises
+    copy under way: written after, the folder does not look like what `record_rewritten_users` takes up, which would have a start or a watching replica
+    serve the new heads with the old file's memberships). Returns the rows removed (0: nothing written). Raises
     FileNotFoundError without users.jsonl and ValueError naming the line that is not a membership.
     When `forget` says which names it may be written as (`may_name`: a DELETE's
     `pluralign.store.deletions.Forget`) and the file's bytes hold none of them, no line is decoded (as

@@ -58,9 +58,9 @@ class PairBatch:
     def select(self, index: torch.Tensor | np.ndarray | Sequence[int]) -> PairBatch:
         """The pairs at `index`: positions (M,) (any order, repeats allowed, negative from the end) or a
         boolean mask (N,) such as `pairs.user == 0`. Raises ValueError naming `index` when it is a mask
-        of another length, not 1-D, not integers, or holds a position outside the N pairs. Until session
-        trial47b a mask was read as the positions 0 and 1: `select(pairs.user == 1)` gave N pairs of the
-        first two rows, without a word."""
+        of another length, not 1-D, not integers, or holds a position outside the N pairs. A mask is never
+        read as the positions 0 and 1 (`select(pairs.user == 1)` would give N pairs of the first two rows,
+        without a word)."""
         raw = index.detach().cpu().numpy() if isinstance(index, torch.Tensor) else np.asarray(index)
         n = len(self)
         if raw.dtype == np.bool_:

@@ -43,7 +43,7 @@ TIE_TOLERANCE = 1e-6  # totals closer than this are equal (rounding, not evidenc
 def tie_tolerance(best: float) -> float:
     """How far (nats) a total log-likelihood may fall short of `best` and still be equal to it:
     TIE_TOLERANCE relative to `best`, and TIE_TOLERANCE nats when |best| is under 1. Two perfect fits
-    of separable data score -3.7e-13 and -8.6e-17 nats (session trial46a): a relative tolerance alone
+    of separable data score -3.7e-13 and -8.6e-17 nats (measured): a relative tolerance alone
     is ~1e-22 nats there, and the larger K won by a difference that is no evidence."""
     return TIE_TOLERANCE * max(abs(best), 1.0)
 
@@ -130,8 +130,8 @@ class KSelection:
 def one_standard_error(per_user: dict[int, np.ndarray]) -> KSelection:
     """Apply the rule to per-user held-out log-likelihoods {K: (U,)} (the same users, same order).
     Raises ValueError when no K was scored, when a K's scores are not (U,) for the U users of the first
-    K (the rule compares each user's score across K: another count was broadcast, or an error from
-    numpy's broadcasting, until session trial47b), or when a K's total is not finite."""
+    K (the rule compares each user's score across K: another count would be broadcast, or an error from
+    numpy's broadcasting), or when a K's total is not finite."""
     if not per_user:
         raise ValueError("no K was scored")
     per_user = {k: np.asarray(v, dtype=np.float64) for k, v in per_user.items()}

@@ -56,11 +56,11 @@ class PALMeta(Persisted):
     latent_dim: int
     hidden: int
     users: int = 0  # training users in user_weights.json
-    # finite numbers only (`save_pal`); a null (a NaN a release before session trial47b wrote) is dropped on reading
+    # finite numbers only (`save_pal`); a null (a NaN an earlier release wrote) is dropped on reading
     metrics: dict[str, float | None] = {}
     # sha256 of model.safetensors and user_weights.json as written (a DELETE's rewrite records the new user_weights.json's);
     # `load_pal` refuses files that differ (`pluralign.files.FilesDiffer`): a replica watching PLURALIGN_PAL_DIR never
-    # serves a copy under way (`cp` writes meta.json first) or a mix of two. {}: written before session replicas50
+    # serves a copy under way (`cp` writes meta.json first) or a mix of two. {}: written by an earlier release, before digests were recorded
     files: dict[str, str] = {}
 
     def __post_init__(self) -> None:
@@ -78,7 +78,7 @@ def _metric(name: str, value) -> float | None:
     """A metric as meta.json records it: a real number (numpy's too), or a 0-d tensor or numpy array of one (what
     `loss.detach()` gives), as a float; None (left out) for NaN, inf and what is no number (None, a note's text).
     ValueError naming `metrics[name]` for a tensor or array of more than one value or of complex numbers: such a
-    tensor was left out silently until session small47b, a 0-d one too."""
+    tensor is not left out silently, a 0-d one too."""
     if hasattr(value, "detach") or isinstance(value, np.ndarray):
         shape = tuple(value.shape)
         held = value.detach().cpu() if hasattr(value, "detach") else value
@@ -102,9 +102,9 @@ def save_pal(folder: str | Path, model: PALModel, user_weights: UserWeights, enc
     its finite real numbers (numpy scalars, 0-d tensors and arrays too) are recorded in meta.json (`PALMeta.metrics`),
     NaN, inf and what is no number left out, a tensor or array of more than one value a ValueError naming `metrics[name]`
     before anything is written: JSON holds no
-    NaN or inf (`evaluate_pairs` gives NaN for no pairs), and until session trial47b such a value was written
-    as null, which `load_pal` then refused ("not a description of a PAL checkpoint"); such a checkpoint loads
-    since session reviewtrial47b, its null left out of `PALMeta.metrics`."""
+    NaN or inf (`evaluate_pairs` gives NaN for no pairs); an earlier release wrote such a value as null (which
+    an older `load_pal` refused, "not a description of a PAL checkpoint"): such a checkpoint loads, its null left out
+    of `PALMeta.metrics`."""
     if user_weights.k != model.config.k:
         raise ValueError(f"user weights have K={user_weights.k}, the model has K={model.config.k}")
     encoder_named(encoder_id)
@@ -140,7 +140,7 @@ def load_pal(folder: str | Path, encoder_id: str | None = None, device=None, *, 
     checkpoint of input_dim 768 would fail every score on 384-d vectors), a truncated
     model.safetensors, weights whose shapes disagree with meta.json, user weights of another K; and
     `pluralign.files.FilesDiffer` (a ValueError) naming the file that is not the one meta.json records (a copy under way,
-    two copies mixed: before session replicas50 a model.safetensors of the same shapes loaded beside another's meta.json)."""
+    two copies mixed: unchecked, a model.safetensors of the same shapes would load beside another's meta.json)."""
     device = usable_device(device)
     folder = Path(folder)
     meta = read_meta(folder)
@@ -181,7 +181,7 @@ def forget_users(folder: str | Path, forget: Callable[[str], bool]) -> int:
     Returns the rows removed (0: nothing written). Raises what `read_meta` and `UserWeights.load` do
     for a folder that is not a whole PAL checkpoint, once its user_weights.json's bytes may hold a user `forget` picks
     (`may_hold`): a checkpoint this release cannot read (put into PLURALIGN_PAL_DIR, not served) fails the DELETEs of
-    its own training users only (until session reviewreplicas49, every DELETE's: meta.json was read first)."""
+    its own training users only (not every DELETE's: meta.json is not read first)."""
     folder = Path(folder)
     if (folder / USER_WEIGHTS_FILE).is_file() and not may_hold(forget, folder / USER_WEIGHTS_FILE):
         return 0

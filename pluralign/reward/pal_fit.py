@@ -151,8 +151,8 @@ def fit_user(
     argument (`fit_users`): embeddings not (N, D) alike or not finite, logits not K finite numbers,
     `prior_strength` not positive, `max_steps` not a whole number >= 0. No comparisons (N = 0), or
     `max_steps=0`, give the prior."""
-    # each argument read on its own, as `reward` and `preference_prob` read theirs (until session newlib55 `prompt`'s
-    # shape decided for all three: a (D,) prompt with (1, D) answers was refused as "(1, 1, D)")
+    # each argument read on its own, as `reward` and `preference_prob` read theirs (`prompt`'s shape deciding for all
+    # three would refuse a (D,) prompt with (1, D) answers as "(1, 1, D)")
     d = model.config.input_dim
     prompt, chosen, rejected = (one_row(t, d) for t in (prompt, chosen, rejected))
     if prior_logits is None:

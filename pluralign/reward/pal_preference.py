@@ -39,8 +39,8 @@ def user_points(model: PALModel, logits: torch.Tensor) -> np.ndarray:
 def cluster_points(points: np.ndarray, max_clusters: int, seed: int = 0) -> np.ndarray:
     """k-means labels (N,) of `points` (N, d) finite numbers, the number of clusters (1..max_clusters) picked by
     silhouette score; `seed` seeds k-means. Raises ValueError naming `max_clusters` (not a whole number >= 1), `seed` (not
-    one in [0, 2**32 - 1], sklearn's range) or `points` (not (N, d) numbers, or a row holding NaN or inf: sklearn's
-    "Input X contains NaN" until session small47b)."""
+    one in [0, 2**32 - 1], sklearn's range) or `points` (not (N, d) numbers, or a row holding NaN or inf: named here, not as sklearn's
+    "Input X contains NaN")."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 

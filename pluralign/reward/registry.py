@@ -5,7 +5,7 @@ by held-out log-likelihood (`pluralign.reward.model_selection`: K = 1, 2, ... on
 validation pairs, the smallest K within one standard error of the best).
 
 The names cost no import: each model's code (and torch) is imported when it is built, so `pluralign eval` can refuse
-an unknown `--model` at once (review trial54: importing this module took 5-6 s for a typo's one-line error).
+an unknown `--model` at once (importing the models would take 5-6 s for a typo's one-line error).
 """
 
 from __future__ import annotations

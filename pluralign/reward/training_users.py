@@ -35,8 +35,8 @@ def forget_training_users(folder: str | Path, forget: Callable[[str], bool], *, 
     retrain without them removes it. Returns the rows removed.
 
     `shared`: other processes rewrite `folder` too (PLURALIGN_PAL_DIR, which replicas share): the read and the
-    rewrite are made under `pluralign.files.folder_lock`, so they take turns. Until session 49 they did not, and two
-    replicas each removing a user rewrote the file from what each had read: one put the other's user back."""
+    rewrite are made under `pluralign.files.folder_lock`, so they take turns: otherwise two
+    replicas each removing a user would rewrite the file from what each had read, one putting the other's user back."""
     if shared and artifact_kind(folder) is not None:  # (no lock file is made beside a folder holding no model)
         with folder_lock(folder):
             return forget_training_users(folder, forget)
@@ -65,7 +65,7 @@ def _forget_left_behind(folder: str | Path, per_user: str, forget: Callable[[str
     """The other kind's per-user file in `folder`, left by the model served there before (an EM mixture copied over
     a PAL checkpoint leaves its user_weights.json, a PAL checkpoint over an EM mixture its users.jsonl: deploy/README.md
     copies a job's artifact into PLURALIGN_PAL_DIR with `cp artifact/*`), rewritten without the users `forget` picks as
-    the served one is: until session reviewreplicas49 a DELETE left a training user's row there. Returns the rows removed."""
+    the served one is, so a DELETE leaves no training user's row there. Returns the rows removed."""
     path = Path(folder) / per_user
     if not path.is_file():
         return 0

@@ -15,7 +15,7 @@ writer holds the id; a later import whose claim finds another content is refused
 naming the line's `pref_id`), one with the same content goes on (the mover stores the row once).
 
 What a claim holds: the sha256 of the row's content (`SAME_ROW_FIELDS` but its time; with the numbers of TRL's extra
-columns beside it, compared as `datasets` writes them, since session versions53: `claim_of`), its `created_at`,
+columns beside it, compared as `datasets` writes them: `claim_of`), its `created_at`,
 whether that time was stamped on receipt, and when it was received; it is named by the hashes of
 `tenant/user_id` and of the id, so no user id, id or text is kept in the clear (those numbers aside). A DELETE of the user
 removes the claims of rows received before it began (`forget_user`), as it removes the rows.
@@ -28,20 +28,20 @@ keeps the claim: its own mover removes it), and only if it has not changed since
 earlier release made of that row, of another content (`earlier_claims`), goes likewise. An import that
 claims an id afresh then looks for it in the table's newest version before its 201 (the service's `_claim_ids`,
 `Store.check_newest`): the claim may have been removed because the row of another content was just stored, and that
-import's own check of the table (a cached history) may be older than the store. Until session 42 claims of live users
-were never removed: one file (a 4 KiB block and an inode) or one object a row, for ever.
+import's own check of the table (a cached history) may be older than the store. Claims of live users never removed
+would cost one file (a 4 KiB block and an inode) or one object a row, for ever.
 
 Every change of a claim after its put is conditional on what was read (compare-and-swap): the later time of a row
 sent again (`claim`), a refused import's release (`release`), a DELETE's removal (`forget_user`), the mover's
 (`drop_stored`). On S3 a PUT or DELETE with `If-Match` of the ETag read (a 412, or a 404 once removed: read again);
 on a folder the read and the change hold an exclusive lock (`flock`) on the user's folder's `.lock` file, which the
 put-if-absent (a hard link) needs not; a DELETE's claims step removes the folder, `.lock` and all, once no claim is
-left in it (`FolderClaims.forget_user`; until review 42 it stayed, for every deleted user), and so does a change that
-made `.lock` (`FolderClaims._locked`: one made again between a DELETE's unlink of it and its removal of the folder
-left both behind until session 44). Until session 42 the later time was written over the claim whatever it held
-then: of two replicas receiving the same row again the earlier time could land last (a DELETE begun between the two
-then removed the claim of a row it kept), and a claim removed by a DELETE and taken by a third replica for other
-content was written back over (two contents acknowledged under one id).
+left in it (`FolderClaims.forget_user`: nothing stays for a deleted user), and so does a change that made `.lock`
+(`FolderClaims._locked`: one made again between a DELETE's unlink of it and its removal of the folder would leave
+both behind). Were the later time written over the claim whatever it held then, of two replicas receiving the same
+row again the earlier time could land last (a DELETE begun between the two then removing the claim of a row it
+kept), and a claim removed by a DELETE and taken by a third replica for other content would be written back over
+(two contents acknowledged under one id).
 
 Limits: a process killed between its claim and its log append leaves a claim with no row: that id is
 then refused for other content until the user is deleted (the same content is accepted), and so is a claim whose
@@ -49,21 +49,19 @@ replica was killed (its volume lost) with the row still in its log. Stores other
 process) and S3 (`gs://`, `az://`, `abfss://`) make no claims (`claims_for` gives None): two imports of one new id
 with other content sent to two replicas are both acknowledged, and the mover that comes second finds the id in the
 table and leaves that row out, logged as an error (the id, the user, the field that differs) and counted
-(`Ingestor.left_out`); the import's rows of other ids are stored (`pluralign.store.ingest.split_held`; until session
-44 its whole import was left out, acknowledged rows lost, with a warning wrongly naming an `Idempotency-Key`). Both
-committing at once, the one committing second reads the ids back and deletes the later-received row (the same
-choice on every replica: `pluralign.store.ingest.keeps`; until session 44 both rows stayed under the id); only a
+(`Ingestor.left_out`); the import's rows of other ids are stored (`pluralign.store.ingest.split_held`): the
+whole import is not left out. Both committing at once, the one committing second reads the ids back and deletes the later-received row (the same
+choice on every replica: `pluralign.store.ingest.keeps`); only a
 replica stopped between that commit and its read-back (or whose read-back failed) leaves both, until a row of that id
-is moved again (`Ingestor._held_once`, review gs44). Either way one of the two acknowledged rows is
+is moved again (`Ingestor._held_once`). Either way one of the two acknowledged rows is
 lost: only claims refuse the second before its 201. A
-claim left by an earlier release whose row is in the table goes at the first start of session 43's release on the
-store (`sweep_stored`, once: marked by `SWEPT`); until then it stayed until a row of that id was moved again or the
-user was deleted. The mover's removal of stored rows' claims that a kill or a power loss cut short is finished at
+claim left by an earlier release whose row is in the table goes at the first start of a release that sweeps them on
+the store (`sweep_stored`, once: marked by `SWEPT`). The mover's removal of stored rows' claims that a kill or a power loss cut short is finished at
 the replica's next start on its data folder (`pluralign.store.ingest`'s notes, on disk before the log forgets the
-rows: fsynced since session 44, before which a power loss could lose the note and leave the claims for good), or at
+rows, fsynced: a power loss could otherwise lose the note and leave the claims for good), or at
 a later one while that start's removal fails (the store refusing it) or is stopped first; when no note can be
-written (a full disk) the claims are removed before the log forgets the rows (session 44; before, a stop in between
-left them for good). A replica whose data folder is lost (or that never starts again) leaves its notes' claims until
+written (a full disk) the claims are removed before the log forgets the rows (a stop in between
+would leave them for good). A replica whose data folder is lost (or that never starts again) leaves its notes' claims until
 a row of their id is moved again or the user is deleted; meanwhile each takes only the content the table holds.
 An S3-compatible store must honour `If-Match` on PUT and DELETE (AWS S3, moto; one that ignores it writes and
 removes unconditionally, as before).
@@ -125,10 +123,9 @@ def claim_of(row, stamped: bool) -> Claim:
     """The claim of `row` (a StoredPreference); `stamped`: its `created_at` was given on receipt. Its content is
     compared as one replica compares two rows under one id (`pluralign.data.io.trl_difference`): TRL's extra columns
     holding null are absent (`trl_as_compared`: Hugging Face `datasets` gives every row of a file every column, null
-    where it had none; until review trial52 a 409 through another replica while the file's rows were not yet in the
-    table), and their numbers, lists item by item, are the same as `datasets` writes them back (`same_as_written`: 10
-    decimals; until session versions53 hashed exactly, and such a rewritten file through another replica before the
-    move was a 409). A hash cannot say "within 1e-10", so the content of a row whose TRL extra columns hold numbers is
+    where it had none: counted, a 409 through another replica while the file's rows are not yet in the table), and
+    their numbers, lists item by item, are the same as `datasets` writes them back (`same_as_written`: 10
+    decimals; hashed exactly, such a rewritten file through another replica before the move would be a 409). A hash cannot say "within 1e-10", so the content of a row whose TRL extra columns hold numbers is
     the sha256 of the row with each such number as 0, then ":" and the numbers (JSON, in the order of the sorted
     columns, lists in order), which `same_content` compares; of a row without such numbers (the most), or with more
     than NUMBERS_IN_CLAIM, the sha256 of the row as before (no tolerance past that many: they are hashed exactly).
@@ -180,10 +177,10 @@ def same_content(held: str, content: str, earlier: Collection[str] = ()) -> bool
 
 def earlier_contents(row, columns: Collection[str] = ()) -> frozenset[str]:
     """The contents earlier releases' claims give `row` (`claim_of`'s of those releases), so that their claims still
-    take it, and refuse another: session 52's (TRL's null columns absent, every number exact) and that of releases
-    before review trial52 (the TRL form as received, null columns hashed), also with each of `columns` (the TRL extra
+    take it, and refuse another: the one with TRL's null columns absent and every number exact, and the older one
+    (the TRL form as received, null columns hashed), also with each of `columns` (the TRL extra
     columns of the rows of its import) the row lacks as null, as `datasets` writes a file back: an earlier replica that
-    received that rewrite claimed the row so. Until session versions53 such a claim refused the file itself."""
+    received that rewrite claimed the row so, and such a claim must not refuse the file itself."""
     values = [getattr(row, name) for name in CONTENT_FIELDS]
     values[CONTENT_FIELDS.index("margin")] = None if row.margin is None else float(np.float32(row.margin))
     forms = [trl_as_compared(row.trl), row.trl]
@@ -200,12 +197,12 @@ def earlier_contents(row, columns: Collection[str] = ()) -> frozenset[str]:
 
 def earlier_claims(stored: Iterable[tuple[object, Claim]]) -> list[dict[str, dict[str, Claim]]]:
     """The claims earlier releases made of rows now stored ((a StoredPreference, this release's claim of it), one per
-    id), whose content is not this release's (`earlier_contents`: session 52's, numbers exact; a release's before review
-    trial52, null columns hashed), for `PrefIdClaims.drop_named`, which removes a claim only where it holds the content
+    id), whose content is not this release's (`earlier_contents`: numbers exact; or older,
+    null columns hashed), for `PrefIdClaims.drop_named`, which removes a claim only where it holds the content
     it is given: each a map by the claims' names (`named`), the first holding one such form of each row, the second
     another; [] for rows without TRL extra columns (the most), which every release hashes alike. A row an earlier
-    release acknowledged and this release moved (its replica upgraded meanwhile, the log kept) had its claim left until
-    the user was deleted (until review versions53)."""
+    release acknowledged and this release moved (its replica upgraded meanwhile, the log kept) would otherwise have its
+    claim left until the user was deleted."""
     forms: list[dict[tuple[str, str], dict[str, Claim]]] = []
     for row, claim in stored:
         trl = getattr(row, "trl", None)
@@ -221,8 +218,8 @@ def earlier_claims(stored: Iterable[tuple[object, Claim]]) -> list[dict[str, dic
 def _taken_on(held: Claim, claim: Claim, earlier: Collection[str]) -> Claim:
     """`held` taken on by `claim` of the same preference received later (`PrefIdClaims.claim`): its `received_at`, and
     its content where `held` has an earlier release's (`earlier`, `earlier_contents`): the mover of `claim`'s copy
-    removes it (`drop_named`), finding only this release's forms of the row it stores (until review versions53 such a
-    claim stayed until the user was deleted)."""
+    removes it (`drop_named`), finding only this release's forms of the row it stores (else such a
+    claim would stay until the user was deleted)."""
     later = msgspec.structs.replace(held, received_at=claim.received_at)
     if held.content != claim.content and held.content in earlier:
         later = msgspec.structs.replace(later, content=claim.content)
@@ -261,10 +258,10 @@ class PrefIdClaims(abc.ABC):
         ids claimed before with other content: `Claim.same_preference`, `earlier` giving for an id the contents earlier
         releases' claims give its row, `earlier_contents`). An id claimed before with the same content is in neither; its
         claim takes the later `received_at` (and this release's content where it held an earlier release's) (a row sent again after a DELETE began is kept by it, and so is its
-        claim: `forget_user`; until review 40 the claim kept its first time, the DELETE removed it, and the id was
+        claim: `forget_user`; a claim keeping its first time would be removed by the DELETE, and the id
         then free for other content on another replica while the row lived), only if unchanged since read
-        (until session 42 whatever it held then: an earlier time could land last, or a claim another import made
-        for other content be written over). `moved` (when given) gets {id: (the claim found, as moved on)} of those,
+        (not whatever it holds then: an earlier time could land last, or a claim another import made for other
+        content be written over). `moved` (when given) gets {id: (the claim found, as moved on)} of those,
         for `release` to put back if the import is then refused.
         Raises OSError (or the object store's error) when a claim cannot be written or read; the ids claimed
         (and times moved on) by this call before then are released first."""
@@ -308,8 +305,8 @@ class PrefIdClaims(abc.ABC):
         """Remove the claims this process made (`claims`: {id: the claim it put}; its import was refused or failed
         before its rows were acknowledged), and put back the earlier time of those it moved on (`moved`, `claim`'s),
         each only if still as this process left it: one another import of the same row moved on (`claim`) holds the
-        id for that import, which was acknowledged. Until review 42 a time moved on by a refused import stayed: later
-        than the stored row's copy, the claim outlived the row's move (`drop_stored`). A claim that cannot be
+        id for that import, which was acknowledged. A time moved on by a refused import left, later than the stored
+        row's copy, would have the claim outlive the row's move (`drop_stored`). A claim that cannot be
         removed or put back is logged and left."""
         folder = _folder(tenant, user_id)
         items = [(p, put, None) for p, put in claims.items()] + [(p, later, earlier) for p, (earlier, later) in (moved or {}).items()]
@@ -328,9 +325,9 @@ class PrefIdClaims(abc.ABC):
 
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Remove the user's claims of rows received before `before` (unix seconds; None: all), as a DELETE
-        removes the rows; on S3 S3_THREADS at a time (until review 40 one after another: two round trips a
-        claim). A claim whose time moves on between its read and its removal is read again (until session 42 it
-        was removed: a row sent again as the DELETE ran kept without its claim). Returns how many went. Raises
+        removes the rows; on S3 S3_THREADS at a time (one after another would take two round trips a
+        claim). A claim whose time moves on between its read and its removal is read again (removed, a row sent again
+        as the DELETE ran would be kept without its claim). Returns how many went. Raises
         OSError (or the object store's error) when one cannot be read or removed, once the others were looked at."""
 
         def one(item: tuple[str]) -> tuple[str, bool, None]:
@@ -356,8 +353,8 @@ class PrefIdClaims(abc.ABC):
 
     def drop_stored_of(self, stored: Mapping[tuple[str, str], Mapping[str, Claim]]) -> int:
         """`drop_stored` for several users at once ({(tenant, user_id): their rows' claims}: a mover's batch), their
-        folders listed S3_THREADS at a time on S3 (until review 42 one user after another, a LIST each, for feedback too,
-        which never has claims: 64 users with 20 ms a LIST, a bucket's round trip, ~2 s against ~0.3 s at once)."""
+        folders listed S3_THREADS at a time on S3 (one user after another, a LIST each, for feedback too, which never
+        has claims: 64 users with 20 ms a LIST, a bucket's round trip, ~2 s against ~0.3 s at once)."""
         return self.drop_named(named(stored))
 
     def drop_named(self, folders: Mapping[str, Mapping[str, Claim]]) -> int:
@@ -389,14 +386,14 @@ class PrefIdClaims(abc.ABC):
 
     def sweep_stored(self, owners: Callable[[], list[tuple[str, str]]],
                      stored: Callable[[str, str], Mapping[str, Claim]]) -> int | None:
-        """Once per store: removes the claims of rows stored already that releases before session 43 left (a mover
-        killed between forgetting its rows and removing their claims; before session 42 every claim stayed), by
+        """Once per store: removes the claims of rows stored already that earlier releases left (a mover killed
+        between forgetting its rows and removing their claims, or a release that never removed one), by
         `drop_stored` (the same conditions as the mover's). `owners()`: every (tenant, user_id) the table holds rows of;
         `stored(tenant, user_id)`: {pref_id: claim_of the stored row}. Only users with a claims folder are read. Marks the
         store swept (`SWEPT`) once done; returns how many claims went, or None when it was swept already. Raises OSError
         (or the object store's error, or the table's) when something cannot be read or removed, once every other user
-        was swept (not marked: the next start sweeps again; until review 43 the sweep stopped at that user, and the
-        users after them were swept by no start while they kept failing)."""
+        was swept (not marked: the next start sweeps again; the sweep does not stop at that user, whose failing
+        would keep the users after them swept by no start)."""
         if self._get(SWEPT) is not None:
             return None
         folders = set(self._folders())
@@ -465,8 +462,8 @@ class PrefIdClaims(abc.ABC):
 class FolderClaims(PrefIdClaims):
     """Claims as files under `root`/pref_id_claims, each written whole under a temporary name and hard-linked to
     its name (`os.link` fails when the name exists: put-if-absent), so a reader never finds one part written.
-    Until review 40 each was created at its name with O_EXCL and then written, and a reader that found one still
-    empty after ~100 ms removed it: a maker paused that long lost its claim, and both imports were acknowledged.
+    Not created at its name with O_EXCL and then written, where a reader that found one still empty after ~100 ms
+    would remove it: a maker paused that long would lose its claim, and both imports be acknowledged.
     A claim's version is its bytes; `_swap` and `_remove_if` compare them and change the file under an exclusive
     `flock` of the user's folder's `.lock` (on NFS the server's locks), so no other change falls between."""
 
@@ -486,8 +483,7 @@ class FolderClaims(PrefIdClaims):
 
     def _remove_folder_if_empty(self, folder: str) -> None:
         """The user's folder goes, its `.lock` with it, once it holds no claim (a DELETE's claims step: nothing of
-        the user stays; until review 42 the folder and, since session 42, its `.lock` stayed for every deleted
-        user). The lock file is unlinked while held: a change waiting for it finds it gone and looks again
+        the user stays, neither the folder nor its `.lock`). The lock file is unlinked while held: a change waiting for it finds it gone and looks again
         (`_locked`); a claim being put (its temporary file) keeps the folder."""
         with self._locked(f"{folder}/", emptied=True):
             pass
@@ -528,7 +524,7 @@ class FolderClaims(PrefIdClaims):
         leaving (held), a folder that holds no claim goes, `.lock` and all (`_emptied`), when `emptied` is set (a
         DELETE's claims step) or this call made the lock file: one made again by a change between a DELETE's unlink
         of it and its removal of the folder (whose removal then failed, the folder not empty) goes with the folder
-        (until session 44 both stayed, for good)."""
+        (else both would stay, for good)."""
         folder = name.partition("/")[0]
         lock = self.root / folder / LOCK_FILE
         for _ in range(CHANGE_ATTEMPTS):
@@ -678,8 +674,8 @@ class S3Claims(PrefIdClaims):
     S3_THREADS at a time; a claim's version is its ETag, which a later PUT or DELETE of it names in `If-Match`. `options`: the store's Lance storage options (endpoint, region, credentials, by any of
     object_store's names, and its `timeout` and `connect_timeout`); one left out is taken where Lance takes it (the
     `AWS_*` variable of its name: AWS_ENDPOINT, which boto3 does not read), else boto3's default (the instance
-    role). Until review 40 only the `aws_*` options were read, and a store reached through AWS_ENDPOINT had its
-    claims sent to AWS itself."""
+    role). Not the `aws_*` options alone: a store reached through AWS_ENDPOINT would have its claims sent to AWS
+    itself."""
 
     def __init__(self, uri: str, options: Mapping[str, str] | None = None):
         import boto3  # here: only a store on S3 needs it (~0.3 s of imports)
@@ -695,8 +691,8 @@ class S3Claims(PrefIdClaims):
             config=Config(max_pool_connections=2 * S3_THREADS, retries={"max_attempts": 3, "mode": "standard"}, **timeouts),  # both pools
         )
         self._pool = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims")
-        # the mover's and DELETEs' removals: on the imports' pool, an import of one row waited behind the removal of
-        # a batch's claims (2,048 rows: 25 s against moto) until review 42, whatever its tenant
+        # the mover's and DELETEs' removals: on the imports' pool, an import of one row would wait behind the removal
+        # of a batch's claims (2,048 rows: 25 s against moto), whatever its tenant
         self._removals = ThreadPoolExecutor(S3_THREADS, thread_name_prefix="claims-removal")
 
     def _map(self, fn, items, background: bool = False):

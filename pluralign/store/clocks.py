@@ -38,9 +38,8 @@ without a folder): it is not compared; and since such a writer updates only the 
 value counts only under an instance that names a folder (its writer wrote both).
 
 A row also says which population model its writer serves from the folder the replicas share: its version (`pal`,
-`service.rewards.checkpoint_version`, which hashes the meta.json fields the writer's release knows) and, since session
-versions52, its weights' digest (`pal_weights`, `service.rewards.weights_digest`, the same whatever the release), and
-since session versions53 its model's digest (`pal_model`, `service.rewards.model_digest`: the weights and what else
+`service.rewards.checkpoint_version`, which hashes the meta.json fields the writer's release knows), its weights'
+digest (`pal_weights`, `service.rewards.weights_digest`, the same whatever the release), and its model's digest (`pal_model`, `service.rewards.model_digest`: the weights and what else
 changes what is served, PAL's population prior included), which a starting replica compares with its own
 (`service.runtime.refuse_another_model`).
 """
@@ -72,19 +71,19 @@ def clock_schema() -> pa.Schema:
     (the writing process's id, `instance_id`; null in a table written before it was kept), `replicas` (how many
     replicas its writer was set up with; null when written before it was kept, or by a writer that did not say), `pal`
     (the population model its writer serves, `served_pal`; null likewise), `pal_weights` (that model's weights,
-    `served_pal_weights`; null likewise, and in a row of a release before session versions52), `pal_model` (that model's
-    digest, `served_pal_model`; null likewise, and in a row of a release before session versions53)."""
+    `served_pal_weights`; null likewise, and in a row of an earlier release without it), `pal_model` (that model's
+    digest, `served_pal_model`; null likewise, and in a row of an earlier release without it)."""
     return pa.schema([pa.field("replica", pa.int32(), nullable=False), pa.field("at", pa.float64(), nullable=False),
                       pa.field("ahead_s", pa.float64(), nullable=False), *ADDED])
 
 
 INSTANCE = pa.field("instance", pa.string(), nullable=True)  # added after the table's first release: a table gains it on open
-REPLICAS = pa.field("replicas", pa.int32(), nullable=True)  # added in session 43, the same way
-# added in session upgrade51, the same way: "<instance> <population version>", the model its writer serves (`served_pal`)
+REPLICAS = pa.field("replicas", pa.int32(), nullable=True)  # added later, the same way
+# added later, the same way: "<instance> <population version>", the model its writer serves (`served_pal`)
 PAL = pa.field("pal", pa.string(), nullable=True)
-# added in session versions52, the same way: "<instance> <weights digest>" (`served_pal_weights`)
+# added later, the same way: "<instance> <weights digest>" (`served_pal_weights`)
 PAL_WEIGHTS = pa.field("pal_weights", pa.string(), nullable=True)
-# added in session versions53, the same way: "<instance> <model digest>" (`served_pal_model`)
+# added later, the same way: "<instance> <model digest>" (`served_pal_model`)
 PAL_MODEL = pa.field("pal_model", pa.string(), nullable=True)
 ADDED = (INSTANCE, REPLICAS, PAL, PAL_WEIGHTS, PAL_MODEL)
 FOLDER_MARK = "d:"  # an instance naming its data folder: "d:<folder id>:<process id>" (an earlier release's: hex only)
@@ -112,14 +111,14 @@ def served_pal(row: dict) -> str | None:
 
 def served_pal_weights(row: dict) -> str | None:
     """The weights' digest (`service.rewards.weights_digest`) of the population model the writer of clock `row`
-    serves, or None: a row of a release before session versions52 (it says only `served_pal`, whose version depends
+    serves, or None: a row of an earlier release without it (it says only `served_pal`, whose version depends
     on the release), a writer that did not say, or a value another instance of its index left (as `served_pal`)."""
     return _of_its_instance(row, "pal_weights")
 
 
 def served_pal_model(row: dict) -> str | None:
     """The digest (`service.rewards.model_digest`: weights, how they are read, PAL's population prior) of the population
-    model the writer of clock `row` serves, or None: a row of a release before session versions53 (it says only
+    model the writer of clock `row` serves, or None: a row of an earlier release without it (it says only
     `served_pal_weights`, which leaves the prior out, or less), a writer that did not say, or a value another instance
     of its index left (as `served_pal`)."""
     return _of_its_instance(row, "pal_model")

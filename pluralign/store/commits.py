@@ -5,7 +5,7 @@ the user's rows' ids and arrival times costs a LanceDB query that reads their da
 machine, ~55 ms against moto's S3: BENCHMARKS.md "review rp44"); a count of the user's rows is answered by the
 BITMAP index (~4-6 ms; ~11 ms against moto). Under load another user's feedback commits every moment, so the table
 is never at the version the history matched, and a chat of a user idle longer than `sync_seconds` paid that read. A
-count alone misses a DELETE and an import of as many rows (review 44). But when every commit since the version the
+count alone misses a DELETE and an import of as many rows. But when every commit since the version the
 history matched only added rows (an append, an index, a compaction's rewrite of the same rows), the user's rows can
 only have grown: the same count is the same rows. Each commit's operation is read once from its transaction file
 (~0.1-0.5 ms locally, ~7 ms against moto; cached per process, shared by every user's check); a version whose
@@ -55,7 +55,7 @@ class AddingCommits:
             return False
         unknown = [version for version in versions if version not in known]
         # more unknown than a check reads: none read, the caller reads the rows (its history then matches the newest
-        # version, so its next check starts from there); reading MAX_UNREAD first cost about twice that read (review rr44)
+        # version, so its next check starts from there); reading MAX_UNREAD first costs about twice that read
         return len(unknown) <= MAX_UNREAD and all(self._only_adds(version) for version in unknown)
 
     def _only_adds(self, version: int) -> bool:
@@ -69,7 +69,7 @@ class AddingCommits:
             except Exception:  # whatever the read raised, the version may have changed rows
                 # removed by a purge of old versions (OSError), unreadable now, or a transaction Lance's Python binding
                 # cannot build: a compaction's Rewrite that remapped indexes raises TypeError (`RewrittenIndex`, lance
-                # 14.0.2), which before review rr44 escaped into the chat (`test_reviewrr44_commits`)
+                # 14.0.2), which must not escape into the chat (`test_reviewrr44_commits`)
                 adding = False
             with self._lock:
                 self._adding[version] = adding

@@ -43,8 +43,8 @@ class DeadLetter(Base, frozen=True, omit_defaults=True):
     """One feedback record set aside: its `rows` (one user's, as the log held them), the `error` of its last try
     (the exception's type and words), how many `tries` failed, and when it was set aside (`set_aside_at`, unix s).
     `row_numbers`: where only some rows of the record were refused (the rest stored), their positions in it, from 1
-    (an import's rows in its file's order); None: the whole record, written without the field (a release before
-    session 49 reads such a letter; one with `row_numbers` it leaves out as unreadable, and a DELETE there leaves it)."""
+    (an import's rows in its file's order); None: the whole record, written without the field (an earlier release
+    without the field reads such a letter; one with `row_numbers` it leaves out as unreadable, and a DELETE there leaves it)."""
 
     rows: list[StoredPreference]
     error: str
@@ -98,7 +98,7 @@ class _Index(NamedTuple):
 
 def _place(set_aside_at: float) -> float:
     """Where a letter set aside at `set_aside_at` (unix s) is in `page`'s order: there, or at 0 where it is not finite
-    (a hand-edited or damaged letter: until session 50 (dletters50) a NaN broke the sort, and its cursor, `nan~...`, was
+    (a hand-edited or damaged letter: a NaN would break the sort, and its cursor, `nan~...`, would be
     a 400, so the letters after it could not be paged to)."""
     return set_aside_at if math.isfinite(set_aside_at) else 0.0
 
@@ -122,15 +122,15 @@ def _index(known: dict[str, _Summary]) -> _Index:
 
 class DeadLetters:
     """The letters of one feedback log, in `folder` (made at the first one). Each letter is decoded once while its file
-    is unchanged (`_summaries`): until review 48 every /metrics scrape (`rows`) and every user's DELETE
-    (`forget_user`, under the lock the feedback worker's commits and users' reads wait for) decoded every letter, 1.5 s
+    is unchanged (`_summaries`): decoding every letter at every /metrics scrape (`rows`) and every user's DELETE
+    (`forget_user`, under the lock the feedback worker's commits and users' reads wait for) took 1.5 s
     for 20 letters of an 8,000-row import each (49 MB) at load ~20. And the folder is listed, each letter's file
     stat'ed, only once it changed (its own mtime: a letter written, rewritten or removed renames or unlinks a name in
-    it; `RACY_S`): until session 50 every look did, a page of 100 of 5,000 letters ~120 ms, a profile's count of the
+    it; `RACY_S`): were every look to, a page of 100 of 5,000 letters would take ~120 ms, a profile's count of the
     user's ~200 ms at load ~16 (benchmarks/dead_letters.py). A letter's file changed in place, not through a rename (by
     hand), is seen at the folder's next change. A look (`_refreshed`) waits for another look's listing only, never for a
-    letter being written, rewritten or removed: until the review of session 50 it took the writers' lock, and every
-    profile GET (`rows_for`) of every tenant waited for a DELETE's rewrite of a letter or a letter being set aside
+    letter being written, rewritten or removed: with the writers' lock, every profile GET (`rows_for`) of every
+    tenant would wait for a DELETE's rewrite of a letter or a letter being set aside
     (~150 ms for an 8,000-row import's, 15 MB, at load 3); each letter is renamed into place whole, so a look meanwhile
     finds the letters as they were before or after it, never half-written."""
 
@@ -210,8 +210,8 @@ class DeadLetters:
                 known[name] = summary
             self._known, self._indexed, self._damaged = known, _index(known), damaged
             # trusted until the folder changes, unless it changed just before (`RACY_S`) or a letter was unreadable (a
-            # damaged one only while its file changed just before: until the review of session 50 any damaged letter
-            # kept every look listing the folder, a profile GET's too)
+            # damaged one only while its file changed just before: else any damaged letter would keep every look
+            # listing the folder, a profile GET's too)
             settled = st is not None and listed_at - st.st_mtime > RACY_S and not unreadable
             self._listed = stamp if settled else None
             return self._known, self._indexed
@@ -261,8 +261,8 @@ class DeadLetters:
         return found
 
     def rows_for(self, tenant: str, user_id: str) -> int:
-        """How many rows of the user the readable letters hold, from their summaries (no letter read: until the review
-        of session 50 each letter holding the user's rows was, ~19 ms a profile for an 8,000-row import's letter)."""
+        """How many rows of the user the readable letters hold, from their summaries (no letter read: reading
+        each letter holding the user's rows takes ~19 ms a profile for an 8,000-row import's letter)."""
         return self._index().owned.get((tenant, user_id), 0)
 
     def rows(self) -> int:

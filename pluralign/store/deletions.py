@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,26 +56,38 @@ def user_hash(tenant: str, user_id: str) -> str:
     return key_hash(f"{tenant}/{user_id}")
 
 
-def deletion_schema() -> pa.Schema:
-    """One row per DELETE of a user: which (by hash), when it was recorded and when it began (unix
-    seconds), and which replica answered it."""
+def record_schema(record_id: str, at: str, hashed: Sequence[str] = (), added: Sequence[pa.Field] = ()) -> pa.Schema:
+    """The Arrow schema of a table of records every process on one store reads (`deletions`, and
+    `pluralign.store.retractions`), appended and never changed: one row per record, in this order, its id
+    `record_id`, `tenant` (plain), `user_hash` (`user_hash`), the columns `hashed` (what else it names, each a
+    sha256 hex), when it happened `at` (unix seconds), the `replica` that answered it and the row's
+    `schema_version`; then `added`, the nullable columns a later release added (an older table gains them on
+    open). The column order is the one the tables on disk were made with."""
     return pa.schema(
         [
-            pa.field("deletion_id", pa.string(), nullable=False),
+            pa.field(record_id, pa.string(), nullable=False),
             pa.field("tenant", pa.string(), nullable=False),
             pa.field("user_hash", pa.string(), nullable=False),
-            pa.field("deleted_at", pa.float64(), nullable=False),
+            *(pa.field(name, pa.string(), nullable=False) for name in hashed),
+            pa.field(at, pa.float64(), nullable=False),
             pa.field("replica", pa.int32(), nullable=False),
             pa.field("schema_version", pa.int32(), nullable=False),
-            # added later (nullable, so an older table gains it on open): when the DELETE began (`Deletion`).
-            # Null = a record written before it was kept: its `deleted_at` stands in
-            pa.field("began_at", pa.float64(), nullable=True),
-            # added in session jobs53 (nullable, as `began_at`): what was made before it may hold the user's rows from
-            # before the DELETE (`Deletion.made`). Null: `deleted_at` stands in
-            pa.field("made_until", pa.float64(), nullable=True),
+            *added,
         ],
         metadata={"schema_version": str(SCHEMA_VERSION)},
     )
+
+
+def deletion_schema() -> pa.Schema:
+    """One row per DELETE of a user: which (by hash), when it was recorded and when it began (unix
+    seconds), and which replica answered it."""
+    return record_schema("deletion_id", "deleted_at", added=[
+        # when the DELETE began (`Deletion`). Null: a record written before it was kept, its `deleted_at` stands in
+        pa.field("began_at", pa.float64(), nullable=True),
+        # what was made before it may hold the user's rows from before the DELETE (`Deletion.made`). Null: `deleted_at`
+        # stands in
+        pa.field("made_until", pa.float64(), nullable=True),
+    ])
 
 
 class Deletion(Persisted, kw_only=True, frozen=True):

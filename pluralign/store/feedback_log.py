@@ -24,8 +24,8 @@ the open and its file stays: `LaterVersionRecord`). Forgetting a user rewrites e
 of their records, so a deleted user's text does not stay on disk here either. What it forgets is first noted,
 durably, in FORGOTTEN (the user by hash, the cut-off, the last segment it covers), and the note goes once the
 rewrite is done: a rewrite that failed (no room) or a kill before it leaves the note, and the replay at the next
-open honours it (the records it names are not pending again, and their segments are rewritten then). Until
-session 44 the rows left the pending queue only in memory, and the next start moved them into the table.
+open honours it (the records it names are not pending again, and their segments are rewritten then): rows that left the pending
+queue only in memory would be moved into the table by the next start.
 
 Frame: payload length and CRC-32 (little-endian uint32 each), then the msgpack list of rows.
 """
@@ -228,9 +228,9 @@ DRAIN_WINDOW_S = 60.0  # the recent past a tenant's drain rate is measured over 
 class DrainRates:
     """How fast each tenant's rows have left the feedback log lately through the feedback worker (moved into the table,
     or set aside: its work; not dropped by a DELETE, which says nothing of how fast the rest is stored): what a record
-    refused for its tenant's backlog is told to wait (`TenantBacklog.drain_rate`, the service's `Retry-After`). Until
-    session 51 a DELETE's rows counted: one DELETE of an import waiting made the rate hundreds of rows a second for a
-    minute, and so the wait told 1 s where the worker stored a row a second. Each departure is noted with its time (`clock`: monotonic seconds) and kept for `window` seconds;
+    refused for its tenant's backlog is told to wait (`TenantBacklog.drain_rate`, the service's `Retry-After`). A DELETE's rows do not
+    count: one DELETE of an import waiting would make the rate hundreds of rows a second for a minute, and so the wait
+    told 1 s where the worker stores a row a second. Each departure is noted with its time (`clock`: monotonic seconds) and kept for `window` seconds;
     the rate is the rows that left after the window's first departure over the time since it, in rows per second: a
     worker that stalled meanwhile lowers it as the time passes. None with fewer than two departures in the window
     (nothing to measure between), whatever the backlog. O(departures in the window) a read; under the log's lock."""
@@ -376,7 +376,7 @@ class FeedbackLog:
             if failure is None:
                 raise
             # the forgotten users alone: the others listed in those segments were never deleted, and no `forget_user`
-            # of theirs would ever clear the problem (until the lost44 review it stayed shown for good)
+            # of theirs would ever clear the problem (else it would stay shown for good)
             self._unrewritten.update(k for s in segments if s in self._segments for k in self._segments[s].users
                                      if _user_hash(k) in self._forgotten.users)
             if self.problems is not None:
@@ -477,8 +477,8 @@ class FeedbackLog:
         """Append one feedback's rows (all of one user) and return once they are on disk. `received_at` (unix
         seconds): their arrival time as the caller took it, kept instead of the writer's stamp: an import's whose
         pref_id claims carry that time (`pluralign.store.claims`), taken under the user's lock that a DELETE of the
-        user on this replica takes too (`service.users.controllers._claim_and_log`). Until session 43 the stamp, later
-        than the claims' time: a DELETE on another replica begun between the two removed the claims and kept the rows.
+        user on this replica takes too (`service.users.controllers._claim_and_log`). Not the stamp, later than the claims'
+        time: a DELETE on another replica begun between the two would remove the claims and keep the rows.
         `bounded`: refused (TenantBacklog, nothing written) past the tenant's bound (`tenant_rows`); False for rows
         acknowledged already (a dead letter put back)."""
         ticket = self._ticket(rows, received=received_at)
@@ -757,9 +757,9 @@ class FeedbackLog:
         """`done` for records that leave the log without being moved (set aside as dead letters, their letters written
         first: `pluralign.store.ingest.Ingestor`): dropped from what is pending and cut from their segments' files too
         (each rewritten once with only what is pending; the segment being written is closed first and a fresh one
-        begun), so no later start replays them. Until the review of backlog49 it was `done` only: a record stayed in its
-        file while that segment held other feedback waiting (or was the one being written), and each start set it aside
-        again, a letter an admin had discarded coming back and the stored rows of a partial one logged again. Raises
+        begun), so no later start replays them. Marked `done` only, a record would stay in its file while that segment held
+        other feedback waiting (or was the one being written), and each start would set it aside again, a letter an
+        admin had discarded coming back and the stored rows of a partial one logged again. Raises
         OSError when a file cannot be rewritten (no room): the records are no longer pending all the same, and a later
         start replays them and sets them aside again, as after a kill between their letters and this. `staying`: seq ->
         how many rows of that record were logged again as a record of their own (those of a record set aside in part:
@@ -780,9 +780,8 @@ class FeedbackLog:
     def _unlist(self, entry: Entry, drained: int) -> None:
         """Drop a no longer pending `entry` (as it was registered) from the per-tenant index and count (caller holds
         `_cv`); `drained` of its rows left the log through the worker (`drain`): all of them when moved, none when a
-        DELETE dropped them, all but those logged again as another record when set aside (`set_aside`). Until the
-        review of session 50 a record set aside in part counted all its rows as gone, and the rows logged again counted
-        once more as they were moved: a drain rate nearly twice the real one, a `Retry-After` too short."""
+        DELETE dropped them, all but those logged again as another record when set aside (`set_aside`), so those are not counted twice (once
+        as gone, once more as they are moved: a drain rate nearly twice the real one, a `Retry-After` too short)."""
         if drained > 0:
             self.drain.left(entry.key[0], drained)
         left = self._tenant_pending.get(entry.key[0], 0) - len(entry.rows)

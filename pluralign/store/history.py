@@ -93,7 +93,7 @@ class History:
     def newest_answers(self, n: int) -> Recent:
         """The newest `n` answers with two answers compared, strict comparisons and ties together (by `created_at`, then
         `pref_id`), oldest first: each an index into `comparison_set`'s rows or, a tie, into `tie_set`'s. The answers
-        `pluralign.user.model.UserState.surprise` checks; until session 52 the ties were left out (`newest_comparisons`)."""
+        `pluralign.user.model.UserState.surprise` checks, ties included (`newest_comparisons` leaves them out)."""
         from pluralign.user.active import Recent
 
         strict, tied = np.flatnonzero(self.comparison), self._tie_rows()
@@ -282,7 +282,7 @@ class HistoryCache:
             grown = found.extended(new_rows())
             self._items[key] = grown
             # the version it was known to match stays: the rows added are an append, which the next check's count
-            # counts (`Store._matches`; until review rp44 it went, and that check read the user's rows)
+            # counts (`Store._matches`; dropped, that check would read the user's rows)
             self._bytes += grown.nbytes - found.nbytes
         if self._bytes > self.budget_bytes:
             self.invalidate([])
@@ -311,8 +311,8 @@ class HistoryCache:
     def version(self, key: UserKey, history: History | None = None) -> int | None:
         """The table version the cached history (`history`: that one, not another loaded since) is known to match,
         or None. A reader that took a history from the cache asks of that one: the cache may hold another by then,
-        loaded by a read that found the first stale, whose version says nothing of the first (before review rp44,
-        a read served the stale one unchecked)."""
+        loaded by a read that found the first stale, whose version says nothing of the first (asking the cache's,
+        a read would serve the stale one unchecked)."""
         with self._lock:
             return self._versions.get(key) if self._holds(key, history) else None
 

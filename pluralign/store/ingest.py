@@ -62,8 +62,8 @@ class TextRefused(ValueError):
 # a row's error, the same on every try: the store refusing a row's own content (`RowRefused`: a blank owner, a time or
 # a vector that is not finite, a value Arrow cannot hold) or the encoder its text (`TextRefused`). Any other failure (a
 # StoreUnavailable, an OSError, a ValueError of the store's that names no row, a bug) is the store's or the encoder's:
-# retried with backoff (`_pause`), never set aside. Until session 49 any ValueError or TypeError counted, and a one-record
-# batch in a quiet service met by a store's passing error three times was set aside, a good record
+# retried with backoff (`_pause`), never set aside. Not any ValueError or TypeError: else a one-record batch in a
+# quiet service met by a store's passing error three times would be set aside, a good record
 ROW_ERRORS = (RowRefused, TextRefused)
 
 
@@ -166,7 +166,7 @@ def _raise_to(nice: int | None, tids: list[int]) -> None:
 class _Lowered:
     """One daemon thread that runs the calls given to it (`run`), one at a time, after `begin` (which lowers its
     priority: `Ingestor._at_low_priority`). Daemon, unlike a ThreadPoolExecutor's, so an encoder call that does not
-    return keeps no process from exiting (as the worker's own thread before session 48)."""
+    return keeps no process from exiting."""
 
     def __init__(self, name: str, begin: Callable[[], None]):
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
@@ -253,7 +253,7 @@ def split_held(entries: list[Entry], held: Mapping[Key, StoredPreference]) -> tu
     all are; else a copy of it with the same `seq`, which `FeedbackLog.done` goes by); `done` the entries with none;
     `again` the rows held with the same content (`differs_but_time`: already stored); `refused` (row, the first field
     in which it differs) for the rows whose id is held with other content, left out. One pass with dict lookups.
-    Until session 44 an entry any of whose ids was held went whole, its rows of new ids too: acknowledged rows lost
+    An entry any of whose ids is held does not go whole, its rows of new ids too: acknowledged rows would be lost
     (`split_stored`, 0.6 ms for 2,048 one-row entries half held; benchmarks/stored_elsewhere.py)."""
     kept: list[Entry] = []
     done: list[Entry] = []
@@ -283,8 +283,8 @@ class Ingestor:
 
     `before_done(rows)`, when given, is called with each batch's rows after their commit and before the log lets
     go of their records (`FeedbackLog.done`, which may remove their segment), under the move's lock: what a caller
-    derives from moved rows and must not lose to a crash (a kill between the log letting go and `on_moved` left
-    nothing naming them: until session crash53 the service's background refits of those users were lost) is
+    derives from moved rows and must not lose to a crash (a kill between the log letting go and `on_moved` would leave
+    nothing naming them: the service's background refits of those users would be lost) is
     noted durably there. It should be quick (a file append); an exception is logged and the move goes on."""
 
     def __init__(
@@ -340,7 +340,7 @@ class Ingestor:
         self._stopper_nice: int | None = None  # the priority of the thread that stopped it when above `nice` (`stop`)
         # with replicas, the claims of stored rows (`pluralign.store.claims`): each move notes them in a file before the
         # log forgets the rows, and removes the file once they went (a kill between the two: the next start removes them)
-        self._claims = getattr(store, "claims", None)
+        self._claims = store.claims
         self._notes = Path(feedback_log.folder) / STORED_CLAIMS
         self._notes_lock = threading.Lock()  # a note's removal (the drops' thread) against its rewrite (`forget_user`)
         # a reader's move (`flush_user`) leaves the removal to this thread: the claims are bookkeeping once rows are stored
@@ -351,8 +351,8 @@ class Ingestor:
             store.sync_seconds is not None and self._claims is None) else None
         self._drop_already_moved()
         self._drop_left_notes()
-        # once per store: what earlier releases left of stored rows' claims, on a thread of its own (until session 44
-        # first on the drops' thread: every removal of a move's claims waited behind a sweep of every claimed user)
+        # once per store: what earlier releases left of stored rows' claims, on a thread of its own (on the drops'
+        # thread, every removal of a move's claims would wait behind a sweep of every claimed user)
         self._sweeping = None if self._claims is None else threading.Thread(
             target=self._sweep_stored_claims, daemon=True, name="claims-sweep")
         if self._sweeping is not None:
@@ -391,11 +391,10 @@ class Ingestor:
         """Of the replayed records not in the table whole, the rows a retraction took back after they were received
         (`Store.retracted_before`: through another replica, whose retraction could not rewrite this log) leave the log, from
         what is pending and from its files (`FeedbackLog.drop_rows`): moved again, a row taken back would come back."""
-        retracted_before = getattr(self.store, "retracted_before", None)
-        if retracted_before is None or not replayed:
+        if not replayed:
             return
         rows = [r for e in replayed for r in e.rows if (r.tenant, r.user_id, r.pref_id) not in present]
-        before = retracted_before(rows)  # per key: a row of it sent again after its retraction stays (the user's new word)
+        before = self.store.retracted_before(rows)  # per key: a row of it sent again after its retraction stays (the user's new word)
         if not before:
             return
         try:
@@ -412,9 +411,8 @@ class Ingestor:
         row pending), which leave the log, from what is pending and from its files (`FeedbackLog.drop_rows`); an entry
         left with none is done. One read of the store's `retractions` table (none recorded: a count). Runs under
         `_move`."""
-        retracted_before = getattr(self.store, "retracted_before", None)
         rows = [r for e in entries for r in e.rows]
-        before = {} if retracted_before is None else retracted_before(rows)
+        before = self.store.retracted_before(rows)
         if not before:
             return entries
 
@@ -482,21 +480,27 @@ class Ingestor:
         pending (none pending when the worker's lock is not had in time: 0, nothing to wait for). A
         batch it began (at most `batch_rows` rows: one encoder call and one commit) is not cut short, so
         the call may end that long after the deadline. A record whose rows fail on their own (a row's error:
-        `_move_checked`) is passed over and stays pending, set aside after `tries` failures: since session 48 the
-        others are moved and the call returns (before, it raised that error at every call).
+        `_move_checked`) is passed over and stays pending, set aside after `tries` failures: the
+        others are moved and the call returns (it does not raise that error at every call).
 
         With `tenant`, the other tenants' waiting rows move in turns with its own: between two of its batches, one
         batch of theirs (`_others_turn`), as the worker would take it. The worker waits for `_worker`, which the flush
-        holds throughout: until session 55 an audit of a tenant at its backlog bound (50,000 rows, minutes of
-        embedding) kept every other tenant's rows out of the table for as long. A flush of one tenant waiting for `_worker`
+        holds throughout: without the turns an audit of a tenant at its backlog bound (50,000 rows, minutes of
+        embedding) would keep every other tenant's rows out of the table for as long. A flush of one tenant waiting for `_worker`
         returns once none of its tenant's rows waits (`_worker_unless_moved`): another flush's turns moved them (their
         `on_moved` hooks may still run); a flush of every tenant waits for `_worker`, and so for those hooks.
 
         `until` (an Event; the service stopping: `service.admin.services.Admin.stopping`) ends the call as a deadline
-        passing does, at once: StillMoving with rows still pending, before a batch of its own. Until the review of
-        tenant55 an audit's move went on through a stop, the service's stop waiting for it (the worker waits for
-        `_worker`), and queued its audit after its request had been answered."""
+        passing does, at once: StillMoving with rows still pending, before a batch of its own: an audit's move going
+        on through a stop would keep the service's stop waiting for it (the worker waits for `_worker`), and queue
+        its audit after its request had been answered."""
         total = 0
+
+        def stop_here(deadline_counts: bool) -> None:
+            """StillMoving once `until` is set, or (`deadline_counts`) the deadline has passed."""
+            if (until is not None and until.is_set()) or (deadline_counts and deadline is not None and time.monotonic() >= deadline):
+                raise StillMoving(self.pending_rows(tenant))
+
         if not self._worker_unless_moved(tenant, deadline, until):
             return 0
         try:
@@ -504,14 +508,12 @@ class Ingestor:
             turns = tenant is not None  # the other tenants' turns: none after one failed as a whole (`_others_turn`)
             while upto is not None and not self.log.closed and (entries := self._bounded(
                     [e for e in self.log.oldest(self.batch + len(failed), tenant, upto, self._held) if e.seq not in failed])):
-                if (until is not None and until.is_set()) or (total and deadline is not None and time.monotonic() >= deadline):
-                    raise StillMoving(self.pending_rows(tenant))
+                stop_here(deadline_counts=total > 0)  # the first batch is begun whatever the deadline
                 if (total or failed) and turns:  # a batch of its own moved (or tried) already
                     turns = self._others_turn(tenant)
                     # and none of its own begun once the deadline passed during that turn: the call overruns it by one
-                    # batch at most (until the review of tenant55, theirs and one of its own)
-                    if (until is not None and until.is_set()) or (deadline is not None and time.monotonic() >= deadline):
-                        raise StillMoving(self.pending_rows(tenant))
+                    # batch at most (theirs and one of its own would overrun it by two)
+                    stop_here(deadline_counts=True)
                 moved, failing = self._move_checked(entries)
                 total += moved
                 failed.update(e.seq for e, _ in failing)
@@ -551,12 +553,12 @@ class Ingestor:
     def forget_user(self, tenant: str, user_id: str, before: float | None = None) -> int:
         """Drop the user's pending rows (from memory and the log's files) and their rows set aside (the dead letters);
         none is moved afterwards. Returns how many rows went, pending or set aside (acknowledged rows, never stored: a
-        DELETE counts them; until the review of session 50 the rows set aside went uncounted, and a DELETE of a user
-        holding only those, whose profile and export were a 200, said 404). `before`: only rows received before it
+        DELETE counts them, so a DELETE of a user holding only rows set aside, whose profile and export are a 200,
+        does not say 404). `before`: only rows received before it
         (`FeedbackLog.forget_user`). The notes of their stored rows' claims
         (`_note_stored`) forget those claims too: nothing of the user stays here (the DELETE removes the claims). The
-        rows go whatever the notes' rewrite did: its OSError (a full disk) is raised once they went (until review 44
-        it skipped them, and the worker moved the deleted user's rows into the table after their DELETE)."""
+        rows go whatever the notes' rewrite did: its OSError (a full disk) is raised once they went (skipping them, the
+        worker would move the deleted user's rows into the table after their DELETE)."""
         return self.forget_users(tenant, [user_id], before)
 
     def forget_users(self, tenant: str, user_ids: list[str], before: float | None = None) -> int:
@@ -590,8 +592,8 @@ class Ingestor:
         or `until` is set with rows still pending (False with none). A flush of every tenant waits for `_worker` itself
         (False only once `deadline` passed or `until` was set, nothing pending): the holder's `on_moved` hooks (a batch's
         refits queued) have run when it returns, as `Runtime.wait_for_background` needs (it waits for every tenant's
-        rows, so another flush's turns end its wait no sooner). Until the review of tenant55 it returned as soon as
-        nothing was pending, before those hooks."""
+        rows, so another flush's turns end its wait no sooner), not as soon as nothing is pending, before those
+        hooks."""
         while True:
             wait = WORKER_LOOK_S if deadline is None else min(WORKER_LOOK_S, max(0.0, deadline - time.monotonic()))
             if self._worker.acquire(timeout=wait):
@@ -610,8 +612,7 @@ class Ingestor:
         failed on their own are passed over or counted as the worker's are (`_pass_over`). A failure of the batch as a
         whole (the store's or the encoder's, on their texts) is logged, not raised: its rows stay pending for the worker,
         which tries them again after its pause, and the flush goes on with its own, giving no further turn (False; else
-        True). Until the review of tenant55 another tenant's failing record failed the audited tenant's audit at every
-        try."""
+        True): another tenant's failing record must not fail the audited tenant's audit at every try."""
         entries = self._next_batch(but=tenant)
         if not entries:
             return True
@@ -649,8 +650,8 @@ class Ingestor:
 
     def _move_entries(self, entries: list[Entry], reading: bool = False, vectors: dict[str, np.ndarray] | None = None) -> int:
         """Moves `entries` into the table; returns how many rows. `reading`: a reader's move (`flush_user`), which
-        leaves the removal of the rows' claims to the drops' thread (on S3 ~14 ms a row: 7 s for 500 rows, until
-        session 43 inside the reader's request). `vectors`: their texts' (`_embed`), embedded already (the worker's,
+        leaves the removal of the rows' claims to the drops' thread (on S3 ~14 ms a row: 7 s for 500 rows, kept out of
+        the reader's request). `vectors`: their texts' (`_embed`), embedded already (the worker's,
         at `nice`, or `_move_checked`'s); the texts they lack are embedded here, in the caller's thread, but those the
         encoder refused (`_embed`): a record holding one raises TextRefused, before anything is stored."""
         vectors = self._embed(entries, vectors)  # the slow part, outside the lock (nothing left to embed, mostly)
@@ -714,14 +715,13 @@ class Ingestor:
         """With claims (replicas), notes the claims of `stored` (rows now in the table: committed here, or found stored
         by another replica) in a file of `stored-claims/` in the log's folder, before the log forgets the rows: a process
         killed after that and before the claims went (`_drop_claims`) leaves the note, which the next start drops
-        (`_drop_left_notes`; until session 43 such claims stayed for good, a file or object each). Of one id's copies
+        (`_drop_left_notes`; else such claims would stay for good, a file or object each). Of one id's copies
         the latest-received (the time the table keeps). The note is on disk when this returns: its bytes and its name
         fsynced (`append_durably`, as the feedback log's files), so a power loss after the log forgot the rows keeps it
-        (until session 44 neither was fsynced: the log's forgetting could reach the disk and the note not, the claims
-        then left for good). Returns [(the note, its claims by name)], or [] (no claims, no rows, or no note). A note
+        (unfsynced, the log's forgetting could reach the disk and the note not, the claims then left for good). Returns [(the note, its claims by name)], or [] (no claims, no rows, or no note). A note
         that cannot be written (a full disk) is logged and its claims removed here, before the log forgets the rows (a
-        stop before then leaves the rows in the log, moved or dropped again at the next start; until session 44 they
-        were left to the drops' thread without a note, and a stop before it got to them left them for good); one whose
+        stop before then leaves the rows in the log, moved or dropped again at the next start; left to the drops' thread
+        without a note, a stop before it got to them would leave them for good); one whose
         removal then fails (the store refusing) stays until a row of that id is moved again or the user is deleted,
         holding its id for the content the table holds. Under `_move`."""
         if self._claims is None or not stored:
@@ -736,7 +736,7 @@ class Ingestor:
                 copies[(row.tenant, row.user_id, row.pref_id)] = row
         folders = named(by_user)
         # and the claims an earlier release made of them (acknowledged before an upgrade, moved by this release), whose
-        # content is another (`earlier_claims`): dropped as these are, not noted (until review versions53 kept until the
+        # content is another (`earlier_claims`): dropped as these are, not noted (else kept until the
         # user was deleted)
         earlier: list[tuple[Path | None, dict[str, dict[str, Claim]]]] = [
             (None, form) for form in earlier_claims((copies[(tenant, user_id, pref_id)], claim)
@@ -745,7 +745,7 @@ class Ingestor:
         path = self._notes / f"{uuid.uuid4().hex}.json"
         try:
             append_durably(path, _encode_note(StoredClaims(folders)))  # a kill mid-write: before `done`, the rows still pending
-        except OSError as exc:  # after the commit: the rows must still leave the log (until review 43 the move failed)
+        except OSError as exc:  # after the commit: the rows must still leave the log (the move must not fail)
             log.warning("the note of the pref_id claims of %d stored row(s) could not be written (%s): they are removed "
                         "now, without one", len(stored), exc)
             with contextlib.suppress(OSError):  # a part written (no room left): nothing of it stays
@@ -784,7 +784,7 @@ class Ingestor:
         """The notes an earlier run left (killed before their claims went, or their removal failed): their claims go
         on the drops' thread. A note cut short by a kill mid-write was written before its rows left the log (they are
         moved again, noted again): removed, and so is a rewrite (`_forget_noted`) a kill cut short before its rename
-        (until review 43 it stayed for good: the note itself is still whole)."""
+        (the note itself is still whole: kept, the temp file would stay for good)."""
         if self._claims is None or not self._notes.is_dir():
             return
         for path in self._notes.iterdir():  # a rewrite's temporary file (`write_atomic`'s ".<note>.<random>"; *.tmp before)
@@ -802,8 +802,8 @@ class Ingestor:
         """`PrefIdClaims.sweep_stored` (on its own thread, at start, at the worker's priority): logged, never raised;
         not swept, the next start tries again, as when the Ingestor is closed first (the users not read by then are
         not read). Each user's rows are read from the table without their vectors and without the histories cache
-        (`Store.stored_rows`; until session 44 `preferences_for`: each claimed user's history, vectors and all,
-        loaded into the bounded cache, evicting the users being served)."""
+        (`Store.stored_rows`; not `preferences_for`, which would load each claimed user's history, vectors and
+        all, into the bounded cache, evicting the users being served)."""
         self._at_low_priority()
 
         def stored(tenant: str, user_id: str) -> dict[str, Claim]:
@@ -828,8 +828,8 @@ class Ingestor:
         """The notes of stored rows' claims (`_note_stored`) no longer name the claims of the users whose claims'
         folders (`pluralign.store.claims.folder_of`: the hash their deletion records name them by) are `folders`'
         keys, received before its value (None: all): another replica's DELETE of users this replica's log no
-        longer holds a record of (`service.deletions.apply_deletions`; until review 43 a note left by a removal that
-        failed kept naming them until the next start)."""
+        longer holds a record of (`service.deletions.apply_deletions`), so a note left by a removal that failed does not
+        keep naming them until the next start."""
         if self._claims is None or not folders or not self._notes.is_dir():  # no note: the mover is not waited for
             return
         with self._move:
@@ -880,7 +880,7 @@ class Ingestor:
         a 409, its check and log append under the tenant's import lock, and with replicas the id's claim on the store,
         `pluralign.store.claims`; imports sent to two replicas of a store without claims can both pass it, and the row
         of the other replica can be committed after this mover's look, `_not_stored_elsewhere`). Its entry's other
-        rows stay (until session 44 the whole entry was left out, its rows of other ids too). Runs under `_move`."""
+        rows stay: the whole entry is not left out. Runs under `_move`."""
         offsets = np.cumsum([len(e.rows) for e in entries])
         n = int(np.searchsorted(offsets, conflict.index, side="right"))
         bad = entries[n]
@@ -901,8 +901,8 @@ class Ingestor:
         received again (`Store.received_again`: a DELETE begun before this copy came keeps them). A row held with
         other content (two imports of one id sent to two replicas of a store without claims, `gs://`, `az://`,
         `abfss://`, both acknowledged; or a request of other rows sent with one key to two replicas, on one a 422) is
-        left out and logged (`_refused`); the entry's other rows are stored (until session 44 the whole entry was
-        left out, its rows of new ids too, with a warning naming an `Idempotency-Key`). The common case (no id held)
+        left out and logged (`_refused`); the entry's other rows are stored, not left out with
+        it. The common case (no id held)
         costs one read of ids (`Store.held_pref_ids`); a read of the held rows' text follows only when one is held
         (`Store.newest_rows`). Runs under `_move`."""
         rows = [r for e in entries for r in e.rows]
@@ -927,8 +927,8 @@ class Ingestor:
         """`found` (`Store.newest_rows`) by key, one row each: of an id held more than once, the row kept (`keeps`).
         On a store shared without claims an id held twice with other content (a read-back that failed, or a replica
         stopped between its commit and its read-back: `_one_content_each`) is settled here first, the later-received
-        row deleted (until review gs44 nothing looked at it again: both rows stayed, and a copy of the kept one was
-        compared with whichever row the read gave last, left out as "stored with another" content). Under `_move`."""
+        row deleted (else both rows would stay, and a copy of the kept one would be compared with whichever row
+        the read gave last, left out as "stored with another" content). Under `_move`."""
         copies: dict[Key, list[StoredPreference]] = {}
         for row in found:
             copies.setdefault((row.tenant, row.user_id, row.pref_id), []).append(row)
@@ -954,7 +954,7 @@ class Ingestor:
         the same instant, both having looked before either commit: `_not_stored_elsewhere`), the row received later
         is deleted (`keeps`: the same choice on every replica, whichever of them finds it; the one committing second
         always does, its read coming after both commits), logged and counted (`left_out`) by the replica that
-        deletes it. Until session 44 both rows stayed under the id for good. Two copies of the same content stay (a
+        deletes it, so both rows do not stay under the id for good. Two copies of the same content stay (a
         copy, not a loss). Costs one read of the batch's keys (`Store.held_twice`); failures are logged, never
         raised (the rows are committed: they must still leave the log). `made_again`: a commit of this process was made
         again meanwhile (`Store.appends_made_again`), which appends only the ids the table lacks: `_made_again` reads
@@ -989,8 +989,8 @@ class Ingestor:
     def _made_again(self, rows: list[StoredPreference]) -> None:
         """Logs and counts (`_refused`) the rows of a commit made again (`Store._commit_rows`: it appends only the ids
         the table lacks then) that the table holds under their id with other content only: another replica stored
-        them between this mover's look and its commit, and the commit left them out (until review gs44 with no line
-        and uncounted). One read of the rows' text (`Store.newest_rows`), only after a commit made again."""
+        them between this mover's look and its commit, and the commit left them out (not without a line,
+        uncounted). One read of the rows' text (`Store.newest_rows`), only after a commit made again."""
         try:
             held: dict[Key, list[StoredPreference]] = {}
             for row in self.store.newest_rows(rows):
@@ -1022,11 +1022,11 @@ class Ingestor:
         import of a user deleted meanwhile does not keep the worker (and every tenant's feedback behind it)
         busy for minutes. `known`: vectors of texts embedded already, taken from it (only those of `entries`).
         `until` (the worker's stop): once set, no further chunk, and the vectors are not all there (the worker commits
-        nothing once stopped; until review 48 a stop waited for every chunk of the batch, at nice 19). A text the
+        nothing once stopped; a stop does not wait for every chunk of the batch, at nice 19). A text the
         encoder refuses (`_refusal`, noted in `_refused_texts`) has no vector, and the other texts of its chunk and
-        of the chunks after it do: the move raises TextRefused for its records only (`_check_embedded`). Until
-        session 51 the refusal ended the pass with no vector at all, and the worker's move embedded the whole batch
-        again at normal priority (its halves again each), the record at fault once more to find its rows."""
+        of the chunks after it do: the move raises TextRefused for its records only (`_check_embedded`). A refusal ending the pass with no
+        vector at all would have the worker's move embed the whole batch again at normal priority (its halves again
+        each), the record at fault once more to find its rows."""
         vectors: dict[str, np.ndarray] = {}
         if known:
             texts = {t for e in entries for r in e.rows for t in (r.prompt, r.chosen, r.rejected) if t}
@@ -1061,11 +1061,10 @@ class Ingestor:
         texts, embedded again meanwhile, {a text refused again when embedded alone: why}), the texts refused noted in
         `_refused_texts` (`_texts_at_fault`: their content, the same on every try); where none is, the failure passed,
         and the vectors are returned where they all were. Raises `error` where they were not (the encoder failing
-        still: retried, never counted as the records'), or as `_texts_at_fault`. Until session 51 a text refused
-        raised TextRefused, and the vectors of the other texts were lost.
-        Until session 50 (dletters50) a refusal counted as the texts' own whenever a probe (`PROBE_TEXT`) embedded after it
-        passed: an encoder failing now and then (a proxy's 502 page failing a remote encoder's JSON decode) set good
-        records aside within three batches."""
+        still: retried, never counted as the records'), or as `_texts_at_fault`; a text refused does not lose the
+        vectors of the other texts. A refusal does not count as the texts' own merely because a probe (`PROBE_TEXT`)
+        embedded after it passed: an encoder failing now and then (a proxy's 502 page failing a remote encoder's JSON
+        decode) would set good records aside within three batches."""
         if not self._encoder_works():
             raise error  # the encoder's failure, not the texts' (no text embedded again: it may be down): retried
         again: dict[str, np.ndarray] = {}
@@ -1087,7 +1086,7 @@ class Ingestor:
         a text's refusal counts only when it is refused twice alone (`_texts_at_fault`). With one try, an encoder
         failing every other call made each try of a record holding a text it refuses two calls (the refusal, the
         probe's failure), and every try after that one met the probe's failure: the record was never set aside and
-        its tenant's feedback behind it waited (since session 51 a try embeds only the texts it must: `_batch`)."""
+        its tenant's feedback behind it waited (a try embeds only the texts it must: `_batch`)."""
         for _ in range(2):
             try:
                 if np.isfinite(np.asarray(self.encoder.encode([PROBE_TEXT]), np.float32)).all():
@@ -1114,8 +1113,8 @@ class Ingestor:
         a text the encoder refused while it embedded `PROBE_TEXT`, and refused again alone (`TextRefused`: told when
         raised); a vector not
         finite while `PROBE_TEXT`'s is (`_encoder_works`); a value Arrow cannot hold while it holds a plain row
-        (`_store_takes_a_row`). Until session 50 only the first counted: records refused for vectors or Arrow values,
-        alone in a quiet log at their tenant's backlog bound, held it refused (503 `feedback_backlog`) for good."""
+        (`_store_takes_a_row`). With the first alone, records refused for vectors or Arrow values, alone in a quiet
+        log at their tenant's backlog bound, would hold it refused (503 `feedback_backlog`) for good."""
         if _own_content(error) or isinstance(error, TextRefused):
             return True
         if isinstance(error, RowRefused):
@@ -1130,8 +1129,7 @@ class Ingestor:
         costs ~2n texts embedded). `embedded`, where given, gains the finite vectors embedded meanwhile. Raises ValueError when every text failed while
         `PROBE_TEXT` fails too (the encoder's failure, not theirs), `_Closed` once `until` is set (the worker's stop) or
         the record `of` (whose texts they are) is no longer pending (a DELETE of its user dropped it: as `_embed`, no
-        chunk after the one under way; until the review of session 50 every chunk of a deleted import was embedded
-        again), and what else the encoder raises."""
+        chunk after the one under way: a deleted import's chunks are not embedded again), and what else the encoder raises."""
         found: dict[str, str] = {}
 
         def look(part: list[str]) -> None:
@@ -1165,9 +1163,9 @@ class Ingestor:
     def _read_off(self, texts: list[str], vectors: Mapping[str, np.ndarray] | None) -> dict[str, str]:
         """`_texts_at_fault`, read off what the move (which failed for them) found: `vectors`, its own, and the texts
         the encoder refused (`_refused_texts`, found by `_embed` of this batch), where those two hold every text of
-        `texts`; no text embedded again ({} where they do not, or where none of them is at fault). Until the review of
-        session 50 every text of the record was embedded again for a vector not finite (24,000 for an 8,000-row import,
-        minutes while the worker held `_worker`), and until session 51 for a text refused. Raises ValueError as
+        `texts`; no text embedded again ({} where they do not, or where none of them is at fault): embedding every text of
+        the record again for a vector not finite or a text refused would take 24,000 for an 8,000-row import, minutes
+        while the worker held `_worker`. Raises ValueError as
         `_texts_at_fault` (every text at fault, and the probe too)."""
         if vectors is None:
             return {}
@@ -1208,9 +1206,9 @@ class Ingestor:
 
     def _at_low_priority(self) -> None:
         """The calling thread (the worker's, the sweep's, as it begins) runs at `nice`; one the stop came to first runs
-        at the stopper's priority (`stop`). Until review flaky47 a stop right after the start (a start undone, a
-        SIGTERM during it) could raise the thread's priority before the thread lowered it: lowered after, the sweep
-        listed the table's users at nice 19 while the stop waited for it."""
+        at the stopper's priority (`stop`): a stop right after the start (a start undone, a SIGTERM during it) may
+        raise the thread's priority before the thread lowers it, and lowered after, the sweep would list the table's
+        users at nice 19 while the stop waited for it."""
         _run_at(self.nice)
         if self._stop.is_set() and self._stopper_nice is not None:  # else the stop's raise (after its `_stop`) comes after
             _run_at(self._stopper_nice)
@@ -1218,8 +1216,8 @@ class Ingestor:
     def _run(self) -> None:
         """The worker: takes a batch (`_next_batch`), has it embedded at `nice` (`_low`) holding nothing a request
         waits for, then commits it and runs the hooks under `_worker` at this thread's priority, the one of the thread
-        that opened the Ingestor. Until session 48 this thread ran at nice 19 and held `_worker` over the whole batch:
-        an audit's or an export's `flush` waited for a nice-19 encoder call (~1.5% of a busy core), and a DELETE
+        that opened the Ingestor. Run at nice 19 holding `_worker` over the whole batch, it would make an
+        audit's or an export's `flush` wait for a nice-19 encoder call (~1.5% of a busy core), and a DELETE
         (`forget_user`, `held`) for a nice-19 commit; raising a thread's priority needs CAP_SYS_NICE, which the
         shipped containers lack. A `flush` meanwhile moves the batch's rows itself; the commit then stores only what
         is still pending."""
@@ -1265,9 +1263,8 @@ class Ingestor:
         pause wants none moved) and taken anew after it; returns its vectors, for that batch ({} once committed, or
         stopped meanwhile: the batch stays in the log), or once its commit left records that failed on their own, the
         finite vectors of the texts of their users' records still pending, for the next batch (whose try of them then
-        embeds only the texts it must: one refused, tried again; until session 51 each try embedded the whole record
-        again, an import's thousands of texts, to refuse one, and so did the move of its rows logged again once the
-        rest was set aside)."""
+        embeds only the texts it must: one refused, tried again, not the whole record again, an import's thousands
+        of texts, to refuse one, nor the move of its rows logged again once the rest was set aside)."""
         self._refused_texts = {}  # found again for this batch: a text refused before may be embedded now
         vectors = self._low.run(self._embed, entries, known, self._stop)  # but the texts refused (`_check_embedded`)
         if not self._worker.acquire(blocking=False):
@@ -1294,13 +1291,13 @@ class Ingestor:
         once the store has stored rows of a later batch, their failures were theirs: counted (`_failed`), and they are
         tried again. Those whose error a probe shows to be theirs (`_theirs`: their own content, a vector not finite
         while the probe's is, a value Arrow cannot hold while it holds a plain row, a text refused) are counted at once
-        instead. Until review 48 the worker took the same batch for ever, and a tenant whose oldest `batch` records
-        the store refused (a deployment with one tenant: every tenant) had none of its feedback stored again."""
+        instead, so the worker does not take the same batch for ever, and a tenant whose oldest `batch` records
+        the store refused (a deployment with one tenant: every tenant) still has its feedback stored."""
         if len(failed) == len(entries) > 1:
-            # theirs whatever the store's state: counted now. Until the review of backlog49 only once other feedback was
-            # stored: a tenant's refused records alone in the log, filling its backlog bound (`FeedbackLog.tenant_rows`)
-            # so that none of its feedback could be, held it refused for good; until session 50 so did those refused
-            # for a vector or an Arrow value (`_theirs`, one probe a kind of error: `_kind`)
+            # theirs whatever the store's state: counted now, not only once other feedback was stored: a tenant's
+            # refused records alone in the log, filling its backlog bound (`FeedbackLog.tenant_rows`) so that none of
+            # its feedback could be, would hold it refused for good; so would those refused for a vector or an Arrow
+            # value without a probe (`_theirs`, one probe a kind of error: `_kind`)
             theirs = {kind: self._theirs(error) for kind, error in {_kind(error): error for _, error in failed}.items()}
             own = [(entry, error) for entry, error in failed if theirs[_kind(error)]]
             if own:
@@ -1315,9 +1312,9 @@ class Ingestor:
                       reading: bool = False) -> tuple[int, list[tuple[Entry, Exception]]]:
         """`_move_entries`; where it raises a row's error (ROW_ERRORS), `entries` moved in halves, and so on down to
         single records (`_halves`): every record that can be stored is, and those that fail on their own are
-        counted (`_failed`), set aside after `tries` failures each. Until session 48 one record whose rows the store
-        refused (a blank owner, a non-finite time: a damaged or hand-edited log, an older release's) failed every
-        batch for ever, and every tenant's feedback waited behind it. Returns (rows moved, [(a record that failed, its
+        counted (`_failed`), set aside after `tries` failures each, so one record whose rows the store refuses (a blank
+        owner, a non-finite time: a damaged or hand-edited log, an older release's) does not fail every batch for
+        ever, every tenant's feedback waiting behind it. Returns (rows moved, [(a record that failed, its
         error)])."""
         vectors = self._embed(entries) if vectors is None else vectors  # once, outside the lock: not again by each half
         try:
@@ -1411,8 +1408,8 @@ class Ingestor:
         record of their own (received when they were) and moved as any; else all of them. The letter is written (with
         the rows' positions in the record: an import's, its rows in the file's order) before the rest is logged and
         before the log forgets the record: a kill between finds the record pending again, set aside again as the same
-        letter, and its rows moved twice are stored once. Until session 49 one bad row of an 8,000-row import set the
-        whole import aside; until session 50 one text the encoder refused, or embedded as NaN, did still. `refused`: the
+        letter, and its rows moved twice are stored once. One bad row of an 8,000-row import, or one text the encoder
+        refused or embedded as NaN, does not set the whole import aside. `refused`: the
         rows at fault (`_rows_at_fault`), by position. Returns how many of its rows were logged again as a record of their
         own (0: set aside whole), None where it was not set aside (the caller then drops it from the log:
         `FeedbackLog.set_aside`, once for all the records of a call). Under `_move`."""
@@ -1442,7 +1439,7 @@ class Ingestor:
         """Puts the dead letter `name` back in the log (as one record, received when it first was, where that time is
         finite), then removes it; returns its rows. KeyError: no such letter. A kill between the two leaves both (the
         rows moved twice are one: an id stored with the same content is not stored again). Under `_move`, as a
-        DELETE's `forget_user`: until review 48 a DELETE of the letter's user between the read and the append forgot
+        DELETE's `forget_user`: else a DELETE of the letter's user between the read and the append would forget
         the letter and the log's rows, and the append then put the deleted user's rows back in the log."""
         with self._move:
             letter = self.dead_letters.read(name)
@@ -1457,9 +1454,9 @@ class Ingestor:
         under way and the start's sweep of claims go on at the caller's priority, not at `nice` (where the OS lets
         this process raise a thread's: `_raise_to`): the caller (`close`, the service's stop) waits for them, and a
         nice-19 thread on cores busy with other work got ~1.5% of one (a stop waited for a batch of an import past
-        15 s, and once killed -9 the process took over 10 s more to exit, flaky47). So do the threads they started,
-        born at `nice` (every thread of the process at `nice`: the tokenizer's pool the worker's first encode makes;
-        until review flaky47 they kept nice 19, and the batch's work on them with it)."""
+        15 s, and once killed -9 the process took over 10 s more to exit). So do the threads they started,
+        born at `nice` (every thread of the process at `nice`: the tokenizer's pool the worker's first encode makes,
+        which would otherwise keep nice 19, and the batch's work on them with it)."""
         stopper = _own_nice()
         # set before `_stop`: a thread that sees the stop finds it (`_at_low_priority`). None: nothing to raise (a stopper
         # at `nice` or below it lowers no thread of the process)

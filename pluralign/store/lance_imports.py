@@ -3,7 +3,7 @@
 `import lancedb` imports `lance_namespace`, which imports the generated OpenAPI client
 `lance_namespace_urllib3_client`; its ~370 API methods are each wrapped in `pydantic.validate_call`,
 which builds a validator per method as the module is imported: ~0.37 s of CPU (1.32-1.40 s -> 0.97-0.98 s
-for `import lancedb`, session 45) in every process that opens a store (each `pluralign serve`, each job
+for `import lancedb`, measured on two cores) in every process that opens a store (each `pluralign serve`, each job
 worker, each CLI command on the tables), for a client only a REST namespace calls (our stores are a
 folder or an object store). `import_lancedb` imports that client with each validator built at its
 method's first call instead: what a call validates, and the error it raises, are the same.

@@ -36,7 +36,7 @@ def plain_http_endpoint(uri: str, options: Mapping[str, str], environ: Mapping[s
     """The `http://` endpoint (`options["aws_endpoint"]`) of an object-store `uri` that object_store sends no request
     to: neither `options["allow_http"]` nor Lance's fallback for an option not given, the `AWS_ALLOW_HTTP` variable of
     `environ` (default `os.environ`), is true (`TRUTHY`). None otherwise (https, no endpoint, a folder, allowed).
-    Every request to it fails `BadScheme` in Lance's words, which name no setting (session ops53)."""
+    Every request to it fails `BadScheme` in Lance's words, which name no setting."""
     environ = os.environ if environ is None else environ
     endpoint = options.get("aws_endpoint") or ""
     if not (endpoint.lower().startswith("http://") and is_object_store(uri)):
@@ -135,11 +135,11 @@ LANCE_ENV = {"s3://": S3_ENV, "s3+ddb://": S3_ENV + DDB_ENV, "gs://": GCS_ENV, "
 def store_environment(uri: str, options: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables with which a worker process, wherever it runs, reaches the object store at `uri` as a process of
     `options` and `environ` (default `os.environ`) does: `options_to_env(options)`, and the `LANCE_ENV` variables of
-    `uri`'s scheme set in `environ` (empty ones left out); none for a folder or `memory://`. Until session ops54 a
-    job's worker on a Ray node got the first only: it reached an `s3+ddb://` store's commit table at the node's
-    `DYNAMODB_ENDPOINT` (or AWS's), and an endpoint the service's `AWS_ALLOW_HTTP` allowed was refused; until session
-    misc54 it lacked `AWS_ENDPOINT_URL_S3`, `AWS_REQUEST_PAYER`, `AWS_SKIP_SIGNATURE`, `AWS_S3_EXPRESS` and every
-    variable of a `gs://` or `az://` store."""
+    `uri`'s scheme set in `environ` (empty ones left out); none for a folder or `memory://`. Both: with the first
+    only, a job's worker on a Ray node would reach an `s3+ddb://` store's commit table at the node's
+    `DYNAMODB_ENDPOINT` (or AWS's), an endpoint the service's `AWS_ALLOW_HTTP` allowed would be refused, and
+    `AWS_ENDPOINT_URL_S3`, `AWS_REQUEST_PAYER`, `AWS_SKIP_SIGNATURE`, `AWS_S3_EXPRESS` and every variable of a `gs://`
+    or `az://` store would be missing."""
     environ = os.environ if environ is None else environ
     names = next((names for scheme, names in LANCE_ENV.items() if uri.startswith(scheme)), ())
     return {**{name: environ[name] for name in names if environ.get(name)}, **options_to_env(options)}
@@ -178,14 +178,14 @@ def reach(uri: str, storage_options: Mapping[str, str] | None = None) -> frozens
     """Reach the object store at `uri` as `Store` opens it, cheaply and writing nothing: a connection, one listing of
     its tables and the latest version of one (its manifest; on `s3+ddb://`, the DynamoDB commit table's row for it),
     the `preferences` table's where there is none yet (on `s3+ddb://` its commit table is asked all the same: one never
-    made is told before a first start's models load, not after; review of session ops54). Raises `pluralign.store.failures.StoreUnavailable` (the store cannot be "opened") when that
+    made is told before a first start's models load, not after). Raises `pluralign.store.failures.StoreUnavailable` (the store cannot be "opened") when that
     meets an object store's problem (`OBJECT_STORE_PROBLEMS`: down, refusing the keys, no bucket, wrong region, the
     commit store), in the words `Store` would raise later; anything else (a damaged table) is left to `Store`, which
     names the table. Returns the names of the tables there (a prefix holding no `preferences` table holds no pluralign
     store: a mistyped one, which `Store` would make its tables at); None for a folder or `memory://` (nothing done), or
     where what failed is left to `Store`. For a start that loads models for tens of seconds before it opens its store
-    (`pluralign serve`, session ops54: a wrong bucket was told ~28 s after start), and a command that must not make a
-    store where there is none (`pluralign train adapter --store s3://...`, review of ops54)."""
+    (`pluralign serve`: a wrong bucket is told at once, not ~28 s after start), and a command that must not make a
+    store where there is none (`pluralign train adapter --store s3://...`)."""
     if not is_object_store(uri):
         return None
     from pluralign.store.failures import OBJECT_STORE_PROBLEMS, secrets_of, unavailable

@@ -16,8 +16,8 @@ never come: an id the user never sent). Each mover drops the rows it is about to
 (`pluralign.store.ingest.Ingestor`, as the replay does), so the row never reaches the table. A pending record older
 than `PENDING_KEEP_S` is deleted at the next record of its tenant: nothing of an id that never comes stays for good.
 
-A new table in session 54 (an older release never opens it: nothing it reads changed); its rows are appended and never
-changed but by that DELETE.
+An older release never opens this table (nothing it reads changed); its rows are appended and never changed but by
+that DELETE.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import uuid
 import msgspec
 import pyarrow as pa
 
-from pluralign.store.deletions import user_hash
+from pluralign.store.deletions import record_schema, user_hash
 from pluralign.store.schemas import SCHEMA_VERSION
 
 TABLE = "retractions"
@@ -43,18 +43,7 @@ def pref_hash(tenant: str, user_id: str, pref_id: str) -> str:
 
 def retraction_schema() -> pa.Schema:
     """One row per retraction: the user and the row, by hash; when it began (unix seconds) and which replica answered."""
-    return pa.schema(
-        [
-            pa.field("retraction_id", pa.string(), nullable=False),
-            pa.field("tenant", pa.string(), nullable=False),
-            pa.field("user_hash", pa.string(), nullable=False),
-            pa.field("pref_hash", pa.string(), nullable=False),
-            pa.field("retracted_at", pa.float64(), nullable=False),
-            pa.field("replica", pa.int32(), nullable=False),
-            pa.field("schema_version", pa.int32(), nullable=False),
-        ],
-        metadata={"schema_version": str(SCHEMA_VERSION)},
-    )
+    return record_schema("retraction_id", "retracted_at", hashed=["pref_hash"])
 
 
 def retraction_row(tenant: str, user_id: str, pref_id: str, retracted_at: float, replica: int, pending: bool = False) -> dict:

@@ -420,7 +420,7 @@ def _same_rows(history: History, stored: pa.Table) -> bool:
 
 def _made_without_encoder(key: bytes, found: dict[bytes, bytes]) -> bool:
     """Whether the metadata `found` of a table records the encoder id '' (`key` being encoder_id): a Store
-    made with it before session small47b, whose vectors are of the encoder it is opened with now, the only one
+    made with it by an earlier release, whose vectors are of the encoder it is opened with now, the only one
     that can tell."""
     return key == b"encoder_id" and key in found and is_blank(found[key].decode())
 
@@ -640,8 +640,8 @@ class Store:
         process on the store looks at a version after its purge (`sync_seconds` + READ_MARGIN_S after `purged_at`),
         under the maintenance lock only for the removal itself; then the marks of the tables no other purge of
         this process still owes a removal. Other deletes and compactions of this process take their turns
-        meanwhile (before session 50 the wait held the turn: a DELETE of one tenant kept every other tenant's
-        waiting behind it). With replicas the store's lease stays held (taken once more by `_maintenance`) until
+        meanwhile (the wait does not hold the turn, which would keep every other tenant's DELETE waiting behind
+        one tenant's). With replicas the store's lease stays held (taken once more by `_maintenance`) until
         the last removal, so no other replica purges beside them. Raises as `_drop_old_versions`, after which the
         tables' marks stay (the next turn purges them again)."""
         done = 0
@@ -669,8 +669,8 @@ class Store:
         thread is in no turn yet and the lease has been held longer than LEASE_SHARE_S by this process's removals of
         old versions alone (`_drop_when_due`: their waits overlap, each taking it again while the last is held), first
         waits for them to let it go (the lock released meanwhile) and gives other replicas' polls (`lease.POLL_S`) a
-        chance to take it: else the lease was never let go while this process's deletes kept coming, and another
-        replica's delete waited its 10 minutes, then failed (review of session 50)."""
+        chance to take it: else the lease would never be let go while this process's deletes kept coming, and
+        another replica's delete would wait its 10 minutes, then fail."""
         if self.lease is None:
             return contextlib.nullcontext()
         if self._turns:  # a turn of this thread holds it
@@ -783,8 +783,8 @@ class Store:
     def _check_made_alike(self, name: str, schema: pa.Schema, found: dict[bytes, bytes]) -> None:
         """Raise StoreError unless the table `name`, whose schema metadata is `found`, is one of ours
         (its schema_version this release's or an earlier one's) made with this store's encoder
-        (encoder_id and dim as in `schema`'s metadata). A table made under the encoder id '' (by a release before
-        session small47b, which refuses it) is taken as this store's encoder's: `_upgrade` records it there."""
+        (encoder_id and dim as in `schema`'s metadata). A table made under the encoder id '' (by an earlier release,
+        which refuses it) is taken as this store's encoder's: `_upgrade` records it there."""
         refuse_newer(name, self.uri, found)
         for key, want in schema.metadata.items():
             have = found.get(key, b"").decode()
@@ -897,7 +897,7 @@ class Store:
         the second finds the first's row stored. The check looks in the users' cached histories, else
         reads these ids among their users' rows (`held_preferences`): on a 50,000-row store one new
         row's add took p50 ~5 ms with the history cached, ~12-18 ms without (was 3-6 ms), a 2,048-row
-        batch of 1,000 users ~0.2-0.3 s (benchmarks/add_known_ids.py, session 39).
+        batch of 1,000 users ~0.2-0.3 s (benchmarks/add_known_ids.py).
 
         Raises PrefIdConflict (a StoreError) naming the row, its `pref_id` and the first field that
         differs when a row's id is held (or given twice in `rows`) with other content; StoreError
@@ -1172,8 +1172,8 @@ class Store:
     def holds_received_before(self, tenant: str, user_id: str, before: float) -> bool:
         """Whether the table holds a row of the user received before `before` (unix seconds; `StoredPreference.received`,
         as `received_before` filters: what a DELETE's steps delete): one count, no row read. What a DELETE finished for
-        a user who came back asks inside the store's maintenance turn (`service.users.services._stored_before`): until
-        session jobs53 it read every row of theirs there (`preferences_for`; 100,000 rows: benchmarks/stored_before.py)."""
+        a user who came back asks inside the store's maintenance turn (`service.users.services._stored_before`): a count,
+        not a read of every row of theirs there (`preferences_for`; 100,000 rows: benchmarks/stored_before.py)."""
         return self.preferences.count_rows(f"{owner_filter(tenant, user_id)} AND {received_before(before)}") > 0
 
     @_uses("preferences", "read")
@@ -1183,9 +1183,8 @@ class Store:
         clock, as Lance stamps it) of the first of the kept versions from which on none holds such a row. None when
         the newest version holds one. An upper bound of when they went: a purge that removed older versions leaves
         the first kept one, committed after. What was made from the table after it holds none of those rows; what
-        was made before may (a DELETE finished from the journal, `service.users.services.forget_before`: review of
-        jobs53; the DELETE's beginning, taken until then, left what another replica made while it waited for its
-        store's step). The versions are looked at by bisection, each on a handle of its own (the shared one stays
+        was made before may (a DELETE finished from the journal, `service.users.services.forget_before`: the DELETE's
+        beginning in its place would leave what another replica made while it waited for its store's step). The versions are looked at by bisection, each on a handle of its own (the shared one stays
         on its version); a version that cannot be read (files removed under the look, a column it lacks) counts as
         holding such a row. `since` (unix seconds): only the versions committed at or after it are looked at (such rows
         were seen in the table then, and may have left and come back before: the bisection looks for one run of
@@ -1244,7 +1243,7 @@ class Store:
         or stamped before `user` and committed after the read) is never replaced by one that does not carry it, and a
         row another process's DELETE took is not put back. Not for two inserts at once (`read` None in two processes):
         Lance rebases one onto the other without checking the key, both are written, and `get_user` takes the newer
-        (measured in the lost44 review: 10 of 10 tries with two Stores on one folder); an update over a row read is
+        (measured: 10 of 10 tries with two Stores on one folder); an update over a row read is
         checked again when its commit meets another (1 of 2 written, 15 of 15 tries). Returns whether it was
         written; when not, the caller reads the row again and draws its row from that one
         (`service.users.services._write_over_read`). Raises StoreUnavailable as `put_user` does."""
@@ -1296,8 +1295,7 @@ class Store:
         row = retractions.retraction_row(tenant, user_id, pref_id, retracted_at, replica, pending)
         with self._lock:
             if pending:
-                if self.sync_seconds is not None:
-                    self.retractions.checkout_latest()
+                self._retractions_latest()
                 stale = (f"tenant = {quote(tenant)} AND retraction_id LIKE '{retractions.PENDING}%' AND "
                          f"retracted_at < {float(retracted_at - retractions.PENDING_KEEP_S)!r}")
                 if self.retractions.count_rows(stale):
@@ -1309,8 +1307,7 @@ class Store:
     def retraction_recorded(self, tenant: str, user_id: str, pref_id: str) -> str | None:
         """What the store records of a retraction of the user's row `pref_id`: "done" (taken back from the table),
         "pending" (recorded before the row was in the table: `record_retraction`), or None (none recorded)."""
-        if self.sync_seconds is not None:
-            self.retractions.checkout_latest()
+        self._retractions_latest()
         if not self.retractions.count_rows():
             return None
         where = f"tenant = {quote(tenant)} AND pref_hash = {quote(retractions.pref_hash(tenant, user_id, pref_id))}"
@@ -1334,25 +1331,24 @@ class Store:
         it from a feedback log must not move it in again; one received at or after it is the user's word since (the
         same id sent again). The time is the newest retraction's beginning plus `sync_seconds` (the skew the replicas'
         clocks may have); a key whose every retraction began before the earliest of `rows` arrived (less that skew) is
-        left out: it takes none of them back. Per key, not per row: a log may hold a taken-back record and the same id sent again (until
-        review retractrep54 the rows were looked up by one of them, and the acknowledged one sent again was dropped at
-        the replay while the taken-back one was moved in)."""
+        left out: it takes none of them back. Per key, not per row: a log may hold a taken-back record and the same id sent again (looked
+        up by one of them, the acknowledged one sent again could be dropped at the replay while the taken-back one was
+        moved in)."""
         if not rows:
             return {}
-        if self.sync_seconds is not None:
-            self.retractions.checkout_latest()
+        self._retractions_latest()
         if not self.retractions.count_rows():  # none recorded (one process alone never records any): no hashing
             return {}
         keys = {retractions.pref_hash(r.tenant, r.user_id, r.pref_id): (r.tenant, r.user_id, r.pref_id) for r in rows}
         where = "tenant IN (" + ", ".join(quote(t) for t in sorted({r.tenant for r in rows})) + ")"
         # only records that may take one of `rows` back: begun after the earliest arrival among them less the skew (a
         # mover's batch, just received, reads the few recent ones, not every record the tenant ever made: 0.12 s a move
-        # with 200,000 of them, until review retractrep55)
+        # with 200,000 of them)
         earliest = min(r.received() for r in rows) - (self.sync_seconds or 0.0) - 1.0
         if math.isfinite(earliest):
             where += f" AND retracted_at > {earliest!r}"
-        # one scan of their tenants' records, matched here (no index on `pref_hash`: a query per thousand hashes, as
-        # until review retractrep54, scanned the table each time, ~0.8 s at a start replaying 100,000 rows)
+        # one scan of their tenants' records, matched here (no index on `pref_hash`: a query per thousand hashes would
+        # scan the table each time, ~0.8 s at a start replaying 100,000 rows)
         read = self.retractions.search().where(where).select(["pref_hash", "retracted_at"]).limit(None).to_arrow()
         read = read.filter(pc.is_in(read.column("pref_hash"), value_set=pa.array(list(keys), pa.string())))
         found: dict[tuple[str, str, str], float] = {}
@@ -1365,8 +1361,7 @@ class Store:
     def retractions_since(self, since: float, other_than: int | None = None) -> dict[str, tuple[str, str]]:
         """retraction_id -> (tenant, user_hash) of the retractions begun at or after `since` (unix seconds), but those
         answered by replica `other_than` (None: every one's)."""
-        if self.sync_seconds is not None:
-            self.retractions.checkout_latest()
+        self._retractions_latest()
         where = f"retracted_at >= {float(since)!r}" + ("" if other_than is None else f" AND replica != {int(other_than)}")
         rows = self.retractions.search().where(where).select(["retraction_id", "tenant", "user_hash"])
         return {r["retraction_id"]: (r["tenant"], r["user_hash"]) for r in rows.limit(None).to_arrow().to_pylist()}
@@ -1377,17 +1372,27 @@ class Store:
         compact the table, so that no file of its current version holds them. Returns how many went."""
         where = f"tenant = {quote(tenant)}"
         with self._lock:
-            if self.sync_seconds is not None:
-                self.retractions.checkout_latest()
+            self._retractions_latest()
             found = self.retractions.count_rows(where)
             if found:
                 self.retractions.delete(where)
                 self._retraction_writes += 1
         if found:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                compact_with_deletions(self.retractions)
+            self._compact_retractions()
         return found
+
+    def _retractions_latest(self) -> None:
+        """With replicas, the retractions table on its newest version: a record another replica wrote less than
+        `sync_seconds` ago is read (and deleted) too; alone, nothing to do."""
+        if self.sync_seconds is not None:
+            self.retractions.checkout_latest()
+
+    def _compact_retractions(self) -> None:
+        """Compact the retractions table, its deleted rows rewritten away: no file of its current version keeps the
+        hashes of the records deleted (older versions go at `compact`'s cleanup)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            compact_with_deletions(self.retractions)
 
     @_uses("deletions", "read")
     def deletions_since(self, since: float) -> list[Deletion]:
@@ -1441,7 +1446,7 @@ class Store:
             if made_again:  # the table may hold some of `data` from another writer, which a cached history may hold
                 self.appends_made_again[name] += 1
                 # too: grown by all of `data` it would hold them twice, a row more than the table, which another
-                # replica's new row of the user evens out for `_matches`' count (review rr44): dropped instead
+                # replica's new row of the user evens out for `_matches`' count: dropped instead
                 self.histories.invalidate(owners)
             elif owners:
                 self._grow_histories(data, owners)
@@ -1449,7 +1454,7 @@ class Store:
     @_uses("preferences", "read")
     def held_pref_ids(self, rows: list[StoredPreference]) -> set[tuple[str, str, str]]:
         """The (tenant, user_id, pref_id) of those of `rows` the table's newest version holds for their user (a
-        `pref_id` is each user's own: until review 44 the ids any user of `rows` held, and an import's `p-1` was taken
+        `pref_id` is each user's own: not the ids any user of `rows` holds, by which an import's `p-1` would be taken
         for stored when another user of the batch held a `p-1`): one look for that version and one read by the users'
         BITMAP index. With replicas the feedback log's mover asks it
         before each move (`pluralign.store.ingest`): a feedback or import sent with `Idempotency-Key` has
@@ -1467,7 +1472,7 @@ class Store:
         """The (tenant, user_id, pref_id) of each row the table's newest version holds among the users and ids of `rows`
         (a key held twice comes twice; a key of one user's id held by another user of `rows` too, which the callers
         match against their keys): one look for that version and one read of the key columns by the users' BITMAP index.
-        What `held_pref_ids` and `held_twice` read (until review gs44 each its own copy of it)."""
+        What `held_pref_ids` and `held_twice` read (one copy for both)."""
         users = " OR ".join(f"({owner_filter(t, u)})" for t, u in dict.fromkeys((r.tenant, r.user_id) for r in rows))
         ids = ", ".join(quote(i) for i in dict.fromkeys(r.pref_id for r in rows))
         # a copy another replica committed a moment ago: reads may otherwise be `sync_seconds` stale
@@ -1484,7 +1489,7 @@ class Store:
         return self._newest_rows(rows) if rows else []
 
     def _newest_rows(self, rows: list[StoredPreference]) -> list[StoredPreference]:
-        """`newest_rows`, what `check_newest` reads too (until review gs44 each its own copy of it)."""
+        """`newest_rows`, what `check_newest` reads too (one copy for both)."""
         ids_of: dict[tuple[str, str], list[str]] = {}
         for r in rows:
             ids_of.setdefault((r.tenant, r.user_id), []).append(r.pref_id)
@@ -1782,7 +1787,7 @@ class Store:
         feedback, an index update; not a compaction, whose ReserveFragments is unnamed), the user's rows can only have
         grown: a count of them (BITMAP index, no data page read) tells, made at `version` (the table looked at again
         after it: not moved on meanwhile). Otherwise their ids and arrival times are read and compared (`_same_rows`,
-        ~3x the count's cost: before review rp44, what every check of a table that had moved paid, a chat of each user
+        ~3x the count's cost, which every check of a table that had moved would otherwise pay, a chat of each user
         idle past `sync_seconds` under load)."""
         if known is not None and self._adding_commits.only_added(known, version):
             if known == version:
@@ -1858,8 +1863,7 @@ class Store:
     def texts_of(self, tenant: str, user_ids: list[str], before: float | None = None) -> list[str]:
         """The prompts and answers of every stored preference row of `user_ids` (of `tenant`), in one read: what a
         batch of a tenant's removal, or a user's DELETE, forgets from the embedding caches (their texts alone: no
-        vectors, no row objects; 100,000 rows of a user were read whole until session jobs53,
-        benchmarks/stored_before.py). `before` (unix seconds): only rows received before it (`received_before`)."""
+        vectors, no row objects, so 100,000 rows of a user are not read whole: benchmarks/stored_before.py). `before` (unix seconds): only rows received before it (`received_before`)."""
         if not user_ids:
             return []
         where = owners_filter(tenant, sorted(set(user_ids))) + ("" if before is None else f" AND {received_before(before)}")
@@ -1898,8 +1902,8 @@ class Store:
     def stored_rows(self, tenant: str, user_id: str) -> list[StoredPreference]:
         """Every preference row of the user (text, labels and times; no vectors) as the table holds it, in storage
         order: one read by the BITMAP index on user_id, not through the histories cache, which it leaves as it
-        was (a pass over many users, `PrefIdClaims.sweep_stored`, loaded each one's history with its vectors into
-        the bounded cache until session 44, evicting the users being served)."""
+        was (a pass over many users, `PrefIdClaims.sweep_stored`, would otherwise load each one's history with its
+        vectors into the bounded cache, evicting the users being served)."""
         columns = self._present("preferences", ["pref_id", "kind", "received_at", *SAME_ROW_FIELDS])
         return [self._preference(row, tenant, user_id) for row in self._rows("preferences", owner_filter(tenant, user_id), columns)]
 
@@ -1972,9 +1976,9 @@ class Store:
     @_uses("preferences", "read")
     def count_paired(self, tenant: str, user_id: str) -> int:
         """How many of the user's rows name two answers, with a winner or tied (`count_comparisons` plus
-        `count_paired_ties`): everything the user model fits, in one count (a users row's staleness check,
-        `service.users.services.user_weights`, made the two counts until session 50; reading the rows' `tie` column
-        to have both from one query took twice as long as the two counts, benchmarks/user_counts.py)."""
+        `count_paired_ties`): everything the user model fits, in one count (for a users row's staleness check,
+        `service.users.services.user_weights`, instead of two counts; reading the rows' `tie` column to have both
+        from one query took twice as long as the two counts, benchmarks/user_counts.py)."""
         history = self._cached(tenant, user_id)
         if history is not None:
             return int(pc.not_equal(history.meta.column("rejected"), "").to_numpy(zero_copy_only=False).astype(bool).sum())
@@ -2012,7 +2016,7 @@ class Store:
         pair of answers once whatever its prompt: `answers_sample(tenant, limit, per="pair", only_user=user_id)`, but
         from the user's cached history when it is cached (`History.answers_sample`: no read at all). An uncached
         user's history is not loaded for it (every row's vectors: a user of 20,000 rows took 1.3 s and 94 MB of 384-d
-        vectors for 200 pairs, against 0.1 s; the review of trial16_53): the table's draw reads their row ids, the texts of at most 8 * `limit` rows and the vectors
+        vectors for 200 pairs, against 0.1 s): the table's draw reads their row ids, the texts of at most 8 * `limit` rows and the vectors
         of the kept ones, whatever the user's size. What a profile's nearest prototype is described by by default."""
         history = self._cached(tenant, user_id)
         if history is not None:
@@ -2032,9 +2036,9 @@ class Store:
 
         A question (a prompt and its pair of answers, `question_key`) counts once however many users stored it (in NFC or
         NFD: `answer_key`), and pairs `keep(prompt, chosen, rejected)` refuses do not count: the draw reads past them (the
-        same two answers to another prompt are another question: until session trial16_52 they were one); `per="pair"`
+        same two answers to another prompt are another question); `per="pair"`
         counts a pair of answers once whatever its prompt, for a sample that shows each answer once (the prototypes'
-        description: a questionnaire's "Yes."/"No." questions took its slots, until the reviewtrial16_52 review). Raises
+        description, whose slots a questionnaire's "Yes."/"No." questions would otherwise take). Raises
         ValueError for another `per`. Rows of `leave_out_user` are not drawn at all; with `only_user` (a tenant's user) only
         that user's rows are. The
         cost is bounded whatever the tenant's size: one read of the row ids of its comparisons (the
@@ -2174,7 +2178,7 @@ class Store:
     def interacted_since(self, tenant: str, user_id: str, since: float) -> bool:
         """Whether the table holds a chat (interaction) of the user created at or after `since` (unix seconds): one
         count, no row read. What a DELETE finished from the journal asks, twice, inside the store's maintenance turn
-        (`service.users.services.came_back`): until the review of flake54 it read every chat of the user there
+        (`service.users.services.came_back`): a count, not a read of every chat of the user there
         (`interactions_for`: 1.2-2.5 s for 20,000 at load 13, while every tenant's DELETE waited)."""
         return self.interactions.count_rows(f"{owner_filter(tenant, user_id)} AND created_at >= {float(since)!r}") > 0
 
@@ -2282,8 +2286,8 @@ class Store:
         """`pluralign.store.tenants.tenant_users` over this store's tables: a page of the tenant's users and whether
         more follow. Read again on the newest version when a DELETE's removal of old versions met it (`_read`): a
         tenant's removal purges them user after user while an operator pages. With replicas, the tables are looked at
-        on their newest versions first (`refresh`): another replica's commit of a moment ago is listed (until session 49
-        a page could be up to `sync_seconds` stale)."""
+        on their newest versions first (`refresh`): another replica's commit of a moment ago is listed (not a page up
+        to `sync_seconds` stale)."""
         from pluralign.store.tenants import TIME_COLUMNS, tenant_users
 
         self.refresh(*(name for name in TIME_COLUMNS if name in self.tables))
@@ -2306,14 +2310,13 @@ class Store:
         population checkpoint: users not back since a retrain must not fill the bound. With
         `answered`, only users fitted on at least one answer, a comparison or a tie of two answers (their
         row's PAL logits are set; a refit of none leaves them null): users who only stated preferences (a model
-        from no answer) must not fill it either. (Until session 50 `min_preferences` counted comparisons alone,
-        `n_preferences`, and a user who had answered only "no preference" was left out.) With replicas (`sync_seconds`),
+        from no answer) must not fill it either. (Counting comparisons alone, `n_preferences`, would leave
+        out a user who had answered only "no preference".) With replicas (`sync_seconds`),
         a user is one whose newest row passes (a second query, of two columns of the users found: ~40-70 ms for 129 of
         300 users on a loaded 2-core machine, as much as the first): two processes inserting a user at once leave two
-        rows of theirs (`get_user`), and until session 51 an older one passing stood for a user whose newest row did
+        rows of theirs (`get_user`), and an older one passing must not stand for a user whose newest row does
         not (a stale state of theirs in a pooled prior or an onboarding population); a newest row past the first query's
-        bound is read by a third query (of those users only) and stands for them where it passes (until the review of
-        session 51 such a user was left out). One process alone writes one row a
+        bound is read by a third query (of those users only) and stands for them where it passes (not left out). One process alone writes one row a
         user (its commits take turns under its lock), so it pays nothing for this."""
         if limit <= 0 or not self._present("users", ["user_model"]):  # an earlier release's table without user models
             return []
@@ -2412,14 +2415,13 @@ class Store:
                     self.histories.invalidate([(tenant, u) for u in users])
                     # their rows taken back (`retract`), recorded for the replicas' logs: nothing of theirs is left. With
                     # `before`, only retractions begun before it: a row received since stays theirs, and the record of its
-                    # retraction keeps another replica's replay from moving it in again (until review retractrep54 every
-                    # record went, and a row sent since and taken back came back at that replica's next start)
+                    # retraction keeps another replica's replay from moving it in again (were every
+                    # record to go, a row sent since and taken back would come back at that replica's next start)
                     hashes = ", ".join(quote(deletions.user_hash(tenant, u)) for u in users)
                     taken_back = f"tenant = {quote(tenant)} AND user_hash IN ({hashes})" + (
                         "" if before is None else f" AND retracted_at < {float(before)!r}")
                     with self._on(retractions.TABLE, "written"):
-                        if self.sync_seconds is not None:  # one another replica wrote a moment ago is deleted too
-                            self.retractions.checkout_latest()
+                        self._retractions_latest()  # one another replica wrote a moment ago is deleted too
                         if self.retractions.count_rows(taken_back):
                             self.retractions.delete(taken_back)
                             self._retractions_forgotten = True
@@ -2428,9 +2430,8 @@ class Store:
             self._retried(delete_rows)
             if self._retractions_forgotten:  # no file of the current version keeps their hashes (older ones: `_compact`'s cleanup)
                 self._retractions_forgotten = False
-                with self._on(retractions.TABLE, "written"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    compact_with_deletions(self.retractions)
+                with self._on(retractions.TABLE, "written"):
+                    self._compact_retractions()
             self._purge_tables([n for n, c in counts.items() if c])  # only the tables that held them
         return counts
 
@@ -2682,9 +2683,8 @@ def made_before(before: float, now: float | None = None) -> str:
     seconds): a time in seconds, or in milli-, micro- or nanoseconds an older version stored (past MAX_CREATED_AT,
     within the end of year 9999 in that unit), up to `now` (None: the clock's now), compared as its seconds, and one
     that means no time in any unit (negative, past that in nanoseconds, infinite or NaN) or a later one (a date still
-    to come) as 0.0, before any DELETE. Until review rows43 a time in milliseconds was compared as it was, until session
-    rows44 the others, and until review ro44 a date to come as that date: dates past any DELETE, so a DELETE finished
-    after the user came back (or that took them for back) kept such a row of theirs."""
+    to come) as 0.0, before any DELETE. Compared as they are, such times would be dates past any DELETE, and a DELETE
+    finished after the user came back (or that took them for back) would keep such a row of theirs."""
     latest = min(time.time() if now is None else float(now), MAX_CREATED_AT)
     floors = [("created_at >= 0", 1)] + [(f"created_at > {past!r}", per_second) for past, _, per_second in unit_ranges()]
     meant = [f"{floor} AND created_at <= {latest * per_second!r}" for floor, per_second in floors]  # a time up to now

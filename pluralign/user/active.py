@@ -44,7 +44,7 @@ onboarding route offers it as `"target": "population"`, each of the tenant's fit
 group (no clustering at request time); chat's `compare` still chooses its pair by BALD (`compare_target`).
 
 Whether chat asks at all is decided by `best_information` (`most_informative_pair`'s `gate`), and so is the
-onboarding route's `worth_asking` since session 50 (each prompt of its pool a set of candidates, `sets`): BALD keeps
+onboarding route's `worth_asking` (each prompt of its pool a set of candidates, `sets`): BALD keeps
 finding bits in coefficients that can no longer change which answer is best, and with the real models a
 consistent user was asked about most responses after 200 answers; with the user's ties fitted too
 (`pluralign.user.model.fit_posterior`), the gate lets `compare` go once the user is known (BENCHMARKS.md,
@@ -69,8 +69,8 @@ from pluralign.checks import whole
 
 # `pluralign.compare` is null once the best pair among the returned choices carries less than this
 # many bits about the user (a tenth of a yes/no answer's worth): what they will pick is then either
-# predictable or a coin flip the model already knows to be one. (Chat reads it by `best_information`
-# since session 49; the figures below are BALD's.) On a simulated 6-feature logistic
+# predictable or a coin flip the model already knows to be one. (Chat reads it by `best_information`;
+# the figures below are BALD's.) On a simulated 6-feature logistic
 # user (tests/unit/test_active.py) the best of 8 candidates' 28 pairs carries 0.87 bits for a new
 # user, 0.41 after 30 comparisons, 0.12 after 100 and 0.085 after 300 (the median pair: 0.72, 0.17,
 # 0.02, 0.002): at 0.1 a user stops being asked after a few hundred comparisons, and far fewer
@@ -83,11 +83,11 @@ COMPARE_MIN_BITS = 0.1
 # posterior of the older answers stand SURPRISE_Z standard deviations high by two z's at once: ranked above the older
 # answers' own held-out losses (`rank_shift`: distribution-free for a user whose answers are exchangeable, old and new,
 # so such a user is flagged about as often as a normal z of 3 says, whatever their noise), and above what the older
-# posterior expects of each pair (`predictive_surprise`, session 51's check: right for pairs chosen because the posterior
+# posterior expects of each pair (`predictive_surprise`, the calibrated check: right for pairs chosen because the posterior
 # was unsure of them, as chat's `compare` chooses them, if the posterior is calibrated). Either alone flags users who
-# never changed: session 51's, noisy ones (on few noisy answers the posterior is overconfident); the rank's, firm ones
-# answering `compare` pairs (the newest pairs are harder than the older have become). On the real user model
-# (`benchmarks/changed_mind.py`, BENCHMARKS.md sessions 52 and reviewmind52), session 51 -> both: coin flippers flagged
+# never changed: the calibrated one, noisy ones (on few noisy answers the posterior is overconfident); the rank's, firm
+# ones answering `compare` pairs (the newest pairs are harder than the older have become). On the real user model
+# (`benchmarks/changed_mind.py`, BENCHMARKS.md sessions 52 and reviewmind52), calibrated alone -> both: coin flippers flagged
 # at 12 -> 0 of 88 refits, noisy length-preferring users 4 -> 1; refitted after every answer up to 60, 28 -> 4 and
 # 22 -> 1 of 40 users at least once (136 -> 9 and 73 -> 1 of 1,840 refits); firm users answering only `compare` pairs
 # 0 -> 0 of 20 (the rank alone: 3 of 20). The price is delay: a user known firmly from 37 answers who turns the other
@@ -426,7 +426,7 @@ def _predictive(mean: np.ndarray, cov: np.ndarray, rows: np.ndarray, tie: np.nda
 def predictive_surprise(mean: np.ndarray, cov: np.ndarray, rows: np.ndarray, tie: np.ndarray | None = None) -> float:
     """How much worse the posterior N(mean (D,), cov (D, D)) predicts the answers rows (N, D) (`answer_losses`' form) than
     it expects to, in standard deviations under its own predictions: a posterior predictive check with the log score
-    (Box 1980; Gelman, Meng and Stern 1996; session 51's whole check). With p_i the predictive probability of answer
+    (Box 1980; Gelman, Meng and Stern 1996; the calibrated check of `recent_surprise`). With p_i the predictive probability of answer
     i's first answer, each comparison's loss -log2 p_i is compared with what the posterior expects of it, H(p_i), and
     z = sum_i (loss_i - H(p_i)) / sqrt(sum_i p_i (1 - p_i) log2(p_i / (1 - p_i))^2). A tie is read as Davidson's half a
     comparison won each way, (-log2 p_i - log2 (1 - p_i)) / 2 (the fitted tie term without its constant): H(p_i) for
@@ -509,11 +509,11 @@ def recent_surprise(mean: np.ndarray, cov: np.ndarray, older: np.ndarray, recent
 
     - `rank_shift` of those losses against each older answer's own held-out loss (`answer_losses(held_out=True)`), which
       needs no calibrated posterior (its older answers' held-out losses are overconfident alike): users who never
-      changed but answer noisily are not flagged for it (session 51's check alone flagged coin flippers at 12 of 88
+      changed but answer noisily are not flagged for it (the calibrated check alone flagged coin flippers at 12 of 88
       refits). It assumes the answers exchangeable, old and new, and the pairs chat's `compare` asks about are not:
       chosen as those the posterior is least sure of, the newest are harder than the older ones have become, and alone
-      it flagged firm, consistent users answering them (reviewmind52, through `UserModel.fit_user`: 4 of 20, up to z 4.1).
-    - `predictive_surprise` of the recent answers, each against its own pair's uncertainty (session 51's check), which
+      it flagged firm, consistent users answering them (through `UserModel.fit_user`: 4 of 20, up to z 4.1).
+    - `predictive_surprise` of the recent answers, each against its own pair's uncertainty (the calibrated check), which
       needs no exchangeable pairs but a calibrated posterior.
 
     A user who never changed is flagged by both about as rarely as the one whose assumption holds allows (the

@@ -22,7 +22,7 @@ it keeps the posterior's skew: a Bradley-Terry likelihood that falls off a cliff
 and is flat on the right one, where the Laplace approximation's curvature at the mode is nearly 0
 and its z stays near 1 however many comparisons agree.
 
-Each named feature's own sign is read the same way, along its axis (`feature_signs`, since session 44):
+Each named feature's own sign is read the same way, along its axis (`feature_signs`):
 the readable summary's per-feature confidence, which the Laplace z understated for consistent users too.
 The path is exact for a Gaussian posterior and checked against importance sampling elsewhere
 (benchmarks/joint_direction.py, BENCHMARKS.md): where one feature's comparisons all agree, the path of
@@ -58,8 +58,8 @@ class CollinearFeatures(Base, kw_only=True, forbid_unknown_fields=False):
     """Named features a user's comparisons moved together, and the user's posterior along them jointly.
 
     Stored inside `UserState` (its `collinear`), it reads a field it does not know by leaving it out, as the state
-    does (a later release adds fields to it too: profile44 added `moved_in`); refused, it made the whole state
-    unreadable, and replicas of two releases refitted each other's users at each read (until session 51)."""
+    does (a later release adds fields to it too, as one added `moved_in`); refused, it would make the whole state
+    unreadable, and replicas of two releases would refit each other's users at each read."""
 
     features: list[str]  # (G,) in FEATURE_NAMES order
     direction: list[float]  # (G,) unit vector v over `features`: how the comparisons moved them (first entry > 0)
@@ -123,10 +123,10 @@ def path_probabilities(design: np.ndarray, mean: np.ndarray, cov: np.ndarray, pr
     conditional-mean path (module docstring). The likelihood, the costly part (N terms a point), is
     read at len(AROUND) + NODES_WIDE + 1 points of each path, with its slope, and again between them
     wherever their cubic Hermite interpolant misses it (`_read_likelihood`); the prior is exact at each
-    of the 2 * FINE points of the integral. Session 44 read 33 fixed points, within 5e-4 of a 20,001-point
-    integral on benchmarks/joint_direction.py's cases but up to 0.3 off beside a separable feature whose
-    cliff narrows the path (tests/unit/test_collinear.py; BENCHMARKS.md, reviewpf44); the reads are
-    checked since, ~37 a path for a noisy user of 10,000 comparisons."""
+    of the 2 * FINE points of the integral. 33 fixed points are within 5e-4 of a 20,001-point integral on
+    benchmarks/joint_direction.py's cases but up to 0.3 off beside a separable feature whose cliff narrows
+    the path (tests/unit/test_collinear.py; BENCHMARKS.md, reviewpf44): the reads are checked, ~37 a path for
+    a noisy user of 10,000 comparisons."""
     prec = np.diag(prior_precision) if np.ndim(prior_precision) == 1 else np.asarray(prior_precision)
     weights = None
     if tied is not None and len(tied):  # -log 2 sqrt(p (1 - p)) = (-log p - log (1 - p)) / 2 + const

@@ -58,9 +58,9 @@ if TYPE_CHECKING:
     from pluralign.user.pooled import PooledPrior
 
 STATE_VERSION = 1
-# the changed-mind rule `UserState.surprise` was computed by (`UserState.surprise_rule`): 2, session 52's (the smaller of
-# the rank z and the calibrated z, ties read); states stored before session versions53 say none (0): session 51's
-# calibrated z of comparisons alone, mind52's rank z alone, or session 52's
+# the changed-mind rule `UserState.surprise` was computed by (`UserState.surprise_rule`): 2, the smaller of the rank z
+# and the calibrated z, ties read; states stored by earlier releases say none (0): the calibrated z of comparisons
+# alone, the rank z alone, or rule 2's
 SURPRISE_RULE = 2
 
 
@@ -94,9 +94,9 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
 
     Unlike every other pluralign struct it reads a field it does not know (one a later release added without a
     bump of `version`) by leaving it out, instead of refusing the whole state: it is only ever read from the
-    service's own store, where replicas of two releases share rows during a rolling update, and a refusal made
-    each release refit the user the other had just fitted (docs/operations.md; until session 50). So does the struct
-    inside it, `CollinearFeatures` (until session 51 it refused, and the whole state with it). A change in what a
+    service's own store, where replicas of two releases share rows during a rolling update, and a refusal would make
+    each release refit the user the other had just fitted (docs/operations.md). So does the struct inside it,
+    `CollinearFeatures` (refusing, it would refuse the whole state with it). A change in what a
     field means bumps `version`, which `UserModel.fits` refuses; but for `surprise`, whose rule says which changed-mind
     statistic it holds (`surprise_rule`): a bump would refit every stored user at their next read (and in a rolling
     update each release would refit every user the other fitted), where only some states can read otherwise under
@@ -131,23 +131,22 @@ class UserState(Base, kw_only=True, forbid_unknown_fields=False):
     # each named feature's posterior probability that the weight on it is positive, integrated along its axis
     # (`pluralign.user.collinear.feature_signs`: right for a user whose comparisons all agree, where the Laplace
     # z stays near 1; a feature of a `collinear` group keeps the Laplace one), how many of the comparisons moved it, and for each
-    # feature (when n > 0 and a preference is stated; until session 51 the stated ones only) the same probability from the comparisons alone; empty for a state fitted before they were kept (the summary then
+    # feature (when n > 0 and a preference is stated; every feature, not the stated ones only) the same probability from the comparisons alone; empty for a state fitted before they were kept (the summary then
     # reads the Laplace Phi(mean / sd), until the user's next refit)
     p_more: dict[str, float] = {}
     moved_in: dict[str, int] = {}
     # of `moved_in`, how many were ties (`pluralign.user.collinear.times_moved`): the summary says the user showed no
     # preference on a feature their ties moved (`pluralign.user.summary`); empty without ties, and in a state stored
-    # before review reviewhttp54, where the summary takes any tie as having moved every feature `moved_in` counts
+    # by an earlier release, where the summary takes any tie as having moved every feature `moved_in` counts
     tied_in: dict[str, int] = {}
     p_more_from_comparisons: dict[str, float] = {}
     # how much worse the posterior of the user's older answers predicts their newest RECENT_ANSWERS answers (comparisons
     # and ties) than it predicts each older one held out (a rank z) and than it expects to (a calibrated z), the smaller
     # of the two (`pluralign.user.active.recent_surprise`): at SURPRISE_Z or more the user has changed their mind and is
-    # asked again (chat's `compare`, onboarding's `worth_asking`); 0 in a state stored before session 51, session 51's
-    # calibrated z in one stored before session 52, the rank z alone in one stored by mind52 (the same scale and
-    # threshold, read until the user's next refit)
+    # asked again (chat's `compare`, onboarding's `worth_asking`); 0 in a state of an earlier release without it, or there
+    # the calibrated z alone, or the rank z alone (the same scale and threshold, read until the user's next refit)
     surprise: float = 0.0
-    # the rule it was computed by (SURPRISE_RULE); 0 in a state stored before session versions53, whatever its rule:
+    # the rule it was computed by (SURPRISE_RULE); 0 in a state stored by an earlier release, whatever its rule:
     # such a state is refitted where the rule now in force could read otherwise (`UserModel.current`)
     surprise_rule: int = 0
 
@@ -647,9 +646,9 @@ class UserModel:
         """Whether the user's own stored state is served as it is: it `fits`, and its changed-mind z reads as the rule in
         force reads it. A state whose z an earlier rule computed (`UserState.surprise_rule`) is refitted where that rule
         could read otherwise than SURPRISE_RULE: it is flagged (`surprised`: each earlier rule's z is at least the one now
-        in force, the smaller of the two) or holds ties (session 51's window left them out); until session versions53
-        such a state kept its flag until the user's next refit, and chat's `compare` asked them again at every chat.
-        Until review versions53 `fits` said so, and such states were left out of the tenant's pooled prior and
-        next-comparison's population too, whose means and covariances no such rule changes."""
+        in force, the smaller of the two) or holds ties (the calibrated-z rule's window left them out); kept, such a state's flag would stay until the
+        user's next refit, and chat's `compare` would ask them again at every chat. `fits` does not say so: such states
+        stay in the tenant's pooled prior and next-comparison's population, whose means and covariances no such rule
+        changes."""
         return self.fits(state, stated) and state is not None \
             and (state.surprise_rule == SURPRISE_RULE or not (state.surprised or state.ties))

@@ -28,7 +28,7 @@ import numpy as np
 
 from pluralign.user.model import UserState
 
-SPREAD = 0.2  # weight of the users' mean posterior variance (chosen in session 18's scratch simulation, before any replay)
+SPREAD = 0.2  # weight of the users' mean posterior variance (chosen in a scratch simulation, before any replay)
 RIDGE = 1e-6  # added to the covariance's diagonal, so its inverse exists with fewer users than coefficients
 
 

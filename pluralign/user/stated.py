@@ -62,7 +62,7 @@ class StatedPreferences(Persisted, kw_only=True):
     preferences: dict[str, Direction] = {}
     history: list[StatedChange] = []
     # drawn when the record is created (`new_epoch`) and kept by its later versions: with `version`, its entity tag
-    # (`tag`); "" at version 0, and in a record an earlier release wrote (before session versions52)
+    # (`tag`); "" at version 0, and in a record an earlier release wrote (before entity tags)
     epoch: str = ""
 
     def tag(self) -> str:

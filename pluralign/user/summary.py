@@ -70,11 +70,10 @@ class FeatureBelief(msgspec.Struct, kw_only=True):
     # posterior probability of `direction` (of the likelier sign when it is None), integrated along the
     # feature's axis at the fit (`UserState.p_more`); a state fitted before it was kept: Phi(|weight| / sd)
     probability: float = 0.5
-    # how many of the user's comparisons (and ties, since session 49) moved this feature (None: a state fitted before it was kept)
+    # how many of the user's comparisons (and ties) moved this feature (None: a state fitted before it was kept)
     moved_in: int | None = None
     # the user's answers that differ in this feature, ties among them (`UserState.tied_in`), show no direction (`direction`
-    # null): they showed no preference on it, which is not the same as nothing learned (`no_preference_shown`; since
-    # session http54)
+    # null): they showed no preference on it, which is not the same as nothing learned (`no_preference_shown`)
     no_preference_shown: bool = False
 
 
@@ -130,7 +129,7 @@ def _gaussian_p_more(weight: float, sd: float) -> float:
 
 
 def p_more_from_comparisons(state: UserState, name: str) -> float | None:
-    """For a stated feature, and since session 51 for every feature of a user who stated a preference, what the
+    """For a stated feature, and for every feature of a user who stated a preference, what the
     comparisons alone say: P(weight > 0) fitted without the stated prior (`UserState.p_more_from_comparisons`; for a
     state fitted before it was kept, the Laplace one of `UserState.from_comparisons`); None without comparisons, and
     for a feature of a user who stated nothing (their posterior is the comparisons' own)."""
@@ -147,7 +146,7 @@ def spoken(name: str) -> str:
 
 def _comparisons(n: int, verb: str = "", ties: int = 0) -> str:
     """ "1 comparison", "400 comparisons"; with a verb, agreeing: "1 comparison points", "2 comparisons point". With
-    `ties` (fitted beside the comparisons since session 49, `UserState.ties`), those too: "2 comparisons and 1 tie",
+    `ties` (fitted beside the comparisons, `UserState.ties`), those too: "2 comparisons and 1 tie",
     "5 ties" (none with a winner), "1 comparison and 1 tie point"."""
     counted = f"{n} comparison" if n == 1 else f"{n} comparisons"
     if ties:
@@ -163,8 +162,8 @@ def _answers(state: UserState, verb: str = "") -> str:
 
 def _answer_kinds(state: UserState) -> str:
     """ "comparisons", "comparisons and ties" or "ties": what the state was fitted on, without numbers, each kind
-    agreeing with its count ("comparison" after one comparison, "comparison and ties": until session 52 "your
-    comparisons moved it" was said of one)."""
+    agreeing with its count ("comparison" after one comparison, "comparison and ties", never "your comparisons
+    moved it" of one)."""
     kinds = [word if count == 1 else f"{word}s" for word, count in (("comparison", state.n), ("tie", state.ties)) if count]
     return " and ".join(kinds) or "comparisons"
 
@@ -215,14 +214,14 @@ def joint_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -> 
     does (`_borrowed`): stated "longer" after 15 comparisons that chose the shorter answer, exclamations and contractions
     read "likely" (0.86) where the comparisons alone read 0.75 (trial16_52). A capped belief, a group's or a feature's, reports the
     comparisons' own side: none where they give either under Phi(0.25), the other one where they lean against the
-    posterior, so `direction` and `probability` (the likelier side's) agree (review belief52)."""
+    posterior, so `direction` and `probability` (the likelier side's) agree."""
     stated = stated or {}
     out = []
     for group in unresolved_groups(state):
         p = max(group.p_more, 1.0 - group.p_more)
         sign = 1.0 if group.p_more >= 0.5 else -1.0
         borrowed = _group_borrowed(group, stated, sign, p)
-        if borrowed is not None:  # the comparisons' own side along the group: perhaps the other one (review belief52)
+        if borrowed is not None:  # the comparisons' own side along the group: perhaps the other one
             p, sign = max(borrowed, 1.0 - borrowed), sign if borrowed >= 0.5 else -sign
         said_level = level(p)
         # `moved_in` counts the ties that moved the features too (`pluralign.user.collinear.joint_beliefs`)
@@ -293,7 +292,7 @@ def feature_beliefs(state: UserState, stated: Mapping[str, str] | None = None) -
     stated = stated or {}
     together = {f: [g for g in group.features if g != f] for group in unresolved_groups(state) for f in group.features}
     # a feature leaning neither way alone only because it moved with others along which the user's answers lean at least
-    # `likely` (the joint sentence said, `written_sentences`; review reviewhttp54): they showed a preference along them
+    # `likely` (the joint sentence said, `written_sentences`): they showed a preference along them
     leaning_along = {f for joint in joint_beliefs(state, stated) if joint.direction is not None and joint.confidence != "uncertain"
                      for f in joint.features}
     out = [_feature_belief(state, name, stated, together.get(name, []), name in leaning_along) for name in FEATURE_NAMES]
@@ -306,7 +305,7 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     p_more = feature_p_more(state, name)
     p, sign = max(p_more, 1.0 - p_more), leaning(p_more)
     borrowed = _borrowed(state, name, stated, sign, p)
-    if borrowed is not None:  # the comparisons' own side: none below Phi(0.25), perhaps the other one (review belief52)
+    if borrowed is not None:  # the comparisons' own side: none below Phi(0.25), perhaps the other one
         alone = borrowed if sign == "more" else 1.0 - borrowed
         p, sign = max(alone, 1.0 - alone), leaning(alone)
     said_level, moved = level(p), state.moved_in.get(name)
@@ -315,8 +314,8 @@ def _feature_belief(state: UserState, name: str, stated: Mapping[str, str], toge
     if sign is not None and said_level != "uncertain" and name not in stated and moved is not None and 0 < moved < FEW_COMPARISONS:
         # `moved` counts the ties that moved it too (`pluralign.user.collinear.feature_signs`)
         rests_on = f", from your {_answers(state)}" if moved >= state.n + state.ties else f", from {moved} of your {_answers(state)}"
-    # the ties that moved it (`tied_in`; a state stored before it was kept: any tie, as until review reviewhttp54, where
-    # one tie that moved none of them made every feature the comparisons moved without a direction read so)
+    # the ties that moved it (`tied_in`; a state stored before it was kept: any tie, so one tie that moved none of them
+    # makes every feature the comparisons moved without a direction read so)
     tied = state.tied_in.get(name, 0) if state.tied_in else state.ties
     shown_none = sign is None and borrowed is None and bool(tied) and bool(moved) and not leaning_along
     if shown_none:
@@ -353,8 +352,8 @@ def no_preference_shown(state: UserState, more: str, less: str, moved: int) -> s
     """The sentence of a feature the user's answers moved (`moved` of them, ties among them: `state.ties` > 0) without
     showing a direction: "no preference shown between longer answers and shorter answers: the answers of your 8 ties
     differ in it, and you found neither better". A tie is information (the user is indifferent on what its two answers
-    differ in: Davidson's tie term pulls the weight towards 0); until session http54 a user of ties alone read "no
-    preference learned yet" on every feature, as one the model knew nothing about."""
+    differ in: Davidson's tie term pulls the weight towards 0), so a user of ties alone does not read "no
+    preference learned yet" on every feature, as one the model knows nothing about."""
     where = f"your {_answers(state)}" if moved >= state.answers else f"{moved} of your {_answers(state)}"
     if not state.n:  # ties alone
         return f"no preference shown between {more} and {less}: the answers of {where} differ in it, and you found neither better"
@@ -378,16 +377,16 @@ def _borrowed(state: UserState, name: str, stated: Mapping[str, str], sign: str 
 def _capped(agree: float, p: float) -> bool:
     """Whether a belief whose posterior gives its side probability `p` claims more than the comparisons alone, which
     give that side `agree`: a lower probability of another level, or one under Φ(0.25), where they give the side no
-    direction, or give the other (until the review of belief52 only the first: 0.05 beside 0.7 both read `uncertain`,
-    and the belief kept a side the comparisons put 0.95 against). Never for a posterior that claims no side."""
+    direction, or give the other (the first alone would read 0.05 beside 0.7 both `uncertain`, and the belief would
+    keep a side the comparisons put 0.95 against). Never for a posterior that claims no side."""
     return _PHI(LEANING_Z) <= p and agree < p and (level(agree) != level(p) or agree < _PHI(LEANING_Z))
 
 
 def _borrowed_clause(state: UserState, stated: Mapping[str, str], to: str, none: bool, other_way: bool) -> str:
     """The clause a capped belief (`_borrowed`, `_group_borrowed`) ends with, `to` naming what took the evidence: the
     comparisons alone show no direction ("do not show one"), the other one than the posterior's ("lean this way"), or
-    the posterior's, less surely ("do not show it"). Until review belief52 a belief capped to no direction read "no
-    preference learned yet ...; your 15 comparisons alone do not show it"."""
+    the posterior's, less surely ("do not show it"); a belief capped to no direction never reads "no preference
+    learned yet ...; your 15 comparisons alone do not show it"."""
     one = state.answers == 1
     if none:
         shows = f"{'does' if one else 'do'} not show one"

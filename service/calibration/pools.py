@@ -31,6 +31,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import numpy as np
@@ -102,6 +103,9 @@ class PoolsLedger(Persisted, kw_only=True):
     removed: dict[str, float] = msgspec.field(default_factory=dict)
 
 
+_Versioned = TypeVar("_Versioned", bound=Persisted)  # a file of the pools folder: `CalibrationPool`, `PoolsLedger`
+
+
 class CalibrationPoolUnreadable(RuntimeError):
     """The tenant's pool file is there but cannot be read (damaged, another release's format): its message names the
     file. Never taken as "no pool": `{}` would then ask other users' stored comparisons instead."""
@@ -166,20 +170,10 @@ def _write_vectors(folder: Path, tenant: str, pool: CalibrationPool, encoder: st
 def read_ledger(folder: Path) -> PoolsLedger:
     """The pools folder's ledger (an empty one where there is none yet). Raises CalibrationPoolUnreadable naming the file
     for one that cannot be read (never taken for an empty one: versions would be given again)."""
-    path = folder / LEDGER
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return PoolsLedger()
-    try:
-        found = msgspec.json.decode(data, type=dict).get("format")
-        if found != LEDGER_FORMAT:
-            raise CalibrationPoolUnreadable(f"{path}: a calibration pools ledger of format {found!r}, which this release "
-                                            f"does not read (it reads format {LEDGER_FORMAT}): run the release that wrote it")
-        return msgspec.json.decode(data, type=PoolsLedger)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CalibrationPoolUnreadable(f"{path} is not a calibration pools ledger (damaged?): {exc}; set its `version` "
-                                        "above every pool's of the folder, or remove it with every pool") from None
+    ledger = _read_versioned(folder / LEDGER, PoolsLedger, LEDGER_FORMAT, "a calibration pools ledger",
+                             other_format="run the release that wrote it",
+                             damaged="set its `version` above every pool's of the folder, or remove it with every pool")
+    return PoolsLedger() if ledger is None else ledger
 
 
 def _next_version(folder: Path, ledger: PoolsLedger, *pools: CalibrationPool | None) -> PoolsLedger:
@@ -200,19 +194,28 @@ def read_pool(folder: Path, tenant: str) -> CalibrationPool | None:
 
 def _read_file(path: Path) -> CalibrationPool | None:
     """The calibration pool in the file `path`, as `read_pool`."""
+    return _read_versioned(path, CalibrationPool, POOL_FORMAT, "a calibration pool",
+                           other_format="run the release that wrote it, or PUT the pool again",
+                           damaged="PUT the pool again, or remove the file")
+
+
+def _read_versioned(path: Path, kind: type[_Versioned], expected: int, what: str, other_format: str, damaged: str) -> _Versioned | None:
+    """The `kind` (a msgspec Struct with a `format` field) in the JSON file `path`, or None when there is no file.
+    Raises CalibrationPoolUnreadable naming the file and `what` it should be: for another `format` than `expected`
+    (its message ends with `other_format`, what to do) and for a file that is not such a JSON object (damaged: its
+    message ends with `damaged`); OSError (other than a missing file) as it comes."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
         found = msgspec.json.decode(data, type=dict).get("format")
-        if found != POOL_FORMAT:
-            raise CalibrationPoolUnreadable(f"{path}: a calibration pool of format {found!r}, which this release does not read "
-                                            f"(it reads format {POOL_FORMAT}): run the release that wrote it, or PUT the pool again")
-        return msgspec.json.decode(data, type=CalibrationPool)
+        if found != expected:
+            raise CalibrationPoolUnreadable(f"{path}: {what} of format {found!r}, which this release does not read "
+                                            f"(it reads format {expected}): {other_format}")
+        return msgspec.json.decode(data, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CalibrationPoolUnreadable(f"{path} is not a calibration pool (damaged?): {exc}; PUT the pool again, or "
-                                        "remove the file") from None
+        raise CalibrationPoolUnreadable(f"{path} is not {what} (damaged?): {exc}; {damaged}") from None
 
 
 def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], arrived: float | None = None,

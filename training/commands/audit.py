@@ -230,8 +230,8 @@ NO_VALUE_SHOWN = "(without a value)"  # how the table writes the group NO_VALUE 
 def group_shown(name: str) -> str:
     """A group's name in the text table: a value quoted as JSON quotes it (its quotation marks and control characters
     escaped), the group NO_VALUE (`" (no value)"`) in our own words, unquoted, so it reads apart from a value
-    `"(no value)"` or `"(without a value)"`, as the dashboard tells them apart. Until session wire44b both were written
-    bare, one space apart."""
+    `"(no value)"` or `"(without a value)"`, as the dashboard tells them apart (both bare, they would differ by one
+    space)."""
     from pluralign.fairness.audit import NO_VALUE
 
     return NO_VALUE_SHOWN if name == NO_VALUE else json.dumps(name, ensure_ascii=False)
@@ -286,9 +286,8 @@ def print_table(report) -> None:
 def run(args: argparse.Namespace) -> int:
     # usage errors first: the audit's imports take seconds (an encoder for --data, lancedb for --store, torch for --personalized pal)
     check_inputs(args)
-    # an empty path is refused, not read as the option not given (until session rows44 the audit ran without it; an
-    # empty --store, --data or --path until review ro44: `--store "$STORE"` beside --data audited the file); a mistyped
-    # --encoder at once too (until session newlib55 found once the data was read: UKPConvArg1 ~9 s)
+    # an empty path (--store, --data, --path) is refused, not read as the option not given (`--store "$STORE"` beside
+    # --data would audit the file); a mistyped --encoder at once too (not once the data was read: UKPConvArg1 ~9 s)
     check_encoder(args)
     for option, value, what in (("--user-groups", args.user_groups, "the user-groups file (a JSON object user_id -> group name)"),
                                 ("--pal", args.pal, "the PAL checkpoint folder"), ("--em", args.em, "the EM mixture folder"),
@@ -304,8 +303,8 @@ def run(args: argparse.Namespace) -> int:
     if args.store:  # a mistyped folder too (opened, then, by the audit's store source)
         uri = store_folder("--store", args.store).uri
         check_store_uri("--store", uri)
-        # an object store's prefix mistyped: told before the audit's imports, as `train adapter --store` tells it (until
-        # session misc54 only once the audit's modules had loaded and the store source opened it)
+        # an object store's prefix mistyped: told before the audit's imports, as `train adapter --store` tells it (not once
+        # the audit's modules have loaded and the store source opened it)
         check_store_there("--store", args.store, uri)
     # before the data and the audit's imports: a bad file's errors cost nothing (--store never reads it)
     user_groups = read_user_groups(args.user_groups) if args.user_groups and not args.store else None

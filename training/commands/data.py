@@ -145,7 +145,7 @@ def _indexes_by_user(args: argparse.Namespace, records: list, where: list[str]) 
 def _refusal(args: argparse.Namespace, r, user: str, sent: list[str], so_far: str, again: str) -> ValueError:
     """The error for a chunk the service did not store (`r` not a 201): of --key for a 401 or 403
     (the key, not the rows, whichever user was being sent); of --url for a 404 or 405 (no import route at that URL:
-    until review reviewtrial51 `--url $URL/admin` was the service refusing the user); else naming the refused row's
+    `--url $URL/admin` is not the service refusing the user); else naming the refused row's
     line in --path when the service's message names it, or the lines `sent`."""
     if r.status_code in (401, 403):
         why = ("not a key of this service (`pluralign keys create --tenant NAME` where it runs issues one)"
@@ -172,8 +172,8 @@ def _refusal(args: argparse.Namespace, r, user: str, sent: list[str], so_far: st
 def _stored_count(args: argparse.Namespace, r, so_far: str) -> tuple[int, int]:
     """(rows a 201 says this request stored, rows it says the service held already): those in `already_stored` (held
     under their ids), and every row of a replayed receipt (`Idempotent-Replayed: true`: the chunk's key stored them
-    before, its `stored` is the first attempt's). Until session trial53 the command summed `stored` alone, so the same
-    command run again said it stored every row once more (replayed), and a file of rows held under their ids said 0.
+    before, its `stored` is the first attempt's). Summed with `stored` alone, the same command run again would say it
+    stored every row once more (replayed), and a file of rows held under their ids would say 0.
     ValueError naming --url when it is not pluralign's answer."""
     try:
         receipt = msgspec.json.decode(r.content)
@@ -235,7 +235,7 @@ def import_(args: argparse.Namespace) -> int:
                     idempotency_key = "import-" + hashlib.sha256(f"{start}\0".encode() + body).hexdigest()
                     # a user id is one path segment: `a?b` or `a/b` must not become another request
                     # X-Pluralign-User: what a load balancer in front of replicas routes the user's requests by
-                    # (deploy/README.md); until session small52 not sent, so every import went where "" hashes to
+                    # (deploy/README.md); without it every import would go where "" hashes to
                     r = _post_retrying(client, f"/v1/users/{quote(user, safe='')}/import", body,
                                        {"Content-Type": "application/x-ndjson", "Idempotency-Key": idempotency_key,
                                         "X-Pluralign-User": user})
@@ -261,9 +261,9 @@ def import_(args: argparse.Namespace) -> int:
 def _check_service_url(url: str) -> None:
     """ValueError naming --url unless it is an http:// or https:// URL naming a host, with a port that is a number and no
     spaces around it (`pluralign.urls.base_url_problem`, the library's check of a server's base URL), said before
-    anything is read or sent. Until session trial51 `--url localhost:8000` (no scheme) was 'cannot reach the service
-    (Request URL has an unsupported protocol ...)' with advice to run the same command again; until review
-    reviewtrial51 so was a port that is no number or past 65535, or a URL pasted with a space before it."""
+    anything is read or sent: `--url localhost:8000` (no scheme), a port that is no number or past 65535, or a URL
+    pasted with a space before it would otherwise be 'cannot reach the service (Request URL has an unsupported
+    protocol ...)' with advice to run the same command again."""
     from pluralign.urls import base_url_problem
 
     problem = base_url_problem(url)
@@ -290,9 +290,8 @@ IMPORT_BACKLOG_WAIT_S = 600.0
 def _post_retrying(client, url: str, body: bytes, headers: dict[str, str]):
     """POST `body`; a 429 or 503 with a short `Retry-After` (`_retry_after`) is waited out and the
     same request sent again, up to IMPORT_RETRIES times (its Idempotency-Key stores it once); a 503
-    `feedback_backlog` for up to IMPORT_BACKLOG_WAIT_S seconds instead (until the review of session 49
-    it gave up after IMPORT_RETRIES, ~25 s, while a tenant's backlog of 50,000 rows takes minutes to
-    embed). Returns the last response."""
+    `feedback_backlog` for up to IMPORT_BACKLOG_WAIT_S seconds instead (IMPORT_RETRIES, ~25 s, is too
+    short: a tenant's backlog of 50,000 rows takes minutes to embed). Returns the last response."""
     import time
 
     tries, backlog_until = 0, None

@@ -63,7 +63,7 @@ from training.common import (
 PERSONA_SIZES = {"unseen_users_per_group": "--unseen-per-group", "query_size": "--query-size"}  # EvalConfig field -> its flag
 # the most comparisons eval's persona population may give its new users (groups x --unseen-per-group x (support pool +
 # --query-size)): each is embedded as three (384,) float32 rows beside its record; 100,000 query comparisons took 1.5 GB
-# and 66 s on two cores (session trial46a), so this is about 3 GB; --query-size 100000 was killed by the kernel
+# and 66 s on two cores, so this is about 3 GB; --query-size 100000 was killed by the kernel
 # (exit 137, no message). The recorded run (benchmarks.active_shots: 4 x 50 x (50 + 50) = 20,000) is a tenth of it.
 MAX_UNSEEN_COMPARISONS = 200_000
 UNSEEN_USERS = {  # a protocol's unseen users, as an error refusing persona's sizes or active shots says it
@@ -185,9 +185,9 @@ def _print_summary(report: dict, model) -> None:
     print(f"  seen macro acc   {report['seen_macro_acc']:.3f}")
     print(f"  seen pooled acc  {report['seen_pooled_acc']:.3f}")
     # each figure the JSON line holds for k: with --active-target group the chosen shots are predicted by the seen
-    # users, and their like for like is the random shots predicted so (until session trial16_52 left out of the table);
-    # the active shots' label names the criterion that chose them, `active_target` (until the reviewtrial16_52 review
-    # BALD's, EPIG's and the group one's tables read alike)
+    # users, and their like for like is the random shots predicted so (in the table too);
+    # the active shots' label names the criterion that chose them, `active_target`, so that BALD's, EPIG's and the group
+    # one's tables do not read alike
     chosen = f"active ({report['active_target']})" if "active_target" in report else "active"
     beside = (("unseen_active_acc_by_k", chosen), ("unseen_active_population_acc_by_k", f"{chosen}, population start"),
               ("unseen_particle_acc_by_k", "random, by the seen users"))

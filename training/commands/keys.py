@@ -25,7 +25,7 @@ def key_label(text: str) -> str:
     """An argparse `type=` for `keys create --name`: at most MAX_LABEL characters, none a control or format
     character (Unicode Cc/Cf: a newline, an escape, a bidi override), which `keys list` and `revoke` would
     show a terminal raw or another reader misread, nor blank (`--name "$NAME"` with NAME unset: leave --name out for a
-    key without a name; until session reviewtrial50 a nameless key, exit 0); argparse's usage error naming the option
+    key without a name, rather than a nameless key, exit 0); argparse's usage error naming the option
     (exit 2)."""
     import unicodedata
 
@@ -61,11 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from service.settings import Settings, check_keys_file
 
     # --data-dir wins over PLURALIGN_DATA_DIR only: keys_file (PLURALIGN_KEYS_FILE or PLURALIGN_CONFIG's, the file
-    # replicas share) names the key file still, wherever the data folder is. Until session reviewreplicas49 the TOML
-    # file's keys_file was not read with --data-dir: keys went into a file no replica read. An empty --data-dir ("$DATA",
-    # DATA unset) is refused naming it, as `serve`'s: until the review of session trial53 it was no option (./data)
+    # replicas share) names the key file still, wherever the data folder is (or keys would go into a file no replica
+    # reads). An empty --data-dir ("$DATA", DATA unset) is refused naming it, as `serve`'s, not taken as no option (./data)
     settings = Settings.load(data_dir=args.data_dir)
-    folder = settings.data_path  # absolute (session 39)
+    folder = settings.data_path  # absolute
     given = Path(settings.data_dir)  # as the user wrote it, for the messages
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
     if settings.keys_file:  # the data folder holds no keys: the file's folder is to be there (a start checks the same)

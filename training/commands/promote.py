@@ -19,7 +19,7 @@ The folder is PLURALIGN_PAL_DIR (or PLURALIGN_CONFIG's pal_dir; default <data di
 
     pluralign promote --older-form [--pal-dir /var/lib/pluralign/shared/pal]
 
-rewrites the model the folder holds, in place, under the same lock, in the form releases before session replicas50
+rewrites the model the folder holds, in place, under the same lock, in the form releases before replicas50
 read: its meta.json without the sha256 of its other files (`files`), which those releases refuse (their starts and
 their DELETEs of its training users fail). For a rollback to such a release, or a rolling update from one after a
 promotion: run it before an older replica starts, or while older replicas run. This release serves the model all the
@@ -49,8 +49,8 @@ def register(subparsers) -> None:
 
 
 def recorded_digests(description: Path) -> dict[str, str]:
-    """The sha256 of each file a PAL checkpoint's or EM mixture's meta.json records (`files`; none before session
-    replicas50), so a copy of an artifact rewritten meanwhile is refused (`pluralign.files.promote_into`)."""
+    """The sha256 of each file a PAL checkpoint's or EM mixture's meta.json records (`files`; none in a model
+    written by a release before replicas50), so a copy of an artifact rewritten meanwhile is refused (`pluralign.files.promote_into`)."""
     import msgspec
 
     meta = msgspec.json.decode(description.read_bytes())
@@ -71,7 +71,7 @@ def described_encoder(folder: Path) -> str | None:
 
 def check_paths_given(args: argparse.Namespace) -> None:
     """An empty ARTIFACT or --pal-dir (`"$ARTIFACT"` with the variable unset) is a ValueError naming it: as Path("") it
-    was the folder the command ran in, whose model was promoted, or promoted over (until review admin55)."""
+    would be the folder the command ran in, whose model would be promoted, or promoted over."""
     if args.artifact is not None and not args.artifact.strip():
         raise ValueError(f"ARTIFACT {args.artifact!r}: empty; give the artifact folder (<data dir>/jobs/artifacts/<job id>)")
     check_given("--pal-dir", args.pal_dir, "the folder served (PLURALIGN_PAL_DIR's)")
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     def may_replace(served: Path) -> None:
         """Under the folder's lock, before anything is renamed: a model of another encoder (which every replica would
-        refuse to take up, and to start on: until session reviewreplicas50 promoted all the same) and --if-version."""
+        refuse to take up, and to start on) and --if-version."""
         theirs, ours = described_encoder(served), described_encoder(artifact)
         if theirs is not None and theirs != ours:
             raise ValueError(f"{option} {folder} holds a model of encoder {theirs!r}, the one the replicas serving it embed "
@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         if not str(exc).startswith(f"{folder}: holds "):
             raise
         raise ValueError(f"{option} {exc} (a data folder, or another than the one the replicas serve?)") from None
-    # the artifact's: the folder holds its files now, unless a promotion that took the next turn replaced them (until
-    # review versions53 read off the folder, and so that one's: `--if-version` with it swapped out a model unseen)
+    # the artifact's: the folder holds its files now, unless a promotion that took the next turn replaced them (read off
+    # the folder, it would be that one's: `--if-version` with it would swap out a model unseen)
     print_json({"pal_dir": str(folder), "kind": kind, "version": checkpoint_version(artifact),
                 "digest": model_digest(artifact), "files": names})
     return 0
@@ -143,8 +143,8 @@ def held_versions(folder: Path) -> set[str]:
     """What `--if-version` takes for the model at `folder`: its digest (`service.rewards.model_digest`, /health's
     `pal.digest`, the same whatever the release) and its population version as any release gives it
     (`service.rewards.checkpoint_versions`: /health's `pal.version` of this release, of a later one that knows a
-    meta.json field this one skips, and of an earlier one); {"none"} when it holds no model (no meta.json). Until
-    session versions53 this release's version alone: a version read off another release's /health was refused."""
+    meta.json field this one skips, and of an earlier one); {"none"} when it holds no model (no meta.json). Every
+    release's, so a version read off another release's /health is taken."""
     from service.rewards import checkpoint_versions, model_digest
 
     if not (folder / "meta.json").is_file():
@@ -185,8 +185,7 @@ def older_form(args: argparse.Namespace, folder: Path, option: str) -> int:
 def refuse_a_mix(folder: Path, option: str) -> None:
     """ValueError naming the option, the folder and the file, where a file of the model at `folder` is not the one its
     meta.json records (`pluralign.files.check_digests`: a copy under way, two copies mixed): the digests `--older-form`
-    drops are what keeps every replica from serving it (until session reviewupgrade51 they were dropped, and the mix
-    was served). A per-user file a DELETE rewrote after meta.json (an older release's, in a rolling update; one of this
+    drops are what keeps every replica from serving it (dropped unchecked, the mix would be served). A per-user file a DELETE rewrote after meta.json (an older release's, in a rolling update; one of this
     release killed part way) passes, as a start takes it up (`pluralign.files.rewritten_after_description`). For the
     caller holding the folder's lock."""
     import msgspec

@@ -226,8 +226,8 @@ def start(settings, local_store: list[str]):
     from service.calibration.pools import adopt_own_pools
     from service.settings import check_calibration_pools_dir
 
-    # likewise the calibration pools its own data folder kept, moved into PLURALIGN_CALIBRATION_POOLS_DIR (review late54:
-    # a folder made for them in the data folder was removed with them); the setting checked first, so that the move
+    # likewise the calibration pools its own data folder kept, moved into PLURALIGN_CALIBRATION_POOLS_DIR (before what
+    # undoes a failed start, which would remove a folder made for them in the data folder with them); the setting checked first, so that the move
     # never makes the folder of a volume not mounted
     check_calibration_pools_dir(settings)
     adopt_own_pools(settings)
@@ -249,7 +249,7 @@ def start(settings, local_store: list[str]):
         from service.startup_files import check_startup_files
 
         # a damaged checkpoint description or FSPO adapter: named before the store's and the app's imports (lancedb,
-        # litestar's app: ~2.5 s of CPU; until session 45 create_app found them only after those)
+        # litestar's app: ~2.5 s of CPU, which create_app would spend before finding them)
         check_startup_files(settings)
         from service.app import create_app
 
@@ -440,8 +440,8 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
 
     With `cors` (the app's Litestar CORSConfig, setting cors_origins), each answer written here carries the CORS
     headers the app gives a listed origin (`service.web_headers.cors_answer_headers`), read from the request's
-    `Origin`: a page on that origin reads the 408, 431, 400 or 503 and its Retry-After, not an opaque network error
-    (until wire44 none had them). A connection over the limit is then answered once its request's head has come (its
+    `Origin`: a page on that origin reads the 408, 431, 400 or 503 and its Retry-After, not an opaque network error.
+    A connection over the limit is then answered once its request's head has come (its
     Origin read; REFUSED_LINGER_S at most, then without it), not at once."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -499,8 +499,8 @@ HTTP10_TRANSFER_CODING = ("sent in an HTTP/1.0 request, which has no chunked fra
 
 def http10_with_transfer_coding(version: bytes | str, names) -> bool:
     """Whether a request of HTTP `version` ("1.0", as h11 and httptools give it) with header `names` (lower-case bytes)
-    carries a `Transfer-Encoding` HTTP/1.0 has no framing for. Both parsers read such a body chunked, and uvicorn served
-    it (a keep-alive connection kept open after it) until session http54."""
+    carries a `Transfer-Encoding` HTTP/1.0 has no framing for. Both parsers read such a body chunked, and uvicorn would serve
+    it (a keep-alive connection kept open after it): such a request is refused."""
     return (version.decode() if isinstance(version, bytes) else version) == "1.0" and b"transfer-encoding" in names
 
 
@@ -508,8 +508,8 @@ def close_delimited(cycle):
     """The `send` of uvicorn's httptools request cycle `cycle`, of an HTTP/1.0 request, that ends an answer of no
     `Content-Length` by closing the connection (uvicorn closes it after any answer to HTTP/1.0) instead of chunking it:
     HTTP/1.0 has no chunked framing (RFC 9112 6.1: a server MUST NOT send `Transfer-Encoding` in answer to it), as h11
-    does. Until review reviewhttp54 a streamed chat or export went to an HTTP/1.0 client chunked, the chunk sizes read as
-    part of the stream. uvicorn's cycle chunks an answer whose `chunked_encoding` is still None once its head is
+    does: chunked, a streamed chat or export would reach an HTTP/1.0 client with the chunk sizes read as part of the
+    stream. uvicorn's cycle chunks an answer whose `chunked_encoding` is still None once its head is
     written; set False, the answer's bytes are written as they come against `expected_content_length`, set here to the
     bytes of each piece (the last one's too, so uvicorn's count ends at 0)."""
     send, unsized = cycle.send, []  # unsized: [True] once the answer's head came without a Content-Length
@@ -532,8 +532,8 @@ def close_delimited(cycle):
 def refuse_framed_twice(h11_next_event, protocol):
     """h11's `Connection.next_event` refusing a request sent with `Transfer-Encoding` and `Content-Length` both (raised as
     h11's own refusals are, so uvicorn answers it with `send_400_response`, naming `Transfer-Encoding`, and parses
-    nothing more on the connection), as httptools (llhttp) refuses it. Until review reviewlate53b h11 read the chunks,
-    answered, and kept the connection open: what followed the chunks within the `Content-Length` a proxy in front framed
+    nothing more on the connection), as httptools (llhttp) refuses it. Left to h11, it would read the chunks,
+    answer, and keep the connection open: what followed the chunks within the `Content-Length` a proxy in front framed
     the request by was served as a request of its own (request smuggling; RFC 9112 6.3: the server MUST close the
     connection after responding to such a request). A head h11 refuses is kept as `protocol.h11_refused_head` (the bytes
     its buffer began with, the head's first: a request pipelined behind another is parsed once that one is answered,
@@ -565,7 +565,7 @@ def unparsable_answer(request_id: str, url_bytes: int = 0, transfer_coding: tupl
     `X-Request-Id`, `nosniff`, an error body in OpenAI's shape naming `url` when it is `url_bytes` long,
     past MAX_URL_BYTES (code `invalid_value`); naming `Transfer-Encoding` with the status and problem of
     `transfer_coding` (`transfer_coding_in`: h11 refuses any coding but `chunked` alone, both parsers one after it;
-    until session small53 named nothing, where the app names it for httptools, `service.strict.refuse_transfer_coding`);
+    named as the app names it for httptools, `service.strict.refuse_transfer_coding`);
     else no field (code `invalid_http`)."""
     import msgspec
 
@@ -729,8 +729,8 @@ class TimedRequests:
         (its client had the longest to read its answer). Before, the connection to linger was closed at once instead,
         so one peer holding every slot (connections refused 400 and held open, REFUSED_LINGERING at a time) had every
         other peer's 400s and 408s reset (tests/e2e/test_wire43_lingering.py); now it loses its own slots first. One
-        refused over the limit and still waiting for its head (CORS on) is written its 503 first, without CORS (until
-        reviewwi44 it was closed without a word)."""
+        refused over the limit and still waiting for its head (CORS on) is written its 503 first, without CORS (not
+        closed without a word)."""
         busiest = Counter(self.refusing.values()).most_common(1)[0][0]
         oldest = next(held for held, peer in self.refusing.items() if peer == busiest)  # the dict keeps their order
         del self.refusing[oldest]
@@ -775,7 +775,7 @@ class TimedRequests:
     def head_ends_past_the_limit(self, data: bytes) -> bool:
         """Whether the head arriving ends in `data` past MAX_HEAD_BYTES, measured before the parser reads it: counted
         after, the count is reset once the parser has seen the head end, so a head whose last bytes came in one read with
-        its end was never measured (until session trial47a a head of up to MAX_HEAD_BYTES plus a read, 256 KiB, was
+        its end would never be measured (a head of up to MAX_HEAD_BYTES plus a read, 256 KiB, would be
         served). A request line past the parser's URL limit is left to the parser, whose 400 names `url`."""
         end = data.find(b"\r\n\r\n")
         if end < 0 or self.head_bytes + end + 4 <= MAX_HEAD_BYTES:
@@ -813,12 +813,12 @@ class TimedRequests:
         (`transfer_coding_problem`), None for nothing or not known. httptools: only when its refusal is of that header
         (llhttp's words name it), from the lines it gave of that request (uvicorn's `headers`, begun afresh at each
         request's first byte), whichever reads its head came in; a value it refuses as it reads it (a coding after
-        `chunked`, or `chunked` again) is never given, and is said so. Until review reviewsmall53 the first head in the
-        read was read, that of a request pipelined before the refused one: a request refused for a malformed header was a
-        415 naming a `Transfer-Encoding` it did not have, and a head in two reads named nothing. h11 gives no lines: the
-        bytes its buffer began with when it refused the head (`refuse_framed_twice`) are read (`transfer_coding_in`);
-        until review reviewlate53b those of the read it was refused in (`arriving`), none for a request pipelined behind
-        another (parsed once that one was answered): the 400 naming nothing. Both framings given: the 400 saying so. An
+        `chunked`, or `chunked` again) is never given, and is said so (the first head in the read would be that of a
+        request pipelined before the refused one: a request refused for a malformed header would be a 415 naming a
+        `Transfer-Encoding` it did not have, and a head in two reads would name nothing). h11 gives no lines: the
+        bytes its buffer began with when it refused the head (`refuse_framed_twice`) are read (`transfer_coding_in`),
+        not those of the read it was refused in (`arriving`), which hold none for a request pipelined behind
+        another (parsed once that one was answered): the 400 would name nothing. Both framings given: the 400 saying so. An
         HTTP/1.0 request with any `Transfer-Encoding` (`http10_with_transfer_coding`, either parser): the 400 saying
         HTTP/1.0 has no chunked framing (HTTP10_TRANSFER_CODING)."""
         from service.strict import transfer_coding_problem
@@ -908,8 +908,8 @@ class TimedRequests:
                 return
             if hasattr(self, "conn"):  # h11 parses a request pipelined behind this answer only now: arrived whole?
                 self.reading = self.h11_reading()
-            # a request not whole by now never will be (its client sends nothing more): until the review of session
-            # older49 one left by h11 kept the connection, with no read deadline, and its app waiting, for good
+            # a request not whole by now never will be (its client sends nothing more): one left by h11 would keep the
+            # connection, with no read deadline, and its app waiting, for good
             if (self.cycle is None or self.cycle.response_complete or self.reading != "done") and not self.transport.is_closing():
                 self.transport.close()  # after what it still holds is written
             return
@@ -926,9 +926,9 @@ class TimedRequests:
 
     def stop_past_the_limit(self) -> None:
         """At a head's or trailers' end: past MAX_HEAD_BYTES as parsed (`parsed_bytes`), the app is not told of the request
-        (or that its body ended), and the parser stops here (uvicorn then calls `send_400_response`: the 431). Until session
-        trial47a trailers whose end came in the read that passed the limit were served; until review session trial47a so
-        was a head pipelined behind another request's end in one read (a GET, then 135 KB of headers: 200, then 401)."""
+        (or that its body ended), and the parser stops here (uvicorn then calls `send_400_response`: the 431), also for
+        trailers whose end came in the read that passed the limit, and for a head pipelined behind another request's end
+        in one read (a GET, then 135 KB of headers: a 431, not a 200 then a 401)."""
         if self.parsed_bytes > MAX_HEAD_BYTES:
             self.head_past_the_limit = True
             raise ValueError("a head or trailers past MAX_HEAD_BYTES")
@@ -954,8 +954,8 @@ class TimedRequests:
             raise ValueError("Transfer-Encoding in HTTP/1.0")
         if self.parser.get_http_version() == "1.0":
             # RFC 9110 10.1.1 and 15.2: an HTTP/1.0 request's `100-continue` is ignored, and no 1xx sent to its client,
-            # which would read it as the answer; uvicorn's httptools protocol sent the 100 (h11 did not) until review
-            # reviewhttp54. uvicorn's own flag, set by its `on_header` for the request whose head just ended.
+            # which would read it as the answer; uvicorn's httptools protocol would send the 100 (h11 does not).
+            # uvicorn's own flag, set by its `on_header` for the request whose head just ended.
             self.expect_100_continue = False
         super().on_headers_complete()  # type: ignore[misc]
         if self.parser.get_http_version() == "1.0" and getattr(self.cycle, "scope", None) is self.scope:  # its cycle
@@ -990,8 +990,8 @@ class TimedRequests:
             cut_off(running)
             return None
         # the answers of the requests that arrived whole are written; a chat among them is cut when it begins
-        # (`on_response_complete`). Until session keys50 a chat queued behind a GET (httptools) was taken for the one
-        # running: the connection was closed and the GET's answer, written after, lost
+        # (`on_response_complete`), not a chat queued behind a GET (httptools) taken for the one
+        # running: the connection would be closed and the GET's answer, written after, lost
         self.half_closed = True
         return True
 
@@ -1002,8 +1002,8 @@ class TimedRequests:
         super().connection_lost(exc)  # type: ignore[misc]
         if self.answering is not None and not hasattr(self, "conn"):
             # httptools: uvicorn tells its newest cycle alone, which may be a request queued (or cut) behind the one
-            # running; the running one (a chat generating) is told too. Until the review of session keys50 a chat with a
-            # request pipelined behind it generated to its end for a client that had reset the connection, or had
+            # running; the running one (a chat generating) is told too, or a chat with a
+            # request pipelined behind it would generate to its end for a client that had reset the connection, or had
             # half-closed it while that request was still arriving
             cut_off(self.answering)
 
@@ -1073,7 +1073,7 @@ class CutAnswersAbort:
     def close(self) -> None:
         protocol = self._protocol
         # the answer going out: h11's one cycle; httptools' `cycle` is its newest, perhaps a request queued behind that
-        # answer (until the review of session keys50 a cut answer with a request pipelined behind it held its connection)
+        # answer (with that one, a cut answer with a request pipelined behind it would hold its connection)
         cycle = getattr(protocol, "cycle", None) if hasattr(protocol, "conn") else getattr(protocol, "answering", None)
         cut = cycle is not None and cycle.response_started and not cycle.response_complete
         if cut and self._transport.get_write_buffer_size():
@@ -1101,8 +1101,8 @@ def cut_off(cycle) -> None:
 
 def routed_path(path: str) -> str:
     """`path` as Litestar's router reads it (`litestar.utils.normalize_path`: no slash at its end, runs of slashes as one):
-    `/v1/chat/completions/` and `//v1//chat/completions` are the chat's route too (until the review of session older49
-    `WATCHES_ITS_CLIENT` was matched against the path as sent, and such a chat's closed client was not seen)."""
+    `/v1/chat/completions/` and `//v1//chat/completions` are the chat's route too (`WATCHES_ITS_CLIENT` matched
+    against the path as sent would miss such a chat's closed client)."""
     return "/" + MULTI_SLASH.sub("/", path.strip("/"))
 
 
@@ -1115,9 +1115,9 @@ MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its
 def origin_in_head(head: bytes) -> str | None:
     """The `Origin` header's value in the bytes of a request's head (its line and headers, or the first of them); None
     when there is none, or when it is not one a browser sends (RFC 6454: visible ASCII only). No HTTP parser has read
-    these bytes: a value holding a bare CR, a NUL or another control byte (which httptools and h11 answer 400) matched a
-    wildcard origin (`https://*.app.example`: Litestar's `.*`) and was echoed as `Access-Control-Allow-Origin`, a bare
-    CR that a client or a proxy may read as a line break (reviewwi44)."""
+    these bytes: a value holding a bare CR, a NUL or another control byte (which httptools and h11 answer 400) would
+    match a wildcard origin (`https://*.app.example`: Litestar's `.*`) and be echoed as `Access-Control-Allow-Origin`, a
+    bare CR that a client or a proxy may read as a line break."""
     for line in head.split(b"\r\n")[1:]:
         name, colon, value = line.partition(b":")
         if colon and name.strip().lower() == b"origin":
@@ -1152,10 +1152,9 @@ def listening_urls(host: str, sockets) -> list[str]:
     """The base URL (`http://host:port`) of each of a server's listening `sockets`, its port the one bound (`--port 0`:
     the one the system chose). One socket: under `host` as given; several (a name that resolves to more than one address,
     `localhost` as 127.0.0.1 and ::1 on many machines): each under its own address, for under `--port 0` each address
-    has a port of its own (until session small48 only the first one's port was printed, under the name). An IPv6
-    zone id is written `%25` (`http://[fe80::1%25eth0]:8000`, RFC 6874; until session remote49 `%`, no URL). The host ''
-    (every interface) is named by each socket's address, one socket too (a kernel without IPv6: 0.0.0.0 alone; until the
-    review of remote49 `http://:8000`, no URL)."""
+    has a port of its own. An IPv6 zone id is written `%25` (`http://[fe80::1%25eth0]:8000`, RFC 6874: `%` alone is no
+    URL). The host '' (every interface) is named by each socket's address, one socket too (a kernel without IPv6:
+    0.0.0.0 alone; `http://:8000` is no URL)."""
     one = len(sockets) == 1 and host
     named = [(host, sockets[0].getsockname()[1])] if one else [sock.getsockname()[:2] for sock in sockets]
     return [f"http://{host_port(address, port)}" for address, port in named]

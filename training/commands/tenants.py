@@ -26,7 +26,7 @@ from training.common import print_json, tenant_name
 def register(subparsers) -> None:
     parser = subparsers.add_parser("tenants", help="list a tenant's users, remove a whole tenant", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    # before the subcommand too, as docs/api.md and `keys` have it (until review late53 only after it)
+    # before the subcommand too (and after it), as docs/api.md and `keys` have it
     parser.add_argument("--data-dir", default=None, help="the service's data folder (default PLURALIGN_DATA_DIR or ./data)")
     sub = parser.add_subparsers(dest="action", required=True)
     users = sub.add_parser("users", help="a page of the tenant's users: ids, row counts, last activity", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from service.settings import Settings, check_keys_file
 
     # --data-dir wins over PLURALIGN_DATA_DIR only: PLURALIGN_STORE_URI (replicas' shared store) still names the store
-    # (an empty --data-dir is refused naming it: until the review of session trial53 it was no option, so `remove`
-    # revoked the tenant's keys in PLURALIGN_DATA_DIR's folder)
+    # (an empty --data-dir is refused naming it: taken as no option, `remove` would revoke the tenant's keys in
+    # PLURALIGN_DATA_DIR's folder)
     settings = Settings.load(data_dir=args.data_dir)
     folder = settings.data_path
     option = "--data-dir" if args.data_dir is not None else "PLURALIGN_DATA_DIR (setting data_dir)"
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from service.tenants import TenantUnseen, begin_removal, read_removal
 
     if args.action == "remove":
-        check_keys_file(settings)  # the replicas' shared key file not there: not an empty one of its own (reviewreplicas49)
+        check_keys_file(settings)  # the replicas' shared key file not there: not an empty one of its own
         keys = KeyRing(settings.keys_path)
         if not args.even_if_unseen and not _seen(settings, folder, keys, args.tenant):
             unseen = TenantUnseen(args.tenant, f"of it in the store ({redacted(settings.lancedb_uri)}) or the jobs folder")
@@ -104,8 +104,8 @@ def _tables(settings) -> dict:
 def _tenant_users(settings, tenant: str, after: str | None, limit: int):
     """`pluralign.store.tenants.tenant_users` of the store `settings` name: one that cannot be read (an object store
     refusing the keys, down, without the bucket) is the StoreUnavailable saying so in the store's words, the access key
-    id S3 repeats hidden (an OSError: the CLI's one line); until the review of session ops54, Lance's words as they
-    came, the key id and Rust source paths in them."""
+    id S3 repeats hidden (an OSError: the CLI's one line), not Lance's words as they come, with the key id and Rust
+    source paths in them."""
     from pluralign.store.failures import reading
     from pluralign.store.tenants import tenant_users
 
@@ -115,9 +115,9 @@ def _tenant_users(settings, tenant: str, after: str | None, limit: int):
 
 def _seen(settings, folder: Path, keys, tenant: str) -> bool:
     """Whether `tenant` shows here: a key of its (no admin key: that one's tenant only labels it), a removal of it
-    before, a job naming it (`jobs_hold_tenant`: since the review of session 51, as the route) or a row of its in the
-    store. Until session reviewtrial50 `remove` of a mistyped name began a removal (exit 0, `keys_revoked: 0`), which the
-    service then marked done: it read as the tenant removed."""
+    before, a job naming it (`jobs_hold_tenant`, as the route) or a row of its in the
+    store. So `remove` of a mistyped name begins no removal (exit 0, `keys_revoked: 0`), which the service would then
+    mark done: it would read as the tenant removed."""
     from service.admin.paths import jobs_folder
     from service.tenants import jobs_hold_tenant, tenant_seen
 

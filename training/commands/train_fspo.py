@@ -60,8 +60,8 @@ def load_base(spec: str):
 
 def unseen_users(names: list[str], fraction: float) -> set[str]:
     """The users of `names` (sorted) held out unseen: round(`fraction` x their number), spread evenly over the
-    order, at least one and never all (the training needs a user). Until session trial46a every round(1 / fraction)-th
-    user, at least every 2nd: 0.8 held out half of them, and a file of one user had no training user left."""
+    order, at least one and never all (the training needs a user). Not every round(1 / fraction)-th user, which is at
+    least every 2nd: 0.8 would hold out half of them, and a file of one user would have no training user left."""
     n = len(names)
     m = min(max(1, round(fraction * n)), n - 1)
     return {names[i * n // m] for i in range(m)} if m > 0 else set()
@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
                          f"{config.shots + config.queries} strict comparisons of one user, and no training user of {source} has "
                          f"that many (at most {most}, among {len(train_users)} training users); lower --shots or --queries")
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
-    # unseen users held out of training for a score that cannot be taken (until session newlib55: `null`); a file of one
-    # user holds none out, and loses nothing (until review newlib55 refused, blaming --shots)
+    # unseen users held out of training for a score that cannot be taken (it would read `null`); a file of one
+    # user holds none out, and loses nothing (not refused, blaming --shots)
     if args.eval_users and query and not eval_users:
         source = f"--data {args.data}" if args.population == "file" else f"--population {args.population}"
         most = max((len(support[u]) for u in query), default=0)

@@ -31,14 +31,14 @@ Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 # Name's pattern said in words (msgspec's message is the regex itself, `(?!\n)` and all)
 NAME_WORDS = "must be 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)"
 # an attribute an audit groups by: any name a feedback's `attributes` may hold (`région`, `年齢層`: not the id rule,
-# which held the admin routes to ASCII until session newsvc55), passed as one `--group-by=VALUE` argument; its
+# which would hold the admin routes to ASCII), passed as one `--group-by=VALUE` argument; its
 # visible text and NUL are checked in `decode_params`. At most 256 characters (the service's names: 64 by default)
 MAX_GROUP_BY_CHARS = 256
 GroupBy = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_GROUP_BY_CHARS)]
 GROUP_BY_WORDS = f"must name an attribute: 1-{MAX_GROUP_BY_CHARS} characters, in any script"
 Seed = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
-# a Unix time in seconds (finite: NaN is refused), up to the end of year 9999: every time an import takes (until session
-# rows44 at most 1e11, the year 5138, so no `since` could pick the rows stored from then on)
+# a Unix time in seconds (finite: NaN is refused), up to the end of year 9999: every time an import takes, so a `since`
+# can pick any rows stored from then on
 Epoch = Annotated[float, msgspec.Meta(ge=0, le=MAX_CREATED_AT)]
 # the encoders a trainer's `--encoder` builds by name (`pluralign.embed.encoders.make_encoder`)
 JobEncoder = Literal["minilm", "minilm-onnx", "minilm-onnx-int8", "smollm2"]

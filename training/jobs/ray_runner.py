@@ -67,8 +67,8 @@ def actor_name(job_id: str) -> str:
 
 
 def _probe(actor) -> object | None:
-    """ObjectRef of the actor's first call (`JobProcess.pid`), answered once Ray placed it; None for an actor of a
-    release before session 42, whose class has no `pid` (its handle says so) and whose worker started with it."""
+    """ObjectRef of the actor's first call (`JobProcess.pid`), answered once Ray placed it; None for an actor of an
+    earlier release whose class has no `pid` (its handle says so) and whose worker started with it."""
     try:
         return actor.pid.remote()
     except AttributeError:
@@ -133,7 +133,7 @@ def lancedb_fork_warning_quiet() -> Iterator[None]:
     Ray's own processes (GCS, raylet, ...) with subprocess and a `preexec_fn`, so each child runs Python's at-fork
     hooks, lancedb's among them, before it execs a program of its own that never touches lancedb. Each child
     warned on the service's stderr: five lines at every start of a replica with the Ray runner, naming a deadlock
-    an operator cannot act on (trial45b). A child inherits the filter from this process at its fork; a fork
+    an operator cannot act on. A child inherits the filter from this process at its fork; a fork
     outside the block still warns."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="lancedb fork support is experimental", category=RuntimeWarning)
@@ -144,7 +144,7 @@ def lancedb_fork_warning_quiet() -> Iterator[None]:
 def signal_handlers_kept() -> Iterator[None]:
     """Puts back the process's SIGTERM and SIGINT handlers after the block: `ray.init` sets its own SIGTERM handler
     (`sys.exit(15)`) in the main thread, which took a SIGTERM from `pluralign serve`'s graceful stop (uvicorn's
-    handler) and ended it with a traceback and status 134 or 15 instead of 0 (ops42)."""
+    handler) and ended it with a traceback and status 134 or 15 instead of 0."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -291,8 +291,8 @@ class RayJobRunner(LocalJobRunner):
             elif attached is not None:
                 self._kill_actor(attached.actor)
             # the artifact folder before the record (`JobStore.remove` unlinks it last): a purge cut short by a kill leaves
-            # the record, which names the job for the purge made again (a resumed DELETE's); until session crash53 the
-            # folder went after, and a kill between left it (the user's adapter, its meta naming them) for good
+            # the record, which names the job for the purge made again (a resumed DELETE's); the other order would leave
+            # the folder (the user's adapter, its meta naming them) for good after a kill between the two
             shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
             job = self.store.remove(job_id)
             if attached is not None or (job is not None and job.state in ACTIVE_STATES):  # a final one's was told at its end
@@ -454,7 +454,7 @@ class RayJobRunner(LocalJobRunner):
         comes, once the cluster has what it asks for free, else PLACE_RETRY times its wait later at the earliest
         (`_may_start`; not early when it had that free already at the give-back: no node may have all of it). One whose
         actor Ray placed but that was slow to start waits twice as long at its next send (at most MAX_PLACE_WAIT_S), so an
-        actor that always starts slower than `place_wait_s` runs at a later send, where until session 44 it was given back
+        actor that always starts slower than `place_wait_s` runs at a later send, rather than being given back
         at each, for good: Ray's actor table names its process (`_actor_started`), or the cluster had what it asks for
         free at its send and no longer has (its actor holds it while its process starts; or another user of the cluster
         took it meanwhile, and a job Ray placed nowhere is taken for a slow start). One Ray placed nowhere keeps
@@ -516,7 +516,7 @@ class RayJobRunner(LocalJobRunner):
             pid = ray.get(attached.placing)
         except Exception as exc:
             if not attached.stamp:
-                # attached to at `_recover` (it answered `poll` then): the actor of a release before session 42 has no
+                # attached to at `_recover` (it answered `poll` then): the actor of an earlier release has no
                 # `pid`, and its worker started with it; one that died since is queued again by the poll that follows
                 attached.placing = None
                 return True

@@ -22,7 +22,7 @@ from training.jobs.record import FINAL_STATES, Job
 from training.jobs.triggers import baseline
 
 # kinds whose succeeded jobs are kept whatever their age: an audit's report is the dashboard's history. A failed or
-# cancelled one holds none (until session 42 every audit a typo in `group_by` or `tenant` failed stayed for good)
+# cancelled one holds none, and goes with age (kept, every audit a typo in `group_by` or `tenant` failed would stay for good)
 KEPT_KINDS = frozenset({"audit"})
 
 

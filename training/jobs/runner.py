@@ -262,8 +262,8 @@ class LocalJobRunner:
                 running.out.close()
                 running.err.close()
             # the artifact folder before the record (`JobStore.remove` unlinks it last): a purge cut short by a kill leaves
-            # the record, which names the job for the purge made again (a resumed DELETE's); until session crash53 the
-            # folder went after, and a kill between left it (the user's adapter, its meta naming them) for good
+            # the record, which names the job for the purge made again (a resumed DELETE's); the other order would leave
+            # the folder (the user's adapter, its meta naming them) for good after a kill between the two
             shutil.rmtree(Path(self.config.folder) / "artifacts" / job_id, ignore_errors=True)
             job = self.store.remove(job_id)
             if running is not None or (job is not None and job.state in ACTIVE_STATES):  # a final one's was told at its end
@@ -296,9 +296,8 @@ class LocalJobRunner:
         """The dispatcher's thread told to stop and waited for (DISPATCH_STOP_WAIT_S, 10 s, at most), and the promotions
         due waited for within those 10 s too. One still waiting then (for its user's lock) goes on, but writes nothing
         once it is over, nor is a promotion due after it decided (`_left`): its job, still `running` on disk, is finished
-        at the next start when promotions.json names it, else run again (until the review of locks52 it wrote its
-        outcome whenever its wait ended, also over what the next runner on the folder had recorded); `start` begins
-        another."""
+        at the next start when promotions.json names it, else run again (never its outcome written whenever its wait ends, which could be over
+        what the next runner on the folder recorded); `start` begins another."""
         self._stopping.set()
         self._wake.set()
         deadline = time.monotonic() + DISPATCH_STOP_WAIT_S
@@ -388,8 +387,8 @@ class LocalJobRunner:
     def _remove_unkept_results(self) -> None:
         """A job recorded failed after its worker succeeded (its check or its finishing failed) whose result is still
         there loses it (`_without_result`), and any other failed or cancelled job its output and artifact folder
-        (`_discard_artifact`): a removal that failed before, or a release before auditfail42 (reviewad43, for the
-        output; reviewra43, for the artifact of a job cancelled while queued again after a stop) kept it."""
+        (`_discard_artifact`): a removal that failed before, or an earlier release (that kept the output, or the
+        artifact of a job cancelled while queued again after a stop) left it."""
         for job in self.store.all():
             if job.state not in ("failed", "cancelled"):
                 continue
@@ -538,7 +537,7 @@ class LocalJobRunner:
             _kill_group(running.process.pid, signal.SIGKILL)
             code = running.process.wait()
         # read once its exit is known: what a worker wrote just before it exited (a traceback's last line, which the
-        # error names) is in the record (reviewry44: read before, it could be missing)
+        # error names) is in the record (read before, it could be missing)
         progress, tail = self._read_log(job_id)
         if overdue is not None:
             tail = [*tail, overdue][-self.config.log_lines :]
@@ -607,8 +606,8 @@ class LocalJobRunner:
         """Queue the promotion of succeeded `job` behind those due before it of what it puts into service (`_served_as`:
         its key, or the population model a `pal` and an `em` job both swap), and start that queue's thread
         (`_promotions_of`) when none runs; under the lock. So the model served is the one of the job whose worker ended
-        last (until session jobs53 a `pal` and an `em` job were promoted on threads of their own, and the population
-        model served was whichever swap came last). Its worker is gone: `on_exit` is told now, and again once its
+        last (a `pal` and an `em` job promoted on threads of their own would serve whichever population model's swap
+        came last). Its worker is gone: `on_exit` is told now, and again once its
         record is written."""
         served_as = self._served_as(job)
         queue = self._due.setdefault(served_as, deque())
@@ -677,8 +676,8 @@ class LocalJobRunner:
     def _ended(self, final: Job) -> None:
         """Write `final`, the record of a job whose worker exited, telling `on_exit` before it (whoever sees the job ended
         sees what `on_exit` did) and again after it: a reader of `active()` in between (a DELETE noting what the job may
-        embed, `Admin.forget_vectors_at_exit`) still saw it running, and what it noted then went only at another job's
-        exit, or the next start, until session 44."""
+        embed, `Admin.forget_vectors_at_exit`) still saw it running, and what it noted then goes at this exit, not only
+        at another job's exit or the next start."""
         self._exited(final.id)
         self._record(final)
         self._exited(final.id)
@@ -808,11 +807,11 @@ class LocalJobRunner:
     def _named_last(self, served_as: str) -> tuple[str, Served | None, Job | None]:
         """What promotions.json names as promoted last among the keys whose jobs put `served_as` into service
         (`_served_as`: one key, or `pal` and `em` for the population model), with its key and job record; ("", None,
-        None) when none. Until session jobs53 a cut `pal` promotion that did not finish put back what the `pal` key
-        named, also over an `em` model promoted after it. Promoted last: the job whose worker's end was noted last
+        None) when none. What a cut `pal` promotion that did not finish puts back: not what the `pal` key names, which may
+        be older than an `em` model promoted after it. Promoted last: the job whose worker's end was noted last
         (`finished_at`), the order its promotions are made in (`_queue_promotion`); not the entries' `promoted_at`,
         which an entry named again after a cut promotion (`_served_before`) takes from that job's end, before its
-        promotion began (until the review of jobs53: an `em` model was put back over a `pal` one promoted after it)."""
+        promotion began (by `promoted_at`, an `em` model would be put back over a `pal` one promoted after it)."""
         named = []
         for key in self.promotions.keys():
             served = self.promotions.served(key)
@@ -884,7 +883,7 @@ class LocalJobRunner:
         """Remove the output (`out`, the worker's stdout) of a job that did not succeed: a result line its worker
         printed before it failed or was stopped (then a crash at shutdown, a kill, a cancel) was never checked
         (`on_succeed`), and an audit's holds group names (an attribute's value a user sent) and figures of users
-        no DELETE finds there (until reviewad43 it stayed until the retention purged the job). What the worker
+        no DELETE finds there (kept, it would stay until the retention purged the job). What the worker
         wrote on stderr stays in its log. A failure is logged; the next start removes it (`_remove_unkept_results`)."""
         try:
             self.store.path(job_id, "out").unlink(missing_ok=True)
@@ -897,7 +896,7 @@ class LocalJobRunner:
         no metrics nor result; its error and log tail stay. The check is what keeps a result to what may outlive its
         users (an audit's members file, which a DELETE reads; a snapshot's users): one it did not pass may hold the
         figures, and an audit's group names (an attribute's value a user sent), of users deleted since, which no
-        DELETE finds (until auditfail42 they stayed until the retention purged the job). Raises OSError when a file
+        DELETE finds (kept, they would stay until the retention purged the job). Raises OSError when a file
         cannot be removed."""
         for name in ("result.json", "out"):
             self.store.path(job.id, name).unlink(missing_ok=True)
@@ -1058,7 +1057,7 @@ def _folder_key(folder: str | os.PathLike) -> str:
 def _worker_job(pid: int, folder: str) -> str | None:
     """The job id in process `pid`'s environment (`JOB_ENV`) when a runner of `folder` (`_folder_key`) started it,
     or None (not a worker, another folder's, gone, not ours to read; a pid can be reused). A worker without
-    FOLDER_ENV (started before session reviewi39) counts as this folder's."""
+    FOLDER_ENV (started by an earlier release) counts as this folder's."""
     try:
         environ = dict(v.partition(b"=")[::2] for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
     except OSError:

@@ -191,7 +191,7 @@ class JobStore:
     def _files(self, job_id: str) -> list[Path]:
         left = sorted(name for name in self._leftovers if name.startswith(f".{job_id}."))
         # the record last: `remove` cut short by a kill leaves it, naming the job (and whom it is for) to the removal made
-        # again; until session crash53 it went first, and a kill after it left the log, output and result for good
+        # again (first, a kill after it would leave the log, output and result for good)
         return [*(self.path(job_id, suffix) for suffix in ("log", "out", "result.json")), *(self.folder / n for n in left),
                 self.path(job_id, "job.json")]
 
