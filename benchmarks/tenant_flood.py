@@ -18,7 +18,14 @@ nothing, its requests still in flight finished first), then A flooding with its 
   fresh texts each time, so every one is embedded);
 - imports: 1 thread importing 500 rows (the most a request takes) to new users of A's;
 - exports: 2 threads exporting A's big user;
-- jobs: the admin queues an audit of A's tenant every 2 s.
+- jobs: the admin queues an audit of A's tenant every 2 s;
+- maxgen: 2 threads of chats at the largest `n` (8) and `max_tokens` (1,024);
+- deletes: 4 threads each sending a feedback to a new user of A's and deleting that user (a DELETE storm);
+- retractions: 2 threads each sending a feedback and taking its row back (a retraction storm);
+- ids: 2 threads of feedback and profile reads for users with pathological ids (long, combining marks, astral
+  characters, regex-like, bidi controls);
+- histories: 2 threads reading the profiles of 4 users of A's with `--big-rows` comparisons each, in turn (their
+  histories pass a small `PLURALIGN_HISTORY_CACHE_MB`, given with `--env`; B's user holds `--b-rows` comparisons).
 
 B (one thread, one request after another): a chat (`max_tokens` 4), a comparison feedback, its user's profile.
 Prints, per kind of B's request, n, failures, median and p95 (ms) quiet and with A flooding, and what A was answered;
@@ -46,7 +53,13 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.serving import start_serve  # noqa: E402
 
-LOADS = ("chats", "streams", "sse-slow", "sse-never", "slowloris", "pools", "imports", "exports", "jobs")
+LOADS = ("chats", "streams", "sse-slow", "sse-never", "slowloris", "pools", "imports", "exports", "jobs",
+         "maxgen", "deletes", "retractions", "ids", "histories")
+HISTORY_USERS = 4  # A's users the histories load reads in turn, `--big-rows` comparisons each
+# ids a hostile tenant names its users by: the longest and oddest the rule takes (USER_ID), and ones it refuses (too long,
+# combining marks, astral characters, regex-like, an encoded `..`, a bidi control)
+ODD_IDS = ("a" * 128, "a" + "." * 127, "0" + "@:+-" * 31 + "._x", "a" * 256, "\u0301" * 200, "\U0001d518" * 100,
+           "(a+)+$" * 40, "%2e%2e", "\u202e" + "x" * 100)
 CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "Suggest a weekend plan."}], "max_tokens": 4}
 
 
@@ -173,8 +186,60 @@ class Flood:
                 time.sleep(2)
                 return r.status_code
             self.loop("jobs", job)
+        self.start_more()
         for thread in self.threads:
             thread.start()
+
+    def start_more(self) -> None:
+        """The loads of session tenant56: the largest chats, DELETE and retraction storms, pathological user ids."""
+        from urllib.parse import quote
+
+        for _ in range(2 if "maxgen" in self.loads else 0):
+            with_c = self.client()
+
+            def maxgen(state, c=with_c):
+                return c.post("/v1/chat/completions", json={**CHAT, "n": 8, "max_tokens": 1024, "user": "maxgen"}).status_code
+            self.loop("maxgen", maxgen)
+        for _ in range(4 if "deletes" in self.loads else 0):
+            with_c = self.client()
+
+            def delete(state, c=with_c):
+                user = f"del{uuid.uuid4().hex[:8]}"
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
+                if r.status_code != 201:
+                    return r.status_code
+                return c.delete(f"/v1/users/{user}").status_code
+            self.loop("deletes", delete)
+        for _ in range(2 if "retractions" in self.loads else 0):
+            with_c = self.client()
+
+            def retract(state, c=with_c):
+                tag = uuid.uuid4().hex[:8]
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": "retractor", "prompt": f"Tea {tag}?",
+                                                 "chosen": "Yes.", "rejected": "No."})
+                if r.status_code != 201:
+                    return r.status_code
+                pref = quote(r.json()["stored"][0], safe="")
+                return c.delete(f"/v1/users/retractor/preferences/{pref}").status_code
+            self.loop("retractions", retract)
+        for _ in range(2 if "ids" in self.loads else 0):
+            with_c = self.client()
+
+            def odd(state, c=with_c):
+                user = ODD_IDS[state.setdefault("i", 0) % len(ODD_IDS)]
+                state["i"] += 1
+                r = c.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
+                if r.status_code != 201:
+                    return f"feedback {r.status_code}"
+                return f"profile {c.get(f'/v1/users/{quote(user, safe=chr(64))}').status_code}"
+            self.loop("ids", odd)
+        for t in range(2 if "histories" in self.loads else 0):
+            with_c = self.client()
+
+            def history(state, c=with_c, t=t):
+                state["i"] = state.get("i", t) + 1
+                return c.get(f"/v1/users/hist{state['i'] % HISTORY_USERS}").status_code
+            self.loop("histories", history)
 
     def raw_stream(self, kind: str) -> str:
         body = json.dumps({**CHAT, "n": 4, "max_tokens": 64, "stream": True}).encode()
@@ -248,6 +313,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20, help="each half-block's length")
     p.add_argument("--only", default=",".join(LOADS), help=f"A's loads, of {','.join(LOADS)}")
     p.add_argument("--big-rows", type=int, default=2000, help="A's big user's comparisons (exported)")
+    p.add_argument("--b-rows", type=int, default=0, help="B's user's comparisons imported before the blocks (not timed)")
     p.add_argument("--b-timeout", type=float, default=30, help="B's client timeout (s): a longer wait is a failure")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     p.add_argument("--code", type=Path, default=ROOT, help="the checkout to serve")
@@ -270,13 +336,17 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     flood = Flood(url, port, keys, loads)
     try:
-        with flood.client() as a:
-            for chunk in range(args.big_rows // 500):
-                r = a.post("/v1/users/big/import", content=rows(500, f"big{chunk}"), headers={"Content-Type": "application/x-ndjson"})
-                assert r.status_code in (200, 201), r.text
-            while a.head("/v1/users/big/export").status_code == 503:  # its rows still being stored
-                time.sleep(1)
         b = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {keys['b']}"}, timeout=args.b_timeout)
+        with flood.client() as a, flood.client("b") as b_setup:  # untimed: a read embeds up to 500 rows still waiting itself
+            for user in ["big", *(f"hist{i}" for i in range(HISTORY_USERS if "histories" in loads else 0))]:
+                for chunk in range(args.big_rows // 500):
+                    r = a.post(f"/v1/users/{user}/import", content=rows(500, f"{user}{chunk}"), headers={"Content-Type": "application/x-ndjson"})
+                    assert r.status_code in (200, 201), r.text
+            for chunk in range(args.b_rows // 500):
+                r = b_setup.post("/v1/users/bea/import", content=rows(500, f"bea{chunk}"), headers={"Content-Type": "application/x-ndjson"})
+                assert r.status_code in (200, 201), r.text
+            while a.head("/v1/users/big/export").status_code == 503 or b_setup.head("/v1/users/bea/export").status_code == 503:
+                time.sleep(1)  # their rows still being stored
         warm: dict[str, list[float]] = defaultdict(list)
         for i in range(3):
             b_round(b, warm, Counter(), i)

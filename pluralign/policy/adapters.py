@@ -336,6 +336,10 @@ def _one_per_row(users: Sequence, conversations: Sequence) -> None:
 class AdapterPool:
     """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`; those a generation in
     flight uses (the host's `adapters_in_use`, when it has one) last, since their drop waits for their generations.
+    The budget is shared fairly between tenants: the adapter evicted is the least recently used of the tenant whose
+    loaded adapters hold the most bytes, so one tenant chatting as many users in turn pushes out its own adapters once
+    it holds more than any other, never a smaller tenant's (a tenant alone uses the whole budget). Until session
+    tenant56 the least recently used of any tenant went: one tenant's users pushed every other tenant's adapters out.
 
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
@@ -366,6 +370,7 @@ class AdapterPool:
         self.base_model = base_model
         self.budget_bytes = budget_bytes
         self.loaded: OrderedDict[str, tuple[int, float]] = OrderedDict()  # name -> (bytes, created_at)
+        self._tenant_of: dict[str, str] = {}  # adapter name -> its user's tenant, for the adapters in `loaded`
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # `_dropping` changed
         # adapters being dropped outside the lock (out of `loaded` already) -> their `loaded` entry, put back if it fails
@@ -584,7 +589,7 @@ class AdapterPool:
             folder, meta = self.registry.require(tenant, user, self.base_model)
             size = self._load(name, folder)
             if size > self.budget_bytes:  # no eviction makes room for it: unusable, as a damaged one (before, an error)
-                self.loaded[name] = (size, meta.created_at)
+                self._loaded_for(tenant, name, (size, meta.created_at))
                 self._retire(name, now)
                 raise AdapterError(f"{folder}: the adapter takes {size} bytes, more than the whole adapter budget of "
                                    f"{self.budget_bytes} bytes (adapter_budget_mb)")
@@ -595,24 +600,45 @@ class AdapterPool:
             if self.on_unusable is not None:
                 self.on_unusable(tenant, user, exc)
             return self.fallback
-        self.loaded[name] = (size, meta.created_at)
+        self._loaded_for(tenant, name, (size, meta.created_at))
         self._make_room(name, size, pinned, now)
         return name
 
+    def _loaded_for(self, tenant: str, name: str, entry: tuple[int, float]) -> None:
+        """`name`, an adapter of a user of `tenant`, in the table as `entry` (bytes, created_at); under the lock. The
+        tenants of adapters no longer in the table are forgotten here, so `_tenant_of` holds what `loaded` does."""
+        self.loaded[name] = entry
+        self._tenant_of[name] = tenant
+        if len(self._tenant_of) > 2 * len(self.loaded) + 64:
+            self._tenant_of = {n: t for n, t in self._tenant_of.items() if n in self.loaded or n in self._dropping}
+
     def _make_room(self, name: str, size: int, pinned: frozenset[str], now: bool = False) -> None:
-        """Evict least recently used adapters (but `name` and `pinned`; those in use last) until the table fits the
-        budget; AdapterError (`name` dropped again) when it cannot."""
+        """Evict adapters (but `name` and `pinned`; those in use last) until the table fits the budget, each the least
+        recently used of the tenant holding the most bytes among those that may go (`_fair_victim`); AdapterError
+        (`name` dropped again) when it cannot."""
         busy = getattr(self.host, "adapters_in_use", set())  # evicted last: their drop waits for their generations
-        for victim in sorted((n for n in self.loaded if n not in pinned and n != name), key=lambda n: n in busy):
-            if self.bytes_used <= self.budget_bytes:
+        while self.bytes_used > self.budget_bytes:
+            victims = [n for n in self.loaded if n not in pinned and n != name]  # least recently used first
+            if not victims:
                 break
-            self._retire(victim, now)
+            self._retire(self._fair_victim([n for n in victims if n not in busy] or victims), now)
         if self.bytes_used > self.budget_bytes:
             self._retire(name, now)
             raise AdapterError(
                 f"adapters needed at once exceed the pool's budget of {self.budget_bytes} bytes "
                 f"(this one alone is {size} bytes)"
             )
+
+    def _fair_victim(self, victims: list[str]) -> str:
+        """Of `victims` (least recently used first), the first of the tenant whose adapters in the table hold the most
+        bytes (of those tenants with a victim; a tie: the tenant of the least recently used). Under the lock."""
+        held: dict[str, int] = {}
+        for n, (size, _) in self.loaded.items():
+            tenant = self._tenant_of.get(n, "")
+            held[tenant] = held.get(tenant, 0) + size
+        tenants = list(dict.fromkeys(self._tenant_of.get(n, "") for n in victims))
+        largest = max(tenants, key=held.__getitem__)
+        return next(n for n in victims if self._tenant_of.get(n, "") == largest)
 
     def score(self, users, conversations, responses, tokenizer, **encode_kwargs) -> torch.Tensor:
         """(N,) log pi(response | conversation) with each row's own adapter: `users` holds one

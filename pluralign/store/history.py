@@ -170,7 +170,12 @@ class History:
 
 
 class HistoryCache:
-    """Least recently used histories up to `budget_bytes`. A load that raced a write is not kept:
+    """Least recently used histories up to `budget_bytes`, shared fairly between tenants: past the bound, the least
+    recently used history of the tenant holding the most bytes goes (max-min fair shares of one budget, as
+    `pluralign.embed.cache.ScopedVectors` shares its vectors), so one tenant reading many big users in turn pushes out
+    its own histories once it holds more than any other, never a smaller tenant's; a tenant alone uses the whole
+    budget. Until session tenant56 one LRU over every tenant's users: one tenant's reads pushed out every other
+    tenant's histories, whose next chat or profile read them from the table again. A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
     user's tickets away, and a load only lands if its ticket is still there and no write of the
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
@@ -184,7 +189,9 @@ class HistoryCache:
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
-        self._items: OrderedDict[UserKey, History] = OrderedDict()
+        self._items: dict[UserKey, History] = {}
+        self._order: dict[str, OrderedDict[UserKey, None]] = {}  # tenant -> its cached users, least recently used first
+        self._tenant_bytes: dict[str, int] = {}  # tenant -> the bytes of its cached histories
         self._bytes = 0
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
         self._writes: dict[UserKey, int] = {}  # users with a write in `writing` now: how many
@@ -198,7 +205,7 @@ class HistoryCache:
         with self._lock:
             found = self._items.get(key)
             if found is not None:
-                self._items.move_to_end(key)
+                self._order[key[0]].move_to_end(key)
                 self.hits += 1
             else:
                 self.misses += 1
@@ -210,7 +217,7 @@ class HistoryCache:
         with self._lock:
             found = self._items.get(key)
             if found is not None:
-                self._items.move_to_end(key)
+                self._order[key[0]].move_to_end(key)
                 self.hits += 1
                 return found
             self.misses += 1
@@ -226,17 +233,43 @@ class HistoryCache:
             raise
         with self._lock:
             if self._settle(key, ticket) and key not in self._writes and key not in self._items and history.nbytes <= self.budget_bytes:
-                self._items[key] = history
+                self._put(key, history)
                 self._checked[key] = started
                 if loaded_at is not None:
                     self._versions[key] = loaded_at
-                self._bytes += history.nbytes
-                while self._bytes > self.budget_bytes:
-                    gone, dropped = self._items.popitem(last=False)
-                    self._checked.pop(gone, None)
-                    self._versions.pop(gone, None)
-                    self._bytes -= dropped.nbytes
+                self._shrink()
         return history
+
+    def _put(self, key: UserKey, history: History) -> None:
+        """`history` cached as the user's (in place of one cached), their tenant's most recently used; under the lock."""
+        found = self._items.get(key)
+        grown = history.nbytes - (found.nbytes if found is not None else 0)
+        self._items[key] = history
+        self._order.setdefault(key[0], OrderedDict())[key] = None
+        self._order[key[0]].move_to_end(key)
+        self._tenant_bytes[key[0]] = self._tenant_bytes.get(key[0], 0) + grown
+        self._bytes += grown
+
+    def _drop(self, key: UserKey) -> History | None:
+        """The user's cached history, dropped with what is known of it (None: none was); under the lock."""
+        self._checked.pop(key, None)
+        self._versions.pop(key, None)
+        dropped = self._items.pop(key, None)
+        if dropped is not None:
+            tenant = key[0]
+            del self._order[tenant][key]
+            self._tenant_bytes[tenant] -= dropped.nbytes
+            if not self._order[tenant]:
+                del self._order[tenant], self._tenant_bytes[tenant]
+            self._bytes -= dropped.nbytes
+        return dropped
+
+    def _shrink(self) -> None:
+        """Past `budget_bytes`: the least recently used history of the tenant holding the most dropped, one at a time,
+        until the rest fit (a max over the tenants per history dropped: a load drops one or two); under the lock."""
+        while self._bytes > self.budget_bytes and self._items:
+            largest = max(self._tenant_bytes, key=self._tenant_bytes.__getitem__)
+            self._drop(next(iter(self._order[largest])))
 
     def _settle(self, key: UserKey, ticket: object) -> bool:
         """A load finished (under the lock): drop its ticket; whether no write came meanwhile."""
@@ -279,13 +312,10 @@ class HistoryCache:
             found = self._items.get(key)
             if found is None:
                 return
-            grown = found.extended(new_rows())
-            self._items[key] = grown
             # the version it was known to match stays: the rows added are an append, which the next check's count
             # counts (`Store._matches`; dropped, that check would read the user's rows)
-            self._bytes += grown.nbytes - found.nbytes
-        if self._bytes > self.budget_bytes:
-            self.invalidate([])
+            self._put(key, found.extended(new_rows()))
+            self._shrink()
 
     def _holds(self, key: UserKey, history: History | None) -> bool:
         """Whether the user's history is cached (`history`: that one, not another loaded since), under the lock."""
@@ -320,16 +350,8 @@ class HistoryCache:
         with self._lock:
             for key in keys:
                 self._loading.pop(key, None)
-                self._checked.pop(key, None)
-                self._versions.pop(key, None)
-                dropped = self._items.pop(key, None)
-                if dropped is not None:
-                    self._bytes -= dropped.nbytes
-            while self._bytes > self.budget_bytes and self._items:
-                gone, dropped = self._items.popitem(last=False)
-                self._checked.pop(gone, None)
-                self._versions.pop(gone, None)
-                self._bytes -= dropped.nbytes
+                self._drop(key)
+            self._shrink()
 
     def invalidate_where(self, drop: Callable[[UserKey], bool]) -> None:
         """Invalidate every cached user for whom `drop((tenant, user_id))` is true."""

@@ -155,3 +155,21 @@ def test_a_forget_drops_a_model_hosts_adapter_with_no_forward_pass_running(make_
     pool.forget("t", "a")
     assert other_got_the_lock == [False], "a forward pass could run while the adapter's weights were deleted"
     assert a not in host.adapters and a not in pool.loaded
+
+
+def test_one_tenants_users_never_push_another_tenants_adapter_out_of_the_pool(make_tiny_lm, tmp_path):
+    """The adapter budget is shared fairly between tenants (session tenant56): acme chatting as more users than fit,
+    in turn, pushes out its own adapters, never globex's one. Before, the least recently used of any tenant went:
+    globex's adapter at acme's second load, loaded from disk again at globex's next chat."""
+    registry = AdapterRegistry(tmp_path)
+    users = [("globex", "g1"), ("acme", "a1"), ("acme", "a2")]
+    for seed, (tenant, user) in enumerate(users, start=1):
+        registry.save(tenant, user, random_adapter(make_tiny_lm(), seed), meta_for("tiny-llama-a"))
+    pool = AdapterPool(ModelHost(make_tiny_lm()), registry, "tiny-llama-a", budget_bytes=1 << 30)
+    globex = pool.adapter_for("globex", "g1")
+    pool.budget_bytes = 2 * pool.bytes_used
+    for _ in range(2):
+        for tenant, user in users[1:]:
+            pool.adapter_for(tenant, user)
+    assert globex in pool.loaded, "acme's users pushed globex's adapter out"
+    assert len(pool.loaded) == 2 and pool.adapter_for("acme", "a2") in pool.loaded  # acme keeps what is left
