@@ -338,8 +338,7 @@ class AdapterPool:
     flight uses (the host's `adapters_in_use`, when it has one) last, since their drop waits for their generations.
     The budget is shared fairly between tenants: the adapter evicted is the least recently used of the tenant whose
     loaded adapters hold the most bytes, so one tenant chatting as many users in turn pushes out its own adapters once
-    it holds more than any other, never a smaller tenant's (a tenant alone uses the whole budget). Until session
-    tenant56 the least recently used of any tenant went: one tenant's users pushed every other tenant's adapters out.
+    it holds more than any other, never a smaller tenant's (a tenant alone uses the whole budget).
 
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a

@@ -174,8 +174,8 @@ class HistoryCache:
     recently used history of the tenant holding the most bytes goes (max-min fair shares of one budget, as
     `pluralign.embed.cache.ScopedVectors` shares its vectors), so one tenant reading many big users in turn pushes out
     its own histories once it holds more than any other, never a smaller tenant's; a tenant alone uses the whole
-    budget. Until session tenant56 one LRU over every tenant's users: one tenant's reads pushed out every other
-    tenant's histories, whose next chat or profile read them from the table again. A load that raced a write is not kept:
+    budget (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories,
+    whose next chat or profile would read them from the table again). A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
     user's tickets away, and a load only lands if its ticket is still there and no write of the
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
