@@ -102,9 +102,19 @@ class PoolsLedger(Persisted, kw_only=True):
     removed: dict[str, float] = msgspec.field(default_factory=dict)
 
 
+LEDGER_NAMED = "the calibration pools ledger"  # as a request's 503 and /health name it (`CalibrationPoolUnreadable.what`)
+POOL_NAMED = "the tenant's calibration pool"
+
+
 class CalibrationPoolUnreadable(RuntimeError):
-    """The tenant's pool file is there but cannot be read (damaged, another release's format): its message names the
-    file. Never taken as "no pool": `{}` would then ask other users' stored comparisons instead."""
+    """The tenant's pool file, or the pools folder's ledger, is there but cannot be read (damaged, another release's
+    format): its message names the file, for the log. Never taken as "no pool": `{}` would then ask other users' stored
+    comparisons instead. `what`: which of the two, without its path (LEDGER_NAMED, POOL_NAMED), as a request's answer
+    names it (`service.errors.storage_failure_of`: a 503 `storage_unavailable`); `where`: the file."""
+
+    def __init__(self, message: str, what: str, where: Path):
+        super().__init__(message)
+        self.what, self.where = what, str(where)
 
 
 def pool_path(folder: Path, tenant: str) -> Path:
@@ -175,11 +185,12 @@ def read_ledger(folder: Path) -> PoolsLedger:
         found = msgspec.json.decode(data, type=dict).get("format")
         if found != LEDGER_FORMAT:
             raise CalibrationPoolUnreadable(f"{path}: a calibration pools ledger of format {found!r}, which this release "
-                                            f"does not read (it reads format {LEDGER_FORMAT}): run the release that wrote it")
+                                            f"does not read (it reads format {LEDGER_FORMAT}): run the release that wrote it",
+                                            LEDGER_NAMED, path)
         return msgspec.json.decode(data, type=PoolsLedger)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CalibrationPoolUnreadable(f"{path} is not a calibration pools ledger (damaged?): {exc}; set its `version` "
-                                        "above every pool's of the folder, or remove it with every pool") from None
+                                        "above every pool's of the folder, or remove it with every pool", LEDGER_NAMED, path) from None
 
 
 def _next_version(folder: Path, ledger: PoolsLedger, *pools: CalibrationPool | None) -> PoolsLedger:
@@ -208,11 +219,12 @@ def _read_file(path: Path) -> CalibrationPool | None:
         found = msgspec.json.decode(data, type=dict).get("format")
         if found != POOL_FORMAT:
             raise CalibrationPoolUnreadable(f"{path}: a calibration pool of format {found!r}, which this release does not read "
-                                            f"(it reads format {POOL_FORMAT}): run the release that wrote it, or PUT the pool again")
+                                            f"(it reads format {POOL_FORMAT}): run the release that wrote it, or PUT the pool again",
+                                            POOL_NAMED, path)
         return msgspec.json.decode(data, type=CalibrationPool)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CalibrationPoolUnreadable(f"{path} is not a calibration pool (damaged?): {exc}; PUT the pool again, or "
-                                        "remove the file") from None
+                                        "remove the file", POOL_NAMED, path) from None
 
 
 def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], arrived: float | None = None,
