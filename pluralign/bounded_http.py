@@ -14,8 +14,8 @@ An answer that is an event stream (`Content-Type: text/event-stream`: a streamed
 where the transport is given a `StreamBound`: its headers and its body's first piece by the request's deadline (the
 engine's queue and prefill, as a non-streamed answer whole), then each further piece within `idle_s` of its reader's
 asking for it (progress: any piece of the body, an event or part of one; a reader slow to ask, the time it took its own,
-is not taken for the server's silence), the whole within `total_s` of its sending; past either it
-raises `StreamTimedOut` (an `httpx2.ReadTimeout`) naming the bound. Until session stream55 a stream was bounded whole by
+is not taken for the server's silence; comment lines alone, an SSE keep-alive, are no progress), the whole within
+`total_s` of its sending; past either it raises `StreamTimedOut` (an `httpx2.ReadTimeout`) naming the bound. Until session stream55 a stream was bounded whole by
 the request's deadline, the bound of a non-streamed call (120 s for a chat): a long answer from a slow or busy engine,
 its tokens coming steadily, was cut mid-way. A server dribbling a byte at a time makes progress: `total_s` ends it.
 
@@ -128,15 +128,36 @@ class _StreamClock:
     def __init__(self, bound: StreamBound, sent_at: float, first: float | None) -> None:
         self.bound, self.sent_at, self.first = bound, sent_at, first
         self.end = sent_at + bound.total_s
-        self.begun = False  # a piece came
+        self.begun = False  # a piece of an event came
+        self._idle_until: float | None = None  # the deadline of the piece of an event asked for since the last one came
+        self._comment: bool | None = None  # whether the line being read is a comment (None: no byte of it read yet)
 
     def next_deadline(self) -> tuple[float, str]:
         """(the `time.monotonic()` by which the piece asked for now must come, the bound it is: "first", "idle" or
         "total")."""
         if not self.begun:
             return (self.first, "first") if self.first is not None and self.first < self.end else (self.end, "total")
-        idle = time.monotonic() + self.bound.idle_s
-        return (idle, "idle") if idle < self.end else (self.end, "total")
+        if self._idle_until is None:
+            self._idle_until = time.monotonic() + self.bound.idle_s
+        return (self._idle_until, "idle") if self._idle_until < self.end else (self.end, "total")
+
+    def came(self, piece: bytes) -> None:
+        """`piece` of the body came. Progress (the stream begun, the idle wait begun again at the reader's next asking)
+        where it holds a byte of an event's field (`data:`, `event:`, `id:`, `retry:`, a line cut short between pieces
+        included); not where it holds only comment lines (`: keep-alive`) and blank lines, which a server or a proxy sends
+        while it has nothing to say (the SSE spec's keep-alive): until session left56 any piece was progress, so a
+        server sending those every 15 s held a stalled stream, and one still queued, until `total_s`."""
+        lines = piece.replace(b"\r", b"\n").split(b"\n")  # CR, LF and CRLF each end a line (a blank one between is none)
+        progress = False
+        for i, line in enumerate(lines):
+            if i:
+                self._comment = None
+            if line:
+                if self._comment is None:
+                    self._comment = line.startswith(b":")
+                progress = progress or not self._comment
+        if progress:
+            self.begun, self._idle_until = True, None
 
     def timed_out(self, bound: str) -> StreamTimedOut:
         if bound == "first":
@@ -306,7 +327,7 @@ class _BoundedBody(httpx2.SyncByteStream):
             if piece is None:
                 return
             if self._clock is not None:
-                self._clock.begun = True
+                self._clock.came(piece)
             yield piece
 
     def close(self) -> None:
