@@ -201,7 +201,7 @@ class _Lookups:
         except (OSError, UnicodeError) as exc:  # socket.gaierror; a name the resolver's encoding refuses (an empty label,
             # one past 63 characters: raised as it was until the review of session stream55)
             raise httpcore2.ConnectError(str(exc)) from exc
-        return list(dict.fromkeys(str(info[4][0]) for info in found))
+        return list(dict.fromkeys(_scoped(info[4]) for info in found))
 
     def _look_up(self, key: tuple[str, int], lookup: concurrent.futures.Future) -> None:
         try:
@@ -217,6 +217,17 @@ class _Lookups:
 
 
 _LOOKUPS = _Lookups()
+
+
+def _scoped(address: tuple) -> str:
+    """The host of a socket address `getaddrinfo` gave, as a connect takes it again: an IPv6 address with a scope (a
+    link-local one, `fe80::1` on interface 4) with its zone written in (`fe80::1%4`), which the text alone leaves out.
+    Until session left56 the text alone: a name that resolves to a link-local address (mDNS's `vllm.local`, a hosts
+    file's `fe80::1%eth0`) was connected to without its interface, which the system refuses (EINVAL)."""
+    host = str(address[0])
+    if len(address) == 4 and address[3] and "%" not in host:  # (host, port, flowinfo, scope_id)
+        return f"{host}%{address[3]}"
+    return host
 
 
 def _is_address(host: str) -> bool:
