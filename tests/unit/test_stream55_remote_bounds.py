@@ -31,6 +31,7 @@ class Pacing(JSONHandler):
     stall_after: int | None = None
     stall_s = 0.0
     closed = 0
+    headers_after_s = 0.0  # the wait before a stream's status line and headers (a proxy holding them, an engine's queue)
     keepalive_s: float | None = None  # while it stalls: an SSE comment (`: keep-alive`) this often, as proxies and servers send
     first_after_s = 0.0  # the wait before its first event (the engine's queue), kept alive the same way
 
@@ -50,6 +51,7 @@ class Pacing(JSONHandler):
         if not body.get("stream"):
             choice = {"index": 0, "message": {"role": "assistant", "content": "once"}, "finish_reason": "stop"}
             return self.answer(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+        time.sleep(self.headers_after_s)
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.end_headers()  # no length: the stream ends with the connection
@@ -90,7 +92,7 @@ def pacing(root):
     Pacing.words, Pacing.every_s, Pacing.stall_after, Pacing.stall_s, Pacing.closed = 6, 0.0, None, 0.0, 0
     yield root
     Pacing.words, Pacing.every_s, Pacing.stall_after, Pacing.stall_s = 6, 0.0, None, 0.0
-    Pacing.keepalive_s, Pacing.first_after_s = None, 0.0
+    Pacing.keepalive_s, Pacing.first_after_s, Pacing.headers_after_s = None, 0.0, 0.0
 
 
 def streamed(remote: RemoteGenerator) -> tuple[str, float]:
@@ -185,6 +187,24 @@ def test_a_stream_kept_alive_but_not_begun_within_the_timeout_is_cut_there(pacin
     assert cut.value.bound == "timeout_s" and "did not begin its streamed answer within 0.5 s" in str(cut.value), vars(cut.value)
     Pacing.first_after_s = 0.3
     assert streamed(remote)[0] == " ".join(f"w{i}" for i in range(6))
+
+
+def test_a_stream_whose_headers_do_not_come_is_cut_at_its_whole_bound_when_that_is_the_lower(pacing):
+    """Session left56: with `stream_timeout_s` (0.5 s) below `timeout_s` (5 s), a stream whose server held back its
+    headers was waited for up to `timeout_s` (here until they came, 1.5 s), past the stream's whole bound, though its
+    first piece was bounded by it. Now its headers are too: cut at 0.5 s naming `stream_timeout_s`. A non-streamed chat
+    keeps `timeout_s`."""
+    Pacing.headers_after_s = 1.5
+    policy = RemotePolicy(timeout_s=5, stream_idle_s=60, stream_timeout_s=0.5, max_retries=0)
+    remote = RemoteGenerator(f"{pacing}/v1", "base", policy=policy)
+    began = time.monotonic()
+    with pytest.raises(GenerationTimedOut) as cut:
+        streamed(remote)
+    assert time.monotonic() - began < 0.5 + SLACK_S  # before: 1.5 s, the headers' wait
+    assert (cut.value.bound, cut.value.bound_s) == ("stream_timeout_s", 0.5), vars(cut.value)
+    assert "did not send its whole streamed answer within 0.5 s" in str(cut.value), cut.value
+    assert remote.generate(MESSAGES)[0][0].text == "once"  # no headers' wait on a non-streamed answer here
+    remote.close()
 
 
 def test_a_stream_past_its_own_whole_bound_is_cut_there(pacing):
