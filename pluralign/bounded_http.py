@@ -14,8 +14,8 @@ An answer that is an event stream (`Content-Type: text/event-stream`: a streamed
 where the transport is given a `StreamBound`: its headers and its body's first piece by the request's deadline (the
 engine's queue and prefill, as a non-streamed answer whole), then each further piece within `idle_s` of its reader's
 asking for it (progress: any piece of the body, an event or part of one; a reader slow to ask, the time it took its own,
-is not taken for the server's silence; comment lines alone, an SSE keep-alive, are no progress), the whole within
-`total_s` of its sending; past either it raises `StreamTimedOut` (an `httpx2.ReadTimeout`) naming the bound. Until session stream55 a stream was bounded whole by
+is not taken for the server's silence), the whole within `total_s` of its sending; past either it
+raises `StreamTimedOut` (an `httpx2.ReadTimeout`) naming the bound. Until session stream55 a stream was bounded whole by
 the request's deadline, the bound of a non-streamed call (120 s for a chat): a long answer from a slow or busy engine,
 its tokens coming steadily, was cut mid-way. A server dribbling a byte at a time makes progress: `total_s` ends it.
 
@@ -145,8 +145,8 @@ class _StreamClock:
         """`piece` of the body came. Progress (the stream begun, the idle wait begun again at the reader's next asking)
         where it holds a byte of an event's field (`data:`, `event:`, `id:`, `retry:`, a line cut short between pieces
         included); not where it holds only comment lines (`: keep-alive`) and blank lines, which a server or a proxy sends
-        while it has nothing to say (the SSE spec's keep-alive): until session left56 any piece was progress, so a
-        server sending those every 15 s held a stalled stream, and one still queued, until `total_s`."""
+        while it has nothing to say (the SSE spec's keep-alive): taken for progress, a server sending those every 15 s
+        would hold a stalled stream, and one still queued, until `total_s`."""
         lines = piece.replace(b"\r", b"\n").split(b"\n")  # CR, LF and CRLF each end a line (a blank one between is none)
         progress = False
         for i, line in enumerate(lines):
@@ -221,9 +221,9 @@ _LOOKUPS = _Lookups()
 
 def _scoped(address: tuple) -> str:
     """The host of a socket address `getaddrinfo` gave, as a connect takes it again: an IPv6 address with a scope (a
-    link-local one, `fe80::1` on interface 4) with its zone written in (`fe80::1%4`), which the text alone leaves out.
-    Until session left56 the text alone: a name that resolves to a link-local address (mDNS's `vllm.local`, a hosts
-    file's `fe80::1%eth0`) was connected to without its interface, which the system refuses (EINVAL)."""
+    link-local one, `fe80::1` on interface 4) with its zone written in (`fe80::1%4`), which the text alone leaves out:
+    a name that resolves to a link-local address (mDNS's `vllm.local`, a hosts file's `fe80::1%eth0`) connected to
+    without its interface is refused by the system (EINVAL)."""
     host = str(address[0])
     if len(address) == 4 and address[3] and "%" not in host:  # (host, port, flowinfo, scope_id)
         return f"{host}%{address[3]}"

@@ -535,8 +535,8 @@ def storage_failure_of(rt, exc: BaseException) -> StoreUnavailable | None:
     """`exc` as the StoreUnavailable its request is answered by (`storage_failure`, a stream's error event): itself, or
     a plain OSError (ENOSPC, EROFS, EIO) from a file the service writes itself (a job's record) as "the data folder"
     (`rt.settings.data_path`), then recorded in `rt.store.problems`; a calibration pool or the pools' ledger that cannot
-    be read (`CalibrationPoolUnreadable`) as that file, unreadable, recorded the same way (until session left56 a 500
-    `internal error`, which said nothing of it); None for any other failure."""
+    be read (`CalibrationPoolUnreadable`) as that file, unreadable, recorded the same way (not a 500 `internal error`,
+    which would say nothing of it); None for any other failure."""
     # here: what imports this module need not import numpy
     from service.calibration.pools import CalibrationPoolUnreadable
 

@@ -148,9 +148,8 @@ class RemoteGenerator:
                                        StreamBound(policy.stream_idle_s, policy.stream_timeout_s)),
         )
         # streamed chats: the same, each try's headers and first piece by `timeout_s` or `stream_timeout_s`, the less (a
-        # stream is whole within `stream_timeout_s` of its sending; until session left56 its headers were waited for up
-        # to `timeout_s` however low `stream_timeout_s`). A pool of its own: a transport bounds a request before it
-        # knows whether its answer is a stream
+        # stream is whole within `stream_timeout_s` of its sending, its headers included). A pool of its own: a transport
+        # bounds a request before it knows whether its answer is a stream
         self._streaming = self._client.with_options(http_client=bounded_client(
             openai.DefaultHttpxClient, min(policy.timeout_s, policy.stream_timeout_s),
             StreamBound(policy.stream_idle_s, policy.stream_timeout_s)))
