@@ -128,15 +128,36 @@ class _StreamClock:
     def __init__(self, bound: StreamBound, sent_at: float, first: float | None) -> None:
         self.bound, self.sent_at, self.first = bound, sent_at, first
         self.end = sent_at + bound.total_s
-        self.begun = False  # a piece came
+        self.begun = False  # a piece of an event came
+        self._idle_until: float | None = None  # the deadline of the piece of an event asked for since the last one came
+        self._comment: bool | None = None  # whether the line being read is a comment (None: no byte of it read yet)
 
     def next_deadline(self) -> tuple[float, str]:
         """(the `time.monotonic()` by which the piece asked for now must come, the bound it is: "first", "idle" or
         "total")."""
         if not self.begun:
             return (self.first, "first") if self.first is not None and self.first < self.end else (self.end, "total")
-        idle = time.monotonic() + self.bound.idle_s
-        return (idle, "idle") if idle < self.end else (self.end, "total")
+        if self._idle_until is None:
+            self._idle_until = time.monotonic() + self.bound.idle_s
+        return (self._idle_until, "idle") if self._idle_until < self.end else (self.end, "total")
+
+    def came(self, piece: bytes) -> None:
+        """`piece` of the body came. Progress (the stream begun, the idle wait begun again at the reader's next asking)
+        where it holds a byte of an event's field (`data:`, `event:`, `id:`, `retry:`, a line cut short between pieces
+        included); not where it holds only comment lines (`: keep-alive`) and blank lines, which a server or a proxy sends
+        while it has nothing to say (the SSE spec's keep-alive): taken for progress, a server sending those every 15 s
+        would hold a stalled stream, and one still queued, until `total_s`."""
+        lines = piece.replace(b"\r", b"\n").split(b"\n")  # CR, LF and CRLF each end a line (a blank one between is none)
+        progress = False
+        for i, line in enumerate(lines):
+            if i:
+                self._comment = None
+            if line:
+                if self._comment is None:
+                    self._comment = line.startswith(b":")
+                progress = progress or not self._comment
+        if progress:
+            self.begun, self._idle_until = True, None
 
     def timed_out(self, bound: str) -> StreamTimedOut:
         if bound == "first":
@@ -180,7 +201,7 @@ class _Lookups:
         except (OSError, UnicodeError) as exc:  # socket.gaierror; a name the resolver's encoding refuses (an empty label,
             # one past 63 characters: not raised as it is)
             raise httpcore2.ConnectError(str(exc)) from exc
-        return list(dict.fromkeys(str(info[4][0]) for info in found))
+        return list(dict.fromkeys(_scoped(info[4]) for info in found))
 
     def _look_up(self, key: tuple[str, int], lookup: concurrent.futures.Future) -> None:
         try:
@@ -196,6 +217,17 @@ class _Lookups:
 
 
 _LOOKUPS = _Lookups()
+
+
+def _scoped(address: tuple) -> str:
+    """The host of a socket address `getaddrinfo` gave, as a connect takes it again: an IPv6 address with a scope (a
+    link-local one, `fe80::1` on interface 4) with its zone written in (`fe80::1%4`), which the text alone leaves out:
+    a name that resolves to a link-local address (mDNS's `vllm.local`, a hosts file's `fe80::1%eth0`) connected to
+    without its interface is refused by the system (EINVAL)."""
+    host = str(address[0])
+    if len(address) == 4 and address[3] and "%" not in host:  # (host, port, flowinfo, scope_id)
+        return f"{host}%{address[3]}"
+    return host
 
 
 def _is_address(host: str) -> bool:
@@ -306,7 +338,7 @@ class _BoundedBody(httpx2.SyncByteStream):
             if piece is None:
                 return
             if self._clock is not None:
-                self._clock.begun = True
+                self._clock.came(piece)
             yield piece
 
     def close(self) -> None:

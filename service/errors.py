@@ -534,7 +534,16 @@ def storage_failure(request: Request, exc: BaseException) -> Response | None:
 def storage_failure_of(rt, exc: BaseException) -> StoreUnavailable | None:
     """`exc` as the StoreUnavailable its request is answered by (`storage_failure`, a stream's error event): itself, or
     a plain OSError (ENOSPC, EROFS, EIO) from a file the service writes itself (a job's record) as "the data folder"
-    (`rt.settings.data_path`), then recorded in `rt.store.problems`; None for any other failure."""
+    (`rt.settings.data_path`), then recorded in `rt.store.problems`; a calibration pool or the pools' ledger that cannot
+    be read (`CalibrationPoolUnreadable`) as that file, unreadable, recorded the same way (not a 500 `internal error`,
+    which would say nothing of it); None for any other failure."""
+    # here: what imports this module need not import numpy
+    from service.calibration.pools import CalibrationPoolUnreadable
+
+    if isinstance(exc, CalibrationPoolUnreadable):
+        failure = StoreUnavailable(exc.what, exc.where, "read", "unreadable", str(exc))
+        rt.store.problems.failed(failure, watched=False)
+        return failure
     found = storage_problem(exc)
     action = "read or written" if found is not None and found[0] == "unreadable" else "written"  # EIO: either
     failure = unavailable(exc, "the data folder", str(rt.settings.data_path), action) if isinstance(exc, OSError) else None

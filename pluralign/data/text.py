@@ -209,17 +209,40 @@ def bidi_shown(code_point: str) -> str:
 
 # Unicode's control characters (Cc: C0, DEL, C1): a name never holds one (an attribute's: NUL reaches no audit's argument)
 CONTROL = regex.compile(r"\p{Cc}")
-# what an error never repeats as sent: control characters (a newline, a terminal's ESC) and bidi controls
-_UNREPEATED = regex.compile(r"[\p{Cc}\p{Bidi_Control}]")
+# the bidi controls that reorder the text after them up to their closing one or the paragraph's end: the embeddings and
+# overrides (U+202A-E) and the isolates (U+2066-9), with which "Trojan Source" (CVE-2021-42574) shows text other than it
+# is. The marks (LRM, RLM, ALM) reorder nothing past their neighbours: a right-to-left name may hold them
+BIDI_REORDERING = regex.compile(r"[\u202a-\u202e\u2066-\u2069]")
+_NOT_IN_A_NAME = regex.compile(r"[\p{Cc}\u202a-\u202e\u2066-\u2069]")
+
+
+def name_control_problem(name: str) -> str | None:
+    """Why `name` (an attribute's, as a client names it) can name nothing an audit or the dashboard shows, or None: the
+    first control character (`CONTROL`: NUL reaches no audit's argument, a newline splits its errors) or bidi embedding,
+    override or isolate (`BIDI_REORDERING`: the name would read reordered, or reorder what follows it) it holds, escaped
+    and placed: "holds a bidi control (\\u202e U+202E RIGHT-TO-LEFT OVERRIDE at character 3), ...". For a 400."""
+    found = _NOT_IN_A_NAME.search(name)
+    if found is None:
+        return None
+    char, at = found.group(), found.start() + 1
+    if CONTROL.match(char):
+        return f"holds a control character ({controls_escaped(char)} at character {at}), which no audit can group by"
+    return (f"holds a bidi control ({controls_escaped(char)} U+{ord(char):04X} {unicodedata.name(char)} at character {at}), "
+            "which shows the name reordered where it is read (the dashboard, an audit's report)")
+# what an error never repeats as sent: control characters (a newline, a terminal's ESC), bidi controls, and the backslash
+# that begins each escape written for them (doubled, as `repr` writes it: an escape and the same characters sent differ)
+_UNREPEATED = regex.compile(r"[\p{Cc}\p{Bidi_Control}\\]")
 
 
 def controls_escaped(text: str) -> str:
     """`text` with each control character (Unicode's Cc: C0, DEL, C1) and each bidi control (`BIDI_CONTROL`) written as
-    Python's escape of it, as `repr` (and so `shown`) writes them: how an error repeats a name a client chose (a field,
-    a path), so an app showing the message shows what was sent, not text reordered by an override ("Trojan Source")
-    nor a terminal's escape sequence obeyed. Other characters stay as sent (a ZWJ inside an emoji, a combining mark).
-    controls_escaped("\u202emodel\x1b") == "\\u202emodel\\x1b". For display only."""
-    if text.isascii() and text.isprintable():
+    Python's escape of it, and each backslash doubled, as `repr` (and so `shown`) writes them: how an error repeats a
+    name a client chose (a field, a path), so an app showing the message shows what was sent, not text reordered by an
+    override ("Trojan Source") nor a terminal's escape sequence obeyed, and an escape written here never reads as the
+    same characters sent (the name ESC is `\\x1b`, the four characters `\\x1b` sent are `\\\\x1b`). Other characters
+    stay as sent (a ZWJ inside an emoji, a combining mark).
+    controls_escaped("\u202emodel\x1b") == "\\u202emodel\\x1b"; controls_escaped("a\\b") == "a\\\\b". For display only."""
+    if text.isascii() and text.isprintable() and "\\" not in text:
         return text
     return _UNREPEATED.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 

@@ -147,6 +147,12 @@ class RemoteGenerator:
             http_client=bounded_client(openai.DefaultHttpxClient, policy.timeout_s,
                                        StreamBound(policy.stream_idle_s, policy.stream_timeout_s)),
         )
+        # streamed chats: the same, each try's headers and first piece by `timeout_s` or `stream_timeout_s`, the less (a
+        # stream is whole within `stream_timeout_s` of its sending, its headers included). A pool of its own: a transport
+        # bounds a request before it knows whether its answer is a stream
+        self._streaming = self._client.with_options(http_client=bounded_client(
+            openai.DefaultHttpxClient, min(policy.timeout_s, policy.stream_timeout_s),
+            StreamBound(policy.stream_idle_s, policy.stream_timeout_s)))
         # prompt counts (`/tokenize`, beside /v1): httpx's own client, each request bounded whole by its chat's deadline
         # (`DEADLINE`); not the `openai` client, whose read of a 5xx's body and of any answer's headers nothing but each
         # read's timeout bounds: a count given up on would hold its thread and connection on as long as the server liked
@@ -329,6 +335,7 @@ class RemoteGenerator:
         process's exit."""
         self._closed = True
         self._client.close()
+        self._streaming.close()
         self._counting.close()
 
     def _closed_error(self) -> str:
@@ -356,9 +363,11 @@ class RemoteGenerator:
 
     def _stream_timed_out(self, exc: Exception, tries: int = 1) -> GenerationTimedOut:
         """The GenerationTimedOut of a streamed chat given up by `exc`: its first piece (its headers too, each of `tries`
-        tries) not in `timeout_s`, or a stream's own bound (`StreamTimedOut`: no piece for `stream_idle_s`, not whole
-        within `stream_timeout_s`)."""
-        bound = exc.bound if isinstance(exc, StreamTimedOut) else "first"
+        tries) not in `timeout_s` (in `stream_timeout_s` where that is the lower, named as the stream's whole bound), or
+        a stream's own bound (`StreamTimedOut`: no piece for `stream_idle_s`, not whole within `stream_timeout_s`)."""
+        # its headers' wait, or the clock's "first": `timeout_s` unless `stream_timeout_s` is the lower (`_streaming`)
+        first = "first" if self.policy.timeout_s < self.policy.stream_timeout_s else "total"
+        bound = exc.bound if isinstance(exc, StreamTimedOut) and exc.bound != "first" else first
         field, seconds, said = {
             "first": ("timeout_s", self.policy.timeout_s, f"did not begin its streamed answer within {self.policy.timeout_s:g} s"),
             "idle": ("stream_idle_s", self.policy.stream_idle_s,
@@ -450,7 +459,7 @@ class RemoteGenerator:
         # weights' version may be new: `served_name`)
         def send():
             try:
-                return self._client.chat.completions.create(**self._request(messages, 1, sampling, adapter), stream=True,
+                return self._streaming.chat.completions.create(**self._request(messages, 1, sampling, adapter), stream=True,
                                                             stream_options={"include_usage": True})
             except openai.APITimeoutError as exc:  # its headers not sent within `timeout_s`, each try (not an adapter's
                 # load again, `_chat`'s: that one is `_call`'s "did not answer")

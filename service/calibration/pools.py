@@ -104,11 +104,19 @@ class PoolsLedger(Persisted, kw_only=True):
 
 
 _Versioned = TypeVar("_Versioned", bound=Persisted)  # a file of the pools folder: `CalibrationPool`, `PoolsLedger`
+LEDGER_NAMED = "the calibration pools ledger"  # as a request's 503 and /health name it (`CalibrationPoolUnreadable.what`)
+POOL_NAMED = "the tenant's calibration pool"
 
 
 class CalibrationPoolUnreadable(RuntimeError):
-    """The tenant's pool file is there but cannot be read (damaged, another release's format): its message names the
-    file. Never taken as "no pool": `{}` would then ask other users' stored comparisons instead."""
+    """The tenant's pool file, or the pools folder's ledger, is there but cannot be read (damaged, another release's
+    format): its message names the file, for the log. Never taken as "no pool": `{}` would then ask other users' stored
+    comparisons instead. `what`: which of the two, without its path (LEDGER_NAMED, POOL_NAMED), as a request's answer
+    names it (`service.errors.storage_failure_of`: a 503 `storage_unavailable`); `where`: the file."""
+
+    def __init__(self, message: str, what: str, where: Path):
+        super().__init__(message)
+        self.what, self.where = what, str(where)
 
 
 def pool_path(folder: Path, tenant: str) -> Path:
@@ -170,7 +178,7 @@ def _write_vectors(folder: Path, tenant: str, pool: CalibrationPool, encoder: st
 def read_ledger(folder: Path) -> PoolsLedger:
     """The pools folder's ledger (an empty one where there is none yet). Raises CalibrationPoolUnreadable naming the file
     for one that cannot be read (never taken for an empty one: versions would be given again)."""
-    ledger = _read_versioned(folder / LEDGER, PoolsLedger, LEDGER_FORMAT, "a calibration pools ledger",
+    ledger = _read_versioned(folder / LEDGER, PoolsLedger, LEDGER_FORMAT, "a calibration pools ledger", LEDGER_NAMED,
                              other_format="run the release that wrote it",
                              damaged="set its `version` above every pool's of the folder, or remove it with every pool")
     return PoolsLedger() if ledger is None else ledger
@@ -194,16 +202,17 @@ def read_pool(folder: Path, tenant: str) -> CalibrationPool | None:
 
 def _read_file(path: Path) -> CalibrationPool | None:
     """The calibration pool in the file `path`, as `read_pool`."""
-    return _read_versioned(path, CalibrationPool, POOL_FORMAT, "a calibration pool",
+    return _read_versioned(path, CalibrationPool, POOL_FORMAT, "a calibration pool", POOL_NAMED,
                            other_format="run the release that wrote it, or PUT the pool again",
                            damaged="PUT the pool again, or remove the file")
 
 
-def _read_versioned(path: Path, kind: type[_Versioned], expected: int, what: str, other_format: str, damaged: str) -> _Versioned | None:
+def _read_versioned(path: Path, kind: type[_Versioned], expected: int, what: str, named: str, other_format: str,
+                    damaged: str) -> _Versioned | None:
     """The `kind` (a msgspec Struct with a `format` field) in the JSON file `path`, or None when there is no file.
-    Raises CalibrationPoolUnreadable naming the file and `what` it should be: for another `format` than `expected`
-    (its message ends with `other_format`, what to do) and for a file that is not such a JSON object (damaged: its
-    message ends with `damaged`); OSError (other than a missing file) as it comes."""
+    Raises CalibrationPoolUnreadable naming the file and `what` it should be (`named`: what a request's 503 calls it):
+    for another `format` than `expected` (its message ends with `other_format`, what to do) and for a file that is not
+    such a JSON object (damaged: its message ends with `damaged`); OSError (other than a missing file) as it comes."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -212,10 +221,11 @@ def _read_versioned(path: Path, kind: type[_Versioned], expected: int, what: str
         found = msgspec.json.decode(data, type=dict).get("format")
         if found != expected:
             raise CalibrationPoolUnreadable(f"{path}: {what} of format {found!r}, which this release does not read "
-                                            f"(it reads format {expected}): {other_format}")
+                                            f"(it reads format {expected}): {other_format}",
+                                            named, path)
         return msgspec.json.decode(data, type=kind)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CalibrationPoolUnreadable(f"{path} is not {what} (damaged?): {exc}; {damaged}") from None
+        raise CalibrationPoolUnreadable(f"{path} is not {what} (damaged?): {exc}; {damaged}", named, path) from None
 
 
 def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], arrived: float | None = None,

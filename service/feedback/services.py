@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotFoundException
 
-from pluralign.data.text import CONTROL, answer_key, controls_escaped, is_blank
+from pluralign.data.text import answer_key, is_blank, name_control_problem
 from pluralign.store import Interaction, StoredPreference
 from pluralign.store.tables import PrefIdConflict
 from service.errors import bad_request, refuse_blank, shown
@@ -88,9 +88,9 @@ def check_labels(rt: Runtime, source: str | None, attributes: dict[str, str], wh
             raise bad_request(f"{where}attributes", "an attribute name must hold a visible character")
         if len(name) > limits.max_attribute_name_chars:
             raise bad_request(f"{where}attributes", f"an attribute name of {len(name)} characters; at most {limits.max_attribute_name_chars}")
-        if (control := CONTROL.search(name)) is not None:  # NUL: no audit's `group_by` (an argument) holds it; a newline splits its errors
-            raise bad_request(f"{where}attributes", f"an attribute name holds a control character ({controls_escaped(control[0])} at "
-                                                    f"character {control.start() + 1}), which no audit can group by: name it in visible characters")
+        if (problem := name_control_problem(name)) is not None:  # NUL: no audit's `group_by` (an argument) holds it; a
+            # newline splits its errors; a bidi override shows the name reordered on the dashboard and in audits
+            raise bad_request(f"{where}attributes", f"an attribute name {problem}: name it in visible characters")
         if not isinstance(value, str):
             raise bad_request(f"{where}attributes.{name}", "must be a string")
         if len(value) > limits.max_attribute_value_chars:

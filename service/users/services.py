@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 import msgspec
 import numpy as np
 
-from pluralign.data.text import CONTROL, answer_key, bidi_controls_shown, is_blank, question_key
+from pluralign.data.text import answer_key, bidi_controls_shown, is_blank, name_control_problem, question_key
 from pluralign.embed.cache import text_key
 from pluralign.files import atomic_writer, staged_folder
 from pluralign.policy.adapters import (
@@ -1118,10 +1118,10 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
 
 def in_preference_file(row: StoredPreference) -> bool:
     """Whether `export_preference_lines` writes the row: not a rating without rival, nor a blank or same-answer
-    row an older version stored, nor one with an attribute name holding a control character (an import refuses
-    them: `check_labels`)."""
+    row an older version stored, nor one with an attribute name holding a control character or a bidi embedding,
+    override or isolate (an import refuses them: `check_labels`)."""
     return not (is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected)
-                or any(CONTROL.search(name) for name in row.attributes or ()))
+                or any(name_control_problem(name) for name in row.attributes or ()))
 
 
 def export_started(rt: Runtime, tenant: str, user_id: str, export_format: str) -> tuple[Iterator[bytes], bytes | None]:

@@ -379,3 +379,55 @@ def test_an_audit_by_a_group_by_that_is_no_utf_8_is_refused_before_a_job_is_queu
         error = r.json()["error"]
         assert error["param"] == "group_by" and "UTF-8" in error["message"] and "\ufffd" not in error["message"], error
         assert len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]) == before
+
+
+def test_an_escaped_name_and_the_same_characters_sent_are_repeated_apart(svc):
+    """Session left56: an error repeated a name's control characters as their escapes but its backslashes as sent, so a
+    field named ESC + `x` (escaped `\\x1bx`) and one named with the characters backslash, `x`, `1`, `b`, `x` came back
+    as the same `param` and message: which was sent could not be told. A backslash is doubled now, as `repr` writes it."""
+    params = []
+    with svc.client("acme") as c:
+        for name in ("\x1bx", "\\x1bx"):
+            r = c.post("/v1/feedback", json={"type": "comparison", "user": "u", "prompt": "p", "chosen": "a", "rejected": "b", name: 1})
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert f"`{error['param']}`" in error["message"], error
+            params.append(error["param"])
+    assert params == ["\\x1bx", "\\\\x1bx"], params
+
+
+@pytest.mark.parametrize("name", ["seg\u202ement", "\u2066segment\u2069", "r\u202bégion\u202c"])
+def test_an_attribute_name_holding_a_bidi_override_or_isolate_is_refused_where_it_comes_in(svc, name):
+    """Session left56: feedback and an import refused an attribute name holding a control character but took one holding
+    a bidi embedding, override or isolate (U+202A-E, U+2066-9), which reorders how the name reads on the dashboard and
+    in an audit's report ("Trojan Source"). Both refuse it now, a 400 naming `attributes` (`line N.attributes`) that
+    names the character by its code point, nothing stored; a right-to-left mark (U+200F) is still taken."""
+    user = f"bidi{sum(map(ord, name))}"
+    comparison = {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"région": "Nord", name: "x"}}
+    with svc.client("acme") as c:
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": user, **comparison})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "attributes", r.text
+        message = r.json()["error"]["message"]
+        assert "bidi control" in message and "U+20" in message and not regex.search(r"[\u202a-\u202e\u2066-\u2069]", message), message
+        r = c.post(f"/v1/users/{user}/import", content=json.dumps(comparison), headers={"content-type": "application/x-ndjson"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "line 1.attributes", r.text
+        svc.runtime.ingest.flush("acme")
+        assert c.get(f"/v1/users/{user}").status_code == 404  # nothing stored
+        marked = {**comparison, "attributes": {"\u05d0\u05d6\u05d5\u05e8\u200f": "x"}}  # "area" in Hebrew, a right-to-left mark
+        assert c.post("/v1/feedback", json={"type": "comparison", "user": user, **marked}).status_code == 201
+
+
+def test_a_preference_file_leaves_out_a_row_stored_with_a_bidi_override_in_an_attribute_name(svc):
+    """The preference file re-imports (docs/api.md): a row an older release stored under a name an import now refuses
+    (a bidi override) is left out of it, as one with a control character is; the full export holds it."""
+    from pluralign.store.tables import StoredPreference
+
+    rt = svc.runtime
+    old = StoredPreference(tenant="acme", user_id="bidifile", pref_id="bidi-file", prompt="Tea?", chosen="Yes.", rejected="No.",
+                           kind="comparison", created_at=1_700_000_000.0, attributes={"seg\u202ement": "y"})
+    vectors = rt.encoder.encode([old.prompt, old.chosen, old.rejected])
+    rt.store.add_preferences([old], vectors[:1], vectors[1:2], vectors[2:])
+    with svc.client("acme") as c:
+        assert c.get("/v1/users/bidifile/export", params={"format": "preferences"}).text == ""
+        everything = [json.loads(line) for line in c.get("/v1/users/bidifile/export").text.splitlines()]
+    assert [line["attributes"] for line in everything if line["type"] == "preference"] == [{"seg\u202ement": "y"}], everything

@@ -243,24 +243,57 @@ def test_a_browser_app_may_put_the_pool(svc):
 
 
 def test_a_damaged_pool_is_never_read_as_none_and_replicas_refuse_a_put(svc, setting):
-    """A pool file that cannot be read is an error (500, the file named in the log), never "no pool": `{}` would then
-    ask alice's stored texts. With several replicas (each its own data folder) the PUT is a 409 naming `pool`."""
+    """A pool file that cannot be read is an error (a 503 `storage_unavailable` naming the tenant's calibration pool, the
+    file named in the log: a 500 `internal error` until session left56), never "no pool": `{}` would then ask alice's
+    stored texts. With several replicas (each its own data folder) the PUT is a 409 naming `pool`."""
     path = pool_path(svc.runtime.settings.calibration_pools_path, "acme")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b'{"format": 1, "pool": [{"prompt": "cut')
     try:
         with svc.client("acme") as acme:
             r = acme.post("/v1/users/erin/next-comparison", json={})
-            assert r.status_code == 500 and MARKER not in r.text, r.text
-            assert acme.get("/v1/calibration-pool").status_code == 500
+            assert r.status_code == 503 and MARKER not in r.text, r.text
+            assert r.json()["error"]["code"] == "storage_unavailable" and "calibration pool" in r.json()["error"]["message"], r.text
+            assert acme.get("/v1/calibration-pool").status_code == 503
             path.write_bytes(b'{"format": 2, "pool": [], "updated_at": 1.0}')  # a later release's
-            assert acme.get("/v1/calibration-pool").status_code == 500
+            assert acme.get("/v1/calibration-pool").status_code == 503
             setting(replicas=2, store_uri=svc.runtime.settings.lancedb_uri)
             r = acme.put("/v1/calibration-pool", json={"pool": POOL_B})
             assert r.status_code == 409, r.text
             assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("pool", "per_replica"), r.json()
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_a_damaged_pools_ledger_is_a_503_naming_it_and_the_log_names_the_file(svc, caplog):
+    """Session left56: the pools folder's `ledger` damaged (a cut write on a shared volume) made every tenant's PUT a
+    500 `internal error`, saying nothing of what was wrong. Now a 503 `storage_unavailable` naming the calibration pools
+    ledger, never its path (the folder is every tenant's), with Retry-After, and a log line naming the file for the
+    operator; /health shows it; the pool before is kept, and the PUT stores once the ledger is mended."""
+    from service.calibration.pools import LEDGER
+
+    folder = svc.runtime.settings.calibration_pools_path
+    with svc.client("acme") as acme:
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_A}).status_code == 200
+        ledger = folder / LEDGER
+        kept = ledger.read_bytes()
+        ledger.write_bytes(b'{"format": 1, "vers')
+        try:
+            with caplog.at_level("ERROR", logger="pluralign.service"):
+                r = acme.put("/v1/calibration-pool", json={"pool": POOL_B})
+            assert r.status_code == 503, r.text
+            error = r.json()["error"]
+            assert error["code"] == "storage_unavailable" and "the calibration pools ledger cannot be read" in error["message"], error
+            assert str(folder) not in r.text and r.headers.get("retry-after") == "60", (r.text, r.headers)
+            assert any(str(ledger) in record.getMessage() for record in caplog.records), [rec.getMessage() for rec in caplog.records]
+            health = svc.client("").get("/health").json()
+            assert health["status"] == "degraded" and any(p["what"] == "the calibration pools ledger" for p in health["storage"]), health
+            assert texts_of(acme.get("/v1/calibration-pool").json()["pool"]) == texts_of(POOL_A)  # the pool before, kept
+        finally:
+            ledger.write_bytes(kept)
+            svc.runtime.store.problems.forget("the calibration pools ledger", "read")
+        assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
+        assert acme.delete("/v1/calibration-pool").status_code == 204
 
 
 def test_a_delete_sent_while_a_put_writes_waits_for_it(svc, monkeypatch):

@@ -138,3 +138,61 @@ def test_a_host_not_in_ascii_that_httpx_cannot_encode_is_refused_at_start_naming
     with pytest.raises(ValueError, match="base_url"):
         RemoteGenerator(f"http://{host}:8000/v1", "base")
     assert base_url_problem("http://bücher.example:8000/v1") is None and base_url_problem("http://Bücher.example/v1") is None
+
+
+def _link_local() -> tuple[str, str] | None:
+    """(an IPv6 link-local address of this machine, its interface's name), from Linux's /proc/net/if_inet6 (scope 0x20:
+    link); None where there is none."""
+    try:
+        lines = open("/proc/net/if_inet6").read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hexed, _, _, scope, _, name = line.split()
+        if scope == "20":
+            return socket.inet_ntop(socket.AF_INET6, bytes.fromhex(hexed)), name
+    return None
+
+
+@pytest.mark.skipif(_link_local() is None, reason="no IPv6 link-local address on this machine")
+def test_a_server_name_that_resolves_to_a_link_local_address_is_reached_on_its_interface(monkeypatch):
+    """Session left56: a generation server named by a name that resolves to an IPv6 link-local address with its zone
+    (mDNS's `vllm.local`, a hosts file's `fe80::1%eth0`) was looked up (`_Lookups`) into the address's text alone,
+    `fe80::...` without its interface, and every connect to it failed (EINVAL): each chat a 503 "unreachable". The
+    zone is kept now. A real server on this machine's link-local address, reached by a name; the name's lookup is the
+    system resolver's answer for the address with its zone (no resolver file of the machine is changed here)."""
+    from tests.stub_openai import JSONHandler
+
+    address, interface = _link_local()
+    lookup = socket.getaddrinfo
+
+    def resolving(host, *args, **kwargs):
+        return lookup(f"{address}%{interface}" if host == "vllm-link.test" else host, *args, **kwargs)
+
+    class Answer(JSONHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.read_json()
+            self.answer(200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "base",
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": "near"}, "finish_reason": "stop"}],
+                              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    from http.server import ThreadingHTTPServer
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    server = Server(lookup(f"{address}%{interface}", 0, socket.AF_INET6, socket.SOCK_STREAM)[0][4], Answer)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    monkeypatch.setattr(socket, "getaddrinfo", resolving)
+    try:
+        remote = RemoteGenerator(f"http://vllm-link.test:{server.server_address[1]}/v1", "base",
+                                 policy=RemotePolicy(timeout_s=5, connect_timeout_s=2, max_retries=0))
+        assert remote.generate(MESSAGES)[0][0].text == "near"  # before: RemoteGeneratorError, unreachable (EINVAL)
+        remote.close()
+        literal = RemoteGenerator(f"http://[{address}%25{interface}]:{server.server_address[1]}/v1", "base",
+                                  policy=RemotePolicy(timeout_s=5, max_retries=0))  # the address itself, its zone as RFC 6874 writes it
+        assert literal.generate(MESSAGES)[0][0].text == "near"
+        literal.close()
+    finally:
+        server.shutdown()
+        server.server_close()

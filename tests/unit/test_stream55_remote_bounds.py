@@ -31,6 +31,18 @@ class Pacing(JSONHandler):
     stall_after: int | None = None
     stall_s = 0.0
     closed = 0
+    headers_after_s = 0.0  # the wait before a stream's status line and headers (a proxy holding them, an engine's queue)
+    keepalive_s: float | None = None  # while it stalls: an SSE comment (`: keep-alive`) this often, as proxies and servers send
+    first_after_s = 0.0  # the wait before its first event (the engine's queue), kept alive the same way
+
+    def wait(self, seconds: float) -> None:
+        """`seconds` without an event, a keep-alive comment every `keepalive_s` meanwhile where set."""
+        until = time.monotonic() + seconds
+        while self.keepalive_s is not None and until - time.monotonic() > self.keepalive_s:
+            time.sleep(self.keepalive_s)
+            self.wfile.write(b": keep-alive\n\n")
+            self.wfile.flush()
+        time.sleep(max(0.0, until - time.monotonic()))
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         body = self.read_json()
@@ -39,6 +51,7 @@ class Pacing(JSONHandler):
         if not body.get("stream"):
             choice = {"index": 0, "message": {"role": "assistant", "content": "once"}, "finish_reason": "stop"}
             return self.answer(200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+        time.sleep(self.headers_after_s)
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.end_headers()  # no length: the stream ends with the connection
@@ -48,8 +61,10 @@ class Pacing(JSONHandler):
         try:
             for i, event in enumerate(events):
                 if i == self.stall_after:
-                    time.sleep(self.stall_s)
-                elif i:
+                    self.wait(self.stall_s)
+                elif not i:
+                    self.wait(self.first_after_s)
+                else:
                     time.sleep(self.every_s)
                 self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                 self.wfile.flush()
@@ -77,6 +92,7 @@ def pacing(root):
     Pacing.words, Pacing.every_s, Pacing.stall_after, Pacing.stall_s, Pacing.closed = 6, 0.0, None, 0.0, 0
     yield root
     Pacing.words, Pacing.every_s, Pacing.stall_after, Pacing.stall_s = 6, 0.0, None, 0.0
+    Pacing.keepalive_s, Pacing.first_after_s, Pacing.headers_after_s = None, 0.0, 0.0
 
 
 def streamed(remote: RemoteGenerator) -> tuple[str, float]:
@@ -135,6 +151,60 @@ def test_a_stream_the_engine_stalls_mid_way_is_cut_at_the_idle_bound(pacing):
     while not Pacing.closed and time.monotonic() < until:
         time.sleep(0.02)
     assert Pacing.closed == 1  # the engine's write after its stall failed: the client had closed the connection
+
+
+def test_a_stream_the_engine_stalls_while_keep_alive_comments_come_is_cut_at_the_idle_bound(pacing):
+    """Session left56: an SSE comment (`: keep-alive`, which servers and proxies send while they have nothing) counted
+    as a piece of the stream, so a stall kept alive every 0.1 s was never cut at `stream_idle_s` (0.5 s): the stream
+    waited out the stall (1.5 s here; up to `stream_timeout_s`, 600 s by default). Comments are no progress now."""
+    Pacing.stall_after, Pacing.stall_s, Pacing.keepalive_s = 3, 1.5, 0.1
+    policy = RemotePolicy(timeout_s=5, stream_idle_s=0.5, stream_timeout_s=60, max_retries=0)
+    remote = RemoteGenerator(f"{pacing}/v1", "base", policy=policy)
+    pieces: list[str] = []
+    last_at = time.monotonic()
+    with pytest.raises(GenerationTimedOut) as cut:  # before: served whole, after the 1.5 s stall
+        for piece in remote.stream(MESSAGES):
+            pieces.append(piece)
+            last_at = time.monotonic()
+    took = time.monotonic() - last_at
+    assert "".join(pieces) == "w0 w1 w2", pieces
+    assert 0.5 <= took < 0.5 + SLACK_S, took
+    assert (cut.value.bound, cut.value.bound_s) == ("stream_idle_s", 0.5), vars(cut.value)
+
+
+def test_a_stream_kept_alive_but_not_begun_within_the_timeout_is_cut_there(pacing):
+    """Session left56: keep-alive comments sent while the engine's queue held the chat counted as its first piece, so
+    `timeout_s` (the queue and prefill's bound, 0.5 s here) was met by the first comment, and the stream waited 1.5 s
+    (up to `stream_timeout_s`) for its first word. Now it is cut at `timeout_s`, naming it; a stream whose first event
+    comes in time after comments is served whole."""
+    Pacing.first_after_s, Pacing.keepalive_s = 1.5, 0.1
+    policy = RemotePolicy(timeout_s=0.5, stream_idle_s=60, stream_timeout_s=60, max_retries=0)
+    remote = RemoteGenerator(f"{pacing}/v1", "base", policy=policy)
+    began = time.monotonic()
+    with pytest.raises(GenerationTimedOut) as cut:  # before: served whole after 1.5 s
+        streamed(remote)
+    assert time.monotonic() - began < 0.5 + SLACK_S
+    assert cut.value.bound == "timeout_s" and "did not begin its streamed answer within 0.5 s" in str(cut.value), vars(cut.value)
+    Pacing.first_after_s = 0.3
+    assert streamed(remote)[0] == " ".join(f"w{i}" for i in range(6))
+
+
+def test_a_stream_whose_headers_do_not_come_is_cut_at_its_whole_bound_when_that_is_the_lower(pacing):
+    """Session left56: with `stream_timeout_s` (0.5 s) below `timeout_s` (5 s), a stream whose server held back its
+    headers was waited for up to `timeout_s` (here until they came, 1.5 s), past the stream's whole bound, though its
+    first piece was bounded by it. Now its headers are too: cut at 0.5 s naming `stream_timeout_s`. A non-streamed chat
+    keeps `timeout_s`."""
+    Pacing.headers_after_s = 1.5
+    policy = RemotePolicy(timeout_s=5, stream_idle_s=60, stream_timeout_s=0.5, max_retries=0)
+    remote = RemoteGenerator(f"{pacing}/v1", "base", policy=policy)
+    began = time.monotonic()
+    with pytest.raises(GenerationTimedOut) as cut:
+        streamed(remote)
+    assert time.monotonic() - began < 0.5 + SLACK_S  # before: 1.5 s, the headers' wait
+    assert (cut.value.bound, cut.value.bound_s) == ("stream_timeout_s", 0.5), vars(cut.value)
+    assert "did not send its whole streamed answer within 0.5 s" in str(cut.value), cut.value
+    assert remote.generate(MESSAGES)[0][0].text == "once"  # no headers' wait on a non-streamed answer here
+    remote.close()
 
 
 def test_a_stream_past_its_own_whole_bound_is_cut_there(pacing):
