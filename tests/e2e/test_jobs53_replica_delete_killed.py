@@ -11,7 +11,15 @@ had left the store, as `forget_before` decides it), and the newer adapter is ser
 Real processes: replica 0 stops after `Store.delete_user` until it is killed (as tests/e2e/test_delete_killed.py), and
 replica 1's promotion waits for a file the test writes (a gate: the adapter is put into service only once replica 0's
 finished DELETE is recorded and replica 1's sweep has applied it). Slow (three starts, a tiny adapter's training):
-`make test-scaleout`."""
+`make test-scaleout`.
+
+The user comes back once the DELETE could have answered (twice PLURALIGN_STORE_SYNC_MS after it began, docs/api.md) and
+PLURALIGN_STORE_SYNC_MS after their old rows left the store. Sooner is not "after the DELETE": the record takes rows another
+replica received within PLURALIGN_STORE_SYNC_MS of its beginning and what it made within that of the rows' leaving (the
+replicas' clocks and reads may be that far apart: deploy/README.md, "plus store_sync_ms each"). Until session jobs56 the
+test sent them at once: at load 8 replica 0's store step took 27 ms and the first row reached replica 1 0.31 s after the
+DELETE began, 10 ms past the window (less on a quieter machine), so replica 1's sweep could take some ("4 of 6 new rows
+kept") or all of them (their adapter's promotion then found no rows: "deleted while it ran")."""
 
 from __future__ import annotations
 
@@ -30,6 +38,8 @@ from tests.e2e.test_delete_killed import STOP_AFTER_THE_ROWS, send_delete
 from tests.e2e.test_e2e_serve import ServeProcess
 
 pytestmark = pytest.mark.slow
+
+SYNC_S = 0.3  # PLURALIGN_STORE_SYNC_MS, in seconds
 
 # replica 1: an adapter's promotion waits (on the runner's promotion thread) until the test writes GATE
 GATED_PROMOTION = """
@@ -67,7 +77,7 @@ def test_a_returning_users_newer_adapter_is_served_when_a_replicas_delete_was_ki
         tmp_path, tiny_generator_dir, tiny_pal_dir):
     user = next(f"zed{i}" for i in range(100) if owner("default", f"zed{i}", 2) == 1)  # replica 1 queues their jobs
     stopped_at, promoting, gate = tmp_path / "stopped-at", tmp_path / "promoting", tmp_path / "gate"
-    common = {"PLURALIGN_STORE_URI": str(tmp_path / "store"), "PLURALIGN_REPLICAS": "2", "PLURALIGN_STORE_SYNC_MS": "300",
+    common = {"PLURALIGN_STORE_URI": str(tmp_path / "store"), "PLURALIGN_REPLICAS": "2", "PLURALIGN_STORE_SYNC_MS": str(round(SYNC_S * 1000)),
               "PLURALIGN_ADAPTERS_DIR": str(tmp_path / "adapters"), "PLURALIGN_DELETION_SWEEP_S": "1",
               "PLURALIGN_CACHE_DIR": str(tmp_path / "cache")}
     r0, r1 = tmp_path / "r0", tmp_path / "r1"
@@ -89,9 +99,13 @@ def test_a_returning_users_newer_adapter_is_served_when_a_replicas_delete_was_ki
         # the DELETE stops after its store's step, before its record: replica 0 is killed there
         threading.Thread(target=send_delete, args=(f"{first.url}/v1/users/{user}", headers), daemon=True).start()
         wait_until(stopped_at.exists, 60, "the DELETE never reached its store's step", first)
+        rows_gone = time.time()  # its store's step had returned: the user's old rows had left the store
         first.kill9()
         left = list((r0 / JOURNAL_FOLDER).glob("*.json"))
         assert len(left) == 1, left
+        began = msgspec.json.decode(left[0].read_bytes())["started_at"]
+        # the user comes back after the DELETE, as a client would once answered (the module docstring)
+        time.sleep(max(0.0, max(began + 2 * SYNC_S, rows_gone + SYNC_S) - time.time()))
         # the user comes back through replica 1, their owner: an adapter job of what they send now
         with httpx.Client(base_url=second.url, headers=headers, timeout=60) as b:
             for i in range(100, 106):
