@@ -545,3 +545,20 @@ def test_an_empty_user_beside_a_safety_identifier_is_a_400_naming_the_empty_one(
             r = c.post("/v1/chat/completions", json={**CHAT, empty: "", other: "empty52"})
             assert r.status_code == 400 and field_named(r) == empty, (empty, r.text)
             assert "name two users" not in r.text and "a user id is 1-128 characters" in r.text, r.text
+
+
+@pytest.mark.parametrize("who, path", [
+    ("acme", "/v1/users?after=%FF"),
+    ("acme", "/v1/users?after=w%E9ire"),  # a Latin-1 cursor
+    ("admin", "/admin/tenants/acme/users?after=%FF&limit=5"),
+])
+def test_a_users_page_after_a_cursor_that_is_no_utf_8_is_a_400_naming_after(svc, who, path):
+    """newsvc56: `GET /v1/users?after=%FF` answered 200 with no users and `next` null, the last page, as if the tenant
+    had no users after that point: Litestar reads the byte as U+FFFD, which sorts after every user id, so a client
+    paging with a cursor it had mangled (a Latin-1 `%E9`) was told the listing was over. A 400 naming `after` now, as
+    `group_by` of an audit (service.errors.query_not_utf8)."""
+    with svc.client(who) as c:
+        r = c.get(path)
+    assert r.status_code == 400, (path, r.status_code, r.text[:300])
+    error = r.json()["error"]
+    assert error["param"] == "after" and "UTF-8" in error["message"] and "\ufffd" not in error["message"], error
