@@ -283,6 +283,8 @@ def _route_hint(request: Request) -> str | None:
         dashboard = ", the operator's dashboard at /admin/dashboard" if _routes(request, "GET", "/admin/dashboard") else ""
         return ("pluralign's API routes begin with /v1/ (POST /v1/chat/completions, GET /v1/models, ...: docs/api.md lists "
                 f"them); interactive docs at /schema{dashboard}")
+    if path.rstrip("/") == "/admin" and method in ("GET", "HEAD") and _routes(request, "GET", "/admin/dashboard"):
+        return "the operator's dashboard is at /admin/dashboard (docs/admin.md lists the admin routes)"  # typed in a browser
     for meant, why in (("/v1" + path.rstrip("/"), "the API's routes begin with /v1"),
                        (path[3:], "the path holds /v1 twice")):
         if path.startswith("/") and meant.startswith("/v1/") and (path.startswith("/v1/v1/") or not path.startswith("/v1/")) \

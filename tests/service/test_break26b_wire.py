@@ -562,3 +562,14 @@ def test_a_users_page_after_a_cursor_that_is_no_utf_8_is_a_400_naming_after(svc,
     assert r.status_code == 400, (path, r.status_code, r.text[:300])
     error = r.json()["error"]
     assert error["param"] == "after" and "UTF-8" in error["message"] and "\ufffd" not in error["message"], error
+
+
+@pytest.mark.parametrize("path", ["/admin", "/admin/"])
+def test_the_admin_area_s_own_url_says_where_the_dashboard_is(svc, path):
+    """newsvc56: `http://HOST:8000/admin`, typed in a browser by an operator looking for the dashboard, answered
+    "no route `GET /admin`: docs/admin.md lists the routes", where the service's root names /admin/dashboard."""
+    r = httpx.get(svc.url + path, headers={"Accept": "text/html"})
+    assert r.status_code == 404, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"no route `GET {path}`: ") and "the operator's dashboard is at /admin/dashboard" in message, message
+    assert "docs/admin.md" in message, message
