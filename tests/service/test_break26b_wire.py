@@ -573,3 +573,34 @@ def test_the_admin_area_s_own_url_says_where_the_dashboard_is(svc, path):
     message = r.json()["error"]["message"]
     assert message.startswith(f"no route `GET {path}`: ") and "the operator's dashboard is at /admin/dashboard" in message, message
     assert "docs/admin.md" in message, message
+
+
+@pytest.mark.parametrize("since, hint", [
+    ("2026-01-01", "1767225600.0 for this one read as UTC"),
+    ("2026-01-01T00:00:00+01:00", "1767222000.0 for this one"),
+    ("1767225600000", "milliseconds? divide by 1000: 1767225600.0"),  # JavaScript's Date.now()
+])
+def test_an_audit_since_given_as_a_date_or_in_milliseconds_is_told_its_seconds(svc, since, hint):
+    """newsvc56: `since=2026-01-01` (or a time in milliseconds) was '`since`: must be a number from 0 to 253402300799,
+    ..., got '2026-01-01'', where an import's `created_at`, the same Unix seconds, names the date's seconds or the
+    division. Still a 400 naming `since`, nothing queued, now with that hint."""
+    with svc.client("admin") as admin:
+        r = admin.get(f"/admin/audits/fairness?group_by=segment&since={since.replace('+', '%2B')}&wait=0")
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "since" and hint in error["message"], error
+
+
+@pytest.mark.parametrize("since, hint", [("2026-01-01", "1767225600.0 for this one read as UTC"),
+                                         (1767225600000, "milliseconds? divide by 1000: 1767225600.0")])
+def test_an_audit_job_s_since_given_as_a_date_or_in_milliseconds_is_told_its_seconds(svc, since, hint):
+    """newsvc56: POST /admin/jobs of an audit with `"since": "2026-01-01"` was '`params.since`: Expected `float | null`,
+    got `str`' (in milliseconds: 'Expected `float` <= 253402300799.0'); now with the date's seconds or the division,
+    as the audit route's `since` and an import's `created_at` say it. Nothing queued."""
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"])
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "since": since}})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "params.since" and hint in error["message"], error
+        assert len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]) == before
