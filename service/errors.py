@@ -283,6 +283,9 @@ def _route_hint(request: Request) -> str | None:
         dashboard = ", the operator's dashboard at /admin/dashboard" if _routes(request, "GET", "/admin/dashboard") else ""
         return ("pluralign's API routes begin with /v1/ (POST /v1/chat/completions, GET /v1/models, ...: docs/api.md lists "
                 f"them); interactive docs at /schema{dashboard}")
+    if path.startswith("/schema/") and method in ("GET", "HEAD") and _routes(request, "GET", "/schema/openapi.json"):
+        # Litestar's other pages and its YAML document (/schema/redoc, /schema/openapi.yaml), served by its defaults
+        return "the API's docs are Swagger UI at /schema (also /schema/swagger) and the OpenAPI document /schema/openapi.json"
     if path.rstrip("/") == "/admin" and method in ("GET", "HEAD") and _routes(request, "GET", "/admin/dashboard"):
         return "the operator's dashboard is at /admin/dashboard (docs/admin.md lists the admin routes)"  # typed in a browser
     for meant, why in (("/v1" + path.rstrip("/"), "the API's routes begin with /v1"),
