@@ -604,3 +604,32 @@ def test_an_audit_job_s_since_given_as_a_date_or_in_milliseconds_is_told_its_sec
         error = r.json()["error"]
         assert error["param"] == "params.since" and hint in error["message"], error
         assert len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]) == before
+
+
+ROWS56 = [{"user_id": "csv56", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."},
+          {"user_id": "csv56", "prompt": "Cats?", "chosen": "Yes!", "rejected": "No!"}]
+
+
+@pytest.mark.parametrize("written_by, hint", [
+    ("datasets to_csv", "a CSV file's header"),
+    ("pandas to_json", "orient='records', lines=True"),
+])
+def test_an_import_of_a_csv_or_of_pandas_columns_says_what_the_file_is(svc, tmp_path, written_by, hint):
+    """newsvc56: a preference file written with `datasets`' `to_csv` was '`line 1`: malformed JSON (JSON is
+    malformed: invalid character (byte 0))', and one written with pandas' `DataFrame.to_json` (whose default,
+    orient='columns', is one object of columns keyed by row number) '`line 1.prompt`: expected a string or a non-empty
+    list of messages': neither said what the file was nor how to write JSON lines. Still a 400 naming line 1, nothing
+    stored, now saying so."""
+    import datasets
+
+    ds, path = datasets.Dataset.from_list(ROWS56), tmp_path / "prefs"
+    if written_by == "datasets to_csv":
+        ds.to_csv(str(path), index=False)
+    else:
+        ds.to_pandas().to_json(path)
+    with svc.client() as c:
+        r = c.post("/v1/users/csv56/import", content=path.read_bytes())
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"].startswith("line 1") and hint in error["message"], error
+        assert c.get("/v1/users/csv56").status_code == 404  # nothing stored
