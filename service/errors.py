@@ -271,6 +271,23 @@ def _openai_api_hint(path: str) -> str | None:
     return OPENAI_APIS_NOT_SERVED.get(first)
 
 
+def _place_hint(request: Request, path: str) -> str | None:
+    """What a 404 says for a place a person opens in a browser rather than a route: the service's own URL (as `make
+    serve` prints it), `/admin` (looking for the dashboard), and a docs page or document under /schema that Litestar's
+    defaults serve and this service does not (/schema/redoc, /schema/openapi.yaml). None elsewhere."""
+    if path.rstrip("/") in ("", "/v1"):
+        dashboard = ", the operator's dashboard at /admin/dashboard" if _routes(request, "GET", "/admin/dashboard") else ""
+        return ("pluralign's API routes begin with /v1/ (POST /v1/chat/completions, GET /v1/models, ...: docs/api.md lists "
+                f"them); interactive docs at /schema{dashboard}")
+    if request.method not in ("GET", "HEAD"):
+        return None
+    if path.startswith("/schema/") and _routes(request, "GET", "/schema/openapi.json"):
+        return "the API's docs are Swagger UI at /schema (also /schema/swagger) and the OpenAPI document /schema/openapi.json"
+    if path.rstrip("/") == "/admin" and _routes(request, "GET", "/admin/dashboard"):
+        return "the operator's dashboard is at /admin/dashboard (docs/admin.md lists the admin routes)"
+    return None
+
+
 def _route_hint(request: Request) -> str | None:
     """What a 404 for a path no route has says instead of pointing at the docs, when the path is plainly
     one of ours mis-sent: a route without its `/v1` (an OpenAI client given the service's URL as its
@@ -279,10 +296,8 @@ def _route_hint(request: Request) -> str | None:
     that close, or the close one does not take the request's method: a guess there would mislead. The hint
     names no host: the request's Host header is the client's to set (and, behind a proxy, an internal name)."""
     method, path = request.method, request.url.path
-    if path.rstrip("/") in ("", "/v1"):  # the service's own URL (as `make serve` prints it), opened in a browser
-        dashboard = ", the operator's dashboard at /admin/dashboard" if _routes(request, "GET", "/admin/dashboard") else ""
-        return ("pluralign's API routes begin with /v1/ (POST /v1/chat/completions, GET /v1/models, ...: docs/api.md lists "
-                f"them); interactive docs at /schema{dashboard}")
+    if (place := _place_hint(request, path)) is not None:
+        return place
     for meant, why in (("/v1" + path.rstrip("/"), "the API's routes begin with /v1"),
                        (path[3:], "the path holds /v1 twice")):
         if path.startswith("/") and meant.startswith("/v1/") and (path.startswith("/v1/v1/") or not path.startswith("/v1/")) \

@@ -38,6 +38,7 @@ from litestar.types import Receive, Scope, Send
 
 from pluralign.data.io import utf16_like
 from pluralign.data.json_keys import repeated_key
+from pluralign.data.record import MAX_CREATED_AT, time_text_hint
 from pluralign.data.text import lone_surrogate_escape, lone_surrogate_problem, shorten
 from service.errors import bad_request, unsupported_media_type
 from service.head import allow_for, is_head, takes_head
@@ -501,12 +502,14 @@ def check_number(parameter: QueryParameter, value: str) -> None:
     name = parameter.name
     shown = shorten(value, 27, "...")  # between graphemes
     wanted = number_range(parameter)
+    # a parameter of the times an import takes (an audit's `since`): a date's seconds, or a time in milliseconds divided
+    hint = time_text_hint(value) if (parameter.least, parameter.most) == (0, MAX_CREATED_AT) and len(value) <= 64 else ""
     if len(value) > MAX_NUMBER_CHARS or not _NUMBER.fullmatch(value):
         raise bad_request(name, f"must be {wanted}, written in decimal in at most {MAX_NUMBER_CHARS} characters "
-                                f"(as in {name}=1.5), got {shown!r}")
+                                f"(as in {name}=1.5), got {shown!r}{hint}")
     number = float(value)
     if not (math.isfinite(number) and parameter.least <= number <= parameter.most):
-        raise bad_request(name, f"must be {wanted}, got {shown!r}")
+        raise bad_request(name, f"must be {wanted}, got {shown!r}{hint}")
 
 
 @lru_cache(maxsize=256)

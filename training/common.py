@@ -11,6 +11,7 @@ import math
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -350,25 +351,29 @@ def check_store_uri(option: str, uri: str) -> None:
 
 
 def number(kind: type = int, minimum: float | None = None, above: float | None = None, below: float | None = None,
-           maximum: float | None = None):
+           maximum: float | None = None, hint: Callable[[str], str] | None = None):
     """An argparse `type=` for a number with bounds: `minimum` (>=), `above` (>), `below` (<), `maximum` (<=).
 
     A value out of bounds, or a float that is not finite (nan, inf), is argparse's usage error
     naming the option: "argument --epochs: expected an integer >= 1, got 0" (exit code 2), before
-    anything runs. The job runner's params (`training.jobs.params`) have the same lower bounds."""
+    anything runs; `hint(text)` is added to it (a time's: `pluralign.data.record.time_text_hint`). The job runner's
+    params (`training.jobs.params`) have the same lower bounds."""
     noun = "an integer" if kind is int else "a number"
+
+    def refuse(problem: str, text: str) -> argparse.ArgumentTypeError:
+        return argparse.ArgumentTypeError(problem + (hint(text) if hint is not None and len(text) <= 64 else ""))
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+            raise refuse(f"expected {noun}, got {text!r}", text) from None
         if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+            raise refuse(f"expected a finite number, got {text!r}", text)
         for bound, fails, sign in ((minimum, lambda b: value < b, ">="), (above, lambda b: value <= b, ">"), (below, lambda b: value >= b, "<"),
                                    (maximum, lambda b: value > b, "<=")):
             if bound is not None and fails(bound):
-                raise argparse.ArgumentTypeError(f"expected {noun} {sign} {bound:.15g}, got {text}")
+                raise refuse(f"expected {noun} {sign} {bound:.15g}, got {text}", text)
         return value
 
     return parse

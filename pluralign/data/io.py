@@ -215,6 +215,10 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
     its `role` (`chosen[1].role`) when that is not one of MESSAGE_ROLES. A key whose value is null is absent."""
     if isinstance(value, str):
         return value
+    if isinstance(value, dict) and value and all(isinstance(key, str) and key.isdigit() for key in value):
+        raise PreferenceError(line, field, "expected a string or a non-empty list of messages, got an object keyed by "
+                              "row numbers: a JSON of columns, as pandas' `DataFrame.to_json` writes by default; write one "
+                              "JSON object a row: `df.to_json(FILE, orient='records', lines=True)`")
     if not isinstance(value, list) or not value:
         raise PreferenceError(line, field, "expected a string or a non-empty list of messages")
     for i, message in enumerate(value):
@@ -841,7 +845,18 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
                 "newlines: send it with `--data-binary @FILE`)")
     if raw.startswith(b"\xef\xbb\xbf"):
         return "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one"
+    if _csv_header(raw):
+        return ("; a CSV file's header (its columns `chosen` and `rejected`): the rows go as JSON lines, one object a "
+                "line (`datasets`: `Dataset.from_csv(FILE).to_json(OUT)`; pandas: `df.to_json(OUT, orient='records', "
+                "lines=True)`)")
     return ""
+
+
+def _csv_header(raw: bytes) -> bool:
+    """Whether a line is a CSV header naming a preference row's columns (`user_id,prompt,chosen,rejected`, as
+    `datasets`' `to_csv` and pandas' write them, names quoted or not)."""
+    cells = [cell.strip().strip('"') for cell in raw.decode("utf-8", "replace").rstrip("\r\n").split(",")]
+    return {"chosen", "rejected"} <= set(cells)
 
 
 _JOINED_OBJECTS = re.compile(rb"}\s*{")

@@ -139,7 +139,7 @@ def _date_hint(created_at: str | datetime.date) -> str:
         if not isinstance(when, datetime.datetime):  # a day: its midnight
             when = datetime.datetime.combine(when, datetime.time())
         naive = when.tzinfo is None
-        seconds = (when.replace(tzinfo=datetime.timezone.utc) if naive else when).timestamp()
+        seconds = (when.replace(tzinfo=datetime.UTC) if naive else when).timestamp()
     except (ValueError, OverflowError):  # not ISO text; pandas' NaT
         number = _number_hint(created_at) if isinstance(created_at, str) else None
         return number or f" (a date? give its Unix time: for ISO text without a UTC offset, read as UTC, Python's {utc})"
@@ -164,6 +164,23 @@ def _number_hint(text: str) -> str | None:
     unit = time_unit(number)
     other = f", in seconds: {unit[1]}? divide by {unit[0]}: {number / unit[0]!r}" if unit else ""
     return f" (a number as text? give it as a number ({shorten(text.strip(), 32, '...')} without quotes in JSON){other})"
+
+
+def time_text_hint(text: str) -> str:
+    """The hint a refused time given as text gets (a query parameter, a command-line option in Unix seconds, as
+    `created_at`): for ISO date text its Unix seconds (`_date_hint`: read as UTC where it names no offset), for a
+    number past the end of year 9999 in seconds and within it in milli-, micro- or nanoseconds (`time_unit`) the
+    division; "" for any other text (its own error says what a time is)."""
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            datetime.datetime.fromisoformat(text)
+        except ValueError:
+            return ""
+        return _date_hint(text)
+    unit = time_unit(number)
+    return f" ({unit[1]}? divide by {unit[0]}: {number / unit[0]!r})" if unit else ""
 
 
 def created_at_problem(created_at: Any) -> str | None:

@@ -20,7 +20,14 @@ from litestar.params import FromPath, FromQuery, Parameter
 from litestar.response import Response
 
 from pluralign.store.tenants import MAX_PAGE, TenantUser
-from service.errors import bad_request, error_response, error_responses, storage_failure_of, storage_response
+from service.errors import (
+    bad_request,
+    error_response,
+    error_responses,
+    query_not_utf8,
+    storage_failure_of,
+    storage_response,
+)
 from service.ids import tenant_problem
 from service.tenants import KeysKeptElsewhere, TenantRemoval, TenantRemovals, TenantUnseen, read_removal
 
@@ -42,7 +49,11 @@ def _tenant(tenant: str) -> str:
     return tenant
 
 
-def _after(after: str | None) -> str | None:
+def _after(request: Request, after: str | None) -> str | None:
+    """The page's cursor; a 400 naming `after` for one of no UTF-8 bytes (`%FF`: read as U+FFFD, which sorts after
+    every user id, it gave an empty last page) or of another length than an id's."""
+    if after is not None and (refusal := query_not_utf8(request, "after")) is not None:
+        raise refusal
     if after is not None and not 1 <= len(after) <= 256:
         raise bad_request("after", "a user id from the `next` of the page before (1-256 characters)")
     return after
@@ -70,14 +81,14 @@ def list_tenant_users(request: Request, tenant: FromPath[str], after: FromQuery[
     """Any tenant's users (an admin key); 400 naming `tenant` for a name no tenant can have. A tenant that holds
     nothing (never seen, or removed) is an empty page, not a 404: the store cannot tell it from one whose users all
     went (until session 49 the route declared a 404 it never answered)."""
-    return user_page(request, _tenant(tenant), _after(after), limit)
+    return user_page(request, _tenant(tenant), _after(request, after), limit)
 
 
 @get("/v1/users", sync_to_thread=True, summary="A page of your tenant's users")
 def list_users(request: Request, after: FromQuery[str | None] = None,
                limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100) -> TenantUserPage:
     """The users of the key's own tenant; no parameter reaches another tenant's."""
-    return user_page(request, request.user.tenant, _after(after), limit)
+    return user_page(request, request.user.tenant, _after(request, after), limit)
 
 
 def _removals(request: Request) -> TenantRemovals:

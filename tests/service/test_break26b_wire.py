@@ -545,3 +545,91 @@ def test_an_empty_user_beside_a_safety_identifier_is_a_400_naming_the_empty_one(
             r = c.post("/v1/chat/completions", json={**CHAT, empty: "", other: "empty52"})
             assert r.status_code == 400 and field_named(r) == empty, (empty, r.text)
             assert "name two users" not in r.text and "a user id is 1-128 characters" in r.text, r.text
+
+
+@pytest.mark.parametrize("who, path", [
+    ("acme", "/v1/users?after=%FF"),
+    ("acme", "/v1/users?after=w%E9ire"),  # a Latin-1 cursor
+    ("admin", "/admin/tenants/acme/users?after=%FF&limit=5"),
+])
+def test_a_users_page_after_a_cursor_that_is_no_utf_8_is_a_400_naming_after(svc, who, path):
+    """newsvc56: `GET /v1/users?after=%FF` answered 200 with no users and `next` null, the last page, as if the tenant
+    had no users after that point: Litestar reads the byte as U+FFFD, which sorts after every user id, so a client
+    paging with a cursor it had mangled (a Latin-1 `%E9`) was told the listing was over. A 400 naming `after` now, as
+    `group_by` of an audit (service.errors.query_not_utf8)."""
+    with svc.client(who) as c:
+        r = c.get(path)
+    assert r.status_code == 400, (path, r.status_code, r.text[:300])
+    error = r.json()["error"]
+    assert error["param"] == "after" and "UTF-8" in error["message"] and "\ufffd" not in error["message"], error
+
+
+@pytest.mark.parametrize("path", ["/admin", "/admin/"])
+def test_the_admin_area_s_own_url_says_where_the_dashboard_is(svc, path):
+    """newsvc56: `http://HOST:8000/admin`, typed in a browser by an operator looking for the dashboard, answered
+    "no route `GET /admin`: docs/admin.md lists the routes", where the service's root names /admin/dashboard."""
+    r = httpx.get(svc.url + path, headers={"Accept": "text/html"})
+    assert r.status_code == 404, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"no route `GET {path}`: ") and "the operator's dashboard is at /admin/dashboard" in message, message
+    assert "docs/admin.md" in message, message
+
+
+@pytest.mark.parametrize("since, hint", [
+    ("2026-01-01", "1767225600.0 for this one read as UTC"),
+    ("2026-01-01T00:00:00+01:00", "1767222000.0 for this one"),
+    ("1767225600000", "milliseconds? divide by 1000: 1767225600.0"),  # JavaScript's Date.now()
+])
+def test_an_audit_since_given_as_a_date_or_in_milliseconds_is_told_its_seconds(svc, since, hint):
+    """newsvc56: `since=2026-01-01` (or a time in milliseconds) was '`since`: must be a number from 0 to 253402300799,
+    ..., got '2026-01-01'', where an import's `created_at`, the same Unix seconds, names the date's seconds or the
+    division. Still a 400 naming `since`, nothing queued, now with that hint."""
+    with svc.client("admin") as admin:
+        r = admin.get(f"/admin/audits/fairness?group_by=segment&since={since.replace('+', '%2B')}&wait=0")
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "since" and hint in error["message"], error
+
+
+@pytest.mark.parametrize("since, hint", [("2026-01-01", "1767225600.0 for this one read as UTC"),
+                                         (1767225600000, "milliseconds? divide by 1000: 1767225600.0")])
+def test_an_audit_job_s_since_given_as_a_date_or_in_milliseconds_is_told_its_seconds(svc, since, hint):
+    """newsvc56: POST /admin/jobs of an audit with `"since": "2026-01-01"` was '`params.since`: Expected `float | null`,
+    got `str`' (in milliseconds: 'Expected `float` <= 253402300799.0'); now with the date's seconds or the division,
+    as the audit route's `since` and an import's `created_at` say it. Nothing queued."""
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"])
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "since": since}})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "params.since" and hint in error["message"], error
+        assert len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]) == before
+
+
+ROWS56 = [{"user_id": "csv56", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."},
+          {"user_id": "csv56", "prompt": "Cats?", "chosen": "Yes!", "rejected": "No!"}]
+
+
+@pytest.mark.parametrize("written_by, hint", [
+    ("datasets to_csv", "a CSV file's header"),
+    ("pandas to_json", "orient='records', lines=True"),
+])
+def test_an_import_of_a_csv_or_of_pandas_columns_says_what_the_file_is(svc, tmp_path, written_by, hint):
+    """newsvc56: a preference file written with `datasets`' `to_csv` was '`line 1`: malformed JSON (JSON is
+    malformed: invalid character (byte 0))', and one written with pandas' `DataFrame.to_json` (whose default,
+    orient='columns', is one object of columns keyed by row number) '`line 1.prompt`: expected a string or a non-empty
+    list of messages': neither said what the file was nor how to write JSON lines. Still a 400 naming line 1, nothing
+    stored, now saying so."""
+    import datasets
+
+    ds, path = datasets.Dataset.from_list(ROWS56), tmp_path / "prefs"
+    if written_by == "datasets to_csv":
+        ds.to_csv(str(path), index=False)
+    else:
+        ds.to_pandas().to_json(path)
+    with svc.client() as c:
+        r = c.post("/v1/users/csv56/import", content=path.read_bytes())
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"].startswith("line 1") and hint in error["message"], error
+        assert c.get("/v1/users/csv56").status_code == 404  # nothing stored

@@ -135,3 +135,15 @@ def test_openai_s_other_apis_say_what_is_served_instead(svc, suffix):
         message = missing.value.message
         assert missing.value.code == "not_found" and said in message and "not served" in message, message
         assert ("`POST /v1/chat/completions`" in message) == (said != "serve-embeddings"), message
+
+
+@pytest.mark.parametrize("path", ["/schema/redoc", "/schema/openapi.yaml", "/schema/rapidoc", "/schema/elements/"])
+def test_a_docs_page_or_document_not_served_names_the_ones_that_are(svc, path):
+    """newsvc56: Litestar's other docs pages and its YAML document (`/schema/redoc`, `/schema/openapi.yaml`, which
+    Litestar serves by default and a reader of its docs tries) were "no route `GET /schema/redoc`: docs/api.md lists
+    the routes"; now the 404 names what /schema serves."""
+    r = httpx.get(svc.url + path)
+    assert r.status_code == 404, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(f"no route `GET {path.rstrip('/')}`: ") and "/schema/openapi.json" in message and "/schema/swagger" in message, message
+    assert httpx.get(svc.url + "/schema/openapi.json").status_code == 200

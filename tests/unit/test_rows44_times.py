@@ -157,3 +157,13 @@ def test_an_audit_since_a_time_scores_no_stored_comparison_whose_time_means_none
     assert code == 0, err
     report = json.loads(out.splitlines()[-1])
     assert (report["users"], report["comparisons"]) == (1, 1), report  # the 2025 comparison only (2023's in us is before)
+
+
+@pytest.mark.parametrize("since, hint", [("2026-01-01", "1767225600.0 for this one read as UTC"),
+                                         ("1767225600000", "milliseconds? divide by 1000: 1767225600.0")])
+def test_an_audits_since_given_as_a_date_or_in_milliseconds_is_told_its_seconds(capsys, since, hint):
+    """newsvc56: `pluralign audit --since 2026-01-01` was "expected a number, got '2026-01-01'" (and a time in
+    milliseconds "expected a number <= 253402300799"), where an import's created_at names the date's seconds or the
+    division. Still a usage error naming --since, now with that hint, as the service's `since` gives it."""
+    code, out, err = cli(capsys, "audit", "--data", "p.jsonl", "--group-by", "segment", "--since", since)
+    assert code == 2 and not out and "argument --since: expected a number" in err and hint in err, err

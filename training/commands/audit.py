@@ -30,7 +30,7 @@ import re
 import sys
 from pathlib import Path
 
-from pluralign.data.record import MAX_CREATED_AT
+from pluralign.data.record import MAX_CREATED_AT, time_text_hint
 from pluralign.files import write_atomic
 from training.common import (
     DATA_DIR_HELP,
@@ -436,7 +436,7 @@ def register(sub) -> None:
                    "users it does not name: ' (no value)'; each user once; group names are trimmed (a blank key or group is an error)")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users (a group of one user is suppressed always)")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
-    p.add_argument("--since", type=number(float, minimum=0, maximum=MAX_CREATED_AT), default=None,
+    p.add_argument("--since", type=number(float, minimum=0, maximum=MAX_CREATED_AT, hint=time_text_hint), default=None,
                    help="score only comparisons created at or after this time (Unix seconds, up to the end of year 9999: the times imports take)")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="--source persona: number of groups, 2 to 64 (default 2)")
     p.add_argument("--group-weights", type=group_weights, default=(),

@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from pluralign.data.record import MAX_CREATED_AT, Base, tenant_problem
+from pluralign.data.record import MAX_CREATED_AT, Base, tenant_problem, time_text_hint
 from pluralign.data.text import is_blank, shorten, surrogate_problem
 
 # what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
@@ -163,7 +163,11 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
     try:
         typed = msgspec.convert({name: value for name, value in params.items() if value is not None}, schema, strict=True)
     except msgspec.ValidationError as exc:
-        raise JobParamsError(*_where(exc)) from None
+        where, problem = _where(exc)
+        since = params.get("since")  # an audit's: a date, or a time in milliseconds, is told its seconds
+        if where == "params.since" and isinstance(since, str | int | float) and not isinstance(since, bool):
+            problem += time_text_hint(str(since)) if len(str(since)) <= 64 else ""
+        raise JobParamsError(where, problem) from None
     _check_values(typed, from_client)
     return typed
 
