@@ -51,3 +51,67 @@ def test_a_flush_past_its_deadline_begins_no_further_batch_after_one_whose_recor
     finally:
         encoder.go_on.set()
         ingest.close()
+
+
+def test_a_request_cut_by_the_graceful_wait_after_its_answer_began_is_not_answered_again():
+    """health56 made `draining` read whether an answer began from `with_request_ids` (`answer_began`, the request's
+    Hangup) instead of a `send` wrapper of its own. The two composed as `service.app.create_app` composes them: a
+    request whose answer began (a stream's head and first piece sent) and that the server's graceful wait then cancels
+    gets no second answer (no 503 start after its 200), and its access line says 200, cut; one cancelled before its
+    answer began is answered 503, as before. A guard, passing before and after health56's change: with `answer_began`
+    always False (the wiring broken) the first case sends a 503 start after the 200 and logs 503."""
+    import asyncio
+    import logging
+
+    from service.errors import refuse_request_id
+    from service.metrics import access_route_of, method_of
+    from service.requestid import with_request_ids
+    from service.stopping import draining
+
+    async def served(begin: bool) -> tuple[list[dict], list[dict]]:
+        sent, lines = [], []
+        started = asyncio.Event()
+
+        async def app(scope, receive, send):
+            if begin:
+                await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+                await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+            started.set()
+            await asyncio.Event().wait()  # generating, until the server's graceful wait cancels it
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            await asyncio.Event().wait()
+
+        class Lines(logging.Handler):
+            def emit(self, record):
+                lines.append(record.access)
+
+        handler = with_request_ids(draining(app, lambda: False), log_access=True, tenant_of=lambda scope: "acme",
+                                   route_of=access_route_of, method_of=method_of, refuse=refuse_request_id)
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [], "query_string": b""}
+        access = logging.getLogger("pluralign.access")
+        lines_handler, level = Lines(), access.level
+        access.addHandler(lines_handler)
+        access.setLevel(logging.INFO)
+        try:
+            task = asyncio.ensure_future(handler(scope, receive, send))
+            await started.wait()
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        finally:
+            access.removeHandler(lines_handler)
+            access.setLevel(level)
+        return sent, lines
+
+    sent, lines = asyncio.run(served(begin=True))
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200], sent
+    assert [(line["status"], line.get("cut")) for line in lines] == [(200, True)], lines
+    sent, lines = asyncio.run(served(begin=False))
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503], sent
+    assert [line["status"] for line in lines] == [503], lines
