@@ -1189,8 +1189,8 @@ class Ingestor:
         """{i: the error of row i} of `entry`'s rows at fault for `error` (a row's error it failed with `tries` times):
         those the store refuses on their own content (`Store.refused_rows`), and where `error` comes from its texts
         (`_by_texts`) those a text of which the encoder refuses or embeds as NaN (`_texts_at_fault`, in the caller's
-        thread: the worker's own holds `_worker` then, which a flush waits for, so not at `nice` (the inversion session
-        48 undid), as the rest of a failed batch's embedding; for a vector not finite read off `vectors`, the move's own,
+        thread: the worker's own holds `_worker` then, which a flush waits for, so not at `nice` (a flush would wait on a
+        nice-19 thread: a priority inversion), as the rest of a failed batch's embedding; for a vector not finite read off `vectors`, the move's own,
         where they hold the record's texts, and for a text refused read off `_refused_texts`: `_read_off`). Raises as
         `_texts_at_fault`."""
         refused = self.store.refused_rows(entry.rows) if len(entry.rows) > 1 else {}
