@@ -93,9 +93,10 @@ def test_a_request_cut_by_the_graceful_wait_after_its_answer_began_is_not_answer
                                    route_of=access_route_of, method_of=method_of, refuse=refuse_request_id)
         scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [], "query_string": b""}
         access = logging.getLogger("pluralign.access")
-        lines_handler, level = Lines(), access.level
+        lines_handler, level, disabled = Lines(), access.level, access.disabled  # an app's logging config may disable it
         access.addHandler(lines_handler)
         access.setLevel(logging.INFO)
+        access.disabled = False
         try:
             task = asyncio.ensure_future(handler(scope, receive, send))
             await started.wait()
@@ -107,6 +108,7 @@ def test_a_request_cut_by_the_graceful_wait_after_its_answer_began_is_not_answer
         finally:
             access.removeHandler(lines_handler)
             access.setLevel(level)
+            access.disabled = disabled
         return sent, lines
 
     sent, lines = asyncio.run(served(begin=True))
