@@ -476,8 +476,9 @@ class Ingestor:
         log is closed (the service stopping) none: what is pending stays in its files for the next start.
 
         `deadline` (`time.monotonic()` seconds; None: none): raises StillMoving once it passes, while
-        waiting for the worker's batch or before a further batch (its own, or the other tenants' turn), with rows still
-        pending (none pending when the worker's lock is not had in time: 0, nothing to wait for). A
+        waiting for the worker's batch or before a further batch (its own, or the other tenants' turn; also after batches
+        whose records all failed on their own, which moved nothing), with rows still pending (none pending when the
+        worker's lock is not had in time: 0, nothing to wait for). A
         batch it began (at most `batch_rows` rows: one encoder call and one commit) is not cut short, so
         the call may end that long after the deadline. A record whose rows fail on their own (a row's error:
         `_move_checked`) is passed over and stays pending, set aside after `tries` failures: the
@@ -508,7 +509,9 @@ class Ingestor:
             turns = tenant is not None  # the other tenants' turns: none after one failed as a whole (`_others_turn`)
             while upto is not None and not self.log.closed and (entries := self._bounded(
                     [e for e in self.log.oldest(self.batch + len(failed), tenant, upto, self._held) if e.seq not in failed])):
-                stop_here(deadline_counts=total > 0)  # the first batch is begun whatever the deadline
+                # the first batch is begun whatever the deadline; a further one not once it passed, whether the batches
+                # before moved rows or failed on their own (records the store or the encoder refuses, batch after batch)
+                stop_here(deadline_counts=bool(total or failed))
                 if (total or failed) and turns:  # a batch of its own moved (or tried) already
                     turns = self._others_turn(tenant)
                     # and none of its own begun once the deadline passed during that turn: the call overruns it by one
@@ -1186,8 +1189,8 @@ class Ingestor:
         """{i: the error of row i} of `entry`'s rows at fault for `error` (a row's error it failed with `tries` times):
         those the store refuses on their own content (`Store.refused_rows`), and where `error` comes from its texts
         (`_by_texts`) those a text of which the encoder refuses or embeds as NaN (`_texts_at_fault`, in the caller's
-        thread: the worker's own holds `_worker` then, which a flush waits for, so not at `nice` (the inversion session
-        48 undid), as the rest of a failed batch's embedding; for a vector not finite read off `vectors`, the move's own,
+        thread: the worker's own holds `_worker` then, which a flush waits for, so not at `nice` (a flush would wait on a
+        nice-19 thread: a priority inversion), as the rest of a failed batch's embedding; for a vector not finite read off `vectors`, the move's own,
         where they hold the record's texts, and for a text refused read off `_refused_texts`: `_read_off`). Raises as
         `_texts_at_fault`."""
         refused = self.store.refused_rows(entry.rows) if len(entry.rows) > 1 else {}

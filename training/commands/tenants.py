@@ -116,8 +116,9 @@ def _tenant_users(settings, tenant: str, after: str | None, limit: int):
 def _seen(settings, folder: Path, keys, tenant: str) -> bool:
     """Whether `tenant` shows here: a key of its (no admin key: that one's tenant only labels it), a removal of it
     before, a job naming it (`jobs_hold_tenant`, as the route) or a row of its in the
-    store. So `remove` of a mistyped name begins no removal (exit 0, `keys_revoked: 0`), which the service would then
-    mark done: it would read as the tenant removed."""
+    store. `remove` of a tenant that shows nowhere (a mistyped name) is refused (exit 2) unless `--even-if-unseen`:
+    begun, it would answer exit 0, `keys_revoked: 0`, and the service would mark it done, which reads as the tenant
+    removed."""
     from service.admin.paths import jobs_folder
     from service.tenants import jobs_hold_tenant, tenant_seen
 
