@@ -209,7 +209,10 @@ def _count(metrics: Metrics, scope: Scope, status: int, seconds: float | None) -
 
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:
-    """Counts HTTP requests by route template and status, and times them."""
+    """Counts HTTP requests by route template and status, and times them. A request whose answer ends is counted as its
+    last piece is handed to the server, before it goes out: a client that has read the answer (a scrape right after it,
+    a test) finds it counted. Counted after it (before flaky56), a scrape on a loaded machine could come first.
+    A request with no such piece (an exception, a client gone before any answer) is counted once its handling ends."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -218,12 +221,20 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
         scope[_COUNTED] = True  # type: ignore[literal-required]
         start = time.perf_counter()
         status = {"code": 500}  # an exception before the answer began
-        hangup, began = Hangup(receive), False
+        hangup, began, counted = Hangup(receive), False, False
+
+        def count() -> None:
+            nonlocal counted
+            if not counted:
+                counted = True
+                _count(scope["litestar_app"].state.runtime.metrics, scope, status["code"], time.perf_counter() - start)
 
         async def send_wrapper(message) -> None:
             nonlocal began
             if message["type"] == "http.response.start":
                 status["code"], began = message["status"], True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                count()  # the answer's last piece: counted before it goes
             await send(message)
 
         try:
@@ -233,7 +244,7 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
             status["code"] = exc.status_code
             raise
         finally:
-            _count(scope["litestar_app"].state.runtime.metrics, scope, status["code"], time.perf_counter() - start)
+            count()
 
     return middleware
 

@@ -250,12 +250,16 @@ class FairScheduler:
             del self._last_start[tenant]  # ranked afresh when it sends again (`submit`)
 
     def _run(self, task: _Task, waited: Waited) -> None:
+        """Runs `task`, gives its place back, then tells its caller: one that has its result finds the task neither
+        running nor holding its tenant's place in `stats` and `held` (told first, before flaky56, a caller on a loaded
+        machine could read the task still running)."""
         start = time.monotonic()
         self._local.waited = waited
+        result, error = None, None
         try:
-            task.future.set_result(task.fn())
+            result = task.fn()
         except BaseException as exc:  # the caller sees it through the Future
-            task.future.set_exception(exc)
+            error = exc
         finally:
             self._local.waited = None
             with self._lock:
@@ -268,6 +272,10 @@ class FairScheduler:
                 if not task.let_go:  # else given back as its caller left
                     self._release(task.tenant)
                 self._dispatch()
+        if error is not None:
+            task.future.set_exception(error)
+        else:
+            task.future.set_result(result)
 
 
 def request_threads() -> int:

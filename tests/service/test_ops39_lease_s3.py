@@ -111,17 +111,25 @@ def test_a_release_that_meets_an_s3_failure_is_logged_and_the_turn_ends(tmp_path
     assert [p["what"] for p in store.problems.recent()] == [f"table `{TABLE}`"]  # /health says so
 
 
+def renewals_reach(failing: Failing, calls: int, within_s: float = 30.0) -> bool:
+    """Whether the lease's renewing thread has made `calls` calls on `failing` within `within_s` seconds (it calls every
+    ttl/3; on a loaded machine a thread may run late, so the tests wait for the calls rather than sleep a fixed time)."""
+    deadline = time.monotonic() + within_s
+    while failing.calls < calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return failing.calls >= calls
+
+
 def test_a_renewal_that_meets_an_s3_failure_tries_again(tmp_path, caplog):
     """Before: the renewing thread died of the ValueError; the lease was not renewed again in that turn."""
     store = Store(str(tmp_path), "enc", DIM, sync_seconds=0, lease_ttl_s=0.6)
     with caplog.at_level("WARNING", logger="pluralign.store"):
         with store.lease:
             store.lease.table = failing = Failing(store.lease.table)
-            time.sleep(0.5)  # two renewals (every ttl/3) fail
+            assert renewals_reach(failing, 2), failing.calls  # two renewals fail (was: a 0.5 s sleep)
             failing.failing = False
             renewed = failing.calls
-            time.sleep(0.5)
-            assert failing.calls > renewed, "no renewal after the failures"
+            assert renewals_reach(failing, renewed + 1), "no renewal after the failures"  # (was: a 0.5 s sleep)
             assert store.lease._renewer.is_alive()
             store.lease.table = failing.table
             store.lease.confirm()  # still held

@@ -16,15 +16,21 @@ def write_jsonl(path, items) -> str:
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of `pluralign argv...`; a usage error's SystemExit counts as its code. The process's
-    umask is put back afterwards: `pluralign serve` sets its own (0077, `training.commands.serve.run`), which a refused
-    start in this process left to every later test of the worker (a file made 0644 was then 0600)."""
+    umask and its PLURALIGN_* variables are put back afterwards: `pluralign serve` sets its own umask (0077,
+    `training.commands.serve.run`), which a refused start in this process left to every later test of the worker (a file
+    made 0644 was then 0600), and PLURALIGN_CACHE_DIR to its data folder's cache (`check_settings`), which a start
+    refused after that check left naming a removed temp folder to the worker's later tests and the jobs they start."""
     umask = os.umask(0o022)
     os.umask(umask)
+    settings = {name: value for name, value in os.environ.items() if name.startswith("PLURALIGN_")}
     try:
         code = main(list(argv))
     except SystemExit as exc:
         code = exc.code
     finally:
         os.umask(umask)
+        for name in [n for n in os.environ if n.startswith("PLURALIGN_") and n not in settings]:
+            del os.environ[name]
+        os.environ.update(settings)
     out, err = capsys.readouterr()
     return code, out, err

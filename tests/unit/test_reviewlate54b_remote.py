@@ -164,8 +164,9 @@ class KeptAlive(TEI):
         self.answer(status, json.loads(payload))
 
 
-def _open_after(wait_s: float = 2.0) -> int:
-    """KeptAlive.open once it is 0 or `wait_s` has passed (the server's threads see a closed connection at once)."""
+def _open_after(wait_s: float = 30.0) -> int:
+    """KeptAlive.open once it is 0 or `wait_s` has passed: the server's threads see a closed connection at once, but on
+    a loaded machine a thread may run seconds later (a 2 s wait failed with a 2.5 s delay put before `finish`'s count)."""
     ends = time.monotonic() + wait_s
     while KeptAlive.open and time.monotonic() < ends:
         time.sleep(0.02)

@@ -147,7 +147,7 @@ def test_a_stream_the_engine_stalls_mid_way_is_cut_at_the_idle_bound(pacing):
     assert 0.5 <= took < 0.5 + SLACK_S, took  # from the last piece to the cut
     assert (cut.value.bound, cut.value.bound_s, cut.value.tries) == ("stream_idle_s", 0.5, 1), vars(cut.value)
     assert "sent nothing more of its streamed answer for 0.5 s" in str(cut.value), cut.value
-    until = time.monotonic() + 2.0
+    until = time.monotonic() + 30  # the engine's thread wakes from its stall and writes: late on a loaded machine
     while not Pacing.closed and time.monotonic() < until:
         time.sleep(0.02)
     assert Pacing.closed == 1  # the engine's write after its stall failed: the client had closed the connection
