@@ -315,7 +315,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     Standard (strings) or conversational (message lists); explicit (`prompt`) or implicit prompt
     (chosen and rejected share it as a prefix; a null `prompt` too, as `datasets` writes an implicit row
     beside explicit ones). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
-    A row without `user_id` belongs to `default_user` when given; a null `tie` is no tie. Rows of a
+    A row without `user_id` (or with a null one, as `datasets`' to_json writes it) belongs to `default_user` when
+    given; a null `tie` is no tie. Rows of a
     Hugging Face `Dataset` (nulls for absent values): `read_rows`."""
     _check_is_a_preference_row(row, line)
     row = dict(row)
@@ -572,6 +573,8 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
         raise PreferenceError(line, "created_at", problem)
     if (problem := new_pref_id_problem(row.get("pref_id"))) is not None:
         raise PreferenceError(line, "pref_id", problem)
+    if "user_id" in row and row["user_id"] is None:  # `datasets`' to_json writes a row's missing user_id so (to_parquet: a null)
+        del row["user_id"]
     if "user_id" not in row:
         if default_user is None:
             raise PreferenceError(line, "user_id", "missing required field")
