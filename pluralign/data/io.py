@@ -573,14 +573,7 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
         raise PreferenceError(line, "created_at", problem)
     if (problem := new_pref_id_problem(row.get("pref_id"))) is not None:
         raise PreferenceError(line, "pref_id", problem)
-    if "user_id" in row and row["user_id"] is None:  # `datasets`' to_json writes a row's missing user_id so (to_parquet: a null)
-        del row["user_id"]
-    if "user_id" not in row:
-        if default_user is None:
-            raise PreferenceError(line, "user_id", "missing required field")
-        row["user_id"] = default_user
-    if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
-        row["user_id"] = str(row["user_id"])
+    _take_user_id(row, line, default_user)
     for field in ("user_id", "source"):
         if isinstance(row.get(field), str) and (problem := surrogate_problem(row[field])):
             raise PreferenceError(line, field, problem)
@@ -589,6 +582,20 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
             del row[field]
     if "attributes" in row:
         row["attributes"] = _attribute_labels(row["attributes"], line)
+
+
+def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> None:
+    """Puts `row`'s user_id in the form `Preference` takes: `default_user` for none or a null one (`datasets`' to_json
+    writes a row's missing user_id so, to_parquet a null: until session newlib56 the JSON line was refused), a number as
+    a string; PreferenceError naming `user_id` when it has none and `default_user` is None."""
+    if row.get("user_id", 0) is None:
+        del row["user_id"]
+    if "user_id" not in row:
+        if default_user is None:
+            raise PreferenceError(line, "user_id", "missing required field")
+        row["user_id"] = default_user
+    if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
+        row["user_id"] = str(row["user_id"])
 
 
 def file_trl(trl: TrlRow | None) -> TrlRow | None:
