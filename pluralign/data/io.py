@@ -479,9 +479,32 @@ def _check_is_a_preference_row(row: Any, line: int) -> None:
         raise _json_array(line, "expected a JSON object, got a ")
     if not isinstance(row, dict):
         raise PreferenceError(line, None, "expected a JSON object")
+    if (orient := _pandas_orient(row)) is not None:
+        error = PreferenceError(line, None, f"one JSON object holding a whole table, as pandas' DataFrame.to_json writes it "
+                                            f"with orient='{orient}': {_PANDAS_LINES}")
+        error.skippable = False
+        raise error
     if row.get("type") in EXPORT_LINE_TYPES and "tenant" in row:
         raise PreferenceError(line, "type", f"a {row['type']!r} line of a user's full export, which does not import: export "
                                             "the user's preference file instead (`GET /v1/users/{id}/export?format=preferences`)")
+
+
+_PANDAS_LINES = ("the rows go one JSON object a line (JSON lines): pandas writes them with "
+                 "df.to_json(FILE, orient='records', lines=True), or a Parquet file with df.to_parquet(FILE)")
+
+
+def _pandas_orient(row: dict[str, Any]) -> str | None:
+    """The `orient` with which pandas' DataFrame.to_json wrote `row`, a whole table in one object, told by its shape
+    (no preference row has it: an answer is text or a message list, never an object); None for another object."""
+    if isinstance(row.get("chosen"), dict) and isinstance(row.get("rejected"), dict):
+        return "columns"  # to_json's default: {"chosen": {"0": ..., "1": ...}, ...}
+    if isinstance(row.get("data"), list) and isinstance(row.get("columns"), list) and "chosen" in row["columns"]:
+        return "split"
+    if isinstance(row.get("data"), list) and isinstance(row.get("schema"), dict):
+        return "table"
+    if row and "chosen" not in row and all(isinstance(value, dict) and "chosen" in value for value in row.values()):
+        return "index"  # {"0": {"prompt": ..., "chosen": ...}, ...}
+    return None
 
 
 # TRL's dataset types that are not paired preferences, told by their columns (TRL's "Dataset formats"), first match
@@ -818,7 +841,9 @@ def _decode_line(number: int, raw: bytes) -> Any:
         if not hint and str(exc).startswith("Number out of range") and (far := _out_of_range_number(raw)) is not None:
             raise PreferenceError(number, far[0], f"{far[1]} is out of range: no 64-bit float holds it (at most about "
                                                   "1.8e308 either side of 0)") from None
-        raise PreferenceError(number, None, f"malformed JSON ({exc}){hint}") from None
+        error = PreferenceError(number, None, f"malformed JSON ({exc}){hint}")
+        error.skippable = not hint.startswith("; a CSV file")  # skipped, the header leaves rows of CSV: none would read
+        raise error from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
         raise PreferenceError(number, field, problem) from None
@@ -843,6 +868,9 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
         return "; a JSON object spread over several lines: JSON lines keep each row on one line (`jq -c . FILE` writes them so)"
     if raw.lstrip().startswith(b"["):
         return None
+    if _csv_header(raw):
+        return ("; a CSV file (its header row names `chosen` and `rejected`): pluralign reads JSON lines or Parquet; "
+                "pandas.read_csv(FILE).to_json(OUT, orient='records', lines=True) writes JSON lines")
     if "trailing characters" in problem and _JOINED_BY_CR.search(raw):
         return ("; several JSON objects on one line, separated by a lone carriage return (`\\r`, old Mac line ends): "
                 "JSON lines end each row with `\\n` (`tr '\\r' '\\n' < FILE` rewrites them so)")
@@ -852,6 +880,13 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
     if raw.startswith(b"\xef\xbb\xbf"):
         return "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one"
     return ""
+
+
+def _csv_header(raw: bytes) -> bool:
+    """Whether the line is a CSV (or TSV) header naming the `chosen` and `rejected` columns (pandas' to_csv, a
+    spreadsheet's export), as a preference table saved as CSV starts."""
+    cells = {cell.strip().strip(b'"').strip() for cell in re.split(rb"[,;\t]", raw[:4096].removeprefix(codecs.BOM_UTF8))}
+    return {b"chosen", b"rejected"} <= cells
 
 
 _JOINED_OBJECTS = re.compile(rb"}\s*{")

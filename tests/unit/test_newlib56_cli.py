@@ -31,3 +31,27 @@ def test_a_null_user_id_written_by_datasets_to_json_is_the_user_option_s_as_in_p
         assert json.loads(out.strip().splitlines()[-1])["users"] == 3, path.suffix  # carol, ann, bob
         code, out, err = cli(capsys, "data", "stats", "--source", "file", "--path", str(path), "--json")
         assert code == 2 and "field `user_id`: missing required field" in err and "--user NAME" in err, (path.suffix, err)
+
+
+def test_a_preference_table_pandas_wrote_as_csv_or_as_json_of_columns_is_named_for_what_it_is(capsys, tmp_path):
+    """pandas' to_csv and its default to_json (orient='columns': one object of columns) are how a DataFrame is saved
+    first. The CSV was 'line 1: malformed JSON (JSON is malformed: invalid character (byte 0)) (--skip-bad skips bad
+    rows)', the JSON 'line 1, field `prompt`: expected a string or a non-empty list of messages (--skip-bad ...)', as if
+    one row were bad; --skip-bad then skipped the whole file. Each now says what the file is and how pandas writes
+    JSON lines, without the --skip-bad hint. orient='index' and 'split' likewise."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{"user_id": user, "prompt": f"Tea or coffee, {i}?", "chosen": "Tea.", "rejected": "Coffee, please."}
+                          for user in ("ann", "bob") for i in range(3)])
+    frame.to_csv(csv := tmp_path / "prefs ü.csv", index=False)
+    frame.to_json(columns := tmp_path / "columns.json")
+    frame.to_json(index := tmp_path / "index.json", orient="index")
+    frame.to_json(split := tmp_path / "split.json", orient="split")
+    wanted = {csv: "a CSV file", columns: "orient='columns'", index: "orient='index'", split: "orient='split'"}
+    for path, named in wanted.items():
+        code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(path), "--json")
+        assert code == 2 and named in err and "orient='records', lines=True" in err, (path.name, err)
+        assert "--skip-bad" not in err, (path.name, err)
+    frame.to_json(lines := tmp_path / "lines.jsonl", orient="records", lines=True)  # what the message says to write
+    code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(lines), "--json")
+    assert (code, json.loads(out.strip().splitlines()[-1])["pairs"]) == (0, 6), err
