@@ -53,3 +53,26 @@ def test_a_store_opens_at_a_pathlib_path_with_a_numpy_width(tmp_path):
     assert Store(tmp_path / "lance ü", encoder_id="test-encoder", dim=8).preferences_for("default", "ann")[1] == 1
     with pytest.raises(Exception, match="a whole number >= 1"):
         Store(tmp_path / "other", encoder_id="test-encoder", dim=np.float64(8.0))
+
+
+def test_an_audit_s_user_groups_keyed_by_numbers_is_named_not_read_as_every_user_without_a_group(minilm):
+    """A DataFrame's int user_id column makes the records' users '0', '1', ... (read_rows), while the same frame's
+    groupby(...).to_dict() keys the groups by 0, 1, ...: no key matched, every user was in ' (no value)', and the audit
+    ran and reported one group of 6 users, without a word. `pluralign audit --user-groups` refuses a file naming none of
+    the users (check_user_groups); the library did not."""
+    import pandas as pd
+
+    from pluralign.data.io import read_rows
+    from pluralign.fairness.audit import comparisons_from_records
+
+    frame = pd.DataFrame([{"user_id": u, "prompt": f"When, {i}?", "chosen": f"At {i}.", "rejected": f"Later than {i}, sorry."}
+                          for u in range(4) for i in range(3)])
+    records, _ = read_rows(frame)
+    by_number = {u: "odd" if u % 2 else "even" for u in range(4)}
+    with pytest.raises(ValueError, match=r"`user_groups` names none of the 4 users of `records` \(its keys: 0 \(int\), "
+                                         r"\.\.\.; the records' users: '0', \.\.\.\): key it by the records' user ids"):
+        comparisons_from_records(records, minilm, "group", user_groups=by_number)
+    c = comparisons_from_records(records, minilm, "group", user_groups={str(u): g for u, g in by_number.items()})
+    assert sorted(c.groups) == ["even", "odd"]
+    c = comparisons_from_records(records, minilm, "group", user_groups={"0": "even"})  # users it leaves out: no value
+    assert sorted(c.groups) == [" (no value)", "even"]
