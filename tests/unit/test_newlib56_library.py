@@ -76,3 +76,17 @@ def test_an_audit_s_user_groups_keyed_by_numbers_is_named_not_read_as_every_user
     assert sorted(c.groups) == ["even", "odd"]
     c = comparisons_from_records(records, minilm, "group", user_groups={"0": "even"})  # users it leaves out: no value
     assert sorted(c.groups) == [" (no value)", "even"]
+
+
+def test_select_active_names_a_design_or_prior_it_cannot_use_before_it_chooses():
+    """select_active checked its inputs only in the first fit_posterior, after a first choice: a zero prior precision
+    (an improper prior) was "`cov` is not finite (NaN or inf)", a `cov` the caller never gave, after numpy's
+    divide-by-zero warning; one comparison given as a (D,) row was "`design` has shape (1,)", not its shape (4,)."""
+    from pluralign.user.active import select_active
+
+    design = np.random.default_rng(0).normal(size=(6, 4))
+    with pytest.raises(ValueError, match=r"`prior_precision` must be > 0 .*element 0 is 0.0"):
+        select_active(design, np.zeros(4), np.zeros(4), 2)
+    with pytest.raises(ValueError, match=r"`design` has shape \(4,\), expected \(N, D\)"):
+        select_active(design[0], np.zeros(4), np.ones(4), 1)
+    assert select_active(torch.tensor(design), torch.zeros(4), torch.ones(4), 2) == select_active(design, np.zeros(4), np.ones(4), 2)
