@@ -619,6 +619,10 @@ def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> N
         row["user_id"] = default_user
     if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
         row["user_id"] = str(row["user_id"])
+    elif isinstance(row.get("user_id"), float):  # not read as text: 1.0 may be user 1, or "1.0"
+        raise PreferenceError(line, "user_id", f"a float, {row['user_id']!r}, where a user id is text or a whole number: "
+                                               "pandas makes a column of int ids holding a missing one floats; keep them "
+                                               "whole with df['user_id'].astype('Int64'), or give them as text")
 
 
 def file_trl(trl: TrlRow | None) -> TrlRow | None:

@@ -55,3 +55,22 @@ def test_a_preference_table_pandas_wrote_as_csv_or_as_json_of_columns_is_named_f
     frame.to_json(lines := tmp_path / "lines.jsonl", orient="records", lines=True)  # what the message says to write
     code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(lines), "--json")
     assert (code, json.loads(out.strip().splitlines()[-1])["pairs"]) == (0, 6), err
+
+
+def test_user_ids_pandas_made_floats_are_named_with_how_to_keep_them_whole(capsys, tmp_path):
+    """A DataFrame's int user_id column holding one missing id is float64 (0.0, 1.0, NaN): its Parquet file was refused
+    'row 2, field `user_id`: Expected `str`, got `float`', not saying where the float came from nor how to keep the ids
+    whole. The missing id is --user's, as a null is."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{"user_id": u, "prompt": f"Tea or coffee, {i}?", "chosen": "Tea.", "rejected": "Coffee, please."}
+                          for u in (1, 2) for i in range(3)])
+    frame.loc[0, "user_id"] = None
+    assert str(frame["user_id"].dtype) == "float64"
+    frame.to_parquet(floats := tmp_path / "float ids.parquet")
+    code, out, err = cli(capsys, "data", "stats", "--source", "parquet", "--path", str(floats), "--user", "carol", "--json")
+    assert code == 2 and "row 2, field `user_id`: a float, 1.0" in err and "astype('Int64')" in err, err
+    frame["user_id"] = frame["user_id"].astype("Int64")  # what the message says to do
+    frame.to_parquet(whole := tmp_path / "whole ids.parquet")
+    code, out, err = cli(capsys, "data", "stats", "--source", "parquet", "--path", str(whole), "--user", "carol", "--json")
+    assert (code, json.loads(out.strip().splitlines()[-1])["users"]) == (0, 3), err
