@@ -90,7 +90,7 @@ test-object-store: $(STAMP)
 # the generation child process: it dies, hangs or cannot load, and the service stops around it; a process exits without
 # waiting for a remote prompt count it gave up on
 test-generation: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_process_generator.py tests/e2e/test_left46_late_generation.py tests/e2e/test_startup41_stop_at_start.py tests/service/test_startup41_stop.py tests/unit/test_reviewcounts53_exit.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_process_generator.py tests/e2e/test_left46_late_generation.py tests/e2e/test_startup41_stop_at_start.py tests/service/test_startup41_stop.py tests/unit/test_reviewcounts53_exit.py tests/models/test_newlib56_model_cache.py
 
 # the pluralign commands, training jobs, audits and the docs' examples on the shared data and real tiny runs
 # (35 slow tests; first run as a target in session 51: 367 s at load 2-4, all passed; 105 s of it is test_fuzz36_lines)

@@ -139,7 +139,15 @@ def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, fl
     each pair's group label (N,); the worst group is min(acc, key=acc.get). ValueError naming
     `groups` when it has another length and `correct` when it holds a value that is not a credit
     (probabilities: pass credit(p)) or is a table (more than one dimension), `groups` when its labels are of two kinds
-    that do not order (a None among strings); TypeError when `groups` is one string."""
+    that do not order (a None among strings) or is not one label per comparison (N,); TypeError when `groups` is one
+    string. A tensor's or array's labels are read as Python values (`tolist`): a 0-d tensor hashes by its identity, so
+    each comparison was its own group until session newlib56."""
+    if hasattr(groups, "detach"):  # a torch tensor
+        groups = groups.detach().cpu().numpy()
+    if isinstance(groups, np.ndarray):
+        if groups.ndim != 1:
+            raise ValueError(f"`groups` must be one label per comparison, (N,), got shape {groups.shape}")
+        groups = groups.tolist()
     correct = _same_length(correct, groups, "groups", "labels")
     sums: dict[str, list[float]] = defaultdict(list)
     for c, g in zip(correct, groups, strict=False):

@@ -215,10 +215,6 @@ def messages_to_text(value: Any, field: str, line: int) -> str:
     its `role` (`chosen[1].role`) when that is not one of MESSAGE_ROLES. A key whose value is null is absent."""
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and value and all(isinstance(key, str) and key.isdigit() for key in value):
-        raise PreferenceError(line, field, "expected a string or a non-empty list of messages, got an object keyed by "
-                              "row numbers: a JSON of columns, as pandas' `DataFrame.to_json` writes by default; write one "
-                              "JSON object a row: `df.to_json(FILE, orient='records', lines=True)`")
     if not isinstance(value, list) or not value:
         raise PreferenceError(line, field, "expected a string or a non-empty list of messages")
     for i, message in enumerate(value):
@@ -319,7 +315,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     Standard (strings) or conversational (message lists); explicit (`prompt`) or implicit prompt
     (chosen and rejected share it as a prefix; a null `prompt` too, as `datasets` writes an implicit row
     beside explicit ones). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
-    A row without `user_id` belongs to `default_user` when given; a null `tie` is no tie. Rows of a
+    A row without `user_id` (or with a null one, as `datasets`' to_json writes it) belongs to `default_user` when
+    given; a null `tie` is no tie. Rows of a
     Hugging Face `Dataset` (nulls for absent values): `read_rows`."""
     _check_is_a_preference_row(row, line)
     row = dict(row)
@@ -482,9 +479,32 @@ def _check_is_a_preference_row(row: Any, line: int) -> None:
         raise _json_array(line, "expected a JSON object, got a ")
     if not isinstance(row, dict):
         raise PreferenceError(line, None, "expected a JSON object")
+    if (orient := _pandas_orient(row)) is not None:
+        error = PreferenceError(line, None, f"one JSON object holding a whole table, as pandas' DataFrame.to_json writes it "
+                                            f"with orient='{orient}': {_PANDAS_LINES}")
+        error.skippable = False
+        raise error
     if row.get("type") in EXPORT_LINE_TYPES and "tenant" in row:
         raise PreferenceError(line, "type", f"a {row['type']!r} line of a user's full export, which does not import: export "
                                             "the user's preference file instead (`GET /v1/users/{id}/export?format=preferences`)")
+
+
+_PANDAS_LINES = ("the rows go one JSON object a line (JSON lines): pandas writes them with "
+                 "df.to_json(FILE, orient='records', lines=True), or a Parquet file with df.to_parquet(FILE)")
+
+
+def _pandas_orient(row: dict[str, Any]) -> str | None:
+    """The `orient` with which pandas' DataFrame.to_json wrote `row`, a whole table in one object, told by its shape
+    (no preference row has it: an answer is text or a message list, never an object); None for another object."""
+    if isinstance(row.get("chosen"), dict) and isinstance(row.get("rejected"), dict):
+        return "columns"  # to_json's default: {"chosen": {"0": ..., "1": ...}, ...}
+    if isinstance(row.get("data"), list) and isinstance(row.get("columns"), list) and "chosen" in row["columns"]:
+        return "split"
+    if isinstance(row.get("data"), list) and isinstance(row.get("schema"), dict):
+        return "table"
+    if row and "chosen" not in row and all(isinstance(value, dict) and "chosen" in value for value in row.values()):
+        return "index"  # {"0": {"prompt": ..., "chosen": ...}, ...}
+    return None
 
 
 # TRL's dataset types that are not paired preferences, told by their columns (TRL's "Dataset formats"), first match
@@ -576,12 +596,7 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
         raise PreferenceError(line, "created_at", problem)
     if (problem := new_pref_id_problem(row.get("pref_id"))) is not None:
         raise PreferenceError(line, "pref_id", problem)
-    if "user_id" not in row:
-        if default_user is None:
-            raise PreferenceError(line, "user_id", "missing required field")
-        row["user_id"] = default_user
-    if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
-        row["user_id"] = str(row["user_id"])
+    _take_user_id(row, line, default_user)
     for field in ("user_id", "source"):
         if isinstance(row.get(field), str) and (problem := surrogate_problem(row[field])):
             raise PreferenceError(line, field, problem)
@@ -590,6 +605,24 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
             del row[field]
     if "attributes" in row:
         row["attributes"] = _attribute_labels(row["attributes"], line)
+
+
+def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> None:
+    """Puts `row`'s user_id in the form `Preference` takes: `default_user` for none or a null one (`datasets`' to_json
+    writes a row's missing user_id so, to_parquet a null: until session newlib56 the JSON line was refused), a number as
+    a string; PreferenceError naming `user_id` when it has none and `default_user` is None."""
+    if row.get("user_id", 0) is None:
+        del row["user_id"]
+    if "user_id" not in row:
+        if default_user is None:
+            raise PreferenceError(line, "user_id", "missing required field")
+        row["user_id"] = default_user
+    if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
+        row["user_id"] = str(row["user_id"])
+    elif isinstance(row.get("user_id"), float):  # not read as text: 1.0 may be user 1, or "1.0"
+        raise PreferenceError(line, "user_id", f"a float, {row['user_id']!r}, where a user id is text or a whole number: "
+                                               "pandas makes a column of int ids holding a missing one floats; keep them "
+                                               "whole with df['user_id'].astype('Int64'), or give them as text")
 
 
 def file_trl(trl: TrlRow | None) -> TrlRow | None:
@@ -812,7 +845,9 @@ def _decode_line(number: int, raw: bytes) -> Any:
         if not hint and str(exc).startswith("Number out of range") and (far := _out_of_range_number(raw)) is not None:
             raise PreferenceError(number, far[0], f"{far[1]} is out of range: no 64-bit float holds it (at most about "
                                                   "1.8e308 either side of 0)") from None
-        raise PreferenceError(number, None, f"malformed JSON ({exc}){hint}") from None
+        error = PreferenceError(number, None, f"malformed JSON ({exc}){hint}")
+        error.skippable = not hint.startswith("; a CSV file")  # skipped, the header leaves rows of CSV: none would read
+        raise error from None
     except UnicodeDecodeError as exc:
         field, problem = _not_utf8(raw, exc)
         raise PreferenceError(number, field, problem) from None
@@ -837,6 +872,9 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
         return "; a JSON object spread over several lines: JSON lines keep each row on one line (`jq -c . FILE` writes them so)"
     if raw.lstrip().startswith(b"["):
         return None
+    if _csv_header(raw):
+        return ("; a CSV file (its header row names `chosen` and `rejected`): pluralign reads JSON lines or Parquet; "
+                "pandas.read_csv(FILE).to_json(OUT, orient='records', lines=True) writes JSON lines")
     if "trailing characters" in problem and _JOINED_BY_CR.search(raw):
         return ("; several JSON objects on one line, separated by a lone carriage return (`\\r`, old Mac line ends): "
                 "JSON lines end each row with `\\n` (`tr '\\r' '\\n' < FILE` rewrites them so)")
@@ -845,18 +883,14 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
                 "newlines: send it with `--data-binary @FILE`)")
     if raw.startswith(b"\xef\xbb\xbf"):
         return "; it starts with a byte order mark (U+FEFF): save the file as UTF-8 without one"
-    if _csv_header(raw):
-        return ("; a CSV file's header (its columns `chosen` and `rejected`): the rows go as JSON lines, one object a "
-                "line (`datasets`: `Dataset.from_csv(FILE).to_json(OUT)`; pandas: `df.to_json(OUT, orient='records', "
-                "lines=True)`)")
     return ""
 
 
 def _csv_header(raw: bytes) -> bool:
-    """Whether a line is a CSV header naming a preference row's columns (`user_id,prompt,chosen,rejected`, as
-    `datasets`' `to_csv` and pandas' write them, names quoted or not)."""
-    cells = [cell.strip().strip('"') for cell in raw.decode("utf-8", "replace").rstrip("\r\n").split(",")]
-    return {"chosen", "rejected"} <= set(cells)
+    """Whether the line is a CSV (or TSV) header naming the `chosen` and `rejected` columns (pandas' to_csv, a
+    spreadsheet's export), as a preference table saved as CSV starts."""
+    cells = {cell.strip().strip(b'"').strip() for cell in re.split(rb"[,;\t]", raw[:4096].removeprefix(codecs.BOM_UTF8))}
+    return {b"chosen", b"rejected"} <= cells
 
 
 _JOINED_OBJECTS = re.compile(rb"}\s*{")

@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -129,7 +130,7 @@ def smollm2_dir() -> Path:
     """A folder with SmolLM2's fp32 weights and tokenizer in transformers' format (made once)."""
     target = model_cache_dir() / SMOLLM2_FP32
     with _lock:
-        if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        if _smollm2_made(target):
             return target
         writable_cache([SMOLLM2_FP32])
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -142,11 +143,27 @@ def smollm2_dir() -> Path:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        # another process may be converting beside this one (two commands' first loads, make test's workers): each saves
+        # into its own folder and the first to finish renames it into place; the others' copies, and one cut short (a
+        # Ctrl-C), are removed (until session newlib56 they stayed, 517 MB each)
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        tmp.replace(target) if not target.exists() else None
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            if not _smollm2_made(target):
+                try:
+                    tmp.replace(target)
+                except OSError:  # a folder is not renamed over another that holds files: made by another process
+                    if not _smollm2_made(target):
+                        raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+
+def _smollm2_made(target: Path) -> bool:
+    """Whether `target` holds the converted model (a folder renamed into place whole)."""
+    return (target / "config.json").exists() and (target / "model.safetensors").exists()
 
 
 def load_smollm2(device=None):

@@ -12,6 +12,7 @@ Exported files are cached under the model cache (`PLURALIGN_MODEL_CACHE`), like 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -49,14 +50,24 @@ def _export(target: Path) -> None:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     # the tracer's notes on transformers' shape checks (TracerWarning) and on advanced indexing, printed at a
     # service's first start: the export is checked against torch's vectors (tests/unit/test_onnx_encoder.py)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _made_whole(tmp, target):
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
         torch.onnx.export(
             LastHidden(model), tuple(batch[n] for n in names), str(tmp), input_names=names,
             output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False,
         )
-    tmp.replace(target)
+
+
+@contextlib.contextmanager
+def _made_whole(tmp: Path, target: Path):
+    """Renames `tmp`, written in the block, over `target`; a block cut short (a Ctrl-C, a full disk) removes it, where
+    until session newlib56 it stayed in the model cache."""
+    try:
+        yield
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def minilm_onnx(quantize: bool = False) -> Path:
@@ -73,8 +84,8 @@ def minilm_onnx(quantize: bool = False) -> Path:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             tmp = int8.with_name(int8.name + f".tmp{os.getpid()}")
-            quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
-            tmp.replace(int8)
+            with _made_whole(tmp, int8):
+                quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
     return int8 if quantize else fp32
 
 

@@ -161,10 +161,14 @@ def comparisons_from_records(
 
     A comparison without the attribute (with `user_groups`: of a user it does not name) is in group NO_VALUE; a
     group's name, attribute value or `user_groups` name, is compared as an answer is (`answer_key`: trimmed), so none is
-    NO_VALUE. UnknownGroupBy (a ValueError) when no comparison has it (a misspelled name), before anything is embedded."""
+    NO_VALUE. UnknownGroupBy (a ValueError) when no comparison has it (a misspelled name), and a ValueError naming
+    `user_groups` when it names none of the users (keyed by numbers where the records' user ids are their text: everyone
+    would be NO_VALUE, until session newlib56 without a word), before anything is embedded."""
     pairs = [r for r in records if not r.tie]
     if not pairs:
         raise ValueError("no non-tie comparisons to audit")
+    if user_groups is not None:
+        _check_names_a_user(user_groups, pairs)
     group_by = answer_key(group_by)  # names and labels compared as answers are (answer_key): one group however a client spelt it
     named = [{answer_key(k): v for k, v in r.attributes.items()} for r in pairs]
     if user_groups is None and not any(group_by in a for a in named):
@@ -362,6 +366,17 @@ def _ties_skipped(c: Comparisons, since: float | None) -> int:
     if since is None or c.tie_time is None:
         return c.ties_skipped
     return int((c.tie_time >= since).sum())
+
+
+def _check_names_a_user(user_groups: Mapping[str, str], pairs: Sequence[Preference]) -> None:
+    """ValueError naming `user_groups` when it names none of the users of `pairs` (every one would be NO_VALUE)."""
+    audited = sorted({r.user_id for r in pairs})
+    if not any(user in user_groups for user in audited):
+        keys = list(user_groups.keys())[:1]
+        shown = f"{keys[0]!r} ({type(keys[0]).__name__}), ..." if keys else "none"
+        raise ValueError(f"`user_groups` names none of the {len(audited)} users of `records` (its keys: {shown}; the "
+                         f"records' users: {audited[0]!r}, ...): key it by the records' user ids, str (read_rows reads a "
+                         "number user_id as its text)")
 
 
 def audit(

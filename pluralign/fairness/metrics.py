@@ -112,9 +112,17 @@ def resampled_means(values: np.ndarray, unit: np.ndarray, resamples: int, rng: n
 
 
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> list[float]:
-    """[low, high]: the central `level` share of `samples` (B,) (the percentile bootstrap interval)."""
+    """[low, high]: the central `level` share of `samples` (B,) (the percentile bootstrap interval). ValueError naming
+    `samples` when it holds no number (no resamples drawn) or a NaN or infinity, and `level` when it is not a share in
+    (0, 1) (95 for 95%)."""
+    if isinstance(level, bool) or not isinstance(level, int | float | np.number) or not 0 < level < 1:
+        raise ValueError(f"`level` must be a share in (0, 1) (0.95 for 95%), got {level!r}")
+    values = _numbers(samples).reshape(-1)
+    if values.size == 0 or not np.isfinite(values).all():
+        raise ValueError(f"`samples` must be one or more finite numbers (B,), got shape {values.shape}"
+                         + ("" if values.size == 0 else " holding NaN or inf"))
     tail = (1.0 - level) / 2 * 100
-    low, high = np.percentile(np.asarray(samples, np.float64), [tail, 100 - tail])
+    low, high = np.percentile(values, [tail, 100 - tail])
     return [float(low), float(high)]
 
 

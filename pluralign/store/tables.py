@@ -445,12 +445,13 @@ class Store:
     rows written by another process are not seen until the user's history is evicted."""
 
     def __init__(
-        self, uri: str, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
+        self, uri: str | os.PathLike, encoder_id: str, dim: int, history_bytes: int = 128 << 20,
         storage_options: dict[str, str] | None = None, sync_seconds: float | None = None,
         lease_ttl_s: float = lease.TTL_S, finish_purges: bool = True, cache_bytes: int = 256 << 20,
         shared_within_s: float = 60.0, withdrawn_note: str | os.PathLike | None = None,
     ):
-        """`storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
+        """`uri`: a folder (a str or a pathlib.Path), `memory://` or an object store's URI; `dim` a whole number (a numpy
+        integer too). `storage_options` (Lance's names: `aws_endpoint`, `allow_http`, credentials) reach an
         object store; see `pluralign.store.location`. `sync_seconds`: see the class. `lease_ttl_s`: seconds
         after which the maintenance lease of a replica that stopped renewing it is free (with `sync_seconds`
         only; `pluralign.store.lease`). `finish_purges` (without `sync_seconds`): finish now the purges a
@@ -467,8 +468,10 @@ class Store:
         when `uri` is a local file (not a folder), `dim` is not >= 1, `encoder_id` is empty, the tables there were made
         for another encoder or schema, or one cannot be opened (damaged: named). Tables an earlier release made under
         the encoder id '' are `encoder_id`'s: it is recorded in them (with `finish_purges`; `_check_made_alike`)."""
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        if isinstance(dim, bool | np.bool_) or not isinstance(dim, int | np.integer) or dim < 1:
             raise StoreError(f"`dim` must be the encoder's embedding width (a whole number >= 1), got {dim!r}")
+        dim = int(dim)  # a numpy shape's or config's width (np.int64) as the int the tables' metadata records
+        uri = os.fspath(uri)  # a pathlib.Path as the text every check below and the error messages read
         if not isinstance(encoder_id, str) or is_blank(encoder_id):  # the tables' metadata records it: vectors of no encoder
             raise StoreError(f"`encoder_id` must name the encoder whose vectors the tables hold (a str with a visible character), "
                              f"got {encoder_id!r}")

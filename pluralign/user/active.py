@@ -603,12 +603,16 @@ def select_active(design: np.ndarray, prior_mean: np.ndarray, prior_precision: n
     ValueError on an unknown target or a `k` that is not a whole number >= 0 (and, `fit_posterior`, a design that is
     not finite)."""
     whole("select_active", 0, k=k)
-    from pluralign.user.model import fit_posterior
+    from pluralign.user.model import _checked, fit_posterior
 
     if target not in ("predictive", "coefficients"):
         raise ValueError(f"target must be `predictive` or `coefficients`, got {target!r}")
-    design = np.asarray(design, np.float64)
-    mean, cov = np.asarray(prior_mean, np.float64), np.diag(1.0 / np.asarray(prior_precision, np.float64))
+    # checked before the prior's covariance is made from them: until session newlib56 a zero precision was a covariance
+    # of inf, named `cov`, and a (D,) design was named by the shape of its first choice, (1,)
+    design, _, prior_mean, prior_precision = _checked(design, None, prior_mean, prior_precision)
+    if prior_precision.ndim != 1:  # a full one's elementwise inverse is no covariance
+        raise ValueError(f"`prior_precision` must be a diagonal prior's (D,), got shape {prior_precision.shape}")
+    mean, cov = prior_mean, np.diag(1.0 / prior_precision)
     chosen: list[int] = []
     left = np.ones(len(design), bool)
     for _ in range(min(k, len(design))):

@@ -611,7 +611,7 @@ ROWS56 = [{"user_id": "csv56", "prompt": "Tea?", "chosen": "Yes.", "rejected": "
 
 
 @pytest.mark.parametrize("written_by, hint", [
-    ("datasets to_csv", "a CSV file's header"),
+    ("datasets to_csv", "a CSV file"),
     ("pandas to_json", "orient='records', lines=True"),
 ])
 def test_an_import_of_a_csv_or_of_pandas_columns_says_what_the_file_is(svc, tmp_path, written_by, hint):

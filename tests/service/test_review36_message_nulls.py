@@ -82,3 +82,19 @@ def test_a_row_without_attributes_in_a_datasets_file_imports_with_none(svc, hf, 
         assert r.status_code == 201, r.text
         stored = {row["prompt"]: row["attributes"] for row in c.get("/v1/users/ola/preferences").json()["data"]}
     assert stored == {"Tea or coffee?": {"group": "a"}, "Cats or dogs?": {}, "Sea or hills?": {}}, stored
+
+
+def test_a_null_user_id_as_datasets_writes_it_is_the_path_s_user_on_import(svc, hf, tmp_path):
+    """newlib56: `Dataset.to_json` writes a row's missing user_id as `"user_id": null`; the import took a line without
+    `user_id` as the path's user's but refused this one, 400 `line 1.user_id` ("Expected `str`, got `null`")."""
+    path = tmp_path / "users.jsonl"
+    rows = [{"user_id": None, "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."},
+            {"user_id": "oda", "prompt": "Milk or lemon?", "chosen": "Lemon.", "rejected": "Milk."}]
+    hf.run("datasets.Dataset.from_list(rows).to_json(path)", rows=rows, path=str(path))
+    body = path.read_bytes()
+    assert body.startswith(b'{"user_id":null'), body  # what makes it a test of this
+    with svc.client("acme") as c:
+        r = c.post("/v1/users/oda/import", content=body)
+        assert r.status_code == 201, r.text
+        stored = c.get("/v1/users/oda/preferences").json()["data"]
+        assert sorted(row["prompt"] for row in stored) == ["Milk or lemon?", "Tea or coffee?"]

@@ -374,7 +374,7 @@ def register(sub) -> None:
         p.add_argument("--source", required=True, help="ukp_convarg1, jsonl or parquet")
         p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, a folder `datasets` save_to_disk wrote, or the ukp_convarg1 folder")
         p.add_argument("--skip-bad", action="store_true", help="skip malformed rows and report how many")
-        p.add_argument("--user", default=None, type=user_id, help="the user of rows without `user_id` (TRL datasets carry none)")
+        p.add_argument("--user", default=None, type=user_id, help="the user of rows without `user_id` or with a null one (TRL datasets carry none)")
         if name == "stats":
             p.add_argument("--json", action="store_true", help="print only the counts as one JSON object (without it: a table, then that JSON line)")
         elif name == "export":
