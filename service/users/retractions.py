@@ -183,15 +183,12 @@ def retract_owed(rt: Runtime) -> int:
     owed = sorted(rt.owed_retractions.keys())
     for tenant, user_id, pref_id in owed:
         _retract_soon(rt, tenant, user_id, pref_id, 0)
-    rt.metrics.set_gauge("pluralign_retractions_owed", len(owed), help=OWED_HELP)
     return len(owed)
 
 
 # seconds before each new try of `retract_arrived`'s retraction that failed; past the last, every ARRIVED_RETRY_S[-1]
 # seconds until it is done (a try is one retraction's work: a look at the row when the store is down)
 ARRIVED_RETRY_S = (5.0, 30.0, 120.0, 600.0)
-OWED_HELP = ("rows this replica stored that a retraction through another replica took back meanwhile, not taken back "
-             "yet (tried again until done; kept on disk across restarts)")
 
 
 def _retract_soon(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries: int) -> None:
@@ -217,13 +214,11 @@ def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries:
         say = log.warning if tries < len(ARRIVED_RETRY_S) else log.error
         say("a row of a user of tenant %s taken back through another replica while it was stored here could not be taken "
             "back yet (try %d, again in %.0f s; %d such rows owed): %s", tenant, tries + 1, wait, len(rt.owed_retractions), exc)
-        rt.metrics.set_gauge("pluralign_retractions_owed", len(rt.owed_retractions), help=OWED_HELP)
         timer = threading.Timer(wait, _retract_soon, (rt, tenant, user_id, pref_id, tries + 1))
         timer.daemon = True
         timer.start()
         return
     rt.owed_retractions.paid((tenant, user_id, pref_id))
-    rt.metrics.set_gauge("pluralign_retractions_owed", len(rt.owed_retractions), help=OWED_HELP)
 
 
 def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bool:
