@@ -61,7 +61,7 @@ test-scaleout: $(STAMP)
 
 # training artifacts and jobs under failure (diverging runs, damaged artifacts, killed workers): real tiny runs, slow-marked
 test-artifacts: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/models/test_artifact38_divergence.py tests/service/test_artifact38_divergence.py tests/service/test_artifact38_damaged.py tests/e2e/test_artifact38_killed.py tests/e2e/test_reviewjobs53_population_cut.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/models/test_artifact38_divergence.py tests/service/test_artifact38_divergence.py tests/service/test_artifact38_damaged.py tests/e2e/test_artifact38_killed.py tests/e2e/test_reviewjobs53_population_cut.py tests/service/test_retract56_population.py
 
 # a tenant's removal killed (SIGKILL) inside its first batch of users' DELETEs and finished by the next start, through
 # `pluralign serve` (slow-marked: two starts, ~1-2 min on two shared cores), and the slow-marked full flows of
