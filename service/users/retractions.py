@@ -208,7 +208,8 @@ def _retract_soon(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries: i
 
 def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries: int = 0) -> None:
     try:
-        retract(rt, tenant, user_id, pref_id, arrived=True)
+        if _still_owed(rt, tenant, user_id, pref_id):  # a look first: most of a batch owed unchecked is not
+            retract(rt, tenant, user_id, pref_id, arrived=True)
     except Exception as exc:  # noqa: BLE001 (tried again while the service runs; owed on disk for the next start)
         wait = ARRIVED_RETRY_S[min(tries, len(ARRIVED_RETRY_S) - 1)]
         say = log.warning if tries < len(ARRIVED_RETRY_S) else log.error
@@ -219,6 +220,14 @@ def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries:
         timer.start()
         return
     rt.owed_retractions.paid((tenant, user_id, pref_id))
+
+
+def _still_owed(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> bool:
+    """Whether the user's row `pref_id` is stored and a retraction recorded after it arrived (`Store.retracted`): a look
+    without the store's maintenance turn, before `retract(..., arrived=True)` takes it and looks again. A batch owed whole
+    because the worker's look failed (`OwedRetractions.check`) is mostly rows no one took back."""
+    row = rt.store.stored_row(tenant, user_id, pref_id)
+    return row is not None and bool(rt.store.retracted([row]))
 
 
 def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bool:

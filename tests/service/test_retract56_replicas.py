@@ -77,3 +77,39 @@ def test_a_row_whose_take_back_keeps_failing_is_tried_again_past_the_last_retry_
         assert listed(acme_a, "ria") == kept and MISCLICK not in exported(acme_a, "ria")
         wait_for(lambda: owed_gauge(a) == 0, 5, "still shown owed")
         assert not (a.runtime.settings.data_path / OWED_RETRACTIONS_FILE).exists()
+
+
+@pytest.mark.slow
+def test_a_row_stored_while_the_look_for_retractions_failed_is_taken_back_and_its_batch_kept(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """a's look for rows taken back right after its commit fails (the store did not answer): it was logged and the move
+    went on, so the row b's pending retraction named (a 202) stayed stored. Now the batch is owed whole and each row
+    looked at again: the one taken back goes, the one sent beside it stays."""
+    from pluralign.store.failures import StoreUnavailable
+    from tests.service.tiny import start_replicas
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200, deletion_sweep_s=3600.0)
+    with first, a.client("acme") as acme_a, second, b.client("acme") as acme_b:
+        kept = set(give_rule(acme_a, "ria", 2))
+        assert listed(acme_a, "ria") == kept
+        looked, failed = a.runtime.store.retracted, []
+
+        def unanswered_once(rows):  # the first look at the batch holding the row taken back
+            if not failed and any(r.pref_id == late for r in rows):
+                failed.append(len(rows))
+                raise StoreUnavailable("retractions", "the store", "read", "unreadable", "connection reset")
+            return looked(rows)
+
+        with a.runtime.ingest.paused():
+            r = acme_a.post("/v1/feedback", json={"type": "comparison", "user": "ria", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No."})
+            beside = r.json()["stored"][0]  # a row of the same batch, not taken back
+            late = keyed_misclick(acme_a, "ria", "late")
+            assert acme_b.delete(f"/v1/users/ria/preferences/{late}").status_code == 202
+            monkeypatch.setattr(a.runtime.ingest, "_not_retracted", lambda entries: entries)  # its look came first
+            monkeypatch.setattr(a.runtime.store, "retracted", unanswered_once)
+        a.runtime.ingest.flush()
+        wait_for(lambda: late not in listed(acme_a, "ria"), 20, "the row taken back stayed stored")
+        assert failed  # the look at its batch failed once
+        assert beside in listed(acme_a, "ria")  # looked at again, not taken back
+        wait_for(lambda: not (a.runtime.settings.data_path / OWED_RETRACTIONS_FILE).exists(), 10, "still owed")
