@@ -26,9 +26,11 @@ either done or not, and sent again finishes it:
 Not done here: population snapshots and PAL/EM artifacts trained on the row keep it until the next population job
 (docs/api.md, "Taking back one answer"). With replicas, a row this replica finds neither in the table nor in its own
 log may still wait in the feedback log of the replica that received it: the retraction is then recorded in the store,
-pending (`Store.record_retraction`), and answered 202 (`RetractionPending`); that replica's mover drops the row before
+pending (`Store.record_retraction`), and answered 202 (`RetractionPending`; past the bound on such records of the
+user or tenant, `pluralign.store.retractions.TooManyPending`, a 429 and nothing recorded); that replica's mover drops the row before
 it is stored (`Ingestor._not_retracted`), as its replay after a crash does, and one that stored it between this
-replica's look and its record takes it back itself once moved (`retract_arrived`). Until review retractrep55 such a
+replica's look and its record takes it back itself once moved (`retract_arrived`; owed on disk until done, tried
+again until it is, and at the next start after a crash: `service.owed_retractions`). Until review retractrep55 such a
 retraction was a 404 and the row was stored and learned from. A moved record of the row in another replica's log file (the replica that
 received it, when the retraction went through this one) is not moved in again: with replicas, the retraction is recorded
 in the store first (`Store.record_retraction`, `pluralign.store.retractions`), and that replica's replay drops it
