@@ -9,8 +9,9 @@ disk before the log lets go (`service.owed_retractions`), and the next start tak
 
 Two real `pluralign serve` replicas on one store. Replica a runs test hooks of its own: once the test arms it (a file),
 its worker holds a batch until the test lets it go (so b's retraction finds the row in no table), its look for pending
-retractions comes first (it finds none: the race's order), and it SIGKILLs itself right after `FeedbackLog.done`.
-Slow (three service starts, ~40-90 s on two shared cores): `make test-scaleout`."""
+retractions comes first (it finds none: the race's order), and it SIGKILLs itself right after `FeedbackLog.done`, or
+right after the commit, before the log's update.
+Slow (three service starts each, ~60-120 s on two shared cores): `make test-scaleout`."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import os, signal, sys, time
 from pluralign.store.feedback_log import FeedbackLog
 from pluralign.store.ingest import Ingestor
 
-move, look, done = Ingestor._move_entries, Ingestor._not_retracted, FeedbackLog.done
+move, look, done, noted = Ingestor._move_entries, Ingestor._not_retracted, FeedbackLog.done, Ingestor._noted_before_done
 armed = lambda: os.path.exists(os.environ["ARMED"])
 
 def held(self, entries, *args, **kwargs):
@@ -50,7 +51,16 @@ def killed(self, entries):
     if entries and armed():  # stored, gone from the log; the move's hooks have not run
         os.kill(os.getpid(), signal.SIGKILL)
 
-Ingestor._move_entries, Ingestor._not_retracted, FeedbackLog.done = held, looked_first, killed
+def killed_first(self, rows):
+    if rows and armed():  # stored, still in the log: the replay finds it stored
+        os.kill(os.getpid(), signal.SIGKILL)
+    noted(self, rows)
+
+Ingestor._move_entries, Ingestor._not_retracted = held, looked_first
+if os.environ["KILL_AT"] == "after_done":
+    FeedbackLog.done = killed
+else:
+    Ingestor._noted_before_done = killed_first
 from training.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
@@ -66,14 +76,17 @@ def listed(client: httpx.Client) -> set[str]:
     return {row["pref_id"] for row in r.json()["data"]}
 
 
+@pytest.mark.parametrize("kill_at", ["after_done", "before_done"])
 def test_a_row_taken_back_pending_through_b_and_stored_by_a_killed_before_its_hook_is_taken_back_at_as_restart(
-        tmp_path, tiny_pal_dir):
+        tmp_path, tiny_pal_dir, kill_at):
+    """`after_done`: killed once the log let go of the record; `before_done`: killed right after the commit, the record
+    still in the log (its replay finds the row stored)."""
     armed, held, go = tmp_path / "armed", tmp_path / "held", tmp_path / "go"
     common = {"PLURALIGN_STORE_URI": str(tmp_path / "store"), "PLURALIGN_REPLICAS": "2", "PLURALIGN_STORE_SYNC_MS": "300",
               "PLURALIGN_DELETION_SWEEP_S": "3600", "PLURALIGN_JOB_WORKERS": "0", "PLURALIGN_CACHE_DIR": str(tmp_path / "cache")}
     ra, rb = tmp_path / "a", tmp_path / "b"
     a = ServeProcess(ra, NO_GENERATOR, tiny_pal_dir, code=RACED_THEN_KILLED, PLURALIGN_REPLICA_INDEX="0",
-                     ARMED=str(armed), HELD=str(held), GO=str(go), **common)
+                     ARMED=str(armed), HELD=str(held), GO=str(go), KILL_AT=kill_at, **common)
     procs = [a]
     try:
         headers = {"Authorization": f"Bearer {a.dev_key()}"}
