@@ -63,6 +63,7 @@ from service.users.controllers import (
     retract_preference_by_query,
     score_responses,
 )
+from service.users.retractions import retract_owed
 from service.users.services import UnfinishedDeletes, keep_dropped_refits, refit_dropped
 from service.web_headers import VaryKeepingCORS, keyed_answers
 
@@ -153,7 +154,7 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
         ) if settings.cors_origins else None,
         debug=False,
         logging_config=app_logging(settings.log_format),  # Litestar's own, with the request id on every line
-        on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes, _refit_dropped, _freeze_heap],
+        on_startup=[_share_request_threads, start_admin, _start_deletion_sweep, _start_unfinished_deletes, _refit_dropped, _retract_owed, _freeze_heap],
         on_shutdown=[stop_taking_work, _stop_unfinished_deletes, _stop_deletion_sweep, stop_admin, _stop_refits, _stop_ingest, close_admin, _close_generator,
                      _thaw_heap],
         after_exception=[count_unrouted],
@@ -313,6 +314,13 @@ def _refit_dropped(app: Litestar) -> None:
         log.info("starting: %d background refits the last stop dropped, or a crash left waiting, are queued again", queued)
     if replayed := refit_waiting(runtime):
         log.info("starting: %d background refits of users whose feedback the log replayed are queued", replayed)
+
+
+def _retract_owed(app: Litestar) -> None:
+    """With replicas, the rows the last run stored that a retraction through another replica took back meanwhile, and
+    that it had not taken back yet (a crash: `service.owed_retractions`), are taken back now, on the DELETEs' threads."""
+    if owed := retract_owed(app.state.runtime):
+        log.info("starting: %d rows taken back through another replica while they were stored here are taken back now", owed)
 
 
 def _stop_refits(app: Litestar) -> None:

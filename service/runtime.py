@@ -35,6 +35,7 @@ from service.chat.keys import ChatKeys
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
 from service.encoders import is_model_folder, make_encoder
 from service.metrics import DECLARED_COUNTERS, Metrics
+from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions
 from service.pal_dir import PalDirWatch
 from service.promoted import PROMOTED_PAL, remove_crash_leftovers, restore_promoted
 from service.requestid import per_request
@@ -81,6 +82,15 @@ class ForgetIncomplete(RuntimeError):
     def __init__(self, rewritten: int, failures: list[str]):
         super().__init__(f"{len(failures)} population file(s) may still hold the deleted user: " + "; ".join(failures))
         self.rewritten, self.failures = rewritten, failures
+
+
+def _before_done(waiting: WaitingRefits, owed: OwedRetractions, store: Store | None, rows: list[StoredPreference]) -> None:
+    """The ingest worker's `before_done`: the users of rows just stored owed their refits (`WaitingRefits.owe`) and,
+    with replicas (`store` given), the rows a retraction through another replica took back meanwhile owed their
+    retraction (`OwedRetractions.check`), both on disk before the feedback log lets go of the rows."""
+    waiting.owe((r.tenant, r.user_id) for r in rows)
+    if store is not None:
+        owed.check(store, rows)
 
 
 def make_generator(
@@ -412,6 +422,9 @@ class Runtime:
     # the user (tenant, user_id) whose background refit is running, None between refits: owed until it ended (a stop
     # that stops waiting for it, the waiting file written whole again meanwhile, keep it: `service.waiting_refits`)
     running_refit: tuple[str, str] | None = None
+    # with replicas: rows stored here that a retraction through another replica took back meanwhile, on disk until
+    # taken back (`service.owed_retractions`, `service.users.retractions.retract_arrived`); built in __post_init__
+    owed_retractions: OwedRetractions | None = None
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
     pooled_priors: TTLCache | None = None
@@ -580,19 +593,27 @@ class Runtime:
             self.described = TTLCache(maxsize=1024, ttl=self.settings.pooled_prior_ttl_s)
         if self.pool_vectors is None:
             self.pool_vectors = ScopedVectors(POOL_VECTOR_BYTES)
-        if self.waiting_refits is None:
-            self.waiting_refits = WaitingRefits(self.settings.data_path / WAITING_REFITS_FILE)
+        self._open_data_files()
         if self.deletion_sweep is None and self.settings.replicas > 1:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
         if self.pal_dir_watch is None and self.settings.replicas > 1:
             self.pal_dir_watch = PalDirWatch(self, self.settings.deletion_sweep_s)
-        if self.delete_journal is None:
-            self.delete_journal = DeleteJournal(self.settings.data_path / JOURNAL_FOLDER)
-        if self.owed_vectors is None:
-            self.owed_vectors = OwedVectors(self.settings.data_path / OWED_FOLDER)
         # a user's adapter found damaged (or for another base model): they get the fallback, counted once
         self.adapters.on_unusable = lambda tenant, user, error: self.metrics.inc(
             "pluralign_adapters_unusable_total", help=DECLARED_COUNTERS["pluralign_adapters_unusable_total"][0])
+
+    def _open_data_files(self) -> None:
+        """What the data folder keeps of work owed across a crash, each not given: the waiting refits, the owed
+        retractions, the unfinished DELETEs and the owed vector purges."""
+        data = self.settings.data_path
+        if self.waiting_refits is None:
+            self.waiting_refits = WaitingRefits(data / WAITING_REFITS_FILE)
+        if self.owed_retractions is None:
+            self.owed_retractions = OwedRetractions(data / OWED_RETRACTIONS_FILE)
+        if self.delete_journal is None:
+            self.delete_journal = DeleteJournal(data / JOURNAL_FOLDER)
+        if self.owed_vectors is None:
+            self.owed_vectors = OwedVectors(data / OWED_FOLDER)
 
     def wait_for_background(self) -> None:
         """Block until every acknowledged feedback is in the table and every refit queued so far has run (as many refits
@@ -682,12 +703,15 @@ class Runtime:
             # the users of every move are named on disk before the log lets go of their rows, from the replay on: a kill
             # before their refits were queued (`service.feedback.services.after_move`) loses none of them
             waiting = WaitingRefits(settings.data_path / WAITING_REFITS_FILE)
+            # with replicas, the rows a retraction through another replica took back while stored here, named on disk
+            # before the log lets go of them, from the replay on (`service.owed_retractions`)
+            owed = OwedRetractions(settings.data_path / OWED_RETRACTIONS_FILE)
             step("replaying the feedback log")
             ingest = Ingestor(
                 FeedbackLog(settings.data_path / "feedback-log", problems=store.problems,
                             tenant_rows=settings.tenant_feedback_backlog_rows), store, encoder, batch=settings.ingest_batch,
                 on_moved=partial(per_request, hooks),  # each request's rows under its X-Request-Id
-                before_done=lambda rows: waiting.owe((r.tenant, r.user_id) for r in rows),
+                before_done=partial(_before_done, waiting, owed, store if settings.replicas > 1 else None),
             )
             promoted = settings.data_path / PROMOTED_PAL
             if (promoted / "meta.json").exists():  # a population model retrained on the service's feedback and promoted
@@ -717,7 +741,7 @@ class Runtime:
             log.info("ready: generator %s, encoder %s, PAL %s", generator.model_id, encoder.encoder_id, rewards.describe())
             return cls(
                 settings=settings, store=store, encoder=encoder, generator=generator, rewards=rewards, keys=keys,
-                adapters=adapters, ingest=ingest, moved_hooks=hooks, waiting_refits=waiting,
+                adapters=adapters, ingest=ingest, moved_hooks=hooks, waiting_refits=waiting, owed_retractions=owed,
                 # the worker moves them from now on, before the app hooks its refits in (`after_move`): they wait
                 dropped_refits=set(ingest.replayed),
             )

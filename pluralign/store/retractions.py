@@ -14,7 +14,10 @@ A retraction of a row no table holds yet (with replicas, one still waiting in th
 received it: `service.users.retractions`) is recorded the same way, its `retraction_id` marked `PENDING` (the row may
 never come: an id the user never sent). Each mover drops the rows it is about to store that a record names
 (`pluralign.store.ingest.Ingestor`, as the replay does), so the row never reaches the table. A pending record older
-than `PENDING_KEEP_S` is deleted at the next record of its tenant: nothing of an id that never comes stays for good.
+than `PENDING_KEEP_S` is deleted at the next record of its tenant: nothing of an id that never comes stays for good. At
+most `PENDING_PER_USER` pending records younger than that are kept for a user, `PENDING_PER_TENANT` for a tenant: past
+either, a new one is refused (`TooManyPending`), so one tenant's DELETEs of ids that never come cannot grow the table
+(which every move and retraction of every tenant scans) without bound.
 
 An older release never opens this table (nothing it reads changed); its rows are appended and never changed but by
 that DELETE.
@@ -34,6 +37,22 @@ from pluralign.store.schemas import SCHEMA_VERSION
 TABLE = "retractions"
 PENDING = "pending-"  # the start of a retraction_id recorded before its row was seen stored
 PENDING_KEEP_S = 7 * 86400.0  # how long a pending record is kept (seconds): past it, a row still to come is kept
+# the most pending records kept (younger than PENDING_KEEP_S) for one user, and for one tenant: past either, a new one is
+# refused (`TooManyPending`). A row on its way waits seconds in another replica's log (days for a stopped replica), so a
+# user has a few at most; without a bound a client sending DELETEs of random ids (each a 202: an unknown id cannot be told
+# from one on its way) grew the table for a week, and every move's and every retraction's scan of it with it
+PENDING_PER_USER = 100
+PENDING_PER_TENANT = 10_000
+
+
+class TooManyPending(Exception):
+    """A pending retraction refused: the user (`whose` "user") or their tenant ("tenant") holds `limit` pending records
+    younger than PENDING_KEEP_S already. `retry_after`: seconds until the oldest of them is past it."""
+
+    def __init__(self, whose: str, limit: int, retry_after: float):
+        self.whose, self.limit, self.retry_after = whose, limit, retry_after
+        super().__init__(f"{'this user' if whose == 'user' else 'the tenant'} has {limit} retractions of rows not stored "
+                         f"yet pending, the most kept (each for {PENDING_KEEP_S / 86400:g} days)")
 
 
 def pref_hash(tenant: str, user_id: str, pref_id: str) -> str:

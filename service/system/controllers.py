@@ -110,6 +110,9 @@ def scrape_state(app: Litestar) -> list:
         ("pluralign_feedback_pending_rows", "gauge", "acknowledged feedback rows still in the log (not yet embedded)", [({}, pending)]),
         ("pluralign_vectors_owed", "gauge", "purges of deleted users' vectors a busy embedding cache put off (files in the data "
          "folder's vectors-owed/), retried each pass of the unfinished DELETEs and at each job's exit", [({}, rt.owed_vectors.owed())]),
+        ("pluralign_retractions_owed", "gauge", "rows this replica stored that another replica's pending retraction took back "
+         "meanwhile, not taken back yet (tried again until done; retractions-owed.json in the data folder)",
+         [({}, len(rt.owed_retractions))]),
         ("pluralign_feedback_moved_rows", "counter", "feedback rows embedded and moved into the table since start", [({}, rt.ingest.moved)]),
         ("pluralign_feedback_dead_letter_rows", "gauge", "acknowledged feedback rows set aside after failing on their own "
          "(GET /admin/feedback/dead-letter: rows the store refused), kept until requeued or discarded",

@@ -31,6 +31,7 @@ from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.store.claims import Claim, claim_of, earlier_contents
 from pluralign.store.failures import unavailable
+from pluralign.store.retractions import TooManyPending
 from pluralign.store.tables import PrefIdConflict
 from pluralign.user import FEATURE_NAMES
 from service.calibration.pools import read_pool
@@ -719,6 +720,11 @@ async def _retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Resp
     except TimeoutError as exc:
         raise ServiceUnavailableException(detail=f"the store is busy with another replica's maintenance: {exc}; "
                                           "send it again", headers={"Retry-After": "30"}) from None
+    except TooManyPending as exc:  # with replicas, an id in no table: the bound on such records (docs/api.md)
+        problem = (f"user {user_id!r} holds no stored preference {pref_id!r}, and {exc}: nothing recorded (a row stored "
+                   "is taken back at once; send this one again once .../preferences lists it)")
+        raise TooManyRequestsException(detail=f"`pref_id`: {problem}", headers={"Retry-After": str(math.ceil(exc.retry_after))},
+                                       extra=[{"key": "pref_id", "message": problem, "code": "too_many_pending_retractions"}]) from None
     if done is None:
         raise NotFoundException(f"user {user_id!r} holds no preference {pref_id!r} in this tenant")
     if isinstance(done, retractions.RetractionPending):

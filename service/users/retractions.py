@@ -26,9 +26,11 @@ either done or not, and sent again finishes it:
 Not done here: population snapshots and PAL/EM artifacts trained on the row keep it until the next population job
 (docs/api.md, "Taking back one answer"). With replicas, a row this replica finds neither in the table nor in its own
 log may still wait in the feedback log of the replica that received it: the retraction is then recorded in the store,
-pending (`Store.record_retraction`), and answered 202 (`RetractionPending`); that replica's mover drops the row before
+pending (`Store.record_retraction`), and answered 202 (`RetractionPending`; past the bound on such records of the
+user or tenant, `pluralign.store.retractions.TooManyPending`, a 429 and nothing recorded); that replica's mover drops the row before
 it is stored (`Ingestor._not_retracted`), as its replay after a crash does, and one that stored it between this
-replica's look and its record takes it back itself once moved (`retract_arrived`). Until review retractrep55 such a
+replica's look and its record takes it back itself once moved (`retract_arrived`; owed on disk until done, tried
+again until it is, and at the next start after a crash: `service.owed_retractions`). Until review retractrep55 such a
 retraction was a 404 and the row was stored and learned from. A moved record of the row in another replica's log file (the replica that
 received it, when the retraction went through this one) is not moved in again: with replicas, the retraction is recorded
 in the store first (`Store.record_retraction`, `pluralign.store.retractions`), and that replica's replay drops it
@@ -49,6 +51,7 @@ from pluralign.data.record import stand_in_received
 from pluralign.store import StoredPreference
 from pluralign.store.failures import StoreUnavailable
 from service.runtime import Runtime
+from service.scheduler import Stopping
 from service.users.services import _forget_texts, _refit, change_user_row, flush_for_read
 
 log = logging.getLogger("pluralign.service")
@@ -90,23 +93,25 @@ def first_arrival(row: StoredPreference) -> float:
     return min(row.received(), stand_in_received(row.created_at))
 
 
-def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> Retracted | RetractionPending | None:
+def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str, arrived: bool = False) -> Retracted | RetractionPending | None:
     """Take back the user's stored preference `pref_id` (module docstring); None (a 404) when the user holds no row
     under that id, whoever else may (another user's or tenant's id, one retracted already). With replicas, a row in
     no table and not in this replica's log (it may wait in another replica's: or never come) is recorded pending, a
     RetractionPending (the 202; recorded again when sent again). Runs on the DELETEs' threads (`Runtime.deletes`): it takes the store's maintenance
     turn, then the user's lock, as a DELETE does. Raises the 503 of `flush_for_read` (an import's backlog of the
-    user's rows being stored), StoreUnavailable, and TimeoutError (the store's lease, with replicas)."""
+    user's rows being stored), StoreUnavailable, and TimeoutError (the store's lease, with replicas). `arrived`: a row this replica stored that a retraction
+    through another replica may have taken back meanwhile (`retract_arrived`): taken back only when a record says so
+    (`Store.retracted`); None when none does or the row is stored no more, and nothing recorded."""
     flush_for_read(rt, tenant, user_id)  # their rows waiting in the log reach the table: the id is looked for there
     with rt.store.maintenance(), rt.user_lock(tenant, user_id):
         if rt.deletion_sweep is not None:  # with replicas: a row another replica moved in a moment ago
             rt.store.refresh("preferences", "users")
         row = rt.store.stored_row(tenant, user_id, pref_id)
-        if row is None and rt.deletion_sweep is not None:
+        if row is None and rt.deletion_sweep is not None and not arrived:
             row = _recorded_pending(rt, tenant, user_id, pref_id)
             if isinstance(row, RetractionPending) or row is None:
                 return row
-        if row is None:
+        if row is None or (arrived and not rt.store.retracted([row])):
             return None
         if rt.deletion_sweep is not None:  # with replicas: the others' logs may keep a moved record of it (module docstring)
             rt.store.record_retraction(tenant, user_id, pref_id, time.time(), rt.settings.replica_index)
@@ -163,46 +168,68 @@ def _recorded_pending(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> S
 def retract_arrived(rt: Runtime, rows: list[StoredPreference]) -> int:
     """With replicas, rows just stored by this replica's mover that a retraction through another replica recorded
     (pending) meanwhile, between the mover's look (`Ingestor._not_retracted`) and its commit: each taken back now, as
-    its user asked (`_retract_soon`: tried again a while when it fails). Returns how many."""
+    its user asked (`_retract_soon`: tried again until done). The ingest worker named them on disk before the log let go
+    of them (`Runtime.owed_retractions`, `service.owed_retractions`), so a crash before they are taken back leaves them
+    to the next start (`retract_owed`). Returns how many."""
     if rt.deletion_sweep is None or not rows:
         return 0
-    try:
-        late = rt.store.retracted(rows)
-    except Exception as exc:  # noqa: BLE001 (the move's other hooks go on; the user's DELETE sent again takes it back)
-        log.error("could not look for rows taken back through another replica while they were stored here: %s", exc)
-        return 0
-    for tenant, user_id, pref_id in sorted(late):
+    late = rt.owed_retractions.among(rows)
+    for tenant, user_id, pref_id in late:
         _retract_soon(rt, tenant, user_id, pref_id, 0)
     return len(late)
 
 
-ARRIVED_RETRY_S = (5.0, 30.0, 120.0, 600.0)  # seconds before each new try of `retract_arrived`'s retraction that failed
+def retract_owed(rt: Runtime) -> int:
+    """At the start: the retractions the last run owed and had not done (`Runtime.owed_retractions`: a crash after the
+    row was stored, before or while it was taken back) are made now, on the DELETEs' threads. Returns how many."""
+    owed = sorted(rt.owed_retractions.keys())
+    for tenant, user_id, pref_id in owed:
+        _retract_soon(rt, tenant, user_id, pref_id, 0)
+    return len(owed)
+
+
+# seconds before each new try of `retract_arrived`'s retraction that failed; past the last, every ARRIVED_RETRY_S[-1]
+# seconds until it is done (a try is one retraction's work: a look at the row when the store is down)
+ARRIVED_RETRY_S = (5.0, 30.0, 120.0, 600.0)
 
 
 def _retract_soon(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries: int) -> None:
     """`retract` of the user's row on the DELETEs' threads (a thread of its own when those are busy or stopping), its
     `tries`-th try: one that fails (a 503 of the user's import being stored, the store unavailable, its lease held) is
-    tried again after the next of ARRIVED_RETRY_S (the user was answered 202 and sends nothing again), then logged."""
+    tried again after the next of ARRIVED_RETRY_S (the user was answered 202 and sends nothing again), and on past the
+    last, every ARRIVED_RETRY_S[-1] seconds while the service runs; the key stays owed on disk meanwhile
+    (`Runtime.owed_retractions`), for the next start."""
     work = partial(_retract_logged, rt, tenant, user_id, pref_id, tries)
     try:
         rt.deletes.submit(tenant, work)
-    except Exception:  # noqa: BLE001 (Busy, Stopping: the retraction goes on all the same)
+    except Stopping:  # owed on disk: the next start takes it back (`retract_owed`)
+        log.info("a row of a user of tenant %s taken back through another replica is taken back at the next start", tenant)
+    except Exception:  # noqa: BLE001 (Busy: the retraction goes on all the same)
         threading.Thread(target=work, daemon=True, name="retract-arrived").start()
 
 
 def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries: int = 0) -> None:
     try:
-        retract(rt, tenant, user_id, pref_id)
-    except Exception as exc:  # noqa: BLE001 (tried again; past the last try, the user's DELETE of the row sent again)
-        if tries < len(ARRIVED_RETRY_S):
-            log.warning("a row of a user of tenant %s taken back through another replica while it was stored here could "
-                        "not be taken back yet (tried again in %.1f s): %s", tenant, ARRIVED_RETRY_S[tries], exc)
-            timer = threading.Timer(ARRIVED_RETRY_S[tries], _retract_soon, (rt, tenant, user_id, pref_id, tries + 1))
-            timer.daemon = True
-            timer.start()
-            return
-        log.error("a row of a user of tenant %s taken back through another replica while it was stored here could not "
-                  "be taken back: %s", tenant, exc)
+        if _still_owed(rt, tenant, user_id, pref_id):  # a look first: most of a batch owed unchecked is not
+            retract(rt, tenant, user_id, pref_id, arrived=True)
+    except Exception as exc:  # noqa: BLE001 (tried again while the service runs; owed on disk for the next start)
+        wait = ARRIVED_RETRY_S[min(tries, len(ARRIVED_RETRY_S) - 1)]
+        say = log.warning if tries < len(ARRIVED_RETRY_S) else log.error
+        say("a row of a user of tenant %s taken back through another replica while it was stored here could not be taken "
+            "back yet (try %d, again in %.0f s; %d such rows owed): %s", tenant, tries + 1, wait, len(rt.owed_retractions), exc)
+        timer = threading.Timer(wait, _retract_soon, (rt, tenant, user_id, pref_id, tries + 1))
+        timer.daemon = True
+        timer.start()
+        return
+    rt.owed_retractions.paid((tenant, user_id, pref_id))
+
+
+def _still_owed(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> bool:
+    """Whether the user's row `pref_id` is stored and a retraction recorded after it arrived (`Store.retracted`): a look
+    without the store's maintenance turn, before `retract(..., arrived=True)` takes it and looks again. A batch owed whole
+    because the worker's look failed (`OwedRetractions.check`) is mostly rows no one took back."""
+    row = rt.store.stored_row(tenant, user_id, pref_id)
+    return row is not None and bool(rt.store.retracted([row]))
 
 
 def _drop_adapter(rt: Runtime, tenant: str, user_id: str, received: float) -> bool:

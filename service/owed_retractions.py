@@ -1,0 +1,108 @@
+"""Rows this replica stored that a retraction through another replica took back meanwhile: owed a retraction, kept on
+disk until it is done.
+
+Why: with replicas, a user may take back a row through replica b while it still waits in replica a's feedback log.
+b records the retraction pending (`Store.record_retraction`) and answers 202; a's mover drops the row before storing
+it (`Ingestor._not_retracted`). When b's record lands in the instant between a's look and a's commit, a stores the row
+and must take it back itself (`service.users.retractions.retract_arrived`). That was done by the move's later hook
+only, from memory: a kill between the commit and that hook (or during its tries) left the row stored for good, its
+log record done or found stored at the replay, and the user told 202.
+
+How: the ingest worker looks for such rows before the feedback log lets go of a move's records (`check`, its
+`Ingestor.before_done`, also run for the records the replay finds stored), and writes their keys (tenant, user_id,
+pref_id) to OWED_RETRACTIONS_FILE in the data folder, whole and fsynced (`pluralign.files.atomic_writer`); a look the
+store does not answer owes the whole batch, each checked again before anything is taken back. Each key leaves the file
+once its retraction is done or found not owed (`paid`). The next start takes back what the file names. Rare: the file
+exists only while such a row waits, so it is written whole each time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgspec
+
+from pluralign.files import atomic_writer
+from pluralign.store import StoredPreference
+
+log = logging.getLogger("pluralign.service")
+
+OWED_RETRACTIONS_FILE = "retractions-owed.json"  # under the data folder: a JSON list of [tenant, user_id, pref_id]
+_decode = msgspec.json.Decoder(list[tuple[str, str, str]]).decode
+
+Key = tuple[str, str, str]  # (tenant, user_id, pref_id)
+
+
+class OwedRetractions:
+    """OWED_RETRACTIONS_FILE at `path`, read when constructed: `keys` it names, `owe` adds, `paid` removes. A file that
+    cannot be written or read is logged, never raised (the move goes on: the row is then taken back by the move's hook
+    as before, but not after a crash)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._keys: set[Key] = set(self._read())
+
+    def keys(self) -> set[Key]:
+        with self._lock:
+            return set(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def check(self, store, rows: list[StoredPreference]) -> None:
+        """The ingest worker's `before_done`, with replicas: the keys of `rows` (just stored) a retraction recorded after
+        they were received (`Store.retracted`) are owed, on disk before this returns. When the store does not answer,
+        every key of `rows` is owed: each is looked at again before it is taken back (`retract(..., arrived=True)`)."""
+        if not rows:
+            return
+        try:
+            late = store.retracted(rows)
+        except Exception as exc:  # noqa: BLE001 (StoreUnavailable, Lance's own: the move goes on)
+            log.error("could not look for rows taken back through another replica while they were stored here (%s): "
+                      "each of the %d rows is looked at again", exc, len(rows))
+            late = {(r.tenant, r.user_id, r.pref_id) for r in rows}
+        self.owe(late)
+
+    def owe(self, keys: Iterable[Key]) -> None:
+        with self._lock:
+            new = set(keys) - self._keys
+            if new:
+                self._keys |= new
+                self._write()
+
+    def among(self, rows: list[StoredPreference]) -> list[Key]:
+        """The owed keys of `rows`, sorted."""
+        with self._lock:
+            return sorted({key for r in rows if (key := (r.tenant, r.user_id, r.pref_id)) in self._keys})
+
+    def paid(self, key: Key) -> None:
+        """`key` is no longer owed (taken back, or found stored no more, or not taken back after all)."""
+        with self._lock:
+            if key in self._keys:
+                self._keys.discard(key)
+                self._write()
+
+    def _write(self) -> None:
+        try:
+            if not self._keys:
+                self.path.unlink(missing_ok=True)
+                return
+            with atomic_writer(self.path) as f:
+                f.write(msgspec.json.encode(sorted(self._keys)))
+        except OSError as exc:
+            log.error("%s cannot be written (%s): rows taken back through another replica while stored here would stay "
+                      "after a crash before their retraction ran", self.path, exc)
+
+    def _read(self) -> list[Key]:
+        try:
+            return _decode(self.path.read_bytes())
+        except FileNotFoundError:
+            return []
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("%s cannot be read (%s): the rows it names, taken back through another replica, stay stored until "
+                      "taken back again", self.path, exc)
+            return []
