@@ -436,3 +436,26 @@ def test_a_preference_file_leaves_out_a_row_stored_with_a_bidi_override_in_an_at
         assert c.get("/v1/users/bidifile/export", params={"format": "preferences"}).text == ""
         everything = [json.loads(line) for line in c.get("/v1/users/bidifile/export").text.splitlines()]
     assert [line["attributes"] for line in everything if line["type"] == "preference"] == [{"seg\u202ement": "y"}], everything
+
+
+@pytest.mark.parametrize("name", ["seg\u202ement", "n\x00ul", "sec\u2028tion"])
+def test_the_cli_import_refuses_an_attribute_name_the_service_refuses_before_anything_is_sent(svc, tmp_path, capsys, name):
+    """Review of left56: the service refuses an attribute name holding a control character, a line or paragraph
+    separator or a bidi embedding, override or isolate, but `pluralign data import --url` sent the file a user at a
+    time: a file whose second user's row held one stored the first user's rows, then stopped on the 400 (a file
+    half-imported; an older release took the bidi names whole). Such a name is found in the file before anything is
+    sent, an error naming its line and `attributes`, as a user id the service would refuse is."""
+    from tests.unit.clitools import cli
+
+    tag = f"clin{sum(map(ord, name))}"
+    rows = [{"user_id": f"{tag}a", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {"région": "Nord"}},
+            {"user_id": f"{tag}b", "prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "attributes": {name: "x"}}]
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", str(path), "--url", svc.url,
+                         "--key", svc.keys["acme"])
+    assert code == 2 and out == "", (code, out, err)
+    assert f"--path {path}: line 2, field `attributes`: " in err and "nothing was sent" in err and name not in err, err
+    svc.runtime.ingest.flush("acme")
+    with svc.client("acme") as c:  # before: 404 for the second user only, the first's row stored
+        assert c.get(f"/v1/users/{tag}a").status_code == 404
