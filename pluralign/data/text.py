@@ -213,30 +213,41 @@ CONTROL = regex.compile(r"\p{Cc}")
 # overrides (U+202A-E) and the isolates (U+2066-9), with which "Trojan Source" (CVE-2021-42574) shows text other than it
 # is. The marks (LRM, RLM, ALM) reorder nothing past their neighbours: a right-to-left name may hold them
 BIDI_REORDERING = regex.compile(r"[\u202a-\u202e\u2066-\u2069]")
-_NOT_IN_A_NAME = regex.compile(r"[\p{Cc}\u202a-\u202e\u2066-\u2069]")
+# U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR (Zl, Zp): no control character, but a line's end to
+# `str.splitlines` (the job runner's read of a worker's lines), to JavaScript and to a bidi paragraph
+SEPARATOR = regex.compile(r"[\p{Zl}\p{Zp}]")
+_NOT_IN_A_NAME = regex.compile(r"[\p{Cc}\p{Zl}\p{Zp}\u202a-\u202e\u2066-\u2069]")
 
 
 def name_control_problem(name: str) -> str | None:
     """Why `name` (an attribute's, as a client names it) can name nothing an audit or the dashboard shows, or None: the
-    first control character (`CONTROL`: NUL reaches no audit's argument, a newline splits its errors) or bidi embedding,
-    override or isolate (`BIDI_REORDERING`: the name would read reordered, or reorder what follows it) it holds, escaped
-    and placed: "holds a bidi control (\\u202e U+202E RIGHT-TO-LEFT OVERRIDE at character 3), ...". For a 400."""
+    first control character (`CONTROL`: NUL reaches no audit's argument, a newline splits its errors), line or paragraph
+    separator (`SEPARATOR`: it splits them too) or bidi embedding, override or isolate (`BIDI_REORDERING`: the name
+    would read reordered, or reorder what follows it) it holds, escaped and placed: "holds a bidi control (\\u202e
+    U+202E RIGHT-TO-LEFT OVERRIDE at character 3), ...". For a 400."""
     found = _NOT_IN_A_NAME.search(name)
     if found is None:
         return None
     char, at = found.group(), found.start() + 1
     if CONTROL.match(char):
         return f"holds a control character ({controls_escaped(char)} at character {at}), which no audit can group by"
+    if SEPARATOR.match(char):
+        return (f"holds a {unicodedata.name(char).lower()} ({controls_escaped(char)} U+{ord(char):04X} at character {at}), "
+                "which ends a line where it is read (an audit's errors), as a newline does")
     return (f"holds a bidi control ({controls_escaped(char)} U+{ord(char):04X} {unicodedata.name(char)} at character {at}), "
             "which shows the name reordered where it is read (the dashboard, an audit's report)")
-# what an error never repeats as sent: control characters (a newline, a terminal's ESC), bidi controls, and the backslash
-# that begins each escape written for them (doubled, as `repr` writes it: an escape and the same characters sent differ)
-_UNREPEATED = regex.compile(r"[\p{Cc}\p{Bidi_Control}\\]")
+
+
+# what an error never repeats as sent: control characters (a newline, a terminal's ESC), line and paragraph separators,
+# bidi controls, and the backslash that begins each escape written for them (doubled, as `repr` writes it: an escape and
+# the same characters sent differ)
+_UNREPEATED = regex.compile(r"[\p{Cc}\p{Zl}\p{Zp}\p{Bidi_Control}\\]")
 
 
 def controls_escaped(text: str) -> str:
-    """`text` with each control character (Unicode's Cc: C0, DEL, C1) and each bidi control (`BIDI_CONTROL`) written as
-    Python's escape of it, and each backslash doubled, as `repr` (and so `shown`) writes them: how an error repeats a
+    """`text` with each control character (Unicode's Cc: C0, DEL, C1), line or paragraph separator (U+2028, U+2029: each
+    ends a line to `str.splitlines`, with which the job runner reads a worker's error) and bidi control (`BIDI_CONTROL`)
+    written as Python's escape of it, and each backslash doubled, as `repr` (and so `shown`) writes them: how an error repeats a
     name a client chose (a field, a path), so an app showing the message shows what was sent, not text reordered by an
     override ("Trojan Source") nor a terminal's escape sequence obeyed, and an escape written here never reads as the
     same characters sent (the name ESC is `\\x1b`, the four characters `\\x1b` sent are `\\\\x1b`). Other characters

@@ -390,7 +390,7 @@ def _unlink(path: Path) -> bool:
 
 def _note_removal(folder: Path, name: str, began: float) -> None:
     """The ledger notes that the tenant of the pool file `name` was removed from `began` (unix seconds); under the lock.
-    A ledger that cannot be read is left (a WARNING; the removal goes on, and PUTs are 500s naming it until it is mended)."""
+    A ledger that cannot be read is left (a WARNING; the removal goes on, and PUTs are 503s `storage_unavailable` naming it until it is mended)."""
     try:
         ledger = read_ledger(folder)
     except CalibrationPoolUnreadable as exc:
@@ -412,7 +412,7 @@ def forget_old_removals(folder: Path) -> int:
     sha256 of a removed tenant's name), so none is kept past its hour whether or not a PUT comes (`_next_version`
     drops them too); how many went. Read without the lock, written under it only where one is that old: called at
     each pass of the tenant removals and of the deletion sweep. A ledger that cannot be read is left (0: a PUT is a
-    500 naming it). Raises OSError as it comes. Until review late55a such a note stayed until some tenant's next PUT."""
+    503 `storage_unavailable` naming it). Raises OSError as it comes. Until review late55a such a note stayed until some tenant's next PUT."""
     try:
         if _recent(removed := read_ledger(folder).removed) == removed:
             return 0

@@ -305,3 +305,24 @@ def test_ukps_own_unknown_stance_is_not_the_group_of_comparisons_without_one(tmp
     assert members[NO_VALUE] == {"acme/chat0", "acme/chat1"}
     assert members["unknown"] == {f"acme/{u}" for u, s in stances.items() if s == "unknown"}
     assert NO_VALUE.strip() != NO_VALUE  # no value has it: labels are trimmed (`answer_key`)
+
+
+def test_a_line_or_paragraph_separator_in_a_name_is_escaped_so_the_error_stays_one_line(tmp_path, capsys):
+    """Review of left56: a name holding U+2028 LINE SEPARATOR or U+2029 PARAGRAPH SEPARATOR (no control character,
+    which feedback took) was repeated as it was, and the job runner reads a worker's lines with `str.splitlines`,
+    which ends a line at each: a misspelt `group_by` of a tenant storing such a name was a 422 `audit_failed` quoting
+    the names' last fragment ("ment"), not the 400 naming `group_by`. Both separators are written as their escapes,
+    in the stored names listed and in the `--group-by` named."""
+    import numpy as np
+
+    from pluralign.store import Store, StoredPreference
+
+    store = Store(str(tmp_path / "db"), "enc", 4)
+    stored = [StoredPreference(tenant="acme", user_id="u0", pref_id="p0", prompt="q", chosen="yes", rejected="no",
+                               kind="comparison", created_at=1.0, attributes={"seg\u2028ment": "s0"})]
+    vectors = np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32)
+    store.add_preferences(stored, vectors, vectors, -vectors)
+    code, _, err = cli(capsys, "audit", "--store", str(tmp_path / "db"), "--group-by", "s\u2029mnt", "--json")
+    assert code == 2 and len(err.splitlines()) == 1, err.splitlines()
+    assert err.startswith("pluralign: error: --group-by s\\u2029mnt: no stored comparison or user has"), err
+    assert err.rstrip().endswith("attributes that exist: seg\\u2028ment"), err

@@ -130,14 +130,19 @@ def import_chunks(lines: list[bytes], max_rows: int = IMPORT_CHUNK, max_bytes: i
 
 def _indexes_by_user(args: argparse.Namespace, records: list, where: list[str]) -> dict[str, list[int]]:
     """Each user's records, as indexes into `records` (and `where`), in the file's order. Raises
-    ValueError naming the line of a user id the service does not take (before anything is sent: the
-    service would refuse it after earlier users were stored)."""
+    ValueError naming the line of a user id, or of an attribute name, the service does not take (a control character,
+    a line separator, a bidi override: `pluralign.data.text.name_control_problem`, as its import checks them), before
+    anything is sent: the service would refuse it after earlier users were stored."""
     from pluralign.data.record import USER_ID, USER_ID_RULE
+    from pluralign.data.text import name_control_problem
 
     by_user: dict[str, list[int]] = {}
     for i, record in enumerate(records):
         if not USER_ID.fullmatch(record.user_id):
             raise ValueError(f"--path {args.path}: {where[i]}, field `user_id`: {record.user_id!r}: {USER_ID_RULE} (nothing was sent)")
+        if (problem := next(filter(None, map(name_control_problem, record.attributes)), None)) is not None:
+            raise ValueError(f"--path {args.path}: {where[i]}, field `attributes`: an attribute name {problem}: name it in "
+                             "visible characters (nothing was sent)")
         by_user.setdefault(record.user_id, []).append(i)
     return by_user
 
