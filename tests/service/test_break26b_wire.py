@@ -633,3 +633,23 @@ def test_an_import_of_a_csv_or_of_pandas_columns_says_what_the_file_is(svc, tmp_
         error = r.json()["error"]
         assert error["param"].startswith("line 1") and hint in error["message"], error
         assert c.get("/v1/users/csv56").status_code == 404  # nothing stored
+
+
+@pytest.mark.parametrize("since, edge", [("1969-12-31", "a date before 1970-01-01 UTC"),
+                                         ("9999-12-31T23:59:59-01:00", "a date after 9999-12-31T23:59:59 UTC")])
+def test_an_audit_since_of_a_date_out_of_range_is_told_of_the_times_it_takes_not_of_an_import_s(svc, since, edge):
+    """review newsvc56: an audit's `since` of a date before 1970 (or after 9999), on the audit route and an audit job's
+    `params.since`, got an import's hint, '... outside the times a created_at takes: give none to have the row stamped
+    on receipt': no row is stamped, and `since` is no created_at. Still a 400 naming it, nothing queued; the hint says
+    which times a `since` takes."""
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"])
+        routed = admin.get("/admin/audits/fairness", params={"group_by": "segment", "since": since, "wait": 0})
+        job = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "since": since}})
+        assert len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]) == before
+    for r, param in ((routed, "since"), (job, "params.since")):
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == param and f"({edge}, outside the times taken: Unix seconds from 0 (1970-01-01) to " \
+            "253402300799 (9999-12-31T23:59:59 UTC))" in error["message"], error
+        assert "created_at" not in error["message"] and "stamped" not in error["message"], error
