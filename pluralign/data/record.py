@@ -176,12 +176,15 @@ _TIME_OUTSIDE = (f"outside the times taken: Unix seconds from 0 (1970-01-01) to 
                  "(9999-12-31T23:59:59 UTC)")
 
 
-def time_text_hint(text: str) -> str:
+def time_text_hint(text: str, quoted: bool = False) -> str:
     """The hint a refused time given as text gets (a query parameter, a command-line option in Unix seconds, as
     `created_at`): for ISO date text its Unix seconds (`_date_hint`: read as UTC where it names no offset; for one
     outside 1970 to 9999 UTC, the range of times taken: no import's advice), for a number past the end of year 9999 in
     seconds and within it in milli-, micro- or nanoseconds (`time_unit`) the division; "" for any other text (its own
-    error says what a time is)."""
+    error says what a time is). `quoted`: the text was a JSON string where a number goes (an audit job's
+    `params.since`), and a number in it is told to lose its quotes (`_number_hint`, as a `created_at` is)."""
+    if quoted and (number_hint := _number_hint(text)) is not None:
+        return number_hint
     try:
         number = float(text)
     except ValueError:

@@ -653,3 +653,22 @@ def test_an_audit_since_of_a_date_out_of_range_is_told_of_the_times_it_takes_not
         assert error["param"] == param and f"({edge}, outside the times taken: Unix seconds from 0 (1970-01-01) to " \
             "253402300799 (9999-12-31T23:59:59 UTC))" in error["message"], error
         assert "created_at" not in error["message"] and "stamped" not in error["message"], error
+
+
+@pytest.mark.parametrize("since, hint", [
+    ("1767225600", "(a number as text? give it as a number (1767225600 without quotes in JSON))"),
+    ("1767225600000", "(a number as text? give it as a number (1767225600000 without quotes in JSON), in seconds: "
+                      "milliseconds? divide by 1000: 1767225600.0)"),
+])
+def test_an_audit_job_s_since_as_a_number_in_quotes_is_told_to_give_a_number(svc, since, hint):
+    """review newsvc56: an audit job's `"since": "1767225600"` (a number as JSON text, as a form or a CSV's column
+    gives it) was '`params.since`: Expected `float | null`, got `str`' with no hint, and one in milliseconds was told
+    only to divide by 1000, so the client sent `"1767225600.0"`, still text, and was refused again. An import's
+    `created_at` given so says to drop the quotes; so does `params.since` now. Nothing queued."""
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"])
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "since": since}})
+        assert len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]) == before
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "params.since" and error["message"].endswith(hint), error
