@@ -614,19 +614,16 @@ ROWS56 = [{"user_id": "csv56", "prompt": "Tea?", "chosen": "Yes.", "rejected": "
     ("datasets to_csv", "a CSV file's header"),
     ("pandas to_json", "orient='records', lines=True"),
 ])
-def test_an_import_of_a_csv_or_of_pandas_columns_says_what_the_file_is(svc, tmp_path, written_by, hint):
+def test_an_import_of_a_csv_or_of_pandas_columns_says_what_the_file_is(svc, hf, tmp_path, written_by, hint):
     """newsvc56: a preference file written with `datasets`' `to_csv` was '`line 1`: malformed JSON (JSON is
     malformed: invalid character (byte 0))', and one written with pandas' `DataFrame.to_json` (whose default,
     orient='columns', is one object of columns keyed by row number) '`line 1.prompt`: expected a string or a non-empty
     list of messages': neither said what the file was nor how to write JSON lines. Still a 400 naming line 1, nothing
-    stored, now saying so."""
-    import datasets
-
-    ds, path = datasets.Dataset.from_list(ROWS56), tmp_path / "prefs"
-    if written_by == "datasets to_csv":
-        ds.to_csv(str(path), index=False)
-    else:
-        ds.to_pandas().to_json(path)
+    stored, now saying so. The files are written by `datasets` in a process of its own (the `hf` fixture), never in
+    the worker beside the service's LanceDB threads (tests/unit/test_crash38_datasets_apart.py)."""
+    path = tmp_path / "prefs"
+    write = "ds.to_csv(path, index=False)" if written_by == "datasets to_csv" else "ds.to_pandas().to_json(path)"
+    hf.run(f"ds = datasets.Dataset.from_list(rows)\n{write}", rows=ROWS56, path=str(path))
     with svc.client() as c:
         r = c.post("/v1/users/csv56/import", content=path.read_bytes())
         assert r.status_code == 400, r.text
