@@ -669,3 +669,16 @@ def test_an_audit_job_s_since_as_a_number_in_quotes_is_told_to_give_a_number(svc
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["param"] == "params.since" and error["message"].endswith(hint), error
+
+
+def test_an_audit_since_of_a_date_whose_offset_s_plus_was_not_encoded_is_told_so_and_its_seconds(svc):
+    """review newsvc56: `since=2026-01-01T00:00:00+01:00` typed into a URL as `date -Iseconds` prints it (curl sends the
+    `+` as it is) reads as `2026-01-01T00:00:00 01:00` (a query's `+` is a space), which is no ISO date, so the 400 had
+    none of the hint a date gets. It says now that the `+` was read as a space and the date's seconds."""
+    with svc.client("admin") as admin:
+        r = admin.get("/admin/audits/fairness?group_by=segment&since=2026-01-01T00:00:00+01:00&wait=0")
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "since" and error["message"].endswith(
+        "got '2026-01-01T00:00:00 01:00' (a `+` in a query string is read as a space: send it as %2B) (a date: give its "
+        "Unix time, 1767222000.0 for this one: Python's `datetime.fromisoformat(text).timestamp()`)"), error
