@@ -502,14 +502,25 @@ def check_number(parameter: QueryParameter, value: str) -> None:
     name = parameter.name
     shown = shorten(value, 27, "...")  # between graphemes
     wanted = number_range(parameter)
-    # a parameter of the times an import takes (an audit's `since`): a date's seconds, or a time in milliseconds divided
-    hint = time_text_hint(value) if (parameter.least, parameter.most) == (0, MAX_CREATED_AT) and len(value) <= 64 else ""
     if len(value) > MAX_NUMBER_CHARS or not _NUMBER.fullmatch(value):
         raise bad_request(name, f"must be {wanted}, written in decimal in at most {MAX_NUMBER_CHARS} characters "
-                                f"(as in {name}=1.5), got {shown!r}{hint}")
+                                f"(as in {name}=1.5), got {shown!r}{_time_hint(parameter, value)}")
     number = float(value)
     if not (math.isfinite(number) and parameter.least <= number <= parameter.most):
-        raise bad_request(name, f"must be {wanted}, got {shown!r}{hint}")
+        raise bad_request(name, f"must be {wanted}, got {shown!r}{_time_hint(parameter, value)}")
+
+
+def _time_hint(parameter: QueryParameter, value: str) -> str:
+    """What a refused value of a parameter of the times an import takes (an audit's `since`) is told: a date's seconds,
+    or a time in milliseconds divided (`time_text_hint`); a date whose UTC offset's `+` the query read as a space
+    (`since=2026-01-01T00:00:00+01:00` as `date -Iseconds` prints it, not percent-encoded) that it was, and the date's
+    seconds. "" for another parameter or value."""
+    if (parameter.least, parameter.most) != (0, MAX_CREATED_AT) or len(value) > 64:
+        return ""
+    if (hint := time_text_hint(value)) or " " not in value.strip():
+        return hint
+    plus = time_text_hint(value.strip().replace(" ", "+"))
+    return f" (a `+` in a query string is read as a space: send it as %2B){plus}" if plus else ""
 
 
 @lru_cache(maxsize=256)

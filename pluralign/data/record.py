@@ -129,10 +129,15 @@ def time_unit(created_at: Any) -> tuple[int, str] | None:
     return next((unit for unit in UNITS if created_at <= MAX_CREATED_AT * unit[0]), None)
 
 
-def _date_hint(created_at: str | datetime.date) -> str:
+# what the hint of a date outside [0, MAX_CREATED_AT] says after "a date before 1970-01-01 UTC, ": an import's `created_at`
+_CREATED_AT_OUTSIDE = "outside the times a created_at takes: give none to have the row stamped on receipt"
+
+
+def _date_hint(created_at: str | datetime.date, outside: str = _CREATED_AT_OUTSIDE) -> str:
     """The hint of a date given as `created_at` (ISO text, or a Parquet timestamp column's value): its Unix seconds,
     a date that names no UTC offset read as UTC, so the hint says the same on every machine, whatever its time zone
-    (`datetime.timestamp()` reads a naive one in the machine's)."""
+    (`datetime.timestamp()` reads a naive one in the machine's). `outside` ends the hint of a date outside
+    [0, MAX_CREATED_AT] (an import's advice by default)."""
     utc = "`datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc).timestamp()`"
     try:
         when = datetime.datetime.fromisoformat(created_at) if isinstance(created_at, str) else created_at
@@ -145,7 +150,7 @@ def _date_hint(created_at: str | datetime.date) -> str:
         return number or f" (a date? give its Unix time: for ISO text without a UTC offset, read as UTC, Python's {utc})"
     if not 0 <= seconds <= MAX_CREATED_AT:  # its seconds would be refused too
         edge = "before 1970-01-01" if seconds < 0 else "after 9999-12-31T23:59:59"
-        return f" (a date {edge} UTC, outside the times a created_at takes: give none to have the row stamped on receipt)"
+        return f" (a date {edge} UTC, {outside})"
     if not naive:
         return f" (a date: give its Unix time, {seconds!r} for this one: Python's `datetime.fromisoformat(text).timestamp()`)"
     return (f" (a date: give its Unix time, {seconds!r} for this one read as UTC, as it names no UTC offset: "
@@ -166,11 +171,20 @@ def _number_hint(text: str) -> str | None:
     return f" (a number as text? give it as a number ({shorten(text.strip(), 32, '...')} without quotes in JSON){other})"
 
 
-def time_text_hint(text: str) -> str:
+# the end of the hint of a date outside the times a time parameter (an audit's `since`) takes: no row is stamped there
+_TIME_OUTSIDE = (f"outside the times taken: Unix seconds from 0 (1970-01-01) to {MAX_CREATED_AT:.0f} "
+                 "(9999-12-31T23:59:59 UTC)")
+
+
+def time_text_hint(text: str, quoted: bool = False) -> str:
     """The hint a refused time given as text gets (a query parameter, a command-line option in Unix seconds, as
-    `created_at`): for ISO date text its Unix seconds (`_date_hint`: read as UTC where it names no offset), for a
-    number past the end of year 9999 in seconds and within it in milli-, micro- or nanoseconds (`time_unit`) the
-    division; "" for any other text (its own error says what a time is)."""
+    `created_at`): for ISO date text its Unix seconds (`_date_hint`: read as UTC where it names no offset; for one
+    outside 1970 to 9999 UTC, the range of times taken: no import's advice), for a number past the end of year 9999 in
+    seconds and within it in milli-, micro- or nanoseconds (`time_unit`) the division; "" for any other text (its own
+    error says what a time is). `quoted`: the text was a JSON string where a number goes (an audit job's
+    `params.since`), and a number in it is told to lose its quotes (`_number_hint`, as a `created_at` is)."""
+    if quoted and (number_hint := _number_hint(text)) is not None:
+        return number_hint
     try:
         number = float(text)
     except ValueError:
@@ -178,7 +192,7 @@ def time_text_hint(text: str) -> str:
             datetime.datetime.fromisoformat(text)
         except ValueError:
             return ""
-        return _date_hint(text)
+        return _date_hint(text, _TIME_OUTSIDE)
     unit = time_unit(number)
     return f" ({unit[1]}? divide by {unit[0]}: {number / unit[0]!r})" if unit else ""
 

@@ -614,22 +614,71 @@ ROWS56 = [{"user_id": "csv56", "prompt": "Tea?", "chosen": "Yes.", "rejected": "
     ("datasets to_csv", "a CSV file"),
     ("pandas to_json", "orient='records', lines=True"),
 ])
-def test_an_import_of_a_csv_or_of_pandas_columns_says_what_the_file_is(svc, tmp_path, written_by, hint):
+def test_an_import_of_a_csv_or_of_pandas_columns_says_what_the_file_is(svc, hf, tmp_path, written_by, hint):
     """newsvc56: a preference file written with `datasets`' `to_csv` was '`line 1`: malformed JSON (JSON is
     malformed: invalid character (byte 0))', and one written with pandas' `DataFrame.to_json` (whose default,
     orient='columns', is one object of columns keyed by row number) '`line 1.prompt`: expected a string or a non-empty
     list of messages': neither said what the file was nor how to write JSON lines. Still a 400 naming line 1, nothing
-    stored, now saying so."""
-    import datasets
-
-    ds, path = datasets.Dataset.from_list(ROWS56), tmp_path / "prefs"
-    if written_by == "datasets to_csv":
-        ds.to_csv(str(path), index=False)
-    else:
-        ds.to_pandas().to_json(path)
+    stored, now saying so. The files are written by `datasets` in a process of its own (the `hf` fixture), never in
+    the worker beside the service's LanceDB threads (tests/unit/test_crash38_datasets_apart.py)."""
+    path = tmp_path / "prefs"
+    write = "ds.to_csv(path, index=False)" if written_by == "datasets to_csv" else "ds.to_pandas().to_json(path)"
+    hf.run(f"ds = datasets.Dataset.from_list(rows)\n{write}", rows=ROWS56, path=str(path))
     with svc.client() as c:
         r = c.post("/v1/users/csv56/import", content=path.read_bytes())
         assert r.status_code == 400, r.text
         error = r.json()["error"]
         assert error["param"].startswith("line 1") and hint in error["message"], error
         assert c.get("/v1/users/csv56").status_code == 404  # nothing stored
+
+
+@pytest.mark.parametrize("since, edge", [("1969-12-31", "a date before 1970-01-01 UTC"),
+                                         ("9999-12-31T23:59:59-01:00", "a date after 9999-12-31T23:59:59 UTC")])
+def test_an_audit_since_of_a_date_out_of_range_is_told_of_the_times_it_takes_not_of_an_import_s(svc, since, edge):
+    """review newsvc56: an audit's `since` of a date before 1970 (or after 9999), on the audit route and an audit job's
+    `params.since`, got an import's hint, '... outside the times a created_at takes: give none to have the row stamped
+    on receipt': no row is stamped, and `since` is no created_at. Still a 400 naming it, nothing queued; the hint says
+    which times a `since` takes."""
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"])
+        routed = admin.get("/admin/audits/fairness", params={"group_by": "segment", "since": since, "wait": 0})
+        job = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "since": since}})
+        assert len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]) == before
+    for r, param in ((routed, "since"), (job, "params.since")):
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == param and f"({edge}, outside the times taken: Unix seconds from 0 (1970-01-01) to " \
+            "253402300799 (9999-12-31T23:59:59 UTC))" in error["message"], error
+        assert "created_at" not in error["message"] and "stamped" not in error["message"], error
+
+
+@pytest.mark.parametrize("since, hint", [
+    ("1767225600", "(a number as text? give it as a number (1767225600 without quotes in JSON))"),
+    ("1767225600000", "(a number as text? give it as a number (1767225600000 without quotes in JSON), in seconds: "
+                      "milliseconds? divide by 1000: 1767225600.0)"),
+])
+def test_an_audit_job_s_since_as_a_number_in_quotes_is_told_to_give_a_number(svc, since, hint):
+    """review newsvc56: an audit job's `"since": "1767225600"` (a number as JSON text, as a form or a CSV's column
+    gives it) was '`params.since`: Expected `float | null`, got `str`' with no hint, and one in milliseconds was told
+    only to divide by 1000, so the client sent `"1767225600.0"`, still text, and was refused again. An import's
+    `created_at` given so says to drop the quotes; so does `params.since` now. Nothing queued."""
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"])
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "since": since}})
+        assert len(admin.get("/admin/jobs", params={"limit": 1000}).json()["jobs"]) == before
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "params.since" and error["message"].endswith(hint), error
+
+
+def test_an_audit_since_of_a_date_whose_offset_s_plus_was_not_encoded_is_told_so_and_its_seconds(svc):
+    """review newsvc56: `since=2026-01-01T00:00:00+01:00` typed into a URL as `date -Iseconds` prints it (curl sends the
+    `+` as it is) reads as `2026-01-01T00:00:00 01:00` (a query's `+` is a space), which is no ISO date, so the 400 had
+    none of the hint a date gets. It says now that the `+` was read as a space and the date's seconds."""
+    with svc.client("admin") as admin:
+        r = admin.get("/admin/audits/fairness?group_by=segment&since=2026-01-01T00:00:00+01:00&wait=0")
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "since" and error["message"].endswith(
+        "got '2026-01-01T00:00:00 01:00' (a `+` in a query string is read as a space: send it as %2B) (a date: give its "
+        "Unix time, 1767222000.0 for this one: Python's `datetime.fromisoformat(text).timestamp()`)"), error

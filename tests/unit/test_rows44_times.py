@@ -167,3 +167,12 @@ def test_an_audits_since_given_as_a_date_or_in_milliseconds_is_told_its_seconds(
     division. Still a usage error naming --since, now with that hint, as the service's `since` gives it."""
     code, out, err = cli(capsys, "audit", "--data", "p.jsonl", "--group-by", "segment", "--since", since)
     assert code == 2 and not out and "argument --since: expected a number" in err and hint in err, err
+
+
+def test_an_audits_since_of_a_date_before_1970_is_told_of_the_times_it_takes_not_of_an_import_s(capsys):
+    """review newsvc56: `pluralign audit --since 1969-12-31` was told '... outside the times a created_at takes: give
+    none to have the row stamped on receipt', an import's hint: --since is no created_at and stamps nothing."""
+    code, out, err = cli(capsys, "audit", "--data", "p.jsonl", "--group-by", "segment", "--since", "1969-12-31")
+    assert code == 2 and not out and "argument --since: expected a number, got '1969-12-31' (a date before 1970-01-01 " \
+        "UTC, outside the times taken: Unix seconds from 0 (1970-01-01) to 253402300799 (9999-12-31T23:59:59 UTC))" in err, err
+    assert "created_at" not in err and "stamped" not in err, err

@@ -166,7 +166,7 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
         where, problem = _where(exc)
         since = params.get("since")  # an audit's: a date, or a time in milliseconds, is told its seconds
         if where == "params.since" and isinstance(since, str | int | float) and not isinstance(since, bool):
-            problem += time_text_hint(str(since)) if len(str(since)) <= 64 else ""
+            problem += time_text_hint(str(since), quoted=isinstance(since, str)) if len(str(since)) <= 64 else ""
         raise JobParamsError(where, problem) from None
     _check_values(typed, from_client)
     return typed
