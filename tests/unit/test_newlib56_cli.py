@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import datasets
-
 from tests.unit.clitools import cli
 
 
@@ -16,14 +14,13 @@ def _rows_with_a_user_left_unnamed() -> list[dict]:
     return rows
 
 
-def test_a_null_user_id_written_by_datasets_to_json_is_the_user_option_s_as_in_parquet(capsys, tmp_path):
+def test_a_null_user_id_written_by_datasets_to_json_is_the_user_option_s_as_in_parquet(capsys, tmp_path, hf):
     """`datasets.Dataset.to_json` writes a row's missing user_id as `"user_id": null`; `--user NAME` (rows without
     `user_id`) took the same rows from `to_parquet` but refused the JSON lines, "line 1, field `user_id`: Expected `str`,
     got `null` (--skip-bad skips bad rows)", pointing at --skip-bad and not --user. Without --user both name --user."""
-    dataset = datasets.Dataset.from_list(_rows_with_a_user_left_unnamed())
     jsonl, parquet = tmp_path / "prefs with ü.jsonl", tmp_path / "prefs with ü.parquet"
-    dataset.to_json(str(jsonl))
-    dataset.to_parquet(str(parquet))
+    hf.run("ds = datasets.Dataset.from_list(rows)\nds.to_json(jsonl)\nds.to_parquet(parquet)",  # in its own process
+           rows=_rows_with_a_user_left_unnamed(), jsonl=str(jsonl), parquet=str(parquet))
     assert '"user_id":null' in jsonl.read_text().splitlines()[0]
     for path in (jsonl, parquet):
         code, out, err = cli(capsys, "data", "stats", "--source", "file", "--path", str(path), "--user", "carol", "--json")
