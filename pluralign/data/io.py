@@ -494,9 +494,11 @@ _PANDAS_LINES = ("the rows go one JSON object a line (JSON lines): pandas writes
 
 
 def _pandas_orient(row: dict[str, Any]) -> str | None:
-    """The `orient` with which pandas' DataFrame.to_json wrote `row`, a whole table in one object, told by its shape
-    (no preference row has it: an answer is text or a message list, never an object); None for another object."""
-    if isinstance(row.get("chosen"), dict) and isinstance(row.get("rejected"), dict):
+    """The `orient` with which pandas' DataFrame.to_json wrote `row`, a whole table in one object, told by its shape;
+    None for another object. `columns` is told from a row whose answers are one message object each (a slip for a
+    list of them, a bad row naming `chosen`): every value of a table of columns is an object keyed by the same row
+    labels, none of them a message's key."""
+    if _table_of_columns(row):
         return "columns"  # to_json's default: {"chosen": {"0": ..., "1": ...}, ...}
     if isinstance(row.get("data"), list) and isinstance(row.get("columns"), list) and "chosen" in row["columns"]:
         return "split"
@@ -505,6 +507,15 @@ def _pandas_orient(row: dict[str, Any]) -> str | None:
     if row and "chosen" not in row and all(isinstance(value, dict) and "chosen" in value for value in row.values()):
         return "index"  # {"0": {"prompt": ..., "chosen": ...}, ...}
     return None
+
+
+def _table_of_columns(row: dict[str, Any]) -> bool:
+    """Whether `row` is pandas' `orient='columns'` JSON of a preference table: {"chosen": {"0": ...}, "rejected":
+    {"0": ...}, ...}, every column an object keyed by the same row labels, which are not a message's keys."""
+    chosen = row.get("chosen")
+    if not isinstance(chosen, dict) or not isinstance(row.get("rejected"), dict) or not _MESSAGE_KEY_SET.isdisjoint(chosen):
+        return False
+    return all(isinstance(column, dict) and column.keys() == chosen.keys() for column in row.values())
 
 
 # TRL's dataset types that are not paired preferences, told by their columns (TRL's "Dataset formats"), first match
