@@ -351,7 +351,7 @@ class _Line(Base):
     chosen: str | _Messages
     rejected: str | _Messages
     prompt: str | _Messages | msgspec.UnsetType = msgspec.UNSET  # unset: the implicit-prompt form
-    user_id: str | int | msgspec.UnsetType = msgspec.UNSET
+    user_id: str | int | None | msgspec.UnsetType = msgspec.UNSET  # null: as unset (`_take_user_id`)
     margin: float | None = None
     tie: bool | None = None
     source: str | None = None
@@ -387,7 +387,7 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
     if repeated_key(raw, _line_keys(row)) is not None:  # msgspec kept the last value: `_decode_line` names the key
         return None
     user_id = row.user_id
-    if user_id is msgspec.UNSET:
+    if user_id is msgspec.UNSET or user_id is None:  # a null one as datasets' to_json writes a missing user
         user_id = default_user
     elif isinstance(user_id, int):  # never a bool: the typed decoding refuses one
         user_id = str(user_id)

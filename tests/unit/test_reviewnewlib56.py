@@ -25,3 +25,23 @@ def test_a_row_whose_answers_are_single_messages_is_a_bad_row_naming_chosen_not_
     code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", path, "--skip-bad", "--json")
     assert (code, json.loads(out.strip().splitlines()[-1])["pairs"]) == (0, 3), err
     assert "skipped 1 bad row" in err and "line 4, field `chosen`" in err, err
+
+
+def test_null_user_ids_as_datasets_writes_them_are_read_in_the_one_step_decoding(monkeypatch, tmp_path):
+    """newlib56 took a JSON line's `"user_id": null` as the default user's, but only in the row-by-row reader: the
+    one-step typed decoding (`_line_record`, what keeps an import's 8,000 lines short while the interpreter lock is
+    held) refused the null, so every such line was decoded twice and read field by field: 40,000 of them took 1.82 s
+    against 0.38 s without the column (load 12, 2 cores). Now none goes to the row reader, and the records are its."""
+    from pluralign.data import io
+
+    rows = [{"user_id": None if i % 2 else "ann", "prompt": f"Tea or coffee, {i}?", "chosen": "Tea.", "rejected": f"Coffee {i}."}
+            for i in range(40)]
+    path = tmp_path / "prefs.jsonl"  # as Dataset.from_list(rows).to_json(path) writes them (test_newlib56_cli runs it)
+    path.write_text("".join(json.dumps(row, separators=(",", ":")) + "\n" for row in rows))
+    slow = []
+    row_reader = io.row_to_preference
+    monkeypatch.setattr(io, "row_to_preference", lambda *a, **k: slow.append(a[1]) or row_reader(*a, **k))
+    records, _ = io.read_preferences(path, default_user="carol")
+    assert slow == [] and [r.user_id for r in records] == ["ann", "carol"] * 20, slow[:5]
+    monkeypatch.setattr(io, "row_to_preference", row_reader)
+    assert records == [io.row_to_preference(row, i, "carol") for i, row in enumerate(rows, 1)]
