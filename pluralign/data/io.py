@@ -899,8 +899,12 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
 
 def _csv_header(raw: bytes) -> bool:
     """Whether the line is a CSV (or TSV) header naming the `chosen` and `rejected` columns (pandas' to_csv, a
-    spreadsheet's export), as a preference table saved as CSV starts."""
-    cells = {cell.strip().strip(b'"').strip() for cell in re.split(rb"[,;\t]", raw[:4096].removeprefix(codecs.BOM_UTF8))}
+    spreadsheet's export), as a preference table saved as CSV starts. A JSON object is none, whatever its text lists
+    between commas ("good, chosen, rejected"): its own problem (a NaN, rows joined on one line) is named."""
+    head = raw[:4096].removeprefix(codecs.BOM_UTF8)
+    if head.lstrip().startswith(b"{"):
+        return False
+    cells = {cell.strip().strip(b'"').strip() for cell in re.split(rb"[,;\t]", head)}
     return {b"chosen", b"rejected"} <= cells
 
 

@@ -45,3 +45,19 @@ def test_null_user_ids_as_datasets_writes_them_are_read_in_the_one_step_decoding
     assert slow == [] and [r.user_id for r in records] == ["ann", "carol"] * 20, slow[:5]
     monkeypatch.setattr(io, "row_to_preference", row_reader)
     assert records == [io.row_to_preference(row, i, "carol") for i, row in enumerate(rows, 1)]
+
+
+def test_a_json_line_whose_text_lists_chosen_and_rejected_is_not_named_a_csv_header(capsys, tmp_path):
+    """The CSV-header hint split any malformed line at its commas: a JSON row whose prompt lists the words "chosen,
+    rejected" (an annotation guide's question) with a NaN margin, as Python's json.dumps writes one, was named "a CSV
+    file (its header row names `chosen` and `rejected`)" at line 2, not skippable, rather than its `NaN`; rows joined
+    on one line (`curl -d @FILE`) likewise. A JSON object is no CSV header."""
+    question = {"user_id": "ann", "prompt": "Mark each reply: good, chosen, rejected, unsure. Which fits?",
+                "chosen": "Chosen.", "rejected": "Unsure."}
+    path = write_jsonl(tmp_path / "guide.jsonl", [GOOD[0], json.dumps({**question, "margin": float("nan")}), *GOOD[1:]])
+    code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", path, "--json")
+    assert code == 2 and "line 2, field `margin`: `NaN` is not JSON" in err and "CSV" not in err, err
+    assert "(--skip-bad skips bad rows)" in err, err
+    joined = write_jsonl(tmp_path / "joined.jsonl", [json.dumps(question) + json.dumps(GOOD[0])])
+    code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", joined, "--json")
+    assert code == 2 and "several JSON objects on one line" in err and "CSV" not in err, err
