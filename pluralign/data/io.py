@@ -621,7 +621,8 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
 def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> None:
     """Puts `row`'s user_id in the form `Preference` takes: `default_user` for none or a null one (`datasets`' to_json
     writes a row's missing user_id so, to_parquet a null: until session newlib56 the JSON line was refused), a number as
-    a string; PreferenceError naming `user_id` when it has none and `default_user` is None."""
+    a string; PreferenceError naming `user_id` when it has none and `default_user` is None, and when it is a float
+    (pandas' NaN, its missing value, named as that)."""
     if row.get("user_id", 0) is None:
         del row["user_id"]
     if "user_id" not in row:
@@ -630,6 +631,10 @@ def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> N
         row["user_id"] = default_user
     if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
         row["user_id"] = str(row["user_id"])
+    elif isinstance(row.get("user_id"), float) and math.isnan(row["user_id"]):  # a frame's records: read_rows(df) reads it as null
+        raise PreferenceError(line, "user_id", "NaN, pandas' missing value, where a user id is text or a whole number: read "
+                                               "the DataFrame itself, read_rows(df), which reads it as no user_id (the "
+                                               "default user's), or give None")
     elif isinstance(row.get("user_id"), float):  # not read as text: 1.0 may be user 1, or "1.0"
         raise PreferenceError(line, "user_id", f"a float, {row['user_id']!r}, where a user id is text or a whole number: "
                                                "pandas makes a column of int ids holding a missing one floats; keep them "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.unit.clitools import cli, write_jsonl
 
 GOOD = [{"user_id": "ann", "prompt": f"Tea or coffee, {i}?", "chosen": "Tea.", "rejected": "Coffee, please."} for i in range(3)]
@@ -61,3 +63,24 @@ def test_a_json_line_whose_text_lists_chosen_and_rejected_is_not_named_a_csv_hea
     joined = write_jsonl(tmp_path / "joined.jsonl", [json.dumps(question) + json.dumps(GOOD[0])])
     code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", joined, "--json")
     assert code == 2 and "several JSON objects on one line" in err and "CSV" not in err, err
+
+
+def test_a_nan_user_id_of_a_frame_s_records_is_named_as_pandas_missing_value_not_as_float_ids():
+    """A DataFrame of text user ids with one missing (NaN: pandas' missing value, as read_csv gives a blank cell) read
+    as its records (`read_rows(df.to_dict('records'))`) was told "a float, nan, ...: pandas makes a column of int ids
+    holding a missing one floats; keep them whole with df['user_id'].astype('Int64')", which fails on text ids. It is
+    named as pandas' missing value, with how it is read as no user (the frame itself, or None)."""
+    import pandas as pd
+
+    from pluralign.data.io import read_rows
+    from pluralign.data.record import PreferenceError
+
+    frame = pd.DataFrame([{"user_id": user, **{k: v for k, v in row.items() if k != "user_id"}}
+                          for user, row in zip(["ann", None, "bob"], GOOD, strict=True)])
+    frame["user_id"] = frame["user_id"].astype(object).where(frame["user_id"].notna(), float("nan"))
+    with pytest.raises(PreferenceError) as caught:
+        read_rows(frame.to_dict("records"), default_user="carol")
+    message = str(caught.value)
+    assert message.startswith("row 2, field `user_id`: NaN, pandas' missing value") and "astype('Int64')" not in message
+    assert "read_rows(df)" in message, message
+    assert [r.user_id for r in read_rows(frame, default_user="carol")[0]] == ["ann", "carol", "bob"]  # what it says
