@@ -141,7 +141,7 @@ def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, fl
     (probabilities: pass credit(p)) or is a table (more than one dimension), `groups` when its labels are of two kinds
     that do not order (a None among strings) or is not one label per comparison (N,); TypeError when `groups` is one
     string. A tensor's or array's labels are read as Python values (`tolist`): a 0-d tensor hashes by its identity, so
-    each comparison was its own group until session newlib56."""
+    read as they are each comparison would be its own group."""
     if hasattr(groups, "detach"):  # a torch tensor
         groups = groups.detach().cpu().numpy()
     if isinstance(groups, np.ndarray):

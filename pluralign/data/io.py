@@ -620,7 +620,7 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
 
 def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> None:
     """Puts `row`'s user_id in the form `Preference` takes: `default_user` for none or a null one (`datasets`' to_json
-    writes a row's missing user_id so, to_parquet a null: until session newlib56 the JSON line was refused), a number as
+    writes a row's missing user_id so, as to_parquet writes a null), a number as
     a string; PreferenceError naming `user_id` when it has none and `default_user` is None, and when it is a float
     (pandas' NaN, its missing value, named as that)."""
     if row.get("user_id", 0) is None:
