@@ -84,3 +84,20 @@ def test_a_nan_user_id_of_a_frame_s_records_is_named_as_pandas_missing_value_not
     assert message.startswith("row 2, field `user_id`: NaN, pandas' missing value") and "astype('Int64')" not in message
     assert "read_rows(df)" in message, message
     assert [r.user_id for r in read_rows(frame, default_user="carol")[0]] == ["ann", "carol", "bob"]  # what it says
+
+
+def test_group_accuracy_reads_a_list_of_0_d_tensors_by_value():
+    """newlib56 read a tensor of group labels by value, and docs/library.md says labels "may be lists, numpy arrays or
+    tensors, read by value"; a list of the tensor's elements (`list(t)`, `[batch.group[i] for i in ...]`) still keyed
+    each comparison by its own 0-d tensor, which hashes by identity: four groups of one comparison for two groups, and
+    the worst one a comparison, without a word. `macro` and `user_accuracy` read such a list by value already."""
+    import numpy as np
+    import torch
+
+    from pluralign.evaluation import group_accuracy, macro
+
+    correct = [1.0, 0.0, 1.0, 1.0]
+    labels = torch.tensor([0, 1, 0, 1])
+    assert group_accuracy(correct, list(labels)) == ({0: 1.0, 1: 0.5}, {0: 2, 1: 2})
+    assert group_accuracy(correct, list(np.array(["a", "b", "a", "b"]))) == ({"a": 1.0, "b": 0.5}, {"a": 2, "b": 2})
+    assert macro(correct, list(labels)) == 0.75
