@@ -101,3 +101,18 @@ def test_group_accuracy_reads_a_list_of_0_d_tensors_by_value():
     assert group_accuracy(correct, list(labels)) == ({0: 1.0, 1: 0.5}, {0: 2, 1: 2})
     assert group_accuracy(correct, list(np.array(["a", "b", "a", "b"]))) == ({"a": 1.0, "b": 0.5}, {"a": 2, "b": 2})
     assert macro(correct, list(labels)) == 0.75
+
+
+def test_range_half_width_names_a_level_that_is_not_a_share_as_percentile_interval_does():
+    """newlib56 made percentile_interval name a `level` given in percent (95); its sibling range_half_width, which
+    docs/library.md names in the same sentence for the gap's interval, still gave numpy's 'Quantiles must be in the
+    range [0, 1]' for 95, and took 1.0 and 0 (the largest and the smallest range: no interval)."""
+    import numpy as np
+
+    from pluralign.fairness.metrics import range_half_width
+
+    resampled, estimates = np.random.default_rng(0).random((2, 50)), np.array([0.5, 0.5])
+    for level in (95, 1.0, 0, float("nan"), True):
+        with pytest.raises(ValueError, match=r"`level` must be a share in \(0, 1\) \(0.95 for 95%\), got "):
+            range_half_width(resampled, estimates, level=level)
+    assert 0 < range_half_width(resampled, estimates, level=0.95) < 1
