@@ -140,14 +140,16 @@ def group_accuracy(correct: np.ndarray, groups: list[str]) -> tuple[dict[str, fl
     `groups` when it has another length and `correct` when it holds a value that is not a credit
     (probabilities: pass credit(p)) or is a table (more than one dimension), `groups` when its labels are of two kinds
     that do not order (a None among strings) or is not one label per comparison (N,); TypeError when `groups` is one
-    string. A tensor's or array's labels are read as Python values (`tolist`): a 0-d tensor hashes by its identity, so
-    each comparison was its own group until session newlib56."""
+    string. A tensor's or array's labels, and a list's 0-d tensors and numpy scalars, are read as Python values
+    (`tolist`, `item`): a 0-d tensor hashes by its identity, so read as they are each comparison would be its own group."""
     if hasattr(groups, "detach"):  # a torch tensor
         groups = groups.detach().cpu().numpy()
     if isinstance(groups, np.ndarray):
         if groups.ndim != 1:
             raise ValueError(f"`groups` must be one label per comparison, (N,), got shape {groups.shape}")
         groups = groups.tolist()
+    elif not isinstance(groups, str | bytes):  # one string: refused by _same_length
+        groups = [g.item() if isinstance(g, np.generic) or (hasattr(g, "detach") and g.ndim == 0) else g for g in groups]
     correct = _same_length(correct, groups, "groups", "labels")
     sums: dict[str, list[float]] = defaultdict(list)
     for c, g in zip(correct, groups, strict=False):

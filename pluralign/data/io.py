@@ -351,7 +351,7 @@ class _Line(Base):
     chosen: str | _Messages
     rejected: str | _Messages
     prompt: str | _Messages | msgspec.UnsetType = msgspec.UNSET  # unset: the implicit-prompt form
-    user_id: str | int | msgspec.UnsetType = msgspec.UNSET
+    user_id: str | int | None | msgspec.UnsetType = msgspec.UNSET  # null: as unset (`_take_user_id`)
     margin: float | None = None
     tie: bool | None = None
     source: str | None = None
@@ -387,7 +387,7 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
     if repeated_key(raw, _line_keys(row)) is not None:  # msgspec kept the last value: `_decode_line` names the key
         return None
     user_id = row.user_id
-    if user_id is msgspec.UNSET:
+    if user_id is msgspec.UNSET or user_id is None:  # a null one as datasets' to_json writes a missing user
         user_id = default_user
     elif isinstance(user_id, int):  # never a bool: the typed decoding refuses one
         user_id = str(user_id)
@@ -494,9 +494,11 @@ _PANDAS_LINES = ("the rows go one JSON object a line (JSON lines): pandas writes
 
 
 def _pandas_orient(row: dict[str, Any]) -> str | None:
-    """The `orient` with which pandas' DataFrame.to_json wrote `row`, a whole table in one object, told by its shape
-    (no preference row has it: an answer is text or a message list, never an object); None for another object."""
-    if isinstance(row.get("chosen"), dict) and isinstance(row.get("rejected"), dict):
+    """The `orient` with which pandas' DataFrame.to_json wrote `row`, a whole table in one object, told by its shape;
+    None for another object. `columns` is told from a row whose answers are one message object each (a slip for a
+    list of them, a bad row naming `chosen`): every value of a table of columns is an object keyed by the same row
+    labels, none of them a message's key."""
+    if _table_of_columns(row):
         return "columns"  # to_json's default: {"chosen": {"0": ..., "1": ...}, ...}
     if isinstance(row.get("data"), list) and isinstance(row.get("columns"), list) and "chosen" in row["columns"]:
         return "split"
@@ -505,6 +507,15 @@ def _pandas_orient(row: dict[str, Any]) -> str | None:
     if row and "chosen" not in row and all(isinstance(value, dict) and "chosen" in value for value in row.values()):
         return "index"  # {"0": {"prompt": ..., "chosen": ...}, ...}
     return None
+
+
+def _table_of_columns(row: dict[str, Any]) -> bool:
+    """Whether `row` is pandas' `orient='columns'` JSON of a preference table: {"chosen": {"0": ...}, "rejected":
+    {"0": ...}, ...}, every column an object keyed by the same row labels, which are not a message's keys."""
+    chosen = row.get("chosen")
+    if not isinstance(chosen, dict) or not isinstance(row.get("rejected"), dict) or not _MESSAGE_KEY_SET.isdisjoint(chosen):
+        return False
+    return all(isinstance(column, dict) and column.keys() == chosen.keys() for column in row.values())
 
 
 # TRL's dataset types that are not paired preferences, told by their columns (TRL's "Dataset formats"), first match
@@ -609,8 +620,9 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
 
 def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> None:
     """Puts `row`'s user_id in the form `Preference` takes: `default_user` for none or a null one (`datasets`' to_json
-    writes a row's missing user_id so, to_parquet a null: until session newlib56 the JSON line was refused), a number as
-    a string; PreferenceError naming `user_id` when it has none and `default_user` is None."""
+    writes a row's missing user_id so, as to_parquet writes a null), a number as
+    a string; PreferenceError naming `user_id` when it has none and `default_user` is None, and when it is a float
+    (pandas' NaN, its missing value, named as that)."""
     if row.get("user_id", 0) is None:
         del row["user_id"]
     if "user_id" not in row:
@@ -619,6 +631,10 @@ def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> N
         row["user_id"] = default_user
     if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
         row["user_id"] = str(row["user_id"])
+    elif isinstance(row.get("user_id"), float) and math.isnan(row["user_id"]):  # a frame's records: read_rows(df) reads it as null
+        raise PreferenceError(line, "user_id", "NaN, pandas' missing value, where a user id is text or a whole number: read "
+                                               "the DataFrame itself, read_rows(df), which reads it as no user_id (the "
+                                               "default user's), or give None")
     elif isinstance(row.get("user_id"), float):  # not read as text: 1.0 may be user 1, or "1.0"
         raise PreferenceError(line, "user_id", f"a float, {row['user_id']!r}, where a user id is text or a whole number: "
                                                "pandas makes a column of int ids holding a missing one floats; keep them "
@@ -888,8 +904,12 @@ def _malformed_hint(raw: bytes, problem: str) -> str | None:
 
 def _csv_header(raw: bytes) -> bool:
     """Whether the line is a CSV (or TSV) header naming the `chosen` and `rejected` columns (pandas' to_csv, a
-    spreadsheet's export), as a preference table saved as CSV starts."""
-    cells = {cell.strip().strip(b'"').strip() for cell in re.split(rb"[,;\t]", raw[:4096].removeprefix(codecs.BOM_UTF8))}
+    spreadsheet's export), as a preference table saved as CSV starts. A JSON object is none, whatever its text lists
+    between commas ("good, chosen, rejected"): its own problem (a NaN, rows joined on one line) is named."""
+    head = raw[:4096].removeprefix(codecs.BOM_UTF8)
+    if head.lstrip().startswith(b"{"):
+        return False
+    cells = {cell.strip().strip(b'"').strip() for cell in re.split(rb"[,;\t]", head)}
     return {b"chosen", b"rejected"} <= cells
 
 

@@ -145,7 +145,7 @@ def smollm2_dir() -> Path:
             del model.config.quantization_config
         # another process may be converting beside this one (two commands' first loads, make test's workers): each saves
         # into its own folder and the first to finish renames it into place; the others' copies, and one cut short (a
-        # Ctrl-C), are removed (until session newlib56 they stayed, 517 MB each)
+        # Ctrl-C), are removed (517 MB each)
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         try:
             model.save_pretrained(tmp)

@@ -61,8 +61,8 @@ def _export(target: Path) -> None:
 
 @contextlib.contextmanager
 def _made_whole(tmp: Path, target: Path):
-    """Renames `tmp`, written in the block, over `target`; a block cut short (a Ctrl-C, a full disk) removes it, where
-    until session newlib56 it stayed in the model cache."""
+    """Renames `tmp`, written in the block, over `target`; a block cut short (a Ctrl-C, a full disk) removes it rather
+    than leave it in the model cache."""
     try:
         yield
         tmp.replace(target)

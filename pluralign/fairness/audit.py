@@ -163,7 +163,7 @@ def comparisons_from_records(
     group's name, attribute value or `user_groups` name, is compared as an answer is (`answer_key`: trimmed), so none is
     NO_VALUE. UnknownGroupBy (a ValueError) when no comparison has it (a misspelled name), and a ValueError naming
     `user_groups` when it names none of the users (keyed by numbers where the records' user ids are their text: everyone
-    would be NO_VALUE, until session newlib56 without a word), before anything is embedded."""
+    would be NO_VALUE), before anything is embedded."""
     pairs = [r for r in records if not r.tie]
     if not pairs:
         raise ValueError("no non-tie comparisons to audit")

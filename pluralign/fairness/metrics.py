@@ -115,8 +115,7 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> list[float]
     """[low, high]: the central `level` share of `samples` (B,) (the percentile bootstrap interval). ValueError naming
     `samples` when it holds no number (no resamples drawn) or a NaN or infinity, and `level` when it is not a share in
     (0, 1) (95 for 95%)."""
-    if isinstance(level, bool) or not isinstance(level, int | float | np.number) or not 0 < level < 1:
-        raise ValueError(f"`level` must be a share in (0, 1) (0.95 for 95%), got {level!r}")
+    _check_level(level)
     values = _numbers(samples).reshape(-1)
     if values.size == 0 or not np.isfinite(values).all():
         raise ValueError(f"`samples` must be one or more finite numbers (B,), got shape {values.shape}"
@@ -126,6 +125,12 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95) -> list[float]
     return [float(low), float(high)]
 
 
+def _check_level(level: float) -> None:
+    """ValueError naming `level` when it is not a share in (0, 1) (95 meant as 95%, 1.0, NaN, a bool)."""
+    if isinstance(level, bool | np.bool_) or not isinstance(level, int | float | np.number) or not 0 < level < 1:
+        raise ValueError(f"`level` must be a share in (0, 1) (0.95 for 95%), got {level!r}")
+
+
 def range_half_width(resampled: np.ndarray, estimates: np.ndarray, level: float = 0.95) -> float:
     """Half-width h of simultaneous intervals for every pairwise difference of K statistics (e.g. K groups' accuracies):
     estimate_i - estimate_j +- h holds all K(K-1)/2 true differences at once with probability about `level`, so it still
@@ -133,7 +138,9 @@ def range_half_width(resampled: np.ndarray, estimates: np.ndarray, level: float 
     single-step max-T bootstrap (Romano & Wolf 2005, "Exact and approximate stepdown methods for multiple hypothesis
     testing"; Westfall & Young 1993): h is the `level` quantile over the resamples of the range, max_k - min_k, of the
     deviations resampled - estimate. `resampled` (K, B): each statistic's B bootstrap resamples, drawn independently;
-    `estimates` (K,): the statistics on the data. ValueError when K < 2, B < 1 or the shapes disagree."""
+    `estimates` (K,): the statistics on the data. ValueError when K < 2, B < 1 or the shapes disagree, and naming
+    `level` when it is not a share in (0, 1)."""
+    _check_level(level)
     resampled = np.asarray(resampled, np.float64)
     estimates = np.asarray(estimates, np.float64).reshape(-1)
     if resampled.ndim != 2 or resampled.shape[0] != estimates.size or estimates.size < 2 or resampled.shape[1] < 1:

@@ -607,8 +607,8 @@ def select_active(design: np.ndarray, prior_mean: np.ndarray, prior_precision: n
 
     if target not in ("predictive", "coefficients"):
         raise ValueError(f"target must be `predictive` or `coefficients`, got {target!r}")
-    # checked before the prior's covariance is made from them: until session newlib56 a zero precision was a covariance
-    # of inf, named `cov`, and a (D,) design was named by the shape of its first choice, (1,)
+    # checked before the prior's covariance is made from them: a zero precision would be a covariance of inf, named
+    # `cov`, and a (D,) design named by the shape of its first choice, (1,)
     design, _, prior_mean, prior_precision = _checked(design, None, prior_mean, prior_precision)
     if prior_precision.ndim != 1:  # a full one's elementwise inverse is no covariance
         raise ValueError(f"`prior_precision` must be a diagonal prior's (D,), got shape {prior_precision.shape}")

@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONVERT = "from pluralign.embed.models import smollm2_dir; print(smollm2_dir())"
 
 
-@pytest.mark.slow  # two real conversions of SmolLM2 at once: ~1-3 min on two busy cores (make test-generation)
+@pytest.mark.slow  # two real conversions of SmolLM2 at once: 278-307 s at load ~14 on two cores (make test-generation)
 def test_two_processes_converting_smollm2_at_once_leave_one_model_and_no_temporary_folder(tmp_path):
     """Each process saved the fp32 model into `<cache>/smollm2-135m-instruct-fp32.tmp<pid>` and renamed it into place
     only when no other process had yet: the slower one's 517 MB folder stayed in the cache, for good (this machine's
