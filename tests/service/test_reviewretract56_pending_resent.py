@@ -58,3 +58,21 @@ def test_the_same_pending_retraction_sent_again_over_http_stays_a_202(
         assert codes == [202] * 5, codes  # was [202, 202, 202, 429, 429]: the user's bound used up by one id
         assert acme.delete(f"/v1/users/ann/preferences/{uuid.uuid4().hex}").status_code == 202  # a 2nd id: room left
         assert a.runtime.store.retractions.count_rows() == 2
+
+
+def test_a_pending_retraction_sent_again_is_recorded_when_its_older_records_cannot_be_deleted(tmp_path, monkeypatch):
+    """The new record is written before the older ones go: a failure to delete them leaves one more (they go at the next
+    copy or past their keep), never a 503 for a retraction that was recorded."""
+    store = Store(str(tmp_path / "db"), "enc", 8, sync_seconds=0)
+    now = time.time()
+    store.record_retraction("acme", "ria", "coming", now, 0, pending=True)
+
+    def refused(where):
+        raise OSError("no room to write the deletion")
+
+    monkeypatch.setattr(store.retractions, "delete", refused)
+    store.record_retraction("acme", "ria", "coming", now + 1, 0, pending=True)  # raised before
+    monkeypatch.undo()
+    assert store.retracted_before([arrived("coming", now)])[("acme", "ria", "coming")] == now + 1
+    store.record_retraction("acme", "ria", "coming", now + 2, 0, pending=True)  # the next copy takes both older ones
+    assert store.retractions.count_rows() == 1
