@@ -11,7 +11,8 @@ log record done or found stored at the replay, and the user told 202.
 How: the ingest worker looks for such rows before the feedback log lets go of a move's records (`check`, its
 `Ingestor.before_done`, also run for the records the replay finds stored), and writes their keys (tenant, user_id,
 pref_id) to OWED_RETRACTIONS_FILE in the data folder, whole and fsynced (`pluralign.files.atomic_writer`); a look the
-store does not answer owes the whole batch, each checked again before anything is taken back. Each key leaves the file
+store does not answer owes the whole batch, looked at again together (one read) before anything is taken back
+(`service.users.retractions._look_again`). Each key leaves the file
 once its retraction is done or found not owed (`paid`). The next start takes back what the file names. Rare: the file
 exists only while such a row waits, so it is written whole each time.
 """
@@ -81,9 +82,14 @@ class OwedRetractions:
 
     def paid(self, key: Key) -> None:
         """`key` is no longer owed (taken back, or found stored no more, or not taken back after all)."""
+        self.paid_all((key,))
+
+    def paid_all(self, keys: Iterable[Key]) -> None:
+        """`keys` are no longer owed: the file written once (not at all when none was owed)."""
         with self._lock:
-            if key in self._keys:
-                self._keys.discard(key)
+            gone = self._keys.intersection(keys)
+            if gone:
+                self._keys -= gone
                 self._write()
 
     def _write(self) -> None:

@@ -16,7 +16,8 @@ never come: an id the user never sent). Each mover drops the rows it is about to
 (`pluralign.store.ingest.Ingestor`, as the replay does), so the row never reaches the table. A pending record older
 than `PENDING_KEEP_S` is deleted at the next record of its tenant: nothing of an id that never comes stays for good. At
 most `PENDING_PER_USER` pending records younger than that are kept for a user, `PENDING_PER_TENANT` for a tenant: past
-either, a new one is refused (`TooManyPending`), so one tenant's DELETEs of ids that never come cannot grow the table
+either, a new one is refused (`TooManyPending`); one of an id pending already replaces its older ones and is never
+refused (the same DELETE sent again: one record an id). So one tenant's DELETEs of ids that never come cannot grow the table
 (which every move and retraction of every tenant scans) without bound.
 
 An older release never opens this table (nothing it reads changed); its rows are appended and never changed but by

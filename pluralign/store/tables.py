@@ -1295,30 +1295,42 @@ class Store:
         `retracted_at`, unix seconds): their replays and moves of it are dropped (`retracted`). `pending`: the row was not
         in the table (it may still wait in another replica's feedback log); the tenant's pending records older than
         `retractions.PENDING_KEEP_S` go first, and one past `retractions.PENDING_PER_USER` of the user's younger ones or
-        `PENDING_PER_TENANT` of the tenant's raises `retractions.TooManyPending`, nothing written. Raises
+        `PENDING_PER_TENANT` of the tenant's raises `retractions.TooManyPending`, nothing written, unless the key has one
+        already: then the new record replaces the key's older pending ones (the same retraction sent again). Raises
         StoreUnavailable."""
         row = retractions.retraction_row(tenant, user_id, pref_id, retracted_at, replica, pending)
         with self._lock:
-            if pending:
-                self._room_for_pending(tenant, row["user_hash"], retracted_at)
+            again = pending and self._room_for_pending(tenant, row["user_hash"], row["pref_hash"], retracted_at)
             self._commit_rows(retractions.TABLE, self.retractions, pa.Table.from_pylist([row], schema=self.retractions.schema))
             self._retraction_writes += 1
+            if again:  # after the new record (a crash or failure between the two leaves one more, never none): it covers theirs
+                try:
+                    self.retractions.delete(f"tenant = {quote(tenant)} AND pref_hash = {quote(row['pref_hash'])} AND retraction_id "
+                                            f"LIKE '{retractions.PENDING}%' AND retraction_id != {quote(row['retraction_id'])} "
+                                            f"AND retracted_at <= {float(retracted_at)!r}")
+                except Exception as exc:  # noqa: BLE001 (recorded: the older ones go at the next copy, or past their keep)
+                    log.warning("a pending retraction sent again was recorded; its older records stay for now: %s", exc)
 
-    def _room_for_pending(self, tenant: str, hashed_user: str, now: float) -> None:
+    def _room_for_pending(self, tenant: str, hashed_user: str, hashed_pref: str, now: float) -> bool:
         """The tenant's pending records older than PENDING_KEEP_S deleted, then TooManyPending when the user (by
-        `hashed_user`) or the tenant holds their most younger ones. One scan of the tenant's pending records."""
+        `hashed_user`) or the tenant holds their most younger ones, unless one of them is of the same row (`hashed_pref`):
+        then True, the retraction sent again (a record of its own replaces those, `record_retraction`: the newest
+        retraction's time is the one a row is held against, `retracted_before`). One scan of the tenant's pending records."""
         self._retractions_latest()
         cutoff = float(now - retractions.PENDING_KEEP_S)
         mine = f"tenant = {quote(tenant)} AND retraction_id LIKE '{retractions.PENDING}%'"
-        read = self.retractions.search().where(mine).select(["user_hash", "retracted_at"]).limit(None).to_arrow()
+        read = self.retractions.search().where(mine).select(["user_hash", "pref_hash", "retracted_at"]).limit(None).to_arrow()
         at = read.column("retracted_at")
         if len(read) and pc.min(at).as_py() < cutoff:
             self.retractions.delete(f"{mine} AND retracted_at < {cutoff!r}")
             read = read.filter(pc.greater_equal(at, cutoff))
+        if len(read.filter(pc.equal(read.column("pref_hash"), hashed_pref))):
+            return True
         theirs = read.filter(pc.equal(read.column("user_hash"), hashed_user))
         for whose, held, limit in (("user", theirs, retractions.PENDING_PER_USER), ("tenant", read, retractions.PENDING_PER_TENANT)):
             if len(held) >= limit:
                 raise retractions.TooManyPending(whose, limit, max(1.0, pc.min(held.column("retracted_at")).as_py() - cutoff))
+        return False
 
     @_uses("retractions", "read")
     def retraction_recorded(self, tenant: str, user_id: str, pref_id: str) -> str | None:

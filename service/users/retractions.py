@@ -170,22 +170,65 @@ def retract_arrived(rt: Runtime, rows: list[StoredPreference]) -> int:
     (pending) meanwhile, between the mover's look (`Ingestor._not_retracted`) and its commit: each taken back now, as
     its user asked (`_retract_soon`: tried again until done). The ingest worker named them on disk before the log let go
     of them (`Runtime.owed_retractions`, `service.owed_retractions`), so a crash before they are taken back leaves them
-    to the next start (`retract_owed`). Returns how many."""
+    to the next start (`retract_owed`). The batch's owed rows are looked at again together first (`_look_again`): a
+    batch owed whole (the worker's look failed) is mostly rows no one took back. Returns how many are still owed."""
     if rt.deletion_sweep is None or not rows:
         return 0
-    late = rt.owed_retractions.among(rows)
-    for tenant, user_id, pref_id in late:
-        _retract_soon(rt, tenant, user_id, pref_id, 0)
-    return len(late)
+    owed = set(rt.owed_retractions.among(rows))
+    return _look_again(rt, [r for r in rows if (r.tenant, r.user_id, r.pref_id) in owed], 0) if owed else 0
 
 
 def retract_owed(rt: Runtime) -> int:
     """At the start: the retractions the last run owed and had not done (`Runtime.owed_retractions`: a crash after the
-    row was stored, before or while it was taken back) are made now, on the DELETEs' threads. Returns how many."""
+    row was stored, before or while it was taken back): their rows read and looked at again together on a thread of
+    their own (`_owed_rows`), those a retraction names taken back on the DELETEs' threads. Returns how many were owed."""
     owed = sorted(rt.owed_retractions.keys())
-    for tenant, user_id, pref_id in owed:
-        _retract_soon(rt, tenant, user_id, pref_id, 0)
+    if owed:
+        threading.Thread(target=_owed_rows, args=(rt, owed, 0), daemon=True, name="retract-owed").start()
     return len(owed)
+
+
+def _owed_rows(rt: Runtime, keys: list[tuple[str, str, str]], tries: int) -> None:
+    """`retract_owed`'s work, its `tries`-th try: the rows of `keys` read (one gone is owed no more), then `_look_again`.
+    A read that fails is tried again later (`_again_later`)."""
+    try:
+        found = {key: rt.store.stored_row(*key) for key in keys}
+    except Exception as exc:  # noqa: BLE001 (StoreUnavailable, Lance's own: owed on disk, tried again)
+        _again_later(rt, _owed_rows, (rt, keys, tries + 1), tries, exc)
+        return
+    rt.owed_retractions.paid_all(key for key, row in found.items() if row is None)
+    _look_again(rt, [row for row in found.values() if row is not None], 0)
+
+
+def _look_again(rt: Runtime, rows: list[StoredPreference], tries: int) -> int:
+    """Owed `rows` (stored here) looked at together, one read (`Store.retracted`): those no retraction names are owed no
+    more (one write of the owed file), each of the others taken back (`_retract_soon`). A read that fails is tried
+    again later (`_again_later`). Returns how many are still owed. Before review retract56, a batch owed whole was a
+    task each (the tenant's DELETE slots taken, a thread each past them: its other users' DELETEs a 429) and a write of
+    the owed file each."""
+    if not rows:
+        return 0
+    try:
+        late = rt.store.retracted(rows)
+    except Exception as exc:  # noqa: BLE001 (StoreUnavailable, Lance's own: owed on disk, tried again)
+        _again_later(rt, _look_again, (rt, rows, tries + 1), tries, exc)
+        return len(rows)
+    rt.owed_retractions.paid_all({(r.tenant, r.user_id, r.pref_id) for r in rows} - late)
+    for tenant, user_id, pref_id in sorted(late):
+        _retract_soon(rt, tenant, user_id, pref_id, 0)
+    return len(late)
+
+
+def _again_later(rt: Runtime, work, args: tuple, tries: int, exc: Exception, what: str = "looked at") -> None:
+    """`work(*args)` after the next of ARRIVED_RETRY_S past `tries` (then every ARRIVED_RETRY_S[-1] s), on a timer: a
+    look at owed rows, or a take-back of one, that failed (`what` it was to be, for the log)."""
+    wait = ARRIVED_RETRY_S[min(tries, len(ARRIVED_RETRY_S) - 1)]
+    say = log.warning if tries < len(ARRIVED_RETRY_S) else log.error
+    say("rows stored here that a retraction through another replica took back could not be %s yet (try %d, again in "
+        "%.0f s; %d such rows owed): %s", what, tries + 1, wait, len(rt.owed_retractions), exc)
+    timer = threading.Timer(wait, work, args)
+    timer.daemon = True
+    timer.start()
 
 
 # seconds before each new try of `retract_arrived`'s retraction that failed; past the last, every ARRIVED_RETRY_S[-1]
@@ -213,13 +256,7 @@ def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries:
         if _still_owed(rt, tenant, user_id, pref_id):  # a look first: most of a batch owed unchecked is not
             retract(rt, tenant, user_id, pref_id, arrived=True)
     except Exception as exc:  # noqa: BLE001 (tried again while the service runs; owed on disk for the next start)
-        wait = ARRIVED_RETRY_S[min(tries, len(ARRIVED_RETRY_S) - 1)]
-        say = log.warning if tries < len(ARRIVED_RETRY_S) else log.error
-        say("a row of a user of tenant %s taken back through another replica while it was stored here could not be taken "
-            "back yet (try %d, again in %.0f s; %d such rows owed): %s", tenant, tries + 1, wait, len(rt.owed_retractions), exc)
-        timer = threading.Timer(wait, _retract_soon, (rt, tenant, user_id, pref_id, tries + 1))
-        timer.daemon = True
-        timer.start()
+        _again_later(rt, _retract_soon, (rt, tenant, user_id, pref_id, tries + 1), tries, exc, f"of tenant {tenant} taken back")
         return
     rt.owed_retractions.paid((tenant, user_id, pref_id))
 
