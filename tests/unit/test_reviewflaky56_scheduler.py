@@ -56,3 +56,15 @@ def test_a_task_with_no_thread_to_run_on_fails_and_the_scheduler_takes_the_next(
     assert scheduler.stats() == {"running": 0, "waiting": 0, "tenants": 0} and scheduler.held("a") == 0
     refused_threads.clear()
     assert scheduler.submit("a", lambda: "next").result(timeout=5) == "next"
+
+
+def test_a_caller_told_of_its_result_finds_the_task_neither_running_nor_holding_its_place():
+    """A guard for flaky56's `_run` order, which it tested only with a sleep put into the scheduler: the Future's
+    callback runs as the caller is told. Told before the bookkeeping (as at 255f591b) it read {'running': 1}, held 1."""
+    scheduler = FairScheduler(workers=1, per_tenant=4, max_waiting=4)
+    gate, seen = threading.Event(), []
+    future = scheduler.submit("a", lambda: gate.wait(10))
+    future.add_done_callback(lambda _: seen.append((scheduler.stats()["running"], scheduler.held("a"))))
+    gate.set()
+    assert future.result(timeout=5) is True
+    assert seen == [(0, 0)]
