@@ -250,7 +250,7 @@ class FairScheduler:
     def _add_thread(self) -> RuntimeError | None:
         """Starts one more worker thread: None, or the system's refusal (RuntimeError "can't start new thread": a
         container's pids limit, no memory for a stack), logged and returned, not raised: the threads already there run
-        the started tasks in turn (caller holds the lock). Raised (before reviewflaky56), it left the task counted
+        the started tasks in turn (caller holds the lock). Raised (before review flaky56), it left the task counted
         running though it never ran and, out of `_run`, ended that worker and kept the finished task's caller waiting."""
         thread = threading.Thread(target=self._worker, name=f"{self.what}-{len(self._threads)}", daemon=True)
         try:
