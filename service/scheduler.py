@@ -20,6 +20,7 @@ reason: one tenant's burst of them would otherwise hold every request thread.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import queue
@@ -34,6 +35,8 @@ from functools import partial
 from typing import Any
 
 from service.requestid import in_context
+
+log = logging.getLogger("pluralign.service")
 
 
 class Busy(Exception):
@@ -237,11 +240,37 @@ class FairScheduler:
             self._last_start[tenant] = self._started
             waited = Waited(time.monotonic() - task.submitted, self._started - task.started_before)
             self._started += 1
-            if len(self._threads) < self.workers:
-                thread = threading.Thread(target=self._worker, name=f"{self.what}-{len(self._threads)}", daemon=True)
-                self._threads.append(thread)
-                thread.start()
+            refused = self._add_thread() if len(self._threads) < self.workers else None
+            if refused is not None and not self._threads:  # no thread to run it on: its caller is told
+                self._ended(task)
+                task.future.set_exception(refused)  # running: no callback of ours takes the lock (`_forget`'s: cancelled)
+                continue
             self._started_tasks.put((task, waited))
+
+    def _add_thread(self) -> RuntimeError | None:
+        """Starts one more worker thread: None, or the system's refusal (RuntimeError "can't start new thread": a
+        container's pids limit, no memory for a stack), logged and returned, not raised: the threads already there run
+        the started tasks in turn (caller holds the lock). Raised (before review flaky56), it left the task counted
+        running though it never ran and, out of `_run`, ended that worker and kept the finished task's caller waiting."""
+        thread = threading.Thread(target=self._worker, name=f"{self.what}-{len(self._threads)}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            log.warning("%s: a worker thread could not be started (%s); %d run the tasks", self.what, exc, len(self._threads))
+            return exc
+        self._threads.append(thread)
+        return None
+
+    def _ended(self, task: _Task) -> None:
+        """`task` no longer runs: its worker and, unless its caller left (`let_go`), its tenant's place are given back
+        (caller holds the lock)."""
+        self._running -= 1
+        self._running_of[task.tenant] -= 1
+        if not self._running_of[task.tenant]:
+            del self._running_of[task.tenant]
+        del self._running_tasks[task.future]
+        if not task.let_go:  # else given back as its caller left
+            self._release(task.tenant)
 
     def _release(self, tenant: str) -> None:
         self._held[tenant] -= 1
@@ -260,22 +289,17 @@ class FairScheduler:
             result = task.fn()
         except BaseException as exc:  # the caller sees it through the Future
             error = exc
-        finally:
-            self._local.waited = None
+        self._local.waited = None
+        try:
             with self._lock:
                 self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - start)
-                self._running -= 1
-                self._running_of[task.tenant] -= 1
-                if not self._running_of[task.tenant]:
-                    del self._running_of[task.tenant]
-                del self._running_tasks[task.future]
-                if not task.let_go:  # else given back as its caller left
-                    self._release(task.tenant)
+                self._ended(task)
                 self._dispatch()
-        if error is not None:
-            task.future.set_exception(error)
-        else:
-            task.future.set_result(result)
+        finally:  # told whatever became of the bookkeeping: a caller never waits for a task that ended
+            if error is not None:
+                task.future.set_exception(error)
+            else:
+                task.future.set_result(result)
 
 
 def request_threads() -> int:

@@ -94,7 +94,10 @@ def export_guard(app: ASGIApp) -> ASGIApp:
     """The export route's middleware: each body piece must be taken by the client (uvicorn's `send` returns once
     its write buffer is below the high-water mark) within `export_send_timeout_s` seconds, else the answer is
     cut (the chunked body never ends, as any cut export) and counted in `pluralign_exports_stalled_total`; the
-    slot (`hold`) is given back and the line iterator (`sending`) closed whenever the answer ends."""
+    slot (`hold`) is given back and the line iterator (`sending`) closed whenever the answer ends: as its last piece is
+    handed to the server, so a client that has read one answer whole finds its slot free for its next export (given
+    back after that piece went out, before review flaky56, its next could be refused 429 on a loaded machine), or
+    once the handling ends for an answer cut or never sent."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         rt = scope["litestar_app"].state.runtime
@@ -106,6 +109,8 @@ def export_guard(app: ASGIApp) -> ASGIApp:
             if message["type"] != "http.response.body":
                 await send(message)
                 return
+            if not message.get("more_body", False):  # the answer's last piece: the slot is back before the client has it
+                _ended(scope)
             try:
                 await asyncio.wait_for(send(message), timeout)
             except TimeoutError:
@@ -121,17 +126,22 @@ def export_guard(app: ASGIApp) -> ASGIApp:
             log.warning("an export of tenant %s was cut: its client took no piece for %g s (export_send_timeout_s)",
                         getattr(scope.get("user"), "tenant", "?"), timeout)
         finally:
-            lines = scope.pop(_LINES, None)  # type: ignore[misc]
-            if lines is not None:
-                try:
-                    lines.close()  # the LanceDB read ends now, not when the garbage collector gets to it
-                except (ValueError, RuntimeError):  # still in next() on a worker thread: it ends as that returns
-                    pass
-            release = scope.pop(_RELEASE, None)  # type: ignore[misc]
-            if release is not None:
-                release()
+            _ended(scope)  # an answer cut, or never sent
 
     return middleware
+
+
+def _ended(scope: Scope) -> None:
+    """The export's answer ended: its line iterator (`sending`) is closed and its slot (`hold`) given back, once."""
+    lines = scope.pop(_LINES, None)  # type: ignore[misc]
+    if lines is not None:
+        try:
+            lines.close()  # the LanceDB read ends now, not when the garbage collector gets to it
+        except (ValueError, RuntimeError):  # still in next() on a worker thread: it ends as that returns
+            pass
+    release = scope.pop(_RELEASE, None)  # type: ignore[misc]
+    if release is not None:
+        release()
 
 
 def _is_stall(exc: BaseException) -> bool:

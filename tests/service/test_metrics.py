@@ -199,3 +199,34 @@ def test_a_scrape_from_this_machine_through_a_dual_stack_listener_is_answered(sv
         listening.close()
     assert local.status_code == 200 and "pluralign_table_rows" in local.text, local.text
     assert proxied.status_code == 401 and "pluralign_" not in proxied.text, proxied.text
+
+
+def test_a_request_is_counted_before_its_answer_s_last_piece_goes_out(svc, monkeypatch):
+    """Review of flaky56: its fix (a request counted as its answer's last piece is handed to the server, not in the
+    middleware's `finally` after it) had no test that fails without it but under load. Here the server's `send` of
+    the answer's last piece returns 1 s late (what a loaded event loop does to the code after it): counted after that
+    send, the scrape the client sends once it has read the answer did not see the request (0 == 1)."""
+    import asyncio
+
+    app = svc.server.server.config.app
+    inner, scraped = app.asgi_handler, []
+
+    async def slow_to_return(scope, receive, send):
+        async def send_then_linger(message):
+            await send(message)
+            if scope["type"] == "http" and scope["path"] == "/v1/models" and message["type"] == "http.response.body" \
+                    and not message.get("more_body", False):
+                for _ in range(100):  # the answer went out whole: the client reads it and scrapes meanwhile
+                    if scraped:
+                        break
+                    await asyncio.sleep(0.01)
+
+        await inner(scope, receive, send_then_linger)
+
+    monkeypatch.setattr(app, "asgi_handler", slow_to_return)
+    key = (("method", "GET"), ("route", "/v1/models"), ("status", "200"))
+    before = samples(scrape(svc)["pluralign_http_requests"], "_total").get(key, 0)
+    with svc.client("acme") as c:
+        assert c.get("/v1/models").status_code == 200
+    scraped.append(samples(scrape(svc)["pluralign_http_requests"], "_total").get(key, 0))  # and the linger ends
+    assert scraped == [before + 1]

@@ -4,6 +4,7 @@ clients), each through the real clients on a real HTTP server on loopback."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import time
 
@@ -103,8 +104,10 @@ def test_serve_with_a_proxy_it_cannot_use_stops_with_one_line_naming_the_variabl
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(variable, proxy)
     monkeypatch.setenv("PLURALIGN_ENCODER", "openai:http://embeddings.invalid/v1")
+    monkeypatch.delenv("PLURALIGN_CACHE_DIR", raising=False)  # set by serve's check_settings, before this refusal
     data = tmp_path / "data"
     code, _, err = cli(capsys, "serve", "--port", "0", "--data-dir", str(data))
+    assert "PLURALIGN_CACHE_DIR" not in os.environ, "the CLI helper left the refused serve's cache folder to later tests"
     lines = [line for line in err.splitlines() if line.startswith("pluralign: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"pluralign: error: PLURALIGN_ENCODER (setting encoder): {variable} names a proxy "
