@@ -588,6 +588,9 @@ class Runtime:
             self.pal_dir_watch = PalDirWatch(self, self.settings.deletion_sweep_s)
         if self.delete_journal is None:
             self.delete_journal = DeleteJournal(self.settings.data_path / JOURNAL_FOLDER)
+        # a DELETE's journal entry notes when its user's rows left the store as soon as they did, before the purge
+        journal = self.delete_journal
+        self.store.rows_gone = lambda tenant, users, before: journal.rows_gone(tenant, users, before, time.time())
         if self.owed_vectors is None:
             self.owed_vectors = OwedVectors(self.settings.data_path / OWED_FOLDER)
         # a user's adapter found damaged (or for another base model): they get the fallback, counted once
