@@ -193,8 +193,8 @@ class DeleteJournal:
         """`rows_left` from inside the store's step (`pluralign.store.tables.Store.rows_gone`: the rows left the newest
         versions, the purge not begun): the entry of the DELETE of the one user of `user_ids` (of `tenant`) running here,
         when the rows deleted (`before`, unix seconds: those received before it; None: all) include every one received
-        before it began. Returns the entry so noted, else None (a batch's users, a user no DELETE here runs, rows
-        received since that DELETE's beginning not all deleted). A process killed in the purge that comes next (every
+        before it began. Returns the entry so noted (a write that failed is logged, as `rows_left`'s), else None (a
+        batch's users, a user no DELETE here runs, rows received before that DELETE's beginning not all deleted). A process killed in the purge that comes next (every
         fragment with a deletion rewritten: it may take long) left no note before the review of jobs56, and the DELETE
         finished for a user who came back asked the store's kept versions, which another replica's purge or compaction
         meanwhile leaves only from its own commit on: what was made in between (the returning user's newer adapter
