@@ -598,6 +598,9 @@ class Runtime:
             self.deletion_sweep = DeletionSweep(self, self.settings.deletion_sweep_s)
         if self.pal_dir_watch is None and self.settings.replicas > 1:
             self.pal_dir_watch = PalDirWatch(self, self.settings.deletion_sweep_s)
+        # a DELETE's journal entry notes when its user's rows left the store as soon as they did, before the purge
+        journal = self.delete_journal
+        self.store.rows_gone = lambda tenant, users, before: journal.rows_gone(tenant, users, before, time.time())
         # a user's adapter found damaged (or for another base model): they get the fallback, counted once
         self.adapters.on_unusable = lambda tenant, user, error: self.metrics.inc(
             "pluralign_adapters_unusable_total", help=DECLARED_COUNTERS["pluralign_adapters_unusable_total"][0])

@@ -548,6 +548,10 @@ class Store:
         # (`sync_seconds` + READ_MARGIN_S) holds no other delete's turn
         self._owed: list[tuple[list[str], float]] = []
         self._dropping: Counter[str] = Counter()  # by table: owed removals not made yet (their marks stay till then)
+        # called by `delete_users` (tenant, its users, its `before`) once their rows left the tables' newest versions, before
+        # the purge: a caller's note of when they went (`service.users.journal.DeleteJournal.rows_gone`) is then not
+        # lost with a process killed in the purge, which may take long (every fragment with a deletion rewritten)
+        self.rows_gone: Callable[[str, list[str], float | None], None] | None = None
         self._unpurged: set[str] = set()  # tables marked for a delete and not purged since (a turn stopped part way)
         self.writes_since_compaction = 0
         self._pending = dict.fromkeys(self.tables, 0)  # commits per table since its last compaction
@@ -2406,7 +2410,8 @@ class Store:
         the latest when the store opens again). Returns the rows deleted, by table (all 0 when none of
         the user's rows was left, as for such a call sent again). `before` (unix seconds): of their preference rows,
         only those received before it (`received_before`; a DELETE finished from the journal: rows the user sent since
-        it began, which another replica moves in meanwhile, stay theirs)."""
+        it began, which another replica moves in meanwhile, stay theirs). Once the rows left the newest versions, before
+        the purge, `rows_gone` (when set) is called with the tenant, the users and `before`."""
         return self.delete_users(tenant, [user_id], before)
 
     def delete_users(self, tenant: str, user_ids: list[str], before: float | None = None) -> dict[str, int]:
@@ -2457,6 +2462,8 @@ class Store:
                             self._retraction_writes += 1
 
             self._retried(delete_rows)
+            if self.rows_gone is not None:  # before the purge (`rows_gone`)
+                self.rows_gone(tenant, users, before)
             if self._retractions_forgotten:  # no file of the current version keeps their hashes (older ones: `_compact`'s cleanup)
                 self._retractions_forgotten = False
                 with self._on(retractions.TABLE, "written"):

@@ -98,6 +98,16 @@ class _Texts(msgspec.Struct):
 _TEXTS = msgspec.json.Decoder(_Texts)
 
 
+def made_from(job: Job | JobNamed) -> float:
+    """When what `job` trains on was read from the store (unix seconds), as a deletion record's `made_at` asks it: its
+    snapshot's stamp, taken as the read began (`Admin.snapshot`), when its `data` names one, else its `created_at`; the
+    earlier of the two. A snapshot's read may take a while (a user with many rows): stamped after it, a snapshot read
+    before another replica's DELETE was taken as made after it (review of jobs56)."""
+    data = job.params.get("data")
+    taken = snapshot_taken(Path(data)) if isinstance(data, str) else None
+    return job.created_at if taken is None else min(job.created_at, taken)
+
+
 def _snapshot_users(path: Path) -> set[str]:
     """The users (`tenant/user`) a population snapshot holds rows of."""
     return {_NAMED.decode(line).user_id for line in path.read_bytes().splitlines() if line.strip()}
@@ -427,7 +437,9 @@ class Admin:
                 # the job trains on those too, and the next job is counted from it (until session reviewtrial50 the
                 # count before, so the next job came that many comparisons early)
                 params["comparisons"] = comparisons
-            return self._submit_on(snapshot, kind, params, nullcontext())  # a DELETE of the user waits for the user's lock
+            job = self._submit_on(snapshot, kind, params, nullcontext())  # a DELETE of the user waits for the user's lock
+            self._deleted_while_read(job, tenant, user, snapshot)
+            return job
         except BaseException:
             if key in skipped:
                 with self._lock:
@@ -435,6 +447,20 @@ class Admin:
             raise
         finally:
             skipped.discard(key)
+
+    def _deleted_while_read(self, job: Job, tenant: str, user: str, snapshot: Path) -> None:
+        """With replicas, once the user's adapter `job` is queued: when a DELETE of the user another replica recorded
+        reaches its snapshot's read (`made_from`: the read began before their rows had left the store), the job and
+        the snapshot go, and a 400 naming `params.user` says to queue it again. Queued, the job is this replica's
+        sweep's to purge when it applies that record later; this covers a record its sweep applied while the snapshot
+        was being read, before the job was there to purge (review of jobs56: both stayed, holding the deleted rows)."""
+        if not self.rt.recorded_deletion_reaches(tenant, user, made_from(job)):
+            return
+        self.runner.purge(job.id)
+        for path in (snapshot, snapshot_users_path(snapshot)):
+            path.unlink(missing_ok=True)
+        raise bad_request("params.user", f"user {user!r} of tenant {tenant!r} was deleted through another replica while "
+                                         "their comparisons were read for this job: queue it again")
 
     def _submit_population(self, kind: str, params: dict[str, Param]) -> Job:
         snapshot = None
@@ -480,6 +506,9 @@ class Admin:
         import being stored): moving them here, under the user's lock, held their DELETE, chats and refits
         for minutes."""
         self.rt.ingest.flush_user(tenant, user, at_most=READ_INLINE_ROWS)
+        # named as the read begins: a DELETE's record takes what was made before it went, and a read may take a while
+        # (`made_from`); a row retracted (`forget_adapter_jobs_since`) was received after this, or is not in it
+        taken = time.time()
         stored, _ = self.rt.store.preferences_for(tenant, user)
         records = [
             Preference(user_id=p.user_id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, tie=p.tie, margin=p.margin,
@@ -488,7 +517,7 @@ class Admin:
         ]
         if not records:
             raise bad_request("params.user", f"user {user!r} of tenant {tenant!r} has no stored comparisons to train on")
-        path = self.folder / "data" / tenant / f"{user}-{int(time.time() * 1000)}.jsonl"
+        path = self.folder / "data" / tenant / f"{user}-{int(taken * 1000)}.jsonl"
         write_jsonl(records, path)
         return path, sum(1 for r in records if not r.tie)
 
@@ -931,7 +960,7 @@ class Admin:
             # deleted meanwhile: here (the job purged, no rows left) or through another replica, even if
             # they came back since (an adapter trained on what the DELETE removed is never installed)
             if self.runner.get(job.id) is None or not self.rt.store.count_comparisons(tenant, user) \
-                    or self.rt.recorded_deletion_reaches(tenant, user, job.created_at):
+                    or self.rt.recorded_deletion_reaches(tenant, user, made_from(job)):
                 raise ValueError(f"user {user!r} of tenant {tenant!r} was deleted while job {job.id} ran")
             # one this service cannot load (damaged, a later version's, for another base model) never
             # replaces the served adapter: an AdapterError naming the file, and the job is not promoted
@@ -968,7 +997,7 @@ class Admin:
         keys = forget.keys | ({key for key in store.users() if forget(key)} if forget.hashes else set())
         for key in keys:
             for job in store.of_user(key):
-                if forget.made_at(job.created_at)(key):  # a job queued after the user's DELETE (they came back) is theirs again
+                if forget.made_at(made_from(job))(key):  # a job queued after the user's DELETE (they came back) is theirs again
                     removed += sum(1 for p in self._job_files(job) if p.is_file())
                     self.runner.purge(job.id)
         data = self.folder / "data"

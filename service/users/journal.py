@@ -54,8 +54,8 @@ class Unfinished(Persisted, kw_only=True, frozen=True):
     # stopped after it deletes the chats other replicas stored before they saw the record when it is finished
     # (`services._chats_stored_meanwhile`). None: not recorded yet, or an entry of an earlier release
     recorded_at: float | None = None
-    # unix seconds (this replica's clock): noted once the store's step had deleted the user's rows (`DeleteJournal.
-    # rows_left`): what was made after it holds none of their rows from before the DELETE (`services.forget_before`,
+    # unix seconds (this replica's clock): noted once the store's step had deleted the user's rows, before its purge
+    # (`DeleteJournal.rows_gone`, `rows_left`): what was made after it holds none of their rows from before the DELETE (`services.forget_before`,
     # for a user who came back). None: not noted (stopped before the note), or an entry of a release before the review
     # of jobs53
     rows_left_at: float | None = None
@@ -188,6 +188,26 @@ class DeleteJournal:
         except OSError as exc:
             log.error("the DELETE journal entry in %s could not note its store's step: %s", self.folder, exc)
         return noted
+
+    def rows_gone(self, tenant: str, user_ids: list[str], before: float | None, at: float) -> Unfinished | None:
+        """`rows_left` from inside the store's step (`pluralign.store.tables.Store.rows_gone`: the rows left the newest
+        versions, the purge not begun): the entry of the DELETE of the one user of `user_ids` (of `tenant`) running here,
+        when the rows deleted (`before`, unix seconds: those received before it; None: all) include every one received
+        before it began. Returns the entry so noted (a write that failed is logged, as `rows_left`'s), else None (a
+        batch's users, a user no DELETE here runs, rows received before that DELETE's beginning not all deleted). A process killed in the purge that comes next (every
+        fragment with a deletion rewritten: it may take long) left no note before the review of jobs56, and the DELETE
+        finished for a user who came back asked the store's kept versions, which another replica's purge or compaction
+        meanwhile leaves only from its own commit on: what was made in between (the returning user's newer adapter
+        job) went too."""
+        if len(user_ids) != 1:
+            return None
+        with self._lock:
+            if user_hash(tenant, user_ids[0]) not in self._running:
+                return None
+        found = self._read(self.path(tenant, user_ids[0]))
+        if found is None or (before is not None and before < found.started_at):
+            return None
+        return self.rows_left(found, at)
 
     def rows_back(self, entry: Unfinished, at: float) -> None:
         """Note in the entry of the DELETE `entry` (running here, finishing from the journal) that its user's rows from

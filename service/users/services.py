@@ -1506,6 +1506,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     # the vectors of their texts go while the rows still name those texts: a DELETE stopped after the rows
     # went (its process killed) and finished or sent again would find none to forget
     cache_error = _forget_vectors(rt, tenant, user_id)
+    step = time.time()  # the store's step's own note of the rows gone (`Store.rows_gone`) comes after this
     if finishing:  # of their rows in the table, those received before it began: what another replica moves in
         _rows_back(rt, tenant, user_id, started_at)  # meanwhile (the user back since `came_back` looked) stays theirs
         if came_back(rt, tenant, user_id, started_at):  # looked again: the store's step would delete their users row and
@@ -1513,8 +1514,15 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
         counts = rt.store.delete_user(tenant, user_id, before=started_at)
     else:
         counts = rt.store.delete_user(tenant, user_id)
-    # when their rows left the store: finished from the journal for a user who came back, what was made after it stays
-    entry = rt.delete_journal.rows_left(Unfinished(tenant=tenant, user_id=user_id, started_at=started_at), time.time())
+    # when their rows left the store: finished from the journal for a user who came back, what was made after it stays.
+    # Noted by the store's step itself before its purge (`Store.rows_gone`, `DeleteJournal.rows_gone`); here when not
+    # (its write failed: an earlier pass's note is not this step's)
+    entry = Unfinished(tenant=tenant, user_id=user_id, started_at=started_at)
+    noted = rt.delete_journal.unfinished(tenant, user_id)
+    if noted is not None and entry.same_delete(noted) and noted.rows_left_at is not None and noted.rows_left_at >= step:
+        entry = noted
+    else:
+        entry = rt.delete_journal.rows_left(entry, time.time())
     forget_claims(rt, tenant, user_id, started_at)
     forget_refits(rt, [(tenant, user_id)])  # their id goes from the waiting refits' file too
     # other replicas' files: their sweeps read this record (service.deletions), even if this replica stops

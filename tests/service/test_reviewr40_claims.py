@@ -1028,8 +1028,8 @@ def services_delete(rt, tenant: str, user_id: str, unfinished=None) -> dict[str,
 
 def test_a_delete_finished_again_after_the_users_old_rows_came_back_is_not_timed_by_the_store_s_first_removal(
         replicas, monkeypatch):
-    """Review of flake54. As the test above, but the first pass is killed inside its store's step (its purge takes a
-    while: the rows deleted, the journal's note not written), and the store's old versions stay (a killed process
+    """Review of flake54. As the test above, but the first pass is killed inside its store's step (the rows deleted, the
+    journal's note not written: since the review of jobs56 noted before the purge, `Store.rows_gone`), and the store's old versions stay (a killed process
     never removes them). The next pass found no note and so did not look whether the rows had come back: killed
     again after its own store's step, the pass for the returning user asked the store's kept versions when the rows
     left, and the bisection, meeting versions without them, then with them (b moved the row in), then without, took
@@ -1054,6 +1054,7 @@ def test_a_delete_finished_again_after_the_users_old_rows_came_back_is_not_timed
                                                  "chosen": "Yes.", "rejected": "No."}).status_code == 201
         with monkeypatch.context() as patch:
             patch.setattr(rt.store, "delete_user", store_step_then_killed)
+            patch.setattr(rt.store, "rows_gone", None)  # killed before the store's step noted the rows gone (`Store.rows_gone`)
             patch.setattr(rt.store, "_drop_old_versions", lambda *args: None)  # killed: the old versions stay
             with pytest.raises(Stopped):
                 services_delete(rt, "acme", user)
@@ -1069,6 +1070,7 @@ def test_a_delete_finished_again_after_the_users_old_rows_came_back_is_not_timed
         back_in_store = time.time()  # what b makes from the store now reads that row (a snapshot, an adapter job)
         with monkeypatch.context() as patch:
             patch.setattr(rt.store, "delete_user", store_step_then_killed)
+            patch.setattr(rt.store, "rows_gone", None)
             patch.setattr(rt.store, "_drop_old_versions", lambda *args: None)
             with pytest.raises(Stopped):
                 services_delete(rt, "acme", user, journal.unfinished("acme", user))  # the journal's pass
