@@ -3,7 +3,10 @@ the real store in a temp folder and the real adapter pool with the tiny LM."""
 
 from __future__ import annotations
 
+import torch
+
 from pluralign.store import Store
+from tests.service.test_generation_turns import Tokens
 from tests.service.test_store import DIM, prefs
 
 
@@ -28,3 +31,57 @@ def test_reads_of_users_without_rows_are_bounded_by_the_history_cache(tmp_path):
     misses = store.histories.misses
     assert len(store.history("globex", "bea")) == 20
     assert store.histories.misses == misses, "acme's reads of users without rows pushed globex's history out"
+
+
+def test_a_tenant_whose_adapters_are_all_in_chats_never_pushes_out_a_smaller_tenants_idle_adapter(tiny_generator_dir, tmp_path):
+    """The adapter budget is shared fairly (tenant56): the tenant holding the most gives up one of its own. Before, the
+    adapters chats were generating with went last whatever their tenant: acme, chatting as one user while loading
+    another's adapter (at most `tenant_generations` chats of its own in flight: each one's adapter in use), pushed out
+    globex's idle adapter, the smaller tenant's, which its next chat loaded from disk again. Now the tenant is chosen
+    first, and within it an adapter in use goes last (its weights leave memory once its chat ends)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from pluralign.policy.adapters import AdapterMeta, AdapterPool, AdapterRegistry
+    from pluralign.policy.generator import Cancelled, Generator, Sampling
+    from tests.service.test_generation_turns import MESSAGES, in_lane, wait_until
+
+    registry = AdapterRegistry(tmp_path / "adapters")
+    adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)),
+                             LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    for tenant, user in [("acme", "a1"), ("acme", "a2"), ("globex", "g1")]:  # the same weights: one load each all the same
+        registry.save(tenant, user, adapted, AdapterMeta(kind="user", base_model="tiny", shots=0, data_version="test", metrics={}))
+    own = Generator.from_folder(tiny_generator_dir, model_id="tiny", device=torch.device("cpu"))
+    pool = AdapterPool(own, registry, "tiny", budget_bytes=1 << 30)
+    a1 = pool.adapter_for("acme", "a1")
+    g1 = pool.adapter_for("globex", "g1")
+    pool.budget_bytes = pool.bytes_used  # two adapters
+    tokens = Ended()
+
+    def chat_with_a1():
+        try:
+            own.generate(MESSAGES, sampling=Sampling(max_tokens=1000, temperature=0), adapter=a1, cancel=tokens)
+        except Cancelled:  # its client left
+            return
+
+    chat, _ = in_lane("acme", chat_with_a1)
+    wait_until(lambda: tokens.count >= 3, "acme's chat with a1 runs")
+    assert own.adapters_in_use == {a1}
+    a2 = pool.adapter_for("acme", "a2")
+    in_flight = chat.is_alive() and not tokens.ended
+    assert g1 in pool.loaded, "acme's adapters in use pushed out globex's idle one"
+    assert set(pool.loaded) == {g1, a2} and in_flight
+    assert a1 in own.adapters  # dropped once its chat ends, not under it
+    tokens.ended = True  # acme's client leaves
+    chat.join(60)
+    wait_until(lambda: a1 not in own.adapters, "a1's drop, once its chat ended")
+
+
+class Ended(Tokens):
+    """A `cancel` that counts the tokens of the generation it is given to, set once `ended` is."""
+
+    ended = False
+
+    def is_set(self) -> bool:
+        super().is_set()
+        return self.ended
