@@ -10,6 +10,7 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 import threading
 import time
@@ -176,12 +177,13 @@ class History:
 
 class HistoryCache:
     """Least recently used histories up to `budget_bytes` (each counting its `nbytes` and what its entry holds beside
-    them, `HISTORY_ENTRY_BYTES`, so a user with no rows counts too), shared fairly between tenants: past the bound, the least
-    recently used history of the tenant holding the most bytes goes (max-min fair shares of one budget, as
+    them, `HISTORY_ENTRY_BYTES`, so a user with no rows counts too), shared fairly between tenants: past the bound, the
+    least recently used history of the tenant holding the most bytes goes (max-min fair shares of one budget, as
     `pluralign.embed.cache.ScopedVectors` shares its vectors), so one tenant reading many big users in turn pushes out
     its own histories once it holds more than any other, never a smaller tenant's; a tenant alone uses the whole
-    budget (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories,
-    whose next chat or profile would read them from the table again). A load that raced a write is not kept:
+    budget. A history larger than its tenant's share, which would be dropped too, is not kept and pushes out nothing
+    (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories, whose
+    next chat or profile would read them from the table again). A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
     user's tickets away, and a load only lands if its ticket is still there and no write of the
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
@@ -243,7 +245,7 @@ class HistoryCache:
                 self._checked[key] = started
                 if loaded_at is not None:
                     self._versions[key] = loaded_at
-                self._shrink()
+                self._shrink(key)
         return history
 
     def _put(self, key: UserKey, history: History) -> None:
@@ -270,12 +272,37 @@ class HistoryCache:
             self._bytes -= _cost(dropped)
         return dropped
 
-    def _shrink(self) -> None:
+    def _shrink(self, kept: UserKey | None = None) -> None:
         """Past `budget_bytes`: the least recently used history of the tenant holding the most dropped, one at a time,
-        until the rest fit (a max over the tenants per history dropped: a load drops one or two); under the lock."""
-        while self._bytes > self.budget_bytes and self._items:
-            largest = max(self._tenant_bytes, key=self._tenant_bytes.__getitem__)
-            self._drop(next(iter(self._order[largest])))
+        until the rest fit; under the lock. `kept`: the user whose history was just put (its tenant's most recently
+        used), which is dropped alone when it would be dropped too (a history larger than its tenant's fair share: the
+        others of its tenant dropped before it would have gone for nothing)."""
+        victims = self._victims(kept)
+        for key in [kept] if victims is None else victims:
+            self._drop(key)
+
+    def _victims(self, kept: UserKey | None) -> list[UserKey] | None:
+        """The histories `_shrink` drops, in order, or None when `kept` is among them; under the lock. The tenants'
+        bytes in a heap (a max over them per history dropped costs the number of tenants each)."""
+        over = self._bytes - self.budget_bytes
+        held = dict(self._tenant_bytes)
+        largest = [(-size, tenant) for tenant, size in held.items()]
+        heapq.heapify(largest)
+        oldest = {tenant: iter(users) for tenant, users in self._order.items()}  # each tenant's, least recently used first
+        victims: list[UserKey] = []
+        while over > 0 and largest:
+            _, tenant = heapq.heappop(largest)
+            key = next(oldest[tenant], None)
+            if key is None:
+                continue
+            if key == kept:
+                return None
+            cost = _cost(self._items[key])
+            victims.append(key)
+            over -= cost
+            held[tenant] -= cost
+            heapq.heappush(largest, (-held[tenant], tenant))
+        return victims
 
     def _settle(self, key: UserKey, ticket: object) -> bool:
         """A load finished (under the lock): drop its ticket; whether no write came meanwhile."""
@@ -321,7 +348,7 @@ class HistoryCache:
             # the version it was known to match stays: the rows added are an append, which the next check's count
             # counts (`Store._matches`; dropped, that check would read the user's rows)
             self._put(key, found.extended(new_rows()))
-            self._shrink()
+            self._shrink(key)
 
     def _holds(self, key: UserKey, history: History | None) -> bool:
         """Whether the user's history is cached (`history`: that one, not another loaded since), under the lock."""

@@ -33,6 +33,40 @@ def test_reads_of_users_without_rows_are_bounded_by_the_history_cache(tmp_path):
     assert store.histories.misses == misses, "acme's reads of users without rows pushed globex's history out"
 
 
+
+def test_a_history_too_big_for_its_tenants_share_pushes_out_none_of_its_tenants_others(tmp_path):
+    """Past the bound, the fair eviction drops the least recently used history of the tenant holding the most, one at a
+    time. A user's history larger than every other tenant's share is its tenant's last to go, and went all the same:
+    reading it first pushed out every other history of its tenant, then itself, so acme's small users were read from
+    the table again at their next chat and the big one was never kept. Now a load (or a write's rows added to a cached
+    history) whose own history would be dropped drops only that one."""
+    store = Store(str(tmp_path / "store"), "enc", DIM, history_bytes=1 << 30)
+    for i in range(5):
+        store.add_preferences(*prefs("globex", f"g{i}", 20))
+    for i in range(3):
+        store.add_preferences(*prefs("acme", f"s{i}", 10, start=100 * (i + 1)))
+    store.add_preferences(*prefs("acme", "big", 300, start=10_000))
+    held = store.histories.nbytes
+    for i in range(5):
+        store.history("globex", f"g{i}")
+    globex = store.histories.nbytes - held
+    for i in range(3):
+        store.history("acme", f"s{i}")
+    held = store.histories.nbytes
+    assert len(store.history("acme", "big")) == 300
+    big = store.histories.nbytes - held
+    assert big > globex  # acme's big user alone holds more than all of globex's
+    store.histories.invalidate([("acme", "big")])
+    store.histories.budget_bytes = globex + big - 1  # what is cached fits; with the big one, not even beside globex's alone
+    assert len(store.history("acme", "big")) == 300
+    misses = store.histories.misses
+    for i in range(3):
+        assert len(store.history("acme", f"s{i}")) == 10
+    for i in range(5):
+        assert len(store.history("globex", f"g{i}")) == 20
+    assert store.histories.misses == misses, f"{store.histories.misses - misses} of acme's and globex's histories pushed out"
+    assert store.histories.nbytes <= store.histories.budget_bytes
+
 def test_a_tenant_whose_adapters_are_all_in_chats_never_pushes_out_a_smaller_tenants_idle_adapter(tiny_generator_dir, tmp_path):
     """The adapter budget is shared fairly (tenant56): the tenant holding the most gives up one of its own. Before, the
     adapters chats were generating with went last whatever their tenant: acme, chatting as one user while loading
