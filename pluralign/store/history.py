@@ -31,10 +31,10 @@ if TYPE_CHECKING:  # imported where used: the user package imports torch, and a 
 
 UserKey = tuple[str, str]  # (tenant, user_id)
 # what a history cached by `HistoryCache` holds beside its arrays' and Arrow buffers' bytes (`History.nbytes`): its
-# Arrow table's and column objects, its numpy arrays' headers, the cache's entries; ~3.5 KiB in RSS for a user with no
-# rows on CPython 3.11 (pyarrow 26), with room. Not counting it, a user without rows counted 0 bytes, and every one read
-# was kept whatever the bound (100,000 ids read: ~350 MB)
-HISTORY_ENTRY_BYTES = 4096
+# Arrow table's and column objects and their buffers' rounding, its numpy arrays' headers, the cache's entries; ~14 KiB
+# in RSS for a user with no rows or one (CPython 3.11, pyarrow 26), with room. Not counting it, a user without rows
+# counted 0 bytes, and every one read was kept whatever the bound
+HISTORY_ENTRY_BYTES = 16384
 
 
 def stored_seconds(created_at: float) -> float:
@@ -53,10 +53,12 @@ def with_stored_seconds(table: pa.Table) -> pa.Table:
 
 
 def _matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    """(N, dim) float32 of a vector column, in memory of its own (a view of the column's buffer kept the whole read
+    the column came from alive: `History.from_arrow`)."""
     column = column.combine_chunks()
     if not len(column):
         return np.zeros((0, dim), np.float32)
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(column), dim)
+    return np.array(column.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(column), dim)
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,12 @@ class History:
 
     @classmethod
     def from_arrow(cls, table: pa.Table, dim: int) -> History:
+        """The history of `table`'s rows, copied into buffers of its own: the columns of a table LanceDB returned share
+        the read's memory (Arrow's C data interface releases a batch whole), so its non-vector columns kept alive the
+        vectors read with them, and a cached history held about twice the bytes the cache's bound counts (`nbytes`)."""
         vectors = ("prompt_vec", "chosen_vec", "rejected_vec")
         meta = table.drop_columns(list(vectors))
+        meta = meta.take(pa.array(np.arange(meta.num_rows), pa.int64()))  # a copy (`take` gathers into new buffers)
         if "created_at" in meta.column_names:
             meta = with_stored_seconds(meta)
         tie = meta.column("tie").to_numpy(zero_copy_only=False).astype(bool)

@@ -52,7 +52,7 @@ def test_history_cache_keeps_nothing_per_user_it_does_not_cache(svc):
 
 def test_chats_and_profiles_of_users_without_rows_keep_nothing_in_a_history_cache_of_0(svc):
     """A user with no rows (never seen, or deleted) has an empty history, which counted 0 bytes against the bound: a
-    client chatting as, or reading the profile of, a new id each time left one cached history (~3.5 KiB) per id for the
+    client chatting as, or reading the profile of, a new id each time left one cached history (~6 KiB) per id for the
     life of the process, whatever `PLURALIGN_HISTORY_CACHE_MB` said (0 here)."""
     histories = svc.runtime.store.histories
     with svc.client() as c:

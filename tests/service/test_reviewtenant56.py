@@ -3,16 +3,20 @@ the real store in a temp folder and the real adapter pool with the tiny LM."""
 
 from __future__ import annotations
 
+import gc
+import os
+
+import numpy as np
 import torch
 
-from pluralign.store import Store
+from pluralign.store import Store, StoredPreference
 from tests.service.test_generation_turns import Tokens
 from tests.service.test_store import DIM, prefs
 
 
 def test_reads_of_users_without_rows_are_bounded_by_the_history_cache(tmp_path):
     """A user with no rows (a chat's or a profile's user never seen, a deleted one) has an empty history, which held
-    ~3.5 KiB (its Arrow table's and arrays' objects, the cache's entries) but counted 0 bytes against
+    ~6 KiB (its Arrow table's and arrays' objects, the cache's entries) but counted 0 bytes against
     `PLURALIGN_HISTORY_CACHE_MB`: every id a tenant read was cached for the life of the process, even at a bound of 0, and
     the fair eviction, which takes from the tenant holding the most bytes, never took a tenant's empty histories. Now
     each cached history counts what its entry holds beside its arrays: a tenant reading ids without rows pushes out its
@@ -22,12 +26,12 @@ def test_reads_of_users_without_rows_are_bounded_by_the_history_cache(tmp_path):
         assert len(store.history("acme", f"ghost{i}")) == 0
     assert len(store.histories) == 0, "a bound of 0 cached users without rows"
 
-    store = Store(str(tmp_path / "small"), "enc", DIM, history_bytes=32 << 10)
+    store = Store(str(tmp_path / "small"), "enc", DIM, history_bytes=96 << 10)
     store.add_preferences(*prefs("globex", "bea", 20))
     assert len(store.history("globex", "bea")) == 20
     for i in range(40):
         assert len(store.history("acme", f"ghost{i}")) == 0
-    assert len(store.histories) < 16, f"{len(store.histories)} histories cached in a bound of 32 KiB"
+    assert len(store.histories) < 16, f"{len(store.histories)} histories cached in a bound of 96 KiB"
     misses = store.histories.misses
     assert len(store.history("globex", "bea")) == 20
     assert store.histories.misses == misses, "acme's reads of users without rows pushed globex's history out"
@@ -45,7 +49,7 @@ def test_a_history_too_big_for_its_tenants_share_pushes_out_none_of_its_tenants_
         store.add_preferences(*prefs("globex", f"g{i}", 20))
     for i in range(3):
         store.add_preferences(*prefs("acme", f"s{i}", 10, start=100 * (i + 1)))
-    store.add_preferences(*prefs("acme", "big", 300, start=10_000))
+    store.add_preferences(*prefs("acme", "big", 600, start=10_000))
     held = store.histories.nbytes
     for i in range(5):
         store.history("globex", f"g{i}")
@@ -53,12 +57,12 @@ def test_a_history_too_big_for_its_tenants_share_pushes_out_none_of_its_tenants_
     for i in range(3):
         store.history("acme", f"s{i}")
     held = store.histories.nbytes
-    assert len(store.history("acme", "big")) == 300
+    assert len(store.history("acme", "big")) == 600
     big = store.histories.nbytes - held
     assert big > globex  # acme's big user alone holds more than all of globex's
     store.histories.invalidate([("acme", "big")])
     store.histories.budget_bytes = globex + big - 1  # what is cached fits; with the big one, not even beside globex's alone
-    assert len(store.history("acme", "big")) == 300
+    assert len(store.history("acme", "big")) == 600
     misses = store.histories.misses
     for i in range(3):
         assert len(store.history("acme", f"s{i}")) == 10
@@ -66,6 +70,33 @@ def test_a_history_too_big_for_its_tenants_share_pushes_out_none_of_its_tenants_
         assert len(store.history("globex", f"g{i}")) == 20
     assert store.histories.misses == misses, f"{store.histories.misses - misses} of acme's and globex's histories pushed out"
     assert store.histories.nbytes <= store.histories.budget_bytes
+
+
+def test_a_history_loaded_from_the_table_holds_about_the_bytes_the_cache_counts(tmp_path):
+    """The cache's bound (`PLURALIGN_HISTORY_CACHE_MB`) counts a history's arrays' and Arrow buffers' bytes. A history
+    read from the table held about twice those (300 rows of 384-d: 1.45 MB counted, 2.7 MB held): its non-vector columns
+    were the table LanceDB returned, whose buffers kept the whole read alive, vectors included, beside the vectors' own
+    copy; 512 MiB of cached histories held ~1 GiB. Now a history holds its own copies. Measured in the process's
+    resident memory, ten histories held at once (each read afresh: a cache of 0)."""
+    store = Store(str(tmp_path / "store"), "enc", 384, history_bytes=0)
+    rows = [StoredPreference(tenant="acme", user_id="big", pref_id=f"p{i}", prompt=f"question {i} " * 4,
+                             chosen=f"a good answer {i} " * 6, rejected=f"a bad answer {i} " * 6, kind="comparison",
+                             created_at=1.7e9 + i) for i in range(300)]
+    vectors = np.random.default_rng(0).standard_normal((300, 384)).astype(np.float32)
+    store.add_preferences(rows, vectors, vectors, vectors)
+    for _ in range(4):  # the reads' own allocations settle
+        store.history("acme", "big")
+    gc.collect()
+    before = resident_bytes()
+    held = [store.history("acme", "big") for _ in range(10)]
+    gc.collect()
+    per_history = (resident_bytes() - before) / len(held)
+    assert per_history < 1.4 * held[0].nbytes, f"each history holds {per_history / held[0].nbytes:.2f}x what it counts"
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 def test_a_tenant_whose_adapters_are_all_in_chats_never_pushes_out_a_smaller_tenants_idle_adapter(tiny_generator_dir, tmp_path):
     """The adapter budget is shared fairly (tenant56): the tenant holding the most gives up one of its own. Before, the
