@@ -334,11 +334,12 @@ def _one_per_row(users: Sequence, conversations: Sequence) -> None:
 
 
 class AdapterPool:
-    """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`; those a generation in
-    flight uses (the host's `adapters_in_use`, when it has one) last, since their drop waits for their generations.
-    The budget is shared fairly between tenants: the adapter evicted is the least recently used of the tenant whose
-    loaded adapters hold the most bytes, so one tenant chatting as many users in turn pushes out its own adapters once
-    it holds more than any other, never a smaller tenant's (a tenant alone uses the whole budget).
+    """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`, shared fairly between
+    tenants: the adapter evicted is one of the tenant whose loaded adapters hold the most bytes, its least recently used
+    that no generation in flight uses (the host's `adapters_in_use`, when it has one), else its least recently used (a
+    drop waits for the generations using it: its weights leave memory once they end). So one tenant chatting as many
+    users, in turn or at once, pushes out its own adapters once it holds more than any other, never a smaller tenant's
+    (a tenant alone uses the whole budget).
 
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
@@ -612,15 +613,15 @@ class AdapterPool:
             self._tenant_of = {n: t for n, t in self._tenant_of.items() if n in self.loaded or n in self._dropping}
 
     def _make_room(self, name: str, size: int, pinned: frozenset[str], now: bool = False) -> None:
-        """Evict adapters (but `name` and `pinned`; those in use last) until the table fits the budget, each the least
-        recently used of the tenant holding the most bytes among those that may go (`_fair_victim`); AdapterError
-        (`name` dropped again) when it cannot."""
-        busy = getattr(self.host, "adapters_in_use", set())  # evicted last: their drop waits for their generations
+        """Evict adapters (but `name` and `pinned`) until the table fits the budget, each one of the tenant holding the
+        most bytes among those that may go, its least recently used that no generation uses, else its least recently
+        used (`_fair_victim`); AdapterError (`name` dropped again) when it cannot."""
+        busy = getattr(self.host, "adapters_in_use", set())  # last of their tenant's: their drop waits for their generations
         while self.bytes_used > self.budget_bytes:
             victims = [n for n in self.loaded if n not in pinned and n != name]  # least recently used first
             if not victims:
                 break
-            self._retire(self._fair_victim([n for n in victims if n not in busy] or victims), now)
+            self._retire(self._fair_victim(victims, busy), now)
         if self.bytes_used > self.budget_bytes:
             self._retire(name, now)
             raise AdapterError(
@@ -628,16 +629,20 @@ class AdapterPool:
                 f"(this one alone is {size} bytes)"
             )
 
-    def _fair_victim(self, victims: list[str]) -> str:
-        """Of `victims` (least recently used first), the first of the tenant whose adapters in the table hold the most
-        bytes (of those tenants with a victim; a tie: the tenant of the least recently used). Under the lock."""
+    def _fair_victim(self, victims: list[str], busy: set[str]) -> str:
+        """Of `victims` (least recently used first), one of the tenant whose adapters in the table hold the most bytes
+        (of those tenants with a victim; a tie: the tenant of the least recently used): its first not in `busy` (the
+        adapters generations in flight use), else its first. A tenant's adapters in use go before another tenant's idle
+        one: evicted first whatever their tenant, a tenant's chats in flight (`tenant_generations` of them) pushed out a
+        smaller tenant's adapters. Under the lock."""
         held: dict[str, int] = {}
         for n, (size, _) in self.loaded.items():
             tenant = self._tenant_of.get(n, "")
             held[tenant] = held.get(tenant, 0) + size
         tenants = list(dict.fromkeys(self._tenant_of.get(n, "") for n in victims))
         largest = max(tenants, key=held.__getitem__)
-        return next(n for n in victims if self._tenant_of.get(n, "") == largest)
+        own = [n for n in victims if self._tenant_of.get(n, "") == largest]
+        return next((n for n in own if n not in busy), own[0])
 
     def score(self, users, conversations, responses, tokenizer, **encode_kwargs) -> torch.Tensor:
         """(N,) log pi(response | conversation) with each row's own adapter: `users` holds one

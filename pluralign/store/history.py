@@ -10,6 +10,7 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 import threading
 import time
@@ -29,6 +30,11 @@ if TYPE_CHECKING:  # imported where used: the user package imports torch, and a 
     from pluralign.user.active import Recent
 
 UserKey = tuple[str, str]  # (tenant, user_id)
+# what a history cached by `HistoryCache` holds beside its arrays' and Arrow buffers' bytes (`History.nbytes`): its
+# Arrow table's and column objects and their buffers' rounding, its numpy arrays' headers, the cache's entries; ~14 KiB
+# in RSS for a user with no rows or one (CPython 3.11, pyarrow 26), with room. Not counting it, a user without rows
+# counted 0 bytes, and every one read was kept whatever the bound
+HISTORY_ENTRY_BYTES = 16384
 
 
 def stored_seconds(created_at: float) -> float:
@@ -47,10 +53,12 @@ def with_stored_seconds(table: pa.Table) -> pa.Table:
 
 
 def _matrix(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    """(N, dim) float32 of a vector column, in memory of its own (a view of the column's buffer kept the whole read
+    the column came from alive: `History.from_arrow`)."""
     column = column.combine_chunks()
     if not len(column):
         return np.zeros((0, dim), np.float32)
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(column), dim)
+    return np.array(column.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(column), dim)
 
 
 @dataclass(frozen=True)
@@ -67,8 +75,12 @@ class History:
 
     @classmethod
     def from_arrow(cls, table: pa.Table, dim: int) -> History:
+        """The history of `table`'s rows, copied into buffers of its own: the columns of a table LanceDB returned share
+        the read's memory (Arrow's C data interface releases a batch whole), so its non-vector columns kept alive the
+        vectors read with them, and a cached history held about twice the bytes the cache's bound counts (`nbytes`)."""
         vectors = ("prompt_vec", "chosen_vec", "rejected_vec")
         meta = table.drop_columns(list(vectors))
+        meta = meta.take(pa.array(np.arange(meta.num_rows), pa.int64()))  # a copy (`take` gathers into new buffers)
         if "created_at" in meta.column_names:
             meta = with_stored_seconds(meta)
         tie = meta.column("tie").to_numpy(zero_copy_only=False).astype(bool)
@@ -170,12 +182,14 @@ class History:
 
 
 class HistoryCache:
-    """Least recently used histories up to `budget_bytes`, shared fairly between tenants: past the bound, the least
-    recently used history of the tenant holding the most bytes goes (max-min fair shares of one budget, as
+    """Least recently used histories up to `budget_bytes` (each counting its `nbytes` and what its entry holds beside
+    them, `HISTORY_ENTRY_BYTES`, so a user with no rows counts too), shared fairly between tenants: past the bound, the
+    least recently used history of the tenant holding the most bytes goes (max-min fair shares of one budget, as
     `pluralign.embed.cache.ScopedVectors` shares its vectors), so one tenant reading many big users in turn pushes out
     its own histories once it holds more than any other, never a smaller tenant's; a tenant alone uses the whole
-    budget (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories,
-    whose next chat or profile would read them from the table again). A load that raced a write is not kept:
+    budget. A history larger than its tenant's share, which would be dropped too, is not kept and pushes out nothing
+    (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories, whose
+    next chat or profile would read them from the table again). A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
     user's tickets away, and a load only lands if its ticket is still there and no write of the
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
@@ -232,18 +246,18 @@ class HistoryCache:
                 self._settle(key, ticket)
             raise
         with self._lock:
-            if self._settle(key, ticket) and key not in self._writes and key not in self._items and history.nbytes <= self.budget_bytes:
+            if self._settle(key, ticket) and key not in self._writes and key not in self._items and _cost(history) <= self.budget_bytes:
                 self._put(key, history)
                 self._checked[key] = started
                 if loaded_at is not None:
                     self._versions[key] = loaded_at
-                self._shrink()
+                self._shrink(key)
         return history
 
     def _put(self, key: UserKey, history: History) -> None:
         """`history` cached as the user's (in place of one cached), their tenant's most recently used; under the lock."""
         found = self._items.get(key)
-        grown = history.nbytes - (found.nbytes if found is not None else 0)
+        grown = _cost(history) - (_cost(found) if found is not None else 0)
         self._items[key] = history
         self._order.setdefault(key[0], OrderedDict())[key] = None
         self._order[key[0]].move_to_end(key)
@@ -258,18 +272,43 @@ class HistoryCache:
         if dropped is not None:
             tenant = key[0]
             del self._order[tenant][key]
-            self._tenant_bytes[tenant] -= dropped.nbytes
+            self._tenant_bytes[tenant] -= _cost(dropped)
             if not self._order[tenant]:
                 del self._order[tenant], self._tenant_bytes[tenant]
-            self._bytes -= dropped.nbytes
+            self._bytes -= _cost(dropped)
         return dropped
 
-    def _shrink(self) -> None:
+    def _shrink(self, kept: UserKey | None = None) -> None:
         """Past `budget_bytes`: the least recently used history of the tenant holding the most dropped, one at a time,
-        until the rest fit (a max over the tenants per history dropped: a load drops one or two); under the lock."""
-        while self._bytes > self.budget_bytes and self._items:
-            largest = max(self._tenant_bytes, key=self._tenant_bytes.__getitem__)
-            self._drop(next(iter(self._order[largest])))
+        until the rest fit; under the lock. `kept`: the user whose history was just put (its tenant's most recently
+        used), which is dropped alone when it would be dropped too (a history larger than its tenant's fair share: the
+        others of its tenant dropped before it would have gone for nothing)."""
+        victims = self._victims(kept)
+        for key in [kept] if victims is None else victims:
+            self._drop(key)
+
+    def _victims(self, kept: UserKey | None) -> list[UserKey] | None:
+        """The histories `_shrink` drops, in order, or None when `kept` is among them; under the lock. The tenants'
+        bytes in a heap (a max over them per history dropped costs the number of tenants each)."""
+        over = self._bytes - self.budget_bytes
+        held = dict(self._tenant_bytes)
+        largest = [(-size, tenant) for tenant, size in held.items()]
+        heapq.heapify(largest)
+        oldest = {tenant: iter(users) for tenant, users in self._order.items()}  # each tenant's, least recently used first
+        victims: list[UserKey] = []
+        while over > 0 and largest:
+            _, tenant = heapq.heappop(largest)
+            key = next(oldest[tenant], None)
+            if key is None:
+                continue
+            if key == kept:
+                return None
+            cost = _cost(self._items[key])
+            victims.append(key)
+            over -= cost
+            held[tenant] -= cost
+            heapq.heappush(largest, (-held[tenant], tenant))
+        return victims
 
     def _settle(self, key: UserKey, ticket: object) -> bool:
         """A load finished (under the lock): drop its ticket; whether no write came meanwhile."""
@@ -315,7 +354,7 @@ class HistoryCache:
             # the version it was known to match stays: the rows added are an append, which the next check's count
             # counts (`Store._matches`; dropped, that check would read the user's rows)
             self._put(key, found.extended(new_rows()))
-            self._shrink()
+            self._shrink(key)
 
     def _holds(self, key: UserKey, history: History | None) -> bool:
         """Whether the user's history is cached (`history`: that one, not another loaded since), under the lock."""
@@ -366,7 +405,14 @@ class HistoryCache:
 
     @property
     def nbytes(self) -> int:
+        """The bytes the cached histories count against `budget_bytes` (each its `nbytes` and `HISTORY_ENTRY_BYTES`)."""
         return self._bytes
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _cost(history: History) -> int:
+    """What a cached history counts against `HistoryCache.budget_bytes`: its arrays' and Arrow buffers' bytes and what
+    its entry holds beside them."""
+    return history.nbytes + HISTORY_ENTRY_BYTES

@@ -50,6 +50,21 @@ def test_history_cache_keeps_nothing_per_user_it_does_not_cache(svc):
     assert histories.tracked() <= len(histories) + 1, (histories.tracked(), len(histories))
 
 
+def test_chats_and_profiles_of_users_without_rows_keep_nothing_in_a_history_cache_of_0(svc):
+    """A user with no rows (never seen, or deleted) has an empty history, which counted 0 bytes against the bound: a
+    client chatting as, or reading the profile of, a new id each time left one cached history (~6 KiB) per id for the
+    life of the process, whatever `PLURALIGN_HISTORY_CACHE_MB` said (0 here)."""
+    histories = svc.runtime.store.histories
+    with svc.client() as c:
+        for i in range(3):
+            chat = {"model": "pluralign", "messages": [{"role": "user", "content": "Tea?"}], "max_tokens": 2, "user": f"chatter{i}"}
+            assert c.post("/v1/chat/completions", json=chat).status_code == 200
+        for i in range(5):
+            assert c.get(f"/v1/users/ghost{i}").status_code in (200, 404)
+        svc.runtime.store.wait_warm()  # the chats' users' histories, loaded behind them
+    assert len(histories) == 0, f"{len(histories)} users without rows cached in a bound of 0"
+
+
 def test_adapter_trigger_counts_stay_bounded_and_a_delete_forgets_its_user(svc):
     """The adapter trigger counted each user's new comparisons in a dict that was never pruned: one
     entry per user who ever sent a comparison (a deleted user's too), for the life of the process."""

@@ -1,0 +1,41 @@
+"""The users' histories cache's books under a random run of loads, writes' rows added and invalidations across tenants
+(review tenant56): the bytes it counts are its histories', per tenant and in all, within its bound, and each tenant's
+order holds exactly its cached users. Pure in-memory histories: no store."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow as pa
+
+from pluralign.store.history import HISTORY_ENTRY_BYTES, History, HistoryCache
+
+
+def history(rows: int) -> History:
+    vectors = np.zeros((rows, 4), np.float32)
+    meta = pa.Table.from_arrays([pa.array([False] * rows, pa.bool_()), pa.array(["no"] * rows, pa.string())], names=["tie", "rejected"])
+    return History(meta, vectors, vectors.copy(), vectors.copy(), np.zeros(rows, bool))
+
+
+def test_the_history_caches_books_stay_true_and_within_its_bound():
+    rng = random.Random(56)
+    made = {rows: history(rows) for rows in (0, 1, 10, 50, 100, 500, 1000)}
+    for budget in (0, 3 * HISTORY_ENTRY_BYTES, 20_000, 60_000, 200_000):
+        cache = HistoryCache(budget)
+        for _ in range(200):
+            key = (f"t{rng.randrange(4)}", f"u{rng.randrange(12)}")
+            step = rng.random()
+            if step < 0.6:
+                cache.get(key, lambda: made[rng.choice([0, 1, 10, 100, 1000])])
+            elif step < 0.85:
+                cache.extend(key, lambda: made[rng.choice([1, 50, 500])])
+            else:
+                cache.invalidate([key])
+            cost = {key: h.nbytes + HISTORY_ENTRY_BYTES for key, h in cache._items.items()}
+            per_tenant: dict[str, int] = {}
+            for (tenant, _), size in cost.items():
+                per_tenant[tenant] = per_tenant.get(tenant, 0) + size
+            assert cache.nbytes == sum(cost.values()) <= budget
+            assert cache._tenant_bytes == per_tenant
+            assert {key for users in cache._order.values() for key in users} == set(cache._items)
