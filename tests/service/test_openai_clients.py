@@ -422,7 +422,14 @@ class _HeldSlots:
 
     def __init__(self, rt):
         import threading
+        import time
 
+        # an earlier test's generation (a chat whose client left, a holder finishing) may still hold a slot on a loaded
+        # machine: held beside it, one of these would wait and the test would read two chats queued, not one
+        deadline = time.monotonic() + 30
+        while (stats := rt.scheduler.stats())["running"] or stats["waiting"]:
+            assert time.monotonic() < deadline, f"the generation slots never came free: {stats}"
+            time.sleep(0.01)
         self.freed = threading.Event()
         self.holders = [rt.scheduler.submit(f"globex{i}", lambda: self.freed.wait(10)) for i in range(rt.scheduler.workers)]
 
