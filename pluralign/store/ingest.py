@@ -404,6 +404,8 @@ class Ingestor:
             gone = sum(1 for r in rows if r.received() < before.get((r.tenant, r.user_id, r.pref_id), float("-inf")))
         if gone:
             log.info("dropped %d replayed feedback rows taken back through another replica", gone)
+        self._pending_met({(r.tenant, r.user_id, r.pref_id) for r in rows
+                           if r.received() < before.get((r.tenant, r.user_id, r.pref_id), float("-inf"))})
 
     def _not_retracted(self, entries: list[Entry]) -> list[Entry]:
         """`entries` without their rows a retraction took back after they were received (`Store.retracted_before`: with
@@ -426,8 +428,20 @@ class Ingestor:
             gone = sum(1 for r in rows if taken(r))
         if gone:
             log.info("dropped %d feedback rows taken back through another replica before they were stored", gone)
+        self._pending_met({(r.tenant, r.user_id, r.pref_id) for r in rows if taken(r)})
         # `drop_rows` left a record its other rows (in place, before any rewrite of its files), or took it whole
         return [e for e in entries if self.log.is_pending(e)]
+
+    def _pending_met(self, keys: set[tuple[str, str, str]]) -> None:
+        """The pending retraction records of the rows `keys` just dropped (tenant, user_id, pref_id) no longer count
+        toward the bounds on such records (`Store.pending_met`): their row came. A failure is logged (they count until
+        they are PENDING_KEEP_S old, as they did) and the move goes on."""
+        if not keys:
+            return
+        try:
+            self.store.pending_met(keys)
+        except Exception as exc:  # noqa: BLE001 (StoreUnavailable, Lance's own commit conflict: the drop is done)
+            log.warning("%d retractions through another replica whose rows came still count as pending: %s", len(keys), exc)
 
     def submit(self, rows: list[StoredPreference], received_at: float | None = None, bounded: bool = True) -> None:
         """Returns once the rows are durable in the log; the worker moves them later. `received_at`: their arrival

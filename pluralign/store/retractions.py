@@ -18,7 +18,10 @@ than `PENDING_KEEP_S` is deleted at the next record of its tenant: nothing of an
 most `PENDING_PER_USER` pending records younger than that are kept for a user, `PENDING_PER_TENANT` for a tenant: past
 either, a new one is refused (`TooManyPending`); one of an id pending already replaces its older ones and is never
 refused (the same DELETE sent again: one record an id). So one tenant's DELETEs of ids that never come cannot grow the table
-(which every move and retraction of every tenant scans) without bound.
+(which every move and retraction of every tenant scans) without bound. Only records whose row may still come count: one
+whose row arrived, dropped by a mover or found stored and taken back (`Store.pending_met`), is marked `ARRIVED` and
+counts toward neither bound; it stays a pending record otherwise (it drops a copy of the row received before it, as at a
+replay after a crash; the id still reads as pending, `Store.retraction_recorded`; it goes past `PENDING_KEEP_S`).
 
 An older release never opens this table (nothing it reads changed); its rows are appended and never changed but by
 that DELETE.
@@ -37,6 +40,7 @@ from pluralign.store.schemas import SCHEMA_VERSION
 
 TABLE = "retractions"
 PENDING = "pending-"  # the start of a retraction_id recorded before its row was seen stored
+ARRIVED = PENDING + "arrived-"  # the start of a pending record's id once its row arrived (dropped or taken back)
 PENDING_KEEP_S = 7 * 86400.0  # how long a pending record is kept (seconds): past it, a row still to come is kept
 # the most pending records kept (younger than PENDING_KEEP_S) for one user, and for one tenant: past either, a new one is
 # refused (`TooManyPending`). A row on its way waits seconds in another replica's log (days for a stopped replica), so a

@@ -1300,36 +1300,72 @@ class Store:
         in the table (it may still wait in another replica's feedback log); the tenant's pending records older than
         `retractions.PENDING_KEEP_S` go first, and one past `retractions.PENDING_PER_USER` of the user's younger ones or
         `PENDING_PER_TENANT` of the tenant's raises `retractions.TooManyPending`, nothing written, unless the key has one
-        already: then the new record replaces the key's older pending ones (the same retraction sent again). Raises
-        StoreUnavailable."""
+        already: then the new record replaces the key's older pending ones (the same retraction sent again). Not
+        `pending` (the row found stored, and taken back): the key's pending records from before it no longer count toward
+        those bounds (`pending_met`). Raises StoreUnavailable."""
         row = retractions.retraction_row(tenant, user_id, pref_id, retracted_at, replica, pending)
         with self._lock:
             again = pending and self._room_for_pending(tenant, row["user_hash"], row["pref_hash"], retracted_at)
             self._commit_rows(retractions.TABLE, self.retractions, pa.Table.from_pylist([row], schema=self.retractions.schema))
             self._retraction_writes += 1
-            if again:  # after the new record (a crash or failure between the two leaves one more, never none): it covers theirs
-                try:
+            # after the new record (a crash or failure between the two leaves one more, or one still counted, never none)
+            try:
+                if again:  # it covers theirs
                     self.retractions.delete(f"tenant = {quote(tenant)} AND pref_hash = {quote(row['pref_hash'])} AND retraction_id "
                                             f"LIKE '{retractions.PENDING}%' AND retraction_id != {quote(row['retraction_id'])} "
                                             f"AND retracted_at <= {float(retracted_at)!r}")
-                except Exception as exc:  # noqa: BLE001 (recorded: the older ones go at the next copy, or past their keep)
-                    log.warning("a pending retraction sent again was recorded; its older records stay for now: %s", exc)
+                elif not pending:  # a pending one recorded before the row was found stored (its row came)
+                    self.pending_met([(tenant, user_id, pref_id)], retracted_at)
+            except Exception as exc:  # noqa: BLE001 (recorded: the older ones go at the next copy, or past their keep)
+                log.warning("a retraction was recorded; the row's older pending records stay as they were for now: %s", exc)
+
+    @_uses("retractions", "written")
+    def pending_met(self, keys: Iterable[tuple[str, str, str]], before: float = math.inf) -> int:
+        """The pending records (`record_retraction`) of the rows `keys` (tenant, user_id, pref_id), begun at or before
+        `before` (unix seconds), whose row arrived: dropped by a mover before it was stored (`pluralign.store.ingest`),
+        or found stored and taken back. Marked `retractions.ARRIVED` in one commit (none such: one read, no commit), they
+        count toward no bound on pending records (`_room_for_pending`) and stay as they were otherwise: read by
+        `retracted_before` (a copy of the row received before them, a replay's, is still dropped), the key's answer
+        still pending (`retraction_recorded`), deleted past PENDING_KEEP_S. Returns how many were marked. Raises
+        StoreUnavailable."""
+        hashes = sorted({retractions.pref_hash(*key) for key in keys})
+        if not hashes:
+            return 0
+        where = (f"pref_hash IN ({', '.join(quote(h) for h in hashes)}) AND retraction_id LIKE '{retractions.PENDING}%' "
+                 f"AND retraction_id NOT LIKE '{retractions.ARRIVED}%'")
+        if math.isfinite(before):
+            where += f" AND retracted_at <= {float(before)!r}"
+        marked = [0]
+
+        def mark() -> None:
+            marked[0] = self.retractions.update(where=where, values_sql={
+                "retraction_id": f"replace(retraction_id, '{retractions.PENDING}', '{retractions.ARRIVED}')"}).rows_updated
+
+        with self._lock:
+            self._retractions_latest()
+            if self.retractions.count_rows(where):
+                self._commit(retractions.TABLE, self.retractions, mark)
+                self._retraction_writes += 1
+        return marked[0]
 
     def _room_for_pending(self, tenant: str, hashed_user: str, hashed_pref: str, now: float) -> bool:
         """The tenant's pending records older than PENDING_KEEP_S deleted, then TooManyPending when the user (by
-        `hashed_user`) or the tenant holds their most younger ones, unless one of them is of the same row (`hashed_pref`):
-        then True, the retraction sent again (a record of its own replaces those, `record_retraction`: the newest
-        retraction's time is the one a row is held against, `retracted_before`). One scan of the tenant's pending records."""
+        `hashed_user`) or the tenant holds their most younger ones whose row may still come (not `retractions.ARRIVED`:
+        `pending_met`), unless one of the tenant's pending records is of the same row (`hashed_pref`): then True, the
+        retraction sent again (a record of its own replaces those, `record_retraction`: the newest retraction's time is
+        the one a row is held against, `retracted_before`). One scan of the tenant's pending records."""
         self._retractions_latest()
         cutoff = float(now - retractions.PENDING_KEEP_S)
         mine = f"tenant = {quote(tenant)} AND retraction_id LIKE '{retractions.PENDING}%'"
-        read = self.retractions.search().where(mine).select(["user_hash", "pref_hash", "retracted_at"]).limit(None).to_arrow()
+        read = self.retractions.search().where(mine).select(["retraction_id", "user_hash", "pref_hash", "retracted_at"])
+        read = read.limit(None).to_arrow()
         at = read.column("retracted_at")
         if len(read) and pc.min(at).as_py() < cutoff:
             self.retractions.delete(f"{mine} AND retracted_at < {cutoff!r}")
             read = read.filter(pc.greater_equal(at, cutoff))
         if len(read.filter(pc.equal(read.column("pref_hash"), hashed_pref))):
             return True
+        read = read.filter(pc.invert(pc.starts_with(read.column("retraction_id"), retractions.ARRIVED)))  # their row came
         theirs = read.filter(pc.equal(read.column("user_hash"), hashed_user))
         for whose, held, limit in (("user", theirs, retractions.PENDING_PER_USER), ("tenant", read, retractions.PENDING_PER_TENANT)):
             if len(held) >= limit:
