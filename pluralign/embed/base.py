@@ -25,7 +25,53 @@ def word_pieces(counter, texts: list[str]) -> list[int]:
     """Word pieces (special tokens included) of each text, none cut (here, with no torch import, for
     `pluralign serve-embeddings`' usage too). `counter`: an encoder's own copy of its
     tokenizer, only ever called so: its truncation and padding settings stay off, so threads may share it."""
-    return [len(ids) for ids in counter(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+    return [len(ids) for ids in counter(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]]
+
+
+FIRST_CHARS = 8  # characters of a text first read per word piece of the window (MiniLM: 8 x 256 = 2,048)
+
+
+def window_texts(counter, texts: list[str], max_length: int) -> tuple[list[str], list[int]]:
+    """Each of `texts` cut to a start that `counter`'s tokenizer, cutting at `max_length` word pieces (`truncation=True`),
+    reads exactly as it reads the text (the same ids, so the same vector), without reading the rest (a 1 MB text was
+    read whole, ~4 s on one core, to keep its first 256 pieces); and its word pieces, special tokens included: a text's
+    whole count, or a cut one's count of its start, which is more than `max_length` as the text's is. A text of at most
+    FIRST_CHARS x `max_length` characters, or for which no shorter start is found to be so, is itself. `counter`: as
+    `word_pieces`' (its settings are not changed).
+
+    Starts of FIRST_CHARS x `max_length` characters, then 4 times as many each try, are read (no truncation, no special
+    tokens, the texts still open in one call) until one holds more word pieces than the window (`max_length` less the
+    special tokens) and the window's last piece is of a word before the start's last word (the fast tokenizer's
+    `word_ids`: its pre-tokenizer's words). A word that is not a start's last is a word of the text, whole: the
+    tokenizers' normalizers (BERT's: lower case, accents, CJK set apart) work a character (a base and its combining marks)
+    at a time, and their pre-tokenizers split where a character ends a word (BERT's whitespace and punctuation; byte-level
+    BPE's GPT-2 expression, whose matches end where the text shows they end); each word's pieces are its own (WordPiece,
+    which reads a word over 100 characters as [UNK]; BPE). So the window's pieces, all in whole words, are the text's
+    first ones. A text that is one word to its end (1 MB of letters without a space) is read whole, as before; so is
+    every text for a tokenizer without `word_ids` (a slow one). tests/unit/test_longtext56_window.py checks the ids on
+    texts of many scripts, with both default encoders' tokenizers."""
+    read, counts = list(texts), [-1] * len(texts)
+    specials = counter.num_special_tokens_to_add(pair=False)
+    window = max_length - specials
+    size = FIRST_CHARS * max_length
+    open_ = [i for i, text in enumerate(texts) if len(text) > size] if window > 0 else []
+    while open_:
+        starts = counter([texts[i][:size] for i in open_], add_special_tokens=False, truncation=False, verbose=False)
+        for j, i in enumerate(open_):
+            try:
+                words = starts.word_ids(j)
+            except ValueError:  # a slow tokenizer: no words known
+                open_ = []
+                break
+            if len(words) > window and words[window - 1] != words[-1]:
+                read[i], counts[i] = texts[i][:size], len(words) + specials
+        size *= 4
+        open_ = [i for i in open_ if counts[i] < 0 and len(texts[i]) > size]
+    whole = [i for i, n in enumerate(counts) if n < 0]
+    if whole:  # (the tokenizer refuses an empty batch)
+        for i, n in zip(whole, word_pieces(counter, [texts[i] for i in whole]), strict=True):
+            counts[i] = n
+    return read, counts
 
 
 def checked_vectors(encoder: Encoder, vectors, n_texts: int) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Each runs one piece of work at a time, and callers take turns (`pluralign.turns.Turns`, lanes by
 `pluralign.turns.caller()`: the service's tenant, else the thread). A call first counts the tokens
-of its texts (no truncation), then encodes them (truncation and padding) in slices of at most
+of its texts (no truncation) and cuts a long one to the start the encoder reads of it (`window_texts`: the same word
+pieces, so the same vector; a 1 MB text was read whole, ~4 s on one core, to keep its first 256 pieces), then encodes
+them (truncation and padding) in slices of at most
 `slice_tokens` padded word pieces (`pluralign.embed.base.slices`), one turn each: another caller's
 text is encoded after at most one slice of each other lane, not after a whole call (one tenant's
 33 texts of 2,200 characters held the encoder 8-10 s on two cores, and its loop of them stalled
@@ -10,7 +12,7 @@ every other tenant's chat and scores: tests/unit/test_encoder_turns.py).
 The encoding's fast tokenizer has truncation and padding settings that are state of its one Rust
 object, so it runs inside the turns only: two threads interleaving a count and an encoding on it
 produced a batch without padding ("Unable to create tensor ...") under concurrent load
-(tests/unit/test_encoder_threads.py). The count uses a copy of its own (`word_pieces`), which never
+(tests/unit/test_encoder_threads.py). The count and cut use a copy of its own (`window_texts`), which never
 truncates or pads, so its settings never change: callers count side by side, outside the turns (the
 feedback worker's 1,024 texts of 20,000 characters took ~20 s to count, and held the first turn so).
 """
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from pluralign.device import default_device
-from pluralign.embed.base import SLICE_TOKENS, slices, text_list, word_pieces
+from pluralign.embed.base import SLICE_TOKENS, slices, text_list, window_texts
 from pluralign.embed.models import MINILM_ID, SMOLLM2_ID, minilm_path, quiet_loading
 from pluralign.embed.named import encoder_identity
 from pluralign.turns import Turns, caller
@@ -34,22 +36,23 @@ def in_turns(encoder, texts: list[str], run, *, longest_first: bool = False) -> 
     """(N, encoder.dim) float32: `run` (a list of texts -> their rows) over `texts` in slices of at most
     `encoder.slice_tokens` padded word pieces and `encoder.batch_size` texts (`slices`), one turn of
     `encoder.turns` each, taken in the caller's lane (`caller()`): another tenant's text waits for one slice,
-    not for the whole call. The word pieces are counted first, outside the turns, on `encoder.counter`;
-    `encoder.truncated` grows by the texts longer than `encoder.max_length`. `longest_first`: slices of
+    not for the whole call. The word pieces are counted first, outside the turns, on `encoder.counter`, and a text
+    longer than `encoder.max_length` is cut to the start the encoder reads of it (`window_texts`: `run` gets the same
+    word pieces, so the same rows); `encoder.truncated` grows by the texts longer than `encoder.max_length`. `longest_first`: slices of
     texts ordered by length, as sentence-transformers orders a call's texts (similar lengths share a slice).
     Rows come back in the order of `texts`."""
     if not texts:
         return np.zeros((0, encoder.dim), np.float32)
     lane, out = caller(), np.empty((len(texts), encoder.dim), np.float32)
-    lengths = word_pieces(encoder.counter, texts)  # the caller's own work, side by side with the turns
+    read, lengths = window_texts(encoder.counter, texts, encoder.max_length)  # the caller's own work, beside the turns
     order = np.argsort([-len(t) for t in texts], kind="stable") if longest_first else range(len(texts))
     parts = slices(order, [min(n, encoder.max_length) for n in lengths], encoder.slice_tokens, encoder.batch_size)
     with encoder.turns.turn(lane):
         encoder.truncated += sum(n > encoder.max_length for n in lengths)
-        out[parts[0]] = run([texts[i] for i in parts[0]])
+        out[parts[0]] = run([read[i] for i in parts[0]])
     for part in parts[1:]:
         with encoder.turns.turn(lane):
-            out[part] = run([texts[i] for i in part])
+            out[part] = run([read[i] for i in part])
     return out
 
 
@@ -69,7 +72,7 @@ class SentenceEncoder:
         self.max_length = int(self.model.max_seq_length)  # word pieces read per text (MiniLM: 256); the rest is cut
         self.truncated = 0  # texts embedded so far that were longer than max_length (only their start counts)
         self.turns = Turns()  # one piece of work at a time (the tokenizer's settings are shared state), callers in turn
-        self.counter = copy.deepcopy(self.model.tokenizer)  # counts word pieces outside the turns (`word_pieces`)
+        self.counter = copy.deepcopy(self.model.tokenizer)  # counts and cuts texts outside the turns (`window_texts`)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""
@@ -96,7 +99,7 @@ class CausalLMEncoder:
         self.truncated = 0  # texts embedded so far that were longer than max_length
         self.dim = int(model.config.hidden_size)
         self.turns = Turns()  # one piece of work at a time (the tokenizer's settings are shared state), callers in turn
-        self.counter = copy.deepcopy(tokenizer)  # counts word pieces outside the turns (`word_pieces`)
+        self.counter = copy.deepcopy(tokenizer)  # counts and cuts texts outside the turns (`window_texts`)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(N, dim) float32 unit vectors, in the order of `texts`. TypeError for one str (`text_list`)."""

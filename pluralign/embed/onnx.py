@@ -13,6 +13,7 @@ Exported files are cached under the model cache (`PLURALIGN_MODEL_CACHE`), like 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
 import warnings
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pluralign.embed.base import text_list
+from pluralign.embed.base import text_list, window_texts
 from pluralign.embed.models import MINILM_ID, MINILM_ONNX, minilm_path, model_cache_dir, quiet_loading, writable_cache
 from pluralign.embed.named import INT8_SUFFIX  # encoder_id suffix of the quantized vectors
 
@@ -93,7 +94,8 @@ class OnnxMiniLM:
     """all-MiniLM-L6-v2 on ONNX Runtime (CPU): mean-pooled, normalized 384-d vectors.
 
     `threads` is ONNX Runtime's intra-op thread count (default: OMP_NUM_THREADS, else its own
-    default of one per core); `max_length` is MiniLM's 256 tokens, as in sentence-transformers."""
+    default of one per core); `max_length` is MiniLM's 256 tokens, as in sentence-transformers. A longer text is cut
+    before it is tokenized to the start whose word pieces are those read of it (`window_texts`: the same vector)."""
 
     def __init__(self, quantize: bool = False, threads: int | None = None, batch_size: int = 64, max_length: int = 256):
         import onnxruntime as ort
@@ -104,6 +106,7 @@ class OnnxMiniLM:
         self.batch_size = batch_size
         self.max_length = max_length
         self.tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+        self.counter = copy.deepcopy(self.tokenizer)  # cuts texts (`window_texts`) without touching the batches' settings
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads if threads is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
         options.inter_op_num_threads = 1
@@ -114,7 +117,8 @@ class OnnxMiniLM:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
-        ranked = [texts[i] for i in order]
+        read = window_texts(self.counter, texts, self.max_length)[0]
+        ranked = [read[i] for i in order]
         out = np.concatenate([self._batch(ranked[i : i + self.batch_size]) for i in range(0, len(ranked), self.batch_size)])
         vectors = np.empty_like(out)
         vectors[order] = out  # back to the callers' order

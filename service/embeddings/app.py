@@ -25,7 +25,7 @@ from litestar.exceptions import HTTPException, ServiceUnavailableException, TooM
 from litestar.params import JSONBody
 
 from pluralign.data.record import Base
-from pluralign.embed.base import Encoder, word_pieces
+from pluralign.embed.base import Encoder, window_texts, word_pieces
 from service.errors import (
     HUNG_UP,
     MAX_PATH,
@@ -144,7 +144,9 @@ def tokens_read(encoder: Encoder, texts: list[str]) -> int:
     if counter is None:
         return sum(len(t.split()) for t in texts)
     cap = getattr(encoder, "max_length", None)
-    return sum(n if cap is None else min(n, cap) for n in word_pieces(counter, texts))
+    if cap is None:
+        return sum(word_pieces(counter, texts))
+    return sum(min(n, cap) for n in window_texts(counter, texts, cap)[1])  # a long text's start only: its count is past `cap`
 
 
 def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
