@@ -4,10 +4,10 @@
 Per tenant, the vectors of the one version of its pool this replica read last (`CalibrationPool.version` and
 `digest`, the encoder's `encoder_cache_id`), in memory, bounded in bytes (least recently used tenants go first). A miss
 reads the vectors the PUT stored beside the pool (`service.calibration.pools.read_vectors`), and embeds the texts only
-where there are none for this version (a pool stored before session calib55, another encoder's), storing them there for
-the other replicas (`keep_vectors`). Until session calib55 the vectors were kept by text in the replica that took the
-PUT only: every other replica embedded the whole pool at its first `{}` (1-3 s for 64 items of MiniLM on two cores), and
-a replaced pool's vectors stayed in the memory of every replica but the PUT's. A version read replaces the one held
+where there are none for this version (a pool an older release stored, another encoder's), storing them there for
+the other replicas (`keep_vectors`). Were the vectors kept by text in the replica that took the PUT only, every
+other replica would embed the whole pool at its first `{}` (1-3 s for 64 items of MiniLM on two cores), and
+a replaced pool's vectors would stay in the memory of every replica but the PUT's. A version read replaces the one held
 before; `drop_replaced` (each deletion sweep, with replicas) drops those whose pool file was replaced or removed since,
 so no replica keeps vectors of texts no longer in any pool past its next pass.
 
@@ -97,7 +97,7 @@ class CalibrationVectors:
             except OSError as exc:  # a full shared volume: served from memory here, the others embed it too
                 log.warning("the vectors of a calibration pool could not be stored beside it: %s", exc)
         held = _held(key, vectors, texts, file)
-        if file is None:  # replaced or removed since the request read it: answered, never held (review calib55)
+        if file is None:  # replaced or removed since the request read it: answered, never held
             return held
         with self._lock:
             now = self._held.get(tenant)
