@@ -17,7 +17,7 @@ from pluralign.embed.base import Encoder
 def is_model_folder(name: str) -> bool:
     """Whether the encoder (or generator) `name` is a folder (of a sentence-transformers model, a causal LM): never "",
     which pathlib reads as the working folder (an emptied PLURALIGN_ENCODER would load MiniLM under the encoder id "", which
-    `Store` refuses, and is refused as an unknown encoder, named; an emptied
+    `Store` refuses as an unknown encoder, named; an emptied
     PLURALIGN_GENERATOR would load the working folder as a model)."""
     return name != "" and Path(name).is_dir()
 
