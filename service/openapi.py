@@ -244,7 +244,7 @@ def _complete_operation(schema: dict, path: str, method: str, op: dict) -> None:
         responses[ok]["content"] = MEDIA[(path, method)]
     for status in [s for s in responses if s.startswith("3") and s != "304"]:  # redirects have no body, a Location
         responses[status] = {"description": "see other", "headers": {"Location": {"schema": {"type": "string"}}}}
-    if "304" in responses:  # not modified (a conditional GET): no body, and no redirect (until session reviewtrial16_51)
+    if "304" in responses:  # not modified (a conditional GET): no body, and no redirect
         responses["304"].pop("content", None)
     _declare_response_headers(path, method, responses)
     if path == "/v1/chat/completions":
