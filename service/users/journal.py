@@ -63,8 +63,8 @@ class Unfinished(Persisted, kw_only=True, frozen=True):
     # `started_at` in the store (maybe back: another replica moved them in from its feedback log after an earlier pass's
     # store's step, not having seen the DELETE) and cleared `rows_left_at` before deleting them (`DeleteJournal.rows_back`):
     # they left after this, at that pass's own note, or, stopped before it, as the store's kept versions from this on
-    # tell (session flake54: before, a pass stopped there left the first note, earlier than the rows went; its review:
-    # with no first note, the versions were bisected from before the rows came back). None: never
+    # tell (a first note left by a pass stopped there would be earlier than the rows went; and
+    # with no first note, the versions would be bisected from before the rows came back). None: never
     rows_seen_at: float | None = None
 
     def same_delete(self, other: Unfinished | None) -> bool:
