@@ -104,7 +104,7 @@ def create_job(
     `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request.
     An audit first moves its tenant's acknowledged feedback into the table (`Admin.submit`): 503 `feedback_backlog`
     with Retry-After, nothing queued, when rows still wait once `wait` seconds passed (as GET /admin/audits/fairness;
-    until the review of tenant55 the POST had no bound, minutes behind a tenant's backlog). Other kinds ignore it."""
+    unbound, the POST could wait minutes behind a tenant's backlog). Other kinds ignore it."""
     params = {name: value for name, value in data.params.items() if value is not None}  # a null: the kind's default
     # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so;
     # the null parameters' names with the rest (a misspelled one is refused, null or not)
@@ -163,7 +163,7 @@ def get_job(request: Request, job_id: FromPath[str]) -> Job:
 
 
 # the 200 of the two routes answering an audit's report: the handlers return a Response (a 202 otherwise), from which
-# Litestar can derive no schema, so the document said `{}` until fuzz43
+# Litestar can derive no schema, so the document would say `{}` otherwise
 REPORT_RESPONSE = ResponseSpec(data_container=AuditReport, description="The audit's report, with its change since the previous "
                                "audit of the same settings", generate_examples=False)
 
@@ -341,7 +341,7 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     if tenant is not None:
         jobs = [j for j in jobs if tenant_of(j.params) == tenant][:DASHBOARD_JOBS]
     unseen = tenant is not None and not (jobs or history or _tenant_shows(request, tenant))
-    # an admin key's tenant only labels it: until the review of trial53 such a label's page said "it has no key"
+    # an admin key's tenant only labels it: such a label's page does not say "it has no key"
     admin_label = unseen and any(k.admin and k.tenant == tenant for k in rt.keys.list())
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in jobs], signed_in, prototypes,
                                      rt.rewards.version, backlog, unmoved=unmoved, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],

@@ -102,7 +102,7 @@ def made_from(job: Job | JobNamed) -> float:
     """When what `job` trains on was read from the store (unix seconds), as a deletion record's `made_at` asks it: its
     snapshot's stamp, taken as the read began (`Admin.snapshot`), when its `data` names one, else its `created_at`; the
     earlier of the two. A snapshot's read may take a while (a user with many rows): stamped after it, a snapshot read
-    before another replica's DELETE was taken as made after it (review of jobs56)."""
+    before another replica's DELETE would be taken as made after it."""
     data = job.params.get("data")
     taken = snapshot_taken(Path(data)) if isinstance(data, str) else None
     return job.created_at if taken is None else min(job.created_at, taken)
@@ -453,7 +453,7 @@ class Admin:
         reaches its snapshot's read (`made_from`: the read began before their rows had left the store), the job and
         the snapshot go, and a 400 naming `params.user` says to queue it again. Queued, the job is this replica's
         sweep's to purge when it applies that record later; this covers a record its sweep applied while the snapshot
-        was being read, before the job was there to purge (review of jobs56: both stayed, holding the deleted rows)."""
+        was being read, before the job was there to purge (else both would stay, holding the deleted rows)."""
         if not self.rt.recorded_deletion_reaches(tenant, user, made_from(job)):
             return
         self.runner.purge(job.id)
@@ -902,7 +902,7 @@ class Admin:
                 # no members file holds them: the audit was purged (the retention removes its folder under this lock,
                 # then its record), or its check failed after indexing its members and the runner removed its folder.
                 # A later check draws its members from the store, which no longer holds them: their entries go now
-                # (before reviewa42 they stayed until the next start's `catch_up`)
+                # (not at the next start's `catch_up`)
                 self.audit_members.drop(job_id, hashes, ())
                 continue
             theirs = forget.made_at(job.created_at)
@@ -970,8 +970,8 @@ class Admin:
             # whole or not at all; what a promotion of this job killed part way left at `staged` goes first
             copy_into_place(job.artifact, served, staged=served.with_name(f".{served.name}.{job.id}"))
             # the old weights leave the pool; the next request loads these once their drop, on a thread of its own, ended:
-            # it waits for the user's chats still generating with them (until the review of locks51 waited for here,
-            # under the runner's lock then: no job of any tenant was launched, finished or cancelled meanwhile)
+            # it waits for the user's chats still generating with them (not waited for here,
+            # under the runner's lock, where no job of any tenant would be launched, finished or cancelled meanwhile)
             self.rt.adapters.retire(tenant, user)
             record = self.rt.store.get_user(tenant, user)
             if record is not None:

@@ -166,9 +166,9 @@ def _file_holding(folder: Path, tenant: str, pool: CalibrationPool) -> tuple[int
     """Which file holds `pool` at the tenant's pool path now (`_file_of`), None where none does: the pool was replaced
     or removed since it was read (`pool` another PUT's version, or no file). Looked at first, read after: a PUT renaming
     its pool into place between the two is read as another version (never given twice), so a version is never held
-    with the file of a later one, which `CalibrationVectors.drop_replaced` would take for its own. Until review
-    calib55 the file was looked at alone, after the request had read its pool: a pool another replica's PUT replaced
-    meanwhile was held with the new pool's file, kept by every pass. OSError as it comes."""
+    with the file of a later one, which `CalibrationVectors.drop_replaced` would take for its own. Were the
+    file looked at alone, after the request had read its pool, a pool another replica's PUT replaced
+    meanwhile would be held with the new pool's file, kept by every pass. OSError as it comes."""
     file = _file_of(pool_path(folder, tenant))
     if file is None:
         return None

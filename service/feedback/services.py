@@ -319,8 +319,8 @@ def same_feedback_replay(rt: Runtime, tenant: str, user: str, fb: ChoiceFeedback
     for a key: a copy of the last feedback stored on its response (a button clicked twice, a request resent after a
     timeout, copies at once) finds that one's ids (a replay); anything else is the response's next turn, stored,
     a pick repeating an earlier one after another (A, then B, then A again: the user changed their mind back)
-    included. Until review of trial45a the ids were drawn from what the body stated alone, so that third pick was
-    answered as a replay of the first for as long as its rows were kept, and the user's last word was lost. Run in
+    included. Drawn from what the body stated alone, the ids would have that third pick
+    answered as a replay of the first for as long as its rows were kept, and the user's last word lost. Run in
     a thread."""
     digest = same_feedback_digest(fb, rows)
     tag = response_tag(tenant, user, fb.response_id)
