@@ -280,7 +280,7 @@ class FairScheduler:
 
     def _run(self, task: _Task, waited: Waited) -> None:
         """Runs `task`, gives its place back, then tells its caller: one that has its result finds the task neither
-        running nor holding its tenant's place in `stats` and `held` (told first, before flaky56, a caller on a loaded
+        running nor holding its tenant's place in `stats` and `held` (told first, a caller on a loaded
         machine could read the task still running)."""
         start = time.monotonic()
         self._local.waited = waited

@@ -151,7 +151,7 @@ class Settings(Base, frozen=True):
     # which stored answers show a user's nearest prototype in their profile's summary: `own` (the user's own only: the
     # profile is what a user reads about themself, and shows no one else's questions and answers; none stored: none
     # shown) or `tenant` (an opt-in for tenants whose data is shared by design: a sample of the tenant's pairs, any of
-    # its users'; the default until the review of trial16_53); the dashboard (an auditor's view) shows the tenant's either way
+    # its users'); the dashboard (an auditor's view) shows the tenant's either way
     profile_examples: str = "own"
     # what next-comparison asks about when its request sends no `pool` and the tenant stored no calibration pool (PUT
     # /v1/calibration-pool; a stored one is asked whatever this says): `tenant` (pairs of the tenant's stored
@@ -567,7 +567,7 @@ RULES: tuple[Rule, ...] = (
     (lambda s: s.max_context_tokens is not None and s.max_context_tokens < 1,  # 0 was read as unset
      lambda s: f"`max_context_tokens` must be at least 1 when set, got {s.max_context_tokens}"),
     # the prompt's room is the context less the reply's tokens: at `max_tokens` or below it, every chat that sent no
-    # `max_tokens` was a 400 naming `messages` ("cannot fit the prompt budget of 0 tokens"; until the review of trial53)
+    # `max_tokens` would be a 400 naming `messages` ("cannot fit the prompt budget of 0 tokens")
     (lambda s: s.max_context_tokens is not None and s.max_context_tokens <= s.max_tokens,
      lambda s: f"`max_context_tokens` must be above `max_tokens` ({s.max_tokens}): it holds a chat's prompt and the tokens "
                f"it generates, got {s.max_context_tokens}"),

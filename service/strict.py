@@ -47,7 +47,7 @@ from service.ids import PATTERN_WORDS
 _AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
 _NAMED = re.compile(r"field `(?P<name>[^`]+)`")
 # a whole string, an unterminated one's quote, or structure. A string's body as runs between escapes (Friedl's
-# unrolled loop): the alternation per character took 0.4 s to pass a 1 MB string, this takes 25 ms (review of trial45a)
+# unrolled loop): the alternation per character took 0.4 s to pass a 1 MB string, this takes 25 ms
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|"|[{}\[\],]', re.S)
 
 
@@ -333,8 +333,8 @@ async def body_arrived(request: Request) -> None:
     as soon as the head came: a DELETE whose body trickled in was carried out and answered before the body ended, or
     answered 408 while it went on deleting. Raises Litestar's 413 past the route's body limit (the body is kept for
     the handler: reading it again costs nothing). A GET, HEAD or DELETE route that takes no body (`takes_no_body`) has
-    one sent anyway read and dropped as it arrives, piece by piece, and reads it as empty: before (wire44) it was kept
-    whole, near 1 MB held twice over (Litestar joins its pieces) for each GET /health sent one under the limit."""
+    one sent anyway read and dropped as it arrives, piece by piece, and reads it as empty: kept
+    whole, near 1 MB would be held twice over (Litestar joins its pieces) for each GET /health sent one under the limit."""
     if not ((request.content_length or 0) > 0 or "transfer-encoding" in request.headers):
         return
     if not takes_no_body(request):
@@ -876,7 +876,7 @@ async def _scan_off_loop(body: bytes, scan: Callable[..., T], *args: object) -> 
 async def undecodable_json_off_loop(body: bytes, exc: msgspec.DecodeError | RecursionError, body_type: object = None) -> HTTPException:
     """`undecodable_json`, worked out on a thread for a body of SCAN_LOOP_BYTES or more: naming the field of a `NaN` or
     of a lone surrogate escape scans the JSON before it in Python (`_path_to_open_string`: 0.3-1 s for a 1 MB body of
-    many short values), which until the review of trial45a ran on the event loop, every tenant's requests waiting."""
+    many short values), which on the event loop would keep every tenant's requests waiting."""
     return await _scan_off_loop(body, undecodable_json, body, exc, body_type)
 
 
@@ -936,8 +936,8 @@ def _opened_by_piece(body: bytes) -> Iterator[int]:
     """The objects and arrays opened in each piece of PIECE_BYTES of the JSON text `body`: escaped backslashes
     and quotes taken out, each remaining `"` opens or closes a string, whose state carries from one piece to the next,
     as does an escape the piece's end cuts (a run of backslashes of odd length at its end: the next piece's first byte
-    is the one escaped). Before, a piece was stretched a byte at a time, in Python, to the end of a run of backslashes
-    crossing its end: a string of 880 KB of them was one piece, ~55 ms of the loop's CPU (reviewwi43)."""
+    is the one escaped). A piece is not stretched a byte at a time, in Python, to the end of a run of backslashes
+    crossing its end: a string of 880 KB of them would be one piece, ~55 ms of the loop's CPU."""
     inside = escaped = False
     for start in range(0, len(body), PIECE_BYTES):
         piece = body[start + escaped:start + PIECE_BYTES].replace(b"\\\\", b"")  # the escaped byte skipped

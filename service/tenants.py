@@ -486,7 +486,7 @@ class TenantRemovals:
         if self.rt.deletion_sweep is not None:  # and the other replicas' letters (`service.deletions.apply_deletions`)
             try:
                 # the record first: until it is written a replica replaying its log moves the tenant's rows in, and its
-                # retractions keep the rows taken back out (forgotten first, until task late54a, a failed write left a
+                # retractions keep the rows taken back out (forgotten first, a failed write would leave a
                 # replica restarting before the next pass free to move a taken-back row back in). Written again when
                 # forgetting them fails (the next pass): a second record of a tenant applies as the first
                 self.rt.deletion_sweep.record_tenant(tenant, removal.started_at)

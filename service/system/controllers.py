@@ -31,7 +31,7 @@ def _public(model_id: str) -> str:
 
 
 class Health(Base, kw_only=True):
-    """GET /health's answer (a Struct so the OpenAPI document names each field: until fuzz43 it said only `object`)."""
+    """GET /health's answer (a Struct so the OpenAPI document names each field, not only `object`)."""
 
     status: Literal["ok", "degraded"]  # degraded: `storage`, `clocks` or `replicas` says why
     storage: list[dict[str, Any]]  # tables (or the feedback log) failing lately: {what, action, problem, failures, since, last}

@@ -428,8 +428,8 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
     A refusal or failure gives the claims back. Raises the 409 and 503 of `_claim_ids`, a 503 when held rows
     were deleted meanwhile, and TenantBacklog (a 503 `feedback_backlog`) past the tenant's bound on waiting rows. Run in a thread, under the tenant's import lock."""
     # TenantBacklog (a 503) before any claim is made or any held row received again: nothing half done. The held rows
-    # still waiting in the log count too, each logged again as received now (`received_again`): until the review of
-    # backlog49 only new rows did, and the same file sent again and again while its rows waited logged a copy of them
+    # still waiting in the log count too, each logged again as received now (`received_again`): counting only
+    # new rows, the same file sent again and again while its rows waited would log a copy of them
     # all each time, past any bound
     if adding := len(stored) + services.held_in_log(rt, tenant, user_id, held):
         rt.ingest.log.check_room(tenant, adding)
@@ -696,7 +696,7 @@ async def retract_preference_by_query(request: Request, user_id: FromPath[str],
                                       pref_id: Annotated[str | None, QueryParameter(name="pref_id")] = None) -> Response[retractions.Retracted | retractions.RetractionPending]:
     """`DELETE /v1/users/{user_id}/preferences?pref_id=...`: `retract_preference` (the same answers and 404s) with the
     id in the query, which no URL client or proxy resolves as a dot segment (`..` in the path, even as `%2E%2E`, may
-    reach the service as the user's DELETE; task late54a). A 400 naming `pref_id` when it is absent or malformed."""
+    reach the service as the user's DELETE). A 400 naming `pref_id` when it is absent or malformed."""
     rt, tenant, user_id = _user(request, user_id)
     if pref_id is None:
         raise bad_request("pref_id", "required: the id of the preference to take back (`?pref_id=`, percent-encoded)")
