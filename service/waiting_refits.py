@@ -87,7 +87,7 @@ class WaitingRefits:
             try:
                 # a line is whole, or torn and skipped (`names`). A torn line ends the file when a write was cut short
                 # (a full disk writes part of it, then fails; a machine that lost power): the next line starts on a line
-                # of its own. Until the review of crash53 it was glued to the torn one, and skipped with it at the next
+                # of its own. Glued to the torn one, it would be skipped with it at the next
                 # start (the users the worker names at each move, `owe`, lost to a kill once the disk had room again)
                 size = os.fstat(fd).st_size
                 view = memoryview(line + b"\n" if size == 0 or os.pread(fd, 1, size - 1) == b"\n" else b"\n" + line + b"\n")

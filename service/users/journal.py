@@ -194,11 +194,11 @@ class DeleteJournal:
         versions, the purge not begun): the entry of the DELETE of the one user of `user_ids` (of `tenant`) running here,
         when the rows deleted (`before`, unix seconds: those received before it; None: all) include every one received
         before it began. Returns the entry so noted (a write that failed is logged, as `rows_left`'s), else None (a
-        batch's users, a user no DELETE here runs, rows received before that DELETE's beginning not all deleted). A process killed in the purge that comes next (every
-        fragment with a deletion rewritten: it may take long) left no note before the review of jobs56, and the DELETE
-        finished for a user who came back asked the store's kept versions, which another replica's purge or compaction
+        batch's users, a user no DELETE here runs, rows received before that DELETE's beginning not all deleted). Without the note, a process killed in the purge that comes next (every
+        fragment with a deletion rewritten: it may take long) would leave the DELETE
+        finished for a user who came back to ask the store's kept versions, which another replica's purge or compaction
         meanwhile leaves only from its own commit on: what was made in between (the returning user's newer adapter
-        job) went too."""
+        job) would go too."""
         if len(user_ids) != 1:
             return None
         with self._lock:
@@ -216,7 +216,7 @@ class DeleteJournal:
         that a DELETE stopped before its next note is not taken to have removed them before `at`. Raises OSError when
         an earlier note cannot be cleared: the rows are not to be deleted again under a note that would then be wrong;
         with no such note, a failed write is logged (finished later, the store's kept versions are asked from the
-        first on, as before the review of flake54)."""
+        first on)."""
         found = self._read(self.path(entry.tenant, entry.user_id))
         if not entry.same_delete(found):
             return

@@ -659,9 +659,9 @@ def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Dir
                   if_none_match: list[str | None] | None = None) -> tuple[StatedPreferences, StatedPreferences]:
     """Read the user's row, apply `changes` to its stated preferences and write the row only over the row read
     (`_write_over_read`): a row another replica committed since the read (its refit, its PATCH) is read again and
-    the change made on it, `if_match` checked against it, up to USER_ROW_WRITES times. Until the lost44 review the row
-    went through `put_user`, which drops a row older than the stored one: a refit begun after this PATCH stamped its
-    time and committed before its write kept the old version in the row (200 to the client). Returns (the stated
+    the change made on it, `if_match` checked against it, up to USER_ROW_WRITES times. Not through `put_user`,
+    which drops a row older than the stored one: a refit begun after this PATCH stamped its
+    time and committed before its write would keep the old version in the row (200 to the client). Returns (the stated
     preferences read, those written; the same object when the change changes nothing: nothing written). Raises
     VersionMismatch, ValueError (an unknown feature), StoreUnavailable, Busy (the row changed USER_ROW_WRITES times
     while it was written: nothing of this change is stored)."""
@@ -763,8 +763,8 @@ class UserSummary(msgspec.Struct, kw_only=True):
     # not a rating of 3, which names one answer; none under `user_model = prototypes`, whose PAL fit reads winners)
     ties_learned: int = 0
     # the user's newest RECENT_ANSWERS answers fail the held-out check (`UserState.surprised`): they changed their
-    # mind, the beliefs above still rest on their older answers, and chat's `compare` asks them again (session
-    # trial16_53: until then the summary said nothing of it); false under `user_model = prototypes` (no check)
+    # mind, the beliefs above still rest on their older answers, and chat's `compare` asks them again (the
+    # summary says so); false under `user_model = prototypes` (no check)
     changed_mind: bool = False
 
 
@@ -781,8 +781,8 @@ def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards
     tenant's, each example naming its tenant, so the page of every tenant's says
     whose) stored answers it scores highest and lowest (both answers of a random
     sample of up to 200 distinct stored pairs of answers, whatever their prompts, `Store.answers_sample`'s `per="pair"`:
-    the description shows each answer once, so the "Yes."/"No." of a questionnaire's every question took the slots of
-    other answers until the reviewtrial16_52 review; none stored: empty example lists)."""
+    the description shows each answer once, so the "Yes."/"No." of a questionnaire's every question do not take the slots of
+    other answers; none stored: empty example lists)."""
     if tenant is not None:
         return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS, per="pair"), per_side)
     *sample, tenants = rt.store.answers_sample(None, DESCRIBED_PAIRS, with_tenants=True, per="pair")
@@ -1310,8 +1310,8 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
                 with rt.ingest.held(tenant, user_id):  # would delete what they sent since, with the rest
                     counts, cache_error = _finish_steps(rt, unfinished, recorded)
         # the steps took the user's adapter out of the pool (`AdapterPool.retire`); its drop from memory waits for their
-        # chats still generating with it: waited for here, the turn let go (until the review of locks51 under it, and
-        # every tenant's DELETE waited for this user's chat)
+        # chats still generating with it: waited for here, the turn let go (under it,
+        # every tenant's DELETE would wait for this user's chat)
         rt.adapters.forget(tenant, user_id)
         # the turn ended (with replicas the store removed the old versions its purge left once every replica looks past
         # them, outside the turn: `Store._maintenance`); the wait for the record, and its step, hold no other DELETE either
@@ -1461,15 +1461,15 @@ def _chats_stored_meanwhile(rt: Runtime, tenant: str, user_id: str, recorded_at:
     reads see its record (its commit returned at `recorded_at`, unix seconds): returns how many. Another replica
     checks the records before it stores a chat (`service.chat.services.remember`: one planned before the record
     stores nothing), but sees this one only up to `store_sync_ms` after its commit, and stored every chat of the user
-    it served until then (trial45b: 16 of 17 served during a 12 s DELETE on moto's S3 stayed, and the user's profile
+    it served until then (in a trial, 16 of 17 served during a 12 s DELETE on moto's S3 stayed, and the user's profile
     answered 200 after the DELETE's 200). Those it stamped before `recorded_at` + `store_sync_ms` by a clock up to
     `store_sync_ms` ahead (the skew the clocks check allows, `pluralign.store.clocks`) go, and the users row when
     nothing else of the user is left; a chat planned after the record and stored by then (the user back before the
-    DELETE's answer) goes with them. A chat stored after the DELETE's answer, which comes after this, stays. Until
-    the review of trial45b the wait ran from the time stamped in the record (before its commit, which an object
-    store takes a while over) and the cut-off had no room for clocks: a chat the other replica stored just before it
-    saw the record stayed; and a DELETE stopped before this step (killed in its wait, or the store failing) was
-    finished from the journal as if the user had come back with those chats, which stayed, with their users row.
+    DELETE's answer) goes with them. A chat stored after the DELETE's answer, which comes after this, stays. Were
+    the wait to run from the time stamped in the record (before its commit, which an object
+    store takes a while over), or the cut-off to have no room for clocks, a chat the other replica stored just before it
+    saw the record would stay; and a DELETE stopped before this step (killed in its wait, or the store failing) is not
+    finished from the journal as if the user had come back with those chats, which would stay, with their users row.
     Not covered: a chat committed in the instant this step counts, its replica not seeing the record yet.
     Called under the store's turn and the user's lock, once `seen_by_every_replica(recorded_at)` returned (waiting
     here, under the turn, would hold every other tenant's DELETE with it)."""
@@ -1496,7 +1496,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     theirs in the table, a returning user's feedback another replica moved in after that look would be lost); just before
     the store's step it looks again and, the user back meanwhile (a stated preference or chat another replica wrote
     straight to the store, which that step would delete with their users row), raises `_CameBack` for `_finish_steps`
-    to finish it as for a returning user (review of flake54). With replicas,
+    to finish it as for a returning user. With replicas,
     the deletion record's step: when its commit returned is appended to `recorded`, whose chats step
     (`_chats_stored_meanwhile`) `delete` runs after its wait, outside the turn."""
     forget = Forget.key(f"{tenant}/{user_id}")
@@ -1510,7 +1510,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     if finishing:  # of their rows in the table, those received before it began: what another replica moves in
         _rows_back(rt, tenant, user_id, started_at)  # meanwhile (the user back since `came_back` looked) stays theirs
         if came_back(rt, tenant, user_id, started_at):  # looked again: the store's step would delete their users row and
-            raise _CameBack(pending, job_files)  # stated changes, a PATCH through another replica since (review of flake54)
+            raise _CameBack(pending, job_files)  # stated changes, a PATCH through another replica since
         counts = rt.store.delete_user(tenant, user_id, before=started_at)
     else:
         counts = rt.store.delete_user(tenant, user_id)
@@ -1698,8 +1698,8 @@ def _left_at(rt: Runtime, tenant: str, user_id: str, before: float, noted: float
     them back in the store before deleting them again: `Unfinished.rows_seen_at`), never before `before` or `seen`;
     now when neither tells. What was made before it may hold those
     rows: the DELETE's steps before its store's step (stopping the user's jobs, the embedding caches) take a while,
-    and another replica (or a population snapshot here) read them meanwhile. Until the review of jobs53 `before`
-    stood in, and the adapter job another replica queued of those rows in that while stayed, and was promoted."""
+    and another replica (or a population snapshot here) read them meanwhile. With `before`
+    standing in, the adapter job another replica queued of those rows in that while would stay, and be promoted."""
     left = noted if noted is not None else rt.store.received_before_left_at(tenant, user_id, before, since=seen)
     return time.time() if left is None else max(before, seen or 0.0, left)
 
@@ -1803,8 +1803,7 @@ def pair_shown_first(seed: int, prompt: str, x: str, y: str) -> str:
     prompt (as `answer_key` reads it) and the pair's texts, never from which was chosen, so the order reveals no
     stored choice (and no position bias follows it); the same on every call while the question is the same,
     whoever stored it. The prompt is read since the questions of a questionnaire answered "Yes." or "No." are
-    each asked (trial16_52): from the texts alone every one of them showed the same answer first to a user
-    (until the reviewtrial16_52 review)."""
+    each asked: from the texts alone every one of them would show the same answer first to a user."""
     low, high = sorted((x, y))
     coin = hashlib.blake2b(f"{seed}\0{answer_key(prompt)}\0{low}\0{high}".encode(), digest_size=1).digest()[0] & 1
     return high if coin else low

@@ -8,7 +8,7 @@ A DELETE waits `PURGE_WAIT_S` at most; the keys of what a busy cache kept are wr
 (`OwedVectors`, one fsynced file per purge), and each pass of the unfinished DELETEs (at start and every
 `deletion_sweep_s`) and each job's exit tries them again until the cache lets them go. While purges are owed (the
 last try found a cache busy), a DELETE waits on no cache again: it tries each once and owes what a busy one kept
-(before owed45 every DELETE of any tenant waited its 2 s a cache on the stopped worker, holding the store's maintenance
+(else every DELETE of any tenant would wait its 2 s a cache on the stopped worker, holding the store's maintenance
 lease). Purges owed are counted by /metrics (`pluralign_vectors_owed`) and /health (`vectors_owed`), and a pass that
 still cannot purge one owed for over `OWED_WARN_S` says so at WARNING.
 
