@@ -329,8 +329,8 @@ async def before_request(request: Request) -> Response | None:
 async def body_arrived(request: Request) -> None:
     """Waits for the whole body a request declares (`Content-Length` over 0, or `Transfer-Encoding`), whether or not its
     route reads one, so no handler runs before its request has arrived: a body that does not arrive within
-    PLURALIGN_REQUEST_READ_TIMEOUT_S is answered 408 with nothing done. Before, a route reading no body (a DELETE's) ran
-    as soon as the head came: a DELETE whose body trickled in was carried out and answered before the body ended, or
+    PLURALIGN_REQUEST_READ_TIMEOUT_S is answered 408 with nothing done. A route reading no body (a DELETE's) running
+    as soon as the head came, a DELETE whose body trickled in would be carried out and answered before the body ended, or
     answered 408 while it went on deleting. Raises Litestar's 413 past the route's body limit (the body is kept for
     the handler: reading it again costs nothing). A GET, HEAD or DELETE route that takes no body (`takes_no_body`) has
     one sent anyway read and dropped as it arrives, piece by piece, and reads it as empty: kept
@@ -693,8 +693,8 @@ def json_like(body: bytes) -> bool:
 def refuse_non_json_type(sent: str, body: bytes) -> None:
     """A 415 naming `Content-Type` when a JSON route's body is declared as another type: `text/plain`
     (what `fetch` sends for a string body), a multipart body, JSON lines, `application/+json` (no
-    subtype), ... Before, any type was read as JSON, so `text/plain` JSON was served and a form or text
-    body was a 400 `invalid_json` that did not say the type was the problem. Taken: `application/json`
+    subtype), ... Were any type read as JSON, `text/plain` JSON would be served and a form or text
+    body be a 400 `invalid_json` that does not say the type is the problem. Taken: `application/json`
     (and any `type/subtype+json`), no `Content-Type` at all, and a form type whose body is JSON
     (`curl -d '{...}'` without `-H 'Content-Type: application/json'`: docs/api.md promises
     it); a form body that is a form (`a=1&b=2`) is refused. `sent` is the media type alone,

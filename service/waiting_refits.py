@@ -191,7 +191,7 @@ def owed_refits(rt: Runtime) -> set[tuple[str, str]]:
 
 def forget_refits(rt: Runtime, keys: Iterable[tuple[str, str]]) -> None:
     """Deleted users (tenant, user_id) with nothing stored any more leave the waiting and queued refits and the
-    file: a DELETE leaves no id of theirs on disk (before, it stayed until the refit queue drained, for good while a
+    file: a DELETE leaves no id of theirs on disk (not until the refit queue drained, for good while a
     backlog never cleared). A refit of theirs already queued still runs, and writes nothing (`refit`). Those with rows
     stored again once they left (feedback sent after the DELETE, moved in after the caller looked: the look and the
     removal are not one step, the store's read being too slow to take under the refit lock) are owed again, as

@@ -434,10 +434,10 @@ def refit_waiting(rt: Runtime, moved: Iterable[tuple[str, str]] = ()) -> int:
     A stop before that keeps them for the next start (`keep_dropped_refits`), and so does a crash (they are on disk,
     queued or waiting, until their refits ran: `service.waiting_refits`). At most MAX_WAITING_REFITS users wait: the
     move that reaches it queues them all at once, beside the backlog (a warning says how many), so memory stays
-    bounded and none is forgotten. Before, they were recorded nowhere:
-    what reads the users table as it is (the fairness audit's groups, the population a new user is compared with,
-    the pooled prior) kept their row of before that feedback until they came back, for good for a user who never
-    did. A user deleted meanwhile is refitted to nothing: a refit writes no row for a user with nothing stored
+    bounded and none is forgotten. Recorded nowhere,
+    they would leave what reads the users table as it is (the fairness audit's groups, the population a new user is
+    compared with, the pooled prior) their row of before that feedback until they came back, for good for a user who
+    never did. A user deleted meanwhile is refitted to nothing: a refit writes no row for a user with nothing stored
     (`refit`). A user whose own read refitted them meanwhile is refitted once more (the same fit). Returns how many
     refits were asked for."""
     users = list(dict.fromkeys(moved))

@@ -13,7 +13,7 @@ An entry is one small JSON file in `<data folder>/deletes-in-progress/`, named b
 It holds the tenant, the user's id, when the DELETE began and, with replicas, when its deletion record was
 committed (`Unfinished.recorded_at`, noted by rewriting the entry; a release before it cannot read such an
 entry and leaves it for the operator: let DELETEs finish before going back to one), and when its store's step had
-deleted the user's rows (`Unfinished.rows_left_at`, since the review of jobs53: an earlier release skips it), cleared
+deleted the user's rows (`Unfinished.rows_left_at`: a release before the review of jobs53 skips it), cleared
 when a pass finishing it finds rows from before it in the store (`Unfinished.rows_seen_at`: when it saw them). The steps need the id
 (the store's rows and the adapter folder are named by it), so an entry keeps it only while that user's DELETE
 is unfinished, and never their texts. The deletions table, which outlives the DELETE, keeps the hash only.

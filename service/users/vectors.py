@@ -16,9 +16,9 @@ Each owed purge names the caches it is owed by (`OwedPurge`), so a pass tries th
 46, raw keys, is owed by both). A cache that a pass finds damaged (`CacheDamaged`: not a SQLite file, or a corrupt one)
 is removed, with its write-ahead log, rather than kept: it is only a cache (removing it costs the next job the time to
 embed again), and a copy set aside would keep the deleted users' vectors on disk; the purges owed by it are then done
-(before, the owed count stayed above 0 for ever, and the WARNING said to look for a process holding it). A purge's file
+(else the owed count would stay above 0 for ever, and the WARNING say to look for a process holding it). A purge's file
 that cannot be read or decoded has lost its keys: the caches it may be owed by are emptied instead (`EmbeddingCache.clear`,
-every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever). A file a later
+every vector overwritten), then it goes (kept, it would stay, and the owed count with it, for ever). A file a later
 release wrote (after going back to this one) is left for that release, and counted: this one cannot tell what it owes,
 so it empties the caches it may be owed by, as for one that cannot be read, once a file (`OwedVectors.retry`).
 """
