@@ -18,7 +18,7 @@ meanwhile (`rewrite`, at the bound) names them, and a stop that stops waiting fo
 (`Runtime.stop_refits`); else a kill after either would lose their refit.
 
 The users of rows just moved are named here by the ingest worker itself (`owe`, its `Ingestor.before_done`), before
-the feedback log lets go of their records: named only by the move's later hook
+the feedback log lets go of their records: were they named only by the move's later hook
 (`refit_waiting`), a kill between the log removing a moved record's segment and that hook would lose their refit (the
 log replays nothing of them, and the file would not name them). They stay `moving` until that hook has handed them on to
 the waiting or queued refits (`handed_on`), and the file keeps naming them meanwhile whatever else drains it.

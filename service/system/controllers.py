@@ -177,8 +177,8 @@ def from_this_machine(request: Request) -> bool:
     """Whether the request's peer is a loopback address and no proxy says it passed it on (`FORWARDING_HEADERS`). An
     IPv4 peer of a dual-stack socket (IPV6_V6ONLY off: one handed to the app by whatever embeds it; `pluralign serve
     --host ::` is IPv6 alone, asyncio sets IPV6_V6ONLY) is seen as its IPv4-mapped address (`::ffff:127.0.0.1`, RFC
-    4291 2.5.5.2), read as the IPv4 address it maps (`ipaddress`'s `ipv4_mapped`): loopback when
-    that is."""
+    4291 2.5.5.2), read as the IPv4 address it maps (`ipaddress`'s `ipv4_mapped`), so a mapped
+    loopback address is loopback."""
     host = request.client.host if request.client is not None else None
     try:
         peer = ipaddress.ip_address(host) if host is not None else None
