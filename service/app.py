@@ -224,10 +224,10 @@ def _freeze_heap(app: Litestar) -> None:
 def _close_generator(app: Litestar) -> None:
     """The generation process of an app that built its runtime (`pluralign serve`) ends with its stop, once the
     requests in flight are answered or cut: a call that comes later (a chat's thread the stop cut off, still planning)
-    raises GeneratorClosed (the stop's 503) and starts no process. Before session 46 the process was left to the
-    interpreter's exit, after which such a call started a new one that no one ended. An app around a runtime it was
-    given leaves it to its owner. A remote generator's and encoder's connections are closed there too (since review
-    late54b: left to the interpreter's exit before), a call after it the server's error (503), nothing sent."""
+    raises GeneratorClosed (the stop's 503) and starts no process. Left to the
+    interpreter's exit, the process would let such a call start a new one that no one ended. An app around a runtime it was
+    given leaves it to its owner. A remote generator's and encoder's connections are closed there too (not left
+    to the interpreter's exit), a call after it the server's error (503), nothing sent."""
     if not app.state.get("owns_runtime"):
         return
     for model in (app.state.runtime.generator, app.state.runtime.encoder):

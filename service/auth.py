@@ -167,7 +167,7 @@ class KeyRing:
     def issue_first(self, tenant: str, name: str = "") -> str | None:
         """A key reaching `tenant` when the file holds no key (a first start's development key), else None: the look
         and the write are one turn under `<file>.lock`, so of replicas starting together on one empty shared key file
-        one issues it (until session replicas50 each found it empty before the lock and each issued and printed one)."""
+        one issues it (a look before the lock would find it empty in each, and each would issue and print one)."""
         with self._exclusive():
             return None if self.keys else self._add(tenant, False, name)
 
@@ -307,8 +307,8 @@ def bearer_key(header: str) -> str | None:
 def session_tokens(connection: ASGIConnection) -> list[str]:
     """Every `pluralign_admin` value the request carries, in the order sent, over all its `Cookie` lines: a browser
     holding two such cookies of different paths sends both, the more specific path's first (RFC 6265, 5.4), and
-    HTTP/2 may split cookies over several lines (RFC 9113, 8.2.3). Until session trial51 only the last value of the
-    first line was read, so a live session sent beside a stale cookie was a 401 that signing in again did not mend."""
+    HTTP/2 may split cookies over several lines (RFC 9113, 8.2.3). Were only the last value of the
+    first line read, a live session sent beside a stale cookie would be a 401 that signing in again does not mend."""
     tokens = []
     for line in connection.headers.getall("cookie", []):
         for pair in line.split(";"):
@@ -326,7 +326,7 @@ KEY_HEADERS = {"api-key": "Azure OpenAI's", "x-api-key": "Anthropic's"}
 def key_header_hint(connection: ASGIConnection) -> str:
     """What a 401 for a missing `Authorization` adds when the request carries its key in a header of another API
     (KEY_HEADERS): that the header is not read, and to send the key as `Authorization: Bearer` (never the key); "" for
-    none. Until session http54 a request of the Azure OpenAI client read as one sent with no key at all.
+    none, so a request of the Azure OpenAI client does not read as one sent with no key at all.
 
     The key is not taken from such a header: this service is OpenAI-compatible (OpenAI, vLLM and their clients send
     `Authorization: Bearer`), and an Azure client's requests name paths of Azure's (`/openai/deployments/{model}/...`,

@@ -80,26 +80,26 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     removed = {(tenant, user_id) for tenant, began in forget.tenants.items()
                for t, user_id in logged | (sweep.moved_lately(began - stale) if sweep is not None else set())
                if t == tenant}
-    # and the users of the records set aside here (until review 48 a deleted user's letter stayed on every replica but
+    # and the users of the records set aside here (else a deleted user's letter would stay on every replica but
     # the one the DELETE was sent to): `forget_user` forgets their rows in the letters too
     for tenant, user_id in sorted(logged | moved | rt.ingest.dead_letters.owners()):
         # only rows received before the DELETE began (`Deletion.began`, plus the staleness): later ones are
         # the user's again, though a DELETE finished long after it began (its replica restarting) is recorded late
         before = forget.until_of(f"{tenant}/{user_id}")
         # a tenant's removal: every user of the tenant this replica's log holds, or whose rows it moved since, whether
-        # or not the removal found them (until session 51 rows only this replica had acknowledged, of a user the
-        # answering replica never saw, stayed in its log and were moved into the store after the removal was done)
+        # or not the removal found them (else rows only this replica had acknowledged, of a user the
+        # answering replica never saw, would stay in its log and be moved into the store after the removal was done)
         if (tenant, user_id) in removed:
             began = forget.tenants[tenant]
             before = began if before is None else max(before, began)
         if before is not None:
             _forget_rows_before(rt, tenant, user_id, before)
     # a tenant's removal: every row of the tenant set aside here, whoever's (a user the removal never found, whose only
-    # rows are in this replica's letters, and a blank `user_id`: until session 50 they stayed here, texts and all)
+    # rows are in this replica's letters, and a blank `user_id`: none stays here, texts and all)
     for tenant, before in sorted(forget.tenants.items()):
         rt.ingest.dead_letters.forget_tenant(tenant, before=before)
         # and its calibration pool in this replica's own data folder, stored while it served alone (the replica the
-        # removal was sent to cannot reach it; until review pool54 it stayed, and the tenant made again was asked it).
+        # removal was sent to cannot reach it; left, it would be asked by the tenant made again).
         # No PUT writes there while replicas run (a 409, or PLURALIGN_CALIBRATION_POOLS_DIR names the shared folder,
         # which the removal's replica cleaned), so nothing stored since the removal began goes with it
         if rt.settings.replicas > 1 and own_pools_unwritten(rt.settings):
@@ -107,7 +107,7 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
         # and in the replicas' shared folder one a PUT of this replica stored after the removal's replica cleaned it,
         # authenticated before the keys went (that replica waits for its own requests only): one that arrived before the
         # removal began, not `before`, which adds how late reads of the store may be (a pool is a file, read directly:
-        # until review late54 the tenant made again lost a pool stored that soon after the removal began)
+        # with `before`, the tenant made again would lose a pool stored that soon after the removal began)
         if rt.settings.calibration_pools_dir:
             files += remove_pool_before(rt.settings.calibration_pools_path, tenant, before - stale)
     # the notes of stored rows' claims name users by the records' hash: those of users no longer in the log go too
@@ -157,17 +157,17 @@ def _forget_rows_before(rt: Runtime, tenant: str, user_id: str, before: float) -
 
 def forget_if_deleted_since(rt: Runtime, tenant: str, user_id: str, arrived: float) -> bool:
     """After an import's rows reached the log (`service.users.controllers._claim_and_log`, once it let the user's lock
-    go: the store's step takes the maintenance turn, which comes before a user's lock; until session 51 under it, and an
-    import meeting such a record and a local DELETE of its user waited for that DELETE, which waited for the import):
+    go: the store's step takes the maintenance turn, which comes before a user's lock; under it, an
+    import meeting such a record and a local DELETE of its user would wait for that DELETE, which waits for the import):
     when another replica's DELETE of the user, begun after the import arrived (`arrived`, unix seconds: the time its
     claims and log rows carry), was applied here while the import ran, its rows go as that DELETE's record took
     them, and so do their claims. The pass (`apply_deletions`) may have looked at this replica's log before the
-    import's rows reached it (its users then, and the rows then pending): until review 43 they stayed, received before the DELETE began, and
-    without their claims (removed by the DELETE): another replica then acknowledged their ids with other content,
+    import's rows reached it (its users then, and the rows then pending): left, they would stay, received before the DELETE began, and
+    without their claims (removed by the DELETE): another replica would then acknowledge their ids with other content,
     dropped once these were moved. Returns whether a DELETE took them. Each step (the log's rows, the rows this
     replica moved into the store, the claims) is tried whatever the one before did, and a failure is logged (the
-    rows are in the log: the import is answered as stored); until review 44 a failure of the log's step (its
-    segment not rewritten: no room) skipped the claims' removal, and the deleted user's ids stayed claimed."""
+    rows are in the log: the import is answered as stored), so a failure of the log's step (its
+    segment not rewritten: no room) does not skip the claims' removal and leave the deleted user's ids claimed."""
     if rt.deletion_sweep is None:
         return False
     took = False
@@ -304,10 +304,10 @@ class DeletionSweep(Periodic):
         self.check_clocks()
         self.drop_retracted()
         # the vectors of calibration pools another replica replaced or removed since they were read here: none kept past
-        # this pass (until session calib55 they stayed until this replica's next request of the tenant, or for good)
+        # this pass (not until this replica's next request of the tenant, or for good)
         try:
             self.rt.calibration_vectors.drop_replaced(self.rt.settings.calibration_pools_path)
-            forget_old_removals(self.rt.settings.calibration_pools_path)  # none noted past its hour (review late55a)
+            forget_old_removals(self.rt.settings.calibration_pools_path)  # none noted past its hour
         except OSError as exc:  # the shared volume away a moment: this pass's records are applied all the same
             log.warning("the calibration pools' folder could not be looked at for replaced pools (nor its ledger pruned): %s", exc)
         with self._lock:
@@ -320,7 +320,7 @@ class DeletionSweep(Periodic):
         with self._applied_lock:
             self._applied.append(entry)  # before the pass looks at the log: an import appending after that sees it
         # first, before the files (seconds of rewrites): chats of those users still generating here stop now (a stream of
-        # a deleted user's adapter went on after their DELETE answered on another replica until session remote51)
+        # a deleted user's adapter does not go on after their DELETE answered on another replica)
         if cut := self.rt.chats.cut_deleted(partial(chat_of_deleted, entry[0])):
             log.info("stopped %d chats of users other replicas deleted", cut)
         try:
@@ -340,9 +340,9 @@ class DeletionSweep(Periodic):
         row taken back leaves this folder now, not at the next start's replay (`Ingestor._drop_retracted`). A failure is
         logged and tried again at the next pass. Returns how many users' segments were rewritten."""
         now = time.time()
-        # since the last read began, less SLACK_S (the clocks' skew, a record written late): until review retractrep54 the
-        # last SLACK_S seconds only, and a pass more than that after the one before (`deletion_sweep_s` past 600 s, passes
-        # that failed) never saw what came in between, left in this replica's files until its restart
+        # since the last read began, less SLACK_S (the clocks' skew, a record written late): with the
+        # last SLACK_S seconds only, a pass more than that after the one before (`deletion_sweep_s` past 600 s, passes
+        # that failed) would never see what came in between, left in this replica's files until its restart
         since = now if self._retractions_read is None else min(now, self._retractions_read)
         try:
             # its own retractions rewrote its log themselves (`service.users.retractions.retract`)

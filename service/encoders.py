@@ -16,16 +16,16 @@ from pluralign.embed.base import Encoder
 
 def is_model_folder(name: str) -> bool:
     """Whether the encoder (or generator) `name` is a folder (of a sentence-transformers model, a causal LM): never "",
-    which pathlib reads as the working folder (an emptied PLURALIGN_ENCODER loaded MiniLM under the encoder id "", which
-    `Store` refuses since session small47b: an unknown encoder, named, since review reviewsmall47b; an emptied
-    PLURALIGN_GENERATOR loaded the working folder as a model until session small48)."""
+    which pathlib reads as the working folder (an emptied PLURALIGN_ENCODER would load MiniLM under the encoder id "", which
+    `Store` refuses as an unknown encoder, named; an emptied
+    PLURALIGN_GENERATOR would load the working folder as a model)."""
     return name != "" and Path(name).is_dir()
 
 
 def folder_encoder_id(name: str) -> str:
     """The encoder id of the model in folder `name`: the folder's name ("models/minilm/" -> "minilm"), and for a path
-    that ends in none ("." in the model's folder) the name of the folder it is (until review reviewsmall47b "", which
-    `Store` refuses since session small47b)."""
+    that ends in none ("." in the model's folder) the name of the folder it is (not "", which
+    `Store` refuses)."""
     path = Path(name)
     return path.name or path.resolve().name or str(path.resolve())
 
@@ -78,7 +78,7 @@ def refused_text(encoder: Encoder, fields: Mapping[str, str], refused: Exception
     `refused` itself, the 503 to send again (`service.errors.encoder_unavailable`): a server that refuses the probe too is
     in trouble of its own, and one that embeds each text alone refused them together. Each text is asked alone only
     here, after a refusal, one request each (a pool's 128 texts at most); a RemoteEncoderError of the server meanwhile
-    is raised (the 503). Until session remote53 every refusal was that 503, and sending the request again never got
+    is raised (the 503). Were every refusal that 503, sending the request again would never get
     another answer."""
     from pluralign.embed.remote import RemoteEncoderError, RemoteTextsRefused
     from pluralign.store.ingest import PROBE_TEXT

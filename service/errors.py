@@ -405,7 +405,7 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     if status == 401 and request.url.path == "/admin/dashboard" and "text/html" in request.headers.get("accept", ""):
         # a browser without a session: to the login form, which sends it back to the same tenant's page once signed in
-        # (until session 43 it landed on every tenant's page); only a tenant name is carried, never another URL
+        # (not every tenant's page); only a tenant name is carried, never another URL
         tenant = request.query_params.get("tenant")
         carried = f"?tenant={quote(tenant, safe='')}" if tenant is not None and USER_ID.fullmatch(tenant) else ""
         return Redirect(f"/admin/login{carried}", status_code=303)
@@ -438,9 +438,9 @@ ENCODER_RETRY_AFTER = 10  # seconds: `Retry-After` of a request whose embeddings
 def encoder_unavailable(exc: Exception) -> ServiceUnavailableException:
     """The 503 with Retry-After of a request whose texts the embeddings server (`PLURALIGN_ENCODER=openai:URL`) did not
     embed (down, an error answer, or not an embeddings list: `RemoteEncoderError`), its address and words logged, not
-    said (one that sent no whole answer in time, `EncoderTimedOut`, says that and the bound: since session remote54).
-    Until session small52 a 500 `internal error` (a chat of a user, a score, a next comparison), where a generation
-    server's failure is this 503 since the review of session small48."""
+    said (one that sent no whole answer in time, `EncoderTimedOut`, says that and the bound).
+    Not a 500 `internal error` (a chat of a user, a score, a next comparison), as a generation
+    server's failure is this 503."""
     log.error("a request was not finished: %s", exc)
     from pluralign.embed.remote import EncoderTimedOut  # here: what imports this module need not import numpy
 
@@ -484,8 +484,8 @@ def backlog_retry_after(exc: TenantBacklog) -> float:
     """`Retry-After` (seconds) of a 503 `feedback_backlog`: the time the tenant's backlog takes to drain enough for the
     request to fit at the rate its rows left the log lately (`TenantBacklog.wait_s`, `DrainRates`), rounded up and held
     within BACKLOG_RETRY_AFTER_RANGE; BACKLOG_RETRY_AFTER where that rate is not measured (fewer than two departures of
-    the tenant's rows in the last minute). Until session 50 always 5 s: a client told to come back in 5 s where the
-    worker needed minutes sent it again a dozen times, and one told 5 s where it needed 0.2 s waited for nothing."""
+    the tenant's rows in the last minute). Not always 5 s: a client told to come back in 5 s where the
+    worker needs minutes sends it again a dozen times, and one told 5 s where it needs 0.2 s waits for nothing."""
     return drain_retry_after(exc.wait_s())
 
 

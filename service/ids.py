@@ -41,8 +41,8 @@ def routed_to(lines: Sequence[str], user: str | None, field: str, whose: str = "
     request reaches the replica of the user the header names, not its own: a feedback there is not read by the user's
     next chat on theirs (read-your-writes), a read there misses what theirs holds. No header, or a request of no user
     (`user` None: an anonymous chat), passes, and so does one header sent empty (`X-Pluralign-User:`): the balancer's hash
-    reads it as it reads none (nginx's `$http_x_pluralign_user` is "" for both), so it routes as no header does (until
-    review belief52 it was a 400, "names '' but `user_id` names ..."). Until session small52 the header was never compared."""
+    reads it as it reads none (nginx's `$http_x_pluralign_user` is "" for both), so it routes as no header does (not
+    a 400, "names '' but `user_id` names ...")."""
     if user is None or not lines or list(lines) == [""]:
         return
     if len(lines) > 1:

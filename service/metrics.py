@@ -213,10 +213,10 @@ def _count(metrics: Metrics, scope: Scope, status: int, seconds: float | None) -
 def metrics_middleware(app: ASGIApp) -> ASGIApp:
     """Counts HTTP requests by route template and status, and times them. A request whose answer ends is counted as its
     last piece is handed to the server, before it goes out: a client that has read the answer (a scrape right after it,
-    a test) finds it counted. Counted after it (before flaky56), a scrape on a loaded machine could come first.
+    a test) finds it counted. Counted after it, a scrape on a loaded machine could come first.
     A request with no such piece (an exception, a client gone before any answer) is counted once its handling ends;
-    one the service's stop cut off before its answer began as the 503 `service.stopping.draining` answers it (a 500
-    before review flaky56, where the access log said 503)."""
+    one the service's stop cut off before its answer began as the 503 `service.stopping.draining` answers it (not a 500,
+    as the access log says 503)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

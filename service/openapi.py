@@ -64,7 +64,7 @@ ERRORS = {
     500: "an internal error (logged)",
 }
 # what `pluralign serve` answers on any route before the app sees the request (training.commands.serve: TimedRequests,
-# service.stopping.draining), `Connection: close`; until wire44 the 408 and 431 were in no operation
+# service.stopping.draining), `Connection: close`: the 408 and 431 are declared in every operation
 SERVER_ERRORS = {
     408: "the request (its headers, or its body: `error.param` is `body`) did not arrive whole within "
          "PLURALIGN_REQUEST_READ_TIMEOUT_S (`code: request_timeout`); nothing was done: send it again",
@@ -217,7 +217,7 @@ BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 def _bounds_on_numbers(op: dict) -> None:
     """An optional number parameter (`float | None`) is a `oneOf` of number and null with its range beside it, where
-    JSON Schema reads it as a range for both: the range is put on the number (fuzz43)."""
+    JSON Schema reads it as a range for both: the range is put on the number."""
     for parameter in op.get("parameters", []):
         spec = parameter.get("schema", {})
         numbers = [b for b in spec.get("oneOf", []) if isinstance(b, dict) and b.get("type") in ("number", "integer")]
@@ -244,7 +244,7 @@ def _complete_operation(schema: dict, path: str, method: str, op: dict) -> None:
         responses[ok]["content"] = MEDIA[(path, method)]
     for status in [s for s in responses if s.startswith("3") and s != "304"]:  # redirects have no body, a Location
         responses[status] = {"description": "see other", "headers": {"Location": {"schema": {"type": "string"}}}}
-    if "304" in responses:  # not modified (a conditional GET): no body, and no redirect (until session reviewtrial16_51)
+    if "304" in responses:  # not modified (a conditional GET): no body, and no redirect
         responses["304"].pop("content", None)
     _declare_response_headers(path, method, responses)
     if path == "/v1/chat/completions":
@@ -260,7 +260,7 @@ def _declare_errors(path: str, method: str, op: dict, responses: dict) -> None:
     elif path == "/metrics":  # no key from this machine; else `metrics_token`'s token or an admin key (401, 403)
         op["security"] = [{}, {"apiKey": []}]
     # 413 whatever the method: any body a request declares is read before its route runs (service.strict.body_arrived),
-    # a GET's or DELETE's too, and one over the limit is refused (until fuzz43 declared for POST, PUT and PATCH only)
+    # a GET's or DELETE's too, and one over the limit is refused (declared for every method, not POST, PUT and PATCH only)
     statuses = [400, 413, 417, 500] + ([] if public else [401, 403, 404, 429]) + ([401, 403] if path == "/metrics" else [])
     for status in statuses:
         responses[str(status)] = _error((METRICS_ERRORS if path == "/metrics" else ERRORS).get(status, ERRORS[status]))

@@ -1,23 +1,23 @@
 """PLURALIGN_PAL_DIR as replicas share it: a replica serving it takes up a new population model put there while it runs.
 
-An operator puts a pal or em job's artifact into PLURALIGN_PAL_DIR (deploy/README.md); until session 49 each replica
-served the model it had loaded at start until it was restarted, so replicas restarted one by one (a rolling restart)
-fitted users against two population models meanwhile, and one not restarted kept the old one for good. Now each
+An operator puts a pal or em job's artifact into PLURALIGN_PAL_DIR (deploy/README.md); were each replica to serve
+the model it loaded at start until it is restarted, replicas restarted one by one (a rolling restart) would fit
+users against two population models meanwhile, and one not restarted would keep the old one for good. Each
 replica looks at the folder every `deletion_sweep_s` seconds (`PalDirWatch`, from its start: a copy that ended while it
 started counts too) and serves the new model once the folder has not changed for one whole pass (a copy under way is let finish), loaded under the folder's lock
 (`pluralign.files.folder_lock`: no DELETE rewrites it meanwhile). A rewrite that only removed training users' rows
 (a DELETE's) keeps the population version (`service.rewards.checkpoint_version`) and is not loaded again. A model
 that cannot be served (another schema, encoder or vector size, a damaged file) is logged, naming the file, and the
 served one stays: no chat or fit fails for it. Nor is a copy under way or a mix of two copies served, though the
-folder did not change for a pass (a copy paused between files: until session replicas50, meta.json copied first beside
-the model before of the same shapes was served): the model's meta.json records the sha256 of its other files and
+folder did not change for a pass (a copy paused between files: meta.json copied first beside
+the model before of the same shapes is not served): the model's meta.json records the sha256 of its other files and
 loading checks them (`pluralign.files.FilesDiffer`, a WARNING naming the file while the model before is served). A DELETE of one of its training users does (500
 population_not_rewritten: the row cannot be taken out of a file this release cannot read) until a model it reads is
-put there; since session reviewreplicas49 only theirs (`pal_checkpoint.forget_users` looks at the rows' bytes first).
+put there; only theirs (`pal_checkpoint.forget_users` looks at the rows' bytes first).
 A new EM mixture whose users.jsonl a DELETE rewrote after its meta.json without recording the file's digest there (a
 release before replicas50's DELETE during a rolling upgrade: it rewrites users.jsonl and never reads meta.json) is
 taken up as a start takes it up (`UserRewards.load_after_rewrites`, under the folder's lock): the digest recorded
-anew, with a WARNING naming the file; until session upgrade51 the watch refused it until the next promotion. Not a PAL
+anew, with a WARNING naming the file, not refused until the next promotion. Not a PAL
 checkpoint's user_weights.json: a release before replicas50 cannot rewrite one of this release's (it refuses its
 meta.json), so only a DELETE of this release killed between its two writes leaves that (a start takes it up), while
 two plain copies at once, the last file the other model's user_weights.json, look the same and must not be served
@@ -68,8 +68,8 @@ class PalDirWatch(Periodic):
         self.rt = rt
         self.folder = rt.settings.pal_path
         # what was looked at and found served (or unservable): nothing yet, so the first passes compare the folder's
-        # version with the one served. Until session reviewreplicas49 the folder as found here counted as served: a
-        # copy that ended between the start's read and this went unseen, the model read served for good
+        # version with the one served. Were the folder as found here counted as served, a
+        # copy that ended between the start's read and this would go unseen, the model read served for good
         self._seen: Stamp | None = None
         self._pending: Stamp | None = None
 

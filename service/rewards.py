@@ -38,8 +38,8 @@ def checkpoint_version(folder: Path, fields: frozenset[str] | None = None) -> st
     rows, of which only K and the prior are hashed; EM's users.jsonl; meta.json's `users` count and `files` digests,
     the files being hashed themselves), so
     a DELETE removing one of them (`pluralign.reward.training_users`) makes no other user's fit stale. Hidden files
-    (a rewrite's temp file, ".<file>.<random>", under way or left by a kill) are no part of the model: until session
-    reviewreplicas49 they were hashed, and a replica started beside one served the model under another version.
+    (a rewrite's temp file, ".<file>.<random>", under way or left by a kill) are no part of the model: hashed, one
+    would have a replica started beside it serve the model under another version.
     `fields`: the meta.json fields hashed (default: those this release reads; `checkpoint_versions` gives those
     another release reads, for the version it gives the folder)."""
     return _version_of(_hashed_parts(folder), fields)
@@ -98,7 +98,7 @@ def _version_of(parts: list[tuple[str, bytes | dict]], fields: frozenset[str] | 
 
 
 # the meta.json fields every release since upgrade51 reads (and hashes into its version), PALMeta's and EMMeta's as of
-# session versions53: a later release knows these and maybe more (`checkpoint_versions`). Written out, not read off the
+# release versions53: a later release knows these and maybe more (`checkpoint_versions`). Written out, not read off the
 # structs, which a later release extends
 DESCRIBED_SINCE_UPGRADE51 = {
     "pal": frozenset({"schema_version", "encoder_id", "variant", "k", "input_dim", "latent_dim", "hidden", "users",
@@ -110,12 +110,11 @@ OTHER_RELEASES_FIELDS = 4  # most further meta.json fields whose every combinati
 
 def checkpoint_versions(folder: Path) -> set[str]:
     """The population versions (`checkpoint_version`) releases give the model in `folder`, /health's `pal.version`
-    in each: a release hashes the meta.json fields it knows (since session upgrade51), so a field only some releases
+    in each: a release hashes the meta.json fields it knows (releases since upgrade51), so a field only some releases
     know (a later release's) is hashed by those alone. This release's version, and the version over the fields every
     release knows (DESCRIBED_SINCE_UPGRADE51) with each combination of the others meta.json has (every one up to
     OTHER_RELEASES_FIELDS of them; past that, none and all, as a release before upgrade51 hashed). What `pluralign
-    promote --if-version` takes, so a version read off another release's /health is not refused for the same folder
-    (until session versions53 it was)."""
+    promote --if-version` takes, so a version read off another release's /health is not refused for the same folder."""
     try:
         meta = msgspec.json.decode((Path(folder) / META_FILE).read_bytes())
     except (OSError, msgspec.DecodeError):
@@ -125,8 +124,8 @@ def checkpoint_versions(folder: Path) -> set[str]:
     base = DESCRIBED_SINCE_UPGRADE51["em" if "kind" in meta else "pal"]
     others = sorted(set(meta) - base)
     sizes = range(len(others) + 1) if len(others) <= OTHER_RELEASES_FIELDS else (0, len(others))
-    parts = _hashed_parts(folder)  # the files read once, only meta.json's fields vary (until review versions53 each
-    # version read them afresh: 17 reads of a 12 MB user_weights.json, 19 s under `.pal.lock` in `promote --if-version`)
+    parts = _hashed_parts(folder)  # the files read once, only meta.json's fields vary (each
+    # version reading them afresh: 17 reads of a 12 MB user_weights.json, 19 s under `.pal.lock` in `promote --if-version`)
     return {_version_of(parts, None), *(_version_of(parts, base | frozenset(chosen))
                                         for size in sizes for chosen in combinations(others, size))}
 
@@ -174,8 +173,8 @@ def model_digest(folder: Path) -> str | None:
     `users` or `files`, nor the training users' rows (user_weights.json's, users.jsonl), which a DELETE rewrites. It
     depends on the values alone, not on which fields the running release knows nor on how a writer spells a number, so
     two releases serving one folder give the same: `/health`'s `pal.digest`, what `pluralign promote --if-version`
-    takes, and what replicas compare at start (`service.runtime.refuse_another_model`). Until session versions53 the
-    start compared `weights_digest`, and two folders of the same weights with other priors read as the same model.
+    takes, and what replicas compare at start (`service.runtime.refuse_another_model`). Not `weights_digest`
+    alone, by which two folders of the same weights with other priors would read as the same model.
     None when `folder` holds no weights file. Raises OSError when a file cannot be read."""
     folder = Path(folder)
     weights = weights_digest(folder)
@@ -189,7 +188,7 @@ def model_digest(folder: Path) -> str | None:
     served: dict = {"weights": weights}
     if isinstance(meta, dict):
         # a field absent is left out, not hashed as null: a later release reading one more (SERVED_FIELDS) gives a
-        # folder without it this release's digest (until review versions53 another, for every such folder)
+        # folder without it this release's digest (not another, for every such folder)
         served["meta"] = {name: meta[name] for name in SERVED_FIELDS.get(kind or "pal", ()) if name in meta}
     if kind == "pal":
         data = (folder / USER_WEIGHTS_FILE).read_bytes() if (folder / USER_WEIGHTS_FILE).is_file() else b""
@@ -203,8 +202,8 @@ def model_digest(folder: Path) -> str | None:
 def _described_fields(meta: dict) -> frozenset[str] | None:
     """The fields of a PAL checkpoint's (no `kind`) or an EM mixture's meta.json this release reads, which alone are
     hashed into `checkpoint_version`: a field a later release adds to the description of the same model (as replicas50
-    added `files`) then changes no version here, so no user is refitted for it nor the model taken up again (until
-    session upgrade51 it was hashed). None for another kind's description (loading refuses it): hashed whole."""
+    added `files`) then changes no version here, so no user is refitted for it nor the model taken up again.
+    None for another kind's description (loading refuses it): hashed whole."""
     if "kind" not in meta:
         return frozenset(PALMeta.__struct_fields__)
     if meta["kind"] == "em-bt-mixture":
@@ -279,9 +278,9 @@ class UserRewards:
         file. Any other file that differs (a copy under way, a mix of two) is refused as `load` refuses it
         (`pluralign.files.FilesDiffer`). For a caller holding the folder's lock where others share it (a start, a
         DELETE's reload of the model it serves, a replica taking up a new EM mixture once the folder settled:
-        `service.pal_dir`, since session upgrade51). Until
-        session reviewreplicas50 a start refused such a folder until the next promotion, and every DELETE of one of
-        an EM mixture's training users answered 500, its row left in the mixture served."""
+        `service.pal_dir`). Refused,
+        such a folder would stop a start until the next promotion, and every DELETE of one of
+        an EM mixture's training users would answer 500, its row left in the mixture served."""
         try:
             return cls.load(folder, encoder_id, dim)
         except FilesDiffer as exc:
@@ -306,7 +305,7 @@ class UserRewards:
                 return cls.load_after_rewrites(folder, encoder.encoder_id, encoder.dim)
         folder.parent.mkdir(parents=True, exist_ok=True)
         # replicas starting together on one empty PLURALIGN_PAL_DIR: one trains, the others wait and load its checkpoint
-        # (before session 49 each trained its own, and each served its own while the folder held the last one saved)
+        # (each training its own would serve its own while the folder held the last one saved)
         with folder_lock(folder):
             if _holds_more_than_a_stopped_bootstrap(folder):
                 log.info("%s: loading the PAL checkpoint another process bootstrapped there while this one waited", folder)

@@ -64,9 +64,9 @@ DELETE_WORKERS = 8
 # (`VECTOR_ENTRY_BYTES`): ~29,000 texts at 384-d, a questionnaire of 64 answers for some 200 tenants at once
 POOL_VECTOR_BYTES = 64 << 20
 # the vectors of `POST /v1/rewards/score`'s texts kept in memory (`Runtime.score_vectors`): apart from the pools', which
-# one tenant's scoring of fresh candidates pushed out for every tenant (review reviewsmall53); ~14,000 texts at 384-d.
+# one tenant's scoring of fresh candidates would push out for every tenant; ~14,000 texts at 384-d.
 # Both are shared fairly between tenants: past the bound the tenant holding the most gives up its least recently used
-# (`ScopedVectors`; until session http54 one LRU, so one tenant's fresh texts pushed out every other tenant's)
+# (`ScopedVectors`; in one LRU, one tenant's fresh texts would push out every other tenant's)
 SCORE_VECTOR_BYTES = 32 << 20
 # the vectors of tenants' stored calibration pools held in memory (`Runtime.calibration_vectors`), one version per tenant:
 # ~200 of the largest pools (32 prompts, 64 answers at 384-d); one pushed out is read again from beside its pool, not embedded
@@ -136,7 +136,7 @@ def check_context(settings: Settings, generator: Generator) -> None:
     `context_tokens`: a local model's `max_position_embeddings`; a remote one says none) where `max_context_tokens`
     is unset: else every chat that sent no `max_tokens` is a 400 naming `messages` ("cannot fit the prompt budget of
     0 tokens"). A set `max_context_tokens` is checked with the settings (`service.settings.RULES`); this is the same
-    rule for the model's own context, known only once it is loaded (until review late53 the service started on it).
+    rule for the model's own context, known only once it is loaded (the service does not start on it).
     Raises ValueError naming the setting."""
     context = None if settings.max_context_tokens is not None else getattr(generator, "context_tokens", None)
     if context is not None and settings.max_tokens >= context:
@@ -152,10 +152,10 @@ def served_replica(settings: Settings) -> str:
     loaded: vLLM's "already loaded"), different for each replica on one store and for services on other stores sharing
     the server, and for two processes on one store with one index: two started at once as one replica (the start's
     check, `set_up_unlike`, sees no row of the other yet), or two services each alone (`replicas` 1, which write no
-    clock rows) given one `store_uri`. Until session remote51 those two shared the names, and each one's eviction or
-    drop unloaded the adapter the other was serving (a 404, a load again); two processes on one data folder are refused
-    by its lock (`pluralign serve`). Until review remote50 random at each start: every restart loaded new copies, and
-    the earlier ones stayed on the server until it restarted."""
+    clock rows) given one `store_uri`, where shared names would let each one's eviction or
+    drop unload the adapter the other was serving (a 404, a load again); two processes on one data folder are refused
+    by its lock (`pluralign serve`). Not random at each start: every restart would load new copies, and
+    the earlier ones would stay on the server until it restarted."""
     place = f"{settings.lancedb_uri}#{settings.replica_index}#{folder_id(settings.data_path)}"
     return hashlib.sha256(place.encode()).hexdigest()[:8]
 
@@ -239,10 +239,10 @@ def open_store(settings: Settings, encoder: Encoder) -> Store:
 def claim_index(store: Store, settings: Settings) -> None:
     """Write this replica's clock row as soon as its start has its population model (`Runtime.build`; the sweep's passes
     write it again once the service runs): from then on a process starting as the same PLURALIGN_REPLICA_INDEX on
-    another data folder is refused by its check (`set_up_unlike`). Until session remote51 the row came with the sweep's
-    first pass, once the whole runtime was built and the app started: two processes started within those seconds both
-    served as the one replica, sharing its users and its adapters' names on a remote generation server (each one's
-    eviction unloaded the other's), until their sweeps saw each other (/health `degraded`, DELETEs refused). Processes
+    another data folder is refused by its check (`set_up_unlike`). Were the row to come with the sweep's
+    first pass, once the whole runtime was built and the app started, two processes started within those seconds would
+    both serve as the one replica, sharing its users and its adapters' names on a remote generation server (each one's
+    eviction unloading the other's), until their sweeps saw each other (/health `degraded`, DELETEs refused). Processes
     whose checks both ran before either wrote are still not told apart here (their sweeps' passes see each other). Not
     written before the model is there: a replica started beside this one on an empty PLURALIGN_PAL_DIR would be refused
     (`refuse_a_model_of_its_own`) while this one bootstraps it. A row that cannot be written is logged: the sweep's first
@@ -290,7 +290,7 @@ def refuse_a_model_of_its_own(settings: Settings, store: Store) -> None:
     clock row within the time a stopped one counts out (3 passes of `deletion_sweep_s`, at least a minute) raises
     ReplicasDisagree (a ValueError) naming PLURALIGN_PAL_DIR, the folder and those replicas: they serve the model in the
     folder they share, and a bootstrap here (a mistyped path, the shared volume not mounted) would serve another, fitting
-    users against two population models (seen by session trialdeploy50: /health k=4 on one replica, k=3 on the other).
+    users against two population models (seen in a trial deployment: /health k=4 on one replica, k=3 on the other).
     Replicas first started together on an empty folder have written no row yet: one bootstraps it, the others load it
     (one whose look straddles the end of that bootstrap, the other's row written meanwhile, finds the model there)."""
     if settings.replicas == 1 or holds_a_model(settings.pal_path):
@@ -298,8 +298,8 @@ def refuse_a_model_of_its_own(settings: Settings, store: Store) -> None:
     within_s = max(3 * settings.deletion_sweep_s, 60.0)
     others = sorted({r["replica"] for r in store.recent_clock_rows(within_s) if r["replica"] != settings.replica_index})
     # looked at again once a row is seen: a replica started together may have finished bootstrapping the folder and
-    # written its row (`claim_index`, at once since session remote51) between the two looks; until the review of
-    # remote51 this start was then refused though the folder held the model both serve
+    # written its row (`claim_index`, at once) between the two looks; looked at once only, this start would be
+    # refused though the folder held the model both serve
     if others and not holds_a_model(settings.pal_path):
         named = ", ".join(f"replica {i}" for i in others)
         raise ReplicasDisagree(
@@ -316,12 +316,12 @@ def refuse_another_model(settings: Settings, store: Store, version: str, weights
     `service.rewards.weights_digest`; model digest `digest`, `service.rewards.model_digest`) from PLURALIGN_PAL_DIR while the live replicas serve another (their clock rows
     say which: `pluralign.store.clocks.served_pal_weights`) raises ReplicasDisagree (a ValueError) naming
     PLURALIGN_PAL_DIR, the folder and both models: a folder holding a different model (another deployment's, a copy
-    restored from a backup, a mistyped path) would have it fit users against another population model (until session
-    upgrade51 only an empty folder was told: `refuse_a_model_of_its_own`). Models are compared by their weights' digest,
-    which is the same whatever the release (until session versions52 by version, which hashes the meta.json fields the
-    release knows: a later release reading a field this one skips saw another version of the same folder, and was
-    refused beside this one); since session versions53 by the model's digest, which adds what else changes what is
-    served (PAL's population prior: two folders of the same weights and other priors read as one model until then); a
+    restored from a backup, a mistyped path) would have it fit users against another population model (an empty
+    folder is told too: `refuse_a_model_of_its_own`). Models are compared by the model's digest, the same whatever the
+    release, which adds to the weights' digest what else changes what is served (PAL's population prior: by weights
+    alone two folders of the same weights and other priors would read as one model), not by version, which hashes the
+    meta.json fields the release knows (a later release reading a field this one skips would see another version of
+    the same folder, and be refused beside this one); a
     row without it (a release before versions53) by the weights' digest, one without that (before versions52) by
     version (`served_pal`), all each says.
     A model promoted just before this start is not yet served by the others (they take it up within two passes of
@@ -340,8 +340,8 @@ def refuse_another_model(settings: Settings, store: Store, version: str, weights
     first = theirs()
     if not any(same is not None for _, same, _ in first.values()) or any(same for _, same, _ in first.values()):
         return
-    # (`sync_seconds`, not `store_sync_ms`: None unless set, 1 s with several replicas; until session reviewupgrade51
-    # the default made every such start a TypeError)
+    # (`sync_seconds`, not `store_sync_ms`: None unless set, 1 s with several replicas; `store_sync_ms`'s
+    # default would make every such start a TypeError)
     deadline = time.monotonic() + 3 * settings.deletion_sweep_s + (settings.sync_seconds or 0.0)
     mine = f"{version}" + (f" (weights {weights}, digest {digest})" if weights else "")
     log.info("PLURALIGN_PAL_DIR %s holds population model %s, which no other replica serves yet: waiting up to %.0f s "
@@ -436,11 +436,11 @@ class Runtime:
     # questionnaire's pool sent once per question is embedded once; a tenant's dropped with its pooled priors
     # (`forget_pooled`); built in __post_init__
     pool_vectors: ScopedVectors | None = None
-    # the same for the texts of a `POST /v1/rewards/score` (since session small53), so texts scored again are embedded
-    # once; a cache of its own (since review reviewsmall53: in the pools' one, a tenant scoring fresh candidates pushed
+    # the same for the texts of a `POST /v1/rewards/score`, so texts scored again are embedded
+    # once; a cache of its own (in the pools' one, a tenant scoring fresh candidates would push
     # every tenant's pools out), dropped with the pool vectors (`forget_pooled`)
     score_vectors: ScopedVectors = field(default_factory=lambda: ScopedVectors(SCORE_VECTOR_BYTES))
-    # the vectors of tenants' stored calibration pools, per tenant those of the version read last (since session calib55:
+    # the vectors of tenants' stored calibration pools, per tenant those of the version read last (vectors
     # stored beside the pool, read by every replica; `service.calibration.vectors`), dropped with the pool vectors
     calibration_vectors: CalibrationVectors = field(default_factory=lambda: CalibrationVectors(CALIBRATION_VECTOR_BYTES))
     # tenant -> how many times its cached priors were dropped (`forget_pooled`): an estimate read before
@@ -559,11 +559,11 @@ class Runtime:
         """With several replicas: whether a DELETE of the user recorded through any of them reaches what was made at
         `made_at` (unix seconds; a job queued then): it may hold their rows from before that DELETE (`Deletion.made`).
         A DELETE finished from the journal for a user who came back once those rows had gone reaches only what was made
-        before those rows left the store (session jobs53: before, anything made before its record was written; the
-        review of jobs53: not before it began, which left what was made while it ran up to its store's step). As the
+        before those rows left the store (not anything made before its record was written, nor before it
+        began, which would leave what was made while it ran up to its store's step). As the
         sweep's `Forget` asks it (`service.deletions._forget_of`): what this replica made up to `store_sync_ms` after that
-        may have read the store as it was before (until the review of jobs53 asked without it: a job the sweep purges
-        had its adapter promoted first)."""
+        may have read the store as it was before (asked without it, a job the sweep purges
+        would have its adapter promoted first)."""
         stale = self.settings.sync_seconds or 0.0
         return self.deletion_sweep is not None and self.store.deletion_reaches(user_hash(tenant, user_id), made_at - stale)
 
@@ -573,14 +573,14 @@ class Runtime:
             # one chat of a tenant at a time while another tenant's waits; alone, a tenant leaves half the workers free
             # (4: 2), so a second and a third tenant's chats start at once and take the model in turns with the chats
             # running. (It costs a tenant alone no throughput: its chats take the one model in turns either way.) An
-            # `openai:URL` server batches the calls it is sent at once: there a tenant alone leaves one free, as before
-            # session 48 (half kept free halved a lone tenant's throughput; review 48)
+            # `openai:URL` server batches the calls it is sent at once: there a tenant alone leaves one free
+            # (half kept free would halve a lone tenant's throughput)
             remote = sys.modules.get("pluralign.policy.remote")  # (loaded where a RemoteGenerator was made: no openai import)
             kept_free = 1 if remote is not None and isinstance(self.generator, remote.RemoteGenerator) else s.generation_workers // 2
             self.scheduler = FairScheduler(s.generation_workers, s.tenant_generations, s.generation_queue, running_per_tenant=1,
                                            kept_free=kept_free)
         if self.deletes is None:
-            # one DELETE (or removal batch) of a tenant at a time, as on the one thread before session 50, and up to
+            # one DELETE (or removal batch) of a tenant at a time, and up to
             # DELETE_WORKERS tenants' at once: their store steps take the store's turn in turn, and their waits for the
             # replicas (`seen_by_every_replica`, the store's removal of old versions) hold a thread of theirs only
             self.deletes = FairScheduler(DELETE_WORKERS, self.settings.tenant_deletes, self.settings.delete_queue, what="deletes",
@@ -629,10 +629,10 @@ class Runtime:
         """The service stops: the refits queued and not begun never run here (`dropped_refits` names their users,
         kept for the next start to refit: `service.users.services.keep_dropped_refits`), none is queued from now
         on (those asked for join `dropped_refits`), and the one running is waited for, at most `timeout` seconds
-        (a warning after that, and its user joins `dropped_refits`: before review 44 it was named nowhere, its line of
-        the waiting file removed with the file by `keep_dropped_refits`). Before, the queue ran on
+        (a warning after that, and its user joins `dropped_refits`, else named nowhere, its line of
+        the waiting file removed with the file by `keep_dropped_refits`). Left alone, the queue would run on
         after the app's shutdown, writing the tables of a service that had stopped (and a test's data folder
-        removed under it read as damaged). Then the purges of the rows refits withdrew (`Store.wait_withdrawn`) are
+        removed under it would read as damaged). Then the purges of the rows refits withdrew (`Store.wait_withdrawn`) are
         waited for, at most WITHDRAWN_STOP_S (a warning after that): one stopped before its turn is not marked, and
         its row stays in the users table's files until the next start (WITHDRAWN_NOTE). Returns how many queued refits were dropped."""
         with self.refit_lock:
@@ -658,14 +658,14 @@ class Runtime:
         queued): refits are refused from now on, the ingest worker stops (what it had not moved stays in the
         feedback log, replayed at the next start) and the generation process, when the generator runs one, is
         ended and reaped, now rather than at the interpreter's exit (or never: the process killed by the stop); a
-        remote generator's and encoder's connections are closed (since review late54b).
+        remote generator's and encoder's connections are closed.
         A running app stops these in its shutdown. Once more does nothing more."""
         if not self.refits_stopped.is_set():
             self.stop_refits()
         self.ingest.close()
         if hasattr(self.generator, "close"):  # `ProcessGenerator`: its child process; `RemoteGenerator`: its connections
             self.generator.close()
-        if hasattr(self.encoder, "close"):  # `RemoteEncoder`: its connections (since review late54b)
+        if hasattr(self.encoder, "close"):  # `RemoteEncoder`: its connections
             self.encoder.close()
 
     @classmethod
@@ -685,8 +685,8 @@ class Runtime:
             try:
                 encoder = make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key, settings.encoder_timeout_s)
             # an embeddings server not reached, or reading texts unlike the local encoder (its /info): the start's one
-            # line naming the setting (`pluralign serve`: exit 2), the server's address without its password; until
-            # the review of session remote53 a traceback
+            # line naming the setting (`pluralign serve`: exit 2), the server's address without its password, not
+            # a traceback
             except (ValueError, RemoteEncoderError) as exc:
                 raise ValueError(f"PLURALIGN_ENCODER (setting encoder): {exc}") from None
         step("loading the generator %s (the first start converts SmolLM2 to fp32 once: ~30 s)",
@@ -797,7 +797,7 @@ class Runtime:
                     rewritten += hook(forget)
                 except ForgetIncomplete as exc:  # the hook went on past them: so do the others
                     rewritten, failures = rewritten + exc.rewritten, failures + exc.failures
-            # until reviewoperator47 `pal_path` was left: a job's artifact copied there kept the user's row
+            # `pal_path` too: a job's artifact copied there would keep the user's row
             for folder in (served, self.settings.pal_path):
                 try:
                     rewritten += self._forget_in_served_model(folder, forget)
@@ -815,7 +815,7 @@ class Runtime:
         from pluralign.reward.pal_model import PALModel
         from pluralign.reward.training_users import forget_training_users
 
-        # `pal_path` is shared by replicas: their rewrites take turns (`folder_lock`; before session 49 one undid another's)
+        # `pal_path` is shared by replicas: their rewrites take turns (`folder_lock`; else one would undo another's)
         shared = folder == self.settings.pal_path
         if not forget_training_users(folder, forget, shared=shared):
             return 0
@@ -829,8 +829,8 @@ class Runtime:
 
     def maybe_compact(self) -> None:
         """Compact in a background thread once enough writes piled up (one compaction at a time). The thread runs at
-        its starter's priority: the feedback worker's hooks (`after_move`) run at the service's since session 48;
-        before, at nice 19, and so did the compactions they started, holding the store's maintenance turn a DELETE
+        its starter's priority: the feedback worker's hooks (`after_move`) run at the service's,
+        not at nice 19, where the compactions they start would hold the store's maintenance turn a DELETE
         waits for (`Store.maintenance`)."""
         if self.store.writes_since_compaction < self.settings.compact_every or not self._compacting.acquire(blocking=False):
             return

@@ -152,8 +152,8 @@ class FairScheduler:
         """The caller of `future` (from `submit`) stopped waiting for it (its client went away). A task still waiting
         is dropped (True: it never runs); a running one gives its tenant's place back now, not when it returns (False):
         it still holds its worker until it does (the caller's cancel event stops it at its next step), but waiting for
-        the model's turn or a long prefill it saw no step for a while, and the tenant's client sending again at once got
-        429 meanwhile (session small53). A task done already changes nothing (False)."""
+        the model's turn or a long prefill it sees no step for a while, and the tenant's client sending again at once would get
+        429 meanwhile. A task done already changes nothing (False)."""
         if future.cancel():
             return True
         with self._lock:
@@ -250,8 +250,8 @@ class FairScheduler:
     def _add_thread(self) -> RuntimeError | None:
         """Starts one more worker thread: None, or the system's refusal (RuntimeError "can't start new thread": a
         container's pids limit, no memory for a stack), logged and returned, not raised: the threads already there run
-        the started tasks in turn (caller holds the lock). Raised (before review flaky56), it left the task counted
-        running though it never ran and, out of `_run`, ended that worker and kept the finished task's caller waiting."""
+        the started tasks in turn (caller holds the lock). Raised, it would leave the task counted
+        running though it never ran and, out of `_run`, end that worker and keep the finished task's caller waiting."""
         thread = threading.Thread(target=self._worker, name=f"{self.what}-{len(self._threads)}", daemon=True)
         try:
             thread.start()
@@ -280,7 +280,7 @@ class FairScheduler:
 
     def _run(self, task: _Task, waited: Waited) -> None:
         """Runs `task`, gives its place back, then tells its caller: one that has its result finds the task neither
-        running nor holding its tenant's place in `stats` and `held` (told first, before flaky56, a caller on a loaded
+        running nor holding its tenant's place in `stats` and `held` (told first, a caller on a loaded
         machine could read the task still running)."""
         start = time.monotonic()
         self._local.waited = waited
@@ -370,9 +370,9 @@ class TenantThreads(ThreadPoolExecutor):
     def __init__(self, workers: int, lane: Callable[[], str]):
         super().__init__(max_workers=1, thread_name_prefix="unused")
         self.lane = lane
-        # one thread more than a caller alone runs on: a hard cap at half (session trial46b) cost a tenant alone
+        # one thread more than a caller alone runs on: a hard cap at half would cost a tenant alone
         # 23-35% of its requests a second and its imports 2.4-3.2x their time; all but one of `workers` 7-16% and
-        # 1.4-1.8x (benchmarks/tenant_share.py, 2 cores)
+        # 1.4-1.8x (benchmarks/tenant_share.py, 2 cores; BENCHMARKS.md, session 46)
         self.scheduler = FairScheduler(workers=workers + 1, per_tenant=sys.maxsize, max_waiting=sys.maxsize, what="request-threads",
                                        running_per_tenant=tenant_share(workers))
 

@@ -109,7 +109,7 @@ class Settings(Base, frozen=True):
     generator_retries: int = 2  # with `openai:URL`: retries after a connection error, timeout, 408/409/429 or 5xx (backoff)
     # with `openai:URL`: a streamed chat past its first piece is bounded by the time without progress (no piece of it for
     # this many seconds: an engine stalled mid-way) and by a bound of its own for the whole (from its sending), not by
-    # `generator_timeout_s` (until session stream55, which cut a long answer of a slow or busy engine sent steadily)
+    # `generator_timeout_s` (which would cut a long answer of a slow or busy engine sent steadily)
     generator_stream_idle_s: float = 60.0
     generator_stream_timeout_s: float = 600.0
     # `minilm-onnx` (MiniLM on ONNX Runtime: the same vectors as `minilm` on torch, ~2-3x the texts/s here),
@@ -119,7 +119,7 @@ class Settings(Base, frozen=True):
     encoder_model: str | None = None  # with `openai:URL`: the model's name on that server (default MiniLM's id)
     encoder_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
     # with `openai:URL`: the longest one try of an embeddings request may take, whole (connecting, the server name's lookup
-    # included, to the last byte of its answer); 2 retries. Until session stream55 no setting: 60 s
+    # included, to the last byte of its answer); 2 retries
     encoder_timeout_s: float = 60.0
     pal_dir: str | None = None  # PAL checkpoint folder; default <data_dir>/pal (bootstrapped if absent)
     # the API key file; default <data_dir>/api_keys.json. Replicas: one file all of them read and write (on a shared
@@ -151,7 +151,7 @@ class Settings(Base, frozen=True):
     # which stored answers show a user's nearest prototype in their profile's summary: `own` (the user's own only: the
     # profile is what a user reads about themself, and shows no one else's questions and answers; none stored: none
     # shown) or `tenant` (an opt-in for tenants whose data is shared by design: a sample of the tenant's pairs, any of
-    # its users'; the default until the review of trial16_53); the dashboard (an auditor's view) shows the tenant's either way
+    # its users'); the dashboard (an auditor's view) shows the tenant's either way
     profile_examples: str = "own"
     # what next-comparison asks about when its request sends no `pool` and the tenant stored no calibration pool (PUT
     # /v1/calibration-pool; a stored one is asked whatever this says): `tenant` (pairs of the tenant's stored
@@ -310,8 +310,8 @@ class Settings(Base, frozen=True):
         """Lance storage options these settings reach the store at `uri` with (`lancedb_uri`, or a command's `--store`):
         for an object store the endpoint, region, allow_http, keys and request bounds (`store_timeout_s`,
         `store_retries`); options left unset are left out (Lance's defaults: the `AWS_*` variables, the instance role).
-        Empty for a folder or `memory://`, which none of them reach (until the review of session ops54 a folder's held
-        the endpoint and keys, which every job's worker was then handed: `store_environment`)."""
+        Empty for a folder or `memory://`, which none of them reach (a folder's holding
+        the endpoint and keys would hand them to every job's worker: `store_environment`)."""
         from pluralign.store.location import is_object_store  # lancedb: imported by whoever opens the store anyway
 
         if not is_object_store(uri):
@@ -335,8 +335,8 @@ class Settings(Base, frozen=True):
         `storage_options_for`); and the variables Lance reads of this process's environment for what they leave out
         (`pluralign.store.location.LANCE_ENV`: the endpoint, region, keys and what else locates or authenticates a
         store of its scheme, `DYNAMODB_ENDPOINT`). For a folder the request bounds alone: no key of an object store it
-        does not use travels to a Ray node (review of session ops54). Until session misc54 the settings unset here were
-        left out, and a worker read them of its own machine: a store other than the service's, or its keys."""
+        does not use travels to a Ray node. Were the settings unset here
+        left out, a worker would read them of its own machine: a store other than the service's, or its keys."""
         from pluralign.store.location import OPTION_ENV, is_object_store, store_environment
 
         if not is_object_store(self.lancedb_uri):
@@ -526,13 +526,13 @@ def _at_least_1(name: str) -> Rule:
 
 
 RULES: tuple[Rule, ...] = (
-    # `PLURALIGN_DATA_DIR=$DATA` with DATA unset: until session trial53 the working folder itself (Path("") is ".")
+    # `PLURALIGN_DATA_DIR=$DATA` with DATA unset: else the working folder itself (Path("") is ".")
     (lambda s: not s.data_dir.strip(), "`data_dir` is empty: name the data folder, or leave the setting out for ./data"),
     # answers
     (lambda s: s.candidates < 1, "`candidates` must be at least 1"),
     (lambda s: s.rerank and s.candidates < 2, "`candidates` must be at least 2 when `rerank` is on"),
     # pluralign.bounded_http's MAX_BOUND_S (not imported: the settings load without the HTTP clients). inf, nan or 1e300
-    # were taken until the review of session remote54: every chat then failed in the socket (OverflowError), a 500 `internal error`
+    # taken, every chat would fail in the socket (OverflowError), a 500 `internal error`
     (lambda s: not 0 < s.generator_timeout_s <= 86400,
      lambda s: f"`generator_timeout_s` must be above 0 and at most 86400 seconds (a day: each try of a request to the "
                f"generation server, whole), got {s.generator_timeout_s}"),
@@ -546,9 +546,9 @@ RULES: tuple[Rule, ...] = (
      lambda s: f"`encoder_timeout_s` must be above 0 and at most 86400 seconds (a day: each try of a request to the "
                f"embeddings server, whole), got {s.encoder_timeout_s}"),
     (lambda s: s.generator_retries < 0, lambda s: f"`generator_retries` must be at least 0, got {s.generator_retries}"),
-    # a line end (a Kubernetes secret written with `echo`), a letter outside ASCII: until the review of session remote54
-    # taken, then the start stopped in the HTTP library's words naming no setting, or every request was "Connection error."
-    # An empty one is no key, as before that review (the clients send a placeholder): until review late54b refused too
+    # a line end (a Kubernetes secret written with `echo`), a letter outside ASCII: taken,
+    # the start would stop in the HTTP library's words naming no setting, or every request be "Connection error."
+    # An empty one is no key (the clients send a placeholder), not refused
     *((lambda s, name=name: getattr(s, name) not in (None, "") and not API_KEY.fullmatch(getattr(s, name)),
        f"`{name}` must be printable ASCII, without spaces at its ends nor line ends (it is sent as `Authorization: Bearer "
        "<key>`); the key is not said here")
@@ -558,7 +558,7 @@ RULES: tuple[Rule, ...] = (
     (lambda s: s.max_prefill_tokens is not None and s.max_prefill_tokens < 1,
      lambda s: f"`max_prefill_tokens` must be at least 1, got {s.max_prefill_tokens}"),
     # the defaults of a chat's own fields, which the chat checks against the same bounds: out of them, every chat that
-    # left the field out was a 400 naming a field its client never sent (until session trial53)
+    # left the field out would be a 400 naming a field its client never sent
     (lambda s: not 0 <= s.shots <= MAX_SHOTS,
      lambda s: f"`shots` must be 0 to {MAX_SHOTS} (past comparisons put in a chat's context), got {s.shots}"),
     (lambda s: s.max_tokens_limit < 1, lambda s: f"`max_tokens_limit` must be at least 1, got {s.max_tokens_limit}"),
@@ -567,7 +567,7 @@ RULES: tuple[Rule, ...] = (
     (lambda s: s.max_context_tokens is not None and s.max_context_tokens < 1,  # 0 was read as unset
      lambda s: f"`max_context_tokens` must be at least 1 when set, got {s.max_context_tokens}"),
     # the prompt's room is the context less the reply's tokens: at `max_tokens` or below it, every chat that sent no
-    # `max_tokens` was a 400 naming `messages` ("cannot fit the prompt budget of 0 tokens"; until the review of trial53)
+    # `max_tokens` would be a 400 naming `messages` ("cannot fit the prompt budget of 0 tokens")
     (lambda s: s.max_context_tokens is not None and s.max_context_tokens <= s.max_tokens,
      lambda s: f"`max_context_tokens` must be above `max_tokens` ({s.max_tokens}): it holds a chat's prompt and the tokens "
                f"it generates, got {s.max_context_tokens}"),
@@ -618,10 +618,10 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 <= s.store_retries <= 100, lambda s: f"`store_retries` must be 0..100, got {s.store_retries}"),
     (lambda s: s.store_sync_ms is not None and s.store_sync_ms < 0, "`store_sync_ms` must be at least 0"),
     # Lance refuses an s3+ddb:// URI without its one `ddbTableName` before any request, in words naming no setting, once
-    # the models have loaded (session reviewops53)
+    # the models have loaded
     (lambda s: _commit_table_problem(s) is not None, lambda s: f"`store_uri` {redacted(s.store_uri)!r}: {_commit_table_problem(s)}"),
-    # object_store sends nothing to a plain-http endpoint unless told it may: every request failed `BadScheme`, and the
-    # start ended in Lance's words, seconds of model loading later, naming no setting (session ops53)
+    # object_store sends nothing to a plain-http endpoint unless told it may: every request fails `BadScheme`, and the
+    # start would end in Lance's words, seconds of model loading later, naming no setting
     (lambda s: _plain_http_refused(s),
      lambda s: f"`store_allow_http` must be true for the plain-http `store_endpoint` {redacted(s.store_endpoint)!r}: the "
                "object store sends no request to an http:// endpoint otherwise. Set PLURALIGN_STORE_ALLOW_HTTP=true (a "
@@ -630,7 +630,7 @@ RULES: tuple[Rule, ...] = (
     *(_at_least_1(name) for name in ("generation_workers", "tenant_generations", "generation_queue", "tenant_deletes", "delete_queue", "max_exports",
                                      "tenant_queued_jobs", "job_attempts", "max_source_chars", "max_attributes",
                                      "max_attribute_name_chars", "max_attribute_value_chars",
-                                     # until session trial53 an adapter trigger of 0 failed the start once the models
+                                     # unchecked, an adapter trigger of 0 would fail the start once the models
                                      # had loaded ("`every` must be at least 1 comparison"), naming no setting
                                      "adapter_every", "compact_every")),
     # 0 job workers queue jobs and run none (the tests' replicas that must not train); a negative count is a typo
@@ -688,8 +688,8 @@ def unknown_generator(name: str) -> str:
 def check_keys_file(settings: Settings) -> None:
     """The key file `keys_file` names (PLURALIGN_KEYS_FILE: the one replicas share on a volume), before a start or
     `pluralign keys` reads or makes it: its folder must be there and it must not be a folder itself. Else a ValueError
-    naming the setting and the path. Until session reviewreplicas49 a start made the folder (an unmounted volume, a
-    typo), found no keys and printed a new development key: every client key was refused by that replica. Without
+    naming the setting and the path. A start making the folder (an unmounted volume, a
+    typo) would find no keys and print a new development key: every client key refused by that replica. Without
     `keys_file` (the data folder's api_keys.json, made with the data folder) nothing is checked."""
     if not settings.keys_file:
         return
@@ -713,7 +713,7 @@ def check_calibration_pools_dir(settings: Settings) -> None:
     if path.exists() and not path.is_dir():
         raise ValueError(f"{where}: a file, not a folder: name the folder tenants' calibration pools are kept in")
     if settings.replicas > 1 and _in_own_folder(path, settings.data_path):
-        # each replica's data folder is its own: a PUT stored there would be asked by that replica alone (review late54)
+        # each replica's data folder is its own: a PUT stored there would be asked by that replica alone
         raise ValueError(f"{where}: in this replica's own data folder {settings.data_path} (PLURALIGN_DATA_DIR), which no "
                          f"other of the {settings.replicas} replicas (PLURALIGN_REPLICAS) reads: name a folder on the "
                          "volume every replica mounts")

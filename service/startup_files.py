@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 def check_pal_dir_rewritable(settings: Settings) -> None:
     """`pal_path` while the promoted model is served: every DELETE rewrites its training users' rows still
     (`Runtime.forget_population_users`), so one of another schema is refused at start (`UserRewards.check_rewritable`),
-    a ValueError naming the setting and the file. Before session 49 it was not looked at: the start went on, and
-    each DELETE of a user it could not rewrite answered 500 `population_not_rewritten`."""
+    a ValueError naming the setting and the file. Unchecked, the start would go on, and
+    each DELETE of a user it could not rewrite would answer 500 `population_not_rewritten`."""
     try:
         UserRewards.check_rewritable(settings.pal_path)
     except (ValueError, FileNotFoundError) as exc:  # (a meta.json without its user_weights.json: damaged)
@@ -59,7 +59,7 @@ def check_pal_dir_lock(settings: Settings) -> None:
     the folder they share, must be one this process can lock: a ValueError naming the setting and the file when it can
     be neither made (the folder's parent not writable: `folder_lock` would lock the folder itself, which orders the
     processes of one machine only, and not a replica whose uid can make the file) nor opened (another uid's file).
-    Until session replicas50 such a replica started and rewrote the folder while another held the lock. A parent not
+    Started, such a replica would rewrite the folder while another held the lock. A parent not
     there yet passes (the start makes it)."""
     if settings.replicas <= 1:
         return

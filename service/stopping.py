@@ -19,8 +19,8 @@ stream to its end), never told "send it again" after its interaction was stored 
 store it twice).
 
 A chat generating from its user's own adapter, registered with that user (`generating(cancel, user=...)`), is stopped the same way by `cut_deleted` when another
-replica's DELETE of that user reaches this one (its deletion sweep: `service.deletions`), `chat.deleted` then set: since
-session remote51 a stream of a deleted user's adapter on one replica no longer goes on generating after their DELETE
+replica's DELETE of that user reaches this one (its deletion sweep: `service.deletions`), `chat.deleted` then set: a
+stream of a deleted user's adapter on one replica does not go on generating after their DELETE
 answered on another."""
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ class GeneratingChats:
         begins after `cut` is cut at once. `user`: (tenant, user id) of a chat generating from that user's own adapter
         (`cut_deleted`); `began`: when its plan began, before it took the adapter (unix seconds; default now). One
         registering after the deletion sweep applied a record of its user's DELETE that it began before is stopped at
-        once, as `cut_deleted` stops it (`deleted_lately`: until the review of session remote51 a chat planned before the
-        record and registered after the sweep's pass generated to its end)."""
+        once, as `cut_deleted` stops it (`deleted_lately`: else a chat planned before the
+        record and registered after the sweep's pass would generate to its end)."""
         return Chat(cancel, self, user, time.time() if began is None else began)
 
     def cut_deleted(self, deleted: Callable[[str, str, float], bool]) -> int:

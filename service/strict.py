@@ -47,7 +47,7 @@ from service.ids import PATTERN_WORDS
 _AT = re.compile(r"^(?P<problem>.*?) - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`$", re.S)  # a key of a dict: "at `key` in `$.x`"
 _NAMED = re.compile(r"field `(?P<name>[^`]+)`")
 # a whole string, an unterminated one's quote, or structure. A string's body as runs between escapes (Friedl's
-# unrolled loop): the alternation per character took 0.4 s to pass a 1 MB string, this takes 25 ms (review of trial45a)
+# unrolled loop): the alternation per character took 0.4 s to pass a 1 MB string, this takes 25 ms
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|"|[{}\[\],]', re.S)
 
 
@@ -191,7 +191,7 @@ def closest_field(body: bytes, body_type: type, field: str) -> str:
     `pluralign.candidatse`, `messages[0].contnet`) of the struct holding it (difflib), or "" when none is close. A
     union of tagged structs (a feedback's kinds, a message's roles) is read as the kind the body's tag names there (an
     `edit`'s `edited`), any of them when that cannot be told. A path over MAX_HINTED_PATH characters gets none: a
-    client's key of up to a MB, walked and matched on the event loop, held it 0.2-0.6 s a request (review trial54)."""
+    client's key of up to a MB, walked and matched on the event loop, would hold it 0.2-0.6 s a request."""
     if len(field) > MAX_HINTED_PATH:
         return ""
     segments = [int(i) if i else name for i, name in _SEGMENT.findall(field)]
@@ -329,12 +329,12 @@ async def before_request(request: Request) -> Response | None:
 async def body_arrived(request: Request) -> None:
     """Waits for the whole body a request declares (`Content-Length` over 0, or `Transfer-Encoding`), whether or not its
     route reads one, so no handler runs before its request has arrived: a body that does not arrive within
-    PLURALIGN_REQUEST_READ_TIMEOUT_S is answered 408 with nothing done. Before, a route reading no body (a DELETE's) ran
-    as soon as the head came: a DELETE whose body trickled in was carried out and answered before the body ended, or
+    PLURALIGN_REQUEST_READ_TIMEOUT_S is answered 408 with nothing done. A route reading no body (a DELETE's) running
+    as soon as the head came, a DELETE whose body trickled in would be carried out and answered before the body ended, or
     answered 408 while it went on deleting. Raises Litestar's 413 past the route's body limit (the body is kept for
     the handler: reading it again costs nothing). A GET, HEAD or DELETE route that takes no body (`takes_no_body`) has
-    one sent anyway read and dropped as it arrives, piece by piece, and reads it as empty: before (wire44) it was kept
-    whole, near 1 MB held twice over (Litestar joins its pieces) for each GET /health sent one under the limit."""
+    one sent anyway read and dropped as it arrives, piece by piece, and reads it as empty: kept
+    whole, near 1 MB would be held twice over (Litestar joins its pieces) for each GET /health sent one under the limit."""
     if not ((request.content_length or 0) > 0 or "transfer-encoding" in request.headers):
         return
     if not takes_no_body(request):
@@ -353,8 +353,8 @@ def takes_no_body(request: Request) -> bool:
 def refuse_expectation(request: Request) -> None:
     """A request whose `Expect` holds anything but `100-continue` (its only expectation, RFC 9110 10.1.1) is a 417
     naming the header (`code: expectation_failed`), before its body is read or anything done: the service cannot meet
-    an expectation it does not know, and RFC 9110 lets a server say so rather than go on. Until session http54 such a
-    request was served as if the header were not there. `100-continue` (any case; uvicorn sends the 100 when the app first
+    an expectation it does not know, and RFC 9110 lets a server say so rather than go on, as if the
+    header were not there. `100-continue` (any case; uvicorn sends the 100 when the app first
     asks for the body, none to an HTTP/1.0 client: `pluralign serve`'s protocol) and an empty value (a list of no members,
     RFC 9110 5.6.1) are taken. Raises the 417 HTTPException."""
     members = [m.strip() for line in request.headers.getall("expect", []) for m in line.split(",") if m.strip()]
@@ -372,8 +372,8 @@ def refuse_content_coding(request: Request) -> None:
     """A body sent with a `Content-Encoding` (gzip, br, ...) is a 415 naming the header, whose
     `Accept-Encoding: identity` says what is taken (RFC 9110 15.5.16): bodies are read as sent, so a
     compressed one was "not valid JSON", and a plain one labelled compressed was read despite its label."""
-    # a list-based field: its lines are one list (RFC 9110, 5.3), as a proxy in front may join them; until session
-    # trial51 only the first line was read, so `identity` then `gzip` had a gzipped body parsed as JSON
+    # a list-based field: its lines are one list (RFC 9110, 5.3), as a proxy in front may join them; with only
+    # the first line read, `identity` then `gzip` would have a gzipped body parsed as JSON
     coding = ", ".join(line.strip() for line in request.headers.getall("content-encoding", []))
     codings = [c.strip().lower() for c in coding.split(",") if c.strip()]
     if all(c == "identity" for c in codings) or request.method not in ("POST", "PUT", "PATCH"):
@@ -387,7 +387,7 @@ def transfer_coding_problem(lines: list[str]) -> tuple[int, str] | None:
     """What is wrong with a request's `Transfer-Encoding` lines (one list, as a proxy may join them: RFC 9110 5.3), as
     (status, problem), or None for none or `chunked` alone, the one coding read. `chunked` not last: 400, the body's
     length cannot be known (RFC 9112 6.3); `chunked` more than once (`chunked, chunked`, on one line or two): 400, a
-    sender must not apply it twice (RFC 9112 6.1; until review reviewsmall53 the 415 below, which said to send the body
+    sender must not apply it twice (RFC 9112 6.1; not the 415 below, which says to send the body
     uncompressed). Another coding before a final `chunked` (`gzip, chunked`): 415, as a
     `Content-Encoding` is (`refuse_content_coding`): bodies are read as sent, not decompressed (RFC 9112 6.1 allows
     501; 415, which every body route declares, says what to send, and no client retries it)."""
@@ -405,8 +405,8 @@ def transfer_coding_problem(lines: list[str]) -> tuple[int, str] | None:
 def refuse_transfer_coding(request: Request) -> None:
     """A body sent with a transfer coding besides `chunked` (`Transfer-Encoding: gzip, chunked`) is a 415 naming the
     header, with `Accept-Encoding: identity`, as a `Content-Encoding` is (`transfer_coding_problem`). httptools, uvicorn's
-    parser where installed, undoes the chunks alone: until session small53 the app read the gzip bytes (a 400 'not valid
-    JSON' naming `body`), and stored a plain body labelled gzip. h11 refuses such a request itself (`pluralign serve`'s
+    parser where installed, undoes the chunks alone: unrefused, the app would read the gzip bytes (a 400 'not valid
+    JSON' naming `body`), and store a plain body labelled gzip. h11 refuses such a request itself (`pluralign serve`'s
     protocol answers it the same way: `training.commands.serve.TimedRequests.send_400_response`)."""
     problem = transfer_coding_problem(request.headers.getall("transfer-encoding", []))
     if problem is None:
@@ -421,8 +421,8 @@ def refuse_transfer_coding(request: Request) -> None:
 def one_content_type(request: Request) -> None:
     """A body sent with `Content-Type` twice is a 400 naming the header: it is one value (RFC 9110, 8.3), and which
     of two counts would be each reader's guess, a proxy's in front as much as this service's, as for two
-    `Authorization` headers (service.auth). Until session trial51 the first was read: `application/json` then
-    `text/plain` was stored, the other order a 415."""
+    `Authorization` headers (service.auth). With the first read, `application/json` then
+    `text/plain` would be stored, the other order a 415."""
     sent = request.headers.getall("content-type", [])
     if len(sent) > 1 and request.method in ("POST", "PUT", "PATCH"):
         path = request.url.path
@@ -596,7 +596,7 @@ def strict_query(request: Request) -> None:
         if not _INTEGER.fullmatch(value):
             raise bad_request(name, f"must be an integer (digits only, as in {name}=20), got {shown!r}")
         if len(value.lstrip("-")) > 1 and value.lstrip("-").startswith("0"):
-            # Litestar's conversion (msgspec's: JSON's grammar) refuses `05`, until session trial53 as "`limit`:
+            # Litestar's conversion (msgspec's: JSON's grammar) refuses `05` as "`limit`:
             # Expected `int`, got `str`", naming neither the value nor the fault
             raise bad_request(name, f"must be an integer without a leading zero (as in {name}=20), got {shown!r}")
         digits = value.lstrip("-")
@@ -613,7 +613,7 @@ class DecodedRequest(Request):
     public `body()`; `sent_body()` is the body as it arrived (Litestar's limit on its size applied).
 
     Litestar 2.25 has no public way to replace a body it read: `body()` caches it in `Request._body` and in the
-    scope's connection state, both private, which `read_json_body` wrote before (session edge41). A subclass
+    scope's connection state, both private. A subclass
     overriding `body()` is the way its `request_class` setting documents to change how a body is read."""
 
     __slots__ = ("_decoded_body",)
@@ -644,7 +644,7 @@ def _decoded_request(request: Request) -> DecodedRequest:
 
 # fields one form may hold, counted before Litestar parses it (the login form takes `key` alone, and refuses any other
 # field as unknown, but only once it has parsed them all): 110,000 empty ones in 0.85 MB took ~1 s on the event loop,
-# no key needed to send them (session 42: another tenant's reads went from p50 30 ms to 990 ms under four such clients)
+# no key needed to send them (measured: another tenant's reads went from p50 30 ms to 990 ms under four such clients)
 MAX_FORM_FIELDS = 16
 
 
@@ -693,11 +693,11 @@ def json_like(body: bytes) -> bool:
 def refuse_non_json_type(sent: str, body: bytes) -> None:
     """A 415 naming `Content-Type` when a JSON route's body is declared as another type: `text/plain`
     (what `fetch` sends for a string body), a multipart body, JSON lines, `application/+json` (no
-    subtype), ... Before, any type was read as JSON, so `text/plain` JSON was served and a form or text
-    body was a 400 `invalid_json` that did not say the type was the problem. Taken: `application/json`
+    subtype), ... Were any type read as JSON, `text/plain` JSON would be served and a form or text
+    body be a 400 `invalid_json` that does not say the type is the problem. Taken: `application/json`
     (and any `type/subtype+json`), no `Content-Type` at all, and a form type whose body is JSON
-    (`curl -d '{...}'` without `-H 'Content-Type: application/json'`: docs/api.md has promised it since
-    session 19); a form body that is a form (`a=1&b=2`) is refused. `sent` is the media type alone,
+    (`curl -d '{...}'` without `-H 'Content-Type: application/json'`: docs/api.md promises
+    it); a form body that is a form (`a=1&b=2`) is refused. `sent` is the media type alone,
     lower-cased (`Request.content_type[0]`)."""
     if not sent or _JSON_TYPE.fullmatch(sent):
         return
@@ -731,9 +731,9 @@ def takes_json_body(request: Request) -> bool:
 
 def refuse_json_route_type(request: Request) -> None:
     """A JSON route's request whose `Content-Type` alone refuses it (`text/plain`, multipart, ...: not JSON and not the
-    form type, whose body is taken when it is JSON) is the 415 of `refuse_non_json_type` before its body is read. Until
-    review misc54a it was read first: a client sending `Expect: 100-continue` was sent the `100 Continue`, then its body
-    was read only to be refused (RFC 9110 10.1.1 lets the server answer the final status instead of the 100).
+    form type, whose body is taken when it is JSON) is the 415 of `refuse_non_json_type` before its body is read. Read
+    first, a client sending `Expect: 100-continue` would be sent the `100 Continue`, then its body
+    read only to be refused (RFC 9110 10.1.1 lets the server answer the final status instead of the 100).
     Raises the 415 HTTPException naming `Content-Type`."""
     if not takes_json_body(request):
         return
@@ -781,7 +781,7 @@ def body_in_utf8(parameters: dict[str, str], body: bytes, accept: str = JSON) ->
     if codec in UTF8_CHARSETS:
         return body.removeprefix(BOM)
     shown = shorten(declared, 27, "...")
-    form = accept == FORM  # the login form's words: it is no JSON (review e41: its 415 cited RFC 8259)
+    form = accept == FORM  # the login form's words: it is no JSON (its 415 cites no RFC 8259)
     if codec not in OTHER_UNICODE_CHARSETS:
         rule = "this form is read as UTF-8 (the URL Standard's" if form else "JSON is read as UTF-8 (RFC 8259;"
         raise unsupported_media_type("Content-Type", f"charset={shown} is not taken: {rule} UTF-16 and UTF-32 are read "
@@ -861,7 +861,7 @@ def undecodable_json(body: bytes, exc: msgspec.DecodeError | RecursionError, bod
 # a body this long or longer has its repeated keys looked for off the event loop (`repeated_key`: ~50 MB/s, 1.3 ms)
 LOOP_BYTES = 65_536
 # a body this long or longer has the field of its fault named off the event loop (`_path_to_open_string`: ~1 MB/s,
-# ~2 ms). Until review rt45 LOOP_BYTES: a body just under it held the loop 55-60 ms
+# ~2 ms). At LOOP_BYTES, a body just under it would hold the loop 55-60 ms
 SCAN_LOOP_BYTES = 2_048
 T = TypeVar("T")
 
@@ -876,7 +876,7 @@ async def _scan_off_loop(body: bytes, scan: Callable[..., T], *args: object) -> 
 async def undecodable_json_off_loop(body: bytes, exc: msgspec.DecodeError | RecursionError, body_type: object = None) -> HTTPException:
     """`undecodable_json`, worked out on a thread for a body of SCAN_LOOP_BYTES or more: naming the field of a `NaN` or
     of a lone surrogate escape scans the JSON before it in Python (`_path_to_open_string`: 0.3-1 s for a 1 MB body of
-    many short values), which until the review of trial45a ran on the event loop, every tenant's requests waiting."""
+    many short values), which on the event loop would keep every tenant's requests waiting."""
     return await _scan_off_loop(body, undecodable_json, body, exc, body_type)
 
 
@@ -889,9 +889,9 @@ def non_json_constant_refusal(body: bytes, problem: str, body_type: object = Non
     where msgspec stopped (`problem`: its words, "invalid character (byte N)"), is `NaN`, `Infinity` or
     `-Infinity`: what Python's `json.dumps` writes for a float that JSON cannot hold (aiohttp's `json=`, urllib with
     it), as an import's line names it (`pluralign.data.io`), and what the field of `body_type` takes (its choices:
-    `_choices`; text: `_takes_text`; else a number); None otherwise. Before (trial45a) it named `body`; until its review
-    it said "send a finite number" of every field, also of one taking text, where a NaN is most often pandas' missing
-    value; until review rt45 so of a choice of words too (a feedback's `type`, a message's `role`)."""
+    `_choices`; text: `_takes_text`; else a number); None otherwise. Its words fit the field, not `body` nor
+    "send a finite number" of every field, also of one taking text, where a NaN is most often pandas' missing
+    value, or of a choice of words (a feedback's `type`, a message's `role`)."""
     if (found := _INVALID_AT.search(problem)) is None:
         return None
     start = int(found.group(1))
@@ -921,11 +921,11 @@ def _takes_text(body_type: object, field: str) -> bool:
 
 # objects and arrays one JSON body may open at least (an import's line: at most). A 1 MB body of `[]` opens 240,000, each a
 # Python object made on the event loop, twice (our strict decode, then Litestar's): 100-300 ms of every tenant's requests
-# waiting per body (session 42), where a body of this many takes a few ms
+# waiting per body, where a body of this many takes a few ms
 MAX_JSON_CONTAINERS = 10_000
 # a chat message opens an object in 16 bytes at least (`{"role":"user"},`), a text part one in 26: a chat's body may open
-# one per CONTAINER_BYTES of the route's body limit, so no chat of messages and parts under the limit reaches its cap (before,
-# 10,000 in all refused a chat of 3,400 messages of text parts, legal with a remote generator and no `max_prompt_tokens`);
+# one per CONTAINER_BYTES of the route's body limit, so no chat of messages and parts under the limit reaches its cap (a cap of
+# 10,000 in all would refuse a chat of 3,400 messages of text parts, legal with a remote generator and no `max_prompt_tokens`);
 # a route takes this cap with `opt={CONTAINERS_BY_BODY_LIMIT: True}` (its lists unbounded but by the body limit)
 CONTAINER_BYTES = 16
 CONTAINERS_BY_BODY_LIMIT = "containers_by_body_limit"
@@ -936,8 +936,8 @@ def _opened_by_piece(body: bytes) -> Iterator[int]:
     """The objects and arrays opened in each piece of PIECE_BYTES of the JSON text `body`: escaped backslashes
     and quotes taken out, each remaining `"` opens or closes a string, whose state carries from one piece to the next,
     as does an escape the piece's end cuts (a run of backslashes of odd length at its end: the next piece's first byte
-    is the one escaped). Before, a piece was stretched a byte at a time, in Python, to the end of a run of backslashes
-    crossing its end: a string of 880 KB of them was one piece, ~55 ms of the loop's CPU (reviewwi43)."""
+    is the one escaped). A piece is not stretched a byte at a time, in Python, to the end of a run of backslashes
+    crossing its end: a string of 880 KB of them would be one piece, ~55 ms of the loop's CPU."""
     inside = escaped = False
     for start in range(0, len(body), PIECE_BYTES):
         piece = body[start + escaped:start + PIECE_BYTES].replace(b"\\\\", b"")  # the escaped byte skipped
@@ -1018,7 +1018,7 @@ async def strict_json_body(request: Request) -> None:
     except (msgspec.DecodeError, RecursionError) as exc:
         raise await undecodable_json_off_loop(body, exc, data.annotation) from None
     except UnicodeDecodeError as exc:
-        field = await _scan_off_loop(body, _utf8_field, body)  # on the loop until review rt45: 0.6 s for 1 MB
+        field = await _scan_off_loop(body, _utf8_field, body)  # on the loop: 0.6 s for 1 MB
         raise bad_request(field, f"is not valid UTF-8 ({exc.reason} at byte {exc.start} of the string)") from None
     # Python's decoder reads ~50 MB/s: a large body's check leaves the event loop (1 MB: ~20 ms)
     if (field := repeated_key(body) if len(body) < LOOP_BYTES else await anyio.to_thread.run_sync(repeated_key, body)) is not None:

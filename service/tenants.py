@@ -12,7 +12,7 @@ step with its progress. The steps:
    feedback still in the log, claims, waiting refits, embedding-cache vectors, adapter, jobs and job files, rows in
    population snapshots and the promoted PAL/EM model, and with replicas the deletion records the others apply),
    every step taking the whole batch at once: one predicate per table and one purge of the store, not one a user
-   (session 48 deleted them one by one: ~0.9 s a user). One batch per turn of the DELETEs' threads (`Runtime.deletes`,
+   (one by one: ~0.9 s a user; BENCHMARKS.md, session 49). One batch per turn of the DELETEs' threads (`Runtime.deletes`,
    tenants in turn): other tenants' DELETEs take turns with it, and wait for one batch at most. The users are looked
    up again after each batch (in the store's tables, the feedback log, the adapter folder, the DELETE journal)
    until none is left: rows acknowledged just before the keys went are found at the next look, and the last look
@@ -146,7 +146,7 @@ def jobs_hold_tenant(jobs: Path, tenant: str) -> bool:
     purges (`TenantRemovals._purge_jobs`, `_finish`): a job record naming it (`tenant_of` of its params: an audit of it,
     an adapter job of one of its users) or its snapshots' folder (`data/<tenant>`). Read off the files, no JobStore
     opened (the CLI's look, beside a running service); a record that cannot be read (damaged, a later release's) is
-    skipped. Until the review of session 51 a tenant whose only trace was such a job was refused as a typo."""
+    skipped. A tenant whose only trace is such a job is not refused as a typo."""
     from training.jobs.record import decode_job, tenant_of
 
     if (jobs / "data" / tenant).is_dir():
@@ -209,8 +209,8 @@ def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRe
         write_removal(data_path, removal)
         revoked = revoke_tenant_keys(keys, tenant)
     except OSError:  # the record or the key file cannot be written (a full disk): nothing was removed, no pass takes
-        # the removal up unasked, and a done one is the tenant's record again (until review 49 a record that could
-        # not be written left the done one moved aside: GET answered 404)
+        # the removal up unasked, and a done one is the tenant's record again (else a record that could
+        # not be written would leave the done one moved aside: GET answered 404)
         if running is not None:  # the done one is the tenant's record again
             os.replace(kept_path(data_path, running), removal_path(data_path, tenant))
         else:
@@ -220,7 +220,7 @@ def begin_removal(data_path: Path, keys: KeyRing, tenant: str) -> tuple[TenantRe
     try:
         write_removal(data_path, removal)
     except OSError as exc:  # begun all the same (its keys are revoked, its record `running`): only the count is not
-        # in the record (until review 49 the caller was told nothing was removed)
+        # in the record (the caller is not told nothing was removed)
         log.error("the removal of tenant %s is begun, but its record could not note the %d keys it revoked: %s", tenant, revoked, exc)
     return removal, True
 
@@ -304,8 +304,7 @@ class TenantRemovals:
     def begin(self, tenant: str, even_if_unseen: bool = False) -> tuple[TenantRemoval, bool]:
         """`begin_removal`, then wake the thread. Raises TenantUnseen, nothing begun, for a tenant that shows nowhere
         here (`tenant_seen`: no key, no removal before, nothing of it in the store, this service's feedback log, its
-        dead letters, its unfinished DELETEs or its adapters) unless `even_if_unseen`, as the CLI's `tenants remove`.
-        Until session 51 the route began one for any name."""
+        dead letters, its unfinished DELETEs or its adapters) unless `even_if_unseen`, as the CLI's `tenants remove`."""
         with self._begin_lock:
             if not even_if_unseen and not tenant_seen(self.data_path, self.rt.keys, tenant, lambda: self.holds_anything(tenant)):
                 raise TenantUnseen(tenant, "of it in the store, this service's feedback log, its dead letters or its jobs")
@@ -342,7 +341,7 @@ class TenantRemovals:
 
     def run_once(self) -> int:
         """Take every running removal as far as it goes; returns how many were finished. First, the removals the pools
-        folders' ledgers noted more than an hour ago are forgotten (`forget_old_removals`; review late55a)."""
+        folders' ledgers noted more than an hour ago are forgotten (`forget_old_removals`)."""
         for folder in self._pool_folders():
             try:
                 forget_old_removals(folder)
@@ -397,7 +396,7 @@ class TenantRemovals:
                 return False
             summed = {k: removal.counts.get(k, 0) + counts.get(k, 0) for k in {*removal.counts, *counts}}
             try:  # the next look, noted with the batch's counts: a stop before the loop's next turn loses neither
-                # (until review 49 the batch's users were counted at the next turn, which a stop meanwhile never took)
+                # (counted at the next turn, the batch's users would be lost to a stop meanwhile)
                 users = self.users_of(tenant)
             except Exception:
                 self._note(removal, counts=summed)
@@ -431,9 +430,9 @@ class TenantRemovals:
 
     def holds_anything(self, tenant: str) -> bool:
         """Whether anything here holds something of `tenant` its removal removes: a row of its dead letters, a job naming
-        it (`_jobs_of`), a folder of its (`_folders`), a user of its (`users_of`: last, a read of the store). Until the
-        review of session 51 a job or a folder did not count: a tenant whose only trace was an audit of it an admin
-        queued was a 404 `tenant_unseen`, "nothing to remove", and the job stayed."""
+        it (`_jobs_of`), a folder of its (`_folders`), a user of its (`users_of`: last, a read of the store). A job or a
+        folder counts: else a tenant whose only trace is an audit of it an admin
+        queued would be a 404 `tenant_unseen`, "nothing to remove", and the job would stay."""
         return (self.rt.ingest.dead_letters.holds_tenant(tenant) or bool(self._jobs_of(tenant))
                 or any(folder.is_dir() for folder in self._folders(tenant))
                 or any(pool_path(folder, tenant).exists() or vectors_path(folder, tenant).exists() for folder in self._pool_folders())
@@ -482,12 +481,12 @@ class TenantRemovals:
         self.rt.forget_pooled(tenant)
         self.rt.chat_keys.forget_tenant(tenant)  # its chats' answers kept for their Idempotency-Keys
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter
-        # names no user the look above finds (until review 48 they stayed, the tenant's texts with them)
+        # names no user the look above finds (left, they would stay, the tenant's texts with them)
         set_aside = self.rt.ingest.dead_letters.forget_tenant(tenant)
         if self.rt.deletion_sweep is not None:  # and the other replicas' letters (`service.deletions.apply_deletions`)
             try:
                 # the record first: until it is written a replica replaying its log moves the tenant's rows in, and its
-                # retractions keep the rows taken back out (forgotten first, until task late54a, a failed write left a
+                # retractions keep the rows taken back out (forgotten first, a failed write would leave a
                 # replica restarting before the next pass free to move a taken-back row back in). Written again when
                 # forgetting them fails (the next pass): a second record of a tenant applies as the first
                 self.rt.deletion_sweep.record_tenant(tenant, removal.started_at)
@@ -504,7 +503,7 @@ class TenantRemovals:
                           keys_revoked=removal.keys_revoked + revoked, counts=counts, error=None)
         log.warning("removed tenant %s: %d users, %d jobs, %d keys", tenant, done.users_removed, done.jobs_removed, done.keys_revoked)
         if found_anything(done) or folders:  # a removal that found nothing (a tenant never seen, one sent again) is not
-            # one more tenant removed (until session 49 every `done` was counted)
+            # one more tenant removed
             self.rt.metrics.inc("pluralign_tenants_removed_total", help=DECLARED_COUNTERS["pluralign_tenants_removed_total"][0])
         return True
 

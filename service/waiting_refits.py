@@ -15,12 +15,12 @@ power may lose the last lines, whose users are refitted at their next read). The
 has drained with nobody waiting, and read at the next start (`service.users.services.refit_dropped`). Callers hold
 `Runtime.refit_lock`. A user stays owed while their refit runs (`Runtime.running_refit`): the file written whole again
 meanwhile (`rewrite`, at the bound) names them, and a stop that stops waiting for it keeps them in the stop's file
-(`Runtime.stop_refits`); before review 44 neither did, and a kill after either lost their refit.
+(`Runtime.stop_refits`); else a kill after either would lose their refit.
 
 The users of rows just moved are named here by the ingest worker itself (`owe`, its `Ingestor.before_done`), before
-the feedback log lets go of their records: until session crash53 they were named only by the move's later hook
-(`refit_waiting`), and a kill between the log removing a moved record's segment and that hook lost their refit (the
-log replayed nothing of them, and the file did not name them). They stay `moving` until that hook has handed them on to
+the feedback log lets go of their records: were they named only by the move's later hook
+(`refit_waiting`), a kill between the log removing a moved record's segment and that hook would lose their refit (the
+log replays nothing of them, and the file would not name them). They stay `moving` until that hook has handed them on to
 the waiting or queued refits (`handed_on`), and the file keeps naming them meanwhile whatever else drains it.
 """
 
@@ -87,7 +87,7 @@ class WaitingRefits:
             try:
                 # a line is whole, or torn and skipped (`names`). A torn line ends the file when a write was cut short
                 # (a full disk writes part of it, then fails; a machine that lost power): the next line starts on a line
-                # of its own. Until the review of crash53 it was glued to the torn one, and skipped with it at the next
+                # of its own. Glued to the torn one, it would be skipped with it at the next
                 # start (the users the worker names at each move, `owe`, lost to a kill once the disk had room again)
                 size = os.fstat(fd).st_size
                 view = memoryview(line + b"\n" if size == 0 or os.pread(fd, 1, size - 1) == b"\n" else b"\n" + line + b"\n")
@@ -129,7 +129,7 @@ class WaitingRefits:
         text = self.text()
         # a pair is written as msgspec encodes it (`add`): a look at the bytes, not a decode of every line (a DELETE
         # takes the lock that the refits' queueing takes; 100,000 users decode in ~260 ms). Without its closing `]`: a
-        # line a power loss cut short after the id holds it too (until review reviewlate53b left on disk by the DELETE)
+        # line a power loss cut short after the id holds it too (else left on disk by the DELETE)
         with self._lock:
             self.moving.difference_update(gone)
         if any(msgspec.json.encode(list(key))[:-1] in text for key in gone):
@@ -177,8 +177,8 @@ class WaitingRefits:
 
 def owed_now(rt: Runtime) -> set[tuple[str, str]]:
     """The users (tenant, user_id) whose background refits wait, are queued or run, the caller holding
-    `rt.refit_lock`: what the file must name when written whole (before review 44 the one running was left out, and a
-    kill before it ended lost it)."""
+    `rt.refit_lock`: what the file must name when written whole (the one running included: left out, a
+    kill before it ended would lose it)."""
     return rt.dropped_refits | rt.pending_refits | ({rt.running_refit} if rt.running_refit is not None else set())
 
 
@@ -191,11 +191,11 @@ def owed_refits(rt: Runtime) -> set[tuple[str, str]]:
 
 def forget_refits(rt: Runtime, keys: Iterable[tuple[str, str]]) -> None:
     """Deleted users (tenant, user_id) with nothing stored any more leave the waiting and queued refits and the
-    file: a DELETE leaves no id of theirs on disk (before, it stayed until the refit queue drained, for good while a
+    file: a DELETE leaves no id of theirs on disk (not until the refit queue drained, for good while a
     backlog never cleared). A refit of theirs already queued still runs, and writes nothing (`refit`). Those with rows
     stored again once they left (feedback sent after the DELETE, moved in after the caller looked: the look and the
     removal are not one step, the store's read being too slow to take under the refit lock) are owed again, as
-    their move owed them (`service.feedback.services.refit_waiting`); before review 44 their refit was lost. A look
+    their move owed them (`service.feedback.services.refit_waiting`); else their refit would be lost. A look
     the store does not answer is logged (such a user is refitted at their next read): the DELETE goes on."""
     from service.feedback.services import refit_waiting  # it queues refits through service.users.services
 

@@ -104,7 +104,7 @@ def create_job(
     `params` must fit the kind's allow-list (training.jobs.params); paths are never taken from a request.
     An audit first moves its tenant's acknowledged feedback into the table (`Admin.submit`): 503 `feedback_backlog`
     with Retry-After, nothing queued, when rows still wait once `wait` seconds passed (as GET /admin/audits/fairness;
-    until the review of tenant55 the POST had no bound, minutes behind a tenant's backlog). Other kinds ignore it."""
+    unbound, the POST could wait minutes behind a tenant's backlog). Other kinds ignore it."""
     params = {name: value for name, value in data.params.items() if value is not None}  # a null: the kind's default
     # a population job without a protocol trains on the service's own comparisons (`Admin.submit`): checked so;
     # the null parameters' names with the rest (a misspelled one is refused, null or not)
@@ -163,7 +163,7 @@ def get_job(request: Request, job_id: FromPath[str]) -> Job:
 
 
 # the 200 of the two routes answering an audit's report: the handlers return a Response (a 202 otherwise), from which
-# Litestar can derive no schema, so the document said `{}` until fuzz43
+# Litestar can derive no schema, so the document would say `{}` otherwise
 REPORT_RESPONSE = ResponseSpec(data_container=AuditReport, description="The audit's report, with its change since the previous "
                                "audit of the same settings", generate_examples=False)
 
@@ -189,8 +189,8 @@ async def get_job_report(request: Request, job_id: FromPath[str]) -> Response:
 
 # on a thread: the cancel waits for the job runner's lock, which its dispatcher holds while it polls and finishes jobs, and
 # the cancel of a job whose worker ended waits for its promotion (an adapter copied in, a population model swapped in,
-# a wait for the user's lock: `LocalJobRunner.cancel`, since session locks52); until the review of locks51 on the event
-# loop, and no request of any tenant was answered meanwhile
+# a wait for the user's lock: `LocalJobRunner.cancel`); not on the event loop, where
+# no request of any tenant would be answered meanwhile
 @post("/jobs/{job_id:str}/cancel", sync_to_thread=True, status_code=200, responses=error_responses(404), summary="Cancel a queued or running job")
 def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
     try:
@@ -253,7 +253,7 @@ def _still_moving(request: Request, exc: StillMoving, tenant: str | None, wait: 
     """The 503 `feedback_backlog` of an audit whose feedback was still being moved into the table once `wait` passed:
     its `Retry-After` the seconds its rows waiting take at the rate the audited tenant's rows (every tenant's, for an
     audit of every tenant) left the log lately (`FeedbackLog.drain_rate`, `drain_retry_after`: 1-60 s, 5 s unmeasured),
-    as a refused feedback's. Until session 51 it was always 5 s."""
+    as a refused feedback's."""
     if _admin(request).stopping.is_set():  # the service stops: its move ended there, whatever the wait
         return _stopping(f"{exc}: ")
     rate = request.app.state.runtime.ingest.log.drain_rate(tenant or None)
@@ -286,8 +286,8 @@ def _audit_response(admin: Admin, job: Job) -> Response:
         # the worker could not compute this audit (e.g. no comparison carries `group_by`): the request's
         # parameters cannot be served, and the job record keeps the worker's log for the operator
         return error_response(422, f"audit job {job.id} {job.state}: {admin.public.text(job.error or '')}", code="audit_failed")
-    # compared with an audit of the same tenant only: another tenant's users are another population (until session 42
-    # acme's audit was given its change since globex's, as if acme's worst group had moved); and of the same settings
+    # compared with an audit of the same tenant only: another tenant's users are another population (else
+    # acme's audit would be given its change since globex's, as if acme's worst group had moved); and of the same settings
     # only (`since_previous`)
     return Response(_since_previous(report, admin.reports(like=job)))
 
@@ -318,7 +318,7 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     if tenant is not None and not USER_ID.fullmatch(tenant):  # as the audit's `tenant`: an id, or no page of one
         raise bad_request("tenant", TENANT_NAME_RULE)
     admin = _admin(request)
-    # a tenant's page: its own audits (until session 43 the newest 50 of every tenant, so a busy tenant's pushed the
+    # a tenant's page: its own audits (not the newest 50 of every tenant, where a busy tenant's would push the
     # others' off); the line over time: up to 50 audits the latest is compared with, however many others are newer
     stored = admin.reports(tenant=tenant)
     history = stored.readable
@@ -335,13 +335,13 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
     except StoreUnavailable as exc:  # nor when the table cannot take it (a full disk): the page the operator needs then
         backlog, unmoved = 0, exc.public  # is still served, saying so (the ingest worker logs the failure and retries)
     prototypes = prototype_descriptions(rt, tenant)
-    # a tenant's page: its own jobs only, those whose turn is its turn (until session 44 the newest 200 of every tenant,
-    # so acme's page named globex's users, parameters and errors), chosen before the limit (the records are in memory)
+    # a tenant's page: its own jobs only, those whose turn is its turn (not the newest 200 of every tenant,
+    # where acme's page would name globex's users, parameters and errors), chosen before the limit (the records are in memory)
     jobs = admin.runner.list(limit=DASHBOARD_JOBS if tenant is None else 1 << 62)
     if tenant is not None:
         jobs = [j for j in jobs if tenant_of(j.params) == tenant][:DASHBOARD_JOBS]
     unseen = tenant is not None and not (jobs or history or _tenant_shows(request, tenant))
-    # an admin key's tenant only labels it: until the review of trial53 such a label's page said "it has no key"
+    # an admin key's tenant only labels it: such a label's page does not say "it has no key"
     admin_label = unseen and any(k.admin and k.tenant == tenant for k in rt.keys.list())
     return Response(render_dashboard(latest, history, [admin.public.job(j) for j in jobs], signed_in, prototypes,
                                      rt.rewards.version, backlog, unmoved=unmoved, unreadable=[admin.public.text(str(u)) for u in stored.unreadable],
@@ -352,8 +352,8 @@ def dashboard(request: Request, tenant: FromQuery[str | None] = None) -> Respons
 
 def _tenant_shows(request: Request, tenant: str) -> bool:
     """Whether `tenant` shows here as `tenants remove` checks it before it begins (`service.tenants.tenant_seen`: a key,
-    a removal before, anything held of it). A dashboard asked for a tenant that shows nowhere (a typo) said "No audit has
-    been run yet" and "no jobs" as of an idle tenant until session trial53."""
+    a removal before, anything held of it). A dashboard asked for a tenant that shows nowhere (a typo) says so, not "No audit has
+    been run yet" and "no jobs" as of an idle tenant."""
     from service.tenants import tenant_seen
 
     removals: TenantRemovals | None = getattr(request.app.state, "tenant_removals", None)
@@ -383,8 +383,8 @@ REPLICA_PARAMETER = Parameter(ge=0, le=10_000, description="the replica (PLURALI
 def answering_replica(rt, replica: int | None) -> None:
     """A 421 (Misdirected Request) naming `replica` when the replica answering is not the one the admin meant: each
     replica keeps the dead letters of its own feedback log, so through a load balancer a listing, a requeue or a discard
-    meant for one would read or change another's (session replicas50; before, nothing could say which was meant). An
-    index no replica has (at least PLURALIGN_REPLICAS) is a 400 naming `replica` (since session trialdeploy50)."""
+    meant for one would read or change another's. An
+    index no replica has (at least PLURALIGN_REPLICAS) is a 400 naming `replica`."""
     index, count = (rt.settings.replica_index if rt.settings.replicas > 1 else 0), rt.settings.replicas
     if replica is not None and replica >= count:  # no replica has it: a 400, not a 421 sending the admin to ask it
         raise bad_request("replica", f"is {replica}, but the replicas are 0..{count - 1} (PLURALIGN_REPLICAS={count}): "

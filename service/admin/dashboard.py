@@ -85,8 +85,8 @@ def _control(match) -> str:
 
 def _text(value: object) -> str:
     """User text escaped for HTML, its bidi control characters shown, each as its code point in a marked span naming it
-    (`pluralign.data.text.bidi_controls_shown`), not obeyed: until session pool52 a stored "\u202eLUN htiw 1 tpmorp
-    live" read "evil prompt 1 with NUL" to the auditor."""
+    (`pluralign.data.text.bidi_controls_shown`), not obeyed: obeyed, a stored "\u202eLUN htiw 1 tpmorp
+    live" would read "evil prompt 1 with NUL" to the auditor."""
     return BIDI_CONTROL.sub(_control, _e(value))
 
 
@@ -418,8 +418,8 @@ def comparable(report: AuditReport | None, history: Sequence[AuditReport], tenan
 
 
 def _shown_from(report: AuditReport) -> int:
-    """The fewest users a group the audit shows holds: its `min_group_size`, and 2 whatever that says (MIN_SHOWN_USERS;
-    until review session 49 the page said the request's, "1 group of fewer than 1 users suppressed")."""
+    """The fewest users a group the audit shows holds: its `min_group_size`, and 2 whatever that says (MIN_SHOWN_USERS:
+    the request's alone could have the page say "1 group of fewer than 1 users suppressed")."""
     return max(report.min_group_size, MIN_SHOWN_USERS)
 
 
@@ -444,7 +444,7 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
     cannot be moved into the table, "" when they can); `unreadable`, why each stored audit report
     this release cannot read is left out (`unreadable_reports`); `tenants`, the tenant each of `history` audited
     (None: every tenant; `report` is one of `history`): the page names it, and draws over time only the audits of
-    the latest one's tenant and settings (until session 42 one line ran through every tenant's audits); `line`, those
+    the latest one's tenant and settings (not one line through every tenant's audits); `line`, those
     audits when read apart (the service reads up to 50 of them, not only those among `history`; None: drawn from `history`);
     `jobs_of`: the tenant whose jobs `jobs` are (a tenant's page), said in the job table's caption; None: every job;
     `unseen`: `jobs_of` shows nowhere (no key, no removal, nothing held: a typo?), said above everything else;

@@ -102,7 +102,7 @@ def made_from(job: Job | JobNamed) -> float:
     """When what `job` trains on was read from the store (unix seconds), as a deletion record's `made_at` asks it: its
     snapshot's stamp, taken as the read began (`Admin.snapshot`), when its `data` names one, else its `created_at`; the
     earlier of the two. A snapshot's read may take a while (a user with many rows): stamped after it, a snapshot read
-    before another replica's DELETE was taken as made after it (review of jobs56)."""
+    before another replica's DELETE would be taken as made after it."""
     data = job.params.get("data")
     taken = snapshot_taken(Path(data)) if isinstance(data, str) else None
     return job.created_at if taken is None else min(job.created_at, taken)
@@ -247,8 +247,8 @@ def adapter_base(settings: Settings, model_id: str) -> dict[str, str]:
     name for it: the service's checks compare it with the generator's `model_id`). A local generator's setting as it
     is; with `openai:URL`, `generator_base` (absolute: the worker runs in the checkout), else SmolLM2 when the server
     runs it (`model_id` SmolLM2's name: `generator_model` unset or that). Raises NoAdapterBase when the server runs
-    another model and `generator_base` is unset. Until review remote50 the job's base was the `openai:` URL, which every
-    worker refused ("--base must be `smollm2` or a transformers model folder"): no adapter job could succeed."""
+    another model and `generator_base` is unset. The job's base is never the `openai:` URL, which every
+    worker refuses ("--base must be `smollm2` or a transformers model folder"): no adapter job could succeed."""
     from pluralign.embed.models import SMOLLM2_ID
 
     if not settings.generator.startswith("openai:"):
@@ -303,9 +303,9 @@ class Admin:
         self.public = PublicPaths(settings.data_path)  # a job as the HTTP routes show it (service.admin.paths)
         # audit jobs read the service's tables: an object store's settings reach them as PLURALIGN_STORE_* variables, with
         # the variables Lance reads of this process's environment (AWS_ALLOW_HTTP, DYNAMODB_ENDPOINT: a Ray node has its
-        # own; session ops54). And its data folder as PLURALIGN_DATA_DIR: a worker is a `pluralign` command, which checks
-        # the settings first, and `PLURALIGN_DATA_DIR= pluralign serve --data-dir X` left every job to exit 2 on the empty
-        # variable (review of trial53)
+        # own). And its data folder as PLURALIGN_DATA_DIR: a worker is a `pluralign` command, which checks
+        # the settings first, and `PLURALIGN_DATA_DIR= pluralign serve --data-dir X` would leave every job to exit 2 on the
+        # empty variable otherwise
         env = {**settings.store_environment(), "PLURALIGN_DATA_DIR": str(settings.data_path)}
         config = RunnerConfig(folder=self.folder, workers=settings.job_workers, max_attempts=settings.job_attempts,
                               env=env, memory_mb=settings.job_memory_mb or None)
@@ -353,8 +353,8 @@ class Admin:
         nothing queued (its request may have been answered already: the server's graceful wait ran out)."""
         params = dict(params)
         if kind == "audit":  # an audit covers every acknowledged feedback of what it audits: that is moved into the table first
-            # of its tenant only (every tenant's for an audit of every tenant): until session 44 every tenant's, so acme's
-            # large import held up globex's audit (a 503 `feedback_backlog` naming acme's rows)
+            # of its tenant only (every tenant's for an audit of every tenant): not every tenant's, where acme's
+            # large import would hold up globex's audit (a 503 `feedback_backlog` naming acme's rows)
             tenant = params.get("tenant")
             self.rt.ingest.flush(tenant if isinstance(tenant, str) else None, deadline=deadline, until=self.stopping)
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
@@ -421,9 +421,9 @@ class Admin:
     def _queue_adapter(self, tenant: str, user: str, kind: str, params: dict[str, Param]) -> Job:
         """`_submit` of the user's adapter job, under their lock: its snapshot, then the job. The snapshot moves the
         user's pending rows first: the trigger those rows call back (`on_feedback`, in this thread) leaves them to this
-        job, which trains on them (until session trial50 it queued a second job). When the job is not queued after all
+        job, which trains on them (no second job queued). When the job is not queued after all
         (its snapshot or record not written: a full disk), a user whose trigger was left to it is due again at their
-        next comparison (until session reviewtrial50 only `adapter_every` comparisons later)."""
+        next comparison (not `adapter_every` comparisons later)."""
         key, local = (tenant, user), self._queueing.__dict__
         queueing, skipped = local.setdefault("users", set()), local.setdefault("skipped", set())
         queueing.add(key)
@@ -434,8 +434,8 @@ class Admin:
                 queueing.discard(key)
             params["data"] = str(snapshot)
             if "comparisons" in params:  # the trigger's count, from before the snapshot moved the rows still waiting:
-                # the job trains on those too, and the next job is counted from it (until session reviewtrial50 the
-                # count before, so the next job came that many comparisons early)
+                # the job trains on those too, and the next job is counted from it (the count
+                # before would bring the next job that many comparisons early)
                 params["comparisons"] = comparisons
             job = self._submit_on(snapshot, kind, params, nullcontext())  # a DELETE of the user waits for the user's lock
             self._deleted_while_read(job, tenant, user, snapshot)
@@ -453,7 +453,7 @@ class Admin:
         reaches its snapshot's read (`made_from`: the read began before their rows had left the store), the job and
         the snapshot go, and a 400 naming `params.user` says to queue it again. Queued, the job is this replica's
         sweep's to purge when it applies that record later; this covers a record its sweep applied while the snapshot
-        was being read, before the job was there to purge (review of jobs56: both stayed, holding the deleted rows)."""
+        was being read, before the job was there to purge (else both would stay, holding the deleted rows)."""
         if not self.rt.recorded_deletion_reaches(tenant, user, made_from(job)):
             return
         self.runner.purge(job.id)
@@ -902,7 +902,7 @@ class Admin:
                 # no members file holds them: the audit was purged (the retention removes its folder under this lock,
                 # then its record), or its check failed after indexing its members and the runner removed its folder.
                 # A later check draws its members from the store, which no longer holds them: their entries go now
-                # (before reviewa42 they stayed until the next start's `catch_up`)
+                # (not at the next start's `catch_up`)
                 self.audit_members.drop(job_id, hashes, ())
                 continue
             theirs = forget.made_at(job.created_at)
@@ -953,8 +953,8 @@ class Admin:
             return
         tenant, user = str(job.params.get("tenant", "default")), str(job.params["user"])
         # the job runner calls this on a thread of its own, without its lock (`LocalJobRunner._promotions_of`): the wait
-        # for the user's lock (a refit, a stated change, a DELETE) holds up no other job (until session locks52 it held the
-        # runner's lock, and no job of any tenant was launched or finished meanwhile; since locks51 it gave up on a DELETE
+        # for the user's lock (a refit, a stated change, a DELETE) holds up no other job (under the
+        # runner's lock no job of any tenant would be launched or finished meanwhile); it gives up on a DELETE
         # running here, also one resumed from the journal for a user who came back, whose newer adapter stays theirs)
         with self.rt.user_lock(tenant, user):
             # deleted meanwhile: here (the job purged, no rows left) or through another replica, even if
@@ -970,8 +970,8 @@ class Admin:
             # whole or not at all; what a promotion of this job killed part way left at `staged` goes first
             copy_into_place(job.artifact, served, staged=served.with_name(f".{served.name}.{job.id}"))
             # the old weights leave the pool; the next request loads these once their drop, on a thread of its own, ended:
-            # it waits for the user's chats still generating with them (until the review of locks51 waited for here,
-            # under the runner's lock then: no job of any tenant was launched, finished or cancelled meanwhile)
+            # it waits for the user's chats still generating with them (not waited for here,
+            # under the runner's lock, where no job of any tenant would be launched, finished or cancelled meanwhile)
             self.rt.adapters.retire(tenant, user)
             record = self.rt.store.get_user(tenant, user)
             if record is not None:

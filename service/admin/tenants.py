@@ -80,7 +80,7 @@ def list_tenant_users(request: Request, tenant: FromPath[str], after: FromQuery[
                       limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 100) -> TenantUserPage:
     """Any tenant's users (an admin key); 400 naming `tenant` for a name no tenant can have. A tenant that holds
     nothing (never seen, or removed) is an empty page, not a 404: the store cannot tell it from one whose users all
-    went (until session 49 the route declared a 404 it never answered)."""
+    went (so the route declares no 404)."""
     return user_page(request, _tenant(tenant), _after(request, after), limit)
 
 
@@ -104,8 +104,8 @@ def remove_tenant(request: Request, tenant: FromPath[str], even_if_unseen: FromQ
     """202 with the removal begun (its keys revoked at once; the rest in the background, `Location` to poll);
     200 with the one running when there is one. 404 (`tenant_unseen`, naming the tenant) for a tenant that shows
     nowhere here (no key, no removal before, nothing of it stored, in the feedback log, its dead letters or its jobs: a mistyped
-    name), nothing begun, unless `even_if_unseen=true`, as the CLI's `tenants remove --even-if-unseen` (until session
-    51 any name began a removal that found nothing and ended `done`). 409 (`tenant_keys_kept_elsewhere`) when the tenant's keys are in a
+    name), nothing begun, unless `even_if_unseen=true`, as the CLI's `tenants remove --even-if-unseen` (else
+    any name would begin a removal that finds nothing and ends `done`). 409 (`tenant_keys_kept_elsewhere`) when the tenant's keys are in a
     key file that is a link (replicas); 507 (`insufficient_storage`) when the record or the key file cannot be
     written for a full disk, as every route answers one; 503 with Retry-After when DELETEs are refused (replicas'
     clocks disagree) or the record cannot be written otherwise (a read-only folder): nothing was removed."""
@@ -122,7 +122,7 @@ def remove_tenant(request: Request, tenant: FromPath[str], even_if_unseen: FromQ
     except KeysKeptElsewhere as exc:
         return error_response(409, str(exc), param="tenant", code="tenant_keys_kept_elsewhere")
     except OSError as exc:
-        if (failure := storage_failure_of(rt, exc)) is not None and failure.problem == "full":  # until session 49 a 503
+        if (failure := storage_failure_of(rt, exc)) is not None and failure.problem == "full":  # a 507, not a 503
             return storage_response(request, failure, done="nothing of the tenant was removed; send it again once there is room")
         raise ServiceUnavailableException(detail=f"the removal could not be recorded ({exc.strerror or exc}): nothing of the "
                                           "tenant was removed; send it again", headers={"Retry-After": "10"}) from None

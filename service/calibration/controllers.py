@@ -51,7 +51,7 @@ class CalibrationPoolStored(msgspec.Struct, kw_only=True):
     items: int  # prompts stored
     answers: int  # their answers, all together
     updated_at: float  # unix seconds
-    version: int  # larger for each pool stored (since session calib55): of two PUTs, the one stored last answers the larger
+    version: int  # larger for each pool stored: of two PUTs, the one stored last answers the larger
 
 
 @put("/v1/calibration-pool", sync_to_thread=True, status_code=200, responses=error_responses(409, 413, 429, 503, 507),
@@ -99,10 +99,10 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
         remove_pool_before(rt.settings.calibration_pools_path, tenant, began)
         problem = "this tenant was removed while its calibration pool was being stored: nothing was kept"
         raise HTTPException(status_code=409, detail=f"`pool`: {problem}", extra=[{"key": "pool", "message": problem, "code": "tenant_removed"}])
-    # this replica's first question waits for none; held once kept (review calib55: a 409 above left them held)
+    # this replica's first question waits for none; held once kept (held before, a 409 above would leave them held)
     try:
         rt.calibration_vectors.keep(tenant, stored, rt.encoder, vectors, folder)
-    except OSError as exc:  # its look back at the pool, stored (review late55a: a 503 "nothing acknowledged"): the
+    except OSError as exc:  # its look back at the pool, stored (not a 503 "nothing acknowledged"): the
         # next request reads the vectors from beside it, none of the pool before held meanwhile
         rt.calibration_vectors.forget(tenant)
         log.warning("a calibration pool stored (version %d), its vectors not held in memory: %s", stored.version, exc)

@@ -9,17 +9,17 @@ or PLURALIGN_CALIBRATION_POOLS_DIR, a folder the replicas share (writers take tu
 every pod of a lock-forwarding NFSv4 volume as for PLURALIGN_PAL_DIR; readers read the file at each request). The file is named by a hash so a tenant's name is never a path. It is the
 tenant's, no user's: a user's export and DELETE leave it alone.
 
-Since session calib55 (several replicas behind a load balancer):
+With several replicas behind a load balancer:
 - each stored pool carries a `version` the folder gives it: its `LEDGER` (`PoolsLedger`, msgspec JSON) holds the last
   one given, read and bumped under the folder's lock at each PUT, so the PUT that wrote last is the one stored, whatever
-  the clocks of the replicas that took them (until then a PUT whose replica's clock ran behind was answered 200 and
-  dropped, the pool before having "arrived later"). Versions are never given twice, a DELETE between them or not;
+  the clocks of the replicas that took them (by the clocks, a PUT whose replica's clock ran behind would be answered 200
+  and dropped, the pool before having "arrived later"). Versions are never given twice, a DELETE between them or not;
 - the pool's text vectors are stored beside it, `<sha256 of the tenant>.vectors` (`StoredVectors`, msgspec MessagePack,
   `format` VECTORS_FORMAT, with the pool's version and digest and the encoder's id), so a replica that did not take the
   PUT reads them instead of embedding every text (`service.calibration.vectors`);
 - a tenant's removal notes in the ledger when it began (`PoolsLedger.removed`, kept REMOVAL_MEMORY_S): a PUT whose key
-  was checked before that stores nothing (it used to be kept from replacing the pool of the tenant made again by
-  comparing the two PUTs' clocks).
+  was checked before that stores nothing (its clock is not compared with a later PUT's to keep it from replacing
+  the pool of the tenant made again).
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ class CalibrationPool(Persisted, kw_only=True, frozen=True):
     format: int = POOL_FORMAT
     pool: list[CalibrationItem]
     updated_at: float  # unix seconds: when the key of the PUT that stored it was checked (a removal begun later removes it)
-    # given by the pools folder (`PoolsLedger`), larger for each pool stored there: the order of PUTs (since session
-    # calib55; 0: stored by a release before it)
+    # given by the pools folder (`PoolsLedger`), larger for each pool stored there: the order of PUTs (0: stored
+    # by a release that gave no versions)
     version: int = 0
 
     def items(self) -> list[tuple[str, list[str]]]:
@@ -133,7 +133,7 @@ def vectors_path(folder: Path, tenant: str) -> Path:
 def read_vectors(folder: Path, tenant: str, pool: CalibrationPool, encoder: str) -> np.ndarray | None:
     """The (N, dim) float32 vectors of `pool`'s texts (`CalibrationPool.texts`) stored beside it by the encoder whose
     `encoder_cache_id` is `encoder`, or None where there are none for this version of the pool: no file (a pool stored
-    before session calib55, a crash between the two files), one of another version or digest (a PUT writing now),
+    by a release that stored none, a crash between the two files), one of another version or digest (a PUT writing now),
     another encoder's (a rolling change of PLURALIGN_ENCODER), another format, a damaged file (a WARNING naming it).
     The caller then embeds the texts itself. Raises OSError (other than a missing file) as it comes."""
     path = vectors_path(folder, tenant)
@@ -156,7 +156,7 @@ def read_vectors(folder: Path, tenant: str, pool: CalibrationPool, encoder: str)
 def keep_vectors(folder: Path, tenant: str, pool: CalibrationPool, encoder: str, vectors: np.ndarray) -> bool:
     """Store `vectors` ((N, dim) of `pool.texts()`, embedded by `encoder`, an `encoder_cache_id`) beside the tenant's
     pool, unless that pool is no longer `pool` (replaced or removed meanwhile) or vectors of it are there already:
-    a replica that embedded a pool stored without them (before session calib55) spares the others. Whether it wrote.
+    a replica that embedded a pool stored without them (by an older release) spares the others. Whether it wrote.
     Takes the folder's lock. Raises OSError as it comes."""
     with folder_lock(folder):
         try:
@@ -232,14 +232,14 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
                vectors: tuple[str, np.ndarray] | None = None) -> CalibrationPool | None:
     """Store `items` as the tenant's calibration pool in place of any before, whole and durably (its rename survives a
     power loss), with the next version the folder gives (`PoolsLedger`): the PUT that writes last is the one stored
-    and its version is the largest, whatever the replicas' clocks (until session calib55 a pool was kept when its
-    `updated_at` was later, by the clock of the replica that took it: a later PUT through a replica whose clock ran
-    behind was answered 200 and dropped). `arrived`: when its request arrived (unix seconds; default now), its
+    and its version is the largest, whatever the replicas' clocks (kept by the later
+    `updated_at`, by the clock of the replica that took it, a later PUT through a replica whose clock ran
+    behind would be answered 200 and dropped). `arrived`: when its request arrived (unix seconds; default now), its
     `updated_at`. `vectors`: (`encoder_cache_id`, (N, dim) vectors of the pool's `texts()`), stored beside it first.
     An unreadable pool there is replaced. Returns what this PUT stored, or None, storing nothing, when a removal of the
     tenant began after `arrived` (`remove_pool`'s `removal_began`; the removal's clock against this one's, as every
-    removal's record is read): until review late54 such a late PUT replaced the pool of the tenant made again under
-    the same name, which then lost it when the removal's pass removed what had arrived before it. Raises OSError (a
+    removal's record is read): stored, such a late PUT would replace the pool of the tenant made again under
+    the same name, which would then lose it when the removal's pass removed what had arrived before it. Raises OSError (a
     full disk: the pool before is kept, whole, and no vectors of this pool beside it), CalibrationPoolUnreadable for a
     ledger that cannot be read."""
     arrived = time.time() if arrived is None else arrived
@@ -263,8 +263,8 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
             vectors_path(folder, tenant).unlink(missing_ok=True)
         try:
             write_atomic(path, msgspec.json.encode(pool))
-        except OSError:  # the pool before kept: beside it no vectors of this one, never stored (review calib55: they
-            # stayed, this PUT's texts' embeddings, until a replica embedded the pool before again). The pool's own error
+        except OSError:  # the pool before kept: beside it no vectors of this one, never stored (left, they would
+            # stay, this PUT's texts' embeddings, until a replica embedded the pool before again). The pool's own error
             # is the one answered; one renamed into place whose folder's fsync failed keeps its vectors
             with contextlib.suppress(OSError):
                 if vectors is not None and _version_there(path) != pool.version:
@@ -275,8 +275,8 @@ def write_pool(folder: Path, tenant: str, items: list[tuple[str, list[str]]], ar
 
 
 def _version_there(path: Path) -> int | None:
-    """The version of the pool in the file `path`, None for none or one that cannot be read (review late55a: such a
-    pool's error was taken for the new pool's, and a failed PUT's vectors stayed beside it)."""
+    """The version of the pool in the file `path`, None for none or one that cannot be read (not an error: such a
+    pool's error would be taken for the new pool's, and a failed PUT's vectors would stay beside it)."""
     try:
         pool = _read_file(path)
     except CalibrationPoolUnreadable:
@@ -287,7 +287,7 @@ def _version_there(path: Path) -> int | None:
 def _remove_killed_writes(folder: Path, *names: str) -> None:
     """Remove the temp files (`.<name>.<random>`, `pluralign.files.atomic_writer`'s) of the files `names` of the pools
     folder that a killed process left: every writer of them holds the folder's lock, taken by the caller, so one found
-    is no live writer's. Until review late55a a killed ledger write's was never removed, and a killed PUT's pool (its
+    is no live writer's. Left, a killed ledger write's would never be removed, and a killed PUT's pool (its
     texts) only by the tenant's DELETE."""
     prefixes = tuple(f".{name}." for name in names)
     with os.scandir(folder) as entries:  # one look at the folder (a glob each would list it once a name)
@@ -319,8 +319,8 @@ def adopt_own_pools(settings) -> int:
     """Move the calibration pools this replica's own data folder keeps (stored while it served alone) into the folder
     PLURALIGN_CALIBRATION_POOLS_DIR names (`Settings`), when it names another; how many it moved. Called at a start,
     before any request (`pluralign serve` before what undoes a failed start, which would remove a pools folder it
-    made in the data folder, the pools moved there with it; `Runtime.build` again): once the setting is there no request reads the own folder, and until review late54 such a pool
-    stayed there unread (GET and DELETE a 404, `{}` asking other users' comparisons, the tenant's texts on disk). A pool
+    made in the data folder, the pools moved there with it; `Runtime.build` again): once the setting is there no request reads the own folder, and a pool left
+    there would stay unread (GET and DELETE a 404, `{}` asking other users' comparisons, the tenant's texts on disk). A pool
     the shared folder holds from a later PUT is kept (`_adopt`: by `updated_at`, two folders' versions not comparable), the older one dropped; an unreadable one is
     left where it is, a WARNING naming it, and so is every pool while the shared folder's ledger cannot be read. A removal of the tenant since is applied by the deletion sweep's pass over
     its record (`remove_pool_before`). Raises OSError as it comes."""
@@ -341,7 +341,7 @@ def adopt_own_pools(settings) -> int:
         try:
             with folder_lock(shared):
                 _adopt(shared, path.name, pool)
-        except CalibrationPoolUnreadable as exc:  # its ledger (review calib55: a traceback stopped the start)
+        except CalibrationPoolUnreadable as exc:  # its ledger (a WARNING: a traceback would stop the start)
             log.warning("a calibration pool in this replica's own data folder, not moved to PLURALIGN_CALIBRATION_POOLS_DIR %s "
                         "(no request reads it there; moved at a start once the ledger is mended): %s", shared, exc)
             continue
@@ -359,7 +359,7 @@ def remove_pool(folder: Path, tenant: str, removal_began: float | None = None) -
     """Remove the tenant's calibration pool and its vectors, and the temp files of PUTs a killed process left beside
     them (`.<name>.<random>`: the new pool's texts, never renamed into place); whether there was a pool. The removal is
     on disk when this returns (the folder fsynced). Takes turns with `write_pool` (`folder_lock` on the pools folder):
-    until review pool54 a DELETE meanwhile removed the temp file of a PUT still writing, whose rename then failed
+    else a DELETE meanwhile would remove the temp file of a PUT still writing, whose rename would then fail
     (a 500). `removal_began`: the tenant's removal's start (unix seconds), noted in the folder's ledger so that no PUT
     whose key was checked before it stores anything after (`write_pool`). Raises OSError as it comes."""
     path = pool_path(folder, tenant)
@@ -397,7 +397,7 @@ def _note_removal(folder: Path, name: str, began: float) -> None:
         log.warning("a removal of a tenant could not note itself in the calibration pools' ledger: %s", exc)
         return
     if ledger.removed.get(name, -math.inf) < began:
-        removed = {**_recent(ledger.removed), name: began}  # those past REMOVAL_MEMORY_S go with it (review late55a)
+        removed = {**_recent(ledger.removed), name: began}  # those past REMOVAL_MEMORY_S go with it
         write_atomic(folder / LEDGER, msgspec.json.encode(PoolsLedger(version=ledger.version, removed=removed)))
 
 
@@ -412,7 +412,7 @@ def forget_old_removals(folder: Path) -> int:
     sha256 of a removed tenant's name), so none is kept past its hour whether or not a PUT comes (`_next_version`
     drops them too); how many went. Read without the lock, written under it only where one is that old: called at
     each pass of the tenant removals and of the deletion sweep. A ledger that cannot be read is left (0: a PUT is a
-    503 `storage_unavailable` naming it). Raises OSError as it comes. Until review late55a such a note stayed until some tenant's next PUT."""
+    503 `storage_unavailable` naming it). Raises OSError as it comes."""
     try:
         if _recent(removed := read_ledger(folder).removed) == removed:
             return 0

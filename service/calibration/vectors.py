@@ -4,10 +4,10 @@
 Per tenant, the vectors of the one version of its pool this replica read last (`CalibrationPool.version` and
 `digest`, the encoder's `encoder_cache_id`), in memory, bounded in bytes (least recently used tenants go first). A miss
 reads the vectors the PUT stored beside the pool (`service.calibration.pools.read_vectors`), and embeds the texts only
-where there are none for this version (a pool stored before session calib55, another encoder's), storing them there for
-the other replicas (`keep_vectors`). Until session calib55 the vectors were kept by text in the replica that took the
-PUT only: every other replica embedded the whole pool at its first `{}` (1-3 s for 64 items of MiniLM on two cores), and
-a replaced pool's vectors stayed in the memory of every replica but the PUT's. A version read replaces the one held
+where there are none for this version (a pool an older release stored, another encoder's), storing them there for
+the other replicas (`keep_vectors`). Were the vectors kept by text in the replica that took the PUT only, every
+other replica would embed the whole pool at its first `{}` (1-3 s for 64 items of MiniLM on two cores), and
+a replaced pool's vectors would stay in the memory of every replica but the PUT's. A version read replaces the one held
 before; `drop_replaced` (each deletion sweep, with replicas) drops those whose pool file was replaced or removed since,
 so no replica keeps vectors of texts no longer in any pool past its next pass.
 
@@ -97,7 +97,7 @@ class CalibrationVectors:
             except OSError as exc:  # a full shared volume: served from memory here, the others embed it too
                 log.warning("the vectors of a calibration pool could not be stored beside it: %s", exc)
         held = _held(key, vectors, texts, file)
-        if file is None:  # replaced or removed since the request read it: answered, never held (review calib55)
+        if file is None:  # replaced or removed since the request read it: answered, never held
             return held
         with self._lock:
             now = self._held.get(tenant)
@@ -166,9 +166,9 @@ def _file_holding(folder: Path, tenant: str, pool: CalibrationPool) -> tuple[int
     """Which file holds `pool` at the tenant's pool path now (`_file_of`), None where none does: the pool was replaced
     or removed since it was read (`pool` another PUT's version, or no file). Looked at first, read after: a PUT renaming
     its pool into place between the two is read as another version (never given twice), so a version is never held
-    with the file of a later one, which `CalibrationVectors.drop_replaced` would take for its own. Until review
-    calib55 the file was looked at alone, after the request had read its pool: a pool another replica's PUT replaced
-    meanwhile was held with the new pool's file, kept by every pass. OSError as it comes."""
+    with the file of a later one, which `CalibrationVectors.drop_replaced` would take for its own. Were the
+    file looked at alone, after the request had read its pool, a pool another replica's PUT replaced
+    meanwhile would be held with the new pool's file, kept by every pass. OSError as it comes."""
     file = _file_of(pool_path(folder, tenant))
     if file is None:
         return None

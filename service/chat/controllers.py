@@ -149,8 +149,8 @@ def chat_options(rt: Runtime, data: ChatRequest) -> ChatOptions:
     if not 1 <= n <= MAX_N:
         raise bad_request("n", f"must be between 1 and {MAX_N}, got {n}")
     check_neutral_fields(data)
-    # each one sent is a user id, an empty one a 400 naming it (until review belief52 an empty `safety_identifier` was served
-    # as no user's; until the review of belief52 an empty `user` beside one was refused as two users, naming the other)
+    # each one sent is a user id, an empty one a 400 naming it (an empty `safety_identifier` is not served
+    # as no user's, nor an empty `user` beside one refused as two users, naming the other)
     for name, value in (("safety_identifier", data.safety_identifier), ("user", data.user)):
         if value is not None:
             check_user_id(value, name)
@@ -288,9 +288,9 @@ def adapter_user(p: services.Plan) -> tuple[str, str] | None:
 
 def plan_began(p: services.Plan) -> float:
     """When plan `p` began (unix seconds), before it read the user's history and took their adapter: a chat's `began`
-    for `GeneratingChats.cut_deleted`, which stops it when a deletion record of its user was written after it (until the
-    review of session remote51 the chat's registration, after its plan: a chat planned from the user's adapter before
-    the record and registered after it went on)."""
+    for `GeneratingChats.cut_deleted`, which stops it when a deletion record of its user was written after it (not the
+    chat's registration, after its plan: a chat planned from the user's adapter before
+    the record and registered after it would go on)."""
     return time.time() - (time.monotonic() - p.planned_at)
 
 
@@ -298,8 +298,7 @@ def user_deleted() -> HTTPException:
     """The 409 `user_deleted` of a chat stopped because its user's DELETE through another replica reached this one while
     it generated (`GeneratingChats.cut_deleted`): nothing of it was stored. It says `x-should-retry: false`: the openai
     client sends every other 409 again (twice by default), and the copy, planned after the DELETE's record, would be
-    answered and stored as the user's interaction, their words from before the DELETE kept after it (until the review
-    of session remote51)."""
+    answered and stored as the user's interaction, their words from before the DELETE kept after it."""
     problem = ("the user was deleted (a DELETE through another replica) while this answer was generated: it was stopped, "
                "and nothing of it was stored")
     return HTTPException(status_code=409, detail=f"`user`: {problem}", headers={"x-should-retry": "false"},
@@ -398,7 +397,7 @@ def plan_checked(rt: Runtime, tenant: str, data: ChatRequest, sampling: Sampling
 def prompt_counter(rt: Runtime) -> Callable[[list[dict[str, str]]], int]:
     """The generator's `prompt_tokens` for the counts of one chat (`plan_checked`: its prompt, then each prompt it could
     send keeping fewer shots, `fit_shots`): a remote generator's (`RemoteGenerator.prompt_counter`) bounds them together,
-    its server's `/tokenize` given `tokenize_timeout_s` for all of them (until session remote52, for each: a slow one held
+    its server's `/tokenize` given `tokenize_timeout_s` for all of them (not each its own: a slow one would hold
     a chat whose shots were left out (shots + 2) times as long); a local one counts each in this process."""
     counter = getattr(rt.generator, "prompt_counter", None)
     return counter() if counter is not None else rt.generator.prompt_tokens
@@ -410,8 +409,8 @@ def fit_shots(p: services.Plan, count: Callable[[list[dict[str, str]]], int], bu
     client's messages alone are over it. The number kept is searched for (`most_kept`), a prompt's count growing with
     each shot it keeps: a remote server's counts a few at a time (`PromptCounter.each`, `at_once` of them: one round
     trip of its `/tokenize` a round, all within the chat's one bound for its counts), a local generator's one at a time
-    (a binary search). Until review remote52 the remote counts were asked one after another (a server answering each
-    in 0.3 s made a chat leaving 2 of 4 shots out a 503 at a bound of 1 s); until session remote53 all at once, one
+    (a binary search). Asked one after another, the remote counts would be too slow (a server answering each
+    in 0.3 s would make a chat leaving 2 of 4 shots out a 503 at a bound of 1 s); all at once, they would be one
     request per number of shots it could keep (16 at once for 16 shots)."""
     kept = [p.context_keeping(k) for k in range(len(p.shots))]
     each = getattr(count, "each", None) or (lambda conversations: [count(c) for c in conversations])
@@ -441,15 +440,15 @@ def most_kept(known_over: int, counted: Callable[[list[int]], list[int]], budget
 def fit_prefill(rt: Runtime, p: services.Plan, tokens: int, prefill: int) -> None:
     """Fits plan `p`'s candidates of a `tokens`-token prompt to `prefill` tokens (`max_prefill_tokens`) of prefill, as
     its generator prefills them: plain candidates of a generator whose `shared_prefill` says so share one prefill of
-    the prompt (the local generator's sliced prefill: one row forwarded, its cache repeated; since session 48), so any
+    the prompt (the local generator's sliced prefill: one row forwarded, its cache repeated), so any
     number fit once the prompt does; styled candidates (each style's own prompt), and those of a generator that does
     not say (Mamba's one forward of every row), prefill it once each (a remote vLLM server's share theirs, its prompt
-    counted by its tokenizer since session remote50; a server without one counts no tokens up front: `tokens` 0, nothing
+    counted by its tokenizer; a server without one counts no tokens up front: `tokens` 0, nothing
     cut). Styled candidates over it are
     cut, down to the `n` returned (and 2), then generated plainly when that generator shares its prefill; else fewer
     candidates are generated, down to the `n` returned. A prompt over it alone is a 400 naming `messages`; `n` copies
-    over it (not shared) a 400 naming `n`. Until session remote49 every candidate counted, shared or not: `n: 4` of a
-    prompt that fit once but not 4 times was a 400."""
+    over it (not shared) a 400 naming `n`. Shared copies count once: `n: 4` of a
+    prompt that fits once but not 4 times is not a 400."""
     fits = prefill // max(tokens, 1)  # copies of the prompt prefilled one by one that fit
     if fits >= p.candidates:
         return
@@ -479,16 +478,15 @@ def unavailable_as_503(exc: Exception) -> Exception:
     """`exc`, unless no generation process could serve the chat (`GeneratorUnavailable`: the child died during it,
     killed for memory, or a new one could not start): then the 503 with Retry-After that tells a client to send it
     again (a new child starts with the next chat), its cause logged for the operator; `GeneratorClosed` (a late chat
-    as the service stops) is the stop's 503. Before session 46 both were a 500 `internal error`. A remote generation
+    as the service stops) is the stop's 503, neither a 500 `internal error`. A remote generation
     server's failure (`RemoteGeneratorError`: down, timed out after its retries, an error answer) is such a 503 too,
-    its address and words in the log only (a 500 `internal error` until the review of session small48; one that sent no
-    whole answer within `generator_timeout_s`, `GenerationTimedOut`, says so, since session remote54, and a stream given
-    up by a bound of its own, `generator_stream_idle_s` or `generator_stream_timeout_s`, names that one: session
-    stream55), except its
+    its address and words in the log only (not a 500 `internal error`; one that sent no
+    whole answer within `generator_timeout_s`, `GenerationTimedOut`, says so, and a stream given
+    up by a bound of its own, `generator_stream_idle_s` or `generator_stream_timeout_s`, names that one), except its
     refusal of the chat as the client's fault (`GenerationRefused`: messages too long for its model's context), a 400
-    naming the field, with the server's words (until remote49 a 503 "send it again", which a client retries for ever); its
-    tokenizer's failure to count the prompt in time (`PromptNotCounted`) is the 503 that says so (until remote51 the
-    count waited `generator_timeout_s`, then the chat was sent uncounted)."""
+    naming the field, with the server's words (not a 503 "send it again", which a client would retry for ever); its
+    tokenizer's failure to count the prompt in time (`PromptNotCounted`) is the 503 that says so (the
+    count does not wait `generator_timeout_s`, then send the chat uncounted)."""
     if isinstance(exc, GenerationRefused):
         log.info("the generation server refused a chat as the client's fault: %s", exc)
         return bad_request(exc.param, exc.reason)

@@ -18,8 +18,8 @@ def check_combinations(data: ChatRequest) -> None:
     """Raise a 400 (ValidationException, code `invalid_parameter_combination`) naming a field that
     only means something beside another one the request does not set, or that contradicts another:
     serving the request would silently drop what that field asked for. OpenAI refuses the first two
-    the same way (`param` `stream_options`, `max_tokens`); `safety_identifier` and `user` naming two users (review belief52:
-    `safety_identifier` silently won) are refused likewise."""
+    the same way (`param` `stream_options`, `max_tokens`); `safety_identifier` and `user` naming two users (else
+    `safety_identifier` would silently win) are refused likewise."""
     if data.stream_options is not None and not data.stream:
         raise bad_request("stream_options", "is only allowed when `stream` is true (the usage of a JSON reply is in its `usage`)", COMBINATION)
     if data.max_tokens is not None and data.max_completion_tokens is not None and data.max_tokens != data.max_completion_tokens:
@@ -71,8 +71,8 @@ def _check_no_tools(data: ChatRequest) -> None:
 
 
 def check_parts(messages: list[ChatMessage]) -> None:
-    """A 400 naming `messages[i].content[j].type` for a `refusal` part outside an assistant message (until session
-    trial51 read as the turn's own text), with the parts that message's role takes (`ROLE_PARTS`). The strict decode
+    """A 400 naming `messages[i].content[j].type` for a `refusal` part outside an assistant message (not
+    read as the turn's own text), with the parts that message's role takes (`ROLE_PARTS`). The strict decode
     refuses the kinds of part no role takes here, by role as well (`ChatRequest.choice_problem`)."""
     for i, m in enumerate(messages):
         if m.role != "assistant" and isinstance(m.content, list):

@@ -65,8 +65,8 @@ def in_use() -> HTTPException:
 class ChatKeys:
     """The keys of chats answered or running, per tenant: (user, "", key), or ("", caller, key) for a chat naming no user,
     -> what the first copy sent and its answer. A chat naming no user is remembered per `caller` (the id of the API key
-    that sent it, `service.auth.key_id`): until session keys50 the anonymous chats of a tenant shared one key space, so
-    two clients of the tenant (each its own key) sending the same key with the same body got each other's answers."""
+    that sent it, `service.auth.key_id`): in one key space for a tenant's anonymous chats,
+    two clients of the tenant (each its own key) sending the same key with the same body would get each other's answers."""
 
     window_s: float = WINDOW_S
     per_tenant: int = PER_TENANT
@@ -127,16 +127,16 @@ class ChatKeys:
 
     def forget_user(self, tenant: str, user: str) -> None:
         """The user's keys go (their DELETE): no answer of theirs is given again, and a chat of theirs running now
-        keeps nothing; its key stays in use until it ends (a copy is the 409 meanwhile, then generated). Until the review
-        of session older49 its key was freed at once: a copy began a second generation beside the first, and the first's
-        answer (planned before the DELETE, nothing of it stored) was then kept for the copy's retries."""
+        keeps nothing; its key stays in use until it ends (a copy is the 409 meanwhile, then generated). Freed at
+        once, its key would let a copy begin a second generation beside the first, and the first's
+        answer (planned before the DELETE, nothing of it stored) be kept for the copy's retries."""
         self.forget_where(lambda t, u: (t, u) == (tenant, user))
 
     def forget_where(self, deleted: Callable[[str, str], bool]) -> None:
         """The keys of every user for whom `deleted(tenant, user_id)` holds go (another replica's DELETEs). `deleted` is
         asked once per user held, outside the lock: another replica's records name users by hash, so it hashes each
-        (`pluralign.store.deletions.Forget.user`), and under the lock every chat sent with a key, any tenant's, waited
-        for all of them (until session keys50: 16 tenants of 1,000 keys, ~0.2 s). A key a user of those gains meanwhile
+        (`pluralign.store.deletions.Forget.user`), and under the lock every chat sent with a key, any tenant's, would wait
+        for all of them (16 tenants of 1,000 keys: ~0.2 s). A key a user of those gains meanwhile
         goes too."""
         with self._lock:  # copies of the caches' slots (their dicts' keys: TTLCache's own iteration reads a clock per key)
             slots = [(tenant, list(Cache.__iter__(keys))) for tenant, keys in self._tenants.items()]

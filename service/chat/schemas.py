@@ -123,8 +123,8 @@ Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=1
 # Top-level chat parameters of other OpenAI-compatible servers that this API does not take, with what each is there. Their
 # closest field here means something else (`top_k` -> `top_p`, `min_tokens` -> `max_tokens`, `repetition_penalty` ->
 # `presence_penalty`, `system` -> `stream`): a client ported from another server that followed a "did you mean" would
-# change its request's meaning, so these are refused as another API's (`ChatRequest.unknown_problem`), without a hint
-# (review of session trial54, late54b). Where each name comes from:
+# change its request's meaning, so these are refused as another API's (`ChatRequest.unknown_problem`), without a hint.
+# Where each name comes from:
 # - vLLM's `SamplingParams` (its OpenAI server's extra sampling parameters): top_k, min_p, min_tokens, repetition_penalty,
 #   length_penalty (its beam search's);
 # - Hugging Face TGI's `parameters`: top_k, repetition_penalty;
@@ -206,10 +206,10 @@ class ChatRequest(Base):
         """(problem, code) of the value (`got`: msgspec's repr of it) that the strict decode (`service.strict`) found
         at `field` outside its choices, where a chat says more than the field's choices: a content part's `type`
         (`messages[i].content[j].type`), told by its message's role (`part_problem`), both read from `body`; None
-        elsewhere, or when they cannot be read. Until session small52 every role was told "must be one of `text`,
-        `refusal`" (a user's image part too: neither a part a user message takes nor a word that images are not
-        read); until its review the part's type was read back from `got` (`ast.literal_eval`), which a type holding a
-        quote (`it's`) is not, and such a type was told so again."""
+        elsewhere, or when they cannot be read. Not "must be one of `text`,
+        `refusal`" for every role (a user's image part too: neither a part a user message takes nor a word that images
+        are not read); the part's type is not read back from `got` (`ast.literal_eval`), which a type holding a
+        quote (`it's`) is not."""
         found = _PART_TYPE.fullmatch(field)
         if found is None:
             return None

@@ -241,9 +241,9 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
     the fallback (their files are gone; a chat racing its user's DELETE is answered and stores nothing, `remember`).
     Dropped again before its generation began (a second promotion or DELETE, or evictions thrashing a pool whose budget
     is too small for the users served at once), it is tried a last time with the pool's fallback (the FSPO adapter, or
-    the base model), which is never dropped: `p.adapter` says which served (before pool48, a 500). So is a chat whose
+    the base model), which is never dropped: `p.adapter` says which served (not a 500). So is a chat whose
     remote generation server did not keep the adapter it loaded again (`AdapterNotKept`), at once, the warning saying so
-    (until session remote50 the pool was asked again, a load in vain, and the warning said "dropped twice"). A
+    (the pool is not asked again, a load in vain, the warning saying "dropped twice"). A
     generation that has begun keeps its adapter to its end (a drop waits for it)."""
     try:
         return generate()
@@ -328,8 +328,8 @@ def stream(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | N
             else:
                 yield piece
         p.timings.generation_ms = ms(start)
-        # the generator's count for this stream (a remote server's `usage`): none asked once the answer streamed (until
-        # session remote52 a remote one's was asked here, of its /tokenize when another chat took the stream's own)
+        # the generator's count for this stream (a remote server's `usage`): none asked once the answer streamed (a
+        # remote one's asked here would be of its /tokenize when another chat took the stream's own)
         prompt_tokens = final.prompt_tokens if final.prompt_tokens is not None else rt.generator.prompt_tokens(p.context)
         served = Served(plan=p, candidates=[final], scores=[0.0], order=[0], prompt_tokens=prompt_tokens)
         if not rt.chats.generated(cancel):  # as in `complete`

@@ -119,13 +119,13 @@ async def check_json_body(request: Request) -> None:
     said "Input data was truncated", naming none), a UTF-16 or UTF-32 body sent without its charset says so and
     how to send it (Litestar's said "invalid character (byte 0)"). An empty body, and the fields, are Litestar's
     to refuse (it names the fields missing). Before it, as the API service's hook: a `Content-Encoding` is a 415 naming it, and
-    `Content-Type` sent twice a 400 naming it (until review reviewtrial51 the first type was read, and a gzipped body as JSON)."""
-    refuse_expectation(request)  # since session http54, as the API service's hook: a 417 before the body is read
+    `Content-Type` sent twice a 400 naming it (not the first type read, nor a gzipped body as JSON)."""
+    refuse_expectation(request)  # as the API service's hook: a 417 before the body is read
     if request.method == "POST" and request.url.path == "/v1/embeddings":
         refuse_content_coding(request)
-        refuse_transfer_coding(request)  # since session small53, as the API service's hook
+        refuse_transfer_coding(request)  # as the API service's hook
         one_content_type(request)
-        refuse_json_route_type(request)  # since review misc54a: a type refused before the body is read (no 100 Continue)
+        refuse_json_route_type(request)  # a type refused before the body is read (no 100 Continue)
         body = await read_json_body(request)
         if body.strip():
             try:
@@ -138,8 +138,8 @@ def tokens_read(encoder: Encoder, texts: list[str]) -> int:
     """`usage.prompt_tokens` of a request (OpenAI's: the input's tokens): the word pieces `encoder` reads of `texts`,
     special tokens included, a text past its `max_length` counted as `max_length` (the rest is cut). Counted with the
     encoder's own tokenizer (`counter`, else `tokenizer`: the caller runs it where the encoder runs, one call at a
-    time); an encoder with neither (a stand-in) counts words. Until session reviewtrial50 always words: "hello world"
-    was 2 where MiniLM reads 4, and text without spaces (CJK) one a text."""
+    time); an encoder with neither (a stand-in) counts words ("hello world"
+    is 2 where MiniLM reads 4, and text without spaces (CJK) one a text)."""
     counter = getattr(encoder, "counter", None) or getattr(encoder, "tokenizer", None)
     if counter is None:
         return sum(len(t.split()) for t in texts)

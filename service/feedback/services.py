@@ -50,7 +50,7 @@ def served(rt: Runtime, tenant: str, response_id: str, routed: Sequence[str] = (
     a `store: false` one's, a deleted user's). Behind replicas (`Settings.sync_seconds`) it may also be one another
     replica served within `store_sync_ms`, not read here yet: the 404 then names `X-Pluralign-User` (`routed`, the
     request's field lines of it), which routed the feedback here. The header cannot be compared first (`routed_to`):
-    the response's user is known from this lookup alone (until review belief52 the 404 did not mention it)."""
+    the response's user is known from this lookup alone."""
     item = rt.store.get_interaction(tenant, response_id)
     if item is None:  # another tenant's response ids are invisible, exactly like unknown ones
         problem = (f"response {response_id} is not stored for this tenant: responses to anonymous chats (no `user`) "
@@ -216,7 +216,7 @@ def key_reused(first: str) -> HTTPException:
 def key_partly_held(user: str, ids: list[str], found: list[str]) -> HTTPException:
     """`key_reused`'s 422 for a request of `len(ids)` rows whose key holds some of their ids (`found`), not all, nor the
     id after the last. A row taken back since (DELETE /v1/users/{user}/preferences/{pref_id}) leaves such a gap, so the
-    request sent again is told so, not that its first request held another number of rows (until review misc54a: "a
+    request sent again is told so, not that its first request held another number of rows (such as "a
     request of 1 row of this user; this one has 2" for the same two-row request). A row held after one missing means
     the first request held the missing one: taken back for certain; held rows all first may be a shorter request."""
     held = set(found)
@@ -240,8 +240,8 @@ def replay_of(rt: Runtime, tenant: str, user: str, key: str, n: int,
     receipt is `found`). `as_stored(ids)`: the request's rows as they would be stored under `ids`, and the ids
     of those whose `created_at` is stamped on receipt (not compared). Raises `key_reused`'s 422 when the key's
     first request held more rows (the id after the last is stored), `key_partly_held`'s when some but not all of the
-    ids are (another number of rows, or some taken back since), or as many with other content (as `Store.new_and_held` tells rows under one id apart: until review
-    session trial47a such a request was replayed, its rows never stored). Run in a thread."""
+    ids are (another number of rows, or some taken back since), or as many with other content (as `Store.new_and_held` tells rows under one id apart: replayed, such a
+    request's rows would never be stored). Run in a thread."""
     ids = idempotent_ids(tenant, user, key, n + 1)  # one more: a first request of more rows holds it
     found = already_stored(rt, tenant, user, ids)
     if not found:
@@ -274,7 +274,7 @@ def same_feedback_digest(fb: ChoiceFeedback | RatingFeedback | EditFeedback, row
     """What a `choice`, `rating` or `edit` states about its response, as 64 hex digits: its rows' texts (as
     `answer_key` tells answers apart), sides, tie and margin, and its labels. Two bodies with one digest store
     the same evidence, and a `choice` with `tie` names its two answers in either order ("no preference" with
-    `chosen_index` either of the pair; until session reviewcompare49 the other index was another turn, stored again)."""
+    `chosen_index` either of the pair; the other index is not another turn, stored again)."""
     def sides(r: dict) -> list[str]:
         answers = [answer_key(r["chosen"]), answer_key(r["rejected"])]
         return sorted(answers) if r["tie"] and r["kind"] == "choice" else answers
@@ -319,8 +319,8 @@ def same_feedback_replay(rt: Runtime, tenant: str, user: str, fb: ChoiceFeedback
     for a key: a copy of the last feedback stored on its response (a button clicked twice, a request resent after a
     timeout, copies at once) finds that one's ids (a replay); anything else is the response's next turn, stored,
     a pick repeating an earlier one after another (A, then B, then A again: the user changed their mind back)
-    included. Until review of trial45a the ids were drawn from what the body stated alone, so that third pick was
-    answered as a replay of the first for as long as its rows were kept, and the user's last word was lost. Run in
+    included. Drawn from what the body stated alone, the ids would have that third pick
+    answered as a replay of the first for as long as its rows were kept, and the user's last word lost. Run in
     a thread."""
     digest = same_feedback_digest(fb, rows)
     tag = response_tag(tenant, user, fb.response_id)
@@ -338,7 +338,7 @@ def _keyed_on_response_since(rt: Runtime, tenant: str, user: str, tag: str, prom
     """Whether the user's feedback holds a `choice`, `rating` or `edit` on a response of `prompt` that is none of the
     response's turns (its ids do not start with `tag`: one sent with an `Idempotency-Key`, whose ids its key draws)
     received after the rows `ids` (the response's last turn): then that keyed feedback is the user's latest word on it,
-    and a copy of the turn before it is their word again, stored. Until session older49 it was answered as a replay (A
+    and a copy of the turn before it is their word again, stored. Answered as a replay, it would be lost (A
     without a key, B with one, A again: the last A lost). A keyed feedback on another response of the same prompt
     counts too (a copy then stored twice, rather than a word lost). Pending in the log first, then in the table."""
     wanted = set(ids)
@@ -434,10 +434,10 @@ def refit_waiting(rt: Runtime, moved: Iterable[tuple[str, str]] = ()) -> int:
     A stop before that keeps them for the next start (`keep_dropped_refits`), and so does a crash (they are on disk,
     queued or waiting, until their refits ran: `service.waiting_refits`). At most MAX_WAITING_REFITS users wait: the
     move that reaches it queues them all at once, beside the backlog (a warning says how many), so memory stays
-    bounded and none is forgotten. Before, they were recorded nowhere:
-    what reads the users table as it is (the fairness audit's groups, the population a new user is compared with,
-    the pooled prior) kept their row of before that feedback until they came back, for good for a user who never
-    did. A user deleted meanwhile is refitted to nothing: a refit writes no row for a user with nothing stored
+    bounded and none is forgotten. Recorded nowhere,
+    they would leave what reads the users table as it is (the fairness audit's groups, the population a new user is
+    compared with, the pooled prior) their row of before that feedback until they came back, for good for a user who
+    never did. A user deleted meanwhile is refitted to nothing: a refit writes no row for a user with nothing stored
     (`refit`). A user whose own read refitted them meanwhile is refitted once more (the same fit). Returns how many
     refits were asked for."""
     users = list(dict.fromkeys(moved))

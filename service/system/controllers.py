@@ -31,7 +31,7 @@ def _public(model_id: str) -> str:
 
 
 class Health(Base, kw_only=True):
-    """GET /health's answer (a Struct so the OpenAPI document names each field: until fuzz43 it said only `object`)."""
+    """GET /health's answer (a Struct so the OpenAPI document names each field, not only `object`)."""
 
     status: Literal["ok", "degraded"]  # degraded: `storage`, `clocks` or `replicas` says why
     storage: list[dict[str, Any]]  # tables (or the feedback log) failing lately: {what, action, problem, failures, since, last}
@@ -168,8 +168,8 @@ def scrape_state(app: Litestar) -> list:
 
 
 # headers a proxy adds to what it passes on: a request carrying one came through a proxy, from wherever its client is;
-# `Via` is the one RFC 9110 (7.6.3) requires of every proxy (until review reviewtrial51 a cache adding only it, Varnish's
-# or a Squid not forwarding the client's address, passed on scrapes as from this machine)
+# `Via` is the one RFC 9110 (7.6.3) requires of every proxy (else a cache adding only it, Varnish's
+# or a Squid not forwarding the client's address, would pass on scrapes as from this machine)
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-envoy-external-address", "via")
 
 
@@ -177,8 +177,8 @@ def from_this_machine(request: Request) -> bool:
     """Whether the request's peer is a loopback address and no proxy says it passed it on (`FORWARDING_HEADERS`). An
     IPv4 peer of a dual-stack socket (IPV6_V6ONLY off: one handed to the app by whatever embeds it; `pluralign serve
     --host ::` is IPv6 alone, asyncio sets IPV6_V6ONLY) is seen as its IPv4-mapped address (`::ffff:127.0.0.1`, RFC
-    4291 2.5.5.2), read as the IPv4 address it maps (`ipaddress`'s `ipv4_mapped`): until session keys50 it was not
-    loopback."""
+    4291 2.5.5.2), read as the IPv4 address it maps (`ipaddress`'s `ipv4_mapped`), so a mapped
+    loopback address is loopback."""
     host = request.client.host if request.client is not None else None
     try:
         peer = ipaddress.ip_address(host) if host is not None else None
@@ -193,8 +193,8 @@ def check_scraper(request: Request, rt: Runtime) -> None:
     """Who may read /metrics (its totals count every tenant's traffic: with two tenants, the totals less one's own are
     the other's). A scraper sending `Authorization: Bearer <metrics_token>` or an admin key; without the setting
     `metrics_token`, also a scrape from this machine without a key (`from_this_machine`: `make serve`, a Prometheus or
-    agent beside the service), whatever `Authorization` it carries (a tenant's client set up with its key: until the
-    review of session older49 a 401, though the same scrape without the header was answered). Raises a 401 with
+    agent beside the service), whatever `Authorization` it carries (a tenant's client set up with its key: no
+    401, as the same scrape without the header is answered). Raises a 401 with
     `WWW-Authenticate: Bearer` saying which setting to use."""
     token = rt.settings.metrics_token
     sent = bearer_key(request.headers.get("authorization", ""))

@@ -84,7 +84,7 @@ def read_cursor(after: str) -> tuple[float, str]:
         created_at, pref_id = math.nan, ""
     if (unit := time_unit(created_at)) is not None:
         # such a cursor sorted after every row now that the pages order that time as its seconds: an empty last page,
-        # the walk ended short without a word (until review ro44); nor can it be placed in that order (it may have
+        # the walk would end short without a word; nor can it be placed in that order (it may have
         # passed rows that sort after it now)
         raise bad_request("after", f"is a cursor an earlier version wrote (a time in {unit[1]}, which the pages now order as its "
                                    "seconds): walk the pages again from the first page (no `after`)")
@@ -213,11 +213,11 @@ DEVICE_NAME = re.compile(r"(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\.|$)", re.IG
 def attachment(name: str) -> str:
     """The `Content-Disposition` of a download saved as `name` (RFC 6266): `filename` a name any system takes (each
     character past letters, digits and `._@+-` an `_`), and, where that differs, `filename*` the original, UTF-8,
-    percent-encoded (RFC 8187), which clients that read it (browsers, `email.message`) prefer. Until session small53
-    `filename` held the user id as it is: ':' (`org:acme:ann`) names no file on Windows, and a download there failed.
+    percent-encoded (RFC 8187), which clients that read it (browsers, `email.message`) prefer. The user id as it
+    is would not do: ':' (`org:acme:ann`) names no file on Windows, and a download there would fail.
     A name that is safe already keeps the header it had: `attachment; filename="<name>"`. One that begins with a
-    Windows device name (`con.jsonl`, `COM1.jsonl`) is saved as `_con.jsonl` (until review reviewsmall53 it was kept:
-    Windows opens the device, not a file)."""
+    Windows device name (`con.jsonl`, `COM1.jsonl`) is saved as `_con.jsonl` (kept, it would have
+    Windows open the device, not a file)."""
     safe = SAFE_FILENAME.sub("_", name)
     if DEVICE_NAME.match(safe):
         safe = "_" + safe
@@ -417,19 +417,19 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
     (`_claim_ids`: another replica's import of it with other content, acknowledged and not yet moved, is in no table
     or log this replica reads), the `held` rows count as received again, and the new rows go to the feedback log.
     With claims, all under the user's lock: a DELETE of the user, which removes their claims with their rows, runs
-    wholly before or after (until review 40 one between the claims and the log append removed the claims, the
-    rows were logged and acknowledged, and another replica then acknowledged their ids with other content). Then, the
+    wholly before or after (one between the claims and the log append would remove the claims, the
+    rows be logged and acknowledged, and another replica then acknowledge their ids with other content). Then, the
     lock let go and before the answer, the rows and claims another replica's DELETE applied here meanwhile took are
     forgotten (`forget_if_deleted_since`: the store's maintenance turn comes before a user's lock, `service.runtime`).
     With claims the rows' arrival time is taken under that lock, and their claims and their copies in the log carry
-    it alike: until session 43 the claims carried the request's arrival and the log its later stamp (a new row's at
-    its append, a held row's logged again at that step), and a DELETE on another replica begun between the two removed
-    the claims and kept the rows (the log's copies, received after it), so the ids took other content there.
+    it alike: were the claims to carry the request's arrival and the log its later stamp (a new row's at
+    its append, a held row's logged again at that step), a DELETE on another replica begun between the two would remove
+    the claims and keep the rows (the log's copies, received after it), so the ids would take other content there.
     A refusal or failure gives the claims back. Raises the 409 and 503 of `_claim_ids`, a 503 when held rows
     were deleted meanwhile, and TenantBacklog (a 503 `feedback_backlog`) past the tenant's bound on waiting rows. Run in a thread, under the tenant's import lock."""
     # TenantBacklog (a 503) before any claim is made or any held row received again: nothing half done. The held rows
-    # still waiting in the log count too, each logged again as received now (`received_again`): until the review of
-    # backlog49 only new rows did, and the same file sent again and again while its rows waited logged a copy of them
+    # still waiting in the log count too, each logged again as received now (`received_again`): counting only
+    # new rows, the same file sent again and again while its rows waited would log a copy of them
     # all each time, past any bound
     if adding := len(stored) + services.held_in_log(rt, tenant, user_id, held):
         rt.ingest.log.check_room(tenant, adding)
@@ -456,7 +456,7 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
             raise
     # another replica's DELETE begun after `arrived`, applied here meanwhile, takes them too: after the user's lock is let
     # go, since its store step takes the store's maintenance turn, which a DELETE here takes before the user's lock
-    # (until session 51 under it: an import, such a record and a local DELETE of the user at once waited for each other)
+    # (under it, an import, such a record and a local DELETE of the user at once would wait for each other)
     if arrived is not None:
         forget_if_deleted_since(rt, tenant, user_id, arrived)
 
@@ -480,8 +480,8 @@ def _claim_ids(rt: Runtime, tenant: str, user_id: str, rows: list, stored: list,
     given = {r.pref_id for r in records if r.pref_id is not None}
     new = {r.pref_id for r in stored}
     # ids the file gave that are not new are held: in the table (not claimed) or in this replica's log (claimed: their
-    # time moves on). Until review 42 looked for only when the file gave more ids than the import had new rows, which
-    # count rows without an id too: a held row sent beside new rows kept its claim's first time
+    # time moves on). Looked for whenever the file gave ids that are not new: new rows
+    # counted against ids would count rows without an id too, and a held row sent beside new rows keep its claim's first time
     logged = {r.pref_id for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows} if given - new else set()
     wanted = {row.pref_id: claim_of(row, row.pref_id in stamped) for row in rows
               if row.pref_id in given and (row.pref_id in new or row.pref_id in logged)}
@@ -696,7 +696,7 @@ async def retract_preference_by_query(request: Request, user_id: FromPath[str],
                                       pref_id: Annotated[str | None, QueryParameter(name="pref_id")] = None) -> Response[retractions.Retracted | retractions.RetractionPending]:
     """`DELETE /v1/users/{user_id}/preferences?pref_id=...`: `retract_preference` (the same answers and 404s) with the
     id in the query, which no URL client or proxy resolves as a dot segment (`..` in the path, even as `%2E%2E`, may
-    reach the service as the user's DELETE; task late54a). A 400 naming `pref_id` when it is absent or malformed."""
+    reach the service as the user's DELETE). A 400 naming `pref_id` when it is absent or malformed."""
     rt, tenant, user_id = _user(request, user_id)
     if pref_id is None:
         raise bad_request("pref_id", "required: the id of the preference to take back (`?pref_id=`, percent-encoded)")
@@ -752,8 +752,8 @@ def score_responses(request: Request, data: JSONBody[ScoreRequest]) -> ScoreResp
     weights = services.user_weights(rt, request.user.tenant, user)
     fields = {"prompt": data.prompt} | {f"responses[{i}]": r for i, r in enumerate(data.responses)}
     # from the tenant's text vectors in memory (`Runtime.score_vectors`), as a next-comparison pool's are kept
-    # (`_supplied_pairs` says why not the disk cache), in a cache of their own (review reviewsmall53): until session
-    # small53 every call embedded each text again. A text the embeddings server refuses is told
+    # (`_supplied_pairs` says why not the disk cache), in a cache of their own, not embedded again
+    # at each call. A text the embeddings server refuses is told
     # apart from the server's own trouble by `refused_text` (the 400 naming its field, or the 503)
     try:
         vectors = rt.score_vectors.encode(rt.encoder, request.user.tenant, list(fields.values()))  # (1 + N, d)
@@ -777,8 +777,8 @@ class StatedPatch(Base):
     preferences: Annotated[dict[str, Literal["more", "less"] | None], msgspec.Meta(min_length=1, max_length=16)]
 
 
-# a GET whose `If-None-Match` names the current version (session trial16_51); declared, so a client (or a schema fuzzer
-# sending the header) knows it: until session reviewtrial16_51 it was answered undeclared
+# a GET whose `If-None-Match` names the current version; declared, so a client (or a schema fuzzer
+# sending the header) knows it
 NOT_MODIFIED = ResponseSpec(data_container=None, generate_examples=False,
                             description="Not modified: `If-None-Match` names the current version (or is `*`); no body, its `ETag`")
 
@@ -823,9 +823,8 @@ def _if_match(value: str | None, header: str = "If-Match") -> list[str | None] |
     """An `If-Match` header: a list of entity tags (`"5f0c9e1a2b3c4d5e.3"`, `W/"…"`, or a bare number) or `*` alone,
     as the tags they name (None for `*`). If-Match compares strongly (RFC 9110, 13.1.1), so a weak tag never matches:
     it is left out; any other well-formed tag is compared as an opaque string (`"3-gzip"`, `"abc"`, `"03"`, `"a,b"`
-    and an old-form `"3"`, the tag of version 3 until session versions52, name no record), so a list of such tags only
-    is a 412 (until session trial50 a 400; until session reviewtrial50 `"03"` matched version 3 and `"a,b"` was split
-    at its comma, a 400). Empty list
+    and an old-form `"3"`, the tag of version 3 in releases before versions52, name no record), so a list of such tags only
+    is a 412. Empty list
     elements (`"5" ,`) are ignored (RFC 9110, 5.6.1). Raises a 400 naming `If-Match` when an element is none
     of these (`"3` or `3"`: a quote without its pair; `abc`; `"2" "2"`: two tags without a comma), when `*`
     comes with tags, or when there is no element at all. `header` names another header of the same grammar in
@@ -894,7 +893,7 @@ def patch_stated(
     only if they are none of those (`*` never: every user has a record, version 0 at first); otherwise the same 412."""
     rt, tenant, user_id = _user(request, user_id)
     # If-Match and If-None-Match are lists: their field lines are one list (RFC 9110, 5.3), as a proxy in front may
-    # join them; until session trial51 only the first was read (`"5"` then `"0"` was a 412 at version 0)
+    # join them; with only the first read, `"5"` then `"0"` would be a 412 at version 0
     if_match, if_none_match = _field_lines(request, "if-match"), _field_lines(request, "if-none-match")
     wanted, unwanted = _if_match(if_match), _if_none_match(if_none_match)
     unknown = [name for name in data.preferences if name not in FEATURE_NAMES]

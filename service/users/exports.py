@@ -96,7 +96,7 @@ def export_guard(app: ASGIApp) -> ASGIApp:
     cut (the chunked body never ends, as any cut export) and counted in `pluralign_exports_stalled_total`; the
     slot (`hold`) is given back and the line iterator (`sending`) closed whenever the answer ends: as its last piece is
     handed to the server, so a client that has read one answer whole finds its slot free for its next export (given
-    back after that piece went out, before review flaky56, its next could be refused 429 on a loaded machine), or
+    back after that piece went out, its next could be refused 429 on a loaded machine), or
     once the handling ends for an answer cut or never sent."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:

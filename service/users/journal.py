@@ -13,7 +13,7 @@ An entry is one small JSON file in `<data folder>/deletes-in-progress/`, named b
 It holds the tenant, the user's id, when the DELETE began and, with replicas, when its deletion record was
 committed (`Unfinished.recorded_at`, noted by rewriting the entry; a release before it cannot read such an
 entry and leaves it for the operator: let DELETEs finish before going back to one), and when its store's step had
-deleted the user's rows (`Unfinished.rows_left_at`, since the review of jobs53: an earlier release skips it), cleared
+deleted the user's rows (`Unfinished.rows_left_at`: a release before the review of jobs53 skips it), cleared
 when a pass finishing it finds rows from before it in the store (`Unfinished.rows_seen_at`: when it saw them). The steps need the id
 (the store's rows and the adapter folder are named by it), so an entry keeps it only while that user's DELETE
 is unfinished, and never their texts. The deletions table, which outlives the DELETE, keeps the hash only.
@@ -63,8 +63,8 @@ class Unfinished(Persisted, kw_only=True, frozen=True):
     # `started_at` in the store (maybe back: another replica moved them in from its feedback log after an earlier pass's
     # store's step, not having seen the DELETE) and cleared `rows_left_at` before deleting them (`DeleteJournal.rows_back`):
     # they left after this, at that pass's own note, or, stopped before it, as the store's kept versions from this on
-    # tell (session flake54: before, a pass stopped there left the first note, earlier than the rows went; its review:
-    # with no first note, the versions were bisected from before the rows came back). None: never
+    # tell (a first note left by a pass stopped there would be earlier than the rows went; and
+    # with no first note, the versions would be bisected from before the rows came back). None: never
     rows_seen_at: float | None = None
 
     def same_delete(self, other: Unfinished | None) -> bool:
@@ -194,11 +194,11 @@ class DeleteJournal:
         versions, the purge not begun): the entry of the DELETE of the one user of `user_ids` (of `tenant`) running here,
         when the rows deleted (`before`, unix seconds: those received before it; None: all) include every one received
         before it began. Returns the entry so noted (a write that failed is logged, as `rows_left`'s), else None (a
-        batch's users, a user no DELETE here runs, rows received before that DELETE's beginning not all deleted). A process killed in the purge that comes next (every
-        fragment with a deletion rewritten: it may take long) left no note before the review of jobs56, and the DELETE
-        finished for a user who came back asked the store's kept versions, which another replica's purge or compaction
+        batch's users, a user no DELETE here runs, rows received before that DELETE's beginning not all deleted). Without the note, a process killed in the purge that comes next (every
+        fragment with a deletion rewritten: it may take long) would leave the DELETE
+        finished for a user who came back to ask the store's kept versions, which another replica's purge or compaction
         meanwhile leaves only from its own commit on: what was made in between (the returning user's newer adapter
-        job) went too."""
+        job) would go too."""
         if len(user_ids) != 1:
             return None
         with self._lock:
@@ -216,7 +216,7 @@ class DeleteJournal:
         that a DELETE stopped before its next note is not taken to have removed them before `at`. Raises OSError when
         an earlier note cannot be cleared: the rows are not to be deleted again under a note that would then be wrong;
         with no such note, a failed write is logged (finished later, the store's kept versions are asked from the
-        first on, as before the review of flake54)."""
+        first on)."""
         found = self._read(self.path(entry.tenant, entry.user_id))
         if not entry.same_delete(found):
             return

@@ -30,12 +30,12 @@ pending (`Store.record_retraction`), and answered 202 (`RetractionPending`; past
 user or tenant, `pluralign.store.retractions.TooManyPending`, a 429 and nothing recorded); that replica's mover drops the row before
 it is stored (`Ingestor._not_retracted`), as its replay after a crash does, and one that stored it between this
 replica's look and its record takes it back itself once moved (`retract_arrived`; owed on disk until done, tried
-again until it is, and at the next start after a crash: `service.owed_retractions`). Until review retractrep55 such a
-retraction was a 404 and the row was stored and learned from. A moved record of the row in another replica's log file (the replica that
+again until it is, and at the next start after a crash: `service.owed_retractions`; a 404 here
+would let the row be stored and learned from). A moved record of the row in another replica's log file (the replica that
 received it, when the retraction went through this one) is not moved in again: with replicas, the retraction is recorded
 in the store first (`Store.record_retraction`, `pluralign.store.retractions`), and that replica's replay drops it
-(`Ingestor._drop_retracted`), its sweep rewrites its log's files without it (`DeletionSweep.drop_retracted`); until
-session 54 (review retract54) no record reached the other replicas, and its next start moved the row in again."""
+(`Ingestor._drop_retracted`), its sweep rewrites its log's files without it (`DeletionSweep.drop_retracted`); without
+the record, that replica's next start would move the row in again."""
 
 from __future__ import annotations
 
@@ -87,8 +87,8 @@ def first_arrival(row: StoredPreference) -> float:
     """When `row` may first have reached the service (unix seconds), for what may have been trained on it: the earlier
     of its `received_at` and its `created_at` (`stand_in_received`: 0.0 for one that means no time or is still to come).
     `received_at` alone is not it: an import of the same row again (a file sent again, `already_stored`) moves it to now
-    (`Store.received_again`), and an adapter trained between the two would pass as older than the row (until review
-    retract54 it was kept, served, and its queued job promoted). A row's `created_at` is its receipt for feedback, and
+    (`Store.received_again`), and an adapter trained between the two would pass as older than the row (kept,
+    served, and its queued job promoted). A row's `created_at` is its receipt for feedback, and
     its file's time, from before any import of it, for an imported row."""
     return min(row.received(), stand_in_received(row.created_at))
 
@@ -124,8 +124,8 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str, arrived: bool 
             hook(tenant, user_id, since)
         dropped = _drop_adapter(rt, tenant, user_id, since)
         # the attributes, drawn again from the rows that stay by the refit below, or by the next read's when it cannot be
-        # stored: cleared before the row goes (a refit keeps the users row's own; until review retract54 cleared after it,
-        # and a failure to write then kept the misclick's label for good)
+        # stored: cleared before the row goes (a refit keeps the users row's own; cleared after it,
+        # a failure to write then would keep the misclick's label for good)
         change_user_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, attributes={}) if read.attributes else None,
                         "a retraction")
         try:
@@ -203,8 +203,8 @@ def _owed_rows(rt: Runtime, keys: list[tuple[str, str, str]], tries: int) -> Non
 def _look_again(rt: Runtime, rows: list[StoredPreference], tries: int) -> int:
     """Owed `rows` (stored here) looked at together, one read (`Store.retracted`): those no retraction names are owed no
     more (one write of the owed file), each of the others taken back (`_retract_soon`). A read that fails is tried
-    again later (`_again_later`). Returns how many are still owed. Before review retract56, a batch owed whole was a
-    task each (the tenant's DELETE slots taken, a thread each past them: its other users' DELETEs a 429) and a write of
+    again later (`_again_later`). Returns how many are still owed. A batch owed whole is not a
+    task each (the tenant's DELETE slots taken, a thread each past them: its other users' DELETEs a 429) nor a write of
     the owed file each."""
     if not rows:
         return 0

@@ -120,7 +120,7 @@ _MISSING = object()
 def pooled_prior_of(rt: Runtime, tenant: str, rewards: UserRewards) -> PooledPrior | None:
     """The tenant's pooled prior for new users (`pluralign.user.pooled`): estimated from up to
     `POOLED_PRIOR_MAX_USERS` of its users fitted on at least one answer (a comparison, or a tie of two answers: a
-    user who only ever said "no preference" is a kind of user too; until session 50 left out) against `rewards`'
+    user who only ever said "no preference" is a kind of user too) against `rewards`'
     population model and without stated preferences (their states hold their own statements), once at least
     `pooled_prior_users` are; None below that, with the setting at 0, or without the residual user
     model. Only that tenant's users are read (one tenant's prior never comes from another's users);
@@ -267,9 +267,9 @@ def change_user_row(rt: Runtime, tenant: str, user_id: str, change: Callable[[Us
                     what: str, *, read: UserRecord | None | object = _UNREAD) -> UserRecord | None:
     """Write the user's row `change` makes of the row read (None: nothing to change), stamped later than that row, only
     over that row (`_write_over_read`): another replica's PATCH of their stated preferences committed since the read
-    is read again and the change made on it. Until review retract54 (a retraction's) and review misc54a (a DELETE
-    finished for a returning user's, `forget_before`) the row read went back through `put_user` whole: such a PATCH
-    (200 to its client) was written over, or made that write a row older than the stored one, dropped. `what` names
+    is read again and the change made on it. Were the row read put back whole (`put_user`: a retraction's, a DELETE
+    finished for a returning user's, `forget_before`), such a PATCH
+    (200 to its client) would be written over, or make that write a row older than the stored one, dropped. `what` names
     the writer in the log line of a row that kept changing; `read`, the row already read (`_write_over_read`'s).
     Returns the row written (None: none needed changing, or the user has no row); after USER_ROW_WRITES rows committed
     in between, the last one drawn, unwritten, logged. Raises StoreUnavailable as `put_user` does."""
@@ -289,8 +289,8 @@ def change_user_row(rt: Runtime, tenant: str, user_id: str, change: Callable[[Us
 def _store_fit(rt: Runtime, read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str],
                fitted_on_rows: bool) -> UserRecord | None:
     """Write the refit's row (`_onto` the row `read`) only over that row (`_write_over_read`): a row committed since
-    the read (a stated preference PATCHed through another replica, stamped before the refit began: until session 44
-    the refit's row replaced it, the PATCH lost) is read again and the fit carried onto it, up to USER_ROW_WRITES
+    the read (a stated preference PATCHed through another replica, stamped before the refit began: replaced by
+    the refit's row, the PATCH would be lost) is read again and the fit carried onto it, up to USER_ROW_WRITES
     times (a stated change the fit did not see makes the next read fit again: the row's version no longer matches).
     Returns the row written (the last one drawn, unwritten, after USER_ROW_WRITES rows committed in between, with a
     warning: the row is a cache, the next read fits again); None when the fit was drawn from their row alone
@@ -489,7 +489,7 @@ def user_weights(rt: Runtime, tenant: str, user_id: str, flush: bool = True) -> 
         return refit(rt, tenant, user_id, rewards=rewards, unsaved_ok=True)
     stated = stated_of(record)
     state = stored_state(record) if residual_on(rt) else None
-    # what the fit learned from against the user's rows, in one store count (two until session 50): comparisons, and with
+    # what the fit learned from against the user's rows, in one store count: comparisons, and with
     # the user model ties of two answers too (a state from before ties were fitted counts none: refitted once)
     fitted, count = (record.n_preferences + (0 if state is None else state.ties), rt.store.count_paired) if residual_on(rt) \
         else (record.n_preferences, rt.store.count_comparisons)
@@ -659,9 +659,9 @@ def _write_stated(rt: Runtime, tenant: str, user_id: str, changes: dict[str, Dir
                   if_none_match: list[str | None] | None = None) -> tuple[StatedPreferences, StatedPreferences]:
     """Read the user's row, apply `changes` to its stated preferences and write the row only over the row read
     (`_write_over_read`): a row another replica committed since the read (its refit, its PATCH) is read again and
-    the change made on it, `if_match` checked against it, up to USER_ROW_WRITES times. Until the lost44 review the row
-    went through `put_user`, which drops a row older than the stored one: a refit begun after this PATCH stamped its
-    time and committed before its write kept the old version in the row (200 to the client). Returns (the stated
+    the change made on it, `if_match` checked against it, up to USER_ROW_WRITES times. Not through `put_user`,
+    which drops a row older than the stored one: a refit begun after this PATCH stamped its
+    time and committed before its write would keep the old version in the row (200 to the client). Returns (the stated
     preferences read, those written; the same object when the change changes nothing: nothing written). Raises
     VersionMismatch, ValueError (an unknown feature), StoreUnavailable, Busy (the row changed USER_ROW_WRITES times
     while it was written: nothing of this change is stored)."""
@@ -763,8 +763,8 @@ class UserSummary(msgspec.Struct, kw_only=True):
     # not a rating of 3, which names one answer; none under `user_model = prototypes`, whose PAL fit reads winners)
     ties_learned: int = 0
     # the user's newest RECENT_ANSWERS answers fail the held-out check (`UserState.surprised`): they changed their
-    # mind, the beliefs above still rest on their older answers, and chat's `compare` asks them again (session
-    # trial16_53: until then the summary said nothing of it); false under `user_model = prototypes` (no check)
+    # mind, the beliefs above still rest on their older answers, and chat's `compare` asks them again (the
+    # summary says so); false under `user_model = prototypes` (no check)
     changed_mind: bool = False
 
 
@@ -778,11 +778,11 @@ DESCRIBED_PAIRS = 200  # stored pairs drawn to describe the prototypes (`Store.a
 
 def prototype_descriptions(rt: Runtime, tenant: str | None, rewards: UserRewards | None = None, per_side: int = 2) -> list[PrototypeDescription]:
     """Each prototype of the served population model described by the tenant's (None: every
-    tenant's, each example naming its tenant: until session trial16_52 the page of every tenant's showed
-    them with nothing to say whose) stored answers it scores highest and lowest (both answers of a random
+    tenant's, each example naming its tenant, so the page of every tenant's says
+    whose) stored answers it scores highest and lowest (both answers of a random
     sample of up to 200 distinct stored pairs of answers, whatever their prompts, `Store.answers_sample`'s `per="pair"`:
-    the description shows each answer once, so the "Yes."/"No." of a questionnaire's every question took the slots of
-    other answers until the reviewtrial16_52 review; none stored: empty example lists)."""
+    the description shows each answer once, so the "Yes."/"No." of a questionnaire's every question do not take the slots of
+    other answers; none stored: empty example lists)."""
     if tenant is not None:
         return _describe(rewards or rt.rewards, *rt.store.answers_sample(tenant, DESCRIBED_PAIRS, per="pair"), per_side)
     *sample, tenants = rt.store.answers_sample(None, DESCRIBED_PAIRS, with_tenants=True, per="pair")
@@ -883,10 +883,10 @@ def _prototype_sentence(nearest: int, k: int, weight: float, belief: PrototypeBe
     """The summary's sentence on the nearest prototype: "closest to prototype 1 of 4 (weight 0.71, likely), which
     scores highest answers like “...”", with the confidence that it is the one the user weighs most (none under PAL's
     weights alone); for a user nothing was learned from, that no prototype is theirs yet and which one users in general
-    lean to (until session trial16_51 it was named as the user's closest, beside "based on 0 comparisons"). The answer
-    is quoted as it reads, its lines joined by spaces (until session trial16_52 as Python's `repr`: a line break read
+    lean to (not named as the user's closest, beside "based on 0 comparisons"). The answer
+    is quoted as it reads, its lines joined by spaces (not as Python's `repr`, where a line break reads
     `\\n`, an apostrophe `\\'`), its bidi control characters as their code points ("[U+202E]",
-    `bidi_controls_shown`: until session pool52 an override reversed the quote)."""
+    `bidi_controls_shown`: obeyed, an override would reverse the quote)."""
     quoted = bidi_controls_shown(' '.join(described.highest[0].answer.split())) if described.highest else ""
     like = f", which scores highest answers like “{quoted}”" if described.highest else ""
     if not learned:
@@ -961,7 +961,7 @@ class UserProfile(msgspec.Struct):
 def profile(rt: Runtime, tenant: str, user_id: str) -> UserProfile | None:
     """The user's profile; None (a 404) when nothing is held about them. A user whose only rows are set aside as dead
     letters has one, as an export (`anything_held`): the population's prior, nothing learned, `counts.set_aside`
-    (until session 50 a 404 beside the export's 200)."""
+    (not a 404 beside the export's 200)."""
     weights = user_weights(rt, tenant, user_id)
     counts = Counts(
         preferences=rt.store.count_preferences(tenant, user_id),
@@ -1058,7 +1058,7 @@ def set_aside_lines(letters: list) -> Iterator[bytes]:
     """The export's lines of the user's rows set aside as dead letters (`DeadLetters.rows_of`: [(name, letter)]): a
     `preference` line each, as stored rows' are (a time that is not finite as null), with `learned_from: false` (never
     stored, so nothing was learned from it) and `set_aside` ({letter, error, set_aside_at}: an admin may put it back
-    once its cause is fixed, docs/admin.md "Dead letters"). Until session 49 an export left them out."""
+    once its cause is fixed, docs/admin.md "Dead letters")."""
     for name, letter in letters:
         why = {"letter": name, "error": letter.error, "set_aside_at": letter.set_aside_at}
         for row in letter.rows:
@@ -1090,7 +1090,7 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
     answers with the same visible text); a `created_at` an import refuses (`created_at_problem`) is written as null,
     a conversation it refuses (a role outside `MESSAGE_ROLES`) as its text, a row mixing TRL's forms in the conversational
     form, a score held as the text of a number ("8.5") as that number and one of another type left out (`file_trl`:
-    imports before session trl55 stored them); a `pref_id` as it is stored,
+    imports of older releases stored them); a `pref_id` as it is stored,
     one no new row may carry included (`..`, stored before review dots54: an import refuses that line, naming it). Read as it is sent, from one version of the table, with the errors
     of `export_lines`."""
     from pluralign.data.io import file_trl, preference_row
@@ -1221,11 +1221,11 @@ def received_again(rt: Runtime, tenant: str, user_id: str, held: list[str], rece
     `forget_before`), and before this removed rows the import had acknowledged as `already_stored`. Rows
     held in this replica's feedback log, not yet moved, are logged again, received now: a DELETE's record
     applied here (`service.deletions`) drops the copy received before it began and keeps this one, and the
-    mover keeps the latest time of one row's copies (`Store.add_preferences`). Until session 40 they kept
-    their first time, and that record dropped them. `received_at` (unix seconds; None: now): when the import
+    mover keeps the latest time of one row's copies (`Store.add_preferences`). Kept at
+    their first time, they would be dropped by that record. `received_at` (unix seconds; None: now): when the import
     arrived, the time its claims on those ids carry (`controllers._claim_and_log`); the copy logged again carries it
-    too. Until session 43 it carried the log's stamp, later: a DELETE on another replica begun between the two removed the
-    claim (received before it) and kept the copy (received after), and the id took other content there beside it.
+    too. With the log's stamp, later, a DELETE on another replica begun between the two would remove the
+    claim (received before it) and keep the copy (received after), and the id take other content there beside it.
     Raises HeldRowsGone when some went from the table meanwhile. Run in a thread, under the tenant's import lock (with replicas, and the user's lock:
     `service.users.controllers._claim_and_log`)."""
     logged = _logged(rt, tenant, user_id, held)
@@ -1310,8 +1310,8 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
                 with rt.ingest.held(tenant, user_id):  # would delete what they sent since, with the rest
                     counts, cache_error = _finish_steps(rt, unfinished, recorded)
         # the steps took the user's adapter out of the pool (`AdapterPool.retire`); its drop from memory waits for their
-        # chats still generating with it: waited for here, the turn let go (until the review of locks51 under it, and
-        # every tenant's DELETE waited for this user's chat)
+        # chats still generating with it: waited for here, the turn let go (under it,
+        # every tenant's DELETE would wait for this user's chat)
         rt.adapters.forget(tenant, user_id)
         # the turn ended (with replicas the store removed the old versions its purge left once every replica looks past
         # them, outside the turn: `Store._maintenance`); the wait for the record, and its step, hold no other DELETE either
@@ -1333,7 +1333,7 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
     (`service.tenants`): each step takes every user of the batch in one go (`_delete_batch_steps`: one predicate per
     table and one purge of the store, each feedback-log segment rewritten once, one read of their texts for the
     embedding caches, one pass over population files and job files, one deletion record commit). One by one, a user
-    cost ~0.9 s, nearly all of it the store's purge of every table (session 48: hours for 10,000 users).
+    costs ~0.9 s, nearly all of it the store's purge of every table (hours for 10,000 users; BENCHMARKS.md, session 49).
 
     The guarantees are `delete`'s: each user's journal entry is written before the first destructive step and goes
     once every step finished, so a batch stopped part way (the process killed) is finished at the next start: by the removal's next
@@ -1461,18 +1461,18 @@ def _chats_stored_meanwhile(rt: Runtime, tenant: str, user_id: str, recorded_at:
     reads see its record (its commit returned at `recorded_at`, unix seconds): returns how many. Another replica
     checks the records before it stores a chat (`service.chat.services.remember`: one planned before the record
     stores nothing), but sees this one only up to `store_sync_ms` after its commit, and stored every chat of the user
-    it served until then (trial45b: 16 of 17 served during a 12 s DELETE on moto's S3 stayed, and the user's profile
+    it served until then (in a trial, 16 of 17 served during a 12 s DELETE on moto's S3 stayed, and the user's profile
     answered 200 after the DELETE's 200). Those it stamped before `recorded_at` + `store_sync_ms` by a clock up to
     `store_sync_ms` ahead (the skew the clocks check allows, `pluralign.store.clocks`) go, and the users row when
     nothing else of the user is left; a chat planned after the record and stored by then (the user back before the
-    DELETE's answer) goes with them. A chat stored after the DELETE's answer, which comes after this, stays. Until
-    the review of trial45b the wait ran from the time stamped in the record (before its commit, which an object
-    store takes a while over) and the cut-off had no room for clocks: a chat the other replica stored just before it
-    saw the record stayed; and a DELETE stopped before this step (killed in its wait, or the store failing) was
-    finished from the journal as if the user had come back with those chats, which stayed, with their users row.
+    DELETE's answer) goes with them. A chat stored after the DELETE's answer, which comes after this, stays. Were
+    the wait to run from the time stamped in the record (before its commit, which an object
+    store takes a while over), or the cut-off to have no room for clocks, a chat the other replica stored just before it
+    saw the record would stay; and a DELETE stopped before this step (killed in its wait, or the store failing) is not
+    finished from the journal as if the user had come back with those chats, which would stay, with their users row.
     Not covered: a chat committed in the instant this step counts, its replica not seeing the record yet.
-    Called under the store's turn and the user's lock, once `seen_by_every_replica(recorded_at)` returned (before
-    session 50 it waited here, under the turn, and every other tenant's DELETE waited with it)."""
+    Called under the store's turn and the user's lock, once `seen_by_every_replica(recorded_at)` returned (waiting
+    here, under the turn, would hold every other tenant's DELETE with it)."""
     sync = rt.settings.sync_seconds or 0.0
     # before=0: no feedback row is received before 1970; feedback moved in late is the sweeps' (service.deletions)
     return rt.store.delete_feedback_before(tenant, user_id, 0.0, chats_before=recorded_at + 2 * sync)
@@ -1492,11 +1492,11 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     seconds): the counts, and the embedding cache's error if any. `finishing`: a DELETE from the journal
     of a user who had not come back when it looked (`came_back`): their feedback acknowledged since, while
     it runs, is theirs, and stays in the log (only rows received before `started_at` go from it), and so do the rows
-    another replica moves into the table meanwhile (session flake54: before, the store's step deleted every row of
-    theirs in the table, and a returning user's feedback another replica moved in after that look was lost); just before
+    another replica moves into the table meanwhile (were the store's step to delete every row of
+    theirs in the table, a returning user's feedback another replica moved in after that look would be lost); just before
     the store's step it looks again and, the user back meanwhile (a stated preference or chat another replica wrote
     straight to the store, which that step would delete with their users row), raises `_CameBack` for `_finish_steps`
-    to finish it as for a returning user (review of flake54). With replicas,
+    to finish it as for a returning user. With replicas,
     the deletion record's step: when its commit returned is appended to `recorded`, whose chats step
     (`_chats_stored_meanwhile`) `delete` runs after its wait, outside the turn."""
     forget = Forget.key(f"{tenant}/{user_id}")
@@ -1510,7 +1510,7 @@ def _delete_steps(rt: Runtime, tenant: str, user_id: str, started_at: float, rec
     if finishing:  # of their rows in the table, those received before it began: what another replica moves in
         _rows_back(rt, tenant, user_id, started_at)  # meanwhile (the user back since `came_back` looked) stays theirs
         if came_back(rt, tenant, user_id, started_at):  # looked again: the store's step would delete their users row and
-            raise _CameBack(pending, job_files)  # stated changes, a PATCH through another replica since (review of flake54)
+            raise _CameBack(pending, job_files)  # stated changes, a PATCH through another replica since
         counts = rt.store.delete_user(tenant, user_id, before=started_at)
     else:
         counts = rt.store.delete_user(tenant, user_id)
@@ -1560,7 +1560,7 @@ def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None
     given). A cache it cannot look into or rewrite stops no other step of the DELETE: it is logged (with
     its path), noted for /health (`degraded`, as a storage problem) and returned in words, for the
     DELETE's 200 to warn of."""
-    # their texts alone, read in the store's turn (until session jobs53 every row, vectors and all: ~3 s for 100,000)
+    # their texts alone, read in the store's turn (not every row, vectors and all: ~3 s for 100,000)
     return _forget_texts(rt, rt.store.texts_of(tenant, [user_id], before))
 
 
@@ -1611,7 +1611,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float, rows_le
     adapter trained on it, a population snapshot) goes too, when those rows were still stored here as this looks (the
     DELETE stopped before its store's step, or another replica's feedback log held them): a user who came back then
     had their old rows read with their new ones. Once those rows had gone, what was made after they went holds none
-    and stays (session locks52: before, it stayed either way, an adapter trained on the deleted rows served on):
+    and stays (what was made before them goes: kept, an adapter trained on the deleted rows would serve on):
     `rows_left_at` (unix seconds, the journal entry's note of the store's step), else the store's kept versions tell
     when, from `rows_seen_at` on when a pass saw them back in the store (`_left_at`, `Unfinished.rows_seen_at`)."""
     stored = _stored_before(rt, tenant, user_id, before)
@@ -1632,7 +1632,7 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float, rows_le
         # their users row was drawn from those rows too (weights, the residual, the attributes their feedback
         # carried, which a refit keeps): fitted again from what they sent since, with only its attributes
         # over the row read only (`change_user_row`): a stated change another replica took meanwhile stays, and this
-        # write is not dropped as older than it (until review misc54a the old label then stayed for good)
+        # write is not dropped as older than it (dropped, the old label would stay for good)
         change_user_row(rt, tenant, user_id, lambda read: msgspec.structs.replace(read, attributes={}) if read.attributes else None,
                         "a DELETE finished for a returning user", read=record)
         _refit(rt, tenant, user_id, None)
@@ -1653,8 +1653,8 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float, rows_le
         if rt.deletion_sweep is not None and not recorded_since(rt, tenant, user_id, before):
             # recorded now: a replica whose watermark passed `before` applies it. Their rows from before it had gone from
             # the store before this looked: what another replica made after they went holds none (their newer adapter
-            # job) and stays, as it does here (`made_until`; until session jobs53 those replicas purged it, or refused its
-            # adapter). Not from when it began (jobs53's): what was made while it ran up to its store's step read them
+            # job) and stays, as it does here (`made_until`: those replicas neither purge it nor refuse its
+            # adapter). Not from when it began: what was made while it ran up to its store's step read them
             rt.deletion_sweep.record(tenant, user_id, began_at=before, made_until=None if stored else made)
     return counts, cache_error
 
@@ -1662,8 +1662,8 @@ def forget_before(rt: Runtime, tenant: str, user_id: str, before: float, rows_le
 def _stored_before(rt: Runtime, tenant: str, user_id: str, before: float) -> bool:
     """Whether the user's feedback received before `before` (unix seconds) is still stored here: pending in the
     feedback log or in the store's preferences (`StoredPreference.received`). Called in the store's maintenance turn:
-    the table is asked for one count (`Store.holds_received_before`); until session jobs53 every row of the user was
-    read there, ~3 s for 100,000 rows while every tenant's DELETE waited (benchmarks/stored_before.py)."""
+    the table is asked for one count (`Store.holds_received_before`); reading every row of the user
+    there would take ~3 s for 100,000 rows while every tenant's DELETE waited (benchmarks/stored_before.py)."""
     if any(r.received() < before for e in rt.ingest.log.pending_for(tenant, user_id) for r in e.rows):
         return True
     return rt.store.holds_received_before(tenant, user_id, before)
@@ -1674,11 +1674,11 @@ def _rows_back(rt: Runtime, tenant: str, user_id: str, began: float) -> None:
     user sent before it are in the store, the entry notes when this saw them (`DeleteJournal.rows_back`,
     `Unfinished.rows_seen_at`), clearing an earlier pass's note that its store's step had deleted them
     (`Unfinished.rows_left_at`): another replica, not having seen the DELETE, may have moved them in from its feedback
-    log since, and what it made from the store then read them. Stopped after this step and before its own note, the
-    DELETE finished later for a user who came back took the first note for when they left (session flake54), or,
+    log since, and what it made from the store then read them. Without that note, stopped after this step and before its own note, the
+    DELETE finished later for a user who came back would take the first note for when they left, or,
     with no note (the first pass killed inside its store's step), the store's kept versions from before the rows came
-    back, whose bisection could find the first removal (review of flake54): either way what was made while they were
-    back stayed. Not covered: a row moved in between this look and the store's step (its own read of the newest
+    back, whose bisection could find the first removal: either way what was made while they were
+    back would stay. Not covered: a row moved in between this look and the store's step (its own read of the newest
     version)."""
     entry = rt.delete_journal.unfinished(tenant, user_id)
     if entry is None or entry.started_at != began:
@@ -1698,8 +1698,8 @@ def _left_at(rt: Runtime, tenant: str, user_id: str, before: float, noted: float
     them back in the store before deleting them again: `Unfinished.rows_seen_at`), never before `before` or `seen`;
     now when neither tells. What was made before it may hold those
     rows: the DELETE's steps before its store's step (stopping the user's jobs, the embedding caches) take a while,
-    and another replica (or a population snapshot here) read them meanwhile. Until the review of jobs53 `before`
-    stood in, and the adapter job another replica queued of those rows in that while stayed, and was promoted."""
+    and another replica (or a population snapshot here) read them meanwhile. With `before`
+    standing in, the adapter job another replica queued of those rows in that while would stay, and be promoted."""
     left = noted if noted is not None else rt.store.received_before_left_at(tenant, user_id, before, since=seen)
     return time.time() if left is None else max(before, seen or 0.0, left)
 
@@ -1738,7 +1738,7 @@ class UnfinishedDeletes(Periodic):
             runs = self.rt.removal_runs
             if runs is not None and removed.setdefault(entry.tenant, runs(entry.tenant)):
                 # the removal's next batch takes it up with the others (a killed batch left up to 256): one by one
-                # they filled the tenant's places in the DELETEs' queue, and the removal waited (until review 49)
+                # they would fill the tenant's places in the DELETEs' queue, and the removal wait
                 continue
             with self._lock:
                 if key in self._queued:
@@ -1803,8 +1803,7 @@ def pair_shown_first(seed: int, prompt: str, x: str, y: str) -> str:
     prompt (as `answer_key` reads it) and the pair's texts, never from which was chosen, so the order reveals no
     stored choice (and no position bias follows it); the same on every call while the question is the same,
     whoever stored it. The prompt is read since the questions of a questionnaire answered "Yes." or "No." are
-    each asked (trial16_52): from the texts alone every one of them showed the same answer first to a user
-    (until the reviewtrial16_52 review)."""
+    each asked: from the texts alone every one of them would show the same answer first to a user."""
     low, high = sorted((x, y))
     coin = hashlib.blake2b(f"{seed}\0{answer_key(prompt)}\0{low}\0{high}".encode(), digest_size=1).digest()[0] & 1
     return high if coin else low
@@ -1844,10 +1843,10 @@ def _supplied_pairs(rt: Runtime, tenant: str, pool: list[tuple[str, list[str]]],
     indices (first[k], second[k]) into those rows, and items (M,) the pool item of each row.
 
     `calibration`: the tenant's stored calibration pool whose items `pool` is (a `CalibrationPool`): its texts' vectors
-    come from `Runtime.calibration_vectors` (held for its version, else read from beside it: since session calib55 no
+    come from `Runtime.calibration_vectors` (held for its version, else read from beside it: no
     replica embeds a stored pool the PUT embedded). A supplied pool's come from the tenant's pool vectors (`Runtime.pool_vectors`, `ScopedVectors`): a questionnaire
-    sends its pool once per question, and until session pool52 every call embedded each text again (1.3-3.0 s for 32
-    items of MiniLM on two cores). The on-disk embedding cache is not used here: it is keyed by text alone, shared by
+    sends its pool once per question, and embedding each text again at every call would take 1.3-3.0 s for 32
+    items of MiniLM on two cores. The on-disk embedding cache is not used here: it is keyed by text alone, shared by
     every tenant and the jobs, so a pool's timing would tell a tenant whether another embedded a text, and it outlives
     the process. Kept by (tenant, encoder, exact text), in memory, bounded (`POOL_VECTOR_BYTES`), they hold no user
     id, yet a pool may quote a user's texts: a DELETE of any user of the tenant, and the tenant's removal, drop them
@@ -1904,10 +1903,10 @@ def _askable(prompts: list[str], answers: list[str], first: list[int], second: l
 
 def _nothing_to_ask(prompts: list[str], answers: list[str], first: list[int], second: list[int], source: str) -> str:
     """Why next-comparison has no pair to ask (`source` as `NextComparison.pool`): a supplied pool (or the tenant's
-    calibration pool) whose every question the user answered already (until
-    session trial16_52 told, as one without two different answers, to send a calibration `pool`), or no two answers
-    a person can tell apart (a supplied pool's answers that read the same: until session trial16_53 told to send 2-8
-    answers a prompt, which it had)."""
+    calibration pool) whose every question the user answered already (not
+    told, as one without two different answers, to send a calibration `pool`), or no two answers
+    a person can tell apart (a supplied pool's answers that read the same: not told to send 2-8
+    answers a prompt, which it has)."""
     calibration = source == "calibration"
     if source != "stored" and _askable(prompts, answers, first, second, lambda p, x, y: not is_blank(p) and answer_key(x) != answer_key(y)):
         return (("the user answered every question of the tenant's calibration pool already (each prompt with its two "
@@ -1962,8 +1961,8 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     `worth_asking`, whatever the target: whether some askable pair's answer carries `compare_min_bits` about
     which answer of its pool item (a supplied prompt's answers; a stored pair) is best for the user
     (`best_information` on their own posterior), the gate chat's `compare` reads over its returned choices, so a
-    user chat no longer asks is not asked here either (until session 50 BALD's best pair decided: variance of
-    coefficients that no longer change which answer is best kept a well-known user being asked).
+    user chat no longer asks is not asked here either (not BALD's best pair: variance of
+    coefficients that no longer change which answer is best would keep a well-known user being asked).
     Raises a 400 naming `pool` when there is nothing to choose from."""
     from pluralign.user.active import best_information, pair_information, predictive_information
     from service.errors import bad_request
@@ -1976,8 +1975,8 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     done = {question_key(r["prompt"], r["chosen"], r["rejected"]) for r in rt.store.history(tenant, user_id).rows}
     # two answers a person can tell apart (an answer stored before blank ones were refused is never shown), to a
     # prompt one can read, not asked before in either spelling (NFC or NFD): the same two answers to another prompt
-    # are another question ("Yes." or "No." to each of a questionnaire's; until session trial16_52 the first asked
-    # was taken for all of them)
+    # are another question ("Yes." or "No." to each of a questionnaire's; else the first asked
+    # would be taken for all of them)
     new_pair = lambda p, x, y: (not is_blank(p) and not is_blank(x) and not is_blank(y)  # noqa: E731
                                 and answer_key(x) != answer_key(y) and question_key(p, x, y) not in done)
     stored = lambda: rt.store.answers_sample(  # noqa: E731

@@ -2,13 +2,13 @@
 
 A DELETE cleans the cache the training jobs share and the old one under HOME (`forget_embedding_keys`). A
 job's worker writes to the first one; stopped, paused or hung inside a transaction (a SIGSTOP, a debugger,
-a node under memory pressure), it holds the cache's lock, and a DELETE that waited on it (60 s a cache,
-twice in one DELETE) hung its request and then left the vectors behind for good (full run of session 45).
-Now a DELETE waits `PURGE_WAIT_S` at most; the keys of what a busy cache kept are written to disk
+a node under memory pressure), it holds the cache's lock, and a DELETE waiting on it (60 s a cache,
+twice in one DELETE) would hang its request and then leave the vectors behind for good.
+A DELETE waits `PURGE_WAIT_S` at most; the keys of what a busy cache kept are written to disk
 (`OwedVectors`, one fsynced file per purge), and each pass of the unfinished DELETEs (at start and every
 `deletion_sweep_s`) and each job's exit tries them again until the cache lets them go. While purges are owed (the
 last try found a cache busy), a DELETE waits on no cache again: it tries each once and owes what a busy one kept
-(before owed45 every DELETE of any tenant waited its 2 s a cache on the stopped worker, holding the store's maintenance
+(else every DELETE of any tenant would wait its 2 s a cache on the stopped worker, holding the store's maintenance
 lease). Purges owed are counted by /metrics (`pluralign_vectors_owed`) and /health (`vectors_owed`), and a pass that
 still cannot purge one owed for over `OWED_WARN_S` says so at WARNING.
 
@@ -16,9 +16,9 @@ Each owed purge names the caches it is owed by (`OwedPurge`), so a pass tries th
 46, raw keys, is owed by both). A cache that a pass finds damaged (`CacheDamaged`: not a SQLite file, or a corrupt one)
 is removed, with its write-ahead log, rather than kept: it is only a cache (removing it costs the next job the time to
 embed again), and a copy set aside would keep the deleted users' vectors on disk; the purges owed by it are then done
-(before, the owed count stayed above 0 for ever, and the WARNING said to look for a process holding it). A purge's file
+(else the owed count would stay above 0 for ever, and the WARNING say to look for a process holding it). A purge's file
 that cannot be read or decoded has lost its keys: the caches it may be owed by are emptied instead (`EmbeddingCache.clear`,
-every vector overwritten), then it goes (before, it stayed, and the owed count with it, for ever). A file a later
+every vector overwritten), then it goes (kept, it would stay, and the owed count with it, for ever). A file a later
 release wrote (after going back to this one) is left for that release, and counted: this one cannot tell what it owes,
 so it empties the caches it may be owed by, as for one that cannot be read, once a file (`OwedVectors.retry`).
 """
@@ -181,7 +181,7 @@ class OwedVectors:
         read may be owed by are emptied (its keys are lost). Each file goes once every cache it names let its keys go. A
         file a later release wrote (`version` above `OWED_VERSION`) is left as it is, for that release, and the caches it
         may be owed by are emptied, once a file (`_done_for_later`): this one cannot tell which vectors it names, and the
-        users it names were told their DELETE was done (until review owed47 the caches were kept, the vectors with them,
+        users it names were told their DELETE was done (kept, the caches would hold the vectors
         for as long as this release ran). Returns the purges still owed, a later release's among them."""
         with self._lock:
             files = self._files()
@@ -214,7 +214,7 @@ class OwedVectors:
         its keys were not lost, and emptying the caches for it would cost every tenant's next job its embeddings). An
         entry still there that reads as missing (a symbolic link to nothing) has lost its keys: unreadable, not gone
         (skipped, it stayed counted by `owed` for ever while `retry` said nothing was owed). Its version (an int) for a
-        file a later release wrote (until session 47 it was taken for one that cannot be read: both caches emptied, and
+        file a later release wrote (not taken for one that cannot be read: both caches emptied, and
         the file removed before that release could do it)."""
         try:
             data = path.read_bytes()
