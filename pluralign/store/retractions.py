@@ -21,7 +21,8 @@ refused (the same DELETE sent again: one record an id). So one tenant's DELETEs 
 (which every move and retraction of every tenant scans) without bound. Only records whose row may still come count: one
 whose row arrived, dropped by a mover or found stored and taken back (`Store.pending_met`), is marked `ARRIVED` and
 counts toward neither bound; it stays a pending record otherwise (it drops a copy of the row received before it, as at a
-replay after a crash; the id still reads as pending, `Store.retraction_recorded`; it goes past `PENDING_KEEP_S`).
+replay after a crash; the id still reads as pending, `Store.retraction_recorded`; it goes past `PENDING_KEEP_S`); the
+same retraction sent again then writes a record so marked (`first_id`: a marked record's id as written).
 
 An older release never opens this table (nothing it reads changed); its rows are appended and never changed but by
 that DELETE.
@@ -63,6 +64,12 @@ class TooManyPending(Exception):
 def pref_hash(tenant: str, user_id: str, pref_id: str) -> str:
     """sha256 (hex) of the row's key (tenant, user_id, pref_id), encoded unambiguously (a JSON list)."""
     return hashlib.sha256(msgspec.json.encode([tenant, user_id, pref_id])).hexdigest()
+
+
+def first_id(retraction_id: str) -> str:
+    """A record's `retraction_id` as it was written: a pending record marked `ARRIVED` since (`Store.pending_met`)
+    named as before (`PENDING` and the same random hex)."""
+    return PENDING + retraction_id.removeprefix(ARRIVED) if retraction_id.startswith(ARRIVED) else retraction_id
 
 
 def retraction_schema() -> pa.Schema:

@@ -1300,12 +1300,15 @@ class Store:
         in the table (it may still wait in another replica's feedback log); the tenant's pending records older than
         `retractions.PENDING_KEEP_S` go first, and one past `retractions.PENDING_PER_USER` of the user's younger ones or
         `PENDING_PER_TENANT` of the tenant's raises `retractions.TooManyPending`, nothing written, unless the key has one
-        already: then the new record replaces the key's older pending ones (the same retraction sent again). Not
-        `pending` (the row found stored, and taken back): the key's pending records from before it no longer count toward
-        those bounds (`pending_met`). Raises StoreUnavailable."""
+        already: then the new record replaces the key's older pending ones (the same retraction sent again), and counts
+        toward those bounds only when one of them did (sent again once the row came, `pending_met`, it is marked so too:
+        review late56c). Not `pending` (the row found stored, and taken back): the key's pending records from before it
+        no longer count toward those bounds (`pending_met`). Raises StoreUnavailable."""
         row = retractions.retraction_row(tenant, user_id, pref_id, retracted_at, replica, pending)
         with self._lock:
-            again = pending and self._room_for_pending(tenant, row["user_hash"], row["pref_hash"], retracted_at)
+            again = self._room_for_pending(tenant, row["user_hash"], row["pref_hash"], retracted_at) if pending else None
+            if again == retractions.ARRIVED:  # every record of the key is of a row that came: so is this one's
+                row["retraction_id"] = retractions.ARRIVED + row["retraction_id"].removeprefix(retractions.PENDING)
             self._commit_rows(retractions.TABLE, self.retractions, pa.Table.from_pylist([row], schema=self.retractions.schema))
             self._retraction_writes += 1
             # after the new record (a crash or failure between the two leaves one more, or one still counted, never none)
@@ -1348,12 +1351,14 @@ class Store:
                 self._retraction_writes += 1
         return marked[0]
 
-    def _room_for_pending(self, tenant: str, hashed_user: str, hashed_pref: str, now: float) -> bool:
+    def _room_for_pending(self, tenant: str, hashed_user: str, hashed_pref: str, now: float) -> str | None:
         """The tenant's pending records older than PENDING_KEEP_S deleted, then TooManyPending when the user (by
         `hashed_user`) or the tenant holds their most younger ones whose row may still come (not `retractions.ARRIVED`:
-        `pending_met`), unless one of the tenant's pending records is of the same row (`hashed_pref`): then True, the
-        retraction sent again (a record of its own replaces those, `record_retraction`: the newest retraction's time is
-        the one a row is held against, `retracted_before`). One scan of the tenant's pending records."""
+        `pending_met`), unless one of the tenant's pending records is of the same row (`hashed_pref`): then the
+        retraction is sent again (a record of its own replaces those, `record_retraction`: the newest retraction's time is
+        the one a row is held against, `retracted_before`), and the start of its record's id is returned:
+        `retractions.ARRIVED` when every one of those is so marked (its row came: sent again, it counts toward no bound
+        either), else `retractions.PENDING`. None: not sent again. One scan of the tenant's pending records."""
         self._retractions_latest()
         cutoff = float(now - retractions.PENDING_KEEP_S)
         mine = f"tenant = {quote(tenant)} AND retraction_id LIKE '{retractions.PENDING}%'"
@@ -1363,14 +1368,16 @@ class Store:
         if len(read) and pc.min(at).as_py() < cutoff:
             self.retractions.delete(f"{mine} AND retracted_at < {cutoff!r}")
             read = read.filter(pc.greater_equal(at, cutoff))
-        if len(read.filter(pc.equal(read.column("pref_hash"), hashed_pref))):
-            return True
+        same = read.filter(pc.equal(read.column("pref_hash"), hashed_pref))
+        if len(same):
+            came = pc.all(pc.starts_with(same.column("retraction_id"), retractions.ARRIVED)).as_py()
+            return retractions.ARRIVED if came else retractions.PENDING
         read = read.filter(pc.invert(pc.starts_with(read.column("retraction_id"), retractions.ARRIVED)))  # their row came
         theirs = read.filter(pc.equal(read.column("user_hash"), hashed_user))
         for whose, held, limit in (("user", theirs, retractions.PENDING_PER_USER), ("tenant", read, retractions.PENDING_PER_TENANT)):
             if len(held) >= limit:
                 raise retractions.TooManyPending(whose, limit, max(1.0, pc.min(held.column("retracted_at")).as_py() - cutoff))
-        return False
+        return None
 
     @_uses("retractions", "read")
     def retraction_recorded(self, tenant: str, user_id: str, pref_id: str) -> str | None:
@@ -1429,11 +1436,13 @@ class Store:
     @_uses("retractions", "read")
     def retractions_since(self, since: float, other_than: int | None = None) -> dict[str, tuple[str, str]]:
         """retraction_id -> (tenant, user_hash) of the retractions begun at or after `since` (unix seconds), but those
-        answered by replica `other_than` (None: every one's)."""
+        answered by replica `other_than` (None: every one's). A pending record's id is given as it was written, also once
+        marked as its row came (`pending_met`): a reader taking each retraction once by its id (`service.deletions.
+        DeletionSweep.drop_retracted`) does not take it again (review late56c: it rewrote the user's log segments again)."""
         self._retractions_latest()
         where = f"retracted_at >= {float(since)!r}" + ("" if other_than is None else f" AND replica != {int(other_than)}")
         rows = self.retractions.search().where(where).select(["retraction_id", "tenant", "user_hash"])
-        return {r["retraction_id"]: (r["tenant"], r["user_hash"]) for r in rows.limit(None).to_arrow().to_pylist()}
+        return {retractions.first_id(r["retraction_id"]): (r["tenant"], r["user_hash"]) for r in rows.limit(None).to_arrow().to_pylist()}
 
     @_uses("retractions", "written")
     def forget_retractions(self, tenant: str) -> int:

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import msgspec
 from cachetools import LRUCache
 from litestar.concurrency import sync_to_thread
+from litestar.exceptions import ValidationException
 
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference, file_time, stand_in_received
@@ -96,6 +97,12 @@ class _Texts(msgspec.Struct):
 
 
 _TEXTS = msgspec.json.Decoder(_Texts)
+
+
+class DeletedWhileRead(ValidationException):
+    """The 400 naming `params.user` of a user's adapter job not queued after all: a DELETE of the user through another
+    replica reached its snapshot's read (`Admin._deleted_while_read`). The adapter trigger says so in a warning, not as
+    its own failure."""
 
 
 def made_from(job: Job | JobNamed) -> float:
@@ -459,8 +466,9 @@ class Admin:
         self.runner.purge(job.id)
         for path in (snapshot, snapshot_users_path(snapshot)):
             path.unlink(missing_ok=True)
-        raise bad_request("params.user", f"user {user!r} of tenant {tenant!r} was deleted through another replica while "
-                                         "their comparisons were read for this job: queue it again")
+        said = bad_request("params.user", f"user {user!r} of tenant {tenant!r} was deleted through another replica while "
+                                          "their comparisons were read for this job: queue it again")
+        raise DeletedWhileRead(detail=said.detail, extra=said.extra)
 
     def _submit_population(self, kind: str, params: dict[str, Param]) -> Job:
         snapshot = None
@@ -1083,6 +1091,9 @@ class Admin:
             log.warning("adapter trigger waits: %s; the user is checked again at their next comparison", exc)
         except NoAdapterBase as exc:  # the settings' doing, said without a traceback; the user is due again `every` later
             log.warning("adapter trigger queued no job for a user of tenant %s: %s", tenant, exc)
+        except DeletedWhileRead:  # a race with another replica's DELETE, no failure (its message names the user)
+            log.warning("adapter trigger queued no job for a user of tenant %s: they were deleted through another replica "
+                        "while their comparisons were read", tenant)
         except Exception:
             log.exception("adapter trigger failed for a user of tenant %s", tenant)
 

@@ -1127,3 +1127,41 @@ def test_a_delete_finished_for_a_returning_user_clears_their_old_label_over_a_st
         stated = acme_a.get(f"/v1/users/{user}/stated-preferences")
         assert stated.status_code == 200 and stated.json()["preferences"] == {"length": "more"}, stated.text
         assert acme_a.get(f"/v1/users/{user}/preferences").json()["total"] == 0  # what they sent before it went
+
+
+def test_an_adapter_trigger_whose_read_another_replicas_delete_reached_queues_nothing_and_logs_no_error(
+        replicas, monkeypatch, caplog):
+    """Review late56c, of jobs56: b's adapter trigger for a user reads their comparisons for the job's snapshot while a
+    DELETE of the user through a is answered; the job is refused (`Admin._deleted_while_read`: the read began before
+    their rows left). For POST /admin/jobs that is the 400 naming `params.user`; the trigger, which never fails the
+    feedback, logged it as its own failure, at ERROR with a traceback ("adapter trigger failed"). Now a warning without
+    the user's id, and nothing of the job is left."""
+    import logging
+
+    a, b = replicas
+    user, admin_b = "readgone56", b.server.server.config.app.state.admin
+    with a.client("acme") as acme_a:
+        for i in range(2):
+            assert acme_a.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": f"Tea {i}?",
+                                                     "chosen": "Yes.", "rejected": "No."}).status_code == 201
+    a.runtime.ingest.flush()
+    assert b.runtime.store.count_comparisons("acme", user) == 2
+    read, deleted = b.runtime.store.preferences_for, []
+
+    def read_then_deleted(tenant, user_id, *args, **kwargs):
+        found = read(tenant, user_id, *args, **kwargs)  # their rows, still stored as the read began
+        if user_id == user and not deleted:
+            deleted.append(services_delete(a.runtime, "acme", user))  # answered through a meanwhile
+        return found
+
+    monkeypatch.setattr(b.runtime.store, "preferences_for", read_then_deleted)
+    monkeypatch.setattr(admin_b.trigger, "every", 2)
+    with caplog.at_level(logging.INFO, logger="pluralign.service"):
+        admin_b.on_feedback("acme", user)
+    assert deleted and deleted[0]["preferences"] == 2, deleted
+    assert admin_b.active_adapter_job("acme", user) is None and not admin_b.runner.store.of_user(f"acme/{user}")
+    assert not list((admin_b.folder / "data" / "acme").glob(f"{user}-*"))  # its snapshot went too
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [(r.getMessage(), r.exc_info) for r in errors]  # before: "adapter trigger failed", a traceback
+    said = [r.getMessage() for r in caplog.records if "adapter trigger" in r.getMessage()]
+    assert said and all(user not in m for m in said), said  # said, without the user's id
