@@ -206,3 +206,14 @@ def test_a_message_with_sep_across_the_start_embeds_as_before(sentence_encoder):
     head = "a " * 253
     text = head + " " * (2048 - len(head) - 3) + "[SEP] and the rest of the message. " * 100
     assert np.array_equal(sentence_encoder.encode([text]), sentence_encoder._run([text]))
+
+
+def test_a_tokenizer_that_keeps_a_texts_end_is_read_whole(tokenizers):
+    """A tokenizer with `truncation_side="left"` (as some causal LMs' are; `CausalLMEncoder` takes any) keeps a long
+    text's last pieces: its start is not what the encoder reads of it."""
+    tokenizer = copy.deepcopy(tokenizers["smollm2"])
+    tokenizer.truncation_side = "left"
+    text = long_texts()["latin"] + "and the end is what it reads"
+    (cut,), (count,) = window_texts(tokenizer, [text], 40)
+    assert ids(tokenizer, cut, 40) == ids(tokenizer, text, 40)
+    assert count == len(tokenizer(text, verbose=False)["input_ids"])
