@@ -53,16 +53,16 @@ def window_texts(counter, texts: list[str], max_length: int) -> tuple[list[str],
     whole words, are the text's first ones. A text that is one word to its end (1 MB of letters without a space) is read
     whole, as before; so is every text for a tokenizer without `word_ids` (a slow one), with an added token matched in
     normalized text (its characters in the text are not known here) or that cuts a text's start (`truncation_side`
-    "left": it reads the end). tests/unit/test_longtext56_window.py checks the ids
-    on texts of many scripts, and with added tokens and contractions across the start's end, with both default
-    encoders' tokenizers."""
+    "left": it reads the end). tests/unit/test_longtext56_window.py checks the ids on texts of many scripts, and with
+    added tokens and contractions across the start's end, with both default encoders' tokenizers."""
     read, counts = list(texts), [-1] * len(texts)
     specials = counter.num_special_tokens_to_add(pair=False)
     window = max_length - specials
     size = FIRST_CHARS * max_length
     prefixes = added_prefixes(counter)
     keeps_start = getattr(counter, "truncation_side", "right") == "right"  # "left" keeps a text's end: no start to cut
-    open_ = [i for i, text in enumerate(texts) if len(text) > size] if window > 0 and prefixes is not None and keeps_start else []
+    cuttable = window > 0 and prefixes is not None and keeps_start
+    open_ = [i for i, text in enumerate(texts) if len(text) > size] if cuttable else []
     while open_:
         cuts = [without_added_start(texts[i][:size], prefixes) for i in open_]
         starts = counter(cuts, add_special_tokens=False, truncation=False, verbose=False)
