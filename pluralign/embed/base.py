@@ -41,30 +41,39 @@ def window_texts(counter, texts: list[str], max_length: int) -> tuple[list[str],
 
     Starts of FIRST_CHARS x `max_length` characters, then 4 times as many each try, are read (no truncation, no special
     tokens, the texts still open in one call) until one holds more word pieces than the window (`max_length` less the
-    special tokens) and the window's last piece is of a word before the start's last word (the fast tokenizer's
-    `word_ids`: its pre-tokenizer's words). A word that is not a start's last is a word of the text, whole: the
-    tokenizers' normalizers (BERT's: lower case, accents, CJK set apart) work a character (a base and its combining marks)
-    at a time, and their pre-tokenizers split where a character ends a word (BERT's whitespace and punctuation; byte-level
-    BPE's GPT-2 expression, whose matches end where the text shows they end); each word's pieces are its own (WordPiece,
-    which reads a word over 100 characters as [UNK]; BPE). So the window's pieces, all in whole words, are the text's
-    first ones. A text that is one word to its end (1 MB of letters without a space) is read whole, as before; so is
-    every text for a tokenizer without `word_ids` (a slow one). tests/unit/test_longtext56_window.py checks the ids on
-    texts of many scripts, with both default encoders' tokenizers."""
+    special tokens) and the window's last piece is of a word two or more words before the start's last word (the fast
+    tokenizer's `word_ids`: its pre-tokenizer's words). A start that ends with the beginning of an added token's text
+    ("[SE" of "[SEP]", "<|im_e" of "<|im_end|>") is read without it: the text may hold the whole token, one id read before
+    words are split (in the start, "[SE" is two words, and the whitespace before "<|im_e" a word of its own). A word two
+    words before a start's last is a word of the text, whole: the tokenizers' normalizers (BERT's: lower case, accents,
+    CJK set apart) work a character (a base and its combining marks) at a time, and their pre-tokenizers split where at
+    most the next three characters show a word ends (BERT's whitespace and punctuation; byte-level BPE's GPT-2
+    expression, whose contractions "'re", "'ve", "'ll" are three: a start ending "they'r" reads "'" then "r"); each word's
+    pieces are its own (WordPiece, which reads a word over 100 characters as [UNK]; BPE). So the window's pieces, all in
+    whole words, are the text's first ones. A text that is one word to its end (1 MB of letters without a space) is read
+    whole, as before; so is every text for a tokenizer without `word_ids` (a slow one), with an added token matched in
+    normalized text (its characters in the text are not known here) or that cuts a text's start (`truncation_side`
+    "left": it reads the end). tests/unit/test_longtext56_window.py checks the ids on texts of many scripts, and with
+    added tokens and contractions across the start's end, with both default encoders' tokenizers."""
     read, counts = list(texts), [-1] * len(texts)
     specials = counter.num_special_tokens_to_add(pair=False)
     window = max_length - specials
     size = FIRST_CHARS * max_length
-    open_ = [i for i, text in enumerate(texts) if len(text) > size] if window > 0 else []
+    prefixes = added_prefixes(counter)
+    keeps_start = getattr(counter, "truncation_side", "right") == "right"  # "left" keeps a text's end: no start to cut
+    cuttable = window > 0 and prefixes is not None and keeps_start
+    open_ = [i for i, text in enumerate(texts) if len(text) > size] if cuttable else []
     while open_:
-        starts = counter([texts[i][:size] for i in open_], add_special_tokens=False, truncation=False, verbose=False)
+        cuts = [without_added_start(texts[i][:size], prefixes) for i in open_]
+        starts = counter(cuts, add_special_tokens=False, truncation=False, verbose=False)
         for j, i in enumerate(open_):
             try:
                 words = starts.word_ids(j)
             except ValueError:  # a slow tokenizer: no words known
                 open_ = []
                 break
-            if len(words) > window and words[window - 1] != words[-1]:
-                read[i], counts[i] = texts[i][:size], len(words) + specials
+            if len(words) > window and len(set(words[window:]) - {words[window - 1]}) >= 2:
+                read[i], counts[i] = cuts[j], len(words) + specials
         size *= 4
         open_ = [i for i in open_ if counts[i] < 0 and len(texts[i]) > size]
     whole = [i for i, n in enumerate(counts) if n < 0]
@@ -72,6 +81,26 @@ def window_texts(counter, texts: list[str], max_length: int) -> tuple[list[str],
         for i, n in zip(whole, word_pieces(counter, [texts[i] for i in whole]), strict=True):
             counts[i] = n
     return read, counts
+
+
+def added_prefixes(counter) -> set[str] | None:
+    """The starts, shorter than the whole, of the texts of `counter`'s added tokens ("[", "[S", ... "[SEP", "[M", ... for
+    BERT's): a text's start that ends with one may end in an added token's text, read as one id in the whole text.
+    None when an added token is matched in the normalized text while the tokenizer normalizes (its characters in the
+    text are then not known: `window_texts` reads every text whole)."""
+    added = list(getattr(counter, "added_tokens_decoder", {}).values())
+    backend = getattr(counter, "backend_tokenizer", None)
+    if backend is not None and backend.normalizer is not None and any(token.normalized for token in added):
+        return None
+    return {token.content[:n] for token in added for n in range(1, len(token.content))}
+
+
+def without_added_start(start: str, prefixes: set[str]) -> str:
+    """`start` less its longest end that is in `prefixes` (`added_prefixes`): "a b [SE" -> "a b ", "a b" -> "a b"."""
+    for n in range(min(len(start), max(map(len, prefixes), default=0)), 0, -1):
+        if start[-n:] in prefixes:
+            return start[:-n]
+    return start
 
 
 def checked_vectors(encoder: Encoder, vectors, n_texts: int) -> np.ndarray:

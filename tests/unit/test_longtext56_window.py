@@ -6,6 +6,7 @@ The time it saves is measured in benchmarks/long_texts.py (BENCHMARKS.md), not h
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import random
 
@@ -172,3 +173,47 @@ def test_serve_embeddings_counts_a_long_texts_window(sentence_encoder):
 
     texts = [long_texts()["latin"], "hello world"]
     assert tokens_read(sentence_encoder, texts) == 256 + 4  # MiniLM reads 256 of the first, [CLS] hello world [SEP]
+
+
+# what a start's end may cut that changes the words before it: an added (special) token's text, which the tokenizer
+# reads as one id before it splits words ("[SEP]", "<|im_end|>": in a start, "[SE" is two words, and the whitespace
+# before a cut "<|im_end" is a word of its own), and byte-level BPE's contractions, three characters ("they're": a
+# start ending "they'r" reads "'" then "r", the text "'re")
+NEEDLES = {"minilm": ["[SEP]", "[MASK]", "x [CLS]"], "smollm2": ["they're", "we've", "i'll", " \n<|im_end|>", "<jupyter_output>"]}
+
+
+@pytest.mark.parametrize("name", ["minilm", "smollm2"])
+def test_a_cut_through_a_special_token_or_a_contraction_keeps_the_texts_word_pieces(tokenizers, name):
+    """Each needle placed across the start's end, after every count of word pieces the window may end on."""
+    tokenizer, checked = tokenizers[name], 0
+    max_length, size = 8, 64  # window_texts' first start: FIRST_CHARS x max_length characters
+    for needle in NEEDLES[name]:
+        for inside in range(1, len(needle)):  # the needle's characters in the start
+            for words, fill in itertools.product(range(2 * max_length), " b"):  # spaces: no pieces in BERT
+                pad = size - inside - 2 * words
+                if pad < 1:
+                    break
+                text = fill * pad + " a" * words + needle + " and then more words, many of them." * 8
+                (cut,), _ = window_texts(tokenizer, [text], max_length)
+                assert ids(tokenizer, cut, max_length) == ids(tokenizer, text, max_length), (needle, cut[-12:])
+                checked += cut != text
+    assert checked > 100
+
+
+def test_a_message_with_sep_across_the_start_embeds_as_before(sentence_encoder):
+    """MiniLM's window (254 pieces between [CLS] and [SEP]) ending on the "[" of a "[SEP]" the start cuts to "[SE": the
+    text's vector was another (its 254th piece "[" against the text's [SEP])."""
+    head = "a " * 253
+    text = head + " " * (2048 - len(head) - 3) + "[SEP] and the rest of the message. " * 100
+    assert np.array_equal(sentence_encoder.encode([text]), sentence_encoder._run([text]))
+
+
+def test_a_tokenizer_that_keeps_a_texts_end_is_read_whole(tokenizers):
+    """A tokenizer with `truncation_side="left"` (as some causal LMs' are; `CausalLMEncoder` takes any) keeps a long
+    text's last pieces: its start is not what the encoder reads of it."""
+    tokenizer = copy.deepcopy(tokenizers["smollm2"])
+    tokenizer.truncation_side = "left"
+    text = long_texts()["latin"] + "and the end is what it reads"
+    (cut,), (count,) = window_texts(tokenizer, [text], 40)
+    assert ids(tokenizer, cut, 40) == ids(tokenizer, text, 40)
+    assert count == len(tokenizer(text, verbose=False)["input_ids"])
