@@ -9,6 +9,7 @@ never earlier than the DELETE began; what was made after it (the returning user'
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -26,18 +27,25 @@ from tests.service.tiny import start_service
 pytestmark = [pytest.mark.usefixtures("short_read_margin"), pytest.mark.slow]
 
 
-def test_a_snapshot_another_replica_took_before_a_killed_deletes_store_step_loses_the_users_old_rows(
-        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+@contextlib.contextmanager
+def two_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Replicas a and b of one store (sync 200 ms), in process: a finishes its journal's DELETEs when told (its periodic
+    pass: once at start), b's sweep reads records often and b runs no jobs. Yields (a's server, a, b's server, b, an acme
+    client of b)."""
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    store = str(tmp_path / "shared-lancedb")
-    common = dict(store_uri=store, replicas=2, store_sync_ms=200)
-    # a finishes its journal's DELETEs when told (its periodic pass: once at start); b's sweep reads records often
+    common = dict(store_uri=str(tmp_path / "shared-lancedb"), replicas=2, store_sync_ms=200)
     first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS, replica_index=0,
                              deletion_sweep_s=3600, **common)
     second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS, replica_index=1,
                               deletion_sweep_s=0.2, job_workers=0, **common)
     b.keys["acme"] = b.runtime.keys.issue("acme")
     with first, second, b.client("acme") as acme_b:
+        yield first, a, second, b, acme_b
+
+
+def test_a_snapshot_another_replica_took_before_a_killed_deletes_store_step_loses_the_users_old_rows(
+        tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    with two_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch) as (first, a, second, b, acme_b):
         give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
         give_comparisons(acme_b, "ann", "coffee", n=2)
         assert wait_until(lambda: a.runtime.store.count_preferences("acme", GONE) == 2)

@@ -13,12 +13,11 @@ import time
 
 import pytest
 
-from service.admin.controllers import ADMIN_HANDLERS
 from service.users import services
 from tests.files import files_holding
 from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.test_delete_journal import wait_until
-from tests.service.tiny import start_service
+from tests.service.test_reviewjobs53_made_until import two_replicas
 
 # two in-process replicas, a DELETE beside a slow snapshot read (~4 s call, ~6 s setup): `make test-scaleout`
 pytestmark = [pytest.mark.usefixtures("short_read_margin"), pytest.mark.slow]
@@ -26,15 +25,7 @@ pytestmark = [pytest.mark.usefixtures("short_read_margin"), pytest.mark.slow]
 
 def test_an_adapter_snapshot_read_before_another_replicas_delete_goes_with_it_however_late_it_is_queued(
         tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
-    store = str(tmp_path / "shared-lancedb")
-    common = dict(store_uri=store, replicas=2, store_sync_ms=200)
-    first, a = start_service(tmp_path / "a", tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS, replica_index=0,
-                             deletion_sweep_s=3600, **common)
-    second, b = start_service(tmp_path / "b", tiny_generator_dir, tiny_pal_dir, minilm, ADMIN_HANDLERS, replica_index=1,
-                              deletion_sweep_s=0.2, job_workers=0, **common)
-    b.keys["acme"] = b.runtime.keys.issue("acme")
-    with first, second, b.client("acme") as acme_b:
+    with two_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch) as (first, a, second, b, acme_b):
         give_comparisons(acme_b, GONE, "tea", MARKER, n=2)
         assert wait_until(lambda: a.runtime.store.count_preferences("acme", GONE) == 2)
         read, reading, deleted = b.runtime.store.preferences_for, threading.Event(), []
