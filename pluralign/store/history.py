@@ -88,8 +88,11 @@ class History:
         return cls(meta, *(_matrix(table.column(name), dim) for name in vectors), comparison=~tie & has_rejected)
 
     def extended(self, other: History) -> History:
+        """This history with `other`'s rows after its own, in buffers of its own, one chunk a column (as the vectors:
+        each write's rows a chunk of their own, a user's feedback sent one at a time held each row in buffers rounded
+        up by Arrow's allocator, ~6x the bytes `nbytes` counts, and every read walked them all)."""
         return History(
-            pa.concat_tables([self.meta, other.meta]),
+            pa.concat_tables([self.meta, other.meta]).combine_chunks(),
             *(np.concatenate([a, b]) for a, b in ((self.prompt_vec, other.prompt_vec), (self.chosen_vec, other.chosen_vec), (self.rejected_vec, other.rejected_vec))),
             comparison=np.concatenate([self.comparison, other.comparison]),
         )
