@@ -292,8 +292,11 @@ class HistoryCache:
 
     def _victims(self, kept: UserKey | None) -> list[UserKey] | None:
         """The histories `_shrink` drops, in order, or None when `kept` is among them; under the lock. The tenants'
-        bytes in a heap (a max over them per history dropped costs the number of tenants each)."""
+        bytes in a heap (a max over them per history dropped costs the number of tenants each); within the bound, none
+        planned (a plan costs the number of tenants cached, under the lock every tenant's reads take)."""
         over = self._bytes - self.budget_bytes
+        if over <= 0:
+            return []
         held = dict(self._tenant_bytes)
         largest = [(-size, tenant) for tenant, size in held.items()]
         heapq.heapify(largest)
