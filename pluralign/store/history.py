@@ -88,8 +88,11 @@ class History:
         return cls(meta, *(_matrix(table.column(name), dim) for name in vectors), comparison=~tie & has_rejected)
 
     def extended(self, other: History) -> History:
+        """This history with `other`'s rows after its own, in buffers of its own, one chunk a column (as the vectors:
+        each write's rows a chunk of their own, a user's feedback sent one at a time held each row in buffers rounded
+        up by Arrow's allocator, ~6x the bytes `nbytes` counts, and every read walked them all)."""
         return History(
-            pa.concat_tables([self.meta, other.meta]),
+            pa.concat_tables([self.meta, other.meta]).combine_chunks(),
             *(np.concatenate([a, b]) for a, b in ((self.prompt_vec, other.prompt_vec), (self.chosen_vec, other.chosen_vec), (self.rejected_vec, other.rejected_vec))),
             comparison=np.concatenate([self.comparison, other.comparison]),
         )
@@ -289,8 +292,11 @@ class HistoryCache:
 
     def _victims(self, kept: UserKey | None) -> list[UserKey] | None:
         """The histories `_shrink` drops, in order, or None when `kept` is among them; under the lock. The tenants'
-        bytes in a heap (a max over them per history dropped costs the number of tenants each)."""
+        bytes in a heap (a max over them per history dropped costs the number of tenants each); within the bound, none
+        planned (a plan costs the number of tenants cached, under the lock every tenant's reads take)."""
         over = self._bytes - self.budget_bytes
+        if over <= 0:
+            return []
         held = dict(self._tenant_bytes)
         largest = [(-size, tenant) for tenant, size in held.items()]
         heapq.heapify(largest)
