@@ -86,12 +86,17 @@ def test_a_history_loaded_from_the_table_holds_about_the_bytes_the_cache_counts(
     store.add_preferences(rows, vectors, vectors, vectors)
     for _ in range(4):  # the reads' own allocations settle
         store.history("acme", "big")
-    gc.collect()
-    before = resident_bytes()
-    held = [store.history("acme", "big") for _ in range(10)]
-    gc.collect()
-    per_history = (resident_bytes() - before) / len(held)
-    assert per_history < 1.4 * held[0].nbytes, f"each history holds {per_history / held[0].nbytes:.2f}x what it counts"
+    counted, ratios = store.history("acme", "big").nbytes, []
+    for _ in range(3):  # the least of three: another thread of the process allocating meanwhile only adds
+        gc.collect()
+        before = resident_bytes()
+        held = [store.history("acme", "big") for _ in range(10)]
+        gc.collect()
+        ratios.append((resident_bytes() - before) / len(held) / counted)
+        del held
+        if ratios[-1] < 1.4:
+            break
+    assert min(ratios) < 1.4, f"each history holds {min(ratios):.2f}x what it counts (tries: {ratios})"
 
 
 def resident_bytes() -> int:
