@@ -21,6 +21,8 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
+from benchmarks.serving import run_for
+
 SENTENCE = "The committee met on Tuesday; its members, weary, argued until dawn about the budget and its trade-offs. "
 CJK = "我们今天讨论了预算问题，委员会成员一直争论到天亮。这是一个很长的句子没有空格"
 KINDS = {"latin": SENTENCE, "cjk": CJK}
@@ -97,13 +99,7 @@ def tenants_side(encoder, chars: int, seconds: float, every: float) -> tuple[int
             waits.append(time.perf_counter() - start)
             time.sleep(0.05)
 
-    threads = [threading.Thread(target=acme), threading.Thread(target=globex)]
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    run_for([threading.Thread(target=acme), threading.Thread(target=globex)], seconds, stop)
     return acme_calls[0], waits
 
 
