@@ -55,10 +55,24 @@ def window_texts(counter, texts: list[str], max_length: int) -> tuple[list[str],
     normalized text (its characters in the text are not known here) or that cuts a text's start (`truncation_side`
     "left": it reads the end). tests/unit/test_longtext56_window.py checks the ids on texts of many scripts, and with
     added tokens and contractions across the start's end, with both default encoders' tokenizers."""
-    read, counts = list(texts), [-1] * len(texts)
     specials = counter.num_special_tokens_to_add(pair=False)
-    window = max_length - specials
-    size = FIRST_CHARS * max_length
+    read, counts = read_starts(counter, texts, max_length - specials, FIRST_CHARS * max_length)
+    counts = [n + specials if n >= 0 else -1 for n in counts]
+    whole = [i for i, n in enumerate(counts) if n < 0]
+    if whole:  # (the tokenizer refuses an empty batch)
+        for i, n in zip(whole, word_pieces(counter, [texts[i] for i in whole]), strict=True):
+            counts[i] = n
+    return read, counts
+
+
+def read_starts(counter, texts: list[str], window: int, size: int) -> tuple[list[str], list[int]]:
+    """Each of `texts` cut to a start whose first `window` tokens (no special tokens added) are the text's own, read
+    without reading the rest; with the start's token count (more than `window`), or -1 for a text kept whole (not cut:
+    it is at most `size` characters, or no shorter start is found to be so). How and why: `window_texts`, which reads
+    starts from `size` characters on (then 4 times as many each try); tokenizers whose texts are not cut are named
+    there (a slow one, one matching an added token in normalized text, one whose `truncation_side` is "left").
+    `counter` is only called so (no truncation, no special tokens): its settings are not changed."""
+    read, counts = list(texts), [-1] * len(texts)
     prefixes = added_prefixes(counter)
     keeps_start = getattr(counter, "truncation_side", "right") == "right"  # "left" keeps a text's end: no start to cut
     cuttable = window > 0 and prefixes is not None and keeps_start
@@ -73,13 +87,9 @@ def window_texts(counter, texts: list[str], max_length: int) -> tuple[list[str],
                 open_ = []
                 break
             if len(words) > window and len(set(words[window:]) - {words[window - 1]}) >= 2:
-                read[i], counts[i] = cuts[j], len(words) + specials
+                read[i], counts[i] = cuts[j], len(words)
         size *= 4
         open_ = [i for i in open_ if counts[i] < 0 and len(texts[i]) > size]
-    whole = [i for i, n in enumerate(counts) if n < 0]
-    if whole:  # (the tokenizer refuses an empty batch)
-        for i, n in zip(whole, word_pieces(counter, [texts[i] for i in whole]), strict=True):
-            counts[i] = n
     return read, counts
 
 
