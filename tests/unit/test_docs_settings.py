@@ -1,9 +1,11 @@
 """The settings (`service.settings.Settings`) as the docs give them: every one is named where an operator looks
 (docs/api.md, docs/operations.md, docs/admin.md or deploy/README.md, as `PLURALIGN_<NAME>` or the TOML file's
-`name`), and a default docs/api.md or docs/operations.md states is the code's: a row of api.md's table of limits
-(`| `max_prompt_tokens` | 1024 | ...`) or a variable followed by its value (`PLURALIGN_CANDIDATES` (4)). Only plain
-values are read (a number, `1 MB`, true or false); a derived one (`<data_dir>/...`, "the model's context") is not.
-Reads text only, well under a second."""
+`name`), every `PLURALIGN_*` a doc names is a setting or a variable read elsewhere, and a default any of the docs
+states is the code's: a row of api.md's table of limits (`| `max_prompt_tokens` | 1024 | ...`), a variable followed
+by its value (`PLURALIGN_CANDIDATES` (4)), or a row of operations.md's table of bounds (`| ... | 256 MiB | `PLURALIGN_STORE_CACHE_MB` |`,
+and the code constants that table names). Only plain values are read (a number, `1 MB`, true or false); a derived one
+(`<data_dir>/...`, "the model's context", a setting unset by default) is not. Reads text, and imports the modules
+whose constants the table names: a few seconds."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from service.settings import ENV_PREFIX, OTHER_VARIABLES, Settings
 from tests.conftest import REPO
 
 NAMED_IN = ("docs/api.md", "docs/operations.md", "docs/admin.md", "deploy/README.md")
-DEFAULTS_IN = ("docs/api.md", "docs/operations.md")
+DEFAULTS_IN = ("docs/api.md", "docs/operations.md", "docs/admin.md", "deploy/README.md", "README.md")
 _UNITS = {None: 1, "KiB": 2**10, "MiB": 2**20, "MB": 10**6, "GB": 10**9}
 # a plain value, then what may follow it: `)`, `;`, `,`, `:`, ` (`, or the cell's end
 _VALUE = re.compile(r"\s*(?:(?P<number>-?\d{1,3}(?:,\d{3})+|-?\d+(?:\.\d+)?)(?:\s(?P<unit>KiB|MiB|MB|GB))?|(?P<bool>true|false))"
