@@ -307,7 +307,10 @@ def train(
     learning rate, the data, the dtype) and the first pair whose loss is not finite.
 
     `on_step(step, stats)` after every step (`loss` in nats, `reward_acc` in [0, 1], `lr`). Returns `steps`,
-    `final_loss` and `final_train_reward_acc` (means over the last fifth of the steps) and `train_seconds`."""
+    `final_loss` and `final_train_reward_acc` (means over the last fifth of the steps) and `train_seconds`. Raises
+    ValueError naming `episodes` when there are none, before anything is changed."""
+    if not episodes:
+        raise ValueError("`episodes`: no episodes to train on (`training_episodes` with `count` 0 makes none)")
     torch.manual_seed(config.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
