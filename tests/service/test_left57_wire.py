@@ -1,7 +1,11 @@
 """left57: bad input over HTTP, each a 400 naming its field: an audit's `since` written as a date in digits
-(20260101), which was read as Unix seconds (1970-08-23) and audited every comparison."""
+(20260101), which was read as Unix seconds (1970-08-23) and audited every comparison; a path parameter whose bytes are
+no UTF-8 or hold NUL, which Litestar read as U+FFFD and a 404 repeated (`no job '\ufffd'`), or a 500 (NUL on the
+docs' assets)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -50,3 +54,53 @@ def test_an_audit_since_a_time_in_seconds_is_queued_as_before(svc):
     with svc.client("admin") as admin:
         r = admin.get("/admin/audits/fairness?group_by=segment&since=1767225600&wait=0")
     assert r.status_code in (200, 202), r.text
+
+
+# bytes no path parameter may hold once percent-decoded: 0xFF (never in UTF-8), an overlong `/` (0xC0 0xAF), an
+# overlong 3-byte form, a lone surrogate (U+D800 encoded), a Latin-1 `é`, NUL alone and inside a name
+NOT_UTF8 = ["%FF", "%C0%AF", "%E0%80%AF", "%ED%A0%80", "caf%E9"]
+NUL = ["%00", "a%00b"]
+
+
+def path_routes(svc) -> list[tuple[str, str, str]]:
+    """(method, path template, parameter named first) of every route of the app whose path takes a parameter."""
+    app = svc.server.server.config.app
+    found = []
+    for route in app.routes:
+        if (first := re.search(r"\{([^:}]+)", route.path)) is None:
+            continue
+        found += [(method, route.path, first[1]) for method in sorted(getattr(route, "methods", ())) if method not in ("HEAD", "OPTIONS")]
+    return found
+
+
+def test_every_path_parameter_that_is_no_utf_8_or_holds_nul_is_a_400_naming_it(svc):
+    """Each route with a path parameter (the users', the admin's jobs, dead letters and tenants, /v1/models, the docs'
+    pages and assets), sent each of NOT_UTF8 and NUL in its first one: a 400 naming that parameter, saying which byte,
+    never a 404 repeating U+FFFD (`no job '\ufffd'`, `no model '\ufffd'`) nor a 500 (`%00` in /schema/assets/)."""
+    routes = path_routes(svc)
+    assert len(routes) >= 20 and any(path.startswith("/admin/jobs/") for _, path, _ in routes), routes
+    wrong = []
+    for method, template, name in routes:
+        who = "admin" if template.startswith("/admin") else "acme"
+        with svc.client(who) as c:
+            for sent in NOT_UTF8 + NUL:
+                path = re.sub(r"\{[^}]*\}", "x", re.sub(r"\{[^}]*\}", sent, template, count=1))
+                r = c.request(method, path, json={} if method in ("POST", "PUT", "PATCH") else None)
+                error = r.json().get("error", {}) if r.headers.get("content-type", "").startswith("application/json") else {}
+                said = "is no UTF-8 text: byte 0x" if sent in NOT_UTF8 else "holds NUL (`%00`"
+                if r.status_code != 400 or error.get("param") != name or said not in error.get("message", "") \
+                        or "\ufffd" in r.text or "\x00" in r.text:
+                    wrong.append((method, path, r.status_code, r.text[:200]))
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("method, path, sent", [("GET", "/v1/nope/caf%E9", "/v1/nope/caf%E9"),
+                                                ("GET", "/admin/jobz/%FF", "/admin/jobz/%FF"),
+                                                ("PUT", "/admin/jobs/%FF", "/admin/jobs/%FF")])
+def test_a_path_no_route_has_that_is_no_utf_8_is_shown_as_sent(svc, method, path, sent):
+    """A 404 (or 405) of a path whose bytes are no UTF-8 shows the path percent-encoded as sent, not as U+FFFD."""
+    with svc.client("admin") as c:
+        r = c.request(method, path)
+    assert r.status_code in (404, 405), r.text
+    message = r.json()["error"]["message"]
+    assert f"`{method} {sent}`" in message and "\ufffd" not in r.text, message
