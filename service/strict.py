@@ -70,7 +70,12 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
         path = f"{path}.{named['name']}" if path else named["name"]
     if problem.startswith("Expected `str` matching regex"):  # the pattern in words, not the regex
         problem = next((f"must be {words}" for core, words in PATTERN_WORDS.items() if core in problem), problem)
+    elif _NUMBER_FOR_TEXT.fullmatch(problem):  # `"user": 3`: no number is read as text (3.0 may be "3" or "3.0")
+        problem += " (a number where text goes: send it as a JSON string, in quotes: \"3\", not 3)"
     return path or "body", problem
+
+
+_NUMBER_FOR_TEXT = re.compile(r"Expected `str(?: \| null)?`, got `(?:int|float)`")
 
 
 _SEGMENT = re.compile(r"\[(\d+)\]|\.?([^.\[]+)")

@@ -1,10 +1,11 @@
 """left57: bad input over HTTP, each a 400 naming its field: an audit's `since` written as a date in digits
 (20260101), which was read as Unix seconds (1970-08-23) and audited every comparison; a path parameter whose bytes are
 no UTF-8 or hold NUL, which Litestar read as U+FFFD and a 404 repeated (`no job '\ufffd'`), or a 500 (NUL on the
-docs' assets)."""
+docs' assets); a user id sent as a JSON number, told of pandas (an import) or nothing (feedback) where it is JSON."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -104,3 +105,29 @@ def test_a_path_no_route_has_that_is_no_utf_8_is_shown_as_sent(svc, method, path
     assert r.status_code in (404, 405), r.text
     message = r.json()["error"]["message"]
     assert f"`{method} {sent}`" in message and "\ufffd" not in r.text, message
+
+
+COMPARISON = {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No."}
+
+
+@pytest.mark.parametrize("user", [3.0, 3])
+def test_a_user_id_sent_as_a_json_number_is_told_to_send_a_json_string(svc, user):
+    """Feedback's, /v1/rewards/score's and a chat's `user` said only "Expected `str`, got `float`"; an import's `user_id` of 3.0
+    was told of pandas' int columns and `df['user_id'].astype('Int64')`, though the body is JSON a client wrote. Now
+    each says to send a JSON string (an import's int `user_id` is read as that string, as before)."""
+    with svc.client("acme") as c:
+        answers = {"user": c.post("/v1/feedback", json={"type": "comparison", "user": user, **COMPARISON}),
+                   "user ": c.post("/v1/rewards/score", json={"user": user, "prompt": "Tea?", "responses": ["Yes.", "No."]}),
+                   "user  ": c.post("/v1/chat/completions", json={"model": "pluralign", "user": user,
+                                                                   "messages": [{"role": "user", "content": "Tea?"}]})}
+        if isinstance(user, float):
+            answers["line 1.user_id"] = c.post("/v1/users/3/import", content=json.dumps({"user_id": user, **COMPARISON}),
+                                               headers={"content-type": "application/x-ndjson"})
+        else:  # read as "3": this import's user
+            r = c.post("/v1/users/3/import", content=json.dumps({"user_id": user, **COMPARISON}), headers={"content-type": "application/x-ndjson"})
+            assert r.status_code == 201, r.text
+    for param, r in answers.items():
+        assert r.status_code == 400, (param, r.text)
+        error = r.json()["error"]
+        assert error["param"] == param.strip() and "JSON string" in error["message"] and '"3"' in error["message"], error
+        assert "pandas" not in error["message"] and "astype" not in error["message"], error
