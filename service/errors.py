@@ -150,8 +150,10 @@ def _sent_path_params(request: Request) -> dict[str, bytes]:
 def path_problem(request: Request) -> ValidationException | None:
     """The 400 naming the first path parameter whose value is no UTF-8 text once percent-decoded (`/v1/users/%FF`, an
     overlong `%C0%AF`, a surrogate's `%ED%A0%80`, a Latin-1 `caf%E9`) or holds NUL (`%00`), None when none does:
-    Litestar reads such bytes as U+FFFD, a name no client sent, which a 404 then repeated (`no job '\ufffd'`), and no
+    Litestar reads such bytes as U+FFFD, a name no client sent, which a 404 then repeated (`no job 'U+FFFD'`), and no
     id, name or file this service serves holds NUL (a file's path cannot: a 500 on the docs' assets)."""
+    if not request.path_params:
+        return None
     sent = _sent_path_params(request)
     for name, value in request.path_params.items():
         raw = sent.get(name)
