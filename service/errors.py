@@ -115,6 +115,72 @@ def query_not_utf8(request: Request, name: str) -> ValidationException | None:
     return None
 
 
+_PLACEHOLDER = re.compile(r"\{(?P<name>[^:}]+)(?::(?P<kind>[^}]+))?\}")  # a route template's `{job_id:str}`
+# how to send a character that is not ASCII in a path or query
+PERCENT_ENCODE = "percent-encode the UTF-8 bytes of its characters: `é` is `%C3%A9`"
+
+
+def _sent_path(request: Request) -> bytes | None:
+    """The request's path as sent, percent-decoded but not read as UTF-8 (uvicorn's `scope["path"]` reads bytes that are
+    no UTF-8 as U+FFFD), without the app's `root_path`; None when the server gave no `raw_path`."""
+    raw = request.scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        return None
+    path = unquote_to_bytes(raw)
+    root = str(request.scope.get("root_path") or "").encode("utf-8", "surrogateescape")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+def _sent_path_params(request: Request) -> dict[str, bytes]:
+    """Each path parameter of the request's route as sent (`_sent_path`), by name: the path's segments (empty ones
+    dropped, as Litestar's `normalize_path` does) at the template's placeholders, the rest of the path for a `:path`
+    one. {} when the server gave no `raw_path` or no route matched."""
+    path, template = _sent_path(request), request.scope.get("path_template")
+    if path is None or not template:
+        return {}
+    segments = [segment for segment in path.split(b"/") if segment]
+    found: dict[str, bytes] = {}
+    for i, part in enumerate(part for part in template.split("/") if part):
+        if (placeholder := _PLACEHOLDER.fullmatch(part)) is None or i >= len(segments):
+            continue
+        found[placeholder["name"]] = b"/".join(segments[i:]) if placeholder["kind"] == "path" else segments[i]
+    return found
+
+
+def path_problem(request: Request) -> ValidationException | None:
+    """The 400 naming the first path parameter whose value is no UTF-8 text once percent-decoded (`/v1/users/%FF`, an
+    overlong `%C0%AF`, a surrogate's `%ED%A0%80`, a Latin-1 `caf%E9`) or holds NUL (`%00`), None when none does:
+    Litestar reads such bytes as U+FFFD, a name no client sent, which a 404 then repeated (`no job 'U+FFFD'`), and no
+    id, name or file this service serves holds NUL (a file's path cannot: a 500 on the docs' assets)."""
+    if not request.path_params:
+        return None
+    sent = _sent_path_params(request)
+    for name, value in request.path_params.items():
+        raw = sent.get(name)
+        if raw is None:  # no `raw_path`: NUL can still be told
+            raw = value.encode("utf-8", "replace") if isinstance(value, str) else b""
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return bad_request(name, f"is no UTF-8 text: byte {raw[exc.start]:#04x} at byte {exc.start + 1} of its value "
+                                     f"once percent-decoded ({PERCENT_ENCODE})")
+        if b"\x00" in raw:
+            return bad_request(name, f"holds NUL (`%00`, at byte {raw.index(0) + 1} of its value), which no name or id "
+                                     "this service takes holds")
+    return None
+
+
+def path_not_utf8(request: Request) -> str | None:
+    """The problem of a request's path that is no UTF-8 text once percent-decoded (`byte 0xff at byte 12 of the path`),
+    None for one that is (or when the server gave no `raw_path`)."""
+    path = _sent_path(request)
+    try:
+        (path or b"").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"byte {path[exc.start]:#04x} at byte {exc.start + 1} of the path once percent-decoded is no UTF-8"
+    return None
+
+
 def bad_request(field: str, problem: str, code: str = "invalid_value") -> ValidationException:
     """A 400 whose body says which field is wrong and why (`param` = `field`)."""
     return ValidationException(detail=f"`{field}`: {problem}", extra=[{"key": field, "message": problem, "code": code}])
@@ -337,6 +403,11 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
     (GET /v1/nope)"), so a typo in a route does not read like a missing user. None for every other
     error (ours always carry their own detail)."""
     path = shorten(request.url.path, MAX_PATH + 3, "...")  # between graphemes: never half an emoji
+    if (problem := path_not_utf8(request)) is not None:  # shown as sent, percent-encoded, not as U+FFFD
+        path = shorten(request.scope["raw_path"].decode("ascii", "backslashreplace"), MAX_PATH + 3, "...")
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            return controls_escaped(f"no route `{request.method} {path}`: {problem} ({PERCENT_ENCODE}); "
+                                    f"{_reference(request.url.path)} lists the routes")
     if exc.status_code == 404 and exc.detail == "Not Found":  # (the path's control and bidi characters escaped)
         return controls_escaped(f"no route `{request.method} {path}`: {_route_hint(request) or f'{_reference(request.url.path)} lists the routes'}")
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":

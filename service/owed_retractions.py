@@ -26,7 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from pluralign.files import atomic_writer
+from pluralign.files import atomic_writer, set_aside
 from pluralign.store import StoredPreference
 
 log = logging.getLogger("pluralign.service")
@@ -40,7 +40,7 @@ Key = tuple[str, str, str]  # (tenant, user_id, pref_id)
 class OwedRetractions:
     """OWED_RETRACTIONS_FILE at `path`, read when constructed: `keys` it names, `owe` adds, `paid` removes. A file that
     cannot be written or read is logged, never raised (the move goes on: the row is then taken back by the move's hook
-    as before, but not after a crash)."""
+    as before, but not after a crash); one that cannot be read is set aside first (`_read`), its keys kept there."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -104,11 +104,22 @@ class OwedRetractions:
                       "after a crash before their retraction ran", self.path, exc)
 
     def _read(self) -> list[Key]:
+        """The keys the file names; none for no file, and none for one that cannot be read (damaged, cut short, of
+        another form), which is set aside first (`set_aside`: renamed beside it, logged with its new name), so that the
+        next write of the file does not replace the keys it still holds."""
         try:
             return _decode(self.path.read_bytes())
         except FileNotFoundError:
             return []
         except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.error("%s cannot be read (%s): the rows it names, taken back through another replica, stay stored until "
-                      "taken back again", self.path, exc)
+            problem = exc
+        try:
+            aside = set_aside(self.path)
+        except OSError as exc:
+            log.error("%s cannot be read (%s) nor set aside (%s): the rows it names, taken back through another replica, "
+                      "stay stored until taken back again, and the file is replaced at the next write", self.path, problem, exc)
             return []
+        log.error("%s cannot be read (%s): set aside as %s; the rows it names (tenant, user_id, pref_id), taken back "
+                  "through another replica, stay stored until taken back again (DELETE /v1/users/{user_id}/preferences/"
+                  "{pref_id} with the tenant's key); remove it once done", self.path, problem, aside)
+        return []

@@ -40,7 +40,7 @@ from pluralign.data.io import utf16_like
 from pluralign.data.json_keys import repeated_key
 from pluralign.data.record import MAX_CREATED_AT, time_text_hint
 from pluralign.data.text import lone_surrogate_escape, lone_surrogate_problem, shorten
-from service.errors import bad_request, unsupported_media_type
+from service.errors import bad_request, path_problem, unsupported_media_type
 from service.head import allow_for, is_head, takes_head
 from service.ids import PATTERN_WORDS
 
@@ -70,7 +70,12 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
         path = f"{path}.{named['name']}" if path else named["name"]
     if problem.startswith("Expected `str` matching regex"):  # the pattern in words, not the regex
         problem = next((f"must be {words}" for core, words in PATTERN_WORDS.items() if core in problem), problem)
+    elif _NUMBER_FOR_TEXT.fullmatch(problem):  # `"user": 3`: no number is read as text (3.0 may be "3" or "3.0")
+        problem += " (a number where text goes: send it as a JSON string, in quotes: \"3\", not 3)"
     return path or "body", problem
+
+
+_NUMBER_FOR_TEXT = re.compile(r"Expected `str(?: \| null)?`, got `(?:int|float)`")
 
 
 _SEGMENT = re.compile(r"\[(\d+)\]|\.?([^.\[]+)")
@@ -305,11 +310,13 @@ def allowed_methods(request: Request) -> str | None:
 
 
 async def before_request(request: Request) -> Response | None:
-    """The app's hook before every handler: OPTIONS answered with the path's full `Allow`, query
-    parameters and JSON bodies decoded strictly."""
+    """The app's hook before every handler: OPTIONS answered with the path's full `Allow`, path parameters that are no
+    UTF-8 or hold NUL refused (`path_problem`), query parameters and JSON bodies decoded strictly."""
     if request.method == "OPTIONS":
         allow = allowed_methods(request)
         return Response(None, status_code=204, headers={"Allow": allow}) if allow else None
+    if (refusal := path_problem(request)) is not None:  # a path parameter's bytes no UTF-8, or NUL
+        raise refusal
     if is_head(request) and not takes_head(request.route_handler):  # its GET starts work: before any of it
         allow = allowed_methods(request) or "GET, OPTIONS"
         raise MethodNotAllowedException(

@@ -309,7 +309,8 @@ def _attribute_labels(value: Any, line: int) -> dict[str, str]:
     return labels
 
 
-def row_to_preference(row: Any, line: int, default_user: str | None = None) -> Preference:
+def row_to_preference(row: Any, line: int, default_user: str | None = None, *,
+                      unit: Literal["line", "row"] = "line") -> Preference:
     """Validate one decoded row in any TRL preference form; raises PreferenceError naming the line and field.
 
     Standard (strings) or conversational (message lists); explicit (`prompt`) or implicit prompt
@@ -317,14 +318,16 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     beside explicit ones). TRL's extra columns (TRL_EXTRA_COLUMNS) are kept.
     A row without `user_id` (or with a null one, as `datasets`' to_json writes it) belongs to `default_user` when
     given; a null `tie` is no tie. Rows of a
-    Hugging Face `Dataset` (nulls for absent values): `read_rows`."""
+    Hugging Face `Dataset` (nulls for absent values): `read_rows`. `unit`: where the row came from, a JSON line
+    ("line") or a table's row ("row": Parquet, a DataFrame, a `Dataset`), which an error's hint fits (a float
+    `user_id`: a JSON string to write, or pandas' int column made floats by a missing value)."""
     _check_is_a_preference_row(row, line)
     row = dict(row)
     if "prompt" in row and row["prompt"] is None:  # `datasets` writes the implicit-prompt rows of a mixed file so
         del row["prompt"]
     implicit = "prompt" not in row
     original = _take_texts(row, line, implicit)  # row's prompt/chosen/rejected: now plain text
-    _take_other_fields(row, line, default_user)
+    _take_other_fields(row, line, default_user, unit)
     if "trl" in row:  # `Preference`'s own field, never a file's column: a row does not give its record's TRL form
         raise PreferenceError(line, "trl", UNKNOWN_FIELD)
     try:
@@ -597,9 +600,10 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
     return original
 
 
-def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None) -> None:
+def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None, unit: Literal["line", "row"]) -> None:
     """Checks `row`'s margin and created_at, and puts its user_id (`default_user` when it has none, a number
-    as a string), tie and attributes in the form `Preference` takes; PreferenceError naming the field."""
+    as a string), tie and attributes in the form `Preference` takes; PreferenceError naming the field (`unit`: a
+    JSON line's or a table row's, `row_to_preference`)."""
     margin = row.get("margin")
     if isinstance(margin, (int, float)) and not isinstance(margin, bool) and (problem := margin_problem(margin)) is not None:
         raise PreferenceError(line, "margin", problem)
@@ -607,7 +611,7 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
         raise PreferenceError(line, "created_at", problem)
     if (problem := new_pref_id_problem(row.get("pref_id"))) is not None:
         raise PreferenceError(line, "pref_id", problem)
-    _take_user_id(row, line, default_user)
+    _take_user_id(row, line, default_user, unit)
     for field in ("user_id", "source"):
         if isinstance(row.get(field), str) and (problem := surrogate_problem(row[field])):
             raise PreferenceError(line, field, problem)
@@ -618,11 +622,12 @@ def _take_other_fields(row: dict[str, Any], line: int, default_user: str | None)
         row["attributes"] = _attribute_labels(row["attributes"], line)
 
 
-def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> None:
+def _take_user_id(row: dict[str, Any], line: int, default_user: str | None, unit: Literal["line", "row"]) -> None:
     """Puts `row`'s user_id in the form `Preference` takes: `default_user` for none or a null one (`datasets`' to_json
     writes a row's missing user_id so, as to_parquet writes a null), a number as
     a string; PreferenceError naming `user_id` when it has none and `default_user` is None, and when it is a float
-    (pandas' NaN, its missing value, named as that)."""
+    (pandas' NaN, its missing value, named as that), its hint fitting where it came from (`unit`: a JSON line is
+    told to write a string, a table's row, whose float ids pandas makes, how to keep them whole)."""
     if row.get("user_id", 0) is None:
         del row["user_id"]
     if "user_id" not in row:
@@ -636,9 +641,13 @@ def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> N
                                                "the DataFrame itself, read_rows(df), which reads it as no user_id (the "
                                                "default user's), or give None")
     elif isinstance(row.get("user_id"), float):  # not read as text: 1.0 may be user 1, or "1.0"
-        raise PreferenceError(line, "user_id", f"a float, {row['user_id']!r}, where a user id is text or a whole number: "
-                                               "pandas makes a column of int ids holding a missing one floats; keep them "
-                                               "whole with df['user_id'].astype('Int64'), or give them as text")
+        user_id = row["user_id"]
+        whole = user_id.is_integer() and abs(user_id) < 1e16
+        meant = f"{user_id:.0f}" if whole else repr(user_id)
+        hint = (f"write it as a JSON string, \"{meant}\"" + (f", or a whole number, {meant}" if whole else "") if unit == "line" else
+                "pandas makes a column of int ids holding a missing one floats; keep them whole with "
+                "df['user_id'].astype('Int64'), or give them as text")
+        raise PreferenceError(line, "user_id", f"a float, {user_id!r}, where a user id is text or a whole number: {hint}")
 
 
 def file_trl(trl: TrlRow | None) -> TrlRow | None:
@@ -800,7 +809,7 @@ def _collect(rows: Iterable[tuple[int, Any]], skip_bad: bool, default_user: str 
         try:
             if isinstance(row, _Malformed):
                 raise row.error
-            records.append(row_to_preference(row, line, default_user))
+            records.append(row_to_preference(row, line, default_user, unit=unit))
             lines.append(line)
         except PreferenceError as exc:
             exc.unit = unit

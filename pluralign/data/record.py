@@ -176,6 +176,51 @@ _TIME_OUTSIDE = (f"outside the times taken: Unix seconds from 0 (1970-01-01) to 
                  "(9999-12-31T23:59:59 UTC)")
 
 
+# the forms of a date written in digits alone (`date +%Y%m%d`, `+%Y%m%d%H%M`, `+%Y%m%d%H%M%S`), by their count of digits:
+# such a number is taken for a date, not a Unix time (`digits_date`)
+DIGIT_DATE_FORMS = {8: "YYYYMMDD", 12: "YYYYMMDDhhmm", 14: "YYYYMMDDhhmmss"}
+
+
+def digits_date(number: Any) -> tuple[datetime.datetime, str] | None:
+    """The date (naive, as written) a whole number spells in digits alone, and its form (`DIGIT_DATE_FORMS`):
+    (2026-01-01 00:00, "YYYYMMDD") for 20260101, 202601011230 and 20260101123000 likewise. None for any other number
+    (a fraction, a bool, another count of digits, a year before 1970, 20261301: no 13th month). In Unix seconds the
+    8-digit ones are times in 1970-08 to 1973-03 and the 12-digit ones after the year 8200: times no feedback is from;
+    the 14-digit ones are past the end of year 9999."""
+    if not isinstance(number, int | float) or isinstance(number, bool) or not math.isfinite(number) or number != int(number):
+        return None
+    digits = str(int(number))
+    if len(digits) not in DIGIT_DATE_FORMS or digits < "1970":
+        return None
+    fields = [int(digits[i:i + 2]) for i in range(4, len(digits), 2)]  # month, day[, hour, minute[, second]]
+    try:
+        return datetime.datetime(int(digits[:4]), *fields), DIGIT_DATE_FORMS[len(digits)]
+    except ValueError:  # no such month, day, hour, ...
+        return None
+
+
+def digits_date_hint(number: Any) -> str:
+    """The hint of a time given as a date written in digits (`digits_date`): the date, and its Unix seconds read as
+    UTC; "" for a number that spells no date."""
+    if (found := digits_date(number)) is None:
+        return ""
+    when, form = found
+    shown = when.isoformat(sep=" ") if when.time() != datetime.time() else when.date().isoformat()
+    seconds = when.replace(tzinfo=datetime.UTC).timestamp()
+    return f" (the date {shown} written {form}? give its Unix time, {seconds!r} for this one read as UTC)"
+
+
+def digits_date_problem(seconds: Any) -> str | None:
+    """Why a time parameter in Unix seconds (an audit's `since`) within the times taken is refused: it spells a date
+    in digits (`digits_date`: 20260101), which read as seconds would be a time no feedback is from (1970-08-23), so
+    that an audit since it would silently cover every comparison; None for any other value (one outside
+    [0, MAX_CREATED_AT] is refused by its range)."""
+    if not (hint := digits_date_hint(seconds)) or not 0 <= seconds <= MAX_CREATED_AT:
+        return None
+    read = datetime.datetime.fromtimestamp(float(seconds), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"must be a Unix time in seconds, not a date written in digits: {int(seconds)} as seconds is {read} UTC{hint}"
+
+
 def time_text_hint(text: str, quoted: bool = False) -> str:
     """The hint a refused time given as text gets (a query parameter, a command-line option in Unix seconds, as
     `created_at`): for ISO date text its Unix seconds (`_date_hint`: read as UTC where it names no offset; for one
@@ -193,6 +238,8 @@ def time_text_hint(text: str, quoted: bool = False) -> str:
         except ValueError:
             return ""
         return _date_hint(text, _TIME_OUTSIDE)
+    if dated := digits_date_hint(number):  # 20260101123000: a date, not a time in milliseconds
+        return dated
     unit = time_unit(number)
     return f" ({unit[1]}? divide by {unit[0]}: {number / unit[0]!r})" if unit else ""
 

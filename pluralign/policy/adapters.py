@@ -137,6 +137,7 @@ def reading_adapter(folder: str | Path):
 
 
 def check_base(meta: AdapterMeta, base_model: str, where: str | Path) -> None:
+    """Raises AdapterError naming `where` and both models when the adapter was trained on another base model."""
     if meta.base_model != base_model:
         raise AdapterError(
             f"adapter {where} was trained on base model {meta.base_model!r}, but this model is {base_model!r}; "
@@ -173,6 +174,7 @@ def check_files(folder: str | Path) -> None:
 
 
 def write_meta(folder: str | Path, meta: AdapterMeta) -> AdapterMeta:
+    """Write `meta` as `folder`'s pluralign.json, `created_at` stamped now (Unix seconds) when it has none; returns it."""
     meta = msgspec.structs.replace(meta, created_at=meta.created_at or time.time())
     (Path(folder) / META_FILE).write_bytes(msgspec.json.format(_meta_encoder.encode(meta)))
     return meta
@@ -200,7 +202,9 @@ def save_adapter(model, folder: str | Path, meta: AdapterMeta, adapter_name: str
 
 
 def load_adapter(base_model, folder: str | Path, base_model_id: str, trainable: bool = False):
-    """A peft model with the adapter at `folder` as its "default" adapter, after checking its base."""
+    """(peft model, AdapterMeta): the adapter at `folder` as `base_model`'s "default" adapter, trainable or not.
+    Raises AdapterError naming the folder when its description is missing or unreadable (`read_meta`), it was trained
+    on another base model than `base_model_id` (`check_base`), or peft cannot load its files (`reading_adapter`)."""
     from peft import PeftModel
 
     meta = read_meta(folder)
@@ -223,13 +227,16 @@ class AdapterRegistry:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def folder(self, tenant: str, user: str) -> Path:
+        """`root/<tenant>/<user>`, each part quoted. Raises AdapterError for an empty id, `.` or `..`."""
         return self.root / _key_part(tenant, "tenant") / _key_part(user, "user")
 
     def save(self, tenant: str, user: str, model, meta: AdapterMeta, adapter_name: str = "default") -> Path:
+        """Write `model`'s adapter as the user's (`save_adapter`, replacing an earlier one whole); returns its folder."""
         meta = msgspec.structs.replace(meta, tenant=tenant, user=user)
         return save_adapter(model, self.folder(tenant, user), meta, adapter_name)
 
     def meta(self, tenant: str, user: str) -> AdapterMeta | None:
+        """The user's adapter description, None when they have none. Raises AdapterError for one that cannot be read."""
         folder = self.folder(tenant, user)
         return read_meta(folder) if (folder / META_FILE).exists() else None
 
@@ -268,6 +275,7 @@ class AdapterRegistry:
         return self.root / _key_part(tenant, "tenant")
 
     def users(self, tenant: str) -> list[str]:
+        """The ids of `tenant`'s users with an adapter described here, sorted."""
         folder = self.tenant_folder(tenant)
         if not folder.is_dir():
             return []
@@ -307,6 +315,8 @@ class ModelHost:
         self.model = model
 
     def load_adapter(self, name: str, folder: str | Path) -> None:
+        """Load the adapter at `folder` into the model as `name`. Raises AdapterError naming the folder when peft
+        cannot load it (`reading_adapter`)."""
         from peft import PeftModel
 
         with reading_adapter(folder):
@@ -322,6 +332,7 @@ class ModelHost:
         return set(config) if config else set()
 
     def drop_adapter(self, name: str) -> None:
+        """Unload adapter `name`; nothing when it is not loaded."""
         if name in self.adapters:
             self.model.delete_adapter(name)
 

@@ -89,10 +89,13 @@ class Episode(Base):
     rejected: str
 
     def messages(self) -> list[dict[str, str]]:
+        """The chat the policy reads: the shots as context, then the held-out question as the user's turn."""
         return with_shots(self.shots, [{"role": "user", "content": self.question}])
 
 
 def episode(shots: Sequence[Preference], held_out: Preference) -> Episode:
+    """One FSPO episode: a user's `shots` (earlier comparisons, shown in order as context) and the `held_out`
+    comparison of the same user to be scored; the episode's user is `held_out`'s."""
     return Episode(
         user_id=held_out.user_id,
         shots=[Shot.from_preference(p) for p in shots],
@@ -301,7 +304,13 @@ def train(
     and pi_ref log-probabilities are computed once and kept for later epochs. Raises
     `pluralign.losses.TrainingDiverged` (a ValueError) naming the step and the loss at the first step
     whose loss is NaN or inf, before that step changes the parameters, with the likely causes (the
-    learning rate, the data, the dtype) and the first pair whose loss is not finite."""
+    learning rate, the data, the dtype) and the first pair whose loss is not finite.
+
+    `on_step(step, stats)` after every step (`loss` in nats, `reward_acc` in [0, 1], `lr`). Returns `steps`,
+    `final_loss` and `final_train_reward_acc` (means over the last fifth of the steps) and `train_seconds`. Raises
+    ValueError naming `episodes` when there are none, before anything is changed."""
+    if not episodes:
+        raise ValueError("`episodes`: no episodes to train on (`training_episodes` with `count` 0 makes none)")
     torch.manual_seed(config.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
@@ -396,6 +405,7 @@ def episode_logprobs(
 
 
 def reward_accuracy(policy, reference, tokenizer, episodes, config: FSPOConfig, batch_size: int = 8) -> float:
-    """Share of held-out comparisons whose chosen answer gets the higher reward (ties count half)."""
+    """Share of held-out comparisons whose chosen answer gets the higher reward (ties count half), in [0, 1];
+    NaN for no episodes. The rewards are `personalized_rewards`', `batch_size` episodes at a time."""
     chosen, rejected = personalized_rewards(policy, reference, tokenizer, episodes, config, batch_size)
     return ((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).mean().item()

@@ -241,6 +241,8 @@ def _pad(rows: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 def tokenize_pairs(records: Sequence[Preference], tokenizer, max_length: int = 160) -> PairTokens:
+    """The N comparisons as PairTokens: each prompt (chat-formatted) followed by its answer, cut to `max_length`
+    tokens, chosen and rejected each right-padded to their longest, (N, T). Raises ValueError for no comparisons."""
     if not records:
         raise ValueError("no comparisons to train on")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -310,6 +312,8 @@ def with_lora(base_model, config: MaxMinConfig):
 
 @dataclass
 class TrainLog:
+    """What `train_maxmin` measured: the DPO loss (nats) and reward accuracy ([0, 1]) of each step's batch."""
+
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
     reward_accuracy: list[float] = field(default_factory=list)  # share of the batch with chosen's implicit reward ahead
@@ -337,7 +341,7 @@ def train_maxmin(
 
     `callback(step, policy)` runs at step 0, every `every` steps and at the end (e.g. to measure win
     rates for the curve; its time is not counted as training time); `step_callback(step, loss)`
-    after every step (a progress bar)."""
+    after every step (a progress bar). Returns the TrainLog of the run."""
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     device = next(policy.parameters()).device
@@ -426,6 +430,8 @@ def _left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> di
 
 
 class PolicyMeta(Persisted):
+    """A MaxMin policy's meta.json: what `load_policy` checks before it loads the adapter."""
+
     schema_version: int
     kind: str  # always "maxmin-lora"
     base_model: str
@@ -437,6 +443,7 @@ class PolicyMeta(Persisted):
 
 
 def base_model_id(model) -> str:
+    """The id a policy records of its base model: the model's `name_or_path`, else its class name."""
     return getattr(model.config, "name_or_path", "") or type(model).__name__
 
 

@@ -285,8 +285,9 @@ class EMMixture:
         return model
 
     def fit(self, train: PairBatch, val: PairBatch, progress=None) -> dict[str, float]:
-        """Fit the heads on `train`; `val` (the same users, may be empty) gives val_acc. Raises
-        ValueError naming the field when the pairs cannot be trained on (`PairBatch.check`) and
+        """Fit the heads on `train`; `val` (the same users, may be empty) gives val_acc. Both are PairBatch of
+        (N, D) embeddings and `user` (N,). Returns `log_likelihood` (the best restart's final objective J: penalized log-likelihood, nats), `iterations`,
+        `best_restart` and, with `val`, `val_acc` (in [0, 1]). Raises ValueError naming the field when the pairs cannot be trained on (`PairBatch.check`) and
         TooManyComponents (a ValueError) when K is more than the training users."""
         train.check("train", min_pairs=1)
         if len(val):
@@ -384,6 +385,7 @@ class EMMixture:
         return self._predict(posterior, self._checked(query, "query"))
 
     def user_clusters(self) -> dict[str, int] | None:
+        """Each training user's most probable head (0 .. K-1); None before a fit or for a model of no users."""
         if self.fit_result is None or not len(self.fit_result.responsibilities):
             return None
         return dict(zip(self.users, self.fit_result.responsibilities.argmax(1).tolist(), strict=True))

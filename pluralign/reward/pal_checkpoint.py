@@ -48,6 +48,9 @@ USER_WEIGHTS_FILE = "user_weights.json"
 
 
 class PALMeta(Persisted):
+    """A PAL checkpoint's meta.json: its schema, the encoder its D-d embeddings came from, the model's shape (`config`)
+    and the digests `load_pal` checks its files against."""
+
     schema_version: int
     encoder_id: str
     variant: str
@@ -68,6 +71,7 @@ class PALMeta(Persisted):
             self.metrics = {k: v for k, v in self.metrics.items() if v is not None}
 
     def config(self) -> PALConfig:
+        """The `PALConfig` the checkpoint's model was built with."""
         return PALConfig(variant=self.variant, k=self.k, input_dim=self.input_dim, latent_dim=self.latent_dim, hidden=self.hidden)
 
 

@@ -100,6 +100,8 @@ class PALPreference:
         self.user_weights: UserWeights | None = None
 
     def fit(self, train: PairBatch, val: PairBatch) -> dict[str, float]:
+        """Train PAL (`train_pal`) on the seen users' pairs, embeddings (N, D) each, D taken from `train`; `val` indexes
+        the same users. Returns `PALResult.metrics` (losses in nats per pair, accuracy in [0, 1]); raises as `train_pal`."""
         config = PALConfig(self.config.variant, self.config.k, train.prompt.shape[1], self.config.latent_dim, self.config.hidden)
         result = train_pal(train, val, config, self.train_config)
         self.model, self.user_weights = result.model, result.user_weights
@@ -132,6 +134,10 @@ class PALPreference:
         return heldout_log_likelihood(*self._trained(), pairs)
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
+        """P(chosen) (N_query,) for new users: each user's K logits fitted on their `support` pairs around the
+        population prior (`fit_users`, `prior_strength`), then their `query` pairs scored. `query.users` must be
+        `support.users`. Raises ValueError naming `support` or `query` as `PairBatch.check` does, or when the model is
+        not trained."""
         model, user_weights = self._trained()
         support.check("support", model.config.input_dim)
         query.check("query", model.config.input_dim)
@@ -144,6 +150,8 @@ class PALPreference:
         return self._prob(logits, query)
 
     def user_clusters(self) -> dict[str, int] | None:
+        """Each training user's k-means cluster of their points (`user_points`, the number of clusters picked by
+        silhouette, at most MAX_GROUPS). Raises ValueError when the model is not trained."""
         model, user_weights = self._trained()
         users = user_weights.users()
         logits, _ = user_weights.stack(users)

@@ -32,6 +32,11 @@ from pluralign.reward.user_weights import UserWeights
 
 @dataclass(frozen=True)
 class PALTrainConfig:
+    """How `train_pal` fits a PAL model: Adam over minibatches of comparisons, the shared MLPs and prototypes and
+    the training users' logits at their own rates, early stopping on the validation loss (nats per pair). Raises
+    ValueError naming the field: a count (`batch_size`, `max_epochs`, `patience`, `max_pairs`) not a whole number
+    >= 1, `seed` out of range, `weight_decay` or `init_scale` negative, a rate or `max_seconds` not above 0."""
+
     lr_shared: float = 2e-3  # Adam learning rate of the shared MLPs and prototypes
     lr_user: float = 5e-2  # Adam learning rate of the training users' logits
     weight_decay: float = 1e-4  # on shared parameters only
@@ -62,6 +67,11 @@ class PALTrainConfig:
 
 @dataclass
 class PALResult:
+    """What `train_pal` returns: the best epoch's `model` (K prototypes over the encoder's D-d embeddings), the
+    training users' mixture logits (`user_weights`, (U, K), a softmax away from their weights over the prototypes),
+    and `metrics`: `best_epoch`, `epochs`, `train_loss` and `val_loss` (mean Bradley-Terry loss, nats per pair),
+    `val_acc` (in [0, 1]), `train_seconds` and `pairs_per_second`."""
+
     model: PALModel
     user_weights: UserWeights
     metrics: dict[str, float] = field(default_factory=dict)
@@ -107,7 +117,10 @@ def train_pal(
     train_config: PALTrainConfig = PALTrainConfig(),
     progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> PALResult:
-    """Train on seen users' pairs; `val` indexes the same users. `progress(epoch, metrics)` per epoch.
+    """Train on seen users' pairs; `val` indexes the same users. `progress(epoch, metrics)` per epoch. `train` and
+    `val` are PairBatch: embeddings (N, D) of each pair's prompt, chosen and rejected answer (D = `config.input_dim`)
+    and `user` (N,) indices into `users`. Returns a PALResult: the best epoch's model and the U training users' logits
+    (U, K), with its metrics.
 
     Raises ValueError when the pairs cannot be trained on (`PairBatch.check`: none, embeddings not
     (N, input_dim) or not finite, a user index outside `users`; the field is named), when train and

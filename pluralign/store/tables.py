@@ -2190,6 +2190,7 @@ class Store:
         """The user's `limit` preferences whose prompt is nearest (cosine) to `vector`: from the cached
         history, else one LanceDB vector search (selected columns only, prefiltered by the BITMAP
         indexes; cheaper than loading the whole history), and the history is loaded behind it.
+        Returns (preference, cosine distance: 0 the same direction, up to 2) pairs, nearest first.
         Raises StoreError when `vector` is not (dim,) finite numbers or is all zeros (no cosine
         distance to it), or `limit` is not a whole number >= 0 (0: no rows)."""
         whole_numbers(limit=limit)

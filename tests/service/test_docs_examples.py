@@ -369,3 +369,70 @@ def test_every_file_a_documented_command_reads_is_written_by_an_earlier_step():
                            for name in [m[1] or m[2]] if name not in written]
                 written |= set(_WRITES.findall(command))
     assert not unmade, f"files read before any step of the docs writes them: {unmade}"
+
+
+# `POST /v1/feedback`, `DELETE /v1/users/{id}` in prose, in backquotes (a message quoted in ``...`` is an answer's text, not a claim)
+_ROUTE = re.compile(r"`(GET|HEAD|POST|PUT|PATCH|DELETE)\s+(/(?:v1|admin)/[^\s`?#,;)\"'<]+|/health\b|/metrics\b)")
+_ROUTE_STATUS = re.compile(r"\s+(?:answers|is(?: then)? a)\s+([1-5]\d\d)\b")  # "`POST /v1/feedback` answers 201"
+_MESSAGE = re.compile(r"^```.*?^```|(?<!`)``(?!`).*?(?<!`)``(?!`)", re.S | re.M)  # blocks, and ``quoted messages``
+ROUTE_DOCS = ("docs/api.md", "docs/admin.md")
+
+
+def _operation(paths: dict, method: str, path: str) -> dict | None:
+    """The OpenAPI operation `method path` names (`alice` or `{id}` for a parameter), None when the app has none."""
+    path = path.rstrip(".:")
+    for template, operations in paths.items():
+        if re.fullmatch(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template)), path):
+            return operations.get(("get" if method == "HEAD" else method).lower())
+    return None
+
+
+def _named_routes(doc: str) -> list[tuple[int, str, str, str | None]]:
+    """(line, method, path, status the doc says it answers or None) of each route `doc`'s prose names."""
+    text = _MESSAGE.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), (REPO / doc).read_text())
+    found = []
+    for m in _ROUTE.finditer(text):
+        if "…" in m[2] or "..." in m[2]:
+            continue
+        status = _ROUTE_STATUS.match(text, m.end() + (text[m.end()] == "`"))
+        found.append((text[: m.start()].count("\n") + 1, m[1], m[2], status[1] if status else None))
+    return found
+
+
+def test_every_route_the_docs_name_is_the_app_s_with_that_method_and_status(svc):
+    """Each `METHOD /path` docs/api.md and docs/admin.md name is an operation of the app's OpenAPI document (a `HEAD`
+    where it has the GET), and a status the doc says it answers ("`POST /v1/feedback` answers 201") is one the
+    operation declares."""
+    paths = httpx.get(f"{svc.url}/schema/openapi.json", timeout=60).raise_for_status().json()["paths"]
+    wrong = []
+    for doc in ROUTE_DOCS:
+        for line, method, path, status in _named_routes(doc):
+            operation = _operation(paths, method, path)
+            if operation is None:
+                wrong.append(f"{doc}:{line}: {method} {path}: the app has no such route")
+            elif status and status not in operation["responses"]:
+                wrong.append(f"{doc}:{line}: {method} {path} answers {status}: the app declares {sorted(operation['responses'])}")
+    assert len(_named_routes("docs/api.md")) > 30  # the reading still finds the routes
+    assert not wrong, "\n".join(wrong)
+
+
+def _curl_route(command: str) -> tuple[str, str] | None:
+    """(method, path) a documented curl command sends, or None."""
+    url = re.search(r"\$URL(/[^\s\"'?]*)", command)
+    if not url:
+        return None
+    method = re.search(r"-X\s+([A-Z]+)", command)
+    return (method[1] if method else "POST" if re.search(r"\s(?:-d|--data\S*)\s", command) else "GET"), url[1]
+
+
+def test_every_route_of_the_app_is_named_in_the_docs(svc):
+    """Each operation of the app's OpenAPI document is named in docs/api.md or docs/admin.md: in prose (`PUT
+    /v1/calibration-pool`), by a curl example that sends it, or, for a page a browser opens, by its path."""
+    paths = httpx.get(f"{svc.url}/schema/openapi.json", timeout=60).raise_for_status().json()["paths"]
+    named = [(method, path) for doc in ROUTE_DOCS for _, method, path, _ in _named_routes(doc)]
+    named += [route for doc in ROUTE_DOCS for example in documented_curl_examples(doc) if (route := _curl_route(example.command))]
+    text = "".join((REPO / doc).read_text() for doc in ROUTE_DOCS)
+    unnamed = [f"{method.upper()} {template}" for template, operations in paths.items() for method in operations
+               if not any(_operation({template: operations}, m, p) is operations[method] for m, p in named)
+               and not (method == "get" and f"`{template}" in text)]
+    assert not unnamed, f"routes the docs never name: {unnamed}"

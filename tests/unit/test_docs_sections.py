@@ -90,3 +90,18 @@ def test_every_changes_entry_names_its_session_and_says_what_changed():
     lines = (REPO / "docs" / "CHANGES.md").read_text().splitlines()
     bad = [f"docs/CHANGES.md:{i}: {line[:100]}" for i, line in enumerate(lines, 1) if line.startswith("- ") and not _ENTRY.fullmatch(line)]
     assert not bad, "\n".join(bad)
+
+
+_HISTORY = re.compile(r"\b(?:until|since) (?:the )?(?:session|review)\b(?: of session)?", re.I)
+
+
+def test_the_docs_state_today_s_behaviour_their_history_is_in_changes():
+    """README.md, docs/*.md, deploy/*.md and the code's docstrings and comments say what the code does today; when a behaviour changed ("until session
+    42 it ...", "since the review of session remote54") is docs/CHANGES.md's to say. A release named to say what it
+    reads ("a release before session 46 reads `*.keys` only") is no history and stays. On main before docs57 it
+    found 65: 56 in deploy/README.md, 7 in docs/operations.md, 2 in docs/library.md."""
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "deploy").glob("*.md"))]
+    docs += [p for root in ("pluralign", "service", "training") for p in sorted((REPO / root).rglob("*.py"))]  # docstrings
+    found = [f"{doc.relative_to(REPO)}:{text[: m.start()].count(chr(10)) + 1}: {text[max(0, m.start() - 40): m.end() + 40]!r}"
+             for doc in docs if doc.name != "CHANGES.md" for text in [doc.read_text()] for m in _HISTORY.finditer(text)]
+    assert not found, "history to move to docs/CHANGES.md:\n" + "\n".join(found)

@@ -30,7 +30,7 @@ import re
 import sys
 from pathlib import Path
 
-from pluralign.data.record import MAX_CREATED_AT, time_text_hint
+from pluralign.data.record import MAX_CREATED_AT, digits_date_problem, time_text_hint
 from pluralign.files import write_atomic
 from training.common import (
     DATA_DIR_HELP,
@@ -93,6 +93,19 @@ def load_records(args: argparse.Namespace):
         # in each user's order of arrival: training pairs first, then validation, then test
         return [*seen.train, *seen.val, *seen.test]
     raise ValueError("give --data FILE, --store URI, or --source ukp_convarg1|persona")
+
+
+_since_number = number(float, minimum=0, maximum=MAX_CREATED_AT, hint=time_text_hint)
+
+
+def since_seconds(text: str) -> float:
+    """The argparse `type=` of --since: Unix seconds from 0 to the end of year 9999 (`number`'s usage error otherwise,
+    with a date's seconds or a division by 1000 as its hint); a date written in digits (20260101: 1970-08-23 as
+    seconds, so every comparison would be scored) is a usage error giving the date's seconds (`digits_date_problem`)."""
+    seconds = _since_number(text)
+    if (problem := digits_date_problem(seconds)) is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return seconds
 
 
 def group_weights(text: str) -> tuple[float, ...]:
@@ -436,7 +449,7 @@ def register(sub) -> None:
                    "users it does not name: ' (no value)'; each user once; group names are trimmed (a blank key or group is an error)")
     p.add_argument("--min-group-size", type=number(int, minimum=1), default=1, help="suppress groups with fewer users (a group of one user is suppressed always)")
     p.add_argument("--min-comparisons", type=number(int, minimum=0), default=50, help="flag groups with fewer comparisons")
-    p.add_argument("--since", type=number(float, minimum=0, maximum=MAX_CREATED_AT, hint=time_text_hint), default=None,
+    p.add_argument("--since", type=since_seconds, default=None,
                    help="score only comparisons created at or after this time (Unix seconds, up to the end of year 9999: the times imports take)")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="--source persona: number of groups, 2 to 64 (default 2)")
     p.add_argument("--group-weights", type=group_weights, default=(),

@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from pluralign.data.record import MAX_CREATED_AT, Base, tenant_problem, time_text_hint
+from pluralign.data.record import MAX_CREATED_AT, Base, digits_date_problem, tenant_problem, time_text_hint
 from pluralign.data.text import is_blank, shorten, surrogate_problem
 
 # what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
@@ -173,11 +173,14 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
 
 
 def _check_values(typed: Base, from_client: bool) -> None:
-    """What a type cannot say of decoded params: an audit's `group_by` names an attribute, a client's `tenant` is
+    """What a type cannot say of decoded params: an audit's `group_by` names an attribute, its `since` is no date
+    written in digits (`digits_date_problem`), a client's `tenant` is
     not reserved, `groups` goes with protocol `persona`, a client's audit is `logistic` (the service's audits read its
     store, which `--personalized pal` does not). Raises JobParamsError naming `params.<name>`."""
     if (problem := _group_by_problem(getattr(typed, "group_by", None))) is not None:
         raise JobParamsError("params.group_by", problem)
+    if (problem := digits_date_problem(getattr(typed, "since", None))) is not None:  # 20260101: 1970-08-23 as seconds
+        raise JobParamsError("params.since", problem)
     tenant = getattr(typed, "tenant", None)
     if from_client and tenant is not None and (problem := tenant_problem(tenant)):  # a reserved name, as keys refuse
         raise JobParamsError("params.tenant", problem)

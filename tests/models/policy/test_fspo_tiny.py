@@ -32,3 +32,16 @@ def test_fspo_beats_the_untrained_model_on_unseen_users(make_tiny_lm, tokenizer)
     trained = reward_accuracy(policy, reference, tokenizer, test_episodes, config)
     assert trained >= 0.75, (untrained, trained)
     assert trained >= untrained + 0.2, (untrained, trained)
+
+
+def test_training_on_no_episodes_is_refused_naming_them(make_tiny_lm, tokenizer):
+    """A caller whose users yielded no episodes (`training_episodes` with `count` 0) gets a ValueError
+    naming `episodes`, the model untouched. Before: ZeroDivisionError ("integer modulo by zero") from the loop."""
+    import pytest
+
+    policy = make_tiny_lm()
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    config = FSPOConfig(shots=4, loss="dpo", beta=1.0, full_finetune=True, lr=1e-2, steps=3, batch_size=8, seed=0)
+    with pytest.raises(ValueError, match=r"^`episodes`: no episodes to train on"):
+        train(policy, ReferencePolicy(policy, full_copy=copy.deepcopy(policy)), tokenizer, [], config)
+    assert all((policy.state_dict()[k] == v).all() for k, v in before.items())
