@@ -39,15 +39,16 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
     from pluralign.embed.encoders import SentenceEncoder, make_encoder
 
     if name.startswith("openai:"):
-        from pluralign.embed.models import MINILM_ID
+        from pluralign.embed.models import MINILM_ID, minilm_tokenizer
         from pluralign.embed.named import IDENTITIES
         from pluralign.embed.remote import RemoteEncoder
         from service.requestid import outgoing_headers
 
         model = model_id or MINILM_ID
         known = IDENTITIES.get(model)  # MiniLM's: the word pieces the local encoder reads, which the server must read too
+        counter = minilm_tokenizer() if model == MINILM_ID else None  # a long text is sent cut to what the server reads
         return RemoteEncoder(name.removeprefix("openai:"), model, api_key=api_key, timeout=timeout_s, request_headers=outgoing_headers,
-                             max_length=known.max_length if known is not None else None)
+                             max_length=known.max_length if known is not None else None, counter=counter)
     if is_model_folder(name):
         try:
             return SentenceEncoder(path=name, encoder_id=folder_encoder_id(name))

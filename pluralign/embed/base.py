@@ -55,31 +55,74 @@ def window_texts(counter, texts: list[str], max_length: int) -> tuple[list[str],
     normalized text (its characters in the text are not known here) or that cuts a text's start (`truncation_side`
     "left": it reads the end). tests/unit/test_longtext56_window.py checks the ids on texts of many scripts, and with
     added tokens and contractions across the start's end, with both default encoders' tokenizers."""
-    read, counts = list(texts), [-1] * len(texts)
     specials = counter.num_special_tokens_to_add(pair=False)
-    window = max_length - specials
-    size = FIRST_CHARS * max_length
-    prefixes = added_prefixes(counter)
     keeps_start = getattr(counter, "truncation_side", "right") == "right"  # "left" keeps a text's end: no start to cut
-    cuttable = window > 0 and prefixes is not None and keeps_start
-    open_ = [i for i, text in enumerate(texts) if len(text) > size] if cuttable else []
-    while open_:
-        cuts = [without_added_start(texts[i][:size], prefixes) for i in open_]
-        starts = counter(cuts, add_special_tokens=False, truncation=False, verbose=False)
-        for j, i in enumerate(open_):
-            try:
-                words = starts.word_ids(j)
-            except ValueError:  # a slow tokenizer: no words known
-                open_ = []
-                break
-            if len(words) > window and len(set(words[window:]) - {words[window - 1]}) >= 2:
-                read[i], counts[i] = cuts[j], len(words) + specials
-        size *= 4
-        open_ = [i for i in open_ if counts[i] < 0 and len(texts[i]) > size]
+    window = max_length - specials if keeps_start else 0
+    read, counts = read_starts(counter, texts, window, FIRST_CHARS * max_length)
+    counts = [n + specials if n >= 0 else -1 for n in counts]
     whole = [i for i, n in enumerate(counts) if n < 0]
     if whole:  # (the tokenizer refuses an empty batch)
         for i, n in zip(whole, word_pieces(counter, [texts[i] for i in whole]), strict=True):
             counts[i] = n
+    return read, counts
+
+
+def read_starts(counter, texts: list[str], window: int, size: int) -> tuple[list[str], list[int]]:
+    """Each of `texts` cut to a start whose first `window` tokens (no special tokens added) are the text's own, read
+    without reading the rest; with the start's token count (more than `window`), or -1 for a text kept whole (not cut:
+    it is at most `size` characters, or no shorter start is found to be so). How and why: `window_texts`, which reads
+    starts from `size` characters on (then 4 times as many each try); tokenizers whose texts are not cut are named
+    there (a slow one, one matching an added token in normalized text). `counter` is only called so (no truncation, no
+    special tokens): its settings are not changed. A window of 0 or less cuts nothing."""
+    prefixes = added_prefixes(counter)
+    return _read_parts(counter, texts, window, size, None if prefixes is None else lambda t: without_added_start(t, prefixes),
+                       lambda text, n: text[:n], _start_holds)
+
+
+def read_ends(counter, texts: list[str], window: int, size: int) -> tuple[list[str], list[int]]:
+    """`read_starts` for a caller that keeps a text's last `window` tokens (a prompt cut on the left): each of `texts` cut
+    to an end whose last `window` tokens are the text's own, with its token count, or -1 for a text kept whole. Ends of
+    `size` characters, then 4 times as many each try, are read until one holds more tokens than `window` and the
+    window's first token is of a word two or more words after the end's first word. An end that begins with the rest
+    of an added token's text ("m_end|>" of "<|im_end|>") is read without it. Past the end's first word, its words are
+    the text's: the pre-tokenizers split where a run of letters, digits, whitespace or other characters ends (BERT's at
+    whitespace and punctuation; byte-level BPE's GPT-2 expression matches from the left, each match ending where its run
+    ends wherever in the run it began, so the end's first match ends where the text's does, and from there the matches
+    are the same), a prefix space (SentencePiece's "first" scheme) changes the first word only, and the normalizers work
+    a character at a time (a combining mark the end begins with is in its first word). The ids of the words after it
+    are the text's: a word's pieces are its own. tests/unit/test_longtext57_policy_cut.py checks the ids."""
+    suffixes = added_suffixes(counter)
+    return _read_parts(counter, texts, window, size, None if suffixes is None else lambda t: without_added_end(t, suffixes),
+                       lambda text, n: text[-n:], _end_holds)
+
+
+def _start_holds(words: list, window: int) -> bool:
+    return len(words) > window and len(set(words[window:]) - {words[window - 1]}) >= 2
+
+
+def _end_holds(words: list, window: int) -> bool:
+    first = len(words) - window  # the window's first token
+    return first > 0 and len(set(words[:first]) - {words[first]}) >= 2
+
+
+def _read_parts(counter, texts: list[str], window: int, size: int, clean, part, holds) -> tuple[list[str], list[int]]:
+    """`read_starts` and `read_ends`: `part(text, n)` a text's n characters kept, `clean` it less a piece of an added
+    token (None: nothing is cut), `holds(word_ids, window)` whether the part's window is the text's."""
+    read, counts = list(texts), [-1] * len(texts)
+    open_ = [i for i, text in enumerate(texts) if len(text) > size] if window > 0 and clean is not None else []
+    while open_:
+        cuts = [clean(part(texts[i], size)) for i in open_]
+        parts = counter(cuts, add_special_tokens=False, truncation=False, verbose=False)
+        for j, i in enumerate(open_):
+            try:
+                words = parts.word_ids(j)
+            except ValueError:  # a slow tokenizer: no words known
+                open_ = []
+                break
+            if holds(words, window):
+                read[i], counts[i] = cuts[j], len(words)
+        size *= 4
+        open_ = [i for i in open_ if counts[i] < 0 and len(texts[i]) > size]
     return read, counts
 
 
@@ -93,6 +136,22 @@ def added_prefixes(counter) -> set[str] | None:
     if backend is not None and backend.normalizer is not None and any(token.normalized for token in added):
         return None
     return {token.content[:n] for token in added for n in range(1, len(token.content))}
+
+
+def added_suffixes(counter) -> set[str] | None:
+    """The ends, shorter than the whole, of the texts of `counter`'s added tokens ("]", "P]", ... "SEP]" for BERT's
+    "[SEP]"): `added_prefixes`' mirror, None where it is None."""
+    if added_prefixes(counter) is None:
+        return None
+    return {token.content[-n:] for token in getattr(counter, "added_tokens_decoder", {}).values() for n in range(1, len(token.content))}
+
+
+def without_added_end(end: str, suffixes: set[str]) -> str:
+    """`end` less its starts that are in `suffixes` (`added_suffixes`), again while one is: "m_end|> b" -> " b"."""
+    i, longest = 0, max(map(len, suffixes), default=0)
+    while n := next((n for n in range(min(len(end) - i, longest), 0, -1) if end[i : i + n] in suffixes), 0):
+        i += n
+    return end[i:]
 
 
 def without_added_start(start: str, prefixes: set[str]) -> str:

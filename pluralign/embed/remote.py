@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from pluralign.data.text import shorten
-from pluralign.embed.base import text_list
+from pluralign.embed.base import text_list, window_texts
 from pluralign.urls import check_base_url, redacted
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,18 @@ class RemoteEncoder:
     that says its own (Text Embeddings Inference's `GET /info`, beside `/v1`: `max_input_length`) and says another is
     refused at construction (`RemoteEncoderError`: a long text's vector would not be the local encoder's, which the
     tables' and the PAL model's are: TEI serving a folder without MiniLM's `sentence_bert_config.json` reads 512); one that says it refuses longer texts (`auto_truncate` false: TEI without
-    `--auto-truncate`) is logged as a warning (such texts are then refused: `RemoteTextsRefused`, a chat's a 400)."""
+    `--auto-truncate`) is logged as a warning (such texts are then refused: `RemoteTextsRefused`, a chat's a 400).
+
+    `counter`: the model's own tokenizer (a fast one; `pluralign.embed.models.minilm_tokenizer` for MiniLM), called with no
+    truncation only (its settings are not changed, so threads share it). With it and `max_length`, a text longer than
+    the server reads is sent cut to the start the server reads of it (`window_texts`: the same word pieces, so the same
+    vector): a 1 MB text is sent as its first few KB, not whole over the network to a server that tokenizes it whole
+    to keep 256 pieces. Without it, texts are sent whole."""
 
     def __init__(
         self, base_url: str, model: str, api_key: str | None = None, batch_size: int = 32, timeout: float = 60.0,
         max_retries: int = 2, request_headers: Callable[[], Mapping[str, str]] = dict, max_length: int | None = None,
+        counter=None,
     ):
         from openai import DefaultHttpxClient, OpenAI
 
@@ -126,6 +133,7 @@ class RemoteEncoder:
         self.batch_size = batch_size  # TEI's default --max-client-batch-size is 32
         self.request_headers = request_headers
         self.timeout, self.max_retries = timeout, max_retries
+        self.max_length, self.counter = max_length, counter
         self._closed = False  # `close`
         self._client = OpenAI(base_url=self.base_url, api_key=api_key or "unused", timeout=timeout, max_retries=max_retries,
                               http_client=bounded_client(DefaultHttpxClient, timeout))
@@ -233,4 +241,6 @@ class RemoteEncoder:
         texts = text_list(texts)
         if not texts:
             return np.zeros((0, self.dim), np.float32)
+        if self.counter is not None and self.max_length is not None:
+            texts = window_texts(self.counter, texts, self.max_length)[0]
         return np.concatenate([self._request(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])

@@ -32,25 +32,50 @@ def _marked(value, spellings: list[str]):
     return mark_control_tokens(value, re.compile("|".join(re.escape(t) for t in sorted(spellings, key=len, reverse=True))))
 
 
-def text_ids(tokenizer, text: str) -> list[int]:
+def text_ids(tokenizer, text: str, first: int | None = None) -> list[int]:
     """Token ids of `text` read as text (an answer): a spelled special token is its characters' tokens. Text
-    that spells none (nearly all) gets exactly `tokenizer(text)`'s ids, as before."""
+    that spells none (nearly all) gets exactly `tokenizer(text)`'s ids, as before. `first`: only the first `first` ids
+    are wanted, and returned: a longer text is cut before it is tokenized to a start that holds them (`cut`)."""
+    text = cut(tokenizer, text, first=first)
     spellings = special_spellings(tokenizer)
     if not any(t in text for t in spellings):
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(_marked(text, spellings), add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        ids = tokenizer(_marked(text, spellings), add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
+    return ids if first is None else ids[:first]
 
 
-def chat_prompt_ids(tokenizer, messages: Sequence[dict[str, str]], suffix: str = "") -> list[int]:
+def chat_prompt_ids(tokenizer, messages: Sequence[dict[str, str]], suffix: str = "", *, first: int | None = None,
+                    last: int | None = None) -> list[int]:
     """Token ids of `messages` (role/content dicts of text) under `tokenizer`'s chat template with the
     generation prompt, then `suffix` (text that opens the answer, tokenized with the template's end). The
     template's own special tokens are special; a message's text is text, its spellings of special tokens
     included (`special_spellings`). Messages that spell none (nearly all) get exactly the ids of the rendered
-    template tokenized whole, as before. Safe to call from several threads on one tokenizer. Raises what
-    `apply_chat_template` raises (a tokenizer without a chat template)."""
+    template tokenized whole, as before. `first` (or `last`): only the first (last) so many ids are wanted, and
+    returned: the rendered prompt is cut before it is tokenized to a start (an end) that holds them (`cut`). Safe to
+    call from several threads on one tokenizer. Raises what `apply_chat_template` raises (a tokenizer without a chat
+    template)."""
     spellings = special_spellings(tokenizer)
     if not any(t in m["content"] for m in messages for t in spellings):
         text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return tokenizer(text + suffix, add_special_tokens=False)["input_ids"]
-    text = tokenizer.apply_chat_template(_marked(list(messages), spellings), tokenize=False, add_generation_prompt=True) + suffix
-    return tokenizer(text, add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
+        ids = tokenizer(cut(tokenizer, text + suffix, first, last), add_special_tokens=False)["input_ids"]
+    else:
+        text = tokenizer.apply_chat_template(_marked(list(messages), spellings), tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(cut(tokenizer, text + suffix, first, last), add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
+    return ids[:first] if first is not None else ids[-last:] if last is not None else ids
+
+
+def cut(tokenizer, text: str, first: int | None = None, last: int | None = None) -> str:
+    """`text` cut to a start whose first `first` tokens are its own (`pluralign.embed.base.read_starts`), or to an end
+    whose last `last` tokens are (`read_ends`), without tokenizing the rest: a 1 MB answer or prompt of an imported row
+    was tokenized whole (~4 s) to keep its first 96 tokens or its last 1,024. Itself when it is short, or when no
+    such start or end is found (one word to its end). ValueError when both are given."""
+    from pluralign.embed.base import FIRST_CHARS, read_ends, read_starts
+
+    if first is not None and last is not None:
+        raise ValueError("give `first` or `last`, not both")
+    if first is not None:
+        return read_starts(tokenizer, [text], first, FIRST_CHARS * first)[0][0]
+    if last is not None:
+        return read_ends(tokenizer, [text], last, FIRST_CHARS * last)[0][0]
+    return text

@@ -49,16 +49,17 @@ class ScoringBatch:
         return response_logprobs(logits, self)
 
 
-def prompt_ids(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
+def prompt_ids(tokenizer, messages: Sequence[dict[str, str]], last: int | None = None) -> list[int]:
     """Token ids of the chat prompt, ending where the assistant's answer starts: the ids the served chat
-    has (`chat_prompt_ids`: a message's text is text, its spellings of special tokens included)."""
-    return chat_prompt_ids(tokenizer, messages)
+    has (`chat_prompt_ids`: a message's text is text, its spellings of special tokens included). `last`: its last
+    `last` ids only (an over-long prompt loses its start), the rest not tokenized."""
+    return chat_prompt_ids(tokenizer, messages, last=last)
 
 
 def answer_ids(tokenizer, response: str, max_response_tokens: int) -> list[int]:
-    """A response's token ids read as text (`text_ids`), cut to fit, ending with the end-of-turn token (one
-    encoding for both batch kinds, so packed and unpacked rows score the same tokens)."""
-    return text_ids(tokenizer, response)[: max_response_tokens - 1] + [tokenizer.eos_token_id]
+    """A response's token ids read as text (`text_ids`), cut to fit (the rest not tokenized), ending with the
+    end-of-turn token (one encoding for both batch kinds, so packed and unpacked rows score the same tokens)."""
+    return text_ids(tokenizer, response, first=max(max_response_tokens - 1, 0)) + [tokenizer.eos_token_id]
 
 
 def encode_responses(
@@ -77,7 +78,7 @@ def encode_responses(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     rows, answer_lengths = [], []
     for messages, response in zip(conversations, responses, strict=True):
-        prompt = prompt_ids(tokenizer, messages)[-max_prompt_tokens:]
+        prompt = prompt_ids(tokenizer, messages, last=max_prompt_tokens)
         answer = answer_ids(tokenizer, response, max_response_tokens)
         rows.append(prompt + answer)
         answer_lengths.append(len(answer))
@@ -202,7 +203,7 @@ def encode_packed(
     prompts: dict[tuple, list[int]] = {}
     for key, messages in zip(keys, conversations, strict=True):
         if key not in prompts:
-            prompts[key] = prompt_ids(tokenizer, messages)[-max_prompt_tokens:]
+            prompts[key] = prompt_ids(tokenizer, messages, last=max_prompt_tokens)
     # per row: its distinct prompts (in order of first use), and per response (prompt index, tokens)
     row_prompts: list[list[tuple]] = [[] for _ in row_number]
     row_answers: list[list[tuple[int, list[int]]]] = [[] for _ in row_number]

@@ -207,10 +207,12 @@ class PairTokens:
 SYSTEM_PROMPT = "You are a helpful assistant."  # short: SmolLM2's default system prompt doubles the tokens
 
 
-def prompt_ids(tokenizer, prompt: str) -> list[int]:
+def prompt_ids(tokenizer, prompt: str, first: int | None = None) -> list[int]:
     """The chat-formatted prompt the policy answers, as token ids (the same at training and generation time,
-    and as served: `chat_prompt_ids`, the prompt's text read as text)."""
-    return chat_prompt_ids(tokenizer, [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}])
+    and as served: `chat_prompt_ids`, the prompt's text read as text). `first`: its first `first` ids only, the rest
+    not tokenized."""
+    return chat_prompt_ids(tokenizer, [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+                           first=first)
 
 
 def is_finished(response: str) -> bool:
@@ -220,8 +222,8 @@ def is_finished(response: str) -> bool:
 
 
 def _encode(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
-    prompt = prompt_ids(tokenizer, prompt)
-    response_ids = text_ids(tokenizer, response) + ([tokenizer.eos_token_id] if is_finished(response) else [])
+    prompt = prompt_ids(tokenizer, prompt, first=max_length)  # the rest of a long prompt or response is cut below
+    response_ids = text_ids(tokenizer, response, first=max_length) + ([tokenizer.eos_token_id] if is_finished(response) else [])
     ids = (prompt + response_ids)[:max_length]
     return ids, min(len(prompt), len(ids))
 
@@ -253,8 +255,10 @@ def sequence_logps(model, ids: torch.Tensor, attention: torch.Tensor, response: 
     """Sum of log pi(token) over each row's response tokens: (N,).
 
     Only the positions from the earliest response token on get logits (`logits_to_keep`): with a
-    49k-token vocabulary the logits, not the transformer, dominate the cost of short answers."""
-    first = int(response.float().argmax(1).min())  # earliest response token in the batch
+    49k-token vocabulary the logits, not the transformer, dominate the cost of short answers. A row with no response
+    token (its prompt alone fills `max_length`) sums to 0."""
+    starts = response.float().argmax(1)[response.any(1)]  # each row's first response token, of rows that have one
+    first = int(starts.min()) if len(starts) else ids.shape[1]  # earliest response token in the batch
     keep = ids.shape[1] - first + 1  # logits at position t predict token t + 1
     logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits[:, :-1].float()  # (N, keep-1, V)
     targets = ids[:, first:]  # (N, keep-1)
