@@ -332,13 +332,28 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
     except msgspec.ValidationError as exc:
         problem = str(exc).split(" - at ")[0]
         if problem.startswith("Object contains unknown field `"):  # a key of any length: named once, cut (PreferenceError)
-            problem = UNKNOWN_FIELD if " - at " not in str(exc) else f"unknown field `{shorten(problem.split('`')[1], 64, '...')}`"
+            name = problem.split('`')[1]
+            problem = (f"unknown field `{shorten(name, 64, '...')}`" if " - at " in str(exc)
+                       else _other_type_column(name) if name in _OTHER_TYPE_COLUMNS else UNKNOWN_FIELD)
         raise PreferenceError(line, _field_of(str(exc)), problem) from None
     plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not original.extra
     return record if plain else msgspec.structs.replace(record, trl=original)
 
 
 UNKNOWN_FIELD = "unknown field (README, 'Preference files', names the fields a row takes)"
+
+# the columns of TRL's other dataset types (`_OTHER_TRL_TYPES`) that preference datasets carry beside their own
+_OTHER_TYPE_COLUMNS = {
+    "messages": "SFT's conversation to imitate (HuggingFaceH4/ultrafeedback_binarized's is the chosen one again)",
+    "text": "SFT's language-modeling text",
+    "completion": "a prompt-completion (SFT) or unpaired preference (KTO) column",
+    "label": "KTO's unpaired preference label",
+}
+
+
+def _other_type_column(name: str) -> str:
+    return (f"unknown field: {_OTHER_TYPE_COLUMNS[name]}, which no preference row takes: drop it "
+            f"(with `datasets`: ds.remove_columns(['{name}']))")
 
 _Messages = list[dict[str, str]]
 
@@ -540,12 +555,15 @@ def _missing_answer(row: dict[str, Any], line: int, field: str) -> PreferenceErr
 
 # a row's prompt in another of TRL's forms than its answers (by whether the prompt is text): TRL judges a row's form by
 # any one of its columns (`trl.data_utils.is_conversational` pops one from a set) and joins `prompt + chosen`
-# (`apply_chat_template`, the DPO trainer's tokenizing), which fails for text beside a message list
+# (`apply_chat_template`, the DPO trainer's tokenizing), which fails for text beside a message list; but for a text
+# prompt beside conversations that share their opening turns, which `maybe_extract_prompt` reads as implicit
+# (`prompt_from_answers`)
 _ONE_FORM = ("TRL reads a row in one form, `prompt`, `chosen` and `rejected` all text (standard) or all message lists "
              "(conversational): its trainers join `prompt + chosen` (trl.data_utils.apply_chat_template)")
 _MIXED_PROMPT = {
-    True: f"is text and `chosen` and `rejected` are message lists: {_ONE_FORM}; give the prompt as messages too, "
-          '[{"role": "user", "content": "..."}]',
+    True: f"is text and `chosen` and `rejected` are message lists that share no opening turn: {_ONE_FORM}, or take the "
+          "prompt from the answers' shared opening turns (maybe_extract_prompt), which these have none of; give the prompt "
+          'as messages too, [{"role": "user", "content": "..."}]',
     False: f"is a message list and `chosen` and `rejected` are text: {_ONE_FORM}; give each answer as messages too, "
            '[{"role": "assistant", "content": "..."}]',
 }
@@ -561,8 +579,17 @@ def _check_forms(row: dict[str, Any], line: int, implicit: bool) -> None:
         messages_to_text(row[field], field, line)  # validates the form
     if isinstance(row["chosen"], str) != isinstance(row["rejected"], str):
         raise PreferenceError(line, "rejected", "`chosen` and `rejected` must both be strings or both message lists")
-    if not implicit and isinstance(row["prompt"], str) != isinstance(row["chosen"], str):
+    if not implicit and isinstance(row["prompt"], str) != isinstance(row["chosen"], str) and not prompt_from_answers(row):
         raise PreferenceError(line, "prompt", _MIXED_PROMPT[isinstance(row["prompt"], str)])
+
+
+def prompt_from_answers(row: Mapping[str, Any]) -> bool:
+    """Whether TRL takes the prompt of `row` (sound message lists, its `prompt` present) from its answers: a text
+    `prompt` beside `chosen` and `rejected` conversations that share opening turns, as HuggingFaceH4/ultrafeedback_binarized
+    writes them (the prompt as a user turn in each answer); `trl.data_utils.maybe_extract_prompt` sets the text aside
+    and extracts the prompt (`extract_prompt`), so the row reads as the implicit form."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    return isinstance(row["prompt"], str) and isinstance(chosen, list) and isinstance(rejected, list) and bool(extract_prompt(chosen, rejected)[0])
 
 
 def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
@@ -576,7 +603,7 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
     if (wrong := extra_type_problem(extra)) is not None:
         raise PreferenceError(line, *wrong)
     original = TrlRow(prompt=row.get("prompt"), chosen=row["chosen"], rejected=row["rejected"], extra=extra)
-    if implicit:
+    if implicit or prompt_from_answers(row):
         prompt, chosen, rejected = extract_prompt(row["chosen"], row["rejected"])
         if not prompt:
             raise PreferenceError(line, "prompt", "missing, and `chosen` and `rejected` share no prompt (implicit-prompt form)")
@@ -641,13 +668,14 @@ def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> N
                                                "whole with df['user_id'].astype('Int64'), or give them as text")
 
 
-def file_trl(trl: TrlRow | None) -> TrlRow | None:
+def file_trl(trl: TrlRow | None, chosen: str | None = None) -> TrlRow | None:
     """A stored row's TRL form as a preference file is written with it, so that what the service writes reads again:
     None (the row's own text, TRL's standard form) for one whose messages a reader refuses (`messages_to_text`: a role
     outside MESSAGE_ROLES, which imports of earlier releases stored); one mixing TRL's forms, an explicit prompt of
     another form than its answers (imports of earlier releases stored it), in the conversational form with the same
     text (a text prompt as one `user` message, a text answer as one `assistant` message: one message reads as its
-    content, `_joined`); and with a score or rating held as the text of a number as that number (`"8.5"` as 8.5, not left
+    content, `_joined`), but for a text prompt beside answers it was read from (`prompt_from_answers`: the row's
+    `chosen` text, the stored record's, is what follows their shared turns), kept as it came; and with a score or rating held as the text of a number as that number (`"8.5"` as 8.5, not left
     out), without the extra columns a reader still refuses for their type (`extra_type_problem`: a `score_chosen` of
     "high", which earlier releases stored), the rest kept."""
     if trl is None:
@@ -658,7 +686,7 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
                 messages_to_text(messages, field, 0)
     except PreferenceError:
         return None
-    if trl.prompt is not None and isinstance(trl.prompt, str) != isinstance(trl.chosen, str):
+    if trl.prompt is not None and isinstance(trl.prompt, str) != isinstance(trl.chosen, str) and not _read_from_answers(trl, chosen):
         trl = msgspec.structs.replace(trl, prompt=_as_messages(trl.prompt, "user"), chosen=_as_messages(trl.chosen, "assistant"),
                                       rejected=_as_messages(trl.rejected, "assistant"))
     if extra_type_problem(trl.extra) is not None:  # text of a number as that number, then what is still no number left out
@@ -667,6 +695,13 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
             extra = {k: v for k, v in extra.items() if k != wrong[0]}
         trl = msgspec.structs.replace(trl, extra=extra)
     return trl
+
+
+def _read_from_answers(trl: TrlRow, chosen: str | None) -> bool:
+    """Whether `trl`'s prompt was read from its answers (`prompt_from_answers`) when its record, whose chosen text is
+    `chosen`, was stored: an older release read such a row's whole conversation as the answer."""
+    row = {"prompt": trl.prompt, "chosen": trl.chosen, "rejected": trl.rejected}
+    return chosen is not None and prompt_from_answers(row) and _joined(extract_prompt(trl.chosen, trl.rejected)[1]) == chosen
 
 
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # RFC 8259's `number`
