@@ -76,3 +76,23 @@ def test_the_sft_messages_column_of_a_preference_dataset_is_named_for_what_it_is
     assert r.status_code == 400 and r.json()["error"]["param"] == "line 1.messages", r.text
     message = r.json()["error"]["message"]
     assert "SFT" in message and "remove_columns" in message, message  # before: "unknown field (README, ...)"
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "param", "meant"), [
+    ("POST", "/v1/feedback", {"json": {"type": "comparision", "user": "typo57", "prompt": "p", "chosen": "a", "rejected": "b"}},
+     "type", "comparison"),
+    ("POST", "/v1/users/typo57/next-comparison", {"json": {"target": "populaton"}}, "target", "population"),
+    ("POST", "/v1/chat/completions", {"json": {"model": "pluralign", "messages": [{"role": "usr", "content": "Hi"}]}},
+     "messages[0].role", "user"),
+    ("GET", "/v1/users/alice57/export", {"params": {"format": "preference"}}, "format", "preferences"),
+    ("PATCH", "/v1/users/typo57/stated-preferences", {"json": {"preferences": {"lenght": "less"}}}, "preferences.lenght", "length"),
+])
+def test_a_misspelt_value_of_a_closed_set_is_answered_with_the_closest_one(svc, method, path, kwargs, param, meant):
+    """A misspelt field name was answered "did you mean `user`?", a misspelt value of a field that takes a few
+    (a feedback `type`, next-comparison's `target`, a message's `role`, the export's `format`, a stated feature) only
+    with the whole list; both now name the closest, nothing done."""
+    with svc.client("acme") as c:
+        r = c.request(method, path, **kwargs)
+        assert c.get("/v1/users/typo57").status_code == 404  # nothing stored
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    assert f"(did you mean `{meant}`?)" in r.json()["error"]["message"], r.text
