@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import difflib
 import errno
 import gzip
 import io
@@ -334,13 +335,38 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None) -> P
         if problem.startswith("Object contains unknown field `"):  # a key of any length: named once, cut (PreferenceError)
             name = problem.split('`')[1]
             problem = (f"unknown field `{shorten(name, 64, '...')}`" if " - at " in str(exc)
-                       else _other_type_column(name) if name in _OTHER_TYPE_COLUMNS else UNKNOWN_FIELD)
+                       else _other_type_column(name) if name in _OTHER_TYPE_COLUMNS else _unknown_field(name))
         raise PreferenceError(line, _field_of(str(exc)), problem) from None
     plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not original.extra
     return record if plain else msgspec.structs.replace(record, trl=original)
 
 
 UNKNOWN_FIELD = "unknown field (README, 'Preference files', names the fields a row takes)"
+
+
+def _row_fields() -> tuple[str, ...]:
+    """The columns a preference row takes: TRL's and pluralign's."""
+    return (*(name for name in Preference.__struct_fields__ if name != "trl"), *TRL_EXTRA_COLUMNS)  # `trl`: never a column
+
+
+def _unknown_field(name: str) -> str:
+    """UNKNOWN_FIELD, with the row's column closest to `name` (`chosen-rating`: `chosen_rating`; `user`: `user_id`)."""
+    close = difflib.get_close_matches(name, _row_fields(), n=1, cutoff=0.6) if len(name) <= 64 else []
+    return UNKNOWN_FIELD.replace("unknown field", f"unknown field (did you mean `{close[0]}`?)") if close else UNKNOWN_FIELD
+
+
+def _missing(row: Mapping[str, Any], field: str) -> str:
+    """"missing required field", naming a key of `row` no row takes that is close to `field` (`choosen`, `user`)."""
+    return f"missing required field{_typed_instead(row, field)}"
+
+
+def _typed_instead(row: Mapping[str, Any], field: str) -> str:
+    """`; the row has `choosen` (did you mean `chosen`?)` for the key of `row` closest to the missing `field` that no row
+    takes, else ''."""
+    takes = _row_fields()
+    typed = [key for key in row if isinstance(key, str) and key not in takes and len(key) <= 64]
+    close = difflib.get_close_matches(field, typed, n=1, cutoff=0.6)
+    return f"; the row has `{close[0]}` (did you mean `{field}`?)" if close else ""
 
 # the columns of TRL's other dataset types (`_OTHER_TRL_TYPES`) that preference datasets carry beside their own
 _OTHER_TYPE_COLUMNS = {
@@ -550,7 +576,7 @@ def _missing_answer(row: dict[str, Any], line: int, field: str) -> PreferenceErr
         if field != "prompt" and all(c in row for c in columns):
             return PreferenceError(line, field, f"missing required field: the row is {kind}, not a preference; pluralign "
                                                 "learns from paired comparisons, a `chosen` and a `rejected` answer to one prompt")
-    return PreferenceError(line, field, "missing required field")
+    return PreferenceError(line, field, _missing(row, field))
 
 
 # a row's prompt in another of TRL's forms than its answers (by whether the prompt is text): TRL judges a row's form by
@@ -606,7 +632,8 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
     if implicit or prompt_from_answers(row):
         prompt, chosen, rejected = extract_prompt(row["chosen"], row["rejected"])
         if not prompt:
-            raise PreferenceError(line, "prompt", "missing, and `chosen` and `rejected` share no prompt (implicit-prompt form)")
+            raise PreferenceError(line, "prompt", "missing, and `chosen` and `rejected` share no prompt (implicit-prompt form)"
+                                                  + _typed_instead(row, "prompt"))
         if not chosen or not rejected:
             raise PreferenceError(line, "rejected", "`chosen` and `rejected` are identical")
     else:
@@ -654,7 +681,7 @@ def _take_user_id(row: dict[str, Any], line: int, default_user: str | None) -> N
         del row["user_id"]
     if "user_id" not in row:
         if default_user is None:
-            raise PreferenceError(line, "user_id", "missing required field")
+            raise PreferenceError(line, "user_id", _missing(row, "user_id"))
         row["user_id"] = default_user
     if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
         row["user_id"] = str(row["user_id"])

@@ -96,3 +96,18 @@ def test_a_misspelt_value_of_a_closed_set_is_answered_with_the_closest_one(svc, 
         assert c.get("/v1/users/typo57").status_code == 404  # nothing stored
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
     assert f"(did you mean `{meant}`?)" in r.json()["error"]["message"], r.text
+
+
+def test_a_misspelt_column_of_an_import_is_named_with_the_one_meant(svc):
+    """An import's row with `choosen`, or `user` (the chat and feedback routes' name for the end user) beside its
+    answers: the 400 said "missing required field" or "unknown field" alone; it now names the column meant."""
+    rows = {"chosen": {"prompt": "Tea?", "choosen": "Yes.", "rejected": "No."},
+            "user": {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "user": "typo57b"}}
+    with svc.client("acme") as c:
+        missing = c.post("/v1/users/typo57b/import", content=json.dumps(rows["chosen"]))
+        unknown = c.post("/v1/users/typo57b/import", content=json.dumps(rows["user"]))
+        assert c.get("/v1/users/typo57b").status_code == 404  # nothing stored
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "line 1.chosen", missing.text
+    assert "the row has `choosen` (did you mean `chosen`?)" in missing.json()["error"]["message"], missing.text
+    assert unknown.status_code == 400 and unknown.json()["error"]["param"] == "line 1.user", unknown.text
+    assert "(did you mean `user_id`?)" in unknown.json()["error"]["message"], unknown.text

@@ -53,3 +53,20 @@ def test_such_a_row_an_older_release_stored_as_whole_conversations_still_exports
     old = file_trl(trl, "user: Tea or coffee?\nassistant: Tea.")
     assert old.prompt == [ASK] and old.chosen == ROW["chosen"], old
     assert file_trl(trl, "Tea.") == trl
+
+
+@pytest.mark.parametrize(("row", "field", "said"), [
+    ({"prompt": "p", "choosen": "a", "rejected": "b", "user_id": "u"}, "chosen", "the row has `choosen` (did you mean `chosen`?)"),
+    ({"promt": "p", "chosen": "a", "rejected": "b", "user_id": "u"}, "prompt", "the row has `promt` (did you mean `prompt`?)"),
+    ({"prompt": "p", "chosen": "a", "rejected": "b", "user": "u"}, "user_id", "the row has `user` (did you mean `user_id`?)"),
+    ({"prompt": "p", "chosen": "a", "rejected": "b", "user_id": "u", "chosen-rating": 5}, "chosen-rating", "(did you mean `chosen_rating`?)"),
+    ({"prompt": "p", "chosen": "a", "rejected": "b", "user_id": "u", "attribute": {"g": "x"}}, "attribute", "(did you mean `attributes`?)"),
+])
+def test_a_misspelt_column_is_named_with_the_one_meant(tmp_path, row, field, said):
+    """A misspelt column of a preference file (`choosen`, `promt`; `user` as the chat API names the end user;
+    `chosen-rating` as argilla's datasets spell it) was "missing required field" or "unknown field" alone."""
+    path = tmp_path / "typo.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(PreferenceError) as info:
+        read_preferences(path)
+    assert info.value.field == field and said in str(info.value), str(info.value)
