@@ -470,7 +470,9 @@ def _line_texts(row: _Line) -> tuple[str, str, str, TrlRow | None] | None:
     text needs `surrogate_problem`."""
     prompt, chosen, rejected = row.prompt, row.chosen, row.rejected
     has_extra = _has_extra(row)
-    if isinstance(chosen, str) != isinstance(rejected, str) or (prompt is not msgspec.UNSET and isinstance(prompt, str) != isinstance(chosen, str)):
+    # a text prompt beside message answers may be read from them (`prompt_from_answers`); a message prompt beside text never
+    from_answers = isinstance(prompt, str) and not isinstance(chosen, str)
+    if isinstance(chosen, str) != isinstance(rejected, str) or (isinstance(prompt, list) and isinstance(chosen, str)):
         return None
     for messages in (prompt, chosen, rejected):
         if isinstance(messages, list) and not (messages and all("content" in m and m.keys() <= _MESSAGE_KEY_SET and m.get("role", "user") in _ROLE_SET
@@ -482,7 +484,7 @@ def _line_texts(row: _Line) -> tuple[str, str, str, TrlRow | None] | None:
     implicit = prompt is msgspec.UNSET
     plain = not implicit and isinstance(chosen, str) and isinstance(prompt, str) and not extra
     trl = None if plain else TrlRow(prompt=None if implicit else prompt, chosen=chosen, rejected=rejected, extra=extra)
-    if implicit:
+    if implicit or from_answers:
         prompt, chosen, rejected = extract_prompt(chosen, rejected)
         if not prompt or not chosen or not rejected:
             return None

@@ -70,3 +70,17 @@ def test_a_misspelt_column_is_named_with_the_one_meant(tmp_path, row, field, sai
     with pytest.raises(PreferenceError) as info:
         read_preferences(path)
     assert info.value.field == field and said in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("row", [ROW, {**ROW, "chosen": [{"role": "system", "content": "Be brief."}, *ROW["chosen"]],
+                                       "rejected": [{"role": "system", "content": "Be brief."}, *ROW["rejected"]]}])
+def test_the_typed_one_step_reading_reads_such_a_row_as_the_reference_does(row):
+    """An import's lines are read in one typed decoding (`_line_record`) where they can be; such a row was left to the
+    row-by-row reading (20,000 rows: 0.68 s CPU, now 0.28 s), which both must agree with."""
+    from pluralign.data.io import _line_record, row_to_preference
+
+    raw = json.dumps(row).encode()
+    fast, reference = _line_record(raw, None), row_to_preference(json.loads(raw), 1)
+    assert fast is not None and fast == reference, (fast, reference)
+    shares_none = json.dumps({**row, "chosen": row["chosen"][-1:], "rejected": row["rejected"][-1:]}).encode()
+    assert _line_record(shares_none, None) is None  # left to the reading that names the problem
