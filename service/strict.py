@@ -21,7 +21,7 @@ import codecs
 import difflib
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from types import UnionType
 from typing import Annotated, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -231,14 +231,32 @@ def _tagged_as(body: bytes, segments: list[str | int], structs: list[type]) -> l
 
 
 def one_of(choices: tuple[str, ...], got: str) -> str:
-    """`must be one of `a`, `b`; got 'c'`: a value outside a field's choices, said with them."""
+    """`must be one of `a`, `b`; got 'c'`: a value outside a field's choices (`got`, its repr), said with them, and the
+    closest of them to a misspelt one (`got 'populaton' (did you mean `population`?)`), as an unknown field is."""
+    hint = did_you_mean(_literal(got) if len(got) <= 130 else None, choices)
     if len(got) > 66:  # msgspec's repr of the value: a string is cut between graphemes, then written again
         try:
             value = ast.literal_eval(got)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             value = None
         got = repr(shorten(value, 66, "...")) if isinstance(value, str) else shorten(got, 67, "...")
-    return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}"
+    return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}{hint}"
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """` (did you mean `x`?)` for the one of `choices` closest to the text `value` (difflib's ratio at least 0.6,
+    as for an unknown field), else ''."""
+    if not isinstance(value, str) or len(value) > 128:  # a name is short: a long text is no misspelling of one
+        return ""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _literal(text: str) -> object:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
 
 
 def _dotted(segments: list[str | int]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import difflib
 import errno
 import gzip
 import io
@@ -335,13 +336,53 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None, *,
     except msgspec.ValidationError as exc:
         problem = str(exc).split(" - at ")[0]
         if problem.startswith("Object contains unknown field `"):  # a key of any length: named once, cut (PreferenceError)
-            problem = UNKNOWN_FIELD if " - at " not in str(exc) else f"unknown field `{shorten(problem.split('`')[1], 64, '...')}`"
+            name = problem.split('`')[1]
+            problem = (f"unknown field `{shorten(name, 64, '...')}`" if " - at " in str(exc)
+                       else _other_type_column(name) if name in _OTHER_TYPE_COLUMNS else _unknown_field(name))
         raise PreferenceError(line, _field_of(str(exc)), problem) from None
     plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not original.extra
     return record if plain else msgspec.structs.replace(record, trl=original)
 
 
 UNKNOWN_FIELD = "unknown field (README, 'Preference files', names the fields a row takes)"
+
+
+def _row_fields() -> tuple[str, ...]:
+    """The columns a preference row takes: TRL's and pluralign's."""
+    return (*(name for name in Preference.__struct_fields__ if name != "trl"), *TRL_EXTRA_COLUMNS)  # `trl`: never a column
+
+
+def _unknown_field(name: str) -> str:
+    """UNKNOWN_FIELD, with the row's column closest to `name` (`chosen-rating`: `chosen_rating`; `user`: `user_id`)."""
+    close = difflib.get_close_matches(name, _row_fields(), n=1, cutoff=0.6) if len(name) <= 64 else []
+    return UNKNOWN_FIELD.replace("unknown field", f"unknown field (did you mean `{close[0]}`?)") if close else UNKNOWN_FIELD
+
+
+def _missing(row: Mapping[str, Any], field: str) -> str:
+    """"missing required field", naming a key of `row` no row takes that is close to `field` (`choosen`, `user`)."""
+    return f"missing required field{_typed_instead(row, field)}"
+
+
+def _typed_instead(row: Mapping[str, Any], field: str) -> str:
+    """`; the row has `choosen` (did you mean `chosen`?)` for the key of `row` closest to the missing `field` that no row
+    takes, else ''."""
+    takes = _row_fields()
+    typed = [key for key in row if isinstance(key, str) and key not in takes and len(key) <= 64]
+    close = difflib.get_close_matches(field, typed, n=1, cutoff=0.6)
+    return f"; the row has `{close[0]}` (did you mean `{field}`?)" if close else ""
+
+# the columns of TRL's other dataset types (`_OTHER_TRL_TYPES`) that preference datasets carry beside their own
+_OTHER_TYPE_COLUMNS = {
+    "messages": "SFT's conversation to imitate (HuggingFaceH4/ultrafeedback_binarized's is the chosen one again)",
+    "text": "SFT's language-modeling text",
+    "completion": "a prompt-completion (SFT) or unpaired preference (KTO) column",
+    "label": "KTO's unpaired preference label",
+}
+
+
+def _other_type_column(name: str) -> str:
+    return (f"unknown field: {_OTHER_TYPE_COLUMNS[name]}, which no preference row takes: drop it "
+            f"(with `datasets`: ds.remove_columns(['{name}']))")
 
 _Messages = list[dict[str, str]]
 
@@ -432,7 +473,9 @@ def _line_texts(row: _Line) -> tuple[str, str, str, TrlRow | None] | None:
     text needs `surrogate_problem`."""
     prompt, chosen, rejected = row.prompt, row.chosen, row.rejected
     has_extra = _has_extra(row)
-    if isinstance(chosen, str) != isinstance(rejected, str) or (prompt is not msgspec.UNSET and isinstance(prompt, str) != isinstance(chosen, str)):
+    # a text prompt beside message answers may be read from them (`prompt_from_answers`); a message prompt beside text never
+    from_answers = isinstance(prompt, str) and not isinstance(chosen, str)
+    if isinstance(chosen, str) != isinstance(rejected, str) or (isinstance(prompt, list) and isinstance(chosen, str)):
         return None
     for messages in (prompt, chosen, rejected):
         if isinstance(messages, list) and not (messages and all("content" in m and m.keys() <= _MESSAGE_KEY_SET and m.get("role", "user") in _ROLE_SET
@@ -444,7 +487,7 @@ def _line_texts(row: _Line) -> tuple[str, str, str, TrlRow | None] | None:
     implicit = prompt is msgspec.UNSET
     plain = not implicit and isinstance(chosen, str) and isinstance(prompt, str) and not extra
     trl = None if plain else TrlRow(prompt=None if implicit else prompt, chosen=chosen, rejected=rejected, extra=extra)
-    if implicit:
+    if implicit or from_answers:
         prompt, chosen, rejected = extract_prompt(chosen, rejected)
         if not prompt or not chosen or not rejected:
             return None
@@ -538,17 +581,20 @@ def _missing_answer(row: dict[str, Any], line: int, field: str) -> PreferenceErr
         if field != "prompt" and all(c in row for c in columns):
             return PreferenceError(line, field, f"missing required field: the row is {kind}, not a preference; pluralign "
                                                 "learns from paired comparisons, a `chosen` and a `rejected` answer to one prompt")
-    return PreferenceError(line, field, "missing required field")
+    return PreferenceError(line, field, _missing(row, field))
 
 
 # a row's prompt in another of TRL's forms than its answers (by whether the prompt is text): TRL judges a row's form by
 # any one of its columns (`trl.data_utils.is_conversational` pops one from a set) and joins `prompt + chosen`
-# (`apply_chat_template`, the DPO trainer's tokenizing), which fails for text beside a message list
+# (`apply_chat_template`, the DPO trainer's tokenizing), which fails for text beside a message list; but for a text
+# prompt beside conversations that share their opening turns, which `maybe_extract_prompt` reads as implicit
+# (`prompt_from_answers`)
 _ONE_FORM = ("TRL reads a row in one form, `prompt`, `chosen` and `rejected` all text (standard) or all message lists "
              "(conversational): its trainers join `prompt + chosen` (trl.data_utils.apply_chat_template)")
 _MIXED_PROMPT = {
-    True: f"is text and `chosen` and `rejected` are message lists: {_ONE_FORM}; give the prompt as messages too, "
-          '[{"role": "user", "content": "..."}]',
+    True: f"is text and `chosen` and `rejected` are message lists that share no opening turn: {_ONE_FORM}, or take the "
+          "prompt from the answers' shared opening turns (maybe_extract_prompt), which these have none of; give the prompt "
+          'as messages too, [{"role": "user", "content": "..."}]',
     False: f"is a message list and `chosen` and `rejected` are text: {_ONE_FORM}; give each answer as messages too, "
            '[{"role": "assistant", "content": "..."}]',
 }
@@ -564,8 +610,17 @@ def _check_forms(row: dict[str, Any], line: int, implicit: bool) -> None:
         messages_to_text(row[field], field, line)  # validates the form
     if isinstance(row["chosen"], str) != isinstance(row["rejected"], str):
         raise PreferenceError(line, "rejected", "`chosen` and `rejected` must both be strings or both message lists")
-    if not implicit and isinstance(row["prompt"], str) != isinstance(row["chosen"], str):
+    if not implicit and isinstance(row["prompt"], str) != isinstance(row["chosen"], str) and not prompt_from_answers(row):
         raise PreferenceError(line, "prompt", _MIXED_PROMPT[isinstance(row["prompt"], str)])
+
+
+def prompt_from_answers(row: Mapping[str, Any]) -> bool:
+    """Whether TRL takes the prompt of `row` (sound message lists, its `prompt` present) from its answers: a text
+    `prompt` beside `chosen` and `rejected` conversations that share opening turns, as HuggingFaceH4/ultrafeedback_binarized
+    writes them (the prompt as a user turn in each answer); `trl.data_utils.maybe_extract_prompt` sets the text aside
+    and extracts the prompt (`extract_prompt`), so the row reads as the implicit form."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    return isinstance(row["prompt"], str) and isinstance(chosen, list) and isinstance(rejected, list) and bool(extract_prompt(chosen, rejected)[0])
 
 
 def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
@@ -579,10 +634,11 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
     if (wrong := extra_type_problem(extra)) is not None:
         raise PreferenceError(line, *wrong)
     original = TrlRow(prompt=row.get("prompt"), chosen=row["chosen"], rejected=row["rejected"], extra=extra)
-    if implicit:
+    if implicit or prompt_from_answers(row):
         prompt, chosen, rejected = extract_prompt(row["chosen"], row["rejected"])
         if not prompt:
-            raise PreferenceError(line, "prompt", "missing, and `chosen` and `rejected` share no prompt (implicit-prompt form)")
+            raise PreferenceError(line, "prompt", "missing, and `chosen` and `rejected` share no prompt (implicit-prompt form)"
+                                                  + _typed_instead(row, "prompt"))
         if not chosen or not rejected:
             raise PreferenceError(line, "rejected", "`chosen` and `rejected` are identical")
     else:
@@ -632,7 +688,7 @@ def _take_user_id(row: dict[str, Any], line: int, default_user: str | None, unit
         del row["user_id"]
     if "user_id" not in row:
         if default_user is None:
-            raise PreferenceError(line, "user_id", "missing required field")
+            raise PreferenceError(line, "user_id", _missing(row, "user_id"))
         row["user_id"] = default_user
     if isinstance(row.get("user_id"), int) and not isinstance(row["user_id"], bool):
         row["user_id"] = str(row["user_id"])
@@ -650,13 +706,14 @@ def _take_user_id(row: dict[str, Any], line: int, default_user: str | None, unit
         raise PreferenceError(line, "user_id", f"a float, {user_id!r}, where a user id is text or a whole number: {hint}")
 
 
-def file_trl(trl: TrlRow | None) -> TrlRow | None:
+def file_trl(trl: TrlRow | None, chosen: str | None = None) -> TrlRow | None:
     """A stored row's TRL form as a preference file is written with it, so that what the service writes reads again:
     None (the row's own text, TRL's standard form) for one whose messages a reader refuses (`messages_to_text`: a role
     outside MESSAGE_ROLES, which imports of earlier releases stored); one mixing TRL's forms, an explicit prompt of
     another form than its answers (imports of earlier releases stored it), in the conversational form with the same
     text (a text prompt as one `user` message, a text answer as one `assistant` message: one message reads as its
-    content, `_joined`); and with a score or rating held as the text of a number as that number (`"8.5"` as 8.5, not left
+    content, `_joined`), but for a text prompt beside answers it was read from (`prompt_from_answers`: the row's
+    `chosen` text, the stored record's, is what follows their shared turns), kept as it came; and with a score or rating held as the text of a number as that number (`"8.5"` as 8.5, not left
     out), without the extra columns a reader still refuses for their type (`extra_type_problem`: a `score_chosen` of
     "high", which earlier releases stored), the rest kept."""
     if trl is None:
@@ -667,7 +724,7 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
                 messages_to_text(messages, field, 0)
     except PreferenceError:
         return None
-    if trl.prompt is not None and isinstance(trl.prompt, str) != isinstance(trl.chosen, str):
+    if trl.prompt is not None and isinstance(trl.prompt, str) != isinstance(trl.chosen, str) and not _read_from_answers(trl, chosen):
         trl = msgspec.structs.replace(trl, prompt=_as_messages(trl.prompt, "user"), chosen=_as_messages(trl.chosen, "assistant"),
                                       rejected=_as_messages(trl.rejected, "assistant"))
     if extra_type_problem(trl.extra) is not None:  # text of a number as that number, then what is still no number left out
@@ -676,6 +733,13 @@ def file_trl(trl: TrlRow | None) -> TrlRow | None:
             extra = {k: v for k, v in extra.items() if k != wrong[0]}
         trl = msgspec.structs.replace(trl, extra=extra)
     return trl
+
+
+def _read_from_answers(trl: TrlRow, chosen: str | None) -> bool:
+    """Whether `trl`'s prompt was read from its answers (`prompt_from_answers`) when its record, whose chosen text is
+    `chosen`, was stored: an older release read such a row's whole conversation as the answer."""
+    row = {"prompt": trl.prompt, "chosen": trl.chosen, "rejected": trl.rejected}
+    return chosen is not None and prompt_from_answers(row) and _joined(extract_prompt(trl.chosen, trl.rejected)[1]) == chosen
 
 
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # RFC 8259's `number`

@@ -352,7 +352,7 @@ def _differs(held: StoredPreference, row: StoredPreference, untimed: frozenset[s
         row = msgspec.structs.replace(row, created_at=held.created_at)
     if differing_field(held, row) is None:
         return None
-    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl))
+    held = msgspec.structs.replace(held, created_at=file_time(held.created_at), trl=file_trl(held.trl, held.chosen))
     # a row a library call gives in milli-, micro- or nanoseconds is the one stored so, which reads back as its seconds
     row = msgspec.structs.replace(row, created_at=held.created_at if row.pref_id in untimed else seconds_meant(row.created_at))
     field = differing_field(held, row)  # `trl` the last of SAME_ROW_FIELDS: the rest are the same when it is `trl`

@@ -45,7 +45,7 @@ from service.nulls import NullMeansDefault
 from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
-from service.strict import MAX_JSON_CONTAINERS, body_in_utf8, refuse_form_upload, too_many_containers
+from service.strict import MAX_JSON_CONTAINERS, body_in_utf8, did_you_mean, refuse_form_upload, too_many_containers
 from service.users import exports, retractions, services
 from service.users.journal import DeleteNotRecorded
 
@@ -899,7 +899,8 @@ def patch_stated(
     unknown = [name for name in data.preferences if name not in FEATURE_NAMES]
     if unknown:  # named, but not echoed whole: a name may be most of a megabyte body
         name = shorten(unknown[0], 67, "...")  # cut between graphemes
-        raise bad_request(f"preferences.{name}", f"is not a named feature; known: {', '.join(FEATURE_NAMES)}")
+        raise bad_request(f"preferences.{name}", f"is not a named feature{did_you_mean(unknown[0], FEATURE_NAMES)}; known: "
+                                                 f"{', '.join(FEATURE_NAMES)}")
     try:
         return _tagged(services.set_stated(rt, tenant, user_id, data.preferences, wanted, unwanted))
     except services.VersionMismatch as exc:

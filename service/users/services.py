@@ -1103,7 +1103,7 @@ def export_preference_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[
         record = Preference(
             user_id=row.user_id, prompt=row.prompt, chosen=row.chosen, rejected=row.rejected, margin=row.margin,
             tie=row.tie, source=row.source, attributes=row.attributes,
-            trl=file_trl(row.trl),  # a conversation no file takes (a role `bot`: imports before rows42 stored it) as its text
+            trl=file_trl(row.trl, row.chosen),  # a conversation no file takes (a role `bot`: imports before rows42 stored it) as its text
             # a time no file takes (-5, 1e300: imports before session rows42 stored them) is left out: stamped on receipt
             created_at=file_time(row.created_at),
         )

@@ -376,7 +376,10 @@ def register(sub) -> None:
              "import": "send a source's comparisons to a running pluralign"}
     for name, func in (("stats", stats), ("export", export), ("import", import_)):
         p = data_sub.add_parser(name, help=helps[name], description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--source", required=True, help="ukp_convarg1, jsonl or parquet")
+        # a choice, so a misspelt one (`json`) is argparse's usage error naming the closest (training/cli.py); `file`:
+        # any preference file, as `jsonl` and `parquet` are (the reader tells them by their bytes)
+        p.add_argument("--source", required=True, choices=("ukp_convarg1", "jsonl", "parquet", "file"),
+                       help="ukp_convarg1, or a preference file: jsonl or parquet (either reads both)")
         p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, a folder `datasets` save_to_disk wrote, or the ukp_convarg1 folder")
         p.add_argument("--skip-bad", action="store_true", help="skip malformed rows and report how many")
         p.add_argument("--user", default=None, type=user_id, help="the user of rows without `user_id` or with a null one (TRL datasets carry none)")
