@@ -335,9 +335,9 @@ def _one_per_row(users: Sequence, conversations: Sequence) -> None:
 
 class AdapterPool:
     """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`, shared fairly between
-    tenants: the adapter evicted is one of the tenant whose loaded adapters hold the most bytes, its least recently used
-    that no generation in flight uses (the host's `adapters_in_use`, when it has one), else its least recently used (a
-    drop waits for the generations using it: its weights leave memory once they end). So one tenant chatting as many
+    tenants (`pluralign.cache.FairLRU`): the adapter evicted is one of the tenant whose loaded adapters hold the most
+    bytes, its least recently used that no generation in flight uses (the host's `adapters_in_use`, when it has one),
+    else its least recently used (a drop waits for the generations using it: its weights leave memory once they end). So one tenant chatting as many
     users, in turn or at once, pushes out its own adapters once it holds more than any other, never a smaller tenant's
     (a tenant alone uses the whole budget).
 
@@ -346,7 +346,7 @@ class AdapterPool:
     thread of its own once the generations using it end (a `forget` waits for its own drop, outside the lock), so other
     users' `adapter_for` go on meanwhile (an eviction dropped under the lock, with every loaded adapter in use, would
     have every user's chat wait for the evicted adapter's chat to end). Until then its weights stay in the host's
-    memory beside the budget: at most one adapter per generation in flight. A host without it (ModelHost) deletes an
+    memory beside the budget (`bytes_evicted_in_use`): at most one adapter per generation in flight. A host without it (ModelHost) deletes an
     adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward pass; nor do their own
     evictions with any host (`_for_forward`). Those two take no turn of a generator's model: with a host that runs
     generations of its own (a `Generator`), call them while it runs none.
