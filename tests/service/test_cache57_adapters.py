@@ -4,6 +4,7 @@ tiny LM, the real adapter pool, /metrics over HTTP)."""
 from __future__ import annotations
 
 import re
+import threading
 
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
@@ -23,6 +24,28 @@ def gauges(client) -> dict[str, float]:
         assert match, f"/metrics has no {name}"
         found[name.split("{")[0] + (name[name.index("{"):] if "{" in name else "")] = float(match.group(1))
     return found
+
+
+def gauges_while_a_load_holds_the_pool(client, pool) -> dict[str, float]:
+    """`gauges`, scraped while another thread holds the adapter pool's lock (as a load does, for seconds): answered
+    without waiting for it (the holder is still holding when the scrape returns)."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with pool._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert holding.wait(30)
+    try:
+        seen = gauges(client)
+        assert holder.is_alive(), "the scrape waited for the pool's lock"
+    finally:
+        release.set()
+        holder.join(30)
+    return seen
 
 
 def test_adapters_evicted_while_in_use_are_held_beside_the_budget_bounded_by_the_chats_and_shown_in_metrics(
@@ -54,7 +77,7 @@ def test_adapters_evicted_while_in_use_are_held_beside_the_budget_bounded_by_the
             assert pool.bytes_used == size and set(pool.loaded) == {name}
         in_flight = chat.is_alive() and not tokens.ended
         wait_until(lambda: set(generator.adapters) - {FALLBACK_ADAPTER} == {a1, name}, "the idle adapters evicted leave memory")
-        seen = gauges(client)
+        seen = gauges_while_a_load_holds_the_pool(client, pool)
         assert in_flight and a1 in generator.adapters_in_use
         assert seen == {'pluralign_adapter_bytes{state="loaded"}': size,
                         'pluralign_adapter_bytes{state="evicted_in_use"}': size, "pluralign_adapter_budget_bytes": size}, seen
