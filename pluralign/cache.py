@@ -11,8 +11,8 @@ of whose entry it is; `sortedcontainers.SortedList` keeps the tenants ranked by 
 
 Costs, for T tenants holding entries: a `get`, `put` or `pop` within the budget is O(1) (the ranking is not touched:
 the tenants changed since the last eviction are noted, and ranked again at the next one, O(log T) each); each entry
-evicted costs O(log T) (plus the entries of its tenant passed over as pinned or busy). Not thread-safe: the cache
-using it holds its own lock around every call.
+evicted costs O(log T) (plus the entries passed over as pinned or busy: an entry just put that must stay, the adapters
+chats are generating with). Not thread-safe: the cache using it holds its own lock around every call.
 """
 
 from __future__ import annotations
@@ -131,9 +131,9 @@ class FairLRU(Generic[K, V]):
         return [(key, value) for key, (value, _, _) in entries.items()]
 
     def evict(self, budget_bytes: int, pinned: Container[K] = (), busy: Container[K] = ()) -> list[tuple[str, K, V]]:
-        """Remove entries until `nbytes` is within `budget_bytes`, each the least recently used of the tenant holding the
-        most bytes among the tenants with an entry not `pinned`; of that tenant's, the least recently used not `busy`
-        goes first, else its least recently used. `pinned` entries never go: this may stop above the budget (nothing
+        """Remove entries until `nbytes` is within `budget_bytes`, each the least recently used of the tenant holding
+        the most bytes among the tenants with an entry not `pinned`; of that tenant's, the least recently used not
+        `busy` goes first, else its least recently used. `pinned` entries never go: this may stop above the budget (nothing
         left but them). Returns (tenant, key, value) of those removed, in order; within the budget, [] at once."""
         evicted: list[tuple[str, K, V]] = []
         while self.nbytes > budget_bytes:
@@ -159,7 +159,8 @@ class FairLRU(Generic[K, V]):
         return None
 
     def _oldest(self, tenant: str, pinned: Container[K], busy: Container[K]) -> K | None:
-        """`tenant`'s least recently used entry neither `pinned` nor `busy`, else its least recently used not `pinned`."""
+        """`tenant`'s least recently used entry neither `pinned` nor `busy`, else its least recently used not
+        `pinned` (None: every entry of its is pinned)."""
         first = None
         for key in self._tenants[tenant]:
             if key in pinned:

@@ -337,19 +337,19 @@ class AdapterPool:
     """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`, shared fairly between
     tenants (`pluralign.cache.FairLRU`): the adapter evicted is one of the tenant whose loaded adapters hold the most
     bytes, its least recently used that no generation in flight uses (the host's `adapters_in_use`, when it has one),
-    else its least recently used (a drop waits for the generations using it: its weights leave memory once they end). So one tenant chatting as many
-    users, in turn or at once, pushes out its own adapters once it holds more than any other, never a smaller tenant's
-    (a tenant alone uses the whole budget).
+    else its least recently used (a drop waits for the generations using it: its weights leave memory once they end).
+    So one tenant chatting as many users, in turn or at once, pushes out its own adapters once it holds more than any
+    other, never a smaller tenant's (a tenant alone uses the whole budget).
 
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
     thread of its own once the generations using it end (a `forget` waits for its own drop, outside the lock), so other
     users' `adapter_for` go on meanwhile (an eviction dropped under the lock, with every loaded adapter in use, would
     have every user's chat wait for the evicted adapter's chat to end). Until then its weights stay in the host's
-    memory beside the budget (`bytes_evicted_in_use`): at most one adapter per generation in flight. A host without it (ModelHost) deletes an
-    adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward pass; nor do their own
-    evictions with any host (`_for_forward`). Those two take no turn of a generator's model: with a host that runs
-    generations of its own (a `Generator`), call them while it runs none.
+    memory beside the budget (`bytes_evicted_in_use`): at most one adapter per generation in flight. A host without it
+    (ModelHost) deletes an adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward
+    pass; nor do their own evictions with any host (`_for_forward`). Those two take no turn of a generator's model:
+    with a host that runs generations of its own (a `Generator`), call them while it runs none.
 
     `fallback` is an adapter folder (e.g. the FSPO adapter) that serves users without their own;
     it stays loaded. Every method is safe to call from several threads (one lock; a forward pass at
@@ -650,8 +650,8 @@ class AdapterPool:
             self._tenant_of = {n: t for n, t in self._tenant_of.items() if self._entry(n) is not None or n in self._dropping}
 
     def _make_room(self, name: str, size: int, pinned: frozenset[str], now: bool = False) -> None:
-        """Evict adapters (but `name` and `pinned`) until the table fits the budget (`pluralign.cache.FairLRU`), each one of
-        the tenant holding the most bytes among those that may go, its least recently used that no generation uses
+        """Evict adapters (but `name` and `pinned`) until the table fits the budget (`pluralign.cache.FairLRU`), each one
+        of the tenant holding the most bytes among those that may go, its least recently used that no generation uses
         (the host's `adapters_in_use`: their drop waits for their generations), else its least recently used. A tenant's
         adapters in use go before another tenant's idle one: evicted first whatever their tenant, a tenant's chats in
         flight (`tenant_generations` of them) pushed out a smaller tenant's adapters. AdapterError (`name` dropped
