@@ -407,9 +407,9 @@ class AdapterPool:
 
     @property
     def bytes_evicted_in_use(self) -> int:
-        """Bytes of the adapters out of the table whose drop waits for the generations using them: held in memory
-        beside `budget_bytes`, at most one adapter per generation in flight. Read without the pool's lock, which a load
-        holds for seconds (a scrape of /metrics never waits for one)."""
+        """Bytes of the adapters out of the table (evicted, retrained or deleted) whose drop waits for the generations
+        using them (or is under way): held in memory beside `budget_bytes`, at most one adapter per generation in
+        flight. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one)."""
         return sum(size for size, _ in list(self._dropping.values()))
 
     def _entry(self, name: str) -> tuple[int, float] | None:
