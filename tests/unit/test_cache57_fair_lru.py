@@ -109,22 +109,29 @@ def test_a_tenant_alone_uses_the_whole_budget_and_a_flood_pushes_out_its_own_ent
 
 def test_within_the_budget_an_operation_costs_the_same_however_many_tenants_hold_entries():
     """Puts, reads and removals within the budget rank no tenant (a ratio of times side by side, not seconds); past it,
-    each entry evicted costs a rank update, not a pass over every tenant."""
+    each entry evicted costs a rank update, not a pass over every tenant. Timed with the garbage collector off (its
+    passes cost what every object of the process costs, not the policy) and the least of five runs, interleaved, so a
+    run another process preempted does not count."""
+    import gc
 
     def per_op(tenants: int, budget: int) -> float:
         fair = FairLRU(lambda size: size)
         for t in range(tenants):
             fair.put(f"t{t}", "k", 1)
         fair.evict(budget)
-        started = time.perf_counter()
-        for i in range(2000):
-            fair.put("t0", f"x{i % 50}", 1)
-            fair.get("t1", "k")
-            fair.evict(budget)
-        return time.perf_counter() - started
+        gc.disable()
+        try:
+            started = time.perf_counter()
+            for i in range(2000):
+                fair.put("t0", f"x{i % 50}", 1)
+                fair.get("t1", "k")
+                fair.evict(budget)
+            return time.perf_counter() - started
+        finally:
+            gc.enable()
 
     per_op(100, 1 << 30)  # warm
-    for budget in (1 << 30, 0):  # within the bound; past it, every put evicting
-        few = min(per_op(100, budget if budget else 100) for _ in range(3))
-        many = min(per_op(3000, budget if budget else 3000) for _ in range(3))
-        assert many < 4 * few, f"with 3,000 tenants an operation cost {many / few:.1f}x what it cost with 100 (budget {budget})"
+    for within in (True, False):  # within the bound; past it, every put evicting
+        runs = [(per_op(100, 1 << 30 if within else 100), per_op(3000, 1 << 30 if within else 3000)) for _ in range(5)]
+        few, many = min(r[0] for r in runs), min(r[1] for r in runs)
+        assert many < 4 * few, f"with 3,000 tenants an operation cost {many / few:.1f}x what it cost with 100 (within: {within})"
