@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import heapq
 import logging
 import os
 import sqlite3
@@ -19,8 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from cachetools import LRUCache
 
+from pluralign.cache import FairLRU
 from pluralign.embed.base import Encoder, checked_vectors, text_list
 from pluralign.files import NoHomeFolder, home_folder
 
@@ -301,12 +300,13 @@ class CachedEncoder:
             log.warning("%s; what is embedded from now on is not cached", exc)
 
 
-# what a vector kept by `ScopedVectors` holds beside its own bytes: its key (a tuple of the scope, the encoder's id and a
-# sha256), its array's header and the LRU's three dicts' entries, ~560 bytes traced on CPython 3.12, with room for their
-# tables' growth (not counting it, 64 MiB of 384-d vectors took ~86 MiB)
+# what a vector kept by `ScopedVectors` holds beside its own bytes: its key (a tuple of the encoder's id and a sha256), its
+# array's header and its entry in its scope's ordered dict (`pluralign.cache.FairLRU`: a list of the array, its size and
+# its last use), ~515 bytes traced on CPython 3.11, with room for the tables' growth (not counting it, 64 MiB of 384-d
+# vectors took ~86 MiB)
 VECTOR_ENTRY_BYTES = 768
-# what each scope `ScopedVectors` holds vectors of costs beside them: its own `LRUCache` and its three dicts' tables, ~1,050
-# bytes with one vector traced on CPython 3.11, less that vector's VECTOR_ENTRY_BYTES, with room
+# what each scope `ScopedVectors` holds vectors of costs beside them: its ordered dict, its entries in `FairLRU`'s books
+# and in the ranking of scopes by bytes, ~400 bytes traced on CPython 3.11, with room
 SCOPE_BYTES = 1024
 
 
@@ -316,9 +316,8 @@ class ScopedVectors:
     own bookkeeping, `SCOPE_BYTES`): texts
     sent again and again (a tenant's calibration pool, asked once per question of a questionnaire) are embedded once.
 
-    Eviction is fair between scopes: each scope keeps its vectors in a cachetools `LRUCache` of its own, and past
-    `max_bytes` in all the least recently used vector of the scope holding the most bytes is dropped (max-min fair
-    shares of one budget). A scope embedding many fresh texts (a tenant scoring new candidates) pushes out its own
+    Eviction is fair between scopes (`pluralign.cache.FairLRU`): past `max_bytes` in all, the least recently used
+    vector of the scope holding the most bytes is dropped (max-min fair shares of one budget). A scope embedding many fresh texts (a tenant scoring new candidates) pushes out its own
     vectors once it holds more than any other, never a smaller scope's; an idle scope's vectors go only while it is the
     largest, so one tenant's flood does not evict every other tenant's (as one LRU over every scope's vectors would).
 
@@ -328,8 +327,8 @@ class ScopedVectors:
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
-        self._scopes: dict[str, LRUCache] = {}  # scope -> its vectors, (encoder id, text key) -> (dim,) array
-        self._bytes = 0  # held by every scope's vectors, as their `currsize` count them (SCOPE_BYTES not among them)
+        # scope -> its vectors, (encoder id, text key) -> (dim,) array
+        self._vectors: FairLRU[tuple[str, bytes], np.ndarray] = FairLRU(_vector_bytes, tenant_bytes=SCOPE_BYTES)
         self._generation: dict[str, int] = {}  # scope -> how many times `forget_scope` dropped it
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
         self.embedded = 0  # texts actually sent to an encoder, for tests and benchmarks
@@ -343,8 +342,7 @@ class ScopedVectors:
         keys = [(scope, cache_id, text_key(t)) for t in texts]
         with self._lock:
             generation = self._generation.get(scope, 0)
-            held = self._scopes.get(scope)
-            found = {k: v for k in dict.fromkeys(keys) if held is not None and (v := held.get(k[1:])) is not None}
+            found = {k: v for k in dict.fromkeys(keys) if (v := self._vectors.get(scope, k[1:])) is not None}
         missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         if missing:
             vectors = checked_vectors(encoder, encoder.encode(list(missing.values())), len(missing))
@@ -366,53 +364,25 @@ class ScopedVectors:
         Returns the vectors dropped."""
         with self._lock:
             self._generation[scope] = self._generation.get(scope, 0) + 1
-            held = self._scopes.pop(scope, None)
-            if held is None:
-                return 0
-            self._bytes -= held.currsize
-            return len(held)
+            return len(self._vectors.pop_tenant(scope))
 
     def scope_bytes(self, scope: str) -> int:
         """The bytes `scope`'s vectors hold, as the bound counts them (0 for none)."""
         with self._lock:
-            held = self._scopes.get(scope)
-            return held.currsize if held is not None else 0
+            return self._vectors.tenant_nbytes(scope)
 
     def _keep(self, scope: str, vectors: list[tuple[tuple[str, bytes], np.ndarray]]) -> None:
         """`vectors` ((encoder id, text key), (dim,) array) kept under `scope`; then, past `max_bytes` in all, the least
-        recently used vectors of the scope holding the most dropped, one at a time (the scopes' sizes in a heap built once
-        per call: a max over them per vector dropped took 5-9 ms a call of 100 fresh texts among 1,000 scopes). Called
-        under the lock."""
-        held = self._scopes.get(scope)
-        if held is None:
-            held = self._scopes[scope] = LRUCache(maxsize=self.max_bytes, getsizeof=_vector_bytes)
-        before = held.currsize
+        recently used vectors of the scope holding the most dropped, one at a time (`pluralign.cache.FairLRU`: each drop
+        costs the log of the number of scopes, not a pass over them). Called under the lock."""
         for key, vector in vectors:
-            try:
-                held[key] = vector
-            except ValueError:  # one vector larger than the whole budget: not kept
-                pass
-        self._bytes += held.currsize - before  # the scope's own LRU may have dropped some of its vectors
-        if not held:  # nothing of it kept
-            del self._scopes[scope]
-        if self._bytes + SCOPE_BYTES * len(self._scopes) <= self.max_bytes:
-            return
-        largest = [(-cache.currsize, name) for name, cache in self._scopes.items()]  # only this loop changes them now
-        heapq.heapify(largest)
-        while largest and self._bytes + SCOPE_BYTES * len(self._scopes) > self.max_bytes:
-            _, name = heapq.heappop(largest)
-            cache = self._scopes[name]
-            size = cache.currsize
-            cache.popitem()  # its least recently used
-            self._bytes -= size - cache.currsize
-            if cache:
-                heapq.heappush(largest, (-cache.currsize, name))
-            else:
-                del self._scopes[name]
+            if _vector_bytes(vector) + SCOPE_BYTES <= self.max_bytes:  # else larger than the whole budget: not kept
+                self._vectors.put(scope, key, vector)
+        self._vectors.evict(self.max_bytes)
 
     def __len__(self) -> int:
         with self._lock:
-            return sum(len(held) for held in self._scopes.values())
+            return len(self._vectors)
 
 
 def _vector_bytes(vector: np.ndarray) -> int:

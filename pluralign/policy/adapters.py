@@ -18,7 +18,6 @@ import logging
 import shutil
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,7 @@ from urllib.parse import quote, unquote
 import msgspec
 import torch
 
+from pluralign.cache import FairLRU
 from pluralign.data.record import Persisted
 from pluralign.files import other_schema, staged_folder, writing_to
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
@@ -346,21 +346,21 @@ def _one_per_row(users: Sequence, conversations: Sequence) -> None:
 
 class AdapterPool:
     """Loaded adapters on one base model, least recently used evicted beyond `budget_bytes`, shared fairly between
-    tenants: the adapter evicted is one of the tenant whose loaded adapters hold the most bytes, its least recently used
-    that no generation in flight uses (the host's `adapters_in_use`, when it has one), else its least recently used (a
-    drop waits for the generations using it: its weights leave memory once they end). So one tenant chatting as many
-    users, in turn or at once, pushes out its own adapters once it holds more than any other, never a smaller tenant's
-    (a tenant alone uses the whole budget).
+    tenants (`pluralign.cache.FairLRU`): the adapter evicted is one of the tenant whose loaded adapters hold the most
+    bytes, its least recently used that no generation in flight uses (the host's `adapters_in_use`, when it has one),
+    else its least recently used (a drop waits for the generations using it: its weights leave memory once they end).
+    So one tenant chatting as many users, in turn or at once, pushes out its own adapters once it holds more than any
+    other, never a smaller tenant's (a tenant alone uses the whole budget).
 
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
     thread of its own once the generations using it end (a `forget` waits for its own drop, outside the lock), so other
     users' `adapter_for` go on meanwhile (an eviction dropped under the lock, with every loaded adapter in use, would
     have every user's chat wait for the evicted adapter's chat to end). Until then its weights stay in the host's
-    memory beside the budget: at most one adapter per generation in flight. A host without it (ModelHost) deletes an
-    adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward pass; nor do their own
-    evictions with any host (`_for_forward`). Those two take no turn of a generator's model: with a host that runs
-    generations of its own (a `Generator`), call them while it runs none.
+    memory beside the budget (`bytes_evicted_in_use`): at most one adapter per generation in flight. A host without it
+    (ModelHost) deletes an adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward
+    pass; nor do their own evictions with any host (`_for_forward`). Those two take no turn of a generator's model:
+    with a host that runs generations of its own (a `Generator`), call them while it runs none.
 
     `fallback` is an adapter folder (e.g. the FSPO adapter) that serves users without their own;
     it stays loaded. Every method is safe to call from several threads (one lock; a forward pass at
@@ -380,8 +380,9 @@ class AdapterPool:
         self.registry = registry
         self.base_model = base_model
         self.budget_bytes = budget_bytes
-        self.loaded: OrderedDict[str, tuple[int, float]] = OrderedDict()  # name -> (bytes, created_at)
-        self._tenant_of: dict[str, str] = {}  # adapter name -> its user's tenant, for the adapters in `loaded`
+        # the table of adapters loaded: by their user's tenant, name -> (bytes, created_at), least recently used first
+        self._table: FairLRU[str, tuple[int, float]] = FairLRU(lambda entry: entry[0])
+        self._tenant_of: dict[str, str] = {}  # adapter name -> its user's tenant, for the adapters in the table
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # `_dropping` changed
         # adapters being dropped outside the lock (out of `loaded` already) -> their `loaded` entry, put back if it fails
@@ -405,9 +406,32 @@ class AdapterPool:
         return self.host.model
 
     @property
+    def loaded(self) -> dict[str, tuple[int, float]]:
+        """The adapters in the table, name -> (bytes, created_at), each tenant's least recently used first (a copy)."""
+        with self._lock:
+            return {name: entry for _, name, entry in self._table.items()}
+
+    @property
     def bytes_used(self) -> int:
         """Bytes of the adapters in the table (not those being dropped, whose generations still use them)."""
-        return sum(size for size, _ in self.loaded.values())
+        return self._table.nbytes
+
+    @property
+    def bytes_evicted_in_use(self) -> int:
+        """Bytes of the adapters out of the table (evicted, retrained or deleted) whose drop waits for the generations
+        using them (or is under way): held in memory beside `budget_bytes`, at most one adapter per generation in
+        flight. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one)."""
+        return sum(size for size, _ in list(self._dropping.values()))
+
+    def _entry(self, name: str) -> tuple[int, float] | None:
+        """The table's (bytes, created_at) of adapter `name`, or None; under the lock."""
+        tenant = self._tenant_of.get(name)
+        return None if tenant is None else self._table.peek(tenant, name)
+
+    def _take(self, name: str) -> tuple[int, float] | None:
+        """Adapter `name`'s entry, taken out of the table (None: it was not there); under the lock."""
+        tenant = self._tenant_of.get(name)
+        return None if tenant is None else self._table.pop(tenant, name)
 
     def _is_peft(self) -> bool:
         return hasattr(self.model, "peft_config")
@@ -437,20 +461,33 @@ class AdapterPool:
         """Drop adapter `name` now, under the pool's lock (with a host that tracks its generations, this waits for
         theirs: the pool's own evictions and `forget` never do)."""
         with self._lock:
-            if name in self.loaded:
+            if self._entry(name) is not None:
                 self.host.drop_adapter(name)
-                del self.loaded[name]
+                self._take(name)
 
     def _retire(self, name: str, now: bool = False) -> None:
         """Take `name` out of the table and drop it from the host (under the pool's lock): at once with a host that
         does not track its generations, or when `now` (a forward pass of this pool's follows); else on a thread of its
         own, once the generations using it end (`_dropping` meanwhile), so the lock is never held while it waits."""
-        if name not in self.loaded:
+        entry = self._entry(name)
+        if entry is None:
             return
         if now or not self._tracks_generations():
             self.unload(name)
             return
-        self._dropping[name] = self.loaded.pop(name)
+        self._let_go(name, self._take(name), now)
+
+    def _let_go(self, name: str, entry: tuple[int, float], now: bool = False) -> None:
+        """`_retire` of `name`, taken out of the table already (its `entry`, put back first in line when a drop at once
+        fails); under the pool's lock."""
+        if now or not self._tracks_generations():
+            try:
+                self.host.drop_adapter(name)
+            except BaseException:
+                self._table.put(self._tenant_of[name], name, entry, last=False)
+                raise
+            return
+        self._dropping[name] = entry
         threading.Thread(target=self._drop_logged, args=(name,), name="adapter-drop", daemon=True).start()
 
     def _drop_logged(self, name: str) -> None:
@@ -474,8 +511,7 @@ class AdapterPool:
                 entry = self._dropping.pop(name)
                 self._drop_failed.pop(name, None)
                 if failed is not None:  # still held (a server unreachable, a process lost)
-                    self.loaded[name] = entry
-                    self.loaded.move_to_end(name, last=False)
+                    self._table.put(self._tenant_of[name], name, entry, last=False)
                     if isinstance(failed, Exception):  # the host's error, not an interrupt of this thread's
                         self._drop_failed[name] = (time.monotonic(), failed)
                 self._cond.notify_all()
@@ -500,9 +536,9 @@ class AdapterPool:
                 self.unload(name)
                 return
             self._cond.wait_for(lambda: name not in self._dropping)  # a drop of it already under way ends first
-            held = name in self.loaded
+            held = self._entry(name) is not None
             if held:
-                self._dropping[name] = self.loaded.pop(name)
+                self._dropping[name] = self._take(name)
         if held:
             self._drop(name)
         purge = getattr(self.host, "purge_adapter", None)
@@ -589,10 +625,11 @@ class AdapterPool:
             if meta is None:
                 self._retire(name, now)  # deleted: its weights go once its generations end
                 return self.fallback
-            if name in self.loaded and self.loaded[name][1] == meta.created_at and self._held(name):
-                self.loaded.move_to_end(name)
+            entry = self._entry(name)
+            if entry is not None and entry[1] == meta.created_at and self._held(name):
+                self._table.get(self._tenant_of[name], name)  # its tenant's most recently used
                 return name
-            if name in self.loaded and (failed := self._drop_failed.get(name)) is not None and failed[0] >= since:
+            if entry is not None and (failed := self._drop_failed.get(name)) is not None and failed[0] >= since:
                 raise failed[1]  # the drop this call waited for failed: not tried again and again
             self._retire(name, now)  # retrained since it was loaded (or no longer held by the host)
             if name in self._dropping:  # loaded anew under its name once the old one's drop ends
@@ -618,42 +655,33 @@ class AdapterPool:
     def _loaded_for(self, tenant: str, name: str, entry: tuple[int, float]) -> None:
         """`name`, an adapter of a user of `tenant`, in the table as `entry` (bytes, created_at); under the lock. The
         tenants of adapters no longer in the table are forgotten here, so `_tenant_of` holds what `loaded` does."""
-        self.loaded[name] = entry
         self._tenant_of[name] = tenant
-        if len(self._tenant_of) > 2 * len(self.loaded) + 64:
-            self._tenant_of = {n: t for n, t in self._tenant_of.items() if n in self.loaded or n in self._dropping}
+        self._table.put(tenant, name, entry)
+        if len(self._tenant_of) > 2 * len(self._table) + 64:
+            self._tenant_of = {n: t for n, t in self._tenant_of.items() if self._entry(n) is not None or n in self._dropping}
 
     def _make_room(self, name: str, size: int, pinned: frozenset[str], now: bool = False) -> None:
-        """Evict adapters (but `name` and `pinned`) until the table fits the budget, each one of the tenant holding the
-        most bytes among those that may go, its least recently used that no generation uses, else its least recently
-        used (`_fair_victim`); AdapterError (`name` dropped again) when it cannot."""
-        busy = getattr(self.host, "adapters_in_use", set())  # last of their tenant's: their drop waits for their generations
-        while self.bytes_used > self.budget_bytes:
-            victims = [n for n in self.loaded if n not in pinned and n != name]  # least recently used first
-            if not victims:
-                break
-            self._retire(self._fair_victim(victims, busy), now)
+        """Evict adapters (but `name` and `pinned`) until the table fits the budget (`pluralign.cache.FairLRU`), each one
+        of the tenant holding the most bytes among those that may go, its least recently used that no generation uses
+        (the host's `adapters_in_use`: their drop waits for their generations), else its least recently used. A tenant's
+        adapters in use go before another tenant's idle one: evicted first whatever their tenant, a tenant's chats in
+        flight (`tenant_generations` of them) pushed out a smaller tenant's adapters. AdapterError (`name` dropped
+        again) when it cannot fit."""
+        busy = getattr(self.host, "adapters_in_use", set())
+        victims = self._table.evict(self.budget_bytes, pinned=pinned | {name}, busy=busy)
+        for i, (_, victim, entry) in enumerate(victims):
+            try:
+                self._let_go(victim, entry, now)
+            except BaseException:  # a drop at once that failed: it and those after it stay in the table
+                for tenant, later, kept in reversed(victims[i + 1 :]):
+                    self._table.put(tenant, later, kept, last=False)
+                raise
         if self.bytes_used > self.budget_bytes:
             self._retire(name, now)
             raise AdapterError(
                 f"adapters needed at once exceed the pool's budget of {self.budget_bytes} bytes "
                 f"(this one alone is {size} bytes)"
             )
-
-    def _fair_victim(self, victims: list[str], busy: set[str]) -> str:
-        """Of `victims` (least recently used first), one of the tenant whose adapters in the table hold the most bytes
-        (of those tenants with a victim; a tie: the tenant of the least recently used): its first not in `busy` (the
-        adapters generations in flight use), else its first. A tenant's adapters in use go before another tenant's idle
-        one: evicted first whatever their tenant, a tenant's chats in flight (`tenant_generations` of them) pushed out a
-        smaller tenant's adapters. Under the lock."""
-        held: dict[str, int] = {}
-        for n, (size, _) in self.loaded.items():
-            tenant = self._tenant_of.get(n, "")
-            held[tenant] = held.get(tenant, 0) + size
-        tenants = list(dict.fromkeys(self._tenant_of.get(n, "") for n in victims))
-        largest = max(tenants, key=held.__getitem__)
-        own = [n for n in victims if self._tenant_of.get(n, "") == largest]
-        return next((n for n in own if n not in busy), own[0])
 
     def score(self, users, conversations, responses, tokenizer, **encode_kwargs) -> torch.Tensor:
         """(N,) log pi(response | conversation) with each row's own adapter: `users` holds one

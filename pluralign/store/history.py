@@ -10,11 +10,9 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pluralign.cache import FairLRU
 from pluralign.data.record import seconds_meant, seconds_meant_of
 from pluralign.data.text import answer_key
 
@@ -190,7 +189,10 @@ class HistoryCache:
     least recently used history of the tenant holding the most bytes goes (max-min fair shares of one budget, as
     `pluralign.embed.cache.ScopedVectors` shares its vectors), so one tenant reading many big users in turn pushes out
     its own histories once it holds more than any other, never a smaller tenant's; a tenant alone uses the whole
-    budget. A history larger than its tenant's share, which would be dropped too, is not kept and pushes out nothing
+    budget (`pluralign.cache.FairLRU`). A history just loaded, or grown by a write's rows, is kept whenever it fits the
+    whole bound, even when it is larger than its tenant's fair share: the histories pushed out for it are the least
+    recently used of the tenants holding the most, its own tenant's first (which then holds the most, so the next
+    history that needs room pushes it out first); one larger than the whole bound is not kept and pushes out nothing
     (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories, whose
     next chat or profile would read them from the table again). A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
@@ -206,10 +208,7 @@ class HistoryCache:
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
         self._lock = threading.Lock()
-        self._items: dict[UserKey, History] = {}
-        self._order: dict[str, OrderedDict[UserKey, None]] = {}  # tenant -> its cached users, least recently used first
-        self._tenant_bytes: dict[str, int] = {}  # tenant -> the bytes of its cached histories
-        self._bytes = 0
+        self._cached: FairLRU[UserKey, History] = FairLRU(_cost)  # (tenant, (tenant, user_id)) -> their history
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
         self._writes: dict[UserKey, int] = {}  # users with a write in `writing` now: how many
         self._checked: dict[UserKey, float] = {}  # monotonic time the history was last known to match the table
@@ -220,9 +219,8 @@ class HistoryCache:
     def peek(self, key: UserKey) -> History | None:
         """The cached history, or None (counted as a hit or a miss)."""
         with self._lock:
-            found = self._items.get(key)
+            found = self._cached.get(key[0], key)
             if found is not None:
-                self._order[key[0]].move_to_end(key)
                 self.hits += 1
             else:
                 self.misses += 1
@@ -232,9 +230,8 @@ class HistoryCache:
         """The cached history, or `load()`'s, kept when no write came meanwhile. `version`: reads the table's
         version, called before `load` (the history is the table's at that version or a later one)."""
         with self._lock:
-            found = self._items.get(key)
+            found = self._cached.get(key[0], key)
             if found is not None:
-                self._order[key[0]].move_to_end(key)
                 self.hits += 1
                 return found
             self.misses += 1
@@ -249,7 +246,7 @@ class HistoryCache:
                 self._settle(key, ticket)
             raise
         with self._lock:
-            if self._settle(key, ticket) and key not in self._writes and key not in self._items and _cost(history) <= self.budget_bytes:
+            if self._settle(key, ticket) and key not in self._writes and self._cached.peek(key[0], key) is None and _cost(history) <= self.budget_bytes:
                 self._put(key, history)
                 self._checked[key] = started
                 if loaded_at is not None:
@@ -259,62 +256,25 @@ class HistoryCache:
 
     def _put(self, key: UserKey, history: History) -> None:
         """`history` cached as the user's (in place of one cached), their tenant's most recently used; under the lock."""
-        found = self._items.get(key)
-        grown = _cost(history) - (_cost(found) if found is not None else 0)
-        self._items[key] = history
-        self._order.setdefault(key[0], OrderedDict())[key] = None
-        self._order[key[0]].move_to_end(key)
-        self._tenant_bytes[key[0]] = self._tenant_bytes.get(key[0], 0) + grown
-        self._bytes += grown
+        self._cached.put(key[0], key, history)
 
     def _drop(self, key: UserKey) -> History | None:
         """The user's cached history, dropped with what is known of it (None: none was); under the lock."""
         self._checked.pop(key, None)
         self._versions.pop(key, None)
-        dropped = self._items.pop(key, None)
-        if dropped is not None:
-            tenant = key[0]
-            del self._order[tenant][key]
-            self._tenant_bytes[tenant] -= _cost(dropped)
-            if not self._order[tenant]:
-                del self._order[tenant], self._tenant_bytes[tenant]
-            self._bytes -= _cost(dropped)
-        return dropped
+        return self._cached.pop(key[0], key)
 
     def _shrink(self, kept: UserKey | None = None) -> None:
         """Past `budget_bytes`: the least recently used history of the tenant holding the most dropped, one at a time,
-        until the rest fit; under the lock. `kept`: the user whose history was just put (its tenant's most recently
-        used), which is dropped alone when it would be dropped too (a history larger than its tenant's fair share: the
-        others of its tenant dropped before it would have gone for nothing)."""
-        victims = self._victims(kept)
-        for key in [kept] if victims is None else victims:
-            self._drop(key)
-
-    def _victims(self, kept: UserKey | None) -> list[UserKey] | None:
-        """The histories `_shrink` drops, in order, or None when `kept` is among them; under the lock. The tenants'
-        bytes in a heap (a max over them per history dropped costs the number of tenants each); within the bound, none
-        planned (a plan costs the number of tenants cached, under the lock every tenant's reads take)."""
-        over = self._bytes - self.budget_bytes
-        if over <= 0:
-            return []
-        held = dict(self._tenant_bytes)
-        largest = [(-size, tenant) for tenant, size in held.items()]
-        heapq.heapify(largest)
-        oldest = {tenant: iter(users) for tenant, users in self._order.items()}  # each tenant's, least recently used first
-        victims: list[UserKey] = []
-        while over > 0 and largest:
-            _, tenant = heapq.heappop(largest)
-            key = next(oldest[tenant], None)
-            if key is None:
-                continue
-            if key == kept:
-                return None
-            cost = _cost(self._items[key])
-            victims.append(key)
-            over -= cost
-            held[tenant] -= cost
-            heapq.heappush(largest, (-held[tenant], tenant))
-        return victims
+        until the rest fit (`pluralign.cache.FairLRU`); under the lock. `kept`: the user whose history was just put, which
+        stays when it fits the bound alone (the others of its tenant go first while it holds the most, then those of the
+        tenants holding the most after it), else goes alone."""
+        if kept is not None and self._cached.nbytes > self.budget_bytes and _cost(self._cached.peek(kept[0], kept)) > self.budget_bytes:
+            self._drop(kept)  # grown past the whole bound by a write's rows: no eviction makes room for it
+            kept = None
+        for _, key, _ in self._cached.evict(self.budget_bytes, pinned=() if kept is None else (kept,)):
+            self._checked.pop(key, None)
+            self._versions.pop(key, None)
 
     def _settle(self, key: UserKey, ticket: object) -> bool:
         """A load finished (under the lock): drop its ticket; whether no write came meanwhile."""
@@ -354,7 +314,7 @@ class HistoryCache:
         user who keeps giving feedback stays warm; a load in flight is not kept (it may miss them)."""
         with self._lock:
             self._loading.pop(key, None)  # a load in flight may miss the new rows: not kept
-            found = self._items.get(key)
+            found = self._cached.peek(key[0], key)
             if found is None:
                 return
             # the version it was known to match stays: the rows added are an append, which the next check's count
@@ -364,7 +324,7 @@ class HistoryCache:
 
     def _holds(self, key: UserKey, history: History | None) -> bool:
         """Whether the user's history is cached (`history`: that one, not another loaded since), under the lock."""
-        found = self._items.get(key)
+        found = self._cached.peek(key[0], key)
         return found is not None and (history is None or found is history)
 
     def age(self, key: UserKey, history: History | None = None) -> float:
@@ -401,21 +361,25 @@ class HistoryCache:
     def invalidate_where(self, drop: Callable[[UserKey], bool]) -> None:
         """Invalidate every cached user for whom `drop((tenant, user_id))` is true."""
         with self._lock:
-            keys = [key for key in self._items if drop(key)]
+            keys = [key for _, key, _ in self._cached.items() if drop(key)]
         self.invalidate(keys)
 
     def tracked(self) -> int:
         """Users the cache keeps anything about (their history, its check time, a load's ticket)."""
         with self._lock:
-            return len(set(self._items) | set(self._checked) | set(self._versions) | set(self._loading) | set(self._writes))
+            return len({key for _, key, _ in self._cached.items()} | set(self._checked) | set(self._versions) | set(self._loading) | set(self._writes))
 
     @property
     def nbytes(self) -> int:
         """The bytes the cached histories count against `budget_bytes` (each its `nbytes` and `HISTORY_ENTRY_BYTES`)."""
-        return self._bytes
+        return self._cached.nbytes
+
+    def tenant_nbytes(self, tenant: str) -> int:
+        """The bytes `tenant`'s cached histories count against `budget_bytes`."""
+        return self._cached.tenant_nbytes(tenant)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._cached)
 
 
 def _cost(history: History) -> int:

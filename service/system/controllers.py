@@ -130,6 +130,12 @@ def scrape_state(app: Litestar) -> list:
         ("pluralign_history_cache_users", "gauge", "users whose history is held in memory", [({}, len(histories))]),
         ("pluralign_history_cache_hits", "counter", "history reads answered from memory", [({}, histories.hits)]),
         ("pluralign_history_cache_misses", "counter", "history reads loaded from LanceDB", [({}, histories.misses)]),
+        ("pluralign_adapter_bytes", "gauge", "users' LoRA adapters held in memory, in bytes (with openai:URL, their files' size), "
+         "by state: loaded (within adapter_budget_mb) and evicted_in_use (out of the pool, evicted past the budget, retrained "
+         "or deleted, while chats generate with them: held beside the budget until those chats end, at most one adapter "
+         "per chat generating)",
+         [({"state": "loaded"}, rt.adapters.bytes_used), ({"state": "evicted_in_use"}, rt.adapters.bytes_evicted_in_use)]),
+        ("pluralign_adapter_budget_bytes", "gauge", "adapter_budget_mb, in bytes", [({}, rt.adapters.budget_bytes)]),
         ("pluralign_embed_truncated_texts", "counter",
          "texts embedded since start that were longer than the encoder reads (only their start counts)",
          [({}, getattr(rt.encoder, "truncated", 0))]),

@@ -32,13 +32,14 @@ def test_the_history_caches_books_stay_true_and_within_its_bound():
                 cache.extend(key, lambda: made[rng.choice([1, 50, 500])])
             else:
                 cache.invalidate([key])
-            cost = {key: h.nbytes + HISTORY_ENTRY_BYTES for key, h in cache._items.items()}
+            cached = {key: h for tenant, key, h in cache._cached.items() if key[0] == tenant}
+            cost = {key: h.nbytes + HISTORY_ENTRY_BYTES for key, h in cached.items()}
             per_tenant: dict[str, int] = {}
             for (tenant, _), size in cost.items():
                 per_tenant[tenant] = per_tenant.get(tenant, 0) + size
             assert cache.nbytes == sum(cost.values()) <= budget
-            assert cache._tenant_bytes == per_tenant
-            assert {key for users in cache._order.values() for key in users} == set(cache._items)
+            assert {tenant: cache.tenant_nbytes(tenant) for tenant in cache._cached.tenants()} == per_tenant
+            assert len(cache) == len(cached) == sum(1 for _ in cache._cached.items())
 
 
 def test_a_write_or_load_within_the_bound_costs_the_same_however_many_tenants_are_cached():

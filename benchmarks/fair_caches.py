@@ -1,0 +1,166 @@
+"""Operations per second of the three tenant-fair caches with 100 and 3,000 tenants holding entries (session cache57:
+one eviction policy, `pluralign.cache.FairLRU`, for all three). Each cache is full: every miss evicts.
+
+- histories (`pluralign.store.history.HistoryCache`): a hit (a tenant's cached user read again) and a miss (a new
+  user of a tenant loaded, kept, one history evicted); in-memory histories of 10 rows, 8-d, no store;
+- vectors (`pluralign.embed.cache.ScopedVectors`): an `encode` of 10 texts under a tenant, all cached (hits) or all
+  fresh (misses: ten vectors kept, ten evicted); a stand-in encoder returning ones;
+- adapters (`pluralign.policy.adapters.AdapterPool`): `adapter_for` of a loaded user (a hit) and of a user not loaded
+  (a load, one adapter evicted); a registry of one shared adapter folder and a host that loads nothing, so the figure
+  is the pool's own work (a real load is seconds).
+
+    OMP_NUM_THREADS=1 PYTHONPATH=<a checkout before cache57> python -m benchmarks.fair_caches   # before
+    OMP_NUM_THREADS=1 PYTHONPATH=. python -m benchmarks.fair_caches                           # after
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+
+def per_second(run, seconds: float = 0.5) -> float:
+    """Calls of `run()` a second, the best of three windows of `seconds`."""
+    best = 0.0
+    for _ in range(3):
+        n, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            run()
+            n += 1
+        best = max(best, n / elapsed)
+    return best
+
+
+def histories(tenants: int) -> dict[str, float]:
+    from pluralign.store.history import History, HistoryCache
+
+    vectors = np.zeros((10, 8), np.float32)
+    meta = pa.Table.from_arrays([pa.array([False] * 10), pa.array(["no"] * 10)], names=["tie", "rejected"])
+    one = History(meta, vectors, vectors, vectors, np.zeros(10, bool))
+    cache = HistoryCache(1 << 40)
+    for t in range(tenants):
+        for u in range(3):
+            cache.get((f"t{t}", f"u{u}"), lambda: one)
+    cache.budget_bytes = cache.nbytes
+    state = {"i": 0}
+
+    def hit():
+        state["i"] += 1
+        cache.get((f"t{state['i'] % tenants}", "u2"), lambda: one)
+
+    def miss():
+        state["i"] += 1
+        cache.get((f"t{state['i'] % tenants}", f"new{state['i']}"), lambda: one)
+
+    return {"hit": per_second(hit), "miss": per_second(miss)}
+
+
+class Ones:
+    encoder_id, dim = "bench/ones", 8
+
+    def encode(self, texts):
+        return np.ones((len(texts), self.dim), np.float32)
+
+
+def vectors(tenants: int) -> dict[str, float]:
+    from pluralign.embed.cache import ScopedVectors
+
+    probe = ScopedVectors(max_bytes=1 << 40)
+    probe.encode(Ones(), "probe", ["one"])
+    per_scope = probe.scope_bytes("probe") * 10 + 2048
+    cache, encoder = ScopedVectors(max_bytes=tenants * per_scope), Ones()
+    for t in range(tenants):
+        cache.encode(encoder, f"t{t}", [f"pool {i}" for i in range(10)])
+    state = {"i": 0}
+
+    def hit():
+        state["i"] += 1
+        cache.encode(encoder, f"t{state['i'] % tenants}", [f"pool {i}" for i in range(10)])
+
+    def miss():
+        state["i"] += 1
+        cache.encode(encoder, f"t{state['i'] % tenants}", [f"fresh {state['i']} {i}" for i in range(10)])
+
+    return {"hit": per_second(hit), "miss": per_second(miss)}
+
+
+class Host:
+    """Loads nothing: the pool counts the adapter folder's safetensors file."""
+
+    model = None
+
+    def __init__(self):
+        self.adapters: set[str] = set()
+
+    def load_adapter(self, name, folder):
+        self.adapters.add(name)
+
+    def drop_adapter(self, name):
+        self.adapters.discard(name)
+
+
+class Registry:
+    """Every user's adapter is the one folder's."""
+
+    def __init__(self, folder: Path):
+        from pluralign.policy.adapters import AdapterMeta
+
+        self.one = folder
+        self.meta_ = AdapterMeta(kind="user", base_model="bench", shots=0, data_version="bench", created_at=1.0)
+
+    def folder(self, tenant, user):
+        return self.one
+
+    def meta(self, tenant, user):
+        return self.meta_
+
+    def require(self, tenant, user, base_model):
+        return self.one, self.meta_
+
+
+def adapters(tenants: int) -> dict[str, float]:
+    from pluralign.policy.adapters import AdapterPool
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "adapter_model.safetensors").write_bytes(b"x" * 1000)
+        pool = AdapterPool(Host(), Registry(folder), "bench", budget_bytes=1000 * 2 * tenants)
+        for t in range(tenants):
+            for u in range(2):
+                pool.adapter_for(f"t{t}", f"u{u}")
+        state = {"i": 0}
+
+        def hit():
+            state["i"] += 1
+            pool.adapter_for(f"t{state['i'] % tenants}", "u1")
+
+        def miss():
+            state["i"] += 1
+            pool.adapter_for(f"t{state['i'] % tenants}", f"new{state['i']}")
+
+        return {"hit": per_second(hit), "miss": per_second(miss)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tenants", type=int, nargs="+", default=[100, 3000])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    found = {f"{name} {tenants}": run(tenants) for name, run in (("histories", histories), ("vectors", vectors),
+                                                                  ("adapters", adapters)) for tenants in args.tenants}
+    if args.json:
+        print(json.dumps(found))
+        return
+    print(f"{'cache, tenants':<18} {'hit/s':>10} {'miss/s':>10}")
+    for name, rates in found.items():
+        print(f"{name:<18} {rates['hit']:>10.0f} {rates['miss']:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()
