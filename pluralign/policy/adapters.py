@@ -597,7 +597,7 @@ class AdapterPool:
                 return None
             folder, meta = self.registry.require(tenant, user, self.base_model)
             size = self._load(name, folder)
-            if size > self.budget_bytes:  # no eviction makes room for it: unusable, as a damaged one (before, an error)
+            if size > self.budget_bytes:  # no eviction makes room for it: unusable, as a damaged one
                 self._loaded_for(tenant, name, (size, meta.created_at))
                 self._retire(name, now)
                 raise AdapterError(f"{folder}: the adapter takes {size} bytes, more than the whole adapter budget of "
