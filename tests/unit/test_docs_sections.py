@@ -119,13 +119,14 @@ def history_in(path: Path) -> list[str]:
 
 
 def test_the_docs_state_today_s_behaviour_their_history_is_in_changes():
-    """README.md, docs/*.md, deploy/*.md and the code's docstrings and comments say what the code does today; when a
+    """README.md, docs/*.md, deploy/*.md and the code's docstrings and comments (benchmarks/ too, which name the release
+    whose code they measure: "releases before session 49") say what the code does today; when a
     behaviour changed ("until session 42 it ...", "since the review of session remote54", "(before session trial44,
     a file ... had ...)", "...; before, it ...") is docs/CHANGES.md's to say. A release named to say what it reads ("a
     release before session 46 reads `*.keys` only") is no history and stays. On main before docs57 it found 65 of the
-    first two forms; before review docs57, a docs/library.md remark and 10 of the code's."""
+    first two forms; before review docs57, a docs/library.md remark, 10 of the code's and 28 of benchmarks/."""
     docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "deploy").glob("*.md"))]
-    docs += [p for root in ("pluralign", "service", "training") for p in sorted((REPO / root).rglob("*.py"))]
+    docs += [p for root in ("pluralign", "service", "training", "benchmarks") for p in sorted((REPO / root).rglob("*.py"))]
     found = [remark for doc in docs if doc.name != "CHANGES.md" for remark in history_in(doc)]
     assert not found, "history to move to docs/CHANGES.md:\n" + "\n".join(found)
 
