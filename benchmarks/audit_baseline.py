@@ -1,11 +1,11 @@
 """The fairness audit's one-size-fits-all (base) model on UKPConvArg1: its accuracy, the personalization gain the audit
-reports against it, and the time of its cross-fitted fit, for the fit until session 49 and the fit now.
+reports against it, and the time of its cross-fitted fit, for the fit of releases before session 49 and this release's.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m benchmarks.audit_baseline --data-dir ../shared/data \
         --cache .cache/pluralign/test-embeddings.sqlite --rounds 2
 
 Arms, run in one process, in turn each round (the machine is shared: compare within a round):
-- `newton-64`: the fit until session 49, copied here: Newton (25 steps) on the top 64 whitened principal directions;
+- `newton-64`: the fit of releases before session 49, copied here: Newton (25 steps) on the top 64 whitened principal directions;
 - `newton-all`: the same Newton on every direction (384 for MiniLM), what trial48b measured (0.746);
 - `lbfgs-all`: the library's fit now (`pluralign.fairness.audit.fit_logistic`: L-BFGS on every direction).
 
@@ -38,7 +38,7 @@ from pluralign.fairness.online import sigmoid, single_threaded
 
 
 def newton_logistic(z: np.ndarray, l2: float, steps: int = 25) -> np.ndarray:
-    """The base model's fit until session 49 (`fit_logistic` then): ridge logistic regression by Newton's method."""
+    """The base model's fit in releases before session 49 (their `fit_logistic`): ridge logistic regression by Newton's method."""
     z = z.astype(np.float64)
     w = np.zeros(z.shape[1])
     eye = np.eye(z.shape[1])

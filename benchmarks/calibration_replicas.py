@@ -1,6 +1,6 @@
 """What the first `POST /v1/users/{id}/next-comparison` with `{}` costs on a replica that did not take the tenant's
-`PUT /v1/calibration-pool` (another replica behind the load balancer, or this one restarted), before and since session
-calib55.
+`PUT /v1/calibration-pool` (another replica behind the load balancer, or this one restarted), in releases before session calib55 and from
+it on.
 
     python -m benchmarks.calibration_replicas                 # 32 items of 2 answers (96 texts), MiniLM, 5 repeats
     python -m benchmarks.calibration_replicas --items 64 --json

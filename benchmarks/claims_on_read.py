@@ -1,9 +1,8 @@
 """What a reader's move waits for on a store on S3 with claims (replicas): moto's S3 on loopback, a store whose
 `pref_id_claims/` it holds, N rows of one user claimed (as an import claims them) and waiting in the feedback log.
 The reader (`Ingestor.flush_user`, before a GET of the user's history) embeds and commits them, and their claims go
-(`PrefIdClaims.drop_named`: the user's folder listed, each claim read, then removed if unchanged). Until session 43 the
-read waited for that removal in its own thread; now the drops' thread does it. `--inline` makes the removal the
-read's again (as before), for the comparison. Prints the read's ms and, after it, the ms until the claims are gone.
+(`PrefIdClaims.drop_named`: the user's folder listed, each claim read, then removed if unchanged). The drops' thread does that
+removal; `--inline` makes it the read's, in its own thread (as releases before session 43 did), for the comparison. Prints the read's ms and, after it, the ms until the claims are gone.
 
     python benchmarks/claims_on_read.py [N] [--inline]
 """
@@ -38,7 +37,7 @@ def run(n: int, inline: bool) -> None:
                                  kind="comparison", created_at=now, received_at=now) for i in range(n)]
         assert len(store.claims.claim("t", "u", {r.pref_id: claim_of(r, False) for r in rows})[0]) == n
         ingest = Ingestor(FeedbackLog(Path(folder) / "log"), store, HashEncoder())
-        if inline:  # the removal in the reader's thread, as until session 43
+        if inline:  # the removal in the reader's thread, as releases before session 43 did
             ingest._drop_claims = lambda notes, background=False: Ingestor._drop_claims(ingest, notes, False)
         try:
             with ingest.paused():

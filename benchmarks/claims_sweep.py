@@ -4,8 +4,8 @@ holding H users being served (its budget about H histories). A new Ingestor star
 reader's move of one new row (`flush_user`) hands its claim's removal to the drops' thread. The H served users
 have rows and no claims. Prints how long the sweep
 took, how long after the start that claim went, and how many of the H served users' histories are still cached.
-Until session 44 the sweep ran first on the drops' thread and read each claimed user through the cache
-(`preferences_for`): the move's claim went only after the whole sweep, and the served users were evicted.
+A sweep run first on the drops' thread, reading each claimed user through the cache (`preferences_for`), as releases
+before session 44 ran it, would remove the move's claim only after the whole sweep, and evict the served users.
 
     python benchmarks/claims_sweep.py [U] [R] [H]
 """

@@ -489,8 +489,7 @@ def probe(rt, user: str, rule: str, sets: list[tuple[str, list[str]]]) -> tuple[
 def pair_feedback(client, arm: str, out: dict, scores: list[float], rng: random.Random) -> list[int] | None:
     """Issue 16's arms: show the user two choices, `compare`'s pair (`active`) or two at random
     (`random_pair`), and send their pick among those two as a `choice` with `shown`; two the user's rule
-    scores alike get "no preference" (`tie`, as docs/api.md has a client send it since session 49; until
-    then nothing was sent for them). Returns the pair shown, or None when nothing was sent (no pair offered,
+    scores alike get "no preference" (`tie`, as docs/api.md has a client send it). Returns the pair shown, or None when nothing was sent (no pair offered,
     or two choices of the same text)."""
     pair = rng.sample(range(len(scores)), 2) if arm == "random_pair" else out["pluralign"].get("compare")
     texts = [c["message"]["content"] for c in out["choices"]]

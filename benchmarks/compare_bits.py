@@ -12,8 +12,8 @@ kind (4 answers each, 6 pairs), the script records:
 - `asked`: the share of held-out sets whose best pair carries at least 0.1 bits (chat would show `compare`);
 - `pool_bits`: onboarding's `worth_asking` read with the held-out sets as a supplied `pool` (each set an item of 4
   answers to its prompt; `worth_asking` is the figure >= 0.1): `bald`, the bits of BALD's best pair of the pool (the
-  rule until session 50), `best`, the most any pair carries about which answer of its own set is best
-  (`best_information`, chat's gate; the rule since);
+  rule of releases before session 50), `best`, the most any pair carries about which answer of its own set is best
+  (`best_information`, chat's gate);
 - `share`: of the best pairs' margin variance z' S z, the part each block of coefficients carries
   (`prototypes`: pal_origin and the K prototype weights, `features`: the named features, `latent`:
   PAL's latent direction, `cross`: the covariances between blocks), summed over the held-out sets;
@@ -29,10 +29,9 @@ kind (4 answers each, 6 pairs), the script records:
 
 With `--ties` the user also answers the pairs their rule scores alike, as ties (`ties_answered`),
 and the posterior is fitted on them too (`fit_posterior`'s `tied`, Davidson's tie likelihood, as a
-refit fits a user's stored ties since session 49; session 48 measured the same with a scipy fit of
-its own). `--target best` chooses the pair by `best_information` (chat's `compare_target = best`)
+refit fits a user's stored ties). `--target best` chooses the pair by `best_information` (chat's `compare_target = best`)
 instead of BALD; `--gate best` reads `bits` and `asked` by `best_information` whatever chose the
-pair, as chat's `compare` decides whether to ask since session 49 (without it, by `--target`).
+pair, as chat's `compare` decides whether to ask (without it, by `--target`).
 
     OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 python -m benchmarks.compare_bits \\
         --generation-cache runs/gen_fast.pkl --pal runs/pal --json            # add --target best, --ties, --gate best

@@ -1,8 +1,8 @@
 """What a look at the dead letters costs with thousands of them (`pluralign.store.dead_letter.DeadLetters`): a page of
 the admin list (`page`, all tenants and one tenant's), the /metrics count (`rows`), a user's count for their profile
 (`rows_for`) and whether a user has any (`holds`: the export's 404 check). `--letters` letters of one row each, of 10
-tenants, written as the worker writes them; each look timed with the folder listed again (every look did until
-session 50: each letter's file stat'ed) and settled (the folder unchanged since it was listed: `RACY_S`).
+tenants, written as the worker writes them; each look timed with the folder listed again (as every look did in
+releases before session 50: each letter's file stat'ed) and settled (the folder unchanged since it was listed: `RACY_S`).
 
     OMP_NUM_THREADS=1 python -m benchmarks.dead_letters                   # 1,000 and 5,000 letters
     OMP_NUM_THREADS=1 python -m benchmarks.dead_letters --letters 20000
@@ -40,7 +40,7 @@ def best_ms(look, repeat: int, again: DeadLetters | None) -> float:
     times = []
     for _ in range(repeat):
         if again is not None:
-            again._listed = None  # listed again, as every look was until session 50
+            again._listed = None  # listed again, as every look was in releases before session 50
         began = time.perf_counter()
         look()
         times.append(time.perf_counter() - began)

@@ -1,9 +1,9 @@
 """What checking a cached history against the table costs with replicas (`Store._cached`, at most every
 `store_sync_ms` per user, and at each refit's `latest` read): the count of the user's rows it compared before review
 44, the table's version (all a check reads while the table is at the version the history matched), and the user's
-rows' ids and arrival times read and compared (what a check after any commit to the table read until review rp44),
+rows' ids and arrival times read and compared (what a check after any commit to the table read in releases before review rp44),
 and the check itself (`Store._cached`) after another user's row was appended (the table moved on by an append, as
-other users' feedback moves it every moment under load: since review rp44 a count). A local store with 20 other
+other users' feedback moves it every moment under load: a count). A local store with 20 other
 users of 50 rows and one user of `--rows` rows each.
 
     OMP_NUM_THREADS=1 python -m benchmarks.history_check --rows 100 5000
@@ -62,7 +62,7 @@ def measure(n: int, repeat: int) -> str:
 def after_appends(store: Store, history, repeat: int) -> tuple[float, ...]:
     """Median ms (a loaded machine's preemptions skew a mean) of, after one row of another user was appended each time
     (not timed): the count of user u's rows, their ids and arrival times read and compared, and `_cached`'s check of
-    u (the count, since review rp44)."""
+    u (the count)."""
     spent: list[list[float]] = [[], [], []]
     for i in range(repeat + 1):
         store.add_preferences(*rows("appender", 1, start=i))

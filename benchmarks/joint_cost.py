@@ -1,7 +1,7 @@
 """What the joint direction (`pluralign.user.collinear.joint_beliefs`) adds to a refit, beside the
 posterior fit itself (`fit_posterior`), for users of 400 to 10,000 comparisons: D = 76 coefficients
 (1 + K 4 + 7 named + 64 latent), one group of three named features that moved together, 30% of the
-choices flipped (a noisy user). Medians of 7, milliseconds, one thread. Since session 44 a refit also
+choices flipped (a noisy user). Medians of 7, milliseconds, one thread. A refit also
 integrates each named feature's own sign (`feature_signs`, all 7 moved here): its column, and their sum.
 
     OMP_NUM_THREADS=1 python benchmarks/joint_cost.py

@@ -1,6 +1,6 @@
 """The summary's joint probability (pluralign.user.collinear.direction_probability) against importance
-sampling of the same posterior, and against the Laplace Gaussian's Phi(z) the per-feature summary read
-until session 44. `--features`: each feature's own probability (`feature_signs`, integrated along its
+sampling of the same posterior, and against the Laplace Gaussian's Phi(z) the per-feature summary of releases before
+session 44 read. `--features`: each feature's own probability (`feature_signs`, integrated along its
 axis) the same way, for a feature every comparison moved one way and a noisy one beside it, and for
 1-3 comparisons; then two features of a collinear group, each alone (the summary keeps their Laplace one).
 `--reads`: the path's likelihood as the summary reads it (`path_probabilities`: first points, then wherever

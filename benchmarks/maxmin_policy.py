@@ -73,8 +73,7 @@ choose anything. `--select last` reports the weights at step S as they are. Ever
 checkpoint's validation and test scores are kept in WORK/results.json, and a later command with
 the same training setting (`TRAINING_KEYS`) reuses those runs instead of training them again
 (`--fresh` retrains): a command cut short resumes, and a change of selection rule costs no training.
-Runs of that training which a command does not run (other seeds or shares) stay in the file (since
-session 15; before, a command on fewer seeds dropped them).
+Runs of that training which a command does not run (other seeds or shares) stay in the file.
 `--reuse RESULTS.json` does the same across commands for runs that trained on identical pairs
 (`pairs_digest`): at 90/10 EM's MaxMin heads rank every candidate as at 80/20, so the 90/10
 command reuses the 80/20 MaxMin runs and trains only its single-reward policies.
@@ -84,7 +83,7 @@ written on 1 Dec 2026 after `--brief-words` was chosen on the first test set's f
 any policy answered them. The training and the validation choices are those of the same command on
 the first test set (the test questions never choose), so `--pool RESULTS` (that command's
 results.json) reports every step over both sets' 96 questions, after checking that the two are one
-training (`pool_test_sets`; since session 15 it takes any of the other sets' results, several at once).
+training (`pool_test_sets`; it takes any of the other sets' results, several at once).
 
 A third test set (`--test-set fresh`): 48 questions on `FRESH_TOPICS`, written on 1 Dec 2026
 (09:32 UTC) before any policy answered them and after the first two sets had been read. The MaxMin
@@ -567,8 +566,8 @@ def evaluate_checkpoints(source: dict, folder: Path, policy, tokenizer, splits: 
 
     The validation scores and answers are the source's. Raises CheckpointsError when the base's
     validation answers are not the source's, a checkpoint file is missing, does not load as the
-    policy's LoRA weights, or differs from the file its run wrote (`checkpoint_sha256`, kept since
-    session 14's review, 1 Dec 2026), or, for a run without those hashes, when the last checkpoint answers the
+    policy's LoRA weights, or differs from the file its run wrote (`checkpoint_sha256`, kept by runs from
+    session 14's review on, 1 Dec 2026), or, for a run without those hashes, when the last checkpoint answers the
     validation questions otherwise than its run did."""
     import hashlib
 

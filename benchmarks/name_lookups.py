@@ -29,8 +29,7 @@ def straight() -> None:
 
 
 def on_a_thread(host: str = "localhost", bound_s: float = 5.0) -> None:
-    """`pluralign.bounded_http`'s own lookup (`_Lookups`: a daemon thread per name under way, waited for with the bound;
-    until the review of session stream55 this measured a copy of it)."""
+    """`pluralign.bounded_http`'s own lookup (`_Lookups`: a daemon thread per name under way, waited for with the bound)."""
     _LOOKUPS.addresses(host, 80, bound_s)
 
 

@@ -1,5 +1,5 @@
-"""What a refit's write of the users row costs: `put_user` (the group-committed upsert refits wrote through until
-session 44) against `put_user_if` (one merge conditional on the row the refit read, lost44), each write one user's
+"""What a refit's write of the users row costs: `put_user` (the group-committed upsert refits of releases before
+session 44 wrote through) against `put_user_if` (one merge conditional on the row the refit read, lost44), each write one user's
 row on a table of `--users` rows, alone on the store (medians of `--calls` writes, ms).
 
     python benchmarks/refit_write.py --users 2000 --calls 200

@@ -1,7 +1,7 @@
 """What `POST /v1/rewards/score` costs over HTTP when its texts are embedded afresh (every call before session small53)
 and when they are read back from the tenant's text vectors in memory (`Runtime.score_vectors`,
-`pluralign.embed.cache.ScopedVectors`, as next-comparison pools' are kept; in the pools' own cache until review
-reviewsmall53).
+`pluralign.embed.cache.ScopedVectors`, as next-comparison pools' are kept; in the pools' own cache in releases before
+review small53).
 
     python -m benchmarks.score_vectors                          # 8 responses of 1-3 sentences, MiniLM, 10 repeats
     python -m benchmarks.score_vectors --responses 32 --json

@@ -1,6 +1,6 @@
 """What a resumed DELETE's look at whether a returning user's rows from before it are still stored costs
 (`service.users.services._stored_before`, called by `forget_before` inside the store's maintenance turn, which every
-tenant's DELETE, import forgetting and compaction waits for). Until session jobs53 it read every row of the user
+tenant's DELETE, import forgetting and compaction waits for). Releases before session jobs53 read every row of the user
 (`Store.preferences_for`: their history, vectors and all when not cached, then one Python object per row) to ask
 whether any was received before the DELETE began; now it is one count (`Store.holds_received_before`, the
 `received_before` filter every DELETE step deletes by). A local store with 20 other users of 50 rows and one user of
@@ -36,12 +36,12 @@ def rows(user: str, n: int, dim: int, start: int = 0) -> tuple[list[StoredPrefer
 
 
 def read_every_row(store: Store, before: float) -> bool:
-    """The store's half of `_stored_before` as it was until session jobs53."""
+    """The store's half of `_stored_before` in releases before session jobs53."""
     return any(p.received() < before for p in store.preferences_for("t", "u")[0])
 
 
 def texts_of_every_row(store: Store, before: float) -> list[str]:
-    """The store's half of `_forget_vectors(before)` as it was until session jobs53: the texts of every row read."""
+    """The store's half of `_forget_vectors(before)` in releases before session jobs53: the texts of every row read."""
     return sorted(t for p in store.preferences_for("t", "u")[0] if p.received() < before for t in (p.prompt, p.chosen, p.rejected))
 
 

@@ -44,7 +44,7 @@ MIN_JUDGED_VAL_PAIRS = 20
 class TrainingDiverged(ValueError):
     """A training loop's loss became NaN or inf, or (PAL) the best model it kept scores an absurd
     loss (over ABSURD_BT_LOSS) on its training pairs or its validation pairs (MIN_JUDGED_VAL_PAIRS or more): the parameters are no longer numbers worth keeping, and no
-    earlier state is kept either. Raised by PAL's and FSPO's (adapters') loops; the message names
+    earlier state is kept either. Raised by PAL's, FSPO's (adapters') and MaxMin's loops; the message names
     where (epoch or step), the loss seen and its likely causes, in one line."""
 
 

@@ -238,8 +238,8 @@ def name_the_cause() -> None:
 
 def _error(line: str) -> None:
     """The command's error as its last line of stderr, alone: progress bars still open (a trainer stopped
-    mid-epoch) are closed first. Before, the line was written on the bar's line and the bar drawn again below
-    it at exit, so a job's error (its worker's last line) said only where the bar stood."""
+    mid-epoch) are closed first, so the line is not written on the bar's line with the bar drawn again below it at
+    exit, and a job's error (its worker's last line) is the error, not where the bar stood."""
     bars = sys.modules.get("tqdm.std")  # only a command that drew one loaded it
     cut = False  # a bar left on the line, unended
     for bar in list(bars.tqdm._instances) if bars is not None else ():
@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     ignore_peft_deprecation()
     # (signal handlers belong to the main thread: main() called from another keeps the default). Servers too: their
     # start (the models, the tables: seconds to a minute) is undone on SIGTERM as a trainer's run is; then uvicorn's
-    # handlers replace these while it serves (`serve_until_stopped`: a graceful stop). Before, SIGTERM killed a start
-    # outright: its generation process orphaned, loading the whole model, and the data folder it made left behind
+    # handlers replace these while it serves (`serve_until_stopped`: a graceful stop). A SIGTERM's default would kill a
+    # start outright: its generation process orphaned, loading the whole model, and the data folder it made left behind
     handle = threading.current_thread() is threading.main_thread()
     global _held
     if handle:

@@ -253,9 +253,8 @@ def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
 
     Unlike TRL's character-by-character rule, text is compared in whole grapheme clusters (the
     `regex` module's \\X), each in NFC, and messages with their texts in NFC: a prefix never ends
-    inside an emoji's ZWJ sequence or between a letter and its combining marks (before, "👨‍👩‍👧" and
-    "👨‍👩‍👦" left a prompt ending in a zero-width joiner), and a prompt one side spells in NFD is
-    still shared."""
+    inside an emoji's ZWJ sequence or between a letter and its combining marks ("👨‍👩‍👧" and "👨‍👩‍👦"
+    share no prompt ending in a zero-width joiner), and a prompt one side spells in NFD is still shared."""
     if isinstance(chosen, str) and isinstance(rejected, str):
         return _extract_text_prompt(chosen, rejected)
     idx = 0

@@ -275,11 +275,9 @@ class AdapterRegistry:
         return self.root / _key_part(tenant, "tenant")
 
     def users(self, tenant: str) -> list[str]:
-        """The ids of `tenant`'s users with an adapter described here, sorted."""
-        folder = self.tenant_folder(tenant)
-        if not folder.is_dir():
-            return []
-        return sorted(unquote(p.name) for p in folder.iterdir() if (p / META_FILE).exists())
+        """The ids of `tenant`'s users with an adapter described here, sorted; a folder a killed save or swap left
+        (`.<user>.<suffix>`, `leftovers`) names none, as in `holders`."""
+        return sorted(user for user in self.holders(tenant) if (self.folder(tenant, user) / META_FILE).exists())
 
     def holders(self, tenant: str) -> set[str]:
         """Every user of `tenant` with a folder here, a whole adapter or not (their ids unquoted: `dan@x.com`, not
@@ -636,7 +634,7 @@ class AdapterPool:
                 return None
             folder, meta = self.registry.require(tenant, user, self.base_model)
             size = self._load(name, folder)
-            if size > self.budget_bytes:  # no eviction makes room for it: unusable, as a damaged one (before, an error)
+            if size > self.budget_bytes:  # no eviction makes room for it: unusable, as a damaged one
                 self._loaded_for(tenant, name, (size, meta.created_at))
                 self._retire(name, now)
                 raise AdapterError(f"{folder}: the adapter takes {size} bytes, more than the whole adapter budget of "

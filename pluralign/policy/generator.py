@@ -12,8 +12,8 @@ So a short answer started while another caller's long one runs ends after its ow
 other lane's per token of it (a step of many candidates over a long context costs more than its own), not after
 the long one. A long prompt's prefill takes turns too: the prompt but its last token is forwarded
 into the KV cache in slices of at most `prefill_slice_tokens` (64) tokens x rows, the model handed to another lane's
-generation that waits between two, and `model.generate` goes on from that cache (before, the prefill was one forward
-in one turn: 4 candidates of 1,600 prompt tokens held the model ~21 s on two cores). The n rows of one prompt (`n`
+generation that waits between two, and `model.generate` goes on from that cache (one forward in one turn: 4
+candidates of 1,600 prompt tokens would hold the model ~21 s on two cores). The n rows of one prompt (`n`
 candidates) are forwarded once and the cache repeated per row, so a lone long prompt costs one row's prefill, not n;
 the tokens are the ones a one-forward prefill gives. transformers' stop-string set-up (~1 s: it reads the tokenizer's
 whole vocabulary) is done before the turn is taken, once per stop strings. Each generation in flight keeps its own KV cache

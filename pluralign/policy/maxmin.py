@@ -57,7 +57,7 @@ import torch
 
 from pluralign.data.record import MAX_MARGIN, Persisted, Preference
 from pluralign.device import default_device
-from pluralign.losses import dpo_loss
+from pluralign.losses import TrainingDiverged, dpo_loss
 from pluralign.policy.chat_template import chat_prompt_ids, text_ids
 from pluralign.policy.rerank_maxmin import normalize_rewards, share_weights
 from pluralign.reward.inputs import above_zero, at_least, whole
@@ -329,6 +329,18 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _diverged(config: MaxMinConfig, step: int, loss: torch.Tensor, dtype: torch.dtype) -> TrainingDiverged:
+    """The one-line error for a non-finite loss at `step` (1-based) and its likely causes: at the first step, before
+    any update, not the learning rate."""
+    dtype_cause = f"the model's dtype ({str(dtype).removeprefix('torch.')}: float16 overflows where bfloat16 and float32 do not)"
+    if step == 1:
+        causes = f"Likely causes: the data (an empty or very long answer) or {dtype_cause}, not the learning rate: it is not finite before any update"
+    else:
+        causes = f"Likely causes: the learning rate too high (lower it), the data (an empty or very long answer), or {dtype_cause}"
+    return TrainingDiverged(f"training diverged at step {step} of {config.steps}: the loss is {loss.item()} (lr={config.lr}); "
+                            f"nothing was kept. {causes}")
+
+
 def train_maxmin(
     policy,
     pairs: PairTokens,
@@ -341,7 +353,12 @@ def train_maxmin(
 
     `callback(step, policy)` runs at step 0, every `every` steps and at the end (e.g. to measure win
     rates for the curve; its time is not counted as training time); `step_callback(step, loss)`
-    after every step (a progress bar). Returns the TrainLog of the run."""
+    after every step (a progress bar). Returns the TrainLog of the run. Raises ValueError naming `pairs` when there
+    are none, before anything is changed, and `pluralign.losses.TrainingDiverged` (a ValueError) naming the step and
+    the loss at the first step whose loss is NaN or inf, before that step changes the parameters, with its likely
+    causes: the caller keeps nothing of the run."""
+    if not len(pairs):
+        raise ValueError("`pairs`: no comparisons to train on (`tokenize_pairs` refuses none too)")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     device = next(policy.parameters()).device
@@ -374,6 +391,8 @@ def train_maxmin(
         if config.chosen_nll_weight:
             n_tokens = pairs.chosen_response[idx].sum(1).clamp_min(1).to(device)  # (B,)
             loss = loss + config.chosen_nll_weight * (-logp_chosen / n_tokens).mean()
+        if not torch.isfinite(loss):  # NaN weights would be saved, their final_loss NaN
+            raise _diverged(config, step, loss, trainable[0].dtype)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -69,8 +69,9 @@ class PALTrainConfig:
 class PALResult:
     """What `train_pal` returns: the best epoch's `model` (K prototypes over the encoder's D-d embeddings), the
     training users' mixture logits (`user_weights`, (U, K), a softmax away from their weights over the prototypes),
-    and `metrics`: `best_epoch`, `epochs`, `train_loss` and `val_loss` (mean Bradley-Terry loss, nats per pair),
-    `val_acc` (in [0, 1]), `train_seconds` and `pairs_per_second`."""
+    and `metrics`: `best_epoch`, `epochs` (run), the best epoch's `val_loss` (mean Bradley-Terry loss over the validation
+    pairs, nats per pair), `val_acc` (in [0, 1]) and `train_loss` (the mean over its last minibatch only, not over the
+    epoch), `train_seconds` and `pairs_per_second`."""
 
     model: PALModel
     user_weights: UserWeights

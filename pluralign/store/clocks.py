@@ -304,7 +304,7 @@ def with_columns(table, tries: int = 3):
     change when another commit lands between its read and its write (a "retryable commit conflict": an earlier
     release's replica writing its row, which it does every pass, knowing nothing of the change): looked at again on
     the newest version, up to `tries` times. Raises the last refusal when a column is still missing then (the next
-    pass tries again; before, the table was kept without it and every pass's write failed for good)."""
+    pass tries again: a table kept without it would fail every pass's write for good)."""
     refused: Exception | None = None
     for _ in range(tries):
         missing = [f for f in ADDED if f.name not in table.schema.names]

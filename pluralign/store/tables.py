@@ -1843,10 +1843,9 @@ class Store:
         still holds the rows the table holds of the user: the table is at the version the history was last
         found to match (nothing read), or it has as many rows as the table holds of the user and every commit
         since only added rows, or its rows of the user have the history's `pref_id`s, received at the same times
-        (`_matches`). Otherwise it is dropped. `any_age`: checked however young it is.
-        Before, only the count of the user's rows was compared: another replica's DELETE of the user and an
-        import of as many rows (or its `received_again`) left a history of the deleted rows cached, which
-        refits fitted and reranking searched."""
+        (`_matches`). Otherwise it is dropped. `any_age`: checked however young it is. The count of the user's
+        rows alone is not enough: another replica's DELETE of the user and an import of as many rows (or its
+        `received_again`) would leave a history of the deleted rows cached, which refits fit and reranking searches."""
         key = (tenant, user_id)
         history = self.histories.peek(key)
         if history is None or self.sync_seconds is None or (not any_age and self.histories.age(key, history) < self.sync_seconds):

@@ -7,8 +7,12 @@ Before: service/settings.py cited "One tenant's backlog" of operations.md, a sec
 
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -92,16 +96,57 @@ def test_every_changes_entry_names_its_session_and_says_what_changed():
     assert not bad, "\n".join(bad)
 
 
-_HISTORY = re.compile(r"\b(?:until|since) (?:the )?(?:session|review)\b(?: of session)?", re.I)
+# "until session 42", "since the review of session remote54" (wrapped over lines too), "(before session trial44, a file
+# ... had", "...; before, it ...": a change told where a doc or the code's prose says what is done today
+_HISTORY = re.compile(r"\b(?:until|since)\s+(?:the\s+)?(?:session|review)\b(?:\s+of\s+session)?"
+                      r"|\(before\s+(?:the\s+review\s+of\s+)?session\s+[\w.]+,|(?:^|[.;:(]\s*)before,\s", re.I | re.M)
+
+
+def prose(path: Path) -> list[tuple[int, str]]:
+    """(first line, text) of what `path` says in words: a doc whole, a .py file's comments and triple-quoted strings
+    (docstrings, help texts), not its code (`(before, upto)` is a tuple)."""
+    text = path.read_text()
+    if path.suffix != ".py":
+        return [(1, text)]
+    return [(tok.start[0], tok.string) for tok in tokenize.generate_tokens(io.StringIO(text).readline)
+            if tok.type == tokenize.COMMENT or (tok.type == tokenize.STRING and tok.string.lstrip("rbfuRBFU")[:3] in ('"""', "'''"))]
+
+
+def history_in(path: Path) -> list[str]:
+    """`path:line: ...context...` of each history remark `_HISTORY` finds in what `path` says in words."""
+    return [f"{path.relative_to(REPO)}:{line + text[: m.end()].count(chr(10))}: {text[max(0, m.start() - 40): m.end() + 40]!r}"
+            for line, text in prose(path) for m in _HISTORY.finditer(text)]
 
 
 def test_the_docs_state_today_s_behaviour_their_history_is_in_changes():
-    """README.md, docs/*.md, deploy/*.md and the code's docstrings and comments say what the code does today; when a behaviour changed ("until session
-    42 it ...", "since the review of session remote54") is docs/CHANGES.md's to say. A release named to say what it
-    reads ("a release before session 46 reads `*.keys` only") is no history and stays. On main before docs57 it
-    found 65: 56 in deploy/README.md, 7 in docs/operations.md, 2 in docs/library.md."""
+    """README.md, docs/*.md, deploy/*.md and the code's docstrings and comments (benchmarks/ too, which name the release
+    whose code they measure: "releases before session 49") say what the code does today; when a
+    behaviour changed ("until session 42 it ...", "since the review of session remote54", "(before session trial44,
+    a file ... had ...)", "...; before, it ...") is docs/CHANGES.md's to say. A release named to say what it reads ("a
+    release before session 46 reads `*.keys` only") is no history and stays. On main before docs57 it found 65 of the
+    first two forms; before review docs57, a docs/library.md remark, 10 of the code's and 28 of benchmarks/."""
     docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "deploy").glob("*.md"))]
-    docs += [p for root in ("pluralign", "service", "training") for p in sorted((REPO / root).rglob("*.py"))]  # docstrings
-    found = [f"{doc.relative_to(REPO)}:{text[: m.start()].count(chr(10)) + 1}: {text[max(0, m.start() - 40): m.end() + 40]!r}"
-             for doc in docs if doc.name != "CHANGES.md" for text in [doc.read_text()] for m in _HISTORY.finditer(text)]
+    docs += [p for root in ("pluralign", "service", "training", "benchmarks") for p in sorted((REPO / root).rglob("*.py"))]
+    found = [remark for doc in docs if doc.name != "CHANGES.md" for remark in history_in(doc)]
     assert not found, "history to move to docs/CHANGES.md:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(("name", "text", "line"), [
+    ("a.md", "Today it does X.\n\nIt did Y until\nsession 42.\n", 4),
+    ("a.md", "X (since the review of session remote54) does Y.\n", 1),
+    ("a.md", "Rows go to one split\n(before session trial44, a file had 12 in both).\n", 2),
+    ("a.md", "A 400 names it; before, a 500.\n", 1),
+    ("a.py", 'def f():\n    """Does X.\n\n    Before, it did Y."""\n    return (before, after)  # one split; before, two\n', 4),
+])
+def test_a_history_remark_is_found_wherever_it_stands(tmp_path, monkeypatch, name, text, line):
+    monkeypatch.setattr("tests.unit.test_docs_sections.REPO", tmp_path)
+    (tmp_path / name).write_text(text)
+    found = history_in(tmp_path / name)
+    assert found and found[0].startswith(f"{name}:{line}:"), found
+
+
+def test_what_is_not_history_is_not_found(tmp_path, monkeypatch):
+    monkeypatch.setattr("tests.unit.test_docs_sections.REPO", tmp_path)
+    (tmp_path / "a.md").write_text("A release before session 46 reads `*.keys` only; run it before, not after.\n")
+    (tmp_path / "a.py").write_text("users[u] = [*users.get(u, ()), (before, upto)]\nx = f(before, upto)\n")
+    assert history_in(tmp_path / "a.md") == history_in(tmp_path / "a.py") == []

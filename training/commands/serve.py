@@ -702,7 +702,7 @@ class TimedRequests:
 
     def origin(self) -> str | None:
         """The `Origin` of the request arriving, as far as its head was parsed: httptools' headers so far (reset as each
-        request begins); h11's once its head ended (before, they are the previous request's)."""
+        request begins); h11's once its head ended (until then, h11 holds the previous request's)."""
         if self.reading not in ("headers", "body") or (self.reading == "headers" and hasattr(self, "conn")):
             return None
         return next((value.decode("latin-1") for name, value in getattr(self, "headers", None) or () if name == b"origin"), None)
@@ -726,9 +726,9 @@ class TimedRequests:
 
     def make_room(self) -> None:
         """Every lingering slot is taken: the oldest lingering connection of the peer holding the most slots is closed
-        (its client had the longest to read its answer). Before, the connection to linger was closed at once instead,
-        so one peer holding every slot (connections refused 400 and held open, REFUSED_LINGERING at a time) had every
-        other peer's 400s and 408s reset (tests/e2e/test_wire43_lingering.py); now it loses its own slots first. One
+        (its client had the longest to read its answer), not the connection to linger: so one peer holding every slot
+        (connections refused 400 and held open, REFUSED_LINGERING at a time) loses its own slots first, and other
+        peers' 400s and 408s are not reset (tests/e2e/test_wire43_lingering.py). One
         refused over the limit and still waiting for its head (CORS on) is written its 503 first, without CORS (not
         closed without a word)."""
         busiest = Counter(self.refusing.values()).most_common(1)[0][0]
@@ -1028,8 +1028,8 @@ class TimedRequests:
     def behind_an_answer(self) -> bool:
         """Whether the request arriving was pipelined behind one whose answer is still going out. Its body too: httptools
         queues a request whose head it parsed then (its cycle in `pipeline`, its app not started) and reads nothing more
-        of the connection until that answer is out, so the body waits in the socket, not on the client; before, its 408
-        was written into the middle of the answer before it. (h11 parses no request until the answer before it is out.)"""
+        of the connection until that answer is out, so the body waits in the socket, not on the client, and no 408 is
+        written into the middle of the answer before it. (h11 parses no request until the answer before it is out.)"""
         if self.reading == "body":
             return bool(getattr(self, "pipeline", None))  # httptools' queue: the newest cycle, `self.cycle`, is in it
         return self.cycle is not None and not self.cycle.response_complete

@@ -173,3 +173,19 @@ def test_one_tenants_users_never_push_another_tenants_adapter_out_of_the_pool(ma
             pool.adapter_for(tenant, user)
     assert globex in pool.loaded, "acme's users pushed globex's adapter out"
     assert len(pool.loaded) == 2 and pool.adapter_for("acme", "a2") in pool.loaded  # acme keeps what is left
+
+
+def test_a_killed_saves_leftover_is_no_user_of_the_registry(make_tiny_lm, tmp_path):
+    """A save killed after its adapter was written whole but before the swap (or a swap killed with the earlier one
+    renamed aside) leaves a hidden `.<user>.<suffix>` folder holding a described adapter (`leftovers`): `users` lists
+    the users with an adapter, not that folder's name."""
+    import shutil
+    import tempfile
+
+    registry = AdapterRegistry(tmp_path / "adapters")
+    folder = registry.save("acme", "alice", random_adapter(make_tiny_lm("tiny-a"), seed=1), meta_for("tiny-a"))
+    for prefix in (".alice.", ".alice.retired"):  # `staged_folder`'s and `swap_folder`'s names
+        shutil.copytree(folder, tempfile.mkdtemp(dir=folder.parent, prefix=prefix), dirs_exist_ok=True)
+    assert len(registry.leftovers("acme", "alice")) == 2
+    assert registry.users("acme") == ["alice"]
+    assert registry.holders("acme") == {"alice"}
