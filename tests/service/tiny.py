@@ -353,14 +353,14 @@ def start_replicas(tmp_path: Path, generator_dir: Path, pal_dir: Path, encoder, 
 
 
 @contextlib.contextmanager
-def fspo_service(tmp_path_factory, generator_dir: Path, pal_dir: Path, encoder):
-    """A live service whose fallback adapter (`fspo_adapter`) is a random LoRA on the tiny model;
-    `service.data_dir` is its data folder."""
+def fspo_service(tmp_path_factory, generator_dir: Path, pal_dir: Path, encoder, **settings):
+    """A live service whose fallback adapter (`fspo_adapter`) is a random LoRA on the tiny model, with `settings`
+    (`Settings` fields); `service.data_dir` is its data folder."""
     from tests.service.test_service_adapters import random_adapter
 
     fspo = random_adapter(generator_dir, tmp_path_factory.mktemp("fspo") / "fspo", generator_dir.name, "fspo", 1)
     data_dir = tmp_path_factory.mktemp("data")
-    server, service = start_service(data_dir, generator_dir, pal_dir, encoder, fspo_adapter=str(fspo))
+    server, service = start_service(data_dir, generator_dir, pal_dir, encoder, fspo_adapter=str(fspo), **settings)
     service.data_dir = data_dir
     with server:
         yield service
