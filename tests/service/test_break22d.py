@@ -112,7 +112,7 @@ def test_leftovers_without_a_stamp_in_their_name_go_once_old(tmp_path, tiny_gene
     server, svc = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
                                 job_retention_s=RETENTION_S)
     with server:
-        wait_until_gone(*files.values(), timeout=8)
+        wait_until_gone(*files.values(), timeout=30)
         assert {name for name, path in files.items() if path.exists()} == set()
         assert young.is_file()
 

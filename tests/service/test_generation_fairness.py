@@ -457,7 +457,7 @@ def test_a_chat_whose_client_left_mid_generation_gives_its_place_back_at_once(sv
         with sent_chat(svc, body):  # waits behind it: acme's two places are taken
             assert wait_for(lambda: rt.scheduler.stats()["waiting"] == 1, timeout=10), "the second chat never waited"
             first.close()  # its client drops the connection mid-generation
-            assert wait_for(lambda: rt.scheduler.held("acme") == 1, timeout=5), rt.scheduler.held("acme")
+            assert wait_for(lambda: rt.scheduler.held("acme") == 1, timeout=30), rt.scheduler.held("acme")
             again.start()  # at once, within the limit of 2: before, 429
             wait_for(lambda: answered or rt.scheduler.stats()["waiting"] == 2, timeout=10)  # refused, or queued
             release()

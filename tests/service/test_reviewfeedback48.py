@@ -34,11 +34,11 @@ def test_a_tenants_feedback_behind_a_whole_batch_of_refused_records_moves(tmp_pa
     store = Store(str(tmp_path / "db"), "hash", DIM)
     ingest = Ingestor(FeedbackLog(tmp_path / "log"), store, HashEncoder(), batch=2)
     try:
-        wait_for(lambda: store.count_preferences("t1", "ann") == 1, timeout=5.0)
+        wait_for(lambda: store.count_preferences("t1", "ann") == 1, timeout=30.0)
         for i in (10, 11):  # each stored while the refused records wait: their failure is theirs
             ingest.submit(feedback("ann", i, tenant="t1"))
-            wait_for(lambda i=i: store.count_preferences("t1", "ann") == i - 8, timeout=5.0)
-        wait_for(lambda: ingest.set_aside == 2, timeout=5.0)
+            wait_for(lambda i=i: store.count_preferences("t1", "ann") == i - 8, timeout=30.0)
+        wait_for(lambda: ingest.set_aside == 2, timeout=30.0)
         assert ingest.log.backlog() == (0, 0) and len(ingest.dead_letters.names()) == 2
     finally:
         ingest.close()
