@@ -67,3 +67,15 @@ def test_a_path_parameter_bad_past_its_first_segment_is_a_400_naming_it(svc, pat
     with svc.client("acme") as c:
         r = c.get(path)
     assert r.status_code == 400 and r.json()["error"]["param"] == name, r.text
+
+
+@pytest.mark.parametrize("since", ["20260101", "20260101123000", " 20260101"])
+def test_an_audit_jobs_since_a_date_in_digits_in_quotes_is_told_its_seconds_not_to_drop_the_quotes(svc, since):
+    """`params.since` "20260101" was told to give it as a number, without quotes: 20260101, which is then refused as a
+    date written in digits (left57). Now it is told the date's seconds, as 20260101 is, and nothing is queued."""
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": "segment", "since": since}})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "params.since" and "the date 2026-01-01" in error["message"], error
+    assert "without quotes" not in error["message"] and "divide by" not in error["message"], error
