@@ -8,8 +8,8 @@ and when it was recorded), and every replica's `DeletionSweep` applies new recor
 within `deletion_sweep_s`: the
 users' jobs and job files, their rows and fitted weights in population files (the promoted model's
 too, on disk and in memory), what its feedback log and its records set aside still hold of rows received before the
-DELETE began (and such rows it moved into the store after the DELETE), its cached histories and its cached
-pooled priors of that tenant. A tenant's removal adds a record of the tenant (`new_tenant_deletion`): every row of it
+DELETE began (and such rows it moved into the store after the DELETE), their entries in its owed retractions' files
+(`service.owed_retractions.forget_owed`), its cached histories and its cached pooled priors of that tenant. A tenant's removal adds a record of the tenant (`new_tenant_deletion`): every row of it
 set aside here goes, and every row of it this replica's feedback log holds (and such rows it moved into the store) received
 before the removal began, whoever's.
 
@@ -32,6 +32,7 @@ from pluralign.files import atomic_writer
 from pluralign.store.clocks import ReplicaClocks, counts_words
 from pluralign.store.deletions import SLACK_S, Applied, Deletion, Forget, new_deletion, new_tenant_deletion, user_hash
 from service.calibration.pools import forget_old_removals, own_pools_unwritten, remove_pool, remove_pool_before
+from service.owed_retractions import forget_owed
 from service.periodic import Periodic
 from service.promoted import PROMOTED_PAL
 from service.waiting_refits import forget_refits, owed_refits
@@ -116,6 +117,8 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     if owed := [key for key in owed_refits(rt) if forget.user(*key)]:
         held = rt.store.users_with_preferences(owed)
         forget_refits(rt, [key for key in owed if key not in held])
+    # and the owed retractions' files (`service.owed_retractions`: the one a damaged file was set aside as too)
+    forget_owed(rt, forget.user, lambda tenant: tenant in forget.tenants)
     rt.store.histories.invalidate_where(lambda key: forget.user(*key))
     rt.chat_keys.forget_where(forget.user)  # the answers kept for their chats' Idempotency-Keys
     for tenant in sorted({r.tenant for r in records}):

@@ -132,19 +132,37 @@ def _sent_path(request: Request) -> bytes | None:
 
 
 def _sent_path_params(request: Request) -> dict[str, bytes]:
-    """Each path parameter of the request's route as sent (`_sent_path`), by name: the path's segments (empty ones
-    dropped, as Litestar's `normalize_path` does) at the template's placeholders, the rest of the path for a `:path`
-    one. {} when the server gave no `raw_path` or no route matched."""
-    path, template = _sent_path(request), request.scope.get("path_template")
-    if path is None or not template:
+    """Each path parameter of the request's route as sent, percent-decoded to bytes but not read as UTF-8, by name: the
+    path's segments as the app routed them (`_sent_segments`) at the route template's placeholders, the rest of the
+    path for the last one when the path has more segments than the template (a `:path` parameter,
+    `/v1/models/{model_id:path}`, whose type Litestar's template does not say). {} when the server gave no `raw_path`
+    or no route matched."""
+    raw, template = request.scope.get("raw_path"), request.scope.get("path_template")
+    if not isinstance(raw, bytes) or not template:
         return {}
-    segments = [segment for segment in path.split(b"/") if segment]
+    segments = _sent_segments(request, raw)
+    parts = [part for part in template.split("/") if part]
     found: dict[str, bytes] = {}
-    for i, part in enumerate(part for part in template.split("/") if part):
+    for i, part in enumerate(parts):
         if (placeholder := _PLACEHOLDER.fullmatch(part)) is None or i >= len(segments):
             continue
-        found[placeholder["name"]] = b"/".join(segments[i:]) if placeholder["kind"] == "path" else segments[i]
+        rest = i == len(parts) - 1 and len(segments) > len(parts)
+        found[placeholder["name"]] = b"/".join(segments[i:]) if rest else segments[i]
     return found
+
+
+def _sent_segments(request: Request, raw: bytes) -> list[bytes]:
+    """The segments of the path `raw` as sent (empty ones dropped, as Litestar's `normalize_path` does; without the
+    app's `root_path`), each percent-decoded to bytes, split as the app routed it (`scope["path"]`): at each `/` once
+    decoded, as the server splits `/v1/models/a%2Fb`, or, where the routed path kept an encoded `/` in its segment
+    (`service.ids.one_segment_ids`: `/v1/users/ann/preferences/x%2Fy`), at the `/`s sent as such."""
+    routed = [segment for segment in str(request.scope.get("path", "")).split("/") if segment]
+    skip = len([segment for segment in str(request.scope.get("root_path") or "").split("/") if segment])
+    decoded = [segment for segment in unquote_to_bytes(raw).split(b"/") if segment][skip:]
+    kept = [unquote_to_bytes(segment) for segment in raw.split(b"/") if segment][skip:]
+    if len(kept) == len(routed) and [segment.decode("utf-8", "replace") for segment in decoded] != routed:
+        return kept
+    return decoded
 
 
 def path_problem(request: Request) -> ValidationException | None:

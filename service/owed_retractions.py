@@ -19,15 +19,21 @@ exists only while such a row waits, so it is written whole each time.
 
 from __future__ import annotations
 
+import glob
 import logging
+import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from pluralign.files import atomic_writer, set_aside
 from pluralign.store import StoredPreference
+
+if TYPE_CHECKING:
+    from service.runtime import Runtime
 
 log = logging.getLogger("pluralign.service")
 
@@ -35,17 +41,29 @@ OWED_RETRACTIONS_FILE = "retractions-owed.json"  # under the data folder: a JSON
 _decode = msgspec.json.Decoder(list[tuple[str, str, str]]).decode
 
 Key = tuple[str, str, str]  # (tenant, user_id, pref_id)
+DAMAGED = "damaged"  # a file that cannot be read is set aside as `<OWED_RETRACTIONS_FILE>.damaged-<UTC time>`
+
+_STRING = rb'"(?:[^"\\]|\\.)*"'  # a JSON string, as the file writes one (a `"` in it escaped)
+_KEY = re.compile(rb"\[\s*(%s)\s*,\s*(%s)\s*,\s*(%s)\s*\]" % (_STRING, _STRING, _STRING))  # ["t","u","p"]
+_HEAD = re.compile(rb"\[\s*(%s)(?:\s*,\s*(%s))?" % (_STRING, _STRING))  # ["t" or ["t","u": a key, whole or cut short
+_COMMA = re.compile(rb"\s*,")
+_NOTHING = re.compile(rb"[\s\[\],]*")  # what is left of a list without its keys
 
 
 class OwedRetractions:
     """OWED_RETRACTIONS_FILE at `path`, read when constructed: `keys` it names, `owe` adds, `paid` removes. A file that
     cannot be written or read is logged, never raised (the move goes on: the row is then taken back by the move's hook
-    as before, but not after a crash); one that cannot be read is set aside first (`_read`), its keys kept there."""
+    as before, but not after a crash); one that cannot be read is set aside first (`_read`), and the keys it still
+    holds whole are owed again."""
 
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()
-        self._keys: set[Key] = set(self._read())
+        self._aside_lock = threading.Lock()
+        keys, damaged = self._read()
+        self._keys: set[Key] = set(keys)
+        if damaged and self._keys:  # on disk under its own name again: a crash before they are taken back leaves them
+            self._write()
 
     def keys(self) -> set[Key]:
         with self._lock:
@@ -103,23 +121,122 @@ class OwedRetractions:
             log.error("%s cannot be written (%s): rows taken back through another replica while stored here would stay "
                       "after a crash before their retraction ran", self.path, exc)
 
-    def _read(self) -> list[Key]:
-        """The keys the file names; none for no file, and none for one that cannot be read (damaged, cut short, of
-        another form), which is set aside first (`set_aside`: renamed beside it, logged with its new name), so that the
-        next write of the file does not replace the keys it still holds."""
+    def _read(self) -> tuple[list[Key], bool]:
+        """The keys the file names (none for no file), and whether it was damaged. One that cannot be read (damaged, cut
+        short, of another form) is set aside first (`set_aside`: renamed beside it, logged with its new name), so that
+        the next write of the file does not replace what it holds, and the keys it still holds whole (`salvage`) are
+        owed again, written anew by `__init__`: the start takes them back as it takes back a readable file's
+        (`service.users.retractions.retract_owed`)."""
+        data = b""
         try:
-            return _decode(self.path.read_bytes())
+            data = self.path.read_bytes()
+            return _decode(data), False
         except FileNotFoundError:
-            return []
+            return [], False
         except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             problem = exc
+        keys = salvage(data)
         try:
-            aside = set_aside(self.path)
+            aside = set_aside(self.path, DAMAGED)
         except OSError as exc:
-            log.error("%s cannot be read (%s) nor set aside (%s): the rows it names, taken back through another replica, "
-                      "stay stored until taken back again, and the file is replaced at the next write", self.path, problem, exc)
-            return []
-        log.error("%s cannot be read (%s): set aside as %s; the rows it names (tenant, user_id, pref_id), taken back "
-                  "through another replica, stay stored until taken back again (DELETE /v1/users/{user_id}/preferences/"
-                  "{pref_id} with the tenant's key); remove it once done", self.path, problem, aside)
-        return []
+            log.error("%s cannot be read (%s) nor set aside (%s): of the rows it names, taken back through another replica, "
+                      "the %d it names whole are taken back now; the file is replaced by them", self.path,
+                      problem, exc, len(keys))
+            return keys, True
+        log.error("%s cannot be read (%s): set aside as %s; the %d rows it still names whole (tenant, user_id, pref_id) are "
+                  "taken back now, as owed; any other row it named, taken back through another replica, stays stored until "
+                  "taken back again (DELETE /v1/users/{user_id}/preferences/{pref_id} with the tenant's key). A user's "
+                  "DELETE removes their entries from it; remove it once read", self.path, problem, aside, len(keys))
+        return keys, True
+
+    def set_aside_files(self) -> list[Path]:
+        """The files a damaged owed file was set aside as (`_read`), beside it."""
+        return sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}.{DAMAGED}-*"))
+
+    def forget_set_aside(self, user: Callable[[str, str], bool], tenant: Callable[[str], bool] = lambda _: False) -> int:
+        """Rewrite each file set aside (`set_aside_files`) without the keys of the users `user(tenant, user_id)` names
+        or of the tenants `tenant(name)` names: each such key, whole or cut short at the damage (`["acme","ann","p-`),
+        with a comma beside it; a file left naming no key is removed. A user's DELETE and a tenant's removal do this,
+        here and through another replica (`forget_owed`), so no id of theirs stays in the data folder. A key whose
+        tenant or user id the damage cut (`["acme","an`) cannot be told to be theirs and stays. Returns how many files
+        were rewritten or removed; one that cannot be is logged, naming it, for the operator to remove."""
+        changed = 0
+        with self._aside_lock:  # two DELETEs at once: neither writes back what the other removed
+            for path in self.set_aside_files():
+                try:
+                    data = path.read_bytes()
+                    kept = _without(data, user, tenant)
+                    if kept == data:
+                        continue
+                    if _NOTHING.fullmatch(kept):
+                        path.unlink()
+                    else:
+                        with atomic_writer(path) as f:
+                            f.write(kept)
+                    changed += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.error("%s (a damaged %s set aside) could not be rewritten without the keys of users deleted (%s): "
+                              "remove it", path, OWED_RETRACTIONS_FILE, exc)
+        return changed
+
+
+def salvage(data: bytes) -> list[Key]:
+    """The keys a damaged owed file still holds whole (`["acme","ann","p-1"]`, each part a JSON string that decodes),
+    in the order it holds them: the rest of it (a key cut short, bytes the damage changed) is none."""
+    keys = []
+    for match in _KEY.finditer(data):
+        key = tuple(_text(part) for part in match.groups())
+        if None not in key:
+            keys.append(key)
+    return keys
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return msgspec.json.decode(data, type=str)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _without(data: bytes, user: Callable[[str, str], bool], tenant: Callable[[str], bool]) -> bytes:
+    """`data` (a damaged owed file) without the keys `OwedRetractions.forget_set_aside` removes: from a key's `[` to its
+    `]` (to the end, for one cut short), with the comma after it, or else the one before it."""
+    out, pos = [], 0
+    while (head := _HEAD.search(data, pos)) is not None:
+        owner = _text(head[1]), (_text(head[2]) if head[2] else None)
+        if owner[0] is None or not (tenant(owner[0]) or (owner[1] is not None and user(*owner))):
+            out.append(data[pos:head.end()])
+            pos = head.end()
+            continue
+        close = data.find(b"]", head.end())
+        start, end = head.start(), len(data) if close < 0 else close + 1
+        if (comma := _COMMA.match(data, end)) is not None:
+            end = comma.end()
+        elif (before := data[pos:start].rstrip()).endswith(b","):
+            start = pos + len(before) - 1
+        out.append(data[pos:start])
+        pos = end
+    out.append(data[pos:])
+    return b"".join(out)
+
+
+def forget_owed(rt: Runtime, user: Callable[[str, str], bool], tenant: Callable[[str], bool] = lambda _: False) -> None:
+    """After a DELETE of the users `user(tenant, user_id)` names, or a removal of the tenants `tenant(name)` names (here,
+    or through another replica: `service.deletions.apply_deletions`): their keys leave the files a damaged owed file was
+    set aside as (`OwedRetractions.forget_set_aside`), and the owed file once their rows are stored no more (a row
+    stored since, theirs again, stays owed: its retraction still runs), so no id of theirs stays in the data folder.
+    A look the store does not answer is logged: those keys leave the owed file at their retraction's next try."""
+    owed = rt.owed_retractions
+    owed.forget_set_aside(user, tenant)
+    theirs = [key for key in owed.keys() if tenant(key[0]) or user(key[0], key[1])]
+    if not theirs:
+        return
+    try:
+        gone = [key for key in theirs if rt.store.stored_row(*key) is None]
+    except Exception as exc:  # noqa: BLE001 (StoreUnavailable, Lance's own: their retraction's next try looks again)
+        log.warning("could not look whether %d rows owed a retraction, of users deleted, are still stored (%s): they "
+                    "leave %s at their next try", len(theirs), exc, OWED_RETRACTIONS_FILE)
+        return
+    owed.paid_all(gone)

@@ -51,6 +51,7 @@ from pluralign.data.record import Persisted
 from pluralign.files import write_atomic
 from service.calibration.pools import forget_old_removals, pool_path, remove_pool, vectors_path
 from service.metrics import DECLARED_COUNTERS
+from service.owed_retractions import forget_owed
 from service.scheduler import Busy, Stopping
 
 if TYPE_CHECKING:
@@ -483,6 +484,8 @@ class TenantRemovals:
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter
         # names no user the look above finds (left, they would stay, the tenant's texts with them)
         set_aside = self.rt.ingest.dead_letters.forget_tenant(tenant)
+        # and its keys in the owed retractions' files, a damaged one's set aside too, whoever's (a key cut short in its id)
+        forget_owed(self.rt, lambda t, _: t == tenant, lambda t: t == tenant)
         if self.rt.deletion_sweep is not None:  # and the other replicas' letters (`service.deletions.apply_deletions`)
             try:
                 # the record first: until it is written a replica replaying its log moves the tenant's rows in, and its

@@ -226,20 +226,23 @@ def time_text_hint(text: str, quoted: bool = False) -> str:
     `created_at`): for ISO date text its Unix seconds (`_date_hint`: read as UTC where it names no offset; for one
     outside 1970 to 9999 UTC, the range of times taken: no import's advice), for a number past the end of year 9999 in
     seconds and within it in milli-, micro- or nanoseconds (`time_unit`) the division; "" for any other text (its own
-    error says what a time is). `quoted`: the text was a JSON string where a number goes (an audit job's
-    `params.since`), and a number in it is told to lose its quotes (`_number_hint`, as a `created_at` is)."""
-    if quoted and (number_hint := _number_hint(text)) is not None:
-        return number_hint
+    error says what a time is). A whole number that spells a date in digits (`digits_date`: 20260101, in quotes or
+    not) is told the date's seconds. `quoted`: the text was a JSON string where a number goes (an audit job's
+    `params.since`), and another number in it is told to lose its quotes (`_number_hint`, as a `created_at` is)."""
     try:
         number = float(text)
     except ValueError:
+        number = None
+    if number is not None and (dated := digits_date_hint(number)):  # 20260101123000: a date, not milliseconds; and
+        return dated  # "20260101" told to lose its quotes would be refused again, as that date
+    if quoted and (number_hint := _number_hint(text)) is not None:
+        return number_hint
+    if number is None:
         try:
             datetime.datetime.fromisoformat(text)
         except ValueError:
             return ""
         return _date_hint(text, _TIME_OUTSIDE)
-    if dated := digits_date_hint(number):  # 20260101123000: a date, not a time in milliseconds
-        return dated
     unit = time_unit(number)
     return f" ({unit[1]}? divide by {unit[0]}: {number / unit[0]!r})" if unit else ""
 

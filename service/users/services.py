@@ -59,6 +59,7 @@ from pluralign.user.summary import (
 from pluralign.user.summary import FeatureBelief as FeatureSummary
 from service.encoders import refused_text
 from service.metrics import DECLARED_COUNTERS
+from service.owed_retractions import forget_owed
 from service.periodic import Periodic
 from service.rewards import UserRewards
 from service.runtime import Runtime
@@ -1319,6 +1320,8 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
             seen_by_every_replica(rt, recorded[0])
             with rt.store.maintenance(), rt.user_lock(tenant, user_id):
                 counts["interactions"] += _chats_stored_meanwhile(rt, tenant, user_id, recorded[0])
+        # their ids leave the owed retractions' files (`service.owed_retractions`: the one a damaged file was set aside as too)
+        forget_owed(rt, lambda t, u: (t, u) == (tenant, user_id))
         journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
     finally:
         if entry is not None:
@@ -1371,6 +1374,8 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
                     locks.enter_context(rt.user_lock(tenant, user_id))
                 late = rt.store.delete_users(tenant, users)
             counts = {k: counts.get(k, 0) + late.get(k, 0) for k in {*counts, *late}}
+        deleted = set(users)
+        forget_owed(rt, lambda t, u: t == tenant and u in deleted)  # as `delete`
         journal.done_many(entries)
     finally:
         for entry in entries:

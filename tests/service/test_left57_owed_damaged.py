@@ -6,6 +6,7 @@ overwritten by the next row owed: what it held was lost."""
 from __future__ import annotations
 
 import logging
+import time
 
 import msgspec
 
@@ -22,10 +23,13 @@ def test_a_damaged_owed_retractions_file_is_set_aside_not_overwritten(serve, tmp
         data, server, svc = serve()
         with server:
             owed = svc.runtime.owed_retractions
-            assert owed.keys() == set()
             [aside] = [p for p in data.iterdir() if p.name.startswith(f"{OWED_RETRACTIONS_FILE}.damaged-")]
             assert aside.read_bytes() == DAMAGED  # what it held, kept whole
-            assert not (data / OWED_RETRACTIONS_FILE).exists()
+            # its one key whole owed again (review left57), and owed no more once the start's look found no such row stored
+            deadline = time.monotonic() + 60
+            while owed.keys() or (data / OWED_RETRACTIONS_FILE).exists():
+                assert time.monotonic() < deadline, owed.keys()
+                time.sleep(0.05)
             # the next row owed writes a new file beside the one set aside
             owed.owe({("acme", "cy", "p-9")})
             assert msgspec.json.decode((data / OWED_RETRACTIONS_FILE).read_bytes()) == [["acme", "cy", "p-9"]]
