@@ -86,7 +86,7 @@ def run(users: int, rows: int, served: int) -> None:
             swept = time.perf_counter() - start
         finally:
             ingest.close()
-        kept = sum(key in store.histories._items for key in hot)
+        kept = sum(store.histories._cached.peek(key[0], key) is not None for key in hot)
         print(f"{users} claimed users x {rows} rows, {served} served users cached: sweep {swept:6.2f} s, a move's claim "
               f"gone after {dropped:6.3f} s, served users still cached {kept}/{served}")
 

@@ -166,12 +166,12 @@ def test_the_start_s_sweep_leaves_the_histories_cache_as_it_was(claimed):
     store, _, folder = claimed
     claims_left_by_an_earlier_release(store, ["old1", "old2", "old3"])
     store.history("t", "old1")  # one user being served
-    cached, misses = list(store.histories._items), store.histories.misses
+    cached, misses = [key for _, key, _ in store.histories._cached.items()], store.histories.misses
     ingest = Ingestor(FeedbackLog(folder), store, HashEncoder())
     try:
         ingest.claims_settled()
         assert all(store.claims._names(claims_module._folder("t", user)) == [] for user in ("old1", "old2", "old3"))
-        assert list(store.histories._items) == cached and store.histories.misses == misses  # before: 2 loaded, 2 missed
+        assert [key for _, key, _ in store.histories._cached.items()] == cached and store.histories.misses == misses  # before: 2 loaded, 2 missed
     finally:
         ingest.close()
 
