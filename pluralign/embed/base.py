@@ -55,16 +55,23 @@ def window_texts(counter, texts: list[str], max_length: int) -> tuple[list[str],
     normalized text (its characters in the text are not known here) or that cuts a text's start (`truncation_side`
     "left": it reads the end). tests/unit/test_longtext56_window.py checks the ids on texts of many scripts, and with
     added tokens and contractions across the start's end, with both default encoders' tokenizers."""
-    specials = counter.num_special_tokens_to_add(pair=False)
-    keeps_start = getattr(counter, "truncation_side", "right") == "right"  # "left" keeps a text's end: no start to cut
-    window = max_length - specials if keeps_start else 0
-    read, counts = read_starts(counter, texts, window, FIRST_CHARS * max_length)
-    counts = [n + specials if n >= 0 else -1 for n in counts]
+    read, counts = window_starts(counter, texts, max_length)
     whole = [i for i, n in enumerate(counts) if n < 0]
     if whole:  # (the tokenizer refuses an empty batch)
         for i, n in zip(whole, word_pieces(counter, [texts[i] for i in whole]), strict=True):
             counts[i] = n
     return read, counts
+
+
+def window_starts(counter, texts: list[str], max_length: int) -> tuple[list[str], list[int]]:
+    """`window_texts` without counting the texts it keeps whole: each of `texts` cut to the start that `counter` reads
+    as it reads the text, with the start's word pieces (special tokens included), or -1 for a text kept whole, which is
+    not tokenized here (for a caller that tokenizes the texts itself, or sends them on: the ONNX and remote encoders)."""
+    specials = counter.num_special_tokens_to_add(pair=False)
+    keeps_start = getattr(counter, "truncation_side", "right") == "right"  # "left" keeps a text's end: no start to cut
+    window = max_length - specials if keeps_start else 0
+    read, counts = read_starts(counter, texts, window, FIRST_CHARS * max_length)
+    return read, [n + specials if n >= 0 else -1 for n in counts]
 
 
 def read_starts(counter, texts: list[str], window: int, size: int) -> tuple[list[str], list[int]]:

@@ -1,0 +1,53 @@
+"""Session review longtext57: the encoders that only cut long texts (the ONNX encoder, which tokenizes the texts itself
+next, and the remote encoder, which sends them on) tokenize nothing but long texts' starts to cut them: a short text
+is not tokenized beforehand to count its word pieces, a count they never use. Before, `window_texts` counted every
+text kept whole, so each batch was tokenized once more (2,048 short texts: ~0.3-1.1 s of the caller's CPU, thrown away;
+in remote mode, the front service tokenized every text the embeddings server then tokenized)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pluralign.embed.models import MINILM_ID
+from service.encoders import make_encoder
+from tests.service.test_small52_remote_encoder import stub  # noqa: F401
+
+SHORT = [f"I would rather have a short answer with sources, number {i}." for i in range(16)]
+LONG = "The committee met on Tuesday; its members, weary, argued until dawn about the budget. " * 500  # 43 KB
+
+
+class Reading:
+    """`tokenizer` itself (every attribute its own), its calls noting each text it is given in `texts`."""
+
+    def __init__(self, tokenizer):
+        self.__dict__.update(_tokenizer=tokenizer, texts=[])
+
+    def __call__(self, text, *args, **kwargs):
+        self.texts.extend([text] if isinstance(text, str) else text)
+        return self._tokenizer(text, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def only_long_starts(texts: list[str]) -> bool:
+    return bool(texts) and all(LONG.startswith(t) and len(t) > 1000 for t in texts)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "remote"])
+def test_an_encoder_that_cuts_texts_tokenizes_only_the_long_ones_to_cut_them(stub, kind):  # noqa: F811
+    if kind == "onnx":
+        encoder = make_encoder("minilm-onnx")
+    else:
+        server = stub(dim=384)
+        encoder = make_encoder(f"openai:{server.url}", MINILM_ID)
+    encoder.counter = Reading(encoder.counter)
+    try:
+        vectors = encoder.encode([*SHORT, LONG, *SHORT])
+    finally:
+        getattr(encoder, "close", lambda: None)()
+    assert vectors.shape == (2 * len(SHORT) + 1, 384)
+    assert only_long_starts(encoder.counter.texts), [t[:40] for t in encoder.counter.texts][:4]  # before: the 32 short ones too
+    if kind == "remote":
+        sent = [text for call in server.calls for text in call][-len(vectors):]  # (after the dimension probe)
+        assert sent[: len(SHORT)] == SHORT and len(sent[len(SHORT)]) < len(LONG) and sent[len(SHORT) + 1 :] == SHORT
