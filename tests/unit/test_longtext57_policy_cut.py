@@ -82,3 +82,12 @@ def test_a_chat_prompts_first_and_last_tokens_are_the_whole_prompts(tokenizers):
 def test_first_and_last_together_are_refused(tokenizers):  # noqa: F811
     with pytest.raises(ValueError, match="`first` or `last`"):
         chat_prompt_ids(tokenizers["smollm2"], messages_of("hi"), first=4, last=4)
+
+
+def test_no_tokens_wanted_is_no_tokens_and_a_negative_count_is_refused(tokenizers):  # noqa: F811
+    """Review longtext57: `last=0` gave the whole prompt (`ids[-0:]`), and both 0s tokenized the whole text first."""
+    tokenizer, messages = tokenizers["smollm2"], messages_of("The committee met on Tuesday. " * 400)
+    assert chat_prompt_ids(tokenizer, messages, last=0) == [] == chat_prompt_ids(tokenizer, messages, first=0)
+    assert text_ids(tokenizer, "a b c " * 100, first=0) == []
+    with pytest.raises(ValueError, match="must be 0 or more, got -1"):
+        chat_prompt_ids(tokenizer, messages, last=-1)
