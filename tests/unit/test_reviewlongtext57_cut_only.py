@@ -6,8 +6,6 @@ in remote mode, the front service tokenized every text the embeddings server the
 
 from __future__ import annotations
 
-import pytest
-
 from pluralign.embed.models import MINILM_ID
 from service.encoders import make_encoder
 from tests.service.test_small52_remote_encoder import stub  # noqa: F401
@@ -34,20 +32,16 @@ def only_long_starts(texts: list[str]) -> bool:
     return bool(texts) and all(LONG.startswith(t) and len(t) > 1000 for t in texts)
 
 
-@pytest.mark.parametrize("kind", ["onnx", "remote"])
-def test_an_encoder_that_cuts_texts_tokenizes_only_the_long_ones_to_cut_them(stub, kind):  # noqa: F811
-    if kind == "onnx":
-        encoder = make_encoder("minilm-onnx")
-    else:
-        server = stub(dim=384)
-        encoder = make_encoder(f"openai:{server.url}", MINILM_ID)
+def test_the_remote_encoder_tokenizes_only_the_long_texts_to_cut_them(stub):  # noqa: F811
+    """(The ONNX encoder's: tests/unit/test_onnx_encoder.py, its counter given no text.)"""
+    server = stub(dim=384)
+    encoder = make_encoder(f"openai:{server.url}", MINILM_ID)
     encoder.counter = Reading(encoder.counter)
     try:
         vectors = encoder.encode([*SHORT, LONG, *SHORT])
     finally:
-        getattr(encoder, "close", lambda: None)()
+        encoder.close()
     assert vectors.shape == (2 * len(SHORT) + 1, 384)
     assert only_long_starts(encoder.counter.texts), [t[:40] for t in encoder.counter.texts][:4]  # before: the 32 short ones too
-    if kind == "remote":
-        sent = [text for call in server.calls for text in call][-len(vectors):]  # (after the dimension probe)
-        assert sent[: len(SHORT)] == SHORT and len(sent[len(SHORT)]) < len(LONG) and sent[len(SHORT) + 1 :] == SHORT
+    sent = [text for call in server.calls for text in call][-len(vectors) :]  # (after the dimension probe)
+    assert sent[: len(SHORT)] == SHORT and len(sent[len(SHORT)]) < len(LONG) and sent[len(SHORT) + 1 :] == SHORT
