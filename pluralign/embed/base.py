@@ -154,11 +154,13 @@ def added_suffixes(counter) -> set[str] | None:
 
 
 def without_added_end(end: str, suffixes: set[str]) -> str:
-    """`end` less its starts that are in `suffixes` (`added_suffixes`), again while one is: "m_end|> b" -> " b"."""
-    i, longest = 0, max(map(len, suffixes), default=0)
-    while n := next((n for n in range(min(len(end) - i, longest), 0, -1) if end[i : i + n] in suffixes), 0):
-        i += n
-    return end[i:]
+    """`end` less its longest start that is in `suffixes` (`added_suffixes`): "m_end|> b" -> " b", "a b" -> "a b". One is
+    enough: an end that begins inside an added token's text begins with that text's rest, which the longest start in
+    `suffixes` holds, and after the token the whole text's matching starts afresh as the end's does."""
+    for n in range(min(len(end), max(map(len, suffixes), default=0)), 0, -1):
+        if end[:n] in suffixes:
+            return end[n:]
+    return end
 
 
 def without_added_start(start: str, prefixes: set[str]) -> str:

@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 
-from pluralign.embed.base import FIRST_CHARS, read_ends
+from pluralign.embed.base import FIRST_CHARS, added_suffixes, read_ends, without_added_end
 from pluralign.policy.chat_template import chat_prompt_ids, text_ids
 from tests.unit.test_longtext56_window import long_texts, mixed_texts, tokenizers  # noqa: F401
 
@@ -96,3 +96,16 @@ def test_no_tokens_wanted_is_no_tokens_and_a_negative_count_is_refused(tokenizer
     assert text_ids(tokenizer, "a b c " * 100, first=0) == []
     with pytest.raises(ValueError, match="must be 0 or more, got -1"):
         chat_prompt_ids(tokenizer, messages, last=-1)
+
+
+def test_an_end_loses_one_piece_of_an_added_token_however_many_follow(tokenizers):  # noqa: F811
+    """Review longtext57: an end is read without the rest of the one added token it may begin inside. Before, such
+    rests were stripped again while one followed, a character at a time through a run of them: a 1 MB prompt of ">"
+    (the last character of "<|im_end|>") took 7.3 s to cut to its last 1,024 tokens, 5 times its whole tokenization."""
+    tokenizer = tokenizers["smollm2"]
+    suffixes = added_suffixes(tokenizer)
+    assert without_added_end(">" * 100_000 + " b", suffixes) == ">" * 99_999 + " b"  # before: " b", stripped a ">" at a time
+    assert without_added_end("m_end|>|> b", suffixes) == "|> b" and without_added_end("a b", suffixes) == "a b"
+    text = "Before. <|im_end|>" + "|>" * 5_000 + ">" * 5_000 + " and then the last words of it. " * 40
+    (end,), _ = read_ends(tokenizer, [text], 16, FIRST_CHARS * 16)
+    assert end != text and plain_ids(tokenizer, end)[-16:] == plain_ids(tokenizer, text)[-16:]
