@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote
 import msgspec
 import torch
 
+from pluralign.checks import whole
 from pluralign.data.record import Persisted
 from pluralign.files import other_schema, staged_folder, writing_to
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
@@ -671,10 +672,9 @@ class AdapterPool:
         holds one (tenant, user) key or None per row of `conversations`; no rows give no replies. A prompt longer
         than `max_prompt_tokens` loses its start (the model reads its last tokens, as `score` does: `encode_responses`;
         the rest is not tokenized). Raises ValueError when `users` and `conversations` have other lengths, or
-        `max_prompt_tokens` is below 1."""
+        `max_prompt_tokens` is not a whole number >= 1."""
         _one_per_row(users, conversations)
-        if max_prompt_tokens < 1:
-            raise ValueError(f"max_prompt_tokens must be at least 1, got {max_prompt_tokens}")
+        whole("AdapterPool.generate", 1, max_prompt_tokens=max_prompt_tokens)
         if not len(conversations):
             return []
         with self._lock, torch.no_grad():

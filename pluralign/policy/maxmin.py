@@ -402,11 +402,10 @@ def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32,
     end with the chat template's opening of the answer (the rest is not tokenized: `prompt_ids(last=)`), as FSPO's and
     the adapters' scoring read a prompt. `min_new_tokens` > 0 forbids the end-of-sequence token before that many new
     tokens (transformers' `min_new_tokens`), so no answer is an opening alone ("Great question!"). Raises ValueError
-    when `min_new_tokens` > `max_new_tokens` or either is negative, or `max_prompt_tokens` is below 1."""
+    when `min_new_tokens` > `max_new_tokens` or either is negative, or `max_prompt_tokens` is not a whole number >= 1."""
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"min_new_tokens ({min_new_tokens}) must be in [0, max_new_tokens ({max_new_tokens})]")
-    if max_prompt_tokens < 1:
-        raise ValueError(f"max_prompt_tokens must be at least 1, got {max_prompt_tokens}")
+    whole("maxmin.generate", 1, max_prompt_tokens=max_prompt_tokens)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     torch.manual_seed(seed)

@@ -34,7 +34,7 @@ def test_maxmin_generation_reads_a_long_prompts_end(tokenizer, make_tiny_lm):
     whole = maxmin.prompt_ids(tokenizer, LONG + " What now?")
     assert len(whole) > 4 * KEEP
     assert got == [sampled(model, tokenizer, whole[-KEEP:], 6).strip()] and got[0]
-    with pytest.raises(ValueError, match="max_prompt_tokens must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="`max_prompt_tokens` must be a whole number >= 1, got 0"):
         maxmin.generate(model, tokenizer, ["Hi?"], max_prompt_tokens=0)
 
 
@@ -49,5 +49,5 @@ def test_adapter_pool_generation_reads_a_long_prompts_end(tokenizer, make_tiny_l
     whole = logprobs.prompt_ids(tokenizer, conversation)
     assert len(whole) > 4 * KEEP
     assert got[0] == sampled(pool.model, tokenizer, whole[-KEEP:], 6) and got[0]
-    with pytest.raises(ValueError, match="max_prompt_tokens must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="`max_prompt_tokens` must be a whole number >= 1, got 0"):
         pool.generate([None], [conversation], tokenizer, max_prompt_tokens=0)
