@@ -45,3 +45,16 @@ def test_the_remote_encoder_tokenizes_only_the_long_texts_to_cut_them(stub):  # 
     assert only_long_starts(encoder.counter.texts), [t[:40] for t in encoder.counter.texts][:4]  # before: the 32 short ones too
     sent = [text for call in server.calls for text in call][-len(vectors) :]  # (after the dimension probe)
     assert sent[: len(SHORT)] == SHORT and len(sent[len(SHORT)]) < len(LONG) and sent[len(SHORT) + 1 :] == SHORT
+
+
+def test_the_remote_encoders_tokenizer_is_not_changed_by_its_calls():
+    """Threads share it (`RemoteEncoder`'s `counter`). Before, the folder's truncation and padding to 128 were set,
+    and the first call turned them off: a change while another thread may be tokenizing."""
+    from pluralign.embed.base import window_texts
+    from pluralign.embed.models import minilm_tokenizer
+
+    tokenizer = minilm_tokenizer()
+    settings = lambda: (tokenizer.backend_tokenizer.truncation, tokenizer.backend_tokenizer.padding)  # noqa: E731
+    before = settings()
+    window_texts(tokenizer, [LONG, *SHORT], 256)
+    assert settings() == before == (None, None)
