@@ -1,6 +1,6 @@
 """Time to tokenize a batch holding a few long texts where only their start or end is kept, before (each text
 tokenized whole, then cut) against after (cut first to the start or end holding the tokens kept:
-`pluralign.policy.chat_template.cut`, `pluralign.embed.base.window_texts`), side by side in one process, rounds
+`pluralign.policy.chat_template.cut`, `pluralign.embed.base.window_starts`), side by side in one process, rounds
 interleaved; every result of both sides is checked equal. Prints one JSON line each:
 
 - `maxmin`: `tokenize_pairs` of 64 rows, `--long` of them holding a prompt, chosen and rejected answer of `--chars`

@@ -55,16 +55,23 @@ def window_texts(counter, texts: list[str], max_length: int) -> tuple[list[str],
     normalized text (its characters in the text are not known here) or that cuts a text's start (`truncation_side`
     "left": it reads the end). tests/unit/test_longtext56_window.py checks the ids on texts of many scripts, and with
     added tokens and contractions across the start's end, with both default encoders' tokenizers."""
-    specials = counter.num_special_tokens_to_add(pair=False)
-    keeps_start = getattr(counter, "truncation_side", "right") == "right"  # "left" keeps a text's end: no start to cut
-    window = max_length - specials if keeps_start else 0
-    read, counts = read_starts(counter, texts, window, FIRST_CHARS * max_length)
-    counts = [n + specials if n >= 0 else -1 for n in counts]
+    read, counts = window_starts(counter, texts, max_length)
     whole = [i for i, n in enumerate(counts) if n < 0]
     if whole:  # (the tokenizer refuses an empty batch)
         for i, n in zip(whole, word_pieces(counter, [texts[i] for i in whole]), strict=True):
             counts[i] = n
     return read, counts
+
+
+def window_starts(counter, texts: list[str], max_length: int) -> tuple[list[str], list[int]]:
+    """`window_texts` without counting the texts it keeps whole: each of `texts` cut to the start that `counter` reads
+    as it reads the text, with the start's word pieces (special tokens included), or -1 for a text kept whole, which is
+    not tokenized here (for a caller that tokenizes the texts itself, or sends them on: the ONNX and remote encoders)."""
+    specials = counter.num_special_tokens_to_add(pair=False)
+    keeps_start = getattr(counter, "truncation_side", "right") == "right"  # "left" keeps a text's end: no start to cut
+    window = max_length - specials if keeps_start else 0
+    read, counts = read_starts(counter, texts, window, FIRST_CHARS * max_length)
+    return read, [n + specials if n >= 0 else -1 for n in counts]
 
 
 def read_starts(counter, texts: list[str], window: int, size: int) -> tuple[list[str], list[int]]:
@@ -147,11 +154,13 @@ def added_suffixes(counter) -> set[str] | None:
 
 
 def without_added_end(end: str, suffixes: set[str]) -> str:
-    """`end` less its starts that are in `suffixes` (`added_suffixes`), again while one is: "m_end|> b" -> " b"."""
-    i, longest = 0, max(map(len, suffixes), default=0)
-    while n := next((n for n in range(min(len(end) - i, longest), 0, -1) if end[i : i + n] in suffixes), 0):
-        i += n
-    return end[i:]
+    """`end` less its longest start that is in `suffixes` (`added_suffixes`): "m_end|> b" -> " b", "a b" -> "a b". One is
+    enough: an end that begins inside an added token's text begins with that text's rest, which the longest start in
+    `suffixes` holds, and after the token the whole text's matching starts afresh as the end's does."""
+    for n in range(min(len(end), max(map(len, suffixes), default=0)), 0, -1):
+        if end[:n] in suffixes:
+            return end[n:]
+    return end
 
 
 def without_added_start(start: str, prefixes: set[str]) -> str:

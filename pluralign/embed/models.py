@@ -49,10 +49,15 @@ def minilm_path() -> str:
 
 def minilm_tokenizer():
     """MiniLM's (fast) tokenizer, from the installed model's folder (`minilm_path`), without the model's weights: what
-    `RemoteEncoder` cuts long texts with before sending them (~30 ms to load once transformers is imported)."""
+    `RemoteEncoder` cuts long texts with before sending them (~30 ms to load once transformers is imported). The
+    folder's truncation and padding (128) are off, as a call without them sets them: no call changes it, so threads
+    share it."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(minilm_path())
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    tokenizer.backend_tokenizer.no_truncation()
+    tokenizer.backend_tokenizer.no_padding()
+    return tokenizer
 
 
 def smollm2_gguf() -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pluralign.embed.base import text_list, window_texts
+from pluralign.embed.base import text_list, window_starts
 from pluralign.embed.models import MINILM_ID, MINILM_ONNX, minilm_path, model_cache_dir, quiet_loading, writable_cache
 from pluralign.embed.named import INT8_SUFFIX  # encoder_id suffix of the quantized vectors
 
@@ -117,7 +117,7 @@ class OnnxMiniLM:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
-        read = window_texts(self.counter, texts, self.max_length)[0]
+        read = window_starts(self.counter, texts, self.max_length)[0]
         ranked = [read[i] for i in order]
         out = np.concatenate([self._batch(ranked[i : i + self.batch_size]) for i in range(0, len(ranked), self.batch_size)])
         vectors = np.empty_like(out)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from pluralign.data.text import shorten
-from pluralign.embed.base import text_list, window_texts
+from pluralign.embed.base import text_list, window_starts
 from pluralign.urls import check_base_url, redacted
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class RemoteEncoder:
 
     `counter`: the model's own tokenizer (a fast one; `pluralign.embed.models.minilm_tokenizer` for MiniLM), called with no
     truncation only (its settings are not changed, so threads share it). With it and `max_length`, a text longer than
-    the server reads is sent cut to the start the server reads of it (`window_texts`: the same word pieces, so the same
+    the server reads is sent cut to the start the server reads of it (`window_starts`: the same word pieces, so the same
     vector): a 1 MB text is sent as its first few KB, not whole over the network to a server that tokenizes it whole
     to keep 256 pieces. Without it, texts are sent whole."""
 
@@ -242,5 +242,5 @@ class RemoteEncoder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         if self.counter is not None and self.max_length is not None:
-            texts = window_texts(self.counter, texts, self.max_length)[0]
+            texts = window_starts(self.counter, texts, self.max_length)[0]
         return np.concatenate([self._request(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])

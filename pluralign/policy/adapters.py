@@ -27,6 +27,7 @@ import msgspec
 import torch
 
 from pluralign.cache import FairLRU
+from pluralign.checks import whole
 from pluralign.data.record import Persisted
 from pluralign.files import other_schema, staged_folder, writing_to
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
@@ -691,16 +692,20 @@ class AdapterPool:
             batch = encode_responses(tokenizer, conversations, responses, **encode_kwargs)
             return sequence_logprobs(self.model, batch, names if self._is_peft() else None).cpu()
 
-    def generate(self, users, conversations, tokenizer, max_new_tokens: int = 64, **generate_kwargs) -> list[str]:
+    def generate(self, users, conversations, tokenizer, max_new_tokens: int = 64, max_prompt_tokens: int = 1024,
+                 **generate_kwargs) -> list[str]:
         """Greedy (unless told otherwise) replies, one per row, each from its user's adapter: `users`
-        holds one (tenant, user) key or None per row of `conversations`; no rows give no replies.
-        Raises ValueError when `users` and `conversations` have other lengths."""
+        holds one (tenant, user) key or None per row of `conversations`; no rows give no replies. A prompt longer
+        than `max_prompt_tokens` loses its start (the model reads its last tokens, as `score` does: `encode_responses`;
+        the rest is not tokenized). Raises ValueError when `users` and `conversations` have other lengths, or
+        `max_prompt_tokens` is not a whole number >= 1."""
         _one_per_row(users, conversations)
+        whole("AdapterPool.generate", 1, max_prompt_tokens=max_prompt_tokens)
         if not len(conversations):
             return []
         with self._lock, torch.no_grad():
             names = self._for_forward(users)
-            prompts = [prompt_ids(tokenizer, messages) for messages in conversations]
+            prompts = [prompt_ids(tokenizer, messages, last=max_prompt_tokens) for messages in conversations]
             width = max(len(p) for p in prompts)
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])  # (B, T) left-padded

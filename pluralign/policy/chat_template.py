@@ -62,18 +62,23 @@ def chat_prompt_ids(tokenizer, messages: Sequence[dict[str, str]], suffix: str =
     else:
         text = tokenizer.apply_chat_template(_marked(list(messages), spellings), tokenize=False, add_generation_prompt=True)
         ids = tokenizer(cut(tokenizer, text + suffix, first, last), add_special_tokens=False, sanitize_control_tokens=True)["input_ids"]
-    return ids[:first] if first is not None else ids[-last:] if last is not None else ids
+    return ids[:first] if first is not None else ids[max(len(ids) - last, 0) :] if last is not None else ids  # (ids[-0:] is all)
 
 
 def cut(tokenizer, text: str, first: int | None = None, last: int | None = None) -> str:
     """`text` cut to a start whose first `first` tokens are its own (`pluralign.embed.base.read_starts`), or to an end
-    whose last `last` tokens are (`read_ends`), without tokenizing the rest: a 1 MB answer or prompt of an imported row
-    was tokenized whole (~4 s) to keep its first 96 tokens or its last 1,024. Itself when it is short, or when no
-    such start or end is found (one word to its end). ValueError when both are given."""
+    whose last `last` tokens are (`read_ends`), without tokenizing the rest (tokenizing a 1 MB answer or prompt of an
+    imported row whole takes ~4 s, to keep its first 96 tokens or its last 1,024); "" when 0 tokens are wanted. Itself
+    when it is short, or when no such start or end is found (one word to its end). ValueError when both are given, or
+    either is negative."""
     from pluralign.embed.base import FIRST_CHARS, read_ends, read_starts
 
     if first is not None and last is not None:
         raise ValueError("give `first` or `last`, not both")
+    if min(first if first is not None else 0, last if last is not None else 0) < 0:
+        raise ValueError(f"`first` and `last` must be 0 or more, got {first if first is not None else last}")
+    if first == 0 or last == 0:
+        return ""
     if first is not None:
         return read_starts(tokenizer, [text], first, FIRST_CHARS * first)[0][0]
     if last is not None:

@@ -207,12 +207,12 @@ class PairTokens:
 SYSTEM_PROMPT = "You are a helpful assistant."  # short: SmolLM2's default system prompt doubles the tokens
 
 
-def prompt_ids(tokenizer, prompt: str, first: int | None = None) -> list[int]:
+def prompt_ids(tokenizer, prompt: str, first: int | None = None, last: int | None = None) -> list[int]:
     """The chat-formatted prompt the policy answers, as token ids (the same at training and generation time,
-    and as served: `chat_prompt_ids`, the prompt's text read as text). `first`: its first `first` ids only, the rest
-    not tokenized."""
+    and as served: `chat_prompt_ids`, the prompt's text read as text). `first` (`last`): its first (last) so many ids
+    only, the rest not tokenized."""
     return chat_prompt_ids(tokenizer, [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
-                           first=first)
+                           first=first, last=last)
 
 
 def is_finished(response: str) -> bool:
@@ -414,20 +414,23 @@ def train_maxmin(
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32, temperature: float = 0.7, seed: int = 0, batch_size: int = 16,
-             min_new_tokens: int = 0) -> list[str]:
+             min_new_tokens: int = 0, max_prompt_tokens: int = 1024) -> list[str]:
     """Sampled answers (chat-formatted prompts, left padding), one per prompt, reproducible under `seed`.
 
-    `min_new_tokens` > 0 forbids the end-of-sequence token before that many new tokens (transformers'
-    `min_new_tokens`), so no answer is an opening alone ("Great question!"). Raises ValueError when
-    `min_new_tokens` > `max_new_tokens` or either is negative."""
+    A prompt longer than `max_prompt_tokens` loses its start: the model reads its last `max_prompt_tokens` tokens, which
+    end with the chat template's opening of the answer (the rest is not tokenized: `prompt_ids(last=)`), as FSPO's and
+    the adapters' scoring read a prompt. `min_new_tokens` > 0 forbids the end-of-sequence token before that many new
+    tokens (transformers' `min_new_tokens`), so no answer is an opening alone ("Great question!"). Raises ValueError
+    when `min_new_tokens` > `max_new_tokens` or either is negative, or `max_prompt_tokens` is not a whole number >= 1."""
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ValueError(f"min_new_tokens ({min_new_tokens}) must be in [0, max_new_tokens ({max_new_tokens})]")
+    whole("maxmin.generate", 1, max_prompt_tokens=max_prompt_tokens)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     torch.manual_seed(seed)
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        enc = _left_padded([prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]], pad, device)
+        enc = _left_padded([prompt_ids(tokenizer, p, last=max_prompt_tokens) for p in prompts[start : start + batch_size]], pad, device)
         ids = model.generate(
             **enc, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
             top_p=1.0, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,

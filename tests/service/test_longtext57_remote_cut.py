@@ -54,9 +54,11 @@ def test_a_score_sends_a_long_response_cut_to_what_the_embeddings_server_reads(s
         assert len(start) < len(text) and read_ids(tokenizer, start) == read_ids(tokenizer, text)
 
 
+@pytest.mark.slow  # a process of its own (~30 s to start on busy cores): `make test-scaleout`
 def test_the_remote_encoders_vectors_of_long_texts_are_the_local_encoders(embeddings_server, sentence_encoder):
     """The cut changes no vector: `pluralign serve-embeddings` (MiniLM, its own process) embeds the sent starts as the
-    local encoder embeds the whole texts."""
+    local encoder embeds the whole texts. (In the default suite, the test above shows the server is sent starts that it
+    reads as the whole texts' word pieces.)"""
     url, _ = embeddings_server
     remote = make_encoder(f"openai:{url}/v1", MINILM_ID)
     try:

@@ -8,6 +8,7 @@ import pytest
 from pluralign.embed.encoders import make_encoder
 from pluralign.embed.models import MINILM_ID
 from pluralign.embed.named import LazyEncoder
+from tests.unit.test_reviewlongtext57_cut_only import Reading
 
 TEXTS = [
     "Suggest a weekend plan", "A quiet hike in the hills.", "A loud party with a lot of people.",
@@ -24,7 +25,9 @@ def test_fp32_export_gives_the_same_vectors(reference):
     encoder = make_encoder("minilm-onnx")
     assert (encoder.encoder_id, encoder.dim) == (MINILM_ID, 384)
     assert LazyEncoder("minilm-onnx", load=lambda: encoder).encoder() is encoder  # what the name stands for
+    encoder.counter = Reading(encoder.counter)  # the tokenizer that cuts long texts: none here
     vectors = encoder.encode(TEXTS)
+    assert encoder.counter.texts == []  # review longtext57: before, every text was tokenized to count its pieces, unused
     assert vectors.shape == (5, 384) and vectors.dtype == np.float32
     assert (vectors * reference).sum(1).min() > 0.9999
     assert encoder.encode([]).shape == (0, 384)
