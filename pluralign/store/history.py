@@ -192,7 +192,9 @@ class HistoryCache:
     budget (`pluralign.cache.FairLRU`). A history just loaded, or grown by a write's rows, is kept whenever it fits the
     whole bound, even when it is larger than its tenant's fair share: the histories pushed out for it are the least
     recently used of the tenants holding the most, its own tenant's first (which then holds the most, so the next
-    history that needs room pushes it out first); one larger than the whole bound is not kept and pushes out nothing
+    history that needs room pushes it out first, and each load of it after that pushes out as much of the others'
+    again; two such users of one tenant read in turn push out each other); one larger than the whole bound is not kept
+    and pushes out nothing
     (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories, whose
     next chat or profile would read them from the table again). A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
