@@ -7,13 +7,14 @@ three shared caches use it: the embedded texts' vectors (`pluralign.embed.cache.
 (`pluralign.store.history.HistoryCache`) and the loaded LoRA adapters (`pluralign.policy.adapters.AdapterPool`).
 
 No installed library does this: cachetools' caches (`LRUCache` and the rest) evict over one key space, with no notion
-of whose entry it is; `sortedcontainers.SortedList` keeps the tenants ranked by bytes.
+of whose entry it is; `sortedcontainers.SortedList` keeps in order the levels of bytes the tenants hold.
 
-Costs, for T tenants holding entries: a `get` is O(1) and leaves the ranking alone (a tenant's rank is its bytes, then
-its name); a `put` or `pop` moves its tenant in the ranking, O(log T); each entry evicted costs O(log T) (plus the
-tenants and entries passed over as pinned or busy: an entry just put that must stay, the adapters chats are generating
-with). No operation costs a pass over the tenants, so none stalls the others' behind the lock of the cache using it.
-Not thread-safe: that cache holds its own lock around every call.
+Costs, for T tenants holding entries: a `get` is O(1) (its tenant becomes the most recently used of those holding as
+much: ties go to the least recently used tenant); a `put` or `pop` moves its tenant to the level of what it holds now,
+O(log T) at most (a level is created or emptied); each entry evicted costs as much (plus the tenants and entries passed
+over as pinned or busy: an entry just put that must stay, the adapters chats are generating with). No operation costs a
+pass over the tenants, so none stalls the others behind the lock of the cache using it. Not thread-safe: that cache
+holds its own lock around every call.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class FairLRU(Generic[K, V]):
     (its own bookkeeping). Keys are a tenant's own: the same key under two tenants is two entries.
 
     `evict(budget_bytes)` brings `nbytes` within `budget_bytes`, taking from the tenant holding the most (a tie: the
-    tenant whose name sorts first)."""
+    tenant least recently used: whose entries were read, put or removed, an eviction's included, least recently)."""
 
     def __init__(self, getsizeof: Callable[[V], int], tenant_bytes: int = 0):
         self.getsizeof = getsizeof
@@ -43,7 +44,8 @@ class FairLRU(Generic[K, V]):
         self._held: dict[str, int] = {}  # tenant -> its entries' bytes
         self._bytes = 0  # every entry's bytes (the tenants' own not among them)
         self._count = 0  # entries
-        self._ranked = SortedList()  # (-held bytes, tenant) of every tenant holding entries: the most first
+        self._levels = SortedList()  # every distinct `_held` value of the tenants, ascending
+        self._at: dict[int, OrderedDict[str, None]] = {}  # held bytes -> the tenants holding that much, least recently used first
 
     @property
     def nbytes(self) -> int:
@@ -83,6 +85,7 @@ class FairLRU(Generic[K, V]):
         if found is None:
             return None
         entries.move_to_end(key)
+        self._at[self._held[tenant]].move_to_end(tenant)
         return found[0]
 
     def put(self, tenant: str, key: K, value: V, last: bool = True) -> None:
@@ -146,10 +149,12 @@ class FairLRU(Generic[K, V]):
         return evicted
 
     def _first(self, pinned: Container[K]) -> str | None:
-        """The tenant holding the most with an entry not `pinned` (None: none)."""
-        for _, tenant in self._ranked:
-            if any(key not in pinned for key in self._tenants[tenant]):
-                return tenant
+        """The tenant holding the most with an entry not `pinned`, the least recently used of those holding as much
+        (None: none)."""
+        for level in reversed(self._levels):
+            for tenant in self._at[level]:
+                if any(key not in pinned for key in self._tenants[tenant]):
+                    return tenant
         return None
 
     def _oldest(self, tenant: str, pinned: Container[K], busy: Container[K]) -> K:
@@ -165,8 +170,18 @@ class FairLRU(Generic[K, V]):
         return first
 
     def _rank(self, tenant: str, held: int | None) -> None:
-        """`tenant`, which held `held` bytes (None: nothing), moved to its place in `_ranked` for what it holds now."""
+        """`tenant`, which held `held` bytes (None: nothing), moved to the level of what it holds now, as its most
+        recently used tenant."""
         if held is not None:
-            self._ranked.remove((-held, tenant))
+            level = self._at[held]
+            del level[tenant]
+            if not level:
+                del self._at[held]
+                self._levels.remove(held)
         if tenant in self._tenants:
-            self._ranked.add((-self._held[tenant], tenant))
+            now = self._held[tenant]
+            level = self._at.get(now)
+            if level is None:
+                level = self._at[now] = OrderedDict()
+                self._levels.add(now)
+            level[tenant] = None

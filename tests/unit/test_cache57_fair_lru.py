@@ -13,10 +13,11 @@ from pluralign.cache import FairLRU
 
 class Reference:
     """The policy written the plain way: every tenant's bytes summed and its entries' last uses compared, per eviction (a
-    tie between tenants: the name that sorts first)."""
+    tie between tenants: the one whose entries were read, put or removed least recently)."""
 
     def __init__(self, tenant_bytes: int = 0):
         self.entries: dict[tuple[str, str], list] = {}  # (tenant, key) -> [size, last use]
+        self.touched: dict[str, int] = {}  # tenant -> its last read, put or removal
         self.tenant_bytes = tenant_bytes
         self.clock = 0
 
@@ -31,10 +32,16 @@ class Reference:
         else:
             use = min([u for (t, _), (_, u) in self.entries.items() if t == tenant], default=0) - 1
         self.entries[(tenant, key)] = [size, use]
+        self.touched[tenant] = self.tick()
 
     def get(self, tenant, key):
         if (tenant, key) in self.entries:
             self.entries[(tenant, key)][1] = self.tick()
+            self.touched[tenant] = self.tick()
+
+    def pop(self, tenant, key):
+        if self.entries.pop((tenant, key), None) is not None:
+            self.touched[tenant] = self.tick()
 
     def nbytes(self):
         return sum(size for size, _ in self.entries.values()) + self.tenant_bytes * len({t for t, _ in self.entries})
@@ -45,12 +52,12 @@ class Reference:
             held: dict[str, int] = {}
             for (t, _), (size, _) in self.entries.items():
                 held[t] = held.get(t, 0) + size
-            for tenant in sorted(held, key=lambda t: (-held[t], t)):
+            for tenant in sorted(held, key=lambda t: (-held[t], self.touched[t])):
                 mine = sorted(((u, k) for (t, k), (_, u) in self.entries.items() if t == tenant and k not in pinned))
                 if mine:
                     idle = [k for _, k in mine if k not in busy]
                     key = idle[0] if idle else mine[0][1]
-                    del self.entries[(tenant, key)]
+                    self.pop(tenant, key)
                     gone.append((tenant, key))
                     break
             else:
@@ -78,7 +85,7 @@ def test_fair_lru_evicts_what_the_plain_policy_evicts(seed):
             ref.get(tenant, key)
         elif step < 0.8:
             fair.pop(tenant, key)
-            ref.entries.pop((tenant, key), None)
+            ref.pop(tenant, key)
         elif step < 0.82:
             fair.pop_tenant(tenant)
             ref.entries = {k: v for k, v in ref.entries.items() if k[0] != tenant}
@@ -105,6 +112,21 @@ def test_a_tenant_alone_uses_the_whole_budget_and_a_flood_pushes_out_its_own_ent
     for i in range(3):
         fair.put("acme", f"more {i}", "x" * 10)
     assert fair.evict(100) == [] and fair.tenant_nbytes("acme") == 100  # the room freed is anyone's
+
+
+def test_of_tenants_holding_as_much_the_least_recently_used_gives_up_an_entry():
+    """Equal entries are common (every adapter of one rank is the same size, every calibration pool the same number of
+    vectors): among tenants holding as much, the one least recently used goes first, whatever its name, so an idle
+    tenant's entry does not outlive a busy one's."""
+    fair = FairLRU(lambda size: size)
+    for tenant in ["acme", "globex", "initech", "zeta"]:
+        fair.put(tenant, "adapter", 10)
+    fair.get("acme", "adapter")
+    fair.get("globex", "adapter")
+    fair.put("umbrella", "adapter", 10)
+    assert [tenant for tenant, _, _ in fair.evict(40)] == ["initech"]
+    fair.put("wayne", "adapter", 10)
+    assert [tenant for tenant, _, _ in fair.evict(40)] == ["zeta"]
 
 
 class Tenant(str):
