@@ -216,9 +216,10 @@ def filled(tenants: int, evicted: bool = True) -> FairLRU:
 def test_an_operation_works_as_much_however_many_tenants_hold_entries():
     """Puts, reads and removals within the budget, and each entry evicted past it, cost the same work with 3,000 tenants
     as with 100 (a log of the tenants at most: a pass over every tenant would be 30 times the work), counted, not timed.
-    That holds too for the first eviction after reads of every tenant's least recently used entry: those reads left
-    their tenants to be ranked again at the next eviction, which did 3,000 tenants' worth of work under the lock every
-    tenant's reads take (~18 ms; review cache57)."""
+    That holds too for the first eviction after a read of every tenant's least recently used entry, and for the first
+    eviction of a cache that filled up without one: those reads and puts left their tenants to be ranked again at the
+    next eviction, which did 3,000 tenants' worth of work under the lock every tenant's reads take (13-65 ms in
+    benchmarks/fair_caches.py; review cache57)."""
 
     def within(fair: FairLRU) -> None:
         for i in range(20):
