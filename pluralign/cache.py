@@ -11,10 +11,11 @@ of whose entry it is; `sortedcontainers.SortedList` keeps in order the levels of
 
 Costs, for T tenants holding entries: a `get` is O(1) (its tenant becomes the most recently used of those holding as
 much: ties go to the least recently used tenant); a `put` or `pop` moves its tenant to the level of what it holds now,
-O(log T) at most (a level is created or emptied); each entry evicted costs as much (plus the tenants and entries passed
-over as pinned or busy: an entry just put that must stay, the adapters chats are generating with). No operation costs a
-pass over the tenants, so none stalls the others behind the lock of the cache using it. Not thread-safe: that cache
-holds its own lock around every call.
+O(log T) at most (a level is created or emptied), once for a run of one tenant's (the move of one tenant waits, until
+another tenant's operation or an eviction); an eviction costs as much per tenant it takes from, and takes from one
+tenant while it holds more than any other (plus the tenants and entries passed over as pinned or busy: an entry just
+put that must stay, the adapters chats are generating with). No operation costs a pass over the tenants, so none stalls
+the others behind the lock of the cache using it. Not thread-safe: that cache holds its own lock around every call.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class FairLRU(Generic[K, V]):
         self._count = 0  # entries
         self._levels = SortedList()  # every distinct `_held` value of the tenants, ascending
         self._at: dict[int, OrderedDict[str, None]] = {}  # held bytes -> the tenants holding that much, least recently used first
+        # the one tenant whose move to the level of what it holds now waits (a run of one tenant's puts or removals, a
+        # call of new vectors or an eviction of its own entries, moves it once), and the level it is filed at (None: none)
+        self._deferred: str | None = None
+        self._filed: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -85,7 +90,9 @@ class FairLRU(Generic[K, V]):
         if found is None:
             return None
         entries.move_to_end(key)
-        self._at[self._held[tenant]].move_to_end(tenant)
+        if tenant != self._deferred:  # (the deferred one goes last in its level when it moves)
+            self._settle()
+            self._at[self._held[tenant]].move_to_end(tenant)
         return found[0]
 
     def put(self, tenant: str, key: K, value: V, last: bool = True) -> None:
@@ -106,7 +113,7 @@ class FairLRU(Generic[K, V]):
         self._held[tenant] = (0 if held is None else held) - (0 if replaced is None else replaced[1]) + size
         self._bytes += size
         self._count += 1
-        self._rank(tenant, held)
+        self._changed(tenant, held)
 
     def pop(self, tenant: str, key: K) -> V | None:
         """The value removed, or None when there was none."""
@@ -120,7 +127,7 @@ class FairLRU(Generic[K, V]):
         self._count -= 1
         if not entries:
             del self._tenants[tenant], self._held[tenant]
-        self._rank(tenant, held)
+        self._changed(tenant, held)
         return found[0]
 
     def pop_tenant(self, tenant: str) -> list[tuple[K, V]]:
@@ -131,7 +138,7 @@ class FairLRU(Generic[K, V]):
         held = self._held.pop(tenant)
         self._bytes -= held
         self._count -= len(entries)
-        self._rank(tenant, held)
+        self._changed(tenant, held)
         return [(key, value) for key, (value, _) in entries.items()]
 
     def evict(self, budget_bytes: int, pinned: Container[K] = (), busy: Container[K] = ()) -> list[tuple[str, K, V]]:
@@ -141,12 +148,24 @@ class FairLRU(Generic[K, V]):
         left but them). Returns (tenant, key, value) of those removed, in order; within the budget, [] at once."""
         evicted: list[tuple[str, K, V]] = []
         while self.nbytes > budget_bytes:
+            self._settle()
             tenant = self._first(pinned)
             if tenant is None:
                 break
-            key = self._oldest(tenant, pinned, busy)
-            evicted.append((tenant, key, self.pop(tenant, key)))
+            rival = self._rival(tenant)
+            while (key := self._oldest(tenant, pinned, busy)) is not None:  # while it holds more than any other
+                evicted.append((tenant, key, self.pop(tenant, key)))
+                if self.nbytes <= budget_bytes or tenant not in self._tenants or self._held[tenant] <= rival:
+                    break
         return evicted
+
+    def _rival(self, tenant: str) -> int:
+        """The most bytes another tenant holds at or below `tenant`'s level (-1: none); levels settled."""
+        level = self._held[tenant]
+        if len(self._at[level]) > 1:
+            return level
+        below = self._levels.index(level)
+        return self._levels[below - 1] if below > 0 else -1
 
     def _first(self, pinned: Container[K]) -> str | None:
         """The tenant holding the most with an entry not `pinned`, the least recently used of those holding as much
@@ -157,11 +176,11 @@ class FairLRU(Generic[K, V]):
                     return tenant
         return None
 
-    def _oldest(self, tenant: str, pinned: Container[K], busy: Container[K]) -> K:
+    def _oldest(self, tenant: str, pinned: Container[K], busy: Container[K]) -> K | None:
         """`tenant`'s least recently used entry neither `pinned` nor `busy`, else its least recently used not `pinned`
-        (it has one: `_first`)."""
+        (None: none)."""
         first = None
-        for key in self._tenants[tenant]:
+        for key in self._tenants.get(tenant, ()):
             if key in pinned:
                 continue
             if key not in busy:
@@ -169,9 +188,24 @@ class FairLRU(Generic[K, V]):
             first = key if first is None else first
         return first
 
-    def _rank(self, tenant: str, held: int | None) -> None:
-        """`tenant`, which held `held` bytes (None: nothing), moved to the level of what it holds now, as its most
-        recently used tenant."""
+    def _changed(self, tenant: str, held: int | None) -> None:
+        """`tenant`, which held `held` bytes (None: nothing), changed what it holds: moved to its level at the next
+        `_settle` (the one tenant deferred before it, another, moved now)."""
+        if tenant == self._deferred:
+            return  # filed where it was before its first change
+        self._settle()
+        self._deferred, self._filed = tenant, held
+
+    def _settle(self) -> None:
+        """The tenant deferred moved to the level of what it holds now, its most recently used tenant."""
+        if self._deferred is not None:
+            tenant, held = self._deferred, self._filed
+            self._deferred = self._filed = None
+            self._move(tenant, held)
+
+    def _move(self, tenant: str, held: int | None) -> None:
+        """`tenant`, filed at level `held` (None: none), moved to the level of what it holds now, as its most recently
+        used tenant."""
         if held is not None:
             level = self._at[held]
             del level[tenant]
