@@ -7,17 +7,19 @@ three shared caches use it: the embedded texts' vectors (`pluralign.embed.cache.
 (`pluralign.store.history.HistoryCache`) and the loaded LoRA adapters (`pluralign.policy.adapters.AdapterPool`).
 
 No installed library does this: cachetools' caches (`LRUCache` and the rest) evict over one key space, with no notion
-of whose entry it is; `sortedcontainers.SortedList` keeps the tenants ranked by bytes.
+of whose entry it is; `sortedcontainers.SortedList` keeps in order the levels of bytes the tenants hold.
 
-Costs, for T tenants holding entries: a `get`, `put` or `pop` within the budget is O(1) (the ranking is not touched:
-the tenants changed since the last eviction are noted, and ranked again at the next one, O(log T) each); each entry
-evicted costs O(log T) (plus the entries passed over as pinned or busy: an entry just put that must stay, the adapters
-chats are generating with). Not thread-safe: the cache using it holds its own lock around every call.
+Costs, for T tenants holding entries: a `get` is O(1) (its tenant becomes the most recently used of those holding as
+much: ties go to the least recently used tenant); a `put` or `pop` moves its tenant to the level of what it holds now,
+O(log T) at most (a level is created or emptied), once for a run of one tenant's (the move of one tenant waits, until
+another tenant's operation or an eviction); an eviction costs as much per tenant it takes from, and takes from one
+tenant while it holds more than any other (plus the tenants and entries passed over as pinned or busy: an entry just
+put that must stay, the adapters chats are generating with). No operation costs a pass over the tenants, so none stalls
+the others behind the lock of the cache using it. Not thread-safe: that cache holds its own lock around every call.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Container, Hashable, Iterator
 from typing import Generic, TypeVar
@@ -34,19 +36,21 @@ class FairLRU(Generic[K, V]):
     (its own bookkeeping). Keys are a tenant's own: the same key under two tenants is two entries.
 
     `evict(budget_bytes)` brings `nbytes` within `budget_bytes`, taking from the tenant holding the most (a tie: the
-    tenant whose least recently used entry is the oldest)."""
+    tenant least recently used: whose entries were read, put or removed, an eviction's included, least recently)."""
 
     def __init__(self, getsizeof: Callable[[V], int], tenant_bytes: int = 0):
         self.getsizeof = getsizeof
         self.tenant_bytes = tenant_bytes
-        self._tenants: dict[str, OrderedDict[K, list]] = {}  # tenant -> key -> [value, bytes, last use]
+        self._tenants: dict[str, OrderedDict[K, tuple[V, int]]] = {}  # tenant -> key -> (value, bytes)
         self._held: dict[str, int] = {}  # tenant -> its entries' bytes
         self._bytes = 0  # every entry's bytes (the tenants' own not among them)
         self._count = 0  # entries
-        self._ranked = SortedList()  # (-held bytes, its oldest entry's last use, tenant), as of `_rank_keys`
-        self._rank_keys: dict[str, tuple[int, int, str]] = {}  # tenant -> its key in `_ranked`
-        self._changed: set[str] = set()  # tenants whose place in `_ranked` is stale
-        self._clock = itertools.count()
+        self._levels = SortedList()  # every distinct `_held` value of the tenants, ascending
+        self._at: dict[int, OrderedDict[str, None]] = {}  # held bytes -> the tenants holding that much, least recently used first
+        # the one tenant whose move to the level of what it holds now waits (a run of one tenant's puts or removals, a
+        # call of new vectors or an eviction of its own entries, moves it once), and the level it is filed at (None: none)
+        self._deferred: str | None = None
+        self._filed: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -71,7 +75,7 @@ class FairLRU(Generic[K, V]):
         """(tenant, key, value) of `tenant`'s entries (every tenant's when None), each tenant's least recently used
         first. Not while the cache changes."""
         for name in [tenant] if tenant is not None else list(self._tenants):
-            for key, (value, _, _) in self._tenants.get(name, {}).items():
+            for key, (value, _) in self._tenants.get(name, {}).items():
                 yield name, key, value
 
     def peek(self, tenant: str, key: K) -> V | None:
@@ -85,26 +89,31 @@ class FairLRU(Generic[K, V]):
         found = None if entries is None else entries.get(key)
         if found is None:
             return None
-        found[2] = next(self._clock)
         entries.move_to_end(key)
-        self._changed.add(tenant)
+        if tenant != self._deferred:  # (the deferred one goes last in its level when it moves)
+            self._settle()
+            self._at[self._held[tenant]].move_to_end(tenant)
         return found[0]
 
     def put(self, tenant: str, key: K, value: V, last: bool = True) -> None:
         """`value` under `key` (in place of one there), its tenant's most recently used (`last=False`: its least)."""
         size = self.getsizeof(value)
-        self.pop(tenant, key)
-        entries = self._tenants.setdefault(tenant, OrderedDict())
-        if last:
-            entries[key] = [value, size, next(self._clock)]
-        else:  # older than every entry of the tenant's
-            oldest = next(iter(entries.values()), None)
-            entries[key] = [value, size, -1 if oldest is None else oldest[2] - 1]
+        entries = self._tenants.get(tenant)
+        if entries is None:
+            entries, held = self._tenants.setdefault(tenant, OrderedDict()), None
+        else:
+            held = self._held[tenant]
+        replaced = entries.pop(key, None)
+        entries[key] = (value, size)
+        if not last:
             entries.move_to_end(key, last=False)
-        self._held[tenant] = self._held.get(tenant, 0) + size
+        if replaced is not None:
+            self._bytes -= replaced[1]
+            self._count -= 1
+        self._held[tenant] = (0 if held is None else held) - (0 if replaced is None else replaced[1]) + size
         self._bytes += size
         self._count += 1
-        self._changed.add(tenant)
+        self._changed(tenant, held)
 
     def pop(self, tenant: str, key: K) -> V | None:
         """The value removed, or None when there was none."""
@@ -112,12 +121,13 @@ class FairLRU(Generic[K, V]):
         found = None if entries is None else entries.pop(key, None)
         if found is None:
             return None
-        self._held[tenant] -= found[1]
+        held = self._held[tenant]
+        self._held[tenant] = held - found[1]
         self._bytes -= found[1]
         self._count -= 1
         if not entries:
             del self._tenants[tenant], self._held[tenant]
-        self._note(tenant)
+        self._changed(tenant, held)
         return found[0]
 
     def pop_tenant(self, tenant: str) -> list[tuple[K, V]]:
@@ -125,10 +135,11 @@ class FairLRU(Generic[K, V]):
         entries = self._tenants.pop(tenant, None)
         if entries is None:
             return []
-        self._bytes -= self._held.pop(tenant)
+        held = self._held.pop(tenant)
+        self._bytes -= held
         self._count -= len(entries)
-        self._note(tenant)
-        return [(key, value) for key, (value, _, _) in entries.items()]
+        self._changed(tenant, held)
+        return [(key, value) for key, (value, _) in entries.items()]
 
     def evict(self, budget_bytes: int, pinned: Container[K] = (), busy: Container[K] = ()) -> list[tuple[str, K, V]]:
         """Remove entries until `nbytes` is within `budget_bytes`, each the least recently used of the tenant holding
@@ -137,32 +148,39 @@ class FairLRU(Generic[K, V]):
         left but them). Returns (tenant, key, value) of those removed, in order; within the budget, [] at once."""
         evicted: list[tuple[str, K, V]] = []
         while self.nbytes > budget_bytes:
-            self._rerank()
-            found = self._first(pinned)
-            if found is None:
+            self._settle()
+            tenant = self._first(pinned)
+            if tenant is None:
                 break
-            tenant, rival = found
-            while self.nbytes > budget_bytes:  # from this tenant while it still ranks before the next one
-                key = self._oldest(tenant, pinned, busy)
-                if key is None:
-                    break
+            rival = self._rival(tenant)
+            while (key := self._oldest(tenant, pinned, busy)) is not None:  # while it holds more than any other
                 evicted.append((tenant, key, self.pop(tenant, key)))
-                if tenant not in self._tenants or (rival is not None and self._rank_key(tenant) > rival):
+                if self.nbytes <= budget_bytes or tenant not in self._tenants or self._held[tenant] <= rival:
                     break
         return evicted
 
-    def _first(self, pinned: Container[K]) -> tuple[str, tuple | None] | None:
-        """The tenant holding the most with an entry not `pinned`, and the rank of the tenant after it (None: none)."""
-        for i, (_, _, tenant) in enumerate(self._ranked):
-            if any(key not in pinned for key in self._tenants[tenant]):
-                return tenant, self._ranked[i + 1] if i + 1 < len(self._ranked) else None
+    def _rival(self, tenant: str) -> int:
+        """The most bytes another tenant holds at or below `tenant`'s level (-1: none); levels settled."""
+        level = self._held[tenant]
+        if len(self._at[level]) > 1:
+            return level
+        below = self._levels.index(level)
+        return self._levels[below - 1] if below > 0 else -1
+
+    def _first(self, pinned: Container[K]) -> str | None:
+        """The tenant holding the most with an entry not `pinned`, the least recently used of those holding as much
+        (None: none)."""
+        for level in reversed(self._levels):
+            for tenant in self._at[level]:
+                if any(key not in pinned for key in self._tenants[tenant]):
+                    return tenant
         return None
 
     def _oldest(self, tenant: str, pinned: Container[K], busy: Container[K]) -> K | None:
-        """`tenant`'s least recently used entry neither `pinned` nor `busy`, else its least recently used not
-        `pinned` (None: every entry of its is pinned)."""
+        """`tenant`'s least recently used entry neither `pinned` nor `busy`, else its least recently used not `pinned`
+        (None: none)."""
         first = None
-        for key in self._tenants[tenant]:
+        for key in self._tenants.get(tenant, ()):
             if key in pinned:
                 continue
             if key not in busy:
@@ -170,26 +188,34 @@ class FairLRU(Generic[K, V]):
             first = key if first is None else first
         return first
 
-    def _rank_key(self, tenant: str) -> tuple[int, int, str]:
-        """Where `tenant` ranks: the most bytes first, then the oldest least recently used entry, then by name."""
-        return -self._held[tenant], next(iter(self._tenants[tenant].values()))[2], tenant
+    def _changed(self, tenant: str, held: int | None) -> None:
+        """`tenant`, which held `held` bytes (None: nothing), changed what it holds: moved to its level at the next
+        `_settle` (the one tenant deferred before it, another, moved now)."""
+        if tenant == self._deferred:
+            return  # filed where it was before its first change
+        self._settle()
+        self._deferred, self._filed = tenant, held
 
-    def _note(self, tenant: str) -> None:
-        """`tenant` changed: ranked again at the next eviction (one that holds nothing now and was not ranked, never:
-        tenants come and go without an eviction between, and none is remembered)."""
-        if tenant in self._tenants or tenant in self._rank_keys:
-            self._changed.add(tenant)
-        else:
-            self._changed.discard(tenant)
+    def _settle(self) -> None:
+        """The tenant deferred moved to the level of what it holds now, its most recently used tenant."""
+        if self._deferred is not None:
+            tenant, held = self._deferred, self._filed
+            self._deferred = self._filed = None
+            self._move(tenant, held)
 
-    def _rerank(self) -> None:
-        """The tenants changed since the last ranking put in their place in `_ranked`."""
-        for tenant in self._changed:
-            old = self._rank_keys.pop(tenant, None)
-            if old is not None:
-                self._ranked.remove(old)
-            if tenant in self._tenants:
-                key = self._rank_key(tenant)
-                self._ranked.add(key)
-                self._rank_keys[tenant] = key
-        self._changed.clear()
+    def _move(self, tenant: str, held: int | None) -> None:
+        """`tenant`, filed at level `held` (None: none), moved to the level of what it holds now, as its most recently
+        used tenant."""
+        if held is not None:
+            level = self._at[held]
+            del level[tenant]
+            if not level:
+                del self._at[held]
+                self._levels.remove(held)
+        if tenant in self._tenants:
+            now = self._held[tenant]
+            level = self._at.get(now)
+            if level is None:
+                level = self._at[now] = OrderedDict()
+                self._levels.add(now)
+            level[tenant] = None

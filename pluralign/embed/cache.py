@@ -301,9 +301,9 @@ class CachedEncoder:
 
 
 # what a vector kept by `ScopedVectors` holds beside its own bytes: its key (a tuple of the encoder's id and a sha256), its
-# array's header and its entry in its scope's ordered dict (`pluralign.cache.FairLRU`: a list of the array, its size and
-# its last use), ~515 bytes traced on CPython 3.11, with room for the tables' growth (not counting it, 64 MiB of 384-d
-# vectors took ~86 MiB)
+# array's header and its entry in its scope's ordered dict (`pluralign.cache.FairLRU`: a tuple of the array and its
+# size), ~420 bytes traced on CPython 3.11 (5,000 384-d vectors in 10 scopes), with room for the tables' growth (not
+# counting it, 64 MiB of 384-d vectors took ~86 MiB)
 VECTOR_ENTRY_BYTES = 768
 # what each scope `ScopedVectors` holds vectors of costs beside them: its ordered dict, its entries in `FairLRU`'s books
 # and in the ranking of scopes by bytes, ~400 bytes traced on CPython 3.11, with room

@@ -386,6 +386,7 @@ class AdapterPool:
         self._cond = threading.Condition(self._lock)  # `_dropping` changed
         # adapters being dropped outside the lock (out of `loaded` already) -> their `loaded` entry, put back if it fails
         self._dropping: dict[str, tuple[int, float]] = {}
+        self._left_memory: set[str] = set()  # of `_dropping`, those the host dropped already (changed without the lock)
         # adapter -> (time.monotonic() it failed, the host's error) of its last drop that failed: a call that waited for
         # that drop and would drop it again (retrained) raises the error instead of trying again and again
         self._drop_failed: dict[str, tuple[float, Exception]] = {}
@@ -419,8 +420,10 @@ class AdapterPool:
     def bytes_evicted_in_use(self) -> int:
         """Bytes of the adapters out of the table (evicted, retrained or deleted) whose drop waits for the generations
         using them (or is under way): held in memory beside `budget_bytes`, at most one adapter per generation in
-        flight. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one)."""
-        return sum(size for size, _ in list(self._dropping.values()))
+        flight. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
+        an adapter the host dropped already is not counted, though its drop thread still waits for that lock."""
+        gone = set(self._left_memory)  # read first: `_drop` strikes a name out of `_dropping` before out of it
+        return sum(size for name, (size, _) in list(self._dropping.items()) if name not in gone)
 
     def _entry(self, name: str) -> tuple[int, float] | None:
         """The table's (bytes, created_at) of adapter `name`, or None; under the lock."""
@@ -502,12 +505,14 @@ class AdapterPool:
         failed: BaseException | None = None
         try:
             self.host.drop_adapter(name)
+            self._left_memory.add(name)  # out of memory now, before this thread gets the lock (a load may hold it)
         except BaseException as exc:
             failed = exc
             raise
         finally:
             with self._lock:
                 entry = self._dropping.pop(name)
+                self._left_memory.discard(name)  # after the pop: `bytes_evicted_in_use` reads them the other way round
                 self._drop_failed.pop(name, None)
                 if failed is not None:  # still held (a server unreachable, a process lost)
                     self._table.put(self._tenant_of[name], name, entry, last=False)

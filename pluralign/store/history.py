@@ -188,12 +188,13 @@ class HistoryCache:
     them, `HISTORY_ENTRY_BYTES`, so a user with no rows counts too), shared fairly between tenants: past the bound, the
     least recently used history of the tenant holding the most bytes goes (max-min fair shares of one budget, as
     `pluralign.embed.cache.ScopedVectors` shares its vectors), so one tenant reading many big users in turn pushes out
-    its own histories once it holds more than any other, never a smaller tenant's; a tenant alone uses the whole
-    budget (`pluralign.cache.FairLRU`). A history just loaded, or grown by a write's rows, is kept whenever it fits the
-    whole bound, even when it is larger than its tenant's fair share: the histories pushed out for it are the least
-    recently used of the tenants holding the most, its own tenant's first (which then holds the most, so the next
-    history that needs room pushes it out first); one larger than the whole bound is not kept and pushes out nothing
-    (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories, whose
+    its own histories once it holds more than any other, never a smaller tenant's (but for one history larger than its
+    share, below); a tenant alone uses the whole budget (`pluralign.cache.FairLRU`). A history just loaded, or grown by
+    a write's rows, is kept whenever it fits the whole bound, even when it is larger than its tenant's fair share: the
+    histories pushed out for it are the least recently used of the tenants holding the most, its own tenant's first
+    (which then holds the most, so the next history that needs room pushes it out first, and each load of it after that
+    pushes out as much of the others' again; two such users of one tenant read in turn push out each other); one larger
+    than the whole bound is not kept and pushes out nothing (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories, whose
     next chat or profile would read them from the table again). A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
     user's tickets away, and a load only lands if its ticket is still there and no write of the

@@ -54,7 +54,8 @@ def test_adapters_evicted_while_in_use_are_held_beside_the_budget_bounded_by_the
     pool's table (another user's adapter takes its place) and its weights stay beside the budget. That was nowhere to be
     seen: the pool's bytes said the budget was kept. Now /metrics says it (`pluralign_adapter_bytes{state=
     "evicted_in_use"}`), and it is bounded: one adapter per chat generating, however many other loads come meanwhile
-    (idle adapters evicted then leave memory at once); 0 once the chat ends."""
+    (idle adapters evicted then leave memory at once, and the gauge counts them no more even while a load holds the
+    pool's lock, before their drop threads strike them out of its books); 0 once the chat ends."""
     registry = AdapterRegistry(tmp_path / "data" / "adapters")
     adapted = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)),
                              LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -76,7 +77,10 @@ def test_adapters_evicted_while_in_use_are_held_beside_the_budget_bounded_by_the
             name = pool.adapter_for("acme", user)
             assert pool.bytes_used == size and set(pool.loaded) == {name}
         in_flight = chat.is_alive() and not tokens.ended
-        wait_until(lambda: set(generator.adapters) - {FALLBACK_ADAPTER} == {a1, name}, "the idle adapters evicted leave memory")
+        with pool._lock:  # a load holds the pool's lock while the idle adapters evicted are dropped (review cache57)
+            wait_until(lambda: set(generator.adapters) - {FALLBACK_ADAPTER} == {a1, name}, "the idle adapters evicted leave memory")
+            held = gauges(client)
+        assert held['pluralign_adapter_bytes{state="evicted_in_use"}'] == size, f"dropped adapters still counted: {held}"
         seen = gauges_while_a_load_holds_the_pool(client, pool)
         assert in_flight and a1 in generator.adapters_in_use
         assert seen == {'pluralign_adapter_bytes{state="loaded"}': size,
