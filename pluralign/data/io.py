@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import difflib
 import errno
 import gzip
 import io
@@ -46,6 +45,8 @@ from pluralign.data.record import (
 )
 from pluralign.data.text import (
     answer_key,
+    closest_name,
+    controls_escaped,
     is_blank,
     lone_surrogate_escape,
     lone_surrogate_problem,
@@ -353,9 +354,10 @@ def _row_fields() -> tuple[str, ...]:
 
 
 def _unknown_field(name: str) -> str:
-    """UNKNOWN_FIELD, with the row's column closest to `name` (`chosen-rating`: `chosen_rating`; `user`: `user_id`)."""
-    close = difflib.get_close_matches(name, _row_fields(), n=1, cutoff=0.6) if len(name) <= 64 else []
-    return UNKNOWN_FIELD.replace("unknown field", f"unknown field (did you mean `{close[0]}`?)") if close else UNKNOWN_FIELD
+    """UNKNOWN_FIELD, with the row's column `name` most likely means (`closest_name`: `chosen-rating`: `chosen_rating`;
+    `user`: `user_id`; `chosen_score`: `score_chosen`)."""
+    close = closest_name(name, _row_fields()) if len(name) <= 64 else None
+    return UNKNOWN_FIELD.replace("unknown field", f"unknown field (did you mean `{close}`?)") if close else UNKNOWN_FIELD
 
 
 def _missing(row: Mapping[str, Any], field: str) -> str:
@@ -364,12 +366,13 @@ def _missing(row: Mapping[str, Any], field: str) -> str:
 
 
 def _typed_instead(row: Mapping[str, Any], field: str) -> str:
-    """`; the row has `choosen` (did you mean `chosen`?)` for the key of `row` closest to the missing `field` that no row
-    takes, else ''."""
+    """`; the row has `choosen` (did you mean `chosen`?)` for the key of `row` no row takes that most likely means the
+    missing `field` (`closest_name`), its control and bidi characters escaped (`controls_escaped`: a key is the
+    client's text), else ''."""
     takes = _row_fields()
     typed = [key for key in row if isinstance(key, str) and key not in takes and len(key) <= 64]
-    close = difflib.get_close_matches(field, typed, n=1, cutoff=0.6)
-    return f"; the row has `{close[0]}` (did you mean `{field}`?)" if close else ""
+    close = closest_name(field, typed)
+    return f"; the row has `{controls_escaped(close)}` (did you mean `{field}`?)" if close else ""
 
 # the columns of TRL's other dataset types (`_OTHER_TRL_TYPES`) that preference datasets carry beside their own
 _OTHER_TYPE_COLUMNS = {

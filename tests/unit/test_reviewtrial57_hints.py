@@ -1,0 +1,47 @@
+"""review trial57: the "did you mean" of a preference file's misspelt column names only a column close to it, and
+repeats the client's key with its control and bidi characters escaped (library readers, as `pluralign data` reads)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pluralign.data.io import read_preferences
+from pluralign.data.record import PreferenceError
+
+ROW = {"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "user_id": "ann"}
+
+
+def _error(tmp_path, row: dict) -> PreferenceError:
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(PreferenceError) as info:
+        read_preferences(path)
+    return info.value
+
+
+@pytest.mark.parametrize(("row", "field", "hint"), [
+    # a column's words in another order, or another case: the one meant (difflib named `chosen_model`, or none)
+    ({**ROW, "chosen_score": 8}, "chosen_score", " (did you mean `score_chosen`?)"),
+    ({**ROW, "rejected_score": 2}, "rejected_score", " (did you mean `score_rejected`?)"),
+    ({k: v for k, v in ROW.items() if k != "user_id"} | {"USER_ID": "ann"}, "user_id", "; the row has `USER_ID` (did you mean `user_id`?)"),
+    # far from every column: no hint (difflib named `tie`, `source`, and `user_id` for a `source_id`)
+    ({**ROW, "title": "Tea"}, "title", ""),
+    ({**ROW, "score": 8}, "score", ""),
+    ({k: v for k, v in ROW.items() if k != "user_id"} | {"source_id": "s1"}, "user_id", ""),
+])
+def test_a_misspelt_column_is_hinted_only_with_a_column_close_to_it(tmp_path, row, field, hint):
+    error = _error(tmp_path, row)
+    assert error.field == field, str(error)
+    assert ("did you mean" in error.problem) == bool(hint) and hint in error.problem, error.problem
+
+
+@pytest.mark.parametrize(("key", "said"), [("chosen\x1b", "chosen\\x1b"), ("cho\u202esen", "cho\\u202esen"),
+                                           ("chosen\n", "chosen\\n")])
+def test_a_key_named_in_a_hint_has_its_controls_escaped(tmp_path, key, said):
+    """A key close to the missing `chosen` is repeated in the hint: a terminal's escape sequence, a bidi override or
+    a newline in it is written as its escape, as an error repeats any name a client chose (`controls_escaped`)."""
+    error = _error(tmp_path, {"prompt": "Tea?", key: "Yes.", "rejected": "No.", "user_id": "ann"})
+    assert error.field == "chosen" and f"the row has `{said}` (did you mean `chosen`?)" in str(error), str(error)
+    assert key not in str(error), str(error)
