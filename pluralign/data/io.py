@@ -605,7 +605,9 @@ _MIXED_PROMPT = {
 
 def _check_forms(row: dict[str, Any], line: int, implicit: bool) -> None:
     """PreferenceError unless `row`'s prompt (explicit), chosen and rejected are each there, text or a message list
-    `messages_to_text` takes (their null keys dropped), all of one of TRL's forms."""
+    `messages_to_text` takes (their null keys dropped), all of one of TRL's forms (a text prompt beside conversations
+    sharing opening turns too, `prompt_from_answers`, that prompt UTF-8 text), neither answer only the turns the
+    other opens with (`_refuse_only_shared_turns`)."""
     for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):
         if field not in row:
             raise _missing_answer(row, line, field)
@@ -614,7 +616,24 @@ def _check_forms(row: dict[str, Any], line: int, implicit: bool) -> None:
     if isinstance(row["chosen"], str) != isinstance(row["rejected"], str):
         raise PreferenceError(line, "rejected", "`chosen` and `rejected` must both be strings or both message lists")
     if not implicit and isinstance(row["prompt"], str) != isinstance(row["chosen"], str) and not prompt_from_answers(row):
+        _refuse_only_shared_turns(row, line)
         raise PreferenceError(line, "prompt", _MIXED_PROMPT[isinstance(row["prompt"], str)])
+    # the text prompt set aside (`prompt_from_answers`): its record keeps it for the export, which writes it as UTF-8
+    if not implicit and isinstance(row["prompt"], str) and isinstance(row["chosen"], list) and (problem := surrogate_problem(row["prompt"])):
+        raise PreferenceError(line, "prompt", problem)
+
+
+def _refuse_only_shared_turns(row: dict[str, Any], line: int) -> None:
+    """PreferenceError naming `chosen` or `rejected` when it is a message list of only the turns the other opens with:
+    no answer follows the prompt they share (TRL's `extract_prompt` reads an empty prompt and that answer whole)."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    if not (isinstance(chosen, list) and isinstance(rejected, list)) or len(chosen) == len(rejected):
+        return
+    field, other = ("chosen", "rejected") if len(chosen) < len(rejected) else ("rejected", "chosen")
+    short, longer = row[field], row[other]
+    if all(a == b or _message_key(a) == _message_key(b) for a, b in zip(short, longer, strict=False)):
+        raise PreferenceError(line, field, f"holds only the turns `{other}` opens with, and no answer after them: a comparison "
+                                           "is of two answers that follow the turns they share (the prompt)")
 
 
 def prompt_from_answers(row: Mapping[str, Any]) -> bool:
@@ -640,6 +659,7 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
     if implicit or prompt_from_answers(row):
         prompt, chosen, rejected = extract_prompt(row["chosen"], row["rejected"])
         if not prompt:
+            _refuse_only_shared_turns(row, line)
             raise PreferenceError(line, "prompt", "missing, and `chosen` and `rejected` share no prompt (implicit-prompt form)"
                                                   + _typed_instead(row, "prompt"))
         if not chosen or not rejected:
