@@ -324,7 +324,7 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None, *,
     ("line") or a table's row ("row": Parquet, a DataFrame, a `Dataset`), which an error's hint fits (a float
     `user_id`: a JSON string to write, or pandas' int column made floats by a missing value)."""
     _check_is_a_preference_row(row, line)
-    row = dict(row)
+    given, row = row, dict(row)  # `given`: the row's own columns (the default user's `user_id` is none of them)
     if "prompt" in row and row["prompt"] is None:  # `datasets` writes the implicit-prompt rows of a mixed file so
         del row["prompt"]
     implicit = "prompt" not in row
@@ -339,7 +339,7 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None, *,
         if problem.startswith("Object contains unknown field `"):  # a key of any length: named once, cut (PreferenceError)
             name = problem.split('`')[1]
             problem = (f"unknown field `{shorten(name, 64, '...')}`" if " - at " in str(exc)
-                       else _other_type_column(name) if name in _OTHER_TYPE_COLUMNS else _unknown_field(name))
+                       else _other_type_column(name) if name in _OTHER_TYPE_COLUMNS else _unknown_field(name, given))
         raise PreferenceError(line, _field_of(str(exc)), problem) from None
     plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not original.extra
     return record if plain else msgspec.structs.replace(record, trl=original)
@@ -353,10 +353,11 @@ def _row_fields() -> tuple[str, ...]:
     return (*(name for name in Preference.__struct_fields__ if name != "trl"), *TRL_EXTRA_COLUMNS)  # `trl`: never a column
 
 
-def _unknown_field(name: str) -> str:
-    """UNKNOWN_FIELD, with the row's column `name` most likely means (`closest_name`: `chosen-rating`: `chosen_rating`;
-    `user`: `user_id`; `chosen_score`: `score_chosen`)."""
-    close = closest_name(name, _row_fields()) if len(name) <= 64 else None
+def _unknown_field(name: str, given: Mapping[str, Any]) -> str:
+    """UNKNOWN_FIELD, with the column `name` most likely means (`closest_name`: `chosen-rating`: `chosen_rating`;
+    `user`: `user_id`; `chosen_score`: `score_chosen`) among those the row does not hold (`given`: a `user` beside a
+    `user_id` is no misspelt `user_id`)."""
+    close = closest_name(name, (field for field in _row_fields() if field not in given)) if len(name) <= 64 else None
     return UNKNOWN_FIELD.replace("unknown field", f"unknown field (did you mean `{close}`?)") if close else UNKNOWN_FIELD
 
 

@@ -45,3 +45,20 @@ def test_a_key_named_in_a_hint_has_its_controls_escaped(tmp_path, key, said):
     error = _error(tmp_path, {"prompt": "Tea?", key: "Yes.", "rejected": "No.", "user_id": "ann"})
     assert error.field == "chosen" and f"the row has `{said}` (did you mean `chosen`?)" in str(error), str(error)
     assert key not in str(error), str(error)
+
+
+@pytest.mark.parametrize(("key", "held"), [("user", "user_id"), ("chosen_text", "chosen"), ("attribute", "attributes")])
+def test_an_unknown_column_is_not_hinted_with_one_the_row_already_holds(tmp_path, key, held):
+    """`user` beside a `user_id` is no misspelt `user_id`: the hint named a column the row already holds."""
+    error = _error(tmp_path, {**ROW, "attributes": {"g": "x"}, key: "x"})
+    assert error.field == key and f"did you mean `{held}`" not in error.problem, error.problem
+
+
+def test_a_user_column_beside_a_default_user_is_still_hinted_user_id(tmp_path):
+    """The default user (`--user`, an import's path) fills `user_id` for a row without one: a `user` column is then
+    still the misspelt `user_id`."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(json.dumps({"prompt": "Tea?", "chosen": "Yes.", "rejected": "No.", "user": "bob"}) + "\n")
+    with pytest.raises(PreferenceError) as info:
+        read_preferences(path, default_user="ann")
+    assert info.value.field == "user" and "(did you mean `user_id`?)" in info.value.problem, str(info.value)
