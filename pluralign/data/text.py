@@ -320,14 +320,15 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
     if len(leading) == 1:
         return leading[0]
     spelt = "_".join(words)
+    # `name` fuzzily, one pattern an edit count (a row may hold thousands of keys: each is matched, none compiled)
+    within = [regex.compile(f"(?:{regex.escape(spelt)}){{e<={edits}}}") for edits in range(len(spelt) // 3 + 1)]
     best: tuple[int, str] | None = None
     for other, its in candidates:
         target = "_".join(its)
         bound = min(len(spelt), len(target)) // 3  # none for a name of two letters: one edit is half of it
-        if not bound or abs(len(spelt) - len(target)) > bound:
+        if best is not None:
+            bound = min(bound, best[0] - 1)
+        if bound < 1 or abs(len(spelt) - len(target)) > bound or not within[bound].fullmatch(target):
             continue
-        for edits in range(1, bound + 1 if best is None else min(bound, best[0] - 1) + 1):
-            if regex.fullmatch(f"(?:{regex.escape(target)}){{e<={edits}}}", spelt):
-                best = (edits, other)
-                break
+        best = (next(edits for edits in range(1, bound + 1) if within[edits].fullmatch(target)), other)
     return best[1] if best else None
