@@ -309,8 +309,10 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
     fuzzy matching: a letter added, dropped or changed; two swapped count two), at most a third of the shorter's
     letters (`comparision`, `lenght`, `usr`; none for a name of two letters). A name far from every one gets none:
     `edited` is no `predictive` (difflib's ratio, 0.6, named it), `chosen_score` no `chosen_model`, `title` no `tie`."""
+    if len(name) > 128:  # a name is short: a long text (a key of up to a MB) is no misspelling of one, and not read
+        return None
     words = _name_words(name)
-    if not words or len(name) > 128:  # a name is short: a long text is no misspelling of one
+    if not words:
         return None
     candidates = [(other, _name_words(other)) for other in dict.fromkeys(names)]
     for other, its in candidates:
