@@ -308,7 +308,7 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
     begin with `name`'s or begin `name`'s (`user`: `user_id`); then the one fewest edits away (the `regex` module's
     fuzzy matching: a letter added, dropped or changed; two swapped count two), at most a third of the shorter's
     letters (`comparision`, `lenght`, `usr`; none for a name of two letters). A name far from every one gets none:
-    `edited` is no `predictive` (difflib's ratio, 0.6, named it), `chosen_score` no `chosen_model`, `title` no `tie`."""
+    `edited` is no `predictive`, `chosen_score` no `chosen_model`, `title` no `tie`."""
     if len(name) > 128:  # a name is short: a long text (a key of up to a MB) is no misspelling of one, and not read
         return None
     words = _name_words(name)
@@ -323,7 +323,8 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
         return leading[0]
     spelt = "_".join(words)
     # `name` fuzzily, one pattern an edit count (a row may hold thousands of keys: each is matched, none compiled)
-    within = [regex.compile(f"(?:{regex.escape(spelt)}){{e<={edits}}}") for edits in range(len(spelt) // 3 + 1)]
+    most = min(len(spelt), max((len("_".join(its)) for _, its in candidates), default=0)) // 3  # the most edits any is allowed
+    within = [regex.compile(f"(?:{regex.escape(spelt)}){{e<={edits}}}") for edits in range(most + 1)]
     best: tuple[int, str] | None = None
     for other, its in candidates:
         target = "_".join(its)
