@@ -39,7 +39,7 @@ from litestar.types import Receive, Scope, Send
 from pluralign.data.io import utf16_like
 from pluralign.data.json_keys import repeated_key
 from pluralign.data.record import MAX_CREATED_AT, time_text_hint
-from pluralign.data.text import lone_surrogate_escape, lone_surrogate_problem, shorten
+from pluralign.data.text import closest_name, lone_surrogate_escape, lone_surrogate_problem, shorten
 from service.errors import bad_request, path_problem, unsupported_media_type
 from service.head import allow_for, is_head, takes_head
 from service.ids import PATTERN_WORDS
@@ -244,12 +244,10 @@ def one_of(choices: tuple[str, ...], got: str) -> str:
 
 
 def did_you_mean(value: object, choices: Iterable[str]) -> str:
-    """` (did you mean `x`?)` for the one of `choices` closest to the text `value` (difflib's ratio at least 0.6,
-    as for an unknown field), else ''."""
-    if not isinstance(value, str) or len(value) > 128:  # a name is short: a long text is no misspelling of one
-        return ""
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean `{close[0]}`?)" if close else ""
+    """` (did you mean `x`?)` for the one of `choices` the text `value` most likely means
+    (`pluralign.data.text.closest_name`: `USER`, `populaton`), else '' (a value far from every choice, or no text)."""
+    close = closest_name(value, choices) if isinstance(value, str) else None
+    return f" (did you mean `{close}`?)" if close else ""
 
 
 def _literal(text: str) -> object:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import difflib
 import errno
 import gzip
 import io
@@ -46,6 +45,8 @@ from pluralign.data.record import (
 )
 from pluralign.data.text import (
     answer_key,
+    closest_name,
+    controls_escaped,
     is_blank,
     lone_surrogate_escape,
     lone_surrogate_problem,
@@ -322,7 +323,7 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None, *,
     ("line") or a table's row ("row": Parquet, a DataFrame, a `Dataset`), which an error's hint fits (a float
     `user_id`: a JSON string to write, or pandas' int column made floats by a missing value)."""
     _check_is_a_preference_row(row, line)
-    row = dict(row)
+    given, row = row, dict(row)  # `given`: the row's own columns (the default user's `user_id` is none of them)
     if "prompt" in row and row["prompt"] is None:  # `datasets` writes the implicit-prompt rows of a mixed file so
         del row["prompt"]
     implicit = "prompt" not in row
@@ -337,7 +338,7 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None, *,
         if problem.startswith("Object contains unknown field `"):  # a key of any length: named once, cut (PreferenceError)
             name = problem.split('`')[1]
             problem = (f"unknown field `{shorten(name, 64, '...')}`" if " - at " in str(exc)
-                       else _other_type_column(name) if name in _OTHER_TYPE_COLUMNS else _unknown_field(name))
+                       else _other_type_column(name) if name in _OTHER_TYPE_COLUMNS else _unknown_field(name, given))
         raise PreferenceError(line, _field_of(str(exc)), problem) from None
     plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not original.extra
     return record if plain else msgspec.structs.replace(record, trl=original)
@@ -351,10 +352,12 @@ def _row_fields() -> tuple[str, ...]:
     return (*(name for name in Preference.__struct_fields__ if name != "trl"), *TRL_EXTRA_COLUMNS)  # `trl`: never a column
 
 
-def _unknown_field(name: str) -> str:
-    """UNKNOWN_FIELD, with the row's column closest to `name` (`chosen-rating`: `chosen_rating`; `user`: `user_id`)."""
-    close = difflib.get_close_matches(name, _row_fields(), n=1, cutoff=0.6) if len(name) <= 64 else []
-    return UNKNOWN_FIELD.replace("unknown field", f"unknown field (did you mean `{close[0]}`?)") if close else UNKNOWN_FIELD
+def _unknown_field(name: str, given: Mapping[str, Any]) -> str:
+    """UNKNOWN_FIELD, with the column `name` most likely means (`closest_name`: `chosen-rating`: `chosen_rating`;
+    `user`: `user_id`; `chosen_score`: `score_chosen`) among those the row does not hold (`given`: a `user` beside a
+    `user_id` is no misspelt `user_id`)."""
+    close = closest_name(name, (field for field in _row_fields() if field not in given)) if len(name) <= 64 else None
+    return UNKNOWN_FIELD.replace("unknown field", f"unknown field (did you mean `{close}`?)") if close else UNKNOWN_FIELD
 
 
 def _missing(row: Mapping[str, Any], field: str) -> str:
@@ -363,12 +366,13 @@ def _missing(row: Mapping[str, Any], field: str) -> str:
 
 
 def _typed_instead(row: Mapping[str, Any], field: str) -> str:
-    """`; the row has `choosen` (did you mean `chosen`?)` for the key of `row` closest to the missing `field` that no row
-    takes, else ''."""
+    """`; the row has `choosen` (did you mean `chosen`?)` for the key of `row` no row takes that most likely means the
+    missing `field` (`closest_name`), its control and bidi characters escaped (`controls_escaped`: a key is the
+    client's text), else ''."""
     takes = _row_fields()
     typed = [key for key in row if isinstance(key, str) and key not in takes and len(key) <= 64]
-    close = difflib.get_close_matches(field, typed, n=1, cutoff=0.6)
-    return f"; the row has `{close[0]}` (did you mean `{field}`?)" if close else ""
+    close = closest_name(field, typed)
+    return f"; the row has `{controls_escaped(close)}` (did you mean `{field}`?)" if close else ""
 
 # the columns of TRL's other dataset types (`_OTHER_TRL_TYPES`) that preference datasets carry beside their own
 _OTHER_TYPE_COLUMNS = {
@@ -601,7 +605,9 @@ _MIXED_PROMPT = {
 
 def _check_forms(row: dict[str, Any], line: int, implicit: bool) -> None:
     """PreferenceError unless `row`'s prompt (explicit), chosen and rejected are each there, text or a message list
-    `messages_to_text` takes (their null keys dropped), all of one of TRL's forms."""
+    `messages_to_text` takes (their null keys dropped), all of one of TRL's forms (a text prompt beside conversations
+    sharing opening turns too, `prompt_from_answers`, that prompt UTF-8 text), neither answer only the turns the
+    other opens with (`_refuse_only_shared_turns`)."""
     for field in ("chosen", "rejected") if implicit else ("prompt", "chosen", "rejected"):
         if field not in row:
             raise _missing_answer(row, line, field)
@@ -610,7 +616,24 @@ def _check_forms(row: dict[str, Any], line: int, implicit: bool) -> None:
     if isinstance(row["chosen"], str) != isinstance(row["rejected"], str):
         raise PreferenceError(line, "rejected", "`chosen` and `rejected` must both be strings or both message lists")
     if not implicit and isinstance(row["prompt"], str) != isinstance(row["chosen"], str) and not prompt_from_answers(row):
+        _refuse_only_shared_turns(row, line)
         raise PreferenceError(line, "prompt", _MIXED_PROMPT[isinstance(row["prompt"], str)])
+    # the text prompt set aside (`prompt_from_answers`): its record keeps it for the export, which writes it as UTF-8
+    if not implicit and isinstance(row["prompt"], str) and isinstance(row["chosen"], list) and (problem := surrogate_problem(row["prompt"])):
+        raise PreferenceError(line, "prompt", problem)
+
+
+def _refuse_only_shared_turns(row: dict[str, Any], line: int) -> None:
+    """PreferenceError naming `chosen` or `rejected` when it is a message list of only the turns the other opens with:
+    no answer follows the prompt they share (TRL's `extract_prompt` reads an empty prompt and that answer whole)."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    if not (isinstance(chosen, list) and isinstance(rejected, list)) or len(chosen) == len(rejected):
+        return
+    field, other = ("chosen", "rejected") if len(chosen) < len(rejected) else ("rejected", "chosen")
+    short, longer = row[field], row[other]
+    if all(a == b or _message_key(a) == _message_key(b) for a, b in zip(short, longer, strict=False)):
+        raise PreferenceError(line, field, f"holds only the turns `{other}` opens with, and no answer after them: a comparison "
+                                           "is of two answers that follow the turns they share (the prompt)")
 
 
 def prompt_from_answers(row: Mapping[str, Any]) -> bool:
@@ -636,6 +659,7 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
     if implicit or prompt_from_answers(row):
         prompt, chosen, rejected = extract_prompt(row["chosen"], row["rejected"])
         if not prompt:
+            _refuse_only_shared_turns(row, line)
             raise PreferenceError(line, "prompt", "missing, and `chosen` and `rejected` share no prompt (implicit-prompt form)"
                                                   + _typed_instead(row, "prompt"))
         if not chosen or not rejected:

@@ -27,6 +27,7 @@ sequence, a flag, a skin tone, or between a letter and its combining marks.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Iterable
 from functools import lru_cache
 
 import msgspec
@@ -291,3 +292,46 @@ def shown(value: object) -> str:
     if isinstance(value, str):
         return repr(shorten(value, MAX_SHOWN, "..."))
     return shorten(str(value), MAX_SHOWN + 1, "...")
+
+
+_NAME_SEPARATORS = regex.compile(r"[\s\-.]+")
+
+
+def _name_words(name: str) -> tuple[str, ...]:
+    return tuple(word for word in _NAME_SEPARATORS.sub("_", name.casefold()).split("_") if word)
+
+
+def closest_name(name: str, names: Iterable[str]) -> str | None:
+    """The one of `names` (a field's values, a row's columns) that the misspelt `name` most likely means, or None
+    when none is close: first one that is `name` in another case or with `-`, `.` or a space for `_`, or its words in
+    another order (`Chosen-Rating`, `chosen_score`: `chosen_rating`, `score_chosen`); then the only one whose words
+    begin with `name`'s or begin `name`'s (`user`: `user_id`); then the one fewest edits away (the `regex` module's
+    fuzzy matching: a letter added, dropped or changed; two swapped count two), at most a third of the shorter's
+    letters (`comparision`, `lenght`, `usr`; none for a name of two letters). A name far from every one gets none:
+    `edited` is no `predictive`, `chosen_score` no `chosen_model`, `title` no `tie`."""
+    if len(name) > 128:  # a name is short: a long text (a key of up to a MB) is no misspelling of one, and not read
+        return None
+    words = _name_words(name)
+    if not words:
+        return None
+    candidates = [(other, _name_words(other)) for other in dict.fromkeys(names)]
+    for other, its in candidates:
+        if its == words or sorted(its) == sorted(words):
+            return other
+    leading = [other for other, its in candidates if its[: len(words)] == words or words[: len(its)] == its]
+    if len(leading) == 1:
+        return leading[0]
+    spelt = "_".join(words)
+    # `name` fuzzily, one pattern an edit count (a row may hold thousands of keys: each is matched, none compiled)
+    most = min(len(spelt), max((len("_".join(its)) for _, its in candidates), default=0)) // 3  # the most edits any is allowed
+    within = [regex.compile(f"(?:{regex.escape(spelt)}){{e<={edits}}}") for edits in range(most + 1)]
+    best: tuple[int, str] | None = None
+    for other, its in candidates:
+        target = "_".join(its)
+        bound = min(len(spelt), len(target)) // 3  # none for a name of two letters: one edit is half of it
+        if best is not None:
+            bound = min(bound, best[0] - 1)
+        if bound < 1 or abs(len(spelt) - len(target)) > bound or not within[bound].fullmatch(target):
+            continue
+        best = (next(edits for edits in range(1, bound + 1) if within[edits].fullmatch(target)), other)
+    return best[1] if best else None

@@ -40,11 +40,10 @@ def _load_located(args):
         with reading("--path", args.path):
             records, pairs = load_ukp(args.path)
         return records, pairs, [f"pair {r.attributes.get('pair_id', '?')}" for r in records]
-    if args.source in ("jsonl", "parquet", "file"):
-        records, places = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None),
-                                               user_option="--user")
-        return records, len(records), places
-    raise ValueError(f"unknown --source {args.source!r}: expected ukp_convarg1, jsonl or parquet")
+    # jsonl, parquet or file (argparse's choices): a preference file, which the reader tells by its bytes
+    records, places = read_preference_rows("--path", args.path, skip_bad=args.skip_bad, default_user=getattr(args, "user", None),
+                                           user_option="--user")
+    return records, len(records), places
 
 
 def _same_answer(records: list) -> list[int]:
