@@ -759,7 +759,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
                   f"| val {val['enthusiastic']:.2f}/{val['concise']:.2f} | {said['test'][0][:60]!r}", flush=True)
 
         shutil.rmtree(checkpoint_folder(work, tag), ignore_errors=True)  # no file of an earlier training stays among this one's
-        log = train_maxmin(policy, tokenize_pairs(pairs, tokenizer, config.max_length), config, callback=measure, every=args.every)
+        log = train_maxmin(policy, tokenize_pairs(pairs, tokenizer, config.max_length, config.max_prompt_length), config, callback=measure, every=args.every)
         report(curve)
         for point in curve:
             print(f"  seed {seed} {tag} step {point['step']:3d} reports step {point['selected_step']} (validation: {', '.join(f'{g} {v:.2f}' for g, v in point['val'].items())}"

@@ -69,8 +69,8 @@ OBJECTIVES = ("maxmin", "single")
 @dataclass(frozen=True)
 class MaxMinConfig:
     """One MaxMin (or single-reward) DPO run of LoRA weights. Raises ValueError naming the field that
-    cannot be used: a count that is not a whole number in range, `beta`, `lr` or `lora_alpha` not a
-    finite number > 0, a negative weight."""
+    cannot be used: a count that is not a whole number in range, `max_prompt_length` not below `max_length`,
+    `beta`, `lr` or `lora_alpha` not a finite number > 0, a negative weight."""
 
     objective: str = "maxmin"  # which reward ranked the pairs: "maxmin" (min over K heads) or "single"
     beta: float = 0.1  # DPO temperature on the log-ratio to the reference (the frozen base)
@@ -83,18 +83,34 @@ class MaxMinConfig:
     lora_layers: int = 0  # 0: adapt every layer; N: only the last N (backward stops there, cheap on CPU)
     chosen_nll_weight: float = 0.0  # adds this times the chosen answer's per-token NLL (RPO): keeps text fluent
     dpo_weight: float = 1.0  # weight of the DPO term; 0 with chosen_nll_weight > 0 is best-of-n fine-tuning (RAFT) on the argmax alone
-    max_length: int = 160  # prompt + response tokens; longer responses are cut
+    max_length: int = 160  # tokens of a prompt and its answer together (>= 2)
+    max_prompt_length: int | None = None  # the prompt keeps its last so many tokens, < max_length; None: max_length // 2
     seed: int = 0
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         above_zero("MaxMinConfig", beta=self.beta, lr=self.lr, lora_alpha=self.lora_alpha)
-        whole("MaxMinConfig", 1, steps=self.steps, batch_size=self.batch_size, lora_r=self.lora_r, max_length=self.max_length)
+        whole("MaxMinConfig", 1, steps=self.steps, batch_size=self.batch_size, lora_r=self.lora_r)
+        prompt_budget("MaxMinConfig", self.max_length, self.max_prompt_length)
         whole("MaxMinConfig", 0, lora_layers=self.lora_layers, seed=self.seed)
         at_least("MaxMinConfig", 0, dpo_weight=self.dpo_weight, chosen_nll_weight=self.chosen_nll_weight)
         if self.dpo_weight + self.chosen_nll_weight == 0:
             raise ValueError(f"dpo_weight ({self.dpo_weight}) and chosen_nll_weight ({self.chosen_nll_weight}) must be >= 0, not both 0")
+
+
+def prompt_budget(owner: str, max_length: int, max_prompt_length: int | None) -> int:
+    """The tokens a comparison's prompt keeps (its last ones): `max_prompt_length`, or `max_length // 2` when None.
+    Raises ValueError naming `max_length` when it is not a whole number >= 2 (a prompt token and an answer token), and
+    `max_prompt_length` when it is not a whole number >= 1 below `max_length` (no room left for the answer)."""
+    whole(owner, 2, max_length=max_length)
+    if max_prompt_length is None:
+        return max_length // 2
+    whole(owner, 1, max_prompt_length=max_prompt_length)
+    if max_prompt_length >= max_length:
+        raise ValueError(f"{owner}: `max_prompt_length` ({max_prompt_length}) must be less than `max_length` ({max_length}): "
+                         "the answer keeps the tokens the prompt leaves")
+    return max_prompt_length
 
 
 TIE_BREAK = 1e-3  # weight of the share-weighted mean in `maxmin_scores`: it orders egalitarian ties only
@@ -221,11 +237,13 @@ def is_finished(response: str) -> bool:
     return response.rstrip().endswith((".", "!", "?", '"', ")", "*", ":"))
 
 
-def _encode(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
-    prompt = prompt_ids(tokenizer, prompt, first=max_length)  # the rest of a long prompt or response is cut below
-    response_ids = text_ids(tokenizer, response, first=max_length) + ([tokenizer.eos_token_id] if is_finished(response) else [])
-    ids = (prompt + response_ids)[:max_length]
-    return ids, min(len(prompt), len(ids))
+def _encode(tokenizer, prompt: str, response: str, max_length: int, max_prompt_length: int) -> tuple[list[int], int]:
+    """(ids, prompt tokens): the prompt's last `max_prompt_length` ids (the question nearest the answer), then the
+    answer's first ids within what is left of `max_length`; the rest of either is not tokenized."""
+    prompt = prompt_ids(tokenizer, prompt, last=max_prompt_length)
+    room = max_length - len(prompt)
+    response_ids = text_ids(tokenizer, response, first=room) + ([tokenizer.eos_token_id] if is_finished(response) else [])
+    return prompt + response_ids[:room], len(prompt)
 
 
 def _pad(rows: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -240,14 +258,18 @@ def _pad(rows: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, 
     return ids, attention, response
 
 
-def tokenize_pairs(records: Sequence[Preference], tokenizer, max_length: int = 160) -> PairTokens:
-    """The N comparisons as PairTokens: each prompt (chat-formatted) followed by its answer, cut to `max_length`
-    tokens, chosen and rejected each right-padded to their longest, (N, T). Raises ValueError for no comparisons."""
+def tokenize_pairs(records: Sequence[Preference], tokenizer, max_length: int = 160, max_prompt_length: int | None = None) -> PairTokens:
+    """The N comparisons as PairTokens: each prompt (chat-formatted) followed by its answer, at most `max_length`
+    tokens, chosen and rejected each right-padded to their longest, (N, T). As TRL's DPO cuts a row: a prompt keeps
+    its last `max_prompt_length` tokens (default `max_length // 2`), the turns nearest the answer, and each answer its
+    first `max_length` - (the prompt's tokens), so every non-empty answer has tokens to train on. Raises ValueError for
+    no comparisons, and naming `max_length` or `max_prompt_length` as `MaxMinConfig` does (`prompt_budget`)."""
+    max_prompt_length = prompt_budget("tokenize_pairs", max_length, max_prompt_length)
     if not records:
         raise ValueError("no comparisons to train on")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    chosen = _pad([_encode(tokenizer, r.prompt, r.chosen, max_length) for r in records], pad)
-    rejected = _pad([_encode(tokenizer, r.prompt, r.rejected, max_length) for r in records], pad)
+    chosen = _pad([_encode(tokenizer, r.prompt, r.chosen, max_length, max_prompt_length) for r in records], pad)
+    rejected = _pad([_encode(tokenizer, r.prompt, r.rejected, max_length, max_prompt_length) for r in records], pad)
     return PairTokens(*chosen, *rejected)
 
 
@@ -256,7 +278,7 @@ def sequence_logps(model, ids: torch.Tensor, attention: torch.Tensor, response: 
 
     Only the positions from the earliest response token on get logits (`logits_to_keep`): with a
     49k-token vocabulary the logits, not the transformer, dominate the cost of short answers. A row with no response
-    token (its prompt alone fills `max_length`) sums to 0."""
+    token (an empty answer) sums to 0."""
     starts = response.float().argmax(1)[response.any(1)]  # each row's first response token, of rows that have one
     first = int(starts.min()) if len(starts) else ids.shape[1]  # earliest response token in the batch
     keep = ids.shape[1] - first + 1  # logits at position t predict token t + 1

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     config = MaxMinConfig(objective=args.objective, beta=args.beta, lr=args.lr, steps=args.steps, batch_size=args.batch_size, lora_r=args.lora_r, lora_layers=args.lora_layers, chosen_nll_weight=args.chosen_nll, seed=args.seed)
     base, tokenizer = load_base(args.base)
     base_id = base_model_id(base)
-    tokens = tokenize_pairs(records, tokenizer, max_length=config.max_length)
+    tokens = tokenize_pairs(records, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length)
     policy = with_lora(base, config)
     bar = tqdm(total=config.steps, desc=f"{args.objective} DPO", file=sys.stderr, disable=args.quiet)
     log = train_maxmin(policy, tokens, config, step_callback=lambda step, loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))

@@ -48,13 +48,14 @@ def records() -> list[Preference]:
 
 
 def whole_maxmin_row(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], int]:
-    """What a row of `tokenize_pairs` is from the whole texts' ids."""
-    prompt_ids = maxmin_prompt_ids(tokenizer, prompt)
+    """What a row of `tokenize_pairs` is from the whole texts' ids: the prompt's last `max_length // 2`, then the
+    answer's first ones (maxmin57)."""
+    prompt_ids = maxmin_prompt_ids(tokenizer, prompt)[-(max_length // 2) :]
     ids = (prompt_ids + text_ids(tokenizer, response) + ([tokenizer.eos_token_id] if is_finished(response) else []))[:max_length]
-    return ids, min(len(prompt_ids), len(ids))
+    return ids, len(prompt_ids)
 
 
-def test_a_maxmin_run_on_rows_of_long_texts_reads_their_starts_and_trains_on_the_whole_texts_tokens(tokenizer, make_tiny_lm):
+def test_a_maxmin_run_on_rows_of_long_texts_reads_their_ends_and_starts_and_trains_on_the_whole_texts_tokens(tokenizer, make_tiny_lm):
     reading, rows = Reading(tokenizer), records()
     pairs = tokenize_pairs(rows, reading, max_length=64)
     assert reading.longest <= READ_AT_MOST, reading.longest  # before: 103,201 characters
