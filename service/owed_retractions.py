@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from pluralign.files import atomic_writer, set_aside
+from pluralign.files import atomic_writer, link_aside
 from pluralign.store import StoredPreference
 
 if TYPE_CHECKING:
@@ -60,9 +60,9 @@ class OwedRetractions:
         self.path = path
         self._lock = threading.Lock()
         self._aside_lock = threading.Lock()
-        keys, damaged = self._read()
+        keys, rewrite = self._read()
         self._keys: set[Key] = set(keys)
-        if damaged and self._keys:  # on disk under its own name again: a crash before they are taken back leaves them
+        if rewrite:  # the damaged file replaced by the keys it held whole (or removed): a crash before leaves it to read again
             self._write()
 
     def keys(self) -> set[Key]:
@@ -122,11 +122,12 @@ class OwedRetractions:
                       "after a crash before their retraction ran", self.path, exc)
 
     def _read(self) -> tuple[list[Key], bool]:
-        """The keys the file names (none for no file), and whether it was damaged. One that cannot be read (damaged, cut
-        short, of another form) is set aside first (`set_aside`: renamed beside it, logged with its new name), so that
-        the next write of the file does not replace what it holds, and the keys it still holds whole (`salvage`) are
-        owed again, written anew by `__init__`: the start takes them back as it takes back a readable file's
-        (`service.users.retractions.retract_owed`)."""
+        """The keys the file names (none for no file), and whether `__init__` is to write them in its place. One that
+        cannot be read (damaged, cut short, of another form) is kept aside first (`link_aside`: a second name beside it,
+        logged), so that what it holds stays, and the keys it still holds whole (`salvage`) are owed again, written in
+        its place by `__init__`: the start takes them back as it takes back a readable file's
+        (`service.users.retractions.retract_owed`). A crash between the two leaves the damaged file under both names:
+        the next start reads it again and keeps the name it was given."""
         data = b""
         try:
             data = self.path.read_bytes()
@@ -137,12 +138,12 @@ class OwedRetractions:
             problem = exc
         keys = salvage(data)
         try:
-            aside = set_aside(self.path, DAMAGED)
+            aside = link_aside(self.path, DAMAGED)
         except OSError as exc:
             log.error("%s cannot be read (%s) nor set aside (%s): of the rows it names, taken back through another replica, "
                       "the %d it names whole are taken back now; the file is replaced by them", self.path,
                       problem, exc, len(keys))
-            return keys, True
+            return keys, bool(keys)
         log.error("%s cannot be read (%s): set aside as %s; the %d rows it still names whole (tenant, user_id, pref_id) are "
                   "taken back now, as owed; any other row it named, taken back through another replica, stays stored until "
                   "taken back again (DELETE /v1/users/{user_id}/preferences/{pref_id} with the tenant's key). A user's "

@@ -1,0 +1,59 @@
+"""review reviewleft57: a damaged `retractions-owed.json` was renamed aside at the start, and the keys it still held
+whole written back under its name only after: a replica killed between the two (or whose write failed) started next
+with no owed file, so those rows, stored here and taken back through another replica, stayed stored for good, though
+the first start had logged them as taken back. Now the damaged file gets its second name as a hard link first and is
+replaced after, so a kill in between leaves it to be read again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import msgspec
+
+from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions
+from tests.service.test_reviewleft57_owed import DAMAGED
+
+WHOLE = {("acme", "ann", "p-1"), ("acme", "bob", "p-2"), ("globex", "ann", "p-3")}
+
+# the start's read of the owed file, killed (SIGKILL) as it comes to write the owed keys in the damaged file's place
+KILLED_BEFORE_THE_WRITE = """
+import os, signal, sys
+from pathlib import Path
+import service.owed_retractions as owed
+
+def killed(path):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+owed.atomic_writer = killed
+owed.OwedRetractions(Path(sys.argv[1]))
+"""
+
+
+def test_a_start_killed_before_it_wrote_the_keys_read_from_a_damaged_owed_file_leaves_them_owed(tmp_path):
+    path = tmp_path / OWED_RETRACTIONS_FILE
+    path.write_bytes(DAMAGED)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = subprocess.run([sys.executable, "-c", KILLED_BEFORE_THE_WRITE, str(path)], env=env, capture_output=True,
+                           timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+    [aside] = tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")  # its second name, given before the kill
+    assert aside.read_bytes() == DAMAGED
+    # the next start: the keys still owed, and the file kept aside once, not twice
+    assert OwedRetractions(path).keys() == WHOLE
+    assert list(tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")) == [aside]
+    assert aside.read_bytes() == DAMAGED
+    assert {tuple(k) for k in msgspec.json.decode(path.read_bytes())} == WHOLE
+
+
+def test_a_damaged_owed_file_holding_no_key_whole_is_kept_aside_and_leaves_its_name(tmp_path):
+    path = tmp_path / OWED_RETRACTIONS_FILE
+    path.write_bytes(b'[["acme","ann","p-')
+    assert OwedRetractions(path).keys() == set()
+    assert not path.exists()
+    [aside] = tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
+    assert aside.read_bytes() == b'[["acme","ann","p-'
+    assert OwedRetractions(path).keys() == set()  # a second start: nothing more set aside
+    assert list(tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")) == [aside]
