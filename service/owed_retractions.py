@@ -50,6 +50,11 @@ _COMMA = re.compile(rb"\s*,")
 _NOTHING = re.compile(rb"[\s\[\],]*")  # what is left of a list without its keys
 
 
+class SetAsideNotRewritten(OSError):
+    """A damaged owed file set aside (`OwedRetractions.forget_set_aside`) that could not be read or rewritten without
+    the keys of users deleted: it may still name them. Keeps the errno of the OSError met and names the file."""
+
+
 class OwedRetractions:
     """OWED_RETRACTIONS_FILE at `path`, read when constructed: `keys` it names, `owe` adds, `paid` removes. A file that
     cannot be written or read is logged, never raised (the move goes on: the row is then taken back by the move's hook
@@ -151,8 +156,8 @@ class OwedRetractions:
         return keys, True
 
     def set_aside_files(self) -> list[Path]:
-        """The files a damaged owed file was set aside as (`_read`), beside it."""
-        return sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}.{DAMAGED}-*"))
+        """The files a damaged owed file was set aside as (`_read`), beside it (a folder of such a name is none)."""
+        return sorted(p for p in self.path.parent.glob(f"{glob.escape(self.path.name)}.{DAMAGED}-*") if not p.is_dir())
 
     def forget_set_aside(self, user: Callable[[str, str], bool], tenant: Callable[[str], bool] = lambda _: False) -> int:
         """Rewrite each file set aside (`set_aside_files`) without the keys of the users `user(tenant, user_id)` names
@@ -160,27 +165,39 @@ class OwedRetractions:
         with a comma beside it; a file left naming no key is removed. A user's DELETE and a tenant's removal do this,
         here and through another replica (`forget_owed`), so no id of theirs stays in the data folder. A key whose
         tenant or user id the damage cut (`["acme","an`) cannot be told to be theirs and stays. Returns how many files
-        were rewritten or removed; one that cannot be is logged, naming it, for the operator to remove."""
-        changed = 0
+        were rewritten or removed. Raises SetAsideNotRewritten (the first, once every file was tried; each logged,
+        naming the file) when one could not be read or rewritten: it may still hold their ids, so the DELETE is not
+        done."""
+        changed, failed = 0, []
         with self._aside_lock:  # two DELETEs at once: neither writes back what the other removed
             for path in self.set_aside_files():
                 try:
-                    data = path.read_bytes()
-                    kept = _without(data, user, tenant)
-                    if kept == data:
-                        continue
-                    if _NOTHING.fullmatch(kept):
-                        path.unlink()
-                    else:
-                        with atomic_writer(path) as f:
-                            f.write(kept)
-                    changed += 1
+                    changed += _rewrite_without(path, user, tenant)
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
                     log.error("%s (a damaged %s set aside) could not be rewritten without the keys of users deleted (%s): "
-                              "remove it", path, OWED_RETRACTIONS_FILE, exc)
+                              "their DELETE is tried again until it is mended or removed", path, OWED_RETRACTIONS_FILE, exc)
+                    failed.append((path, exc))
+        if failed:
+            path, exc = failed[0]
+            raise SetAsideNotRewritten(exc.errno, exc.strerror or str(exc), str(path)) from exc
         return changed
+
+
+def _rewrite_without(path: Path, user: Callable[[str, str], bool], tenant: Callable[[str], bool]) -> int:
+    """The file set aside at `path` rewritten without those keys (`_without`), or removed once it names none; 1 when it
+    changed, else 0."""
+    data = path.read_bytes()
+    kept = _without(data, user, tenant)
+    if kept == data:
+        return 0
+    if _NOTHING.fullmatch(kept):
+        path.unlink()
+    else:
+        with atomic_writer(path) as f:
+            f.write(kept)
+    return 1
 
 
 def salvage(data: bytes) -> list[Key]:
@@ -228,16 +245,16 @@ def forget_owed(rt: Runtime, user: Callable[[str, str], bool], tenant: Callable[
     or through another replica: `service.deletions.apply_deletions`): their keys leave the files a damaged owed file was
     set aside as (`OwedRetractions.forget_set_aside`), and the owed file once their rows are stored no more (a row
     stored since, theirs again, stays owed: its retraction still runs), so no id of theirs stays in the data folder.
-    A look the store does not answer is logged: those keys leave the owed file at their retraction's next try."""
+    A look the store does not answer is logged: those keys leave the owed file at their retraction's next try.
+    Raises SetAsideNotRewritten when a file set aside could not be (`forget_set_aside`), after the owed file's part: the
+    caller leaves the DELETE (the removal, the other replica's record) unfinished, tried again."""
     owed = rt.owed_retractions
-    owed.forget_set_aside(user, tenant)
     theirs = [key for key in owed.keys() if tenant(key[0]) or user(key[0], key[1])]
-    if not theirs:
-        return
     try:
         gone = [key for key in theirs if rt.store.stored_row(*key) is None]
     except Exception as exc:  # noqa: BLE001 (StoreUnavailable, Lance's own: their retraction's next try looks again)
         log.warning("could not look whether %d rows owed a retraction, of users deleted, are still stored (%s): they "
                     "leave %s at their next try", len(theirs), exc, OWED_RETRACTIONS_FILE)
-        return
-    owed.paid_all(gone)
+    else:
+        owed.paid_all(gone)
+    owed.forget_set_aside(user, tenant)

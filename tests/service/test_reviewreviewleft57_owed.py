@@ -14,7 +14,7 @@ import sys
 import msgspec
 
 from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions
-from tests.service.test_reviewleft57_owed import DAMAGED
+from tests.service.test_reviewleft57_owed import DAMAGED, wait_for
 
 WHOLE = {("acme", "ann", "p-1"), ("acme", "bob", "p-2"), ("globex", "ann", "p-3")}
 
@@ -57,3 +57,30 @@ def test_a_damaged_owed_file_holding_no_key_whole_is_kept_aside_and_leaves_its_n
     assert aside.read_bytes() == b'[["acme","ann","p-'
     assert OwedRetractions(path).keys() == set()  # a second start: nothing more set aside
     assert list(tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")) == [aside]
+
+
+def test_a_users_delete_meeting_a_damaged_owed_file_set_aside_it_cannot_rewrite_is_not_done_until_it_can(serve, tmp_path):
+    """A file set aside that could not be rewritten (here a symbolic link: the operator moved it to another disk) was
+    logged, and the DELETE answered as done, its journal entry gone, the user's ids left in it for good. Now the DELETE
+    is not done: answered as failed, its entry kept, and the journal's pass finishes it once the file can be rewritten."""
+    from service.users import services
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / OWED_RETRACTIONS_FILE).write_bytes(DAMAGED)
+    data, server, svc = serve()
+    with server, svc.client("acme") as acme:
+        [aside] = data.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
+        moved = tmp_path / "elsewhere.json"
+        moved.write_bytes(aside.read_bytes())
+        aside.unlink()
+        aside.symlink_to(moved)
+        r = acme.delete("/v1/users/ann")
+        assert r.status_code == 500, r.text
+        assert r.json()["error"]["code"] == "owed_retractions_not_rewritten", r.text
+        assert b'"ann"' in moved.read_bytes()
+        assert svc.runtime.delete_journal.unfinished("acme", "ann") is not None  # not done: tried again
+        aside.unlink()
+        aside.write_bytes(moved.read_bytes())  # mended: a file again
+        assert services.UnfinishedDeletes(svc.runtime, 3600).run_once() == 1  # on the DELETEs' threads
+        wait_for(lambda: svc.runtime.delete_journal.unfinished("acme", "ann") is None, "the DELETE was never finished")
+        assert aside.read_bytes() == b'[["acme","bob","p-2"],["globex","ann","p-3"],["acme","cy","p-'
