@@ -46,6 +46,7 @@ DAMAGED = "damaged"  # a file that cannot be read is set aside as `<OWED_RETRACT
 _STRING = rb'"(?:[^"\\]|\\.)*"'  # a JSON string, as the file writes one (a `"` in it escaped)
 _KEY = re.compile(rb"\[\s*(%s)\s*,\s*(%s)\s*,\s*(%s)\s*\]" % (_STRING, _STRING, _STRING))  # ["t","u","p"]
 _HEAD = re.compile(rb"\[\s*(%s)(?:\s*,\s*(%s))?" % (_STRING, _STRING))  # ["t" or ["t","u": a key, whole or cut short
+_REST = re.compile(rb"(?:\s*,\s*%s)*\s*\]" % _STRING)  # the rest of a key after its head, to its `]` (one in a string skipped)
 _COMMA = re.compile(rb"\s*,")
 _NOTHING = re.compile(rb"[\s\[\],]*")  # what is left of a list without its keys
 
@@ -228,7 +229,10 @@ def _without(data: bytes, user: Callable[[str, str], bool], tenant: Callable[[st
             out.append(data[pos:head.end()])
             pos = head.end()
             continue
-        close = data.find(b"]", head.end())
+        if (rest := _REST.match(data, head.end())) is not None:
+            close = rest.end() - 1
+        else:  # cut short, or changed by the damage: to the next `]`
+            close = data.find(b"]", head.end())
         start, end = head.start(), len(data) if close < 0 else close + 1
         if (comma := _COMMA.match(data, end)) is not None:
             end = comma.end()

@@ -84,3 +84,16 @@ def test_a_users_delete_meeting_a_damaged_owed_file_set_aside_it_cannot_rewrite_
         assert services.UnfinishedDeletes(svc.runtime, 3600).run_once() == 1  # on the DELETEs' threads
         wait_for(lambda: svc.runtime.delete_journal.unfinished("acme", "ann") is None, "the DELETE was never finished")
         assert aside.read_bytes() == b'[["acme","bob","p-2"],["globex","ann","p-3"],["acme","cy","p-'
+
+
+def test_a_key_whose_pref_id_holds_a_bracket_leaves_a_file_set_aside_whole(tmp_path):
+    """A pref_id may hold `]` (printable ASCII): the key was cut at that `]`, its tail left in the file (`b"]`), so a file
+    naming nobody else was never removed."""
+    path = tmp_path / OWED_RETRACTIONS_FILE
+    path.write_bytes(b'[["acme","ann","a]b"],["acme","bob","c]\\"d"],["acme","ann","e]f"],["acme","cy","p-')
+    owed = OwedRetractions(path)
+    [aside] = owed.set_aside_files()
+    assert owed.forget_set_aside(lambda t, u: u == "ann") == 1
+    assert aside.read_bytes() == b'[["acme","bob","c]\\"d"],["acme","cy","p-'
+    assert owed.forget_set_aside(lambda t, u: u in ("bob", "cy")) == 1
+    assert not aside.exists()  # naming nobody any more
