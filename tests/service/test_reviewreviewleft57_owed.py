@@ -97,3 +97,30 @@ def test_a_key_whose_pref_id_holds_a_bracket_leaves_a_file_set_aside_whole(tmp_p
     assert aside.read_bytes() == b'[["acme","bob","c]\\"d"],["acme","cy","p-'
     assert owed.forget_set_aside(lambda t, u: u in ("bob", "cy")) == 1
     assert not aside.exists()  # naming nobody any more
+
+
+def test_a_tenants_removal_meeting_a_damaged_owed_file_set_aside_it_cannot_rewrite_is_not_done_until_it_can(serve, tmp_path):
+    """As a user's DELETE: the removal was noted done, its keys left in the file set aside. Now it is not done (the
+    record says why) until the file can be rewritten, and the next pass finishes it."""
+    from service.admin.controllers import ADMIN_HANDLERS
+    from tests.service.test_tenant48_removal import wait_removed
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / OWED_RETRACTIONS_FILE).write_bytes(DAMAGED)
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600.0)
+    with server, svc.client("admin") as admin:
+        [aside] = data.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
+        moved = tmp_path / "elsewhere.json"
+        moved.write_bytes(aside.read_bytes())
+        aside.unlink()
+        aside.symlink_to(moved)
+        assert admin.post("/admin/tenants/globex/removal").status_code == 202
+        wait_for(lambda: "owed retractions" in (admin.get("/admin/tenants/globex/removal").json().get("error") or ""),
+                 "the removal never said why it was not done")
+        assert admin.get("/admin/tenants/globex/removal").json()["state"] != "done"
+        assert b'"globex"' in moved.read_bytes()
+        aside.unlink()
+        aside.write_bytes(moved.read_bytes())  # mended: a file again
+        server.server.config.app.state.tenant_removals.run_once()  # the next pass (its interval is the test's: 3600 s)
+        wait_removed(admin, "globex")
+        assert aside.read_bytes() == b'[["acme","ann","p-1"],["acme","bob","p-2"],["acme","cy","p-'
