@@ -69,7 +69,8 @@ def folder_id(data_path: Path) -> str:
 def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     """Remove the users `records` name from this replica's files and caches (the module docstring).
     Returns the files removed or rewritten. Raises ForgetIncomplete (service.runtime) when a
-    population file could not be rewritten, after every other file was."""
+    population file could not be rewritten, and OSError when a damaged owed retractions' file set aside could not be
+    (`service.owed_retractions.forget_owed`), each after every other file was."""
     forget = _forget_of(rt, records)
     files = sum(hook(forget) for hook in list(rt.delete_hooks))
     sweep = rt.deletion_sweep
@@ -117,13 +118,21 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     if owed := [key for key in owed_refits(rt) if forget.user(*key)]:
         held = rt.store.users_with_preferences(owed)
         forget_refits(rt, [key for key in owed if key not in held])
-    # and the owed retractions' files (`service.owed_retractions`: the one a damaged file was set aside as too)
-    forget_owed(rt, forget.user, lambda tenant: tenant in forget.tenants)
+    # and the owed retractions' files (`service.owed_retractions`: the one a damaged file was set aside as too); one set
+    # aside that could not be rewritten leaves the records unapplied (raised once every other file was), tried again
+    try:
+        forget_owed(rt, forget.user, lambda tenant: tenant in forget.tenants)
+        unwritten = None
+    except OSError as exc:
+        unwritten = exc
     rt.store.histories.invalidate_where(lambda key: forget.user(*key))
     rt.chat_keys.forget_where(forget.user)  # the answers kept for their chats' Idempotency-Keys
     for tenant in sorted({r.tenant for r in records}):
         rt.forget_pooled(tenant)
-    return files + rt.forget_population_users(forget)
+    files += rt.forget_population_users(forget)
+    if unwritten is not None:
+        raise unwritten
+    return files
 
 
 def tenant_removed_since(rt: Runtime, tenant: str, arrived: float) -> float | None:
@@ -303,7 +312,7 @@ class DeletionSweep(Periodic):
 
     def run_once(self) -> int:
         """Apply the records not applied yet; returns how many. A record whose files could not all be
-        rewritten (ForgetIncomplete) stays unapplied and is tried again next time."""
+        rewritten (ForgetIncomplete; OSError for an owed retractions' file set aside) stays unapplied and is tried again next time."""
         self.check_clocks()
         self.drop_retracted()
         # the vectors of calibration pools another replica replaced or removed since they were read here: none kept past

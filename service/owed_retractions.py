@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from pluralign.files import atomic_writer, set_aside
+from pluralign.files import atomic_writer, link_aside
 from pluralign.store import StoredPreference
 
 if TYPE_CHECKING:
@@ -46,8 +46,14 @@ DAMAGED = "damaged"  # a file that cannot be read is set aside as `<OWED_RETRACT
 _STRING = rb'"(?:[^"\\]|\\.)*"'  # a JSON string, as the file writes one (a `"` in it escaped)
 _KEY = re.compile(rb"\[\s*(%s)\s*,\s*(%s)\s*,\s*(%s)\s*\]" % (_STRING, _STRING, _STRING))  # ["t","u","p"]
 _HEAD = re.compile(rb"\[\s*(%s)(?:\s*,\s*(%s))?" % (_STRING, _STRING))  # ["t" or ["t","u": a key, whole or cut short
+_REST = re.compile(rb"(?:\s*,\s*%s)*\s*\]" % _STRING)  # the rest of a key after its head, to its `]` (one in a string skipped)
 _COMMA = re.compile(rb"\s*,")
 _NOTHING = re.compile(rb"[\s\[\],]*")  # what is left of a list without its keys
+
+
+class SetAsideNotRewritten(OSError):
+    """A damaged owed file set aside (`OwedRetractions.forget_set_aside`) that could not be read or rewritten without
+    the keys of users deleted: it may still name them. Keeps the errno of the OSError met and names the file."""
 
 
 class OwedRetractions:
@@ -60,9 +66,9 @@ class OwedRetractions:
         self.path = path
         self._lock = threading.Lock()
         self._aside_lock = threading.Lock()
-        keys, damaged = self._read()
+        keys, rewrite = self._read()
         self._keys: set[Key] = set(keys)
-        if damaged and self._keys:  # on disk under its own name again: a crash before they are taken back leaves them
+        if rewrite:  # the damaged file replaced by the keys it held whole (or removed): a crash before leaves it to read again
             self._write()
 
     def keys(self) -> set[Key]:
@@ -122,11 +128,12 @@ class OwedRetractions:
                       "after a crash before their retraction ran", self.path, exc)
 
     def _read(self) -> tuple[list[Key], bool]:
-        """The keys the file names (none for no file), and whether it was damaged. One that cannot be read (damaged, cut
-        short, of another form) is set aside first (`set_aside`: renamed beside it, logged with its new name), so that
-        the next write of the file does not replace what it holds, and the keys it still holds whole (`salvage`) are
-        owed again, written anew by `__init__`: the start takes them back as it takes back a readable file's
-        (`service.users.retractions.retract_owed`)."""
+        """The keys the file names (none for no file), and whether `__init__` is to write them in its place. One that
+        cannot be read (damaged, cut short, of another form) is kept aside first (`link_aside`: a second name beside it,
+        logged), so that what it holds stays, and the keys it still holds whole (`salvage`) are owed again, written in
+        its place by `__init__`: the start takes them back as it takes back a readable file's
+        (`service.users.retractions.retract_owed`). A crash between the two leaves the damaged file under both names:
+        the next start reads it again and keeps the name it was given."""
         data = b""
         try:
             data = self.path.read_bytes()
@@ -137,12 +144,12 @@ class OwedRetractions:
             problem = exc
         keys = salvage(data)
         try:
-            aside = set_aside(self.path, DAMAGED)
+            aside = link_aside(self.path, DAMAGED)
         except OSError as exc:
             log.error("%s cannot be read (%s) nor set aside (%s): of the rows it names, taken back through another replica, "
                       "the %d it names whole are taken back now; the file is replaced by them", self.path,
                       problem, exc, len(keys))
-            return keys, True
+            return keys, bool(keys)
         log.error("%s cannot be read (%s): set aside as %s; the %d rows it still names whole (tenant, user_id, pref_id) are "
                   "taken back now, as owed; any other row it named, taken back through another replica, stays stored until "
                   "taken back again (DELETE /v1/users/{user_id}/preferences/{pref_id} with the tenant's key). A user's "
@@ -150,8 +157,8 @@ class OwedRetractions:
         return keys, True
 
     def set_aside_files(self) -> list[Path]:
-        """The files a damaged owed file was set aside as (`_read`), beside it."""
-        return sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}.{DAMAGED}-*"))
+        """The files a damaged owed file was set aside as (`_read`), beside it (a folder of such a name is none)."""
+        return sorted(p for p in self.path.parent.glob(f"{glob.escape(self.path.name)}.{DAMAGED}-*") if not p.is_dir())
 
     def forget_set_aside(self, user: Callable[[str, str], bool], tenant: Callable[[str], bool] = lambda _: False) -> int:
         """Rewrite each file set aside (`set_aside_files`) without the keys of the users `user(tenant, user_id)` names
@@ -159,27 +166,39 @@ class OwedRetractions:
         with a comma beside it; a file left naming no key is removed. A user's DELETE and a tenant's removal do this,
         here and through another replica (`forget_owed`), so no id of theirs stays in the data folder. A key whose
         tenant or user id the damage cut (`["acme","an`) cannot be told to be theirs and stays. Returns how many files
-        were rewritten or removed; one that cannot be is logged, naming it, for the operator to remove."""
-        changed = 0
+        were rewritten or removed. Raises SetAsideNotRewritten (the first, once every file was tried; each logged,
+        naming the file) when one could not be read or rewritten: it may still hold their ids, so the DELETE is not
+        done."""
+        changed, failed = 0, []
         with self._aside_lock:  # two DELETEs at once: neither writes back what the other removed
             for path in self.set_aside_files():
                 try:
-                    data = path.read_bytes()
-                    kept = _without(data, user, tenant)
-                    if kept == data:
-                        continue
-                    if _NOTHING.fullmatch(kept):
-                        path.unlink()
-                    else:
-                        with atomic_writer(path) as f:
-                            f.write(kept)
-                    changed += 1
+                    changed += _rewrite_without(path, user, tenant)
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
                     log.error("%s (a damaged %s set aside) could not be rewritten without the keys of users deleted (%s): "
-                              "remove it", path, OWED_RETRACTIONS_FILE, exc)
+                              "their DELETE is tried again until it is mended or removed", path, OWED_RETRACTIONS_FILE, exc)
+                    failed.append((path, exc))
+        if failed:
+            path, exc = failed[0]
+            raise SetAsideNotRewritten(exc.errno, exc.strerror or str(exc), str(path)) from exc
         return changed
+
+
+def _rewrite_without(path: Path, user: Callable[[str, str], bool], tenant: Callable[[str], bool]) -> int:
+    """The file set aside at `path` rewritten without those keys (`_without`), or removed once it names none; 1 when it
+    changed, else 0."""
+    data = path.read_bytes()
+    kept = _without(data, user, tenant)
+    if kept == data:
+        return 0
+    if _NOTHING.fullmatch(kept):
+        path.unlink()
+    else:
+        with atomic_writer(path) as f:
+            f.write(kept)
+    return 1
 
 
 def salvage(data: bytes) -> list[Key]:
@@ -210,7 +229,10 @@ def _without(data: bytes, user: Callable[[str, str], bool], tenant: Callable[[st
             out.append(data[pos:head.end()])
             pos = head.end()
             continue
-        close = data.find(b"]", head.end())
+        if (rest := _REST.match(data, head.end())) is not None:
+            close = rest.end() - 1
+        else:  # cut short, or changed by the damage: to the next `]`
+            close = data.find(b"]", head.end())
         start, end = head.start(), len(data) if close < 0 else close + 1
         if (comma := _COMMA.match(data, end)) is not None:
             end = comma.end()
@@ -227,16 +249,16 @@ def forget_owed(rt: Runtime, user: Callable[[str, str], bool], tenant: Callable[
     or through another replica: `service.deletions.apply_deletions`): their keys leave the files a damaged owed file was
     set aside as (`OwedRetractions.forget_set_aside`), and the owed file once their rows are stored no more (a row
     stored since, theirs again, stays owed: its retraction still runs), so no id of theirs stays in the data folder.
-    A look the store does not answer is logged: those keys leave the owed file at their retraction's next try."""
+    A look the store does not answer is logged: those keys leave the owed file at their retraction's next try.
+    Raises SetAsideNotRewritten when a file set aside could not be (`forget_set_aside`), after the owed file's part: the
+    caller leaves the DELETE (the removal, the other replica's record) unfinished, tried again."""
     owed = rt.owed_retractions
-    owed.forget_set_aside(user, tenant)
     theirs = [key for key in owed.keys() if tenant(key[0]) or user(key[0], key[1])]
-    if not theirs:
-        return
     try:
         gone = [key for key in theirs if rt.store.stored_row(*key) is None]
     except Exception as exc:  # noqa: BLE001 (StoreUnavailable, Lance's own: their retraction's next try looks again)
         log.warning("could not look whether %d rows owed a retraction, of users deleted, are still stored (%s): they "
                     "leave %s at their next try", len(theirs), exc, OWED_RETRACTIONS_FILE)
-        return
-    owed.paid_all(gone)
+    else:
+        owed.paid_all(gone)
+    owed.forget_set_aside(user, tenant)

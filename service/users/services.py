@@ -1287,7 +1287,8 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
     population_files (files rewritten without them); all 0 for an `unfinished` entry finished meanwhile.
     `began`: a new DELETE appends when it began (unix seconds; its journal entry's `started_at`) to it.
     Raises TimeoutError when, with replicas, the store's maintenance lease is not free within its wait;
-    OSError when the journal entry cannot be written (then nothing was deleted)."""
+    OSError when the journal entry cannot be written (then nothing was deleted), or when a damaged owed retractions'
+    file set aside cannot be rewritten without the user (`forget_owed`: every other step ran, the entry stays)."""
     journal = rt.delete_journal
     if unfinished is not None and unfinished.recorded_at is not None:
         seen_by_every_replica(rt, unfinished.recorded_at)  # before the turn: its wait holds no other DELETE's

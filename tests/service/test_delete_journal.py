@@ -322,6 +322,8 @@ def test_a_replica_stopped_while_its_withdrawn_row_waits_for_the_lease_leaves_it
             assert services.refit(b.runtime, "acme", GONE).record is None  # withdrawn; its purge waits for the lease
             threading.Timer(0.5, free.set).start()  # the other turn ends while b stops
         # b has stopped: nothing of it runs on, and no file holds the withdrawn row
-        assert not any(t.name == "withdrawn-purge" and t.is_alive() for t in threading.enumerate())
+        # b's own purges (not every thread of that name: one of an earlier test's service that outlived its stop under
+        # load, which conftest warns goes on under the next tests, failed this now and then)
+        assert b.runtime.store._purging and not any(t.is_alive() for t in b.runtime.store._purging)
         assert files_holding(tmp_path / "shared-lancedb", GONE) == []
     holder.join()
