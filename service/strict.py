@@ -233,12 +233,9 @@ def _tagged_as(body: bytes, segments: list[str | int], structs: list[type]) -> l
 def one_of(choices: tuple[str, ...], got: str) -> str:
     """`must be one of `a`, `b`; got 'c'`: a value outside a field's choices (`got`, its repr), said with them, and the
     closest of them to a misspelt one (`got 'populaton' (did you mean `population`?)`), as an unknown field is."""
-    hint = did_you_mean(_literal(got) if len(got) <= 130 else None, choices)
-    if len(got) > 66:  # msgspec's repr of the value: a string is cut between graphemes, then written again
-        try:
-            value = ast.literal_eval(got)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            value = None
+    value = _literal(got)  # msgspec's repr of the value, read back once
+    hint = did_you_mean(value if len(got) <= 130 else None, choices)
+    if len(got) > 66:  # a string is cut between graphemes, then written again
         got = repr(shorten(value, 66, "...")) if isinstance(value, str) else shorten(got, 67, "...")
     return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}{hint}"
 
