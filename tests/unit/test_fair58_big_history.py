@@ -5,6 +5,7 @@ its loads pushed out the other tenants' histories again, as many as it needed). 
 from __future__ import annotations
 
 from pluralign.store.history import HISTORY_ENTRY_BYTES, HistoryCache
+from tests.unit.test_cache57_fair_lru import Tenant, Work
 from tests.unit.test_reviewtenant56_history_books import history
 
 OTHERS = [(f"t{t}", f"u{u}") for t in range(5) for u in range(4)]
@@ -113,3 +114,33 @@ def test_a_big_history_is_kept_where_it_takes_no_smaller_tenants_room_and_takes_
     assert cycle(cache, big) == 0
     clock.now += 1
     assert cycle(cache, big) > 0 and cycle(cache, big) == 0
+
+
+def test_a_big_users_load_taken_or_not_kept_works_as_much_however_many_tenants_are_cached():
+    """A load of a big user that takes smaller tenants' room, and one that may not (served, what went for it put back),
+    cost the same work with 3,000 tenants cached as with 100 (counted, not timed: `Work`; a pass over the tenants would
+    be 30 times the work)."""
+    small, big = history(1), history(3000)
+
+    def big_loads(tenants: int):
+        cache = HistoryCache(1 << 40, clock=Clock())
+        for t in range(tenants):
+            cache.get((Tenant(f"t{t}"), "u"), lambda: small)
+        for u in range(3):
+            cache.get((Tenant("acme"), f"s{u}"), lambda: small)
+        cache.budget_bytes = cache.nbytes + big.nbytes // 2
+
+        def run() -> None:
+            cache.get((Tenant("acme"), "big"), lambda: big)  # taken
+            assert cache.peek((Tenant("acme"), "big")) is big
+            for u in range(3):
+                cache.get((Tenant("acme"), f"s{u}"), lambda: small)
+            for i in range(20):  # other tenants' new users push it out and fill the room again
+                cache.get((Tenant(f"t{i}"), "new"), lambda: small)
+            cache.get((Tenant("acme"), "big"), lambda: big)  # may not take: put back
+            assert cache.peek((Tenant("acme"), "big")) is None
+
+        return run
+
+    few, many = (Work.of(big_loads(n)) for n in (100, 3000))
+    assert many < 2 * few, f"with 3,000 tenants cached a big user's loads cost {many / few:.1f}x the work of 100"
