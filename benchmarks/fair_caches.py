@@ -5,6 +5,11 @@ one eviction policy, `pluralign.cache.FairLRU`, for all three). Each cache is fu
   user of a tenant loaded, kept, one history evicted); in-memory histories of 10 rows, 8-d, no store; and the
   milliseconds of one miss right after a read of every tenant's (the worst of three, the garbage collector off: a
   policy that ranks again, at an eviction, the tenants read since the last one, ranks them all there);
+- a big user (`--big-cycles`, session fair58): 20 other tenants hold four 10-row histories each and acme four, the
+  bound leaves room for half of acme's big user (6,000 rows); each cycle acme reads its big user, then its four small
+  ones (which push the big one out: acme holds the most), then every other tenant reads its four users again: how many
+  of the others' 80 histories the first cycle and each later one had pushed out (each read again from the store), and
+  the milliseconds of acme's load of its big user (the median over the cycles, the load itself not counted);
 - vectors (`pluralign.embed.cache.ScopedVectors`): an `encode` of 10 texts under a tenant, all cached (hits) or all
   fresh (misses: ten vectors kept, ten evicted); a stand-in encoder returning ones;
 - adapters (`pluralign.policy.adapters.AdapterPool`): `adapter_for` of a loaded user (a hit) and of a user not loaded
@@ -74,6 +79,36 @@ def histories(tenants: int) -> dict[str, float]:
         finally:
             gc.enable()
     return found
+
+
+def big_user(cycles: int) -> dict[str, float]:
+    from pluralign.store.history import History, HistoryCache
+
+    def history(rows: int) -> History:
+        vectors = np.zeros((rows, 8), np.float32)
+        meta = pa.Table.from_arrays([pa.array([False] * rows), pa.array(["no"] * rows)], names=["tie", "rejected"])
+        return History(meta, vectors, vectors, vectors, np.zeros(rows, bool))
+
+    small, big = history(10), history(6000)
+    others = [(f"t{t}", f"u{u}") for t in range(20) for u in range(4)]
+    acme = [("acme", f"s{u}") for u in range(4)]
+    cache = HistoryCache(1 << 40)
+    for key in others + acme:
+        cache.get(key, lambda: small)
+    cache.budget_bytes = cache.nbytes + big.nbytes // 2
+    pushed, loads = [], []
+    for _ in range(cycles):
+        started = time.perf_counter()
+        cache.get(("acme", "big"), lambda: big)
+        loads.append((time.perf_counter() - started) * 1e3)
+        for key in acme:
+            cache.get(key, lambda: small)
+        pushed.append(sum(cache.peek(key) is None for key in others))
+        for key in others:
+            cache.get(key, lambda: small)
+    later = pushed[1:]
+    return {"first": pushed[0], "later per cycle": sum(later) / len(later), "later max": max(later),
+            "in all": sum(pushed), "big load ms": sorted(loads)[len(loads) // 2]}
 
 
 class Ones:
@@ -166,7 +201,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tenants", type=int, nargs="+", default=[100, 3000])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--big-cycles", type=int, default=0, help="run only the big user's cycles, this many")
     args = parser.parse_args(argv)
+    if args.big_cycles:
+        found = big_user(args.big_cycles)
+        print(json.dumps(found) if args.json else ", ".join(f"{k}: {v:g}" for k, v in found.items()))
+        return
     found = {f"{name} {tenants}": run(tenants) for name, run in (("histories", histories), ("vectors", vectors),
                                                                   ("adapters", adapters)) for tenants in args.tenants}
     if args.json:

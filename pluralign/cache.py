@@ -6,6 +6,14 @@ LRU over every tenant's entries would push out every tenant's), and a tenant alo
 three shared caches use it: the embedded texts' vectors (`pluralign.embed.cache.ScopedVectors`), the users' histories
 (`pluralign.store.history.HistoryCache`) and the loaded LoRA adapters (`pluralign.policy.adapters.AdapterPool`).
 
+Pinned entries (one just put that must stay, the adapters chats are generating with) can make a tenant hold more than
+any other with nothing of its own left to give: the entries evicted then are room taken from smaller tenants. `evict`
+counts those bytes (`taken`) and, with `take=False`, stops before taking any; what a cache then does is its own policy.
+The users' histories cache allows each tenant one take per ten minutes and serves the history without keeping it past
+that (`pluralign.store.history.HistoryCache`: without the limit, a tenant reading such a user in a loop took the
+others' room at every load). The adapter pool always takes: a chat cannot generate without its adapter loaded, and
+refusing the chat would be worse than the other tenants' reload of an adapter. The vectors cache pins nothing.
+
 No installed library does this: cachetools' caches (`LRUCache` and the rest) evict over one key space, with no notion
 of whose entry it is; `sortedcontainers.SortedList` keeps in order the levels of bytes the tenants hold.
 
@@ -51,6 +59,7 @@ class FairLRU(Generic[K, V]):
         # call of new vectors or an eviction of its own entries, moves it once), and the level it is filed at (None: none)
         self._deferred: str | None = None
         self._filed: int | None = None
+        self.taken = 0  # the bytes the last `evict` took from smaller tenants for pinned entries
 
     @property
     def nbytes(self) -> int:
@@ -141,19 +150,29 @@ class FairLRU(Generic[K, V]):
         self._changed(tenant, held)
         return [(key, value) for key, (value, _) in entries.items()]
 
-    def evict(self, budget_bytes: int, pinned: Container[K] = (), busy: Container[K] = ()) -> list[tuple[str, K, V]]:
+    def evict(self, budget_bytes: int, pinned: Container[K] = (), busy: Container[K] = (), take: bool = True) -> list[tuple[str, K, V]]:
         """Remove entries until `nbytes` is within `budget_bytes`, each the least recently used of the tenant holding
         the most bytes among the tenants with an entry not `pinned`; of that tenant's, the least recently used not
         `busy` goes first, else its least recently used. `pinned` entries never go: this may stop above the budget (nothing
-        left but them). Returns (tenant, key, value) of those removed, in order; within the budget, [] at once."""
+        left but them). Returns (tenant, key, value) of those removed, in order; within the budget, [] at once.
+
+        An entry removed while a tenant left with only `pinned` entries holds more than the entry's tenant is room taken
+        from a smaller tenant for those pinned entries: `taken` counts its bytes (0 when none was). `take=False`: none
+        is taken, this stops above the budget instead."""
         evicted: list[tuple[str, K, V]] = []
+        self.taken = 0
         while self.nbytes > budget_bytes:
             self._settle()
             tenant = self._first(pinned)
             if tenant is None:
                 break
+            taking = self._levels[-1] > self._held[tenant]  # a tenant above it holds only pinned entries
+            if taking and not take:
+                break
             rival = self._rival(tenant)
             while (key := self._oldest(tenant, pinned, busy)) is not None:  # while it holds more than any other
+                if taking:
+                    self.taken += self._tenants[tenant][key][1]
                 evicted.append((tenant, key, self.pop(tenant, key)))
                 if self.nbytes <= budget_bytes or tenant not in self._tenants or self._held[tenant] <= rival:
                     break

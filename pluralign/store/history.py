@@ -34,6 +34,8 @@ UserKey = tuple[str, str]  # (tenant, user_id)
 # in RSS for a user with no rows or one (CPython 3.11, pyarrow 26), with room. Not counting it, a user without rows
 # counted 0 bytes, and every one read was kept whatever the bound
 HISTORY_ENTRY_BYTES = 16384
+# how long after a history of a tenant's took room from smaller tenants' histories (`HistoryCache`) none of its may again
+TAKE_AGAIN_S = 600.0
 
 
 def stored_seconds(created_at: float) -> float:
@@ -189,13 +191,24 @@ class HistoryCache:
     least recently used history of the tenant holding the most bytes goes (max-min fair shares of one budget, as
     `pluralign.embed.cache.ScopedVectors` shares its vectors), so one tenant reading many big users in turn pushes out
     its own histories once it holds more than any other, never a smaller tenant's (but for one history larger than its
-    share, below); a tenant alone uses the whole budget (`pluralign.cache.FairLRU`). A history just loaded, or grown by
-    a write's rows, is kept whenever it fits the whole bound, even when it is larger than its tenant's fair share: the
-    histories pushed out for it are the least recently used of the tenants holding the most, its own tenant's first
-    (which then holds the most, so the next history that needs room pushes it out first, and each load of it after that
-    pushes out as much of the others' again; two such users of one tenant read in turn push out each other); one larger
-    than the whole bound is not kept and pushes out nothing (with one LRU over every tenant's users, one tenant's reads would push out every other tenant's histories, whose
-    next chat or profile would read them from the table again). A load that raced a write is not kept:
+    share, below); a tenant alone uses the whole budget (`pluralign.cache.FairLRU`). With one LRU over every tenant's
+    users, one tenant's reads would push out every other tenant's histories, whose next chat or profile would read them
+    from the table again.
+
+    A history just loaded, or grown by a write's rows, is kept when it fits the whole bound, even when it is larger than
+    its tenant's fair share: the histories pushed out for it are the least recently used of the tenants holding the
+    most, its own tenant's first. Once its tenant has nothing else to give and still holds the most, the histories
+    pushed out for it are room taken from smaller tenants (`FairLRU.evict`'s `taken`): a tenant may take such room once
+    per `TAKE_AGAIN_S` (600 s). A history that would take more meanwhile is served but not kept, and what went for it
+    comes back in its place (the load pushes out nothing). Without that limit, a tenant reading one such user in a loop
+    would cost the others their histories at every load: it then holds the most, so the others' next loads push it
+    out, and its next load would take their room again (15 of 80 other histories each cycle of `benchmarks/fair_caches.py
+    --big-cycles` without the limit, each then read from the table again). The limit is per tenant, not per history: a tenant can
+    make new big users at will, so one take per user would still be unbounded; and it is time, not once for the life
+    of the process, so that a tenant whose big user is read all day gets it cached again while the others hold still
+    (every ten minutes at most one such take of theirs: about as many table reads of the others' histories as one
+    load of it pushed out). A history larger than the whole bound is not kept and pushes out nothing. Two big users
+    of one tenant read in turn push out each other, never the others' (own room, no take). A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
     user's tickets away, and a load only lands if its ticket is still there and no write of the
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
@@ -206,8 +219,11 @@ class HistoryCache:
     finding the table still at that version needs no look at the user's rows, and one finding that every commit since
     only added rows needs only their count (`Store._matches`)."""
 
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic):
         self.budget_bytes = budget_bytes
+        self._clock = clock  # for `TAKE_AGAIN_S`
+        self._took: dict[str, float] = {}  # tenant -> `clock()` when a history of its last took room from smaller tenants
+        self._took_bound = 64  # `_took` is pruned of tenants past `TAKE_AGAIN_S` when it grows past this
         self._lock = threading.Lock()
         self._cached: FairLRU[UserKey, History] = FairLRU(_cost)  # (tenant, (tenant, user_id)) -> their history
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
@@ -269,13 +285,41 @@ class HistoryCache:
         """Past `budget_bytes`: the least recently used history of the tenant holding the most dropped, one at a time,
         until the rest fit (`pluralign.cache.FairLRU`); under the lock. `kept`: the user whose history was just put, which
         stays when it fits the bound alone (the others of its tenant go first while it holds the most, then those of the
-        tenants holding the most after it), else goes alone."""
+        tenants holding the most after it) and its tenant may take the room it needs of smaller tenants' (`_may_take`),
+        else goes alone (those pushed out for it put back, each tenant's least recently used as before)."""
         if kept is not None and self._cached.nbytes > self.budget_bytes and _cost(self._cached.peek(kept[0], kept)) > self.budget_bytes:
             self._drop(kept)  # grown past the whole bound by a write's rows: no eviction makes room for it
             kept = None
-        for _, key, _ in self._cached.evict(self.budget_bytes, pinned=() if kept is None else (kept,)):
+        if kept is None:
+            evicted = self._cached.evict(self.budget_bytes)
+        else:
+            may_take = self._may_take(kept[0])
+            evicted = self._cached.evict(self.budget_bytes, pinned=(kept,), take=may_take)
+            if self._cached.nbytes > self.budget_bytes:  # it needs room of smaller tenants', which it may not take now
+                for tenant, key, history in reversed(evicted):  # those pushed out for it come back, in their places
+                    self._cached.put(tenant, key, history, last=False)
+                self._drop(kept)
+                evicted = []
+            elif self._cached.taken:
+                self._took_now(kept[0])
+        for _, key, _ in evicted:
             self._checked.pop(key, None)
             self._versions.pop(key, None)
+
+    def _may_take(self, tenant: str) -> bool:
+        """Whether a history of `tenant`'s may take room from smaller tenants' histories: none of its did for
+        `TAKE_AGAIN_S`; under the lock."""
+        took = self._took.get(tenant)
+        return took is None or self._clock() - took >= TAKE_AGAIN_S
+
+    def _took_now(self, tenant: str) -> None:
+        """A history of `tenant`'s took room from smaller tenants' now; under the lock. The tenants whose last take is
+        past `TAKE_AGAIN_S` are forgotten once `_took` has doubled since they last were (amortized O(1) a take)."""
+        now = self._clock()
+        self._took[tenant] = now
+        if len(self._took) > self._took_bound:
+            self._took = {name: at for name, at in self._took.items() if now - at < TAKE_AGAIN_S}
+            self._took_bound = 2 * len(self._took) + 64
 
     def _settle(self, key: UserKey, ticket: object) -> bool:
         """A load finished (under the lock): drop its ticket; whether no write came meanwhile."""
