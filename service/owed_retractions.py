@@ -13,7 +13,7 @@ How: the ingest worker looks for such rows before the feedback log lets go of a 
 pref_id) to OWED_RETRACTIONS_FILE in the data folder, whole and fsynced (`pluralign.files.atomic_writer`); a look the
 store does not answer owes the whole batch, looked at again together (one read) before anything is taken back
 (`service.users.retractions._look_again`). Each key leaves the file
-once its retraction is done or found not owed (`paid`). The next start takes back what the file names. Rare: the file
+once its retraction is done or found not owed (`paid_all`). The next start takes back what the file names. Rare: the file
 exists only while such a row waits, so it is written whole each time.
 
 A file that cannot be read (cut short by a crash or a full disk mid-copy, damaged) is replaced at the start by the keys
@@ -56,7 +56,7 @@ _LIST = re.compile(rb"[\s\[\],]")  # a list's own brackets, commas and spaces
 
 
 class OwedRetractions:
-    """OWED_RETRACTIONS_FILE at `path`, read when constructed: `keys` it names, `owe` adds, `paid` removes. A file that
+    """OWED_RETRACTIONS_FILE at `path`, read when constructed: `keys` it names, `owe` adds, `paid_all` removes. A file that
     cannot be written or read is logged, never raised (the move goes on: the row is then taken back by the move's hook
     as before, but not after a crash); one that cannot be read is replaced by the keys it still holds whole (`_read`),
     and so are the files an earlier release set aside beside it (`_take_up_set_aside`)."""
@@ -109,16 +109,13 @@ class OwedRetractions:
         with self._lock:
             return sorted({key for r in rows if (key := (r.tenant, r.user_id, r.pref_id)) in self._keys})
 
-    def paid(self, key: Key) -> None:
-        """`key` is no longer owed (taken back, or found stored no more, or not taken back after all)."""
-        self.paid_all((key,))
-
-    def paid_all(self, keys: Iterable[Key], owed_by: int | None = None) -> None:
-        """`keys` are no longer owed: the file written once (not at all when none was owed). With `owed_by` (a `mark`
-        taken before the caller looked at their rows), a key owed again since stays owed: a row stored again under its
-        id and taken back again after that look, whose retraction is still to run."""
+    def paid_all(self, keys: Iterable[Key], owed_by: int) -> None:
+        """`keys` are no longer owed (taken back, or found stored no more, or not taken back after all): the file
+        written once (not at all when none was owed). `owed_by`: a `mark` taken before the caller looked at their rows;
+        a key owed again since stays owed (a row stored again under its id and taken back again after that look, its
+        retraction still to run)."""
         with self._lock:
-            gone = {key for key in keys if key in self._keys and (owed_by is None or self._keys[key] <= owed_by)}
+            gone = {key for key in keys if key in self._keys and self._keys[key] <= owed_by}
             if gone:
                 for key in gone:
                     del self._keys[key]
@@ -140,7 +137,7 @@ class OwedRetractions:
 
     def _read(self) -> tuple[list[Key], bool]:
         """The keys the file names (none for no file), and whether it is to be written again in their place. One that
-        cannot be read (damaged, cut short, of another form) gives the keys it still holds whole (`salvage`), owed again:
+        cannot be decoded (damaged, cut short, of another form) gives the keys it still holds whole (`salvage`), owed again:
         the start takes them back as it takes back a readable file's (`service.users.retractions.retract_owed`), and
         their write replaces the damaged file in one rename (`_write`), so a crash before leaves it to be read again."""
         data = b""
@@ -149,7 +146,11 @@ class OwedRetractions:
             return _decode(data), False
         except FileNotFoundError:
             return [], False
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except OSError as exc:  # not read at all (a permission, an I/O error): nothing to salvage, so not replaced now
+            log.error("%s cannot be read (%s): the rows it names are taken back at a start that can read it (make it "
+                      "readable by the service); a row owed meanwhile replaces it", self.path, exc)
+            return [], False
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             problem = exc
         keys, unread = salvage(data)
         log.error("%s cannot be read (%s): the %d rows it still names whole are taken back now, as owed, and the file is "
@@ -168,8 +169,9 @@ class OwedRetractions:
                     continue
                 keys, cut = salvage(path.read_bytes())
             except OSError as exc:
-                log.error("%s, a damaged %s kept by an earlier release, cannot be read (%s): remove it once read",
-                          path, self.path.name, exc)
+                log.error("%s, a damaged %s kept by an earlier release, cannot be read (%s): its rows are taken back "
+                          "at a start that can read it (make it readable by the service, or remove it)", path,
+                          self.path.name, exc)
                 continue
             self._keys.update(dict.fromkeys(keys, 0))
             taken.append(path)

@@ -66,3 +66,29 @@ def test_the_keys_a_damaged_owed_file_holds_whole_are_owed_again_on_disk_under_i
     assert owed.keys() == WHOLE
     assert {tuple(k) for k in msgspec.json.decode((tmp_path / OWED_RETRACTIONS_FILE).read_bytes())} == WHOLE
     assert [p.name for p in tmp_path.iterdir()] == [OWED_RETRACTIONS_FILE]
+
+
+def test_a_row_stored_again_and_taken_back_again_while_the_start_looked_at_its_owed_key_stays_owed(serve, monkeypatch):
+    """owed58: the start's look at the owed keys (`retract_owed`) reads their rows, then clears those found gone; the same
+    window as a DELETE's: a row stored again under the id meanwhile, owed again by the ingest worker, was cleared."""
+    import threading
+
+    from service.users import retractions
+
+    data, server, svc = serve()
+    with server:
+        owed, store = svc.runtime.owed_retractions, svc.runtime.store
+        key = ("acme", "dan", "p-1")
+        owed.owe({key})  # as a run killed before it took the row back left it
+        look = store.stored_row
+
+        def stored_again_right_after(tenant, user_id, pref_id):
+            row = look(tenant, user_id, pref_id)
+            owed.owe({(tenant, user_id, pref_id)})  # as `OwedRetractions.check` owes it once its row is stored again
+            return row
+
+        monkeypatch.setattr(store, "stored_row", stored_again_right_after)
+        assert retractions.retract_owed(svc.runtime) == 1
+        for thread in [t for t in threading.enumerate() if t.name == "retract-owed"]:
+            thread.join(60)
+        assert owed.keys() == {key}

@@ -106,3 +106,25 @@ def test_a_file_set_aside_stays_until_its_keys_are_on_disk(tmp_path, monkeypatch
     assert owed.keys() == WHOLE | {("acme", "eve", "p-7")}
     assert {tuple(k) for k in msgspec.json.decode((tmp_path / OWED_RETRACTIONS_FILE).read_bytes())} == owed.keys()
     assert sorted(p.name for p in tmp_path.iterdir()) == [OWED_RETRACTIONS_FILE, f"{OWED_RETRACTIONS_FILE}.damaged-folder"]
+
+
+def test_an_owed_file_that_cannot_be_read_at_all_is_left_as_it_is(tmp_path, monkeypatch, caplog):
+    """An I/O error (or a permission) on the read leaves nothing to salvage: the file stays for a start that can read it,
+    not removed as if it held no key."""
+    from pathlib import Path
+
+    path = tmp_path / OWED_RETRACTIONS_FILE
+    path.write_bytes(msgspec.json.encode([["acme", "eve", "p-7"]]))
+    read = Path.read_bytes
+
+    def failing(self):
+        if self == path:
+            raise OSError(5, "Input/output error", str(self))
+        return read(self)
+
+    with monkeypatch.context() as patched, caplog.at_level(logging.ERROR, logger="pluralign.service"):
+        patched.setattr(Path, "read_bytes", failing)
+        assert OwedRetractions(path).keys() == set()
+    assert path.read_bytes() == b'[["acme","eve","p-7"]]'
+    assert OwedRetractions(path).keys() == {("acme", "eve", "p-7")}  # a start that can read it
+    assert any("Input/output error" in r.getMessage() and "make it readable" in r.getMessage() for r in caplog.records)
