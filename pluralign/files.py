@@ -14,7 +14,6 @@ import re
 import shutil
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -658,44 +657,6 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(f.fileno())
     for path in [*sorted(p for p in folder.rglob("*") if p.is_dir()), folder]:
         fsync_dir(path)
-
-
-def set_aside(path: str | os.PathLike, why: str = "damaged") -> Path:
-    """Rename the file at `path` to a name beside it that nothing uses, `<name>.<why>-<UTC time, YYYYMMDDTHHMMSSZ>`
-    (`-2`, `-3`, ... added when that is taken), so that what it holds is kept for an operator to read while a new file
-    is written at `path`; the rename is on disk (its folder fsynced) before this returns. Returns the new path. Raises
-    OSError (the file left where it was: a read-only folder, another file system's error)."""
-    path = Path(path)
-    aside = _aside_name(path, why)
-    os.rename(path, aside)
-    fsync_dir(path.parent)
-    return aside
-
-
-def link_aside(path: str | os.PathLike, why: str = "damaged") -> Path:
-    """`set_aside`'s name given to the file at `path` as a second (hard) link, `path` left as it is: the caller then
-    replaces or removes `path`, so a crash in between leaves what it holds under both names, never under none. A name
-    beside it of that form already linked to the same file (such a crash) is returned as it is. The link is on disk
-    (its folder fsynced) before this returns. Raises OSError (a read-only folder, a file system without hard links)."""
-    path = Path(path)
-    for kept in sorted(path.parent.glob(f"{glob.escape(path.name)}.{why}-*")):
-        with contextlib.suppress(OSError):
-            if os.path.samefile(kept, path):
-                return kept
-    aside = _aside_name(path, why)
-    os.link(path, aside)
-    fsync_dir(path.parent)
-    return aside
-
-
-def _aside_name(path: Path, why: str) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = path.with_name(f"{path.name}.{why}-{stamp}")
-    for n in range(2, 1000):
-        if not aside.exists():
-            break
-        aside = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
-    return aside
 
 
 def fsync_dir(folder: Path) -> None:

@@ -8,7 +8,7 @@ and when it was recorded), and every replica's `DeletionSweep` applies new recor
 within `deletion_sweep_s`: the
 users' jobs and job files, their rows and fitted weights in population files (the promoted model's
 too, on disk and in memory), what its feedback log and its records set aside still hold of rows received before the
-DELETE began (and such rows it moved into the store after the DELETE), their entries in its owed retractions' files
+DELETE began (and such rows it moved into the store after the DELETE), their entries in its owed retractions' file
 (`service.owed_retractions.forget_owed`), its cached histories and its cached pooled priors of that tenant. A tenant's removal adds a record of the tenant (`new_tenant_deletion`): every row of it
 set aside here goes, and every row of it this replica's feedback log holds (and such rows it moved into the store) received
 before the removal began, whoever's.
@@ -69,8 +69,7 @@ def folder_id(data_path: Path) -> str:
 def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     """Remove the users `records` name from this replica's files and caches (the module docstring).
     Returns the files removed or rewritten. Raises ForgetIncomplete (service.runtime) when a
-    population file could not be rewritten, and OSError when a damaged owed retractions' file set aside could not be
-    (`service.owed_retractions.forget_owed`), each after every other file was."""
+    population file could not be rewritten, after every other file was."""
     forget = _forget_of(rt, records)
     files = sum(hook(forget) for hook in list(rt.delete_hooks))
     sweep = rt.deletion_sweep
@@ -118,21 +117,13 @@ def apply_deletions(rt: Runtime, records: list[Deletion]) -> int:
     if owed := [key for key in owed_refits(rt) if forget.user(*key)]:
         held = rt.store.users_with_preferences(owed)
         forget_refits(rt, [key for key in owed if key not in held])
-    # and the owed retractions' files (`service.owed_retractions`: the one a damaged file was set aside as too); one set
-    # aside that could not be rewritten leaves the records unapplied (raised once every other file was), tried again
-    try:
-        forget_owed(rt, forget.user, lambda tenant: tenant in forget.tenants)
-        unwritten = None
-    except OSError as exc:
-        unwritten = exc
+    # and the owed retractions' file once their rows are gone (`service.owed_retractions`)
+    forget_owed(rt, forget.user, lambda tenant: tenant in forget.tenants)
     rt.store.histories.invalidate_where(lambda key: forget.user(*key))
     rt.chat_keys.forget_where(forget.user)  # the answers kept for their chats' Idempotency-Keys
     for tenant in sorted({r.tenant for r in records}):
         rt.forget_pooled(tenant)
-    files += rt.forget_population_users(forget)
-    if unwritten is not None:
-        raise unwritten
-    return files
+    return files + rt.forget_population_users(forget)
 
 
 def tenant_removed_since(rt: Runtime, tenant: str, arrived: float) -> float | None:
@@ -312,7 +303,7 @@ class DeletionSweep(Periodic):
 
     def run_once(self) -> int:
         """Apply the records not applied yet; returns how many. A record whose files could not all be
-        rewritten (ForgetIncomplete; OSError for an owed retractions' file set aside) stays unapplied and is tried again next time."""
+        rewritten (ForgetIncomplete) stays unapplied and is tried again next time."""
         self.check_clocks()
         self.drop_retracted()
         # the vectors of calibration pools another replica replaced or removed since they were read here: none kept past

@@ -13,8 +13,14 @@ How: the ingest worker looks for such rows before the feedback log lets go of a 
 pref_id) to OWED_RETRACTIONS_FILE in the data folder, whole and fsynced (`pluralign.files.atomic_writer`); a look the
 store does not answer owes the whole batch, looked at again together (one read) before anything is taken back
 (`service.users.retractions._look_again`). Each key leaves the file
-once its retraction is done or found not owed (`paid`). The next start takes back what the file names. Rare: the file
+once its retraction is done or found not owed (`paid_all`). The next start takes back what the file names. Rare: the file
 exists only while such a row waits, so it is written whole each time.
+
+A file that cannot be read (cut short by a crash or a full disk mid-copy, damaged) is replaced at the start by the keys
+it still holds whole (`salvage`), owed again as a readable file's, and nothing else of it is kept: a copy kept for an
+operator would hold user ids that every later DELETE of those users, on any replica, would have to take out of a file
+that no longer reads as JSON. Its other rows, taken back through another replica, stay stored until taken back again.
+The log says how many keys were salvaged and how many bytes were not, never which ids (a log cannot be deleted per user).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from pluralign.files import atomic_writer, link_aside
+from pluralign.files import atomic_writer
 from pluralign.store import StoredPreference
 
 if TYPE_CHECKING:
@@ -38,38 +44,30 @@ if TYPE_CHECKING:
 log = logging.getLogger("pluralign.service")
 
 OWED_RETRACTIONS_FILE = "retractions-owed.json"  # under the data folder: a JSON list of [tenant, user_id, pref_id]
+# an earlier release kept a damaged owed file beside it as `<OWED_RETRACTIONS_FILE>.damaged-<UTC time>`: taken up at the start
+SET_ASIDE_SUFFIX = ".damaged-"
 _decode = msgspec.json.Decoder(list[tuple[str, str, str]]).decode
 
 Key = tuple[str, str, str]  # (tenant, user_id, pref_id)
-DAMAGED = "damaged"  # a file that cannot be read is set aside as `<OWED_RETRACTIONS_FILE>.damaged-<UTC time>`
 
 _STRING = rb'"(?:[^"\\]|\\.)*"'  # a JSON string, as the file writes one (a `"` in it escaped)
 _KEY = re.compile(rb"\[\s*(%s)\s*,\s*(%s)\s*,\s*(%s)\s*\]" % (_STRING, _STRING, _STRING))  # ["t","u","p"]
-_HEAD = re.compile(rb"\[\s*(%s)(?:\s*,\s*(%s))?" % (_STRING, _STRING))  # ["t" or ["t","u": a key, whole or cut short
-_REST = re.compile(rb"(?:\s*,\s*%s)*\s*\]" % _STRING)  # the rest of a key after its head, to its `]` (one in a string skipped)
-_COMMA = re.compile(rb"\s*,")
-_NOTHING = re.compile(rb"[\s\[\],]*")  # what is left of a list without its keys
-
-
-class SetAsideNotRewritten(OSError):
-    """A damaged owed file set aside (`OwedRetractions.forget_set_aside`) that could not be read or rewritten without
-    the keys of users deleted: it may still name them. Keeps the errno of the OSError met and names the file."""
+_LIST = re.compile(rb"[\s\[\],]")  # a list's own brackets, commas and spaces
 
 
 class OwedRetractions:
-    """OWED_RETRACTIONS_FILE at `path`, read when constructed: `keys` it names, `owe` adds, `paid` removes. A file that
+    """OWED_RETRACTIONS_FILE at `path`, read when constructed: `keys` it names, `owe` adds, `paid_all` removes. A file that
     cannot be written or read is logged, never raised (the move goes on: the row is then taken back by the move's hook
-    as before, but not after a crash); one that cannot be read is set aside first (`_read`), and the keys it still
-    holds whole are owed again."""
+    as before, but not after a crash); one that cannot be read is replaced by the keys it still holds whole (`_read`),
+    and so are the files an earlier release set aside beside it (`_take_up_set_aside`)."""
 
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()
-        self._aside_lock = threading.Lock()
+        self._owed = 0  # `owe` calls so far; each key keeps the number of the last that named it (`paid_all`'s `owed_by`)
         keys, rewrite = self._read()
-        self._keys: set[Key] = set(keys)
-        if rewrite:  # the damaged file replaced by the keys it held whole (or removed): a crash before leaves it to read again
-            self._write()
+        self._keys: dict[Key, int] = dict.fromkeys(keys, 0)
+        self._take_up_set_aside(rewrite)
 
     def keys(self) -> set[Key]:
         with self._lock:
@@ -93,123 +91,126 @@ class OwedRetractions:
         self.owe(late)
 
     def owe(self, keys: Iterable[Key]) -> None:
+        keys = set(keys)
         with self._lock:
-            new = set(keys) - self._keys
+            self._owed += 1
+            new = keys - self._keys.keys()
+            self._keys.update(dict.fromkeys(keys, self._owed))  # owed again, an owed one too (`paid_all`'s `owed_by`)
             if new:
-                self._keys |= new
                 self._write()
+
+    def mark(self) -> int:
+        """Where the keys owed stand now, for `paid_all`'s `owed_by`: taken before a look at their rows."""
+        with self._lock:
+            return self._owed
 
     def among(self, rows: list[StoredPreference]) -> list[Key]:
         """The owed keys of `rows`, sorted."""
         with self._lock:
             return sorted({key for r in rows if (key := (r.tenant, r.user_id, r.pref_id)) in self._keys})
 
-    def paid(self, key: Key) -> None:
-        """`key` is no longer owed (taken back, or found stored no more, or not taken back after all)."""
-        self.paid_all((key,))
-
-    def paid_all(self, keys: Iterable[Key]) -> None:
-        """`keys` are no longer owed: the file written once (not at all when none was owed)."""
+    def paid_all(self, keys: Iterable[Key], owed_by: int) -> None:
+        """`keys` are no longer owed (taken back, or found stored no more, or not taken back after all): the file
+        written once (not at all when none was owed). `owed_by`: a `mark` taken before the caller looked at their rows;
+        a key owed again since stays owed (a row stored again under its id and taken back again after that look, its
+        retraction still to run)."""
         with self._lock:
-            gone = self._keys.intersection(keys)
+            gone = {key for key in keys if key in self._keys and self._keys[key] <= owed_by}
             if gone:
-                self._keys -= gone
+                for key in gone:
+                    del self._keys[key]
                 self._write()
 
-    def _write(self) -> None:
+    def _write(self) -> bool:
+        """The file written whole (removed when nothing is owed) in one rename; False (logged) when it could not be."""
         try:
             if not self._keys:
                 self.path.unlink(missing_ok=True)
-                return
+                return True
             with atomic_writer(self.path) as f:
                 f.write(msgspec.json.encode(sorted(self._keys)))
+            return True
         except OSError as exc:
             log.error("%s cannot be written (%s): rows taken back through another replica while stored here would stay "
                       "after a crash before their retraction ran", self.path, exc)
+            return False
 
     def _read(self) -> tuple[list[Key], bool]:
-        """The keys the file names (none for no file), and whether `__init__` is to write them in its place. One that
-        cannot be read (damaged, cut short, of another form) is kept aside first (`link_aside`: a second name beside it,
-        logged), so that what it holds stays, and the keys it still holds whole (`salvage`) are owed again, written in
-        its place by `__init__`: the start takes them back as it takes back a readable file's
-        (`service.users.retractions.retract_owed`). A crash between the two leaves the damaged file under both names:
-        the next start reads it again and keeps the name it was given."""
+        """The keys the file names (none for no file), and whether it is to be written again in their place. One that
+        cannot be decoded (damaged, cut short, of another form) gives the keys it still holds whole (`salvage`), owed again:
+        the start takes them back as it takes back a readable file's (`service.users.retractions.retract_owed`), and
+        their write replaces the damaged file in one rename (`_write`), so a crash before leaves it to be read again."""
         data = b""
         try:
             data = self.path.read_bytes()
             return _decode(data), False
         except FileNotFoundError:
             return [], False
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except OSError as exc:  # not read at all (a permission, an I/O error): nothing to salvage, so not replaced now
+            log.error("%s cannot be read (%s): the rows it names are taken back at a start that can read it (make it "
+                      "readable by the service); a row owed meanwhile replaces it", self.path, exc)
+            return [], False
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             problem = exc
-        keys = salvage(data)
-        try:
-            aside = link_aside(self.path, DAMAGED)
-        except OSError as exc:
-            log.error("%s cannot be read (%s) nor set aside (%s): of the rows it names, taken back through another replica, "
-                      "the %d it names whole are taken back now; the file is replaced by them", self.path,
-                      problem, exc, len(keys))
-            return keys, bool(keys)
-        log.error("%s cannot be read (%s): set aside as %s; the %d rows it still names whole (tenant, user_id, pref_id) are "
-                  "taken back now, as owed; any other row it named, taken back through another replica, stays stored until "
-                  "taken back again (DELETE /v1/users/{user_id}/preferences/{pref_id} with the tenant's key). A user's "
-                  "DELETE removes their entries from it; remove it once read", self.path, problem, aside, len(keys))
+        keys, unread = salvage(data)
+        log.error("%s cannot be read (%s): the %d rows it still names whole are taken back now, as owed, and the file is "
+                  "replaced by them; %s", self.path, problem, len(keys), _unread_words(unread))
         return keys, True
 
-    def set_aside_files(self) -> list[Path]:
-        """The files a damaged owed file was set aside as (`_read`), beside it (a folder of such a name is none)."""
-        return sorted(p for p in self.path.parent.glob(f"{glob.escape(self.path.name)}.{DAMAGED}-*") if not p.is_dir())
-
-    def forget_set_aside(self, user: Callable[[str, str], bool], tenant: Callable[[str], bool] = lambda _: False) -> int:
-        """Rewrite each file set aside (`set_aside_files`) without the keys of the users `user(tenant, user_id)` names
-        or of the tenants `tenant(name)` names: each such key, whole or cut short at the damage (`["acme","ann","p-`),
-        with a comma beside it; a file left naming no key is removed. A user's DELETE and a tenant's removal do this,
-        here and through another replica (`forget_owed`), so no id of theirs stays in the data folder. A key whose
-        tenant or user id the damage cut (`["acme","an`) cannot be told to be theirs and stays. Returns how many files
-        were rewritten or removed. Raises SetAsideNotRewritten (the first, once every file was tried; each logged,
-        naming the file) when one could not be read or rewritten: it may still hold their ids, so the DELETE is not
-        done."""
-        changed, failed = 0, []
-        with self._aside_lock:  # two DELETEs at once: neither writes back what the other removed
-            for path in self.set_aside_files():
-                try:
-                    changed += _rewrite_without(path, user, tenant)
-                except FileNotFoundError:
+    def _take_up_set_aside(self, rewrite: bool) -> None:
+        """The keys of the damaged owed files an earlier release kept beside the file (`SET_ASIDE_SUFFIX`) owed again
+        with the file's (`salvage`: such a file may be cut short), written once (with `_read`'s when `rewrite`), then
+        those files removed: no copy of a user's ids stays after their DELETE. Not removed when the write failed (read
+        again at the next start), nor one that cannot be read (logged, naming it)."""
+        taken, salvaged, unread = [], 0, 0
+        for path in sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}{SET_ASIDE_SUFFIX}*")):
+            try:
+                if path.is_dir():
                     continue
-                except OSError as exc:
-                    log.error("%s (a damaged %s set aside) could not be rewritten without the keys of users deleted (%s): "
-                              "their DELETE is tried again until it is mended or removed", path, OWED_RETRACTIONS_FILE, exc)
-                    failed.append((path, exc))
-        if failed:
-            path, exc = failed[0]
-            raise SetAsideNotRewritten(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        return changed
+                keys, cut = salvage(path.read_bytes())
+            except OSError as exc:
+                log.error("%s, a damaged %s kept by an earlier release, cannot be read (%s): its rows are taken back "
+                          "at a start that can read it (make it readable by the service, or remove it)", path,
+                          self.path.name, exc)
+                continue
+            self._keys.update(dict.fromkeys(keys, 0))
+            taken.append(path)
+            salvaged, unread = salvaged + len(keys), unread + cut
+        if not (rewrite or taken) or not self._write():
+            return
+        for path in taken:
+            try:
+                path.unlink()
+            except OSError as exc:
+                log.error("%s, a damaged %s kept by an earlier release, read, cannot be removed: %s", path, self.path.name, exc)
+        if taken:
+            log.warning("%d damaged %s kept by an earlier release beside it read and removed: the %d rows they still "
+                        "named whole are taken back now, as owed; %s", len(taken), self.path.name, salvaged,
+                        _unread_words(unread))
 
 
-def _rewrite_without(path: Path, user: Callable[[str, str], bool], tenant: Callable[[str], bool]) -> int:
-    """The file set aside at `path` rewritten without those keys (`_without`), or removed once it names none; 1 when it
-    changed, else 0."""
-    data = path.read_bytes()
-    kept = _without(data, user, tenant)
-    if kept == data:
-        return 0
-    if _NOTHING.fullmatch(kept):
-        path.unlink()
-    else:
-        with atomic_writer(path) as f:
-            f.write(kept)
-    return 1
+def _unread_words(unread: int) -> str:
+    """What the log says of the bytes of damaged owed files that named no whole key (never which ids they held)."""
+    if not unread:
+        return "nothing else of it was lost"
+    return (f"{unread} other bytes (besides brackets, commas and spaces) named no whole row: a row named there, taken "
+            "back through another replica, stays stored until its user takes it back again "
+            "(DELETE /v1/users/{user_id}/preferences/{pref_id}) or is deleted")
 
 
-def salvage(data: bytes) -> list[Key]:
+def salvage(data: bytes) -> tuple[list[Key], int]:
     """The keys a damaged owed file still holds whole (`["acme","ann","p-1"]`, each part a JSON string that decodes),
-    in the order it holds them: the rest of it (a key cut short, bytes the damage changed) is none."""
-    keys = []
+    in the order it holds them, and how many of its other bytes, besides the list's brackets, commas and spaces, are
+    not in them (a key cut short, bytes the damage changed): 0 when nothing it named was lost."""
+    keys, rest, pos = [], [], 0
     for match in _KEY.finditer(data):
         key = tuple(_text(part) for part in match.groups())
         if None not in key:
             keys.append(key)
-    return keys
+            rest.append(data[pos:match.start()])
+            pos = match.end()
+    rest.append(data[pos:])
+    return keys, len(_LIST.sub(b"", b"".join(rest)))
 
 
 def _text(data: bytes) -> str | None:
@@ -219,40 +220,14 @@ def _text(data: bytes) -> str | None:
         return None
 
 
-def _without(data: bytes, user: Callable[[str, str], bool], tenant: Callable[[str], bool]) -> bytes:
-    """`data` (a damaged owed file) without the keys `OwedRetractions.forget_set_aside` removes: from a key's `[` to its
-    `]` (to the end, for one cut short), with the comma after it, or else the one before it."""
-    out, pos = [], 0
-    while (head := _HEAD.search(data, pos)) is not None:
-        owner = _text(head[1]), (_text(head[2]) if head[2] else None)
-        if owner[0] is None or not (tenant(owner[0]) or (owner[1] is not None and user(*owner))):
-            out.append(data[pos:head.end()])
-            pos = head.end()
-            continue
-        if (rest := _REST.match(data, head.end())) is not None:
-            close = rest.end() - 1
-        else:  # cut short, or changed by the damage: to the next `]`
-            close = data.find(b"]", head.end())
-        start, end = head.start(), len(data) if close < 0 else close + 1
-        if (comma := _COMMA.match(data, end)) is not None:
-            end = comma.end()
-        elif (before := data[pos:start].rstrip()).endswith(b","):
-            start = pos + len(before) - 1
-        out.append(data[pos:start])
-        pos = end
-    out.append(data[pos:])
-    return b"".join(out)
-
-
 def forget_owed(rt: Runtime, user: Callable[[str, str], bool], tenant: Callable[[str], bool] = lambda _: False) -> None:
     """After a DELETE of the users `user(tenant, user_id)` names, or a removal of the tenants `tenant(name)` names (here,
-    or through another replica: `service.deletions.apply_deletions`): their keys leave the files a damaged owed file was
-    set aside as (`OwedRetractions.forget_set_aside`), and the owed file once their rows are stored no more (a row
-    stored since, theirs again, stays owed: its retraction still runs), so no id of theirs stays in the data folder.
-    A look the store does not answer is logged: those keys leave the owed file at their retraction's next try.
-    Raises SetAsideNotRewritten when a file set aside could not be (`forget_set_aside`), after the owed file's part: the
-    caller leaves the DELETE (the removal, the other replica's record) unfinished, tried again."""
+    or through another replica: `service.deletions.apply_deletions`): their keys leave the owed file once their rows are
+    stored no more, so no id of theirs stays in the data folder. A row stored since, theirs again, stays owed: one found
+    stored, and one stored again and taken back again after the look (`OwedRetractions.mark`): its retraction still runs.
+    A look the store does not answer is logged: those keys leave the owed file at their retraction's next try."""
     owed = rt.owed_retractions
+    mark = owed.mark()
     theirs = [key for key in owed.keys() if tenant(key[0]) or user(key[0], key[1])]
     try:
         gone = [key for key in theirs if rt.store.stored_row(*key) is None]
@@ -260,5 +235,4 @@ def forget_owed(rt: Runtime, user: Callable[[str, str], bool], tenant: Callable[
         log.warning("could not look whether %d rows owed a retraction, of users deleted, are still stored (%s): they "
                     "leave %s at their next try", len(theirs), exc, OWED_RETRACTIONS_FILE)
     else:
-        owed.paid_all(gone)
-    owed.forget_set_aside(user, tenant)
+        owed.paid_all(gone, owed_by=mark)

@@ -484,12 +484,8 @@ class TenantRemovals:
         # its feedback records set aside (`pluralign.store.dead_letter`): a DELETE forgets its user's, but a letter
         # names no user the look above finds (left, they would stay, the tenant's texts with them)
         set_aside = self.rt.ingest.dead_letters.forget_tenant(tenant)
-        # and its keys in the owed retractions' files, a damaged one's set aside too, whoever's (a key cut short in its id)
-        try:
-            forget_owed(self.rt, lambda t, _: t == tenant, lambda t: t == tenant)
-        except OSError as exc:  # a file set aside that may still name its users: not done, tried again at the next pass
-            self._note(removal, error=f"a damaged owed retractions' file set aside could not be rewritten without it: {exc}")
-            return False
+        # and its keys in the owed retractions' file, whoever's, once their rows are gone
+        forget_owed(self.rt, lambda t, _: t == tenant, lambda t: t == tenant)
         if self.rt.deletion_sweep is not None:  # and the other replicas' letters (`service.deletions.apply_deletions`)
             try:
                 # the record first: until it is written a replica replaying its log moves the tenant's rows in, and its

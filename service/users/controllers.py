@@ -42,7 +42,6 @@ from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempot
 from service.head import is_head
 from service.ids import check_user_id, last_segment_sent, routed_to, user_header_lines
 from service.nulls import NullMeansDefault
-from service.owed_retractions import SetAsideNotRewritten
 from service.requestid import remember
 from service.runtime import ForgetIncomplete, Runtime
 from service.scheduler import Busy, Stopping
@@ -588,11 +587,6 @@ def _delete_storage_failure(request: Request, rt: Runtime, tenant: str, user_id:
     DELETE began (recorded: the journal's pass finishes it) or not (send it again); `exc` re-raised
     when it is no storage failure."""
     failure = unavailable(exc, "the data folder", str(rt.settings.data_path), "written")
-    if failure is None and isinstance(exc, SetAsideNotRewritten):  # every other step ran; its journal entry stays
-        log.error("DELETE of a user of tenant %s: %s; the journal's pass tries again", tenant, exc)
-        return error_response(500, "the user's rows are deleted, but a damaged retractions-owed.json set aside could not be "
-                              "rewritten without them (the operator's log names it): the DELETE is recorded and the service "
-                              "tries again until it is mended or removed", code="owed_retractions_not_rewritten")
     if failure is None:
         raise exc
     if failure is not exc:  # a file the service writes itself

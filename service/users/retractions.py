@@ -190,30 +190,34 @@ def retract_owed(rt: Runtime) -> int:
 
 def _owed_rows(rt: Runtime, keys: list[tuple[str, str, str]], tries: int) -> None:
     """`retract_owed`'s work, its `tries`-th try: the rows of `keys` read (one gone is owed no more), then `_look_again`.
-    A read that fails is tried again later (`_again_later`)."""
+    A read that fails is tried again later (`_again_later`). A key owed again after the read (its row stored again and
+    taken back again) stays owed (`OwedRetractions.mark`)."""
+    mark = rt.owed_retractions.mark()
     try:
         found = {key: rt.store.stored_row(*key) for key in keys}
     except Exception as exc:  # noqa: BLE001 (StoreUnavailable, Lance's own: owed on disk, tried again)
         _again_later(rt, _owed_rows, (rt, keys, tries + 1), tries, exc)
         return
-    rt.owed_retractions.paid_all(key for key, row in found.items() if row is None)
-    _look_again(rt, [row for row in found.values() if row is not None], 0)
+    rt.owed_retractions.paid_all((key for key, row in found.items() if row is None), owed_by=mark)
+    _look_again(rt, [row for row in found.values() if row is not None], 0, mark)
 
 
-def _look_again(rt: Runtime, rows: list[StoredPreference], tries: int) -> int:
+def _look_again(rt: Runtime, rows: list[StoredPreference], tries: int, mark: int | None = None) -> int:
     """Owed `rows` (stored here) looked at together, one read (`Store.retracted`): those no retraction names are owed no
     more (one write of the owed file), each of the others taken back (`_retract_soon`). A read that fails is tried
     again later (`_again_later`). Returns how many are still owed. A batch owed whole is not a
     task each (the tenant's DELETE slots taken, a thread each past them: its other users' DELETEs a 429) nor a write of
-    the owed file each."""
+    the owed file each. `mark`: the owed keys' `OwedRetractions.mark` from before `rows` were read (else now): a key
+    owed again since stays owed."""
     if not rows:
         return 0
+    mark = rt.owed_retractions.mark() if mark is None else mark
     try:
         late = rt.store.retracted(rows)
     except Exception as exc:  # noqa: BLE001 (StoreUnavailable, Lance's own: owed on disk, tried again)
-        _again_later(rt, _look_again, (rt, rows, tries + 1), tries, exc)
+        _again_later(rt, _look_again, (rt, rows, tries + 1, mark), tries, exc)
         return len(rows)
-    rt.owed_retractions.paid_all({(r.tenant, r.user_id, r.pref_id) for r in rows} - late)
+    rt.owed_retractions.paid_all({(r.tenant, r.user_id, r.pref_id) for r in rows} - late, owed_by=mark)
     for tenant, user_id, pref_id in sorted(late):
         _retract_soon(rt, tenant, user_id, pref_id, 0)
     return len(late)
@@ -252,13 +256,14 @@ def _retract_soon(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries: i
 
 
 def _retract_logged(rt: Runtime, tenant: str, user_id: str, pref_id: str, tries: int = 0) -> None:
+    mark = rt.owed_retractions.mark()  # the row stored again and taken back again after the look: still owed
     try:
         if _still_owed(rt, tenant, user_id, pref_id):  # a look first: most of a batch owed unchecked is not
             retract(rt, tenant, user_id, pref_id, arrived=True)
     except Exception as exc:  # noqa: BLE001 (tried again while the service runs; owed on disk for the next start)
         _again_later(rt, _retract_soon, (rt, tenant, user_id, pref_id, tries + 1), tries, exc, f"of tenant {tenant} taken back")
         return
-    rt.owed_retractions.paid((tenant, user_id, pref_id))
+    rt.owed_retractions.paid_all([(tenant, user_id, pref_id)], owed_by=mark)
 
 
 def _still_owed(rt: Runtime, tenant: str, user_id: str, pref_id: str) -> bool:

@@ -1287,8 +1287,7 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
     population_files (files rewritten without them); all 0 for an `unfinished` entry finished meanwhile.
     `began`: a new DELETE appends when it began (unix seconds; its journal entry's `started_at`) to it.
     Raises TimeoutError when, with replicas, the store's maintenance lease is not free within its wait;
-    OSError when the journal entry cannot be written (then nothing was deleted), or when a damaged owed retractions'
-    file set aside cannot be rewritten without the user (`forget_owed`: every other step ran, the entry stays)."""
+    OSError when the journal entry cannot be written (then nothing was deleted)."""
     journal = rt.delete_journal
     if unfinished is not None and unfinished.recorded_at is not None:
         seen_by_every_replica(rt, unfinished.recorded_at)  # before the turn: its wait holds no other DELETE's
@@ -1321,7 +1320,7 @@ def delete(rt: Runtime, tenant: str, user_id: str, unfinished: Unfinished | None
             seen_by_every_replica(rt, recorded[0])
             with rt.store.maintenance(), rt.user_lock(tenant, user_id):
                 counts["interactions"] += _chats_stored_meanwhile(rt, tenant, user_id, recorded[0])
-        # their ids leave the owed retractions' files (`service.owed_retractions`: the one a damaged file was set aside as too)
+        # their ids leave the owed retractions' file once their rows are gone (`service.owed_retractions`)
         forget_owed(rt, lambda t, u: (t, u) == (tenant, user_id))
         journal.done(entry)  # every step ran: the entry, and the user's id in it, goes
     finally:

@@ -1,17 +1,18 @@
-"""review left57: a damaged `retractions-owed.json` set aside (left57) kept the user ids it named for good: a later
-DELETE of such a user, or their tenant's removal, left their id in the data folder, which a DELETE answers only once
-nothing of the user is left there (docs/api.md). Now their keys leave the file set aside (whole, or cut short at the
-damage), and the keys it still holds whole are owed again at the start, taken back as a readable file's."""
+"""review left57 and owed58: the keys a damaged `retractions-owed.json` still holds whole are owed again at the start,
+taken back as a readable file's, written in its place; and a user's DELETE takes their keys out of the owed file once
+their rows are gone, a row stored again under one of their ids and taken back again meanwhile staying owed."""
 
 from __future__ import annotations
 
-import logging
 import time
 
-from service.owed_retractions import OWED_RETRACTIONS_FILE
+import msgspec
+
+from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions
 
 # cut short mid-key (a crash or a full disk mid-copy): acme's ann and bob and globex's ann whole, acme's cy cut short
 DAMAGED = b'[["acme","ann","p-1"],["acme","bob","p-2"],["globex","ann","p-3"],["acme","cy","p-'
+WHOLE = {("acme", "ann", "p-1"), ("acme", "bob", "p-2"), ("globex", "ann", "p-3")}
 
 
 def wait_for(check, why: str, timeout: float = 60.0) -> None:
@@ -19,33 +20,6 @@ def wait_for(check, why: str, timeout: float = 60.0) -> None:
     while not check():
         assert time.monotonic() < deadline, why
         time.sleep(0.05)
-
-
-def test_a_users_delete_and_a_tenants_removal_leave_no_id_of_theirs_in_a_damaged_owed_file_set_aside(serve, tmp_path, caplog):
-    from service.admin.controllers import ADMIN_HANDLERS
-    from tests.service.test_tenant48_removal import wait_removed
-
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / OWED_RETRACTIONS_FILE).write_bytes(DAMAGED)
-    with caplog.at_level(logging.ERROR, logger="pluralign.service"):
-        data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
-        with server, svc.client("acme") as acme, svc.client("admin") as admin:
-            [aside] = data.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
-            assert aside.read_bytes() == DAMAGED
-            # the three keys it holds whole were owed again: their rows, stored no more, owed no more (the start's look)
-            wait_for(lambda: not (data / OWED_RETRACTIONS_FILE).exists() and not svc.runtime.owed_retractions.keys(),
-                     "the keys read from the damaged file were never looked at")
-            for user in ("ann", "cy"):  # nothing else held of them: a 404, and their keys go all the same
-                assert acme.delete(f"/v1/users/{user}").status_code == 404
-            assert aside.read_bytes() == b'[["acme","bob","p-2"],["globex","ann","p-3"]'  # globex's ann is another user
-            r = admin.post("/admin/tenants/globex/removal")
-            assert r.status_code == 202, r.text
-            wait_removed(admin, "globex")
-            assert aside.read_bytes() == b'[["acme","bob","p-2"]'
-            assert acme.delete("/v1/users/bob").status_code == 404
-            assert not aside.exists()  # naming nobody any more
-    said = [r.getMessage() for r in caplog.records if f"set aside as {aside}" in r.getMessage()]
-    assert said and "the 3 rows it still names whole" in said[0], said
 
 
 def test_a_users_delete_takes_their_ids_out_of_the_owed_file_once_their_rows_are_gone(serve):
@@ -61,17 +35,60 @@ def test_a_users_delete_takes_their_ids_out_of_the_owed_file_once_their_rows_are
         assert b"dan" not in (data / OWED_RETRACTIONS_FILE).read_bytes()
 
 
+def test_a_row_stored_again_and_taken_back_again_while_a_delete_looked_stays_owed(serve, monkeypatch):
+    """owed58: the DELETE looks whether each of the user's owed rows is still stored, then clears those it found gone.
+    A row of theirs stored again under the same id in between (they came back), and taken back again through another
+    replica (the ingest worker's look owes it again), lost its retraction: cleared with the first. Now it stays owed."""
+    data, server, svc = serve()
+    with server, svc.client("acme") as acme:
+        owed, store = svc.runtime.owed_retractions, svc.runtime.store
+        key = ("acme", "dan", "p-1")
+        owed.owe({key})
+        look = store.stored_row
+
+        def stored_again_right_after(tenant, user_id, pref_id):
+            row = look(tenant, user_id, pref_id)
+            if (tenant, user_id, pref_id) == key:
+                owed.owe({key})  # as `OwedRetractions.check` owes it once its row is stored again
+            return row
+
+        monkeypatch.setattr(store, "stored_row", stored_again_right_after)
+        assert acme.delete("/v1/users/dan").status_code == 404
+        assert owed.keys() == {key}
+        assert msgspec.json.decode((data / OWED_RETRACTIONS_FILE).read_bytes()) == [list(key)]
+
+
 def test_the_keys_a_damaged_owed_file_holds_whole_are_owed_again_on_disk_under_its_name(tmp_path):
     """Read at the start (before its retractions run): the keys read whole are written to the file again, so a crash
-    before they are taken back leaves them to the next start; what the damage cut stays in the file set aside only."""
-    import msgspec
-
-    from service.owed_retractions import OwedRetractions
-
+    before they are taken back leaves them to the next start; what the damage cut is not kept anywhere."""
     (tmp_path / OWED_RETRACTIONS_FILE).write_bytes(DAMAGED)
     owed = OwedRetractions(tmp_path / OWED_RETRACTIONS_FILE)
-    whole = {("acme", "ann", "p-1"), ("acme", "bob", "p-2"), ("globex", "ann", "p-3")}
-    assert owed.keys() == whole
-    assert {tuple(k) for k in msgspec.json.decode((tmp_path / OWED_RETRACTIONS_FILE).read_bytes())} == whole
-    [aside] = tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
-    assert aside.read_bytes() == DAMAGED
+    assert owed.keys() == WHOLE
+    assert {tuple(k) for k in msgspec.json.decode((tmp_path / OWED_RETRACTIONS_FILE).read_bytes())} == WHOLE
+    assert [p.name for p in tmp_path.iterdir()] == [OWED_RETRACTIONS_FILE]
+
+
+def test_a_row_stored_again_and_taken_back_again_while_the_start_looked_at_its_owed_key_stays_owed(serve, monkeypatch):
+    """owed58: the start's look at the owed keys (`retract_owed`) reads their rows, then clears those found gone; the same
+    window as a DELETE's: a row stored again under the id meanwhile, owed again by the ingest worker, was cleared."""
+    import threading
+
+    from service.users import retractions
+
+    data, server, svc = serve()
+    with server:
+        owed, store = svc.runtime.owed_retractions, svc.runtime.store
+        key = ("acme", "dan", "p-1")
+        owed.owe({key})  # as a run killed before it took the row back left it
+        look = store.stored_row
+
+        def stored_again_right_after(tenant, user_id, pref_id):
+            row = look(tenant, user_id, pref_id)
+            owed.owe({(tenant, user_id, pref_id)})  # as `OwedRetractions.check` owes it once its row is stored again
+            return row
+
+        monkeypatch.setattr(store, "stored_row", stored_again_right_after)
+        assert retractions.retract_owed(svc.runtime) == 1
+        for thread in [t for t in threading.enumerate() if t.name == "retract-owed"]:
+            thread.join(60)
+        assert owed.keys() == {key}

@@ -1,11 +1,13 @@
-"""review reviewleft57: a damaged `retractions-owed.json` was renamed aside at the start, and the keys it still held
-whole written back under its name only after: a replica killed between the two (or whose write failed) started next
-with no owed file, so those rows, stored here and taken back through another replica, stayed stored for good, though
-the first start had logged them as taken back. Now the damaged file gets its second name as a hard link first and is
-replaced after, so a kill in between leaves it to be read again."""
+"""review reviewleft57 and owed58: a damaged `retractions-owed.json` is replaced at the start by the keys it still holds
+whole, in one rename, so a start killed before that write leaves it to be read again (once it was renamed aside first,
+and a kill between lost those keys). Nothing of it is kept aside (owed58: left57 kept a copy that every DELETE of a user
+it named had to scrub, and a DELETE that could not answered 500 `owed_retractions_not_rewritten`); the copies an
+earlier release kept (`retractions-owed.json.damaged-<UTC time>`) are taken up by the start, their keys owed again, and
+removed."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -13,10 +15,8 @@ import sys
 
 import msgspec
 
-from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions
-from tests.service.test_reviewleft57_owed import DAMAGED, wait_for
-
-WHOLE = {("acme", "ann", "p-1"), ("acme", "bob", "p-2"), ("globex", "ann", "p-3")}
+from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions, salvage
+from tests.service.test_reviewleft57_owed import DAMAGED, WHOLE, wait_for
 
 # the start's read of the owed file, killed (SIGKILL) as it comes to write the owed keys in the damaged file's place
 KILLED_BEFORE_THE_WRITE = """
@@ -31,6 +31,9 @@ owed.atomic_writer = killed
 owed.OwedRetractions(Path(sys.argv[1]))
 """
 
+# as an earlier release set a damaged owed file aside, and then scrubbed a deleted user's keys out of it
+KEPT_ASIDE = f"{OWED_RETRACTIONS_FILE}.damaged-20261206T101010Z"
+
 
 def test_a_start_killed_before_it_wrote_the_keys_read_from_a_damaged_owed_file_leaves_them_owed(tmp_path):
     path = tmp_path / OWED_RETRACTIONS_FILE
@@ -39,88 +42,89 @@ def test_a_start_killed_before_it_wrote_the_keys_read_from_a_damaged_owed_file_l
     child = subprocess.run([sys.executable, "-c", KILLED_BEFORE_THE_WRITE, str(path)], env=env, capture_output=True,
                            timeout=120)
     assert child.returncode == -signal.SIGKILL, child.stderr.decode()
-    [aside] = tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")  # its second name, given before the kill
-    assert aside.read_bytes() == DAMAGED
-    # the next start: the keys still owed, and the file kept aside once, not twice
+    assert [p.name for p in tmp_path.iterdir()] == [OWED_RETRACTIONS_FILE]  # the damaged file, as it was
+    assert path.read_bytes() == DAMAGED
+    # the next start: the keys still owed, written in its place
     assert OwedRetractions(path).keys() == WHOLE
-    assert list(tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")) == [aside]
-    assert aside.read_bytes() == DAMAGED
+    assert [p.name for p in tmp_path.iterdir()] == [OWED_RETRACTIONS_FILE]
     assert {tuple(k) for k in msgspec.json.decode(path.read_bytes())} == WHOLE
 
 
-def test_a_damaged_owed_file_holding_no_key_whole_is_kept_aside_and_leaves_its_name(tmp_path):
+def test_a_damaged_owed_file_holding_no_key_whole_is_removed_and_nothing_kept(tmp_path):
     path = tmp_path / OWED_RETRACTIONS_FILE
     path.write_bytes(b'[["acme","ann","p-')
     assert OwedRetractions(path).keys() == set()
-    assert not path.exists()
-    [aside] = tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
-    assert aside.read_bytes() == b'[["acme","ann","p-'
-    assert OwedRetractions(path).keys() == set()  # a second start: nothing more set aside
-    assert list(tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")) == [aside]
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_a_users_delete_meeting_a_damaged_owed_file_set_aside_it_cannot_rewrite_is_not_done_until_it_can(serve, tmp_path):
-    """A file set aside that could not be rewritten (here a symbolic link: the operator moved it to another disk) was
-    logged, and the DELETE answered as done, its journal entry gone, the user's ids left in it for good. Now the DELETE
-    is not done: answered as failed, its entry kept, and the journal's pass finishes it once the file can be rewritten."""
-    from service.users import services
+def test_salvage_keeps_ids_holding_brackets_whole_and_counts_the_bytes_it_could_not_read():
+    """A pref_id may hold `]` and an escaped `"`; a key cut short is bytes not read (the list's brackets, commas and spaces
+    are not counted): what the start's log says of a damaged file, without its ids."""
+    keys, unread = salvage(b'[["acme","ann","a]b"], ["acme","bob","c]\\"d"],["acme","cy","p-')
+    assert keys == [("acme", "ann", "a]b"), ("acme", "bob", 'c]"d')]
+    assert unread == len(b'"acme""cy""p-')
+    assert salvage(b'[["acme","ann","p-1"]') == ([("acme", "ann", "p-1")], 0)  # only its last `]` lost: nothing lost
 
+
+def test_the_files_an_earlier_release_set_aside_are_owed_again_and_removed_at_the_start(serve, tmp_path, caplog):
+    """owed58: such a file stayed in the data folder, naming users, for an operator to read (and a DELETE scrubbed it).
+    Now the start owes again the keys it still names whole, with the owed file's own, and removes it once they are
+    written; the log says how many, never which."""
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / OWED_RETRACTIONS_FILE).write_bytes(DAMAGED)
-    data, server, svc = serve()
-    with server, svc.client("acme") as acme:
-        [aside] = data.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
-        moved = tmp_path / "elsewhere.json"
-        moved.write_bytes(aside.read_bytes())
-        aside.unlink()
-        aside.symlink_to(moved)
-        r = acme.delete("/v1/users/ann")
-        assert r.status_code == 500, r.text
-        assert r.json()["error"]["code"] == "owed_retractions_not_rewritten", r.text
-        assert b'"ann"' in moved.read_bytes()
-        assert svc.runtime.delete_journal.unfinished("acme", "ann") is not None  # not done: tried again
-        aside.unlink()
-        aside.write_bytes(moved.read_bytes())  # mended: a file again
-        assert services.UnfinishedDeletes(svc.runtime, 3600).run_once() == 1  # on the DELETEs' threads
-        wait_for(lambda: svc.runtime.delete_journal.unfinished("acme", "ann") is None, "the DELETE was never finished")
-        assert aside.read_bytes() == b'[["acme","bob","p-2"],["globex","ann","p-3"],["acme","cy","p-'
+    (tmp_path / "data" / OWED_RETRACTIONS_FILE).write_bytes(msgspec.json.encode([["acme", "eve", "p-7"]]))
+    (tmp_path / "data" / KEPT_ASIDE).write_bytes(DAMAGED)
+    (tmp_path / "data" / f"{KEPT_ASIDE}-2").write_bytes(b'[["acme","fay","p-8"],["acme","gus","p-9"]]')
+    with caplog.at_level(logging.WARNING, logger="pluralign.service"):
+        data, server, svc = serve()
+        with server:
+            assert not list(data.glob(f"{OWED_RETRACTIONS_FILE}.*"))
+            # every key owed, then owed no more once the start's look found none of their rows stored
+            wait_for(lambda: not (data / OWED_RETRACTIONS_FILE).exists() and not svc.runtime.owed_retractions.keys(),
+                     "the keys read from the files set aside were never looked at")
+    said = [r.getMessage() for r in caplog.records if "kept by an earlier release" in r.getMessage()]
+    assert len(said) == 1 and "2 damaged" in said[0] and "the 5 rows they still named whole" in said[0], said
+    assert not any(name in said[0] for name in ("ann", "bob", "fay", "gus")), said
 
 
-def test_a_key_whose_pref_id_holds_a_bracket_leaves_a_file_set_aside_whole(tmp_path):
-    """A pref_id may hold `]` (printable ASCII): the key was cut at that `]`, its tail left in the file (`b"]`), so a file
-    naming nobody else was never removed."""
+def test_a_file_set_aside_stays_until_its_keys_are_on_disk(tmp_path, monkeypatch):
+    """The owed file is written (the keys of the files set aside with its own) before they go: a write that fails (a
+    full disk) leaves them to the next start, which owes them again and removes them."""
+    import service.owed_retractions as module
+
+    (tmp_path / OWED_RETRACTIONS_FILE).write_bytes(msgspec.json.encode([["acme", "eve", "p-7"]]))
+    (tmp_path / KEPT_ASIDE).write_bytes(DAMAGED)
+    (tmp_path / f"{OWED_RETRACTIONS_FILE}.damaged-folder").mkdir()  # not a file an earlier release set aside
+
+    def full(path):
+        raise OSError(28, "No space left on device", str(path))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(module, "atomic_writer", full)
+        assert OwedRetractions(tmp_path / OWED_RETRACTIONS_FILE).keys() == WHOLE | {("acme", "eve", "p-7")}
+    assert (tmp_path / KEPT_ASIDE).read_bytes() == DAMAGED
+    owed = OwedRetractions(tmp_path / OWED_RETRACTIONS_FILE)  # the next start
+    assert owed.keys() == WHOLE | {("acme", "eve", "p-7")}
+    assert {tuple(k) for k in msgspec.json.decode((tmp_path / OWED_RETRACTIONS_FILE).read_bytes())} == owed.keys()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [OWED_RETRACTIONS_FILE, f"{OWED_RETRACTIONS_FILE}.damaged-folder"]
+
+
+def test_an_owed_file_that_cannot_be_read_at_all_is_left_as_it_is(tmp_path, monkeypatch, caplog):
+    """An I/O error (or a permission) on the read leaves nothing to salvage: the file stays for a start that can read it,
+    not removed as if it held no key."""
+    from pathlib import Path
+
     path = tmp_path / OWED_RETRACTIONS_FILE
-    path.write_bytes(b'[["acme","ann","a]b"],["acme","bob","c]\\"d"],["acme","ann","e]f"],["acme","cy","p-')
-    owed = OwedRetractions(path)
-    [aside] = owed.set_aside_files()
-    assert owed.forget_set_aside(lambda t, u: u == "ann") == 1
-    assert aside.read_bytes() == b'[["acme","bob","c]\\"d"],["acme","cy","p-'
-    assert owed.forget_set_aside(lambda t, u: u in ("bob", "cy")) == 1
-    assert not aside.exists()  # naming nobody any more
+    path.write_bytes(msgspec.json.encode([["acme", "eve", "p-7"]]))
+    read = Path.read_bytes
 
+    def failing(self):
+        if self == path:
+            raise OSError(5, "Input/output error", str(self))
+        return read(self)
 
-def test_a_tenants_removal_meeting_a_damaged_owed_file_set_aside_it_cannot_rewrite_is_not_done_until_it_can(serve, tmp_path):
-    """As a user's DELETE: the removal was noted done, its keys left in the file set aside. Now it is not done (the
-    record says why) until the file can be rewritten, and the next pass finishes it."""
-    from service.admin.controllers import ADMIN_HANDLERS
-    from tests.service.test_tenant48_removal import wait_removed
-
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / OWED_RETRACTIONS_FILE).write_bytes(DAMAGED)
-    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600.0)
-    with server, svc.client("admin") as admin:
-        [aside] = data.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
-        moved = tmp_path / "elsewhere.json"
-        moved.write_bytes(aside.read_bytes())
-        aside.unlink()
-        aside.symlink_to(moved)
-        assert admin.post("/admin/tenants/globex/removal").status_code == 202
-        wait_for(lambda: "owed retractions" in (admin.get("/admin/tenants/globex/removal").json().get("error") or ""),
-                 "the removal never said why it was not done")
-        assert admin.get("/admin/tenants/globex/removal").json()["state"] != "done"
-        assert b'"globex"' in moved.read_bytes()
-        aside.unlink()
-        aside.write_bytes(moved.read_bytes())  # mended: a file again
-        server.server.config.app.state.tenant_removals.run_once()  # the next pass (its interval is the test's: 3600 s)
-        wait_removed(admin, "globex")
-        assert aside.read_bytes() == b'[["acme","ann","p-1"],["acme","bob","p-2"],["acme","cy","p-'
+    with monkeypatch.context() as patched, caplog.at_level(logging.ERROR, logger="pluralign.service"):
+        patched.setattr(Path, "read_bytes", failing)
+        assert OwedRetractions(path).keys() == set()
+    assert path.read_bytes() == b'[["acme","eve","p-7"]]'
+    assert OwedRetractions(path).keys() == {("acme", "eve", "p-7")}  # a start that can read it
+    assert any("Input/output error" in r.getMessage() and "make it readable" in r.getMessage() for r in caplog.records)
