@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 import os
@@ -18,6 +17,7 @@ import idna
 import msgspec
 
 from pluralign.data.record import Base
+from pluralign.data.text import closest_name
 from pluralign.urls import redacted
 
 ENV_PREFIX = "PLURALIGN_"
@@ -761,8 +761,9 @@ def check_variables(environ: dict[str, str] | None = None) -> None:
         rest = name[len(ENV_PREFIX):].upper()
         if name == name.upper() and (rest in known or SERVICE_LINK.fullmatch(rest)):
             continue
-        close = [rest] if rest in known else difflib.get_close_matches(rest, known, n=1)  # the prefix alone is not close
-        meant = DEPRECATED_VARIABLES.get(f"{ENV_PREFIX}{close[0]}", f"{ENV_PREFIX}{close[0]}") if close else None  # never an old name
+        # the prefix alone is not close; one set already is not meant (`pluralign_data_dir` beside PLURALIGN_DATA_DIR)
+        close = closest_name(rest, (k for k in known if f"{ENV_PREFIX}{k}" not in environ))
+        meant = DEPRECATED_VARIABLES.get(f"{ENV_PREFIX}{close}", f"{ENV_PREFIX}{close}") if close else None  # never an old name
         hint = f"did you mean {meant}?" if meant else "see docs/api.md"
         if name != name.upper():  # `pluralign_max_tokens`: variables are case-sensitive, and ours are upper case
             raise ValueError(f"{name}: no such variable; the settings' variables are upper case ({hint})")
@@ -788,8 +789,8 @@ def _read_config(config: str, fields: tuple[str, ...]) -> dict:
         raise ValueError(f"{where}: not TOML ({exc})") from None
     unknown = [name for name in values if name not in fields]
     if unknown:
-        if unknown[0].lower() in fields:  # written as its variable is
+        if unknown[0].lower() in fields and unknown[0].lower() not in values:  # written as its variable is
             raise ValueError(f"{where}: no setting `{unknown[0]}` (did you mean `{unknown[0].lower()}`? the file's settings are lower case)")
-        close = difflib.get_close_matches(unknown[0], fields, n=1)
-        raise ValueError(f"{where}: no setting `{unknown[0]}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+        close = closest_name(unknown[0], (field for field in fields if field not in values))  # one the file holds is not meant
+        raise ValueError(f"{where}: no setting `{unknown[0]}`" + (f" (did you mean `{close}`?)" if close else ""))
     return values

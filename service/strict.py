@@ -15,10 +15,8 @@ parameter the route does not take (`unknown_parameter`; /health, /metrics and /s
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import codecs
-import difflib
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -193,10 +191,12 @@ MAX_HINTED_PATH = 256
 
 def closest_field(body: bytes, body_type: type, field: str) -> str:
     """` (did you mean `max_tokens`?)`: the field closest to the unknown `field` (a dotted path: `max_token`,
-    `pluralign.candidatse`, `messages[0].contnet`) of the struct holding it (difflib), or "" when none is close. A
-    union of tagged structs (a feedback's kinds, a message's roles) is read as the kind the body's tag names there (an
-    `edit`'s `edited`), any of them when that cannot be told. A path over MAX_HINTED_PATH characters gets none: a
-    client's key of up to a MB, walked and matched on the event loop, would hold it 0.2-0.6 s a request."""
+    `pluralign.candidatse`, `messages[0].contnet`) of the struct holding it (`pluralign.data.text.closest_name`: a
+    few letters' slip, another case, word order or separator), or "" when none is close or the object already gives
+    the close one (`max_token` beside `max_tokens`: naming it would mislead; a null is not given). A union of tagged
+    structs (a feedback's kinds, a message's roles) is read as the kind the body's tag names there (an `edit`'s
+    `edited`), any of them when that cannot be told. A path over MAX_HINTED_PATH characters gets none: a client's key of up to a MB, walked and
+    matched on the event loop, would hold it 0.2-0.6 s a request."""
     if len(field) > MAX_HINTED_PATH:
         return ""
     segments = [int(i) if i else name for i, name in _SEGMENT.findall(field)]
@@ -205,38 +205,43 @@ def closest_field(body: bytes, body_type: type, field: str) -> str:
     parent = body_type
     for segment in segments[:-1]:
         parent = _member_type(parent, segment)
+    holder = _object_at(body, segments[:-1])
     structs = [o for o in _options(parent) if isinstance(o, type) and issubclass(o, msgspec.Struct)]
     if len(structs) > 1:
-        structs = _tagged_as(body, segments[:-1], structs) or structs
+        structs = _tagged_as(holder, structs) or structs
     names = [f.encode_name for struct in structs for f in msgspec.structs.fields(struct)]
-    close = difflib.get_close_matches(segments[-1], dict.fromkeys(names), n=1)
-    return f" (did you mean `{close[0]}`?)" if close else ""
+    close = closest_name(segments[-1], (name for name in names if holder.get(name) is None))  # null: not given
+    return f" (did you mean `{close}`?)" if close else ""
 
 
-def _tagged_as(body: bytes, segments: list[str | int], structs: list[type]) -> list[type]:
-    """Those of the tagged `structs` whose tag the object at `segments` of `body` carries; [] when it cannot be read
-    (a body past LOOP_BYTES is not decoded again on the event loop for a hint)."""
+def _object_at(body: bytes, segments: list[str | int]) -> dict:
+    """The JSON object at `segments` of `body`; {} when it cannot be read (a body past LOOP_BYTES is not decoded
+    again on the event loop for a hint)."""
     if len(body) >= LOOP_BYTES:
-        return []
+        return {}
     try:
         holder = msgspec.json.decode(body)
         for segment in segments:
             holder = holder[segment]
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, LookupError, TypeError):
-        return []
-    if not isinstance(holder, dict):
-        return []
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _tagged_as(holder: dict, structs: list[type]) -> list[type]:
+    """Those of the tagged `structs` whose tag the object `holder` carries; [] when none."""
     return [struct for struct in structs if (config := struct.__struct_config__).tag_field is not None
             and holder.get(config.tag_field) == config.tag]
 
 
-def one_of(choices: tuple[str, ...], got: str) -> str:
-    """`must be one of `a`, `b`; got 'c'`: a value outside a field's choices (`got`, its repr), said with them, and the
-    closest of them to a misspelt one (`got 'populaton' (did you mean `population`?)`), as an unknown field is."""
-    value = _literal(got)  # msgspec's repr of the value, read back once
-    hint = did_you_mean(value if len(got) <= 130 else None, choices)
-    if len(got) > 66:  # a string is cut between graphemes, then written again
-        got = repr(shorten(value, 66, "...")) if isinstance(value, str) else shorten(got, 67, "...")
+def one_of(choices: tuple[str, ...], value: object, said: str = "") -> str:
+    """`must be one of `a`, `b`; got 'c'`: a `value` outside a field's choices, said with them (a string as its repr, cut
+    between graphemes), and the closest of them to a misspelt one (`got 'populaton' (did you mean `population`?)`),
+    as an unknown field is. `value` None: one `refused_value` could not read, shown as msgspec `said` it."""
+    if value is None:
+        return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {shorten(said, 67, '...')}"
+    hint = did_you_mean(value, choices)
+    got = repr(shorten(value, 66, "...")) if isinstance(value, str) else shorten(str(value), 67, "...")
     return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}{hint}"
 
 
@@ -247,11 +252,36 @@ def did_you_mean(value: object, choices: Iterable[str]) -> str:
     return f" (did you mean `{close}`?)" if close else ""
 
 
-def _literal(text: str) -> object:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+# msgspec's error for a value outside a field's choices: "Invalid enum value <repr>" (a Literal's, an Enum's), and
+# "Invalid value <tag>" (a tagged union's tag field: a string tag as its text in quotes, not its repr; an int as is)
+_INVALID = re.compile(r"Invalid (?P<enum>enum )?value (?P<got>.*)$", re.S)
+# the escapes Python's repr writes in a str (of `\\`, the quotes, tab, newline and return, and code points)
+_REPR_ESCAPE = re.compile(r"\\(?:x(?P<x>[0-9a-f]{2})|u(?P<u>[0-9a-f]{4})|U(?P<U>[0-9a-f]{8})|(?P<char>[\\'\"tnr]))")
+_ESCAPED = {"\\": "\\", "'": "'", '"': '"', "t": "\t", "n": "\n", "r": "\r"}
+
+
+def refused_value(problem: str) -> str | int | None:
+    """The value msgspec's error `problem` says a field does not take (`Invalid enum value 'robot'`: "robot"), read
+    here, not with `ast.literal_eval`: a tag comes as its text in quotes (`'compar\\son'`), which compiled as Python
+    raised 3.11's DeprecationWarning for the invalid escape (through `warnings`, which is not thread-safe to silence),
+    `\\N{BULLET}` read as a bullet and `it's` not at all; a repr holds only the escapes `_REPR_ESCAPE` reads. None for
+    another message, or a value written in a form this does not read."""
+    found = _INVALID.match(problem)
+    if found is None:
         return None
+    got = found["got"]
+    if _INTEGER.fullmatch(got):
+        return int(got) if len(got) <= 4000 else None  # Python reads at most 4300 digits
+    if len(got) < 2 or got[0] != got[-1] or got[0] not in "'\"":
+        return None
+    if not found["enum"]:  # a tag: its text as it came
+        return got[1:-1] if got[0] == "'" else None
+    return _REPR_ESCAPE.sub(_unescaped, got[1:-1])
+
+
+def _unescaped(escape: re.Match) -> str:
+    code = escape["x"] or escape["u"] or escape["U"]
+    return chr(int(code, 16)) if code else _ESCAPED[escape["char"]]
 
 
 def _dotted(segments: list[str | int]) -> str:
@@ -580,9 +610,9 @@ def refuse_unknown_query(request: Request, parameters: tuple[QueryParameter, ...
     known = [parameter.name for parameter in parameters if parameter.name not in request.path_params]
     for name in request.query_params:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            close = closest_name(name, (k for k in known if k not in request.query_params))  # one given is not meant
             takes = f"this route takes {', '.join(f'`{k}`' for k in known)}" if known else "this route takes no query parameters"
-            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            hint = f" (did you mean `{close}`?)" if close else ""
             raise bad_request(name, f"unknown query parameter{hint}; {takes}", code="unknown_parameter")
 
 
@@ -608,7 +638,7 @@ def strict_query(request: Request) -> None:
             check_number(parameter, values[0])
             continue
         if parameter.choices and values and values[0] not in parameter.choices:
-            raise bad_request(name, one_of(parameter.choices, repr(values[0])))
+            raise bad_request(name, one_of(parameter.choices, values[0]))
         if not (parameter.integer and values):
             continue
         value = values[0]
@@ -1022,10 +1052,10 @@ async def strict_json_body(request: Request) -> None:
         field, problem = field_of(exc)
         if "[...]" in field:  # a dict's value: named by its key (the body read again: off the loop past SCAN_LOOP_BYTES)
             field = await _scan_off_loop(body, _dict_value_field, body, data.annotation, field)
-        invalid = re.match(r"Invalid (?:enum )?value (?P<got>.*)$", problem, re.S)
+        invalid = _INVALID.match(problem)
         choices = _choices(data.annotation, field) if invalid else ()
         if choices:  # msgspec's "Invalid enum value 'robot'" says nothing of what the field takes
-            problem = one_of(choices, invalid["got"])
+            problem = one_of(choices, refused_value(problem), invalid["got"])
         # an unknown field keeps OpenAI's code for it (clients show `unknown_parameter`), and names the closest it has
         code = "unknown_parameter" if "unknown field" in problem else "invalid_value"
         if code == "unknown_parameter":  # another server's parameter (a chat's `top_k`) is said so: its closest misleads

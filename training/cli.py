@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
-import difflib
 import gc
 import importlib
 import importlib.machinery
@@ -63,18 +62,20 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"pluralign: error: {message} (see `{self.prog} --help`)\n")
 
     def _check_value(self, action: argparse.Action, value) -> None:
-        """argparse's, with the closest choice (difflib) in its `invalid choice` error, as Python 3.14's argparse
+        """argparse's, with the closest choice (`pluralign.data.text.closest_name`) in its `invalid choice` error, as Python 3.14's argparse
         suggests one: `argument command: invalid choice: 'trian' (did you mean 'train'?) (choose from ...)`. The hint
         goes in as the error is made: read back out of argparse's message, a value holding both quotes and
         ` (choose from ` would be cut at its escaped quote (a SyntaxError traceback, not a usage error)."""
         try:
             super()._check_value(action, value)
         except argparse.ArgumentError as exc:
+            from pluralign.data.text import closest_name  # on an error only: the regex module is not in every start
+
             said = f"invalid choice: {value!r}"
-            close = difflib.get_close_matches(value, [str(c) for c in action.choices], n=1) if isinstance(value, str) else []
+            close = closest_name(value, [str(c) for c in action.choices]) if isinstance(value, str) else None
             if not close or not exc.message.startswith(said):
                 raise
-            raise argparse.ArgumentError(action, f"{said} (did you mean {close[0]!r}?){exc.message[len(said):]}") from None
+            raise argparse.ArgumentError(action, f"{said} (did you mean {close!r}?){exc.message[len(said):]}") from None
 
     def parse_known_args(self, args=None, namespace=None):
         self._words = list(sys.argv[1:] if args is None else args)  # for error(): what this (sub)command was given
@@ -107,10 +108,14 @@ class Parser(argparse.ArgumentParser):
 
 def _unrecognized(command: argparse.ArgumentParser, extras: list[str]) -> str:
     """argparse's error for words no argument of `command` took, with the closest option it has to each option typed
-    (difflib): `unrecognized arguments: --prot 8000 (did you mean --port?)`."""
-    options = [s for action in command._actions for s in action.option_strings if s.startswith("--")]
+    (`pluralign.data.text.closest_name`), none it was given already: `unrecognized arguments: --potr 8000 (did you mean
+    --port?)`."""
+    from pluralign.data.text import closest_name
+
+    given = {word.partition("=")[0] for word in getattr(command, "_words", []) if word.startswith("--")}
+    options = [s for action in command._actions for s in action.option_strings if s.startswith("--") and s not in given]
     typed = [word.partition("=")[0] for word in extras if word.startswith("--")]
-    close = [m for word in typed for m in difflib.get_close_matches(word, options, n=1)]
+    close = [m for word in typed if (m := closest_name(word, options))]
     hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
     return f"unrecognized arguments: {' '.join(extras)}{hint}"
 

@@ -253,14 +253,18 @@ def created_at_problem(created_at: Any) -> str | None:
     and the service's import take, and `Preference` (a record made in Python); stored rows need only a finite time
     (`time_problem`: older releases stored any number).
     The problem gives a hint for a time in milli-, micro- or nanoseconds (`time_unit`) and for a date (its seconds, read as UTC where it names no
-    offset: the same on every machine, whatever its time zone)."""
+    offset: the same on every machine, whatever its time zone). A date written in digits (20260101: `digits_date`) is
+    refused as an audit's `since` is (`digits_date_problem`: as seconds, 1970-08-23), and past the end of year 9999
+    (20260101123000) told its date, not a division into milliseconds."""
     if created_at is None:
         return None
     number = isinstance(created_at, int | float) and not isinstance(created_at, bool)
     if number and 0 <= created_at <= MAX_CREATED_AT:  # NaN fails the comparison
-        return None
+        return digits_date_problem(created_at)
     hint = ""
-    if unit := time_unit(created_at):
+    if dated := digits_date_hint(created_at):
+        hint = dated
+    elif unit := time_unit(created_at):
         hint = f" ({unit[1]}? divide by {unit[0]}: {created_at / unit[0]!r})"
     elif isinstance(created_at, str | datetime.date):  # ISO text, or a Parquet timestamp column (pandas' datetimes)
         hint = _date_hint(created_at)

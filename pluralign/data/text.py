@@ -302,13 +302,17 @@ def _name_words(name: str) -> tuple[str, ...]:
 
 
 def closest_name(name: str, names: Iterable[str]) -> str | None:
-    """The one of `names` (a field's values, a row's columns) that the misspelt `name` most likely means, or None
-    when none is close: first one that is `name` in another case or with `-`, `.` or a space for `_`, or its words in
-    another order (`Chosen-Rating`, `chosen_score`: `chosen_rating`, `score_chosen`); then the only one whose words
-    begin with `name`'s or begin `name`'s (`user`: `user_id`); then the one fewest edits away (the `regex` module's
-    fuzzy matching: a letter added, dropped or changed; two swapped count two), at most a third of the shorter's
-    letters (`comparision`, `lenght`, `usr`; none for a name of two letters). A name far from every one gets none:
-    `edited` is no `predictive`, `chosen_score` no `chosen_model`, `title` no `tie`."""
+    """The one of `names` (a field's values, a row's columns, a route's parameters, a command's options) that the
+    misspelt `name` most likely means, or None when none is close: first one that is `name` in another case or with
+    `-`, `.` or a space for `_`, or its words in another order (`Chosen-Rating`, `chosen_score`: `chosen_rating`,
+    `score_chosen`); then one a single slip away (`_fewest_edits`: `candidate`: `candidates`, not
+    `candidate_styles`); then the only one whose words begin with `name`'s or begin `name`'s (`user`: `user_id`), or
+    whose letters begin `name`'s or begin with them, 3 letters or more and half the other's (`edit`: `edited`,
+    `output`: `out`); then the one fewest edits away, at most a third of the shorter's letters (`comparision`,
+    `lenght`, `usr`). An edit is a letter added, dropped or changed, or two neighbours swapped (`trian`); a name of
+    one or two letters takes only a letter added or dropped (`kk`: `k`, `ot`: `out`; `ab` is no `ac`). Of two as
+    close, neither (`pal-c`: `pal-a` or `pal-b`). A name far from every one gets none: `edited` is no `predictive`,
+    `chosen_score` no `chosen_model`, `title` no `tie`, `temp` no `stream`."""
     if len(name) > 128:  # a name is short: a long text (a key of up to a MB) is no misspelling of one, and not read
         return None
     words = _name_words(name)
@@ -318,20 +322,58 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
     for other, its in candidates:
         if its == words or sorted(its) == sorted(words):
             return other
-    leading = [other for other, its in candidates if its[: len(words)] == words or words[: len(its)] == its]
+    spelt = "_".join(words)
+    best = _fewest_edits(spelt, candidates)
+    if best is not None and best[0] == 1:
+        return best[1]
+    leading = [other for other, its in candidates if its[: len(words)] == words or words[: len(its)] == its
+               or _begins(spelt, "_".join(its))]
     if len(leading) == 1:
         return leading[0]
-    spelt = "_".join(words)
-    # `name` fuzzily, one pattern an edit count (a row may hold thousands of keys: each is matched, none compiled)
+    return best[1] if best else None
+
+
+def _fewest_edits(spelt: str, candidates: list[tuple[str, tuple[str, ...]]]) -> tuple[int, str] | None:
+    """(edits, name) of the one of `candidates` (name, its words) fewest edits from `spelt` (words joined by `_`), at
+    most a third of the shorter's letters (the `regex` module's fuzzy matching: a letter added, dropped or changed),
+    a swap of two neighbours one (`_slip`); None when none is within that, or two are as few away (`pal-c`: `pal-a`
+    and `pal-b`, a guess either way)."""
+    # `spelt` fuzzily, one pattern an edit count (a row may hold thousands of keys: each is matched, none compiled)
     most = min(len(spelt), max((len("_".join(its)) for _, its in candidates), default=0)) // 3  # the most edits any is allowed
     within = [regex.compile(f"(?:{regex.escape(spelt)}){{e<={edits}}}") for edits in range(most + 1)]
     best: tuple[int, str] | None = None
+    tied = False
     for other, its in candidates:
         target = "_".join(its)
-        bound = min(len(spelt), len(target)) // 3  # none for a name of two letters: one edit is half of it
-        if best is not None:
-            bound = min(bound, best[0] - 1)
-        if bound < 1 or abs(len(spelt) - len(target)) > bound or not within[bound].fullmatch(target):
-            continue
-        best = (next(edits for edits in range(1, bound + 1) if within[edits].fullmatch(target)), other)
-    return best[1] if best else None
+        if _slip(spelt, target):
+            edits = 1
+        else:
+            bound = min(len(spelt), len(target)) // 3  # none for a name of two letters: one edit is half of it
+            if best is not None:
+                bound = min(bound, best[0])
+            if bound < 1 or abs(len(spelt) - len(target)) > bound or not within[bound].fullmatch(target):
+                continue
+            edits = next(edits for edits in range(1, bound + 1) if within[edits].fullmatch(target))
+        if best is None or edits < best[0]:
+            best, tied = (edits, other), False
+        elif edits == best[0]:
+            tied = True
+    return None if tied else best
+
+
+def _begins(spelt: str, other: str) -> bool:
+    """Whether one of `spelt` and `other` begins the other, is 3 letters or more and half of it, and what the other adds
+    ends its last word (`edit`, `edited`; `max_token` does not begin `max_tokens_limit`, its words do not)."""
+    short, long = sorted((spelt, other), key=len)
+    return len(short) >= 3 and 2 * len(short) >= len(long) and long.startswith(short) and "_" not in long[len(short):]
+
+
+def _slip(spelt: str, other: str) -> bool:
+    """Whether `other` is `spelt` with two neighbouring letters swapped (3 letters or more: `trian`, `prot`), or, for
+    one of one or two letters, one letter added or dropped (`kk`, `ot`); the fuzzy match counts a swap two edits,
+    over the third of a short name's letters that it allows, and allows none in a name of two letters."""
+    if len(spelt) == len(other) >= 3:
+        differ = [i for i, (a, b) in enumerate(zip(spelt, other, strict=True)) if a != b]
+        return len(differ) == 2 and differ[1] == differ[0] + 1 and spelt[differ[0]] == other[differ[1]] and spelt[differ[1]] == other[differ[0]]
+    short, long = sorted((spelt, other), key=len)
+    return len(short) <= 2 and len(long) == len(short) + 1 and any(long[:i] + long[i + 1:] == short for i in range(len(long)))

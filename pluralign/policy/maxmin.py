@@ -484,6 +484,11 @@ class PolicyMeta(Persisted):
     steps: int
     beta: float
     lora_r: int
+    # the tokens it was trained to read (`MaxMinConfig`): a comparison's prompt and answer together, and the prompt's
+    # last ones kept (`prompt_budget`); None in a policy an earlier release saved, which recorded neither (`train
+    # maxmin` trained those with max_length 160)
+    max_length: int | None = None
+    max_prompt_length: int | None = None
 
 
 def base_model_id(model) -> str:

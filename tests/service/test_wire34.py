@@ -13,6 +13,7 @@ from tests.service.tiny import serving_a_comparison
 COMPARISON = {"type": "comparison", "user": "wire34", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
 LONG = "m" * 50_000  # a client's value at any length: a runaway template, a pasted document, a fuzzer
 CHAT = {"model": "pluralign", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+UNCAPPED = {k: v for k, v in CHAT.items() if k != "max_tokens"}  # a chat a `max_token` is hinted in (one held is not meant)
 
 
 @pytest.fixture(scope="module")
@@ -202,14 +203,15 @@ def test_head_requests_are_counted_as_head_in_the_metrics(svc):
 
 
 @pytest.mark.parametrize("call, param, hint", [
-    (lambda c: c.chat.completions.create(**CHAT, extra_body={"max_token": 5}), "max_token", " (did you mean `max_tokens`?)"),
+    (lambda c: c.chat.completions.create(**UNCAPPED, extra_body={"max_token": 5}), "max_token", " (did you mean `max_tokens`?)"),
     (lambda c: c.chat.completions.create(**CHAT, extra_body={"pluralign": {"candidatse": 2}}), "pluralign.candidatse",
      " (did you mean `candidates`?)"),
     (lambda c: c.chat.completions.create(**{**CHAT, "messages": [{"role": "user", "contnet": "Hi"}]}), "messages[0].contnet",
      " (did you mean `content`?)"),
     (lambda c: c.post("/feedback", cast_to=object, body={"type": "edit", "response_id": "chatcmpl-" + "0" * 32,
                                                          "edit": "A quiet hike."}), "edit", " (did you mean `edited`?)"),
-    (lambda c: c.post("/feedback", cast_to=object, body={**COMPARISON, "chosne": "Tea."}), "chosne",
+    (lambda c: c.post("/feedback", cast_to=object, body={k: v for k, v in COMPARISON.items() if k != "chosen"} | {"chosne": "Tea."}),
+     "chosne",
      " (did you mean `chosen`?)"),
     (lambda c: c.chat.completions.create(**CHAT, extra_body={"zzzz": 1}), "zzzz", ""),  # nothing close: no hint
 ])
@@ -249,7 +251,7 @@ def test_another_servers_chat_parameter_is_said_to_be_one_not_hinted_as_a_field_
     for call, param, hint in [  # the same name elsewhere is an unknown field of that object, hinted as before
         (lambda: client.chat.completions.create(**CHAT, extra_body={"pluralign": {name: value}}), f"pluralign.{name}", None),
         (lambda: client.post("/feedback", cast_to=object, body={**COMPARISON, name: value}), name, None),
-        (lambda: client.chat.completions.create(**CHAT, extra_body={"max_token": 5}), "max_token", "max_tokens"),
+        (lambda: client.chat.completions.create(**UNCAPPED, extra_body={"max_token": 5}), "max_token", "max_tokens"),
     ]:
         with pytest.raises(openai.BadRequestError) as caught:
             call()
@@ -265,11 +267,9 @@ def test_a_megabyte_long_unknown_field_is_refused_without_reading_it_for_a_hint(
     its last name (difflib), whole and on the event loop: 0.2-0.6 s a request for a 1 MB key (`a.a.a...b`, or
     `max_tokensmax_tokens...`), every tenant's requests waiting, where the same body with the MB in a value is refused
     in 5-40 ms. Until review late54b this test timed the two and compared (the fastest of 3 each, on a shared
-    machine); now it asserts what the hint reads: the key's path split (`_SEGMENT`) and a name matched (difflib) are
-    each at most MAX_HINTED_PATH characters (a short typo's hint read through the same two, so they are the ones that
-    would see it)."""
-    import difflib
-
+    machine); now it asserts what the hint reads: the key's path split (`_SEGMENT`) and a name matched (`closest_name`)
+    are each at most MAX_HINTED_PATH characters (a short typo's hint read through the same two, so they are the ones
+    that would see it)."""
     from service import strict
 
     read: list[int] = []  # the length of each text the hint split or matched
@@ -283,11 +283,11 @@ def test_a_megabyte_long_unknown_field_is_refused_without_reading_it_for_a_hint(
         read.append(len(word))
         return matching(word, *args, **kwargs)
 
-    pattern, matching = strict._SEGMENT, difflib.get_close_matches
+    pattern, matching = strict._SEGMENT, strict.closest_name
     monkeypatch.setattr(strict, "_SEGMENT", Segments())
-    monkeypatch.setattr(difflib, "get_close_matches", close_matches)
+    monkeypatch.setattr(strict, "closest_name", close_matches)
     with svc.client("acme") as c:
-        r = c.post("/v1/chat/completions", json={**CHAT, "max_token": 1})
+        r = c.post("/v1/chat/completions", json={**UNCAPPED, "max_token": 1})
         assert r.status_code == 400 and "(did you mean `max_tokens`?)" in r.json()["error"]["message"], r.text[:300]
         assert read and max(read) == len("max_token"), read  # the hint's path: a typo's read through both
         read.clear()

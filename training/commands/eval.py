@@ -36,7 +36,6 @@ same way are reported beside it (`unseen_particle_acc_by_k`), so the choice is c
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from dataclasses import replace
 
@@ -108,11 +107,12 @@ def check_persona_size(args: argparse.Namespace, sizes: dict[str, int]) -> None:
 def check_model(name: str) -> None:
     """A ValueError naming --model and the closest known model when `name` is none (`pal_a`: did you mean pal-a?).
     The registry's names import no model's code (torch): the error comes at once."""
+    from pluralign.data.text import closest_name
     from pluralign.reward.registry import MODELS
 
     if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        close = closest_name(name, MODELS)
+        hint = f" (did you mean {close}?)" if close else ""
         raise ValueError(f"--model {name}: unknown model{hint}; known: {', '.join(sorted(MODELS))}")
 
 

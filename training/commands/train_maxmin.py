@@ -10,9 +10,10 @@ candidates by min over the EM group heads (maxmin) or by one pooled head (single
 top-scoring candidate against each other one (`--pairing best`, its default) or every two
 (`--pairing all`); `pluralign.policy.maxmin.ranked_pairs` does the same for your own candidates. Ties
 (`"tie": true`) are not trained on, as by every trainer (the report counts them, `ties_skipped`). The base model is
-SmolLM2-135M-Instruct unless `--base` names another causal LM folder. Writes OUT/adapter (peft),
-OUT/meta.json (schema version, base model id, objective, heads) and OUT/metrics.json (loss per
-step, seconds and peak memory per step).
+SmolLM2-135M-Instruct unless `--base` names another causal LM folder. Each comparison is read as at most 160 tokens
+(`max_length`), its prompt's last 80 (`max_prompt_length`) and the answer's first within what is left. Writes
+OUT/adapter (peft), OUT/meta.json (schema version, base model id, objective, heads, steps, beta, LoRA rank and the
+two lengths) and OUT/metrics.json (loss per step, seconds and peak memory per step).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         MaxMinConfig,
         PolicyMeta,
         base_model_id,
+        prompt_budget,
         save_policy,
         tokenize_pairs,
         train_maxmin,
@@ -74,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=config.steps, desc=f"{args.objective} DPO", file=sys.stderr, disable=args.quiet)
     log = train_maxmin(policy, tokens, config, step_callback=lambda step, loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
     bar.close()
+    lengths = {"max_length": config.max_length, "max_prompt_length": prompt_budget("MaxMinConfig", config.max_length, config.max_prompt_length)}
     meta = PolicyMeta(
         schema_version=1, kind="maxmin-lora", base_model=base_id, objective=args.objective, heads=args.heads,
-        steps=config.steps, beta=config.beta, lora_r=config.lora_r,
+        steps=config.steps, beta=config.beta, lora_r=config.lora_r, **lengths,
     )
     report = {
         "objective": args.objective, "heads": args.heads, "base_model": base_id, "pairs": len(records),
-        "ties_skipped": len(rows) - len(records),
+        "ties_skipped": len(rows) - len(records), **lengths,
         "steps": config.steps, "final_loss": log.loss[-1], "loss": log.loss, "reward_accuracy": log.reward_accuracy,
         "seconds_per_step": log.seconds_per_step, "peak_memory_mb": log.peak_memory_mb, "out": str(args.out),
     }

@@ -13,7 +13,6 @@ the output folder.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from pluralign.data.record import MAX_CREATED_AT, Base, digits_date_problem, tenant_problem, time_text_hint
-from pluralign.data.text import is_blank, shorten, surrogate_problem
+from pluralign.data.text import closest_name, is_blank, shorten, surrogate_problem
 
 # what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
 # searches with Python's `re`, whose `$` also matches before a final newline ("alice\n" was a user)
@@ -157,8 +156,8 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
     takes = [name for name in schema.__struct_fields__ if name not in SERVER_SET.get(kind, ())]
     for name in params:
         if name not in schema.__struct_fields__:
-            close = difflib.get_close_matches(name, takes, n=1)
-            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            close = closest_name(name, (n for n in takes if n not in params))  # one given is not meant
+            hint = f" (did you mean `{close}`?)" if close else ""
             raise JobParamsError(f"params.{name}", f"unknown parameter of a `{kind}` job{hint}; it takes {', '.join(takes)}", unknown=True)
     try:
         typed = msgspec.convert({name: value for name, value in params.items() if value is not None}, schema, strict=True)
