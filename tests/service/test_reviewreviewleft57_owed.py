@@ -59,6 +59,23 @@ def test_a_damaged_owed_file_holding_no_key_whole_is_kept_aside_and_leaves_its_n
     assert list(tmp_path.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")) == [aside]
 
 
+def moved_elsewhere(data, tmp_path):
+    """The owed file `data` set aside, moved by the operator to another disk (`tmp_path`/elsewhere.json) and linked to
+    there: a file it cannot rewrite. Returns (the link, the file it names)."""
+    [aside] = data.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
+    moved = tmp_path / "elsewhere.json"
+    moved.write_bytes(aside.read_bytes())
+    aside.unlink()
+    aside.symlink_to(moved)
+    return aside, moved
+
+
+def mended(aside, moved) -> None:
+    """The link made a file again, holding what `moved` holds now."""
+    aside.unlink()
+    aside.write_bytes(moved.read_bytes())
+
+
 def test_a_users_delete_meeting_a_damaged_owed_file_set_aside_it_cannot_rewrite_is_not_done_until_it_can(serve, tmp_path):
     """A file set aside that could not be rewritten (here a symbolic link: the operator moved it to another disk) was
     logged, and the DELETE answered as done, its journal entry gone, the user's ids left in it for good. Now the DELETE
@@ -69,18 +86,13 @@ def test_a_users_delete_meeting_a_damaged_owed_file_set_aside_it_cannot_rewrite_
     (tmp_path / "data" / OWED_RETRACTIONS_FILE).write_bytes(DAMAGED)
     data, server, svc = serve()
     with server, svc.client("acme") as acme:
-        [aside] = data.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
-        moved = tmp_path / "elsewhere.json"
-        moved.write_bytes(aside.read_bytes())
-        aside.unlink()
-        aside.symlink_to(moved)
+        aside, moved = moved_elsewhere(data, tmp_path)
         r = acme.delete("/v1/users/ann")
         assert r.status_code == 500, r.text
         assert r.json()["error"]["code"] == "owed_retractions_not_rewritten", r.text
         assert b'"ann"' in moved.read_bytes()
         assert svc.runtime.delete_journal.unfinished("acme", "ann") is not None  # not done: tried again
-        aside.unlink()
-        aside.write_bytes(moved.read_bytes())  # mended: a file again
+        mended(aside, moved)
         assert services.UnfinishedDeletes(svc.runtime, 3600).run_once() == 1  # on the DELETEs' threads
         wait_for(lambda: svc.runtime.delete_journal.unfinished("acme", "ann") is None, "the DELETE was never finished")
         assert aside.read_bytes() == b'[["acme","bob","p-2"],["globex","ann","p-3"],["acme","cy","p-'
@@ -109,18 +121,13 @@ def test_a_tenants_removal_meeting_a_damaged_owed_file_set_aside_it_cannot_rewri
     (tmp_path / "data" / OWED_RETRACTIONS_FILE).write_bytes(DAMAGED)
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS, deletion_sweep_s=3600.0)
     with server, svc.client("admin") as admin:
-        [aside] = data.glob(f"{OWED_RETRACTIONS_FILE}.damaged-*")
-        moved = tmp_path / "elsewhere.json"
-        moved.write_bytes(aside.read_bytes())
-        aside.unlink()
-        aside.symlink_to(moved)
+        aside, moved = moved_elsewhere(data, tmp_path)
         assert admin.post("/admin/tenants/globex/removal").status_code == 202
         wait_for(lambda: "owed retractions" in (admin.get("/admin/tenants/globex/removal").json().get("error") or ""),
                  "the removal never said why it was not done")
         assert admin.get("/admin/tenants/globex/removal").json()["state"] != "done"
         assert b'"globex"' in moved.read_bytes()
-        aside.unlink()
-        aside.write_bytes(moved.read_bytes())  # mended: a file again
+        mended(aside, moved)
         server.server.config.app.state.tenant_removals.run_once()  # the next pass (its interval is the test's: 3600 s)
         wait_removed(admin, "globex")
         assert aside.read_bytes() == b'[["acme","ann","p-1"],["acme","bob","p-2"],["acme","cy","p-'
