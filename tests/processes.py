@@ -113,3 +113,17 @@ def serve_embeddings(folder: Path, **extra_env: str) -> Iterator[tuple[str, Path
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def workers_of(job_id: str) -> list[int]:
+    """The pids of live processes whose environment carries the job's id (`training.jobs.runner.JOB_ENV`)."""
+    from training.jobs.runner import JOB_ENV
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get(JOB_ENV) == job_id and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p.pid)
+        except (psutil.Error, OSError):
+            continue
+    return found

@@ -1,8 +1,9 @@
-"""Small job kinds for runner tests: real worker processes running a few lines of Python."""
+"""Small job kinds for runner tests: real worker processes running a few lines of Python; `wait_rounds`."""
 
 from __future__ import annotations
 
 import sys
+import time
 
 from training.jobs.kinds import JobKind
 
@@ -52,3 +53,15 @@ TEST_KINDS = {
     "work": JobKind("work", work),
     "adapter": JobKind("adapter", work, required=("user",), promotion_key=lambda job: f"adapter/{job.params.get('tenant', 'default')}/{job.params['user']}"),
 }
+
+
+def wait_rounds(runner, more: int = 2, timeout: float = 60.0) -> None:
+    """Return once `runner`'s dispatcher (a started `LocalJobRunner`) has ended `more` rounds after this call: with 2,
+    a whole round begun after the call has run. What a check that no round did something (launched a job again, wrote
+    a purged one back, ended one inside its grace) waits for, where a sleep of a few polls proved nothing on a busy
+    machine. `timeout` only bounds a hung dispatcher."""
+    wanted = runner.rounds + more
+    deadline = time.monotonic() + timeout
+    while runner.rounds < wanted:
+        assert time.monotonic() < deadline, f"the dispatcher ended {runner.rounds - wanted + more} of {more} rounds in {timeout:g} s"
+        time.sleep(0.02)

@@ -20,8 +20,9 @@ import time
 import psutil
 
 from tests.conftest import REPO
+from tests.processes import workers_of
 from training.jobs.kinds import JobKind
-from training.jobs.runner import JOB_ENV, LocalJobRunner, RunnerConfig
+from training.jobs.runner import LocalJobRunner, RunnerConfig
 
 SLEEPER = "import time; print('working', flush=True); time.sleep(120)"
 
@@ -48,18 +49,6 @@ print("not killed", flush=True)
 """
 
 KINDS = {"pal": JobKind("pal", lambda job, out: [sys.executable, "-c", SLEEPER], promotion_key=lambda job: "pal")}
-
-
-def workers_of(job_id: str) -> list[int]:
-    """The pids of live processes whose environment carries the job's id."""
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get(JOB_ENV) == job_id and p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p.pid)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 def test_a_worker_started_before_its_record_named_it_is_stopped_by_the_next_start(tmp_path):

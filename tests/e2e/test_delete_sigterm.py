@@ -13,11 +13,23 @@ import pytest
 
 from tests.e2e.test_e2e_serve import ServeProcess
 
-# the served process: a DELETE of `zed` holds the DELETEs' one thread (the store's delete never returns)
+# the served process: a DELETE of `zed` holds the DELETEs' one thread (the store's delete never returns); a DELETE
+# queued behind it is said in QUEUED_AT
 HOLD_ZEDS_DELETE = """
 import os, sys, time
 from pathlib import Path
 from pluralign.store.tables import Store
+from service.scheduler import FairScheduler
+
+submit = FairScheduler.submit
+
+def noted(self, tenant, fn):
+    future = submit(self, tenant, fn)
+    if self.what == "deletes" and self.stats()["waiting"]:
+        Path(os.environ["QUEUED_AT"]).write_text("waiting")
+    return future
+
+FairScheduler.submit = noted
 
 delete_user = Store.delete_user
 
@@ -35,9 +47,9 @@ raise SystemExit(main(sys.argv[1:]))
 
 @pytest.mark.slow
 def test_a_delete_waiting_in_the_queue_at_sigterm_is_answered_503_with_retry_after(tmp_path, tiny_generator_dir, tiny_pal_dir):
-    data, held_at = tmp_path / "data", tmp_path / "held-at"
+    data, held_at, queued_at = tmp_path / "data", tmp_path / "held-at", tmp_path / "queued-at"
     proc = ServeProcess(data, tiny_generator_dir, tiny_pal_dir, code=HOLD_ZEDS_DELETE, PLURALIGN_CACHE_DIR=str(tmp_path / "cache"),
-                        HELD_AT=str(held_at))
+                        HELD_AT=str(held_at), QUEUED_AT=str(queued_at))
     answers: dict[str, httpx.Response | Exception] = {}  # in the order they came
 
     def send_delete(user: str) -> None:
@@ -61,7 +73,10 @@ def test_a_delete_waiting_in_the_queue_at_sigterm_is_answered_503_with_retry_aft
             time.sleep(0.02)
         threads.append(threading.Thread(target=send_delete, args=("ann",), daemon=True))
         threads[1].start()  # ann's waits behind it
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while not queued_at.exists():  # in the DELETEs' queue (a sleep of 1 s, before: maybe not even sent yet)
+            assert time.monotonic() < deadline and proc.proc.poll() is None, proc.log.read_text()
+            time.sleep(0.02)
         assert "ann" not in answers
         proc.proc.terminate()
         threads[1].join(timeout=30)

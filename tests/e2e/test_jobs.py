@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.job_kinds import TEST_KINDS
+from tests.e2e.job_kinds import TEST_KINDS, wait_rounds
 from training.jobs.record import decode_job
 from training.jobs.runner import LocalJobRunner, RunnerConfig
 from training.jobs.triggers import AdapterTrigger
@@ -157,7 +157,7 @@ def test_purge_kills_a_running_job_and_leaves_no_file(tmp_path):
             time.sleep(0.05)
         pid = runner.get(job.id).pid
         runner.purge(job.id)
-        time.sleep(0.5)  # the dispatcher's next rounds must not write it back
+        wait_rounds(runner)  # the dispatcher's next rounds must not write it back (a sleep of 0.5 s: maybe none ran)
         assert runner.get(job.id) is None
         assert not any(job.id in p.name for p in (tmp_path / "jobs").rglob("*")), list((tmp_path / "jobs").rglob("*"))
         assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.e2e.job_kinds import TEST_KINDS, work
+from tests.e2e.job_kinds import TEST_KINDS, wait_rounds, work
 from training.jobs.runner import RunnerConfig
 
 pytestmark = pytest.mark.slow
@@ -441,7 +441,7 @@ def test_a_job_ray_had_not_placed_when_the_service_restarted_is_neither_lost_nor
     again.start()
     try:
         wait_for(lambda: all(again.get(job.id).attempts == 2 for job in jobs), 30, "never sent again")
-        time.sleep(1.0)  # a few polls
+        wait_rounds(again, 3)  # polls since: none failed them (a sleep of 1 s: maybe none, on a busy machine)
         for job in jobs:
             waiting = again.get(job.id)
             assert waiting.state == "running" and waiting.error is None, waiting  # sent anew, waiting for a node

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from service.replicas import owner
+from tests.e2e.test_conn37_connections import sample
 from tests.e2e.test_e2e_serve import ServeProcess
 
 pytestmark = pytest.mark.slow  # three server starts and a kill: ~2 min on two busy cores (`make test-scaleout`)
@@ -101,9 +102,32 @@ def test_an_adapter_job_is_queued_once_across_replicas(pair):
     while not (adapter_jobs(0) or adapter_jobs(1)):
         assert time.monotonic() - began < 30, "no adapter job was queued"
         time.sleep(0.1)
-    time.sleep(2.0)  # both replicas have moved their rows by now; a second job would be there
+    for index in range(2):  # each replica's hooks of the user's rows (where a second job would be queued) have run
+        moved_past_them(pair, index)
     jobs = [adapter_jobs(0), adapter_jobs(1)]
     assert [len(j) for j in jobs] == [1 if i == owner("default", user, 2) else 0 for i in range(2)]
+
+
+def moved(pair: Pair, index: int) -> tuple[float, float]:
+    """Replica `index`'s /metrics: (feedback rows still in its log, rows its worker moved since its start)."""
+    text = httpx.get(pair.procs[index].url + "/metrics", timeout=60).text
+    return tuple(sample(text, name) for name in ("pluralign_feedback_pending_rows", "pluralign_feedback_moved_rows_total"))
+
+
+def moved_past_them(pair: Pair, index: int, timeout: float = 60.0) -> None:
+    """Return once replica `index`'s feedback worker has run the hooks of every row acknowledged before the call (the
+    adapter trigger's count among them): its log emptied, then a marker row sent after moved. The worker runs a batch's
+    hooks before it commits the next (`Ingestor`), so the marker's move comes after them (a fixed sleep proved nothing
+    on a busy machine). Nothing else may be sent to that replica meanwhile."""
+    deadline = time.monotonic() + timeout
+    while (state := moved(pair, index))[0]:
+        assert time.monotonic() < deadline, f"replica {index} kept {state[0]:g} rows in its log"
+        time.sleep(0.05)
+    with pair.client(index) as c:
+        assert c.post("/v1/feedback", json=comparison(f"marker{index}-{time.time_ns()}", 0)).status_code == 201
+    while (after := moved(pair, index))[1] < state[1] + 1:
+        assert time.monotonic() < deadline, f"replica {index} did not move the marker row: {after}"
+        time.sleep(0.05)
 
 
 def test_kill9_of_a_replica_loses_no_acknowledged_feedback(pair):

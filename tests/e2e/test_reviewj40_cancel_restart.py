@@ -11,7 +11,7 @@ import time
 
 import msgspec
 
-from tests.e2e.job_kinds import TEST_KINDS
+from tests.e2e.job_kinds import TEST_KINDS, wait_rounds
 from training.jobs.record import Job
 from training.jobs.runner import LocalJobRunner, RunnerConfig
 
@@ -23,7 +23,7 @@ def _swallowing_job_cancelled(runner: LocalJobRunner) -> Job:
         assert time.monotonic() < deadline, runner.get(job.id)
         time.sleep(0.05)
     runner.cancel(job.id)
-    time.sleep(0.3)
+    wait_rounds(runner)  # a round has looked at it since (a sleep of 0.3 s: maybe none, on a busy machine)
     assert runner.get(job.id).state == "running"  # the SIGTERM swallowed, inside the grace
     return job
 
@@ -43,7 +43,7 @@ def test_a_cancelled_job_whose_runner_stops_inside_the_grace_ends_cancelled_and_
     again = LocalJobRunner(config, TEST_KINDS)
     again.start()
     try:
-        time.sleep(0.5)
+        wait_rounds(again)  # its first rounds would have launched it again
         assert again.get(job.id).state == "cancelled" and again.get(job.id).attempts == 1
     finally:
         again.stop()
@@ -60,7 +60,7 @@ def test_a_cancelled_job_left_running_by_a_killed_service_ends_cancelled_at_the_
     again = LocalJobRunner(config, TEST_KINDS)
     again.start()
     try:
-        time.sleep(0.5)
+        wait_rounds(again)  # its first rounds would have launched it again
         recovered = again.get(job.id)
         assert (recovered.state, recovered.attempts) == ("cancelled", 1), recovered
         assert recovered.finished_at is not None and recovered.artifact is None

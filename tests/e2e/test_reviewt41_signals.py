@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -25,8 +26,15 @@ raise SystemExit(main(sys.argv[1:]))
 def test_a_server_started_ignoring_sigint_serves_on_after_one_and_stops_on_sigterm(tmp_path, tiny_generator_dir, tiny_pal_dir):
     proc = ServeProcess(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, code=NOHUP, PLURALIGN_CACHE_DIR=str(tmp_path / "cache"))
     try:
+        sent = time.time()
         proc.proc.send_signal(signal.SIGINT)
-        time.sleep(1)  # uvicorn looks at its stop flag every 0.1 s: a SIGINT it took would have stopped it by now
+        # uvicorn looks at its stop flag at each tick, where it dates its answers once a second: an answer dated 2 s past
+        # the signal's second came after a tick that looked (a SIGINT it took stopped it there), where a sleep of 1 s
+        # may have ended before any tick on a busy machine
+        deadline = time.monotonic() + 60
+        while parsedate_to_datetime(httpx.get(proc.url + "/health", timeout=10).headers["date"]).timestamp() < int(sent) + 2:
+            assert time.monotonic() < deadline and proc.proc.poll() is None, proc.log.read_text()
+            time.sleep(0.1)
         assert proc.proc.poll() is None, proc.log.read_text()
         assert httpx.get(proc.url + "/health", timeout=10).status_code == 200
         proc.proc.send_signal(signal.SIGTERM)

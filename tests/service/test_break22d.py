@@ -14,7 +14,8 @@ import pytest
 from service.admin.controllers import ADMIN_HANDLERS
 from service.admin.retention import ORPHAN_GRACE_S, JobRetention
 from tests.service.test_break20_delete import give_comparisons
-from tests.service.tiny import fspo_service, start_service
+from tests.service.tiny import AskedFrom, fspo_service, start_service
+from tests.stores import wait_for
 from training.jobs.record import Job, job_encoder
 
 RETENTION_S = 3.0
@@ -152,11 +153,13 @@ def test_the_retention_leaves_population_artifacts_alone_while_a_delete_rewrites
     (artifact / "users.jsonl").write_text('{"user": "acme/lena"}\n')
     server, svc = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS,
                                 job_retention_s=RETENTION_S)
-    lock = svc.runtime.population_lock
+    lock = svc.runtime.population_lock = AskedFrom(svc.runtime.population_lock, "job-retention")
     lock.acquire()  # before the server starts: its first pass runs at start
     try:
         with server, svc.client("admin") as admin:
-            time.sleep(2.5)  # two passes at least
+            # the pass has come to the old job's artifact: it asked for the lock (waiting for it), or removed the artifact
+            # without (a sleep of two passes proved nothing: a busy machine's first pass may not have come this far)
+            wait_for(lambda: lock.asked.is_set() or not artifact.is_dir(), timeout=60)
             assert artifact.is_dir(), "the retention removed a population artifact a DELETE was rewriting"
             lock.release()
             lock = None

@@ -17,7 +17,7 @@ from pluralign.store import StoredPreference
 from pluralign.store import claims as claims_module
 from pluralign.store.claims import FolderClaims, S3Claims, claim_of
 from tests.s3 import S3Server
-from tests.stores import at_most_at_once
+from tests.stores import at_most_at_once, wait_for
 
 USER = "cas42"
 
@@ -150,12 +150,13 @@ def test_a_change_waiting_for_a_folder_lock_that_was_unlinked_waits_for_the_new_
     assert claims.claim("acme", USER, claim("Tea.", 100.0)) == (["p-1"], {})
     name = f"{claims_module._folder('acme', USER)}/{claims_module.key_hash('p-1')}"
     version = claims._get(name)[1]
-    waiting = threading.Event()
+    waiting, asked = threading.Event(), []  # the remover's calls for a lock
     flock = claims_module.fcntl.flock
 
     def noted(fd, op):
         if threading.current_thread().name == "remover":
             waiting.set()
+            asked.extend([op] if op & claims_module.fcntl.LOCK_EX else [])
         return flock(fd, op)
 
     monkeypatch.setattr(claims_module.fcntl, "flock", noted)
@@ -169,8 +170,10 @@ def test_a_change_waiting_for_a_folder_lock_that_was_unlinked_waits_for_the_new_
     (claims.root / name.partition("/")[0] / claims_module.LOCK_FILE).unlink()
     assert new.__enter__()  # another process's change, on the lock file now at that name
     old.__exit__(None, None, None)
-    time.sleep(0.1)
-    assert held(claims) is not None  # before: removed while the new lock was held
+    # the remover has had the old lock and asked for the new one (or removed it meanwhile: the bug), where a sleep of
+    # 0.1 s may not have let it run at all on a busy machine
+    wait_for(lambda: len(asked) >= 2 or removed, timeout=30)
+    assert held(claims) is not None and removed == []  # before: removed while the new lock was held
     new.__exit__(None, None, None)
     remover.join(5)
     assert removed == [True] and held(claims) is None

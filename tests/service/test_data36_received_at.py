@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.service.tiny import start_service
+from tests.service.tiny import AskedFrom, start_service
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +41,13 @@ def test_rows_acknowledged_after_a_delete_began_are_received_after_it(svc, how):
             else:
                 answers.append(c.post("/v1/feedback", json={"type": "comparison", "user": user, **ROW}))
 
-        with rt.ingest.log._io:  # the log cannot write: the request waits for its rows to be durable
+        io = rt.ingest.log._io = AskedFrom(rt.ingest.log._io, "feedback-log")  # its writer woken by a request's rows
+        with io:  # the log cannot write: the request waits for its rows to be durable
             sender = threading.Thread(target=send)
             sender.start()
-            time.sleep(0.5)  # the request has built its rows and waits on the log
+            # the request has built its rows and they wait on the log (a sleep of 0.5 s: maybe not yet, on a busy
+            # machine, and then its rows, built after the DELETE began, were received after it whatever the code did)
+            assert io.asked.wait(60), "the request's rows never came to the log's writer"
             began = time.time()  # a DELETE of the user begins (on another replica)
             time.sleep(0.05)
             assert not answers, "acknowledged before the log wrote the rows"

@@ -285,11 +285,16 @@ def test_a_replica_stopped_while_its_withdrawn_row_waits_for_the_lease_leaves_it
     the process gone, never: the row, unmarked, stayed in the users table's files (their id, fitted weights)."""
     import threading
 
+    from service import runtime
     from service.users import services
     from tests.service.tiny import start_replicas
 
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
     first, a, second, b = start_replicas(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, sync_ms=200, admin_handlers=ADMIN_HANDLERS)
+    # b's stop waits for its purge (its turn comes 0.5 s into the stop) however long the purge takes on a busy machine, not
+    # WITHDRAWN_STOP_S: past it (a purge of 10 s under load) the stop went on without it, and this failed with nothing wrong
+    monkeypatch.setattr(runtime, "WITHDRAWN_STOP_S", 120.0)  # a hang's bound only
+    second.stop_wait_s = 150.0
     held, free = threading.Event(), threading.Event()
 
     def hold_the_lease() -> None:  # another replica's turn (here a's), over for good after a moment
@@ -322,6 +327,7 @@ def test_a_replica_stopped_while_its_withdrawn_row_waits_for_the_lease_leaves_it
             assert services.refit(b.runtime, "acme", GONE).record is None  # withdrawn; its purge waits for the lease
             threading.Timer(0.5, free.set).start()  # the other turn ends while b stops
         # b has stopped: nothing of it runs on, and no file holds the withdrawn row
+        assert not second.thread.is_alive(), "b's stop did not end within its bound"
         # b's own purges (not every thread of that name: one of an earlier test's service that outlived its stop under
         # load, which conftest warns goes on under the next tests, failed this now and then)
         assert b.runtime.store._purging and not any(t.is_alive() for t in b.runtime.store._purging)

@@ -16,6 +16,7 @@ import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.files import files_holding
+from tests.processes import workers_of
 from tests.service.tiny import field_named, start_service
 
 
@@ -544,7 +545,9 @@ def test_delete_stops_the_users_jobs_and_leaves_no_file_naming_them(deleting):
             assert not Path(f"/proc/{jobs[0]['pid']}").exists() or b"PLURALIGN_JOB_ID" not in Path(f"/proc/{jobs[0]['pid']}/environ").read_bytes()
         left = files_holding(deleting.data_dir, marker, user)
         assert left == [], "\n".join(left)
-        time.sleep(2)  # a worker or a background refit that outlived the DELETE would write now
+        # nothing that could write of them runs on: no worker of their jobs (one begun after the listing too), no refit
+        # (a sleep of 2 s for them to write in proved nothing on a machine too busy to run them meanwhile)
+        assert [pid for job in jobs for pid in workers_of(job["id"])] == []
         deleting.runtime.wait_for_background()
         assert files_holding(deleting.data_dir, marker, user) == []
         assert c.get(f"/v1/users/{user}").status_code == 404

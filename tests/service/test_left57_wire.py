@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+import httpx
 import pytest
 
 from tests.service.tiny import fixed_answers, fixed_service
@@ -15,12 +16,16 @@ from tests.service.tiny import fixed_answers, fixed_service
 FixedGenerator = fixed_answers(["Tea."])
 
 
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+def wire_service(folder, tiny_generator_dir, tiny_pal_dir, minilm):
+    """The service these tests (and test_reviewleft57_wire's) send bad input to: a fixed answer, the admin's routes."""
     from service.admin.controllers import ADMIN_HANDLERS
 
-    with fixed_service(tmp_path_factory.mktemp("left57"), tiny_generator_dir, tiny_pal_dir, minilm, FixedGenerator,
-                       admin_handlers=ADMIN_HANDLERS) as service:
+    return fixed_service(folder, tiny_generator_dir, tiny_pal_dir, minilm, FixedGenerator, admin_handlers=ADMIN_HANDLERS)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    with wire_service(tmp_path_factory.mktemp("left57"), tiny_generator_dir, tiny_pal_dir, minilm) as service:
         yield service
 
 
@@ -63,35 +68,42 @@ NOT_UTF8 = ["%FF", "%C0%AF", "%E0%80%AF", "%ED%A0%80", "caf%E9"]
 NUL = ["%00", "a%00b"]
 
 
-def path_routes(svc) -> list[tuple[str, str, str]]:
-    """(method, path template, parameter named first) of every route of the app whose path takes a parameter."""
-    app = svc.server.server.config.app
+def parameter_paths(svc, sent: str, first_only: bool = False) -> list[tuple[str, str, str]]:
+    """(method, path, parameter) for each parameter of each route of the app (HEAD and OPTIONS aside), or each route's
+    first one only (`first_only`): `sent` in that parameter, `x` in the others."""
     found = []
-    for route in app.routes:
-        if (first := re.search(r"\{([^:}]+)", route.path)) is None:
-            continue
-        found += [(method, route.path, first[1]) for method in sorted(getattr(route, "methods", ())) if method not in ("HEAD", "OPTIONS")]
+    for route in svc.server.server.config.app.routes:
+        pieces = re.split(r"\{([^:}]+)[^}]*\}", route.path)  # text, name, text, name, ..., text
+        names = pieces[1::2]
+        for k, name in enumerate(names[:1] if first_only else names):
+            values = ["x"] * k + [sent] + ["x"] * (len(names) - k - 1)
+            path = "".join(piece if i % 2 == 0 else values[i // 2] for i, piece in enumerate(pieces))
+            found += [(method, path, name) for method in sorted(getattr(route, "methods", ())) if method not in ("HEAD", "OPTIONS")]
     return found
+
+
+def sent_to(svc, method: str, path: str) -> tuple[httpx.Response, dict]:
+    """`method` `path` with the key its route takes (the admin's under /admin, acme's elsewhere) and a body `{}` where
+    it takes one: the answer and its JSON `error` ({} when it has none)."""
+    with svc.client("admin" if path.startswith("/admin") else "acme") as c:
+        r = c.request(method, path, json={} if method in ("POST", "PUT", "PATCH") else None)
+    return r, r.json().get("error", {}) if r.headers.get("content-type", "").startswith("application/json") else {}
 
 
 def test_every_path_parameter_that_is_no_utf_8_or_holds_nul_is_a_400_naming_it(svc):
     """Each route with a path parameter (the users', the admin's jobs, dead letters and tenants, /v1/models, the docs'
     pages and assets), sent each of NOT_UTF8 and NUL in its first one: a 400 naming that parameter, saying which byte,
     never a 404 repeating U+FFFD (`no job '\ufffd'`, `no model '\ufffd'`) nor a 500 (`%00` in /schema/assets/)."""
-    routes = path_routes(svc)
-    assert len(routes) >= 20 and any(path.startswith("/admin/jobs/") for _, path, _ in routes), routes
     wrong = []
-    for method, template, name in routes:
-        who = "admin" if template.startswith("/admin") else "acme"
-        with svc.client(who) as c:
-            for sent in NOT_UTF8 + NUL:
-                path = re.sub(r"\{[^}]*\}", "x", re.sub(r"\{[^}]*\}", sent, template, count=1))
-                r = c.request(method, path, json={} if method in ("POST", "PUT", "PATCH") else None)
-                error = r.json().get("error", {}) if r.headers.get("content-type", "").startswith("application/json") else {}
-                said = "is no UTF-8 text: byte 0x" if sent in NOT_UTF8 else "holds NUL (`%00`"
-                if r.status_code != 400 or error.get("param") != name or said not in error.get("message", "") \
-                        or "\ufffd" in r.text or "\x00" in r.text:
-                    wrong.append((method, path, r.status_code, r.text[:200]))
+    for sent in NOT_UTF8 + NUL:
+        routes = parameter_paths(svc, sent, first_only=True)
+        assert len(routes) >= 20 and any(path.startswith("/admin/jobs/") for _, path, _ in routes), routes
+        said = "is no UTF-8 text: byte 0x" if sent in NOT_UTF8 else "holds NUL (`%00`"
+        for method, path, name in routes:
+            r, error = sent_to(svc, method, path)
+            if r.status_code != 400 or error.get("param") != name or said not in error.get("message", "") \
+                    or "\ufffd" in r.text or "\x00" in r.text:
+                wrong.append((method, path, r.status_code, r.text[:200]))
     assert not wrong, wrong
 
 

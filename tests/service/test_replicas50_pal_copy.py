@@ -10,7 +10,6 @@ once that leave a mix are never served either."""
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 
 import pytest
@@ -18,9 +17,9 @@ import torch
 
 from pluralign.reward.pal import PALConfig, PALModel, UserWeights, save_pal
 from service.rewards import checkpoint_version
-from tests.service.tiny import start_service
+from tests.service.tiny import start_service, wait_passes
 
-pytestmark = pytest.mark.slow  # one replica's start and passes over ~4 s of copies: ~10 s on two busy cores (`make test-scaleout`)
+pytestmark = pytest.mark.slow  # one replica's start and passes over copies: ~10 s on two busy cores (`make test-scaleout`)
 
 SWEEP_S = 0.2
 
@@ -32,11 +31,9 @@ def artifact(folder, seed: int, dim: int, encoder_id: str, accuracy: float):
     return folder
 
 
-def copy_slowly(source, folder, pause_after: int, pause_s: float) -> None:
-    """`cp source/* folder/`, pausing `pause_s` after the first `pause_after` files (meta.json first, by name)."""
-    for i, path in enumerate(sorted(source.iterdir())):
-        if i == pause_after:
-            time.sleep(pause_s)
+def copy_part(source, folder, which: slice) -> None:
+    """`cp` of `which` files of `source`, in the order `cp source/*` copies them (by name: meta.json first)."""
+    for path in sorted(source.iterdir())[which]:
         shutil.copy(path, folder / path.name)
 
 
@@ -54,14 +51,10 @@ def test_a_copy_paused_part_way_is_not_served_and_two_copies_mixed_are_never_ser
     with server, svc.client("acme") as acme:
         old, new = served(), checkpoint_version(first)
         assert old == checkpoint_version(tiny_pal_dir) != new
-        writer = threading.Thread(target=copy_slowly, args=(first, pal, 2, 15 * SWEEP_S))  # meta.json, model.safetensors: then 3 s
-        writer.start()
-        seen = set()
-        while writer.is_alive():
-            seen.add(served())
-            time.sleep(0.05)
-        writer.join()
-        assert seen == {old}  # before: the half-copied mix's version, served for the pause
+        copy_part(first, pal, slice(0, 2))  # meta.json, model.safetensors; the copy pauses
+        wait_passes(svc.runtime.pal_dir_watch, 3)  # the second pass to find the folder unchanged would take it up
+        assert served() == old  # before: the half-copied mix's version, served for the pause
+        copy_part(first, pal, slice(2, None))
         deadline = time.monotonic() + 20 * SWEEP_S + 5
         while served() != new:
             assert time.monotonic() < deadline, "the whole copy was never served"
@@ -71,5 +64,5 @@ def test_a_copy_paused_part_way_is_not_served_and_two_copies_mixed_are_never_ser
         for name in ("meta.json", "model.safetensors"):
             shutil.copy(second / name, pal / name)
         shutil.copy(first / "user_weights.json", pal / "user_weights.json")
-        time.sleep(6 * SWEEP_S + 0.5)
+        wait_passes(svc.runtime.pal_dir_watch, 3)
         assert served() == new

@@ -21,7 +21,7 @@ from tests.files import files_holding
 from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.test_delete_journal import LATER, wait_until
 from tests.service.test_delete_stopped import Stopped
-from tests.service.tiny import start_service
+from tests.service.tiny import start_service, wait_passes
 
 # two in-process replicas, a DELETE stopped and finished (~7 s call, ~6 s setup): `make test-scaleout`
 pytestmark = [pytest.mark.usefixtures("short_read_margin"), pytest.mark.slow]
@@ -81,5 +81,5 @@ def test_a_snapshot_another_replica_took_before_a_killed_deletes_store_step_lose
         assert wait_until(lambda: files_holding(tmp_path / "b", MARKER) == [], timeout=15), (record, files_holding(tmp_path / "b", MARKER))
         # what b made after the rows had gone (the adapter job of what the user sent since) is theirs and stays
         since = admin_b.submit("adapter", {"tenant": "acme", "user": GONE})[0]
-        time.sleep(0.6)  # b's sweep passes (every 0.2 s)
+        wait_passes(b.runtime.deletion_sweep)  # a pass of b's sweep begun after it was queued has run
         assert admin_b.runner.get(since.id) is not None and files_holding(tmp_path / "b", LATER), record

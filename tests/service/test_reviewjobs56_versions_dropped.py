@@ -20,6 +20,7 @@ from tests.service.test_break20_delete import GONE, MARKER, give_comparisons
 from tests.service.test_delete_journal import LATER, wait_until
 from tests.service.test_delete_stopped import Stopped
 from tests.service.test_reviewjobs53_made_until import two_replicas
+from tests.service.tiny import wait_passes
 
 # two in-process replicas, a DELETE stopped and finished, another user's DELETE between: `make test-scaleout`
 pytestmark = [pytest.mark.usefixtures("short_read_margin"), pytest.mark.slow]
@@ -58,7 +59,7 @@ def test_a_returning_users_job_stays_when_another_purge_dropped_the_versions_bef
         assert wait_until(lambda: not any((tmp_path / "a" / JOURNAL_FOLDER).iterdir()))
         (record,) = wait_until(lambda: b.runtime.store.deletions_since(0) and
                                [d for d in b.runtime.store.deletions_since(0) if d.made_until is not None])
-        time.sleep(0.8)  # b's sweep passes (every 0.2 s)
+        wait_passes(b.runtime.deletion_sweep)  # a pass of b's sweep begun once b read the record has run: it applied it
         # what b made after the rows had gone (the adapter job of what the user sent since) is theirs and stays
         assert admin_b.runner.get(since.id) is not None and files_holding(tmp_path / "b", LATER), (record, since.created_at)
         assert record.began() <= record.made() <= left[0], (record, left[0])  # noted before the purge began

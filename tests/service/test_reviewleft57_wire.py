@@ -7,36 +7,15 @@ mark, moved the places, so `/v1/models/a%2F%FF` was the 404 `no model 'a/\ufffd'
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from tests.service.tiny import fixed_answers, fixed_service
-
-FixedGenerator = fixed_answers(["Tea."])
+from tests.service.test_left57_wire import parameter_paths, sent_to, wire_service
 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    from service.admin.controllers import ADMIN_HANDLERS
-
-    with fixed_service(tmp_path_factory.mktemp("reviewleft57"), tiny_generator_dir, tiny_pal_dir, minilm, FixedGenerator,
-                       admin_handlers=ADMIN_HANDLERS) as service:
+    with wire_service(tmp_path_factory.mktemp("reviewleft57"), tiny_generator_dir, tiny_pal_dir, minilm) as service:
         yield service
-
-
-def parameter_paths(svc, sent: str) -> list[tuple[str, str, str]]:
-    """(method, path, parameter) for each parameter of each route of the app (HEAD and OPTIONS aside): `sent` in that
-    parameter, `x` in the others."""
-    found = []
-    for route in svc.server.server.config.app.routes:
-        pieces = re.split(r"\{([^:}]+)[^}]*\}", route.path)  # text, name, text, name, ..., text
-        names = pieces[1::2]
-        for k, name in enumerate(names):
-            values = ["x"] * k + [sent] + ["x"] * (len(names) - k - 1)
-            path = "".join(piece if i % 2 == 0 else values[i // 2] for i, piece in enumerate(pieces))
-            found += [(method, path, name) for method in sorted(getattr(route, "methods", ())) if method not in ("HEAD", "OPTIONS")]
-    return found
 
 
 @pytest.mark.parametrize("sent, said", [("%FF", "is no UTF-8 text: byte 0xff"), ("%00", "holds NUL (`%00`"),
@@ -49,9 +28,7 @@ def test_each_path_parameter_not_utf_8_or_holding_nul_is_a_400_naming_it_after_a
     assert len(cases) >= 22 and {"pref_id", "model_id", "file_path", "job_id", "name"} <= {name for *_, name in cases}, cases
     wrong = []
     for method, path, name in cases:
-        with svc.client("admin" if path.startswith("/admin") else "acme") as c:
-            r = c.request(method, path, json={} if method in ("POST", "PUT", "PATCH") else None)
-        error = r.json().get("error", {}) if r.headers.get("content-type", "").startswith("application/json") else {}
+        r, error = sent_to(svc, method, path)
         message = error.get("message", "")
         refused = r.status_code == 400 and error.get("param") == name and said in message
         unrouted = "/" in sent.replace("%2F", "/") and (message.startswith("no route `") or r.status_code == 405)

@@ -147,6 +147,15 @@ def test_an_admin_post_cut_by_the_graceful_wait_is_answered_503_with_retry_after
     with svc.client("acme") as acme, svc.client("admin") as admin:
         with server:
             holder.start()
+            submit, submitted = app.state.admin.submit, threading.Event()
+
+            def submit_noted(*args, **kwargs):  # the audit's submit, run on a thread of its own: its end noted
+                try:
+                    return submit(*args, **kwargs)
+                finally:
+                    submitted.set()
+
+            monkeypatch.setattr(app.state.admin, "submit", submit_noted)
             try:
                 give_comparisons(acme, "ann", "tea", marker=HOLD, n=1)  # its texts are held in the encoder
                 thread, answers = _post_audit_in_thread(admin, {"wait": 600})
@@ -162,7 +171,8 @@ def test_an_admin_post_cut_by_the_graceful_wait_is_answered_503_with_retry_after
         assert r.status_code == 503 and r.headers.get("Retry-After", "").isdigit(), (r.status_code, r.headers, r.text[:300])
         assert "the service is stopping" in r.json()["error"]["message"], r.text
         wait_for(lambda: not server.thread.is_alive(), 30)
-        time.sleep(0.3)  # the request's thread, which the cancel left running, ended with the batch
+        # the request's thread, which the cancel left running, ended with the batch (a sleep of 0.3 s: maybe not yet)
+        assert submitted.wait(60), "the audit's submit never returned"
         assert app.state.admin.runner.list(kind="audit") == [], "an audit was queued after its request was answered 503"
 
 

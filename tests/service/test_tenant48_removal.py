@@ -338,6 +338,14 @@ def test_a_chat_being_answered_when_the_removal_begins_leaves_nothing_of_the_ten
     rt, answered = svc.runtime, {}
     body = {"model": "pluralign", "messages": [{"role": "user", "content": MARKER}], "user": "dan", "temperature": 0}
     with server, svc.client("acme") as acme, svc.client("admin") as admin:
+        requests, waiting = server.server.config.app.state.tenant_requests, threading.Event()
+        wait_none = requests.wait_none
+
+        def noted(tenant, *args, **kwargs):  # the removal's last look, waiting for the tenant's requests to end
+            waiting.set()
+            return wait_none(tenant, *args, **kwargs)
+
+        monkeypatch.setattr(requests, "wait_none", noted)
         with generation_held(rt, at_most_s=20) as release:
             chat = threading.Thread(target=lambda: answered.update(r=acme.post("/v1/chat/completions", json=body, timeout=30)))
             chat.start()
@@ -345,7 +353,9 @@ def test_a_chat_being_answered_when_the_removal_begins_leaves_nothing_of_the_ten
             while not (rt.scheduler.stats()["running"] or rt.scheduler.stats()["waiting"]) and time.monotonic() < deadline:  # its generation began
                 time.sleep(0.02)
             assert admin.post("/admin/tenants/acme/removal").status_code == 202
-            time.sleep(0.5)  # the removal's look has found nothing; it waits for the chat
+            # the removal's look has found nothing; it waits for the chat (a sleep of 0.5 s, before: on a busy machine the
+            # chat might be released before the removal looked, and nothing raced)
+            assert waiting.wait(30), "the removal never waited for the tenant's requests"
             release()
             chat.join(30)
             removal = wait_removed(admin, "acme", timeout=30)

@@ -147,6 +147,42 @@ def burst_within_one_second(send, n: int, tries: int = 10) -> list:
     pytest.fail(f"none of {tries} bursts of {n} requests began and ended within one second (a machine that slow?)")
 
 
+def wait_passes(periodic, more: int = 2, timeout: float = 120.0) -> None:
+    """Return once `periodic` (a running `service.periodic.Periodic`: a replica's deletion sweep, its PAL folder's watch,
+    the job retention) has ended `more` passes after this call. With 2, a whole pass begun after the call has run (the
+    one under way at the call may have looked before it): what a check that a pass did NOT do something waits for, in
+    place of a sleep that a busy machine's passes may not fit in. `timeout` only bounds a hung pass."""
+    wanted = periodic.passes + more
+    deadline = time.monotonic() + timeout
+    while periodic.passes < wanted:
+        assert time.monotonic() < deadline, f"{periodic._name} ended {periodic.passes - wanted + more} of {more} passes in {timeout:g} s"
+        time.sleep(0.02)
+
+
+class AskedFrom:
+    """`lock` (a service's lock, put in its place) noting in `asked` when the thread named `thread` asks for it (None: any
+    thread but the one that made this): a wait for it shows that thread has come to the lock (waiting for it, when the test
+    holds it), where a sleep showed nothing on a busy machine."""
+
+    def __init__(self, lock, thread: str | None = None):
+        self.lock, self.thread, self.maker, self.asked = lock, thread, threading.current_thread(), threading.Event()
+
+    def acquire(self, *args, **kwargs) -> bool:
+        asking = threading.current_thread()
+        if asking.name == self.thread if self.thread is not None else asking is not self.maker:
+            self.asked.set()
+        return self.lock.acquire(*args, **kwargs)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class LiveServer:
     """The real app under uvicorn on 127.0.0.1, in a thread of the test process."""
 
@@ -162,6 +198,7 @@ class LiveServer:
         self.server = _prompt_server()(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
         self.after_stop: list = []  # called once the server's thread ended (not when it outlived __exit__'s wait)
+        self.stop_wait_s = 10.0  # __exit__'s wait for the server's thread; a test whose check is the stop's end sets more
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
@@ -181,9 +218,9 @@ class LiveServer:
 
     def __exit__(self, *exc) -> None:
         self.server.stop()
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=self.stop_wait_s)
         if self.thread.is_alive():  # said, not raised: a test's own assertions come first
-            warnings.warn(f"the service on {self.url} still runs 10 s after it was told to stop: what it is still doing "
+            warnings.warn(f"the service on {self.url} still runs {self.stop_wait_s:g} s after it was told to stop: what it is still doing "
                           "(an ingest batch being embedded, a job) goes on under the next tests, on the encoder they share",
                           stacklevel=2)
             return
