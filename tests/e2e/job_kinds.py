@@ -56,12 +56,14 @@ TEST_KINDS = {
 
 
 def wait_rounds(runner, more: int = 2, timeout: float = 60.0) -> None:
-    """Return once `runner`'s dispatcher (a started `LocalJobRunner`) has ended `more` rounds after this call: with 2,
-    a whole round begun after the call has run. What a check that no round did something (launched a job again, wrote
-    a purged one back, ended one inside its grace) waits for, where a sleep of a few polls proved nothing on a busy
-    machine. `timeout` only bounds a hung dispatcher."""
-    wanted = runner.rounds + more
+    """Return once `runner`'s dispatcher (a started `LocalJobRunner`) has run `more` rounds through after this call:
+    with 2, a whole round begun after the call has run. What a check that no round did something (launched a job
+    again, wrote a purged one back, ended one inside its grace) waits for, where a sleep of a few polls proved nothing
+    on a busy machine. Rounds that raised are not counted (they may have stopped before that step); `timeout` only
+    bounds a hung or failing dispatcher."""
+    wanted, failed = runner.rounds + more, runner.failed_rounds
     deadline = time.monotonic() + timeout
     while runner.rounds < wanted:
-        assert time.monotonic() < deadline, f"the dispatcher ended {runner.rounds - wanted + more} of {more} rounds in {timeout:g} s"
+        assert time.monotonic() < deadline, (f"the dispatcher ran {runner.rounds - wanted + more} of {more} rounds through in "
+                                             f"{timeout:g} s; {runner.failed_rounds - failed} raised meanwhile")
         time.sleep(0.02)

@@ -149,13 +149,15 @@ def burst_within_one_second(send, n: int, tries: int = 10) -> list:
 
 def wait_passes(periodic, more: int = 2, timeout: float = 120.0) -> None:
     """Return once `periodic` (a running `service.periodic.Periodic`: a replica's deletion sweep, its PAL folder's watch,
-    the job retention) has ended `more` passes after this call. With 2, a whole pass begun after the call has run (the
-    one under way at the call may have looked before it): what a check that a pass did NOT do something waits for, in
-    place of a sleep that a busy machine's passes may not fit in. `timeout` only bounds a hung pass."""
-    wanted = periodic.passes + more
+    the job retention) has run `more` passes through after this call. With 2, a whole pass begun after the call has run
+    (the one under way at the call may have looked before it): what a check that a pass did NOT do something waits for,
+    in place of a sleep that a busy machine's passes may not fit in. Passes that raised are not counted (they may have
+    stopped before the step looked for); `timeout` only bounds a hung or failing pass."""
+    wanted, failed = periodic.passes + more, periodic.failed
     deadline = time.monotonic() + timeout
     while periodic.passes < wanted:
-        assert time.monotonic() < deadline, f"{periodic._name} ended {periodic.passes - wanted + more} of {more} passes in {timeout:g} s"
+        assert time.monotonic() < deadline, (f"{periodic._name} ran {periodic.passes - wanted + more} of {more} passes through in "
+                                             f"{timeout:g} s; {periodic.failed - failed} raised meanwhile")
         time.sleep(0.02)
 
 
