@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-import time
 
+from tests.service.tiny import wait_ran
 from training.jobs.kinds import JobKind
 
 WORK = """
@@ -59,11 +59,5 @@ def wait_rounds(runner, more: int = 2, timeout: float = 60.0) -> None:
     """Return once `runner`'s dispatcher (a started `LocalJobRunner`) has run `more` rounds through after this call:
     with 2, a whole round begun after the call has run. What a check that no round did something (launched a job
     again, wrote a purged one back, ended one inside its grace) waits for, where a sleep of a few polls proved nothing
-    on a busy machine. Rounds that raised are not counted (they may have stopped before that step); `timeout` only
-    bounds a hung or failing dispatcher."""
-    wanted, failed = runner.rounds + more, runner.failed_rounds
-    deadline = time.monotonic() + timeout
-    while runner.rounds < wanted:
-        assert time.monotonic() < deadline, (f"the dispatcher ran {runner.rounds - wanted + more} of {more} rounds through in "
-                                             f"{timeout:g} s; {runner.failed_rounds - failed} raised meanwhile")
-        time.sleep(0.02)
+    on a busy machine (`tests.service.tiny.wait_ran`)."""
+    wait_ran(lambda: (runner.rounds, runner.failed_rounds), more, timeout, "dispatcher rounds")

@@ -27,14 +27,19 @@ class Failing(Periodic):
         self.ran += 1
 
 
-def test_a_pass_that_raised_is_not_waited_for_as_one_that_ran():
-    always = Failing(fails=10**9)
-    always.start()
+def refused_by(wait, failing) -> None:
+    """`wait` for two of `failing`'s passes or rounds, each of which raises: an AssertionError saying they raised."""
+    failing.start()
     try:
         with pytest.raises(AssertionError, match="raised"):
-            wait_passes(always, 2, timeout=2.0)  # before: returned after two passes that had both raised
+            wait(failing, 2, timeout=2.0)  # before: returned after two that had both raised
     finally:
-        always.stop()
+        failing.stop()
+
+
+def test_a_pass_that_raised_is_not_waited_for_as_one_that_ran():
+    always = Failing(fails=10**9)
+    refused_by(wait_passes, always)
     assert always.ran == 0 and always.failed >= 2
 
 
@@ -55,10 +60,5 @@ def test_a_dispatcher_round_that_raised_is_not_waited_for_as_one_that_ran(tmp_pa
         raise OSError("the jobs folder is unreachable")
 
     monkeypatch.setattr(runner, "_poll", unreachable)
-    runner.start()
-    try:
-        with pytest.raises(AssertionError, match="raised"):
-            wait_rounds(runner, 2, timeout=2.0)  # before: returned after two rounds that had both raised
-    finally:
-        runner.stop()
-    assert runner.failed_rounds >= 2
+    refused_by(wait_rounds, runner)
+    assert runner.rounds == 0 and runner.failed_rounds >= 2
