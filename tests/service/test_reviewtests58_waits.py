@@ -17,7 +17,7 @@ class Failing(Periodic):
     """A pass that raises its first `fails` times, then runs through (counted in `ran`)."""
 
     def __init__(self, fails: int):
-        super().__init__(0.01, "failing-pass", "a test's pass")
+        super().__init__(0.05, "failing-pass", "a test's pass")
         self.fails, self.ran = fails, 0
 
     def run_once(self) -> None:
@@ -54,7 +54,7 @@ def test_the_passes_waited_for_ran_through_after_failed_ones():
 
 
 def test_a_dispatcher_round_that_raised_is_not_waited_for_as_one_that_ran(tmp_path, monkeypatch):
-    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.01), TEST_KINDS)
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05), TEST_KINDS)
 
     def unreachable() -> None:
         raise OSError("the jobs folder is unreachable")
