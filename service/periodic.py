@@ -1,8 +1,9 @@
 """A pass a service runs in the background: at start, then every `interval_s` seconds, on its own
 daemon thread, until stopped. A pass that raises is logged and tried again at the next one; the
 service goes on serving. Subclasses give `run_once` (`service.deletions.DeletionSweep`,
-`service.admin.retention.JobRetention`, `service.pal_dir.PalDirWatch`). `passes` counts the passes ended: a
-test waits on it for a pass begun after an event, before it asserts that the pass did not do something."""
+`service.admin.retention.JobRetention`, `service.pal_dir.PalDirWatch`). `passes` counts the passes that ran through
+(`failed` those that raised): a test waits on it for a pass begun after an event, before it asserts that the pass did
+not do something; a pass that raised may have stopped before the step that would have done it, so it is not counted."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ class Periodic(ABC):
         self._name, self._what = name, what
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # passes ended so far on the thread (a failed one too), written by it alone: what a wait for "a pass begun
-        # after X has run" counts (two more than when X happened), where a fixed sleep proves nothing on a busy machine
-        self.passes = 0
+        # passes that ran through so far on the thread, and those that raised, written by it alone: what a wait for "a
+        # pass begun after X has run" counts (two more than when X happened), where a fixed sleep proves nothing on a busy
+        # machine; a pass that raised proves nothing either (it may have stopped before the step looked for)
+        self.passes = self.failed = 0
 
     @abstractmethod
     def run_once(self) -> object:
@@ -47,6 +49,8 @@ class Periodic(ABC):
                 self.run_once()
             except Exception:  # a damaged file, the store unreachable, ...: tried again at the next pass
                 log.exception("%s failed", self._what)
-            self.passes += 1
+                self.failed += 1
+            else:
+                self.passes += 1
             if self._stop.wait(self.interval_s):
                 return

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-import time
 
+from tests.service.tiny import wait_ran
 from training.jobs.kinds import JobKind
 
 WORK = """
@@ -56,12 +56,8 @@ TEST_KINDS = {
 
 
 def wait_rounds(runner, more: int = 2, timeout: float = 60.0) -> None:
-    """Return once `runner`'s dispatcher (a started `LocalJobRunner`) has ended `more` rounds after this call: with 2,
-    a whole round begun after the call has run. What a check that no round did something (launched a job again, wrote
-    a purged one back, ended one inside its grace) waits for, where a sleep of a few polls proved nothing on a busy
-    machine. `timeout` only bounds a hung dispatcher."""
-    wanted = runner.rounds + more
-    deadline = time.monotonic() + timeout
-    while runner.rounds < wanted:
-        assert time.monotonic() < deadline, f"the dispatcher ended {runner.rounds - wanted + more} of {more} rounds in {timeout:g} s"
-        time.sleep(0.02)
+    """Return once `runner`'s dispatcher (a started `LocalJobRunner`) has run `more` rounds through after this call:
+    with 2, a whole round begun after the call has run. What a check that no round did something (launched a job
+    again, wrote a purged one back, ended one inside its grace) waits for, where a sleep of a few polls proved nothing
+    on a busy machine (`tests.service.tiny.wait_ran`)."""
+    wait_ran(lambda: (runner.rounds, runner.failed_rounds), more, timeout, "dispatcher rounds")

@@ -56,6 +56,7 @@ def test_both_replicas_serve_a_model_copied_into_the_shared_pal_dir_and_keep_the
 
         meta = json.loads((pal / "meta.json").read_text())  # an earlier release's checkpoint put there
         (pal / "meta.json").write_text(json.dumps({**meta, "schema_version": 0, "metrics": {"val_acc": 0.5}}))
-        for service in (a, b):  # a folder is taken up by the second pass to find it unchanged: 3 from now, one maybe under way
+        for service in (a, b):  # taken up by the second pass to look at the change (the first to find it
+            # unchanged): 3 from now, one maybe under way
             wait_passes(service.runtime.pal_dir_watch, 3)
         assert served(a) == served(b) == new and chat(acme_a) == chat(acme_b) == 200

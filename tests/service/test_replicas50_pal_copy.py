@@ -52,7 +52,7 @@ def test_a_copy_paused_part_way_is_not_served_and_two_copies_mixed_are_never_ser
         old, new = served(), checkpoint_version(first)
         assert old == checkpoint_version(tiny_pal_dir) != new
         copy_part(first, pal, slice(0, 2))  # meta.json, model.safetensors; the copy pauses
-        wait_passes(svc.runtime.pal_dir_watch, 3)  # the second pass to find the folder unchanged would take it up
+        wait_passes(svc.runtime.pal_dir_watch, 3)  # the second pass to see the copy (the first to find it unchanged) would take it up
         assert served() == old  # before: the half-copied mix's version, served for the pause
         copy_part(first, pal, slice(2, None))
         deadline = time.monotonic() + 20 * SWEEP_S + 5

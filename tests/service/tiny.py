@@ -147,16 +147,24 @@ def burst_within_one_second(send, n: int, tries: int = 10) -> list:
     pytest.fail(f"none of {tries} bursts of {n} requests began and ended within one second (a machine that slow?)")
 
 
+def wait_ran(counts, more: int, timeout: float, what: str) -> None:
+    """Return once `counts()` (how many of `what` ran through so far, how many raised) shows `more` more ran through than
+    at this call: with 2, a whole one begun after the call has run. Those that raised are not counted (they may have
+    stopped before the step a check looks for); `timeout` only bounds a hung or failing one. `wait_passes`,
+    `tests.e2e.job_kinds.wait_rounds`."""
+    ran, failed = counts()
+    deadline = time.monotonic() + timeout
+    while (now := counts())[0] < ran + more:
+        assert time.monotonic() < deadline, f"{now[0] - ran} of {more} {what} ran through in {timeout:g} s; {now[1] - failed} raised meanwhile"
+        time.sleep(0.02)
+
+
 def wait_passes(periodic, more: int = 2, timeout: float = 120.0) -> None:
     """Return once `periodic` (a running `service.periodic.Periodic`: a replica's deletion sweep, its PAL folder's watch,
-    the job retention) has ended `more` passes after this call. With 2, a whole pass begun after the call has run (the
-    one under way at the call may have looked before it): what a check that a pass did NOT do something waits for, in
-    place of a sleep that a busy machine's passes may not fit in. `timeout` only bounds a hung pass."""
-    wanted = periodic.passes + more
-    deadline = time.monotonic() + timeout
-    while periodic.passes < wanted:
-        assert time.monotonic() < deadline, f"{periodic._name} ended {periodic.passes - wanted + more} of {more} passes in {timeout:g} s"
-        time.sleep(0.02)
+    the job retention) has run `more` passes through after this call. With 2, a whole pass begun after the call has run
+    (the one under way at the call may have looked before it): what a check that a pass did NOT do something waits for,
+    in place of a sleep that a busy machine's passes may not fit in (`wait_ran`)."""
+    wait_ran(lambda: (periodic.passes, periodic.failed), more, timeout, f"passes of {periodic._name}")
 
 
 class AskedFrom:

@@ -173,9 +173,10 @@ class LocalJobRunner:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        # the dispatcher's rounds ended so far, written by its thread alone: a test waits on it for a round begun after
-        # an event (two more than it saw) before it asserts that no round did something (wrote a purged job back)
-        self.rounds = 0
+        # the dispatcher's rounds that ran through so far (`failed_rounds`: those that raised), written by its thread
+        # alone: a test waits on it for a round begun after an event (two more than it saw) before it asserts that no
+        # round did something (wrote a purged job back); a round that raised may have stopped before that step
+        self.rounds = self.failed_rounds = 0
         self._lock = threading.RLock()
         self._unwritten: set[str] = set()  # jobs whose latest record is held in memory only (`_record`)
         # what a promotion puts into service (`_served_as`: a key, or the population model) -> the succeeded jobs whose
@@ -409,7 +410,9 @@ class LocalJobRunner:
                     self._launch()
             except Exception:  # the dispatcher must outlive any one job's trouble
                 log.exception("job runner step failed")
-            self.rounds += 1
+                self.failed_rounds += 1
+            else:
+                self.rounds += 1
             self._wake.wait(self.config.poll_seconds)
             self._wake.clear()
 
