@@ -148,3 +148,38 @@ def test_the_import_route_names_the_column_too(svc):
                              headers={"Content-Type": "application/x-ndjson"})
     error = answer.json()["error"]
     assert answer.status_code == 400 and error["param"] == "line 1.prompt" and ORCA_SAID in error["message"], answer.text
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("prompt", "Hi", "is the prompt of OpenAI's legacy Completions API that this API does not take (send it as a `user` "
+                     'message in `messages`: [{"role": "user", "content": "..."}])'),
+    ("input", "Hi", "is the input of OpenAI's Responses API that this API does not take (send it as `messages`"),
+    ("instructions", "Be brief.", "is the system prompt of OpenAI's Responses API that this API does not take (send it "
+                                  "as a `system` message in `messages`)"),
+    ("max_output_tokens", 16, "is the length bound of OpenAI's Responses API that this API does not take (send it as `max_tokens`)"),
+])
+def test_a_chat_sent_with_another_openai_api_s_fields_is_told_what_the_chat_takes(svc, field, value, said):
+    """Before (trial58): a chat body shaped as OpenAI's legacy Completions (`prompt`) or Responses API's (`input`,
+    `instructions`, `max_output_tokens`) request, which the openai client's `completions.create` or `responses.create`
+    users bring over, was "`prompt`: unknown field", with no word of `messages` (or a misleading closest field)."""
+    body = {"model": "pluralign", "user": "alice", field: value}
+    if field != "prompt" and field != "input":
+        body["messages"] = [{"role": "user", "content": "Hi"}]
+    with svc.client("acme") as client:
+        answer = client.post("/v1/chat/completions", json=body)
+    error = answer.json()["error"]
+    assert answer.status_code == 400 and error["param"] == field and error["code"] == "unknown_parameter", answer.text
+    assert said in error["message"], error["message"]
+
+
+def test_a_stated_preference_sent_without_its_preferences_object_is_told_where_it_goes(svc):
+    """Before (trial58): `{"length": "less"}` (the statement without `preferences` around it) was "`length`: unknown
+    field (docs/api.md lists the fields this API takes)"."""
+    with svc.client("acme") as client:
+        answer = client.patch("/v1/users/alice/stated-preferences", json={"length": "less"})
+        error = answer.json()["error"]
+        assert answer.status_code == 400 and error["param"] == "length", answer.text
+        assert ("`length`: is a feature's name, whose statement goes in `preferences`, {\"preferences\": {\"length\": \"more\"}} (`more`, `less`, "
+                "or null to clear it)") in error["message"], error["message"]
+        other = client.patch("/v1/users/alice/stated-preferences", json={"lenght": "less"}).json()["error"]
+        assert "goes in `preferences`" not in other["message"], other  # not a feature's name: the usual unknown field
