@@ -158,6 +158,7 @@ def _declare_ids(schema: dict, op: dict) -> None:
         name = parameter.get("name")
         if (name, parameter.get("in")) == ("user_id", "path"):
             parameter["schema"] = dict(USER_ID_SCHEMA)
+            parameter["example"] = USER_ID_EXAMPLE
         elif (name, parameter.get("in")) == ("model_id", "path"):
             parameter["schema"] = dict(MODEL_ID_SCHEMA)
         elif (name, parameter.get("in")) == ("Idempotency-Key", "header"):
@@ -185,6 +186,71 @@ REQUEST_BODIES = {
         "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
     },
 }
+
+
+# the request bodies the docs page (Swagger UI's "Try it out") starts from: without them it fills each field from the schema
+# alone, `"model": "string"`, `"max_tokens": 0`, a feedback of the first kind (`choice`) naming a random response, each a 400
+# or 404. The first of each operation's examples is the body it shows; each is sent to its route by
+# tests/service/test_trial58.py (the later ones of /v1/feedback name a response to replace by one of your chats')
+_POOL = [{"prompt": "Suggest a weekend plan.", "answers": ["Hike on Saturday.", "- Saturday: hike\n- Sunday: rest"]},
+         {"prompt": "How do I boil an egg?", "answers": ["Boil it for 7 minutes.", "Put the egg in boiling water, wait "
+                                                          "7 minutes for a soft yolk or 10 for a firm one, then cool it in cold water."]}]
+_RESPONSE_ID = "chatcmpl-0123456789abcdef0123456789abcdef"  # the shape of a chat's `id`: put one of your chats' there
+REQUEST_EXAMPLES: dict[tuple[str, str], dict[str, dict]] = {
+    ("/v1/chat/completions", "post"): {
+        "chat": {"summary": "a personalized answer for end user alice", "value": {
+            "model": "pluralign", "user": "alice", "max_tokens": 64,
+            "messages": [{"role": "user", "content": "What should I cook tonight?"}]}},
+        "compare": {"summary": "two answers to choose between (`pluralign.compare` names the pair to ask about)", "value": {
+            "model": "pluralign", "user": "alice", "n": 2, "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Suggest a weekend plan."}]}},
+    },
+    ("/v1/feedback", "post"): {
+        "comparison": {"summary": "an explicit comparison", "value": {
+            "type": "comparison", "user": "alice", "prompt": "What should I cook?",
+            "chosen": "A spicy curry.", "rejected": "A plain steak."}},
+        "choice": {"summary": "the user picked choices[1] of a chat (its `id` as response_id)", "value": {
+            "type": "choice", "response_id": _RESPONSE_ID, "chosen_index": 1}},
+        "rating": {"summary": "a 1-5 rating of a chat's served answer (its `id` as response_id)", "value": {
+            "type": "rating", "response_id": _RESPONSE_ID, "rating": 5}},
+        "edit": {"summary": "the user rewrote a chat's answer (its `id` as response_id)", "value": {
+            "type": "edit", "response_id": _RESPONSE_ID, "edited": "A spicy lentil curry with rice."}},
+    },
+    ("/v1/rewards/score", "post"): {
+        "score": {"summary": "score answers for alice", "value": {
+            "user": "alice", "prompt": "What should I cook?", "responses": ["A curry.", "A steak."]}},
+    },
+    ("/v1/users/{user_id}/stated-preferences", "patch"): {
+        "state": {"summary": "prefers shorter answers, as lists", "value": {"preferences": {"length": "less", "list_items": "more"}}},
+        "clear": {"summary": "clear one statement", "value": {"preferences": {"list_items": None}}},
+    },
+    ("/v1/users/{user_id}/next-comparison", "post"): {
+        "pool": {"summary": "the most informative question of a pool the app supplies", "value": {"pool": _POOL}},
+        "stored": {"summary": "from the tenant's calibration pool, else its stored comparisons", "value": {}},
+    },
+    ("/v1/calibration-pool", "put"): {
+        "pool": {"summary": "the questions next-comparison asks when a request sends no pool", "value": {"pool": _POOL}},
+    },
+    ("/admin/jobs", "post"): {
+        "adapter": {"summary": "train alice's LoRA adapter", "value": {"kind": "adapter", "params": {"tenant": "default", "user": "alice"}}},
+    },
+    ("/v1/users/{user_id}/import", "post"): {
+        "rows": {"summary": "two comparisons in TRL's standard form", "value":
+                 '{"prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}\n'
+                 '{"prompt": "What should I cook?", "chosen": "A spicy curry.", "rejected": "A plain steak."}\n'},
+    },
+}
+# a path's user id as the docs page fills it in
+USER_ID_EXAMPLE = "alice"
+
+
+def _declare_examples(path: str, method: str, op: dict) -> None:
+    """The operation's request body examples (REQUEST_EXAMPLES), on each of its media types."""
+    examples = REQUEST_EXAMPLES.get((path, method))
+    if examples is None:
+        return
+    for media in op.get("requestBody", {}).get("content", {}).values():
+        media["examples"] = {name: dict(example) for name, example in examples.items()}
 
 
 def _declare_stated_features(schema: dict) -> None:
@@ -233,6 +299,7 @@ def _complete_operation(schema: dict, path: str, method: str, op: dict) -> None:
     X-Request-Id parameter, its security and declared errors, real media types and response headers."""
     if (path, method) in REQUEST_BODIES:
         op["requestBody"] = REQUEST_BODIES[(path, method)]
+    _declare_examples(path, method, op)
     _declare_ids(schema, op)
     _declare_choices(schema, path, op)
     _bounds_on_numbers(op)

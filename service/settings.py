@@ -423,6 +423,8 @@ class Settings(Base, frozen=True):
             if field is None:
                 raise ValueError(redacted(f"bad setting: {exc}", secret_values(values))) from None
             problem = problem[:1].lower() + problem[1:]
+            if problem == "expected `bool`, got `str`":  # a variable's text (`yes`, `off`): msgspec's words name no spelling it takes
+                problem = "expected `bool`: `true` or `false` (or `1`, `0`; in any case), got"
             if problem.startswith("expected "):  # a type error: the value given, as given (a secret's withheld)
                 problem += " (its value withheld: a credential)" if field in SECRET_SETTINGS else f" {values[field]!r}"
             raise ValueError(redacted(f"{origin[field].format(field)}: {problem}", secret_values(values))) from None

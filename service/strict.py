@@ -70,10 +70,16 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
         problem = next((f"must be {words}" for core, words in PATTERN_WORDS.items() if core in problem), problem)
     elif _NUMBER_FOR_TEXT.fullmatch(problem):  # `"user": 3`: no number is read as text (3.0 may be "3" or "3.0")
         problem += " (a number where text goes: send it as a JSON string, in quotes: \"3\", not 3)"
+    elif _TEXT_FOR_NUMBER.fullmatch(problem):  # `"max_tokens": "64"`, as a form's or a script's value stringified
+        problem += " (text where a number goes: send the number without quotes, 3, not \"3\")"
+    elif _TEXT_FOR_BOOL.fullmatch(problem):  # `"stream": "true"`
+        problem += " (text where a boolean goes: send true or false without quotes)"
     return path or "body", problem
 
 
 _NUMBER_FOR_TEXT = re.compile(r"Expected `str(?: \| null)?`, got `(?:int|float)`")
+_TEXT_FOR_NUMBER = re.compile(r"Expected `(?:int|float)(?: \| null)?`, got `str`")
+_TEXT_FOR_BOOL = re.compile(r"Expected `bool(?: \| null)?`, got `str`")
 
 
 _SEGMENT = re.compile(r"\[(\d+)\]|\.?([^.\[]+)")

@@ -374,6 +374,22 @@ def _typed_instead(row: Mapping[str, Any], field: str) -> str:
     close = closest_name(field, typed)
     return f"; the row has `{controls_escaped(close)}` (did you mean `{field}`?)" if close else ""
 
+def _unread_columns(row: Mapping[str, Any]) -> str:
+    """`; the row's `system`, `question` are columns no row takes: ...` for a row without `prompt` whose other keys no row
+    takes (Intel/orca_dpo_pairs' `question`, Alpaca's `instruction`): its prompt is likely one of them, under a name
+    `closest_name` cannot tell (`_typed_instead`). At most 3 named, each escaped and cut as a key is; else ''."""
+    takes = _row_fields()
+    unread = [key for key in row if isinstance(key, str) and key not in takes and key not in _OTHER_TYPE_COLUMNS]
+    if not unread:
+        return ""
+    shown = [controls_escaped(shorten(key, 64, '...')) for key in unread]
+    named = ", ".join(f"`{key}`" for key in shown[:3]) + (", ..." if len(shown) > 3 else "")
+    likely = next((key for key in shown if key != "system"), shown[0])  # orca's `system` is the system turn beside it
+    return (f"; the row's {named} {'is a column' if len(shown) == 1 else 'are columns'} no row takes: if "
+            f"{'it holds' if len(shown) == 1 else 'one holds'} the prompt, name it `prompt` (`datasets`: "
+            f"ds.rename_column('{likely}', 'prompt'))")
+
+
 # the columns of TRL's other dataset types (`_OTHER_TRL_TYPES`) that preference datasets carry beside their own
 _OTHER_TYPE_COLUMNS = {
     "messages": "SFT's conversation to imitate (HuggingFaceH4/ultrafeedback_binarized's is the chosen one again)",
@@ -661,7 +677,7 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
         if not prompt:
             _refuse_only_shared_turns(row, line)
             raise PreferenceError(line, "prompt", "missing, and `chosen` and `rejected` share no prompt (implicit-prompt form)"
-                                                  + _typed_instead(row, "prompt"))
+                                                  + (_typed_instead(row, "prompt") or _unread_columns(row)))
         if not chosen or not rejected:
             raise PreferenceError(line, "rejected", "`chosen` and `rejected` are identical")
     else:

@@ -139,6 +139,12 @@ OTHER_SERVERS: dict[str, tuple[str, str]] = {  # name: (what it is there, what t
     "length_penalty": ("a beam-search parameter of other servers (vLLM)", ""),
     "system": ("the system prompt of Anthropic's Messages API", " (send it as a `system` message in `messages`)"),
     "stop_sequences": ("the list of stop strings of Anthropic's Messages API", " (send them as `stop`)"),
+    # OpenAI's other text APIs, whose request a client sends here by mistake (their routes are a 404 that says so)
+    "prompt": ("the prompt of OpenAI's legacy Completions API", " (send it as a `user` message in `messages`: "
+                                                            '[{"role": "user", "content": "..."}])'),
+    "input": ("the input of OpenAI's Responses API", " (send it as `messages`: [{\"role\": \"user\", \"content\": \"...\"}])"),
+    "instructions": ("the system prompt of OpenAI's Responses API", " (send it as a `system` message in `messages`)"),
+    "max_output_tokens": ("the length bound of OpenAI's Responses API", " (send it as `max_tokens`)"),
 }
 
 

@@ -776,6 +776,16 @@ class StatedPatch(Base):
 
     preferences: Annotated[dict[str, Literal["more", "less"] | None], msgspec.Meta(min_length=1, max_length=16)]
 
+    @staticmethod
+    def unknown_problem(field: str) -> str | None:
+        """The problem of an unknown top-level field that names a feature (`{"length": "less"}`, the statement sent
+        without its `preferences` object), read by the strict decode (`service.strict`); None for any other field. Not worded "unknown field", which
+        `service.errors` words as any unknown field's."""
+        if field not in FEATURE_NAMES:
+            return None
+        return (f'is a feature\'s name, whose statement goes in `preferences`, {{"preferences": {{"{field}": "more"}}}} '
+                "(`more`, `less`, or null to clear it)")
+
 
 # a GET whose `If-None-Match` names the current version; declared, so a client (or a schema fuzzer
 # sending the header) knows it

@@ -57,7 +57,7 @@ def test_serve_writes_json_lines_with_request_ids_and_no_secrets(tmp_path, tiny_
 
 @pytest.mark.parametrize(("variable", "value", "problem"), [
     ("PLURALIGN_LOG_FORMAT", "xml", "`log_format` must be `text` or `json`, got 'xml'"),
-    ("PLURALIGN_ACCESS_LOG", "maybe", "expected `bool`, got `str` 'maybe'"),
+    ("PLURALIGN_ACCESS_LOG", "maybe", "expected `bool`: `true` or `false` (or `1`, `0`; in any case), got 'maybe'"),
 ])
 def test_a_bad_logging_setting_is_one_line_naming_the_variable(tmp_path, variable, value, problem):
     data = tmp_path / "data"

@@ -18,6 +18,7 @@ key, no row in the store, no job naming it and no removal before (a mistyped nam
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from training.common import print_json, tenant_name
@@ -132,5 +133,25 @@ def _users(args: argparse.Namespace, settings, folder: Path) -> int:
     users, more = _tenant_users(settings, args.tenant, args.after, args.limit)
     for user in users:
         print_json(msgspec.to_builtins(user))
+    if not users and args.after is None and (unseen := _unseen(settings, folder, args.tenant)) is not None:
+        # a mistyped name reads as a tenant without users: said, as the dashboard says it, the page still printed
+        print(f"pluralign: warning: {unseen}", file=sys.stderr)
     print_json({"users": len(users), "next": users[-1].user if more else None})
     return 0
+
+
+def _unseen(settings, folder: Path, tenant: str) -> str | None:
+    """Why `tenant`, whose first page of users is empty (the store read already), shows nowhere here, as the dashboard
+    says it: no key of its in the key file (none made here), no removal of it before, no job naming it; None when it
+    shows. An admin key's tenant, which only labels it, is said to be that."""
+    from service.admin.paths import jobs_folder
+    from service.auth import KeyRing
+    from service.tenants import jobs_hold_tenant, read_removal
+
+    keys = [k for k in KeyRing(settings.keys_path).list() if k.tenant == tenant] if settings.keys_path.is_file() else []
+    if any(not k.admin for k in keys) or read_removal(folder, tenant) is not None or jobs_hold_tenant(jobs_folder(settings), tenant):
+        return None
+    if keys:
+        return f"tenant {tenant!r} only labels admin keys (`keys create --tenant {tenant} --admin`), which reach no tenant's users"
+    return (f"tenant {tenant!r} shows nowhere here: no key, no removal before and nothing of it in the store or the jobs "
+            "folder (a typo? `pluralign keys list` names the tenants with keys)")
