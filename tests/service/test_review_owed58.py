@@ -8,13 +8,16 @@
   again after that read stays owed) had tests for a DELETE's look and the start's, none for a batch's look again
   (`_look_again`) or a retraction's own take-back (`_retract_logged`): the two below fail when either clears the key
   whatever its mark.
+- An owed file (or an earlier release's copy) damaged into bytes that are not UTF-8 (a byte changed, a cut inside a
+  two-byte character) raised UnicodeDecodeError at the start, which stopped there: the service did not start.
 
-The last two drive the retraction functions on a real owed file with the store's two reads stubbed: the window is
+The two mark tests drive the retraction functions on a real owed file with the store's two reads stubbed: the window is
 between a read and the clear that follows it, which no request can aim at."""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -94,3 +97,27 @@ def test_a_row_stored_again_and_taken_back_again_while_its_retraction_ran_stays_
     assert taken == [KEY]
     assert rt.owed_retractions.keys() == {KEY}
     assert on_disk(tmp_path / OWED_RETRACTIONS_FILE) == {KEY}
+
+
+def test_a_start_replaces_an_owed_file_damaged_into_bytes_that_are_not_utf8(serve, tmp_path, caplog):
+    """A damaged byte (0xff) in one key of the owed file, and an earlier release's copy cut short inside a two-byte
+    character (`é`): the start's read raised UnicodeDecodeError (neither msgspec's DecodeError nor an OSError), so the
+    service did not start at all, at every try. Now each is damaged as any other: the keys it holds whole are owed
+    again, the one holding the damaged byte is counted as bytes not read, and the copy is removed."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / OWED_RETRACTIONS_FILE).write_bytes(b'[["acme","ann","p-1"],["acme","b\xffb","p-2"]]')
+    (tmp_path / "data" / KEPT_ASIDE).write_bytes('[["acme","cy","p-3"],["acme","jos\u00e9'.encode()[:-1])
+    with caplog.at_level(logging.WARNING, logger="pluralign.service"):
+        data, server, svc = serve()
+        with server:
+            owed = svc.runtime.owed_retractions
+            assert not (data / KEPT_ASIDE).exists()
+            # owed, then owed no more once the start's look found none of their rows stored
+            deadline = time.monotonic() + 60
+            while owed.keys() or (data / OWED_RETRACTIONS_FILE).exists():
+                assert time.monotonic() < deadline, owed.keys()
+                time.sleep(0.05)
+    said = [r.getMessage() for r in caplog.records if OWED_RETRACTIONS_FILE in r.getMessage()]
+    assert any("the 1 rows it still names whole" in m and "16 other bytes" in m for m in said), said  # "acme""b?b""p-2"
+    assert any("the 1 rows they still named whole" in m and "11 other bytes" in m for m in said), said  # "acme""jos?"
+    assert not any(part in m for part in ('"ann"', '"cy"', "p-1", "p-3", "jos") for m in said), said
