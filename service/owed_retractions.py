@@ -67,7 +67,8 @@ class OwedRetractions:
         self._owed = 0  # `owe` calls so far; each key keeps the number of the last that named it (`paid_all`'s `owed_by`)
         keys, rewrite = self._read()
         self._keys: dict[Key, int] = dict.fromkeys(keys, 0)
-        self._take_up_set_aside(rewrite)
+        if rewrite is not None:  # None: not read at all, so not written over; an earlier release's copies wait with it
+            self._take_up_set_aside(rewrite)
 
     def keys(self) -> set[Key]:
         with self._lock:
@@ -135,11 +136,13 @@ class OwedRetractions:
                       "after a crash before their retraction ran", self.path, exc)
             return False
 
-    def _read(self) -> tuple[list[Key], bool]:
-        """The keys the file names (none for no file), and whether it is to be written again in their place. One that
-        cannot be decoded (damaged, cut short, of another form) gives the keys it still holds whole (`salvage`), owed again:
-        the start takes them back as it takes back a readable file's (`service.users.retractions.retract_owed`), and
-        their write replaces the damaged file in one rename (`_write`), so a crash before leaves it to be read again."""
+    def _read(self) -> tuple[list[Key], bool | None]:
+        """The keys the file names (none for no file), and whether it is to be written again in their place: None when it
+        could not be read at all (left as it is, with the files an earlier release set aside: the start writes nothing
+        over it). One that cannot be decoded (damaged, cut short, of another form) gives the keys it still holds whole
+        (`salvage`), owed again: the start takes them back as it takes back a readable file's
+        (`service.users.retractions.retract_owed`), and their write replaces the damaged file in one rename (`_write`),
+        so a crash before leaves it to be read again."""
         data = b""
         try:
             data = self.path.read_bytes()
@@ -149,8 +152,8 @@ class OwedRetractions:
         except OSError as exc:  # not read at all (a permission, an I/O error): nothing to salvage, so not replaced now
             log.error("%s cannot be read (%s): the rows it names are taken back at a start that can read it (make it "
                       "readable by the service); a row owed meanwhile replaces it", self.path, exc)
-            return [], False
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return [], None
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:  # (a damaged byte: not UTF-8)
             problem = exc
         keys, unread = salvage(data)
         log.error("%s cannot be read (%s): the %d rows it still names whole are taken back now, as owed, and the file is "
@@ -161,7 +164,8 @@ class OwedRetractions:
         """The keys of the damaged owed files an earlier release kept beside the file (`SET_ASIDE_SUFFIX`) owed again
         with the file's (`salvage`: such a file may be cut short), written once (with `_read`'s when `rewrite`), then
         those files removed: no copy of a user's ids stays after their DELETE. Not removed when the write failed (read
-        again at the next start), nor one that cannot be read (logged, naming it)."""
+        again at the next start), nor one that cannot be read (logged, naming it). Not called when the owed file itself
+        could not be read at all: its write would replace it, and the rows it names with it."""
         taken, salvaged, unread = [], 0, 0
         for path in sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}{SET_ASIDE_SUFFIX}*")):
             try:
@@ -216,7 +220,7 @@ def salvage(data: bytes) -> tuple[list[Key], int]:
 def _text(data: bytes) -> str | None:
     try:
         return msgspec.json.decode(data, type=str)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
         return None
 
 
