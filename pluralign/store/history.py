@@ -10,9 +10,11 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -222,8 +224,8 @@ class HistoryCache:
     def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic):
         self.budget_bytes = budget_bytes
         self._clock = clock  # for `TAKE_AGAIN_S`
-        self._took: dict[str, float] = {}  # tenant -> `clock()` when a history of its last took room from smaller tenants
-        self._took_bound = 64  # `_took` is pruned of tenants past `TAKE_AGAIN_S` when it grows past this
+        # tenant -> `clock()` when a history of its last took room from smaller tenants, the earliest first
+        self._took: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         self._cached: FairLRU[UserKey, History] = FairLRU(_cost)  # (tenant, (tenant, user_id)) -> their history
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
@@ -313,13 +315,17 @@ class HistoryCache:
         return took is None or self._clock() - took >= TAKE_AGAIN_S
 
     def _took_now(self, tenant: str) -> None:
-        """A history of `tenant`'s took room from smaller tenants' now; under the lock. The tenants whose last take is
-        past `TAKE_AGAIN_S` are forgotten once `_took` has doubled since they last were (amortized O(1) a take)."""
+        """A history of `tenant`'s took room from smaller tenants' now; under the lock. `_took` is kept in the order of
+        the takes, so the two earliest past `TAKE_AGAIN_S` are forgotten at each take: O(1) a take, and `_took` holds
+        at most about the tenants that took within a `TAKE_AGAIN_S` (no pass over it: that would hold every tenant's
+        reads behind the lock as long)."""
         now = self._clock()
+        self._took.pop(tenant, None)
         self._took[tenant] = now
-        if len(self._took) > self._took_bound:
-            self._took = {name: at for name, at in self._took.items() if now - at < TAKE_AGAIN_S}
-            self._took_bound = 2 * len(self._took) + 64
+        for name, at in list(itertools.islice(self._took.items(), 2)):
+            if now - at < TAKE_AGAIN_S:
+                break
+            del self._took[name]
 
     def _settle(self, key: UserKey, ticket: object) -> bool:
         """A load finished (under the lock): drop its ticket; whether no write came meanwhile."""

@@ -1,0 +1,84 @@
+"""Review fair58: the users' histories cache's books of the tenants that took room from smaller tenants' histories (one
+take per `TAKE_AGAIN_S`): no take costs a pass over them, none is forgotten within its `TAKE_AGAIN_S`, and those past it
+go. In-memory histories: no store."""
+
+from __future__ import annotations
+
+from pluralign.store.history import HISTORY_ENTRY_BYTES, TAKE_AGAIN_S, HistoryCache
+from tests.unit.test_cache57_fair_lru import Tenant, Work
+from tests.unit.test_reviewtenant56_history_books import history
+
+BIG, SMALL = history(3000), history(10)
+FILLER = ("filler", "u")
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def bare() -> tuple[HistoryCache, Clock]:
+    """A cache with room for one big history and not quite a small one beside it, the small one held by a tenant of
+    its own."""
+    clock = Clock()
+    cache = HistoryCache(2 * HISTORY_ENTRY_BYTES + BIG.nbytes + SMALL.nbytes - 1, clock=clock)
+    cache.get(FILLER, lambda: SMALL)
+    return cache, clock
+
+
+def take(cache: HistoryCache, tenant: str) -> None:
+    """`tenant`'s big user loaded: it takes the small one's room (that of a smaller tenant)."""
+    key = (Tenant(tenant), "big")
+    cache.get(key, lambda: BIG)
+    assert cache.peek(key) is BIG and cache.peek(FILLER) is None, f"{tenant} took no room"
+
+
+def refill(cache: HistoryCache, tenant: str) -> None:
+    """`tenant`'s big user written elsewhere (dropped), the small one read again (kept in the room freed)."""
+    cache.invalidate([(tenant, "big")])
+    cache.get(FILLER, lambda: SMALL)
+
+
+def test_a_take_works_as_much_however_many_tenants_took_room_before():
+    """Each of 100 or 3,000 tenants takes room once, then (`TAKE_AGAIN_S` later) as many new ones: the most work one take
+    costs is the same (counted, not timed: `Work`). Before, the take that found the books grown past a bound went
+    through all of them under the cache's lock (the tenants within `TAKE_AGAIN_S` kept, the rest forgotten)."""
+
+    def most(tenants: int) -> int:
+        cache, clock = bare()
+        works = []
+        for i in range(2 * tenants):
+            if i == tenants:
+                clock.now += TAKE_AGAIN_S  # the first ones' takes are past: their books may go
+            works.append(Work.of(lambda i=i: take(cache, f"t{i}")))
+            refill(cache, f"t{i}")
+        return max(works)
+
+    few, many = most(100), most(3000)
+    assert many < 2 * few, f"with 3,000 tenants that took room, the costliest take cost {many / few:.1f}x that of 100"
+
+
+def test_no_take_is_forgotten_within_take_again_s_and_those_past_it_go():
+    """300 tenants take room in turn: within `TAKE_AGAIN_S` none of them may take again (a load of their big user is
+    served, not kept, and the small one stays); past it each may, and the books of the takes past it do not stay (so `_took` holds about the tenants that took
+    within a `TAKE_AGAIN_S`)."""
+    tenants = 300
+    cache, clock = bare()
+    for i in range(tenants):
+        take(cache, f"t{i}")
+        refill(cache, f"t{i}")
+        clock.now += 1
+    for i in range(tenants):
+        assert cache.get((f"t{i}", "big"), lambda: BIG) is BIG
+        assert cache.peek((f"t{i}", "big")) is None, f"t{i}'s take {tenants - i} s ago was forgotten: it took again"
+        assert cache.peek(FILLER) is SMALL
+    clock.now += TAKE_AGAIN_S
+    take(cache, "t0")  # its take is past: it may take again
+    refill(cache, "t0")
+    for i in range(tenants):
+        take(cache, f"n{i}")
+        refill(cache, f"n{i}")
+    assert len(cache._took) <= tenants + 1, "the books of takes past TAKE_AGAIN_S stayed"
