@@ -202,8 +202,11 @@ class HistoryCache:
     most, its own tenant's first. Once its tenant has nothing else to give and still holds the most, the histories
     pushed out for it are room taken from smaller tenants (`FairLRU.evict`'s `taken`): a tenant may take such room once
     per `TAKE_AGAIN_S` (600 s). A history that would take more meanwhile is served but not kept, and what went for it
-    comes back in its place (the load pushes out nothing). Without that limit, a tenant reading one such user in a loop
-    would cost the others their histories at every load: it then holds the most, so the others' next loads push it
+    comes back in its place (the load pushes out nothing). One grown into more by a write's rows is dropped, unless it
+    is the history that took the room: that one grows into the room its new rows need (the same take goes on, as large
+    as what its user writes; dropped at its user's first feedback, it would cost the others their room for a read or
+    two, and its user's reads would go to the table until `TAKE_AGAIN_S` is past, even while the others hold still).
+    Without that limit, a tenant reading one such user in a loop would cost the others their histories at every load: it then holds the most, so the others' next loads push it
     out, and its next load would take their room again (15 of 80 other histories each cycle of `benchmarks/fair_caches.py
     --big-cycles` without the limit, each then read from the table again). The limit is per tenant, not per history: a tenant can
     make new big users at will, so one take per user would still be unbounded; and it is time, not once for the life
@@ -224,8 +227,8 @@ class HistoryCache:
     def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic):
         self.budget_bytes = budget_bytes
         self._clock = clock  # for `TAKE_AGAIN_S`
-        # tenant -> `clock()` when a history of its last took room from smaller tenants, the earliest first
-        self._took: OrderedDict[str, float] = OrderedDict()
+        # tenant -> (`clock()`, user) when a history of its last took room from smaller tenants, the earliest first
+        self._took: OrderedDict[str, tuple[float, UserKey]] = OrderedDict()
         self._lock = threading.Lock()
         self._cached: FairLRU[UserKey, History] = FairLRU(_cost)  # (tenant, (tenant, user_id)) -> their history
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
@@ -283,46 +286,47 @@ class HistoryCache:
         self._versions.pop(key, None)
         return self._cached.pop(key[0], key)
 
-    def _shrink(self, kept: UserKey | None = None) -> None:
+    def _shrink(self, kept: UserKey | None = None, grown: bool = False) -> None:
         """Past `budget_bytes`: the least recently used history of the tenant holding the most dropped, one at a time,
         until the rest fit (`pluralign.cache.FairLRU`); under the lock. `kept`: the user whose history was just put, which
         stays when it fits the bound alone (the others of its tenant go first while it holds the most, then those of the
-        tenants holding the most after it) and its tenant may take the room it needs of smaller tenants' (`_may_take`),
-        else goes alone (those pushed out for it put back, each tenant's least recently used as before)."""
+        tenants holding the most after it) and its tenant may take the room it needs of smaller tenants' (`_may_take`;
+        `grown`: by a write's rows), else goes alone (those pushed out for it put back, each tenant's least recently used
+        as before)."""
         if kept is not None and self._cached.nbytes > self.budget_bytes and _cost(self._cached.peek(kept[0], kept)) > self.budget_bytes:
             self._drop(kept)  # grown past the whole bound by a write's rows: no eviction makes room for it
             kept = None
         if kept is None:
             evicted = self._cached.evict(self.budget_bytes)
         else:
-            may_take = self._may_take(kept[0])
-            evicted = self._cached.evict(self.budget_bytes, pinned=(kept,), take=may_take)
+            fresh = self._may_take(kept[0])
+            evicted = self._cached.evict(self.budget_bytes, pinned=(kept,), take=fresh or (grown and self._took[kept[0]][1] == kept))
             if self._cached.nbytes > self.budget_bytes:  # it needs room of smaller tenants', which it may not take now
                 for tenant, key, history in reversed(evicted):  # those pushed out for it come back, in their places
                     self._cached.put(tenant, key, history, last=False)
                 self._drop(kept)
                 evicted = []
-            elif self._cached.taken:
-                self._took_now(kept[0])
+            elif self._cached.taken and fresh:
+                self._took_now(kept)
         for _, key, _ in evicted:
             self._checked.pop(key, None)
             self._versions.pop(key, None)
 
     def _may_take(self, tenant: str) -> bool:
         """Whether a history of `tenant`'s may take room from smaller tenants' histories: none of its did for
-        `TAKE_AGAIN_S`; under the lock."""
+        `TAKE_AGAIN_S` (within it, only a write's rows added to the history that did, `_shrink`); under the lock."""
         took = self._took.get(tenant)
-        return took is None or self._clock() - took >= TAKE_AGAIN_S
+        return took is None or self._clock() - took[0] >= TAKE_AGAIN_S
 
-    def _took_now(self, tenant: str) -> None:
-        """A history of `tenant`'s took room from smaller tenants' now; under the lock. `_took` is kept in the order of
+    def _took_now(self, key: UserKey) -> None:
+        """The user's history took room from smaller tenants' now; under the lock. `_took` is kept in the order of
         the takes, so the two earliest past `TAKE_AGAIN_S` are forgotten at each take: O(1) a take, and `_took` holds
         at most about the tenants that took within a `TAKE_AGAIN_S` (no pass over it: that would hold every tenant's
         reads behind the lock as long)."""
         now = self._clock()
-        self._took.pop(tenant, None)
-        self._took[tenant] = now
-        for name, at in list(itertools.islice(self._took.items(), 2)):
+        self._took.pop(key[0], None)
+        self._took[key[0]] = (now, key)
+        for name, (at, _) in list(itertools.islice(self._took.items(), 2)):
             if now - at < TAKE_AGAIN_S:
                 break
             del self._took[name]
@@ -371,7 +375,7 @@ class HistoryCache:
             # the version it was known to match stays: the rows added are an append, which the next check's count
             # counts (`Store._matches`; dropped, that check would read the user's rows)
             self._put(key, found.extended(new_rows()))
-            self._shrink(key)
+            self._shrink(key, grown=True)
 
     def _holds(self, key: UserKey, history: History | None) -> bool:
         """Whether the user's history is cached (`history`: that one, not another loaded since), under the lock."""

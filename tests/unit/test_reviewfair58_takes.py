@@ -82,3 +82,62 @@ def test_no_take_is_forgotten_within_take_again_s_and_those_past_it_go():
         take(cache, f"n{i}")
         refill(cache, f"n{i}")
     assert len(cache._took) <= tenants + 1, "the books of takes past TAKE_AGAIN_S stayed"
+
+
+def test_a_big_user_chatting_while_the_others_hold_still_is_read_from_the_cache_after_its_one_take():
+    """acme's big user chats every 30 s (a read, a feedback write of 50 rows, two reads) while five other tenants hold
+    their histories and read none: its first load takes their room (its tenant's one take), and each write's rows then
+    grow it into as much of their room again, no more; its reads within `TAKE_AGAIN_S` are served from the cache. Before,
+    the first write that needed room dropped it (its tenant had taken within `TAKE_AGAIN_S`), and each later read went
+    to the table for the rest of that time: the others had given their room for it all the same."""
+    from tests.unit.test_fair58_big_history import OTHERS, filled
+
+    clock = Clock()
+    cache, big = filled(clock=clock)
+    rows, loads = history(50), []
+
+    def load():
+        loads.append(1)
+        return big
+
+    def others_bytes() -> int:
+        return sum(cache.tenant_nbytes(tenant) for tenant in {tenant for tenant, _ in OTHERS})
+
+    held = others_bytes()
+    cache.get(("acme", "big"), load)
+    taken = held - others_bytes()
+    assert taken > 0 and cache.peek(("acme", "big")) is big
+    held = others_bytes()
+    for _ in range(int(TAKE_AGAIN_S) // 30 - 1):
+        clock.now += 30
+        cache.get(("acme", "big"), load)
+        big = big.extended(rows)
+        cache.extend(("acme", "big"), lambda: rows)
+        for _ in range(2):
+            cache.get(("acme", "big"), load)
+        assert cache.nbytes <= cache.budget_bytes
+    assert len(loads) == 1, f"acme's big user was read from the table {len(loads)} times in {TAKE_AGAIN_S:g} s"
+    grown = (int(TAKE_AGAIN_S) // 30 - 1) * rows.nbytes
+    assert held - others_bytes() <= grown + HISTORY_ENTRY_BYTES + SMALL.nbytes, "its writes took more than they grew"
+
+
+def test_only_the_history_that_took_grows_into_the_others_room_and_its_growth_puts_off_no_take():
+    """Within `TAKE_AGAIN_S` of acme's take, the rows written to the big user that took grow it into the other tenants'
+    room; those written to another user of acme's, which would grow into it too, drop that user's history. The growth
+    does not start `TAKE_AGAIN_S` again: once past the take, acme's next big user may take room."""
+    from tests.unit.test_fair58_big_history import filled
+
+    clock = Clock()
+    cache, big = filled(clock=clock)
+    cache.get(("acme", "big"), lambda: big)  # the take
+    clock.now += TAKE_AGAIN_S - 10
+    cache.extend(("acme", "big"), lambda: history(500))
+    assert len(cache.peek(("acme", "big")) or ()) == len(big) + 500, "the big user's rows, written: no longer cached"
+    cache.invalidate([("acme", "big")])  # written elsewhere: its room is free
+    cache.get(("acme", "s0"), lambda: SMALL)
+    cache.extend(("acme", "s0"), lambda: history(5000))
+    assert cache.peek(("acme", "s0")) is None, "another user of acme's grew into the others' room within TAKE_AGAIN_S"
+    assert cache.nbytes <= cache.budget_bytes
+    clock.now += 10
+    cache.get(("acme", "big2"), lambda: history(6000))
+    assert len(cache.peek(("acme", "big2")) or ()) == 6000, "the big user's growth put off acme's next take"
