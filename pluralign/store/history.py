@@ -212,7 +212,7 @@ class HistoryCache:
     make new big users at will, so one take per user would still be unbounded; and it is time, not once for the life
     of the process, so that a tenant whose big user is read all day gets it cached again while the others hold still
     (every ten minutes at most one such take of theirs: about as many table reads of the others' histories as one
-    load of it pushed out). A history larger than the whole bound is not kept and pushes out nothing. Two big users
+    load of it pushed out, and as its writes' rows grow it by while cached). A history larger than the whole bound is not kept and pushes out nothing. Two big users
     of one tenant read in turn push out each other, never the others' (own room, no take). A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
     user's tickets away, and a load only lands if its ticket is still there and no write of the
@@ -299,8 +299,9 @@ class HistoryCache:
         if kept is None:
             evicted = self._cached.evict(self.budget_bytes)
         else:
-            fresh = self._may_take(kept[0])
-            evicted = self._cached.evict(self.budget_bytes, pinned=(kept,), take=fresh or (grown and self._took[kept[0]][1] == kept))
+            fresh = self._may_take(kept[0])  # its tenant took no room within `TAKE_AGAIN_S`
+            going_on = grown and not fresh and self._took[kept[0]][1] == kept  # the history that took, grown by a write
+            evicted = self._cached.evict(self.budget_bytes, pinned=(kept,), take=fresh or going_on)
             if self._cached.nbytes > self.budget_bytes:  # it needs room of smaller tenants', which it may not take now
                 for tenant, key, history in reversed(evicted):  # those pushed out for it come back, in their places
                     self._cached.put(tenant, key, history, last=False)
