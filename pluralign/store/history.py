@@ -203,17 +203,19 @@ class HistoryCache:
     pushed out for it are room taken from smaller tenants (`FairLRU.evict`'s `taken`): a tenant may take such room once
     per `TAKE_AGAIN_S` (600 s). A history that would take more meanwhile is served but not kept, and what went for it
     comes back in its place (the load pushes out nothing). One grown into more by a write's rows is dropped, unless it
-    is the history that took the room: that one grows into the room its new rows need (the same take goes on, as large
-    as what its user writes; dropped at its user's first feedback, it would cost the others their room for a read or
-    two, and its user's reads would go to the table until `TAKE_AGAIN_S` is past, even while the others hold still).
-    Without that limit, a tenant reading one such user in a loop would cost the others their histories at every load: it then holds the most, so the others' next loads push it
-    out, and its next load would take their room again (15 of 80 other histories each cycle of `benchmarks/fair_caches.py
-    --big-cycles` without the limit, each then read from the table again). The limit is per tenant, not per history: a tenant can
-    make new big users at will, so one take per user would still be unbounded; and it is time, not once for the life
-    of the process, so that a tenant whose big user is read all day gets it cached again while the others hold still
-    (every ten minutes at most one such take of theirs: about as many table reads of the others' histories as one
-    load of it pushed out, and as its writes' rows grow it by while cached). A history larger than the whole bound is not kept and pushes out nothing. Two big users
-    of one tenant read in turn push out each other, never the others' (own room, no take). A load that raced a write is not kept:
+    is the history that took the room, still cached since: that one grows into the room its new rows need (the same take
+    goes on, as large as what its user writes; dropped at its user's first feedback, it would cost the others their room
+    for a read or two, and its user's reads would go to the table until `TAKE_AGAIN_S` is past, even while the others
+    hold still). Without that limit, a tenant reading one such user in a loop would cost the others their histories at
+    every load: it then holds the most, so the others' next loads push it out, and its next load would take their room
+    again (15 of 80 other histories each cycle of `benchmarks/fair_caches.py --big-cycles` without the limit, each then
+    read from the table again). The limit is per tenant, not per history: a tenant can make new big users at will, so
+    one take per user would still be unbounded; and it is time, not once for the life of the process, so that a tenant
+    whose big user is read all day gets it cached again while the others hold still (every ten minutes at most one such
+    take of theirs: about as many table reads of the others' histories as one load of it pushed out, and as its writes'
+    rows grow it by while cached). A history larger than the whole bound is not kept and pushes out nothing. Two big
+    users of one tenant read in turn push out each other, never the others' (own room, no take).
+    A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
     user's tickets away, and a load only lands if its ticket is still there and no write of the
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
@@ -227,8 +229,9 @@ class HistoryCache:
     def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic):
         self.budget_bytes = budget_bytes
         self._clock = clock  # for `TAKE_AGAIN_S`
-        # tenant -> (`clock()`, user) when a history of its last took room from smaller tenants, the earliest first
-        self._took: OrderedDict[str, tuple[float, UserKey]] = OrderedDict()
+        # tenant -> (`clock()`, user) when a history of its last took room from smaller tenants (the user: None once
+        # their history left the cache), the earliest first
+        self._took: OrderedDict[str, tuple[float, UserKey | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._cached: FairLRU[UserKey, History] = FairLRU(_cost)  # (tenant, (tenant, user_id)) -> their history
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
@@ -282,9 +285,17 @@ class HistoryCache:
 
     def _drop(self, key: UserKey) -> History | None:
         """The user's cached history, dropped with what is known of it (None: none was); under the lock."""
+        self._gone(key)
+        return self._cached.pop(key[0], key)
+
+    def _gone(self, key: UserKey) -> None:
+        """What is known of the user's history, which left the cache, forgotten (its tenant's take stays counted, but
+        goes on with no history of theirs: nothing is kept of a user not cached); under the lock."""
         self._checked.pop(key, None)
         self._versions.pop(key, None)
-        return self._cached.pop(key[0], key)
+        took = self._took.get(key[0])
+        if took is not None and took[1] == key:
+            self._took[key[0]] = (took[0], None)
 
     def _shrink(self, kept: UserKey | None = None, grown: bool = False) -> None:
         """Past `budget_bytes`: the least recently used history of the tenant holding the most dropped, one at a time,
@@ -310,8 +321,7 @@ class HistoryCache:
             elif self._cached.taken and fresh:
                 self._took_now(kept)
         for _, key, _ in evicted:
-            self._checked.pop(key, None)
-            self._versions.pop(key, None)
+            self._gone(key)
 
     def _may_take(self, tenant: str) -> bool:
         """Whether a history of `tenant`'s may take room from smaller tenants' histories: none of its did for
@@ -421,9 +431,11 @@ class HistoryCache:
         self.invalidate(keys)
 
     def tracked(self) -> int:
-        """Users the cache keeps anything about (their history, its check time, a load's ticket)."""
+        """Users the cache keeps anything about (their history, its check time, a load's ticket, the take of room theirs
+        goes on with)."""
         with self._lock:
-            return len({key for _, key, _ in self._cached.items()} | set(self._checked) | set(self._versions) | set(self._loading) | set(self._writes))
+            took = {key for _, key in self._took.values() if key is not None}
+            return len({key for _, key, _ in self._cached.items()} | set(self._checked) | set(self._versions) | set(self._loading) | set(self._writes) | took)
 
     @property
     def nbytes(self) -> int:

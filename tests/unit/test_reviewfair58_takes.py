@@ -141,3 +141,22 @@ def test_only_the_history_that_took_grows_into_the_others_room_and_its_growth_pu
     clock.now += 10
     cache.get(("acme", "big2"), lambda: history(6000))
     assert len(cache.peek(("acme", "big2")) or ()) == 6000, "the big user's growth put off acme's next take"
+
+
+def test_the_user_whose_history_took_room_is_kept_in_mind_only_while_it_is_cached():
+    """The users' histories cache keeps which user's history took room (its growth goes on with the take) only while
+    that history is cached: once pushed out, or dropped (its user deleted), nothing of the user is kept."""
+    from tests.unit.test_fair58_big_history import ACME_SMALL, filled
+
+    for drop in ("deleted", "pushed out"):
+        cache, big = filled(clock=Clock())
+        cache.get(("acme", "big"), lambda big=big: big)  # the take
+        assert cache.peek(("acme", "big")) is big
+        if drop == "deleted":
+            cache.invalidate([("acme", "big")])
+        else:
+            for key in ACME_SMALL:  # acme holds the most: its small ones push its big one out
+                cache.get(key, lambda: SMALL)
+        assert cache.peek(("acme", "big")) is None
+        cached = {key for _, key, _ in cache._cached.items()}
+        assert cache.tracked() == len(cached), f"acme's big user, {drop}, is still kept in mind"
