@@ -86,13 +86,17 @@ def histories(tenants: int) -> dict[str, float]:
     return found
 
 
-def big_user(cycles: int) -> dict[str, float]:
-    from pluralign.store.history import History, HistoryCache
+def history(rows: int, dim: int = 8):
+    """An in-memory history of `rows` rows of `dim`-d vectors (zeros), no store."""
+    from pluralign.store.history import History
 
-    def history(rows: int) -> History:
-        vectors = np.zeros((rows, 8), np.float32)
-        meta = pa.Table.from_arrays([pa.array([False] * rows), pa.array(["no"] * rows)], names=["tie", "rejected"])
-        return History(meta, vectors, vectors, vectors, np.zeros(rows, bool))
+    vectors = np.zeros((rows, dim), np.float32)
+    meta = pa.Table.from_arrays([pa.array([False] * rows), pa.array(["no"] * rows)], names=["tie", "rejected"])
+    return History(meta, vectors, vectors, vectors, np.zeros(rows, bool))
+
+
+def big_user(cycles: int) -> dict[str, float]:
+    from pluralign.store.history import HistoryCache
 
     small, big = history(10), history(6000)
     others = [(f"t{t}", f"u{u}") for t in range(20) for u in range(4)]
@@ -117,18 +121,13 @@ def big_user(cycles: int) -> dict[str, float]:
 
 
 def big_chats(cycles: int) -> dict[str, float]:
-    from pluralign.store.history import History, HistoryCache
+    from pluralign.store.history import HistoryCache
 
-    def history(rows: int) -> History:
-        vectors = np.zeros((rows, 768), np.float32)
-        meta = pa.Table.from_arrays([pa.array([False] * rows), pa.array(["no"] * rows)], names=["tie", "rejected"])
-        return History(meta, vectors, vectors, vectors, np.zeros(rows, bool))
-
-    small, row = history(10), history(1)
+    small, row = history(10, 768), history(1, 768)
     others = [(f"t{t}", f"u{u}") for t in range(20) for u in range(4)]
 
     def run(active: bool) -> tuple[int, int]:
-        now, big = [0.0], [history(600)]
+        now, big = [0.0], [history(600, 768)]
         cache = HistoryCache(1 << 40, clock=lambda: now[0])
         for key in others:
             cache.get(key, lambda: small)
