@@ -10,6 +10,11 @@ one eviction policy, `pluralign.cache.FairLRU`, for all three). Each cache is fu
   ones (which push the big one out: acme holds the most), then every other tenant reads its four users again: how many
   of the others' 80 histories the first cycle and each later one had pushed out (each read again from the store), and
   the milliseconds of acme's load of its big user (the median over the cycles, the load itself not counted);
+- a big user chatting (`--big-chats`, review fair58): 20 other tenants hold four 10-row histories each, 768-d, the
+  bound leaves room for half of acme's big user (600 rows); every 30 s (a stand-in clock) acme's big user chats: a read,
+  a feedback row written, two reads; the others hold still (`idle`) or read their four users again after each chat
+  (`active`): how many of the big user's reads went to the store, and how many of the others' histories were pushed out
+  (idle: at the end; active: summed over the cycles, each read again from the store);
 - vectors (`pluralign.embed.cache.ScopedVectors`): an `encode` of 10 texts under a tenant, all cached (hits) or all
   fresh (misses: ten vectors kept, ten evicted); a stand-in encoder returning ones;
 - adapters (`pluralign.policy.adapters.AdapterPool`): `adapter_for` of a loaded user (a hit) and of a user not loaded
@@ -81,13 +86,17 @@ def histories(tenants: int) -> dict[str, float]:
     return found
 
 
-def big_user(cycles: int) -> dict[str, float]:
-    from pluralign.store.history import History, HistoryCache
+def history(rows: int, dim: int = 8):
+    """An in-memory history of `rows` rows of `dim`-d vectors (zeros), no store."""
+    from pluralign.store.history import History
 
-    def history(rows: int) -> History:
-        vectors = np.zeros((rows, 8), np.float32)
-        meta = pa.Table.from_arrays([pa.array([False] * rows), pa.array(["no"] * rows)], names=["tie", "rejected"])
-        return History(meta, vectors, vectors, vectors, np.zeros(rows, bool))
+    vectors = np.zeros((rows, dim), np.float32)
+    meta = pa.Table.from_arrays([pa.array([False] * rows), pa.array(["no"] * rows)], names=["tie", "rejected"])
+    return History(meta, vectors, vectors, vectors, np.zeros(rows, bool))
+
+
+def big_user(cycles: int) -> dict[str, float]:
+    from pluralign.store.history import HistoryCache
 
     small, big = history(10), history(6000)
     others = [(f"t{t}", f"u{u}") for t in range(20) for u in range(4)]
@@ -109,6 +118,40 @@ def big_user(cycles: int) -> dict[str, float]:
     later = pushed[1:]
     return {"first": pushed[0], "later per cycle": sum(later) / len(later), "later max": max(later),
             "in all": sum(pushed), "big load ms": sorted(loads)[len(loads) // 2]}
+
+
+def big_chats(cycles: int) -> dict[str, float]:
+    from pluralign.store.history import HistoryCache
+
+    small, row = history(10, 768), history(1, 768)
+    others = [(f"t{t}", f"u{u}") for t in range(20) for u in range(4)]
+
+    def run(active: bool) -> tuple[int, int]:
+        now, big = [0.0], [history(600, 768)]
+        cache = HistoryCache(1 << 40, clock=lambda: now[0])
+        for key in others:
+            cache.get(key, lambda: small)
+        cache.budget_bytes = cache.nbytes + big[0].nbytes // 2
+        from_store, pushed = 0, 0
+        for _ in range(cycles):
+            now[0] += 30
+            for read in range(3):
+                from_store += cache.peek(("acme", "big")) is None
+                cache.get(("acme", "big"), lambda: big[0])
+                if read == 0:
+                    big[0] = big[0].extended(row)
+                    cache.extend(("acme", "big"), lambda: row)
+            if active:
+                pushed += sum(cache.peek(key) is None for key in others)
+                for key in others:
+                    cache.get(key, lambda: small)
+        return from_store, pushed if active else sum(cache.peek(key) is None for key in others)
+
+    found: dict[str, float] = {}
+    for active in (False, True):
+        name = "active" if active else "idle"
+        found[f"{name}: big user's reads from the store"], found[f"{name}: others' pushed out"] = run(active)
+    return found
 
 
 class Ones:
@@ -202,9 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tenants", type=int, nargs="+", default=[100, 3000])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--big-cycles", type=int, default=0, help="run only the big user's cycles, this many")
+    parser.add_argument("--big-chats", type=int, default=0, help="run only the big user's chats, this many")
     args = parser.parse_args(argv)
-    if args.big_cycles:
-        found = big_user(args.big_cycles)
+    if args.big_cycles or args.big_chats:
+        found = big_user(args.big_cycles) if args.big_cycles else big_chats(args.big_chats)
         print(json.dumps(found) if args.json else ", ".join(f"{k}: {v:g}" for k, v in found.items()))
         return
     found = {f"{name} {tenants}": run(tenants) for name, run in (("histories", histories), ("vectors", vectors),

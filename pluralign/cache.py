@@ -6,13 +6,15 @@ LRU over every tenant's entries would push out every tenant's), and a tenant alo
 three shared caches use it: the embedded texts' vectors (`pluralign.embed.cache.ScopedVectors`), the users' histories
 (`pluralign.store.history.HistoryCache`) and the loaded LoRA adapters (`pluralign.policy.adapters.AdapterPool`).
 
-Pinned entries (one just put that must stay, the adapters chats are generating with) can make a tenant hold more than
-any other with nothing of its own left to give: the entries evicted then are room taken from smaller tenants. `evict`
-counts those bytes (`taken`) and, with `take=False`, stops before taking any; what a cache then does is its own policy.
-The users' histories cache allows each tenant one take per ten minutes and serves the history without keeping it past
-that (`pluralign.store.history.HistoryCache`: without the limit, a tenant reading such a user in a loop took the
-others' room at every load). The adapter pool always takes: a chat cannot generate without its adapter loaded, and
-refusing the chat would be worse than the other tenants' reload of an adapter. The vectors cache pins nothing.
+Pinned entries (a history just loaded or grown by a write's rows; an adapter just loaded and the others its batch of
+chats needs) can make a tenant hold more than any other with nothing of its own left to give: the entries evicted then
+are room taken from smaller tenants. `evict` counts those bytes (`taken`) and, with `take=False`, stops before taking
+any; what a cache then does is its own policy. The users' histories cache allows each tenant one take per ten minutes
+(and the growth of the history that took, by its writes' rows) and serves the history without keeping it past that
+(`pluralign.store.history.HistoryCache`: without the limit, a tenant reading such a user in a loop took the others'
+room at every load). The adapter pool always takes: a chat cannot generate without its adapter loaded, and refusing
+the chat would be worse than the other tenants' reload of an adapter (the adapters chats are generating with are
+`busy`, not pinned: they may go). The vectors cache pins nothing.
 
 No installed library does this: cachetools' caches (`LRUCache` and the rest) evict over one key space, with no notion
 of whose entry it is; `sortedcontainers.SortedList` keeps in order the levels of bytes the tenants hold.

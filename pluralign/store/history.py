@@ -10,9 +10,11 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -200,15 +202,20 @@ class HistoryCache:
     most, its own tenant's first. Once its tenant has nothing else to give and still holds the most, the histories
     pushed out for it are room taken from smaller tenants (`FairLRU.evict`'s `taken`): a tenant may take such room once
     per `TAKE_AGAIN_S` (600 s). A history that would take more meanwhile is served but not kept, and what went for it
-    comes back in its place (the load pushes out nothing). Without that limit, a tenant reading one such user in a loop
-    would cost the others their histories at every load: it then holds the most, so the others' next loads push it
-    out, and its next load would take their room again (15 of 80 other histories each cycle of `benchmarks/fair_caches.py
-    --big-cycles` without the limit, each then read from the table again). The limit is per tenant, not per history: a tenant can
-    make new big users at will, so one take per user would still be unbounded; and it is time, not once for the life
-    of the process, so that a tenant whose big user is read all day gets it cached again while the others hold still
-    (every ten minutes at most one such take of theirs: about as many table reads of the others' histories as one
-    load of it pushed out). A history larger than the whole bound is not kept and pushes out nothing. Two big users
-    of one tenant read in turn push out each other, never the others' (own room, no take). A load that raced a write is not kept:
+    comes back in its place (the load pushes out nothing). One grown into more by a write's rows is dropped, unless it
+    is the history that took the room, still cached since: that one grows into the room its new rows need (the same take
+    goes on, as large as what its user writes; dropped at its user's first feedback, it would cost the others their room
+    for a read or two, and its user's reads would go to the table until `TAKE_AGAIN_S` is past, even while the others
+    hold still). Without that limit, a tenant reading one such user in a loop would cost the others their histories at
+    every load: it then holds the most, so the others' next loads push it out, and its next load would take their room
+    again (15 of 80 other histories each cycle of `benchmarks/fair_caches.py --big-cycles` without the limit, each then
+    read from the table again). The limit is per tenant, not per history: a tenant can make new big users at will, so
+    one take per user would still be unbounded; and it is time, not once for the life of the process, so that a tenant
+    whose big user is read all day gets it cached again while the others hold still (every ten minutes at most one such
+    take of theirs: about as many table reads of the others' histories as one load of it pushed out, and as its writes'
+    rows grow it by while cached). A history larger than the whole bound is not kept and pushes out nothing. Two big
+    users of one tenant read in turn push out each other, never the others' (own room, no take).
+    A load that raced a write is not kept:
     each load in flight holds a ticket in `_loading`, `writing`, `extend` and `invalidate` take the
     user's tickets away, and a load only lands if its ticket is still there and no write of the
     user is between its commit and its `extend` (such a load may hold the new rows already). Nothing is kept about a user
@@ -222,8 +229,9 @@ class HistoryCache:
     def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic):
         self.budget_bytes = budget_bytes
         self._clock = clock  # for `TAKE_AGAIN_S`
-        self._took: dict[str, float] = {}  # tenant -> `clock()` when a history of its last took room from smaller tenants
-        self._took_bound = 64  # `_took` is pruned of tenants past `TAKE_AGAIN_S` when it grows past this
+        # tenant -> (`clock()`, user) when a history of its last took room from smaller tenants (the user: None once
+        # their history left the cache), the earliest first
+        self._took: OrderedDict[str, tuple[float, UserKey | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._cached: FairLRU[UserKey, History] = FairLRU(_cost)  # (tenant, (tenant, user_id)) -> their history
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
@@ -277,49 +285,62 @@ class HistoryCache:
 
     def _drop(self, key: UserKey) -> History | None:
         """The user's cached history, dropped with what is known of it (None: none was); under the lock."""
-        self._checked.pop(key, None)
-        self._versions.pop(key, None)
+        self._gone(key)
         return self._cached.pop(key[0], key)
 
-    def _shrink(self, kept: UserKey | None = None) -> None:
+    def _gone(self, key: UserKey) -> None:
+        """What is known of the user's history, which left the cache, forgotten (its tenant's take stays counted, but
+        goes on with no history of theirs: nothing is kept of a user not cached); under the lock."""
+        self._checked.pop(key, None)
+        self._versions.pop(key, None)
+        took = self._took.get(key[0])
+        if took is not None and took[1] == key:
+            self._took[key[0]] = (took[0], None)
+
+    def _shrink(self, kept: UserKey | None = None, grown: bool = False) -> None:
         """Past `budget_bytes`: the least recently used history of the tenant holding the most dropped, one at a time,
         until the rest fit (`pluralign.cache.FairLRU`); under the lock. `kept`: the user whose history was just put, which
         stays when it fits the bound alone (the others of its tenant go first while it holds the most, then those of the
-        tenants holding the most after it) and its tenant may take the room it needs of smaller tenants' (`_may_take`),
-        else goes alone (those pushed out for it put back, each tenant's least recently used as before)."""
+        tenants holding the most after it) and its tenant may take the room it needs of smaller tenants' (`_may_take`;
+        `grown`: by a write's rows), else goes alone (those pushed out for it put back, each tenant's least recently used
+        as before)."""
         if kept is not None and self._cached.nbytes > self.budget_bytes and _cost(self._cached.peek(kept[0], kept)) > self.budget_bytes:
             self._drop(kept)  # grown past the whole bound by a write's rows: no eviction makes room for it
             kept = None
         if kept is None:
             evicted = self._cached.evict(self.budget_bytes)
         else:
-            may_take = self._may_take(kept[0])
-            evicted = self._cached.evict(self.budget_bytes, pinned=(kept,), take=may_take)
+            fresh = self._may_take(kept[0])  # its tenant took no room within `TAKE_AGAIN_S`
+            going_on = grown and not fresh and self._took[kept[0]][1] == kept  # the history that took, grown by a write
+            evicted = self._cached.evict(self.budget_bytes, pinned=(kept,), take=fresh or going_on)
             if self._cached.nbytes > self.budget_bytes:  # it needs room of smaller tenants', which it may not take now
                 for tenant, key, history in reversed(evicted):  # those pushed out for it come back, in their places
                     self._cached.put(tenant, key, history, last=False)
                 self._drop(kept)
                 evicted = []
-            elif self._cached.taken:
-                self._took_now(kept[0])
+            elif self._cached.taken and fresh:
+                self._took_now(kept)
         for _, key, _ in evicted:
-            self._checked.pop(key, None)
-            self._versions.pop(key, None)
+            self._gone(key)
 
     def _may_take(self, tenant: str) -> bool:
         """Whether a history of `tenant`'s may take room from smaller tenants' histories: none of its did for
-        `TAKE_AGAIN_S`; under the lock."""
+        `TAKE_AGAIN_S` (within it, only a write's rows added to the history that did, `_shrink`); under the lock."""
         took = self._took.get(tenant)
-        return took is None or self._clock() - took >= TAKE_AGAIN_S
+        return took is None or self._clock() - took[0] >= TAKE_AGAIN_S
 
-    def _took_now(self, tenant: str) -> None:
-        """A history of `tenant`'s took room from smaller tenants' now; under the lock. The tenants whose last take is
-        past `TAKE_AGAIN_S` are forgotten once `_took` has doubled since they last were (amortized O(1) a take)."""
+    def _took_now(self, key: UserKey) -> None:
+        """The user's history took room from smaller tenants' now; under the lock. `_took` is kept in the order of
+        the takes, so the two earliest past `TAKE_AGAIN_S` are forgotten at each take: O(1) a take, and `_took` holds
+        at most about the tenants that took within a `TAKE_AGAIN_S` (no pass over it: that would hold every tenant's
+        reads behind the lock as long)."""
         now = self._clock()
-        self._took[tenant] = now
-        if len(self._took) > self._took_bound:
-            self._took = {name: at for name, at in self._took.items() if now - at < TAKE_AGAIN_S}
-            self._took_bound = 2 * len(self._took) + 64
+        self._took.pop(key[0], None)
+        self._took[key[0]] = (now, key)
+        for name, (at, _) in list(itertools.islice(self._took.items(), 2)):
+            if now - at < TAKE_AGAIN_S:
+                break
+            del self._took[name]
 
     def _settle(self, key: UserKey, ticket: object) -> bool:
         """A load finished (under the lock): drop its ticket; whether no write came meanwhile."""
@@ -365,7 +386,7 @@ class HistoryCache:
             # the version it was known to match stays: the rows added are an append, which the next check's count
             # counts (`Store._matches`; dropped, that check would read the user's rows)
             self._put(key, found.extended(new_rows()))
-            self._shrink(key)
+            self._shrink(key, grown=True)
 
     def _holds(self, key: UserKey, history: History | None) -> bool:
         """Whether the user's history is cached (`history`: that one, not another loaded since), under the lock."""
@@ -410,9 +431,11 @@ class HistoryCache:
         self.invalidate(keys)
 
     def tracked(self) -> int:
-        """Users the cache keeps anything about (their history, its check time, a load's ticket)."""
+        """Users the cache keeps anything about (their history, its check time, a load's ticket, the take of room theirs
+        goes on with)."""
         with self._lock:
-            return len({key for _, key, _ in self._cached.items()} | set(self._checked) | set(self._versions) | set(self._loading) | set(self._writes))
+            took = {key for _, key in self._took.values() if key is not None}
+            return len({key for _, key, _ in self._cached.items()} | set(self._checked) | set(self._versions) | set(self._loading) | set(self._writes) | took)
 
     @property
     def nbytes(self) -> int:
