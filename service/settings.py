@@ -765,7 +765,7 @@ def check_variables(environ: dict[str, str] | None = None) -> None:
         # by its name or the old one it replaced
         close = closest_name(rest, known)
         meant = DEPRECATED_VARIABLES.get(f"{ENV_PREFIX}{close}", f"{ENV_PREFIX}{close}") if close else None  # never an old name
-        if meant in environ or f"{ENV_PREFIX}{close}" in environ:
+        if close and (meant in environ or f"{ENV_PREFIX}{close}" in environ):  # (os.environ: `None in` raises)
             meant = None
         hint = f"did you mean {meant}?" if meant else "see docs/api.md"
         if name != name.upper():  # `pluralign_max_tokens`: variables are case-sensitive, and ours are upper case

@@ -35,6 +35,7 @@ def test_a_slip_of_an_option_given_is_no_hint_of_another(capsys, argv, said):
      "pluralign_store_timeout_s: no such variable; the settings' variables are upper case (see docs/api.md)"),
     ({"PLURALIGN_ADAPTERS_DIR": "a", DIRS: "b"}, f"{DIRS}: no such setting or variable (see docs/api.md)"),  # was: the one set
     ({MBS: "64"}, f"{MBS}: no such setting or variable (did you mean PLURALIGN_STORE_CACHE_MB?)"),
+    ({"PLURALIGN_" + "QWERTY": "1"}, "PLURALIGN_" + "QWERTY: no such setting or variable (see docs/api.md)"),  # none close
 ])
 def test_a_slip_of_a_variable_set_is_no_hint_of_another(tmp_path, env, said):
     result = pluralign(tmp_path, "keys", "list", **env)
