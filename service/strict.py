@@ -210,7 +210,7 @@ def closest_field(body: bytes, body_type: type, field: str) -> str:
     if len(structs) > 1:
         structs = _tagged_as(holder, structs) or structs
     names = [f.encode_name for struct in structs for f in msgspec.structs.fields(struct)]
-    close = closest_name(segments[-1], names, given={name for name, value in holder.items() if value is not None})  # null: not given
+    close = closest_name(segments[-1], names, given={name for name in names if holder.get(name) is not None})  # null: not given
     return f" (did you mean `{close}`?)" if close else ""
 
 
