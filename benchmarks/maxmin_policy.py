@@ -661,6 +661,7 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
         save_policy,
         tokenize_pairs,
         train_maxmin,
+        trained_lengths,
         with_lora,
     )
     from pluralign.policy.style_groups import feature_pairs, preference_pairs, win_rates, win_scores
@@ -769,7 +770,8 @@ def run_seed(args, seed: int, majority: float, splits: dict[str, list[str]], wor
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(policy, weights[curve[-1]["selected_step"]])
-        meta = PolicyMeta(schema_version=1, kind="maxmin-lora", base_model=base_model_id(base), objective=objective, heads=k, steps=curve[-1]["selected_step"], beta=config.beta, lora_r=config.lora_r)
+        meta = PolicyMeta(schema_version=1, kind="maxmin-lora", base_model=base_model_id(base), objective=objective, heads=k, steps=curve[-1]["selected_step"], beta=config.beta, lora_r=config.lora_r,
+                        **trained_lengths(config))
         save_policy(policy, work / f"policy-{tag}", meta)
         results.append({
             "seed": seed, "majority": majority, "objective": objective, "training": training_setting(args), "heads": k, "pairing": args.pairing, "ari": ari, "pairs": len(pairs),

@@ -763,9 +763,12 @@ def check_variables(environ: dict[str, str] | None = None) -> None:
         rest = name[len(ENV_PREFIX):].upper()
         if name == name.upper() and (rest in known or SERVICE_LINK.fullmatch(rest)):
             continue
-        # the prefix alone is not close; one set already is not meant (`pluralign_data_dir` beside PLURALIGN_DATA_DIR)
-        close = closest_name(rest, (k for k in known if f"{ENV_PREFIX}{k}" not in environ))
+        # the prefix alone is not close; one set already is not meant (`pluralign_data_dir` beside PLURALIGN_DATA_DIR),
+        # by its name or the old one it replaced
+        close = closest_name(rest, known)
         meant = DEPRECATED_VARIABLES.get(f"{ENV_PREFIX}{close}", f"{ENV_PREFIX}{close}") if close else None  # never an old name
+        if close and (meant in environ or f"{ENV_PREFIX}{close}" in environ):  # (os.environ: `None in` raises)
+            meant = None
         hint = f"did you mean {meant}?" if meant else "see docs/api.md"
         if name != name.upper():  # `pluralign_max_tokens`: variables are case-sensitive, and ours are upper case
             raise ValueError(f"{name}: no such variable; the settings' variables are upper case ({hint})")
@@ -793,6 +796,6 @@ def _read_config(config: str, fields: tuple[str, ...]) -> dict:
     if unknown:
         if unknown[0].lower() in fields and unknown[0].lower() not in values:  # written as its variable is
             raise ValueError(f"{where}: no setting `{unknown[0]}` (did you mean `{unknown[0].lower()}`? the file's settings are lower case)")
-        close = closest_name(unknown[0], (field for field in fields if field not in values))  # one the file holds is not meant
+        close = closest_name(unknown[0], fields, given=values)  # one the file holds is not meant
         raise ValueError(f"{where}: no setting `{unknown[0]}`" + (f" (did you mean `{close}`?)" if close else ""))
     return values

@@ -216,7 +216,7 @@ def closest_field(body: bytes, body_type: type, field: str) -> str:
     if len(structs) > 1:
         structs = _tagged_as(holder, structs) or structs
     names = [f.encode_name for struct in structs for f in msgspec.structs.fields(struct)]
-    close = closest_name(segments[-1], (name for name in names if holder.get(name) is None))  # null: not given
+    close = closest_name(segments[-1], names, given={name for name in names if holder.get(name) is not None})  # null: not given
     return f" (did you mean `{close}`?)" if close else ""
 
 
@@ -616,7 +616,7 @@ def refuse_unknown_query(request: Request, parameters: tuple[QueryParameter, ...
     known = [parameter.name for parameter in parameters if parameter.name not in request.path_params]
     for name in request.query_params:
         if name not in known:
-            close = closest_name(name, (k for k in known if k not in request.query_params))  # one given is not meant
+            close = closest_name(name, known, given=request.query_params)  # one given is not meant
             takes = f"this route takes {', '.join(f'`{k}`' for k in known)}" if known else "this route takes no query parameters"
             hint = f" (did you mean `{close}`?)" if close else ""
             raise bad_request(name, f"unknown query parameter{hint}; {takes}", code="unknown_parameter")

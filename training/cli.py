@@ -113,9 +113,9 @@ def _unrecognized(command: argparse.ArgumentParser, extras: list[str]) -> str:
     from pluralign.data.text import closest_name
 
     given = {word.partition("=")[0] for word in getattr(command, "_words", []) if word.startswith("--")}
-    options = [s for action in command._actions for s in action.option_strings if s.startswith("--") and s not in given]
+    options = [s for action in command._actions for s in action.option_strings if s.startswith("--")]
     typed = [word.partition("=")[0] for word in extras if word.startswith("--")]
-    close = [m for word in typed if (m := closest_name(word, options))]
+    close = [m for word in typed if (m := closest_name(word, options, given=given))]
     hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
     return f"unrecognized arguments: {' '.join(extras)}{hint}"
 

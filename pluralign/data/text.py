@@ -27,7 +27,7 @@ sequence, a flag, a skin tone, or between a letter and its combining marks.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from functools import lru_cache
 
 import msgspec
@@ -301,7 +301,7 @@ def _name_words(name: str) -> tuple[str, ...]:
     return tuple(word for word in _NAME_SEPARATORS.sub("_", name.casefold()).split("_") if word)
 
 
-def closest_name(name: str, names: Iterable[str]) -> str | None:
+def closest_name(name: str, names: Iterable[str], given: Container[str] = ()) -> str | None:
     """The one of `names` (a field's values, a row's columns, a route's parameters, a command's options) that the
     misspelt `name` most likely means, or None when none is close: first one that is `name` in another case or with
     `-`, `.` or a space for `_`, or its words in another order (`Chosen-Rating`, `chosen_score`: `chosen_rating`,
@@ -312,7 +312,15 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
     `lenght`, `usr`). An edit is a letter added, dropped or changed, or two neighbours swapped (`trian`); a name of
     one or two letters takes only a letter added or dropped (`kk`: `k`, `ot`: `out`; `ab` is no `ac`). Of two as
     close, neither (`pal-c`: `pal-a` or `pal-b`). A name far from every one gets none: `edited` is no `predictive`,
-    `chosen_score` no `chosen_model`, `title` no `tie`, `temp` no `stream`."""
+    `chosen_score` no `chosen_model`, `title` no `tie`, `temp` no `stream`. None too when the closest is one of
+    `given`, those the input holds already (a body's fields, a command line's options): the name is no slip of it
+    (`max_token` beside `max_tokens`), and the next closest is no better a guess (`frequency_penaltys` beside
+    `frequency_penalty` is no `presence_penalty`), so the given ones are matched as any other, not left out."""
+    close = _closest_name(name, names)
+    return None if close is not None and close in given else close
+
+
+def _closest_name(name: str, names: Iterable[str]) -> str | None:
     if len(name) > 128:  # a name is short: a long text (a key of up to a MB) is no misspelling of one, and not read
         return None
     words = _name_words(name)

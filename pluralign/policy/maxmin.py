@@ -491,6 +491,12 @@ class PolicyMeta(Persisted):
     max_prompt_length: int | None = None
 
 
+def trained_lengths(config: MaxMinConfig) -> dict[str, int]:
+    """`PolicyMeta`'s lengths as `config` trains with them: `max_length`, and `max_prompt_length` resolved
+    (`prompt_budget`: `max_length // 2` when None). `train maxmin` and the MaxMin benchmark record them in what they save."""
+    return {"max_length": config.max_length, "max_prompt_length": prompt_budget("MaxMinConfig", config.max_length, config.max_prompt_length)}
+
+
 def base_model_id(model) -> str:
     """The id a policy records of its base model: the model's `name_or_path`, else its class name."""
     return getattr(model.config, "name_or_path", "") or type(model).__name__

@@ -58,6 +58,9 @@ def test_seeds_json_prints_the_interval_contract_last(tmp_path):
     for seed in (0, 1, 2):  # both objectives trained on every seed, each seed its own base answers
         assert (tmp_path / "work" / f"seed-{seed}" / "policy-maxmin-80" / "meta.json").exists()
         assert (tmp_path / "work" / f"seed-{seed}" / "policy-single-80" / "meta.json").exists()
+        for objective in ("maxmin", "single"):  # the lengths it trained with, as `train maxmin` records them (review hints58)
+            meta = json.loads((tmp_path / "work" / f"seed-{seed}" / f"policy-{objective}-80" / "meta.json").read_text())
+            assert (meta["max_length"], meta["max_prompt_length"]) == (160, 80), meta
     results = json.loads((tmp_path / "work" / "results.json").read_text())
     assert sorted((r["seed"], r["objective"]) for r in results) == [(s, o) for s in (0, 1, 2) for o in ("maxmin", "single")]
     for point in (c for r in results for c in r["curve"] if c["step"] > 0):  # every checkpoint's answers, to judge again later

@@ -113,6 +113,20 @@ def test_a_time_an_import_refuses_that_an_older_version_stored_is_exported_as_nu
         assert imported.status_code == 201, imported.text
 
 
+def test_a_date_in_digits_an_older_version_stored_is_exported_as_null(svc):
+    """Review hints58: imports refuse a `created_at` that spells a date in digits (20260101: 1970-08-23 as seconds); a
+    row an older version stored so is exported with a null time, as docs/api.md says, so the export imports again."""
+    rows = [StoredPreference(tenant="acme", user_id="digitdates", pref_id=f"d{i}", prompt=f"Milk {i}?", chosen="Yes.",
+                             rejected="No.", kind="choice", created_at=t) for i, t in enumerate((20260101.0, 1_700_000_000.5))]
+    stored_as_an_older_version_stored(svc.runtime, rows)
+    with svc.client("acme") as c:
+        r = c.get("/v1/users/digitdates/export", params={"format": "preferences"})
+        assert r.status_code == 200, r.text
+        assert [json.loads(line)["created_at"] for line in r.text.splitlines()] == [None, 1_700_000_000.5]
+        imported = c.post("/v1/users/digitdates/import", content=r.content, headers={"content-type": "application/x-ndjson"})
+        assert imported.status_code == 201, imported.text
+
+
 def test_comparison_feedback_refuses_an_answer_of_invisible_characters(svc):
     with svc.client("acme") as c:
         for chosen in ["\u3164", "\uffa0", "\u115f\u1160", "\u2800", "\u034f", "\ufe0f", "\x00", "\x01\x02\x7f", "\u0301"]:

@@ -107,6 +107,7 @@ def test_an_unknown_query_parameter_is_hinted_only_with_a_close_one_not_given(sv
 @pytest.mark.parametrize("params, named, hint", [
     ({"kk": 4}, "kk", " (did you mean `k`?)"),
     ({"k": 4, "kk": 4}, "kk", ""),  # before: (did you mean `k`?), given already
+    ({"k": None, "kk": 4}, "kk", " (did you mean `k`?)"),  # a null is not given (review hints58: was no hint)
     ({"epcohs": 1}, "epcohs", " (did you mean `epochs`?)"),
     ({"users": 1}, "users", ""),  # before: (did you mean `lr_user`?)
 ])
@@ -116,3 +117,13 @@ def test_an_unknown_job_parameter_is_hinted_only_with_a_close_one_not_given(svc,
     assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_parameter", r.text
     message = r.json()["error"]["message"]
     assert message.startswith(f"`params.{named}`: unknown parameter of a `pal` job{hint}; it takes "), message
+
+
+@pytest.mark.parametrize("body, named", [
+    ({**CHAT, "frequency_penalty": 0.5, "frequency_penaltys": 0.1}, "frequency_penaltys"),  # was: `presence_penalty`
+    ({**CHAT, "stop": "x", "sto": "y"}, "sto"),  # was: `store`
+])
+def test_a_slip_of_a_field_given_is_no_hint_of_another(svc, body, named):
+    """review hints58: the field given was left out before matching, and the next closest, another field, named."""
+    field, message = _said(svc, "/v1/chat/completions", body)
+    assert field == named and message.startswith(f"`{named}`: unknown field (docs/api.md"), message

@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
         MaxMinConfig,
         PolicyMeta,
         base_model_id,
-        prompt_budget,
         save_policy,
         tokenize_pairs,
         train_maxmin,
+        trained_lengths,
         with_lora,
     )
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=config.steps, desc=f"{args.objective} DPO", file=sys.stderr, disable=args.quiet)
     log = train_maxmin(policy, tokens, config, step_callback=lambda step, loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}")))
     bar.close()
-    lengths = {"max_length": config.max_length, "max_prompt_length": prompt_budget("MaxMinConfig", config.max_length, config.max_prompt_length)}
+    lengths = trained_lengths(config)
     meta = PolicyMeta(
         schema_version=1, kind="maxmin-lora", base_model=base_id, objective=args.objective, heads=args.heads,
         steps=config.steps, beta=config.beta, lora_r=config.lora_r, **lengths,

@@ -156,7 +156,7 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
     takes = [name for name in schema.__struct_fields__ if name not in SERVER_SET.get(kind, ())]
     for name in params:
         if name not in schema.__struct_fields__:
-            close = closest_name(name, (n for n in takes if n not in params))  # one given is not meant
+            close = closest_name(name, takes, given={n for n, v in params.items() if v is not None})  # one given is not meant; a null is no value
             hint = f" (did you mean `{close}`?)" if close else ""
             raise JobParamsError(f"params.{name}", f"unknown parameter of a `{kind}` job{hint}; it takes {', '.join(takes)}", unknown=True)
     try:
