@@ -68,3 +68,17 @@ def test_no_rename_is_shown_for_a_column_cut_short_or_none_holding_text(tmp_path
     assert "rename_column" not in err and "if it holds the prompt, name it `prompt`" in err, err
     err = _hint(tmp_path, capsys, {"qid": 3, "chosen": "Apple.", "rejected": "Rock."})
     assert "rename_column" not in err and "the row's `qid` is a column no row takes" in err, err
+
+
+def test_a_tenant_seen_only_in_its_removal_or_its_jobs_gets_no_warning(tmp_path, capsys, monkeypatch):
+    """What `tenants remove` counts as seen (`tenant_seen`) is not called a typo by `tenants users` either."""
+    from service.tenants import begin_removal
+
+    data = tmp_path / "data"
+    (data / "jobs" / "data" / "initech").mkdir(parents=True)  # an adapter job's snapshots of one of its users
+    monkeypatch.delenv("PLURALIGN_STORE_URI", raising=False)
+    monkeypatch.delenv("PLURALIGN_KEYS_FILE", raising=False)
+    begin_removal(data, KeyRing(data / "api_keys.json"), "globex")
+    for tenant in ("globex", "initech"):
+        code, out, err = cli(capsys, "tenants", "users", "--tenant", tenant, "--data-dir", str(data))
+        assert (code, out, err) == (0, '{"users":0,"next":null}\n', ""), (tenant, err)
