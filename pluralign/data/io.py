@@ -374,20 +374,29 @@ def _typed_instead(row: Mapping[str, Any], field: str) -> str:
     close = closest_name(field, typed)
     return f"; the row has `{controls_escaped(close)}` (did you mean `{field}`?)" if close else ""
 
+
 def _unread_columns(row: Mapping[str, Any]) -> str:
     """`; the row's `system`, `question` are columns no row takes: ...` for a row without `prompt` whose other keys no row
     takes (Intel/orca_dpo_pairs' `question`, Alpaca's `instruction`): its prompt is likely one of them, under a name
-    `closest_name` cannot tell (`_typed_instead`). At most 3 named, each escaped and cut as a key is; else ''."""
+    `closest_name` cannot tell (`_typed_instead`). At most 3 named, each escaped and cut as a key is; else ''. The
+    `ds.rename_column` shown names the first that holds text (not a question's id, `qid`: 3, nor Alpaca's empty `input`),
+    orca's `system` (the system turn beside the prompt) last, as Python reads the name; none for a name cut short."""
     takes = _row_fields()
     unread = [key for key in row if isinstance(key, str) and key not in takes and key not in _OTHER_TYPE_COLUMNS]
     if not unread:
         return ""
-    shown = [controls_escaped(shorten(key, 64, '...')) for key in unread]
-    named = ", ".join(f"`{key}`" for key in shown[:3]) + (", ..." if len(shown) > 3 else "")
-    likely = next((key for key in shown if key != "system"), shown[0])  # orca's `system` is the system turn beside it
-    return (f"; the row's {named} {'is a column' if len(shown) == 1 else 'are columns'} no row takes: if "
-            f"{'it holds' if len(shown) == 1 else 'one holds'} the prompt, name it `prompt` (`datasets`: "
-            f"ds.rename_column('{likely}', 'prompt'))")
+    named = ", ".join(f"`{controls_escaped(shorten(key, 64, '...'))}`" for key in unread[:3]) + (", ..." if len(unread) > 3 else "")
+    texts = [key for key in unread if len(key) <= 64 and _holds_text(row[key])]
+    likely = next((key for key in texts if key != "system"), texts[0] if texts else None)
+    rename = f" (`datasets`: ds.rename_column({likely!r}, 'prompt'))" if likely is not None else ""
+    one = len(unread) == 1
+    return (f"; the row's {named} {'is a column' if one else 'are columns'} no row takes: if "
+            f"{'it holds' if one else 'one holds'} the prompt, name it `prompt`{rename}")
+
+
+def _holds_text(value: Any) -> bool:
+    """Whether a column's `value` could be a prompt: visible text, or a list (of messages)."""
+    return (isinstance(value, str) and not is_blank(value)) or (isinstance(value, list) and bool(value))
 
 
 # the columns of TRL's other dataset types (`_OTHER_TRL_TYPES`) that preference datasets carry beside their own

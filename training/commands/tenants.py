@@ -142,16 +142,20 @@ def _users(args: argparse.Namespace, settings, folder: Path) -> int:
 
 def _unseen(settings, folder: Path, tenant: str) -> str | None:
     """Why `tenant`, whose first page of users is empty (the store read already), shows nowhere here, as the dashboard
-    says it: no key of its in the key file (none made here), no removal of it before, no job naming it; None when it
-    shows. An admin key's tenant, which only labels it, is said to be that."""
+    says it: no key of its in the key file (none made here), no removal of it before, no job naming it (`tenant_seen`,
+    as `remove` asks it); None when it shows. An admin key's tenant, which only labels it, is said to be that. A key file
+    that cannot be read (damaged, unreadable) is said so: the page it never needed is printed all the same."""
     from service.admin.paths import jobs_folder
     from service.auth import KeyRing
-    from service.tenants import jobs_hold_tenant, read_removal
+    from service.tenants import jobs_hold_tenant, tenant_seen
 
-    keys = [k for k in KeyRing(settings.keys_path).list() if k.tenant == tenant] if settings.keys_path.is_file() else []
-    if any(not k.admin for k in keys) or read_removal(folder, tenant) is not None or jobs_hold_tenant(jobs_folder(settings), tenant):
+    try:
+        keys = KeyRing(settings.keys_path)  # no file: no keys (and none made)
+    except OSError as exc:  # KeyFileError's words name the file and what is wrong
+        return f"cannot tell whether tenant {tenant!r} shows here: {exc}"
+    if tenant_seen(folder, keys, tenant, lambda: jobs_hold_tenant(jobs_folder(settings), tenant)):
         return None
-    if keys:
+    if any(k.tenant == tenant for k in keys.list()):
         return f"tenant {tenant!r} only labels admin keys (`keys create --tenant {tenant} --admin`), which reach no tenant's users"
     return (f"tenant {tenant!r} shows nowhere here: no key, no removal before and nothing of it in the store or the jobs "
             "folder (a typo? `pluralign keys list` names the tenants with keys)")
