@@ -1066,7 +1066,7 @@ async def strict_json_body(request: Request) -> None:
         code = "unknown_parameter" if "unknown field" in problem else "invalid_value"
         if code == "unknown_parameter":  # another server's parameter (a chat's `top_k`) is said so: its closest misleads
             said = getattr(data.annotation, "unknown_problem", None)
-            problem = (said(field) if said else None) or f"unknown field{closest_field(body, data.annotation, field)}"
+            problem = (said(field, body) if said else None) or f"unknown field{closest_field(body, data.annotation, field)}"
         # where the body's type says more of a choice than its field's choices (a chat's content part, by its role)
         if invalid and (said := getattr(data.annotation, "choice_problem", None)) and (own := said(field, body, invalid["got"])):
             problem, code = own

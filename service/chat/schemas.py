@@ -196,8 +196,8 @@ class ChatRequest(Base):
     prompt_cache_options: dict | None = None
 
     @staticmethod
-    def unknown_problem(field: str) -> str | None:
-        """The problem of an unknown field (its dotted path, from the strict decode, `service.strict`) that is a chat
+    def unknown_problem(field: str, body: bytes = b"") -> str | None:
+        """The problem of an unknown field (its dotted path, from the strict decode, `service.strict`; `body` unread) that is a chat
         parameter of another server (`OTHER_SERVERS`: `top_k`): `is a sampling parameter of other servers (vLLM, TGI,
         ...) that this API does not take; docs/api.md lists the fields`, with no closest field offered (`min_tokens`'s
         would be `max_tokens`). None for any other field, a typo of this API's (`max_token`) or one inside an object

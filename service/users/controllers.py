@@ -777,13 +777,19 @@ class StatedPatch(Base):
     preferences: Annotated[dict[str, Literal["more", "less"] | None], msgspec.Meta(min_length=1, max_length=16)]
 
     @staticmethod
-    def unknown_problem(field: str) -> str | None:
+    def unknown_problem(field: str, body: bytes = b"") -> str | None:
         """The problem of an unknown top-level field that names a feature (`{"length": "less"}`, the statement sent
-        without its `preferences` object), read by the strict decode (`service.strict`); None for any other field. Not worded "unknown field", which
-        `service.errors` words as any unknown field's."""
+        without its `preferences` object), read by the strict decode (`service.strict`) with the request's `body`; None
+        for any other field. The example repeats the statement sent (`"less"` stays `"less"`), or `"more"` for a value
+        that is none. Not worded "unknown field", which `service.errors` words as any unknown field's."""
         if field not in FEATURE_NAMES:
             return None
-        return (f'is a feature\'s name, whose statement goes in `preferences`, {{"preferences": {{"{field}": "more"}}}} '
+        try:
+            sent = msgspec.json.decode(body).get(field, "more") if body else "more"
+        except (msgspec.DecodeError, UnicodeDecodeError, AttributeError):
+            sent = "more"
+        example = msgspec.json.encode(sent if sent in ("more", "less", None) else "more").decode()
+        return (f'is a feature\'s name, whose statement goes in `preferences`, {{"preferences": {{"{field}": {example}}}}} '
                 "(`more`, `less`, or null to clear it)")
 
 

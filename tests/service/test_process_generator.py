@@ -794,7 +794,7 @@ def as_tenant(tenant: str, fn, *args, **kwargs) -> tuple[threading.Thread, list]
 
 def began(remote: ProcessGenerator, calls: int) -> None:
     """Waits until the child has read `calls` requests (its "began"): a safety net against a hang, not a timing."""
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a full run at load ~15 once took over 60 s for a child to read two calls
     while sum(call.began or bool(call.inbox) for call in list(remote._calls.values())) < calls:
         assert time.monotonic() < deadline, "the child never began the calls"
         time.sleep(0.002)

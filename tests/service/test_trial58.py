@@ -179,8 +179,11 @@ def test_a_stated_preference_sent_without_its_preferences_object_is_told_where_i
         answer = client.patch("/v1/users/alice/stated-preferences", json={"length": "less"})
         error = answer.json()["error"]
         assert answer.status_code == 400 and error["param"] == "length", answer.text
-        assert ("`length`: is a feature's name, whose statement goes in `preferences`, {\"preferences\": {\"length\": \"more\"}} (`more`, `less`, "
-                "or null to clear it)") in error["message"], error["message"]
+        assert ("`length`: is a feature's name, whose statement goes in `preferences`, {\"preferences\": {\"length\": \"less\"}} (`more`, `less`, "
+                "or null to clear it)") in error["message"], error["message"]  # review trial58: the statement sent, not "more"
+        for sent, shown in ((None, "null"), ("fewer", '"more"'), (3, '"more"')):
+            error = client.patch("/v1/users/alice/stated-preferences", json={"length": sent}).json()["error"]
+            assert f'{{"preferences": {{"length": {shown}}}}}' in error["message"], (sent, error["message"])
         other = client.patch("/v1/users/alice/stated-preferences", json={"lenght": "less"}).json()["error"]
         assert "goes in `preferences`" not in other["message"], other  # not a feature's name: the usual unknown field
 
