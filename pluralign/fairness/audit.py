@@ -1,7 +1,7 @@
 """Audit how well each group of users is served, from comparisons with group labels.
 
 Per group: users, comparisons, prequential accuracy of each user's personalized model, accuracy
-of the one-size-fits-all (base) model on the same comparisons, calibration error of both, and the
+of the one-size-fits-all (base) model on the same comparisons, calibration error and Brier score of both, and the
 win rate of personalized over base responses where feedback compares them. Across groups: the
 worst group and the best-minus-worst gap. Groups with fewer than `min_group_size` users are
 suppressed, a group of one user always (`MIN_SHOWN_USERS`), so an audit never exposes individuals, nor do its overall
@@ -29,6 +29,7 @@ from pluralign.data.record import Preference
 from pluralign.data.text import answer_key, controls_escaped
 from pluralign.embed.base import Encoder, checked_vectors
 from pluralign.fairness.metrics import (
+    brier_score,
     credit,
     expected_calibration_error,
     percentile_interval,
@@ -216,15 +217,14 @@ def principal_whitening(diff: np.ndarray, dims: int, seed: int) -> np.ndarray:
 def distinct_comparisons(diff: np.ndarray, seed: int, most: int = 20_000) -> int:
     """How many distinct comparisons a sample of at most `most` rows of `diff` (N, d) holds: rows alike, or one the
     other's negation (the same two answers, the other one chosen), count once. A lower bound of the whole's count when
-    N > `most`; exact otherwise. Rows are compared exactly: each text is embedded once, so a pair's rows are the same
-    numbers (a - b is -(b - a) exactly in floating point)."""
+    N > `most`; exact otherwise (but for two rows whose keys collide, about never). Each row is keyed by its product
+    with a random direction, summed row by row in float64 (the same numbers give the same key; a row's negation, the
+    key's negation): each text is embedded once, so a pair's rows are the same numbers (a - b is -(b - a) exactly in
+    floating point). 0.05 s on 20,000 rows of 384, where sorting the rows themselves took 2 s."""
     rng = np.random.default_rng(seed)
-    sample = diff[rng.choice(len(diff), min(len(diff), most), replace=False)] if len(diff) > most else diff
-    sample = np.asarray(sample, np.float64)
-    nonzero = sample != 0
-    first = np.where(nonzero.any(1), nonzero.argmax(1), 0)  # (n,) each row's first nonzero entry
-    sign = np.where(sample[np.arange(len(sample)), first] < 0, -1.0, 1.0)
-    return int(np.unique(sample * sign[:, None] + 0.0, axis=0).shape[0])  # + 0.0: -0.0 as 0.0
+    sample = diff[rng.choice(len(diff), most, replace=False)] if len(diff) > most else diff
+    key = (np.asarray(sample, np.float64) * rng.standard_normal(diff.shape[1])).sum(1)  # (n,)
+    return int(np.unique(np.abs(key)).size)
 
 
 def personal_dims(diff: np.ndarray, projection_dim: int, seed: int) -> int:
@@ -361,6 +361,8 @@ def _group_metrics(
         win_rate=win_rate(policy[policy != 0] > 0),
         win_comparisons=int((policy != 0).sum()),
         too_few_comparisons=bool(rows.size < config.min_comparisons),
+        personalized_brier=brier_score(pp),
+        base_brier=brier_score(pb),
     )
 
 

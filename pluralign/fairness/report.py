@@ -59,6 +59,12 @@ class GroupMetrics(Persisted, kw_only=True):
     # `interval_min_users` users: the ends would be its users' own accuracies (INTERVAL_MIN_USERS)
     personalized_accuracy_interval: tuple[float, float] | None = None
     base_accuracy_interval: tuple[float, float] | None = None
+    # Brier score (Brier 1950): the mean of (1 - P(the chosen answer wins))^2 over the group's comparisons, 0 best, 0.25
+    # for a prediction of 0.5. A proper scoring rule beside accuracy, whose credit rule gives 0 to a prediction a hair
+    # below 0.5 (0.4996) and 0.5 to an exact 0.5: here the two cost alike (0.2504 and 0.25). Null in reports of
+    # earlier releases (an optional field: the schema is the same)
+    personalized_brier: float | None = None
+    base_brier: float | None = None
 
     @property
     def gain(self) -> float:

@@ -47,3 +47,16 @@ def test_consistent_users_with_few_comparisons_are_predicted_right_more_often_th
         assert base == pytest.approx(0.5, abs=0.1), (group, figures)
         # right from the second or third comparison on: 10 of 12 at least, the first one a tie
         assert personalized >= 0.8, (group, figures)
+
+
+def test_an_audit_gives_each_groups_brier_score_beside_its_accuracy(tmp_path):
+    """Before: accuracy alone, whose credit gives 0 to a prediction of 0.4996 and 0.5 to the base model's exact 0.5;
+    the report had no `personalized_brier` / `base_brier`. The Brier score of a 0.5 is 0.25; a model right and
+    growing surer scores less."""
+    data = write_jsonl(tmp_path / "p.jsonl", consistent_users(8, 12))
+    result = run_cli("audit", "--data", data, "--group-by", "group", "--json", *CACHE)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for figures in [*report["groups"], report["overall"]]:
+        assert figures["base_brier"] == pytest.approx(0.25, abs=0.02), figures
+        assert 0 < figures["personalized_brier"] < figures["base_brier"], figures
