@@ -43,6 +43,16 @@ def credit(p: np.ndarray) -> np.ndarray:
     return (p > 0.5).astype(np.float64) + 0.5 * (p == 0.5)
 
 
+def brier_score(p: np.ndarray) -> float | None:
+    """Mean squared error of P(chosen wins) against the outcome, which is always "chosen won": mean((1 - p)^2) (Brier
+    1950, "Verification of forecasts expressed in terms of probability"), a proper scoring rule: 0 for certainty
+    rightly held, 0.25 for 0.5, 1 for certainty wrongly held; unlike accuracy's credit, a prediction near 0.5 on
+    either side costs about what 0.5 does. `p`: (N,) probabilities. None when there is nothing to score; ValueError
+    as `probabilities` raises it."""
+    p = probabilities(p)
+    return float(np.mean(np.square(1.0 - p))) if p.size else None
+
+
 def expected_calibration_error(p: np.ndarray, bins: int = 10) -> float | None:
     """ECE of the predicted winner: |confidence - accuracy| averaged over equal-width confidence bins.
 
