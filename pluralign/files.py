@@ -26,8 +26,8 @@ T = TypeVar("T")
 
 DECODE_ERRORS: tuple[type[ValueError], ...] = (msgspec.DecodeError, UnicodeDecodeError)
 """What decoding damaged bytes with msgspec (JSON or MessagePack) raises: its DecodeError (a ValidationError is one),
-and UnicodeDecodeError, which msgspec raises as it is for a string whose bytes are not UTF-8 (a byte changed, a file
-cut inside a character of two bytes or more). Every reader that takes a damaged file's (or reply's) own path for a
+and UnicodeDecodeError, which msgspec raises as it is for a string whose bytes are not UTF-8 (a byte changed, a
+character of two bytes or more missing one; a file cut short inside its last string is a DecodeError). Every reader that takes a damaged file's (or reply's) own path for a
 DecodeError catches these, so that a byte that is not UTF-8 takes the same path, not a traceback."""
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")

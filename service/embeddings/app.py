@@ -131,7 +131,8 @@ async def check_json_body(request: Request) -> None:
         if body.strip():
             try:
                 msgspec.json.decode(body, type=msgspec.Raw)  # JSON's syntax only, not kept: Litestar decodes the fields
-                body.decode("utf-8")  # Raw reads no string: one holding a byte that is not UTF-8 was Litestar's 500
+                # Raw reads no string: one holding a byte that is not UTF-8 was Litestar's 500 (1 MB: 0.3 ms ASCII, 4 ms not)
+                body.isascii() or body.decode("utf-8")
             except (msgspec.DecodeError, RecursionError) as exc:
                 raise await undecodable_json_off_loop(body, exc) from None
             except UnicodeDecodeError as exc:
