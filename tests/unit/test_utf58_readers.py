@@ -46,3 +46,15 @@ def test_an_artifact_whose_meta_is_not_utf8_is_no_artifact(tmp_path):
     mixture; before, one holding a byte that is not UTF-8 raised UnicodeDecodeError."""
     (tmp_path / "meta.json").write_bytes(b'{"kind": "' + NOT_UTF8 + b'"}')
     assert artifact_kind(tmp_path) is None
+
+
+def test_a_dead_letter_that_is_not_utf8_is_left_out_as_a_damaged_one(tmp_path):
+    """A letter (msgspec MessagePack) whose text holds a byte that is not UTF-8 is left out of the listing and the counts
+    as a damaged one is (`DeadLetters._refreshed`); before, UnicodeDecodeError out of every listing, count and DELETE."""
+    import msgspec
+
+    from pluralign.store.dead_letter import SUFFIX, DeadLetters
+
+    (tmp_path / ("0" * 32 + SUFFIX)).write_bytes(msgspec.msgpack.encode({"error": "xyz"}).replace(b"xyz", NOT_UTF8))
+    letters = DeadLetters(tmp_path)
+    assert (letters.rows(), letters.owners(), letters.rows_for("acme", "ann")) == (0, set(), 0)
