@@ -20,7 +20,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+import msgspec
+
 T = TypeVar("T")
+
+DECODE_ERRORS: tuple[type[ValueError], ...] = (msgspec.DecodeError, UnicodeDecodeError)
+"""What decoding damaged bytes with msgspec (JSON or MessagePack) raises: its DecodeError (a ValidationError is one),
+and UnicodeDecodeError, which msgspec raises as it is for a string whose bytes are not UTF-8 (a byte changed, a
+character of two bytes or more missing one; a file cut short inside its last string is a DecodeError). Every reader that takes a damaged file's (or reply's) own path for a
+DecodeError catches these, so that a byte that is not UTF-8 takes the same path, not a traceback."""
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
@@ -557,8 +565,6 @@ def read_description(folder: Path, kind: str, schema: int, struct: type[T], what
     (or not an object) is said not to be. Raises FileNotFoundError when there is none, ValueError naming the
     file or folder for another kind of artifact (a PAL checkpoint, whose description names no kind, is named
     so), another schema (`other_schema`: a later release's says so), or a file that is not such a description."""
-    import msgspec
-
     path = folder / "meta.json"
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not {what}: no meta.json")
@@ -578,19 +584,15 @@ def read_description(folder: Path, kind: str, schema: int, struct: type[T], what
 def write_description(folder: str | os.PathLike, description: object) -> None:
     """Write an artifact's description (a msgspec Struct: `PALMeta`, `EMMeta`) as `folder`/meta.json, indented
     JSON, whole (`write_atomic`); `read_description` reads it back. Raises OSError when it cannot be written."""
-    import msgspec
-
     write_atomic(Path(folder) / "meta.json", msgspec.json.format(msgspec.json.encode(description)))
 
 
 def _description_object(path: Path, description: str = "an artifact description") -> dict:
     """The JSON object an artifact description at `path` holds, every field as the file has it. Raises OSError naming
     the file, ValueError naming it as not `description` when it is not JSON or not a JSON object."""
-    import msgspec
-
     try:
         raw = msgspec.json.decode(path.read_bytes())
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise ValueError(f"{path}: not {description}: {exc}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: not {description}: expected a JSON object")
@@ -606,8 +608,6 @@ def rewrite_description(folder: str | os.PathLike, changes: dict[str, object], d
     this release during a rolling upgrade would leave an older-form meta.json that the older replicas could no longer
     read (their starts and DELETEs failing). Raises OSError naming the file, ValueError when it is
     not a JSON object."""
-    import msgspec
-
     path = Path(folder) / description
     raw = _description_object(path)
     for name, value in changes.items():
@@ -622,8 +622,6 @@ def drop_description_fields(folder: str | os.PathLike, names: Collection[str], d
     (`write_atomic`), the others as they are; nothing written when it holds none of them. Returns the fields removed.
     For an older release that refuses them (`pluralign promote --older-form`). Raises OSError naming the file,
     ValueError when it is not a JSON object. For the caller holding the folder's lock (`folder_lock`)."""
-    import msgspec
-
     path = Path(folder) / description
     raw = _description_object(path)
     dropped = [name for name in names if name in raw]

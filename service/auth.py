@@ -23,7 +23,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from pluralign import turns
 from pluralign.data.record import Base
-from pluralign.files import write_atomic
+from pluralign.files import DECODE_ERRORS, write_atomic
 
 KEY_PREFIX = "pk-"
 METRICS_PATH = "^/metrics$"
@@ -92,7 +92,7 @@ def read_key_file(path: Path) -> list[ApiKey]:
         raise damaged("it is empty; a key file with no keys holds `[]`")
     try:
         value = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise damaged(f"it is not JSON: {exc}") from None
     if not isinstance(value, list):
         raise damaged(f"it holds {_JSON_KINDS.get(type(value), 'another value')}, not a JSON list")

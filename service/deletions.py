@@ -54,7 +54,7 @@ def folder_id(data_path: Path) -> str:
     folder cannot be written."""
     path = data_path / FOLDER_ID_FILE
     try:
-        kept = path.read_text().strip()
+        kept = path.read_text(errors="replace").strip()  # a damaged byte: no hex digit, drawn again
         if len(kept) == 32 and all(c in "0123456789abcdef" for c in kept):
             return kept
     except FileNotFoundError:

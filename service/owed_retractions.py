@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from pluralign.files import atomic_writer
+from pluralign.files import DECODE_ERRORS, atomic_writer
 from pluralign.store import StoredPreference
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class OwedRetractions:
             log.error("%s cannot be read (%s): the rows it names are taken back at a start that can read it (make it "
                       "readable by the service); a row owed meanwhile replaces it", self.path, exc)
             return [], None
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:  # (a damaged byte: not UTF-8)
+        except DECODE_ERRORS as exc:
             problem = exc
         keys, unread = salvage(data)
         log.error("%s cannot be read (%s): the %d rows it still names whole are taken back now, as owed, and the file is "
@@ -220,7 +220,7 @@ def salvage(data: bytes) -> tuple[list[Key], int]:
 def _text(data: bytes) -> str | None:
     try:
         return msgspec.json.decode(data, type=str)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+    except DECODE_ERRORS:
         return None
 
 

@@ -18,7 +18,7 @@ import torch
 
 from pluralign.data.record import Persisted
 from pluralign.embed.base import Encoder
-from pluralign.files import FilesDiffer, file_digests, folder_lock, read_description, stopped_artifact
+from pluralign.files import DECODE_ERRORS, FilesDiffer, file_digests, folder_lock, read_description, stopped_artifact
 from pluralign.reward.em import SCHEMA_VERSION as EM_SCHEMA
 from pluralign.reward.em import USERS_FILE, EMMeta, EMMixture
 from pluralign.reward.pal import PALConfig, PALModel, PALTrainConfig, load_pal, save_pal, train_pal
@@ -67,14 +67,14 @@ def _hashed_parts(folder: Path) -> list[tuple[str, bytes | dict]]:
         if path.name == USER_WEIGHTS_FILE:
             try:
                 header = _read_per_user_file(data)
-            except (msgspec.DecodeError, msgspec.ValidationError):  # not a JSON object: hashed as it is (loading refuses it)
+            except DECODE_ERRORS:  # not a JSON object: hashed as it is (loading refuses it)
                 header = None
             if header is not None:
                 data = msgspec.json.encode({"k": header.k, "prior": header.prior})
         elif path.name == META_FILE:
             try:
                 decoded = msgspec.json.decode(data)
-            except msgspec.DecodeError:
+            except DECODE_ERRORS:
                 decoded = None  # hashed as it is: loading refuses it anyway
             if isinstance(decoded, dict):
                 parts.append((path.name, decoded))
@@ -117,7 +117,7 @@ def checkpoint_versions(folder: Path) -> set[str]:
     promote --if-version` takes, so a version read off another release's /health is not refused for the same folder."""
     try:
         meta = msgspec.json.decode((Path(folder) / META_FILE).read_bytes())
-    except (OSError, msgspec.DecodeError):
+    except (OSError, *DECODE_ERRORS):
         meta = None
     if not isinstance(meta, dict) or _described_fields(meta) is None:  # no description a release reads: hashed whole
         return {checkpoint_version(folder)}
@@ -183,7 +183,7 @@ def model_digest(folder: Path) -> str | None:
     kind = artifact_kind(folder)
     try:
         meta = msgspec.json.decode((folder / META_FILE).read_bytes())
-    except (OSError, msgspec.DecodeError):
+    except (OSError, *DECODE_ERRORS):
         meta = None
     served: dict = {"weights": weights}
     if isinstance(meta, dict):

@@ -48,7 +48,7 @@ import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from pluralign.data.record import Persisted
-from pluralign.files import write_atomic
+from pluralign.files import DECODE_ERRORS, write_atomic
 from service.calibration.pools import forget_old_removals, pool_path, remove_pool, vectors_path
 from service.metrics import DECLARED_COUNTERS
 from service.owed_retractions import forget_owed
@@ -102,7 +102,7 @@ def _read(path: Path) -> TenantRemoval | None:
         return msgspec.json.decode(path.read_bytes(), type=TenantRemoval)
     except FileNotFoundError:
         return None
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (OSError, *DECODE_ERRORS) as exc:
         log.error("%s is not a tenant removal record (left for the operator): %s", path, exc)
         return None
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from pluralign.files import atomic_writer
+from pluralign.files import DECODE_ERRORS, atomic_writer
 from pluralign.store.failures import StoreUnavailable
 
 log = logging.getLogger("pluralign.service")
@@ -170,7 +170,7 @@ class WaitingRefits:
         for line in text.splitlines():
             try:
                 keys.update(dict.fromkeys(_decode_line(line)))
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except DECODE_ERRORS:
                 log.warning("%s: a line cut short or damaged is skipped (its users are refitted at their next read)", self.path)
         return list(keys)
 

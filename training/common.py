@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.data.shared import shared_data_dir
+from pluralign.files import DECODE_ERRORS
 
 # the commands' --data-dir: PLURALIGN_SHARED_DATA, else ../shared/data beside the checkout (not the working folder)
 DEFAULT_DATA_DIR = str(shared_data_dir(os.environ.get("PLURALIGN_SHARED_DATA")))
@@ -138,7 +139,7 @@ def _later_schema(description: Path, schema: int) -> int | None:
 
     try:
         raw = msgspec.json.decode(description.read_bytes())
-    except (OSError, msgspec.DecodeError):
+    except (OSError, *DECODE_ERRORS):
         return None
     found = raw.get("schema_version") if isinstance(raw, dict) else None
     return found if later_schema(found, schema) else None

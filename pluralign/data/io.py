@@ -54,7 +54,7 @@ from pluralign.data.text import (
     shorten,
     surrogate_problem,
 )
-from pluralign.files import atomic_writer
+from pluralign.files import DECODE_ERRORS, atomic_writer
 
 _json_decoder = msgspec.json.Decoder()
 _json_encoder = msgspec.json.Encoder()
@@ -1239,7 +1239,7 @@ def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -
             continue
         try:
             row[name] = _json_decoder.decode(row[name])
-        except (msgspec.DecodeError, RecursionError):
+        except (*DECODE_ERRORS, RecursionError):
             return _Malformed(PreferenceError(line, name, "malformed JSON text in a JSON column"))
         if row[name] is None:  # JSON's null: as absent as Arrow's
             del row[name]
@@ -1372,7 +1372,27 @@ def _table_rows(table: pa.Table) -> Iterable[tuple[int, Any]]:
     schema = pa.schema([f.with_type(_decimals_as_floats(f.type)) for f in table.schema], metadata=table.schema.metadata)
     if not schema.equals(table.schema):
         table = table.cast(schema)
-    return ((i, _parquet_row(i, row, json_columns)) for i, row in enumerate(table.to_pylist(), start=1))
+    try:
+        rows = table.to_pylist()
+    except UnicodeDecodeError:  # a text holding bytes that are not UTF-8 (Parquet and Arrow files keep them unchecked)
+        return _rows_one_by_one(table, json_columns)
+    return ((i, _parquet_row(i, row, json_columns)) for i, row in enumerate(rows, start=1))
+
+
+def _rows_one_by_one(table: pa.Table, json_columns: frozenset[str]) -> Iterable[tuple[int, Any]]:
+    """`_table_rows` of a table holding a text that is not UTF-8, one value at a time: such a row is malformed,
+    naming its column (refused, or skipped with the other bad rows), the others read as they are."""
+    for i in range(table.num_rows):
+        row: dict[str, Any] = {}
+        for name in table.column_names:
+            try:
+                row[name] = table.column(name)[i].as_py()
+            except UnicodeDecodeError as exc:
+                problem = f"is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte {exc.start + 1} of a text in it)"
+                yield i + 1, _Malformed(PreferenceError(i + 1, name, problem))
+                break
+        else:
+            yield i + 1, _parquet_row(i + 1, row, json_columns)
 
 
 def _decimals_as_floats(kind: pa.DataType) -> pa.DataType:

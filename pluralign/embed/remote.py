@@ -218,7 +218,7 @@ class RemoteEncoder:
                                   f"{tries} tries){connecting(exc)}", self.timeout, tries) from exc
         except openai.APIError as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
-        except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): the server's, not the texts'
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a 200 labelled JSON that is not (a proxy's page, not UTF-8): the server's
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
         # what the answer holds is the server's doing: any fault of it is a RemoteEncoderError, never a ValueError or
         # TypeError, which the feedback worker reads as the texts' own (a refusal) and probes the encoder after it

@@ -29,7 +29,7 @@ import torch
 from pluralign.cache import FairLRU
 from pluralign.checks import whole
 from pluralign.data.record import Persisted
-from pluralign.files import other_schema, staged_folder, writing_to
+from pluralign.files import DECODE_ERRORS, other_schema, staged_folder, writing_to
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
 
 SCHEMA_VERSION = 1
@@ -109,14 +109,14 @@ def read_meta(folder: str | Path) -> AdapterMeta:
         raise AdapterError(f"{path}: the adapter description cannot be read: {exc.strerror or exc}") from None
     try:
         raw = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
+    except DECODE_ERRORS as exc:
         raise AdapterError(f"{path}: not an adapter description: {exc}") from None
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
         raise AdapterError(f"{folder}: {other_schema('adapter', version, SCHEMA_VERSION)}")
     try:
         return _meta_decoder.decode(data)
-    except msgspec.DecodeError as exc:  # a field missing or of another type
+    except DECODE_ERRORS as exc:  # a field missing or of another type
         raise AdapterError(f"{path}: not an adapter description: {exc}") from None
 
 

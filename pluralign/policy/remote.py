@@ -353,7 +353,7 @@ class RemoteGenerator:
         except openai.APIConnectionError as exc:
             raise RemoteGeneratorError(
                 f"generation server at {self.shown_url} unreachable ({self.policy.max_retries} retries): {redacted(str(exc))}") from exc
-        except json.JSONDecodeError as exc:  # a 200 labelled JSON that is not (a proxy's page): not a 500
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a 200 labelled JSON that is not (a proxy's page, not UTF-8): not a 500
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
 
     def _timed_out(self, tries: int, exc: Exception | None = None) -> GenerationTimedOut:

@@ -36,6 +36,7 @@ from pluralign.data.record import Persisted
 from pluralign.data.text import is_blank
 from pluralign.device import default_device, usable_device
 from pluralign.files import (
+    DECODE_ERRORS,
     check_digests,
     file_digests,
     may_hold,
@@ -513,7 +514,7 @@ def memberships(path: Path) -> list[tuple[int, bytes, UserMembership]]:
             continue
         try:
             out.append((number, line, msgspec.json.decode(line, type=UserMembership)))
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise ValueError(f"{path}, line {number}: not a user membership: {exc}") from None
     return out
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from pluralign.files import folder_lock, stopped_artifact
+from pluralign.files import DECODE_ERRORS, folder_lock, stopped_artifact
 from pluralign.reward import em, pal_checkpoint
 
 
@@ -19,7 +19,7 @@ def artifact_kind(folder: str | Path) -> str | None:
     path = Path(folder) / "meta.json"
     try:
         meta = msgspec.json.decode(path.read_bytes())
-    except (OSError, msgspec.DecodeError):
+    except (OSError, *DECODE_ERRORS):
         return None
     if not isinstance(meta, dict):
         return None

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pluralign.data.record import Persisted
-from pluralign.files import other_schema, write_atomic
+from pluralign.files import DECODE_ERRORS, other_schema, write_atomic
 from pluralign.reward.inputs import as_numbers, first_bad_row
 
 USER_WEIGHTS_SCHEMA = 1
@@ -181,7 +181,7 @@ class UserWeights:
         a file that is not JSON, of another schema version or of another K."""
         try:
             header = _HEADER.decode(Path(path).read_bytes())
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise ValueError(f"{path}: not a user-weights file: {exc}") from None
         if header.schema_version != USER_WEIGHTS_SCHEMA:
             raise ValueError(f"{path}: {other_schema('user-weights', header.schema_version, USER_WEIGHTS_SCHEMA)}")
@@ -194,7 +194,7 @@ class UserWeights:
         given, a K or prior that does not fit, or a user's logits of another length than K or not finite in float32."""
         try:
             file = _DECODER.decode(Path(path).read_bytes())
-        except msgspec.DecodeError as exc:  # not JSON, or not this schema's fields
+        except DECODE_ERRORS as exc:  # not JSON, or not this schema's fields
             raise ValueError(f"{path}: not a user-weights file: {exc}") from None
         if file.schema_version != USER_WEIGHTS_SCHEMA:
             raise ValueError(f"{path}: {other_schema('user-weights', file.schema_version, USER_WEIGHTS_SCHEMA)}")

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import msgspec
 
 from pluralign.data.record import Base
-from pluralign.files import fsync_dir, write_atomic
+from pluralign.files import DECODE_ERRORS, fsync_dir, write_atomic
 from pluralign.store.tables import StoredPreference
 
 SUFFIX = ".msgpack"
@@ -199,7 +199,7 @@ class DeadLetters:
                 if summary is None or summary.stat != key:
                     try:
                         letter = _decode((self.folder / (name + SUFFIX)).read_bytes())
-                    except msgspec.DecodeError:  # its bytes: the same at every read while the file is unchanged
+                    except DECODE_ERRORS:  # its bytes: the same at every read while the file is unchanged
                         damaged[name] = key
                         unreadable |= listed_at - st_letter.st_mtime <= RACY_S  # maybe still being written in place
                         continue
@@ -253,7 +253,7 @@ class DeadLetters:
         for name in self._index().owners.get((tenant, user_id), []):
             try:
                 letter = self.read(name)
-            except (KeyError, OSError, msgspec.DecodeError):
+            except (KeyError, OSError, *DECODE_ERRORS):
                 continue
             mine = [i for i, r in enumerate(letter.rows) if r.tenant == tenant and r.user_id == user_id]
             numbers = None if letter.row_numbers is None else [letter.row_numbers[i] for i in mine]
@@ -324,7 +324,7 @@ class DeadLetters:
                 path = self.folder / (name + SUFFIX)
                 try:
                     letter = _decode(path.read_bytes())
-                except (OSError, msgspec.DecodeError):
+                except (OSError, *DECODE_ERRORS):
                     continue
                 keep = [i for i, r in enumerate(letter.rows) if not gone(r)]
                 if len(keep) == len(letter.rows):

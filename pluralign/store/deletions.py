@@ -29,7 +29,7 @@ import msgspec
 import pyarrow as pa
 
 from pluralign.data.record import Persisted
-from pluralign.files import write_atomic
+from pluralign.files import DECODE_ERRORS, write_atomic
 from pluralign.store.schemas import SCHEMA_VERSION
 
 TABLE = "deletions"
@@ -233,7 +233,7 @@ class Applied(msgspec.Struct, kw_only=True):
             return cls()
         try:
             return msgspec.json.decode(path.read_bytes(), type=cls)
-        except msgspec.DecodeError as exc:
+        except DECODE_ERRORS as exc:
             raise ValueError(f"{path}: not an applied-deletions file ({exc})") from None
 
     def since(self) -> float:

@@ -48,7 +48,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from pluralign.files import fsync_dir, write_atomic
+from pluralign.files import DECODE_ERRORS, fsync_dir, write_atomic
 from pluralign.store.failures import REWRITTEN, Problems, StoreUnavailable, TenantBacklog, unavailable
 from pluralign.store.tables import StoredPreference
 
@@ -354,7 +354,7 @@ class FeedbackLog:
             return _decode_forgotten(path.read_bytes())
         except FileNotFoundError:
             return Forgotten()
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise ValueError(f"{path}: unreadable ({exc}); it names deleted users' records the log must not replay. "
                              "Restore it, or remove it once every segment file (*.log) beside it holds none of theirs") from None
 

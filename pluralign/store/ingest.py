@@ -31,7 +31,7 @@ import numpy as np
 
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder
-from pluralign.files import append_durably, fsync_dir, write_atomic
+from pluralign.files import DECODE_ERRORS, append_durably, fsync_dir, write_atomic
 from pluralign.store.claims import Claim, claim_of, earlier_claims, folder_of, named
 from pluralign.store.dead_letter import DeadLetters
 from pluralign.store.failures import StoreUnavailable
@@ -810,7 +810,7 @@ class Ingestor:
         for path in sorted(self._notes.glob("*.json")):
             try:
                 folders = _decode_note(path.read_bytes()).claims
-            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            except (OSError, *DECODE_ERRORS):
                 path.unlink(missing_ok=True)
                 continue
             self._dropping.submit(self._drop_noted, path, folders)
@@ -861,7 +861,7 @@ class Ingestor:
             for path in self._notes.glob("*.json"):
                 try:
                     folders = dict(_decode_note(path.read_bytes()).claims)
-                except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                except (OSError, *DECODE_ERRORS):
                     continue
                 if not (named_here := forgotten.keys() & folders.keys()):
                     continue

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import msgspec
 
+from pluralign.files import DECODE_ERRORS
+
 log = logging.getLogger("pluralign.service")
 _CHUNK = 500  # SQLite's bound parameters per statement stay under its limit
 # the index's `PRAGMA user_version` once the members files have been checked for users an earlier release's DELETE
@@ -146,7 +148,7 @@ class AuditMembersIndex:
                 members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
             except FileNotFoundError:  # its job purged meanwhile
                 continue
-            except (OSError, msgspec.DecodeError):  # every DELETE reads it, and says it cannot (ForgetIncomplete), as before
+            except (OSError, *DECODE_ERRORS):  # every DELETE reads it, and says it cannot (ForgetIncomplete), as before
                 with self._lock:
                     self._unread.add(job_id)
                 continue

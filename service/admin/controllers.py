@@ -21,7 +21,6 @@ import math
 import time
 from typing import Annotated
 
-import msgspec
 from litestar import Litestar, Request, delete, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotFoundException, ServiceUnavailableException, TooManyRequestsException
@@ -31,6 +30,7 @@ from litestar.response import Response
 
 from pluralign.data.record import MAX_CREATED_AT
 from pluralign.fairness.report import AuditReport, audit_settings, since_previous
+from pluralign.files import DECODE_ERRORS
 from pluralign.store.dead_letter import NAME as DEAD_LETTER_NAME
 from pluralign.store.failures import StoreUnavailable
 from pluralign.store.ingest import Backlogged, StillMoving
@@ -442,7 +442,7 @@ def list_dead_letters(
             letter = dead.read(name)
         except KeyError:  # discarded or requeued meanwhile
             continue
-        except (OSError, msgspec.DecodeError) as exc:
+        except (OSError, *DECODE_ERRORS) as exc:
             log.warning("dead letter %s cannot be read (%s): left out of the list", name, exc)
             continue
         letters.append(DeadLetterView(name=name, tenant=letter.rows[0].tenant if letter.rows else "", rows=letter.rows,

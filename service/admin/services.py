@@ -35,7 +35,7 @@ from pluralign.fairness.report import (
     without_groups,
     without_unshown,
 )
-from pluralign.files import append_durably, copy_into_place, may_hold, write_atomic
+from pluralign.files import DECODE_ERRORS, append_durably, copy_into_place, may_hold, write_atomic
 from pluralign.policy.adapters import adapter_name, check_base, check_files, read_meta
 from pluralign.reward.training_users import forget_stopped_users, forget_training_users
 from pluralign.store import StoredPreference
@@ -850,7 +850,7 @@ class Admin:
         else:
             try:
                 members = msgspec.json.decode(path.read_bytes(), type=dict[str, list[str]])
-            except (OSError, msgspec.DecodeError) as exc:  # as every DELETE naming it says (ForgetIncomplete)
+            except (OSError, *DECODE_ERRORS) as exc:  # as every DELETE naming it says (ForgetIncomplete)
                 log.error("the members file %s cannot be read (%s): users an earlier release deleted may stay in it "
                           "(checked again at the next start)", path, exc)
                 return False

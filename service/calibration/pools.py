@@ -37,7 +37,7 @@ import msgspec
 import numpy as np
 
 from pluralign.data.record import Persisted
-from pluralign.files import folder_lock, fsync_dir, write_atomic
+from pluralign.files import DECODE_ERRORS, folder_lock, fsync_dir, write_atomic
 
 log = logging.getLogger("pluralign.calibration")
 POOL_FORMAT = 1  # the file's schema: a reader refuses another one by its number (`other_schema`)
@@ -145,7 +145,7 @@ def read_vectors(folder: Path, tenant: str, pool: CalibrationPool, encoder: str)
         if msgspec.msgpack.decode(data, type=dict).get("format") != VECTORS_FORMAT:
             return None
         stored = msgspec.msgpack.decode(data, type=StoredVectors)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         log.warning("%s is not a calibration pool's vectors (damaged?), its texts embedded again: %s", path, exc)
         return None
     if (stored.version, stored.digest, stored.encoder) != (pool.version, pool.digest(), encoder):
@@ -224,7 +224,7 @@ def _read_versioned(path: Path, kind: type[_Versioned], expected: int, what: str
                                             f"(it reads format {expected}): {other_format}",
                                             named, path)
         return msgspec.json.decode(data, type=kind)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise CalibrationPoolUnreadable(f"{path} is not {what} (damaged?): {exc}; {damaged}", named, path) from None
 
 

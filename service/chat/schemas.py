@@ -9,6 +9,7 @@ import msgspec
 
 from pluralign.data.record import Base
 from pluralign.data.text import shown
+from pluralign.files import DECODE_ERRORS
 from service.nulls import NullMeansDefault
 
 
@@ -221,7 +222,7 @@ class ChatRequest(Base):
             return None
         try:
             messages = msgspec.json.decode(body, type=_Roles).messages
-        except (msgspec.DecodeError, RecursionError):
+        except (*DECODE_ERRORS, RecursionError):
             return None
         i, j = int(found.group(1)), int(found.group(2))
         message = messages[i] if i < len(messages) else _Role()

@@ -44,6 +44,7 @@ from service.scheduler import Busy, FairScheduler, Stopping
 from service.stopping import STOPPING, STOPPING_RETRY_AFTER
 from service.strict import (
     DecodedRequest,
+    not_utf8_off_loop,
     one_content_type,
     read_json_body,
     refuse_content_coding,
@@ -130,8 +131,12 @@ async def check_json_body(request: Request) -> None:
         if body.strip():
             try:
                 msgspec.json.decode(body, type=msgspec.Raw)  # JSON's syntax only, not kept: Litestar decodes the fields
+                # Raw reads no string: one holding a byte that is not UTF-8 was Litestar's 500 (1 MB: 0.3 ms ASCII, 4 ms not)
+                body.isascii() or body.decode("utf-8")
             except (msgspec.DecodeError, RecursionError) as exc:
                 raise await undecodable_json_off_loop(body, exc) from None
+            except UnicodeDecodeError as exc:
+                raise await not_utf8_off_loop(body, f"{exc.reason} at byte {exc.start} of the body") from None
 
 
 def tokens_read(encoder: Encoder, texts: list[str]) -> int:

@@ -27,6 +27,7 @@ from litestar.response import Response, Stream
 from pluralign.data.record import Base, new_pref_id_problem, pref_id_climbs, pref_id_problem, time_unit
 from pluralign.data.text import shorten
 from pluralign.embed.remote import RemoteTextsRefused
+from pluralign.files import DECODE_ERRORS
 from pluralign.policy.rerank import ranked_by, rerank
 from pluralign.store import StoredPreference
 from pluralign.store.claims import Claim, claim_of, earlier_contents
@@ -314,7 +315,7 @@ def _climbing_ids_apart(lines: list[bytes]) -> tuple[list[bytes], dict[int, str]
             continue
         try:
             given = _GIVEN_ID.decode(raw).pref_id
-        except msgspec.DecodeError:  # not an object, or malformed: the reader names it
+        except DECODE_ERRORS:  # not an object, or malformed: the reader names it
             continue
         if isinstance(given, str) and pref_id_problem(given) is None and pref_id_climbs(given):
             row = msgspec.json.decode(raw)

@@ -31,7 +31,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.data.record import Persisted
-from pluralign.files import write_atomic, writing_to
+from pluralign.files import DECODE_ERRORS, write_atomic, writing_to
 from pluralign.store.deletions import user_hash
 
 log = logging.getLogger("pluralign.service")
@@ -305,5 +305,5 @@ class DeleteJournal:
     def _read(path: Path) -> Unfinished | None:
         try:
             return msgspec.json.decode(path.read_bytes(), type=Unfinished)
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError):  # gone, a folder, unreadable, damaged
+        except (OSError, *DECODE_ERRORS):  # gone, a folder, unreadable, damaged
             return None

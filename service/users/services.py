@@ -25,7 +25,7 @@ import numpy as np
 
 from pluralign.data.text import answer_key, bidi_controls_shown, is_blank, name_control_problem, question_key
 from pluralign.embed.cache import text_key
-from pluralign.files import atomic_writer, staged_folder
+from pluralign.files import DECODE_ERRORS, atomic_writer, staged_folder
 from pluralign.policy.adapters import (
     ADAPTER_FILES,
     META_FILE,
@@ -95,7 +95,7 @@ def stored_state(record: UserRecord | None) -> UserState | None:
         return None
     try:
         state = UserState.decode(record.user_model)
-    except (msgspec.DecodeError, msgspec.ValidationError):  # an unreadable state is refitted, not served
+    except DECODE_ERRORS:  # an unreadable state is refitted, not served
         return None
     if not state.readable():
         log.warning("the user model of %s/%s holds NaN or inf or a probability outside [0, 1]: refitted, not served",
@@ -110,7 +110,7 @@ def stated_of(record: UserRecord | None) -> StatedPreferences:
         return StatedPreferences()
     try:
         return StatedPreferences.decode(record.stated)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         log.warning("unreadable stated preferences of %s/%s ignored", record.tenant, record.user_id)
         return StatedPreferences()
 
@@ -432,7 +432,7 @@ def refit_dropped(rt: Runtime) -> int:
         keys = msgspec.json.decode(path.read_bytes(), type=list[tuple[str, str]])
     except FileNotFoundError:
         keys = []
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (OSError, *DECODE_ERRORS) as exc:
         log.error("%s cannot be read (%s): the users whose refits the last stop dropped are refitted at their next read", path, exc)
         keys = []
     with rt.refit_lock:

@@ -242,13 +242,16 @@ def test_a_browser_app_may_put_the_pool(svc):
     assert "PUT" in {m.strip() for m in r.headers.get("access-control-allow-methods", "").split(",")}, r.headers
 
 
-def test_a_damaged_pool_is_never_read_as_none_and_replicas_refuse_a_put(svc, setting):
+@pytest.mark.parametrize("damaged", [b'{"format": 1, "pool": [{"prompt": "cut', b'{"format": 1, "pool": [{"prompt": "b\xffo"}]}'],
+                         ids=["cut short", "not UTF-8"])
+def test_a_damaged_pool_is_never_read_as_none_and_replicas_refuse_a_put(svc, setting, damaged):
     """A pool file that cannot be read is an error (a 503 `storage_unavailable` naming the tenant's calibration pool, the
     file named in the log: a 500 `internal error` until session left56), never "no pool": `{}` would then ask alice's
-    stored texts. With several replicas (each its own data folder) the PUT is a 409 naming `pool`."""
+    stored texts. With several replicas (each its own data folder) the PUT is a 409 naming `pool`. A byte that is not
+    UTF-8 is such damage too (utf58: msgspec's UnicodeDecodeError was a 500 `internal error`)."""
     path = pool_path(svc.runtime.settings.calibration_pools_path, "acme")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b'{"format": 1, "pool": [{"prompt": "cut')
+    path.write_bytes(damaged)
     try:
         with svc.client("acme") as acme:
             r = acme.post("/v1/users/erin/next-comparison", json={})

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgspec
 
+from pluralign.files import DECODE_ERRORS
 from training.common import check_writable_file, print_json, read_preference_rows, reading, user_id
 
 
@@ -182,7 +183,7 @@ def _stored_count(args: argparse.Namespace, r, so_far: str) -> tuple[int, int]:
     try:
         receipt = msgspec.json.decode(r.content)
         stored, held = len(receipt["stored"]), len(receipt.get("already_stored") or ())
-    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+    except (*DECODE_ERRORS, KeyError, TypeError, AttributeError):
         raise ValueError(f"--url {args.url}: answered 201 without pluralign's `stored` list: is it a pluralign service? "
                          f"({so_far})") from None
     if r.headers.get("Idempotent-Replayed", "").lower() == "true":
@@ -332,7 +333,7 @@ def _code(response) -> str | None:
     """The `error.code` of a pluralign (OpenAI-shaped) error body; None for another body."""
     try:
         return msgspec.json.decode(response.content)["error"]["code"]
-    except (msgspec.DecodeError, KeyError, TypeError):
+    except (*DECODE_ERRORS, KeyError, TypeError):
         return None
 
 
@@ -340,7 +341,7 @@ def _message(response) -> str:
     """The `error.message` of a pluralign (OpenAI-shaped) error body, else the body's start."""
     try:
         return str(msgspec.json.decode(response.content)["error"]["message"])
-    except (msgspec.DecodeError, KeyError, TypeError):
+    except (*DECODE_ERRORS, KeyError, TypeError):
         from pluralign.data.text import shorten
 
         return shorten(response.text, 200)
@@ -358,7 +359,7 @@ def _refused_row(response, sent: list[str]) -> str | None:
     try:
         error = msgspec.json.decode(response.content)["error"]
         param, message = error["param"], error["message"]
-    except (msgspec.DecodeError, KeyError, TypeError):
+    except (*DECODE_ERRORS, KeyError, TypeError):
         return None
     found = _ROW_PARAM.fullmatch(param) if isinstance(param, str) else None
     if found is None or not 1 <= int(found[1]) <= len(sent) or not isinstance(message, str):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pluralign.files import DECODE_ERRORS
 from training.common import check_given, print_json
 
 
@@ -64,7 +65,7 @@ def described_encoder(folder: Path) -> str | None:
 
     try:
         meta = msgspec.json.decode((folder / "meta.json").read_bytes())
-    except (OSError, msgspec.DecodeError):
+    except (OSError, *DECODE_ERRORS):
         return None
     return meta.get("encoder_id") if isinstance(meta, dict) and isinstance(meta.get("encoder_id"), str) else None
 

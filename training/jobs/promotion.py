@@ -12,7 +12,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.data.record import Persisted
-from pluralign.files import write_atomic
+from pluralign.files import DECODE_ERRORS, write_atomic
 
 
 class Served(Persisted, kw_only=True):
@@ -30,7 +30,7 @@ class Promotions:
         if self.path.exists():
             try:
                 self._served = msgspec.json.decode(self.path.read_bytes(), type=dict[str, Served])
-            except msgspec.DecodeError as exc:  # never written over: what it says is served would be lost
+            except DECODE_ERRORS as exc:  # never written over: what it says is served would be lost
                 raise ValueError(f"{self.path}: not a promotions file (artifact served per key): {exc}") from None
 
     def served(self, key: str) -> Served | None:

@@ -30,7 +30,7 @@ import msgspec
 import psutil
 
 from pluralign.data.text import shorten
-from pluralign.files import write_atomic
+from pluralign.files import DECODE_ERRORS, write_atomic
 from training.common import PROGRESS_ENV, PROGRESS_PREFIX
 from training.jobs.kinds import HELDOUT_METRICS, KINDS, JobKind
 from training.jobs.promotion import Promotions, Served
@@ -1012,7 +1012,7 @@ def _last_json_line(output: bytes) -> dict | None:
         if line.strip().startswith(b"{"):
             try:
                 value = msgspec.json.decode(line)
-            except msgspec.DecodeError:
+            except DECODE_ERRORS:
                 return None
             return value if isinstance(value, dict) else None
     return None
