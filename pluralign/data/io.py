@@ -1363,9 +1363,15 @@ def _arrow_streams(folder: Path, names: list[str]) -> pa.Table | None:
     return pa.concat_tables(tables) if tables else None
 
 
-def _table_rows(table: pa.Table) -> Iterable[tuple[int, Any]]:
+def _table_rows(table: pa.Table) -> Iterator[tuple[int, Any]]:
     """(row number from 1, row as JSON) of an Arrow table, read as a Parquet file's rows are: its decimals as floats
-    (`_decimals_as_floats`)."""
+    (`_decimals_as_floats`). A generator: what its reading raises (PreferenceError for a column's name that is not
+    UTF-8, a byte of the file's schema changed) is raised where the rows are read, which names the file."""
+    try:
+        table.column_names  # noqa: B018 (pyarrow decodes each name here: not UTF-8, none of the rows can be read)
+    except UnicodeDecodeError as exc:
+        raise PreferenceError(0, None, f"a column's name is not valid UTF-8 ({_bad_byte_at(exc, 'it')}: "
+                                       f"`{shorten(exc.object.decode('utf-8', 'backslashreplace'), 67, '...')}`)") from None
     json_columns = frozenset(
         f.name for f in table.schema if isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.json"
     )
@@ -1375,21 +1381,26 @@ def _table_rows(table: pa.Table) -> Iterable[tuple[int, Any]]:
     try:
         rows = table.to_pylist()
     except UnicodeDecodeError:  # a text holding bytes that are not UTF-8 (Parquet and Arrow files keep them unchecked)
-        return _rows_one_by_one(table, json_columns)
-    return ((i, _parquet_row(i, row, json_columns)) for i, row in enumerate(rows, start=1))
+        yield from _rows_one_by_one(table, json_columns)
+        return
+    yield from ((i, _parquet_row(i, row, json_columns)) for i, row in enumerate(rows, start=1))
 
 
-def _rows_one_by_one(table: pa.Table, json_columns: frozenset[str]) -> Iterable[tuple[int, Any]]:
+def _bad_byte_at(exc: UnicodeDecodeError, what: str) -> str:
+    """Where `exc`'s first byte that is not UTF-8 is: "byte 0xff at byte 3 of `what`" (counted from 1)."""
+    return f"byte 0x{exc.object[exc.start]:02x} at byte {exc.start + 1} of {what}"
+
+
+def _rows_one_by_one(table: pa.Table, json_columns: frozenset[str]) -> Iterator[tuple[int, Any]]:
     """`_table_rows` of a table holding a text that is not UTF-8, one value at a time: such a row is malformed,
     naming its column (refused, or skipped with the other bad rows), the others read as they are."""
     for i in range(table.num_rows):
         row: dict[str, Any] = {}
-        for name in table.column_names:
+        for j, name in enumerate(table.column_names):  # by position: a name given 2 times (an Arrow table) is no KeyError
             try:
-                row[name] = table.column(name)[i].as_py()
+                row[name] = table.column(j)[i].as_py()
             except UnicodeDecodeError as exc:
-                problem = f"is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at byte {exc.start + 1} of a text in it)"
-                yield i + 1, _Malformed(PreferenceError(i + 1, name, problem))
+                yield i + 1, _Malformed(PreferenceError(i + 1, name, f"is not valid UTF-8 ({_bad_byte_at(exc, 'a text in it')})"))
                 break
         else:
             yield i + 1, _parquet_row(i + 1, row, json_columns)
