@@ -191,6 +191,8 @@ class _Lowered:
                 done.set_result(fn(*args))
             except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread, `run`)
                 done.set_exception(exc)
+            # not held while this thread waits for its next call: the call's rows and result (vectors by text)
+            del call, fn, args, done
 
 
 class Backlogged(Exception):
@@ -1262,6 +1264,7 @@ class Ingestor:
                 log.exception("moving feedback from the log failed (the store's or the encoder's failure, not a row's: "
                               "its rows stay in the log and are tried again in %.3g s)", self._pause_s(failing + 1))
                 failing = self._pause(failing)
+            entries = []  # not held while this thread waits for the next batch: its rows, a DELETE's user's too
 
     @staticmethod
     def _pause_s(failing: int) -> float:
