@@ -1245,6 +1245,7 @@ class Ingestor:
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
+                given_up = {}  # nothing pending (a reader moved the batch, a DELETE dropped it): not held, texts and all
                 continue
             try:
                 with self._worker:  # a flush or a pause under way: the batch is taken after it (not embedded twice)

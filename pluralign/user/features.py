@@ -97,7 +97,7 @@ def _digest(text: str) -> bytes:
 def text_features(text: str) -> tuple[float, ...]:
     """The F features of one answer (see the module docstring for their meaning and scale). Cached by the text's
     digest (`_digest`): a refit reads the same stored answers again, and a regex pass is most of a refit's cost (a hit
-    costs the digest, 1-3 us for 200 characters, ~1% of a pass)."""
+    costs the digest, 1-3 us for 200 characters, 1-5% of a pass)."""
     if text.isascii():
         found = list(_ASCII_WORD.finditer(text))
     else:

@@ -57,13 +57,18 @@ def test_texts_scored_are_not_kept_in_memory_after_their_answer(svc):
         tracemalloc.stop()
 
 
+def _refs(obj) -> list:
+    """What `obj` refers to: gc's referents, and a dict's keys (gc does not visit a dict's str keys)."""
+    return [*obj, *gc.get_referents(obj)] if isinstance(obj, dict) else gc.get_referents(obj)
+
+
 def _holds(obj, marker: str, bmarker: bytes, depth: int = 2) -> bool:
     if isinstance(obj, str):
         return marker in obj and obj != marker  # a text holding it, not the marker this test looks for
     if isinstance(obj, (bytes, bytearray)):
         return bmarker in obj and obj != bmarker
     if depth and not gc.is_tracked(obj):  # an untracked container (a msgspec Struct of strings): read through it
-        return any(_holds(r, marker, bmarker, depth - 1) for r in gc.get_referents(obj))
+        return any(_holds(r, marker, bmarker, depth - 1) for r in _refs(obj))
     return False
 
 
@@ -72,7 +77,7 @@ def _reaches(value, ids: set[int], marker: str, bmarker: bytes, depth: int = 3) 
     if id(value) in ids or _holds(value, marker, bmarker):
         return True
     return depth > 0 and not isinstance(value, type) and any(
-        _reaches(r, ids, marker, bmarker, depth - 1) for r in gc.get_referents(value))
+        _reaches(r, ids, marker, bmarker, depth - 1) for r in _refs(value))
 
 
 def holders(marker: str) -> list[str]:
@@ -80,7 +85,7 @@ def holders(marker: str) -> list[str]:
     variables (frames are not gc objects) the thread, function and variable, else how many gc objects refer to one."""
     gc.collect()
     bmarker = marker.encode()
-    ids = {id(o) for o in gc.get_objects() if any(_holds(r, marker, bmarker) for r in gc.get_referents(o))}
+    ids = {id(o) for o in gc.get_objects() if any(_holds(r, marker, bmarker) for r in _refs(o))}
     names = {t.ident: t.name for t in threading.enumerate()}
     where = []
     for ident, frame in sys._current_frames().items():
@@ -111,5 +116,36 @@ def test_a_deleted_users_feedback_is_not_held_in_memory(svc):
         assert wait_until(lambda: not svc.runtime.ingest.log.pending_for("acme", user))  # moved by the ingest worker
         assert c.get(f"/v1/users/{user}").json()["counts"]["preferences"] == 8
         svc.runtime.wait_for_background()
+        assert c.delete(f"/v1/users/{user}").status_code == 200
+    assert wait_until(lambda: not holders(marker), timeout=20), holders(marker)
+
+
+def test_a_batch_given_up_for_a_pause_is_not_held_once_nothing_waits(svc, monkeypatch):
+    """Review of break58. The ingest worker keeps the vectors of a batch it gave up for a flush or a pause (`given_up`,
+    keyed by the texts) for that batch's next try; when a reader moved the batch's rows meanwhile, no next try came,
+    and on a quiet service the texts stayed held for good, after their user's DELETE too."""
+    ingest = svc.runtime.ingest
+    marker = uuid.uuid4().hex
+    user = "given-up-r58"
+    embedding, go = threading.Event(), threading.Event()
+    embed = ingest._embed
+
+    def held_embed(entries, *args):  # the worker's embedding of this user's batch waits for the test's pause
+        if threading.current_thread().name == "ingest-embed" and any(e.key == ("acme", user) for e in entries):
+            embedding.set()
+            go.wait(30)
+        return embed(entries, *args)
+
+    monkeypatch.setattr(ingest, "_embed", held_embed)
+    with svc.client() as c:
+        body = {"type": "comparison", "user": user, "prompt": f"Question {marker}?", "chosen": f"Short {marker}.",
+                "rejected": f"A long answer {marker}."}
+        assert c.post("/v1/feedback", json=body).status_code == 201
+        del body
+        assert embedding.wait(30)
+        with ingest.paused():  # the worker, once embedded, gives the batch up for the pause
+            go.set()
+            assert c.get(f"/v1/users/{user}").json()["counts"]["preferences"] == 1  # the read moves the rows itself
+        assert wait_until(lambda: not ingest.log.pending_for("acme", user))
         assert c.delete(f"/v1/users/{user}").status_code == 200
     assert wait_until(lambda: not holders(marker), timeout=20), holders(marker)
