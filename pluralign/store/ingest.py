@@ -1245,7 +1245,11 @@ class Ingestor:
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
-                given_up = {}  # nothing pending (a reader moved the batch, a DELETE dropped it): not held, texts and all
+                # nothing pending (a reader moved the batch, a DELETE dropped it): no batch to try again, no record to
+                # pass over; neither held, texts, rows and all
+                given_up = {}
+                if self._passed_over:
+                    self._passed_over = {}
                 continue
             try:
                 with self._worker:  # a flush or a pause under way: the batch is taken after it (not embedded twice)

@@ -41,3 +41,36 @@ def test_the_features_cache_keeps_digests_of_the_texts_not_the_texts():
     cache = text_features.cache
     assert cache.maxsize == FEATURES_CACHED and len(cache) <= FEATURES_CACHED
     assert all(isinstance(key, bytes) and len(key) == 16 for key in cache)
+
+
+def test_records_passed_over_are_not_held_once_their_user_is_deleted(tmp_path, monkeypatch):
+    """The ingest worker passes over records that all failed while the encoder failed every text too (`_pass_over`:
+    not theirs, tried again later). Once their user's DELETE dropped them and nothing else waited, no batch came to
+    drop them from the worker's `_passed_over`: their rows stayed in memory for good."""
+    import gc
+    import logging
+    import uuid
+
+    import msgspec
+    import numpy as np
+
+    from tests.service.test_break58 import holders
+    from tests.service.test_feedback_log import HashEncoder, feedback
+    from tests.stores import ingesting, wait_for
+
+    class Broken(HashEncoder):  # every text embedded as NaN: the encoder's fault, not a record's
+        def encode(self, texts):
+            return np.full((len(texts), self.dim), np.nan, np.float32)
+
+    # pytest's log capture keeps each record, and a logged failure's traceback keeps its frames (the rows): not here
+    monkeypatch.setattr(logging.getLogger("pluralign.store"), "propagate", False)
+    marker = uuid.uuid4().hex
+    records = [[msgspec.structs.replace(r, prompt=f"{r.prompt} {marker}") for r in feedback("ann", i)] for i in range(2)]
+    with ingesting(tmp_path, Broken(), batch=2) as (store, ingest):
+        for record in records:
+            ingest.submit(record)
+        del records, record
+        wait_for(lambda: len(ingest._passed_over) == 2, timeout=60.0)
+        ingest.forget_user("t", "ann")
+        gc.collect()
+        assert wait_until(lambda: not holders(marker), timeout=30), holders(marker)
