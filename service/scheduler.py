@@ -344,16 +344,16 @@ class DaemonWorker:
     def _run(self) -> None:
         while True:
             future, task = self._tasks.get()
-            if not future.set_running_or_notify_cancel():  # cancelled while it waited
-                continue
-            try:
-                result = task()
-            except BaseException as exc:  # as ThreadPoolExecutor: the Future holds it
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-                del result
-            del future, task  # not held while this thread waits for its next one (`FairScheduler._worker`)
+            if future.set_running_or_notify_cancel():  # else cancelled while it waited
+                try:
+                    result = task()
+                except BaseException as exc:  # as ThreadPoolExecutor: the Future holds it
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+                    del result
+            # not held while this thread waits for its next one (`FairScheduler._worker`), a task cancelled too
+            del future, task
 
 
 class TenantThreads(ThreadPoolExecutor):

@@ -509,6 +509,7 @@ class FeedbackLog:
                     return  # closed, and nothing left to write
                 batch, self._queue = self._queue, []
             self._write(batch)
+            del batch  # not held while this thread waits for the next round: its rows, a DELETE's user's too
 
     def _write(self, batch: list[_Ticket]) -> None:
         error = None

@@ -191,6 +191,8 @@ class _Lowered:
                 done.set_result(fn(*args))
             except BaseException as exc:  # noqa: BLE001 (raised in the caller's thread, `run`)
                 done.set_exception(exc)
+            # not held while this thread waits for its next call: the call's rows and result (vectors by text)
+            del call, fn, args, done
 
 
 class Backlogged(Exception):
@@ -1243,6 +1245,11 @@ class Ingestor:
         last, said = None, 0.0  # the last storage failure logged (what, how: not its words, which name a new file each try), and when
         while not self._stop.is_set():
             if not self.log.wait(timeout=0.5, until=self._stop):
+                # nothing pending (a reader moved the batch, a DELETE dropped it): no batch to try again, no record to
+                # pass over; neither held, texts, rows and all
+                given_up = {}
+                if self._passed_over:
+                    self._passed_over = {}
                 continue
             try:
                 with self._worker:  # a flush or a pause under way: the batch is taken after it (not embedded twice)
@@ -1262,6 +1269,7 @@ class Ingestor:
                 log.exception("moving feedback from the log failed (the store's or the encoder's failure, not a row's: "
                               "its rows stay in the log and are tried again in %.3g s)", self._pause_s(failing + 1))
                 failing = self._pause(failing)
+            entries = []  # not held while this thread waits for the next batch: its rows, a DELETE's user's too
 
     @staticmethod
     def _pause_s(failing: int) -> float:

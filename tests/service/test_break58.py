@@ -1,8 +1,12 @@
-"""Session 58 (break): a hostile tenant against the running service, driven over real HTTP."""
+"""Session 58 (break, and its review): a hostile tenant against the running service, driven over real HTTP."""
 
 from __future__ import annotations
 
 import gc
+import sys
+import threading
+import uuid
+from collections import Counter
 
 import pytest
 
@@ -51,3 +55,97 @@ def test_texts_scored_are_not_kept_in_memory_after_their_answer(svc):
         assert wait_until(lambda: held() < sent / 4), f"{held()} bytes still held after scoring texts of {sent} bytes"
     finally:
         tracemalloc.stop()
+
+
+def _refs(obj) -> list:
+    """What `obj` refers to: gc's referents, and a dict's keys (gc does not visit a dict's str keys)."""
+    return [*obj, *gc.get_referents(obj)] if issubclass(type(obj), dict) else gc.get_referents(obj)
+
+
+def _holds(obj, marker: str, bmarker: bytes, depth: int = 2) -> bool:
+    if issubclass(type(obj), str):  # type(): isinstance reads `__class__`, which some modules' objects warn at
+        return marker in obj and obj != marker  # a text holding it, not the marker this test looks for
+    if issubclass(type(obj), (bytes, bytearray)):
+        return bmarker in obj and obj != bmarker
+    if depth and not gc.is_tracked(obj):  # an untracked container (a msgspec Struct of strings): read through it
+        return any(_holds(r, marker, bmarker, depth - 1) for r in _refs(obj))
+    return False
+
+
+def _reaches(value, ids: set[int], marker: str, bmarker: bytes, depth: int = 3) -> bool:
+    """Whether `value` (a local variable) is, or refers within `depth` steps to, a text holding the marker."""
+    if id(value) in ids or _holds(value, marker, bmarker):
+        return True
+    return depth > 0 and not isinstance(value, type) and any(
+        _reaches(r, ids, marker, bmarker, depth - 1) for r in _refs(value))
+
+
+def holders(marker: str) -> list[str]:
+    """What in this process still refers to a text holding `marker`: for those held by another thread's local
+    variables (frames are not gc objects) the thread, function and variable, else how many gc objects refer to one."""
+    gc.collect()
+    bmarker = marker.encode()
+    ids = {id(o) for o in gc.get_objects() if any(_holds(r, marker, bmarker) for r in _refs(o))}
+    names = {t.ident: t.name for t in threading.enumerate()}
+    where = []
+    for ident, frame in sys._current_frames().items():
+        if ident == threading.get_ident():
+            continue
+        while frame is not None:
+            where += [f"{names.get(ident)}: {frame.f_code.co_qualname}.{name}" for name, value in frame.f_locals.items()
+                      if _reaches(value, ids, marker, bmarker)]
+            frame = frame.f_back
+    kinds = Counter(type(o).__name__ for o in gc.get_objects() if id(o) in ids)
+    return where or [f"{n} {kind}" for kind, n in kinds.items()]
+
+
+def test_a_deleted_users_feedback_is_not_held_in_memory(svc):
+    """Review of break58. After a user's DELETE, threads waiting for more work still held the feedback they had last
+    handled, until the next came (for good on a quiet service): the feedback log's writer its round (`batch`: the rows
+    and their payload), the ingest worker its batch (`entries`), its encoder thread its call (the batch, and the
+    vectors by text). Seen: each named in turn as the one before it was fixed. A marker in the texts finds any object
+    still referring to one (threads' local variables are not gc objects: their frames are read)."""
+    marker = uuid.uuid4().hex
+    user = "gone-r58"
+    with svc.client() as c:
+        for i in range(8):
+            body = {"type": "comparison", "user": user, "prompt": f"Question {i} {marker}?",
+                    "chosen": f"Short {i} {marker}.", "rejected": f"A long answer {i} {marker}."}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+        del body
+        assert wait_until(lambda: not svc.runtime.ingest.log.pending_for("acme", user))  # moved by the ingest worker
+        assert c.get(f"/v1/users/{user}").json()["counts"]["preferences"] == 8
+        svc.runtime.wait_for_background()
+        assert c.delete(f"/v1/users/{user}").status_code == 200
+    assert wait_until(lambda: not holders(marker), timeout=20), holders(marker)
+
+
+def test_a_batch_given_up_for_a_pause_is_not_held_once_nothing_waits(svc, monkeypatch):
+    """Review of break58. The ingest worker keeps the vectors of a batch it gave up for a flush or a pause (`given_up`,
+    keyed by the texts) for that batch's next try; when a reader moved the batch's rows meanwhile, no next try came,
+    and on a quiet service the texts stayed held for good, after their user's DELETE too."""
+    ingest = svc.runtime.ingest
+    marker = uuid.uuid4().hex
+    user = "given-up-r58"
+    embedding, go = threading.Event(), threading.Event()
+    embed = ingest._embed
+
+    def held_embed(entries, *args):  # the worker's embedding of this user's batch waits for the test's pause
+        if threading.current_thread().name == "ingest-embed" and any(e.key == ("acme", user) for e in entries):
+            embedding.set()
+            go.wait(30)
+        return embed(entries, *args)
+
+    monkeypatch.setattr(ingest, "_embed", held_embed)
+    with svc.client() as c:
+        body = {"type": "comparison", "user": user, "prompt": f"Question {marker}?", "chosen": f"Short {marker}.",
+                "rejected": f"A long answer {marker}."}
+        assert c.post("/v1/feedback", json=body).status_code == 201
+        del body
+        assert embedding.wait(30)
+        with ingest.paused():  # the worker, once embedded, gives the batch up for the pause
+            go.set()
+            assert c.get(f"/v1/users/{user}").json()["counts"]["preferences"] == 1  # the read moves the rows itself
+        assert wait_until(lambda: not ingest.log.pending_for("acme", user))
+        assert c.delete(f"/v1/users/{user}").status_code == 200
+    assert wait_until(lambda: not holders(marker), timeout=20), holders(marker)
