@@ -195,7 +195,8 @@ class RemoteEncoder:
         route)."""
         info = self._metadata(f"{self.base_url.removesuffix('/v1')}/info", "its GET /info")
         if info is not None:
-            served, length, truncates, said = info.get("model_id"), info.get("max_input_length"), info.get("auto_truncate"), "its /info's max_input_length"
+            served, length, truncates = info.get("model_id"), info.get("max_input_length"), info.get("auto_truncate")
+            said = "its /info's max_input_length"
         else:
             listing = self._metadata(f"{self.base_url}/models", "its GET /v1/models")
             entries = listing.get("data") if listing is not None else None
@@ -216,8 +217,8 @@ class RemoteEncoder:
         elif length is not None and length != max_length:
             raise ServedOtherwise(
                 f"embeddings server at {self.shown_url} reads at most {length} word pieces of a text ({said}), the local "
-                f"encoder of {self.encoder_id} {max_length}: a long text's vector would not be the tables'. Serve the model's folder with its sentence_bert_config.json (max_seq_length {max_length}; "
-                f"Text Embeddings Inference reads it) and --auto-truncate; vLLM: --max-model-len {max_length}", "max_length")
+                f"encoder of {self.encoder_id} {max_length}: a long text's vector would not be the tables'. Serve the model's "
+                f"folder with its sentence_bert_config.json (max_seq_length {max_length}; Text Embeddings Inference reads it) and --auto-truncate; vLLM: --max-model-len {max_length}", "max_length")
         if truncates is False:
             log.warning("the embeddings server at %s refuses texts past %s word pieces (no --auto-truncate): such texts "
                         "are refused (a chat's a 400), where the local encoder embeds their start", self.shown_url, length)
