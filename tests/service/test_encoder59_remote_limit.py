@@ -172,3 +172,25 @@ def test_a_length_no_encoder_can_read_is_refused_naming_the_setting(environ, sai
     assert str(caught.value).startswith(said), caught.value
     assert Settings.load({**environ, "PLURALIGN_ENCODER": "openai:http://e/v1", "PLURALIGN_ENCODER_MODEL": BGE,
                           "PLURALIGN_ENCODER_MAX_LENGTH": "128"}).encoder_max_length == 128
+
+
+class FolderModel:
+    """A stand-in for a sentence-transformers folder's encoder that reads 128 word pieces of a text."""
+
+    encoder_id, dim, max_length = "bge-small-folder", DIM, 128
+
+    def encode(self, texts):
+        return np.ones((len(texts), self.dim), dtype=np.float32)
+
+
+def test_a_service_in_front_of_serve_embeddings_learns_its_encoders_length():
+    """`pluralign serve-embeddings` answers `GET /info` as TEI does. Before: no such route (a 404), so a front service on
+    a folder's model other than MiniLM knew no length of it."""
+    from service.embeddings.app import create_embeddings_app
+    from tests.service.tiny import LiveServer
+
+    with LiveServer(create_embeddings_app(FolderModel())) as server:
+        with remote(f"{server.url}/v1", FolderModel.encoder_id) as encoder:
+            assert encoder.max_length == 128 and encoder_cache_id(encoder) == "bge-small-folder@128"
+        with pytest.raises(RemoteEncoderError, match=r"at most 128 word pieces"):
+            make_encoder(f"openai:{server.url}/v1", FolderModel.encoder_id, timeout_s=5, max_length=256)
