@@ -30,12 +30,16 @@ def folder_encoder_id(name: str) -> str:
     return path.name or path.resolve().name or str(path.resolve())
 
 
-def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 60.0) -> Encoder:
+def make_encoder(name: str, model_id: str | None = None, api_key: str | None = None, timeout_s: float = 60.0,
+                 max_length: int | None = None) -> Encoder:
     """`minilm`, `minilm-onnx`, `minilm-onnx-int8`, `smollm2`, a sentence-transformers folder, or
     `openai:URL` for a server speaking OpenAI's /v1/embeddings (`model_id` names its model; default
     MiniLM's id, which the tables and the PAL checkpoint must have been made with; `timeout_s` bounds each try of a
-    request to it whole: `RemoteEncoder`'s `timeout`, the setting `encoder_timeout_s`). Raises
-    ValueError for an unknown name or a folder that holds no sentence-transformers model."""
+    request to it whole: `RemoteEncoder`'s `timeout`, the setting `encoder_timeout_s`; `max_length`, the setting
+    `encoder_max_length`: the word pieces its model reads of a text, default the known model's (MiniLM's 256), else the
+    server's own). Raises ValueError for an unknown name or a folder that holds no sentence-transformers model;
+    `pluralign.embed.remote.ServedOtherwise` for a server saying it serves another model or length
+    (`served_setting` names the setting to change)."""
     from pluralign.embed.encoders import SentenceEncoder, make_encoder
 
     if name.startswith("openai:"):
@@ -46,15 +50,31 @@ def make_encoder(name: str, model_id: str | None = None, api_key: str | None = N
 
         model = model_id or MINILM_ID
         known = IDENTITIES.get(model)  # MiniLM's: the word pieces the local encoder reads, which the server must read too
+        if max_length is None and known is not None:
+            max_length = known.max_length
         counter = minilm_tokenizer() if model == MINILM_ID else None  # a long text is sent cut to what the server reads
         return RemoteEncoder(name.removeprefix("openai:"), model, api_key=api_key, timeout=timeout_s, request_headers=outgoing_headers,
-                             max_length=known.max_length if known is not None else None, counter=counter)
+                             max_length=max_length, counter=counter)
     if is_model_folder(name):
         try:
             return SentenceEncoder(path=name, encoder_id=folder_encoder_id(name))
         except (OSError, ValueError) as exc:  # transformers' words for a folder of something else: "Unrecognized model in ..."
             raise ValueError(f"{name}: not a sentence-transformers model folder ({exc})") from None
     return make_encoder(name)
+
+
+ENCODER_SETTING = "PLURALIGN_ENCODER (setting encoder)"
+SERVED_SETTINGS = {"model": "PLURALIGN_ENCODER_MODEL (setting encoder_model)",
+                   "max_length": "PLURALIGN_ENCODER_MAX_LENGTH (setting encoder_max_length)"}
+
+
+def served_setting(served_otherwise, max_length_set: bool) -> str:
+    """The setting an embeddings server's `ServedOtherwise` asks to change: PLURALIGN_ENCODER_MODEL for another model,
+    PLURALIGN_ENCODER_MAX_LENGTH for another length where that setting gave the length, else PLURALIGN_ENCODER (the
+    server itself: MiniLM's 256 is no setting's)."""
+    if served_otherwise.what == "max_length" and not max_length_set:
+        return ENCODER_SETTING
+    return SERVED_SETTINGS.get(served_otherwise.what, ENCODER_SETTING)
 
 
 def embedded(encoder: Encoder, fields: Mapping[str, str]) -> np.ndarray:

@@ -33,7 +33,7 @@ from service.calibration.pools import adopt_own_pools
 from service.calibration.vectors import CalibrationVectors
 from service.chat.keys import ChatKeys
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
-from service.encoders import is_model_folder, make_encoder
+from service.encoders import is_model_folder, make_encoder, served_setting
 from service.metrics import DECLARED_COUNTERS, Metrics
 from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions
 from service.pal_dir import PalDirWatch
@@ -680,11 +680,16 @@ class Runtime:
         step("loading the encoder %s", redacted(settings.encoder) if encoder is None else encoder.encoder_id)
         own_encoder = encoder is None
         if encoder is None:
-            from pluralign.embed.remote import RemoteEncoderError
+            from pluralign.embed.remote import RemoteEncoderError, ServedOtherwise
 
             try:
-                encoder = make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key, settings.encoder_timeout_s)
-            # an embeddings server not reached, or reading texts unlike the local encoder (its /info): the start's one
+                encoder = make_encoder(settings.encoder, settings.encoder_model, settings.encoder_api_key, settings.encoder_timeout_s,
+                                       settings.encoder_max_length)
+            # a server saying it serves another model or length than the settings say (its /info, /v1/models): the
+            # start's one line naming the setting to change
+            except ServedOtherwise as exc:
+                raise ValueError(f"{served_setting(exc, settings.encoder_max_length is not None)}: {exc}") from None
+            # an embeddings server not reached: the start's one
             # line naming the setting (`pluralign serve`: exit 2), the server's address without its password, not
             # a traceback
             except (ValueError, RemoteEncoderError) as exc:

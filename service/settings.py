@@ -118,6 +118,10 @@ class Settings(Base, frozen=True):
     encoder: str = "minilm-onnx"
     encoder_model: str | None = None  # with `openai:URL`: the model's name on that server (default MiniLM's id)
     encoder_api_key: str | None = None  # with `openai:URL`: the server's key, if it wants one
+    # with `openai:URL`: the word pieces of a text its model reads, the rest cut on the right (a local sentence-transformers
+    # encoder's `max_seq_length`); unset: MiniLM's 256 for MiniLM, else what the server says (TEI's /info, vLLM's
+    # /v1/models). A server saying another is refused at start naming this setting
+    encoder_max_length: int | None = None
     # with `openai:URL`: the longest one try of an embeddings request may take, whole (connecting, the server name's lookup
     # included, to the last byte of its answer); 2 retries
     encoder_timeout_s: float = 60.0
@@ -523,6 +527,18 @@ def _commit_table_problem(settings: Settings) -> str | None:
     return commit_table_problem(settings.store_uri or "")
 
 
+def _known_length(settings: Settings) -> int | None:
+    """The word pieces the local encoder of `encoder_model` (MiniLM's when unset) reads, where `encoder_max_length` is
+    set and the model is one `pluralign.embed.named` knows; else None."""
+    if settings.encoder_max_length is None or not settings.encoder.startswith("openai:"):
+        return None
+    from pluralign.embed.models import MINILM_ID
+    from pluralign.embed.named import IDENTITIES
+
+    known = IDENTITIES.get(settings.encoder_model or MINILM_ID)
+    return known.max_length if known is not None else None
+
+
 def _at_least_1(name: str) -> Rule:
     return (lambda s: getattr(s, name) < 1, f"`{name}` must be at least 1")
 
@@ -547,6 +563,14 @@ RULES: tuple[Rule, ...] = (
     (lambda s: not 0 < s.encoder_timeout_s <= 86400,
      lambda s: f"`encoder_timeout_s` must be above 0 and at most 86400 seconds (a day: each try of a request to the "
                f"embeddings server, whole), got {s.encoder_timeout_s}"),
+    (lambda s: s.encoder_max_length is not None and s.encoder_max_length < 1,
+     lambda s: f"`encoder_max_length` must be at least 1, got {s.encoder_max_length}"),
+    (lambda s: s.encoder_max_length is not None and not s.encoder.startswith("openai:"),
+     lambda s: f"`encoder_max_length` is for an `openai:URL` encoder (a local encoder reads what its model reads), not "
+               f"{redacted(repr(s.encoder))}: leave it unset"),
+    (lambda s: _known_length(s) not in (None, s.encoder_max_length),
+     lambda s: f"`encoder_max_length` {s.encoder_max_length}: {s.encoder_model or 'MiniLM'} reads {_known_length(s)} word "
+               "pieces of a text (the local encoder's, which the tables' and the PAL model's vectors are): leave it unset"),
     (lambda s: s.generator_retries < 0, lambda s: f"`generator_retries` must be at least 0, got {s.generator_retries}"),
     # a line end (a Kubernetes secret written with `echo`), a letter outside ASCII: taken,
     # the start would stop in the HTTP library's words naming no setting, or every request be "Connection error."

@@ -7,7 +7,9 @@ must read as many word pieces of a text as the local encoder (MiniLM: 256, its `
 `max_seq_length`), and cut the rest as it does: Text Embeddings Inference takes that file's `max_seq_length` as its max
 input length (its `router/src/lib.rs`; 512, the model's `max_position_embeddings`, for a folder without the file), and
 cuts a longer text on the right only when started with `--auto-truncate` (without it: 413 for the request). Where the
-server says so (TEI's `GET /info`: `max_input_length`, `auto_truncate`), another length is refused at construction.
+server says so (TEI's `GET /info`: `model_id`, `max_input_length`, `auto_truncate`; vLLM's `GET /v1/models`: the model's
+`max_model_len`), another model or another length is refused at construction (`ServedOtherwise`), and a model whose
+length the caller does not know (one other than MiniLM) takes the server's.
 """
 
 from __future__ import annotations
@@ -80,6 +82,30 @@ class EncoderTimedOut(RemoteEncoderError):
         return type(self), (self.args[0], self.bound_s, self.tries)  # else a TypeError there
 
 
+class ServedOtherwise(RemoteEncoderError):
+    """The embeddings server says (its metadata: TEI's `GET /info`, vLLM's `GET /v1/models`) that it serves another model
+    than the encoder was made for, or reads another number of word pieces of a text: its vectors would not be those
+    of the tables and the PAL model (another model's, or a long text's cut elsewhere), so it is refused at construction.
+    `what`: the argument of `RemoteEncoder` it contradicts, "model" or "max_length", for a caller to name its own
+    setting."""
+
+    def __init__(self, message: str, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.what)
+
+
+def same_model(served: str, model: str) -> bool:
+    """Whether a server saying it serves `served` (TEI's `model_id`: its `--model-id`, a hub name or a folder) serves
+    `model`: the same name, or a folder (a path from "/" or ".") whose last name is `model`'s last
+    ("/data/all-MiniLM-L6-v2" for "sentence-transformers/all-MiniLM-L6-v2": TEI started on a downloaded copy)."""
+    if served == model:
+        return True
+    return served.startswith(("/", ".")) and served.rstrip("/").rsplit("/", 1)[-1] == model.rsplit("/", 1)[-1]
+
+
 REFUSED_STATUSES = (400, 413, 422)  # the server's answers of a request it will not take as sent: its texts' (`RemoteTextsRefused`)
 
 
@@ -101,11 +127,16 @@ class RemoteEncoder:
     time. ValueError for a `timeout` not above 0 and at most a day (`pluralign.bounded_http.MAX_BOUND_S`) or negative
     `max_retries`.
 
-    `max_length`: the word pieces the local encoder of `model` reads of a text (MiniLM: 256; None: not known). A server
-    that says its own (Text Embeddings Inference's `GET /info`, beside `/v1`: `max_input_length`) and says another is
-    refused at construction (`RemoteEncoderError`: a long text's vector would not be the local encoder's, which the
-    tables' and the PAL model's are: TEI serving a folder without MiniLM's `sentence_bert_config.json` reads 512); one that says it refuses longer texts (`auto_truncate` false: TEI without
-    `--auto-truncate`) is logged as a warning (such texts are then refused: `RemoteTextsRefused`, a chat's a 400).
+    `max_length`: the word pieces the local encoder of `model` reads of a text, the rest cut on the right (MiniLM: 256;
+    None: not known, the server's own is taken). What the server says it serves (`_check_served`: Text Embeddings
+    Inference's `GET /info`, beside `/v1`; vLLM's `GET /v1/models`) is checked at construction: another model than
+    `model` (TEI's `model_id`), or another length than `max_length` (TEI's `max_input_length`, vLLM's `max_model_len`), is
+    refused (`ServedOtherwise`: its vectors would not be the local encoder's, which the tables' and the PAL model's are;
+    TEI serving a folder without MiniLM's `sentence_bert_config.json` reads 512). With `max_length` None, the length the
+    server says becomes `max_length` (None where it says none), so the embedding caches, keyed by it
+    (`pluralign.embed.cache.encoder_cache_id`), never give a vector of one length for another. A server that says it
+    refuses longer texts (`auto_truncate` false: TEI without `--auto-truncate`) is logged as a warning (such texts are
+    then refused: `RemoteTextsRefused`, a chat's a 400).
 
     `counter`: the model's own tokenizer (a fast one; `pluralign.embed.models.minilm_tokenizer` for MiniLM), called with no
     truncation only (its settings are not changed, so threads share it). With it and `max_length`, a text longer than
@@ -139,7 +170,7 @@ class RemoteEncoder:
                               http_client=bounded_client(DefaultHttpxClient, timeout))
         try:
             self.dim = int(self._request(["dimension probe"]).shape[1])
-            self._check_length(max_length)
+            self._check_served(max_length)
         except BaseException:  # refused: its connection closed now, not when the object is collected
             self.close()
             raise
@@ -150,22 +181,61 @@ class RemoteEncoder:
         self._closed = True
         self._client.close()
 
-    def _check_length(self, max_length: int | None) -> None:
-        """Refuses a server whose `GET /info` (TEI's) gives a `max_input_length` other than `max_length`; warns of one
-        whose `auto_truncate` is false. A server without that route (a 4xx or 501: vLLM, OpenAI, `pluralign serve-embeddings`),
-        or one whose answer is not JSON or says neither, is taken as it is. One whose /info is not given (tried as any
-        request is: a timeout, EncoderTimedOut; a connection error, a 408, 429 or another 5xx, RemoteEncoderError) is refused:
-        what it reads is not known (not taken unchecked, as one without the route)."""
+    def _check_served(self, max_length: int | None) -> None:
+        """What the server says it serves, checked: TEI's `GET /info` (`model_id`, `max_input_length`, `auto_truncate`),
+        else vLLM's `GET /v1/models` (the entry of `encoder_id`: its `max_model_len`). A `model_id` other than
+        `encoder_id` (`same_model`) is ServedOtherwise("model"): TEI's OpenAI route embeds with its one model whatever
+        a request names. A length other than `max_length` is ServedOtherwise("max_length"); with `max_length` None (a
+        model whose local encoder is not known here) the server's length becomes `self.max_length`, which the embedding
+        caches key vectors by (`pluralign.embed.cache.encoder_cache_id`). `auto_truncate` false (TEI without
+        `--auto-truncate`) is logged as a warning. A server without either route (a 4xx or 501: OpenAI,
+        `pluralign serve-embeddings`), or one whose answer is not JSON or says none of these, is taken as it is. One whose
+        metadata is not given (tried as any request is: a timeout, EncoderTimedOut; a connection error, a 408, 429 or
+        another 5xx, RemoteEncoderError) is refused: what it reads is not known (not taken unchecked, as one without the
+        route)."""
+        info = self._metadata(f"{self.base_url.removesuffix('/v1')}/info", "its GET /info")
+        if info is not None:
+            served, length, truncates = info.get("model_id"), info.get("max_input_length"), info.get("auto_truncate")
+            said = "its /info's max_input_length"
+        else:
+            listing = self._metadata(f"{self.base_url}/models", "its GET /v1/models")
+            entries = listing.get("data") if listing is not None else None
+            entry = next((e for e in entries if isinstance(e, dict) and e.get("id") == self.encoder_id), None) \
+                if isinstance(entries, list) else None
+            if entry is None:
+                return
+            served, length, truncates, said = None, entry.get("max_model_len"), None, "its /v1/models' max_model_len"
+        if isinstance(served, str) and served and not same_model(served, self.encoder_id):
+            raise ServedOtherwise(
+                f"embeddings server at {self.shown_url} serves {shorten(served, 200, '...')!r} (its /info's model_id), not "
+                f"{self.encoder_id!r}: its vectors would be another model's than the tables' and the PAL model's. Name the "
+                f"model it serves, or serve {self.encoder_id!r} there", "model")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            length = None
+        if max_length is None:
+            self.max_length = length
+        elif length is not None and length != max_length:
+            raise ServedOtherwise(
+                f"embeddings server at {self.shown_url} reads at most {length} word pieces of a text ({said}), the local "
+                f"encoder of {self.encoder_id} {max_length}: a long text's vector would not be the tables'. Serve the model's "
+                f"folder with its sentence_bert_config.json (max_seq_length {max_length}; Text Embeddings Inference reads it) and --auto-truncate; vLLM: --max-model-len {max_length}", "max_length")
+        if truncates is False:
+            log.warning("the embeddings server at %s refuses texts past %s word pieces (no --auto-truncate): such texts "
+                        "are refused (a chat's a 400), where the local encoder embeds their start", self.shown_url, length)
+
+    def _metadata(self, url: str, what: str) -> dict | None:
+        """The JSON object the server answers to GET `url`, or None where it has no such route (a 4xx but 408 and 429, or
+        501: http.server's for no GET at all) or answers no JSON object. Not answered (a timeout: EncoderTimedOut; a
+        connection error, 408, 429 or another 5xx: RemoteEncoderError) it is the server's failure."""
         import httpx2  # the HTTP library the `openai` client runs on: its Response, returned as it is
         import openai
 
-        said = f"embeddings server at {self.shown_url}: its GET /info (the word pieces it reads of a text, checked at start)"
+        said = f"embeddings server at {self.shown_url}: {what} (the model and the word pieces it reads of a text, checked at start)"
         try:
-            answer = self._client.get(f"{self.base_url.removesuffix('/v1')}/info", cast_to=httpx2.Response)
+            answer = self._client.get(url, cast_to=httpx2.Response)
         except openai.APIStatusError as exc:
-            # no such route (404, 405; 501: no GET at all, http.server's): not TEI's
             if (exc.status_code < 500 and exc.status_code not in (408, 429)) or exc.status_code == 501:
-                return
+                return None
             raise RemoteEncoderError(f"{said} answered {exc.status_code}") from exc
         except openai.APITimeoutError as exc:
             from pluralign.bounded_http import connecting
@@ -176,21 +246,10 @@ class RemoteEncoder:
         except openai.APIError as exc:
             raise RemoteEncoderError(f"{said} failed: {redacted(str(exc))}") from exc
         try:
-            info = answer.json()
-        except ValueError:  # not JSON: not TEI's
-            return
-        if not isinstance(info, dict):
-            return
-        length, truncates = info.get("max_input_length"), info.get("auto_truncate")
-        if max_length is not None and isinstance(length, int) and length != max_length:
-            raise RemoteEncoderError(
-                f"embeddings server at {self.shown_url} reads at most {length} word pieces of a text (its /info's "
-                f"max_input_length), the local encoder of {self.encoder_id} {max_length}: a long text's vector would not be "
-                f"the tables'. Serve the model's folder with its sentence_bert_config.json (max_seq_length {max_length}; "
-                f"Text Embeddings Inference reads it) and --auto-truncate")
-        if truncates is False:
-            log.warning("the embeddings server at %s refuses texts past %s word pieces (no --auto-truncate): such texts "
-                        "are refused (a chat's a 400), where the local encoder embeds their start", self.shown_url, length)
+            body = answer.json()
+        except ValueError:  # not JSON: not TEI's nor vLLM's
+            return None
+        return body if isinstance(body, dict) else None
 
     def _request(self, texts: list[str]) -> np.ndarray:
         import json

@@ -100,7 +100,7 @@ def openai_error(request: Request, exc: Exception) -> Response:
     message = exc.detail
     if status in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed"):  # Litestar's words name no request
         path = controls_escaped(shorten(request.url.path, MAX_PATH + 3, "..."))  # an override or ESC written as its escape
-        message, code = f"no route `{request.method} {path}`: this server serves `POST /v1/embeddings` and `GET /health`", \
+        message, code = f"no route `{request.method} {path}`: this server serves `POST /v1/embeddings`, `GET /info` and `GET /health`", \
             "not_found" if status == 404 else None
     elif status == 400 and malformed_json(exc):  # Litestar's own decode: "Input data was truncated"
         param, code, message = "body", "invalid_json", f"`body`: the request body is not valid JSON: {exc.detail}"
@@ -154,6 +154,20 @@ def tokens_read(encoder: Encoder, texts: list[str]) -> int:
     return sum(min(n, cap) for n in window_texts(counter, texts, cap)[1])  # a long text's start only: its count is past `cap`
 
 
+def served_info(encoder: Encoder) -> dict[str, str | int | bool | None]:
+    """`GET /info`: what Text Embeddings Inference's says of the model served, which `RemoteEncoder` reads at its start
+    (`pluralign.embed.remote.RemoteEncoder._check_served`): `model_id`, the one model name served; `max_input_length`, the
+    word pieces the encoder reads of a text (null: not known, a stand-in's); `auto_truncate`, whether a longer text is cut
+    (on the right, as a local encoder cuts it: true) or may be refused (null: not known, where this server relays another
+    server's vectors, `openai:URL`). A front service of a model other than MiniLM learns the length from it."""
+    from pluralign.embed.remote import RemoteEncoder
+
+    length = getattr(encoder, "max_length", None)
+    relays = isinstance(encoder, RemoteEncoder)
+    return {"model_id": encoder.encoder_id, "max_input_length": length,
+            "auto_truncate": None if relays or length is None else True}
+
+
 def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     """Serves `encoder` under its `encoder_id` (the only model name accepted) at /v1/embeddings."""
     lock = threading.Lock()
@@ -198,7 +212,11 @@ def create_embeddings_app(encoder: Encoder, max_batch: int = 256) -> Litestar:
     async def health() -> dict[str, str | int]:
         return {"status": "ok", "model": encoder.encoder_id, "dim": encoder.dim, **served}
 
-    app = Litestar(route_handlers=[embeddings, health], exception_handlers={HTTPException: openai_error, Exception: openai_error},
+    @get("/info")
+    async def info() -> dict[str, str | int | bool | None]:
+        return served_info(encoder)
+
+    app = Litestar(route_handlers=[embeddings, health, info], exception_handlers={HTTPException: openai_error, Exception: openai_error},
                    before_request=check_json_body, request_class=DecodedRequest, debug=False,
                    logging_config=app_logging("text"))  # each line a request caused ends ` request_id=<id>`
     # the caller's X-Request-Id (the front service's request, `RemoteEncoder`) echoed and on the access line

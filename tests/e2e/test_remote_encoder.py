@@ -20,6 +20,7 @@ def test_remote_encoder_gives_the_local_vectors(embeddings_server, minilm):
     url, _ = embeddings_server
     remote = RemoteEncoder(url + "/v1", MINILM_ID, batch_size=3)  # 4 texts: two requests
     assert remote.dim == minilm.dim == 384
+    assert remote.max_length == 256  # not given: said by the server's GET /info (encoder59; before, None)
     vectors = remote.encode(TEXTS)
     assert vectors.shape == (4, 384) and vectors.dtype == np.float32
     cosine = (vectors * minilm.encode(TEXTS)).sum(1)

@@ -47,7 +47,7 @@ def test_a_mistyped_route_names_the_request_and_the_routes(url):
     r = httpx.post(f"{url}/v1/embedding", json={"model": "tiny", "input": "a"})
     assert r.status_code == 404
     error = r.json()["error"]
-    assert error["message"] == "no route `POST /v1/embedding`: this server serves `POST /v1/embeddings` and `GET /health`", error
+    assert error["message"] == "no route `POST /v1/embedding`: this server serves `POST /v1/embeddings`, `GET /info` and `GET /health`", error
     assert error["code"] == "not_found", error
     ok = httpx.post(f"{url}/v1/embeddings", json={"model": "tiny", "input": ["a", "b"]})
     assert ok.status_code == 200 and len(ok.json()["data"]) == 2, ok.text
