@@ -10,7 +10,7 @@ Pinned entries (a history just loaded or grown by a write's rows; an adapter jus
 chats needs) can make a tenant hold more than any other with nothing of its own left to give: the entries evicted then
 are room taken from smaller tenants. `evict` counts those bytes (`taken`) and, with `take=False`, stops before taking
 any; what a cache then does is its own policy. The users' histories cache allows each tenant one take per ten minutes
-(and the growth of the history that took, by its writes' rows) and serves the history without keeping it past that
+(and the growth of the history that took, by its writes' rows), and all tenants together four, and serves the history without keeping it past that
 (`pluralign.store.history.HistoryCache`: without the limit, a tenant reading such a user in a loop took the others'
 room at every load). The adapter pool always takes: a chat cannot generate without its adapter loaded, and refusing
 the chat would be worse than the other tenants' reload of an adapter (the adapters chats are generating with are

@@ -9,6 +9,7 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
@@ -38,6 +39,11 @@ UserKey = tuple[str, str]  # (tenant, user_id)
 HISTORY_ENTRY_BYTES = 16384
 # how long after a history of a tenant's took room from smaller tenants' histories (`HistoryCache`) none of its may again
 TAKE_AGAIN_S = 600.0
+# how many takes of all tenants together any `TAKE_AGAIN_S` allows (`HistoryCache`): each tenant's own allowance alone let
+# many tenants, each with one big user, take once each per window, and together push out the others' histories at
+# nearly every load (30 such tenants: 30 takes, 180 of 80 others' histories pushed out in a window, `tests/unit/
+# test_fair59_takes.py`); at most this many of those loads do now, each pushing out at most the budget
+TAKES_IN_ALL = 4
 
 
 def stored_seconds(created_at: float) -> float:
@@ -201,7 +207,9 @@ class HistoryCache:
     its tenant's fair share: the histories pushed out for it are the least recently used of the tenants holding the
     most, its own tenant's first. Once its tenant has nothing else to give and still holds the most, the histories
     pushed out for it are room taken from smaller tenants (`FairLRU.evict`'s `taken`): a tenant may take such room once
-    per `TAKE_AGAIN_S` (600 s). A history that would take more meanwhile is served but not kept, and what went for it
+    per `TAKE_AGAIN_S` (600 s), and all tenants together `TAKES_IN_ALL` (4) times in any `TAKE_AGAIN_S` (else many
+    tenants, each with one big user, took once each: 30 such tenants pushed out 900 of the others' histories in three
+    windows, 120 with the bound: `benchmarks/fair_caches.py --big-tenants 30`). A history that would take more meanwhile is served but not kept, and what went for it
     comes back in its place (the load pushes out nothing). One grown into more by a write's rows is dropped, unless it
     is the history that took the room, still cached since: that one grows into the room its new rows need (the same take
     goes on, as large as what its user writes; dropped at its user's first feedback, it would cost the others their room
@@ -226,12 +234,14 @@ class HistoryCache:
     finding the table still at that version needs no look at the user's rows, and one finding that every commit since
     only added rows needs only their count (`Store._matches`)."""
 
-    def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic, takes_in_all: int = TAKES_IN_ALL):
         self.budget_bytes = budget_bytes
         self._clock = clock  # for `TAKE_AGAIN_S`
         # tenant -> (`clock()`, user) when a history of its last took room from smaller tenants (the user: None once
         # their history left the cache), the earliest first
         self._took: OrderedDict[str, tuple[float, UserKey | None]] = OrderedDict()
+        # `clock()` of the last `TAKES_IN_ALL` takes of all tenants together, the earliest first
+        self._takes: collections.deque[float] = collections.deque(maxlen=takes_in_all)
         self._lock = threading.Lock()
         self._cached: FairLRU[UserKey, History] = FairLRU(_cost)  # (tenant, (tenant, user_id)) -> their history
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
@@ -325,9 +335,13 @@ class HistoryCache:
 
     def _may_take(self, tenant: str) -> bool:
         """Whether a history of `tenant`'s may take room from smaller tenants' histories: none of its did for
-        `TAKE_AGAIN_S` (within it, only a write's rows added to the history that did, `_shrink`); under the lock."""
+        `TAKE_AGAIN_S` (within it, only a write's rows added to the history that did, `_shrink`), and fewer than
+        `TAKES_IN_ALL` of all tenants' did within it; under the lock. O(1)."""
+        now = self._clock()
         took = self._took.get(tenant)
-        return took is None or self._clock() - took[0] >= TAKE_AGAIN_S
+        if took is not None and now - took[0] < TAKE_AGAIN_S:
+            return False
+        return len(self._takes) < (self._takes.maxlen or 0) or (bool(self._takes) and now - self._takes[0] >= TAKE_AGAIN_S)
 
     def _took_now(self, key: UserKey) -> None:
         """The user's history took room from smaller tenants' now; under the lock. `_took` is kept in the order of
@@ -335,6 +349,7 @@ class HistoryCache:
         at most about the tenants that took within a `TAKE_AGAIN_S` (no pass over it: that would hold every tenant's
         reads behind the lock as long)."""
         now = self._clock()
+        self._takes.append(now)  # the earliest of the last `TAKES_IN_ALL` goes
         self._took.pop(key[0], None)
         self._took[key[0]] = (now, key)
         for name, (at, _) in list(itertools.islice(self._took.items(), 2)):
