@@ -3,18 +3,21 @@
 Past the budget, the entry evicted is the least recently used of the tenant holding the most bytes, one at a time, so
 one tenant's flood of new entries pushes out its own once it holds more than any other, never a smaller tenant's (one
 LRU over every tenant's entries would push out every tenant's), and a tenant alone uses the whole budget. The service's
-three shared caches use it: the embedded texts' vectors (`pluralign.embed.cache.ScopedVectors`), the users' histories
-(`pluralign.store.history.HistoryCache`) and the loaded LoRA adapters (`pluralign.policy.adapters.AdapterPool`).
+four shared caches use it: the embedded texts' vectors (`pluralign.embed.cache.ScopedVectors`), the users' histories
+(`pluralign.store.history.HistoryCache`), the loaded LoRA adapters (`pluralign.policy.adapters.AdapterPool`) and the
+answers' named features (`pluralign.user.features`, counting entries, not bytes).
 
 Pinned entries (a history just loaded or grown by a write's rows; an adapter just loaded and the others its batch of
 chats needs) can make a tenant hold more than any other with nothing of its own left to give: the entries evicted then
 are room taken from smaller tenants. `evict` counts those bytes (`taken`) and, with `take=False`, stops before taking
-any; what a cache then does is its own policy. The users' histories cache allows each tenant one take per ten minutes
-(and the growth of the history that took, by its writes' rows), and all tenants together four, and serves the history without keeping it past that
-(`pluralign.store.history.HistoryCache`: without the limit, a tenant reading such a user in a loop took the others'
-room at every load). The adapter pool always takes: a chat cannot generate without its adapter loaded, and refusing
-the chat would be worse than the other tenants' reload of an adapter (the adapters chats are generating with are
-`busy`, not pinned: they may go). The vectors cache pins nothing.
+any. The caches that pin allow takes as `Takes` does: each tenant once per `TAKE_AGAIN_S` (ten minutes), all tenants
+together `TAKES_IN_ALL` (four) times in any ten minutes. What a cache does with a take refused is its own policy: the
+users' histories cache serves the history without keeping it (and lets the history that took grow into the room its
+writes' rows need: `pluralign.store.history.HistoryCache`); the adapter pool serves the adapter beside its budget
+without keeping it, a chat cannot generate without its adapter loaded (`AdapterPool._make_room`; the adapters chats
+are generating with are `busy`, not pinned: they may go). Without the limit, a tenant reading such a big entry in a
+loop took the others' room at every load: it then held the most, so the others' next loads pushed it out, and its
+next load took their room again. The vectors and features caches pin nothing.
 
 No installed library does this: cachetools' caches (`LRUCache` and the rest) evict over one key space, with no notion
 of whose entry it is; `sortedcontainers.SortedList` keeps in order the levels of bytes the tenants hold.

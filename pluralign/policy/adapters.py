@@ -349,7 +349,10 @@ class AdapterPool:
     bytes, its least recently used that no generation in flight uses (the host's `adapters_in_use`, when it has one),
     else its least recently used (a drop waits for the generations using it: its weights leave memory once they end).
     So one tenant chatting as many users, in turn or at once, pushes out its own adapters once it holds more than any
-    other, never a smaller tenant's (a tenant alone uses the whole budget).
+    other, never a smaller tenant's (a tenant alone uses the whole budget). An adapter larger than its tenant's share
+    takes smaller tenants' room as the users' histories cache lets a history (`pluralign.cache.Takes`: once per ten
+    minutes a tenant, four times all tenants); a load whose take is refused is served beside the budget, not kept,
+    pushing out nobody's (`_make_room`), so its user's chats again and again no longer cost the others a reload each.
 
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
@@ -425,7 +428,8 @@ class AdapterPool:
     def bytes_evicted_in_use(self) -> int:
         """Bytes of the adapters out of the table (evicted, retrained or deleted) whose drop waits for the generations
         using them (or is under way): held in memory beside `budget_bytes`, at most one adapter per generation in
-        flight. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
+        flight; and those served beside the budget, not kept (a take refused, `_make_room`): one no chat generates with,
+        the last served, at most. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
         an adapter the host dropped already is not counted, though its drop thread still waits for that lock."""
         gone = set(self._left_memory)  # read first: `_drop` strikes a name out of `_dropping` before out of it
         passing = sum(size for size, _ in list(self._passing.values()))
