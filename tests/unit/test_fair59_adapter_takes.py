@@ -96,3 +96,33 @@ def test_a_big_adapter_chatted_with_again_and_again_pushes_out_the_others_adapte
     cycle()
     again = sum(host.loads[n] - before[n] for n in NAMES)
     assert 0 < again <= first, f"past TAKE_AGAIN_S: {again} reloads of the others' (one take: {first})"
+
+
+class Tracking(Host):
+    """A host whose generations in flight use `adapters_in_use` (the service's generators)."""
+
+    def __init__(self):
+        super().__init__()
+        self.adapters_in_use: set[str] = set()
+
+
+def test_an_adapter_served_beside_the_budget_stays_while_a_chat_generates_with_it_and_goes_after(tmp_path):
+    """acme's big adapter, its take refused, is served beside the budget: another tenant's load leaves it loaded while
+    a chat generates with it, and unloads it at the next load once none does; it never counts in the table."""
+    from tests.stores import wait_for
+
+    clock, host = Clock(), Tracking()
+    pool = AdapterPool(host, Registry(tmp_path, {("acme", "big"): 6000}), "test", budget_bytes=8000, clock=clock)
+    for key in OTHERS:
+        pool.adapter_for(*key)
+    pool.adapter_for("acme", "big")  # its tenant's one take
+    pool.adapter_for("t9", "new")  # pushes the big one out (acme holds the most)
+    wait_for(lambda: BIG not in host.adapters and not pool.bytes_evicted_in_use)
+    assert pool.adapter_for("acme", "big") == BIG and BIG in host.adapters  # served, take refused: beside the budget
+    assert BIG not in pool.loaded and pool.bytes_evicted_in_use == 6000 and pool.bytes_used <= pool.budget_bytes
+    host.adapters_in_use = {BIG}  # a chat generates with it
+    pool.adapter_for("t9", "other")
+    assert BIG in host.adapters, "unloaded while a chat generated with it"
+    host.adapters_in_use = set()
+    pool.adapter_for("t9", "third")
+    wait_for(lambda: BIG not in host.adapters and not pool.bytes_evicted_in_use)
