@@ -15,6 +15,11 @@ one eviction policy, `pluralign.cache.FairLRU`, for all three). Each cache is fu
   a feedback row written, two reads; the others hold still (`idle`) or read their four users again after each chat
   (`active`): how many of the big user's reads went to the store, and how many of the others' histories were pushed out
   (idle: at the end; active: summed over the cycles, each read again from the store);
+- many big users (`--big-tenants N`, session fair59): 20 other tenants hold four 10-row histories each, 8-d, the bound
+  leaves room for half of one big user (3,000 rows); each of N tenants with one big user reads it in turn within one
+  `TAKE_AGAIN_S`, the others reading their users again after each, for `--windows` windows (a stand-in clock): how
+  many of the others' histories those loads pushed out (each read again from the store) and how many loads took room,
+  with each tenant's own allowance only (`takes_in_all` unbounded: before) and with `TAKES_IN_ALL` (after), side by side;
 - vectors (`pluralign.embed.cache.ScopedVectors`): an `encode` of 10 texts under a tenant, all cached (hits) or all
   fresh (misses: ten vectors kept, ten evicted); a stand-in encoder returning ones;
 - adapters (`pluralign.policy.adapters.AdapterPool`): `adapter_for` of a loaded user (a hit) and of a user not loaded
@@ -154,6 +159,35 @@ def big_chats(cycles: int) -> dict[str, float]:
     return found
 
 
+def big_tenants(tenants: int, windows: int) -> dict[str, float]:
+    from pluralign.store.history import TAKE_AGAIN_S, TAKES_IN_ALL, HistoryCache
+
+    small, big = history(10), history(3000)
+    others = [(f"t{t}", f"u{u}") for t in range(20) for u in range(4)]
+
+    def run(takes_in_all: int) -> tuple[int, int]:
+        now = [0.0]
+        cache = HistoryCache(1 << 40, clock=lambda: now[0], takes_in_all=takes_in_all)
+        for key in others:
+            cache.get(key, lambda: small)
+        cache.budget_bytes = cache.nbytes + big.nbytes // 2
+        pushed = takes = 0
+        for _ in range(windows):
+            for t in range(tenants):
+                cache.get((f"big{t}", "big"), lambda: big)
+                gone = sum(cache.peek(key) is None for key in others)
+                pushed, takes = pushed + gone, takes + (gone > 0)
+                for key in others:
+                    cache.get(key, lambda: small)
+            now[0] += TAKE_AGAIN_S
+        return pushed, takes
+
+    found: dict[str, float] = {}
+    for name, bound in (("before", 1 << 30), ("after", TAKES_IN_ALL)):
+        found[f"others' pushed out {name}"], found[f"loads that took {name}"] = run(bound)
+    return found
+
+
 class Ones:
     encoder_id, dim = "bench/ones", 8
 
@@ -246,7 +280,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--big-cycles", type=int, default=0, help="run only the big user's cycles, this many")
     parser.add_argument("--big-chats", type=int, default=0, help="run only the big user's chats, this many")
+    parser.add_argument("--big-tenants", type=int, default=0, help="run only the many tenants' big users, this many tenants")
+    parser.add_argument("--windows", type=int, default=3, help="with --big-tenants: TAKE_AGAIN_S windows, this many")
     args = parser.parse_args(argv)
+    if args.big_tenants:
+        found = big_tenants(args.big_tenants, args.windows)
+        if args.json:
+            print(json.dumps(found))
+            return
+        print(f"{args.big_tenants} tenants' big users, {args.windows} windows  {'before':>8} {'after':>8}")
+        for what in ("others' pushed out", "loads that took"):
+            print(f"{what:<40} {found[what + ' before']:>8g} {found[what + ' after']:>8g}")
+        return
     if args.big_cycles or args.big_chats:
         found = big_user(args.big_cycles) if args.big_cycles else big_chats(args.big_chats)
         print(json.dumps(found) if args.json else ", ".join(f"{k}: {v:g}" for k, v in found.items()))

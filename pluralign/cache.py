@@ -3,18 +3,21 @@
 Past the budget, the entry evicted is the least recently used of the tenant holding the most bytes, one at a time, so
 one tenant's flood of new entries pushes out its own once it holds more than any other, never a smaller tenant's (one
 LRU over every tenant's entries would push out every tenant's), and a tenant alone uses the whole budget. The service's
-three shared caches use it: the embedded texts' vectors (`pluralign.embed.cache.ScopedVectors`), the users' histories
-(`pluralign.store.history.HistoryCache`) and the loaded LoRA adapters (`pluralign.policy.adapters.AdapterPool`).
+four shared caches use it: the embedded texts' vectors (`pluralign.embed.cache.ScopedVectors`), the users' histories
+(`pluralign.store.history.HistoryCache`), the loaded LoRA adapters (`pluralign.policy.adapters.AdapterPool`) and the
+answers' named features (`pluralign.user.features`, counting entries, not bytes).
 
 Pinned entries (a history just loaded or grown by a write's rows; an adapter just loaded and the others its batch of
 chats needs) can make a tenant hold more than any other with nothing of its own left to give: the entries evicted then
 are room taken from smaller tenants. `evict` counts those bytes (`taken`) and, with `take=False`, stops before taking
-any; what a cache then does is its own policy. The users' histories cache allows each tenant one take per ten minutes
-(and the growth of the history that took, by its writes' rows) and serves the history without keeping it past that
-(`pluralign.store.history.HistoryCache`: without the limit, a tenant reading such a user in a loop took the others'
-room at every load). The adapter pool always takes: a chat cannot generate without its adapter loaded, and refusing
-the chat would be worse than the other tenants' reload of an adapter (the adapters chats are generating with are
-`busy`, not pinned: they may go). The vectors cache pins nothing.
+any. The caches that pin allow takes as `Takes` does: each tenant once per `TAKE_AGAIN_S` (ten minutes), all tenants
+together `TAKES_IN_ALL` (four) times in any ten minutes. What a cache does with a take refused is its own policy: the
+users' histories cache serves the history without keeping it (and lets the history that took grow into the room its
+writes' rows need: `pluralign.store.history.HistoryCache`); the adapter pool serves the adapter beside its budget
+without keeping it, a chat cannot generate without its adapter loaded (`AdapterPool._make_room`; the adapters chats
+are generating with are `busy`, not pinned: they may go). Without the limit, a tenant reading such a big entry in a
+loop took the others' room at every load: it then held the most, so the others' next loads pushed it out, and its
+next load took their room again. The vectors and features caches pin nothing.
 
 No installed library does this: cachetools' caches (`LRUCache` and the rest) evict over one key space, with no notion
 of whose entry it is; `sortedcontainers.SortedList` keeps in order the levels of bytes the tenants hold.
@@ -30,7 +33,9 @@ the others behind the lock of the cache using it. Not thread-safe: that cache ho
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import itertools
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Container, Hashable, Iterator
 from typing import Generic, TypeVar
 
@@ -38,6 +43,61 @@ from sortedcontainers import SortedList
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+# how long after a tenant's entry took room from smaller tenants' (`FairLRU.evict`'s `taken`) none of its may again
+TAKE_AGAIN_S = 600.0
+# how many takes of all tenants together any `TAKE_AGAIN_S` allows (`Takes`): each tenant's own allowance alone let many
+# tenants, each with one big user, take once each per window, and together push out the others' entries at nearly every
+# load (30 such tenants' histories: 90 takes and 900 of 80 others' histories pushed out in three windows, 12 and 120
+# with the bound: `benchmarks/fair_caches.py --big-tenants 30`)
+TAKES_IN_ALL = 4
+
+
+class Takes:
+    """The books of the room taken from smaller tenants (`FairLRU.evict`'s `taken`), one policy for the caches that
+    allow it: a tenant may take once per `TAKE_AGAIN_S`, and all tenants together `in_all` times in any `TAKE_AGAIN_S`.
+    What a cache does with a take refused is its own (the histories cache serves the history without keeping it, the
+    adapter pool serves the adapter beside its budget). O(1) a call; not thread-safe (the cache's lock is held).
+
+    `took`: tenant -> (`clock()`, the key of the entry that took: None once it left the cache), the earliest first;
+    the two earliest past `TAKE_AGAIN_S` are forgotten at each take, so it holds about the tenants that took within a
+    `TAKE_AGAIN_S` (no pass over it: that would hold every tenant's reads behind the cache's lock as long)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, in_all: int = TAKES_IN_ALL):
+        self.clock = clock
+        self.took: OrderedDict[str, tuple[float, Hashable | None]] = OrderedDict()
+        self._all: deque[float] = deque(maxlen=in_all)  # `clock()` of the last `in_all` takes of all tenants, earliest first
+
+    def may(self, tenant: str) -> bool:
+        """Whether an entry of `tenant`'s may take room now: none of its took within `TAKE_AGAIN_S`, and fewer than
+        `in_all` of all tenants' did."""
+        now = self.clock()
+        took = self.took.get(tenant)
+        if took is not None and now - took[0] < TAKE_AGAIN_S:
+            return False
+        return len(self._all) < (self._all.maxlen or 0) or (bool(self._all) and now - self._all[0] >= TAKE_AGAIN_S)
+
+    def taker(self, tenant: str) -> Hashable | None:
+        """The key of `tenant`'s entry that took room last (None: none, or it left the cache)."""
+        took = self.took.get(tenant)
+        return None if took is None else took[1]
+
+    def took_now(self, tenant: str, key: Hashable) -> None:
+        """`tenant`'s entry `key` took room from smaller tenants' now."""
+        now = self.clock()
+        self._all.append(now)  # the earliest of the last `in_all` goes
+        self.took.pop(tenant, None)
+        self.took[tenant] = (now, key)
+        for name, (at, _) in list(itertools.islice(self.took.items(), 2)):
+            if now - at < TAKE_AGAIN_S:
+                break
+            del self.took[name]
+
+    def left(self, tenant: str, key: Hashable) -> None:
+        """`tenant`'s entry `key` left the cache: its take stays counted, but goes on with no entry of theirs."""
+        took = self.took.get(tenant)
+        if took is not None and took[1] == key:
+            self.took[tenant] = (took[0], None)
 
 
 class FairLRU(Generic[K, V]):

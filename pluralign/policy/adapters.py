@@ -18,7 +18,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote
 import msgspec
 import torch
 
-from pluralign.cache import FairLRU
+from pluralign.cache import FairLRU, Takes
 from pluralign.checks import whole
 from pluralign.data.record import Persisted
 from pluralign.files import DECODE_ERRORS, other_schema, staged_folder, writing_to
@@ -349,7 +349,10 @@ class AdapterPool:
     bytes, its least recently used that no generation in flight uses (the host's `adapters_in_use`, when it has one),
     else its least recently used (a drop waits for the generations using it: its weights leave memory once they end).
     So one tenant chatting as many users, in turn or at once, pushes out its own adapters once it holds more than any
-    other, never a smaller tenant's (a tenant alone uses the whole budget).
+    other, never a smaller tenant's (a tenant alone uses the whole budget). An adapter larger than its tenant's share
+    takes smaller tenants' room as the users' histories cache lets a history (`pluralign.cache.Takes`: once per ten
+    minutes a tenant, four times all tenants); a load whose take is refused is served beside the budget, not kept,
+    pushing out nobody's (`_make_room`), so its user's chats again and again no longer cost the others a reload each.
 
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
@@ -372,7 +375,8 @@ class AdapterPool:
     >>> pool.generate([("acme", "alice"), None], [[{"role": "user", "content": "Hi"}]] * 2, tokenizer)
     """
 
-    def __init__(self, host, registry: AdapterRegistry, base_model: str, budget_bytes: int, fallback=None):
+    def __init__(self, host, registry: AdapterRegistry, base_model: str, budget_bytes: int, fallback=None,
+                 clock: Callable[[], float] = time.monotonic):
         if isinstance(host, torch.nn.Module):  # transformers models have a load_adapter of their own
             raise TypeError("AdapterPool takes a host such as ModelHost(model), not a bare model")
         self.host = host  # a ModelHost, or anything with .model, .load_adapter(name, folder), .drop_adapter(name)
@@ -382,6 +386,10 @@ class AdapterPool:
         # the table of adapters loaded: by their user's tenant, name -> (bytes, created_at), least recently used first
         self._table: FairLRU[str, tuple[int, float]] = FairLRU(lambda entry: entry[0])
         self._tenant_of: dict[str, str] = {}  # adapter name -> its user's tenant, for the adapters in the table
+        # room taken from smaller tenants' adapters (the users' histories cache's policy): an adapter whose take is
+        # refused is served beside the budget, not kept (`_passing`: name -> its entry (bytes, created_at))
+        self._takes = Takes(clock)
+        self._passing: dict[str, tuple[int, float]] = {}
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # `_dropping` changed
         # adapters being dropped outside the lock (out of `loaded` already) -> their `loaded` entry, put back if it fails
@@ -420,10 +428,12 @@ class AdapterPool:
     def bytes_evicted_in_use(self) -> int:
         """Bytes of the adapters out of the table (evicted, retrained or deleted) whose drop waits for the generations
         using them (or is under way): held in memory beside `budget_bytes`, at most one adapter per generation in
-        flight. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
+        flight; and those served beside the budget, not kept (a take refused, `_make_room`): one no chat generates with,
+        the last served, at most. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
         an adapter the host dropped already is not counted, though its drop thread still waits for that lock."""
         gone = set(self._left_memory)  # read first: `_drop` strikes a name out of `_dropping` before out of it
-        return sum(size for name, (size, _) in list(self._dropping.items()) if name not in gone)
+        passing = sum(size for size, _ in list(self._passing.values()))
+        return passing + sum(size for name, (size, _) in list(self._dropping.items()) if name not in gone)
 
     def _entry(self, name: str) -> tuple[int, float] | None:
         """The table's (bytes, created_at) of adapter `name`, or None; under the lock."""
@@ -463,6 +473,9 @@ class AdapterPool:
         """Drop adapter `name` now, under the pool's lock (with a host that tracks its generations, this waits for
         theirs: the pool's own evictions and `forget` never do)."""
         with self._lock:
+            if name in self._passing:
+                self.host.drop_adapter(name)
+                del self._passing[name]
             if self._entry(name) is not None:
                 self.host.drop_adapter(name)
                 self._take(name)
@@ -471,6 +484,9 @@ class AdapterPool:
         """Take `name` out of the table and drop it from the host (under the pool's lock): at once with a host that
         does not track its generations, or when `now` (a forward pass of this pool's follows); else on a thread of its
         own, once the generations using it end (`_dropping` meanwhile), so the lock is never held while it waits."""
+        passing = self._passing.pop(name, None)
+        if passing is not None:  # served beside the budget: out of the host's memory too
+            self._let_go(name, passing, now)
         entry = self._entry(name)
         if entry is None:
             return
@@ -540,9 +556,9 @@ class AdapterPool:
                 self.unload(name)
                 return
             self._cond.wait_for(lambda: name not in self._dropping)  # a drop of it already under way ends first
-            held = self._entry(name) is not None
+            held = self._entry(name) is not None or name in self._passing
             if held:
-                self._dropping[name] = self._take(name)
+                self._dropping[name] = self._passing.pop(name) if name in self._passing else self._take(name)
         if held:
             self._drop(name)
         purge = getattr(self.host, "purge_adapter", None)
@@ -633,13 +649,16 @@ class AdapterPool:
             if entry is not None and entry[1] == meta.created_at and self._held(name):
                 self._table.get(self._tenant_of[name], name)  # its tenant's most recently used
                 return name
-            if entry is not None and (failed := self._drop_failed.get(name)) is not None and failed[0] >= since:
-                raise failed[1]  # the drop this call waited for failed: not tried again and again
-            self._retire(name, now)  # retrained since it was loaded (or no longer held by the host)
-            if name in self._dropping:  # loaded anew under its name once the old one's drop ends
-                return None
-            folder, meta = self.registry.require(tenant, user, self.base_model)
-            size = self._load(name, folder)
+            passing = self._passing.get(name)
+            if passing is not None and passing[1] == meta.created_at and self._held(name):
+                if not (self._takes.may(tenant) or self.bytes_used + passing[0] <= self.budget_bytes):
+                    return name  # served beside the budget still: no load
+                size = self._passing.pop(name)[0]  # kept from now on (below): no load, the room it needs taken
+            else:
+                loaded = self._load_anew(tenant, user, name, entry, now, since)
+                if loaded is None:
+                    return None
+                folder, meta, size = loaded
             if size > self.budget_bytes:  # no eviction makes room for it: unusable, as a damaged one
                 self._loaded_for(tenant, name, (size, meta.created_at))
                 self._retire(name, now)
@@ -656,13 +675,27 @@ class AdapterPool:
         self._make_room(name, size, pinned, now)
         return name
 
+    def _load_anew(self, tenant: str, user: str, name: str, entry: tuple[int, float] | None, now: bool,
+                   since: float) -> tuple[Path, AdapterMeta, int] | None:
+        """The user's adapter loaded into the host (the one there before, retrained since or no longer held, retired
+        first): its folder, description and bytes; None when it must wait for the old one's drop to end. Raises what
+        `_resolve` raises."""
+        if entry is not None and (failed := self._drop_failed.get(name)) is not None and failed[0] >= since:
+            raise failed[1]  # the drop this call waited for failed: not tried again and again
+        self._retire(name, now)  # retrained since it was loaded (or no longer held by the host)
+        if name in self._dropping:  # loaded anew under its name once the old one's drop ends
+            return None
+        folder, meta = self.registry.require(tenant, user, self.base_model)
+        return folder, meta, self._load(name, folder)
+
     def _loaded_for(self, tenant: str, name: str, entry: tuple[int, float]) -> None:
         """`name`, an adapter of a user of `tenant`, in the table as `entry` (bytes, created_at); under the lock. The
         tenants of adapters no longer in the table are forgotten here, so `_tenant_of` holds what `loaded` does."""
         self._tenant_of[name] = tenant
         self._table.put(tenant, name, entry)
         if len(self._tenant_of) > 2 * len(self._table) + 64:
-            self._tenant_of = {n: t for n, t in self._tenant_of.items() if self._entry(n) is not None or n in self._dropping}
+            self._tenant_of = {n: t for n, t in self._tenant_of.items()
+                               if self._entry(n) is not None or n in self._dropping or n in self._passing}
 
     def _make_room(self, name: str, size: int, pinned: frozenset[str], now: bool = False) -> None:
         """Evict adapters (but `name` and `pinned`) until the table fits the budget (`pluralign.cache.FairLRU`), each one
@@ -670,9 +703,27 @@ class AdapterPool:
         (the host's `adapters_in_use`: their drop waits for their generations), else its least recently used. A tenant's
         adapters in use go before another tenant's idle one: evicted first whatever their tenant, a tenant's chats in
         flight (`tenant_generations` of them) pushed out a smaller tenant's adapters. AdapterError (`name` dropped
-        again) when it cannot fit."""
+        again) when it cannot fit.
+
+        Room of smaller tenants' adapters (`FairLRU.evict`'s `taken`) is taken as the users' histories cache takes it
+        (`pluralign.cache.Takes`: once per `TAKE_AGAIN_S` a tenant, `TAKES_IN_ALL` times all tenants): a load whose take
+        is refused leaves the table as it was (what went for it back in place) and its adapter is served beside the
+        budget, not kept (`_passing`: its user's next chats are served by it while it stays; it goes at the next load
+        of another adapter that finds no generation using it, `_pass_on`). Else an adapter larger than its tenant's
+        share, chatted with again and again, pushed out the others' at each load: its tenant then held the most, so
+        their next loads pushed it out, and its next load took their room again."""
         busy = getattr(self.host, "adapters_in_use", set())
-        victims = self._table.evict(self.budget_bytes, pinned=pinned | {name}, busy=busy)
+        self._pass_on(pinned | {name}, busy, now)
+        tenant = self._tenant_of[name]
+        may_take = self._takes.may(tenant)
+        victims = self._table.evict(self.budget_bytes, pinned=pinned | {name}, busy=busy, take=may_take)
+        if not may_take and self.bytes_used > self.budget_bytes:  # it needs others' room, which it may not take now
+            for owner, victim, entry in reversed(victims):
+                self._table.put(owner, victim, entry, last=False)
+            self._passing[name] = self._table.pop(tenant, name)
+            return
+        if self._table.taken:
+            self._takes.took_now(tenant, name)
         for i, (_, victim, entry) in enumerate(victims):
             try:
                 self._let_go(victim, entry, now)
@@ -686,6 +737,12 @@ class AdapterPool:
                 f"adapters needed at once exceed the pool's budget of {self.budget_bytes} bytes "
                 f"(this one alone is {size} bytes)"
             )
+
+    def _pass_on(self, keep: frozenset[str], busy: Container[str], now: bool = False) -> None:
+        """The adapters served beside the budget (`_passing`) that no generation uses, but `keep`, let go; under the
+        lock. So at most one is held that no generation uses (the last served), beside one per generation in flight."""
+        for name in [n for n in self._passing if n not in keep and n not in busy]:
+            self._let_go(name, self._passing.pop(name), now)
 
     def score(self, users, conversations, responses, tokenizer, **encode_kwargs) -> torch.Tensor:
         """(N,) log pi(response | conversation) with each row's own adapter: `users` holds one

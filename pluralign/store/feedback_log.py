@@ -673,6 +673,17 @@ class FeedbackLog:
         with self._cv:
             return list(self._by_user.get((tenant, user_id), {}).values())
 
+    def tenant_pending(self, tenant: str) -> dict[str, int]:
+        """`tenant`'s users with rows pending: user -> those rows. Read from the tenant's own pending records
+        (`_by_tenant`), so a listing of one tenant's users costs in proportion to its own backlog, not to every
+        tenant's users in the log's files (`users`)."""
+        rows: dict[str, int] = {}
+        with self._cv:
+            for entry in self._by_tenant.get(tenant, {}).values():
+                if entry.rows:
+                    rows[entry.key[1]] = rows.get(entry.key[1], 0) + len(entry.rows)
+        return rows
+
     def is_pending(self, entry: Entry) -> bool:
         with self._cv:
             return self.pending.get(entry.seq) is entry

@@ -10,11 +10,9 @@ rows change. Cosine search over a user's ~100 rows in numpy takes microseconds.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pluralign.cache import FairLRU
+from pluralign.cache import TAKE_AGAIN_S, TAKES_IN_ALL, FairLRU, Takes  # noqa: F401 (TAKE_AGAIN_S: read here by its users)
 from pluralign.data.record import seconds_meant, seconds_meant_of
 from pluralign.data.text import answer_key
 
@@ -36,8 +34,6 @@ UserKey = tuple[str, str]  # (tenant, user_id)
 # in RSS for a user with no rows or one (CPython 3.11, pyarrow 26), with room. Not counting it, a user without rows
 # counted 0 bytes, and every one read was kept whatever the bound
 HISTORY_ENTRY_BYTES = 16384
-# how long after a history of a tenant's took room from smaller tenants' histories (`HistoryCache`) none of its may again
-TAKE_AGAIN_S = 600.0
 
 
 def stored_seconds(created_at: float) -> float:
@@ -201,7 +197,9 @@ class HistoryCache:
     its tenant's fair share: the histories pushed out for it are the least recently used of the tenants holding the
     most, its own tenant's first. Once its tenant has nothing else to give and still holds the most, the histories
     pushed out for it are room taken from smaller tenants (`FairLRU.evict`'s `taken`): a tenant may take such room once
-    per `TAKE_AGAIN_S` (600 s). A history that would take more meanwhile is served but not kept, and what went for it
+    per `TAKE_AGAIN_S` (600 s), and all tenants together `TAKES_IN_ALL` (4) times in any `TAKE_AGAIN_S` (else many
+    tenants, each with one big user, took once each: 30 such tenants pushed out 900 of the others' histories in three
+    windows, 120 with the bound: `benchmarks/fair_caches.py --big-tenants 30`). A history that would take more meanwhile is served but not kept, and what went for it
     comes back in its place (the load pushes out nothing). One grown into more by a write's rows is dropped, unless it
     is the history that took the room, still cached since: that one grows into the room its new rows need (the same take
     goes on, as large as what its user writes; dropped at its user's first feedback, it would cost the others their room
@@ -226,12 +224,10 @@ class HistoryCache:
     finding the table still at that version needs no look at the user's rows, and one finding that every commit since
     only added rows needs only their count (`Store._matches`)."""
 
-    def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, budget_bytes: int, clock: Callable[[], float] = time.monotonic, takes_in_all: int = TAKES_IN_ALL):
         self.budget_bytes = budget_bytes
-        self._clock = clock  # for `TAKE_AGAIN_S`
-        # tenant -> (`clock()`, user) when a history of its last took room from smaller tenants (the user: None once
-        # their history left the cache), the earliest first
-        self._took: OrderedDict[str, tuple[float, UserKey | None]] = OrderedDict()
+        self._takes = Takes(clock, takes_in_all)  # room taken from smaller tenants' histories, by whose users
+        self._took = self._takes.took  # tenant -> (`clock()`, user: None once their history left the cache)
         self._lock = threading.Lock()
         self._cached: FairLRU[UserKey, History] = FairLRU(_cost)  # (tenant, (tenant, user_id)) -> their history
         self._loading: dict[UserKey, set[object]] = {}  # the tickets of the loads in flight, by user
@@ -293,15 +289,13 @@ class HistoryCache:
         goes on with no history of theirs: nothing is kept of a user not cached); under the lock."""
         self._checked.pop(key, None)
         self._versions.pop(key, None)
-        took = self._took.get(key[0])
-        if took is not None and took[1] == key:
-            self._took[key[0]] = (took[0], None)
+        self._takes.left(key[0], key)
 
     def _shrink(self, kept: UserKey | None = None, grown: bool = False) -> None:
         """Past `budget_bytes`: the least recently used history of the tenant holding the most dropped, one at a time,
         until the rest fit (`pluralign.cache.FairLRU`); under the lock. `kept`: the user whose history was just put, which
         stays when it fits the bound alone (the others of its tenant go first while it holds the most, then those of the
-        tenants holding the most after it) and its tenant may take the room it needs of smaller tenants' (`_may_take`;
+        tenants holding the most after it) and its tenant may take the room it needs of smaller tenants' (`Takes.may`;
         `grown`: by a write's rows), else goes alone (those pushed out for it put back, each tenant's least recently used
         as before)."""
         if kept is not None and self._cached.nbytes > self.budget_bytes and _cost(self._cached.peek(kept[0], kept)) > self.budget_bytes:
@@ -310,8 +304,8 @@ class HistoryCache:
         if kept is None:
             evicted = self._cached.evict(self.budget_bytes)
         else:
-            fresh = self._may_take(kept[0])  # its tenant took no room within `TAKE_AGAIN_S`
-            going_on = grown and not fresh and self._took[kept[0]][1] == kept  # the history that took, grown by a write
+            fresh = self._takes.may(kept[0])  # its tenant took no room within `TAKE_AGAIN_S`, nor `TAKES_IN_ALL` did
+            going_on = grown and not fresh and self._takes.taker(kept[0]) == kept  # the history that took, grown by a write
             evicted = self._cached.evict(self.budget_bytes, pinned=(kept,), take=fresh or going_on)
             if self._cached.nbytes > self.budget_bytes:  # it needs room of smaller tenants', which it may not take now
                 for tenant, key, history in reversed(evicted):  # those pushed out for it come back, in their places
@@ -319,28 +313,9 @@ class HistoryCache:
                 self._drop(kept)
                 evicted = []
             elif self._cached.taken and fresh:
-                self._took_now(kept)
+                self._takes.took_now(kept[0], kept)
         for _, key, _ in evicted:
             self._gone(key)
-
-    def _may_take(self, tenant: str) -> bool:
-        """Whether a history of `tenant`'s may take room from smaller tenants' histories: none of its did for
-        `TAKE_AGAIN_S` (within it, only a write's rows added to the history that did, `_shrink`); under the lock."""
-        took = self._took.get(tenant)
-        return took is None or self._clock() - took[0] >= TAKE_AGAIN_S
-
-    def _took_now(self, key: UserKey) -> None:
-        """The user's history took room from smaller tenants' now; under the lock. `_took` is kept in the order of
-        the takes, so the two earliest past `TAKE_AGAIN_S` are forgotten at each take: O(1) a take, and `_took` holds
-        at most about the tenants that took within a `TAKE_AGAIN_S` (no pass over it: that would hold every tenant's
-        reads behind the lock as long)."""
-        now = self._clock()
-        self._took.pop(key[0], None)
-        self._took[key[0]] = (now, key)
-        for name, (at, _) in list(itertools.islice(self._took.items(), 2)):
-            if now - at < TAKE_AGAIN_S:
-                break
-            del self._took[name]
 
     def _settle(self, key: UserKey, ticket: object) -> bool:
         """A load finished (under the lock): drop its ticket; whether no write came meanwhile."""

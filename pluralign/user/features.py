@@ -26,21 +26,33 @@ anywhere in the first three words read as no ("Do not over plan the details."); 
 punctuation between the opening words was not read ("No. One reason ..." had no stance, "Absolutely no." read yes).
 
 Shape: `response_features(texts)` -> (N, F) float64, columns in FEATURE_NAMES order.
+
+The features of the texts read are cached (`text_features`), each tenant's entries its own and shared fairly between
+tenants (`pluralign.cache.FairLRU`, the policy of the users' histories cache): one tenant's many texts push out its
+own entries once it holds more than any other, never a smaller tenant's. A text's features do not depend on who sent
+it, but an entry shared by tenants would leak: a hit costs a digest, a miss a regex pass, so a tenant timing a text it
+guesses would learn whether another tenant's users had sent or been shown it. So the same text under two tenants is
+computed and kept twice. The tenant is the work's (`scope`, else the service's caller: `pluralign.turns.CALLER`,
+set for each request's task and threads); the CLI and jobs, with neither set, share one scope of their own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import itertools
 import math
 import re
 import threading
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-import cachetools
 import numpy as np
 import regex
+
+from pluralign.cache import FairLRU
+from pluralign.turns import CALLER
 
 FEATURES_VERSION = "text-features-6"  # bump when a definition changes: stored user states refit
 FEATURE_NAMES = ("length", "list_items", "exclamations", "contractions", "word_length", "second_person", "affirmation")
@@ -83,7 +95,23 @@ _APOSTROPHE = re.compile(r"['’]")
 _YOU = re.compile(r"\byou(?:r|rs|rself|['’](?:re|ll|ve|d))?\b", re.IGNORECASE)
 
 
-FEATURES_CACHED = 1 << 16  # texts whose features are kept (~0.38 KB each traced, ~24 MB at the bound)
+FEATURES_CACHED = 1 << 16  # texts whose features are kept, of all tenants (~0.38 KB each traced, ~24 MB at the bound)
+
+# the tenant whose work reads features now (`scope`); None: the service's caller (`pluralign.turns.CALLER`)
+_SCOPE: contextvars.ContextVar[str | None] = contextvars.ContextVar("pluralign_features_scope", default=None)
+_cached: FairLRU[bytes, tuple[float, ...]] = FairLRU(lambda features: 1)  # (tenant, digest) -> features; counts entries
+_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def scope(tenant: str) -> Iterator[None]:
+    """The features read in the block are cached as `tenant`'s (work for a tenant outside a request of its: a refit
+    on a worker thread)."""
+    token = _SCOPE.set(f"tenant:{tenant}")
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
 def _digest(text: str) -> bytes:
@@ -93,11 +121,24 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-@cachetools.cached(cachetools.LRUCache(maxsize=FEATURES_CACHED), key=_digest, lock=threading.Lock())
 def text_features(text: str) -> tuple[float, ...]:
     """The F features of one answer (see the module docstring for their meaning and scale). Cached by the text's
-    digest (`_digest`): a refit reads the same stored answers again, and a regex pass is most of a refit's cost (a hit
-    costs the digest, 1-3 us for 200 characters, 1-5% of a pass)."""
+    digest (`_digest`) under the tenant of the work (module docstring): a refit reads the same stored answers again,
+    and a regex pass is most of a refit's cost (a hit costs the digest, 1-3 us for 200 characters, 1-5% of a pass)."""
+    tenant, key = _SCOPE.get() or CALLER.get(), _digest(text)
+    with _lock:
+        found = _cached.get(tenant, key)
+    if found is not None:
+        return found
+    found = _computed(text)
+    with _lock:
+        _cached.put(tenant, key, found)
+        _cached.evict(FEATURES_CACHED)
+    return found
+
+
+def _computed(text: str) -> tuple[float, ...]:
+    """`text_features`, not cached."""
     if text.isascii():
         found = list(_ASCII_WORD.finditer(text))
     else:

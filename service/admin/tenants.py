@@ -61,17 +61,13 @@ def _after(request: Request, after: str | None) -> str | None:
 
 def user_page(request: Request, tenant: str, after: str | None, limit: int) -> TenantUserPage:
     """The page (`TenantUserPage`) of `tenant`'s users after `after`; the pending rows of the feedback log are
-    counted for the users in its range."""
+    counted for the users in its range, read from the tenant's own pending records (`FeedbackLog.tenant_pending`: work
+    in proportion to its backlog, not to every tenant's users in the log)."""
     rt = request.app.state.runtime
     users, more = rt.store.tenant_users(tenant, after, limit)
     last = users[-1].user if more else None
     in_range = lambda u: (after is None or u > after) and (last is None or u <= last)  # noqa: E731
-    pending = {}
-    for t, u in sorted(rt.ingest.log.users()):
-        if t == tenant and in_range(u):
-            rows = sum(len(e.rows) for e in rt.ingest.log.pending_for(t, u))
-            if rows:
-                pending[u] = rows
+    pending = {u: rows for u, rows in sorted(rt.ingest.log.tenant_pending(tenant).items()) if in_range(u)}
     return TenantUserPage(tenant=tenant, users=users, pending=pending, next=last)
 
 

@@ -43,6 +43,7 @@ from pluralign.store.history import History
 from pluralign.store.tables import DeletedMeanwhile
 from pluralign.user import FEATURE_NAMES, Ties, UserState
 from pluralign.user.active import RECENT_ANSWERS
+from pluralign.user.features import scope as features_scope
 from pluralign.user.pooled import PooledPrior, pooled_prior
 from pluralign.user.stated import STATED_VERSION, Direction, StatedChange, StatedPreferences, merged_history
 from pluralign.user.summary import (
@@ -166,6 +167,13 @@ def refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None = 
 
 
 def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, unsaved_ok: bool = False) -> UserWeights:
+    """`refit`'s work, the features of the user's answers cached as their tenant's (`pluralign.user.features.scope`):
+    a refit the feedback worker queued runs with none of the request's context, whose caller names the tenant."""
+    with features_scope(tenant):
+        return _fitted(rt, tenant, user_id, rewards, unsaved_ok)
+
+
+def _fitted(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, unsaved_ok: bool = False) -> UserWeights:
     # one snapshot of the history for vectors, texts and attributes: feedback moved into the table
     # meanwhile must not make them disagree (the next read sees the new rows as stale and refits). With
     # replicas, on the newest version: rows another replica's DELETE took less than `store_sync_ms` ago,

@@ -22,9 +22,10 @@ class Clock:
 
 def bare() -> tuple[HistoryCache, Clock]:
     """A cache with room for one big history and not quite a small one beside it, the small one held by a tenant of
-    its own."""
+    its own. Its takes of all tenants together are not bounded (`takes_in_all`): these tests read each tenant's own
+    books, with hundreds of tenants taking in one `TAKE_AGAIN_S` (the bound of all, `tests/unit/test_fair59_takes.py`)."""
     clock = Clock()
-    cache = HistoryCache(2 * HISTORY_ENTRY_BYTES + BIG.nbytes + SMALL.nbytes - 1, clock=clock)
+    cache = HistoryCache(2 * HISTORY_ENTRY_BYTES + BIG.nbytes + SMALL.nbytes - 1, clock=clock, takes_in_all=1 << 20)
     cache.get(FILLER, lambda: SMALL)
     return cache, clock
 
