@@ -34,7 +34,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
-from pluralign.data.decode_words import in_our_words, said, validation_problem
+from pluralign.data.decode_words import in_our_words, validation_problem
 from pluralign.data.record import USER_ID, USER_ID_RULE
 from pluralign.data.text import MAX_SHOWN, closest_name, controls_escaped, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
 from pluralign.store.failures import StoreUnavailable, TenantBacklog, storage_problem, unavailable
@@ -252,7 +252,8 @@ def _msgspec_param(message: str) -> tuple[str, str | None, str | None]:
     The param is OpenAI's dotted form (`messages[0].role`); an unknown field is the field itself."""
     code = "unknown_parameter" if _UNKNOWN.search(message) else None
     # a missing or unknown field is named, not the object holding it (as a body decoded strictly names it)
-    return said(message), validation_problem(message)[0] or None, code
+    path, problem = validation_problem(message)
+    return (f"`{path}`: {problem}" if path else problem), path or None, code
 
 
 def _wire_name(request: Request, argument: str) -> str:
@@ -263,6 +264,23 @@ def _wire_name(request: Request, argument: str) -> str:
     found = getattr(handler, "parsed_fn_signature", None)
     field = found.parameters.get(argument) if found is not None else None
     return getattr(getattr(field, "kwarg_definition", None), "name", None) or argument  # Query/HeaderParameter(name=...)
+
+
+def _choice_problem(request: Request | None, field: str, message: str) -> str | None:
+    """`must be one of `float`, `base64`; got 'hex'` for msgspec's `Invalid enum value 'hex'` of a body's `field` whose
+    type is a choice (a Literal of the route's body type: `service.strict.one_of`, as a strict body says it); None
+    for another message, or where the choices cannot be told."""
+    if request is None or not message.startswith("Invalid "):
+        return None
+    from service.strict import _INVALID, _choices, one_of, refused_value  # here: strict imports this module
+
+    body_type = getattr(getattr(request.scope.get("route_handler"), "parsed_data_field", None), "annotation", None)
+    found = _INVALID.match(message)
+    try:
+        choices = _choices(body_type, field) if body_type is not None and found else ()
+    except (LookupError, TypeError, AttributeError):  # a path the type does not hold as read
+        return None
+    return one_of(choices, refused_value(message), found["got"]) if choices else None
 
 
 def from_extra(extra, request: Request | None = None) -> tuple[str | None, str | None, str | None]:
@@ -278,7 +296,7 @@ def from_extra(extra, request: Request | None = None) -> tuple[str | None, str |
             key = _wire_name(request, str(key))
         if key is not None and not (item.get("source") == "body" and key == "data"):  # ours, or a query/path parameter
             # Litestar names a body's field as `key` too, msgspec's words in `message` (`Expected `int``): in ours
-            return str(key), item.get("code"), in_our_words(message) or None
+            return str(key), item.get("code"), _choice_problem(request, str(key), message) or in_our_words(message) or None
         if message:  # the body's msgspec error: the field is in its path
             text, param, code = _msgspec_param(message)
             return param, code, text

@@ -29,7 +29,7 @@ def url():
     ('{"input": "hello"}', "model", "`model`: missing required field"),
     ('{"model": "tiny", "input": 5}', "input", "`input`: must be text or a list, not an integer"),
     ('{"model": "tiny", "input": ["a", 5]}', "input[1]", "`input[1]`: must be text, not an integer"),
-    ('{"model": "tiny", "input": "a", "encoding_format": "hex"}', "encoding_format", "`encoding_format`: 'hex' is not one of the values this field takes"),
+    ('{"model": "tiny", "input": "a", "encoding_format": "hex"}', "encoding_format", "`encoding_format`: must be one of `float`, `base64`; got 'hex'"),
     ('{"model": "tiny", "input": "a"', "body", "`body`: the request body is not valid JSON: "),
 ])
 def test_a_refused_body_names_its_field_and_the_problem(url, body, param, said):
