@@ -22,6 +22,8 @@ from typing import BinaryIO, TypeVar
 
 import msgspec
 
+from pluralign.data.decode_words import said
+
 T = TypeVar("T")
 
 DECODE_ERRORS: tuple[type[ValueError], ...] = (msgspec.DecodeError, UnicodeDecodeError)
@@ -578,7 +580,7 @@ def read_description(folder: Path, kind: str, schema: int, struct: type[T], what
     try:
         return msgspec.convert(raw, struct)
     except msgspec.ValidationError as exc:
-        raise ValueError(f"{path}: not a description of {what}: {exc}") from None
+        raise ValueError(f"{path}: not a description of {what}: {said(str(exc))}") from None
 
 
 def write_description(folder: str | os.PathLike, description: object) -> None:

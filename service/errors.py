@@ -16,7 +16,6 @@ file) is not a bug: 507 or 503 naming the table or file kind, never its path (`s
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import re
@@ -35,8 +34,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_500_INTERNAL_SERVER_ERROR
 
+from pluralign.data.decode_words import in_our_words, validation_problem
 from pluralign.data.record import USER_ID, USER_ID_RULE
-from pluralign.data.text import MAX_SHOWN, controls_escaped, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
+from pluralign.data.text import MAX_SHOWN, closest_name, controls_escaped, is_blank, shorten, shown  # noqa: F401 (MAX_SHOWN, shown: the service's names too)
 from pluralign.store.failures import StoreUnavailable, TenantBacklog, storage_problem, unavailable
 from service.head import allow_for
 from service.metrics import route_of
@@ -241,28 +241,19 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 
 MAX_PARAM = 64  # characters of a field's name an error repeats: the name comes from the client, at any length
 _MISSING = re.compile(r"^Missing required (?P<source>\w+) parameter '(?P<name>[^']*)' for path ")  # Litestar's message
-_AT_PATH = re.compile(r" - at (?:`key` in )?`\$\.?([^`]*)`$")  # a bad key of a dict is named by the dict
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _HINT = re.compile(r" \(did you mean `[^`]+`\?\)")
-_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 
 
 def _msgspec_param(message: str) -> tuple[str, str | None, str | None]:
-    """msgspec's `Expected `float`, got `str` - at `$.temperature`` -> (message, param, code).
+    """msgspec's `Expected `float`, got `str` - at `$.temperature`` -> ("`temperature`: must be a number, not text",
+    "temperature", None): the problem in our words (`pluralign.data.decode_words`).
 
     The param is OpenAI's dotted form (`messages[0].role`); an unknown field is the field itself."""
-    param, code = None, None
-    found = _AT_PATH.search(message)
-    if found:
-        param = found.group(1) or None
-    unknown = _UNKNOWN.search(message)
-    if unknown:
-        param = f"{param}.{unknown.group(1)}" if param else unknown.group(1)
-        code = "unknown_parameter"
-    missing = _MISSING_FIELD.search(message)
-    if missing:  # the field is named, not the object holding it (as a body decoded strictly names it)
-        param = f"{param}.{missing.group(1)}" if param else missing.group(1)
-    return message, param, code
+    code = "unknown_parameter" if _UNKNOWN.search(message) else None
+    # a missing or unknown field is named, not the object holding it (as a body decoded strictly names it)
+    path, problem = validation_problem(message)
+    return (f"`{path}`: {problem}" if path else problem), path or None, code
 
 
 def _wire_name(request: Request, argument: str) -> str:
@@ -273,6 +264,23 @@ def _wire_name(request: Request, argument: str) -> str:
     found = getattr(handler, "parsed_fn_signature", None)
     field = found.parameters.get(argument) if found is not None else None
     return getattr(getattr(field, "kwarg_definition", None), "name", None) or argument  # Query/HeaderParameter(name=...)
+
+
+def _choice_problem(request: Request | None, field: str, message: str) -> str | None:
+    """`must be one of `float`, `base64`; got 'hex'` for msgspec's `Invalid enum value 'hex'` of a body's `field` whose
+    type is a choice (a Literal of the route's body type: `service.strict.one_of`, as a strict body says it); None
+    for another message, or where the choices cannot be told."""
+    if request is None or not message.startswith("Invalid "):
+        return None
+    from service.strict import _INVALID, _choices, one_of, refused_value  # here: strict imports this module
+
+    body_type = getattr(getattr(request.scope.get("route_handler"), "parsed_data_field", None), "annotation", None)
+    found = _INVALID.match(message)
+    try:
+        choices = _choices(body_type, field) if body_type is not None and found else ()
+    except (LookupError, TypeError, AttributeError):  # a path the type does not hold as read
+        return None
+    return one_of(choices, refused_value(message), found["got"]) if choices else None
 
 
 def from_extra(extra, request: Request | None = None) -> tuple[str | None, str | None, str | None]:
@@ -287,7 +295,8 @@ def from_extra(extra, request: Request | None = None) -> tuple[str | None, str |
         if key is not None and item.get("source") in ("header", "query") and request is not None:
             key = _wire_name(request, str(key))
         if key is not None and not (item.get("source") == "body" and key == "data"):  # ours, or a query/path parameter
-            return str(key), item.get("code"), message or None
+            # Litestar names a body's field as `key` too, msgspec's words in `message` (`Expected `int``): in ours
+            return str(key), item.get("code"), _choice_problem(request, str(key), message) or in_our_words(message) or None
         if message:  # the body's msgspec error: the field is in its path
             text, param, code = _msgspec_param(message)
             return param, code, text
@@ -375,8 +384,8 @@ def _place_hint(request: Request, path: str) -> str | None:
 def _route_hint(request: Request) -> str | None:
     """What a 404 for a path no route has says instead of pointing at the docs, when the path is plainly
     one of ours mis-sent: a route without its `/v1` (an OpenAI client given the service's URL as its
-    `base_url`) or with `/v1` twice (a base URL ending in /v1/v1), or a route with one of its fixed
-    segments mistyped by a letter or two (`/v1/chat/completion`, `/healthz`). None when no route is
+    `base_url`) or with `/v1` twice (a base URL ending in /v1/v1), or a route with its fixed segments
+    mistyped (`_closest_route`: `/v1/chat/completion`, `/healthz`, `/v1/feed`). None when no route is
     that close, or the close one does not take the request's method: a guess there would mislead. The hint
     names no host: the request's Host header is the client's to set (and, behind a proxy, an internal name)."""
     method, path = request.method, request.url.path
@@ -389,25 +398,42 @@ def _route_hint(request: Request) -> str | None:
             return f"did you mean `{method} {shorten(meant, MAX_PATH + 3, '...')}`? ({why}: an OpenAI client's base_url is the service's URL ending in /v1)"
     if (unserved := _openai_api_hint(path)) is not None:
         return unserved
-    sent = path.strip("/").split("/")
-    best, best_ratio = None, 0.75  # a letter or two off in a segment of 4 or more
-    for route in request.app.routes:
-        wanted = "GET" if method == "HEAD" else method
-        parts = getattr(route, "path_components", None)
-        if parts is None or route.path.startswith("/schema") or wanted not in getattr(route, "methods", ()) or len(parts) != len(sent):
-            continue
-        differing = [(a, b) for a, b in zip(sent, parts, strict=True) if isinstance(b, str) and a != b]  # the fixed segments that differ
-        if len(differing) != 1:
-            continue
-        matcher = difflib.SequenceMatcher(None, *differing[0])
-        if matcher.real_quick_ratio() < best_ratio:  # lengths too far apart (a 60 KB segment): ratio() would cost 100 ms
-            continue
-        ratio = matcher.ratio()
-        if ratio >= best_ratio:
-            best, best_ratio = "/" + "/".join(b if isinstance(b, str) else a for a, b in zip(sent, parts, strict=True)), ratio
+    best = _closest_route(request, method, path.strip("/").split("/"))
     if best is not None and _routes(request, method, best):
         return f"did you mean `{method} {shorten(best, MAX_PATH + 3, '...')}`? ({_reference(best)} lists the routes)"
     return None
+
+
+def _closest_route(request: Request, method: str, sent: list[str]) -> str | None:
+    """The path of the one route taking `method` that the path's segments `sent` most likely mean: as many segments,
+    each of its fixed ones that differs from the one sent being the name `closest_name` picks for it among the fixed
+    segments of that place in the routes taking `method` (`completion`: `completions`, `user`: `users`, `feed`:
+    `feedback`, `next`: `next-comparison`, `V1`: `v1`); of two routes as close, the one fewer segments away, and
+    none when still two. The one rule of every "did you mean" (`pluralign.data.text.closest_name`), not difflib's
+    ratio of 0.75 this used: that named far ones (`forwards` read as `rewards`, `preference_kinds` as `preferences`,
+    `charts` as `chat`) and missed a word begun (`feed`, `next`, `stated`), and a path with two segments mistyped."""
+    wanted = "GET" if method == "HEAD" else method
+    shapes = [parts for route in request.app.routes
+              if (parts := getattr(route, "path_components", None)) is not None and len(parts) == len(sent)
+              and not route.path.startswith("/schema") and wanted in getattr(route, "methods", ())]
+    picked: dict[int, str | None] = {}  # place -> the fixed segment closest to the one sent there (`closest_name`)
+    found: dict[str, int] = {}  # route's path as meant -> how many segments it changed
+    for parts in shapes:
+        changed = 0
+        for place, (a, b) in enumerate(zip(sent, parts, strict=True)):
+            if not isinstance(b, str) or a == b:
+                continue
+            if place not in picked:
+                picked[place] = closest_name(a, [p[place] for p in shapes if isinstance(p[place], str)])
+            if picked[place] != b:
+                break
+            changed += 1
+        else:
+            if changed:
+                found["/" + "/".join(b if isinstance(b, str) else a for a, b in zip(sent, parts, strict=True))] = changed
+    fewest = min(found.values(), default=0)
+    closest = [meant for meant, changed in found.items() if changed == fewest]
+    return closest[0] if len(closest) == 1 else None
 
 
 def _reference(path: str) -> str:

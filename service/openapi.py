@@ -231,8 +231,13 @@ REQUEST_EXAMPLES: dict[tuple[str, str], dict[str, dict]] = {
     ("/v1/calibration-pool", "put"): {
         "pool": {"summary": "the questions next-comparison asks when a request sends no pool", "value": {"pool": _POOL}},
     },
+    # the first is the one the docs page shows: a population model on the built-in persona protocol, which a fresh
+    # service takes (an adapter needs its user's stored comparisons: a 400 naming `params.user` before any)
     ("/admin/jobs", "post"): {
-        "adapter": {"summary": "train alice's LoRA adapter", "value": {"kind": "adapter", "params": {"tenant": "default", "user": "alice"}}},
+        "population": {"summary": "train the population model (PAL-A) on the built-in persona protocol: needs no stored "
+                                  "comparisons", "value": {"kind": "pal", "params": {"protocol": "persona"}}},
+        "adapter": {"summary": "train alice's LoRA adapter, once she has stored comparisons (without any: a 400 naming "
+                               "`params.user`)", "value": {"kind": "adapter", "params": {"tenant": "default", "user": "alice"}}},
     },
     ("/v1/users/{user_id}/import", "post"): {
         "rows": {"summary": "two comparisons in TRL's standard form", "value":

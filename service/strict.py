@@ -34,6 +34,7 @@ from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 from litestar.types import Receive, Scope, Send
 
+from pluralign.data.decode_words import in_our_words
 from pluralign.data.io import utf16_like
 from pluralign.data.json_keys import repeated_key
 from pluralign.data.record import MAX_CREATED_AT, time_text_hint
@@ -69,11 +70,11 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
     if problem.startswith("Expected `str` matching regex"):  # the pattern in words, not the regex
         problem = next((f"must be {words}" for core, words in PATTERN_WORDS.items() if core in problem), problem)
     elif _NUMBER_FOR_TEXT.fullmatch(problem):  # `"user": 3`: no number is read as text (3.0 may be "3" or "3.0")
-        problem += " (a number where text goes: send it as a JSON string, in quotes: \"3\", not 3)"
+        problem += " (send it as a JSON string, in quotes: \"3\", not 3)"
     elif _TEXT_FOR_NUMBER.fullmatch(problem):  # `"max_tokens": "64"`, as a form's or a script's value stringified
-        problem += " (text where a number goes: send the number without quotes, 3, not \"3\")"
+        problem += " (send the number without quotes: 3, not \"3\")"
     elif _TEXT_FOR_BOOL.fullmatch(problem):  # `"stream": "true"`
-        problem += " (text where a boolean goes: send true or false without quotes)"
+        problem += " (send true or false without quotes)"
     return path or "body", problem
 
 
@@ -1077,7 +1078,8 @@ async def strict_json_body(request: Request) -> None:
         # where the body's type says more of a choice than its field's choices (a chat's content part, by its role)
         if invalid and (said := getattr(data.annotation, "choice_problem", None)) and (own := said(field, body, invalid["got"])):
             problem, code = own
-        raise bad_request(field, problem, code=code) from None
+        key = "a key: " if problem.startswith("a key: ") else ""  # msgspec's words left (`Expected `int`, got `str``) in ours
+        raise bad_request(field, key + in_our_words(problem[len(key):]), code=code) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         raise await undecodable_json_off_loop(body, exc, data.annotation) from None
     except UnicodeDecodeError as exc:

@@ -112,12 +112,30 @@ def _unrecognized(command: argparse.ArgumentParser, extras: list[str]) -> str:
     --port?)`."""
     from pluralign.data.text import closest_name
 
-    given = {word.partition("=")[0] for word in getattr(command, "_words", []) if word.startswith("--")}
     options = [s for action in command._actions for s in action.option_strings if s.startswith("--")]
+    given = _given_options(command, options)
     typed = [word.partition("=")[0] for word in extras if word.startswith("--")]
     close = [m for word in typed if (m := closest_name(word, options, given=given))]
     hint = f" (did you mean {', '.join(dict.fromkeys(close))}?)" if close else ""
     return f"unrecognized arguments: {' '.join(extras)}{hint}"
+
+
+def _given_options(command: argparse.ArgumentParser, options: list[str]) -> set[str]:
+    """The options of `command` its words give, each as it is named: one given by an abbreviation argparse takes (the
+    one option it begins, `--learn` for `--learning-rate`, while `allow_abbrev` is on) is that option, which was given
+    as surely as when spelt out (a hint to it, `--learning-rte`: did you mean --learning-rate?, named one given)."""
+    given = set()
+    for word in getattr(command, "_words", []):
+        if word == "--":  # what follows is no option
+            break
+        if not word.startswith("--"):
+            continue
+        name = word.partition("=")[0]
+        given.add(name)
+        begun = [option for option in options if option.startswith(name)] if command.allow_abbrev and name not in options else []
+        if len(begun) == 1:
+            given.add(begun[0])
+    return given
 
 
 def _chosen_command(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:

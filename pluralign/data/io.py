@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import regex
 
+from pluralign.data.decode_words import in_our_words
 from pluralign.data.json_keys import keys_kept, repeated_key
 from pluralign.data.record import (
     MAX_CREATED_AT,
@@ -339,6 +340,8 @@ def row_to_preference(row: Any, line: int, default_user: str | None = None, *,
             name = problem.split('`')[1]
             problem = (f"unknown field `{shorten(name, 64, '...')}`" if " - at " in str(exc)
                        else _other_type_column(name) if name in _OTHER_TYPE_COLUMNS else _unknown_field(name, given))
+        else:  # msgspec's words (`Expected `str`, got `int``) in ours
+            problem = in_our_words(problem)
         raise PreferenceError(line, _field_of(str(exc)), problem) from None
     plain = not implicit and isinstance(original.chosen, str) and isinstance(original.prompt, str) and not original.extra
     return record if plain else msgspec.structs.replace(record, trl=original)

@@ -28,6 +28,7 @@ import torch
 
 from pluralign.cache import FairLRU, Takes
 from pluralign.checks import whole
+from pluralign.data.decode_words import said
 from pluralign.data.record import Persisted
 from pluralign.files import DECODE_ERRORS, other_schema, staged_folder, writing_to
 from pluralign.policy.logprobs import BASE_ADAPTER, encode_responses, prompt_ids, sequence_logprobs
@@ -117,7 +118,7 @@ def read_meta(folder: str | Path) -> AdapterMeta:
     try:
         return _meta_decoder.decode(data)
     except DECODE_ERRORS as exc:  # a field missing or of another type
-        raise AdapterError(f"{path}: not an adapter description: {exc}") from None
+        raise AdapterError(f"{path}: not an adapter description: {said(str(exc)) if isinstance(exc, msgspec.ValidationError) else exc}") from None
 
 
 @contextmanager

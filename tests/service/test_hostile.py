@@ -129,7 +129,7 @@ def test_a_number_out_of_range_in_a_map_names_its_key(svc, who, path, body, fiel
         r = c.post(path, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text
     assert field_named(r) == field, r.text
-    assert f"`{field}`: Number out of range" in r.text
+    assert f"`{field}`: a number out of range: no 64-bit integer or float holds it" in r.text
 
 
 @pytest.mark.parametrize("change,field", [

@@ -190,11 +190,11 @@ def test_a_stated_preference_sent_without_its_preferences_object_is_told_where_i
 
 @pytest.mark.parametrize(("path", "body", "field", "hint"), [
     ("/v1/chat/completions", {"model": "pluralign", "user": "alice", "max_tokens": "64", "messages": [{"role": "user", "content": "Hi"}]},
-     "max_tokens", "`max_tokens`: Expected `int | null`, got `str` (text where a number goes: send the number without quotes, 3, not \"3\")"),
+     "max_tokens", "`max_tokens`: must be an integer or null, not text (send the number without quotes: 3, not \"3\")"),
     ("/v1/chat/completions", {"model": "pluralign", "user": "alice", "stream": "true", "messages": [{"role": "user", "content": "Hi"}]},
-     "stream", "`stream`: Expected `bool | null`, got `str` (text where a boolean goes: send true or false without quotes)"),
+     "stream", "`stream`: must be true, false or null, not text (send true or false without quotes)"),
     ("/v1/feedback", {"type": "comparison", "user": "alice", "prompt": "p", "chosen": "a", "rejected": "b", "margin": "1"},
-     "margin", "`margin`: Expected `float | null`, got `str` (text where a number goes: send the number without quotes, 3, not \"3\")"),
+     "margin", "`margin`: must be a number or null, not text (send the number without quotes: 3, not \"3\")"),
 ])
 def test_a_number_or_boolean_sent_as_text_is_told_to_drop_the_quotes(svc, path, body, field, hint):
     """Before (trial58): `"max_tokens": "64"` (a form's value, or a script's, stringified) was "Expected `int | null`, got

@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from pluralign.data.decode_words import in_our_words
 from pluralign.data.record import MAX_CREATED_AT, Base, digits_date_problem, tenant_problem, time_text_hint
 from pluralign.data.text import closest_name, is_blank, shorten, surrogate_problem
 
@@ -135,7 +136,7 @@ def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
         problem = NAME_WORDS
     elif path == ".group_by" and problem.startswith("Expected `str` of length"):
         problem = GROUP_BY_WORDS
-    return "params" + path, problem
+    return "params" + path, in_our_words(problem)
 
 
 def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool = False) -> Base:

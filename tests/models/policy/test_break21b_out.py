@@ -93,7 +93,7 @@ def cut_short(path):
 DAMAGE = {  # a damaged copy of an FSPO adapter, and what the error then says of it
     "description cut short": ("pluralign.json", cut_short, "pluralign.json: not an adapter description: "),
     "a field of another type": ("pluralign.json", lambda p: p.write_text(p.read_text().replace('"shots": 1', '"shots": "one"')),
-                                "pluralign.json: not an adapter description: Expected `int`, got `str` - at `$.shots`"),
+                                "pluralign.json: not an adapter description: `shots`: must be an integer, not text"),
     "weights cut short": ("adapter_model.safetensors", cut_short, ": the adapter's weights cannot be loaded (truncated, or for another model)"),
 }
 

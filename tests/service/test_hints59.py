@@ -1,0 +1,109 @@
+"""Session 59 (hints59), against the real app over HTTP: a 404's route hint, msgspec's wording, the jobs example.
+
+- A path a route's fixed segments are mistyped in is told the route meant by `pluralign.data.text.closest_name`, the
+  one rule of every "did you mean". Before, difflib at ratio 0.75 chose it: a word begun (`/v1/feed`, `.../next`) and
+  a path with two segments off (`/V1/Models`) had no hint, and far paths had one (`/v1/forwards/score` was told
+  `/v1/rewards/score`, `.../preference_kinds` `.../preferences`).
+- A body's field of the wrong type or out of bounds is said in our words (`must be an integer or null, not text`):
+  before, msgspec's (`Expected `int | null`, got `str``, `Expected `int` >= 1`, `Number out of range`).
+- The Swagger page's first example of `POST /admin/jobs` is taken by a fresh service: before, it was alice's adapter,
+  a 400 until she has stored comparisons."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.service.tiny import start_service
+
+HI = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    # no job runs (job_workers 0): a queued job is what the examples ask for
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    admin_handlers=ADMIN_HANDLERS, job_workers=0)
+    service.keys["default"] = service.runtime.keys.issue("default")
+    with server:
+        yield service
+
+
+def _error(r: httpx.Response) -> dict:
+    return r.json()["error"]
+
+
+@pytest.mark.parametrize("method,path,meant", [
+    ("POST", "/v1/chat/completion", "POST /v1/chat/completions"),
+    ("GET", "/v1/user/alice", "GET /v1/users/alice"),
+    ("POST", "/v1/feedbacks", "POST /v1/feedback"),
+    ("POST", "/v1/feed", "POST /v1/feedback"),  # a word begun
+    ("POST", "/v1/users/alice/next", "POST /v1/users/alice/next-comparison"),
+    ("GET", "/v1/users/alice/stated", "GET /v1/users/alice/stated-preferences"),
+    ("GET", "/V1/Models", "GET /v1/models"),  # two segments in another case
+    ("GET", "/v1/user/alice/preference", "GET /v1/users/alice/preferences"),  # two segments a letter off
+])
+def test_a_mistyped_route_is_told_the_route_meant(svc, method, path, meant):
+    r = httpx.request(method, svc.url + path, headers={"Authorization": f"Bearer {svc.keys['acme']}"})
+    assert r.status_code == 404, r.text
+    assert _error(r)["message"].startswith(f"no route `{method} {path}`: did you mean `{meant}`?"), r.text
+
+
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/v1/forwards/score"),  # no slip of `rewards`
+    ("GET", "/v1/users/alice/preference_kinds"),  # no slip of `preferences`
+    ("POST", "/v1/chat/complete"),
+    ("GET", "/v1/feedbacks"),  # /v1/feedback takes no GET
+    ("GET", "/v1/nope"),
+])
+def test_a_path_far_from_every_route_gets_no_hint(svc, method, path):
+    r = httpx.request(method, svc.url + path, headers={"Authorization": f"Bearer {svc.keys['acme']}"})
+    assert r.status_code == 404, r.text
+    assert _error(r)["message"] == f"no route `{method} {path}`: docs/api.md lists the routes", r.text
+
+
+@pytest.mark.parametrize("path,who,body,param,said", [
+    ("/v1/chat/completions", "acme", {"model": "pluralign", "user": "ann", "messages": HI, "max_tokens": "64"}, "max_tokens",
+     "`max_tokens`: must be an integer or null, not text (send the number without quotes: 3, not \"3\")"),
+    ("/v1/chat/completions", "acme", {"model": "pluralign", "user": "ann", "messages": HI, "stream": "true"}, "stream",
+     "`stream`: must be true, false or null, not text (send true or false without quotes)"),
+    ("/v1/chat/completions", "acme", {"model": "pluralign", "user": "ann", "messages": HI, "temperature": 1e400}, "temperature",
+     "`temperature`: a number out of range: no 64-bit integer or float holds it"),
+    ("/v1/feedback", "acme", {"type": "comparison", "user": 3, "prompt": "p", "chosen": "a", "rejected": "b"}, "user",
+     "`user`: must be text, not an integer (send it as a JSON string, in quotes: \"3\", not 3)"),
+    ("/admin/jobs", "admin", {"kind": "pal", "params": {"epochs": 0}}, "params.epochs", "`params.epochs`: must be at least 1"),
+    ("/admin/jobs", "admin", {"kind": "pal", "params": {"epochs": "3"}}, "params.epochs", "`params.epochs`: must be an integer, not text"),
+])
+def test_a_field_s_problem_is_said_in_our_words(svc, path, who, body, param, said):
+    import json
+
+    r = httpx.post(svc.url + path, headers={"Authorization": f"Bearer {svc.keys[who]}", "Content-Type": "application/json"},
+                   content=json.dumps(body).replace("Infinity", "1e400"), timeout=60)
+    assert r.status_code == 400, r.text
+    error = _error(r)
+    assert error["param"] == param and error["message"].startswith(said), r.text
+    assert "Expected" not in error["message"] and "`$" not in error["message"], r.text
+
+
+def test_the_jobs_examples_on_the_docs_page_are_taken_by_a_fresh_service(svc):
+    """The first example is the one Swagger UI's "Try it out" shows; the adapter one is taken once alice has a stored
+    comparison, as its summary says (before that: the 400 naming `params.user` it names)."""
+    examples = httpx.get(svc.url + "/schema/openapi.json").json()["paths"]["/admin/jobs"]["post"]["requestBody"]["content"]
+    [(_, spec)] = examples.items()
+    (first, shown), *others = spec["examples"].items()
+    with svc.client("admin") as admin:
+        r = admin.post("/admin/jobs", json=shown["value"])
+        assert r.status_code == 201, (first, r.text)
+        assert r.json()["state"] == "queued", r.text
+        [(name, adapter)] = others
+        assert adapter["value"]["kind"] == "adapter" and "stored comparisons" in adapter["summary"], adapter
+        r = admin.post("/admin/jobs", json=adapter["value"])
+        assert r.status_code == 400 and _error(r)["param"] == "params.user", r.text
+        user, tenant = adapter["value"]["params"]["user"], adapter["value"]["params"]["tenant"]
+        with svc.client(tenant) as client:
+            stored = client.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Tea or coffee?",
+                                                        "chosen": "Tea.", "rejected": "Coffee."})
+            assert stored.status_code == 201, stored.text
+        r = admin.post("/admin/jobs", json=adapter["value"])
+        assert r.status_code == 201, (name, r.text)
