@@ -1039,7 +1039,11 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None, stated=None))
         line["user_model"] = msgspec.to_builtins(stored_state(record))  # the residual posterior, readable
         stated = stated_of(record)  # stated preferences and every change, versioned (not the epoch: `StatedShown`)
-        line["stated"] = msgspec.to_builtins(StatedShown.of(stated, stated_history(rt, tenant, user_id, stated)))
+        # the history's place on the line, filled as it is read (`_stated_history_pieces`): a random text no row holds
+        history_at = f"stated-history-{uuid.uuid4().hex}"
+        line["stated"] = {**msgspec.to_builtins(StatedShown.of(stated, [])), "history": history_at}
+        history = _stated_history_pieces(rt, tenant, user_id, stated)
+        first_changes = next(history)  # the first page before any line: its failure is the export's, nothing sent
     preferences = rt.store.preferences_in_order(tenant, user_id)
     interactions = rt.store.interactions_in_order(tenant, user_id)
     set_aside = rt.ingest.dead_letters.rows_of(tenant, user_id)
@@ -1047,12 +1051,37 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         # the rows the lines below hold (of the versions they are read from), as the profile counts them: the row's own
         # counts are its last refit's, which no chat makes; the store's counts now may hold a row stored since
         line["n_preferences"], line["n_interactions"] = len(preferences), len(interactions)
-        yield encode({"type": "user", **line}) + b"\n"
+        before, after = encode({"type": "user", **line}).split(encode(history_at))
+        yield before + b"[" + first_changes
+        yield from history
+        yield b"]" + after + b"\n"
     for row in preferences:
         yield encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n"
     yield from set_aside_lines(set_aside)
     for item in interactions:
         yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
+
+
+STATED_VERSIONS_PER_READ = 500  # versions of stated changes (at most 16 changes each) an export reads at once
+
+
+def _stated_history_pieces(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences) -> Iterator[bytes]:
+    """The export's `stated.history` (every version's changes, oldest first) as pieces of the JSON array's inside,
+    `STATED_VERSIONS_PER_READ` versions a read (`stated_history`), each piece after the first opening with its comma:
+    the history has no bound (2^63 versions), and held whole it made an export of a user who changed their mind a
+    million times hold every change at once, where its preference and chat lines are read 1,000 rows at a time.
+    Always yields a first piece (empty for no change)."""
+    encode = msgspec.json.encode
+    first, written = 1, False
+    while True:
+        last = min(stated.version, first + STATED_VERSIONS_PER_READ - 1)
+        page = stated_history(rt, tenant, user_id, stated, first, last) if first <= stated.version else []
+        piece = encode(page)[1:-1]
+        yield (b"," + piece) if written and piece else piece
+        written = written or bool(piece)
+        if last >= stated.version:
+            return
+        first = last + 1
 
 
 def set_aside_lines(letters: list) -> Iterator[bytes]:
