@@ -173,9 +173,11 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
     history = rt.store.history(tenant, user_id, latest=True)
     prompt, chosen, rejected, chosen_texts, rejected_texts = history.comparison_set()  # (N, d) x 3, N texts x 2
     ties = Ties(*history.tie_set()) if residual_on(rt) else None  # (M, d) x 3, M texts x 2: the user model fits them too
-    from_feedback: dict[str, str] = {}
+    from_feedback: dict[str, str] = {}  # in the order each label was last given
     for row in sorted(history.rows, key=lambda r: r["created_at"]):  # the seconds each meant (`History.meta`)
-        from_feedback.update(json.loads(row["attributes"]))
+        for name, value in json.loads(row["attributes"]).items():
+            from_feedback.pop(name, None)
+            from_feedback[name] = value
     rt.store.refresh("users")  # with replicas: the row written back keeps another's stated preferences (PATCHed a moment ago)
     record = rt.store.get_user(tenant, user_id)
     stated = stated_of(record)
@@ -217,7 +219,7 @@ def _refit(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None, 
         if record is None:
             return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
     except StoreUnavailable as exc:
-        record = _onto(record, fit, from_feedback)
+        record = _onto(record, fit, from_feedback, rt.settings.max_attributes)
         if not unsaved_ok:
             raise
         log.error("the fit of a user of tenant %s is served without being stored (fitted again until it is): %s", tenant, exc)
@@ -234,14 +236,18 @@ USER_ROW_WRITES = 5  # tries of a conditional write of a users row (`_write_over
 _UNREAD = object()
 
 
-def _onto(read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str]) -> UserRecord:
+def _onto(read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str], labels: int) -> UserRecord:
     """The users row of a refit: `fit`'s fitted fields (PAL logits, the residual, counts, model version) on the row
     `read` (None: none), whose stated preferences, adapter and attributes it keeps (the attributes their feedback
-    carried, `from_feedback`, over them)."""
+    carried, `from_feedback`, in the order each was last given, over them), at most `labels` of them: those given last.
+    A feedback carries at most `max_attributes` labels, and a row holding every label any of the user's feedback
+    carried grew without bound (32 new names a feedback: 100 MB after 10,000), read whole by each chat and profile."""
+    held = {} if read is None else {name: value for name, value in read.attributes.items() if name not in from_feedback}
+    attributes = dict(list({**held, **from_feedback}.items())[-labels:])
     if read is None:
-        return msgspec.structs.replace(fit, attributes=dict(from_feedback))
+        return msgspec.structs.replace(fit, attributes=attributes)
     return msgspec.structs.replace(fit, created_at=read.created_at, updated_at=max(fit.updated_at, read.updated_at),
-                                   attributes={**read.attributes, **from_feedback}, adapter=read.adapter, stated=read.stated)
+                                   attributes=attributes, adapter=read.adapter, stated=read.stated)
 
 
 def _write_over_read(rt: Runtime, tenant: str, user_id: str, draw: Callable[[UserRecord | None], UserRecord | None],
@@ -298,7 +304,7 @@ def _store_fit(rt: Runtime, read: UserRecord | None, fit: UserRecord, from_feedb
     (`fitted_on_rows` False) and that row is gone (a DELETE took it). Raises StoreUnavailable as `put_user` does."""
 
     def draw(read: UserRecord | None) -> UserRecord | None:
-        return None if read is None and not fitted_on_rows else _onto(read, fit, from_feedback)
+        return None if read is None and not fitted_on_rows else _onto(read, fit, from_feedback, rt.settings.max_attributes)
 
     def give_up(record: UserRecord) -> UserRecord:
         log.warning("the refit of a user of tenant %s was not stored: their row changed %d times while it was written",

@@ -55,3 +55,21 @@ def test_an_export_reads_a_long_stated_history_a_page_at_a_time(svc, monkeypatch
     assert [v for v, _, _ in changes] == sorted(v for v, _, _ in changes)  # oldest first
     assert sum(read) == versions * len(FEATURE_NAMES)
     assert max(read) <= per_read * len(FEATURE_NAMES), f"rows of stated changes read at once: {read}"
+
+
+def test_a_users_labels_are_bounded_as_one_feedbacks_are(svc):
+    """A feedback carries at most `max_attributes` labels (32), and the user's row kept every label any of their
+    feedback ever carried: a tenant sending feedback of 32 new label names each time grew one users row without bound
+    (20 such feedbacks of 200-character values: 640 labels, a profile of 139 KB; 10,000 of them: 100 MB), read whole by
+    each of the user's chats, profile reads and refits, on the threads and memory every tenant shares. Now the row keeps
+    the `max_attributes` labels given last (the latest value of each)."""
+    user = "labeller59"
+    cap = svc.runtime.settings.max_attributes
+    with svc.client() as c:
+        for i in range(3):
+            labels = {"group": f"g{i}", **{f"k{i}_{j}": "v" * 200 for j in range(cap - 1)}}
+            body = {"type": "comparison", "user": user, "prompt": f"Q{i}?", "chosen": "Yes.", "rejected": "No.", "attributes": labels}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+        attributes = c.get(f"/v1/users/{user}").json()["attributes"]
+    assert len(attributes) <= cap, f"{len(attributes)} labels held for the user (a feedback takes {cap})"
+    assert attributes == labels  # the last feedback's: every one of its labels, `group` at its latest value
