@@ -231,7 +231,7 @@ EXPORT_CHUNK_BYTES = 64 * 1024
 
 
 def in_chunks(lines: Iterable[bytes], size: int = EXPORT_CHUNK_BYTES) -> Iterator[bytes]:
-    """`lines` joined into pieces of about `size` bytes (whole lines), each one body message: a line a
+    """`lines` joined into pieces of about `size` bytes (whole pieces as read), each one body message: a line a
     message passed 50,000 messages through every middleware for a 50k-row export, and a compressed
     answer flushed its compressor after every line."""
     piece: list[bytes] = []

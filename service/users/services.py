@@ -181,9 +181,11 @@ def _fitted(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None,
     history = rt.store.history(tenant, user_id, latest=True)
     prompt, chosen, rejected, chosen_texts, rejected_texts = history.comparison_set()  # (N, d) x 3, N texts x 2
     ties = Ties(*history.tie_set()) if residual_on(rt) else None  # (M, d) x 3, M texts x 2: the user model fits them too
-    from_feedback: dict[str, str] = {}
+    from_feedback: dict[str, str] = {}  # in the order each label was last given
     for row in sorted(history.rows, key=lambda r: r["created_at"]):  # the seconds each meant (`History.meta`)
-        from_feedback.update(json.loads(row["attributes"]))
+        for name, value in json.loads(row["attributes"]).items():
+            from_feedback.pop(name, None)
+            from_feedback[name] = value
     rt.store.refresh("users")  # with replicas: the row written back keeps another's stated preferences (PATCHed a moment ago)
     record = rt.store.get_user(tenant, user_id)
     stated = stated_of(record)
@@ -225,7 +227,7 @@ def _fitted(rt: Runtime, tenant: str, user_id: str, rewards: UserRewards | None,
         if record is None:
             return UserWeights(logits=rewards.prior(), prior=True, record=None, rewards=rewards)
     except StoreUnavailable as exc:
-        record = _onto(record, fit, from_feedback)
+        record = _onto(record, fit, from_feedback, rt.settings.max_attributes)
         if not unsaved_ok:
             raise
         log.error("the fit of a user of tenant %s is served without being stored (fitted again until it is): %s", tenant, exc)
@@ -242,14 +244,18 @@ USER_ROW_WRITES = 5  # tries of a conditional write of a users row (`_write_over
 _UNREAD = object()
 
 
-def _onto(read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str]) -> UserRecord:
+def _onto(read: UserRecord | None, fit: UserRecord, from_feedback: dict[str, str], labels: int) -> UserRecord:
     """The users row of a refit: `fit`'s fitted fields (PAL logits, the residual, counts, model version) on the row
     `read` (None: none), whose stated preferences, adapter and attributes it keeps (the attributes their feedback
-    carried, `from_feedback`, over them)."""
+    carried, `from_feedback`, in the order each was last given, over them), at most `labels` of them: those given last.
+    A feedback carries at most `max_attributes` labels, and a row holding every label any of the user's feedback
+    carried grew without bound (32 new names a feedback: 100 MB after 10,000), read whole by each chat and profile."""
+    held = {} if read is None else {name: value for name, value in read.attributes.items() if name not in from_feedback}
+    attributes = dict(list({**held, **from_feedback}.items())[-labels:])
     if read is None:
-        return msgspec.structs.replace(fit, attributes=dict(from_feedback))
+        return msgspec.structs.replace(fit, attributes=attributes)
     return msgspec.structs.replace(fit, created_at=read.created_at, updated_at=max(fit.updated_at, read.updated_at),
-                                   attributes={**read.attributes, **from_feedback}, adapter=read.adapter, stated=read.stated)
+                                   attributes=attributes, adapter=read.adapter, stated=read.stated)
 
 
 def _write_over_read(rt: Runtime, tenant: str, user_id: str, draw: Callable[[UserRecord | None], UserRecord | None],
@@ -306,7 +312,7 @@ def _store_fit(rt: Runtime, read: UserRecord | None, fit: UserRecord, from_feedb
     (`fitted_on_rows` False) and that row is gone (a DELETE took it). Raises StoreUnavailable as `put_user` does."""
 
     def draw(read: UserRecord | None) -> UserRecord | None:
-        return None if read is None and not fitted_on_rows else _onto(read, fit, from_feedback)
+        return None if read is None and not fitted_on_rows else _onto(read, fit, from_feedback, rt.settings.max_attributes)
 
     def give_up(record: UserRecord) -> UserRecord:
         log.warning("the refit of a user of tenant %s was not stored: their row changed %d times while it was written",
@@ -1047,7 +1053,11 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         line = msgspec.to_builtins(msgspec.structs.replace(record, user_model=None, stated=None))
         line["user_model"] = msgspec.to_builtins(stored_state(record))  # the residual posterior, readable
         stated = stated_of(record)  # stated preferences and every change, versioned (not the epoch: `StatedShown`)
-        line["stated"] = msgspec.to_builtins(StatedShown.of(stated, stated_history(rt, tenant, user_id, stated)))
+        # the history's place on the line, filled as it is read (`_stated_history_pieces`): a random text no row holds
+        history_at = f"stated-history-{uuid.uuid4().hex}"
+        line["stated"] = {**msgspec.to_builtins(StatedShown.of(stated, [])), "history": history_at}
+        history = _stated_history_pieces(rt, tenant, user_id, stated)
+        first_changes = next(history)  # the first page before any line: its failure is the export's, nothing sent
     preferences = rt.store.preferences_in_order(tenant, user_id)
     interactions = rt.store.interactions_in_order(tenant, user_id)
     set_aside = rt.ingest.dead_letters.rows_of(tenant, user_id)
@@ -1055,12 +1065,37 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         # the rows the lines below hold (of the versions they are read from), as the profile counts them: the row's own
         # counts are its last refit's, which no chat makes; the store's counts now may hold a row stored since
         line["n_preferences"], line["n_interactions"] = len(preferences), len(interactions)
-        yield encode({"type": "user", **line}) + b"\n"
+        before, after = encode({"type": "user", **line}).split(encode(history_at))
+        yield before + b"[" + first_changes
+        yield from history
+        yield b"]" + after + b"\n"
     for row in preferences:
         yield encode({"type": "preference", **msgspec.to_builtins(row)}) + b"\n"
     yield from set_aside_lines(set_aside)
     for item in interactions:
         yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
+
+
+STATED_VERSIONS_PER_READ = 500  # versions of stated changes (at most 16 changes each) an export reads at once
+
+
+def _stated_history_pieces(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences) -> Iterator[bytes]:
+    """The export's `stated.history` (every version's changes, oldest first) as pieces of the JSON array's inside,
+    `STATED_VERSIONS_PER_READ` versions a read (`stated_history`), each piece after the first opening with its comma:
+    the history has no bound (2^63 versions), and held whole it made an export of a user who changed their mind a
+    million times hold every change at once, where its preference and chat lines are read 1,000 rows at a time.
+    Always yields a first piece (empty for no change)."""
+    encode = msgspec.json.encode
+    first, written = 1, False
+    while True:
+        last = min(stated.version, first + STATED_VERSIONS_PER_READ - 1)
+        page = stated_history(rt, tenant, user_id, stated, first, last) if first <= stated.version else []
+        piece = encode(page)[1:-1]
+        yield (b"," + piece) if written and piece else piece
+        written = written or bool(piece)
+        if last >= stated.version:
+            return
+        first = last + 1
 
 
 def set_aside_lines(letters: list) -> Iterator[bytes]:

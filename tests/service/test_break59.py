@@ -1,0 +1,75 @@
+"""Session 59 (break): a hostile tenant against the running service, driven over real HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pluralign.user import FEATURE_NAMES
+from service.users import services
+from tests.service.tiny import start_service
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
+    data = tmp_path_factory.mktemp("break59-data")
+    server, service = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, adapter_every=1_000_000)
+    with server:
+        yield service
+
+
+def test_an_export_reads_a_long_stated_history_a_page_at_a_time(svc, monkeypatch):
+    """A user's stated preferences keep every version (`stated_changes`, up to 16 changes each, 2^63 versions), and the
+    export writes them all on its `user` line. It read them with one query and built that line whole: a tenant's user
+    who changed their mind a million times (a PATCH of every feature, over and over: 7 changes a version) made each of
+    its exports hold every change at once (580 KB of JSON for 1,000 versions here; Python's dicts several times that),
+    in the memory every tenant's requests share, while the preferences and chats on the lines after it are read 1,000
+    rows at a time. Now the history is read `STATED_VERSIONS_PER_READ` versions at a time and sent as it is read: the
+    rows each read returns are counted (the page made small here)."""
+    versions, per_read = 12, 5
+    user = "mind-changer59"
+    with svc.client() as c:
+        for v in range(1, versions + 1):
+            direction = "more" if v % 2 else "less"
+            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {f: direction for f in FEATURE_NAMES}})
+            assert r.status_code == 200, r.text
+        read = []
+        stated_changes = svc.runtime.store.stated_changes
+
+        def counted(*args, **kwargs):
+            rows = stated_changes(*args, **kwargs)
+            read.append(len(rows))
+            return rows
+
+        monkeypatch.setattr(services, "STATED_VERSIONS_PER_READ", per_read, raising=False)  # absent before the fix
+        monkeypatch.setattr(svc.runtime.store, "stated_changes", counted)
+        r = c.get(f"/v1/users/{user}/export")
+    assert r.status_code == 200, r.text
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert lines[0]["type"] == "user"
+    stated = lines[0]["stated"]
+    assert stated["version"] == versions
+    changes = [(c["version"], c["feature"], c["direction"]) for c in stated["history"]]
+    assert sorted(changes) == sorted((v, f, "more" if v % 2 else "less") for v in range(1, versions + 1) for f in FEATURE_NAMES)
+    assert [v for v, _, _ in changes] == sorted(v for v, _, _ in changes)  # oldest first
+    assert sum(read) == versions * len(FEATURE_NAMES)
+    assert max(read) <= per_read * len(FEATURE_NAMES), f"rows of stated changes read at once: {read}"
+
+
+def test_a_users_labels_are_bounded_as_one_feedbacks_are(svc):
+    """A feedback carries at most `max_attributes` labels (32), and the user's row kept every label any of their
+    feedback ever carried: a tenant sending feedback of 32 new label names each time grew one users row without bound
+    (20 such feedbacks of 200-character values: 640 labels, a profile of 139 KB; 10,000 of them: 100 MB), read whole by
+    each of the user's chats, profile reads and refits, on the threads and memory every tenant shares. Now the row keeps
+    the `max_attributes` labels given last (the latest value of each)."""
+    user = "labeller59"
+    cap = svc.runtime.settings.max_attributes
+    with svc.client() as c:
+        for i in range(3):
+            labels = {"group": f"g{i}", **{f"k{i}_{j}": "v" * 200 for j in range(cap - 1)}}
+            body = {"type": "comparison", "user": user, "prompt": f"Q{i}?", "chosen": "Yes.", "rejected": "No.", "attributes": labels}
+            assert c.post("/v1/feedback", json=body).status_code == 201
+        attributes = c.get(f"/v1/users/{user}").json()["attributes"]
+    assert len(attributes) <= cap, f"{len(attributes)} labels held for the user (a feedback takes {cap})"
+    assert attributes == labels  # the last feedback's: every one of its labels, `group` at its latest value
