@@ -347,12 +347,23 @@ OPENAI_APIS_NOT_SERVED = {
 }
 
 
+# OpenAI's stored chat completions (chats sent with `store: true`, read back by id): the openai client's
+# `client.chat.completions.retrieve(id)`, `.update`, `.delete` and `.messages.list` reach /v1/chat/completions/{id}[/messages],
+# its `.list()` GET /v1/chat/completions: what the 404 (or the 405 of that GET) says a user's stored chats are instead
+STORED_CHATS_NOT_SERVED = (
+    "OpenAI's stored chat completions (`client.chat.completions.retrieve`, `.list`, `.update`, `.delete`, `.messages.list`) "
+    "are not served: a named user's stored chats are the `interaction` lines of `GET /v1/users/{id}/export`, each with "
+    "its `response_id` (the reply's `id`), kept until `DELETE /v1/users/{id}` (docs/api.md)")
+
+
 def _openai_api_hint(path: str) -> str | None:
     """What a 404 says for a path under one of OpenAI's APIs this service does not serve (with or without its
     `/v1`: a client's base_url without it too), else None."""
     sent = path.strip("/").split("/")
-    first = sent[1] if sent[0] == "v1" and len(sent) > 1 else sent[0]
-    return OPENAI_APIS_NOT_SERVED.get(first)
+    rest = sent[1:] if sent[0] == "v1" and len(sent) > 1 else sent
+    if rest[:2] == ["chat", "completions"] and len(rest) > 2:  # a stored chat by its id
+        return STORED_CHATS_NOT_SERVED
+    return OPENAI_APIS_NOT_SERVED.get(rest[0])
 
 
 def _place_hint(request: Request, path: str) -> str | None:
@@ -430,7 +441,8 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
         return controls_escaped(f"no route `{request.method} {path}`: {_route_hint(request) or f'{_reference(request.url.path)} lists the routes'}")
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":
         allowed = next((allow_for(request.app, request.url.path, value) for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
-        return controls_escaped(f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed")
+        stored = "; " + STORED_CHATS_NOT_SERVED if request.url.path.rstrip("/") == "/v1/chat/completions" and request.method in ("GET", "HEAD") else ""
+        return controls_escaped((f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed") + stored)
     return None
 
 
