@@ -52,3 +52,30 @@ def test_the_openai_clients_stored_chat_calls_are_told_where_a_users_stored_chat
     with svc.client() as http:
         lines = [json.loads(line) for line in http.get("/v1/users/ann/export").text.splitlines()]
     assert [line["response_id"] for line in lines if line["type"] == "interaction"] == [reply.id]
+
+
+def test_a_legacy_function_calling_history_is_answered_its_result_read_as_the_tool_results_are(client, svc):
+    """The openai client types a `function` message (`ChatCompletionFunctionMessageParam`: the result of an assistant's
+    `function_call`, which the chat takes in history); its text reaches the model as a tool's result does, a user turn
+    marked with the function's name. Before, the `function_call` was taken and its result refused: `messages[2].role`:
+    must be one of `system`, `developer`, `user`, `assistant`, `tool`; got 'function'."""
+    import openai
+
+    history = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "function_call": {"name": "weather", "arguments": '{"city": "Paris"}'}},
+        {"role": "function", "name": "weather", "content": "Sunny, 21 C"},
+    ]
+    reply = client.chat.completions.create(model="pluralign", user="fay", messages=history, max_tokens=4, extra_body=ONE)
+    assert reply.choices[0].message.role == "assistant"
+    with svc.client() as http:
+        lines = [json.loads(line) for line in http.get("/v1/users/fay/export").text.splitlines()]
+    [chat] = [line for line in lines if line["type"] == "interaction"]
+    assert chat["response_id"] == reply.id
+    assert chat["messages"][1:] == [{"role": "assistant", "content": '[called weather({"city": "Paris"})]'},
+                                    {"role": "user", "content": "[result of function weather]\nSunny, 21 C"}], chat["messages"]
+    # OpenAI's function message names its function: one without is refused, naming the field
+    with pytest.raises(openai.BadRequestError) as nameless:
+        client.chat.completions.create(model="pluralign", messages=[*history[:2], {"role": "function", "content": "Sunny"}],
+                                       max_tokens=4, extra_body=ONE)
+    assert nameless.value.param == "messages[2].name" and "function" in nameless.value.message, nameless.value.message
