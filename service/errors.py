@@ -81,10 +81,11 @@ class ErrorBody(msgspec.Struct):
 _WHY = {
     400: "Bad request: `error.param` names the field and `error.message` the problem",
     404: "Not found in this tenant",
-    409: "Conflict",
+    409: "Conflict with the service's state: `error.code` says which, `error.message` what to do",
     412: "Precondition failed: `If-Match` does not name the current record's entity tag, or `If-None-Match` names it "
          "(its `ETag` is in the answer); nothing was changed",
     413: "Request body too large",
+    422: "Well formed but not done: `error.code` says why",
     421: "Misdirected: another replica than the one `replica` names answered; ask that one at its own address",
     429: "Too many requests: retry after `Retry-After` seconds",
     503: "Unavailable for now: retry after `Retry-After` seconds",
@@ -92,9 +93,18 @@ _WHY = {
 }
 
 
-def error_responses(*codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI `responses` for a route's error codes, so clients (and schema fuzzers) know them."""
-    return {code: ResponseSpec(data_container=ErrorBody, description=_WHY.get(code, "Error"), generate_examples=False) for code in codes}
+def error_responses(*codes: int, why: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """OpenAPI `responses` for a route's error codes, so clients (and schema fuzzers) know them: `why` says when the
+    route answers a code (a 409 is an idempotency key in use on one route, a tenant being removed on another; the API's
+    page, Swagger UI, shows each), else `_WHY`'s words for every route."""
+    said = {**_WHY, **(why or {})}
+    return {code: ResponseSpec(data_container=ErrorBody, description=said.get(code, "Error"), generate_examples=False) for code in codes}
+
+
+# the 409 and 422 of a route taking `Idempotency-Key` (chat, feedback, import)
+KEY_IN_USE = ("`idempotency_key_in_use`: a copy sent while the first request under its `Idempotency-Key` still runs; "
+              "nothing begun: retry after `Retry-After`")
+KEY_REUSED = "`idempotency_key_reused`: the `Idempotency-Key` was used for another body; nothing stored: send a new key"
 
 
 def query_not_utf8(request: Request, name: str) -> ValidationException | None:

@@ -1,14 +1,18 @@
 """A new user's stumbles with the `openai` client (trial59), each driven through the real client against the real
 app: the client's stored-chat-completions calls (`client.chat.completions.retrieve`, `.list`, ...) are told where a
-user's stored chats are, and a legacy function-calling history (an assistant `function_call`, then the `function`
-message with its result) is answered, as its `function_call` alone already was."""
+user's stored chats are, a legacy function-calling history (an assistant `function_call`, then the `function`
+message with its result) is answered, as its `function_call` alone already was, and the API's page (Swagger UI, from the
+served OpenAPI document) says when each route answers its 409 and 422, not "Conflict" and "Error"."""
 
 from __future__ import annotations
 
+import http
 import json
 
+import httpx
 import pytest
 
+from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.tiny import start_service
 
 HI = [{"role": "user", "content": "What should I cook tonight?"}]
@@ -17,7 +21,7 @@ ONE = {"pluralign": {"candidates": 1}}
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
     with server:
         yield service
 
@@ -79,3 +83,38 @@ def test_a_legacy_function_calling_history_is_answered_its_result_read_as_the_to
         client.chat.completions.create(model="pluralign", messages=[*history[:2], {"role": "function", "content": "Sunny"}],
                                        max_tokens=4, extra_body=ONE)
     assert nameless.value.param == "messages[2].name" and "function" in nameless.value.message, nameless.value.message
+
+
+# each route's 409 and 422 by the codes its answers carry (`error.code`): what the API's page should say they mean
+CONFLICTS = {
+    ("/v1/chat/completions", "post"): {"409": ("idempotency_key_in_use", "user_deleted"), "422": ("idempotency_key_reused",)},
+    ("/v1/feedback", "post"): {"422": ("idempotency_key_reused",)},
+    ("/v1/users/{user_id}/import", "post"): {"409": ("pref_id_conflict",), "422": ("idempotency_key_reused",)},
+    ("/v1/calibration-pool", "put"): {"409": ("per_replica", "tenant_removed")},
+    ("/admin/jobs", "post"): {"409": ("tenant_being_removed", "no_adapter_base")},
+    ("/admin/jobs/{job_id}/report", "get"): {"422": ("audit_failed",)},
+    ("/admin/audits/fairness", "get"): {"409": ("tenant_being_removed",), "422": ("audit_failed",)},
+    ("/admin/tenants/{tenant}/removal", "post"): {"409": ("tenant_keys_kept_elsewhere",)},
+}
+
+
+def test_the_api_page_says_when_each_route_answers_409_and_422(svc):
+    """Swagger UI at /schema lists each operation's answers with the served document's descriptions: a route's 409
+    and 422 read "Conflict" and "Error" (the HTTP phrase, and Litestar's default), so a reader of the chat route could
+    not tell that its 409 is an `Idempotency-Key` still in use (retry) or that a 422 is the key reused for another body;
+    feedback's 201 read "Document created, URL follows", and none follows."""
+    document = httpx.get(svc.url + "/schema/openapi.json").json()
+    bare = {status.phrase for status in http.HTTPStatus} | {"Error"}
+    declared = {(path, method, status): answer["description"] for path, operations in document["paths"].items()
+                for method, operation in operations.items() if isinstance(operation, dict)
+                for status, answer in operation.get("responses", {}).items() if status in ("409", "422")}
+    assert {(path, method, status) for path, method, status in declared} == {
+        (path, method, status) for (path, method), codes in CONFLICTS.items() for status in codes}
+    for (path, method, status), said in declared.items():
+        assert said not in bare, (path, method, status, said)
+        for code in CONFLICTS[path, method][status]:
+            assert f"`{code}`" in said, (path, method, status, code, said)
+    # a 201 of Litestar's words, "Document created, URL follows", where no URL (`Location`) follows
+    for path in ("/v1/feedback", "/v1/users/{user_id}/import"):
+        said = document["paths"][path]["post"]["responses"]["201"]["description"]
+        assert "URL" not in said and "`stored`" in said, (path, said)
