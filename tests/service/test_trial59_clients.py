@@ -118,3 +118,20 @@ def test_the_api_page_says_when_each_route_answers_409_and_422(svc):
     for path in ("/v1/feedback", "/v1/users/{user_id}/import"):
         said = document["paths"][path]["post"]["responses"]["201"]["description"]
         assert "URL" not in said and "`stored`" in said, (path, said)
+
+
+def test_the_dashboard_with_no_audit_says_how_to_run_one(svc):
+    """An operator's first look at /admin/dashboard: "No audit has been run yet: queue an audit job." on a page with no
+    form and no link, which named neither the route that runs one nor what it groups by. It names the audit route, its
+    `group_by`, where groups come from and the doc; and that route, as named, answers (here: no comparisons stored)."""
+    import html as html_module
+    import re
+
+    with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {svc.keys['admin']}"}, timeout=120) as admin:
+        page = admin.get("/admin/dashboard", params={"tenant": "acme"})
+        assert page.status_code == 200, page.text
+        text = html_module.unescape(re.sub(r"<[^>]+>", "", page.text))
+        said = text[text.index("No audit has been run yet"):][:400]
+        assert "GET /admin/audits/fairness?group_by=" in said and "attributes" in said and "docs/admin.md" in said, said
+        ran = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "acme"})
+        assert ran.status_code == 400 and ran.json()["error"]["param"] in ("tenant", "group_by"), ran.text
