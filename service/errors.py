@@ -81,10 +81,11 @@ class ErrorBody(msgspec.Struct):
 _WHY = {
     400: "Bad request: `error.param` names the field and `error.message` the problem",
     404: "Not found in this tenant",
-    409: "Conflict",
+    409: "Conflict with the service's state: `error.code` says which, `error.message` what to do",
     412: "Precondition failed: `If-Match` does not name the current record's entity tag, or `If-None-Match` names it "
          "(its `ETag` is in the answer); nothing was changed",
     413: "Request body too large",
+    422: "Well formed but not done: `error.code` says why",
     421: "Misdirected: another replica than the one `replica` names answered; ask that one at its own address",
     429: "Too many requests: retry after `Retry-After` seconds",
     503: "Unavailable for now: retry after `Retry-After` seconds",
@@ -92,9 +93,18 @@ _WHY = {
 }
 
 
-def error_responses(*codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI `responses` for a route's error codes, so clients (and schema fuzzers) know them."""
-    return {code: ResponseSpec(data_container=ErrorBody, description=_WHY.get(code, "Error"), generate_examples=False) for code in codes}
+def error_responses(*codes: int, why: dict[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """OpenAPI `responses` for a route's error codes, so clients (and schema fuzzers) know them: `why` says when the
+    route answers a code (a 409 is an idempotency key in use on one route, a tenant being removed on another; the API's
+    page, Swagger UI, shows each), else `_WHY`'s words for every route."""
+    said = {**_WHY, **(why or {})}
+    return {code: ResponseSpec(data_container=ErrorBody, description=said.get(code, "Error"), generate_examples=False) for code in codes}
+
+
+# the 409 and 422 of a route taking `Idempotency-Key` (chat, feedback, import)
+KEY_IN_USE = ("`idempotency_key_in_use`: a copy sent while the first request under its `Idempotency-Key` still runs; "
+              "nothing begun: retry after `Retry-After`")
+KEY_REUSED = "`idempotency_key_reused`: the `Idempotency-Key` was used for another body; nothing stored: send a new key"
 
 
 def query_not_utf8(request: Request, name: str) -> ValidationException | None:
@@ -356,12 +366,23 @@ OPENAI_APIS_NOT_SERVED = {
 }
 
 
+# OpenAI's stored chat completions (chats sent with `store: true`, read back by id): the openai client's
+# `client.chat.completions.retrieve(id)`, `.update`, `.delete` and `.messages.list` reach /v1/chat/completions/{id}[/messages],
+# its `.list()` GET /v1/chat/completions: what the 404 (or the 405 of that GET) says a user's stored chats are instead
+STORED_CHATS_NOT_SERVED = (
+    "OpenAI's stored chat completions (`client.chat.completions.retrieve`, `.list`, `.update`, `.delete`, `.messages.list`) "
+    "are not served: a named user's stored chats are the `interaction` lines of `GET /v1/users/{id}/export`, each with "
+    "its `response_id` (the reply's `id`), kept until `DELETE /v1/users/{id}` (docs/api.md)")
+
+
 def _openai_api_hint(path: str) -> str | None:
     """What a 404 says for a path under one of OpenAI's APIs this service does not serve (with or without its
     `/v1`: a client's base_url without it too), else None."""
     sent = path.strip("/").split("/")
-    first = sent[1] if sent[0] == "v1" and len(sent) > 1 else sent[0]
-    return OPENAI_APIS_NOT_SERVED.get(first)
+    rest = sent[1:] if sent[0] == "v1" and len(sent) > 1 else sent
+    if rest[:2] == ["chat", "completions"] and len(rest) > 2:  # a stored chat by its id
+        return STORED_CHATS_NOT_SERVED
+    return OPENAI_APIS_NOT_SERVED.get(rest[0])
 
 
 def _place_hint(request: Request, path: str) -> str | None:
@@ -456,7 +477,8 @@ def _unrouted(request: Request, exc: HTTPException) -> str | None:
         return controls_escaped(f"no route `{request.method} {path}`: {_route_hint(request) or f'{_reference(request.url.path)} lists the routes'}")
     if exc.status_code == 405 and exc.detail == "Method Not Allowed":
         allowed = next((allow_for(request.app, request.url.path, value) for name, value in (exc.headers or {}).items() if name.lower() == "allow"), None)
-        return controls_escaped(f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed")
+        stored = "; " + STORED_CHATS_NOT_SERVED if request.url.path.rstrip("/") == "/v1/chat/completions" and request.method in ("GET", "HEAD") else ""
+        return controls_escaped((f"`{request.method} {path}`: the path takes {allowed}" if allowed else f"`{request.method} {path}` is not allowed") + stored)
     return None
 
 

@@ -78,6 +78,11 @@ def _admin(request: Request) -> Admin:
     return request.app.state.admin
 
 
+# the 409 and 422 the audit routes and the jobs route declare (`_being_removed`, `audit_failed`)
+BEING_REMOVED = "`tenant_being_removed`: the tenant's removal runs (no job for it is queued)"
+AUDIT_FAILED = "`audit_failed`: the audit job ended without a report (failed or cancelled); `error.message` gives its state and error"
+
+
 def _being_removed(request: Request, tenant: str | None, param: str) -> Response | None:
     """The 409 for a job of a tenant whose removal runs (its users' data is being removed: none is trained on or audited),
     else None."""
@@ -89,7 +94,9 @@ def _being_removed(request: Request, tenant: str | None, param: str) -> Response
 
 
 @post("/jobs", sync_to_thread=True, status_code=201, summary="Queue a job (adapter, pal, em, audit)", responses={
-    **error_responses(409, 429, 503, 507),
+    **error_responses(409, 429, 503, 507, why={409: f"{BEING_REMOVED}; or `no_adapter_base`: an adapter job, where the service "
+                                                     "generates on a remote server whose model no setting names "
+                                                     "(`error.message` names the setting)"}),
     200: ResponseSpec(data_container=Job, description="An audit whose params are those of an audit still queued, or running since the last feedback it audits was stored: that job, nothing queued",
                       generate_examples=False, examples=[example("an audit still queued", QUEUED_AUDIT_EXAMPLE)]),
 })
@@ -168,7 +175,7 @@ REPORT_RESPONSE = ResponseSpec(data_container=AuditReport, description="The audi
                                "audit of the same settings", generate_examples=False)
 
 
-@get("/jobs/{job_id:str}/report", responses={**error_responses(404, 422), 200: REPORT_RESPONSE, 202: ResponseSpec(
+@get("/jobs/{job_id:str}/report", responses={**error_responses(404, 422, why={422: AUDIT_FAILED}), 200: REPORT_RESPONSE, 202: ResponseSpec(
     data_container=AuditPending, description="The audit job is still queued or running", generate_examples=False,
     examples=[example("the audit job, running", RUNNING_AUDIT_EXAMPLE)])}, summary="An audit job's report")
 async def get_job_report(request: Request, job_id: FromPath[str]) -> Response:
@@ -199,7 +206,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
         raise no_job(request.app.state.runtime, job_id) from None
 
 
-@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(409, 422, 503, 507), 200: REPORT_RESPONSE, 202: ResponseSpec(
+@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(409, 422, 503, 507, why={409: BEING_REMOVED, 422: AUDIT_FAILED}), 200: REPORT_RESPONSE, 202: ResponseSpec(
     data_container=AuditPending, description="The audit job is still running after `wait` seconds", generate_examples=False,
     examples=[example("the audit job, running", RUNNING_AUDIT_EXAMPLE)])}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(

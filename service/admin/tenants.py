@@ -92,7 +92,9 @@ def _removals(request: Request) -> TenantRemovals:
 
 
 @post("/tenants/{tenant:str}/removal", sync_to_thread=True, status_code=202, responses={
-    **error_responses(404, 409, 503, 507),
+    **error_responses(404, 409, 503, 507, why={
+        409: "`tenant_keys_kept_elsewhere`: the tenant's keys are in a key file this service must not rewrite (a link, "
+             "as replicas share one): revoke them where they are kept, then send the removal again; nothing removed"}),
     200: ResponseSpec(data_container=TenantRemoval, generate_examples=False,
                       description="A removal of the tenant is running already: that one, nothing begun again"),
 }, summary="Remove every trace of a tenant")

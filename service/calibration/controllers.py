@@ -54,7 +54,10 @@ class CalibrationPoolStored(msgspec.Struct, kw_only=True):
     version: int  # larger for each pool stored: of two PUTs, the one stored last answers the larger
 
 
-@put("/v1/calibration-pool", sync_to_thread=True, status_code=200, responses=error_responses(409, 413, 429, 503, 507),
+@put("/v1/calibration-pool", sync_to_thread=True, status_code=200, responses=error_responses(409, 413, 429, 503, 507, why={
+    409: "`per_replica`: several replicas run and pools would be kept in each one's own data folder "
+         "(PLURALIGN_CALIBRATION_POOLS_DIR names a folder they share), or `tenant_removed`: the tenant was removed while "
+         "its pool was stored; nothing kept"}),
      summary="Store the tenant's calibration pool for next-comparison")
 def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest]) -> CalibrationPoolStored:
     """Stores the tenant's calibration pool in place of any before: the questions

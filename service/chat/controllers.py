@@ -49,6 +49,8 @@ from service.chat.schemas import (
     Usage,
 )
 from service.errors import (
+    KEY_IN_USE,
+    KEY_REUSED,
     bad_request,
     encoder_unavailable,
     error_responses,
@@ -195,7 +197,10 @@ def choices_wanted(data: ChatRequest) -> int:
     return 1 if data.n is None else data.n
 
 
-@post("/v1/chat/completions", status_code=200, responses=error_responses(409, 413, 422, 429, 503, 507),
+@post("/v1/chat/completions", status_code=200, responses=error_responses(409, 413, 422, 429, 503, 507, why={
+          409: f"{KEY_IN_USE}; or `user_deleted`: the user's DELETE through another replica stopped this answer, nothing "
+               "of it stored (not to be retried)",
+          422: KEY_REUSED}),
       summary="Create a personalized chat completion", opt={CONTAINERS_BY_BODY_LIMIT: True})  # its messages are bounded by the body limit alone
 async def create_chat_completion(
     request: Request, data: JSONBody[ChatRequest],

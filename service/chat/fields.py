@@ -83,6 +83,21 @@ def check_parts(messages: list[ChatMessage]) -> None:
                                                                           f"(history sent back); a `{m.role}` message's parts are {takes}")
 
 
+def _call_result(i: int, m: ChatMessage) -> str | None:
+    """The text a tool's result (`tool`, or `function`: OpenAI's deprecated form, answering a `function_call`) reaches
+    the model as, a user turn marked with the call it answers; None for another role. A 400 naming the field that
+    says which call: a `tool` message's `tool_call_id`, a `function` message's `name`."""
+    if m.role == "tool":
+        if not m.tool_call_id:
+            raise bad_request(f"messages[{i}].tool_call_id", "a `tool` message needs the id of the call it answers")
+        return f"[result of tool call {m.tool_call_id}]\n{m.text()}"
+    if m.role == "function":
+        if not m.name:
+            raise bad_request(f"messages[{i}].name", "a `function` message needs the `name` of the function whose result it holds")
+        return f"[result of function {m.name}]\n{m.text()}"
+    return None
+
+
 def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     """Role/content pairs for the chat template. `developer` is a system turn; a tool's result is
     a user turn marked as such (small chat templates know no `tool` role); an assistant's tool calls
@@ -90,10 +105,8 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     check_parts(messages)
     out: list[dict[str, str]] = []
     for i, m in enumerate(messages):
-        if m.role == "tool":
-            if not m.tool_call_id:
-                raise bad_request(f"messages[{i}].tool_call_id", "a `tool` message needs the id of the call it answers")
-            out.append({"role": "user", "content": f"[result of tool call {m.tool_call_id}]\n{m.text()}"})
+        if (result := _call_result(i, m)) is not None:
+            out.append({"role": "user", "content": result})
             continue
         if m.role != "assistant" and (m.tool_calls or m.refusal is not None or m.function_call):
             raise bad_request(f"messages[{i}].role", "`tool_calls`, `function_call` and `refusal` belong to assistant messages")

@@ -24,10 +24,11 @@ class RefusalPart(Base, tag_field="type", tag="refusal"):
     refusal: str
 
 
-# the content parts each role's message takes here, by OpenAI's chat API: system, developer and tool messages text;
+# the content parts each role's message takes here, by OpenAI's chat API: system, developer, tool and function messages text;
 # assistant messages text or refusal (history sent back); user messages text, and in OpenAI's also images, audio and
 # files (`USER_PARTS_UNREAD`), which this text model does not read
-ROLE_PARTS = {"system": ("text",), "developer": ("text",), "user": ("text",), "assistant": ("text", "refusal"), "tool": ("text",)}
+ROLE_PARTS = {"system": ("text",), "developer": ("text",), "user": ("text",), "assistant": ("text", "refusal"), "tool": ("text",),
+              "function": ("text",)}
 USER_PARTS_UNREAD = {"image_url": "images", "input_audio": "audio", "file": "files"}
 _PART_TYPE = re.compile(r"messages\[(\d+)\]\.content\[(\d+)\]\.type")
 
@@ -74,9 +75,10 @@ class ToolCall(Base):
 
 class ChatMessage(Base):
     """One message of the history. `content` may be null for an assistant turn (one that only called
-    tools or refused); `tool` turns carry a `tool_call_id`."""
+    tools or refused); `tool` turns carry a `tool_call_id`; `function` turns (the deprecated form of a tool's
+    result, answering an assistant's `function_call`, as the openai client still types them) a `name`."""
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[TextPart | RefusalPart] | None = None
     name: str | None = None
     refusal: str | None = None  # assistant history only

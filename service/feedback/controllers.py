@@ -7,14 +7,15 @@ from typing import Annotated
 from litestar import Request, Response, post
 from litestar.params import HeaderParameter, JSONBody
 
-from service.errors import error_responses
+from service.errors import KEY_REUSED, error_responses
 from service.feedback import services
 from service.feedback.schemas import FeedbackBody, FeedbackReceipt
 from service.ids import user_header_lines
 from service.runtime import Runtime
 
 
-@post("/v1/feedback", status_code=201, responses=error_responses(404, 413, 422, 429, 503, 507), summary="Record feedback (choice, comparison, rating or edit)")
+@post("/v1/feedback", status_code=201, responses=error_responses(404, 413, 422, 429, 503, 507, why={422: KEY_REUSED}), summary="Record feedback (choice, comparison, rating or edit)",
+      response_description="Acknowledged once on disk: `stored` lists the ids of the preference rows it made")
 async def create_feedback(
     request: Request,
     data: JSONBody[FeedbackBody],

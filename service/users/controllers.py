@@ -38,7 +38,15 @@ from pluralign.user import FEATURE_NAMES
 from service.calibration.pools import read_pool
 from service.deletions import forget_if_deleted_since
 from service.encoders import refused_text
-from service.errors import bad_request, error_response, error_responses, refuse_blank, shown, storage_response
+from service.errors import (
+    KEY_REUSED,
+    bad_request,
+    error_response,
+    error_responses,
+    refuse_blank,
+    shown,
+    storage_response,
+)
 from service.feedback.services import IDEMPOTENCY_KEY, check_labels, one_idempotency_key, replay_of
 from service.head import is_head
 from service.ids import check_user_id, last_segment_sent, routed_to, user_header_lines
@@ -253,7 +261,11 @@ class Imported(msgspec.Struct):
     already_stored: list[str] = []
 
 
-@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(409, 422, 429, 503, 507), summary="Import a user's comparisons (a preference file, JSONL)")
+@post("/v1/users/{user_id:str}/import", status_code=201, responses=error_responses(409, 422, 429, 503, 507, why={
+    409: "`pref_id_conflict`: a row's `pref_id` is held (or claimed through another replica) for this user with other "
+         "content, `error.param` naming its line (`line N.pref_id`); nothing of the body stored: give the row a new id or none",
+    422: KEY_REUSED}), summary="Import a user's comparisons (a preference file, JSONL)",
+      response_description="Acknowledged once on disk: `stored` lists the new rows' ids, `already_stored` those the user held already")
 async def import_preferences(
     request: Request,
     user_id: FromPath[str],

@@ -247,7 +247,7 @@ def test_a_body_over_the_limit_is_a_413_naming_body_and_the_limit(svc):
         {"type": "input_text", "text": "hi"}]}]},  # an image part is said unsupported (test_small52_wire)
      "messages[0].content[0].type", "`text`", "'input_text'"),
     ("/v1/chat/completions", {"model": "pluralign", "messages": [{"role": "robot", "content": "hi"}]},
-     "messages[0].role", "`system`, `developer`, `user`, `assistant`, `tool`", "'robot'"),
+     "messages[0].role", "`system`, `developer`, `user`, `assistant`, `tool`, `function`", "'robot'"),
     ("/v1/feedback", {**COMPARISON, "type": "vote"}, "type", "`choice`, `comparison`, `rating`, `edit`", "'vote'"),
     ("/v1/users/wire26/stated-preferences", {"preferences": {"length": "bigger"}}, "preferences.length", "`more`, `less`", "'bigger'"),
     ("/v1/users/wire26/next-comparison", {"target": "everyone"}, "target", "`coefficients`, `population`, `predictive`", "'everyone'"),

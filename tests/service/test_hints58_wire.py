@@ -44,7 +44,7 @@ def test_a_feedback_kind_outside_the_kinds_is_told_as_sent_without_a_warning(svc
 @pytest.mark.filterwarnings("error::DeprecationWarning")
 def test_a_role_outside_the_roles_is_told_as_sent(svc):
     """A Literal field's refused value is msgspec's repr of it: read back exactly, escapes and quotes too."""
-    roles = "`system`, `developer`, `user`, `assistant`, `tool`"
+    roles = "`system`, `developer`, `user`, `assistant`, `tool`, `function`"
     for role, got, hint in (("usr", "'usr'", " (did you mean `user`?)"), ("us\\er", "'us\\\\er'", " (did you mean `user`?)"),
                             ("it's \"x\"", "'it\\'s \"x\"'", "")):
         field, message = _said(svc, "/v1/chat/completions", {"model": "pluralign", "messages": [{"role": role, "content": "Hi"}]})
