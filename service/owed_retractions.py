@@ -10,15 +10,17 @@ log record done or found stored at the replay, and the user told 202.
 
 How: the ingest worker looks for such rows before the feedback log lets go of a move's records (`check`, its
 `Ingestor.before_done`, also run for the records the replay finds stored), and writes their keys (tenant, user_id,
-pref_id) to OWED_RETRACTIONS_FILE in the data folder, whole and fsynced (`pluralign.files.atomic_writer`); a look the
+pref_id) to OWED_RETRACTIONS_FILE in the data folder, whole and fsynced, in the format of the waiting refits' file
+(`service.key_sets.write_keys`: one line of a JSON list of keys; the previous release's file, the same list without the
+line's end, reads as it is); a look the
 store does not answer owes the whole batch, looked at again together (one read) before anything is taken back
 (`service.users.retractions._look_again`). Each key leaves the file
 once its retraction is done or found not owed (`paid_all`). The next start takes back what the file names. Rare: the file
 exists only while such a row waits, so it is written whole each time.
 
 A file that cannot be read (cut short by a crash or a full disk mid-copy, damaged) is replaced at the start by the keys
-it still holds whole (`salvage`), owed again as a readable file's, and nothing else of it is kept: a copy kept for an
-operator would hold user ids that every later DELETE of those users, on any replica, would have to take out of a file
+it still holds whole (`service.key_sets.salvage`), owed again as a readable file's, and nothing else of it is kept: a
+copy kept for an operator would hold user ids that every later DELETE of those users, on any replica, would have to take out of a file
 that no longer reads as JSON. Its other rows, taken back through another replica, stay stored until taken back again.
 The log says how many keys were salvaged and how many bytes were not, never which ids (a log cannot be deleted per user).
 A file that cannot be read at all (a permission, an I/O error) holds keys nothing else names: nothing writes over it,
@@ -32,34 +34,26 @@ from __future__ import annotations
 
 import glob
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from pluralign.files import DECODE_ERRORS, atomic_writer
 from pluralign.store import StoredPreference
 from pluralign.store.failures import Problems, StoreUnavailable, storage_problem
+from service.key_sets import read_keys, write_keys
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
 
 log = logging.getLogger("pluralign.service")
 
-OWED_RETRACTIONS_FILE = "retractions-owed.json"  # under the data folder: a JSON list of [tenant, user_id, pref_id]
+OWED_RETRACTIONS_FILE = "retractions-owed.json"  # under the data folder: [tenant, user_id, pref_id] keys (`service.key_sets`)
 # an earlier release kept a damaged owed file beside it as `<OWED_RETRACTIONS_FILE>.damaged-<UTC time>`: taken up at the start
 SET_ASIDE_SUFFIX = ".damaged-"
 PROBLEM_NAME = "the owed retractions file"  # /health's `storage` `what` while it cannot be written (never its path)
-_decode = msgspec.json.Decoder(list[tuple[str, str, str]]).decode
 
 Key = tuple[str, str, str]  # (tenant, user_id, pref_id)
-
-_STRING = rb'"(?:[^"\\]|\\.)*"'  # a JSON string, as the file writes one (a `"` in it escaped)
-_KEY = re.compile(rb"\[\s*(%s)\s*,\s*(%s)\s*,\s*(%s)\s*\]" % (_STRING, _STRING, _STRING))  # ["t","u","p"]
-_LIST = re.compile(rb"[\s\[\],]")  # a list's own brackets, commas and spaces
 
 
 class OwedRetractions:
@@ -180,11 +174,7 @@ class OwedRetractions:
             self._note(self._unread)
             return False
         try:
-            if not self._keys:
-                self.path.unlink(missing_ok=True)
-            else:
-                with atomic_writer(self.path) as f:
-                    f.write(msgspec.json.encode(sorted(self._keys)))
+            write_keys(self.path, self._keys)
         except OSError as exc:
             log.error("%s cannot be written (%s): rows taken back through another replica while stored here would stay "
                       "after a crash before their retraction ran", self.path, exc)
@@ -204,13 +194,11 @@ class OwedRetractions:
         """The keys the file names (none for no file), and whether it is to be written again in their place: None when it
         could not be read at all (`_unread`: left as it is, with the files an earlier release set aside, written over
         by nothing). One that cannot be decoded (damaged, cut short, of another form) gives the keys it still holds
-        whole (`salvage`), owed again: the start takes them back as it takes back a readable file's
+        whole (`service.key_sets.salvage`), owed again: the start takes them back as it takes back a readable file's
         (`service.users.retractions.retract_owed`), and their write replaces the damaged file in one rename (`_write`),
         so a crash before leaves it to be read again."""
-        data = b""
         try:
             data = self.path.read_bytes()
-            return _decode(data), False
         except FileNotFoundError:
             return [], False
         except OSError as exc:  # not read at all (a permission, an I/O error): nothing to salvage, so not replaced
@@ -220,16 +208,16 @@ class OwedRetractions:
                           "written over it meanwhile", self.path, exc)
             self._unread = exc
             return [], None
-        except DECODE_ERRORS as exc:
-            problem = exc
-        keys, unread = salvage(data)
-        log.error("%s cannot be read (%s): the %d rows it still names whole are taken back now, as owed, and the file is "
-                  "replaced by them; %s", self.path, problem, len(keys), _unread_words(unread))
+        keys, damaged, unread = read_keys(data, 3)
+        if not damaged:
+            return keys, False
+        log.error("%s cannot be read (cut short or damaged): the %d rows it still names whole are taken back now, as owed, "
+                  "and the file is replaced by them; %s", self.path, len(keys), _unread_words(unread))
         return keys, True
 
     def _take_up_set_aside(self) -> list[Key]:
         """The keys of the damaged owed files an earlier release kept beside the file (`SET_ASIDE_SUFFIX`), owed again
-        with the file's (`salvage`: such a file may be cut short); those files are removed once the keys are written
+        with the file's (`read_keys`: such a file may be cut short); those files are removed once the keys are written
         (`_remove_copies`): no copy of a user's ids stays after their DELETE. One that cannot be read is left (logged,
         naming it), read again at the next start."""
         keys, salvaged, unread, taken = [], 0, 0, []
@@ -237,7 +225,7 @@ class OwedRetractions:
             try:
                 if path.is_dir() or path in self._copies:
                     continue
-                found, cut = salvage(path.read_bytes())
+                found, _, cut = read_keys(path.read_bytes(), 3)
             except OSError as exc:
                 log.error("%s, a damaged %s kept by an earlier release, cannot be read (%s): its rows are taken back "
                           "at a start that can read it (make it readable by the service, or remove it)", path,
@@ -269,28 +257,6 @@ def _unread_words(unread: int) -> str:
     return (f"{unread} other bytes (besides brackets, commas and spaces) named no whole row: a row named there, taken "
             "back through another replica, stays stored until its user takes it back again "
             "(DELETE /v1/users/{user_id}/preferences/{pref_id}) or is deleted")
-
-
-def salvage(data: bytes) -> tuple[list[Key], int]:
-    """The keys a damaged owed file still holds whole (`["acme","ann","p-1"]`, each part a JSON string that decodes),
-    in the order it holds them, and how many of its other bytes, besides the list's brackets, commas and spaces, are
-    not in them (a key cut short, bytes the damage changed): 0 when nothing it named was lost."""
-    keys, rest, pos = [], [], 0
-    for match in _KEY.finditer(data):
-        key = tuple(_text(part) for part in match.groups())
-        if None not in key:
-            keys.append(key)
-            rest.append(data[pos:match.start()])
-            pos = match.end()
-    rest.append(data[pos:])
-    return keys, len(_LIST.sub(b"", b"".join(rest)))
-
-
-def _text(data: bytes) -> str | None:
-    try:
-        return msgspec.json.decode(data, type=str)
-    except DECODE_ERRORS:
-        return None
 
 
 def forget_owed(rt: Runtime, user: Callable[[str, str], bool], tenant: Callable[[str], bool] = lambda _: False) -> None:
