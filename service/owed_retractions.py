@@ -76,6 +76,7 @@ class OwedRetractions:
         self._unread: OSError | None = None  # why the file, which may name keys not taken up, cannot be read: not written over
         self._copies: list[Path] = []  # an earlier release's copies taken up, removed once their keys are written
         self._rewrite = False  # the file read is damaged: written again in its place
+        self._behind = False  # the last write failed: the file lacks what is owed here, written at the next change
         with self._lock:
             if self._take_up() is None:
                 self._note(self._unread)
@@ -110,7 +111,7 @@ class OwedRetractions:
             self._owed += 1
             new = keys - self._keys.keys()
             self._keys.update(dict.fromkeys(keys, self._owed))  # owed again, an owed one too (`paid_all`'s `owed_by`)
-            if new or taken:
+            if new or taken or self._behind:
                 self._write()
         self._hand_on(taken)
 
@@ -134,7 +135,7 @@ class OwedRetractions:
             gone = {key for key in keys if key in self._keys and self._keys[key] <= owed_by and key not in taken}
             for key in gone:
                 del self._keys[key]
-            if gone or taken:
+            if gone or taken or self._behind:
                 self._write()
         self._hand_on(taken)
 
@@ -172,6 +173,7 @@ class OwedRetractions:
                       "the service runs, but would stay after a crash before their retraction ran (make it readable by the "
                       "service: the next row owed or paid reads it again)", self.path, self._unread, len(self._keys))
             self._note(self._unread)
+            self._behind = True
             return False
         try:
             write_keys(self.path, self._keys)
@@ -179,8 +181,9 @@ class OwedRetractions:
             log.error("%s cannot be written (%s): rows taken back through another replica while stored here would stay "
                       "after a crash before their retraction ran", self.path, exc)
             self._note(exc)
+            self._behind = True
             return False
-        self._rewrite = False
+        self._rewrite = self._behind = False
         self.problems.succeeded(PROBLEM_NAME, "written")
         self._remove_copies()
         return True

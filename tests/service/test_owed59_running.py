@@ -105,7 +105,10 @@ def test_an_owed_file_a_full_disk_cannot_rewrite_is_in_health_until_a_write_succ
         health = anyone.get("/health").json()
         assert health["status"] == "degraded" and listed(health) == [{"action": "written", "problem": "full", "failures": 1}]
         assert str(data) not in str(health)  # its name, never the data folder's path
-        owed.owe({("globex", "cy", "p-3")})  # room again: every row owed written, bob's too
+        owed.owe({("acme", "ann", "p-1")})  # room again; a row owed again, nothing new: bob's written now all the same
+        assert on_disk(path) == {("acme", "ann", "p-1"), ("acme", "bob", "p-2")}
+        assert listed(anyone.get("/health").json()) == []
+        owed.owe({("globex", "cy", "p-3")})
         assert on_disk(path) == {("acme", "ann", "p-1"), ("acme", "bob", "p-2"), ("globex", "cy", "p-3")}
         health = anyone.get("/health").json()
         assert listed(health) == [] and health["status"] == "ok", health
