@@ -10,65 +10,78 @@ log record done or found stored at the replay, and the user told 202.
 
 How: the ingest worker looks for such rows before the feedback log lets go of a move's records (`check`, its
 `Ingestor.before_done`, also run for the records the replay finds stored), and writes their keys (tenant, user_id,
-pref_id) to OWED_RETRACTIONS_FILE in the data folder, whole and fsynced (`pluralign.files.atomic_writer`); a look the
+pref_id) to OWED_RETRACTIONS_FILE in the data folder, whole and fsynced, in the format of the waiting refits' file
+(`service.key_sets.write_keys`: one line of a JSON list of keys; the previous release's file, the same list without the
+line's end, reads as it is); a look the
 store does not answer owes the whole batch, looked at again together (one read) before anything is taken back
 (`service.users.retractions._look_again`). Each key leaves the file
 once its retraction is done or found not owed (`paid_all`). The next start takes back what the file names. Rare: the file
 exists only while such a row waits, so it is written whole each time.
 
 A file that cannot be read (cut short by a crash or a full disk mid-copy, damaged) is replaced at the start by the keys
-it still holds whole (`salvage`), owed again as a readable file's, and nothing else of it is kept: a copy kept for an
-operator would hold user ids that every later DELETE of those users, on any replica, would have to take out of a file
+it still holds whole (`service.key_sets.salvage`), owed again as a readable file's, and nothing else of it is kept: a
+copy kept for an operator would hold user ids that every later DELETE of those users, on any replica, would have to take out of a file
 that no longer reads as JSON. Its other rows, taken back through another replica, stay stored until taken back again.
 The log says how many keys were salvaged and how many bytes were not, never which ids (a log cannot be deleted per user).
+A file that cannot be read at all (a permission, an I/O error) holds keys nothing else names: nothing writes over it,
+while running either. Each write reads it again first, the same way as the start (`OwedRetractions._take_up`), and
+once it reads, its keys are owed with the others, written with them and taken back then (`taken_up`). Meanwhile, and
+while a write fails (a full disk, a read-only folder), /health lists the file under `storage` (`PROBLEM_NAME`,
+`written`): the rows owed are taken back while the service runs, but a crash would leave them stored.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
-
-from pluralign.files import DECODE_ERRORS, atomic_writer
 from pluralign.store import StoredPreference
+from pluralign.store.failures import Problems, StoreUnavailable, storage_problem
+from service.key_sets import read_keys, write_keys
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
 
 log = logging.getLogger("pluralign.service")
 
-OWED_RETRACTIONS_FILE = "retractions-owed.json"  # under the data folder: a JSON list of [tenant, user_id, pref_id]
+OWED_RETRACTIONS_FILE = "retractions-owed.json"  # under the data folder: [tenant, user_id, pref_id] keys (`service.key_sets`)
 # an earlier release kept a damaged owed file beside it as `<OWED_RETRACTIONS_FILE>.damaged-<UTC time>`: taken up at the start
 SET_ASIDE_SUFFIX = ".damaged-"
-_decode = msgspec.json.Decoder(list[tuple[str, str, str]]).decode
+PROBLEM_NAME = "the owed retractions file"  # /health's `storage` `what` while it cannot be written (never its path)
 
 Key = tuple[str, str, str]  # (tenant, user_id, pref_id)
-
-_STRING = rb'"(?:[^"\\]|\\.)*"'  # a JSON string, as the file writes one (a `"` in it escaped)
-_KEY = re.compile(rb"\[\s*(%s)\s*,\s*(%s)\s*,\s*(%s)\s*\]" % (_STRING, _STRING, _STRING))  # ["t","u","p"]
-_LIST = re.compile(rb"[\s\[\],]")  # a list's own brackets, commas and spaces
 
 
 class OwedRetractions:
     """OWED_RETRACTIONS_FILE at `path`, read when constructed: `keys` it names, `owe` adds, `paid_all` removes. A file that
-    cannot be written or read is logged, never raised (the move goes on: the row is then taken back by the move's hook
-    as before, but not after a crash); one that cannot be read is replaced by the keys it still holds whole (`_read`),
-    and so are the files an earlier release set aside beside it (`_take_up_set_aside`)."""
+    cannot be written or read is logged and noted in `problems` (/health's `storage`, until a write of it succeeds), never
+    raised (the move goes on: the row is then taken back by the move's hook as before, but not after a crash). One that
+    cannot be decoded is replaced by the keys it still holds whole, and so are the files an earlier release set aside
+    beside it (`_take_up`); one that cannot be read at all is written over by nothing (its keys would be lost): each
+    write tries to read it again first, the same way, and writes once it reads. `taken_up`: called (lock not held) with
+    the keys such a read while running added, for their retractions to run now (`service.users.retractions.retract_owed`
+    sets it), as the start's run for the keys read then."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, problems: Problems | None = None):
         self.path = path
+        self.problems = Problems() if problems is None else problems
+        self.taken_up: Callable[[list[Key]], None] | None = None
         self._lock = threading.Lock()
         self._owed = 0  # `owe` calls so far; each key keeps the number of the last that named it (`paid_all`'s `owed_by`)
-        keys, rewrite = self._read()
-        self._keys: dict[Key, int] = dict.fromkeys(keys, 0)
-        if rewrite is not None:  # None: not read at all, so not written over; an earlier release's copies wait with it
-            self._take_up_set_aside(rewrite)
+        self._keys: dict[Key, int] = {}
+        self._unread: OSError | None = None  # why the file, which may name keys not taken up, cannot be read: not written over
+        self._copies: list[Path] = []  # an earlier release's copies taken up, removed once their keys are written
+        self._rewrite = False  # the file read is damaged: written again in its place
+        self._behind = False  # the last write failed: the file lacks what is owed here, written at the next change
+        with self._lock:
+            if self._take_up() is None:
+                self._note(self._unread)
+            elif self._rewrite or self._copies:
+                self._write()
 
     def keys(self) -> set[Key]:
         with self._lock:
@@ -94,11 +107,13 @@ class OwedRetractions:
     def owe(self, keys: Iterable[Key]) -> None:
         keys = set(keys)
         with self._lock:
+            taken = self._take_up_again()
             self._owed += 1
             new = keys - self._keys.keys()
             self._keys.update(dict.fromkeys(keys, self._owed))  # owed again, an owed one too (`paid_all`'s `owed_by`)
-            if new:
+            if new or taken or self._behind:
                 self._write()
+        self._hand_on(taken)
 
     def mark(self) -> int:
         """Where the keys owed stand now, for `paid_all`'s `owed_by`: taken before a look at their rows."""
@@ -116,81 +131,126 @@ class OwedRetractions:
         a key owed again since stays owed (a row stored again under its id and taken back again after that look, its
         retraction still to run)."""
         with self._lock:
-            gone = {key for key in keys if key in self._keys and self._keys[key] <= owed_by}
-            if gone:
-                for key in gone:
-                    del self._keys[key]
+            taken = self._take_up_again()
+            gone = {key for key in keys if key in self._keys and self._keys[key] <= owed_by and key not in taken}
+            for key in gone:
+                del self._keys[key]
+            if gone or taken or self._behind:
                 self._write()
+        self._hand_on(taken)
+
+    def _take_up_again(self) -> list[Key]:
+        """While running, before a change: the keys of a file the start (or the last write) could not read at all, read
+        now as the start reads them (`_take_up`), owed from now on; [] when there was none or it still cannot be read."""
+        if self._unread is None:
+            return []
+        return self._take_up() or []
+
+    def _hand_on(self, taken: list[Key]) -> None:
+        if taken and self.taken_up is not None:
+            self.taken_up(taken)
+
+    def _take_up(self) -> list[Key] | None:
+        """The keys the file names (`_read`: those it still holds whole when damaged) and those of the copies an earlier
+        release set aside beside it (`_take_up_set_aside`), owed from now on (each as owed before any `mark`): those not
+        owed already are returned. None when the file cannot be read at all (`_unread`, noted for /health: nothing writes
+        over it, and the copies wait with it). `_rewrite`: whether the file is to be written again in its place."""
+        keys, rewrite = self._read()
+        if rewrite is None:
+            return None
+        self._unread = None
+        self._rewrite = rewrite
+        new = list(dict.fromkeys(key for key in [*keys, *self._take_up_set_aside()] if key not in self._keys))
+        self._keys.update(dict.fromkeys(new, 0))
+        return new
 
     def _write(self) -> bool:
-        """The file written whole (removed when nothing is owed) in one rename; False (logged) when it could not be."""
+        """The file written whole (removed when nothing is owed) in one rename, then the copies taken up removed; False
+        (logged, noted for /health until a write succeeds) when it could not be, or when the file could not be read at
+        all (`_unread`: its keys would be lost)."""
+        if self._unread is not None:
+            log.error("%s cannot be read (%s), so it is not written over: the %d rows owed here now are taken back while "
+                      "the service runs, but would stay after a crash before their retraction ran (make it readable by the "
+                      "service: the next row owed or paid reads it again)", self.path, self._unread, len(self._keys))
+            self._note(self._unread)
+            self._behind = True
+            return False
         try:
-            if not self._keys:
-                self.path.unlink(missing_ok=True)
-                return True
-            with atomic_writer(self.path) as f:
-                f.write(msgspec.json.encode(sorted(self._keys)))
-            return True
+            write_keys(self.path, self._keys)
         except OSError as exc:
             log.error("%s cannot be written (%s): rows taken back through another replica while stored here would stay "
                       "after a crash before their retraction ran", self.path, exc)
+            self._note(exc)
+            self._behind = True
             return False
+        self._rewrite = self._behind = False
+        self.problems.succeeded(PROBLEM_NAME, "written")
+        self._remove_copies()
+        return True
+
+    def _note(self, exc: OSError) -> None:
+        """/health's `storage` lists the file as not written (`PROBLEM_NAME`) until a write of it succeeds."""
+        problem = storage_problem(exc) or ("read-only" if isinstance(exc, PermissionError) else "unreadable", None)
+        self.problems.failed(StoreUnavailable(PROBLEM_NAME, str(self.path), "written", problem[0], str(exc), exc.errno))
 
     def _read(self) -> tuple[list[Key], bool | None]:
         """The keys the file names (none for no file), and whether it is to be written again in their place: None when it
-        could not be read at all (left as it is, with the files an earlier release set aside: the start writes nothing
-        over it). One that cannot be decoded (damaged, cut short, of another form) gives the keys it still holds whole
-        (`salvage`), owed again: the start takes them back as it takes back a readable file's
+        could not be read at all (`_unread`: left as it is, with the files an earlier release set aside, written over
+        by nothing). One that cannot be decoded (damaged, cut short, of another form) gives the keys it still holds
+        whole (`service.key_sets.salvage`), owed again: the start takes them back as it takes back a readable file's
         (`service.users.retractions.retract_owed`), and their write replaces the damaged file in one rename (`_write`),
         so a crash before leaves it to be read again."""
-        data = b""
         try:
             data = self.path.read_bytes()
-            return _decode(data), False
         except FileNotFoundError:
             return [], False
-        except OSError as exc:  # not read at all (a permission, an I/O error): nothing to salvage, so not replaced now
-            log.error("%s cannot be read (%s): the rows it names are taken back at a start that can read it (make it "
-                      "readable by the service); a row owed meanwhile replaces it", self.path, exc)
+        except OSError as exc:  # not read at all (a permission, an I/O error): nothing to salvage, so not replaced
+            if self._unread is None:
+                log.error("%s cannot be read (%s): the rows it names are taken back once it can be read (make it readable "
+                          "by the service: the next row owed or paid, or the next start, reads it again); nothing is "
+                          "written over it meanwhile", self.path, exc)
+            self._unread = exc
             return [], None
-        except DECODE_ERRORS as exc:
-            problem = exc
-        keys, unread = salvage(data)
-        log.error("%s cannot be read (%s): the %d rows it still names whole are taken back now, as owed, and the file is "
-                  "replaced by them; %s", self.path, problem, len(keys), _unread_words(unread))
+        keys, damaged, unread = read_keys(data, 3)
+        if not damaged:
+            return keys, False
+        log.error("%s cannot be read (cut short or damaged): the %d rows it still names whole are taken back now, as owed, "
+                  "and the file is replaced by them; %s", self.path, len(keys), _unread_words(unread))
         return keys, True
 
-    def _take_up_set_aside(self, rewrite: bool) -> None:
-        """The keys of the damaged owed files an earlier release kept beside the file (`SET_ASIDE_SUFFIX`) owed again
-        with the file's (`salvage`: such a file may be cut short), written once (with `_read`'s when `rewrite`), then
-        those files removed: no copy of a user's ids stays after their DELETE. Not removed when the write failed (read
-        again at the next start), nor one that cannot be read (logged, naming it). Not called when the owed file itself
-        could not be read at all: its write would replace it, and the rows it names with it."""
-        taken, salvaged, unread = [], 0, 0
+    def _take_up_set_aside(self) -> list[Key]:
+        """The keys of the damaged owed files an earlier release kept beside the file (`SET_ASIDE_SUFFIX`), owed again
+        with the file's (`read_keys`: such a file may be cut short); those files are removed once the keys are written
+        (`_remove_copies`): no copy of a user's ids stays after their DELETE. One that cannot be read is left (logged,
+        naming it), read again at the next start."""
+        keys, salvaged, unread, taken = [], 0, 0, []
         for path in sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}{SET_ASIDE_SUFFIX}*")):
             try:
-                if path.is_dir():
+                if path.is_dir() or path in self._copies:
                     continue
-                keys, cut = salvage(path.read_bytes())
+                found, _, cut = read_keys(path.read_bytes(), 3)
             except OSError as exc:
                 log.error("%s, a damaged %s kept by an earlier release, cannot be read (%s): its rows are taken back "
                           "at a start that can read it (make it readable by the service, or remove it)", path,
                           self.path.name, exc)
                 continue
-            self._keys.update(dict.fromkeys(keys, 0))
+            keys += found
             taken.append(path)
-            salvaged, unread = salvaged + len(keys), unread + cut
-        if not (rewrite or taken) or not self._write():
-            return
-        for path in taken:
+            salvaged, unread = salvaged + len(found), unread + cut
+        if taken:
+            self._copies += taken
+            log.warning("%d damaged %s kept by an earlier release beside it read: the %d rows they still named whole are "
+                        "taken back now, as owed (the files removed once they are written in it); %s", len(taken),
+                        self.path.name, salvaged, _unread_words(unread))
+        return keys
+
+    def _remove_copies(self) -> None:
+        for path in self._copies:
             try:
-                path.unlink()
+                path.unlink(missing_ok=True)
             except OSError as exc:
                 log.error("%s, a damaged %s kept by an earlier release, read, cannot be removed: %s", path, self.path.name, exc)
-        if taken:
-            log.warning("%d damaged %s kept by an earlier release beside it read and removed: the %d rows they still "
-                        "named whole are taken back now, as owed; %s", len(taken), self.path.name, salvaged,
-                        _unread_words(unread))
+        self._copies = []
 
 
 def _unread_words(unread: int) -> str:
@@ -200,28 +260,6 @@ def _unread_words(unread: int) -> str:
     return (f"{unread} other bytes (besides brackets, commas and spaces) named no whole row: a row named there, taken "
             "back through another replica, stays stored until its user takes it back again "
             "(DELETE /v1/users/{user_id}/preferences/{pref_id}) or is deleted")
-
-
-def salvage(data: bytes) -> tuple[list[Key], int]:
-    """The keys a damaged owed file still holds whole (`["acme","ann","p-1"]`, each part a JSON string that decodes),
-    in the order it holds them, and how many of its other bytes, besides the list's brackets, commas and spaces, are
-    not in them (a key cut short, bytes the damage changed): 0 when nothing it named was lost."""
-    keys, rest, pos = [], [], 0
-    for match in _KEY.finditer(data):
-        key = tuple(_text(part) for part in match.groups())
-        if None not in key:
-            keys.append(key)
-            rest.append(data[pos:match.start()])
-            pos = match.end()
-    rest.append(data[pos:])
-    return keys, len(_LIST.sub(b"", b"".join(rest)))
-
-
-def _text(data: bytes) -> str | None:
-    try:
-        return msgspec.json.decode(data, type=str)
-    except DECODE_ERRORS:
-        return None
 
 
 def forget_owed(rt: Runtime, user: Callable[[str, str], bool], tenant: Callable[[str], bool] = lambda _: False) -> None:

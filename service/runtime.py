@@ -612,7 +612,7 @@ class Runtime:
         if self.waiting_refits is None:
             self.waiting_refits = WaitingRefits(data / WAITING_REFITS_FILE)
         if self.owed_retractions is None:
-            self.owed_retractions = OwedRetractions(data / OWED_RETRACTIONS_FILE)
+            self.owed_retractions = OwedRetractions(data / OWED_RETRACTIONS_FILE, self.store.problems)
         if self.delete_journal is None:
             self.delete_journal = DeleteJournal(data / JOURNAL_FOLDER)
         if self.owed_vectors is None:
@@ -713,7 +713,7 @@ class Runtime:
             waiting = WaitingRefits(settings.data_path / WAITING_REFITS_FILE)
             # with replicas, the rows a retraction through another replica took back while stored here, named on disk
             # before the log lets go of them, from the replay on (`service.owed_retractions`)
-            owed = OwedRetractions(settings.data_path / OWED_RETRACTIONS_FILE)
+            owed = OwedRetractions(settings.data_path / OWED_RETRACTIONS_FILE, store.problems)
             step("replaying the feedback log")
             ingest = Ingestor(
                 FeedbackLog(settings.data_path / "feedback-log", problems=store.problems,

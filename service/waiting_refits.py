@@ -11,7 +11,10 @@ of both tables).
 
 How: each user joining the waiting or the queued refits is appended, one JSON line per batch of them, to
 WAITING_REFITS_FILE in the data folder (a write, no fsync: a process killed keeps what it wrote; a machine that loses
-power may lose the last lines, whose users are refitted at their next read). The file is removed when the refit queue
+power may lose the last lines, whose users are refitted at their next read). The format, the whole write (`rewrite`)
+and the read are the owed retractions' (`service.key_sets`); the append is this file's alone: it is written at every
+move of the ingest worker, where a whole write with an fsync of up to `service.feedback.services.MAX_WAITING_REFITS` users would cost more than
+the move's commit. The file is removed when the refit queue
 has drained with nobody waiting, and read at the next start (`service.users.services.refit_dropped`). Callers hold
 `Runtime.refit_lock`. A user stays owed while their refit runs (`Runtime.running_refit`): the file written whole again
 meanwhile (`rewrite`, at the bound) names them, and a stop that stops waiting for it keeps them in the stop's file
@@ -36,16 +39,15 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from pluralign.files import DECODE_ERRORS, atomic_writer
 from pluralign.store.failures import StoreUnavailable
+from service.key_sets import encode_line, read_keys, write_keys
 
 log = logging.getLogger("pluralign.service")
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
 
-WAITING_REFITS_FILE = "refits-waiting.jsonl"  # under the data folder: a JSON list of [tenant, user_id] pairs a line
-_decode_line = msgspec.json.Decoder(list[tuple[str, str]]).decode
+WAITING_REFITS_FILE = "refits-waiting.jsonl"  # under the data folder: [tenant, user_id] keys (`service.key_sets`)
 
 
 class WaitingRefits:
@@ -79,9 +81,10 @@ class WaitingRefits:
             self._append(keys)
 
     def _append(self, keys: Iterable[tuple[str, str]]) -> None:
-        line = msgspec.json.encode(sorted(keys))
-        if line == b"[]":
+        keys = list(keys)
+        if not keys:
             return
+        line = encode_line(keys)
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
@@ -90,7 +93,7 @@ class WaitingRefits:
                 # of its own. Glued to the torn one, it would be skipped with it at the next
                 # start (the users the worker names at each move, `owe`, lost to a kill once the disk had room again)
                 size = os.fstat(fd).st_size
-                view = memoryview(line + b"\n" if size == 0 or os.pread(fd, 1, size - 1) == b"\n" else b"\n" + line + b"\n")
+                view = memoryview(line if size == 0 or os.pread(fd, 1, size - 1) == b"\n" else b"\n" + line)
                 try:
                     while view:  # a short write (a full disk): the rest, which raises the disk's error
                         view = view[os.write(fd, view):]
@@ -114,10 +117,8 @@ class WaitingRefits:
         if not keys:
             self._unlink()
             return
-        keys = sorted(keys)
         try:
-            with atomic_writer(self.path) as f:
-                f.write(msgspec.json.encode(keys) + b"\n")
+            write_keys(self.path, keys)
             self.lines = 1
         except OSError as exc:
             log.error("%s cannot be written (%s): these users' background refits would be lost by a crash before they "
@@ -148,8 +149,8 @@ class WaitingRefits:
             log.error("%s cannot be removed: %s", self.path, exc)
 
     def read(self) -> list[tuple[str, str]]:
-        """The users the file names, each once, in the order first named; a line cut short by a crash mid-write, or
-        one that is not such a list, is skipped (logged)."""
+        """The users the file names, each once, in the order first named; of a line cut short by a crash mid-write, or
+        damaged, those it still names whole (logged: `names`)."""
         text = self.text()
         self.lines = len(text.splitlines())
         return self.names(text)
@@ -165,14 +166,13 @@ class WaitingRefits:
             return b""
 
     def names(self, text: bytes) -> list[tuple[str, str]]:
-        """The users the file's `text` names, each once, in the order first named (`read`)."""
-        keys: dict[tuple[str, str], None] = {}
-        for line in text.splitlines():
-            try:
-                keys.update(dict.fromkeys(_decode_line(line)))
-            except DECODE_ERRORS:
-                log.warning("%s: a line cut short or damaged is skipped (its users are refitted at their next read)", self.path)
-        return list(keys)
+        """The users the file's `text` names, each once, in the order first named (`read`); of a line cut short or
+        damaged, those it still names whole (`service.key_sets.read_keys`)."""
+        keys, damaged, unread = read_keys(text, 2)
+        if damaged:
+            log.warning("%s: %d lines cut short or damaged: the users they still name whole are kept%s", self.path, damaged,
+                        f"; {unread} other bytes named no whole user (each is refitted at their next read)" if unread else "")
+        return keys
 
 
 def owed_now(rt: Runtime) -> set[tuple[str, str]]:

@@ -2,7 +2,9 @@
 `metrics_token`'s bearer token or an admin key; with the setting `metrics_admin_only` an admin key alone).
 
 What they show to whom (docs/operations.md, "What one tenant sees of another"): the service's state and totals, never a
-tenant's name, a user id or a job id, nor a figure of one tenant."""
+tenant's name, a user id or a job id, nor a figure of one tenant. A total of every tenant's (/health's `feedback_pending`)
+goes only to whoever /metrics answers (`reads_totals`): a tenant's own figure subtracted from it leaves the others'. A
+tenant's key reads its own tenant's figure instead; any other caller (a probe from elsewhere) none."""
 
 from __future__ import annotations
 
@@ -40,7 +42,9 @@ class Health(Base, kw_only=True):
     generator: str  # the served generator's model id (a folder's name, never its path)
     encoder: str  # the text encoder's id
     pal: dict[str, Any]  # the population model: trained, version, digest (the same whatever the release), k, kind
-    feedback_pending: int  # acknowledged feedback rows not yet embedded into the table
+    # acknowledged feedback rows not yet embedded into the table: every tenant's to whoever /metrics answers, a tenant's
+    # own to its key, null to anyone else (`pending_for`)
+    feedback_pending: int | None
     vectors_owed: int  # purges of deleted users' vectors a busy embedding cache put off (vectors-owed/), retried each pass
 
 
@@ -57,7 +61,18 @@ def health(request: Request) -> Health:
     replicas = rt.deletion_sweep.replicas_problem() if rt.deletion_sweep is not None else None
     return Health(status="degraded" if storage or clocks or replicas else "ok", storage=storage, clocks=clocks, replicas=replicas,
                   generator=_public(rt.generator.model_id), encoder=_public(rt.encoder.encoder_id), pal=pal,
-                  feedback_pending=rt.ingest.log.backlog()[1], vectors_owed=rt.owed_vectors.owed())
+                  feedback_pending=pending_for(request, rt), vectors_owed=rt.owed_vectors.owed())
+
+
+def pending_for(request: Request, rt: Runtime) -> int | None:
+    """/health's `feedback_pending` for its caller: a tenant key's own tenant's rows; every tenant's to an admin key and
+    to whoever /metrics answers (`reads_totals`); None to anyone else. /health needs no key (probes send none), so the
+    key is looked up here: an unknown one is no key."""
+    sent = bearer_key(request.headers.get("authorization", ""))
+    entry = rt.keys.lookup(sent) if sent is not None else None
+    if entry is not None and not entry.admin:
+        return rt.ingest.log.tenant_pending(entry.tenant)
+    return rt.ingest.log.backlog()[1] if reads_totals(request, rt, sent) else None
 
 
 ROWS_WAIT_S = 2.0  # the longest a scrape waits for the tables' row counts before it reports the last ones
@@ -195,6 +210,20 @@ def from_this_machine(request: Request) -> bool:
     return loopback and not any(name in request.headers for name in FORWARDING_HEADERS)
 
 
+def reads_totals(request: Request, rt: Runtime, sent: str | None) -> bool:
+    """Whether the caller, who sent the bearer key or token `sent`, may read every tenant's figures together: whoever
+    /metrics answers. An admin key; with the setting `metrics_admin_only` nobody else; else the token `metrics_token`,
+    and without that setting a request from this machine (`from_this_machine`), whatever `Authorization` it carries."""
+    if sent is not None and (entry := rt.keys.lookup(sent)) is not None and entry.admin:
+        return True
+    if rt.settings.metrics_admin_only:
+        return False
+    token = rt.settings.metrics_token
+    if sent is not None and token is not None and hmac.compare_digest(sent.encode(), token.encode()):
+        return True
+    return token is None and from_this_machine(request)
+
+
 def check_scraper(request: Request, rt: Runtime) -> None:
     """Who may read /metrics (its totals count every tenant's traffic: with two tenants, the totals less one's own are
     the other's). A scraper sending `Authorization: Bearer <metrics_token>` or an admin key; without the setting
@@ -204,11 +233,7 @@ def check_scraper(request: Request, rt: Runtime) -> None:
     `WWW-Authenticate: Bearer` saying which setting to use."""
     token = rt.settings.metrics_token
     sent = bearer_key(request.headers.get("authorization", ""))
-    if sent is not None and token is not None and hmac.compare_digest(sent.encode(), token.encode()):
-        return
-    if sent is not None and (entry := rt.keys.lookup(sent)) is not None and entry.admin:
-        return
-    if token is None and from_this_machine(request):
+    if reads_totals(request, rt, sent):
         return
     if token is None:
         problem = ("`/metrics` answers a scrape from another machine (or through a proxy) with `Authorization: Bearer "

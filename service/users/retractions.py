@@ -181,11 +181,20 @@ def retract_arrived(rt: Runtime, rows: list[StoredPreference]) -> int:
 def retract_owed(rt: Runtime) -> int:
     """At the start: the retractions the last run owed and had not done (`Runtime.owed_retractions`: a crash after the
     row was stored, before or while it was taken back): their rows read and looked at again together on a thread of
-    their own (`_owed_rows`), those a retraction names taken back on the DELETEs' threads. Returns how many were owed."""
+    their own (`_owed_rows`), those a retraction names taken back on the DELETEs' threads; and from then on those of an
+    owed file the start could not read at all, once a write reads it (`OwedRetractions.taken_up`). Returns how many
+    were owed."""
+    rt.owed_retractions.taken_up = partial(_retract_taken_up, rt)  # keys a write read later, the same way
     owed = sorted(rt.owed_retractions.keys())
     if owed:
-        threading.Thread(target=_owed_rows, args=(rt, owed, 0), daemon=True, name="retract-owed").start()
+        _retract_taken_up(rt, owed)
     return len(owed)
+
+
+def _retract_taken_up(rt: Runtime, keys: list[tuple[str, str, str]]) -> None:
+    """`retract_owed`'s work for `keys` read from the owed file: at the start, and while running when a write read a file
+    the start could not read at all (`OwedRetractions.taken_up`)."""
+    threading.Thread(target=_owed_rows, args=(rt, sorted(keys), 0), daemon=True, name="retract-owed").start()
 
 
 def _owed_rows(rt: Runtime, keys: list[tuple[str, str, str]], tries: int) -> None:

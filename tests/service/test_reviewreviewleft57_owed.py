@@ -15,19 +15,21 @@ import sys
 
 import msgspec
 
-from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions, salvage
+from service.key_sets import salvage
+from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions
 from tests.service.test_reviewleft57_owed import DAMAGED, WHOLE, wait_for
 
 # the start's read of the owed file, killed (SIGKILL) as it comes to write the owed keys in the damaged file's place
 KILLED_BEFORE_THE_WRITE = """
 import os, signal, sys
 from pathlib import Path
+import service.key_sets as key_sets
 import service.owed_retractions as owed
 
 def killed(path):
     os.kill(os.getpid(), signal.SIGKILL)
 
-owed.atomic_writer = killed
+key_sets.atomic_writer = killed
 owed.OwedRetractions(Path(sys.argv[1]))
 """
 
@@ -60,10 +62,10 @@ def test_a_damaged_owed_file_holding_no_key_whole_is_removed_and_nothing_kept(tm
 def test_salvage_keeps_ids_holding_brackets_whole_and_counts_the_bytes_it_could_not_read():
     """A pref_id may hold `]` and an escaped `"`; a key cut short is bytes not read (the list's brackets, commas and spaces
     are not counted): what the start's log says of a damaged file, without its ids."""
-    keys, unread = salvage(b'[["acme","ann","a]b"], ["acme","bob","c]\\"d"],["acme","cy","p-')
+    keys, unread = salvage(b'[["acme","ann","a]b"], ["acme","bob","c]\\"d"],["acme","cy","p-', 3)
     assert keys == [("acme", "ann", "a]b"), ("acme", "bob", 'c]"d')]
     assert unread == len(b'"acme""cy""p-')
-    assert salvage(b'[["acme","ann","p-1"]') == ([("acme", "ann", "p-1")], 0)  # only its last `]` lost: nothing lost
+    assert salvage(b'[["acme","ann","p-1"]', 3) == ([("acme", "ann", "p-1")], 0)  # only its last `]` lost: nothing lost
 
 
 def test_the_files_an_earlier_release_set_aside_are_owed_again_and_removed_at_the_start(serve, tmp_path, caplog):
@@ -89,7 +91,7 @@ def test_the_files_an_earlier_release_set_aside_are_owed_again_and_removed_at_th
 def test_a_file_set_aside_stays_until_its_keys_are_on_disk(tmp_path, monkeypatch):
     """The owed file is written (the keys of the files set aside with its own) before they go: a write that fails (a
     full disk) leaves them to the next start, which owes them again and removes them."""
-    import service.owed_retractions as module
+    import service.key_sets as module
 
     (tmp_path / OWED_RETRACTIONS_FILE).write_bytes(msgspec.json.encode([["acme", "eve", "p-7"]]))
     (tmp_path / KEPT_ASIDE).write_bytes(DAMAGED)

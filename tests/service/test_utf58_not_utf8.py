@@ -49,7 +49,7 @@ def last_line(result: subprocess.CompletedProcess) -> str:
 # one is, and the service starts
 SKIPPED_AT_START = {  # each with TEXT where a user's id or a tenant's name goes
     "dropped refits": (DROPPED_REFITS_FILE, b'[["acme","TEXT"]]', "cannot be read"),
-    "waiting refits": (WAITING_REFITS_FILE, b'[["acme","ann"]]\n[["acme","TEXT"]]\n', "a line cut short or damaged is skipped"),
+    "waiting refits": (WAITING_REFITS_FILE, b'[["acme","ann"]]\n[["acme","TEXT"]]\n', "1 lines cut short or damaged"),
     "a tenant's removal": (f"{REMOVALS_FOLDER}/{'0' * 64}.json", b'{"tenant":"TEXT"}', "is not a tenant removal record"),
 }
 
