@@ -178,3 +178,33 @@ def test_a_batch_that_failed_is_not_held_while_the_ingest_worker_pauses(svc, mon
     finally:
         go.set()
         resume.set()
+
+
+def test_the_generation_process_holds_no_chat_once_it_answered(tiny_generator_dir):
+    """The generation process (`pluralign.policy.process`, setting `generator_process`) read each call into its loop's
+    variables (`message`, `args`: the chat's messages, the user's retrieved shots among them) and kept them until the
+    next call came: on a quiet service for good, after the user's DELETE too (which cannot reach that process). Its
+    loop, `_serve`, runs here on a thread of this process over a real pipe, so what it still holds once it answered
+    is searched as in the service's own process."""
+    import multiprocessing
+
+    from pluralign.policy.generator import Sampling
+    from pluralign.policy.process import _serve
+
+    marker = uuid.uuid4().hex
+    parent, child = multiprocessing.Pipe()
+    served = threading.Thread(target=_serve, args=(child, str(tiny_generator_dir), None), daemon=True, name="generation-child")
+    served.start()
+    try:
+        assert parent.poll(120) and parent.recv()[0] == "ready"
+        parent.send(("generate", ([{"role": "user", "content": f"Tell me about {marker}?"}], 2, Sampling(max_tokens=4, seed=0)),
+                     1, "acme", False))
+        kinds = []
+        while not kinds or kinds[-1] not in ("ok", "failed", "cancelled"):
+            assert parent.poll(120), kinds
+            kinds.append(parent.recv()[0])
+        assert kinds == ["began", "ok"], kinds
+        assert wait_until(lambda: not holders([marker]), timeout=20), holders([marker])
+    finally:
+        parent.close()  # the loop ends at the closed pipe
+        served.join(30)
