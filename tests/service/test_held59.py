@@ -181,7 +181,7 @@ def test_a_batch_that_failed_is_not_held_while_the_ingest_worker_pauses(svc, mon
 
 
 def test_the_generation_process_holds_no_chat_once_it_answered(tiny_generator_dir):
-    """The generation process (`pluralign.policy.process`, setting `generator_process`) read each call into its loop's
+    """The generation process (`pluralign.policy.process`, setting `generation_process`) read each call into its loop's
     variables (`message`, `args`: the chat's messages, the user's retrieved shots among them) and kept them until the
     next call came: on a quiet service for good, after the user's DELETE too (which cannot reach that process). Its
     loop, `_serve`, runs here on a thread of this process over a real pipe, so what it still holds once it answered
