@@ -44,6 +44,7 @@ from service.ratelimit import rate_limit
 from service.requestid import app_logging, with_request_ids
 from service.runtime import Runtime
 from service.scheduler import TenantThreads, request_threads
+from service.scopes import released_once_answered
 from service.settings import Settings
 from service.startup_files import check_startup_files
 from service.stopping import STOPPING, draining
@@ -169,11 +170,13 @@ def _assemble(settings: Settings, runtime: Runtime, admin_handlers: Sequence[Con
             raise TypeError(f"Litestar's router is no longer wrapped in its CORS middleware: {app.asgi_handler!r}")
         app.asgi_handler = VaryKeepingCORS(app.asgi_handler.app, app.cors_config)
     with_cors = partial(VaryKeepingCORS, config=app.cors_config) if app.cors_config else None
-    app.asgi_handler = keyed_answers(answer_head(with_request_ids(
+    # outside every other: a request's state (its body, its JSON) is let go once answered, not kept by its idle
+    # connection until the next request on it (service.scopes)
+    app.asgi_handler = released_once_answered(keyed_answers(answer_head(with_request_ids(
         draining(one_segment_ids(app.asgi_handler), lambda: app.state.draining, around=with_cors), log_access=settings.access_log,
         tenant_of=_tenant_of, route_of=access_route_of, refuse=refuse_request_id, method_of=method_of,
         around_refusal=with_cors or (lambda refusal: refusal),
-    )), public_paths(settings.metrics_admin_only), cors=app.cors_config is not None)  # HEAD wherever GET is (Litestar routes only declared methods)
+    )), public_paths(settings.metrics_admin_only), cors=app.cors_config is not None))  # HEAD wherever GET is (Litestar routes only declared methods)
     app.state.runtime = runtime
     app.state.tenant_requests = TenantRequests()  # `tenant_requests_middleware` counts them; a tenant's removal waits on them
     app.state.admin_sessions = AdminSessions(settings.admin_session_s, still_admin=runtime.keys.is_admin)

@@ -140,6 +140,9 @@ def _serve(conn, folder: str, model_id: str | None) -> None:
         send(("began", None, call))
         threading.Thread(target=_serve_call, args=(send, generator, op, args, call, lane, cancel, cancels), daemon=True,
                          name=f"call-{call}").start()
+        # not held while this loop waits for the next call (on a quiet service, for good): the chat's messages, its
+        # user's retrieved shots among them, after that user's DELETE too (it cannot reach this process)
+        del message, args
 
 
 def _beat(send, generator: Generator, cancels: dict) -> None:

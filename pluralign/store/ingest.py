@@ -1251,6 +1251,7 @@ class Ingestor:
                 if self._passed_over:
                     self._passed_over = {}
                 continue
+            failed = False
             try:
                 with self._worker:  # a flush or a pause under way: the batch is taken after it (not embedded twice)
                     pass
@@ -1264,12 +1265,17 @@ class Ingestor:
                     log.error("moving feedback from the log into the table failed: %s; the rows stay in the log "
                               "(acknowledged, replayed at a restart) and are moved once the table can be written", exc)
                     last, said = (exc.name, exc.action, exc.problem), time.monotonic()
-                failing = self._pause(failing)
+                failed = True
             except Exception:  # the records stay pending (and durable), none set aside for it: tried again after a pause
                 log.exception("moving feedback from the log failed (the store's or the encoder's failure, not a row's: "
                               "its rows stay in the log and are tried again in %.3g s)", self._pause_s(failing + 1))
+                failed = True
+            # not held while this thread waits for the next batch, nor during the pause after a failed one: its rows, a
+            # DELETE's user's too (the pause comes once the error is handled: its traceback's frames held the batch)
+            entries = []
+            if failed:  # the failed try's vectors are gone with it; those it was given, of an earlier batch, go too
+                given_up = {}
                 failing = self._pause(failing)
-            entries = []  # not held while this thread waits for the next batch: its rows, a DELETE's user's too
 
     @staticmethod
     def _pause_s(failing: int) -> float:
