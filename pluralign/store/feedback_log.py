@@ -723,7 +723,7 @@ class FeedbackLog:
         with self._cv:
             return len(self.pending), sum(len(e.rows) for e in self.pending.values())
 
-    def tenant_pending(self, tenant: str) -> int:
+    def tenant_pending_rows(self, tenant: str) -> int:
         """`tenant`'s rows pending (what `backlog` counts of every tenant's), for a caller that may see one tenant's. O(1)."""
         with self._cv:
             return self._tenant_pending.get(tenant, 0)

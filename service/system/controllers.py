@@ -71,7 +71,7 @@ def pending_for(request: Request, rt: Runtime) -> int | None:
     sent = bearer_key(request.headers.get("authorization", ""))
     entry = rt.keys.lookup(sent) if sent is not None else None
     if entry is not None and not entry.admin:
-        return rt.ingest.log.tenant_pending(entry.tenant)
+        return rt.ingest.log.tenant_pending_rows(entry.tenant)
     return rt.ingest.log.backlog()[1] if reads_totals(request, rt, sent) else None
 
 
