@@ -429,8 +429,8 @@ class AdapterPool:
     def bytes_evicted_in_use(self) -> int:
         """Bytes of the adapters out of the table (evicted, retrained or deleted) whose drop waits for the generations
         using them (or is under way): held in memory beside `budget_bytes`, at most one adapter per generation in
-        flight; and those served beside the budget, not kept (a take refused, `_make_room`): one no chat generates with,
-        the last served, at most. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
+        flight; and those served beside the budget, not kept (a take refused, `_make_room`), each until a load of another
+        adapter finds no generation using it (`_pass_on`). Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
         an adapter the host dropped already is not counted, though its drop thread still waits for that lock."""
         gone = set(self._left_memory)  # read first: `_drop` strikes a name out of `_dropping` before out of it
         passing = sum(size for size, _ in list(self._passing.values()))
@@ -741,7 +741,8 @@ class AdapterPool:
 
     def _pass_on(self, keep: frozenset[str], busy: Container[str], now: bool = False) -> None:
         """The adapters served beside the budget (`_passing`) that no generation uses, but `keep`, let go; under the
-        lock. So at most one is held that no generation uses (the last served), beside one per generation in flight."""
+        lock. So those held are the last served and those generations used at the last load: at most one per generation in
+        flight then, beside the last served."""
         for name in [n for n in self._passing if n not in keep and n not in busy]:
             self._let_go(name, self._passing.pop(name), now)
 
