@@ -429,8 +429,8 @@ class AdapterPool:
     def bytes_evicted_in_use(self) -> int:
         """Bytes of the adapters out of the table (evicted, retrained or deleted) whose drop waits for the generations
         using them (or is under way): held in memory beside `budget_bytes`, at most one adapter per generation in
-        flight; and those served beside the budget, not kept (a take refused, `_make_room`): one no chat generates with,
-        the last served, at most. Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
+        flight; and those served beside the budget, not kept (a take refused, `_make_room`), each until a load of another
+        adapter finds no generation using it (`_pass_on`). Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
         an adapter the host dropped already is not counted, though its drop thread still waits for that lock."""
         gone = set(self._left_memory)  # read first: `_drop` strikes a name out of `_dropping` before out of it
         passing = sum(size for size, _ in list(self._passing.values()))
@@ -719,9 +719,7 @@ class AdapterPool:
         may_take = self._takes.may(tenant)
         victims = self._table.evict(self.budget_bytes, pinned=pinned | {name}, busy=busy, take=may_take)
         if not may_take and self.bytes_used > self.budget_bytes:  # it needs others' room, which it may not take now
-            for owner, victim, entry in reversed(victims):
-                self._table.put(owner, victim, entry, last=False)
-            self._passing[name] = self._table.pop(tenant, name)
+            self._serve_beside(name, size, pinned, victims, now)
             return
         if self._table.taken:
             self._takes.took_now(tenant, name)
@@ -739,9 +737,25 @@ class AdapterPool:
                 f"(this one alone is {size} bytes)"
             )
 
+    def _serve_beside(self, name: str, size: int, pinned: frozenset[str], victims: list, now: bool) -> None:
+        """`_make_room` of `name` whose take is refused: the table as it was (`victims` back in place) and `name` served
+        beside the budget (`_passing`); under the lock. AdapterError (`name` dropped again), as when the take is allowed,
+        when the adapters needed at once (`pinned`, in the table or beside it) exceed the budget with it: a batch is not
+        served beside the budget whole, nor refused or not by the books of other tenants' takes."""
+        for owner, victim, entry in reversed(victims):
+            self._table.put(owner, victim, entry, last=False)
+        entry = self._table.pop(self._tenant_of[name], name)
+        needed = size + sum((self._entry(n) or self._passing.get(n) or (0, 0.0))[0] for n in pinned if n != name)
+        if needed > self.budget_bytes:
+            self._let_go(name, entry, now)
+            raise AdapterError(f"adapters needed at once exceed the pool's budget of {self.budget_bytes} bytes "
+                               f"(this one alone is {size} bytes)")
+        self._passing[name] = entry
+
     def _pass_on(self, keep: frozenset[str], busy: Container[str], now: bool = False) -> None:
         """The adapters served beside the budget (`_passing`) that no generation uses, but `keep`, let go; under the
-        lock. So at most one is held that no generation uses (the last served), beside one per generation in flight."""
+        lock. So those held are the last served and those generations used at the last load: at most one per generation in
+        flight then, beside the last served."""
         for name in [n for n in self._passing if n not in keep and n not in busy]:
             self._let_go(name, self._passing.pop(name), now)
 

@@ -148,7 +148,8 @@ def scrape_state(app: Litestar) -> list:
         ("pluralign_adapter_bytes", "gauge", "users' LoRA adapters held in memory, in bytes (with openai:URL, their files' size), "
          "by state: loaded (within adapter_budget_mb) and evicted_in_use (out of the pool, evicted past the budget, retrained "
          "or deleted, while chats generate with them: held beside the budget until those chats end, at most one adapter "
-         "per chat generating)",
+         "per chat generating; and those served beside the budget without being kept, a take of smaller tenants' room "
+         "refused: each until a load of another adapter finds no chat generating with it)",
          [({"state": "loaded"}, rt.adapters.bytes_used), ({"state": "evicted_in_use"}, rt.adapters.bytes_evicted_in_use)]),
         ("pluralign_adapter_budget_bytes", "gauge", "adapter_budget_mb, in bytes", [({}, rt.adapters.budget_bytes)]),
         ("pluralign_embed_truncated_texts", "counter",
