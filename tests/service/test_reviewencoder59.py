@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from pluralign.embed.models import MINILM_ID
+from pluralign.embed.remote import RemoteEncoderError
 from service.embeddings.app import served_info
-from tests.service.test_encoder59_remote_limit import BGE, remote, serve_error, server, tei, vllm
+from service.encoders import make_encoder
+from tests.service.test_encoder59_remote_limit import BGE, Embeddings, remote, serve_error, server, tei, vllm
+from tests.stub_openai import served
 
 
 def test_a_tei_serving_a_folder_of_another_name_is_taken_with_a_warning_naming_it(caplog):
@@ -52,3 +57,17 @@ def test_serve_embeddings_relaying_another_server_says_it_does_not_know_whether_
     `auto_truncate` null (that server may refuse long texts)."""
     with server(info=tei(BGE, 512, truncates=False)) as (url, _), remote(url) as relayed:
         assert served_info(relayed) == {"model_id": BGE, "max_input_length": 512, "auto_truncate": None}
+
+
+class ModelsDown(Embeddings):
+    """No `/info` (vLLM's 404) and `/v1/models` answering 503: what the server reads is not known."""
+
+    calls: list[list[str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.answer(503 if self.path == "/v1/models" else 404, {"error": "down" if self.path == "/v1/models" else "Not Found"})
+
+
+def test_a_server_without_info_whose_model_listing_is_not_given_is_refused():
+    with served(ModelsDown) as root, pytest.raises(RemoteEncoderError, match=r"its GET /v1/models .* answered 503"):
+        make_encoder(f"openai:{root}/v1", BGE, timeout_s=5)
