@@ -68,11 +68,15 @@ SERVED_SETTINGS = {"model": "PLURALIGN_ENCODER_MODEL (setting encoder_model)",
                    "max_length": "PLURALIGN_ENCODER_MAX_LENGTH (setting encoder_max_length)"}
 
 
-def served_setting(served_otherwise, max_length_set: bool) -> str:
+def served_setting(served_otherwise, max_length: int | None, model_id: str | None) -> str:
     """The setting an embeddings server's `ServedOtherwise` asks to change: PLURALIGN_ENCODER_MODEL for another model,
-    PLURALIGN_ENCODER_MAX_LENGTH for another length where that setting gave the length, else PLURALIGN_ENCODER (the
-    server itself: MiniLM's 256 is no setting's)."""
-    if served_otherwise.what == "max_length" and not max_length_set:
+    PLURALIGN_ENCODER_MAX_LENGTH for another length where that setting (`max_length`) gave the length of a model whose
+    length is not known here, else PLURALIGN_ENCODER (the server itself: MiniLM's 256 is no setting's, and the
+    settings refuse another there)."""
+    from pluralign.embed.models import MINILM_ID
+    from pluralign.embed.named import IDENTITIES
+
+    if served_otherwise.what == "max_length" and (max_length is None or (model_id or MINILM_ID) in IDENTITIES):
         return ENCODER_SETTING
     return SERVED_SETTINGS.get(served_otherwise.what, ENCODER_SETTING)
 

@@ -688,7 +688,7 @@ class Runtime:
             # a server saying it serves another model or length than the settings say (its /info, /v1/models): the
             # start's one line naming the setting to change
             except ServedOtherwise as exc:
-                raise ValueError(f"{served_setting(exc, settings.encoder_max_length is not None)}: {exc}") from None
+                raise ValueError(f"{served_setting(exc, settings.encoder_max_length, settings.encoder_model)}: {exc}") from None
             # an embeddings server not reached: the start's one
             # line naming the setting (`pluralign serve`: exit 2), the server's address without its password, not
             # a traceback

@@ -97,13 +97,18 @@ class ServedOtherwise(RemoteEncoderError):
         return type(self), (self.args[0], self.what)
 
 
+def is_folder(served: str) -> bool:
+    """Whether TEI's `model_id` (its `--model-id`) is a folder, a path from "/" or ".", rather than a hub name."""
+    return served.startswith(("/", "."))
+
+
 def same_model(served: str, model: str) -> bool:
     """Whether a server saying it serves `served` (TEI's `model_id`: its `--model-id`, a hub name or a folder) serves
-    `model`: the same name, or a folder (a path from "/" or ".") whose last name is `model`'s last
+    `model`: the same name, or a folder (`is_folder`) whose last name is `model`'s last
     ("/data/all-MiniLM-L6-v2" for "sentence-transformers/all-MiniLM-L6-v2": TEI started on a downloaded copy)."""
     if served == model:
         return True
-    return served.startswith(("/", ".")) and served.rstrip("/").rsplit("/", 1)[-1] == model.rsplit("/", 1)[-1]
+    return is_folder(served) and served.rstrip("/").rsplit("/", 1)[-1] == model.rsplit("/", 1)[-1]
 
 
 REFUSED_STATUSES = (400, 413, 422)  # the server's answers of a request it will not take as sent: its texts' (`RemoteTextsRefused`)
@@ -185,9 +190,9 @@ class RemoteEncoder:
         """What the server says it serves, checked: TEI's `GET /info` (`model_id`, `max_input_length`, `auto_truncate`),
         else vLLM's `GET /v1/models` (the entry of `encoder_id`: its `max_model_len`). A `model_id` other than
         `encoder_id` (`same_model`) is ServedOtherwise("model"): TEI's OpenAI route embeds with its one model whatever
-        a request names. A length other than `max_length` is ServedOtherwise("max_length"); with `max_length` None (a
-        model whose local encoder is not known here) the server's length becomes `self.max_length`, which the embedding
-        caches key vectors by (`pluralign.embed.cache.encoder_cache_id`). `auto_truncate` false (TEI without
+        a request names; a folder of another name is a warning (`_check_model`). A length other than `max_length` is
+        ServedOtherwise("max_length"); with `max_length` None (a model whose local encoder is not known here) the
+        server's length becomes `self.max_length`, which the embedding caches key vectors by (`pluralign.embed.cache.encoder_cache_id`). `auto_truncate` false (TEI without
         `--auto-truncate`) is logged as a warning. A server without either route (a 4xx or 501: OpenAI,
         `pluralign serve-embeddings`), or one whose answer is not JSON or says none of these, is taken as it is. One whose
         metadata is not given (tried as any request is: a timeout, EncoderTimedOut; a connection error, a 408, 429 or
@@ -205,11 +210,7 @@ class RemoteEncoder:
             if entry is None:
                 return
             served, length, truncates, said = None, entry.get("max_model_len"), None, "its /v1/models' max_model_len"
-        if isinstance(served, str) and served and not same_model(served, self.encoder_id):
-            raise ServedOtherwise(
-                f"embeddings server at {self.shown_url} serves {shorten(served, 200, '...')!r} (its /info's model_id), not "
-                f"{self.encoder_id!r}: its vectors would be another model's than the tables' and the PAL model's. Name the "
-                f"model it serves, or serve {self.encoder_id!r} there", "model")
+        self._check_model(served)
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
             length = None
         if max_length is None:
@@ -222,6 +223,23 @@ class RemoteEncoder:
         if truncates is False:
             log.warning("the embeddings server at %s refuses texts past %s word pieces (no --auto-truncate): such texts "
                         "are refused (a chat's a 400), where the local encoder embeds their start", self.shown_url, length)
+
+    def _check_model(self, served: object) -> None:
+        """Refuses a server whose TEI `model_id` names another model than `encoder_id` (ServedOtherwise("model")). A
+        folder of another name (`is_folder`: Hugging Face Inference Endpoints start TEI on `/repository`) says nothing
+        of the model it holds, so it is only warned of: refused, no setting would get past it (naming the folder makes
+        another model than the tables')."""
+        if not isinstance(served, str) or not served or same_model(served, self.encoder_id):
+            return
+        shown = shorten(served, 200, "...")
+        if is_folder(served):
+            log.warning("the embeddings server at %s serves the folder %r (its /info's model_id), whose name is not %r's: "
+                        "not checked to hold that model", self.shown_url, shown, self.encoder_id)
+            return
+        raise ServedOtherwise(
+            f"embeddings server at {self.shown_url} serves {shown!r} (its /info's model_id), not "
+            f"{self.encoder_id!r}: its vectors would be another model's than the tables' and the PAL model's. Name the "
+            f"model it serves, or serve {self.encoder_id!r} there", "model")
 
     def _metadata(self, url: str, what: str) -> dict | None:
         """The JSON object the server answers to GET `url`, or None where it has no such route (a 4xx but 408 and 429, or

@@ -26,7 +26,7 @@ def test_usage_counts_the_encoders_word_pieces_not_words(url, sentence_encoder):
     punctuation or CJK with no spaces. Now the encoder's own word pieces, special tokens included, as many as it reads
     (a text past its max_length counts max_length)."""
     texts = ["hello world", "東京の天気は?", "¡¿...!!", "word " * 400]
-    r = httpx.post(f"{url}/v1/embeddings", json={"model": MINILM_ID, "input": texts})
+    r = httpx.post(f"{url}/v1/embeddings", json={"model": MINILM_ID, "input": texts}, timeout=120)  # a 400-word text on torch: past httpx's 5 s at load ~17
     assert r.status_code == 200, r.text[:300]
     read = [min(n, sentence_encoder.max_length) for n in word_pieces(sentence_encoder.counter, texts)]
     assert read[0] == 4 and read[-1] == sentence_encoder.max_length, read
