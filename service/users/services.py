@@ -1056,7 +1056,7 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         # the history's place on the line, filled as it is read (`_stated_history_pieces`): a random text no row holds
         history_at = f"stated-history-{uuid.uuid4().hex}"
         line["stated"] = {**msgspec.to_builtins(StatedShown.of(stated, [])), "history": history_at}
-        history = _stated_history_pieces(rt, tenant, user_id, stated)
+        history = _stated_history_pieces(rt, tenant, user_id, stated, record.created_at)
         first_changes = next(history)  # the first page before any line: its failure is the export's, nothing sent
     preferences = rt.store.preferences_in_order(tenant, user_id)
     interactions = rt.store.interactions_in_order(tenant, user_id)
@@ -1079,23 +1079,40 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
 STATED_VERSIONS_PER_READ = 500  # versions of stated changes (at most 16 changes each) an export reads at once
 
 
-def _stated_history_pieces(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences) -> Iterator[bytes]:
+def _stated_history_pieces(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences, created_at: float) -> Iterator[bytes]:
     """The export's `stated.history` (every version's changes, oldest first) as pieces of the JSON array's inside,
     `STATED_VERSIONS_PER_READ` versions a read (`stated_history`), each piece after the first opening with its comma:
     the history has no bound (2^63 versions), and held whole it made an export of a user who changed their mind a
     million times hold every change at once, where its preference and chat lines are read 1,000 rows at a time.
-    Always yields a first piece (empty for no change)."""
+    Always yields a first piece (empty for no change). The pages after the first are read while the line is sent,
+    from the table as it is then: each is sent only while the user's row (`created_at`: the row `stated` was read
+    from) still holds that record (`_same_record`), else DeletedMeanwhile, as a cut preference read: a DELETE between
+    two pages left the rest of the history missing, or the versions of a record made since in its place."""
     encode = msgspec.json.encode
     first, written = 1, False
     while True:
         last = min(stated.version, first + STATED_VERSIONS_PER_READ - 1)
         page = stated_history(rt, tenant, user_id, stated, first, last) if first <= stated.version else []
+        if first > 1 and not _same_record(rt, tenant, user_id, stated, created_at):
+            raise DeletedMeanwhile(f"the stated preferences being read (versions {first} to {last} of {stated.version}) were deleted meanwhile")
         piece = encode(page)[1:-1]
         yield (b"," + piece) if written and piece else piece
         written = written or bool(piece)
         if last >= stated.version:
             return
         first = last + 1
+
+
+def _same_record(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences, created_at: float) -> bool:
+    """Whether the user's row, read now, still holds the stated-preference record `stated` (read from their row made at
+    `created_at`), at its version or a later one: no DELETE since, nor a DELETE and a new record under the id (its
+    versions restart at 1 under a new epoch; a record an earlier release wrote has none: the row's `created_at`)."""
+    rt.store.refresh("users")  # with replicas: as fresh as the page `stated_history` may have read again
+    row = rt.store.get_user(tenant, user_id)
+    if row is None:
+        return False
+    now = stated_of(row)
+    return now.version >= stated.version and (now.epoch == stated.epoch if stated.epoch else row.created_at == created_at)
 
 
 def set_aside_lines(letters: list) -> Iterator[bytes]:
