@@ -19,17 +19,22 @@ from __future__ import annotations
 
 import re
 
+from pluralign.data.text import shorten
+
+MAX_VALUE = 67  # characters of a refused value repeated (msgspec's message holds it whole: a MB string, a MB message)
+
 _TYPES = {"int": "an integer", "float": "a number", "str": "text", "bool": "true or false", "null": "null",
           "array": "a list", "object": "an object", "bytes": "base64 text", "datetime": "an RFC 3339 date and time",
           "date": "an RFC 3339 date", "time": "an RFC 3339 time", "uuid": "a UUID", "decimal": "a decimal number"}
-_GOT = {**_TYPES, "bool": "a boolean"}
+# msgspec's `float` sent: `1.5`, `1.0`, `1e3` (an integer is a number too: "not a number" would say it is none)
+_GOT = {**_TYPES, "bool": "a boolean", "float": "a number with a fraction or exponent"}
 _BOUND = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
 _COUNTED = {"str": "characters long", "bytes": "bytes long"}  # of length N: else items (array) or keys (object)
 
 _WRONG_TYPE = re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`(?P<rest>.*)", re.S)
 _OUT_OF_BOUNDS = re.compile(r"Expected `(?P<want>[^`]+)` (?P<op>>=|<=|>|<) (?P<bound>\S+)")
 _LENGTH = re.compile(r"Expected `(?P<want>[^`]+)` of length (?P<op>>=|<=|>|<) (?P<bound>\d+)")
-_MULTIPLE = re.compile(r"Expected `(?P<want>[^`]+)` that is a multiple of (?P<bound>\S+)")
+_MULTIPLE = re.compile(r"Expected `(?P<want>[^`]+)` that's a multiple of (?P<bound>\S+)")
 _PATTERN = re.compile(r"Expected `str` matching regex .*", re.S)
 _INVALID = re.compile(r"Invalid (?:enum )?value (?P<value>.+)", re.S)
 _MISSING = re.compile(r"Object missing required field `[^`]*`")
@@ -63,7 +68,7 @@ def in_our_words(problem: str) -> str:
     if _PATTERN.fullmatch(problem):
         return "does not have the form this field takes (docs/api.md)"
     if found := _INVALID.fullmatch(problem):
-        return f"{found['value']} is not one of the values this field takes"
+        return f"{shorten(found['value'], MAX_VALUE, '...')} is not one of the values this field takes"
     if _MISSING.fullmatch(problem):
         return "missing required field"
     if _UNKNOWN.fullmatch(problem):
