@@ -18,8 +18,9 @@ service's bodies, an import's lines and a job's params alike. A message of anoth
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
-from pluralign.data.text import shorten
+from pluralign.data.text import closest_name, shorten
 
 MAX_VALUE = 67  # characters of a refused value repeated (msgspec's message holds it whole: a MB string, a MB message)
 
@@ -96,3 +97,22 @@ def said(message: str) -> str:
     where msgspec names no field (`validation_problem`)."""
     path, problem = validation_problem(message)
     return f"`{path}`: {problem}" if path else problem
+
+
+def one_of(choices: tuple[str, ...], value: object, shown_as: str = "") -> str:
+    """`must be one of `a`, `b`; got 'c'`: a `value` outside a field's choices, said with them (a string as its repr, cut
+    between graphemes), and the closest of them to a misspelt one (`got 'populaton' (did you mean `population`?)`),
+    as an unknown field is. `value` None: one `service.strict.refused_value` could not read, shown as msgspec said it
+    (`shown_as`). A body's field (`service.strict`) and a job's parameter (`training.jobs.params`) alike."""
+    if value is None:
+        return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {shorten(shown_as, 67, '...')}"
+    hint = did_you_mean(value, choices)
+    got = repr(shorten(value, 66, "...")) if isinstance(value, str) else shorten(str(value), 67, "...")
+    return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}{hint}"
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """` (did you mean `x`?)` for the one of `choices` the text `value` most likely means
+    (`pluralign.data.text.closest_name`: `USER`, `populaton`), else '' (a value far from every choice, or no text)."""
+    close = closest_name(value, choices) if isinstance(value, str) else None
+    return f" (did you mean `{close}`?)" if close else ""

@@ -3,8 +3,8 @@
 - A number with a fraction or exponent (`1.5`, `1.0`, `1e3`: msgspec's `float`) where an integer goes was told
   "must be an integer, not a number", as if an integer were no number.
 - msgspec's `Expected `int` that's a multiple of 2` was not read (its words were taken as "that is").
-- A value outside a field's choices was repeated whole (a job's `params.personalized` of 5,000 characters, all of
-  them in the error)."""
+- A value outside a field's choices was repeated whole (5,000 characters, all of them in the error), and a job's
+  parameter outside its choices was told "'robot' is not one of the values this field takes", none named."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Annotated
 import msgspec
 import pytest
 
-from pluralign.data.decode_words import said, validation_problem
+from pluralign.data.decode_words import in_our_words, said, validation_problem
 from training.jobs.params import JobParamsError, decode_params
 
 
@@ -37,7 +37,21 @@ def test_a_multiple_is_said_in_our_words():
 
 
 def test_a_long_value_outside_the_choices_is_shown_cut():
+    """Where the choices are not known (an import line's, a body Litestar decodes), the value alone is repeated, cut."""
+    problem = in_our_words("Invalid enum value '" + "z" * 5000 + "'")
+    assert problem == "'" + "z" * 63 + "... is not one of the values this field takes"
+
+
+@pytest.mark.parametrize("kind, params, field, said", [
+    ("audit", {"group_by": "lang", "personalized": "robot"}, "params.personalized", "must be one of `logistic`, `pal`; got 'robot'"),
+    ("pal", {"protocol": "persona", "variant": "A"}, "params.variant", "must be one of `a`, `b`; got 'A' (did you mean `a`?)"),
+    ("em", {"protocol": "persna"}, "params.protocol", "must be one of `persona`, `ukp`, `file`; got 'persna' (did you mean `persona`?)"),
+    ("audit", {"group_by": "lang", "personalized": "z" * 5000}, "params.personalized",
+     "must be one of `logistic`, `pal`; got '" + "z" * 63 + "...'"),
+])
+def test_a_job_parameter_outside_its_choices_names_them(kind, params, field, said):
+    """As a body's field does (`service.strict.one_of`); before, "'robot' is not one of the values this field takes",
+    none named."""
     with pytest.raises(JobParamsError) as caught:
-        decode_params("audit", {"group_by": "x", "personalized": "z" * 5000}, from_client=True)
-    assert caught.value.field == "params.personalized"
-    assert len(caught.value.problem) < 200 and caught.value.problem.startswith("'zzz"), caught.value.problem[:300]
+        decode_params(kind, params, from_client=True)
+    assert (caught.value.field, caught.value.problem) == (field, said)
