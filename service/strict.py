@@ -19,7 +19,7 @@ import asyncio
 import codecs
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from types import UnionType
 from typing import Annotated, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -34,7 +34,7 @@ from litestar.exceptions import HTTPException, MethodNotAllowedException
 from litestar.params import ParameterKwarg
 from litestar.types import Receive, Scope, Send
 
-from pluralign.data.decode_words import in_our_words
+from pluralign.data.decode_words import did_you_mean, in_our_words, one_of  # noqa: F401 (did_you_mean: the service's name too)
 from pluralign.data.io import utf16_like
 from pluralign.data.json_keys import repeated_key
 from pluralign.data.record import MAX_CREATED_AT, time_text_hint
@@ -239,24 +239,6 @@ def _tagged_as(holder: dict, structs: list[type]) -> list[type]:
     """Those of the tagged `structs` whose tag the object `holder` carries; [] when none."""
     return [struct for struct in structs if (config := struct.__struct_config__).tag_field is not None
             and holder.get(config.tag_field) == config.tag]
-
-
-def one_of(choices: tuple[str, ...], value: object, said: str = "") -> str:
-    """`must be one of `a`, `b`; got 'c'`: a `value` outside a field's choices, said with them (a string as its repr, cut
-    between graphemes), and the closest of them to a misspelt one (`got 'populaton' (did you mean `population`?)`),
-    as an unknown field is. `value` None: one `refused_value` could not read, shown as msgspec `said` it."""
-    if value is None:
-        return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {shorten(said, 67, '...')}"
-    hint = did_you_mean(value, choices)
-    got = repr(shorten(value, 66, "...")) if isinstance(value, str) else shorten(str(value), 67, "...")
-    return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}{hint}"
-
-
-def did_you_mean(value: object, choices: Iterable[str]) -> str:
-    """` (did you mean `x`?)` for the one of `choices` the text `value` most likely means
-    (`pluralign.data.text.closest_name`: `USER`, `populaton`), else '' (a value far from every choice, or no text)."""
-    close = closest_name(value, choices) if isinstance(value, str) else None
-    return f" (did you mean `{close}`?)" if close else ""
 
 
 # msgspec's error for a value outside a field's choices: "Invalid enum value <repr>" (a Literal's, an Enum's), and

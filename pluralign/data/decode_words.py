@@ -18,18 +18,24 @@ service's bodies, an import's lines and a job's params alike. A message of anoth
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+
+from pluralign.data.text import closest_name, shorten
+
+MAX_VALUE = 67  # characters of a refused value repeated (msgspec's message holds it whole: a MB string, a MB message)
 
 _TYPES = {"int": "an integer", "float": "a number", "str": "text", "bool": "true or false", "null": "null",
           "array": "a list", "object": "an object", "bytes": "base64 text", "datetime": "an RFC 3339 date and time",
           "date": "an RFC 3339 date", "time": "an RFC 3339 time", "uuid": "a UUID", "decimal": "a decimal number"}
-_GOT = {**_TYPES, "bool": "a boolean"}
+# msgspec's `float` sent: `1.5`, `1.0`, `1e3` (an integer is a number too: "not a number" would say it is none)
+_GOT = {**_TYPES, "bool": "a boolean", "float": "a number with a fraction or exponent"}
 _BOUND = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
 _COUNTED = {"str": "characters long", "bytes": "bytes long"}  # of length N: else items (array) or keys (object)
 
 _WRONG_TYPE = re.compile(r"Expected `(?P<want>[^`]+)`, got `(?P<got>[^`]+)`(?P<rest>.*)", re.S)
 _OUT_OF_BOUNDS = re.compile(r"Expected `(?P<want>[^`]+)` (?P<op>>=|<=|>|<) (?P<bound>\S+)")
 _LENGTH = re.compile(r"Expected `(?P<want>[^`]+)` of length (?P<op>>=|<=|>|<) (?P<bound>\d+)")
-_MULTIPLE = re.compile(r"Expected `(?P<want>[^`]+)` that is a multiple of (?P<bound>\S+)")
+_MULTIPLE = re.compile(r"Expected `(?P<want>[^`]+)` that's a multiple of (?P<bound>\S+)")
 _PATTERN = re.compile(r"Expected `str` matching regex .*", re.S)
 _INVALID = re.compile(r"Invalid (?:enum )?value (?P<value>.+)", re.S)
 _MISSING = re.compile(r"Object missing required field `[^`]*`")
@@ -63,7 +69,7 @@ def in_our_words(problem: str) -> str:
     if _PATTERN.fullmatch(problem):
         return "does not have the form this field takes (docs/api.md)"
     if found := _INVALID.fullmatch(problem):
-        return f"{found['value']} is not one of the values this field takes"
+        return f"{shorten(found['value'], MAX_VALUE, '...')} is not one of the values this field takes"
     if _MISSING.fullmatch(problem):
         return "missing required field"
     if _UNKNOWN.fullmatch(problem):
@@ -91,3 +97,22 @@ def said(message: str) -> str:
     where msgspec names no field (`validation_problem`)."""
     path, problem = validation_problem(message)
     return f"`{path}`: {problem}" if path else problem
+
+
+def one_of(choices: tuple[str, ...], value: object, shown_as: str = "") -> str:
+    """`must be one of `a`, `b`; got 'c'`: a `value` outside a field's choices, said with them (a string as its repr, cut
+    between graphemes), and the closest of them to a misspelt one (`got 'populaton' (did you mean `population`?)`),
+    as an unknown field is. `value` None: one `service.strict.refused_value` could not read, shown as msgspec said it
+    (`shown_as`). A body's field (`service.strict`) and a job's parameter (`training.jobs.params`) alike."""
+    if value is None:
+        return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {shorten(shown_as, 67, '...')}"
+    hint = did_you_mean(value, choices)
+    got = repr(shorten(value, 66, "...")) if isinstance(value, str) else shorten(str(value), 67, "...")
+    return f"must be one of {', '.join(f'`{c}`' for c in choices)}; got {got}{hint}"
+
+
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
+    """` (did you mean `x`?)` for the one of `choices` the text `value` most likely means
+    (`pluralign.data.text.closest_name`: `USER`, `populaton`), else '' (a value far from every choice, or no text)."""
+    close = closest_name(value, choices) if isinstance(value, str) else None
+    return f" (did you mean `{close}`?)" if close else ""

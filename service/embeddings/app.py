@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import threading
 from typing import Literal
 
@@ -24,10 +25,12 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.exceptions import HTTPException, ServiceUnavailableException, TooManyRequestsException
 from litestar.params import JSONBody
 
+from pluralign.data.decode_words import in_our_words
 from pluralign.data.record import Base
 from pluralign.embed.base import Encoder, window_texts, word_pieces
 from service.errors import (
     HUNG_UP,
+    MAX_PARAM,
     MAX_PATH,
     bad_request,
     controls_escaped,
@@ -137,6 +140,29 @@ async def check_json_body(request: Request) -> None:
                 raise await undecodable_json_off_loop(body, exc) from None
             except UnicodeDecodeError as exc:
                 raise await not_utf8_off_loop(body, f"{exc.reason} at byte {exc.start} of the body") from None
+            if _LARGE_NUMBER.search(body) and (field := out_of_range_field(body)) is not None:
+                raise bad_request(shorten(field, MAX_PARAM, "..."), in_our_words("Number out of range"))
+
+
+# what a number no float holds is written with (`1e400`, `1` and 300 zeros `e9`): only a body holding one (or a text
+# that looks so) is decoded whole again, a MB in 10 ms where the syntax check above takes 0.3 ms
+_LARGE_NUMBER = re.compile(rb"\d{100}|[eE][+-]?\d{3}")
+
+
+def out_of_range_field(body: bytes) -> str | None:
+    """The top-level field of the JSON object `body` holding a number that no 64-bit integer or float holds (`1e400`),
+    anywhere in its value; None when none does. Litestar's decode refuses such a body naming no field (msgspec's
+    `Number out of range - at `$[...]``: a dict's value, its key unsaid), as the API service's does not."""
+    try:
+        fields = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+    except msgspec.ValidationError:  # not an object: Litestar's to refuse
+        return None
+    for name, value in fields.items():
+        try:
+            msgspec.json.decode(value)
+        except msgspec.ValidationError:
+            return name
+    return None
 
 
 def tokens_read(encoder: Encoder, texts: list[str]) -> int:

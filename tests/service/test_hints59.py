@@ -74,6 +74,13 @@ def test_a_path_far_from_every_route_gets_no_hint(svc, method, path):
      "`user`: must be text, not an integer (send it as a JSON string, in quotes: \"3\", not 3)"),
     ("/admin/jobs", "admin", {"kind": "pal", "params": {"epochs": 0}}, "params.epochs", "`params.epochs`: must be at least 1"),
     ("/admin/jobs", "admin", {"kind": "pal", "params": {"epochs": "3"}}, "params.epochs", "`params.epochs`: must be an integer, not text"),
+    # review hints59: 1.5 is a number too (before: "not a number"); a refused value is cut, the choices named (before: all of it, none)
+    ("/v1/chat/completions", "acme", {"model": "pluralign", "user": "ann", "messages": HI, "max_tokens": 1.5}, "max_tokens",
+     "`max_tokens`: must be an integer or null, not a number with a fraction or exponent"),
+    ("/admin/jobs", "admin", {"kind": "pal", "params": {"epochs": 1.0}}, "params.epochs",
+     "`params.epochs`: must be an integer, not a number with a fraction or exponent"),
+    ("/admin/jobs", "admin", {"kind": "audit", "params": {"group_by": "lang", "personalized": "z" * 5000}}, "params.personalized",
+     "`params.personalized`: must be one of `logistic`, `pal`; got '" + "z" * 63 + "...'"),
 ])
 def test_a_field_s_problem_is_said_in_our_words(svc, path, who, body, param, said):
     import json

@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
 
-from pluralign.data.decode_words import in_our_words
+from pluralign.data.decode_words import in_our_words, one_of
 from pluralign.data.record import MAX_CREATED_AT, Base, digits_date_problem, tenant_problem, time_text_hint
 from pluralign.data.text import closest_name, is_blank, shorten, surrogate_problem
 
@@ -125,8 +125,9 @@ class JobParamsError(ValueError):
         super().__init__(f"`{field}`: {problem}")
 
 
-def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """msgspec's 'problem - at `$.name`' as (`params.name`, problem); an unknown or missing name is named itself."""
+def _where(exc: msgspec.ValidationError, schema: type[Base], params: Mapping[str, object]) -> tuple[str, str]:
+    """msgspec's 'problem - at `$.name`' as (`params.name`, problem); an unknown or missing name is named itself, a value
+    outside a choice's values with them (`one_of`: `must be one of `logistic`, `pal`; got 'robot'`)."""
     problem, _, path = str(exc).partition(" - at `$")
     path = path.rstrip("`")
     named = re.search(r"field `([^`]+)`", problem)
@@ -136,7 +137,15 @@ def _where(exc: msgspec.ValidationError) -> tuple[str, str]:
         problem = NAME_WORDS
     elif path == ".group_by" and problem.startswith("Expected `str` of length"):
         problem = GROUP_BY_WORDS
+    elif problem.startswith("Invalid enum value ") and (choices := _choices(schema, path[1:])) and path[1:] in params:
+        problem = one_of(choices, params[path[1:]])  # the value as sent, cut, and the choice it most likely means
     return "params" + path, in_our_words(problem)
+
+
+def _choices(schema: type[Base], name: str) -> tuple[str, ...]:
+    """The values `schema`'s parameter `name` takes when it is a Literal (`personalized`: `logistic`, `pal`); else ()."""
+    kind = get_type_hints(schema).get(name)
+    return tuple(str(value) for value in get_args(kind)) if get_origin(kind) is Literal else ()
 
 
 def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool = False) -> Base:
@@ -163,7 +172,7 @@ def decode_params(kind: str, params: Mapping[str, object], *, from_client: bool 
     try:
         typed = msgspec.convert({name: value for name, value in params.items() if value is not None}, schema, strict=True)
     except msgspec.ValidationError as exc:
-        where, problem = _where(exc)
+        where, problem = _where(exc, schema, params)
         since = params.get("since")  # an audit's: a date, or a time in milliseconds, is told its seconds
         if where == "params.since" and isinstance(since, str | int | float) and not isinstance(since, bool):
             problem += time_text_hint(str(since), quoted=isinstance(since, str)) if len(str(since)) <= 64 else ""
