@@ -25,7 +25,9 @@ that no longer reads as JSON. Its other rows, taken back through another replica
 The log says how many keys were salvaged and how many bytes were not, never which ids (a log cannot be deleted per user).
 A file that cannot be read at all (a permission, an I/O error) holds keys nothing else names: nothing writes over it,
 while running either. Each write reads it again first, the same way as the start (`OwedRetractions._take_up`), and
-once it reads, its keys are owed with the others, written with them and taken back then (`taken_up`). Meanwhile, and
+once it reads, its keys are owed with the others, written with them and taken back then (`taken_up`); with no row owed
+or paid, the pass over the unfinished DELETEs reads it again (`retry`), and writes again a file whose write failed.
+Meanwhile, and
 while a write fails (a full disk, a read-only folder), /health lists the file under `storage` (`PROBLEM_NAME`,
 `written`): the rows owed are taken back while the service runs, but a crash would leave them stored.
 """
@@ -138,6 +140,12 @@ class OwedRetractions:
             if gone or taken or self._behind:
                 self._write()
         self._hand_on(taken)
+
+    def retry(self) -> None:
+        """A file not read at all read again, and one whose last write failed written again, with no row owed or paid:
+        the pass over the unfinished DELETEs' (`service.users.services.UnfinishedDeletes`, every `deletion_sweep_s`), so
+        that on an idle replica its rows are taken back and /health is `ok` again once it reads and writes."""
+        self.paid_all((), owed_by=0)
 
     def _take_up_again(self) -> list[Key]:
         """While running, before a change: the keys of a file the start (or the last write) could not read at all, read
