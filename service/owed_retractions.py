@@ -25,7 +25,9 @@ that no longer reads as JSON. Its other rows, taken back through another replica
 The log says how many keys were salvaged and how many bytes were not, never which ids (a log cannot be deleted per user).
 A file that cannot be read at all (a permission, an I/O error) holds keys nothing else names: nothing writes over it,
 while running either. Each write reads it again first, the same way as the start (`OwedRetractions._take_up`), and
-once it reads, its keys are owed with the others, written with them and taken back then (`taken_up`). Meanwhile, and
+once it reads, its keys are owed with the others, written with them and taken back then (`taken_up`); with no row owed
+or paid, the pass over the unfinished DELETEs reads it again (`retry`), and writes again a file whose write failed.
+Meanwhile, and
 while a write fails (a full disk, a read-only folder), /health lists the file under `storage` (`PROBLEM_NAME`,
 `written`): the rows owed are taken back while the service runs, but a crash would leave them stored.
 """
@@ -139,12 +141,24 @@ class OwedRetractions:
                 self._write()
         self._hand_on(taken)
 
+    def retry(self) -> None:
+        """A file not read at all read again, and one whose last write failed written again, with no row owed or paid:
+        the pass over the unfinished DELETEs' (`service.users.services.UnfinishedDeletes`, every `deletion_sweep_s`), so
+        that on an idle replica its rows are taken back and /health is `ok` again once it reads and writes."""
+        self.paid_all((), owed_by=0)
+
     def _take_up_again(self) -> list[Key]:
         """While running, before a change: the keys of a file the start (or the last write) could not read at all, read
-        now as the start reads them (`_take_up`), owed from now on; [] when there was none or it still cannot be read."""
+        now as the start reads them (`_take_up`), owed from now on; [] when there was none or it still cannot be read.
+        Once it reads, it is written at this change (`_behind`), even when it named nothing new (its keys owed already,
+        or the operator removed it): /health listed it as not written."""
         if self._unread is None:
             return []
-        return self._take_up() or []
+        taken = self._take_up()
+        if taken is None:
+            return []
+        self._behind = True
+        return taken
 
     def _hand_on(self, taken: list[Key]) -> None:
         if taken and self.taken_up is not None:
@@ -166,23 +180,30 @@ class OwedRetractions:
 
     def _write(self) -> bool:
         """The file written whole (removed when nothing is owed) in one rename, then the copies taken up removed; False
-        (logged, noted for /health until a write succeeds) when it could not be, or when the file could not be read at
-        all (`_unread`: its keys would be lost)."""
+        (noted for /health until a write succeeds; logged at the first failure since the last success, not at each try
+        after it: with replicas every move of the ingest worker tries again) when it could not be, or when the file could
+        not be read at all (`_unread`: its keys would be lost)."""
         if self._unread is not None:
-            log.error("%s cannot be read (%s), so it is not written over: the %d rows owed here now are taken back while "
-                      "the service runs, but would stay after a crash before their retraction ran (make it readable by the "
-                      "service: the next row owed or paid reads it again)", self.path, self._unread, len(self._keys))
+            if not self._behind:
+                log.error("%s cannot be read (%s), so it is not written over: the %d rows owed here now are taken back "
+                          "while the service runs, but would stay after a crash before their retraction ran (make it "
+                          "readable by the service: it is read again at the next row owed or paid, and every "
+                          "deletion_sweep_s)", self.path, self._unread, len(self._keys))
             self._note(self._unread)
             self._behind = True
             return False
         try:
             write_keys(self.path, self._keys)
         except OSError as exc:
-            log.error("%s cannot be written (%s): rows taken back through another replica while stored here would stay "
-                      "after a crash before their retraction ran", self.path, exc)
+            if not self._behind:
+                log.error("%s cannot be written (%s): rows taken back through another replica while stored here would "
+                          "stay after a crash before their retraction ran (written again at the next row owed or paid, "
+                          "and every deletion_sweep_s)", self.path, exc)
             self._note(exc)
             self._behind = True
             return False
+        if self._behind:
+            log.info("%s written again: the rows owed here are on disk", self.path)
         self._rewrite = self._behind = False
         self.problems.succeeded(PROBLEM_NAME, "written")
         self._remove_copies()
@@ -207,8 +228,8 @@ class OwedRetractions:
         except OSError as exc:  # not read at all (a permission, an I/O error): nothing to salvage, so not replaced
             if self._unread is None:
                 log.error("%s cannot be read (%s): the rows it names are taken back once it can be read (make it readable "
-                          "by the service: the next row owed or paid, or the next start, reads it again); nothing is "
-                          "written over it meanwhile", self.path, exc)
+                          "by the service: the next row owed or paid, the pass every deletion_sweep_s, or the next start "
+                          "reads it again); nothing is written over it meanwhile", self.path, exc)
             self._unread = exc
             return [], None
         keys, damaged, unread = read_keys(data, 3)

@@ -1794,8 +1794,10 @@ class UnfinishedDeletes(Periodic):
 
     def run_once(self) -> int:
         """Submit the unfinished DELETEs not submitted yet, after the purges of vectors a busy embedding cache
-        kept (`OwedVectors.retry`); returns how many DELETEs were submitted."""
+        kept (`OwedVectors.retry`), and the owed retractions' file read or written again when it could not be
+        (`OwedRetractions.retry`); returns how many DELETEs were submitted."""
         self.rt.owed_vectors.retry()
+        self.rt.owed_retractions.retry()
         submitted = 0
         removed: dict[str, bool] = {}  # tenant -> whether its removal runs here
         for entry in self.rt.delete_journal.pending():

@@ -43,20 +43,29 @@ def wait_for(check, why: str, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def test_an_owed_file_the_start_could_not_read_is_read_by_a_later_write_never_written_over(serve, tmp_path, monkeypatch):
-    (tmp_path / "data").mkdir()
-    path = tmp_path / "data" / OWED_RETRACTIONS_FILE
-    path.write_bytes(msgspec.json.encode(OLD))
+READ = Path.read_bytes
+
+
+def unreadable_until_cleared(monkeypatch, path: Path) -> threading.Event:
+    """`path`'s reads fail (EIO, a disk error) until the event returned is cleared (the operator fixed it)."""
     unreadable = threading.Event()
     unreadable.set()
-    read = Path.read_bytes
 
     def failing(self):
         if self == path and unreadable.is_set():
             raise OSError(errno.EIO, "Input/output error", str(self))
-        return read(self)
+        return READ(self)
 
     monkeypatch.setattr(Path, "read_bytes", failing)
+    return unreadable
+
+
+def test_an_owed_file_the_start_could_not_read_is_read_by_a_later_write_never_written_over(serve, tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / OWED_RETRACTIONS_FILE
+    path.write_bytes(msgspec.json.encode(OLD))
+    unreadable = unreadable_until_cleared(monkeypatch, path)
+    read = READ
     data, server, svc = serve()
     with server, svc.client(None) as anyone:
         owed, store = svc.runtime.owed_retractions, svc.runtime.store
