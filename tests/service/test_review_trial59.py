@@ -5,10 +5,16 @@
   404 said OpenAI's stored chat completions are not served, not that the base_url was wrong;
 - a `function` message (read since trial59) carrying what only an assistant's message carries (`tool_calls`,
   `function_call`, `refusal`, `annotations`) or a `tool_call_id` was taken and those fields dropped unread, where
-  every other non-assistant message is a 400 naming the field (a `tool` message too)."""
+  every other non-assistant message is a 400 naming the field (a `tool` message too);
+- tenant T's dashboard with no audit (`/admin/dashboard?tenant=T`) named the audit route without `tenant`: that audit is
+  of every tenant, which T's page does not show (its audits are those whose `tenant` is T), so the page stayed empty."""
 
 from __future__ import annotations
 
+import html
+import re
+
+import httpx
 import pytest
 
 from tests.service.tiny import start_service
@@ -21,7 +27,9 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "weather", "arg
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    from service.admin.controllers import ADMIN_HANDLERS
+
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
     with server:
         yield service
 
@@ -73,3 +81,16 @@ def test_a_call_results_message_with_an_assistants_field_is_refused_naming_it(sv
     # the role's refusal of what belongs to assistants names `messages[2].role`, as a `user` message's does
     assert param == (f"messages[2].{field}" if field in ("annotations", "tool_call_id") else "messages[2].role"), (param, message)
     assert field in message or "citations" in message, message
+
+
+@pytest.mark.parametrize("tenant", ["acme", None])
+def test_a_tenants_dashboard_with_no_audit_names_the_audit_its_page_shows(svc, tenant):
+    with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {svc.keys['admin']}"}, timeout=120) as admin:
+        page = admin.get("/admin/dashboard", params={} if tenant is None else {"tenant": tenant})
+    assert page.status_code == 200, page.text
+    text = html.unescape(re.sub(r"<[^>]+>", "", page.text))
+    said = text[text.index("No audit has been run yet"):][:300]
+    route = re.search(r"GET (/admin/audits/fairness\S*)", said)
+    assert route is not None, said
+    asked = dict(part.split("=", 1) for part in route.group(1).split("?", 1)[1].split("&"))
+    assert asked.get("tenant") == tenant and asked["group_by"] == "ATTRIBUTE", said
