@@ -380,9 +380,23 @@ def _openai_api_hint(path: str) -> str | None:
     `/v1`: a client's base_url without it too), else None."""
     sent = path.strip("/").split("/")
     rest = sent[1:] if sent[0] == "v1" and len(sent) > 1 else sent
-    if rest[:2] == ["chat", "completions"] and len(rest) > 2:  # a stored chat by its id
+    # a stored chat by its id, or its messages (the client's shapes only: `/v1/chat/completions/chat/completions`
+    # is a base_url set to the route's own URL, `_route_after_route`)
+    if rest[:2] == ["chat", "completions"] and (len(rest) == 3 or (len(rest) == 4 and rest[3] == "messages")):
         return STORED_CHATS_NOT_SERVED
     return OPENAI_APIS_NOT_SERVED.get(rest[0])
+
+
+def _route_after_route(request: Request, method: str, path: str) -> str | None:
+    """The route an OpenAI client meant whose base_url is a route's own URL (`.../v1/chat/completions`, as a curl example
+    gives the endpoint): it sends `/v1/chat/completions/chat/completions`, the route's path and then the client's part of
+    it, which is the route meant with `/v1` before it. None when the path is no route's path and a route after it."""
+    for route in request.app.routes:
+        prefix = route.path.rstrip("/")
+        if prefix.startswith("/v1/") and "{" not in prefix and path.startswith(prefix + "/") \
+                and (meant := "/v1" + path[len(prefix):].rstrip("/")) != path and _routes(request, method, meant):
+            return f"did you mean `{method} {shorten(meant, MAX_PATH + 3, '...')}`? (the path begins with the route `{prefix}`: an OpenAI client's base_url is the service's URL ending in /v1, not a route's)"
+    return None
 
 
 def _place_hint(request: Request, path: str) -> str | None:
@@ -417,6 +431,8 @@ def _route_hint(request: Request) -> str | None:
         if path.startswith("/") and meant.startswith("/v1/") and (path.startswith("/v1/v1/") or not path.startswith("/v1/")) \
                 and _routes(request, method, meant):
             return f"did you mean `{method} {shorten(meant, MAX_PATH + 3, '...')}`? ({why}: an OpenAI client's base_url is the service's URL ending in /v1)"
+    if (after := _route_after_route(request, method, path)) is not None:
+        return after
     if (unserved := _openai_api_hint(path)) is not None:
         return unserved
     best = _closest_route(request, method, path.strip("/").split("/"))

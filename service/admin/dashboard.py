@@ -476,8 +476,10 @@ def render_dashboard(report: AuditReport | None, history: Sequence[AuditReport],
     else:
         # stored reports this release cannot read (listed below) are audits that were run
         summary = "No audit this release can read is stored" if unreadable else "No audit has been run yet"
-        # the page has no form (no script): it names the route that runs one, and what it groups by
-        summary, bars = (f"{summary}: run one with <code>GET /admin/audits/fairness?group_by=ATTRIBUTE</code> and an admin "
+        # the page has no form (no script): it names the route that runs one, and what it groups by; a tenant's page
+        # shows that tenant's audits only, so the route names it (an audit without `tenant` is of every tenant)
+        of_tenant = "" if jobs_of is None else f"&amp;tenant={_e(jobs_of)}"
+        summary, bars = (f"{summary}: run one with <code>GET /admin/audits/fairness?group_by=ATTRIBUTE{of_tenant}</code> and an admin "
                          "key (or queue an audit job, <code>POST /admin/jobs</code>), ATTRIBUTE a label the comparisons "
                          "carry, sent with the feedback in <code>attributes</code> (docs/admin.md, Fairness audits)."), ""
     return (

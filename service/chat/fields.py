@@ -105,15 +105,16 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     check_parts(messages)
     out: list[dict[str, str]] = []
     for i, m in enumerate(messages):
-        if (result := _call_result(i, m)) is not None:
-            out.append({"role": "user", "content": result})
-            continue
+        # checked before a call's result is read: a `tool` or `function` message carrying these is refused too
         if m.role != "assistant" and (m.tool_calls or m.refusal is not None or m.function_call):
             raise bad_request(f"messages[{i}].role", "`tool_calls`, `function_call` and `refusal` belong to assistant messages")
         if m.role != "assistant" and m.annotations:
             raise bad_request(f"messages[{i}].annotations", "URL citations belong to assistant messages (an answer's sources)")
         if m.role != "tool" and m.tool_call_id is not None:
             raise bad_request(f"messages[{i}].tool_call_id", "only `tool` messages carry a tool_call_id")
+        if (result := _call_result(i, m)) is not None:
+            out.append({"role": "user", "content": result})
+            continue
         if m.content is None and m.role != "assistant":
             raise bad_request(f"messages[{i}].content", f"a `{m.role}` message needs content")
         text = m.text() or (m.refusal or "")
