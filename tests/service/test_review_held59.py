@@ -38,7 +38,7 @@ def uncollected_holders(texts: list[str]) -> list[str]:
 
 
 def test_a_deleted_users_chats_leave_no_garbage_holding_them(svc):
-    """A user's chats (answered, streamed, and one refused 400 after its plan retrieved their shots: its prompt is
+    """A user's chats (answered and streamed, one choice and several reranked, and one refused 400 after its plan retrieved their shots: its prompt is
     past `max_prompt_tokens`), then their DELETE: nothing holds their texts, with no garbage collection since the
     chats. The scheduler's task was held by its own future's callback, and an error's traceback held the frames
     holding the future (the scheduler's worker, the chat's coroutine): cycles, each holding the chat's request and
@@ -62,7 +62,11 @@ def test_a_deleted_users_chats_leave_no_garbage_holding_them(svc):
             assert r.status_code == 200, r.text
             assert r.json()["pluralign"]["history"], "no shot retrieved: the chat read none of the user's comparisons"
             answers += [ch["message"]["content"] for ch in r.json()["choices"]]
+            r = c.post("/v1/chat/completions", json=ask(4, n=2, pluralign={"candidates": 3, "rerank": True}))
+            assert r.status_code == 200, r.text
+            answers += [ch["message"]["content"] for ch in r.json()["choices"]]
             answers += _streamed(c, ask(2))
+            answers += _streamed(c, ask(5, n=2, pluralign={"candidates": 2, "rerank": True}))
             long = {"role": "user", "content": " ".join(["word"] * 1500) + f" {marker}?"}
             r = c.post("/v1/chat/completions", json=ask(3, messages=[long]))
             assert r.status_code == 400 and "max_prompt_tokens" in r.text, r.text
