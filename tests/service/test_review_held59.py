@@ -14,8 +14,8 @@ from collections import Counter
 
 import pytest
 
-from tests.service.test_break58 import _refs
-from tests.service.test_held59 import _holds, _streamed
+from tests.service.test_break58 import _holds, _refs
+from tests.service.test_held59 import _streamed
 from tests.service.tiny import start_service
 
 
