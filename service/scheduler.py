@@ -27,6 +27,7 @@ import queue
 import sys
 import threading
 import time
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -132,12 +133,19 @@ class FairScheduler:
                 self._turns.append(tenant)
             self._held[tenant] += 1
             self._dispatch()
-        task.future.add_done_callback(lambda future: self._forget(task) if future.cancelled() else None)
+        # the task by a weak reference: the future keeps its callbacks, and a task (its `fn`, the request's texts) held
+        # by its own future's would be a cycle with the future's result or error (an answer's texts), freed only by a
+        # garbage collection, on a quiet service much later; a task waiting, the one `_forget` drops, its queue holds
+        weak = weakref.ref(task)
+        task.future.add_done_callback(lambda future: self._forget(weak()) if future.cancelled() else None)
         return task.future
 
-    def _forget(self, task: _Task) -> None:
+    def _forget(self, task: _Task | None) -> None:
         """A task cancelled while it waited (its client went away) leaves the queue at once, and gives its
-        tenant's place back: kept until its turn, it answered the tenant's next requests 429 meanwhile."""
+        tenant's place back: kept until its turn, it answered the tenant's next requests 429 meanwhile. None: gone
+        already (it waits in no queue)."""
+        if task is None:
+            return
         with self._lock:
             queue = self._waiting.get(task.tenant)
             if queue is None or not any(waiting is task for waiting in queue):
@@ -303,6 +311,10 @@ class FairScheduler:
                 task.future.set_exception(error)
             else:
                 task.future.set_result(result)
+            # not kept in this frame, which the error's traceback holds: a cycle (the error, its traceback, this frame,
+            # the task's future) freed only by a garbage collection, on a quiet service much later, and the task's
+            # `fn` holds its request's texts (a chat's, its user's shots among them)
+            del result, error, task
 
 
 def request_threads() -> int:

@@ -567,21 +567,24 @@ async def scheduled(rt: Runtime, tenant: str, fn, request: Request | None = None
     except Stopping:
         raise not_begun(rt) from None
     answer = asyncio.wrap_future(future)
-    if request is None or cancel is None:
-        return await _unless_stopping(rt, answer)
-    gone = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not answer.done():  # the client left, or this request was cancelled: stop the work
-            cancel.set()
-            answer.cancel()  # its outcome is dropped
-            rt.scheduler.let_go(future)  # not started: never runs; running: the tenant's place is free at once
-        gone.cancel()
-    if answer.cancelled():
-        rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
-        raise ClientGone(detail="the client disconnected before the answer was ready")
-    return await _unless_stopping(rt, answer)
+        if request is None or cancel is None:
+            return await _unless_stopping(rt, answer)
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not answer.done():  # the client left, or this request was cancelled: stop the work
+                cancel.set()
+                answer.cancel()  # its outcome is dropped
+                rt.scheduler.let_go(future)  # not started: never runs; running: the tenant's place is free at once
+            gone.cancel()
+        if answer.cancelled():
+            rt.metrics.inc("pluralign_chat_cancelled_total", help="chats stopped because their client disconnected")
+            raise ClientGone(detail="the client disconnected before the answer was ready")
+        return await _unless_stopping(rt, answer)
+    finally:  # the futures hold the task's error, whose traceback holds this frame: not a cycle (`FairScheduler._run`)
+        del future, answer
 
 
 async def _unless_stopping(rt: Runtime, answer: asyncio.Future):
@@ -593,6 +596,8 @@ async def _unless_stopping(rt: Runtime, answer: asyncio.Future):
         raise not_begun(rt) from None
     except (GeneratorUnavailable, RemoteGeneratorError) as exc:
         raise unavailable_as_503(exc) from None
+    finally:  # the future holds its error, whose traceback holds this frame: not a cycle (`FairScheduler._run`)
+        del answer
 
 
 async def _refused(future) -> None:

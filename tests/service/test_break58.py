@@ -62,30 +62,31 @@ def _refs(obj) -> list:
     return [*obj, *gc.get_referents(obj)] if issubclass(type(obj), dict) else gc.get_referents(obj)
 
 
-def _holds(obj, marker: str, bmarker: bytes, depth: int = 2) -> bool:
+def _holds(obj, texts: list[str], raw: list[bytes], depth: int = 2) -> bool:
+    """Whether `obj` is a text (str or bytes) holding one of `texts`, and not one of the test's own copies of them."""
     if issubclass(type(obj), str):  # type(): isinstance reads `__class__`, which some modules' objects warn at
-        return marker in obj and obj != marker  # a text holding it, not the marker this test looks for
+        return any(t in obj for t in texts) and not any(obj is t for t in texts)
     if issubclass(type(obj), (bytes, bytearray)):
-        return bmarker in obj and obj != bmarker
+        return any(b in obj for b in raw) and not any(obj is b for b in raw)
     if depth and not gc.is_tracked(obj):  # an untracked container (a msgspec Struct of strings): read through it
-        return any(_holds(r, marker, bmarker, depth - 1) for r in _refs(obj))
+        return any(_holds(r, texts, raw, depth - 1) for r in _refs(obj))
     return False
 
 
-def _reaches(value, ids: set[int], marker: str, bmarker: bytes, depth: int = 3) -> bool:
-    """Whether `value` (a local variable) is, or refers within `depth` steps to, a text holding the marker."""
-    if id(value) in ids or _holds(value, marker, bmarker):
+def _reaches(value, ids: set[int], texts: list[str], raw: list[bytes], depth: int = 3) -> bool:
+    if id(value) in ids or _holds(value, texts, raw):
         return True
-    return depth > 0 and not isinstance(value, type) and any(
-        _reaches(r, ids, marker, bmarker, depth - 1) for r in _refs(value))
+    return depth > 0 and not isinstance(value, type) and any(_reaches(r, ids, texts, raw, depth - 1) for r in _refs(value))
 
 
-def holders(marker: str) -> list[str]:
-    """What in this process still refers to a text holding `marker`: for those held by another thread's local
-    variables (frames are not gc objects) the thread, function and variable, else how many gc objects refer to one."""
+def holders_of(texts: list[str]) -> list[str]:
+    """What in this process still refers to a text holding one of `texts` (the test's own objects of them aside): the
+    thread, function and variable of another thread's local (frames are not gc objects), else how many gc objects of
+    each kind refer to one. Texts are told from the test's own by identity: an answer held whole, a `Candidate`'s
+    text, is equal to the test's copy."""
     gc.collect()
-    bmarker = marker.encode()
-    ids = {id(o) for o in gc.get_objects() if any(_holds(r, marker, bmarker) for r in _refs(o))}
+    raw = [t.encode() for t in texts]
+    ids = {id(o) for o in gc.get_objects() if any(_holds(r, texts, raw) for r in _refs(o))}
     names = {t.ident: t.name for t in threading.enumerate()}
     where = []
     for ident, frame in sys._current_frames().items():
@@ -93,10 +94,15 @@ def holders(marker: str) -> list[str]:
             continue
         while frame is not None:
             where += [f"{names.get(ident)}: {frame.f_code.co_qualname}.{name}" for name, value in frame.f_locals.items()
-                      if _reaches(value, ids, marker, bmarker)]
+                      if _reaches(value, ids, texts, raw)]
             frame = frame.f_back
     kinds = Counter(type(o).__name__ for o in gc.get_objects() if id(o) in ids)
     return where or [f"{n} {kind}" for kind, n in kinds.items()]
+
+
+def holders(marker: str) -> list[str]:
+    """`holders_of` the one text `marker`."""
+    return holders_of([marker])
 
 
 def test_a_deleted_users_feedback_is_not_held_in_memory(svc):

@@ -3,16 +3,13 @@ real HTTP; the holder search of `tests.service.test_break58` extended to the cha
 
 from __future__ import annotations
 
-import gc
 import json
-import sys
 import threading
 import uuid
-from collections import Counter
 
 import pytest
 
-from tests.service.test_break58 import _refs
+from tests.service.test_break58 import holders_of as holders
 from tests.service.test_delete_journal import wait_until
 from tests.service.tiny import start_service
 
@@ -27,44 +24,6 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, sentence_encoder):
     server.server.config.timeout_keep_alive = 600
     with server:
         yield service
-
-
-def _holds(obj, texts: list[str], raw: list[bytes], depth: int = 2) -> bool:
-    """Whether `obj` is a text (str or bytes) holding one of `texts`, and not one of the test's own copies of them."""
-    if issubclass(type(obj), str):  # type(): isinstance reads `__class__`, which some modules' objects warn at
-        return any(t in obj for t in texts) and not any(obj is t for t in texts)
-    if issubclass(type(obj), (bytes, bytearray)):
-        return any(b in obj for b in raw) and not any(obj is b for b in raw)
-    if depth and not gc.is_tracked(obj):  # an untracked container (a msgspec Struct of strings): read through it
-        return any(_holds(r, texts, raw, depth - 1) for r in _refs(obj))
-    return False
-
-
-def _reaches(value, ids: set[int], texts: list[str], raw: list[bytes], depth: int = 3) -> bool:
-    if id(value) in ids or _holds(value, texts, raw):
-        return True
-    return depth > 0 and not isinstance(value, type) and any(_reaches(r, ids, texts, raw, depth - 1) for r in _refs(value))
-
-
-def holders(texts: list[str]) -> list[str]:
-    """What in this process still refers to a text holding one of `texts` (the test's own objects of them aside): the
-    thread, function and variable of another thread's local (frames are not gc objects), else how many gc objects of
-    each kind refer to one (`tests.service.test_break58.holders`, for several texts compared by identity: an answer
-    held whole, a `Candidate`'s text, is equal to the test's copy)."""
-    gc.collect()
-    raw = [t.encode() for t in texts]
-    ids = {id(o) for o in gc.get_objects() if any(_holds(r, texts, raw) for r in _refs(o))}
-    names = {t.ident: t.name for t in threading.enumerate()}
-    where = []
-    for ident, frame in sys._current_frames().items():
-        if ident == threading.get_ident():
-            continue
-        while frame is not None:
-            where += [f"{names.get(ident)}: {frame.f_code.co_qualname}.{name}" for name, value in frame.f_locals.items()
-                      if _reaches(value, ids, texts, raw)]
-            frame = frame.f_back
-    kinds = Counter(type(o).__name__ for o in gc.get_objects() if id(o) in ids)
-    return where or [f"{n} {kind}" for kind, n in kinds.items()]
 
 
 def _streamed(c, body: dict) -> list[str]:
