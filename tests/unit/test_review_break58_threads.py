@@ -73,5 +73,8 @@ def test_records_passed_over_are_not_held_once_their_user_is_deleted(tmp_path, m
         del records, record
         wait_for(lambda: len(ingest._passed_over) == 2, timeout=60.0)
         ingest.forget_user("t", "ann")
+        # the worker drops them at its next idle look (up to 0.5 s on): each search for holders reads every object of
+        # the process (~5 s of CPU here), so the search runs once that look came, not once before it and again after
+        wait_until(lambda: not ingest._passed_over, timeout=30)
         gc.collect()
         assert wait_until(lambda: not holders(marker), timeout=30), holders(marker)
