@@ -203,7 +203,8 @@ EXPORT_LINE_TYPES = ("user", "preference", "interaction")
 # the keys a TRL message takes: any other is refused, as a row's own unknown key (`UNKNOWN_FIELD`)
 MESSAGE_KEYS = ("role", "content")
 # the roles a message of a preference row takes: the chat route's (`service.chat.schemas.Message.role`), so a stored
-# conversation reads as one the service could have been sent; an absent or null role is `user`
+# conversation reads as one the service could have been sent, but its deprecated `function` (a function's result needs
+# its `name`, a key a row's message does not take); an absent or null role is `user`
 MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool")
 UNKNOWN_MESSAGE_KEY = "unknown field (a message takes `role` and `content`; README, 'Preference files')"
 CONTENT_PARTS = "a list of content parts (text, images) is not taken: give the message's text as one string"

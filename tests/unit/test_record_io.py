@@ -43,7 +43,7 @@ def test_plain_and_conversational_trl_rows_load(tmp_path):
         ('{"user_id": "u", "prompt": "p", "chosen": "c"', None, "malformed JSON"),
         ('{"user_id": "u", "prompt": "p", "chosen": "c"}', "rejected", "missing"),
         ('{"user_id": "u", "prompt": "p", "chosen": "c", "rejected": 5}', "rejected", "string"),
-        ('{"user_id": "u", "prompt": "p", "chosen": "c", "rejected": "r", "tie": "yes"}', "tie", "bool"),
+        ('{"user_id": "u", "prompt": "p", "chosen": "c", "rejected": "r", "tie": "yes"}', "tie", "true or false"),
         ('{"user_id": "u", "prompt": "p", "chosen": "c", "rejected": "r", "colour": 1}', "colour", "unknown"),
         ('{"user_id": "", "prompt": "p", "chosen": "c", "rejected": "r"}', None, "empty"),
         ("[1, 2]", None, "JSON object"),
