@@ -1076,7 +1076,10 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
 
 
-STATED_VERSIONS_PER_READ = 500  # versions of stated changes (at most 16 changes each) an export reads at once
+# versions of stated changes (at most 16 changes each, ~0.6 KB a version of 7) an export reads at once: `stated_changes` has no
+# index on `version`, so each read reads the whole user's version column; at 500 a read a 100,000-version history took
+# 18.8 s against 1.4 s for one query, at 5,000 3.1 s (benchmarks noted in BENCHMARKS.md, "Session 59: stated history")
+STATED_VERSIONS_PER_READ = 5_000
 
 
 def _stated_history_pieces(rt: Runtime, tenant: str, user_id: str, stated: StatedPreferences, created_at: float) -> Iterator[bytes]:
