@@ -611,9 +611,9 @@ class AdapterPool:
         another user's load evicts it last and never lets it go from beside the budget (`_pass_on`), as for an adapter a
         generation uses; a DELETE, a retrain or a promotion still drops it. Yields whether it was held: False when it is
         loaded no more (dropped since it was handed out: ask `adapter_held` again). Held from the call until the
-        generation begins is the gap the host's `adapters_in_use` does not cover: a chat's adapter served beside the
-        budget, let go there by another tenant's load, was loaded again for it and let go again by the next one before
-        its generation began, and the chat was answered by the fallback."""
+        generation begins, the gap the host's `adapters_in_use` does not cover: unheld, a chat's adapter served beside
+        the budget is let go there by another tenant's load, loaded again for the chat, and may be let go again by the
+        next one before its generation begins, the chat then answered by the fallback."""
         with self._lock:
             held = self._entry(name) is not None or name in self._passing
             if held:
@@ -627,13 +627,15 @@ class AdapterPool:
                     self._holds += Counter()  # no entry left per adapter once let go
 
     @contextmanager
-    def adapter_held(self, tenant: str, user: str) -> Iterator[str]:
-        """`adapter_for(tenant, user)`, held (`holding`) from its answer until the block ends: nothing evicts it or lets it go
-        in between, as `adapter_for` then `holding` would let another thread do."""
+    def adapter_held(self, tenant: str, user: str, tries: int = 3) -> Iterator[str]:
+        """`adapter_for(tenant, user)`, held (`holding`) until the block ends. The hold is taken just after the answer, the
+        lock let go in between (a caller's `adapter_for` may wait on others, as the service's tests make it): one dropped
+        in that instant is asked for again, `tries` times in all, then handed out unheld (the fallback is never dropped)."""
         with ExitStack() as stack:
-            with self._lock:  # the hold taken before another thread can take the lock
+            for _ in range(tries):
                 name = self.adapter_for(tenant, user)
-                stack.enter_context(self.holding(name))
+                if name == self.fallback or stack.enter_context(self.holding(name)):
+                    break
             yield name
 
     def adapters_for(self, users: Sequence[tuple[str, str] | None]) -> list[str]:

@@ -249,8 +249,7 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
     pool holds the adapter from this call (still loaded then), and from its answer when asked again, until `generate()`
     returns (`AdapterPool.holding`): another user's load does not evict it while it can evict another, and never lets
     it go from beside the budget (a take of smaller tenants' room refused), so such an adapter, let go between the
-    plan and this call, is loaded again once and kept for the chat; before, two other tenants' loads in that time
-    answered it with the fallback."""
+    plan and this call, is loaded again once and kept for the chat."""
     try:
         with holding(rt, p.adapter):
             return generate()
