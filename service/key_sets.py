@@ -1,14 +1,15 @@
-"""Small sets of keys kept in the data folder across a crash, one format for both: the users whose background refits
-wait (`service.waiting_refits`, keys (tenant, user_id)) and the rows owed a retraction (`service.owed_retractions`, keys
-(tenant, user_id, pref_id)).
+"""Small sets of keys kept in the data folder across a crash, one format for all three: the users whose background
+refits wait (`service.waiting_refits`, keys (tenant, user_id)), those whose refits a stop dropped
+(`service.dropped_refits`, the same keys) and the rows owed a retraction (`service.owed_retractions`, keys (tenant,
+user_id, pref_id)).
 
 The format: JSON lines, each a JSON list of keys, each key a list of strings (`[["acme","ann"],["acme","bob"]]`), encoded
 by msgspec. A set written whole is one line (`write_keys`: a temp file beside it, fsynced, renamed over it, its folder
 fsynced: `pluralign.files.atomic_writer`), removed when the set is empty. The waiting refits also append a line at a
 time (`encode_line`, `WaitingRefits._append`: the ingest worker names the users of every move, and writing the whole
 set, up to 100,000 users, with an fsync at each move would cost the move more than its commit); the owed retractions,
-rare, are only ever written whole. What the previous release wrote reads as it is: its owed file was one such list
-without the line's end, its waiting file these lines.
+rare, and the dropped refits, written at a stop, are only ever written whole. What the previous release wrote reads as
+it is: its owed and dropped refits' files were one such list without the line's end, its waiting file these lines.
 
 Read by `read_keys`: each line decoded whole, and one that does not decode (cut short by a crash or a full disk, a byte
 damaged) gives the keys it still holds whole (`salvage`) and a count of its other bytes, never its text, so that a log

@@ -33,6 +33,7 @@ from service.calibration.pools import adopt_own_pools
 from service.calibration.vectors import CalibrationVectors
 from service.chat.keys import ChatKeys
 from service.deletions import FOLDER_ID_FILE, DeletionSweep, folder_id
+from service.dropped_refits import DROPPED_REFITS_FILE, DroppedRefits
 from service.encoders import is_model_folder, make_encoder, served_setting
 from service.metrics import DECLARED_COUNTERS, Metrics
 from service.owed_retractions import OWED_RETRACTIONS_FILE, OwedRetractions
@@ -425,6 +426,9 @@ class Runtime:
     # with replicas: rows stored here that a retraction through another replica took back meanwhile, on disk until
     # taken back (`service.owed_retractions`, `service.users.retractions.retract_arrived`); built in __post_init__
     owed_retractions: OwedRetractions | None = None
+    # the users whose refits the last stop dropped, on disk for the next start (`service.dropped_refits`,
+    # `service.users.services.refit_dropped`); built in __post_init__
+    dropped_file: DroppedRefits | None = None
     # (tenant, population version) -> the tenant's pooled prior or None (too few fitted users), kept
     # `pooled_prior_ttl_s` (`service.users.services.pooled_prior_of`); built in __post_init__
     pooled_priors: TTLCache | None = None
@@ -607,12 +611,14 @@ class Runtime:
 
     def _open_data_files(self) -> None:
         """What the data folder keeps of work owed across a crash, each not given: the waiting refits, the owed
-        retractions, the unfinished DELETEs and the owed vector purges."""
+        retractions, the refits a stop dropped, the unfinished DELETEs and the owed vector purges."""
         data = self.settings.data_path
         if self.waiting_refits is None:
             self.waiting_refits = WaitingRefits(data / WAITING_REFITS_FILE)
         if self.owed_retractions is None:
             self.owed_retractions = OwedRetractions(data / OWED_RETRACTIONS_FILE, self.store.problems)
+        if self.dropped_file is None:
+            self.dropped_file = DroppedRefits(data / DROPPED_REFITS_FILE, self.store.problems)
         if self.delete_journal is None:
             self.delete_journal = DeleteJournal(data / JOURNAL_FOLDER)
         if self.owed_vectors is None:

@@ -18,8 +18,9 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Container, Sequence
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -354,6 +355,8 @@ class AdapterPool:
     takes smaller tenants' room as the users' histories cache lets a history (`pluralign.cache.Takes`: once per ten
     minutes a tenant, four times all tenants); a load whose take is refused is served beside the budget, not kept,
     pushing out nobody's (`_make_room`), so its user's chats again and again no longer cost the others a reload each.
+    A caller about to generate with an adapter holds it (`holding`, `adapter_held`): evicted last and never let go from
+    beside the budget meanwhile, as one a generation uses.
 
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
@@ -391,6 +394,9 @@ class AdapterPool:
         # refused is served beside the budget, not kept (`_passing`: name -> its entry (bytes, created_at))
         self._takes = Takes(clock)
         self._passing: dict[str, tuple[int, float]] = {}
+        # adapters a caller holds (`holding`, `adapter_held`): handed to a chat whose generation has not begun, evicted
+        # last and never let go beside the budget (`_pass_on`), as those generations use (the host's `adapters_in_use`)
+        self._holds: Counter[str] = Counter()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # `_dropping` changed
         # adapters being dropped outside the lock (out of `loaded` already) -> their `loaded` entry, put back if it fails
@@ -599,6 +605,39 @@ class AdapterPool:
                 self._cond.wait()
             return name
 
+    @contextmanager
+    def holding(self, name: str) -> Iterator[bool]:
+        """Adapter `name`, handed out by `adapter_for`, held while the caller runs its generation with it: while held,
+        another user's load evicts it last and never lets it go from beside the budget (`_pass_on`), as for an adapter a
+        generation uses; a DELETE, a retrain or a promotion still drops it. Yields whether it was held: False when it is
+        loaded no more (dropped since it was handed out: ask `adapter_held` again). Held from the call until the
+        generation begins, the gap the host's `adapters_in_use` does not cover: unheld, a chat's adapter served beside
+        the budget is let go there by another tenant's load, loaded again for the chat, and may be let go again by the
+        next one before its generation begins, the chat then answered by the fallback."""
+        with self._lock:
+            held = self._entry(name) is not None or name in self._passing
+            if held:
+                self._holds[name] += 1
+        try:
+            yield held
+        finally:
+            if held:
+                with self._lock:
+                    self._holds[name] -= 1
+                    self._holds += Counter()  # no entry left per adapter once let go
+
+    @contextmanager
+    def adapter_held(self, tenant: str, user: str, tries: int = 3) -> Iterator[str]:
+        """`adapter_for(tenant, user)`, held (`holding`) until the block ends. The hold is taken just after the answer, the
+        lock let go in between (a caller's `adapter_for` may wait on others, as the service's tests make it): one dropped
+        in that instant is asked for again, `tries` times in all, then handed out unheld (the fallback is never dropped)."""
+        with ExitStack() as stack:
+            for _ in range(tries):
+                name = self.adapter_for(tenant, user)
+                if name == self.fallback or stack.enter_context(self.holding(name)):
+                    break
+            yield name
+
     def adapters_for(self, users: Sequence[tuple[str, str] | None]) -> list[str]:
         """One adapter name per row; None rows (anonymous users) get the fallback. Resolved in one hold of the pool's
         lock, none evicting another's: a row whose adapter must wait for a drop to end waits before any row is
@@ -713,7 +752,7 @@ class AdapterPool:
         of another adapter that finds no generation using it, `_pass_on`). Else an adapter larger than its tenant's
         share, chatted with again and again, pushed out the others' at each load: its tenant then held the most, so
         their next loads pushed it out, and its next load took their room again."""
-        busy = getattr(self.host, "adapters_in_use", set())
+        busy = set(getattr(self.host, "adapters_in_use", set())) | set(self._holds)  # generating, or about to (`holding`)
         self._pass_on(pinned | {name}, busy, now)
         tenant = self._tenant_of[name]
         may_take = self._takes.may(tenant)

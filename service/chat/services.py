@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -244,19 +245,25 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
     the base model), which is never dropped: `p.adapter` says which served (not a 500). So is a chat whose
     remote generation server did not keep the adapter it loaded again (`AdapterNotKept`), at once, the warning saying so
     (the pool is not asked again, a load in vain, the warning saying "dropped twice"). A
-    generation that has begun keeps its adapter to its end (a drop waits for it)."""
+    generation that has begun keeps its adapter to its end (a drop waits for it), and so does one about to begin: the
+    pool holds the adapter from this call (still loaded then), and from its answer when asked again, until `generate()`
+    returns (`AdapterPool.holding`): another user's load does not evict it while it can evict another, and never lets
+    it go from beside the budget (a take of smaller tenants' room refused), so such an adapter, let go between the
+    plan and this call, is loaded again once and kept for the chat."""
     try:
-        return generate()
+        with holding(rt, p.adapter):
+            return generate()
     except AdapterNotLoaded as exc:
         if p.adapter is None or p.user_id is None:
             raise
         lost = exc
     if not isinstance(lost, AdapterNotKept):
-        p.adapter = load_user_adapter(rt, p.tenant, p.user_id, p.weights)
-        try:
-            return generate()
-        except AdapterNotLoaded as exc:
-            lost = exc
+        with rt.adapters.adapter_held(p.tenant, p.user_id) as name:
+            p.adapter = None if name == BASE_ADAPTER else name
+            try:
+                return generate()
+            except AdapterNotLoaded as exc:
+                lost = exc
     fallback = load_fallback(rt)
     if p.adapter == fallback:
         raise lost
@@ -269,6 +276,11 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
                     "fallback (%s)", p.user_id, p.tenant, p.response_id, fallback or "the base model")
     p.adapter = fallback
     return generate()
+
+
+def holding(rt: Runtime, adapter: str | None):
+    """The pool's hold of `adapter` (`AdapterPool.holding`) while a generation with it begins; nothing for the base."""
+    return rt.adapters.holding(adapter) if adapter is not None else contextlib.nullcontext()
 
 
 def load_fallback(rt: Runtime) -> str | None:

@@ -2,9 +2,13 @@
 `metrics_token`'s bearer token or an admin key; with the setting `metrics_admin_only` an admin key alone).
 
 What they show to whom (docs/operations.md, "What one tenant sees of another"): the service's state and totals, never a
-tenant's name, a user id or a job id, nor a figure of one tenant. A total of every tenant's (/health's `feedback_pending`)
-goes only to whoever /metrics answers (`reads_totals`): a tenant's own figure subtracted from it leaves the others'. A
-tenant's key reads its own tenant's figure instead; any other caller (a probe from elsewhere) none."""
+tenant's name, a user id or a job id, nor a figure of one tenant. A total of every tenant's (/health's `feedback_pending`
+and `vectors_owed`) goes only to whoever /metrics answers (`reads_totals`): a tenant's own figure subtracted from it leaves
+the others'. A tenant's key reads its own tenant's figure instead where there is one (`feedback_pending`; a purge owed
+names text hashes, which tenants' texts share, not a tenant: `vectors_owed` is null to it); any other caller (a probe from
+elsewhere) none. /health's answer thus depends on the key sent: every answer says `Vary: Authorization`, and one that
+carries a figure `Cache-Control: no-store` (`health_headers`: the totals depend on the caller's address too, which no
+`Vary` names); `service.web_headers` leaves a public path's headers as its handler sends them."""
 
 from __future__ import annotations
 
@@ -45,12 +49,20 @@ class Health(Base, kw_only=True):
     # acknowledged feedback rows not yet embedded into the table: every tenant's to whoever /metrics answers, a tenant's
     # own to its key, null to anyone else (`pending_for`)
     feedback_pending: int | None
-    vectors_owed: int  # purges of deleted users' vectors a busy embedding cache put off (vectors-owed/), retried each pass
+    # purges of deleted users' vectors a busy embedding cache put off (vectors-owed/), retried each pass: to whoever
+    # /metrics answers, null to anyone else, a tenant key too (a purge names no tenant)
+    vectors_owed: int | None
 
 
 @get("/health", sync_to_thread=False, summary="Readiness and what is loaded")
-def health(request: Request) -> Health:
+def health(request: Request) -> Response[Health]:
     rt: Runtime = request.app.state.runtime
+    sent = bearer_key(request.headers.get("authorization", ""))
+    # /health needs no key (probes send none), so the key is looked up here: an unknown one is no key
+    entry = rt.keys.lookup(sent) if sent is not None else None
+    tenant = entry.tenant if entry is not None and not entry.admin else None
+    # a tenant key reads its own tenant's figures, and no total, wherever it calls from (where /metrics would answer it)
+    totals = tenant is None and reads_totals(request, rt, sent)
     # public: model ids and versions only, never a filesystem path (the PAL note names its folder)
     pal = {k: v for k, v in rt.rewards.describe().items() if k != "note"}
     # tables (or the feedback log) that failed to be read or written lately: the operator's log names the folder
@@ -59,20 +71,28 @@ def health(request: Request) -> Health:
     clocks = rt.deletion_sweep.clocks_problem() if rt.deletion_sweep is not None else None
     # with replicas: live replicas set up with another PLURALIGN_REPLICAS (they divide the users differently)
     replicas = rt.deletion_sweep.replicas_problem() if rt.deletion_sweep is not None else None
-    return Health(status="degraded" if storage or clocks or replicas else "ok", storage=storage, clocks=clocks, replicas=replicas,
-                  generator=_public(rt.generator.model_id), encoder=_public(rt.encoder.encoder_id), pal=pal,
-                  feedback_pending=pending_for(request, rt), vectors_owed=rt.owed_vectors.owed())
+    answer = Health(status="degraded" if storage or clocks or replicas else "ok", storage=storage, clocks=clocks,
+                    replicas=replicas, generator=_public(rt.generator.model_id), encoder=_public(rt.encoder.encoder_id), pal=pal,
+                    feedback_pending=pending_for(rt, tenant, totals), vectors_owed=rt.owed_vectors.owed() if totals else None)
+    return Response(answer, headers=health_headers(answer))
 
 
-def pending_for(request: Request, rt: Runtime) -> int | None:
-    """/health's `feedback_pending` for its caller: a tenant key's own tenant's rows; every tenant's to an admin key and
-    to whoever /metrics answers (`reads_totals`); None to anyone else. /health needs no key (probes send none), so the
-    key is looked up here: an unknown one is no key."""
-    sent = bearer_key(request.headers.get("authorization", ""))
-    entry = rt.keys.lookup(sent) if sent is not None else None
-    if entry is not None and not entry.admin:
-        return rt.ingest.log.tenant_pending_rows(entry.tenant)
-    return rt.ingest.log.backlog()[1] if reads_totals(request, rt, sent) else None
+def pending_for(rt: Runtime, tenant: str | None, totals: bool) -> int | None:
+    """/health's `feedback_pending` for its caller: a tenant key's own tenant's rows (`tenant`); every tenant's when the
+    caller reads the totals (`totals`: an admin key, or whoever /metrics answers without a tenant key, `reads_totals`);
+    None to anyone else."""
+    if tenant is not None:
+        return rt.ingest.log.tenant_pending_rows(tenant)
+    return rt.ingest.log.backlog()[1] if totals else None
+
+
+def health_headers(answer: Health) -> dict[str, str]:
+    """/health's caching headers: `Vary: Authorization` on every answer (its figures depend on the key: a cache must
+    not hand one caller's to a caller with another key, nor a keyless probe's nulls to a tenant), and `Cache-Control:
+    no-store` on one carrying a figure (a tenant's own, or the totals, which a keyless caller on the service's machine
+    reads and one from elsewhere does not: no `Vary` names the caller's address)."""
+    figures = answer.feedback_pending is not None or answer.vectors_owed is not None
+    return {"Vary": "Authorization", **({"Cache-Control": "no-store"} if figures else {})}
 
 
 ROWS_WAIT_S = 2.0  # the longest a scrape waits for the tables' row counts before it reports the last ones

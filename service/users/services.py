@@ -25,7 +25,7 @@ import numpy as np
 
 from pluralign.data.text import answer_key, bidi_controls_shown, is_blank, name_control_problem, question_key
 from pluralign.embed.cache import text_key
-from pluralign.files import DECODE_ERRORS, atomic_writer, staged_folder
+from pluralign.files import DECODE_ERRORS, staged_folder
 from pluralign.policy.adapters import (
     ADAPTER_FILES,
     META_FILE,
@@ -402,18 +402,16 @@ def _background_refit(rt: Runtime, tenant: str, user_id: str) -> None:
         log.exception("background refit of a user of tenant %s failed", tenant)
 
 
-DROPPED_REFITS_FILE = "refits-dropped.json"  # under the data folder: [[tenant, user_id], ...] a stop left to the next start
-
-
 def keep_dropped_refits(rt: Runtime) -> int:
     """At the stop, once the feedback worker has stopped: write the users whose background refits the stop dropped,
-    or the feedback log's backlog still held back (`Runtime.dropped_refits`, `after_move`), to DROPPED_REFITS_FILE,
-    for the next start to refit (`refit_dropped`). A read of the user refits stale weights itself, but what reads
-    the users table as it is (the fairness audit's user attributes and `pal_prototype`, the population a new user is
-    compared against, the pooled prior) would otherwise keep the row of before their last
+    or the feedback log's backlog still held back (`Runtime.dropped_refits`, `after_move`), to the dropped refits'
+    file (`service.dropped_refits`), for the next start to refit (`refit_dropped`). A read of the user refits stale
+    weights itself, but what reads the users table as it is (the fairness audit's user attributes and `pal_prototype`,
+    the population a new user is compared against, the pooled prior) would otherwise keep the row of before their last
     feedback (or none) until they came back, and a tie's attributes (no strict comparison: the row does not look
-    stale) until their next comparison. A user with nothing stored any more (deleted meanwhile) is not written.
-    Returns how many were."""
+    stale) until their next comparison. A user with nothing stored any more (deleted meanwhile) is not written. A file
+    the start could not read is not written over (`DroppedRefits.keep`): the waiting file then stays, naming them.
+    Returns how many were written."""
     with rt.refit_lock:
         keys = sorted(rt.dropped_refits)
         rt.dropped_refits.clear()
@@ -422,14 +420,9 @@ def keep_dropped_refits(rt: Runtime) -> int:
         keys = [key for key in keys if key in held]
     except StoreUnavailable as exc:  # all of them, then: the next start's refit of a deleted user writes nothing
         log.error("stopping: could not check which users with dropped refits are still stored: %s", exc)
-    if keys:
-        try:
-            with atomic_writer(rt.settings.data_path / DROPPED_REFITS_FILE) as f:
-                f.write(msgspec.json.encode(keys))
-        except OSError as exc:  # a full or read-only data folder: the waiting file (if written) still names them
-            log.error("stopping: the users of %d dropped background refits could not be kept for the next start: %s", len(keys), exc)
-            return 0
-    with rt.refit_lock:  # what it names ran, or is named in DROPPED_REFITS_FILE now
+    if not rt.dropped_file.keep(keys):  # logged; the waiting file (if written) still names them
+        return 0
+    with rt.refit_lock:  # what it names ran, or is named in the dropped refits' file now
         rt.waiting_refits.drop()
     return len(keys)
 
@@ -437,31 +430,38 @@ def keep_dropped_refits(rt: Runtime) -> int:
 def refit_dropped(rt: Runtime) -> int:
     """At the start: background refits taken again from now on, and those of the users the last stop dropped
     (`keep_dropped_refits`), or a crash left waiting or queued (`service.waiting_refits`), queued; they stay named on
-    disk (the waiting file) until they ran, and the stop's file is removed. An unreadable file is logged and removed
-    (each of those users is refitted at their next read); one that cannot be removed is queued again at the next start
-    (a refit twice is the same fit). Returns how many were queued."""
+    disk (the waiting file) until they ran, and the stop's file is removed. Of a damaged file, the users it still
+    names whole are queued (`service.dropped_refits`); one that cannot be read at all is left, listed by /health, and
+    read again by each pass over the unfinished DELETEs (`refit_dropped_again`). One that cannot be removed is queued
+    again at the next start (a refit twice is the same fit). Returns how many were queued."""
     rt.refits_stopped.clear()
-    path = rt.settings.data_path / DROPPED_REFITS_FILE
-    try:
-        keys = msgspec.json.decode(path.read_bytes(), type=list[tuple[str, str]])
-    except FileNotFoundError:
-        keys = []
-    except (OSError, *DECODE_ERRORS) as exc:
-        log.error("%s cannot be read (%s): the users whose refits the last stop dropped are refitted at their next read", path, exc)
-        keys = []
+    taken = rt.dropped_file.take()
     with rt.refit_lock:
-        keys = list(dict.fromkeys([*map(tuple, keys), *rt.waiting_refits.read()]))
+        keys = list(dict.fromkeys([*(taken or []), *rt.waiting_refits.read()]))
         rt.waiting_refits.rewrite(keys)  # a crash before they ran finds them again
         queued = queue_refits(rt, keys)
         rt.waiting_refits.handed_on(keys)  # named by moves before the app hooked its refits in (`WaitingRefits.owe`)
     submit_refits(rt, queued)
-    if not path.exists():
-        return len(keys)
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        log.error("%s cannot be removed: %s", path, exc)
+    if taken is not None and rt.dropped_file.path.exists():
+        rt.dropped_file.remove()
     return len(keys)
+
+
+def refit_dropped_again(rt: Runtime) -> int:
+    """The pass over the unfinished DELETEs (every `deletion_sweep_s`): a dropped refits' file the start could not read
+    at all read again; once it reads, its users' refits are queued as the start queues them (named in the waiting
+    file first) and it is removed. Returns how many were queued."""
+    if not rt.dropped_file.unread:
+        return 0
+    taken = rt.dropped_file.take()
+    if taken is None:
+        return 0
+    with rt.refit_lock:
+        rt.waiting_refits.add(taken)  # a crash before they ran finds them again
+        queued = queue_refits(rt, taken)
+    submit_refits(rt, queued)
+    rt.dropped_file.remove()
+    return queued
 
 
 READ_INLINE_ROWS = 500  # a read of a user moves at most this many of their pending rows itself (an import's backlog: 503)
@@ -1797,10 +1797,12 @@ class UnfinishedDeletes(Periodic):
 
     def run_once(self) -> int:
         """Submit the unfinished DELETEs not submitted yet, after the purges of vectors a busy embedding cache
-        kept (`OwedVectors.retry`), and the owed retractions' file read or written again when it could not be
-        (`OwedRetractions.retry`); returns how many DELETEs were submitted."""
+        kept (`OwedVectors.retry`), the owed retractions' file read or written again when it could not be
+        (`OwedRetractions.retry`), and the dropped refits' file the start could not read read again
+        (`refit_dropped_again`); returns how many DELETEs were submitted."""
         self.rt.owed_vectors.retry()
         self.rt.owed_retractions.retry()
+        refit_dropped_again(self.rt)
         submitted = 0
         removed: dict[str, bool] = {}  # tenant -> whether its removal runs here
         for entry in self.rt.delete_journal.pending():

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pluralign.store.feedback_log import FORGOTTEN
+from service.dropped_refits import DROPPED_REFITS_FILE
 from service.tenants import REMOVALS_FOLDER
 from service.users.journal import JOURNAL_FOLDER
-from service.users.services import DROPPED_REFITS_FILE
 from service.waiting_refits import WAITING_REFITS_FILE
 from tests.conftest import REPO
 from tests.service.test_break20_delete_b import logged
