@@ -98,3 +98,38 @@ def test_a_users_page_holds_a_page_of_rows_not_the_tenants_every_row(svc, monkey
     assert [(p["users"][0]["user"], p["users"][0]["preferences"]) for p in pages] == list(users.items())
     assert sum(held) >= sum(users.values()), held  # every preference row was read
     assert max(held) <= per_read, f"rows of a table handed over at once for a page of one user: {held}"
+
+
+def test_finishing_a_stopped_delete_counts_the_stated_changes_since_it_began_not_reads_them_all(svc, monkeypatch):
+    """A DELETE its process was stopped in is finished from the journal (`UnfinishedDeletes`), inside the store's
+    maintenance turn that every tenant's DELETE waits for; whether the user came back since it began
+    (`came_back`, asked twice) read every stated-preference change the user ever made, though chats and comparisons
+    there are one count each. A user PATCHed a million times (7 changes a version) made each look read 7,000,000 rows
+    while every other tenant's DELETE waited. Now it is one count too: the rows of stated changes read are counted."""
+    from pluralign.user import FEATURE_NAMES
+
+    versions = 6
+    user = "stopped-deletee60"
+    rt = svc.runtime
+    with svc.client("globex") as c:
+        for v in range(1, versions + 1):
+            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {f: "more" if v % 2 else "less" for f in FEATURE_NAMES}})
+            assert r.status_code == 200, r.text
+        entry = rt.delete_journal.begin("globex", user, time.time())  # a DELETE begun, its process stopped before any step
+        rt.delete_journal.release(entry)
+        read: list[int] = []
+        stated_changes = rt.store.stated_changes
+
+        def counted(*args, **kwargs):
+            rows = stated_changes(*args, **kwargs)
+            read.append(len(rows))
+            return rows
+
+        monkeypatch.setattr(rt.store, "stated_changes", counted)
+        assert svc.server.server.config.app.state.unfinished_deletes.run_once() == 1
+        deadline = time.monotonic() + 120
+        while rt.delete_journal.unfinished("globex", user) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the DELETEs' thread finished it
+        assert rt.delete_journal.unfinished("globex", user) is None
+        assert c.get(f"/v1/users/{user}/stated-preferences").json()["version"] == 0  # deleted: nothing came back
+    assert max(read, default=0) <= len(FEATURE_NAMES), f"rows of stated changes read at once: {read}"
