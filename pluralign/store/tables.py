@@ -2241,6 +2241,13 @@ class Store:
         rows = self._rows("stated_changes", where, ["version", "at", "feature", "direction"])
         return sorted(rows, key=lambda r: r["version"])
 
+    @_uses("stated_changes", "read")
+    def stated_since(self, tenant: str, user_id: str, since: float) -> bool:
+        """Whether the table holds a stated-preference change of the user made at or after `since` (unix seconds): one
+        count, no row read, as `interacted_since` (`service.users.services.came_back`: a read of every change there
+        read 7 rows a version of a user's whole history while every tenant's DELETE waited for the store's turn)."""
+        return self.tables["stated_changes"].count_rows(f"{owner_filter(tenant, user_id)} AND at >= {float(since)!r}") > 0
+
     @_uses("interactions", "read")
     def get_interaction(self, tenant: str, response_id: str) -> Interaction | None:
         rows = self._rows("interactions", f"tenant = {quote(tenant)} AND response_id = {quote(response_id)}")

@@ -10,7 +10,7 @@ removed meanwhile never shift a page.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import msgspec
 import pyarrow as pa
@@ -21,6 +21,9 @@ import pyarrow.compute as pc
 TIME_COLUMNS = {"preferences": ("created_at", "received_at"), "interactions": ("created_at",),
                 "users": ("updated_at",), "stated_changes": ("at",)}
 MAX_PAGE = 1000  # users one page may hold
+# rows of one table a listing reads at once: a page held every row's id and times of the tenant's tables at once
+# (3,000,000 rows: 230 MB for a page of one user), what any of its keys could ask for again and again
+LISTING_ROWS_PER_READ = 65_536
 
 
 class TenantUser(msgspec.Struct, kw_only=True):
@@ -39,15 +42,42 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _per_user(table, tenant: str, after: str | None, columns: tuple[str, ...]) -> pa.Table:
-    """(user_id, n, t) for each user of `tenant` (after `after`) in `table`: their row count and latest time."""
+def _batches(table, where: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The `columns` of `table`'s rows matching `where`, `LISTING_ROWS_PER_READ` rows a batch at most."""
+    reader = table.search().where(where).select(columns).limit(None).to_batches(LISTING_ROWS_PER_READ)
+    for batch in reader:
+        for start in range(0, batch.num_rows, LISTING_ROWS_PER_READ):  # a reader may hand over larger batches
+            yield batch.slice(start, LISTING_ROWS_PER_READ)
+
+
+def _per_user(table, tenant: str, after: str | None, columns: tuple[str, ...], keep: int) -> dict[str, list]:
+    """user_id -> [row count, latest time (None: none)] of the `keep` first users of `tenant` (after `after`) in
+    `table`, in user-id order, read `LISTING_ROWS_PER_READ` rows at a time. A user among the first `keep` of every table
+    together is among the first `keep` of each table it has rows in, so a page of `keep - 1` users reads no further."""
     present = [c for c in columns if c in table.schema.names]
     where = f"tenant = {_quote(tenant)}" + (f" AND user_id > {_quote(after)}" if after is not None else "")
-    rows = table.search().where(where).select(["user_id", *present]).limit(None).to_arrow()
-    times = [rows.column(c) for c in present]
-    latest = times[0] if len(times) == 1 else pc.max_element_wise(*times, skip_nulls=True)
-    rows = pa.table({"user_id": rows.column("user_id"), "t": latest.cast(pa.float64())})
-    return rows.group_by("user_id").aggregate([("user_id", "count"), ("t", "max")])
+    found: dict[str, list] = {}
+    for batch in _batches(table, where, ["user_id", *present]):
+        user_ids = batch.column("user_id")
+        if len(found) >= keep:  # only users before the last kept can still be among the first `keep`
+            below = pc.less(user_ids, max(found))
+            batch, user_ids = batch.filter(below), user_ids.filter(below)
+            if not batch.num_rows:
+                continue
+        times = [batch.column(c) for c in present]
+        latest = times[0] if len(times) == 1 else pc.max_element_wise(*times, skip_nulls=True)
+        rows = pa.table({"user_id": user_ids, "t": latest.cast(pa.float64())})
+        counted = rows.group_by("user_id").aggregate([("user_id", "count"), ("t", "max")])
+        for user, n, t in zip(counted.column("user_id").to_pylist(), counted.column("user_id_count").to_pylist(),
+                              counted.column("t_max").to_pylist(), strict=True):
+            entry = found.setdefault(user, [0, None])
+            entry[0] += n
+            if t is not None and (entry[1] is None or t > entry[1]):
+                entry[1] = t
+        if len(found) > keep:
+            for user in sorted(found)[keep:]:
+                del found[user]
+    return found
 
 
 def tenant_users(tables: Mapping[str, object], tenant: str, after: str | None = None,
@@ -55,17 +85,16 @@ def tenant_users(tables: Mapping[str, object], tenant: str, after: str | None = 
     """Up to `limit` (1..MAX_PAGE) users of `tenant` in user-id order, those after `after` (an id) only, and
     whether more follow. `tables`: LanceDB tables by name (`Store.tables`); a table not in TIME_COLUMNS is
     not read. One read of two or three columns of the tenant's rows per table (the BITMAP index on tenant),
-    so a page costs what the tenant holds, not what the store holds. Raises ValueError for a `limit` out of
-    bounds; the tables' own errors (OSError, RuntimeError) as they come."""
+    so a page costs what the tenant holds, not what the store holds; read `LISTING_ROWS_PER_READ` rows at a time,
+    keeping the counts of the first `limit + 1` users only, so it holds what a page holds, not what the tenant does.
+    Raises ValueError for a `limit` out of bounds; the tables' own errors (OSError, RuntimeError) as they come."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be 1..{MAX_PAGE}, got {limit}")
     found: dict[str, TenantUser] = {}
     for name, columns in TIME_COLUMNS.items():
         if name not in tables:
             continue
-        counted = _per_user(tables[name], tenant, after, columns)
-        for user, n, t in zip(counted.column("user_id").to_pylist(), counted.column("user_id_count").to_pylist(),
-                              counted.column("t_max").to_pylist(), strict=True):
+        for user, (n, t) in _per_user(tables[name], tenant, after, columns, limit + 1).items():
             entry = found.setdefault(user, TenantUser(user=user))
             if name == "users":
                 entry.has_profile = True
@@ -82,6 +111,6 @@ def tenant_user_ids(tables: Mapping[str, object], tenant: str) -> set[str]:
     ids: set[str] = set()
     for name in TIME_COLUMNS:
         if name in tables:
-            rows = tables[name].search().where(f"tenant = {_quote(tenant)}").select(["user_id"]).limit(None).to_arrow()
-            ids.update(pc.unique(rows.column("user_id")).to_pylist())
+            for batch in _batches(tables[name], f"tenant = {_quote(tenant)}", ["user_id"]):
+                ids.update(pc.unique(batch.column("user_id")).to_pylist())
     return ids

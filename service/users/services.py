@@ -1660,7 +1660,7 @@ def came_back(rt: Runtime, tenant: str, user_id: str, since: float) -> bool:
     # (`received_again`), which another replica's cached history does not show (its count of rows is the same)
     return (rt.store.received_since(tenant, user_id, since)
             or rt.store.interacted_since(tenant, user_id, since)
-            or any(c["at"] >= since for c in rt.store.stated_changes(tenant, user_id)))
+            or rt.store.stated_since(tenant, user_id, since))
 
 
 def forget_before(rt: Runtime, tenant: str, user_id: str, before: float, rows_left_at: float | None = None,
