@@ -1276,7 +1276,7 @@ def read_preferences(
 ) -> tuple[list[Preference], LoadReport]:
     """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
     `row_to_preference`). Parquet is told by its content (the `PAR1` magic bytes), whatever the
-    name; anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. A pipe (`--path <(zcat f)`,
+    name, and so is an Arrow IPC file (`_arrow_file`: a `datasets` cache file or save_to_disk shard); anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. A pipe (`--path <(zcat f)`,
     `/dev/stdin`) is read once, whole, before its format is told. A folder that Hugging Face `Dataset.save_to_disk`
     wrote is read as its rows (`_saved_dataset`; a `DatasetDict`'s is an error naming its splits). Raises
     FileNotFoundError when there is no file, IsADirectoryError for another folder, PreferenceError naming the file on the first bad row (unless
@@ -1297,6 +1297,8 @@ def read_preferences(
         except pa.ArrowException as exc:  # cut short by a crash or a copy, or another format under the name
             raise PreferenceError(0, None, f"not a whole Parquet file (truncated or another format): {exc}", path=str(path)) from None
         rows: Iterable[tuple[int, Any]] = _table_rows(table)
+    elif path.suffix == ".arrow" or _head(source, 8).startswith(ARROW_MAGIC):
+        unit, rows = "row", _table_rows(_arrow_file(source, path))
     else:
         rows, ready = _jsonl_rows(source, default_user), True
 
@@ -1308,6 +1310,24 @@ def read_preferences(
     if not records:
         raise PreferenceError(0, None, _nothing_read(report), path=str(path))
     return records, report
+
+
+# an Arrow IPC stream opens with the continuation marker (`datasets` keeps a set in such `.arrow` files: its cache
+# files, a save_to_disk folder's shards), the file format with "ARROW1"
+ARROW_MAGIC = (b"\xff\xff\xff\xff", b"ARROW1")
+
+
+def _arrow_file(source: Path | bytes, path: Path) -> pa.Table:
+    """The rows of an Arrow IPC file, stream or file format (`Dataset.cache_files`, `pa.ipc.new_file`), read with
+    pyarrow alone, as a save_to_disk folder's are (`_arrow_streams`); PreferenceError for one cut short or of another
+    format: a binary file read as JSON lines would be "malformed JSON" on every line, and skipping them reads nothing."""
+    open_ipc = pa.ipc.open_file if _head(source, 6) == ARROW_MAGIC[1] else pa.ipc.open_stream
+    try:
+        with pa.memory_map(str(source)) if isinstance(source, Path) else pa.BufferReader(source) as buffer:
+            return open_ipc(buffer).read_all()
+    except (pa.ArrowException, OSError) as exc:  # pyarrow's IO errors (a file cut short) are OSErrors
+        raise PreferenceError(0, None, f"not a whole Arrow file (truncated or another format): {exc}",
+                              path=str(path)) from None
 
 
 def _saved_dataset(folder: Path) -> pa.Table | None:
