@@ -292,7 +292,10 @@ _GRAPHEME = regex.compile(r"\X")
 
 def _attribute_labels(value: Any, line: int) -> dict[str, str]:
     """Attributes are labels: strings kept, numbers and booleans as their JSON text (4 -> "4"), a
-    null is no label (Hugging Face `datasets` gives every row every key some row has, null where absent)."""
+    null is no label (Hugging Face `datasets` gives every row every key some row has, null where absent). A list of
+    `{"key", "value"}` objects is the same labels: this module's Parquet form, which `datasets` writes back so to JSON."""
+    if isinstance(value, list):
+        value = _key_value_labels(value, line)
     if not isinstance(value, dict):
         raise PreferenceError(line, "attributes", "expected an object of labels")
     labels = {}
@@ -309,6 +312,18 @@ def _attribute_labels(value: Any, line: int) -> dict[str, str]:
             labels[key] = _json_encoder.encode(item).decode()
         else:
             raise PreferenceError(line, f"attributes.{key}", "expected a string, number or boolean label")
+    return labels
+
+
+def _key_value_labels(pairs: list[Any], line: int) -> dict[str, Any] | list[Any]:
+    """Key/value pairs as an object of labels; `pairs` as they are when any is not such a pair (refused by the caller)."""
+    if not all(isinstance(p, dict) and p.keys() == {"key", "value"} and isinstance(p["key"], str) for p in pairs):
+        return pairs
+    labels: dict[str, Any] = {}
+    for pair in pairs:
+        if pair["key"] in labels:
+            raise PreferenceError(line, "attributes", f"`{pair['key']}` given 2 times among its key/value pairs; give it once")
+        labels[pair["key"]] = pair["value"]
     return labels
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.unit.clitools import cli
 
 
@@ -47,3 +49,36 @@ def test_a_damaged_arrow_file_is_named_as_one(tmp_path, capsys, hf):
     assert code == 2 and stdout == "", err
     assert f"--path {cut}: not a whole Arrow file (truncated or another format)" in err, err
     assert "JSON" not in err, err
+
+
+def test_attributes_datasets_wrote_as_key_value_pairs_read_back_from_json_lines(tmp_path, capsys, hf):
+    """README: an export's Parquet loads in `datasets` (attributes as key/value pairs), and what `datasets` writes back,
+    loaded, filtered and saved with `to_json`, imports again. Before: that JSON file was refused at its first line,
+    "line 1, field `attributes`: expected an object of labels" (the Parquet reader took the pairs, the JSON lines
+    reader did not). Now the pairs read as the labels they are, in a file as from the Parquet."""
+    source = tmp_path / "prefs.jsonl"
+    source.write_text("".join(json.dumps({"user_id": user, "prompt": f"Q{i}?", "chosen": "Short.", "rejected": "A longer answer.",
+                                          "attributes": {"stance": user, "age": 30}}) + "\n"
+                              for user in ("ann", "bob") for i in range(3)))
+    code, _, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", str(source), "--out", str(tmp_path / "x.parquet"))
+    assert code == 0, err
+    written = hf.run("d = datasets.load_dataset('parquet', data_files=folder + '/x.parquet', split='train', cache_dir=folder + '/c')\n"
+                     "d = d.filter(lambda r: r['user_id'] == 'bob'); d.to_json(folder + '/bob.jsonl')\n"
+                     "result = open(folder + '/bob.jsonl').readline()", folder=str(tmp_path))
+    assert '"attributes":[{"key":' in written, written
+    code, stdout, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", str(tmp_path / "bob.jsonl"),
+                            "--out", str(tmp_path / "bob.out.jsonl"))
+    assert code == 0 and '"records":3' in stdout, err
+    rows = [json.loads(line) for line in (tmp_path / "bob.out.jsonl").read_text().splitlines()]
+    assert [row["attributes"] for row in rows] == [{"stance": "bob", "age": "30"}] * 3
+
+
+def test_key_value_pairs_that_are_not_labels_are_named(tmp_path, capsys):
+    """A list of another shape, or a name given twice among the pairs, is a bad row naming `attributes`."""
+    for attributes, problem in (([{"key": "a", "value": "1"}, {"key": "a", "value": "2"}], "`a` given 2 times"),
+                                ([{"key": "a", "val": "1"}], "expected an object of labels"),
+                                (["a", "b"], "expected an object of labels")):
+        path = tmp_path / "bad.jsonl"
+        path.write_text(json.dumps({"user_id": "u", "prompt": "p", "chosen": "a", "rejected": "b", "attributes": attributes}) + "\n")
+        code, stdout, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(path), "--json")
+        assert code == 2 and stdout == "" and "line 1, field `attributes`" in err and problem in err, err
