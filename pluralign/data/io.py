@@ -292,7 +292,10 @@ _GRAPHEME = regex.compile(r"\X")
 
 def _attribute_labels(value: Any, line: int) -> dict[str, str]:
     """Attributes are labels: strings kept, numbers and booleans as their JSON text (4 -> "4"), a
-    null is no label (Hugging Face `datasets` gives every row every key some row has, null where absent)."""
+    null is no label (Hugging Face `datasets` gives every row every key some row has, null where absent). A list of
+    `{"key", "value"}` objects is the same labels: this module's Parquet form, which `datasets` writes back so to JSON."""
+    if isinstance(value, list):
+        value = _key_value_labels(value, line)
     if not isinstance(value, dict):
         raise PreferenceError(line, "attributes", "expected an object of labels")
     labels = {}
@@ -309,6 +312,18 @@ def _attribute_labels(value: Any, line: int) -> dict[str, str]:
             labels[key] = _json_encoder.encode(item).decode()
         else:
             raise PreferenceError(line, f"attributes.{key}", "expected a string, number or boolean label")
+    return labels
+
+
+def _key_value_labels(pairs: list[Any], line: int) -> dict[str, Any] | list[Any]:
+    """Key/value pairs as an object of labels; `pairs` as they are when any is not such a pair (refused by the caller)."""
+    if not all(isinstance(p, dict) and p.keys() == {"key", "value"} and isinstance(p["key"], str) for p in pairs):
+        return pairs
+    labels: dict[str, Any] = {}
+    for pair in pairs:
+        if pair["key"] in labels:
+            raise PreferenceError(line, "attributes", f"`{pair['key']}` given 2 times among its key/value pairs; give it once")
+        labels[pair["key"]] = pair["value"]
     return labels
 
 
@@ -1276,7 +1291,7 @@ def read_preferences(
 ) -> tuple[list[Preference], LoadReport]:
     """Load a `.jsonl` or `.parquet` preference file in any TRL preference form (see
     `row_to_preference`). Parquet is told by its content (the `PAR1` magic bytes), whatever the
-    name; anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. A pipe (`--path <(zcat f)`,
+    name, and so is an Arrow IPC file (`_arrow_file`: a `datasets` cache file or save_to_disk shard); anything else is read as JSON lines, gzip-compressed (`.jsonl.gz`) or not. A pipe (`--path <(zcat f)`,
     `/dev/stdin`) is read once, whole, before its format is told. A folder that Hugging Face `Dataset.save_to_disk`
     wrote is read as its rows (`_saved_dataset`; a `DatasetDict`'s is an error naming its splits). Raises
     FileNotFoundError when there is no file, IsADirectoryError for another folder, PreferenceError naming the file on the first bad row (unless
@@ -1297,6 +1312,8 @@ def read_preferences(
         except pa.ArrowException as exc:  # cut short by a crash or a copy, or another format under the name
             raise PreferenceError(0, None, f"not a whole Parquet file (truncated or another format): {exc}", path=str(path)) from None
         rows: Iterable[tuple[int, Any]] = _table_rows(table)
+    elif path.suffix == ".arrow" or _head(source, 8).startswith(ARROW_MAGIC):
+        unit, rows = "row", _table_rows(_arrow_file(source, path))
     else:
         rows, ready = _jsonl_rows(source, default_user), True
 
@@ -1308,6 +1325,24 @@ def read_preferences(
     if not records:
         raise PreferenceError(0, None, _nothing_read(report), path=str(path))
     return records, report
+
+
+# an Arrow IPC stream opens with the continuation marker (`datasets` keeps a set in such `.arrow` files: its cache
+# files, a save_to_disk folder's shards), the file format with "ARROW1"
+ARROW_MAGIC = (b"\xff\xff\xff\xff", b"ARROW1")
+
+
+def _arrow_file(source: Path | bytes, path: Path) -> pa.Table:
+    """The rows of an Arrow IPC file, stream or file format (`Dataset.cache_files`, `pa.ipc.new_file`), read with
+    pyarrow alone, as a save_to_disk folder's are (`_arrow_streams`); PreferenceError for one cut short or of another
+    format: a binary file read as JSON lines would be "malformed JSON" on every line, and skipping them reads nothing."""
+    open_ipc = pa.ipc.open_file if _head(source, 6) == ARROW_MAGIC[1] else pa.ipc.open_stream
+    try:
+        with pa.memory_map(str(source)) if isinstance(source, Path) else pa.BufferReader(source) as buffer:
+            return open_ipc(buffer).read_all()
+    except (pa.ArrowException, OSError) as exc:  # pyarrow's IO errors (a file cut short) are OSErrors
+        raise PreferenceError(0, None, f"not a whole Arrow file (truncated or another format): {exc}",
+                              path=str(path)) from None
 
 
 def _saved_dataset(folder: Path) -> pa.Table | None:

@@ -432,7 +432,7 @@ def _run(args: argparse.Namespace, user_groups: dict[str, str] | None) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("audit", help="fairness audit: per-group accuracy, personalized vs one-size-fits-all", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="preference file (.jsonl or .parquet, or a Dataset.save_to_disk folder); a bad row is an error naming its line and field")
+    p.add_argument("--data", help="preference file (.jsonl or .parquet, a Dataset.save_to_disk folder or one of its .arrow files); a bad row is an error naming its line and field")
     p.add_argument("--skip-bad", action="store_true", help="with --data: skip malformed rows and report how many")
     p.add_argument("--source", choices=["ukp_convarg1", "persona"], help="a built-in data set instead of --data")
     p.add_argument("--store", help="the service's store: its data folder (e.g. data), the lancedb/ folder in it, or an object-store URI")

@@ -380,7 +380,7 @@ def register(sub) -> None:
         # any preference file, as `jsonl` and `parquet` are (the reader tells them by their bytes)
         p.add_argument("--source", required=True, choices=("ukp_convarg1", "jsonl", "parquet", "file"),
                        help="ukp_convarg1, or a preference file: jsonl or parquet (either reads both)")
-        p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, a folder `datasets` save_to_disk wrote, or the ukp_convarg1 folder")
+        p.add_argument("--path", required=True, help="the source: a .jsonl or .parquet file, a folder `datasets` save_to_disk wrote (or one of its .arrow files), or the ukp_convarg1 folder")
         p.add_argument("--skip-bad", action="store_true", help="skip malformed rows and report how many")
         p.add_argument("--user", default=None, type=user_id, help="the user of rows without `user_id` or with a null one (TRL datasets carry none)")
         if name == "stats":

@@ -219,7 +219,7 @@ def register(sub) -> None:
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help="ukp: the UKP ConvArg1 annotators; persona: a synthetic population of --groups groups from anthropic_persona; "
                         + file_protocol_help() + "; a file has no unseen users")
-    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file (or a Dataset.save_to_disk folder)")
+    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file (or a Dataset.save_to_disk folder, or one of its .arrow files)")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--k", type=int, action=AtLeastOne, default=None, help="mixture components (pal, em); default: chosen from the data by held-out log-likelihood")
     p.add_argument("--seed", type=seed_number, default=0, help=SEED_HELP)

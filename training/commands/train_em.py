@@ -107,7 +107,7 @@ def register(sub) -> None:
     add_k_args(p, "reward heads")
     p.add_argument("--protocol", default="persona", choices=["ukp", "persona", "file"],
                    help=file_protocol_help())
-    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file (or a Dataset.save_to_disk folder)")
+    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file (or a Dataset.save_to_disk folder, or one of its .arrow files)")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of true groups, 2 to 64 (default 4)")
     p.add_argument("--assignment", default="hard", choices=["hard", "soft"],
                    help="hard: each user to their best head; soft: posterior weights over the heads (default %(default)s)")

@@ -1,7 +1,7 @@
 """`pluralign train maxmin`: a LoRA policy trained with DPO on comparisons ranked by a MaxMin reward.
 
     pluralign train maxmin --pairs /tmp/mm80maxmin/pairs-maxmin-80.jsonl --objective maxmin --heads 2 --out runs/maxmin-80
-    pluralign train maxmin --pairs /tmp/mm80single/pairs-single-80.jsonl --objective single --heads 1 --out runs/single-80 \
+    pluralign train maxmin --pairs /tmp/mm80single/pairs-single-80.jsonl --objective single --heads 1 --out runs/single-80 \\
         --steps 30 --batch-size 4 --lr 2e-3 --chosen-nll 1.0 --lora-layers 4
 
 `--pairs` holds comparisons (pluralign JSONL/Parquet, or TRL prompt/chosen/rejected) already ranked

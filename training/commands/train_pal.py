@@ -127,7 +127,7 @@ def register(sub) -> None:
     add_k_args(p, "prototypes")
     p.add_argument("--protocol", required=True, choices=["ukp", "persona", "file"],
                    help=file_protocol_help())
-    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file (or a Dataset.save_to_disk folder)")
+    p.add_argument("--data", default=None, help="--protocol file: a JSONL or Parquet preference file (or a Dataset.save_to_disk folder, or one of its .arrow files)")
     p.add_argument("--groups", type=number(int, minimum=2, below=65), default=None, help="persona: number of groups, 2 to 64 (default 4)")
     p.add_argument("--out", required=True, help="checkpoint folder to write: new, empty, or an earlier PAL checkpoint (replaced; a later release's is refused)")
     p.add_argument("--epochs", type=number(int, minimum=1), default=40, help="most epochs (early stopping on validation loss)")
