@@ -9,15 +9,16 @@ one rename; the previous release's file, the same list without the line's end, r
 A file that cannot be decoded (cut short, a byte damaged) gives the users it still names whole (`key_sets.read_keys`),
 queued as a readable file's; the log says how many bytes named no whole user, never which ids. A file that cannot be
 read at all (a permission, an I/O error) holds users nothing else names: it is left as it is, written over by nothing
-(a stop's write reads it again first, and writes only once it reads, its users with the stop's), listed under /health's
-`storage` (`PROBLEM_NAME`, `read`) and read again at each pass over the unfinished DELETEs (`retry`, every
-`deletion_sweep_s`): once it reads, its users' refits are queued and it is removed. Our own code for the same reason as
-`service.key_sets`: no library keeps a small set on disk through such damage."""
+(a stop's write reads it again first, and writes only once it reads, its users with the stop's, but those deleted
+meanwhile), listed under /health's `storage` (`PROBLEM_NAME`, `read`) and read again at each pass over the unfinished
+DELETEs (`service.users.services.refit_dropped_again`, every `deletion_sweep_s`): once it reads, its users' refits are
+queued and it is removed. Our own code for the same reason as `service.key_sets`: no library keeps a small set on disk
+through such damage."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pluralign.store.failures import Problems, StoreUnavailable, storage_problem
@@ -32,9 +33,9 @@ Key = tuple[str, str]
 
 
 class DroppedRefits:
-    """DROPPED_REFITS_FILE at `path`: `take` reads it (the start, and `retry`), `remove` removes it once its users are
-    queued, `keep` writes the users a stop dropped. A file that cannot be read at all is noted in `problems` (/health's
-    `storage`) until it reads, and never written over."""
+    """DROPPED_REFITS_FILE at `path`: `take` reads it (the start, and `refit_dropped_again`), `remove` removes it once
+    its users are queued, `keep` writes the users a stop dropped. A file that cannot be read at all is noted in
+    `problems` (/health's `storage`) until it reads, and never written over."""
 
     def __init__(self, path: Path, problems: Problems | None = None):
         self.path = path
@@ -85,23 +86,28 @@ class DroppedRefits:
         except OSError as exc:
             log.error("%s cannot be removed: %s", self.path, exc)
 
-    def keep(self, keys: Iterable[Key]) -> bool:
-        """The stop's write: the file holds `keys` (and, of a file the start could not read, read again first, the users
-        it holds); nothing is written when there are none. False, nothing written, when it still cannot be read (its
-        users would be lost) or cannot be written (logged: the waiting file, left in place by the caller, still names
-        `keys`)."""
+    def keep(self, keys: Iterable[Key], stored: Callable[[list[Key]], list[Key]] = list) -> int | None:
+        """The stop's write: the file holds `keys` and, of a file the start could not read, read again first, the users
+        it holds, those of both that `stored` keeps (the users with something still stored: one the file named may have
+        been deleted while it could not be read, and no id of a deleted user is written); it is removed when none is
+        left, and nothing is written when there are none to add to what the start read. Returns how many it holds; None,
+        nothing written, when it still cannot be read and `keys` are not empty (its users would be lost) or it cannot be
+        written (logged: the waiting file, left in place by the caller, still names `keys`)."""
         keys = list(keys)
-        if not keys:
-            return True
+        if not keys and self._unread is None:
+            return 0
         held = self.take() if self._unread is not None else []  # else what it held was queued at the start
         if held is None:
+            if not keys:
+                return 0
             log.error("stopping: %s cannot be read, so it is not written over: the users of %d dropped background refits "
                       "stay named by the waiting refits' file for the next start", self.path, len(keys))
-            return False
+            return None
+        keys = stored(list(dict.fromkeys([*held, *keys])))
         try:
-            write_keys(self.path, dict.fromkeys([*held, *keys]))
+            write_keys(self.path, keys)  # removed when none is left
         except OSError as exc:  # a full or read-only data folder
             log.error("stopping: the users of %d dropped background refits could not be kept for the next start: %s",
                       len(keys), exc)
-            return False
-        return True
+            return None
+        return len(keys)

@@ -355,8 +355,9 @@ class AdapterPool:
     takes smaller tenants' room as the users' histories cache lets a history (`pluralign.cache.Takes`: once per ten
     minutes a tenant, four times all tenants); a load whose take is refused is served beside the budget, not kept,
     pushing out nobody's (`_make_room`), so its user's chats again and again no longer cost the others a reload each.
-    A caller about to generate with an adapter holds it (`holding`, `adapter_held`): evicted last and never let go from
-    beside the budget meanwhile, as one a generation uses.
+    A caller about to generate with an adapter holds it (`holding`, `adapter_held`): meanwhile it is never let go from
+    beside the budget, and goes after its tenant's adapters nobody uses or holds, as one a generation uses (not last of
+    all: a tenant holding the most gives it up when it has no other, another tenant's idle adapter staying).
 
     With a host that tracks its generations (`adapters_in_use`: the service's generators), no drop ever waits with the
     pool's lock held: an adapter evicted, retrained or deleted leaves the table under the lock and is dropped on a
@@ -395,7 +396,8 @@ class AdapterPool:
         self._takes = Takes(clock)
         self._passing: dict[str, tuple[int, float]] = {}
         # adapters a caller holds (`holding`, `adapter_held`): handed to a chat whose generation has not begun, evicted
-        # last and never let go beside the budget (`_pass_on`), as those generations use (the host's `adapters_in_use`)
+        # after their tenant's others and never let go beside the budget (`_pass_on`), as those generations use (the
+        # host's `adapters_in_use`)
         self._holds: Counter[str] = Counter()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # `_dropping` changed
@@ -608,8 +610,9 @@ class AdapterPool:
     @contextmanager
     def holding(self, name: str) -> Iterator[bool]:
         """Adapter `name`, handed out by `adapter_for`, held while the caller runs its generation with it: while held,
-        another user's load evicts it last and never lets it go from beside the budget (`_pass_on`), as for an adapter a
-        generation uses; a DELETE, a retrain or a promotion still drops it. Yields whether it was held: False when it is
+        another user's load never lets it go from beside the budget (`_pass_on`) and evicts it after its tenant's
+        adapters nobody uses or holds, as for an adapter a generation uses (a tenant holding the most with no other to
+        give up still gives it up: fairness first); a DELETE, a retrain or a promotion still drops it. Yields whether it was held: False when it is
         loaded no more (dropped since it was handed out: ask `adapter_held` again). Held from the call until the
         generation begins, the gap the host's `adapters_in_use` does not cover: unheld, a chat's adapter served beside
         the budget is let go there by another tenant's load, loaded again for the chat, and may be let go again by the

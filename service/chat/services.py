@@ -247,9 +247,10 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
     (the pool is not asked again, a load in vain, the warning saying "dropped twice"). A
     generation that has begun keeps its adapter to its end (a drop waits for it), and so does one about to begin: the
     pool holds the adapter from this call (still loaded then), and from its answer when asked again, until `generate()`
-    returns (`AdapterPool.holding`): another user's load does not evict it while it can evict another, and never lets
-    it go from beside the budget (a take of smaller tenants' room refused), so such an adapter, let go between the
-    plan and this call, is loaded again once and kept for the chat."""
+    returns (`AdapterPool.holding`): another user's load evicts it only after its tenant's adapters nobody uses or
+    holds (its tenant holding the most with no other gives it up all the same), and never lets it go from beside the
+    budget (a take of smaller tenants' room refused), so such an adapter, let go between the plan and this call, is
+    loaded again once and kept for the chat."""
     try:
         with holding(rt, p.adapter):
             return generate()

@@ -409,22 +409,29 @@ def keep_dropped_refits(rt: Runtime) -> int:
     weights itself, but what reads the users table as it is (the fairness audit's user attributes and `pal_prototype`,
     the population a new user is compared against, the pooled prior) would otherwise keep the row of before their last
     feedback (or none) until they came back, and a tie's attributes (no strict comparison: the row does not look
-    stale) until their next comparison. A user with nothing stored any more (deleted meanwhile) is not written. A file
-    the start could not read is not written over (`DroppedRefits.keep`): the waiting file then stays, naming them.
-    Returns how many were written."""
+    stale) until their next comparison. A user with nothing stored any more (deleted meanwhile) is not written, nor is
+    one a file the start could not read named, read again here (`DroppedRefits.keep`); one that still cannot be read is
+    not written over: the waiting file then stays, naming them. Returns how many the file names."""
     with rt.refit_lock:
         keys = sorted(rt.dropped_refits)
         rt.dropped_refits.clear()
-    try:
-        held = rt.store.users_with_preferences(keys)  # one read per 1,000 of them: a stop may find thousands waiting
-        keys = [key for key in keys if key in held]
-    except StoreUnavailable as exc:  # all of them, then: the next start's refit of a deleted user writes nothing
-        log.error("stopping: could not check which users with dropped refits are still stored: %s", exc)
-    if not rt.dropped_file.keep(keys):  # logged; the waiting file (if written) still names them
+    kept = rt.dropped_file.keep(keys, partial(still_stored, rt))
+    if kept is None:  # logged; the waiting file (if written) still names them
         return 0
     with rt.refit_lock:  # what it names ran, or is named in the dropped refits' file now
         rt.waiting_refits.drop()
-    return len(keys)
+    return kept
+
+
+def still_stored(rt: Runtime, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Those of the users `keys` with something still stored (not deleted meanwhile); all of them when the store
+    cannot say (logged: the next start's refit of a deleted user writes nothing)."""
+    try:
+        held = rt.store.users_with_preferences(keys)  # one read per 1,000 of them: a stop may find thousands waiting
+    except StoreUnavailable as exc:
+        log.error("stopping: could not check which users with dropped refits are still stored: %s", exc)
+        return keys
+    return [key for key in keys if key in held]
 
 
 def refit_dropped(rt: Runtime) -> int:

@@ -11,7 +11,6 @@ the unfinished DELETEs. The previous release's file (the list without the line's
 
 from __future__ import annotations
 
-import errno
 import threading
 from pathlib import Path
 
@@ -19,24 +18,10 @@ import msgspec
 
 from service.dropped_refits import DROPPED_REFITS_FILE, PROBLEM_NAME
 from service.waiting_refits import WAITING_REFITS_FILE
+from tests.service.test_owed59_running import READ, unreadable_until_cleared
 from tests.service.tiny import start_service
 
 ANN, BOB, CY = "ops60-ann", "ops60-bob", "ops60-cy"
-READ = Path.read_bytes
-
-
-def unreadable_until_cleared(monkeypatch, path: Path) -> threading.Event:
-    """`path`'s reads fail (EIO, a disk error) until the event returned is cleared (the operator fixed it)."""
-    unreadable = threading.Event()
-    unreadable.set()
-
-    def failing(self):
-        if self == path and unreadable.is_set():
-            raise OSError(errno.EIO, "Input/output error", str(self))
-        return READ(self)
-
-    monkeypatch.setattr(Path, "read_bytes", failing)
-    return unreadable
 
 
 def stop_with_refits_dropped(data: Path, models, users: list[str]) -> None:
