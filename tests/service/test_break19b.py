@@ -75,16 +75,24 @@ def test_what_docs_say_a_user_s_export_tells_about_the_others_holds(tmp_path, ti
         assert (2 * np.array(spy["mean"]) - own)[keep] == pytest.approx(truth[keep], abs=1e-9)
 
 
-def test_users_who_only_stated_preferences_do_not_crowd_out_the_fitted_ones(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+def test_users_who_only_stated_preferences_do_not_crowd_out_the_fitted_ones(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
+                                                                           monkeypatch):
     """The prior reads one bounded query of the tenant's users with a stored model (128 rows), then
     keeps those fitted on comparisons: a tenant whose oldest 128 users only stated preferences at
-    sign-up (a model with no comparisons) never had a pooled prior, however many users answered."""
+    sign-up (a model with no comparisons) never had a pooled prior, however many users answered.
+    Both bounds (the prior's and next-comparison's `population`) are 8 here: 10 sign-ups fill either
+    window as 130 fill the real ones (speed60a: 130 PATCHes were ~9 of the test's 10.4 CPU-s)."""
+    import service.users.services as users
+
+    monkeypatch.setattr(users, "POOLED_PRIOR_MAX_USERS", 8)
+    monkeypatch.setattr(users, "POPULATION_USERS", 8)
+    signups = users.POOLED_PRIOR_MAX_USERS + 2
     # a prior estimated at newbie's first fit is kept for newbie's later refits: with a TTL of 0.2 s a
     # busy machine let it expire meanwhile, and the estimate counted newbie too (3 == 2 failed)
     server, service = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, pooled_prior_users=2,
                                      pooled_prior_ttl_s=60)
     with server, service.client("globex") as c:
-        for u in range(130):
+        for u in range(signups):
             r = c.patch(f"/v1/users/signup{u}/stated-preferences", json={"preferences": {"list_items": "less"}})
             assert r.status_code == 200, r.text
         for u in range(2):

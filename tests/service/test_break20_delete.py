@@ -61,7 +61,20 @@ def run_job(admin, kind: str, params: dict) -> dict:
     return job
 
 
-def test_nothing_of_a_deleted_user_is_left_after_population_jobs(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+def test_nothing_of_a_deleted_user_is_left_after_population_jobs(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
+    """Also the embedding cache the jobs' CLI shares (PLURALIGN_CACHE_DIR, default ~/.cache/pluralign), outside the data
+    folder: the vectors of a deleted user's texts, keyed by each text's SHA-256, stayed there after the DELETE (session
+    break21b). Those checks were a test of their own in test_break21b.py, with a PAL job of its own on the same
+    comparisons (speed60a: ~9 CPU-s)."""
+    from pluralign.embed.cache import text_key
+
+    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))  # the jobs' workers inherit it
+    cache = tmp_path / "cache" / "embeddings.sqlite"
+
+    def cached(text: str) -> int:
+        with sqlite3.connect(cache) as db:
+            return db.execute("SELECT COUNT(*) FROM embedding WHERE key = ?", [text_key(text)]).fetchone()[0]
+
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
     rt = svc.runtime
@@ -78,10 +91,15 @@ def test_nothing_of_a_deleted_user_is_left_after_population_jobs(tmp_path, tiny_
         run_job(admin, "audit", {"group_by": "segment", "min_comparisons": 0})
         assert pal["promoted"] and em["promoted"] is True  # the EM mixture is the one served now
         assert files_holding(data, MARKER, GONE)  # the jobs did hold the user's texts and id
+        theirs, kept = f"Some tea, number 0. {MARKER}", "Some tea, number 0."  # their chosen answer, ann's rejected one
+        assert cached(theirs) == 1 and cached(kept) == 1  # the jobs did embed both users' texts into the cache
         served_version = rt.rewards.version
 
         r = acme.delete(f"/v1/users/{GONE}")
         assert r.status_code == 200, r.text
+        assert cached(theirs) == 0 and cached(f"A drink for morning 3? {MARKER}") == 0
+        assert cached(kept) == 1  # ann's own texts stay (one both wrote, "Some coffee, number 0.", goes: embedded again when needed)
+        assert MARKER.encode() not in cache.read_bytes()  # the cache never held the text itself
         deleted = r.json()["deleted"]
         assert deleted["preferences"] == 8 and deleted["users"] == 1
         assert files_holding(data, MARKER, GONE) == []

@@ -142,32 +142,6 @@ def test_what_a_killed_adapter_swap_left_goes_with_the_user(tmp_path, tiny_gener
         assert [p.name for p in registry.folder("acme", GONE).parent.iterdir()] == []
 
 
-def test_the_embedding_cache_loses_a_deleted_user_s_texts(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
-    """A population job (`pal` on the service's comparisons) embeds every snapshot row through the
-    embedding cache its CLI shares (PLURALIGN_CACHE_DIR, default ~/.cache/pluralign): the vectors of
-    a deleted user's texts, keyed by each text's SHA-256, stayed there after the DELETE, outside the
-    data folder that every other DELETE check looks in."""
-    import sqlite3
-
-    from pluralign.embed.cache import text_key
-    from service.admin.controllers import ADMIN_HANDLERS
-    from tests.service.test_break20_delete import GONE, MARKER, give_comparisons, run_job
-
-    monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))  # the job's worker inherits it
-    cache = tmp_path / "cache" / "embeddings.sqlite"
-
-    def cached(text: str) -> int:
-        with sqlite3.connect(cache) as db:
-            return db.execute("SELECT COUNT(*) FROM embedding WHERE key = ?", [text_key(text)]).fetchone()[0]
-
-    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
-    with server, svc.client("acme") as acme, svc.client("admin") as admin:
-        give_comparisons(acme, GONE, "tea", MARKER)
-        give_comparisons(acme, "ann", "coffee")
-        run_job(admin, "pal", {"k": 2, "epochs": 2, "latent_dim": 8, "hidden": 16})
-        theirs, kept = f"Some tea, number 0. {MARKER}", "Some tea, number 0."  # their chosen answer, ann's rejected one
-        assert cached(theirs) == 1 and cached(kept) == 1  # the job did embed both users' texts into the cache
-        assert acme.delete(f"/v1/users/{GONE}").status_code == 200
-        assert cached(theirs) == 0 and cached(f"A drink for morning 3? {MARKER}") == 0
-        assert cached(kept) == 1  # ann's own texts stay (one both wrote, "Some coffee, number 0.", goes: embedded again when needed)
-        assert MARKER.encode() not in cache.read_bytes()  # the cache never held the text itself
+# The embedding cache losing a deleted user's texts (a test here until speed60a, with a PAL job of its own) is checked by
+# tests/service/test_break20_delete.py::test_nothing_of_a_deleted_user_is_left_after_population_jobs, whose jobs embed the
+# same users' comparisons.
