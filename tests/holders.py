@@ -4,15 +4,16 @@ variables, and garbage not yet collected when asked.
 
 Our own, not objgraph's or pympler's: those read `gc.get_objects()`, which leaves out the objects a running service
 froze at its start (`service.heap`: torch, transformers, the models, and the module-level caches and workers' dicts
-made then and mutated in place since), ~700,000 of the ~703,000 alive; the search reads them inside
-`service.heap.thawed`. One search of a process with transformers loaded reads ~720,000 objects: 3-6 s of CPU, so a
-test searches once after its deletes, not once per delete."""
+made then and mutated in place since), ~634,000 of the ~636,000 alive; the search reads them inside
+`service.heap.thawed`. One search of a started test service reads ~636,000 objects: 2.7 s of CPU, 5.3 s with the collection
+before it (at load ~8-10), so a test searches once after its deletes, not once per delete."""
 
 from __future__ import annotations
 
 import gc
 import sys
 import threading
+import types
 from collections import Counter
 
 from service.heap import thawed
@@ -55,6 +56,28 @@ def _reaches(value, ids: set[int], texts: _Texts, depth: int = 3) -> bool:
     return depth > 0 and not isinstance(value, type) and any(_reaches(r, ids, texts, depth - 1) for r in _refs(value))
 
 
+# referents that are never a text nor an untracked container reading through to one: passed over without a call of
+# `_holds` (a search makes ~5 million such checks: 8.6 -> 3.8 s of CPU for them, at load ~10)
+_PASSED = frozenset({int, float, bool, type(None), list, set, type, types.FunctionType, types.CellType, types.ModuleType,
+                     types.MethodType, types.BuiltinFunctionType, property, staticmethod, classmethod,
+                     types.GetSetDescriptorType, types.MemberDescriptorType, types.MethodDescriptorType,
+                     types.WrapperDescriptorType})
+
+
+def _holder(obj, texts: _Texts) -> bool:
+    """Whether `obj` refers to a text holding one of `texts` (`_holds` of each referent), plain strs checked inline."""
+    for r in _refs(obj):
+        kind = type(r)
+        if kind is str:
+            if id(r) not in texts.own:
+                for t in texts.texts:
+                    if t in r:
+                        return True
+        elif kind not in _PASSED and _holds(r, texts):
+            return True
+    return False
+
+
 def _which(obj, texts: _Texts) -> int:
     """Which of `texts` (the first) `obj` refers to: a marker a DELETE path tells which path left it."""
     return next(i for i in range(len(texts.texts)) if any(_holds(r, texts.one(i)) for r in _refs(obj)))
@@ -73,7 +96,7 @@ def holders_of(texts: list[str], collect: bool = True) -> list[str]:
             gc.collect()
         objects = gc.get_objects()
     found = [o for o in objects if (collect or not str(type(o).__module__).startswith("httpx"))
-             and any(_holds(r, searched) for r in _refs(o))]
+             and _holder(o, searched)]
     del objects
     ids = {id(o) for o in found}
     names = {t.ident: t.name for t in threading.enumerate()}
