@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gc
-import sys
 import threading
 import uuid
-from collections import Counter
 
 import pytest
 
+from tests.holders import assert_none_hold
 from tests.service.test_delete_journal import wait_until
 from tests.service.tiny import start_service
 
@@ -57,54 +56,6 @@ def test_texts_scored_are_not_kept_in_memory_after_their_answer(svc):
         tracemalloc.stop()
 
 
-def _refs(obj) -> list:
-    """What `obj` refers to: gc's referents, and a dict's keys (gc does not visit a dict's str keys)."""
-    return [*obj, *gc.get_referents(obj)] if issubclass(type(obj), dict) else gc.get_referents(obj)
-
-
-def _holds(obj, texts: list[str], raw: list[bytes], depth: int = 2) -> bool:
-    """Whether `obj` is a text (str or bytes) holding one of `texts`, and not one of the test's own copies of them."""
-    if issubclass(type(obj), str):  # type(): isinstance reads `__class__`, which some modules' objects warn at
-        return any(t in obj for t in texts) and not any(obj is t for t in texts)
-    if issubclass(type(obj), (bytes, bytearray)):
-        return any(b in obj for b in raw) and not any(obj is b for b in raw)
-    if depth and not gc.is_tracked(obj):  # an untracked container (a msgspec Struct of strings): read through it
-        return any(_holds(r, texts, raw, depth - 1) for r in _refs(obj))
-    return False
-
-
-def _reaches(value, ids: set[int], texts: list[str], raw: list[bytes], depth: int = 3) -> bool:
-    if id(value) in ids or _holds(value, texts, raw):
-        return True
-    return depth > 0 and not isinstance(value, type) and any(_reaches(r, ids, texts, raw, depth - 1) for r in _refs(value))
-
-
-def holders_of(texts: list[str]) -> list[str]:
-    """What in this process still refers to a text holding one of `texts` (the test's own objects of them aside): the
-    thread, function and variable of another thread's local (frames are not gc objects), else how many gc objects of
-    each kind refer to one. Texts are told from the test's own by identity: an answer held whole, a `Candidate`'s
-    text, is equal to the test's copy."""
-    gc.collect()
-    raw = [t.encode() for t in texts]
-    ids = {id(o) for o in gc.get_objects() if any(_holds(r, texts, raw) for r in _refs(o))}
-    names = {t.ident: t.name for t in threading.enumerate()}
-    where = []
-    for ident, frame in sys._current_frames().items():
-        if ident == threading.get_ident():
-            continue
-        while frame is not None:
-            where += [f"{names.get(ident)}: {frame.f_code.co_qualname}.{name}" for name, value in frame.f_locals.items()
-                      if _reaches(value, ids, texts, raw)]
-            frame = frame.f_back
-    kinds = Counter(type(o).__name__ for o in gc.get_objects() if id(o) in ids)
-    return where or [f"{n} {kind}" for kind, n in kinds.items()]
-
-
-def holders(marker: str) -> list[str]:
-    """`holders_of` the one text `marker`."""
-    return holders_of([marker])
-
-
 def test_a_deleted_users_feedback_is_not_held_in_memory(svc):
     """Review of break58. After a user's DELETE, threads waiting for more work still held the feedback they had last
     handled, until the next came (for good on a quiet service): the feedback log's writer its round (`batch`: the rows
@@ -123,7 +74,7 @@ def test_a_deleted_users_feedback_is_not_held_in_memory(svc):
         assert c.get(f"/v1/users/{user}").json()["counts"]["preferences"] == 8
         svc.runtime.wait_for_background()
         assert c.delete(f"/v1/users/{user}").status_code == 200
-    assert wait_until(lambda: not holders(marker), timeout=20), holders(marker)
+    assert_none_hold([marker])
 
 
 def test_a_batch_given_up_for_a_pause_is_not_held_once_nothing_waits(svc, monkeypatch):
@@ -154,4 +105,4 @@ def test_a_batch_given_up_for_a_pause_is_not_held_once_nothing_waits(svc, monkey
             assert c.get(f"/v1/users/{user}").json()["counts"]["preferences"] == 1  # the read moves the rows itself
         assert wait_until(lambda: not ingest.log.pending_for("acme", user))
         assert c.delete(f"/v1/users/{user}").status_code == 200
-    assert wait_until(lambda: not holders(marker), timeout=20), holders(marker)
+    assert_none_hold([marker])

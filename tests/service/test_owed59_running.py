@@ -46,6 +46,14 @@ def wait_for(check, why: str, timeout: float = 60.0) -> None:
 READ = Path.read_bytes
 
 
+def unreadable_owed(tmp_path: Path, monkeypatch) -> tuple[Path, threading.Event]:
+    """The owed file a last run left in `tmp_path`/data (`OLD` in it), unreadable until the event is cleared."""
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / OWED_RETRACTIONS_FILE
+    path.write_bytes(msgspec.json.encode(OLD))
+    return path, unreadable_until_cleared(monkeypatch, path)
+
+
 def unreadable_until_cleared(monkeypatch, path: Path) -> threading.Event:
     """`path`'s reads fail (EIO, a disk error) until the event returned is cleared (the operator fixed it)."""
     unreadable = threading.Event()
@@ -61,10 +69,7 @@ def unreadable_until_cleared(monkeypatch, path: Path) -> threading.Event:
 
 
 def test_an_owed_file_the_start_could_not_read_is_read_by_a_later_write_never_written_over(serve, tmp_path, monkeypatch):
-    (tmp_path / "data").mkdir()
-    path = tmp_path / "data" / OWED_RETRACTIONS_FILE
-    path.write_bytes(msgspec.json.encode(OLD))
-    unreadable = unreadable_until_cleared(monkeypatch, path)
+    path, unreadable = unreadable_owed(tmp_path, monkeypatch)
     read = READ
     data, server, svc = serve()
     with server, svc.client(None) as anyone:

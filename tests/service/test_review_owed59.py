@@ -12,16 +12,21 @@ import msgspec
 
 from service.owed_retractions import OWED_RETRACTIONS_FILE
 from tests.files import file_size_limit
-from tests.service.test_owed59_running import OLD, READ, listed, on_disk, unreadable_until_cleared, wait_for
+from tests.service.test_owed59_running import (
+    OLD,
+    READ,
+    listed,
+    on_disk,
+    unreadable_owed,
+    unreadable_until_cleared,
+    wait_for,
+)
 
 PASS_S = 0.2  # `deletion_sweep_s`: the pass that reads the file again
 
 
 def test_an_owed_file_made_readable_is_read_and_its_rows_taken_back_with_no_row_owed_meanwhile(serve, tmp_path, monkeypatch):
-    (tmp_path / "data").mkdir()
-    path = tmp_path / "data" / OWED_RETRACTIONS_FILE
-    path.write_bytes(msgspec.json.encode(OLD))
-    unreadable = unreadable_until_cleared(monkeypatch, path)
+    path, unreadable = unreadable_owed(tmp_path, monkeypatch)
     read = READ
     data, server, svc = serve(deletion_sweep_s=PASS_S)
     with server, svc.client(None) as anyone:
@@ -42,10 +47,7 @@ def test_an_owed_file_made_readable_is_read_and_its_rows_taken_back_with_no_row_
 def test_an_owed_file_that_could_not_be_read_and_is_removed_by_the_operator_is_no_longer_in_health(serve, tmp_path, monkeypatch):
     """The operator gave up the file the service could not read (removed it): its read now finds nothing owed, so nothing
     was written and /health listed it as not written for good."""
-    (tmp_path / "data").mkdir()
-    path = tmp_path / "data" / OWED_RETRACTIONS_FILE
-    path.write_bytes(msgspec.json.encode(OLD))
-    unreadable = unreadable_until_cleared(monkeypatch, path)
+    path, unreadable = unreadable_owed(tmp_path, monkeypatch)
     data, server, svc = serve(deletion_sweep_s=PASS_S)
     with server, svc.client(None) as anyone:
         assert anyone.get("/health").json()["status"] == "degraded"

@@ -55,7 +55,7 @@ def test_records_passed_over_are_not_held_once_their_user_is_deleted(tmp_path, m
     import msgspec
     import numpy as np
 
-    from tests.service.test_break58 import holders
+    from tests.holders import assert_none_hold
     from tests.service.test_feedback_log import HashEncoder, feedback
     from tests.stores import ingesting, wait_for
 
@@ -77,4 +77,4 @@ def test_records_passed_over_are_not_held_once_their_user_is_deleted(tmp_path, m
         # the process (~5 s of CPU here), so the search runs once that look came, not once before it and again after
         wait_until(lambda: not ingest._passed_over, timeout=30)
         gc.collect()
-        assert wait_until(lambda: not holders(marker), timeout=120), holders(marker)  # a scan takes 5-20 s at load 10-30
+        assert_none_hold([marker], timeout=120)  # a scan takes 5-20 s at load 10-30

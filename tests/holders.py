@@ -1,0 +1,126 @@
+"""The search for what in this process still holds a user's texts after their DELETE (a marker in them), which the
+tests of each DELETE path share: every object the collector tracks, frozen ones included, each other thread's local
+variables, and garbage not yet collected when asked.
+
+Our own, not objgraph's or pympler's: those read `gc.get_objects()`, which leaves out the objects a running service
+froze at its start (`service.heap`: torch, transformers, the models, and the module-level caches and workers' dicts
+made then and mutated in place since), ~634,000 of the ~636,000 alive; the search reads them inside
+`service.heap.thawed`. One search of a started test service reads ~636,000 objects: 2.7 s of CPU, 5.3 s with the collection
+before it (at load ~8-10), so a test searches once after its deletes, not once per delete."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import types
+from collections import Counter
+
+from service.heap import thawed
+from tests.service.test_delete_journal import wait_until
+
+
+def _refs(obj) -> list:
+    """What `obj` refers to: gc's referents, and a dict's keys (gc does not visit a dict's str keys)."""
+    return [*obj, *gc.get_referents(obj)] if issubclass(type(obj), dict) else gc.get_referents(obj)
+
+
+class _Texts:
+    """The texts searched for (and their UTF-8 bytes), and the test's own str objects of them, told apart by identity."""
+
+    def __init__(self, texts: list[str]):
+        self.texts, self.raw = texts, [t.encode() for t in texts]
+        self.own = {id(t) for t in texts}
+
+    def one(self, i: int) -> _Texts:
+        """Only the `i`th text searched for, the test's own objects of all still aside."""
+        one = _Texts([self.texts[i]])
+        one.own = self.own
+        return one
+
+
+def _holds(obj, texts: _Texts, depth: int = 2) -> bool:
+    """Whether `obj` is a text (str or bytes) holding one of `texts`, and not one of the test's own copies of them."""
+    if issubclass(type(obj), str):  # type(): isinstance reads `__class__`, which some modules' objects warn at
+        return id(obj) not in texts.own and any(t in obj for t in texts.texts)
+    if issubclass(type(obj), (bytes, bytearray)):
+        return any(b in obj for b in texts.raw) and obj not in texts.raw  # (the encodings of `texts` themselves aside)
+    if depth and not gc.is_tracked(obj):  # an untracked container (a msgspec Struct of strings): read through it
+        return any(_holds(r, texts, depth - 1) for r in _refs(obj))
+    return False
+
+
+def _reaches(value, ids: set[int], texts: _Texts, depth: int = 3) -> bool:
+    if id(value) in ids or _holds(value, texts):
+        return True
+    return depth > 0 and not isinstance(value, type) and any(_reaches(r, ids, texts, depth - 1) for r in _refs(value))
+
+
+# referents that are never a text nor an untracked container reading through to one: passed over without a call of
+# `_holds` (a search makes ~5 million such checks: 8.6 -> 3.8 s of CPU for them, at load ~10)
+_PASSED = frozenset({int, float, bool, type(None), list, set, type, types.FunctionType, types.CellType, types.ModuleType,
+                     types.MethodType, types.BuiltinFunctionType, property, staticmethod, classmethod,
+                     types.GetSetDescriptorType, types.MemberDescriptorType, types.MethodDescriptorType,
+                     types.WrapperDescriptorType})
+
+
+def _holder(obj, texts: _Texts) -> bool:
+    """Whether `obj` refers to a text holding one of `texts` (`_holds` of each referent), plain strs checked inline."""
+    for r in _refs(obj):
+        kind = type(r)
+        if kind is str:
+            if id(r) not in texts.own:
+                for t in texts.texts:
+                    if t in r:
+                        return True
+        elif kind not in _PASSED and _holds(r, texts):
+            return True
+    return False
+
+
+def _which(obj, texts: _Texts) -> int:
+    """Which of `texts` (the first) `obj` refers to: a marker a DELETE path tells which path left it."""
+    return next(i for i in range(len(texts.texts)) if any(_holds(r, texts.one(i)) for r in _refs(obj)))
+
+
+def holders_of(texts: list[str], collect: bool = True) -> list[str]:
+    """What in this process still refers to a text holding one of `texts` (the test's own objects of them aside): the
+    thread, function and variable of another thread's local (frames are not gc objects), else how many objects of
+    each kind refer to one, and to which of `texts`. Texts are told from the test's own by identity: an answer held
+    whole, a `Candidate`'s text, is equal to the test's copy. `collect`: garbage is collected first; without, a
+    reference cycle awaiting the collector is a holder too (on a quiet service it may wait for good), the test's
+    client's own (httpx's requests and responses, in cycles of their own) aside."""
+    searched = _Texts(texts)
+    with thawed():
+        if collect:
+            gc.collect()
+        objects = gc.get_objects()
+    found = [o for o in objects if (collect or not str(type(o).__module__).startswith("httpx"))
+             and _holder(o, searched)]
+    del objects
+    ids = {id(o) for o in found}
+    names = {t.ident: t.name for t in threading.enumerate()}
+    where = []
+    for ident, frame in sys._current_frames().items():
+        if ident == threading.get_ident():
+            continue
+        while frame is not None:
+            where += [f"{names.get(ident)}: {frame.f_code.co_qualname}.{name}" for name, value in frame.f_locals.items()
+                      if _reaches(value, ids, searched)]
+            frame = frame.f_back
+    kinds = Counter((f"{type(o).__module__}.{type(o).__qualname__}", _which(o, searched)) for o in found)
+    # a text is named by its first 12 characters only: a report holding a whole one would be a holder of it itself
+    return where or [f"{n} {kind} holding texts[{i}] ({texts[i][:12]}...)" for (kind, i), n in kinds.items()]
+
+
+def assert_none_hold(texts: list[str], timeout: float = 20.0, collect: bool = True) -> None:
+    """No holder of `texts` (`holders_of`) within `timeout` seconds (work in flight lets them go), else fails with
+    what the last search found (not searched again for the message: a search is seconds)."""
+    found: list[str] = []
+
+    def none() -> bool:
+        found.clear()  # (the last report's texts aside before the next search)
+        found.extend(holders_of(texts, collect))
+        return not found
+
+    assert wait_until(none, timeout), found
