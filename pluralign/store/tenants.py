@@ -53,7 +53,8 @@ def _batches(table, where: str, columns: list[str]) -> Iterator[pa.RecordBatch]:
 def _per_user(table, tenant: str, after: str | None, columns: tuple[str, ...], keep: int) -> dict[str, list]:
     """user_id -> [row count, latest time (None: none)] of the `keep` first users of `tenant` (after `after`) in
     `table`, in user-id order, read `LISTING_ROWS_PER_READ` rows at a time. A user among the first `keep` of every table
-    together is among the first `keep` of each table it has rows in, so a page of `keep - 1` users reads no further."""
+    together is among the first `keep` of each table it has rows in, so a page of `keep - 1` users keeps no more (it still
+    reads every row of the tenant after `after`: rows come in no order of user)."""
     present = [c for c in columns if c in table.schema.names]
     where = f"tenant = {_quote(tenant)}" + (f" AND user_id > {_quote(after)}" if after is not None else "")
     found: dict[str, list] = {}
@@ -86,7 +87,8 @@ def tenant_users(tables: Mapping[str, object], tenant: str, after: str | None = 
     whether more follow. `tables`: LanceDB tables by name (`Store.tables`); a table not in TIME_COLUMNS is
     not read. One read of two or three columns of the tenant's rows per table (the BITMAP index on tenant),
     so a page costs what the tenant holds, not what the store holds; read `LISTING_ROWS_PER_READ` rows at a time,
-    keeping the counts of the first `limit + 1` users only, so it holds what a page holds, not what the tenant does.
+    keeping the counts of each table's first `limit + 1` users only, so it holds what a page and a read hold, not what
+    the tenant does.
     Raises ValueError for a `limit` out of bounds; the tables' own errors (OSError, RuntimeError) as they come."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be 1..{MAX_PAGE}, got {limit}")
