@@ -55,12 +55,22 @@ def test_several_objects_on_one_line_are_named_with_what_to_do(tmp_path):
 
 
 @pytest.mark.parametrize("action", [["list"], ["revoke", "web"]])
-def test_keys_of_a_data_folder_that_does_not_exist_is_an_error_naming_it(tmp_path, action):
+def test_keys_of_a_data_folder_that_does_not_exist_is_an_error_naming_it(tmp_path, action, monkeypatch, capsys):
     """`pluralign keys list` run from the wrong directory (the default folder is ./data). Before:
-    `{"keys":0}` and exit 0, as if the service had no keys; `revoke`: `no key with id or name 'web'`."""
-    line = one_error_line(pluralign(tmp_path, "keys", *action))
+    `{"keys":0}` and exit 0, as if the service had no keys; `revoke`: `no key with id or name 'web'`.
+    Run in this process from `tmp_path`, no PLURALIGN_ variable set, as `pluralign` runs it (a process apiece: ~0.5 CPU-s)."""
+    from tests.unit.test_break37_cli import in_process
+
+    def keys_here(*argv: str) -> subprocess.CompletedProcess:
+        code, out, err = in_process(capsys, "keys", *argv)
+        return subprocess.CompletedProcess(["pluralign", "keys", *argv], code, out, err)
+
+    for name in [n for n in os.environ if n.startswith("PLURALIGN_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    line = one_error_line(keys_here(*action))
     assert line.startswith(f"pluralign: error: PLURALIGN_DATA_DIR (setting data_dir) data: no such folder ({tmp_path / 'data'})"), line
-    line = one_error_line(pluralign(tmp_path, "keys", "--data-dir", "srv", *action))
+    line = one_error_line(keys_here("--data-dir", "srv", *action))
     assert line.startswith(f"pluralign: error: --data-dir srv: no such folder ({tmp_path / 'srv'})"), line
     assert "--data-dir" in line and "pluralign serve" in line, line
     assert list(tmp_path.iterdir()) == []  # nothing created
