@@ -6,9 +6,7 @@ import contextlib
 import io
 import os
 import re
-import subprocess
 import sys
-import time
 
 import httpx
 import pytest
