@@ -227,11 +227,13 @@ def test_a_persona_population_of_more_groups_than_a_job_may_ask_is_a_usage_error
 
 @pytest.mark.parametrize(("name", "problem"), [("a\nb", "U+000A at 2"), ("ok\u202eevil", "U+202E at 3"),
                                               ("x" * 129, "129 characters; at most 128")])
-def test_a_key_name_with_control_characters_or_too_long_is_a_usage_error(tmp_path, name, problem):
+def test_a_key_name_with_control_characters_or_too_long_is_a_usage_error(tmp_path, name, problem, capsys):
     """Before (break37's note): `keys create --name` took newlines, bidi overrides and 100,000 characters,
-    which `keys list` showed escaped and a terminal or a log reader would show otherwise."""
-    code, out, err = pluralign("keys", "--data-dir", str(tmp_path), "create", "--tenant", "acme", "--name", name)
+    which `keys list` showed escaped and a terminal or a log reader would show otherwise. The first case runs a real
+    `python -m training.cli` (its argv and its stdout through the OS); the others `training.cli.main` in this process."""
+    run = pluralign if name == "a\nb" else lambda *argv: in_process(capsys, *argv)
+    code, out, err = run("keys", "--data-dir", str(tmp_path), "create", "--tenant", "acme", "--name", name)
     assert code == 2 and out == "" and "argument --name:" in last_line(err) and problem in last_line(err), err
     assert not (tmp_path / "api_keys.json").exists()
-    code, out, _ = pluralign("keys", "--data-dir", str(tmp_path), "create", "--tenant", "acme", "--name", "acme web app é")
+    code, out, _ = run("keys", "--data-dir", str(tmp_path), "create", "--tenant", "acme", "--name", "acme web app é")
     assert code == 0 and json.loads(out)["name"] == "acme web app é"
