@@ -210,7 +210,7 @@ def test_serve_embeddings_gives_its_server_the_read_deadline_and_the_connection_
     """The wiring of the test below, in this process: `pluralign serve-embeddings` builds its server on the protocol
     `pluralign serve` has (`timed_http_protocol`, whose 408 and 503 the tests above check on a real serve) with its
     settings' read deadline and connection limit. The server is not run and no model loads (an encoder of zeros): the
-    real process (torch and MiniLM, ~7 CPU-s) is the slow test below."""
+    real process (torch and MiniLM, ~4-7 CPU-s) is the slow test below."""
     import service.encoders
     from tests.service.test_reviewt41_nohup_serving import Zeros
     from training.cli import main
@@ -241,7 +241,7 @@ def test_serve_embeddings_gives_its_server_the_read_deadline_and_the_connection_
     assert (built["config"].host, built["config"].port) == ("127.0.0.1", 0)
 
 
-@pytest.mark.slow  # a real serve-embeddings (torch, MiniLM: ~7 CPU-s); the default suite keeps the wiring test above
+@pytest.mark.slow  # a real serve-embeddings (torch, MiniLM: ~4-7 CPU-s); the default suite keeps the wiring test above
 def test_serve_embeddings_bounds_how_long_a_request_may_take_to_arrive_and_its_connections(tmp_path):
     """Before: `pluralign serve-embeddings` ran uvicorn's own protocol: half a request's headers held its
     connection for good, and connections were not bounded."""
