@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,11 @@ def test_audit_of_a_preference_file_reports_the_minority_gap(tmp_path, capsys, m
     records = [*protocol.seen.train, *protocol.seen.val, *protocol.seen.test]
     write_jsonl(records, tmp_path / "prefs.jsonl")
     out = tmp_path / "report.json"
+    # the session's embedding cache (the `minilm` fixture's file, tests/unit/test_cli.py's `--cache`): the persona texts
+    # other tests embed are read from it, not embedded again (~4 CPU-s); what is checked is the report
+    cache = Path(os.environ.get("PLURALIGN_CACHE_DIR", REPO / ".cache" / "pluralign")) / "test-embeddings.sqlite"
     argv = ["audit", "--data", str(tmp_path / "prefs.jsonl"), "--group-by", "group", "--min-comparisons", "20",
-            "--cache", str(tmp_path / "emb.sqlite"), "--out", str(out), "--json"]
+            "--cache", str(cache), "--out", str(out), "--json"]
     assert main(argv) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     report = decode_report(out.read_bytes())

@@ -206,6 +206,42 @@ def test_an_unset_limit_fits_the_open_files_the_process_may_have(hard, limit):
     assert (f"{limit} connections, not 1000" in done.stderr) == (limit < 1000), done.stderr
 
 
+def test_serve_embeddings_gives_its_server_the_read_deadline_and_the_connection_limit(monkeypatch, capsys):
+    """The wiring of the test below, in this process: `pluralign serve-embeddings` builds its server on the protocol
+    `pluralign serve` has (`timed_http_protocol`, whose 408 and 503 the tests above check on a real serve) with its
+    settings' read deadline and connection limit. The server is not run and no model loads (an encoder of zeros): the
+    real process (torch and MiniLM, ~4-7 CPU-s) is the slow test below."""
+    import service.encoders
+    from tests.service.test_reviewt41_nohup_serving import Zeros
+    from training.cli import main
+    from training.commands import serve
+
+    built = {}
+
+    class NotRun:
+        started = True
+
+        def __init__(self, config, **_):
+            built["config"] = config
+
+        def handle_exit(self, sig, frame) -> None:
+            pass
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(serve, "stopping_server", lambda: NotRun)
+    monkeypatch.setattr(service.encoders, "make_encoder", lambda name: Zeros())
+    monkeypatch.setenv("PLURALIGN_REQUEST_READ_TIMEOUT_S", "2")
+    monkeypatch.setenv("PLURALIGN_MAX_CONNECTIONS", "4")
+    assert main(["serve-embeddings", "--host", "127.0.0.1", "--port", "0"]) == 0, capsys.readouterr().err
+    protocol = built["config"].http
+    assert isinstance(protocol, type) and issubclass(protocol, serve.TimedRequests), protocol
+    assert (protocol.timeout_s, protocol.max_connections) == (2.0, 4), (protocol.timeout_s, protocol.max_connections)
+    assert (built["config"].host, built["config"].port) == ("127.0.0.1", 0)
+
+
+@pytest.mark.slow  # a real serve-embeddings (torch, MiniLM: ~4-7 CPU-s); the default suite keeps the wiring test above
 def test_serve_embeddings_bounds_how_long_a_request_may_take_to_arrive_and_its_connections(tmp_path):
     """Before: `pluralign serve-embeddings` ran uvicorn's own protocol: half a request's headers held its
     connection for good, and connections were not bounded."""

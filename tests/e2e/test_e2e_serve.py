@@ -90,7 +90,10 @@ class ServeProcess:
                 self.kill9()
 
 
-@pytest.fixture(scope="module", params=["folder", "s3"])
+# [s3] is slow (`make test-crash`): what a kill -9 must not lose is in the local data folder's feedback log whichever the
+# store (the test reads it there in both), and the default suite keeps the tables on moto in-process (tests/service/
+# test_store_s3.py, test_review38l_s3_versions.py): its server start and kill cost ~14 CPU-s of the default suite's time
+@pytest.fixture(scope="module", params=["folder", pytest.param("s3", marks=pytest.mark.slow)])
 def store_location(request):
     """(settings as variables, (uri or None, storage options)): a local folder (the default generation child), or a
     bucket on moto (the generator in-process)."""

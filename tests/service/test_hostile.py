@@ -305,38 +305,37 @@ def test_truncated_texts_are_counted(svc):
     assert truncated() == before + 1
 
 
-def keys_cli(svc, *args: str) -> list[dict]:
-    import subprocess
-    import sys
+def keys_cli(capsys, svc, *args: str) -> list[dict]:
+    """`pluralign keys --data-dir <the service's> args...`, run by `training.cli.main` in this process: a key ring of its
+    own on the service's key file, which the service's notices by the file's stat alone, as it would another process's
+    (a process apiece cost ~0.5 CPU-s, 7 of them)."""
+    from tests.unit.test_break37_cli import in_process
 
-    from tests.service.tiny import ROOT
-
-    done = subprocess.run([sys.executable, "-m", "training.cli", "keys", "--data-dir", str(svc.data_dir), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    code, out, err = in_process(capsys, "keys", "--data-dir", str(svc.data_dir), *args)
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
 
 
-def test_keys_cli_create_and_revoke_take_effect_at_once_in_the_running_service(svc):
-    (created,) = keys_cli(svc, "create", "--tenant", "acme", "--name", "rotating")
+def test_keys_cli_create_and_revoke_take_effect_at_once_in_the_running_service(svc, capsys):
+    (created,) = keys_cli(capsys, svc, "create", "--tenant", "acme", "--name", "rotating")
     new = {"Authorization": f"Bearer {created['key']}"}
     assert httpx.get(svc.url + "/v1/models", headers=new).status_code == 200  # usable at once
-    listed = keys_cli(svc, "list")
+    listed = keys_cli(capsys, svc, "list")
     assert {"id": created["id"], "tenant": "acme", "admin": False, "name": "rotating"}.items() <= listed[[k["id"] for k in listed[:-1]].index(created["id"])].items()
     assert all("key" not in k for k in listed) and created["key"] not in (svc.data_dir / "api_keys.json").read_text()
-    (admin,) = keys_cli(svc, "create", "--tenant", "ops", "--admin", "--name", "oncall")
+    (admin,) = keys_cli(capsys, svc, "create", "--tenant", "ops", "--admin", "--name", "oncall")
     assert httpx.get(svc.url + "/admin/jobs", headers={"Authorization": f"Bearer {admin['key']}"}).status_code == 200
     # revoked by id: the very next request is refused, without any other request reloading the file
-    assert keys_cli(svc, "revoke", created["id"])[0]["revoked"][0]["id"] == created["id"]
+    assert keys_cli(capsys, svc, "revoke", created["id"])[0]["revoked"][0]["id"] == created["id"]
     r = httpx.get(svc.url + "/v1/models", headers=new)
     assert r.status_code == 401 and "unknown API key" in r.text
-    keys_cli(svc, "revoke", "oncall")  # by name
+    keys_cli(capsys, svc, "revoke", "oncall")  # by name
     assert httpx.get(svc.url + "/admin/jobs", headers={"Authorization": f"Bearer {admin['key']}"}).status_code == 401
     with svc.client("acme") as c:  # the others still work, and the service can still issue keys
         assert c.get("/v1/models").status_code == 200
     issued = svc.runtime.keys.issue("acme", name="from-the-service")
     assert httpx.get(svc.url + "/v1/models", headers={"Authorization": f"Bearer {issued}"}).status_code == 200
-    assert created["id"] not in [k.get("id") for k in keys_cli(svc, "list")]
+    assert created["id"] not in [k.get("id") for k in keys_cli(capsys, svc, "list")]
 
 
 def test_a_body_of_many_json_arrays_leaves_the_started_heap_out_of_garbage_collections(svc):

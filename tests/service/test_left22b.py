@@ -6,9 +6,7 @@ import contextlib
 import io
 import os
 import re
-import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -164,25 +162,42 @@ def test_a_browser_may_send_the_routing_header_deploy_readme_asks_clients_for(sv
     assert "x-pluralign-user" in preflight.headers["access-control-allow-headers"].lower(), preflight.headers
 
 
-def test_serve_takes_the_data_folder_as_keys_does(tmp_path, tiny_generator_dir, tiny_pal_dir):
+def test_serve_takes_the_data_folder_as_keys_does(tmp_path, tiny_generator_dir, tiny_pal_dir, monkeypatch):
     """Before: `pluralign serve --data-dir D` exited 2 ("unrecognized arguments: --data-dir D") while
     `pluralign keys --data-dir D` names the same folder; the service's folder could only be set by
     PLURALIGN_DATA_DIR. Now the key a first start issues lands in D (checked before any model loads).
-    The key comes once the models are loaded: tiny ones, generating in the service's own process."""
+    The key comes once the models are loaded: tiny ones, generating in the service's own process.
+    In-process, the serving itself stubbed as tests/service/test_startup41_stop.py does: a process of its own
+    (torch's imports, ~9 CPU-s) checked nothing more; the app's startup and shutdown still run around it."""
+    from training.cli import main
+    from training.commands import serve
+
     folder, cwd = tmp_path / "served", tmp_path / "cwd"
     cwd.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PLURALIGN_DATA_DIR": str(tmp_path / "not-this-one"),
-           "PLURALIGN_GENERATOR": str(tiny_generator_dir), "PLURALIGN_PAL_DIR": str(tiny_pal_dir), "PLURALIGN_GENERATION_PROCESS": "false"}
-    process = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--data-dir", str(folder), "--port", str(free_port())],
-                               cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for name, value in {"PLURALIGN_DATA_DIR": tmp_path / "not-this-one", "PLURALIGN_GENERATOR": tiny_generator_dir,
+                        "PLURALIGN_PAL_DIR": tiny_pal_dir, "PLURALIGN_GENERATION_PROCESS": "false"}.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.chdir(cwd)
+    keys_at_serving = []
+
+    def served(app, args, **_):
+        keys_at_serving.append((folder / "api_keys.json").exists())
+        from tests.service.tiny import LiveServer
+
+        with LiveServer(app):  # the app's startup and shutdown (its runtime's threads end)
+            pass
+        return True, serve.CancelledRequests(app)
+
+    monkeypatch.setattr(serve, "serve_until_stopped", served)
+    umask, held = os.umask(0o022), len(serve._HELD)
     try:
-        deadline = time.time() + 120
-        while not (folder / "api_keys.json").exists() and process.poll() is None and time.time() < deadline:
-            time.sleep(0.1)
+        assert main(["serve", "--data-dir", str(folder), "--port", str(free_port())]) == 0
     finally:
-        process.kill()
-        _, stderr = process.communicate(timeout=30)
-    assert (folder / "api_keys.json").exists(), stderr[-2000:]
+        os.umask(umask)
+        for fd in serve._HELD[held:]:  # the data folder's lock, held for the life of a real process
+            os.close(fd)
+        del serve._HELD[held:]
+    assert keys_at_serving == [True]
     assert not (tmp_path / "not-this-one").exists() and not (cwd / "data").exists()
 
 

@@ -28,11 +28,8 @@ def pluralign(*argv: str, cwd=None, timeout: float = 120) -> tuple[int, str, str
     return done.returncode, done.stdout, done.stderr
 
 
-def usage_error(capsys, *argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `pluralign argv...` run by `training.cli.main` in this process: for a usage error,
-    which argparse raises (SystemExit 2, its line on stderr) before the command does anything. A fresh process for each
-    (`pluralign`) cost ~1 s of the default suite's time apiece, 32 of them here (suite48); the key-name test below
-    still sees a usage error through a real `python -m training.cli`."""
+def in_process(capsys, *argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `pluralign argv...` run by `training.cli.main` in this process."""
     from training.cli import main
 
     try:
@@ -41,6 +38,14 @@ def usage_error(capsys, *argv: str) -> tuple[int, str, str]:
         code = stopped.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def usage_error(capsys, *argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `pluralign argv...` run by `training.cli.main` in this process: for a usage error,
+    which argparse raises (SystemExit 2, its line on stderr) before the command does anything. A fresh process for each
+    (`pluralign`) cost ~1 s of the default suite's time apiece, 32 of them here (suite48); the key-name test below
+    still sees a usage error through a real `python -m training.cli`."""
+    return in_process(capsys, *argv)
 
 
 def last_line(err: str) -> str:
@@ -117,36 +122,38 @@ def test_audit_group_weights_without_persona_is_an_error_not_ignored(inputs):
     assert line.startswith("pluralign: error: --group-weights 0.9,0.1: read only with --source persona"), line
 
 
-def keys(folder, *argv: str) -> tuple[int, list[dict], str]:
-    code, out, err = pluralign("keys", "--data-dir", str(folder), *argv)
+def keys(capsys, folder, *argv: str) -> tuple[int, list[dict], str]:
+    """`pluralign keys --data-dir folder argv...` in this process (`in_process`): a fresh process apiece (~0.6 CPU-s,
+    torch-free) read and wrote the same key file as this one does."""
+    code, out, err = in_process(capsys, "keys", "--data-dir", str(folder), *argv)
     return code, [json.loads(line) for line in out.splitlines()], err
 
 
-def test_keys_revoke_by_a_name_two_keys_share_revokes_neither_and_names_their_ids(tmp_path):
+def test_keys_revoke_by_a_name_two_keys_share_revokes_neither_and_names_their_ids(tmp_path, capsys):
     """The rotation docs/api.md gives (create a new key, move the client, revoke the old one) with the
     new key named as the old: `keys revoke web` revoked both, the new key the client had just moved to
     included, so the rotation ended in 401s. Now a name (or an id prefix) that matches several keys
     revokes none and lists their ids; one id then revokes one."""
-    old = keys(tmp_path, "create", "--tenant", "acme", "--name", "web")[1][0]
-    new = keys(tmp_path, "create", "--tenant", "acme", "--name", "web")[1][0]
-    code, out, err = keys(tmp_path, "revoke", "web")
+    old = keys(capsys, tmp_path, "create", "--tenant", "acme", "--name", "web")[1][0]
+    new = keys(capsys, tmp_path, "create", "--tenant", "acme", "--name", "web")[1][0]
+    code, out, err = keys(capsys, tmp_path, "revoke", "web")
     line = last_line(err)
     assert code == 2 and out == [] and "Traceback" not in err, err
     assert line.startswith("pluralign: error: 'web' names 2 keys") and old["id"] in line and new["id"] in line, line
-    assert keys(tmp_path, "list")[1][-1] == {"keys": 2}
-    code, out, err = keys(tmp_path, "revoke", old["id"])
+    assert keys(capsys, tmp_path, "list")[1][-1] == {"keys": 2}
+    code, out, err = keys(capsys, tmp_path, "revoke", old["id"])
     assert code == 0 and [k["id"] for k in out[0]["revoked"]] == [old["id"]], err
-    assert [k["id"] for k in keys(tmp_path, "list")[1][:-1]] == [new["id"]]
-    code, out, err = keys(tmp_path, "revoke", "web")  # one key has that name now: revoked
+    assert [k["id"] for k in keys(capsys, tmp_path, "list")[1][:-1]] == [new["id"]]
+    code, out, err = keys(capsys, tmp_path, "revoke", "web")  # one key has that name now: revoked
     assert code == 0 and [k["id"] for k in out[0]["revoked"]] == [new["id"]], err
 
 
-def test_keys_revoke_of_a_name_that_is_also_another_keys_id_revokes_neither(tmp_path):
-    first = keys(tmp_path, "create", "--tenant", "acme")[1][0]
-    second = keys(tmp_path, "create", "--tenant", "acme", "--name", first["id"])[1][0]  # a name that reads as an id
-    code, out, err = keys(tmp_path, "revoke", first["id"])
+def test_keys_revoke_of_a_name_that_is_also_another_keys_id_revokes_neither(tmp_path, capsys):
+    first = keys(capsys, tmp_path, "create", "--tenant", "acme")[1][0]
+    second = keys(capsys, tmp_path, "create", "--tenant", "acme", "--name", first["id"])[1][0]  # a name that reads as an id
+    code, out, err = keys(capsys, tmp_path, "revoke", first["id"])
     assert code == 2 and first["id"] in last_line(err) and second["id"] in last_line(err), err
-    assert keys(tmp_path, "list")[1][-1] == {"keys": 2}
+    assert keys(capsys, tmp_path, "list")[1][-1] == {"keys": 2}
 
 
 @pytest.mark.slow  # moto and an audit process (torch imported): ~15 s on two busy cores
@@ -220,11 +227,13 @@ def test_a_persona_population_of_more_groups_than_a_job_may_ask_is_a_usage_error
 
 @pytest.mark.parametrize(("name", "problem"), [("a\nb", "U+000A at 2"), ("ok\u202eevil", "U+202E at 3"),
                                               ("x" * 129, "129 characters; at most 128")])
-def test_a_key_name_with_control_characters_or_too_long_is_a_usage_error(tmp_path, name, problem):
+def test_a_key_name_with_control_characters_or_too_long_is_a_usage_error(tmp_path, name, problem, capsys):
     """Before (break37's note): `keys create --name` took newlines, bidi overrides and 100,000 characters,
-    which `keys list` showed escaped and a terminal or a log reader would show otherwise."""
-    code, out, err = pluralign("keys", "--data-dir", str(tmp_path), "create", "--tenant", "acme", "--name", name)
+    which `keys list` showed escaped and a terminal or a log reader would show otherwise. The first case runs a real
+    `python -m training.cli` (its argv and its stdout through the OS); the others `training.cli.main` in this process."""
+    run = pluralign if name == "a\nb" else lambda *argv: in_process(capsys, *argv)
+    code, out, err = run("keys", "--data-dir", str(tmp_path), "create", "--tenant", "acme", "--name", name)
     assert code == 2 and out == "" and "argument --name:" in last_line(err) and problem in last_line(err), err
     assert not (tmp_path / "api_keys.json").exists()
-    code, out, _ = pluralign("keys", "--data-dir", str(tmp_path), "create", "--tenant", "acme", "--name", "acme web app é")
+    code, out, _ = run("keys", "--data-dir", str(tmp_path), "create", "--tenant", "acme", "--name", "acme web app é")
     assert code == 0 and json.loads(out)["name"] == "acme web app é"

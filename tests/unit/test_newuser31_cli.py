@@ -1,5 +1,6 @@
 """A first-day user's preference files and key listings, through the real `pluralign` command
-(a subprocess, as a shell runs it): each mistake is one line naming the argument and what to do."""
+(a subprocess, as a shell runs it; `in_this_process` for the key listings and `train fspo`, whose processes imported
+torch before their line): each mistake is one line naming the argument and what to do."""
 
 from __future__ import annotations
 
@@ -20,6 +21,18 @@ def pluralign(cwd, *argv: str) -> subprocess.CompletedProcess:
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+def in_this_process(monkeypatch, capsys, cwd, *argv: str) -> subprocess.CompletedProcess:
+    """`pluralign`'s result, run by `training.cli.main` in this process from `cwd`, no PLURALIGN_ variable set (as
+    `pluralign` runs it): for a command whose process would only import torch before its error (~1-3 CPU-s apiece)."""
+    from tests.unit.test_break37_cli import in_process
+
+    for name in [n for n in os.environ if n.startswith("PLURALIGN_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(cwd)
+    code, out, err = in_process(capsys, *argv)
+    return subprocess.CompletedProcess(["pluralign", *argv], code, out, err)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -55,12 +68,14 @@ def test_several_objects_on_one_line_are_named_with_what_to_do(tmp_path):
 
 
 @pytest.mark.parametrize("action", [["list"], ["revoke", "web"]])
-def test_keys_of_a_data_folder_that_does_not_exist_is_an_error_naming_it(tmp_path, action):
+def test_keys_of_a_data_folder_that_does_not_exist_is_an_error_naming_it(tmp_path, action, monkeypatch, capsys):
     """`pluralign keys list` run from the wrong directory (the default folder is ./data). Before:
-    `{"keys":0}` and exit 0, as if the service had no keys; `revoke`: `no key with id or name 'web'`."""
-    line = one_error_line(pluralign(tmp_path, "keys", *action))
+    `{"keys":0}` and exit 0, as if the service had no keys; `revoke`: `no key with id or name 'web'`.
+    Run in this process (`in_this_process`: a process apiece cost ~1 CPU-s)."""
+    keys_here = lambda *argv: in_this_process(monkeypatch, capsys, tmp_path, "keys", *argv)  # noqa: E731
+    line = one_error_line(keys_here(*action))
     assert line.startswith(f"pluralign: error: PLURALIGN_DATA_DIR (setting data_dir) data: no such folder ({tmp_path / 'data'})"), line
-    line = one_error_line(pluralign(tmp_path, "keys", "--data-dir", "srv", *action))
+    line = one_error_line(keys_here("--data-dir", "srv", *action))
     assert line.startswith(f"pluralign: error: --data-dir srv: no such folder ({tmp_path / 'srv'})"), line
     assert "--data-dir" in line and "pluralign serve" in line, line
     assert list(tmp_path.iterdir()) == []  # nothing created
@@ -123,13 +138,14 @@ def test_an_import_user_the_service_never_takes_is_named_by_user(tmp_path):
     assert line.startswith("pluralign: error: argument --user: 'ann smith': a user id is 1-128 characters"), line
 
 
-def test_fspo_on_users_with_too_few_comparisons_names_shots_and_queries(tmp_path):
+def test_fspo_on_users_with_too_few_comparisons_names_shots_and_queries(tmp_path, monkeypatch, capsys):
     """data session 34: `train fspo --population file` on users of 3 comparisons each. Before:
     `pluralign: error: no user has 5 comparisons (shots + queries)`, naming neither option nor the file."""
     path = tmp_path / "few.jsonl"
     path.write_text("".join(json.dumps({"user_id": f"u{i % 4}", "prompt": f"Question {i}?", "chosen": f"Yes {i}.",
                                         "rejected": f"No {i}."}) + "\n" for i in range(12)))
-    line = one_error_line(pluralign(tmp_path, "train", "fspo", "--population", "file", "--data", str(path), "--out", str(tmp_path / "fs")))
+    line = one_error_line(in_this_process(monkeypatch, capsys, tmp_path, "train", "fspo", "--population", "file", "--data", str(path),
+                                          "--out", str(tmp_path / "fs")))
     assert line.startswith("pluralign: error: --shots 4 + --queries 1: "), line
     assert f"--data {path}" in line and "at most 3" in line and "lower --shots or --queries" in line, line
     assert not (tmp_path / "fs").exists()
