@@ -322,7 +322,7 @@ def _key_value_labels(pairs: list[Any], line: int) -> dict[str, Any] | list[Any]
     labels: dict[str, Any] = {}
     for pair in pairs:
         if pair["key"] in labels:
-            raise PreferenceError(line, "attributes", f"`{pair['key']}` given 2 times among its key/value pairs; give it once")
+            raise PreferenceError(line, "attributes", f"`{shorten(pair['key'], 64, '...')}` given 2 times among its key/value pairs; give it once")
         labels[pair["key"]] = pair["value"]
     return labels
 

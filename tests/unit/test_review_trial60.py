@@ -81,3 +81,14 @@ def test_a_filtered_sets_indices_file_is_named_as_one(tmp_path, capsys, hf):
     code, stdout, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", files[1], "--json", "--skip-bad")
     assert code == 2 and stdout == "", err
     assert "an indices mapping" in err and "save_to_disk" in err and "chosen" not in err, err
+
+
+def test_a_long_name_given_twice_is_named_shortened(tmp_path, capsys):
+    """The name given twice is quoted in 64 characters at most, as a field's name is (`PreferenceError`); before, whole:
+    an import body's 100,000-character name given twice made a 400 of 200,000 characters."""
+    name = "n" * 100_000
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps(dict(ROW, attributes=[{"key": name, "value": "1"}, {"key": name, "value": "2"}])) + "\n")
+    code, _, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(path), "--json")
+    assert code == 2 and "given 2 times among its key/value pairs" in err, err[:300]
+    assert len(err) < 400, len(err)
