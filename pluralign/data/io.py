@@ -322,7 +322,7 @@ def _key_value_labels(pairs: list[Any], line: int) -> dict[str, Any] | list[Any]
     labels: dict[str, Any] = {}
     for pair in pairs:
         if pair["key"] in labels:
-            raise PreferenceError(line, "attributes", f"`{pair['key']}` given 2 times among its key/value pairs; give it once")
+            raise PreferenceError(line, "attributes", f"`{shorten(pair['key'], 64, '...')}` given 2 times among its key/value pairs; give it once")
         labels[pair["key"]] = pair["value"]
     return labels
 
@@ -1250,7 +1250,7 @@ def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -
     """A Parquet row as a JSON row: nulls dropped but TRL's extra columns' (kept with the row, as a JSON
     line keeps them: a column null in every row, or in the first, stays in its place in an export); columns
     of JSON text (Arrow's `arrow.json` extension type, which Hugging Face `datasets` writes for its `Json`
-    feature) decoded; attributes from key/value pairs (this module's form) or an Arrow map (older files);
+    feature) decoded; attributes of an Arrow map (older files) as key/value pairs (this module's form, read as labels by `_attribute_labels`);
     messages without the null keys Arrow gives absent ones."""
     row = {k: v for k, v in row.items() if v is not None or k in _TRL_EXTRA_SET}
     for name in json_columns & row.keys():
@@ -1263,8 +1263,8 @@ def _parquet_row(line: int, row: dict[str, Any], json_columns: frozenset[str]) -
         if row[name] is None:  # JSON's null: as absent as Arrow's
             del row[name]
     attributes = row.get("attributes")
-    if isinstance(attributes, list):
-        row["attributes"] = dict((a["key"], a["value"]) if isinstance(a, dict) else a for a in attributes)
+    if isinstance(attributes, list):  # an Arrow map's entries are (key, value) tuples: read as pairs, by the same rules
+        row["attributes"] = [{"key": a[0], "value": a[1]} if isinstance(a, tuple) else a for a in attributes]
     for field in ("prompt", "chosen", "rejected"):
         if field in row:
             row[field] = _without_null_keys(row[field])
@@ -1313,7 +1313,7 @@ def read_preferences(
             raise PreferenceError(0, None, f"not a whole Parquet file (truncated or another format): {exc}", path=str(path)) from None
         rows: Iterable[tuple[int, Any]] = _table_rows(table)
     elif path.suffix == ".arrow" or _head(source, 8).startswith(ARROW_MAGIC):
-        unit, rows = "row", _table_rows(_arrow_file(source, path))
+        unit, rows = "row", _table_rows(_not_indices(_arrow_file(source, path), path))
     else:
         rows, ready = _jsonl_rows(source, default_user), True
 
@@ -1332,17 +1332,29 @@ def read_preferences(
 ARROW_MAGIC = (b"\xff\xff\xff\xff", b"ARROW1")
 
 
-def _arrow_file(source: Path | bytes, path: Path) -> pa.Table:
-    """The rows of an Arrow IPC file, stream or file format (`Dataset.cache_files`, `pa.ipc.new_file`), read with
-    pyarrow alone, as a save_to_disk folder's are (`_arrow_streams`); PreferenceError for one cut short or of another
-    format: a binary file read as JSON lines would be "malformed JSON" on every line, and skipping them reads nothing."""
+def _arrow_file(source: Path | bytes, path: Path, name: str = "") -> pa.Table:
+    """The rows of an Arrow IPC file, stream or file format (`Dataset.cache_files`, `pa.ipc.new_file`, a save_to_disk
+    folder's shards: `_arrow_streams`), read with pyarrow alone; PreferenceError naming `path` (and the file `name` in
+    it) for one cut short or of another format: a binary file read as JSON lines would be "malformed JSON" on every
+    line, and skipping them reads nothing."""
     open_ipc = pa.ipc.open_file if _head(source, 6) == ARROW_MAGIC[1] else pa.ipc.open_stream
     try:
         with pa.memory_map(str(source)) if isinstance(source, Path) else pa.BufferReader(source) as buffer:
             return open_ipc(buffer).read_all()
     except (pa.ArrowException, OSError) as exc:  # pyarrow's IO errors (a file cut short) are OSErrors
-        raise PreferenceError(0, None, f"not a whole Arrow file (truncated or another format): {exc}",
+        raise PreferenceError(0, None, f"{name}not a whole Arrow file (truncated or another format): {exc}",
                               path=str(path)) from None
+
+
+def _not_indices(table: pa.Table, path: Path) -> pa.Table:
+    """`table`, unless it is the indices mapping `datasets` writes beside a set it filters, selects or shuffles (one
+    integer column, `indices`: which rows of the set's other `.arrow` file it keeps), whose rows, read as preference
+    rows, would each be a bad row missing `chosen`: PreferenceError saying what the file is."""
+    if table.column_names == ["indices"] and pa.types.is_integer(table.schema.field(0).type):
+        raise PreferenceError(0, None, "an indices mapping of a filtered, selected or shuffled `datasets` set (which rows "
+                              "of its other .arrow file it keeps), not preference rows: give the folder the set's "
+                              "save_to_disk writes", path=str(path))
+    return table
 
 
 def _saved_dataset(folder: Path) -> pa.Table | None:
@@ -1390,15 +1402,8 @@ def _saved_file_names(entries: Any) -> list[str]:
 
 def _arrow_streams(folder: Path, names: list[str]) -> pa.Table | None:
     """The Arrow stream files `names` in `folder`, one table (None for no file); PreferenceError naming a file that
-    is not a whole Arrow stream."""
-    tables = []
-    for name in names:
-        try:
-            with pa.memory_map(str(folder / name)) as stream:
-                tables.append(pa.ipc.open_stream(stream).read_all())
-        except pa.ArrowInvalid as exc:
-            raise PreferenceError(0, None, f"{name}: not a whole Arrow stream file (truncated or another format): {exc}",
-                                  path=str(folder)) from None
+    is not a whole Arrow file (`_arrow_file`)."""
+    tables = [_arrow_file(folder / name, folder, f"{name}: ") for name in names]
     return pa.concat_tables(tables) if tables else None
 
 
