@@ -91,6 +91,12 @@ def test_users_who_only_stated_preferences_do_not_crowd_out_the_fitted_ones(tmp_
     # busy machine let it expire meanwhile, and the estimate counted newbie too (3 == 2 failed)
     server, service = start_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, pooled_prior_users=2,
                                      pooled_prior_ttl_s=60)
+    # the windows the service's queries read: the patched 8 (the prior's) and 9 (`population`'s, the user left out),
+    # which 10 sign-ups fill. A bound read anywhere else (a default argument, a setting) leaves the real 128: then the
+    # sign-ups fill nothing and the test would pass with the crowding back, unless this says so
+    windows = []
+    store, fitted_users = service.runtime.store, service.runtime.store.fitted_users
+    monkeypatch.setattr(store, "fitted_users", lambda tenant, limit, **kw: windows.append(limit) or fitted_users(tenant, limit, **kw))
     with server, service.client("globex") as c:
         for u in range(signups):
             r = c.patch(f"/v1/users/signup{u}/stated-preferences", json={"preferences": {"list_items": "less"}})
@@ -104,3 +110,4 @@ def test_users_who_only_stated_preferences_do_not_crowd_out_the_fitted_ones(tmp_
         # next-comparison's `population` target read the same crowded window: nobody to compare against
         r = c.post("/v1/users/newer/next-comparison", json={"pool": POOL, "target": "population"})
         assert r.status_code == 200 and r.json()["population_users"] == 3, r.text
+    assert set(windows) == {8, 9}, windows  # each query read its patched window

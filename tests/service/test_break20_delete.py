@@ -62,9 +62,10 @@ def run_job(admin, kind: str, params: dict) -> dict:
 
 
 def test_nothing_of_a_deleted_user_is_left_after_population_jobs(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
-    """Also the embedding cache the jobs' CLI shares (PLURALIGN_CACHE_DIR, default ~/.cache/pluralign), outside the data
-    folder: the vectors of a deleted user's texts, keyed by each text's SHA-256, stayed there after the DELETE (session
-    break21b). Those checks were a test of their own in test_break21b.py, with a PAL job of its own on the same
+    """Also the embedding cache the jobs' CLI shares (PLURALIGN_CACHE_DIR: `pluralign serve` makes it the data folder's
+    `cache/` when unset; here, as in a deployment that names one, a folder outside the data folder, which
+    `files_holding` never reads): the vectors of a deleted user's texts, keyed by each text's SHA-256, stayed there after
+    the DELETE (session break21b). Those checks were a test of their own in test_break21b.py, with a PAL job of its own on the same
     comparisons (speed60a: ~9 CPU-s)."""
     from pluralign.embed.cache import text_key
 

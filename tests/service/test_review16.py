@@ -53,8 +53,8 @@ def export_stated(c, user: str) -> dict:
 
 
 def test_stated_history_is_paged_kept_out_of_the_row_exported_whole_and_deleted(svc):
-    """30 versions: more than the 20 newest a GET shows and the 25 of a page (speed60a: 60 versions cost ~5 CPU-s,
-    checking no more)."""
+    """30 versions: more than the 20 newest a GET shows, and three pages of 10, the middle one read below a `before` with
+    more below it, as the second of 60 versions' three pages of 25 was (speed60a: 60 versions cost ~5 CPU-s)."""
     rt = svc.runtime
     with svc.client() as c:
         answers = flip(c, "flipper", 25)
@@ -70,7 +70,7 @@ def test_stated_history_is_paged_kept_out_of_the_row_exported_whole_and_deleted(
         page = c.get("/v1/users/flipper/stated-preferences").json()
         assert page["version"] == 30 and page["preferences"] == {"length": "less"}
         assert [h["version"] for h in page["history"]] == list(range(11, 31)) and page["next_before"] == 11
-        changes = all_pages(c, "flipper", 25)
+        changes = all_pages(c, "flipper", 10)  # 21-30, 11-20 (below `before` 21, `next_before` 11), 1-10
         assert [h["version"] for h in changes] == list(range(1, 31))
         assert [h["direction"] for h in changes] == [("more", "less")[i % 2] for i in range(30)]
         older = c.get("/v1/users/flipper/stated-preferences", params={"before": 3, "limit": 100}).json()
