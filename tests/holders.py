@@ -26,11 +26,13 @@ def _refs(obj) -> list:
 
 
 class _Texts:
-    """The texts searched for (and their UTF-8 bytes), and the test's own str objects of them, told apart by identity."""
+    """The texts searched for (and their UTF-8 bytes), and the test's own objects of them (its strs, the search's
+    bytes), told apart by identity: another object equal to one (an answer held whole, a `Candidate`'s text, bytes of a
+    text alone) is a holder's."""
 
     def __init__(self, texts: list[str]):
         self.texts, self.raw = texts, [t.encode() for t in texts]
-        self.own = {id(t) for t in texts}
+        self.own = {id(t) for t in texts} | {id(b) for b in self.raw}
 
     def one(self, i: int) -> _Texts:
         """Only the `i`th text searched for, the test's own objects of all still aside."""
@@ -44,7 +46,7 @@ def _holds(obj, texts: _Texts, depth: int = 2) -> bool:
     if issubclass(type(obj), str):  # type(): isinstance reads `__class__`, which some modules' objects warn at
         return id(obj) not in texts.own and any(t in obj for t in texts.texts)
     if issubclass(type(obj), (bytes, bytearray)):
-        return any(b in obj for b in texts.raw) and obj not in texts.raw  # (the encodings of `texts` themselves aside)
+        return id(obj) not in texts.own and any(b in obj for b in texts.raw)
     if depth and not gc.is_tracked(obj):  # an untracked container (a msgspec Struct of strings): read through it
         return any(_holds(r, texts, depth - 1) for r in _refs(obj))
     return False
@@ -64,23 +66,27 @@ _PASSED = frozenset({int, float, bool, type(None), list, set, type, types.Functi
                      types.WrapperDescriptorType})
 
 
-def _holder(obj, texts: _Texts) -> bool:
-    """Whether `obj` refers to a text holding one of `texts` (`_holds` of each referent), plain strs checked inline."""
+def _holder(obj, texts: _Texts) -> int | None:
+    """Which of `texts` `obj` refers to a text holding (the first found; a marker a DELETE path tells which path left
+    it), else None: `_holds` of each referent, plain strs checked inline. Named as it is read, not read again: work
+    in flight may let go of it before the search ends."""
     for r in _refs(obj):
         kind = type(r)
         if kind is str:
             if id(r) not in texts.own:
                 for t in texts.texts:
                     if t in r:
-                        return True
+                        return texts.texts.index(t)
         elif kind not in _PASSED and _holds(r, texts):
-            return True
-    return False
+            return next((i for i in range(len(texts.texts)) if _holds(r, texts.one(i))), 0)
+    return None
 
 
-def _which(obj, texts: _Texts) -> int:
-    """Which of `texts` (the first) `obj` refers to: a marker a DELETE path tells which path left it."""
-    return next(i for i in range(len(texts.texts)) if any(_holds(r, texts.one(i)) for r in _refs(obj)))
+def _clients(obj) -> bool:
+    """Whether `obj` is the test's HTTP client's (httpx's: its requests and responses, in cycles of their own), not
+    the service's (`httpx2`, the remote generator's client, is not httpx)."""
+    module = str(type(obj).__module__)
+    return module == "httpx" or module.startswith("httpx.")
 
 
 def holders_of(texts: list[str], collect: bool = True) -> list[str]:
@@ -95,20 +101,19 @@ def holders_of(texts: list[str], collect: bool = True) -> list[str]:
         if collect:
             gc.collect()
         objects = gc.get_objects()
-    found = [o for o in objects if (collect or not str(type(o).__module__).startswith("httpx"))
-             and _holder(o, searched)]
+    found = [(o, i) for o in objects if (collect or not _clients(o)) and (i := _holder(o, searched)) is not None]
     del objects
-    ids = {id(o) for o in found}
+    ids = {id(o) for o, _ in found}
     names = {t.ident: t.name for t in threading.enumerate()}
+    frames = sys._current_frames()
+    del frames[threading.get_ident()]  # this search's own: held in a variable here, a cycle keeping `found` alive
     where = []
-    for ident, frame in sys._current_frames().items():
-        if ident == threading.get_ident():
-            continue
+    for ident, frame in frames.items():
         while frame is not None:
             where += [f"{names.get(ident)}: {frame.f_code.co_qualname}.{name}" for name, value in frame.f_locals.items()
                       if _reaches(value, ids, searched)]
             frame = frame.f_back
-    kinds = Counter((f"{type(o).__module__}.{type(o).__qualname__}", _which(o, searched)) for o in found)
+    kinds = Counter((f"{type(o).__module__}.{type(o).__qualname__}", i) for o, i in found)
     # a text is named by its first 12 characters only: a report holding a whole one would be a holder of it itself
     return where or [f"{n} {kind} holding texts[{i}] ({texts[i][:12]}...)" for (kind, i), n in kinds.items()]
 
