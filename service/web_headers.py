@@ -8,7 +8,8 @@ the tenant; the admin area adds `Cookie`, the dashboard's session), its errors i
 paths (`service.auth.public_paths`: /health, /metrics unless `metrics_admin_only`, /schema and its assets, the login form) keep
 what their handlers send: they need no key (a probe sends none), and hold no tenant's data but what a key's own caller
 reads: /health answers by the key sent, so its handler sends `Vary: Authorization` on every answer and `no-store` on one
-carrying a figure (`service.system.controllers.health_headers`); the others may be cached.
+carrying a figure (`service.system.controllers.health_headers`); /metrics, answered by key and caller address too,
+sends `no-store` and `Vary: Accept, Authorization` on each answer (`METRICS_HEADERS` there); the others may be cached.
 
 Every answer gets `X-Content-Type-Options: nosniff`: a browser never reads an export or an error
 body holding user text as HTML or script whatever its bytes look like.

@@ -616,7 +616,7 @@ class AdapterPool:
         loaded no more (dropped since it was handed out: ask `adapter_held` again). Held from the call until the
         generation begins, the gap the host's `adapters_in_use` does not cover: unheld, a chat's adapter served beside
         the budget is let go there by another tenant's load, loaded again for the chat, and may be let go again by the
-        next one before its generation begins, the chat then answered by the fallback."""
+        next one before its generation begins, the chat then refused (the service's 503: `with_adapter_again`)."""
         with self._lock:
             held = self._entry(name) is not None or name in self._passing
             if held:

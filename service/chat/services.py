@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from litestar.exceptions import ServiceUnavailableException
 
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import AdapterNotKept, AdapterNotLoaded, Cancelled, Candidate, Sampling
@@ -235,14 +236,20 @@ def remember(rt: Runtime, served: Served) -> None:
     rt.maybe_compact()
 
 
+ADAPTER_RETRY_AFTER = 5  # seconds: `Retry-After` of a chat whose user's adapter was dropped twice before it began
+
+
 def with_adapter_again(rt: Runtime, p: Plan, generate):
     """`generate()`'s result; when the plan's adapter was dropped since it was taken (`AdapterNotLoaded`: an
     eviction by another user's load, a promotion, or the user's DELETE), `p.adapter` is asked of the pool again and
     `generate()` tried once more: an evicted adapter is loaded again, a promoted one is the new one, a deleted user gets
     the fallback (their files are gone; a chat racing its user's DELETE is answered and stores nothing, `remember`).
-    Dropped again before its generation began (a second promotion or DELETE, or evictions thrashing a pool whose budget
-    is too small for the users served at once), it is tried a last time with the pool's fallback (the FSPO adapter, or
-    the base model), which is never dropped: `p.adapter` says which served (not a 500). So is a chat whose
+    Dropped again before its generation began: while the user still has an adapter (evictions thrashing a pool whose
+    budget is too small for the users served at once, a second promotion), the 503 with Retry-After
+    (ADAPTER_RETRY_AFTER) that says so, nothing begun nor stored: the fallback's answer with a 200 would pass for theirs,
+    and a third load could be evicted again; a user deleted meanwhile (no adapter any more), tried a last time with the
+    pool's fallback (the FSPO adapter, or the base model), which is never dropped: `p.adapter` says which served (as a
+    deleted user's chat gets; not a 500). So is a chat whose
     remote generation server did not keep the adapter it loaded again (`AdapterNotKept`), at once, the warning saying so
     (the pool is not asked again, a load in vain, the warning saying "dropped twice"). A
     generation that has begun keeps its adapter to its end (a drop waits for it), and so does one about to begin: the
@@ -268,6 +275,14 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
     fallback = load_fallback(rt)
     if p.adapter == fallback:
         raise lost
+    if not isinstance(lost, AdapterNotKept) and rt.adapters.registry.meta(p.tenant, p.user_id) is not None:
+        log.warning("the adapter of user %r of tenant %r was dropped twice before chat %s began, and the user still has "
+                    "it (evictions thrashing: adapter_budget_mb too small for the users chatting at once, or promotions): "
+                    "a 503 with Retry-After", p.user_id, p.tenant, p.response_id)
+        raise ServiceUnavailableException(
+            detail="this user's adapter could not be kept loaded until the chat began (other chats' adapters took its "
+                   f"memory twice); the chat was not begun: send it again after {ADAPTER_RETRY_AFTER} seconds",
+            headers={"Retry-After": str(ADAPTER_RETRY_AFTER)}) from lost
     if isinstance(lost, AdapterNotKept):
         log.warning("the generation server did not keep the adapter of user %r of tenant %r (it answered a chat for it 404 "
                     "just after loading it again): chat %s answered by the fallback (%s)", p.user_id, p.tenant, p.response_id,

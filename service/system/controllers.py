@@ -95,6 +95,12 @@ def health_headers(answer: Health) -> dict[str, str]:
     return {"Vary": "Authorization", **({"Cache-Control": "no-store"} if figures else {})}
 
 
+# /metrics' caching headers, on every answer it gives (the scrape, its 401): `Vary: Accept` for the format Prometheus
+# negotiates (the text format or OpenMetrics), `Authorization` for the key or token that may read it, and `no-store`
+# because whether the totals or a 401 come back also depends on the caller's address, which no `Vary` can name (a cache
+# on this machine that adds no `Via` would otherwise hand a keyless local scrape's totals to whoever asked it next)
+METRICS_HEADERS = {"Vary": "Accept, Authorization", "Cache-Control": "no-store"}
+
 ROWS_WAIT_S = 2.0  # the longest a scrape waits for the tables' row counts before it reports the last ones
 
 
@@ -263,7 +269,7 @@ def check_scraper(request: Request, rt: Runtime) -> None:
     else:
         problem = ("`/metrics` needs `Authorization: Bearer <PLURALIGN_METRICS_TOKEN>` (the scraper's token set on the "
                    "service) or an admin key: its totals count every tenant's traffic")
-    raise NotAuthorizedException(problem, headers=CHALLENGE if sent is None else INVALID_TOKEN)
+    raise NotAuthorizedException(problem, headers={**(CHALLENGE if sent is None else INVALID_TOKEN), **METRICS_HEADERS})
 
 
 @get("/metrics", sync_to_thread=True, summary="Prometheus text format, or OpenMetrics when `Accept` asks for it", media_type=CONTENT_TYPE)
@@ -277,4 +283,4 @@ def metrics(request: Request) -> Response:
     # as its `parse_qs` drops it)
     names = [name for name in request.query_params.getall("name[]", []) if name]
     body, content_type = rt.metrics.render(request.headers.get("accept"), names)
-    return Response(body, media_type=content_type, headers={"Vary": "Accept"})
+    return Response(body, media_type=content_type, headers=METRICS_HEADERS)

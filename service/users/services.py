@@ -423,13 +423,14 @@ def keep_dropped_refits(rt: Runtime) -> int:
     return kept
 
 
-def still_stored(rt: Runtime, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def still_stored(rt: Runtime, keys: list[tuple[str, str]], doing: str = "stopping") -> list[tuple[str, str]]:
     """Those of the users `keys` with something still stored (not deleted meanwhile); all of them when the store
-    cannot say (logged: the next start's refit of a deleted user writes nothing)."""
+    cannot say (logged, `doing` first: the refit of a deleted user writes nothing). The check before any write of
+    ids the dropped refits' file named (the stop's, `DroppedRefits.keep`; the pass's, `refit_dropped_again`)."""
     try:
         held = rt.store.users_with_preferences(keys)  # one read per 1,000 of them: a stop may find thousands waiting
     except StoreUnavailable as exc:
-        log.error("stopping: could not check which users with dropped refits are still stored: %s", exc)
+        log.error("%s: could not check which users with dropped refits are still stored: %s", doing, exc)
         return keys
     return [key for key in keys if key in held]
 
@@ -457,15 +458,20 @@ def refit_dropped(rt: Runtime) -> int:
 def refit_dropped_again(rt: Runtime) -> int:
     """The pass over the unfinished DELETEs (every `deletion_sweep_s`): a dropped refits' file the start could not read
     at all read again; once it reads, its users' refits are queued as the start queues them (named in the waiting
-    file first) and it is removed. Returns how many were queued."""
+    file first) and it is removed. Only the users still stored are named and queued (`still_stored`), looked at in the
+    store's turn, which a DELETE holds from its rows' removal to its removal of their id from the waiting refits
+    (`forget_refits`): a DELETE answered before the look leaves nothing to find, one after it removes what this wrote,
+    and none answered writes their id to disk again. Returns how many were queued."""
     if not rt.dropped_file.unread:
         return 0
     taken = rt.dropped_file.take()
     if taken is None:
         return 0
-    with rt.refit_lock:
-        rt.waiting_refits.add(taken)  # a crash before they ran finds them again
-        queued = queue_refits(rt, taken)
+    with rt.store.maintenance():  # the file became readable again: rare, one turn (with replicas, the store's lease)
+        taken = still_stored(rt, taken, "reading the dropped refits file again")
+        with rt.refit_lock:
+            rt.waiting_refits.add(taken)  # a crash before they ran finds them again
+            queued = queue_refits(rt, taken)
     submit_refits(rt, queued)
     rt.dropped_file.remove()
     return queued

@@ -230,3 +230,30 @@ def test_a_request_is_counted_before_its_answer_s_last_piece_goes_out(svc, monke
         assert c.get("/v1/models").status_code == 200
     scraped.append(samples(scrape(svc)["pluralign_http_requests"], "_total").get(key, 0))  # and the linger ends
     assert scraped == [before + 1]
+
+
+def test_every_metrics_answer_varies_by_key_and_accept_and_none_is_stored(svc):
+    """left60: /metrics answers by key and by caller address (the totals to a keyless scrape from this machine, a 401
+    to the same scrape through a proxy) but said only `Vary: Accept`: a cache on this machine that adds no `Via` could
+    keep a keyless scrape's totals and hand them on. Every answer (the text format, OpenMetrics, gzipped, a 401) now says
+    `Cache-Control: no-store` and `Vary: Accept, Authorization`, and prometheus_client's parsers still read it."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
+    proxied = {"X-Forwarded-For": "203.0.113.9"}
+    admin = {"Authorization": f"Bearer {svc.keys['admin']}"}
+    answers = {
+        "local": httpx.get(svc.url + "/metrics"),
+        "admin": httpx.get(svc.url + "/metrics", headers={**proxied, **admin}),
+        "openmetrics": httpx.get(svc.url + "/metrics", headers={"Accept": PROMETHEUS_ACCEPT}),
+        "gzip": httpx.get(svc.url + "/metrics", headers={"Accept-Encoding": "gzip"}),
+        "refused": httpx.get(svc.url + "/metrics", headers=proxied),
+    }
+    for who, r in answers.items():
+        assert r.status_code == (401 if who == "refused" else 200), (who, r.text)
+        varies = {v.strip().lower() for v in r.headers.get("vary", "").split(",")}
+        assert {"accept", "authorization"} <= varies, (who, r.headers)
+        assert "no-store" in r.headers.get("cache-control", ""), (who, r.headers)
+    assert answers["gzip"].headers["content-encoding"] == "gzip" and "accept-encoding" in answers["gzip"].headers["vary"].lower()
+    for who in ("local", "admin", "gzip"):
+        assert "pluralign_table_rows" in {f.name for f in text_string_to_metric_families(answers[who].text)}, who
+    assert "pluralign_table_rows" in {f.name for f in openmetrics_families(answers["openmetrics"].text)}
