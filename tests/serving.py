@@ -179,9 +179,11 @@ def left_as_found() -> Iterator[None]:
         del serve._HELD[held:]
         added = {h for x in _loggers() for h in x.handlers} - handlers.keys()
         for x in _loggers():
-            x.handlers[:], x.level, x.propagate, x.disabled, x.filters[:] = loggers.get(x, ([], logging.NOTSET, True, False, []))
+            x.handlers[:], level, x.propagate, x.disabled, x.filters[:] = loggers.get(x, ([], logging.NOTSET, True, False, []))
+            x.setLevel(level)  # (and the loggers' cached levels dropped)
         for h, (formatter, filters, level) in handlers.items():
-            h.formatter, h.filters[:], h.level = formatter, filters, level
+            h.formatter, h.filters[:] = formatter, filters
+            h.setLevel(level)
         for h in added:
             if listener := getattr(h, "listener", None):  # Litestar's `QueueListenerHandler`: its thread, stopped at exit
                 listener.stop()
@@ -192,3 +194,27 @@ def left_as_found() -> Iterator[None]:
     for thread in begun:  # one told to end (the refit thread, once idle) may not have yet
         thread.join(timeout=10)
     assert [t.name for t in begun if t.is_alive()] == []
+
+
+def server_not_run(monkeypatch) -> dict:
+    """`training.commands.serve.serve_until_stopped`'s uvicorn server, for the test `monkeypatch` belongs to, built and
+    not run (no port, no signal handlers of its own, no model served): the dict returned gets the `uvicorn.Config` it
+    was given as "config", for a test of the wiring (the protocol class and its settings, host and port)."""
+    from training.commands import serve
+
+    built: dict = {}
+
+    class NotRun:
+        started = True
+
+        def __init__(self, config, **_):
+            built["config"] = config
+
+        def handle_exit(self, sig, frame) -> None:
+            pass
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(serve, "stopping_server", lambda: NotRun)
+    return built
