@@ -653,6 +653,7 @@ class Runtime:
             with self.refit_lock:  # kept for the next start with the dropped ones: it may never end (a refit twice is one fit)
                 if self.running_refit is not None:
                     self.dropped_refits.add(self.running_refit)
+        self.background.stop()  # its thread ends once idle (a refit still running: once it returns)
         if not self.store.wait_withdrawn(WITHDRAWN_STOP_S):
             log.warning("stopping without the purge of a withdrawn users row, which has not had its maintenance turn (the store's "
                         "lease) in %g s: the users table's files keep it until the next start purges it (%s)", WITHDRAWN_STOP_S,

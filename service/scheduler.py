@@ -343,6 +343,7 @@ class DaemonWorker:
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stopped = False
 
     def submit(self, fn: Callable, /, *args, **kwargs) -> Future:
         future: Future = Future()
@@ -353,19 +354,34 @@ class DaemonWorker:
                 self._thread.start()
         return future
 
+    def stop(self) -> None:
+        """From now on its thread ends once nothing waits (what was submitted before runs first; a later `submit` starts
+        another, which ends the same way): a stopped service's thread does not wait for a next task for the rest of the
+        process (a process that runs services one after another, as a test's does, kept one thread of each)."""
+        self._stopped = True
+        self._tasks.put(None)  # wakes a thread waiting for its next task
+
     def _run(self) -> None:
         while True:
-            future, task = self._tasks.get()
-            if future.set_running_or_notify_cancel():  # else cancelled while it waited
-                try:
-                    result = task()
-                except BaseException as exc:  # as ThreadPoolExecutor: the Future holds it
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-                    del result
-            # not held while this thread waits for its next one (`FairScheduler._worker`), a task cancelled too
-            del future, task
+            item = self._tasks.get()
+            if item is not None:
+                future, task = item
+                if future.set_running_or_notify_cancel():  # else cancelled while it waited
+                    try:
+                        result = task()
+                    except BaseException as exc:  # as ThreadPoolExecutor: the Future holds it
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(result)
+                        del result
+                # not held while this thread waits for its next one (`FairScheduler._worker`), a task cancelled too
+                del future, task
+            del item
+            if self._stopped:
+                with self._lock:  # `submit` puts its task before it looks at the thread: none is left behind
+                    if self._tasks.empty():
+                        self._thread = None
+                        return
 
 
 class TenantThreads(ThreadPoolExecutor):

@@ -1,10 +1,15 @@
 """Serving in this process: an ASGI app served by uvicorn behind the connection-level protocol `pluralign serve`
 runs (`training.commands.serve.timed_http_protocol`), on a loopback port of its own, on either of uvicorn's parsers;
-requests sent on a raw socket before the client's half-close; a running service's generation held back, so that a stream stays silent for as long as a test needs."""
+requests sent on a raw socket before the client's half-close; a running service's generation held back, so that a stream stays silent for as long as a test needs;
+`pluralign serve` and `serve-embeddings` run by `training.cli.main` in a test's process, which leave it as they found it."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
+import os
+import signal
 import socket
 import threading
 import time
@@ -140,3 +145,76 @@ def refit_held(tenant: str, user_id: str, at_most_s: float = 60.0) -> Iterator[t
     finally:
         proceed.set()
         services._refit = refit
+
+
+LIBRARY_THREADS = frozenset({"LanceDBBackgroundEventLoop", "tqdm_monitor"})  # one a process, begun at a library's first use
+
+
+def _loggers() -> list[logging.Logger]:
+    return [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger))]
+
+
+@contextlib.contextmanager
+def left_as_found() -> Iterator[None]:
+    """Around `training.cli.main(["serve" or "serve-embeddings", ...])` in a test's process. What a real process sets
+    for its whole life is put back after: the umask, the data folder's lock (`serve._HELD`), and the logging set up
+    (`setup_logging`, `configure_logging`'s formatter and filter on the root's handlers, uvicorn's config, and the
+    app's Litestar `LoggingConfig`, which replaces the root's handlers with a queue handler whose thread writes to
+    the stderr of the moment: a test's `capsys` stream, closed once that test ended, so that a later test's INFO line
+    printed `--- Logging error ---`); its queue thread is stopped. What the serve undoes itself is checked: its
+    signal handlers put back, and no thread it began still running (but a library's, begun at its first use)."""
+    from training.commands import serve
+
+    loggers = {x: (x.handlers[:], x.level, x.propagate, x.disabled, x.filters[:]) for x in _loggers()}
+    handlers = {h: (h.formatter, h.filters[:], h.level) for x in loggers for h in x.handlers}
+    signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    threads = set(threading.enumerate())
+    umask, held = os.umask(0o022), len(serve._HELD)
+    try:
+        yield
+    finally:
+        os.umask(umask)
+        for fd in serve._HELD[held:]:  # the data folder's lock, held for the life of a real process
+            os.close(fd)
+        del serve._HELD[held:]
+        added = {h for x in _loggers() for h in x.handlers} - handlers.keys()
+        for x in _loggers():
+            x.handlers[:], level, x.propagate, x.disabled, x.filters[:] = loggers.get(x, ([], logging.NOTSET, True, False, []))
+            x.setLevel(level)  # (and the loggers' cached levels dropped)
+        for h, (formatter, filters, level) in handlers.items():
+            h.formatter, h.filters[:] = formatter, filters
+            h.setLevel(level)
+        for h in added:
+            if listener := getattr(h, "listener", None):  # Litestar's `QueueListenerHandler`: its thread, stopped at exit
+                listener.stop()
+                atexit.unregister(listener.stop)
+            h.close()
+    assert {s: signal.getsignal(s) for s in signals} == signals
+    begun = [t for t in threading.enumerate() if t not in threads and t.name not in LIBRARY_THREADS]
+    for thread in begun:  # one told to end (the refit thread, once idle) may not have yet
+        thread.join(timeout=10)
+    assert [t.name for t in begun if t.is_alive()] == []
+
+
+def server_not_run(monkeypatch) -> dict:
+    """`training.commands.serve.serve_until_stopped`'s uvicorn server, for the test `monkeypatch` belongs to, built and
+    not run (no port, no signal handlers of its own, no model served): the dict returned gets the `uvicorn.Config` it
+    was given as "config", for a test of the wiring (the protocol class and its settings, host and port)."""
+    from training.commands import serve
+
+    built: dict = {}
+
+    class NotRun:
+        started = True
+
+        def __init__(self, config, **_):
+            built["config"] = config
+
+        def handle_exit(self, sig, frame) -> None:
+            pass
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(serve, "stopping_server", lambda: NotRun)
+    return built

@@ -25,6 +25,7 @@ from tests.e2e.test_break36_slow_clients import WITH_H11
 from tests.e2e.test_e2e_serve import ServeProcess
 from tests.processes import serve_embeddings
 from tests.service.tiny import ROOT
+from tests.serving import left_as_found, server_not_run
 
 LIMIT = 16
 LOW_SOFT_LIMIT = 256  # the open-files soft limit the server is started with: below what LIMIT needs, so it raises it
@@ -216,25 +217,12 @@ def test_serve_embeddings_gives_its_server_the_read_deadline_and_the_connection_
     from training.cli import main
     from training.commands import serve
 
-    built = {}
-
-    class NotRun:
-        started = True
-
-        def __init__(self, config, **_):
-            built["config"] = config
-
-        def handle_exit(self, sig, frame) -> None:
-            pass
-
-        def run(self) -> None:
-            pass
-
-    monkeypatch.setattr(serve, "stopping_server", lambda: NotRun)
+    built = server_not_run(monkeypatch)
     monkeypatch.setattr(service.encoders, "make_encoder", lambda name: Zeros())
     monkeypatch.setenv("PLURALIGN_REQUEST_READ_TIMEOUT_S", "2")
     monkeypatch.setenv("PLURALIGN_MAX_CONNECTIONS", "4")
-    assert main(["serve-embeddings", "--host", "127.0.0.1", "--port", "0"]) == 0, capsys.readouterr().err
+    with left_as_found():  # its logging put back: the app's handler wrote to this test's stderr, closed after it
+        assert main(["serve-embeddings", "--host", "127.0.0.1", "--port", "0"]) == 0, capsys.readouterr().err
     protocol = built["config"].http
     assert isinstance(protocol, type) and issubclass(protocol, serve.TimedRequests), protocol
     assert (protocol.timeout_s, protocol.max_connections) == (2.0, 4), (protocol.timeout_s, protocol.max_connections)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
+import logging
 import re
 import sys
 
@@ -14,6 +14,7 @@ import pytest
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.conftest import REPO
 from tests.service.tiny import free_port, start_service
+from tests.serving import left_as_found
 from training.cli import make_parser
 
 APP = "https://app.example"
@@ -189,16 +190,12 @@ def test_serve_takes_the_data_folder_as_keys_does(tmp_path, tiny_generator_dir, 
         return True, serve.CancelledRequests(app)
 
     monkeypatch.setattr(serve, "serve_until_stopped", served)
-    umask, held = os.umask(0o022), len(serve._HELD)
-    try:
+    handlers = logging.getLogger().handlers[:]
+    with left_as_found():  # its logging, umask and data folder's lock put back; no thread of its left running
         assert main(["serve", "--data-dir", str(folder), "--port", str(free_port())]) == 0
-    finally:
-        os.umask(umask)
-        for fd in serve._HELD[held:]:  # the data folder's lock, held for the life of a real process
-            os.close(fd)
-        del serve._HELD[held:]
     assert keys_at_serving == [True]
     assert not (tmp_path / "not-this-one").exists() and not (cwd / "data").exists()
+    assert logging.getLogger().handlers == handlers  # a later test's lines go where pytest has them, not to this one's stderr
 
 
 def test_every_exported_metric_is_in_the_docs_table(svc):

@@ -16,6 +16,7 @@ from service.admin.services import AUDIT_MEMBERS_INDEX
 from tests.service.test_break20_delete import GONE
 from tests.service.test_live37_audit_delete_leaves_nothing import audit_of
 from tests.service.tiny import free_port, start_service
+from tests.serving import left_as_found
 
 
 def test_a_stopped_service_leaves_no_write_ahead_log_of_the_audit_index_and_deletes_after_a_restart(serve, tiny_generator_dir,
@@ -45,7 +46,6 @@ def test_a_sigterm_during_serves_start_undoes_it_and_exits_143(tmp_path, tiny_ge
     SIGTERM comes while `start` reads the jobs folder, after it made the data folder and before any model loads."""
     import service.admin.paths
     from training.cli import main
-    from training.commands import serve
 
     data = tmp_path / "data"
     for name, value in {"PLURALIGN_DATA_DIR": data, "PLURALIGN_GENERATOR": tiny_generator_dir, "PLURALIGN_PAL_DIR": tiny_pal_dir,
@@ -62,17 +62,13 @@ def test_a_sigterm_during_serves_start_undoes_it_and_exits_143(tmp_path, tiny_ge
         raise Unhandled
 
     monkeypatch.setattr(service.admin.paths, "check_jobs_folder", stopped_there)
-    umask, held = os.umask(0o022), len(serve._HELD)
     caller = signal.signal(signal.SIGTERM, unhandled)
     try:
-        assert main(["serve", "--host", "127.0.0.1", "--port", str(free_port())]) == 143
+        with left_as_found():
+            assert main(["serve", "--host", "127.0.0.1", "--port", str(free_port())]) == 143
         assert signal.getsignal(signal.SIGTERM) is unhandled  # the caller's handler put back
     finally:
         signal.signal(signal.SIGTERM, caller)
-        os.umask(umask)
-        for fd in serve._HELD[held:]:  # the data folder's lock, held for the life of a real process
-            os.close(fd)
-        del serve._HELD[held:]
     assert capsys.readouterr().err.strip().splitlines()[-1] == "pluralign: error: stopped by SIGTERM"
     assert not data.exists()  # the start made it: undone
 

@@ -12,7 +12,7 @@ import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.tiny import start_service
-from tests.serving import timed_server
+from tests.serving import server_not_run, timed_server
 
 COMPARISON = {"type": "comparison", "user": "alice", "prompt": "Which pet?", "chosen": "A cat", "rejected": "A dog"}
 CHAT = {"model": "pluralign", "user": "alice", "messages": [{"role": "user", "content": "hi"}]}
@@ -350,21 +350,7 @@ def test_pluralign_serve_gives_its_protocol_the_apps_cors_config(cors_svc, monke
 
     from training.commands import serve
 
-    built = {}
-
-    class NotRun:
-        started = True
-
-        def __init__(self, config, **_):
-            built["config"] = config
-
-        def handle_exit(self, sig, frame) -> None:
-            pass
-
-        def run(self) -> None:
-            pass
-
-    monkeypatch.setattr(serve, "stopping_server", lambda: NotRun)
+    built = server_not_run(monkeypatch)
     app = cors_svc.server.server.config.app
     args = argparse.Namespace(host="127.0.0.1", port=0, log_level="warning")
     assert serve.serve_until_stopped(app, args, on_stop=lambda: None, request_read_timeout_s=5, max_connections=3)[0]

@@ -78,3 +78,21 @@ def test_records_passed_over_are_not_held_once_their_user_is_deleted(tmp_path, m
         wait_until(lambda: not ingest._passed_over, timeout=30)
         gc.collect()
         assert_none_hold([marker], timeout=120)  # a scan takes 5-20 s at load 10-30
+
+
+def test_a_stopped_daemon_workers_thread_ends_and_a_later_task_still_runs():
+    """`DaemonWorker.stop` (a service's stop: `Runtime.stop_refits`): its thread ends once what was submitted before has
+    run, rather than waiting for a next task for the rest of the process (a test's process runs a service per test: one
+    'refit' thread parked apiece, review speed60b); a task submitted after still runs, on a thread of its own."""
+    worker = DaemonWorker("review-speed60b")
+    go = threading.Event()
+    before = worker.submit(go.wait)
+    thread = next(t for t in threading.enumerate() if t.name == "review-speed60b")
+    worker.stop()
+    queued = worker.submit(lambda: "queued")  # behind the stop: run by the same thread, which ends after it
+    go.set()
+    assert before.result(timeout=30) and queued.result(timeout=30) == "queued"
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert worker.submit(lambda: "after").result(timeout=30) == "after"
+    worker.stop()
