@@ -84,13 +84,17 @@ def test_a_batch_given_up_for_a_pause_is_not_held_once_nothing_waits(svc, monkey
     ingest = svc.runtime.ingest
     marker = uuid.uuid4().hex
     user = "given-up-r58"
-    embedding, go = threading.Event(), threading.Event()
+    embedding, go, embedded = threading.Event(), threading.Event(), threading.Event()
     embed = ingest._embed
 
     def held_embed(entries, *args):  # the worker's embedding of this user's batch waits for the test's pause
         if threading.current_thread().name == "ingest-embed" and any(e.key == ("acme", user) for e in entries):
             embedding.set()
             go.wait(30)
+            try:
+                return embed(entries, *args)
+            finally:
+                embedded.set()  # the worker's own embedding of the batch is over
         return embed(entries, *args)
 
     monkeypatch.setattr(ingest, "_embed", held_embed)
@@ -102,6 +106,9 @@ def test_a_batch_given_up_for_a_pause_is_not_held_once_nothing_waits(svc, monkey
         assert embedding.wait(30)
         with ingest.paused():  # the worker, once embedded, gives the batch up for the pause
             go.set()
+            # the batch is given up only if its embedding ends within the pause (at load 5-10 it once took 13.7 s: the
+            # pause was over by then, nothing was given up, and the search's 20 s went waiting for it)
+            assert embedded.wait(120)
             assert c.get(f"/v1/users/{user}").json()["counts"]["preferences"] == 1  # the read moves the rows itself
         assert wait_until(lambda: not ingest.log.pending_for("acme", user))
         assert c.delete(f"/v1/users/{user}").status_code == 200
