@@ -364,7 +364,8 @@ class AdapterPool:
     thread of its own once the generations using it end (a `forget` waits for its own drop, outside the lock), so other
     users' `adapter_for` go on meanwhile (an eviction dropped under the lock, with every loaded adapter in use, would
     have every user's chat wait for the evicted adapter's chat to end). Until then its weights stay in the host's
-    memory beside the budget (`bytes_evicted_in_use`): at most one adapter per generation in flight. A host without it
+    memory beside the budget (`bytes_evicted_in_use`): at most one adapter per generation in flight or about to begin
+    (one held, `holding`, whose eviction's drop waits for the hold to end, then for its generation). A host without it
     (ModelHost) deletes an adapter's weights at once, under the lock, never beside `score`'s or `generate`'s forward
     pass; nor do their own evictions with any host (`_for_forward`). Those two take no turn of a generator's model:
     with a host that runs generations of its own (a `Generator`), call them while it runs none.
@@ -399,6 +400,11 @@ class AdapterPool:
         # after their tenant's others and never let go beside the budget (`_pass_on`), as those generations use (the
         # host's `adapters_in_use`)
         self._holds: Counter[str] = Counter()
+        # of `_dropping`, the adapters evicted while held (`_make_room`) whose drop waits for the hold to end, then for
+        # the generation that hold was for (the host's drop waits for it): a chat whose adapter another load evicted
+        # between its call and its generation still finds it loaded. Else a budget too small for the users chatting at
+        # once (one tenant's steady cold loads) evicted it again at each try of its user (the service's 503, each time)
+        self._held_back: set[str] = set()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)  # `_dropping` changed
         # adapters being dropped outside the lock (out of `loaded` already) -> their `loaded` entry, put back if it fails
@@ -436,8 +442,8 @@ class AdapterPool:
     @property
     def bytes_evicted_in_use(self) -> int:
         """Bytes of the adapters out of the table (evicted, retrained or deleted) whose drop waits for the generations
-        using them (or is under way): held in memory beside `budget_bytes`, at most one adapter per generation in
-        flight; and those served beside the budget, not kept (a take refused, `_make_room`), each until a load of another
+        using them, or the hold of a chat about to begin one (or is under way): held in memory beside `budget_bytes`, at
+        most one adapter per generation in flight or about to begin; and those served beside the budget, not kept (a take refused, `_make_room`), each until a load of another
         adapter finds no generation using it (`_pass_on`). Read without the pool's lock, which a load holds for seconds (a scrape of /metrics never waits for one);
         an adapter the host dropped already is not counted, though its drop thread still waits for that lock."""
         gone = set(self._left_memory)  # read first: `_drop` strikes a name out of `_dropping` before out of it
@@ -504,9 +510,10 @@ class AdapterPool:
             return
         self._let_go(name, self._take(name), now)
 
-    def _let_go(self, name: str, entry: tuple[int, float], now: bool = False) -> None:
+    def _let_go(self, name: str, entry: tuple[int, float], now: bool = False, evicted: bool = False) -> None:
         """`_retire` of `name`, taken out of the table already (its `entry`, put back first in line when a drop at once
-        fails); under the pool's lock."""
+        fails); under the pool's lock. `evicted` (by `_make_room`) and held: its drop waits for the holds to end
+        (`_held_back`)."""
         if now or not self._tracks_generations():
             try:
                 self.host.drop_adapter(name)
@@ -515,9 +522,15 @@ class AdapterPool:
                 raise
             return
         self._dropping[name] = entry
+        if evicted and self._holds[name]:
+            self._held_back.add(name)
         threading.Thread(target=self._drop_logged, args=(name,), name="adapter-drop", daemon=True).start()
 
     def _drop_logged(self, name: str) -> None:
+        if name in self._held_back:
+            with self._lock:
+                self._cond.wait_for(lambda: not self._holds[name])
+                self._held_back.discard(name)
         try:
             self._drop(name)
         except Exception as exc:  # e.g. a remote server unreachable: back in the table, first in line
@@ -612,11 +625,14 @@ class AdapterPool:
         """Adapter `name`, handed out by `adapter_for`, held while the caller runs its generation with it: while held,
         another user's load never lets it go from beside the budget (`_pass_on`) and evicts it after its tenant's
         adapters nobody uses or holds, as for an adapter a generation uses (a tenant holding the most with no other to
-        give up still gives it up: fairness first); a DELETE, a retrain or a promotion still drops it. Yields whether it was held: False when it is
+        give up still gives it up: fairness first, but with a host that tracks its generations its weights leave memory
+        only once the hold ends, and the generation begun under it: `_held_back`); a DELETE, a retrain or a promotion
+        still drops it. Yields whether it was held: False when it is
         loaded no more (dropped since it was handed out: ask `adapter_held` again). Held from the call until the
         generation begins, the gap the host's `adapters_in_use` does not cover: unheld, a chat's adapter served beside
         the budget is let go there by another tenant's load, loaded again for the chat, and may be let go again by the
-        next one before its generation begins, the chat then refused (the service's 503: `with_adapter_again`)."""
+        next one before its generation begins. Dropped twice before it begins (two promotions or retrains), the chat is
+        refused (the service's 503: `with_adapter_again`)."""
         with self._lock:
             held = self._entry(name) is not None or name in self._passing
             if held:
@@ -628,6 +644,7 @@ class AdapterPool:
                 with self._lock:
                     self._holds[name] -= 1
                     self._holds += Counter()  # no entry left per adapter once let go
+                    self._cond.notify_all()  # a drop held back for it (`_held_back`) goes on
 
     @contextmanager
     def adapter_held(self, tenant: str, user: str, tries: int = 3) -> Iterator[str]:
@@ -767,7 +784,7 @@ class AdapterPool:
             self._takes.took_now(tenant, name)
         for i, (_, victim, entry) in enumerate(victims):
             try:
-                self._let_go(victim, entry, now)
+                self._let_go(victim, entry, now, evicted=True)
             except BaseException:  # a drop at once that failed: it and those after it stay in the table
                 for tenant, later, kept in reversed(victims[i + 1 :]):
                     self._table.put(tenant, later, kept, last=False)

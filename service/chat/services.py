@@ -244,10 +244,10 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
     eviction by another user's load, a promotion, or the user's DELETE), `p.adapter` is asked of the pool again and
     `generate()` tried once more: an evicted adapter is loaded again, a promoted one is the new one, a deleted user gets
     the fallback (their files are gone; a chat racing its user's DELETE is answered and stores nothing, `remember`).
-    Dropped again before its generation began: while the user still has an adapter (evictions thrashing a pool whose
-    budget is too small for the users served at once, a second promotion), the 503 with Retry-After
-    (ADAPTER_RETRY_AFTER) that says so, nothing begun nor stored: the fallback's answer with a 200 would pass for theirs,
-    and a third load could be evicted again; a user deleted meanwhile (no adapter any more), tried a last time with the
+    Dropped again before its generation began: while the user still has an adapter (a second promotion or retrain: an
+    eviction by other users' loads no longer drops a held adapter before its generation, `AdapterPool.holding`), the
+    503 with Retry-After (ADAPTER_RETRY_AFTER) that says so, nothing begun nor stored: the fallback's answer with a 200
+    would pass for theirs; a user deleted meanwhile (no adapter any more), tried a last time with the
     pool's fallback (the FSPO adapter, or the base model), which is never dropped: `p.adapter` says which served (as a
     deleted user's chat gets; not a 500). So is a chat whose
     remote generation server did not keep the adapter it loaded again (`AdapterNotKept`), at once, the warning saying so
@@ -255,9 +255,10 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
     generation that has begun keeps its adapter to its end (a drop waits for it), and so does one about to begin: the
     pool holds the adapter from this call (still loaded then), and from its answer when asked again, until `generate()`
     returns (`AdapterPool.holding`): another user's load evicts it only after its tenant's adapters nobody uses or
-    holds (its tenant holding the most with no other gives it up all the same), and never lets it go from beside the
-    budget (a take of smaller tenants' room refused), so such an adapter, let go between the plan and this call, is
-    loaded again once and kept for the chat."""
+    holds (its tenant holding the most with no other gives it up all the same, its weights leaving memory once the
+    hold ends and the generation it began with them), and never lets it go from beside the budget (a take of smaller
+    tenants' room refused), so such an adapter, let go between the plan and this call, is loaded again once and kept
+    for the chat."""
     try:
         with holding(rt, p.adapter):
             return generate()
@@ -277,11 +278,11 @@ def with_adapter_again(rt: Runtime, p: Plan, generate):
         raise lost
     if not isinstance(lost, AdapterNotKept) and rt.adapters.registry.meta(p.tenant, p.user_id) is not None:
         log.warning("the adapter of user %r of tenant %r was dropped twice before chat %s began, and the user still has "
-                    "it (evictions thrashing: adapter_budget_mb too small for the users chatting at once, or promotions): "
-                    "a 503 with Retry-After", p.user_id, p.tenant, p.response_id)
+                    "it (replaced twice meanwhile: promotions or retrains): a 503 with Retry-After",
+                    p.user_id, p.tenant, p.response_id)
         raise ServiceUnavailableException(
-            detail="this user's adapter could not be kept loaded until the chat began (other chats' adapters took its "
-                   f"memory twice); the chat was not begun: send it again after {ADAPTER_RETRY_AFTER} seconds",
+            detail="this user's adapter could not be kept loaded until the chat began (it was replaced twice meanwhile: "
+                   f"promotions or retrains); the chat was not begun: send it again after {ADAPTER_RETRY_AFTER} seconds",
             headers={"Retry-After": str(ADAPTER_RETRY_AFTER)}) from lost
     if isinstance(lost, AdapterNotKept):
         log.warning("the generation server did not keep the adapter of user %r of tenant %r (it answered a chat for it 404 "
