@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
 from tests.service.tiny import field_named, start_service
 
 
@@ -105,15 +103,17 @@ def test_an_exported_edit_imported_again_is_held_already(svc):
         assert r.json()["stored"] == [] and r.json()["already_stored"] == [json.loads(file)["pref_id"]]
 
 
-def test_the_cli_round_trip_gives_the_same_bytes_and_again_stores_nothing(svc, tmp_path):
-    """`pluralign data export` of the service's file, then `pluralign data import --url` (the real CLI in a
-    subprocess) into the deleted user: the export after is the file; the same command again stores nothing."""
+def test_the_cli_round_trip_gives_the_same_bytes_and_again_stores_nothing(svc, tmp_path, capsys):
+    """`pluralign data export` of the service's file, then `pluralign data import --url` (the real CLI, in this process:
+    store61, its three subprocesses cost ~1.5 CPU-s of imports, checking no more) into the deleted user: the export
+    after is the file; the same command again stores nothing."""
+    from tests.unit.clitools import cli as run_cli
+
     with svc.client("acme") as c:
         assert c.post("/v1/users/ids39-cli/import", content=tied_rows(7)).status_code == 201
         first = export(c, "ids39-cli")
         (tmp_path / "service.jsonl").write_bytes(first)
-        cli = lambda *args: subprocess.run([sys.executable, "-m", "training.cli", "data", *args], cwd=REPO, capture_output=True,
-                                           text=True, timeout=120)
+        cli = lambda *args: subprocess.CompletedProcess(args, *run_cli(capsys, "data", *args))  # noqa: E731
         done = cli("export", "--source", "jsonl", "--path", str(tmp_path / "service.jsonl"), "--out", str(tmp_path / "cli.jsonl"))
         assert done.returncode == 0, done.stderr
         assert (tmp_path / "cli.jsonl").read_bytes() == first

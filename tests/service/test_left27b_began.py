@@ -55,7 +55,10 @@ def finish_from_journal(rt, folder) -> None:
     assert wait_until(lambda: not any((folder / JOURNAL_FOLDER).iterdir())), "the DELETE was not finished"
 
 
-@pytest.mark.parametrize("ids", [False, True])  # a file without ids (an earlier release's export), an export
+# a file without ids (an earlier release's export: slow, ~1.6 CPU-s; fast: a record applied while an import waits in the
+# log, tests/service/test_replica40_pending_again.py[swept-in-the-log] and test_deletions_replicas.py's
+# test_feedback_acknowledged_after_the_delete_stays_pending), an export with its ids
+@pytest.mark.parametrize("ids", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_an_import_still_in_another_replicas_log_survives_the_stopped_delete_being_finished(
         tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch, ids):
     """Replica a dies in the user's DELETE before their rows left the store; the user imports their

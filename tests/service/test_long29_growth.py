@@ -8,7 +8,8 @@ import pytest
 
 from tests.service.tiny import start_service
 
-COUNTED_USERS = 16  # the adapter trigger's per-user counts kept here (service.admin.services.ADAPTER_COUNTED_USERS)
+COUNTED_USERS = 4  # the adapter trigger's per-user counts kept here (service.admin.services.ADAPTER_COUNTED_USERS; store61:
+# 16 cost 21 and 24 comparisons in the two tests below, checking no more)
 DESCRIBED_PAIRS = 2  # a tenant's sample of stored pairs is full, and its description kept, from 2 pairs here (200 served)
 
 
@@ -70,16 +71,18 @@ def test_adapter_trigger_counts_stay_bounded_and_a_delete_forgets_its_user(svc):
     """The adapter trigger counted each user's new comparisons in a dict that was never pruned: one
     entry per user who ever sent a comparison (a deleted user's too), for the life of the process."""
     counts = svc.server.server.config.app.state.admin._new
+    last = f"counted{COUNTED_USERS + 3}"  # 4 users more than the counts keep
     with svc.client() as c:
-        for i in range(24):
+        for i in range(COUNTED_USERS + 4):
             assert c.post("/v1/feedback", json=comparison(f"counted{i}", i)).status_code == 201
         svc.runtime.wait_for_background()
         assert len(counts) <= COUNTED_USERS, len(counts)
-        assert ("acme", "counted23") in counts  # the latest users are counted
-        assert c.delete("/v1/users/counted23").status_code == 200
-    assert ("acme", "counted23") not in counts
+        assert ("acme", last) in counts  # the latest users are counted
+        assert c.delete(f"/v1/users/{last}").status_code == 200
+    assert ("acme", last) not in counts
 
 
+@pytest.mark.slow  # ~4.7 CPU-s; fast: tests/service/test_store61_bounds.py (the store's bound, 10 commits of 100 kB)
 def test_lance_caches_stay_under_store_cache_mb(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """LanceDB's session caches (Lance's default: 6 GiB of index pages, 1 GiB of metadata) kept every
     table version's manifest and index pages: ~0.1 MB more for each write, for the life of the process
@@ -112,7 +115,7 @@ def test_profiles_do_not_each_sample_the_tenants_stored_answers(svc, monkeypatch
         assert c.get("/v1/users/profiled").status_code == 200
         store.answers_sample = lambda *a, **k: calls.append(a) or sample(*a, **k)
         try:
-            for _ in range(20):
+            for _ in range(5):  # store61: 20 GETs, checking no more (a per-GET sample shows at the first)
                 assert c.get("/v1/users/profiled").status_code == 200
             assert len(calls) == 0, len(calls)
             assert c.delete("/v1/users/profiled").status_code == 200

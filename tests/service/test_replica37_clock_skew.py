@@ -51,6 +51,8 @@ def apply_records(service, n: int = 1) -> None:
 
 
 
+@pytest.mark.slow  # ~2.5 CPU-s; fast: the clock ahead below (the same refusal until the clocks agree, then the DELETE), and a
+# clock behind's skew in /metrics and refused DELETEs in tests/service/test_review37b_replicas.py
 def test_a_replica_whose_clock_is_behind_stops_deletes_until_it_agrees(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
                                                                       monkeypatch):
     """Replica b's clock is SKEW_S behind a's. Before: the user's DELETE answered by a, then feedback the

@@ -55,6 +55,8 @@ def holding(s3, prefix: str, needle: str) -> list[str]:
     return [key for key, data in objects(s3, prefix).items() if needle.encode() in data]
 
 
+@pytest.mark.slow  # ~3.8 CPU-s; fast: a purge that clears the bucket of the user's text on its next turn (the refused delete
+# below), and a purge's removal of old versions and the lease table's tidy on a folder (tests/service/test_store.py)
 def test_a_stores_deletes_on_s3_remove_old_versions_and_the_users_text_from_the_bucket(s3, monkeypatch):
     """Alone on the store (no lease): each DELETE's purge rewrites the fragments with deletions and
     removes every older version (delete_unverified); every TIDY_EVERY clears the lease table's old
@@ -77,7 +79,7 @@ def test_a_stores_deletes_on_s3_remove_old_versions_and_the_users_text_from_the_
     assert holding(s3, "alone/", "zq38keptmarker")
 
 
-@pytest.mark.slow  # ~8 s: each purge waits sync_seconds + READ_MARGIN_S; fast: test_a_stores_deletes_on_s3_remove_...
+@pytest.mark.slow  # ~8 s: each purge waits sync_seconds + READ_MARGIN_S; fast: test_a_delete_whose_old_versions_the_bucket_...
 def test_two_replicas_deleting_at_once_on_s3_leave_one_version_readable_and_no_deleted_text(s3):
     """Two replicas (`sync_seconds`: the lease, old versions kept `sync_seconds` + READ_MARGIN_S past
     the purge) each DELETE a user at the same moment: both answer, the kept user's rows read from a
@@ -96,6 +98,7 @@ def test_two_replicas_deleting_at_once_on_s3_leave_one_version_readable_and_no_d
     assert versions_in_bucket(s3, "twice", "preferences") <= 3  # the purges' own, kept READ_MARGIN_S for readers
 
 
+@pytest.mark.slow  # ~2.1 CPU-s; fast: tests/unit/test_replica_clocks.py's tidy on a folder, and its replicas on moto's S3
 def test_a_replicas_clock_table_on_s3_keeps_only_its_newest_versions(s3, monkeypatch):
     """The clock table's tidy (`remove_old_versions`) every TIDY_EVERY beats, on S3: the versions older
     than KEEP_VERSIONS leave the bucket."""

@@ -42,6 +42,8 @@ def test_an_audit_worker_reads_the_bucket_with_the_settings_it_was_handed(s3, mo
     assert len(found.diff) == 6 and sorted(found.groups) == ["a", "b"]
 
 
+@pytest.mark.slow  # ~2.5 CPU-s; fast: tests/service/test_store_replicas.py::test_replicas_take_turns_at_maintenance (a folder), the
+# lease on S3's failures in tests/service/test_ops39_lease_s3.py
 def test_two_replicas_on_a_bucket_take_turns_at_maintenance(s3):
     """The maintenance lease (`pluralign.store.lease`) on an object store: a second replica's DELETE
     waits while the first holds the lease, then runs."""
@@ -81,6 +83,8 @@ def test_tables_an_earlier_release_marked_are_marked_again_on_the_bucket(s3):
         assert db.open_table(name).schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
 
 
+@pytest.mark.slow  # ~4.9 CPU-s (three trials); fast: the mark on the bucket just above, and replicas started together on an
+# earlier release's folder (tests/service/test_upgrade29.py::test_replicas_started_together_on_an_older_releases_store_all_start)
 def test_replicas_started_together_on_an_earlier_releases_bucket_both_mark_it(s3):
     """Two replicas of the new release started at once on a bucket whose tables an earlier release
     marked schema_version=1 (tests/service/test_upgrade29.py has the local folder): both start, and each

@@ -5,15 +5,13 @@ would run it, then the same PAL weights, counts and labels on the other side."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from pluralign.data.io import read_preferences
-from tests.conftest import REPO
 from tests.service.tiny import start_service
+from tests.unit.clitools import cli
 
 PAIRS = [
     ("What should I cook tonight?", "A spicy vegetable curry.", "A plain steak."),
@@ -31,7 +29,7 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
         yield service
 
 
-def test_export_reimports_into_another_tenant_and_rebuilds_the_user(svc, tmp_path):
+def test_export_reimports_into_another_tenant_and_rebuilds_the_user(svc, tmp_path, capsys):
     with svc.client("acme") as acme:
         for prompt, chosen, rejected in PAIRS:
             r = acme.post("/v1/feedback", json={"type": "comparison", "user": "rita", "prompt": prompt, "chosen": chosen,
@@ -47,13 +45,10 @@ def test_export_reimports_into_another_tenant_and_rebuilds_the_user(svc, tmp_pat
     assert [(r.prompt, r.chosen, r.rejected) for r in records] == PAIRS
     assert all(set(json.loads(line)) >= {"prompt", "chosen", "rejected", "user_id"} for line in exported.text.splitlines())
 
-    result = subprocess.run(
-        [sys.executable, "-m", "training.cli", "data", "import", "--source", "jsonl", "--path", str(path),
-         "--url", svc.url, "--key", svc.keys["globex"]],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    # the CLI in this process (store61: a subprocess cost ~0.6 CPU-s of imports, checking no more)
+    code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", str(path), "--url", svc.url, "--key", svc.keys["globex"])
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
     assert summary == {"url": svc.url, "users": 1, "records": len(PAIRS), "stored": len(PAIRS), "already_stored": 0,
                        "left_out_same_answer": 0}
     svc.runtime.wait_for_background()

@@ -76,7 +76,7 @@ def test_on_object_storage_replicas_creating_and_writing_the_table_at_once_all_c
             return ReplicaClocks(db, i, stale_after_s=60, clock=Clock(at))
 
         replicas = [replica(0, 1000.0), replica(1, 1000.0), replica(2, 996.0)]  # 2 runs 4 s behind
-        for _ in range(3):
+        for _ in range(2):  # the first creates the table (two lose that race), the second's commits conflict (store61: 3)
             results = at_once(*(r.beat for r in replicas))
             assert not [x for x in results if isinstance(x, BaseException)], results
         assert sorted(row["replica"] for row in replicas[0]._open().to_arrow().to_pylist()) == [0, 1, 2]

@@ -6,10 +6,7 @@ after pluralign's columns; the JSON lines file of the same dataset kept both."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from tests.conftest import REPO
+from tests.unit.clitools import cli
 
 ROWS = [  # TRL's standard form with extra columns of each type `datasets` writes: ints, floats, strings, lists, nulls
     {"prompt": "Tea?", "chosen": "Tea.", "rejected": "Coffee.", "id": 1, "prompt_id": None, "score_chosen": 8.5,
@@ -38,24 +35,25 @@ def select_columns(loaded: dict, columns: list[str]) -> list[dict]:
     return [{c: row[c] for c in columns} for row in loaded["rows"]]
 
 
-def export(hf, tmp_path, source, fmt: str) -> dict:
+def export(hf, capsys, tmp_path, source, fmt: str) -> dict:
+    """`pluralign data export` run in this process (store61: in a subprocess each cost ~0.5 CPU-s of imports, checking
+    no more), read back by `datasets`."""
     out = tmp_path / f"{fmt}-out.jsonl"
-    result = subprocess.run([sys.executable, "-m", "training.cli", "data", "export", "--source", fmt, "--path", str(source),
-                             "--user", "u", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    code, _, err = cli(capsys, "data", "export", "--source", fmt, "--path", str(source), "--user", "u", "--out", str(out))
+    assert code == 0, err
     return hf.run(LOAD, builder="json", path=str(out))
 
 
-def test_a_parquet_dataset_exports_as_its_json_lines_twin(tmp_path, hf):
+def test_a_parquet_dataset_exports_as_its_json_lines_twin(tmp_path, hf, capsys):
     original = hf.run(WRITE, rows=ROWS, jsonl=str(tmp_path / "in.jsonl"), parquet=str(tmp_path / "in.parquet"))
-    from_json = export(hf, tmp_path, tmp_path / "in.jsonl", "jsonl")
-    from_parquet = export(hf, tmp_path, tmp_path / "in.parquet", "parquet")
+    from_json = export(hf, capsys, tmp_path, tmp_path / "in.jsonl", "jsonl")
+    from_parquet = export(hf, capsys, tmp_path, tmp_path / "in.parquet", "parquet")
     assert from_parquet["columns"] == from_json["columns"]  # before: without prompt_id and score_rejected, rejected_model last
     assert from_parquet["rows"] == from_json["rows"]
     assert select_columns(from_json, original["columns"]) == original["rows"]
 
 
-def test_a_64_bit_unsigned_extra_column_writes_to_parquet_or_is_refused_naming_it(tmp_path, hf):
+def test_a_64_bit_unsigned_extra_column_writes_to_parquet_or_is_refused_naming_it(tmp_path, hf, capsys):
     """TRL's extra columns keep integers up to 2**64-1 (the service's bound, `extra_column_problem`). Before:
     `pluralign data export --out x.parquet` of such a row died in a traceback (OverflowError: Arrow infers
     int64). Now a column of integers within uint64 is written as uint64 and reads back as it was; one Arrow
@@ -63,17 +61,16 @@ def test_a_64_bit_unsigned_extra_column_writes_to_parquet_or_is_refused_naming_i
     def run(ids, out):
         source = tmp_path / "in.jsonl"
         source.write_text("".join(f'{{"prompt": "Q{i}?", "chosen": "Yes.", "rejected": "No.", "id": {v}}}\n' for i, v in enumerate(ids)))
-        return subprocess.run([sys.executable, "-m", "training.cli", "data", "export", "--source", "jsonl", "--path", str(source),
-                               "--user", "u", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        return cli(capsys, "data", "export", "--source", "jsonl", "--path", str(source), "--user", "u", "--out", str(out))
 
     ids = [2**64 - 1, 1, 2**63]
-    result = run(ids, tmp_path / "ok.parquet")
-    assert result.returncode == 0, result.stderr
+    code, _, err = run(ids, tmp_path / "ok.parquet")
+    assert code == 0, err
     assert [row["id"] for row in hf.run(LOAD, builder="parquet", path=str(tmp_path / "ok.parquet"))["rows"]] == ids
     for bad in ([-1, 2**64 - 1], [2**64]):
-        result = run(bad, tmp_path / "bad.parquet")
-        assert result.returncode == 2, (result.returncode, result.stderr)
+        code, _, err = run(bad, tmp_path / "bad.parquet")
+        assert code == 2, (code, err)
         # `--out` named first since session trial52 (tests/unit/test_trial52_parquet_forms.py)
-        assert result.stderr.startswith(f"pluralign: error: --out {tmp_path / 'bad.parquet'}: column `id`") and "Traceback" not in result.stderr, result.stderr
-        assert "JSON lines" in result.stderr, result.stderr
+        assert err.startswith(f"pluralign: error: --out {tmp_path / 'bad.parquet'}: column `id`") and "Traceback" not in err, err
+        assert "JSON lines" in err, err
         assert not (tmp_path / "bad.parquet").exists()
