@@ -44,7 +44,11 @@ def start(tmp: Path, generator: Path, implementation: str, code: str | None = No
                         PLURALIGN_GENERATION_PROCESS="false", **env)
 
 
-@pytest.fixture(scope="module", params=["httptools", pytest.param("h11", marks=pytest.mark.slow)])
+# both served processes are slow (`make test-http`): their start and serving cost ~12 CPU-s of the default suite, which
+# keeps their checks in this process (tests/service/test_web37_http.py: the metrics, the 503 and its headers, a stream
+# holding one of the limit, over `timed_server`; the wiring of the setting into `pluralign serve` and its open-files
+# limit: the tests below that start no server)
+@pytest.fixture(scope="module", params=[pytest.param("httptools", marks=pytest.mark.slow), pytest.param("h11", marks=pytest.mark.slow)])
 def served(request, tmp_path_factory, tiny_generator_dir):
     tmp = tmp_path_factory.mktemp("connections")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
