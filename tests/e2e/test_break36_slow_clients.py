@@ -40,8 +40,8 @@ class InProcess:
     """The real app on tiny models, in this process, behind the protocol `pluralign serve` runs (`timed_http_protocol`,
     read deadline TIMEOUT_S, httptools): what a served process answers on the wire, without its start (torch's imports,
     the models' load: ~14 CPU-s of the default suite). `pluralign serve` giving its protocol the setting's deadline is
-    checked in tests/e2e/test_conn37_connections.py and tests/service/test_web37_http.py; the real processes (both
-    parsers) are slow (`make test-http`)."""
+    checked without a server (tests/e2e/test_conn37_connections.py, `test_serve_gives_its_server_the_read_deadline_and_the_
+    connection_limit`); the real processes (both parsers) are slow (`make test-http`)."""
 
     def __init__(self, port: int, key: str):
         self.port, self.url, self.key = port, f"http://127.0.0.1:{port}", key
