@@ -36,9 +36,32 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-@pytest.fixture(scope="module", params=["httptools", pytest.param("h11", marks=pytest.mark.slow)])
-def served(request, tmp_path_factory, tiny_generator_dir, tiny_pal_dir):
+class InProcess:
+    """The real app on tiny models, in this process, behind the protocol `pluralign serve` runs (`timed_http_protocol`,
+    read deadline TIMEOUT_S, httptools): what a served process answers on the wire, without its start (torch's imports,
+    the models' load: ~14 CPU-s of the default suite). `pluralign serve` giving its protocol the setting's deadline is
+    checked without a server (tests/e2e/test_conn37_connections.py, `test_serve_gives_its_server_the_read_deadline_and_the_
+    connection_limit`); the real processes (both parsers) are slow (`make test-http`)."""
+
+    def __init__(self, port: int, key: str):
+        self.port, self.url, self.key = port, f"http://127.0.0.1:{port}", key
+
+    def dev_key(self) -> str:
+        return self.key
+
+
+@pytest.fixture(scope="module", params=["in-process", pytest.param("httptools", marks=pytest.mark.slow),
+                                        pytest.param("h11", marks=pytest.mark.slow)])
+def served(request, tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     tmp = tmp_path_factory.mktemp("slow-clients")
+    if request.param == "in-process":
+        from tests.service.tiny import start_service
+        from tests.serving import timed_server
+
+        server, service = start_service(tmp / "data", tiny_generator_dir, tiny_pal_dir, minilm)
+        with server, timed_server(server.server.config.app, TIMEOUT_S) as port:
+            yield InProcess(port, service.keys["acme"])
+        return
     proc = ServeProcess(tmp / "data", tiny_generator_dir, tiny_pal_dir, code=WITH_H11 if request.param == "h11" else None,
                         PLURALIGN_REQUEST_READ_TIMEOUT_S=str(TIMEOUT_S), PLURALIGN_CACHE_DIR=str(tmp / "cache"),
                         PLURALIGN_GENERATION_PROCESS="false")

@@ -44,7 +44,11 @@ def start(tmp: Path, generator: Path, implementation: str, code: str | None = No
                         PLURALIGN_GENERATION_PROCESS="false", **env)
 
 
-@pytest.fixture(scope="module", params=["httptools", pytest.param("h11", marks=pytest.mark.slow)])
+# both served processes are slow (`make test-http`): their start and serving cost ~12 CPU-s of the default suite, which
+# keeps their checks in this process (tests/service/test_web37_http.py: the metrics, the 503 and its headers, a stream
+# holding one of the limit, over `timed_server`; the wiring of the setting into `pluralign serve` and its open-files
+# limit: the tests below that start no server)
+@pytest.fixture(scope="module", params=[pytest.param("httptools", marks=pytest.mark.slow), pytest.param("h11", marks=pytest.mark.slow)])
 def served(request, tmp_path_factory, tiny_generator_dir):
     tmp = tmp_path_factory.mktemp("connections")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -205,6 +209,38 @@ def test_an_unset_limit_fits_the_open_files_the_process_may_have(hard, limit):
     got, soft = map(int, done.stdout.split())
     assert got == limit and soft >= min(limit + 1088, hard), done.stdout
     assert (f"{limit} connections, not 1000" in done.stderr) == (limit < 1000), done.stderr
+
+
+def test_serve_gives_its_server_the_read_deadline_and_the_connection_limit(tmp_path, tiny_generator_dir, tiny_pal_dir, monkeypatch):
+    """The wiring the served tests above (slow) and tests/e2e/test_break36_slow_clients.py's served processes check on the
+    wire, in this process: `pluralign serve` hands its settings' read deadline and connection limit to its server's
+    protocol (`timed_http_protocol`, whose 408 and 503 the default suite checks over `tests.serving.timed_server`), and
+    the connections it counts are the ones /metrics reads (`app.state.connections`). The server is built, not run;
+    the app's startup and shutdown run around it (tiny models, generating in this process)."""
+    from tests.service.tiny import LiveServer
+    from training.cli import main
+    from training.commands import serve
+
+    for name, value in {"PLURALIGN_GENERATOR": tiny_generator_dir, "PLURALIGN_PAL_DIR": tiny_pal_dir,
+                        "PLURALIGN_GENERATION_PROCESS": "false", "PLURALIGN_CACHE_DIR": tmp_path / "cache",
+                        "PLURALIGN_REQUEST_READ_TIMEOUT_S": "2", "PLURALIGN_MAX_CONNECTIONS": "4"}.items():
+        monkeypatch.setenv(name, str(value))
+    built = server_not_run(monkeypatch)
+    real = serve.serve_until_stopped
+    seen = {}
+
+    def served(app, args, **kwargs):
+        seen["app"] = app
+        with LiveServer(app):  # the app's startup and shutdown (its runtime's threads end)
+            return real(app, args, **kwargs)
+
+    monkeypatch.setattr(serve, "serve_until_stopped", served)
+    with left_as_found():
+        assert main(["serve", "--data-dir", str(tmp_path / "data"), "--host", "127.0.0.1", "--port", "0"]) == 0
+    protocol = built["config"].http
+    assert isinstance(protocol, type) and issubclass(protocol, serve.TimedRequests), protocol
+    assert (protocol.timeout_s, protocol.max_connections) == (2.0, 4), (protocol.timeout_s, protocol.max_connections)
+    assert protocol.counts is seen["app"].state.connections and protocol.counts.limit == 4
 
 
 def test_serve_embeddings_gives_its_server_the_read_deadline_and_the_connection_limit(monkeypatch, capsys):

@@ -146,6 +146,38 @@ def test_a_cli_command_without_a_writable_home_names_the_embedding_cache_variabl
 NO_PASSWD_UID = 1000680000  # OpenShift's kind of uid: assigned per namespace, no entry in the image's passwd file
 
 
+def test_an_account_without_home_or_passwd_entry_gets_one_line_naming_the_variable_in_process(tmp_path, capsys, monkeypatch):
+    """The slow test below (processes of an arbitrary uid: `make test-crash`) in this process, as any account: HOME unset
+    and no passwd entry for the uid (`pwd.getpwuid` finds none, as for OpenShift's uids), `pluralign serve` and a CLI
+    command stop on one line naming the variable to set, before anything is written."""
+    from tests.unit.clitools import cli
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("HOME", "PLURALIGN_MODEL_CACHE", "PLURALIGN_CACHE_DIR", "PLURALIGN_ENCODER", "PLURALIGN_GENERATOR", "PLURALIGN_DATA_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    data = tmp_path / "data"
+    data.mkdir()
+    code, _, err = cli(capsys, "serve", "--port", "0", "--data-dir", str(data))
+    assert code == 2, err
+    assert err.strip().splitlines() == [
+        "pluralign: error: PLURALIGN_MODEL_CACHE (unset: ~/.cache/pluralign/models): this account has no home folder "
+        f"(HOME is unset and uid {os.getuid()} has no passwd entry), and all-minilm-l6-v2-onnx, smollm2-135m-instruct-fp32 "
+        "must be made in the model cache once; set PLURALIGN_MODEL_CACHE to a writable folder, or make the models there "
+        "beforehand as deploy/Dockerfile does"], err
+    assert list(data.iterdir()) == []
+    code, _, err = cli(capsys, "eval", "--model", "bt", "--protocol", "persona", "--groups", "2", "--data-dir", str(SHARED_DATA))
+    assert code == 2, err
+    assert err.strip().splitlines() == [
+        "pluralign: error: PLURALIGN_CACHE_DIR (unset: ~/.cache/pluralign): this account has no home folder "
+        f"(HOME is unset and uid {os.getuid()} has no passwd entry); set PLURALIGN_CACHE_DIR (or --cache) to a folder "
+        "this account can write"], err
+
+
+# processes of an arbitrary uid (~2.7 CPU-s): slow (`make test-crash`); the test above keeps its two lines in the default suite
+@pytest.mark.slow
 def test_an_arbitrary_uid_without_home_or_passwd_entry_is_one_line_naming_the_variable(unprivileged, scratch):
     """OpenShift's arbitrary uid with group 0 and no HOME set: Python cannot tell a home folder at all.
     Before: a traceback (`RuntimeError: Could not determine home directory.`) from serve's model-cache check,

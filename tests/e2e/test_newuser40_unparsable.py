@@ -22,11 +22,48 @@ from tests.e2e.test_crash39_kills import NO_GENERATOR
 from tests.e2e.test_e2e_serve import ServeProcess
 
 
-@pytest.fixture(scope="module", params=["httptools", pytest.param("h11", marks=pytest.mark.slow)])
-def served(request, tmp_path_factory, tiny_pal_dir):
+class InProcess:
+    """The real app on tiny models, in this process, behind the protocol `pluralign serve` runs (`timed_http_protocol`
+    on httptools, the default read deadline), its parser's refusals logged to `log` as `pluralign serve` writes them
+    (the text formatter, the request id filter): what a served process answers, without its start (~10 CPU-s of the
+    default suite). The real processes, both parsers, are slow (`make test-http`)."""
+
+    parser = "httptools"
+
+    def __init__(self, port: int, key: str, log):
+        self.port, self.url, self.key, self.log = port, f"http://127.0.0.1:{port}", key, log
+
+    def dev_key(self) -> str:
+        return self.key
+
+
+@pytest.fixture(scope="module", params=["in-process", pytest.param("httptools", marks=pytest.mark.slow),
+                                        pytest.param("h11", marks=pytest.mark.slow)])
+def served(request, tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
     """No test here chats: a generator loading no model (NO_GENERATOR) spares the start transformers' import and the
     tiny model's load (2.2 s of CPU, 20-25 s under load 18, suite44b); the parser and the app in front of it are the same."""
     tmp = tmp_path_factory.mktemp("unparsable")
+    if request.param == "in-process":
+        import logging
+
+        from service.admin.controllers import ADMIN_HANDLERS
+        from service.requestid import APP_FORMAT, RequestIdFilter, TextFormatter
+        from tests.service.tiny import start_service
+        from tests.serving import timed_server
+
+        log = tmp / "serve.log"
+        handler = logging.FileHandler(log)
+        handler.setFormatter(TextFormatter(APP_FORMAT))
+        handler.addFilter(RequestIdFilter())
+        logging.getLogger("pluralign.service").addHandler(handler)
+        server, service = start_service(tmp / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+        try:
+            with server, timed_server(server.server.config.app, 60) as port:
+                yield InProcess(port, service.keys["acme"], log)
+        finally:
+            logging.getLogger("pluralign.service").removeHandler(handler)
+            handler.close()
+        return
     proc = ServeProcess(tmp / "data", NO_GENERATOR, tiny_pal_dir, code=WITH_H11 if request.param == "h11" else None,
                         PLURALIGN_CACHE_DIR=str(tmp / "cache"))
     proc.parser = request.param

@@ -165,6 +165,29 @@ def test_a_damaged_user_adapter_falls_back_logged_once(svc, tiny_generator_dir, 
         assert chat(c, user).json()["pluralign"]["adapter"] == adapter_name("acme", user)
 
 
+def test_the_startup_check_names_an_fspo_adapter_whose_weights_are_cut_short(tmp_path, tiny_generator_dir, tiny_pal_dir):
+    """What `pluralign serve` runs before any model loads (`service.startup_files.check_startup_files`) on the FSPO adapter
+    of the slow test below, in this process: its weights cut short are a ValueError naming the setting and the folder
+    (the served process, its one line and exit 2: `make test-crash`; `pluralign serve`'s one line on a damaged file
+    read at startup: tests/service/test_break21b.py)."""
+    from service.settings import Settings
+    from service.startup_files import check_startup_files
+    from tests.service.test_service_adapters import random_adapter
+
+    fspo = random_adapter(tiny_generator_dir, tmp_path / "fspo", tiny_generator_dir.name, "fspo", 1)
+    settings = Settings(data_dir=str(tmp_path / "data"), generator=str(tiny_generator_dir), pal_dir=str(tiny_pal_dir),
+                        fspo_adapter=str(fspo))
+    check_startup_files(settings)  # whole: nothing to say
+    _cut_weights(fspo)
+    with pytest.raises(ValueError) as refused:
+        check_startup_files(settings)
+    assert str(refused.value).startswith(f"PLURALIGN_FSPO_ADAPTER (setting fspo_adapter): {fspo}"), refused.value
+    assert "adapter_model.safetensors" in str(refused.value), refused.value
+
+
+# a served process refusing to start (~8 CPU-s: its imports, the adapter made in this process): slow (`make test-crash`); the
+# default suite keeps the check it runs (the test above) and `pluralign serve`'s one line (tests/service/test_break21b.py)
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["weights cut short"])  # a config peft cannot apply: the per-user test above
 def test_serve_with_a_damaged_fspo_adapter_is_one_line_naming_it(tmp_path, tiny_generator_dir, tiny_pal_dir, monkeypatch, damage):
     """The FSPO adapter (setting fspo_adapter) is the service's own: damaged, the service does not

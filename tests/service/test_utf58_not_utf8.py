@@ -119,18 +119,25 @@ def test_a_replica_folder_id_that_is_not_utf8_is_drawn_again(tmp_path):
 
 # --- an artifact's meta ------------------------------------------------------------------------------------------
 
-def test_a_pal_checkpoint_whose_meta_is_not_utf8_stops_serve_naming_it(tmp_path, tiny_pal_dir):
+def test_a_pal_checkpoint_whose_meta_is_not_utf8_stops_serve_naming_it(tmp_path, tiny_pal_dir, capsys, monkeypatch):
     """A PAL checkpoint's meta.json with a changed byte: the start names the file as for any damaged description;
-    before, "'utf-8' codec can't decode byte 0xff ..." alone."""
+    before, "'utf-8' codec can't decode byte 0xff ..." alone. `pluralign serve` run in this process (the start stops
+    before any model loads): a process of its own (~3 CPU-s) checked nothing more."""
     import shutil
+
+    from tests.unit.clitools import cli as cli_here
 
     pal = tmp_path / "pal"
     shutil.copytree(tiny_pal_dir, pal)
     meta = pal / "meta.json"
     meta.write_bytes(meta.read_bytes().replace(b'"encoder_id": "', b'"encoder_id": "\xff', 1))
-    result = cli(tmp_path, "serve", "--data-dir", str(tmp_path / "data"), "--port", "0", timeout=180, PLURALIGN_PAL_DIR=str(pal))
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert str(meta) in last_line(result) and "not" in last_line(result), result.stderr[-3000:]
+    monkeypatch.delenv("PLURALIGN_DATA_DIR", raising=False)
+    monkeypatch.setenv("PLURALIGN_SHARED_DATA", str(tmp_path / "no-shared-data"))
+    monkeypatch.setenv("PLURALIGN_PAL_DIR", str(pal))
+    code, _, err = cli_here(capsys, "serve", "--data-dir", str(tmp_path / "data"), "--port", "0")
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert str(meta) in line and "not" in line and line.startswith("pluralign: error: "), err[-3000:]
 
 
 # --- import files ------------------------------------------------------------------------------------------------

@@ -356,3 +356,97 @@ def test_pluralign_serve_gives_its_protocol_the_apps_cors_config(cors_svc, monke
     assert serve.serve_until_stopped(app, args, on_stop=lambda: None, request_read_timeout_s=5, max_connections=3)[0]
     protocol = built["config"].http
     assert protocol.cors is app.cors_config and protocol.cors.is_origin_allowed(APP) and protocol.max_connections == 3
+
+
+@contextlib.contextmanager
+def counted_server(svc, limit: int):
+    """`svc`'s app behind the protocol `pluralign serve` runs, at most `limit` connections, read deadline 30 s, its
+    connections counted where /metrics reads them (`app.state.connections`, as `pluralign serve` sets it); yields the
+    port. The connection limit on a served process (its descriptors, its raised open-files limit, both parsers) is
+    tests/e2e/test_conn37_connections.py's, slow (`make test-http`)."""
+    from training.commands.serve import ConnectionCounts
+
+    app = svc.server.server.config.app
+    counts = ConnectionCounts(limit)
+    app.state.connections = counts
+    try:
+        with timed_server(app, 30, limit, connections=counts) as port:
+            yield port
+    finally:
+        del app.state.connections
+
+
+def _metric(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def _settled(read, done, timeout_s: float = 5.0):
+    """`read()` once `done` holds of it, or its last value `timeout_s` on (read every 20 ms)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not done(value := read()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
+
+
+def test_metrics_count_open_and_refused_connections_and_the_refusal_says_why(svc):
+    """conn37's checks on the connection limit (tests/e2e/test_conn37_connections.py, a served process, slow) in this
+    process: /metrics shows the limit, the connections open (not the refused ones) and how many were refused; a
+    connection over the limit is answered 503 at once, with Retry-After, a Date, `no-store` and `nosniff`, naming
+    PLURALIGN_MAX_CONNECTIONS; once one of the limit's connections goes, a new one is answered again."""
+    import json
+    import re
+
+    limit = 4
+    with counted_server(svc, limit) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as scraper:
+        before = scraper.get("/metrics").text
+        assert _metric(before, "pluralign_max_connections") == limit
+        assert _metric(before, "pluralign_connections_refused_total") == 0
+        assert _metric(before, "pluralign_open_connections") == 1  # the scrape's own
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(limit - 1)]
+        try:
+            opened = _settled(lambda: _metric(scraper.get("/metrics").text, "pluralign_open_connections"), lambda n: n >= limit)
+            assert opened == limit  # the limit reached
+            for _ in range(3):
+                answer = _raw_answer_on(port, b"")
+                head, body = answer.split(b"\r\n\r\n", 1)
+                assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nretry-after: 1\r\n" in head.lower() + b"\r\n", answer
+                assert re.search(rb"\r\ndate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", head + b"\r\n"), answer
+                error = json.loads(body)["error"]
+                assert error["code"] == "too_many_connections" and f"PLURALIGN_MAX_CONNECTIONS = {limit}" in error["message"], error
+            refused = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)  # a real client sending its request
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+            assert refused.headers["cache-control"] == "no-store" and refused.headers["x-content-type-options"] == "nosniff", refused.headers
+            after = scraper.get("/metrics").text
+            assert _metric(after, "pluralign_connections_refused_total") == 4
+            assert _metric(after, "pluralign_open_connections") == limit  # the refused ones were never the service's
+            held.pop().close()  # one of the limit's connections goes: a new one is answered again
+            assert _settled(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code, lambda s: s == 200) == 200
+        finally:
+            for s in held:
+                s.close()
+        left = _settled(lambda: _metric(scraper.get("/metrics").text, "pluralign_open_connections"), lambda n: n <= 1)
+        assert left == 1
+
+
+def test_a_streaming_chat_holds_one_of_the_connection_limit_and_is_answered_whole(svc):
+    """conn37's streaming chat (a served process, slow) in this process: a stream is a long-lived connection, counted
+    by the limit and never cut by it."""
+    limit = 4
+    chat = {**CHAT, "user": "streamer", "max_tokens": 12, "stream": True}
+    with counted_server(svc, limit) as port:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(limit - 1)]
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {svc.keys['acme']}"},
+                              timeout=120) as client, client.stream("POST", "/v1/chat/completions", json=chat) as stream:
+                assert stream.status_code == 200
+                lines = stream.iter_lines()
+                assert next(lines).startswith("data: ")
+                refused = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)  # the stream is the limit's last connection
+                assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+                assert [line for line in lines if line][-1] == "data: [DONE]"
+        finally:
+            for s in held:
+                s.close()
