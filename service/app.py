@@ -221,7 +221,7 @@ def _share_request_threads(app: Litestar) -> None:
 def _freeze_heap(app: Litestar) -> None:
     """Last of the start: what the service loaded is left out of full garbage collections while it serves
     (`service.heap`): one tenant's body of many JSON arrays made them walk it all, stalling every tenant."""
-    app.state.frozen_objects = freeze_started_heap()
+    app.state.heap_frozen = freeze_started_heap()
 
 
 def _close_generator(app: Litestar) -> None:
@@ -239,7 +239,7 @@ def _close_generator(app: Litestar) -> None:
 
 
 def _thaw_heap(app: Litestar) -> None:
-    if app.state.pop("frozen_objects", None) is not None:
+    if app.state.pop("heap_frozen", None) is not None:
         thaw()
 
 

@@ -27,13 +27,15 @@ _serving = 0  # services of this process between `freeze_started_heap` and `thaw
 
 def freeze_started_heap() -> int:
     """Freeze every object the collector tracks now (`gc.freeze`, O(1)). Call once a service has loaded what it
-    serves with; returns how many objects are frozen in all. No collection first: one over a started service's
-    heap took 1.5 s here and found 30 objects of garbage, which stay frozen with the rest until `thaw`."""
+    serves with; returns how many services of the process now serve (this one included). No collection first: one
+    over a started service's heap took 1.5 s here and found 30 objects of garbage, which stay frozen with the rest
+    until `thaw`. Nor a count of what is frozen: `gc.get_freeze_count()` walks the whole frozen list (0.06 s over a
+    test process's 600,000 objects, at each of the suite's 1,000 service starts)."""
     global _serving
     with _lock:
         _serving += 1
         gc.freeze()
-        return gc.get_freeze_count()
+        return _serving
 
 
 def thaw() -> None:
