@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import httpx
+import pytest
 
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_admin import wait_job
@@ -62,6 +63,7 @@ def test_a_promoted_pal_job_serves_the_next_request_without_a_restart(tmp_path, 
     assert again.rewards.version == rt.rewards.version
 
 
+@pytest.mark.slow  # a service and an EM job of its own (~7 CPU-s; make test-cli); EM promoted over HTTP: test_break20_delete.py's first test
 def test_a_promoted_em_mixture_is_served_too(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """EM (K Bradley-Terry heads) retrained on the service's feedback replaces the PAL population:
     users get logits over its heads and their own model on top, without a restart."""
