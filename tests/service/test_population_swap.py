@@ -130,6 +130,38 @@ def test_a_promoted_pal_job_serves_the_next_request_without_a_restart(tmp_path, 
     assert again.rewards.version == rt.rewards.version
 
 
+def test_an_em_mixture_put_into_service_is_served_to_each_user(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """The slow-marked EM test's checks past its job (the job's worker: ~7 CPU-s): an EM mixture (two Bradley-Terry heads)
+    put into service as the runner puts a promoted EM job's artifact replaces the PAL population without a restart: its
+    kind and K are served, each user's scores follow their own feedback, their profile is over its two heads."""
+    import time
+
+    from tests.service.test_reviewreplicas50_upgrade import em_mixture
+    from training.jobs.record import Job
+
+    artifact = em_mixture(tmp_path / "artifact", minilm.dim, minilm.encoder_id)  # what an EM job with k=2 leaves
+    server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
+    rt = svc.runtime
+    with server, svc.client("acme") as c:
+        give_drink_likes(c, per_user=8, likers=(("ann", "tea"), ("ben", "coffee")))
+        admin = server.server.config.app.state.admin
+        admin.put_into_service(Job(id="em-by-hand", kind="em", params={}, state="succeeded", created_at=time.time(),
+                                   artifact=str(artifact)), "population")
+        assert rt.rewards.kind == "em" and rt.rewards.k == 2
+        scores = {}
+        for user in ("ann", "ben"):
+            out = c.post("/v1/rewards/score", json={"user": user, "prompt": "A drink for the morning?",
+                                                     "responses": ["Some tea, please.", "Some coffee, please."]}).json()
+            assert out["prior"] is False
+            scores[user] = out["best_index"]
+        assert scores == {"ann": 0, "ben": 1}
+        profile = c.get("/v1/users/ann").json()
+        assert profile["pal"]["version"] == rt.rewards.version and len(profile["user_model"]["prototypes"]) == 2
+        body = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "ann", "max_tokens": 3, "n": 2,
+                                                     "messages": [{"role": "user", "content": "Morning drink?"}]})
+        assert body.status_code == 200, body.text
+
+
 @pytest.mark.slow  # a service and an EM job of its own (~7 CPU-s; make test-cli); EM promoted over HTTP: test_break20_delete.py's first test
 def test_a_promoted_em_mixture_is_served_too(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     """EM (K Bradley-Terry heads) retrained on the service's feedback replaces the PAL population:
