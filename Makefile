@@ -43,10 +43,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m ""
 
-# the benchmark scripts' contracts on tiny models (closed_loop.py's: test-slow-loop), and issue 16's slow loop over the real app (a user who changes their
+# the benchmark scripts' contracts on tiny models (closed_loop.py's: test-slow-loop; active_shots.py's `measure` on a fitted PAL,
+# tests/models/test_active_eval.py), and issue 16's slow loop over the real app (a user who changes their
 # mind, tests/service/test_elicitation.py) (slow-marked: ~4 min on two idle cores; 13.6 min at load 10-15 in session 51)
 test-bench: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests/models/test_maxmin_benchmark.py tests/unit/test_onboarding_latency.py tests/e2e/test_slow51_abuse.py tests/service/test_elicitation.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow tests/models/test_maxmin_benchmark.py tests/unit/test_onboarding_latency.py tests/e2e/test_slow51_abuse.py tests/service/test_elicitation.py tests/models/test_active_eval.py
 
 # benchmarks/closed_loop.py: its contract on tiny models, issue 16's arms and the fast closed loop on SmolLM2 over HTTP
 # (~15 min on two cores). Each file of slow tests is named by one target (tests/unit/test_slow51_make_targets.py): until
@@ -108,10 +109,14 @@ test-growth: $(STAMP)
 test-generation: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_process_generator.py tests/e2e/test_left46_late_generation.py tests/e2e/test_startup41_stop_at_start.py tests/service/test_startup41_stop.py tests/unit/test_reviewcounts53_exit.py tests/models/test_newlib56_model_cache.py
 
-# the pluralign commands, training jobs, audits and the docs' examples on the shared data and real tiny runs
-# (35 slow tests; first run as a target in session 51: 367 s at load 2-4, all passed; 105 s of it is test_fuzz36_lines)
+# the pluralign commands, training jobs, audits and the docs' examples on the shared data and real tiny runs, and the
+# second runs of flows the default suite keeps cheaper (jobs61): the PAL and EM jobs swapped into a serving service, the
+# fairness audit's later audits, the audit route's stall test with its worker, the S3 case of a start's audit pass, FSPO
+# convergence, three of PAL's K selections (47 slow tests, 7 of them jobs61's; first run as a target in session 51: 367 s at load 2-4, all
+# passed; 105 s of it is test_fuzz36_lines; jobs61's 7, PAL's two K selections slow before and test-bench's active-shots test:
+# 10 tests, 428 s at load 8-14, all passed)
 test-cli: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/models/test_pal_cli.py tests/models/test_pal_k_selection.py tests/models/test_train39_absurd_loss.py tests/service/test_train39_absurd_loss.py tests/unit/test_cli.py tests/unit/test_ops33_cli.py tests/unit/test_mut40_eval_cli.py tests/unit/test_lazy29_cli.py tests/unit/test_trial48b_audit.py tests/e2e/test_audit_components.py tests/service/test_rewards.py tests/service/test_admin.py tests/service/test_break24c.py tests/service/test_break22d.py tests/service/test_data34_delete_audit.py tests/service/test_edges35_audit_metrics.py tests/service/test_i18n30.py tests/service/test_review43_old_unknown_group.py tests/service/test_job_retention.py tests/service/test_review39_relative_data.py tests/service/test_reviewoperator47.py tests/service/test_mut40_import.py tests/unit/test_onnx_encoder.py tests/unit/test_crash38_datasets_apart.py tests/unit/test_docs_library.py tests/service/test_docs_examples.py tests/unit/test_fuzz36_lines.py tests/unit/test_review33_keys_file.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/models/test_pal_cli.py tests/models/test_pal_k_selection.py tests/models/test_train39_absurd_loss.py tests/service/test_train39_absurd_loss.py tests/unit/test_cli.py tests/unit/test_ops33_cli.py tests/unit/test_mut40_eval_cli.py tests/unit/test_lazy29_cli.py tests/unit/test_trial48b_audit.py tests/e2e/test_audit_components.py tests/service/test_rewards.py tests/service/test_admin.py tests/service/test_break24c.py tests/service/test_break22d.py tests/service/test_data34_delete_audit.py tests/service/test_edges35_audit_metrics.py tests/service/test_i18n30.py tests/service/test_review43_old_unknown_group.py tests/service/test_job_retention.py tests/service/test_review39_relative_data.py tests/service/test_reviewoperator47.py tests/service/test_mut40_import.py tests/unit/test_onnx_encoder.py tests/unit/test_crash38_datasets_apart.py tests/unit/test_docs_library.py tests/service/test_docs_examples.py tests/unit/test_fuzz36_lines.py tests/unit/test_review33_keys_file.py tests/service/test_population_swap.py tests/service/test_reviewp40_audits.py tests/models/policy/test_fspo_tiny.py
 
 # Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES per operation, default 30: 600 served 4,909 requests; FUZZ_MAX_SECONDS its time budget)
 fuzz: $(STAMP)

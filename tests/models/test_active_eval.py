@@ -84,6 +84,7 @@ def test_group_target_chooses_by_the_seen_users_and_reports_them_like_for_like(o
     assert np.allclose(none, particles.predictive(model._design(query, np.arange(len(query)))).mean(1))
 
 
+@pytest.mark.slow  # a PAL fit and `measure` on the persona population (~2.3 CPU-s; make test-bench): the next test keeps `compare`'s checks
 def test_the_active_shots_benchmark_pairs_each_user_with_themself(opposed, minilm):
     """benchmarks/active_shots.py: per-user accuracies for the three ways, and the bar's paired
     differences with an interval over users that holds the mean."""
@@ -105,6 +106,24 @@ def test_the_active_shots_benchmark_pairs_each_user_with_themself(opposed, minil
         assert row["met"] == (row["interval"][0] >= 0)
     line = active_shots_rows({"populations": [{"groups": 2, "seed": 0, "unseen_users": len(users), "bar": bar}]}, "x.json")[0]
     assert line.startswith("| 16 elicitation (intervals) |") and "g2 s0 (8 users)" in line
+
+
+def test_the_active_shots_benchmarks_bar_pairs_each_users_accuracies_with_their_own():
+    """benchmarks/active_shots.py's `compare` on per-user accuracies given by hand (the slow test above: on `measure`'s of
+    a fitted model): each user's active accuracy less their own random one is the same 0.1, so the interval over users
+    is that difference alone (paired otherwise, it spans 0), and a pair not measured (5 vs 10) has no row."""
+    from benchmarks.active_shots import compare
+
+    active = {"u1": 0.9, "u2": 0.5, "u3": 0.7, "u4": 0.3}
+    fit, seen = ({u: a - 0.1 for u, a in active.items()}, {u: a - 0.2 for u, a in active.items()})
+    values = {k: {"active": active, "random_fit": fit, "random_seen_users": seen} for k in ("2", "4")}
+    bar = compare(values, 0)
+    assert set(bar) == {"2 vs 4 random_seen_users", "2 vs 4 random_fit"}
+    for way, gain in (("random_fit", 0.1), ("random_seen_users", 0.2)):
+        row = bar[f"2 vs 4 {way}"]
+        assert row["users"] == 4 and row["met"] is True, row
+        assert row["difference"] == pytest.approx(gain) == pytest.approx(row["active"] - row["random"])
+        assert row["interval"] == pytest.approx([gain, gain]), row
 
 
 @pytest.mark.parametrize("flags", [["--query-size", "0"], ["--unseen-per-group", "-1"]])

@@ -187,6 +187,7 @@ def audited(svc):
     return records, report
 
 
+@pytest.mark.slow  # two audit jobs more than `audited` (~10 CPU-s; make test-cli): the next test keeps its checks of the first audit
 @pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
 def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc, audited):
     records, report = audited
@@ -259,6 +260,55 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
         assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
+def test_a_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc, audited):
+    """The checks of the slow-marked test above on `audited`'s audits alone (no audit job of its own): the minority's gap,
+    the stored audit job, the dashboard's bars, whose audit it shows, the tenants' table and the prototypes, and an
+    audit of every tenant compared with audits of every tenant only. The later audits (recent feedback only, the
+    first's settings again and its change since the first) are the slow test's."""
+    import html as html_lib
+
+    records, report = audited
+    by = {g["group"]: g for g in report["groups"]}
+    assert set(by) == {"majority", "minority"}
+    assert by["majority"]["users"] == 6 and by["minority"]["users"] == 2
+    assert by["majority"]["comparisons"] + by["minority"]["comparisons"] == len(records)
+    # the minority holds the opposite stance: the one-size-fits-all model fails it, and the audit says so
+    assert by["majority"]["base_accuracy"] - by["minority"]["base_accuracy"] > 0.4
+    assert report["base_worst_group"] == "minority"
+    with svc.client("admin") as admin:
+        # the report was stored by an audit job, so it can be compared over time
+        audits = admin.get("/admin/jobs", params={"kind": "audit", "state": "succeeded", "limit": 1000}).json()["jobs"]
+        *_, first_of_globex = [j for j in audits if j["params"].get("tenant") == "globex" and "since" not in j["params"]]
+        assert first_of_globex["metrics"]["comparisons"] == len(records)
+        html = admin.get("/admin/dashboard").text
+    assert 'class="bar personalized" data-group="minority"' in html and 'class="bar base" data-group="majority"' in html
+    assert 'id="worst-group-over-time"' in html and 'class="point personalized"' in html
+    assert "Audit of tenant <bdi>globex</bdi> by <b><bdi>segment</bdi></b>" in html, html
+    assert "<td>tenant <bdi>umbrella</bdi></td>" in html and "<td>tenant <bdi>globex</bdi></td>" in html
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    # issue 16: the population's prototypes, each shown by stored answers it scores highest and lowest
+    assert 'id="prototypes"' in html and 'class="prototype" data-prototype="0"' in html
+    shown = re.findall(r"<br>(?:<bdi>)?(.*?)(?:</bdi>)? <span", html.split('id="prototypes"')[1])  # user text in <bdi> (i18n30)
+    stored = {html_lib.escape(t, quote=True) for t in svc.runtime.store.answers_sample(None, 100_000)[1]}  # every tenant's
+    assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
+    # an audit of every tenant is compared with the audits of every tenant only (as in the slow test)
+    admin = svc.server.server.config.app.state.admin
+    *_, first = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
+    every = Job(id="audit-of-every-tenant-first", kind="audit", params={"group_by": "segment", "min_comparisons": 20}, state="succeeded",
+                created_at=report["created_at"] - 60, result_path="result.json")
+    admin.runner.store.add(every)
+    try:
+        admin.runner.store.path(every.id, "result.json").write_bytes(
+            report_encoder.encode(msgspec.structs.replace(admin.report(first), created_at=every.created_at)))
+        assert [r.created_at for r in admin.reports(like=every).readable] == [every.created_at]
+        assert every.created_at not in [r.created_at for r in admin.reports(like=first).readable]
+        assert every.created_at in [r.created_at for r in admin.reports().readable]  # the dashboard lists it, as every tenant's
+    finally:
+        admin.runner.purge(every.id)
+
+
+@pytest.mark.slow  # an audit job's worker (~5 CPU-s; make test-cli): test_the_audit_route_reads_its_stored_reports_off_the_event_loop
 def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, monkeypatch):
     """The audit route reads the job's report and every stored report (to say what changed since the
     previous audit). With many stored reports that takes a while; it used to run on the event loop,
@@ -299,6 +349,61 @@ def test_an_audit_reading_its_stored_reports_does_not_stall_other_requests(svc, 
     answered.set()
     thread.join(60)
     assert answer["r"].status_code == 200, answer["r"].text
+    assert answered_meanwhile[0], answered_meanwhile  # False while the reports were read on the event loop
+
+
+def test_the_audit_route_reads_its_stored_reports_off_the_event_loop(svc, monkeypatch):
+    """The check of the slow-marked test above without an audit job's worker (~5 CPU-s): the audit route over HTTP is
+    handed an ended audit (`Admin.audit` answers with a job recorded as the runner records one that succeeded), then
+    reads its report and every stored report as after any audit; a /health of another tenant is answered meanwhile."""
+    import threading
+
+    from pluralign.fairness.report import AuditReport
+    from service.admin.services import Admin
+    from tests.service.test_audit41_suppressed_delete import recorded_succeeded
+    from tests.service.test_privacy40_audit_figures import figures
+
+    admin_state = svc.server.server.config.app.state.admin
+    created = time.time()
+    params = {"group_by": "segment", "min_group_size": 1, "min_comparisons": 1, "tenant": "initech-stub"}
+    job = Job(id=f"audit-off-the-loop-{created:.0f}", kind="audit", params=params, state="running", created_at=created)
+    report = AuditReport(group_by="segment", created_at=created, encoder_id="minilm", personalized_model="online-logistic",
+                         base_model="crossfit-logistic", users=4, comparisons=8, overall=figures("all", 4, 0.625),
+                         groups=[figures("a", 2, 0.5), figures("b", 2, 0.75)], worst_group="a", worst_group_accuracy=0.5, gap=0.25)
+    recorded_succeeded(admin_state, job, report)
+    reading, answered, original = threading.Event(), threading.Event(), Admin.reports
+    answered_meanwhile = []
+
+    async def ended(self, params, wait):  # the job's worker: already done
+        return self.runner.get(job.id)
+
+    def slow_reports(self, limit=50, **scope):  # as if hundreds of reports were stored: read until /health is answered
+        reading.set()
+        # read on the event loop, the /health below cannot be answered before this gives up (after 10 s)
+        answered_meanwhile.append(answered.wait(10))
+        return original(self, limit, **scope)
+
+    monkeypatch.setattr(Admin, "audit", ended)
+    monkeypatch.setattr(Admin, "reports", slow_reports)
+    answer = {}
+
+    def audit():
+        with svc.client("admin") as admin:
+            answer["r"] = admin.get("/admin/audits/fairness", params={k: v for k, v in params.items() if k != "min_group_size"}
+                                    | {"wait": 120}, timeout=240)
+
+    thread = threading.Thread(target=audit)
+    thread.start()
+    try:
+        assert reading.wait(60), "the audit route did not read the stored reports"
+        with svc.client("acme") as other:
+            assert other.get("/health", timeout=60).status_code == 200
+    finally:
+        answered.set()
+        thread.join(60)
+        admin_state.runner.purge(job.id)
+    assert answer["r"].status_code == 200, answer["r"].text
+    assert answer["r"].json()["created_at"] == created
     assert answered_meanwhile[0], answered_meanwhile  # False while the reports were read on the event loop
 
 

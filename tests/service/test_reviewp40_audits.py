@@ -79,7 +79,8 @@ def test_a_delete_killed_between_the_members_file_and_the_report_withholds_the_g
         assert members_of(jobs, job.id) == {"s2": [key_hash("acme/bob")], "s3": [key_hash("acme/cal")]}
 
 
-@pytest.fixture(params=["local", "s3"])
+# the S3 case runs the same start's pass on another store (~4.5 CPU-s: moto and two starts): slow-marked (make test-cli)
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def store_settings(request, tmp_path):
     """The service's store: a folder, or an S3 bucket (moto on loopback) under a prefix of this test alone."""
     if request.param == "local":

@@ -1,12 +1,13 @@
 """Data session 36: `pluralign audit --user-groups FILE` checks the user ids it maps, by the rule of the
 audited file's rows (a visible character; not the API's rule: a file's ids need not be the service's), and
-refuses a user given twice, through the real command (a subprocess)."""
+refuses a user given twice, through the real command (`training.cli.main` in this process, as `pluralign` runs it: a
+subprocess of its own only imported the CLI before the error, ~1-8 CPU-s a case)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_newuser31_cli import one_error_line, pluralign
+from tests.unit.test_newuser31_cli import in_this_process, one_error_line
 
 BLANK = "a user id must not be empty (it has no visible character)"
 
@@ -17,13 +18,13 @@ BLANK = "a user id must not be empty (it has no visible character)"
     ('{"ann": "a",\n "ann": "b"}', "line 2, key 'ann': given twice (to 'a', then 'b'): a user is in one group"),
     ('{"' + "u" * 200 + '": "a", "' + "u" * 200 + '": "b"}', f"line 1, key '{'u' * 61}...': given twice (to 'a', then 'b'): a user is in one group"),
 ])
-def test_a_bad_user_id_in_user_groups_is_a_usage_error_naming_the_file_line_and_key(tmp_path, text, named):
+def test_a_bad_user_id_in_user_groups_is_a_usage_error_naming_the_file_line_and_key(tmp_path, text, named, monkeypatch, capsys):
     """Before: read as given; a key that is no user id only left its user 'unassigned', and a repeated key
     silently kept its last group. The file is read before the data (here a --data that is not there)."""
     groups = tmp_path / "groups.json"
     groups.write_text(text)
-    line = one_error_line(pluralign(tmp_path, "audit", "--data", str(tmp_path / "absent.jsonl"), "--group-by", "g",
-                                    "--user-groups", str(groups)))
+    line = one_error_line(in_this_process(monkeypatch, capsys, tmp_path, "audit", "--data", str(tmp_path / "absent.jsonl"), "--group-by", "g",
+                                                    "--user-groups", str(groups)))
     assert line == f"pluralign: error: --user-groups {groups}: {named}", line
 
 
