@@ -13,7 +13,10 @@ from tests.service.tiny import field_named, give_terse_answers, start_service
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    """No user's adapter job (`adapter_every`): no test here reads one, and the comparisons its users send queued
+    adapter trainings in processes of their own (chat61: ~16 CPU-s of the file's, counted as the module's service stopped)."""
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    adapter_every=1_000_000)
     with server:
         yield service
 
