@@ -183,6 +183,24 @@ def test_the_embeddings_server_answers_an_encoder_value_error_with_a_500():
         logging.getLogger("pluralign.embeddings").removeHandler(kept)
 
 
+def test_the_answer_for_an_audit_whose_report_cannot_be_read_is_the_servers_error(svc):
+    """The keeper of the test below (a real audit through GET /admin/audits/fairness, `make test-cli`) without running
+    one: a succeeded audit job whose report file is damaged is answered as the server's error (a RuntimeError: the route's
+    500 `internal error`, as the ValueError above), not the 422 `audit_failed` of parameters that cannot be served."""
+    import time
+
+    from service.admin.controllers import _audit_response
+    from training.jobs.record import Job
+
+    admin = svc.server.server.config.app.state.admin
+    job = Job(id="audit-damaged-19c", kind="audit", params={"group_by": "segment", "min_comparisons": 1}, state="succeeded",
+              created_at=time.time(), result_path="result.json")
+    admin.runner.store.path(job.id, "result.json").write_bytes(b'{"schema_version": 2, "group_by": "' + SECRET.encode())
+    with pytest.raises(RuntimeError, match="succeeded but its report cannot be read"):
+        _audit_response(admin, job)
+
+
+@pytest.mark.slow  # a real audit job (~6 CPU-s): `make test-cli`; the answer for an unreadable report: the test above
 def test_an_unreadable_audit_report_is_a_500_not_a_422(svc, monkeypatch, caplog):
     """An audit job that succeeded but whose report file cannot be read (damaged, removed) was a 422
     `audit_failed` "audit job ... succeeded: None", as if the request's parameters could not be

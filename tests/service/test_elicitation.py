@@ -13,7 +13,10 @@ from tests.service.tiny import field_named, give_terse_answers, start_service
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
-    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm)
+    """No user's adapter job (`adapter_every`): no test here reads one, and the comparisons its users send queued
+    adapter trainings in processes of their own (chat61: ~16 CPU-s of the file's, counted as the module's service stopped)."""
+    server, service = start_service(tmp_path_factory.mktemp("data"), tiny_generator_dir, tiny_pal_dir, minilm,
+                                    adapter_every=1_000_000)
     with server:
         yield service
 
@@ -61,6 +64,34 @@ def test_bad_shown_is_a_400_naming_the_field(svc, body, field):
         assert field in (field_named(r) or "") or field in r.text
 
 
+def test_compare_is_null_once_no_pair_of_the_returned_choices_carries_compare_min_bits(svc, monkeypatch):
+    """Chat's gate, as `compare_disappears` below finds it after ~20 rounds of answers (`make test-bench`), in three
+    chats: the same seeded chat of one user asks `compare` while its best pair carries at least `compare_min_bits` bits
+    about which returned choice is best, and not once the setting is above what any pair carries."""
+    import msgspec
+
+    from pluralign.user.active import all_pairs, best_information
+    from service.users.services import user_weights
+
+    rt = svc.runtime
+    body = {"model": "pluralign", "user": "gated", "n": 4, "seed": 11, "messages": [{"role": "user", "content": "Tips on tea?"}]}
+    with svc.client() as c:
+        first = c.post("/v1/chat/completions", json=body).json()
+        texts = [ch["message"]["content"] for ch in first["choices"]]
+        weights = user_weights(rt, "acme", "gated")
+        model = weights.rewards.user_model
+        x = model.candidates(rt.encoder.encode(["Tips on tea?"])[0], rt.encoder.encode(texts), texts).x
+        gate = float(best_information(x, *all_pairs(len(texts)), *model.posterior(weights.state)).max())
+        assert first["pluralign"]["compare"] is not None and gate >= rt.settings.compare_min_bits, gate
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, compare_min_bits=gate + 0.01))
+        above = c.post("/v1/chat/completions", json=body).json()
+        assert [ch["message"]["content"] for ch in above["choices"]] == texts  # the same choices: only the gate moved
+        assert above["pluralign"]["compare"] is None
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, compare_min_bits=gate - 0.01))
+        assert c.post("/v1/chat/completions", json=body).json()["pluralign"]["compare"] is not None
+
+
+@pytest.mark.slow  # ~20 rounds of chat and feedback (8 CPU-s): `make test-bench`; the gate: the test above
 def test_compare_disappears_once_the_user_is_well_known(svc):
     """A user who answers every `compare` (picking the shorter of the two, a `choice` with `shown`; "no
     preference", `tie`, between two of one length) is asked while new; as their posterior narrows the

@@ -215,6 +215,8 @@ def test_langchain_chat_openai_with_user_in_extra_body(svc):
         assert c.get("/v1/users/lena/export").text.count('"interaction"') == 1  # `user` reached the service
 
 
+@pytest.mark.slow  # LiteLLM's import (~4 CPU-s): `make test-generation`; `user` in extra_body reaching the service and a
+# refusal reaching the client: the LangChain test above and test_errors_reach_the_openai_client_with_message_param_and_code
 def test_litellm_with_user_in_extra_body(svc):
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
     litellm = pytest.importorskip("litellm")
@@ -234,6 +236,8 @@ def test_litellm_with_user_in_extra_body(svc):
 
 
 
+@pytest.mark.slow  # LiteLLM's import: `make test-generation`; a stream's chunks' id is its response id in the default
+# suite: test_a_streams_pluralign_object_is_read_from_its_chunks_as_documented (the openai client)
 def test_a_litellm_stream_gives_the_response_id_as_its_chunks_id(svc):
     """LiteLLM's stream of `n` >= 2 choices drops the `pluralign` object (with one it passes it on), so a LiteLLM app
     streaming the choices it lets its user pick from never sees `pluralign.response_id` (nor `compare`); docs/api.md
@@ -939,3 +943,46 @@ def test_the_export_s_user_line_counts_the_lines_it_sends_when_a_chat_is_stored_
         lines = [json.loads(line) for line in c.get("/v1/users/meg/export").text.splitlines()]
     user = next(line for line in lines if line["type"] == "user")
     assert user["n_interactions"] == sum(line["type"] == "interaction" for line in lines) == 1, user
+
+
+def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(svc, monkeypatch):
+    """The generator's calls raise what `ProcessGenerator` raises when its child died during the chat or a new one
+    could not start (`GeneratorUnavailable`): the client reads "send it again" as a 503 with Retry-After in the OpenAI
+    error shape (a stream whose headers went: an error event of 503), never a 500 `internal error`. The same over a real
+    child that is killed, and a user's adapter whose load finds it gone: tests/service/test_process_generator.py
+    (`make test-generation`, seconds of child starts); here the service's answer, without a child."""
+    from pluralign.policy.process import GeneratorUnavailable
+
+    def gone(*args, **kwargs):
+        raise GeneratorUnavailable("the generation process exited (code -9) during the call")
+
+    generator = svc.runtime.generator
+    stream = generator.stream
+
+    def dies_after_a_piece(*args, **kwargs):  # the child dies once the stream's first piece went to the client
+        pieces = stream(*args, **kwargs)
+        yield next(pieces)
+        pieces.close()
+        gone()
+
+    def error_event(streamed) -> dict:
+        assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]"), streamed.text[-400:]
+        return json.loads(streamed.text.rstrip().split("\n\n")[-2].removeprefix("data: "))["error"]
+
+    chat = {"model": "pluralign", "messages": HI, "max_tokens": 4}
+    one = {**chat, "stream": True, "user": "gone", "pluralign": {"rerank": False}}  # one candidate: streamed as generated
+    with svc.client() as c:
+        monkeypatch.setattr(generator, "stream", dies_after_a_piece)
+        errors = [error_event(c.post("/v1/chat/completions", json=one))]
+        for name in ("generate", "generate_styled", "stream"):
+            monkeypatch.setattr(generator, name, gone)
+        errors.append(error_event(c.post("/v1/chat/completions", json=one)))  # gone before its first piece
+        # a plain chat, and n > 1 streamed (every candidate generated before its first event)
+        for body in (chat, {**chat, "stream": True, "n": 2}):
+            answer = c.post("/v1/chat/completions", json=body)
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "10"
+            errors.append(answer.json()["error"])
+    for error in errors:
+        assert (error["type"], error["code"]) == ("service_unavailable_error", "unavailable"), error
+        assert "send it again" in error["message"] and "exited" not in error["message"], error  # its cause: the log's

@@ -87,6 +87,8 @@ def test_answers_tokens_and_streams_equal_the_in_process_generator(pair):
     assert remote.generate_styled(MESSAGES, styles, sampling) == local.generate_styled(MESSAGES, styles, sampling)
 
 
+@pytest.mark.slow  # two 600-token generations in the child to time a cancel: `make test-generation`; in the default suite
+# the cancel of a child's call: test_the_child_serves_another_tenants_short_call_while_a_long_one_runs_and_a_cancel_stops_only_its_call
 def test_a_cancel_event_stops_the_childs_generation_and_the_next_call_is_served(pair):
     _, remote = pair
     long = Sampling(max_tokens=600, temperature=1.0, seed=1)
@@ -422,6 +424,8 @@ def _sigkill_and_wait(pid: int) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow  # children killed as they start and a new one (seconds each: torch's imports): `make test-generation`;
+# the service's 503 in the default suite: tests/service/test_openai_clients.py, same name, without a child
 def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(runtime, server, monkeypatch, tmp_path,
                                                                                 tiny_generator_dir):
     """The child dies during a chat (the OOM killer), or a new one cannot be started for it: the client reads "try

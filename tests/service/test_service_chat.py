@@ -315,6 +315,8 @@ def test_maxmin_for_a_new_user_is_not_the_population_priors_favourite(svc):
             table = np.stack([rt.rewards.score(g, prompts, vectors) for g in rt.rewards.prototype_logits()], 1)  # (4, K)
             assert served["chosen_index"] == select_maxmin(table)
             differ += int(np.argmax(rt.rewards.score(rt.rewards.prior(), prompts, vectors)) != select_maxmin(table))
+            if differ:  # the case this test needs, every chat up to it checked too (chat61: 8 chats were ~2 CPU-s)
+                break
     assert differ >= 1, "every chat's MaxMin candidate was also the prior's favourite: nothing was tested"
 
 

@@ -76,6 +76,16 @@ def test_every_body_a_route_takes_has_examples_that_it_answers(svc, schema):
     assert response_id is not None  # a chat example with n >= 2 made a response the choice examples name
 
 
+def test_every_path_user_id_has_the_example_the_docs_page_fills_in(schema):
+    """The path's user id the docs page's "Try it out" fills in (the test below reads it off the page in Chromium, `make
+    test-http`): each operation's `user_id` carries an example, one that the routes answer in the test above."""
+    user_ids = [parameter for item in schema["paths"].values() for op in item.values() if isinstance(op, dict)
+                for parameter in op.get("parameters", []) if (parameter.get("name"), parameter.get("in")) == ("user_id", "path")]
+    assert len(user_ids) > 5 and {parameter.get("example") for parameter in user_ids} == {"alice"}, user_ids[:2]
+
+
+@pytest.mark.slow  # Chromium (~4 CPU-s): `make test-http`; the bodies the page shows are the schema's examples, which
+# test_every_body_a_route_takes_has_examples_that_it_answers sends in the default suite
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="Debian's chromium and chromium-driver are not installed")
 def test_try_it_out_on_the_docs_page_shows_a_body_the_route_takes(svc, tmp_path):
     """As a user does: open /schema/swagger in Chromium, open an operation, press "Try it out" and send the body (and
