@@ -157,6 +157,7 @@ def test_a_delete_leaves_the_same_user_id_of_another_tenant_in_a_population_mode
         assert globex.get("/v1/users/zed/preferences").json()["total"] == 8
 
 
+@pytest.mark.slow  # make test-deletion (~8 CPU-s: a PAL job's worker); test_delete61_population.py keeps its check without a job
 def test_a_user_deleted_while_a_population_job_trains_is_not_in_its_artifact(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
                                                                              monkeypatch):
     """The job read its snapshot before the DELETE (its worker is stopped right after reading it: that stop, not
