@@ -73,3 +73,49 @@ def test_an_artifact_written_after_its_users_delete_keeps_only_the_users_its_sna
         _, weights, meta = load_pal(artifact, minilm.encoder_id)
         assert sorted(weights.users()) == ["acme/ann"] and meta.users == 1
         assert files_holding(data, MARKER, GONE) == []
+
+
+def test_a_legacy_tenant_named_population_deletes_only_its_user_and_what_a_crash_left_goes(serve, tiny_pal_dir, minilm):
+    """A key issued before tenant `population` was reserved: its user `comparisons` is deleted, and the population
+    snapshot (whose name matched that user's snapshot pattern) is rewritten, not removed. Then what a crash left beside
+    population files (a swap's `.pal-promoted.staged` and `.pal-promoted.retired`, a snapshot's temp file), each holding
+    a user, goes with that user's DELETE (slow: test_break20_tenants.py's test of both, on a PAL job's snapshot and
+    promoted model, which also checks a weights file's temp file and the promoted model rewritten)."""
+    import httpx
+    import torch
+
+    from pluralign.reward.pal_checkpoint import load_pal, save_pal
+    from pluralign.reward.user_weights import UserWeights
+    from service.auth import ApiKey, hash_key
+    from tests.service.test_break20_delete import GONE
+
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    key = "pk-legacy-population-tenant-key-0061"
+    keys = msgspec.json.decode((data / "api_keys.json").read_bytes(), type=list[ApiKey])
+    keys.append(ApiKey(sha256=hash_key(key), tenant="population", admin=False, name="legacy", created_at=0.0))
+    (data / "api_keys.json").write_bytes(msgspec.json.encode(keys))
+    with server, svc.client("acme") as acme, httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"},
+                                                           timeout=120) as legacy:
+        give_comparisons(legacy, "comparisons", "tea", n=2)
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        give_comparisons(acme, "ann", "coffee", n=2)
+        for client, user in ((legacy, "comparisons"), (acme, GONE), (acme, "ann")):
+            assert client.get(f"/v1/users/{user}/preferences").json()["total"] == 2  # moved into the table
+        snapshot = server.server.config.app.state.admin.population_snapshot()
+        r = legacy.delete("/v1/users/comparisons")
+        assert r.status_code == 200, r.text
+        assert snapshot.is_file(), "a DELETE removed the population snapshot"
+        assert {r["user_id"] for r in _rows(snapshot)} == {"acme/ann", f"acme/{GONE}"}
+
+        model, _, meta = load_pal(tiny_pal_dir, minilm.encoder_id)
+        users = ["acme/ann", f"acme/{GONE}"]
+        for leftover in (".pal-promoted.staged", ".pal-promoted.retired"):  # whole copies of a population checkpoint
+            save_pal(data / leftover, model, UserWeights.from_logits(users, torch.zeros(2, meta.k)), minilm.encoder_id)
+        temp = snapshot.with_name(f".{snapshot.name}.q8w2e")
+        temp.write_bytes(snapshot.read_bytes())
+        assert {line.split("/")[0] for line in files_holding(data, MARKER, GONE)} >= {".pal-promoted.staged", "jobs"}
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        assert files_holding(data, MARKER, GONE) == []
+        assert not (data / ".pal-promoted.staged").exists() and not (data / ".pal-promoted.retired").exists()
+        assert not temp.exists() and snapshot.is_file() and b"acme/ann" in snapshot.read_bytes()
