@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test test-all test-bench test-slow-loop test-scaleout test-growth test-artifacts test-tenant-removal test-crash test-http test-object-store test-generation test-cli fuzz abuse bench lint clean
+.PHONY: install serve test test-all test-bench test-slow-loop test-scaleout test-growth test-artifacts test-tenant-removal test-deletion test-crash test-http test-object-store test-generation test-cli fuzz abuse bench lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,11 @@ test-artifacts: $(STAMP)
 # revoked, a batch of many users, a full disk) are in the default suite and run here too; and an audit of one tenant moving its backlog beside another's
 test-tenant-removal: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_tenant49_removal.py tests/service/test_reviewtenant49_removal.py tests/service/test_reviewtenant49_journal.py tests/service/test_reviewfeedback48.py tests/service/test_ops53_removal_replicas.py tests/service/test_tenant55_flush_turns.py
+
+# a DELETE's further flows over the real app whose checks cheaper default tests keep (each test's docstring or mark names
+# them, tests/service/test_delete61_population.py without a job): a population job's worker trained per test (3 slow tests, ~27 CPU-s)
+test-deletion: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break20_delete.py tests/service/test_break20_tenants.py
 
 # Until session 51, 165 slow-marked tests ran in `make test-all` alone; each now belongs to one named target too.
 # `pluralign serve` and its jobs killed (SIGKILL), stopped (SIGTERM, SIGINT), on a full disk, a damaged table or an

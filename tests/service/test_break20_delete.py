@@ -12,6 +12,7 @@ import time
 
 import httpx
 import msgspec
+import pytest
 
 from pluralign.reward.em import EMMixture
 from pluralign.reward.pal_checkpoint import load_pal, read_meta
@@ -136,6 +137,7 @@ def test_nothing_of_a_deleted_user_is_left_after_population_jobs(tmp_path, tiny_
         assert globex.get("/v1/users/bea").status_code == 200
 
 
+@pytest.mark.slow  # make test-deletion (~9 CPU-s: a PAL job's worker); test_delete61_population.py keeps its snapshot check
 def test_a_delete_leaves_the_same_user_id_of_another_tenant_in_a_population_model(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
@@ -155,6 +157,7 @@ def test_a_delete_leaves_the_same_user_id_of_another_tenant_in_a_population_mode
         assert globex.get("/v1/users/zed/preferences").json()["total"] == 8
 
 
+@pytest.mark.slow  # make test-deletion (~8 CPU-s: a PAL job's worker); test_delete61_population.py keeps its check without a job
 def test_a_user_deleted_while_a_population_job_trains_is_not_in_its_artifact(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
                                                                              monkeypatch):
     """The job read its snapshot before the DELETE (its worker is stopped right after reading it: that stop, not

@@ -16,6 +16,7 @@ from tests.service.tiny import start_service
 from tests.unit.clitools import cli
 
 
+@pytest.mark.slow  # make test-deletion (~9.5 CPU-s: a PAL job's worker); test_delete61_population.py keeps its checks without a job
 def test_a_legacy_tenant_named_population_deletes_only_its_user_never_the_population_snapshots(
     tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
 ):

@@ -75,3 +75,19 @@ def test_the_services_own_http_client_objects_are_searched_without_a_collection(
     assert sorted(holders_of([marker], collect=False)) == [f"1 httpx2.{kind} holding texts[0] ({marker[:12]}...)"
                                                            for kind in ("ByteStream", "Request")]
     del sent
+
+
+def test_the_test_clients_responses_are_left_out_with_the_dict_of_their_attributes():
+    """delete61: `collect=False` left out the test's HTTP client's objects by their type's module, but not the dict
+    of a Response's attributes, a `builtins.dict` (made when its class's instances stop sharing their keys, as a
+    process that ran other tests' clients had them): test_freeze60.py, in a worker after other tests, found the
+    garbage 400 and export responses' texts held by "1 builtins.dict" and failed."""
+    import httpx
+
+    marker = uuid.uuid4().hex
+    request = httpx.Request("PATCH", "http://service/v1/users/u/stated-preferences")
+    answer = httpx.Response(400, text=f"'{marker} length' is not a named feature", request=request)
+    assert marker in answer.text and marker in vars(answer)["_text"]  # its attributes in a dict of their own
+    assert holders_of([marker], collect=False) == []
+    assert holders_of([marker]) != []  # searched with a collection, the client's objects are holders as any other
+    del answer

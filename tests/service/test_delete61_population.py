@@ -1,0 +1,121 @@
+"""delete61: the checks of two slow-marked tests of test_break20_delete.py kept in the default suite without their
+population job's worker (a process that imports torch and trains: ~5 CPU-s each). A population snapshot is what such a
+job reads; it is made here the way the admin area makes one for a job (`AdminService.population_snapshot`), and the
+DELETE comes over HTTP as a user's would."""
+
+from __future__ import annotations
+
+import msgspec
+
+from service.admin.controllers import ADMIN_HANDLERS
+from tests.files import files_holding
+from tests.service.test_break20_delete import KEPT, MARKER, give_comparisons
+
+
+def _rows(snapshot) -> list[dict]:
+    return [msgspec.json.decode(line) for line in snapshot.read_bytes().splitlines() if line.strip()]
+
+
+def test_a_delete_keeps_the_same_user_id_of_another_tenant_in_a_population_snapshot(serve):
+    """acme's `zed` is deleted; globex's `zed` (another person who picked the same id) keeps their rows in the
+    population snapshot and their preferences (slow: test_a_delete_leaves_the_same_user_id_of_another_tenant_in_a_
+    population_model, which checks the PAL artifact's weights too)."""
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme, svc.client("globex") as globex:
+        give_comparisons(acme, "zed", "tea", MARKER, n=2)
+        give_comparisons(globex, "zed", "coffee", KEPT, n=2)
+        give_comparisons(globex, "ann", "tea", n=2)
+        for client, user in ((acme, "zed"), (globex, "zed"), (globex, "ann")):
+            assert client.get(f"/v1/users/{user}/preferences").json()["total"] == 2  # moved into the table
+        snapshot = server.server.config.app.state.admin.population_snapshot()
+        assert sorted({r["user_id"] for r in _rows(snapshot)}) == ["acme/zed", "globex/ann", "globex/zed"]
+        assert acme.delete("/v1/users/zed").status_code == 200
+        assert files_holding(data, MARKER) == []
+        rows = _rows(snapshot)
+        assert sorted({r["user_id"] for r in rows}) == ["globex/ann", "globex/zed"] and len(rows) == 4
+        assert KEPT.encode() in snapshot.read_bytes()
+        assert globex.get("/v1/users/zed").status_code == 200
+        assert globex.get("/v1/users/zed/preferences").json()["total"] == 2
+        assert acme.get("/v1/users/zed").status_code == 404
+
+
+def test_an_artifact_written_after_its_users_delete_keeps_only_the_users_its_snapshot_holds(serve, tiny_pal_dir, minilm):
+    """A PAL job read its snapshot before a user's DELETE and writes its artifact after it, with that user's weights:
+    when it succeeds (`AdminService.keep_snapshot_users`, the runner's `on_succeed`) the artifact keeps only the users
+    its snapshot holds now (slow: test_a_user_deleted_while_a_population_job_trains_is_not_in_its_artifact, which stops
+    a real job's worker after it read its snapshot). The artifact is written as a job's would be (`save_pal`), on the
+    served model's weights with per-user rows for the snapshot's users."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from pluralign.reward.pal_checkpoint import load_pal, save_pal
+    from pluralign.reward.user_weights import UserWeights
+    from tests.service.test_break20_delete import GONE
+
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    with server, svc.client("acme") as acme:
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        give_comparisons(acme, "ann", "coffee", n=2)
+        for user in (GONE, "ann"):
+            assert acme.get(f"/v1/users/{user}/preferences").json()["total"] == 2  # moved into the table
+        admin = server.server.config.app.state.admin
+        snapshot = admin.population_snapshot()  # what the job read
+        assert acme.delete(f"/v1/users/{GONE}").status_code == 200
+        assert sorted({r["user_id"] for r in _rows(snapshot)}) == ["acme/ann"]
+
+        model, _, meta = load_pal(tiny_pal_dir, minilm.encoder_id)
+        artifact = data / "jobs" / "artifacts" / "pal-trained-meanwhile"
+        users = ["acme/ann", f"acme/{GONE}"]  # (sorted)
+        save_pal(artifact, model, UserWeights.from_logits(users, torch.zeros(2, meta.k)), minilm.encoder_id)
+        assert sorted(load_pal(artifact, minilm.encoder_id)[1].users()) == users and files_holding(data, GONE)
+        admin.keep_snapshot_users(SimpleNamespace(kind="pal", artifact=str(artifact), params={"data": str(snapshot)}))
+        _, weights, meta = load_pal(artifact, minilm.encoder_id)
+        assert sorted(weights.users()) == ["acme/ann"] and meta.users == 1
+        assert files_holding(data, MARKER, GONE) == []
+
+
+def test_a_legacy_tenant_named_population_deletes_only_its_user_and_what_a_crash_left_goes(serve, tiny_pal_dir, minilm):
+    """A key issued before tenant `population` was reserved: its user `comparisons` is deleted, and the population
+    snapshot (whose name matched that user's snapshot pattern) is rewritten, not removed. Then what a crash left beside
+    population files (a swap's `.pal-promoted.staged` and `.pal-promoted.retired`, a snapshot's temp file), each holding
+    a user, goes with that user's DELETE (slow: test_break20_tenants.py's test of both, on a PAL job's snapshot and
+    promoted model, which also checks a weights file's temp file and the promoted model rewritten)."""
+    import httpx
+    import torch
+
+    from pluralign.reward.pal_checkpoint import load_pal, save_pal
+    from pluralign.reward.user_weights import UserWeights
+    from service.auth import ApiKey, hash_key
+    from tests.service.test_break20_delete import GONE
+
+    data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
+    key = "pk-legacy-population-tenant-key-0061"
+    keys = msgspec.json.decode((data / "api_keys.json").read_bytes(), type=list[ApiKey])
+    keys.append(ApiKey(sha256=hash_key(key), tenant="population", admin=False, name="legacy", created_at=0.0))
+    (data / "api_keys.json").write_bytes(msgspec.json.encode(keys))
+    with server, svc.client("acme") as acme, httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"},
+                                                           timeout=120) as legacy:
+        give_comparisons(legacy, "comparisons", "tea", n=2)
+        give_comparisons(acme, GONE, "tea", MARKER, n=2)
+        give_comparisons(acme, "ann", "coffee", n=2)
+        for client, user in ((legacy, "comparisons"), (acme, GONE), (acme, "ann")):
+            assert client.get(f"/v1/users/{user}/preferences").json()["total"] == 2  # moved into the table
+        snapshot = server.server.config.app.state.admin.population_snapshot()
+        r = legacy.delete("/v1/users/comparisons")
+        assert r.status_code == 200, r.text
+        assert snapshot.is_file(), "a DELETE removed the population snapshot"
+        assert {r["user_id"] for r in _rows(snapshot)} == {"acme/ann", f"acme/{GONE}"}
+
+        model, _, meta = load_pal(tiny_pal_dir, minilm.encoder_id)
+        users = ["acme/ann", f"acme/{GONE}"]
+        for leftover in (".pal-promoted.staged", ".pal-promoted.retired"):  # whole copies of a population checkpoint
+            save_pal(data / leftover, model, UserWeights.from_logits(users, torch.zeros(2, meta.k)), minilm.encoder_id)
+        temp = snapshot.with_name(f".{snapshot.name}.q8w2e")
+        temp.write_bytes(snapshot.read_bytes())
+        assert {line.split("/")[0] for line in files_holding(data, MARKER, GONE)} >= {".pal-promoted.staged", "jobs"}
+        r = acme.delete(f"/v1/users/{GONE}")
+        assert r.status_code == 200, r.text
+        assert files_holding(data, MARKER, GONE) == []
+        assert not (data / ".pal-promoted.staged").exists() and not (data / ".pal-promoted.retired").exists()
+        assert not temp.exists() and snapshot.is_file() and b"acme/ann" in snapshot.read_bytes()
