@@ -251,7 +251,8 @@ def test_an_export_reads_the_users_rows_a_batch_at_a_time(svc, monkeypatch):
 
 
 @pytest.mark.slow  # ~2.5 CPU-s (12,000 rows); fast: a failure mid-export cuts the connection (the rows are read as they are sent:
-# a list of them first, a 503 there) and a DELETE stops a streamed read in flight (the store reads them as the iterator advances)
+# a list of them first, a 503 there), a DELETE stops a streamed read in flight (the store reads them as the iterator advances)
+# and an export's reads counted, ROWS_PER_READ rows each (above)
 def test_an_exports_python_peak_does_not_grow_with_the_users_rows(svc):
     """The server runs in this process: tracemalloc sees its Python allocations. Before, the export of 12,000
     rows held them all at once (~15 MB; 59 MB for 50,000, BENCHMARKS.md); now a batch of ROWS_PER_READ rows."""
