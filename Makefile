@@ -104,7 +104,7 @@ test-object-store: $(STAMP)
 
 # what a long-lived `pluralign serve` must not accumulate, at a scale the default suite's store-level twins leave out:
 # LanceDB's caches under `store_cache_mb` through the app (30 feedbacks; fast: tests/service/test_store61_bounds.py), and an
-# export's Python peak over 12,000 rows (2 slow tests)
+# export's Python peak over 12,000 rows (fast: its reads counted, ROWS_PER_READ rows each, in the same file) (2 slow tests)
 test-growth: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_long29_growth.py tests/service/test_export38_stream.py
 

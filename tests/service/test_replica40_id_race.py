@@ -101,7 +101,8 @@ def s3():
 
 
 @pytest.mark.slow  # ~8 CPU-s (two apps on moto's S3); fast: the folder's race above, and S3's claims (put-if-absent, forgotten by a
-# DELETE) in tests/service/test_reviewr40_claims.py and tests/service/test_claims42_cas.py
+# DELETE) in tests/service/test_reviewr40_claims.py and tests/service/test_claims42_cas.py, a replica's store claiming on the bucket
+# in tests/service/test_store_s3.py
 def test_one_id_two_contents_through_two_replicas_on_s3(s3, tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     monkeypatch.setenv("PLURALIGN_CACHE_DIR", str(tmp_path / "cache"))
     settings = {**s3.settings(f"race-{uuid.uuid4().hex[:8]}"), "replicas": 2, "store_sync_ms": 0, "deletion_sweep_s": 3600}

@@ -83,6 +83,28 @@ def test_tables_an_earlier_release_marked_are_marked_again_on_the_bucket(s3):
         assert db.open_table(name).schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
 
 
+def test_a_replicas_store_on_a_bucket_claims_an_imports_ids_on_the_bucket(s3):
+    """A replica's store on S3 (`sync_seconds` set) claims each id an import carries on the bucket itself
+    (`claims_for`: `S3Claims`, put-if-absent), where another replica's claims meet it: other content under the id is
+    taken (the 409 of tests/service/test_replica40_id_race.py's slow race over HTTP on moto), the same preference,
+    stamped on receipt or not, is held. Without claims a store on S3 would answer both imports 201 and its mover
+    drop one."""
+    from pluralign.store.claims import S3Claims, claim_of
+
+    def claim(chosen: str, stamped: bool = False):
+        row = StoredPreference(tenant="acme", user_id="u", pref_id="p-1", prompt="Tea?", chosen=chosen, rejected="No.",
+                               kind="comparison", created_at=1.0, received_at=2.0)
+        return {"p-1": claim_of(row, stamped=stamped)}
+
+    store = Store(s3.uri("claims"), "enc", DIM, storage_options=s3.options, sync_seconds=1.0)
+    assert store.claims.claim("acme", "u", claim("Tea.")) == (["p-1"], {})
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="claims/").get("Contents", [])]
+    assert [k for k in keys if "/pref_id_claims/" in k], keys  # on the bucket, beside the tables
+    other = S3Claims(s3.uri("claims"), s3.options)  # another replica's
+    assert list(other.claim("acme", "u", claim("Coffee."))[1]) == ["p-1"]
+    assert other.claim("acme", "u", claim("Tea.", stamped=True)) == ([], {})
+
+
 @pytest.mark.slow  # ~4.9 CPU-s (three trials); fast: the mark on the bucket just above, and replicas started together on an
 # earlier release's folder (tests/service/test_upgrade29.py::test_replicas_started_together_on_an_older_releases_store_all_start)
 def test_replicas_started_together_on_an_earlier_releases_bucket_both_mark_it(s3):
