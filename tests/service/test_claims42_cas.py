@@ -34,9 +34,11 @@ def s3():
         yield server
 
 
-@pytest.fixture(params=["folder", "s3"])
+@pytest.fixture(params=["folder", pytest.param("s3", marks=pytest.mark.slow)])
 def replicas(request, tmp_path):
-    """A function giving one more replica's claims on one store (a folder, or a prefix of moto's bucket)."""
+    """A function giving one more replica's claims on one store (a folder, or a prefix of moto's bucket). The S3 cases
+    are slow (`make test-object-store`): the default suite keeps S3's claims in one case of its own
+    (`test_an_earlier_time_landing_last_does_not_move_the_claim_back_on_s3`) and the two S3 tests below."""
     if request.param == "folder":
         return lambda: FolderClaims(tmp_path)
     s3 = request.getfixturevalue("s3")
@@ -79,6 +81,12 @@ def test_an_earlier_time_landing_last_does_not_move_the_claim_back(replicas):
     assert held(a).received_at == 300.0  # before: 200.0
     assert replicas().forget_user("acme", USER, before=250.0) == 0  # before: 1
     assert list(replicas().claim("acme", USER, claim("Coffee.", 400.0))[1]) == ["p-1"]
+
+
+def test_an_earlier_time_landing_last_does_not_move_the_claim_back_on_s3(s3):
+    """The S3 case of the test above in the default suite (the other S3 cases of `replicas` are slow)."""
+    prefix = f"cas-{uuid.uuid4().hex[:8]}"
+    test_an_earlier_time_landing_last_does_not_move_the_claim_back(lambda: S3Claims(s3.uri(prefix), s3.options))
 
 
 def test_a_claim_a_delete_freed_and_another_replica_took_is_not_written_over(replicas):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
+
 from service.app import cut_running
 from tests.service import test_stop_chats
 from tests.service.test_generation_fairness import CHAT
@@ -33,6 +35,7 @@ def hold_storing(rt, monkeypatch) -> tuple[threading.Event, threading.Event]:
     return storing, release
 
 
+@pytest.mark.slow  # `make test-generation`: the n = 2 twin of the one-choice stream below (the same hold on the store's write)
 def test_an_n2_stream_cut_while_its_answer_is_stored_is_sent_whole_and_stored_once(held, monkeypatch):
     rt, app = held.runtime, held.server.server.config.app
     held.generator.release.set()  # generation runs through

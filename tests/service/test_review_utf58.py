@@ -1,7 +1,8 @@
 """review utf58: what utf58's readers of bytes that are not UTF-8 left out. A Parquet file or a `save_to_disk` folder
 whose column's name holds such a byte (a byte of its footer or schema changed) stopped the CLI with a bare "'utf-8' codec
 can't decode byte 0xff" naming no file, no column (`_rows_one_by_one`, utf58's way round a bad text, read the names
-again and raised the same). The real CLI on real files."""
+again and raised the same). The real CLI's entry point (`training.cli.main`, in this process as `tests.unit.clitools.cli`
+runs it: a subprocess says the same and pays ~1 CPU-s of imports a run) on real files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.service.test_utf58_not_utf8 import cli, last_line
+from tests.unit.clitools import cli
 
 ROWS = {"prompt": ["Hi", "Yo"], "chosen": ["a", "b"], "rejected": ["c", "d"], "user_id": ["u", "u"], "extraZ": ["e", "f"]}
 
@@ -42,15 +43,17 @@ def saved_folder(tmp_path):
 
 
 @pytest.mark.parametrize("written", [parquet_file, saved_folder], ids=["parquet", "save_to_disk"])
-def test_a_column_name_that_is_not_utf8_is_refused_naming_the_file(tmp_path, written):
+def test_a_column_name_that_is_not_utf8_is_refused_naming_the_file(tmp_path, capsys, monkeypatch, written):
     """Before: "pluralign: error: 'utf-8' codec can't decode byte 0xff in position 5: invalid start byte", naming no
     file and no column; --skip-bad skips rows, not a file without readable column names, so it is refused as well."""
+    monkeypatch.setenv("PLURALIGN_SHARED_DATA", str(tmp_path / "no-shared-data"))
+    monkeypatch.delenv("PLURALIGN_DATA_DIR", raising=False)
     path = written(tmp_path)
     for skip in ([], ["--skip-bad"]):
-        result = cli(tmp_path, "data", "stats", "--source", "file", "--path", str(path), *skip)
-        assert result.returncode == 2, result.stderr[-3000:]
-        assert last_line(result).startswith(f"pluralign: error: --path {path}: a column's name is not valid UTF-8 (byte "
-                                            "0xff at byte 6 of it: `extra\\xff`)"), result.stderr[-3000:]
+        code, _, err = cli(capsys, "data", "stats", "--source", "file", "--path", str(path), *skip)
+        assert code == 2, err[-3000:]
+        assert err.strip().splitlines()[-1].startswith(f"pluralign: error: --path {path}: a column's name is not valid UTF-8 (byte "
+                                            "0xff at byte 6 of it: `extra\\xff`)"), err[-3000:]
 
 
 def test_a_table_naming_a_column_twice_holding_a_text_not_utf8_skips_that_row():

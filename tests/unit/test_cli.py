@@ -103,24 +103,30 @@ def test_data_export_prints_its_json_summary_and_keeps_the_trl_form(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary == {"out": str(out), "format": "parquet", "records": 3, "users": 1, "left_out_same_answer": 0}
-    help_text = run_cli("data", "--help").stdout
-    assert "import" in help_text and "export" in help_text
 
 
-def test_a_k_below_one_is_a_clear_usage_error():
+
+def test_data_help_names_import_and_export(capsys):
+    """In this process (`tests.unit.clitools.cli`): argparse's help is the same in a subprocess, which paid ~0.3 CPU-s
+    of imports (the usage errors below too; the export above and the stats runs stay subprocesses, as a user runs them)."""
+    code, help_text, _ = cli(capsys, "data", "--help")
+    assert code == 0 and "import" in help_text and "export" in help_text
+
+
+def test_a_k_below_one_is_a_clear_usage_error(capsys):
     for command in (["eval", "--model", "em", "--protocol", "persona"], ["train", "em", "--out", "unused"]):
-        result = run_cli(*command, "--k", "0")
-        assert result.returncode == 2
-        assert "--k" in result.stderr and "expected an integer >= 1, got 0" in result.stderr
+        code, _, err = cli(capsys, *command, "--k", "0")
+        assert code == 2
+        assert "--k" in err and "expected an integer >= 1, got 0" in err
 
 
-def test_an_active_target_without_active_shots_is_a_clear_usage_error():
+def test_an_active_target_without_active_shots_is_a_clear_usage_error(capsys):
     """`--active-target` only chooses how `--shots active` picks; with random shots it was silently
     ignored and the report had no active figures, so a run asked for one thing and measured another."""
     for target in ("group", "predictive", "coefficients"):
-        result = run_cli("eval", "--model", "pal-a+residual", "--protocol", "persona", "--active-target", target, timeout=120)
-        assert result.returncode == 2, result.stdout[-500:]
-        assert "--active-target" in result.stderr and "--shots active" in result.stderr
+        code, out, err = cli(capsys, "eval", "--model", "pal-a+residual", "--protocol", "persona", "--active-target", target)
+        assert code == 2, out[-500:]
+        assert "--active-target" in err and "--shots active" in err
 
 
 @pytest.mark.slow  # two full persona evals, about 23 s: `make test-all` (the default suite stays under 10 minutes)
@@ -137,10 +143,10 @@ def test_eval_takes_more_unseen_users_and_queries(shared_data):
     assert more["seen_users"] == default["seen_users"] and more["seen_macro_acc"] == default["seen_macro_acc"]
 
 
-def test_unseen_users_and_queries_are_checked():
+def test_unseen_users_and_queries_are_checked(capsys):
     for flags, said in ((["--query-size", "0"], "--query-size: expected an integer >= 1, got 0"),
                         (["--unseen-per-group", "-2"], "--unseen-per-group: expected an integer >= 1, got -2")):
-        result = run_cli("eval", "--model", "bt", "--protocol", "persona", *flags, timeout=120)
-        assert result.returncode == 2 and said in result.stderr, result.stderr
-    result = run_cli("eval", "--model", "bt", "--protocol", "ukp", "--query-size", "30", timeout=120)
-    assert result.returncode == 2 and "--query-size 30: persona only" in result.stderr, result.stderr
+        code, _, err = cli(capsys, "eval", "--model", "bt", "--protocol", "persona", *flags)
+        assert code == 2 and said in err, err
+    code, _, err = cli(capsys, "eval", "--model", "bt", "--protocol", "ukp", "--query-size", "30")
+    assert code == 2 and "--query-size 30: persona only" in err, err

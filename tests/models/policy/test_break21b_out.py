@@ -74,7 +74,8 @@ def tiny_pal_like(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("eval_users", ["1", "0"])
+# --eval-users 0: the same path as 1 (the query episodes built for the users whose shots were drawn), slow (`make test-artifacts`)
+@pytest.mark.parametrize("eval_users", ["1", pytest.param("0", marks=pytest.mark.slow)])
 def test_train_fspo_scores_only_the_unseen_users_asked_for(base_and_data, tmp_path, capsys, eval_users):
     """--eval-users below the number of unseen users (the default 20 on a file of 100+ users, whose
     fifth is unseen) was a traceback ending in KeyError: 'user5': the query episodes were built for
@@ -98,7 +99,9 @@ DAMAGE = {  # a damaged copy of an FSPO adapter, and what the error then says of
 }
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
+# a field of another type: the description's reader as for a description cut short (its message's wording beside it), slow
+# (`make test-artifacts`); the description cut short and the weights cut short stay in the default suite
+@pytest.mark.parametrize("damage", [pytest.param(d, marks=pytest.mark.slow) if d == "a field of another type" else d for d in DAMAGE])
 def test_a_damaged_fspo_adapter_is_a_one_line_error_naming_it(base_and_data, tmp_path, capsys, damage):
     """`train adapter --from-fspo DIR` on a damaged adapter said `pluralign: error: Input data was
     truncated` or `Expected `int`, got `str` - at `$.shots`` (no file named), or printed a traceback
