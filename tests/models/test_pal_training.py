@@ -29,10 +29,27 @@ def accuracy(prob: np.ndarray | torch.Tensor) -> float:
     return float((torch.as_tensor(prob) > 0.5).float().mean())
 
 
+@pytest.fixture(scope="module")
+def trained_a():
+    """PAL-A (k=2) trained once on the opposed groups for the module: the separation test's case `a` and the newcomers'
+    test trained the same model on the same split each (one training, ~0.8 CPU-s, saved). Neither changes it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `one_torch_thread`, which is function-scoped
+    try:
+        train, val, test = split(opposed_groups())
+        result = train_pal(train, val, PALConfig(variant="a", k=2, **TINY), FAST)
+    finally:
+        torch.set_num_threads(threads)
+    return train, val, test, result
+
+
 @pytest.mark.parametrize("variant", ["a", "b"])
-def test_trained_model_separates_two_opposed_groups(variant):
-    train, val, test = split(opposed_groups())
-    result = train_pal(train, val, PALConfig(variant=variant, k=2, **TINY), FAST)
+def test_trained_model_separates_two_opposed_groups(variant, request):
+    if variant == "a":
+        train, val, test, result = request.getfixturevalue("trained_a")
+    else:
+        train, val, test = split(opposed_groups())
+        result = train_pal(train, val, PALConfig(variant=variant, k=2, **TINY), FAST)
     model, weights = result.model, result.user_weights
 
     logits, is_prior = weights.stack(test.users)
@@ -49,9 +66,8 @@ def test_trained_model_separates_two_opposed_groups(variant):
     assert result.metrics["val_acc"] > 0.85
 
 
-def test_new_users_fit_from_few_comparisons_beat_the_prior():
-    train, val, _ = split(opposed_groups())
-    result = train_pal(train, val, PALConfig(variant="a", k=2, **TINY), FAST)
+def test_new_users_fit_from_few_comparisons_beat_the_prior(trained_a):
+    result = trained_a[3]
     model, prior = result.model, result.user_weights.prior()
     newcomers = opposed_groups(users_per_group=3, pairs_per_user=30, seed=7, prefix="new")
     for u in range(len(newcomers.users)):

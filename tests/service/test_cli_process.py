@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 SAVE_ADAPTER = """
@@ -20,6 +22,24 @@ print("offline:", __import__("huggingface_hub").constants.HF_HUB_OFFLINE)
 """
 
 
+OFFLINE_AT_IMPORT = """
+import training.cli  # the entry point: sets the process offline before anything imports huggingface_hub
+import os, sys, huggingface_hub.constants as hub
+print("offline:", hub.HF_HUB_OFFLINE, os.environ.get("TRANSFORMERS_OFFLINE"), "torch" in sys.modules)
+"""
+
+
+def test_the_entry_point_sets_the_process_offline_before_the_hub_is_imported():
+    """What keeps the slow test below in the default suite: a process whose caller's environment says nothing of the
+    hub is offline once `training.cli` is imported (the hub reads HF_HUB_OFFLINE once, at its import), so peft's save
+    asks the hub for nothing. A process without torch or a model (~0.1 CPU-s against ~8)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    result = subprocess.run([sys.executable, "-c", OFFLINE_AT_IMPORT], cwd=REPO, env={**env, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "offline: True 1 False" in result.stdout, (result.stdout, result.stderr)
+
+
+@pytest.mark.slow  # ~8 CPU-s (a process loading torch, transformers and peft); fast: the test above (`make test-cli`)
 def test_saving_an_adapter_does_not_reach_for_the_hub(tiny_generator_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     code = SAVE_ADAPTER.format(folder=str(tiny_generator_dir), out=str(tmp_path / "adapter"))

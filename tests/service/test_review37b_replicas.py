@@ -25,6 +25,9 @@ pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's 
 SYNC_MS = 200
 
 
+# ~1.4 CPU-s (two replicas); fast: tests/service/test_tail61a_clocks.py (each sees the other, said once) and
+# test_replica37_clock_skew.py's default test (the 503 and /health of a refusal): `make test-scaleout`
+@pytest.mark.slow
 def test_two_replicas_started_with_the_same_index_are_said_loudly_and_deletes_refused(tmp_path, tiny_generator_dir, tiny_pal_dir,
                                                                                        minilm, monkeypatch):
     """Both processes run as replica 0 of 2, the second's clock 5 s behind. Before: each wrote the one row
@@ -192,6 +195,9 @@ def test_metrics_show_the_clock_skew_and_that_deletes_are_refused(tmp_path, tiny
 time_monotonic = time.monotonic
 
 
+# ~1.4 CPU-s (two replicas); fast: tests/service/test_tail61a_clocks.py (the old row no skew, the count said once
+# it changes) and test_replicas43_counts.py's default tests: `make test-scaleout`
+@pytest.mark.slow
 def test_a_row_left_by_a_replica_scaled_away_long_ago_does_not_refuse_deletes_at_each_start(tmp_path, tiny_generator_dir,
                                                                                            tiny_pal_dir, minilm, monkeypatch):
     """Replica 2 of 3 measured a 5 s skew, then the service was scaled to 2 replicas a day ago: its row (never

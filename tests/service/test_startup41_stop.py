@@ -19,6 +19,9 @@ from tests.service.tiny import free_port, start_service
 from tests.serving import left_as_found
 
 
+# an audit job over four users, two starts and a DELETE (~1.3-2 CPU-s); fast: tests/service/test_tail61a_stop.py (the stop
+# folds the log in, what was indexed kept) and test_live37_audit_delete_leaves_nothing.py (a DELETE's use of the index)
+@pytest.mark.slow
 def test_a_stopped_service_leaves_no_write_ahead_log_of_the_audit_index_and_deletes_after_a_restart(serve, tiny_generator_dir,
                                                                                                    tiny_pal_dir, minilm):
     data, server, svc = serve(admin_handlers=ADMIN_HANDLERS)
