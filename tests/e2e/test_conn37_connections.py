@@ -211,6 +211,20 @@ def test_an_unset_limit_fits_the_open_files_the_process_may_have(hard, limit):
     assert (f"{limit} connections, not 1000" in done.stderr) == (limit < 1000), done.stderr
 
 
+def test_a_set_limit_raises_the_open_files_soft_limit_to_fit():
+    """review wire61: the served tests above (slow) read the raised limit of a server started with PLURALIGN_MAX_CONNECTIONS
+    set and a soft limit too low for it (`/proc/<pid>/limits`); the tests beside this one check only an unset limit. A set
+    limit within the hard limit raises the soft one to it and its lingering and reserved files, in a process of its own (its
+    limits are its own)."""
+    script = ("import resource; from training.common import fit_open_files; "
+              f"print(fit_open_files({LIMIT}), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    env = {k: v for k, v in os.environ.items() if k != "PLURALIGN_MAX_CONNECTIONS"}
+    done = subprocess.run([sys.executable, "-c", script], env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, 1500)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(LIMIT), str(LIMIT + 64 + 1024)], done.stdout  # as the served tests' /proc limits
+
+
 def test_serve_gives_its_server_the_read_deadline_and_the_connection_limit(tmp_path, tiny_generator_dir, tiny_pal_dir, monkeypatch):
     """The wiring the served tests above (slow) and tests/e2e/test_break36_slow_clients.py's served processes check on the
     wire, in this process: `pluralign serve` hands its settings' read deadline and connection limit to its server's

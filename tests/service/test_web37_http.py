@@ -431,6 +431,46 @@ def test_metrics_count_open_and_refused_connections_and_the_refusal_says_why(svc
         assert left == 1
 
 
+def test_a_connection_refused_over_the_limit_holds_no_descriptor_once_its_client_closes(svc, monkeypatch):
+    """review wire61: conn37's served test (slow) counted the server's file descriptors: each connection refused over the
+    limit goes as its client closes it, not when its lingering ends. Here the server is this process, so are its
+    descriptors. The linger is made a minute long (as conn37's LONG_LINGER), so only the clients' closes can free them.
+    More are refused than may linger (REFUSED_LINGERING) before any client reads: the oldest are closed to make room,
+    each still read whole by its client (as conn37's 200 refused)."""
+    import os
+
+    from training.commands import serve
+
+    monkeypatch.setattr(serve, "REFUSED_LINGER_S", 60.0)
+    limit, over = 2, serve.REFUSED_LINGERING + 16
+
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with counted_server(svc, limit) as port:
+        counts = svc.server.server.config.app.state.connections
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(limit)]
+        try:
+            assert _settled(lambda: counts.open, lambda n: n >= limit) == limit
+            before = descriptors()
+            refused = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(over)]
+            try:
+                assert _settled(lambda: counts.refused, lambda n: n >= over) == over
+                for client in refused:
+                    answer = b""
+                    while chunk := client.recv(65536):  # to the server's end of the 503 (not a hang, not a reset)
+                        answer += chunk
+                    assert answer.startswith(b"HTTP/1.1 503 ") and b'"too_many_connections"' in answer, answer
+            finally:
+                for client in refused:
+                    client.close()
+            kept = _settled(descriptors, lambda n: n <= before + 2)
+            assert kept <= before + 2, (before, kept)  # none of the refused kept for its minute of lingering
+        finally:
+            for s in held:
+                s.close()
+
+
 def test_a_streaming_chat_holds_one_of_the_connection_limit_and_is_answered_whole(svc):
     """conn37's streaming chat (a served process, slow) in this process: a stream is a long-lived connection, counted
     by the limit and never cut by it."""
