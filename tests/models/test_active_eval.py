@@ -126,6 +126,21 @@ def test_the_active_shots_benchmarks_bar_pairs_each_users_accuracies_with_their_
         assert row["interval"] == pytest.approx([gain, gain]), row
 
 
+def test_the_active_shots_benchmarks_per_user_accuracies_are_keyed_by_each_query_pairs_user():
+    """Review jobs61: `measure`'s per-user accuracies (`per_user`), keyed by the user id of each query pair, were checked
+    only by the slow-marked test above (on a fitted PAL): here on probabilities given by hand, pairs of two users
+    interleaved, a tie counted half."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from benchmarks.active_shots import per_user
+
+    query = SimpleNamespace(users=["acme/ann", "acme/ben"], user=torch.tensor([1, 0, 1, 0, 1]))  # as `PairBatch` holds them
+    assert per_user(np.array([0.9, 0.8, 0.2, 0.4, 0.5]), query) == {"acme/ann": 0.5, "acme/ben": 0.5}
+    assert per_user(np.array([0.1, 0.8, 0.2, 0.6, 0.3]), query) == {"acme/ann": 1.0, "acme/ben": 0.0}
+
+
 @pytest.mark.parametrize("flags", [["--query-size", "0"], ["--unseen-per-group", "-1"]])
 def test_the_active_shots_benchmark_refuses_populations_without_users_or_queries(flags, capsys):
     """`python -m benchmarks.active_shots` is `main()` (its `__main__` raises SystemExit(main())), called here

@@ -261,12 +261,17 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
-def test_a_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc, audited):
+def test_a_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dashboard_shows_it(svc, audited, monkeypatch):
     """The checks of the slow-marked test above on `audited`'s audits alone (no audit job of its own): the minority's gap,
     the stored audit job, the dashboard's bars, whose audit it shows, the tenants' table and the prototypes, and an
-    audit of every tenant compared with audits of every tenant only. The later audits (recent feedback only, the
-    first's settings again and its change since the first) are the slow test's."""
+    audit of every tenant compared with audits of every tenant only. Then the first's settings again, its worker left
+    out (`Admin.audit` hands back an audit recorded as the runner records one that succeeded): the route gives its
+    change since the first, each figure against its own, and the dashboard's line over time draws globex's two audits,
+    not umbrella's. The later audits' workers (recent feedback only, the first's settings again) are the slow test's."""
     import html as html_lib
+
+    from service.admin.services import Admin
+    from tests.service.test_audit41_suppressed_delete import recorded_succeeded
 
     records, report = audited
     by = {g["group"]: g for g in report["groups"]}
@@ -306,6 +311,34 @@ def test_a_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_da
         assert every.created_at in [r.created_at for r in admin.reports().readable]  # the dashboard lists it, as every tenant's
     finally:
         admin.runner.purge(every.id)
+    chart = html.split('id="worst-group-over-time"')[1].split("</svg>")[0]
+    assert chart.count('class="point personalized"') == 1, chart  # globex's first alone: umbrella's is of another tenant
+    # the first's settings again, other figures: compared with the first (review jobs61: the route's change since the
+    # previous audit and the dashboard's line were checked only by the slow test)
+    shown = admin.report(first)
+    again = Job(id=f"audit-again-{first.id}", kind="audit", params=dict(first.params), state="running", created_at=shown.created_at + 1)
+    later = msgspec.structs.replace(shown, created_at=again.created_at, gap=shown.gap / 2, base_gap=shown.base_gap / 2,
+                                    worst_group_accuracy=shown.worst_group_accuracy / 2)
+
+    async def ended(self, params, wait):  # the job's worker: already done
+        return self.runner.get(again.id)
+
+    monkeypatch.setattr(Admin, "audit", ended)
+    recorded_succeeded(admin, again, later)
+    try:
+        with svc.client("admin") as http:
+            r = http.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "globex", "min_comparisons": 20, "wait": 120})
+            html = http.get("/admin/dashboard").text
+        assert r.status_code == 200, r.text
+        recent = r.json()
+        assert recent["created_at"] == again.created_at and recent["previous_created_at"] == report["created_at"], recent
+        assert recent["gap_change"] == pytest.approx(recent["gap"] - report["gap"]) == pytest.approx(-report["gap"] / 2)
+        assert recent["base_gap_change"] == pytest.approx(recent["base_gap"] - report["base_gap"])
+        assert recent["worst_group_accuracy_change"] == pytest.approx(recent["worst_group_accuracy"] - report["worst_group_accuracy"])
+        chart = html.split('id="worst-group-over-time"')[1].split("</svg>")[0]
+        assert chart.count('class="point personalized"') == 2, chart  # globex's two, umbrella's not
+    finally:
+        admin.runner.purge(again.id)
 
 
 @pytest.mark.slow  # an audit job's worker (~5 CPU-s; make test-cli): test_the_audit_route_reads_its_stored_reports_off_the_event_loop

@@ -80,6 +80,25 @@ def test_a_pal_model_put_into_service_serves_the_next_request_and_a_restart(tmp_
     assert again.rewards.version == rt.rewards.version
 
 
+@pytest.mark.parametrize(("kind", "params", "trained"), [
+    ("pal", {"k": 3, "epochs": 3, "latent_dim": 8, "hidden": 16}, {"k": [3], "epochs": 3, "latent_dim": 8, "hidden": 16}),
+    ("em", {"k": 2, "restarts": 1}, {"k": [2], "restarts": 1}),
+])
+def test_a_population_jobs_params_are_what_its_worker_trains(tmp_path, kind, params, trained):
+    """Review jobs61: the slow-marked job tests (a PAL job asked for `k` 3 serves K=3; an EM job asked for 2 serves 2)
+    were the default suite's only check that a population job's `k` reaches its worker: test_break20_delete.py's jobs ask
+    for the K the data also gives. The job's command, read by `pluralign`'s own parser, trains what the job asked for."""
+    from training.cli import make_parser
+    from training.jobs.kinds import KINDS
+    from training.jobs.record import Job
+
+    argv = KINDS[kind].command(Job(id="j", kind=kind, params=params, created_at=0.0), tmp_path / "artifact")
+    args = make_parser().parse_args(argv[argv.index("training.cli") + 1 :])
+    assert argv[argv.index("training.cli") + 1 : argv.index("training.cli") + 3] == ["train", kind], argv
+    assert {name: getattr(args, name) for name in trained} == trained, argv
+    assert args.out == str(tmp_path / "artifact"), argv
+
+
 @pytest.mark.slow  # a PAL job's worker (~8 CPU-s) beside chats (make test-cli): the test above keeps its checks past the job
 def test_a_promoted_pal_job_serves_the_next_request_without_a_restart(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     server, svc = start_service(tmp_path / "data", tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)

@@ -8,7 +8,15 @@ import random
 import pytest
 
 from pluralign.data.colour_groups import held_out, history
-from pluralign.policy.fspo import Episode, FSPOConfig, ReferencePolicy, episode, reward_accuracy, train
+from pluralign.policy.fspo import (
+    Episode,
+    FSPOConfig,
+    ReferencePolicy,
+    episode,
+    personalized_rewards,
+    reward_accuracy,
+    train,
+)
 
 
 def episodes(users: list[str], count: int, shots: int, rng: random.Random) -> list[Episode]:
@@ -53,6 +61,12 @@ def test_a_few_fspo_steps_rank_their_episodes_chosen_answers_above_the_rejected(
     assert losses[0] == pytest.approx(0.6931, abs=1e-3) and losses[-1] < losses[0] - 0.05, losses
     assert result["steps"] == 6 and result["final_train_reward_acc"] > 0.5, result
     assert reward_accuracy(policy, reference, tokenizer, train_episodes, config) > 0.5
+    # review jobs61: the rewards read each episode's shots (the slow test's unseen users are told apart by them alone):
+    # the same held-out pairs without their shots score otherwise
+    unshown = [Episode(user_id=e.user_id, shots=[], question=e.question, chosen=e.chosen, rejected=e.rejected) for e in train_episodes]
+    shown_chosen, _ = personalized_rewards(policy, reference, tokenizer, train_episodes, config)
+    unshown_chosen, _ = personalized_rewards(policy, reference, tokenizer, unshown, config)
+    assert (shown_chosen - unshown_chosen).abs().max() > 1e-3, (shown_chosen, unshown_chosen)
 
 
 def test_training_on_no_episodes_is_refused_naming_them(make_tiny_lm, tokenizer):
