@@ -78,7 +78,8 @@ test-tenant-removal: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_tenant49_removal.py tests/service/test_reviewtenant49_removal.py tests/service/test_reviewtenant49_journal.py tests/service/test_reviewfeedback48.py tests/service/test_ops53_removal_replicas.py tests/service/test_tenant55_flush_turns.py
 
 # a DELETE's further flows over the real app whose checks cheaper default tests keep (each test's docstring or mark names
-# them, tests/service/test_delete61_population.py without a job): a population job's worker trained per test (3 slow tests, ~27 CPU-s)
+# them, tests/service/test_delete61_population.py without a job): a population job's worker trained per test (3 slow tests,
+# ~27 CPU-s of the default suite's; ~50 CPU-s run alone on 2 workers, each paying its first service start)
 test-deletion: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break20_delete.py tests/service/test_break20_tenants.py
 

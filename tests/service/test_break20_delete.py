@@ -137,7 +137,7 @@ def test_nothing_of_a_deleted_user_is_left_after_population_jobs(tmp_path, tiny_
         assert globex.get("/v1/users/bea").status_code == 200
 
 
-@pytest.mark.slow  # make test-deletion (~9 CPU-s: a PAL job's worker); test_delete61_population.py keeps its snapshot check
+@pytest.mark.slow  # make test-deletion (~9 CPU-s: a PAL job's worker); test_delete61_population.py keeps its snapshot and artifact checks
 def test_a_delete_leaves_the_same_user_id_of_another_tenant_in_a_population_model(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
     data = tmp_path / "data"
     server, svc = start_service(data, tiny_generator_dir, tiny_pal_dir, minilm, admin_handlers=ADMIN_HANDLERS)
