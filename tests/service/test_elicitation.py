@@ -91,6 +91,44 @@ def test_compare_is_null_once_no_pair_of_the_returned_choices_carries_compare_mi
         assert c.post("/v1/chat/completions", json=body).json()["pluralign"]["compare"] is not None
 
 
+def test_compare_reads_the_posterior_the_users_answers_moved_not_a_new_users(svc, monkeypatch):
+    """The other half of `compare_disappears` below (`make test-bench`, ~20 rounds until the user's answers narrow
+    the posterior under `compare_min_bits`): chat's gate reads the posterior this user's answers made. A user of six
+    comparisons (the shorter answer) and a stranger get the same four choices; the most a pair of them tells about
+    which is best differs between the two posteriors, and with `compare_min_bits` between the two, only the one whose
+    pair carries more is asked. Broken (the gate on a new user's posterior), a user who had answered everything would
+    be asked as a stranger is, for good."""
+    import msgspec
+
+    from pluralign.user.active import all_pairs, best_information
+    from service.users.services import user_weights
+
+    rt = svc.runtime
+    body = {"model": "pluralign", "n": 4, "seed": 5, "messages": [{"role": "user", "content": "Tips on tea?"}],
+            "pluralign": {"rerank": False, "shots": 0}}  # the same four choices for both, each time
+
+    def gate(user: str, texts: list[str]) -> float:
+        weights = user_weights(rt, "acme", user)
+        model = weights.rewards.user_model
+        x = model.candidates(rt.encoder.encode(["Tips on tea?"])[0], rt.encoder.encode(texts), texts).x
+        return float(best_information(x, *all_pairs(len(texts)), *model.posterior(weights.state)).max())
+
+    with svc.client() as c:
+        for i, topic in enumerate(TOPICS[:6]):
+            short, long_ = short_and_long(f"{topic} {i}")
+            assert c.post("/v1/feedback", json={"type": "comparison", "user": "answered", "prompt": f"Tips on {topic} {i}?",
+                                                "chosen": short, "rejected": long_}).status_code == 201
+        texts = [ch["message"]["content"] for ch in c.post("/v1/chat/completions", json={**body, "user": "answered"}).json()["choices"]]
+        gates = {user: gate(user, texts) for user in ("answered", "stranger")}
+        assert user_weights(rt, "acme", "answered").state is not None and abs(gates["answered"] - gates["stranger"]) > 0.01, gates
+        between = (gates["answered"] + gates["stranger"]) / 2  # 0.008 from each (the encoder's batch: the 4th decimal)
+        monkeypatch.setattr(rt, "settings", msgspec.structs.replace(rt.settings, compare_min_bits=between))
+        for user in ("answered", "stranger"):
+            out = c.post("/v1/chat/completions", json={**body, "user": user}).json()
+            assert [ch["message"]["content"] for ch in out["choices"]] == texts  # the same choices: only whose posterior
+            assert (out["pluralign"]["compare"] is not None) == (gates[user] > between), (user, out["pluralign"], gates)
+
+
 @pytest.mark.slow  # ~20 rounds of chat and feedback (8 CPU-s): `make test-bench`; the gate: the test above
 def test_compare_disappears_once_the_user_is_well_known(svc):
     """A user who answers every `compare` (picking the shorter of the two, a `choice` with `shown`; "no

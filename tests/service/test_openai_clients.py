@@ -986,3 +986,35 @@ def test_a_chat_no_generation_process_could_serve_is_a_503_saying_send_it_again(
     for error in errors:
         assert (error["type"], error["code"]) == ("service_unavailable_error", "unavailable"), error
         assert "send it again" in error["message"] and "exited" not in error["message"], error  # its cause: the log's
+
+
+def test_a_stream_whose_users_adapter_finds_no_generation_process_is_a_503(svc, monkeypatch, tmp_path):
+    """The third chat of the same-named test in tests/service/test_process_generator.py (`make test-generation`): a user
+    with an adapter streams, and loading it into the generator as the chat is planned finds no generation process (its
+    child died and the new one did too): a 503 with Retry-After before the stream's headers, not a 500. The generator's
+    load raises what `ProcessGenerator` raises then; the adapter is registered, never loaded."""
+    import numpy as np
+    from peft import LoraConfig
+    from safetensors.numpy import save_file
+
+    from pluralign.policy.process import GeneratorUnavailable
+    from service.users.services import register_adapter
+
+    folder = tmp_path / "adapter"
+    LoraConfig(r=2, target_modules=["q_proj", "v_proj"]).save_pretrained(str(folder))
+    save_file({"base_model.model.lora_A.weight": np.zeros((2, 4), np.float32)}, str(folder / "adapter_model.safetensors"))
+    register_adapter(svc.runtime, "acme", "tuned-gone", folder)
+
+    def gone(*args, **kwargs):
+        raise GeneratorUnavailable("the generation process exited (code -9) while loading adapter u again")
+
+    monkeypatch.setattr(svc.runtime.generator, "load_adapter", gone)
+    body = {"model": "pluralign", "messages": HI, "max_tokens": 2, "user": "tuned-gone", "stream": True,
+            "pluralign": {"rerank": False}}
+    with svc.client() as c:
+        answer = c.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "10"
+    error = answer.json()["error"]
+    assert (error["type"], error["code"]) == ("service_unavailable_error", "unavailable"), error
+    assert "send it again" in error["message"] and "exited" not in error["message"], error

@@ -1102,3 +1102,28 @@ def test_a_stall_limit_that_is_not_a_number_is_refused_before_any_child_starts(t
     with pytest.raises(ValueError, match="stall_timeout_s"):
         ProcessGenerator(tiny_generator_dir, stall_timeout_s=float("nan"))
     assert _children() == before
+
+
+def test_a_call_whose_child_dies_during_it_or_as_it_starts_raises_generator_unavailable(tiny_generator_dir, monkeypatch):
+    """What the service answers as its 503 "send it again" (tests/service/test_openai_clients.py, same-named 503 test):
+    the child ends after its first piece of a stream (killed: the OOM killer), and the new child the next call starts
+    dies before it is ready; each call raises GeneratorUnavailable, not another GeneratorProcessError (before session 45:
+    a 500 `internal error`, a stream's error event of 500). On a stand-in child that loads no model
+    (`fake_generation_child`): the real child killed during a chat and as it starts runs in `make test-generation`."""
+    import pluralign.policy.process as process
+    from pluralign.policy.process import GeneratorUnavailable
+    from tests.service import fake_generation_child
+
+    monkeypatch.setattr(process, "_serve", fake_generation_child.serve)
+    monkeypatch.setenv("PLURALIGN_FAKE_CHILD", "dies-after-a-piece")
+    remote = ProcessGenerator(tiny_generator_dir)
+    try:
+        pieces = remote.stream(MESSAGES, sampling=Sampling(max_tokens=4))
+        assert next(pieces) == "Hel"  # the call began: it is not sent to a new child again
+        with pytest.raises(GeneratorUnavailable, match="exited"):
+            next(pieces)
+        monkeypatch.setenv("PLURALIGN_FAKE_CHILD", "dies-loading")  # the next child, started for the next call
+        with pytest.raises(GeneratorUnavailable, match="exited while loading"):
+            remote.generate(MESSAGES, sampling=Sampling(max_tokens=4))
+    finally:
+        remote.close()
