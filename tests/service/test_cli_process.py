@@ -39,7 +39,9 @@ def test_the_entry_point_sets_the_process_offline_before_the_hub_is_imported():
     assert result.returncode == 0 and "offline: True 1 False" in result.stdout, (result.stdout, result.stderr)
 
 
-@pytest.mark.slow  # ~8 CPU-s (a process loading torch, transformers and peft); fast: the test above (`make test-cli`)
+# ~8 CPU-s (a process loading torch, transformers and peft); fast: the test above and, the save asking the hub nothing,
+# tests/service/test_reviewtail61a.py (`make test-cli`)
+@pytest.mark.slow
 def test_saving_an_adapter_does_not_reach_for_the_hub(tiny_generator_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     code = SAVE_ADAPTER.format(folder=str(tiny_generator_dir), out=str(tmp_path / "adapter"))

@@ -26,7 +26,7 @@ SYNC_MS = 200
 
 
 # ~1.4 CPU-s (two replicas); fast: tests/service/test_tail61a_clocks.py (each sees the other, said once) and
-# test_replica37_clock_skew.py's default test (the 503 and /health of a refusal): `make test-scaleout`
+# test_reviewtail61a.py's service test (/health, the 503 naming the index, both ended once the row is stale): `make test-scaleout`
 @pytest.mark.slow
 def test_two_replicas_started_with_the_same_index_are_said_loudly_and_deletes_refused(tmp_path, tiny_generator_dir, tiny_pal_dir,
                                                                                        minilm, monkeypatch):
@@ -196,7 +196,8 @@ time_monotonic = time.monotonic
 
 
 # ~1.4 CPU-s (two replicas); fast: tests/service/test_tail61a_clocks.py (the old row no skew, the count said once
-# it changes) and test_replicas43_counts.py's default tests: `make test-scaleout`
+# it changes), test_replicas43_counts.py's default tests and test_reviewtail61a.py's service test (/health, /metrics, the
+# error once and the warning once the row is stale): `make test-scaleout`
 @pytest.mark.slow
 def test_a_row_left_by_a_replica_scaled_away_long_ago_does_not_refuse_deletes_at_each_start(tmp_path, tiny_generator_dir,
                                                                                            tiny_pal_dir, minilm, monkeypatch):
