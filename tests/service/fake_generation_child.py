@@ -1,5 +1,5 @@
 """A stand-in for `pluralign.policy.process._serve` that loads no model: it speaks the child's side of the pipe as
-`PLURALIGN_FAKE_CHILD` (read as it starts) says, and dies where a real child is killed (the OOM killer), so the parent's
+`FAKE_GENERATION_CHILD` (read as it starts) says, and dies where a real child is killed (the OOM killer), so the parent's
 handling of a child gone during a call or while loading runs in well under a second instead of seconds of torch's
 imports per child. Imported by the spawned child by name: keep it free of heavy imports."""
 
@@ -11,7 +11,7 @@ import os
 def serve(conn, folder: str, model_id: str | None) -> None:
     """"dies-loading": exits before its "ready"; "dies-after-a-piece": ready, then the first call's "began" and one
     piece of text, then it exits (code 9, as killed) with the call in progress."""
-    mode = os.environ.get("PLURALIGN_FAKE_CHILD", "")
+    mode = os.environ.get("FAKE_GENERATION_CHILD", "")
     if mode == "dies-loading":
         os._exit(9)
     conn.send(("ready", (2048, True)))

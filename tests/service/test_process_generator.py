@@ -1121,14 +1121,14 @@ def test_a_call_whose_child_dies_during_it_or_as_it_starts_raises_generator_unav
     from tests.service import fake_generation_child
 
     monkeypatch.setattr(process, "_serve", fake_generation_child.serve)
-    monkeypatch.setenv("PLURALIGN_FAKE_CHILD", "dies-after-a-piece")
+    monkeypatch.setenv("FAKE_GENERATION_CHILD", "dies-after-a-piece")
     remote = ProcessGenerator(tiny_generator_dir)
     try:
         pieces = remote.stream(MESSAGES, sampling=Sampling(max_tokens=4))
         assert next(pieces) == "Hel"  # the call began: it is not sent to a new child again
         with pytest.raises(GeneratorUnavailable, match="exited"):
             next(pieces)
-        monkeypatch.setenv("PLURALIGN_FAKE_CHILD", "dies-loading")  # the next child, started for the next call
+        monkeypatch.setenv("FAKE_GENERATION_CHILD", "dies-loading")  # the next child, started for the next call
         with pytest.raises(GeneratorUnavailable, match="exited while loading"):
             remote.generate(MESSAGES, sampling=Sampling(max_tokens=4))
     finally:
