@@ -17,6 +17,14 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Prefix of a Python child's argv that starts it as from a terminal, SIGINT with Python's own Ctrl-C handler: a test
+# process started in the background inherits an ignored SIGINT (bash ignores it in `&` jobs), which an exec keeps and
+# under which Python installs no handler, so a Ctrl-C test's child ran on through its SIGINT. (An exec keeps SIG_DFL
+# too; no preexec_fn, which is unsafe in a process with threads.)
+AS_FROM_A_TERMINAL = ("-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                      "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+
+
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     """Polls `url`/health until it answers 200. AssertionError with the process's log when the process
     exits first or `timeout` seconds pass (a non-200 answer or a refused connection: polled again)."""

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from tests.files import file_size_limit
+from tests.processes import AS_FROM_A_TERMINAL
 from tests.service.tiny import ROOT, save_tiny_generator
 from tests.unit.clitools import cli, write_jsonl
 
@@ -79,7 +80,8 @@ def test_a_command_stopped_by_ctrl_c_or_sigterm_says_so_in_one_line(tmp_path, si
     fifo = tmp_path / "prefs.jsonl"
     os.mkfifo(fifo)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "data", "stats", "--source", "jsonl", "--path", str(fifo)],
+    proc = subprocess.Popen([sys.executable, *AS_FROM_A_TERMINAL, "-m", "training.cli", "data", "stats", "--source", "jsonl",
+                             "--path", str(fifo)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     with open(fifo, "wb"):  # returns once the command opened it to read
         proc.send_signal(sig)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import AS_FROM_A_TERMINAL
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
@@ -51,7 +53,8 @@ sys.exit(code)
 def _run(signal_name: str, after: float, retry: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     script = SCRIPT.format(signal=signal_name, after=after, retry=retry)
-    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, *AS_FROM_A_TERMINAL, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
 
 
 @pytest.mark.parametrize("signal_name,code,words", [("SIGTERM", 143, "stopped by SIGTERM"), ("SIGINT", 130, "interrupted (SIGINT)")])
