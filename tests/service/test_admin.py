@@ -239,25 +239,14 @@ def test_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_dash
     # an audit of every tenant is compared with the audits of every tenant only: one stored before globex's first (as
     # its job leaves it: a record with no `tenant` param and its report) is neither globex's previous nor given theirs
     admin = svc.server.server.config.app.state.admin
-    *_, first = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
-    every = Job(id="audit-of-every-tenant", kind="audit", params={"group_by": "segment", "min_comparisons": 20}, state="succeeded",
-                created_at=report["created_at"] - 60, result_path="result.json")
-    admin.runner.store.add(every)
-    try:
-        admin.runner.store.path(every.id, "result.json").write_bytes(
-            report_encoder.encode(msgspec.structs.replace(admin.report(first), created_at=every.created_at)))
-        assert [r.created_at for r in admin.reports(like=every).readable] == [every.created_at]
-        assert every.created_at not in [r.created_at for r in admin.reports(like=first).readable]
-        assert every.created_at in [r.created_at for r in admin.reports().readable]  # the dashboard lists it, as every tenant's
-    finally:
-        admin.runner.purge(every.id)
-        assert "<script" not in html and "http://" not in html and "https://" not in html
-        # issue 16: the population's prototypes, each shown by stored answers it scores highest and lowest
-        assert 'id="prototypes"' in html and 'class="prototype" data-prototype="0"' in html
-        import html as html_lib
-        shown = re.findall(r"<br>(?:<bdi>)?(.*?)(?:</bdi>)? <span", html.split('id="prototypes"')[1])  # user text in <bdi> (i18n30)
-        stored = {html_lib.escape(t, quote=True) for t in svc.runtime.store.answers_sample(None, 100_000)[1]}  # every tenant's
-        assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
+    audit_of_every_tenant_compared_with_those_only(admin, report, "audit-of-every-tenant")
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    # issue 16: the population's prototypes, each shown by stored answers it scores highest and lowest
+    assert 'id="prototypes"' in html and 'class="prototype" data-prototype="0"' in html
+    import html as html_lib
+    shown = re.findall(r"<br>(?:<bdi>)?(.*?)(?:</bdi>)? <span", html.split('id="prototypes"')[1])  # user text in <bdi> (i18n30)
+    stored = {html_lib.escape(t, quote=True) for t in svc.runtime.store.answers_sample(None, 100_000)[1]}  # every tenant's
+    assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "anthropic_persona").is_dir(), reason="persona data not present")
@@ -299,18 +288,7 @@ def test_a_fairness_audit_of_stored_feedback_reports_the_minority_gap_and_the_da
     assert shown and all(any(s.startswith(x.rstrip("…")) for s in stored) for x in shown)
     # an audit of every tenant is compared with the audits of every tenant only (as in the slow test)
     admin = svc.server.server.config.app.state.admin
-    *_, first = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
-    every = Job(id="audit-of-every-tenant-first", kind="audit", params={"group_by": "segment", "min_comparisons": 20}, state="succeeded",
-                created_at=report["created_at"] - 60, result_path="result.json")
-    admin.runner.store.add(every)
-    try:
-        admin.runner.store.path(every.id, "result.json").write_bytes(
-            report_encoder.encode(msgspec.structs.replace(admin.report(first), created_at=every.created_at)))
-        assert [r.created_at for r in admin.reports(like=every).readable] == [every.created_at]
-        assert every.created_at not in [r.created_at for r in admin.reports(like=first).readable]
-        assert every.created_at in [r.created_at for r in admin.reports().readable]  # the dashboard lists it, as every tenant's
-    finally:
-        admin.runner.purge(every.id)
+    first = audit_of_every_tenant_compared_with_those_only(admin, report, "audit-of-every-tenant-first")
     chart = html.split('id="worst-group-over-time"')[1].split("</svg>")[0]
     assert chart.count('class="point personalized"') == 1, chart  # globex's first alone: umbrella's is of another tenant
     # the first's settings again, other figures: compared with the first (review jobs61: the route's change since the
@@ -1275,3 +1253,22 @@ def test_jobs_run_when_the_service_was_given_its_folder_beside_an_empty_data_dir
         r = admin.get("/admin/audits/fairness", params={"group_by": "segment", "tenant": "nobody53", "wait": 120}, timeout=240)
     assert r.status_code == 400 and "PLURALIGN_DATA_DIR" not in r.text, r.text
     assert "tenant 'nobody53' has no stored comparisons to audit" in r.json()["error"]["message"], r.text
+
+
+def audit_of_every_tenant_compared_with_those_only(admin, report: dict, job_id: str):
+    """An audit of every tenant stored before globex's first (as its job leaves it: a record with no `tenant` param and
+    its report, `job_id`) is neither globex's previous nor given theirs, and the dashboard lists it; purged after.
+    Returns globex's first audit job."""
+    *_, first = [j for j in admin.runner.list(kind="audit", state="succeeded") if j.params.get("tenant") == "globex" and "since" not in j.params]
+    every = Job(id=job_id, kind="audit", params={"group_by": "segment", "min_comparisons": 20}, state="succeeded",
+                created_at=report["created_at"] - 60, result_path="result.json")
+    admin.runner.store.add(every)
+    try:
+        admin.runner.store.path(every.id, "result.json").write_bytes(
+            report_encoder.encode(msgspec.structs.replace(admin.report(first), created_at=every.created_at)))
+        assert [r.created_at for r in admin.reports(like=every).readable] == [every.created_at]
+        assert every.created_at not in [r.created_at for r in admin.reports(like=first).readable]
+        assert every.created_at in [r.created_at for r in admin.reports().readable]  # the dashboard lists it, as every tenant's
+    finally:
+        admin.runner.purge(every.id)
+    return first

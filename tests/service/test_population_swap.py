@@ -166,19 +166,7 @@ def test_an_em_mixture_put_into_service_is_served_to_each_user(tmp_path, tiny_ge
         admin = server.server.config.app.state.admin
         admin.put_into_service(Job(id="em-by-hand", kind="em", params={}, state="succeeded", created_at=time.time(),
                                    artifact=str(artifact)), "population")
-        assert rt.rewards.kind == "em" and rt.rewards.k == 2
-        scores = {}
-        for user in ("ann", "ben"):
-            out = c.post("/v1/rewards/score", json={"user": user, "prompt": "A drink for the morning?",
-                                                     "responses": ["Some tea, please.", "Some coffee, please."]}).json()
-            assert out["prior"] is False
-            scores[user] = out["best_index"]
-        assert scores == {"ann": 0, "ben": 1}
-        profile = c.get("/v1/users/ann").json()
-        assert profile["pal"]["version"] == rt.rewards.version and len(profile["user_model"]["prototypes"]) == 2
-        body = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "ann", "max_tokens": 3, "n": 2,
-                                                     "messages": [{"role": "user", "content": "Morning drink?"}]})
-        assert body.status_code == 200, body.text
+        assert_em_mixture_served(c, rt)
 
 
 @pytest.mark.slow  # a service and an EM job of its own (~7 CPU-s; make test-cli); EM promoted over HTTP: test_break20_delete.py's first test
@@ -193,16 +181,22 @@ def test_a_promoted_em_mixture_is_served_too(tmp_path, tiny_generator_dir, tiny_
         assert r.status_code == 201, r.text
         job = wait_job(admin, r.json()["id"], timeout=300)
         assert job["state"] == "succeeded" and job["promoted"] is True, job
-        assert rt.rewards.kind == "em" and rt.rewards.k == 2
-        scores = {}
-        for user in ("ann", "ben"):
-            out = c.post("/v1/rewards/score", json={"user": user, "prompt": "A drink for the morning?",
-                                                     "responses": ["Some tea, please.", "Some coffee, please."]}).json()
-            assert out["prior"] is False
-            scores[user] = out["best_index"]
-        assert scores == {"ann": 0, "ben": 1}
-        profile = c.get("/v1/users/ann").json()
-        assert profile["pal"]["version"] == rt.rewards.version and len(profile["user_model"]["prototypes"]) == 2
-        body = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "ann", "max_tokens": 3, "n": 2,
-                                                     "messages": [{"role": "user", "content": "Morning drink?"}]})
-        assert body.status_code == 200, body.text
+        assert_em_mixture_served(c, rt)
+
+
+def assert_em_mixture_served(c, rt) -> None:
+    """An EM mixture with K=2 put into service over ann (tea) and ben (coffee), through `c` (acme's client): each user
+    scored by their own model on its heads, the profile on the new version's two prototypes, a chat of n=2 answered."""
+    assert rt.rewards.kind == "em" and rt.rewards.k == 2
+    scores = {}
+    for user in ("ann", "ben"):
+        out = c.post("/v1/rewards/score", json={"user": user, "prompt": "A drink for the morning?",
+                                                 "responses": ["Some tea, please.", "Some coffee, please."]}).json()
+        assert out["prior"] is False
+        scores[user] = out["best_index"]
+    assert scores == {"ann": 0, "ben": 1}
+    profile = c.get("/v1/users/ann").json()
+    assert profile["pal"]["version"] == rt.rewards.version and len(profile["user_model"]["prototypes"]) == 2
+    body = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "ann", "max_tokens": 3, "n": 2,
+                                                 "messages": [{"role": "user", "content": "Morning drink?"}]})
+    assert body.status_code == 200, body.text
