@@ -103,9 +103,10 @@ test-http: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/e2e/test_break36_slow_clients.py tests/e2e/test_conn37_connections.py tests/e2e/test_newuser40_unparsable.py tests/e2e/test_live37_liveness.py tests/e2e/test_exportcap38_serve.py tests/e2e/test_obs30_serve_json.py tests/service/test_ops33_request_ids.py tests/service/test_break37_dashboard.py tests/service/test_trial58.py
 
 # the store on an S3 bucket (moto on loopback, tests/s3.py) that goes away, throttles, hangs or refuses the keys; old versions
-# removed from the bucket, the clock table's tidy, replicas' maintenance turns and upgrade marks on it (their folder twins,
-# and one S3 case each, in the default suite; 38 slow tests); the S3 cases of the replicas' claims (tail61b: 8 slow tests; three
-# S3 cases of their own, review tail61b's the sweep and a DELETE's removal, and two S3 tests in the default suite)
+# removed from the bucket, a purged user's text out of a fragment shared with another user, the clock table's tidy, replicas'
+# maintenance turns and upgrade marks on it (their folder twins, and one S3 case each, in the default suite; 39 slow tests);
+# the S3 cases of the replicas' claims (tail61b: 8 slow tests; three S3 cases of their own, review tail61b's the sweep and a
+# DELETE's removal, and two S3 tests in the default suite)
 test-object-store: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break28_object_store.py tests/service/test_ops39_lease_s3.py tests/service/test_review38l_s3_versions.py tests/service/test_ops53_store_settings.py tests/unit/test_reviewops53_store.py tests/service/test_reviewops53_ddb.py tests/service/test_ops54_store_settings.py tests/service/test_reviewops54_store.py tests/service/test_misc54b_store_env.py tests/service/test_store_s3.py tests/service/test_claims42_cas.py
 

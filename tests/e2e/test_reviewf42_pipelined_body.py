@@ -23,11 +23,13 @@ from tests.e2e.test_break36_slow_clients import send_the_rest_unreset
 from tests.serving import timed_server
 
 TIMEOUT_S = 0.2  # the read deadline; the test waits out three of them
+LARGE_ANSWER = 8 << 20  # more than Linux's socket buffers hold for a client that does not read (tcp_wmem's largest: 4 MiB)
 
 
 class HeldAnswers:
     """An ASGI app: `GET /held` answers its first half at once and the rest once `release` is called; `/early` is
-    answered 401 without its body being read; any other request is answered with its own body. `failures` collects what the app's writes raised."""
+    answered 401 without its body being read; `/large` is answered LARGE_ANSWER bytes in one write; any other request
+    is answered with its own body. `failures` collects what the app's writes raised."""
 
     def __init__(self):
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -40,6 +42,10 @@ class HeldAnswers:
         if scope["path"] == "/early":  # answered before its body is read, as the service's 401 for a wrong key is
             await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"4")]})
             await send({"type": "http.response.body", "body": b"nope"})
+            return
+        if scope["path"] == "/large":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(LARGE_ANSWER).encode())]})
+            await send({"type": "http.response.body", "body": b"x" * LARGE_ANSWER})
             return
         if scope["path"] == "/held":
             self.go = asyncio.Event()

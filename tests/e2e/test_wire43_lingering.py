@@ -15,7 +15,7 @@ import socket
 import pytest
 
 from tests.e2e.test_break36_slow_clients import send_the_rest_unreset
-from tests.e2e.test_reviewf42_pipelined_body import served  # noqa: F401 (the fixture)
+from tests.e2e.test_reviewf42_pipelined_body import LARGE_ANSWER, served  # noqa: F401 (the fixture)
 from training.commands import serve
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="reads the connection's state from Linux's TCP_INFO")
@@ -100,3 +100,39 @@ def test_a_peer_refused_many_times_after_another_peers_408_loses_its_own_slots_n
         finally:
             for sock in refused:
                 sock.close()
+
+
+def test_a_slot_taken_from_a_client_not_yet_reading_is_closed_after_what_it_was_sent(served, monkeypatch):  # noqa: F811
+    """Review gaps62: the slot taken (`make_room`) is closed (`transport.close`, which writes what the transport still
+    holds first), not aborted (which drops it). Where the answers were in the kernel already (every other test here, and
+    review wire61's), both read the same, so an abort passed them. Here a client asks for a large answer (LARGE_ANSWER)
+    with bytes the parser refuses pipelined behind it, and reads nothing yet, its receive buffer small: the answer, then
+    the 400 after it, wait in the service's transport, the connection lingering. REFUSED_LINGERING refused connections of
+    the same peer then take its slot. The client then reads the whole answer, the 400 and the end; aborted, it read a
+    part of the answer (what the kernel held) and the end."""
+    monkeypatch.setattr(serve, "REFUSED_LINGER_S", 60.0)
+    _, port = served
+    with socket.socket() as slow:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window it offers stays small
+        slow.connect(("127.0.0.1", port))
+        slow.sendall(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\n\x00\x01 not http\r\n\r\n")
+        # its answer began: the service wrote it, then the 400 behind it, and lingers, in that one step of its loop,
+        # before it takes any connection opened after this
+        assert slow.recv(1, socket.MSG_PEEK) == b"H"
+        refused = []
+        try:
+            for _ in range(serve.REFUSED_LINGERING):  # the last takes the oldest slot of this peer: the slow client's
+                refused.append(sock := socket.create_connection(("127.0.0.1", port)))
+                sock.sendall(b"\x00\x01 not http\r\n\r\n")
+                assert _ended(sock).startswith(b"HTTP/1.1 400 ")
+            # read in larger pieces now (its window at most 64 KiB: no scaling was agreed): the service's transport
+            # (Python 3.11's asyncio) moves what is left to the front of its buffer after each send, seconds of CPU
+            # for 8 MiB sent 4 KiB at a time
+            slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            answer = _ended(slow)
+        finally:
+            for sock in refused:
+                sock.close()
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and len(rest) > LARGE_ANSWER, (head, len(rest))
+    assert rest[:LARGE_ANSWER] == b"x" * LARGE_ANSWER and rest[LARGE_ANSWER:].startswith(b"HTTP/1.1 400 "), rest[LARGE_ANSWER - 10:][:300]

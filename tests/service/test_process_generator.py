@@ -112,6 +112,28 @@ def test_a_cancel_event_stops_the_childs_generation_and_the_next_call_is_served(
     assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=4, seed=2))[0][0].tokens <= 4
 
 
+def test_a_call_cancelled_before_it_reaches_the_child_generates_nothing_there(pair, monkeypatch):
+    """A call whose `cancel` is set before it is sent (its client left while it was planned) goes with its `cancelled`
+    flag, and the child sets the call's event before the call begins: Cancelled "before generation started", nothing
+    generated, as in-process. The parent's own ("cancel", call) message, sent as it waits, is left out here
+    (`_cancel`): it reaches the child a moment later, so with it a child that ignored the flag is told in time or not
+    by chance. Review gaps62: a child that read the flag only between tokens passed every test; here it served the
+    call (no Cancelled). On the module's child: no child is started for it."""
+    _, remote = pair
+    told = []
+    monkeypatch.setattr(remote, "_cancel", told.append)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled, match="before generation started"):
+        remote.generate(MESSAGES, sampling=Sampling(max_tokens=4), cancel=cancel)
+    from pluralign.policy.styles import choose_styles
+
+    with pytest.raises(Cancelled, match="before generation started"):
+        remote.generate_styled(MESSAGES, choose_styles(2, 1), Sampling(max_tokens=4), cancel=cancel)
+    assert len({id(call) for call in told}) == 2  # the parent would have told it of both: only the flags stopped them
+    assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=2))[0][0].tokens <= 2  # the child serves the next
+
+
 def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generator_dir, tmp_path, capfd, monkeypatch):
     """On the module's child (starting one costs seconds): the crash starts a new one, which the
     tests after this one use, as the service would. The new child writes to this test's stderr (the

@@ -220,3 +220,24 @@ def test_a_replica_on_s3_reads_the_commits_transactions_with_the_stores_credenti
     a.add_preferences([msgspec.structs.replace(r, pref_id=r.pref_id + "-again") for r in again[0]], *again[1:])
     assert sorted(b.history("t", "ann").meta.column("pref_id").to_pylist()) == [f"t-ann-{i}-again" for i in range(3)]
     assert read_rows == ["ann"]
+
+
+@pytest.mark.slow  # ~1.4 CPU-s; fast: tests/service/test_store.py::test_a_purge_rewrites_a_fragment_the_deleted_user_shares_with_another
+# (the same purge, `compact_with_deletions`, on a folder)
+def test_a_purge_on_s3_rewrites_a_fragment_the_deleted_user_shares_with_another(s3):
+    """Review gaps62: one `add` of two users' rows makes one fragment holding both. Deleting the one with
+    a row in twenty leaves that fragment 5% deleted, under Lance's default threshold (10%) for rewriting
+    it: only the purge's `materialize_deletions_threshold=0.0` (`compact_with_deletions`) takes the row
+    out of the data file. Each other purge test here gives every user a fragment of their own, dropped
+    whole, so it passed without the threshold."""
+    (gone, gone_vecs, *_), (kept, kept_vecs, *_) = rows("ivy", 1), rows("joe", 19)
+    vecs = np.concatenate([gone_vecs, kept_vecs])
+    store = Store(s3.uri("shared"), "enc", DIM, storage_options=s3.options)
+    store.add_preferences(gone + kept, vecs, vecs, vecs)  # one commit: one fragment
+    assert len(store.preferences.to_lance().get_fragments()) == 1  # both users' rows in one fragment
+    assert holding(s3, "shared/", "zq38ivymarker")  # the search below can find the row's text
+    assert store.delete_user("t", "ivy")["preferences"] == 1
+    assert holding(s3, "shared/", "zq38ivymarker") == []
+    assert holding(s3, "shared/", "zq38joemarker")
+    again = Store(s3.uri("shared"), "enc", DIM, storage_options=s3.options)  # another process reads what is left
+    assert [p.prompt for p in again.preferences_for("t", "joe", 0, 100)[0]] == [f"zq38joemarker question {i}" for i in range(19)]

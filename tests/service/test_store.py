@@ -365,3 +365,21 @@ def test_a_preferences_commit_that_met_another_is_made_again_and_other_errors_ar
     assert tries == ["delete", "delete"]
     assert "a delete of a row stored twice met another commit on preferences" in caplog.text
     assert [p.pref_id for p in store.preferences_for("t", "ann")[0]] == [rows[0].pref_id]
+
+
+def test_a_purge_rewrites_a_fragment_the_deleted_user_shares_with_another(tmp_path):
+    """Review gaps62: one `add` of two users' rows makes one fragment holding both; deleting the one with a
+    row in twenty leaves it 5% deleted, under Lance's default threshold (10%) for rewriting a fragment. Only
+    the purge's `materialize_deletions_threshold=0.0` (`pluralign.store.versions.compact_with_deletions`)
+    takes the row out of the data file; the other purge tests give each user a fragment of their own,
+    dropped whole. The same purge on moto's S3: tests/service/test_review38l_s3_versions.py."""
+    (gone, gone_vecs, *_), (kept, kept_vecs, *_) = prefs("t", "ivy", 1), prefs("t", "joe", 19, start=1)
+    gone = [msgspec.structs.replace(r, prompt="zq62ivy secret") for r in gone]
+    vecs = np.concatenate([gone_vecs, kept_vecs])
+    store = Store(str(tmp_path), "enc", DIM)
+    store.add_preferences(gone + kept, vecs, vecs, vecs)  # one commit: one fragment
+    assert len(store.preferences.to_lance().get_fragments()) == 1
+    assert files_holding(tmp_path, "zq62ivy")  # the search below can find the row's text
+    assert store.delete_user("t", "ivy")["preferences"] == 1
+    assert files_holding(tmp_path, "zq62ivy") == []
+    assert sorted(p.prompt for p in store.preferences_for("t", "joe", 0, 100)[0]) == sorted(f"q{i}" for i in range(1, 20))
