@@ -18,7 +18,7 @@ from pluralign.data.text import pickable
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import AdapterNotKept, AdapterNotLoaded, Cancelled, Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
-from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
+from pluralign.policy.rerank import pickable_first, ranked_by, rerank, rerank_maxmin
 from pluralign.policy.styles import asks_judgement, choose_styles
 from pluralign.store import Interaction
 from pluralign.store.ingest import Backlogged
@@ -155,6 +155,13 @@ def on_prior(p: Plan) -> bool:
 
 
 def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
+    """(scores in generation order, candidate indices best first); the answers a `choice` can pick first, reranked or not
+    (`pickable_first`)."""
+    scores, order = _scored(rt, p, texts)
+    return scores, pickable_first(order, texts)
+
+
+def _scored(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
     if not p.rerank:
         return [0.0] * len(texts), list(range(len(texts)))
     start = time.perf_counter()

@@ -400,3 +400,26 @@ def test_the_compare_pair_names_two_answers_a_choice_can_record(svc):
             assert not any(is_blank(t) for t in got) and answer_key(got[0]) != answer_key(got[1]), (texts, got)
             r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": pair[1], "shown": pair})
             assert r.status_code == 201, r.text
+
+
+def test_a_blank_answer_or_a_second_spelling_is_ranked_after_every_answer_that_can_be_picked(svc):
+    """Review breakC62. Reranking ordered the candidates by their reward alone: a Hangul filler's "\\u3164" (nothing
+    visible) was returned as `choices[1]` of ["Yes.", "\\u3164", "No.", "Maybe."] with "Yes." and "Maybe." left out, so
+    the user saw an empty choice they could neither pick nor rate (a 400 naming `chosen_index` or `response_id`), and
+    with `n` 1 it could be the one answer served. Answers a `choice` records (each visible answer once) now come
+    first, best-ranked first; blank ones and second spellings follow, reranked or not."""
+    from pluralign.data.text import answer_key, is_blank
+
+    ranked = {"rerank": True, "candidates": 4, "styles": False}
+    cases = [(["Yes.", "\u3164", "No.", "Maybe."], ranked, 2), (["Yes.", "\u3164", "No.", "Maybe."], ranked, 3),
+             (["Sure.", "Sure.\u200b", "No.", "Hmm."], ranked, 3), (["\u3164", "", "", "Yes."], ranked, 1),
+             (["", "Yes."], {"styles": False}, 2)]  # not reranked: generation order, the blank one after
+    with svc.client("acme") as c:
+        for texts, options, n in cases:
+            FixedGenerator.texts = texts
+            r = c.post("/v1/chat/completions", json={**CHAT, "n": n, "pluralign": options, "user": "visiblefirst"})
+            assert r.status_code == 200, r.text
+            got = [ch["message"]["content"] for ch in r.json()["choices"]]
+            picks = min(n, len({answer_key(t) for t in texts if not is_blank(t)}))  # as many as the candidates hold
+            assert not any(is_blank(t) for t in got[:picks]), (texts, got)
+            assert len({answer_key(t) for t in got[:picks]}) == picks, (texts, got)
