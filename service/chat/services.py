@@ -202,10 +202,10 @@ def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> 
     answer or two spellings of one, on which the user's pick would be refused; None when fewer than 2 remain."""
     if p.user_id is None or not p.store or p.weights is None or p.returned < 2 or not residual_on(rt):
         return None
+    start = time.perf_counter()
     keep = pickable(texts[i] for i in order[: p.returned])  # positions in `choices` a pick can name
     if len(keep) < 2:
         return None
-    start = time.perf_counter()
     model = (p.weights.rewards or rt.rewards).user_model
     shown = [order[k] for k in keep]
     if p.candidate_x is not None:
