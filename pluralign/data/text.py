@@ -127,6 +127,19 @@ def answer_key(text: str) -> str:
     return nfc(comparable(visible(text)))
 
 
+def pickable(texts: Iterable[str]) -> list[int]:
+    """The indices of the `texts` a person can pick between: each visible answer once (its first spelling, as
+    `answer_key` tells answers apart), blank ones left out. What a `choice` on a response compares, and so the
+    choices its `compare` pair may name: a pair with a blank answer, or two spellings of one, records nothing."""
+    seen: set[str] = set()
+    kept = []
+    for i, text in enumerate(texts):
+        if not is_blank(text) and (key := answer_key(text)) not in seen:
+            seen.add(key)
+            kept.append(i)
+    return kept
+
+
 def question_key(prompt: str, x: str, y: str) -> tuple[str, frozenset[str]]:
     """What two comparisons must share to ask the same question: the prompt and the pair of answers, in
     either order and any spelling (`answer_key`). "Yes." against "No." to two prompts are two questions."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pluralign.data.text import pickable
 from pluralign.policy.rerank_maxmin import select_maxmin
 
 # reward(prompt (N, d), response (N, d)) -> (N,) scores for one user
@@ -36,6 +37,17 @@ def ranked_by(scores: np.ndarray) -> Reranked:
     if nan.any():
         raise ValueError(f"`scores` of candidate {int(np.flatnonzero(nan)[0])} is NaN: no order among the candidates")
     return Reranked(scores=scores.tolist(), order=sorted(range(len(scores)), key=lambda i: -scores[i]))
+
+
+def pickable_first(order: Sequence[int], texts: Sequence[str]) -> list[int]:
+    """`order` (candidate indices, best first) with the answers a person can pick between first (`pickable`: each
+    visible answer once, its best-ranked spelling), then the rest (blank answers, second spellings of one), each part in
+    `order`'s order. Ranked by reward alone, an answer with nothing visible (a Hangul filler, which the encoder embeds
+    like any text) was served ahead of visible ones: an answer the user can neither pick nor rate."""
+    ranked = [texts[i] for i in order]
+    kept = pickable(ranked)
+    rest = set(range(len(ranked))).difference(kept)
+    return [order[k] for k in kept] + [order[k] for k in sorted(rest)]
 
 
 def rerank(reward: UserReward, prompt_vec: np.ndarray, candidate_vecs: np.ndarray) -> Reranked:

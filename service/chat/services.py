@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -13,10 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from litestar.exceptions import ServiceUnavailableException
 
+from pluralign.data.text import pickable
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import AdapterNotKept, AdapterNotLoaded, Cancelled, Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
-from pluralign.policy.rerank import ranked_by, rerank, rerank_maxmin
+from pluralign.policy.rerank import pickable_first, ranked_by, rerank, rerank_maxmin
 from pluralign.policy.styles import asks_judgement, choose_styles
 from pluralign.store import Interaction
 from pluralign.store.ingest import Backlogged
@@ -153,6 +155,13 @@ def on_prior(p: Plan) -> bool:
 
 
 def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
+    """(scores in generation order, candidate indices best first); the answers a `choice` can pick first, reranked or not
+    (`pickable_first`)."""
+    scores, order = _scored(rt, p, texts)
+    return scores, pickable_first(order, texts)
+
+
+def _scored(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
     if not p.rerank:
         return [0.0] * len(texts), list(range(len(texts)))
     start = time.perf_counter()
@@ -188,12 +197,17 @@ def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> 
     requests with `store: false` (a `choice` on them cannot be recorded), fewer than 2 returned
     choices, `user_model = prototypes` (no posterior), or once no pair's answer carries
     `compare_min_bits` bits about which returned choice is best for them (the user is well known on these
-    choices, whichever `compare_target` chose the pair: BENCHMARKS.md, session 49)."""
+    choices, whichever `compare_target` chose the pair: BENCHMARKS.md, session 49). Only the choices a `choice`
+    records are weighed (`pluralign.data.text.pickable`: each visible answer once), so the pair never names a blank
+    answer or two spellings of one, on which the user's pick would be refused; None when fewer than 2 remain."""
     if p.user_id is None or not p.store or p.weights is None or p.returned < 2 or not residual_on(rt):
         return None
     start = time.perf_counter()
+    keep = pickable(texts[i] for i in order[: p.returned])  # positions in `choices` a pick can name
+    if len(keep) < 2:
+        return None
     model = (p.weights.rewards or rt.rewards).user_model
-    shown = order[: p.returned]
+    shown = [order[k] for k in keep]
     if p.candidate_x is not None:
         x = p.candidate_x[shown]
     else:  # not reranked with the user model (reranking off, or a new user served by MaxMin)
@@ -206,7 +220,7 @@ def choose_compare(rt: Runtime, p: Plan, texts: list[str], order: list[int]) -> 
     choice = most_informative_pair(x, mean, cov, rt.settings.compare_min_bits, rt.settings.compare_target, gate="best",
                                    surprised=surprised)
     p.timings.compare_ms = ms(start)
-    return choice
+    return None if choice is None else dataclasses.replace(choice, first=keep[choice.first], second=keep[choice.second])
 
 
 def remember(rt: Runtime, served: Served) -> None:

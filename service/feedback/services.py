@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotFoundException
 
-from pluralign.data.text import answer_key, is_blank, name_control_problem
+from pluralign.data.text import answer_key, is_blank, name_control_problem, pickable
 from pluralign.store import Interaction, StoredPreference
 from pluralign.store.tables import PrefIdConflict
 from service.errors import bad_request, refuse_blank, shown
@@ -98,14 +98,9 @@ def check_labels(rt: Runtime, source: str | None, attributes: dict[str, str], wh
 
 
 def _rivals(texts: list[str], answer: str) -> list[str]:
-    """The texts to compare `answer` with: each visible text once, neither blank nor `answer` again."""
-    seen = {answer_key(answer)}  # NFC and NFD spellings are one answer
-    rivals = []
-    for text in texts:
-        if not is_blank(text) and answer_key(text) not in seen:
-            seen.add(answer_key(text))
-            rivals.append(text)
-    return rivals
+    """The texts to compare `answer` with: each visible text once (`pickable`: NFC and NFD spellings are one
+    answer), neither blank nor `answer` again."""
+    return [texts[i] for i in pickable(texts) if answer_key(texts[i]) != answer_key(answer)]
 
 
 def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody, routed: Sequence[str] = ()) -> tuple[str, list[dict]]:

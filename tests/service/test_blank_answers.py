@@ -373,3 +373,53 @@ def test_a_score_an_older_version_stored_as_the_text_of_a_number_exports_as_that
         assert c.post("/v1/users/oldscores/import", content=r.content).status_code == 201
         page = c.get("/v1/users/oldscores/preferences").json()["data"]
     assert sorted(p["trl"]["extra"].get("score_chosen", 0) for p in page) == [0, 8.5], page
+
+
+def test_the_compare_pair_names_two_answers_a_choice_can_record(svc):
+    """Review breakC62. Chat's `pluralign.compare` chose its pair among every returned choice: a blank one (`""`, a Hangul
+    filler) or a second spelling of another (a zero-width space inside) was as good a pair member as any, and was asked
+    about ([`""`, `"No."`] with 0.88 bits, ["Sure, ...", "\\u3164"]); the user's pick on it was then refused (400 naming
+    `chosen_index`: "a blank answer", "nothing to compare"), so the question the service chose could not be answered.
+    The pair is now chosen among the choices a `choice` records (as next-comparison's pairs are): each visible
+    answer once, and none when fewer than two remain."""
+    from pluralign.data.text import answer_key, is_blank
+
+    svc.keys.setdefault("cmpblank", svc.runtime.keys.issue("cmpblank"))  # a tenant of its own: no other test's users pooled
+    sets = [["Sure, I can help with a long and detailed plan for that.", "", "Yes.", "No."],
+            ["Sure, I can help with a long and detailed plan for that.", "\u3164", "Yes.", "No."],
+            ["Sure, I can help.", "Sure, I can help.\u200b", "", "\u3164"]]
+    with svc.client("cmpblank") as c:
+        for n, texts in enumerate(sets):
+            body = chat(c, f"asked{n}", texts)
+            pair = body["pluralign"]["compare"]
+            if n < 2:
+                assert pair is not None, body["pluralign"]  # two answers a person tells apart: still asked about
+            if pair is None:
+                continue
+            got = [body["choices"][i]["message"]["content"] for i in pair]
+            assert not any(is_blank(t) for t in got) and answer_key(got[0]) != answer_key(got[1]), (texts, got)
+            r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": pair[1], "shown": pair})
+            assert r.status_code == 201, r.text
+
+
+def test_a_blank_answer_or_a_second_spelling_is_ranked_after_every_answer_that_can_be_picked(svc):
+    """Review breakC62. Reranking ordered the candidates by their reward alone: a Hangul filler's "\\u3164" (nothing
+    visible) was returned as `choices[1]` of ["Yes.", "\\u3164", "No.", "Maybe."] with "Yes." and "Maybe." left out, so
+    the user saw an empty choice they could neither pick nor rate (a 400 naming `chosen_index` or `response_id`), and
+    with `n` 1 it could be the one answer served. Answers a `choice` records (each visible answer once) now come
+    first, best-ranked first; blank ones and second spellings follow, reranked or not."""
+    from pluralign.data.text import answer_key, is_blank
+
+    ranked = {"rerank": True, "candidates": 4, "styles": False}
+    cases = [(["Yes.", "\u3164", "No.", "Maybe."], ranked, 2), (["Yes.", "\u3164", "No.", "Maybe."], ranked, 3),
+             (["Sure.", "Sure.\u200b", "No.", "Hmm."], ranked, 3), (["\u3164", "", "", "Yes."], ranked, 1),
+             (["", "Yes."], {"styles": False}, 2)]  # not reranked: generation order, the blank one after
+    with svc.client("acme") as c:
+        for texts, options, n in cases:
+            FixedGenerator.texts = texts
+            r = c.post("/v1/chat/completions", json={**CHAT, "n": n, "pluralign": options, "user": "visiblefirst"})
+            assert r.status_code == 200, r.text
+            got = [ch["message"]["content"] for ch in r.json()["choices"]]
+            picks = min(n, len({answer_key(t) for t in texts if not is_blank(t)}))  # as many as the candidates hold
+            assert not any(is_blank(t) for t in got[:picks]), (texts, got)
+            assert len({answer_key(t) for t in got[:picks]}) == picks, (texts, got)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pluralign.policy.rerank import rerank, rerank_maxmin
+from pluralign.policy.rerank import pickable_first, rerank, rerank_maxmin
 
 
 def linear(direction):
@@ -35,3 +35,10 @@ def test_maxmin_takes_the_worst_group_not_the_groups_average():
     ranked = rerank_maxmin([majority, minority], majority, np.zeros(2), candidates)
     assert ranked.order == [2, 0, 3, 1]
     assert ranked.scores == [4.0, 0.0, 1.6, 3.9]
+
+
+def test_pickable_first_puts_blank_answers_and_second_spellings_after_the_rest_in_rank_order():
+    texts = ["Yes.", "\u3164", "No.", "Yes.\u200b", "", "Maybe."]
+    # ranked: the filler best, then the second spelling of "Yes." before "Yes." itself
+    assert pickable_first([1, 3, 0, 4, 2, 5], texts) == [3, 2, 5, 1, 0, 4]  # "Yes.\u200b" is the best-ranked spelling: kept
+    assert pickable_first([0, 1, 2], ["", "\u3164", ""]) == [0, 1, 2]  # nothing to pick: the order as it was
