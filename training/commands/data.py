@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 
 from pluralign.files import DECODE_ERRORS
-from training.common import check_writable_file, print_json, read_preference_rows, reading, user_id
+from training.common import check_not_an_input, check_writable_file, print_json, read_preference_rows, reading, user_id
 
 
 def _load(args):
@@ -98,6 +98,7 @@ def export(args: argparse.Namespace) -> int:
     if suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):  # before reading: the format follows the name
         raise ValueError(f"--out {args.out}: expected a .jsonl (or .json, .ndjson) or .parquet file name, got {suffix or 'no suffix'!r}")
     check_writable_file("--out", args.out, "the exported file")
+    check_not_an_input("--out", args.out, {"--path": args.path}, "the exported file")  # else the source is replaced
     records, _, where = _load_located(args)
     records, where, left_out = _comparisons_only(args, records, where)
     parquet = suffix == ".parquet"
