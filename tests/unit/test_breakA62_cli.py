@@ -11,10 +11,10 @@ from tests.unit.clitools import cli, write_jsonl
 
 
 @pytest.mark.parametrize("out_name", ["prefs.jsonl", "./prefs.jsonl"])
-def test_data_export_onto_its_own_source_is_refused_and_leaves_it_as_it_was(capsys, tmp_path, monkeypatch, out_name):
-    """Before: `data export --path prefs.jsonl --out prefs.jsonl --skip-bad` answered 0 and replaced the
-    source with the export: its bad row was gone for good (and every row rewritten in pluralign's form),
-    where `audit --data prefs.jsonl --out prefs.jsonl` refuses the same mistake."""
+def test_data_export_skip_bad_onto_its_own_source_is_refused_and_leaves_it_as_it_was(capsys, tmp_path, monkeypatch, out_name):
+    """Before: `data export --path prefs.jsonl --out prefs.jsonl --skip-bad` answered 0 and replaced the source with
+    the export: its bad row was gone for good. An export over its own --path without --skip-bad still rewrites it
+    (tests/unit/test_newuser31_cli.py): every row is kept."""
     monkeypatch.chdir(tmp_path)
     source = write_jsonl(tmp_path / "prefs.jsonl", [
         {"prompt": "Q", "chosen": "a", "rejected": "b"},
@@ -27,32 +27,76 @@ def test_data_export_onto_its_own_source_is_refused_and_leaves_it_as_it_was(caps
     assert (tmp_path / "prefs.jsonl").read_bytes() == before
     assert code == 2 and out == "", (code, out, err)
     (line,) = err.strip().splitlines()
-    assert line.startswith(f"pluralign: error: --out {out_name}: is the file --path reads"), line
+    assert line.startswith(f"pluralign: error: --out {out_name}: is the file --path reads ({source}), and --skip-bad "), line
 
 
-def test_data_export_into_the_dataset_folder_it_reads_is_refused(capsys, tmp_path):
-    """A `datasets` save_to_disk folder given as --path, and --out a file inside it: refused as audit refuses it,
-    nothing written there."""
-    folder = tmp_path / "ds"
-    folder.mkdir()
-    rows = [{"prompt": "Q", "chosen": "a", "rejected": "b"}]
-    import datasets
-
-    datasets.Dataset.from_list(rows).save_to_disk(str(folder))
-    listed = sorted(p.name for p in folder.iterdir())
-    code, out, err = cli(capsys, "data", "export", "--source", "file", "--path", str(folder), "--user", "u",
-                         "--out", str(folder / "export.jsonl"))
-    assert code == 2 and out == "", (code, out, err)
-    assert sorted(p.name for p in folder.iterdir()) == listed
-    (line,) = err.strip().splitlines()
-    assert line.startswith(f"pluralign: error: --out {folder / 'export.jsonl'}: is inside the folder --path reads"), line
-
-
-def test_data_export_to_another_file_still_writes_it(capsys, tmp_path):
-    """The check refuses only the source itself: an export beside it is written as before."""
-    source = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
-    code, out, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", source, "--user", "u",
+def test_data_export_skip_bad_to_another_file_still_writes_it(capsys, tmp_path):
+    """The check refuses only the source itself: an export beside it skips the bad row as before."""
+    source = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": "Q", "chosen": "a", "rejected": "b"}, "{not json"])
+    code, out, err = cli(capsys, "data", "export", "--source", "jsonl", "--path", source, "--user", "u", "--skip-bad",
                          "--out", str(tmp_path / "out.jsonl"))
     assert code == 0, err
     assert json.loads(out)["records"] == 1
     assert json.loads((tmp_path / "out.jsonl").read_text())["user_id"] == "u"
+
+
+@pytest.fixture
+def recording_service():
+    """A stand-in service on loopback that answers every import 201 and records each request's `Authorization`."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers.get("Authorization"))
+            answer = json.dumps({"user": "u", "stored": ["x"], "already_stored": []}).encode()
+            self.send_response(201)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("url, said", [
+    ("http://admin:s3cret@127.0.0.1:{port}", "a user name and password"),
+    ("http://token@127.0.0.1:{port}/v1", "a user name"),
+    ("http://127.0.0.1:{port}/v1?api_key=x", "a query (`?api_key="),
+])
+def test_data_import_url_with_credentials_or_a_query_is_refused_before_sending(capsys, tmp_path, recording_service, url, said):
+    """Before: `--url http://admin:s3cret@host` sent `Authorization: Basic ...` (httpx reads a URL's user and password
+    as Basic authentication) in place of the key's Bearer, and the error blamed the key: "--key: ... refused it (401:
+    the scheme must be `Bearer` ...): not a key of this service". A query was pasted into every route's path
+    (`POST /?x=1/v1/users/u/import`: "no pluralign import route there"). Now each is an error naming --url, nothing sent."""
+    port, seen = recording_service
+    source = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
+    url = url.format(port=port)
+    code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", source, "--user", "u",
+                         "--url", url, "--key", "pk-test")
+    assert seen == []
+    assert code == 2 and out == "", (code, out, err)
+    (line,) = err.strip().splitlines()
+    assert line.startswith("pluralign: error: --url ") and said in line and "nothing was sent" in line, line
+    assert "s3cret" not in line, line
+
+
+def test_data_import_plain_url_sends_the_key_as_bearer(capsys, tmp_path, recording_service):
+    """The stand-in records the key as sent: the check above refuses only what would replace or bend it."""
+    port, seen = recording_service
+    source = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
+    code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", source, "--user", "u",
+                         "--url", f"http://127.0.0.1:{port}/v1/", "--key", "pk-test")
+    assert code == 0, err
+    assert seen == ["Bearer pk-test"]
