@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import errno
 import gc
 import importlib
 import importlib.machinery
@@ -355,8 +356,26 @@ def _run(args: argparse.Namespace) -> int:
         _error(f"pluralign: error: {redacted(str(exc))}")
         return 2
     except OSError as exc:  # a path the command cannot read or write: a folder given for a file, no permission, ...
+        from training.common import STDOUT
+
+        if exc.errno == errno.EPIPE and exc.filename in (None, STDOUT):  # `| head -1`: the reader of the output has gone
+            return _reader_gone()
         _error(f"pluralign: error: {_os_problem(exc)}")
         return 2
+
+
+def _reader_gone() -> int:
+    """The exit of a command whose output's reader has gone (`pluralign keys list | head -1`): no error line (the
+    command did not fail; the one reading it stopped), status 141 as a shell reports a command SIGPIPE ended (`yes |
+    head -1`). What stdout still buffers goes to /dev/null: flushed into the pipe at exit, it raised again (Python's
+    "Exception ignored ... BrokenPipeError", exit 120)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout without a file descriptor (a test's capture)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _os_problem(exc: OSError) -> str:

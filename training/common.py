@@ -640,9 +640,20 @@ def reading(option: str, value):
         raise ValueError(f"{option} {value}: {problem}") from None
 
 
+STDOUT = "stdout"  # the file name an OSError of writing the command's output carries (`print_json`)
+
+
 def print_json(obj) -> None:
-    sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
-    sys.stdout.flush()
+    """One JSON line on stdout, flushed. A write that fails (`> /dev/full`; a reader that has gone, `| head -1`) is an
+    OSError naming stdout: without a name the CLI's error line said "[Errno 28] No space left on device", and the
+    CLI's `main` cannot tell a closed pipe of its output from another."""
+    try:
+        sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.filename is not None or not exc.errno:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), STDOUT) from exc
 
 
 PROGRESS_ENV = "PLURALIGN_PROGRESS"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -100,3 +101,48 @@ def test_data_import_plain_url_sends_the_key_as_bearer(capsys, tmp_path, recordi
                          "--url", f"http://127.0.0.1:{port}/v1/", "--key", "pk-test")
     assert code == 0, err
     assert seen == ["Bearer pk-test"]
+
+
+def _closed_pipe():
+    """A text file writing into a pipe whose reader has gone (`pluralign ... | head -1` once head has exited)."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    return os.fdopen(write, "w")
+
+
+def test_keys_list_into_a_closed_pipe_ends_quietly(capsys, tmp_path, monkeypatch):
+    """Before: `pluralign keys list | head -1` (a reader that leaves early) printed `pluralign: error: [Errno 32] Broken
+    pipe` and exited 2, as if the command had failed. Now it ends as a Unix command does when its reader has gone:
+    no error line, exit 141 (128 + SIGPIPE, what a shell shows for `yes | head -1`'s yes)."""
+    import sys
+
+    assert cli(capsys, "keys", "create", "--tenant", "acme", "--data-dir", str(tmp_path))[0] == 0
+    with _closed_pipe() as gone:
+        monkeypatch.setattr(sys, "stdout", gone)
+        code, out, err = cli(capsys, "keys", "list", "--data-dir", str(tmp_path))
+        monkeypatch.undo()
+    assert (code, err) == (141, ""), (code, err)
+
+
+def test_keys_create_whose_key_cannot_be_printed_keeps_no_key(capsys, tmp_path, monkeypatch):
+    """Before: `pluralign keys create ... > /dev/full` (or into a closed pipe) stored the key, could not print it, and
+    said `pluralign: error: [Errno 28] No space left on device`: a working key nobody had seen stayed issued, the user
+    told only that something failed. Now the key is revoked again and the error says so, naming stdout."""
+    import sys
+
+    for target in ("/dev/full", None):
+        stream = open(target, "w") if target else _closed_pipe()  # noqa: SIM115 (closed below)
+        try:
+            monkeypatch.setattr(sys, "stdout", stream)
+            code, out, err = cli(capsys, "keys", "create", "--tenant", "acme", "--name", "lost", "--data-dir", str(tmp_path))
+            monkeypatch.undo()
+        finally:
+            with contextlib.suppress(OSError):
+                stream.close()
+        assert code == 2, (code, err)
+        (line,) = err.strip().splitlines()
+        assert line.startswith("pluralign: error: stdout: ") and "the key was not kept" in line, line
+    code, out, err = cli(capsys, "keys", "list", "--data-dir", str(tmp_path))
+    assert code == 0 and json.loads(out.splitlines()[-1]) == {"keys": 0}, out

@@ -79,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "create":
         key = keys.issue(args.tenant, admin=args.admin, name=args.name or "")  # None: no --name (argparse would check a default "")
         entry = keys.lookup(key)
-        print_json({**describe(entry), "key": key})
+        try:
+            print_json({**describe(entry), "key": key})
+        except OSError as exc:  # shown nowhere (`> /dev/full`, a closed pipe): a working key no one has seen is not kept
+            keys.revoke(key_id(entry))
+            raise ValueError(f"{exc.filename or 'stdout'}: {exc.strerror or exc}: the key (id {key_id(entry)}, tenant "
+                             f"{entry.tenant}) could not be printed, so the key was not kept: run the command again with "
+                             "its output going where it can be written (a terminal, a file)") from None
     elif args.action == "list":
         listed = [describe(k) for k in keys.list()]
         for item in listed:
