@@ -633,6 +633,8 @@ def reading(option: str, value):
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and exc.strerror and str(exc.filename) == str(value):
             problem = "no such file or folder"
+            if str(value) == "-":  # `curl ... | pluralign data import --path -`: no command reads `-` as standard input
+                problem += " (`-` is read as a file's name: give a pipe's input as /dev/stdin)"
         elif exc.strerror:
             problem = exc.strerror + (f": {exc.filename}" if exc.filename and str(exc.filename) != str(value) else "")
         else:

@@ -146,3 +146,17 @@ def test_keys_create_whose_key_cannot_be_printed_keeps_no_key(capsys, tmp_path, 
         assert line.startswith("pluralign: error: stdout: ") and "the key was not kept" in line, line
     code, out, err = cli(capsys, "keys", "list", "--data-dir", str(tmp_path))
     assert code == 0 and json.loads(out.splitlines()[-1]) == {"keys": 0}, out
+
+
+@pytest.mark.parametrize("argv", [
+    ["data", "stats", "--source", "jsonl", "--path", "-"],
+    ["audit", "--group-by", "g", "--data", "-"],
+])
+def test_a_dash_for_standard_input_says_how_to_give_a_pipe(capsys, tmp_path, monkeypatch, argv):
+    """`curl .../export?format=preferences | pluralign data stats --path -`: before, `--path -: no such file or folder`
+    alone, as if the pipe were not there. Now the line says how to read one: /dev/stdin (which reads it)."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and out == "", (code, out, err)
+    (line,) = err.strip().splitlines()
+    assert line.endswith("-: no such file or folder (`-` is read as a file's name: give a pipe's input as /dev/stdin)"), line
