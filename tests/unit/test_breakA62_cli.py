@@ -160,3 +160,28 @@ def test_a_dash_for_standard_input_says_how_to_give_a_pipe(capsys, tmp_path, mon
     assert code == 2 and out == "", (code, out, err)
     (line,) = err.strip().splitlines()
     assert line.endswith("-: no such file or folder (`-` is read as a file's name: give a pipe's input as /dev/stdin)"), line
+
+
+@pytest.mark.parametrize("host, said", [
+    ("http://127.0.0.1:8000", "a URL, where the host alone goes (--host 127.0.0.1 --port 8000)"),
+    ("https://localhost", "a URL, where the host alone goes (--host localhost)"),
+    ("127.0.0.1:8000", "a host and a port, where the host alone goes (--host 127.0.0.1 --port 8000)"),
+    ("[::1]:8000", "a host and a port, where the host alone goes (--host ::1 --port 8000)"),
+])
+def test_a_url_or_host_and_port_given_as_host_says_what_goes_there(host, said):
+    """`HOST=http://127.0.0.1:8000 make serve` (a URL copied from the README), or `--host 127.0.0.1:8000`: before,
+    `--host http://127.0.0.1:8000: not an address this machine can listen on (Name or service not known)`, which does
+    not say what is wrong with it. `check_listen` is what `pluralign serve` and `serve-embeddings` check first."""
+    from training.common import check_listen
+
+    with pytest.raises(ValueError) as caught:
+        check_listen(host, 0)
+    assert str(caught.value).startswith(f"--host {host}: not an address this machine can listen on: {said}"), caught.value
+
+
+def test_serve_with_a_url_as_host_is_refused_naming_it_before_anything_is_made(capsys, tmp_path):
+    code, out, err = cli(capsys, "serve", "--host", "http://127.0.0.1", "--port", "0", "--data-dir", str(tmp_path / "data"))
+    assert code == 2 and out == "", (code, out, err)
+    (line,) = err.strip().splitlines()
+    assert line.startswith("pluralign: error: --host http://127.0.0.1: not an address this machine can listen on: a URL"), line
+    assert not (tmp_path / "data").exists()
