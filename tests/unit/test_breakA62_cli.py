@@ -185,3 +185,28 @@ def test_serve_with_a_url_as_host_is_refused_naming_it_before_anything_is_made(c
     (line,) = err.strip().splitlines()
     assert line.startswith("pluralign: error: --host http://127.0.0.1: not an address this machine can listen on: a URL"), line
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["tenants", "remove", "--tenant", "old", "--tenant", "acme"], "--tenant"),
+    (["keys", "create", "--tenant", "a", "--tenant", "b"], "--tenant"),
+    (["data", "stats", "--source", "jsonl", "--path", "p.jsonl", "--user", "ann", "--user", "bob"], "--user"),
+])
+def test_a_tenant_or_user_given_twice_is_refused_before_anything_is_done(capsys, tmp_path, monkeypatch, argv, option):
+    """Before: argparse kept the last, so `tenants remove --tenant old --tenant acme` (meant: both) began removing
+    acme alone, `keys create --tenant a --tenant b` issued b's key; nothing said the first was dropped."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    assert cli(capsys, "keys", "create", "--tenant", "acme")[0] == 0
+    keys_before = (tmp_path / "data" / "api_keys.json").read_bytes()
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and out == "", (code, out, err)
+    assert f"pluralign: error: argument {option}: given twice, " in err and "run it once for each" in err, err
+    assert (tmp_path / "data" / "api_keys.json").read_bytes() == keys_before  # acme's key kept, no key issued
+
+
+def test_a_tenant_given_twice_alike_and_other_options_given_twice_are_taken(capsys, tmp_path):
+    """The same tenant twice names one; another option (`--limit`) keeps argparse's last-wins."""
+    code, out, err = cli(capsys, "tenants", "users", "--tenant", "acme", "--tenant", "acme", "--limit", "5", "--limit", "7",
+                         "--data-dir", str(tmp_path))
+    assert "given twice" not in err, err
