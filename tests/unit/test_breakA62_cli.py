@@ -211,3 +211,17 @@ def test_a_tenant_given_twice_alike_and_other_options_given_twice_are_taken(caps
                          "--data-dir", str(tmp_path))
     assert code == 0, err
     assert (json.loads(out)["tenant"], json.loads(out)["name"]) == ("acme", "b")
+
+
+def test_keys_revoke_takes_the_key_itself_and_never_prints_it(capsys, tmp_path):
+    """A leaked key is known as the key, not by its id. Before: `pluralign keys revoke pk-...` said `no key with id or
+    name 'pk-<the whole key>'`, exit 2: the key stayed valid and was printed again on stderr."""
+    code, out, err = cli(capsys, "keys", "create", "--tenant", "acme", "--name", "web", "--data-dir", str(tmp_path))
+    key = json.loads(out)["key"]
+    code, out, err = cli(capsys, "keys", "revoke", key[:-1] + ("A" if key[-1] != "A" else "B"), "--data-dir", str(tmp_path))
+    assert code == 2 and key[8:] not in err and "(a key, not shown whole)" in err, err  # not this key: none revoked
+    code, out, err = cli(capsys, "keys", "revoke", key, "--data-dir", str(tmp_path))
+    assert code == 0, err
+    assert [k["name"] for k in json.loads(out)["revoked"]] == ["web"] and key not in out + err
+    code, out, err = cli(capsys, "keys", "list", "--data-dir", str(tmp_path))
+    assert json.loads(out.splitlines()[-1]) == {"keys": 0}
