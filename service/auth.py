@@ -186,17 +186,23 @@ class KeyRing:
         variable in a script) would revoke every one of them, in every tenant. Raises ValueError
         listing their ids, and revokes none, when `key_id` matches more than one key (a name two
         keys share, as a rotation that names the new key as the old gives, or a name that is also
-        another key's id): revoking all would revoke the key a client just moved to."""
+        another key's id): revoking all would revoke the key a client just moved to.
+
+        `key_id` may also be the key itself (`pk-...`, as a leaked key is known: its holder has no id), matched by its
+        hash. An argument that looks like a key is never repeated whole in an error (a terminal's scrollback, a CI log)."""
         if not key_id.strip():
             raise ValueError("no key id or name given: an id is 8+ hex digits of the key's hash (`pluralign keys list`), a name is the one given at create")
+        given = f"'{key_id[:len(KEY_PREFIX) + 4]}...' (a key, not shown whole)" if key_id.startswith(KEY_PREFIX) else repr(key_id)
         with self._exclusive():
-            gone = [k for k in self.keys.values() if k.name == key_id or (len(key_id) >= 8 and k.sha256.startswith(key_id))]
+            digest = hash_key(key_id)
+            gone = [k for k in self.keys.values()
+                    if k.name == key_id or k.sha256 == digest or (len(key_id) >= 8 and k.sha256.startswith(key_id))]
             if not gone:
-                raise ValueError(f"no key with id or name {key_id!r}")
+                raise ValueError(f"no key with id or name {given}, nor that is this key")
             if len(gone) > 1:
                 # k.sha256[:12]: module-level key_id(k), which the argument shadows
                 ids = ", ".join(f"{k.sha256[:12]} (tenant {k.tenant}, name {k.name!r})" for k in sorted(gone, key=lambda k: k.created_at))
-                raise ValueError(f"{key_id!r} names {len(gone)} keys: {ids}; none revoked: revoke one by its id (`pluralign keys list`)")
+                raise ValueError(f"{given} names {len(gone)} keys: {ids}; none revoked: revoke one by its id (`pluralign keys list`)")
             for entry in gone:
                 del self.keys[entry.sha256]
             self._write()

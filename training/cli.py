@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import errno
 import gc
 import importlib
 import importlib.machinery
@@ -48,10 +49,34 @@ TRAINERS: tuple[str, ...] = (
 )
 
 
+class _StoreNamingWhose(argparse._StoreAction):
+    """argparse's `store`, except that an option naming whose data the command acts on (a tenant or an end user: its
+    type `training.common.tenant_name` or `user_id`) given twice with two values is a usage error naming it.
+    argparse keeps the last: `pluralign tenants remove --tenant old --tenant acme` removed acme alone, and `keys create
+    --tenant a --tenant b` issued b's key, though the line names both. Other options keep argparse's last-wins (a
+    wrapper's `--port` overridden by the user's)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from training.common import tenant_name, user_id
+
+        given = getattr(parser, "_given_whose", None)
+        if self.type in (tenant_name, user_id) and given is not None:
+            if self.dest in given and given[self.dest] != values:
+                raise argparse.ArgumentError(self, f"given twice, {given[self.dest]!r} and {values!r}: the command acts on "
+                                                   "one; run it once for each")
+            given[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser whose usage errors have the prefix of every other error of the CLI
     (`pluralign: error: ...`, exit 2) and say which command's --help to read; subcommands' parsers
     are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreNamingWhose)  # `store`, argparse's default action
+        self.register("action", "store", _StoreNamingWhose)
 
     def error(self, message: str):
         if message.startswith("the following arguments are required:"):
@@ -79,6 +104,7 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self._words = list(sys.argv[1:] if args is None else args)  # for error(): what this (sub)command was given
+        self._given_whose = {}  # this parse's tenants and users (`_StoreNamingWhose`)
         return super().parse_known_args(args, namespace)
 
     def _unparsed(self) -> list[str]:
@@ -89,6 +115,7 @@ class Parser(argparse.ArgumentParser):
         for action in required:
             action.required = False
         try:
+            self._given_whose = {}  # parsed again: the options given once are not given twice
             return super().parse_known_args(getattr(self, "_words", []), None)[1]
         finally:
             for action in required:
@@ -355,8 +382,26 @@ def _run(args: argparse.Namespace) -> int:
         _error(f"pluralign: error: {redacted(str(exc))}")
         return 2
     except OSError as exc:  # a path the command cannot read or write: a folder given for a file, no permission, ...
+        from training.common import STDOUT
+
+        if exc.errno == errno.EPIPE and exc.filename in (None, STDOUT):  # `| head -1`: the reader of the output has gone
+            return _reader_gone()
         _error(f"pluralign: error: {_os_problem(exc)}")
         return 2
+
+
+def _reader_gone() -> int:
+    """The exit of a command whose output's reader has gone (`pluralign keys list | head -1`): no error line (the
+    command did not fail; the one reading it stopped), status 141 as a shell reports a command SIGPIPE ended (`yes |
+    head -1`). What stdout still buffers goes to /dev/null: flushed into the pipe at exit, it raised again (Python's
+    "Exception ignored ... BrokenPipeError", exit 120)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout without a file descriptor (a test's capture)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _os_problem(exc: OSError) -> str:

@@ -503,7 +503,8 @@ def check_listen(host: str, port: int, port_named: str | None = None) -> None:
     try:  # asyncio's reading of '': every interface
         found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
-        raise ValueError(f"--host {host}: not an address this machine can listen on ({getattr(exc, 'strerror', None) or exc})") from None
+        problem = _host_mistake(host) or f" ({getattr(exc, 'strerror', None) or exc})"
+        raise ValueError(f"--host {host}: not an address this machine can listen on{problem}") from None
     made = 0
     with contextlib.ExitStack() as bound:  # held together: two of them on one port are what uvicorn will hold
         for family, kind, proto, _, address in dict.fromkeys(found):
@@ -524,6 +525,26 @@ def check_listen(host: str, port: int, port_named: str | None = None) -> None:
                 raise ValueError(f"--host {host} {port_named}: cannot listen on {at} ({exc.strerror})") from None
         if not made:  # as asyncio's, which then fails at its bind
             raise ValueError(f"--host {host}: not an address this machine can listen on (no socket of its address family)")
+
+
+def _host_mistake(host: str) -> str:
+    """What a --host (or HOST) that does not resolve holds instead of a host, said as ": ..." with the options meant,
+    or "": a URL (`http://127.0.0.1:8000`, copied from the README) or a host and a port (`127.0.0.1:8000`), which the
+    resolver only says are no name ("Name or service not known")."""
+    import re
+    from urllib.parse import urlsplit
+
+    if "://" in host:
+        try:
+            parts = urlsplit(host)
+            name, port = parts.hostname, parts.port
+        except ValueError:  # a port that is no number: the host alone is said
+            name, port = urlsplit(host).hostname, None
+        return f": a URL, where the host alone goes (--host {name}{f' --port {port}' if port else ''})" if name else ""
+    found = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", host)
+    if found:
+        return f": a host and a port, where the host alone goes (--host {found[1] or found[3]} --port {found[2] or found[4]})"
+    return ""
 
 
 def host_port(host: str, port: int) -> str:
@@ -633,6 +654,8 @@ def reading(option: str, value):
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and exc.strerror and str(exc.filename) == str(value):
             problem = "no such file or folder"
+            if str(value) == "-":  # `curl ... | pluralign data import --path -`: no command reads `-` as standard input
+                problem += " (`-` is read as a file's name: give a pipe's input as /dev/stdin)"
         elif exc.strerror:
             problem = exc.strerror + (f": {exc.filename}" if exc.filename and str(exc.filename) != str(value) else "")
         else:
@@ -640,9 +663,20 @@ def reading(option: str, value):
         raise ValueError(f"{option} {value}: {problem}") from None
 
 
+STDOUT = "stdout"  # the file name an OSError of writing the command's output carries (`print_json`)
+
+
 def print_json(obj) -> None:
-    sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
-    sys.stdout.flush()
+    """One JSON line on stdout, flushed. A write that fails (`> /dev/full`; a reader that has gone, `| head -1`) is an
+    OSError naming stdout: without a name the CLI's error line said "[Errno 28] No space left on device", and the
+    CLI's `main` cannot tell a closed pipe of its output from another."""
+    try:
+        sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
+        sys.stdout.flush()
+    except OSError as exc:
+        if exc.filename is not None or not exc.errno:
+            raise
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), STDOUT) from exc
 
 
 PROGRESS_ENV = "PLURALIGN_PROGRESS"

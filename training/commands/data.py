@@ -98,6 +98,7 @@ def export(args: argparse.Namespace) -> int:
     if suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):  # before reading: the format follows the name
         raise ValueError(f"--out {args.out}: expected a .jsonl (or .json, .ndjson) or .parquet file name, got {suffix or 'no suffix'!r}")
     check_writable_file("--out", args.out, "the exported file")
+    _check_nothing_dropped_in_place(args)
     records, _, where = _load_located(args)
     records, where, left_out = _comparisons_only(args, records, where)
     parquet = suffix == ".parquet"
@@ -108,6 +109,16 @@ def export(args: argparse.Namespace) -> int:
     print_json({"out": args.out, "format": "parquet" if parquet else "jsonl", "records": n, "users": len({r.user_id for r in records}),
                 "left_out_same_answer": left_out})
     return 0
+
+
+def _check_nothing_dropped_in_place(args: argparse.Namespace) -> None:
+    """An export over its own --path rewrites the file in place (pluralign's form, each row's TRL form kept), but with
+    --skip-bad the rows it skips would be gone from it for good: a ValueError naming both options, before reading."""
+    from training.common import same_file
+
+    if args.skip_bad and same_file(args.out, args.path):
+        raise ValueError(f"--out {args.out}: is the file --path reads ({args.path}), and --skip-bad would leave its bad rows "
+                         "out of it for good: give another file name, or mend the rows and export without --skip-bad")
 
 
 IMPORT_CHUNK = 500  # rows per request at most
@@ -273,6 +284,7 @@ def _check_service_url(url: str) -> None:
 
     problem = base_url_problem(url)
     if problem is None:
+        _check_url_adds_nothing(url)
         return
     if url and "://" not in url and not url.startswith("/") and ":/" not in url:  # `localhost:8000`: its "scheme" is no news
         problem, hint = "", f" (did you mean http://{url}?)"
@@ -280,6 +292,29 @@ def _check_service_url(url: str) -> None:
         problem, hint = f" ({problem})", ""
     raise ValueError(f"--url {url}: not an http:// or https:// URL of the service{problem}, as http://127.0.0.1:8000 "
                      f"(`pluralign serve`'s){hint}; nothing was sent")
+
+
+def _check_url_adds_nothing(url: str) -> None:
+    """ValueError naming --url when it carries what would change the requests it roots: a user name or password
+    (httpx sends them as `Authorization: Basic`, in place of the key's Bearer: the service then refused "the key"), or a
+    query (pasted into every route's path: `/v1?x=1/v1/users/u/import`, no such route). Said with the URL's
+    credentials hidden (`pluralign.urls.redacted`)."""
+    from urllib.parse import urlsplit
+
+    from pluralign.urls import redacted
+
+    parts = urlsplit(url)
+    if parts.password is not None:
+        what = "a user name and password (`user:***@`), which would be sent as Basic authentication in place of the key"
+    elif parts.username is not None:
+        what = "a user name (`...@` before the host), which would be sent as Basic authentication in place of the key"
+    elif parts.query:
+        what = f"a query (`?{parts.query.partition('=')[0]}=...`), which no import route takes"
+    else:
+        return
+    raise ValueError(f"--url {redacted(url)}: holds {what}; give the "
+                     "service's URL alone (http://127.0.0.1:8000, or its /v1 base URL) and the key as --key or "
+                     "PLURALIGN_KEY; nothing was sent")
 
 
 IMPORT_RETRIES = 5  # a chunk answered 429 or 503 with a Retry-After is sent again this many times at most

@@ -49,8 +49,8 @@ def register(subparsers) -> None:
     create.add_argument("--admin", action="store_true", help="an admin key: /admin routes only, over every tenant's data (--tenant only labels it)")
     create.add_argument("--name", default=None, type=key_label, help=f"a label to find it by (not blank, at most {MAX_LABEL} characters, no control characters)")
     listing = sub.add_parser("list", help="keys: id, tenant, admin, name, created_at (never the key)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    revoke = sub.add_parser("revoke", help="remove a key by id (from `list`) or name; effective at once", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    revoke.add_argument("key", help="the key's id (8+ hex digits of its hash) or its name")
+    revoke = sub.add_parser("revoke", help="remove a key by id (from `list`), name or the key itself; effective at once", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    revoke.add_argument("key", help="the key's id (8+ hex digits of its hash), its name, or the key itself (pk-...)")
     for command in (create, listing, revoke):  # after the subcommand too, where every other command takes it
         command.add_argument("--data-dir", default=argparse.SUPPRESS, help="the service's data folder (as `keys --data-dir`)")
     parser.set_defaults(func=run, settings_data_dir=True)  # its --data-dir is the setting data_dir (training.cli._run)
@@ -79,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "create":
         key = keys.issue(args.tenant, admin=args.admin, name=args.name or "")  # None: no --name (argparse would check a default "")
         entry = keys.lookup(key)
-        print_json({**describe(entry), "key": key})
+        try:
+            print_json({**describe(entry), "key": key})
+        except OSError as exc:  # shown nowhere (`> /dev/full`, a closed pipe): a working key no one has seen is not kept
+            keys.revoke(key_id(entry))
+            raise ValueError(f"{exc.filename or 'stdout'}: {exc.strerror or exc}: the key (id {key_id(entry)}, tenant "
+                             f"{entry.tenant}) could not be printed, so the key was not kept: run the command again with "
+                             "its output going where it can be written (a terminal, a file)") from None
     elif args.action == "list":
         listed = [describe(k) for k in keys.list()]
         for item in listed:
