@@ -133,3 +133,36 @@ def test_finishing_a_stopped_delete_counts_the_stated_changes_since_it_began_not
         assert rt.delete_journal.unfinished("globex", user) is None
         assert c.get(f"/v1/users/{user}/stated-preferences").json()["version"] == 0  # deleted: nothing came back
     assert max(read, default=0) <= len(FEATURE_NAMES), f"rows of stated changes read at once: {read}"
+
+
+def test_a_tenants_audits_beyond_the_queue_bound_are_429_from_both_routes(svc, monkeypatch):
+    """breakB62 (here to share this module's service): a dashboard script polling `GET /admin/audits/fairness?...&since=
+    <a day ago>&wait=0` asks a new audit at each poll (its `since` moves: no queued audit is the same one). Adapter and
+    population jobs were bounded by `tenant_queued_jobs`; audits were not: each poll queued one more, however many of the
+    tenant's waited (each a record in memory and on disk, read at every dispatcher round). Now a tenant's audits queued or
+    running count against it too (those of every tenant together, as the service's own): beyond it a 429 with
+    Retry-After, nothing queued."""
+    bound = svc.runtime.settings.tenant_queued_jobs
+    with svc.client("admin") as admin:
+        runner = svc.server.server.config.app.state.admin.runner
+        monkeypatch.setattr(runner, "_may_start", lambda job: False)  # the workers busy elsewhere: every job stays queued
+        try:
+            def audit(tenant: str | None, since: float):
+                return admin.post("/admin/jobs", json={"kind": "audit", "params": {
+                    "group_by": "seg", "since": since, **({"tenant": tenant} if tenant else {})}})
+
+            posted = [audit("acme", float(i)) for i in range(bound + 1)]
+            assert [r.status_code for r in posted] == [201] * bound + [429], [r.text for r in posted]  # before: 201 each
+            refused = posted[-1]
+            assert refused.headers["Retry-After"] == "60"
+            message = refused.json()["error"]["message"]
+            assert "tenant 'acme'" in message and f"{bound} audits queued or running" in message and "tenant_queued_jobs" in message, message
+            polled = admin.get("/admin/audits/fairness", params={"group_by": "seg", "tenant": "acme", "since": 7, "wait": 0})
+            assert polled.status_code == 429 and polled.headers["Retry-After"] == "60", polled.text  # before: 202, queued
+            assert audit("acme", 0.0).status_code == 200  # the same audit as one queued is still that job
+            assert audit("globex", 0.0).status_code == 201  # another tenant's audits count apart
+            assert [audit(None, float(i)).status_code for i in range(bound + 1)] == [201] * bound + [429]  # every tenant's together
+            assert len([j for j in runner.active() if j.kind == "audit"]) == 2 * bound + 1
+        finally:
+            for job in runner.active():
+                runner.cancel(job.id)
