@@ -1,9 +1,10 @@
-"""Session 60 (break): a hostile tenant against the running service, driven over real HTTP."""
+"""Session 60 (break), and breakB62's last two tests: a hostile tenant (and a careless admin) against the running service, driven over real HTTP."""
 
 from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from pluralign.store import tenants
@@ -157,7 +158,7 @@ def test_a_tenants_audits_beyond_the_queue_bound_are_429_from_both_routes(svc, m
             assert refused.headers["Retry-After"] == "60"
             message = refused.json()["error"]["message"]
             assert "tenant 'acme'" in message and f"{bound} audits queued or running" in message and "tenant_queued_jobs" in message, message
-            polled = admin.get("/admin/audits/fairness", params={"group_by": "seg", "tenant": "acme", "since": 7, "wait": 0})
+            polled = admin.get("/admin/audits/fairness", params={"group_by": "seg", "tenant": "acme", "since": 1000, "wait": 0})
             assert polled.status_code == 429 and polled.headers["Retry-After"] == "60", polled.text  # before: 202, queued
             assert audit("acme", 0.0).status_code == 200  # the same audit as one queued is still that job
             assert audit("globex", 0.0).status_code == 201  # another tenant's audits count apart
@@ -166,3 +167,24 @@ def test_a_tenants_audits_beyond_the_queue_bound_are_429_from_both_routes(svc, m
         finally:
             for job in runner.active():
                 runner.cancel(job.id)
+
+
+def test_an_admin_keys_sessions_are_bounded_its_oldest_signed_out(svc):
+    """breakB62: a scraping script that signs in at each scrape (`POST /admin/login` with its admin key) opened one more
+    session each time, every one held until it expired (`admin_session_s`, an hour), and each sign-in rebuilt the table
+    of them all on the event loop: 200 sign-ins a second (the rate limit) held 720,000 sessions an hour, and made every
+    sign-in, and so every request the event loop serves, slower with each one. Now a key holds at most
+    MAX_SESSIONS_PER_KEY: a sign-in past it signs out that key's oldest session."""
+    from service.admin.session import COOKIE, MAX_SESSIONS_PER_KEY
+
+    def sign_in() -> str:
+        r = httpx.post(svc.url + "/admin/login", data={"key": svc.keys["admin"]}, follow_redirects=False)
+        assert r.status_code == 303, r.text
+        return r.cookies[COOKIE]
+
+    def page(token: str) -> int:
+        return httpx.get(svc.url + "/admin/dashboard", headers={"Cookie": f"{COOKIE}={token}"}, follow_redirects=False).status_code
+
+    tokens = [sign_in() for _ in range(MAX_SESSIONS_PER_KEY + 1)]
+    assert page(tokens[-1]) == 200 and page(tokens[1]) == 200
+    assert page(tokens[0]) == 401  # the oldest signed out (before: 200, every session kept until it expired)
