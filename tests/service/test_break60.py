@@ -188,3 +188,18 @@ def test_an_admin_keys_sessions_are_bounded_its_oldest_signed_out(svc):
     tokens = [sign_in() for _ in range(MAX_SESSIONS_PER_KEY + 1)]
     assert page(tokens[-1]) == 200 and page(tokens[1]) == 200
     assert page(tokens[0]) == 401  # the oldest signed out (before: 200, every session kept until it expired)
+
+
+@pytest.mark.parametrize("group_by", ["seg\u202eevil", "seg\nment", "seg\x1b[2Jment", "seg\u2028ment"])
+def test_an_audit_by_a_name_no_attribute_may_hold_is_refused_naming_group_by(svc, group_by):
+    """breakB62: feedback refuses an attribute name holding a control character, a line separator or a bidi override
+    (`name_control_problem`), but an audit's `group_by` took one: queued (201, 202), its job ran only to fail (no
+    comparison carries such an attribute), the job table, its log and the worker's argument holding the control. Now
+    both routes refuse it as feedback does, nothing queued."""
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"kind": "audit", "limit": 1000}).json()["jobs"])
+        posted = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": group_by, "tenant": "acme"}})
+        assert posted.status_code == 400 and posted.json()["error"]["param"] == "params.group_by", posted.text  # before: 201
+        asked = admin.get("/admin/audits/fairness", params={"group_by": group_by, "tenant": "acme", "wait": 0})
+        assert asked.status_code == 400 and asked.json()["error"]["param"] == "group_by", asked.text  # before: 202
+        assert len(admin.get("/admin/jobs", params={"kind": "audit", "limit": 1000}).json()["jobs"]) == before
