@@ -206,7 +206,7 @@ def cancel_job(request: Request, job_id: FromPath[str]) -> Job:
         raise no_job(request.app.state.runtime, job_id) from None
 
 
-@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(409, 422, 503, 507, why={409: BEING_REMOVED, 422: AUDIT_FAILED}), 200: REPORT_RESPONSE, 202: ResponseSpec(
+@get("/audits/fairness", opt=NO_HEAD, responses={**error_responses(409, 422, 429, 503, 507, why={409: BEING_REMOVED, 422: AUDIT_FAILED}), 200: REPORT_RESPONSE, 202: ResponseSpec(
     data_container=AuditPending, description="The audit job is still running after `wait` seconds", generate_examples=False,
     examples=[example("the audit job, running", RUNNING_AUDIT_EXAMPLE)])}, summary="Fairness audit of the stored comparisons (runs as an audit job)")
 async def fairness_audit(
@@ -243,6 +243,8 @@ async def fairness_audit(
         return _still_moving(request, exc, tenant, wait)
     except Stopping:
         return _stopping()
+    except QuotaExceeded as exc:  # the tenant's audits queued or running (`Admin.submit`), as POST /admin/jobs answers
+        raise TooManyRequestsException(detail=str(exc), headers={"Retry-After": "60"}) from None
     if job.state in ("queued", "running"):
         return Response(AuditPending(job=admin.public.job(job)), status_code=202)
     # reading the report and every stored one is file work: off the event loop, or it stalls every request

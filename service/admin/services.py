@@ -52,7 +52,7 @@ from service.runtime import ForgetIncomplete, Runtime
 from service.settings import GENERATOR_BASE_SETTING, GENERATOR_SETTING, Settings
 from service.users.services import READ_INLINE_ROWS, adapter_folder
 from training.jobs.params import JOB_ENCODERS, JobParamsError, decode_params
-from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param
+from training.jobs.record import ACTIVE_STATES, Job, JobNamed, Param, tenant_of
 from training.jobs.runner import JobRunner, LocalJobRunner, NotServed, RunnerConfig, result_metrics
 from training.jobs.triggers import AdapterTrigger
 
@@ -377,6 +377,14 @@ class Admin:
                     return same, False
                 if self.stopping.is_set():
                     raise Stopping("the service is stopping: the audit was not queued")
+                # bounded per audited tenant as its adapter jobs are: unbounded, a script polling with a moving `since`
+                # (a new audit each time) queued one more at each poll, however many of the tenant's waited
+                audited = tenant_of(params)
+                queued = sum(1 for j in self.runner.active() if j.kind == "audit" and tenant_of(j.params) == audited)
+                if queued >= self.rt.settings.tenant_queued_jobs:
+                    whose = f"tenant {audited!r} has" if audited else "the audits of every tenant are"
+                    raise QuotaExceeded(f"{whose} {queued} audits queued or running (at most {self.rt.settings.tenant_queued_jobs}, "
+                                        "`tenant_queued_jobs`): retry once one has ended")
                 return self.runner.submit(kind, params, request_id=current()), True
         return self._submit(kind, params), True
 

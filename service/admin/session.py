@@ -36,6 +36,8 @@ from service.errors import bad_request
 TENANT_NAME_RULE = "a tenant name is 1-128 characters: ASCII letters, digits and . _ @ : + - (starting with a letter or digit)"
 
 COOKIE_PATH = "/admin"
+# sessions one admin key holds at once: a sign-in past it signs out the key's oldest (`AdminSessions.open`)
+MAX_SESSIONS_PER_KEY = 16
 # on every admin HTML page: no script and nothing fetched at all (the pages have none: inline styles
 # and SVG, forms posting to this service), so a stored answer that escaped the escaping still could
 # not run; never framed by another site (clickjacking the sign-in); never sniffed as another type;
@@ -61,10 +63,16 @@ class AdminSessions:
         self._live: dict[str, tuple[Principal, float, str]] = {}
 
     def open(self, principal: Principal, key_sha256: str = "") -> str:
+        """A new session's token. The key's sessions are at most MAX_SESSIONS_PER_KEY: past it its oldest is closed.
+        Unbounded, a script signing in at each scrape held one more session each time until it expired (an hour), and
+        each sign-in, on the event loop, went through them all."""
         token = secrets.token_urlsafe(32)
         now = self.clock()
         with self._lock:
             self._live = {k: v for k, v in self._live.items() if v[1] > now}  # forget expired ones
+            of_key = [k for k, v in self._live.items() if v[2] == key_sha256]  # oldest first: a dict keeps its order
+            for digest in of_key[: max(0, len(of_key) - MAX_SESSIONS_PER_KEY + 1)]:
+                del self._live[digest]
             self._live[_digest(token)] = (principal, now + self.ttl_s, key_sha256)
         return token
 

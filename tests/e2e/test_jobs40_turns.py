@@ -55,7 +55,8 @@ def test_turns_taken_before_a_restart_still_count_after_it(tmp_path):
 
 def test_audits_go_first_within_their_tenants_turn_not_before_every_tenants_training(tmp_path):
     """jobs41: kind priority came before turns, so acme's three audits all started before globex's training. Now each
-    turn is one tenant's: its audit first (among tenants that never had a turn too), then the next tenant's job."""
+    turn is one tenant's: its audit first (among tenants that never had a turn too), then the next tenant's job. An
+    audit goes ahead of its tenant's training for one start in a row (breakB62): acme's next turn is its training."""
     from tests.e2e.job_kinds import work
     from training.jobs.kinds import JobKind
 
@@ -69,7 +70,7 @@ def test_audits_go_first_within_their_tenants_turn_not_before_every_tenants_trai
         done = {name: runner.wait(job.id, timeout=60) for name, job in jobs.items()}
     finally:
         runner.stop()
-    assert sorted(done, key=lambda name: done[name].started_at) == ["a_audit1", "g_train1", "a_audit2", "g_train2", "a_audit3", "a_train"]
+    assert sorted(done, key=lambda name: done[name].started_at) == ["a_audit1", "g_train1", "a_train", "g_train2", "a_audit2", "a_audit3"]
 
 
 def test_a_start_stamped_ahead_of_the_clock_puts_off_no_tenants_turn(tmp_path):

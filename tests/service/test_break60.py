@@ -1,9 +1,10 @@
-"""Session 60 (break): a hostile tenant against the running service, driven over real HTTP."""
+"""Session 60 (break), and breakB62's last two tests: a hostile tenant (and a careless admin) against the running service, driven over real HTTP."""
 
 from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from pluralign.store import tenants
@@ -133,3 +134,72 @@ def test_finishing_a_stopped_delete_counts_the_stated_changes_since_it_began_not
         assert rt.delete_journal.unfinished("globex", user) is None
         assert c.get(f"/v1/users/{user}/stated-preferences").json()["version"] == 0  # deleted: nothing came back
     assert max(read, default=0) <= len(FEATURE_NAMES), f"rows of stated changes read at once: {read}"
+
+
+def test_a_tenants_audits_beyond_the_queue_bound_are_429_from_both_routes(svc, monkeypatch):
+    """breakB62 (here to share this module's service): a dashboard script polling `GET /admin/audits/fairness?...&since=
+    <a day ago>&wait=0` asks a new audit at each poll (its `since` moves: no queued audit is the same one). Adapter and
+    population jobs were bounded by `tenant_queued_jobs`; audits were not: each poll queued one more, however many of the
+    tenant's waited (each a record in memory and on disk, read at every dispatcher round). Now a tenant's audits queued or
+    running count against it too (those of every tenant together, as the service's own): beyond it a 429 with
+    Retry-After, nothing queued."""
+    bound = svc.runtime.settings.tenant_queued_jobs
+    with svc.client("admin") as admin:
+        runner = svc.server.server.config.app.state.admin.runner
+        monkeypatch.setattr(runner, "_may_start", lambda job: False)  # the workers busy elsewhere: every job stays queued
+        try:
+            def audit(tenant: str | None, since: float):
+                return admin.post("/admin/jobs", json={"kind": "audit", "params": {
+                    "group_by": "seg", "since": since, **({"tenant": tenant} if tenant else {})}})
+
+            posted = [audit("acme", float(i)) for i in range(bound + 1)]
+            assert [r.status_code for r in posted] == [201] * bound + [429], [r.text for r in posted]  # before: 201 each
+            refused = posted[-1]
+            assert refused.headers["Retry-After"] == "60"
+            message = refused.json()["error"]["message"]
+            assert "tenant 'acme'" in message and f"{bound} audits queued or running" in message and "tenant_queued_jobs" in message, message
+            polled = admin.get("/admin/audits/fairness", params={"group_by": "seg", "tenant": "acme", "since": 1000, "wait": 0})
+            assert polled.status_code == 429 and polled.headers["Retry-After"] == "60", polled.text  # before: 202, queued
+            assert audit("acme", 0.0).status_code == 200  # the same audit as one queued is still that job
+            assert audit("globex", 0.0).status_code == 201  # another tenant's audits count apart
+            assert [audit(None, float(i)).status_code for i in range(bound + 1)] == [201] * bound + [429]  # every tenant's together
+            assert len([j for j in runner.active() if j.kind == "audit"]) == 2 * bound + 1
+        finally:
+            for job in runner.active():
+                runner.cancel(job.id)
+
+
+def test_an_admin_keys_sessions_are_bounded_its_oldest_signed_out(svc):
+    """breakB62: a scraping script that signs in at each scrape (`POST /admin/login` with its admin key) opened one more
+    session each time, every one held until it expired (`admin_session_s`, an hour), and each sign-in rebuilt the table
+    of them all on the event loop: 200 sign-ins a second (the rate limit) held 720,000 sessions an hour, and made every
+    sign-in, and so every request the event loop serves, slower with each one. Now a key holds at most
+    MAX_SESSIONS_PER_KEY: a sign-in past it signs out that key's oldest session."""
+    from service.admin.session import COOKIE, MAX_SESSIONS_PER_KEY
+
+    def sign_in() -> str:
+        r = httpx.post(svc.url + "/admin/login", data={"key": svc.keys["admin"]}, follow_redirects=False)
+        assert r.status_code == 303, r.text
+        return r.cookies[COOKIE]
+
+    def page(token: str) -> int:
+        return httpx.get(svc.url + "/admin/dashboard", headers={"Cookie": f"{COOKIE}={token}"}, follow_redirects=False).status_code
+
+    tokens = [sign_in() for _ in range(MAX_SESSIONS_PER_KEY + 1)]
+    assert page(tokens[-1]) == 200 and page(tokens[1]) == 200
+    assert page(tokens[0]) == 401  # the oldest signed out (before: 200, every session kept until it expired)
+
+
+@pytest.mark.parametrize("group_by", ["seg\u202eevil", "seg\nment", "seg\x1b[2Jment", "seg\u2028ment"])
+def test_an_audit_by_a_name_no_attribute_may_hold_is_refused_naming_group_by(svc, group_by):
+    """breakB62: feedback refuses an attribute name holding a control character, a line separator or a bidi override
+    (`name_control_problem`), but an audit's `group_by` took one: queued (201, 202), its job ran only to fail (no
+    comparison carries such an attribute), the job table, its log and the worker's argument holding the control. Now
+    both routes refuse it as feedback does, nothing queued."""
+    with svc.client("admin") as admin:
+        before = len(admin.get("/admin/jobs", params={"kind": "audit", "limit": 1000}).json()["jobs"])
+        posted = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": group_by, "tenant": "acme"}})
+        assert posted.status_code == 400 and posted.json()["error"]["param"] == "params.group_by", posted.text  # before: 201
+        asked = admin.get("/admin/audits/fairness", params={"group_by": group_by, "tenant": "acme", "wait": 0})
+        assert asked.status_code == 400 and asked.json()["error"]["param"] == "group_by", asked.text  # before: 202
+        assert len(admin.get("/admin/jobs", params={"kind": "audit", "limit": 1000}).json()["jobs"]) == before

@@ -22,7 +22,7 @@ import msgspec
 
 from pluralign.data.decode_words import in_our_words, one_of
 from pluralign.data.record import MAX_CREATED_AT, Base, digits_date_problem, tenant_problem, time_text_hint
-from pluralign.data.text import closest_name, is_blank, shorten, surrogate_problem
+from pluralign.data.text import closest_name, is_blank, name_control_problem, shorten, surrogate_problem
 
 # what a client may name: an attribute, a tenant, a user (the service's user-id rule); `(?!\n)`: msgspec
 # searches with Python's `re`, whose `$` also matches before a final newline ("alice\n" was a user)
@@ -204,13 +204,17 @@ def _check_values(typed: Base, from_client: bool) -> None:
 
 def _group_by_problem(group_by: str | None) -> str | None:
     """Why `group_by` can name no attribute (None when it can): blank (feedback refuses such a name), holding NUL,
-    which no command-line argument can carry, or starting with `-` (a flag's look, refused as every job's names are)."""
+    which no command-line argument can carry, or starting with `-` (a flag's look, refused as every job's names are),
+    or holding what feedback refuses in an attribute's name (`name_control_problem`: a control character, a line
+    separator, a bidi override)."""
     if group_by is None:
         return None
     if is_blank(group_by):
         return "an attribute name must hold a visible character"
     if "\x00" in group_by or group_by.startswith("-"):  # no argument holds NUL; one after `=` is never a flag, but kept so
         return "must neither start with `-` nor hold NUL (U+0000): the audit's worker takes it as a command-line argument"
+    if (problem := name_control_problem(group_by)) is not None:  # feedback refuses such a name: no attribute has it
+        return f"an attribute name {problem}: no attribute is named so (feedback refuses such a name)"
     return surrogate_problem(group_by)
 
 

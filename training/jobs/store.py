@@ -39,6 +39,7 @@ class JobStore:
         # its count with it (`remove`), so the turns are those the held records give, as after a restart
         self._starts: dict[str, dict[str, int]] = {}
         self._turns: dict[str, int] = {}  # tenant -> the greatest count of its held jobs (`turn`)
+        self._latest: dict[str, str] = {}  # tenant -> the id of the held job whose start is its turn (`latest_start`)
         # job id -> (`started_at`, count) of an active job's start before its latest: a start undone (the record put
         # back to it: a Ray job that could not be placed) gives the job that count again
         self._earlier: dict[str, tuple[float, int]] = {}
@@ -126,6 +127,7 @@ class JobStore:
     def _started(self, job_id: str, tenant: str) -> None:
         self._count += 1
         self._starts.setdefault(tenant, {})[job_id] = self._turns[tenant] = self._count
+        self._latest[tenant] = job_id
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -151,14 +153,22 @@ class JobStore:
         with self._lock:
             return self._turns.get(tenant, 0)
 
+    def latest_start(self, tenant: str) -> Job | None:
+        """The held job of `tenant` whose start is its turn (`turn`): the one it started last; None if none did."""
+        with self._lock:
+            job_id = self._latest.get(tenant)
+            return self._jobs.get(job_id) if job_id is not None else None
+
     def _turn_again(self, tenant: str) -> None:
         """Draw `tenant`'s turn again from its held jobs' counts (one of them went or changed)."""
         starts = self._starts.get(tenant)
         if starts:
-            self._turns[tenant] = max(starts.values())
+            self._latest[tenant] = max(starts, key=starts.__getitem__)
+            self._turns[tenant] = starts[self._latest[tenant]]
         else:
             self._starts.pop(tenant, None)
             self._turns.pop(tenant, None)
+            self._latest.pop(tenant, None)
 
     def _index(self, job_id: str, key: str | None) -> None:
         if key is not None:
