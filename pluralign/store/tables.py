@@ -106,6 +106,10 @@ UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replica
 APPEND_KEYS = {"preferences": ("tenant", "user_id", "pref_id"), "interactions": ("response_id",),
                "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",), retractions.TABLE: ("retraction_id",)}
 INDEXED_COLUMNS = ("tenant", "user_id")
+# per table, the columns indexed beside INDEXED_COLUMNS (BTREE, for ranges): a PATCH of stated preferences looks for its
+# current version's rows (`stated_changes`); by the owner's BITMAPs alone, Lance read the version of every row of the
+# user's history to find them (rows_scanned grew with each PATCH: tests/service/test_break59.py)
+RANGE_INDEXED = {"stated_changes": ("version",)}
 FEW_IDS = 64  # ids `Store.held_preferences` looks up by one query of them; more: by their users' keys first
 USERS_PER_READ = 1000  # users `Store.users_with_preferences` looks up by one query (a filter of more is slow to plan)
 # what makes two rows under one (tenant, user_id, pref_id) the same preference: a row sent again (a replayed
@@ -114,6 +118,11 @@ USERS_PER_READ = 1000  # users `Store.users_with_preferences` looks up by one qu
 SAME_ROW_FIELDS = ("prompt", "chosen", "rejected", "tie", "margin", "source", "created_at", "attributes", "trl")
 INDEX_ATTEMPTS = 3  # `Store._ensure_indexes` against another process making the same index
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
+
+
+def _indexes(name: str) -> list[tuple[str, Bitmap | BTree]]:
+    """The scalar indexes of the table `name`: (column, config), BITMAP on INDEXED_COLUMNS, BTREE on its RANGE_INDEXED."""
+    return [*((c, Bitmap()) for c in INDEXED_COLUMNS), *((c, BTree()) for c in RANGE_INDEXED.get(name, ()))]
 
 
 class StoreError(ValueError):
@@ -1772,7 +1781,7 @@ class Store:
             self._ensure_indexes(name)
 
     def _ensure_indexes(self, name: str) -> None:
-        """BITMAP indexes on tenant and user_id (created once the table has rows). Another process
+        """BITMAP indexes on tenant and user_id, and the table's RANGE_INDEXED (created once the table has rows). Another process
         making them at the same moment preempts this one's (Lance: "Retryable commit conflict"): then
         its index serves. Never raises for a write already committed: an index still missing after
         INDEX_ATTEMPTS is logged and made at a later write (reads scan meanwhile)."""
@@ -1782,9 +1791,9 @@ class Store:
                 if not table.count_rows():
                     return
                 have = {tuple(i.columns) for i in table.list_indices()}
-                for column in INDEXED_COLUMNS:
+                for column, config in _indexes(name):
                     if (column,) not in have:
-                        table.create_index(column, config=Bitmap(), replace=True)
+                        table.create_index(column, config=config, replace=True)
                 self._indexed.add(name)
                 return
             except (OSError, RuntimeError) as exc:
@@ -2637,7 +2646,7 @@ class Store:
     def _purge(self, name: str) -> None:
         """After a delete: no file of the table may still hold a deleted row. Every fragment with a
         deletion is rewritten (Lance's compaction otherwise keeps a fragment below 10% deleted, the
-        row still in its data file) and the BITMAP indexes are rebuilt (an index keeps the values of
+        row still in its data file) and its indexes are rebuilt (an index keeps the values of
         deleted rows); `_drop_old_versions` then removes the older versions with their files
         (transaction files name the delete's filter). The caller holds the maintenance lock.
 
@@ -2651,14 +2660,14 @@ class Store:
             if table.count_rows():
                 try:
                     self._fence()
-                    self._rewrite(table)
+                    self._rewrite(table, name)
                 except (OSError, RuntimeError) as exc:  # Lance gave up committing beside many appends
                     if "conflict" not in str(exc).lower() or name == "users":
                         raise
                     log.warning("purge of %s conflicted with appends (%s); redoing it with appends held", name, exc)
                     with self._lock:
                         self._fence()
-                        self._rewrite(table)
+                        self._rewrite(table, name)
                 self._indexed.add(name)
                 self._pending[name] = 0
             else:  # nothing left: the indexes go (an empty table cannot hold one); the next write makes them
@@ -2694,13 +2703,13 @@ class Store:
                     remove_old_versions(self.tables[name], older, delete_unverified=self.lease is None)
 
     @staticmethod
-    def _rewrite(table) -> None:
-        """Rewrite every fragment with a deletion and rebuild the BITMAP indexes (`_purge`)."""
+    def _rewrite(table, name: str) -> None:
+        """Rewrite every fragment with a deletion and rebuild the table `name`'s indexes (`_purge`, `_indexes`)."""
         # not `Table.optimize`, which has no `materialize_deletions_threshold` (lancedb 0.40): without 0.0,
         # a fragment under 10% deleted keeps the deleted rows in its data file
         compact_with_deletions(table)
-        for column in INDEXED_COLUMNS:
-            table.create_index(column, config=Bitmap(), replace=True)
+        for column, config in _indexes(name):
+            table.create_index(column, config=config, replace=True)
 
     def compact(self, keep_versions_for: timedelta = timedelta(minutes=5), every_table: bool = False) -> None:
         """Merge small fragments, fold new rows into the indexes and drop versions older than given

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -73,3 +74,49 @@ def test_a_users_labels_are_bounded_as_one_feedbacks_are(svc):
         attributes = c.get(f"/v1/users/{user}").json()["attributes"]
     assert len(attributes) <= cap, f"{len(attributes)} labels held for the user (a feedback takes {cap})"
     assert attributes == labels  # the last feedback's: every one of its labels, `group` at its latest value
+
+
+def rows_scanned(monkeypatch, table: str) -> list[int]:
+    """The rows Lance scans (its plan's `rows_scanned`, summed over the plan) for each read of the store's table `table`
+    from now on: [per read]."""
+    from lancedb.query import LanceEmptyQueryBuilder
+
+    scanned: list[int] = []
+    to_arrow = LanceEmptyQueryBuilder.to_arrow
+
+    def counted(self, *args, **kwargs):
+        if self._table.name == table:
+            scanned.append(sum(int(n) for n in re.findall(r"rows_scanned=(\d+)", self.analyze_plan())))
+        return to_arrow(self, *args, **kwargs)
+
+    monkeypatch.setattr(LanceEmptyQueryBuilder, "to_arrow", counted)
+    return scanned
+
+
+def test_a_patch_of_stated_preferences_reads_the_current_version_only(svc, monkeypatch):
+    """scale62: each PATCH of a user's stated preferences looks whether the changes table holds the version their row
+    holds (a stop between the row's write and the table's leaves it in the row only: `_store_missing_changes`). The
+    table was indexed by owner alone, so Lance read the version of every row of the user's history to find that
+    version's: the thousandth PATCH scanned a thousand rows. Now `version` has an index too (`RANGE_INDEXED`): the 7th
+    PATCH scans what the 2nd did. Every version is still kept and read (the export above reads them all)."""
+    user, store = "mind-changer62", svc.runtime.store
+    scanned = rows_scanned(monkeypatch, "stated_changes")
+    with svc.client() as c:
+
+        def patch(v: int, indexed: bool = False) -> int:
+            """PATCH the user from version `v - 1` to `v`; `indexed`: their rows indexed first, as the compaction the
+            service runs every so many writes leaves them. Returns the rows scanned for it."""
+            if indexed:
+                store.compact()
+            scanned.clear()
+            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "more" if v % 2 else "less"}})
+            assert r.status_code == 200 and r.json()["version"] == v, r.text
+            return sum(scanned)
+
+        patch(1)
+        second = patch(2, indexed=True)
+        for v in range(3, 7):
+            patch(v)
+        assert patch(7, indexed=True) == second, f"the 7th PATCH scanned {sum(scanned)} rows of the user's stated changes, the 2nd {second}"
+        page = c.get(f"/v1/users/{user}/stated-preferences?limit=100").json()
+    assert [h["version"] for h in page["history"]] == list(range(1, 8)) and page["next_before"] is None
