@@ -93,6 +93,8 @@ LEASE_SHARE_S = 10.0
 LEASE_YIELD_S = 0.5  # then how long it leaves the lease free for them (their polls: `lease.POLL_S` apart, each a read and a write)
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 ROWS_PER_READ = 1000  # rows a streamed read (`Store.preferences_in_order`) takes at once: what it holds, whatever the user's size
+# rows whose texts a DELETE reads at once (`Store.texts_in_batches`): three texts a row, ~1 KB in all for most, 60 KB at most
+TEXT_ROWS_PER_READ = 4096
 
 # what `Store.answers_sample` counts once: a question (next-comparison asks each) or a pair of answers whatever its
 # prompt (a description showing each answer once); each in any spelling (`answer_key`)
@@ -118,6 +120,11 @@ USERS_PER_READ = 1000  # users `Store.users_with_preferences` looks up by one qu
 SAME_ROW_FIELDS = ("prompt", "chosen", "rejected", "tie", "margin", "source", "created_at", "attributes", "trl")
 INDEX_ATTEMPTS = 3  # `Store._ensure_indexes` against another process making the same index
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
+
+
+def _texts(batches: list[pa.RecordBatch]) -> list[str]:
+    """The prompts and answers of the rows of `batches` (columns prompt, chosen, rejected), without nulls."""
+    return [t for b in batches for name in ("prompt", "chosen", "rejected") for t in b.column(name).to_pylist() if t is not None]
 
 
 def _indexes(name: str) -> list[tuple[str, Bitmap | BTree]]:
@@ -1947,15 +1954,53 @@ class Store:
 
     @_uses("preferences", "read")
     def texts_of(self, tenant: str, user_ids: list[str], before: float | None = None) -> list[str]:
-        """The prompts and answers of every stored preference row of `user_ids` (of `tenant`), in one read: what a
-        batch of a tenant's removal, or a user's DELETE, forgets from the embedding caches (their texts alone: no
-        vectors, no row objects, so 100,000 rows of a user are not read whole: benchmarks/stored_before.py). `before` (unix seconds): only rows received before it (`received_before`)."""
+        """Every text of `texts_in_batches`, in one list: for a caller that holds them all anyway (a batch of a tenant's
+        removal whose rows are few: `service.users.services.delete_batch`), read again whole when another process's
+        removal of old versions met the read (`_read`)."""
+        return [t for batch in self.texts_in_batches(tenant, user_ids, before) for t in batch]
+
+    def texts_in_batches(self, tenant: str, user_ids: list[str], before: float | None = None,
+                         rows_per_read: int | None = None) -> Iterator[list[str]]:
+        """The prompts and answers of every stored preference row of `user_ids` (of `tenant`), a list of the texts of at
+        most `rows_per_read` rows (None: TEXT_ROWS_PER_READ) at a time, read from the table as the iterator advances:
+        what a batch of a tenant's removal, or a user's DELETE, forgets from the embedding caches (their texts alone: no
+        vectors, no row objects, so 100,000 rows of a user are not read whole: benchmarks/stored_before.py; and a batch
+        at a time: one read of every text held a user's whole history in memory at once). `before` (unix seconds):
+        only rows received before it (`received_before`). The rows are those of the table's version when the read
+        begins (Lance's scan); a caller that must not see them change (a DELETE) holds the store's turn. Advancing
+        raises StoreUnavailable as a read does."""
         if not user_ids:
-            return []
+            return iter(())
+        per_read = max(1, int(TEXT_ROWS_PER_READ if rows_per_read is None else rows_per_read))
         where = owners_filter(tenant, sorted(set(user_ids))) + ("" if before is None else f" AND {received_before(before)}")
-        rows = (self.preferences.search().where(where)
-                .select(["prompt", "chosen", "rejected"]).limit(None).to_arrow())
-        return [t for name in ("prompt", "chosen", "rejected") for t in rows.column(name).to_pylist() if t is not None]
+        with self._on("preferences", "read"):
+            reader = self._read(lambda: self.preferences.search().where(where).select(["prompt", "chosen", "rejected"])
+                                .limit(None).to_batches(per_read))
+        return self._texts_read(reader, per_read)
+
+    def _texts_read(self, reader: pa.RecordBatchReader, per_read: int) -> Iterator[list[str]]:
+        """`texts_in_batches`' lists, from `reader`'s batches: gathered up to `per_read` rows (Lance hands over a batch
+        per fragment, one row each for a user whose feedback came one at a time since the last compaction: a list each
+        would clean the caches once per row) and cut at `per_read` (it may hand over larger ones than asked)."""
+        held: list[pa.RecordBatch] = []
+        rows = 0
+        while True:
+            with self._on("preferences", "read"):
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    batch = None
+            if batch is None:
+                if rows:
+                    yield _texts(held)
+                return
+            while batch.num_rows:
+                part, batch = batch.slice(0, per_read - rows), batch.slice(per_read - rows)
+                held.append(part)
+                rows += part.num_rows
+                if rows == per_read:
+                    yield _texts(held)
+                    held, rows = [], 0
 
     @_uses("preferences", "read")
     def count_of(self, tenant: str, user_ids: list[str]) -> int:
