@@ -1965,12 +1965,13 @@ class Store:
         most `rows_per_read` rows (None: TEXT_ROWS_PER_READ) at a time, read from the table as the iterator advances:
         what a batch of a tenant's removal, or a user's DELETE, forgets from the embedding caches (their texts alone: no
         vectors, no row objects, so 100,000 rows of a user are not read whole: benchmarks/stored_before.py; and a batch
-        at a time: one read of every text held a user's whole history in memory at once). `before` (unix seconds):
+        at a time: one read of every text held a user's whole history in memory at once); one empty list when they have
+        no row. `before` (unix seconds):
         only rows received before it (`received_before`). The rows are those of the table's version when the read
         begins (Lance's scan); a caller that must not see them change (a DELETE) holds the store's turn. Advancing
         raises StoreUnavailable as a read does."""
         if not user_ids:
-            return iter(())
+            return iter(([],))
         per_read = max(1, int(TEXT_ROWS_PER_READ if rows_per_read is None else rows_per_read))
         where = owners_filter(tenant, sorted(set(user_ids))) + ("" if before is None else f" AND {received_before(before)}")
         with self._on("preferences", "read"):
@@ -1983,7 +1984,7 @@ class Store:
         per fragment, one row each for a user whose feedback came one at a time since the last compaction: a list each
         would clean the caches once per row) and cut at `per_read` (it may hand over larger ones than asked)."""
         held: list[pa.RecordBatch] = []
-        rows = 0
+        rows, lists = 0, 0
         while True:
             with self._on("preferences", "read"):
                 try:
@@ -1991,7 +1992,7 @@ class Store:
                 except StopIteration:
                     batch = None
             if batch is None:
-                if rows:
+                if rows or not lists:  # one list at least, empty for no row: a DELETE's step runs as for any user
                     yield _texts(held)
                 return
             while batch.num_rows:
@@ -2000,7 +2001,7 @@ class Store:
                 rows += part.num_rows
                 if rows == per_read:
                     yield _texts(held)
-                    held, rows = [], 0
+                    held, rows, lists = [], 0, lists + 1
 
     @_uses("preferences", "read")
     def count_of(self, tenant: str, user_ids: list[str]) -> int:
