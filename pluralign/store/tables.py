@@ -93,6 +93,8 @@ LEASE_SHARE_S = 10.0
 LEASE_YIELD_S = 0.5  # then how long it leaves the lease free for them (their polls: `lease.POLL_S` apart, each a read and a write)
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 ROWS_PER_READ = 1000  # rows a streamed read (`Store.preferences_in_order`) takes at once: what it holds, whatever the user's size
+# rows whose texts a DELETE reads at once (`Store.texts_in_batches`): three texts a row, ~1 KB in all for most, 60 KB at most
+TEXT_ROWS_PER_READ = 4096
 
 # what `Store.answers_sample` counts once: a question (next-comparison asks each) or a pair of answers whatever its
 # prompt (a description showing each answer once); each in any spelling (`answer_key`)
@@ -106,6 +108,10 @@ UPGRADE_ATTEMPTS = 4  # an older table's added columns and mark, against replica
 APPEND_KEYS = {"preferences": ("tenant", "user_id", "pref_id"), "interactions": ("response_id",),
                "stated_changes": ("tenant", "user_id", "version", "feature"), deletions.TABLE: ("deletion_id",), retractions.TABLE: ("retraction_id",)}
 INDEXED_COLUMNS = ("tenant", "user_id")
+# per table, the columns indexed beside INDEXED_COLUMNS (BTREE, for ranges): a PATCH of stated preferences looks for its
+# current version's rows (`stated_changes`); by the owner's BITMAPs alone, Lance read the version of every row of the
+# user's history to find them (rows_scanned grew with each PATCH: tests/service/test_break59.py)
+RANGE_INDEXED = {"stated_changes": ("version",)}
 FEW_IDS = 64  # ids `Store.held_preferences` looks up by one query of them; more: by their users' keys first
 USERS_PER_READ = 1000  # users `Store.users_with_preferences` looks up by one query (a filter of more is slow to plan)
 # what makes two rows under one (tenant, user_id, pref_id) the same preference: a row sent again (a replayed
@@ -114,6 +120,16 @@ USERS_PER_READ = 1000  # users `Store.users_with_preferences` looks up by one qu
 SAME_ROW_FIELDS = ("prompt", "chosen", "rejected", "tie", "margin", "source", "created_at", "attributes", "trl")
 INDEX_ATTEMPTS = 3  # `Store._ensure_indexes` against another process making the same index
 COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise reward can learn from
+
+
+def _texts(batches: list[pa.RecordBatch]) -> list[str]:
+    """The prompts and answers of the rows of `batches` (columns prompt, chosen, rejected), without nulls."""
+    return [t for b in batches for name in ("prompt", "chosen", "rejected") for t in b.column(name).to_pylist() if t is not None]
+
+
+def _indexes(name: str) -> list[tuple[str, Bitmap | BTree]]:
+    """The scalar indexes of the table `name`: (column, config), BITMAP on INDEXED_COLUMNS, BTREE on its RANGE_INDEXED."""
+    return [*((c, Bitmap()) for c in INDEXED_COLUMNS), *((c, BTree()) for c in RANGE_INDEXED.get(name, ()))]
 
 
 class StoreError(ValueError):
@@ -1772,7 +1788,7 @@ class Store:
             self._ensure_indexes(name)
 
     def _ensure_indexes(self, name: str) -> None:
-        """BITMAP indexes on tenant and user_id (created once the table has rows). Another process
+        """BITMAP indexes on tenant and user_id, and the table's RANGE_INDEXED (created once the table has rows). Another process
         making them at the same moment preempts this one's (Lance: "Retryable commit conflict"): then
         its index serves. Never raises for a write already committed: an index still missing after
         INDEX_ATTEMPTS is logged and made at a later write (reads scan meanwhile)."""
@@ -1782,9 +1798,9 @@ class Store:
                 if not table.count_rows():
                     return
                 have = {tuple(i.columns) for i in table.list_indices()}
-                for column in INDEXED_COLUMNS:
+                for column, config in _indexes(name):
                     if (column,) not in have:
-                        table.create_index(column, config=Bitmap(), replace=True)
+                        table.create_index(column, config=config, replace=True)
                 self._indexed.add(name)
                 return
             except (OSError, RuntimeError) as exc:
@@ -1938,15 +1954,54 @@ class Store:
 
     @_uses("preferences", "read")
     def texts_of(self, tenant: str, user_ids: list[str], before: float | None = None) -> list[str]:
-        """The prompts and answers of every stored preference row of `user_ids` (of `tenant`), in one read: what a
-        batch of a tenant's removal, or a user's DELETE, forgets from the embedding caches (their texts alone: no
-        vectors, no row objects, so 100,000 rows of a user are not read whole: benchmarks/stored_before.py). `before` (unix seconds): only rows received before it (`received_before`)."""
+        """Every text of `texts_in_batches`, in one list: for a caller that holds them all anyway (a batch of a tenant's
+        removal whose rows are few: `service.users.services.delete_batch`), read again whole when another process's
+        removal of old versions met the read (`_read`)."""
+        return [t for batch in self.texts_in_batches(tenant, user_ids, before) for t in batch]
+
+    def texts_in_batches(self, tenant: str, user_ids: list[str], before: float | None = None,
+                         rows_per_read: int | None = None) -> Iterator[list[str]]:
+        """The prompts and answers of every stored preference row of `user_ids` (of `tenant`), a list of the texts of at
+        most `rows_per_read` rows (None: TEXT_ROWS_PER_READ) at a time, read from the table as the iterator advances:
+        what a batch of a tenant's removal, or a user's DELETE, forgets from the embedding caches (their texts alone: no
+        vectors, no row objects, so 100,000 rows of a user are not read whole: benchmarks/stored_before.py; and a batch
+        at a time: one read of every text held a user's whole history in memory at once); one empty list when they have
+        no row. `before` (unix seconds):
+        only rows received before it (`received_before`). The rows are those of the table's version when the read
+        begins (Lance's scan); a caller that must not see them change (a DELETE) holds the store's turn. Advancing
+        raises StoreUnavailable as a read does."""
         if not user_ids:
-            return []
+            return iter(([],))
+        per_read = max(1, int(TEXT_ROWS_PER_READ if rows_per_read is None else rows_per_read))
         where = owners_filter(tenant, sorted(set(user_ids))) + ("" if before is None else f" AND {received_before(before)}")
-        rows = (self.preferences.search().where(where)
-                .select(["prompt", "chosen", "rejected"]).limit(None).to_arrow())
-        return [t for name in ("prompt", "chosen", "rejected") for t in rows.column(name).to_pylist() if t is not None]
+        with self._on("preferences", "read"):
+            reader = self._read(lambda: self.preferences.search().where(where).select(["prompt", "chosen", "rejected"])
+                                .limit(None).to_batches(per_read))
+        return self._texts_read(reader, per_read)
+
+    def _texts_read(self, reader: pa.RecordBatchReader, per_read: int) -> Iterator[list[str]]:
+        """`texts_in_batches`' lists, from `reader`'s batches: gathered up to `per_read` rows (Lance hands over a batch
+        per fragment, one row each for a user whose feedback came one at a time since the last compaction: a list each
+        would clean the caches once per row) and cut at `per_read` (it may hand over larger ones than asked)."""
+        held: list[pa.RecordBatch] = []
+        rows, lists = 0, 0
+        while True:
+            with self._on("preferences", "read"):
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    batch = None
+            if batch is None:
+                if rows or not lists:  # one list at least, empty for no row: a DELETE's step runs as for any user
+                    yield _texts(held)
+                return
+            while batch.num_rows:
+                part, batch = batch.slice(0, per_read - rows), batch.slice(per_read - rows)
+                held.append(part)
+                rows += part.num_rows
+                if rows == per_read:
+                    yield _texts(held)
+                    held, rows, lists = [], 0, lists + 1
 
     @_uses("preferences", "read")
     def count_of(self, tenant: str, user_ids: list[str]) -> int:
@@ -2637,7 +2692,7 @@ class Store:
     def _purge(self, name: str) -> None:
         """After a delete: no file of the table may still hold a deleted row. Every fragment with a
         deletion is rewritten (Lance's compaction otherwise keeps a fragment below 10% deleted, the
-        row still in its data file) and the BITMAP indexes are rebuilt (an index keeps the values of
+        row still in its data file) and its indexes are rebuilt (an index keeps the values of
         deleted rows); `_drop_old_versions` then removes the older versions with their files
         (transaction files name the delete's filter). The caller holds the maintenance lock.
 
@@ -2651,14 +2706,14 @@ class Store:
             if table.count_rows():
                 try:
                     self._fence()
-                    self._rewrite(table)
+                    self._rewrite(table, name)
                 except (OSError, RuntimeError) as exc:  # Lance gave up committing beside many appends
                     if "conflict" not in str(exc).lower() or name == "users":
                         raise
                     log.warning("purge of %s conflicted with appends (%s); redoing it with appends held", name, exc)
                     with self._lock:
                         self._fence()
-                        self._rewrite(table)
+                        self._rewrite(table, name)
                 self._indexed.add(name)
                 self._pending[name] = 0
             else:  # nothing left: the indexes go (an empty table cannot hold one); the next write makes them
@@ -2694,13 +2749,13 @@ class Store:
                     remove_old_versions(self.tables[name], older, delete_unverified=self.lease is None)
 
     @staticmethod
-    def _rewrite(table) -> None:
-        """Rewrite every fragment with a deletion and rebuild the BITMAP indexes (`_purge`)."""
+    def _rewrite(table, name: str) -> None:
+        """Rewrite every fragment with a deletion and rebuild the table `name`'s indexes (`_purge`, `_indexes`)."""
         # not `Table.optimize`, which has no `materialize_deletions_threshold` (lancedb 0.40): without 0.0,
         # a fragment under 10% deleted keeps the deleted rows in its data file
         compact_with_deletions(table)
-        for column in INDEXED_COLUMNS:
-            table.create_index(column, config=Bitmap(), replace=True)
+        for column, config in _indexes(name):
+            table.create_index(column, config=config, replace=True)
 
     def compact(self, keep_versions_for: timedelta = timedelta(minutes=5), every_table: bool = False) -> None:
         """Merge small fragments, fold new rows into the indexes and drop versions older than given

@@ -43,6 +43,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from functools import partial
 
 import msgspec
@@ -74,11 +75,11 @@ class RetractionPending(msgspec.Struct):
     pending: bool = True
 
 
-def texts_only_in(row: StoredPreference, theirs: list[str]) -> list[str]:
+def texts_only_in(row: StoredPreference, theirs: Iterable[str]) -> list[str]:
     """The texts of `row` (prompt, chosen, rejected) that no other of the user's rows holds: `theirs` is every text of
-    every row of theirs, `row`'s included (`Store.texts_of`)."""
+    every row of theirs, `row`'s included, read as it comes (`Store.texts_in_batches`): only `row`'s are counted."""
     own = [t for t in (row.prompt, row.chosen, row.rejected) if t]
-    held = Counter(theirs)
+    held = Counter(t for t in theirs if t in own)
     held.subtract(own)
     return [t for t in dict.fromkeys(own) if held[t] <= 0]
 
@@ -116,7 +117,7 @@ def retract(rt: Runtime, tenant: str, user_id: str, pref_id: str, arrived: bool 
         if rt.deletion_sweep is not None:  # with replicas: the others' logs may keep a moved record of it (module docstring)
             rt.store.record_retraction(tenant, user_id, pref_id, time.time(), rt.settings.replica_index)
         rt.ingest.log.drop_moved(tenant, user_id)
-        only = texts_only_in(row, rt.store.texts_of(tenant, [user_id]))
+        only = texts_only_in(row, (t for batch in rt.store.texts_in_batches(tenant, [user_id]) for t in batch))
         warnings = [f"the vectors of its texts stay in {name}, which could not be looked into or rewritten (the operator's "
                     "log says why; /health shows it)" for name in _forget_texts(rt, only)]
         since = first_arrival(row)

@@ -40,7 +40,7 @@ from pluralign.store import StoredPreference, UserRecord
 from pluralign.store.deletions import Forget, new_deletion, user_hash
 from pluralign.store.failures import StoreUnavailable, storage_problem
 from pluralign.store.history import History
-from pluralign.store.tables import DeletedMeanwhile
+from pluralign.store.tables import TEXT_ROWS_PER_READ, DeletedMeanwhile
 from pluralign.user import FEATURE_NAMES, Ties, UserState
 from pluralign.user.active import RECENT_ANSWERS
 from pluralign.user.features import scope as features_scope
@@ -1089,9 +1089,8 @@ def export_lines(rt: Runtime, tenant: str, user_id: str) -> Iterator[bytes]:
         yield encode({"type": "interaction", **msgspec.to_builtins(item)}) + b"\n"
 
 
-# versions of stated changes (at most 16 changes each, ~0.6 KB a version of 7) an export reads at once: `stated_changes` has no
-# index on `version`, so each read reads the whole user's version column; at 500 a read a 100,000-version history took
-# 18.8 s against 1.4 s for one query, at 5,000 3.1 s (benchmarks noted in BENCHMARKS.md, "Session 59: stated history")
+# versions of stated changes (at most 16 changes each, ~0.6 KB a version of 7) an export reads at once, each read finding
+# its versions' rows by the index on `version` (`pluralign.store.tables.RANGE_INDEXED`): ~3 MB of a history at most
 STATED_VERSIONS_PER_READ = 5_000
 
 
@@ -1427,10 +1426,11 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
     if not users:
         return no_counts(rt)
     recorded: list[float] = []
-    # their texts, for the embedding caches, read before the turn (256 users' rows: no other DELETE waits for it), the
-    # count first: a row moved into the table meanwhile changes it, and the texts are read again in the turn
+    # their texts, for the embedding caches, read before the turn (256 users' rows: no other DELETE waits for it) when
+    # they are one read's worth (more: read in the turn, a batch at a time, as a user's DELETE reads them), the count
+    # first: a row moved into the table meanwhile changes it, and the texts are read again in the turn
     counted = rt.store.count_of(tenant, users)
-    texts = rt.store.texts_of(tenant, users)
+    texts = rt.store.texts_of(tenant, users) if counted <= TEXT_ROWS_PER_READ else None
     entries: list[Unfinished] = []
     try:
         with rt.store.maintenance(), contextlib.ExitStack() as locks:  # the store's turn first, as `delete`
@@ -1462,10 +1462,11 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
 
 
 def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: list[Unfinished],
-                        recorded: list[float], read: tuple[list[str], int]) -> tuple[dict[str, int], list[str]]:
+                        recorded: list[float], read: tuple[list[str] | None, int]) -> tuple[dict[str, int], list[str]]:
     """`_delete_steps` for a batch of a tenant's users (`delete_batch`), each step for all of them at once, in the
     same order: jobs, the feedback log, the embedding caches' vectors (of `read`'s texts, which `delete_batch` read
-    before the turn with their rows' count, read again when that count changed; while the rows still name the texts),
+    before the turn with their rows' count, read again, a batch at a time, when that count changed or they were too
+    many to read before: None; while the rows still name the texts),
     the store's rows, claims, waiting refits, deletion records (with replicas; when their commit returned is appended
     to `recorded`, for `delete_batch`'s step after the turn), adapters, population files. Returns the summed counts
     and the embedding cache's error if any."""
@@ -1474,7 +1475,10 @@ def _delete_batch_steps(rt: Runtime, tenant: str, users: list[str], entries: lis
     job_files = sum(hook(forget) for hook in list(rt.delete_hooks))  # their jobs stop first
     pending = rt.ingest.forget_users(tenant, users)
     texts, counted = read
-    cache_error = _forget_texts(rt, texts if rt.store.count_of(tenant, users) == counted else rt.store.texts_of(tenant, users))
+    if texts is not None and rt.store.count_of(tenant, users) == counted:
+        cache_error = _forget_texts(rt, texts)
+    else:
+        cache_error = _forget_batches(rt, rt.store.texts_in_batches(tenant, users))
     counts = rt.store.delete_users(tenant, users)
     for user_id in users:
         forget_claims(rt, tenant, user_id, started_at)
@@ -1641,12 +1645,23 @@ def _forget_vectors(rt: Runtime, tenant: str, user_id: str, before: float | None
     given). A cache it cannot look into or rewrite stops no other step of the DELETE: it is logged (with
     its path), noted for /health (`degraded`, as a storage problem) and returned in words, for the
     DELETE's 200 to warn of."""
-    # their texts alone, read in the store's turn (not every row, vectors and all: ~3 s for 100,000)
-    return _forget_texts(rt, rt.store.texts_of(tenant, [user_id], before))
+    # their texts alone (not every row, vectors and all: ~3 s for 100,000), read in the store's turn a batch of rows at a
+    # time: one read of them all held a user's whole history in memory at once
+    return _forget_batches(rt, rt.store.texts_in_batches(tenant, [user_id], before))
+
+
+def _forget_batches(rt: Runtime, batches: Iterable[list[str]]) -> list[str]:
+    """`_forget_texts` of each of `batches` (`Store.texts_in_batches`) in turn, as they are read: the caches that could
+    not be cleaned, each named once. Stopped between two (the process killed), the DELETE's journal entry stays and its
+    next pass forgets them all again: the rows still name them (the store's step comes after this one)."""
+    left: dict[str, None] = {}
+    for texts in batches:
+        left.update(dict.fromkeys(_forget_texts(rt, texts)))
+    return list(left)
 
 
 def _forget_texts(rt: Runtime, texts: list[str]) -> list[str]:
-    """`_forget_vectors` of `texts` (a user's, or a batch's: `delete_batch`)."""
+    """`_forget_vectors` of `texts` (a batch of a user's, or of a tenant's removal's: `delete_batch`)."""
     for hook in list(rt.vector_hooks):  # jobs that may have read them and embed after this: again once they end
         hook(texts)
     left = rt.owed_vectors.forget([text_key(t) for t in texts])  # what a busy cache kept is owed, not waited for

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from pluralign.user import FEATURE_NAMES
@@ -73,3 +76,115 @@ def test_a_users_labels_are_bounded_as_one_feedbacks_are(svc):
         attributes = c.get(f"/v1/users/{user}").json()["attributes"]
     assert len(attributes) <= cap, f"{len(attributes)} labels held for the user (a feedback takes {cap})"
     assert attributes == labels  # the last feedback's: every one of its labels, `group` at its latest value
+
+
+def rows_scanned(monkeypatch, table: str) -> list[int]:
+    """The rows Lance scans (its plan's `rows_scanned`, summed over the plan) for each read of the store's table `table`
+    from now on: [per read]."""
+    from lancedb.query import LanceEmptyQueryBuilder
+
+    scanned: list[int] = []
+    to_arrow = LanceEmptyQueryBuilder.to_arrow
+
+    def counted(self, *args, **kwargs):
+        if self._table.name == table:
+            scanned.append(sum(int(n) for n in re.findall(r"rows_scanned=(\d+)", self.analyze_plan())))
+        return to_arrow(self, *args, **kwargs)
+
+    monkeypatch.setattr(LanceEmptyQueryBuilder, "to_arrow", counted)
+    return scanned
+
+
+def test_a_patch_of_stated_preferences_reads_the_current_version_only(svc, monkeypatch):
+    """scale62: each PATCH of a user's stated preferences looks whether the changes table holds the version their row
+    holds (a stop between the row's write and the table's leaves it in the row only: `_store_missing_changes`). The
+    table was indexed by owner alone, so Lance read the version of every row of the user's history to find that
+    version's: the thousandth PATCH scanned a thousand rows. Now `version` has an index too (`RANGE_INDEXED`): the 7th
+    PATCH scans what the 2nd did. Every version is still kept and read (the export above reads them all)."""
+    user, store = "mind-changer62", svc.runtime.store
+    scanned = rows_scanned(monkeypatch, "stated_changes")
+    with svc.client() as c:
+
+        def patch(v: int, indexed: bool = False) -> int:
+            """PATCH the user from version `v - 1` to `v`; `indexed`: their rows indexed first, as the compaction the
+            service runs every so many writes leaves them. Returns the rows scanned for it."""
+            if indexed:
+                store.compact()
+            scanned.clear()
+            r = c.patch(f"/v1/users/{user}/stated-preferences", json={"preferences": {"length": "more" if v % 2 else "less"}})
+            assert r.status_code == 200 and r.json()["version"] == v, r.text
+            return sum(scanned)
+
+        patch(1)
+        second = patch(2, indexed=True)
+        for v in range(3, 7):
+            patch(v)
+        assert patch(7, indexed=True) == second, f"the 7th PATCH scanned {sum(scanned)} rows of the user's stated changes, the 2nd {second}"
+        page = c.get(f"/v1/users/{user}/stated-preferences?limit=100").json()
+    assert [h["version"] for h in page["history"]] == list(range(1, 8)) and page["next_before"] is None
+
+
+def test_a_delete_forgets_a_users_texts_a_batch_at_a_time_and_a_stop_between_batches_is_finished(svc, monkeypatch):
+    """scale62: a user's DELETE forgets the vectors of every text of theirs from the embedding caches, and read them all
+    in one read first (`Store.texts_of`): a user with a very large history made one DELETE hold every text of it at
+    once. Now they are read a batch of rows at a time (`Store.texts_in_batches`, `TEXT_ROWS_PER_READ`, 2 here) and each
+    batch forgotten as it is read: the texts handed to the caches at once, and the rows Lance hands over at once, are
+    counted. A DELETE stopped between two batches (the process killed) keeps its journal entry, and the next pass
+    (`UnfinishedDeletes`, as at the next start) forgets them all: the rows still name them."""
+    from lancedb.query import LanceEmptyQueryBuilder
+
+    from pluralign.embed.cache import text_key
+    from pluralign.store import tables
+    from service.users.journal import JOURNAL_FOLDER
+    from tests.service.test_break20_delete import give_comparisons
+    from tests.service.test_delete_journal import wait_until
+    from tests.service.test_delete_stopped import Stopped
+
+    rt, user, per_read, n = svc.runtime, "hoarder62", 2, 5
+    monkeypatch.setattr(tables, "TEXT_ROWS_PER_READ", per_read, raising=False)
+    with svc.client() as c:
+        give_comparisons(c, user, "tea", "hoard62", n=n)
+        assert c.get(f"/v1/users/{user}/preferences").json()["total"] == n  # stored (read through the table)
+    texts = {t for i in range(n) for t in (f"A drink for morning {i}? hoard62", f"Some tea, number {i}. hoard62", f"Some coffee, number {i}.")}
+    read_at_once: list[int] = []  # rows of the preferences table with their texts, each whole read or batch Lance handed over
+    to_arrow, to_batches = LanceEmptyQueryBuilder.to_arrow, LanceEmptyQueryBuilder.to_batches
+
+    def texts_read(self, rows) -> None:
+        if self._table.name == "preferences" and "prompt" in rows.schema.names:
+            read_at_once.append(rows.num_rows)
+
+    def whole(self, *args, **kwargs):
+        rows = to_arrow(self, *args, **kwargs)
+        texts_read(self, rows)
+        return rows
+
+    def batched(self, *args, **kwargs):
+        reader = to_batches(self, *args, **kwargs)
+        return pa.RecordBatchReader.from_batches(reader.schema, (texts_read(self, b) or b for b in reader))
+
+    monkeypatch.setattr(LanceEmptyQueryBuilder, "to_arrow", whole)
+    monkeypatch.setattr(LanceEmptyQueryBuilder, "to_batches", batched)
+    handed: list[list[bytes]] = []  # the keys handed to the caches, each time
+    forget = rt.owed_vectors.forget
+
+    def killed_at_the_second(keys):
+        handed.append(list(keys))
+        if len(handed) == 2:
+            raise Stopped
+        return forget(keys)
+
+    monkeypatch.setattr(rt.owed_vectors, "forget", killed_at_the_second)
+    try:
+        services.delete(rt, "acme", user)
+    except Stopped:
+        pass
+    assert len(handed) == 2, f"the texts of {n} rows handed to the caches at once: {[len(k) for k in handed]}"
+    assert [e.user_id for e in rt.delete_journal.pending()] == [user]
+    services.UnfinishedDeletes(rt, 3600).run_once()  # the next start's pass (this service's own may take it first)
+    journal = Path(rt.settings.data_dir) / JOURNAL_FOLDER
+    assert wait_until(lambda: not any(journal.iterdir())), list(journal.iterdir())  # every step ran
+    assert rt.store.count_preferences("acme", user) == 0
+    assert {text_key(t) for t in texts} <= {k for keys in handed[2:] for k in keys}, "a text of theirs was not forgotten"
+    assert max(len(keys) for keys in handed) <= 3 * per_read, [len(keys) for keys in handed]
+    assert len(handed[2:]) == -(-n // per_read), [len(keys) for keys in handed]  # full batches: the caches cleaned 3 times
+    assert read_at_once and max(read_at_once) <= per_read, f"rows of theirs with their texts read at once: {read_at_once}"

@@ -675,7 +675,7 @@ def test_a_removal_batch_reading_its_users_texts_keeps_no_other_tenants_delete_w
     reading, answered = threading.Event(), threading.Event()
     read = rt.store.texts_of
 
-    def held_read(tenant, user_ids, *before):  # the batch's read alone: every DELETE reads its user's texts here too
+    def held_read(tenant, user_ids, *before):  # the batch's read alone (before its turn: `delete_batch`)
         if set(user_ids) == set(users):
             reading.set()
             answered.wait(30)  # until globex's DELETE answered
@@ -905,16 +905,16 @@ def test_a_delete_finished_from_the_journal_keeps_what_another_replica_moves_in_
             held.enter_context(b.runtime.ingest.held("acme", user))  # b is slow to move what it received
             assert acme_b.post("/v1/feedback", json={"type": "comparison", "user": user, "prompt": "Back?", "chosen": "Yes.",
                                                      "rejected": "No."}).status_code == 201  # they came back through b
-            read, moved = rt.store.texts_of, []
+            read, moved = rt.store.texts_in_batches, []
 
-            def texts_then_b_moves(tenant, user_ids, *before):  # a step of the pass after its look, before the store's
-                texts = read(tenant, user_ids, *before)
+            def texts_then_b_moves(tenant, user_ids, *before, **per_read):  # a step of the pass after its look, before the store's
+                texts = read(tenant, user_ids, *before, **per_read)
                 if not moved:
                     held.close()
                     moved.append(b.runtime.ingest.flush())  # b moves the returning user's row in now
                 return texts
 
-            monkeypatch.setattr(rt.store, "texts_of", texts_then_b_moves)
+            monkeypatch.setattr(rt.store, "texts_in_batches", texts_then_b_moves)
             services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
         assert moved == [1] and rt.delete_journal.unfinished("acme", user) is None
         rt.store.refresh("preferences")
@@ -936,17 +936,17 @@ def test_a_delete_finished_from_the_journal_keeps_a_stated_change_another_replic
                                                  "rejected": "No."}).status_code == 201
         rt.ingest.flush()
         a_delete_killed_before_its_store_step(rt, monkeypatch, user)
-        read, changed = rt.store.texts_of, []
+        read, changed = rt.store.texts_in_batches, []
 
-        def texts_then_b_takes_a_change(tenant, user_ids, *before):  # a step of the pass after its look
-            texts = read(tenant, user_ids, *before)
+        def texts_then_b_takes_a_change(tenant, user_ids, *before, **per_read):  # a step of the pass after its look
+            texts = read(tenant, user_ids, *before, **per_read)
             if not changed:
                 changed.append(acme_b.patch(f"/v1/users/{user}/stated-preferences",
                                             json={"preferences": {"length": "less"}}).status_code)
             return texts
 
         with monkeypatch.context() as patch:
-            patch.setattr(rt.store, "texts_of", texts_then_b_takes_a_change)
+            patch.setattr(rt.store, "texts_in_batches", texts_then_b_takes_a_change)
             services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
         assert changed == [200] and rt.delete_journal.unfinished("acme", user) is None
         stated = acme_a.get(f"/v1/users/{user}/stated-preferences")
@@ -998,16 +998,16 @@ def test_a_delete_finished_from_the_journal_keeps_a_chat_another_replica_served_
                                                  "rejected": "No."}).status_code == 201
         rt.ingest.flush()
         a_delete_killed_before_its_store_step(rt, monkeypatch, user)
-        read, served = rt.store.texts_of, []
+        read, served = rt.store.texts_in_batches, []
 
-        def texts_then_b_serves(tenant, user_ids, *before):  # a step of the pass after its look
-            texts = read(tenant, user_ids, *before)
+        def texts_then_b_serves(tenant, user_ids, *before, **per_read):  # a step of the pass after its look
+            texts = read(tenant, user_ids, *before, **per_read)
             if not served:
                 served.append(chat(acme_b, user).status_code)
             return texts
 
         with monkeypatch.context() as patch:
-            patch.setattr(rt.store, "texts_of", texts_then_b_serves)
+            patch.setattr(rt.store, "texts_in_batches", texts_then_b_serves)
             services_delete(rt, "acme", user, rt.delete_journal.unfinished("acme", user))  # the journal's pass
         assert served == [200] and rt.delete_journal.unfinished("acme", user) is None
         rt.store.refresh("preferences", "interactions")
