@@ -81,7 +81,7 @@ def test_changes_files_its_history_under_headings_the_docs_have():
     assert not missing, "\n".join(missing)
 
 
-_NAME = r"(?:\d+|(?!review)[a-z][a-z0-9_]*\d[a-z0-9_]*)"  # `40`, `trial46a`, `i18n30`: "reviewdots54" is "review dots54"
+_NAME = r"(?:\d+|(?!review)[a-z][A-Za-z0-9_]*\d[A-Za-z0-9_]*)"  # `40`, `trial46a`, `i18n30`, `breakC62` (a branch named with a capital): "reviewdots54" is "review dots54"
 _PART = rf"(?:review {_NAME}|{_NAME}(?: and its review)?)"
 _ENTRY = re.compile(rf"- \*\*(?:commit [0-9a-f]{{8,40}}, \d{{4}}-\d\d-\d\d|{_PART}(?:(?:, | and ){_PART})*)\*\*: \S.{{20,}}")
 
