@@ -319,6 +319,10 @@ class RemoteEncoder:
                                      f"({type(exc).__name__}: {shorten(str(exc), 200, '...')})") from exc
         if len(items) != len(texts):
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned {len(items)} vectors for {len(texts)} texts")
+        if (indexes := [d.index for d in items]) != list(range(len(texts))):  # one repeated, one missing: a text's vector
+            # would be another's, taken by its place in the answer
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned vectors of indexes "
+                                     f"{shorten(str(indexes), 100, '...')} for {len(texts)} texts")
         if vectors.ndim != 2 or (hasattr(self, "dim") and vectors.shape[1] != self.dim):
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned vectors of shape {vectors.shape}")
         if not (finite := np.isfinite(vectors).all(axis=1)).all():

@@ -47,18 +47,31 @@ STREAMS = {
 MESSAGES = [{"role": "user", "content": "Plan my weekend"}]
 
 
-@pytest.mark.parametrize("answer", ANSWERS.values(), ids=ANSWERS.keys())
-def test_a_completion_with_values_of_another_type_is_a_503_to_send_again(tmp_path, tiny_pal_dir, minilm, answer):  # noqa: F811
-    server = AnswerStub(answer.encode())
-    config = Settings(data_dir=str(tmp_path / "data"), generator=f"openai:{server.url}", pal_dir=str(tiny_pal_dir), max_tokens=4)
-    runtime = Runtime.build(config, generator=RemoteGenerator(server.url, "m", policy=RemotePolicy(timeout_s=5, max_retries=0)), encoder=minilm)
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory, tiny_pal_dir, minilm):  # noqa: F811
+    """(a client of tenant acme, the generation stub, the embeddings stub) of one app on a remote generator and a remote
+    encoder, both stubs on loopback: the generation server answers `body` to every request (`/tokenize` too: a
+    server without it), the embeddings server unit vectors of MiniLM's size unless told NaN."""
+    generation, embeddings = AnswerStub(b""), NaNEmbeddings(dim=minilm.dim)
+    config = Settings(data_dir=str(tmp_path_factory.mktemp("data")), generator=f"openai:{generation.url}",
+                      encoder=f"openai:{embeddings.url}", pal_dir=str(tiny_pal_dir), max_tokens=4)
+    runtime = Runtime.build(config, generator=RemoteGenerator(generation.url, "m", policy=RemotePolicy(timeout_s=5, max_retries=0)),
+                            encoder=RemoteEncoder(embeddings.url, minilm.encoder_id, max_retries=0))
     service = Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")})
     try:
         with service.server, service.client("acme") as c:
-            reply = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "rae", "max_tokens": 4, "messages": MESSAGES})
+            yield c, generation, embeddings
     finally:
-        server.shutdown()
-        server.server_close()
+        for server in (generation, embeddings):
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.mark.parametrize("answer", ANSWERS.values(), ids=ANSWERS.keys())
+def test_a_completion_with_values_of_another_type_is_a_503_to_send_again(remote, answer):
+    c, generation, _ = remote
+    generation.body = answer.encode()
+    reply = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "rae", "max_tokens": 4, "messages": MESSAGES})
     assert reply.status_code == 503, reply.text  # before: 200, `"finish_reason": 7` / `"completion_tokens": 3.0` relayed
     assert reply.json()["error"]["code"] == "unavailable", reply.text
 
@@ -118,23 +131,18 @@ class NaNEmbeddings(EmbeddingsStub):
         return json.dumps({"object": "list", "data": data, "model": "hash"}).encode(), "application/json"
 
 
-def test_a_chat_and_a_score_whose_embeddings_server_answers_nan_are_a_503_to_send_again(tmp_path, tiny_pal_dir, minilm):  # noqa: F811
+def test_a_chat_and_a_score_whose_embeddings_server_answers_nan_are_a_503_to_send_again(remote):
     """An embeddings server answering NaN vectors (JSON's `NaN`, which the client reads), after its dimension probe: a chat
     and a score are the 503 of the server's failure (`VectorsNotFinite`, a RemoteEncoderError). Before, each was a 500
     `internal error`: the chat's a StoreError (`vector` is not finite), the score's the cache's ValueError."""
-    embeddings = NaNEmbeddings(dim=minilm.dim)
-    config = Settings(data_dir=str(tmp_path / "data"), encoder=f"openai:{embeddings.url}", pal_dir=str(tiny_pal_dir), max_tokens=4)
-    runtime = Runtime.build(config, generator=None, encoder=RemoteEncoder(embeddings.url, minilm.encoder_id, max_retries=0))
-    service = Service(LiveServer(create_app(runtime=runtime)), runtime, {"acme": runtime.keys.issue("acme")})
+    c, generation, embeddings = remote
+    generation.body = completion(CHOICE, USAGE).encode()
     embeddings.nan = True
     try:
-        with service.server, service.client("acme") as c:
-            answers = [c.post("/v1/chat/completions", json={"model": "pluralign", "user": "rae", "max_tokens": 4,
-                                                             "messages": [{"role": "user", "content": "Plan my weekend"}]}),
-                       c.post("/v1/rewards/score", json={"user": "rae", "prompt": "Hi?", "responses": ["Hello.", "Hey."]})]
+        answers = [c.post("/v1/chat/completions", json={"model": "pluralign", "user": "sam", "max_tokens": 4, "messages": MESSAGES}),
+                   c.post("/v1/rewards/score", json={"user": "sam", "prompt": "Hi?", "responses": ["Hello.", "Hey."]})]
     finally:
-        embeddings.shutdown()
-        embeddings.server_close()
+        embeddings.nan = False
     for answer in answers:
         assert answer.status_code == 503 and answer.json()["error"]["message"].startswith("embedding is unavailable"), answer.text
 
@@ -165,6 +173,41 @@ def test_the_feedback_worker_sets_aside_a_record_the_embeddings_server_answers_n
             assert ingest.store.count_preferences("t1", "cy") == 1 and ingest.set_aside == 1
         finally:
             ingest.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Reindexed(EmbeddingsStub):
+    """`EmbeddingsStub` whose answer, once `indexes` is set, holds one vector per index there (each its index's unit
+    vector), whatever the texts."""
+
+    indexes: list[int] | None = None
+
+    def answer(self, texts):
+        if self.indexes is None:
+            return super().answer(texts)
+        with self.lock:
+            self.calls.append(texts)
+        data = [{"object": "embedding", "index": i, "embedding": [float(j == i % self.dim) for j in range(self.dim)]} for i in self.indexes]
+        return json.dumps({"object": "list", "data": data, "model": "hash"}).encode(), "application/json"
+
+
+@pytest.mark.parametrize(("indexes", "said"), [([0], "returned 1 vectors for 2 texts"), ([0, 1, 2], "returned 3 vectors for 2 texts"),
+                                               ([0, 0], r"indexes \[0, 0\] for 2 texts"), ([1, 2], r"indexes \[1, 2\] for 2 texts")])
+def test_an_embeddings_answer_whose_vectors_do_not_name_each_text_once_is_the_servers_failure(indexes, said):
+    """Each vector of the answer names its text by `index`. An answer of another count, or whose indexes repeat one or
+    miss one (a proxy merging batches), is the server's failure (RemoteEncoderError): before, indexes [0, 0] or [1, 2]
+    for two texts were taken in the order they came, a text stored with a vector of another's (the count check had
+    no test)."""
+    server = Reindexed()
+    try:
+        encoder = RemoteEncoder(server.url, "hash", max_retries=0)
+        server.indexes = indexes
+        with pytest.raises(RemoteEncoderError, match=said):
+            encoder.encode(["a question", "an answer"])
+        server.indexes = [1, 0]  # the answer's order is not the texts': each vector goes to its index
+        assert encoder.encode(["a question", "an answer"]).argmax(axis=1).tolist() == [0, 1]
     finally:
         server.shutdown()
         server.server_close()
