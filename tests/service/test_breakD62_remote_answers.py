@@ -93,8 +93,8 @@ def test_an_embeddings_server_answering_another_vector_size_than_at_start_sets_n
     """The embeddings server behind the URL is replaced by one of another model (another vector size) after the service
     started, for 3 calls, then put back. `RemoteEncoder` learned its size at its construction, and vectors of another are
     the server's failure (RemoteEncoderError, naming the shape), not the texts': the feedback worker tries the record
-    again, sets nothing aside, and stores it once the server answers as before. That check had no test (removed, every
-    test passed); without it the store's refusal of the vectors is retried as well, so the encoder's own error is
+    again, sets nothing aside, and stores it once the server answers as before. That check had no test (no test named its error);
+    without it the store's refusal of the vectors is retried as well, so the encoder's own error is
     asserted at the end."""
     server = stub()
     encoder = RemoteEncoder(server.url, "hash", max_retries=0)
