@@ -51,6 +51,16 @@ class RemoteTextsRefused(RemoteEncoderError, ValueError):
         self.words = words
 
 
+class VectorsNotFinite(RemoteEncoderError, ValueError):
+    """The embeddings server answered a vector holding NaN or inf (JSON's `NaN`, which the client reads; a number past
+    float32's range). A RemoteEncoderError, so a request that waited on it is the 503 of the server's failure
+    (`service.errors.encoder_unavailable`), not a 500: the cache's `checked_vectors` and the store's checks raise plain
+    ValueError and StoreError for it. A ValueError, as a local encoder's vector not finite is found by the feedback
+    worker: the texts embedded alone while the server embeds its probe finite, a text it fails on alone twice sets its
+    record aside (`pluralign.store.ingest.Ingestor._texts_at_fault`); a server failing every text, the probe's too, is
+    retried, nothing set aside."""
+
+
 def server_words(exc) -> str:
     """The message an error answer of an embeddings server holds (an `openai.APIStatusError`'s body): OpenAI's and vLLM's
     `{"error": {"message": ...}}`, TEI's OpenAI route `{"message": ...}` and its own routes' `{"error": "..."}`,
@@ -309,8 +319,15 @@ class RemoteEncoder:
                                      f"({type(exc).__name__}: {shorten(str(exc), 200, '...')})") from exc
         if len(items) != len(texts):
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned {len(items)} vectors for {len(texts)} texts")
+        if (indexes := [d.index for d in items]) != list(range(len(texts))):  # one repeated, one missing: a text's vector
+            # would be another's, taken by its place in the answer
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned vectors of indexes "
+                                     f"{shorten(str(indexes), 100, '...')} for {len(texts)} texts")
         if vectors.ndim != 2 or (hasattr(self, "dim") and vectors.shape[1] != self.dim):
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned vectors of shape {vectors.shape}")
+        if not (finite := np.isfinite(vectors).all(axis=1)).all():
+            raise VectorsNotFinite(f"embeddings server at {self.shown_url} returned a vector that is not finite (NaN or inf) for "
+                                   f"text {int(np.flatnonzero(~finite)[0])} of {len(texts)}")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 

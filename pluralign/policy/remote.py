@@ -429,13 +429,13 @@ class RemoteGenerator:
         try:
             choices = sorted(completion.choices, key=lambda c: c.index)
             usage = completion.usage
-            total = usage.completion_tokens if usage else 0
+            total = _count(usage.completion_tokens, "usage.completion_tokens") if usage else 0
             shares = [total // len(choices) + (1 if i < total % len(choices) else 0) for i in range(len(choices))]
             candidates = [
-                Candidate(text=(c.message.content or "").strip(), finish_reason=c.finish_reason or "stop", tokens=share)
+                Candidate(text=(c.message.content or "").strip(), finish_reason=_finish(c.finish_reason, "stop"), tokens=share)
                 for c, share in zip(choices, shares, strict=True)
             ]
-            return candidates, usage.prompt_tokens if usage else 0
+            return candidates, _count(usage.prompt_tokens, "usage.prompt_tokens") if usage else 0
         except (AttributeError, TypeError, ValueError) as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered something that is not a chat completion "
                                        f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
@@ -477,7 +477,7 @@ class RemoteGenerator:
                     piece = choice.delta.content or ""
                     text += piece
                     yield piece
-                    finish = choice.finish_reason or finish
+                    finish = _finish(choice.finish_reason, finish)
 
         try:  # sent as the stored answer reads: stripped (a server's answer may open with "\n\n")
             yield from stripped_pieces(server_pieces())
@@ -495,7 +495,12 @@ class RemoteGenerator:
             chunks.close()
         if usage is None:
             raise RemoteGeneratorError("the generation server sent no usage (stream_options.include_usage) for a streamed answer")
-        yield Candidate(text=text.strip(), finish_reason=finish, tokens=usage.completion_tokens, prompt_tokens=usage.prompt_tokens)
+        try:
+            tokens, prompt_tokens = _count(usage.completion_tokens, "usage.completion_tokens"), _count(usage.prompt_tokens, "usage.prompt_tokens")
+        except (AttributeError, TypeError, ValueError) as exc:  # `usage` a number: the server's, as a chunk's fault above
+            raise RemoteGeneratorError(f"generation server at {self.shown_url} sent a usage that is not a chat completion's "
+                                       f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
+        yield Candidate(text=text.strip(), finish_reason=finish, tokens=tokens, prompt_tokens=prompt_tokens)
 
     @property
     def shared_prefill(self) -> bool:
@@ -651,6 +656,25 @@ class PromptCounter:
 
 # the fields of a chat request a server's 400 may name (`GenerationRefused.param`); the service forwards them as sent
 CHAT_FIELDS = frozenset({"messages", "n", "max_tokens", "temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty"})
+
+
+def _count(value, field: str) -> int:
+    """`value`, a token count of the server's `usage`, as an int; ValueError naming `field` where it is not a whole number
+    of at least 0 (the `openai` client builds the answer from its JSON unchecked: a count of 2.5, "3" or null would be
+    relayed in the chat's `usage`, or summed into the tenant's token counts, as the server sent it)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"`{field}` is {shorten(repr(value), 60)}, not a whole number of at least 0")
+    return value
+
+
+def _finish(value, otherwise: str) -> str:
+    """A choice's `finish_reason` (`otherwise` where the server sent none); ValueError where it is not a text (a number
+    would be relayed to the client as the chat's `finish_reason`, which OpenAI's clients read as a text)."""
+    if value is None:
+        return otherwise
+    if not isinstance(value, str):
+        raise ValueError(f"`finish_reason` is {shorten(repr(value), 60)}, not a text")
+    return value or otherwise
 
 
 def _server_words(exc: openai.APIStatusError) -> str:

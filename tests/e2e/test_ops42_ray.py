@@ -72,7 +72,8 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 def test_a_worker_whose_actor_died_stops_with_it(own_ray):
     """An actor's process gone at once (SIGKILL: the OOM killer, its node lost, the local Ray of a service that ended)
     ends its worker. Before, the worker (in a session of its own) trained on, orphaned, while the runner queued the job
-    again: two workers on one job, writing one artifact folder."""
+    again: two workers on one job, writing one artifact folder. The runner sees the actor gone and runs the job again,
+    a second attempt in a new actor, as deploy/README.md's "A lost Ray node" says (breakD62: that part had no test)."""
     runner, _ = own_ray
     job = runner.submit("work", {"seconds": 120})
     try:
@@ -84,6 +85,8 @@ def test_a_worker_whose_actor_died_stops_with_it(own_ray):
         except psutil.TimeoutExpired:
             worker.kill()
             pytest.fail("the worker of a killed actor ran on")
+        _wait_for(lambda: runner.get(job.id).attempts == 2 and runner.get(job.id).state == "running", 120, "not run again")
+        _wait_for(lambda: [w.pid for w in _workers(job.id)] not in ([], [worker.pid]), 120, "no worker of the second attempt")
     finally:
         runner.cancel(job.id)
         runner.wait(job.id, timeout=60)
