@@ -293,3 +293,23 @@ def test_a_rating_of_another_choice_is_new_feedback_and_a_key_is_for_one_choice(
         keyed = [c.post("/v1/feedback", json={**rating, "index": i}, headers={"Idempotency-Key": "roy-1"}) for i in (0, 1)]
         assert [r.status_code for r in keyed] == [201, 422], [r.text for r in keyed]
         assert c.get("/v1/users/roy/preferences").json()["total"] == 3
+
+
+@pytest.mark.slow  # two service starts (~0.8 CPU-s warm): `make test-crash`; fast: the in-process tests above
+def test_after_a_restart_a_rating_or_an_edit_names_the_choice_of_a_stored_response(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A response served before a restart is read back from the store: `index` 1 still names its `choices[1]`, for a
+    response streamed and one not, and `index` 2 of its 2 choices is still a 400 naming `index`."""
+    answers = fixed_answers(ANSWERS[:2])
+    with fixed_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, answers) as service, service.client() as c:
+        body = chat(c, "rex", n=2)
+        texts = [ch["message"]["content"] for ch in body["choices"]]
+        streamed = streamed_choices(c, "rex")
+    with fixed_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, answers) as service, service.client() as c:
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": 5, "index": 1})
+        assert r.status_code == 201, r.text
+        assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "rex", r.json())] == [(texts[1], texts[0])]
+        r = c.post("/v1/feedback", json={"type": "edit", "response_id": streamed[0], "edited": "Answer B, shorter.", "index": 1})
+        assert r.status_code == 201, r.text
+        assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "rex", r.json())] == [("Answer B, shorter.", streamed[1][1])]
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": 5, "index": 2})
+        assert r.status_code == 400 and field_named(r) == "index", r.text
