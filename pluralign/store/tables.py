@@ -325,7 +325,8 @@ class Interaction(Persisted):
     returned: int | None = None  # candidates[:returned] were the response's `choices`, in that order
 
     def choice_texts(self) -> list[str]:
-        """The texts a client was shown as `choices`, indexed as it saw them (feedback's `chosen_index`).
+        """The texts a client was shown as `choices`, indexed as it saw them (feedback's `chosen_index`, a rating's
+        or edit's `index`).
         Older rows kept generation order and only the served answer is known to have been shown."""
         if self.returned is None:
             return [self.candidates[self.chosen_index]]

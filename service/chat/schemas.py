@@ -274,7 +274,7 @@ class PluralignInfo(Base):
     prior: bool  # True when the user's reward is still the population prior
     timings: Timings
     # for each returned choice, its position among the generated candidates (choices are ranked
-    # best first; feedback's `chosen_index` always means the index in `choices`)
+    # best first; feedback's `chosen_index`, and a rating's or edit's `index`, always mean the index in `choices`)
     generation_index: list[int] = []
     styles: list[str] | None = None  # the answer style of each returned choice (null when not styled)
     # two indices into `choices` worth showing side by side (the pair whose outcome teaches the user

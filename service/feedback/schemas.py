@@ -50,18 +50,28 @@ class ComparisonFeedback(Feedback, tag="comparison", kw_only=True):
     margin: Annotated[float, msgspec.Meta(ge=0, le=1e6)] | None = None  # how much better `chosen` is (>= 0)
 
 
+# which of a response's returned `choices` a `rating` or `edit` is about: its `index` there (OpenAI's `choices[i].index`,
+# as `choice`'s `chosen_index` names the pick); 0, the served answer, when not given
+ChoiceIndex = Annotated[int, msgspec.Meta(ge=0, description="the `index` of the choice meant among the response's "
+                                          "`choices` as returned (0, the served answer, by default)")]
+
+
 class RatingFeedback(Feedback, tag="rating", kw_only=True):
-    """A 1-5 rating of the served answer; against the other candidates it becomes comparisons."""
+    """A 1-5 rating of `choices[index]` of a served response (the served answer, `choices[0]`, by default);
+    against the other candidates it becomes comparisons."""
 
     response_id: ResponseId
     rating: Annotated[int, msgspec.Meta(ge=1, le=5)]
+    index: ChoiceIndex | None = 0
 
 
 class EditFeedback(Feedback, tag="edit", kw_only=True):
-    """The user rewrote the served answer: the edit is preferred over the original."""
+    """The user rewrote `choices[index]` of a served response (the served answer by default): the edit is
+    preferred over it."""
 
     response_id: ResponseId
     edited: Text
+    index: ChoiceIndex | None = 0
 
 
 FeedbackBody = ChoiceFeedback | ComparisonFeedback | RatingFeedback | EditFeedback

@@ -69,6 +69,20 @@ def test_a_rating_of_a_blank_answer_is_refused(svc, rating):
     assert r.status_code == 400 and r.json()["error"]["param"] == "response_id", r.text
 
 
+def test_a_rating_of_a_blank_choice_is_refused_naming_index(svc):
+    """A rating whose `index` names a blank choice (returned after the visible ones) is a 400 naming `index`; its
+    visible choice 1 is rated (index62: before, `index` was an unknown field and every rating was of `choices[0]`)."""
+    with svc.client("acme") as c:
+        body = chat(c, "blankrate3", ["Sure,", "", "\u3164", "Yes."])
+        texts = [ch["message"]["content"] for ch in body["choices"]]
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": 5, "index": texts.index("")})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "index", r.text
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": 5, "index": 1})
+        assert r.status_code == 201, r.text
+        rows = c.get("/v1/users/blankrate3/preferences").json()["data"]
+    assert [(p["chosen"], p["rejected"]) for p in rows] == [(texts[1], texts[0])], texts
+
+
 def test_a_rating_leaves_blank_rivals_out(svc):
     with svc.client("acme") as c:
         body = chat(c, "blankrate2", ["Fine.", "", "\u2800", "Fine.\u3164"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -218,3 +220,96 @@ def test_a_no_preference_sent_again_naming_the_other_choice_is_stored_once(svc):
         other = c.post("/v1/feedback", json={**tie, "chosen_index": 2, "shown": [1, 2]})
         assert other.status_code == 201 and "Idempotent-Replayed" not in other.headers, other.text
         assert c.get("/v1/users/noa").json()["user_model"]["ties"] == 2
+
+
+def streamed_choices(client, user: str, n: int = 2) -> tuple[str, list[str]]:
+    """(response id, the texts of its `choices` by `index`) of a streamed chat, rebuilt from its chunks as a client does."""
+    body = {"model": "pluralign", "messages": [{"role": "user", "content": "Which answer?"}], "user": user, "n": n,
+            "stream": True, "pluralign": {"candidates": n, "shots": 0, "styles": False}}
+    texts = [""] * n
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200, r.read()
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"]
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            texts[choice["index"]] += choice["delta"].get("content") or ""
+    return chunks[0]["id"], texts
+
+
+def test_a_rating_or_an_edit_of_the_second_choice_is_stored_against_it(svc):
+    """An app that shows a response's n choices and lets the user rate or edit choice 1 sends `index` 1 (OpenAI's
+    `choices[1].index`): the rows are about that answer, streamed or not. Before (index62), a rating or edit had no
+    way to name a choice (`index` was an unknown field, a 400) and was always stored against `choices[0]`, the wrong
+    answer for such an app."""
+    with svc.client() as c:
+        body = chat(c, "rho", n=2)
+        first, second = (ch["message"]["content"] for ch in body["choices"])
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": 5, "index": 1})
+        assert r.status_code == 201, r.text
+        assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "rho", r.json())] == [(second, first)]
+        r = c.post("/v1/feedback", json={"type": "edit", "response_id": body["id"], "edited": "Answer B, shorter.", "index": 1})
+        assert r.status_code == 201, r.text
+        assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "rho", r.json())] == [("Answer B, shorter.", second)]
+        response_id, texts = streamed_choices(c, "rho")
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": response_id, "rating": 1, "index": 1})
+        assert r.status_code == 201, r.text
+        assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "rho", r.json())] == [(texts[0], texts[1])]
+
+
+def test_an_index_past_the_returned_choices_is_a_400_naming_index(svc):
+    """`index` 2 of a response that returned 2 choices, and `index` 1 of a response an older release stored (it kept
+    no count of the choices it returned: only its served answer is known), are a 400 naming `index`, nothing stored;
+    such a response's `index` 0 is its served answer."""
+    from pluralign.store import Interaction
+
+    with svc.client() as c:
+        body = chat(c, "ria", n=2)
+        for kind, field in (("rating", {"rating": 4}), ("edit", {"edited": "Another answer."})):
+            r = c.post("/v1/feedback", json={"type": kind, "response_id": body["id"], "index": 2, **field})
+            assert r.status_code == 400 and field_named(r) == "index", r.text
+            assert "below the number of returned choices (2)" in r.text, r.text
+        old = Interaction(tenant="acme", user_id="ria", response_id="chatcmpl-" + "7" * 32, created_at=1.0, prompt="Which answer?",
+                          messages=[{"role": "user", "content": "Which answer?"}], candidates=ANSWERS[:3], scores=[0.0] * 3,
+                          chosen_index=1, history=[], model="m")  # `returned` None: an older release's row
+        svc.runtime.store.add_interaction(old)
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": old.response_id, "rating": 4, "index": 1})
+        assert r.status_code == 400 and field_named(r) == "index" and "(1)" in r.text, r.text
+        assert c.get("/v1/users/ria/preferences").json()["total"] == 0
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": old.response_id, "rating": 4, "index": 0})
+        assert r.status_code == 201, r.text
+        assert {row["chosen"] for row in stored_rows(c, "ria", r.json())} == {"Answer B."}
+
+
+def test_a_rating_of_another_choice_is_new_feedback_and_a_key_is_for_one_choice(svc):
+    """A rating of choice 1 after the same rating of choice 0 (no `Idempotency-Key`) is the user's word on another
+    answer, stored, not answered as a copy of the first; sent again, it is. Under one `Idempotency-Key` a rating of
+    another choice is another request: the 422 of a reused key, nothing stored."""
+    with svc.client() as c:
+        response_id = chat(c, "roy", n=2)["id"]
+        rating = {"type": "rating", "response_id": response_id, "rating": 5}
+        sent = [c.post("/v1/feedback", json={**rating, "index": i}) for i in (0, 1, 1)]
+        assert [r.status_code for r in sent] == [201] * 3, [r.text for r in sent]
+        assert [r.headers.get("Idempotent-Replayed") for r in sent] == [None, None, "true"]
+        keyed = [c.post("/v1/feedback", json={**rating, "index": i}, headers={"Idempotency-Key": "roy-1"}) for i in (0, 1)]
+        assert [r.status_code for r in keyed] == [201, 422], [r.text for r in keyed]
+        assert c.get("/v1/users/roy/preferences").json()["total"] == 3
+
+
+@pytest.mark.slow  # two service starts (~0.8 CPU-s warm): `make test-crash`; fast: the in-process tests above
+def test_after_a_restart_a_rating_or_an_edit_names_the_choice_of_a_stored_response(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm):
+    """A response served before a restart is read back from the store: `index` 1 still names its `choices[1]`, for a
+    response streamed and one not, and `index` 2 of its 2 choices is still a 400 naming `index`."""
+    answers = fixed_answers(ANSWERS[:2])
+    with fixed_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, answers) as service, service.client() as c:
+        body = chat(c, "rex", n=2)
+        texts = [ch["message"]["content"] for ch in body["choices"]]
+        streamed = streamed_choices(c, "rex")
+    with fixed_service(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, answers) as service, service.client() as c:
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": 5, "index": 1})
+        assert r.status_code == 201, r.text
+        assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "rex", r.json())] == [(texts[1], texts[0])]
+        r = c.post("/v1/feedback", json={"type": "edit", "response_id": streamed[0], "edited": "Answer B, shorter.", "index": 1})
+        assert r.status_code == 201, r.text
+        assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "rex", r.json())] == [("Answer B, shorter.", streamed[1][1])]
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": 5, "index": 2})
+        assert r.status_code == 400 and field_named(r) == "index", r.text
