@@ -390,7 +390,7 @@ def test_a_score_an_older_version_stored_as_the_text_of_a_number_exports_as_that
 
 
 def test_the_compare_pair_names_two_answers_a_choice_can_record(svc):
-    """Review breakC62. Chat's `pluralign.compare` chose its pair among every returned choice: a blank one (`""`, a Hangul
+    """Session breakC62. Chat's `pluralign.compare` chose its pair among every returned choice: a blank one (`""`, a Hangul
     filler) or a second spelling of another (a zero-width space inside) was as good a pair member as any, and was asked
     about ([`""`, `"No."`] with 0.88 bits, ["Sure, ...", "\\u3164"]); the user's pick on it was then refused (400 naming
     `chosen_index`: "a blank answer", "nothing to compare"), so the question the service chose could not be answered.
@@ -417,7 +417,7 @@ def test_the_compare_pair_names_two_answers_a_choice_can_record(svc):
 
 
 def test_a_blank_answer_or_a_second_spelling_is_ranked_after_every_answer_that_can_be_picked(svc):
-    """Review breakC62. Reranking ordered the candidates by their reward alone: a Hangul filler's "\\u3164" (nothing
+    """Session breakC62. Reranking ordered the candidates by their reward alone: a Hangul filler's "\\u3164" (nothing
     visible) was returned as `choices[1]` of ["Yes.", "\\u3164", "No.", "Maybe."] with "Yes." and "Maybe." left out, so
     the user saw an empty choice they could neither pick nor rate (a 400 naming `chosen_index` or `response_id`), and
     with `n` 1 it could be the one answer served. Answers a `choice` records (each visible answer once) now come
@@ -427,7 +427,8 @@ def test_a_blank_answer_or_a_second_spelling_is_ranked_after_every_answer_that_c
     ranked = {"rerank": True, "candidates": 4, "styles": False}
     cases = [(["Yes.", "\u3164", "No.", "Maybe."], ranked, 2), (["Yes.", "\u3164", "No.", "Maybe."], ranked, 3),
              (["Sure.", "Sure.\u200b", "No.", "Hmm."], ranked, 3), (["\u3164", "", "", "Yes."], ranked, 1),
-             (["", "Yes."], {"styles": False}, 2)]  # not reranked: generation order, the blank one after
+             (["", "Yes."], {"styles": False}, 2),  # not reranked: generation order, the blank one after
+             (["Sure.", "Sure.\u200b", "No.", "Hmm."], {"styles": False, "candidates": 4}, 3)]  # and the second spelling after "Hmm."
     with svc.client("acme") as c:
         for texts, options, n in cases:
             FixedGenerator.texts = texts
