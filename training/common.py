@@ -537,9 +537,13 @@ def _host_mistake(host: str) -> str:
     if "://" in host:
         try:
             parts = urlsplit(host)
-            name, port = parts.hostname, parts.port
+        except ValueError:  # "Invalid IPv6 URL" (`http://[::1`): a URL still, whose host cannot be told
+            return ": a URL, where the host alone goes"
+        try:
+            port = parts.port
         except ValueError:  # a port that is no number: the host alone is said
-            name, port = urlsplit(host).hostname, None
+            port = None
+        name = parts.hostname
         return f": a URL, where the host alone goes (--host {name}{f' --port {port}' if port else ''})" if name else ""
     found = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", host)
     if found:
