@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.unit.clitools import cli, write_jsonl
+from tests.unit.clitools import cli, import_stand_in, write_jsonl
 
 
 @pytest.mark.parametrize("out_name", ["prefs.jsonl", "./prefs.jsonl"])
@@ -44,31 +44,14 @@ def test_data_export_skip_bad_to_another_file_still_writes_it(capsys, tmp_path):
 @pytest.fixture
 def recording_service():
     """A stand-in service on loopback that answers every import 201 and records each request's `Authorization`."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     seen: list[str | None] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append(self.headers.get("Authorization"))
-            answer = json.dumps({"user": "u", "stored": ["x"], "already_stored": []}).encode()
-            self.send_response(201)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+    def answer(path, headers, body):
+        seen.append(headers.get("Authorization"))
+        return 201, {"user": "u", "stored": ["x"], "already_stored": []}
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1], seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with import_stand_in(answer) as url:
+        yield int(url.rpartition(":")[2]), seen
 
 
 @pytest.mark.parametrize("url, said", [
