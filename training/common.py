@@ -673,7 +673,10 @@ STDOUT = "stdout"  # the file name an OSError of writing the command's output ca
 def print_json(obj) -> None:
     """One JSON line on stdout, flushed. A write that fails (`> /dev/full`; a reader that has gone, `| head -1`) is an
     OSError naming stdout: without a name the CLI's error line said "[Errno 28] No space left on device", and the
-    CLI's `main` cannot tell a closed pipe of its output from another."""
+    CLI's `main` cannot tell a closed pipe of its output from another. A stdout closed before the start (`>&-`, Python's
+    `sys.stdout` None) is one too (EBADF): it was an AttributeError's traceback, a key `keys create` issued kept unseen."""
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF), STDOUT)
     try:
         sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
         sys.stdout.flush()
