@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.unit.clitools import cli
+from tests.unit.clitools import cli, import_stand_in, write_jsonl
 
 
 @pytest.fixture
@@ -70,3 +70,26 @@ def test_keys_create_with_its_output_closed_keeps_no_key(capsys, tmp_path, monke
     assert line.startswith("pluralign: error: stdout: ") and "the key was not kept" in line, line
     code, out, err = cli(capsys, "keys", "list", "--data-dir", str(tmp_path))
     assert code == 0 and json.loads(out.splitlines()[-1]) == {"keys": 0}, out
+
+
+@pytest.mark.parametrize("tail, sent", [("/v1?", None), ("/?", None), ("/v1#top", "/v1/users/u/import")])
+def test_data_import_url_with_an_empty_query_or_a_fragment(capsys, tmp_path, tail, sent):
+    """A `?` with nothing after it is a query too: before, `--url http://host/v1?` passed breakA62's check (urllib
+    reads it as no query) and each chunk went to `POST /v1?/v1/users/u/import`. A fragment after `/v1` (`/v1#top`): before,
+    `/v1/v1/users/u/import`, the `/v1` of the base URL not seen behind it; now the fragment is left out, as httpx does."""
+    paths: list[str] = []
+
+    def answer(path, headers, body):
+        paths.append(path)
+        return 201, {"user": "u", "stored": ["x"], "already_stored": []}
+
+    source = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": "Q", "chosen": "a", "rejected": "b"}])
+    with import_stand_in(answer) as url:
+        code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", source, "--user", "u",
+                             "--url", url + tail, "--key", "pk-test")
+    if sent is None:
+        assert (code, paths) == (2, []), (code, paths, err)
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"pluralign: error: --url {url}{tail}: holds a query (`?`)") and "nothing was sent" in line, line
+    else:
+        assert (code, paths) == (0, [sent]), (code, paths, err)
