@@ -75,6 +75,16 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+_KEY_LIKE = re.compile(re.escape(KEY_PREFIX) + r"([A-Za-z0-9_-]{0,4})[A-Za-z0-9_-]*")  # a key's characters (token_urlsafe)
+
+
+def _shown_argument(text: str) -> str:
+    """`text` (what `KeyRing.revoke` was given) as its errors show it: quoted, each key in it, wherever it stands (` pk-...`
+    with a space copied, `Bearer pk-...` from a header), cut to its first 4 characters after `pk-`."""
+    hidden = _KEY_LIKE.sub(lambda m: f"{KEY_PREFIX}{m[1]}...", text)
+    return f"{hidden!r} (a key, not shown whole)" if hidden != text else repr(text)
+
+
 _AT = re.compile(r"(?P<problem>.*) - at `\$\[(?P<index>\d+)\](?:\.(?P<field>\w+))?`")
 _JSON_KINDS = {dict: "an object", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
@@ -192,9 +202,10 @@ class KeyRing:
         hash. An argument that looks like a key is never repeated whole in an error (a terminal's scrollback, a CI log)."""
         if not key_id.strip():
             raise ValueError("no key id or name given: an id is 8+ hex digits of the key's hash (`pluralign keys list`), a name is the one given at create")
-        given = f"'{key_id[:len(KEY_PREFIX) + 4]}...' (a key, not shown whole)" if key_id.startswith(KEY_PREFIX) else repr(key_id)
+        given = _shown_argument(key_id)
+        bare = key_id.strip()  # a key holds no space: one pasted with a space or a newline is the key
         with self._exclusive():
-            digest = hash_key(key_id)
+            digest = hash_key(bare) if bare.isascii() else None  # argv's bytes not UTF-8 (surrogates) are no key
             gone = [k for k in self.keys.values()
                     if k.name == key_id or k.sha256 == digest or (len(key_id) >= 8 and k.sha256.startswith(key_id))]
             if not gone:

@@ -537,9 +537,13 @@ def _host_mistake(host: str) -> str:
     if "://" in host:
         try:
             parts = urlsplit(host)
-            name, port = parts.hostname, parts.port
+        except ValueError:  # "Invalid IPv6 URL" (`http://[::1`): a URL still, whose host cannot be told
+            return ": a URL, where the host alone goes"
+        try:
+            port = parts.port
         except ValueError:  # a port that is no number: the host alone is said
-            name, port = urlsplit(host).hostname, None
+            port = None
+        name = parts.hostname
         return f": a URL, where the host alone goes (--host {name}{f' --port {port}' if port else ''})" if name else ""
     found = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", host)
     if found:
@@ -669,7 +673,10 @@ STDOUT = "stdout"  # the file name an OSError of writing the command's output ca
 def print_json(obj) -> None:
     """One JSON line on stdout, flushed. A write that fails (`> /dev/full`; a reader that has gone, `| head -1`) is an
     OSError naming stdout: without a name the CLI's error line said "[Errno 28] No space left on device", and the
-    CLI's `main` cannot tell a closed pipe of its output from another."""
+    CLI's `main` cannot tell a closed pipe of its output from another. A stdout closed before the start (`>&-`, Python's
+    `sys.stdout` None) is one too (EBADF): it was an AttributeError's traceback, a key `keys create` issued kept unseen."""
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF), STDOUT)
     try:
         sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
         sys.stdout.flush()

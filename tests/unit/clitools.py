@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -34,3 +35,31 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
         os.environ.update(settings)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@contextlib.contextmanager
+def import_stand_in(answer):
+    """A stand-in for the service `pluralign data import` sends to, on loopback: each POST is answered by
+    `answer(path, headers, body) -> (status, JSON-able reply)`. Yields its URL (`http://127.0.0.1:<port>`)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            status, reply = answer(self.path, self.headers, self.rfile.read(int(self.headers["Content-Length"])))
+            data = json.dumps(reply).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

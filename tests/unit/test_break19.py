@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from tests.unit.clitools import cli
+from tests.unit.clitools import cli, import_stand_in
 from tests.unit.clitools import write_jsonl as write_lines
 
 
@@ -140,31 +140,16 @@ def test_data_import_to_a_service_it_cannot_reach_is_an_error_naming_the_url(tmp
 def test_data_import_refused_half_way_says_what_was_stored_and_escapes_user_ids(tmp_path, capsys):
     """A refusal for the second user said nothing of the first user's rows, already stored; a user id
     holding `?` or `/` was pasted into the URL as it was (`/v1/users/a?b/import` is another request)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     paths: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            paths.append(self.path)
-            ok = self.path.startswith("/v1/users/u0/")
-            answer = json.dumps({"user": "u0", "stored": [str(i) for i in range(body.count(b"\n"))]} if ok else
-                                {"error": {"message": "`user_id`: not a valid id", "param": "user_id"}}).encode()
-            self.send_response(201 if ok else 400)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+    def answer(path, headers, body):
+        paths.append(path)
+        ok = path.startswith("/v1/users/u0/")
+        return (201, {"user": "u0", "stored": [str(i) for i in range(body.count(b"\n"))]}) if ok else \
+            (400, {"error": {"message": "`user_id`: not a valid id", "param": "user_id"}})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with import_stand_in(answer) as url:
         data = write_lines(tmp_path / "p.jsonl", [*rows(1), *({**r, "user_id": "a+b@c:d"} for r in rows(1))])
-        url = f"http://127.0.0.1:{server.server_address[1]}"
         code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", data, "--url", url, "--key", "pk-test")
         assert paths == ["/v1/users/u0/import", "/v1/users/a%2Bb%40c%3Ad/import"]
         assert code == 2 and out == "" and "Traceback" not in err, err
@@ -177,8 +162,6 @@ def test_data_import_refused_half_way_says_what_was_stored_and_escapes_user_ids(
         code, out, err = cli(capsys, "data", "import", "--source", "jsonl", "--path", data, "--url", url, "--key", "pk-test")
         assert paths == [] and code == 2, err
         assert f"--path {data}: line 5, field `user_id`: 'a?b/c': a user id is" in err and "nothing was sent" in err, err
-    finally:
-        server.shutdown()
 
 
 UKP_PAIR = ("<annotatedArgumentPair><id>p1</id><debateMetaData><title>T</title></debateMetaData>"

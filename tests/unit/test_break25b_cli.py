@@ -115,34 +115,18 @@ def test_skip_bad_reports_the_skipped_rows_in_one_readable_line(capsys, tmp_path
 def test_a_ukp_pair_the_service_refuses_is_named_by_its_pair_id(capsys, tmp_path):
     """`data import --source ukp_convarg1`: rows come from XML, not lines; the service's `line 2.source`
     (the second row it was sent) is said as the pair's id. A stub service refuses the second row."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
+    from tests.unit.clitools import import_stand_in
     from tests.unit.test_break19 import UKP_PAIR
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            self.rfile.read(int(self.headers["Content-Length"]))
-            answer = json.dumps({"error": {"message": "`line 2.source`: too long", "param": "line 2.source"}}).encode()
-            self.send_response(400)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args):
-            pass
+    def answer(path, headers, body):
+        return 400, {"error": {"message": "`line 2.source`: too long", "param": "line 2.source"}}
 
     arg2 = "<arg2><text>B</text><stance>t</stance></arg2>"
     pairs = [UKP_PAIR.format(arg2=arg2).replace("<id>p1</id>", f"<id>{pair}</id>") for pair in ("p1", "p2", "p3")]
     (tmp_path / "topic.xml").write_text(f'<?xml version="1.0"?><list>{"".join(pairs)}</list>')
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with import_stand_in(answer) as url:
         code, out, err = cli(capsys, "data", "import", "--source", "ukp_convarg1", "--path", str(tmp_path),
-                             "--url", f"http://127.0.0.1:{server.server_address[1]}", "--key", "pk-test")
-    finally:
-        server.shutdown()
+                             "--url", url, "--key", "pk-test")
     assert code == 2 and out == "", err
     assert err.strip().startswith(f"pluralign: error: --path {tmp_path}: pair p2, field `source`: too long (user 'w1'"), err
 

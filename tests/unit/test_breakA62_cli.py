@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.unit.clitools import cli, write_jsonl
+from tests.unit.clitools import cli, import_stand_in, write_jsonl
 
 
 @pytest.mark.parametrize("out_name", ["prefs.jsonl", "./prefs.jsonl"])
@@ -44,31 +44,14 @@ def test_data_export_skip_bad_to_another_file_still_writes_it(capsys, tmp_path):
 @pytest.fixture
 def recording_service():
     """A stand-in service on loopback that answers every import 201 and records each request's `Authorization`."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     seen: list[str | None] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append(self.headers.get("Authorization"))
-            answer = json.dumps({"user": "u", "stored": ["x"], "already_stored": []}).encode()
-            self.send_response(201)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+    def answer(path, headers, body):
+        seen.append(headers.get("Authorization"))
+        return 201, {"user": "u", "stored": ["x"], "already_stored": []}
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1], seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with import_stand_in(answer) as url:
+        yield int(url.rpartition(":")[2]), seen
 
 
 @pytest.mark.parametrize("url, said", [
@@ -129,17 +112,19 @@ def test_keys_list_into_a_closed_pipe_ends_quietly(capsys, tmp_path, monkeypatch
 def test_keys_create_whose_key_cannot_be_printed_keeps_no_key(capsys, tmp_path, monkeypatch):
     """Before: `pluralign keys create ... > /dev/full` (or into a closed pipe) stored the key, could not print it, and
     said `pluralign: error: [Errno 28] No space left on device`: a working key nobody had seen stayed issued, the user
-    told only that something failed. Now the key is revoked again and the error says so, naming stdout."""
+    told only that something failed. Now the key is revoked again and the error says so, naming stdout. The review: a
+    stdout closed before the start (`>&-`: Python's `sys.stdout` is None) was an AttributeError's traceback, exit 1,
+    the key kept."""
     import sys
 
-    for target in ("/dev/full", None):
-        stream = open(target, "w") if target else _closed_pipe()  # noqa: SIM115 (closed below)
+    for target in ("/dev/full", "a closed pipe", "closed"):
+        stream = open(target, "w") if target == "/dev/full" else _closed_pipe() if target == "a closed pipe" else None  # noqa: SIM115
         try:
             monkeypatch.setattr(sys, "stdout", stream)
             code, out, err = cli(capsys, "keys", "create", "--tenant", "acme", "--name", "lost", "--data-dir", str(tmp_path))
-            monkeypatch.undo()
         finally:
-            with contextlib.suppress(OSError):
+            monkeypatch.undo()
+            with contextlib.suppress(OSError, AttributeError):  # AttributeError: None, the closed stdout
                 stream.close()
         assert code == 2, (code, err)
         (line,) = err.strip().splitlines()

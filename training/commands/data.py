@@ -238,7 +238,8 @@ def import_(args: argparse.Namespace) -> int:
         return f"{stored} rows of {users_stored} user{'s' * (users_stored != 1)} were stored before it" if stored else "nothing was stored"
 
     again = "the same command run again stores only what the service does not hold"
-    base = args.url.rstrip("/").removesuffix("/v1")  # the openai client's base_url names the service too
+    # the openai client's base_url names the service too; a fragment (`/v1#top`) is no part of a request, as httpx has it
+    base = args.url.partition("#")[0].rstrip("/").removesuffix("/v1")
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
             for user, indexes in by_user.items():
@@ -308,8 +309,8 @@ def _check_url_adds_nothing(url: str) -> None:
         what = "a user name and password (`user:***@`), which would be sent as Basic authentication in place of the key"
     elif parts.username is not None:
         what = "a user name (`...@` before the host), which would be sent as Basic authentication in place of the key"
-    elif parts.query:
-        what = f"a query (`?{parts.query.partition('=')[0]}=...`), which no import route takes"
+    elif parts.query or "?" in url.partition("#")[0]:  # `/v1?`: urllib reads no query, httpx a path `/v1?/v1/users/...`
+        what = f"a query (`?{parts.query.partition('=')[0]}{'=...' * bool(parts.query)}`), which no import route takes"
     else:
         return
     raise ValueError(f"--url {redacted(url)}: holds {what}; give the "
