@@ -43,8 +43,8 @@ STOP_WAIT_S = 5.0  # how long `LocalJobRunner.stop` waits for its workers to act
 # how long a stop waits for the dispatcher's thread and the promotions under way (`LocalJobRunner._stop_dispatching`)
 DISPATCH_STOP_WAIT_S = 10.0
 
-# added to the priority of a kind whose job went ahead of the tenant's others at its last start (`LocalJobRunner._turn`)
-AFTER_THE_OTHERS = 1 << 16
+# taken from the priority of a job that waited through its tenant's last start, of a kind ahead of its own (`LocalJobRunner._turn`)
+WAITED_THROUGH = 1 << 16
 LOG_LINE_CHARS = 500  # the most of one worker log line a job's `log_tail` keeps
 JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart can recognise its workers
 # beside it: the jobs folder (absolute, symlinks resolved) whose runner started the worker. Job ids are unique
@@ -444,24 +444,21 @@ class LocalJobRunner:
         started (`JobStore.turn`, from the job records: a restart, local or on Ray, keeps the turns; never: first),
         then its kind's `priority` (within a tenant's turn its audits go before its training: short, and someone is
         usually waiting on them; among tenants none of whose jobs started yet, any audit first), then its arrival
-        (`created_at`). A kind's priority puts it ahead for one start in a row: after a start of the tenant's of a
-        kind ahead of others (an audit), the tenant's next is of another kind when one is queued. Ahead every time, a
-        script's audits (a poll whose `since` moves is a new audit each time) kept the tenant's training from ever
-        starting while one more arrived before the last ended."""
+        (`created_at`). A kind's priority puts it ahead for one start in a row: a job queued before its tenant's last
+        start, which was of a kind ahead of its own (an audit that went ahead of it), goes before that kind this time.
+        Ahead every time, a script's audits (a poll whose `since` moves is a new audit each time) kept the tenant's
+        training from ever starting while one more arrived before the last ended; an audit that went ahead of nothing
+        (no training queued at its start) puts no later audit behind the training queued since."""
         priority = self._priority(job.kind)
         tenant = tenant_of(job.params)
         latest = self.store.latest_start(tenant)
-        if latest is not None and priority <= self._priority(latest.kind) < self._lowest_priority:
-            priority += AFTER_THE_OTHERS  # the kind that went ahead last time waits for the others this time
+        if (latest is not None and latest.started_at is not None and self._priority(latest.kind) < priority
+                and job.created_at < latest.started_at):
+            priority -= WAITED_THROUGH  # it waited through the kind that went ahead last time: it goes first this time
         return (self.store.turn(tenant), priority, job.created_at, job.id)
 
     def _priority(self, kind: str) -> int:
         return self.kinds[kind].priority if kind in self.kinds else 0
-
-    @property
-    def _lowest_priority(self) -> int:
-        """The greatest `priority` of the kinds (the training's): a start of it puts no kind after the others."""
-        return max((k.priority for k in self.kinds.values()), default=0)
 
     def _worker_of(self, job: Job) -> tuple[JobKind, Path, list[str]]:
         """The job's kind, its artifact folder (made here) and its worker's command line. Raises
