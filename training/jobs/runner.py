@@ -43,8 +43,8 @@ STOP_WAIT_S = 5.0  # how long `LocalJobRunner.stop` waits for its workers to act
 # how long a stop waits for the dispatcher's thread and the promotions under way (`LocalJobRunner._stop_dispatching`)
 DISPATCH_STOP_WAIT_S = 10.0
 
-# taken from the priority of a job that waited through its tenant's last start, of a kind ahead of its own (`LocalJobRunner._turn`)
-WAITED_THROUGH = 1 << 16
+# added to the priority of a kind whose job went ahead of the tenant's others at its last start (`LocalJobRunner._turn`)
+AFTER_THE_OTHERS = 1 << 16
 LOG_LINE_CHARS = 500  # the most of one worker log line a job's `log_tail` keeps
 JOB_ENV = "PLURALIGN_JOB_ID"  # set in each worker's environment, so a restart can recognise its workers
 # beside it: the jobs folder (absolute, symlinks resolved) whose runner started the worker. Job ids are unique
@@ -172,6 +172,9 @@ class LocalJobRunner:
         self.store = JobStore(config.folder)
         self.promotions = Promotions(Path(config.folder) / "promotions.json")
         self._running: dict[str, _Running] = {}
+        # tenant -> the id of its job that started ahead of a queued job of its own of a kind after its kind (an audit
+        # ahead of training: `_went_ahead`), while that is its latest start; in memory: after a restart it goes ahead once more
+        self._ahead: dict[str, str] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -428,12 +431,21 @@ class LocalJobRunner:
             queued.remove(job)
             try:
                 self._start_worker(job)  # its record's `started_at` is its tenant's turn taken
+                self._went_ahead(job, queued)
             except Exception as exc:
                 log.exception("job %s could not start", job.id)
                 # queued again after a stop, it may hold its cut attempt's output and artifact folder
                 self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}",
                                                                             finished_at=time.time())))
                 self._exited(job.id)  # none of its workers ran
+
+    def _went_ahead(self, job: Job, queued: list[Job]) -> None:
+        """Note whether `job`, just started, went ahead of a job of its tenant still `queued` of a kind after its own (`_turn`)."""
+        tenant, priority = tenant_of(job.params), self._priority(job.kind)
+        if any(self._priority(j.kind) > priority and tenant_of(j.params) == tenant for j in queued):
+            self._ahead[tenant] = job.id
+        else:
+            self._ahead.pop(tenant, None)
 
     def _may_start(self, job: Job) -> bool:
         """Whether queued `job` may start now (the Ray runner holds back a job Ray could not place for a while)."""
@@ -444,17 +456,16 @@ class LocalJobRunner:
         started (`JobStore.turn`, from the job records: a restart, local or on Ray, keeps the turns; never: first),
         then its kind's `priority` (within a tenant's turn its audits go before its training: short, and someone is
         usually waiting on them; among tenants none of whose jobs started yet, any audit first), then its arrival
-        (`created_at`). A kind's priority puts it ahead for one start in a row: a job queued before its tenant's last
-        start, which was of a kind ahead of its own (an audit that went ahead of it), goes before that kind this time.
-        Ahead every time, a script's audits (a poll whose `since` moves is a new audit each time) kept the tenant's
-        training from ever starting while one more arrived before the last ended; an audit that went ahead of nothing
-        (no training queued at its start) puts no later audit behind the training queued since."""
+        (`created_at`). A kind's priority puts it ahead for one start in a row: when the tenant's last start went ahead
+        of a queued job of its own of a kind after it (an audit ahead of training: `_went_ahead`), that kind goes after
+        the others this time. Ahead every time, a script's audits (a poll whose `since` moves is a new audit each time)
+        kept the tenant's training from ever starting while one more arrived before the last ended; an audit that went
+        ahead of nothing (no training queued at its start) puts no later audit behind the training queued since."""
         priority = self._priority(job.kind)
         tenant = tenant_of(job.params)
         latest = self.store.latest_start(tenant)
-        if (latest is not None and latest.started_at is not None and self._priority(latest.kind) < priority
-                and job.created_at < latest.started_at):
-            priority -= WAITED_THROUGH  # it waited through the kind that went ahead last time: it goes first this time
+        if latest is not None and self._ahead.get(tenant) == latest.id and priority <= self._priority(latest.kind):
+            priority += AFTER_THE_OTHERS  # the kind that went ahead last time waits for the others this time
         return (self.store.turn(tenant), priority, job.created_at, job.id)
 
     def _priority(self, kind: str) -> int:
