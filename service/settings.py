@@ -233,7 +233,7 @@ class Settings(Base, frozen=True):
     # fewer generated, down to the `n` returned (service.chat.controllers.fit_prefill); None: no bound
     max_prefill_tokens: int | None = 4096
     tenant_requests_per_second: int = 200  # requests per second per tenant (429 + Retry-After beyond); 0: no limit
-    tenant_queued_jobs: int = 8  # adapter jobs (and audits) one tenant may have queued or running (the trigger waits beyond)
+    tenant_queued_jobs: int = 8  # adapter jobs one tenant may have queued or running (the trigger waits beyond); its audits, apart
     job_attempts: int = 3  # launches of a job before a restart gives it up as failed
     # seconds a finished job's files (record, log, data snapshot, artifact) are kept; audits, served
     # artifacts and each user's (and population kind's) latest job stay (`training.jobs.retention`); 0: keep every job

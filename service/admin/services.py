@@ -231,8 +231,8 @@ def asked_settings(params: dict[str, Param]) -> AuditSettings | None:
 
 
 class QuotaExceeded(Exception):
-    """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows, or the
-    population (`pal` and `em` jobs together) has as many."""
+    """A tenant has as many adapter jobs queued or running as `tenant_queued_jobs` allows, or as many audits of it (of
+    every tenant, for an audit of every tenant), or the population (`pal` and `em` jobs together) has as many."""
 
 
 class Stopping(Exception):

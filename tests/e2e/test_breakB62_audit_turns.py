@@ -7,20 +7,12 @@ started (its users' adapters never trained). Now a tenant's training waits behin
 
 from __future__ import annotations
 
-import time
-
 from tests.e2e.job_kinds import TEST_KINDS, work
+from tests.stores import wait_for as _until
 from training.jobs.kinds import JobKind
 from training.jobs.runner import LocalJobRunner, RunnerConfig
 
 KINDS = {**TEST_KINDS, "audit": JobKind("audit", work, priority=0)}
-
-
-def _until(check, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.05)
 
 
 def test_an_audit_arriving_while_the_tenants_audit_runs_waits_for_its_queued_training(tmp_path):
@@ -29,7 +21,7 @@ def test_an_audit_arriving_while_the_tenants_audit_runs_waits_for_its_queued_tra
     first = runner.submit("audit", {"tenant": "acme", "seconds": 120.0})  # runs until cancelled below
     runner.start()
     try:
-        _until(lambda: runner.get(first.id).state == "running")
+        _until(lambda: runner.get(first.id).state == "running", 60)
         assert runner.get(train.id).state == "queued"  # the audit went first: the one worker is its
         polled = runner.submit("audit", {"tenant": "acme", "since": 1})  # the next poll's audit, while the first runs
         runner.cancel(first.id)  # the first ends (as one that finished would): the worker is free
@@ -39,3 +31,25 @@ def test_an_audit_arriving_while_the_tenants_audit_runs_waits_for_its_queued_tra
     assert all(j.state == "succeeded" for j in done.values()), done
     # before: the polled audit started first (and each audit polled while the last ran after it: the training never)
     assert done["train"].started_at < done["polled"].started_at, done
+
+
+def test_an_audit_that_went_ahead_of_no_training_puts_the_tenants_next_audit_behind_none(tmp_path):
+    """review breakB62: a tenant whose last start was an audit had its next audit put behind its training, whether or
+    not that last audit went ahead of any: acme's audit ran alone; its next one, asked after a training of acme's was
+    queued (a caller waiting on it, `wait=60`), waited for that training, which no audit had kept waiting. Now only the
+    training that waited through the tenant's last audit goes before its next one."""
+    runner = LocalJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.05, workers=1), KINDS)
+    runner.start()
+    try:
+        alone = runner.submit("audit", {"tenant": "acme"})
+        assert runner.wait(alone.id, timeout=60).state == "succeeded"  # no training of acme's was queued: it went ahead of none
+        other = runner.submit("work", {"tenant": "globex", "seconds": 120.0})  # the one worker busy until cancelled below
+        _until(lambda: runner.get(other.id).state == "running", 60)
+        train = runner.submit("work", {"tenant": "acme"})  # queued after acme's audit ended
+        asked = runner.submit("audit", {"tenant": "acme", "since": 1})
+        runner.cancel(other.id)
+        done = {name: runner.wait(job.id, timeout=60) for name, job in (("train", train), ("asked", asked))}
+    finally:
+        runner.stop()
+    assert all(j.state == "succeeded" for j in done.values()), done
+    assert done["asked"].started_at < done["train"].started_at, done  # before: the training first

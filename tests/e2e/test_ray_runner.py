@@ -545,6 +545,27 @@ def test_a_tenants_many_jobs_ray_cannot_place_take_turns_with_other_tenants_jobs
         runner.stop()
 
 
+
+def test_queued_jobs_start_on_ray_in_the_local_runners_order_audits_one_start_ahead(ray_cluster, tmp_path):
+    """review breakB62: the Ray runner inherits `_turn` (turns per tenant, an audit ahead of its tenant's training for one
+    start in a row), but its start is stamped again once Ray placed the actor (a second count in the store's turns):
+    the order of tests/e2e/test_jobs40_turns.py holds on Ray too."""
+    from training.jobs.kinds import JobKind
+    from training.jobs.ray_runner import RayJobRunner
+
+    kinds = {**TEST_KINDS, "audit": JobKind("audit", work, priority=0)}
+    runner = RayJobRunner(RunnerConfig(folder=tmp_path / "jobs", poll_seconds=0.1, workers=1), kinds=kinds)
+    arrivals = [("a_train", "work", "acme"), ("a_audit1", "audit", "acme"), ("a_audit2", "audit", "acme"),
+                ("a_audit3", "audit", "acme"), ("g_train1", "work", "globex"), ("g_train2", "work", "globex")]
+    jobs = {name: runner.submit(kind, {"tenant": tenant}) for name, kind, tenant in arrivals}
+    runner.start()  # all queued before the first is sent
+    try:
+        done = {name: runner.wait(job.id, timeout=120) for name, job in jobs.items()}
+    finally:
+        runner.stop()
+    assert all(j.state == "succeeded" for j in done.values()), done
+    assert sorted(done, key=lambda name: done[name].started_at) == ["a_audit1", "g_train1", "a_train", "g_train2", "a_audit2", "a_audit3"]
+
 def test_a_job_whose_actor_always_starts_slower_than_the_place_wait_runs_at_a_later_send(ray_cluster, tmp_path, caplog):
     """reviewjo43 left it: a job whose actor takes longer to start than `place_wait_s` was given back at each send
     (Ray placed it, its process started, its first call unanswered yet) and sent again with the same wait, for good:

@@ -13,6 +13,7 @@ from selenium.webdriver.common.by import By
 from service.admin.controllers import ADMIN_HANDLERS
 from tests.service.test_browser_pages import CHROMEDRIVER, CHROMIUM, local, wait_for
 from tests.service.tiny import start_service
+from tests.stores import wait_for as wait_until
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None, reason="Debian's chromium and chromium-driver are not installed")
 
@@ -87,3 +88,40 @@ def test_hostile_labels_and_answers_run_no_script_and_keep_the_layout(svc, brows
             marked = browser.execute_script("return Array.from(document.querySelectorAll('.bidi-control')).map(e => e.title)")
             assert marked and set(marked) == {"U+202E RIGHT-TO-LEFT OVERRIDE"}, marked
         assert shown.count("W") >= 256  # the long label is whole in the table, wrapped
+
+
+# an audit's `group_by` is an attribute's name in any script (`training.jobs.params`): markup passes, and its job's params,
+# and its failed job's error quoting it, are shown in the dashboard's jobs table
+HOSTILE_NAMES = ['"><img src=x onerror=document.title=1>', "</bdi></td></tr></table><script>document.title='pwned'</script>",
+                 '<meta http-equiv="refresh" content="0;url=http://evil.example/"><iframe src="http://evil.example/"></iframe>',
+                 '<link rel="stylesheet" href="http://evil.example/x.css"><svg onload=document.title=2>']
+
+
+@pytest.mark.slow  # the service's audit workers and Chromium
+def test_hostile_audit_names_in_the_jobs_table_run_no_script_and_fetch_nothing(svc, browser):
+    """review breakB62: the jobs table (each job's params, a failed job's error) with markup in an audit's `group_by`,
+    rendered in Chromium (breakB62 checked the HTML over HTTP only): nothing runs, nothing is fetched, the text is shown."""
+    with svc.client("admin") as admin:
+        jobs = []
+        for name in HOSTILE_NAMES:
+            r = admin.post("/admin/jobs", json={"kind": "audit", "params": {"group_by": name, "tenant": "acme", "min_comparisons": 1}})
+            assert r.status_code in (200, 201), r.text
+            jobs.append(r.json()["id"])
+        for job_id in jobs:
+            wait_until(lambda job_id=job_id: admin.get(f"/admin/jobs/{job_id}").json()["state"] in ("succeeded", "failed"), 240)
+    browser.get(local(svc, "/admin/login"))
+    browser.find_element(By.ID, "key").send_keys(svc.keys["admin"])
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, "#sign-out")
+    for path in ("/admin/dashboard", "/admin/dashboard?tenant=acme"):
+        browser.get(local(svc, path))
+        wait_for(browser, "#jobs")
+        page = browser.execute_script(
+            "return {title: document.title, scripts: document.scripts.length, fetched: performance.getEntriesByType('resource').length,"
+            " hostile: document.querySelectorAll('img, iframe, meta[http-equiv], link, [onerror], [onload]').length}")
+        assert page == {"title": "pluralign: fairness and jobs", "scripts": 0, "fetched": 0, "hostile": 0}, page
+        assert browser.current_url == local(svc, path)  # no refresh took it elsewhere
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors  # a fetch the CSP refused is logged here
+        shown = browser.find_element(By.ID, "jobs").text
+        assert all(name in shown for name in HOSTILE_NAMES), shown

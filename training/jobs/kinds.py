@@ -63,7 +63,8 @@ KINDS: dict[str, JobKind] = {
                 served_model="population"),
         JobKind("em", lambda job, out: cli("train", "em", f"--out={out}", *job_argv("em", job.params)), promotion_key=lambda job: "em", typed=True,
                 served_model="population"),
-        # audits are short and someone is usually waiting on them: they go before their tenant's queued training
+        # audits are short and someone is usually waiting on them: they go before their tenant's queued training, one
+        # start in a row at most while some of it waits (`LocalJobRunner._turn`)
         JobKind("audit", lambda job, out: cli("audit", "--json", *job_argv("audit", job.params)), required=("group_by",), priority=0, typed=True),
     )
 }

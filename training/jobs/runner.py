@@ -172,6 +172,9 @@ class LocalJobRunner:
         self.store = JobStore(config.folder)
         self.promotions = Promotions(Path(config.folder) / "promotions.json")
         self._running: dict[str, _Running] = {}
+        # tenant -> the id of its job that started ahead of a queued job of its own of a kind after its kind (an audit
+        # ahead of training: `_went_ahead`), while that is its latest start; in memory: after a restart it goes ahead once more
+        self._ahead: dict[str, str] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -428,12 +431,21 @@ class LocalJobRunner:
             queued.remove(job)
             try:
                 self._start_worker(job)  # its record's `started_at` is its tenant's turn taken
+                self._went_ahead(job, queued)
             except Exception as exc:
                 log.exception("job %s could not start", job.id)
                 # queued again after a stop, it may hold its cut attempt's output and artifact folder
                 self._record(self._discard_artifact(msgspec.structs.replace(job, state="failed", pid=None, error=f"could not start: {_problem(exc)}",
                                                                             finished_at=time.time())))
                 self._exited(job.id)  # none of its workers ran
+
+    def _went_ahead(self, job: Job, queued: list[Job]) -> None:
+        """Note whether `job`, just started, went ahead of a job of its tenant still `queued` of a kind after its own (`_turn`)."""
+        tenant, priority = tenant_of(job.params), self._priority(job.kind)
+        if any(self._priority(j.kind) > priority and tenant_of(j.params) == tenant for j in queued):
+            self._ahead[tenant] = job.id
+        else:
+            self._ahead.pop(tenant, None)
 
     def _may_start(self, job: Job) -> bool:
         """Whether queued `job` may start now (the Ray runner holds back a job Ray could not place for a while)."""
@@ -444,24 +456,20 @@ class LocalJobRunner:
         started (`JobStore.turn`, from the job records: a restart, local or on Ray, keeps the turns; never: first),
         then its kind's `priority` (within a tenant's turn its audits go before its training: short, and someone is
         usually waiting on them; among tenants none of whose jobs started yet, any audit first), then its arrival
-        (`created_at`). A kind's priority puts it ahead for one start in a row: after a start of the tenant's of a
-        kind ahead of others (an audit), the tenant's next is of another kind when one is queued. Ahead every time, a
-        script's audits (a poll whose `since` moves is a new audit each time) kept the tenant's training from ever
-        starting while one more arrived before the last ended."""
+        (`created_at`). A kind's priority puts it ahead for one start in a row: when the tenant's last start went ahead
+        of a queued job of its own of a kind after it (an audit ahead of training: `_went_ahead`), that kind goes after
+        the others this time. Ahead every time, a script's audits (a poll whose `since` moves is a new audit each time)
+        kept the tenant's training from ever starting while one more arrived before the last ended; an audit that went
+        ahead of nothing (no training queued at its start) puts no later audit behind the training queued since."""
         priority = self._priority(job.kind)
         tenant = tenant_of(job.params)
         latest = self.store.latest_start(tenant)
-        if latest is not None and priority <= self._priority(latest.kind) < self._lowest_priority:
+        if latest is not None and self._ahead.get(tenant) == latest.id and priority <= self._priority(latest.kind):
             priority += AFTER_THE_OTHERS  # the kind that went ahead last time waits for the others this time
         return (self.store.turn(tenant), priority, job.created_at, job.id)
 
     def _priority(self, kind: str) -> int:
         return self.kinds[kind].priority if kind in self.kinds else 0
-
-    @property
-    def _lowest_priority(self) -> int:
-        """The greatest `priority` of the kinds (the training's): a start of it puts no kind after the others."""
-        return max((k.priority for k in self.kinds.values()), default=0)
 
     def _worker_of(self, job: Job) -> tuple[JobKind, Path, list[str]]:
         """The job's kind, its artifact folder (made here) and its worker's command line. Raises
