@@ -117,7 +117,7 @@ def test_a_call_cancelled_before_it_reaches_the_child_generates_nothing_there(pa
     flag, and the child sets the call's event before the call begins: Cancelled "before generation started", nothing
     generated, as in-process. The parent's own ("cancel", call) message, sent as it waits, is left out here
     (`_cancel`): it reaches the child a moment later, so with it a child that ignored the flag is told in time or not
-    by chance. Review gaps62: a child that read the flag only between tokens passed every test; here it served the
+    by chance. gaps62: a child that read the flag only between tokens passed every test; here it served the
     call (no Cancelled). On the module's child: no child is started for it."""
     _, remote = pair
     told = []

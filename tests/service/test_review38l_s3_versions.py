@@ -225,7 +225,7 @@ def test_a_replica_on_s3_reads_the_commits_transactions_with_the_stores_credenti
 @pytest.mark.slow  # ~1.4 CPU-s; fast: tests/service/test_store.py::test_a_purge_rewrites_a_fragment_the_deleted_user_shares_with_another
 # (the same purge, `compact_with_deletions`, on a folder)
 def test_a_purge_on_s3_rewrites_a_fragment_the_deleted_user_shares_with_another(s3):
-    """Review gaps62: one `add` of two users' rows makes one fragment holding both. Deleting the one with
+    """gaps62: one `add` of two users' rows makes one fragment holding both. Deleting the one with
     a row in twenty leaves that fragment 5% deleted, under Lance's default threshold (10%) for rewriting
     it: only the purge's `materialize_deletions_threshold=0.0` (`compact_with_deletions`) takes the row
     out of the data file. Each other purge test here gives every user a fragment of their own, dropped

@@ -368,7 +368,7 @@ def test_a_preferences_commit_that_met_another_is_made_again_and_other_errors_ar
 
 
 def test_a_purge_rewrites_a_fragment_the_deleted_user_shares_with_another(tmp_path):
-    """Review gaps62: one `add` of two users' rows makes one fragment holding both; deleting the one with a
+    """gaps62: one `add` of two users' rows makes one fragment holding both; deleting the one with a
     row in twenty leaves it 5% deleted, under Lance's default threshold (10%) for rewriting a fragment. Only
     the purge's `materialize_deletions_threshold=0.0` (`pluralign.store.versions.compact_with_deletions`)
     takes the row out of the data file; the other purge tests give each user a fragment of their own,
