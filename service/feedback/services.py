@@ -169,7 +169,8 @@ def _edit_rows(item: Interaction, fb: EditFeedback) -> list[dict]:
     answer = _answer_at(item, fb.index)
     refuse_blank("edited", fb.edited)
     if answer_key(fb.edited) == answer_key(answer):
-        raise bad_request("edited", "the edit is identical to the served answer")
+        raise bad_request("edited", "the edit is identical to the served answer" if fb.index == 0 else
+                          f"the edit is identical to choices[{fb.index}], the answer it rewrites (`index`)")
     return [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]
 
 
