@@ -523,6 +523,17 @@ def schema_router_hook(response: Response) -> Response:
     return response
 
 
+# a field of one feedback kind sent with another (`POST /v1/feedback`'s unknown field): what the body's kind takes instead
+_FEEDBACK_FIELD_OF = {
+    "user": ("`user`: a `choice`, `rating` or `edit` takes no `user`: its `response_id` names the chat, and the chat its "
+             "user (leave it out)"),
+    "index": ("`index`: a `rating` or an `edit` takes it (the choice it is about); a `choice` names its pick by "
+              "`chosen_index`, a `comparison` its answers by their texts"),
+    "chosen_index": ("`chosen_index`: a `choice` takes it (the pick); a `rating` or an `edit` names the choice it is "
+                     "about by `index`"),
+}
+
+
 def _worded(request: Request, exc: HTTPException, param: str | None, code: str | None, detail: str | None) -> tuple[str | None, str]:
     """(param, message) of an HTTPException's error body: the field it names (`param`, else the one
     Litestar's message names; shortened to MAX_PARAM) and a message that starts with it, in our words
@@ -542,9 +553,8 @@ def _worded(request: Request, exc: HTTPException, param: str | None, code: str |
         hint = _HINT.search(message)  # strict.closest_field's
         detail = message = (f"`{param}`: unknown field{hint[0] if hint else ''} ({_reference(request.url.path)} lists the "
                             "fields this API takes)")
-        if request.url.path == "/v1/feedback" and param == "user":  # a comparison takes it, so the body was another kind
-            detail = message = ("`user`: a `choice`, `rating` or `edit` takes no `user`: its `response_id` names "
-                                "the chat, and the chat its user (leave it out)")
+        if request.url.path == "/v1/feedback" and param in _FEEDBACK_FIELD_OF:  # another kind takes it
+            detail = message = _FEEDBACK_FIELD_OF[param]
     if detail and detail not in message:  # Litestar's "Validation failed for POST ..." says nothing of the field
         message = f"{message}: {detail}" if param is None else detail if detail.startswith(f"`{param}`") else f"`{param}`: {detail}"
     if param and param not in message:

@@ -155,21 +155,28 @@ def _choice_rows(item: Interaction, fb: ChoiceFeedback) -> list[dict]:
     return rows
 
 
-def _answer_at(item: Interaction, index: int) -> str:
+def _answer_at(item: Interaction, index: int, doing: str) -> str:
     """`choices[index]` of the response `item`, the answer a `rating` or `edit` names (`index`, as `choice`'s
     `chosen_index`, counts in `choices` as returned); a 400 naming `index` past them. A response an older release
-    stored (no count of its returned choices) knows only its served answer, `choices[0]`."""
+    stored (no count of its returned choices) knows only its served answer, `choices[0]`. A blank answer is a 400
+    naming `response_id` (the served answer is the one the response id designates) or `index`: its rows would hold a
+    blank text, which no fit or export takes (`doing`: "rate", "rewrite")."""
     shown = item.choice_texts()
     if index >= len(shown):
         raise bad_request("index", f"must be below the number of returned choices ({len(shown)})")
+    if is_blank(shown[index]):
+        raise (bad_request("response_id", f"the served answer of this response is blank (no visible character): there is nothing to {doing}")
+               if index == 0 else
+               bad_request("index", f"choices[{index}] of this response is a blank answer (no visible character): there is nothing to {doing}"))
     return shown[index]
 
 
 def _edit_rows(item: Interaction, fb: EditFeedback) -> list[dict]:
-    answer = _answer_at(item, fb.index)
+    answer = _answer_at(item, fb.index, "rewrite")
     refuse_blank("edited", fb.edited)
     if answer_key(fb.edited) == answer_key(answer):
-        raise bad_request("edited", "the edit is identical to the served answer")
+        raise bad_request("edited", "the edit is identical to the served answer" if fb.index == 0 else
+                          f"the edit is identical to choices[{fb.index}], the answer it rewrites (`index`)")
     return [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]
 
 
@@ -177,11 +184,7 @@ def _rating_rows(item: Interaction, fb: RatingFeedback) -> list[dict]:
     """The rated choice (`index`, the served answer by default) against each other candidate, on the side the rating
     says (3: a tie, kept, not fitted)."""
     texts = item.candidates
-    answer = _answer_at(item, fb.index)
-    if is_blank(answer):  # the served answer is the one the response id designates
-        raise (bad_request("response_id", "the served answer of this response is blank (no visible character): there is nothing to rate")
-               if fb.index == 0 else
-               bad_request("index", f"choices[{fb.index}] of this response is a blank answer (no visible character): there is nothing to rate"))
+    answer = _answer_at(item, fb.index, "rate")
     others = _rivals(texts, answer)
     margin = (fb.rating - 3) / 2  # in [-1, 1]
     if fb.rating == 3 or not others:  # nothing to compare against: kept, not used for fitting

@@ -83,6 +83,23 @@ def test_a_rating_of_a_blank_choice_is_refused_naming_index(svc):
     assert [(p["chosen"], p["rejected"]) for p in rows] == [(texts[1], texts[0])], texts
 
 
+def test_an_edit_of_a_blank_choice_is_refused_naming_index_or_response_id(svc):
+    """An `edit` of a blank choice (`index` > 0) is a 400 naming `index`, of a blank served answer one naming `response_id`,
+    as a rating's: its row would hold a blank rejected answer, which no fit, export or comparison takes, so the user's
+    edit would be acknowledged and never learned from. Before (review index62), both were 201 and stored
+    ("A full answer.", ""), and an edit of the next blank choice was answered as a replay of that row."""
+    with svc.client("acme") as c:
+        body = chat(c, "blankedit", ["Sure,", "", "\u3164", "Yes."])
+        texts = [ch["message"]["content"] for ch in body["choices"]]
+        edit = {"type": "edit", "response_id": body["id"], "edited": "A full answer."}
+        for blank in ("", "\u3164"):
+            r = c.post("/v1/feedback", json={**edit, "index": texts.index(blank)})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "index", r.text
+        r = c.post("/v1/feedback", json={**edit, "response_id": chat(c, "blankedit", ["", "", "", ""])["id"]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "response_id", r.text
+        assert c.get("/v1/users/blankedit/preferences").json()["total"] == 0
+
+
 def test_a_rating_leaves_blank_rivals_out(svc):
     with svc.client("acme") as c:
         body = chat(c, "blankrate2", ["Fine.", "", "\u2800", "Fine.\u3164"])

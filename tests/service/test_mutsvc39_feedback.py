@@ -18,9 +18,9 @@ def svc(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
         yield service
 
 
-def chat(client, user, n=4):
+def chat(client, user, n=4, candidates=None):
     body = {"model": "pluralign", "messages": [{"role": "user", "content": "Which answer?"}], "user": user, "n": n,
-            "pluralign": {"candidates": n, "shots": 0, "styles": False}}
+            "pluralign": {"candidates": candidates or n, "shots": 0, "styles": False}}
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 200, r.text
     return r.json()
@@ -257,13 +257,14 @@ def test_a_rating_or_an_edit_of_the_second_choice_is_stored_against_it(svc):
 
 
 def test_an_index_past_the_returned_choices_is_a_400_naming_index(svc):
-    """`index` 2 of a response that returned 2 choices, and `index` 1 of a response an older release stored (it kept
-    no count of the choices it returned: only its served answer is known), are a 400 naming `index`, nothing stored;
-    such a response's `index` 0 is its served answer."""
+    """`index` 2 of a response that returned 2 of its 4 candidates, and `index` 1 of a response an older release stored
+    (it kept no count of the choices it returned: only its served answer is known), are a 400 naming `index`, nothing
+    stored; such a response's `index` 0 is its served answer. (review index62: with 4 candidates, an `index` read
+    among the candidates rather than the returned choices is caught here too, not only on the older row.)"""
     from pluralign.store import Interaction
 
     with svc.client() as c:
-        body = chat(c, "ria", n=2)
+        body = chat(c, "ria", n=2, candidates=4)
         for kind, field in (("rating", {"rating": 4}), ("edit", {"edited": "Another answer."})):
             r = c.post("/v1/feedback", json={"type": kind, "response_id": body["id"], "index": 2, **field})
             assert r.status_code == 400 and field_named(r) == "index", r.text
@@ -313,3 +314,29 @@ def test_after_a_restart_a_rating_or_an_edit_names_the_choice_of_a_stored_respon
         assert [(row["chosen"], row["rejected"]) for row in stored_rows(c, "rex", r.json())] == [("Answer B, shorter.", streamed[1][1])]
         r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": 5, "index": 2})
         assert r.status_code == 400 and field_named(r) == "index", r.text
+
+
+def test_an_edit_identical_to_the_choice_it_rewrites_says_which_choice(svc):
+    """An `edit` of `choices[1]` (`index` 1) whose text is that choice's is refused naming `edited` and that choice, not
+    "the served answer" (`choices[0]`, which it differs from). Before (review index62), the 400 said "identical to the
+    served answer" for an edit of any choice."""
+    with svc.client() as c:
+        body = chat(c, "ida", n=2)
+        second = body["choices"][1]["message"]["content"]
+        r = c.post("/v1/feedback", json={"type": "edit", "response_id": body["id"], "edited": second, "index": 1})
+        assert r.status_code == 400 and field_named(r) == "edited", r.text
+        assert "identical to choices[1]" in r.text and "served answer" not in r.text, r.text
+
+
+@pytest.mark.parametrize(("kind", "field", "other"), [("choice", "index", "chosen_index"), ("rating", "chosen_index", "index"),
+                                                      ("edit", "chosen_index", "index")])
+def test_the_other_kinds_name_for_a_choice_is_refused_naming_the_right_one(svc, kind, field, other):
+    """A `choice` names its pick by `chosen_index`, a `rating` or `edit` its choice by `index`: one sent with the other's
+    name is a 400 naming the field sent that says which name that kind takes (a client that learnt one kind's name
+    would otherwise be told only of an unknown field). Before (review index62): "unknown field", no word of the other."""
+    body = {"type": kind, "response_id": "chatcmpl-" + "0" * 32, field: 1, **{"choice": {"chosen_index": 0}, "rating": {"rating": 4},
+                                                                           "edit": {"edited": "Shorter."}}[kind]}
+    with svc.client() as c:
+        r = c.post("/v1/feedback", json=body)
+    assert r.status_code == 400 and field_named(r) == field, r.text
+    assert f"`{other}`" in r.json()["error"]["message"], r.text
