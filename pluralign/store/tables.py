@@ -1974,10 +1974,16 @@ class Store:
             return iter(([],))
         per_read = max(1, int(TEXT_ROWS_PER_READ if rows_per_read is None else rows_per_read))
         where = owners_filter(tenant, sorted(set(user_ids))) + ("" if before is None else f" AND {received_before(before)}")
-        with self._on("preferences", "read"):
+        with self._on_unless_read("preferences"):
             reader = self._read(lambda: self.preferences.search().where(where).select(["prompt", "chosen", "rejected"])
                                 .limit(None).to_batches(per_read))
         return self._texts_read(reader, per_read)
+
+    def _on_unless_read(self, name: str):
+        """`_on(name, "read")`, but within a `_read` (`texts_of`, whose `_uses` reads it all again when it met another
+        process's removal of old versions): nothing then, its `_on` says what failed once read again in vain; an error
+        taken for a damaged table first would be noted for /health as one (`problems`) though the read again succeeded."""
+        return contextlib.nullcontext() if getattr(self._reading, "on", False) else self._on(name, "read")
 
     def _texts_read(self, reader: pa.RecordBatchReader, per_read: int) -> Iterator[list[str]]:
         """`texts_in_batches`' lists, from `reader`'s batches: gathered up to `per_read` rows (Lance hands over a batch
@@ -1986,7 +1992,7 @@ class Store:
         held: list[pa.RecordBatch] = []
         rows, lists = 0, 0
         while True:
-            with self._on("preferences", "read"):
+            with self._on_unless_read("preferences"):
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
