@@ -52,3 +52,27 @@ def test_the_texts_read_whole_that_meet_a_removal_of_old_versions_are_read_again
     assert sorted(store.texts_of("acme", ["bob"])) == sorted(["no"] * 3 + ["yes"] * 3 + ["q0", "q1", "q2"])
     assert len(reads) == 2
     assert store.problems.recent() == [], "a read that was read again, whole, noted as a damaged table"
+
+
+def without_the_version_index(store: Store) -> None:
+    """The user's stated changes as an earlier release left them: BITMAPs on the owner, no index on `version`."""
+    store.add_stated_changes("acme", "bob", [{"version": v, "at": float(v), "feature": "length", "direction": "more"} for v in (1, 2, 3)])
+    table = store.tables["stated_changes"]
+    for index in table.list_indices():
+        if index.columns == ["version"]:
+            table.drop_index(index.name)
+
+
+def indexes(table) -> set[tuple[str, str]]:
+    return {(i.columns[0], i.index_type) for i in table.list_indices()}
+
+
+def test_a_store_an_earlier_release_made_gains_the_index_on_version_when_it_opens(store, tmp_path):
+    """The index a PATCH finds its current version by (scale62, `RANGE_INDEXED`) is made on a store an earlier release
+    made, when this release opens it; a PATCH before that (read by the owner's BITMAPs alone) reads the same rows."""
+    without_the_version_index(store)
+    assert ("version", "BTree") not in indexes(store.tables["stated_changes"])
+    assert [r["version"] for r in store.stated_changes("acme", "bob", 2)] == [2, 3]
+    opened = Store(str(tmp_path), "enc", DIM)
+    assert ("version", "BTree") in indexes(opened.tables["stated_changes"])
+    assert [r["version"] for r in opened.stated_changes("acme", "bob", 2)] == [2, 3]
