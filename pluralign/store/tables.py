@@ -585,7 +585,10 @@ class Store:
         # read alone too: a replica's folder may serve the store alone later (the replica count changed to 1)
         self._withdrawn_note = Path(withdrawn_note) if withdrawn_note is not None else None
         for name in self.tables:
-            if name not in self._older:  # an earlier release's table, only read: not even an index is added
+            # a process that only reads (`finish_purges` False) commits nothing at its open, not even an index: the
+            # previous release's serve may be writing tables of this schema version that lack one this release adds
+            # (`RANGE_INDEXED`); the serve's next start makes it. Nor to an earlier release's table it only reads
+            if self._marks and name not in self._older:
                 self._ensure_indexes(name)
         if self.lease is None and finish_purges:  # alone on the store: what a killed process of it left is finished now
             try:

@@ -76,3 +76,18 @@ def test_a_store_an_earlier_release_made_gains_the_index_on_version_when_it_open
     opened = Store(str(tmp_path), "enc", DIM)
     assert ("version", "BTree") in indexes(opened.tables["stated_changes"])
     assert [r["version"] for r in opened.stated_changes("acme", "bob", 2)] == [2, 3]
+
+
+def test_a_process_that_only_reads_the_previous_releases_store_commits_no_index_to_it(store, tmp_path):
+    """`pluralign train adapter --store` of this release beside the previous release's serve, whose tables carry this
+    release's schema version (scale62 added an index, no column): it reads the tables as they are and commits nothing
+    to them, not even the index on `version` (docs/operations.md, 'Upgrading and rolling back': "neither columns, mark
+    nor index", so none of its commits can clash with that serve's writes); the serve's next start makes it."""
+    from tests.service.test_left29 import tables_as_they_are
+
+    without_the_version_index(store)
+    before = tables_as_they_are(tmp_path)
+    reader = Store(str(tmp_path), "enc", DIM, finish_purges=False)
+    assert [r["version"] for r in reader.stated_changes("acme", "bob", 2)] == [2, 3]
+    assert tables_as_they_are(tmp_path) == before, "a process that only reads committed to the tables"
+    assert ("version", "BTree") in indexes(Store(str(tmp_path), "enc", DIM).tables["stated_changes"])
