@@ -2298,7 +2298,8 @@ class Store:
     def stated_changes(self, tenant: str, user_id: str, first: int = 1, last: int | None = None) -> list[dict]:
         """The user's stated-preference changes of versions `first` to `last` (None: the newest), in
         version order, each a dict with `version`, `at`, `feature`, `direction`. One query prefiltered
-        by the BITMAP indexes, reading only those versions."""
+        by the owner's BITMAP indexes and the BTREE on `version` (`RANGE_INDEXED`), reading only those versions' rows
+        (and the rows appended since the last compaction, which no index holds yet)."""
         where = owner_filter(tenant, user_id) + f" AND version >= {int(first)}"
         if last is not None:
             where += f" AND version <= {int(last)}"
