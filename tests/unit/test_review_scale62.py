@@ -91,3 +91,22 @@ def test_a_process_that_only_reads_the_previous_releases_store_commits_no_index_
     assert [r["version"] for r in reader.stated_changes("acme", "bob", 2)] == [2, 3]
     assert tables_as_they_are(tmp_path) == before, "a process that only reads committed to the tables"
     assert ("version", "BTree") in indexes(Store(str(tmp_path), "enc", DIM).tables["stated_changes"])
+
+
+def test_a_users_longest_texts_are_read_a_bounded_size_at_a_time(store, monkeypatch):
+    """A list of `texts_in_batches` is bounded in size as well as in rows: a row's three texts may be 20,000 characters
+    each (240 KB in UTF-8 outside the Latin script), so TEXT_ROWS_PER_READ (4,096) such rows, one list and one read of
+    Lance, were ~1 GB held at once by one DELETE. Here 4 rows of the longest texts, 120 KB of text a list at most."""
+    import numpy as np
+
+    from pluralign.store import StoredPreference, tables
+
+    monkeypatch.setattr(tables, "TEXT_BYTES_PER_READ", 120_000, raising=False)
+    long = [StoredPreference(tenant="acme", user_id="wordy", pref_id=f"w{i}", prompt=f"{i}" + "詞" * 19_999, chosen=f"{i}" + "a" * 19_999,
+                             rejected=f"{i}" + "b" * 19_999, kind="comparison", created_at=1.0 + i) for i in range(4)]
+    vecs = np.zeros((4, DIM), np.float32)
+    store.add_preferences(long, vecs, vecs, vecs)
+    lists = list(store.texts_in_batches("acme", ["wordy"]))
+    assert sorted(t for texts in lists for t in texts) == sorted(t for p in long for t in (p.prompt, p.chosen, p.rejected))
+    sizes = [sum(len(t.encode()) for t in texts) for texts in lists]
+    assert max(sizes) <= 120_000, f"bytes of text in one list: {sizes}"
