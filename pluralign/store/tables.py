@@ -1967,11 +1967,14 @@ class Store:
         return [self._preference(r, tenant, user_id) for r in page], total
 
     @_uses("preferences", "read")
-    def texts_of(self, tenant: str, user_ids: list[str], before: float | None = None) -> list[str]:
-        """Every text of `texts_in_batches`, in one list: for a caller that holds them all anyway (a batch of a tenant's
-        removal whose rows are few: `service.users.services.delete_batch`), read again whole when another process's
+    def texts_of(self, tenant: str, user_ids: list[str], before: float | None = None) -> list[str] | None:
+        """Every text of `texts_in_batches` when they are one list of it (TEXT_ROWS_PER_READ rows, TEXT_BYTES_PER_READ of
+        text), else None (more: read a list at a time): for a caller that holds them at once (a batch of a tenant's
+        removal, before its turn: `service.users.services.delete_batch`), read again whole when another process's
         removal of old versions met the read (`_read`)."""
-        return [t for batch in self.texts_in_batches(tenant, user_ids, before) for t in batch]
+        lists = self.texts_in_batches(tenant, user_ids, before)
+        texts = next(lists)
+        return texts if next(lists, None) is None else None
 
     def texts_in_batches(self, tenant: str, user_ids: list[str], before: float | None = None,
                          rows_per_read: int | None = None) -> Iterator[list[str]]:

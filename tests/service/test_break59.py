@@ -190,17 +190,22 @@ def test_a_delete_forgets_a_users_texts_a_batch_at_a_time_and_a_stop_between_bat
     assert read_at_once and max(read_at_once) <= per_read, f"rows of theirs with their texts read at once: {read_at_once}"
 
 
-def test_a_tenants_removal_reads_a_batch_of_many_rows_texts_a_batch_at_a_time(svc, monkeypatch):
+@pytest.mark.parametrize("bound", ["rows", "bytes"])
+def test_a_tenants_removal_reads_a_batch_of_many_rows_texts_a_batch_at_a_time(svc, monkeypatch, bound):
     """review scale62: a batch of a tenant's removal (`delete_batch`) whose users' rows are more than one read's
-    (`TEXT_ROWS_PER_READ`, 2 here) reads their texts in its turn a batch at a time, as a user's DELETE does, each forgotten
-    as it is read; not in one read before its turn, handed to the caches whole (that read stays for a batch of few rows)."""
+    (`TEXT_ROWS_PER_READ`, 2 here; or `TEXT_BYTES_PER_READ`, two of these rows' texts) reads their texts in its turn a
+    batch at a time, as a user's DELETE does, each forgotten as it is read; not in one read before its turn, handed to
+    the caches whole (that read stays for a batch of few rows of short texts)."""
     from pluralign.embed.cache import text_key
     from pluralign.store import tables
     from tests.service.test_break20_delete import give_comparisons
 
-    rt, users, per_read = svc.runtime, ["heap62a", "heap62b"], 2
-    monkeypatch.setattr(tables, "TEXT_ROWS_PER_READ", per_read)
-    monkeypatch.setattr(services, "TEXT_ROWS_PER_READ", per_read)
+    rt, users, per_read = svc.runtime, [f"heap62a{bound}", f"heap62b{bound}"], 2
+    if bound == "rows":
+        monkeypatch.setattr(tables, "TEXT_ROWS_PER_READ", per_read)
+        monkeypatch.setattr(services, "TEXT_ROWS_PER_READ", per_read)
+    else:  # a row's texts: ~100 bytes
+        monkeypatch.setattr(tables, "TEXT_BYTES_PER_READ", 250)
     with svc.client() as c:
         for user in users:
             give_comparisons(c, user, "tea", f"{user} removed", n=2)
