@@ -6,7 +6,7 @@ whether any was received before the DELETE began; now it is one count (`Store.ho
 `received_before` filter every DELETE step deletes by). A local store with 20 other users of 50 rows and one user of
 `--rows` rows each, their vectors `--dim` wide (MiniLM's 384 by default). The same DELETE's read of the texts it forgets
 from the embedding caches (`_forget_vectors`, also in the turn, also in every DELETE's steps) is timed beside it:
-every row read before, their texts alone now (`Store.texts_of`).
+every row read before, their texts alone now (`Store.texts_in_batches`).
 
     OMP_NUM_THREADS=1 python -m benchmarks.stored_before --rows 10000 100000
 
@@ -76,7 +76,7 @@ def measure(n: int, dim: int, repeat: int) -> str:
             count, new = mean_ms(lambda b=before: store.holds_received_before("t", "u", b), repeat)
             assert old_cold == old_warm == new, (name, old_cold, old_warm, new)
             texts_cold, old_texts = mean_ms(lambda b=before: texts_of_every_row(store, b), repeat, cold=store)
-            texts, new_texts = mean_ms(lambda b=before: store.texts_of("t", ["u"], b), repeat)
+            texts, new_texts = mean_ms(lambda b=before: [t for part in store.texts_in_batches("t", ["u"], b) for t in part], repeat)
             assert old_texts == sorted(new_texts), name
             figures.append(f"{name} ({new}): every row read {cold:.1f} ms cold, {warm:.1f} ms cached; one count {count:.1f} ms; "
                            f"their texts ({len(new_texts)}): from every row read {texts_cold:.1f} ms cold, alone {texts:.1f} ms")

@@ -93,8 +93,13 @@ LEASE_SHARE_S = 10.0
 LEASE_YIELD_S = 0.5  # then how long it leaves the lease free for them (their polls: `lease.POLL_S` apart, each a read and a write)
 READ_ATTEMPTS = 3  # a read that met such a removal anyway (it ran longer than the margin): read again (`Store._read`)
 ROWS_PER_READ = 1000  # rows a streamed read (`Store.preferences_in_order`) takes at once: what it holds, whatever the user's size
-# rows whose texts a DELETE reads at once (`Store.texts_in_batches`): three texts a row, ~1 KB in all for most, 60 KB at most
+# rows whose texts a DELETE reads at once (`Store.texts_in_batches`): three texts a row, ~1 KB in all for most, and up to
+# 240 KB (20,000 characters each, 4 bytes a character in UTF-8 outside the Latin script: 4,096 such rows ~1 GB)
 TEXT_ROWS_PER_READ = 4096
+TEXT_BYTES_PER_READ = 16 << 20  # and at most this much text (UTF-8 bytes) a list, but for a row alone larger
+# rows Lance hands over at once for those lists: ~1 MB of Arrow for most, 245 MB at most; fewer cost a thread's round trip
+# each (20,000 rows' texts at load 8-9: 0.04-0.4 s at 1,024 and 0.03-0.2 s at 4,096, but 0.7-0.9 s at 256, 2-4.6 s at 64)
+TEXT_ROWS_PER_BATCH = 1024
 
 # what `Store.answers_sample` counts once: a question (next-comparison asks each) or a pair of answers whatever its
 # prompt (a description showing each answer once); each in any spelling (`answer_key`)
@@ -125,6 +130,12 @@ COMPARISON_FILTER = " AND tie = false AND rejected != ''"  # rows a pairwise rew
 def _texts(batches: list[pa.RecordBatch]) -> list[str]:
     """The prompts and answers of the rows of `batches` (columns prompt, chosen, rejected), without nulls."""
     return [t for b in batches for name in ("prompt", "chosen", "rejected") for t in b.column(name).to_pylist() if t is not None]
+
+
+def _text_bytes(batch: pa.RecordBatch) -> np.ndarray:
+    """The UTF-8 bytes of each row's texts (prompt, chosen, rejected) of `batch`, as `_texts` reads them."""
+    return sum(pc.fill_null(pc.binary_length(batch.column(name)), 0).to_numpy().astype(np.int64)
+               for name in ("prompt", "chosen", "rejected"))
 
 
 def _indexes(name: str) -> list[tuple[str, Bitmap | BTree]]:
@@ -586,7 +597,10 @@ class Store:
         # read alone too: a replica's folder may serve the store alone later (the replica count changed to 1)
         self._withdrawn_note = Path(withdrawn_note) if withdrawn_note is not None else None
         for name in self.tables:
-            if name not in self._older:  # an earlier release's table, only read: not even an index is added
+            # a process that only reads (`finish_purges` False) commits nothing at its open, not even an index: the
+            # previous release's serve may be writing tables of this schema version that lack one this release adds
+            # (`RANGE_INDEXED`); the serve's next start makes it. Nor to an earlier release's table it only reads
+            if self._marks and name not in self._older:
                 self._ensure_indexes(name)
         if self.lease is None and finish_purges:  # alone on the store: what a killed process of it left is finished now
             try:
@@ -1954,16 +1968,20 @@ class Store:
         return [self._preference(r, tenant, user_id) for r in page], total
 
     @_uses("preferences", "read")
-    def texts_of(self, tenant: str, user_ids: list[str], before: float | None = None) -> list[str]:
-        """Every text of `texts_in_batches`, in one list: for a caller that holds them all anyway (a batch of a tenant's
-        removal whose rows are few: `service.users.services.delete_batch`), read again whole when another process's
+    def texts_of(self, tenant: str, user_ids: list[str], before: float | None = None) -> list[str] | None:
+        """Every text of `texts_in_batches` when they are one list of it (TEXT_ROWS_PER_READ rows, TEXT_BYTES_PER_READ of
+        text), else None (more: read a list at a time): for a caller that holds them at once (a batch of a tenant's
+        removal, before its turn: `service.users.services.delete_batch`), read again whole when another process's
         removal of old versions met the read (`_read`)."""
-        return [t for batch in self.texts_in_batches(tenant, user_ids, before) for t in batch]
+        lists = self.texts_in_batches(tenant, user_ids, before)
+        texts = next(lists)
+        return texts if next(lists, None) is None else None
 
     def texts_in_batches(self, tenant: str, user_ids: list[str], before: float | None = None,
                          rows_per_read: int | None = None) -> Iterator[list[str]]:
         """The prompts and answers of every stored preference row of `user_ids` (of `tenant`), a list of the texts of at
-        most `rows_per_read` rows (None: TEXT_ROWS_PER_READ) at a time, read from the table as the iterator advances:
+        most `rows_per_read` rows (None: TEXT_ROWS_PER_READ) and TEXT_BYTES_PER_READ at a time (a row larger alone: a list
+        of its own), read from the table TEXT_ROWS_PER_BATCH rows at a time as the iterator advances:
         what a batch of a tenant's removal, or a user's DELETE, forgets from the embedding caches (their texts alone: no
         vectors, no row objects, so 100,000 rows of a user are not read whole: benchmarks/stored_before.py; and a batch
         at a time: one read of every text held a user's whole history in memory at once); one empty list when they have
@@ -1975,19 +1993,26 @@ class Store:
             return iter(([],))
         per_read = max(1, int(TEXT_ROWS_PER_READ if rows_per_read is None else rows_per_read))
         where = owners_filter(tenant, sorted(set(user_ids))) + ("" if before is None else f" AND {received_before(before)}")
-        with self._on("preferences", "read"):
+        with self._on_unless_read("preferences"):
             reader = self._read(lambda: self.preferences.search().where(where).select(["prompt", "chosen", "rejected"])
-                                .limit(None).to_batches(per_read))
+                                .limit(None).to_batches(min(per_read, TEXT_ROWS_PER_BATCH)))
         return self._texts_read(reader, per_read)
 
+    def _on_unless_read(self, name: str):
+        """`_on(name, "read")`, but within a `_read` (`texts_of`, whose `_uses` reads it all again when it met another
+        process's removal of old versions): nothing then, its `_on` says what failed once read again in vain; an error
+        taken for a damaged table first would be noted for /health as one (`problems`) though the read again succeeded."""
+        return contextlib.nullcontext() if getattr(self._reading, "on", False) else self._on(name, "read")
+
     def _texts_read(self, reader: pa.RecordBatchReader, per_read: int) -> Iterator[list[str]]:
-        """`texts_in_batches`' lists, from `reader`'s batches: gathered up to `per_read` rows (Lance hands over a batch
-        per fragment, one row each for a user whose feedback came one at a time since the last compaction: a list each
-        would clean the caches once per row) and cut at `per_read` (it may hand over larger ones than asked)."""
+        """`texts_in_batches`' lists, from `reader`'s batches: gathered up to `per_read` rows or TEXT_BYTES_PER_READ of
+        text (Lance hands over a batch per fragment, one row each for a user whose feedback came one at a time since the
+        last compaction: a list each would clean the caches once per row) and cut there (it may hand over larger ones
+        than asked)."""
         held: list[pa.RecordBatch] = []
-        rows, lists = 0, 0
+        rows, size, lists = 0, 0, 0
         while True:
-            with self._on("preferences", "read"):
+            with self._on_unless_read("preferences"):
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
@@ -1997,12 +2022,15 @@ class Store:
                     yield _texts(held)
                 return
             while batch.num_rows:
-                part, batch = batch.slice(0, per_read - rows), batch.slice(per_read - rows)
-                held.append(part)
-                rows += part.num_rows
-                if rows == per_read:
+                sizes = np.cumsum(_text_bytes(batch))
+                take = min(per_read - rows, int(np.searchsorted(sizes, TEXT_BYTES_PER_READ - size, side="right")))
+                take = take or (0 if rows else 1)  # a row larger than the bound alone: a list of its own
+                if take:
+                    held.append(batch.slice(0, take))
+                    rows, size, batch = rows + take, size + int(sizes[take - 1]), batch.slice(take)
+                if rows == per_read or batch.num_rows:  # full: the next row would pass a bound
                     yield _texts(held)
-                    held, rows, lists = [], 0, lists + 1
+                    held, rows, size, lists = [], 0, 0, lists + 1
 
     @_uses("preferences", "read")
     def count_of(self, tenant: str, user_ids: list[str]) -> int:
@@ -2290,7 +2318,8 @@ class Store:
     def stated_changes(self, tenant: str, user_id: str, first: int = 1, last: int | None = None) -> list[dict]:
         """The user's stated-preference changes of versions `first` to `last` (None: the newest), in
         version order, each a dict with `version`, `at`, `feature`, `direction`. One query prefiltered
-        by the BITMAP indexes, reading only those versions."""
+        by the owner's BITMAP indexes and the BTREE on `version` (`RANGE_INDEXED`), reading only those versions' rows
+        (and the rows appended since the last compaction, which no index holds yet)."""
         where = owner_filter(tenant, user_id) + f" AND version >= {int(first)}"
         if last is not None:
             where += f" AND version <= {int(last)}"

@@ -1427,8 +1427,8 @@ def delete_batch(rt: Runtime, tenant: str, user_ids: Iterable[str]) -> dict[str,
         return no_counts(rt)
     recorded: list[float] = []
     # their texts, for the embedding caches, read before the turn (256 users' rows: no other DELETE waits for it) when
-    # they are one read's worth (more: read in the turn, a batch at a time, as a user's DELETE reads them), the count
-    # first: a row moved into the table meanwhile changes it, and the texts are read again in the turn
+    # they are one read's worth, in rows and in bytes (more: None, read in the turn a batch at a time, as a user's DELETE
+    # reads them), the count first: a row moved into the table meanwhile changes it, and the texts are read again in the turn
     counted = rt.store.count_of(tenant, users)
     texts = rt.store.texts_of(tenant, users) if counted <= TEXT_ROWS_PER_READ else None
     entries: list[Unfinished] = []

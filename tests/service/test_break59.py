@@ -188,3 +188,37 @@ def test_a_delete_forgets_a_users_texts_a_batch_at_a_time_and_a_stop_between_bat
     assert max(len(keys) for keys in handed) <= 3 * per_read, [len(keys) for keys in handed]
     assert len(handed[2:]) == -(-n // per_read), [len(keys) for keys in handed]  # full batches: the caches cleaned 3 times
     assert read_at_once and max(read_at_once) <= per_read, f"rows of theirs with their texts read at once: {read_at_once}"
+
+
+@pytest.mark.parametrize("bound", ["rows", "bytes"])
+def test_a_tenants_removal_reads_a_batch_of_many_rows_texts_a_batch_at_a_time(svc, monkeypatch, bound):
+    """review scale62: a batch of a tenant's removal (`delete_batch`) whose users' rows are more than one read's
+    (`TEXT_ROWS_PER_READ`, 2 here; or `TEXT_BYTES_PER_READ`, two of these rows' texts) reads their texts in its turn a
+    batch at a time, as a user's DELETE does, each forgotten as it is read; not in one read before its turn, handed to
+    the caches whole (that read stays for a batch of few rows of short texts)."""
+    from pluralign.embed.cache import text_key
+    from pluralign.store import tables
+    from tests.service.test_break20_delete import give_comparisons
+
+    rt, users, per_read = svc.runtime, [f"heap62a{bound}", f"heap62b{bound}"], 2
+    if bound == "rows":
+        monkeypatch.setattr(tables, "TEXT_ROWS_PER_READ", per_read)
+        monkeypatch.setattr(services, "TEXT_ROWS_PER_READ", per_read)
+    else:  # a row's texts: ~100 bytes
+        monkeypatch.setattr(tables, "TEXT_BYTES_PER_READ", 250)
+    with svc.client() as c:
+        for user in users:
+            give_comparisons(c, user, "tea", f"{user} removed", n=2)
+    rt.ingest.flush()
+    handed: list[list[bytes]] = []  # the keys handed to the caches, each time
+    forget = rt.owed_vectors.forget
+
+    def counted(keys):
+        handed.append(list(keys))
+        return forget(keys)
+
+    monkeypatch.setattr(rt.owed_vectors, "forget", counted)
+    assert services.delete_batch(rt, "acme", users)["preferences"] == 4
+    texts = {f"A drink for morning {i}? {u} removed" for i in range(2) for u in users}
+    assert {text_key(t) for t in texts} <= {k for keys in handed for k in keys}, "a text of theirs was not forgotten"
+    assert max(len(keys) for keys in handed) <= 3 * per_read, f"the texts of 4 rows handed to the caches at once: {[len(k) for k in handed]}"

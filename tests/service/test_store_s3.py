@@ -12,6 +12,7 @@ from pluralign.store import Store, StoredPreference
 from pluralign.store.location import options_from_env, options_to_env
 from tests.s3 import S3Server
 from tests.together import at_once
+from tests.unit.test_review_scale62 import indexes, without_the_version_index
 
 pytestmark = pytest.mark.usefixtures("short_read_margin")  # a replica DELETE's wait for readers: tests/service/conftest.py
 
@@ -67,12 +68,12 @@ def test_two_replicas_on_a_bucket_take_turns_at_maintenance(s3):
 def test_tables_an_earlier_release_marked_are_marked_again_on_the_bucket(s3):
     """The upgrade's mark (docs/operations.md, 'Upgrading and rolling back') on object storage: a table
     marked schema_version=1 by an earlier release is marked with this one's when the store opens,
-    through the store's own storage options."""
+    through the store's own storage options; and the index on `stated_changes.version` is made then (review scale62)."""
     import lancedb
 
     from pluralign.store import SCHEMA_VERSION
 
-    Store(s3.uri("upgrade"), "enc", DIM, storage_options=s3.options)
+    without_the_version_index(Store(s3.uri("upgrade"), "enc", DIM, storage_options=s3.options))  # nor an index on it
     db = lancedb.connect(s3.uri("upgrade"), storage_options=s3.options)
     for name in ("preferences", "users"):
         db.open_table(name).to_lance().update_schema_metadata({"schema_version": "1"})
@@ -81,6 +82,7 @@ def test_tables_an_earlier_release_marked_are_marked_again_on_the_bucket(s3):
     for name in ("preferences", "users"):
         assert store.tables[name].schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
         assert db.open_table(name).schema.metadata[b"schema_version"] == str(SCHEMA_VERSION).encode()
+    assert ("version", "BTree") in indexes(db.open_table("stated_changes"))  # made at the open (review scale62)
 
 
 def test_a_replicas_store_on_a_bucket_claims_an_imports_ids_on_the_bucket(s3):
