@@ -211,3 +211,44 @@ def test_an_embeddings_answer_whose_vectors_do_not_name_each_text_once_is_the_se
     finally:
         server.shutdown()
         server.server_close()
+
+
+def choices(indexes: list[int], content: str = '"answer"') -> str:
+    """A chat completion of one choice per index of `indexes`, each of `content` (JSON)."""
+    return completion(", ".join(CHOICE.replace('"index": 0', f'"index": {i}').replace('"Hi"', content) for i in indexes), USAGE)
+
+
+@pytest.mark.parametrize("indexes", [[0], [0, 1, 2], [0, 0], [1, 2]], ids=["one of two", "three of two", "0 twice", "1 and 2"])
+def test_a_completion_of_other_choices_than_asked_for_is_a_503_to_send_again(remote, indexes):
+    """review breakD62: a chat of `n` 2 whose server answers another number of choices than the `n` asked of it, or
+    choices whose `index` values are not 0 and 1 (one repeated, one missing), is the server's failure: the 503 to send
+    again, as an embeddings answer whose vectors do not name each text once. Before, a 200: one choice for `n` 2 (a
+    client reading `choices[1]` failed), or the server's three reranked and their completion tokens shared by three."""
+    c, generation, _ = remote
+    generation.body = choices(indexes).encode()
+    reply = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "rae", "n": 2, "max_tokens": 4, "messages": MESSAGES})
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["error"]["code"] == "unavailable", reply.text
+
+
+@pytest.mark.parametrize("content", ["0", "false", "[]", "{}"])
+def test_a_choice_whose_content_is_not_a_text_is_the_generation_servers_failure(answering, content):  # noqa: F811
+    """review breakD62: a choice's `content` that is neither a text nor null is the server's failure, also where it is a
+    falsy value (0, false, an empty list or object). Before, `content or ""` served those as an empty answer (a 200)."""
+    generator, _ = answering(choices([0], content).encode())
+    with pytest.raises(RemoteGeneratorError, match=r"not a chat completion \(ValueError: `content` is"):
+        generator.generate(MESSAGES)
+    generator, _ = answering((PIECE.replace('"Hi"', content) + f"data: {{\"choices\": [], \"usage\": {USAGE}}}\n\ndata: [DONE]\n\n").encode(),
+                             "text/event-stream")
+    with pytest.raises(RemoteGeneratorError, match=r"not a chat completion chunk \(ValueError: `content` is"):
+        list(generator.stream(MESSAGES))
+
+
+def test_a_stream_holding_a_second_choice_is_the_generation_servers_failure(answering):  # noqa: F811
+    """review breakD62: a stream (one choice asked for) whose chunks hold a choice of `index` 1 is the server's failure.
+    Before, its pieces were taken as the one answer's: "Hi" and "Ho" served as "HiHo"."""
+    second = PIECE.replace('"index": 0', '"index": 1').replace('"Hi"', '"Ho"')
+    generator, _ = answering((PIECE + second + f"data: {{\"choices\": [], \"usage\": {USAGE}}}\n\ndata: [DONE]\n\n").encode(),
+                             "text/event-stream")
+    with pytest.raises(RemoteGeneratorError, match=r"not a chat completion chunk \(ValueError: a choice of `index` 1"):
+        list(generator.stream(MESSAGES))
