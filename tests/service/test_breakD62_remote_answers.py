@@ -159,12 +159,15 @@ def test_the_feedback_worker_sets_aside_a_record_the_embeddings_server_answers_n
     try:
         encoder = RemoteEncoder(server.url, "hash", max_retries=0)
         server.nan_texts = frozenset({"good answer 1.0"})
-        ingest = Ingestor(FeedbackLog(tmp_path / "log"), Store(str(tmp_path / "db"), "hash", DIM), encoder, tries=3)
+        ingest = Ingestor(FeedbackLog(tmp_path / "log"), Store(str(tmp_path / "db"), "hash", DIM), encoder)  # tries: the default
         try:
             ingest.submit(feedback("ann", 0, tenant="t1"))
             ingest.submit(feedback("bob", 1, tenant="t1"))
             wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=30.0)
             assert (ingest.store.count_preferences("t1", "ann"), ingest.store.count_preferences("t1", "bob"), ingest.set_aside) == (1, 0, 1)
+            # (review breakD62) as deploy/README.md says: after 3 tries, each finding the text failing twice alone
+            letter = ingest.dead_letters.read(*ingest.dead_letters.names())
+            assert (letter.tries, letter.rows[0].user_id) == (3, "bob") and "twice alone (VectorsNotFinite" in letter.error, letter
             server.nan, calls = True, len(server.calls)
             ingest.submit(feedback("cy", 2, tenant="t1"))
             wait_for(lambda: len(server.calls) >= calls + 3, timeout=30.0)  # tries met every vector NaN
