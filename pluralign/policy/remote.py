@@ -650,7 +650,7 @@ CHAT_FIELDS = frozenset({"messages", "n", "max_tokens", "temperature", "top_p", 
 
 # The `openai` client builds an answer from its JSON unchecked (pydantic's `construct`): what it holds is the server's
 # doing, a value of another type or a choice missing included, and is read here, in one place for a chat's answer
-# (`_read_completion`) and its usage (`_read_usage`, a stream's too): ValueError (AttributeError, TypeError from a part
+# (`_read_completion`), a stream's piece (`_read_piece`) and usage (`_read_usage`, both's): ValueError (AttributeError, TypeError from a part
 # missing or of another kind) naming what is wrong, which `RemoteGenerator.generate` and `stream` raise as the server's
 # failure (RemoteGeneratorError: the chat's 503 to send again, a stream's error event), never the chat's 500 nor a value
 # relayed to the client as the server sent it.
