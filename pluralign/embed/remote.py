@@ -307,27 +307,32 @@ class RemoteEncoder:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url}: {redacted(str(exc))}") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a 200 labelled JSON that is not (a proxy's page, not UTF-8): the server's
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} answered a body that is not JSON ({exc})") from exc
-        # what the answer holds is the server's doing: any fault of it is a RemoteEncoderError, never a ValueError or
-        # TypeError, which the feedback worker reads as the texts' own (a refusal) and probes the encoder after it
-        # (`pluralign.store.ingest.Ingestor._refusal`): a proxy's page sent with a 200 would cost each try
-        # of a record two probe calls beside its own (labelled JSON: JSONDecodeError), or be an AttributeError (HTML)
+        return self._vectors(response, len(texts))
+
+    def _vectors(self, response, n: int) -> np.ndarray:
+        """The unit vectors of `response`, the server's answer for `n` texts, in their order: every check of what the
+        answer holds, in one place. What it holds is the server's doing: any fault of it is a RemoteEncoderError, never
+        a plain ValueError or TypeError, which the feedback worker reads as the texts' own (a refusal) and probes the
+        encoder after it (`pluralign.store.ingest.Ingestor._refusal`): a proxy's page sent with a 200 would cost each try
+        of a record two probe calls beside its own (labelled JSON: JSONDecodeError), or be an AttributeError (HTML). A
+        vector that is not finite is VectorsNotFinite, a ValueError too (its docstring says why)."""
         try:
             items = sorted(response.data, key=lambda d: d.index)
             vectors = np.asarray([d.embedding for d in items], np.float32)  # (n, dim)
         except (AttributeError, TypeError, ValueError) as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} answered something that is not an embeddings list "
                                      f"({type(exc).__name__}: {shorten(str(exc), 200, '...')})") from exc
-        if len(items) != len(texts):
-            raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned {len(items)} vectors for {len(texts)} texts")
-        if (indexes := [d.index for d in items]) != list(range(len(texts))):  # one repeated, one missing: a text's vector
+        if len(items) != n:
+            raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned {len(items)} vectors for {n} texts")
+        if (indexes := [d.index for d in items]) != list(range(n)):  # one repeated, one missing: a text's vector
             # would be another's, taken by its place in the answer
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned vectors of indexes "
-                                     f"{shorten(str(indexes), 100, '...')} for {len(texts)} texts")
+                                     f"{shorten(str(indexes), 100, '...')} for {n} texts")
         if vectors.ndim != 2 or (hasattr(self, "dim") and vectors.shape[1] != self.dim):
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} returned vectors of shape {vectors.shape}")
         if not (finite := np.isfinite(vectors).all(axis=1)).all():
             raise VectorsNotFinite(f"embeddings server at {self.shown_url} returned a vector that is not finite (NaN or inf) for "
-                                   f"text {int(np.flatnonzero(~finite)[0])} of {len(texts)}")
+                                   f"text {int(np.flatnonzero(~finite)[0])} of {n}")
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.where(norms > 0, norms, 1.0)
 

@@ -405,7 +405,8 @@ class RemoteGenerator:
         self, messages: Sequence[dict[str, str]], n: int = 1, sampling: Sampling = Sampling(), adapter: str | None = None,
         cancel: threading.Event | None = None,
     ) -> tuple[list[Candidate], int]:
-        """`n` candidates and the prompt's token count, as the server counted it.
+        """`n` candidates and the prompt's token count, as the server counted it (`_read_completion`: an answer of another
+        number of choices, or of a value of another type, is RemoteGeneratorError).
 
         The server reports completion tokens for all choices together; each candidate gets its share
         (the shares add up to the server's count). `cancel` set before the request is sent or while
@@ -423,19 +424,8 @@ class RemoteGenerator:
         # AttributeError, a 500)
         if not getattr(completion, "choices", None):
             raise RemoteGeneratorError(f"not a chat completion (no choices): {shorten(str(completion), 300)}")
-        # the client builds the completion from the JSON unchecked: what it holds is the server's doing, and any fault of
-        # it the server's failure (a choice without its message, or a number where an object or a text goes, would
-        # otherwise be an AttributeError or TypeError: the chat's 500)
         try:
-            choices = sorted(completion.choices, key=lambda c: c.index)
-            usage = completion.usage
-            total = _count(usage.completion_tokens, "usage.completion_tokens") if usage else 0
-            shares = [total // len(choices) + (1 if i < total % len(choices) else 0) for i in range(len(choices))]
-            candidates = [
-                Candidate(text=(c.message.content or "").strip(), finish_reason=_finish(c.finish_reason, "stop"), tokens=share)
-                for c, share in zip(choices, shares, strict=True)
-            ]
-            return candidates, _count(usage.prompt_tokens, "usage.prompt_tokens") if usage else 0
+            return _read_completion(completion, n)
         except (AttributeError, TypeError, ValueError) as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered something that is not a chat completion "
                                        f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
@@ -474,7 +464,7 @@ class RemoteGenerator:
                 if chunk.usage is not None:
                     usage = chunk.usage
                 for choice in chunk.choices:
-                    piece = choice.delta.content or ""
+                    piece = _read_piece(choice)
                     text += piece
                     yield piece
                     finish = _finish(choice.finish_reason, finish)
@@ -496,7 +486,7 @@ class RemoteGenerator:
         if usage is None:
             raise RemoteGeneratorError("the generation server sent no usage (stream_options.include_usage) for a streamed answer")
         try:
-            tokens, prompt_tokens = _count(usage.completion_tokens, "usage.completion_tokens"), _count(usage.prompt_tokens, "usage.prompt_tokens")
+            tokens, prompt_tokens = _read_usage(usage)
         except (AttributeError, TypeError, ValueError) as exc:  # `usage` a number: the server's, as a chunk's fault above
             raise RemoteGeneratorError(f"generation server at {self.shown_url} sent a usage that is not a chat completion's "
                                        f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
@@ -658,10 +648,55 @@ class PromptCounter:
 CHAT_FIELDS = frozenset({"messages", "n", "max_tokens", "temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty"})
 
 
+# The `openai` client builds an answer from its JSON unchecked (pydantic's `construct`): what it holds is the server's
+# doing, a value of another type or a choice missing included, and is read here, in one place for a chat's answer
+# (`_read_completion`), a stream's piece (`_read_piece`) and usage (`_read_usage`, both's): ValueError (AttributeError, TypeError from a part
+# missing or of another kind) naming what is wrong, which `RemoteGenerator.generate` and `stream` raise as the server's
+# failure (RemoteGeneratorError: the chat's 503 to send again, a stream's error event), never the chat's 500 nor a value
+# relayed to the client as the server sent it.
+
+
+def _read_completion(completion, n: int) -> tuple[list[Candidate], int]:
+    """(the candidates, the prompt's count) of `completion`, a chat completion of `n` choices asked for: each choice's
+    `index` once, 0 to n-1 (another count, or one repeated and one missing, would serve a client fewer choices than its
+    `n`, or rerank and share the tokens among others than were asked for), its `content` a text or null, its
+    `finish_reason` a text or null, the usage's counts whole numbers (none: 0). The server counts completion tokens for
+    all choices together: each candidate gets its share (the shares add up to the server's count)."""
+    choices = sorted(completion.choices, key=lambda c: c.index)
+    if (indexes := [c.index for c in choices]) != list(range(n)):
+        raise ValueError(f"its choices' `index` values are {shorten(repr(indexes), 100)} where {n} choices (0 to {n - 1}) were asked for")
+    total, prompt_tokens = _read_usage(completion.usage) if completion.usage else (0, 0)
+    shares = [total // n + (1 if i < total % n else 0) for i in range(n)]
+    return [Candidate(text=_text(c.message.content).strip(), finish_reason=_finish(c.finish_reason, "stop"), tokens=share)
+            for c, share in zip(choices, shares, strict=True)], prompt_tokens
+
+
+def _read_piece(choice) -> str:
+    """The text piece of `choice`, a streamed chunk's (one choice asked for: another's pieces, of an `index` not 0, are
+    not this answer's; `_text`)."""
+    if choice.index != 0:
+        raise ValueError(f"a choice of `index` {shorten(repr(choice.index), 60)} where one (0) was asked for")
+    return _text(choice.delta.content)
+
+
+def _read_usage(usage) -> tuple[int, int]:
+    """(completion tokens, prompt tokens) of a chat's `usage`, plain or streamed (`_count`)."""
+    return _count(usage.completion_tokens, "usage.completion_tokens"), _count(usage.prompt_tokens, "usage.prompt_tokens")
+
+
+def _text(value) -> str:
+    """A choice's `content` (a stream's piece: its delta's), "" where the server sent none; ValueError where it is not a
+    text (0, false or [] would be served as an empty answer)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"`content` is {shorten(repr(value), 60)}, not a text")
+    return value
+
+
 def _count(value, field: str) -> int:
     """`value`, a token count of the server's `usage`, as an int; ValueError naming `field` where it is not a whole number
-    of at least 0 (the `openai` client builds the answer from its JSON unchecked: a count of 2.5, "3" or null would be
-    relayed in the chat's `usage`, or summed into the tenant's token counts, as the server sent it)."""
+    of at least 0 (a count of 2.5, "3" or null would be relayed in the chat's `usage` as the server sent it)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"`{field}` is {shorten(repr(value), 60)}, not a whole number of at least 0")
     return value

@@ -159,12 +159,15 @@ def test_the_feedback_worker_sets_aside_a_record_the_embeddings_server_answers_n
     try:
         encoder = RemoteEncoder(server.url, "hash", max_retries=0)
         server.nan_texts = frozenset({"good answer 1.0"})
-        ingest = Ingestor(FeedbackLog(tmp_path / "log"), Store(str(tmp_path / "db"), "hash", DIM), encoder, tries=3)
+        ingest = Ingestor(FeedbackLog(tmp_path / "log"), Store(str(tmp_path / "db"), "hash", DIM), encoder)  # tries: the default
         try:
             ingest.submit(feedback("ann", 0, tenant="t1"))
             ingest.submit(feedback("bob", 1, tenant="t1"))
             wait_for(lambda: ingest.log.backlog() == (0, 0), timeout=30.0)
             assert (ingest.store.count_preferences("t1", "ann"), ingest.store.count_preferences("t1", "bob"), ingest.set_aside) == (1, 0, 1)
+            # (review breakD62) as deploy/README.md says: after 3 tries, each finding the text failing twice alone
+            letter = ingest.dead_letters.read(*ingest.dead_letters.names())
+            assert (letter.tries, letter.rows[0].user_id) == (3, "bob") and "twice alone (VectorsNotFinite" in letter.error, letter
             server.nan, calls = True, len(server.calls)
             ingest.submit(feedback("cy", 2, tenant="t1"))
             wait_for(lambda: len(server.calls) >= calls + 3, timeout=30.0)  # tries met every vector NaN
@@ -211,3 +214,49 @@ def test_an_embeddings_answer_whose_vectors_do_not_name_each_text_once_is_the_se
     finally:
         server.shutdown()
         server.server_close()
+
+
+def choices(indexes: list[int], content: str = '"answer"') -> str:
+    """A chat completion of one choice per index of `indexes`, each of `content` (JSON)."""
+    return completion(", ".join(CHOICE.replace('"index": 0', f'"index": {i}').replace('"Hi"', content) for i in indexes), USAGE)
+
+
+@pytest.mark.parametrize(("indexes", "status"), [([0], 503), ([0, 1, 2], 503), ([0, 0], 503), ([1, 2], 503), ([1, 0], 200)],
+                         ids=["one of two", "three of two", "0 twice", "1 and 2", "both, in another order"])
+def test_a_completion_of_other_choices_than_asked_for_is_a_503_to_send_again(remote, indexes, status):
+    """review breakD62: a chat of `n` 2 (2 candidates: the server is asked `n` 2) whose server answers another number of
+    choices, or choices whose `index` values are not 0 and 1 (one repeated, one missing), is the server's failure: the
+    503 to send again, as an embeddings answer whose vectors do not name each text once. Before, a 200: one choice for
+    `n` 2 (a client reading `choices[1]` failed), or three reranked and their completion tokens shared by three."""
+    c, generation, _ = remote
+    generation.body = choices(indexes).encode()
+    reply = c.post("/v1/chat/completions", json={"model": "pluralign", "user": "rae", "n": 2, "max_tokens": 4, "messages": MESSAGES,
+                                                 "pluralign": {"candidates": 2}})
+    assert reply.status_code == status, reply.text
+    if status == 503:
+        assert reply.json()["error"]["code"] == "unavailable", reply.text
+    else:
+        assert reply.json()["pluralign"]["candidates"] == 2 and len(reply.json()["choices"]) == 2, reply.text
+
+
+@pytest.mark.parametrize("content", ["0", "[]"])
+def test_a_choice_whose_content_is_not_a_text_is_the_generation_servers_failure(answering, content):  # noqa: F811
+    """review breakD62: a choice's `content` that is neither a text nor null is the server's failure, also where it is a
+    falsy value (0, an empty list). Before, `content or ""` served those as an empty answer (a 200)."""
+    generator, server = answering(choices([0], content).encode())
+    with pytest.raises(RemoteGeneratorError, match=r"not a chat completion \(ValueError: `content` is"):
+        generator.generate(MESSAGES)
+    server.body = (PIECE.replace('"Hi"', content) + f"data: {{\"choices\": [], \"usage\": {USAGE}}}\n\ndata: [DONE]\n\n").encode()
+    server.content_type = "text/event-stream"
+    with pytest.raises(RemoteGeneratorError, match=r"not a chat completion chunk \(ValueError: `content` is"):
+        list(generator.stream(MESSAGES))
+
+
+def test_a_stream_holding_a_second_choice_is_the_generation_servers_failure(answering):  # noqa: F811
+    """review breakD62: a stream (one choice asked for) whose chunks hold a choice of `index` 1 is the server's failure.
+    Before, its pieces were taken as the one answer's: "Hi" and "Ho" served as "HiHo"."""
+    second = PIECE.replace('"index": 0', '"index": 1').replace('"Hi"', '"Ho"')
+    generator, _ = answering((PIECE + second + f"data: {{\"choices\": [], \"usage\": {USAGE}}}\n\ndata: [DONE]\n\n").encode(),
+                             "text/event-stream")
+    with pytest.raises(RemoteGeneratorError, match=r"not a chat completion chunk \(ValueError: a choice of `index` 1"):
+        list(generator.stream(MESSAGES))
