@@ -16,6 +16,10 @@ a soft hyphen a word processor left, a zero-width space or word joiner a web pag
 byte-order mark, bidi marks, a variation selector. Joiners that change what is drawn (ZWJ U+200D in
 an emoji sequence or Indic conjunct, ZWNJ U+200C in Persian or Hindi), tag characters (subdivision
 flags) and Hangul fillers (letters of old Hangul syllables) are kept.
+Two answers a person cannot tell apart are one answer wherever a pair is offered to compare or taken as a
+comparison (`look_key`): `answer_key`'s, with runs of whitespace (a no-break space, two spaces) drawn as one space and
+the compatibility forms a font draws as their letters (the ligature U+FB01 "fi") folded. Not Unicode's NFKC, which
+`unicodedata` gives: it also makes "x2" of "x²" and "1" of a circled one, which a person tells apart.
 Texts are stored, served and exported as they were written, never normalised on the way (a round
 trip gives back the same string); only comparisons use the key.
 
@@ -127,14 +131,58 @@ def answer_key(text: str) -> str:
     return nfc(comparable(visible(text)))
 
 
+# compatibility forms drawn as the letters they decompose to (Unicode's decomposition tags): non-breaking forms (U+2011
+# non-breaking hyphen), Arabic presentation forms (a font draws the letter so in its place), and, of <compat>, the ligatures
+# (U+FB01 "ﬁ", U+0133 "ĳ"). Not the tags whose forms are drawn otherwise: <super>, <sub>, <circle>, <fraction>, <wide>,
+# <font> ("x²" and "x2", "①" and "1", "Ｃａｆé" and "Café" are told apart), nor the rest of <compat> ("ſ" is no "s")
+_DRAWN_AS_DECOMPOSED = ("<noBreak>", "<initial>", "<medial>", "<final>", "<isolated>")
+_SPACES = regex.compile(r"\s+")
+_LINE_BREAK = regex.compile(r"\r\n|[\n\v\f\r\x1c-\x1e\x85\u2028\u2029]")  # what `str.splitlines` ends a line at
+
+
+@lru_cache(maxsize=8192)
+def _drawn_as(char: str) -> str:
+    decomposition = unicodedata.decomposition(char)
+    if not decomposition.startswith("<"):
+        return char
+    tag = decomposition.split(" ", 1)[0]
+    if tag in _DRAWN_AS_DECOMPOSED or (tag == "<compat>" and "LIGATURE" in unicodedata.name(char, "")):
+        return unicodedata.normalize("NFKC", char)
+    return char
+
+
+def _spaces_shown(run: regex.Match) -> str:
+    breaks = len(_LINE_BREAK.findall(run.group()))
+    return "\n" * breaks if breaks else " "
+
+
+def look_key(text: str) -> str:
+    """What two answers a person cannot tell apart share, the test of "the same answer" wherever a pair of answers is
+    offered to compare or taken as a comparison: `answer_key` (invisible characters, NFC and NFD), with each run of
+    whitespace drawn as one space (a no-break space U+00A0, U+202F, U+3000, a tab, two spaces: "a b", "a\u00a0b" and
+    "a  b" are one answer) or as its line breaks (a blank line is not a line break, nor a line break a space), and the
+    compatibility forms a font draws as the letters they stand for (`_DRAWN_AS_DECOMPOSED`: the ligature "\ufb01" is
+    "fi", an Arabic presentation form its letter). Not NFKC: "x\u00b2" and "x2", "\u2460" and "1", full-width letters
+    stay apart. For comparing only, never stored: dedupe keys and an audit's group labels are `answer_key`'s."""
+    key = answer_key(text)
+    if not key.isascii():
+        key = nfc("".join(map(_drawn_as, key)))
+    return _SPACES.sub(_spaces_shown, key)
+
+
+def look_question_key(prompt: str, x: str, y: str) -> tuple[str, frozenset[str]]:
+    """`question_key` as a person reads it (`look_key`): what next-comparison asks once, and not again once answered."""
+    return look_key(prompt), frozenset((look_key(x), look_key(y)))
+
+
 def pickable(texts: Iterable[str]) -> list[int]:
     """The indices of the `texts` a person can pick between: each visible answer once (its first spelling, as
-    `answer_key` tells answers apart), blank ones left out. What a `choice` on a response compares, and so the
+    `look_key` tells answers apart), blank ones left out. What a `choice` on a response compares, and so the
     choices its `compare` pair may name: a pair with a blank answer, or two spellings of one, records nothing."""
     seen: set[str] = set()
     kept = []
     for i, text in enumerate(texts):
-        if not is_blank(text) and (key := answer_key(text)) not in seen:
+        if not is_blank(text) and (key := look_key(text)) not in seen:
             seen.add(key)
             kept.append(i)
     return kept

@@ -63,7 +63,7 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
     """Stores the tenant's calibration pool in place of any before: the questions
     `POST /v1/users/{id}/next-comparison` asks a user about when its request sends no `pool` (a request's own `pool`
     still wins). The same items and limits as that `pool` (1-64 prompts, 2-8 answers each, at most 64 answers in
-    all, no blank text), and each prompt's answers must hold two a person can tell apart (`pluralign.data.text.answer_key`:
+    all, no blank text), and each prompt's answers must hold two a person can tell apart (`pluralign.data.text.look_key`:
     a 400 naming `pool[i].answers`); a refused item stores nothing and keeps the pool before. Each text is embedded here and
     the vectors stored beside the pool (`<sha256>.vectors`, read by every replica: `service.calibration.vectors`), so no
     replica's first question waits for an embedding, and a text the embeddings server refuses is a 400 naming it. Written
@@ -81,8 +81,9 @@ def put_calibration_pool(request: Request, data: JSONBody[CalibrationPoolRequest
     for i, (_, answers) in enumerate(items):  # never asked: every `{}` of a pool of these alone would be a 400
         if len(distinct_answers(answers)) < 2:
             raise bad_request(f"pool[{i}].answers", "its answers read as one answer (answers that differ only in Unicode "
-                                                    "normalization (NFC) or invisible characters are one): a stored prompt "
-                                                    "needs at least two answers a person can tell apart")
+                                                    "normalization (NFC), invisible characters, spacing or ligatures are one: "
+                                                    "docs/api.md, \"The same answer\"): a stored prompt needs at least two "
+                                                    "answers a person can tell apart")
     texts = CalibrationPool(pool=[CalibrationItem(prompt=p, answers=a) for p, a in items], updated_at=arrived).texts()
     once = list(dict.fromkeys(texts))  # a text in two items embedded once
     try:

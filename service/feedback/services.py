@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import HTTPException, NotFoundException
 
-from pluralign.data.text import answer_key, is_blank, name_control_problem, pickable
+from pluralign.data.text import answer_key, is_blank, look_key, name_control_problem, pickable
 from pluralign.store import Interaction, StoredPreference
 from pluralign.store.tables import PrefIdConflict
 from service.errors import bad_request, refuse_blank, shown
@@ -98,9 +98,9 @@ def check_labels(rt: Runtime, source: str | None, attributes: dict[str, str], wh
 
 
 def _rivals(texts: list[str], answer: str) -> list[str]:
-    """The texts to compare `answer` with: each visible text once (`pickable`: NFC and NFD spellings are one
-    answer), neither blank nor `answer` again."""
-    return [texts[i] for i in pickable(texts) if answer_key(texts[i]) != answer_key(answer)]
+    """The texts to compare `answer` with: each visible text once (`pickable`: answers a person cannot tell apart,
+    `look_key`, are one), neither blank nor `answer` again."""
+    return [texts[i] for i in pickable(texts) if look_key(texts[i]) != look_key(answer)]
 
 
 def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody, routed: Sequence[str] = ()) -> tuple[str, list[dict]]:
@@ -122,7 +122,7 @@ def _comparison_rows(fb: ComparisonFeedback) -> list[dict]:
     check_user_id(fb.user)
     for name in ("prompt", "chosen", "rejected"):
         refuse_blank(name, getattr(fb, name))
-    if answer_key(fb.chosen) == answer_key(fb.rejected):
+    if look_key(fb.chosen) == look_key(fb.rejected):  # a pair a person cannot tell apart (docs/api.md "The same answer")
         raise bad_request("rejected", "is the same answer as `chosen`: a comparison needs two different answers")
     return [dict(prompt=fb.prompt, chosen=fb.chosen, rejected=fb.rejected, tie=fb.tie, margin=fb.margin, kind="comparison")]
 
@@ -174,7 +174,7 @@ def _answer_at(item: Interaction, index: int, doing: str) -> str:
 def _edit_rows(item: Interaction, fb: EditFeedback) -> list[dict]:
     answer = _answer_at(item, fb.index, "rewrite")
     refuse_blank("edited", fb.edited)
-    if answer_key(fb.edited) == answer_key(answer):
+    if look_key(fb.edited) == look_key(answer):  # one a person cannot tell apart (docs/api.md "The same answer")
         raise bad_request("edited", "the edit is identical to the served answer" if fb.index == 0 else
                           f"the edit is identical to choices[{fb.index}], the answer it rewrites (`index`)")
     return [dict(prompt=item.prompt, chosen=fb.edited, rejected=answer, tie=False, margin=None, kind="edit")]

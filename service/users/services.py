@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 import msgspec
 import numpy as np
 
-from pluralign.data.text import answer_key, bidi_controls_shown, is_blank, name_control_problem, question_key
+from pluralign.data.text import (
+    answer_key,
+    bidi_controls_shown,
+    is_blank,
+    look_key,
+    look_question_key,
+    name_control_problem,
+)
 from pluralign.embed.cache import text_key
 from pluralign.files import DECODE_ERRORS, staged_folder
 from pluralign.policy.adapters import (
@@ -1930,10 +1937,10 @@ def population_particles(rt: Runtime, tenant: str, user_id: str, rewards) -> Par
 
 
 def distinct_answers(answers: list[str]) -> list[str]:
-    """`answers` without a later spelling of an earlier answer (same `answer_key`), in order."""
+    """`answers` without a later one a person cannot tell from an earlier one (same `look_key`), in order."""
     first: dict[str, str] = {}
     for answer in answers:
-        first.setdefault(answer_key(answer), answer)
+        first.setdefault(look_key(answer), answer)
     return list(first.values())
 
 
@@ -1955,8 +1962,8 @@ def _supplied_pairs(rt: Runtime, tenant: str, pool: list[tuple[str, list[str]]],
     from pluralign.user.active import all_pairs
 
     asked = pool
-    # each answer of an item once (answer_key: NFC and NFD, invisible characters): two spellings of one
-    # answer are never a pair, nor do they make one pair count twice
+    # each answer of an item once (look_key: NFC and NFD, invisible characters, spaces, ligatures): two answers a
+    # person cannot tell apart are never a pair, nor do they make one pair count twice
     pool = [(prompt, distinct_answers(answers)) for prompt, answers in pool]
     prompts = [prompt for prompt, answers in pool for _ in answers]
     answers = [a for _, answers in pool for a in answers]
@@ -1994,7 +2001,7 @@ def _askable(prompts: list[str], answers: list[str], first: list[int], second: l
     seen: set[tuple[str, frozenset[str]]] = set()
     out = []
     for a, b in zip(first, second, strict=True):
-        key = question_key(prompts[a], answers[a], answers[b])
+        key = look_question_key(prompts[a], answers[a], answers[b])
         if key not in seen and new_pair(prompts[a], answers[a], answers[b]):
             seen.add(key)
             out.append((a, b))
@@ -2008,15 +2015,16 @@ def _nothing_to_ask(prompts: list[str], answers: list[str], first: list[int], se
     a person can tell apart (a supplied pool's answers that read the same: not told to send 2-8
     answers a prompt, which it has)."""
     calibration = source == "calibration"
-    if source != "stored" and _askable(prompts, answers, first, second, lambda p, x, y: not is_blank(p) and answer_key(x) != answer_key(y)):
+    if source != "stored" and _askable(prompts, answers, first, second, lambda p, x, y: not is_blank(p) and look_key(x) != look_key(y)):
         return (("the user answered every question of the tenant's calibration pool already (each prompt with its two "
                  "answers): store other questions (PUT /v1/calibration-pool), send a `pool`, or stop asking") if calibration else
                 ("the user answered every question of this `pool` already (each prompt with its two answers): "
                  "send other questions, or stop asking"))
     if source != "stored":
         where = "the tenant's calibration pool (PUT /v1/calibration-pool)" if calibration else "prompts"
-        return ("each prompt's answers read the same: answers that differ only in Unicode normalization (NFC) or "
-                f"invisible characters are one answer; send {where} with at least two answers a person can tell apart")
+        return ("each prompt's answers read the same: answers that differ only in Unicode normalization (NFC), "
+                "invisible characters, spacing or ligatures are one answer (docs/api.md, \"The same answer\"); "
+                f"send {where} with at least two answers a person can tell apart")
     return "no pair of different answers left to ask about: send a calibration `pool` of prompts with 2-8 answers each"
 
 
@@ -2072,13 +2080,13 @@ def next_comparison(rt: Runtime, tenant: str, user_id: str, pool: list[tuple[str
     model = rewards.user_model
     if pool is not None:
         prompts, answers, prompt_vec, answer_vec, first, second, items = _supplied_pairs(rt, tenant, pool, calibration)
-    done = {question_key(r["prompt"], r["chosen"], r["rejected"]) for r in rt.store.history(tenant, user_id).rows}
+    done = {look_question_key(r["prompt"], r["chosen"], r["rejected"]) for r in rt.store.history(tenant, user_id).rows}
     # two answers a person can tell apart (an answer stored before blank ones were refused is never shown), to a
     # prompt one can read, not asked before in either spelling (NFC or NFD): the same two answers to another prompt
     # are another question ("Yes." or "No." to each of a questionnaire's; else the first asked
     # would be taken for all of them)
     new_pair = lambda p, x, y: (not is_blank(p) and not is_blank(x) and not is_blank(y)  # noqa: E731
-                                and answer_key(x) != answer_key(y) and question_key(p, x, y) not in done)
+                                and look_key(x) != look_key(y) and look_question_key(p, x, y) not in done)
     stored = lambda: rt.store.answers_sample(  # noqa: E731
         tenant, STORED_PAIRS, seed=stored_seed(tenant, user_id), keep=new_pair, leave_out_user=user_id)
     def stored_pairs() -> tuple[list[int], list[int], np.ndarray]:

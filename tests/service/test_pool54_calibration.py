@@ -360,7 +360,9 @@ def test_a_prompt_whose_answers_read_the_same_is_refused_at_the_put(svc):
     with svc.client("acme") as acme:
         assert acme.put("/v1/calibration-pool", json={"pool": POOL_B}).status_code == 200
         before = acme.get("/v1/calibration-pool").json()
-        for answers in (["Yes.", "Yes.\u3164"], ["Caf\u00e9.", "Cafe\u0301.", " Caf\u00e9."]):
+        # and (session spell62, stored before) a no-break space, two spaces, a ligature: docs/api.md "The same answer"
+        for answers in (["Yes.", "Yes.\u3164"], ["Caf\u00e9.", "Cafe\u0301.", " Caf\u00e9."],
+                        ["It is fine.", "It is\u00a0fine.", "It  is fine.", "It is \ufb01ne."]):
             r = acme.put("/v1/calibration-pool", json={"pool": [POOL_B[0], {"prompt": "Coffee?", "answers": answers}]})
             assert r.status_code == 400, r.text
             error = r.json()["error"]

@@ -13,6 +13,10 @@ COOP = "The co-op opens at nine."
 SOFT = "The co-op o\u00adpens at nine."  # a soft hyphen a word processor left
 ZWSP = "The co-op\u200b opens at nine."  # a zero-width space a web page's copy brought
 BIDI = "\u200eThe co-op opens\u2060 at nine\ufe0e.\ufeff"  # LRM, word joiner, a variation selector, a BOM
+NBSP = "The co-op opens\u00a0at nine."  # a no-break space a word processor or a web page put in
+SPACED = "The co-op  opens at nine."  # two spaces
+FINE = "Sure, I can help you find a long and detailed plan for that."
+LOOKALIKES = [FINE, FINE.replace("find", "\ufb01nd"), FINE.replace(" ", "\u00a0", 3), FINE.replace(" long", "  long")]  # a ligature ﬁ
 
 
 FixedGenerator = fixed_answers([COOP])
@@ -32,7 +36,7 @@ def chat(client, user: str, texts: list[str]) -> dict:
     return r.json()
 
 
-@pytest.mark.parametrize("rejected", [SOFT, ZWSP, BIDI])
+@pytest.mark.parametrize("rejected", [SOFT, ZWSP, BIDI, NBSP, SPACED])
 def test_a_comparison_of_answers_differing_only_by_invisible_characters_is_refused(svc, rejected):
     with svc.client("acme") as c:
         r = c.post("/v1/feedback", json={"type": "comparison", "user": "inv1", "prompt": "When?", "chosen": COOP, "rejected": rejected})
@@ -51,10 +55,11 @@ def test_a_choice_compares_with_each_answer_once_whatever_invisible_characters_i
     assert len(rows) == 1 and rows[0]["chosen"] == "Never." and rows[0]["rejected"] in (COOP, SOFT, ZWSP), rows
 
 
-def test_an_edit_that_only_adds_a_soft_hyphen_is_refused_as_identical(svc):
+@pytest.mark.parametrize("edited", [SOFT, NBSP])  # NBSP: session spell62, stored before as an edit a person cannot see
+def test_an_edit_that_only_adds_a_soft_hyphen_is_refused_as_identical(svc, edited):
     with svc.client("acme") as c:
         body = chat(c, "inv3", [COOP])
-        r = c.post("/v1/feedback", json={"type": "edit", "response_id": body["id"], "edited": SOFT})
+        r = c.post("/v1/feedback", json={"type": "edit", "response_id": body["id"], "edited": edited})
     assert r.status_code == 400 and r.json()["error"]["param"] == "edited", r.text
 
 
@@ -74,6 +79,60 @@ def test_next_comparison_never_offers_two_spellings_of_one_answer_as_a_pair(svc)
         assert rows[0]["chosen"] == SOFT  # stored as written: the key is for comparing only
         r = ask("inv5", [ZWSP, "Never."])  # asked already, in another spelling
     assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text
+
+
+def test_answers_a_person_cannot_tell_apart_are_never_offered_as_a_pair(svc):
+    """Session spell62. Answers that differ only by a no-break space, a run of spaces or a ligature (\ufb01 for "fi")
+    were told apart (`answer_key`), so next-comparison offered two of them as a pair from a supplied pool (200 for a
+    pool of nothing else, 6 pairs of 4 answers with one other) and from the tenant's stored pairs, and a pool of one
+    question answered was not over. Now they are one answer (`look_key`), as a `choice` compares them."""
+    from pluralign.store.tables import StoredPreference
+
+    svc.keys.setdefault("look62", svc.runtime.keys.issue("look62"))  # a tenant of its own: its stored pairs are these
+    ask = lambda c, user, body: c.post(f"/v1/users/{user}/next-comparison", json=body)  # noqa: E731
+    with svc.client("look62") as c:
+        for answers in ([COOP, NBSP], [COOP, SPACED, NBSP], LOOKALIKES):
+            r = ask(c, "look1", {"pool": [{"prompt": "When?", "answers": answers}]})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text  # nothing a person can pick between
+            assert "spacing" in r.json()["error"]["message"], r.text
+        r = ask(c, "look1", {"pool": [{"prompt": "When?", "answers": [COOP, NBSP, SPACED, "Never."]}]})
+        assert r.status_code == 200 and r.json()["pairs"] == 1, r.text
+        assert "Never." in r.json()["answers"], r.text
+        r = c.post("/v1/feedback", json={"type": "comparison", "user": "look1", "prompt": "When?", "chosen": "Never.", "rejected": SPACED})
+        assert r.status_code == 201, r.text
+        r = ask(c, "look1", {"pool": [{"prompt": "When?", "answers": [NBSP, "Never.", COOP]}]})  # asked already: over
+        assert r.status_code == 400 and "answered every question" in r.json()["error"]["message"], r.text
+    # a pair stored before comparisons of such answers were refused is never offered from the stored pairs (a tenant
+    # whose only stored pair it is)
+    svc.keys.setdefault("look62s", svc.runtime.keys.issue("look62s"))
+    with svc.client("look62s") as c:
+        rt = svc.runtime
+        rows = [StoredPreference(tenant="look62s", user_id="oldlook", pref_id="look0", prompt="When?", chosen=COOP, rejected=NBSP,
+                                 kind="comparison", created_at=1.0)]
+        embedded = lambda texts: rt.encoder.encode(list(texts))  # noqa: E731
+        rt.store.add_preferences(rows, embedded([r.prompt for r in rows]), embedded([r.chosen for r in rows]), embedded([r.rejected for r in rows]))
+        r = ask(c, "look2", {})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "pool", r.text
+
+
+def test_chats_compare_never_names_two_choices_a_person_cannot_tell_apart(svc):
+    """Session spell62. Chat's `pluralign.compare` weighed every returned choice that `answer_key` told apart, so of
+    "fine." and "\ufb01ne." (a ligature) it named both ([0, 1]: a pair the user cannot answer), and a `choice` of
+    another compared it with each of three that differ only by a ligature, no-break spaces or two spaces. Now they
+    are one choice (`pickable`)."""
+    svc.keys.setdefault("look62", svc.runtime.keys.issue("look62"))
+    with svc.client("look62") as c:
+        for texts in (["fine.", "\ufb01ne."], LOOKALIKES):
+            body = chat(c, "look3", texts)
+            assert body["pluralign"]["compare"] is None, body["pluralign"]
+        body = chat(c, "look3", [*LOOKALIKES[:3], "No."])
+        texts = [ch["message"]["content"] for ch in body["choices"]]
+        pair = body["pluralign"]["compare"]
+        assert pair is None or "No." in [texts[i] for i in pair], (texts, pair)
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": texts.index("No.")})
+        assert r.status_code == 201, r.text
+        rows = c.get("/v1/users/look3/preferences").json()["data"]
+    assert len(rows) == 1 and rows[0]["rejected"] in LOOKALIKES, rows
 
 
 def test_a_stated_length_preference_acts_on_thai_answers(svc):

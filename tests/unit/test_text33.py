@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pluralign.data.io import read_preferences
-from pluralign.data.text import answer_key, comparable
+from pluralign.data.text import answer_key, comparable, look_key, pickable
 from pluralign.user.summary import describe_prototypes
 
 COOP = "The co-op opens at nine."
@@ -42,6 +42,19 @@ def test_answers_differing_only_by_invisible_characters_are_one_answer(kind):
 def test_joiners_tags_and_hangul_fillers_still_tell_answers_apart(pair):
     assert answer_key(pair[0]) != answer_key(pair[1])
     assert comparable(pair[0]) == pair[0]
+
+
+def test_answers_a_person_cannot_tell_apart_are_one_answer_and_those_drawn_otherwise_stay_two():
+    """Session spell62: `look_key`, what offering and taking a pair reads (`answer_key` kept NBSP, two spaces, a tab
+    and a ligature apart). Line breaks and the compatibility forms drawn otherwise still tell answers apart."""
+    alike = ["It is fine.", "It is\u00a0fine.", "It  is fine.", "It\tis fine.", "It is \ufb01ne.", "It\u202fis fine.",
+             " It is fine.\u3000", "It is\u00ad fine."]
+    assert {look_key(t) for t in alike} == {"It is fine."} and pickable(alike) == [0]
+    assert look_key("\ufefb") == "\u0644\u0627"  # an Arabic presentation form: the lam-alef a font draws
+    apart = [("x\u00b2", "x2"), ("\u2460", "1"), ("\uff23af\u00e9", "Caf\u00e9"), ("\u017fun", "sun"), ("a\nb", "a b"),
+             ("a\n\nb", "a\nb"), ("\U0001d400", "A")]
+    assert [look_key(x) == look_key(y) for x, y in apart] == [False] * len(apart)
+    assert look_key("a \r\n b") == look_key("a\nb") and look_key("\ufb01\u0301") == "f\u00ed"  # one line break; NFC after
 
 
 def test_a_preference_file_pair_differing_only_by_a_soft_hyphen_is_refused(tmp_path):
