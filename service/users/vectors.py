@@ -203,7 +203,7 @@ class OwedVectors:
         with self._lock:
             files = self._files()
         read = [(path, self._read(path)) for path in files]
-        for path in (path for path, found in read if found is None):  # done by another pass meanwhile (here: counted out there)
+        for path in (path for path, found in read if found is None):  # another pass did it since the listing: out of the count
             self._counted_out(path)
         later = {path: found for path, found in read if isinstance(found, int)}  # a later release's: its version
         purges = [(path, *found) for path, found in read if isinstance(found, tuple)]
