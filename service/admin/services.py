@@ -66,6 +66,10 @@ EMBEDDING_KINDS = frozenset({"pal", "em", "audit"})
 # under the jobs folder: per queued or running embedding job, the keys (SHA-256 of each text) of deleted
 # users' texts it may have read before their DELETE, whose vectors leave the cache again once it ends
 FORGET_AT_EXIT = "forget-at-exit"
+# keys (32 bytes each) of a FORGET_AT_EXIT file read, and their vectors purged, at a time (256 KiB): the file grows with
+# every text of every user deleted while its job ran (a tenant's removal: millions), and read whole it was held in
+# memory at once, three times over (its bytes, their list, a busy cache's owed purge of them all)
+EXIT_KEYS_PER_READ = 8192
 # in a succeeded audit job's artifact folder: each report group's users, by hash (`Admin.keep_audit_members`)
 AUDIT_MEMBERS = "members.json"
 # in AUDIT_MEMBERS, one list of the users of the groups the report does not show (suppressed: fewer than its
@@ -674,13 +678,22 @@ class Admin:
                 job = self.runner.get(path.stem)
                 if job is not None and not ended(job):
                     continue
-                data = path.read_bytes()
-                left = self.rt.owed_vectors.forget([data[i : i + 32] for i in range(0, len(data) - len(data) % 32, 32)])
-                for name, cache, exc in left:
+                left = self._forget_keys_of(path)
+                for name, cache, exc in left.values():
                     log.error("the vectors of a deleted user's texts that job %s may have embedded stay in %s (%s): %s",
                               path.stem, name, cache, exc)
                 if not left:
                     path.unlink(missing_ok=True)
+
+    def _forget_keys_of(self, path: Path) -> dict[tuple[str, Path | None], tuple[str, Path | None, Exception]]:
+        """`OwedVectors.forget` of the keys in the FORGET_AT_EXIT file at `path`, EXIT_KEYS_PER_READ at a time as they
+        are read (a partial key at its end is none); what could not be cleaned and is not owed, each cache once."""
+        left: dict[tuple[str, Path | None], tuple[str, Path | None, Exception]] = {}
+        with path.open("rb") as keys:
+            while len(chunk := keys.read(EXIT_KEYS_PER_READ * 32)) >= 32:
+                for name, cache, exc in self.rt.owed_vectors.forget([chunk[i : i + 32] for i in range(0, len(chunk) // 32 * 32, 32)]):
+                    left.setdefault((name, cache), (name, cache, exc))
+        return left
 
     def _drop_weights(self, folder: Path, forget: Forget) -> int:
         """Remove the fitted weights of the users `forget` names from the PAL or EM artifact at `folder`, or from what a

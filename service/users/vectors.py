@@ -10,7 +10,10 @@ A DELETE waits `PURGE_WAIT_S` at most; the keys of what a busy cache kept are wr
 last try found a cache busy), a DELETE waits on no cache again: it tries each once and owes what a busy one kept
 (else every DELETE of any tenant would wait its 2 s a cache on the stopped worker, holding the store's maintenance
 lease). Purges owed are counted by /metrics (`pluralign_vectors_owed`) and /health (`vectors_owed`), and a pass that
-still cannot purge one owed for over `OWED_WARN_S` says so at WARNING.
+still cannot purge one owed for over `OWED_WARN_S` says so at WARNING. That count is the folder's files as listed at
+start and at each pass, kept as this process writes and removes them (`OwedVectors.owed`): /health is answered on the
+event loop, and a listing there grew with every purge put off (an object store down, a worker stopped for hours) while
+every other tenant's request waited on it.
 
 Each owed purge names the caches it is owed by (`OwedPurge`), so a pass tries those only (a file from before session
 46, raw keys, is owed by both). A cache that a pass finds damaged (`CacheDamaged`: not a SQLite file, or a corrupt one)
@@ -128,24 +131,36 @@ class OwedVectors:
     """Purges of deleted users' vectors that a busy cache (`CacheBusy`) put off, one file each in `folder` (`OwedPurge`,
     `*.owed`; `*.keys` from before session 46), on disk (fsynced, `write_atomic`) before `forget` returns: a crash or a
     stop still leaves them for `retry` at the next start. A file is named `*.owed` only once written whole: replicas
-    share `folder`, and another's `retry` that read one half written (empty, just created) purged nothing and removed it."""
+    share `folder`, and another's `retry` that read one half written (empty, just created) purged nothing and removed it.
+    Made once a start, before the service serves: the files the last process left are counted then (`owed`)."""
 
     def __init__(self, folder: Path, wait_s: float = PURGE_WAIT_S):
         self.folder = folder
         self.wait_s = wait_s
-        self._lock = threading.Lock()  # a file is read by `retry` only once written whole
+        # a file is read by `retry` only once written whole; a listing (`_files`) and a file written or removed here
+        # with its name added to or taken from `_names` come one after the other
+        self._lock = threading.Lock()
         self._warned_at = -OWED_WARN_S  # time.monotonic() of the last WARNING of a purge owed for long
         self._later_done: set[Path] = set()  # the files a later release wrote whose caches this process emptied
+        self._names: set[str] = set()  # what `owed` counts: the files' names as last listed, with those written and removed since
+        try:
+            self._files()
+        except OSError:  # a folder that cannot be read: counted at the first pass that can (which logs why it cannot)
+            pass
 
     def _files(self) -> list[Path]:
-        return sorted([*self.folder.glob("*.keys"), *self.folder.glob("*.owed")]) if self.folder.is_dir() else []
+        """The owed purges' files, listed now; what `owed` counts from now on (called under `_lock`, or before any other
+        thread has the object)."""
+        files = sorted([*self.folder.glob("*.keys"), *self.folder.glob("*.owed")]) if self.folder.is_dir() else []
+        self._names = {path.name for path in files}
+        return files
 
     def owed(self) -> int:
-        """How many purges are owed (files in `folder`); 0 when the folder cannot be read or is not there."""
-        try:
-            return len(self._files())
-        except OSError:
-            return 0
+        """How many purges are owed: the files in `folder` when it was last listed (as this was made, at each `retry`),
+        with those this process wrote and removed since; 0 for a folder that is not there. Lists nothing (/health and
+        /metrics read it, /health on the event loop): a file written or removed there by another process (a folder
+        shared by hand, an operator) counts from the next pass (`deletion_sweep_s` at most)."""
+        return len(self._names)
 
     def forget(self, keys: Sequence[bytes]) -> Left:
         """Remove the vectors of `keys` (`text_key`s) from the caches, waiting `wait_s` at most for each, or not at all
@@ -154,7 +169,7 @@ class OwedVectors:
         `retry`. Returns what could not be cleaned and is not owed: a damaged or unreadable cache, or a busy one whose
         keys could not be written (then that error)."""
         keys = list(dict.fromkeys(keys))
-        wait_s = 0.0 if self.owed() else self.wait_s
+        wait_s = 0.0 if self.owed() else self.wait_s  # counted, not listed: each batch of a DELETE listed the folder
         left = forget_embedding_keys(keys, wait_s)
         busy = [(name, path) for name, path, exc in left if isinstance(exc, CacheBusy)]
         if not busy:
@@ -165,7 +180,9 @@ class OwedVectors:
                 if not self.folder.is_dir():
                     self.folder.mkdir(parents=True, exist_ok=True)
                     fsync_dir(self.folder.parent)  # the folder's name on disk too
-                write_atomic(self.folder / f"{uuid.uuid4().hex}.owed", _OWED_ENCODER.encode(purge))
+                name = f"{uuid.uuid4().hex}.owed"
+                write_atomic(self.folder / name, _OWED_ENCODER.encode(purge))
+                self._names.add(name)
         except OSError as exc:  # a full disk: then they stay, as in a damaged cache, and the DELETE says so
             log.error("the vectors a busy embedding cache kept could not be noted for a later purge in %s: %s", self.folder, exc)
             return left
@@ -186,6 +203,8 @@ class OwedVectors:
         with self._lock:
             files = self._files()
         read = [(path, self._read(path)) for path in files]
+        for path in (path for path, found in read if found is None):  # another pass did it since the listing: out of the count
+            self._counted_out(path)
         later = {path: found for path, found in read if isinstance(found, int)}  # a later release's: its version
         purges = [(path, *found) for path, found in read if isinstance(found, tuple)]
         # the keys each cache owes; None: every vector (keys lost, or a later release's file not done here yet)
@@ -285,11 +304,16 @@ class OwedVectors:
                         "it is there; docs/operations.md, 'Going back to an earlier version')", path, version, OWED_VERSION,
                         ", ".join(str(cache) for _, cache in _caches()) or "none here")
 
-    @staticmethod
-    def _remove(path: Path, caches: list[Path], keys: list[bytes] | None) -> bool:
-        """Remove the owed purge's file at `path`, done; False (logged) when it cannot be."""
+    def _counted_out(self, path: Path) -> None:
+        with self._lock:  # not between a listing and its count (`_files`): one that listed it would count it again
+            self._names.discard(path.name)
+
+    def _remove(self, path: Path, caches: list[Path], keys: list[bytes] | None) -> bool:
+        """Remove the owed purge's file at `path`, done, and count it out (`owed`); False (logged) when it cannot be."""
         try:
-            path.unlink(missing_ok=True)
+            with self._lock:  # removed and counted out between two listings, not across one (`_counted_out`)
+                path.unlink(missing_ok=True)
+                self._names.discard(path.name)
         except OSError as exc:
             log.error("an owed purge of deleted users' vectors is done but its file could not be removed (%s: %s); remove it "
                       "by hand", path, exc)

@@ -13,6 +13,9 @@ answer says `Vary: Authorization`, and one that carries a figure (a tenant's own
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import httpx
 
 PROXIED = {"X-Forwarded-For": "203.0.113.9"}  # passed on by a proxy: from elsewhere
@@ -46,11 +49,31 @@ class Cache:
         return answer
 
 
-def test_health_shows_every_tenants_vectors_owed_only_to_whoever_reads_metrics(serve, monkeypatch):
+@contextlib.contextmanager
+def listings_of(monkeypatch, folder):
+    """Counts the listings of `folder` meanwhile (`os.scandir`, `os.listdir`, whatever lists it: glob, iterdir): [count]."""
+    count = [0]
+    with monkeypatch.context() as patch:
+        for name in ("scandir", "listdir"):
+            real = getattr(os, name)
+
+            def counted(path=".", real=real):
+                count[0] += os.fspath(path) == os.fspath(folder)
+                return real(path)
+
+            patch.setattr(os, name, counted)
+        yield count
+
+
+def test_health_shows_every_tenants_vectors_owed_only_to_whoever_reads_metrics(serve, tmp_path, monkeypatch):
+    """ops62 (and a restart's figure): purges put off by the last process (a busy cache, an object store down) are counted
+    once at start and kept as they come and go: a /health lists no folder (before, vectors-owed/ twice, on the event loop
+    every other request waits on, for a figure that grows with every purge put off)."""
+    owed = tmp_path / "data" / "vectors-owed"
+    owed.mkdir(parents=True)
+    for i in range(3):  # purges the last process put off (a DELETE's each): there at this start
+        (owed / f"put-off-{i}.owed").write_bytes(b'{"version":1,"caches":[],"keys":[]}')
     data, server, svc = serve()
-    owed = data / "vectors-owed"
-    owed.mkdir(exist_ok=True)
-    (owed / "put-off.owed").write_bytes(b'{"version":1,"caches":[],"keys":[]}')  # one purge put off (a DELETE's)
     monkeypatch.setattr(svc.runtime.owed_vectors, "retry", lambda: 0)  # the cache stays busy: the start's pass purges nothing
 
     def vectors_owed(who: str | None, **headers):
@@ -60,7 +83,9 @@ def test_health_shows_every_tenants_vectors_owed_only_to_whoever_reads_metrics(s
         return answer.json()["vectors_owed"]
 
     with server:
-        assert vectors_owed(None) == 1 and vectors_owed("admin", **PROXIED) == 1  # as /metrics answers them
+        with listings_of(monkeypatch, owed) as listed:
+            assert vectors_owed(None) == 3 and vectors_owed("admin", **PROXIED) == 3  # as /metrics answers them
+        assert listed[0] == 0, f"two /health listed the owed purges' folder {listed[0]} times"
         assert vectors_owed("acme") is None, "a tenant's key read every tenant's put-off purges"
         assert vectors_owed("acme", **PROXIED) is None and vectors_owed(None, **PROXIED) is None
 

@@ -369,3 +369,27 @@ def test_a_damaged_cache_behind_a_link_is_removed_where_it_is_not_only_its_link(
     assert cache.path.is_symlink()  # the operator's link kept: the cache is made again on that disk
     cache.__init__(cache.path)  # made again, empty, as the next job would (for the fixture's close)
     assert disk.is_file() and cache.get("enc", [cache.gone, cache.kept]) == {}
+
+
+def test_the_owed_count_lists_no_folder_and_is_the_folders_after_a_restart_and_at_each_pass(cache, tmp_path, monkeypatch):
+    """ops62: `owed()` (/health's `vectors_owed` and /metrics', read on the event loop) listed vectors-owed/ at each call.
+    Now the folder is counted when an `OwedVectors` is made (at start, before the service serves) and at each pass, and
+    the count kept as this process writes and removes files: a read lists nothing. A restart counts what the last
+    process left; a file another process wrote there (a folder shared by hand) is counted from this one's next pass."""
+    from tests.service.test_ops60_health_readers import listings_of
+
+    folder = tmp_path / "data" / "vectors-owed"
+    first = OwedVectors(folder, wait_s=0.05)
+    with held(cache.path):  # a job's worker stopped inside a write: each DELETE's purge is owed
+        assert first.forget([cache.gone]) == [] and first.forget([text_key("bob's text")]) == []
+        restarted = OwedVectors(folder, wait_s=0.05)  # the next start (`Runtime.build`) on the same data folder
+        with listings_of(monkeypatch, folder) as listed:
+            assert first.owed() == 2 and restarted.owed() == 2 and restarted.owed() == 2
+        assert listed[0] == 0, f"{listed[0]} listings of the owed purges' folder for three reads of the count"
+        assert first.forget([text_key("cid's text")]) == []  # the other process (or the old one, still stopping) owes one more
+        assert restarted.owed() == 2  # not seen until this one's next pass lists the folder
+        assert restarted.retry() == 3 and restarted.owed() == 3  # still held: all three owed
+    assert restarted.retry() == 0 and restarted.owed() == 0 and list(folder.iterdir()) == []
+    assert first.owed() == 3  # the other's count: until its own next pass
+    assert first.retry() == 0 and first.owed() == 0
+    assert sorted(cache.get("enc", [cache.gone, cache.kept])) == [cache.kept]
