@@ -442,7 +442,11 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
     headers the app gives a listed origin (`service.web_headers.cors_answer_headers`), read from the request's
     `Origin`: a page on that origin reads the 408, 431, 400 or 503 and its Retry-After, not an opaque network error.
     A connection over the limit is then answered once its request's head has come (its
-    Origin read; REFUSED_LINGER_S at most, then without it), not at once."""
+    Origin read; REFUSED_LINGER_S at most, then without it), not at once.
+
+    A connection whose client reads none of what its transport holds for UNREAD_ABORT_S (closed after its answers, or
+    whole answers waiting to be read) is aborted (`TimedRequests.watch_the_unread`): asyncio and uvicorn kept it, counted
+    against `max_connections`, until its client read or went."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     return type("TimedProtocol", (TimedRequests, AutoHTTPProtocol), {
@@ -1163,8 +1167,9 @@ def routed_path(path: str) -> str:
 
 MULTI_SLASH = re.compile(r"//+")
 REFUSED_LINGER_S = 2.0  # the longest a connection refused (over PLURALIGN_MAX_CONNECTIONS, a 400, a 408) stays, reading what its client still sends
-# the longest a connection's transport holds bytes its client reads none of (its writes paused, or it closed with them
-# unsent: `TimedRequests.watch_the_unread`), then aborted, its bytes dropped; a client reading on, however slowly, is not
+# how often a connection's transport holding bytes (its writes paused, or closed with them unsent) is looked at; one
+# whose client read none of them since the last look is aborted, its bytes dropped (`TimedRequests.watch_the_unread`):
+# held at most twice this past the client's last read. A client reading some within each, however little, is not
 UNREAD_ABORT_S = 30.0
 REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more closes the busiest peer's oldest
 MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its Origin (CORS on): a browser's fits
