@@ -442,7 +442,11 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
     headers the app gives a listed origin (`service.web_headers.cors_answer_headers`), read from the request's
     `Origin`: a page on that origin reads the 408, 431, 400 or 503 and its Retry-After, not an opaque network error.
     A connection over the limit is then answered once its request's head has come (its
-    Origin read; REFUSED_LINGER_S at most, then without it), not at once."""
+    Origin read; REFUSED_LINGER_S at most, then without it), not at once.
+
+    A connection whose client reads none of what its transport holds for UNREAD_ABORT_S (closed after its answers, or
+    whole answers waiting to be read) is aborted (`TimedRequests.watch_the_unread`): asyncio and uvicorn kept it, counted
+    against `max_connections`, until its client read or went."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     return type("TimedProtocol", (TimedRequests, AutoHTTPProtocol), {
@@ -646,6 +650,8 @@ class TimedRequests:
     framed_twice = False  # h11: the request refused was sent with `Transfer-Encoding` and `Content-Length` both
     refused_http10_coding = False  # httptools: the request refused is HTTP/1.0 with a `Transfer-Encoding` (`on_headers_complete`)
     h11_refused_head: bytes | None = None  # h11: the bytes the head it refused began (`refuse_framed_twice`)
+    unread_watch: asyncio.TimerHandle | None = None  # `watch_the_unread`'s next look, while the transport holds bytes
+    sent_when_looked = 0  # of the connection's bytes, those the kernel had taken at `watch_the_unread`'s last look
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -995,10 +1001,52 @@ class TimedRequests:
         self.half_closed = True
         return True
 
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        self.watch_the_unread()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        if not self.transport.is_closing():  # its client reads: the app writes on (closing, what is left is watched on)
+            self.stop_the_unread_watch()
+
+    def watch_the_unread(self) -> None:
+        """The transport holds bytes its client has not read: its writes paused (the app waiting for them to drain), or
+        it was closed with them unsent (`CutAnswersAbort.close`). asyncio keeps such a transport, its descriptor and its
+        bytes, and uvicorn counts it among the connections (PLURALIGN_MAX_CONNECTIONS), until the client reads them or
+        goes: a client that never reads held it for good. Each UNREAD_ABORT_S from now, the transport is looked at:
+        aborted when its client read none of what it held (`unread_looked_at`)."""
+        if self.unread_watch is None:
+            self.sent_when_looked = self.transport.sent()
+            self.unread_watch = self.loop.call_later(UNREAD_ABORT_S, self.unread_looked_at)
+
+    def unread_looked_at(self) -> None:
+        self.unread_watch = None
+        if not self.transport.get_write_buffer_size():  # all sent (closing: asyncio closes it; open: a later pause watches)
+            return
+        # not one byte taken in UNREAD_ABORT_S, of whole answers (or after the close): an answer part way on an open
+        # connection is its app's to end (an export: `export_send_timeout_s`), so looked at again
+        if self.transport.sent() <= self.sent_when_looked and (self.transport.is_closing() or not self.answer_part_way()):
+            self.transport.abort()  # uvicorn's `connection_lost` follows: an app waiting to write reads a disconnect
+            return
+        self.watch_the_unread()
+
+    def answer_part_way(self) -> bool:
+        """Whether the answer going out has begun and not ended: h11's one cycle; httptools' `cycle` is its newest, perhaps
+        a request queued behind that answer, so the one running (`answering`)."""
+        cycle = getattr(self, "cycle", None) if hasattr(self, "conn") else self.answering
+        return cycle is not None and cycle.response_started and not cycle.response_complete
+
+    def stop_the_unread_watch(self) -> None:
+        if self.unread_watch is not None:
+            self.unread_watch.cancel()
+            self.unread_watch = None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.refusing.pop(self, None)
         self.refused_head = None
         self.stop_the_deadline()
+        self.stop_the_unread_watch()
         super().connection_lost(exc)  # type: ignore[misc]
         if self.answering is not None and not hasattr(self, "conn"):
             # httptools: uvicorn tells its newest cycle alone, which may be a request queued (or cut) behind the one
@@ -1062,24 +1110,35 @@ class CutAnswersAbort:
     them and closes at once. uvicorn closes a cut answer's connection with `close`, which waits to write them
     first: to a client that stopped reading, for ever, so each cut export kept its file descriptor (and one of
     PLURALIGN_MAX_CONNECTIONS) until the client went. The answer is incomplete either way (its chunked body
-    never ends); every other close (a whole answer, a 408, a refusal) still writes what it holds first."""
+    never ends); every other close (a whole answer, a 408, a refusal) still writes what it holds first, while its
+    client reads some of it within each UNREAD_ABORT_S (`TimedRequests.watch_the_unread`). It counts what is
+    written to it (`sent`: what the kernel took of it, which that watch reads)."""
 
     def __init__(self, transport, protocol):
         self._transport, self._protocol = transport, protocol
+        self.written = 0  # bytes written to it (uvicorn's and ours), `sent` or still held
 
     def __getattr__(self, name: str):
         return getattr(self._transport, name)
 
+    def write(self, data) -> None:
+        self.written += len(data)
+        self._transport.write(data)
+
+    def sent(self) -> int:
+        """The bytes written that the transport no longer holds: the kernel took them (its client read room for them)."""
+        return self.written - self._transport.get_write_buffer_size()
+
     def close(self) -> None:
         protocol = self._protocol
-        # the answer going out: h11's one cycle; httptools' `cycle` is its newest, perhaps a request queued behind that
-        # answer (with that one, a cut answer with a request pipelined behind it would hold its connection)
-        cycle = getattr(protocol, "cycle", None) if hasattr(protocol, "conn") else getattr(protocol, "answering", None)
-        cut = cycle is not None and cycle.response_started and not cycle.response_complete
-        if cut and self._transport.get_write_buffer_size():
+        # the answer going out, not httptools' newest cycle: with that one, a cut answer with a request pipelined behind
+        # it would hold its connection
+        if protocol.answer_part_way() and self._transport.get_write_buffer_size():
             self._transport.abort()
-        else:
-            self._transport.close()
+            return
+        self._transport.close()
+        if self._transport.get_write_buffer_size():  # written on, UNREAD_ABORT_S at most while its client reads none
+            protocol.watch_the_unread()
 
 
 # requests whose handlers stop their work when the client goes (an `http.disconnect`): a client's half-close is taken
@@ -1108,6 +1167,10 @@ def routed_path(path: str) -> str:
 
 MULTI_SLASH = re.compile(r"//+")
 REFUSED_LINGER_S = 2.0  # the longest a connection refused (over PLURALIGN_MAX_CONNECTIONS, a 400, a 408) stays, reading what its client still sends
+# how often a connection's transport holding bytes (its writes paused, or closed with them unsent) is looked at; one
+# whose client read none of them since the last look is aborted, its bytes dropped (`TimedRequests.watch_the_unread`):
+# held at most twice this past the client's last read. A client reading some within each, however little, is not
+UNREAD_ABORT_S = 30.0
 REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more closes the busiest peer's oldest
 MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its Origin (CORS on): a browser's fits
 

@@ -1,0 +1,142 @@
+"""linger62: connections whose clients never read what they were sent. The service closed such a connection
+(`Connection: close` after its answer, uvicorn's keep-alive close, `make_room`, a lingering 400's end) with
+`transport.close`, which writes what the transport still holds first: to a client that reads nothing, never. asyncio
+kept the transport, its file descriptor and its unsent bytes until the client read or went, and uvicorn kept it among
+the server's connections until then (`connection_lost`), so under PLURALIGN_MAX_CONNECTIONS a few such clients, each
+asking for a large answer and reading none of it, held the limit's every slot for good: every later client was
+answered 503. An answer pipelined behind one the client does not read waited (`flow.drain`) for good too, its
+connection open. Now a connection whose client has read none of what it holds for UNREAD_ABORT_S is aborted; an
+answer part way on an open connection is left to its route (exports bound their own wait).
+
+The protocol is the one `pluralign serve` builds (`timed_http_protocol`), run by uvicorn on loopback in this process,
+both parsers, with tests/e2e/test_reviewf42_pipelined_body.py's app (`/large`: LARGE_ANSWER bytes in one write). Both
+ends' socket buffers are set small (as test_wire43_lingering.py's slot test), so the kernel holds little of it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+
+from tests.e2e.test_reviewf42_pipelined_body import LARGE_ANSWER, HeldAnswers
+from tests.serving import on_parser, timed_server
+from training.commands import serve
+
+LIMIT = 3  # PLURALIGN_MAX_CONNECTIONS for the test: each of its clients takes one
+
+
+def _descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _settled(read, done, timeout_s: float = 10.0):
+    """`read()` once `done` holds of it, or its last value `timeout_s` on (read every 20 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while not done(value := read()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
+
+
+def _asked_and_unread(port: int, request: bytes) -> socket.socket:
+    """A client with a small receive window that sends `request` and reads nothing, once its answer has begun."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window it offers stays small
+    client.settimeout(30)
+    client.connect(("127.0.0.1", port))
+    client.sendall(request)
+    assert client.recv(1, socket.MSG_PEEK) == b"H"  # the answer began: the rest waits in the service's transport
+    return client
+
+
+def _served(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        client.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+        answer = b""
+        while data := client.recv(65536):
+            answer += data
+    return answer
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+@pytest.mark.parametrize(("request_", "answered"), [
+    pytest.param(b"GET /large HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", LARGE_ANSWER, id="closed-after-its-answer"),
+    pytest.param(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 32768\r\n\r\n" + b"y" * 32768, 32768,
+                 id="closed-its-writes-never-paused"),  # under asyncio's 64 KiB high-water mark: only the close is seen
+    pytest.param(b"GET /large HTTP/1.1\r\nHost: x\r\n\r\nGET /large HTTP/1.1\r\nHost: x\r\n\r\n", LARGE_ANSWER,
+                 id="answer-waiting-to-be-read"),
+])
+def test_clients_that_never_read_hold_no_connection_past_the_unread_bound(monkeypatch, http, request_, answered):
+    """LIMIT clients each ask for an answer (`answered` bytes, more than the sockets hold) and read none of it (one
+    closed after its answer; or a second answer pipelined behind it, its app waiting for the first to drain). They hold the limit's slots and a descriptor each,
+    and another client is refused 503, until UNREAD_ABORT_S (made short) has passed with nothing read: then the
+    service holds none of their descriptors, counts none of them open, and the next client is answered."""
+    on_parser(monkeypatch, http)
+    monkeypatch.setattr(serve, "UNREAD_ABORT_S", 0.5, raising=False)
+    real = serve.TimedRequests.connection_made
+
+    def send_buffer_locked_small(self, transport) -> None:
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        real(self, transport)
+
+    monkeypatch.setattr(serve.TimedRequests, "connection_made", send_buffer_locked_small)
+    counts = serve.ConnectionCounts(LIMIT)
+    with timed_server(HeldAnswers(), 30, LIMIT, connections=counts) as port:
+        before = _descriptors()
+        clients = [_asked_and_unread(port, request_) for _ in range(LIMIT)]
+        try:
+            refused = _served(port)  # asked while the never-reading clients hold every slot (or once they were let go)
+            assert refused.startswith(b"HTTP/1.1 503 ") or counts.open < LIMIT, refused[:200]
+            held = _settled(lambda: (counts.open, _descriptors() - before), lambda n: n == (0, LIMIT))
+            assert held == (0, LIMIT), held  # (connections the service counts, descriptors beyond the clients' own)
+            answer = _served(port)
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nhi"), answer[:200]
+            for client in clients:  # what the kernels held of the answer, then the end: the rest was dropped, not sent
+                read = 0
+                while data := client.recv(65536):
+                    read += len(data)
+                assert read < answered, read
+        finally:
+            for client in clients:
+                client.close()
+
+
+async def _one_answer_in_two_writes(scope, receive, send) -> None:
+    """An ASGI app: LARGE_ANSWER bytes, then the answer's end in a later write (which waits for the first to drain)."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(LARGE_ANSWER + 3).encode())]})
+    await send({"type": "http.response.body", "body": b"x" * LARGE_ANSWER, "more_body": True})
+    await send({"type": "http.response.body", "body": b"end"})
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_an_answer_part_way_to_a_client_not_reading_is_left_to_its_route(monkeypatch, http):
+    """The abort is for bytes of whole answers, or of a closed connection: an answer part way on an open connection (a
+    stream, an export, whose route bounds its own wait: `export_send_timeout_s`) is looked at and left, however often;
+    its client, reading at last, reads it whole."""
+    on_parser(monkeypatch, http)
+    monkeypatch.setattr(serve, "UNREAD_ABORT_S", 0.05, raising=False)
+    real_connection_made, real_look = serve.TimedRequests.connection_made, serve.TimedRequests.unread_looked_at
+    looks = []
+
+    def send_buffer_locked_small(self, transport) -> None:
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        real_connection_made(self, transport)
+
+    def counted_look(self) -> None:
+        looks.append(self)
+        real_look(self)
+
+    monkeypatch.setattr(serve.TimedRequests, "connection_made", send_buffer_locked_small)
+    monkeypatch.setattr(serve.TimedRequests, "unread_looked_at", counted_look)
+    counts = serve.ConnectionCounts(LIMIT)
+    with timed_server(_one_answer_in_two_writes, 30, LIMIT, connections=counts) as port:
+        client = _asked_and_unread(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with client:
+            assert _settled(lambda: len(looks), lambda n: n >= 3) >= 3  # looked at three times with nothing read
+            assert counts.open == 1
+            monkeypatch.setattr(serve, "UNREAD_ABORT_S", 30.0)  # the looks from now on: none while the client reads
+            answer = b""
+            while data := client.recv(65536):
+                answer += data
+    assert answer.endswith(b"\r\n\r\n" + b"x" * LARGE_ANSWER + b"end"), (answer[:100], len(answer))
