@@ -60,6 +60,10 @@ OWED_FOLDER = "vectors-owed"  # under the data folder: the keys (32 bytes each) 
 # a purge owed this long (seconds) names a worker that will not let go by itself (stopped, hung): a pass that still
 # cannot purge it logs a WARNING (at most once this long), where before only a debug line said so
 OWED_WARN_S = 600.0
+# keys (32 bytes each) of owed purges a pass reads, merges and purges at a time (2 MiB; one file more at most): with a
+# cache busy, a job's forget-at-exit note of millions of keys is owed as thousands of files, and a pass that read them
+# all at once held every key, several times over, at each pass while it stayed busy
+RETRY_KEYS = 65_536
 
 Left = list[tuple[str, Path | None, Exception]]
 # of `OwedPurge`, the `*.owed` files; `*.keys` files (raw 32-byte keys, owed by every cache) came before. A later version
@@ -192,9 +196,9 @@ class OwedVectors:
         return [entry for entry in left if not isinstance(entry[2], CacheBusy)]
 
     def retry(self) -> int:
-        """Try the owed purges again, each cache once with the keys of every purge it owes (a cache still busy is waited
-        for once a pass, `wait_s`, not once an owed purge: each job's exit runs a pass, twice, under the job runner's
-        lock). A damaged cache is removed (`_discard`), which completes what it owed; the caches a file that cannot be
+        """Try the owed purges again, read and merged `RETRY_KEYS` keys at a time (one file more at most), each cache
+        once a group with the keys it owes in it (a cache still busy is waited for once a pass, `wait_s`, not once an
+        owed purge or a group: each job's exit runs a pass, twice, under the job runner's lock). A damaged cache is removed (`_discard`), which completes what it owed; the caches a file that cannot be
         read may be owed by are emptied (its keys are lost). Each file goes once every cache it names let its keys go. A
         file a later release wrote (`version` above `OWED_VERSION`) is left as it is, for that release, and the caches it
         may be owed by are emptied, once a file (`_done_for_later`): this one cannot tell which vectors it names, and the
@@ -202,30 +206,52 @@ class OwedVectors:
         for as long as this release ran). Returns the purges still owed, a later release's among them."""
         with self._lock:
             files = self._files()
-        read = [(path, self._read(path)) for path in files]
-        for path in (path for path, found in read if found is None):  # another pass did it since the listing: out of the count
-            self._counted_out(path)
-        later = {path: found for path, found in read if isinstance(found, int)}  # a later release's: its version
-        purges = [(path, *found) for path, found in read if isinstance(found, tuple)]
-        # the keys each cache owes; None: every vector (keys lost, or a later release's file not done here yet)
+        later: dict[Path, int] = {}  # a later release's: its version
+        failed: dict[Path, Exception] = {}  # a cache that failed is not tried again this pass (its files stay)
+        still: list[Path] = []
+        group: list[tuple[Path, list[Path], list[bytes] | None]] = []
+        size = 0
+        for path in files:  # read, merged and purged RETRY_KEYS keys at a time
+            found = self._read(path)
+            if found is None:  # another pass did it since the listing: out of the count
+                self._counted_out(path)
+            elif isinstance(found, int):
+                later[path] = found
+            else:
+                group.append((path, *found))
+                size += len(found[1] or ())
+                if size >= RETRY_KEYS:
+                    still += self._retry_group(group, {}, failed)
+                    group, size = [], 0
+        # None: every vector (a later release's file not done here yet)
         owed_by: dict[Path, set[bytes] | None] = {}
         if set(later) - self._later_done:
             owed_by = dict.fromkeys((cache for _, cache in _caches()), None)
+        still += self._retry_group(group, owed_by, failed)
+        self._done_for_later(later, failed)
+        if failed:
+            self._say_still_owed(still, [(_cache_name(cache), cache, exc) for cache, exc in failed.items()])
+        return len(still) + len(later)
+
+    def _retry_group(self, purges: list[tuple[Path, list[Path], list[bytes] | None]], owed_by: dict[Path, set[bytes] | None],
+                     failed: dict[Path, Exception]) -> list[Path]:
+        """Purge `purges` (path, caches, keys; keys None when lost), each cache of them (and of `owed_by`, the keys it
+        owes already) once with all their keys, but one in `failed` (it failed this pass: not waited for again), which
+        gains those that fail now; each file goes once every cache it names let its keys go. Returns the files still owed."""
         for _, caches, keys in purges:
             for cache in caches:
                 if keys is None or (cache in owed_by and owed_by[cache] is None):
                     owed_by[cache] = None
                 else:
                     owed_by.setdefault(cache, set()).update(keys)
-        failed = {cache: exc for cache, keys in owed_by.items() if (exc := self._purge(cache, keys)) is not None}
+        for cache, keys in owed_by.items():
+            if cache not in failed and (exc := self._purge(cache, keys)) is not None:
+                failed[cache] = exc
         still = [path for path, caches, _ in purges if any(cache in failed for cache in caches)]
         for path, caches, keys in purges:
             if path not in still and not self._remove(path, caches, keys):
                 still.append(path)
-        self._done_for_later(later, failed)
-        if failed:
-            self._say_still_owed(still, [(_cache_name(cache), cache, exc) for cache, exc in failed.items()])
-        return len(still) + len(later)
+        return still
 
     def _read(self, path: Path) -> tuple[list[Path], list[bytes] | None] | int | None:
         """(the caches, the keys) of the owed purge at `path`; keys None when it cannot be read or decoded (then it may

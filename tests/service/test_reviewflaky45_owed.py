@@ -393,3 +393,33 @@ def test_the_owed_count_lists_no_folder_and_is_the_folders_after_a_restart_and_a
     assert first.owed() == 3  # the other's count: until its own next pass
     assert first.retry() == 0 and first.owed() == 0
     assert sorted(cache.get("enc", [cache.gone, cache.kept])) == [cache.kept]
+
+
+def test_a_pass_purges_the_owed_keys_a_bounded_number_at_a_time_and_waits_on_a_busy_cache_once(cache, tmp_path,
+                                                                                                monkeypatch):
+    """review ops62: a job's exit purges its forget-at-exit note 8,192 keys at a time, but with the cache busy each of
+    those reads is an owed purge, and the pass right after (and every pass while it stays busy) read every owed file and
+    merged all their keys at once: a note of 300,000 keys held ~50 MiB there. Now a pass holds `RETRY_KEYS` at most
+    (2 here) beyond one file, and still tries a busy cache once (its files stay), not once a group."""
+    monkeypatch.setattr(vectors, "RETRY_KEYS", 2)
+    folder = tmp_path / "data" / "vectors-owed"
+    folder.mkdir(parents=True)
+    theirs = [text_key(f"user {i}'s text") for i in range(6)]
+    cache.put("enc", theirs, np.ones((6, 4), np.float32))
+    for i in range(3):  # three chunks of a note a busy cache put off, 2 keys each (with the deleted user's for the last)
+        write_owed(folder / f"{i}.owed", [cache.path], [*theirs[2 * i : 2 * i + 2], *([cache.gone] if i == 2 else [])])
+    owed = OwedVectors(folder, wait_s=0.05)
+    largest, tries = [0], [0]
+    real = EmbeddingCache.forget_keys
+
+    def counted(self, keys):
+        largest[0], tries[0] = max(largest[0], len(keys)), tries[0] + 1
+        return real(self, keys)
+
+    monkeypatch.setattr(EmbeddingCache, "forget_keys", counted)
+    with held(cache.path):
+        assert owed.retry() == 3 and owed.owed() == 3
+    assert tries[0] == 1, f"a pass tried the busy cache {tries[0]} times"
+    assert owed.retry() == 0 and owed.owed() == 0 and list(folder.iterdir()) == []
+    assert largest[0] <= 3, f"a pass purged {largest[0]} owed keys at once"
+    assert cache.get("enc", [*theirs, cache.gone, cache.kept]).keys() == {cache.kept}
