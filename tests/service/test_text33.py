@@ -98,6 +98,10 @@ def test_answers_a_person_cannot_tell_apart_are_never_offered_as_a_pair(svc):
         r = ask(c, "look1", {"pool": [{"prompt": "When?", "answers": [COOP, NBSP, SPACED, "Never."]}]})
         assert r.status_code == 200 and r.json()["pairs"] == 1, r.text
         assert "Never." in r.json()["answers"], r.text
+        # review spell62: one question in two items of one prompt is one candidate pair (it counted twice)
+        two = [{"prompt": "When?", "answers": [COOP, "Never."]}, {"prompt": "When?", "answers": [NBSP, "Never."]}]
+        r = ask(c, "look1", {"pool": two})
+        assert r.status_code == 200 and r.json()["pairs"] == 1, r.text
         r = c.post("/v1/feedback", json={"type": "comparison", "user": "look1", "prompt": "When?", "chosen": "Never.", "rejected": SPACED})
         assert r.status_code == 201, r.text
         r = ask(c, "look1", {"pool": [{"prompt": "When?", "answers": [NBSP, "Never.", COOP]}]})  # asked already: over
@@ -133,6 +137,15 @@ def test_chats_compare_never_names_two_choices_a_person_cannot_tell_apart(svc):
         assert r.status_code == 201, r.text
         rows = c.get("/v1/users/look3/preferences").json()["data"]
     assert len(rows) == 1 and rows[0]["rejected"] in LOOKALIKES, rows
+    # review spell62: a choice of a look-alike of an earlier choice beats "No." only, never the answer it looks like
+    with svc.client("look62") as c:
+        body = chat(c, "look4", [*LOOKALIKES[:3], "No."])
+        texts = [ch["message"]["content"] for ch in body["choices"]]
+        picked = next(i for i, t in enumerate(texts) if t in LOOKALIKES[1:3] and LOOKALIKES[0] in texts)
+        r = c.post("/v1/feedback", json={"type": "choice", "response_id": body["id"], "chosen_index": picked})
+        assert r.status_code == 201, r.text
+        rows = c.get("/v1/users/look4/preferences").json()["data"]
+    assert [(row["chosen"], row["rejected"]) for row in rows] == [(texts[picked], "No.")], rows
 
 
 def test_a_stated_length_preference_acts_on_thai_answers(svc):

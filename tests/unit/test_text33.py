@@ -124,3 +124,19 @@ def test_an_implicit_prompt_never_ends_inside_a_grapheme_cluster_and_is_shared_a
     assert [r.prompt for r in records] == ["Which one is ours:", "Un café ?", "Accent:", "Q:"]
     assert records[0].chosen.startswith(" \U0001F468\u200d") and records[0].rejected.endswith("\U0001F466 or the other?")
     assert [r.chosen for r in records[1:]] == [" Oui.", " e\u0301 is it", " yes"]
+
+
+def test_look_key_reads_an_answer_with_nothing_to_fold_without_a_step_per_character(monkeypatch):
+    """Review spell62: `look_key` redrew each space through a Python callback and each non-ASCII character through
+    `_drawn_as`, for every answer (next-comparison reads it 3 times per row of a user's history and 5 times per stored
+    pair drawn: 0.3 ms per row, against `answer_key`'s 0.01). An answer of words and single spaces in NFKC has nothing
+    to fold and is read whole; one that has still folds."""
+    import pluralign.data.text as text
+
+    calls = []
+    spaces, drawn = text._spaces_shown, text._drawn_as
+    monkeypatch.setattr(text, "_spaces_shown", lambda run: calls.append("space") or spaces(run))
+    monkeypatch.setattr(text, "_drawn_as", lambda char: calls.append("char") or drawn(char))
+    plain = ["The co-op opens at nine.", "Caf\u00e9 \u00fcber na\u00efve, \u4eca\u65e5\u306f.", "Cafe\u0301 opens."]
+    assert [look_key(t) for t in plain] == [answer_key(t) for t in plain] and calls == []
+    assert look_key("It  is \ufb01ne.") == "It is fine." and calls.count("space") == 2 and "char" in calls
