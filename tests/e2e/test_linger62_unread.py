@@ -140,3 +140,52 @@ def test_an_answer_part_way_to_a_client_not_reading_is_left_to_its_route(monkeyp
             while data := client.recv(65536):
                 answer += data
     assert answer.endswith(b"\r\n\r\n" + b"x" * LARGE_ANSWER + b"end"), (answer[:100], len(answer))
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_a_client_reading_slowly_is_not_cut(monkeypatch, http):
+    """review linger62: a client reading a large answer a little at a time (a phone on a bad network) is not cut while
+    it reads some within each look. The kernel takes bytes from the transport only once a third of its send buffer is
+    free, so what it took said nothing of a slow reader's progress: the watch read none taken and aborted one reading
+    all along. What the client's kernel acknowledged is counted. Each look waits until the client has read a little
+    since the last (4 KiB, its ACK sent at once: TCP_QUICKACK), so nothing here depends on timing."""
+    import select
+    import threading
+
+    on_parser(monkeypatch, http)
+    monkeypatch.setattr(serve, "UNREAD_ABORT_S", 0.05)
+    real_connection_made, real_look = serve.TimedRequests.connection_made, serve.TimedRequests.unread_looked_at
+    looking, read_a_little, rounds = threading.Event(), threading.Event(), 3
+
+    def send_buffer_locked(self, transport) -> None:  # a third of it (~170 KiB) is more than the client reads per look
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+        real_connection_made(self, transport)
+
+    def look_once_read(self) -> None:
+        if not rounds_left:  # the rounds done: looks go on as they come
+            return real_look(self)
+        looking.set()
+        read_a_little.wait(10)
+        read_a_little.clear()
+        rounds_left.pop()
+        real_look(self)
+
+    rounds_left = [None] * rounds
+    monkeypatch.setattr(serve.TimedRequests, "connection_made", send_buffer_locked)
+    monkeypatch.setattr(serve.TimedRequests, "unread_looked_at", look_once_read)
+    with timed_server(HeldAnswers(), 30, LIMIT) as port:
+        client = _asked_and_unread(port, b"GET /large HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with client:
+            answer = b""
+            for _ in range(rounds):
+                assert looking.wait(10), f"no look came: cut once {len(answer)} bytes were read"  # a look waits for a read
+                looking.clear()
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                answer += client.recv(4096)
+                assert select.select([client], [], [], 10)[0]  # what that let through came, and was acknowledged
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+                read_a_little.set()
+            monkeypatch.setattr(serve, "UNREAD_ABORT_S", 30.0)  # the looks from now on: none while the client reads
+            while data := client.recv(65536):
+                answer += data
+    assert answer.endswith(b"\r\n\r\n" + b"x" * LARGE_ANSWER), (answer[:100], len(answer))

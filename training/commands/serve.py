@@ -26,11 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import signal
+import struct
 import sys
+import termios
 from collections import Counter
 from collections.abc import Iterable
 from functools import partial
@@ -1104,6 +1107,16 @@ class TimedRequests:
         return cycle.response_started
 
 
+def unacknowledged(transport) -> int:
+    """The bytes a connection's socket holds that its peer has not acknowledged, sent or not (Linux's SIOCOUTQ, the
+    `ss` Send-Q); 0 where it cannot be read (a closed transport, another system)."""
+    try:
+        fd = transport.get_extra_info("socket").fileno()
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class CutAnswersAbort:
     """A connection's transport whose `close` of an answer cut part way (the app ended without finishing it: an
     export whose client stopped reading, `export_send_timeout_s`) with bytes still waiting to be written drops
@@ -1112,7 +1125,7 @@ class CutAnswersAbort:
     PLURALIGN_MAX_CONNECTIONS) until the client went. The answer is incomplete either way (its chunked body
     never ends); every other close (a whole answer, a 408, a refusal) still writes what it holds first, while its
     client reads some of it within each UNREAD_ABORT_S (`TimedRequests.watch_the_unread`). It counts what is
-    written to it (`sent`: what the kernel took of it, which that watch reads)."""
+    written to it (`sent`: what its client's kernel acknowledged of it, which that watch reads)."""
 
     def __init__(self, transport, protocol):
         self._transport, self._protocol = transport, protocol
@@ -1126,8 +1139,11 @@ class CutAnswersAbort:
         self._transport.write(data)
 
     def sent(self) -> int:
-        """The bytes written that the transport no longer holds: the kernel took them (its client read room for them)."""
-        return self.written - self._transport.get_write_buffer_size()
+        """The bytes written that its client's kernel acknowledged: the transport no longer holds them, nor the socket's
+        send queue (`unacknowledged`). Not what the kernel took from the transport: it takes more only once a third of
+        its send buffer (autotuned up to 4 MiB) is free, so a client reading under a third of that buffer per UNREAD_ABORT_S
+        (up to ~45 KB/s) of a large answer showed none taken, and was cut reading all along."""
+        return self.written - self._transport.get_write_buffer_size() - unacknowledged(self._transport)
 
     def close(self) -> None:
         protocol = self._protocol
