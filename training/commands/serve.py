@@ -1185,7 +1185,7 @@ MULTI_SLASH = re.compile(r"//+")
 REFUSED_LINGER_S = 2.0  # the longest a connection refused (over PLURALIGN_MAX_CONNECTIONS, a 400, a 408) stays, reading what its client still sends
 # how often a connection's transport holding bytes (its writes paused, or closed with them unsent) is looked at; one
 # whose client read none of them since the last look is aborted, its bytes dropped (`TimedRequests.watch_the_unread`):
-# held at most twice this past the client's last read. A client reading some within each, however little, is not
+# held at most twice this past the client's last read. A client reading on within each, however slowly, is not (`sent`)
 UNREAD_ABORT_S = 30.0
 REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more closes the busiest peer's oldest
 MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its Origin (CORS on): a browser's fits
