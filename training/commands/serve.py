@@ -447,8 +447,8 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
     A connection over the limit is then answered once its request's head has come (its
     Origin read; REFUSED_LINGER_S at most, then without it), not at once.
 
-    A connection whose client reads none of what its transport holds for UNREAD_ABORT_S (closed after its answers, or
-    whole answers waiting to be read) is aborted (`TimedRequests.watch_the_unread`): asyncio and uvicorn kept it, counted
+    A connection whose client reads none of what its transport holds for UNREAD_ABORT_S (closed after its answers,
+    whole answers waiting to be read, or a stream part way; not an export part way, whose route bounds its wait) is aborted (`TimedRequests.watch_the_unread`): asyncio and uvicorn kept it, counted
     against `max_connections`, until its client read or went."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -1027,18 +1027,30 @@ class TimedRequests:
         self.unread_watch = None
         if not self.transport.get_write_buffer_size():  # all sent (closing: asyncio closes it; open: a later pause watches)
             return
-        # not one byte taken in UNREAD_ABORT_S, of whole answers (or after the close): an answer part way on an open
-        # connection is its app's to end (an export: `export_send_timeout_s`), so looked at again
-        if self.transport.sent() <= self.sent_when_looked and (self.transport.is_closing() or not self.answer_part_way()):
+        # not one byte taken in UNREAD_ABORT_S, of whole answers, a stream (or after the close): an export part way on an
+        # open connection is its route's to end (`export_send_timeout_s`), so looked at again
+        if self.transport.sent() <= self.sent_when_looked and (self.transport.is_closing() or not self.answer_left_to_its_route()):
             self.transport.abort()  # uvicorn's `connection_lost` follows: an app waiting to write reads a disconnect
             return
         self.watch_the_unread()
 
+    def answer_going_out(self):
+        """The cycle whose answer goes out: h11's one cycle; httptools' `cycle` is its newest, perhaps a request queued
+        behind that answer, so the one running (`answering`)."""
+        return getattr(self, "cycle", None) if hasattr(self, "conn") else self.answering
+
     def answer_part_way(self) -> bool:
-        """Whether the answer going out has begun and not ended: h11's one cycle; httptools' `cycle` is its newest, perhaps
-        a request queued behind that answer, so the one running (`answering`)."""
-        cycle = getattr(self, "cycle", None) if hasattr(self, "conn") else self.answering
+        """Whether the answer going out has begun and not ended."""
+        cycle = self.answer_going_out()
         return cycle is not None and cycle.response_started and not cycle.response_complete
+
+    def answer_left_to_its_route(self) -> bool:
+        """Whether the answer going out is part way and its route bounds its own wait for its client to take each piece
+        (an export: `export_send_timeout_s`, its scope marked SENDS_BOUNDED). Any other (a chat stream) has no such
+        bound, uvicorn's drain waiting without one, so it is watched as a whole answer is."""
+        from service.users.exports import SENDS_BOUNDED
+
+        return self.answer_part_way() and bool(self.answer_going_out().scope.get(SENDS_BOUNDED))
 
     def stop_the_unread_watch(self) -> None:
         if self.unread_watch is not None:
