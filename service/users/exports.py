@@ -23,6 +23,9 @@ log = logging.getLogger("pluralign.service")
 EXPORT_RETRY_AFTER = 5  # seconds: `Retry-After` of an export refused as too many are being sent
 _RELEASE = "pluralign.export.release"  # scope key: the handler's slot, given back by `export_guard`
 _LINES = "pluralign.export.lines"  # scope key: the export's line iterator, closed by `export_guard`
+# scope key: the route bounds its own wait for its client to take each piece (`export_guard`), so the server's check of
+# connections whose client reads none of what they hold (`training.commands.serve.UNREAD_ABORT_S`) leaves its answer to it
+SENDS_BOUNDED = "pluralign.sends_bounded"
 
 
 class TooManyExports(Exception):
@@ -102,6 +105,7 @@ def export_guard(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         rt = scope["litestar_app"].state.runtime
         timeout = rt.settings.export_send_timeout_s
+        scope[SENDS_BOUNDED] = True  # type: ignore[literal-required]
         stalled = False
 
         async def deadline_send(message) -> None:

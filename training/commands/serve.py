@@ -26,11 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import signal
+import struct
 import sys
+import termios
 from collections import Counter
 from collections.abc import Iterable
 from functools import partial
@@ -444,8 +447,8 @@ def timed_http_protocol(timeout_s: float, max_connections: int | None = None, co
     A connection over the limit is then answered once its request's head has come (its
     Origin read; REFUSED_LINGER_S at most, then without it), not at once.
 
-    A connection whose client reads none of what its transport holds for UNREAD_ABORT_S (closed after its answers, or
-    whole answers waiting to be read) is aborted (`TimedRequests.watch_the_unread`): asyncio and uvicorn kept it, counted
+    A connection whose client reads none of what its transport holds for UNREAD_ABORT_S (closed after its answers,
+    whole answers waiting to be read, or a stream part way; not an export part way, whose route bounds its wait) is aborted (`TimedRequests.watch_the_unread`): asyncio and uvicorn kept it, counted
     against `max_connections`, until its client read or went."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -1024,18 +1027,30 @@ class TimedRequests:
         self.unread_watch = None
         if not self.transport.get_write_buffer_size():  # all sent (closing: asyncio closes it; open: a later pause watches)
             return
-        # not one byte taken in UNREAD_ABORT_S, of whole answers (or after the close): an answer part way on an open
-        # connection is its app's to end (an export: `export_send_timeout_s`), so looked at again
-        if self.transport.sent() <= self.sent_when_looked and (self.transport.is_closing() or not self.answer_part_way()):
+        # not one byte taken in UNREAD_ABORT_S, of whole answers, a stream (or after the close): an export part way on an
+        # open connection is its route's to end (`export_send_timeout_s`), so looked at again
+        if self.transport.sent() <= self.sent_when_looked and (self.transport.is_closing() or not self.answer_left_to_its_route()):
             self.transport.abort()  # uvicorn's `connection_lost` follows: an app waiting to write reads a disconnect
             return
         self.watch_the_unread()
 
+    def answer_going_out(self):
+        """The cycle whose answer goes out: h11's one cycle; httptools' `cycle` is its newest, perhaps a request queued
+        behind that answer, so the one running (`answering`)."""
+        return getattr(self, "cycle", None) if hasattr(self, "conn") else self.answering
+
     def answer_part_way(self) -> bool:
-        """Whether the answer going out has begun and not ended: h11's one cycle; httptools' `cycle` is its newest, perhaps
-        a request queued behind that answer, so the one running (`answering`)."""
-        cycle = getattr(self, "cycle", None) if hasattr(self, "conn") else self.answering
+        """Whether the answer going out has begun and not ended."""
+        cycle = self.answer_going_out()
         return cycle is not None and cycle.response_started and not cycle.response_complete
+
+    def answer_left_to_its_route(self) -> bool:
+        """Whether the answer going out is part way and its route bounds its own wait for its client to take each piece
+        (an export: `export_send_timeout_s`, its scope marked SENDS_BOUNDED). Any other (a chat stream) has no such
+        bound, uvicorn's drain waiting without one, so it is watched as a whole answer is."""
+        from service.users.exports import SENDS_BOUNDED
+
+        return self.answer_part_way() and bool(self.answer_going_out().scope.get(SENDS_BOUNDED))
 
     def stop_the_unread_watch(self) -> None:
         if self.unread_watch is not None:
@@ -1104,6 +1119,16 @@ class TimedRequests:
         return cycle.response_started
 
 
+def unacknowledged(transport) -> int:
+    """The bytes a connection's socket holds that its peer has not acknowledged, sent or not (Linux's SIOCOUTQ, the
+    `ss` Send-Q); 0 where it cannot be read (a closed transport, another system)."""
+    try:
+        fd = transport.get_extra_info("socket").fileno()
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class CutAnswersAbort:
     """A connection's transport whose `close` of an answer cut part way (the app ended without finishing it: an
     export whose client stopped reading, `export_send_timeout_s`) with bytes still waiting to be written drops
@@ -1112,7 +1137,7 @@ class CutAnswersAbort:
     PLURALIGN_MAX_CONNECTIONS) until the client went. The answer is incomplete either way (its chunked body
     never ends); every other close (a whole answer, a 408, a refusal) still writes what it holds first, while its
     client reads some of it within each UNREAD_ABORT_S (`TimedRequests.watch_the_unread`). It counts what is
-    written to it (`sent`: what the kernel took of it, which that watch reads)."""
+    written to it (`sent`: what its client's kernel acknowledged of it, which that watch reads)."""
 
     def __init__(self, transport, protocol):
         self._transport, self._protocol = transport, protocol
@@ -1126,8 +1151,11 @@ class CutAnswersAbort:
         self._transport.write(data)
 
     def sent(self) -> int:
-        """The bytes written that the transport no longer holds: the kernel took them (its client read room for them)."""
-        return self.written - self._transport.get_write_buffer_size()
+        """The bytes written that its client's kernel acknowledged: the transport no longer holds them, nor the socket's
+        send queue (`unacknowledged`). Not what the kernel took from the transport: it takes more only once a third of
+        its send buffer (autotuned up to 4 MiB) is free, so a client reading under a third of that buffer per UNREAD_ABORT_S
+        (up to ~45 KB/s) of a large answer showed none taken, and was cut reading all along."""
+        return self.written - self._transport.get_write_buffer_size() - unacknowledged(self._transport)
 
     def close(self) -> None:
         protocol = self._protocol
@@ -1169,7 +1197,7 @@ MULTI_SLASH = re.compile(r"//+")
 REFUSED_LINGER_S = 2.0  # the longest a connection refused (over PLURALIGN_MAX_CONNECTIONS, a 400, a 408) stays, reading what its client still sends
 # how often a connection's transport holding bytes (its writes paused, or closed with them unsent) is looked at; one
 # whose client read none of them since the last look is aborted, its bytes dropped (`TimedRequests.watch_the_unread`):
-# held at most twice this past the client's last read. A client reading some within each, however little, is not
+# held at most twice this past the client's last read. A client reading on within each, however slowly, is not (`sent`)
 UNREAD_ABORT_S = 30.0
 REFUSED_LINGERING = 64  # refused connections left to their clients at most; one more closes the busiest peer's oldest
 MAX_ORIGIN_HEAD_BYTES = 16384  # of a refused connection's head kept to find its Origin (CORS on): a browser's fits
