@@ -31,11 +31,13 @@ def test_a_chat_question_of_invisible_characters_is_refused(svc, question):
 
 def test_a_user_whose_rows_the_preference_file_leaves_out_exports_an_empty_file(svc):
     with svc.client("acme") as c:
-        body = chat(c, "edits-only", ["", "", "", ""])
-        r = c.post("/v1/feedback", json={"type": "edit", "response_id": body["id"], "edited": "Hello there."})
+        # a rating with no visible rival is kept (a row with a blank side) and is no line of the preference file (an
+        # edit of a blank served answer, which made such a row too, is refused: a 400 naming `response_id`)
+        body = chat(c, "unrivalled", ["Hello there.", "", "", ""])
+        r = c.post("/v1/feedback", json={"type": "rating", "response_id": body["id"], "rating": 5})
         assert r.status_code == 201, r.text
-        assert c.get("/v1/users/edits-only/preferences").json()["total"] == 1
-        r = c.get("/v1/users/edits-only/export", params={"format": "preferences"})
+        assert c.get("/v1/users/unrivalled/preferences").json()["total"] == 1
+        r = c.get("/v1/users/unrivalled/export", params={"format": "preferences"})
         assert r.status_code == 200 and r.text == "", r.text  # was 404 "no user"
         assert c.get("/v1/users/nobody-at-all/export", params={"format": "preferences"}).status_code == 404
 
