@@ -38,6 +38,14 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
+def signed_in_as_admin(browser, svc) -> None:
+    """Sign in on the login page with the admin key, as an admin would, and wait for the signed-in page."""
+    browser.get(local(svc, "/admin/login"))
+    browser.find_element(By.ID, "key").send_keys(svc.keys["admin"])
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, "#sign-out")
+
+
 @pytest.mark.slow  # a service, an audit and Chromium: ~30 s on two busy cores
 def test_hostile_labels_and_answers_run_no_script_and_keep_the_layout(svc, browser):
     with svc.client("acme") as c, svc.client("admin") as admin:
@@ -51,10 +59,7 @@ def test_hostile_labels_and_answers_run_no_script_and_keep_the_layout(svc, brows
         for tenant in ({}, {"tenant": "acme"}):
             r = admin.get("/admin/audits/fairness", params={"group_by": "seg", "wait": 120, "min_comparisons": 1, **tenant})
             assert r.status_code == 200 and len(r.json()["groups"]) == len(HOSTILE), r.text
-    browser.get(local(svc, "/admin/login"))
-    browser.find_element(By.ID, "key").send_keys(svc.keys["admin"])
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait_for(browser, "#sign-out")
+    signed_in_as_admin(browser, svc)
     for path in ("/admin/dashboard", "/admin/dashboard?tenant=acme"):
         browser.get(local(svc, path))
         wait_for(browser, "#group-accuracy")
@@ -109,10 +114,7 @@ def test_hostile_audit_names_in_the_jobs_table_run_no_script_and_fetch_nothing(s
             jobs.append(r.json()["id"])
         for job_id in jobs:
             wait_until(lambda job_id=job_id: admin.get(f"/admin/jobs/{job_id}").json()["state"] in ("succeeded", "failed"), 240)
-    browser.get(local(svc, "/admin/login"))
-    browser.find_element(By.ID, "key").send_keys(svc.keys["admin"])
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait_for(browser, "#sign-out")
+    signed_in_as_admin(browser, svc)
     for path in ("/admin/dashboard", "/admin/dashboard?tenant=acme"):
         browser.get(local(svc, path))
         wait_for(browser, "#jobs")
