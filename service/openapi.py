@@ -213,6 +213,8 @@ REQUEST_EXAMPLES: dict[tuple[str, str], dict[str, dict]] = {
             "type": "choice", "response_id": _RESPONSE_ID, "chosen_index": 1}},
         "rating": {"summary": "a 1-5 rating of a chat's served answer (its `id` as response_id)", "value": {
             "type": "rating", "response_id": _RESPONSE_ID, "rating": 5}},
+        "rating_of_a_choice": {"summary": "a 1-5 rating of choices[1] of a chat with n=2 (`index`: which choice; 0 when left out)",
+                               "value": {"type": "rating", "response_id": _RESPONSE_ID, "rating": 2, "index": 1}},
         "edit": {"summary": "the user rewrote a chat's answer (its `id` as response_id)", "value": {
             "type": "edit", "response_id": _RESPONSE_ID, "edited": "A spicy lentil curry with rice."}},
     },

@@ -185,9 +185,25 @@ def test_every_app_builds_the_same_document_whose_examples_keep_to_their_schemas
     assert {"/paths//admin/jobs/post/responses/200/content/application/json/examples/job-example-1",
             "/paths//admin/audits/fairness/get/responses/202/content/application/json/examples/auditpending-example-1"} <= {
         where for where, _, _ in examples}
+    # a request body's example names no field its route refuses: every body is decoded with unknown fields
+    # forbidden (a 400 "unknown field"), which msgspec's schemas do not say, so the check says it for them
+    closed = _closed(schema["components"])
     for where, kept_to, value in examples:
-        errors = [e.message for e in jsonschema.Draft202012Validator({"components": schema["components"], **kept_to}).iter_errors(value)]
+        components = closed if "/requestBody/" in where else schema["components"]
+        errors = [e.message for e in jsonschema.Draft202012Validator({"components": components, **kept_to}).iter_errors(value)]
         assert errors == [], (where, errors)
+
+
+def _closed(node):
+    """`node` with every object schema that lists its `properties` closed to others (`additionalProperties: false`)."""
+    if isinstance(node, list):
+        return [_closed(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _closed(value) for key, value in node.items()}
+    if isinstance(node.get("properties"), dict) and "additionalProperties" not in node:
+        out["additionalProperties"] = False
+    return out
 
 
 def test_a_body_over_the_limit_on_a_get_or_delete_is_a_413_the_operation_declares(svc, schema):
