@@ -45,12 +45,12 @@ from pluralign.data.record import (
     new_pref_id_problem,
 )
 from pluralign.data.text import (
-    answer_key,
     closest_name,
     controls_escaped,
     is_blank,
     lone_surrogate_escape,
     lone_surrogate_problem,
+    look_key,
     nfc,
     shorten,
     surrogate_problem,
@@ -467,7 +467,7 @@ _ROLE_SET = frozenset(MESSAGE_ROLES)
 
 def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
     """The record `row_to_preference` reads from the JSON line `raw`, read in one typed decoding, its
-    texts looked at by `answer_key` and `Preference`'s blank test only (an import's 8,000 lines are
+    texts looked at by `look_key` and `Preference`'s blank test only (an import's 8,000 lines are
     read holding the interpreter lock; for ASCII text each is one `str.strip`); None for any
     line that is not a good row as it stands (malformed, another type, a blank or repeated answer, ...):
     `row_to_preference` then reads it and names the problem, so every error stays its own."""
@@ -490,7 +490,7 @@ def _line_record(raw: bytes, default_user: str | None) -> Preference | None:
         if texts is None:
             return None
         prompt, chosen, rejected, trl = texts
-    if answer_key(chosen) == answer_key(rejected):
+    if look_key(chosen) == look_key(rejected):  # as feedback reads a pair (docs/api.md "The same answer")
         return None
     try:  # Preference refuses a blank user_id, prompt, chosen or rejected
         return Preference(user_id=user_id, prompt=prompt, chosen=chosen, rejected=rejected, margin=row.margin, tie=bool(row.tie),
@@ -718,7 +718,7 @@ def _take_texts(row: dict[str, Any], line: int, implicit: bool) -> TrlRow:
             raise PreferenceError(line, field, "has no visible character (only whitespace or zero-width characters)")
         if problem := surrogate_problem(row[field]):
             raise PreferenceError(line, field, problem)
-    if answer_key(row["chosen"]) == answer_key(row["rejected"]):
+    if look_key(row["chosen"]) == look_key(row["rejected"]):  # one rule with feedback's (docs/api.md "The same answer")
         raise PreferenceError(line, "rejected", "is the same answer as `chosen`: a comparison needs two different answers")
     return original
 

@@ -420,7 +420,7 @@ class Preference(Base):
         may carry (`new_pref_id_problem`: a space, `..`): the rules
         `read_rows` applies to a row, for a record made in Python. `chosen` may be `rejected`'s answer (a tie over one
         answer), which a file's row may not be: `read_preferences` refuses the line `write_jsonl` writes of such a record
-        ("is the same answer as `chosen`", `answer_key`)."""
+        ("is the same answer as `chosen`", `look_key`)."""
         for name in ("user_id", "prompt", "chosen", "rejected"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"`{name}` must be a str, got {type(getattr(self, name)).__name__}")

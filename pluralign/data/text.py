@@ -136,8 +136,9 @@ def answer_key(text: str) -> str:
 # (U+FB01 "ﬁ", U+0133 "ĳ"). Not the tags whose forms are drawn otherwise: <super>, <sub>, <circle>, <fraction>, <wide>,
 # <font> ("x²" and "x2", "①" and "1", "Ｃａｆé" and "Café" are told apart), nor the rest of <compat> ("ſ" is no "s")
 _DRAWN_AS_DECOMPOSED = ("<noBreak>", "<initial>", "<medial>", "<final>", "<isolated>")
-_SPACES = regex.compile(r"\s+")
-_SPACING_TO_FOLD = regex.compile(r"[^\S ]| {2}")  # a run of whitespace `_SPACES` would redraw: any but one plain space
+# a whole run of whitespace but one plain space (drawn as it is): two or more characters, taken to the run's end, or one
+# other than a space; a match begins where its run does, as a run of one space, matched nowhere, is the only one skipped
+_SPACING_TO_FOLD = regex.compile(r"\s\s+|[^\S ]")
 _LINE_BREAK = regex.compile(r"\r\n|[\n\v\f\r\x1c-\x1e\x85\u2028\u2029]")  # what `str.splitlines` ends a line at
 
 
@@ -166,13 +167,15 @@ def look_key(text: str) -> str:
     "fi", an Arabic presentation form its letter). Not NFKC: "x\u00b2" and "x2", "\u2460" and "1", full-width letters
     stay apart. For comparing only, never stored: dedupe keys and an audit's group labels are `answer_key`'s."""
     key = answer_key(text)
-    # each step only where it changes something (most answers: words and single spaces; `_SPACES.sub` calls back
-    # per space): a text already in NFKC holds no compatibility form, so none to fold
+    # each step only where it changes something (most answers: words and single spaces; each run to fold is a call
+    # back): a text already in NFKC holds no compatibility form, so none to fold
     if not key.isascii() and not unicodedata.is_normalized("NFKC", key):
         key = nfc("".join(map(_drawn_as, key)))
-    if key.isprintable() and "  " not in key:  # every whitespace one plain space (others are Z* or Cc, not printable)
+    # every run of whitespace one plain space or line feeds only, each drawn as written (any other whitespace is Z* or Cc, not
+    # printable): most answers, those of several lines too, read by string methods (a regex scan is ~20 ns a character)
+    if "  " not in key and (key.isprintable() or (" \n" not in key and "\n " not in key and key.replace("\n", "").isprintable())):
         return key
-    return _SPACES.sub(_spaces_shown, key) if _SPACING_TO_FOLD.search(key) else key
+    return _SPACING_TO_FOLD.sub(_spaces_shown, key)
 
 
 def look_question_key(prompt: str, x: str, y: str) -> tuple[str, frozenset[str]]:

@@ -1203,7 +1203,7 @@ def in_preference_file(row: StoredPreference) -> bool:
     """Whether `export_preference_lines` writes the row: not a rating without rival, nor a blank or same-answer
     row an older version stored, nor one with an attribute name holding a control character or a bidi embedding,
     override or isolate (an import refuses them: `check_labels`)."""
-    return not (is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or answer_key(row.chosen) == answer_key(row.rejected)
+    return not (is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or look_key(row.chosen) == look_key(row.rejected)
                 or any(name_control_problem(name) for name in row.attributes or ()))
 
 

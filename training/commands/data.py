@@ -48,12 +48,12 @@ def _load_located(args):
 
 
 def _same_answer(records: list) -> list[int]:
-    """Indexes of `records` whose chosen and rejected are one answer (`pluralign.data.text.answer_key`): UKPConvArg1
+    """Indexes of `records` whose chosen and rejected are one answer (`pluralign.data.text.look_key`): UKPConvArg1
     pairs 15 of its arguments with the same text (75 judgments, 70 of them ties). A preference file may not hold
     such a row (the reader refuses it: a comparison needs two different answers), nor does the service take one."""
-    from pluralign.data.text import answer_key
+    from pluralign.data.text import look_key
 
-    return [i for i, r in enumerate(records) if answer_key(r.chosen) == answer_key(r.rejected)]
+    return [i for i, r in enumerate(records) if look_key(r.chosen) == look_key(r.rejected)]
 
 
 def _comparisons_only(args: argparse.Namespace, records: list, where: list[str]) -> tuple[list, list[str], int]:
