@@ -57,7 +57,7 @@ import torch
 
 from pluralign.data.record import MAX_MARGIN, Persisted, Preference
 from pluralign.device import default_device
-from pluralign.losses import TrainingDiverged, dpo_loss
+from pluralign.losses import TrainingDiverged, dpo_loss, margin_credit
 from pluralign.policy.chat_template import chat_prompt_ids, text_ids
 from pluralign.policy.rerank_maxmin import normalize_rewards, share_weights
 from pluralign.reward.inputs import above_zero, at_least, whole
@@ -420,7 +420,7 @@ def train_maxmin(
         optimizer.step()
         log.steps.append(step)
         log.loss.append(float(loss.detach()))
-        log.reward_accuracy.append(float((chosen_ratio > rejected_ratio).float().mean()))
+        log.reward_accuracy.append(float(margin_credit(chosen_ratio - rejected_ratio).mean()))
         if step_callback:
             step_callback(step, log.loss[-1])
         if callback and (step == config.steps or (every and step % every == 0)):
