@@ -379,7 +379,7 @@ class EMMixture:
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
         """P(chosen) (N_query,) for new users: each user's posterior over heads from their support
-        pairs (`posterior`; no support pairs: the mixing weights), then the heads' probabilities
+        pairs (`posterior`; no support pairs: the mixing weights, under hard EM the largest one's head alone), then the heads' probabilities
         mixed by it. `query.users` must be `support.users` (the same index). Raises ValueError
         naming `support`.field or `query`.field as `PairBatch.check` does."""
         same_users(support, query)
