@@ -64,14 +64,15 @@ def select_maxmin(rewards: np.ndarray, mean: np.ndarray | None = None, scale: np
 
     rewards: (n, G). Ties on the minimum go to the higher mean normalized reward weighted by
     `shares` ((G,) non-negative group weights, e.g. a mixture's weights; default equal), then the
-    lowest index. With two candidates that are each one group's favourite, standardized over the
+    lowest index. A group of share 0 (a mixture's head no user chose, its rewards constant) is no one's: it is
+    left out of the minimum, which it would otherwise cap at its constant. With two candidates that are each one group's favourite, standardized over the
     candidates (no `mean` or `scale`), the minimum always ties (every group's rewards are -1 and +1): equal weights leave the first,
     shares give the one the larger group prefers (as `maxmin.maxmin_scores` does for training).
     Raises ValueError for an empty table, `mean` or `scale` as `normalize_rewards` does, or `shares` of another length
     than G, negative, not finite or summing to 0."""
     z = normalize_rewards(rewards, mean, scale)  # (n, G)
     weights = share_weights(shares, z.shape[1])
-    worst = z.min(1)  # (n,)
+    worst = z[:, weights > 0].min(1)  # (n,): over the groups someone is in
     best = np.flatnonzero(np.isclose(worst, worst.max()))
     return int(best[np.argmax(z[best] @ weights)])
 

@@ -127,3 +127,23 @@ def test_fspo_on_a_file_read_twice_names_the_different_comparisons(tmp_path, mon
                                           str(path), "--out", str(tmp_path / "fs")))
     assert line.startswith("pluralign: error: --shots 4 + --queries 1: "), line
     assert "different strict comparisons" in line and "at most 3" in line, line
+
+
+def test_a_head_no_user_chose_is_no_worst_off_group():
+    """EM with K above the population's groups leaves a head no user chose (pi_k = 0: K = 3 on two planted groups
+    did), its weights 0, its rewards 0 for every candidate. Taken into the minimum, that constant capped every
+    candidate's MaxMin score at 0, and the majority's tie-break chose: here candidate 1 (minority standardized
+    reward 0.07) over candidate 0 (0.34), which the two groups alone choose."""
+    from pluralign.policy.maxmin import maxmin_scores
+    from pluralign.policy.rerank_maxmin import select_with_heads
+
+    rewards = np.array([[10.0, 7.0], [12.0, 6.0], [0.0, 0.0], [1.0, 10.0]])  # (candidates, groups): majority, minority
+    assert select_maxmin(rewards, shares=[0.75, 0.25]) == 0
+    with_empty = np.c_[np.zeros(4), rewards]
+    assert select_maxmin(with_empty, shares=[0.0, 0.75, 0.25]) == 0  # before: 1
+    assert np.allclose(maxmin_scores(with_empty, np.array([0.0, 0.75, 0.25])), maxmin_scores(rewards, np.array([0.75, 0.25])))
+    # through a mixture: heads over [y; x * y] read the response alone here (the prompt's half of the weights is 0)
+    heads = torch.zeros(3, 4, dtype=torch.float64)
+    heads[1, 0], heads[2, 1] = 1.0, 1.0  # the majority's reward is y[0], the minority's y[1]; head 0 chosen by no one
+    mixture = EMMixture.from_heads(heads, torch.log(torch.tensor([0.0, 0.75, 0.25])), EMConfig(k=3))
+    assert select_with_heads(mixture, np.ones(2), rewards) == 0  # before: 1
