@@ -55,6 +55,15 @@ def bradley_terry_loss(chosen_reward: torch.Tensor, rejected_reward: torch.Tenso
     return -F.logsigmoid(chosen_reward - rejected_reward).mean()
 
 
+def margin_credit(margin: torch.Tensor) -> torch.Tensor:
+    """Accuracy credit of comparisons from their margins (the chosen answer's score less the rejected one's), (N,) ->
+    (N,) float: 1 above 0, 0.5 at exactly 0 (a tie: the model cannot tell the answers apart), 0 below; as
+    `pluralign.fairness.metrics.credit` credits P(chosen) = sigmoid(margin), so a training loop's accuracy and
+    `pluralign eval`'s agree. Counting a tie as wrong put a model that scores two alike answers evenly (PAL on two
+    answers one embedding reads alike, a policy at its first step, equal to its reference) below chance."""
+    return (margin > 0).float() + 0.5 * (margin == 0).float()
+
+
 def _log_ratio_margin(policy_chosen_logp: torch.Tensor, policy_rejected_logp: torch.Tensor,
                       ref_chosen_logp: torch.Tensor, ref_rejected_logp: torch.Tensor, beta: float) -> torch.Tensor:
     """(N,) log(pi / pi_ref) of the chosen answer less that of the rejected one, in nats: the margin DPO and IPO

@@ -64,7 +64,7 @@ def comparison_key(record: Preference) -> tuple[str, frozenset[str]]:
     return question_key(record.prompt, record.chosen, record.rejected)  # the question next-comparison asks once
 
 
-def _repeats_together(pairs: list[Preference]) -> list[list[Preference]]:
+def repeats_together(pairs: list[Preference]) -> list[list[Preference]]:
     """`pairs` grouped by `comparison_key`, groups in the order of their first record."""
     groups: dict[tuple[str, frozenset[str]], list[Preference]] = {}
     for pair in pairs:
@@ -91,7 +91,7 @@ def hold_out(pairs: list[Preference], n: int) -> tuple[list[Preference], list[Pr
     """(held out, rest) of `pairs`, in their order: the first `n` records (a few more where the last comparison
     taken repeats: `comparison_key`, a repeat goes with the comparison it repeats), and the rest, one comparison at
     least (so fewer are held out where repeats leave too few different ones). Without repeats: pairs[:n], pairs[n:]."""
-    held = _take(_repeats_together(pairs), n, leave=1)
+    held = _take(repeats_together(pairs), n, leave=1)
     return held, _rest(pairs, held)
 
 
@@ -122,7 +122,7 @@ def split_seen(
             raise ValueError(f"user {user!r} has {len(pairs)} comparisons: {n_test} go to test and {n_val} to validation, "
                              f"none is left to train on (at least {n_test + n_val + 1} needed); leave the user out "
                              "or fit them as a new user (`fit_user`)")
-        groups = _repeats_together(pairs)  # without repeats: one record each, the split as by counts alone
+        groups = repeats_together(pairs)  # without repeats: one record each, the split as by counts alone
         if len(groups) < 3:
             raise ValueError(f"user {user!r} has {len(pairs)} comparisons but only {len(groups)} different ones (the rest "
                              "repeat them): a test, a validation and a training comparison need 3; leave the user out "
@@ -150,7 +150,7 @@ def split_unseen(
         random.Random(f"{seed}:{user}").shuffle(pairs)
         n_query = max(min_query, round(len(pairs) * query_fraction))
         # a comparison asked again is a query or in the pool, never both
-        split.query[user] = _take(_repeats_together(pairs), n_query, leave=0)
+        split.query[user] = _take(repeats_together(pairs), n_query, leave=0)
         split.support[user] = _rest(pairs, split.query[user])
     return split
 

@@ -40,8 +40,9 @@ from dataclasses import dataclass
 import torch
 
 from pluralign.data.record import Base, Preference
+from pluralign.data.splits import comparison_key, repeats_together
 from pluralign.data.text import shorten
-from pluralign.losses import TrainingDiverged, dpo_loss, ipo_loss
+from pluralign.losses import TrainingDiverged, dpo_loss, ipo_loss, margin_credit
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.logprobs import PackedBatch, ScoringBatch, encode_packed, sequence_logprobs
 from pluralign.policy.trunk import head_logprobs, lowest_adapted_layer, trunk_states
@@ -110,26 +111,60 @@ def training_episodes(
 ) -> list[Episode]:
     """`count` episodes, users taken round-robin in a shuffled order (so every batch mixes users).
     Each draw takes shots + `queries` distinct comparisons of its user and gives `queries`
-    consecutive episodes with the same shots, one per held-out comparison. Ties are skipped.
+    consecutive episodes with the same shots, one per held-out comparison (a comparison given again, `comparison_key`,
+    is one: never both a shot and the held-out one). Ties are skipped.
     Raises TypeError when `users` is not a mapping of user id to comparisons, ValueError naming
     `shots`, `count` (whole numbers >= 0) or `queries` (>= 1) when out of range, and when no user
-    has shots + queries comparisons."""
+    has shots + queries different comparisons."""
     if not isinstance(users, Mapping):
         raise TypeError(f"`users` must map each user id to their comparisons ({{user_id: [Preference, ...]}}), "
                         f"got {type(users).__name__}")
     whole("training_episodes", 0, shots=shots, count=count)
     whole("training_episodes", 1, queries=queries)
     rng = random.Random(seed)
-    pools = {u: [p for p in ps if not p.tie] for u, ps in users.items()}
+    pools = {u: repeats_together([p for p in ps if not p.tie]) for u, ps in users.items()}  # each user's comparisons
     order = sorted(u for u, ps in pools.items() if len(ps) >= shots + queries)
     if not order:
         raise ValueError(f"no user has {shots + queries} comparisons (shots + queries)")
     rng.shuffle(order)
     episodes: list[Episode] = []
     for i in range(-(-count // queries)):
-        drawn = rng.sample(pools[order[i % len(order)]], shots + queries)
+        drawn = _draw(rng, pools[order[i % len(order)]], shots + queries)
         episodes.extend(episode(drawn[:shots], q) for q in drawn[shots:])
     return episodes[:count]
+
+
+def _draw(rng: random.Random, comparisons: Sequence[Sequence[Preference]], n: int) -> list[Preference]:
+    """`n` different comparisons drawn from `comparisons` (`repeats_together`'s groups: the records of one comparison
+    given again), one record of each. Drawn among records, a comparison given twice (a file read twice) was shown as
+    a shot and held out in one episode, which trains the policy to copy the answer from its context. Without
+    repeats, the draw `rng.sample` makes of the records themselves."""
+    return [group[0] if len(group) == 1 else rng.choice(group) for group in rng.sample(list(comparisons), n)]
+
+
+def own_episodes(pairs: Sequence[Preference], shots: int, rounds: int, seed: int = 0) -> list[Episode]:
+    """One user's training episodes (`pluralign train adapter`): each of `pairs` held out in turn, `rounds` times
+    over, with `shots` of the user's other comparisons as context, drawn at random (`seed`); never a repeat of the
+    held-out comparison (`comparison_key`). Raises ValueError naming `shots` or `rounds` when not a whole number (>= 0,
+    >= 1), and `shots` when `pairs` holds fewer other comparisons than that (`distinct_comparisons`)."""
+    whole("own_episodes", 0, shots=shots)
+    whole("own_episodes", 1, rounds=rounds)
+    groups = repeats_together(list(pairs))
+    if shots > len(groups) - 1:
+        raise ValueError(f"`shots` {shots}: each episode shows that many of the user's other comparisons, and "
+                         f"`pairs` holds {len(groups)} different comparisons")
+    rng = random.Random(seed)
+    episodes = []
+    for pair in list(pairs) * rounds:
+        key = comparison_key(pair)
+        others = [group for group in groups if comparison_key(group[0]) != key]
+        episodes.append(episode(_draw(rng, others, shots), pair))
+    return episodes
+
+
+def distinct_comparisons(pairs: Sequence[Preference]) -> int:
+    """How many different comparisons `pairs` holds (`comparison_key`: a row given again counts once)."""
+    return len({comparison_key(p) for p in pairs})
 
 
 def context_groups(episodes: Sequence[Episode]) -> list[list[int]]:
@@ -345,7 +380,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         margin = ((logp[:b] - ref[:b]) - (logp[b:] - ref[b:])).detach()  # (B,)
-        stats = {"loss": loss.item(), "reward_acc": (margin > 0).float().mean().item(), "lr": lr}
+        stats = {"loss": loss.item(), "reward_acc": margin_credit(margin).mean().item(), "lr": lr}
         history.append(stats)
         if on_step is not None:
             on_step(step, stats)

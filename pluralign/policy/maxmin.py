@@ -57,7 +57,7 @@ import torch
 
 from pluralign.data.record import MAX_MARGIN, Persisted, Preference
 from pluralign.device import default_device
-from pluralign.losses import TrainingDiverged, dpo_loss
+from pluralign.losses import TrainingDiverged, dpo_loss, margin_credit
 from pluralign.policy.chat_template import chat_prompt_ids, text_ids
 from pluralign.policy.rerank_maxmin import normalize_rewards, share_weights
 from pluralign.reward.inputs import above_zero, at_least, whole
@@ -128,7 +128,9 @@ def maxmin_scores(rewards: np.ndarray, shares: np.ndarray | None = None, tie_bre
     choice fell to rounding or to the candidates' order. A leximin refinement (Sen, 1970) would not break
     that tie: it looks at the sorted rewards, (-1, +1) both times, not at which group is which.
 
-    `shares`: (K,) finite non-negative group weights, e.g. EM's mixing weights (default: equal);
+    `shares`: (K,) finite non-negative group weights, e.g. EM's mixing weights (default: equal); a group of share 0
+    (a head no user chose: EM with K above the population's groups leaves one, its weights 0) is left out of the
+    minimum, where its constant reward, standardized to 0, capped every candidate's score at 0;
     `tie_break` >= 0, 0 is the plain minimum. The normalized rewards lie within +-sqrt(n - 1), so the
     term can reorder two candidates only when their minima differ by less than tie_break * 2 *
     sqrt(n - 1) (0.0035 for four candidates at the default). With one head the scores are that
@@ -139,7 +141,7 @@ def maxmin_scores(rewards: np.ndarray, shares: np.ndarray | None = None, tie_bre
     weights = share_weights(shares, z.shape[1])
     if not (np.isfinite(tie_break) and tie_break >= 0):
         raise ValueError(f"tie_break must be a finite number >= 0, got {tie_break}")
-    return z.min(1) + tie_break * (z @ weights)
+    return z[:, weights > 0].min(1) + tie_break * (z @ weights)  # the minimum over the groups someone is in
 
 
 Pairing = Callable[[np.ndarray, float], list[tuple[int, int]]]  # (n,) scores, margin -> (chosen, rejected) indices
@@ -420,7 +422,7 @@ def train_maxmin(
         optimizer.step()
         log.steps.append(step)
         log.loss.append(float(loss.detach()))
-        log.reward_accuracy.append(float((chosen_ratio > rejected_ratio).float().mean()))
+        log.reward_accuracy.append(float(margin_credit(chosen_ratio - rejected_ratio).mean()))
         if step_callback:
             step_callback(step, log.loss[-1])
         if callback and (step == config.steps or (every and step % every == 0)):

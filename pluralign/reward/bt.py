@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from pluralign.device import default_device
-from pluralign.losses import bradley_terry_loss
+from pluralign.fairness.metrics import credit
+from pluralign.losses import bradley_terry_loss, margin_credit
 from pluralign.reward.early_stopping import EarlyStopping, StoppingRule
 from pluralign.reward.features import PairBatch, same_users, seen_rows
 from pluralign.reward.inputs import above_zero, at_least, comparison_rows, whole
@@ -71,8 +72,8 @@ def distinct_answers(pairs: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torc
     return items, index[: len(pairs)], index[len(pairs) :]
 
 
-def _accuracy(p: torch.Tensor) -> float:
-    return float((p > 0).float().mean()) if p.numel() else float("nan")
+def _accuracy(margin: torch.Tensor) -> float:
+    return float(margin_credit(margin).mean()) if margin.numel() else float("nan")
 
 
 class SingleBT:
@@ -229,7 +230,7 @@ class PerUserBT:
         train = train.to(default_device())
         self.weights = fit_user_logistic(self._diff(train), train.user, len(train.users), self.config.l2)
         self.users = list(train.users)
-        return {"val_acc": float((self.prob_seen(val) > 0.5).mean())} if len(val) else {}
+        return {"val_acc": float(credit(self.prob_seen(val)).mean())} if len(val) else {}
 
     def _checked(self, pairs: PairBatch, name: str) -> PairBatch:
         if self.weights is None:

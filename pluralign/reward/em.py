@@ -35,6 +35,7 @@ from pluralign.checks import SEED_MAX, encoder_named
 from pluralign.data.record import Persisted
 from pluralign.data.text import is_blank
 from pluralign.device import default_device, usable_device
+from pluralign.fairness.metrics import credit
 from pluralign.files import (
     DECODE_ERRORS,
     check_digests,
@@ -305,7 +306,7 @@ class EMMixture:
             "best_restart": self.fit_result.best_restart,
         }
         if len(val):
-            metrics["val_acc"] = float((self.prob_seen(val) > 0.5).mean())
+            metrics["val_acc"] = float(credit(self.prob_seen(val)).mean())  # a tie half, as `pluralign eval` credits it
         return metrics
 
     def _heads(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,7 +379,7 @@ class EMMixture:
 
     def prob_new_users(self, support: PairBatch, query: PairBatch) -> np.ndarray:
         """P(chosen) (N_query,) for new users: each user's posterior over heads from their support
-        pairs (`posterior`; no support pairs: the mixing weights), then the heads' probabilities
+        pairs (`posterior`; no support pairs: the mixing weights, under hard EM the largest one's head alone), then the heads' probabilities
         mixed by it. `query.users` must be `support.users` (the same index). Raises ValueError
         naming `support`.field or `query`.field as `PairBatch.check` does."""
         same_users(support, query)

@@ -22,6 +22,7 @@ from pluralign.losses import (
     MIN_JUDGED_VAL_PAIRS,
     TrainingDiverged,
     bradley_terry_loss,
+    margin_credit,
 )
 from pluralign.reward.features import PairBatch
 from pluralign.reward.inputs import above_zero, as_numbers, at_least, seed_in_range, whole
@@ -107,7 +108,7 @@ def _evaluate(model: PALModel, logits: torch.Tensor, pairs: PairBatch, batch_siz
         b = slice(start, start + batch_size)
         margin = model.margin(logits[pairs.user[b]], model.pair_terms(pairs.prompt[b], pairs.chosen[b], pairs.rejected[b]))
         losses.append(torch.nn.functional.softplus(-margin))
-        correct.append((margin > 0).float())
+        correct.append(margin_credit(margin))
     return float(torch.cat(losses).mean()), float(torch.cat(correct).mean())
 
 

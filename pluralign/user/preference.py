@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pluralign.fairness.metrics import credit
 from pluralign.reward.features import PairBatch, same_users
 from pluralign.reward.model_selection import KSelected
 from pluralign.reward.pal_fit import fit_users
@@ -73,7 +74,7 @@ class ResidualPreference:
         self._particles = None
         metrics["residual_scale"] = scale
         if len(val):
-            metrics["val_acc"] = float((prob > 0.5).mean())
+            metrics["val_acc"] = float(credit(prob).mean())
         return metrics
 
     def _fit_users(self, logits: np.ndarray, pairs: PairBatch) -> dict[str, tuple[np.ndarray, UserState]]:

@@ -97,7 +97,16 @@ def run(args: argparse.Namespace) -> int:
 
     from pluralign.data.splits import hold_out
     from pluralign.policy.adapters import AdapterError, AdapterMeta, AdapterRegistry, data_version, load_adapter
-    from pluralign.policy.fspo import FSPOConfig, ReferencePolicy, add_lora, episode, reward_accuracy, train
+    from pluralign.policy.fspo import (
+        FSPOConfig,
+        ReferencePolicy,
+        add_lora,
+        distinct_comparisons,
+        episode,
+        own_episodes,
+        reward_accuracy,
+        train,
+    )
     from training.commands.train_fspo import load_base
 
     found = store_folder("--store", args.store) if args.store else None  # a data folder or its lancedb/: checked, not created
@@ -115,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     held_out, train_pairs = hold_out(comparisons, n_test)  # a repeated comparison is never held out against itself
     model, tokenizer, base_id = load_base(args.base)
     base_id = args.base_model_id or base_id
-    shots = min(parent.shots if parent else 0, len(train_pairs) - 1)
+    shots = min(parent.shots if parent else 0, distinct_comparisons(train_pairs) - 1)  # a repeat is no other comparison
     config = FSPOConfig(
         shots=shots,
         loss=args.loss,
@@ -126,11 +135,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    rng = random.Random(args.seed)
-    episodes = []
-    for pair in train_pairs * max(1, config.steps * config.batch_size // len(train_pairs)):
-        others = [p for p in train_pairs if p is not pair]
-        episodes.append(episode(rng.sample(others, shots), pair))
+    episodes = own_episodes(train_pairs, shots, max(1, config.steps * config.batch_size // len(train_pairs)), args.seed)
     test = [episode(train_pairs[:shots], p) for p in held_out]
 
     if parent:

@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         FSPOConfig,
         ReferencePolicy,
         add_lora,
+        distinct_comparisons,
         query_episodes,
         reward_accuracy,
         train,
@@ -136,11 +137,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     train_users, support, query = load_population(args)
-    most = max((sum(not p.tie for p in ps) for ps in train_users.values()), default=0)
+    most = max((distinct_comparisons([p for p in ps if not p.tie]) for ps in train_users.values()), default=0)
     if most < config.shots + config.queries:  # an episode takes that many of one user's comparisons
         source = f"--data {args.data}" if args.population == "file" else f"--population {args.population}"
         raise ValueError(f"--shots {config.shots} + --queries {config.queries}: each training episode takes "
-                         f"{config.shots + config.queries} strict comparisons of one user, and no training user of {source} has "
+                         f"{config.shots + config.queries} different strict comparisons of one user, and no training user of {source} has "
                          f"that many (at most {most}, among {len(train_users)} training users); lower --shots or --queries")
     eval_users = sorted(u for u in query if len(support[u]) >= config.shots)[: args.eval_users]
     # unseen users held out of training for a score that cannot be taken (it would read `null`); a file of one

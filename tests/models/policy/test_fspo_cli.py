@@ -30,12 +30,14 @@ def test_train_fspo_then_a_user_adapter(make_tiny_lm, tokenizer, tmp_path, capsy
 
     fspo = tmp_path / "fspo"
     args = ["train", "fspo", "--population", "file", "--data", str(tmp_path / "prefs.jsonl"), "--base", str(base)]
-    assert main(args + ["--shots", "2", "--steps", "3", "--batch-size", "2", "--episodes", "4", "--queries", "2", "--lora-layers", "1", "--lr", "1e-2", "--out", str(fspo)]) == 0
+    # each user's 8 rows are 3 different comparisons: an episode takes 1 shot + 2 held out (breakE63: 2 + 2 drew a
+    # comparison twice, shown as a shot of its own held-out copy)
+    assert main(args + ["--shots", "1", "--steps", "3", "--batch-size", "2", "--episodes", "4", "--queries", "2", "--lora-layers", "1", "--lr", "1e-2", "--out", str(fspo)]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["unseen_users"] == 2 and 0 <= report["unseen_reward_acc"] <= 1
     meta = read_meta(fspo)
     base_id = "tiny"  # a model folder's id is its name, as in the service
-    assert (meta.kind, meta.shots, meta.base_model) == ("fspo", 2, base_id)
+    assert (meta.kind, meta.shots, meta.base_model) == ("fspo", 1, base_id)
     assert (fspo / "adapter_model.safetensors").exists()
     assert json.loads((fspo / "adapter_config.json").read_text())["base_model_name_or_path"] == base_id
 
@@ -51,7 +53,7 @@ def test_train_fspo_then_a_user_adapter(make_tiny_lm, tokenizer, tmp_path, capsy
     first = [r for r in mine if r.rejected == mine[0].rejected]
     assert (report["held_out"], report["comparisons"]) == (len(first), 8 - len(first)) == (2, 6), report
     meta = AdapterRegistry(registry).meta("acme", "user3")
-    assert (meta.kind, meta.shots, meta.parent, meta.user) == ("user", 2, read_meta(fspo).data_version, "user3")
+    assert (meta.kind, meta.shots, meta.parent, meta.user) == ("user", 1, read_meta(fspo).data_version, "user3")
 
     # the served model picks the user's adapter, and FSPO for everyone else
     pool = AdapterPool(ModelHost(make_tiny_lm("tiny-cli")), AdapterRegistry(registry), base_id, 1 << 24, fallback=fspo)
