@@ -431,7 +431,8 @@ class RemoteGenerator:
                                        f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
 
     def stream(
-        self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
+        self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str | Candidate]:
         """Text pieces as the server sends them, then the final Candidate, its `tokens` and `prompt_tokens` the server's
         usage of this stream (not a count kept here for the service to ask by the conversation: a chat of the same
@@ -440,7 +441,10 @@ class RemoteGenerator:
         the stream ends or is closed. Raises GenerationTimedOut (its `bound` the policy's field) when the server does not
         begin the answer within `policy.timeout_s` (each try), sends no piece of it for `policy.stream_idle_s` while the
         next is waited for, or does not end it within `policy.stream_timeout_s` of its sending; the pieces before were
-        yielded, and the connection is closed (vLLM aborts the request)."""
+        yielded, and the connection is closed (vLLM aborts the request). `cancel` set before the call raises Cancelled,
+        the request not sent (as `generate`'s); once sent, a stream is stopped by closing it."""
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled before the request was sent")
         with self._use.generation(adapter):
             yield from self._stream(messages, sampling, adapter)
 

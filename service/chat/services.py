@@ -358,14 +358,16 @@ def complete(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event |
 def stream(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | None = None) -> Iterator[str | Served]:
     """Text pieces of the served answer, then the Served record.
 
-    With one candidate the tokens stream as they are generated (closing the iterator stops them).
+    With one candidate the tokens stream as they are generated (closing the iterator stops them; `cancel` set before
+    they begin, Cancelled: nothing generated, in a generation process either).
     With several, all are generated, reranked, and the best one is then sent in pieces: reranking
     needs whole answers; `cancel` stops that generation at its next token (`Cancelled`).
     """
     if p.candidates == 1:
         start = time.perf_counter()
         final = None
-        for piece in with_adapter_again(rt, p, lambda: _begun(rt.generator.stream(p.context, sampling=sampling, adapter=p.adapter))):
+        pieces = lambda: _begun(rt.generator.stream(p.context, sampling=sampling, adapter=p.adapter, cancel=cancel))  # noqa: E731
+        for piece in with_adapter_again(rt, p, pieces):
             if isinstance(piece, Candidate):
                 final = piece
             else:
