@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from litestar.exceptions import ServiceUnavailableException
 
-from pluralign.data.text import pickable
+from pluralign.data.text import is_blank, pickable
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import AdapterNotKept, AdapterNotLoaded, Cancelled, Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
@@ -162,8 +162,33 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
 
 
 def _scored(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
-    if not p.rerank:
+    """(scores in generation order, candidate indices best first) of the answers with something visible: a blank one
+    (`is_blank`) is never served ahead of one (`pickable_first`) nor in a `compare` pair, so it is neither embedded nor
+    scored; it follows them, at the lowest of their scores (none visible: none scored, 0). `p.candidate_vectors` and
+    `p.candidate_x` keep a row per candidate, a blank one's zeros."""
+    if not p.rerank or not (shown := [i for i, text in enumerate(texts) if not is_blank(text)]):
         return [0.0] * len(texts), list(range(len(texts)))
+    if len(shown) == len(texts):
+        return _ranked(rt, p, texts)
+    scores, order = _ranked(rt, p, [texts[i] for i in shown])
+    every = [min(scores)] * len(texts)
+    for i, score in zip(shown, scores, strict=True):
+        every[i] = score
+    p.candidate_vectors = _row_each(p.candidate_vectors, shown, len(texts))
+    p.candidate_x = _row_each(p.candidate_x, shown, len(texts))
+    return every, [shown[k] for k in order] + sorted(set(range(len(texts))).difference(shown))
+
+
+def _row_each(rows: np.ndarray | None, shown: list[int], n: int) -> np.ndarray | None:
+    """`rows` (len(shown), D), the candidates `shown`'s, as (n, D): zeros for the others."""
+    if rows is None:
+        return None
+    every = np.zeros((n, rows.shape[1]), rows.dtype)
+    every[shown] = rows
+    return every
+
+
+def _ranked(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
     start = time.perf_counter()
     # the population model the user's weights were fitted with, even if a new one was swapped in since
     rewards = p.weights.rewards if p.weights is not None and p.weights.rewards is not None else rt.rewards
