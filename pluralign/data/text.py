@@ -183,11 +183,12 @@ def look_question_key(prompt: str, x: str, y: str) -> tuple[str, frozenset[str]]
     return look_key(prompt), frozenset((look_key(x), look_key(y)))
 
 
-def pickable(texts: Iterable[str]) -> list[int]:
+def pickable(texts: Iterable[str], besides: str | None = None) -> list[int]:
     """The indices of the `texts` a person can pick between: each visible answer once (its first spelling, as
-    `look_key` tells answers apart), blank ones left out. What a `choice` on a response compares, and so the
-    choices its `compare` pair may name: a pair with a blank answer, or two spellings of one, records nothing."""
-    seen: set[str] = set()
+    `look_key` tells answers apart), blank ones left out, and so is every spelling of `besides` when given (the
+    answers to compare a chosen one with). What a `choice` on a response compares, and so the choices its `compare`
+    pair may name: a pair with a blank answer, or two spellings of one, records nothing. One `look_key` per text."""
+    seen: set[str] = set() if besides is None else {look_key(besides)}
     kept = []
     for i, text in enumerate(texts):
         if not is_blank(text) and (key := look_key(text)) not in seen:

@@ -318,7 +318,12 @@ class RemoteEncoder:
         vector that is not finite is VectorsNotFinite, a ValueError too (its docstring says why)."""
         try:
             items = sorted(response.data, key=lambda d: d.index)
-            vectors = np.asarray([d.embedding for d in items], np.float32)  # (n, dim)
+            embeddings = [d.embedding for d in items]
+            # "0.5" (which float32 parses), null: not a number, which OpenAI's answer holds (a JSON true the `openai`
+            # client builds into 1.0 before this sees it)
+            if (kinds := {type(v) for e in embeddings for v in e}) - {float, int}:
+                raise TypeError(f"its embeddings hold {_not_a_number(embeddings, kinds - {float, int})}, not numbers")
+            vectors = np.asarray(embeddings, np.float32)  # (n, dim)
         except (AttributeError, TypeError, ValueError) as exc:
             raise RemoteEncoderError(f"embeddings server at {self.shown_url} answered something that is not an embeddings list "
                                      f"({type(exc).__name__}: {shorten(str(exc), 200, '...')})") from exc
@@ -343,3 +348,8 @@ class RemoteEncoder:
         if self.counter is not None and self.max_length is not None:
             texts = window_starts(self.counter, texts, self.max_length)[0]
         return np.concatenate([self._request(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])
+
+
+def _not_a_number(embeddings: list, kinds: set[type]) -> str:
+    """The first value of `embeddings` (an answer's) of one of `kinds` (those that are not a number), shown short."""
+    return next(shorten(repr(v), 60, "...") for e in embeddings for v in e if type(v) in kinds)

@@ -615,10 +615,15 @@ class Generator:
         return candidates, self.prompt_tokens(messages)
 
     def stream(
-        self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
+        self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str | Candidate]:
         """Text pieces as they are generated, then the final Candidate (its full text and reason, its prompt's tokens). Raises
-        AdapterNotLoaded, before any piece, when `adapter` is not loaded or is dropped before the generation begins."""
+        AdapterNotLoaded, before any piece, when `adapter` is not loaded or is dropped before the generation begins;
+        Cancelled, before any piece and with nothing generated, when `cancel` is set before the call (its reader left
+        while it was planned, as `generate`'s). Once begun, a stream is stopped by closing it."""
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled before generation started")
         ids = self.encode_chat(messages)
         stop_ids = self._stop_token_ids()
         streamer = text_streamer(self.tokenizer)

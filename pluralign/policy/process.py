@@ -201,8 +201,8 @@ def _serve_call(send, generator: Generator, op: str, args, call: int, lane: str,
 
 def _send_stream(send, generator: Generator, cancel, args, call: int) -> None:
     """Send each piece of `generator.stream(*args)`, then ("ok", None). Raises `Cancelled` once
-    `cancel` is set (the stream's reader went away)."""
-    pieces = generator.stream(*args)
+    `cancel` is set (the stream's reader went away; set before the call, before anything is generated)."""
+    pieces = generator.stream(*args, cancel=cancel)
     try:
         for piece in pieces:
             if cancel.is_set():
@@ -720,11 +720,13 @@ class ProcessGenerator:
         """As `Generator.generate_styled`, in the child."""
         return self._call("generate_styled", list(messages), list(styles), sampling, adapter, cancel=cancel, adapter=adapter)
 
-    def stream(self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None) -> Iterator[str | Candidate]:
+    def stream(self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None,
+               cancel: threading.Event | None = None) -> Iterator[str | Candidate]:
         """As `Generator.stream`: text pieces as the child generates them, then the Candidate. Closing
-        the iterator early stops the child's generation at its next token."""
+        the iterator early stops the child's generation at its next token, as `cancel` set does; one set before the
+        call goes with it (the child generates nothing: Cancelled "before generation started", as `generate`'s)."""
         with self._in_progress(adapter):
-            call, message = self._request("stream", (list(messages), sampling, adapter), None)
+            call, message = self._request("stream", (list(messages), sampling, adapter), cancel)
             finished = False
             try:
                 while True:
@@ -734,7 +736,7 @@ class ProcessGenerator:
                         self._result(kind, value)
                         return
                     yield value
-                    message = self._receive(call, None)
+                    message = self._receive(call, cancel)
             finally:
                 if not finished:  # the reader went away: stop the child, then read to its last message
                     self._cancel(call)

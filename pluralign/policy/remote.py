@@ -425,13 +425,14 @@ class RemoteGenerator:
         if not getattr(completion, "choices", None):
             raise RemoteGeneratorError(f"not a chat completion (no choices): {shorten(str(completion), 300)}")
         try:
-            return _read_completion(completion, n)
+            return _read_completion(completion, n, _UsageBounds.of(messages, n, sampling))
         except (AttributeError, TypeError, ValueError) as exc:
             raise RemoteGeneratorError(f"generation server at {self.shown_url} answered something that is not a chat completion "
                                        f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
 
     def stream(
-        self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None
+        self, messages: Sequence[dict[str, str]], sampling: Sampling = Sampling(), adapter: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> Iterator[str | Candidate]:
         """Text pieces as the server sends them, then the final Candidate, its `tokens` and `prompt_tokens` the server's
         usage of this stream (not a count kept here for the service to ask by the conversation: a chat of the same
@@ -440,7 +441,10 @@ class RemoteGenerator:
         the stream ends or is closed. Raises GenerationTimedOut (its `bound` the policy's field) when the server does not
         begin the answer within `policy.timeout_s` (each try), sends no piece of it for `policy.stream_idle_s` while the
         next is waited for, or does not end it within `policy.stream_timeout_s` of its sending; the pieces before were
-        yielded, and the connection is closed (vLLM aborts the request)."""
+        yielded, and the connection is closed (vLLM aborts the request). `cancel` set before the call raises Cancelled,
+        the request not sent (as `generate`'s); once sent, a stream is stopped by closing it."""
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("cancelled before the request was sent")
         with self._use.generation(adapter):
             yield from self._stream(messages, sampling, adapter)
 
@@ -486,7 +490,7 @@ class RemoteGenerator:
         if usage is None:
             raise RemoteGeneratorError("the generation server sent no usage (stream_options.include_usage) for a streamed answer")
         try:
-            tokens, prompt_tokens = _read_usage(usage)
+            tokens, prompt_tokens = _read_usage(usage, _UsageBounds.of(messages, 1, sampling))
         except (AttributeError, TypeError, ValueError) as exc:  # `usage` a number: the server's, as a chunk's fault above
             raise RemoteGeneratorError(f"generation server at {self.shown_url} sent a usage that is not a chat completion's "
                                        f"({type(exc).__name__}: {shorten(str(exc), 200)})") from exc
@@ -656,16 +660,16 @@ CHAT_FIELDS = frozenset({"messages", "n", "max_tokens", "temperature", "top_p", 
 # relayed to the client as the server sent it.
 
 
-def _read_completion(completion, n: int) -> tuple[list[Candidate], int]:
+def _read_completion(completion, n: int, bounds: _UsageBounds) -> tuple[list[Candidate], int]:
     """(the candidates, the prompt's count) of `completion`, a chat completion of `n` choices asked for: each choice's
     `index` once, 0 to n-1 (another count, or one repeated and one missing, would serve a client fewer choices than its
     `n`, or rerank and share the tokens among others than were asked for), its `content` a text or null, its
-    `finish_reason` a text or null, the usage's counts whole numbers (none: 0). The server counts completion tokens for
+    `finish_reason` a text or null, the usage's counts whole numbers within `bounds` (none: 0). The server counts completion tokens for
     all choices together: each candidate gets its share (the shares add up to the server's count)."""
     choices = sorted(completion.choices, key=lambda c: c.index)
     if (indexes := [c.index for c in choices]) != list(range(n)):
         raise ValueError(f"its choices' `index` values are {shorten(repr(indexes), 100)} where {n} choices (0 to {n - 1}) were asked for")
-    total, prompt_tokens = _read_usage(completion.usage) if completion.usage else (0, 0)
+    total, prompt_tokens = _read_usage(completion.usage, bounds) if completion.usage else (0, 0)
     shares = [total // n + (1 if i < total % n else 0) for i in range(n)]
     return [Candidate(text=_text(c.message.content).strip(), finish_reason=_finish(c.finish_reason, "stop"), tokens=share)
             for c, share in zip(choices, shares, strict=True)], prompt_tokens
@@ -679,9 +683,33 @@ def _read_piece(choice) -> str:
     return _text(choice.delta.content)
 
 
-def _read_usage(usage) -> tuple[int, int]:
-    """(completion tokens, prompt tokens) of a chat's `usage`, plain or streamed (`_count`)."""
-    return _count(usage.completion_tokens, "usage.completion_tokens"), _count(usage.prompt_tokens, "usage.prompt_tokens")
+# the tokens a chat template adds to a prompt beside its messages' text, at most: per message (its role's markers) and
+# once (a template's own system prompt: Llama 3.1's date lines, Qwen's "You are Qwen..." are tens of tokens)
+TEMPLATE_TOKENS_PER_MESSAGE = 64
+TEMPLATE_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class _UsageBounds:
+    """The most tokens a chat's `usage` can count: completion tokens, the `n` answers' `max_tokens` each (a server
+    generates no more: vLLM, OpenAI); prompt tokens, one per UTF-8 byte of its messages' text (a byte-level BPE's token,
+    SentencePiece's byte fallback, holds one byte at least) and the template's markers (TEMPLATE_TOKENS_PER_MESSAGE per
+    message, TEMPLATE_TOKENS once). A count beyond is the server's fault, not a figure to relay: 10**30 tokens in the
+    chat's `usage` went to a client's int64 or JavaScript number as the server sent it."""
+
+    completion: int
+    prompt: int
+
+    @classmethod
+    def of(cls, messages: Sequence[dict[str, str]], n: int, sampling: Sampling) -> _UsageBounds:
+        text = sum(len(str(value).encode("utf-8", "surrogatepass")) for m in messages for value in m.values())
+        return cls(completion=n * sampling.max_tokens, prompt=text + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS)
+
+
+def _read_usage(usage, bounds: _UsageBounds) -> tuple[int, int]:
+    """(completion tokens, prompt tokens) of a chat's `usage`, plain or streamed (`_count`), each within `bounds`."""
+    return (_count(usage.completion_tokens, "usage.completion_tokens", bounds.completion),
+            _count(usage.prompt_tokens, "usage.prompt_tokens", bounds.prompt))
 
 
 def _text(value) -> str:
@@ -694,11 +722,15 @@ def _text(value) -> str:
     return value
 
 
-def _count(value, field: str) -> int:
+def _count(value, field: str, at_most: int) -> int:
     """`value`, a token count of the server's `usage`, as an int; ValueError naming `field` where it is not a whole number
-    of at least 0 (a count of 2.5, "3" or null would be relayed in the chat's `usage` as the server sent it)."""
+    of at least 0 (a count of 2.5, "3" or null would be relayed in the chat's `usage` as the server sent it), or is
+    above `at_most` (`_UsageBounds`: refused, not clipped, as a count of another type is: a server that miscounts
+    one figure is not trusted with the other, and a clipped figure would pass for the server's own)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"`{field}` is {shorten(repr(value), 60)}, not a whole number of at least 0")
+    if value > at_most:
+        raise ValueError(f"`{field}` is {shorten(repr(value), 60)}, more than the chat can count ({at_most:,})")
     return value
 
 

@@ -361,36 +361,50 @@ class Admin:
         feedback of the tenant it audits (of every tenant, for an audit of every tenant) from the log into the table, by
         `deadline` (`time.monotonic()` seconds) when given: StillMoving, nothing queued, once it passes
         (`Ingestor.flush`), or once the service is told to stop (`stopping`); told so once its rows are moved, Stopping,
-        nothing queued (its request may have been answered already: the server's graceful wait ran out)."""
+        nothing queued (its request may have been answered already: the server's graceful wait ran out). Past the audited
+        tenant's bound (`_within_audit_bound`), QuotaExceeded, before that move where no audit of it has these params."""
         params = dict(params)
         if kind == "audit":  # an audit covers every acknowledged feedback of what it audits: that is moved into the table first
             # of its tenant only (every tenant's for an audit of every tenant): not every tenant's, where acme's
             # large import would hold up globex's audit (a 503 `feedback_backlog` naming acme's rows)
             tenant = params.get("tenant")
-            self.rt.ingest.flush(tenant if isinstance(tenant, str) else None, deadline=deadline, until=self.stopping)
             params = {"store": self.rt.settings.lancedb_uri, **params}  # audit jobs read the service's own tables
+            wanted = _audit_params(params)
+            # refused before the move when no audit of the tenant has these params (none the move could make this
+            # request's job): a poll past the bound was answered after moving the tenant's backlog in its own thread,
+            # at a request's priority (the worker's is the lowest), or a 503 `feedback_backlog` telling it to ask again
+            # later, when the answer then was this 429 all along
+            self._within_audit_bound(params, wanted, unless_same=True)
+            self.rt.ingest.flush(tenant if isinstance(tenant, str) else None, deadline=deadline, until=self.stopping)
             with self._audit_submit:
                 # one still queued with these params reads the table when it starts, and one running started after
                 # the last feedback of what it audits was moved in (this request's flush included): either covers
                 # this request's feedback too, so it is the job, not another (a script polling the audit route queued
                 # one per call, and audits start before their tenant's queued training)
-                wanted = _audit_params(params)
                 same = next((j for j in self.runner.active() if j.kind == "audit" and self._covers_moved(j)
                              and wanted is not None and _audit_params(j.params) == wanted), None)
                 if same is not None:
                     return same, False
                 if self.stopping.is_set():
                     raise Stopping("the service is stopping: the audit was not queued")
-                # bounded per audited tenant as its adapter jobs are: unbounded, a script polling with a moving `since`
-                # (a new audit each time) queued one more at each poll, however many of the tenant's waited
-                audited = tenant_of(params)
-                queued = sum(1 for j in self.runner.active() if j.kind == "audit" and tenant_of(j.params) == audited)
-                if queued >= self.rt.settings.tenant_queued_jobs:
-                    whose = f"tenant {audited!r} has" if audited else "the audits of every tenant are"
-                    raise QuotaExceeded(f"{whose} {queued} audits queued or running (at most {self.rt.settings.tenant_queued_jobs}, "
-                                        "`tenant_queued_jobs`): retry once one has ended")
+                self._within_audit_bound(params, wanted, unless_same=False)
                 return self.runner.submit(kind, params, request_id=current()), True
         return self._submit(kind, params), True
+
+    def _within_audit_bound(self, params: dict[str, Param], wanted, unless_same: bool) -> None:
+        """QuotaExceeded once the audits of the tenant `params` audit (of every tenant together, for an audit of every
+        tenant), queued or running, number `tenant_queued_jobs`: bounded as its adapter jobs are (unbounded, a script
+        polling with a moving `since`, a new audit each time, queued one more at each poll). `unless_same`: not while one
+        of them has these params (`wanted`), which may be this request's job once its tenant's feedback is moved."""
+        audited = tenant_of(params)
+        audits = [j for j in self.runner.active() if j.kind == "audit" and tenant_of(j.params) == audited]
+        if len(audits) < self.rt.settings.tenant_queued_jobs:
+            return
+        if unless_same and wanted is not None and any(_audit_params(j.params) == wanted for j in audits):
+            return
+        whose = f"tenant {audited!r} has" if audited else "the audits of every tenant are"
+        raise QuotaExceeded(f"{whose} {len(audits)} audits queued or running (at most {self.rt.settings.tenant_queued_jobs}, "
+                            "`tenant_queued_jobs`): retry once one has ended")
 
     def _covers_moved(self, job: Job) -> bool:
         """Whether audit `job` reads the table as it is now for the tenant it audits (every tenant, for an audit of

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from litestar.exceptions import ServiceUnavailableException
 
-from pluralign.data.text import pickable
+from pluralign.data.text import is_blank, pickable
 from pluralign.policy.context import Shot, with_shots
 from pluralign.policy.generator import AdapterNotKept, AdapterNotLoaded, Cancelled, Candidate, Sampling
 from pluralign.policy.logprobs import BASE_ADAPTER
@@ -162,8 +162,33 @@ def score_candidates(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float
 
 
 def _scored(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
-    if not p.rerank:
+    """(scores in generation order, candidate indices best first) of the answers with something visible: a blank one
+    (`is_blank`) is never served ahead of one (`pickable_first`) nor in a `compare` pair, so it is neither embedded nor
+    scored; it follows them, at the lowest of their scores (none visible: none scored, 0). `p.candidate_vectors` and
+    `p.candidate_x` keep a row per candidate, a blank one's zeros."""
+    if not p.rerank or not (shown := [i for i, text in enumerate(texts) if not is_blank(text)]):
         return [0.0] * len(texts), list(range(len(texts)))
+    if len(shown) == len(texts):
+        return _ranked(rt, p, texts)
+    scores, order = _ranked(rt, p, [texts[i] for i in shown])
+    every = [min(scores)] * len(texts)
+    for i, score in zip(shown, scores, strict=True):
+        every[i] = score
+    p.candidate_vectors = _row_each(p.candidate_vectors, shown, len(texts))
+    p.candidate_x = _row_each(p.candidate_x, shown, len(texts))
+    return every, [shown[k] for k in order] + sorted(set(range(len(texts))).difference(shown))
+
+
+def _row_each(rows: np.ndarray | None, shown: list[int], n: int) -> np.ndarray | None:
+    """`rows` (len(shown), D), the candidates `shown`'s, as (n, D): zeros for the others."""
+    if rows is None:
+        return None
+    every = np.zeros((n, rows.shape[1]), rows.dtype)
+    every[shown] = rows
+    return every
+
+
+def _ranked(rt: Runtime, p: Plan, texts: list[str]) -> tuple[list[float], list[int]]:
     start = time.perf_counter()
     # the population model the user's weights were fitted with, even if a new one was swapped in since
     rewards = p.weights.rewards if p.weights is not None and p.weights.rewards is not None else rt.rewards
@@ -358,14 +383,16 @@ def complete(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event |
 def stream(rt: Runtime, p: Plan, sampling: Sampling, cancel: threading.Event | None = None) -> Iterator[str | Served]:
     """Text pieces of the served answer, then the Served record.
 
-    With one candidate the tokens stream as they are generated (closing the iterator stops them).
+    With one candidate the tokens stream as they are generated (closing the iterator stops them; `cancel` set before
+    they begin, Cancelled: nothing generated, in a generation process either).
     With several, all are generated, reranked, and the best one is then sent in pieces: reranking
     needs whole answers; `cancel` stops that generation at its next token (`Cancelled`).
     """
     if p.candidates == 1:
         start = time.perf_counter()
         final = None
-        for piece in with_adapter_again(rt, p, lambda: _begun(rt.generator.stream(p.context, sampling=sampling, adapter=p.adapter))):
+        pieces = lambda: _begun(rt.generator.stream(p.context, sampling=sampling, adapter=p.adapter, cancel=cancel))  # noqa: E731
+        for piece in with_adapter_again(rt, p, pieces):
             if isinstance(piece, Candidate):
                 final = piece
             else:

@@ -99,8 +99,9 @@ def check_labels(rt: Runtime, source: str | None, attributes: dict[str, str], wh
 
 def _rivals(texts: list[str], answer: str) -> list[str]:
     """The texts to compare `answer` with: each visible text once (`pickable`: answers a person cannot tell apart,
-    `look_key`, are one), neither blank nor `answer` again."""
-    return [texts[i] for i in pickable(texts) if look_key(texts[i]) != look_key(answer)]
+    `look_key`, are one), neither blank nor `answer` again: one `look_key` per text and one of `answer` (`pickable`'s
+    `besides`), not one more of each kept text and of `answer` for each."""
+    return [texts[i] for i in pickable(texts, besides=answer)]
 
 
 def rows_for(rt: Runtime, tenant: str, fb: FeedbackBody, routed: Sequence[str] = ()) -> tuple[str, list[dict]]:

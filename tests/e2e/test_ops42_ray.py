@@ -5,6 +5,7 @@ Slow-marked (`make test-scaleout`): starting Ray takes ~10-20 s here."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -79,14 +80,24 @@ def test_a_worker_whose_actor_died_stops_with_it(own_ray):
     try:
         _wait_for(lambda: runner.get(job.id).progress > 0, 120, "never reported progress")
         [worker] = _workers(job.id)
+        runner._may_start = lambda job: False  # queued again, it stays queued until its record is read
         worker.parent().kill()  # the actor's process
         try:
             worker.wait(timeout=20)
         except psutil.TimeoutExpired:
             worker.kill()
             pytest.fail("the worker of a killed actor ran on")
+        # and records why (left63: deploy/README.md said so, untested), in its log tail and, once it runs again, as the
+        # first line of the next attempt's log (before, that log began with its own line: the why was gone)
+        _wait_for(lambda: runner.get(job.id).state == "queued", 120, "not queued again")
+        why = runner.get(job.id).log_tail[-1]
+        assert re.fullmatch(r"its Ray actor (died \(\w+\)|is gone \(attempt 1\)); queued again", why), runner.get(job.id).log_tail
+        del runner._may_start
         _wait_for(lambda: runner.get(job.id).attempts == 2 and runner.get(job.id).state == "running", 120, "not run again")
         _wait_for(lambda: [w.pid for w in _workers(job.id)] not in ([], [worker.pid]), 120, "no worker of the second attempt")
+        first, second = runner.store.path(job.id, "log").read_text().splitlines()[:2]
+        assert first == why and second.startswith("on Ray (") and ", attempt 2: $" in second, (first, second)
     finally:
+        runner.__dict__.pop("_may_start", None)
         runner.cancel(job.id)
         runner.wait(job.id, timeout=60)

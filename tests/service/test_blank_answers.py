@@ -455,3 +455,23 @@ def test_a_blank_answer_or_a_second_spelling_is_ranked_after_every_answer_that_c
             picks = min(n, len({answer_key(t) for t in texts if not is_blank(t)}))  # as many as the candidates hold
             assert not any(is_blank(t) for t in got[:picks]), (texts, got)
             assert len({answer_key(t) for t in got[:picks]}) == picks, (texts, got)
+
+
+def test_a_reranked_chat_embeds_and_scores_its_visible_answers_only(svc, monkeypatch):
+    """left63 (review breakC62 left it): a reranked chat embedded every candidate, blank ones included, though
+    `pickable_first` serves them after the visible ones and `compare` never names them: an encoder's work for nothing
+    (and, with an embeddings server that refuses an empty input, a 503 for the whole chat). Now the encoder is given the
+    visible answers only; the response keeps its shape (every choice, the reward, blank ones last)."""
+    encoder = svc.runtime.encoder
+    embedded: list[str] = []
+    encode = encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda texts, *a, **kw: embedded.extend(texts) or encode(texts, *a, **kw))
+    FixedGenerator.texts = ["Sure,", "", "\u3164", "Yes."]
+    with svc.client("acme") as c:
+        r = c.post("/v1/chat/completions", json={**CHAT, "user": "blankembed", "pluralign": {"styles": False, "rerank": True}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [t for t in embedded if t in FixedGenerator.texts] == ["Sure,", "Yes."]  # before: all four, the blank ones too
+    assert sorted(c["message"]["content"] for c in body["choices"][:2]) == ["Sure,", "Yes."]
+    assert sorted(c["message"]["content"] for c in body["choices"][2:]) == ["", "\u3164"]
+    assert isinstance(body["pluralign"]["reward"], float) and len(body["pluralign"]["generation_index"]) == 4

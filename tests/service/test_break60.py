@@ -160,6 +160,16 @@ def test_a_tenants_audits_beyond_the_queue_bound_are_429_from_both_routes(svc, m
             assert "tenant 'acme'" in message and f"{bound} audits queued or running" in message and "tenant_queued_jobs" in message, message
             polled = admin.get("/admin/audits/fairness", params={"group_by": "seg", "tenant": "acme", "since": 1000, "wait": 0})
             assert polled.status_code == 429 and polled.headers["Retry-After"] == "60", polled.text  # before: 202, queued
+            # left63: a poll past the bound is refused before its tenant's waiting feedback is moved (the worker paused:
+            # a feedback of acme waits); before, the poll moved it in its own thread, or, as here, answered the 503
+            # `feedback_backlog` (ask again later) where the answer was this 429 all along
+            with svc.client("acme") as user, svc.runtime.ingest.paused():
+                sent = user.post("/v1/feedback", json={"type": "comparison", "user": "pollster", "prompt": "Tea?",
+                                                       "chosen": "Yes, please.", "rejected": "No."})
+                assert sent.status_code < 300 and (waiting := svc.runtime.ingest.pending_rows("acme")) >= 1, sent.text
+                polled = admin.get("/admin/audits/fairness", params={"group_by": "seg", "tenant": "acme", "since": 2000, "wait": 0})
+                assert polled.status_code == 429, polled.text  # before: 503 feedback_backlog
+                assert svc.runtime.ingest.pending_rows("acme") == waiting
             assert audit("acme", 0.0).status_code == 200  # the same audit as one queued is still that job
             assert audit("globex", 0.0).status_code == 201  # another tenant's audits count apart
             assert [audit(None, float(i)).status_code for i in range(bound + 1)] == [201] * bound + [429]  # every tenant's together

@@ -23,7 +23,7 @@ CHAT = {"model": "pluralign", "messages": [{"role": "user", "content": "Tell me 
 class FailingGenerator(Generator):
     """Streams two pieces, then fails the way a stalled streamer does."""
 
-    def stream(self, messages, sampling=None, adapter=None):
+    def stream(self, messages, sampling=None, adapter=None, cancel=None):
         yield "Once"
         yield " upon"
         raise TimeoutError("the streamer waited 120 s for a token")

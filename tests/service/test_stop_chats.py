@@ -46,7 +46,7 @@ class HeldGenerator(Generator):
                 raise Cancelled()
         return super().generate_styled(messages, styles, sampling=sampling, adapter=adapter, cancel=cancel)
 
-    def stream(self, messages, sampling=None, adapter=None):
+    def stream(self, messages, sampling=None, adapter=None, cancel=None):
         for _ in range(100_000):  # until the stream is closed
             threading.Event().wait(0.01)  # a token's time
             yield " more"

@@ -379,7 +379,10 @@ class RayJobRunner(LocalJobRunner):
         resources = f"cpus={kind.cpus:g} gpus={kind.gpus:g} memory={kind.memory_mb}MB"
         placed = f"on Ray ({resources}), attempt {job.attempts + 1}: $ " + " ".join(argv[1:])
         self.store.path(job.id, "out").write_bytes(b"")  # a new attempt's output only
-        self.store.path(job.id, "log").write_text(placed + "\n")  # the first line of the log tail
+        # why the attempt before ended (`_stopped_record`'s note: its actor died with its node, the runner restarted), then
+        # this attempt's line: the log tail, which this attempt's log replaces, still says why the job runs again
+        why = [line for line in job.log_tail[-1:] if line.endswith("; queued again")]
+        self.store.path(job.id, "log").write_text("".join(f"{line}\n" for line in [*why, placed]))
         actor = self._actor_class.options(
             name=actor_name(job.id), namespace=NAMESPACE, lifetime="detached", num_cpus=kind.cpus, num_gpus=kind.gpus,
             memory=kind.memory_mb << 20, max_restarts=0,
