@@ -694,3 +694,24 @@ def test_huge_but_valid_feedback_of_a_tenant_is_bounded_by_its_size_while_anothe
         wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0)
         assert acme.post("/v1/feedback", json=huge("huge", 1)).status_code == 201
         wait_for(lambda: rt.store.count_preferences("acme", "huge") == 2)
+
+
+def test_an_import_refused_for_its_size_logs_nothing_of_its_rows_held_already(svc):
+    """breakG63: an import of a row the user holds waiting in the log (received again: logged once more) and a new row of
+    texts at their bound: refused whole for its size before any step (503
+    `feedback_backlog`), the tenant's backlog as it was; sent again once the backlog moved: stored, each row once. A
+    guard of the import's first look at the bound (`check_room`) counting the new rows' size too: counting their number
+    only, the held row was logged again and then the new one refused."""
+    rt, longest = svc.runtime, "\U0001f600" * 20_000
+    known = {"prompt": "Known question?", "chosen": "Known yes.", "rejected": "Known no.", "pref_id": "known-1"}
+    huge = {"prompt": "Huge?", "chosen": longest, "rejected": longest[1:] + "!", "pref_id": "huge-1"}
+    body = b"\n".join(msgspec.json.encode(r) for r in (known, huge))
+    with svc.client("acme") as acme:
+        with rt.ingest.held("acme", "half"):
+            assert acme.post("/v1/users/half/import", content=msgspec.json.encode(known)).status_code == 201
+            r = acme.post("/v1/users/half/import", content=body)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", r.text
+            assert rt.ingest.log.tenant_backlog("acme") == 1
+        wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0)
+        assert acme.post("/v1/users/half/import", content=body).status_code == 201
+        wait_for(lambda: rt.store.count_preferences("acme", "half") == 2)
