@@ -100,9 +100,10 @@ test-crash: $(STAMP)
 # page's "Try it out" in chromium (first run as a target in session 51, 31 slow tests and one skipped by design: 133 s at
 # load 4-5, all passed). The served processes of test_break36_slow_clients.py, test_newuser40_unparsable.py and
 # test_conn37_connections.py run here on httptools as well as h11: the default suite runs the first two's tests on the app
-# in-process behind the same protocol, and conn37's served checks in tests/service/test_web37_http.py (61 slow tests in all, one of them skipped by design)
+# in-process behind the same protocol, and conn37's served checks in tests/service/test_web37_http.py; and another tenant's
+# requests answered inside one tenant's flood (tests/e2e/test_breakG63_tenant_flood.py, 108 s at load ~8) (62 slow tests in all, one of them skipped by design)
 test-http: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/e2e/test_break36_slow_clients.py tests/e2e/test_conn37_connections.py tests/e2e/test_newuser40_unparsable.py tests/e2e/test_live37_liveness.py tests/e2e/test_exportcap38_serve.py tests/e2e/test_obs30_serve_json.py tests/service/test_ops33_request_ids.py tests/service/test_break37_dashboard.py tests/service/test_trial58.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/e2e/test_break36_slow_clients.py tests/e2e/test_conn37_connections.py tests/e2e/test_newuser40_unparsable.py tests/e2e/test_live37_liveness.py tests/e2e/test_exportcap38_serve.py tests/e2e/test_obs30_serve_json.py tests/service/test_ops33_request_ids.py tests/service/test_break37_dashboard.py tests/service/test_trial58.py tests/e2e/test_breakG63_tenant_flood.py
 
 # the store on an S3 bucket (moto on loopback, tests/s3.py) that goes away, throttles, hangs or refuses the keys; old versions
 # removed from the bucket, a purged user's text out of a fragment shared with another user, the clock table's tidy, replicas'
