@@ -665,13 +665,16 @@ def drain_retry_after(wait: float | None) -> float:
 
 def backlog_response(exc: TenantBacklog) -> Response:
     """The 503 `feedback_backlog` of a feedback or import refused because its tenant's rows waiting in the feedback log
-    are at their bound (`TenantBacklog`, setting `tenant_feedback_backlog_rows`), with Retry-After (`backlog_retry_after`);
+    are at their bound, by count or by size (`TenantBacklog`, setting `tenant_feedback_backlog_rows`), with Retry-After (`backlog_retry_after`);
     counted in `pluralign_feedback_refused_total{reason="feedback_backlog"}` (`FeedbackLog.refused`). Nothing of the
     request was acknowledged."""
     wait = backlog_retry_after(exc)
     rate = "" if exc.drain_rate is None else f" (they are stored at ~{exc.drain_rate:.3g} rows/s lately)"
-    message = (f"this tenant has {exc.rows} feedback rows waiting to be stored (at most {exc.limit}){rate}; this "
-               f"request's {exc.adding} were not acknowledged: send them again after `Retry-After` seconds ({wait:g})")
+    waiting = (f"{exc.rows} feedback rows waiting to be stored, {exc.bytes} bytes of them (at most {exc.byte_limit}: "
+               f"{exc.limit} rows of {exc.byte_limit // max(exc.limit, 1)} bytes on average)" if exc.by_size else
+               f"{exc.rows} feedback rows waiting to be stored (at most {exc.limit})")
+    message = (f"this tenant has {waiting}{rate}; this request's {exc.adding} were not acknowledged: send them again "
+               f"after `Retry-After` seconds ({wait:g})")
     return error_response(503, message, code="feedback_backlog", headers={"Retry-After": f"{wait:g}"})
 
 

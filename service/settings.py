@@ -171,8 +171,8 @@ class Settings(Base, frozen=True):
     max_attribute_name_chars: int = 64  # one label's name; longer: 400 naming `attributes`
     max_attribute_value_chars: int = 256  # one label's value; longer: 400 naming `attributes.<name>`
     compact_every: int = 50  # table commits between background compactions (rows appended since are outside the BITMAP index and scanned)
-    # one tenant's acknowledged feedback rows waiting in the feedback log to be moved into the table (and in memory): past
-    # it that tenant's new feedback and imports get 503 `feedback_backlog` with Retry-After, other tenants' are taken as
+    # one tenant's acknowledged feedback rows waiting in the feedback log to be moved into the table (and in memory), and
+    # their size, 4 KiB a row of it (`pluralign.store.feedback_log.ROW_BYTES`): past either that tenant's new feedback and imports get 503 `feedback_backlog` with Retry-After, other tenants' are taken as
     # ever; a tenant with none waiting may send one import of any size (docs/operations.md, "One tenant's feedback backlog")
     tenant_feedback_backlog_rows: int = 50_000
     ingest_batch: int = 64  # feedback records embedded and moved into the preferences table per batch (at most 2,048 rows: `pluralign.store.ingest.INGEST_BATCH_ROWS`)

@@ -29,24 +29,34 @@ UNREADABLE = frozenset({errno.EIO, errno.ESTALE, errno.ENOTCONN})  # a disk erro
 
 class TenantBacklog(Exception):
     """A feedback record of `tenant` refused, nothing of it written: the tenant's rows pending in the feedback log (and
-    queued for its writer) are `rows`, and `adding` more would pass its bound `limit` (`tenant_rows` of
+    queued for its writer) are `rows`, and `adding` more would pass its bound `limit`, or their size (`sizes`: bytes
+    waiting, the record's, the bound on them) would pass the bound on that (`tenant_rows`, `tenant_bytes` of
     `pluralign.store.feedback_log.FeedbackLog`; defined here, which imports no table, for the service's error handling).
     The tenant's feedback is taken again once the worker has moved enough of its backlog into the table, other tenants'
     meanwhile as ever: what a loop posting one tenant's feedback or imports meets, instead of every tenant's feedback
     waiting behind its backlog and the process's memory holding all of it."""
 
-    def __init__(self, tenant: str, rows: int, adding: int, limit: int, drain_rate: float | None = None):
-        super().__init__(f"tenant {tenant!r} has {rows} feedback rows waiting to be stored (at most {limit}); this one "
-                         f"adds {adding}")
+    def __init__(self, tenant: str, rows: int, adding: int, limit: int, drain_rate: float | None = None,
+                 sizes: tuple[int, int, int] | None = None):
         self.tenant, self.rows, self.adding, self.limit = tenant, rows, adding, limit
+        self.bytes, self.adding_bytes, self.byte_limit = sizes or (0, 0, 0)
+        self.by_size = sizes is not None and rows + adding <= limit  # refused for the rows' size, not their count
+        said = (f"{rows} feedback rows ({self.bytes} bytes) waiting to be stored (at most {self.byte_limit} bytes); this one "
+                f"adds {self.adding_bytes} bytes" if self.by_size else
+                f"{rows} feedback rows waiting to be stored (at most {limit}); this one adds {adding}")
+        super().__init__(f"tenant {tenant!r} has {said}")
         self.drain_rate = drain_rate  # rows/s the tenant's rows left the log at lately; None: not measured (`DrainRates`)
 
     def wait_s(self) -> float | None:
         """Seconds until enough of the tenant's rows have left the log for this record to fit, at `drain_rate`:
-        `rows + adding - limit` rows to go, or all `rows` where fewer (a tenant with none waiting may append a record
-        larger than its bound); None when the rate is not measured."""
+        `rows + adding - limit` rows to go (refused for their size: the share of `rows` that holds the bytes over the
+        bound), or all `rows` where fewer (a tenant with none waiting may append a record larger than its bound); None
+        when the rate is not measured."""
         if not self.drain_rate:
             return None
+        if self.by_size:
+            over = self.bytes + self.adding_bytes - self.byte_limit
+            return min(self.rows, self.rows * over / max(self.bytes, 1)) / self.drain_rate
         return min(self.rows, self.rows + self.adding - self.limit) / self.drain_rate
 
 

@@ -60,6 +60,10 @@ _decode = msgspec.msgpack.Decoder(list[StoredPreference]).decode
 UserKey = tuple[str, str]  # (tenant, user_id)
 FORGOTTEN = "forgotten.json"  # in the log's folder: the forgets whose segments may not be rewritten yet (`Forgotten`)
 ENCODE_INLINE_ROWS = 64  # `append_async` encodes a record of more rows in a worker thread (~0.5 us a row)
+# bytes (their msgpack encoding, ~ what they hold in memory) a tenant's waiting rows may take per row of its bound
+# (`tenant_rows`): rows of long texts (3 texts of 20,000 characters: up to 240 KB a row) count by their size, so
+# the bound of 50,000 rows holds ~200 MB of a tenant's rows, not 12 GB of huge ones
+ROW_BYTES = 4096
 
 
 @dataclass(eq=False)
@@ -69,10 +73,20 @@ class Entry:
     seq: int
     segment: int
     rows: list[StoredPreference]
+    nbytes: int = 0  # the rows' msgpack encoding, as the log holds them: what the tenant's bound counts of their size
 
     @property
     def key(self) -> UserKey:
         return self.rows[0].tenant, self.rows[0].user_id
+
+
+def _add(counts: dict[str, int], tenant: str, n: int) -> None:
+    """`counts[tenant]` changed by `n`, the tenant dropped once at 0 (a tenant with nothing waiting holds no entry)."""
+    left = counts.get(tenant, 0) + n
+    if left > 0:
+        counts[tenant] = left
+    else:
+        counts.pop(tenant, None)
 
 
 # the end of each row's msgpack encoding: `received_at` (StoredPreference's last field) and a float 64, whose 8
@@ -292,6 +306,7 @@ class FeedbackLog:
         the log's own `DrainRates` when None)."""
         self.folder = Path(folder)
         self.tenant_rows = tenant_rows
+        self.tenant_bytes = None if tenant_rows is None else tenant_rows * ROW_BYTES  # the size of the same rows
         self.drain = DrainRates() if drain is None else drain
         self.clock = clock
         self.problems = problems
@@ -316,6 +331,9 @@ class FeedbackLog:
         # rows pending per user, by tenant (kept with `_tenant_pending`): a users page reads its tenant's (`tenant_pending`)
         self._user_pending: dict[str, dict[str, int]] = {}
         self._tenant_queued: dict[str, int] = {}
+        # bytes per tenant, pending and queued (kept with `_tenant_pending`, `_tenant_queued`): `tenant_bytes`
+        self._tenant_pending_bytes: dict[str, int] = {}
+        self._tenant_queued_bytes: dict[str, int] = {}
         self._segments: dict[int, _Segment] = {}
         self.refused = 0  # appends refused past a tenant's bound (`tenant_rows`), for metrics
         self.fsyncs = 0  # for tests and benchmarks: how many fsyncs served how many appends
@@ -341,7 +359,7 @@ class FeedbackLog:
             segment = int(path.stem)
             info = self._segments[segment] = _Segment()
             for rows in read_frames(path):
-                entry = Entry(self._next_seq(), segment, rows)
+                entry = Entry(self._next_seq(), segment, rows, len(_encode(rows)))
                 if self._forgotten.users:
                     user = hashes.get(entry.key) or hashes.setdefault(entry.key, _user_hash(entry.key))
                     if self._forgotten.covers(entry, user):
@@ -445,12 +463,14 @@ class FeedbackLog:
             self._tenant_queued[tenant] = left
         else:
             del self._tenant_queued[tenant]
+        _add(self._tenant_queued_bytes, tenant, -len(ticket.payload))
 
     def _register(self, entry: Entry) -> None:
         self.pending[entry.seq] = entry
         self._by_user.setdefault(entry.key, {})[entry.seq] = entry
         self._by_tenant.setdefault(entry.key[0], {})[entry.seq] = entry
         self._tenant_pending[entry.key[0]] = self._tenant_pending.get(entry.key[0], 0) + len(entry.rows)
+        _add(self._tenant_pending_bytes, entry.key[0], entry.nbytes)
         self._pending_rows += len(entry.rows)
         self._count_user(entry.key, len(entry.rows))
         info = self._segments[entry.segment]
@@ -474,8 +494,9 @@ class FeedbackLog:
             if self._closed:
                 raise RuntimeError("the feedback log is closed")
             if bounded:
-                self._check_room(tenant, adding)
+                self._check_room(tenant, adding, len(ticket.payload))
             self._tenant_queued[tenant] = self._tenant_queued.get(tenant, 0) + adding
+            _add(self._tenant_queued_bytes, tenant, len(ticket.payload))
             self._queue.append(ticket)
             self.appends += 1
             self._work.notify()
@@ -538,7 +559,7 @@ class FeedbackLog:
                 # from the file (acknowledged, lost at the next start) or its segment removed under it
                 with self._cv:
                     for t in batch:
-                        t.entry = Entry(self._next_seq(), self._current, t.rows)
+                        t.entry = Entry(self._next_seq(), self._current, t.rows, len(t.payload))
                         self._unqueue(t)
                         self._register(t.entry)
         except BaseException as exc:  # every writer of the round sees the failure
@@ -708,19 +729,26 @@ class FeedbackLog:
         with self._cv:
             return bool(self.pending)
 
-    def check_room(self, tenant: str, adding: int) -> None:
-        """TenantBacklog (counted in `refused`) when `adding` rows of `tenant` would be refused now (`tenant_rows`): what
-        a caller asks before the steps that come before its append (an import's claims and rows received again), so a
-        refusal leaves nothing half done. The append checks again (another request may have come meanwhile)."""
+    def check_room(self, tenant: str, adding: int, rows: Collection[StoredPreference] = ()) -> None:
+        """TenantBacklog (counted in `refused`) when `adding` rows of `tenant` would be refused now (`tenant_rows`), or
+        `rows` (those of them to be appended: their size, `tenant_bytes`): what a caller asks before the steps that come
+        before its append (an import's claims and rows received again), so a refusal leaves nothing half done. The
+        append checks again (another request may have come meanwhile)."""
+        size = len(_encode(list(rows))) if rows else 0  # outside the lock: ~0.5 us a row
         with self._cv:
-            self._check_room(tenant, adding)
+            self._check_room(tenant, adding, size)
 
-    def _check_room(self, tenant: str, adding: int) -> None:
-        """`check_room`, under `_cv`."""
+    def _check_room(self, tenant: str, adding: int, adding_bytes: int = 0) -> None:
+        """`check_room`, under `_cv`; `adding_bytes`: the size of the rows (their encoding), bounded by `tenant_bytes`
+        as their count is by `tenant_rows` (a caller that does not know it yet: 0, its append checks it)."""
         rows = self._tenant_pending.get(tenant, 0) + self._tenant_queued.get(tenant, 0)
-        if self.tenant_rows is not None and rows and rows + adding > self.tenant_rows:
+        if self.tenant_rows is None or self.tenant_bytes is None or not rows:
+            return
+        size = self._tenant_pending_bytes.get(tenant, 0) + self._tenant_queued_bytes.get(tenant, 0)
+        if rows + adding > self.tenant_rows or size + adding_bytes > self.tenant_bytes:
             self.refused += 1
-            raise TenantBacklog(tenant, rows, adding, self.tenant_rows, self.drain.rate(tenant))
+            raise TenantBacklog(tenant, rows, adding, self.tenant_rows, self.drain.rate(tenant),
+                                sizes=(size, adding_bytes, self.tenant_bytes))
 
     def drain_rate(self, tenant: str | None) -> float | None:
         """`DrainRates.rate` of `tenant` (None: every tenant), rows per second, under the log's lock."""
@@ -816,6 +844,7 @@ class FeedbackLog:
         if drained > 0:
             self.drain.left(entry.key[0], drained)
         left = self._tenant_pending.get(entry.key[0], 0) - len(entry.rows)
+        _add(self._tenant_pending_bytes, entry.key[0], -entry.nbytes)
         self._pending_rows -= len(entry.rows)
         if left > 0:
             self._tenant_pending[entry.key[0]] = left
@@ -955,6 +984,9 @@ class FeedbackLog:
                 touched.add(entry.key)
                 if kept:  # the record's other rows stay pending: the tenant's count less the dropped ones
                     self._tenant_pending[entry.key[0]] -= len(entry.rows) - len(kept)
+                    smaller = len(_encode(kept))
+                    _add(self._tenant_pending_bytes, entry.key[0], smaller - entry.nbytes)
+                    entry.nbytes = smaller
                     self._pending_rows -= len(entry.rows) - len(kept)
                     self._count_user(entry.key, len(kept) - len(entry.rows))
                     entry.rows = kept

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
-from cachetools import LRUCache
 from litestar.concurrency import sync_to_thread
 from litestar.exceptions import ValidationException
 
+from pluralign.cache import FairLRU
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference, file_time, stand_in_received
 from pluralign.data.text import answer_key
@@ -61,6 +61,45 @@ log = logging.getLogger("pluralign.service")
 # a user pushed out starts again from 0 (as after a restart) and is checked `adapter_every` comparisons
 # later; the trigger itself decides by the table's count, so no job is lost, only later (~100 B a user)
 ADAPTER_COUNTED_USERS = 100_000
+
+
+class CountedUsers:
+    """Each user's strict comparisons counted since their last check (the adapter trigger's), (tenant, user) -> count,
+    for at most `bound` users, shared fairly between tenants (`pluralign.cache.FairLRU`, counting entries): past it the
+    least recently counted user of the tenant counting the most goes. With one LRU over every tenant's users, a tenant
+    sending comparisons of ever new users pushed every other tenant's users out, each starting again from 0, so while it
+    sent, theirs never reached `adapter_every` and no adapter job came. Not thread-safe: the caller holds its lock."""
+
+    def __init__(self, bound: int):
+        self.bound = bound
+        self._counts: FairLRU[str, int] = FairLRU(lambda count: 1)
+
+    def get(self, key: tuple[str, str], default: int = 0) -> int:
+        found = self._counts.get(*key)
+        return default if found is None else found
+
+    def __getitem__(self, key: tuple[str, str]) -> int:
+        found = self._counts.get(*key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __setitem__(self, key: tuple[str, str], count: int) -> None:
+        self._counts.put(*key, count)
+        self._counts.evict(self.bound)
+
+    def pop(self, key: tuple[str, str], default: int | None = None) -> int | None:
+        found = self._counts.pop(*key)
+        return default if found is None else found
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, tuple) and len(key) == 2 and self._counts.peek(*key) is not None
+
+    def __iter__(self):
+        return ((tenant, user) for tenant, user, _ in list(self._counts.items()))
+
+    def __len__(self) -> int:
+        return len(self._counts)
 # the job kinds whose workers embed what they read through the jobs' embedding cache (`training.common.cached_encoder`)
 EMBEDDING_KINDS = frozenset({"pal", "em", "audit"})
 # under the jobs folder: per queued or running embedding job, the keys (SHA-256 of each text) of deleted
@@ -350,7 +389,7 @@ class Admin:
         # what they may have embedded of users deleted meanwhile goes now
         self._forget_ended(lambda job: job.state != "running")
         # strict comparisons moved since the user's last check, for at most ADAPTER_COUNTED_USERS users
-        self._new: LRUCache[tuple[str, str], int] = LRUCache(maxsize=ADAPTER_COUNTED_USERS)
+        self._new = CountedUsers(ADAPTER_COUNTED_USERS)
         # the users whose adapter job this thread is queueing: its snapshot moves their pending feedback, whose
         # `on_moved` calls the trigger back in this thread (the user's lock is re-entrant) before the job is queued
         self._queueing = threading.local()

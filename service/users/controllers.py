@@ -445,7 +445,7 @@ def _claim_and_log(rt: Runtime, tenant: str, user_id: str, rows: list, stored: l
     # new rows, the same file sent again and again while its rows waited would log a copy of them
     # all each time, past any bound
     if adding := len(stored) + services.held_in_log(rt, tenant, user_id, held):
-        rt.ingest.log.check_room(tenant, adding)
+        rt.ingest.log.check_room(tenant, adding, stored)  # their size too: one refused for it after a held row was logged again
     with rt.user_lock(tenant, user_id) if rt.store.claims is not None else contextlib.nullcontext():
         arrived = None
         if rt.store.claims is not None:  # one time for the claims and the log (a DELETE here waits for this lock)

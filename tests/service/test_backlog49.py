@@ -674,3 +674,44 @@ def test_a_removal_of_a_tenant_whose_only_trace_is_a_job_naming_it_begins_and_pu
         assert r.status_code == 202, r.text
         assert wait_removed(admin, "jobs51", timeout=60)["jobs_removed"] == 1
         assert admin.get(f"/admin/jobs/{queued.json()['id']}").status_code == 404
+
+
+def test_huge_but_valid_feedback_of_a_tenant_is_bounded_by_its_size_while_another_tenants_is_taken(svc):
+    """breakG63: acme's feedback of texts at the API's bound (3 of 20,000 emoji: ~240 KB a row) is refused past the
+    size of its bound's rows (3 rows of `ROW_BYTES`: the first taken alone, the second a 503 `feedback_backlog` naming
+    the bytes), while globex's same feedback is acknowledged and stored. Before, acme's rows were acknowledged until 3
+    waited, and at the default bound (50,000 rows) a tenant could hold 12 GB of them in the log and in memory."""
+    rt, longest = svc.runtime, "\U0001f600" * 20_000
+    huge = lambda user, i: {**comparison(user, i), "chosen": longest, "rejected": longest[1:] + "!"}  # noqa: E731
+    with svc.client("acme") as acme, svc.client("globex") as globex:
+        with rt.ingest.held("acme", "huge"):
+            assert acme.post("/v1/feedback", json=huge("huge", 0)).status_code == 201
+            r = acme.post("/v1/feedback", json=huge("huge", 1))
+            assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", r.text
+            assert "bytes of them (at most 12288" in r.json()["error"]["message"], r.text
+            assert globex.post("/v1/feedback", json=huge("calm-huge", 0)).status_code == 201
+            wait_for(lambda: rt.store.count_preferences("globex", "calm-huge") == 1)
+        wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0)
+        assert acme.post("/v1/feedback", json=huge("huge", 1)).status_code == 201
+        wait_for(lambda: rt.store.count_preferences("acme", "huge") == 2)
+
+
+def test_an_import_refused_for_its_size_logs_nothing_of_its_rows_held_already(svc):
+    """breakG63: an import of a row the user holds waiting in the log (received again: logged once more) and a new row of
+    texts at their bound: refused whole for its size before any step (503
+    `feedback_backlog`), the tenant's backlog as it was; sent again once the backlog moved: stored, each row once. A
+    guard of the import's first look at the bound (`check_room`) counting the new rows' size too: counting their number
+    only, the held row was logged again and then the new one refused."""
+    rt, longest = svc.runtime, "\U0001f600" * 20_000
+    known = {"prompt": "Known question?", "chosen": "Known yes.", "rejected": "Known no.", "pref_id": "known-1"}
+    huge = {"prompt": "Huge?", "chosen": longest, "rejected": longest[1:] + "!", "pref_id": "huge-1"}
+    body = b"\n".join(msgspec.json.encode(r) for r in (known, huge))
+    with svc.client("acme") as acme:
+        with rt.ingest.held("acme", "half"):
+            assert acme.post("/v1/users/half/import", content=msgspec.json.encode(known)).status_code == 201
+            r = acme.post("/v1/users/half/import", content=body)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "feedback_backlog", r.text
+            assert rt.ingest.log.tenant_backlog("acme") == 1
+        wait_for(lambda: rt.ingest.log.tenant_backlog("acme") == 0)
+        assert acme.post("/v1/users/half/import", content=body).status_code == 201
+        wait_for(lambda: rt.store.count_preferences("acme", "half") == 2)

@@ -170,3 +170,21 @@ def test_a_user_pushed_out_of_the_trigger_counts_still_gets_their_adapter_job(sv
         svc.runtime.wait_for_background()
         (job,) = adapter_jobs(admin)
         assert job["params"]["comparisons"] == 5
+
+
+def test_one_tenants_many_users_never_push_another_tenants_users_out_of_the_trigger_counts(svc):
+    """breakG63: the counts are shared fairly between tenants (`pluralign.cache.FairLRU`): acme sending comparisons of
+    more new users than the counts keep pushes out its own, never globex's user, who stays counted (their
+    `adapter_every`-th comparison then queues their job, as `test_a_user_pushed_out...` shows for a counted user; not
+    run here: a job's worker costs ~0.8 CPU-s). Before, one LRU over every tenant's users: acme's flood of users pushed
+    globex's out, each time from 0, so while acme kept sending, globex's users never reached their adapter job."""
+    counts = svc.server.server.config.app.state.admin._new
+    with svc.client("acme") as acme, svc.client("globex") as globex:
+        for i in range(2):
+            assert globex.post("/v1/feedback", json=comparison("calm", i)).status_code == 201
+        svc.runtime.wait_for_background()
+        for i in range(COUNTED_USERS + 1):
+            assert acme.post("/v1/feedback", json=comparison(f"flood{i}", i)).status_code == 201
+        svc.runtime.wait_for_background()
+    assert ("globex", "calm") in counts and counts.get(("globex", "calm")) == 2
+    assert len(counts) <= COUNTED_USERS and ("acme", f"flood{COUNTED_USERS}") in counts
