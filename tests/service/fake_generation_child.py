@@ -1,11 +1,35 @@
 """A stand-in for `pluralign.policy.process._serve` that loads no model: it speaks the child's side of the pipe as
 `FAKE_GENERATION_CHILD` (read as it starts) says, and dies where a real child is killed (the OOM killer), so the parent's
 handling of a child gone during a call or while loading runs in well under a second instead of seconds of torch's
-imports per child. Imported by the spawned child by name: keep it free of heavy imports."""
+imports per child. Imported by the spawned child by name: keep it free of heavy imports; it reads requests with the
+library's objects stubbed (`_recv`), as `conn.recv()` would import them, and torch with them."""
 
 from __future__ import annotations
 
+import io
 import os
+import pickle
+
+
+class _Stub:
+    """What a request's objects of the library (a `Sampling`) are read as here: unpickled as they are, they imported
+    torch and transformers into this child, ~2.4 CPU-s a child (reaped into the test that started it)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+class _Light(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        return _Stub if module.split(".")[0] in ("pluralign", "torch", "transformers") else super().find_class(module, name)
+
+
+def _recv(conn):
+    """A request read as `conn.recv()` reads it, but for the library's objects in it (`_Stub`)."""
+    return _Light(io.BytesIO(conn.recv_bytes())).load()
 
 
 def serve(conn, folder: str, model_id: str | None) -> None:
@@ -17,7 +41,7 @@ def serve(conn, folder: str, model_id: str | None) -> None:
     conn.send(("ready", (2048, True)))
     if mode == "holds-adapters":
         return _hold_adapters(conn)
-    _op, _args, call, _lane, _cancelled = conn.recv()
+    _op, _args, call, _lane, _cancelled = _recv(conn)
     conn.send(("began", None, call))
     conn.send(("piece", "Hel", call))
     os._exit(9)
@@ -29,7 +53,7 @@ def _hold_adapters(conn) -> None:
     held: set[str] = set()
     while True:
         try:
-            op, args, call, _lane, _cancelled = conn.recv()
+            op, args, call, _lane, _cancelled = _recv(conn)
         except (EOFError, OSError):
             return
         conn.send(("began", None, call))
