@@ -119,7 +119,8 @@ test-object-store: $(STAMP)
 test-growth: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_long29_growth.py tests/service/test_export38_stream.py
 
-# the generation child process: it dies, hangs or cannot load, a cancel timed in it, and the service stops around it; a
+# the generation child process: it dies, hangs or cannot load, an adapter loaded in it survives its crash, a cancel timed
+# in it, and the service stops around it; a
 # process exits without waiting for a remote prompt count it gave up on; two processes converting SmolLM2 into a fresh
 # model cache at once leave one folder; chats through LiteLLM (~5 min of it at load 14); an n = 2 stream cut while its
 # answer is stored (tail61b; its one-choice twin stays in the default suite); a stopped service's audit index across a

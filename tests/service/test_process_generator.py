@@ -138,6 +138,9 @@ def test_a_call_cancelled_before_it_reaches_the_child_generates_nothing_there(pa
     assert remote.generate(MESSAGES, sampling=Sampling(max_tokens=2))[0][0].tokens <= 2  # the child serves the next
 
 
+@pytest.mark.slow  # the crash starts a second real child (~8 CPU-s: torch's imports): `make test-generation`; in the default
+# suite: test_adapters_load_in_the_child_are_used_there_and_dropped (the module's child) and
+# test_a_new_child_after_a_crash_is_given_the_adapters_loaded (a stand-in child)
 def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generator_dir, tmp_path, capfd, monkeypatch):
     """On the module's child (starting one costs seconds): the crash starts a new one, which the
     tests after this one use, as the service would. The new child writes to this test's stderr (the
@@ -179,6 +182,62 @@ def test_adapters_load_in_the_child_and_survive_a_crash_of_it(pair, tiny_generat
             with contextlib.suppress(Exception):
                 remote.drop_adapter("u1")
 
+
+def test_adapters_load_in_the_child_are_used_there_and_dropped(pair, tiny_generator_dir, tmp_path, capfd):
+    """On the module's child, with no crash (the crash: the slow test above; a new child given the adapters: the next
+    test): an adapter loaded there changes its answers, is in use while a generation of it runs, and once dropped the
+    answers are the plain ones again. Loading it says no peft/transformers FutureWarning (`is_gradient_checkpointing`)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(tmp_path / "adapter")
+    _, remote = pair
+    assert not remote.adapters
+    try:
+        greedy = Sampling(max_tokens=8, temperature=0)
+        plain = remote.generate(MESSAGES, sampling=greedy)[0][0].text
+        with pytest.raises(ValueError, match="not loaded"):
+            remote.generate(MESSAGES, sampling=greedy, adapter="u1")
+        remote.load_adapter("u1", tmp_path / "adapter")
+        adapted = remote.generate(MESSAGES, sampling=greedy, adapter="u1")[0][0].text
+        assert adapted != plain and remote.adapters == {"u1"}
+        cancel = threading.Event()  # a generation in progress: its adapter is in use (the adapter pool evicts it last)
+        long, long_out = as_tenant("acme", remote.generate, MESSAGES, sampling=LONG, adapter="u1", cancel=cancel)
+        began(remote, 1)
+        in_use = remote.adapters_in_use
+        cancel.set()
+        long.join(60)
+        assert in_use == {"u1"} and remote.adapters_in_use == set() and type(long_out[0]).__name__ == "Cancelled"
+        assert "is_gradient_checkpointing" not in capfd.readouterr().err
+        remote.drop_adapter("u1")
+        assert remote.generate(MESSAGES, sampling=greedy)[0][0].text == plain and not remote.adapters
+    finally:
+        if remote.adapters:  # failed part way: the next tests get the child without it
+            with contextlib.suppress(Exception):
+                remote.drop_adapter("u1")
+
+
+def test_a_new_child_after_a_crash_is_given_the_adapters_loaded(tiny_generator_dir, monkeypatch, tmp_path):
+    """The child killed (the OOM killer) with adapters loaded: the next call starts a new child and loads them there
+    again before it is served; one dropped since is not given to it. On a stand-in child that loads no model
+    (`fake_generation_child`, "holds-adapters": its answer is the adapters it holds); the real child's crash with an
+    adapter: the slow test_adapters_load_in_the_child_and_survive_a_crash_of_it."""
+    import pluralign.policy.process as process
+    from tests.service import fake_generation_child
+
+    monkeypatch.setattr(process, "_serve", fake_generation_child.serve)
+    monkeypatch.setenv("FAKE_GENERATION_CHILD", "holds-adapters")
+    remote = ProcessGenerator(tiny_generator_dir)
+    try:
+        remote.load_adapter("u1", tmp_path / "u1")
+        remote.load_adapter("u2", tmp_path / "u2")
+        remote.drop_adapter("u2")
+        assert remote.generate(MESSAGES) == ["u1"]
+        first = kill_child(remote, monkeypatch, "before the call")
+        assert remote.generate(MESSAGES) == ["u1"] and remote.pid != first and remote.adapters == {"u1"}
+    finally:
+        remote.close()
 
 def killed(pid: int) -> bool:
     """Whether our child `pid` has exited, every thread of it, without reaping it (multiprocessing does). Not its
@@ -318,7 +377,7 @@ def test_generation_uses_no_cpu_of_the_calling_process(pair):
     """The GIL contention behind slow light reads under a chat flood (issue 13): in-process, the
     generating thread runs the sampling loop itself; with the child process it only waits on a pipe."""
     local, remote = pair
-    sampling = Sampling(max_tokens=200, temperature=1.0, seed=3)
+    sampling = Sampling(max_tokens=80, temperature=1.0, seed=3)  # ~0.5 CPU-s in-process: 2.5 times the floor below
 
     def thread_cpu(generator) -> float:
         out = []
