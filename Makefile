@@ -80,8 +80,8 @@ test-tenant-removal: $(STAMP)
 # a DELETE's further flows over the real app whose checks cheaper default tests keep (each test's docstring or mark names
 # them, tests/service/test_delete61_population.py without a job): a population job's worker trained per test (4 slow tests,
 # ~47 CPU-s of the default suite's; ~50 CPU-s run alone on 2 workers, each paying its first service start); and the
-# holder search's regression tests that search every object of the process twice (3 slow tests, ~29 CPU-s of the default
-# suite's; fast: tests/unit/test_speedA63_search.py, the search's steps on the test's own objects): 7 slow tests in all
+# holder search's regression tests that search every object of the process once or twice (5 slow tests, ~43 CPU-s of the
+# default suite's; fast: tests/unit/test_speedA63_search.py, the search on the test's own objects): 9 slow tests in all
 test-deletion: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break20_delete.py tests/service/test_break20_tenants.py tests/unit/test_review_freeze60.py
 

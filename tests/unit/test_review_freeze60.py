@@ -17,6 +17,7 @@ class _Work(dict):
     """A thread's work item (a dict of the request's texts), let go by the thread once done."""
 
 
+@pytest.mark.slow  # make test-deletion (~5-10 CPU-s: searches of every object); kept by test_speedA63_search.py::test_a_holder_let_go_after_a_search_of_it_is_not_kept_by_that_search
 def test_a_holder_let_go_after_a_search_is_not_kept_by_it_for_the_next():
     """With the collector off (`collect=False`, as the searches after chats and deletes run), a search's own frame was
     left in a reference cycle (the loop over the threads' frames kept this thread's in its variable) holding the
@@ -68,6 +69,7 @@ def test_bytes_equal_to_a_text_held_by_another_object_are_a_holder():
     assert holders_of([marker]) == []
 
 
+@pytest.mark.slow  # make test-deletion (~5-10 CPU-s: searches of every object); kept by test_speedA63_search.py::test_the_services_own_http_client_objects_are_searched_without_a_collection_on_its_request
 def test_the_services_own_http_client_objects_are_searched_without_a_collection():
     """`collect=False` leaves out the test's HTTP client's objects (`httpx`, in cycles of their own); its filter on
     the module's name starting with "httpx" left out `httpx2` too, the client `pluralign.policy.remote` sends a

@@ -49,3 +49,40 @@ def test_the_test_clients_response_and_the_dict_of_its_attributes_are_left_out_w
     attributes = vars(answer)
     assert _found([request, answer, attributes], searched, collect=False) == []
     assert _found([request, answer, attributes], searched, collect=True) == [(attributes, 0)]
+
+
+def test_a_holder_let_go_after_a_search_of_it_is_not_kept_by_that_search():
+    """slow: test_a_holder_let_go_after_a_search_is_not_kept_by_it_for_the_next. With the collector off, the search's
+    own frame left in a reference cycle (its variable holding the threads' frames, its own among them) kept what it
+    found alive: here the search reads the work item alone."""
+    import gc
+    import weakref
+
+    from tests.holders import holders_of
+    from tests.unit.test_review_freeze60 import _Work
+
+    marker = uuid.uuid4().hex
+    gc.collect()
+    gc.disable()
+    try:
+        work = _Work(prompt=f"Tell me about {marker}?")
+        gone = weakref.ref(work)
+        assert holders_of([marker], collect=False, among=[work]) == [
+            f"1 tests.unit.test_review_freeze60._Work holding texts[0] ({marker[:12]}...)"]
+        del work  # the thread is done with it
+        assert gone() is None, "the search kept what it found alive"
+    finally:
+        gc.enable()
+
+
+def test_the_services_own_http_client_objects_are_searched_without_a_collection_on_its_request():
+    """slow: test_the_services_own_http_client_objects_are_searched_without_a_collection. `collect=False` leaves out
+    the test's HTTP client's objects (`httpx`), not `httpx2`'s, the client a remote generator is sent chats with."""
+    import httpx2
+
+    marker = uuid.uuid4().hex
+    searched = _Texts([marker])
+    sent = httpx2.Request("POST", "http://generator/v1/chat/completions", content=f"Tell me about {marker}?".encode())
+    found = _found([sent, sent.stream], searched, collect=False)
+    assert sorted(type(o).__qualname__ for o, _ in found) == ["ByteStream", "Request"]
+    assert {i for _, i in found} == {0} and all(type(o).__module__.startswith("httpx2") for o, _ in found)
