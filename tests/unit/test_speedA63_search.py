@@ -62,8 +62,7 @@ def test_a_holder_let_go_after_a_search_of_it_is_not_kept_by_that_search():
     from tests.unit.test_review_freeze60 import _Work
 
     marker = uuid.uuid4().hex
-    gc.collect()
-    gc.disable()
+    gc.disable()  # (no collection first: only the work item is searched, garbage elsewhere aside)
     try:
         work = _Work(prompt=f"Tell me about {marker}?")
         gone = weakref.ref(work)
