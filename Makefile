@@ -78,10 +78,12 @@ test-tenant-removal: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "" tests/e2e/test_tenant48_removal_killed.py tests/service/test_tenant48_removal.py tests/service/test_tenant49_removal.py tests/service/test_reviewtenant49_removal.py tests/service/test_reviewtenant49_journal.py tests/service/test_reviewfeedback48.py tests/service/test_ops53_removal_replicas.py tests/service/test_tenant55_flush_turns.py
 
 # a DELETE's further flows over the real app whose checks cheaper default tests keep (each test's docstring or mark names
-# them, tests/service/test_delete61_population.py without a job): a population job's worker trained per test (3 slow tests,
-# ~27 CPU-s of the default suite's; ~50 CPU-s run alone on 2 workers, each paying its first service start)
+# them, tests/service/test_delete61_population.py without a job): a population job's worker trained per test (4 slow tests,
+# ~47 CPU-s of the default suite's; ~50 CPU-s run alone on 2 workers, each paying its first service start); and the
+# holder search's regression tests that search every object of the process once or twice (5 slow tests, ~43 CPU-s of the
+# default suite's; fast: tests/unit/test_speedA63_search.py, the search on the test's own objects): 9 slow tests in all
 test-deletion: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break20_delete.py tests/service/test_break20_tenants.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/service/test_break20_delete.py tests/service/test_break20_tenants.py tests/unit/test_review_freeze60.py
 
 # Until session 51, 165 slow-marked tests ran in `make test-all` alone; each now belongs to one named target too.
 # `pluralign serve` and its jobs killed (SIGKILL), stopped (SIGTERM, SIGINT), on a full disk, a damaged table or an
@@ -90,8 +92,10 @@ test-deletion: $(STAMP)
 # refused over a damaged FSPO adapter (tests/service/test_left22a.py; the default suite runs its startup check in-process)
 # or as an arbitrary uid with no HOME and no passwd entry (tests/e2e/test_container30.py; the default suite runs serve and
 # eval so in-process); and a rating's or an edit's `index` naming a stored response's choice after a restart
-# (tests/service/test_mutsvc39_feedback.py; fast: its in-process twins in the same file); and a background compaction
-# killed at three points (tests/e2e/test_breakG63_compaction_killed.py: 434 s at load ~6-10): 64 slow tests in all
+# (tests/service/test_mutsvc39_feedback.py; fast: its in-process twins in the same file); a DELETE failed by an artifact of
+# another schema after a real PAL job (tests/service/test_break20_delete_b.py; fast: tests/service/test_speedA63_delete.py);
+# and a background compaction killed at three points (tests/e2e/test_breakG63_compaction_killed.py: 434 s at load ~6-10):
+# 65 slow tests in all
 test-crash: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/e2e/test_break27_full_disk.py tests/e2e/test_crash39_journal_temp.py tests/e2e/test_crash39_kills.py tests/e2e/test_crash39_patch_killed.py tests/e2e/test_crash53_refit_owed.py tests/e2e/test_crash53_import_killed.py tests/e2e/test_crash53_choice_killed.py tests/e2e/test_crash53_purge_killed.py tests/e2e/test_crash53_removal_finish_killed.py tests/e2e/test_delete_killed.py tests/e2e/test_delete_sigterm.py tests/e2e/test_e2e_serve.py tests/e2e/test_edges35_forget_at_exit.py tests/e2e/test_jobturn42_stop_waits.py tests/e2e/test_ops33_serve.py tests/e2e/test_ops39_one_serve.py tests/e2e/test_review37c_audit_delete_killed.py tests/e2e/test_reviewa38_promotion_killed.py tests/e2e/test_reviewt39_request_threads_exit.py tests/e2e/test_reviewt41_signals.py tests/e2e/test_reviewt41_stop_in_torch_import.py tests/e2e/test_serve_exit.py tests/e2e/test_train39_promotion_cut.py tests/e2e/test_container30.py tests/service/test_container30_shared.py tests/service/test_break20_delete_b.py tests/service/test_break25b_failed_start.py tests/service/test_break25b_store_damaged.py tests/service/test_break27_storage.py tests/service/test_break28_jobs.py tests/service/test_feedback48_dead_letter.py tests/service/test_flakydj44_purge.py tests/service/test_data34_delete_job.py tests/service/test_upgrade29.py tests/unit/test_break37_cli.py tests/service/test_left22a.py tests/service/test_mutsvc39_feedback.py tests/e2e/test_breakG63_compaction_killed.py
 

@@ -147,23 +147,33 @@ def _attributes(obj) -> dict | None:
     return found if type(found) is dict else None
 
 
-def holders_of(texts: list[str], collect: bool = True) -> list[str]:
+def _found(objects: list, searched: _Texts, collect: bool) -> list[tuple[object, int]]:
+    """Each of `objects` referring to a text holding one of `searched`, with which (`_holder`), chunks the pre-check
+    (`_may_hold`) clears passed over; without `collect`, the test's HTTP client's objects (`_clients`) and the dicts of
+    their attributes left out."""
+    # the client's objects' own attribute dicts too (`builtins.dict`s: a class whose instances stopped sharing keys)
+    clients = set() if collect else {id(d) for o in objects if _clients(o) and (d := _attributes(o)) is not None}
+    return [(o, i) for start in range(0, len(objects), _CHUNK) if _may_hold(chunk := objects[start:start + _CHUNK], searched)
+            for o in chunk if (collect or not (_clients(o) or id(o) in clients)) and (i := _holder(o, searched)) is not None]
+
+
+def holders_of(texts: list[str], collect: bool = True, among: list | None = None) -> list[str]:
     """What in this process still refers to a text holding one of `texts` (the test's own objects of them aside): the
     thread, function and variable of another thread's local (frames are not gc objects), else how many objects of
     each kind refer to one, and to which of `texts`. Texts are told from the test's own by identity: an answer held
     whole, a `Candidate`'s text, is equal to the test's copy. `collect`: garbage is collected first; without, a
     reference cycle awaiting the collector is a holder too (on a quiet service it may wait for good), the test's
-    client's own (httpx's requests and responses, in cycles of their own, and the dicts of their attributes) aside."""
+    client's own (httpx's requests and responses, in cycles of their own, and the dicts of their attributes) aside.
+    `among`: only these objects are searched, with no collection (the search's own tests: ms, not seconds)."""
     searched = _Texts(texts)
-    with thawed():
-        if collect:
-            gc.collect()
-        objects = gc.get_objects()
-    # the client's objects' own attribute dicts too (`builtins.dict`s: a class whose instances stopped sharing keys)
-    clients = set() if collect else {id(d) for o in objects if _clients(o) and (d := _attributes(o)) is not None}
-    found = [(o, i) for start in range(0, len(objects), _CHUNK) if _may_hold(chunk := objects[start:start + _CHUNK], searched)
-             for o in chunk if (collect or not (_clients(o) or id(o) in clients)) and (i := _holder(o, searched)) is not None]
-    chunk = None
+    if among is not None:
+        objects = list(among)
+    else:
+        with thawed():
+            if collect:
+                gc.collect()
+            objects = gc.get_objects()
+    found = _found(objects, searched, collect)
     del objects
     ids = {id(o) for o, _ in found}
     names = {t.ident: t.name for t in threading.enumerate()}

@@ -62,6 +62,8 @@ def run_job(admin, kind: str, params: dict) -> dict:
     return job
 
 
+@pytest.mark.slow  # make test-deletion (~20 CPU-s: PAL, EM and audit jobs' workers); kept by test_delete61_population.py
+# (snapshots, a PAL artifact), test_break21_deletions.py (an EM job's artifact), test_privacy40_shared_cache.py (the cache)
 def test_nothing_of_a_deleted_user_is_left_after_population_jobs(tmp_path, tiny_generator_dir, tiny_pal_dir, minilm, monkeypatch):
     """Also the embedding cache the jobs' CLI shares (PLURALIGN_CACHE_DIR: `pluralign serve` makes it the data folder's
     `cache/` when unset; here, as in a deployment that names one, a folder outside the data folder, which

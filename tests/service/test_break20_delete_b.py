@@ -33,6 +33,7 @@ def logged(name: str, level: int = logging.ERROR):
         logging.getLogger(name).removeHandler(handler)
 
 
+@pytest.mark.slow  # make test-crash (~10 CPU-s: a PAL job's worker); kept by test_speedA63_delete.py, its artifact written as the job's
 def test_an_unreadable_population_artifact_fails_the_delete_after_every_other_file_is_rewritten(
     tmp_path, tiny_generator_dir, tiny_pal_dir, minilm,
 ):

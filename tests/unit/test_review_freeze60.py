@@ -8,6 +8,8 @@ import gc
 import uuid
 import weakref
 
+import pytest
+
 from tests.holders import assert_none_hold, holders_of
 
 
@@ -15,6 +17,7 @@ class _Work(dict):
     """A thread's work item (a dict of the request's texts), let go by the thread once done."""
 
 
+@pytest.mark.slow  # make test-deletion (~5-10 CPU-s: searches of every object); kept by test_speedA63_search.py::test_a_holder_let_go_after_a_search_of_it_is_not_kept_by_that_search
 def test_a_holder_let_go_after_a_search_is_not_kept_by_it_for_the_next():
     """With the collector off (`collect=False`, as the searches after chats and deletes run), a search's own frame was
     left in a reference cycle (the loop over the threads' frames kept this thread's in its variable) holding the
@@ -43,6 +46,7 @@ class _LetsGo(dict):
         return iter(keys)
 
 
+@pytest.mark.slow  # make test-deletion (~10 CPU-s: two searches of every object); kept by test_speedA63_search.py::test_a_holder_that_lets_go_as_it_is_read_is_named_by_that_read
 def test_a_holder_that_lets_go_while_a_search_runs_is_waited_for_not_an_error():
     """An object found holding a text was read again to name which text: one that let go in between (its work ended)
     made that read find none, and the search raised `RuntimeError: generator raised StopIteration` instead of
@@ -54,6 +58,7 @@ def test_a_holder_that_lets_go_while_a_search_runs_is_waited_for_not_an_error():
     assert_none_hold([marker], timeout=60)
 
 
+@pytest.mark.slow  # make test-deletion (~10 CPU-s: two searches of every object); kept by test_speedA63_search.py::test_bytes_equal_to_a_searched_text_but_not_the_tests_own_are_a_holder
 def test_bytes_equal_to_a_text_held_by_another_object_are_a_holder():
     """The test's own UTF-8 encodings of the texts were left out by equality: bytes the service made equal to one of
     the texts (a whole answer encoded, a marker sent alone) were no holder."""
@@ -64,6 +69,7 @@ def test_bytes_equal_to_a_text_held_by_another_object_are_a_holder():
     assert holders_of([marker]) == []
 
 
+@pytest.mark.slow  # make test-deletion (~5-10 CPU-s: searches of every object); kept by test_speedA63_search.py::test_the_services_own_http_client_objects_are_searched_without_a_collection_on_its_request
 def test_the_services_own_http_client_objects_are_searched_without_a_collection():
     """`collect=False` leaves out the test's HTTP client's objects (`httpx`, in cycles of their own); its filter on
     the module's name starting with "httpx" left out `httpx2` too, the client `pluralign.policy.remote` sends a
@@ -77,6 +83,7 @@ def test_the_services_own_http_client_objects_are_searched_without_a_collection(
     del sent
 
 
+@pytest.mark.slow  # make test-deletion (~10 CPU-s: two searches of every object); kept by test_speedA63_search.py::test_the_test_clients_response_and_the_dict_of_its_attributes_are_left_out_without_a_collection
 def test_the_test_clients_responses_are_left_out_with_the_dict_of_their_attributes():
     """delete61: `collect=False` left out the test's HTTP client's objects by their type's module, but not the dict
     of a Response's attributes, a `builtins.dict` (made when its class's instances stop sharing their keys, as a
