@@ -104,10 +104,12 @@ test-crash: $(STAMP)
 # page's "Try it out" in chromium (first run as a target in session 51, 31 slow tests and one skipped by design: 133 s at
 # load 4-5, all passed). The served processes of test_break36_slow_clients.py, test_newuser40_unparsable.py and
 # test_conn37_connections.py run here on httptools as well as h11: the default suite runs the first two's tests on the app
-# in-process behind the same protocol, and conn37's served checks in tests/service/test_web37_http.py; and another tenant's
-# requests answered inside one tenant's flood (tests/e2e/test_breakG63_tenant_flood.py, 108 s at load ~8) (62 slow tests in all, one of them skipped by design)
+# in-process behind the same protocol, and conn37's served checks in tests/service/test_web37_http.py; another tenant's
+# requests answered inside one tenant's flood (tests/e2e/test_breakG63_tenant_flood.py, 108 s at load ~8); and the
+# one-choice case of tests/service/test_break18_wire.py's abandoned streams (speedC63; its n = 2 case in the default suite)
+# (63 slow tests in all, one of them skipped by design)
 test-http: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/e2e/test_break36_slow_clients.py tests/e2e/test_conn37_connections.py tests/e2e/test_newuser40_unparsable.py tests/e2e/test_live37_liveness.py tests/e2e/test_exportcap38_serve.py tests/e2e/test_obs30_serve_json.py tests/service/test_ops33_request_ids.py tests/service/test_break37_dashboard.py tests/service/test_trial58.py tests/e2e/test_breakG63_tenant_flood.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/e2e/test_break36_slow_clients.py tests/e2e/test_conn37_connections.py tests/e2e/test_newuser40_unparsable.py tests/e2e/test_live37_liveness.py tests/e2e/test_exportcap38_serve.py tests/e2e/test_obs30_serve_json.py tests/service/test_ops33_request_ids.py tests/service/test_break37_dashboard.py tests/service/test_trial58.py tests/e2e/test_breakG63_tenant_flood.py tests/service/test_break18_wire.py
 
 # the store on an S3 bucket (moto on loopback, tests/s3.py) that goes away, throttles, hangs or refuses the keys; old versions
 # removed from the bucket, a purged user's text out of a fragment shared with another user, the clock table's tidy, replicas'
@@ -140,9 +142,12 @@ test-generation: $(STAMP)
 # 296 s at load 14-16, all passed); EM's K chosen on 3 and 4 true groups (tail61b; 1 and 2 in the default suite, and one EM fit at K = 4 on 4 groups, review tail61b);
 # and an adapter saved in a fresh `pluralign` process asks the hub for nothing (tests/service/test_cli_process.py; fast:
 # its entry-point test, the process offline before the hub is imported; test_reviewtail61a.py, a save in-process asks
-# the hub nothing): 50 slow tests in all
+# the hub nothing); test_admin.py's job over the memory cap on a service of its own (speedC63; fast: tests/unit/
+# test_speedC63_memory_cap.py on the runner) and test_break18_audit.py's audit by an attribute some comparisons lack
+# (speedC63; fast: the store's audit in tests/unit/test_break18_audit.py and test_audit49.py, the page's words in
+# tests/unit/test_speedC63_dashboard_withheld.py): 52 slow tests in all
 test-cli: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/models/test_pal_cli.py tests/models/test_pal_k_selection.py tests/models/test_train39_absurd_loss.py tests/service/test_train39_absurd_loss.py tests/unit/test_cli.py tests/unit/test_ops33_cli.py tests/unit/test_mut40_eval_cli.py tests/unit/test_lazy29_cli.py tests/unit/test_trial48b_audit.py tests/e2e/test_audit_components.py tests/service/test_rewards.py tests/service/test_admin.py tests/service/test_break24c.py tests/service/test_break22d.py tests/service/test_data34_delete_audit.py tests/service/test_edges35_audit_metrics.py tests/service/test_i18n30.py tests/service/test_review43_old_unknown_group.py tests/service/test_job_retention.py tests/service/test_review39_relative_data.py tests/service/test_reviewoperator47.py tests/service/test_mut40_import.py tests/unit/test_onnx_encoder.py tests/unit/test_crash38_datasets_apart.py tests/unit/test_docs_library.py tests/service/test_docs_examples.py tests/unit/test_fuzz36_lines.py tests/unit/test_review33_keys_file.py tests/service/test_population_swap.py tests/models/policy/test_fspo_tiny.py tests/service/test_break19c.py tests/unit/test_model_selection.py tests/service/test_cli_process.py
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m slow tests/models/test_pal_cli.py tests/models/test_pal_k_selection.py tests/models/test_train39_absurd_loss.py tests/service/test_train39_absurd_loss.py tests/unit/test_cli.py tests/unit/test_ops33_cli.py tests/unit/test_mut40_eval_cli.py tests/unit/test_lazy29_cli.py tests/unit/test_trial48b_audit.py tests/e2e/test_audit_components.py tests/service/test_rewards.py tests/service/test_admin.py tests/service/test_break24c.py tests/service/test_break22d.py tests/service/test_data34_delete_audit.py tests/service/test_edges35_audit_metrics.py tests/service/test_i18n30.py tests/service/test_review43_old_unknown_group.py tests/service/test_job_retention.py tests/service/test_review39_relative_data.py tests/service/test_reviewoperator47.py tests/service/test_mut40_import.py tests/unit/test_onnx_encoder.py tests/unit/test_crash38_datasets_apart.py tests/unit/test_docs_library.py tests/service/test_docs_examples.py tests/unit/test_fuzz36_lines.py tests/unit/test_review33_keys_file.py tests/service/test_population_swap.py tests/models/policy/test_fspo_tiny.py tests/service/test_break19c.py tests/unit/test_model_selection.py tests/service/test_cli_process.py tests/service/test_break18_audit.py
 
 # Schemathesis over the served OpenAPI schema (slow; FUZZ_EXAMPLES per operation, default 30: 600 served 4,909 requests; FUZZ_MAX_SECONDS its time budget)
 fuzz: $(STAMP)

@@ -129,7 +129,12 @@ def give_twenty_comparisons(svc, user):
 
 
 def test_n_new_comparisons_queue_an_adapter_job_for_the_user(svc):
-    give_twenty_comparisons(svc, "erin")
+    """The job queued is what this checks; its training (a worker fitting a LoRA adapter on the tiny model, ~15 CPU-s
+    counted against whichever test of the module reaps it) is the slow test's below, so it is cancelled here (speedC63)."""
+    job = give_twenty_comparisons(svc, "erin")
+    with svc.client("admin") as admin:
+        assert admin.post(f"/admin/jobs/{job['id']}/cancel").status_code == 200
+        assert wait_job(admin, job["id"])["state"] in ("cancelled", "succeeded")  # (one that ended first stays as it ended)
 
 
 @pytest.mark.slow
@@ -472,6 +477,19 @@ def capped(tmp_path_factory, tiny_generator_dir, tiny_pal_dir, minilm):
         yield service
 
 
+def test_the_services_job_memory_cap_is_its_runners(svc):
+    """`job_memory_mb` (the default, 6144 MB here) is the cap the service's job runner kills a worker over; the kill and
+    the failed job's figure are tests/unit/test_speedC63_memory_cap.py's, on the runner (the slow test below: a service
+    capped at 64 MB and an EM job's worker)."""
+    admin = svc.server.server.config.app.state.admin
+    assert svc.runtime.settings.job_memory_mb == 6144
+    assert admin.runner.config.memory_mb == svc.runtime.settings.job_memory_mb
+
+
+# slow (make test-cli): a service of its own and an EM job's worker, ~14 CPU-s of the default suite's (speedC63); the
+# runner's cap, its kill and the failed job's figure: tests/unit/test_speedC63_memory_cap.py; the service serving on after
+# a job's worker failed: test_a_crashing_job_is_recorded_failed_and_the_service_keeps_serving
+@pytest.mark.slow
 def test_a_job_over_the_memory_cap_is_killed_and_failed_with_the_figure_and_the_service_keeps_serving(capped):
     with capped.client("admin") as admin:
         r = admin.post("/admin/jobs", json={"kind": "em", "params": {"protocol": "persona", "groups": 2, "max_iter": 1000}})

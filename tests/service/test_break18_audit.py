@@ -36,6 +36,11 @@ def test_a_misspelled_group_by_is_a_400_naming_it_and_the_attributes_there_are(s
     assert "'segmnt'" in message and "segment" in message.split("exist:")[1], message
 
 
+# slow (make test-cli; speedC63): its audit job's worker, ~3.5 CPU-s of the default suite's. Its checks in the default
+# suite: the " (no value)" group, the suppressed group, withheld intervals and overall, tests/unit/test_break18_audit.py
+# and tests/unit/test_audit49.py (the store's audit the job runs); the page's words, tests/unit/
+# test_speedC63_dashboard_withheld.py; an audit over the real app, tests/service/test_admin.py's `audited`
+@pytest.mark.slow
 def test_group_by_an_attribute_some_comparisons_lack_reports_them_as_of_no_value(svc):
     """And (session 49) the audit gives no user's own figures away, over the route and on the dashboard: a group of 2
     users had a 95% interval whose ends were its two users' own accuracies, a group of one user (cat's `west`: the

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from service.settings import ENV_PREFIX
-from tests.conftest import REPO
 from training.cli import make_parser
 
 # each command's arguments: enough to parse, and nothing heavy or lasting should the check be missing
@@ -56,28 +54,36 @@ def test_every_command_is_checked_here():
     assert sorted(commands(make_parser())) == sorted(ARGV)
 
 
-def pluralign(tmp_path, argv: list[str], **env) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    environ.update(PYTHONPATH=str(REPO), HOME=str(tmp_path / "home"), **env)
-    return subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=tmp_path, env=environ,
-                          capture_output=True, text=True, timeout=120)
+def pluralign(tmp_path, argv: list[str], capsys, monkeypatch, **env) -> subprocess.CompletedProcess:
+    """`pluralign argv...` run by its main in this process (`tests/unit/clitools.py`; a process of its own each, 21 of
+    them, cost ~6 CPU-s of the default suite's: speedC63), in `tmp_path` with the test run's PLURALIGN_* variables left
+    out and `env` set, as a process of its own was run."""
+    from tests.unit.clitools import cli
+
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, value in {"HOME": str(tmp_path / "home"), **env}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, *argv)
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 @pytest.mark.parametrize("command", sorted(ARGV))
-def test_a_bad_setting_value_is_refused_by_every_command(tmp_path, command):
+def test_a_bad_setting_value_is_refused_by_every_command(tmp_path, command, capsys, monkeypatch):
     (tmp_path / "in.jsonl").write_text("")
-    result = pluralign(tmp_path, [*command.split(), *ARGV[command]], PLURALIGN_STORE_RETRIES="abc")
+    result = pluralign(tmp_path, [*command.split(), *ARGV[command]], capsys, monkeypatch, PLURALIGN_STORE_RETRIES="abc")
     assert (result.returncode, result.stdout, result.stderr.splitlines()) == (
         2, "", ["pluralign: error: PLURALIGN_STORE_RETRIES (setting store_retries): expected `int`, got `str` 'abc'"]), result.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no data folder, key file, cache or artifact
 
 
-def test_a_value_breaking_a_rule_and_a_bad_config_file_are_refused_too(tmp_path):
+def test_a_value_breaking_a_rule_and_a_bad_config_file_are_refused_too(tmp_path, capsys, monkeypatch):
     """A well-typed value a rule refuses, and a PLURALIGN_CONFIG file that is not TOML: the words `serve` uses."""
-    result = pluralign(tmp_path, ["keys", "--data-dir", "data", "list"], PLURALIGN_CANDIDATES="1")
+    result = pluralign(tmp_path, ["keys", "--data-dir", "data", "list"], capsys, monkeypatch, PLURALIGN_CANDIDATES="1")
     assert (result.returncode, result.stderr.splitlines()) == (
         2, ["pluralign: error: PLURALIGN_CANDIDATES (setting candidates): `candidates` must be at least 2 when `rerank` is on"])
     (tmp_path / "settings.toml").write_text("max_tokens = \n")
-    result = pluralign(tmp_path, ["keys", "--data-dir", "data", "list"], PLURALIGN_CONFIG="settings.toml")
+    result = pluralign(tmp_path, ["keys", "--data-dir", "data", "list"], capsys, monkeypatch, PLURALIGN_CONFIG="settings.toml")
     assert result.returncode == 2 and result.stderr.startswith("pluralign: error: PLURALIGN_CONFIG settings.toml: not TOML")
     assert not (tmp_path / "data").exists()

@@ -97,14 +97,20 @@ def test_a_feedback_log_note_that_is_not_utf8_stops_the_start_naming_it(serve, t
 
 
 @DAMAGED
-def test_an_api_keys_file_that_is_not_utf8_stops_serve_naming_it(tmp_path, text):
-    """Before: `pluralign: error: 'utf-8' codec can't decode byte 0xff in position 1: invalid start byte`, no file."""
+def test_an_api_keys_file_that_is_not_utf8_stops_serve_naming_it(tmp_path, text, capsys, monkeypatch):
+    """Before: `pluralign: error: 'utf-8' codec can't decode byte 0xff in position 1: invalid start byte`, no file.
+    `pluralign serve` run in this process, as the PAL checkpoint's test below (speedC63: a process of its own, ~0.5
+    CPU-s a case, checked nothing more)."""
+    from tests.unit.clitools import cli as cli_here
+
     data = tmp_path / "data"
     data.mkdir()
     (data / "api_keys.json").write_bytes(b'[{"key":"' + text + b'"}]')
-    result = cli(tmp_path, "serve", "--data-dir", str(data), "--port", "0")
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert last_line(result).startswith(f"pluralign: error: {data / 'api_keys.json'}: not a list of API keys (it is not JSON: "), result.stderr
+    monkeypatch.delenv("PLURALIGN_DATA_DIR", raising=False)
+    monkeypatch.setenv("PLURALIGN_SHARED_DATA", str(tmp_path / "no-shared-data"))
+    code, _, err = cli_here(capsys, "serve", "--data-dir", str(data), "--port", "0")
+    assert code == 2, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith(f"pluralign: error: {data / 'api_keys.json'}: not a list of API keys (it is not JSON: "), err
 
 
 def test_a_replica_folder_id_that_is_not_utf8_is_drawn_again(tmp_path):
@@ -150,18 +156,24 @@ def parquet_with_a_damaged_prompt(path):
 
 
 @pytest.mark.parametrize("command", [["data", "stats"], ["data", "import", "--url", "http://127.0.0.1:9", "--key", "k"]])
-def test_a_parquet_row_that_is_not_utf8_is_refused_naming_its_row_and_column(tmp_path, command):
+def test_a_parquet_row_that_is_not_utf8_is_refused_naming_its_row_and_column(tmp_path, command, capsys, monkeypatch):
     """Before, the whole file was not read: "'utf-8' codec can't decode byte 0xff in position 2", no row, no column,
-    and --skip-bad could not skip it."""
+    and --skip-bad could not skip it. The CLI run in this process (`tests/unit/clitools.py`, as `pluralign`'s main
+    with its argv: speedC63; a process of its own each, 4 of them, cost ~3 CPU-s of the default suite's)."""
+    from tests.unit.clitools import cli as cli_here
+
+    monkeypatch.delenv("PLURALIGN_DATA_DIR", raising=False)
+    monkeypatch.setenv("PLURALIGN_SHARED_DATA", str(tmp_path / "no-shared-data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = parquet_with_a_damaged_prompt(tmp_path / "prefs.parquet")
-    result = cli(tmp_path, *command, "--source", "file", "--path", str(path))
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert last_line(result) == (f"pluralign: error: --path {path}: row 2, field `prompt`: is not valid UTF-8 (byte 0xff at "
-                                 "byte 3 of a text in it) (--skip-bad skips bad rows)"), result.stderr[-3000:]
-    skipped = cli(tmp_path, "data", "stats", "--source", "file", "--path", str(path), "--skip-bad", "--json")
-    assert skipped.returncode == 0, skipped.stderr[-3000:]
-    assert msgspec.json.decode(skipped.stdout)["pairs"] == 1
-    assert "skipped 1 bad row (--skip-bad); first: row 2, field `prompt`: is not valid UTF-8" in skipped.stderr
+    code, _, err = cli_here(capsys, *command, "--source", "file", "--path", str(path))
+    assert code == 2, err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"pluralign: error: --path {path}: row 2, field `prompt`: is not valid UTF-8 (byte 0xff "
+                                            "at byte 3 of a text in it) (--skip-bad skips bad rows)"), err[-3000:]
+    code, out, err = cli_here(capsys, "data", "stats", "--source", "file", "--path", str(path), "--skip-bad", "--json")
+    assert code == 0, err[-3000:]
+    assert msgspec.json.decode(out)["pairs"] == 1
+    assert "skipped 1 bad row (--skip-bad); first: row 2, field `prompt`: is not valid UTF-8" in err
 
 
 def test_an_import_body_line_that_is_not_utf8_is_a_400_naming_it(serve):

@@ -1,26 +1,24 @@
-"""A first-day user's preference files and key listings, through the real `pluralign` command
-(a subprocess, as a shell runs it; `in_this_process` for the key listings and `train fspo`, whose processes imported
-torch before their line): each mistake is one line naming the argument and what to do."""
+"""A first-day user's preference files and key listings, through the `pluralign` command run by its main in this
+process with a user's argv (`in_this_process`; a subprocess each, as a shell runs it, cost ~5 CPU-s of the default
+suite's: speedC63): each mistake is one line naming the argument and what to do."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 
 import pytest
-
-from tests.conftest import REPO
 
 ROW = {"user_id": "ann", "prompt": "Tea or coffee?", "chosen": "Tea.", "rejected": "Coffee."}
 
 
-def pluralign(cwd, *argv: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLURALIGN_")}
-    env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "training.cli", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+@pytest.fixture
+def pluralign(monkeypatch, capsys):
+    """`pluralign(cwd, *argv)`: `in_this_process` (speedC63: a process of its own each, as a shell runs it, cost ~5
+    CPU-s of the default suite's; `training.cli.main` with the same argv, from the same folder, reads the same files
+    and says the same lines)."""
+    return lambda cwd, *argv: in_this_process(monkeypatch, capsys, cwd, *argv)
 
 
 def in_this_process(monkeypatch, capsys, cwd, *argv: str) -> subprocess.CompletedProcess:
@@ -42,7 +40,7 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.parametrize("form", ["datasets-array", "pretty-array"])
-def test_a_json_array_file_is_named_as_one_with_what_to_do(tmp_path, form, request):
+def test_a_json_array_file_is_named_as_one_with_what_to_do(tmp_path, form, request, pluralign):
     """A `.json` file holding one JSON array (what `Dataset.to_json(..., lines=False)` and
     `json.dump(rows, f, indent=2)` write). Before: `line 1: expected a JSON object (--skip-bad skips
     bad rows)` or `line 1: malformed JSON (Input data was truncated) (--skip-bad skips bad rows)`,
@@ -57,7 +55,7 @@ def test_a_json_array_file_is_named_as_one_with_what_to_do(tmp_path, form, reque
     assert "JSON array: the rows go one JSON object a line (JSON lines)" in line and "jq -c '.[]'" in line and "--skip-bad" not in line, line
 
 
-def test_several_objects_on_one_line_are_named_with_what_to_do(tmp_path):
+def test_several_objects_on_one_line_are_named_with_what_to_do(tmp_path, pluralign):
     """Rows joined on one line (a file whose newlines were lost). Before: `line 1: malformed JSON (JSON
     is malformed: trailing characters (byte 64))`."""
     path = tmp_path / "joined.jsonl"
@@ -81,7 +79,7 @@ def test_keys_of_a_data_folder_that_does_not_exist_is_an_error_naming_it(tmp_pat
     assert list(tmp_path.iterdir()) == []  # nothing created
 
 
-def test_a_trl_dataset_without_user_ids_is_told_to_name_its_user(tmp_path, hf):
+def test_a_trl_dataset_without_user_ids_is_told_to_name_its_user(tmp_path, hf, pluralign):
     """A TRL preference dataset (no `user_id` column) imported as README says. Before: `line 1, field
     `user_id`: missing required field (--skip-bad skips bad rows)`: --skip-bad would skip every row."""
     path = tmp_path / "trl.jsonl"
@@ -92,7 +90,7 @@ def test_a_trl_dataset_without_user_ids_is_told_to_name_its_user(tmp_path, hf):
     assert "--user NAME" in line and "--skip-bad" not in line, line
 
 
-def test_an_export_run_again_replaces_its_file(tmp_path):
+def test_an_export_run_again_replaces_its_file(tmp_path, pluralign):
     """`data export --out prefs.jsonl` run a second time (or over its own --path). Before: `--out
     prefs.jsonl: /x/prefs.jsonl is a file, not a folder`, exit 2: an output file could be written once."""
     source = tmp_path / "trl.jsonl"
@@ -125,7 +123,7 @@ def test_train_adapter_reads_a_trl_file_as_the_users(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trl.jsonl"]  # nothing written
 
 
-def test_an_import_user_the_service_never_takes_is_named_by_user(tmp_path):
+def test_an_import_user_the_service_never_takes_is_named_by_user(tmp_path, pluralign):
     """`data import --user "ann smith"` on a TRL file. Before: `--path trl.jsonl: line 1, field `user_id`:
     'ann smith': ...`, naming the file and a field it does not have rather than the option given."""
     path = tmp_path / "trl.jsonl"
@@ -151,7 +149,7 @@ def test_fspo_on_users_with_too_few_comparisons_names_shots_and_queries(tmp_path
     assert not (tmp_path / "fs").exists()
 
 
-def test_a_gzip_compressed_trl_file_is_read_as_its_lines(tmp_path):
+def test_a_gzip_compressed_trl_file_is_read_as_its_lines(tmp_path, pluralign):
     """data session 34: JSON lines as Hugging Face datasets ship them, gzip-compressed (Anthropic's HH-RLHF
     `train.jsonl.gz`: implicit-prompt rows, no user). Before: `line 1: malformed JSON (...); it holds NUL
     bytes: a binary file, not JSON lines`. A file cut short is one line naming it, not a traceback."""
@@ -172,7 +170,7 @@ def test_a_gzip_compressed_trl_file_is_read_as_its_lines(tmp_path):
 
 
 @pytest.mark.parametrize("trainer", ["pal", "em"])
-def test_k_max_beside_k_is_refused_naming_both(tmp_path, trainer):
+def test_k_max_beside_k_is_refused_naming_both(tmp_path, trainer, pluralign):
     """data session 34: `--k-max` bounds only the search without `--k`. Before: `--k 3 --k-max 2` trained
     K=3 and said nothing of the --k-max it ignored (exit 0); now one line naming both, before training."""
     path = tmp_path / "prefs.jsonl"
@@ -191,7 +189,7 @@ def test_k_max_beside_k_is_refused_naming_both(tmp_path, trainer):
     ["train", "fspo", "--population", "file", "--data", "{data}", "--groups", "3"],
     ["audit", "--data", "{data}", "--group-by", "segment", "--groups", "3"],
 ])
-def test_groups_with_a_source_that_is_not_persona_is_refused_naming_both(tmp_path, argv):
+def test_groups_with_a_source_that_is_not_persona_is_refused_naming_both(tmp_path, argv, pluralign):
     """data session 34: `--groups` sizes only the synthetic persona population. Before: with a file or UKP
     it was ignored and the run went on (`train em --protocol ukp --groups 3` trained minutes on UKP's
     own users, exit 0); now one line naming it and the source, before anything loads."""
@@ -209,7 +207,7 @@ def test_groups_with_a_source_that_is_not_persona_is_refused_naming_both(tmp_pat
     (["train", "fspo", "--population", "persona", "--unseen-fraction", "0.5"], "--unseen-fraction 0.5: read only with --population file"),
     (["train", "maxmin", "--pairs", "{data}", "--objective", "single", "--heads", "3"], "--heads 3: a single-reward ranking"),
 ])
-def test_an_option_the_run_would_ignore_or_contradict_is_refused(tmp_path, argv, said):
+def test_an_option_the_run_would_ignore_or_contradict_is_refused(tmp_path, argv, said, pluralign):
     """data session 34. Before: `train fspo --population persona --unseen-fraction 0.5` trained with the
     persona protocol's own unseen users (exit 0), and `train maxmin --objective single --heads 3` wrote an
     artifact recording a single-reward ranking of 3 heads (exit 0)."""
@@ -223,7 +221,7 @@ def test_an_option_the_run_would_ignore_or_contradict_is_refused(tmp_path, argv,
 
 
 @pytest.mark.parametrize("option", ["--em", "--pal"])
-def test_an_audit_artifact_its_grouping_would_not_read_is_refused(tmp_path, option):
+def test_an_audit_artifact_its_grouping_would_not_read_is_refused(tmp_path, option, pluralign):
     """data session 34: `audit --data F --group-by segment --em DIR` (or `--pal DIR`). Before: the report
     was made by `segment`, the artifact never read, exit 0; now one line naming the option and --group-by."""
     path = tmp_path / "prefs.jsonl"
