@@ -23,7 +23,7 @@ from litestar.exceptions import ValidationException
 
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference, file_time, stand_in_received
-from pluralign.data.text import answer_key
+from pluralign.data.text import answer_key, is_comparison
 from pluralign.embed.cache import text_key
 from pluralign.fairness.audit import NO_VALUE, OLD_NO_VALUE
 from pluralign.fairness.report import (
@@ -533,7 +533,7 @@ class Admin:
         records = [
             Preference(user_id=p.user_id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, tie=p.tie, margin=p.margin,
                        source=p.source, created_at=file_time(p.created_at), attributes=p.attributes)
-            for p in stored if p.rejected
+            for p in stored if is_comparison(p.prompt, p.chosen, p.rejected)  # not a rating without rival, nor a row the reader refuses
         ]
         if not records:
             raise bad_request("params.user", f"user {user!r} of tenant {tenant!r} has no stored comparisons to train on")
@@ -558,6 +558,7 @@ class Admin:
                 Preference(user_id=f"{p.tenant}/{p.user_id}", prompt=p.prompt, chosen=p.chosen, rejected=p.rejected,
                            margin=p.margin, source=p.source, created_at=file_time(p.received()), attributes=p.attributes)
                 for p in self.rt.store.all_comparisons()
+                if is_comparison(p.prompt, p.chosen, p.rejected)  # a blank or look-alike pair an older release stored: the reader refuses it
             ]
             if not records:
                 raise bad_request("params.protocol", "the store holds no comparisons to train a population model on "
