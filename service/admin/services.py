@@ -520,7 +520,8 @@ class Admin:
                      and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
     def snapshot(self, tenant: str, user: str) -> tuple[Path, int]:
-        """The user's stored comparisons as a preference file for the worker, their few rows still pending
+        """The user's stored comparisons as a preference file for the worker (less the rows its reader refuses that older
+        releases stored: `is_comparison`), their few rows still pending
         in the log moved first, and how many of them are strict (no tie: what `count_comparisons` counts).
         Raises Backlogged when more than READ_INLINE_ROWS of them wait (a large
         import being stored): moving them here, under the user's lock, held their DELETE, chats and refits
@@ -542,7 +543,8 @@ class Admin:
         return path, sum(1 for r in records if not r.tie)
 
     def population_snapshot(self) -> Path:
-        """Every stored strict comparison of every tenant as one preference file; users are named
+        """Every stored strict comparison of every tenant as one preference file (less the rows its reader refuses that
+        older releases stored: `is_comparison`); users are named
         `tenant/user` so two tenants' users never merge into one. Read and written under the
         runtime's population lock: a DELETE's rewrite of the snapshots (`forget_in_population`)
         comes before (and so rewrites it) or after (and the user's rows are out of the store).
