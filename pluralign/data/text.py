@@ -178,6 +178,13 @@ def look_key(text: str) -> str:
     return _SPACING_TO_FOLD.sub(_spaces_shown, key)
 
 
+def is_comparison(prompt: str, chosen: str, rejected: str) -> bool:
+    """Whether the texts make a comparison as feedback, an import and a preference file's reader take one: no blank
+    text (`is_blank`) and two answers a person tells apart (`look_key`). What the service leaves out of the files it
+    writes from its stored rows (a preferences export, a job's snapshot) of the rows older releases stored otherwise."""
+    return not (is_blank(prompt) or is_blank(chosen) or is_blank(rejected)) and look_key(chosen) != look_key(rejected)
+
+
 def look_question_key(prompt: str, x: str, y: str) -> tuple[str, frozenset[str]]:
     """`question_key` as a person reads it (`look_key`): what next-comparison asks once, and not again once answered."""
     return look_key(prompt), frozenset((look_key(x), look_key(y)))

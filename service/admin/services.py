@@ -23,7 +23,7 @@ from litestar.exceptions import ValidationException
 from pluralign.cache import FairLRU
 from pluralign.data.io import write_jsonl
 from pluralign.data.record import Preference, file_time, stand_in_received
-from pluralign.data.text import answer_key
+from pluralign.data.text import answer_key, is_comparison
 from pluralign.embed.cache import text_key
 from pluralign.fairness.audit import NO_VALUE, OLD_NO_VALUE
 from pluralign.fairness.report import (
@@ -573,7 +573,8 @@ class Admin:
                      and j.params.get("user") == user and str(j.params.get("tenant", "default")) == tenant), None)
 
     def snapshot(self, tenant: str, user: str) -> tuple[Path, int]:
-        """The user's stored comparisons as a preference file for the worker, their few rows still pending
+        """The user's stored comparisons as a preference file for the worker (less the rows its reader refuses that older
+        releases stored: `is_comparison`), their few rows still pending
         in the log moved first, and how many of them are strict (no tie: what `count_comparisons` counts).
         Raises Backlogged when more than READ_INLINE_ROWS of them wait (a large
         import being stored): moving them here, under the user's lock, held their DELETE, chats and refits
@@ -586,7 +587,7 @@ class Admin:
         records = [
             Preference(user_id=p.user_id, prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, tie=p.tie, margin=p.margin,
                        source=p.source, created_at=file_time(p.created_at), attributes=p.attributes)
-            for p in stored if p.rejected
+            for p in stored if is_comparison(p.prompt, p.chosen, p.rejected)  # not a rating without rival, nor a row the reader refuses
         ]
         if not records:
             raise bad_request("params.user", f"user {user!r} of tenant {tenant!r} has no stored comparisons to train on")
@@ -595,7 +596,8 @@ class Admin:
         return path, sum(1 for r in records if not r.tie)
 
     def population_snapshot(self) -> Path:
-        """Every stored strict comparison of every tenant as one preference file; users are named
+        """Every stored strict comparison of every tenant as one preference file (less the rows its reader refuses that
+        older releases stored: `is_comparison`); users are named
         `tenant/user` so two tenants' users never merge into one. Read and written under the
         runtime's population lock: a DELETE's rewrite of the snapshots (`forget_in_population`)
         comes before (and so rewrites it) or after (and the user's rows are out of the store).
@@ -611,6 +613,7 @@ class Admin:
                 Preference(user_id=f"{p.tenant}/{p.user_id}", prompt=p.prompt, chosen=p.chosen, rejected=p.rejected,
                            margin=p.margin, source=p.source, created_at=file_time(p.received()), attributes=p.attributes)
                 for p in self.rt.store.all_comparisons()
+                if is_comparison(p.prompt, p.chosen, p.rejected)  # a blank or look-alike pair an older release stored: the reader refuses it
             ]
             if not records:
                 raise bad_request("params.protocol", "the store holds no comparisons to train a population model on "

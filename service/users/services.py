@@ -27,6 +27,7 @@ from pluralign.data.text import (
     answer_key,
     bidi_controls_shown,
     is_blank,
+    is_comparison,
     look_key,
     look_question_key,
     name_control_problem,
@@ -1203,8 +1204,7 @@ def in_preference_file(row: StoredPreference) -> bool:
     """Whether `export_preference_lines` writes the row: not a rating without rival, nor a blank or same-answer
     row an older version stored, nor one with an attribute name holding a control character or a bidi embedding,
     override or isolate (an import refuses them: `check_labels`)."""
-    return not (is_blank(row.prompt) or is_blank(row.chosen) or is_blank(row.rejected) or look_key(row.chosen) == look_key(row.rejected)
-                or any(name_control_problem(name) for name in row.attributes or ()))
+    return is_comparison(row.prompt, row.chosen, row.rejected) and not any(name_control_problem(name) for name in row.attributes or ())
 
 
 def export_started(rt: Runtime, tenant: str, user_id: str, export_format: str) -> tuple[Iterator[bytes], bytes | None]:

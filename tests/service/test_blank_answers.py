@@ -112,7 +112,8 @@ def test_a_rating_leaves_blank_rivals_out(svc):
 def test_blank_rows_stored_by_an_older_version_are_skipped_by_the_export_and_the_summary(svc):
     rt = svc.runtime
     pairs = [("Say something.", "Sure,", ""), ("Say something.", "", "Sure,"), ("Say something.", "\u3164", "No."),
-             ("Say something.", "Yes.", "Yes.\u3164"), ("Tea?", "Green tea.", "Black coffee.")]
+             ("Say something.", "Yes.", "Yes.\u3164"), ("Tea?", "Green tea.", "Black coffee."),
+             ("Say something.", "a b", "a\u00a0b")]  # review breakF63: look-alike answers (`look_key`), which an import now refuses
     rows = [StoredPreference(tenant="acme", user_id="olduser", pref_id=f"old{i}", prompt=p, chosen=a, rejected=b, kind="choice",
                              created_at=1.0 + i) for i, (p, a, b) in enumerate(pairs)]
     stored_as_an_older_version_stored(rt, rows)

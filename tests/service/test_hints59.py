@@ -114,3 +114,34 @@ def test_the_jobs_examples_on_the_docs_page_are_taken_by_a_fresh_service(svc):
             assert stored.status_code == 201, stored.text
         r = admin.post("/admin/jobs", json=adapter["value"])
         assert r.status_code == 201, (name, r.text)
+
+
+def test_a_job_snapshot_leaves_out_a_stored_pair_of_look_alike_answers(svc):
+    """review breakF63 (here to share this module's service, whose jobs stay queued). Since breakF63 a preference file's
+    reader refuses a row whose two answers only look alike (`a b` and `a` + U+00A0 + `b`, `fine` and `ﬁne`: `look_key`),
+    as feedback does; imports before it stored such rows. An adapter job trains on the user's snapshot (`pluralign train
+    adapter --data SNAPSHOT`) and a PAL or EM job on the population snapshot (`--protocol file --data SNAPSHOT`), each
+    read by `read_preference_file`: both held the stored row, the reader refused its line ("line 2, field `rejected`: is
+    the same answer as `chosen`"), and every adapter job of that user and every population job of the service failed.
+    The snapshots leave such a row out (and a blank one an older version stored), as the preferences export does; the
+    user's other comparisons are kept. A user holding only such pairs has nothing to train an adapter on: a 400 naming
+    `params.user`, as for a user with none (before, a job queued to fail)."""
+    from pluralign.store.tables import StoredPreference
+    from tests.service.test_blank_answers import stored_as_an_older_version_stored
+    from training.common import read_preference_file
+
+    pairs = [("oldpairs", "Tea?", "Green tea.", "Black coffee."), ("oldpairs", "Say?", "a b", "a\u00a0b"),
+             ("oldpairs", "Fine?", "fine", "\ufb01ne"), ("oldpairs", "Blank?", "Yes.", "Yes.\u3164"), ("oldpairs", "Milk?", "Yes.", "No."),
+             ("onlylook", "Say?", "a  b", "a b")]
+    stored_as_an_older_version_stored(svc.runtime, [
+        StoredPreference(tenant="acme", user_id=u, pref_id=f"o{i}", prompt=p, chosen=a, rejected=b, kind="comparison",
+                         created_at=1_700_000_000.0 + i) for i, (u, p, a, b) in enumerate(pairs)])
+    admin = svc.server.server.config.app.state.admin
+    snapshot, strict = admin.snapshot("acme", "oldpairs")
+    kept = read_preference_file("--data", str(snapshot))
+    assert [(r.chosen, r.rejected) for r in kept] == [("Green tea.", "Black coffee."), ("Yes.", "No.")] and strict == 2
+    population = read_preference_file("--data", str(admin.population_snapshot()))
+    assert sorted(r.chosen for r in population if r.user_id.startswith("acme/o")) == ["Green tea.", "Yes."]
+    with svc.client("admin") as c:
+        r = c.post("/admin/jobs", json={"kind": "adapter", "params": {"user": "onlylook", "tenant": "acme"}})
+    assert r.status_code == 400 and _error(r)["param"] == "params.user", r.text

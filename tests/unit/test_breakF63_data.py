@@ -72,3 +72,22 @@ def test_look_key_reads_an_answer_of_several_lines_without_a_step_per_space(monk
     assert text.look_key(answer.replace("\n", "\r\n")) == answer and calls == ["\r\n", "\r\n", "\r\n\r\n"]
     calls.clear()
     assert text.look_key("It  is \ufb01ne.\n \nOK.") == "It is fine.\n\nOK." and calls == ["  ", "\n \n"]
+
+
+def test_ukp_export_leaves_out_the_judgments_of_an_argument_against_its_look_alike(tmp_path, capsys):
+    """review breakF63: `data export --source ukp_convarg1` leaves out the judgments of a pair whose two arguments are
+    one answer (`_same_answer`), now by `look_key`: the file's reader refuses such a row, so a pair of `It is fine.` and
+    `It is ﬁne.` written by the export made the file it wrote unreadable. Before, reverting `_same_answer` to
+    `answer_key` failed no test (UKPConvArg1 has no such pair: still 75 either way)."""
+    from tests.unit.test_trial46a_cli import _ukp_with_a_pair_of_one_text
+
+    ukp = _ukp_with_a_pair_of_one_text(tmp_path / "ukp")
+    xml = tmp_path / "ukp" / "topic.xml"
+    xml.write_text(xml.read_text().replace("<text>Same.</text><stance>s</stance></arg1>", "<text>It is \ufb01ne.</text><stance>s</stance></arg1>")
+                   .replace("<text>Same.</text>", "<text>It is fine.</text>"), encoding="utf-8")
+    assert xml.read_text(encoding="utf-8").count("fine.") == 1 and xml.read_text(encoding="utf-8").count("\ufb01ne.") == 1
+    out_file = tmp_path / "ukp.jsonl"
+    code, out, err = cli(capsys, "data", "export", "--source", "ukp_convarg1", "--path", ukp, "--out", str(out_file))
+    assert code == 0 and '"records":2' in out and '"left_out_same_answer":2' in out, out + err
+    code, out, err = cli(capsys, "data", "stats", "--source", "jsonl", "--path", str(out_file), "--json")
+    assert code == 0 and '"judgments":2' in out, out + err

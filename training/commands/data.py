@@ -65,7 +65,8 @@ def _comparisons_only(args: argparse.Namespace, records: list, where: list[str])
     pairs = sorted({records[i].attributes.get("pair_id", where[i]) for i in same})
     shown = ", ".join(pairs[:5]) + (f", ... ({len(pairs) - 5} more)" if len(pairs) > 5 else "")
     print(f"--path {args.path}: left out {len(same)} judgments of {len(pairs)} pair{'s' * (len(pairs) != 1)} ({shown}) whose "
-          "two answers are the same text: a comparison needs two different answers (a preference file may not hold one)",
+          "two answers are the same answer (one text, or texts a person cannot tell apart: docs/api.md \"The same answer\"): a "
+          "comparison needs two different answers (a preference file may not hold one)",
           file=sys.stderr)
     left = set(same)
     kept = [i for i in range(len(records)) if i not in left]
