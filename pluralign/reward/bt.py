@@ -73,7 +73,7 @@ def distinct_answers(pairs: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def _accuracy(margin: torch.Tensor) -> float:
-    return float(margin_credit(margin).mean()) if margin.numel() else float("nan")
+    return float(margin_credit(torch.sigmoid(margin) - 0.5).mean()) if margin.numel() else float("nan")  # as eval's credit(P)
 
 
 class SingleBT:

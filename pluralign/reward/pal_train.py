@@ -108,7 +108,7 @@ def _evaluate(model: PALModel, logits: torch.Tensor, pairs: PairBatch, batch_siz
         b = slice(start, start + batch_size)
         margin = model.margin(logits[pairs.user[b]], model.pair_terms(pairs.prompt[b], pairs.chosen[b], pairs.rejected[b]))
         losses.append(torch.nn.functional.softplus(-margin))
-        correct.append(margin_credit(margin))
+        correct.append(margin_credit(torch.sigmoid(margin) - 0.5))  # as eval reads P(chosen): float32 sigmoid, 0.5 below ~3e-8
     return float(torch.cat(losses).mean()), float(torch.cat(correct).mean())
 
 
