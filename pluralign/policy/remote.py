@@ -687,13 +687,17 @@ def _read_piece(choice) -> str:
 # once (a template's own system prompt: Llama 3.1's date lines, Qwen's "You are Qwen..." are tens of tokens)
 TEMPLATE_TOKENS_PER_MESSAGE = 64
 TEMPLATE_TOKENS = 4096
+# the most UTF-8 bytes a tokenizer's normalizer makes of one byte sent (NFKC turns U+FDFA's 3 bytes into 33; no code
+# point does more under NFKC or NFKD, a scan of all of them says): a byte-fallback token holds one normalized byte
+NORMALIZED_BYTES_PER_BYTE = 11
 
 
 @dataclass(frozen=True)
 class _UsageBounds:
     """The most tokens a chat's `usage` can count: completion tokens, the `n` answers' `max_tokens` each (a server
-    generates no more: vLLM, OpenAI); prompt tokens, one per UTF-8 byte of its messages' text (a byte-level BPE's token,
-    SentencePiece's byte fallback, holds one byte at least) and the template's markers (TEMPLATE_TOKENS_PER_MESSAGE per
+    generates no more: vLLM, OpenAI); prompt tokens, NORMALIZED_BYTES_PER_BYTE per UTF-8 byte of its messages' text (a
+    byte-level BPE's token, SentencePiece's byte fallback, holds one byte at least of the text as the tokenizer's
+    normalizer made it, NFKC at most 11 times longer) and the template's markers (TEMPLATE_TOKENS_PER_MESSAGE per
     message, TEMPLATE_TOKENS once). A count beyond is the server's fault, not a figure to relay: 10**30 tokens in the
     chat's `usage` went to a client's int64 or JavaScript number as the server sent it."""
 
@@ -703,7 +707,7 @@ class _UsageBounds:
     @classmethod
     def of(cls, messages: Sequence[dict[str, str]], n: int, sampling: Sampling) -> _UsageBounds:
         text = sum(len(str(value).encode("utf-8", "surrogatepass")) for m in messages for value in m.values())
-        return cls(completion=n * sampling.max_tokens, prompt=text + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS)
+        return cls(completion=n * sampling.max_tokens, prompt=NORMALIZED_BYTES_PER_BYTE * text + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS)
 
 
 def _read_usage(usage, bounds: _UsageBounds) -> tuple[int, int]:

@@ -66,3 +66,15 @@ def test_a_usage_beyond_what_the_chat_can_count_is_the_generation_servers_failur
         list(generator.stream(MESSAGES, sampling=sampling))
     server.body, server.content_type = completion(two, usage(4, 8)).encode(), "application/json"
     assert generator.generate(MESSAGES, n=2, sampling=sampling)[1] == 4  # 2 x 4 tokens: within
+
+
+def test_an_honest_prompt_count_past_one_token_per_byte_is_taken(answering):  # noqa: F811
+    """review left63: a tokenizer's normalizer can lengthen the text before it is split. NFKC (SentencePiece's
+    nmt_nfkc) turns U+FDFA's 3 bytes into 33, and a byte-fallback tokenizer spends a token on each: 11 tokens per byte
+    sent. The bound of one token per byte refused such a server's honest count."""
+    import unicodedata
+    text = "\ufdfa" * 200
+    messages = [{"role": "user", "content": text}]
+    honest = len(unicodedata.normalize("NFKC", text).encode("utf-8")) + 10  # one token per normalized byte, the markers
+    generator, _server = answering(completion(CHOICE, usage(honest, 2)).encode())
+    assert generator.generate(messages, n=1, sampling=Sampling(max_tokens=4))[1] == honest
