@@ -192,8 +192,8 @@ LONG_STREAM = {"model": "pluralign", "user": "leaver", "stream": True, "max_toke
 
 
 # {} (one choice of the default candidates) is slow (make test-http; ~6.5 CPU-s of the default suite's, speedC63): the
-# same path, each candidate generated and reranked before the first token, stopped at the next token once the client
-# left, is kept in the default suite by the {"n": 2} case
+# scheduler's side (the left stream let go, the queued ones never run) is kept in the default suite by the {"n": 2} case;
+# n = 2 streams through `sse_events_n`, one choice through `sse_events`, whose cancel is the next test's (review speed63)
 @pytest.mark.parametrize("options", [pytest.param({}, marks=pytest.mark.slow), {"n": 2}])
 def test_streams_of_several_candidates_whose_clients_left_free_the_worker(svc, options):
     """A stream of several candidates generates and reranks them all before its first token; a
