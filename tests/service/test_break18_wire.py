@@ -192,8 +192,8 @@ LONG_STREAM = {"model": "pluralign", "user": "leaver", "stream": True, "max_toke
 
 
 # {} (one choice of the default candidates) is slow (make test-http; ~6.5 CPU-s of the default suite's, speedC63): the
-# same path, each candidate generated and reranked before the first token, stopped at the next token once the client
-# left, is kept in the default suite by the {"n": 2} case
+# scheduler's side (the left stream let go, the queued ones never run) is kept in the default suite by the {"n": 2} case;
+# n = 2 streams through `sse_events_n`, one choice through `sse_events`, whose cancel is the next test's (review speed63)
 @pytest.mark.parametrize("options", [pytest.param({}, marks=pytest.mark.slow), {"n": 2}])
 def test_streams_of_several_candidates_whose_clients_left_free_the_worker(svc, options):
     """A stream of several candidates generates and reranks them all before its first token; a
@@ -232,3 +232,26 @@ def test_streams_of_several_candidates_whose_clients_left_free_the_worker(svc, o
     with svc.client() as c:
         again = c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 4})
     assert again.status_code == 200, again.text
+
+
+def test_a_one_choice_stream_of_several_candidates_passes_its_clients_leaving_to_their_generation(svc):
+    """review speed63: the `{}` case above (one choice of the default candidates: `sse_events`, not `sse_events_n` as
+    n = 2) is slow; what only it checked, that the one-choice stream's candidates stop once its client left (`gone`,
+    the cancel `_produce` gives the events), is checked here without the clocks: its events made with their client
+    gone before the candidates begin raise Cancelled after the opening chunk (nothing generated, nothing sent); with
+    the cancel not passed on, all four were generated and reranked and the answer sent."""
+    from pluralign.policy.generator import Cancelled, Sampling
+    from service.chat import services
+    from service.chat.controllers import sse_events
+
+    rt = svc.runtime
+    messages = [{"role": "user", "content": "Tell me a long story."}]
+    plan = services.plan(rt, "acme", None, messages, 4, True, 0)
+    assert plan.candidates == 4
+    gone = threading.Event()
+    gone.set()
+    events = sse_events(rt, plan, Sampling(max_tokens=8, temperature=1.0, seed=1), int(time.time()), False, 1, gone)
+    assert b'"role":"assistant"' in next(events)
+    with pytest.raises(Cancelled):
+        sent = list(events)
+        pytest.fail(f"the candidates were generated for a client that left: {sent[-3:]}")

@@ -20,9 +20,12 @@ def test_a_delete_keeps_the_same_user_id_of_another_tenant_in_a_population_snaps
     """acme's `zed` is deleted; globex's `zed` (another person who picked the same id) keeps their rows in the
     population snapshot, their fitted weights in a PAL job's artifact, and their preferences (slow: test_a_delete_leaves_
     the_same_user_id_of_another_tenant_in_a_population_model, whose artifact a real job trained). review delete61: the
-    artifact, written as a job's would be (`save_pal`) with a row for each of the three users."""
+    artifact, written as a job's would be (`save_pal`) with a row for each of the three users. review speed63: an EM job's
+    artifact too (`EMMixture.save`, as an EM job's worker writes it), rewritten without acme's `zed` alone (the EM
+    artifact's check was the slow test_nothing_of_a_deleted_user_is_left_after_population_jobs's only)."""
     import torch
 
+    from pluralign.reward.em import EMConfig, EMMixture
     from pluralign.reward.pal_checkpoint import load_pal, save_pal
     from pluralign.reward.user_weights import UserWeights
 
@@ -39,10 +42,17 @@ def test_a_delete_keeps_the_same_user_id_of_another_tenant_in_a_population_snaps
         artifact = data / "jobs" / "artifacts" / "pal-of-both-tenants"
         users = ["acme/zed", "globex/ann", "globex/zed"]
         save_pal(artifact, model, UserWeights.from_logits(users, torch.zeros(3, meta.k)), minilm.encoder_id)
+        mixture = EMMixture.from_heads(torch.zeros(2, 2 * minilm.dim), torch.log(torch.tensor([0.5, 0.5])), EMConfig(k=2))
+        mixture.users = list(users)
+        mixture.fit_result.responsibilities = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=torch.float64)
+        em = mixture.save(data / "jobs" / "artifacts" / "em-of-both-tenants", minilm.encoder_id)
         assert acme.delete("/v1/users/zed").status_code == 200
         assert files_holding(data, MARKER) == []
         _, weights, meta = load_pal(artifact, minilm.encoder_id)
         assert sorted(weights.users()) == ["globex/ann", "globex/zed"] and meta.users == 2
+        mixture = EMMixture.load(em, minilm.encoder_id)  # each kept user's row is theirs still
+        assert mixture.users == ["globex/ann", "globex/zed"]
+        assert mixture.fit_result.responsibilities.tolist() == [[0.0, 1.0], [0.5, 0.5]]
         rows = _rows(snapshot)
         assert sorted({r["user_id"] for r in rows}) == ["globex/ann", "globex/zed"] and len(rows) == 4
         assert KEPT.encode() in snapshot.read_bytes()
