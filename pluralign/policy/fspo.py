@@ -154,10 +154,11 @@ def own_episodes(pairs: Sequence[Preference], shots: int, rounds: int, seed: int
         raise ValueError(f"`shots` {shots}: each episode shows that many of the user's other comparisons, and "
                          f"`pairs` holds {len(groups)} different comparisons")
     rng = random.Random(seed)
+    keys = [comparison_key(group[0]) for group in groups]  # once: an episode per pair per round reads them all
+    own = {id(pair): key for key, group in zip(keys, groups, strict=True) for pair in group}
     episodes = []
     for pair in list(pairs) * rounds:
-        key = comparison_key(pair)
-        others = [group for group in groups if comparison_key(group[0]) != key]
+        others = [group for key, group in zip(keys, groups, strict=True) if key != own[id(pair)]]
         episodes.append(episode(_draw(rng, others, shots), pair))
     return episodes
 
